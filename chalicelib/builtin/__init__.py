@@ -1,0 +1,1 @@
+"""Handlers that ship with Spool. Importing a module registers its handlers."""

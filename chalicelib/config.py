@@ -1,0 +1,56 @@
+"""Settings from SPOOL_* environment variables, read once per process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from chalicelib.storage import DEFAULT_STORE_URL
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _list(value: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (value or "").split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    store_url: str = DEFAULT_STORE_URL
+    handlers: tuple[str, ...] = ()
+    api_keys: str = ""
+    metrics_public: bool = False
+    max_body_bytes: int = 256 * 1024
+    max_batch: int = 100
+    cache_size: int = 1000
+    cache_ttl: float = 300.0
+    concurrency: int = 8
+    lease_seconds: float = 60.0
+    queues: tuple[str, ...] | None = None
+    pushgateway_url: str | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        queues = _list(env.get("SPOOL_QUEUES"))
+        return cls(
+            store_url=env.get("SPOOL_STORE_URL") or DEFAULT_STORE_URL,
+            handlers=_list(env.get("SPOOL_HANDLERS")),
+            api_keys=env.get("SPOOL_API_KEYS", ""),
+            metrics_public=_bool(env.get("SPOOL_METRICS_PUBLIC")),
+            max_body_bytes=int(env.get("SPOOL_MAX_BODY_BYTES") or 256 * 1024),
+            max_batch=int(env.get("SPOOL_MAX_BATCH") or 100),
+            cache_size=int(env.get("SPOOL_CACHE_SIZE") or 1000),
+            cache_ttl=float(env.get("SPOOL_CACHE_TTL") or 300),
+            concurrency=int(env.get("SPOOL_CONCURRENCY") or 8),
+            lease_seconds=float(env.get("SPOOL_LEASE_SECONDS") or 60),
+            queues=queues or None,
+            pushgateway_url=env.get("SPOOL_PUSHGATEWAY_URL") or None,
+            extra={k: v for k, v in env.items() if k.startswith("SPOOL_")},
+        )

@@ -1,0 +1,84 @@
+"""Errors the engine raises; the HTTP edge maps each to one status code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SpoolError(Exception):
+    """Base class: carries a stable machine-readable code and optional details."""
+
+    code = "spool_error"
+    status = 500
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class BadRequest(SpoolError):
+    code = "bad_request"
+    status = 400
+
+
+class Unauthorized(SpoolError):
+    code = "unauthorized"
+    status = 401
+
+
+class JobNotFound(SpoolError):
+    code = "not_found"
+    status = 404
+
+
+class InvalidTransition(SpoolError):
+    """The job exists but is in a state where the operation makes no sense."""
+
+    code = "conflict"
+    status = 409
+
+
+class PayloadTooLarge(SpoolError):
+    code = "payload_too_large"
+    status = 413
+
+
+class ValidationFailed(SpoolError):
+    code = "validation_error"
+    status = 422
+
+
+class UnknownJobType(ValidationFailed):
+    code = "unknown_job_type"
+
+
+class StoreUnavailable(SpoolError):
+    """The backing store cannot be reached; callers should retry later."""
+
+    code = "store_unavailable"
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 5, details: Any = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
+
+
+class StoreNotMigrated(SpoolError):
+    code = "store_not_migrated"
+    status = 503
+
+
+# Raised by handlers ---------------------------------------------------------
+
+
+class PermanentError(Exception):
+    """A handler raises this when retrying cannot help: the job goes straight to dead."""
+
+
+class RetryAfter(Exception):
+    """A handler raises this to be retried after a specific delay, not the backoff."""
+
+    def __init__(self, seconds: float, message: str = "") -> None:
+        super().__init__(message or f"retry requested after {seconds}s")
+        self.seconds = seconds

@@ -1,0 +1,170 @@
+"""The handler registry: job types, their payload models and their retry/timeout policy.
+
+Payloads are validated at enqueue time, so an unknown type or a bad payload is
+refused before anything is stored, and parsed again for the handler, so the
+handler always receives a typed model.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import inspect
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.errors import UnknownJobType, ValidationFailed
+from chalicelib.models import DEFAULT_QUEUE, Job
+from chalicelib.retry import RetryPolicy
+
+DEFAULT_TIMEOUT = 30.0
+
+
+@dataclass
+class JobContext:
+    """What a handler may know about its attempt: the job, and when to give up."""
+
+    job: Job
+    deadline: float  # time.monotonic() value after which the worker abandons the attempt
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def attempt(self) -> int:
+        return self.job.attempts
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+
+HandlerFunc = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    type: str
+    func: HandlerFunc
+    payload_model: builtins.type[BaseModel] | None
+    retry: RetryPolicy
+    timeout: float
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    takes_context: bool = True
+
+    def validate(self, payload: Any) -> dict[str, Any]:
+        """Check a payload at enqueue time; return the normalized JSON to store."""
+        if not isinstance(payload, dict):
+            raise ValidationFailed("payload must be a JSON object", {"type": self.type})
+        if self.payload_model is None:
+            return payload
+        try:
+            model = self.payload_model.model_validate(payload)
+        except ValidationError as exc:
+            raise ValidationFailed(
+                f"payload does not match the {self.type!r} handler's model",
+                {"type": self.type, "errors": _errors(exc)},
+            ) from exc
+        dumped: dict[str, Any] = model.model_dump(mode="json")
+        return dumped
+
+    def parse(self, payload: dict[str, Any]) -> Any:
+        if self.payload_model is None:
+            return payload
+        return self.payload_model.model_validate(payload)
+
+    def call(self, payload: Any, ctx: JobContext) -> Any:
+        if self.takes_context:
+            return self.func(payload, ctx)
+        return self.func(payload)
+
+
+def _errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._specs: dict[str, HandlerSpec] = {}
+        self._loaded: set[str] = set()
+
+    def handler(
+        self,
+        type_: str,
+        *,
+        payload: type[BaseModel] | None = None,
+        max_attempts: int | None = None,
+        backoff: RetryPolicy | tuple[float, float] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        queue: str = DEFAULT_QUEUE,
+        priority: int = 0,
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Register a function as the handler for a job type.
+
+        backoff is a RetryPolicy or a (base, cap) pair in seconds; max_attempts
+        overrides the policy's own.
+        """
+        if isinstance(backoff, tuple):
+            policy = RetryPolicy(base=backoff[0], cap=backoff[1])
+        else:
+            policy = backoff or RetryPolicy()
+        if max_attempts is not None:
+            policy = RetryPolicy(max_attempts=max_attempts, base=policy.base, cap=policy.cap)
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+
+        def register(func: HandlerFunc) -> HandlerFunc:
+            params = inspect.signature(func).parameters
+            self.register(
+                HandlerSpec(
+                    type=type_,
+                    func=func,
+                    payload_model=payload,
+                    retry=policy,
+                    timeout=timeout,
+                    queue=queue,
+                    priority=priority,
+                    takes_context=len(params) >= 2,
+                )
+            )
+            return func
+
+        return register
+
+    def register(self, spec: HandlerSpec) -> None:
+        self._specs[spec.type] = spec
+
+    def get(self, type_: str) -> HandlerSpec:
+        spec = self._specs.get(type_)
+        if spec is None:
+            raise UnknownJobType(
+                f"unknown job type {type_!r}", {"type": type_, "known": sorted(self._specs)}
+            )
+        return spec
+
+    def types(self) -> list[str]:
+        return sorted(self._specs)
+
+    def specs(self) -> list[HandlerSpec]:
+        return [self._specs[t] for t in self.types()]
+
+    def max_timeout(self) -> float:
+        return max((s.timeout for s in self._specs.values()), default=DEFAULT_TIMEOUT)
+
+    def load(self, modules: Iterable[str]) -> None:
+        """Import handler modules (SPOOL_HANDLERS); importing registers their handlers."""
+        for name in modules:
+            name = name.strip()
+            if name and name not in self._loaded:
+                importlib.import_module(name)
+                self._loaded.add(name)
+
+
+registry = Registry()
+handler = registry.handler

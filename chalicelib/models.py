@@ -1,0 +1,142 @@
+"""The job and the shapes that cross the store and HTTP boundaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+DEFAULT_QUEUE = "default"
+DEFAULT_TENANT = "default"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
+WAITING_STATES = frozenset({JobState.QUEUED, JobState.RETRYING})
+
+
+class Job(BaseModel):
+    """One unit of background work and everything known about its progress.
+
+    Priority: higher numbers run first; among equal priorities the earlier
+    run_at goes first.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    tenant: str = DEFAULT_TENANT
+    type: str
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    payload: dict[str, JsonValue] = Field(default_factory=dict)
+    state: JobState = JobState.QUEUED
+    attempts: int = 0
+    max_attempts: int = 5
+    run_at: datetime
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    result: JsonValue = None
+    last_error: str | None = None
+    idempotency_key: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job as it is handed to a store: validated, defaults applied, id chosen."""
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    run_at: datetime
+    tenant: str = DEFAULT_TENANT
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0
+    max_attempts: int = 5
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class AddResult:
+    job: Job
+    created: bool
+
+
+Outcome = Literal[JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """How one claimed attempt ended; the store applies it only under the same lease."""
+
+    job_id: str
+    lease_token: str
+    state: JobState
+    result: Any = None
+    error: str | None = None
+    retry_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        if self.state not in (JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD):
+            raise ValueError(f"a completion cannot move a job to {self.state}")
+        if self.state is JobState.RETRYING and self.retry_at is None:
+            raise ValueError("a retry needs retry_at")
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    tenant: str | None = None
+    state: JobState | None = None
+    queue: str | None = None
+    type: str | None = None
+    limit: int = 100
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class CounterKey:
+    queue: str
+    type: str
+    event: str
+
+
+# System-wide counters a store keeps next to the jobs, one per event.
+COUNTER_EVENTS = ("enqueued", "succeeded", "failed", "retried", "dead", "cancelled")
+
+
+@dataclass
+class Counters:
+    values: dict[CounterKey, int] = field(default_factory=dict)
+
+    def add(self, queue: str, type_: str, event: str, n: int = 1) -> None:
+        key = CounterKey(queue, type_, event)
+        self.values[key] = self.values.get(key, 0) + n

@@ -1,0 +1,40 @@
+"""Choose a store by URL. Backends are imported only when chosen, so `import app`
+stays fast and the Lambda package never loads psycopg or SQLite code it does not use."""
+
+from __future__ import annotations
+
+from importlib import import_module
+from urllib.parse import parse_qs, urlsplit
+
+from chalicelib.clock import Clock
+from chalicelib.storage.base import JobStore
+
+DEFAULT_STORE_URL = "sqlite:///.spool/spool.db"
+
+# scheme -> (module, factory function taking (url, clock))
+_BACKENDS = {
+    "memory": ("chalicelib.storage.memory", "from_url"),
+    "sqlite": ("chalicelib.storage.sqlite", "from_url"),
+    "postgres": ("chalicelib.storage.postgres", "from_url"),
+    "postgresql": ("chalicelib.storage.postgres", "from_url"),
+    "dynamodb": ("chalicelib.storage.dynamodb", "from_url"),
+}
+
+
+def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobStore:
+    scheme = urlsplit(url).scheme.split("+", 1)[0]
+    if scheme not in _BACKENDS:
+        known = ", ".join(sorted(_BACKENDS))
+        raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; known: {known}")
+    module_name, factory = _BACKENDS[scheme]
+    module = import_module(module_name)
+    store: JobStore = getattr(module, factory)(url, clock)
+    return store
+
+
+def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
+    """sqlite:///relative.db, sqlite:////absolute.db, sqlite:///:memory:"""
+    parts = urlsplit(url)
+    path = parts.path[1:] if parts.path.startswith("/") else parts.path
+    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    return path or ".spool/spool.db", options

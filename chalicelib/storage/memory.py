@@ -1,0 +1,298 @@
+"""An in-process store: the contract's reference implementation and the fastest test loop."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from chalicelib.clock import Clock, SystemClock
+from chalicelib.errors import InvalidTransition, JobNotFound
+from chalicelib.ids import new_lease_token
+from chalicelib.models import (
+    WAITING_STATES,
+    AddResult,
+    Completion,
+    CounterKey,
+    Job,
+    JobPage,
+    JobQuery,
+    JobState,
+    NewJob,
+)
+from chalicelib.storage.base import (
+    LEASE_EXPIRED_ERROR,
+    check_limit,
+    completion_events,
+    decode_cursor,
+    encode_cursor,
+    to_micros,
+)
+from chalicelib.storage.notify import LocalNotifier
+
+
+class MemoryStore:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.notifier = LocalNotifier()
+        self._jobs: dict[str, Job] = {}
+        self._idem: dict[tuple[str, str], str] = {}
+        self._counters: dict[CounterKey, int] = {}
+        self._lock = threading.RLock()
+
+    # -- helpers -----------------------------------------------------------
+    def _bump(self, job: Job, *events: str) -> None:
+        for event in events:
+            key = CounterKey(job.queue, job.type, event)
+            self._counters[key] = self._counters.get(key, 0) + 1
+
+    def _update(self, job: Job, **changes: object) -> Job:
+        changed = job.model_copy(update=changes)
+        self._jobs[job.id] = changed
+        return changed
+
+    def _reap(self, now: datetime) -> None:
+        for job in list(self._jobs.values()):
+            if (
+                job.state is JobState.RUNNING
+                and job.lease_expires_at
+                and job.lease_expires_at <= now
+            ):
+                dead = job.attempts >= job.max_attempts
+                self._update(
+                    job,
+                    state=JobState.DEAD if dead else JobState.RETRYING,
+                    run_at=now if not dead else job.run_at,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    last_error=LEASE_EXPIRED_ERROR,
+                    updated_at=now,
+                    finished_at=now if dead else None,
+                )
+                self._bump(job, "failed", "dead" if dead else "retried")
+
+    # -- contract ----------------------------------------------------------
+    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
+        now = self.clock.now()
+        results: list[AddResult] = []
+        with self._lock:
+            staged: dict[tuple[str, str], Job] = {}
+            for new in jobs:
+                key = (new.tenant, new.idempotency_key) if new.idempotency_key else None
+                if key and key in self._idem:
+                    results.append(AddResult(self._jobs[self._idem[key]], False))
+                    continue
+                if key and key in staged:
+                    results.append(AddResult(staged[key], False))
+                    continue
+                job = Job(
+                    id=new.id,
+                    tenant=new.tenant,
+                    type=new.type,
+                    queue=new.queue,
+                    priority=new.priority,
+                    payload=new.payload,
+                    max_attempts=new.max_attempts,
+                    run_at=new.run_at,
+                    idempotency_key=new.idempotency_key,
+                    created_at=now,
+                    updated_at=now,
+                )
+                if key:
+                    staged[key] = job
+                results.append(AddResult(job, True))
+            for result in results:
+                if result.created:
+                    self._jobs[result.job.id] = result.job
+                    if result.job.idempotency_key:
+                        self._idem[(result.job.tenant, result.job.idempotency_key)] = result.job.id
+                    self._bump(result.job, "enqueued")
+        if any(r.created for r in results):
+            self.notifier.notify()
+        return results
+
+    def get(self, job_id: str, tenant: str | None = None) -> Job | None:
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or (tenant is not None and job.tenant != tenant):
+            return None
+        return job
+
+    def claim(
+        self,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[Job]:
+        now = self.clock.now()
+        expires = now + timedelta(seconds=lease_seconds)
+        with self._lock:
+            self._reap(now)
+            pool = (
+                [self._jobs[i] for i in ids if i in self._jobs]
+                if ids is not None
+                else self._jobs.values()
+            )
+            due = [
+                j
+                for j in pool
+                if j.state in WAITING_STATES
+                and j.run_at <= now
+                and (queues is None or j.queue in queues)
+            ]
+            due.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
+            claimed = []
+            for job in due[:limit]:
+                claimed.append(
+                    self._update(
+                        job,
+                        state=JobState.RUNNING,
+                        attempts=job.attempts + 1,
+                        lease_token=new_lease_token(),
+                        lease_expires_at=expires,
+                        started_at=now,
+                        updated_at=now,
+                    )
+                )
+            return claimed
+
+    def finish(self, completions: Sequence[Completion]) -> list[bool]:
+        now = self.clock.now()
+        applied = []
+        with self._lock:
+            for c in completions:
+                job = self._jobs.get(c.job_id)
+                if (
+                    job is None
+                    or job.state is not JobState.RUNNING
+                    or job.lease_token != c.lease_token
+                ):
+                    applied.append(False)
+                    continue
+                terminal = c.state is not JobState.RETRYING
+                self._update(
+                    job,
+                    state=c.state,
+                    result=c.result if c.state is JobState.SUCCEEDED else None,
+                    last_error=c.error,
+                    run_at=c.retry_at if c.retry_at else job.run_at,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                    finished_at=now if terminal else None,
+                )
+                self._bump(job, *completion_events(c.state))
+                applied.append(True)
+        return applied
+
+    def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
+        now = self.clock.now()
+        with self._lock:
+            job = self._jobs.get(job_id)
+            if job is None or job.state is not JobState.RUNNING or job.lease_token != lease_token:
+                return False
+            if job.lease_expires_at is not None and job.lease_expires_at <= now:
+                return False
+            self._update(
+                job, lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now
+            )
+            return True
+
+    def cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        now = self.clock.now()
+        with self._lock:
+            job = self.get(job_id, tenant)
+            if job is None:
+                raise JobNotFound("job not found", {"id": job_id})
+            if job.state not in WAITING_STATES:
+                raise InvalidTransition(
+                    f"a {job.state.value} job cannot be cancelled", {"state": job.state.value}
+                )
+            self._bump(job, "cancelled")
+            return self._update(job, state=JobState.CANCELLED, updated_at=now, finished_at=now)
+
+    def list_jobs(self, query: JobQuery) -> JobPage:
+        limit = check_limit(query.limit)
+        after = decode_cursor(query.cursor) if query.cursor else None
+        with self._lock:
+            jobs = [
+                j
+                for j in self._jobs.values()
+                if (query.tenant is None or j.tenant == query.tenant)
+                and (query.state is None or j.state is query.state)
+                and (query.queue is None or j.queue == query.queue)
+                and (query.type is None or j.type == query.type)
+                and (after is None or (to_micros(j.created_at), j.id) > after)
+            ]
+        jobs.sort(key=lambda j: (j.created_at, j.id))
+        page = jobs[:limit]
+        more = len(jobs) > limit
+        cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+        return JobPage(page, cursor)
+
+    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+        now = self.clock.now()
+        moved = []
+        with self._lock:
+            for job_id in job_ids:
+                job = self.get(job_id, tenant)
+                if job is None or job.state is not JobState.DEAD:
+                    continue
+                moved.append(
+                    self._update(
+                        job,
+                        state=JobState.QUEUED,
+                        attempts=0,
+                        run_at=now,
+                        result=None,
+                        finished_at=None,
+                        updated_at=now,
+                    )
+                )
+        if moved:
+            self.notifier.notify()
+        return moved
+
+    def counts(self) -> dict[tuple[str, JobState], int]:
+        out: dict[tuple[str, JobState], int] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                key = (job.queue, job.state)
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def counters(self) -> dict[CounterKey, int]:
+        with self._lock:
+            return dict(self._counters)
+
+    def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
+        with self._lock:
+            times = [
+                j.run_at if j.state in WAITING_STATES else j.lease_expires_at
+                for j in self._jobs.values()
+                if (queues is None or j.queue in queues)
+                and (j.state in WAITING_STATES or j.state is JobState.RUNNING)
+            ]
+        present = [t for t in times if t is not None]
+        return min(present) if present else None
+
+    def purge(self, finished_before: datetime, limit: int = 1000) -> int:
+        with self._lock:
+            doomed = [
+                j
+                for j in self._jobs.values()
+                if j.terminal and j.finished_at is not None and j.finished_at < finished_before
+            ][:limit]
+            for job in doomed:
+                del self._jobs[job.id]
+                if job.idempotency_key:
+                    self._idem.pop((job.tenant, job.idempotency_key), None)
+        return len(doomed)
+
+    def close(self) -> None:
+        self.notifier.close()
+
+
+def from_url(url: str, clock: Clock | None = None) -> MemoryStore:
+    return MemoryStore(clock)

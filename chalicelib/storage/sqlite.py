@@ -1,0 +1,477 @@
+"""The embedded default store: one SQLite file, WAL, one writer at a time.
+
+Times are integer microseconds since the epoch, so comparisons are exact.
+Claims are one UPDATE ... RETURNING over a partial index of due jobs, so a
+batch of N jobs costs one statement, not N.
+
+Durability: `synchronous=normal` (the default) survives any process crash;
+an OS crash or power loss may lose the last few committed transactions. Use
+`sqlite:///path?synchronous=full` to fsync every commit (slower writes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from chalicelib.clock import Clock, SystemClock
+from chalicelib.errors import InvalidTransition, JobNotFound
+from chalicelib.ids import new_lease_token
+from chalicelib.models import (
+    AddResult,
+    Completion,
+    CounterKey,
+    Job,
+    JobPage,
+    JobQuery,
+    JobState,
+    NewJob,
+)
+from chalicelib.storage.base import (
+    LEASE_EXPIRED_ERROR,
+    check_limit,
+    completion_events,
+    decode_cursor,
+    encode_cursor,
+    from_micros,
+    to_micros,
+)
+from chalicelib.storage.notify import SocketDirNotifier
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    run_at INTEGER NOT NULL,
+    lease_token TEXT,
+    lease_expires_at INTEGER,
+    result TEXT,
+    last_error TEXT,
+    idempotency_key TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    started_at INTEGER,
+    finished_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, created_at)
+    WHERE state IN ('queued', 'retrying');
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at, id);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS counters (
+    queue TEXT NOT NULL,
+    type TEXT NOT NULL,
+    event TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (queue, type, event)
+);
+"""
+
+COLUMNS = (
+    "id, tenant, type, queue, priority, payload, state, attempts, max_attempts, run_at, "
+    "lease_token, lease_expires_at, result, last_error, idempotency_key, created_at, "
+    "updated_at, started_at, finished_at"
+)
+
+BUMP = (
+    "INSERT INTO counters (queue, type, event, n) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (queue, type, event) DO UPDATE SET n = n + excluded.n"
+)
+
+
+def _dt(value: int | None) -> datetime | None:
+    return None if value is None else from_micros(value)
+
+
+def row_to_job(row: Sequence[Any]) -> Job:
+    """Rows come from our own writes, so skip validation: this is the claim hot path."""
+    return Job.model_construct(
+        id=row[0],
+        tenant=row[1],
+        type=row[2],
+        queue=row[3],
+        priority=row[4],
+        payload=json.loads(row[5]),
+        state=JobState(row[6]),
+        attempts=row[7],
+        max_attempts=row[8],
+        run_at=from_micros(row[9]),
+        lease_token=row[10],
+        lease_expires_at=_dt(row[11]),
+        result=None if row[12] is None else json.loads(row[12]),
+        last_error=row[13],
+        idempotency_key=row[14],
+        created_at=from_micros(row[15]),
+        updated_at=from_micros(row[16]),
+        started_at=_dt(row[17]),
+        finished_at=_dt(row[18]),
+    )
+
+
+def _tally(rows: Iterable[Sequence[Any]], events_of: Any) -> list[tuple[str, str, str, int]]:
+    totals: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        for event in events_of(row):
+            key = (row[0], row[1], event)
+            totals[key] = totals.get(key, 0) + 1
+    return [(q, t, e, n) for (q, t, e), n in totals.items()]
+
+
+class SQLiteStore:
+    def __init__(self, path: str, clock: Clock | None = None, synchronous: str = "normal") -> None:
+        if synchronous.lower() not in ("normal", "full", "off"):
+            raise ValueError("synchronous must be normal, full or off")
+        self.clock: Clock = clock or SystemClock()
+        self.path = path
+        self.synchronous = synchronous.upper()
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+        self.notifier = SocketDirNotifier(os.path.abspath(path) + ".wake")
+        self._db().executescript(SCHEMA)
+
+    # -- connections -------------------------------------------------------
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA temp_store=MEMORY")
+            self._local.db = db
+            with self._all_lock:
+                self._all.append(db)
+        return db
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._db())
+
+    # -- contract ----------------------------------------------------------
+    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
+        now = to_micros(self.clock.now())
+        results: list[AddResult | None] = [None] * len(jobs)
+        rows: list[tuple[Any, ...]] = []
+        fresh: dict[int, Job] = {}
+        with self._write() as db:
+            staged: dict[tuple[str, str], Job] = {}
+            for i, new in enumerate(jobs):
+                if new.idempotency_key is not None:
+                    key = (new.tenant, new.idempotency_key)
+                    if key in staged:
+                        results[i] = AddResult(staged[key], False)
+                        continue
+                    found = db.execute(
+                        f"SELECT {COLUMNS} FROM jobs WHERE tenant = ? AND idempotency_key = ?", key
+                    ).fetchone()
+                    if found is not None:
+                        results[i] = AddResult(row_to_job(found), False)
+                        continue
+                payload = json.dumps(new.payload, separators=(",", ":"))
+                run_at = to_micros(new.run_at)
+                rows.append(
+                    (
+                        new.id,
+                        new.tenant,
+                        new.type,
+                        new.queue,
+                        new.priority,
+                        payload,
+                        new.max_attempts,
+                        run_at,
+                        new.idempotency_key,
+                        now,
+                        now,
+                    )
+                )
+                job = Job.model_construct(
+                    id=new.id,
+                    tenant=new.tenant,
+                    type=new.type,
+                    queue=new.queue,
+                    priority=new.priority,
+                    payload=new.payload,
+                    state=JobState.QUEUED,
+                    attempts=0,
+                    max_attempts=new.max_attempts,
+                    run_at=from_micros(run_at),
+                    lease_token=None,
+                    lease_expires_at=None,
+                    result=None,
+                    last_error=None,
+                    idempotency_key=new.idempotency_key,
+                    created_at=from_micros(now),
+                    updated_at=from_micros(now),
+                    started_at=None,
+                    finished_at=None,
+                )
+                fresh[i] = job
+                if new.idempotency_key is not None:
+                    staged[(new.tenant, new.idempotency_key)] = job
+            if rows:
+                db.executemany(
+                    "INSERT INTO jobs (id, tenant, type, queue, priority, payload, state, "
+                    "max_attempts, run_at, idempotency_key, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                db.executemany(BUMP, _tally(((r[3], r[2]) for r in rows), lambda _: ("enqueued",)))
+        for i, job in fresh.items():
+            results[i] = AddResult(job, True)
+        if rows:
+            self.notifier.notify()
+        return [r for r in results if r is not None]
+
+    def get(self, job_id: str, tenant: str | None = None) -> Job | None:
+        row = self._db().execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None or (tenant is not None and row[1] != tenant):
+            return None
+        return row_to_job(row)
+
+    def _reap(self, db: sqlite3.Connection, now: int) -> None:
+        expired = db.execute(
+            "UPDATE jobs SET "
+            "state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END, "
+            "run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 END, "
+            "finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, "
+            "lease_token = NULL, lease_expires_at = NULL, last_error = ?2, updated_at = ?1 "
+            "WHERE state = 'running' AND lease_expires_at <= ?1 RETURNING queue, type, state",
+            (now, LEASE_EXPIRED_ERROR),
+        ).fetchall()
+        if expired:
+            db.executemany(
+                BUMP, _tally(expired, lambda r: ("failed", "dead" if r[2] == "dead" else "retried"))
+            )
+
+    def claim(
+        self,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[Job]:
+        if limit <= 0 or (ids is not None and not ids) or (queues is not None and not queues):
+            return []
+        now = to_micros(self.clock.now())
+        expires = now + int(lease_seconds * 1_000_000)
+        where = ["state IN ('queued', 'retrying')", "run_at <= ?"]
+        params: list[Any] = [new_lease_token(), expires, now, now, now]
+        if queues is not None:
+            where.append(f"queue IN ({','.join('?' * len(queues))})")
+            params.extend(queues)
+        if ids is not None:
+            where.append(f"id IN ({','.join('?' * len(ids))})")
+            params.extend(ids)
+        params.append(limit)
+        sql = (
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, "
+            "lease_expires_at = ?, started_at = ?, updated_at = ? WHERE id IN ("
+            f"SELECT id FROM jobs WHERE {' AND '.join(where)} "
+            f"ORDER BY priority DESC, run_at, created_at LIMIT ?) RETURNING {COLUMNS}"
+        )
+        with self._write() as db:
+            self._reap(db, now)
+            rows = db.execute(sql, params).fetchall()
+        jobs = [row_to_job(r) for r in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
+        return jobs
+
+    def finish(self, completions: Sequence[Completion]) -> list[bool]:
+        if not completions:
+            return []
+        now = to_micros(self.clock.now())
+        applied: list[bool] = []
+        done: list[tuple[str, str, str]] = []
+        with self._write() as db:
+            for c in completions:
+                result = (
+                    json.dumps(c.result, separators=(",", ":"))
+                    if c.state is JobState.SUCCEEDED
+                    else None
+                )
+                retry_at = to_micros(c.retry_at) if c.retry_at is not None else None
+                finished = None if c.state is JobState.RETRYING else now
+                row = db.execute(
+                    "UPDATE jobs SET state = ?, result = ?, last_error = ?, "
+                    "run_at = COALESCE(?, run_at), lease_token = NULL, lease_expires_at = NULL, "
+                    "updated_at = ?, finished_at = ? "
+                    "WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING queue, type",
+                    (
+                        c.state.value,
+                        result,
+                        c.error,
+                        retry_at,
+                        now,
+                        finished,
+                        c.job_id,
+                        c.lease_token,
+                    ),
+                ).fetchone()
+                applied.append(row is not None)
+                if row is not None:
+                    done.append((row[0], row[1], c.state.value))
+            if done:
+                db.executemany(BUMP, _tally(done, lambda r: completion_events(JobState(r[2]))))
+        return applied
+
+    def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
+        now = to_micros(self.clock.now())
+        with self._write() as db:
+            row = db.execute(
+                "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ? "
+                "AND lease_token = ? AND state = 'running' AND lease_expires_at > ? RETURNING id",
+                (now + int(lease_seconds * 1_000_000), now, job_id, lease_token, now),
+            ).fetchone()
+        return row is not None
+
+    def cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        now = to_micros(self.clock.now())
+        with self._write() as db:
+            row = db.execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None or (tenant is not None and row[1] != tenant):
+                raise JobNotFound("job not found", {"id": job_id})
+            if row[6] not in ("queued", "retrying"):
+                raise InvalidTransition(f"a {row[6]} job cannot be cancelled", {"state": row[6]})
+            updated = db.execute(
+                "UPDATE jobs SET state = 'cancelled', updated_at = ?, finished_at = ? "
+                f"WHERE id = ? RETURNING {COLUMNS}",
+                (now, now, job_id),
+            ).fetchone()
+            db.execute(BUMP, (row[3], row[2], "cancelled", 1))
+        return row_to_job(updated)
+
+    def list_jobs(self, query: JobQuery) -> JobPage:
+        limit = check_limit(query.limit)
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("tenant", query.tenant),
+            ("state", query.state.value if query.state else None),
+            ("queue", query.queue),
+            ("type", query.type),
+        ):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if query.cursor:
+            created, last_id = decode_cursor(query.cursor)
+            where.append("(created_at > ? OR (created_at = ? AND id > ?))")
+            params.extend([created, created, last_id])
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = (
+            self._db()
+            .execute(
+                f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY created_at, id LIMIT ?",
+                [*params, limit + 1],
+            )
+            .fetchall()
+        )
+        jobs = [row_to_job(r) for r in rows[:limit]]
+        cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > limit else None
+        return JobPage(jobs, cursor)
+
+    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+        if not job_ids:
+            return []
+        now = to_micros(self.clock.now())
+        moved: list[Job] = []
+        with self._write() as db:
+            for start in range(0, len(job_ids), 500):
+                chunk = list(job_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                tenant_clause = " AND tenant = ?" if tenant is not None else ""
+                rows = db.execute(
+                    "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, result = NULL, "
+                    f"finished_at = NULL, updated_at = ? WHERE state = 'dead' AND id IN ({marks})"
+                    f"{tenant_clause} RETURNING {COLUMNS}",
+                    [now, now, *chunk, *([tenant] if tenant is not None else [])],
+                ).fetchall()
+                moved.extend(row_to_job(r) for r in rows)
+        if moved:
+            self.notifier.notify()
+        return moved
+
+    def counts(self) -> dict[tuple[str, JobState], int]:
+        rows = (
+            self._db()
+            .execute("SELECT queue, state, COUNT(*) FROM jobs GROUP BY queue, state")
+            .fetchall()
+        )
+        return {(q, JobState(s)): n for q, s, n in rows}
+
+    def counters(self) -> dict[CounterKey, int]:
+        rows = self._db().execute("SELECT queue, type, event, n FROM counters").fetchall()
+        return {CounterKey(q, t, e): n for q, t, e, n in rows}
+
+    def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
+        queue_clause = f" AND queue IN ({','.join('?' * len(queues))})" if queues else ""
+        params = list(queues or [])
+        db = self._db()
+        due = db.execute(
+            f"SELECT MIN(run_at) FROM jobs WHERE state IN ('queued', 'retrying'){queue_clause}",
+            params,
+        ).fetchone()[0]
+        lease = db.execute(
+            f"SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running'{queue_clause}", params
+        ).fetchone()[0]
+        present = [t for t in (due, lease) if t is not None]
+        return from_micros(min(present)) if present else None
+
+    def purge(self, finished_before: datetime, limit: int = 1000) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL "
+                "AND finished_at < ? AND state IN ('succeeded', 'dead', 'cancelled') LIMIT ?)",
+                (to_micros(finished_before), limit),
+            )
+            return cursor.rowcount
+
+    def close(self) -> None:
+        self.notifier.close()
+        with self._all_lock:
+            for db in self._all:
+                db.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT: take the write lock up front so no upgrade can deadlock."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+
+
+def from_url(url: str, clock: Clock | None = None) -> SQLiteStore:
+    from chalicelib.storage import sqlite_path
+
+    path, options = sqlite_path(url)
+    return SQLiteStore(path, clock, synchronous=options.get("synchronous", "normal"))

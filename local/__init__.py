@@ -1,0 +1,1 @@
+"""The local emulator and the `spool` command line. Never imported by chalicelib/."""

@@ -1,0 +1,443 @@
+"""The JobStore contract: every backend passes this suite unchanged."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.errors import BadRequest, InvalidTransition, JobNotFound
+from chalicelib.models import Completion, CounterKey, JobQuery, JobState
+from chalicelib.storage.base import JobStore
+from tests.factories import new_job
+
+LEASE = 30.0
+
+
+def add_one(store: JobStore, clock: FakeClock, **fields):
+    return store.add([new_job(clock, **fields)])[0].job
+
+
+def succeed(job, result=None) -> Completion:
+    return Completion(job.id, job.lease_token, JobState.SUCCEEDED, result=result)
+
+
+# -- add and get -------------------------------------------------------------
+
+
+def test_add_then_get_round_trips_every_field(store: JobStore, clock: FakeClock) -> None:
+    new = new_job(
+        clock,
+        payload={"to": "a@b.c", "n": [1, 2, {"x": None}]},
+        queue="mail",
+        priority=3,
+        max_attempts=7,
+        tenant="acme",
+        idempotency_key="k1",
+    )
+    [added] = store.add([new])
+    assert added.created
+    job = store.get(new.id)
+    assert job is not None
+    assert job == added.job
+    assert (job.type, job.queue, job.priority, job.max_attempts, job.tenant) == (
+        "echo",
+        "mail",
+        3,
+        7,
+        "acme",
+    )
+    assert job.payload == {"to": "a@b.c", "n": [1, 2, {"x": None}]}
+    assert job.state is JobState.QUEUED
+    assert job.attempts == 0
+    assert job.run_at == new.run_at
+    assert job.created_at == clock.now()
+    assert job.idempotency_key == "k1"
+    assert job.lease_token is None and job.result is None and job.last_error is None
+
+
+def test_get_unknown_or_other_tenant_is_none(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock, tenant="acme")
+    assert store.get("j_" + "0" * 32) is None
+    assert store.get(job.id, tenant="other") is None
+    assert store.get(job.id, tenant="acme") is not None
+
+
+def test_add_batch_keeps_order(store: JobStore, clock: FakeClock) -> None:
+    news = [new_job(clock, payload={"i": i}) for i in range(25)]
+    results = store.add(news)
+    assert [r.job.id for r in results] == [n.id for n in news]
+    assert all(r.created for r in results)
+    assert sum(store.counts().values()) == 25
+
+
+# -- idempotency -------------------------------------------------------------
+
+
+def test_same_idempotency_key_same_tenant_returns_existing(
+    store: JobStore, clock: FakeClock
+) -> None:
+    first = store.add([new_job(clock, idempotency_key="once", tenant="t1")])[0]
+    again = store.add([new_job(clock, idempotency_key="once", tenant="t1", payload={"x": 2})])[0]
+    assert first.created and not again.created
+    assert again.job.id == first.job.id
+    assert again.job.payload == first.job.payload
+    assert sum(store.counts().values()) == 1
+
+
+def test_idempotency_keys_are_per_tenant(store: JobStore, clock: FakeClock) -> None:
+    a = store.add([new_job(clock, idempotency_key="k", tenant="t1")])[0]
+    b = store.add([new_job(clock, idempotency_key="k", tenant="t2")])[0]
+    assert a.created and b.created and a.job.id != b.job.id
+
+
+def test_duplicate_keys_inside_one_batch_store_one_job(store: JobStore, clock: FakeClock) -> None:
+    results = store.add(
+        [new_job(clock, idempotency_key="dup"), new_job(clock, idempotency_key="dup")]
+    )
+    assert [r.created for r in results] == [True, False]
+    assert results[0].job.id == results[1].job.id
+    assert sum(store.counts().values()) == 1
+
+
+# -- claiming ----------------------------------------------------------------
+
+
+def test_claim_orders_by_priority_then_run_at(store: JobStore, clock: FakeClock) -> None:
+    low_early = add_one(store, clock, priority=0, run_at=clock.now() - timedelta(seconds=30))
+    high_late = add_one(store, clock, priority=5, run_at=clock.now() - timedelta(seconds=1))
+    high_early = add_one(store, clock, priority=5, run_at=clock.now() - timedelta(seconds=20))
+    low_late = add_one(store, clock, priority=0, run_at=clock.now() - timedelta(seconds=2))
+    claimed = store.claim(10, LEASE)
+    assert [j.id for j in claimed] == [high_early.id, high_late.id, low_early.id, low_late.id]
+
+
+def test_claim_takes_the_best_jobs_first_under_a_limit(store: JobStore, clock: FakeClock) -> None:
+    for _ in range(5):
+        add_one(store, clock, priority=0)
+    urgent = add_one(store, clock, priority=9)
+    first = store.claim(1, LEASE)
+    assert [j.id for j in first] == [urgent.id]
+    assert len(store.claim(3, LEASE)) == 3
+    assert len(store.claim(10, LEASE)) == 2
+    assert store.claim(10, LEASE) == []
+
+
+def test_claim_leases_and_counts_the_attempt(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock)
+    [claimed] = store.claim(5, LEASE)
+    assert claimed.id == job.id
+    assert claimed.state is JobState.RUNNING
+    assert claimed.attempts == 1
+    assert claimed.lease_token
+    assert claimed.lease_expires_at == clock.now() + timedelta(seconds=LEASE)
+    assert claimed.started_at == clock.now()
+    assert store.get(job.id).state is JobState.RUNNING
+    assert store.claim(5, LEASE) == []  # leased jobs are not handed out twice
+
+
+def test_delayed_jobs_wait_for_run_at(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock, delay=60)
+    assert store.claim(5, LEASE) == []
+    assert store.next_due_at() == job.run_at
+    clock.advance(59.9)
+    assert store.claim(5, LEASE) == []
+    clock.advance(0.1)
+    assert [j.id for j in store.claim(5, LEASE)] == [job.id]
+
+
+def test_claim_filters_by_queue(store: JobStore, clock: FakeClock) -> None:
+    mail = add_one(store, clock, queue="mail")
+    add_one(store, clock, queue="images")
+    assert [j.id for j in store.claim(10, LEASE, queues=["mail"])] == [mail.id]
+    assert store.claim(10, LEASE, queues=["mail"]) == []
+    assert store.claim(10, LEASE, queues=[]) == []
+    assert len(store.claim(10, LEASE, queues=["images", "other"])) == 1
+
+
+def test_claim_by_ids_takes_only_those_that_are_due(store: JobStore, clock: FakeClock) -> None:
+    a = add_one(store, clock)
+    b = add_one(store, clock)
+    later = add_one(store, clock, delay=100)
+    claimed = store.claim(10, LEASE, ids=[a.id, later.id, "j_" + "f" * 32])
+    assert [j.id for j in claimed] == [a.id]
+    assert store.claim(10, LEASE, ids=[a.id]) == []  # already leased
+    assert [j.id for j in store.claim(10, LEASE)] == [b.id]
+
+
+# -- finishing ---------------------------------------------------------------
+
+
+def test_finish_success_records_result(store: JobStore, clock: FakeClock) -> None:
+    add_one(store, clock)
+    [job] = store.claim(1, LEASE)
+    clock.advance(2)
+    assert store.finish([succeed(job, {"ok": True, "items": [1, 2]})]) == [True]
+    done = store.get(job.id)
+    assert done.state is JobState.SUCCEEDED
+    assert done.result == {"ok": True, "items": [1, 2]}
+    assert done.finished_at == clock.now()
+    assert done.lease_token is None
+    assert store.claim(1, LEASE) == []
+
+
+def test_finish_requires_the_current_lease(store: JobStore, clock: FakeClock) -> None:
+    add_one(store, clock)
+    [job] = store.claim(1, LEASE)
+    wrong = Completion(job.id, "not-the-token", JobState.SUCCEEDED, result=1)
+    assert store.finish([wrong]) == [False]
+    assert store.get(job.id).state is JobState.RUNNING
+    assert store.finish([succeed(job, 1)]) == [True]
+    assert store.finish([succeed(job, 2)]) == [False]  # finishing twice changes nothing
+    assert store.get(job.id).result == 1
+
+
+def test_finish_unknown_job_is_refused(store: JobStore, clock: FakeClock) -> None:
+    ghost = Completion("j_" + "a" * 32, "token", JobState.SUCCEEDED)
+    assert store.finish([ghost]) == [False]
+
+
+def test_finish_many_applies_each_on_its_own(store: JobStore, clock: FakeClock) -> None:
+    for _ in range(3):
+        add_one(store, clock)
+    a, b, c = store.claim(3, LEASE)
+    results = store.finish(
+        [
+            succeed(a, "a"),
+            Completion(b.id, "stale", JobState.SUCCEEDED),
+            Completion(c.id, c.lease_token, JobState.DEAD, error="boom"),
+        ]
+    )
+    assert results == [True, False, True]
+    assert store.get(a.id).state is JobState.SUCCEEDED
+    assert store.get(b.id).state is JobState.RUNNING
+    assert store.get(c.id).state is JobState.DEAD
+    assert store.get(c.id).last_error == "boom"
+
+
+def test_retry_waits_until_retry_at(store: JobStore, clock: FakeClock) -> None:
+    add_one(store, clock)
+    [job] = store.claim(1, LEASE)
+    retry_at = clock.now() + timedelta(seconds=10)
+    completion = Completion(
+        job.id, job.lease_token, JobState.RETRYING, error="flaky", retry_at=retry_at
+    )
+    assert store.finish([completion]) == [True]
+    waiting = store.get(job.id)
+    assert waiting.state is JobState.RETRYING
+    assert waiting.last_error == "flaky"
+    assert waiting.run_at == retry_at
+    assert waiting.finished_at is None
+    assert store.claim(1, LEASE) == []
+    clock.advance(10)
+    [again] = store.claim(1, LEASE)
+    assert again.id == job.id and again.attempts == 2
+    assert again.lease_token != job.lease_token
+
+
+# -- leases ------------------------------------------------------------------
+
+
+def test_expired_lease_makes_job_claimable_and_counts_attempt(
+    store: JobStore, clock: FakeClock
+) -> None:
+    add_one(store, clock, max_attempts=3)
+    [first] = store.claim(1, LEASE)
+    clock.advance(LEASE - 1)
+    assert store.claim(1, LEASE) == []
+    clock.advance(1)
+    [second] = store.claim(1, LEASE)
+    assert second.id == first.id
+    assert second.attempts == 2
+    assert store.finish([succeed(first)]) == [False]  # the old lease is worthless
+    assert store.finish([succeed(second)]) == [True]
+
+
+def test_lease_expiry_on_last_attempt_buries_the_job(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock, max_attempts=1)
+    store.claim(1, LEASE)
+    clock.advance(LEASE + 1)
+    assert store.claim(1, LEASE) == []
+    dead = store.get(job.id)
+    assert dead.state is JobState.DEAD
+    assert "lease expired" in dead.last_error
+
+
+def test_extend_lease(store: JobStore, clock: FakeClock) -> None:
+    add_one(store, clock)
+    [job] = store.claim(1, LEASE)
+    clock.advance(LEASE - 5)
+    assert store.extend_lease(job.id, job.lease_token, LEASE)
+    assert store.get(job.id).lease_expires_at == clock.now() + timedelta(seconds=LEASE)
+    assert not store.extend_lease(job.id, "wrong", LEASE)
+    clock.advance(LEASE - 1)
+    assert store.claim(1, LEASE) == []  # still held thanks to the extension
+    clock.advance(2)
+    assert not store.extend_lease(job.id, job.lease_token, LEASE)  # too late: expired
+
+
+# -- cancel ------------------------------------------------------------------
+
+
+def test_cancel_waiting_job(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock, tenant="t1", delay=30)
+    cancelled = store.cancel(job.id, "t1")
+    assert cancelled.state is JobState.CANCELLED
+    assert cancelled.finished_at == clock.now()
+    clock.advance(60)
+    assert store.claim(1, LEASE) == []
+
+
+def test_cancel_refuses_running_and_finished_jobs(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock)
+    [running] = store.claim(1, LEASE)
+    with pytest.raises(InvalidTransition):
+        store.cancel(job.id)
+    store.finish([succeed(running)])
+    with pytest.raises(InvalidTransition):
+        store.cancel(job.id)
+    assert store.get(job.id).state is JobState.SUCCEEDED
+
+
+def test_cancel_unknown_or_foreign_job_is_not_found(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock, tenant="t1")
+    with pytest.raises(JobNotFound):
+        store.cancel("j_" + "b" * 32)
+    with pytest.raises(JobNotFound):
+        store.cancel(job.id, "t2")
+    assert store.get(job.id).state is JobState.QUEUED
+
+
+# -- listing, dead letters, redrive -----------------------------------------
+
+
+def test_list_filters_and_pages(store: JobStore, clock: FakeClock) -> None:
+    ids = []
+    for i in range(7):
+        ids.append(add_one(store, clock, tenant="t1", queue="q" if i % 2 else "r").id)
+        clock.advance(0.001)
+    add_one(store, clock, tenant="t2")
+    seen = []
+    cursor = None
+    while True:
+        page = store.list_jobs(JobQuery(tenant="t1", limit=3, cursor=cursor))
+        seen.extend(j.id for j in page.jobs)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == ids
+    only_q = store.list_jobs(JobQuery(tenant="t1", queue="q"))
+    assert [j.id for j in only_q.jobs] == ids[1::2]
+    assert store.list_jobs(JobQuery(tenant="t1", type="nope")).jobs == []
+    assert len(store.list_jobs(JobQuery()).jobs) == 8
+
+
+def test_list_rejects_bad_cursor_and_limit(store: JobStore, clock: FakeClock) -> None:
+    with pytest.raises(BadRequest):
+        store.list_jobs(JobQuery(cursor="%%%not-a-cursor"))
+    with pytest.raises(BadRequest):
+        store.list_jobs(JobQuery(limit=0))
+
+
+def _bury(store: JobStore, clock: FakeClock, tenant: str = "default"):
+    job = add_one(store, clock, tenant=tenant)
+    [claimed] = store.claim(1, LEASE, ids=[job.id])
+    store.finish([Completion(claimed.id, claimed.lease_token, JobState.DEAD, error="nope")])
+    return job
+
+
+def test_dead_letters_are_listed_and_redriven(store: JobStore, clock: FakeClock) -> None:
+    dead = _bury(store, clock, tenant="t1")
+    alive = add_one(store, clock, tenant="t1")
+    listed = store.list_jobs(JobQuery(tenant="t1", state=JobState.DEAD))
+    assert [j.id for j in listed.jobs] == [dead.id]
+    moved = store.redrive([dead.id, alive.id], tenant="t1")
+    assert [j.id for j in moved] == [dead.id]
+    back = store.get(dead.id)
+    assert back.state is JobState.QUEUED and back.attempts == 0 and back.finished_at is None
+    assert back.run_at == clock.now()
+    assert store.get(alive.id).state is JobState.QUEUED
+    claimed = store.claim(5, LEASE)
+    assert {j.id for j in claimed} == {dead.id, alive.id}
+
+
+def test_redrive_respects_tenant(store: JobStore, clock: FakeClock) -> None:
+    dead = _bury(store, clock, tenant="t1")
+    assert store.redrive([dead.id], tenant="t2") == []
+    assert store.get(dead.id).state is JobState.DEAD
+
+
+# -- counts, counters, purge -------------------------------------------------
+
+
+def test_counts_by_queue_and_state(store: JobStore, clock: FakeClock) -> None:
+    add_one(store, clock, queue="a")
+    add_one(store, clock, queue="a")
+    add_one(store, clock, queue="b", delay=5)
+    store.claim(1, LEASE, queues=["a"])
+    assert store.counts() == {
+        ("a", JobState.QUEUED): 1,
+        ("a", JobState.RUNNING): 1,
+        ("b", JobState.QUEUED): 1,
+    }
+
+
+def test_counters_follow_every_transition(store: JobStore, clock: FakeClock) -> None:
+    for _ in range(4):
+        add_one(store, clock, queue="q", max_attempts=2)
+    a, b, c, _d = store.claim(4, LEASE)
+    store.finish(
+        [
+            succeed(a),
+            Completion(b.id, b.lease_token, JobState.RETRYING, error="x", retry_at=clock.now()),
+            Completion(c.id, c.lease_token, JobState.DEAD, error="y"),
+        ]
+    )
+    clock.advance(LEASE + 1)  # d's lease expires: a failed attempt, retried
+    store.claim(0, LEASE)
+    store.claim(10, LEASE)  # reaps d, re-claims b and d
+    extra = add_one(store, clock, queue="q")
+    store.cancel(extra.id)
+    totals = {
+        (k.event): v for k, v in store.counters().items() if k.queue == "q" and k.type == "echo"
+    }
+    assert totals == {
+        "enqueued": 5,
+        "succeeded": 1,
+        "failed": 3,
+        "retried": 2,
+        "dead": 1,
+        "cancelled": 1,
+    }
+    assert CounterKey("q", "echo", "enqueued") in store.counters()
+
+
+def test_idempotent_replay_does_not_count_as_enqueued(store: JobStore, clock: FakeClock) -> None:
+    store.add([new_job(clock, idempotency_key="k")])
+    store.add([new_job(clock, idempotency_key="k")])
+    assert store.counters()[CounterKey("default", "echo", "enqueued")] == 1
+
+
+def test_next_due_at_sees_waiting_jobs_and_leases(store: JobStore, clock: FakeClock) -> None:
+    assert store.next_due_at() is None
+    later = add_one(store, clock, delay=100)
+    assert store.next_due_at() == later.run_at
+    add_one(store, clock, delay=0)
+    [running] = store.claim(1, LEASE)
+    assert store.next_due_at() == running.lease_expires_at
+
+
+def test_purge_removes_only_old_finished_jobs(store: JobStore, clock: FakeClock) -> None:
+    done = add_one(store, clock)
+    [claimed] = store.claim(1, LEASE)
+    store.finish([succeed(claimed)])
+    waiting = add_one(store, clock)
+    clock.advance(3600)
+    fresh = add_one(store, clock, delay=0)
+    [fresh_claimed] = store.claim(1, LEASE, ids=[fresh.id])
+    store.finish([succeed(fresh_claimed)])
+    assert store.purge(clock.now() - timedelta(seconds=60)) == 1
+    assert store.get(done.id) is None
+    assert store.get(waiting.id) is not None
+    assert store.get(fresh.id) is not None
