@@ -9,8 +9,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# aws-sam-cli pins its own boto3 and click: a tool environment of its own.
+SAM := .tools/sam-venv/bin/sam
 
-.PHONY: run test lint typecheck pytest venv bench clean package
+.PHONY: run test lint typecheck pytest venv tools bench clean package
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +21,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+$(SAM): infra/install-sam.sh
+	PYTHON=$(PYTHON) bash infra/install-sam.sh
+
+tools: $(SAM)
 
 run: $(STAMP)
 	$(BIN)/spool serve --port $${PORT:-8000}
@@ -30,7 +37,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy app.py chalicelib local
 
-pytest: $(STAMP)
+pytest: $(STAMP) $(SAM)
 	$(BIN)/pytest -q
 
 test: lint typecheck pytest
@@ -38,5 +45,12 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python -m bench.sqlite_bench
 
+# The CloudFormation (SAM) template for AWS: Chalice's functions and API plus
+# infra/resources.json (table, queues, bucket, scoped roles). Needs no AWS access.
+STAGE ?= dev
+PACKAGE_DIR ?= out
+package: $(STAMP)
+	$(BIN)/chalice package --stage $(STAGE) --merge-template infra/resources.json $(PACKAGE_DIR)/
+
 clean:
-	rm -rf $(VENV) .spool .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .spool .pytest_cache .mypy_cache .ruff_cache

@@ -1,14 +1,131 @@
-"""Spool's Chalice app: thin shells over chalicelib/. Routes arrive with the HTTP edge."""
+"""Spool's Chalice app: thin shells over chalicelib/.
+
+Each route hands the request to chalicelib.api.routes and turns its answer into
+a Response; the event handlers hand their events to chalicelib.events. The
+engine is imported on the first request, not here, so a cold start that only
+loads this module stays cheap (`python -X importtime -c "import app"`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
-from chalice import Chalice
+from chalice.app import Chalice, CloudWatchEvent, Rate, Response, SQSEvent
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 
 app = Chalice(app_name="spool")
 
+# Spool parses bodies itself, so any content type reaches the route and a bad
+# body gets Spool's error shape instead of Chalice's 415.
+ANY = ["*/*"]
+JOBS_QUEUE = os.environ.get("SPOOL_SQS_QUEUE", "spool-jobs")
 
-@app.route("/health")
-def health() -> dict[str, Any]:
-    return {"status": "ok"}
+
+def _handle(operation: str, **params: str) -> Response:
+    from chalicelib.api.http import ApiRequest
+    from chalicelib.api.routes import handle
+
+    request = app.current_request
+    assert request is not None
+    result = handle(
+        operation,
+        ApiRequest(
+            headers=request.headers,
+            query=request.query_params or {},
+            body=request.raw_body or b"",  # type: ignore[arg-type]
+            base_path=_stage_prefix(request.context),
+        ),
+        **params,
+    )
+    headers: dict[str, str | list[str]] = dict(result.headers)
+    return Response(body=result.body, status_code=result.status, headers=headers)
+
+
+def _stage_prefix(context: dict[str, Any]) -> str:
+    """API Gateway's execute-api URLs start with the stage ("/api"); links must too."""
+    stage = context.get("stage")
+    path = str(context.get("path", ""))
+    return f"/{stage}" if stage and path.startswith(f"/{stage}/") else ""
+
+
+@app.middleware("http")
+def spool_error_shape(event: Any, get_response: Callable[[Any], Response]) -> Response:
+    """Chalice answers some requests itself (405, a crashed view); give those our shape."""
+    response = get_response(event)
+    if response.status_code >= 400 and isinstance(response.body, dict):
+        from chalicelib.api.errors import reshape_gateway_error
+        from chalicelib.api.http import dumps
+
+        shaped = reshape_gateway_error(response.status_code, response.body)
+        if shaped is not None:
+            response.body = dumps(shaped)
+            response.headers = {**response.headers, "Content-Type": "application/json"}
+    return response
+
+
+@app.route("/enqueue", methods=["POST"], content_types=ANY)
+def enqueue() -> Response:
+    return _handle("enqueue")
+
+
+@app.route("/status/{id}", methods=["GET"])
+def status(id: str) -> Response:
+    return _handle("status", job_id=id)
+
+
+@app.route("/jobs", methods=["GET"])
+def list_jobs() -> Response:
+    return _handle("list_jobs")
+
+
+@app.route("/jobs/{id}/cancel", methods=["POST"], content_types=ANY)
+def cancel(id: str) -> Response:
+    return _handle("cancel", job_id=id)
+
+
+@app.route("/dlq", methods=["GET"])
+def dlq() -> Response:
+    return _handle("dlq")
+
+
+@app.route("/dlq/{id}/redrive", methods=["POST"], content_types=ANY)
+def redrive(id: str) -> Response:
+    return _handle("redrive", job_id=id)
+
+
+@app.route("/dlq/redrive", methods=["POST"], content_types=ANY)
+def redrive_all() -> Response:
+    return _handle("redrive_all")
+
+
+@app.route("/health", methods=["GET"])
+def health() -> Response:
+    return _handle("health")
+
+
+@app.route("/metrics", methods=["GET"])
+def metrics() -> Response:
+    return _handle("metrics")
+
+
+@app.route("/openapi.json", methods=["GET"])
+def openapi() -> Response:
+    return _handle("openapi")
+
+
+@app.on_sqs_message(queue=JOBS_QUEUE, batch_size=10)
+def run_jobs(event: SQSEvent) -> dict[str, Any]:
+    from chalicelib import events
+
+    return events.handle_sqs(event.to_dict(), event.context)  # type: ignore[arg-type]
+
+
+@app.schedule(Rate(1, unit=Rate.MINUTES))
+def drain_due(event: CloudWatchEvent) -> dict[str, Any]:
+    from chalicelib import events
+
+    return events.handle_schedule(event.to_dict(), event.context)  # type: ignore[arg-type]

@@ -54,3 +54,47 @@ class Settings:
             pushgateway_url=env.get("SPOOL_PUSHGATEWAY_URL") or None,
             extra={k: v for k, v in env.items() if k.startswith("SPOOL_")},
         )
+
+    # Typed reads of handler settings kept in `extra`. They are strict (a typo in
+    # a flag such as SPOOL_SMTP_STARTTLS must not silently mean "off") and raise
+    # ValueError naming the variable, so a handler can report the misconfiguration.
+    def text(self, name: str, default: str = "") -> str:
+        value = self.extra.get(name, "").strip()
+        return value or default
+
+    def flag(self, name: str, default: bool = False) -> bool:
+        value = self.extra.get(name, "").strip().lower()
+        if not value:
+            return default
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{name} must be true or false, not {value!r}")
+
+    def number(
+        self, name: str, default: float, minimum: float | None = None, maximum: float | None = None
+    ) -> float:
+        raw = self.extra.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, not {raw!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{name} must be a finite number, not {raw!r}")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise ValueError(f"{name} must be between {minimum} and {maximum}, not {raw}")
+        return value
+
+    def integer(
+        self, name: str, default: int, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        value = self.number(name, default, minimum, maximum)
+        if value != int(value):
+            raise ValueError(f"{name} must be a whole number, not {value}")
+        return int(value)
+
+    def items(self, name: str) -> tuple[str, ...]:
+        return _list(self.extra.get(name))

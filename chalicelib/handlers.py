@@ -25,13 +25,25 @@ from chalicelib.retry import RetryPolicy
 DEFAULT_TIMEOUT = 30.0
 
 
+_CANCEL_LOCK = threading.Lock()
+
+
 @dataclass
 class JobContext:
     """What a handler may know about its attempt: the job, and when to give up."""
 
     job: Job
     deadline: float  # time.monotonic() value after which the worker abandons the attempt
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    _cancelled: threading.Event | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the worker abandons the attempt (timeout). Made on first use:
+        most handlers never look, and an Event per job is a measurable cost."""
+        with _CANCEL_LOCK:
+            if self._cancelled is None:
+                self._cancelled = threading.Event()
+            return self._cancelled
 
     @property
     def attempt(self) -> int:

@@ -7,7 +7,8 @@ local path are built the same way.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from chalicelib.clock import Clock
 from chalicelib.config import Settings
@@ -17,7 +18,16 @@ from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
 from chalicelib.worker import Middleware, Worker, WorkerConfig
 
-BUILTIN_HANDLER_MODULES = ("chalicelib.builtin.demo",)
+if TYPE_CHECKING:
+    from chalicelib.api.metrics import Metrics
+
+BUILTIN_HANDLER_MODULES = (
+    "chalicelib.builtin.demo",
+    "chalicelib.builtin.email",
+    "chalicelib.builtin.images",
+    "chalicelib.builtin.http_request",
+)
+_metrics_lock = threading.Lock()
 
 
 @dataclass
@@ -26,15 +36,27 @@ class Runtime:
     store: JobStore
     registry: Registry
     service: Service
+    _metrics: Metrics | None = field(default=None, repr=False, compare=False)
+
+    def metrics(self) -> Metrics:
+        """The process's Prometheus metrics, built on first use (prometheus_client loads then)."""
+        with _metrics_lock:
+            if self._metrics is None:
+                from chalicelib.api.metrics import Metrics
+
+                self._metrics = Metrics(self.store)
+            return self._metrics
 
     def worker(
         self, concurrency: int | None = None, middleware: tuple[Middleware, ...] = ()
     ) -> Worker:
+        """A worker whose attempts also feed the run-duration and queue-wait histograms."""
         config = WorkerConfig(
             concurrency=concurrency or self.settings.concurrency,
             lease_seconds=self.settings.lease_seconds,
             queues=self.settings.queues,
         )
+        middleware = (self.metrics().middleware, *middleware)
         return Worker(self.store, self.registry, config, middleware=middleware)
 
     def close(self) -> None:

@@ -81,11 +81,10 @@ class Service:
             try:
                 built.append(self.build(request, tenant))
             except ValidationFailed as exc:
+                if len(requests) == 1:
+                    raise  # keep the precise error (e.g. UnknownJobType) for a single job
                 problems.append({"index": index, "message": exc.message, "details": exc.details})
         if problems:
-            if len(requests) == 1:
-                first = problems[0]
-                raise ValidationFailed(first["message"], first["details"])
             raise ValidationFailed("some jobs in the batch are invalid; none were stored", problems)
         return self.store.add(built)
 

@@ -11,6 +11,15 @@ are still running.
 finish before the deadline, then finish what is held. `run()` is the
 long-running shape: sleep until work arrives (woken by the store's notifier,
 not a fixed interval) and stop gracefully when asked.
+
+Delivery is at least once. After a crash, the attempts whose handlers ran but
+whose completions were not yet written run again once their leases expire
+(jobs claimed but never started come back too, but they had not run). With
+`WorkerConfig.sync_finish` each completion is written before the pool thread
+takes its next job, so that redo window is at most `concurrency` attempts;
+by default completions are batched for speed, and the window is up to
+`concurrency` plus the unflushed batch (at most `batch_size`, usually only the
+last `flush_delay` worth of completions).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from chalicelib.errors import PermanentError, RetryAfter, UnknownJobType
+from chalicelib.errors import PermanentError, RetryAfter, StoreUnavailable, UnknownJobType
 from chalicelib.handlers import HandlerSpec, JobContext, Registry
 from chalicelib.models import Completion, Job, JobState
 from chalicelib.storage.base import JobStore
@@ -37,7 +46,15 @@ log = logging.getLogger("spool.worker")
 
 # Drain leaves this much room past the longest handler timeout before its deadline.
 DRAIN_MARGIN = 1.0
+# Hold about this much work per pool thread (judged by recent handler times), so
+# fast jobs are claimed and finished in large batches while slow ones are not hoarded.
+PREFETCH_SECONDS = 0.05
 MAX_RESULT_BYTES = 256 * 1024
+# Results that are always valid, small JSON: no need to encode them to check.
+# (Not int: a huge one has no JSON form under Python's digit limit.)
+_SMALL_SCALARS = (bool,)
+# NaN and Infinity are not JSON; one encoder, not one per call.
+_strict_json = json.JSONEncoder(allow_nan=False).encode
 
 
 class Middleware:
@@ -62,7 +79,8 @@ class WorkerConfig:
     idle_poll: float = 1.0  # fallback wake-up when no notification arrives
     flush_delay: float = 0.002  # how long completions may wait to be batched
     # Write each completion before taking the next job: at most `concurrency`
-    # attempts are re-run after a crash, at the cost of one write per job.
+    # attempts are re-run after a crash (instead of up to concurrency + the
+    # unflushed batch), at the cost of one store write per job.
     sync_finish: bool = False
 
 
@@ -89,6 +107,7 @@ class _Attempt:
     abandoned: bool = False
     started: float = 0.0
     lease_expires_at: datetime | None = None
+    lost: bool = False  # the lease could not be extended: do not start it
 
 
 @dataclass
@@ -115,13 +134,17 @@ class Worker:
         self.middleware = list(middleware)
         self.rng = rng or random.Random()
         self.stats = WorkerStats()
-        self._lock = threading.Lock()
+        # Reentrant, so stop() may run in a signal handler on the dispatcher thread.
+        self._lock = threading.RLock()
         self._stats_lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # pool threads wait here
         self._events = threading.Condition(self._lock)  # the dispatcher waits here
         self._state = _State()
         self._stop = threading.Event()
         self._woken = False
+        self._notifier: Any = None
+        # Recent handler time per job (moving average): sets how deep to prefetch.
+        self._busy_seconds = PREFETCH_SECONDS
         self._last_lease_check = time.monotonic()
 
     # -- one attempt -------------------------------------------------------
@@ -141,22 +164,25 @@ class Worker:
             m.before_attempt(job)
         try:
             result = spec.call(payload, attempt.ctx)
-            if isinstance(result, BaseModel):
-                result = result.model_dump(mode="json")
-            encoded = json.dumps(result)
-            if len(encoded) > MAX_RESULT_BYTES:
-                raise PermanentError(f"result is {len(encoded)} bytes, over {MAX_RESULT_BYTES}")
-            return Completion(job.id, token, JobState.SUCCEEDED, result=result)
         except PermanentError as exc:
             return Completion(job.id, token, JobState.DEAD, error=_describe(exc))
         except RetryAfter as exc:
             return self._retry(job, spec, _describe(exc), delay=exc.seconds)
-        except (TypeError, ValueError) as exc:
-            if "JSON serializable" in str(exc) or "Circular reference" in str(exc):
-                return Completion(job.id, token, JobState.DEAD, error=f"result is not JSON: {exc}")
-            return self._retry(job, spec, _describe(exc))
         except Exception as exc:
             return self._retry(job, spec, _describe(exc))
+        # A result that cannot be stored will not become storable on a retry.
+        if result is None or type(result) in _SMALL_SCALARS:
+            return Completion(job.id, token, JobState.SUCCEEDED, result=result)
+        try:
+            if isinstance(result, BaseModel):
+                result = result.model_dump(mode="json")
+            encoded = _strict_json(result)
+        except (TypeError, ValueError) as exc:
+            return Completion(job.id, token, JobState.DEAD, error=f"result is not JSON: {exc}")
+        if len(encoded) > MAX_RESULT_BYTES:
+            error = f"result is {len(encoded)} bytes, over {MAX_RESULT_BYTES}"
+            return Completion(job.id, token, JobState.DEAD, error=error)
+        return Completion(job.id, token, JobState.SUCCEEDED, result=result)
 
     def _retry(
         self, job: Job, spec: HandlerSpec, error: str, delay: float | None = None
@@ -175,38 +201,66 @@ class Worker:
 
     def _pool_loop(self) -> None:
         state = self._state
+        done: tuple[_Attempt, Completion, float, bool] | None = None
         while True:
+            # One critical section hands in the last outcome and takes the next job.
             with self._lock:
-                while not state.inbox and not state.closing:
-                    self._work.wait()
-                if not state.inbox:
+                if done is not None:
+                    finished, completion, seconds, recorded = done
+                    done = None
+                    if finished.abandoned:
+                        # The dispatcher already recorded a timeout and started a replacement.
+                        state.threads -= 1
+                        return
+                    del state.running[finished.job.id]
+                    if not recorded:
+                        state.outbox.append((finished, completion, seconds))
+                    self._busy_seconds = 0.9 * self._busy_seconds + 0.1 * seconds
+                    if (
+                        len(state.outbox) >= self.config.batch_size
+                        or len(state.inbox) <= self.config.concurrency
+                    ):
+                        self._events.notify()
+                attempt = self._take()
+                if attempt is None:
                     state.threads -= 1
                     self._events.notify()
                     return
-                attempt = state.inbox.popleft()
-                now = time.monotonic()
-                attempt.started = now
-                timeout = attempt.spec.timeout if attempt.spec else 1.0
-                attempt.deadline = now + timeout
-                attempt.ctx = JobContext(attempt.job, attempt.deadline)
-                state.running[attempt.job.id] = attempt
             completion = self.execute(attempt)
             seconds = time.monotonic() - attempt.started
+            recorded = False
             if self.config.sync_finish and not attempt.abandoned:
-                self._record([(attempt, completion, seconds)])
-            with self._lock:
-                if attempt.abandoned:
-                    # The dispatcher already recorded a timeout and started a replacement.
-                    state.threads -= 1
-                    return
-                del state.running[attempt.job.id]
-                if not self.config.sync_finish:
-                    state.outbox.append((attempt, completion, seconds))
-                if (
-                    len(state.outbox) >= self.config.batch_size
-                    or len(state.inbox) <= self.config.concurrency // 2
-                ):
-                    self._events.notify()
+                try:
+                    self._record([(attempt, completion, seconds)])
+                    recorded = True
+                except Exception:
+                    # Never lose the outcome with the thread: the dispatcher writes it later.
+                    log.exception("could not record %s now; it will be retried", attempt.job.id)
+            done = (attempt, completion, seconds, recorded)
+
+    def _take(self) -> _Attempt | None:
+        """Under the lock: wait for the next job and start its clock; None when closing."""
+        state = self._state
+        while True:
+            while not state.inbox and not state.closing:
+                self._work.wait()
+            if not state.inbox:
+                return None
+            attempt = state.inbox.popleft()
+            expires = attempt.lease_expires_at
+            if attempt.lost or (expires is not None and expires <= self.store.clock.now()):
+                # Its lease lapsed while it waited: another worker may own it now.
+                with self._stats_lock:
+                    self.stats.lost_lease += 1
+                self._events.notify()
+                continue
+            now = time.monotonic()
+            attempt.started = now
+            timeout = attempt.spec.timeout if attempt.spec else 1.0
+            attempt.deadline = now + timeout
+            attempt.ctx = JobContext(attempt.job, attempt.deadline)
+            state.running[attempt.job.id] = attempt
+            return attempt
 
     def _ensure_threads(self) -> None:
         with self._lock:
@@ -256,17 +310,21 @@ class Worker:
         now = self.store.clock.now()
         margin = timedelta(seconds=self.config.lease_seconds / 2)
         with self._lock:
-            due = [
-                a
-                for a in self._state.running.values()
-                if a.lease_expires_at is not None and a.lease_expires_at - now <= margin
-            ]
+            # Prefetched jobs waiting in the inbox hold leases too.
+            held = [*self._state.running.values(), *self._state.inbox]
+        due = [
+            a
+            for a in held
+            if not a.lost and a.lease_expires_at is not None and a.lease_expires_at - now <= margin
+        ]
         for attempt in due:
             token = attempt.job.lease_token or ""
             if self.store.extend_lease(attempt.job.id, token, self.config.lease_seconds):
                 attempt.lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
             else:
-                attempt.lease_expires_at = None  # lost; finish will be refused
+                # Lost: a running attempt's finish will be refused; a waiting one is dropped.
+                attempt.lease_expires_at = None
+                attempt.lost = True
 
     def _flush(self) -> int:
         with self._lock:
@@ -281,7 +339,7 @@ class Worker:
             for m in self.middleware:
                 m.after_attempt(attempt.job, completion, seconds)
         completions = [c for _, c, _ in batch]
-        applied = self.store.finish(completions)
+        applied = self._finish_riding_outages(completions)
         with self._stats_lock:
             for completion, ok in zip(completions, applied, strict=True):
                 if not ok:
@@ -294,6 +352,25 @@ class Worker:
                     self.stats.dead += 1
         for m in self.middleware:
             m.after_flush(completions, applied)
+
+    def _finish_riding_outages(self, completions: list[Completion]) -> list[bool]:
+        """Write completions, retrying while the store is unreachable (it reconnects on
+        its own). Gives up once the leases would have lapsed anyway: those jobs then
+        run again, which at-least-once delivery allows."""
+        give_up: float | None = None
+        delay = 0.05
+        while True:
+            try:
+                return self.store.finish(completions)
+            except StoreUnavailable as exc:
+                now = time.monotonic()
+                give_up = give_up or now + self.config.lease_seconds
+                if now >= give_up:
+                    log.error("store still unavailable; dropping %d completions", len(completions))
+                    return [False] * len(completions)
+                log.warning("store unavailable (%s); retrying completions", exc.message)
+                time.sleep(min(delay, give_up - now))
+                delay = min(delay * 2, 2.0)
 
     def _wait_for_events(self, timeout: float) -> None:
         with self._lock:
@@ -309,19 +386,30 @@ class Worker:
         return max(0.0, min(deadlines) - time.monotonic())
 
     # -- public shapes -------------------------------------------------------
-    def _step(self, can_claim: bool, prefetch: bool) -> int:
-        """One dispatcher turn: record timeouts, write completions, claim if there is room."""
+    def _depth(self) -> int:
+        """Jobs to hold per pool thread: one running plus ~PREFETCH_SECONDS of waiting work."""
+        most = max(2, self.config.batch_size // self.config.concurrency)
+        return max(2, min(most, 1 + int(PREFETCH_SECONDS / max(self._busy_seconds, 1e-6))))
+
+    def _step(self, depth_limit: int) -> int:
+        """One dispatcher turn: record timeouts, write completions, claim if there is room.
+
+        depth_limit caps the jobs held per pool thread (0: claim nothing).
+        """
         self._reap_timeouts()
         self._flush()
         if time.monotonic() - self._last_lease_check > self.config.lease_seconds / 6:
             self._extend_leases()
             self._last_lease_check = time.monotonic()
-        if not can_claim or self._stop.is_set():
+        if depth_limit <= 0 or self._stop.is_set():
             return 0
+        concurrency = self.config.concurrency
         with self._lock:
-            room = self.config.concurrency * (2 if prefetch else 1) - self._in_flight()
-        # Claim in useful batches: wait until half the slots are free unless idle.
-        if room >= max(1, self.config.concurrency // 2) or (room > 0 and not self._in_flight()):
+            capacity = concurrency * min(depth_limit, self._depth())
+            in_flight = self._in_flight()
+        room = capacity - in_flight
+        # Claim in useful batches: wait until half the capacity is free unless idle.
+        if room >= max(1, capacity // 2) or (room > 0 and not in_flight):
             return self._claim(min(room, self.config.batch_size))
         return 0
 
@@ -333,16 +421,19 @@ class Worker:
         """Run due jobs until none are left or the deadline (a time.monotonic() value) nears.
 
         Claims only while the longest handler timeout still fits before the
-        deadline, and prefetches only while twice that fits, so everything it
-        holds is finished (or timed out and recorded) before it returns.
+        deadline, and holds k jobs per pool thread only while k such timeouts
+        (k + 1 beyond two) fit, so everything it holds is finished (or timed out
+        and recorded) before it returns.
         """
         self._ensure_threads()
         longest = self.registry.max_timeout() + DRAIN_MARGIN
         while True:
-            now = time.monotonic()
-            fits = deadline is None or now + longest <= deadline
-            prefetch = deadline is None or now + 2 * longest <= deadline
-            if self._step(fits, prefetch):
+            if deadline is None:
+                limit = self.config.batch_size
+            else:
+                fit = int((deadline - time.monotonic()) // longest)
+                limit = fit if fit <= 2 else max(2, fit - 1)
+            if self._step(limit):
                 continue
             if self._idle():
                 break
@@ -380,24 +471,29 @@ class Worker:
             self._state.inbox.extend(attempts)
             self._work.notify(len(attempts))
         self.stats.claimed += len(jobs)
-        recorded: dict[str, Completion] = {}
+        recorded: dict[str, str] = {}
 
         class _Collect(Middleware):
-            def after_attempt(self, job: Job, completion: Completion, seconds: float) -> None:
-                recorded[job.id] = completion
+            def after_flush(
+                self, completions: Sequence[Completion], applied: Sequence[bool]
+            ) -> None:
+                for completion, ok in zip(completions, applied, strict=True):
+                    # A refused finish means the lease was lost: someone else owns the job.
+                    recorded[completion.job_id] = completion.state.value if ok else "skipped"
 
         collector = _Collect()
         self.middleware.append(collector)
         try:
             while not self._idle():
-                self._step(False, False)
+                self._step(0)
                 if self._in_flight():
                     self._wait_for_events(min(self._next_deadline_in(), 0.05))
             self._flush()
         finally:
             self.middleware.remove(collector)
-        for job_id, completion in recorded.items():
-            outcome[job_id] = completion.state.value
+        for job in jobs:
+            # Dropped before it started (lease lost while waiting): not ours any more.
+            outcome[job.id] = recorded.get(job.id, "skipped")
         return outcome
 
     def run(self, burst: bool = False) -> WorkerStats:
@@ -405,16 +501,30 @@ class Worker:
         if burst:
             return self.drain(None)
         notifier: Any = getattr(self.store, "notifier", None)
+        self._notifier = notifier
         self._ensure_threads()
         if notifier is not None:
-            notifier.wait(0)  # subscribe before the first claim, so no wake-up is missed
-            threading.Thread(target=self._bridge, args=(notifier,), daemon=True).start()
+            # The bridge subscribes before the first claim, so no wake-up is missed.
+            subscribed = threading.Event()
+            threading.Thread(
+                target=self._bridge, args=(notifier, subscribed), name="spool-wake", daemon=True
+            ).start()
+            subscribed.wait()
+        backoff = 0.0
         while not self._stop.is_set():
             with self._lock:
                 self._woken = False
-            if self._step(True, True):
-                continue
-            timeout = self.config.flush_delay if self._state.outbox else self._idle_timeout()
+            try:
+                if self._step(self.config.batch_size):
+                    backoff = 0.0
+                    continue
+                timeout = self.config.flush_delay if self._state.outbox else self._idle_timeout()
+                backoff = 0.0
+            except StoreUnavailable as exc:
+                # An outage must not end the worker: back off and try again.
+                backoff = min(5.0, max(0.05, backoff * 2))
+                log.warning("store unavailable (%s); retrying in %.2fs", exc.message, backoff)
+                timeout = backoff
             with self._lock:
                 if not self._woken and not self._stop.is_set():
                     self._events.wait(timeout)
@@ -429,9 +539,18 @@ class Worker:
             timeout = min(timeout, max(0.0, until))
         return max(0.001, timeout)
 
-    def _bridge(self, notifier: Any) -> None:
+    def _bridge(self, notifier: Any, subscribed: threading.Event) -> None:
+        """Turn store notifications into dispatcher wake-ups."""
+        try:
+            notifier.wait(0)
+        finally:
+            subscribed.set()
         while not self._stop.is_set():
-            if notifier.wait(self.config.idle_poll):
+            try:
+                woke = notifier.wait(self.config.idle_poll)
+            except (OSError, ValueError):
+                return  # the store (and its notifier) was closed under us
+            if woke:
                 with self._lock:
                     self._woken = True
                     self._events.notify()
@@ -441,16 +560,19 @@ class Worker:
         while True:
             self._reap_timeouts()
             self._flush()
-            with self._lock:
-                if not self._in_flight() and not self._state.outbox:
-                    break
+            if self._idle():
+                break
             self._wait_for_events(min(self._next_deadline_in(), 0.05))
         self.close()
 
     def stop(self) -> None:
+        """Stop claiming and finish what is held. Safe to call from a signal handler."""
         self._stop.set()
         with self._lock:
             self._events.notify_all()
+        interrupt = getattr(self._notifier, "interrupt", None)
+        if interrupt is not None:
+            interrupt()  # let the wake-up bridge see the stop now, not at its next poll
 
     def close(self) -> None:
         with self._lock:

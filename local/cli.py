@@ -6,17 +6,21 @@ import argparse
 import json
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from tqdm import tqdm
 
+from chalicelib import periodic
 from chalicelib.errors import SpoolError
 from chalicelib.models import DEFAULT_TENANT, JobQuery, JobState
 from chalicelib.runtime import Runtime, build_runtime
 from chalicelib.service import EnqueueRequest
 from chalicelib.worker import Middleware
+from local import db, serve
 
 
 def _print(data: Any) -> None:
@@ -33,8 +37,17 @@ class _Progress(Middleware):
         self.bar.update(sum(1 for ok in applied if ok))
 
 
+def _sync_finish(rt: Runtime, args: argparse.Namespace) -> bool:
+    """--sync-finish or SPOOL_SYNC_FINISH: write each completion before the next job,
+    so a crash re-runs at most `concurrency` attempts (see chalicelib/worker.py)."""
+    env = rt.settings.extra.get("SPOOL_SYNC_FINISH", "").strip().lower()
+    return bool(args.sync_finish) or env in ("1", "true", "yes", "on")
+
+
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
+    sync_finish = _sync_finish(rt, args)
     if args.burst:
+        periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
         due = sum(
             n
             for (_, state), n in rt.store.counts().items()
@@ -42,11 +55,13 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
         )
         bar = tqdm(total=due, unit="job", disable=args.quiet or not sys.stderr.isatty())
         worker = rt.worker(args.concurrency, middleware=(_Progress(bar),))
+        worker.config.sync_finish = sync_finish
         stats = worker.run(burst=True)
         worker.close()
         bar.close()
     else:
         worker = rt.worker(args.concurrency)
+        worker.config.sync_finish = sync_finish
 
         def stop(signum: int, frame: Any) -> None:
             worker.stop()
@@ -59,7 +74,18 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
                 f"store {rt.settings.store_url}",
                 file=sys.stderr,
             )
-        stats = worker.run()
+        stop_schedules = threading.Event()
+        threading.Thread(
+            target=periodic.run_scheduler,
+            args=(rt.service, stop_schedules, rt.registry),
+            kwargs={"settings": rt.settings},
+            name="spool-periodic",
+            daemon=True,
+        ).start()
+        try:
+            stats = worker.run()
+        finally:
+            stop_schedules.set()
     if not args.quiet:
         print(
             f"done: {stats.succeeded} succeeded, {stats.retried} retried, {stats.dead} dead, "
@@ -80,7 +106,13 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
-    request = EnqueueRequest.model_validate(fields)
+    try:
+        request = EnqueueRequest.model_validate(fields)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in error["loc"]) or "job"
+            print(f"error: {where}: {error['msg']}", file=sys.stderr)
+        return 2
     if args.count == 1:
         result = rt.service.enqueue([request], args.tenant)[0]
         _print({"id": result.job.id, "state": result.job.state, "created": result.created})
@@ -91,6 +123,29 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
             rt.service.enqueue([request] * n, args.tenant)
             bar.update(n)
     print(f"enqueued {args.count} jobs", file=sys.stderr)
+    return 0
+
+
+def cmd_schedules(rt: Runtime, args: argparse.Namespace) -> int:
+    """Each enabled schedule and its next tick, so an operator can see what fires when."""
+    try:
+        schedules = periodic.active_schedules(rt.settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    upcoming = periodic.next_runs(rt.store.clock, schedules=schedules)
+    rows = [
+        {
+            "name": s.name,
+            "type": s.type,
+            "when": s.cron if s.cron is not None else f"every {s.every}s",
+            "tz": s.tz,
+            "next_run": upcoming[s.name].isoformat(),
+        }
+        for s in schedules
+        if s.enabled
+    ]
+    _print(rows)
     return 0
 
 
@@ -155,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, default=None)
     worker.add_argument("--burst", action="store_true", help="exit when nothing is due")
     worker.add_argument("--quiet", action="store_true")
+    worker.add_argument(
+        "--sync-finish",
+        action="store_true",
+        help="write each result before taking the next job (at most CONCURRENCY "
+        "attempts re-run after a crash; slower). Also SPOOL_SYNC_FINISH=1",
+    )
 
     enqueue = sub.add_parser("enqueue", help="add a job")
     enqueue.add_argument("type")
@@ -182,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     purge = sub.add_parser("purge", help="delete old finished jobs")
     purge.add_argument("--older-than", type=float, default=7 * 86400, help="seconds")
+
+    sub.add_parser("schedules", help="periodic schedules and their next run (UTC)")
+
+    serve.add_arguments(sub.add_parser("serve", help="serve the API (and an emulated worker)"))
+    db.add_arguments(sub.add_parser("db", help="database schema: migrate, status (Postgres)"))
     return parser
 
 
@@ -191,12 +257,20 @@ COMMANDS = {
     "status": cmd_status,
     "dlq": cmd_dlq,
     "purge": cmd_purge,
+    "serve": serve.cmd_serve,
+    "schedules": cmd_schedules,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    rt = build_runtime()
+    if args.command == "db":  # before build_runtime: an unmigrated store refuses to open
+        return db.cmd_db(args)
+    try:
+        rt = build_runtime()
+    except SpoolError as exc:  # e.g. database not migrated or unreachable
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     try:
         return COMMANDS[args.command](rt, args)
     except SpoolError as exc:

@@ -18,19 +18,38 @@ import threading
 
 
 class LocalNotifier:
+    """In-process wake-ups that are never lost between two waits.
+
+    Each waiting thread remembers the last notification it saw, so a
+    notification sent while that thread was busy (between two `wait` calls)
+    makes its next `wait` return at once. The first `wait` in a thread
+    subscribes it: only later notifications count. The lock is reentrant so
+    a signal handler that calls `interrupt` cannot deadlock the thread it
+    interrupted.
+    """
+
     def __init__(self) -> None:
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.RLock())
         self._generation = 0
+        self._seen = threading.local()
 
     def notify(self) -> None:
         with self._cond:
             self._generation += 1
             self._cond.notify_all()
 
+    def interrupt(self) -> None:
+        """Wake this process's waiters (used by Worker.stop)."""
+        self.notify()
+
     def wait(self, timeout: float) -> bool:
         with self._cond:
-            seen = self._generation
-            self._cond.wait_for(lambda: self._generation != seen, timeout=max(0.0, timeout))
+            seen: int | None = getattr(self._seen, "generation", None)
+            if seen is None:
+                seen = self._generation
+            start = seen
+            self._cond.wait_for(lambda: self._generation != start, timeout=max(0.0, timeout))
+            self._seen.generation = self._generation
             return self._generation != seen
 
     def close(self) -> None:
@@ -89,6 +108,14 @@ class SocketDirNotifier:
                 sock.setblocking(False)
                 self._sock, self._path = sock, path
             return self._sock
+
+    def interrupt(self) -> None:
+        """Wake only this process's waiter (used by Worker.stop; signal-safe: no lock)."""
+        sock, path = self._sock, self._path
+        if sock is None or path is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.sendto(b"!", path)
 
     def wait(self, timeout: float) -> bool:
         sock = self._ensure_socket()

@@ -1,0 +1,80 @@
+"""One error shape for every refusal: {"error": {"code", "message", "details"}}.
+
+chalicelib.errors gives each engine error its status; this module renders
+them, turns pydantic validation failures into 422s and anything unexpected
+into a logged 500 that reveals nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from chalicelib.api.http import ApiResponse, json_response
+from chalicelib.errors import SpoolError, StoreUnavailable, ValidationFailed
+
+log = logging.getLogger("spool.api")
+
+# Sent with every 401 so clients learn where the key goes (RFC 9110 requires a challenge).
+AUTH_CHALLENGE = 'ApiKey header="X-API-Key"'
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> ApiResponse:
+    return json_response(status, error_body(code, message, details), headers)
+
+
+def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[Any]:
+    """Pydantic's errors without the offending input (it may be large or secret)."""
+    return [
+        {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def from_validation(exc: ValidationError, message: str = "request is invalid") -> ValidationFailed:
+    return ValidationFailed(message, validation_details(exc))
+
+
+def from_exception(exc: BaseException) -> ApiResponse:
+    if isinstance(exc, ValidationError):
+        exc = from_validation(exc)
+    if isinstance(exc, SpoolError):
+        headers: dict[str, str] = {}
+        if isinstance(exc, StoreUnavailable):
+            headers["Retry-After"] = str(max(1, int(exc.retry_after)))
+        elif exc.status == 401:
+            headers["WWW-Authenticate"] = AUTH_CHALLENGE
+        elif exc.status == 503:
+            headers["Retry-After"] = "30"
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+    log.error("unhandled error in the HTTP edge", exc_info=exc)
+    return error_response(500, "internal_error", "an internal error occurred")
+
+
+# Chalice answers a few requests itself (405 for a method a route lacks, 500 when
+# a view crashes); these codes rename its errors into ours.
+_GATEWAY_CODES = {
+    "MethodNotAllowedError": "method_not_allowed",
+    "UnsupportedMediaType": "unsupported_media_type",
+    "BadRequest": "bad_request",
+    "BadRequestError": "bad_request",
+    "NotFoundError": "not_found",
+    "InternalServerError": "internal_error",
+}
+
+
+def reshape_gateway_error(status: int, body: Any) -> dict[str, Any] | None:
+    """Chalice's {"Code", "Message"} error bodies in Spool's shape; None if not one."""
+    if not isinstance(body, dict) or set(body) != {"Code", "Message"}:
+        return None
+    code = _GATEWAY_CODES.get(str(body["Code"]), "internal_error" if status >= 500 else "error")
+    message = str(body["Message"]) if status < 500 else "an internal error occurred"
+    return error_body(code, message)

@@ -1,0 +1,265 @@
+"""/openapi.json, generated from the pydantic models and the handler registry.
+
+It is meant to be true, and tests/test_openapi_schemathesis.py holds it to
+that: every route, every status code each can answer, each job type with its
+own payload schema, and the limits from the running settings.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from chalicelib.api import schemas
+from chalicelib.config import Settings
+from chalicelib.handlers import Registry
+from chalicelib.models import JobState
+from chalicelib.service import EnqueueRequest
+
+REF = "#/components/schemas/{model}"
+_MODELS: list[type[BaseModel]] = [
+    schemas.ErrorResponse,
+    schemas.JobView,
+    schemas.EnqueueResult,
+    schemas.BatchEnqueueResult,
+    schemas.JobList,
+    schemas.RedriveAllRequest,
+    schemas.RedriveAllResult,
+    schemas.Health,
+]
+
+_ERRORS = {
+    400: "Malformed JSON or an invalid cursor.",
+    401: "Missing or wrong X-API-Key.",
+    404: "No such job for this tenant (another tenant's job looks the same).",
+    409: "The job is in a state where this makes no sense.",
+    413: "Body over the size limit, or a batch over its job limit.",
+    422: "Well-formed but invalid: unknown job type, bad payload, server-owned fields.",
+    503: "The store is unavailable; retry after Retry-After seconds.",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def _error(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": _ERRORS[status],
+        "content": _json(_ref("ErrorResponse")),
+    }
+    if status == 401:
+        response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}
+    if status == 503:
+        response["headers"] = {"Retry-After": {"schema": {"type": "string"}, "required": True}}
+    return response
+
+
+def _operation(
+    summary: str,
+    ok: dict[int, dict[str, Any]],
+    errors: tuple[int, ...],
+    *,
+    public: bool = False,
+    parameters: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(code): r for code, r in ok.items()}
+    for code in (*errors, *(() if public else (401,)), 503):
+        responses[str(code)] = _error(code)
+    operation: dict[str, Any] = {"summary": summary, "responses": dict(sorted(responses.items()))}
+    if public:
+        operation["security"] = []
+    if parameters:
+        operation["parameters"] = parameters
+    if body is not None:
+        operation["requestBody"] = body
+    return operation
+
+
+def _ok(schema: dict[str, Any], description: str = "OK", **extra: Any) -> dict[str, Any]:
+    return {"description": description, "content": _json(schema), **extra}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """Each field of a query model as a parameter; query strings cannot carry null."""
+    params = []
+    for name, prop in model.model_json_schema()["properties"].items():
+        schema = {k: v for k, v in prop.items() if k not in ("title", "default", "description")}
+        if "anyOf" in schema:
+            options = [o for o in schema.pop("anyOf") if o.get("type") != "null"]
+            schema.update(options[0] if len(options) == 1 else {"anyOf": options})
+        if "$ref" in schema:
+            schema = {"type": "string", "enum": [s.value for s in JobState]}
+        param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
+        if "description" in prop:
+            param["description"] = prop["description"]
+        params.append(param)
+    return params
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _job_variants(registry: Registry, base: dict[str, Any], defs: dict[str, Any]) -> list[Any]:
+    """EnqueueRequest once per job type, its payload replaced by the handler's model."""
+    variants = []
+    for spec in registry.specs():
+        variant = copy.deepcopy(base)
+        variant["title"] = f"Enqueue {spec.type}"
+        variant.pop("description", None)
+        variant["properties"]["type"] = {"type": "string", "const": spec.type}
+        if spec.payload_model is not None:
+            payload = spec.payload_model.model_json_schema(ref_template=REF)
+            defs.update(payload.pop("$defs", {}))
+            variant["properties"]["payload"] = payload
+            if payload.get("required"):  # the default {} would not do
+                variant["required"] = [*variant.get("required", []), "payload"]
+        # delay and run_at are alternatives: both set (non-null) is refused.
+        variant["not"] = {
+            "required": ["delay", "run_at"],
+            "properties": {"delay": {"type": "number"}, "run_at": {"type": "string"}},
+        }
+        variants.append(variant)
+    return variants
+
+
+def document(settings: Settings, registry: Registry) -> dict[str, Any]:
+    _, top = models_json_schema([(m, "serialization") for m in _MODELS], ref_template=REF)
+    defs: dict[str, Any] = dict(top.get("$defs", {}))
+    base = EnqueueRequest.model_json_schema(ref_template=REF)
+    defs.update(base.pop("$defs", {}))
+    defs["EnqueueJob"] = {"oneOf": _job_variants(registry, base, defs)}
+    defs["BatchEnqueueRequest"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["jobs"],
+        "properties": {
+            "jobs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": settings.max_batch,
+                "items": _ref("EnqueueJob"),
+            }
+        },
+    }
+    enqueued = {"anyOf": [_ref("EnqueueResult"), _ref("BatchEnqueueResult")]}
+    job = _ok(_ref("JobView"))
+    job_list = _ok(_ref("JobList"))
+    paths: dict[str, Any] = {
+        "/enqueue": {
+            "post": _operation(
+                f"Add one job, or a batch of up to {settings.max_batch} (all or nothing)",
+                {
+                    200: _ok(enqueued, "Every idempotency key was already seen: existing jobs."),
+                    201: _ok(enqueued, "At least one job was created."),
+                },
+                (400, 413, 422),
+                body={
+                    "required": True,
+                    "content": _json({"anyOf": [_ref("EnqueueJob"), _ref("BatchEnqueueRequest")]}),
+                },
+            )
+        },
+        "/status/{id}": {
+            "get": _operation(
+                "A job's state, attempts, result or last error",
+                {
+                    200: _ok(
+                        _ref("JobView"),
+                        headers={
+                            "X-Cache": {
+                                "description": "hit when answered from the result cache",
+                                "required": True,
+                                "schema": {"type": "string", "enum": ["hit", "miss"]},
+                            }
+                        },
+                    )
+                },
+                (404, 422),
+                parameters=[_ID, *_query_parameters(schemas.StatusQuery)],
+            )
+        },
+        "/jobs": {
+            "get": _operation(
+                "List this tenant's jobs, oldest first",
+                {200: job_list},
+                (400, 422),
+                parameters=_query_parameters(schemas.ListQuery),
+            )
+        },
+        "/jobs/{id}/cancel": {
+            "post": _operation("Cancel a waiting job", {200: job}, (404, 409), parameters=[_ID])
+        },
+        "/dlq": {
+            "get": _operation(
+                "List dead jobs",
+                {200: job_list},
+                (400, 422),
+                parameters=_query_parameters(schemas.DlqQuery),
+            )
+        },
+        "/dlq/{id}/redrive": {
+            "post": _operation(
+                "Move a dead job back to queued", {200: job}, (404, 409), parameters=[_ID]
+            )
+        },
+        "/dlq/redrive": {
+            "post": _operation(
+                "Redrive dead jobs, optionally only one queue or type",
+                {200: _ok(_ref("RedriveAllResult"))},
+                (400, 413, 422),
+                body={"required": False, "content": _json(_ref("RedriveAllRequest"))},
+            )
+        },
+        "/health": {
+            "get": _operation(
+                "Liveness, with one read from the store",
+                {200: _ok(_ref("Health"))},
+                (),
+                public=True,
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus exposition",
+                {
+                    200: {
+                        "description": "Prometheus text format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                (),
+                public=settings.metrics_public,
+            )
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "This document",
+                {200: _ok({"type": "object"})},
+                (),
+            )
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Spool",
+            "version": "0.1.0",
+            "description": "A job queue with a result cache. Errors are "
+            '{"error": {"code", "message", "details"}}.',
+        },
+        "paths": paths,
+        "components": {
+            "schemas": dict(sorted(defs.items())),
+            "securitySchemes": {"ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}},
+        },
+        "security": [{"ApiKey": []}],
+    }

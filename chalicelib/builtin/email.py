@@ -1,0 +1,340 @@
+"""`send_email`: deliver one message over SMTP.
+
+The server and its credentials come from settings only, never from the
+payload, so a job can choose what to say and to whom but not which relay to
+use or whose account to send with.
+
+The Message-ID is made from the job id, so every attempt of one job sends the
+same Message-ID: if an attempt delivered the message but the worker died
+before recording it, the re-run is recognisably the same message, and
+receivers and relays that deduplicate by Message-ID drop the copy.
+
+Outcomes: a 2xx reply is success (recipients refused individually while
+others were accepted are listed in the result, not retried, since a retry
+would resend to the accepted ones); a 4xx reply, a dropped connection or a
+timeout is retried with backoff; a 5xx reply, TLS verification failure or a
+server lacking STARTTLS/AUTH is a PermanentError (dead at once).
+
+Settings: SPOOL_SMTP_HOST (localhost), SPOOL_SMTP_PORT (25; 587 with STARTTLS,
+465 with SSL), SPOOL_SMTP_STARTTLS, SPOOL_SMTP_SSL, SPOOL_SMTP_USERNAME,
+SPOOL_SMTP_PASSWORD, SPOOL_SMTP_FROM (the default sender),
+SPOOL_SMTP_ALLOWED_FROM (senders a payload may choose: addresses or @domains),
+SPOOL_SMTP_TIMEOUT (30 s), SPOOL_SMTP_CA_FILE, SPOOL_SMTP_LOCAL_HOSTNAME (the
+EHLO name), SPOOL_SMTP_MESSAGE_ID_DOMAIN.
+"""
+
+from __future__ import annotations
+
+import re
+import smtplib
+import ssl
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate, getaddresses
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from chalicelib.config import Settings
+from chalicelib.errors import PermanentError
+from chalicelib.handlers import JobContext, handler
+
+MAX_RECIPIENTS = 100
+MAX_LINE = 998
+MAX_BODY_CHARS = 2_000_000
+# Headers a payload may add. Routing, identity and MIME structure stay the handler's.
+SAFE_HEADERS = frozenset(
+    {
+        "in-reply-to",
+        "references",
+        "list-id",
+        "list-help",
+        "list-unsubscribe",
+        "list-unsubscribe-post",
+        "auto-submitted",
+        "precedence",
+        "importance",
+        "priority",
+        "keywords",
+        "comments",
+        "feedback-id",
+    }
+)
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]{1,76}$")
+_LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+_DOMAIN = re.compile(
+    r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def normalize_address(value: str) -> str:
+    """One mailbox, as `addr` or `Name <addr>`; anything else is refused."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 320:
+        raise ValueError("an address must be a non-empty string of at most 320 characters")
+    if any(c in value for c in "\r\n\0"):
+        raise ValueError("an address must not contain line breaks")
+    parsed = getaddresses([value])
+    if len(parsed) != 1 or not parsed[0][1]:
+        raise ValueError(f"{value!r} is not exactly one email address")
+    name, addr = parsed[0]
+    local, _, domain = addr.rpartition("@")
+    if not local or len(local) > 64 or not _LOCAL.match(local):
+        raise ValueError(f"{value!r} has an invalid local part")
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"{value!r} has an invalid domain") from None
+    if len(domain) > 253 or not _DOMAIN.match(domain):
+        raise ValueError(f"{value!r} has an invalid domain")
+    return str(Address(display_name=name, addr_spec=f"{local}@{domain.lower()}"))
+
+
+def addr_spec(address: str) -> str:
+    """The bare address of a normalized mailbox, for the SMTP envelope."""
+    return getaddresses([address])[0][1]
+
+
+class EmailPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    to: list[str] = Field(min_length=1, max_length=MAX_RECIPIENTS)
+    cc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    bcc: list[str] = Field(default_factory=list, max_length=MAX_RECIPIENTS)
+    sender: str | None = Field(default=None, alias="from")
+    reply_to: list[str] = Field(default_factory=list, max_length=10)
+    subject: str = Field(min_length=1, max_length=MAX_LINE)
+    text: str | None = Field(default=None, max_length=MAX_BODY_CHARS)
+    html: str | None = Field(default=None, max_length=MAX_BODY_CHARS)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+    @field_validator("to", "cc", "bcc", "reply_to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("to", "cc", "bcc", "reply_to")
+    @classmethod
+    def _mailboxes(cls, value: list[str]) -> list[str]:
+        return [normalize_address(v) for v in value]
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_address(value)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str) -> str:
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError("the subject must be one line")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            lowered = name.lower()
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            custom = lowered.startswith("x-") and not lowered.startswith("x-spool-")
+            if lowered not in SAFE_HEADERS and not custom:
+                raise ValueError(
+                    f"header {name!r} cannot be set by a payload; allowed: X-* and "
+                    + ", ".join(sorted(SAFE_HEADERS))
+                )
+            if any(c in text for c in "\r\n\0") or len(text) > MAX_LINE:
+                raise ValueError(f"invalid value for header {name!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> EmailPayload:
+        if self.text is None and self.html is None:
+            raise ValueError("give a text body, an html body, or both")
+        if len(self.to) + len(self.cc) + len(self.bcc) > MAX_RECIPIENTS:
+            raise ValueError(f"at most {MAX_RECIPIENTS} recipients in all")
+        return self
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = "localhost"
+    port: int = 25
+    starttls: bool = False
+    ssl: bool = False
+    username: str = ""
+    password: str = ""
+    sender: str = ""
+    allowed_senders: tuple[str, ...] = ()
+    timeout: float = 30.0
+    ca_file: str | None = None
+    local_hostname: str | None = None
+    message_id_domain: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpSettings:
+        """Read and check the settings; a misconfiguration is reported, not retried."""
+        try:
+            starttls = settings.flag("SPOOL_SMTP_STARTTLS")
+            implicit = settings.flag("SPOOL_SMTP_SSL")
+            if starttls and implicit:
+                raise ValueError("set SPOOL_SMTP_STARTTLS or SPOOL_SMTP_SSL, not both")
+            default_port = 465 if implicit else 587 if starttls else 25
+            sender = settings.text("SPOOL_SMTP_FROM")
+            config = cls(
+                host=settings.text("SPOOL_SMTP_HOST", "localhost"),
+                port=settings.integer("SPOOL_SMTP_PORT", default_port, 1, 65535),
+                starttls=starttls,
+                ssl=implicit,
+                username=settings.text("SPOOL_SMTP_USERNAME"),
+                password=settings.extra.get("SPOOL_SMTP_PASSWORD", ""),
+                sender=normalize_address(sender) if sender else "",
+                allowed_senders=tuple(s.lower() for s in settings.items("SPOOL_SMTP_ALLOWED_FROM")),
+                timeout=settings.number("SPOOL_SMTP_TIMEOUT", 30.0, 0.1, 600),
+                ca_file=settings.text("SPOOL_SMTP_CA_FILE") or None,
+                local_hostname=settings.text("SPOOL_SMTP_LOCAL_HOSTNAME") or None,
+                message_id_domain=settings.text("SPOOL_SMTP_MESSAGE_ID_DOMAIN"),
+            )
+        except ValueError as exc:
+            raise PermanentError(f"send_email is misconfigured: {exc}") from None
+        if config.username and not (config.starttls or config.ssl):
+            raise PermanentError(
+                "send_email is misconfigured: SMTP credentials are set but neither "
+                "SPOOL_SMTP_STARTTLS nor SPOOL_SMTP_SSL is, so they would be sent in clear"
+            )
+        return config
+
+    def sender_allowed(self, address: str) -> bool:
+        if not self.allowed_senders:
+            return True
+        bare = addr_spec(address).lower()
+        domain = "@" + bare.rpartition("@")[2]
+        return bare in self.allowed_senders or domain in self.allowed_senders
+
+
+class TemporaryFailure(Exception):
+    """The server said "not now" (4xx) or the connection failed: retried with backoff."""
+
+
+def message_id(job_id: str, sender: str, domain: str = "") -> str:
+    """Stable per job, so every attempt of one job carries the same Message-ID."""
+    return f"<{job_id}@{domain or addr_spec(sender).rpartition('@')[2]}>"
+
+
+def build_message(payload: EmailPayload, sender: str, msg_id: str, job_id: str) -> EmailMessage:
+    message = EmailMessage(policy=SMTP_POLICY)
+    message["From"] = sender
+    message["To"] = ", ".join(payload.to)
+    if payload.cc:
+        message["Cc"] = ", ".join(payload.cc)
+    if payload.reply_to:
+        message["Reply-To"] = ", ".join(payload.reply_to)
+    message["Subject"] = payload.subject
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = msg_id
+    message["X-Spool-Job-Id"] = job_id
+    for name, value in payload.headers.items():
+        message[name] = value
+    if payload.text is not None:
+        message.set_content(payload.text)
+        if payload.html is not None:
+            message.add_alternative(payload.html, subtype="html")
+    else:
+        message.set_content(payload.html or "", subtype="html")
+    return message
+
+
+def _tls_context(config: SmtpSettings) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if config.ca_file:
+        try:
+            context.load_verify_locations(cafile=config.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise PermanentError(f"SPOOL_SMTP_CA_FILE cannot be loaded: {exc}") from None
+    return context
+
+
+def deliver(
+    message: EmailMessage,
+    envelope_from: str,
+    recipients: list[str],
+    config: SmtpSettings,
+    timeout: float,
+) -> dict[str, tuple[int, str]]:
+    """Send once; map every failure to retry-later or give-up. Returns refused recipients."""
+    context = _tls_context(config) if (config.starttls or config.ssl) else None
+    try:
+        smtp: smtplib.SMTP
+        if config.ssl:
+            smtp = smtplib.SMTP_SSL(
+                config.host,
+                config.port,
+                local_hostname=config.local_hostname,
+                timeout=timeout,
+                context=context,
+            )
+        else:
+            smtp = smtplib.SMTP(
+                config.host, config.port, local_hostname=config.local_hostname, timeout=timeout
+            )
+        with smtp:
+            smtp.ehlo()
+            if config.starttls:
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if config.username:
+                smtp.login(config.username, config.password)
+            refused = smtp.send_message(message, envelope_from, recipients)
+    except smtplib.SMTPRecipientsRefused as exc:
+        codes = {addr: (code, _text(reply)) for addr, (code, reply) in exc.recipients.items()}
+        summary = "; ".join(f"{a}: {c} {m}" for a, (c, m) in codes.items())
+        if any(400 <= code < 500 for code, _ in codes.values()):
+            raise TemporaryFailure(f"recipients deferred: {summary}") from None
+        raise PermanentError(f"all recipients refused: {summary}") from None
+    except smtplib.SMTPResponseException as exc:
+        reply = f"SMTP {exc.smtp_code} {_text(exc.smtp_error)}"
+        if 500 <= exc.smtp_code < 600:
+            raise PermanentError(reply) from None
+        raise TemporaryFailure(reply) from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise PermanentError(
+            f"the SMTP server does not support what settings require: {exc}"
+        ) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise PermanentError(f"TLS certificate check failed for {config.host}: {exc}") from None
+    except (smtplib.SMTPException, OSError) as exc:
+        raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
+    return {addr: (code, _text(reply)) for addr, (code, reply) in refused.items()}
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def send(
+    payload: EmailPayload, config: SmtpSettings, job_id: str, timeout: float
+) -> dict[str, Any]:
+    sender = payload.sender or config.sender
+    if not sender:
+        raise PermanentError("no sender: give `from` in the payload or set SPOOL_SMTP_FROM")
+    if payload.sender and not config.sender_allowed(payload.sender):
+        raise PermanentError(f"sender {payload.sender!r} is not in SPOOL_SMTP_ALLOWED_FROM")
+    msg_id = message_id(job_id, sender, config.message_id_domain)
+    message = build_message(payload, sender, msg_id, job_id)
+    recipients = list(dict.fromkeys(addr_spec(a) for a in payload.to + payload.cc + payload.bcc))
+    refused = deliver(message, addr_spec(sender), recipients, config, timeout)
+    return {
+        "message_id": msg_id,
+        "accepted": [r for r in recipients if r not in refused],
+        "refused": {addr: {"code": code, "reply": text} for addr, (code, text) in refused.items()},
+    }
+
+
+@handler("send_email", payload=EmailPayload, max_attempts=8, backoff=(30.0, 3600.0), timeout=60)
+def send_email(payload: EmailPayload, ctx: JobContext) -> dict[str, Any]:
+    """Backoff starts at 30 s and caps at an hour: greylisting servers ask for minutes."""
+    config = SmtpSettings.from_settings(Settings.from_env())
+    timeout = max(0.1, min(config.timeout, ctx.remaining()))
+    return send(payload, config, ctx.job.id, timeout)

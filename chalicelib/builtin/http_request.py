@@ -1,0 +1,413 @@
+"""`http_request`: offload a slow or flaky API call, guarded against SSRF.
+
+The request goes out through http.client on a socket the handler opens itself,
+to an address chalicelib.ssrf has checked: the name is resolved once, and that
+answer is the one connected to (TLS still verifies the certificate against the
+name). Redirects are followed here, one hop at a time, each through the guard.
+No proxy settings from the environment apply.
+
+Settings: SPOOL_HTTP_ALLOWLIST (names, *.suffixes, IPs and CIDRs; empty means
+nothing is reachable), SPOOL_HTTP_ALLOW_PRIVATE (reach loopback, private and
+CGNAT addresses of allowlisted hosts), SPOOL_HTTP_CA_FILE (extra CA bundle).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import http.client
+import json
+import re
+import socket
+import ssl
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urljoin
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+
+from chalicelib import ssrf
+from chalicelib.config import Settings
+from chalicelib.errors import PermanentError, RetryAfter
+from chalicelib.handlers import JobContext, handler
+
+MAX_TIMEOUT = 50.0
+MAX_BODY_CAP = 128 * 1024
+MAX_RETRY_AFTER = 3600.0
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+DEFAULT_RESPONSE_HEADERS = (
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-language",
+    "cache-control",
+    "etag",
+    "last-modified",
+    "expires",
+    "date",
+    "location",
+    "retry-after",
+    "x-request-id",
+)
+# Framing and routing headers belong to the connection this handler makes.
+FORBIDDEN_REQUEST_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+# Dropped when a redirect leaves the original origin, as browsers do.
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+READ_CHUNK = 16 * 1024
+
+
+class HttpRequestPayload(BaseModel):
+    """One outbound request. The URL's shape is checked at enqueue time; whether
+    its host and addresses are allowed is decided at run time, against the
+    worker's settings and a fresh DNS answer."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    method: Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] = "GET"
+    url: str = Field(min_length=1, max_length=ssrf.MAX_URL_LENGTH)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=50)
+    body: str | None = Field(default=None, max_length=128 * 1024)
+    body_base64: str | None = Field(default=None, max_length=180 * 1024)
+    json_body: JsonValue = Field(default=None, alias="json")
+    timeout: float = Field(default=20.0, gt=0, le=MAX_TIMEOUT)
+    follow_redirects: bool = True
+    max_redirects: int = Field(default=5, ge=0, le=10)
+    max_body_bytes: int = Field(default=64 * 1024, ge=0, le=MAX_BODY_CAP)
+    response_headers: list[str] | None = Field(default=None, max_length=50)
+    retry_on_status: list[int] = Field(default_factory=lambda: [429, 502, 503, 504])
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _shape(cls, value: str) -> str:
+        try:
+            ssrf.parse_url(value)
+        except ssrf.Refused as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not _TOKEN.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if name.lower() in FORBIDDEN_REQUEST_HEADERS:
+                raise ValueError(f"header {name!r} is set by the handler, not the payload")
+            if any(c in text for c in "\r\n\0") or len(text) > 8192:
+                raise ValueError(f"invalid value for header {name!r}")
+        return value
+
+    @field_validator("response_headers")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not all(_TOKEN.match(n) for n in value):
+            raise ValueError("response_headers must be header names")
+        return value
+
+    @field_validator("retry_on_status")
+    @classmethod
+    def _statuses(cls, value: list[int]) -> list[int]:
+        if not all(400 <= s <= 599 for s in value):
+            raise ValueError("retry_on_status holds 4xx/5xx status codes only")
+        return value
+
+    @model_validator(mode="after")
+    def _one_body(self) -> HttpRequestPayload:
+        given = [self.body is not None, self.body_base64 is not None, self.json_body is not None]
+        if sum(given) > 1:
+            raise ValueError("give at most one of body, body_base64 and json")
+        if self.body_base64 is not None:
+            try:
+                base64.b64decode(self.body_base64, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("body_base64 is not valid base64") from None
+        return self
+
+    def encoded_body(self) -> tuple[bytes | None, str | None]:
+        """The bytes to send and the content type to default to."""
+        if self.body is not None:
+            return self.body.encode(), "text/plain; charset=utf-8"
+        if self.body_base64 is not None:
+            return base64.b64decode(self.body_base64), "application/octet-stream"
+        if self.json_body is not None:
+            return json.dumps(self.json_body).encode(), "application/json"
+        return None, None
+
+
+class RetryableStatus(Exception):
+    """The server answered a status the payload asked to retry on."""
+
+
+def policy_from(settings: Settings) -> tuple[ssrf.Policy, str | None]:
+    try:
+        policy = ssrf.Policy.parse(
+            settings.items("SPOOL_HTTP_ALLOWLIST"), settings.flag("SPOOL_HTTP_ALLOW_PRIVATE")
+        )
+    except ValueError as exc:
+        raise PermanentError(f"http_request is misconfigured: {exc}") from None
+    return policy, settings.text("SPOOL_HTTP_CA_FILE") or None
+
+
+# -- connections pinned to a checked address ---------------------------------
+def open_socket(ip: ssrf.IPAddress, port: int, timeout: float) -> socket.socket:
+    """The only place this handler connects; tests swap the socket layer under it."""
+    return socket.create_connection((str(ip), port), timeout=timeout)
+
+
+class _PinnedHTTP(http.client.HTTPConnection):
+    def __init__(self, target: ssrf.Target, ip: ssrf.IPAddress, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self._ip = ip
+
+    def connect(self) -> None:
+        self.sock = open_socket(self._ip, self.port, self.timeout)  # type: ignore[arg-type]
+
+
+class _PinnedHTTPS(http.client.HTTPSConnection):
+    def __init__(
+        self, target: ssrf.Target, ip: ssrf.IPAddress, timeout: float, context: ssl.SSLContext
+    ) -> None:
+        super().__init__(target.host, target.port, timeout=timeout, context=context)
+        self._ip = ip
+        self._tls = context
+
+    def connect(self) -> None:
+        raw = open_socket(self._ip, self.port, self.timeout)  # type: ignore[arg-type]
+        try:
+            self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
+        except BaseException:
+            raw.close()
+            raise
+
+
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if ca_file:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise PermanentError(f"SPOOL_HTTP_CA_FILE cannot be loaded: {exc}") from None
+    return context
+
+
+# -- one request, redirects included ----------------------------------------
+def perform(
+    payload: HttpRequestPayload,
+    policy: ssrf.Policy,
+    ctx: JobContext | None = None,
+    ca_file: str | None = None,
+    resolver: ssrf.Resolver = ssrf.system_resolver,
+) -> dict[str, Any]:
+    deadline = time.monotonic() + payload.timeout
+    if ctx is not None:
+        deadline = min(deadline, ctx.deadline)
+    method = payload.method
+    body, default_type = payload.encoded_body()
+    headers = {k: v for k, v in payload.headers.items()}
+    if body is not None and default_type and not _has(headers, "content-type"):
+        headers["Content-Type"] = default_type
+    headers.setdefault("User-Agent", "spool-http_request/1")
+    url = payload.url
+    visited: list[str] = []
+    context: ssl.SSLContext | None = None
+    first_origin: tuple[str, str, int] | None = None
+    while True:
+        target, addresses = ssrf.check_url(url, policy, resolver)
+        first_origin = first_origin or target.origin
+        if target.scheme == "https" and context is None:
+            context = _tls_context(ca_file)
+        visited.append(target.url)
+        conn, response = _send(target, addresses, method, headers, body, deadline, context)
+        try:
+            location = response.getheader("Location")
+            if payload.follow_redirects and response.status in REDIRECTS and location:
+                if len(visited) > payload.max_redirects:
+                    raise PermanentError(f"more than {payload.max_redirects} redirects")
+                url = urljoin(target.url, location)
+                if response.status == 303 or (
+                    response.status in (301, 302) and method not in ("GET", "HEAD")
+                ):
+                    method = "GET" if method != "HEAD" else "HEAD"
+                    body = None
+                    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+                if _origin_of(url) != first_origin:
+                    headers = {
+                        k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS
+                    }
+                continue
+            data, truncated = _read_capped(conn, response, payload.max_body_bytes, deadline, ctx)
+            result = _result(payload, target, visited, response, data, truncated)
+        finally:
+            conn.close()
+        if response.status in payload.retry_on_status:
+            _retry_for(response, result)
+        return result
+
+
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    try:
+        return ssrf.parse_url(url).origin
+    except ssrf.Refused:
+        return None  # the guard refuses it on the next hop anyway
+
+
+def _has(headers: Mapping[str, str], name: str) -> bool:
+    return any(k.lower() == name for k in headers)
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("http_request ran out of time")
+    return left
+
+
+def _send(
+    target: ssrf.Target,
+    addresses: list[ssrf.IPAddress],
+    method: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    deadline: float,
+    context: ssl.SSLContext | None,
+) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    """Try each checked address in turn; only connection failures move to the next."""
+    last: OSError | None = None
+    for ip in addresses:
+        timeout = _remaining(deadline)
+        conn: http.client.HTTPConnection
+        if target.scheme == "https":
+            assert context is not None
+            conn = _PinnedHTTPS(target, ip, timeout, context)
+        else:
+            conn = _PinnedHTTP(target, ip, timeout)
+        try:
+            conn.connect()
+        except ssl.SSLCertVerificationError as exc:
+            conn.close()
+            raise PermanentError(f"TLS certificate check failed for {target.host}: {exc}") from exc
+        except OSError as exc:
+            conn.close()
+            last = exc
+            continue
+        try:
+            conn.request(method, target.path, body=body, headers=dict(headers))
+            return conn, conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+    assert last is not None
+    raise ConnectionError(f"could not connect to {target.host}:{target.port}: {last}") from last
+
+
+def _read_capped(
+    conn: http.client.HTTPConnection,
+    response: http.client.HTTPResponse,
+    cap: int,
+    deadline: float,
+    ctx: JobContext | None,
+) -> tuple[bytes, bool]:
+    """Read at most cap bytes (plus one, to know it was cut), within the deadline."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= cap:
+        if ctx is not None and ctx.cancelled.is_set():
+            raise TimeoutError("attempt abandoned by the worker")
+        if conn.sock is not None:
+            conn.sock.settimeout(_remaining(deadline))
+        chunk = response.read(min(READ_CHUNK, cap + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    data = b"".join(chunks)
+    return data[:cap], len(data) > cap
+
+
+def _result(
+    payload: HttpRequestPayload,
+    target: ssrf.Target,
+    visited: list[str],
+    response: http.client.HTTPResponse,
+    data: bytes,
+    truncated: bool,
+) -> dict[str, Any]:
+    wanted = {n.lower() for n in (payload.response_headers or DEFAULT_RESPONSE_HEADERS)}
+    headers: dict[str, str] = {}
+    for name, value in response.getheaders():
+        key = name.lower()
+        if key in wanted:
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    charset = response.headers.get_content_charset() or "utf-8"
+    try:
+        text: str | None = data.decode(charset)
+    except (UnicodeDecodeError, LookupError):
+        text = None
+    return {
+        "status": response.status,
+        "reason": response.reason,
+        "url": target.url,
+        "redirects": visited[:-1],
+        "headers": headers,
+        "body": text if text is not None else base64.b64encode(data).decode(),
+        "body_encoding": "text" if text is not None else "base64",
+        "body_bytes": len(data),
+        "truncated": truncated,
+    }
+
+
+def _retry_for(response: http.client.HTTPResponse, result: dict[str, Any]) -> None:
+    message = f"HTTP {response.status} {response.reason} from {result['url']}"
+    seconds = _retry_after_seconds(response.getheader("Retry-After"))
+    if seconds is not None:
+        raise RetryAfter(seconds, message)
+    raise RetryableStatus(message)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as delay-seconds or an HTTP date, capped; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), MAX_RETRY_AFTER)
+
+
+@handler(
+    "http_request", payload=HttpRequestPayload, max_attempts=5, backoff=(2.0, 300.0), timeout=60
+)
+def http_request(payload: HttpRequestPayload, ctx: JobContext) -> dict[str, Any]:
+    """Refusals and TLS failures are permanent; connection errors, timeouts, DNS
+    hiccups and the payload's retry_on_status statuses are retried with backoff."""
+    policy, ca_file = policy_from(Settings.from_env())
+    return perform(payload, policy, ctx, ca_file)

@@ -1,0 +1,300 @@
+"""`resize_image`: read an image from the blob store, write resized versions.
+
+Bad input (not an image, a format outside the list, a truncated file, a
+decompression bomb, a missing key) raises PermanentError, so the job goes to
+dead with the reason at once instead of failing the same way on every retry.
+Store hiccups (S3 throttling, a dropped connection) are retried.
+
+Output keys depend only on the payload, so a retried or re-run job overwrites
+the same objects: the handler is idempotent without looking at the job id.
+Metadata (EXIF, including GPS position) is not copied to the outputs; the
+orientation it records is applied first.
+
+Settings: the blob store's (see chalicelib.blobs), SPOOL_IMAGE_MAX_PIXELS
+(default 40 million) and SPOOL_IMAGE_MAX_BYTES (default 40 MiB).
+Pillow is imported when a job runs, never at start-up.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from chalicelib.blobs import BlobNotFound, BlobStore, BlobTooLarge, InvalidKey, check_key
+from chalicelib.blobs import open_blob_store as _open_blob_store
+from chalicelib.config import Settings
+from chalicelib.errors import PermanentError
+from chalicelib.handlers import JobContext, handler
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_BYTES = 40 * 1024 * 1024
+MAX_SIDE = 10_000
+MAX_OUTPUTS = 20
+# Formats Pillow may parse here; anything else is refused before a decoder runs.
+INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+OUTPUT_FORMATS = {
+    "jpeg": ("JPEG", "jpg", "image/jpeg"),
+    "png": ("PNG", "png", "image/png"),
+    "webp": ("WEBP", "webp", "image/webp"),
+}
+SOURCE_TO_OUTPUT = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
+ORIENTATION_TAG = 0x0112
+
+
+class Box(BaseModel):
+    """A bounding box; giving one side scales by it, giving both fits inside (or covers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    width: int | None = Field(default=None, ge=1, le=MAX_SIDE)
+    height: int | None = Field(default=None, ge=1, le=MAX_SIDE)
+
+    @model_validator(mode="after")
+    def _one_side(self) -> Box:
+        if self.width is None and self.height is None:
+            raise ValueError("a size needs a width, a height or both")
+        return self
+
+
+class ResizePayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1, max_length=1024)
+    widths: list[int] = Field(default_factory=list, max_length=MAX_OUTPUTS)
+    sizes: list[Box] = Field(default_factory=list, max_length=MAX_OUTPUTS)
+    format: Literal["jpeg", "png", "webp"] | None = None  # default: the source's, else png
+    quality: int = Field(default=85, ge=1, le=100)
+    fit: Literal["contain", "cover"] = "contain"
+    upscale: bool = False
+    output_prefix: str | None = Field(default=None, max_length=900)
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.lower()
+            return "jpeg" if value == "jpg" else value
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        return _safe_key(value)
+
+    @field_validator("widths")
+    @classmethod
+    def _widths(cls, value: list[int]) -> list[int]:
+        if not all(1 <= w <= MAX_SIDE for w in value):
+            raise ValueError(f"widths must be between 1 and {MAX_SIDE}")
+        return value
+
+    @field_validator("output_prefix")
+    @classmethod
+    def _prefix(cls, value: str | None) -> str | None:
+        if value is not None:
+            _safe_key(value.rstrip("/") or ".")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> ResizePayload:
+        count = len(self.widths) + len(self.sizes)
+        if count == 0:
+            raise ValueError("give at least one of widths or sizes")
+        if count > MAX_OUTPUTS:
+            raise ValueError(f"at most {MAX_OUTPUTS} sizes per job")
+        return self
+
+    def boxes(self) -> list[Box]:
+        return [Box(width=w) for w in self.widths] + list(self.sizes)
+
+    def prefix(self) -> str:
+        if self.output_prefix is not None:
+            return self.output_prefix
+        stem = self.key.rsplit(".", 1)[0] if "." in self.key.rsplit("/", 1)[-1] else self.key
+        return f"resized/{stem}/"
+
+
+def _safe_key(value: str) -> str:
+    try:
+        return check_key(value)
+    except InvalidKey as exc:
+        raise ValueError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        try:
+            return cls(
+                settings.integer("SPOOL_IMAGE_MAX_PIXELS", DEFAULT_MAX_PIXELS, minimum=1),
+                settings.integer("SPOOL_IMAGE_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1),
+            )
+        except ValueError as exc:
+            raise PermanentError(f"resize_image is misconfigured: {exc}") from None
+
+
+def target_size(source: tuple[int, int], box: Box, fit: str, upscale: bool) -> tuple[int, int]:
+    """The output's size: aspect ratio kept, never larger than the source unless upscale."""
+    width, height = source
+    scales = []
+    if box.width is not None:
+        scales.append(box.width / width)
+    if box.height is not None:
+        scales.append(box.height / height)
+    if fit == "cover" and box.width is not None and box.height is not None:
+        if upscale or (box.width <= width and box.height <= height):
+            return box.width, box.height
+        scale = min(scales)  # cannot cover without upscaling: fall back to contain
+    else:
+        scale = min(scales)
+    if not upscale:
+        scale = min(scale, 1.0)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize(
+    store: BlobStore,
+    payload: ResizePayload,
+    limits: Limits,
+    ctx: JobContext | None = None,
+) -> dict[str, Any]:
+    from PIL import Image as PILImage
+    from PIL import ImageOps, UnidentifiedImageError
+
+    try:
+        data = store.get(payload.key, max_bytes=limits.max_bytes)
+    except BlobNotFound:
+        raise PermanentError(f"source image {payload.key!r} not found in the blob store") from None
+    except BlobTooLarge:
+        raise PermanentError(
+            f"source image {payload.key!r} is larger than {limits.max_bytes} bytes"
+        ) from None
+    except InvalidKey as exc:
+        raise PermanentError(str(exc)) from None
+    boxes = payload.boxes()
+    try:
+        with PILImage.open(io.BytesIO(data), formats=INPUT_FORMATS) as opened:
+            source_format = opened.format or "unknown"
+            width, height = opened.size
+            if width * height > limits.max_pixels:
+                raise PermanentError(
+                    f"image is {width}x{height} = {width * height} pixels, over the limit of "
+                    f"{limits.max_pixels} (a decompression bomb, or simply too big)"
+                )
+            # Sizes come from the upright source, as the EXIF orientation shows it.
+            turned = opened.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
+            upright = (height, width) if turned else (width, height)
+            sizes = [target_size(upright, b, payload.fit, payload.upscale) for b in boxes]
+            if source_format == "JPEG":
+                # Let libjpeg decode at a reduced scale when every output is much smaller.
+                side = max(max(size) for size in sizes)
+                opened.draft("RGB", (side, side))
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+    except PermanentError:
+        raise
+    except UnidentifiedImageError:
+        raise PermanentError(
+            f"{payload.key!r} is not an image in a supported format ({', '.join(INPUT_FORMATS)})"
+        ) from None
+    except PILImage.DecompressionBombError as exc:
+        raise PermanentError(f"image refused as a decompression bomb: {exc}") from None
+    except Exception as exc:
+        # Decoding depends only on the bytes: the same failure would repeat on every retry.
+        raise PermanentError(f"image {payload.key!r} is corrupt or truncated: {exc}") from None
+    fmt = payload.format or SOURCE_TO_OUTPUT.get(source_format, "png")
+    pil_format, extension, content_type = OUTPUT_FORMATS[fmt]
+    prefix = payload.prefix()
+    outputs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for size in sizes:
+        if ctx is not None and ctx.cancelled.is_set():
+            raise TimeoutError("attempt abandoned by the worker")
+        key = f"{prefix}{size[0]}x{size[1]}.{extension}"
+        if key in seen:
+            continue
+        seen.add(key)
+        encoded = _encode(_scaled(image, size, payload.fit), pil_format, payload.quality)
+        try:
+            store.put(check_key(key), encoded, content_type)
+        except InvalidKey as exc:
+            raise PermanentError(f"output key {key!r} is invalid: {exc}") from None
+        outputs.append(
+            {
+                "key": key,
+                "width": size[0],
+                "height": size[1],
+                "bytes": len(encoded),
+                "format": fmt,
+                "content_type": content_type,
+            }
+        )
+    return {
+        "source": {
+            "key": payload.key,
+            "format": source_format.lower(),
+            "width": upright[0],
+            "height": upright[1],
+            "bytes": len(data),
+        },
+        "outputs": outputs,
+    }
+
+
+def _scaled(image: Image, size: tuple[int, int], fit: str) -> Image:
+    from PIL import Image as PILImage
+    from PIL import ImageOps
+
+    if fit == "cover" and (size[0] / size[1]) != (image.size[0] / image.size[1]):
+        return ImageOps.fit(image, size, PILImage.Resampling.LANCZOS)
+    if image.size == size:
+        return image.copy()
+    return image.resize(size, PILImage.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _encode(image: Image, pil_format: str, quality: int) -> bytes:
+    from PIL import Image as PILImage
+
+    has_alpha = image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+    if pil_format == "JPEG":
+        if has_alpha:
+            rgba = image.convert("RGBA")
+            flat = PILImage.new("RGB", rgba.size, (255, 255, 255))
+            flat.paste(rgba, mask=rgba.getchannel("A"))
+            image = flat
+        elif image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+    elif image.mode not in ("RGB", "RGBA", "L", "LA"):
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    out = io.BytesIO()
+    if pil_format == "JPEG":
+        image.save(out, "JPEG", quality=quality, optimize=True, progressive=True)
+    elif pil_format == "WEBP":
+        image.save(out, "WEBP", quality=quality, method=4)
+    else:
+        image.save(out, "PNG", compress_level=6)
+    return out.getvalue()
+
+
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The handler's store; a module attribute so tests and embedders can swap it."""
+    return _open_blob_store(settings)
+
+
+@handler("resize_image", payload=ResizePayload, max_attempts=3, backoff=(2.0, 60.0), timeout=60)
+def resize_image(payload: ResizePayload, ctx: JobContext) -> dict[str, Any]:
+    settings = Settings.from_env()
+    limits = Limits.from_settings(settings)
+    return resize(open_blob_store(settings), payload, limits, ctx)

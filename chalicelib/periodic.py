@@ -1,0 +1,542 @@
+"""Periodic jobs: a cron expression or an interval, in a time zone, enqueued once per tick.
+
+Exactly once per tick: each tick's job is enqueued under the system tenant
+with the idempotency key `periodic:<name>:<tick in UTC>`. The store already
+guarantees that a key is stored once per tenant, so any number of schedulers
+(Lambda invocations, local emulators, processes on several machines) may call
+`fire_due` at the same moment and only one job results. The store is also the
+only state: which ticks fired is derivable from those keys, so a restarted
+scheduler neither repeats a tick nor needs a state file.
+
+Catch-up policy: each call fires the most recent tick at or before now, if it
+has not fired. After downtime spanning several ticks, only the most recent
+one fires, once (ticks are coalesced, never replayed in a burst); the older
+ones are skipped. A schedule's `catch_up` (seconds) bounds how late a tick may
+still fire: a tick older than that when first seen is skipped. With no
+`catch_up`, a brand-new schedule fires its most recent tick as soon as a
+scheduler first sees it. The finest useful resolution is how often `fire_due`
+is called (every minute on AWS).
+
+Keys live as long as their job: purge finished jobs no sooner than the
+longest schedule period (or catch_up), or a purged tick could fire again.
+
+Schedules come from code (`@periodic` above `@handler`, or `book.add`) and
+from SPOOL_SCHEDULES (JSON); a settings entry replaces a code schedule of the
+same name, and `"enabled": false` switches one off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
+
+from chalicelib.clock import Clock
+from chalicelib.config import Settings
+from chalicelib.errors import ValidationFailed
+from chalicelib.handlers import HandlerFunc, Registry, registry
+from chalicelib.models import Job
+from chalicelib.service import EnqueueRequest, Service
+from chalicelib.storage.base import JobStore
+
+log = logging.getLogger("spool.periodic")
+
+SYSTEM_TENANT = "_system"
+KEY_PREFIX = "periodic:"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DST_SKIPS = 4000  # a per-second cron with fixed hours skips 3600 ticks once a year
+
+
+def parse_duration(value: float | int | str | timedelta) -> int:
+    """Whole seconds from 90, "90s", "15m", "2h", "1d", "1w" or a timedelta."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, bool):
+        raise ValueError("a duration cannot be a boolean")
+    elif isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration like 90, '90s', '15m', '2h' or '1d'")
+        seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds != int(seconds):
+        raise ValueError("durations are whole seconds")
+    return int(seconds)
+
+
+def _zone(name: str) -> Any:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def _tick_text(tick: datetime) -> str:
+    return tick.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """When to enqueue which job. Exactly one of `cron` and `every` is set."""
+
+    name: str
+    type: str
+    cron: str | None = None
+    every: int | None = None  # seconds
+    tz: str = "UTC"
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = None
+    catch_up: int | None = None  # seconds a tick may be late and still fire
+    start: datetime | None = None  # no tick before it; anchors intervals (default: the epoch)
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not NAME_PATTERN.match(self.name):
+            raise ValueError(f"schedule name {self.name!r} must match {NAME_PATTERN.pattern}")
+        if (self.cron is None) == (self.every is None):
+            raise ValueError(f"schedule {self.name!r} needs exactly one of cron and every")
+        if self.cron is not None:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.cron):
+                raise ValueError(f"schedule {self.name!r}: invalid cron expression {self.cron!r}")
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"schedule {self.name!r}: every must be at least 1 second")
+        if self.catch_up is not None and self.catch_up < 0:
+            raise ValueError(f"schedule {self.name!r}: catch_up cannot be negative")
+        if self.start is not None and self.start.tzinfo is None:
+            raise ValueError(f"schedule {self.name!r}: start needs a time zone")
+        _zone(self.tz)
+
+    def latest_tick(self, now: datetime) -> datetime | None:
+        """The most recent tick at or before now (UTC), or None before the first."""
+        if self.every is not None:
+            anchor = (self.start or EPOCH).astimezone(UTC)
+            if now < anchor:
+                return None
+            periods = int((now - anchor).total_seconds() // self.every)
+            return anchor + timedelta(seconds=periods * self.every)
+        # Start one second past now (whole seconds) so a tick exactly at now counts.
+        tick = self._cron_walk(now.replace(microsecond=0) + timedelta(seconds=1), forward=False)
+        if self.start is not None and tick < self.start:
+            return None
+        return tick
+
+    def next_tick(self, now: datetime) -> datetime:
+        """The first tick strictly after now (UTC)."""
+        if self.every is not None:
+            latest = self.latest_tick(now)
+            if latest is None:
+                return (self.start or EPOCH).astimezone(UTC)
+            return latest + timedelta(seconds=self.every)
+        after = now
+        if self.start is not None and self.start > now:
+            after = self.start - timedelta(seconds=1)
+        return self._cron_walk(after, forward=True)
+
+    def _cron_walk(self, origin: datetime, forward: bool) -> datetime:
+        """The cron tick after (or before) origin, in UTC, honouring the DST rule.
+
+        When clocks go back, an hour of wall-clock time happens twice. Like
+        cron, a schedule with fixed hours ("30 2 * * *") runs once, at the
+        first occurrence; one with a wildcard hour runs in both.
+        """
+        from croniter import croniter
+
+        assert self.cron is not None
+        zone = _zone(self.tz)
+        walker = croniter(self.cron, origin.astimezone(zone))
+        fixed_hours = "*" not in self.cron.split()[1]
+        for _ in range(MAX_DST_SKIPS):
+            tick: datetime = (walker.get_next if forward else walker.get_prev)(datetime)
+            tick = tick.astimezone(UTC)
+            if not (fixed_hours and tick.astimezone(zone).fold == 1):
+                return tick
+        raise ValueError(f"schedule {self.name!r}: no tick found near {origin.isoformat()}")
+
+    def key(self, tick: datetime) -> str:
+        return f"{KEY_PREFIX}{self.name}:{_tick_text(tick)}"
+
+    def describe(self) -> str:
+        return f"cron {self.cron!r} in {self.tz}" if self.cron else f"every {self.every}s"
+
+
+def tick_of(job: Job) -> datetime | None:
+    """The tick a periodic job was enqueued for (handlers use it, e.g. "report for")."""
+    key = job.idempotency_key or ""
+    if job.tenant != SYSTEM_TENANT or not key.startswith(KEY_PREFIX):
+        return None
+    _name, _, text = key[len(KEY_PREFIX) :].partition(":")
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+# -- declaring schedules ---------------------------------------------------------
+class ScheduleSpec(BaseModel):
+    """A schedule as JSON (SPOOL_SCHEDULES) or decorator arguments describe it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: str = Field(min_length=1, max_length=64)
+    cron: str | None = None
+    every: int | str | None = None
+    tz: str = "UTC"
+    payload: dict[str, JsonValue] = Field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    catch_up: int | str | None = None
+    start: datetime | None = None
+    enabled: bool = True
+
+    @field_validator("every", "catch_up")
+    @classmethod
+    def _duration(cls, value: int | str | None) -> int | None:
+        return None if value is None else parse_duration(value)
+
+    def build(self) -> Schedule:
+        return Schedule(
+            name=self.name,
+            type=self.type,
+            cron=self.cron,
+            every=self.every if isinstance(self.every, int) else None,
+            tz=self.tz,
+            payload=self.payload,
+            queue=self.queue,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            catch_up=self.catch_up if isinstance(self.catch_up, int) else None,
+            start=self.start,
+            enabled=self.enabled,
+        )
+
+
+class ScheduleBook:
+    """Schedules declared in code, by name."""
+
+    def __init__(self) -> None:
+        self._schedules: dict[str, Schedule] = {}
+        self._lock = threading.Lock()
+
+    def add(self, schedule: Schedule) -> Schedule:
+        with self._lock:
+            self._schedules[schedule.name] = schedule
+        return schedule
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._schedules.pop(name, None)
+
+    def all(self) -> list[Schedule]:
+        with self._lock:
+            return list(self._schedules.values())
+
+    def periodic(
+        self,
+        name: str,
+        *,
+        cron: str | None = None,
+        every: int | str | timedelta | None = None,
+        tz: str = "UTC",
+        payload: Mapping[str, Any] | None = None,
+        type: str | None = None,
+        catch_up: int | str | timedelta | None = None,
+        start: datetime | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        max_attempts: int | None = None,
+        registry: Registry = registry,
+    ) -> Callable[[HandlerFunc], HandlerFunc]:
+        """Schedule the handler below it: put @periodic above @handler(...)."""
+
+        def declare(func: HandlerFunc) -> HandlerFunc:
+            job_type = type or _type_of(func, registry)
+            self.add(
+                Schedule(
+                    name=name,
+                    type=job_type,
+                    cron=cron,
+                    every=None if every is None else parse_duration(every),
+                    tz=tz,
+                    payload=dict(payload or {}),
+                    queue=queue,
+                    priority=priority,
+                    max_attempts=max_attempts,
+                    catch_up=None if catch_up is None else parse_duration(catch_up),
+                    start=start,
+                )
+            )
+            return func
+
+        return declare
+
+
+def _type_of(func: HandlerFunc, target: Registry) -> str:
+    for spec in target.specs():
+        if spec.func is func:
+            return spec.type
+    raise ValueError(
+        f"{getattr(func, '__name__', func)!r} is not a registered handler: "
+        "put @periodic above @handler(...), or pass type="
+    )
+
+
+book = ScheduleBook()
+periodic = book.periodic
+
+
+@lru_cache(maxsize=8)
+def _parse_schedules(raw: str) -> tuple[Schedule, ...]:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"SPOOL_SCHEDULES is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        data = [{"name": name, **spec} for name, spec in data.items() if isinstance(spec, dict)]
+    if not isinstance(data, list):
+        raise ValueError("SPOOL_SCHEDULES must be a JSON list of schedules or an object by name")
+    schedules: list[Schedule] = []
+    for index, item in enumerate(data):
+        try:
+            schedules.append(ScheduleSpec.model_validate(item).build())
+        except (ValidationError, ValueError) as exc:
+            raise ValueError(f"SPOOL_SCHEDULES[{index}] is invalid: {exc}") from None
+    return tuple(schedules)
+
+
+def schedules_from_settings(settings: Settings) -> list[Schedule]:
+    raw = settings.extra.get("SPOOL_SCHEDULES", "").strip()
+    return list(_parse_schedules(raw)) if raw else []
+
+
+def active_schedules(
+    settings: Settings | None = None, declared: Iterable[Schedule] | None = None
+) -> list[Schedule]:
+    """Code schedules, replaced by settings entries of the same name; enabled ones only."""
+    merged = {s.name: s for s in (book.all() if declared is None else declared)}
+    for schedule in schedules_from_settings(settings or Settings.from_env()):
+        merged[schedule.name] = schedule
+    return [s for s in merged.values() if s.enabled]
+
+
+# -- firing ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fired:
+    """What one call did for one schedule."""
+
+    name: str
+    tick: datetime | None
+    outcome: str  # enqueued | already | skipped | error
+    job_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Settled:
+    fingerprint: tuple[Any, ...]
+    tick: datetime
+    quiet_until: datetime  # the next tick: nothing is due before it
+
+
+def _fingerprint(schedule: Schedule) -> tuple[Any, ...]:
+    return (schedule.cron, schedule.every, schedule.tz, schedule.start)
+
+
+class Scheduler:
+    """Fires due ticks for a set of schedules against one store.
+
+    `confirmed` remembers, per schedule, the latest tick known to be in the
+    store and when the next one falls due, so calling often (the local
+    emulator does) costs neither a store write nor a cron computation once a
+    tick is settled. It is only a cache: a new Scheduler asks the store.
+    """
+
+    def __init__(
+        self,
+        target: Service | JobStore,
+        handlers: Registry,
+        schedules: Sequence[Schedule],
+        clock: Clock | None = None,
+        confirmed: dict[str, _Settled] | None = None,
+    ) -> None:
+        self.service = target if isinstance(target, Service) else Service(target, handlers)
+        self.clock = clock or self.service.store.clock
+        self.schedules = list(schedules)
+        self.confirmed: dict[str, _Settled] = {} if confirmed is None else confirmed
+
+    def fire_due(self) -> list[Fired]:
+        now = self.clock.now()
+        fired: list[Fired] = []
+        for schedule in self.schedules:
+            if not schedule.enabled:
+                continue
+            outcome = self._fire(schedule, now)
+            if outcome is not None:
+                fired.append(outcome)
+        return fired
+
+    def _settle(self, schedule: Schedule, tick: datetime) -> None:
+        self.confirmed[schedule.name] = _Settled(
+            _fingerprint(schedule), tick, schedule.next_tick(tick)
+        )
+
+    def _fire(self, schedule: Schedule, now: datetime) -> Fired | None:
+        settled = self.confirmed.get(schedule.name)
+        if settled is not None and settled.fingerprint != _fingerprint(schedule):
+            settled = None  # the schedule changed (settings): its ticks did too
+        if settled is not None and settled.tick <= now < settled.quiet_until:
+            return None
+        tick = schedule.latest_tick(now)
+        if tick is None:
+            return None
+        if settled is not None and settled.tick >= tick:
+            return None
+        lateness = (now - tick).total_seconds()
+        if schedule.catch_up is not None and lateness > schedule.catch_up:
+            self._settle(schedule, tick)
+            log.warning(
+                "periodic %s: tick %s skipped, %.0fs late (catch_up %ss)",
+                schedule.name,
+                _tick_text(tick),
+                lateness,
+                schedule.catch_up,
+            )
+            return Fired(schedule.name, tick, "skipped")
+        try:
+            request = EnqueueRequest(
+                type=schedule.type,
+                payload=dict(schedule.payload),
+                queue=schedule.queue,
+                priority=schedule.priority,
+                max_attempts=schedule.max_attempts,
+                idempotency_key=schedule.key(tick),
+            )
+            [result] = self.service.enqueue([request], SYSTEM_TENANT)
+        except (ValidationFailed, ValidationError) as exc:
+            # The schedule itself is wrong: the same error would repeat every call.
+            self._settle(schedule, tick)
+            log.error("periodic %s: cannot enqueue %s: %s", schedule.name, schedule.type, exc)
+            return Fired(schedule.name, tick, "error", error=str(exc))
+        except Exception as exc:  # the store may be down: try again on the next call
+            log.exception("periodic %s: enqueue failed; will retry", schedule.name)
+            return Fired(schedule.name, tick, "error", error=f"{type(exc).__name__}: {exc}")
+        self._settle(schedule, tick)
+        if result.created:
+            log.info(
+                "periodic %s: enqueued %s for %s", schedule.name, result.job.id, _tick_text(tick)
+            )
+        return Fired(
+            schedule.name, tick, "enqueued" if result.created else "already", result.job.id
+        )
+
+    def next_runs(self) -> dict[str, datetime]:
+        now = self.clock.now()
+        return {s.name: s.next_tick(now) for s in self.schedules if s.enabled}
+
+
+_confirmed_by_store: weakref.WeakKeyDictionary[Any, dict[str, _Settled]] = (
+    weakref.WeakKeyDictionary()
+)
+_confirmed_lock = threading.Lock()
+
+
+def _confirmed_for(store: JobStore) -> dict[str, _Settled]:
+    with _confirmed_lock:
+        try:
+            return _confirmed_by_store.setdefault(store, {})
+        except TypeError:  # a store that cannot be weakly referenced: no cache
+            return {}
+
+
+def fire_due(
+    target: Service | JobStore,
+    handlers: Registry = registry,
+    clock: Clock | None = None,
+    *,
+    settings: Settings | None = None,
+    schedules: Sequence[Schedule] | None = None,
+) -> list[Fired]:
+    """Enqueue every schedule's due tick, once. Call it from the scheduled function.
+
+    Never raises for a bad schedule or a store hiccup (those are logged and
+    reported in the returned list), so the caller goes on to run jobs.
+    """
+    if schedules is None:
+        try:
+            schedules = active_schedules(settings)
+        except ValueError as exc:
+            log.error("periodic: %s", exc)
+            schedules = [s for s in book.all() if s.enabled]
+            problem = Fired("SPOOL_SCHEDULES", None, "error", error=str(exc))
+            return [problem, *_run(target, handlers, clock, schedules)]
+    return _run(target, handlers, clock, schedules)
+
+
+def _run(
+    target: Service | JobStore,
+    handlers: Registry,
+    clock: Clock | None,
+    schedules: Sequence[Schedule],
+) -> list[Fired]:
+    store = target.store if isinstance(target, Service) else target
+    scheduler = Scheduler(target, handlers, schedules, clock, _confirmed_for(store))
+    return scheduler.fire_due()
+
+
+def next_runs(
+    clock: Clock | None = None,
+    *,
+    settings: Settings | None = None,
+    schedules: Sequence[Schedule] | None = None,
+) -> dict[str, datetime]:
+    """Each enabled schedule's next tick after now (UTC)."""
+    now = clock.now() if clock is not None else datetime.now(UTC)
+    chosen = active_schedules(settings) if schedules is None else schedules
+    return {s.name: s.next_tick(now) for s in chosen if s.enabled}
+
+
+MAX_SCHEDULER_SLEEP = 30.0  # re-read the clock at least this often (clock jumps, new schedules)
+
+
+def run_scheduler(
+    target: Service | JobStore,
+    stop: threading.Event,
+    handlers: Registry = registry,
+    *,
+    settings: Settings | None = None,
+) -> None:
+    """Fire due schedules until `stop` is set, for long-running local workers.
+
+    Sleeps until the earliest next tick instead of polling, so an idle worker
+    with a nightly schedule wakes once a night (capped at MAX_SCHEDULER_SLEEP).
+    """
+    store = target.store if isinstance(target, Service) else target
+    while not stop.is_set():
+        fire_due(target, handlers, store.clock, settings=settings)
+        try:
+            upcoming = next_runs(store.clock, settings=settings)
+        except ValueError:  # a bad SPOOL_SCHEDULES: fire_due already logged it
+            upcoming = {}
+        now = store.clock.now()
+        waits = [(tick - now).total_seconds() for tick in upcoming.values()]
+        stop.wait(min([MAX_SCHEDULER_SLEEP, *waits]) if waits else MAX_SCHEDULER_SLEEP)

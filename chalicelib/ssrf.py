@@ -1,0 +1,368 @@
+"""The SSRF guard: which URLs an outbound HTTP job may reach, and at which address.
+
+A job's URL comes from whoever may enqueue jobs, and the worker runs inside the
+network (on AWS, next to the instance metadata service). So the guard denies by
+default and decides on three things, in order:
+
+1. The URL's shape. Only http and https; no credentials (`user@host` is the
+   classic way to make a URL look like it goes somewhere else); no percent-
+   encoded or otherwise odd hosts; numeric hosts only in canonical dotted-quad
+   or bracketed IPv6 form, so `2130706433`, `0x7f000001`, `0177.0.0.1` and
+   `127.1` (which C resolvers read as 127.0.0.1) are refused outright.
+2. The host. It must be on the allowlist: a name, a `*.suffix` wildcard, or an
+   IP/CIDR entry (for IP literals and for explicitly trusted networks).
+3. Every address the host resolves to. Loopback, private, CGNAT, link-local
+   (169.254.0.0/16, the metadata address), documentation and other
+   non-global ranges are refused unless an allowlisted CIDR contains them or,
+   for loopback/private/CGNAT, `allow_private` is set. Unspecified, multicast,
+   broadcast, reserved and IPv4-mapped/compatible IPv6 addresses are never
+   reached. All answers must pass, and the caller connects to one of those
+   checked addresses (never resolving the name again), so a DNS answer that
+   changes between check and connect (rebinding) cannot redirect the request.
+
+Redirects are followed by the caller one hop at a time, each hop through this
+same guard. A refusal is a PermanentError: retrying cannot make it allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import quote, urlsplit
+
+from chalicelib.errors import PermanentError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Sequence[str]]
+
+MAX_URL_LENGTH = 8192
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class Refused(PermanentError):
+    """The guard refused a URL or an address; the message says which rule."""
+
+
+def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(c) for c in cidrs)
+
+
+# Never reached, whatever the allowlist says: connecting to these either means
+# "this host" (0.0.0.0 reaches local services on Linux) or is not unicast.
+NEVER = _nets(
+    "0.0.0.0/8",
+    "224.0.0.0/4",
+    "240.0.0.0/4",  # reserved, includes the broadcast address
+    "::/128",
+    "::ffff:0:0/96",  # IPv4-mapped IPv6: ::ffff:127.0.0.1 reaches 127.0.0.1
+    "ff00::/8",
+)
+# Non-public ranges `allow_private` opens (self-hosted services on a LAN or VPC).
+PRIVATE = {
+    "loopback": _nets("127.0.0.0/8", "::1/128"),
+    "private": _nets("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"),
+    "carrier-grade NAT": _nets("100.64.0.0/10"),
+}
+# Non-public ranges only an explicit CIDR in the allowlist opens.
+SPECIAL = {
+    # AWS's IPv6 metadata address sits inside the private fc00::/7, so it is listed here.
+    "cloud metadata": _nets("169.254.169.254/32", "fd00:ec2::254/128"),
+    "link-local (includes the cloud metadata address)": _nets("169.254.0.0/16", "fe80::/10"),
+    "IETF protocol assignment": _nets("192.0.0.0/24", "2001::/23"),
+    "documentation": _nets(
+        "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "3fff::/20"
+    ),
+    "benchmarking": _nets("198.18.0.0/15", "2001:2::/48"),
+    "6to4 relay anycast": _nets("192.88.99.0/24"),
+    "discard-only": _nets("100::/64"),
+    "local-use NAT64": _nets("64:ff9b:1::/48"),
+    "site-local (deprecated)": _nets("fec0::/10"),
+}
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+SIXTOFOUR = ipaddress.ip_network("2002::/16")
+GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d; :: and ::1 aside
+
+_LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+_NUMERIC_LABEL = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+
+
+# -- the policy --------------------------------------------------------------
+@dataclass(frozen=True)
+class Policy:
+    """What the allowlist setting says: names, wildcard suffixes and networks."""
+
+    hosts: frozenset[str] = frozenset()
+    suffixes: tuple[str, ...] = ()  # "*.example.com" is stored as ".example.com"
+    networks: tuple[IPNetwork, ...] = ()
+    allow_private: bool = False
+
+    @classmethod
+    def parse(cls, entries: Iterable[str], allow_private: bool = False) -> Policy:
+        """Read allowlist entries; a malformed one is a configuration error (ValueError)."""
+        hosts: set[str] = set()
+        suffixes: list[str] = []
+        networks: list[IPNetwork] = []
+        for raw in entries:
+            entry = raw.strip().lower()
+            if not entry:
+                continue
+            if "/" in entry:
+                try:
+                    networks.append(ipaddress.ip_network(entry, strict=False))
+                except ValueError:
+                    raise ValueError(f"allowlist entry {raw!r} is not a valid CIDR") from None
+                continue
+            bracketed = entry.startswith("[") and entry.endswith("]")
+            literal = _ip_literal(entry[1:-1] if bracketed else entry)
+            if literal is not None:
+                networks.append(ipaddress.ip_network(literal))
+                continue
+            wildcard = entry.startswith("*.")
+            try:
+                name = normalize_host(entry[2:] if wildcard else entry)
+            except Refused as exc:
+                raise ValueError(f"allowlist entry {raw!r}: {exc}") from None
+            if _ip_literal(name) is not None or _looks_numeric(name):
+                raise ValueError(f"allowlist entry {raw!r} is a non-canonical IP address")
+            if wildcard:
+                suffixes.append("." + name)
+            else:
+                hosts.add(name)
+        return cls(frozenset(hosts), tuple(suffixes), tuple(networks), allow_private)
+
+    def host_allowed(self, host: str) -> bool:
+        if host in self.hosts:
+            return True
+        return any(host.endswith(suffix) for suffix in self.suffixes)
+
+    def explicitly_allows(self, ip: IPAddress) -> bool:
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+# -- URL shape -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """A URL the guard has parsed: where to connect and what to send."""
+
+    url: str
+    scheme: str
+    host: str  # lower-case ASCII, no trailing dot; IPv6 without brackets
+    port: int
+    path: str  # what goes on the request line: path and query, ASCII
+    ip: IPAddress | None  # set when the host is an IP literal
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        return (self.scheme, self.host, self.port)
+
+
+def parse_url(url: str) -> Target:
+    """Check a URL's shape and normalize it; everything odd is refused, not repaired."""
+    if len(url) > MAX_URL_LENGTH:
+        raise Refused(f"URL is longer than {MAX_URL_LENGTH} characters")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F or c == "\\" for c in url):
+        raise Refused("URL contains whitespace, control characters or backslashes")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise Refused(f"malformed URL: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS:
+        raise Refused(f"only http and https URLs are allowed, not {parts.scheme or 'none'!r}")
+    netloc = parts.netloc
+    if not netloc:
+        raise Refused("URL has no host")
+    if "@" in netloc:
+        raise Refused("URL must not contain credentials (user@host)")
+    if "%" in netloc:
+        raise Refused("percent-encoded characters are not allowed in the host")
+    raw_host, port = _split_netloc(netloc, scheme)
+    if raw_host.startswith("["):
+        ip: IPAddress | None = _bracketed_ipv6(raw_host)
+        host = str(ip)
+    else:
+        host = normalize_host(raw_host)
+        ip = _ip_literal(host)
+        if ip is None and _looks_numeric(host):
+            raise Refused(f"host {raw_host!r} is a non-canonical IP address encoding")
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    # Non-ASCII in the path is percent-encoded; existing escapes are kept as they are.
+    path = quote(path, safe="/?&=%:@!$'()*+,;-._~[]")
+    shown_host = f"[{host}]" if ":" in host else host
+    default = port == DEFAULT_PORTS[scheme]
+    normalized = f"{scheme}://{shown_host}{'' if default else f':{port}'}{path}"
+    return Target(normalized, scheme, host, port, path, ip)
+
+
+def _split_netloc(netloc: str, scheme: str) -> tuple[str, int]:
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            raise Refused("unterminated IPv6 address in URL")
+        host, rest = netloc[: end + 1], netloc[end + 1 :]
+        if rest and not rest.startswith(":"):
+            raise Refused("unexpected characters after the IPv6 address")
+        port_text = rest[1:] if rest else ""
+    else:
+        host, _, port_text = netloc.partition(":")
+        if ":" in port_text:
+            raise Refused("more than one ':' in the host (unbracketed IPv6?)")
+    if not port_text:
+        if netloc.endswith(":"):
+            raise Refused("empty port in URL")
+        return host, DEFAULT_PORTS[scheme]
+    if not _PORT.match(port_text) or not 1 <= int(port_text) <= 65535:
+        raise Refused(f"invalid port {port_text!r}")
+    return host, int(port_text)
+
+
+def _bracketed_ipv6(raw: str) -> ipaddress.IPv6Address:
+    try:
+        return ipaddress.IPv6Address(raw[1:-1])
+    except ValueError:
+        raise Refused(f"invalid IPv6 address {raw!r}") from None
+
+
+def normalize_host(raw: str) -> str:
+    """Lower-case ASCII (IDNA) with one trailing dot removed, or Refused."""
+    host = raw
+    if not host.isascii():
+        # IDNA applies NFKC, so full-width digits become ASCII ones here and
+        # are then classified like any other numeric host.
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise Refused(f"host {raw!r} is not a valid internationalized name") from None
+    host = host.lower()
+    if host.endswith("."):
+        host = host[:-1]
+    if not host or len(host) > 253:
+        raise Refused(f"invalid host {raw!r}")
+    if not all(_LABEL.match(label) for label in host.split(".")):
+        raise Refused(f"invalid host {raw!r}")
+    return host
+
+
+def _ip_literal(host: str) -> IPAddress | None:
+    """Canonical IPv4 dotted-quad or a plain IPv6 address; None otherwise."""
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _looks_numeric(host: str) -> bool:
+    """A host whose last label is a number is meant as an address, not a DNS name
+    (no top-level domain is numeric); resolvers would accept many such forms."""
+    return bool(_NUMERIC_LABEL.match(host.rsplit(".", 1)[-1]))
+
+
+# -- addresses -----------------------------------------------------------------
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a NAT64 or 6to4 address leads to."""
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in SIXTOFOUR:
+        return ip.sixtofour
+    return None
+
+
+def why_refused(ip: IPAddress, policy: Policy) -> str | None:
+    """None when the address may be reached; otherwise the rule it breaks."""
+    if any(ip.version == net.version and ip in net for net in NEVER):
+        return f"{ip} is never reachable (unspecified, multicast, reserved or IPv4-mapped)"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in IPV4_COMPATIBLE and int(ip) > 1:
+            return f"{ip} is never reachable (IPv4-compatible IPv6)"
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            reason = why_refused(inner, policy)
+            if reason is not None:
+                return f"{ip} embeds {inner}: {reason}"
+            if ip in NAT64:
+                return None  # DNS64 answers for IPv4-only hosts: judged by what they embed
+    if policy.explicitly_allows(ip):
+        return None
+    for label, nets in SPECIAL.items():
+        if any(ip.version == net.version and ip in net for net in nets):
+            return f"{ip} is a {label} address"
+    for label, nets in PRIVATE.items():
+        if any(ip.version == net.version and ip in net for net in nets):
+            if policy.allow_private:
+                return None
+            return f"{ip} is a {label} address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip not in GLOBAL_UNICAST_V6:
+        return f"{ip} is not a global unicast IPv6 address"
+    if not ip.is_global:
+        return f"{ip} is not a public address"
+    return None
+
+
+def check_address(ip: IPAddress, policy: Policy) -> None:
+    reason = why_refused(ip, policy)
+    if reason is not None:
+        raise Refused(f"address refused: {reason}")
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    """The OS resolver; the guard checks what it answers before anything connects."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return [str(info[4][0]) for info in infos]
+
+
+class LookupFailed(Exception):
+    """DNS did not answer (may be temporary): the job is retried."""
+
+
+def resolve(
+    target: Target, policy: Policy, resolver: Resolver = system_resolver
+) -> list[IPAddress]:
+    """The checked addresses to connect to, in resolver order; Refused if any fails."""
+    if target.ip is not None:
+        check_address(target.ip, policy)
+        return [target.ip]
+    try:
+        answers = resolver(target.host, target.port)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_NONAME:
+            raise Refused(f"host {target.host!r} does not exist (DNS: {exc})") from None
+        raise LookupFailed(f"DNS lookup for {target.host!r} failed: {exc}") from exc
+    addresses: list[IPAddress] = []
+    for answer in answers:
+        # A scoped answer (fe80::1%eth0) is link-local, refused below without the scope.
+        try:
+            ip = ipaddress.ip_address(answer.split("%", 1)[0])
+        except ValueError:
+            raise Refused(f"resolver answered a non-address {answer!r}") from None
+        if ip not in addresses:
+            addresses.append(ip)
+    if not addresses:
+        raise Refused(f"host {target.host!r} resolved to no address")
+    for ip in addresses:
+        reason = why_refused(ip, policy)
+        if reason is not None:
+            raise Refused(f"host {target.host!r} resolves to a refused address: {reason}")
+    return addresses
+
+
+def check_url(
+    url: str, policy: Policy, resolver: Resolver = system_resolver
+) -> tuple[Target, list[IPAddress]]:
+    """The whole guard for one hop: shape, allowlist, then every resolved address."""
+    target = parse_url(url)
+    if target.ip is not None:
+        if not policy.explicitly_allows(target.ip):
+            reason = why_refused(target.ip, policy)
+            also = f" ({reason})" if reason else ""
+            raise Refused(f"IP address {target.host} is not on the allowlist{also}")
+    elif not policy.host_allowed(target.host):
+        raise Refused(f"host {target.host!r} is not on the allowlist (SPOOL_HTTP_ALLOWLIST)")
+    return target, resolve(target, policy, resolver)

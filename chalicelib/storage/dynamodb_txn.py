@@ -1,0 +1,176 @@
+"""Writes that must land together: TransactWriteItems, packed and retried.
+
+A *unit* is one job's share of a transaction: its own writes (usually one; an
+add with an idempotency key has two) and the counters they move. `apply` packs
+units into as few transactions as fit (100 actions, 3.5 MB, no item twice), adds
+one counter update per (queue, type, event) touched, and treats each unit on its
+own: a unit whose condition fails is dropped and the rest retried, so a batch of
+completions where one lost its lease still applies the others in one request.
+`once` is the all-or-nothing building block, for an add that must not be split.
+
+Counters are sharded (a random shard per transaction) so that concurrent
+transactions rarely touch the same counter item: DynamoDB cancels a transaction
+that conflicts with another one in flight on an item.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from chalicelib.errors import StoreUnavailable
+from chalicelib.storage.dynamodb_schema import Expr, counter_key, s
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import TransactWriteItemTypeDef
+
+TRANSACTION_ACTIONS = 100  # TransactWriteItems limit
+TRANSACTION_BYTES = 3_500_000  # under the 4 MB request limit
+TRANSACTION_ATTEMPTS = 8
+
+
+@dataclass
+class Unit:
+    """One job's share of a transaction: its own writes and the counters they move."""
+
+    actions: list[TransactWriteItemTypeDef]
+    keys: list[str]
+    counters: list[tuple[str, str, str, int]] = field(default_factory=list)
+    size: int = 1024
+
+
+class Cancelled(Exception):
+    """A transaction was refused; `reasons` holds one entry per unit (Code "None" if fine)."""
+
+    def __init__(self, reasons: list[dict[str, Any]]) -> None:
+        super().__init__("transaction cancelled")
+        self.reasons = reasons
+
+
+class Transactions:
+    def __init__(
+        self, ddb: DynamoDBClient, table: str, counter_shards: int, rng: random.Random
+    ) -> None:
+        self.ddb = ddb
+        self.table = table
+        self.counter_shards = counter_shards
+        self.rng = rng
+
+    def backoff(self, attempt: int) -> None:
+        time.sleep(self.rng.uniform(0, min(0.5, 0.01 * 2**attempt)))
+
+    def counter_actions(
+        self, counts: Mapping[tuple[str, str, str], int]
+    ) -> list[TransactWriteItemTypeDef]:
+        shard = self.rng.randrange(self.counter_shards)
+        actions: list[TransactWriteItemTypeDef] = []
+        for (queue, type_, event), amount in sorted(counts.items()):
+            if amount == 0:
+                continue
+            expr = Expr().add("n", amount)
+            expr.set("q", s(queue)).set("t", s(type_)).set("e", s(event))
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": counter_key(queue, type_, event, shard),
+                        "UpdateExpression": expr.update_expression(),
+                        **expr.placeholders(),  # type: ignore[typeddict-item]
+                    }
+                }
+            )
+        return actions
+
+    def chunks(self, units: Sequence[Unit]) -> Iterator[list[int]]:
+        """Pack units into transactions: at most 100 actions, 3.5 MB, one write per item."""
+        chunk: list[int] = []
+        actions = 0
+        size = 0
+        keys: set[str] = set()
+        counters: set[tuple[str, str, str]] = set()
+        for index, unit in enumerate(units):
+            unit_counters = {c[:3] for c in unit.counters} - counters
+            needed = len(unit.actions) + len(unit_counters)
+            if chunk and (
+                actions + needed > TRANSACTION_ACTIONS
+                or size + unit.size > TRANSACTION_BYTES
+                or keys.intersection(unit.keys)
+            ):
+                yield chunk
+                chunk, actions, size, keys, counters = [], 0, 0, set(), set()
+                unit_counters = {c[:3] for c in unit.counters}
+                needed = len(unit.actions) + len(unit_counters)
+            chunk.append(index)
+            actions += needed
+            size += unit.size
+            keys.update(unit.keys)
+            counters.update(unit_counters)
+        if chunk:
+            yield chunk
+
+    def once(self, units: Sequence[Unit]) -> None:
+        """One all-or-nothing transaction; raises Cancelled with per-unit reasons."""
+        totals: dict[tuple[str, str, str], int] = {}
+        actions: list[TransactWriteItemTypeDef] = []
+        for unit in units:
+            actions.extend(unit.actions)
+            for queue, type_, event, amount in unit.counters:
+                totals[(queue, type_, event)] = totals.get((queue, type_, event), 0) + amount
+        actions.extend(self.counter_actions(totals))
+        try:
+            self.ddb.transact_write_items(TransactItems=actions)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            response: dict[str, Any] = dict(exc.response)
+            reasons: list[dict[str, Any]] = [
+                dict(r) for r in response.get("CancellationReasons", [])
+            ]
+            per_unit: list[dict[str, Any]] = []
+            position = 0
+            for unit in units:
+                mine = reasons[position : position + len(unit.actions)]
+                position += len(unit.actions)
+                failed = next((r for r in mine if r.get("Code") not in (None, "None")), None)
+                per_unit.append(failed or {"Code": "None"})
+            counter_failed = next(
+                (r for r in reasons[position:] if r.get("Code") not in (None, "None")), None
+            )
+            if counter_failed is not None and all(r["Code"] == "None" for r in per_unit):
+                per_unit = [dict(counter_failed) for _ in units]
+            raise Cancelled(per_unit) from exc
+
+    def apply(self, units: Sequence[Unit]) -> list[bool]:
+        """Apply each unit on its own: one whose condition fails is dropped, the rest retried."""
+        applied = [False] * len(units)
+        for chunk in self.chunks(units):
+            live = list(chunk)
+            for attempt in range(TRANSACTION_ATTEMPTS):
+                if not live:
+                    break
+                try:
+                    self.once([units[i] for i in live])
+                except Cancelled as cancelled:
+                    refused = [
+                        i
+                        for i, reason in zip(live, cancelled.reasons, strict=True)
+                        if reason.get("Code") == "ConditionalCheckFailed"
+                    ]
+                    if refused:
+                        live = [i for i in live if i not in refused]
+                        continue
+                    # Conflicts with concurrent transactions (often on a counter item): back off.
+                    self.backoff(attempt)
+                    continue
+                for i in live:
+                    applied[i] = True
+                break
+            else:
+                raise StoreUnavailable("DynamoDB transactions kept conflicting; try again")
+        return applied

@@ -1,0 +1,117 @@
+"""Versioned SQL migrations for the Postgres store.
+
+Each `NNNN_name.sql` file beside this module is one migration, applied once,
+in version order, in its own transaction together with its row in
+`schema_migrations`, so a failed migration leaves nothing half-done. An
+advisory lock serializes concurrent `spool db migrate` runs (two hosts
+deploying at once). Stores refuse to open a database that lacks a migration
+this code knows about, so no process ever runs against a schema it does not
+understand.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+MIGRATIONS_DIR = Path(__file__).parent
+_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+# Any constant works; it only has to be the same for every process.
+_LOCK_SPACE = 0x5B001
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    def sql(self) -> str:
+        return self.path.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Status:
+    applied: dict[int, datetime]
+    available: list[Migration]
+
+    @property
+    def pending(self) -> list[Migration]:
+        return [m for m in self.available if m.version not in self.applied]
+
+    @property
+    def current(self) -> int:
+        return max(self.applied, default=0)
+
+
+def available() -> list[Migration]:
+    found = []
+    for path in MIGRATIONS_DIR.iterdir():
+        match = _FILE.match(path.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], path))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two migrations share a version in {MIGRATIONS_DIR}")
+    return found
+
+
+def latest_version() -> int:
+    return max((m.version for m in available()), default=0)
+
+
+def applied(conn: psycopg.Connection[tuple[object, ...]]) -> dict[int, datetime]:
+    """Versions recorded in this schema; empty when the database was never migrated."""
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute("SELECT version, applied_at FROM schema_migrations").fetchall()
+    return {int(str(v)): at for v, at in rows if isinstance(at, datetime)}
+
+
+def status(conn: psycopg.Connection[tuple[object, ...]]) -> Status:
+    return Status(applied(conn), available())
+
+
+def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str | None) -> list[Migration]:
+    """Apply every pending migration; returns those applied (none on a second run).
+
+    `conn` must be in autocommit mode with search_path already pointing at
+    `schema` (the store's connection settings do both).
+    """
+    if not conn.autocommit:
+        raise ValueError("migrate needs an autocommit connection")
+    lock_key = schema or "public"
+    conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_SPACE, lock_key))
+    try:
+        if schema is not None:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY,"
+            " name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = applied(conn)
+        ran: list[Migration] = []
+        for migration in available():
+            if migration.version in done:
+                continue
+            with conn.transaction():
+                # No parameters: psycopg sends the file as one simple query, so a
+                # migration may hold many statements.
+                conn.execute(migration.sql().encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+            ran.append(migration)
+        return ran
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_SPACE, lock_key))

@@ -1,0 +1,877 @@
+"""Postgres: the store for many workers on many machines.
+
+`SPOOL_STORE_URL=postgresql://user@host:5432/db?schema=spool&pool_max=10`.
+Options Spool reads from the URL (the rest go to libpq untouched):
+`schema` (tables live there; default: the server's search_path),
+`pool_min` / `pool_max` (connections per process), `pool_timeout` (seconds a
+call waits for a connection before it answers StoreUnavailable).
+
+How it keeps the JobStore contract with many claimers:
+- Claims are one UPDATE over `SELECT ... FOR UPDATE SKIP LOCKED LIMIT n`:
+  concurrent workers never wait on each other's rows and never take the same
+  job. Expired leases are reaped (with SKIP LOCKED too) just before, in the
+  same round trip.
+- Every write is one statement whose data-modifying CTEs also upsert the
+  counters, so a transition and its counters commit together. Wake-ups are
+  `pg_notify` inside the same statement: delivered only once it commits.
+- Times come from the injected Clock and are passed as parameters; SQL never
+  calls now(), so tests drive time with a FakeClock.
+- A lost connection surfaces as StoreUnavailable (HTTP 503, worker backs off);
+  the pool replaces dead connections on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import re
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from chalicelib.clock import Clock, SystemClock
+from chalicelib.errors import InvalidTransition, JobNotFound, StoreNotMigrated, StoreUnavailable
+from chalicelib.ids import new_lease_token
+from chalicelib.models import (
+    AddResult,
+    Completion,
+    CounterKey,
+    Job,
+    JobPage,
+    JobQuery,
+    JobState,
+    NewJob,
+)
+from chalicelib.storage import migrations
+from chalicelib.storage.base import (
+    LEASE_EXPIRED_ERROR,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    from_micros,
+)
+
+log = logging.getLogger("spool.postgres")
+
+T = TypeVar("T")
+Conn = psycopg.Connection[Any]
+
+NOT_MIGRATED = "database is not migrated: run `spool db migrate`"
+# Counter rows per (queue, type, event): concurrent writers pick one at random.
+COUNTER_SHARDS = 16
+# A claim reaps at most this many expired leases; the next claim takes the rest.
+REAP_BATCH = 1000
+PURGE_BATCH = 5000
+DEADLOCK_RETRIES = 5
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,56}$")
+_SPOOL_OPTIONS = ("schema", "pool_min", "pool_max", "pool_timeout")
+
+COLUMNS = (
+    "id, tenant, type, queue, priority, payload, state, attempts, max_attempts, run_at, "
+    "lease_token, lease_expires_at, result, last_error, idempotency_key, created_at, "
+    "updated_at, started_at, finished_at"
+)
+J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in COLUMNS.split(","))
+
+UPSERT_COUNTERS = (
+    "INSERT INTO counters (queue, type, event, shard, n) "
+    "SELECT queue, type, event, %(shard)s, count(*) FROM {source} "
+    "GROUP BY queue, type, event ORDER BY queue, type, event "
+    "ON CONFLICT (queue, type, event, shard) DO UPDATE SET n = counters.n + excluded.n"
+)
+
+ADD_SQL = (
+    "WITH ins AS ("
+    " INSERT INTO jobs (id, tenant, type, queue, priority, payload, state, max_attempts,"
+    " run_at, idempotency_key, created_at, updated_at)"
+    " SELECT u.id, u.tenant, u.type, u.queue, u.priority, u.payload, 'queued', u.max_attempts,"
+    " u.run_at, u.key, %(now)s, %(now)s"
+    " FROM unnest(%(ids)s::text[], %(tenants)s::text[], %(types)s::text[], %(queues)s::text[],"
+    " %(priorities)s::int[], %(payloads)s::text[], %(max_attempts)s::int[],"
+    " %(run_ats)s::timestamptz[], %(keys)s::text[])"
+    " AS u(id, tenant, type, queue, priority, payload, max_attempts, run_at, key)"
+    " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+    " RETURNING id, queue, type),"
+    " bump AS ("
+    + UPSERT_COUNTERS.format(source="(SELECT queue, type, 'enqueued' AS event FROM ins) AS e")
+    + ") SELECT id, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM ins"
+)
+
+REAP_SQL = (
+    "WITH picked AS ("
+    " SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= %(now)s"
+    f" ORDER BY lease_expires_at LIMIT {REAP_BATCH} FOR UPDATE SKIP LOCKED),"
+    " expired AS ("
+    " UPDATE jobs j SET"
+    " state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'retrying' END,"
+    " run_at = CASE WHEN j.attempts >= j.max_attempts THEN j.run_at ELSE %(now)s END,"
+    " finished_at = CASE WHEN j.attempts >= j.max_attempts THEN %(now)s::timestamptz END,"
+    " lease_token = NULL, lease_expires_at = NULL, last_error = %(error)s, updated_at = %(now)s"
+    " FROM picked WHERE j.id = picked.id RETURNING j.queue, j.type, j.state)"
+    " "
+    + UPSERT_COUNTERS.format(
+        source="(SELECT queue, type, e.event FROM expired, LATERAL (VALUES ('failed'),"
+        " (CASE WHEN state = 'dead' THEN 'dead' ELSE 'retried' END)) AS e(event)) AS x"
+    )
+)
+
+SYNC_OFF = "SET LOCAL synchronous_commit = off"
+
+CLAIM_SQL = (
+    "WITH picked AS ("
+    " SELECT id FROM jobs WHERE state IN ('queued', 'retrying') AND run_at <= %(now)s{filters}"
+    " ORDER BY priority DESC, run_at, created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+    " UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_token = %(token)s,"
+    " lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s"
+    f" FROM picked WHERE j.id = picked.id RETURNING {J_COLUMNS}"
+)
+
+FINISH_SQL = (
+    "WITH c AS ("
+    " SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(states)s::text[],"
+    " %(results)s::text[], %(errors)s::text[], %(retry_ats)s::timestamptz[])"
+    " AS c(id, token, state, result, error, retry_at)),"
+    " done AS ("
+    " UPDATE jobs j SET state = c.state, result = c.result, last_error = c.error,"
+    " run_at = COALESCE(c.retry_at, j.run_at), lease_token = NULL, lease_expires_at = NULL,"
+    " updated_at = %(now)s,"
+    " finished_at = CASE WHEN c.state = 'retrying' THEN NULL ELSE %(now)s::timestamptz END"
+    " FROM c WHERE j.id = c.id AND j.lease_token = c.token AND j.state = 'running'"
+    " RETURNING j.id, j.queue, j.type, j.state),"
+    " bump AS ("
+    + UPSERT_COUNTERS.format(
+        source="(SELECT queue, type, e.event FROM done, unnest(CASE state"
+        " WHEN 'succeeded' THEN ARRAY['succeeded'] WHEN 'retrying' THEN ARRAY['failed', 'retried']"
+        " ELSE ARRAY['failed', 'dead'] END) AS e(event)) AS x"
+    )
+    + ") SELECT id FROM done"
+)
+
+CANCEL_SQL = (
+    "WITH done AS ("
+    " UPDATE jobs SET state = 'cancelled', updated_at = %(now)s, finished_at = %(now)s"
+    " WHERE id = %(id)s AND state IN ('queued', 'retrying')"
+    " AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+    f" RETURNING {COLUMNS}),"
+    " bump AS ("
+    + UPSERT_COUNTERS.format(source="(SELECT queue, type, 'cancelled' AS event FROM done) AS e")
+    + f") SELECT {COLUMNS} FROM done"
+)
+
+REDRIVE_SQL = (
+    "WITH moved AS ("
+    " UPDATE jobs SET state = 'queued', attempts = 0, run_at = %(now)s, result = NULL,"
+    " finished_at = NULL, updated_at = %(now)s"
+    " WHERE id = ANY(%(ids)s::text[]) AND state = 'dead'"
+    " AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+    f" RETURNING {COLUMNS})"
+    f" SELECT {COLUMNS}, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM moved"
+)
+
+PURGE_SQL = (
+    "WITH doomed AS ("
+    " SELECT id FROM jobs WHERE finished_at < %(before)s"
+    " AND state IN ('succeeded', 'dead', 'cancelled')"
+    " ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+    " DELETE FROM jobs j USING doomed WHERE j.id = doomed.id"
+)
+
+
+# -- text that Postgres cannot hold -----------------------------------------
+# Postgres text refuses NUL, and UTF-8 cannot carry lone surrogates; handler
+# errors and client keys may contain either. They are stored escaped as
+# U+FFFE + 4 hex digits (U+FFFE itself is escaped the same way), which is
+# reversible and leaves every ordinary string as it is.
+_ESCAPE = re.compile("[\x00\ufffe\ud800-\udfff]")
+_UNESCAPE = re.compile("\ufffe([0-9a-f]{4})")
+
+
+def _enc(value: str) -> str:
+    if value.isascii() and "\x00" not in value:
+        return value
+    return _ESCAPE.sub(lambda m: f"\ufffe{ord(m[0]):04x}", value)
+
+
+def _enc_opt(value: str | None) -> str | None:
+    return None if value is None else _enc(value)
+
+
+def _dec(value: str | None) -> str | None:
+    if value is None or "\ufffe" not in value:
+        return value
+    return _UNESCAPE.sub(lambda m: chr(int(m[1], 16)), value)
+
+
+def _dec_str(value: str) -> str:
+    return value if "\ufffe" not in value else _UNESCAPE.sub(lambda m: chr(int(m[1], 16)), value)
+
+
+def row_to_job(row: Sequence[Any]) -> Job:
+    """Rows come from our own writes, so skip validation: this is the claim hot path."""
+    return Job.model_construct(
+        id=_dec_str(row[0]),
+        tenant=_dec_str(row[1]),
+        type=_dec_str(row[2]),
+        queue=_dec_str(row[3]),
+        priority=row[4],
+        payload=json.loads(row[5]),
+        state=JobState(row[6]),
+        attempts=row[7],
+        max_attempts=row[8],
+        run_at=row[9],
+        lease_token=row[10],
+        lease_expires_at=row[11],
+        result=None if row[12] is None else json.loads(row[12]),
+        last_error=_dec(row[13]),
+        idempotency_key=_dec(row[14]),
+        created_at=row[15],
+        updated_at=row[16],
+        started_at=row[17],
+        finished_at=row[18],
+    )
+
+
+# -- settings from the URL ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    conninfo: str
+    schema: str | None = None
+    pool_min: int = 1
+    pool_max: int = 10
+    pool_timeout: float = 5.0
+
+    @property
+    def channel(self) -> str:
+        """NOTIFY channel: one per schema, so deployments sharing a database stay apart."""
+        return f"spool_{self.schema}" if self.schema else "spool"
+
+
+def parse_url(url: str) -> PgSettings:
+    """Split Spool's options off a postgresql:// URL; pass the rest to libpq."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.split("+", 1)[0]
+    if scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"not a Postgres URL: {url!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in _SPOOL_OPTIONS}
+    rest = [
+        (k, v)
+        for k, v in query
+        if k not in _SPOOL_OPTIONS and k not in ("options", "application_name")
+    ]
+    schema = ours.get("schema") or None
+    if schema is not None and not _SCHEMA_NAME.match(schema):
+        raise ValueError(
+            f"schema must be lowercase letters, digits and _ (at most 57), not {schema!r}"
+        )
+    # The session settings ride in the startup packet: no extra round trip per connection.
+    options = [v for k, v in query if k == "options"]
+    options.append("-c timezone=UTC")
+    if schema is not None:
+        options.append(f"-c search_path={schema}")
+    rest.append(("options", " ".join(options)))
+    rest.append(("application_name", dict(query).get("application_name", "spool")))
+    conninfo = urlunsplit(
+        ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
+    )
+    pool_min = int(ours.get("pool_min") or 1)
+    pool_max = int(ours.get("pool_max") or 10)
+    if pool_min < 0 or pool_max < 1 or pool_min > pool_max:
+        raise ValueError("need 0 <= pool_min <= pool_max and pool_max >= 1")
+    return PgSettings(
+        conninfo=conninfo,
+        schema=schema,
+        pool_min=pool_min,
+        pool_max=pool_max,
+        pool_timeout=float(ours.get("pool_timeout") or 5.0),
+    )
+
+
+_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+def _check_connection(conn: Conn) -> None:
+    """Pool check, cheap enough for every checkout.
+
+    An idle connection has nothing to read; if its socket is readable, the
+    server sent an error or closed it (restart, pg_terminate_backend), so only
+    then pay for a real round trip, which fails and makes the pool replace it.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("connection is closed")
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError) as exc:
+        raise psycopg.OperationalError(f"connection socket is gone: {exc}") from exc
+    if readable:
+        ConnectionPool.check_connection(conn)
+
+
+def connect(settings: PgSettings, timeout: float = 5.0) -> Conn:
+    """One autocommit connection with the store's session settings (migrations, LISTEN)."""
+    return psycopg.connect(settings.conninfo, autocommit=True, connect_timeout=max(1, int(timeout)))
+
+
+class PostgresStore:
+    def __init__(self, settings: PgSettings, clock: Clock | None = None) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.settings = settings
+        self._pool: ConnectionPool[Conn] = ConnectionPool(
+            settings.conninfo,
+            min_size=settings.pool_min,
+            max_size=settings.pool_max,
+            kwargs={"autocommit": True},
+            check=_check_connection,
+            timeout=settings.pool_timeout,
+            reconnect_timeout=24 * 3600.0,  # keep trying through long outages
+            name="spool",
+            open=False,
+        )
+        self._pool.open(wait=False)
+        self.notifier = PgNotifier(settings, self._notify)
+        try:
+            self._check_migrated()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing ------------------------------------------------------------
+    def _check_migrated(self) -> None:
+        def check(conn: Conn) -> int:
+            return migrations.status(conn).current
+
+        if self._run(check, read=True) < migrations.latest_version():
+            raise StoreNotMigrated(NOT_MIGRATED, {"schema": self.settings.schema})
+
+    def _run(self, fn: Callable[[Conn], T], read: bool = False) -> T:
+        """Run `fn` on a pooled connection, mapping outages to StoreUnavailable.
+
+        Deadlocks and serialization failures roll back cleanly, so they are
+        retried. A lost connection is retried only for reads: a write whose
+        reply was lost may have committed, and redoing it is not ours to decide.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                with self._pool.connection() as conn:
+                    return fn(conn)
+            except pg_errors.TransactionRollback:
+                if attempt >= DEADLOCK_RETRIES:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * attempt))
+            except pg_errors.UndefinedTable as exc:
+                raise StoreNotMigrated(NOT_MIGRATED, {"schema": self.settings.schema}) from exc
+            except PoolTimeout as exc:
+                # The reason (host, port, server message) goes to the log, not to clients.
+                log.warning("no database connection: %s", exc)
+                raise StoreUnavailable(
+                    "the database cannot be reached; try again shortly", retry_after=5
+                ) from exc
+            except _UNAVAILABLE as exc:
+                if read and attempt == 1:
+                    continue
+                log.warning("database connection failed: %s", str(exc).strip())
+                raise StoreUnavailable(
+                    "the database connection failed; try again shortly", retry_after=2
+                ) from exc
+
+    def _notify(self) -> None:
+        self._run(lambda conn: conn.execute("SELECT pg_notify(%s, '')", (self.settings.channel,)))
+
+    @staticmethod
+    def _shard() -> int:
+        return random.randrange(COUNTER_SHARDS)
+
+    # -- contract ------------------------------------------------------------
+    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
+        if not jobs:
+            return []
+        now = self.clock.now()
+        # Resolve repeated keys inside the batch here: the first one wins.
+        first_of: dict[tuple[str, str], int] = {}
+        dup_of: dict[int, int] = {}
+        keyed: list[tuple[str, str]] = []
+        for i, new in enumerate(jobs):
+            if new.idempotency_key is not None:
+                key = (_enc(new.tenant), _enc(new.idempotency_key))
+                if key in first_of:
+                    dup_of[i] = first_of[key]
+                else:
+                    first_of[key] = i
+                    keyed.append(key)
+        candidates = [i for i in range(len(jobs)) if i not in dup_of]
+
+        def write(conn: Conn) -> tuple[set[str], dict[tuple[str, str], Job]]:
+            with conn.transaction() if keyed else _nothing():
+                existing = self._by_keys(conn, keyed) if keyed else {}
+                fresh = [
+                    jobs[i]
+                    for i in candidates
+                    if jobs[i].idempotency_key is None
+                    or (_enc(jobs[i].tenant), _enc(jobs[i].idempotency_key or "")) not in existing
+                ]
+                inserted: set[str] = set()
+                if fresh:
+                    rows = conn.execute(ADD_SQL, self._add_params(fresh, now)).fetchall()
+                    inserted = {r[0] for r in rows}
+                    lost = [
+                        (_enc(n.tenant), _enc(n.idempotency_key))
+                        for n in fresh
+                        if n.idempotency_key is not None and _enc(n.id) not in inserted
+                    ]
+                    if lost:  # another process stored the same key a moment ago
+                        existing.update(self._by_keys(conn, lost))
+                return inserted, existing
+
+        inserted, existing = self._run(write)
+        results: list[AddResult | None] = [None] * len(jobs)
+        for i in candidates:
+            new = jobs[i]
+            if _enc(new.id) in inserted:
+                results[i] = AddResult(_fresh_job(new, now), True)
+            else:
+                key = (_enc(new.tenant), _enc(new.idempotency_key or ""))
+                results[i] = AddResult(existing[key], False)
+        for i, j in dup_of.items():
+            first = results[j]
+            assert first is not None
+            results[i] = AddResult(first.job, False)
+        return [r for r in results if r is not None]
+
+    def _add_params(self, fresh: Sequence[NewJob], now: datetime) -> dict[str, Any]:
+        return {
+            "now": now,
+            "ids": [_enc(n.id) for n in fresh],
+            "tenants": [_enc(n.tenant) for n in fresh],
+            "types": [_enc(n.type) for n in fresh],
+            "queues": [_enc(n.queue) for n in fresh],
+            "priorities": [n.priority for n in fresh],
+            "payloads": [json.dumps(n.payload, separators=(",", ":")) for n in fresh],
+            "max_attempts": [n.max_attempts for n in fresh],
+            "run_ats": [n.run_at for n in fresh],
+            "keys": [_enc_opt(n.idempotency_key) for n in fresh],
+            "shard": self._shard(),
+            "channel": self.settings.channel,
+        }
+
+    @staticmethod
+    def _by_keys(conn: Conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Job]:
+        rows = conn.execute(
+            f"SELECT {COLUMNS} FROM jobs WHERE (tenant, idempotency_key) IN ("
+            "SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([k[0] for k in keys], [k[1] for k in keys]),
+        ).fetchall()
+        return {(r[1], r[14]): row_to_job(r) for r in rows}
+
+    def get(self, job_id: str, tenant: str | None = None) -> Job | None:
+        row = self._run(
+            lambda conn: conn.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE id = %s", (_enc(job_id),)
+            ).fetchone(),
+            read=True,
+        )
+        if row is None:
+            return None
+        job = row_to_job(row)
+        if tenant is not None and job.tenant != tenant:
+            return None
+        return job
+
+    def claim(
+        self,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[Job]:
+        if limit <= 0 or (ids is not None and not ids) or (queues is not None and not queues):
+            return []
+        now = self.clock.now()
+        filters = ""
+        params: dict[str, Any] = {
+            "now": now,
+            "limit": limit,
+            "token": new_lease_token(),
+            "expires": now + timedelta(seconds=lease_seconds),
+        }
+        if queues is not None:
+            filters += " AND queue = ANY(%(queues)s::text[])"
+            params["queues"] = [_enc(q) for q in queues]
+        if ids is not None:
+            filters += " AND id = ANY(%(ids)s::text[])"
+            params["ids"] = [_enc(i) for i in ids]
+        claim_sql = CLAIM_SQL.format(filters=filters)
+        reap_params = {"now": now, "error": LEASE_EXPIRED_ERROR, "shard": self._shard()}
+
+        def claim(conn: Conn) -> list[Any]:
+            # Reap, then claim (it must see what the reap freed): one transaction,
+            # one round trip. Its commit does not wait for the WAL flush: if the
+            # server crashes right after, the claim is simply undone and the job
+            # is due again (at-least-once allows the re-run), and claims stop
+            # paying an fsync each, which is most of a pickup's latency.
+            # Completions and enqueues stay fully durable.
+            with conn.pipeline(), conn.transaction():
+                conn.execute(SYNC_OFF)
+                conn.execute(REAP_SQL, reap_params)
+                cur = conn.execute(claim_sql, params)
+            return cur.fetchall()
+
+        rows = self._run(claim)
+        jobs = [row_to_job(r) for r in rows]
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
+        return jobs
+
+    def finish(self, completions: Sequence[Completion]) -> list[bool]:
+        if not completions:
+            return []
+        now = self.clock.now()
+        # A job may appear twice in one batch; apply in rounds so each
+        # statement touches a job once and later entries see earlier ones.
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for index, c in enumerate(completions):
+            n = seen.get(c.job_id, 0)
+            seen[c.job_id] = n + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(index)
+
+        def params(batch: list[int]) -> dict[str, Any]:
+            cs = [completions[i] for i in batch]
+            return {
+                "now": now,
+                "ids": [_enc(c.job_id) for c in cs],
+                "tokens": [_enc(c.lease_token) for c in cs],
+                "states": [c.state.value for c in cs],
+                "results": [
+                    json.dumps(c.result, separators=(",", ":"))
+                    if c.state is JobState.SUCCEEDED
+                    else None
+                    for c in cs
+                ],
+                "errors": [_enc_opt(c.error) for c in cs],
+                "retry_ats": [c.retry_at for c in cs],
+                "shard": self._shard(),
+            }
+
+        def write(conn: Conn) -> set[tuple[int, str]]:
+            done: set[tuple[int, str]] = set()
+            with conn.transaction() if len(rounds) > 1 else _nothing():
+                for n, batch in enumerate(rounds):
+                    rows = conn.execute(FINISH_SQL, params(batch)).fetchall()
+                    done.update((n, r[0]) for r in rows)
+            return done
+
+        done = self._run(write)
+        applied: list[bool] = []
+        occurrence: dict[str, int] = {}
+        for c in completions:
+            n = occurrence.get(c.job_id, 0)
+            occurrence[c.job_id] = n + 1
+            applied.append((n, _enc(c.job_id)) in done)
+        return applied
+
+    def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
+        now = self.clock.now()
+        row = self._run(
+            lambda conn: conn.execute(
+                "UPDATE jobs SET lease_expires_at = %(expires)s, updated_at = %(now)s"
+                " WHERE id = %(id)s AND lease_token = %(token)s AND state = 'running'"
+                " AND lease_expires_at > %(now)s RETURNING id",
+                {
+                    "expires": now + timedelta(seconds=lease_seconds),
+                    "now": now,
+                    "id": _enc(job_id),
+                    "token": _enc(lease_token),
+                },
+            ).fetchone()
+        )
+        return row is not None
+
+    def cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        now = self.clock.now()
+        params = {
+            "now": now,
+            "id": _enc(job_id),
+            "tenant": _enc_opt(tenant),
+            "shard": self._shard(),
+        }
+
+        def write(conn: Conn) -> tuple[Any, Any]:
+            row = conn.execute(CANCEL_SQL, params).fetchone()
+            if row is not None:
+                return row, None
+            found = conn.execute(
+                "SELECT state, tenant FROM jobs WHERE id = %s", (_enc(job_id),)
+            ).fetchone()
+            return None, found
+
+        row, found = self._run(write)
+        if row is not None:
+            return row_to_job(row)
+        if found is None or (tenant is not None and _dec(found[1]) != tenant):
+            raise JobNotFound("job not found", {"id": job_id})
+        raise InvalidTransition(f"a {found[0]} job cannot be cancelled", {"state": found[0]})
+
+    def list_jobs(self, query: JobQuery) -> JobPage:
+        limit = check_limit(query.limit)
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("tenant", query.tenant),
+            ("state", query.state.value if query.state else None),
+            ("queue", query.queue),
+            ("type", query.type),
+        ):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(_enc(value))
+        if query.cursor:
+            created, last_id = decode_cursor(query.cursor)
+            where.append("(created_at, id) > (%s, %s)")
+            params.extend([from_micros(created), _enc(last_id)])
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        text = f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY created_at, id LIMIT %s"
+        rows = self._run(
+            lambda conn: conn.execute(text, [*params, limit + 1]).fetchall(), read=True
+        )
+        jobs = [row_to_job(r) for r in rows[:limit]]
+        cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > limit else None
+        return JobPage(jobs, cursor)
+
+    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+        if not job_ids:
+            return []
+        now = self.clock.now()
+        wanted = list(dict.fromkeys(_enc(i) for i in job_ids))
+
+        def write(conn: Conn) -> list[Any]:
+            rows: list[Any] = []
+            with conn.transaction():
+                for start in range(0, len(wanted), 1000):
+                    rows.extend(
+                        conn.execute(
+                            REDRIVE_SQL,
+                            {
+                                "now": now,
+                                "ids": wanted[start : start + 1000],
+                                "tenant": _enc_opt(tenant),
+                                "channel": self.settings.channel,
+                            },
+                        ).fetchall()
+                    )
+            return rows
+
+        moved = {r[0]: row_to_job(r) for r in self._run(write)}
+        return [moved[i] for i in wanted if i in moved]
+
+    def counts(self) -> dict[tuple[str, JobState], int]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
+            ).fetchall(),
+            read=True,
+        )
+        return {(_dec_str(q), JobState(s)): int(n) for q, s, n in rows}
+
+    def counters(self) -> dict[CounterKey, int]:
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT queue, type, event, sum(n)::bigint FROM counters"
+                " GROUP BY queue, type, event"
+            ).fetchall(),
+            read=True,
+        )
+        return {CounterKey(_dec_str(q), _dec_str(t), e): int(n) for q, t, e, n in rows}
+
+    def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
+        queue_clause = " AND queue = ANY(%(queues)s::text[])" if queues else ""
+        params = {"queues": [_enc(q) for q in queues or []]}
+        text = (
+            "SELECT (SELECT min(run_at) FROM jobs WHERE state IN ('queued', 'retrying')"
+            f"{queue_clause}), (SELECT min(lease_expires_at) FROM jobs"
+            f" WHERE state = 'running'{queue_clause})"
+        )
+        row = self._run(lambda conn: conn.execute(text, params).fetchone(), read=True)
+        present: list[datetime] = [t for t in (row or ()) if t is not None]
+        return min(present) if present else None
+
+    def purge(self, finished_before: datetime, limit: int = 1000) -> int:
+        """Deletes in batches of PURGE_BATCH, each its own short transaction."""
+        total = 0
+        while total < limit:
+            batch = min(PURGE_BATCH, limit - total)
+            params = {"before": finished_before, "limit": batch}
+
+            def delete(conn: Conn, params: dict[str, Any] = params) -> int:
+                return conn.execute(PURGE_SQL, params).rowcount
+
+            n = self._run(delete)
+            total += n
+            if n < batch:
+                break
+        return total
+
+    def close(self) -> None:
+        self.notifier.close()
+        self._pool.close()
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _fresh_job(new: NewJob, now: datetime) -> Job:
+    return Job.model_construct(
+        id=new.id,
+        tenant=new.tenant,
+        type=new.type,
+        queue=new.queue,
+        priority=new.priority,
+        payload=new.payload,
+        state=JobState.QUEUED,
+        attempts=0,
+        max_attempts=new.max_attempts,
+        run_at=new.run_at.astimezone(UTC),
+        lease_token=None,
+        lease_expires_at=None,
+        result=None,
+        last_error=None,
+        idempotency_key=new.idempotency_key,
+        created_at=now,
+        updated_at=now,
+        started_at=None,
+        finished_at=None,
+    )
+
+
+class PgNotifier:
+    """LISTEN/NOTIFY wake-ups for idle workers.
+
+    One dedicated connection LISTENs (a pooled connection could not: it
+    belongs to whoever holds it). `wait` selects on that socket and on a
+    self-pipe, so `close` wakes a waiter at once. If the listening connection
+    breaks, the next `wait` reconnects and reports a wake-up, because
+    notifications sent meanwhile are lost and work may be waiting. `wait`
+    never raises: delivery is an optimization, the worker's fallback poll
+    keeps correctness.
+    """
+
+    def __init__(self, settings: PgSettings, send: Callable[[], None]) -> None:
+        self.settings = settings
+        self._send = send
+        self._conn: Conn | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        self._missed = False  # a listening connection broke: wake-ups may be lost
+        self._rpipe, self._wpipe = os.pipe()
+        os.set_blocking(self._rpipe, False)
+        os.set_blocking(self._wpipe, False)
+
+    def notify(self) -> None:
+        try:
+            self._send()
+        except StoreUnavailable:
+            log.debug("NOTIFY failed: the database is unavailable")
+
+    def _listen(self) -> Conn:
+        if self._conn is None or self._conn.closed:
+            conn = connect(self.settings)
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.settings.channel)))
+            self._conn = conn
+        return self._conn
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+        self._missed = True
+
+    @staticmethod
+    def _drain(conn: Conn) -> bool:
+        conn.pgconn.consume_input()
+        got = False
+        while conn.pgconn.notifies() is not None:
+            got = True
+        return got
+
+    def _clear_pipe(self) -> bool:
+        woke = False
+        try:
+            while os.read(self._rpipe, 64):
+                woke = True
+        except BlockingIOError:
+            pass
+        return woke
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._lock:
+            if self._closed:
+                time.sleep(max(0.0, timeout))
+                return False
+            try:
+                conn = self._listen()
+                if self._missed:
+                    self._missed = False
+                    return True
+                while True:
+                    if self._drain(conn):
+                        return True
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    ready, _, _ = select.select([conn.fileno(), self._rpipe], [], [], remaining)
+                    if self._rpipe in ready:
+                        self._clear_pipe()
+                        return True
+            except (psycopg.Error, OSError) as exc:
+                log.warning("LISTEN connection lost (%s); will reconnect", exc)
+                self._drop()
+            # Could not listen: wait out the timeout (close still wakes us).
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                select.select([self._rpipe], [], [], remaining)
+                self._clear_pipe()
+            return False
+
+    def interrupt(self) -> None:
+        """Wake this process's waiter now (Worker.stop; signal-safe: no lock, one write)."""
+        with suppress(OSError):
+            os.write(self._wpipe, b"!")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with suppress(OSError):
+            os.write(self._wpipe, b"!")
+        with self._lock:
+            if self._conn is not None:
+                with suppress(psycopg.Error):
+                    self._conn.close()
+                self._conn = None
+            os.close(self._rpipe)
+            os.close(self._wpipe)
+
+
+def from_url(url: str, clock: Clock | None = None) -> PostgresStore:
+    return PostgresStore(parse_url(url), clock)

@@ -1,0 +1,61 @@
+"""Payloads and results too big for a DynamoDB record live in S3.
+
+The record keeps the object key instead of the value; the store writes the
+object before the record that points at it, so a reader never follows a key to
+nothing. Objects whose record was never written (a refused finish, a rolled
+back add) are deleted at once where possible; the bucket's lifecycle rule
+sweeps any that a crash leaves behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+log = logging.getLogger("spool.s3")
+
+DELETE_BATCH = 1000  # DeleteObjects limit
+
+
+class S3Blobs:
+    def __init__(self, client: S3Client, bucket: str, prefix: str = "spool/") -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+
+    def payload_key(self, job_id: str) -> str:
+        return f"{self.prefix}payloads/{job_id}.json"
+
+    def result_key(self, job_id: str, lease_token: str) -> str:
+        # One object per attempt: a refused finish never overwrites the winner's result.
+        return f"{self.prefix}results/{job_id}/{lease_token}.json"
+
+    def put(self, key: str, data: bytes) -> None:
+        self.client.put_object(
+            Bucket=self.bucket, Key=key, Body=data, ContentType="application/json"
+        )
+
+    def get(self, key: str) -> bytes:
+        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        try:
+            return body.read()
+        finally:
+            body.close()
+
+    def delete(self, keys: Sequence[str]) -> None:
+        """Best effort: a leftover object costs storage until the lifecycle rule, nothing else."""
+        for start in range(0, len(keys), DELETE_BATCH):
+            objects: list[ObjectIdentifierTypeDef] = [
+                {"Key": k} for k in keys[start : start + DELETE_BATCH]
+            ]
+            try:
+                self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                )
+            except Exception as exc:
+                log.warning("could not delete %d S3 objects: %s", len(objects), exc)

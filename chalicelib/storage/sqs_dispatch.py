@@ -1,0 +1,151 @@
+"""Delivery on AWS: job ids travel to the worker function as SQS messages.
+
+The store keeps the truth; this class only carries ids, so the JobStore
+contract holds with or without a queue. A message may be lost (a crash between
+the table write and the send) or arrive twice; neither harms a job, since every
+transition is a conditional write and the scheduled function re-sends ids of
+due jobs whose message went missing (`DynamoStore.release_due`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import (
+        ChangeMessageVisibilityBatchRequestEntryTypeDef,
+        SendMessageBatchRequestEntryTypeDef,
+    )
+
+log = logging.getLogger("spool.sqs")
+
+MAX_DELAY_SECONDS = 900  # SQS DelaySeconds ceiling: longer waits go to release_due
+BATCH = 10  # SendMessageBatch / ChangeMessageVisibilityBatch entry limit
+
+
+def delay_for(seconds: float) -> int:
+    """Round up, so a message never arrives before its job is due."""
+    return max(0, min(MAX_DELAY_SECONDS, math.ceil(seconds - 1e-6)))
+
+
+class SqsDispatch:
+    """Sends job ids to one queue, ten to a request."""
+
+    def __init__(self, client: SQSClient, queue: str) -> None:
+        self.client = client
+        self._queue = queue
+        self._url: str | None = queue if "://" in queue else None
+        self._lock = threading.Lock()
+
+    @property
+    def queue_url(self) -> str:
+        """A queue given by name is resolved once, on first use."""
+        if self._url is None:
+            with self._lock:
+                if self._url is None:
+                    self._url = self.client.get_queue_url(QueueName=self._queue)["QueueUrl"]
+        return self._url
+
+    def send(self, items: Sequence[tuple[str, float]]) -> list[str]:
+        """Send (job id, delay seconds) pairs; returns the ids that could not be sent.
+
+        An unsent id is not an error for the caller: its job is stored, and the
+        scheduled release re-sends it once it is overdue.
+        """
+        failed: list[str] = []
+        for start in range(0, len(items), BATCH):
+            chunk = items[start : start + BATCH]
+            entries: list[SendMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(i), "MessageBody": job_id, "DelaySeconds": delay_for(delay)}
+                for i, (job_id, delay) in enumerate(chunk)
+            ]
+            failed.extend(self._send_batch(entries))
+        return failed
+
+    def _send_batch(self, entries: list[SendMessageBatchRequestEntryTypeDef]) -> list[str]:
+        for _ in range(2):  # one retry for the entries SQS refused
+            try:
+                response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            except Exception as exc:  # the network or the service: leave it to release_due
+                log.warning("SQS send failed for %d job ids: %s", len(entries), exc)
+                return [e["MessageBody"] for e in entries]
+            refused = {f["Id"] for f in response.get("Failed", [])}
+            entries = [e for e in entries if e["Id"] in refused]
+            if not entries:
+                return []
+        log.warning("SQS refused %d job ids", len(entries))
+        return [e["MessageBody"] for e in entries]
+
+    def change_visibility(self, receipts: Sequence[str], seconds: int) -> int:
+        """Set the visibility timeout of received messages; returns how many were changed.
+
+        Used to keep a long job's message hidden while it runs, and to hand a
+        deferred message back at once (seconds=0) instead of after the timeout.
+        """
+        changed = 0
+        for start in range(0, len(receipts), BATCH):
+            chunk = receipts[start : start + BATCH]
+            entries: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
+                {"Id": str(i), "ReceiptHandle": r, "VisibilityTimeout": seconds}
+                for i, r in enumerate(chunk)
+            ]
+            try:
+                response = self.client.change_message_visibility_batch(
+                    QueueUrl=self.queue_url, Entries=entries
+                )
+            except Exception as exc:
+                log.warning("SQS visibility change failed: %s", exc)
+                continue
+            changed += len(response.get("Successful", []))
+        return changed
+
+
+class VisibilityHeartbeat:
+    """Keeps received messages hidden while their jobs run.
+
+    A message reappears once its visibility timeout passes, even while a job
+    it named is still running. Every third of the timeout this extends the
+    messages still in progress by a full timeout; messages whose jobs are done
+    are dropped with `done()`. With the queue's timeout at six times the
+    function's (infra/), it rarely fires on AWS; it matters wherever the
+    timeout is shorter than a job (a local queue, a changed setting).
+    """
+
+    def __init__(self, dispatch: SqsDispatch, receipts: Sequence[str], timeout: int) -> None:
+        self.dispatch = dispatch
+        self.timeout = max(0, int(timeout))
+        self.every = max(1.0, self.timeout / 3)
+        self.extensions = 0
+        self._receipts = list(dict.fromkeys(receipts))
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> VisibilityHeartbeat:
+        if self._receipts and self.timeout > 0:
+            self._thread = threading.Thread(target=self._beat, name="sqs-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def done(self, receipts: Sequence[str]) -> None:
+        finished = set(receipts)
+        with self._lock:
+            self._receipts = [r for r in self._receipts if r not in finished]
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            with self._lock:
+                receipts = list(self._receipts)
+            if receipts:
+                self.dispatch.change_visibility(receipts, self.timeout)
+                self.extensions += 1

@@ -1,0 +1,73 @@
+"""`spool db migrate` and `spool db status`: the Postgres schema, versioned.
+
+Only Postgres has migrations: SQLite and the memory store create their tables
+themselves, and DynamoDB tables come from infra/. Run `spool db migrate` once
+per deploy, before starting new API or worker processes; it is safe to run
+again (it applies only what is missing) and from several hosts at once (an
+advisory lock makes them take turns).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from urllib.parse import urlsplit
+
+from chalicelib.config import Settings
+
+EXIT_PENDING = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url", help="store URL (default: SPOOL_STORE_URL)", default=None, dest="store_url"
+    )
+    sub = parser.add_subparsers(dest="db_command", required=True)
+    sub.add_parser("migrate", help="apply pending migrations")
+    sub.add_parser(
+        "status", help=f"show applied and pending migrations (exit {EXIT_PENDING} if any)"
+    )
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    url = args.store_url or Settings.from_env().store_url
+    if urlsplit(url).scheme.split("+", 1)[0] not in ("postgres", "postgresql"):
+        print(
+            "nothing to migrate: only Postgres stores have migrations "
+            f"(SPOOL_STORE_URL is {urlsplit(url).scheme}://...)",
+            file=sys.stderr,
+        )
+        return 0
+
+    import psycopg
+
+    from chalicelib.storage import migrations
+    from chalicelib.storage.postgres import connect, parse_url
+
+    settings = parse_url(url)
+    where = f"schema {settings.schema}" if settings.schema else "the default schema"
+    try:
+        with connect(settings) as conn:
+            if args.db_command == "migrate":
+                ran = migrations.migrate(conn, settings.schema)
+                for m in ran:
+                    print(f"applied {m.version:04d}_{m.name}", file=sys.stderr)
+                current = migrations.status(conn).current
+                print(
+                    f"{where} is at version {current}" + ("" if ran else " (already up to date)"),
+                    file=sys.stderr,
+                )
+                return 0
+            status = migrations.status(conn)
+    except psycopg.Error as exc:
+        print(f"error: {str(exc).strip()}", file=sys.stderr)
+        return 1
+    for m in status.available:
+        at = status.applied.get(m.version)
+        mark = f"applied {at:%Y-%m-%d %H:%M:%S}" if at else "pending"
+        print(f"{m.version:04d}_{m.name:<30} {mark}")
+    if status.pending:
+        print(f"{len(status.pending)} pending: run `spool db migrate`", file=sys.stderr)
+        return EXIT_PENDING
+    print(f"{where} is up to date (version {status.current})", file=sys.stderr)
+    return 0

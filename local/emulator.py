@@ -1,0 +1,120 @@
+"""The emulated worker pool: app.py's own scheduled handler, invoked promptly.
+
+On AWS, EventBridge invokes `drain_due` once a minute (and SQS invokes
+`run_jobs` per message). Locally the emulator invokes the same `drain_due`
+handler with the same CloudWatch "Scheduled Event" shape (built by chalice's
+test event generator) and a Lambda context whose deadline is the function's
+timeout; but instead of waiting for the next minute it invokes again as soon
+as work arrives (the store's notifier wakes it) or falls due (a retry's
+backoff or a delay ends, or a lease expires). So the code path run offline is
+exactly the deployed scheduled path: handler -> events.handle_schedule ->
+worker.drain(deadline).
+
+SQS delivery is not emulated by `spool serve`; tests drive `run_jobs` with
+chalice's SQS event generator (`sqs_event` below builds the same shape).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from chalice.app import Chalice
+from chalice.local import LambdaContext
+from chalice.test import TestEventsClient
+
+from chalicelib import events
+from chalicelib.runtime import Runtime
+
+log = logging.getLogger("spool.emulator")
+
+SCHEDULE_FUNCTION = "drain_due"
+SQS_FUNCTION = "run_jobs"
+# Lambda's own maximum; drain claims only what fits before this deadline.
+FUNCTION_TIMEOUT_MS = 900_000
+IDLE_CHECK = 0.5  # seconds between looks at the store when no wake-up arrives
+
+
+def scheduled_event(app: Chalice, function_name: str = SCHEDULE_FUNCTION) -> dict[str, Any]:
+    """The event EventBridge sends a scheduled Lambda."""
+    event: dict[str, Any] = TestEventsClient(app).generate_cw_event(
+        source="aws.events",
+        detail_type="Scheduled Event",
+        detail={},
+        resources=[f"arn:aws:events:us-east-1:123456789012:rule/{app.app_name}-{function_name}"],
+        region="us-east-1",
+    )
+    event["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return event
+
+
+def sqs_event(app: Chalice, job_ids: list[str], queue: str = "spool-jobs") -> dict[str, Any]:
+    """The event SQS sends a Lambda, one record per job id; messageIds are made unique."""
+    bodies = [f'{{"id": "{job_id}"}}' for job_id in job_ids]
+    event: dict[str, Any] = TestEventsClient(app).generate_sqs_event(bodies, queue_name=queue)
+    for index, record in enumerate(event["Records"]):
+        record["messageId"] = f"msg-{index}-{job_ids[index]}"
+    return event
+
+
+def context(function_name: str, timeout_ms: int = FUNCTION_TIMEOUT_MS) -> LambdaContext:
+    return LambdaContext(function_name, memory_size=1024, max_runtime_ms=timeout_ms)
+
+
+class Emulator:
+    """Invokes app.py's scheduled handler whenever there may be work, in one thread."""
+
+    def __init__(
+        self, app: Chalice, runtime: Runtime, timeout_ms: int = FUNCTION_TIMEOUT_MS
+    ) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.timeout_ms = timeout_ms
+        self.handler = app.handler_map[SCHEDULE_FUNCTION]
+        self.invocations = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def invoke(self) -> Any:
+        """One scheduled invocation, exactly as Lambda would make it."""
+        self.invocations += 1
+        event = scheduled_event(self.app)
+        return self.handler(event, context(SCHEDULE_FUNCTION, self.timeout_ms))
+
+    def _wait_for_work(self, notifier: Any) -> None:
+        timeout = IDLE_CHECK
+        due = self.runtime.store.next_due_at()
+        if due is not None:
+            until = (due - self.runtime.store.clock.now()).total_seconds()
+            if until <= 0:
+                return
+            timeout = min(timeout, until)
+        if notifier is not None:
+            notifier.wait(timeout)
+        else:
+            self._stop.wait(timeout)
+
+    def _loop(self) -> None:
+        notifier = getattr(self.runtime.store, "notifier", None)
+        if notifier is not None:
+            notifier.wait(0)  # subscribe before the first drain, so no wake-up is missed
+        while not self._stop.is_set():
+            try:
+                self.invoke()
+                self._wait_for_work(notifier)
+            except Exception:  # a store hiccup must not kill the local worker
+                log.exception("scheduled invocation failed; retrying shortly")
+                self._stop.wait(1.0)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="spool-emulator", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming; jobs already running finish (up to their handler timeouts)."""
+        self._stop.set()
+        events.shutdown()
+        if self._thread is not None:
+            self._thread.join(timeout)

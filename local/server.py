@@ -1,0 +1,211 @@
+"""Serve the same app.py through a production WSGI server.
+
+`chalice local` is a development server (about 23 requests/s on one keep-alive
+connection). Here each WSGI request becomes the event API Gateway would send,
+via chalice's own LocalGateway, and app.py answers it exactly as on Lambda;
+waitress does the HTTP part.
+
+Why waitress: pure Python (nothing to compile, runs wherever Python does,
+Windows included), a fixed pool of worker threads behind one asyncore loop
+(no fork, so the emulated worker pool and the runtime live in the same
+process beside it), HTTP/1.1 keep-alive and pipelining, request size limits
+and slow-client buffering done properly, and it can be created, run in a
+thread and stopped from code, which the tests and `spool serve` need.
+"""
+
+from __future__ import annotations
+
+import base64
+import http
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from chalice.app import Chalice
+from chalice.config import Config
+from chalice.local import (
+    ForbiddenError,
+    LambdaContext,
+    LocalChalice,
+    LocalGateway,
+    LocalGatewayException,
+)
+from waitress import wasyncore
+from waitress.server import create_server
+
+from chalicelib.api.errors import error_body
+from chalicelib.api.http import dumps
+
+StartResponse = Callable[[str, list[tuple[str, str]]], Any]
+# waitress refuses bodies past this itself (API Gateway's own limit is 10 MiB);
+# below it, app.py applies SPOOL_MAX_BODY_BYTES and answers in Spool's shape.
+HARD_BODY_LIMIT = 10 * 1024 * 1024
+DEFAULT_THREADS = 16
+
+
+def make_thread_safe(app: Chalice) -> Chalice:
+    """Give the app a per-thread current_request, as `chalice local` does.
+
+    Chalice keeps the request on the app object: fine for one Lambda call at a
+    time, a race under a threaded server.
+    """
+    if not isinstance(app, LocalChalice):
+        cls = app.__class__
+        app.__class__ = type(f"ThreadLocal{cls.__name__}", (LocalChalice, cls), {})
+    return app
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class _Gateway(LocalGateway):
+    """LocalGateway, reading the function's settings once instead of per request
+    (chalice's Config lookups were a tenth of a status request's cost)."""
+
+    def __init__(self, app: Chalice, config: Config) -> None:
+        super().__init__(app, config)
+        timeout = config.lambda_timeout or self.MAX_LAMBDA_EXECUTION_TIME
+        self._context_args = (config.function_name, config.lambda_memory_size, timeout * 1000)
+
+    def _generate_lambda_context(self) -> LambdaContext:
+        name, memory, timeout_ms = self._context_args
+        return LambdaContext(name, memory, max_runtime_ms=timeout_ms)
+
+
+class ChaliceWSGI:
+    """A WSGI application that hands every request to a Chalice app."""
+
+    def __init__(self, app: Chalice, config: Config | None = None) -> None:
+        self.app = make_thread_safe(app)
+        self.gateway = _Gateway(
+            app, config or Config.create(chalice_stage="local", app_name=app.app_name)
+        )
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method = environ["REQUEST_METHOD"]
+        path = _path(environ)
+        headers = _headers(environ)
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        body = environ["wsgi.input"].read(length) if length > 0 else None
+        try:
+            response = self.gateway.handle_request(method, path, headers, body)
+        except ForbiddenError:
+            # Our app has no authorizers, so the gateway refuses only unknown
+            # paths (API Gateway's 403 "Missing Authentication Token"); a real
+            # server says 404.
+            payload = dumps(error_body("not_found", f"no route for {method} {path.split('?')[0]}"))
+            return _send(start_response, 404, {"Content-Type": "application/json"}, payload)
+        except LocalGatewayException as exc:
+            return _send(start_response, exc.CODE, dict(exc.headers), exc.body or b"")
+        out: dict[str, Any] = dict(response.get("headers") or {})
+        out.update(response.get("multiValueHeaders") or {})
+        raw = response.get("body")
+        if response.get("isBase64Encoded") and raw is not None:
+            raw = base64.b64decode(raw)
+        return _send(start_response, int(response["statusCode"]), out, raw or b"")
+
+
+def _path(environ: dict[str, Any]) -> str:
+    # PATH_INFO arrives percent-decoded as latin-1 (PEP 3333); path parameters
+    # reach the app decoded, as API Gateway delivers them.
+    path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace") or "/"
+    path = path.replace("?", "%3F").replace("#", "%23")
+    query = environ.get("QUERY_STRING", "")
+    return f"{path}?{query}" if query else path
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    headers = {
+        k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
+    }
+    if environ.get("CONTENT_TYPE"):
+        headers["content-type"] = environ["CONTENT_TYPE"]
+    if environ.get("CONTENT_LENGTH"):
+        headers["content-length"] = environ["CONTENT_LENGTH"]
+    return headers
+
+
+def _send(
+    start_response: StartResponse, status: int, headers: dict[str, Any], body: str | bytes
+) -> list[bytes]:
+    data = body.encode("utf-8") if isinstance(body, str) else body
+    pairs: list[tuple[str, str]] = []
+    for name, value in headers.items():
+        if name.lower() == "content-length":
+            continue
+        values = value if isinstance(value, list) else [value]
+        pairs.extend((name, str(v)) for v in values)
+    if not any(n.lower() == "content-type" for n, _ in pairs):
+        pairs.append(("Content-Type", "application/json"))
+    pairs.append(("Content-Length", str(len(data))))
+    start_response(f"{status} {_reason(status)}", pairs)
+    return [data]
+
+
+class Server:
+    """waitress around a WSGI app, started and stopped from code (any thread)."""
+
+    def __init__(
+        self,
+        wsgi_app: Callable[..., Iterable[bytes]],
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        threads: int = DEFAULT_THREADS,
+    ) -> None:
+        self._server: Any = create_server(
+            wsgi_app,
+            host=host,
+            port=port,
+            threads=threads,
+            ident="spool",
+            max_request_body_size=HARD_BODY_LIMIT,
+            # Long-polls (?wait=20) hold a thread each; let enough clients queue.
+            connection_limit=max(100, threads * 8),
+            channel_timeout=60,
+            expose_tracebacks=False,
+        )
+        # waitress logs "Task queue depth is N" whenever all threads are busy:
+        # normal under load with keep-alive clients, noise on a terminal.
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+
+    @property
+    def host(self) -> str:
+        return str(self._server.effective_host)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.effective_port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def serve(self) -> None:
+        """Serve until stop(); then finish running requests (up to 5 s) and close."""
+        try:
+            while not self._stopping.is_set():
+                wasyncore.loop(timeout=1.0, map=self._server._map, use_poll=True, count=1)
+        finally:
+            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+            wasyncore.close_all(self._server._map)
+            self._stopped.set()
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.serve, name="spool-http", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self, wait: float | None = 10.0) -> None:
+        """Ask the loop to stop and wait for it; from a signal handler interrupting
+        serve() itself, pass wait=None (serve() cannot finish until it returns)."""
+        self._stopping.set()
+        self._server.pull_trigger()
+        if wait is not None:
+            self._stopped.wait(wait)

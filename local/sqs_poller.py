@@ -1,0 +1,212 @@
+"""Feed SQS messages to app.py's SQS handler the way Lambda's event source mapping does.
+
+On AWS, Lambda polls the queue, calls the function with up to `batch_size`
+records, and then, with ReportBatchItemFailures on (infra/ turns it on),
+deletes every message except those the function lists in
+`batchItemFailures`; if the function raises, it deletes none, and they all
+come back once their visibility timeout passes. This poller does the same
+against any SQS endpoint (moto_server on 127.0.0.1 in the tests), with the
+same event shape, so the handler tested offline is the handler deployed.
+
+    SPOOL_STORE_URL='dynamodb://jobs?queue=jobs&endpoint=http://127.0.0.1:5000' \\
+        .venv/bin/python -m local.sqs_poller
+
+The queue and endpoint come from the store URL (the same one the handler's
+runtime uses), so there is nothing else to configure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from chalice.app import Chalice, SQSEventConfig
+from chalice.local import LambdaContext
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef, MessageTypeDef
+
+log = logging.getLogger("spool.sqs_poller")
+
+FUNCTION_TIMEOUT_MS = 900_000
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    received: int = 0
+    deleted: int = 0
+    failed: int = 0  # left on the queue: listed in batchItemFailures, or the handler raised
+    crashed: bool = False
+
+
+def sqs_function(app: Chalice) -> str:
+    """The name of the app's one SQS-triggered function."""
+    names = [s.name for s in app.event_sources if isinstance(s, SQSEventConfig)]
+    if len(names) != 1:
+        raise ValueError(f"expected one @app.on_sqs_message function, found {names}")
+    return names[0]
+
+
+def failed_ids(response: Any, batch: Sequence[str]) -> set[str]:
+    """Which messages stay on the queue, read as Lambda reads a partial-batch response.
+
+    No response, or no batchItemFailures, means all succeeded; an identifier
+    that is empty or not in the batch makes Lambda treat the whole batch as failed.
+    """
+    if not isinstance(response, Mapping) or response.get("batchItemFailures") is None:
+        return set()
+    failures = response["batchItemFailures"]
+    if not isinstance(failures, list):
+        return set(batch)
+    ids: set[str] = set()
+    for entry in failures:
+        item = entry.get("itemIdentifier") if isinstance(entry, Mapping) else None
+        if not isinstance(item, str) or item not in batch:
+            return set(batch)
+        ids.add(item)
+    return ids
+
+
+class SqsPoller:
+    def __init__(
+        self,
+        app: Chalice,
+        sqs: SQSClient,
+        queue_url: str,
+        *,
+        batch_size: int = 10,
+        wait_seconds: int = 1,
+        timeout_ms: int = FUNCTION_TIMEOUT_MS,
+        region: str = "us-east-1",
+    ) -> None:
+        self.sqs = sqs
+        self.queue_url = queue_url
+        self.batch_size = max(1, min(10, batch_size))
+        self.wait_seconds = wait_seconds
+        self.timeout_ms = timeout_ms
+        self.region = region
+        self.function = sqs_function(app)
+        self.handler: Callable[[dict[str, Any], Any], Any] = app.handler_map[self.function]
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
+        self.queue_arn = attributes["Attributes"]["QueueArn"]
+        self.invocations = 0
+
+    def record(self, message: MessageTypeDef) -> dict[str, Any]:
+        """One Lambda SQS event record, as the event source mapping builds it."""
+        body = message.get("Body", "")
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": body,
+            "attributes": dict(message.get("Attributes", {})),
+            "messageAttributes": dict(message.get("MessageAttributes", {})),
+            "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode()).hexdigest(),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.queue_arn,
+            "awsRegion": self.region,
+        }
+
+    def poll_once(self) -> BatchResult:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=self.batch_size,
+            WaitTimeSeconds=self.wait_seconds,
+            MessageSystemAttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        messages = response.get("Messages", [])
+        if not messages:
+            return BatchResult()
+        event = {"Records": [self.record(m) for m in messages]}
+        context = LambdaContext(self.function, memory_size=1024, max_runtime_ms=self.timeout_ms)
+        self.invocations += 1
+        try:
+            result = self.handler(event, context)
+        except Exception:
+            log.exception("the SQS handler raised: the whole batch returns to the queue")
+            return BatchResult(len(messages), 0, len(messages), crashed=True)
+        failed = failed_ids(result, [m["MessageId"] for m in messages])
+        done = [m for m in messages if m["MessageId"] not in failed]
+        deleted = self._delete(done)
+        return BatchResult(len(messages), deleted, len(failed))
+
+    def _delete(self, messages: Sequence[MessageTypeDef]) -> int:
+        deleted = 0
+        for start in range(0, len(messages), 10):
+            entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                for i, m in enumerate(messages[start : start + 10])
+            ]
+            response = self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
+            deleted += len(response.get("Successful", []))
+        return deleted
+
+    def run(
+        self,
+        stop: threading.Event,
+        idle_exit: float | None = None,
+        max_seconds: float | None = None,
+    ) -> int:
+        """Poll until stopped (or idle for idle_exit seconds, or max_seconds pass); returns
+        how many messages were handled and deleted."""
+        started = last_work = time.monotonic()
+        deleted = 0
+        while not stop.is_set():
+            now = time.monotonic()
+            if max_seconds is not None and now - started >= max_seconds:
+                break
+            if idle_exit is not None and now - last_work >= idle_exit:
+                break
+            try:
+                result = self.poll_once()
+            except Exception as exc:  # the queue is unreachable: back off, as Lambda does
+                log.warning("polling %s failed: %s", self.queue_url, exc)
+                stop.wait(1.0)
+                continue
+            if result.received:
+                last_work = time.monotonic()
+                deleted += result.deleted
+        return deleted
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Feed SQS messages to app.py's SQS handler.")
+    parser.add_argument("--idle-exit", type=float, default=None, help="stop after N idle seconds")
+    parser.add_argument("--max-seconds", type=float, default=None, help="stop after N seconds")
+    parser.add_argument("--wait", type=int, default=1, help="long-poll seconds per receive")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    import app as spool_app
+    from chalicelib import runtime as runtime_module
+
+    rt = runtime_module.current()
+    dispatch = getattr(rt.store, "dispatch", None)
+    if dispatch is None:
+        print(
+            "spool: SPOOL_STORE_URL names no SQS queue (dynamodb://TABLE?queue=...)",
+            file=sys.stderr,
+        )
+        return 2
+    poller = SqsPoller(spool_app.app, dispatch.client, dispatch.queue_url, wait_seconds=args.wait)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"spool: polling {dispatch.queue_url} for {poller.function}", flush=True)
+    handled = poller.run(stop, idle_exit=args.idle_exit, max_seconds=args.max_seconds)
+    print(f"spool: handled {handled} message(s)", flush=True)
+    rt.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""A stateful test: random sequences of store operations, checked against a model.
+
+The model is a few dictionaries that follow the rules in chalicelib/storage/base.py.
+After every step each job's state, attempts and lease, the counts by (queue, state),
+the counters and next_due_at must agree. Where the rules leave a choice (which of
+several equally urgent jobs a limited claim takes) the model checks that the
+store's choice is a valid one, then follows it.
+
+Parameterized over tests.backends.BACKENDS, so a new backend joins unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+
+from chalicelib.clock import FakeClock
+from chalicelib.errors import InvalidTransition, JobNotFound
+from chalicelib.models import Completion, CounterKey, JobQuery, JobState
+from chalicelib.storage.base import JobStore
+from tests.backends import BACKENDS, open_backend
+from tests.factories import new_job
+
+TYPE = "model"
+WAITING = (JobState.QUEUED, JobState.RETRYING)
+TERMINAL = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
+
+job_specs = st.fixed_dictionaries(
+    {
+        "tenant": st.sampled_from(["t1", "t2"]),
+        "key": st.sampled_from([None, None, "k1", "k2", "k3"]),
+        "priority": st.sampled_from([0, 0, 1, 5]),
+        "delay": st.sampled_from([0, 0, 5, 30]),
+        "max_attempts": st.integers(min_value=1, max_value=3),
+        "queue": st.sampled_from(["a", "b"]),
+    }
+)
+picks = st.integers(min_value=0, max_value=10_000)
+
+
+@dataclass
+class ModelJob:
+    id: str
+    tenant: str
+    queue: str
+    priority: int
+    max_attempts: int
+    run_at: datetime
+    created_at: datetime
+    key: str | None
+    state: JobState = JobState.QUEUED
+    attempts: int = 0
+    token: str | None = None
+    lease_expires_at: datetime | None = None
+    finished_at: datetime | None = None
+    old_tokens: list[str] = field(default_factory=list)
+
+    def order(self) -> tuple[int, datetime, datetime]:
+        return (-self.priority, self.run_at, self.created_at)
+
+
+class StoreMachine(RuleBasedStateMachine):
+    backend: str
+    request: Any
+    tmp_factory: pytest.TempPathFactory
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.clock = FakeClock()
+        self._opened: contextlib.AbstractContextManager[JobStore] = open_backend(
+            self.backend, self.clock, self.tmp_factory.mktemp("model"), self.request
+        )
+        self.store = self._opened.__enter__()
+        self.jobs: dict[str, ModelJob] = {}
+        self.ids: list[str] = []  # every id ever stored, purged ones included
+        self.touched: set[str] = set()  # ids the current step used
+        self.idem: dict[tuple[str, str], str] = {}
+        self.counters: dict[str, int] = {}
+
+    def teardown(self) -> None:
+        self._opened.__exit__(None, None, None)
+
+    # -- model helpers -----------------------------------------------------
+    def bump(self, *events: str) -> None:
+        for event in events:
+            self.counters[event] = self.counters.get(event, 0) + 1
+
+    def pick(self, index: int) -> str:
+        job_id = self.ids[index % len(self.ids)]
+        self.touched.add(job_id)
+        return job_id
+
+    def in_state(self, *states: JobState) -> list[str]:
+        return [j.id for j in self.jobs.values() if j.state in states]
+
+    def reap(self) -> None:
+        now = self.clock.now()
+        for job in self.jobs.values():
+            if job.state is JobState.RUNNING and job.lease_expires_at <= now:  # type: ignore[operator]
+                dead = job.attempts >= job.max_attempts
+                job.state = JobState.DEAD if dead else JobState.RETRYING
+                if dead:
+                    job.finished_at = now
+                else:
+                    job.run_at = now
+                self.release(job)
+                self.bump("failed", "dead" if dead else "retried")
+
+    def release(self, job: ModelJob) -> None:
+        if job.token is not None:
+            job.old_tokens.append(job.token)
+        job.token = None
+        job.lease_expires_at = None
+
+    def check_claim(self, claimed: list[Any], due: list[ModelJob], limit: int, lease: int) -> None:
+        """The store may pick any of several equally urgent jobs; its pick must be valid."""
+        assert len(claimed) == min(limit, len(due))
+        keys = [self.jobs[j.id].order() for j in claimed]
+        assert keys == sorted(keys), "claims come back most urgent first"
+        taken = {j.id for j in claimed}
+        assert taken <= {j.id for j in due}
+        left = [j.order() for j in due if j.id not in taken]
+        if keys and left:
+            assert max(keys) <= min(left), "a less urgent job was taken before a more urgent one"
+        now = self.clock.now()
+        for got in claimed:
+            self.touched.add(got.id)
+            job = self.jobs[got.id]
+            job.state = JobState.RUNNING
+            job.attempts += 1
+            job.token = got.lease_token
+            job.lease_expires_at = now + timedelta(seconds=lease)
+            assert got.attempts == job.attempts
+            assert got.lease_expires_at == job.lease_expires_at
+
+    # -- rules -------------------------------------------------------------
+    @rule(specs=st.lists(job_specs, min_size=1, max_size=4))
+    def add(self, specs: list[dict[str, Any]]) -> None:
+        news = [
+            new_job(
+                self.clock,
+                TYPE,
+                delay=s["delay"],
+                tenant=s["tenant"],
+                idempotency_key=s["key"],
+                priority=s["priority"],
+                max_attempts=s["max_attempts"],
+                queue=s["queue"],
+            )
+            for s in specs
+        ]
+        results = self.store.add(news)
+        assert len(results) == len(news)
+        now = self.clock.now()
+        for new, result in zip(news, results, strict=True):
+            key = (new.tenant, new.idempotency_key) if new.idempotency_key else None
+            if key is not None and key in self.idem:
+                assert not result.created
+                assert result.job.id == self.idem[key]
+                continue
+            assert result.created
+            assert result.job.id == new.id
+            self.jobs[new.id] = ModelJob(
+                id=new.id,
+                tenant=new.tenant,
+                queue=new.queue,
+                priority=new.priority,
+                max_attempts=new.max_attempts,
+                run_at=new.run_at,
+                created_at=now,
+                key=new.idempotency_key,
+            )
+            self.ids.append(new.id)
+            self.touched.add(new.id)
+            self.bump("enqueued")
+            if key is not None:
+                self.idem[key] = new.id
+        self.clock.advance(0.001)  # distinct created_at between batches
+
+    @rule(
+        limit=st.integers(min_value=1, max_value=5),
+        lease=st.sampled_from([5, 30]),
+        queue=st.sampled_from([None, "a", "b"]),
+    )
+    def claim(self, limit: int, lease: int, queue: str | None) -> None:
+        self.reap()
+        now = self.clock.now()
+        due = [
+            j
+            for j in self.jobs.values()
+            if j.state in WAITING and j.run_at <= now and (queue is None or j.queue == queue)
+        ]
+        claimed = self.store.claim(limit, lease, [queue] if queue else None)
+        self.check_claim(claimed, due, limit, lease)
+
+    @precondition(lambda self: self.ids)
+    @rule(chosen=st.lists(picks, min_size=1, max_size=3), limit=st.integers(1, 3))
+    def claim_ids(self, chosen: list[int], limit: int) -> None:
+        self.reap()
+        wanted = list(dict.fromkeys(self.pick(i) for i in chosen))
+        now = self.clock.now()
+        due = [
+            self.jobs[i]
+            for i in wanted
+            if i in self.jobs and self.jobs[i].state in WAITING and self.jobs[i].run_at <= now
+        ]
+        claimed = self.store.claim(limit, 30, ids=wanted)
+        self.check_claim(claimed, due, limit, 30)
+
+    @precondition(lambda self: self.ids)
+    @rule(
+        index=picks,
+        outcome=st.sampled_from([JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD]),
+        stale=st.booleans(),
+        retry_in=st.sampled_from([0, 1, 10]),
+    )
+    def finish(self, index: int, outcome: JobState, stale: bool, retry_in: int) -> None:
+        job_id = self.pick(index)
+        job = self.jobs.get(job_id)
+        if job is None:
+            token = "purged"
+        elif stale or job.token is None:
+            token = job.old_tokens[-1] if job.old_tokens else "never-issued"
+        else:
+            token = job.token
+        now = self.clock.now()
+        retry_at = now + timedelta(seconds=retry_in) if outcome is JobState.RETRYING else None
+        completion = Completion(
+            job_id, token, outcome, result={"n": 1}, error="e", retry_at=retry_at
+        )
+        [applied] = self.store.finish([completion])
+        expected = job is not None and job.state is JobState.RUNNING and token == job.token
+        assert applied == expected
+        if not expected:
+            return
+        assert job is not None
+        job.state = outcome
+        self.release(job)
+        if outcome is JobState.RETRYING:
+            assert retry_at is not None
+            job.run_at = retry_at
+            self.bump("failed", "retried")
+        else:
+            job.finished_at = now
+            self.bump("succeeded" if outcome is JobState.SUCCEEDED else "failed")
+            if outcome is JobState.DEAD:
+                self.bump("dead")
+
+    @precondition(lambda self: any(j.state is JobState.RUNNING for j in self.jobs.values()))
+    @rule(
+        index=picks,
+        outcome=st.sampled_from([JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD]),
+        retry_in=st.sampled_from([0, 1, 10]),
+    )
+    def finish_running(self, index: int, outcome: JobState, retry_in: int) -> None:
+        """Most finishes come from the worker holding the lease: aim at running jobs."""
+        running = self.in_state(JobState.RUNNING)
+        self.finish(self.ids.index(running[index % len(running)]), outcome, False, retry_in)
+
+    @precondition(lambda self: any(j.state is JobState.DEAD for j in self.jobs.values()))
+    @rule(index=picks)
+    def redrive_dead(self, index: int) -> None:
+        dead = self.in_state(JobState.DEAD)
+        self.redrive([self.ids.index(dead[index % len(dead)])])
+
+    @precondition(lambda self: self.ids)
+    @rule(index=picks, stale=st.booleans(), lease=st.sampled_from([5, 30]))
+    def extend(self, index: int, stale: bool, lease: int) -> None:
+        job = self.jobs.get(self.pick(index))
+        if job is None:
+            return
+        token = (job.old_tokens[-1] if job.old_tokens else "x") if stale else (job.token or "x")
+        now = self.clock.now()
+        ok = self.store.extend_lease(job.id, token, lease)
+        expected = (
+            job.state is JobState.RUNNING
+            and token == job.token
+            and job.lease_expires_at is not None
+            and job.lease_expires_at > now
+        )
+        assert ok == expected
+        if ok:
+            job.lease_expires_at = now + timedelta(seconds=lease)
+
+    @rule(seconds=st.sampled_from([0.5, 3, 10, 31, 100]))
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    @precondition(lambda self: self.ids)
+    @rule(index=picks, wrong_tenant=st.booleans())
+    def cancel(self, index: int, wrong_tenant: bool) -> None:
+        job_id = self.pick(index)
+        job = self.jobs.get(job_id)
+        tenant = None if job is None else ("nobody" if wrong_tenant else job.tenant)
+        if job is None or wrong_tenant:
+            with pytest.raises(JobNotFound):
+                self.store.cancel(job_id, tenant)
+            return
+        if job.state not in WAITING:
+            with pytest.raises(InvalidTransition):
+                self.store.cancel(job_id, tenant)
+            return
+        cancelled = self.store.cancel(job_id, tenant)
+        assert cancelled.state is JobState.CANCELLED
+        job.state = JobState.CANCELLED
+        job.finished_at = self.clock.now()
+        self.bump("cancelled")
+
+    @precondition(lambda self: self.ids)
+    @rule(chosen=st.lists(picks, min_size=1, max_size=4))
+    def redrive(self, chosen: list[int]) -> None:
+        wanted = list(dict.fromkeys(self.pick(i) for i in chosen))
+        moved = self.store.redrive(wanted)
+        expected = {i for i in wanted if i in self.jobs and self.jobs[i].state is JobState.DEAD}
+        assert {j.id for j in moved} == expected
+        now = self.clock.now()
+        for job_id in expected:
+            job = self.jobs[job_id]
+            job.state = JobState.QUEUED
+            job.attempts = 0
+            job.run_at = now
+            job.finished_at = None
+
+    @rule(age=st.sampled_from([0, 10, 100]))
+    def purge(self, age: int) -> None:
+        cutoff = self.clock.now() - timedelta(seconds=age)
+        doomed = [
+            j
+            for j in self.jobs.values()
+            if j.state in TERMINAL and j.finished_at is not None and j.finished_at < cutoff
+        ]
+        assert self.store.purge(cutoff, limit=10_000) == len(doomed)
+        for job in doomed:
+            del self.jobs[job.id]
+            if job.key is not None:
+                self.idem.pop((job.tenant, job.key), None)
+
+    # -- what must always agree ------------------------------------------------
+    @invariant()
+    def jobs_agree(self) -> None:
+        # One listing compares every job (cheap on every backend); `get` checks the
+        # jobs this step touched, purged ones included.
+        listed: dict[str, Any] = {}
+        cursor: str | None = None
+        while True:
+            page = self.store.list_jobs(JobQuery(limit=1000, cursor=cursor))
+            listed.update((j.id, j) for j in page.jobs)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert set(listed) == set(self.jobs), "listed jobs differ from the model's"
+        for job_id, job in self.jobs.items():
+            got = listed[job_id]
+            assert (got.state, got.attempts) == (job.state, job.attempts), job_id
+            assert got.lease_token == job.token
+            assert got.lease_expires_at == job.lease_expires_at
+            if job.state in WAITING:
+                assert got.run_at == job.run_at
+            assert got.finished_at == job.finished_at
+        for job_id in self.touched:
+            fetched = self.store.get(job_id)
+            if job_id in self.jobs:
+                assert fetched == listed[job_id], f"get and list disagree on {job_id}"
+            else:
+                assert fetched is None, f"{job_id} should have been purged"
+        self.touched.clear()
+
+    @invariant()
+    def counts_agree(self) -> None:
+        expected: dict[tuple[str, JobState], int] = {}
+        for job in self.jobs.values():
+            expected[(job.queue, job.state)] = expected.get((job.queue, job.state), 0) + 1
+        assert self.store.counts() == expected
+
+    @invariant()
+    def counters_agree(self) -> None:
+        got: dict[str, int] = {}
+        for key, n in self.store.counters().items():
+            assert isinstance(key, CounterKey) and key.type == TYPE
+            if n:
+                got[key.event] = got.get(key.event, 0) + n
+        assert got == {e: n for e, n in self.counters.items() if n}
+
+    @invariant()
+    def next_due_agrees(self) -> None:
+        times = [j.run_at for j in self.jobs.values() if j.state in WAITING] + [
+            j.lease_expires_at
+            for j in self.jobs.values()
+            if j.state is JobState.RUNNING and j.lease_expires_at is not None
+        ]
+        assert self.store.next_due_at() == (min(times) if times else None)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_store_agrees_with_the_model(
+    backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    machine = type(
+        f"StoreMachine_{backend}",
+        (StoreMachine,),
+        {"backend": backend, "request": request, "tmp_factory": tmp_path_factory},
+    )
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        ),
+    )

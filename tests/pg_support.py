@@ -1,0 +1,102 @@
+"""Postgres for tests: a fresh schema per test on the real server, dropped afterwards.
+
+The server is 127.0.0.1:5432, database `test` (override with SPOOL_TEST_PG_URL).
+When it cannot be reached the tests skip with the reason, except in CI
+(CI=true) or with SPOOL_REQUIRE_POSTGRES=1, where they fail: there a skip
+would hide that the Postgres backend was never tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import pytest
+
+BASE_URL = os.environ.get("SPOOL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def must_run() -> bool:
+    return (
+        os.environ.get("SPOOL_REQUIRE_POSTGRES") == "1"
+        or os.environ.get("CI", "").lower() == "true"
+    )
+
+
+def url_for(schema: str, **options: str) -> str:
+    parts = urlsplit(BASE_URL)
+    # application_name tags every connection of this schema, so teardown can end them.
+    query = urlencode({"schema": schema, "application_name": schema, **options})
+    extra = f"{parts.query}&{query}" if parts.query else query
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, extra, ""))
+
+
+def admin_connect():  # type: ignore[no-untyped-def]
+    """A plain autocommit connection (no schema), or skip/fail when unreachable."""
+    import psycopg
+
+    try:
+        return psycopg.connect(BASE_URL, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        message = f"Postgres is not reachable at {BASE_URL}: {exc}".strip()
+        if must_run():
+            pytest.fail(message + " (required: CI=true or SPOOL_REQUIRE_POSTGRES=1)")
+        pytest.skip(message)
+
+
+def new_schema_name() -> str:
+    return f"spool_t_{secrets.token_hex(6)}"
+
+
+@contextlib.contextmanager
+def fresh_schema(migrate: bool = True, **options: str) -> Iterator[str]:
+    """Yield the URL of a new, empty (optionally migrated) schema; drop it afterwards."""
+    from chalicelib.storage import migrations
+    from chalicelib.storage.postgres import connect, parse_url
+
+    admin_connect().close()  # skip or fail here, before anything is created
+    schema = new_schema_name()
+    url = url_for(schema, **options)
+    try:
+        if migrate:
+            with connect(parse_url(url)) as conn:
+                migrations.migrate(conn, schema)
+        yield url
+    finally:
+        # A fresh connection: the test may have restarted the server meanwhile.
+        admin = admin_connect()
+        try:
+            # Workers of a failed test may still hold locks: end them, then drop.
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE pid <> pg_backend_pid() AND application_name = %s",
+                (schema,),
+            )
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            admin.close()
+
+
+def with_port(url: str, port: int) -> str:
+    """The same URL through another port (a PgProxy in front of the server)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    auth = f"{parts.username}@" if parts.username else ""
+    return urlunsplit((parts.scheme, f"{auth}{host}:{port}", parts.path, parts.query, ""))
+
+
+def terminate(application_name: str) -> int:
+    """pg_terminate_backend every session of one test schema: the server drops them."""
+    admin = admin_connect()
+    try:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND application_name = %s",
+            (application_name,),
+        ).fetchone()
+        return int(row[0]) if row else 0
+    finally:
+        admin.close()

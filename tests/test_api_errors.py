@@ -1,0 +1,257 @@
+"""Every refusal the HTTP edge makes: its status, its shape, and that it wrote nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+from chalice.test import Client
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import app as spool_app
+from chalicelib.errors import StoreUnavailable
+from chalicelib.models import JobQuery
+from chalicelib.runtime import Runtime
+from tests.apikit import KEY_B, Api, installed, settings_for
+
+AUTHED_ROUTES = [
+    ("POST", "/enqueue"),
+    ("GET", "/status/j_00000000000000000000000000000000"),
+    ("GET", "/jobs"),
+    ("POST", "/jobs/j_00000000000000000000000000000000/cancel"),
+    ("GET", "/dlq"),
+    ("POST", "/dlq/j_00000000000000000000000000000000/redrive"),
+    ("POST", "/dlq/redrive"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+]
+
+
+@pytest.fixture
+def rt(tmp_path) -> Iterator[Runtime]:
+    with installed(settings_for(tmp_path, max_body_bytes=2048, max_batch=3)) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def api(rt: Runtime) -> Iterator[Api]:
+    with Client(spool_app.app, stage_name="local") as client:
+        yield Api(client)
+
+
+def stored(rt: Runtime) -> int:
+    return len(rt.store.list_jobs(JobQuery(limit=1000)).jobs)
+
+
+def assert_error_shape(body: dict[str, object]) -> None:
+    assert set(body) == {"error"}
+    error = body["error"]
+    assert isinstance(error, dict) and set(error) == {"code", "message", "details"}
+    assert isinstance(error["code"], str) and isinstance(error["message"], str)
+
+
+def test_malformed_json_is_400_and_writes_nothing(api: Api, rt: Runtime) -> None:
+    for raw in (b"{bad", b'{"type": "echo",}', b"\xff\xfe", b'{"type": NaN}', b"[" * 2000):
+        reply = api.post("/enqueue", raw=raw)
+        assert reply.status == 400, raw
+        assert_error_shape(reply.json)
+        assert reply.error_code == "bad_request"
+    assert stored(rt) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (["not", "an", "object"], "validation_error"),
+        ("just a string", "validation_error"),
+        ({"type": "no-such-type"}, "unknown_job_type"),
+        ({"type": "sleep", "payload": {"seconds": -1}}, "validation_error"),
+        ({"type": "sleep", "payload": {"seconds": "5"}}, "validation_error"),
+        ({"type": "sleep", "payload": {"seconds": 1, "extra": True}}, "validation_error"),
+        ({"type": "echo", "payload": "not an object"}, "validation_error"),
+        ({"type": "echo", "priority": "5"}, "validation_error"),
+        ({"type": "echo", "delay": 1, "run_at": "2031-01-01T00:00:00Z"}, "validation_error"),
+        ({"type": "echo", "run_at": "2031-01-01T00:00:00"}, "validation_error"),
+        ({"type": "echo", "colour": "blue"}, "validation_error"),
+        ({"jobs": []}, "validation_error"),
+        ({"jobs": [{"type": "echo"}], "extra": 1}, "validation_error"),
+    ],
+)
+def test_invalid_jobs_are_422_and_write_nothing(
+    api: Api, rt: Runtime, body: object, code: str
+) -> None:
+    reply = api.post("/enqueue", body)
+    assert reply.status == 422, reply.body
+    assert_error_shape(reply.json)
+    assert reply.error_code == code
+    assert stored(rt) == 0
+
+
+@pytest.mark.parametrize("field", ["state", "attempts", "tenant", "id", "result", "created_at"])
+def test_server_owned_fields_are_refused_by_name(api: Api, rt: Runtime, field: str) -> None:
+    reply = api.post("/enqueue", {"type": "echo", field: "x"})
+    assert reply.status == 422
+    assert field in reply.json["error"]["message"]
+    assert reply.json["error"]["details"] == {"fields": [field]}
+    assert stored(rt) == 0
+
+
+def test_a_batch_with_one_bad_job_stores_none(api: Api, rt: Runtime) -> None:
+    reply = api.post("/enqueue", {"jobs": [{"type": "echo"}, {"type": "nope"}, {"type": "echo"}]})
+    assert reply.status == 422
+    details = reply.json["error"]["details"]
+    assert [d["index"] for d in details] == [1]
+    assert stored(rt) == 0
+
+
+def test_body_over_the_limit_is_413(api: Api, rt: Runtime) -> None:
+    reply = api.post("/enqueue", {"type": "echo", "payload": {"blob": "x" * 4096}})
+    assert reply.status == 413 and reply.error_code == "payload_too_large"
+    assert reply.json["error"]["details"]["limit"] == 2048
+    assert stored(rt) == 0
+
+
+def test_batch_over_the_limit_is_413(api: Api, rt: Runtime) -> None:
+    reply = api.post("/enqueue", {"jobs": [{"type": "echo"}] * 4})
+    assert reply.status == 413
+    assert reply.json["error"]["details"] == {"limit": 3, "size": 4}
+    assert stored(rt) == 0
+    assert api.post("/enqueue", {"jobs": [{"type": "echo"}] * 3}).status == 201
+
+
+@pytest.mark.parametrize(("method", "path"), AUTHED_ROUTES)
+@pytest.mark.parametrize("key", [None, "", "wrong-key"])
+def test_no_or_wrong_key_is_401(
+    api: Api, rt: Runtime, method: str, path: str, key: str | None
+) -> None:
+    reply = api.call(method, path, {"type": "echo"} if path == "/enqueue" else None, key=key)
+    assert reply.status == 401
+    assert reply.error_code == "unauthorized"
+    assert reply.header("WWW-Authenticate") == 'ApiKey header="X-API-Key"'
+    assert stored(rt) == 0
+
+
+def test_unknown_id_and_another_tenants_id_answer_the_same_404(api: Api) -> None:
+    job_id = api.enqueue({"type": "echo", "delay": 60})
+    missing = "j_" + "0" * 32
+    for method, template in [
+        ("GET", "/status/{}"),
+        ("POST", "/jobs/{}/cancel"),
+        ("POST", "/dlq/{}/redrive"),
+    ]:
+        theirs = api.call(method, template.format(job_id), key=KEY_B)
+        unknown = api.call(method, template.format(missing), key=KEY_B)
+        assert theirs.status == unknown.status == 404
+        assert theirs.body.replace(job_id.encode(), missing.encode()) == unknown.body
+    assert api.get(f"/status/{job_id}").json["state"] == "queued"  # untouched
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["wait=21", "wait=-1", "wait=abc", "nope=1"],
+)
+def test_bad_status_query_is_422(api: Api, query: str) -> None:
+    job_id = api.enqueue({"type": "echo"})
+    assert api.get(f"/status/{job_id}?{query}").status == 422
+
+
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=1001", "limit=x", "state=bogus", "queue=a%20b", "x=1"]
+)
+def test_bad_list_query_is_422(api: Api, query: str) -> None:
+    reply = api.get(f"/jobs?{query}")
+    assert reply.status == 422 and reply.error_code == "validation_error"
+    assert api.get(f"/dlq?{query}").status == 422
+
+
+def test_bad_cursor_is_400(api: Api) -> None:
+    reply = api.get("/jobs?cursor=%%%not-a-cursor")
+    assert reply.status == 400 and reply.error_code == "bad_request"
+
+
+def test_redrive_all_refuses_bad_filters(api: Api) -> None:
+    assert api.post("/dlq/redrive", raw=b"{oops").status == 400
+    assert api.post("/dlq/redrive", {"queue": "a b"}).status == 422
+    assert api.post("/dlq/redrive", {"limit": 0}).status == 422
+
+
+def test_store_unavailable_is_503_with_retry_after(
+    api: Api, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def down(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("database is unreachable", retry_after=7)
+
+    for name in ("get", "add", "list_jobs", "counters"):
+        monkeypatch.setattr(rt.store, name, down)
+    for method, path in [
+        ("GET", "/status/j_1"),
+        ("POST", "/enqueue"),
+        ("GET", "/jobs"),
+        ("GET", "/health"),
+        ("GET", "/metrics"),
+    ]:
+        reply = api.call(method, path, {"type": "echo"} if method == "POST" else None)
+        assert reply.status == 503, path
+        assert reply.header("Retry-After") == "7"
+        assert reply.error_code == "store_unavailable"
+
+
+def test_wrong_method_is_405_in_our_shape(api: Api) -> None:
+    reply = api.call("DELETE", "/enqueue")
+    assert reply.status == 405
+    assert_error_shape(reply.json)
+    assert reply.error_code == "method_not_allowed"
+    assert reply.header("Allow") == "POST"
+
+
+def test_unexpected_failure_is_a_500_that_reveals_nothing(
+    api: Api, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(rt.store, "get", broken)
+    reply = api.get("/status/j_1")
+    assert reply.status == 500 and reply.error_code == "internal_error"
+    assert b"secret" not in reply.body
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=300),
+        st.recursive(
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False)
+            | st.text(max_size=20),
+            lambda inner: (
+                st.lists(inner, max_size=4)
+                | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+            ),
+            max_leaves=20,
+        ).map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries(
+            {"type": st.sampled_from(["echo", "sleep", "fail", "x"])},
+            optional={
+                "payload": st.dictionaries(
+                    st.text(max_size=8), st.integers() | st.text(max_size=8), max_size=3
+                ),
+                "priority": st.integers(-2000, 2000),
+                "delay": st.floats(-10, 1e9, allow_nan=False),
+                "max_attempts": st.integers(-5, 200),
+                "queue": st.text(max_size=70),
+            },
+        ).map(lambda v: json.dumps(v).encode()),
+    )
+)
+def test_no_input_answers_500(api: Api, body: bytes) -> None:
+    reply = api.post("/enqueue", raw=body)
+    assert reply.status in (200, 201, 400, 413, 422), reply.body
+    if reply.status >= 400:
+        assert_error_shape(reply.json)

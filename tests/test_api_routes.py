@@ -1,0 +1,243 @@
+"""Every route through chalice.test.Client: the path API Gateway + Lambda takes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from chalice.test import Client
+
+import app as spool_app
+from chalicelib.api.schemas import (
+    BatchEnqueueResult,
+    EnqueueResult,
+    Health,
+    JobList,
+    JobView,
+    RedriveAllResult,
+)
+from chalicelib.models import JobQuery
+from chalicelib.runtime import Runtime
+from local.emulator import context, scheduled_event
+from tests.apikit import KEY_B, Api, installed, settings_for
+
+
+@pytest.fixture
+def rt(tmp_path) -> Iterator[Runtime]:
+    with installed(settings_for(tmp_path)) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def api(rt: Runtime) -> Iterator[Api]:
+    with Client(spool_app.app, stage_name="local") as client:
+        yield Api(client)
+
+
+def drain() -> dict[str, int]:
+    handler = spool_app.app.handler_map["drain_due"]
+    result: dict[str, int] = handler(scheduled_event(spool_app.app), context("drain_due"))
+    return result
+
+
+def test_enqueue_one_answers_201_with_id_state_and_status_url(api: Api, rt: Runtime) -> None:
+    reply = api.post("/enqueue", {"type": "echo", "payload": {"x": 1}})
+    assert reply.status == 201
+    result = EnqueueResult.model_validate(reply.json)
+    assert result.state == "queued" and result.created
+    assert result.status_url == f"/status/{result.id}"
+    assert reply.header("Location") == result.status_url
+    stored = rt.store.get(result.id)
+    assert stored is not None and stored.payload == {"x": 1} and stored.tenant == "tenant-a"
+
+
+def test_seen_idempotency_key_answers_200_with_the_existing_job(api: Api, rt: Runtime) -> None:
+    job = {"type": "echo", "payload": {"x": 1}, "idempotency_key": "order-7"}
+    first = api.post("/enqueue", job)
+    again = api.post("/enqueue", job)
+    assert (first.status, again.status) == (201, 200)
+    assert again.json["id"] == first.json["id"] and again.json["created"] is False
+    assert len(rt.store.list_jobs(JobQuery()).jobs) == 1
+
+
+def test_idempotency_keys_are_per_tenant(api: Api) -> None:
+    job = {"type": "echo", "idempotency_key": "same"}
+    a = api.post("/enqueue", job)
+    b = api.post("/enqueue", job, key=KEY_B)
+    assert (a.status, b.status) == (201, 201)
+    assert a.json["id"] != b.json["id"]
+
+
+def test_batch_is_stored_whole_with_per_job_results(api: Api, rt: Runtime) -> None:
+    api.post("/enqueue", {"type": "echo", "idempotency_key": "k1"})
+    reply = api.post(
+        "/enqueue",
+        {
+            "jobs": [
+                {"type": "echo", "idempotency_key": "k1"},
+                {"type": "echo", "payload": {"n": 2}},
+            ]
+        },
+    )
+    assert reply.status == 201
+    results = BatchEnqueueResult.model_validate(reply.json).jobs
+    assert [r.created for r in results] == [False, True]
+    again = api.post("/enqueue", {"jobs": [{"type": "echo", "idempotency_key": "k1"}]})
+    assert again.status == 200 and again.json["jobs"][0]["created"] is False
+
+
+def test_status_reports_the_job_and_a_cache_miss_while_waiting(api: Api) -> None:
+    job_id = api.enqueue({"type": "echo", "payload": {"a": "b"}})
+    reply = api.get(f"/status/{job_id}")
+    assert reply.status == 200 and reply.header("X-Cache") == "miss"
+    view = JobView.model_validate(reply.json)
+    assert view.state == "queued" and view.attempts == 0 and view.payload == {"a": "b"}
+
+
+def test_status_wait_holds_until_the_job_finishes(api: Api) -> None:
+    job_id = api.enqueue({"type": "echo", "payload": {"v": 42}})
+    worker = threading.Timer(0.3, drain)
+    worker.start()
+    started = time.monotonic()
+    reply = api.get(f"/status/{job_id}?wait=10")
+    worker.join()
+    assert reply.status == 200
+    assert reply.json["state"] == "succeeded" and reply.json["result"] == {"v": 42}
+    assert time.monotonic() - started < 10  # it returned on completion, not at the limit
+
+
+def test_status_wait_gives_up_after_n_seconds_with_the_current_state(api: Api) -> None:
+    job_id = api.enqueue({"type": "echo", "delay": 3600})
+    reply = api.get(f"/status/{job_id}?wait=0.2")
+    assert reply.status == 200 and reply.json["state"] == "queued"
+
+
+def test_list_jobs_filters_and_pages(api: Api) -> None:
+    ids = [api.enqueue({"type": "echo", "queue": "q1"}) for _ in range(3)]
+    api.enqueue({"type": "sleep", "payload": {"seconds": 0}, "queue": "q2"})
+    page1 = api.get("/jobs?queue=q1&limit=2")
+    assert page1.status == 200
+    first = JobList.model_validate(page1.json)
+    assert [j.id for j in first.jobs] == ids[:2] and first.next_cursor
+    page2 = JobList.model_validate(
+        api.get(f"/jobs?queue=q1&limit=2&cursor={first.next_cursor}").json
+    )
+    assert [j.id for j in page2.jobs] == ids[2:] and page2.next_cursor is None
+    by_type = api.get("/jobs?type=sleep").json["jobs"]
+    assert [j["queue"] for j in by_type] == ["q2"]
+    assert api.get("/jobs?state=succeeded").json["jobs"] == []
+
+
+def test_cancel_a_waiting_job(api: Api) -> None:
+    job_id = api.enqueue({"type": "echo", "delay": 60})
+    reply = api.post(f"/jobs/{job_id}/cancel")
+    assert reply.status == 200 and reply.json["state"] == "cancelled"
+    assert api.get(f"/status/{job_id}").json["state"] == "cancelled"
+
+
+def test_cancel_a_finished_job_is_409(api: Api) -> None:
+    job_id = api.enqueue({"type": "echo"})
+    drain()
+    reply = api.post(f"/jobs/{job_id}/cancel")
+    assert reply.status == 409 and reply.error_code == "conflict"
+
+
+def test_cancel_a_running_job_is_409(api: Api, rt: Runtime) -> None:
+    job_id = api.enqueue({"type": "echo"})
+    assert [j.id for j in rt.store.claim(1, 60)] == [job_id]
+    reply = api.post(f"/jobs/{job_id}/cancel")
+    assert reply.status == 409
+    assert api.get(f"/status/{job_id}").json["state"] == "running"
+
+
+def _dead_job(api: Api, **extra: object) -> str:
+    return api.enqueue({"type": "fail", "payload": {"always": True}, "max_attempts": 1, **extra})
+
+
+def test_dlq_lists_dead_jobs_and_redrive_requeues_one(api: Api) -> None:
+    dead = _dead_job(api)
+    api.enqueue({"type": "echo"})
+    drain()
+    listed = JobList.model_validate(api.get("/dlq").json)
+    assert [j.id for j in listed.jobs] == [dead]
+    assert listed.jobs[0].last_error and "planned failure" in listed.jobs[0].last_error
+    reply = api.post(f"/dlq/{dead}/redrive")
+    assert reply.status == 200 and reply.json["state"] == "queued" and reply.json["attempts"] == 0
+    assert api.get("/dlq").json["jobs"] == []
+    again = api.post(f"/dlq/{dead}/redrive")
+    assert again.status == 409
+
+
+def test_redrive_all_with_and_without_filters(api: Api) -> None:
+    a = _dead_job(api, queue="qa")
+    b = _dead_job(api, queue="qb")
+    drain()
+    only_a = api.post("/dlq/redrive", {"queue": "qa"})
+    assert only_a.status == 200
+    assert RedriveAllResult.model_validate(only_a.json).ids == [a]
+    rest = api.post("/dlq/redrive")  # no body: everything
+    assert rest.json == {"redriven": 1, "ids": [b]}
+
+
+def test_health_is_public(api: Api) -> None:
+    reply = api.get("/health", key=None)
+    assert reply.status == 200 and Health.model_validate(reply.json).status == "ok"
+
+
+def test_metrics_and_openapi_need_a_key(api: Api) -> None:
+    assert api.get("/metrics", key=None).status == 401
+    assert api.get("/openapi.json", key=None).status == 401
+    metrics = api.get("/metrics")
+    assert metrics.status == 200 and b"spool_jobs_enqueued_total" in metrics.body
+    assert (metrics.header("Content-Type") or "").startswith("text/plain; version=0.0.4")
+    assert api.get("/openapi.json").json["openapi"].startswith("3.")
+
+
+def test_metrics_public_when_configured(tmp_path) -> None:
+    with (
+        installed(settings_for(tmp_path, metrics_public=True)),
+        Client(spool_app.app, stage_name="local") as client,
+    ):
+        assert Api(client).get("/metrics", key=None).status == 200
+
+
+def test_status_url_carries_the_api_gateway_stage(api: Api) -> None:
+    # On execute-api URLs the path starts with the stage; links must include it.
+    event = {
+        "resource": "/enqueue",
+        "path": "/enqueue",
+        "httpMethod": "POST",
+        "headers": {"x-api-key": "key-a-0123456789", "content-type": "application/json"},
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/enqueue",
+            "httpMethod": "POST",
+            "path": "/api/enqueue",
+            "stage": "api",
+        },
+        "body": '{"type": "echo"}',
+        "isBase64Encoded": False,
+    }
+    response = spool_app.app(event, context("api_handler"))
+    assert response["statusCode"] == 201
+    assert json.loads(response["body"])["status_url"].startswith("/api/status/j_")
+
+
+def test_importing_app_loads_no_engine_code() -> None:
+    """Cold starts pay only for chalice: the engine loads on the first request."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, app; print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'chalicelib', 'pydantic', 'prometheus_client', 'boto3', 'cachetools', 'sqlite3'}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]"

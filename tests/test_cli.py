@@ -1,0 +1,214 @@
+"""The `spool` command line on a real SQLite file: enqueue, worker, status, dlq."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from chalicelib.clock import SystemClock
+from chalicelib.models import JobState
+from chalicelib.storage.sqlite import SQLiteStore
+from local import cli
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "spool.db"
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{path}")
+    monkeypatch.delenv("SPOOL_SYNC_FINISH", raising=False)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def state_of(db: Path, job_id: str) -> JobState:
+    store = SQLiteStore(str(db), SystemClock())
+    try:
+        job = store.get(job_id)
+        assert job is not None
+        return job.state
+    finally:
+        store.close()
+
+
+def test_enqueue_work_and_status(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "enqueue", "echo", "--payload", '{"hello": "world"}')
+    assert code == 0
+    added = json.loads(out)
+    assert added["created"] is True and added["state"] == "queued"
+    code, _, err = run(capsys, "worker", "--burst", "--concurrency", "2")
+    assert code == 0
+    assert "1 succeeded" in err
+    code, out, _ = run(capsys, "status", added["id"])
+    shown = json.loads(out)
+    assert (shown["state"], shown["result"]) == ("succeeded", {"hello": "world"})
+
+
+def test_enqueue_many_and_idempotency(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "enqueue", "echo", "--count", "1200")
+    assert code == 0 and "enqueued 1200 jobs" in err
+    first = json.loads(run(capsys, "enqueue", "echo", "--idempotency-key", "k")[1])
+    again = json.loads(run(capsys, "enqueue", "echo", "--idempotency-key", "k")[1])
+    assert first["id"] == again["id"] and again["created"] is False
+    assert "1201 succeeded" in run(capsys, "worker", "--burst")[2]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["enqueue", "echo", "--payload", "{not json"], "not valid JSON"),
+        (["enqueue", "echo", "--priority", "5000"], "priority"),
+        (["enqueue", "echo", "--payload", "[1, 2]"], "payload"),
+    ],
+)
+def test_bad_enqueue_input_is_refused_with_exit_2(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err
+    assert out == ""
+    assert not db.exists() or SQLiteStore(str(db)).counts() == {}
+
+
+def test_unknown_type_and_bad_payload_are_errors(db: Path, capsys) -> None:
+    code, _, err = run(capsys, "enqueue", "nope")
+    assert code == 1 and "unknown job type 'nope'" in err
+    code, _, err = run(capsys, "enqueue", "sleep", "--payload", '{"seconds": -1}')
+    assert code == 1 and "sleep" in err
+    store = SQLiteStore(str(db))
+    assert store.counts() == {}
+    store.close()
+
+
+def test_status_of_unknown_job(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "status", "j_" + "0" * 32)
+    assert code == 1 and "not found" in err
+
+
+def test_dead_letters_list_and_redrive(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = []
+    for _ in range(3):
+        _, out, _ = run(
+            capsys, "enqueue", "fail", "--payload", '{"always": true}', "--max-attempts", "1"
+        )
+        ids.append(json.loads(out)["id"])
+    assert "3 dead" in run(capsys, "worker", "--burst")[2]
+    code, out, err = run(capsys, "dlq", "list")
+    assert code == 0 and "3 dead job(s)" in err
+    assert all(i in out for i in ids) and "planned failure" in out
+    code, out, _ = run(capsys, "dlq", "redrive", ids[0])
+    assert json.loads(out) == {"id": ids[0], "state": "queued"}
+    assert state_of(db, ids[0]) is JobState.QUEUED
+    code, _, err = run(capsys, "dlq", "redrive", "--all")
+    assert code == 0 and "redriven 2 job(s)" in err
+    assert {state_of(db, i) for i in ids} == {JobState.QUEUED}
+    code, _, err = run(capsys, "dlq", "redrive")
+    assert code == 2 and "--all" in err
+
+
+def test_sync_finish_from_flag_or_environment(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from chalicelib.runtime import build_runtime
+
+    parser = cli.build_parser()
+    runtime = build_runtime()
+    try:
+        plain: argparse.Namespace = parser.parse_args(["worker"])
+        flagged = parser.parse_args(["worker", "--sync-finish"])
+        assert not cli._sync_finish(runtime, plain)
+        assert cli._sync_finish(runtime, flagged)
+    finally:
+        runtime.close()
+    monkeypatch.setenv("SPOOL_SYNC_FINISH", "true")
+    runtime = build_runtime()
+    try:
+        assert cli._sync_finish(runtime, plain)
+    finally:
+        runtime.close()
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_finishes_the_running_job_then_exits(db: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    add = subprocess.run(
+        [sys.executable, "-m", "local.cli", "enqueue", "sleep", "--payload", '{"seconds": 1.5}'],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    job_id = json.loads(add.stdout)["id"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "local.cli", "worker", "--concurrency", "1"],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while state_of(db, job_id) is not JobState.RUNNING:
+            assert time.monotonic() < deadline, "the worker never started the job"
+            assert worker.poll() is None
+            time.sleep(0.02)
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0
+    assert "1 succeeded" in err
+    assert state_of(db, job_id) is JobState.SUCCEEDED
+
+
+def test_burst_worker_fires_due_periodic_ticks(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPOOL_SCHEDULES", '{"tick": {"type": "echo", "every": "1d"}}')
+    code, _, err = run(capsys, "worker", "--burst")
+    assert code == 0 and "1 succeeded" in err
+    code, _, err = run(capsys, "worker", "--burst")
+    assert code == 0 and "0 succeeded" in err  # today's tick already ran
+
+
+def test_schedules_show_their_next_run(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "SPOOL_SCHEDULES",
+        '{"nightly": {"type": "echo", "cron": "0 2 * * *", "tz": "Europe/Paris"},'
+        ' "off": {"type": "echo", "every": "1h", "enabled": false}}',
+    )
+    code, out, _ = run(capsys, "schedules")
+    assert code == 0
+    [row] = json.loads(out)
+    assert (row["name"], row["when"], row["tz"]) == ("nightly", "0 2 * * *", "Europe/Paris")
+    next_run = datetime.fromisoformat(row["next_run"])
+    assert next_run.astimezone(ZoneInfo("Europe/Paris")).hour == 2
+    assert timedelta(0) < next_run - datetime.now(UTC) <= timedelta(days=1)
+
+
+def test_schedules_report_bad_settings(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPOOL_SCHEDULES", '[{"name": "x", "type": "echo"}]')
+    code, _, err = run(capsys, "schedules")
+    assert code == 2 and "error:" in err

@@ -1,0 +1,78 @@
+"""The crash test: real worker processes, SIGKILLed and restarted, lose nothing.
+
+Also shows the checker catches what it must (lost, stuck and over-duplicated jobs),
+so a passing crash test means something.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.crash_harness import CrashRun, check_crash, duplicates, run_crash
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_sigkilled_workers_lose_nothing_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'crash.db'}"
+    run = run_crash(
+        url, tmp_path, jobs=10_000, workers=4, kill_every=0.5, work=0.001, time_limit=100
+    )
+    assert run.kills >= 3, f"too few kills to mean anything ({run.kills} in {run.seconds:.1f}s)"
+    assert len(run.states) == 10_000
+    problems = check_crash(run)
+    assert not problems, "\n".join(problems)
+    print(f"\n{run.kills} kills, {duplicates(run)} duplicate executions, {run.seconds:.1f}s")
+
+
+# -- the checker itself --------------------------------------------------------
+
+
+def good_run() -> CrashRun:
+    ids = [f"j_{i:032x}" for i in range(6)]
+    executions = Counter(ids)
+    executions[ids[0]] += 1  # one re-run after a kill
+    return CrashRun(
+        job_ids=ids, kills=1, executions=executions, states=dict.fromkeys(ids, "succeeded")
+    )
+
+
+def test_checker_passes_a_clean_run() -> None:
+    assert check_crash(good_run()) == []
+
+
+def test_checker_catches_a_lost_job() -> None:
+    run = good_run()
+    del run.states[run.job_ids[3]]
+    [problem] = check_crash(run)
+    assert "1 job(s) lost" in problem
+
+
+def test_checker_catches_a_stuck_job() -> None:
+    run = good_run()
+    run.states[run.job_ids[2]] = "running"
+    run.states[run.job_ids[4]] = "dead"
+    [problem] = check_crash(run)
+    assert "2 job(s) not succeeded" in problem and "running" in problem
+
+
+def test_checker_catches_excess_duplicates() -> None:
+    run = good_run()
+    run.executions[run.job_ids[1]] += 1  # two duplicates, one kill
+    [problem] = check_crash(run)
+    assert "2 duplicate execution(s), more than the 1 kill(s)" in problem
+
+
+def test_checker_catches_a_job_that_succeeded_without_running() -> None:
+    run = good_run()
+    del run.executions[run.job_ids[5]]
+    assert any("without running" in p for p in check_crash(run))
+
+
+def test_checker_catches_workers_that_died_on_their_own() -> None:
+    run = good_run()
+    run.unexpected_exits.append(1)
+    assert any("exited on their own" in p for p in check_crash(run))

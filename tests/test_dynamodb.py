@@ -1,0 +1,516 @@
+"""The DynamoDB store beyond the contract: its URL, delivery to SQS, S3 offload,
+conditional writes under racing deliveries, TTL, and its failure modes. All
+against moto in-process (tests/contract/ runs the contract itself)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from chalicelib.clock import FakeClock
+from chalicelib.errors import PayloadTooLarge, StoreNotMigrated, StoreUnavailable
+from chalicelib.models import Completion, CounterKey, JobState
+from chalicelib.storage import open_store
+from chalicelib.storage.dynamodb import DynamoStore
+from chalicelib.storage.dynamodb_aws import (
+    INLINE_LIMIT,
+    RECORD_LIMIT,
+    DynamoConfig,
+    create_resources,
+    make_clients,
+)
+from chalicelib.storage.dynamodb_schema import job_key
+from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, delay_for
+from tests.factories import new_job
+
+LEASE = 30.0
+
+
+class Aws:
+    """moto's clients, plus a count of the calls made through them by operation."""
+
+    def __init__(self, config: DynamoConfig) -> None:
+        self.config = config
+        self.ddb, self.sqs, self.s3 = make_clients(config)
+        create_resources(config, self.ddb, self.sqs, self.s3)
+        self.calls: Counter[str] = Counter()
+        for client in (self.ddb, self.sqs, self.s3):
+            client.meta.events.register("before-call.*.*", self._count)
+
+    def _count(self, model: Any, **_: Any) -> None:
+        self.calls[model.name] += 1
+
+    def store(self, clock: FakeClock, **overrides: Any) -> DynamoStore:
+        fields = {**self.config.__dict__, **overrides}
+        config = DynamoConfig(**fields)
+        queue = self.sqs if config.queue else None
+        bucket = self.s3 if config.bucket else None
+        return DynamoStore(config, clock, ddb=self.ddb, sqs=queue, s3=bucket)
+
+    @property
+    def queue_url(self) -> str:
+        return self.sqs.get_queue_url(QueueName="jobs")["QueueUrl"]
+
+    def messages(self, wait: int = 0) -> list[str]:
+        """Every visible message body, received (and so hidden) for the queue's timeout."""
+        bodies: list[str] = []
+        for _ in range(20):
+            got = self.sqs.receive_message(
+                QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=wait
+            ).get("Messages", [])
+            if not got:
+                break
+            bodies += [m["Body"] for m in got]
+        return bodies
+
+    def item(self, job_id: str) -> dict[str, Any]:
+        found: dict[str, Any] = self.ddb.get_item(
+            TableName="jobs", Key=job_key(job_id), ConsistentRead=True
+        ).get("Item", {})
+        return found
+
+    def objects(self) -> list[str]:
+        listed = self.s3.list_objects_v2(Bucket="jobs-bucket").get("Contents", [])
+        return sorted(o["Key"] for o in listed)
+
+
+@pytest.fixture
+def aws() -> Iterator[Aws]:
+    with mock_aws():
+        yield Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket"))
+
+
+@pytest.fixture
+def atomic_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies each request atomically; moto in-process does not lock, so
+    racing threads could interleave inside one request. Serialize requests (not
+    the store's logic): the races left are the ones DynamoDB allows."""
+    from moto.core.botocore_stubber import BotocoreStubber
+
+    lock = threading.Lock()
+    real = BotocoreStubber.__call__
+
+    def one_at_a_time(self: BotocoreStubber, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(BotocoreStubber, "__call__", one_at_a_time)
+
+
+@pytest.fixture
+def store(aws: Aws, clock: FakeClock) -> DynamoStore:
+    return aws.store(clock)
+
+
+def record_sends(store: DynamoStore, really: bool = True) -> list[tuple[str, float]]:
+    """What the store hands its dispatcher, (id, delay) pairs; sent on to SQS if really."""
+    sent: list[tuple[str, float]] = []
+    assert store.dispatch is not None
+    real = store.dispatch.send
+
+    def send(items: Any) -> list[str]:
+        sent.extend(items)
+        return real(items) if really else []
+
+    store.dispatch.send = send  # type: ignore[method-assign]
+    return sent
+
+
+def add(store: DynamoStore, clock: FakeClock, **fields: Any) -> str:
+    return store.add([new_job(clock, **fields)])[0].job.id
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+def test_url_names_table_queue_bucket_endpoint_and_options() -> None:
+    config = DynamoConfig.from_url(
+        "dynamodb://spool-jobs?queue=https://sqs.eu-west-1.amazonaws.com/123/q&bucket=b"
+        "&endpoint=http://127.0.0.1:5000&region=eu-west-1&shards=4&reap_every=30"
+    )
+    assert config.table == "spool-jobs"
+    assert config.queue == "https://sqs.eu-west-1.amazonaws.com/123/q"
+    assert (config.bucket, config.endpoint, config.region) == (
+        "b",
+        "http://127.0.0.1:5000",
+        "eu-west-1",
+    )
+    assert (config.shards, config.reap_every, config.create) == (4, 30.0, False)
+    bare = DynamoConfig.from_url("dynamodb://t")
+    assert (bare.queue, bare.bucket, bare.shards) == (None, None, 1)
+
+
+@pytest.mark.parametrize(
+    "url", ["dynamodb://", "dynamodb://t?shards=0", "dynamodb://t?offload_bytes=999999999"]
+)
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        DynamoConfig.from_url(url)
+
+
+def test_open_store_routes_dynamodb_urls_and_creates_resources(clock: FakeClock) -> None:
+    with mock_aws():
+        store = open_store("dynamodb://made?queue=made&bucket=made-bucket&create=1", clock)
+        assert isinstance(store, DynamoStore)
+        job = store.add([new_job(clock)])[0].job
+        assert store.get(job.id) == job
+        assert store.dispatch is not None and store.blobs is not None
+        store.close()
+
+
+def test_boto3_is_imported_only_when_the_dynamodb_store_is_chosen() -> None:
+    code = (
+        "import sys, app, chalicelib.events, chalicelib.runtime, chalicelib.storage, "
+        "local.sqs_poller\n"
+        "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'too early'\n"
+        "import chalicelib.storage.dynamodb\n"
+        "assert 'boto3' in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_missing_table_is_store_not_migrated(aws: Aws, clock: FakeClock) -> None:
+    store = aws.store(clock, table="no-such-table")
+    with pytest.raises(StoreNotMigrated):
+        store.get("j_" + "0" * 32)
+
+
+def test_an_unreachable_endpoint_is_store_unavailable(clock: FakeClock) -> None:
+    config = DynamoConfig(table="t", endpoint="http://127.0.0.1:9")  # a closed port
+    store = DynamoStore(config, clock)
+    with pytest.raises(StoreUnavailable):
+        store.get("j_" + "0" * 32)
+    store.close()
+
+
+# -- delivery ------------------------------------------------------------------------------
+
+
+def test_add_sends_ids_ten_to_a_request(aws: Aws, store: DynamoStore, clock: FakeClock) -> None:
+    ids = {j.job.id for j in store.add([new_job(clock) for _ in range(25)])}
+    assert aws.calls["SendMessageBatch"] == 3
+    assert aws.calls["TransactWriteItems"] == 1  # 25 jobs and their counter: one transaction
+    assert set(aws.messages()) == ids
+
+
+def test_delays_up_to_fifteen_minutes_ride_on_the_message(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    sent = record_sends(store)
+    soon = add(store, clock, delay=90)
+    later = add(store, clock, delay=MAX_DELAY_SECONDS + 60)
+    assert [(i, delay_for(d)) for i, d in sent] == [(soon, 90)]
+    assert aws.messages() == []  # the 90 s delay is SQS's now
+    assert "msg_at" in aws.item(soon) and "msg_at" not in aws.item(later)
+
+    # The scheduled release sends the long wait once it falls within SQS's reach.
+    assert store.release_due() == 0
+    clock.advance(61)
+    assert store.release_due() == 1
+    assert sent[-1][0] == later and delay_for(sent[-1][1]) == MAX_DELAY_SECONDS - 1
+    assert store.release_due() == 0  # marked as sent: not sent twice
+
+
+def test_a_retry_sends_the_id_with_its_backoff(store: DynamoStore, clock: FakeClock) -> None:
+    sent = record_sends(store, really=False)
+    job_id = add(store, clock)
+    [job] = store.claim(1, LEASE)
+    retry_at = clock.now() + timedelta(seconds=42)
+    store.finish([Completion(job.id, job.lease_token or "", JobState.RETRYING, retry_at=retry_at)])
+    assert [(i, delay_for(d)) for i, d in sent] == [(job_id, 0), (job_id, 42)]
+
+
+def test_lost_messages_are_sent_again_by_the_release(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    job_id = add(store, clock)
+    aws.sqs.purge_queue(QueueUrl=aws.queue_url)  # the message is gone
+    assert store.release_due() == 0  # not overdue yet: the message may be in a backlog
+    clock.advance(store.config.lost_after + 1)
+    assert store.release_due() == 1
+    assert aws.messages() == [job_id]
+    assert store.release_due() == 0
+
+
+def test_expired_leases_are_reaped_and_sent_by_the_release(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    job_id = add(store, clock, max_attempts=3)
+    assert aws.messages() == [job_id]
+    store.claim(1, LEASE)
+    clock.advance(LEASE + 1)
+    assert store.release_due() == 0  # reaped (and sent) rather than released
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.RETRYING
+    assert aws.messages() == [job_id]
+
+
+def test_an_early_message_is_sent_again_for_when_the_job_is_due(
+    store: DynamoStore, clock: FakeClock
+) -> None:
+    sent = record_sends(store, really=False)
+    job_id = add(store, clock, delay=30)
+    clock.advance(10)
+    assert store.claim(5, LEASE, ids=[job_id]) == []
+    assert (sent[-1][0], delay_for(sent[-1][1])) == (job_id, 20)
+
+
+def test_without_a_queue_nothing_is_sent(aws: Aws, clock: FakeClock) -> None:
+    store = aws.store(clock, queue=None)
+    add(store, clock)
+    assert store.dispatch is None and store.release_due() == 0
+    assert aws.calls["SendMessageBatch"] == 0
+
+
+# -- conditional writes: racing deliveries ------------------------------------------------
+
+
+@pytest.mark.usefixtures("atomic_requests")
+def test_two_deliveries_of_one_message_never_both_finish(aws: Aws, clock: FakeClock) -> None:
+    first, second = aws.store(clock), aws.store(clock)  # two Lambda containers
+    job_id = add(first, clock)
+    results: list[list[Any]] = []
+    barrier = threading.Barrier(2)
+
+    def deliver(store: DynamoStore) -> None:
+        barrier.wait()
+        results.append(store.claim(1, LEASE, ids=[job_id]))
+
+    threads = [threading.Thread(target=deliver, args=(s,)) for s in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(len(r) for r in results) == [0, 1]
+    [winner] = [r[0] for r in results if r]
+    done = [
+        s.finish([Completion(job_id, winner.lease_token, JobState.SUCCEEDED, result=i)])[0]
+        for i, s in enumerate((first, second))
+    ]
+    assert done == [True, False]
+    assert first.counters()[CounterKey("default", "echo", "succeeded")] == 1
+    assert first.get(job_id).attempts == 1  # type: ignore[union-attr]
+
+
+def test_a_redelivered_message_reaps_an_expired_lease_itself(aws: Aws, clock: FakeClock) -> None:
+    store = aws.store(clock, reap_every=3600)  # no sweep: only the message can reap
+    job_id = add(store, clock, max_attempts=3)
+    [first] = store.claim(1, LEASE, ids=[job_id])
+    clock.advance(LEASE + 1)
+    [second] = store.claim(1, LEASE, ids=[job_id])
+    assert second.attempts == 2 and second.lease_token != first.lease_token
+    totals = {k.event: v for k, v in store.counters().items()}
+    assert totals == {"enqueued": 1, "failed": 1, "retried": 1}
+
+
+@pytest.mark.usefixtures("atomic_requests")
+def test_many_workers_claim_each_job_once(aws: Aws, clock: FakeClock) -> None:
+    stores = [aws.store(clock) for _ in range(4)]
+    ids = {r.job.id for r in stores[0].add([new_job(clock) for _ in range(12)])}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def work(store: DynamoStore) -> None:
+        while jobs := store.claim(2, LEASE):
+            with lock:
+                claimed.extend(j.id for j in jobs)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed) == sorted(ids)
+
+
+# -- idempotency keys ---------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("atomic_requests")
+def test_two_stores_adding_one_key_at_once_store_one_job(aws: Aws, clock: FakeClock) -> None:
+    stores = [aws.store(clock) for _ in range(3)]
+    results: list[Any] = []
+    barrier = threading.Barrier(3)
+
+    def enqueue(store: DynamoStore) -> None:
+        barrier.wait()
+        results.append(store.add([new_job(clock, idempotency_key="once")])[0])
+
+    threads = [threading.Thread(target=enqueue, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(r.created for r in results) == [False, False, True]
+    assert len({r.job.id for r in results}) == 1
+    assert sum(stores[0].counts().values()) == 1
+
+
+def test_a_purged_jobs_key_can_be_used_again(store: DynamoStore, clock: FakeClock) -> None:
+    first = store.add([new_job(clock, idempotency_key="k")])[0].job
+    [claimed] = store.claim(1, LEASE)
+    store.finish([Completion(first.id, claimed.lease_token or "", JobState.SUCCEEDED)])
+    clock.advance(10)
+    assert store.purge(clock.now()) == 1
+    again = store.add([new_job(clock, idempotency_key="k")])[0]
+    assert again.created and again.job.id != first.id
+
+
+def test_a_key_whose_job_vanished_is_taken_over(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    """TTL may delete a finished job before its key item: the key is then free."""
+    first = store.add([new_job(clock, idempotency_key="k")])[0].job
+    aws.ddb.delete_item(TableName="jobs", Key=job_key(first.id))
+    again = store.add([new_job(clock, idempotency_key="k")])[0]
+    assert again.created and again.job.id != first.id
+    replay = store.add([new_job(clock, idempotency_key="k")])[0]
+    assert not replay.created and replay.job.id == again.job.id
+
+
+def test_a_batch_too_big_for_one_transaction_dedupes_against_stored_keys(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    old = store.add([new_job(clock, idempotency_key="k7")])[0].job
+    batch = [new_job(clock, idempotency_key=f"k{i}") for i in range(80)]  # 160 writes
+    results = store.add(batch)
+    assert [r.created for r in results] == [i != 7 for i in range(80)]
+    assert results[7].job.id == old.id
+    assert aws.calls["TransactWriteItems"] >= 3
+    assert store.counters()[CounterKey("default", "echo", "enqueued")] == 80
+
+
+def test_a_failed_multi_transaction_add_leaves_nothing(
+    aws: Aws, store: DynamoStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = aws.ddb.transact_write_items
+    calls = {"n": 0}
+
+    def second_fails(**kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ClientError({"Error": {"Code": "ValidationException", "Message": "x"}}, "Tw")
+        return real(**kwargs)
+
+    monkeypatch.setattr(aws.ddb, "transact_write_items", second_fails)
+    with pytest.raises(ClientError):
+        store.add([new_job(clock, idempotency_key=f"k{i}") for i in range(80)])
+    monkeypatch.setattr(aws.ddb, "transact_write_items", real)
+    assert store.counts() == {}
+    assert store.counters().get(CounterKey("default", "echo", "enqueued"), 0) == 0
+    assert store.add([new_job(clock, idempotency_key="k3")])[0].created  # key was released
+
+
+# -- S3 offload -------------------------------------------------------------------------------
+
+
+def test_big_payloads_and_results_live_in_s3_and_come_back(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    big = {"blob": "x" * (store.config.offload_bytes + 10)}
+    job_id = add(store, clock, payload=big)
+    item = aws.item(job_id)
+    assert "payload" not in item and "payload_ref" in item
+    assert store.get(job_id).payload == big  # type: ignore[union-attr]
+    [job] = store.claim(1, LEASE)
+    assert job.payload == big
+    result = {"out": "y" * (store.config.offload_bytes + 10)}
+    assert store.finish([Completion(job_id, job.lease_token or "", JobState.SUCCEEDED, result)])
+    assert "result_ref" in aws.item(job_id) and "result" not in aws.item(job_id)
+    assert store.get(job_id).result == result  # type: ignore[union-attr]
+    assert len(aws.objects()) == 2
+    clock.advance(10)
+    assert store.purge(clock.now()) == 1
+    assert aws.objects() == []
+
+
+def test_a_refused_finish_leaves_no_result_object(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    job_id = add(store, clock)
+    store.claim(1, LEASE)
+    result = {"out": "y" * (store.config.offload_bytes + 10)}
+    stale = Completion(job_id, "not-the-lease", JobState.SUCCEEDED, result=result)
+    assert store.finish([stale]) == [False]
+    assert aws.objects() == []
+
+
+def test_small_values_stay_in_the_record(aws: Aws, store: DynamoStore, clock: FakeClock) -> None:
+    job_id = add(store, clock, payload={"small": True})
+    assert json.loads(aws.item(job_id)["payload"]["S"]) == {"small": True}
+    assert aws.objects() == []
+
+
+def test_without_a_bucket_oversized_values_are_refused_clearly(aws: Aws, clock: FakeClock) -> None:
+    store = aws.store(clock, bucket=None)
+    with pytest.raises(PayloadTooLarge):
+        add(store, clock, payload={"blob": "x" * (INLINE_LIMIT + 1)})
+    assert store.counts() == {}
+    job_id = add(store, clock)
+    [job] = store.claim(1, LEASE)
+    huge = Completion(job_id, job.lease_token or "", JobState.SUCCEEDED, "z" * RECORD_LIMIT)
+    assert store.finish([huge]) == [True]
+    done = store.get(job_id)
+    assert done is not None and done.state is JobState.DEAD
+    assert "too big" in (done.last_error or "")
+
+
+# -- TTL ------------------------------------------------------------------------------------------
+
+
+def test_finished_jobs_carry_a_ttl_that_redrive_removes(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    job_id = add(store, clock)
+    assert "expires_at" not in aws.item(job_id)
+    [job] = store.claim(1, LEASE)
+    store.finish([Completion(job_id, job.lease_token or "", JobState.DEAD, error="x")])
+    expires = int(aws.item(job_id)["expires_at"]["N"])
+    assert expires == int(clock.now().timestamp()) + 30 * 86400
+    store.redrive([job_id])
+    assert "expires_at" not in aws.item(job_id)
+    ttl = aws.ddb.describe_time_to_live(TableName="jobs")["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == "expires_at" and ttl["TimeToLiveStatus"] == "ENABLED"
+
+
+def test_without_a_bucket_a_result_gets_the_room_its_payload_leaves(
+    aws: Aws, clock: FakeClock
+) -> None:
+    store = aws.store(clock, bucket=None)
+    small = add(store, clock)
+    big = add(store, clock, payload={"blob": "x" * 250_000})
+    jobs = {j.id: j for j in store.claim(2, LEASE)}
+    result = "r" * 150_000
+    done = store.finish(
+        [
+            Completion(small, jobs[small].lease_token or "", JobState.SUCCEEDED, result),
+            Completion(big, jobs[big].lease_token or "", JobState.SUCCEEDED, result),
+        ]
+    )
+    assert done == [True, True]
+    assert store.get(small).result == result  # type: ignore[union-attr]
+    buried = store.get(big)
+    assert buried is not None and buried.state is JobState.DEAD and buried.result is None
+
+
+def test_a_failed_send_does_not_fail_the_add(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    """The job is stored either way; the release sends its id once it is overdue."""
+    assert store.dispatch is not None
+    aws.sqs.delete_queue(QueueUrl=store.dispatch.queue_url)
+    assert store.dispatch.send([("j_x", 0)]) == ["j_x"]
+    job_id = add(store, clock)
+    job = store.get(job_id)
+    assert job is not None and job.state is JobState.QUEUED

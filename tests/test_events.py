@@ -1,0 +1,214 @@
+"""app.py's worker entry points, driven with the event shapes AWS sends."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from chalice.test import Client
+
+import app as spool_app
+from chalicelib import events
+from chalicelib.errors import StoreUnavailable
+from chalicelib.models import JobQuery, JobState
+from chalicelib.periodic import SYSTEM_TENANT
+from chalicelib.runtime import Runtime
+from chalicelib.service import EnqueueRequest
+from local.emulator import Emulator, context, scheduled_event, sqs_event
+from tests.apikit import TENANT_A, installed, settings_for
+
+
+@pytest.fixture
+def rt(tmp_path) -> Iterator[Runtime]:
+    with installed(settings_for(tmp_path)) as runtime:
+        yield runtime
+
+
+def add(rt: Runtime, **fields: object) -> str:
+    request = EnqueueRequest.model_validate({"type": "echo", **fields})
+    return rt.service.enqueue([request], TENANT_A)[0].job.id
+
+
+def state(rt: Runtime, job_id: str) -> JobState:
+    job = rt.store.get(job_id)
+    assert job is not None
+    return job.state
+
+
+def run_jobs(event: dict[str, object], timeout_ms: int = 900_000) -> dict[str, object]:
+    result: dict[str, object] = spool_app.app.handler_map["run_jobs"](
+        event, context("run_jobs", timeout_ms)
+    )
+    return result
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ('{"id": "j_1"}', "j_1"),
+        ("j_2", "j_2"),
+        ("  j_3\n", "j_3"),
+        ("{}", None),
+        ('{"id": 5}', None),
+        ("[1, 2]", "[1, 2]"),
+        ("{not json", None),
+        ("", None),
+    ],
+)
+def test_message_bodies(body: str, expected: str | None) -> None:
+    assert events.message_job_id(body) == expected
+
+
+def test_sqs_messages_run_their_jobs(rt: Runtime) -> None:
+    a, b = add(rt, payload={"n": 1}), add(rt, payload={"n": 2})
+    event = sqs_event(spool_app.app, [a])
+    event["Records"].append({**event["Records"][0], "messageId": "bare", "body": b})
+    assert run_jobs(event) == {"batchItemFailures": []}
+    assert state(rt, a) == state(rt, b) == JobState.SUCCEEDED
+
+
+def test_sqs_reports_messages_naming_no_job_and_skips_redundant_ones(rt: Runtime) -> None:
+    done = add(rt)
+    run_jobs(sqs_event(spool_app.app, [done]))
+    event = sqs_event(spool_app.app, [done, "j_unknown"])
+    event["Records"].append({**event["Records"][0], "messageId": "junk", "body": "{oops"})
+    # Already finished and unknown jobs are redundant deliveries: acknowledged, not retried.
+    assert run_jobs(event) == {"batchItemFailures": [{"itemIdentifier": "junk"}]}
+
+
+def test_sqs_defers_when_the_deadline_is_too_close(rt: Runtime) -> None:
+    job_id = add(rt)
+    with Client(spool_app.app, stage_name="local") as client:
+        event = client.events.generate_sqs_event([f'{{"id": "{job_id}"}}'], queue_name="spool-jobs")
+        # The test client's Lambda context has 3 s: less than the longest handler timeout.
+        result = client.lambda_.invoke("run_jobs", event).payload
+    assert result == {"batchItemFailures": [{"itemIdentifier": "message-id"}]}
+    assert state(rt, job_id) == JobState.QUEUED
+
+
+def test_sqs_redelivers_everything_when_the_store_fails(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = add(rt)
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailable("down")
+
+    monkeypatch.setattr(rt.store, "claim", down)
+    event = sqs_event(spool_app.app, [job_id])
+    assert run_jobs(event) == {
+        "batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]
+    }
+
+
+def test_schedule_drains_due_jobs(rt: Runtime) -> None:
+    ids = [add(rt, payload={"n": n}) for n in range(5)]
+    later = add(rt, delay=3600)
+    handler = spool_app.app.handler_map["drain_due"]
+    done = handler(scheduled_event(spool_app.app), context("drain_due"))
+    assert done["claimed"] == 5 and done["succeeded"] == 5
+    assert all(state(rt, i) == JobState.SUCCEEDED for i in ids)
+    assert state(rt, later) == JobState.QUEUED
+
+
+def test_schedule_fires_periodic_ticks_once_and_runs_them(tmp_path) -> None:
+    schedules = '[{"name": "heartbeat", "type": "echo", "every": "1h", "payload": {"ping": 1}}]'
+    settings = settings_for(tmp_path, extra={"SPOOL_SCHEDULES": schedules})
+    with installed(settings) as rt:
+        handler = spool_app.app.handler_map["drain_due"]
+        first = handler(scheduled_event(spool_app.app), context("drain_due"))
+        again = handler(scheduled_event(spool_app.app), context("drain_due"))
+        page = rt.store.list_jobs(JobQuery(tenant=SYSTEM_TENANT))
+    assert (first["periodic_enqueued"], first["succeeded"]) == (1, 1)
+    assert (again["periodic_enqueued"], again["claimed"]) == (0, 0)  # the same tick: once
+    [job] = page.jobs
+    assert (job.type, job.state, job.result) == ("echo", JobState.SUCCEEDED, {"ping": 1})
+
+
+def test_schedule_claims_nothing_it_could_not_finish_before_the_deadline(rt: Runtime) -> None:
+    job_id = add(rt)
+    with Client(spool_app.app, stage_name="local") as client:
+        event = client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [])
+        done = client.lambda_.invoke("drain_due", event).payload  # a 3 s context
+    assert done["claimed"] == 0
+    assert state(rt, job_id) == JobState.QUEUED
+
+
+class _Gateway(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[str, str, bytes]] = []
+
+    def do_PUT(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        self.received.append((self.command, self.path, self.rfile.read(length)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_worker_invocations_push_timings_to_the_pushgateway(tmp_path) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Gateway.received = []
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with installed(settings_for(tmp_path, pushgateway_url=url)) as rt:
+            job_id = add(rt)
+            run_jobs(sqs_event(spool_app.app, [job_id]))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(_Gateway.received) == 1
+    method, path, body = _Gateway.received[0]
+    assert method == "PUT" and path.startswith("/metrics/job/spool_worker/instance/")
+    text = body.decode()
+    assert (
+        'spool_job_run_duration_seconds_count{outcome="succeeded",queue="default",type="echo"} 1.0'
+        in text
+    )
+    assert "spool_job_queue_wait_seconds_bucket" in text
+    assert "spool_jobs_enqueued_total" not in text  # system-wide counts are scraped, not pushed
+
+
+def test_a_dead_pushgateway_does_not_fail_the_invocation(tmp_path) -> None:
+    with installed(settings_for(tmp_path, pushgateway_url="http://127.0.0.1:9")) as rt:
+        job_id = add(rt)
+        assert run_jobs(sqs_event(spool_app.app, [job_id])) == {"batchItemFailures": []}
+        assert state(rt, job_id) == JobState.SUCCEEDED
+
+
+def test_emulator_runs_jobs_as_they_arrive_and_as_they_fall_due(rt: Runtime) -> None:
+    emulator = Emulator(spool_app.app, rt)
+    emulator.start()
+    try:
+        first = add(rt)
+        retried = add(rt, type="fail", payload={"times": 1})  # fails once, backoff <= 1 s
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if state(rt, first) == state(rt, retried) == JobState.SUCCEEDED:
+                break
+            time.sleep(0.05)
+    finally:
+        emulator.stop()
+    assert state(rt, first) == JobState.SUCCEEDED
+    job = rt.store.get(retried)
+    assert job is not None and job.state == JobState.SUCCEEDED and job.attempts == 2
+    assert emulator.invocations >= 2
+
+
+def test_emulated_events_have_the_shapes_aws_sends() -> None:
+    scheduled = scheduled_event(spool_app.app)
+    assert scheduled["source"] == "aws.events"
+    assert scheduled["detail-type"] == "Scheduled Event"
+    assert scheduled["resources"][0].startswith("arn:aws:events:")
+    records = sqs_event(spool_app.app, ["j_a", "j_b"])["Records"]
+    assert [r["eventSource"] for r in records] == ["aws:sqs", "aws:sqs"]
+    assert len({r["messageId"] for r in records}) == 2
+    assert [events.message_job_id(r["body"]) for r in records] == ["j_a", "j_b"]

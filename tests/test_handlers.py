@@ -1,0 +1,176 @@
+"""The handler registry: registration, validation at enqueue, SPOOL_HANDLERS loading."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from chalicelib.config import Settings
+from chalicelib.errors import UnknownJobType, ValidationFailed
+from chalicelib.handlers import DEFAULT_TIMEOUT, JobContext, Registry, registry
+from chalicelib.models import Job, JobState
+from chalicelib.retry import RetryPolicy
+from chalicelib.runtime import load_handlers
+
+
+class Email(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: str
+    subject: str = "hello"
+
+
+def make_ctx(attempt: int = 1) -> JobContext:
+    from datetime import UTC, datetime
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    job = Job(id="j_" + "1" * 32, type="t", run_at=now, created_at=now, updated_at=now)
+    job = job.model_copy(update={"attempts": attempt, "state": JobState.RUNNING})
+    return JobContext(job, deadline=time.monotonic() + 30)
+
+
+def test_handler_registers_its_policy() -> None:
+    reg = Registry()
+
+    @reg.handler("mail", payload=Email, max_attempts=7, backoff=(2.0, 30.0), timeout=12)
+    def send(payload: Email, ctx: JobContext) -> str:
+        return payload.to
+
+    spec = reg.get("mail")
+    assert spec.func is send
+    assert spec.payload_model is Email
+    assert spec.retry == RetryPolicy(max_attempts=7, base=2.0, cap=30.0)
+    assert spec.timeout == 12
+    assert spec.takes_context
+    assert reg.types() == ["mail"]
+    assert reg.max_timeout() == 12
+
+
+def test_defaults_and_policy_objects() -> None:
+    reg = Registry()
+    policy = RetryPolicy(max_attempts=2, base=0.1, cap=1)
+
+    @reg.handler("a")
+    def a(payload: dict[str, Any]) -> None: ...
+
+    @reg.handler("b", backoff=policy, queue="slow", priority=4)
+    def b(payload: dict[str, Any]) -> None: ...
+
+    assert reg.get("a").retry == RetryPolicy()
+    assert reg.get("a").timeout == DEFAULT_TIMEOUT
+    assert not reg.get("a").takes_context
+    assert reg.get("b").retry is policy
+    assert (reg.get("b").queue, reg.get("b").priority) == ("slow", 4)
+    assert Registry().max_timeout() == DEFAULT_TIMEOUT
+
+
+def test_max_attempts_overrides_the_policy_but_keeps_its_backoff() -> None:
+    reg = Registry()
+
+    @reg.handler("x", backoff=RetryPolicy(max_attempts=9, base=3, cap=4), max_attempts=2)
+    def x(payload: dict[str, Any]) -> None: ...
+
+    assert reg.get("x").retry == RetryPolicy(max_attempts=2, base=3, cap=4)
+
+
+def test_non_positive_timeout_is_refused() -> None:
+    with pytest.raises(ValueError):
+        Registry().handler("t", timeout=0)
+
+
+def test_unknown_type_names_the_known_ones() -> None:
+    reg = Registry()
+
+    @reg.handler("known")
+    def known(payload: dict[str, Any]) -> None: ...
+
+    with pytest.raises(UnknownJobType) as info:
+        reg.get("nope")
+    assert info.value.details == {"type": "nope", "known": ["known"]}
+    assert info.value.status == 422
+
+
+def test_validate_normalizes_and_refuses_bad_payloads() -> None:
+    reg = Registry()
+
+    @reg.handler("mail", payload=Email)
+    def send(payload: Email) -> None: ...
+
+    spec = reg.get("mail")
+    assert spec.validate({"to": "a@b.c"}) == {"to": "a@b.c", "subject": "hello"}
+    with pytest.raises(ValidationFailed) as info:
+        spec.validate({"subject": "no recipient", "extra": 1})
+    locs = sorted(tuple(e["loc"]) for e in info.value.details["errors"])
+    assert locs == [("extra",), ("to",)]
+    with pytest.raises(ValidationFailed):
+        spec.validate(["not", "an", "object"])
+
+
+def test_untyped_handlers_still_need_an_object() -> None:
+    reg = Registry()
+
+    @reg.handler("raw")
+    def raw(payload: dict[str, Any]) -> None: ...
+
+    assert reg.get("raw").validate({"any": [1]}) == {"any": [1]}
+    with pytest.raises(ValidationFailed):
+        reg.get("raw").validate("text")
+
+
+def test_parse_and_call_hand_the_handler_a_typed_model() -> None:
+    reg = Registry()
+    got: list[Any] = []
+
+    @reg.handler("mail", payload=Email)
+    def send(payload: Email, ctx: JobContext) -> str:
+        got.append((payload, ctx.attempt))
+        return payload.subject
+
+    spec = reg.get("mail")
+    assert spec.call(spec.parse({"to": "x", "subject": "s"}), make_ctx(3)) == "s"
+    assert got == [(Email(to="x", subject="s"), 3)]
+
+
+def test_demo_handlers(handlers: Registry) -> None:
+    echo, sleep, fail = handlers.get("echo"), handlers.get("sleep"), handlers.get("fail")
+    assert echo.call(echo.parse({"a": [1]}), make_ctx()) == {"a": [1]}
+    assert sleep.call(sleep.parse({"seconds": 0}), make_ctx()) == {"slept": 0}
+    with pytest.raises(ValidationFailed):
+        sleep.validate({"seconds": -1})
+    twice = fail.parse({"times": 2})
+    with pytest.raises(RuntimeError):
+        fail.call(twice, make_ctx(2))
+    assert fail.call(twice, make_ctx(3)) == {"succeeded_on_attempt": 3}
+    with pytest.raises(RuntimeError):
+        fail.call(fail.parse({"always": True}), make_ctx(99))
+
+
+def test_spool_handlers_modules_are_imported_and_register(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"user_handlers_{uuid.uuid4().hex[:8]}"
+    job_type = f"user.{name}"
+    (tmp_path / f"{name}.py").write_text(
+        "from chalicelib.handlers import handler\n"
+        f"@handler({job_type!r}, max_attempts=2)\n"
+        "def run(payload):\n"
+        "    return 'user code'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = Settings.from_env({"SPOOL_HANDLERS": f" {name} , chalicelib.builtin.demo"})
+    assert settings.handlers == (name, "chalicelib.builtin.demo")
+    load_handlers(registry, settings)
+    spec = registry.get(job_type)
+    assert spec.retry.max_attempts == 2
+    assert spec.func({}) == "user code"
+    assert "echo" in registry.types()
+    load_handlers(registry, settings)  # loading twice is harmless
+
+
+def test_missing_handler_module_fails_loudly() -> None:
+    with pytest.raises(ModuleNotFoundError):
+        Registry().load(["no_such_module_for_spool_tests"])

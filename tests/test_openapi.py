@@ -1,0 +1,63 @@
+"""/openapi.json itself: every route, the right security, the live limits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import app as spool_app
+from chalicelib.api.openapi import document
+from chalicelib.config import Settings
+from chalicelib.handlers import registry
+from chalicelib.runtime import BUILTIN_HANDLER_MODULES
+
+
+@pytest.fixture
+def doc() -> dict[str, Any]:
+    registry.load(BUILTIN_HANDLER_MODULES)
+    return document(Settings(max_batch=7), registry)
+
+
+def test_every_route_and_method_is_documented(doc: dict[str, Any]) -> None:
+    served = {
+        (path, method.lower())
+        for path, methods in spool_app.app.routes.items()
+        for method in methods
+    }
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert documented == served
+
+
+def test_keyed_routes_document_401_and_public_ones_do_not(doc: dict[str, Any]) -> None:
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            public = op.get("security") == []
+            assert ("401" in op["responses"]) is not public, path
+            assert "503" in op["responses"]
+    assert doc["paths"]["/health"]["get"]["security"] == []
+    assert "security" not in doc["paths"]["/metrics"]["get"]
+    public = document(Settings(metrics_public=True), registry)
+    assert public["paths"]["/metrics"]["get"]["security"] == []
+
+
+def test_status_documents_its_cache_header_and_limits(doc: dict[str, Any]) -> None:
+    status = doc["paths"]["/status/{id}"]["get"]
+    assert status["responses"]["200"]["headers"]["X-Cache"]["schema"]["enum"] == ["hit", "miss"]
+    wait = next(p for p in status["parameters"] if p["name"] == "wait")
+    assert wait["schema"]["maximum"] == 20
+    batch = doc["components"]["schemas"]["BatchEnqueueRequest"]
+    assert batch["properties"]["jobs"]["maxItems"] == 7
+    enqueue = doc["paths"]["/enqueue"]["post"]["responses"]
+    assert {"200", "201", "400", "401", "413", "422", "503"} <= set(enqueue)
+
+
+def test_each_job_type_documents_its_own_payload(doc: dict[str, Any]) -> None:
+    variants = {
+        v["properties"]["type"]["const"]: v
+        for v in doc["components"]["schemas"]["EnqueueJob"]["oneOf"]
+    }
+    assert set(variants) == set(registry.types())
+    sleep = variants["sleep"]
+    assert "payload" in sleep["required"]
+    assert sleep["properties"]["payload"]["properties"]["seconds"]["maximum"] == 900

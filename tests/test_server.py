@@ -1,0 +1,233 @@
+"""The same app.py served over a real socket (waitress + the emulated worker)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+import app as spool_app
+from chalicelib.runtime import Runtime
+from local.emulator import Emulator
+from local.server import ChaliceWSGI, Server
+from tests.apikit import KEY_A, KEY_B, TENANT_A, TENANT_B, installed, settings_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def rt(tmp_path) -> Iterator[Runtime]:
+    with installed(settings_for(tmp_path, max_body_bytes=4096)) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def base(rt: Runtime) -> Iterator[str]:
+    server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=8)
+    server.start()
+    emulator = Emulator(spool_app.app, rt)
+    emulator.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        emulator.stop()
+
+
+@pytest.fixture
+def session() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        s.headers["X-API-Key"] = KEY_A
+        yield s
+
+
+def test_enqueue_then_long_poll_status_over_the_socket(
+    base: str, session: requests.Session
+) -> None:
+    created = session.post(
+        f"{base}/enqueue", json={"type": "echo", "payload": {"hi": 1}}, timeout=10
+    )
+    assert created.status_code == 201
+    url = base + created.json()["status_url"]
+    done = session.get(url, params={"wait": 10}, timeout=15)
+    assert done.status_code == 200 and done.json()["state"] == "succeeded"
+    assert done.json()["result"] == {"hi": 1}
+    assert done.headers["X-Cache"] == "miss"
+    assert session.get(url, timeout=10).headers["X-Cache"] == "hit"
+
+
+def test_health_and_unknown_routes(base: str) -> None:
+    assert requests.get(f"{base}/health", timeout=10).json() == {"status": "ok", "store": "ok"}
+    missing = requests.get(f"{base}/no/such/route", timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_errors_over_the_socket(base: str, session: requests.Session, rt: Runtime) -> None:
+    post = session.post
+    assert post(f"{base}/enqueue", data=b"{nope", timeout=10).status_code == 400
+    assert post(f"{base}/enqueue", json={"type": "zzz"}, timeout=10).status_code == 422
+    assert (
+        post(f"{base}/enqueue", json={"type": "echo", "state": "succeeded"}, timeout=10).status_code
+        == 422
+    )
+    big = post(f"{base}/enqueue", json={"type": "echo", "payload": {"x": "y" * 5000}}, timeout=10)
+    assert big.status_code == 413 and big.json()["error"]["code"] == "payload_too_large"
+    no_key = requests.post(f"{base}/enqueue", json={"type": "echo"}, timeout=10)
+    assert no_key.status_code == 401 and "WWW-Authenticate" in no_key.headers
+    wrong = session.delete(f"{base}/jobs", timeout=10)
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    assert session.get(f"{base}/jobs", params={"limit": 0}, timeout=10).status_code == 422
+    assert rt.store.counters() == {}  # nothing above was stored
+
+
+def test_tenants_are_isolated_over_the_socket(base: str, session: requests.Session) -> None:
+    job_id = session.post(f"{base}/enqueue", json={"type": "echo", "delay": 60}, timeout=10).json()[
+        "id"
+    ]
+    other = {"X-API-Key": KEY_B}
+    theirs = requests.get(f"{base}/status/{job_id}", headers=other, timeout=10)
+    unknown = requests.get(f"{base}/status/j_{'0' * 32}", headers=other, timeout=10)
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json()["error"]["code"] == unknown.json()["error"]["code"] == "not_found"
+    assert (
+        requests.post(f"{base}/jobs/{job_id}/cancel", headers=other, timeout=10).status_code == 404
+    )
+    assert session.post(f"{base}/jobs/{job_id}/cancel", timeout=10).json()["state"] == "cancelled"
+
+
+def test_keep_alive_reuses_one_connection(base: str) -> None:
+    host, port = base.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", "/health")
+        first = conn.getresponse()
+        first.read()
+        sock = conn.sock
+        for _ in range(5):
+            conn.request("POST", "/enqueue", body='{"type": "echo"}', headers={"X-API-Key": KEY_A})
+            reply = conn.getresponse()
+            assert reply.status == 201
+            reply.read()
+        assert conn.sock is sock and reply.getheader("Connection") != "close"
+    finally:
+        conn.close()
+
+
+def test_concurrent_requests_never_see_each_others_request(base: str, rt: Runtime) -> None:
+    """Chalice keeps the current request on the app; the server makes it per-thread."""
+    results: list[tuple[str, str]] = []
+    failures: list[Any] = []
+
+    def client(key: str, tenant: str) -> None:
+        with requests.Session() as s:
+            for n in range(20):
+                r = s.post(
+                    f"{base}/enqueue",
+                    json={"type": "echo", "payload": {"who": tenant, "n": n}},
+                    headers={"X-API-Key": key},
+                    timeout=20,
+                )
+                if r.status_code != 201:
+                    failures.append(r.text)
+                else:
+                    results.append((tenant, r.json()["id"]))
+
+    threads = [
+        threading.Thread(target=client, args=pair)
+        for pair in [(KEY_A, TENANT_A), (KEY_B, TENANT_B)] * 4
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not failures and len(results) == 160
+    for tenant, job_id in results:
+        job = rt.store.get(job_id)
+        assert job is not None and job.tenant == tenant and job.payload["who"] == tenant
+
+
+def test_spool_serve_prints_a_working_curl_line_and_stops_on_ctrl_c(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "SPOOL_API_KEYS"}
+    env["SPOOL_STORE_URL"] = f"sqlite:///{tmp_path}/serve.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.cli", "serve", "--port", "0", "--threads", "4"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                break
+        banner = "".join(lines)
+        key = re.search(r"made for this run: (\S+)", banner)
+        assert key, banner
+        curl = next(line.strip() for line in lines if line.strip().startswith("curl -s -X POST"))
+        out = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30)
+        created = json.loads(out.stdout)
+        assert created["created"] is True
+        url = re.search(r"(http://127\.0\.0\.1:\d+)", banner)
+        assert url
+        done = requests.get(
+            url.group(1) + created["status_url"],
+            params={"wait": 10},
+            headers={"X-API-Key": key.group(1)},
+            timeout=20,
+        )
+        assert done.json()["state"] == "succeeded"  # the emulated worker ran it
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_spool_serve_reports_a_busy_port_without_a_traceback() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "SPOOL_STORE_URL": "memory://"}
+        out = subprocess.run(
+            [sys.executable, "-m", "local.cli", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_spool_serve_refuses_malformed_keys_at_start() -> None:
+    env = {**os.environ, "SPOOL_STORE_URL": "memory://", "SPOOL_API_KEYS": "no-tenant-here"}
+    out = subprocess.run(
+        [sys.executable, "-m", "local.cli", "serve", "--port", "0"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "SPOOL_API_KEYS" in out.stderr
