@@ -79,6 +79,51 @@ class NewJob:
     idempotency_key: str | None = None
 
 
+_JOB_FIELDS = frozenset(Job.model_fields)
+_object_setattr = object.__setattr__
+
+
+def trusted_job(values: dict[str, Any]) -> Job:
+    """Build a Job from values a store wrote itself, skipping validation.
+
+    Stores build one per job on the claim and add hot paths, where pydantic's
+    model_construct costs several times more. `values` must hold every field.
+    """
+    job = Job.__new__(Job)
+    _object_setattr(job, "__dict__", values)
+    _object_setattr(job, "__pydantic_fields_set__", set(_JOB_FIELDS))
+    _object_setattr(job, "__pydantic_extra__", None)
+    _object_setattr(job, "__pydantic_private__", None)
+    return job
+
+
+def queued_job(new: NewJob, run_at: datetime, created: datetime) -> Job:
+    """The job a store just added, with times at the precision the store keeps them."""
+    return trusted_job(
+        {
+            "id": new.id,
+            "tenant": new.tenant,
+            "type": new.type,
+            "queue": new.queue,
+            "priority": new.priority,
+            "payload": new.payload,
+            "state": JobState.QUEUED,
+            "attempts": 0,
+            "max_attempts": new.max_attempts,
+            "run_at": run_at,
+            "lease_token": None,
+            "lease_expires_at": None,
+            "result": None,
+            "last_error": None,
+            "idempotency_key": new.idempotency_key,
+            "created_at": created,
+            "updated_at": created,
+            "started_at": None,
+            "finished_at": None,
+        }
+    )
+
+
 @dataclass(frozen=True)
 class AddResult:
     job: Job

@@ -3,7 +3,9 @@
 One dispatcher (the thread that calls `run` or `drain`) claims due jobs in
 batches under a lease and hands them to a pool of threads; pool threads run
 handlers and leave completions in an outbox that the dispatcher writes back in
-batches. The dispatcher also enforces handler timeouts (an abandoned attempt is
+batches (on a store with `concurrent_writes`, such as Postgres, the write runs
+on a flusher thread while the dispatcher's next claim runs beside it). The
+dispatcher also enforces handler timeouts (an abandoned attempt is
 recorded as failed and its thread replaced) and extends the leases of jobs that
 are still running.
 
@@ -31,6 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -146,6 +149,10 @@ class Worker:
         # Recent handler time per job (moving average): sets how deep to prefetch.
         self._busy_seconds = PREFETCH_SECONDS
         self._last_lease_check = time.monotonic()
+        # A store whose writes run on their own connections (a server database, not
+        # one SQLite file) can write a batch of completions while the next claim runs.
+        self._overlap = bool(getattr(store, "concurrent_writes", False))
+        self._flusher: ThreadPoolExecutor | None = None
 
     # -- one attempt -------------------------------------------------------
     def execute(self, attempt: _Attempt) -> Completion:
@@ -397,21 +404,36 @@ class Worker:
         depth_limit caps the jobs held per pool thread (0: claim nothing).
         """
         self._reap_timeouts()
-        self._flush()
-        if time.monotonic() - self._last_lease_check > self.config.lease_seconds / 6:
-            self._extend_leases()
-            self._last_lease_check = time.monotonic()
-        if depth_limit <= 0 or self._stop.is_set():
+        flushing = self._flush_beside() if self._overlap else None
+        if flushing is None:
+            self._flush()
+        try:
+            if time.monotonic() - self._last_lease_check > self.config.lease_seconds / 6:
+                self._extend_leases()
+                self._last_lease_check = time.monotonic()
+            if depth_limit <= 0 or self._stop.is_set():
+                return 0
+            concurrency = self.config.concurrency
+            with self._lock:
+                capacity = concurrency * min(depth_limit, self._depth())
+                in_flight = self._in_flight()
+            room = capacity - in_flight
+            # Claim in useful batches: wait until half the capacity is free unless idle.
+            if room >= max(1, capacity // 2) or (room > 0 and not in_flight):
+                return self._claim(min(room, self.config.batch_size))
             return 0
-        concurrency = self.config.concurrency
+        finally:
+            if flushing is not None:
+                flushing.result()  # one flush at a time; its errors surface here
+
+    def _flush_beside(self) -> Future[int] | None:
+        """Write the outbox on the flusher thread, so the claim that follows overlaps it."""
         with self._lock:
-            capacity = concurrency * min(depth_limit, self._depth())
-            in_flight = self._in_flight()
-        room = capacity - in_flight
-        # Claim in useful batches: wait until half the capacity is free unless idle.
-        if room >= max(1, capacity // 2) or (room > 0 and not in_flight):
-            return self._claim(min(room, self.config.batch_size))
-        return 0
+            if not self._state.outbox:
+                return None
+        if self._flusher is None:
+            self._flusher = ThreadPoolExecutor(1, thread_name_prefix="spool-flush")
+        return self._flusher.submit(self._flush)
 
     def _idle(self) -> bool:
         with self._lock:
@@ -578,6 +600,9 @@ class Worker:
         with self._lock:
             self._state.closing = True
             self._work.notify_all()
+        flusher, self._flusher = self._flusher, None
+        if flusher is not None:
+            flusher.shutdown(wait=True)
 
     @property
     def stopping(self) -> bool:

@@ -14,6 +14,7 @@ os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +22,10 @@ from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry, registry
 from chalicelib.runtime import BUILTIN_HANDLER_MODULES
 from tests.backends import BACKENDS, open_backend
+
+if TYPE_CHECKING:
+    from chalicelib.runtime import Runtime
+    from tests.apikit import Api
 
 
 @pytest.fixture(autouse=True)
@@ -47,3 +52,24 @@ def store(request: pytest.FixtureRequest, clock: FakeClock, tmp_path) -> Iterato
     """Every backend, each fresh and empty, all on the test clock."""
     with open_backend(request.param, clock, tmp_path, request) as opened:
         yield opened
+
+
+@pytest.fixture
+def rt(tmp_path) -> Iterator[Runtime]:
+    """The process-wide runtime app.py uses, on a real SQLite file (override for settings)."""
+    from tests.apikit import installed, settings_for
+
+    with installed(settings_for(tmp_path)) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+def api(rt: Runtime) -> Iterator[Api]:
+    """JSON requests to app.py through chalice's test client, against `rt`."""
+    from chalice.test import Client
+
+    import app as spool_app
+    from tests.apikit import Api
+
+    with Client(spool_app.app, stage_name="local") as client:
+        yield Api(client)

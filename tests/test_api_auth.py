@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from chalice.test import Client
 
 import app as spool_app
 from chalicelib.api.auth import Keyring, hashed_entry
@@ -72,12 +71,6 @@ def rt(tmp_path) -> Iterator[Runtime]:
     keys = f"{KEY_A}=tenant-a,{hashed_entry(KEY_B, 'tenant-b')}"
     with installed(settings_for(tmp_path, api_keys=keys)) as runtime:
         yield runtime
-
-
-@pytest.fixture
-def api(rt: Runtime) -> Iterator[Api]:
-    with Client(spool_app.app, stage_name="local") as client:
-        yield Api(client)
 
 
 def test_hashed_key_works_over_http(api: Api, rt: Runtime) -> None:

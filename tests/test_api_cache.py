@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
-from chalice.test import Client
 
 import app as spool_app
 from chalicelib.api import routes
 from chalicelib.api.cache import ResultCache
 from chalicelib.runtime import Runtime
 from local.emulator import context, scheduled_event
-from tests.apikit import KEY_B, Api, installed, settings_for
+from tests.apikit import KEY_B, Api
 
 
 class Tick:
@@ -55,18 +53,6 @@ def test_size_zero_disables_the_cache() -> None:
     cache = ResultCache(0, ttl=60)
     cache.put("t", "j", "x")
     assert cache.get("t", "j") is None and len(cache) == 0
-
-
-@pytest.fixture
-def rt(tmp_path) -> Iterator[Runtime]:
-    with installed(settings_for(tmp_path)) as runtime:
-        yield runtime
-
-
-@pytest.fixture
-def api(rt: Runtime) -> Iterator[Api]:
-    with Client(spool_app.app, stage_name="local") as client:
-        yield Api(client)
 
 
 def drain() -> None:

@@ -6,11 +6,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from chalice.test import Client
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import app as spool_app
 from chalicelib.errors import StoreUnavailable
 from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
@@ -33,12 +31,6 @@ AUTHED_ROUTES = [
 def rt(tmp_path) -> Iterator[Runtime]:
     with installed(settings_for(tmp_path, max_body_bytes=2048, max_batch=3)) as runtime:
         yield runtime
-
-
-@pytest.fixture
-def api(rt: Runtime) -> Iterator[Api]:
-    with Client(spool_app.app, stage_name="local") as client:
-        yield Api(client)
 
 
 def stored(rt: Runtime) -> int:

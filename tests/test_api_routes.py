@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 
-import pytest
 from chalice.test import Client
 
 import app as spool_app
@@ -23,18 +21,6 @@ from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
 from local.emulator import context, scheduled_event
 from tests.apikit import KEY_B, Api, installed, settings_for
-
-
-@pytest.fixture
-def rt(tmp_path) -> Iterator[Runtime]:
-    with installed(settings_for(tmp_path)) as runtime:
-        yield runtime
-
-
-@pytest.fixture
-def api(rt: Runtime) -> Iterator[Api]:
-    with Client(spool_app.app, stage_name="local") as client:
-        yield Api(client)
 
 
 def drain() -> dict[str, int]:

@@ -6,7 +6,6 @@ function). Three processes, as on AWS; every request stays on 127.0.0.1.
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import socket
@@ -22,6 +21,7 @@ import pytest
 import requests
 
 from chalicelib.storage.dynamodb import DynamoConfig, create_resources, make_clients
+from tests.procs import guarded_env, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.aws, pytest.mark.timeout(240)]
 
@@ -38,37 +38,13 @@ def free_port() -> int:
         return port
 
 
-def stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-
-
-def aws_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
-    env.pop("AWS_PROFILE", None)
-    return env
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
     for _ in range(3):  # the port may be taken between choosing it and binding it
         port = free_port()
         process = subprocess.Popen(
             [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            env=aws_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=guarded_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + STARTUP
         while time.monotonic() < deadline and process.poll() is None:
@@ -125,7 +101,7 @@ def started(process: subprocess.Popen[str], pattern: str) -> re.Match[str]:
 @pytest.fixture(scope="module")
 def system(store_url: str) -> Iterator[str]:
     """The API process and the worker process, both on the moto endpoint."""
-    env = aws_env(SPOOL_STORE_URL=store_url, SPOOL_API_KEYS=f"{KEY}={TENANT}")
+    env = guarded_env(SPOOL_STORE_URL=store_url, SPOOL_API_KEYS=f"{KEY}={TENANT}")
     api = subprocess.Popen(
         [str(BIN / "spool"), "serve", "--no-worker", "--port", "0"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

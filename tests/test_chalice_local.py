@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.procs import stop
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,9 +72,4 @@ def test_chalice_local_answers_over_a_socket(tmp_path) -> None:
         assert created.status_code == 201
         assert (tmp_path / ".spool" / "spool.db").exists()  # the local stage's SQLite store
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc, 10)

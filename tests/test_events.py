@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 from chalice.test import Client
@@ -19,12 +18,6 @@ from chalicelib.runtime import Runtime
 from chalicelib.service import EnqueueRequest
 from local.emulator import Emulator, context, scheduled_event, sqs_event
 from tests.apikit import TENANT_A, installed, settings_for
-
-
-@pytest.fixture
-def rt(tmp_path) -> Iterator[Runtime]:
-    with installed(settings_for(tmp_path)) as runtime:
-        yield runtime
 
 
 def add(rt: Runtime, **fields: object) -> str:

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from chalicelib.storage.dynamodb_schema import table_definition
+from tests.procs import guarded_env
 
 ROOT = Path(__file__).resolve().parent.parent
 SAM = ROOT / ".tools" / "sam-venv" / "bin" / "sam"
@@ -32,12 +33,7 @@ DATA = ("JobsTable", "JobsQueue", "PayloadBucket")
 
 
 def offline_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
+    return guarded_env(
         AWS_ENDPOINT_URL="http://127.0.0.1:9",
         # sam checks PyPI for a newer version after a command: send that nowhere.
         HTTP_PROXY="http://127.0.0.1:9",
@@ -45,8 +41,6 @@ def offline_env() -> dict[str, str]:
         NO_PROXY="127.0.0.1,localhost",
         SAM_CLI_TELEMETRY="0",
     )
-    env.pop("AWS_PROFILE", None)
-    return env
 
 
 @pytest.fixture(scope="module", params=STAGES)

@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from chalice.test import Client
 
 import app as spool_app
 from chalicelib.models import JobState
-from chalicelib.runtime import Runtime
 from local.emulator import context, scheduled_event
 from tests.apikit import API_KEYS, TENANT_A, Api, installed, settings_for
 
@@ -30,18 +28,6 @@ def sample(text: str, name: str, **labels: str) -> float:
         if metric == name and dict(re.findall(r'(\w+)="([^"]*)"', rest)) == labels:
             return float(value)
     raise AssertionError(f"no sample {name}{labels} in:\n{text}")
-
-
-@pytest.fixture
-def rt(tmp_path) -> Iterator[Runtime]:
-    with installed(settings_for(tmp_path)) as runtime:
-        yield runtime
-
-
-@pytest.fixture
-def api(rt: Runtime) -> Iterator[Api]:
-    with Client(spool_app.app, stage_name="local") as client:
-        yield Api(client)
 
 
 def work(api: Api) -> None:

@@ -788,3 +788,63 @@ def test_socket_notifier_wakes_another_instance_and_drops_dead_peers(tmp_path) -
         waiter.close()
         sender.close()
     assert os.listdir(directory) == []
+
+
+class _OverlapProbe(MemoryStore):
+    """A store that takes concurrent writes and records whether a finish ever ran
+    while a claim was in progress."""
+
+    concurrent_writes = True
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.claiming = threading.Event()
+        self.overlapped = 0
+        self.threads: set[str] = set()
+
+    def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
+        self.claiming.set()
+        try:
+            time.sleep(0.01)  # give a concurrent finish time to run inside the claim
+            return super().claim(*args, **kwargs)
+        finally:
+            self.claiming.clear()
+
+    def finish(self, completions: Any) -> list[bool]:
+        self.threads.add(threading.current_thread().name)
+        if self.claiming.wait(0.5):
+            self.overlapped += 1
+        return super().finish(completions)
+
+
+def test_completions_are_written_while_the_next_claim_runs(clock: FakeClock, reg: Registry) -> None:
+    store = _OverlapProbe(clock)
+    reg.handler("noop")(lambda payload: None)
+    jobs = [add(store, clock, "noop") for _ in range(200)]
+    worker = make_worker(store, reg, concurrency=2, batch_size=10)
+    stats = worker.drain(None)
+    worker.close()
+    assert stats.succeeded == 200
+    assert all(get(store, j.id).state is JobState.SUCCEEDED for j in jobs)
+    assert store.overlapped > 0
+    assert all(name.startswith("spool-flush") for name in store.threads)
+
+
+def test_stores_without_concurrent_writes_flush_on_the_dispatcher(
+    mem: MemoryStore, reg: Registry, clock: FakeClock
+) -> None:
+    finished_on: set[str] = set()
+    real_finish = mem.finish
+
+    def finish(completions: Any) -> list[bool]:
+        finished_on.add(threading.current_thread().name)
+        return real_finish(completions)
+
+    mem.finish = finish  # type: ignore[method-assign]
+    reg.handler("noop")(lambda payload: None)
+    for _ in range(50):
+        add(mem, clock, "noop")
+    worker = make_worker(mem, reg, batch_size=10)
+    assert worker.drain(None).succeeded == 50
+    worker.close()
+    assert finished_on == {threading.current_thread().name}

@@ -18,6 +18,10 @@ Rules every backend keeps:
 - Counters (enqueued, succeeded, failed, retried, dead, cancelled per queue
   and type) are updated in the same transaction as the transition, so every
   process reads the same system-wide totals.
+
+Optional attributes a worker looks for: `notifier` (a Notifier, for prompt
+wake-ups) and `concurrent_writes = True` (calls from two threads run on
+separate connections, so completions may be written while a claim runs).
 """
 
 from __future__ import annotations

@@ -58,6 +58,7 @@ from chalicelib.models import (
     JobQuery,
     JobState,
     NewJob,
+    queued_job,
 )
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
@@ -438,27 +439,7 @@ class DynamoStore:
         return results
 
     def _new_job(self, new: NewJob, now: int, inline_bytes: int) -> Job:
-        job = Job.model_construct(
-            id=new.id,
-            tenant=new.tenant,
-            type=new.type,
-            queue=new.queue,
-            priority=new.priority,
-            payload=new.payload,
-            state=JobState.QUEUED,
-            attempts=0,
-            max_attempts=new.max_attempts,
-            run_at=from_micros(to_micros(new.run_at)),
-            lease_token=None,
-            lease_expires_at=None,
-            result=None,
-            last_error=None,
-            idempotency_key=new.idempotency_key,
-            created_at=from_micros(now),
-            updated_at=from_micros(now),
-            started_at=None,
-            finished_at=None,
-        )
+        job = queued_job(new, from_micros(to_micros(new.run_at)), from_micros(now))
         self._remember(
             _Static(
                 new.id,
@@ -951,19 +932,7 @@ class DynamoStore:
         )
         expr.set("lease_exp", n(expires)).set("tm_at", n(expires)).set("updated_at", n(now))
         expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
-        try:
-            self.ddb.update_item(
-                TableName=self.table,
-                Key=job_key(job_id),
-                UpdateExpression=expr.update_expression(),
-                ConditionExpression=condition,
-                **expr.placeholders(),
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._update_if(job_id, expr, condition)
 
     # -- cancel and redrive -----------------------------------------------------------------------
     @aws_errors
@@ -1254,18 +1223,8 @@ class DynamoStore:
         self._send(to_send, now)
         return len(to_send)
 
-    def _mark_sent(self, job_id: str, previous: int | None, run_at: int, now: int) -> bool:
-        """Record the message about to be sent, unless another release got there first."""
-        planned = self._planned_message(run_at, now)
-        if planned is None:
-            return False
-        expr = Expr()
-        condition = expr.one_of("state", WAITING) + " AND "
-        if previous is None:
-            condition += f"attribute_not_exists({expr.name('msg_at')})"
-        else:
-            condition += f"{expr.name('msg_at')} = {expr.value(n(previous))}"
-        expr.set("msg_at", n(planned))
+    def _update_if(self, job_id: str, expr: Expr, condition: str) -> bool:
+        """One conditional write to a job; False when its condition no longer holds."""
         try:
             self.ddb.update_item(
                 TableName=self.table,
@@ -1279,6 +1238,20 @@ class DynamoStore:
                 return False
             raise
         return True
+
+    def _mark_sent(self, job_id: str, previous: int | None, run_at: int, now: int) -> bool:
+        """Record the message about to be sent, unless another release got there first."""
+        planned = self._planned_message(run_at, now)
+        if planned is None:
+            return False
+        expr = Expr()
+        condition = expr.one_of("state", WAITING) + " AND "
+        if previous is None:
+            condition += f"attribute_not_exists({expr.name('msg_at')})"
+        else:
+            condition += f"{expr.name('msg_at')} = {expr.value(n(previous))}"
+        expr.set("msg_at", n(planned))
+        return self._update_if(job_id, expr, condition)
 
     def close(self) -> None:
         if self._owns_clients:

@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.models import Job, JobState
+from chalicelib.models import Job, JobState, trusted_job
 from chalicelib.storage.base import from_micros, to_micros
 
 if TYPE_CHECKING:
@@ -231,26 +231,28 @@ def item_to_job(item: Mapping[str, AttributeValueTypeDef], payload: Any, result:
 
     payload and result are passed in already decoded, since either may live in S3.
     """
-    return Job.model_construct(
-        id=need_s(item, "id"),
-        tenant=need_s(item, "tenant"),
-        type=need_s(item, "type"),
-        queue=need_s(item, "queue"),
-        priority=need_n(item, "priority"),
-        payload=payload,
-        state=JobState(need_s(item, "state")),
-        attempts=need_n(item, "attempts"),
-        max_attempts=need_n(item, "max_attempts"),
-        run_at=from_micros(need_n(item, "run_at")),
-        lease_token=get_s(item, "lease_token"),
-        lease_expires_at=_time(item, "lease_exp"),
-        result=result,
-        last_error=get_s(item, "last_error"),
-        idempotency_key=get_s(item, "idem"),
-        created_at=from_micros(need_n(item, "created_at")),
-        updated_at=from_micros(need_n(item, "updated_at")),
-        started_at=_time(item, "started_at"),
-        finished_at=_time(item, "finished_at"),
+    return trusted_job(
+        {
+            "id": need_s(item, "id"),
+            "tenant": need_s(item, "tenant"),
+            "type": need_s(item, "type"),
+            "queue": need_s(item, "queue"),
+            "priority": need_n(item, "priority"),
+            "payload": payload,
+            "state": JobState(need_s(item, "state")),
+            "attempts": need_n(item, "attempts"),
+            "max_attempts": need_n(item, "max_attempts"),
+            "run_at": from_micros(need_n(item, "run_at")),
+            "lease_token": get_s(item, "lease_token"),
+            "lease_expires_at": _time(item, "lease_exp"),
+            "result": result,
+            "last_error": get_s(item, "last_error"),
+            "idempotency_key": get_s(item, "idem"),
+            "created_at": from_micros(need_n(item, "created_at")),
+            "updated_at": from_micros(need_n(item, "updated_at")),
+            "started_at": _time(item, "started_at"),
+            "finished_at": _time(item, "finished_at"),
+        }
     )
 
 

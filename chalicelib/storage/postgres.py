@@ -54,6 +54,8 @@ from chalicelib.models import (
     JobQuery,
     JobState,
     NewJob,
+    queued_job,
+    trusted_job,
 )
 from chalicelib.storage import migrations
 from chalicelib.storage.base import (
@@ -221,27 +223,32 @@ def _dec_str(value: str) -> str:
 
 def row_to_job(row: Sequence[Any]) -> Job:
     """Rows come from our own writes, so skip validation: this is the claim hot path."""
-    return Job.model_construct(
-        id=_dec_str(row[0]),
-        tenant=_dec_str(row[1]),
-        type=_dec_str(row[2]),
-        queue=_dec_str(row[3]),
-        priority=row[4],
-        payload=json.loads(row[5]),
-        state=JobState(row[6]),
-        attempts=row[7],
-        max_attempts=row[8],
-        run_at=row[9],
-        lease_token=row[10],
-        lease_expires_at=row[11],
-        result=None if row[12] is None else json.loads(row[12]),
-        last_error=_dec(row[13]),
-        idempotency_key=_dec(row[14]),
-        created_at=row[15],
-        updated_at=row[16],
-        started_at=row[17],
-        finished_at=row[18],
+    return trusted_job(
+        {
+            "id": _dec_str(row[0]),
+            "tenant": _dec_str(row[1]),
+            "type": _dec_str(row[2]),
+            "queue": _dec_str(row[3]),
+            "priority": row[4],
+            "payload": json.loads(row[5]),
+            "state": _STATES[row[6]],
+            "attempts": row[7],
+            "max_attempts": row[8],
+            "run_at": row[9],
+            "lease_token": row[10],
+            "lease_expires_at": row[11],
+            "result": None if row[12] is None else json.loads(row[12]),
+            "last_error": _dec(row[13]),
+            "idempotency_key": _dec(row[14]),
+            "created_at": row[15],
+            "updated_at": row[16],
+            "started_at": row[17],
+            "finished_at": row[18],
+        }
     )
+
+
+_STATES = {state.value: state for state in JobState}
 
 
 # -- settings from the URL ----------------------------------------------------
@@ -328,6 +335,10 @@ def connect(settings: PgSettings, timeout: float = 5.0) -> Conn:
 
 
 class PostgresStore:
+    # Each call takes its own pooled connection, so the worker may write completions
+    # while it claims (see Worker._flush_beside).
+    concurrent_writes = True
+
     def __init__(self, settings: PgSettings, clock: Clock | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
         self.settings = settings
@@ -739,27 +750,7 @@ def _nothing() -> Iterator[None]:
 
 
 def _fresh_job(new: NewJob, now: datetime) -> Job:
-    return Job.model_construct(
-        id=new.id,
-        tenant=new.tenant,
-        type=new.type,
-        queue=new.queue,
-        priority=new.priority,
-        payload=new.payload,
-        state=JobState.QUEUED,
-        attempts=0,
-        max_attempts=new.max_attempts,
-        run_at=new.run_at.astimezone(UTC),
-        lease_token=None,
-        lease_expires_at=None,
-        result=None,
-        last_error=None,
-        idempotency_key=new.idempotency_key,
-        created_at=now,
-        updated_at=now,
-        started_at=None,
-        finished_at=None,
-    )
+    return queued_job(new, new.run_at.astimezone(UTC), now)
 
 
 class PgNotifier:

@@ -40,6 +40,8 @@ from chalicelib.models import (
     JobQuery,
     JobState,
     NewJob,
+    queued_job,
+    trusted_job,
 )
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
@@ -147,23 +149,7 @@ def _finish_sql(n: int) -> str:
     )
 
 
-_JOB_FIELDS = tuple(Job.model_fields)
 _STATES = {state.value: state for state in JobState}
-_object_setattr = object.__setattr__
-
-
-def trusted_job(values: dict[str, Any]) -> Job:
-    """Build a Job from values this store wrote itself, skipping validation.
-
-    The claim and add hot paths build one per job; pydantic's model_construct
-    costs several times more than this. `values` must hold every field.
-    """
-    job = Job.__new__(Job)
-    _object_setattr(job, "__dict__", values)
-    _object_setattr(job, "__pydantic_fields_set__", set(_JOB_FIELDS))
-    _object_setattr(job, "__pydantic_extra__", None)
-    _object_setattr(job, "__pydantic_private__", None)
-    return job
 
 
 class _Times:
@@ -296,30 +282,7 @@ class SQLiteStore:
                         now,
                     )
                 )
-                created = times(now)
-                job = trusted_job(
-                    {
-                        "id": new.id,
-                        "tenant": new.tenant,
-                        "type": new.type,
-                        "queue": new.queue,
-                        "priority": new.priority,
-                        "payload": new.payload,
-                        "state": JobState.QUEUED,
-                        "attempts": 0,
-                        "max_attempts": new.max_attempts,
-                        "run_at": times(run_at),
-                        "lease_token": None,
-                        "lease_expires_at": None,
-                        "result": None,
-                        "last_error": None,
-                        "idempotency_key": new.idempotency_key,
-                        "created_at": created,
-                        "updated_at": created,
-                        "started_at": None,
-                        "finished_at": None,
-                    }
-                )
+                job = queued_job(new, times(run_at), times(now))
                 fresh[i] = job
                 if new.idempotency_key is not None:
                     staged[(new.tenant, new.idempotency_key)] = job
@@ -358,30 +321,8 @@ class SQLiteStore:
             db.execute(INSERT, row)
             db.execute(BUMP, (new.queue, new.type, "enqueued", 1))
         self.notifier.notify()
-        created = from_micros(now)  # the stored precision, as get() would return it
-        job = trusted_job(
-            {
-                "id": new.id,
-                "tenant": new.tenant,
-                "type": new.type,
-                "queue": new.queue,
-                "priority": new.priority,
-                "payload": new.payload,
-                "state": JobState.QUEUED,
-                "attempts": 0,
-                "max_attempts": new.max_attempts,
-                "run_at": from_micros(run_at),
-                "lease_token": None,
-                "lease_expires_at": None,
-                "result": None,
-                "last_error": None,
-                "idempotency_key": None,
-                "created_at": created,
-                "updated_at": created,
-                "started_at": None,
-                "finished_at": None,
-            }
-        )
+        # Times at the stored precision, as get() would return them.
+        job = queued_job(new, from_micros(run_at), from_micros(now))
         return AddResult(job, True)
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
