@@ -381,8 +381,13 @@ class Worker:
 
     def _wait_for_events(self, timeout: float) -> None:
         with self._lock:
-            if self._state.outbox and len(self._state.outbox) >= self.config.batch_size:
+            waiting = len(self._state.outbox)
+            if waiting >= self.config.batch_size:
                 return
+            if waiting:
+                # A completion landed before this wait began, so its wake-up has
+                # passed: collect a batch for flush_delay at most, not the timeout.
+                timeout = min(timeout, self.config.flush_delay)
             self._events.wait(timeout)
 
     def _next_deadline_in(self) -> float:
