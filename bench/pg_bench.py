@@ -637,6 +637,49 @@ def render(results: list[Result], jobs: int, singles: int, command: str) -> str:
     return "\n".join(lines)
 
 
+PLOT = ROOT / "docs" / "img" / "pg_bench.png"
+
+
+def plot(results: list[Result]) -> bool:
+    """Drain and enqueue per system, side by side (docs/img/pg_bench.png)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    names = [r.system for r in results]
+    xs = list(range(len(names)))
+    counts = sorted({n for r in results for n in r.drain})
+    width = 0.8 / max(1, len(counts))
+    for k, n in enumerate(counts):
+        left.bar(
+            [x - 0.4 + width * (k + 0.5) for x in xs],
+            [r.drain.get(n, 0) for r in results],
+            width=width,
+            label=f"{n} process{'es' if n > 1 else ''}",
+        )
+    left.set_xticks(xs, names)
+    left.set_ylabel("jobs per second")
+    left.set_title("Drain of no-op jobs on Postgres (higher is better)")
+    left.legend(fontsize=8)
+    right.bar([x - 0.2 for x in xs], [r.single_per_s for r in results], width=0.4, label="single")
+    right.bar([x + 0.2 for x in xs], [r.batch_per_s for r in results], width=0.4, label="batch")
+    right.set_yscale("log")
+    right.set_xticks(xs, names)
+    right.set_ylabel("jobs per second (log)")
+    right.set_title("Enqueue")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_docs(text: str) -> None:
     path = ROOT / "docs" / "benchmarks.md"
     doc = path.read_text(encoding="utf-8")
@@ -678,6 +721,8 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, args.jobs, args.singles, command.strip())
     print(text)
     if args.write_docs:
+        if plot(results):
+            text += "\n\n![Drain and enqueue by system](img/pg_bench.png)"
         write_docs(text)
         print("wrote docs/benchmarks.md (section postgres)", file=sys.stderr)
     with _db() as conn:
