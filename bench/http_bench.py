@@ -296,10 +296,47 @@ def table(results: list[Result], seconds: float, conns: int, tool: str, threads:
         "machine was shared with other work). `chalice local` is latency-bound, not CPU-bound:",
         "it writes each response's headers and body in separate sends, so every response waits",
         "out the client's delayed ACK (the ~44 ms p50), about 22 requests/s per connection.",
-        "Enqueue's p99 is SQLite's busy handler: concurrent writers sleep and retry for the",
-        "write lock instead of queueing for it.",
+        "Enqueue's p99 is the queue for SQLite's one writer: the store's threads take",
+        "turns on a lock rather than SQLite's sleeping busy handler.",
     ]
     return "\n".join(lines)
+
+
+PLOT = DOCS.parent / "img" / "http_bench.png"
+
+
+def plot(results: list[Result]) -> bool:
+    """Requests/s and p99 per scenario, spool serve beside chalice local."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return False
+    scenarios = list(dict.fromkeys(r.scenario for r in results))
+    by = {(r.server, r.scenario): r for r in results}
+    xs = list(range(len(scenarios)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for offset, name in ((-0.2, "spool serve"), (0.2, "chalice local")):
+        rows = [by.get((name, s)) for s in scenarios]
+        left.bar([x + offset for x in xs], [r.rps if r else 0 for r in rows], 0.4, label=name)
+        right.bar([x + offset for x in xs], [r.p99_ms if r else 0 for r in rows], 0.4, label=name)
+    labels = [s.replace(" (", "\n(") for s in scenarios]
+    left.set_xticks(xs, labels, fontsize=8)
+    left.set_ylabel("requests per second")
+    left.set_title("Throughput, 8 keep-alive connections (higher is better)")
+    right.set_xticks(xs, labels, fontsize=8)
+    right.set_ylabel("p99 latency, ms")
+    right.set_title("p99 latency (lower is better)")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    PLOT.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PLOT, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def write_docs(section: str) -> None:
@@ -324,6 +361,8 @@ def main() -> int:
     section = table(results, args.duration, args.connections, args.tool, args.threads)
     print("\n" + section)
     if args.write:
+        if plot(results):
+            section += "\n\n![spool serve beside chalice local](img/http_bench.png)"
         write_docs(section)
     return 0
 
