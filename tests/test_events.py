@@ -11,6 +11,7 @@ from chalice.test import Client
 
 import app as spool_app
 from chalicelib import events
+from chalicelib.clock import FakeClock
 from chalicelib.errors import StoreUnavailable
 from chalicelib.models import JobQuery, JobState
 from chalicelib.periodic import SYSTEM_TENANT
@@ -110,15 +111,21 @@ def test_schedule_drains_due_jobs(rt: Runtime) -> None:
 def test_schedule_fires_periodic_ticks_once_and_runs_them(tmp_path) -> None:
     schedules = '[{"name": "heartbeat", "type": "echo", "every": "1h", "payload": {"ping": 1}}]'
     settings = settings_for(tmp_path, extra={"SPOOL_SCHEDULES": schedules})
-    with installed(settings) as rt:
+    clock = FakeClock()
+    with installed(settings, clock) as rt:
         handler = spool_app.app.handler_map["drain_due"]
         first = handler(scheduled_event(spool_app.app), context("drain_due"))
+        clock.advance(60)
         again = handler(scheduled_event(spool_app.app), context("drain_due"))
+        clock.advance(3600)
+        next_hour = handler(scheduled_event(spool_app.app), context("drain_due"))
         page = rt.store.list_jobs(JobQuery(tenant=SYSTEM_TENANT))
     assert (first["periodic_enqueued"], first["succeeded"]) == (1, 1)
     assert (again["periodic_enqueued"], again["claimed"]) == (0, 0)  # the same tick: once
-    [job] = page.jobs
-    assert (job.type, job.state, job.result) == ("echo", JobState.SUCCEEDED, {"ping": 1})
+    assert (next_hour["periodic_enqueued"], next_hour["succeeded"]) == (1, 1)
+    assert [(j.type, j.state, j.result) for j in page.jobs] == [
+        ("echo", JobState.SUCCEEDED, {"ping": 1})
+    ] * 2
 
 
 def test_schedule_claims_nothing_it_could_not_finish_before_the_deadline(rt: Runtime) -> None:
