@@ -33,6 +33,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.plotting import pyplot, save
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "bench-key"
 JOB = '{"type": "echo", "payload": {"n": 1}}'
@@ -307,13 +309,8 @@ PLOT = DOCS.parent / "img" / "http_bench.png"
 
 def plot(results: list[Result]) -> bool:
     """Requests/s and p99 per scenario, spool serve beside chalice local."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return False
     scenarios = list(dict.fromkeys(r.scenario for r in results))
     by = {(r.server, r.scenario): r for r in results}
@@ -332,10 +329,7 @@ def plot(results: list[Result]) -> bool:
     right.set_title("p99 latency (lower is better)")
     left.legend(fontsize=8)
     right.legend(fontsize=8)
-    fig.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(PLOT, dpi=110)
-    plt.close(fig)
+    save(fig, PLOT)
     return True
 
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.plotting import pyplot, save
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_PY = ROOT / ".bench-venv" / "bin" / "python"
 MAIN_PY = Path(sys.executable)
@@ -642,13 +644,8 @@ PLOT = ROOT / "docs" / "img" / "pg_bench.png"
 
 def plot(results: list[Result]) -> bool:
     """Drain and enqueue per system, side by side (docs/img/pg_bench.png)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = [r.system for r in results]
@@ -673,10 +670,7 @@ def plot(results: list[Result]) -> bool:
     right.set_ylabel("jobs per second (log)")
     right.set_title("Enqueue")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(PLOT, dpi=110)
-    plt.close(fig)
+    save(fig, PLOT)
     return True
 
 

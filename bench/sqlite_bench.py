@@ -35,6 +35,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bench.plotting import pyplot, save
 from chalicelib.clock import SystemClock
 from chalicelib.handlers import JobContext, Registry
 from chalicelib.service import EnqueueRequest, Service
@@ -238,17 +239,22 @@ def batch_raw(scratch: Scratch) -> float:
     return BATCH_N / elapsed
 
 
-def drain_spool(scratch: Scratch, registry: Registry) -> float:
+def _drain_seconds(scratch: Scratch, registry: Registry, job_type: str, n: int) -> float:
+    """Seconds for a fresh worker to drain n jobs of one type from a fresh file."""
     store = SQLiteStore(scratch.db(), SystemClock())
-    fill(Service(store, registry), "bench.noop", DRAIN_N, lambda i: {"n": i})
+    fill(Service(store, registry), job_type, n, lambda i: {"n": i})
     worker = Worker(store, registry, WorkerConfig(concurrency=CONCURRENCY))
     start = time.perf_counter()
     stats = worker.drain()
     elapsed = time.perf_counter() - start
     worker.close()
     store.close()
-    assert stats.succeeded == DRAIN_N, stats
-    return DRAIN_N / elapsed
+    assert stats.succeeded == n, stats
+    return elapsed
+
+
+def drain_spool(scratch: Scratch, registry: Registry) -> float:
+    return DRAIN_N / _drain_seconds(scratch, registry, "bench.noop", DRAIN_N)
 
 
 def drain_raw(scratch: Scratch, registry: Registry) -> float:
@@ -285,16 +291,7 @@ def drain_raw(scratch: Scratch, registry: Registry) -> float:
 
 
 def slow_jobs(scratch: Scratch, registry: Registry) -> float:
-    store = SQLiteStore(scratch.db(), SystemClock())
-    fill(Service(store, registry), "bench.sleep", SLOW_N, lambda i: {"n": i})
-    worker = Worker(store, registry, WorkerConfig(concurrency=CONCURRENCY))
-    start = time.perf_counter()
-    stats = worker.drain()
-    elapsed = time.perf_counter() - start
-    worker.close()
-    store.close()
-    assert stats.succeeded == SLOW_N, stats
-    return elapsed
+    return _drain_seconds(scratch, registry, "bench.sleep", SLOW_N)
 
 
 def pickup(
@@ -452,13 +449,8 @@ idle in the same process, woken by the store's notifier rather than by polling.
 
 
 def plot(f: Figures) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     names = ["enqueue\none at a time", f"enqueue\nbatches of {BATCH_SIZE}", "drain\nno-op jobs"]
@@ -479,10 +471,7 @@ def plot(f: Figures) -> bool:
     right.set_ylabel("samples")
     right.set_title("Idle pickup latency")
     right.legend(fontsize=8)
-    fig.tight_layout()
-    PLOT.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(PLOT, dpi=110)
-    plt.close(fig)
+    save(fig, PLOT)
     return True
 
 
