@@ -16,7 +16,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from chalicelib.clock import SystemClock
-from chalicelib.models import JobState
+from chalicelib.models import JobQuery, JobState
+from chalicelib.periodic import SYSTEM_TENANT, tick_of
 from chalicelib.storage.sqlite import SQLiteStore
 from local import cli
 
@@ -212,3 +213,42 @@ def test_schedules_report_bad_settings(
     monkeypatch.setenv("SPOOL_SCHEDULES", '[{"name": "x", "type": "echo"}]')
     code, _, err = run(capsys, "schedules")
     assert code == 2 and "error:" in err
+
+
+def test_a_running_worker_fires_each_tick_once(db: Path) -> None:
+    """`spool worker` runs the scheduler beside its pool: a one-second schedule
+    keeps yielding jobs that run, never two for one tick."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "SPOOL_SCHEDULES": '{"tick": {"type": "echo", "every": 1}}',
+    }
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "local.cli", "worker", "--concurrency", "2"],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = SQLiteStore(str(db), SystemClock())
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            done = store.list_jobs(JobQuery(tenant=SYSTEM_TENANT, state=JobState.SUCCEEDED)).jobs
+            if len(done) >= 3:
+                break
+            assert time.monotonic() < deadline, f"only {len(done)} ticks ran"
+            assert worker.poll() is None
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+        jobs = store.list_jobs(JobQuery(tenant=SYSTEM_TENANT)).jobs
+    finally:
+        store.close()
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0
+    ticks = [tick_of(j) for j in jobs]
+    assert None not in ticks and len(ticks) >= 3
+    assert len(set(ticks)) == len(ticks)  # one job per tick, never two
