@@ -143,7 +143,6 @@ def cmd_schedules(rt: Runtime, args: argparse.Namespace) -> int:
             "next_run": upcoming[s.name].isoformat(),
         }
         for s in schedules
-        if s.enabled
     ]
     _print(rows)
     return 0

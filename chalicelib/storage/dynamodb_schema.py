@@ -42,7 +42,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.models import Job, JobState, trusted_job
+from chalicelib.models import STATE_BY_VALUE, Job, JobState, trusted_job
 from chalicelib.storage.base import from_micros, to_micros
 
 if TYPE_CHECKING:
@@ -239,7 +239,7 @@ def item_to_job(item: Mapping[str, AttributeValueTypeDef], payload: Any, result:
             "queue": need_s(item, "queue"),
             "priority": need_n(item, "priority"),
             "payload": payload,
-            "state": JobState(need_s(item, "state")),
+            "state": STATE_BY_VALUE[need_s(item, "state")],
             "attempts": need_n(item, "attempts"),
             "max_attempts": need_n(item, "max_attempts"),
             "run_at": from_micros(need_n(item, "run_at")),

@@ -46,6 +46,7 @@ from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound, StoreNotMigrated, StoreUnavailable
 from chalicelib.ids import new_lease_token
 from chalicelib.models import (
+    STATE_BY_VALUE,
     AddResult,
     Completion,
     CounterKey,
@@ -231,7 +232,7 @@ def row_to_job(row: Sequence[Any]) -> Job:
             "queue": _dec_str(row[3]),
             "priority": row[4],
             "payload": json.loads(row[5]),
-            "state": _STATES[row[6]],
+            "state": STATE_BY_VALUE[row[6]],
             "attempts": row[7],
             "max_attempts": row[8],
             "run_at": row[9],
@@ -246,9 +247,6 @@ def row_to_job(row: Sequence[Any]) -> Job:
             "finished_at": row[18],
         }
     )
-
-
-_STATES = {state.value: state for state in JobState}
 
 
 # -- settings from the URL ----------------------------------------------------

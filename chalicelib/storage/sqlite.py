@@ -32,6 +32,7 @@ from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from chalicelib.ids import new_lease_token
 from chalicelib.models import (
+    STATE_BY_VALUE,
     AddResult,
     Completion,
     CounterKey,
@@ -149,9 +150,6 @@ def _finish_sql(n: int) -> str:
     )
 
 
-_STATES = {state.value: state for state in JobState}
-
-
 class _Times:
     """Micros -> datetime, memoized: the rows of one claim share most of their times."""
 
@@ -179,7 +177,7 @@ def row_to_job(row: Sequence[Any], times: _Times | None = None) -> Job:
             "queue": row[3],
             "priority": row[4],
             "payload": json.loads(row[5]),
-            "state": _STATES[row[6]],
+            "state": STATE_BY_VALUE[row[6]],
             "attempts": row[7],
             "max_attempts": row[8],
             "run_at": t(row[9]),
