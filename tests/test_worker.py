@@ -24,7 +24,7 @@ from chalicelib.handlers import JobContext, Registry
 from chalicelib.models import CounterKey, Job, JobState
 from chalicelib.retry import RetryPolicy
 from chalicelib.storage.memory import MemoryStore
-from chalicelib.worker import DRAIN_MARGIN, Worker, WorkerConfig
+from chalicelib.worker import DRAIN_MARGIN, Worker, WorkerConfig, WorkerStats
 from tests.factories import new_job
 
 WAIT = 10.0  # generous bound for anything that waits on another thread
@@ -56,6 +56,15 @@ def make_worker(store: MemoryStore, reg: Registry, **config: Any) -> Worker:
     config.setdefault("concurrency", 2)
     rng = config.pop("rng", None)
     return Worker(store, reg, WorkerConfig(**config), rng=rng)
+
+
+def drain_once(store: MemoryStore, reg: Registry, **config: Any) -> WorkerStats:
+    """One serverless-shaped run: a fresh worker drains what is due, then closes."""
+    worker = make_worker(store, reg, **config)
+    try:
+        return worker.drain()
+    finally:
+        worker.close()
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
@@ -93,9 +102,7 @@ def test_success_records_result_and_counters(mem, clock, reg) -> None:
         return {"value": payload["n"] * 2}
 
     job = add(mem, clock, "double", payload={"n": 21})
-    worker = make_worker(mem, reg)
-    stats = worker.drain()
-    worker.close()
+    stats = drain_once(mem, reg)
     done = get(mem, job.id)
     assert done.state is JobState.SUCCEEDED
     assert done.result == {"value": 42}
@@ -165,9 +172,7 @@ def test_permanent_error_goes_straight_to_dead(mem, clock, reg) -> None:
         raise PermanentError("address does not exist")
 
     job = add(mem, clock, "bad", max_attempts=5)
-    worker = make_worker(mem, reg)
-    worker.drain()
-    worker.close()
+    drain_once(mem, reg)
     dead = get(mem, job.id)
     assert dead.state is JobState.DEAD
     assert dead.attempts == 1
@@ -203,9 +208,7 @@ def test_retry_after_on_the_last_attempt_is_dead(mem, clock, reg) -> None:
         raise RetryAfter(1)
 
     job = add(mem, clock, "throttled", max_attempts=1)
-    worker = make_worker(mem, reg)
-    worker.drain()
-    worker.close()
+    drain_once(mem, reg)
     assert get(mem, job.id).state is JobState.DEAD
 
 
@@ -215,9 +218,7 @@ def test_retry_after_on_the_last_attempt_is_dead(mem, clock, reg) -> None:
 def test_unknown_job_type_at_run_time_goes_dead(mem, clock, reg) -> None:
     # Enqueued while a handler existed (or by another deployment); none is registered here.
     job = add(mem, clock, "vanished", max_attempts=5)
-    worker = make_worker(mem, reg)
-    worker.drain()
-    worker.close()
+    drain_once(mem, reg)
     dead = get(mem, job.id)
     assert dead.state is JobState.DEAD
     assert dead.attempts == 1
@@ -235,9 +236,7 @@ def test_payload_that_no_longer_parses_goes_dead(mem, clock, reg) -> None:
         return payload.n
 
     job = add(mem, clock, "typed", payload={"n": "not a number"})
-    worker = make_worker(mem, reg)
-    worker.drain()
-    worker.close()
+    drain_once(mem, reg)
     dead = get(mem, job.id)
     assert dead.state is JobState.DEAD
     assert (dead.last_error or "").startswith("invalid payload")
@@ -254,9 +253,7 @@ def test_non_json_result_goes_dead(mem, clock, reg, result: Any) -> None:
         return result
 
     job = add(mem, clock, "weird", max_attempts=5)
-    worker = make_worker(mem, reg)
-    worker.drain()
-    worker.close()
+    drain_once(mem, reg)
     dead = get(mem, job.id)
     assert dead.state is JobState.DEAD
     assert dead.attempts == 1  # retrying cannot make it serializable
@@ -271,9 +268,7 @@ def test_handler_type_error_is_retried_not_buried(mem, clock, reg) -> None:
         raise TypeError("Object of type X is not JSON serializable")
 
     job = add(mem, clock, "buggy", max_attempts=3)
-    worker = make_worker(mem, reg)
-    worker.drain()
-    worker.close()
+    drain_once(mem, reg)
     dead = get(mem, job.id)
     assert dead.attempts == 3
     assert dead.state is JobState.DEAD
@@ -291,9 +286,7 @@ def test_pydantic_model_results_are_stored_as_json(mem, clock, reg) -> None:
         return Out(total=3, tags=["a"])
 
     job = add(mem, clock, "modelled")
-    worker = make_worker(mem, reg)
-    worker.drain()
-    worker.close()
+    drain_once(mem, reg)
     assert get(mem, job.id).result == {"total": 3, "tags": ["a"]}
 
 
@@ -345,9 +338,7 @@ def test_timed_out_attempt_records_the_error(mem, clock, reg) -> None:
         assert ctx.cancelled.is_set()
 
     job = add(mem, clock, "slow", max_attempts=1)
-    worker = make_worker(mem, reg, concurrency=1)
-    stats = worker.drain()
-    worker.close()
+    stats = drain_once(mem, reg, concurrency=1)
     dead = get(mem, job.id)
     assert stats.timed_out == 1
     assert dead.state is JobState.DEAD
@@ -446,9 +437,7 @@ def test_drain_without_deadline_runs_everything_due_and_leaves_the_future(mem, c
 
     due = [add(mem, clock, "noop").id for _ in range(250)]
     later = add(mem, clock, "noop", delay=30).id
-    worker = make_worker(mem, reg, concurrency=4, batch_size=16)
-    stats = worker.drain()
-    worker.close()
+    stats = drain_once(mem, reg, concurrency=4, batch_size=16)
     assert stats.succeeded == 250
     assert all(get(mem, i).state is JobState.SUCCEEDED for i in due)
     assert get(mem, later).state is JobState.QUEUED
@@ -691,9 +680,7 @@ def test_sync_finish_writes_each_completion_before_the_next_job(mem, clock, reg)
         seen_states.append([get(mem, i).state for i in ids[: payload["k"]]])
 
     ids.extend(add(mem, clock, "step", payload={"k": k}, priority=-k).id for k in range(30))
-    worker = make_worker(mem, reg, concurrency=1, sync_finish=True)
-    worker.drain()
-    worker.close()
+    drain_once(mem, reg, concurrency=1, sync_finish=True)
     assert len(seen_states) == 30
     assert all(states == [JobState.SUCCEEDED] * len(states) for states in seen_states)
 
@@ -821,9 +808,7 @@ def test_completions_are_written_while_the_next_claim_runs(clock: FakeClock, reg
     store = _OverlapProbe(clock)
     reg.handler("noop")(lambda payload: None)
     jobs = [add(store, clock, "noop") for _ in range(200)]
-    worker = make_worker(store, reg, concurrency=2, batch_size=10)
-    stats = worker.drain(None)
-    worker.close()
+    stats = drain_once(store, reg, concurrency=2, batch_size=10)
     assert stats.succeeded == 200
     assert all(get(store, j.id).state is JobState.SUCCEEDED for j in jobs)
     assert store.overlapped > 0
@@ -844,7 +829,5 @@ def test_stores_without_concurrent_writes_flush_on_the_dispatcher(
     reg.handler("noop")(lambda payload: None)
     for _ in range(50):
         add(mem, clock, "noop")
-    worker = make_worker(mem, reg, batch_size=10)
-    assert worker.drain(None).succeeded == 50
-    worker.close()
+    assert drain_once(mem, reg, batch_size=10).succeeded == 50
     assert finished_on == {threading.current_thread().name}
