@@ -48,6 +48,17 @@ def state_of(db: Path, job_id: str) -> JobState:
         store.close()
 
 
+def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[str]:
+    """A long-running `spool worker` process; its stderr carries the final tally."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "local.cli", "worker", "--concurrency", str(concurrency)],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_enqueue_work_and_status(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "enqueue", "echo", "--payload", '{"hello": "world"}')
     assert code == 0
@@ -156,13 +167,7 @@ def test_sigterm_finishes_the_running_job_then_exits(db: Path) -> None:
         check=True,
     )
     job_id = json.loads(add.stdout)["id"]
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "local.cli", "worker", "--concurrency", "1"],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = start_worker(env, concurrency=1)
     try:
         deadline = time.monotonic() + 30
         while state_of(db, job_id) is not JobState.RUNNING:
@@ -223,13 +228,7 @@ def test_a_running_worker_fires_each_tick_once(db: Path) -> None:
         "PYTHONPATH": str(REPO),
         "SPOOL_SCHEDULES": '{"tick": {"type": "echo", "every": 1}}',
     }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "local.cli", "worker", "--concurrency", "2"],
-        cwd=REPO,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    worker = start_worker(env, concurrency=2)
     store = SQLiteStore(str(db), SystemClock())
     try:
         deadline = time.monotonic() + 30
