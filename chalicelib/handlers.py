@@ -54,6 +54,10 @@ class JobContext:
 
 
 HandlerFunc = Callable[..., Any]
+# Checks a parsed payload against what the enqueuing tenant may ask for (blob keys
+# in its own namespace, URLs the SSRF policy could ever allow). Raises ValueError
+# or ValidationFailed with a message for the client; the job is then refused (422).
+AdmitFunc = Callable[[Any, str], None]
 
 
 @dataclass(frozen=True)
@@ -66,22 +70,39 @@ class HandlerSpec:
     queue: str = DEFAULT_QUEUE
     priority: int = 0
     takes_context: bool = True
+    admit: AdmitFunc | None = None
 
-    def validate(self, payload: Any) -> dict[str, Any]:
-        """Check a payload at enqueue time; return the normalized JSON to store."""
+    def validate(self, payload: Any, tenant: str | None = None) -> dict[str, Any]:
+        """Check a payload at enqueue time; return the normalized JSON to store.
+
+        With a tenant, the handler's admission check runs too, so a payload that
+        is well formed but not this tenant's to ask for is refused before storing.
+        """
         if not isinstance(payload, dict):
             raise ValidationFailed("payload must be a JSON object", {"type": self.type})
         if self.payload_model is None:
-            return payload
-        try:
-            model = self.payload_model.model_validate(payload)
-        except ValidationError as exc:
-            raise ValidationFailed(
-                f"payload does not match the {self.type!r} handler's model",
-                {"type": self.type, "errors": _errors(exc)},
-            ) from exc
-        dumped: dict[str, Any] = model.model_dump(mode="json")
-        return dumped
+            parsed: Any = payload
+            normalized = payload
+        else:
+            try:
+                parsed = self.payload_model.model_validate(payload)
+            except ValidationError as exc:
+                raise ValidationFailed(
+                    f"payload does not match the {self.type!r} handler's model",
+                    {"type": self.type, "errors": _errors(exc)},
+                ) from exc
+            normalized = parsed.model_dump(mode="json")
+        if tenant is not None and self.admit is not None:
+            try:
+                self.admit(parsed, tenant)
+            except ValidationFailed:
+                raise
+            except ValueError as exc:
+                raise ValidationFailed(
+                    f"payload refused for the {self.type!r} handler: {exc}",
+                    {"type": self.type},
+                ) from exc
+        return normalized
 
     def parse(self, payload: dict[str, Any]) -> Any:
         if self.payload_model is None:
@@ -116,11 +137,13 @@ class Registry:
         timeout: float = DEFAULT_TIMEOUT,
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
+        admit: AdmitFunc | None = None,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Register a function as the handler for a job type.
 
         backoff is a RetryPolicy or a (base, cap) pair in seconds; max_attempts
-        overrides the policy's own.
+        overrides the policy's own; admit(payload, tenant) refuses, at enqueue,
+        payloads the tenant may not ask for.
         """
         if isinstance(backoff, tuple):
             policy = RetryPolicy(base=backoff[0], cap=backoff[1])
@@ -143,6 +166,7 @@ class Registry:
                     queue=queue,
                     priority=priority,
                     takes_context=len(params) >= 2,
+                    admit=admit,
                 )
             )
             return func

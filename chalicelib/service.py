@@ -52,7 +52,7 @@ class Service:
 
     def build(self, request: EnqueueRequest, tenant: str) -> NewJob:
         spec = self.registry.get(request.type)
-        payload = spec.validate(request.payload)
+        payload = spec.validate(request.payload, tenant)
         now = self.store.clock.now()
         if request.delay is not None and request.run_at is not None:
             raise ValidationFailed("give delay or run_at, not both")
