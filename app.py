@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
-app = Chalice(app_name="spool")
+# configure_logs=False: Chalice would give the "spool" logger a stdout handler of its own
+# and stop it propagating, swallowing every spool.* line; chalicelib/logs.py sets up logging.
+app = Chalice(app_name="spool", configure_logs=False)
 
 # Spool parses bodies itself, so any content type reaches the route and a bad
 # body gets Spool's error shape instead of Chalice's 415.
 ANY = ["*/*"]
-JOBS_QUEUE = os.environ.get("SPOOL_SQS_QUEUE", "spool-jobs")
+JOBS_QUEUE = os.environ.get("SPOOL_SQS_QUEUE") or "spool-jobs"
 
 
 def _handle(operation: str, **params: str) -> Response:

@@ -2,13 +2,20 @@
 
 Keys are relative, slash-separated names. They come from job payloads, so
 they are checked before any store sees them: no absolute paths, no `..` or
-`.` segments, no backslashes or control characters. The local store also
-refuses a key whose resolved path leaves its folder (a symlink inside it), so
-a payload can never read or write outside the blob folder.
+`.` segments, no backslashes, control or line-separator characters. A key must
+stay safe however a later layer reads it, so the same checks apply to it
+percent-decoded (as often as decoding changes it) and Unicode-normalised (NFKC
+turns U+2025 TWO DOT LEADER into `..` and U+FF0F FULLWIDTH SOLIDUS into `/`).
+The local store also refuses a key whose resolved path leaves its folder (a
+symlink inside it), so a payload can never read or write outside the folder.
 
-Settings: SPOOL_BLOB_BUCKET selects S3 (with SPOOL_BLOB_PREFIX and, for moto or
-a local S3, SPOOL_BLOB_ENDPOINT_URL); otherwise SPOOL_BLOB_DIR (default
-.spool/blobs) is used. boto3 is imported only when the S3 store is built.
+Which tenant may use which key is chalicelib.blob_tenancy's concern; handlers
+reach blobs through its tenant view, never through a bare store.
+
+Settings: SPOOL_BLOB_BUCKET selects S3 (with SPOOL_BLOB_PREFIX, a folder inside
+the bucket, and, for moto or a local S3, SPOOL_BLOB_ENDPOINT_URL); otherwise
+SPOOL_BLOB_DIR (default .spool/blobs) is used. boto3 is imported only when the
+S3 store is built.
 """
 
 from __future__ import annotations
@@ -16,16 +23,20 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from chalicelib.config import Settings
+from chalicelib.storage.s3_blobs import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 DEFAULT_BLOB_DIR = ".spool/blobs"
 MAX_KEY_BYTES = 1024
+MAX_SEGMENT_BYTES = 255  # a file name's limit on common filesystems, so keys work on both stores
 
 
 class BlobError(Exception):
@@ -45,19 +56,73 @@ class BlobTooLarge(BlobError):
     """The blob is bigger than the caller is willing to read."""
 
 
+class BlobConfigError(BlobError, ValueError):
+    """The blob store settings are unusable (a bad prefix, a bucket shared unsafely)."""
+
+
+# Control characters (C0 and C1), lone surrogates, and line/paragraph separators:
+# none belongs in a name, and each confuses some log, shell or HTTP layer.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
 def check_key(key: str) -> str:
-    """Return the key unchanged if it is safe everywhere, else raise InvalidKey."""
+    """Return the key unchanged if it is safe everywhere, else raise InvalidKey.
+
+    "Everywhere" includes layers that percent-decode or Unicode-normalise names
+    (URL handlers, some filesystems and S3 gateways): the key is checked as
+    written and as each of them would read it.
+    """
     if not isinstance(key, str) or not key:
         raise InvalidKey("blob key must be a non-empty string")
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    _check_shape(key)
+    for view, how in _readings(key):
+        try:
+            _check_shape(view)
+        except InvalidKey as exc:
+            raise InvalidKey(f"blob key {key!r} {how} reads as {view!r}: {exc}") from None
+    return key
+
+
+def _check_shape(key: str) -> None:
+    if any(unicodedata.category(c) in _REFUSED_CATEGORIES for c in key) or "\\" in key:
+        raise InvalidKey("blob key contains control characters, line separators or backslashes")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise InvalidKey(f"blob key is longer than {MAX_KEY_BYTES} bytes")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key) or "\\" in key:
-        raise InvalidKey("blob key contains control characters or backslashes")
     if key.startswith("/"):
         raise InvalidKey("blob key must be relative (no leading '/')")
-    if any(part in ("", ".", "..") for part in key.split("/")):
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
         raise InvalidKey("blob key has an empty, '.' or '..' segment")
-    return key
+    if any(len(part.encode("utf-8")) > MAX_SEGMENT_BYTES for part in parts):
+        raise InvalidKey(f"blob key has a segment longer than {MAX_SEGMENT_BYTES} bytes")
+
+
+def _readings(key: str) -> list[tuple[str, str]]:
+    """The other ways a later layer may read the key: percent-decoded, NFKC-normalised."""
+    decoded = key
+    while "%" in decoded:  # each pass that changes it makes it shorter, so this ends
+        once = unquote(decoded)
+        if once == decoded:
+            break
+        decoded = once
+    views = [
+        (decoded, "percent-decoded"),
+        (unicodedata.normalize("NFKC", key), "Unicode-normalised (NFKC)"),
+        (unicodedata.normalize("NFKC", decoded), "percent-decoded and normalised"),
+    ]
+    return [(view, how) for view, how in views if view != key]
+
+
+def check_folder(prefix: str) -> str:
+    """A key prefix meant as a folder: empty, or a valid key with at most one trailing '/'.
+
+    Returned with its trailing '/', so `prefix + key` can never run into a sibling
+    (`media` + `x/a` would be `mediax/a`, beside `media/`).
+    """
+    if prefix == "":
+        return ""
+    check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix if prefix.endswith("/") else prefix + "/"
 
 
 class BlobStore(Protocol):
@@ -77,17 +142,29 @@ class BlobStore(Protocol):
 
 
 class LocalBlobStore:
-    """Blobs as files under one folder: the laptop and test stand-in for S3."""
+    """Blobs as files under one folder: the laptop and test stand-in for S3.
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    confine_to names a folder inside root (a tenant's namespace) that every
+    resolved path must stay in, so a symlink inside one namespace cannot lead
+    into another's even though both are inside root.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], confine_to: str = "") -> None:
         self.root = Path(root)
+        self.confine_to = check_folder(confine_to)
+
+    def confined(self, folder: str) -> LocalBlobStore:
+        """The same folder, with every path also kept inside `folder`."""
+        return LocalBlobStore(self.root, folder)
 
     def _path(self, key: str) -> Path:
         check_key(key)
         root = self.root.resolve()
+        jail = root / self.confine_to if self.confine_to else root
         path = (root / key).resolve()
-        if path == root or not path.is_relative_to(root):
-            raise InvalidKey(f"blob key {key!r} resolves outside the blob folder")
+        if path == jail or not path.is_relative_to(jail):
+            where = f"folder {self.confine_to!r}" if self.confine_to else "blob folder"
+            raise InvalidKey(f"blob key {key!r} resolves outside the {where}")
         return path
 
     def get(self, key: str, max_bytes: int | None = None) -> bytes:
@@ -122,12 +199,20 @@ class LocalBlobStore:
 
 
 class S3BlobStore:
-    """Blobs as objects in one bucket, under an optional key prefix."""
+    """Blobs as objects in one bucket, under an optional key prefix.
+
+    The prefix is a folder: "media" is kept as "media/", so no key can reach a
+    sibling such as "media-archive/". A prefix that is not a valid folder is
+    refused (BlobConfigError) rather than used.
+    """
 
     def __init__(self, client: S3Client, bucket: str, prefix: str = "") -> None:
         self.client = client
         self.bucket = bucket
-        self.prefix = prefix
+        try:
+            self.prefix = check_folder(prefix)
+        except InvalidKey as exc:
+            raise BlobConfigError(f"blob prefix {prefix!r} is not a usable folder: {exc}") from None
 
     def _key(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -188,13 +273,46 @@ def _s3_client(endpoint: str | None, region: str | None) -> S3Client:
 
 
 def open_blob_store(settings: Settings | None = None) -> BlobStore:
-    """The store the settings choose: S3 when SPOOL_BLOB_BUCKET is set, else a folder."""
+    """The store the settings choose: S3 when SPOOL_BLOB_BUCKET is set, else a folder.
+
+    Raises BlobConfigError when the settings would put handler blobs where
+    Spool keeps its own objects (see _check_apart).
+    """
     settings = settings or Settings.from_env()
     bucket = settings.text("SPOOL_BLOB_BUCKET")
     if bucket:
+        raw_prefix = settings.text("SPOOL_BLOB_PREFIX")
+        try:
+            prefix = check_folder(raw_prefix)
+        except InvalidKey as exc:
+            raise BlobConfigError(
+                f"SPOOL_BLOB_PREFIX {raw_prefix!r} is not a folder: {exc}"
+            ) from None
+        _check_apart(settings, bucket, prefix)
         client = _s3_client(
             settings.text("SPOOL_BLOB_ENDPOINT_URL") or None,
             settings.text("SPOOL_BLOB_REGION") or None,
         )
-        return S3BlobStore(client, bucket, settings.text("SPOOL_BLOB_PREFIX"))
+        return S3BlobStore(client, bucket, prefix)
     return LocalBlobStore(settings.text("SPOOL_BLOB_DIR", DEFAULT_BLOB_DIR))
+
+
+def _check_apart(settings: Settings, bucket: str, prefix: str) -> None:
+    """Refuse a blob area that overlaps the DynamoDB store's payload/result objects.
+
+    With the same bucket and no prefix, a tenant whose namespace is "spool" would
+    name other tenants' offloaded payloads; with a prefix inside "spool/", a tenant
+    named "payloads" would. Either prefix containing the other is an overlap.
+    """
+    url = urlsplit(settings.store_url)
+    if url.scheme != "dynamodb":
+        return
+    buckets = parse_qs(url.query).get("bucket")
+    if not buckets or buckets[-1] != bucket:
+        return
+    if prefix.startswith(INTERNAL_PREFIX) or INTERNAL_PREFIX.startswith(prefix):
+        raise BlobConfigError(
+            f"SPOOL_BLOB_BUCKET is the job store's bucket, so SPOOL_BLOB_PREFIX must be a "
+            f"folder apart from Spool's own {INTERNAL_PREFIX!r} (for example 'blobs/'), "
+            f"not {prefix!r}"
+        )

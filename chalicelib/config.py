@@ -19,6 +19,34 @@ def _list(value: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (value or "").split(",") if p.strip())
 
 
+class ConfigError(ValueError):
+    """A setting is wrong. The message names the variable and how to fix it, so a
+    command line can print it as one line and a deployment fails where it is set."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ConfigError(f"{name} must be a finite number, not {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     store_url: str = DEFAULT_STORE_URL
@@ -33,6 +61,9 @@ class Settings:
     lease_seconds: float = 60.0
     queues: tuple[str, ...] | None = None
     pushgateway_url: str | None = None
+    # The demo handlers (echo, sleep, fail): for tests and `spool serve` on a
+    # laptop, never offered by a deployment unless it asks (SPOOL_DEMO_HANDLERS).
+    demo_handlers: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -44,14 +75,15 @@ class Settings:
             handlers=_list(env.get("SPOOL_HANDLERS")),
             api_keys=env.get("SPOOL_API_KEYS", ""),
             metrics_public=_bool(env.get("SPOOL_METRICS_PUBLIC")),
-            max_body_bytes=int(env.get("SPOOL_MAX_BODY_BYTES") or 256 * 1024),
-            max_batch=int(env.get("SPOOL_MAX_BATCH") or 100),
-            cache_size=int(env.get("SPOOL_CACHE_SIZE") or 1000),
-            cache_ttl=float(env.get("SPOOL_CACHE_TTL") or 300),
-            concurrency=int(env.get("SPOOL_CONCURRENCY") or 8),
-            lease_seconds=float(env.get("SPOOL_LEASE_SECONDS") or 60),
+            max_body_bytes=_int(env, "SPOOL_MAX_BODY_BYTES", 256 * 1024),
+            max_batch=_int(env, "SPOOL_MAX_BATCH", 100),
+            cache_size=_int(env, "SPOOL_CACHE_SIZE", 1000),
+            cache_ttl=_float(env, "SPOOL_CACHE_TTL", 300),
+            concurrency=_int(env, "SPOOL_CONCURRENCY", 8),
+            lease_seconds=_float(env, "SPOOL_LEASE_SECONDS", 60),
             queues=queues or None,
             pushgateway_url=env.get("SPOOL_PUSHGATEWAY_URL") or None,
+            demo_handlers=_bool(env.get("SPOOL_DEMO_HANDLERS")),
             extra={k: v for k, v in env.items() if k.startswith("SPOOL_")},
         )
 

@@ -39,6 +39,18 @@ class InvalidTransition(SpoolError):
     status = 409
 
 
+class IdempotencyConflict(SpoolError):
+    """An idempotency key already names a job that differs from what was asked now.
+
+    Returning that job would tell the client its new request was accepted when
+    it was not; storing a second job would break the key's promise. details
+    carry the existing job's id so the client can look at it.
+    """
+
+    code = "idempotency_conflict"
+    status = 409
+
+
 class PayloadTooLarge(SpoolError):
     code = "payload_too_large"
     status = 413
@@ -62,6 +74,20 @@ class StoreUnavailable(SpoolError):
     def __init__(self, message: str, retry_after: int = 5, details: Any = None) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after
+
+
+class Misconfigured(SpoolError):
+    """A setting is malformed, so the server cannot answer; its log names which."""
+
+    code = "misconfigured"
+    status = 503
+
+    def __init__(
+        self,
+        message: str = "the server is misconfigured: its operator must fix a setting "
+        "(the server's log names it)",
+    ) -> None:
+        super().__init__(message)
 
 
 class StoreNotMigrated(SpoolError):

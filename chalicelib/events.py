@@ -2,8 +2,9 @@
 
 - `handle_sqs`: SQS delivers job ids; each message body is {"id": "..."} or the
   bare id. The ids go to worker.process() in waves no larger than its pool;
-  messages whose job was deferred (too little time left) or could not be
-  processed are reported in `batchItemFailures`, so SQS redelivers only those.
+  messages whose job was deferred (too little time left for that job's own
+  handler timeout) or could not be processed are reported in
+  `batchItemFailures`, so SQS redelivers only those.
   With a store that delivers through SQS, deferred messages are handed back at
   once and the messages of jobs still running are kept hidden (a visibility
   heartbeat).
@@ -13,21 +14,24 @@
   due jobs to the queue (DynamoStore.release_due).
 
 Both take the raw event dict and the Lambda context (only
-get_remaining_time_in_millis is used), so the local emulator and tests call
+get_remaining_time_in_millis and aws_request_id, when it has one, are used:
+the request id names the worker in attempt records and goes on every log
+line of the invocation), so the local emulator and tests call
 them with the same shapes AWS sends. One Worker per runtime is kept between
 invocations, as a warm Lambda container keeps its threads.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from chalicelib import periodic
+from chalicelib import logs, periodic, worker_id
 from chalicelib import runtime as runtime_module
 from chalicelib.runtime import Runtime
 from chalicelib.worker import Worker, WorkerStats
@@ -101,6 +105,30 @@ def _records(event: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     return records if isinstance(records, list) else []
 
 
+EventHandler = Callable[[Mapping[str, Any], "LambdaContext | None"], dict[str, Any]]
+
+
+def _invocation(handler: EventHandler) -> EventHandler:
+    """Name the invocation while it runs: its aws_request_id becomes the worker id of
+    the attempts it records ("lambda:<id>", chalicelib/worker_id.py) and a field of
+    every log line, so an attempt's record leads to its CloudWatch lines."""
+
+    @functools.wraps(handler)
+    def run(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
+        request_id = getattr(context, "aws_request_id", None)
+        request_id = str(request_id) if request_id else None
+        worker_id.set_lambda_request(request_id)
+        logs.set_request_id(request_id)
+        try:
+            return handler(event, context)
+        finally:
+            worker_id.set_lambda_request(None)
+            logs.set_request_id(None)
+
+    return run
+
+
+@_invocation
 def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Run the jobs named by an SQS batch; report the messages SQS should redeliver.
 
@@ -142,6 +170,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
     return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
 
 
+@_invocation
 def handle_schedule(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Drain due jobs until the deadline nears; answer what this invocation did.
 
@@ -185,7 +214,8 @@ def _process_in_waves(
 ) -> dict[str, str]:
     """Hand the worker no more jobs at once than its pool runs, checking the deadline
     before each wave, so a batch larger than the pool never starts a job that cannot
-    finish before the Lambda deadline (worker.process defers a wave that would not fit).
+    finish before the Lambda deadline (worker.process defers each job whose own
+    handler's timeout would not fit; the others in the wave run).
     Meanwhile the messages of jobs not yet finished are kept hidden from other consumers.
     """
     from contextlib import nullcontext

@@ -12,13 +12,14 @@ import importlib
 import inspect
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.errors import UnknownJobType, ValidationFailed
+from chalicelib.logs import JobLog
 from chalicelib.models import DEFAULT_QUEUE, Job
 from chalicelib.retry import RetryPolicy
 
@@ -35,6 +36,22 @@ class JobContext:
     job: Job
     deadline: float  # time.monotonic() value after which the worker abandons the attempt
     _cancelled: threading.Event | None = field(default=None, repr=False, compare=False)
+    _log: JobLog | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def log(self) -> JobLog:
+        """A logger bound to this job: its lines carry the job id, attempt, type, queue
+        and tenant, and the last SPOOL_LOG_TAIL_LINES of them are kept with a failing
+        attempt's record (`log_tail`). Made on first use, as `cancelled` is."""
+        with _CANCEL_LOCK:
+            if self._log is None:
+                self._log = JobLog(self.job)
+            return self._log
+
+    def log_tail(self) -> tuple[str, ...]:
+        """The handler's last `ctx.log` lines in this attempt, oldest first (redacted)."""
+        log = self._log
+        return () if log is None else log.tail()
 
     @property
     def cancelled(self) -> threading.Event:
@@ -126,6 +143,9 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, HandlerSpec] = {}
         self._loaded: set[str] = set()
+        # type -> the module whose import registers it, imported on first use (defer()).
+        self._deferred: dict[str, str] = {}
+        self._deferred_lock = threading.RLock()
 
     def handler(
         self,
@@ -178,20 +198,61 @@ class Registry:
 
     def get(self, type_: str) -> HandlerSpec:
         spec = self._specs.get(type_)
+        if spec is None and type_ in self._deferred:
+            self._import_deferred(self._deferred[type_])
+            spec = self._specs.get(type_)
         if spec is None:
             raise UnknownJobType(
-                f"unknown job type {type_!r}", {"type": type_, "known": sorted(self._specs)}
+                f"unknown job type {type_!r}", {"type": type_, "known": self.types()}
             )
         return spec
 
     def types(self) -> list[str]:
+        self._import_all_deferred()
         return sorted(self._specs)
 
     def specs(self) -> list[HandlerSpec]:
         return [self._specs[t] for t in self.types()]
 
+    def loaded_specs(self) -> list[HandlerSpec]:
+        """The handlers registered so far, without importing deferred modules."""
+        return [self._specs[t] for t in sorted(self._specs)]
+
     def max_timeout(self) -> float:
-        return max((s.timeout for s in self._specs.values()), default=DEFAULT_TIMEOUT)
+        return max((s.timeout for s in self.specs()), default=DEFAULT_TIMEOUT)
+
+    def defer(self, modules_by_type: Mapping[str, str]) -> None:
+        """Know which module registers each type, and import it only when the type is
+        first asked for (or the whole list is).
+
+        Why: the built-in handlers' modules import smtplib, ssl, http.client and the
+        blob store; a Lambda cold start that answers GET /status, or enqueues one
+        type, should not pay for all of them. A type already registered (say by a
+        SPOOL_HANDLERS module under a built-in's name) keeps its handler: importing
+        the built-in module later does not replace it, as when built-ins loaded first.
+        """
+        for type_, module in modules_by_type.items():
+            if module not in self._loaded and type_ not in self._specs:
+                self._deferred.setdefault(type_, module)
+
+    def _import_deferred(self, module: str) -> None:
+        with self._deferred_lock:
+            if module not in self._deferred.values():
+                return  # another thread imported it meanwhile
+            before = dict(self._specs)
+            try:
+                self.load((module,))
+            finally:
+                self._specs.update(before)  # what was registered first wins (see defer)
+                for type_ in [t for t, m in self._deferred.items() if m == module]:
+                    del self._deferred[type_]
+
+    def _import_all_deferred(self) -> None:
+        while self._deferred:
+            with self._deferred_lock:
+                pending = next(iter(self._deferred.values()), None)
+            if pending is not None:
+                self._import_deferred(pending)
 
     def load(self, modules: Iterable[str]) -> None:
         """Import handler modules (SPOOL_HANDLERS); importing registers their handlers."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -134,6 +134,44 @@ class AddResult:
 
 Outcome = Literal[JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD]
 
+# How one attempt ended, as its history records it: a completion's state, or
+# "lease_expired" when the worker vanished and a later claim reaped the job.
+ATTEMPT_OUTCOMES = ("succeeded", "retrying", "dead", "lease_expired")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One recorded run of a job: when, where, and how it ended.
+
+    A store keeps the last few (SPOOL_ATTEMPT_HISTORY) per job, oldest first,
+    so a person can tell why a job died, on which attempt and where.
+    """
+
+    number: int  # the job's attempt count when it ran (1-based; restarts after a redrive)
+    started_at: datetime
+    finished_at: datetime
+    worker: str  # "host:pid" or "lambda:<aws request id>"
+    outcome: str  # one of ATTEMPT_OUTCOMES
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = None  # trimmed to a few KiB, its end kept
+    next_delay: float | None = None  # seconds until the next try, when retrying
+    log_tail: tuple[str, ...] = ()  # the handler's last log lines (failing attempts)
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class WorkerBeat:
+    """A worker's last sign of life (JobStore.beat / live_workers)."""
+
+    worker: str  # "host:pid" / "lambda:<...>"
+    queues: tuple[str, ...] | None  # None: every queue
+    started_at: datetime
+    last_beat: datetime
+
 
 @dataclass(frozen=True)
 class Completion:
@@ -145,6 +183,9 @@ class Completion:
     result: Any = None
     error: str | None = None
     retry_at: datetime | None = None
+    # The attempt's record, appended to the job's history in the same write as
+    # the transition (None: record nothing, as before attempt history existed).
+    attempt: Attempt | None = None
 
     def __post_init__(self) -> None:
         if self.state not in (JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD):
@@ -178,12 +219,3 @@ class CounterKey:
 
 # System-wide counters a store keeps next to the jobs, one per event.
 COUNTER_EVENTS = ("enqueued", "succeeded", "failed", "retried", "dead", "cancelled")
-
-
-@dataclass
-class Counters:
-    values: dict[CounterKey, int] = field(default_factory=dict)
-
-    def add(self, queue: str, type_: str, event: str, n: int = 1) -> None:
-        key = CounterKey(queue, type_, event)
-        self.values[key] = self.values.get(key, 0) + n

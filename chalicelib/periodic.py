@@ -42,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 
 from chalicelib.clock import Clock
 from chalicelib.config import Settings
-from chalicelib.errors import ValidationFailed
+from chalicelib.durations import parse_seconds
+from chalicelib.errors import IdempotencyConflict, ValidationFailed
 from chalicelib.handlers import HandlerFunc, Registry, registry
 from chalicelib.models import Job
 from chalicelib.service import EnqueueRequest, Service
@@ -54,24 +55,13 @@ SYSTEM_TENANT = "_system"
 KEY_PREFIX = "periodic:"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DST_SKIPS = 4000  # a per-second cron with fixed hours skips 3600 ticks once a year
 
 
 def parse_duration(value: float | int | str | timedelta) -> int:
-    """Whole seconds from 90, "90s", "15m", "2h", "1d", "1w" or a timedelta."""
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, bool):
-        raise ValueError("a duration cannot be a boolean")
-    elif isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(f"{value!r} is not a duration like 90, '90s', '15m', '2h' or '1d'")
-        seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    """Whole seconds from 90, "90s", "15m", "2h", "1d", "1w", "1h30m" or a timedelta
+    (the grammar of chalicelib/durations.py, shared with the command line)."""
+    seconds = parse_seconds(value)
     if seconds != int(seconds):
         raise ValueError("durations are whole seconds")
     return int(seconds)
@@ -423,20 +413,17 @@ class Scheduler:
             )
             return Fired(schedule.name, tick, "skipped")
         try:
-            request = EnqueueRequest(
-                type=schedule.type,
-                payload=dict(schedule.payload),
-                queue=schedule.queue,
-                priority=schedule.priority,
-                max_attempts=schedule.max_attempts,
-                idempotency_key=schedule.key(tick),
-            )
-            [result] = self.service.enqueue([request], SYSTEM_TENANT)
+            [result] = self.service.enqueue([_request(schedule, tick)], SYSTEM_TENANT)
         except (ValidationFailed, ValidationError) as exc:
-            # The schedule itself is wrong: the same error would repeat every call.
+            # The schedule itself is wrong: the same error would repeat every tick,
+            # so it is logged once per process (`spool schedules` reports it too).
             self._settle(schedule, tick)
-            log.error("periodic %s: cannot enqueue %s: %s", schedule.name, schedule.type, exc)
-            return Fired(schedule.name, tick, "error", error=str(exc))
+            problem = describe_problem(exc)
+            _log_once(schedule, problem)
+            return Fired(schedule.name, tick, "error", error=problem)
+        except IdempotencyConflict as exc:  # fired already, from the schedule as it was then
+            self._settle(schedule, tick)
+            return Fired(schedule.name, tick, "already", exc.details["id"])
         except Exception as exc:  # the store may be down: try again on the next call
             log.exception("periodic %s: enqueue failed; will retry", schedule.name)
             return Fired(schedule.name, tick, "error", error=f"{type(exc).__name__}: {exc}")
@@ -452,6 +439,59 @@ class Scheduler:
     def next_runs(self) -> dict[str, datetime]:
         now = self.clock.now()
         return {s.name: s.next_tick(now) for s in self.schedules if s.enabled}
+
+
+def _request(schedule: Schedule, tick: datetime) -> EnqueueRequest:
+    return EnqueueRequest(
+        type=schedule.type,
+        payload=dict(schedule.payload),
+        queue=schedule.queue,
+        priority=schedule.priority,
+        max_attempts=schedule.max_attempts,
+        idempotency_key=schedule.key(tick),
+    )
+
+
+def describe_problem(exc: ValidationFailed | ValidationError) -> str:
+    """One line: the refusal and its first precise reason (which field, what is wrong)."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "job"
+        return f"{where}: {first['msg']}"
+    details = exc.details if isinstance(exc.details, dict) else {}
+    errors = details.get("errors") or []
+    if errors and isinstance(errors[0], dict):
+        where = ".".join(str(p) for p in errors[0].get("loc", ())) or "payload"
+        return f"{exc.message} ({where}: {errors[0].get('msg')})"
+    return exc.message
+
+
+_reported: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
+
+
+def _log_once(schedule: Schedule, problem: str) -> None:
+    with _reported_lock:
+        first = (schedule.name, problem) not in _reported
+        _reported.add((schedule.name, problem))
+    level = logging.ERROR if first else logging.DEBUG
+    log.log(level, "periodic %s: cannot enqueue %s: %s", schedule.name, schedule.type, problem)
+
+
+def problems(service: Service, schedules: Sequence[Schedule]) -> dict[str, str]:
+    """Why each schedule's job would be refused, by name, checked without storing.
+
+    The same checks as a real tick (known type, the handler's payload model,
+    queue and priority rules), so `spool schedules` can fail on a schedule the
+    scheduler could never enqueue instead of listing it as fine.
+    """
+    found: dict[str, str] = {}
+    for schedule in schedules:
+        try:
+            service.build(_request(schedule, EPOCH), SYSTEM_TENANT)
+        except (ValidationFailed, ValidationError) as exc:
+            found[schedule.name] = describe_problem(exc)
+    return found
 
 
 _confirmed_by_store: weakref.WeakKeyDictionary[Any, dict[str, _Settled]] = (

@@ -7,26 +7,38 @@ local path are built the same way.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from chalicelib import handler_check, logs
 from chalicelib.clock import Clock
-from chalicelib.config import Settings
-from chalicelib.handlers import Registry, registry
+from chalicelib.config import ConfigError, Settings
+from chalicelib.errors import UnknownJobType
+from chalicelib.handlers import DEFAULT_TIMEOUT, HandlerSpec, Registry, registry
 from chalicelib.service import Service
 from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
-from chalicelib.worker import Middleware, Worker, WorkerConfig
 
 if TYPE_CHECKING:
     from chalicelib.api.metrics import Metrics
+    from chalicelib.middleware import Middleware
+    from chalicelib.worker import Worker
 
-BUILTIN_HANDLER_MODULES = (
-    "chalicelib.builtin.demo",
-    "chalicelib.builtin.email",
-    "chalicelib.builtin.images",
-    "chalicelib.builtin.http_request",
-)
+# Each built-in job type and the module that registers it. The modules are imported
+# when their type is first asked for (Registry.defer): a cold start that answers
+# GET /status or enqueues one type imports none or one of them.
+# tests/test_cold_start.py checks this table against what the modules register.
+BUILTIN_HANDLERS = {
+    "send_email": "chalicelib.builtin.email",
+    "resize_image": "chalicelib.builtin.images",
+    "http_request": "chalicelib.builtin.http_request",
+}
+BUILTIN_HANDLER_MODULES = tuple(dict.fromkeys(BUILTIN_HANDLERS.values()))
+# echo, sleep, fail: offered only where SPOOL_DEMO_HANDLERS turns them on
+# (`spool serve` on a laptop, `make run`, the local Chalice stage, tests).
+DEMO_HANDLER_MODULE = "chalicelib.builtin.demo"
+DEMO_HANDLERS = dict.fromkeys(("echo", "sleep", "fail"), DEMO_HANDLER_MODULE)
 _metrics_lock = threading.Lock()
 
 
@@ -44,36 +56,129 @@ class Runtime:
             if self._metrics is None:
                 from chalicelib.api.metrics import Metrics
 
-                self._metrics = Metrics(self.store)
+                self._metrics = Metrics(self.store, self.settings)
             return self._metrics
 
     def worker(
         self, concurrency: int | None = None, middleware: tuple[Middleware, ...] = ()
     ) -> Worker:
-        """A worker whose attempts also feed the run-duration and queue-wait histograms."""
+        """A worker whose attempts also feed the metrics' histograms and the job-event logs."""
+        # Imported here: the API function never runs a worker (its thread pool and
+        # concurrent.futures stay out of the cold start).
+        from chalicelib.job_events import JobEvents
+        from chalicelib.worker import Worker, WorkerConfig
+
         config = WorkerConfig(
             concurrency=concurrency or self.settings.concurrency,
             lease_seconds=self.settings.lease_seconds,
             queues=self.settings.queues,
         )
-        middleware = (self.metrics().middleware, *middleware)
+        # JobEvents: one log line per attempt's start and applied outcome (docs/operations.md).
+        middleware = (self.metrics().middleware, JobEvents(), *middleware)
         return Worker(self.store, self.registry, config, middleware=middleware)
+
+    def with_settings(self, settings: Settings) -> Runtime:
+        """The same store under changed settings (`spool serve` turning on its dev key
+        and demo handlers), with the handlers those settings offer."""
+        logs.remember(settings)  # its keys are masked in the logs too
+        load_handlers(registry, settings)
+        handlers = offered(settings)
+        handler_check.check(handlers, settings)
+        return Runtime(settings, self.store, handlers, Service(self.store, handlers))
 
     def close(self) -> None:
         self.store.close()
 
 
+class HandlerView(Registry):
+    """The process-wide registry as one runtime offers it.
+
+    Handlers register into one process-global registry at import, so once a
+    test or another runtime in the process has imported the demo module its
+    handlers are there for good. A runtime whose settings leave them off must
+    still not offer them: this view hides handlers defined in `hidden`
+    modules from lookups, listings and /openapi.json; registering through it
+    registers process-wide, as the decorators do.
+    """
+
+    def __init__(self, base: Registry, hidden: frozenset[str]) -> None:
+        super().__init__()
+        self._base = base
+        self._hidden = hidden
+
+    def _offered(self, spec: HandlerSpec) -> bool:
+        return getattr(spec.func, "__module__", None) not in self._hidden
+
+    def register(self, spec: HandlerSpec) -> None:
+        self._base.register(spec)
+
+    def load(self, modules: Iterable[str]) -> None:
+        self._base.load(modules)
+
+    def defer(self, modules_by_type: Mapping[str, str]) -> None:
+        self._base.defer(modules_by_type)
+
+    def loaded_specs(self) -> list[HandlerSpec]:
+        return [spec for spec in self._base.loaded_specs() if self._offered(spec)]
+
+    def get(self, type_: str) -> HandlerSpec:
+        spec = self._base.get(type_)
+        if not self._offered(spec):
+            raise UnknownJobType(
+                f"unknown job type {type_!r}", {"type": type_, "known": self.types()}
+            )
+        return spec
+
+    def types(self) -> list[str]:
+        return [spec.type for spec in self.specs()]
+
+    def specs(self) -> list[HandlerSpec]:
+        return [spec for spec in self._base.specs() if self._offered(spec)]
+
+    def max_timeout(self) -> float:
+        return max((s.timeout for s in self.specs()), default=DEFAULT_TIMEOUT)
+
+
+def demo_enabled(settings: Settings) -> bool:
+    return settings.demo_handlers or DEMO_HANDLER_MODULE in settings.handlers
+
+
 def load_handlers(target: Registry, settings: Settings) -> Registry:
-    target.load(BUILTIN_HANDLER_MODULES)
-    target.load(settings.handlers)
+    """Import the built-in handlers, the demo ones if enabled, then SPOOL_HANDLERS.
+
+    A SPOOL_HANDLERS module that cannot be imported is a ConfigError naming it
+    and where modules are looked for, not a traceback from importlib.
+    """
+    target.defer(BUILTIN_HANDLERS)
+    if demo_enabled(settings):
+        target.defer(DEMO_HANDLERS)
+    for name in settings.handlers:
+        try:
+            target.load((name,))
+        except Exception as exc:
+            raise ConfigError(
+                f"SPOOL_HANDLERS: cannot import {name!r} ({type(exc).__name__}: {exc}). "
+                "Handler modules are imported like any Python module: from the working "
+                "directory (the `spool` command adds it) or a directory on PYTHONPATH; "
+                "see docs/handlers.md"
+            ) from exc
     return target
+
+
+def offered(settings: Settings, base: Registry = registry) -> Registry:
+    """The handlers a runtime with these settings offers (see HandlerView)."""
+    hidden = frozenset() if demo_enabled(settings) else frozenset({DEMO_HANDLER_MODULE})
+    return HandlerView(base, hidden)
 
 
 def build_runtime(settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
     settings = settings or Settings.from_env()
+    logs.configure(settings)  # once per process; first, so start-up lines are formatted too
+    load_handlers(registry, settings)  # before the store: a bad module opens nothing
+    handlers = offered(settings)
+    handler_check.check(handlers, settings)
     store = open_store(settings.store_url, clock)
-    load_handlers(registry, settings)
-    return Runtime(settings, store, registry, Service(store, registry))
+    return Runtime(settings, store, handlers, Service(store, handlers))
 
 
 _current: Runtime | None = None

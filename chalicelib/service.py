@@ -1,25 +1,30 @@
 """What the routes and the command line call: enqueue, status, list, cancel, redrive.
 
 Validation happens here, before the store is touched, so refused input writes nothing.
+An idempotency key reused for a different request is refused too (409, see
+chalicelib/idempotency.py for what counts as different and `enqueue` for batches).
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from chalicelib.errors import JobNotFound, ValidationFailed
+from chalicelib.errors import IdempotencyConflict, JobNotFound, ValidationFailed
 from chalicelib.handlers import Registry
+from chalicelib.idempotency import batch_differences, differences
 from chalicelib.ids import new_job_id
+from chalicelib.jsonstrict import is_finite_json
+from chalicelib.logs import job_event
 from chalicelib.models import AddResult, Job, JobPage, JobQuery, JobState, NewJob
 from chalicelib.storage.base import JobStore
+from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY, MAX_DELAY_SECONDS, to_utc
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
-MAX_DELAY_SECONDS = 366 * 24 * 3600
 
 
 class EnqueueRequest(BaseModel):
@@ -32,17 +37,33 @@ class EnqueueRequest(BaseModel):
     payload: dict[str, JsonValue] = Field(default_factory=dict)
     queue: str | None = Field(default=None, pattern=NAME_PATTERN)
     priority: int | None = Field(default=None, ge=-1000, le=1000)
-    delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_SECONDS)
-    run_at: datetime | None = None
+    delay: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DELAY_SECONDS,
+        allow_inf_nan=False,
+        description=f"Seconds to wait before the first run, {BOUND_TEXT}; or give run_at.",
+    )
+    run_at: datetime | None = Field(
+        default=None,
+        description=f"When to run, with a time zone; {BOUND_TEXT} of now (as delay). "
+        "A time already past means at once.",
+    )
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("run_at")
     @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+    def _aware_utc(cls, value: datetime | None) -> datetime | None:
+        """Normalized to UTC here, so no later arithmetic meets an offset that overflows."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
             raise ValueError("run_at needs a time zone (e.g. 2030-01-01T00:00:00Z)")
-        return value
+        try:
+            return to_utc(value)
+        except ValueError as exc:
+            raise ValueError(f"run_at {exc}") from None
 
 
 class Service:
@@ -53,6 +74,11 @@ class Service:
     def build(self, request: EnqueueRequest, tenant: str) -> NewJob:
         spec = self.registry.get(request.type)
         payload = spec.validate(request.payload, tenant)
+        if not is_finite_json(payload):
+            # HTTP bodies are refused earlier (400); this guards every other caller.
+            raise ValidationFailed(
+                "payload holds NaN or Infinity, which JSON cannot carry", {"field": "payload"}
+            )
         now = self.store.clock.now()
         if request.delay is not None and request.run_at is not None:
             raise ValidationFailed("give delay or run_at, not both")
@@ -60,7 +86,16 @@ class Service:
         if request.delay:
             run_at = now + timedelta(seconds=request.delay)
         elif request.run_at is not None:
-            run_at = max(now, request.run_at.astimezone(UTC))
+            if request.run_at - now > MAX_DELAY:  # run_at is UTC: its validator made it so
+                raise ValidationFailed(
+                    f"run_at must be {BOUND_TEXT} of now, the same bound as delay",
+                    {
+                        "field": "run_at",
+                        "max_seconds": MAX_DELAY_SECONDS,
+                        "latest": (now + MAX_DELAY).isoformat(),
+                    },
+                )
+            run_at = max(now, request.run_at)
         return NewJob(
             id=new_job_id(),
             type=request.type,
@@ -74,7 +109,37 @@ class Service:
         )
 
     def enqueue(self, requests: Sequence[EnqueueRequest], tenant: str) -> list[AddResult]:
-        """All or nothing: every job is validated before any is stored."""
+        """Validate every job, then store them; an idempotency key reused for a
+        different request is refused with IdempotencyConflict (409).
+
+        Invalid jobs (422), and two jobs of one batch that share a key but differ
+        (409), are refused before anything is stored. Whether a key is already
+        taken by a different job is known only once the store's add has looked
+        (the store has no read by key), so a batch that mixes keyed and unkeyed
+        jobs is added in two steps, the keyed jobs first: on a conflict none of
+        the unkeyed jobs is stored, and the keyed jobs that were stored are named
+        in the error. Sending the corrected batch again then creates every job
+        exactly once (the stored keyed jobs come back as created=False), so
+        nothing is lost and nothing doubled. The same holds if the store fails
+        between the two steps (503): the keyed jobs stand, and a retry completes
+        the batch. A batch of one kind is one all-or-nothing add, as before.
+        """
+        built = self._build_all(requests, tenant)
+        _refuse_keys_reused_in_batch(requests, built)
+        keyed = [i for i, new in enumerate(built) if new.idempotency_key is not None]
+        plain = [i for i, new in enumerate(built) if new.idempotency_key is None]
+        results: list[AddResult | None] = [None] * len(built)
+        for part in (keyed, plain):
+            if not part:
+                continue
+            for index, result in zip(part, self.store.add([built[i] for i in part]), strict=True):
+                results[index] = result
+                _log_enqueued(result)  # before a conflict is raised: these are stored
+            if part is keyed:
+                _refuse_conflicts(requests, built, results)
+        return [r for r in results if r is not None]
+
+    def _build_all(self, requests: Sequence[EnqueueRequest], tenant: str) -> list[NewJob]:
         problems: list[dict[str, Any]] = []
         built: list[NewJob] = []
         for index, request in enumerate(requests):
@@ -86,7 +151,7 @@ class Service:
                 problems.append({"index": index, "message": exc.message, "details": exc.details})
         if problems:
             raise ValidationFailed("some jobs in the batch are invalid; none were stored", problems)
-        return self.store.add(built)
+        return built
 
     def status(self, job_id: str, tenant: str | None) -> Job:
         job = self.store.get(job_id, tenant)
@@ -95,7 +160,9 @@ class Service:
         return job
 
     def cancel(self, job_id: str, tenant: str | None) -> Job:
-        return self.store.cancel(job_id, tenant)
+        job = self.store.cancel(job_id, tenant)
+        job_event(logging.INFO, "cancelled", job)
+        return job
 
     def list_jobs(self, query: JobQuery) -> JobPage:
         return self.store.list_jobs(query)
@@ -110,8 +177,9 @@ class Service:
                 {"state": job.state.value},
             )
         moved = self.store.redrive([job_id], tenant)
-        if not moved:  # raced with another redrive
+        if not moved:  # raced with another redrive (which logged it)
             return self.status(job_id, tenant)
+        job_event(logging.INFO, "redriven", moved[0])
         return moved[0]
 
     def redrive_all(
@@ -137,12 +205,75 @@ class Service:
             )
             if not page.jobs:
                 break
-            moved.extend(self.store.redrive([j.id for j in page.jobs], tenant))
+            redriven = self.store.redrive([j.id for j in page.jobs], tenant)
+            for job in redriven:
+                job_event(logging.INFO, "redriven", job)
+            moved.extend(redriven)
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
         return moved
 
 
-def job_name_ok(value: str) -> bool:
-    return re.fullmatch(NAME_PATTERN, value) is not None
+def _refuse_keys_reused_in_batch(requests: Sequence[EnqueueRequest], built: list[NewJob]) -> None:
+    """Two jobs of one batch under one key must be the same job; checked before storing."""
+    first_at: dict[str, int] = {}
+    conflicts: list[dict[str, Any]] = []
+    for index, new in enumerate(built):
+        key = new.idempotency_key
+        if key is None:
+            continue
+        first = first_at.setdefault(key, index)
+        if first == index:
+            continue
+        fields = batch_differences(built[first], new, requests[index].run_at)
+        if fields:
+            conflicts.append({"index": index, "same_key_as": first, "fields": fields})
+    if conflicts:
+        raise IdempotencyConflict(
+            "jobs in this batch share an idempotency key but differ; none were stored",
+            {"conflicts": conflicts, "stored": []},
+        )
+
+
+def _refuse_conflicts(
+    requests: Sequence[EnqueueRequest], built: list[NewJob], results: list[AddResult | None]
+) -> None:
+    """Raise IdempotencyConflict if any key the store had seen names a different job."""
+    conflicts: list[dict[str, Any]] = []
+    for index, result in enumerate(results):
+        if result is None or result.created:
+            continue
+        request = requests[index]
+        fields = differences(built[index], request.run_at, request.delay, result.job)
+        if fields:
+            conflicts.append({"index": index, "id": result.job.id, "fields": fields})
+    if not conflicts:
+        return
+    if len(built) == 1:
+        [conflict] = conflicts
+        raise IdempotencyConflict(
+            "this idempotency key already names job "
+            f"{conflict['id']}, which differs in {', '.join(conflict['fields'])}; "
+            "send the same request to get that job, or use a new key",
+            {"id": conflict["id"], "fields": conflict["fields"]},
+        )
+    stored = [
+        {"index": i, "id": r.job.id} for i, r in enumerate(results) if r is not None and r.created
+    ]
+    raise IdempotencyConflict(
+        f"{len(conflicts)} job(s) reuse an idempotency key that names a different job; "
+        "no job without a key was stored"
+        + (f", and {len(stored)} keyed job(s) were (see details.stored)" if stored else ""),
+        {"conflicts": conflicts, "stored": stored},
+    )
+
+
+def _log_enqueued(result: AddResult) -> None:
+    """One line per job stored; a repeated idempotency key (nothing stored) is DEBUG."""
+    job = result.job
+    if not result.created:
+        job_event(logging.DEBUG, "enqueue_repeated", job, "job enqueue_repeated: key seen")
+        return
+    delay = (job.run_at - job.created_at).total_seconds()
+    job_event(logging.INFO, "enqueued", job, delay_s=round(delay, 3) if delay > 0 else None)

@@ -11,14 +11,19 @@ default and decides on three things, in order:
    `127.1` (which C resolvers read as 127.0.0.1) are refused outright.
 2. The host. It must be on the allowlist: a name, a `*.suffix` wildcard, or an
    IP/CIDR entry (for IP literals and for explicitly trusted networks).
-3. Every address the host resolves to. Loopback, private, CGNAT, link-local
-   (169.254.0.0/16, the metadata address), documentation and other
-   non-global ranges are refused unless an allowlisted CIDR contains them or,
-   for loopback/private/CGNAT, `allow_private` is set. Unspecified, multicast,
-   broadcast, reserved and IPv4-mapped/compatible IPv6 addresses are never
-   reached. All answers must pass, and the caller connects to one of those
-   checked addresses (never resolving the name again), so a DNS answer that
-   changes between check and connect (rebinding) cannot redirect the request.
+3. Every address the host resolves to. Cloud metadata addresses (169.254.169.254,
+   fd00:ec2::254, the ECS/EKS credential endpoints and their kin, also when
+   embedded in NAT64 or 6to4 addresses) are never reached, whatever the
+   settings say. Unspecified, multicast, broadcast, reserved and IPv4-mapped/
+   compatible IPv6 addresses are never reached either. Loopback, private and
+   CGNAT addresses are reached when `allow_private` is set; these and the other
+   non-public ranges (link-local, documentation, ...) are also reached when an
+   allowlisted CIDR lies inside the range: `10.0.0.0/8` or `10.1.2.3` opens
+   that part of 10/8, but `0.0.0.0/0` or `::/0` (which merely contain the
+   range) open only public addresses. All answers must pass, and the caller
+   connects to one of those checked addresses (never resolving the name
+   again), so a DNS answer that changes between check and connect (rebinding)
+   cannot redirect the request.
 
 Redirects are followed by the caller one hop at a time, each hop through this
 same guard. A refusal is a PermanentError: retrying cannot make it allowed.
@@ -61,17 +66,29 @@ NEVER = _nets(
     "::ffff:0:0/96",  # IPv4-mapped IPv6: ::ffff:127.0.0.1 reaches 127.0.0.1
     "ff00::/8",
 )
+# Cloud metadata and credential endpoints: never reached, whatever the allowlist
+# or allow_private say (a job that reads them walks off with the worker's role).
+METADATA = _nets(
+    "169.254.169.254/32",  # AWS, GCP, Azure, OpenStack, Oracle ... instance metadata
+    "169.254.170.2/32",  # AWS ECS task metadata and credentials
+    "169.254.170.23/32",  # AWS EKS Pod Identity agent
+    "169.254.0.23/32",  # Tencent Cloud metadata
+    "100.100.100.200/32",  # Alibaba Cloud metadata (inside CGNAT, which allow_private opens)
+    "168.63.129.16/32",  # Azure WireServer (public address space)
+    "192.0.0.192/32",  # Oracle Cloud legacy metadata
+    "fd00:ec2::254/128",  # AWS instance metadata over IPv6 (inside the private fc00::/7)
+    "fd00:ec2::23/128",  # AWS EKS Pod Identity agent over IPv6
+    "fd20:ce::254/128",  # GCP metadata over IPv6
+)
 # Non-public ranges `allow_private` opens (self-hosted services on a LAN or VPC).
 PRIVATE = {
     "loopback": _nets("127.0.0.0/8", "::1/128"),
     "private": _nets("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"),
     "carrier-grade NAT": _nets("100.64.0.0/10"),
 }
-# Non-public ranges only an explicit CIDR in the allowlist opens.
+# Non-public ranges only an allowlisted CIDR lying inside them opens.
 SPECIAL = {
-    # AWS's IPv6 metadata address sits inside the private fc00::/7, so it is listed here.
-    "cloud metadata": _nets("169.254.169.254/32", "fd00:ec2::254/128"),
-    "link-local (includes the cloud metadata address)": _nets("169.254.0.0/16", "fe80::/10"),
+    "link-local": _nets("169.254.0.0/16", "fe80::/10"),
     "IETF protocol assignment": _nets("192.0.0.0/24", "2001::/23"),
     "documentation": _nets(
         "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32", "3fff::/20"
@@ -81,10 +98,20 @@ SPECIAL = {
     "discard-only": _nets("100::/64"),
     "local-use NAT64": _nets("64:ff9b:1::/48"),
     "site-local (deprecated)": _nets("fec0::/10"),
+    # Everything outside 2000::/3 that no more specific range above names.
+    "non-global-unicast IPv6": _nets("::/3", "4000::/2", "8000::/1"),
 }
+# Every named range, most specific first: an address belongs to the first that holds it.
+_RANGES: tuple[tuple[str, IPNetwork, bool], ...] = tuple(
+    sorted(
+        [(label, net, True) for label, nets in PRIVATE.items() for net in nets]
+        + [(label, net, False) for label, nets in SPECIAL.items() for net in nets],
+        key=lambda item: -item[1].prefixlen,
+    )
+)
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
+LOCAL_NAT64 = ipaddress.ip_network("64:ff9b:1::/48")
 SIXTOFOUR = ipaddress.ip_network("2002::/16")
-GLOBAL_UNICAST_V6 = ipaddress.ip_network("2000::/3")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d; :: and ::1 aside
 
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
@@ -141,8 +168,22 @@ class Policy:
             return True
         return any(host.endswith(suffix) for suffix in self.suffixes)
 
+    @property
+    def empty(self) -> bool:
+        """Nothing at all is reachable (the default: SPOOL_HTTP_ALLOWLIST unset)."""
+        return not (self.hosts or self.suffixes or self.networks)
+
     def explicitly_allows(self, ip: IPAddress) -> bool:
+        """An IP/CIDR entry holds the address: an IP literal host matches the allowlist."""
         return any(ip.version == net.version and ip in net for net in self.networks)
+
+    def opens(self, ip: IPAddress, block: IPNetwork) -> bool:
+        """An entry holding the address lies inside the non-public block: `10.0.0.0/8`
+        or `10.1.0.0/16` name (part of) 10/8, `0.0.0.0/0` merely contains it."""
+        return any(
+            ip.version == net.version and ip in net and net.subnet_of(block)  # type: ignore[arg-type]
+            for net in self.networks
+        )
 
 
 # -- URL shape -----------------------------------------------------------------
@@ -275,8 +316,57 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     return None
 
 
+def _bits(value: int, start: int, length: int) -> int:
+    """`length` bits of a 128-bit value, counting from the most significant bit."""
+    return (value >> (128 - start - length)) & ((1 << length) - 1)
+
+
+def _rfc6052_candidates(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address an RFC 6052 translator with a /48../96 prefix could read
+    out of this address (bits 64-71 are skipped, as the RFC lays them out)."""
+    x = int(ip)
+    forms = (
+        (_bits(x, 48, 16) << 16) | _bits(x, 72, 16),
+        (_bits(x, 56, 8) << 24) | _bits(x, 72, 24),
+        _bits(x, 72, 32),
+        _bits(x, 96, 32),
+    )
+    return [ipaddress.IPv4Address(v) for v in forms]
+
+
+def leads_to(ip: IPAddress) -> list[IPAddress]:
+    """The address itself and every IPv4 address it may reach by translation or
+    tunnelling: mapped, compatible, NAT64 (well-known and local-use), 6to4, Teredo."""
+    found: list[IPAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            found.append(ip.ipv4_mapped)
+        if ip in IPV4_COMPATIBLE:
+            found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        inner = embedded_ipv4(ip)
+        if inner is not None:
+            found.append(inner)
+        if ip in LOCAL_NAT64:
+            found.extend(_rfc6052_candidates(ip))
+        if ip.teredo is not None:
+            found.extend(ip.teredo)
+    return found
+
+
+def metadata_address(ip: IPAddress) -> IPAddress | None:
+    """The cloud metadata address this address is or leads to, if any."""
+    for candidate in leads_to(ip):
+        if any(candidate.version == net.version and candidate in net for net in METADATA):
+            return candidate
+    return None
+
+
 def why_refused(ip: IPAddress, policy: Policy) -> str | None:
     """None when the address may be reached; otherwise the rule it breaks."""
+    metadata = metadata_address(ip)
+    if metadata is not None:
+        via = "" if metadata == ip else f" (it leads to {metadata})"
+        return f"{ip} is a cloud metadata address{via}; never reachable"
     if any(ip.version == net.version and ip in net for net in NEVER):
         return f"{ip} is never reachable (unspecified, multicast, reserved or IPv4-mapped)"
     if isinstance(ip, ipaddress.IPv6Address):
@@ -289,19 +379,15 @@ def why_refused(ip: IPAddress, policy: Policy) -> str | None:
                 return f"{ip} embeds {inner}: {reason}"
             if ip in NAT64:
                 return None  # DNS64 answers for IPv4-only hosts: judged by what they embed
-    if policy.explicitly_allows(ip):
-        return None
-    for label, nets in SPECIAL.items():
-        if any(ip.version == net.version and ip in net for net in nets):
-            return f"{ip} is a {label} address"
-    for label, nets in PRIVATE.items():
-        if any(ip.version == net.version and ip in net for net in nets):
-            if policy.allow_private:
+    for label, block, private in _RANGES:
+        if ip.version == block.version and ip in block:
+            if (private and policy.allow_private) or policy.opens(ip, block):
                 return None
             return f"{ip} is a {label} address"
-    if isinstance(ip, ipaddress.IPv6Address) and ip not in GLOBAL_UNICAST_V6:
-        return f"{ip} is not a global unicast IPv6 address"
     if not ip.is_global:
+        # Non-public but in no range named above: only an entry naming the address opens it.
+        if policy.opens(ip, ipaddress.ip_network(ip)):
+            return None
         return f"{ip} is not a public address"
     return None
 
@@ -357,12 +443,23 @@ def check_url(
     url: str, policy: Policy, resolver: Resolver = system_resolver
 ) -> tuple[Target, list[IPAddress]]:
     """The whole guard for one hop: shape, allowlist, then every resolved address."""
+    target = check_static(url, policy)
+    return target, resolve(target, policy, resolver)
+
+
+def check_static(url: str, policy: Policy) -> Target:
+    """Everything the guard can decide without DNS: shape, allowlist match, and the
+    address of an IP literal. Enqueue runs this, so a URL that could never be
+    allowed is refused (422) instead of dying at run time."""
+    if policy.empty:
+        raise Refused("the allowlist (SPOOL_HTTP_ALLOWLIST) is empty, so no URL is reachable")
     target = parse_url(url)
     if target.ip is not None:
         if not policy.explicitly_allows(target.ip):
             reason = why_refused(target.ip, policy)
             also = f" ({reason})" if reason else ""
             raise Refused(f"IP address {target.host} is not on the allowlist{also}")
+        check_address(target.ip, policy)
     elif not policy.host_allowed(target.host):
         raise Refused(f"host {target.host!r} is not on the allowlist (SPOOL_HTTP_ALLOWLIST)")
-    return target, resolve(target, policy, resolver)
+    return target

@@ -40,10 +40,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from chalicelib import attempt_record, worker_id
 from chalicelib.errors import PermanentError, RetryAfter, StoreUnavailable, UnknownJobType
 from chalicelib.handlers import HandlerSpec, JobContext, Registry
+from chalicelib.jsonstrict import is_finite_json
+from chalicelib.middleware import Middleware
 from chalicelib.models import Completion, Job, JobState
 from chalicelib.storage.base import JobStore
+from chalicelib.timebounds import clamp_delay
+
+__all__ = ["Middleware", "Worker", "WorkerConfig", "WorkerStats"]
 
 log = logging.getLogger("spool.worker")
 
@@ -52,25 +58,15 @@ DRAIN_MARGIN = 1.0
 # Hold about this much work per pool thread (judged by recent handler times), so
 # fast jobs are claimed and finished in large batches while slow ones are not hoarded.
 PREFETCH_SECONDS = 0.05
+# process() (SQS delivery) holds a finished job's completion this long at most while
+# others of its wave still run, so a wave's completions are written in one request.
+WAVE_HOLD = 1.0
 MAX_RESULT_BYTES = 256 * 1024
 # Results that are always valid, small JSON: no need to encode them to check.
 # (Not int: a huge one has no JSON form under Python's digit limit.)
 _SMALL_SCALARS = (bool,)
 # NaN and Infinity are not JSON; one encoder, not one per call.
 _strict_json = json.JSONEncoder(allow_nan=False).encode
-
-
-class Middleware:
-    """Hooks around each attempt (metrics, tracing, logging). Override what you need."""
-
-    def before_attempt(self, job: Job) -> None:
-        """Called in the pool thread just before the handler runs."""
-
-    def after_attempt(self, job: Job, completion: Completion, seconds: float) -> None:
-        """Called once the attempt's outcome is known (before it is written)."""
-
-    def after_flush(self, completions: Sequence[Completion], applied: Sequence[bool]) -> None:
-        """Called after a batch of completions was written to the store."""
 
 
 @dataclass
@@ -85,6 +81,10 @@ class WorkerConfig:
     # attempts are re-run after a crash (instead of up to concurrency + the
     # unflushed batch), at the cost of one store write per job.
     sync_finish: bool = False
+    # Attempt history and heartbeats (chalicelib/attempt_record.py); None: read
+    # SPOOL_TRACEBACK_BYTES / SPOOL_HEARTBEAT_SECONDS from the environment.
+    traceback_bytes: int | None = None
+    heartbeat_seconds: float | None = None
 
 
 @dataclass
@@ -111,6 +111,9 @@ class _Attempt:
     started: float = 0.0
     lease_expires_at: datetime | None = None
     lost: bool = False  # the lease could not be extended: do not start it
+    started_at: datetime | None = None  # the store's clock, for the attempt's record
+    failure: BaseException | None = None  # what the handler raised, if it raised
+    thread: int | None = None  # the pool thread running it (where a timeout was stuck)
 
 
 @dataclass
@@ -153,6 +156,14 @@ class Worker:
         # one SQLite file) can write a batch of completions while the next claim runs.
         self._overlap = bool(getattr(store, "concurrent_writes", False))
         self._flusher: ThreadPoolExecutor | None = None
+        self._traceback_bytes = (
+            attempt_record.traceback_bytes()
+            if self.config.traceback_bytes is None
+            else self.config.traceback_bytes
+        )
+        self._heartbeat = self.config.heartbeat_seconds or attempt_record.heartbeat_seconds()
+        self._started_at = store.clock.now()
+        self._next_beat = 0.0
 
     # -- one attempt -------------------------------------------------------
     def execute(self, attempt: _Attempt) -> Completion:
@@ -165,6 +176,7 @@ class Worker:
         try:
             payload = spec.parse(job.payload)
         except ValidationError as exc:
+            attempt.failure = exc
             return Completion(job.id, token, JobState.DEAD, error=f"invalid payload: {exc}")
         assert attempt.ctx is not None
         for m in self.middleware:
@@ -172,10 +184,13 @@ class Worker:
         try:
             result = spec.call(payload, attempt.ctx)
         except PermanentError as exc:
+            attempt.failure = exc
             return Completion(job.id, token, JobState.DEAD, error=_describe(exc))
         except RetryAfter as exc:
+            attempt.failure = exc
             return self._retry(job, spec, _describe(exc), delay=exc.seconds)
         except Exception as exc:
+            attempt.failure = exc
             return self._retry(job, spec, _describe(exc))
         # A result that cannot be stored will not become storable on a retry.
         if result is None or type(result) in _SMALL_SCALARS:
@@ -185,7 +200,10 @@ class Worker:
                 result = result.model_dump(mode="json")
             encoded = _strict_json(result)
         except (TypeError, ValueError) as exc:
-            return Completion(job.id, token, JobState.DEAD, error=f"result is not JSON: {exc}")
+            reason = str(exc)
+            if not is_finite_json(result):
+                reason = "it holds NaN or Infinity (return null or a string instead)"
+            return Completion(job.id, token, JobState.DEAD, error=f"result is not JSON: {reason}")
         if len(encoded) > MAX_RESULT_BYTES:
             error = f"result is {len(encoded)} bytes, over {MAX_RESULT_BYTES}"
             return Completion(job.id, token, JobState.DEAD, error=error)
@@ -197,7 +215,9 @@ class Worker:
         token = job.lease_token or ""
         if job.attempts >= job.max_attempts:
             return Completion(job.id, token, JobState.DEAD, error=error)
-        wait = spec.retry.delay(job.attempts, self.rng) if delay is None else max(0.0, delay)
+        # A handler's RetryAfter is held to the bound a client's delay has: an
+        # infinite or huge one would overflow the datetime and kill the pool thread.
+        wait = spec.retry.delay(job.attempts, self.rng) if delay is None else clamp_delay(delay)
         retry_at = self.store.clock.now() + timedelta(seconds=wait)
         return Completion(job.id, token, JobState.RETRYING, error=error, retry_at=retry_at)
 
@@ -233,7 +253,7 @@ class Worker:
                     state.threads -= 1
                     self._events.notify()
                     return
-            completion = self.execute(attempt)
+            completion = self._recorded(attempt, self.execute(attempt))
             seconds = time.monotonic() - attempt.started
             recorded = False
             if self.config.sync_finish and not attempt.abandoned:
@@ -263,6 +283,8 @@ class Worker:
                 continue
             now = time.monotonic()
             attempt.started = now
+            attempt.started_at = self.store.clock.now()
+            attempt.thread = threading.get_ident()
             timeout = attempt.spec.timeout if attempt.spec else 1.0
             attempt.deadline = now + timeout
             attempt.ctx = JobContext(attempt.job, attempt.deadline)
@@ -308,10 +330,58 @@ class Worker:
                     del self._state.running[attempt.job.id]
                     assert attempt.spec is not None
                     message = f"timed out after {attempt.spec.timeout:g}s"
-                    completion = self._retry(attempt.job, attempt.spec, message)
+                    completion = self._recorded(
+                        attempt,
+                        self._retry(attempt.job, attempt.spec, message),
+                        error_type="TimeoutError",
+                        traceback=attempt_record.stack_of(attempt.thread, self._traceback_bytes),
+                    )
                     self._state.outbox.append((attempt, completion, now - attempt.started))
                     self.stats.timed_out += 1
                     self._spawn()
+
+    def _recorded(
+        self,
+        attempt: _Attempt,
+        completion: Completion,
+        error_type: str | None = None,
+        traceback: str | None = None,
+    ) -> Completion:
+        """The completion carrying its Attempt, for the job's history (attempt_record.py).
+        An exception that cannot even be described must not cost the outcome itself."""
+        now = self.store.clock.now()
+        try:
+            return attempt_record.record(
+                completion,
+                number=attempt.job.attempts,
+                started_at=attempt.started_at or now,
+                finished_at=now,
+                failure=attempt.failure,
+                traceback_limit=self._traceback_bytes,
+                error_type=error_type,
+                traceback=traceback,
+                log_tail=attempt.ctx.log_tail() if attempt.ctx is not None else (),
+            )
+        except Exception:
+            log.exception(
+                "could not describe attempt %d of %s", attempt.job.attempts, attempt.job.id
+            )
+            return completion
+
+    def _beat(self, force: bool = False) -> None:
+        """Tell the store this worker is alive, every SPOOL_HEARTBEAT_SECONDS at most.
+        Never fatal: a worker that cannot beat still works its jobs."""
+        now = time.monotonic()
+        if not force and now < self._next_beat:
+            return
+        self._next_beat = now + self._heartbeat
+        beat = getattr(self.store, "beat", None)
+        if beat is None:
+            return
+        try:
+            beat(worker_id.process(), self.config.queues, self._started_at)
+        except Exception as exc:
+            log.warning("could not record this worker's heartbeat: %s", exc)
 
     def _extend_leases(self) -> None:
         now = self.store.clock.now()
@@ -403,14 +473,15 @@ class Worker:
         most = max(2, self.config.batch_size // self.config.concurrency)
         return max(2, min(most, 1 + int(PREFETCH_SECONDS / max(self._busy_seconds, 1e-6))))
 
-    def _step(self, depth_limit: int) -> int:
+    def _step(self, depth_limit: int, flush: bool = True) -> int:
         """One dispatcher turn: record timeouts, write completions, claim if there is room.
 
-        depth_limit caps the jobs held per pool thread (0: claim nothing).
+        depth_limit caps the jobs held per pool thread (0: claim nothing); flush=False
+        leaves completions in the outbox for a later turn.
         """
         self._reap_timeouts()
-        flushing = self._flush_beside() if self._overlap else None
-        if flushing is None:
+        flushing = self._flush_beside() if self._overlap and flush else None
+        if flushing is None and flush:
             self._flush()
         try:
             if time.monotonic() - self._last_lease_check > self.config.lease_seconds / 6:
@@ -453,8 +524,10 @@ class Worker:
         and recorded) before it returns.
         """
         self._ensure_threads()
+        self._beat(force=True)
         longest = self.registry.max_timeout() + DRAIN_MARGIN
         while True:
+            self._beat()
             if deadline is None:
                 limit = self.config.batch_size
             else:
@@ -475,16 +548,18 @@ class Worker:
         already taken or finished: the message is redundant), or deferred (not
         claimed because the deadline left too little time: redeliver it).
         """
+        self._beat()
         outcome: dict[str, str] = {}
-        if (
-            deadline is not None
-            and time.monotonic() + self.registry.max_timeout() + DRAIN_MARGIN > deadline
-        ):
-            return dict.fromkeys(job_ids, "deferred")
+        wanted = list(job_ids)
+        if deadline is not None:
+            outcome = self._defer_what_cannot_finish(wanted, deadline)
+            wanted = [job_id for job_id in wanted if job_id not in outcome]
+            if not wanted:
+                return outcome
         self._ensure_threads()
-        jobs = self.store.claim(len(job_ids), self.config.lease_seconds, None, ids=list(job_ids))
+        jobs = self.store.claim(len(wanted), self.config.lease_seconds, None, ids=wanted)
         claimed = {j.id for j in jobs}
-        for job_id in job_ids:
+        for job_id in wanted:
             if job_id not in claimed:
                 outcome[job_id] = "skipped"
         attempts = []
@@ -512,9 +587,10 @@ class Worker:
         self.middleware.append(collector)
         try:
             while not self._idle():
-                self._step(0)
+                self._step(0, flush=self._wave_written())
                 if self._in_flight():
-                    self._wait_for_events(min(self._next_deadline_in(), 0.05))
+                    with self._lock:
+                        self._events.wait(min(self._next_deadline_in(), 0.05))
             self._flush()
         finally:
             self.middleware.remove(collector)
@@ -522,6 +598,42 @@ class Worker:
             # Dropped before it started (lease lost while waiting): not ours any more.
             outcome[job.id] = recorded.get(job.id, "skipped")
         return outcome
+
+    def _wave_written(self) -> bool:
+        """In process(): write completions once the whole wave has finished (one store
+        write for all of it), or once one has waited WAVE_HOLD seconds for slower jobs
+        (so its lease cannot lapse and its status is not stale for long)."""
+        with self._lock:
+            outbox = self._state.outbox
+            if not outbox or not self._in_flight():
+                return True
+            oldest = min(a.started + seconds for a, _, seconds in outbox)
+        return time.monotonic() - oldest >= WAVE_HOLD
+
+    def _defer_what_cannot_finish(self, job_ids: list[str], deadline: float) -> dict[str, str]:
+        """Job id -> "deferred" for each job whose own timeout does not fit before the deadline.
+
+        Each job is judged by its own handler's timeout, not the longest one
+        registered: one 900 s handler must not hold back an echo. When even the
+        longest timeout fits, nothing is read; otherwise each job is read once to
+        learn its type. A job that cannot be read is left to the claim (which
+        skips what is gone or not due); an unknown type is claimed and buried.
+        """
+        left = deadline - time.monotonic() - DRAIN_MARGIN
+        if self.registry.max_timeout() <= left:
+            return {}
+        deferred: dict[str, str] = {}
+        for job_id in job_ids:
+            job = self.store.get(job_id)
+            if job is None:
+                continue
+            try:
+                timeout = self.registry.get(job.type).timeout
+            except UnknownJobType:
+                continue
+            if timeout > left:
+                deferred[job_id] = "deferred"
+        return deferred
 
     def run(self, burst: bool = False) -> WorkerStats:
         """Work until stop() (or, with burst, until nothing is due), then finish what is held."""
@@ -538,7 +650,9 @@ class Worker:
             ).start()
             subscribed.wait()
         backoff = 0.0
+        self._beat(force=True)
         while not self._stop.is_set():
+            self._beat()
             with self._lock:
                 self._woken = False
             try:
@@ -615,5 +729,8 @@ class Worker:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:  # a handler's exception whose __str__ fails must not kill the pool thread
+        text = "<the exception's message could not be read>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -7,13 +7,20 @@ Outputs (all checked in, all reviewed as JSON):
 
 - infra/resources.json: what `chalice package --merge-template` adds to
   Chalice's SAM template: the jobs table, the queue and its dead-letter queue,
-  the payload bucket, each function's role policy scoped to those resources,
-  the functions' store settings, and ReportBatchItemFailures on the SQS event
-  source.
-- infra/data-stack.json: the same table, queues and bucket as a stack of their
-  own, with names fixed by stage, for `chalice deploy` (which cannot create them).
+  the payload bucket, each function's role policy scoped to those resources
+  and to its own log group, the functions' store settings, the API keys'
+  SSM parameter, ReportBatchItemFailures, a batching window and a concurrency
+  cap on the SQS event source, log groups with a retention, and the API stage's throttling
+  and access log. Deploy-time choices are stack parameters (PARAMETERS).
+  infra/finalize.py then sets what depends on the build: runtime, architecture,
+  the stage's parameter name.
+- infra/data-stack.json: the same table, queues and bucket (and the log groups
+  of `chalice deploy`'s function names) as a stack of their own, with names
+  fixed by stage, for `chalice deploy` (which cannot create them).
 - .chalice/policy-<stage>-<role>.json: the role policies `chalice deploy`
-  attaches (autogen_policy is off), scoped to the data stack's names.
+  attaches (autogen_policy is off), scoped to the data stack's names in the
+  caller's own account (${aws:PrincipalAccount}: a policy file cannot hold
+  the account id, and must not match another account's bucket).
 
 Why generate: the table's indexes come from the code that queries them
 (chalicelib/storage/dynamodb_schema.py), and one list of actions per role feeds
@@ -36,8 +43,26 @@ if str(ROOT) not in sys.path:
 from chalicelib.storage.dynamodb_schema import table_definition  # noqa: E402
 
 STAGES = ("dev", "prod")
-VISIBILITY_FACTOR = 6  # AWS's advice for SQS event sources: 6x the function timeout
-MAX_RECEIVE_COUNT = 5
+# The SQS event source gathers messages for up to BATCH_WINDOW seconds before it
+# invokes the worker (MaximumBatchingWindowInSeconds), unless its batch of 10 fills
+# first: under light load a job may start that much later, and one invocation then
+# claims, finishes and deletes several jobs with one request each instead of one
+# per job (bench/aws_requests.py, docs/aws.md "Requests per job"). Under load the
+# batch fills at once and the window costs nothing.
+BATCH_WINDOW = 5
+# A message that keeps failing (names no job, or kills its container) must reach
+# the SQS dead-letter queue within POISON_SECONDS. Each delivery hides it for the
+# visibility timeout V from when the poller receives it, which is up to the window W
+# before the invocation starts; one whose container hangs until the Lambda timeout
+# T (the heartbeat extending it meanwhile) hides it for at most W + T + V, so
+#   MAX_RECEIVE_COUNT x (W + T + V) <= POISON_SECONDS, with V >= T,
+# i.e. 4 x (5 + 240 + 480) = 2900 s at the worker timeout .chalice/config.json sets.
+# (Five receives would need T <= 238 s with a window.) AWS's 6x advice for V covers
+# retries of a throttled function; the event source's MaximumConcurrency (equal to
+# the reserved concurrency) keeps it from throttling.
+VISIBILITY_FACTOR = 2
+MAX_RECEIVE_COUNT = 4
+POISON_SECONDS = 3600
 RETENTION_DAYS = 30  # the store's default TTL for finished jobs
 PAYLOAD_DAYS = 366 + RETENTION_DAYS + 1  # a job may wait a year before it runs
 STORE_OPTIONS = "reap_every=30"
@@ -98,7 +123,23 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
         "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
     },
 }
-LOG_ACTIONS = ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"]
+# Into the function's own log group, which the stack creates with its retention:
+# no logs:CreateLogGroup, so Lambda cannot make one that keeps logs forever.
+LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
+# The API function reads the tenant keys (chalicelib/api/key_source.py).
+KEY_ACTIONS = ["ssm:GetParameter"]
+DECRYPT_ACTIONS = ["kms:Decrypt"]
+KEY_ROLES = ("api",)
+
+
+def api_keys_parameter(stage: str) -> str:
+    """The SSM parameter holding a stage's API keys (SPOOL_API_KEYS_PARAMETER)."""
+    return f"/spool/{stage}/api-keys"
+
+
+def chalice_function_name(stage: str, function: str) -> str:
+    """What `chalice deploy` names a function: spool-<stage> for the API."""
+    return f"spool-{stage}" if function == "api_handler" else f"spool-{stage}-{function}"
 
 
 def worker_timeout(config: dict[str, Any]) -> int:
@@ -110,8 +151,23 @@ def worker_timeout(config: dict[str, Any]) -> int:
     return max([int(config.get("lambda_timeout", 60)), *timeouts])
 
 
-def _statements(role: str, arns: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    statements = [
+def visibility_for(timeout: int, window: int = BATCH_WINDOW) -> int:
+    """The queue's visibility timeout for this worker timeout; refuses a timeout too
+    long for a poison message to reach the dead-letter queue within the hour."""
+    visibility = VISIBILITY_FACTOR * timeout
+    worst = MAX_RECEIVE_COUNT * (window + timeout + visibility)
+    if worst > POISON_SECONDS:
+        longest = (POISON_SECONDS // MAX_RECEIVE_COUNT - window) // (1 + VISIBILITY_FACTOR)
+        raise SystemExit(
+            f"run_jobs' lambda_timeout {timeout} s in .chalice/config.json lets a poison "
+            f"message circulate {worst} s before the dead-letter queue (max "
+            f"{POISON_SECONDS}): keep it at or under {longest} s"
+        )
+    return visibility
+
+
+def _statements(role: str, arns: dict[str, Any]) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = [
         {
             "Sid": kind.capitalize(),
             "Effect": "Allow",
@@ -120,9 +176,20 @@ def _statements(role: str, arns: dict[str, list[Any]]) -> list[dict[str, Any]]:
         }
         for kind, actions in ACTIONS[role].items()
     ]
+    objects = statements[-1]
+    assert objects["Sid"] == "Objects"
+    if "objects_condition" in arns:
+        objects["Condition"] = arns["objects_condition"]
     statements.append(
-        {"Sid": "Logs", "Effect": "Allow", "Action": LOG_ACTIONS, "Resource": arns["logs"]}
+        {"Sid": "Logs", "Effect": "Allow", "Action": LOG_ACTIONS, "Resource": arns["logs"][role]}
     )
+    if role in KEY_ROLES:
+        statements += [
+            {"Sid": "ApiKeys", "Effect": "Allow", "Action": KEY_ACTIONS,
+             "Resource": arns["api_keys"]},
+            {"Sid": "ApiKeysDecrypt", "Effect": "Allow", "Action": DECRYPT_ACTIONS,
+             "Resource": arns["api_keys_key"], "Condition": arns["api_keys_decrypt"]},
+        ]  # fmt: skip
     return statements
 
 
@@ -168,9 +235,12 @@ def _queues(visibility: int, name: Any = None, dlq_name: Any = None) -> dict[str
     if name is not None:
         queue = {"QueueName": name, **queue}
         dlq = {"QueueName": dlq_name, **dlq}
+    # Kept when the stack goes, as the table and bucket are: a queue holds ids of
+    # jobs still waiting, and the dead-letter queue what a person has yet to read.
+    kept = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
     return {
-        "JobsDeadLetterQueue": {"Type": "AWS::SQS::Queue", "Properties": dlq},
-        "JobsQueue": {"Type": "AWS::SQS::Queue", "Properties": queue},
+        "JobsDeadLetterQueue": {"Type": "AWS::SQS::Queue", **kept, "Properties": dlq},
+        "JobsQueue": {"Type": "AWS::SQS::Queue", **kept, "Properties": queue},
     }
 
 
@@ -267,31 +337,133 @@ OUTPUTS = {
     "StoreUrl": {"Value": STORE_URL},
 }
 
+# CloudWatch Logs accepts only these retention periods.
+RETENTION_CHOICES = [1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                     1827, 2192, 2557, 2922, 3288, 3653]  # fmt: skip
+LOG_RETENTION = {
+    "Type": "Number",
+    "Default": 30,
+    "AllowedValues": RETENTION_CHOICES,
+    "Description": "Days CloudWatch keeps the functions' logs and the API's access log",
+}
+
+
+def _log_group(name: Any) -> dict[str, Any]:
+    return {
+        "Type": "AWS::Logs::LogGroup",
+        "Properties": {"LogGroupName": name, "RetentionInDays": {"Ref": "LogRetentionDays"}},
+    }
+
 
 # -- the three outputs ------------------------------------------------------------------
 
+# Deploy-time choices: `aws cloudformation deploy --parameter-overrides Name=value`.
+PARAMETERS: dict[str, Any] = {
+    "ApiKeysParameter": {
+        "Type": "String",
+        # infra/finalize.py sets the default to /spool/<stage>/api-keys.
+        "AllowedPattern": "^/[A-Za-z0-9_./-]+$",
+        "Description": "SSM SecureString parameter holding the API keys (sha256:<hex>=tenant,...)",
+    },
+    "ApiKeysKmsKeyArn": {
+        "Type": "String",
+        "Default": "",
+        "Description": "ARN of the KMS key encrypting that parameter; empty: the default "
+        "key, aws/ssm",
+    },
+    "ApiThrottleRateLimit": {
+        "Type": "Number",
+        "Default": 100,
+        "MinValue": 1,
+        "Description": "Steady requests per second the API stage accepts (beyond: 429)",
+    },
+    "ApiThrottleBurstLimit": {
+        "Type": "Number",
+        "Default": 200,
+        "MinValue": 1,
+        "Description": "Requests the API stage accepts in a burst above the rate",
+    },
+    "LogRetentionDays": LOG_RETENTION,
+    "WorkerConcurrency": {
+        "Type": "Number",
+        "Default": 8,
+        "MinValue": 2,
+        "MaxValue": 1000,
+        "Description": "Most worker invocations at once (each runs SPOOL_CONCURRENCY jobs): "
+        "the cap that protects a database or an SMTP relay",
+    },
+    "ReserveWorkerConcurrency": {
+        "Type": "String",
+        "Default": "true",
+        "AllowedValues": ["true", "false"],
+        "Description": "Reserve WorkerConcurrency for the worker; false where the account's "
+        "concurrency quota is too small to reserve any (the cap still holds)",
+    },
+}
+CONDITIONS = {
+    "HasApiKeysKmsKey": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiKeysKmsKeyArn"}, ""]}]},
+    "ReservesWorkerConcurrency": {"Fn::Equals": [{"Ref": "ReserveWorkerConcurrency"}, "true"]},
+}
+PARAMETER_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
+    ":parameter${ApiKeysParameter}"
+}
+# API Gateway's access log: one JSON line per request, no headers, no keys.
+ACCESS_LOG_FORMAT = json.dumps(
+    {
+        "requestId": "$context.requestId",
+        "ip": "$context.identity.sourceIp",
+        "time": "$context.requestTime",
+        "method": "$context.httpMethod",
+        "path": "$context.resourcePath",
+        "status": "$context.status",
+        "bytes": "$context.responseLength",
+        "latencyMs": "$context.responseLatency",
+        "integrationMs": "$context.integrationLatency",
+        "error": "$context.error.message",
+    },
+    separators=(",", ":"),
+)
+
 
 def merge_template(visibility: int) -> dict[str, Any]:
-    arns: dict[str, list[Any]] = {
+    log_groups = {function: f"{function}LogGroup" for function, _, _ in FUNCTIONS.values()}
+    arns: dict[str, Any] = {
         "table": [
             {"Fn::GetAtt": ["JobsTable", "Arn"]},
             {"Fn::Sub": "${JobsTable.Arn}/index/*"},
         ],
         "queue": [{"Fn::GetAtt": ["JobsQueue", "Arn"]}],
         "objects": [{"Fn::Sub": "${PayloadBucket.Arn}/spool/*"}],
-        "logs": [
+        # Each role writes to its own function's log group, nothing else.
+        "logs": {
+            role: [{"Fn::GetAtt": [log_groups[function], "Arn"]}]
+            for function, _, role in FUNCTIONS.values()
+        },
+        "api_keys": [PARAMETER_ARN],
+        # The named key, or any key of this account but only through SSM and only for
+        # this parameter (the default aws/ssm key's id is not known in advance).
+        "api_keys_key": [
             {
-                "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
-                ":log-group:/aws/lambda/${AWS::StackName}-*"
-            },
-            {
-                "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
-                ":log-group:/aws/lambda/${AWS::StackName}-*:*"
-            },
+                "Fn::If": [
+                    "HasApiKeysKmsKey",
+                    {"Ref": "ApiKeysKmsKeyArn"},
+                    {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"},
+                ]
+            }
         ],
+        "api_keys_decrypt": {
+            "StringEquals": {
+                "kms:ViaService": {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"},
+                "kms:EncryptionContext:PARAMETER_ARN": PARAMETER_ARN,
+            }
+        },
     }
     resources = _data_resources(visibility)
     for function, role_id, role in FUNCTIONS.values():
+        resources[log_groups[function]] = _log_group(
+            {"Fn::Sub": "/aws/lambda/${AWS::StackName}-" + function}
+        )
         resources[role_id] = {
             "Properties": {
                 "Policies": [
@@ -305,17 +477,28 @@ def merge_template(visibility: int) -> dict[str, Any]:
                 ]
             }
         }
+        variables: dict[str, Any] = {
+            "SPOOL_STORE_URL": STORE_URL,
+            "SPOOL_SQS_VISIBILITY_TIMEOUT": str(visibility),
+        }
+        if role in KEY_ROLES:
+            variables["SPOOL_API_KEYS_PARAMETER"] = {"Ref": "ApiKeysParameter"}
         resources[function] = {
             "Properties": {
-                "Environment": {
-                    "Variables": {
-                        "SPOOL_STORE_URL": STORE_URL,
-                        "SPOOL_SQS_VISIBILITY_TIMEOUT": str(visibility),
-                    }
-                }
+                "Environment": {"Variables": variables},
+                # Lambda logs where the stack says, with its retention (no race with
+                # Lambda creating /aws/lambda/<name> on the first invocation).
+                "LoggingConfig": {"LogGroup": {"Ref": log_groups[function]}, "LogFormat": "Text"},
             }
         }
     function, event = SQS_EVENT
+    resources[function]["Properties"]["ReservedConcurrentExecutions"] = {
+        "Fn::If": [
+            "ReservesWorkerConcurrency",
+            {"Ref": "WorkerConcurrency"},
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
     resources[function]["Properties"]["Events"] = {
         event: {
             "Properties": {
@@ -323,10 +506,86 @@ def merge_template(visibility: int) -> dict[str, Any]:
                 # swap Fn::Sub for Fn::GetAtt: both keys would stay).
                 "Queue": {"Fn::Sub": "${JobsQueue.Arn}"},
                 "FunctionResponseTypes": ["ReportBatchItemFailures"],
+                "MaximumBatchingWindowInSeconds": BATCH_WINDOW,
+                # The poller never invokes more at once than the reservation holds, so
+                # the worker is never throttled (a throttled batch counts a receive).
+                "ScalingConfig": {"MaximumConcurrency": {"Ref": "WorkerConcurrency"}},
             }
         }
     }
-    return {"Resources": resources, "Outputs": OUTPUTS}
+    resources.update(_api_stage())
+    return {
+        "Parameters": PARAMETERS,
+        "Conditions": CONDITIONS,
+        "Resources": resources,
+        "Outputs": OUTPUTS,
+    }
+
+
+def _api_stage() -> dict[str, Any]:
+    """Throttling and an access log on Chalice's API stage (RestAPI), and the
+    region's API Gateway logging role that access logs need."""
+    kept = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+    return {
+        "ApiAccessLogGroup": _log_group({"Fn::Sub": "/aws/apigateway/${AWS::StackName}-access"}),
+        # API Gateway writes logs only once the region's account settings name a
+        # role it may use: a per-region setting, shared by every API. Retained, so
+        # deleting this stack never breaks other APIs' logging.
+        "ApiGatewayLogsRole": {
+            "Type": "AWS::IAM::Role",
+            **kept,
+            "Properties": {
+                "AssumeRolePolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Principal": {"Service": "apigateway.amazonaws.com"},
+                            "Action": "sts:AssumeRole",
+                        }
+                    ],
+                },
+                "ManagedPolicyArns": [
+                    {
+                        "Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/"
+                        "AmazonAPIGatewayPushToCloudWatchLogs"
+                    }
+                ],
+            },
+        },
+        "ApiGatewayAccount": {
+            "Type": "AWS::ApiGateway::Account",
+            **kept,
+            "Properties": {"CloudWatchRoleArn": {"Fn::GetAtt": ["ApiGatewayLogsRole", "Arn"]}},
+        },
+        "RestAPI": {
+            "DependsOn": ["ApiGatewayAccount"],
+            "Properties": {
+                # Any value stops SAM from also deploying a stage named "Stage", which
+                # would serve the same API without this throttling or access log.
+                "OpenApiVersion": "2.0",
+                "MethodSettings": [
+                    {
+                        "ResourcePath": "/*",
+                        "HttpMethod": "*",
+                        "ThrottlingRateLimit": {"Ref": "ApiThrottleRateLimit"},
+                        "ThrottlingBurstLimit": {"Ref": "ApiThrottleBurstLimit"},
+                        # Execution logs would make a log group without a retention.
+                        "LoggingLevel": "OFF",
+                        "MetricsEnabled": False,
+                    }
+                ],
+                "AccessLogSetting": {
+                    # The group's ARN without GetAtt's trailing ":*", which API Gateway refuses.
+                    "DestinationArn": {
+                        "Fn::Sub": "arn:${AWS::Partition}:logs:${AWS::Region}:${AWS::AccountId}"
+                        ":log-group:${ApiAccessLogGroup}"
+                    },
+                    "Format": ACCESS_LOG_FORMAT,
+                },
+            },
+        },
+    }
 
 
 def data_stack(visibility: int) -> dict[str, Any]:
@@ -336,38 +595,63 @@ def data_stack(visibility: int) -> dict[str, Any]:
         "dlq": {"Fn::Sub": "spool-${Stage}-jobs-dlq"},
         "bucket": {"Fn::Sub": "spool-${Stage}-payloads-${AWS::AccountId}-${AWS::Region}"},
     }
+    resources = _data_resources(visibility, names)
+    # The log groups `chalice deploy`'s functions write to, made first with a retention
+    # (the policy files grant no logs:CreateLogGroup).
+    for function, (logical_id, _, _) in FUNCTIONS.items():
+        name = chalice_function_name("${Stage}", function)
+        resources[f"{logical_id}LogGroup"] = _log_group({"Fn::Sub": f"/aws/lambda/{name}"})
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Spool's table, queues and bucket, for `chalice deploy --stage <Stage>`",
         "Parameters": {
-            "Stage": {"Type": "String", "AllowedValues": list(STAGES), "Default": "dev"}
+            "Stage": {"Type": "String", "AllowedValues": list(STAGES), "Default": "dev"},
+            "LogRetentionDays": LOG_RETENTION,
         },
-        "Resources": _data_resources(visibility, names),
+        "Resources": resources,
         "Outputs": OUTPUTS,
     }
 
 
 def policy_file(stage: str, role: str) -> dict[str, Any]:
-    """For `chalice deploy`: the data stack's fixed names, any region and account."""
+    """For `chalice deploy`: the data stack's fixed names, in the caller's own account.
+
+    A policy file is plain JSON (no CloudFormation to fill the account in), so
+    the account is the IAM policy variable ${aws:PrincipalAccount}: the role's
+    own account, wherever it is deployed. S3 ARNs carry no account, so the
+    bucket is also held to one the account owns (s3:ResourceAccount).
+    """
     prefix = f"spool-{stage}"
-    arns: dict[str, list[Any]] = {
+    account = "${aws:PrincipalAccount}"
+    function = next(f for f, (_, _, r) in FUNCTIONS.items() if r == role)
+    log_group = f"arn:aws:logs:*:{account}:log-group:/aws/lambda/" + chalice_function_name(
+        stage, function
+    )
+    parameter = f"arn:aws:ssm:*:{account}:parameter{api_keys_parameter(stage)}"
+    arns: dict[str, Any] = {
         "table": [
-            f"arn:aws:dynamodb:*:*:table/{prefix}-jobs",
-            f"arn:aws:dynamodb:*:*:table/{prefix}-jobs/index/*",
+            f"arn:aws:dynamodb:*:{account}:table/{prefix}-jobs",
+            f"arn:aws:dynamodb:*:{account}:table/{prefix}-jobs/index/*",
         ],
-        "queue": [f"arn:aws:sqs:*:*:{prefix}-jobs"],
-        "objects": [f"arn:aws:s3:::{prefix}-payloads-*/spool/*"],
-        # chalice deploy names functions spool-<stage> (the API) and spool-<stage>-<name>.
-        "logs": [
-            f"arn:aws:logs:*:*:log-group:/aws/lambda/{prefix}*",
-            f"arn:aws:logs:*:*:log-group:/aws/lambda/{prefix}*:*",
-        ],
+        "queue": [f"arn:aws:sqs:*:{account}:{prefix}-jobs"],
+        # The data stack names it spool-<stage>-payloads-<account>-<region>.
+        "objects": [f"arn:aws:s3:::{prefix}-payloads-{account}-*/spool/*"],
+        "objects_condition": {"StringEquals": {"s3:ResourceAccount": account}},
+        "logs": {role: [log_group, f"{log_group}:*"]},
+        "api_keys": [parameter],
+        "api_keys_key": [f"arn:aws:kms:*:{account}:key/*"],
+        "api_keys_decrypt": {
+            "StringLike": {
+                "kms:ViaService": "ssm.*.amazonaws.com",
+                "kms:EncryptionContext:PARAMETER_ARN": parameter,
+            }
+        },
     }
     return {"Version": "2012-10-17", "Statement": _statements(role, arns)}
 
 
 def outputs(chalice_config: dict[str, Any]) -> dict[Path, dict[str, Any]]:
-    visibility = VISIBILITY_FACTOR * worker_timeout(chalice_config)
+    visibility = visibility_for(worker_timeout(chalice_config))
     files = {
         ROOT / "infra" / "resources.json": merge_template(visibility),
         ROOT / "infra" / "data-stack.json": data_stack(visibility),

@@ -4,27 +4,59 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from tqdm import tqdm
 
-from chalicelib import periodic
-from chalicelib.errors import SpoolError
+from chalicelib import logs, periodic
+from chalicelib.durations import EXAMPLES, parse_seconds
+from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import DEFAULT_TENANT, JobQuery, JobState
+from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime, build_runtime
 from chalicelib.service import EnqueueRequest
 from chalicelib.worker import Middleware
 from local import db, serve
+from local.cli_errors import CliFailure, Parser, UsageError, debugging, report
+from local.worker_metrics import WorkerMetrics
 
 
 def _print(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
+
+
+def duration(text: str) -> float:
+    """An option's duration in seconds, in the grammar schedules use (90, 15m, 1h30m)."""
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _waiting(rt: Runtime, states: tuple[JobState, ...], queues: Sequence[str] | None) -> int:
+    """Jobs in these states, in these queues only (all queues for None): a progress
+    bar's total must count what the command will actually work through."""
+    return sum(
+        n
+        for (queue, state), n in rt.store.counts().items()
+        if state in states and (queues is None or queue in queues)
+    )
 
 
 class _Progress(Middleware):
@@ -44,15 +76,44 @@ def _sync_finish(rt: Runtime, args: argparse.Namespace) -> bool:
     return bool(args.sync_finish) or env in ("1", "true", "yes", "on")
 
 
+def port_number(text: str) -> int:
+    """A TCP port: 0 (pick a free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {value}")
+    return value
+
+
+def _worker_metrics(rt: Runtime, args: argparse.Namespace) -> WorkerMetrics:
+    """The worker's metrics port and Pushgateway push, checked before any job runs."""
+    try:
+        reporting = WorkerMetrics(rt, args.metrics_host, args.metrics_port)
+    except OSError as exc:
+        raise CliFailure(
+            f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
+            f"{exc.strerror or exc}",
+            "Pick another --metrics-port (0 picks a free one) or stop what is using it",
+        ) from None
+    except ValueError as exc:  # a malformed SPOOL_PUSH_INTERVAL or metrics setting
+        raise UsageError(str(exc), "Fix the variable and start again") from None
+    if reporting.server is not None and not args.quiet:
+        print(f"spool worker: metrics at {reporting.server.url}", file=sys.stderr, flush=True)
+    return reporting
+
+
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     sync_finish = _sync_finish(rt, args)
+    with _worker_metrics(rt, args):
+        return _run_worker(rt, args, sync_finish)
+
+
+def _run_worker(rt: Runtime, args: argparse.Namespace, sync_finish: bool) -> int:
     if args.burst:
         periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
-        due = sum(
-            n
-            for (_, state), n in rt.store.counts().items()
-            if state in (JobState.QUEUED, JobState.RETRYING)
-        )
+        due = _waiting(rt, (JobState.QUEUED, JobState.RETRYING), rt.settings.queues)
         bar = tqdm(total=due, unit="job", disable=args.quiet or not sys.stderr.isatty())
         worker = rt.worker(args.concurrency, middleware=(_Progress(bar),))
         worker.config.sync_finish = sync_finish
@@ -71,7 +132,7 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
         if not args.quiet:
             print(
                 f"spool worker: concurrency {worker.config.concurrency}, "
-                f"store {rt.settings.store_url}",
+                f"store {redact_url(rt.settings.store_url)}",
                 file=sys.stderr,
             )
         stop_schedules = threading.Event()
@@ -97,42 +158,55 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
 
 def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
     try:
-        payload = json.loads(args.payload)
+        payload = loads_strict(args.payload)
     except json.JSONDecodeError as exc:
-        print(f"--payload is not valid JSON: {exc}", file=sys.stderr)
-        return 2
+        fix = """Quote it for the shell: --payload '{"a": 1}'"""
+        raise UsageError(f"--payload is not valid JSON: {exc}", fix) from None
     fields: dict[str, Any] = {"type": args.type, "payload": payload}
     for name in ("queue", "priority", "delay", "idempotency_key", "max_attempts"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
-    try:
-        request = EnqueueRequest.model_validate(fields)
-    except ValidationError as exc:
-        for error in exc.errors(include_url=False, include_input=False):
-            where = ".".join(str(p) for p in error["loc"]) or "job"
-            print(f"error: {where}: {error['msg']}", file=sys.stderr)
-        return 2
+    request = EnqueueRequest.model_validate(fields)  # ValidationError: one line, exit 2
     if args.count == 1:
         result = rt.service.enqueue([request], args.tenant)[0]
-        _print({"id": result.job.id, "state": result.job.state, "created": result.created})
+        _print(
+            {
+                "id": result.job.id,
+                "state": result.job.state,
+                "created": result.created,
+                "tenant": result.job.tenant,
+            }
+        )
         return 0
     with tqdm(total=args.count, unit="job", disable=not sys.stderr.isatty()) as bar:
         for start in range(0, args.count, 500):
             n = min(500, args.count - start)
             rt.service.enqueue([request] * n, args.tenant)
             bar.update(n)
-    print(f"enqueued {args.count} jobs", file=sys.stderr)
+    print(f"enqueued {args.count} jobs (tenant {args.tenant})", file=sys.stderr)
     return 0
 
 
 def cmd_schedules(rt: Runtime, args: argparse.Namespace) -> int:
-    """Each enabled schedule and its next tick, so an operator can see what fires when."""
+    """Each enabled schedule and its next tick, so an operator can see what fires when.
+
+    A schedule whose job could never be enqueued (unknown type, a payload its
+    handler refuses) fails the command, as it would fail every tick.
+    """
     try:
         schedules = periodic.active_schedules(rt.settings)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        fix = "Fix SPOOL_SCHEDULES (JSON: a list, or an object by name)"
+        raise UsageError(str(exc), fix) from None
+    broken = periodic.problems(rt.service, schedules)
+    if broken:
+        name, problem = next(iter(broken.items()))
+        more = f" ({len(broken) - 1} more schedule(s) broken)" if len(broken) > 1 else ""
+        raise UsageError(
+            f"schedule {name!r} can never enqueue its job: {problem}{more}",
+            "Fix its type or payload in SPOOL_SCHEDULES (or load its handler with SPOOL_HANDLERS)",
+        )
     upcoming = periodic.next_runs(rt.store.clock, schedules=schedules)
     rows = [
         {
@@ -149,18 +223,28 @@ def cmd_schedules(rt: Runtime, args: argparse.Namespace) -> int:
 
 
 def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
-    job = rt.service.status(args.id, None)
-    _print(job.model_dump(mode="json"))
+    """The job and its attempts: a table for people, JSON with --json (local/status_view.py)."""
+    from local import status_view
+
+    job = rt.service.status(args.id, args.tenant)
+    attempts = rt.store.attempts(job.id, args.tenant) or []
+    if args.json:
+        _print(status_view.as_json(job, attempts))
+    else:
+        print(status_view.render(job, attempts))
     return 0
 
 
 def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
     if args.dlq_command == "list":
         page = rt.service.list_jobs(
-            JobQuery(state=JobState.DEAD, queue=args.queue, limit=args.limit)
+            JobQuery(tenant=args.tenant, state=JobState.DEAD, queue=args.queue, limit=args.limit)
         )
         for job in page.jobs:
-            print(f"{job.id}  {job.type:<16} attempts={job.attempts}  {job.last_error or ''}")
+            print(
+                f"{job.id}  {job.type:<16} tenant={job.tenant} attempts={job.attempts}  "
+                f"{job.last_error or ''}"
+            )
         print(
             f"{len(page.jobs)} dead job(s)"
             + (" (more: raise --limit)" if page.next_cursor else ""),
@@ -168,11 +252,18 @@ def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
         )
         return 0
     if args.all:
-        total = sum(n for (_, state), n in rt.store.counts().items() if state is JobState.DEAD)
+        if args.id:
+            raise UsageError("give a job id or --all, not both")
+        # Counts are per queue, not per tenant: with --tenant the total is unknown.
+        total = (
+            None
+            if args.tenant is not None
+            else _waiting(rt, (JobState.DEAD,), None if args.queue is None else (args.queue,))
+        )
         moved = 0
         with tqdm(total=total, unit="job", disable=not sys.stderr.isatty()) as bar:
             while True:
-                batch = rt.service.redrive_all(None, queue=args.queue, limit=500)
+                batch = rt.service.redrive_all(args.tenant, queue=args.queue, limit=500)
                 if not batch:
                     break
                 moved += len(batch)
@@ -180,16 +271,13 @@ def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
         print(f"redriven {moved} job(s)", file=sys.stderr)
         return 0
     if not args.id:
-        print("give a job id or --all", file=sys.stderr)
-        return 2
-    job = rt.service.redrive(args.id, None)
+        raise UsageError("give a job id or --all", "e.g. `spool dlq redrive --all --queue emails`")
+    job = rt.service.redrive(args.id, args.tenant)
     _print({"id": job.id, "state": job.state})
     return 0
 
 
 def cmd_purge(rt: Runtime, args: argparse.Namespace) -> int:
-    from datetime import timedelta
-
     cutoff = rt.store.clock.now() - timedelta(seconds=args.older_than)
     total = 0
     while True:
@@ -201,12 +289,21 @@ def cmd_purge(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def _tenant_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tenant",
+        default=None,
+        help=f"only this tenant's jobs (default: every tenant; the CLI and `spool serve` "
+        f"use {DEFAULT_TENANT!r})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spool", description="Spool job queue")
+    parser = Parser(prog="spool", description="Spool job queue")
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="run jobs")
-    worker.add_argument("--concurrency", type=int, default=None)
+    worker.add_argument("--concurrency", type=positive, default=None)
     worker.add_argument("--burst", action="store_true", help="exit when nothing is due")
     worker.add_argument("--quiet", action="store_true")
     worker.add_argument(
@@ -215,33 +312,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="write each result before taking the next job (at most CONCURRENCY "
         "attempts re-run after a crash; slower). Also SPOOL_SYNC_FINISH=1",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=port_number,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (no authentication: "
+        "keep it on a private network; 0 picks a free port)",
+    )
+    worker.add_argument(
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the metrics port binds (default 127.0.0.1; 0.0.0.0 in a container)",
+    )
 
     enqueue = sub.add_parser("enqueue", help="add a job")
     enqueue.add_argument("type")
     enqueue.add_argument("--payload", default="{}")
     enqueue.add_argument("--queue")
     enqueue.add_argument("--priority", type=int)
-    enqueue.add_argument("--delay", type=float)
+    enqueue.add_argument("--delay", type=duration, help=f"run no sooner than this: {EXAMPLES}")
     enqueue.add_argument("--idempotency-key", dest="idempotency_key")
     enqueue.add_argument("--max-attempts", dest="max_attempts", type=int)
-    enqueue.add_argument("--tenant", default=DEFAULT_TENANT)
-    enqueue.add_argument("--count", type=int, default=1, help="add this many copies")
+    enqueue.add_argument(
+        "--tenant",
+        default=DEFAULT_TENANT,
+        help=f"the tenant owning the job (default {DEFAULT_TENANT!r}, the tenant of "
+        "`spool serve`'s dev key)",
+    )
+    enqueue.add_argument("--count", type=positive, default=1, help="add this many copies")
 
-    status = sub.add_parser("status", help="show a job")
+    status = sub.add_parser("status", help="show a job and its attempts")
     status.add_argument("id")
+    status.add_argument(
+        "--json", action="store_true", help="machine output: the job, with attempt_history"
+    )
+    _tenant_option(status)
 
     dlq = sub.add_parser("dlq", help="dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list")
     dlq_list.add_argument("--queue")
-    dlq_list.add_argument("--limit", type=int, default=100)
+    dlq_list.add_argument("--limit", type=positive, default=100)
+    _tenant_option(dlq_list)
     redrive = dlq_sub.add_parser("redrive")
     redrive.add_argument("id", nargs="?")
     redrive.add_argument("--all", action="store_true")
     redrive.add_argument("--queue")
+    _tenant_option(redrive)
 
-    purge = sub.add_parser("purge", help="delete old finished jobs")
-    purge.add_argument("--older-than", type=float, default=7 * 86400, help="seconds")
+    purge = sub.add_parser("purge", help="delete old finished jobs (every tenant)")
+    purge.add_argument(
+        "--older-than",
+        type=duration,
+        default=7 * 86400,
+        help=f"finished at least this long ago (default 7d): {EXAMPLES}",
+    )
 
     sub.add_parser("schedules", help="periodic schedules and their next run (UTC)")
 
@@ -250,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {
+COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "enqueue": cmd_enqueue,
     "status": cmd_status,
@@ -261,24 +388,44 @@ COMMANDS = {
 }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+LOGGING_COMMANDS = ("worker", "serve")
+
+
+def _import_from_working_directory() -> None:
+    """SPOOL_HANDLERS modules are found in the working directory, as with `python -m`:
+    the `spool` script's own sys.path[0] is the venv's bin/, not where the user is."""
+    here = os.getcwd()
+    if "" not in sys.path and here not in sys.path:
+        sys.path.insert(0, here)
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "db":  # before build_runtime: an unmigrated store refuses to open
         return db.cmd_db(args)
-    try:
-        rt = build_runtime()
-    except SpoolError as exc:  # e.g. database not migrated or unreachable
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
+    rt = build_runtime()
     try:
         return COMMANDS[args.command](rt, args)
-    except SpoolError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
     finally:
         rt.close()
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse, run, and turn any failure into one `spool: <problem>. <fix>` line."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # --help (0) or a usage error already reported (2)
+        return exit.code if isinstance(exit.code, int) else 2
+    _import_from_working_directory()
+    try:
+        # Job and request lines are what `worker` and `serve` are for; a one-shot
+        # command prints its answer, and logs only warnings unless SPOOL_LOG_LEVEL asks.
+        logs.configure(default_level="INFO" if args.command in LOGGING_COMMANDS else "WARNING")
+        return _run(args)
+    except (Exception, KeyboardInterrupt) as exc:
+        if debugging():
+            raise
+        return report(exc)
+
+
 if __name__ == "__main__":
-    started = time.monotonic()
     sys.exit(main())

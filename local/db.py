@@ -14,6 +14,8 @@ import sys
 from urllib.parse import urlsplit
 
 from chalicelib.config import Settings
+from chalicelib.redact import redact_url
+from local.cli_errors import CliFailure
 
 EXIT_PENDING = 3
 
@@ -60,8 +62,12 @@ def cmd_db(args: argparse.Namespace) -> int:
                 return 0
             status = migrations.status(conn)
     except psycopg.Error as exc:
-        print(f"error: {str(exc).strip()}", file=sys.stderr)
-        return 1
+        verb = "migrate" if args.db_command == "migrate" else "read"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CliFailure(
+            f"cannot {verb} the schema at {redact_url(url)}: {reason}",
+            "Check SPOOL_STORE_URL (or --url) and that Postgres is running and reachable",
+        ) from None
     for m in status.available:
         at = status.applied.get(m.version)
         mark = f"applied {at:%Y-%m-%d %H:%M:%S}" if at else "pending"

@@ -2,9 +2,13 @@
 
 app.py behind waitress (local/server.py) plus the emulated worker
 (local/emulator.py), on the store from SPOOL_STORE_URL (SQLite by default).
-With SPOOL_API_KEYS unset it makes a dev key and prints it, with a curl line
-that works as pasted. Ctrl-C (or SIGTERM) stops accepting, lets running
-requests and jobs finish, and exits 0.
+With SPOOL_API_KEYS unset it is in laptop mode: it makes a dev key for tenant
+`default` (the tenant `spool enqueue` uses, so the CLI and the API see the
+same jobs), turns on the demo handlers unless SPOOL_DEMO_HANDLERS says
+otherwise, and prints the key with a curl line that works as pasted. Keys
+from SPOOL_API_KEYS are never printed, and the store URL is shown redacted.
+Ctrl-C (or SIGTERM) stops accepting, lets running requests and jobs finish,
+and exits 0.
 """
 
 from __future__ import annotations
@@ -19,9 +23,15 @@ import sys
 from typing import Any
 
 from chalicelib import runtime as runtime_module
+from chalicelib.models import DEFAULT_TENANT
+from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime
+from local.cli_errors import CliFailure, UsageError
 
-DEV_TENANT = "dev"
+DEV_TENANT = DEFAULT_TENANT
+DEMO_VARIABLE = "SPOOL_DEMO_HANDLERS"
+METRICS_KEYS = "SPOOL_METRICS_KEYS"
+MAX_WAITS = "SPOOL_MAX_WAITS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,65 +44,113 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
-    """Keep configured keys (showing the first plain one); otherwise make a dev key.
+    """Keep configured keys (never shown); otherwise make a dev key, laptop mode.
 
-    Returns the runtime to serve, a key for the curl line, and whether it was made now.
+    Returns the runtime to serve, the key to print (only one made now: a key
+    from SPOOL_API_KEYS is a secret this process must not echo), and whether
+    it was made now. Laptop mode also turns on the demo handlers, unless
+    SPOOL_DEMO_HANDLERS is set either way.
     """
     if rt.settings.api_keys.strip():
-        plain = [
-            e.strip().rpartition("=")[0]
-            for e in rt.settings.api_keys.split(",")
-            if e.strip() and not e.strip().startswith("sha256:")
-        ]
-        return rt, (plain[0] if plain else None), False
+        return rt, None, False
     key = "dev-" + secrets.token_urlsafe(24)
     os.environ["SPOOL_API_KEYS"] = f"{key}={DEV_TENANT}"
     settings = dataclasses.replace(rt.settings, api_keys=os.environ["SPOOL_API_KEYS"])
-    return dataclasses.replace(rt, settings=settings), key, True
+    if not rt.settings.text(METRICS_KEYS):
+        # One key for the laptop: the same dev key reads /metrics too.
+        os.environ[METRICS_KEYS] = key
+        settings = dataclasses.replace(settings, extra={**settings.extra, METRICS_KEYS: key})
+    if not rt.settings.extra.get(DEMO_VARIABLE, "").strip():
+        os.environ[DEMO_VARIABLE] = "true"  # app.py's runtime and the emulator agree
+        settings = dataclasses.replace(settings, demo_handlers=True)
+    return rt.with_settings(settings), key, True
+
+
+def with_wait_cap(rt: Runtime, threads: int) -> Runtime:
+    """Long-polls hold a server thread each: unless SPOOL_MAX_WAITS says otherwise,
+    let them take at most half the threads, so /health and other clients are served."""
+    if rt.settings.text(MAX_WAITS):
+        return rt
+    extra = {**rt.settings.extra, MAX_WAITS: str(max(1, threads // 2))}
+    return rt.with_settings(dataclasses.replace(rt.settings, extra=extra))
+
+
+def check_edge_settings(rt: Runtime) -> None:
+    """Refuse malformed keys and metric settings at start-up, not with a 500 per request."""
+    from chalicelib.api.auth import Keyring, operator_keys
+    from chalicelib.api.metric_labels import QueueLabels
+
+    checks: list[tuple[str, Any]] = [
+        ("SPOOL_API_KEYS", lambda: Keyring.parse(rt.settings.api_keys)),
+        (METRICS_KEYS, lambda: operator_keys(rt.settings.text(METRICS_KEYS))),
+        ("SPOOL_METRICS_MAX_QUEUES", lambda: QueueLabels.from_settings(rt.settings)),
+    ]
+    for name, check in checks:
+        try:
+            check()
+        except ValueError as exc:
+            message = str(exc) if name in str(exc) else f"{name}: {exc}"
+            raise UsageError(message, "Fix the variable and start again") from None
 
 
 def banner(url: str, rt: Runtime, key: str | None, generated: bool, worker: bool) -> str:
     shown = key or "<your key>"
-    body = '{"type": "echo", "payload": {"hello": "world"}}'
+    header = shlex.quote("X-API-Key: " + shown)
+    demo = "echo" in rt.registry.types()
     lines = [
         f"spool: serving app.py on {url}",
-        f"  store   {rt.settings.store_url}",
+        f"  store   {redact_url(rt.settings.store_url)}",
         "  worker  " + ("emulated (app.py drain_due, invoked on new work)" if worker else "off"),
+        "  demo    "
+        + ("echo, sleep, fail" if demo else "off")
+        + f" ({DEMO_VARIABLE}={'true' if demo else 'false'})",
     ]
     if generated:
         lines.append(f"  dev API key (tenant {DEV_TENANT}), made for this run: {key}")
-    lines += [
-        "try:",
-        f"  curl -s -X POST {url}/enqueue -H {shlex.quote('X-API-Key: ' + shown)} "
-        f"-H 'Content-Type: application/json' -d {shlex.quote(body)}",
-        f"  curl -s {shlex.quote(url + '/status/<id>?wait=5')} "
-        f"-H {shlex.quote('X-API-Key: ' + shown)}",
-        "Ctrl-C stops.",
-    ]
+    else:
+        lines.append("  API keys from SPOOL_API_KEYS (not shown): use yours for <your key>")
+    lines.append("try:")
+    if demo:
+        body = '{"type": "echo", "payload": {"hello": "world"}}'
+        lines.append(
+            f"  curl -s -X POST {url}/enqueue -H {header} "
+            f"-H 'Content-Type: application/json' -d {shlex.quote(body)}"
+        )
+        lines.append(f"  curl -s {shlex.quote(url + '/status/<id>?wait=5')} -H {header}")
+    else:
+        lines.append(f"  curl -s {url}/openapi.json -H {header}   # the job types on offer")
+    lines.append("Ctrl-C stops.")
     return "\n".join(lines)
 
 
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     import app as spool_app
-    from chalicelib.api.auth import Keyring
     from local.emulator import Emulator
+    from local.http_limits import HttpLimits
     from local.server import DEFAULT_THREADS, ChaliceWSGI, Server
 
     rt, key, generated = with_dev_key(rt)
-    try:
-        Keyring.parse(rt.settings.api_keys)  # fail here, not with a 500 on every request
-    except ValueError as exc:
-        print(f"spool: SPOOL_API_KEYS: {exc}", file=sys.stderr)
-        return 2
+    threads = args.threads or DEFAULT_THREADS
+    rt = with_wait_cap(rt, threads)
+    check_edge_settings(rt)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime
     try:
         server = Server(
-            ChaliceWSGI(spool_app.app), args.host, args.port, args.threads or DEFAULT_THREADS
+            ChaliceWSGI(spool_app.app),
+            args.host,
+            args.port,
+            threads,
+            limits=HttpLimits.from_settings(rt.settings),
         )
     except OSError as exc:
-        print(f"spool: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         runtime_module.reset(None)
-        return 1
+        raise CliFailure(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            "Pick another --port (0 picks a free one) or stop what is using it",
+        ) from None
+    except ValueError as exc:  # a malformed SPOOL_HTTP_* setting
+        runtime_module.reset(None)
+        raise UsageError(str(exc), "Fix the variable and start again") from None
     emulator = None if args.no_worker else Emulator(spool_app.app, rt)
 
     def stop(signum: int, frame: Any) -> None:

@@ -16,6 +16,7 @@ thread and stopped from code, which the tests and `spool serve` need.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http
 import logging
 import threading
@@ -32,14 +33,17 @@ from chalice.local import (
     LocalGatewayException,
 )
 from waitress import wasyncore
-from waitress.server import create_server
+from waitress.adjustments import Adjustments
+from waitress.task import ThreadedTaskDispatcher
 
 from chalicelib.api.errors import error_body
 from chalicelib.api.http import dumps
+from local.http_guard import guarded_classes
+from local.http_limits import HttpLimits, fit_connections
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
-# waitress refuses bodies past this itself (API Gateway's own limit is 10 MiB);
-# below it, app.py applies SPOOL_MAX_BODY_BYTES and answers in Spool's shape.
+# No body past this is ever buffered, whatever SPOOL_MAX_BODY_BYTES says
+# (API Gateway's own limit is 10 MiB).
 HARD_BODY_LIMIT = 10 * 1024 * 1024
 DEFAULT_THREADS = 16
 
@@ -148,7 +152,12 @@ def _send(
 
 
 class Server:
-    """waitress around a WSGI app, started and stopped from code (any thread)."""
+    """waitress around a WSGI app, started and stopped from code (any thread).
+
+    `limits` bound what each connection may cost (local/http_limits.py); pass
+    HttpLimits.from_settings(settings) so the server refuses an oversized body
+    before buffering it, at the same limit the app applies.
+    """
 
     def __init__(
         self,
@@ -156,18 +165,32 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 8000,
         threads: int = DEFAULT_THREADS,
+        limits: HttpLimits | None = None,
     ) -> None:
-        self._server: Any = create_server(
-            wsgi_app,
+        limits = limits or HttpLimits()
+        limits = dataclasses.replace(
+            limits,
+            max_body_bytes=min(limits.max_body_bytes, HARD_BODY_LIMIT),
+            max_connections=fit_connections(limits.max_connections),
+        )
+        self.limits = limits
+        adj = Adjustments(
             host=host,
             port=port,
             threads=threads,
             ident="spool",
-            max_request_body_size=HARD_BODY_LIMIT,
-            # Long-polls (?wait=20) hold a thread each; let enough clients queue.
-            connection_limit=max(100, threads * 8),
-            channel_timeout=60,
+            # Backstops only: GuardedParser refuses past limits.max_body_bytes.
+            max_request_body_size=limits.max_body_bytes + 1,
+            max_request_header_size=limits.max_header_bytes,
+            connection_limit=limits.max_connections,
+            channel_timeout=max(1, int(limits.idle_timeout)),
             expose_tracebacks=False,
+        )
+        dispatcher = ThreadedTaskDispatcher()
+        dispatcher.set_thread_count(threads)
+        server_class, _ = guarded_classes(limits)
+        self._server: Any = server_class(
+            wsgi_app, map={}, dispatcher=dispatcher, adj=adj, limits=limits
         )
         # waitress logs "Task queue depth is N" whenever all threads are busy:
         # normal under load with keep-alive clients, noise on a terminal.
@@ -191,7 +214,12 @@ class Server:
         """Serve until stop(); then finish running requests (up to 5 s) and close."""
         try:
             while not self._stopping.is_set():
-                wasyncore.loop(timeout=1.0, map=self._server._map, use_poll=True, count=1)
+                wasyncore.loop(
+                    timeout=self.limits.sweep_interval,
+                    map=self._server._map,
+                    use_poll=True,
+                    count=1,
+                )
         finally:
             self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
             wasyncore.close_all(self._server._map)

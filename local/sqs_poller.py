@@ -1,10 +1,11 @@
 """Feed SQS messages to app.py's SQS handler the way Lambda's event source mapping does.
 
-On AWS, Lambda polls the queue, calls the function with up to `batch_size`
-records, and then, with ReportBatchItemFailures on (infra/ turns it on),
-deletes every message except those the function lists in
-`batchItemFailures`; if the function raises, it deletes none, and they all
-come back once their visibility timeout passes. This poller does the same
+On AWS, Lambda polls the queue, gathers up to `batch_size` records (for up to
+`batching_window` seconds, the event source's MaximumBatchingWindowInSeconds,
+when fewer are waiting), calls the function with them, and then, with
+ReportBatchItemFailures on (infra/ turns it on), deletes every message except
+those the function lists in `batchItemFailures`; if the function raises, it
+deletes none, and they all come back once their visibility timeout passes. This poller does the same
 against any SQS endpoint (moto_server on 127.0.0.1 in the tests), with the
 same event shape, so the handler tested offline is the handler deployed.
 
@@ -87,11 +88,13 @@ class SqsPoller:
         wait_seconds: int = 1,
         timeout_ms: int = FUNCTION_TIMEOUT_MS,
         region: str = "us-east-1",
+        batching_window: float = 0.0,
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
         self.batch_size = max(1, min(10, batch_size))
         self.wait_seconds = wait_seconds
+        self.batching_window = max(0.0, batching_window)
         self.timeout_ms = timeout_ms
         self.region = region
         self.function = sqs_function(app)
@@ -115,15 +118,37 @@ class SqsPoller:
             "awsRegion": self.region,
         }
 
-    def poll_once(self) -> BatchResult:
+    def receive(self, most: int, wait_seconds: int) -> list[MessageTypeDef]:
+        """One ReceiveMessage, as Lambda's poller sends it."""
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url,
-            MaxNumberOfMessages=self.batch_size,
-            WaitTimeSeconds=self.wait_seconds,
+            MaxNumberOfMessages=max(1, min(10, most)),
+            WaitTimeSeconds=wait_seconds,
             MessageSystemAttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
-        messages = response.get("Messages", [])
+        return list(response.get("Messages", []))
+
+    def poll_once(self) -> BatchResult:
+        """Gather one batch and deliver it: with a batching window, keep receiving
+        until the batch is full or the window, counted from the first message, ends."""
+        messages = self.receive(self.batch_size, self.wait_seconds)
+        if messages and self.batching_window > 0:
+            closes = time.monotonic() + self.batching_window
+            while len(messages) < self.batch_size:
+                left = closes - time.monotonic()
+                if left <= 0:
+                    break
+                wait = min(20, self.wait_seconds, max(0, int(left)))
+                more = self.receive(self.batch_size - len(messages), wait)
+                messages += more
+                if not more and wait == 0:
+                    time.sleep(min(left, 0.05))
+        return self.deliver(messages)
+
+    def deliver(self, messages: Sequence[MessageTypeDef]) -> BatchResult:
+        """Invoke the function with these messages, then delete what it did not report
+        as failed (all of them unless it raised), as the event source mapping does."""
         if not messages:
             return BatchResult()
         event = {"Records": [self.record(m) for m in messages]}
@@ -183,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle-exit", type=float, default=None, help="stop after N idle seconds")
     parser.add_argument("--max-seconds", type=float, default=None, help="stop after N seconds")
     parser.add_argument("--wait", type=int, default=1, help="long-poll seconds per receive")
+    parser.add_argument(
+        "--window", type=float, default=0.0, help="batching window seconds, as the event source's"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -197,7 +225,13 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    poller = SqsPoller(spool_app.app, dispatch.client, dispatch.queue_url, wait_seconds=args.wait)
+    poller = SqsPoller(
+        spool_app.app,
+        dispatch.client,
+        dispatch.queue_url,
+        wait_seconds=args.wait,
+        batching_window=args.window,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -21,6 +21,8 @@ from chalicelib.runtime import Runtime, build_runtime
 KEY_A, TENANT_A = "key-a-0123456789", "tenant-a"
 KEY_B, TENANT_B = "key-b-9876543210", "tenant-b"
 API_KEYS = f"{KEY_A}={TENANT_A},{KEY_B}={TENANT_B}"
+# /metrics answers to an operator key only (a tenant's key gets 403).
+OPERATOR_KEY = "key-ops-5555555555"
 
 
 def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
@@ -28,6 +30,8 @@ def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
         "store_url": f"sqlite:///{tmp_path}/spool.db",
         "api_keys": API_KEYS,
         "concurrency": 4,
+        "demo_handlers": True,
+        "extra": {"SPOOL_METRICS_KEYS": f"{OPERATOR_KEY}=operator", **overrides.pop("extra", {})},
     }
     fields.update(overrides)
     return Settings(**fields)

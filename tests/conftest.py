@@ -1,9 +1,24 @@
-"""Shared fixtures. The AWS guard runs before anything imports boto3, so no test
-ever reaches for the metadata address or real AWS."""
+"""Shared fixtures. The guards run before anything imports boto3:
+
+- the AWS guard (fake credentials, no metadata address) so no client reaches
+  for real AWS;
+- the network guard (tests/netguard/spool_netguard.py): any connection,
+  datagram or name lookup outside 127.0.0.0/8 is refused, in this process and
+  in every Python process a test starts, and fails the test that made it;
+- Chalice's test client applies the `local` stage unless a test names another,
+  so no stage's real AWS store URL is picked up by default;
+- the demo handlers (echo, sleep, fail), off in deployments, are on for tests
+  (SPOOL_DEMO_HANDLERS=1, inherited by child processes).
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 # Set at import time (not only in a fixture) so even collection-time imports are safe.
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
@@ -12,16 +27,53 @@ os.environ["AWS_ACCESS_KEY_ID"] = "testing"
 os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("AWS_SESSION_TOKEN", None)
-
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+os.environ["SPOOL_DEMO_HANDLERS"] = "1"
 
 import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry, registry
-from chalicelib.runtime import BUILTIN_HANDLER_MODULES
+from chalicelib.runtime import BUILTIN_HANDLER_MODULES, DEMO_HANDLER_MODULE
 from tests.backends import BACKENDS, open_backend
+from tests.netguard import spool_netguard as netguard
+
+
+def _install_network_guard() -> None:
+    if os.environ.get(netguard.ENV_ALLOW) == "1":
+        return
+    fd, log_path = tempfile.mkstemp(prefix="spool-netguard-", suffix=".log")
+    os.close(fd)
+    atexit.register(lambda: os.path.exists(log_path) and os.remove(log_path))
+    netguard.install(log_path)
+    os.environ.update(netguard.child_env(os.environ))
+    real_init = subprocess.Popen.__init__
+
+    def guarded_init(self: subprocess.Popen[Any], *args: Any, **kwargs: Any) -> None:
+        # Tests build child environments many ways ({**os.environ, "PYTHONPATH": ...});
+        # whichever they pass, the child runs under the guard.
+        if kwargs.get("env") is not None:
+            kwargs["env"] = netguard.child_env(kwargs["env"])
+        real_init(self, *args, **kwargs)
+
+    subprocess.Popen.__init__ = guarded_init  # type: ignore[method-assign]
+
+
+def _local_stage_by_default() -> None:
+    """chalice.test.Client applies a stage's environment variables; its default stage
+    is `dev`, whose store URL is a real DynamoDB table. Tests get `local` unless they
+    name a stage."""
+    from chalice import test as chalice_test
+
+    real_init = chalice_test.Client.__init__
+
+    def init(self: Any, app: Any, stage_name: str = "local", project_dir: str = ".") -> None:
+        real_init(self, app, stage_name=stage_name, project_dir=project_dir)
+
+    chalice_test.Client.__init__ = init  # type: ignore[method-assign]
+
+
+_install_network_guard()
+_local_stage_by_default()
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
@@ -36,6 +88,17 @@ def aws_guard(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
 
 
+@pytest.fixture(autouse=True)
+def network_guard() -> Iterator[None]:
+    """Fail any test that tried to reach beyond 127.0.0.0/8, even if the code under
+    test swallowed the refusal (children's attempts are counted too)."""
+    before = netguard.take()
+    assert not before, "refused before this test started:\n" + "\n".join(before)
+    yield
+    after = netguard.take()
+    assert not after, "this test tried to leave 127.0.0.0/8:\n" + "\n".join(after)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
@@ -43,7 +106,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def handlers() -> Registry:
-    registry.load(BUILTIN_HANDLER_MODULES)
+    registry.load((*BUILTIN_HANDLER_MODULES, DEMO_HANDLER_MODULE))
     return registry
 
 

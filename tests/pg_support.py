@@ -1,9 +1,10 @@
 """Postgres for tests: a fresh schema per test on the real server, dropped afterwards.
 
 The server is 127.0.0.1:5432, database `test` (override with SPOOL_TEST_PG_URL).
-When it cannot be reached the tests skip with the reason, except in CI
-(CI=true) or with SPOOL_REQUIRE_POSTGRES=1, where they fail: there a skip
-would hide that the Postgres backend was never tested.
+When it cannot be reached, or a test needs a tool that is missing (the crash
+tests restart the server with Debian's pg_ctlcluster), the tests skip with the
+reason, except in CI (CI=true) or with SPOOL_REQUIRE_POSTGRES=1, where they
+fail with it: there a skip would hide that the Postgres backend was never tested.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import subprocess
 from collections.abc import Iterator
+from typing import NoReturn
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -24,6 +27,13 @@ def must_run() -> bool:
         os.environ.get("SPOOL_REQUIRE_POSTGRES") == "1"
         or os.environ.get("CI", "").lower() == "true"
     )
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip saying why; in CI (see must_run) fail saying why instead."""
+    if must_run():
+        pytest.fail(f"{reason} (required here: CI=true or SPOOL_REQUIRE_POSTGRES=1)")
+    pytest.skip(reason)
 
 
 def url_for(schema: str, **options: str) -> str:
@@ -41,10 +51,7 @@ def admin_connect():  # type: ignore[no-untyped-def]
     try:
         return psycopg.connect(BASE_URL, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        message = f"Postgres is not reachable at {BASE_URL}: {exc}".strip()
-        if must_run():
-            pytest.fail(message + " (required: CI=true or SPOOL_REQUIRE_POSTGRES=1)")
-        pytest.skip(message)
+        unavailable(f"Postgres is not reachable at {BASE_URL}: {exc}".strip())
 
 
 def new_schema_name() -> str:
@@ -100,3 +107,26 @@ def terminate(application_name: str) -> int:
         return int(row[0]) if row else 0
     finally:
         admin.close()
+
+
+def local_cluster(url: str = BASE_URL) -> list[str]:
+    """`pg_ctlcluster VERSION NAME` for the cluster serving `url`'s port, to stop and
+    start the server under test. Without Debian's postgresql-common, or with no such
+    cluster listed, skip (fail in CI) saying which."""
+    port = str(urlsplit(url).port or 5432)
+    try:
+        listed = subprocess.run(
+            ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True
+        ).stdout
+    except FileNotFoundError:
+        unavailable(
+            "restarting Postgres needs pg_lsclusters and pg_ctlcluster (Debian's "
+            "postgresql-common), and pg_lsclusters is not on PATH"
+        )
+    except subprocess.CalledProcessError as exc:
+        unavailable(f"pg_lsclusters failed ({exc.returncode}): {exc.stderr.strip()}")
+    for line in listed.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[2] == port:
+            return ["pg_ctlcluster", "--skip-systemctl-redirect", fields[0], fields[1]]
+    unavailable(f"pg_lsclusters lists no cluster on port {port}: {listed.strip() or 'none'}")

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from tests.netguard import spool_netguard as netguard
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def guarded_env(**extra: str) -> dict[str, str]:
-    """This process's environment plus the AWS guard: a child never reaches real AWS
-    or the metadata address, whatever the developer's shell holds."""
-    env = dict(os.environ)
+    """This process's environment plus the AWS guard and the network guard: a child
+    never reaches real AWS, the metadata address or anything outside 127.0.0.0/8,
+    whatever the developer's shell holds."""
+    env = netguard.child_env(os.environ)
     env.update(
         AWS_EC2_METADATA_DISABLED="true",
         AWS_DEFAULT_REGION="us-east-1",
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         PYTHONUNBUFFERED="1",
+        # pip (run by `chalice package`) asks a closed local port, not pypi.org: it
+        # fails at once, with no traffic, and chalice goes on as it does offline.
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",
+        PIP_RETRIES="0",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
         **extra,
     )
     env.pop("AWS_PROFILE", None)
@@ -33,3 +47,41 @@ def stop(process: subprocess.Popen[Any], timeout: float = 15) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(5)
+
+
+@dataclass
+class Served:
+    """A `spool serve` child that printed its banner: the process, the banner, its URL."""
+
+    proc: subprocess.Popen[str]
+    banner: str
+    url: str
+
+
+def spool_serve(*args: str, env: dict[str, str], stderr: int = subprocess.PIPE) -> Served:
+    """Start `spool serve --port 0 ARGS` and read its banner (up to "Ctrl-C stops.").
+
+    The caller stops it (`stop(served.proc)`, or SIGINT to test Ctrl-C). A child
+    that exits before its banner fails the test with what it printed.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.cli", "serve", "--port", "0", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Ctrl-C"):
+            break
+    banner = "".join(lines)
+    found = re.search(r"serving app\.py on (http://127\.0\.0\.1:\d+)", banner)
+    if found is None:
+        stop(proc)
+        errors = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"spool serve did not start:\n{banner}{errors}")
+    return Served(proc, banner, found.group(1))

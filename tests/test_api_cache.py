@@ -1,17 +1,31 @@
-"""The result cache: terminal jobs only, per tenant, LRU + TTL, dropped on redrive."""
+"""The result cache: finished jobs only, per tenant, LRU + TTL, dropped on redrive here
+and, through the store's invalidation epoch, within a second of a change made elsewhere."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 import app as spool_app
 from chalicelib.api import routes
 from chalicelib.api.cache import ResultCache
+from chalicelib.errors import StoreUnavailable
+from chalicelib.models import Completion, JobState
 from chalicelib.runtime import Runtime
+from chalicelib.storage.sqlite import SQLiteStore
 from local.emulator import context, scheduled_event
-from tests.apikit import KEY_B, Api
+from tests.apikit import KEY_B, OPERATOR_KEY, Api, installed, settings_for
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    """The process-wide runtime on a real SQLite file, with the demo handlers."""
+    with installed(settings_for(tmp_path, demo_handlers=True)) as runtime:
+        yield runtime
 
 
 class Tick:
@@ -25,7 +39,7 @@ class Tick:
 def test_ttl_expires_entries() -> None:
     tick = Tick()
     cache = ResultCache(10, ttl=5, timer=tick)
-    cache.put("t", "j1", "body")
+    cache.put("t", "j1", "body", cache.ticket())
     tick.now = 4.9
     assert cache.get("t", "j1") == "body"
     tick.now = 5.1
@@ -35,23 +49,23 @@ def test_ttl_expires_entries() -> None:
 
 def test_least_recently_used_entry_goes_first() -> None:
     cache = ResultCache(2, ttl=60)
-    cache.put("t", "a", "A")
-    cache.put("t", "b", "B")
+    cache.put("t", "a", "A", cache.ticket())
+    cache.put("t", "b", "B", cache.ticket())
     assert cache.get("t", "a") == "A"  # a is now more recent than b
-    cache.put("t", "c", "C")
+    cache.put("t", "c", "C", cache.ticket())
     assert cache.get("t", "b") is None
     assert cache.get("t", "a") == "A" and cache.get("t", "c") == "C"
 
 
 def test_entries_are_per_tenant() -> None:
     cache = ResultCache(10, ttl=60)
-    cache.put("alpha", "j1", "secret")
+    cache.put("alpha", "j1", "secret", cache.ticket())
     assert cache.get("beta", "j1") is None
 
 
 def test_size_zero_disables_the_cache() -> None:
     cache = ResultCache(0, ttl=60)
-    cache.put("t", "j", "x")
+    cache.put("t", "j", "x", cache.ticket())
     assert cache.get("t", "j") is None and len(cache) == 0
 
 
@@ -60,7 +74,7 @@ def drain() -> None:
 
 
 def metric(api: Api, name: str) -> float:
-    text = api.get("/metrics").body.decode()
+    text = api.get("/metrics", key=OPERATOR_KEY).body.decode()
     match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
     assert match, name
     return float(match.group(1))
@@ -122,6 +136,182 @@ def test_redrive_all_drops_entries_too(api: Api) -> None:
 def test_cancel_drops_the_entry(api: Api) -> None:
     job_id = api.enqueue({"type": "echo", "delay": 60})
     edge = routes.current()
-    edge.cache.put("tenant-a", job_id, '{"stale": true}')
+    edge.cache.put("tenant-a", job_id, '{"stale": true}', edge.cache.ticket())
     assert api.post(f"/jobs/{job_id}/cancel").status == 200
     assert api.get(f"/status/{job_id}").json["state"] == "cancelled"
+
+
+# -- the invalidation epoch: changes made by other processes -------------------
+
+
+class Epoch:
+    """A store's cache_epoch stand-in that counts its reads and can fail."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.reads = 0
+        self.down = False
+
+    def __call__(self) -> int:
+        self.reads += 1
+        if self.down:
+            raise StoreUnavailable("the database cannot be reached")
+        return self.value
+
+
+def test_the_epoch_is_read_at_most_once_per_recheck_interval() -> None:
+    tick, epoch = Tick(), Epoch()
+    cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
+    cache.put("t", "j", "dead", cache.ticket())
+    for _ in range(50):
+        assert cache.get("t", "j") == "dead"
+    assert epoch.reads == 1
+    tick.now = 0.99
+    assert cache.get("t", "j") == "dead" and epoch.reads == 1
+    tick.now = 1.0
+    assert cache.get("t", "j") == "dead" and epoch.reads == 2
+
+
+def test_a_moved_epoch_empties_the_cache_at_the_next_check() -> None:
+    tick, epoch = Tick(), Epoch()
+    cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
+    cache.put("t", "j", "dead", cache.ticket())
+    cache.put("t", "k", "succeeded", cache.ticket())
+    epoch.value = 1  # another process redrove or purged something
+    tick.now = 1.0
+    assert cache.get("t", "j") is None and cache.get("t", "k") is None
+    assert len(cache) == 0 and cache.invalidations == 1
+    cache.put("t", "j", "queued-now-dead-again", cache.ticket())
+    tick.now = 2.0
+    assert cache.get("t", "j") == "queued-now-dead-again"  # same epoch: kept
+
+
+def test_an_answer_read_before_the_epoch_moved_is_not_kept() -> None:
+    """The race: a status read starts, another process redrives, this cache sees the
+    new epoch and empties itself, then the (stale) read arrives to be stored."""
+    tick, epoch = Tick(), Epoch()
+    cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
+    assert cache.get("t", "j") is None
+    ticket = cache.ticket()  # taken before the store read...
+    epoch.value = 1
+    tick.now = 1.0
+    assert cache.get("t", "other") is None  # ...another request sees the new epoch
+    assert cache.put("t", "j", "dead (stale)", ticket) is False
+    assert cache.get("t", "j") is None
+
+
+def test_an_unreadable_epoch_serves_nothing_until_it_reads_again() -> None:
+    tick, epoch = Tick(), Epoch()
+    cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
+    cache.put("t", "j", "dead", cache.ticket())
+    epoch.down = True
+    tick.now = 1.0
+    assert cache.get("t", "j") is None
+    assert cache.put("t", "j", "dead", cache.ticket()) is False
+    tick.now = 1.5
+    assert cache.get("t", "j") is None and epoch.reads == 2  # not retried per request
+    epoch.down = False
+    tick.now = 2.0
+    assert cache.put("t", "j", "dead", cache.ticket()) is True
+    assert cache.get("t", "j") == "dead"
+
+
+# -- through the edge, on a real SQLite file -------------------------------------
+
+
+@pytest.fixture
+def edge_tick(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> Tick:
+    """The process's Edge, on a timer the test moves (TTL and epoch re-checks)."""
+    tick = Tick()
+    monkeypatch.setattr(routes, "_edge", routes.Edge(rt, timer=tick))
+    return tick
+
+
+def test_running_and_retrying_jobs_are_never_cached(api: Api, rt: Runtime) -> None:
+    job_id = api.enqueue({"type": "fail", "payload": {"always": True}, "max_attempts": 3})
+    [running] = rt.store.claim(1, 30, ids=[job_id])
+    for _ in range(2):
+        reply = api.get(f"/status/{job_id}")
+        assert (reply.header("X-Cache"), reply.json["state"]) == ("miss", "running")
+    retry = Completion(
+        job_id, running.lease_token, JobState.RETRYING, error="x", retry_at=rt.store.clock.now()
+    )
+    assert rt.store.finish([retry]) == [True]
+    for _ in range(2):
+        reply = api.get(f"/status/{job_id}")
+        assert (reply.header("X-Cache"), reply.json["state"]) == ("miss", "retrying")
+    assert [j.id for j in rt.store.claim(1, 30, ids=[job_id])] == [job_id]
+    reply = api.get(f"/status/{job_id}")
+    assert (reply.header("X-Cache"), reply.json["state"]) == ("miss", "running")
+    assert reply.json["attempts"] == 2
+
+
+def test_an_entry_older_than_the_ttl_is_a_miss(api: Api, rt: Runtime, edge_tick: Tick) -> None:
+    job_id = api.enqueue({"type": "echo"})
+    drain()
+    api.get(f"/status/{job_id}")
+    edge_tick.now = rt.settings.cache_ttl - 1
+    assert api.get(f"/status/{job_id}").header("X-Cache") == "hit"
+    edge_tick.now = rt.settings.cache_ttl + 1
+    assert api.get(f"/status/{job_id}").header("X-Cache") == "miss"
+
+
+def _dead_job(api: Api) -> str:
+    job_id = api.enqueue({"type": "fail", "payload": {"always": True}, "max_attempts": 1})
+    drain()
+    return job_id
+
+
+def test_a_redrive_through_another_store_handle_is_seen_within_the_recheck(
+    api: Api, rt: Runtime, edge_tick: Tick
+) -> None:
+    """Another process (here: a second SQLite connection on the same file, as the
+    CLI would open) redrives a job this process holds in its cache."""
+    job_id = _dead_job(api)
+    assert api.get(f"/status/{job_id}").header("X-Cache") == "miss"
+    assert api.get(f"/status/{job_id}").header("X-Cache") == "hit"
+    other = SQLiteStore(rt.store.path)  # type: ignore[attr-defined]
+    try:
+        assert [j.id for j in other.redrive([job_id])] == [job_id]
+    finally:
+        other.close()
+    edge_tick.now = 1.0
+    after = api.get(f"/status/{job_id}")
+    assert (after.header("X-Cache"), after.json["state"]) == ("miss", "queued")
+
+
+def test_a_purge_elsewhere_makes_a_cached_job_not_found(
+    api: Api, rt: Runtime, edge_tick: Tick
+) -> None:
+    job_id = api.enqueue({"type": "echo"})
+    drain()
+    api.get(f"/status/{job_id}")
+    assert api.get(f"/status/{job_id}").header("X-Cache") == "hit"
+    other = SQLiteStore(rt.store.path)  # type: ignore[attr-defined]
+    try:
+        assert other.purge(other.clock.now() + timedelta(days=1)) == 1
+    finally:
+        other.close()
+    edge_tick.now = 1.0
+    assert api.get(f"/status/{job_id}").status == 404
+
+
+def test_hits_read_the_epoch_once_per_interval_not_per_request(
+    api: Api, rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = []
+    real = rt.store.cache_epoch
+
+    def counted() -> int:
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(rt.store, "cache_epoch", counted)
+    tick = Tick()
+    monkeypatch.setattr(routes, "_edge", routes.Edge(rt, timer=tick))
+    job_id = api.enqueue({"type": "echo"})
+    drain()
+    for _ in range(20):
+        api.get(f"/status/{job_id}")
+    assert len(reads) == 1
+    assert metric(api, "spool_cache_hits_total") == 19

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from chalicelib.errors import StoreUnavailable
 from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
-from tests.apikit import KEY_B, Api, installed, settings_for
+from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY, Api, installed, settings_for
 
 AUTHED_ROUTES = [
     ("POST", "/enqueue"),
@@ -29,7 +30,8 @@ AUTHED_ROUTES = [
 
 @pytest.fixture
 def rt(tmp_path) -> Iterator[Runtime]:
-    with installed(settings_for(tmp_path, max_body_bytes=2048, max_batch=3)) as runtime:
+    settings = settings_for(tmp_path, max_body_bytes=2048, max_batch=3, demo_handlers=True)
+    with installed(settings) as runtime:
         yield runtime
 
 
@@ -45,7 +47,14 @@ def assert_error_shape(body: dict[str, object]) -> None:
 
 
 def test_malformed_json_is_400_and_writes_nothing(api: Api, rt: Runtime) -> None:
-    for raw in (b"{bad", b'{"type": "echo",}', b"\xff\xfe", b'{"type": NaN}', b"[" * 2000):
+    for raw in (
+        b"{bad",
+        b'{"type": "echo",}',
+        b"\xff\xfe",
+        b'{"type": NaN}',
+        b"[" * 2000,
+        b'{"type": "echo", "payload": {"x": 1e999}}',
+    ):
         reply = api.post("/enqueue", raw=raw)
         assert reply.status == 400, raw
         assert_error_shape(reply.json)
@@ -184,7 +193,8 @@ def test_store_unavailable_is_503_with_retry_after(
         ("GET", "/health"),
         ("GET", "/metrics"),
     ]:
-        reply = api.call(method, path, {"type": "echo"} if method == "POST" else None)
+        key = OPERATOR_KEY if path == "/metrics" else KEY_A
+        reply = api.call(method, path, {"type": "echo"} if method == "POST" else None, key=key)
         assert reply.status == 503, path
         assert reply.header("Retry-After") == "7"
         assert reply.error_code == "store_unavailable"
@@ -238,12 +248,50 @@ def test_unexpected_failure_is_a_500_that_reveals_nothing(
                 "delay": st.floats(-10, 1e9, allow_nan=False),
                 "max_attempts": st.integers(-5, 200),
                 "queue": st.text(max_size=70),
+                # Any instant with any offset, up to the very ends of datetime's range.
+                "run_at": st.builds(
+                    lambda when, offset: when.replace(tzinfo=timezone(offset)).isoformat(),
+                    st.datetimes() | st.sampled_from([datetime.min, datetime.max]),
+                    st.timedeltas(
+                        -timedelta(hours=23, minutes=59), timedelta(hours=23, minutes=59)
+                    ),
+                ),
+                # Two keys, so repeats with other fields meet an existing job (409).
+                "idempotency_key": st.sampled_from(["k1", "k2"]),
             },
         ).map(lambda v: json.dumps(v).encode()),
     )
 )
 def test_no_input_answers_500(api: Api, body: bytes) -> None:
     reply = api.post("/enqueue", raw=body)
-    assert reply.status in (200, 201, 400, 413, 422), reply.body
+    assert reply.status in (200, 201, 400, 409, 413, 422), reply.body
     if reply.status >= 400:
         assert_error_shape(reply.json)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"api_keys": "key-a-0123456789=tenant a"},  # a tenant name with a space
+        {"api_keys": "same-key-000000=one,same-key-000000=two"},  # one key, two tenants
+        {"extra": {"SPOOL_CACHE_RECHECK": "soon"}},  # a number that is not one
+    ],
+    ids=["bad-tenant", "duplicate-key", "bad-number"],
+)
+def test_a_malformed_setting_answers_503_naming_no_secret(
+    tmp_path, overrides: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every request would fail the same way: a 503 the operator can find in the log,
+    never a 500 per request, and the body names neither the setting's value nor a key."""
+    from chalice.test import Client
+
+    import app as spool_app
+
+    with installed(settings_for(tmp_path, **overrides)), Client(spool_app.app) as client:
+        api = Api(client)
+        for method, path in [("GET", "/status/j_1"), ("POST", "/enqueue"), ("GET", "/health")]:
+            reply = api.call(method, path, {"type": "echo"} if method == "POST" else None)
+            assert reply.status == 503, (path, reply.body)
+            assert reply.error_code == "misconfigured"
+            assert b"same-key" not in reply.body and b"key-a" not in reply.body
+    assert any("cannot start" in r.getMessage() for r in caplog.records)

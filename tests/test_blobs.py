@@ -16,6 +16,7 @@ from chalicelib.blobs import (
     InvalidKey,
     LocalBlobStore,
     S3BlobStore,
+    check_folder,
     open_blob_store,
 )
 from chalicelib.config import Settings
@@ -81,7 +82,40 @@ BAD_KEYS = [
     "a\x00b",
     "line\nbreak",
     "x" * 1025,
+    # Safe as written, unsafe once a later layer decodes or normalises the name:
+    "%2e%2e/outside",
+    "a/%2E%2E/%2e%2e/outside",
+    "a%2f..%2f..%2foutside",
+    "a/..%252f..%252foutside",  # percent-encoded twice
+    "%2fetc/passwd",
+    "a%00b",
+    "a%5c..%5cb",
+    "a/\u2025/b",  # TWO DOT LEADER: '..' under NFKC
+    "\uff0e\uff0e/outside",  # FULLWIDTH FULL STOPs
+    "a\uff0f\uff0fb",  # FULLWIDTH SOLIDUS: 'a//b'
+    # Control and separator characters outside ASCII:
+    "a\u0085b",  # NEXT LINE (C1)
+    "a\u2028b",  # LINE SEPARATOR
+    "a\u2029b",  # PARAGRAPH SEPARATOR
+    "a\ud800b",  # a lone surrogate
+    "/".join(["\u00e9" * 120] * 5),  # 600 characters, 1204 bytes
+    "a/" + "\u00e9" * 128,  # a 256-byte segment: too long a file name for most disks
 ]
+
+GOOD_KEYS = [
+    "caf\u00e9/na\u00efve.jpg",
+    "100%.png",
+    "a%20b/50%25.png",
+    "emoji/\U0001f431.png",
+    "x.../..y",
+    "/".join(["\u00e9" * 127] * 4),  # 1019 bytes, no segment over 255
+]
+
+
+@pytest.mark.parametrize("key", GOOD_KEYS)
+def test_unusual_but_safe_keys_are_kept_as_written(blob_store: BlobStore, key: str) -> None:
+    blob_store.put(key, b"ok")
+    assert blob_store.get(key) == b"ok"
 
 
 @pytest.mark.parametrize("key", BAD_KEYS)
@@ -141,3 +175,31 @@ def test_settings_choose_the_store(
     s3.put("k", b"v")
     assert s3.get("k") == b"v"
     assert s3.prefix == "x/"
+
+
+def test_a_confined_local_store_stays_inside_its_folder_through_symlinks(tmp_path: Path) -> None:
+    root = tmp_path / "blobs"
+    LocalBlobStore(root).put("a/secret", b"A")
+    (root / "b").mkdir()
+    (root / "b" / "to-a").symlink_to(root / "a", target_is_directory=True)
+    assert LocalBlobStore(root).get("b/to-a/secret") == b"A"  # inside the root: allowed
+    confined = LocalBlobStore(root, confine_to="b")
+    with pytest.raises(InvalidKey, match="outside the folder 'b/'"):
+        confined.get("b/to-a/secret")
+    with pytest.raises(InvalidKey, match="outside the folder 'b/'"):
+        confined.put("a/planted", b"x")
+    confined.put("b/mine", b"B")
+    assert confined.get("b/mine") == b"B"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "folder"), [("", ""), ("media", "media/"), ("media/", "media/"), ("a/b", "a/b/")]
+)
+def test_prefixes_are_folders(prefix: str, folder: str) -> None:
+    assert check_folder(prefix) == folder
+
+
+@pytest.mark.parametrize("prefix", ["/", "a//", "../a/", "a/./b", "%2e%2e/"])
+def test_bad_prefixes_are_refused(prefix: str) -> None:
+    with pytest.raises(InvalidKey):
+        check_folder(prefix)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from chalicelib.models import JobQuery, JobState
 from chalicelib.periodic import SYSTEM_TENANT, tick_of
 from chalicelib.storage.sqlite import SQLiteStore
 from local import cli
+from tests.procs import guarded_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -67,7 +67,7 @@ def test_enqueue_work_and_status(db: Path, capsys: pytest.CaptureFixture[str]) -
     code, _, err = run(capsys, "worker", "--burst", "--concurrency", "2")
     assert code == 0
     assert "1 succeeded" in err
-    code, out, _ = run(capsys, "status", added["id"])
+    code, out, _ = run(capsys, "status", added["id"], "--json")
     shown = json.loads(out)
     assert (shown["state"], shown["result"]) == ("succeeded", {"hello": "world"})
 
@@ -101,9 +101,10 @@ def test_bad_enqueue_input_is_refused_with_exit_2(
 
 def test_unknown_type_and_bad_payload_are_errors(db: Path, capsys) -> None:
     code, _, err = run(capsys, "enqueue", "nope")
-    assert code == 1 and "unknown job type 'nope'" in err
+    assert code == 2 and "unknown job type 'nope'" in err and "SPOOL_HANDLERS" in err
+    assert err.count("\n") == 1 and err.startswith("spool: ")
     code, _, err = run(capsys, "enqueue", "sleep", "--payload", '{"seconds": -1}')
-    assert code == 1 and "sleep" in err
+    assert code == 2 and "sleep" in err and "seconds" in err
     store = SQLiteStore(str(db))
     assert store.counts() == {}
     store.close()
@@ -157,7 +158,7 @@ def test_sync_finish_from_flag_or_environment(db: Path, monkeypatch: pytest.Monk
 
 @pytest.mark.timeout(60)
 def test_sigterm_finishes_the_running_job_then_exits(db: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = guarded_env(PYTHONPATH=str(REPO))
     add = subprocess.run(
         [sys.executable, "-m", "local.cli", "enqueue", "sleep", "--payload", '{"seconds": 1.5}'],
         cwd=REPO,
@@ -217,17 +218,16 @@ def test_schedules_report_bad_settings(
 ) -> None:
     monkeypatch.setenv("SPOOL_SCHEDULES", '[{"name": "x", "type": "echo"}]')
     code, _, err = run(capsys, "schedules")
-    assert code == 2 and "error:" in err
+    assert code == 2 and err.startswith("spool: SPOOL_SCHEDULES[0] is invalid")
+    assert err.count("\n") == 1
 
 
 def test_a_running_worker_fires_each_tick_once(db: Path) -> None:
     """`spool worker` runs the scheduler beside its pool: a one-second schedule
     keeps yielding jobs that run, never two for one tick."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "SPOOL_SCHEDULES": '{"tick": {"type": "echo", "every": 1}}',
-    }
+    env = guarded_env(
+        PYTHONPATH=str(REPO), SPOOL_SCHEDULES='{"tick": {"type": "echo", "every": 1}}'
+    )
     worker = start_worker(env, concurrency=2)
     store = SQLiteStore(str(db), SystemClock())
     try:
@@ -251,3 +251,159 @@ def test_a_running_worker_fires_each_tick_once(db: Path) -> None:
     ticks = [tick_of(j) for j in jobs]
     assert None not in ticks and len(ticks) >= 3
     assert len(set(ticks)) == len(ticks)  # one job per tick, never two
+
+
+# -- tenants --------------------------------------------------------------------------
+def test_tenant_option_on_every_command_that_reads_or_writes_jobs(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = json.loads(run(capsys, "enqueue", "echo", "--tenant", "acme")[1])
+    assert job["tenant"] == "acme"
+    mine = run(capsys, "status", job["id"], "--tenant", "acme", "--json")[1]
+    assert json.loads(mine)["tenant"] == "acme"
+    operator = run(capsys, "status", job["id"], "--json")[1]  # no --tenant: every tenant
+    assert json.loads(operator)["id"] == job["id"]
+    code, _, err = run(capsys, "status", job["id"], "--tenant", "other")
+    assert code == 1 and "not found" in err and "--tenant" in err
+
+    dead = {}
+    for tenant in ("acme", "other"):
+        _, out, _ = run(
+            capsys, "enqueue", "fail", "--payload", '{"always": true}', "--max-attempts", "1",
+            "--tenant", tenant,
+        )  # fmt: skip
+        dead[tenant] = json.loads(out)["id"]
+    run(capsys, "worker", "--burst")
+    code, out, err = run(capsys, "dlq", "list", "--tenant", "acme")
+    assert dead["acme"] in out and dead["other"] not in out and "1 dead job(s)" in err
+    code, _, err = run(capsys, "dlq", "redrive", dead["acme"], "--tenant", "other")
+    assert code == 1 and "not found" in err
+    code, _, err = run(capsys, "dlq", "redrive", "--all", "--tenant", "acme")
+    assert code == 0 and "redriven 1 job(s)" in err
+    assert state_of(db, dead["acme"]) is JobState.QUEUED
+    assert state_of(db, dead["other"]) is JobState.DEAD
+
+
+# -- durations: one grammar -----------------------------------------------------------
+def test_purge_takes_the_duration_grammar_schedules_use(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = json.loads(run(capsys, "enqueue", "echo")[1])["id"]
+    run(capsys, "worker", "--burst")
+    for text in ("1h", "1h30m", "7d", "90"):
+        code, _, err = run(capsys, "purge", "--older-than", text)
+        assert (code, err) == (0, "purged 0 finished job(s)\n"), text
+    assert state_of(db, job_id) is JobState.SUCCEEDED
+    code, _, err = run(capsys, "purge", "--older-than", "0s")
+    assert code == 0 and "purged 1 finished job(s)" in err
+
+
+@pytest.mark.parametrize(
+    "argv", [["purge", "--older-than", "soon"], ["enqueue", "echo", "--delay", "1x"]]
+)
+def test_a_bad_duration_is_one_usage_line(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith("spool: ") and "is not a duration like" in err and "--help" in err
+    assert err.count("\n") == 1
+
+
+def test_enqueue_delay_takes_units(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = json.loads(run(capsys, "enqueue", "echo", "--delay", "15m")[1])["id"]
+    shown = json.loads(run(capsys, "status", job_id, "--json")[1])
+    wait = datetime.fromisoformat(shown["run_at"]) - datetime.fromisoformat(shown["created_at"])
+    assert timedelta(minutes=14) < wait <= timedelta(minutes=15)
+
+
+# -- progress bars count what the command works through ---------------------------------
+class _Bar:
+    made: list[_Bar] = []
+
+    def __init__(self, total: int | None = None, **_: object) -> None:
+        self.total, self.n = total, 0
+        _Bar.made.append(self)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        pass
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def close(self) -> None:
+        pass
+
+
+def test_redrive_all_in_one_queue_counts_only_that_queue(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for queue, n in (("mail", 3), ("default", 5)):
+        run(
+            capsys, "enqueue", "fail", "--payload", '{"always": true}', "--max-attempts", "1",
+            "--queue", queue, "--count", str(n),
+        )  # fmt: skip
+    run(capsys, "worker", "--burst")
+    _Bar.made.clear()
+    monkeypatch.setattr(cli, "tqdm", _Bar)
+    code, _, err = run(capsys, "dlq", "redrive", "--all", "--queue", "mail")
+    assert code == 0 and "redriven 3 job(s)" in err
+    [bar] = _Bar.made
+    assert (bar.n, bar.total) == (3, 3)  # was 3 of 8: every dead job in every queue
+
+
+def test_burst_worker_bar_counts_only_its_queues(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run(capsys, "enqueue", "echo", "--queue", "mail", "--count", "2")
+    run(capsys, "enqueue", "echo", "--count", "4")
+    monkeypatch.setenv("SPOOL_QUEUES", "mail")
+    _Bar.made.clear()
+    monkeypatch.setattr(cli, "tqdm", _Bar)
+    code, _, err = run(capsys, "worker", "--burst")
+    assert code == 0 and "2 succeeded" in err
+    [bar] = _Bar.made
+    assert (bar.n, bar.total) == (2, 2)
+
+
+# -- schedules that could never enqueue ---------------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "named"),
+    [
+        ('{"nightly": {"type": "no.such.type", "every": "1d"}}', "unknown job type"),
+        ('{"nightly": {"type": "sleep", "every": "1d", "payload": {"seconds": -1}}}', "seconds"),
+    ],
+)
+def test_schedules_fail_on_a_schedule_that_cannot_enqueue(
+    db: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    spec: str,
+    named: str,
+) -> None:
+    monkeypatch.setenv("SPOOL_SCHEDULES", spec)
+    code, out, err = run(capsys, "schedules")
+    assert code == 2 and out == ""
+    assert err.startswith("spool: schedule 'nightly' can never enqueue its job") and named in err
+    assert "SPOOL_SCHEDULES" in err and err.count("\n") == 1
+
+
+# -- counts and limits are checked where they are typed ------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["enqueue", "echo", "--count", "0"],
+        ["enqueue", "echo", "--count", "-5"],
+        ["worker", "--concurrency", "0"],
+        ["dlq", "list", "--limit", "0"],
+    ],
+)
+def test_counts_below_one_are_usage_errors(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == "" and err.startswith("spool: ") and "at least 1" in err
+    assert not db.exists() or SQLiteStore(str(db)).counts() == {}

@@ -514,3 +514,117 @@ def test_a_failed_send_does_not_fail_the_add(
     job_id = add(store, clock)
     job = store.get(job_id)
     assert job is not None and job.state is JobState.QUEUED
+
+
+# -- claiming an SQS batch: one read and one transaction ----------------------------------
+
+
+def test_a_batch_of_named_jobs_is_claimed_with_one_read_and_one_transaction(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    ids = [r.job.id for r in store.add([new_job(clock) for _ in range(8)])]
+    aws.calls.clear()
+    claimed = store.claim(10, LEASE, ids=ids)
+    assert sorted(j.id for j in claimed) == sorted(ids)
+    assert aws.calls["BatchGetItem"] == 1 and aws.calls["TransactWriteItems"] == 1
+    assert aws.calls["UpdateItem"] == 0
+    # What the claim answers is what it wrote: nothing was read back.
+    assert claimed == [store.get(j.id) for j in claimed]
+    assert all(j.state is JobState.RUNNING and j.attempts == 1 for j in claimed)
+    applied = store.finish(
+        [Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in claimed]
+    )
+    assert applied == [True] * 8
+    assert store.claim(10, LEASE, ids=ids) == []  # finished: redundant messages
+
+
+def test_a_batch_claim_settles_what_it_cannot_claim_without_writing(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    due = [add(store, clock) for _ in range(3)]
+    leased = add(store, clock)
+    store.claim(1, LEASE, ids=[leased])
+    done = add(store, clock)
+    [job] = store.claim(1, LEASE, ids=[done])
+    store.finish([Completion(done, job.lease_token or "", JobState.SUCCEEDED)])
+    early = add(store, clock, delay=30)
+    sent = record_sends(store, really=False)
+    aws.calls.clear()
+    claimed = store.claim(10, LEASE, ids=[*due, leased, done, early, "j_" + "0" * 32])
+    assert sorted(j.id for j in claimed) == sorted(due)
+    assert aws.calls["UpdateItem"] == 0 and aws.calls["TransactWriteItems"] == 1
+    assert [job_id for job_id, _ in sent] == [early]  # again, for when it is due
+    assert store.get(leased).attempts == 1  # type: ignore[union-attr]
+
+
+def test_a_batch_claim_reaps_an_expired_lease_and_takes_the_best_first(
+    aws: Aws, clock: FakeClock
+) -> None:
+    store = aws.store(clock, reap_every=3600)  # no sweep: only the claim can reap
+    stale = add(store, clock, max_attempts=3)
+    [first] = store.claim(1, LEASE, ids=[stale])
+    clock.advance(LEASE + 1)
+    low = [add(store, clock, priority=0) for _ in range(3)]
+    high = add(store, clock, priority=9)
+    claimed = store.claim(2, LEASE, ids=[*low, high, stale])
+    assert claimed[0].id == high and len(claimed) == 2  # the limit: best first
+    again = store.claim(5, LEASE, ids=[*low, stale])
+    reaped = next(j for j in again if j.id == stale)
+    assert reaped.attempts == 2 and reaped.lease_token != first.lease_token
+    assert {j.id for j in claimed} | {j.id for j in again} == {*low, high, stale}
+
+
+@pytest.mark.usefixtures("atomic_requests")
+def test_two_deliveries_of_one_batch_claim_each_job_once(aws: Aws, clock: FakeClock) -> None:
+    first, second = aws.store(clock), aws.store(clock)  # two Lambda containers
+    ids = [r.job.id for r in first.add([new_job(clock) for _ in range(6)])]
+    results: list[list[Any]] = []
+    barrier = threading.Barrier(2)
+
+    def deliver(store: DynamoStore) -> None:
+        barrier.wait()
+        results.append(store.claim(10, LEASE, ids=list(reversed(ids))))
+
+    threads = [threading.Thread(target=deliver, args=(s,)) for s in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    won = [j.id for r in results for j in r]
+    assert sorted(won) == sorted(ids)  # each once, by one container or the other
+    assert all(first.get(i).attempts == 1 for i in ids)  # type: ignore[union-attr]
+
+
+def test_the_worker_roles_table_actions_cover_what_a_worker_calls(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    """The worker function's role (infra/generate.py) is least privilege: a call
+    outside it fails on AWS though moto, enforcing no IAM, lets it pass. So the
+    calls of a worker's whole life are checked against the role here: claim,
+    finish, heartbeat (an upsert: UpdateItem, since the role has no PutItem)."""
+    from chalicelib.models import Completion, JobState
+    from infra.generate import ACTIONS
+
+    allowed = {a.split(":", 1)[1] for a in ACTIONS["worker"]["table"]}
+    job_id = add(store, clock)
+    aws.calls.clear()
+    # IAM authorizes a transaction by the action of each item in it.
+    in_transactions: set[str] = set()
+
+    def items(params: dict[str, Any], **_: Any) -> None:
+        for item in params.get("TransactItems", []):
+            in_transactions.update(f"{kind}Item" for kind in item)
+
+    aws.ddb.meta.events.register("before-call.dynamodb.TransactWriteItems", items)
+    store.beat("host:1", ("default",), clock.now())
+    store.beat("host:1", None, clock.now())
+    (job,) = store.claim(1, LEASE, ids=[job_id])
+    assert job.lease_token is not None
+    store.finish([Completion(job.id, job.lease_token, JobState.SUCCEEDED, result=1)])
+    store.attempts(job.id)
+    ddb_calls = {name for name in aws.calls if name[0].isupper() and "Message" not in name}
+    ddb_calls -= {"GetQueueUrl", "GetQueueAttributes", "SendMessageBatch", "PutObject"}
+    ddb_calls = (ddb_calls - {"TransactWriteItems"}) | in_transactions
+    assert ddb_calls and ddb_calls <= allowed, ddb_calls - allowed
+    (beat,) = store.live_workers(60)
+    assert beat.queues is None  # the second beat cleared the first one's queues

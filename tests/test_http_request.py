@@ -288,17 +288,55 @@ def test_redirects_are_followed_one_hop_at_a_time(served: Served) -> None:
     assert (see_other["method"], see_other["path"]) == ("GET", "/other")
 
 
-def test_credentials_are_dropped_when_a_redirect_changes_origin() -> None:
+CALLER_HEADERS = {
+    "Authorization": "Bearer t",
+    "Cookie": "a=b",
+    "X-Api-Key": "k-secret",
+    "X-Keep": "1",
+    "User-Agent": "caller/1",
+    "Content-Type": "application/vnd.caller+json",
+}
+
+
+@pytest.mark.parametrize("code", [302, 307, 308])
+def test_every_caller_header_is_dropped_when_a_redirect_changes_origin(code: int) -> None:
+    """Custom secrets (X-Api-Key) used to follow a redirect to another origin."""
     with serving() as first, serving() as second:
         result = run(
-            first.url("/redirect?to=" + quote(second.url("/there"))),
-            headers={"Authorization": "Bearer t", "Cookie": "a=b", "X-Keep": "1"},
+            first.url(f"/redirect?code={code}&to=" + quote(second.url("/there"))),
+            method="POST",
+            body="payload",
+            headers=CALLER_HEADERS,
         )
     echo = json.loads(result["body"])
     assert echo["path"] == "/there"
-    assert "authorization" not in echo["headers"]
-    assert "cookie" not in echo["headers"]
-    assert echo["headers"]["x-keep"] == "1"
+    sent = echo["headers"]
+    for name in ("authorization", "cookie", "x-api-key", "x-keep"):
+        assert name not in sent
+    assert sent["user-agent"] == hr.DEFAULT_USER_AGENT
+    if code == 302:  # became a GET: no body, nothing describing one
+        assert (echo["method"], echo["body"]) == ("GET", "")
+        assert "content-type" not in sent
+    else:  # the body follows, and so does what says what it is
+        assert (echo["method"], echo["body"]) == ("POST", "payload")
+        assert sent["content-type"] == "application/vnd.caller+json"
+
+
+def test_caller_headers_stay_dropped_when_a_later_hop_returns_to_the_first_origin() -> None:
+    with serving() as first, serving() as second:
+        back = first.url("/home")
+        away = second.url("/redirect?to=" + quote(back))
+        result = run(first.url("/redirect?to=" + quote(away)), headers=CALLER_HEADERS)
+    sent = json.loads(result["body"])["headers"]
+    assert "authorization" not in sent and "x-api-key" not in sent
+
+
+def test_same_origin_redirects_keep_caller_headers(served: Served) -> None:
+    result = run(served.url("/redirect?to=/here"), headers=CALLER_HEADERS)
+    sent = json.loads(result["body"])["headers"]
+    assert sent["x-api-key"] == "k-secret"
+    assert sent["authorization"] == "Bearer t"
+    assert sent["user-agent"] == "caller/1"
 
 
 def test_redirect_chains_are_bounded(served: Served) -> None:
@@ -440,6 +478,69 @@ def test_a_slow_server_times_out_and_is_retried(served: Served) -> None:
         run(served.url("/slow?seconds=2"), timeout=0.3)
 
 
+@dataclass
+class Drip:
+    """A raw HTTP server that sends its answer one line (or byte) at a time."""
+
+    port: int
+    sent: int = 0  # header lines or body bytes sent so far
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@contextlib.contextmanager
+def dripping(where: str, every: float, count: int) -> Iterator[Drip]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    drip = Drip(listener.getsockname()[1])
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            try:
+                if where == "headers":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                    for n in range(count):
+                        conn.sendall(b"X-Drip-%d: %d\r\n" % (n, n))
+                        drip.sent += 1
+                        if drip.stop.wait(every):
+                            return
+                    conn.sendall(b"Content-Length: 0\r\n\r\n")
+                else:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % count)
+                    for _ in range(count):
+                        conn.sendall(b"x")
+                        drip.sent += 1
+                        if drip.stop.wait(every):
+                            return
+            except OSError:
+                return  # the client gave up and closed
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield drip
+    finally:
+        drip.stop.set()
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_server_dripping_its_answer_cannot_outlast_the_deadline(where: str) -> None:
+    """Each line came within the per-read timeout, so a 1 s request used to wait for
+    all 40 (8 s); now every read is cut to what is left of the request's time."""
+    every, timeout = 0.2, 1.0
+    with dripping(where, every=every, count=40) as drip:
+        with pytest.raises(TimeoutError):
+            run(f"http://127.0.0.1:{drip.port}/", timeout=timeout)
+        sent_when_given_up = drip.sent
+    # one item at once, then one per `every`: at most timeout / every + 1 by the deadline
+    assert 1 <= sent_when_given_up <= timeout / every + 2
+    assert sent_when_given_up < 40
+
+
 def test_a_closed_port_is_a_retryable_connection_error() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
@@ -500,6 +601,53 @@ def test_through_the_worker_good_jobs_succeed_and_refused_ones_go_dead(
     assert "metadata" in (dead.last_error or "")
 
 
+def _enqueue(url: str) -> tuple[MemoryStore, Any]:
+    store = MemoryStore(FakeClock())
+    request = EnqueueRequest(type="http_request", payload={"url": url})
+    return store, Service(store, registry).enqueue([request], tenant="t1")
+
+
+@pytest.mark.parametrize(
+    ("allowlist", "url", "reason"),
+    [
+        ("", "https://api.example.com/", "allowlist.*empty"),
+        ("api.example.com", "https://other.example.com/", "not on the allowlist"),
+        ("*.example.com", "https://example.com/", "not on the allowlist"),
+        ("api.example.com", "http://93.184.216.34/", "not on the allowlist"),
+        ("0.0.0.0/0, ::/0", "http://10.0.0.1/", "private"),
+        ("0.0.0.0/0, ::/0", "http://[::1]/", "loopback"),
+        ("169.254.0.0/16", "http://169.254.169.254/", "metadata"),
+        ("10.0.0.0/33", "https://api.example.com/", "misconfigured"),
+    ],
+)
+def test_jobs_that_could_never_be_allowed_are_refused_at_enqueue(
+    monkeypatch: pytest.MonkeyPatch, jail: Jail, allowlist: str, url: str, reason: str
+) -> None:
+    monkeypatch.setenv("SPOOL_HTTP_ALLOWLIST", allowlist)
+    with pytest.raises(ValidationFailed, match=reason) as refused:
+        _enqueue(url)
+    assert refused.value.status == 422
+    assert jail.lookups == []
+
+
+@pytest.mark.parametrize(
+    ("allowlist", "url"),
+    [
+        ("api.example.com", "https://api.example.com/v1"),
+        ("*.example.com", "https://a.b.example.com/"),
+        ("0.0.0.0/0", "http://93.184.216.34/"),
+        ("10.0.0.0/8", "http://10.1.2.3/"),
+    ],
+)
+def test_jobs_the_guard_may_allow_are_stored_and_names_wait_for_run_time_dns(
+    monkeypatch: pytest.MonkeyPatch, jail: Jail, allowlist: str, url: str
+) -> None:
+    monkeypatch.setenv("SPOOL_HTTP_ALLOWLIST", allowlist)
+    store, [added] = _enqueue(url)
+    assert store.get(added.job.id) is not None
+    assert jail.lookups == []  # no DNS at enqueue: the answer may differ at run time
+
+
 def test_a_malformed_allowlist_setting_is_a_permanent_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -507,3 +655,34 @@ def test_a_malformed_allowlist_setting_is_a_permanent_error(
     payload = hr.HttpRequestPayload(url="http://api.example.com/")
     with pytest.raises(PermanentError, match=r"SPOOL_HTTP_ALLOWLIST|CIDR"):
         hr.http_request(payload, ctx_for())
+
+
+@pytest.mark.parametrize("closing", ["HTTP/1.0", "Connection: close"])
+def test_a_body_sent_after_the_headers_of_a_closing_answer_is_read_whole(closing: str) -> None:
+    """HTTP/1.0 (or `Connection: close`) answers make http.client close the connection
+    before the body is read; the body still arrives later. Reading the bare socket then
+    failed with EBADF (intermittently: only when the body was not buffered yet)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    head_sent = threading.Event()
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            status = "HTTP/1.0 200 OK" if closing == "HTTP/1.0" else "HTTP/1.1 200 OK"
+            extra = "" if closing == "HTTP/1.0" else "Connection: close\r\n"
+            conn.sendall(f"{status}\r\n{extra}Content-Length: 5\r\n\r\n".encode())
+            head_sent.set()
+            time.sleep(0.3)  # the body comes after http.client has closed its side
+            conn.sendall(b"hello")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        port = listener.getsockname()[1]
+        result = run(f"http://127.0.0.1:{port}/late")
+    finally:
+        thread.join(5)
+        listener.close()
+    assert head_sent.is_set()
+    assert result["status"] == 200 and result["body"] == "hello"

@@ -55,17 +55,21 @@ def decoded(store: blobs.BlobStore, key: str) -> Image.Image:
 def test_widths_keep_the_aspect_ratio_and_results_describe_the_outputs(
     store: LocalBlobStore,
 ) -> None:
-    store.put("photos/cat.jpg", encode(photo(), "JPEG"))
-    result = run(store, key="photos/cat.jpg", widths=[320, 100])
+    store.put("t1/photos/cat.jpg", encode(photo(), "JPEG"))
+    result = run(store, key="t1/photos/cat.jpg", widths=[320, 100])
     assert result["source"] == {
-        "key": "photos/cat.jpg",
+        "key": "t1/photos/cat.jpg",
         "format": "jpeg",
         "width": 800,
         "height": 600,
-        "bytes": len(store.get("photos/cat.jpg")),
+        "bytes": len(store.get("t1/photos/cat.jpg")),
     }
     outputs = {o["key"]: o for o in result["outputs"]}
-    assert set(outputs) == {"resized/photos/cat/320x240.jpg", "resized/photos/cat/100x75.jpg"}
+    # The default output folder keeps the key's first segment (its tenant) in front.
+    assert set(outputs) == {
+        "t1/resized/photos/cat/320x240.jpg",
+        "t1/resized/photos/cat/100x75.jpg",
+    }
     for key, output in outputs.items():
         image = decoded(store, key)
         assert image.format == "JPEG"
@@ -117,7 +121,7 @@ def test_an_animated_gif_uses_its_first_frame(store: LocalBlobStore) -> None:
     frames = [Image.new("P", (60, 30), i) for i in (1, 2)]
     store.put("a.gif", encode(frames[0], "GIF", save_all=True, append_images=frames[1:]))
     result = run(store, key="a.gif", widths=[30])
-    assert result["outputs"][0]["key"] == "resized/a/30x15.png"
+    assert result["outputs"][0]["key"] == "resized/a/30x15.png"  # a one-segment key
     assert decoded(store, "resized/a/30x15.png").size == (30, 15)
 
 
@@ -186,13 +190,13 @@ def test_through_the_worker_a_bad_image_goes_dead_once_and_a_good_one_succeeds(
 ) -> None:
     monkeypatch.setenv("SPOOL_BLOB_DIR", str(tmp_path / "blobs"))
     folder = LocalBlobStore(tmp_path / "blobs")
-    folder.put("good.jpg", encode(photo(), "JPEG"))
-    folder.put("bad.jpg", b"GIF89a but not really")
+    folder.put("t1/good.jpg", encode(photo(), "JPEG"))
+    folder.put("t1/bad.jpg", b"GIF89a but not really")
     store = MemoryStore(clock)
     good, bad = Service(store, registry).enqueue(
         [
-            EnqueueRequest(type="resize_image", payload={"key": "good.jpg", "widths": [64]}),
-            EnqueueRequest(type="resize_image", payload={"key": "bad.jpg", "widths": [64]}),
+            EnqueueRequest(type="resize_image", payload={"key": "t1/good.jpg", "widths": [64]}),
+            EnqueueRequest(type="resize_image", payload={"key": "t1/bad.jpg", "widths": [64]}),
         ],
         tenant="t1",
     )
@@ -200,8 +204,8 @@ def test_through_the_worker_a_bad_image_goes_dead_once_and_a_good_one_succeeds(
     done, dead = store.get(good.job.id), store.get(bad.job.id)
     assert done is not None and done.state is JobState.SUCCEEDED
     result: Any = done.result
-    assert result["outputs"][0]["key"] == "resized/good/64x48.jpg"
-    assert folder.exists("resized/good/64x48.jpg")
+    assert result["outputs"][0]["key"] == "t1/resized/good/64x48.jpg"
+    assert folder.exists("t1/resized/good/64x48.jpg")
     assert dead is not None and dead.state is JobState.DEAD
     assert dead.attempts == 1
     assert "not an image" in (dead.last_error or "")
@@ -225,13 +229,13 @@ def s3_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 def test_the_handler_reads_and_writes_s3_when_a_bucket_is_set(
     s3_env: Any, clock: FakeClock
 ) -> None:
-    s3_env.put_object(Bucket="images", Key="media/in/p.png", Body=encode(photo(), "PNG"))
+    s3_env.put_object(Bucket="images", Key="media/default/in/p.png", Body=encode(photo(), "PNG"))
     result = images.resize_image(
-        ResizePayload(key="in/p.png", widths=[100], format="webp"), _ctx(clock)
+        ResizePayload(key="default/in/p.png", widths=[100], format="webp"), _ctx(clock)
     )
     output = result["outputs"][0]
-    assert output["key"] == "resized/in/p/100x75.webp"
-    head = s3_env.head_object(Bucket="images", Key="media/resized/in/p/100x75.webp")
+    assert output["key"] == "default/resized/in/p/100x75.webp"
+    head = s3_env.head_object(Bucket="images", Key="media/default/resized/in/p/100x75.webp")
     assert head["ContentType"] == "image/webp"
     assert head["ContentLength"] == output["bytes"]
 

@@ -3,9 +3,9 @@
 Nothing here talks to AWS: every subprocess gets an AWS endpoint on a closed
 local port besides the guard variables, and the linters also get HTTP proxies
 on a closed port, so a tool that tried to reach out would fail here instead.
-`chalice package` is the one exception to the proxies: it fetches the Lambda
-(manylinux) wheels of requirements.txt from the package registry, as pip does
-when `make test` installs the project.
+`make package` installs the Lambda wheels that `make lambda-wheels` fetched
+before pytest (requirements-lambda.txt, `--no-index`); no test reaches the
+registry.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 
 from chalicelib.storage.dynamodb_schema import table_definition
+from infra import generate
+from infra.finalize import finalize
+from infra.lambda_target import ARCHITECTURES, DEFAULT_ARCH, RUNTIME
 from tests.procs import guarded_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +33,7 @@ STAGES = ("dev", "prod")
 ROLE_OF = {"APIHandler": "api", "RunJobs": "worker", "DrainDue": "scheduler"}
 ROLE_IDS = {"APIHandler": "ApiHandlerRole", "RunJobs": "RunJobsRole", "DrainDue": "DrainDueRole"}
 DATA = ("JobsTable", "JobsQueue", "PayloadBucket")
+LOG_GROUPS = {f: f"{f}LogGroup" for f in ROLE_OF}
 
 
 def offline_env() -> dict[str, str]:
@@ -50,7 +54,8 @@ def packaged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     # -o: never let a stale venv stamp reinstall packages from inside a test.
     env = {k: v for k, v in offline_env().items() if not k.endswith("_PROXY")}
     result = subprocess.run(
-        ["make", "-s", "-o", ".venv/.installed", "package", f"STAGE={request.param}",
+        ["make", "-s", "-o", ".venv/.installed", "-o", ".tools/lambda-wheels/lambda/.fetched",
+         "package", f"STAGE={request.param}",
          f"PACKAGE_DIR={out}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
@@ -70,7 +75,9 @@ def test_lambda_package_holds_the_runtime_and_nothing_local(packaged: Path) -> N
     assert {"app.py", "chalicelib/api/routes.py", "chalicelib/storage/dynamodb.py"} <= set(names)
     # (chalice/ is Chalice's own small runtime, which every Chalice package carries.)
     assert not tops & {"local", "tests", "bench", "moto", "waitress", "psycopg", "boto3"}
-    assert (packaged.parent / "deployment.zip").stat().st_size < 10 * 1024 * 1024
+    # Pillow (for resize_image) is about 7.7 MB zipped and bytecode about 2.5 MB: well
+    # under Lambda's 50 MB upload limit, and the bound still catches a stray dependency.
+    assert (packaged.parent / "deployment.zip").stat().st_size < 20 * 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -216,13 +223,26 @@ def test_each_function_has_its_own_role_scoped_to_the_data(template: dict[str, A
     assert roles == set(ROLE_IDS.values())  # one role per function
     for function, role_id in ROLE_IDS.items():
         policy = template["Resources"][role_id]["Properties"]["Policies"]
+        sids = set()
         for statement in policy[0]["PolicyDocument"]["Statement"]:
+            sids.add(statement["Sid"])
             targets = refs(statement["Resource"])
-            if statement["Sid"] == "Logs":
-                assert all("log-group:/aws/lambda/${AWS::StackName}-" in json.dumps(r)
-                           for r in statement["Resource"])  # fmt: skip
+            if statement["Sid"] == "Logs":  # its own log group, and no other
+                assert targets == {LOG_GROUPS[function]}, (function, statement)
+                assert "logs:CreateLogGroup" not in statement["Action"]
+            elif statement["Sid"] == "ApiKeys":
+                assert statement["Action"] == ["ssm:GetParameter"]
+                assert statement["Resource"] == [generate.PARAMETER_ARN]
+            elif statement["Sid"] == "ApiKeysDecrypt":
+                condition = statement["Condition"]["StringEquals"]
+                assert condition["kms:ViaService"] == {
+                    "Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"
+                }
+                assert condition["kms:EncryptionContext:PARAMETER_ARN"] == generate.PARAMETER_ARN
             else:
                 assert len(targets) == 1 and targets <= set(DATA), (function, statement)
+        # Only the API function reads the tenant keys.
+        assert ({"ApiKeys", "ApiKeysDecrypt"} <= sids) == (function == "APIHandler"), function
 
 
 def test_policy_files_grant_what_the_template_grants(template: dict[str, Any]) -> None:
@@ -243,10 +263,35 @@ def test_policy_files_grant_what_the_template_grants(template: dict[str, Any]) -
             }  # fmt: skip
             assert from_file == in_template, (stage, role)
             text = path.read_text()
-            assert f"table/spool-{stage}-jobs" in text and f"sqs:*:*:spool-{stage}-jobs" in text
+            assert f"table/spool-{stage}-jobs" in text and f"sqs:*:{OWN}:spool-{stage}-jobs" in text
         assert config["stages"][stage]["environment_variables"]["SPOOL_STORE_URL"].startswith(
             f"dynamodb://spool-{stage}-jobs?queue=spool-{stage}-jobs"
         )
+
+
+OWN = "${aws:PrincipalAccount}"  # the IAM policy variable: the role's own account
+
+
+def test_policy_files_name_this_accounts_resources_only() -> None:
+    """A policy file cannot hold the account id, but must not match another account's
+    bucket, table or queue: every ARN with an account field names the role's own, and
+    the bucket (S3 ARNs have no account) is the data stack's name in this account."""
+    for stage in STAGES:
+        for role in set(ROLE_OF.values()):
+            path = ROOT / ".chalice" / f"policy-{stage}-{role}.json"
+            for statement in json.loads(path.read_text())["Statement"]:
+                for arn in as_list(statement["Resource"]):
+                    parts = arn.replace(OWN, "OWN").split(":")
+                    if parts[2] == "s3":
+                        bucket = parts[5].split("/")[0]
+                        assert bucket == f"spool-{stage}-payloads-OWN-*", arn
+                        assert statement["Condition"] == {
+                            "StringEquals": {"s3:ResourceAccount": OWN}
+                        }
+                    else:
+                        assert parts[4] == "OWN", arn
+                    named = f"spool-{stage}" in arn or f"parameter/spool/{stage}/" in arn
+                    assert named or parts[2] == "kms", arn
 
 
 def test_queues_are_encrypted_and_jobs_queue_redrives_to_its_dlq(template: dict[str, Any]) -> None:
@@ -260,12 +305,41 @@ def test_queues_are_encrypted_and_jobs_queue_redrives_to_its_dlq(template: dict[
     assert 1 <= redrive["maxReceiveCount"] <= 10
 
 
-def test_visibility_is_at_least_six_times_the_worker_timeout(template: dict[str, Any]) -> None:
-    visibility = template["Resources"]["JobsQueue"]["Properties"]["VisibilityTimeout"]
+def test_a_poison_message_reaches_the_dlq_within_the_hour(template: dict[str, Any]) -> None:
+    """Each delivery hides a message for the visibility V from when it is received, up
+    to the batching window W before the invocation starts; one whose container hangs
+    until the Lambda timeout T (the heartbeat extending it) for at most W + T + V."""
+    queue = template["Resources"]["JobsQueue"]["Properties"]
+    visibility = queue["VisibilityTimeout"]
+    receives = queue["RedrivePolicy"]["maxReceiveCount"]
     timeout = template["Resources"]["RunJobs"]["Properties"]["Timeout"]
-    assert visibility >= 6 * timeout
+    [sqs] = [
+        e["Properties"]
+        for e in template["Resources"]["RunJobs"]["Properties"]["Events"].values()
+        if e["Type"] == "SQS"
+    ]
+    window = sqs.get("MaximumBatchingWindowInSeconds", 0)
+    assert visibility >= timeout  # never handed to a second worker while the first runs
+    assert receives * (window + visibility) <= 3600
+    assert receives * (window + timeout + visibility) <= 3600
     env = template["Resources"]["RunJobs"]["Properties"]["Environment"]["Variables"]
     assert int(env["SPOOL_SQS_VISIBILITY_TIMEOUT"]) == visibility  # the heartbeat's figure
+    # `chalice deploy` gets the same figure from config.json as the data stack's queue.
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    for stage in STAGES:
+        variables = config["stages"][stage]["environment_variables"]
+        assert int(variables["SPOOL_SQS_VISIBILITY_TIMEOUT"]) == visibility
+    data = json.loads((ROOT / "infra" / "data-stack.json").read_text())
+    assert data["Resources"]["JobsQueue"]["Properties"]["VisibilityTimeout"] == visibility
+
+
+def test_generate_refuses_a_worker_timeout_that_slows_the_dlq() -> None:
+    assert generate.visibility_for(240) == 480
+    with pytest.raises(SystemExit, match="lambda_timeout 900"):
+        generate.visibility_for(900)  # what shipped: 5 x 90 min before the DLQ
+    # The batching window counts too: each delivery can wait it out before it runs.
+    with pytest.raises(SystemExit, match="at or under 290 s"):
+        generate.visibility_for(295, window=30)
 
 
 def test_sqs_event_source_reports_batch_item_failures(template: dict[str, Any]) -> None:
@@ -276,6 +350,9 @@ def test_sqs_event_source_reports_batch_item_failures(template: dict[str, Any]) 
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert refs(props["Queue"]) == {"JobsQueue"}
     assert props["BatchSize"] <= 10
+    # Light load gathers a few jobs per invocation (bench/aws_requests.py), for a
+    # start at most this late; over 10 s would be felt, and needs a bigger budget.
+    assert 1 <= props["MaximumBatchingWindowInSeconds"] <= 10
 
 
 def test_bucket_is_encrypted_private_and_tls_only(template: dict[str, Any]) -> None:
@@ -308,3 +385,143 @@ def test_every_function_gets_the_store_url_of_these_resources(template: dict[str
         url = env["SPOOL_STORE_URL"]
         assert refs(url) == set(DATA)
         assert url["Fn::Sub"].startswith("dynamodb://${JobsTable}?queue=${JobsQueue}")
+
+
+# -- the edges: runtime, throttling, logs, retention, concurrency, keys ---------------------
+
+
+def test_every_function_runs_the_supported_runtime_and_architecture(
+    template: dict[str, Any],
+) -> None:
+    """chalice package writes the local Python's runtime (python3.11 on Amazon Linux 2);
+    infra/finalize.py sets infra/lambda_target.py's, the one the zip's wheels are for."""
+    functions = resources(template, "AWS::Serverless::Function")
+    assert "Function" not in template.get("Globals", {})
+    for name, function in functions.items():
+        assert function["Properties"]["Runtime"] == RUNTIME, name
+        assert function["Properties"]["Architectures"] == [DEFAULT_ARCH], name
+
+
+def test_finalize_sets_the_chosen_architecture_and_refuses_others(
+    template: dict[str, Any],
+) -> None:
+    chalice_like = json.loads(json.dumps(template))
+    for resource in resources(chalice_like, "AWS::Serverless::Function").values():
+        resource["Properties"].update(Runtime="python3.11", Architectures=["x86_64"])
+    for arch in ARCHITECTURES:
+        done = finalize(json.loads(json.dumps(chalice_like)), "prod", arch)
+        for function in resources(done, "AWS::Serverless::Function").values():
+            assert function["Properties"]["Runtime"] == RUNTIME
+            assert function["Properties"]["Architectures"] == [arch]
+    with pytest.raises(ValueError, match="architecture"):
+        finalize(chalice_like, "prod", "ppc64le")
+    with pytest.raises(ValueError, match="no Lambda functions"):
+        finalize({"Resources": {}}, "prod")
+
+
+def test_api_stage_is_throttled_and_writes_an_access_log(template: dict[str, Any]) -> None:
+    api = template["Resources"]["RestAPI"]
+    props = api["Properties"]
+    [everything] = props["MethodSettings"]
+    assert (everything["ResourcePath"], everything["HttpMethod"]) == ("/*", "*")
+    assert everything["ThrottlingRateLimit"] == {"Ref": "ApiThrottleRateLimit"}
+    assert everything["ThrottlingBurstLimit"] == {"Ref": "ApiThrottleBurstLimit"}
+    parameters = template["Parameters"]
+    assert parameters["ApiThrottleRateLimit"]["Default"] > 0
+    assert (
+        parameters["ApiThrottleBurstLimit"]["Default"]
+        >= parameters["ApiThrottleRateLimit"]["Default"]
+    )
+    assert everything["LoggingLevel"] == "OFF"  # execution logs: a group with no retention
+    # SAM would otherwise also deploy a stage named "Stage", unthrottled and unlogged.
+    assert "OpenApiVersion" in props
+    access = props["AccessLogSetting"]
+    assert {r for r in refs(access["DestinationArn"]) if not r.startswith("AWS::")} == {
+        "ApiAccessLogGroup"
+    }
+    assert not access["DestinationArn"]["Fn::Sub"].endswith(":*")  # API Gateway refuses it
+    fields = json.loads(access["Format"])
+    assert {"requestId", "status", "ip"} <= set(fields)
+    # API Gateway logs only with the region's logging role set; kept if the stack goes.
+    assert "ApiGatewayAccount" in api["DependsOn"]
+    account = template["Resources"]["ApiGatewayAccount"]
+    assert refs(account["Properties"]["CloudWatchRoleArn"]) == {"ApiGatewayLogsRole"}
+    for name in ("ApiGatewayAccount", "ApiGatewayLogsRole"):
+        assert template["Resources"][name]["DeletionPolicy"] == "Retain"
+
+
+def test_every_log_group_has_a_retention_and_every_function_logs_to_one(
+    template: dict[str, Any],
+) -> None:
+    groups = resources(template, "AWS::Logs::LogGroup")
+    assert set(groups) == {*LOG_GROUPS.values(), "ApiAccessLogGroup"}
+    for name, group in groups.items():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+    retention = template["Parameters"]["LogRetentionDays"]
+    assert retention["Default"] in retention["AllowedValues"]
+    for function, group in LOG_GROUPS.items():
+        logging_config = template["Resources"][function]["Properties"]["LoggingConfig"]
+        assert logging_config["LogGroup"] == {"Ref": group}
+    data = json.loads((ROOT / "infra" / "data-stack.json").read_text())
+    data_groups = resources(data, "AWS::Logs::LogGroup")
+    names = {g["Properties"]["LogGroupName"]["Fn::Sub"] for g in data_groups.values()}
+    # chalice deploy's function names: the policy files grant no logs:CreateLogGroup.
+    assert names == {f"/aws/lambda/spool-${{Stage}}{s}" for s in ("", "-run_jobs", "-drain_due")}
+    for group in data_groups.values():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def test_queues_are_kept_when_the_stack_is_deleted(template: dict[str, Any]) -> None:
+    data = json.loads((ROOT / "infra" / "data-stack.json").read_text())
+    for document in (template, data):
+        kept = ("AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::S3::Bucket")
+        for type_ in kept:
+            for name, resource in resources(document, type_).items():
+                assert resource["DeletionPolicy"] == "Retain", name
+                assert resource["UpdateReplacePolicy"] == "Retain", name
+
+
+def test_worker_concurrency_is_capped(template: dict[str, Any]) -> None:
+    """A cap on workers at once, so they cannot exhaust a database's connections or an
+    SMTP relay: reserved, and the poller's MaximumConcurrency, so it never throttles."""
+    worker = template["Resources"]["RunJobs"]["Properties"]
+    reserved = worker["ReservedConcurrentExecutions"]["Fn::If"]
+    assert reserved[0] == "ReservesWorkerConcurrency"
+    assert reserved[1] == {"Ref": "WorkerConcurrency"}
+    [sqs] = [e for e in worker["Events"].values() if e["Type"] == "SQS"]
+    assert sqs["Properties"]["ScalingConfig"] == {
+        "MaximumConcurrency": {"Ref": "WorkerConcurrency"}
+    }
+    cap = template["Parameters"]["WorkerConcurrency"]
+    assert cap["MinValue"] == 2 and cap["Default"] >= cap["MinValue"]  # SQS's minimum
+    assert template["Parameters"]["ReserveWorkerConcurrency"]["Default"] == "true"
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    for stage in STAGES:  # chalice deploy caps it too
+        run_jobs = config["stages"][stage]["lambda_functions"]["run_jobs"]
+        assert run_jobs["reserved_concurrency"] == cap["Default"]
+
+
+def test_api_keys_come_from_the_stages_ssm_parameter(
+    packaged: Path, template: dict[str, Any]
+) -> None:
+    stage = packaged.parent.name.split("-")[1].rstrip("0123456789")
+    name = generate.api_keys_parameter(stage)
+    assert template["Parameters"]["ApiKeysParameter"]["Default"] == name
+    api_env = template["Resources"]["APIHandler"]["Properties"]["Environment"]["Variables"]
+    assert api_env["SPOOL_API_KEYS_PARAMETER"] == {"Ref": "ApiKeysParameter"}
+    for function in ROLE_OF:  # no stage ships an empty key list again
+        env = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert "SPOOL_API_KEYS" not in env, function
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    assert "SPOOL_API_KEYS" not in config.get("environment_variables", {})
+    for each in STAGES:
+        assert "SPOOL_API_KEYS" not in config["stages"][each]["environment_variables"]
+        api = config["stages"][each]["lambda_functions"]["api_handler"]
+        assert api["environment_variables"]["SPOOL_API_KEYS_PARAMETER"] == (
+            generate.api_keys_parameter(each)
+        )
+        policy = json.loads((ROOT / ".chalice" / f"policy-{each}-api.json").read_text())
+        [keys] = [s for s in policy["Statement"] if s["Sid"] == "ApiKeys"]
+        assert keys["Resource"] == [
+            f"arn:aws:ssm:*:{OWN}:parameter{generate.api_keys_parameter(each)}"
+        ]

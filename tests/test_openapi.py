@@ -9,14 +9,12 @@ import pytest
 import app as spool_app
 from chalicelib.api.openapi import document
 from chalicelib.config import Settings
-from chalicelib.handlers import registry
-from chalicelib.runtime import BUILTIN_HANDLER_MODULES
+from chalicelib.handlers import Registry, registry
 
 
 @pytest.fixture
-def doc() -> dict[str, Any]:
-    registry.load(BUILTIN_HANDLER_MODULES)
-    return document(Settings(max_batch=7), registry)
+def doc(handlers: Registry) -> dict[str, Any]:
+    return document(Settings(max_batch=7), handlers)
 
 
 def test_every_route_and_method_is_documented(doc: dict[str, Any]) -> None:
@@ -61,3 +59,20 @@ def test_each_job_type_documents_its_own_payload(doc: dict[str, Any]) -> None:
     sleep = variants["sleep"]
     assert "payload" in sleep["required"]
     assert sleep["properties"]["payload"]["properties"]["seconds"]["maximum"] == 900
+
+
+def test_enqueue_documents_conflicts_and_the_schedule_bound(doc: dict[str, Any]) -> None:
+    responses = doc["paths"]["/enqueue"]["post"]["responses"]
+    conflict = responses["409"]["description"]
+    assert "idempotency key" in conflict and "details.stored" in conflict
+    assert "created=false" in conflict
+    assert "366 days" in responses["422"]["description"]
+    assert "NaN" in responses["400"]["description"]
+    # Elsewhere 409 keeps its meaning: a job in the wrong state.
+    cancel = doc["paths"]["/jobs/{id}/cancel"]["post"]["responses"]["409"]["description"]
+    assert "state" in cancel
+    variant = doc["components"]["schemas"]["EnqueueJob"]["oneOf"][0]["properties"]
+    run_at = variant["run_at"]
+    assert "366 days" in run_at["description"]
+    delay = next(o for o in variant["delay"]["anyOf"] if o.get("type") == "number")
+    assert delay["maximum"] == 366 * 24 * 3600

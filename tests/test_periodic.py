@@ -82,7 +82,7 @@ def every_minute(**fields: Any) -> Schedule:
         name=fields.pop("name", "minutely"),
         type="report",
         every=60,
-        payload={"kind": "minutely"},
+        payload=fields.pop("payload", {"kind": "minutely"}),
         **fields,
     )
 
@@ -215,6 +215,24 @@ def test_a_restart_neither_repeats_nor_skips_and_catches_up_once(
     [next_one] = restarted.fire_due()
     assert next_one.tick == T0 + timedelta(minutes=7)
     assert ticks_of(store) == [T0 + timedelta(minutes=m) for m in (0, 1, 6, 7)]
+
+
+def test_a_schedule_edited_after_its_tick_fired_settles_that_tick_without_retrying(
+    store: JobStore, second_store: JobStore, clock: FakeClock, handlers: Registry
+) -> None:
+    """A deploy that changes a schedule's payload mid-tick: the tick already fired
+    under the old payload, so its idempotency key names a different job. That is
+    "already", once, not an error retried on every call."""
+    [first] = Scheduler(store, handlers, [every_minute()]).fire_due()
+    edited = Scheduler(second_store, handlers, [every_minute(payload={"kind": "edited"})])
+    [again] = edited.fire_due()
+    assert (again.outcome, again.job_id) == ("already", first.job_id)
+    assert edited.fire_due() == []  # settled: no second store write
+    clock.advance(60)
+    [next_tick] = edited.fire_due()
+    assert next_tick.outcome == "enqueued"
+    payloads = sorted(j.payload["kind"] for j in periodic_jobs(store))
+    assert payloads == ["edited", "minutely"]
 
 
 def test_catch_up_bounds_how_late_a_tick_may_fire(
@@ -388,3 +406,74 @@ def test_fire_due_caches_settled_ticks_per_store(
     assert [f.outcome for f in periodic.fire_due(store, handlers, schedules=schedules)] == [
         "enqueued"
     ]
+
+
+# -- one duration grammar (shared with the command line) ------------------------------
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1h30m", 5400), ("1d 12h", 129600), ("2m30s", 150), ("1w1d", 691200), ("1H", 3600)],
+)
+def test_durations_combine_units(text: str, seconds: int) -> None:
+    from chalicelib.durations import parse_seconds
+
+    assert periodic.parse_duration(text) == seconds
+    assert parse_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "h", "1x", "-5", "1h-", "soon", "1h 30", "30m1", "1.5.2s"])
+def test_durations_refuse_what_they_cannot_read(text: str) -> None:
+    from chalicelib.durations import parse_seconds
+
+    with pytest.raises(ValueError, match="duration"):
+        parse_seconds(text)
+
+
+def test_schedule_durations_stay_whole_seconds() -> None:
+    from chalicelib.durations import parse_seconds
+
+    assert parse_seconds("1.5s") == 1.5  # a delay may be fractional
+    with pytest.raises(ValueError, match="whole seconds"):
+        periodic.parse_duration("1.5s")
+
+
+# -- schedules that can never enqueue ------------------------------------------------
+def test_problems_name_every_schedule_that_could_never_enqueue(
+    clock: FakeClock, handlers: Registry
+) -> None:
+    from chalicelib.service import Service
+    from chalicelib.storage.memory import MemoryStore
+
+    store = MemoryStore(clock)
+    schedules = [
+        Schedule(name="fine", type="report", every=60, payload={"kind": "daily"}),
+        Schedule(name="nobody", type="no.such.type", every=60),
+        Schedule(name="negative", type="report", every=60, payload={"kind": 5}),
+        Schedule(name="badqueue", type="report", every=60, queue="has space"),
+    ]
+    found = periodic.problems(Service(store, handlers), schedules)
+    assert set(found) == {"nobody", "negative", "badqueue"}, found
+    assert "unknown job type 'no.such.type'" in found["nobody"]
+    assert "kind" in found["negative"]
+    assert "queue" in found["badqueue"]
+    assert store.counts() == {}  # checking stores nothing
+
+
+def test_a_broken_schedule_is_logged_once_not_every_tick(
+    clock: FakeClock, handlers: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+    import uuid
+
+    from chalicelib.storage.memory import MemoryStore
+
+    store = MemoryStore(clock)
+    name = f"broken-{uuid.uuid4().hex[:8]}"
+    broken = Schedule(name=name, type="no.such.type", every=60)
+    caplog.set_level(logging.DEBUG, logger="spool.periodic")
+    outcomes = []
+    for _ in range(4):
+        outcomes += periodic.fire_due(store, handlers, clock, schedules=[broken])
+        clock.advance(60)
+    assert [f.outcome for f in outcomes] == ["error"] * 4
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and name in r.getMessage()]
+    assert len(errors) == 1

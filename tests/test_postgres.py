@@ -502,7 +502,9 @@ def test_api_answers_503_with_retry_after_during_an_outage(url: str, tmp_path) -
     from tests.apikit import Api, installed, settings_for
 
     with pg_proxy() as proxy:
-        settings = settings_for(tmp_path, store_url=with_port(url, proxy.port) + "&pool_timeout=1")
+        settings = settings_for(
+            tmp_path, store_url=with_port(url, proxy.port) + "&pool_timeout=1", demo_handlers=True
+        )
         with installed(settings), Client(spool_app.app, stage_name="local") as client:
             api = Api(client)
             job_id = api.enqueue({"type": "echo", "payload": {"x": 1}})
@@ -569,3 +571,64 @@ def test_lease_times_are_exact_microseconds(store: PostgresStore) -> None:
     clock.advance(0.000001)
     [again] = store.claim(1, 30)
     assert again.attempts == 2
+
+
+# -- a server that is not there: one clear error -------------------------------
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again on exit: nothing listens there
+
+
+def _unreachable_url() -> tuple[str, int]:
+    port = _closed_port()
+    return f"postgresql://spool:s3cret@127.0.0.1:{port}/test?schema=spool_nowhere", port
+
+
+def test_a_wrong_port_is_one_error_naming_the_redacted_url(caplog) -> None:
+    from chalicelib.storage.base import StoreUnreachable
+
+    url, port = _unreachable_url()
+    caplog.set_level("DEBUG")
+    with pytest.raises(StoreUnreachable) as refused:
+        open_store(url)
+    message = refused.value.message
+    assert isinstance(refused.value, StoreUnavailable) and refused.value.status == 503
+    assert f"postgresql://spool:***@127.0.0.1:{port}/test" in message
+    assert "s3cret" not in message and "\n" not in message
+    assert "refused" in message.lower() and "check that the server is running" in message.lower()
+    # No pool retrying in the background, logging a connection error per attempt.
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("psycopg")] == []
+
+
+def test_the_cli_prints_the_unreachable_store_as_one_line(monkeypatch, capsys) -> None:
+    from local.cli import main
+
+    url, port = _unreachable_url()
+    monkeypatch.setenv("SPOOL_STORE_URL", url)
+    assert main(["worker", "--burst", "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"127.0.0.1:{port}" in err and "s3cret" not in err and "Traceback" not in err
+
+
+def test_http_clients_get_a_plain_503_when_the_store_cannot_be_opened(monkeypatch) -> None:
+    from chalicelib import runtime as runtime_module
+    from chalicelib.api import routes
+    from chalicelib.api.http import ApiRequest
+
+    url, port = _unreachable_url()
+    monkeypatch.setenv("SPOOL_STORE_URL", url)
+    monkeypatch.setenv("SPOOL_API_KEYS", "k-0123456789=t")
+    runtime_module.reset(None)  # a cold start: the runtime is built by this request
+    try:
+        reply = routes.handle("health", ApiRequest())
+    finally:
+        runtime_module.reset(None)
+    assert reply.status == 503 and int(reply.headers["Retry-After"]) >= 1
+    assert '"store_unavailable"' in reply.body
+    assert str(port) not in reply.body and "127.0.0.1" not in reply.body

@@ -22,13 +22,14 @@ from chalicelib.runtime import Runtime
 from local.emulator import Emulator
 from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, TENANT_A, TENANT_B, installed, settings_for
+from tests.procs import spool_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def rt(tmp_path) -> Iterator[Runtime]:
-    with installed(settings_for(tmp_path, max_body_bytes=4096)) as runtime:
+    with installed(settings_for(tmp_path, max_body_bytes=4096, demo_handlers=True)) as runtime:
         yield runtime
 
 
@@ -160,32 +161,19 @@ def test_concurrent_requests_never_see_each_others_request(base: str, rt: Runtim
 def test_spool_serve_prints_a_working_curl_line_and_stops_on_ctrl_c(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "SPOOL_API_KEYS"}
     env["SPOOL_STORE_URL"] = f"sqlite:///{tmp_path}/serve.db"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "local.cli", "serve", "--port", "0", "--threads", "4"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    served = spool_serve("--threads", "4", env=env)
+    proc = served.proc
     try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Ctrl-C"):
-                break
-        banner = "".join(lines)
+        banner = served.banner
         key = re.search(r"made for this run: (\S+)", banner)
         assert key, banner
+        lines = banner.splitlines()
         curl = next(line.strip() for line in lines if line.strip().startswith("curl -s -X POST"))
         out = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=30)
         created = json.loads(out.stdout)
         assert created["created"] is True
-        url = re.search(r"(http://127\.0\.0\.1:\d+)", banner)
-        assert url
         done = requests.get(
-            url.group(1) + created["status_url"],
+            served.url + created["status_url"],
             params={"wait": 10},
             headers={"X-API-Key": key.group(1)},
             timeout=20,

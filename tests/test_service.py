@@ -11,7 +11,13 @@ import pytest
 from pydantic import ValidationError
 
 from chalicelib.clock import FakeClock
-from chalicelib.errors import InvalidTransition, JobNotFound, UnknownJobType, ValidationFailed
+from chalicelib.errors import (
+    IdempotencyConflict,
+    InvalidTransition,
+    JobNotFound,
+    UnknownJobType,
+    ValidationFailed,
+)
 from chalicelib.handlers import Registry
 from chalicelib.models import Completion, JobQuery, JobState
 from chalicelib.service import EnqueueRequest, Service
@@ -97,6 +103,9 @@ def test_server_owned_fields_are_refused(field: str, value: Any) -> None:
         {"delay": -1},
         {"max_attempts": 0},
         {"run_at": "2030-01-01T00:00:00"},  # no time zone
+        {"run_at": "9999-12-31T23:59:59-14:00"},  # year 10000 in UTC
+        {"run_at": "0001-01-01T00:00:00+14:00"},  # year 0 in UTC
+        {"delay": float("inf")},
         {"idempotency_key": ""},
     ],
     ids=str,
@@ -125,13 +134,23 @@ def test_batch_is_all_or_nothing(svc: Service) -> None:
 
 def test_idempotency_key_returns_the_same_job(svc: Service) -> None:
     [first] = svc.enqueue([req(payload={"v": 1}, idempotency_key="order-7")], "t1")
-    [again] = svc.enqueue([req(payload={"v": 2}, idempotency_key="order-7")], "t1")
+    [again] = svc.enqueue([req(payload={"v": 1}, idempotency_key="order-7")], "t1")
     [other_tenant] = svc.enqueue([req(idempotency_key="order-7")], "t2")
     assert first.created and not again.created and other_tenant.created
     assert again.job.id == first.job.id
     assert again.job.payload == {"v": 1}
     assert other_tenant.job.id != first.job.id
     assert stored(svc.store) == 2
+
+
+def test_idempotency_key_reused_for_another_payload_is_a_conflict(svc: Service) -> None:
+    # tests/test_idempotency_conflict.py covers every field and every store.
+    [first] = svc.enqueue([req(payload={"v": 1}, idempotency_key="order-7")], "t1")
+    with pytest.raises(IdempotencyConflict) as info:
+        svc.enqueue([req(payload={"v": 2}, idempotency_key="order-7")], "t1")
+    assert info.value.status == 409
+    assert info.value.details == {"id": first.job.id, "fields": ["payload"]}
+    assert stored(svc.store) == 1
 
 
 def test_idempotency_survives_the_job_running(svc: Service) -> None:

@@ -13,13 +13,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
 
 from chalicelib import ssrf
 from chalicelib.builtin import http_request as hr
-from chalicelib.handlers import JobContext
+from chalicelib.clock import FakeClock
+from chalicelib.errors import ValidationFailed
+from chalicelib.handlers import JobContext, registry
 from chalicelib.ids import new_job_id
 from chalicelib.models import Job
+from chalicelib.service import EnqueueRequest, Service
+from chalicelib.storage.memory import MemoryStore
 from tests.test_http_request import Jail, jailed
 
 
@@ -30,7 +33,8 @@ def jail(monkeypatch: pytest.MonkeyPatch) -> Iterator[Jail]:
 
 
 PUBLIC = "93.184.216.34"
-POLICY = ssrf.Policy.parse(["allowed.test", "*.allowed.test", PUBLIC])
+ALLOWLIST = f"allowed.test, *.allowed.test, {PUBLIC}"
+POLICY = ssrf.Policy.parse(ALLOWLIST.split(","))
 
 # Each URL must be refused by the realistic policy above (nothing private opened).
 FORBIDDEN_URLS = [
@@ -196,13 +200,27 @@ def _ctx() -> JobContext:
 
 
 @pytest.mark.parametrize("url", FORBIDDEN_URLS)
-def test_forbidden_urls_never_leave_through_the_handler(url: str, jail: Jail) -> None:
-    """Refused at enqueue time (422) or at run time (dead); never connected."""
+def test_forbidden_urls_are_refused_at_enqueue(
+    url: str, jail: Jail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shape, allowlist match and IP literals are all decidable without DNS: 422."""
+    monkeypatch.setenv("SPOOL_HTTP_ALLOWLIST", ALLOWLIST)
     jail.names["allowed.test"] = [PUBLIC]
-    try:
-        payload = hr.HttpRequestPayload.model_validate({"url": url})
-    except ValidationError:
-        return
+    store = MemoryStore(FakeClock())
+    request = EnqueueRequest(type="http_request", payload={"url": url})
+    with pytest.raises(ValidationFailed) as refused:
+        Service(store, registry).enqueue([request], tenant="t1")
+    assert refused.value.status == 422
+    assert not any(store.counts().values())  # nothing half-written
+    assert jail.lookups == []  # refused without asking DNS
+
+
+@pytest.mark.parametrize("url", FORBIDDEN_URLS)
+def test_forbidden_urls_are_refused_at_run_time_even_when_stored(url: str, jail: Jail) -> None:
+    """A job stored before a fix, or under other settings, skips enqueue checks:
+    the handler refuses it again, without connecting."""
+    jail.names["allowed.test"] = [PUBLIC]
+    payload = hr.HttpRequestPayload.model_construct(url=url)  # no enqueue validation
     with pytest.raises(ssrf.Refused):
         hr.perform(payload, POLICY, _ctx())
     assert jail.escapes == []
@@ -226,11 +244,180 @@ def test_allow_private_does_not_open_metadata_or_non_unicast(address: str) -> No
     assert ssrf.why_refused(ipaddress.ip_address(address), relaxed) is not None
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "10.1.2.3", "192.168.0.1", "100.64.0.1", "::1"])
-def test_allow_private_opens_loopback_private_and_cgnat(address: str) -> None:
-    ip = ipaddress.ip_address(address)
-    assert ssrf.why_refused(ip, ssrf.Policy()) is not None
+# Every non-public range the guard knows, written out here (not read from ssrf.py),
+# so dropping or narrowing any one of them in ssrf.py fails a test below.
+PRIVATE_RANGES = {  # range: a word the refusal names, so the operator knows which
+    "127.0.0.0/8": "loopback",
+    "::1/128": "loopback",
+    "10.0.0.0/8": "private",
+    "172.16.0.0/12": "private",
+    "192.168.0.0/16": "private",
+    "fc00::/7": "private",
+    "100.64.0.0/10": "carrier-grade NAT",
+}
+SPECIAL_RANGES = {
+    "169.254.0.0/16": "link-local",
+    "fe80::/10": "link-local",
+    "192.0.0.0/24": "IETF",
+    "2001::/23": "IETF",
+    "192.0.2.0/24": "documentation",
+    "198.51.100.0/24": "documentation",
+    "203.0.113.0/24": "documentation",
+    "2001:db8::/32": "documentation",
+    "3fff::/20": "documentation",
+    "198.18.0.0/15": "benchmarking",
+    "2001:2::/48": "benchmarking",
+    "192.88.99.0/24": "6to4",
+    "100::/64": "discard-only",
+    "64:ff9b:1::/48": "local-use NAT64",
+    "fec0::/10": "site-local",
+    "::/3": "non-global-unicast",
+    "4000::/2": "non-global-unicast",
+    "8000::/1": "non-global-unicast",
+}
+NEVER_RANGES = ["0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4", "::/128", "::ffff:0:0/96", "ff00::/8"]
+METADATA_ADDRESSES = [
+    "169.254.169.254",
+    "169.254.170.2",
+    "169.254.170.23",
+    "169.254.0.23",
+    "100.100.100.200",
+    "168.63.129.16",
+    "192.0.0.192",
+    "fd00:ec2::254",
+    "fd00:ec2::23",
+    "fd20:ce::254",
+]
+EVERYTHING = ssrf.Policy.parse(["0.0.0.0/0", "::/0"])
+
+
+def _edges(cidr: str) -> list[tuple[str, ssrf.IPAddress]]:
+    """The first and last addresses of a range (a narrowed range loses one of them),
+    unless a more specific range listed here holds them (8000::/1 ends in ff00::/8)."""
+    net = ipaddress.ip_network(cidr)
+    everything = [
+        ipaddress.ip_network(c) for c in [*PRIVATE_RANGES, *SPECIAL_RANGES, *NEVER_RANGES]
+    ]
+    return [
+        (cidr, ip)
+        for ip in (net[0], net[-1])
+        if not any(
+            other.prefixlen > net.prefixlen and other.version == ip.version and ip in other
+            for other in everything
+        )
+    ]
+
+
+def _host_entry(ip: ssrf.IPAddress) -> str:
+    return str(ipaddress.ip_network(ip))
+
+
+PRIVATE_EDGES = [edge for cidr in PRIVATE_RANGES for edge in _edges(cidr)]
+SPECIAL_EDGES = [edge for cidr in SPECIAL_RANGES for edge in _edges(cidr)]
+
+
+def test_the_tables_here_name_every_range_ssrf_knows() -> None:
+    """A range added to ssrf.py without a test here fails this."""
+    known = {str(n) for nets in ssrf.PRIVATE.values() for n in nets}
+    assert known == set(PRIVATE_RANGES)
+    known = {str(n) for nets in ssrf.SPECIAL.values() for n in nets}
+    assert known == set(SPECIAL_RANGES)
+    assert {str(n) for n in ssrf.NEVER} == set(NEVER_RANGES)
+    assert {str(n.network_address) for n in ssrf.METADATA} == set(METADATA_ADDRESSES)
+    assert all(_edges(cidr) for cidr in [*PRIVATE_RANGES, *SPECIAL_RANGES, *NEVER_RANGES])
+
+
+@pytest.mark.parametrize(("cidr", "ip"), PRIVATE_EDGES, ids=lambda v: str(v))
+def test_allow_private_opens_every_private_range(cidr: str, ip: ssrf.IPAddress) -> None:
+    assert PRIVATE_RANGES[cidr] in (ssrf.why_refused(ip, ssrf.Policy()) or "")
+    assert ssrf.why_refused(ip, EVERYTHING) is not None  # 0.0.0.0/0 is not "naming" it
     assert ssrf.why_refused(ip, ssrf.Policy(allow_private=True)) is None
+    assert ssrf.why_refused(ip, ssrf.Policy.parse([cidr])) is None  # the exact range
+    assert ssrf.why_refused(ip, ssrf.Policy.parse([_host_entry(ip)])) is None  # a part of it
+
+
+@pytest.mark.parametrize(("cidr", "ip"), SPECIAL_EDGES, ids=lambda v: str(v))
+def test_special_ranges_open_only_to_an_entry_naming_them(cidr: str, ip: ssrf.IPAddress) -> None:
+    assert SPECIAL_RANGES[cidr] in (ssrf.why_refused(ip, ssrf.Policy()) or "")
+    assert ssrf.why_refused(ip, EVERYTHING) is not None
+    assert ssrf.why_refused(ip, ssrf.Policy(allow_private=True)) is not None
+    assert ssrf.why_refused(ip, ssrf.Policy.parse([cidr])) is None
+    assert ssrf.why_refused(ip, ssrf.Policy.parse([_host_entry(ip)])) is None
+
+
+@pytest.mark.parametrize(("cidr", "ip"), [e for c in NEVER_RANGES for e in _edges(c)], ids=str)
+def test_never_ranges_stay_closed_whatever_the_settings(cidr: str, ip: ssrf.IPAddress) -> None:
+    for entries in ([cidr], [_host_entry(ip)], ["0.0.0.0/0", "::/0"]):
+        policy = ssrf.Policy.parse(entries, allow_private=True)
+        assert ssrf.why_refused(ip, policy) is not None, entries
+
+
+def _metadata_forms(address: str) -> list[str]:
+    """The address and the IPv6 spellings that lead to it."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 6:
+        return [address]
+    v4 = int(ip)
+    high, low = v4 >> 16, v4 & 0xFFFF
+    return [
+        address,
+        f"::ffff:{address}",  # IPv4-mapped
+        f"::{address}",  # IPv4-compatible
+        f"64:ff9b::{address}",  # NAT64, well-known prefix
+        f"64:ff9b:1::{address}",  # NAT64, local-use prefix, /96 layout
+        f"64:ff9b:1:{high:x}:{low >> 8:x}:{(low & 0xFF) << 8:x}::",  # local-use, /48 layout
+        f"2002:{high:x}:{low:x}::1",  # 6to4
+        f"2001:0:4136:e378:8000:63bf:{high ^ 0xFFFF:x}:{low ^ 0xFFFF:x}",  # Teredo client
+    ]
+
+
+@pytest.mark.parametrize(
+    "form", [f for a in METADATA_ADDRESSES for f in _metadata_forms(a)], ids=str
+)
+def test_metadata_addresses_stay_closed_in_every_spelling(form: str, jail: Jail) -> None:
+    ip = ipaddress.ip_address(form)
+    entries = [_host_entry(ip), "0.0.0.0/0", "::/0", "169.254.0.0/16", "fd00::/8", "2001::/23"]
+    entries += ["64:ff9b:1::/48", "100.64.0.0/10", "192.0.0.0/24"]
+    opened = ssrf.Policy.parse(entries, allow_private=True)
+    reason = ssrf.why_refused(ip, opened)
+    assert reason is not None and "metadata" in reason
+    jail.names["meta.allowed.test"] = [form]
+    with pytest.raises(ssrf.Refused, match="metadata"):
+        ssrf.check_url("http://meta.allowed.test/", ssrf.Policy.parse(["*.allowed.test", *entries]))
+
+
+@pytest.mark.parametrize(
+    "entries",
+    [["0.0.0.0/0", "::/0"], ["10.0.0.0/7"], ["0.0.0.0/1"], ["172.0.0.0/8"], ["::/1"]],
+    ids=str,
+)
+def test_an_entry_wider_than_a_private_range_opens_only_public_addresses(
+    entries: list[str], jail: Jail
+) -> None:
+    """The issue's case: `0.0.0.0/0` on the allowlist used to open loopback and LANs."""
+    policy = ssrf.Policy.parse(["svc.test", *entries])
+    for address in ("127.0.0.1", "10.0.0.1", "11.0.0.1", "172.16.0.1", "100.64.0.1", "::1"):
+        ip = ipaddress.ip_address(address)
+        if not policy.explicitly_allows(ip):
+            continue  # outside this entry: refused as off the allowlist anyway
+        if ip.is_global:
+            assert ssrf.why_refused(ip, policy) is None
+            continue
+        with pytest.raises(ssrf.Refused):
+            ssrf.check_url(f"http://{_url_host(ip)}/", policy)
+        jail.names["svc.test"] = [address]
+        with pytest.raises(ssrf.Refused, match="resolves to a refused address"):
+            ssrf.check_url("http://svc.test/", policy)
+
+
+def _url_host(ip: ssrf.IPAddress) -> str:
+    return f"[{ip}]" if ip.version == 6 else str(ip)
+
+
+def test_an_entry_inside_a_private_range_opens_that_part_only() -> None:
+    policy = ssrf.Policy.parse(["10.1.0.0/16"])
+    assert ssrf.why_refused(ipaddress.ip_address("10.1.2.3"), policy) is None
+    assert ssrf.why_refused(ipaddress.ip_address("10.2.0.1"), policy) is not None
 
 
 # -- what is allowed ------------------------------------------------------------------

@@ -3,7 +3,10 @@ wake-ups, graceful stop, lease extension and SQS-style delivery.
 
 The store is the memory store on a FakeClock, so backoff and delays are
 fast-forwarded; the worker's pool is real threads, so waits on real events
-are bounded by generous timeouts and nothing asserts on speed.
+are bounded by generous timeouts and nothing asserts on speed. Where the
+worker's own monotonic time matters (handler timeouts, drain and process
+deadlines) the `mono` fixture stands in for it, so a loaded machine cannot
+make a quick attempt time out or a drain overrun its deadline.
 """
 
 from __future__ import annotations
@@ -65,6 +68,36 @@ def drain_once(store: MemoryStore, reg: Registry, **config: Any) -> WorkerStats:
         return worker.drain()
     finally:
         worker.close()
+
+
+class FakeMonotonic:
+    """Stands in for chalicelib.worker's `time` module: monotonic() is what the test
+    says, everything else (sleep) is the real module."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+
+@pytest.fixture
+def mono(monkeypatch: pytest.MonkeyPatch) -> FakeMonotonic:
+    """The worker's monotonic clock, moved only by the test (patch before building one)."""
+    import chalicelib.worker as worker_module
+
+    fake = FakeMonotonic()
+    monkeypatch.setattr(worker_module, "time", fake)
+    return fake
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> bool:
@@ -293,7 +326,7 @@ def test_pydantic_model_results_are_stored_as_json(mem, clock, reg) -> None:
 # -- timeouts ----------------------------------------------------------------
 
 
-def test_handler_timeout_is_enforced_thread_replaced_and_job_retried(mem, clock, reg) -> None:
+def test_handler_timeout_is_enforced_thread_replaced_and_job_retried(mem, clock, reg, mono) -> None:
     release = threading.Event()
     started: list[int] = []
 
@@ -301,6 +334,7 @@ def test_handler_timeout_is_enforced_thread_replaced_and_job_retried(mem, clock,
     def stuck(payload: dict[str, Any], ctx: JobContext) -> str:
         started.append(ctx.attempt)
         if ctx.attempt == 1:
+            mono.advance(0.2)  # its time is up; attempt 2 takes none, so it cannot time out
             release.wait(WAIT)  # ignores ctx.cancelled: its thread stays busy
             return "too late"
         return "second time lucky"
@@ -322,7 +356,7 @@ def test_handler_timeout_is_enforced_thread_replaced_and_job_retried(mem, clock,
         worker.close()
     retried = get(mem, job.id)
     assert stats.timed_out == 1
-    assert started[:2] == [1, 2]
+    assert started == [1, 2]
     assert retried.state is JobState.SUCCEEDED
     assert retried.attempts == 2
     assert retried.result == "second time lucky"
@@ -331,9 +365,10 @@ def test_handler_timeout_is_enforced_thread_replaced_and_job_retried(mem, clock,
     assert failed == 1
 
 
-def test_timed_out_attempt_records_the_error(mem, clock, reg) -> None:
+def test_timed_out_attempt_records_the_error(mem, clock, reg, mono) -> None:
     @reg.handler("slow", timeout=0.1, max_attempts=1)
     def slow(payload: dict[str, Any], ctx: JobContext) -> None:
+        mono.advance(0.1)
         ctx.cancelled.wait(WAIT)  # a well-behaved handler stops when abandoned
         assert ctx.cancelled.is_set()
 
@@ -345,12 +380,13 @@ def test_timed_out_attempt_records_the_error(mem, clock, reg) -> None:
     assert dead.last_error == "timed out after 0.1s"
 
 
-def test_late_result_of_a_timed_out_attempt_is_discarded(mem, clock, reg) -> None:
+def test_late_result_of_a_timed_out_attempt_is_discarded(mem, clock, reg, mono) -> None:
     release = threading.Event()
     finished = threading.Event()
 
     @reg.handler("late", timeout=0.1, max_attempts=1)
     def late(payload: dict[str, Any]) -> str:
+        mono.advance(0.1)
         release.wait(WAIT)
         finished.set()
         return "late result"
@@ -371,17 +407,23 @@ def test_late_result_of_a_timed_out_attempt_is_discarded(mem, clock, reg) -> Non
 
 
 class ClaimSpy:
-    """Wraps a store and records when (monotonic) each claim that returned jobs ran."""
+    """Wraps a store and records each claim: the worker's (fake) monotonic time when
+    it was made and how many jobs it returned. With `step`, each claim then moves that
+    clock on: the time the worker spends, as the test decides it."""
 
-    def __init__(self, store: MemoryStore) -> None:
+    def __init__(self, store: MemoryStore, mono: FakeMonotonic | None = None, step: float = 0):
         self._store = store
+        self._mono = mono
+        self._step = step
         self.claims: list[tuple[float, int]] = []
         self.due_checks = threading.Event()
 
     def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
+        at = self._mono.monotonic() if self._mono else 0.0
         jobs = self._store.claim(*args, **kwargs)
-        if jobs:
-            self.claims.append((time.monotonic(), len(jobs)))
+        self.claims.append((at, len(jobs)))
+        if self._mono:
+            self._mono.advance(self._step)
         return jobs
 
     def next_due_at(self, *args: Any, **kwargs: Any) -> Any:
@@ -392,42 +434,54 @@ class ClaimSpy:
         return getattr(self._store, name)
 
 
-def test_drain_stops_claiming_when_the_longest_timeout_no_longer_fits(mem, clock, reg) -> None:
-    timeout = 0.3
+def test_drain_stops_claiming_when_the_longest_timeout_no_longer_fits(
+    mem, clock, reg, mono
+) -> None:
+    timeout = 5.0
 
     @reg.handler("chunk", timeout=timeout)
     def chunk(payload: dict[str, Any]) -> None:
-        time.sleep(0.05)
+        return None
 
     ids = [add(mem, clock, "chunk").id for _ in range(500)]
-    spy = ClaimSpy(mem)
+    # Each claim costs the worker 0.5 s of its clock; the handlers cost none, so no
+    # attempt can time out and only the deadline decides when claiming stops.
+    spy = ClaimSpy(mem, mono, step=0.5)
     worker = Worker(spy, reg, WorkerConfig(concurrency=2))  # type: ignore[arg-type]
-    longest = timeout + DRAIN_MARGIN
-    deadline = time.monotonic() + longest + 0.5
+    longest = timeout + DRAIN_MARGIN  # 6 s
+    start = mono.monotonic()
+    deadline = start + 10.0
     stats = worker.drain(deadline)
-    returned = time.monotonic()
+    returned = mono.monotonic()
     worker.close()
     states = [get(mem, i).state for i in ids]
-    assert spy.claims, "it should have claimed while the timeout fitted"
+    # It claimed at start, +0.5, ... +4.0, while a whole timeout still fitted before the
+    # deadline, and not once after (at +4.5 only 5.5 s were left).
+    assert [at - start for at, _ in spy.claims] == [0.5 * k for k in range(9)]
     assert all(at + longest <= deadline for at, _ in spy.claims)
-    assert returned <= deadline
+    assert all(n > 0 for _, n in spy.claims)  # work was waiting: only the deadline stopped it
+    assert returned == start + 4.5 <= deadline
     # Everything it claimed was finished; the rest was left waiting for the next drain.
     assert states.count(JobState.RUNNING) == 0
     assert states.count(JobState.SUCCEEDED) == stats.succeeded == stats.claimed
     assert states.count(JobState.QUEUED) == 500 - stats.claimed > 0
 
 
-def test_drain_claims_nothing_when_even_one_timeout_does_not_fit(mem, clock, reg) -> None:
+def test_drain_claims_nothing_when_even_one_timeout_does_not_fit(mem, clock, reg, mono) -> None:
+    ran: list[str] = []
+
     @reg.handler("long", timeout=5.0)
-    def long(payload: dict[str, Any]) -> None:
-        raise AssertionError("must not run")
+    def long(payload: dict[str, Any], ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
 
     job = add(mem, clock, "long")
     worker = make_worker(mem, reg)
-    stats = worker.drain(time.monotonic() + 5.0)  # 5 s timeout + margin do not fit
+    # 5 s timeout + DRAIN_MARGIN: 5.99 s left is too little, 6 s is enough.
+    assert worker.drain(mono.monotonic() + 5.0 + DRAIN_MARGIN - 0.01).claimed == 0
+    assert get(mem, job.id).state is JobState.QUEUED and ran == []
+    assert worker.drain(mono.monotonic() + 5.0 + DRAIN_MARGIN).claimed == 1
     worker.close()
-    assert stats.claimed == 0
-    assert get(mem, job.id).state is JobState.QUEUED
+    assert ran == [job.id] and get(mem, job.id).state is JobState.SUCCEEDED
 
 
 def test_drain_without_deadline_runs_everything_due_and_leaves_the_future(mem, clock, reg) -> None:
@@ -654,16 +708,18 @@ def test_process_runs_exactly_the_given_jobs(mem, clock, reg) -> None:
     worker.close()
 
 
-def test_process_defers_when_the_deadline_is_too_close(mem, clock, reg) -> None:
+def test_process_defers_when_the_deadline_is_too_close(mem, clock, reg, mono) -> None:
     @reg.handler("echo", timeout=3.0)
     def echo(payload: dict[str, Any]) -> None:
         return None
 
     job = add(mem, clock, "echo")
     worker = make_worker(mem, reg)
-    assert worker.process([job.id], deadline=time.monotonic() + 1.0) == {job.id: "deferred"}
+    too_close = mono.monotonic() + 3.0 + DRAIN_MARGIN - 0.01  # the timeout would not fit
+    assert worker.process([job.id], deadline=too_close) == {job.id: "deferred"}
     assert get(mem, job.id).state is JobState.QUEUED
-    assert worker.process([job.id], deadline=time.monotonic() + 60) == {job.id: "succeeded"}
+    enough = mono.monotonic() + 3.0 + DRAIN_MARGIN
+    assert worker.process([job.id], deadline=enough) == {job.id: "succeeded"}
     worker.close()
 
 
@@ -742,9 +798,19 @@ def test_local_notifier_never_loses_a_wake_up_between_waits() -> None:
     assert notifier.wait(WAIT) is True  # returns at once
     assert notifier.wait(0) is False  # consumed
     got: list[bool] = []
-    waiter = threading.Thread(target=lambda: got.extend([notifier.wait(0), notifier.wait(WAIT)]))
+    subscribed = threading.Event()
+
+    def waiter_thread() -> None:
+        got.append(notifier.wait(0))  # subscribes the waiter
+        subscribed.set()
+        got.append(notifier.wait(WAIT))
+
+    waiter = threading.Thread(target=waiter_thread)
     waiter.start()
-    time.sleep(0.05)
+    assert subscribed.wait(WAIT)
+    # Notify once it is blocked in the condition's wait (a notification sent just
+    # before that would return at once as well: never lost either way).
+    assert wait_until(lambda: len(notifier._cond._waiters) == 1)  # type: ignore[attr-defined]
     notifier.notify()
     waiter.join(WAIT)
     assert got == [False, True]

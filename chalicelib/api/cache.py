@@ -1,45 +1,143 @@
-"""The result cache in front of status lookups.
+"""The result cache in front of status lookups: finished jobs, checked against
+the store's invalidation epoch so no process serves an answer another process
+has made untrue for more than about a second.
 
-Only terminal jobs are cached: their answer cannot change except by a redrive
-or a purge, and a redrive or cancel through this process drops the entry, so a
-stale answer can come only from work done in another process, for at most the
-TTL. Entries are keyed by (tenant, id), so one tenant never reads another's.
-cachetools' TTLCache evicts the least recently used entry when full; it is not
-thread-safe, hence the lock.
+What is cached: finished jobs only (succeeded, dead, cancelled). Nothing reads
+a queued, running or retrying job's status twice with the same answer, so
+caching those would only serve stale states. A finished job's answer changes
+in exactly two ways: a redrive (dead -> queued) or a purge (deleted); cancel
+and finish start from waiting and running states. DynamoDB's TTL also deletes
+finished jobs, on its own schedule (up to days after `expires_at`), so there a
+cached answer may outlive the item by up to the TTL, as a read may anyway.
+
+How it stays true (the design, and why): every store keeps a store-wide
+invalidation epoch (JobStore.cache_epoch), bumped in the same transaction as
+every redrive or purge that changed a job. The cache re-reads it at most once
+per `recheck` seconds per process (one primary-key read, never one per
+request) and empties itself when it moved. So a change made by any process,
+the CLI included, is seen within `recheck` plus one read. Alternatives
+weighed: caching only succeeded and cancelled jobs still needs the epoch for
+purges and gives up dead jobs, which clients poll too; LISTEN/NOTIFY and
+SQLite's data_version exist on one store each (and data_version moves on
+every write, which would empty the cache many times a second); per-entry
+version checks cost a store read per hit, which is what the cache saves. The
+price of one epoch: a redrive or purge anywhere empties every process's cache
+once (both are rare operator actions), and a hit waits for the epoch read
+once a second.
+
+Races: a status read that started before the epoch moved must not land in the
+cache after the cache emptied itself. `ticket()` is taken before the store
+read and `put` refuses a ticket from an older generation. When the epoch
+cannot be read (store down) nothing is served or stored until a read works.
+
+Entries are keyed by (tenant, id), so one tenant never reads another's.
+cachetools' TTLCache evicts the least recently used entry when full and drops
+entries older than `ttl`; it is not thread-safe, hence the lock.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 from cachetools import TTLCache
 
+log = logging.getLogger("spool.cache")
+
+# How often, at most, each process re-reads the store's epoch (seconds).
+DEFAULT_RECHECK = 1.0
+
 
 class ResultCache:
-    def __init__(self, size: int, ttl: float, timer: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        size: int,
+        ttl: float,
+        timer: Callable[[], float] = time.monotonic,
+        epoch: Callable[[], int] | None = None,
+        recheck: float = DEFAULT_RECHECK,
+    ) -> None:
         self.enabled = size > 0 and ttl > 0
         self._entries: TTLCache[tuple[str, str], str] = TTLCache(
             maxsize=max(1, size), ttl=max(ttl, 0.001), timer=timer
         )
-        self._lock = threading.Lock()
+        self._timer = timer
+        self._epoch = epoch
+        self._recheck = max(0.0, recheck)
+        self._lock = threading.Lock()  # the entries and the counters
+        self._check_lock = threading.Lock()  # one epoch read at a time
+        self._seen: int | None = None  # the epoch the entries are true for
+        self._checked_at: float | None = None
+        self._generation = 0  # bumped whenever the entries are emptied
         self.hits = 0
         self.misses = 0
+        self.invalidations = 0
+
+    # -- the epoch -------------------------------------------------------------
+    def _due(self) -> bool:
+        checked = self._checked_at
+        return checked is None or self._timer() - checked >= self._recheck
+
+    def _verify(self) -> bool:
+        """True when the entries are known to be current (epoch read within `recheck`)."""
+        if self._epoch is None:
+            return True
+        if not self._due():
+            return self._seen is not None
+        with self._check_lock:
+            if not self._due():  # another thread read it while we waited
+                return self._seen is not None
+            started = self._timer()
+            try:
+                value: int | None = self._epoch()
+            except Exception as exc:  # the store is down: vouch for nothing
+                log.warning("cannot read the cache epoch (%s); not serving from cache", exc)
+                value = None
+            with self._lock:
+                if value is None or value != self._seen:
+                    if len(self._entries) or value is None:
+                        self.invalidations += 1
+                    self._entries.clear()
+                    self._generation += 1
+                self._seen = value
+                self._checked_at = started
+            return value is not None
+
+    # -- entries ---------------------------------------------------------------
+    def ticket(self) -> int:
+        """Take before reading the store; hand to `put` with what was read.
+
+        It checks the epoch first when a check is due, so a ticket never vouches
+        for a generation older than the latest epoch read."""
+        self._verify()
+        with self._lock:
+            return self._generation
 
     def get(self, tenant: str, job_id: str) -> str | None:
+        body = self._entries_get(tenant, job_id) if self.enabled and self._verify() else None
         with self._lock:
-            body = self._entries.get((tenant, job_id)) if self.enabled else None
             if body is None:
                 self.misses += 1
             else:
                 self.hits += 1
-            return body
+        return body
 
-    def put(self, tenant: str, job_id: str, body: str) -> None:
-        if self.enabled:
-            with self._lock:
-                self._entries[(tenant, job_id)] = body
+    def _entries_get(self, tenant: str, job_id: str) -> str | None:
+        with self._lock:
+            return self._entries.get((tenant, job_id))
+
+    def put(self, tenant: str, job_id: str, body: str, ticket: int) -> bool:
+        """Keep a finished job's answer; refused (False) when the cache emptied
+        itself since `ticket` was taken, since the answer may predate a change."""
+        if not self.enabled or not self._verify():
+            return False
+        with self._lock:
+            if ticket != self._generation:
+                return False
+            self._entries[(tenant, job_id)] = body
+            return True
 
     def drop(self, tenant: str, job_id: str) -> None:
         with self._lock:

@@ -7,14 +7,17 @@ oversized body gets Spool's own error shape, whatever its content type.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from chalicelib.errors import BadRequest, PayloadTooLarge
+from chalicelib.jsonstrict import finite_or_null, is_finite_json, loads_strict
 
 JSON_TYPE = "application/json"
+log = logging.getLogger("spool.api")
 
 
 @dataclass(frozen=True)
@@ -43,22 +46,35 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+_strict = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False).encode
+
+
 def dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), default=_default)
+    """Strict JSON for every response: NaN and Infinity are never written.
+
+    Nothing non-finite is stored any more (requests, payloads and results are all
+    checked), but a row written before that rule may still hold one: it is sent
+    as null, as JavaScript's JSON.stringify would, rather than failing the request.
+    """
+    try:
+        return _strict(data)
+    except ValueError:
+        if is_finite_json(data):
+            raise  # some other fault: not ours to paper over
+        log.warning("a response held NaN or Infinity (a row stored before they were refused)")
+        return _strict(finite_or_null(data))
 
 
 def json_response(status: int, data: Any, headers: dict[str, str] | None = None) -> ApiResponse:
     return ApiResponse(status, dumps(data), {"Content-Type": JSON_TYPE, **(headers or {})})
 
 
-def _no_constants(name: str) -> Any:
-    # NaN and Infinity are not JSON; storing them would hand other clients a body
-    # their parsers reject.
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_json(body: bytes, max_bytes: int, *, allow_empty: bool = False) -> Any:
-    """Decode a request body: 413 past the limit, 400 when it is not JSON."""
+    """Decode a request body: 413 past the limit, 400 when it is not JSON.
+
+    NaN, Infinity and numbers too large for a float (1e999) are not JSON: stored,
+    they would hand every other client a body its parser rejects.
+    """
     if len(body) > max_bytes:
         raise PayloadTooLarge(
             f"request body is {len(body)} bytes; the limit is {max_bytes}",
@@ -69,6 +85,6 @@ def parse_json(body: bytes, max_bytes: int, *, allow_empty: bool = False) -> Any
             return None
         raise BadRequest("request body is empty; send a JSON object")
     try:
-        return json.loads(body, parse_constant=_no_constants)
+        return loads_strict(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadRequest("request body is not valid JSON", {"reason": str(exc)[:200]}) from exc

@@ -5,6 +5,19 @@ custom collector, so every process reports the same totals whoever did the
 work. Run duration and queue wait are histograms fed by a worker Middleware:
 they only exist where attempts run, which is why a worker can push them to a
 Pushgateway at the end of each invocation (a Lambda cannot be scraped).
+
+Queue names are bounded before they become labels (chalicelib/api/metric_labels.py):
+a tenant's made-up names cannot grow the exposition, and folded queues are
+summed into `queue="_other"`, so totals stay exact. Who may read /metrics is
+decided in chalicelib/api/auth.py (authorize_metrics): an operator, not a tenant.
+
+Besides the totals, the store is asked per scrape for what people alert on:
+the age of the oldest due job per queue (`spool_queue_oldest_due_age_seconds`)
+and the workers that beat recently (`spool_workers_live`, and a bounded set of
+`spool_worker_last_heartbeat_timestamp_seconds`). All store reads of one scrape
+happen once, up front, in `_Reading.take`, whatever the number of families.
+End-to-end latency (enqueue to finish) is a third worker histogram beside run
+duration and queue wait.
 """
 
 from __future__ import annotations
@@ -12,15 +25,26 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from chalicelib.models import COUNTER_EVENTS, Completion, CounterKey, Job, JobState
-from chalicelib.worker import Middleware
+from chalicelib.api.metric_labels import FirstSeen, QueueLabels, max_workers
+from chalicelib.config import Settings
+from chalicelib.middleware import Middleware
+from chalicelib.models import (
+    COUNTER_EVENTS,
+    Completion,
+    CounterKey,
+    Job,
+    JobState,
+    WorkerBeat,
+)
 
 if TYPE_CHECKING:
     from chalicelib.api.cache import ResultCache
@@ -41,6 +65,34 @@ _COUNTER_HELP = {
 }
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+# Enqueue to finish includes every retry's backoff: hours are normal.
+_END_TO_END_BUCKETS = (
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400,
+)  # fmt: skip
+LIVE_SECONDS = "SPOOL_WORKER_LIVE_SECONDS"
+DEFAULT_LIVE_SECONDS = 60.0
+_FINAL = (JobState.SUCCEEDED, JobState.DEAD)
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """Everything one scrape needs from the store, read once."""
+
+    now: datetime
+    counters: dict[CounterKey, int]
+    counts: dict[tuple[str, JobState], int]
+    oldest: dict[str, datetime]
+    workers: list[WorkerBeat]
+
+    @classmethod
+    def take(cls, store: JobStore, live_seconds: float) -> _Reading:
+        return cls(
+            now=store.clock.now(),
+            counters=store.counters(),
+            counts=store.counts(),
+            oldest=store.oldest_due(),
+            workers=store.live_workers(live_seconds),
+        )
 
 
 class _StoreCollector:
@@ -50,8 +102,9 @@ class _StoreCollector:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        store = self.metrics.store
-        counters = store.counters()
+        reading = _Reading.take(self.metrics.store, self.metrics.live_seconds)
+        label = self._labels(reading)
+        counters, counts = self._folded(label, reading.counters, reading.counts)
         families = {
             event: CounterMetricFamily(
                 f"spool_jobs_{event}", _COUNTER_HELP[event], labels=["queue", "type"]
@@ -68,11 +121,13 @@ class _StoreCollector:
         depth = GaugeMetricFamily(
             "spool_jobs", "Jobs in the store by queue and state.", labels=["queue", "state"]
         )
-        counts = store.counts()
         for queue in sorted({q for q, _ in counts}):
             for state in JobState:
                 depth.add_metric([queue, state.value], counts.get((queue, state), 0))
         yield depth
+
+        yield self._oldest(label, reading)
+        yield from self._workers(reading)
 
         cache = self.metrics.cache
         hits = CounterMetricFamily("spool_cache_hits", "Status lookups answered by the cache.")
@@ -82,6 +137,71 @@ class _StoreCollector:
         yield hits
         yield misses
 
+    def _labels(self, reading: _Reading) -> dict[str, str]:
+        """Every queue the reading names, under its label (busiest by jobs enqueued)."""
+        volume: dict[str, int] = {}
+        for key, n in reading.counters.items():
+            volume[key.queue] = volume.get(key.queue, 0) + (n if key.event == "enqueued" else 0)
+        for queue, _ in reading.counts:
+            volume.setdefault(queue, 0)
+        for queue in reading.oldest:
+            volume.setdefault(queue, 0)
+        return self.metrics.queue_labels.assign(volume)
+
+    def _oldest(self, label: Mapping[str, str], reading: _Reading) -> Metric:
+        """Per queue label, how long its oldest due job has waited; 0 when none waits.
+
+        Every known queue gets a series (0 included), so an alert on it never sees
+        the series vanish; a folded label reports the oldest of its queues.
+        """
+        family = GaugeMetricFamily(
+            "spool_queue_oldest_due_age_seconds",
+            "Seconds since the oldest due, waiting (queued/retrying) job became due; "
+            "0 when none waits.",
+            labels=["queue"],
+        )
+        age = dict.fromkeys(label.values(), 0.0)
+        for queue, due in reading.oldest.items():
+            waited = max(0.0, (reading.now - due).total_seconds())
+            age[label[queue]] = max(age[label[queue]], waited)
+        for queue in sorted(age):
+            family.add_metric([queue], age[queue])
+        return family
+
+    def _workers(self, reading: _Reading) -> Iterator[Metric]:
+        live = GaugeMetricFamily(
+            "spool_workers_live",
+            f"Workers whose last heartbeat is at most {LIVE_SECONDS} seconds old.",
+        )
+        live.add_metric([], len(reading.workers))
+        yield live
+        beats = GaugeMetricFamily(
+            "spool_worker_last_heartbeat_timestamp_seconds",
+            "When each live worker last beat (Unix time); the most recent "
+            "SPOOL_METRICS_MAX_WORKERS workers only.",
+            labels=["worker"],
+        )
+        recent = sorted(reading.workers, key=lambda w: (-w.last_beat.timestamp(), w.worker))
+        for beat in sorted(recent[: self.metrics.max_workers], key=lambda w: w.worker):
+            beats.add_metric([beat.worker], beat.last_beat.timestamp())
+        yield beats
+
+    def _folded(
+        self,
+        label: Mapping[str, str],
+        counters: dict[CounterKey, int],
+        counts: dict[tuple[str, JobState], int],
+    ) -> tuple[dict[CounterKey, int], dict[tuple[str, JobState], int]]:
+        """Both readings with every queue under its label; folded queues are summed."""
+        folded_counters: dict[CounterKey, int] = {}
+        for key, n in counters.items():
+            into = CounterKey(label[key.queue], key.type, key.event)
+            folded_counters[into] = folded_counters.get(into, 0) + n
+        folded_counts: dict[tuple[str, JobState], int] = {}
+        for (queue, state), n in counts.items():
+            folded_counts[(label[queue], state)] = folded_counts.get((label[queue], state), 0) + n
+        return folded_counters, folded_counts
+
 
 class _Timing(Middleware):
     def __init__(self, metrics: Metrics) -> None:
@@ -90,18 +210,32 @@ class _Timing(Middleware):
     def before_attempt(self, job: Job) -> None:
         if job.started_at is not None:
             waited = max(0.0, (job.started_at - job.run_at).total_seconds())
-            self.metrics.queue_wait.labels(job.queue, job.type).observe(waited)
+            queue = self.metrics.timed_queues.label(job.queue)
+            self.metrics.queue_wait.labels(queue, job.type).observe(waited)
 
     def after_attempt(self, job: Job, completion: Completion, seconds: float) -> None:
         outcome = completion.state.value
-        self.metrics.run_duration.labels(job.queue, job.type, outcome).observe(seconds)
+        queue = self.metrics.timed_queues.label(job.queue)
+        self.metrics.run_duration.labels(queue, job.type, outcome).observe(seconds)
+        if completion.state in _FINAL:
+            # Enqueue to finish: waiting, every attempt and every backoff between them.
+            total = (self.metrics.store.clock.now() - job.created_at).total_seconds()
+            self.metrics.end_to_end.labels(queue, job.type, outcome).observe(max(0.0, total))
 
 
 class Metrics:
     """One per process: the exposition registry and the push registry."""
 
-    def __init__(self, store: JobStore) -> None:
+    def __init__(self, store: JobStore, settings: Settings | None = None) -> None:
         self.store = store
+        # The runtime passes its settings; without them, the process environment's.
+        settings = settings or Settings.from_env()
+        self.queue_labels = QueueLabels.from_settings(settings)
+        self.timed_queues = FirstSeen(self.queue_labels)
+        self.max_workers = max_workers(settings)
+        self.live_seconds = settings.number(
+            LIVE_SECONDS, DEFAULT_LIVE_SECONDS, minimum=1.0, maximum=86400.0
+        )
         self.cache: ResultCache | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         # Only what a worker process alone knows goes to the Pushgateway; the
@@ -121,8 +255,16 @@ class Metrics:
             buckets=_WAIT_BUCKETS,
             registry=self.push_registry,
         )
+        self.end_to_end = Histogram(
+            "spool_job_end_to_end_seconds",
+            "Time from enqueue to the final outcome (succeeded or dead), retries included.",
+            ["queue", "type", "outcome"],
+            buckets=_END_TO_END_BUCKETS,
+            registry=self.push_registry,
+        )
         self.registry.register(self.run_duration)
         self.registry.register(self.queue_wait)
+        self.registry.register(self.end_to_end)
         self.registry.register(_StoreCollector(self))
         self.middleware: Middleware = _Timing(self)
 

@@ -18,11 +18,13 @@ from chalicelib.config import Settings
 from chalicelib.handlers import Registry
 from chalicelib.models import JobState
 from chalicelib.service import EnqueueRequest
+from chalicelib.timebounds import MAX_DELAY_SECONDS
 
 REF = "#/components/schemas/{model}"
 _MODELS: list[type[BaseModel]] = [
     schemas.ErrorResponse,
     schemas.JobView,
+    schemas.JobWithAttempts,
     schemas.EnqueueResult,
     schemas.BatchEnqueueResult,
     schemas.JobList,
@@ -32,13 +34,18 @@ _MODELS: list[type[BaseModel]] = [
 ]
 
 _ERRORS = {
-    400: "Malformed JSON or an invalid cursor.",
+    400: "Malformed JSON (NaN, Infinity and numbers too large for a float are not JSON) "
+    "or an invalid cursor.",
     401: "Missing or wrong X-API-Key.",
     404: "No such job for this tenant (another tenant's job looks the same).",
     409: "The job is in a state where this makes no sense.",
     413: "Body over the size limit, or a batch over its job limit.",
+    403: "A tenant's API key: /metrics needs an operator key (SPOOL_METRICS_KEYS).",
     422: "Well-formed but invalid: unknown job type, bad payload, server-owned fields.",
-    503: "The store is unavailable; retry after Retry-After seconds.",
+    429: "Too many long-polls (?wait) open at once, for this tenant or this process; "
+    "retry after Retry-After seconds or poll without wait.",
+    503: "The store is unavailable (store_unavailable), or a server setting is malformed "
+    "(misconfigured); retry after Retry-After seconds.",
 }
 
 
@@ -50,14 +57,32 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 
-def _error(status: int) -> dict[str, Any]:
+# Where a route's refusal means something more specific than _ERRORS says.
+_ENQUEUE_ERRORS = {
+    409: "An idempotency key this tenant already used names a job that differs from this "
+    "request (type, payload, queue, priority, max_attempts, or the schedule while the job has "
+    "not started; a delay compares as an offset from the job's creation, so the same delay "
+    'sent again is the same request). details: {"id", "fields"} for one job; for a batch '
+    '{"conflicts": [{"index", "id" or "same_key_as", "fields"}], "stored": [{"index", "id"}]}. '
+    "Two jobs of one batch under one key that differ are refused before anything is stored. "
+    "Otherwise a batch stores its keyed jobs first: on a conflict none of its jobs without a "
+    "key is stored, and the keyed jobs that were are listed in details.stored, so sending "
+    "the corrected batch again creates every job exactly once. The same request sent again "
+    "answers 200 with created=false.",
+    422: "Well-formed but invalid: unknown job type, bad payload, server-owned fields, or a "
+    f"run_at or delay more than {MAX_DELAY_SECONDS} s (366 days) ahead; a batch's details "
+    "name each invalid job's index and nothing is stored.",
+}
+
+
+def _error(status: int, description: str | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {
-        "description": _ERRORS[status],
+        "description": description or _ERRORS[status],
         "content": _json(_ref("ErrorResponse")),
     }
     if status == 401:
         response["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}, "required": True}}
-    if status == 503:
+    if status in (429, 503):
         response["headers"] = {"Retry-After": {"schema": {"type": "string"}, "required": True}}
     return response
 
@@ -70,10 +95,11 @@ def _operation(
     public: bool = False,
     parameters: list[dict[str, Any]] | None = None,
     body: dict[str, Any] | None = None,
+    notes: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(code): r for code, r in ok.items()}
     for code in (*errors, *(() if public else (401,)), 503):
-        responses[str(code)] = _error(code)
+        responses[str(code)] = _error(code, (notes or {}).get(code))
     operation: dict[str, Any] = {"summary": summary, "responses": dict(sorted(responses.items()))}
     if public:
         operation["security"] = []
@@ -156,24 +182,27 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/enqueue": {
             "post": _operation(
-                f"Add one job, or a batch of up to {settings.max_batch} (all or nothing)",
+                f"Add one job, or a batch of up to {settings.max_batch}; an invalid job stores "
+                "none of them (for a reused idempotency key see 409)",
                 {
                     200: _ok(enqueued, "Every idempotency key was already seen: existing jobs."),
                     201: _ok(enqueued, "At least one job was created."),
                 },
-                (400, 413, 422),
+                (400, 409, 413, 422),
                 body={
                     "required": True,
                     "content": _json({"anyOf": [_ref("EnqueueJob"), _ref("BatchEnqueueRequest")]}),
                 },
+                notes=_ENQUEUE_ERRORS,
             )
         },
         "/status/{id}": {
             "get": _operation(
-                "A job's state, attempts, result or last error",
+                "A job's state, attempts, result or last error; with attempts=true also "
+                "its recorded attempts (when, which worker, how each ended, tracebacks)",
                 {
                     200: _ok(
-                        _ref("JobView"),
+                        {"anyOf": [_ref("JobView"), _ref("JobWithAttempts")]},
                         headers={
                             "X-Cache": {
                                 "description": "hit when answered from the result cache",
@@ -183,7 +212,7 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
                         },
                     )
                 },
-                (404, 422),
+                (404, 422, 429),
                 parameters=[_ID, *_query_parameters(schemas.StatusQuery)],
             )
         },
@@ -236,7 +265,7 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     }
                 },
-                (),
+                () if settings.metrics_public else (403,),
                 public=settings.metrics_public,
             )
         },

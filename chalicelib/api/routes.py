@@ -10,14 +10,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
+from chalicelib import logs
 from chalicelib import runtime as runtime_module
-from chalicelib.api import errors
-from chalicelib.api.auth import Keyring
-from chalicelib.api.cache import ResultCache
+from chalicelib.api import errors, key_source
+from chalicelib.api.auth import Keyring, authorize_metrics
+from chalicelib.api.cache import DEFAULT_RECHECK, ResultCache
 from chalicelib.api.http import ApiRequest, ApiResponse, dumps, json_response, parse_json
 from chalicelib.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chalicelib.api.schemas import (
@@ -26,13 +28,22 @@ from chalicelib.api.schemas import (
     ListQuery,
     RedriveAllRequest,
     StatusQuery,
+    attempt_view,
     job_view,
 )
-from chalicelib.errors import PayloadTooLarge, ValidationFailed
+from chalicelib.api.waits import DEFAULT_PER_TENANT, DEFAULT_TOTAL, TooManyWaits, WaitSlots
+from chalicelib.errors import (
+    JobNotFound,
+    Misconfigured,
+    PayloadTooLarge,
+    StoreUnavailable,
+    ValidationFailed,
+)
 from chalicelib.handlers import Registry
 from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.service import EnqueueRequest
+from chalicelib.storage.base import StoreUnreachable
 
 # Long-polling: start with a short nap so fast jobs answer fast, back off to this.
 _POLL_FIRST = 0.01
@@ -40,18 +51,40 @@ _POLL_MAX = 0.25
 
 
 class Edge:
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, timer: Callable[[], float] = time.monotonic) -> None:
         self.runtime = runtime
-        self.settings = runtime.settings
+        self.settings = settings = runtime.settings
         self.service = runtime.service
-        self.keys = Keyring.parse(runtime.settings.api_keys)
-        self.cache = ResultCache(runtime.settings.cache_size, runtime.settings.cache_ttl)
+        key_source.validate(settings)  # a malformed SPOOL_API_KEYS still fails loudly here
+        self._timer = timer
+        # /health needs no key: on DynamoDB every probe is a billed read, so a probe
+        # that succeeded answers for this long (failures are never remembered).
+        self._health_for = settings.number("SPOOL_HEALTH_CACHE_SECONDS", 5.0, 0, 60)
+        self._healthy_until = float("-inf")
+        self.cache = ResultCache(
+            settings.cache_size,
+            settings.cache_ttl,
+            timer=timer,
+            epoch=runtime.store.cache_epoch,
+            recheck=settings.number("SPOOL_CACHE_RECHECK", DEFAULT_RECHECK, 0, 60),
+        )
+        self.waits = WaitSlots(
+            per_tenant=settings.integer("SPOOL_MAX_WAITS_PER_TENANT", DEFAULT_PER_TENANT, 1),
+            total=settings.integer("SPOOL_MAX_WAITS", DEFAULT_TOTAL, 1),
+        )
         self.metrics = runtime.metrics()
         self.metrics.attach_cache(self.cache)
 
     # -- helpers -----------------------------------------------------------
+    @property
+    def keys(self) -> Keyring:
+        """The tenant keys in force: SPOOL_API_KEYS, or the SSM parameter (cached)."""
+        return key_source.keyring(self.settings)
+
     def tenant(self, request: ApiRequest) -> str:
-        return self.keys.tenant_for(request.header("x-api-key"))
+        tenant = self.keys.tenant_for(request.header("x-api-key"))
+        _request_tenant.set(tenant)  # for the request's log line (handle)
+        return tenant
 
     def _query(self, model: type[BaseModel], request: ApiRequest) -> Any:
         try:
@@ -119,17 +152,43 @@ class Edge:
 
     def status(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
-        wait = self._query(StatusQuery, request).wait
-        cached = self.cache.get(tenant, job_id)
+        query: StatusQuery = self._query(StatusQuery, request)
+        wait = query.wait
+        # A cached body holds no attempts: asked for them, skip the cache both ways.
+        cached = None if query.attempts else self.cache.get(tenant, job_id)
         if cached is not None:
             return ApiResponse(200, cached, {"Content-Type": "application/json", "X-Cache": "hit"})
+        ticket = self.cache.ticket()  # before the read: a change after it voids the put
         job = self.service.status(job_id, tenant)
         if wait > 0 and not job.terminal:
-            job = self._wait_terminal(job, tenant, time.monotonic() + wait)
+            try:
+                with self.waits.hold(tenant):
+                    job = self._wait_terminal(job, tenant, time.monotonic() + wait)
+            except TooManyWaits as exc:
+                return errors.error_response(
+                    exc.status,
+                    exc.code,
+                    exc.message,
+                    exc.details,
+                    {"Retry-After": str(exc.retry_after)},
+                )
+        if query.attempts:
+            return self._with_attempts(job, tenant)
         body = dumps(job_view(job))
-        if job.terminal:
-            self.cache.put(tenant, job_id, body)
+        if job.terminal:  # only finished jobs: any other state is about to change
+            self.cache.put(tenant, job_id, body, ticket)
         return ApiResponse(200, body, {"Content-Type": "application/json", "X-Cache": "miss"})
+
+    def _with_attempts(self, job: Job, tenant: str) -> ApiResponse:
+        """The job and its recorded attempts (a second read: attempts() is kept off get)."""
+        attempts = self.runtime.store.attempts(job.id, tenant)
+        if attempts is None:  # purged between the two reads
+            raise JobNotFound("job not found", {"id": job.id})
+        view = job_view(job)
+        view["attempt_history"] = [attempt_view(a) for a in attempts]
+        return ApiResponse(
+            200, dumps(view), {"Content-Type": "application/json", "X-Cache": "miss"}
+        )
 
     def _wait_terminal(self, job: Job, tenant: str, deadline: float) -> Job:
         """Poll the store until the job is terminal or the deadline passes.
@@ -193,12 +252,14 @@ class Edge:
 
     def health(self, request: ApiRequest) -> ApiResponse:
         # One cheap read proves the store answers; a down store makes this a 503.
-        self.runtime.store.get("j_health_probe")
+        now = self._timer()
+        if now >= self._healthy_until:
+            self.runtime.store.get("j_health_probe")
+            self._healthy_until = now + self._health_for
         return json_response(200, {"status": "ok", "store": "ok"})
 
     def metrics_text(self, request: ApiRequest) -> ApiResponse:
-        if not self.settings.metrics_public:
-            self.tenant(request)
+        authorize_metrics(self.settings, self.keys, request.header)
         body = self.metrics.exposition().decode("utf-8")
         return ApiResponse(200, body, {"Content-Type": METRICS_CONTENT_TYPE})
 
@@ -292,9 +353,68 @@ OPERATIONS: Mapping[str, Callable[..., ApiResponse]] = {
 }
 
 
+# Each operation's method and route template, as app.py routes them (the request's
+# log line names the template, never the raw path; tests/test_logs.py checks this
+# table against app.py's routes).
+ROUTES: Mapping[str, tuple[str, str]] = {
+    "enqueue": ("POST", "/enqueue"),
+    "status": ("GET", "/status/{id}"),
+    "list_jobs": ("GET", "/jobs"),
+    "dlq": ("GET", "/dlq"),
+    "cancel": ("POST", "/jobs/{id}/cancel"),
+    "redrive": ("POST", "/dlq/{id}/redrive"),
+    "redrive_all": ("POST", "/dlq/redrive"),
+    "health": ("GET", "/health"),
+    "metrics": ("GET", "/metrics"),
+    "openapi": ("GET", "/openapi.json"),
+}
+# The tenant the request's key named, once authenticated (None: not, or no key).
+_request_tenant: ContextVar[str | None] = ContextVar("spool_request_tenant", default=None)
+
+
 def handle(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
+    """Run one route and log one line for it: method, route template, status,
+    duration and tenant (never the key, the query or the body)."""
+    started = time.monotonic()
+    token = _request_tenant.set(None)
+    try:
+        response = _answer(operation, request, **params)
+        method, route = ROUTES.get(operation, ("-", operation))
+        logs.http_request(
+            method,
+            route,
+            response.status,
+            time.monotonic() - started,
+            _request_tenant.get(),
+            job_id=params.get("job_id"),
+        )
+        return response
+    finally:
+        _request_tenant.reset(token)
+
+
+def _answer(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
     """Run one route; every failure becomes Spool's error shape, never a traceback."""
     try:
-        return OPERATIONS[operation](current(), request, **params)
+        edge = current()
+    except ValueError as exc:
+        # A malformed setting (SPOOL_API_KEYS, a limit...): every request would fail
+        # the same way. The operator reads which one in the log; clients get a 503
+        # that names no setting, rather than a 500 per request.
+        errors.log.error("the API cannot start: %s", exc)
+        return errors.from_exception(Misconfigured())
     except Exception as exc:
-        return errors.from_exception(exc)
+        return _failure(exc)
+    try:
+        return OPERATIONS[operation](edge, request, **params)
+    except Exception as exc:
+        return _failure(exc)
+
+
+def _failure(exc: Exception) -> ApiResponse:
+    if isinstance(exc, StoreUnreachable):
+        # Opening the store failed (a cold start): the operator's message names the
+        # database URL, so it goes to the log and the client gets the generic one.
+        errors.log.warning("%s", exc.message)
+        exc = StoreUnavailable(exc.public_message, retry_after=exc.retry_after)
+    return errors.from_exception(exc)

@@ -10,10 +10,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-from chalicelib.models import Job, JobState
+from chalicelib.errors import BadRequest
+from chalicelib.models import Attempt, Job, JobState
 from chalicelib.service import NAME_PATTERN, EnqueueRequest
+from chalicelib.storage.base import decode_cursor, from_micros
 
 MAX_WAIT_SECONDS = 20.0
 MAX_PAGE = 1000
@@ -71,6 +73,39 @@ class JobView(BaseModel):
     finished_at: datetime | None = None
 
 
+class AttemptView(BaseModel):
+    """One recorded attempt: when, where (which worker), and how it ended."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: int = Field(
+        description="The job's attempt count when it ran (restarts at 1 after a redrive)."
+    )
+    started_at: datetime
+    finished_at: datetime
+    seconds: float = Field(
+        description="How long it ran (for lease_expired: how long it held the lease)."
+    )
+    worker: str = Field(description='"host:pid", "lambda:<request id>", or "unknown".')
+    outcome: Literal["succeeded", "retrying", "dead", "lease_expired"]
+    error_type: str | None = None
+    error: str | None = None
+    traceback: str | None = Field(default=None, description="Its end, trimmed to a few KiB.")
+    next_delay: float | None = Field(
+        default=None, description="Seconds from the end of this attempt to the next try."
+    )
+    log_tail: list[str] = Field(default_factory=list)
+
+
+class JobWithAttempts(JobView):
+    """A job with its recorded attempts, oldest first (GET /status/{id}?attempts=true)."""
+
+    # Not "attempts": JobView.attempts is already the count of attempts so far.
+    attempt_history: list[AttemptView] = Field(
+        description="The last attempts (SPOOL_ATTEMPT_HISTORY, default 25), oldest first."
+    )
+
+
 class EnqueueResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -101,6 +136,21 @@ class JobList(BaseModel):
     )
 
 
+def cursor_in_range(value: str | None) -> str | None:
+    """A cursor names the (created_at, id) of the last job seen. One whose time no
+    datetime can hold was not made by Spool, and would overflow a store's integer
+    column (a 500): 400, like any other malformed cursor. Raised as BadRequest, which
+    pydantic lets through rather than turning into a 422."""
+    if value is None:
+        return None
+    created, _ = decode_cursor(value)
+    try:
+        from_micros(created)
+    except OverflowError:
+        raise BadRequest("invalid cursor", {"cursor": value}) from None
+    return value
+
+
 class ListQuery(BaseModel):
     """Query parameters of GET /jobs (and of GET /dlq, which fixes state=dead)."""
 
@@ -112,6 +162,8 @@ class ListQuery(BaseModel):
     limit: int = Field(default=100, ge=1, le=MAX_PAGE)
     cursor: str | None = Field(default=None, min_length=1, max_length=200)
 
+    _cursor = field_validator("cursor")(cursor_in_range)
+
 
 class DlqQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -121,6 +173,8 @@ class DlqQuery(BaseModel):
     limit: int = Field(default=100, ge=1, le=MAX_PAGE)
     cursor: str | None = Field(default=None, min_length=1, max_length=200)
 
+    _cursor = field_validator("cursor")(cursor_in_range)
+
 
 class StatusQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -129,7 +183,13 @@ class StatusQuery(BaseModel):
         default=0,
         ge=0,
         le=MAX_WAIT_SECONDS,
+        allow_inf_nan=False,
         description="Hold the request up to this many seconds until the job is terminal.",
+    )
+    attempts: bool = Field(
+        default=False,
+        description="Also return the job's recorded attempts as attempt_history "
+        "(one more read; never cached).",
     )
 
 
@@ -172,4 +232,21 @@ def job_view(job: Job) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+    }
+
+
+def attempt_view(attempt: Attempt) -> dict[str, Any]:
+    """AttemptView as a dict."""
+    return {
+        "number": attempt.number,
+        "started_at": attempt.started_at,
+        "finished_at": attempt.finished_at,
+        "seconds": attempt.seconds,
+        "worker": attempt.worker,
+        "outcome": attempt.outcome,
+        "error_type": attempt.error_type,
+        "error": attempt.error,
+        "traceback": attempt.traceback,
+        "next_delay": attempt.next_delay,
+        "log_tail": list(attempt.log_tail),
     }

@@ -37,6 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chalicelib.builtin import email_headers
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError
 from chalicelib.handlers import JobContext, handler
@@ -73,12 +74,12 @@ def normalize_address(value: str) -> str:
     """One mailbox, as `addr` or `Name <addr>`; anything else is refused."""
     if not isinstance(value, str) or not value.strip() or len(value) > 320:
         raise ValueError("an address must be a non-empty string of at most 320 characters")
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError("an address must not contain line breaks")
+    email_headers.check_value(value, f"address {value!r}")
     parsed = getaddresses([value])
     if len(parsed) != 1 or not parsed[0][1]:
         raise ValueError(f"{value!r} is not exactly one email address")
     name, addr = parsed[0]
+    email_headers.check_value(name, f"the display name of {value!r}")  # quotes undone
     local, _, domain = addr.rpartition("@")
     if not local or len(local) > 64 or not _LOCAL.match(local):
         raise ValueError(f"{value!r} has an invalid local part")
@@ -89,7 +90,11 @@ def normalize_address(value: str) -> str:
             raise ValueError(f"{value!r} has an invalid domain") from None
     if len(domain) > 253 or not _DOMAIN.match(domain):
         raise ValueError(f"{value!r} has an invalid domain")
-    return str(Address(display_name=name, addr_spec=f"{local}@{domain.lower()}"))
+    try:
+        mailbox = str(Address(display_name=name, addr_spec=f"{local}@{domain.lower()}"))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{value!r} is not a valid mailbox: {exc}") from None
+    return email_headers.check_value(mailbox, f"address {value!r}")
 
 
 def addr_spec(address: str) -> str:
@@ -128,9 +133,7 @@ class EmailPayload(BaseModel):
     @field_validator("subject")
     @classmethod
     def _subject(cls, value: str) -> str:
-        if any(c in value for c in "\r\n\0"):
-            raise ValueError("the subject must be one line")
-        return value
+        return email_headers.check_value(value, "the subject")
 
     @field_validator("headers")
     @classmethod
@@ -145,8 +148,9 @@ class EmailPayload(BaseModel):
                     f"header {name!r} cannot be set by a payload; allowed: X-* and "
                     + ", ".join(sorted(SAFE_HEADERS))
                 )
-            if any(c in text for c in "\r\n\0") or len(text) > MAX_LINE:
-                raise ValueError(f"invalid value for header {name!r}")
+            if len(text) > MAX_LINE:
+                raise ValueError(f"header {name!r} is longer than {MAX_LINE} characters")
+            email_headers.check_value(text, f"header {name!r}")
         return value
 
     @model_validator(mode="after")
@@ -194,8 +198,8 @@ class SmtpSettings:
                 allowed_senders=tuple(s.lower() for s in settings.items("SPOOL_SMTP_ALLOWED_FROM")),
                 timeout=settings.number("SPOOL_SMTP_TIMEOUT", 30.0, 0.1, 600),
                 ca_file=settings.text("SPOOL_SMTP_CA_FILE") or None,
-                local_hostname=settings.text("SPOOL_SMTP_LOCAL_HOSTNAME") or None,
-                message_id_domain=settings.text("SPOOL_SMTP_MESSAGE_ID_DOMAIN"),
+                local_hostname=_hostname(settings.text("SPOOL_SMTP_LOCAL_HOSTNAME")) or None,
+                message_id_domain=_hostname(settings.text("SPOOL_SMTP_MESSAGE_ID_DOMAIN")),
             )
         except ValueError as exc:
             raise PermanentError(f"send_email is misconfigured: {exc}") from None
@@ -212,6 +216,13 @@ class SmtpSettings:
         bare = addr_spec(address).lower()
         domain = "@" + bare.rpartition("@")[2]
         return bare in self.allowed_senders or domain in self.allowed_senders
+
+
+def _hostname(value: str) -> str:
+    """A name the handler writes into EHLO or the Message-ID: a plain domain."""
+    if value and (len(value) > 253 or not _DOMAIN.match(value)):
+        raise ValueError(f"{value!r} is not a host name")
+    return value
 
 
 class TemporaryFailure(Exception):
@@ -256,8 +267,19 @@ def _tls_context(config: SmtpSettings) -> ssl.SSLContext:
     return context
 
 
+def wire_bytes(message: EmailMessage) -> bytes:
+    """The message as it will be sent, refused (permanently) if its header block
+    is not exactly the headers it was built with: a forged header never leaves."""
+    wire = email_headers.render(message)
+    try:
+        email_headers.check_wire(wire, message.keys())
+    except email_headers.UnsafeHeader as exc:
+        raise PermanentError(f"refusing to send: {exc}") from None
+    return wire
+
+
 def deliver(
-    message: EmailMessage,
+    message: bytes,
     envelope_from: str,
     recipients: list[str],
     config: SmtpSettings,
@@ -286,7 +308,7 @@ def deliver(
                 smtp.ehlo()
             if config.username:
                 smtp.login(config.username, config.password)
-            refused = smtp.send_message(message, envelope_from, recipients)
+            refused = smtp.sendmail(envelope_from, recipients, message)
     except smtplib.SMTPRecipientsRefused as exc:
         codes = {addr: (code, _text(reply)) for addr, (code, reply) in exc.recipients.items()}
         summary = "; ".join(f"{a}: {c} {m}" for a, (c, m) in codes.items())
@@ -322,9 +344,13 @@ def send(
     if payload.sender and not config.sender_allowed(payload.sender):
         raise PermanentError(f"sender {payload.sender!r} is not in SPOOL_SMTP_ALLOWED_FROM")
     msg_id = message_id(job_id, sender, config.message_id_domain)
-    message = build_message(payload, sender, msg_id, job_id)
+    try:
+        message = build_message(payload, sender, msg_id, job_id)
+    except (ValueError, TypeError) as exc:  # the email package refused a value
+        raise PermanentError(f"cannot build the message: {exc}") from None
+    wire = wire_bytes(message)
     recipients = list(dict.fromkeys(addr_spec(a) for a in payload.to + payload.cc + payload.bcc))
-    refused = deliver(message, addr_spec(sender), recipients, config, timeout)
+    refused = deliver(wire, addr_spec(sender), recipients, config, timeout)
     return {
         "message_id": msg_id,
         "accepted": [r for r in recipients if r not in refused],

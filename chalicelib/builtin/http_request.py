@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import binascii
 import email.utils
+import functools
 import http.client
+import io
 import json
 import re
 import socket
@@ -24,7 +26,7 @@ import ssl
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
@@ -33,6 +35,9 @@ from chalicelib import ssrf
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, RetryAfter
 from chalicelib.handlers import JobContext, handler
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 MAX_TIMEOUT = 50.0
 MAX_BODY_CAP = 128 * 1024
@@ -68,16 +73,21 @@ FORBIDDEN_REQUEST_HEADERS = frozenset(
         "proxy-connection",
     }
 )
-# Dropped when a redirect leaves the original origin, as browsers do.
-CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Headers that describe a request body (Fetch's "request-body-header names"): they
+# follow the body on a 307/308 and go with it when a redirect turns into a GET.
+BODY_HEADERS = frozenset(
+    {"content-type", "content-encoding", "content-language", "content-location"}
+)
+DEFAULT_USER_AGENT = "spool-http_request/1"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 READ_CHUNK = 16 * 1024
 
 
 class HttpRequestPayload(BaseModel):
-    """One outbound request. The URL's shape is checked at enqueue time; whether
-    its host and addresses are allowed is decided at run time, against the
-    worker's settings and a fresh DNS answer."""
+    """One outbound request. The URL's shape is checked by the model; the admit
+    hook checks, at enqueue, what can be decided without DNS (allowlist match, IP
+    literals); the addresses are decided at run time, against the worker's
+    settings and a fresh DNS answer."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -161,6 +171,21 @@ class RetryableStatus(Exception):
     """The server answered a status the payload asked to retry on."""
 
 
+def admit(payload: HttpRequestPayload, tenant: str) -> None:
+    """Refuse at enqueue (422) a job the SSRF guard could never let out: the
+    allowlist is empty, the host can never match it, or the URL is an IP literal
+    the guard refuses. Settings are the API's, which Chalice stages share with
+    the worker; names are still resolved and checked at run time."""
+    try:
+        policy, _ = policy_from(Settings.from_env())
+    except PermanentError as exc:
+        raise ValueError(str(exc)) from None
+    try:
+        ssrf.check_static(payload.url, policy)
+    except ssrf.Refused as exc:
+        raise ValueError(str(exc)) from None
+
+
 def policy_from(settings: Settings) -> tuple[ssrf.Policy, str | None]:
     try:
         policy = ssrf.Policy.parse(
@@ -171,32 +196,95 @@ def policy_from(settings: Settings) -> tuple[ssrf.Policy, str | None]:
     return policy, settings.text("SPOOL_HTTP_CA_FILE") or None
 
 
-# -- connections pinned to a checked address ---------------------------------
+# -- connections pinned to a checked address, bounded by the request's deadline --
 def open_socket(ip: ssrf.IPAddress, port: int, timeout: float) -> socket.socket:
     """The only place this handler connects; tests swap the socket layer under it."""
     return socket.create_connection((str(ip), port), timeout=timeout)
 
 
+class _DeadlineReader(io.RawIOBase):
+    """Reads the socket with every wait cut to what is left of the request's time.
+
+    http.client reads the status line and headers with the socket's timeout per
+    recv, so a server sending a header line every second would hold a request
+    with `timeout: 2` for as long as it likes; here no recv may outlast the deadline.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock = sock
+        # Read through a socket file, as http.client's own reader does: it holds the
+        # descriptor open when the connection closes the socket early (an HTTP/1.0 or
+        # `Connection: close` answer is read after HTTPConnection.close()); reading
+        # the bare socket then failed with EBADF whenever the body was not buffered yet.
+        self._raw = sock.makefile("rb", buffering=0)
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        self._sock.settimeout(_remaining(self._deadline))
+        return self._raw.readinto(buffer) or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _DeadlineResponse(http.client.HTTPResponse):
+    def __init__(
+        self,
+        sock: socket.socket,
+        debuglevel: int = 0,
+        method: str | None = None,
+        url: str | None = None,
+        *,
+        deadline: float,
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        self.fp.close()  # the plain makefile() reader; the socket stays open
+        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+
+
+def _bounded(deadline: float) -> type[http.client.HTTPResponse]:
+    # http.client builds its response as `self.response_class(sock, method=...)`,
+    # so any callable with that signature serves; this one carries the deadline.
+    return cast(
+        type[http.client.HTTPResponse], functools.partial(_DeadlineResponse, deadline=deadline)
+    )
+
+
 class _PinnedHTTP(http.client.HTTPConnection):
-    def __init__(self, target: ssrf.Target, ip: ssrf.IPAddress, timeout: float) -> None:
-        super().__init__(target.host, target.port, timeout=timeout)
+    def __init__(self, target: ssrf.Target, ip: ssrf.IPAddress, deadline: float) -> None:
+        super().__init__(target.host, target.port, timeout=_remaining(deadline))
         self._ip = ip
+        self._deadline = deadline
+        self.response_class = _bounded(deadline)
 
     def connect(self) -> None:
-        self.sock = open_socket(self._ip, self.port, self.timeout)  # type: ignore[arg-type]
+        self.sock = open_socket(self._ip, self.port, _remaining(self._deadline))
 
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
     def __init__(
-        self, target: ssrf.Target, ip: ssrf.IPAddress, timeout: float, context: ssl.SSLContext
+        self,
+        target: ssrf.Target,
+        ip: ssrf.IPAddress,
+        deadline: float,
+        context: ssl.SSLContext,
     ) -> None:
-        super().__init__(target.host, target.port, timeout=timeout, context=context)
+        super().__init__(target.host, target.port, timeout=_remaining(deadline), context=context)
         self._ip = ip
+        self._deadline = deadline
         self._tls = context
+        self.response_class = _bounded(deadline)
 
     def connect(self) -> None:
-        raw = open_socket(self._ip, self.port, self.timeout)  # type: ignore[arg-type]
+        raw = open_socket(self._ip, self.port, _remaining(self._deadline))
         try:
+            # With a timeout set, CPython bounds the whole handshake by it, not each read.
+            raw.settimeout(_remaining(self._deadline))
             self.sock = self._tls.wrap_socket(raw, server_hostname=self.host)
         except BaseException:
             raw.close()
@@ -226,10 +314,11 @@ def perform(
         deadline = min(deadline, ctx.deadline)
     method = payload.method
     body, default_type = payload.encoded_body()
-    headers = {k: v for k, v in payload.headers.items()}
+    headers = dict(payload.headers)
     if body is not None and default_type and not _has(headers, "content-type"):
         headers["Content-Type"] = default_type
-    headers.setdefault("User-Agent", "spool-http_request/1")
+    if not _has(headers, "user-agent"):
+        headers["User-Agent"] = DEFAULT_USER_AGENT
     url = payload.url
     visited: list[str] = []
     context: ssl.SSLContext | None = None
@@ -252,19 +341,28 @@ def perform(
                 ):
                     method = "GET" if method != "HEAD" else "HEAD"
                     body = None
-                    headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+                    headers = {k: v for k, v in headers.items() if k.lower() not in BODY_HEADERS}
                 if _origin_of(url) != first_origin:
-                    headers = {
-                        k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS
-                    }
+                    headers = _cross_origin_headers(headers, body is not None)
                 continue
-            data, truncated = _read_capped(conn, response, payload.max_body_bytes, deadline, ctx)
+            data, truncated = _read_capped(response, payload.max_body_bytes, deadline, ctx)
             result = _result(payload, target, visited, response, data, truncated)
         finally:
             conn.close()
         if response.status in payload.retry_on_status:
             _retry_for(response, result)
         return result
+
+
+def _cross_origin_headers(headers: Mapping[str, str], with_body: bool) -> dict[str, str]:
+    """What may follow a redirect to another origin: none of the caller's headers
+    (Authorization, Cookie, X-Api-Key and any other custom one may carry a secret
+    meant for the first origin), only the body's description when the body
+    follows (307/308), and the handler's own User-Agent. Once dropped they stay
+    dropped, even if a later hop returns to the first origin."""
+    kept = {k: v for k, v in headers.items() if with_body and k.lower() in BODY_HEADERS}
+    kept["User-Agent"] = DEFAULT_USER_AGENT
+    return kept
 
 
 def _origin_of(url: str) -> tuple[str, str, int] | None:
@@ -297,13 +395,12 @@ def _send(
     """Try each checked address in turn; only connection failures move to the next."""
     last: OSError | None = None
     for ip in addresses:
-        timeout = _remaining(deadline)
         conn: http.client.HTTPConnection
         if target.scheme == "https":
             assert context is not None
-            conn = _PinnedHTTPS(target, ip, timeout, context)
+            conn = _PinnedHTTPS(target, ip, deadline, context)
         else:
-            conn = _PinnedHTTP(target, ip, timeout)
+            conn = _PinnedHTTP(target, ip, deadline)
         try:
             conn.connect()
         except ssl.SSLCertVerificationError as exc:
@@ -314,8 +411,10 @@ def _send(
             last = exc
             continue
         try:
+            if conn.sock is not None:
+                conn.sock.settimeout(_remaining(deadline))  # sendall: one bound for all of it
             conn.request(method, target.path, body=body, headers=dict(headers))
-            return conn, conn.getresponse()
+            return conn, conn.getresponse()  # status line and headers: read by the deadline
         except BaseException:
             conn.close()
             raise
@@ -324,20 +423,19 @@ def _send(
 
 
 def _read_capped(
-    conn: http.client.HTTPConnection,
     response: http.client.HTTPResponse,
     cap: int,
     deadline: float,
     ctx: JobContext | None,
 ) -> tuple[bytes, bool]:
-    """Read at most cap bytes (plus one, to know it was cut), within the deadline."""
+    """Read at most cap bytes (plus one, to know it was cut), within the deadline
+    (every recv under the response is bounded by it, see _DeadlineReader)."""
     chunks: list[bytes] = []
     size = 0
     while size <= cap:
         if ctx is not None and ctx.cancelled.is_set():
             raise TimeoutError("attempt abandoned by the worker")
-        if conn.sock is not None:
-            conn.sock.settimeout(_remaining(deadline))
+        _remaining(deadline)
         chunk = response.read(min(READ_CHUNK, cap + 1 - size))
         if not chunk:
             break
@@ -404,7 +502,12 @@ def _retry_after_seconds(value: str | None) -> float | None:
 
 
 @handler(
-    "http_request", payload=HttpRequestPayload, max_attempts=5, backoff=(2.0, 300.0), timeout=60
+    "http_request",
+    payload=HttpRequestPayload,
+    max_attempts=5,
+    backoff=(2.0, 300.0),
+    timeout=60,
+    admit=admit,
 )
 def http_request(payload: HttpRequestPayload, ctx: JobContext) -> dict[str, Any]:
     """Refusals and TLS failures are permanent; connection errors, timeouts, DNS

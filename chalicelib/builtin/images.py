@@ -5,14 +5,22 @@ decompression bomb, a missing key) raises PermanentError, so the job goes to
 dead with the reason at once instead of failing the same way on every retry.
 Store hiccups (S3 throttling, a dropped connection) are retried.
 
+Tenancy: the source key, the output prefix and every output key must lie in
+the job's tenant's namespace (chalicelib.blob_tenancy): checked at enqueue by
+`admit_resize` (422), again when the job runs (a stored job is dead, not
+retried), and by the tenant view of the store on every read and write. The
+default output folder is `<namespace>/resized/<rest of the key, no extension>/`,
+inside the same namespace as the source.
+
 Output keys depend only on the payload, so a retried or re-run job overwrites
 the same objects: the handler is idempotent without looking at the job id.
 Metadata (EXIF, including GPS position) is not copied to the outputs; the
 orientation it records is applied first.
 
-Settings: the blob store's (see chalicelib.blobs), SPOOL_IMAGE_MAX_PIXELS
-(default 40 million) and SPOOL_IMAGE_MAX_BYTES (default 40 MiB).
-Pillow is imported when a job runs, never at start-up.
+Settings: the blob store's (see chalicelib.blobs) and the limits, read in
+chalicelib.builtin.image_limits: SPOOL_IMAGE_MAX_PIXELS, SPOOL_IMAGE_MAX_BYTES,
+SPOOL_IMAGE_MAX_OUTPUT_PIXELS, SPOOL_IMAGE_MAX_TOTAL_PIXELS and
+SPOOL_IMAGE_MAX_OUTPUTS. Pillow is imported when a job runs, never at start-up.
 """
 
 from __future__ import annotations
@@ -23,8 +31,25 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from chalicelib.blobs import BlobNotFound, BlobStore, BlobTooLarge, InvalidKey, check_key
+from chalicelib.blob_tenancy import TenantBlobStore, check_tenant_key, check_tenant_prefix
+from chalicelib.blobs import (
+    MAX_KEY_BYTES,
+    BlobConfigError,
+    BlobNotFound,
+    BlobStore,
+    BlobTooLarge,
+    InvalidKey,
+    check_folder,
+    check_key,
+)
 from chalicelib.blobs import open_blob_store as _open_blob_store
+from chalicelib.builtin.image_limits import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    MAX_OUTPUTS,
+    LimitExceeded,
+    Limits,
+)
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError
 from chalicelib.handlers import JobContext, handler
@@ -32,10 +57,11 @@ from chalicelib.handlers import JobContext, handler
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-DEFAULT_MAX_PIXELS = 40_000_000
-DEFAULT_MAX_BYTES = 40 * 1024 * 1024
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "Limits", "ResizePayload", "resize"]
+
 MAX_SIDE = 10_000
-MAX_OUTPUTS = 20
+# Room kept after an output prefix for "<W>x<H>.<ext>"; sides are bounded by the pixel limits.
+OUTPUT_NAME_ROOM = 40
 # Formats Pillow may parse here; anything else is refused before a decoder runs.
 INPUT_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 OUTPUT_FORMATS = {
@@ -98,7 +124,12 @@ class ResizePayload(BaseModel):
     @classmethod
     def _prefix(cls, value: str | None) -> str | None:
         if value is not None:
-            _safe_key(value.rstrip("/") or ".")
+            try:
+                check_folder(value)
+            except InvalidKey as exc:
+                raise ValueError(str(exc)) from None
+            if value == "":
+                raise ValueError("output_prefix may not be empty")
         return value
 
     @model_validator(mode="after")
@@ -108,16 +139,54 @@ class ResizePayload(BaseModel):
             raise ValueError("give at least one of widths or sizes")
         if count > MAX_OUTPUTS:
             raise ValueError(f"at most {MAX_OUTPUTS} sizes per job")
+        if len(self.prefix().encode("utf-8")) + OUTPUT_NAME_ROOM > MAX_KEY_BYTES:
+            raise ValueError(
+                f"the output prefix {self.prefix()!r} leaves no room for output names "
+                f"within {MAX_KEY_BYTES} bytes"
+            )
         return self
 
     def boxes(self) -> list[Box]:
         return [Box(width=w) for w in self.widths] + list(self.sizes)
 
     def prefix(self) -> str:
+        """Where outputs go: output_prefix, else `<first segment>/resized/<rest, no extension>/`.
+
+        Keeping the key's first segment (its tenant namespace) in front is what keeps
+        default outputs inside the tenant's namespace.
+        """
         if self.output_prefix is not None:
             return self.output_prefix
-        stem = self.key.rsplit(".", 1)[0] if "." in self.key.rsplit("/", 1)[-1] else self.key
-        return f"resized/{stem}/"
+        head, sep, rest = self.key.partition("/")
+        if not sep:
+            return f"resized/{_stem(head)}/"
+        return f"{head}/resized/{_stem(rest)}/"
+
+
+def _stem(path: str) -> str:
+    """The path without the last segment's extension (".hidden" has none)."""
+    name = path.rsplit("/", 1)[-1]
+    dot = name.rfind(".")
+    return path[: len(path) - len(name) + dot] if dot > 0 else path
+
+
+def admit_resize(payload: ResizePayload, tenant: str) -> None:
+    """Enqueue-time check (the handler's admit hook): the tenant's blobs only, within limits.
+
+    Raises ValueError (a 422 for the client): a key or output folder outside the
+    tenant's namespace, or more work than the SPOOL_IMAGE_* limits allow.
+    """
+    _check_tenancy(payload, tenant)
+    try:
+        limits = Limits.from_settings(Settings.from_env())
+    except ValueError as exc:
+        raise ValueError(f"resize_image is misconfigured: {exc}") from None
+    limits.check_request([(b.width, b.height) for b in payload.boxes()], payload.upscale)
+
+
+def _check_tenancy(payload: ResizePayload, tenant: str) -> None:
+    check_tenant_key(payload.key, tenant)
+    check_tenant_prefix(payload.prefix(), tenant)
 
 
 def _safe_key(value: str) -> str:
@@ -125,22 +194,6 @@ def _safe_key(value: str) -> str:
         return check_key(value)
     except InvalidKey as exc:
         raise ValueError(str(exc)) from None
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    max_bytes: int = DEFAULT_MAX_BYTES
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
-        try:
-            return cls(
-                settings.integer("SPOOL_IMAGE_MAX_PIXELS", DEFAULT_MAX_PIXELS, minimum=1),
-                settings.integer("SPOOL_IMAGE_MAX_BYTES", DEFAULT_MAX_BYTES, minimum=1),
-            )
-        except ValueError as exc:
-            raise PermanentError(f"resize_image is misconfigured: {exc}") from None
 
 
 def target_size(source: tuple[int, int], box: Box, fit: str, upscale: bool) -> tuple[int, int]:
@@ -167,10 +220,23 @@ def resize(
     payload: ResizePayload,
     limits: Limits,
     ctx: JobContext | None = None,
+    tenant: str | None = None,
 ) -> dict[str, Any]:
+    """Read, resize, write. With a tenant, every key is held to its namespace first,
+    and all I/O goes through the tenant's view of the store."""
     from PIL import Image as PILImage
     from PIL import ImageOps, UnidentifiedImageError
 
+    if tenant is not None:
+        try:
+            _check_tenancy(payload, tenant)
+        except InvalidKey as exc:
+            raise PermanentError(f"refused: {exc}") from None
+        store = TenantBlobStore(store, tenant)
+    try:
+        limits.check_request([(b.width, b.height) for b in payload.boxes()], payload.upscale)
+    except LimitExceeded as exc:
+        raise PermanentError(str(exc)) from None
     try:
         data = store.get(payload.key, max_bytes=limits.max_bytes)
     except BlobNotFound:
@@ -186,21 +252,22 @@ def resize(
         with PILImage.open(io.BytesIO(data), formats=INPUT_FORMATS) as opened:
             source_format = opened.format or "unknown"
             width, height = opened.size
-            if width * height > limits.max_pixels:
-                raise PermanentError(
-                    f"image is {width}x{height} = {width * height} pixels, over the limit of "
-                    f"{limits.max_pixels} (a decompression bomb, or simply too big)"
-                )
+            limits.check_source(width, height)
             # Sizes come from the upright source, as the EXIF orientation shows it.
             turned = opened.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
             upright = (height, width) if turned else (width, height)
             sizes = [target_size(upright, b, payload.fit, payload.upscale) for b in boxes]
+            # Before a pixel is decoded: no output, and not all of them, may be a bomb.
+            limits.check_outputs(sizes)
+            plan = _plan(payload, sizes, source_format, tenant)
             if source_format == "JPEG":
                 # Let libjpeg decode at a reduced scale when every output is much smaller.
                 side = max(max(size) for size in sizes)
                 opened.draft("RGB", (side, side))
             opened.load()
             image = ImageOps.exif_transpose(opened)
+    except LimitExceeded as exc:
+        raise PermanentError(str(exc)) from None
     except PermanentError:
         raise
     except UnidentifiedImageError:
@@ -212,21 +279,15 @@ def resize(
     except Exception as exc:
         # Decoding depends only on the bytes: the same failure would repeat on every retry.
         raise PermanentError(f"image {payload.key!r} is corrupt or truncated: {exc}") from None
-    fmt = payload.format or SOURCE_TO_OUTPUT.get(source_format, "png")
-    pil_format, extension, content_type = OUTPUT_FORMATS[fmt]
-    prefix = payload.prefix()
+    fmt = plan.fmt
+    pil_format, _, content_type = OUTPUT_FORMATS[fmt]
     outputs: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for size in sizes:
+    for size, key in plan.outputs:
         if ctx is not None and ctx.cancelled.is_set():
             raise TimeoutError("attempt abandoned by the worker")
-        key = f"{prefix}{size[0]}x{size[1]}.{extension}"
-        if key in seen:
-            continue
-        seen.add(key)
         encoded = _encode(_scaled(image, size, payload.fit), pil_format, payload.quality)
         try:
-            store.put(check_key(key), encoded, content_type)
+            store.put(key, encoded, content_type)
         except InvalidKey as exc:
             raise PermanentError(f"output key {key!r} is invalid: {exc}") from None
         outputs.append(
@@ -249,6 +310,32 @@ def resize(
         },
         "outputs": outputs,
     }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    fmt: str
+    extension: str
+    outputs: list[tuple[tuple[int, int], str]]  # (size, key), one per distinct key
+
+
+def _plan(
+    payload: ResizePayload, sizes: list[tuple[int, int]], source_format: str, tenant: str | None
+) -> _Plan:
+    """Every output's key, each checked before anything is decoded or written, so a
+    bad key never leaves some outputs written and the job half done."""
+    fmt = payload.format or SOURCE_TO_OUTPUT.get(source_format, "png")
+    extension = OUTPUT_FORMATS[fmt][1]
+    prefix = payload.prefix()
+    outputs: dict[str, tuple[int, int]] = {}
+    for size in sizes:
+        key = f"{prefix}{size[0]}x{size[1]}.{extension}"
+        try:
+            check_key(key) if tenant is None else check_tenant_key(key, tenant)
+        except InvalidKey as exc:
+            raise PermanentError(f"output key {key!r} is invalid: {exc}") from None
+        outputs.setdefault(key, size)
+    return _Plan(fmt, extension, [(size, key) for key, size in outputs.items()])
 
 
 def _scaled(image: Image, size: tuple[int, int], fit: str) -> Image:
@@ -293,8 +380,19 @@ def open_blob_store(settings: Settings) -> BlobStore:
     return _open_blob_store(settings)
 
 
-@handler("resize_image", payload=ResizePayload, max_attempts=3, backoff=(2.0, 60.0), timeout=60)
+@handler(
+    "resize_image",
+    payload=ResizePayload,
+    max_attempts=3,
+    backoff=(2.0, 60.0),
+    timeout=60,
+    admit=admit_resize,
+)
 def resize_image(payload: ResizePayload, ctx: JobContext) -> dict[str, Any]:
     settings = Settings.from_env()
-    limits = Limits.from_settings(settings)
-    return resize(open_blob_store(settings), payload, limits, ctx)
+    try:
+        limits = Limits.from_settings(settings)
+        store = open_blob_store(settings)
+    except (ValueError, BlobConfigError) as exc:
+        raise PermanentError(f"resize_image is misconfigured: {exc}") from None
+    return resize(store, payload, limits, ctx, tenant=ctx.job.tenant)

@@ -22,10 +22,18 @@ _BACKENDS = {
 
 
 def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobStore:
+    from chalicelib.config import ConfigError  # here: config imports this module
+    from chalicelib.redact import redact_url
+
     scheme = urlsplit(url).scheme.split("+", 1)[0]
     if scheme not in _BACKENDS:
-        known = ", ".join(sorted(_BACKENDS))
-        raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; known: {known}")
+        known = ", ".join(f"{name}://" for name in sorted(_BACKENDS))
+        shown = redact_url(url)
+        what = f"unknown store URL scheme {scheme!r}" if scheme else "a store URL needs a scheme"
+        raise ConfigError(
+            f"SPOOL_STORE_URL {shown!r}: {what}. Use one of {known} "
+            f"(for example {DEFAULT_STORE_URL})"
+        )
     module_name, factory = _BACKENDS[scheme]
     module = import_module(module_name)
     store: JobStore = getattr(module, factory)(url, clock)

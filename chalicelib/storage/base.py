@@ -18,6 +18,45 @@ Rules every backend keeps:
 - Counters (enqueued, succeeded, failed, retried, dead, cancelled per queue
   and type) are updated in the same transaction as the transition, so every
   process reads the same system-wide totals.
+- `cache_epoch` is a store-wide number that changes whenever a finished job's
+  answer changes: a `redrive` that moves at least one job (dead -> queued) and
+  a `purge` that deletes at least one job bump it, in the same transaction
+  (or conditional write) as the change, and nothing else moves it (so caches
+  keep their entries through ordinary traffic). Finished jobs
+  change in no other way (cancel and finish start from waiting or running
+  states), so a reader that saw the epoch unchanged since it read a finished
+  job knows its copy is still true. Reading it is one cheap, strongly
+  consistent read. HTTP result caches in every process re-read it about once
+  a second (chalicelib/api/cache.py).
+
+Attempt history (chalicelib/storage/history.py holds the shared encoding):
+- A completion that carries an `attempt` appends it to the job's history in
+  the same transaction (or conditional write) as the finish: a refused finish
+  (stale lease, unknown job) records nothing, and an applied one always
+  records its attempt. A completion without one records nothing.
+- A reaped lease appends an attempt with outcome "lease_expired": number =
+  the job's attempts, started at the claim, finished at the lease's expiry,
+  worker = the id the claiming process recorded with the claim
+  (chalicelib/worker_id.py), error = LEASE_EXPIRED_ERROR, next_delay 0 when
+  the job goes back to retrying and None when it is buried.
+- The history keeps the last N attempts (SPOOL_ATTEMPT_HISTORY, default 25),
+  oldest first; older ones are dropped as new ones arrive. It survives a
+  redrive (numbers restart at 1 after it) and goes with the job on purge.
+- `attempts(id, tenant)` is a separate read: None for an unknown job or
+  another tenant's, else the list. `get`, `claim` and `list_jobs` never read
+  the history, so the hot paths do not pay for it.
+- An entry is held to a size (history.MAX_ENTRY_BYTES; less on DynamoDB):
+  a traceback keeps its end, an error message its start.
+
+Workers and due work, for operators and metrics:
+- `beat(worker, queues, started_at)` upserts the worker's row with
+  last_beat = now (the store's clock); `live_workers(within)` returns the
+  workers whose last beat is at most `within` seconds old. Beats older than
+  history.BEAT_RETENTION_SECONDS are dropped.
+- `oldest_due(queues)` maps each queue that has due waiting jobs
+  (queued/retrying with run_at <= now) to the earliest such run_at; queues
+  with nothing due are absent. How long the oldest due job has waited is
+  now - that time.
 
 Optional attributes a worker looks for: `notifier` (a Notifier, for prompt
 wake-ups) and `concurrent_writes = True` (calls from two threads run on
@@ -28,14 +67,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from chalicelib.clock import Clock
-from chalicelib.errors import BadRequest
+from chalicelib.errors import BadRequest, StoreUnavailable
 from chalicelib.models import (
     AddResult,
+    Attempt,
     Completion,
     CounterKey,
     Job,
@@ -43,11 +84,24 @@ from chalicelib.models import (
     JobQuery,
     JobState,
     NewJob,
+    WorkerBeat,
 )
 
 MAX_LIST_LIMIT = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LEASE_EXPIRED_ERROR = "lease expired: the worker stopped before finishing the attempt"
+
+
+class StoreUnreachable(StoreUnavailable):
+    """A store that could not be reached when it was opened.
+
+    The message is for the operator who starts Spool: one line naming the
+    store (its URL with the password masked), the reason, and what to check.
+    HTTP clients get only `public_message` (routes.handle swaps it in), because
+    the URL names hosts and databases they have no business knowing.
+    """
+
+    public_message = "the job store cannot be reached; try again shortly"
 
 
 @runtime_checkable
@@ -96,6 +150,26 @@ class JobStore(Protocol):
         """Delete up to `limit` terminal jobs finished before the given time."""
         ...
 
+    def cache_epoch(self) -> int:
+        """The invalidation epoch: changes with every redrive or purge that changed a job."""
+        ...
+
+    def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
+        """The job's recorded attempts, oldest first (the last N); None if no such job."""
+        ...
+
+    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+        """Per queue, the earliest run_at among waiting jobs (queued/retrying) already due."""
+        ...
+
+    def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:
+        """Record that a worker is alive now (upsert)."""
+        ...
+
+    def live_workers(self, within: float) -> list[WorkerBeat]:
+        """Workers whose last beat is no older than `within` seconds."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -118,6 +192,18 @@ def completion_events(state: JobState) -> tuple[str, ...]:
     if state is JobState.RETRYING:
         return ("failed", "retried")
     return ("failed", "dead")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def utf8_text(text: str | None) -> str | None:
+    """Text a UTF-8 store can hold. A handler's error message may carry a lone
+    surrogate, which UTF-8 cannot encode: each becomes U+FFFD, rather than the
+    whole finish failing (SQLite) or being refused forever (DynamoDB)."""
+    if text is None or text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def to_micros(when: datetime) -> int:

@@ -11,7 +11,24 @@ deliveries of one SQS message can both try but only one claim, and only the
 lease holder's completion, is ever applied. Writes that must move counters
 with them (add, finish, reap, cancel) are TransactWriteItems that carry the
 counter ADDs; a claim moves no counter and is a plain UpdateItem that returns
-the new record, so claiming a job costs one request and one write unit.
+the new record, so claiming a job costs one request and one write unit. Named
+jobs (an SQS batch) of three or more are claimed with one consistent
+BatchGetItem and one TransactWriteItems of updates conditional on the version
+read: two requests for the batch, at one more write unit and one read unit a job.
+Redrive and purge are transactions too: each also ADDs 1 to the invalidation
+epoch item (JobStore.cache_epoch), so the change and the bump land together.
+
+Attempt history rides on the job's item (see dynamodb_schema.py): the claim
+counts the job's claims in ``att_seq`` (the store remembers the number per
+lease token, so the finish need not read the item), and the finish or reap
+SETs the attempt into slot ``att_seq mod N`` of ``attempt_log`` in its own
+conditional write. Cost: a job's item grows by up to HISTORY_RESERVE bytes,
+and DynamoDB bills a write by the item's size, so each write to a job that
+has failed often costs more write units (a job that succeeds at once carries
+one small entry). `attempts` is one consistent GetItem. `oldest_due` reads
+the due waiting entries of the ``timer`` index (small index items, every due
+one unless `queues` is given and each has been seen), `beat` is one UpdateItem
+and `live_workers` one Query of the workers' partition.
 
 Delivery is kept beside the store (SqsDispatch): add, retry, reap and redrive
 send the job's id, with DelaySeconds up to 15 minutes; `release_due`, run by
@@ -41,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
+from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import (
     InvalidTransition,
@@ -51,6 +69,7 @@ from chalicelib.errors import (
 from chalicelib.ids import new_lease_token
 from chalicelib.models import (
     AddResult,
+    Attempt,
     Completion,
     CounterKey,
     Job,
@@ -58,8 +77,10 @@ from chalicelib.models import (
     JobQuery,
     JobState,
     NewJob,
+    WorkerBeat,
     queued_job,
 )
+from chalicelib.storage import history
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     check_limit,
@@ -68,6 +89,7 @@ from chalicelib.storage.base import (
     encode_cursor,
     from_micros,
     to_micros,
+    utf8_text,
 )
 from chalicelib.storage.dynamodb_aws import (
     INLINE_LIMIT,
@@ -87,11 +109,14 @@ from chalicelib.storage.dynamodb_schema import (
     TIMER_FINISHED,
     TIMER_RUNNING,
     TIMER_WAITING,
+    WORKER_PK,
     Expr,
+    attempt_slot,
     created_sort_key,
     due_partition,
     due_sort_key,
     dumps,
+    epoch_key,
     get_n,
     get_s,
     idem_key,
@@ -106,6 +131,7 @@ from chalicelib.storage.dynamodb_schema import (
     state_partition,
     tenant_partition,
     timer_partition,
+    worker_key,
 )
 from chalicelib.storage.dynamodb_txn import TRANSACTION_ATTEMPTS, Cancelled, Transactions, Unit
 from chalicelib.storage.s3_blobs import S3Blobs
@@ -129,7 +155,16 @@ MICRO = 1_000_000
 BATCH_GET = 100  # BatchGetItem limit
 MAX_ERROR_CHARS = 32 * 1024  # a record must fit in 400 KB, whatever a handler raised
 STATIC_CACHE = 10_000
+# Room a job's item keeps for its attempt history, shared by its N entries (less
+# when a big inline payload leaves less), so the item stays under 400 KB.
+HISTORY_RESERVE = 96 * 1024
+MIN_ENTRY_BYTES = 512
 WAITING = [s(JobState.QUEUED.value), s(JobState.RETRYING.value)]
+CLAIM_REMOVES = ("due_pk", "due_sk", "msg_at")  # a running job leaves the due index
+# From this many named ids (an SQS batch), claim with one read and one transaction
+# instead of one UpdateItem each: two requests however many jobs, at one more write
+# unit per job (a transaction's) and one read unit.
+BATCH_CLAIM_FROM = 3
 TERMINAL = [s(JobState.SUCCEEDED.value), s(JobState.DEAD.value), s(JobState.CANCELLED.value)]
 
 
@@ -178,8 +213,15 @@ class DynamoStore:
         ddb: DynamoDBClient | None = None,
         sqs: SQSClient | None = None,
         s3: S3Client | None = None,
+        attempt_history: int | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
+        self.history_limit = attempt_history or history.history_limit()
+        # lease token -> (the job's claim count, att_seq, from that claim; whether its
+        # item has an attempt_log map): the slot its attempt goes to, known without
+        # reading the item at finish time.
+        self._seqs: OrderedDict[str, tuple[int, bool]] = OrderedDict()
+        self._seqs_lock = threading.Lock()
         self.config = config
         self.table = config.table
         self._owns_clients = ddb is None
@@ -220,6 +262,58 @@ class DynamoStore:
             self._statics.move_to_end(static.id)
             while len(self._statics) > STATIC_CACHE:
                 self._statics.popitem(last=False)
+
+    def _history_reserve(self, payload_bytes: int) -> int:
+        """Bytes the item keeps for its history: HISTORY_RESERVE, or half of what a big
+        inline payload and the error message leave (the other half is for a result)."""
+        left = RECORD_LIMIT - payload_bytes - MAX_ERROR_CHARS
+        return max(0, min(HISTORY_RESERVE, left // 2))
+
+    def _entry(self, attempt: Attempt, seq: int, payload_bytes: int) -> str:
+        """One attempt as its ring slot holds it, sized to share the item's history room."""
+        cap = max(MIN_ENTRY_BYTES, self._history_reserve(payload_bytes) // self.history_limit)
+        return history.encode_within(attempt, min(cap, history.MAX_ENTRY_BYTES), seq=seq)
+
+    def _set_attempt(self, expr: Expr, seq: int, entry: str, has_map: bool) -> None:
+        """Put the attempt in its ring slot; an item from before attempt history (no map
+        yet) gets a map holding just this one. Only the lease holder's write (finish or
+        reap, conditional on the lease) gets here, so nothing else makes the map meanwhile."""
+        slot = attempt_slot(seq, self.history_limit)
+        if has_map:
+            expr.set_raw(f"{expr.name('attempt_log')}.{expr.name(slot)} = {expr.value(s(entry))}")
+        else:
+            expr.set("attempt_log", {"M": {slot: s(entry)}})
+
+    def _remember_seq(self, token: str, seq: int, has_map: bool) -> None:
+        with self._seqs_lock:
+            self._seqs[token] = (seq, has_map)
+            while len(self._seqs) > STATIC_CACHE:
+                self._seqs.popitem(last=False)
+
+    def _seqs_for(self, completions: Sequence[Completion]) -> dict[str, tuple[int, bool]]:
+        """lease token -> (att_seq, has map) for completions carrying an attempt; read
+        from the items only for tokens this process did not claim (or has forgotten)."""
+        out: dict[str, tuple[int, bool]] = {}
+        missing: list[Completion] = []
+        with self._seqs_lock:
+            for c in completions:
+                known = self._seqs.get(c.lease_token)
+                if known is None:
+                    missing.append(c)
+                else:
+                    out[c.lease_token] = known
+        if missing:
+            found = self._batch_get(
+                [job_key(c.job_id) for c in missing], ("att_seq", "lease_token", "attempt_log")
+            )
+            for c in missing:
+                item = found.get(_key_str(job_key(c.job_id)))
+                if item is None or get_s(item, "lease_token") != c.lease_token:
+                    continue  # no longer this lease: the finish will be refused anyway
+                seq = get_n(item, "att_seq")
+                if seq is not None:  # None: claimed before attempt history existed
+                    out[c.lease_token] = (seq, "attempt_log" in item)
+        return out
 
     def _due_sk(self, st: _Static, run_at: int) -> str:
         return due_sort_key(st.priority, run_at, st.created, st.id)
@@ -481,6 +575,7 @@ class DynamoStore:
             "created_at": n(now),
             "updated_at": n(now),
             "ver": n(0),
+            "attempt_log": {"M": {}},  # ring slots, filled by finishes and reaps
             "due_pk": s(due_partition(shard)),
             "due_sk": s(self._due_sk(st, run_at)),
             "tm_pk": s(timer_partition(TIMER_WAITING, shard)),
@@ -665,13 +760,17 @@ class DynamoStore:
             return []
         expires = now + int(lease_seconds * MICRO)
         claimed: list[Job] = []
+        if ids is not None:
+            wanted = list(dict.fromkeys(ids))
+            if len(wanted) >= BATCH_CLAIM_FROM or len(wanted) > limit:
+                claimed = self._claim_ids(wanted, limit, now, expires, queues)
+                claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
+                return claimed
         candidates: Iterator[str]
         if ids is None:
             candidates = self._due_candidates(now, queues, limit)
-        elif len(set(ids)) <= limit:
-            candidates = iter(dict.fromkeys(ids))
         else:
-            candidates = iter(self._best_of(list(dict.fromkeys(ids)), now, queues))
+            candidates = iter(dict.fromkeys(ids))
         for job_id in candidates:
             job = self._claim_one(job_id, now, expires, queues, by_id=ids is not None)
             if job is not None:
@@ -681,20 +780,119 @@ class DynamoStore:
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
         return claimed
 
-    def _best_of(self, ids: list[str], now: int, queues: Sequence[str] | None) -> list[str]:
-        """More ids than the limit: order the due ones the way claim must take them."""
-        found = self._batch_get([job_key(i) for i in ids], ("state", "run_at", *STATIC_ATTRS))
-        ranked: list[tuple[str, str]] = []
-        for item in found.values():
-            if get_s(item, "state") not in (JobState.QUEUED.value, JobState.RETRYING.value):
+    def _claim_ids(
+        self, ids: list[str], limit: int, now: int, expires: int, queues: Sequence[str] | None
+    ) -> list[Job]:
+        """Claim named jobs (an SQS batch) in two requests, not one per job.
+
+        One consistent BatchGetItem reads them; the due waiting ones, best first up
+        to `limit`, are claimed in one TransactWriteItems whose every update is
+        conditional on the version read (so on nothing having changed since), and
+        each claimed record is the read item with the claim's own changes applied:
+        nothing is read back. What the read shows cannot be claimed is settled
+        without a write: gone, finished or leased (a redundant message), or not due
+        yet (its id is sent again for when it is). A job whose lease expired, and
+        one that changed between the read and the write, take the one-at-a-time
+        path, which reaps and claims as before. One job alone is a plain UpdateItem:
+        a transaction would cost it twice the write units and save nothing.
+        """
+        found = self._batch_get([job_key(i) for i in ids])
+        ready: list[tuple[str, str, Item]] = []  # (due sort key, id, item): best first
+        expired: list[str] = []
+        early: list[tuple[str, int]] = []
+        for job_id in ids:
+            item = found.get(_key_str(job_key(job_id)))
+            if item is None or (queues is not None and get_s(item, "queue") not in queues):
                 continue
-            if need_n(item, "run_at") > now:
-                continue
-            st = _Static.of(item)
-            if queues is not None and st.queue not in queues:
-                continue
-            ranked.append((self._due_sk(st, need_n(item, "run_at")), st.id))
-        return [job_id for _, job_id in sorted(ranked)]
+            state = get_s(item, "state")
+            if state in (JobState.QUEUED.value, JobState.RETRYING.value):
+                run_at = need_n(item, "run_at")
+                if run_at > now:
+                    early.append((job_id, run_at))
+                else:
+                    ready.append((self._due_sk(_Static.of(item), run_at), job_id, item))
+            elif state == JobState.RUNNING.value and (get_n(item, "lease_exp") or 0) <= now:
+                expired.append(job_id)
+        self._send(early, now)  # messages that came early: again, for when the job is due
+        ready.sort(key=lambda r: (r[0], r[1]))
+        chosen = ready[:limit]
+        claimed: list[Job] = []
+        one_by_one: list[str] = []
+        if len(chosen) == 1:
+            one_by_one.append(chosen[0][1])
+        elif chosen:
+            units: list[Unit] = []
+            updated: list[Item] = []
+            for _, job_id, item in chosen:
+                expr, new_item = self._claim_update(job_id, item, now, expires)
+                condition = (
+                    f"{expr.name('ver')} = {expr.value(n(need_n(item, 'ver')))} AND "
+                    f"{expr.one_of('state', WAITING)} AND "
+                    f"{expr.name('run_at')} <= {expr.value(n(now))}"
+                )
+                units.append(
+                    Unit([self._update(job_id, expr, condition)], [_key_str(job_key(job_id))])
+                )
+                updated.append(new_item)
+            applied = self._tx.apply(units)
+            for (_, job_id, _), new_item, ok in zip(chosen, updated, applied, strict=True):
+                if ok:
+                    claimed.append(self._claimed(new_item))
+                else:
+                    one_by_one.append(job_id)  # changed since the read: decide on a fresh look
+        for job_id in [*one_by_one, *expired]:
+            if len(claimed) >= limit:
+                break
+            job = self._claim_one(job_id, now, expires, queues, by_id=True)
+            if job is not None:
+                claimed.append(job)
+        return claimed
+
+    def _claim_update(
+        self, job_id: str, item: Mapping[str, AttributeValueTypeDef], now: int, expires: int
+    ) -> tuple[Expr, Item]:
+        """The claim's update of this job, and the item as that update leaves it."""
+        values = self._claim_values(job_id, now, expires)
+        new_item: Item = {**item, **values}
+        new_item["attempts"] = n(need_n(item, "attempts") + 1)
+        new_item["ver"] = n(need_n(item, "ver") + 1)
+        new_item["att_seq"] = n((get_n(item, "att_seq") or 0) + 1)
+        for attr in CLAIM_REMOVES:
+            new_item.pop(attr, None)
+        return self._claim_expr(values), new_item
+
+    def _claim_expr(self, values: Mapping[str, AttributeValueTypeDef]) -> Expr:
+        """A claim's SETs and REMOVEs (its condition is the caller's): what both claim
+        paths write, and what _claim_update applies to a read item."""
+        expr = Expr()
+        for attr, value in values.items():
+            expr.set(attr, value)
+        expr.set_raw(f"{expr.name('attempts')} = {expr.name('attempts')} + {expr.value(n(1))}")
+        expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
+        seq = expr.name("att_seq")
+        expr.set_raw(f"{seq} = if_not_exists({seq}, {expr.value(n(0))}) + {expr.value(n(1))}")
+        expr.remove(*CLAIM_REMOVES)
+        return expr
+
+    def _claim_values(self, job_id: str, now: int, expires: int) -> Item:
+        """The plain values a claim SETs, a fresh lease token among them."""
+        shard = self._shard(job_id)
+        return {
+            "state": s(JobState.RUNNING.value),
+            "lease_token": s(new_lease_token()),
+            "lease_exp": n(expires),
+            "started_at": n(now),
+            "updated_at": n(now),
+            "tm_pk": s(timer_partition(TIMER_RUNNING, shard)),
+            "tm_at": n(expires),
+            "st_pk": s(state_partition(JobState.RUNNING, shard)),
+            "lease_worker": s(worker_id.current()),
+        }
+
+    def _claimed(self, item: Item) -> Job:
+        job = self._load(item)
+        self._remember_seq(job.lease_token or "", need_n(item, "att_seq"), "attempt_log" in item)
+        return job
 
     def _due_candidates(self, now: int, queues: Sequence[str] | None, limit: int) -> Iterator[str]:
         """Ids of due jobs, best first, merged across shards."""
@@ -715,25 +913,13 @@ class DynamoStore:
     def _claim_one(
         self, job_id: str, now: int, expires: int, queues: Sequence[str] | None, by_id: bool
     ) -> Job | None:
-        shard = self._shard(job_id)
         for _ in range(2):
-            expr = Expr()
+            expr = self._claim_expr(self._claim_values(job_id, now, expires))
             condition = (
                 f"{expr.one_of('state', WAITING)} AND {expr.name('run_at')} <= {expr.value(n(now))}"
             )
             if queues is not None:
                 condition += " AND " + expr.one_of("queue", [s(q) for q in queues])
-            expr.set("state", s(JobState.RUNNING.value))
-            expr.set_raw(f"{expr.name('attempts')} = {expr.name('attempts')} + {expr.value(n(1))}")
-            expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
-            expr.set("lease_token", s(new_lease_token()))
-            expr.set("lease_exp", n(expires))
-            expr.set("started_at", n(now))
-            expr.set("updated_at", n(now))
-            expr.set("tm_pk", s(timer_partition(TIMER_RUNNING, shard)))
-            expr.set("tm_at", n(expires))
-            expr.set("st_pk", s(state_partition(JobState.RUNNING, shard)))
-            expr.remove("due_pk", "due_sk", "msg_at")
             try:
                 response = self.ddb.update_item(
                     TableName=self.table,
@@ -765,7 +951,7 @@ class DynamoStore:
                     # A message that came early: send the id again for when the job is due.
                     self._send([(job_id, run_at)], now)
                 return None
-            return self._load(response["Attributes"])
+            return self._claimed(response["Attributes"])
         return None
 
     # -- reaping ----------------------------------------------------------------------------------
@@ -809,7 +995,20 @@ class DynamoStore:
             expr.set("updated_at", n(now))
             expr.set("st_pk", s(state_partition(state, self._shard(st.id))))
             expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
-            expr.remove("lease_token", "lease_exp")
+            expr.remove("lease_token", "lease_exp", "lease_worker")
+            seq = get_n(item, "att_seq")
+            if seq is not None:  # None: claimed before attempt history existed
+                started = get_n(item, "started_at")
+                expired = need_n(item, "lease_exp")
+                reaped = history.lease_expired(
+                    need_n(item, "attempts"),
+                    from_micros(started if started is not None else expired),
+                    from_micros(expired),
+                    get_s(item, "lease_worker"),
+                    dead,
+                )
+                entry = self._entry(reaped, seq, st.payload_bytes)
+                self._set_attempt(expr, seq, entry, "attempt_log" in item)
             if dead:
                 self._finished_attrs(expr, st.id, now)
             else:
@@ -846,6 +1045,7 @@ class DynamoStore:
             return []
         now = self._now()
         statics = self._statics_for([c.job_id for c in completions])
+        seqs = self._seqs_for([c for c in completions if c.attempt is not None])
         units: list[Unit] = []
         positions: list[int] = []
         written: dict[int, str] = {}
@@ -855,8 +1055,14 @@ class DynamoStore:
             if st is None:
                 continue
             state, result_json, error = c.state, None, c.error
-            # What the record can still hold beside its payload and an error message.
-            room = RECORD_LIMIT - st.payload_bytes - MAX_ERROR_CHARS
+            # What the record can still hold beside its payload, an error message and
+            # its attempt history.
+            room = (
+                RECORD_LIMIT
+                - st.payload_bytes
+                - MAX_ERROR_CHARS
+                - self._history_reserve(st.payload_bytes)
+            )
             if state is JobState.SUCCEEDED and c.result is not None:
                 result_json = dumps(c.result)
                 if self.blobs is None and len(result_json) > room:
@@ -871,11 +1077,16 @@ class DynamoStore:
             expr.set("updated_at", n(now))
             expr.set("st_pk", s(state_partition(state, self._shard(st.id))))
             expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
-            expr.remove("lease_token", "lease_exp")
+            expr.remove("lease_token", "lease_exp", "lease_worker")
+            known = seqs.get(c.lease_token)
+            if c.attempt is not None and known is not None:
+                seq, has_map = known
+                entry = self._entry(c.attempt, seq, st.payload_bytes)
+                self._set_attempt(expr, seq, entry, has_map)
             if error is None:
                 expr.remove("last_error")
             else:
-                expr.set("last_error", s(error[:MAX_ERROR_CHARS]))
+                expr.set("last_error", s(utf8_text(error[:MAX_ERROR_CHARS]) or ""))
             size = 2048
             if result_json is None:
                 expr.remove("result", "result_ref")
@@ -913,6 +1124,10 @@ class DynamoStore:
             raise
         for index, ok in zip(positions, outcome, strict=True):
             applied[index] = ok
+        with self._seqs_lock:
+            for c, ok in zip(completions, applied, strict=True):
+                if ok:
+                    self._seqs.pop(c.lease_token, None)
         if self.blobs is not None:
             refused = [ref for index, ref in written.items() if not applied[index]]
             if refused:
@@ -976,12 +1191,17 @@ class DynamoStore:
 
     @aws_errors
     def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+        """Conditional updates (still dead) packed into transactions that also bump
+        the invalidation epoch, so no cache can miss a redrive; the moved jobs are
+        then read back (consistently) for the answer."""
         if not job_ids:
             return []
         now = self._now()
-        statics = self._statics_for(list(dict.fromkeys(job_ids)))
-        moved: list[Job] = []
-        for job_id in job_ids:
+        wanted = list(dict.fromkeys(job_ids))
+        statics = self._statics_for(wanted)
+        units: list[Unit] = []
+        unit_ids: list[str] = []
+        for job_id in wanted:
             st = statics.get(job_id)
             if st is None or (tenant is not None and st.tenant != tenant):
                 continue
@@ -994,20 +1214,14 @@ class DynamoStore:
             expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
             expr.remove("result", "result_ref", "finished_at", "expires_at")
             self._waiting_attrs(expr, st, now, now)
-            try:
-                response = self.ddb.update_item(
-                    TableName=self.table,
-                    Key=job_key(job_id),
-                    UpdateExpression=expr.update_expression(),
-                    ConditionExpression=condition,
-                    ReturnValues="ALL_NEW",
-                    **expr.placeholders(),
-                )
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                    continue
-                raise
-            moved.append(self._load(response["Attributes"]))
+            units.append(Unit([self._update(job_id, expr, condition)], [_key_str(job_key(job_id))]))
+            unit_ids.append(job_id)
+        applied = self._tx.apply(units, epoch=True)
+        done = [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]
+        found = self._batch_get([job_key(i) for i in done])
+        moved = [
+            self._load(found[_key_str(job_key(i))]) for i in done if _key_str(job_key(i)) in found
+        ]
         self._send([(j.id, now) for j in moved], now)
         return moved
 
@@ -1173,7 +1387,7 @@ class DynamoStore:
             units.append(Unit(actions, keys))
             unit_ids.append(job_id)
             refs.append([r for r in (get_s(item, "payload_ref"), get_s(item, "result_ref")) if r])
-        applied = self._tx.apply(units)
+        applied = self._tx.apply(units, epoch=True)
         if self.blobs is not None:
             gone = [r for rs, ok in zip(refs, applied, strict=True) if ok for r in rs]
             if gone:
@@ -1252,6 +1466,103 @@ class DynamoStore:
             condition += f"{expr.name('msg_at')} = {expr.value(n(previous))}"
         expr.set("msg_at", n(planned))
         return self._update_if(job_id, expr, condition)
+
+    # -- attempt history, due work, workers ------------------------------------------------------
+    @aws_errors
+    def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
+        expr = Expr()
+        item = self.ddb.get_item(
+            TableName=self.table,
+            Key=job_key(job_id),
+            ConsistentRead=True,
+            ProjectionExpression=f"{expr.name('tenant')}, {expr.name('attempt_log')}",
+            ExpressionAttributeNames=expr.names,
+        ).get("Item")
+        if item is None or (tenant is not None and get_s(item, "tenant") != tenant):
+            return None
+        slots = item.get("attempt_log", {}).get("M", {})
+        entries = [json.loads(v["S"]) for v in slots.values() if "S" in v]
+        entries.sort(key=lambda e: int(e.get("q", 0)))
+        return history.decode_all(entries, self.history_limit)
+
+    @aws_errors
+    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+        """Per shard, the due part of the timer index's waiting partition, oldest first:
+        the first entry seen for a queue is its oldest. With `queues`, a shard is left as
+        soon as each of them has been seen."""
+        if queues is not None and not queues:
+            return {}
+        now = self._now()
+        oldest: dict[str, int] = {}
+        for shard in self._shards():
+            expr = Expr()
+            key = (
+                f"{expr.name('tm_pk')} = {expr.value(s(timer_partition(TIMER_WAITING, shard)))}"
+                f" AND {expr.name('tm_at')} <= {expr.value(n(now))}"
+            )
+            filter_ = expr.one_of("queue", [s(q) for q in queues]) if queues else None
+            seen: set[str] = set()
+            for item in self._query(GSI_TIMER, expr, key, filter_, page=1000):
+                queue = need_s(item, "queue")
+                at = need_n(item, "tm_at")
+                seen.add(queue)
+                if queue not in oldest or at < oldest[queue]:
+                    oldest[queue] = at
+                if queues is not None and len(seen) == len(set(queues)):
+                    break
+        return {queue: from_micros(at) for queue, at in oldest.items()}
+
+    @aws_errors
+    def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:
+        now = self._now()
+        item: Item = {
+            **worker_key(worker),
+            "started_at": n(to_micros(started_at)),
+            "last_beat": n(now),
+            "expires_at": n(now // MICRO + history.BEAT_RETENTION_SECONDS),
+        }
+        text = history.queues_text(queues)
+        if text is not None:
+            item["queues"] = s(text)
+        # An upsert by UpdateItem, not PutItem: the worker function's role may update
+        # the table but not put into it (infra/generate.py), and a beat is an upsert.
+        key = worker_key(worker)
+        fields = {k: v for k, v in item.items() if k not in key}
+        names = {f"#f{i}": name for i, name in enumerate(fields)}
+        values = {f":v{i}": value for i, value in enumerate(fields.values())}
+        self.ddb.update_item(
+            TableName=self.table,
+            Key=key,
+            UpdateExpression="SET "
+            + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields)))
+            + ("" if text is not None else " REMOVE queues"),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    @aws_errors
+    def live_workers(self, within: float) -> list[WorkerBeat]:
+        since = self._now() - int(within * MICRO)
+        expr = Expr()
+        key = f"{expr.name('pk')} = {expr.value(s(WORKER_PK))}"
+        live = [
+            WorkerBeat(
+                need_s(item, "sk"),
+                history.queues_of(get_s(item, "queues")),
+                from_micros(need_n(item, "started_at")),
+                from_micros(need_n(item, "last_beat")),
+            )
+            for item in self._query(None, expr, key, consistent=True)
+            if need_n(item, "last_beat") >= since
+        ]
+        return sorted(live, key=lambda b: b.worker)
+
+    @aws_errors
+    def cache_epoch(self) -> int:
+        item = self.ddb.get_item(TableName=self.table, Key=epoch_key(), ConsistentRead=True).get(
+            "Item"
+        )
+        return (get_n(item, "n") or 0) if item is not None else 0
 
     def close(self) -> None:
         if self._owns_clients:

@@ -13,6 +13,18 @@ One table, three kinds of item, told apart by the partition key:
   bumped with ADD in the same transaction as the transition it counts. A few
   shards per counter spread the writes so concurrent transactions rarely
   collide on one item.
+- the invalidation epoch: ``pk = sk = "E"`` holding ``n``, bumped with ADD in
+  the transaction of every redrive or purge that changes a job.
+- a worker's beat: ``pk = "W"``, ``sk = <worker id>`` holding its queues
+  (JSON), ``started_at``, ``last_beat`` and ``expires_at`` (the table's TTL,
+  a day after the beat). One partition: a beat every ~15 s per worker is far
+  below a partition's 1,000 writes a second.
+
+A job's attempt history lives on its own item (``attempt_log``, a map of
+ring slots ``a0`` .. ``a<N-1>``, each one attempt as JSON with its sequence
+number ``q``; ``att_seq`` counts the job's claims and picks the slot), so the
+finish that records an attempt is the same conditional write as the
+transition, and a job's item never holds more than N attempts.
 
 Four sparse global secondary indexes answer the questions a store is asked.
 Each partition name carries a shard suffix (``#0`` .. ``#S-1``, from a hash
@@ -54,6 +66,8 @@ else:
 
 JOB_SK = "J"
 COUNTER_PK = "C"
+EPOCH_PK = "E"
+WORKER_PK = "W"
 GSI_DUE = "due"
 GSI_TIMER = "timer"
 GSI_STATE = "state"
@@ -176,6 +190,20 @@ def idem_key(tenant: str, key: str) -> Item:
 
 def counter_key(queue: str, type_: str, event: str, shard: int) -> Item:
     return {"pk": s(COUNTER_PK), "sk": s(json.dumps([queue, type_, event, shard]))}
+
+
+def epoch_key() -> Item:
+    """The invalidation epoch (JobStore.cache_epoch): one item holding ``n``."""
+    return {"pk": s(EPOCH_PK), "sk": s(EPOCH_PK)}
+
+
+def worker_key(worker: str) -> Item:
+    return {"pk": s(WORKER_PK), "sk": s(worker)}
+
+
+def attempt_slot(seq: int, slots: int) -> str:
+    """The ring slot of the job's seq-th claim in its attempt_log map."""
+    return f"a{seq % slots}"
 
 
 def shard_of(job_id: str, shards: int) -> int:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import StoreUnavailable
-from chalicelib.storage.dynamodb_schema import Expr, counter_key, s
+from chalicelib.storage.dynamodb_schema import Expr, counter_key, epoch_key, s
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -87,10 +87,11 @@ class Transactions:
             )
         return actions
 
-    def chunks(self, units: Sequence[Unit]) -> Iterator[list[int]]:
-        """Pack units into transactions: at most 100 actions, 3.5 MB, one write per item."""
+    def chunks(self, units: Sequence[Unit], reserved: int = 0) -> Iterator[list[int]]:
+        """Pack units into transactions: at most 100 actions (less `reserved`), 3.5 MB,
+        one write per item."""
         chunk: list[int] = []
-        actions = 0
+        actions = reserved
         size = 0
         keys: set[str] = set()
         counters: set[tuple[str, str, str]] = set()
@@ -103,7 +104,7 @@ class Transactions:
                 or keys.intersection(unit.keys)
             ):
                 yield chunk
-                chunk, actions, size, keys, counters = [], 0, 0, set(), set()
+                chunk, actions, size, keys, counters = [], reserved, 0, set(), set()
                 unit_counters = {c[:3] for c in unit.counters}
                 needed = len(unit.actions) + len(unit_counters)
             chunk.append(index)
@@ -114,8 +115,23 @@ class Transactions:
         if chunk:
             yield chunk
 
-    def once(self, units: Sequence[Unit]) -> None:
-        """One all-or-nothing transaction; raises Cancelled with per-unit reasons."""
+    def epoch_action(self) -> TransactWriteItemTypeDef:
+        """ADD 1 to the invalidation epoch item (JobStore.cache_epoch)."""
+        expr = Expr().add("n", 1)
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": epoch_key(),
+                "UpdateExpression": expr.update_expression(),
+                **expr.placeholders(),  # type: ignore[typeddict-item]
+            }
+        }
+
+    def once(self, units: Sequence[Unit], epoch: bool = False) -> None:
+        """One all-or-nothing transaction; raises Cancelled with per-unit reasons.
+
+        With `epoch`, the transaction also bumps the invalidation epoch, so the
+        change and the bump land together."""
         totals: dict[tuple[str, str, str], int] = {}
         actions: list[TransactWriteItemTypeDef] = []
         for unit in units:
@@ -123,6 +139,8 @@ class Transactions:
             for queue, type_, event, amount in unit.counters:
                 totals[(queue, type_, event)] = totals.get((queue, type_, event), 0) + amount
         actions.extend(self.counter_actions(totals))
+        if epoch:
+            actions.append(self.epoch_action())
         try:
             self.ddb.transact_write_items(TransactItems=actions)
         except ClientError as exc:
@@ -146,16 +164,18 @@ class Transactions:
                 per_unit = [dict(counter_failed) for _ in units]
             raise Cancelled(per_unit) from exc
 
-    def apply(self, units: Sequence[Unit]) -> list[bool]:
-        """Apply each unit on its own: one whose condition fails is dropped, the rest retried."""
+    def apply(self, units: Sequence[Unit], epoch: bool = False) -> list[bool]:
+        """Apply each unit on its own: one whose condition fails is dropped, the rest retried.
+
+        With `epoch`, every transaction that applies anything bumps the epoch too."""
         applied = [False] * len(units)
-        for chunk in self.chunks(units):
+        for chunk in self.chunks(units, reserved=1 if epoch else 0):
             live = list(chunk)
             for attempt in range(TRANSACTION_ATTEMPTS):
                 if not live:
                     break
                 try:
-                    self.once([units[i] for i in live])
+                    self.once([units[i] for i in live], epoch=epoch)
                 except Cancelled as cancelled:
                     refused = [
                         i

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound
 from chalicelib.ids import new_lease_token
 from chalicelib.models import (
     WAITING_STATES,
     AddResult,
+    Attempt,
     Completion,
     CounterKey,
     Job,
@@ -19,7 +22,9 @@ from chalicelib.models import (
     JobQuery,
     JobState,
     NewJob,
+    WorkerBeat,
 )
+from chalicelib.storage import history
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     check_limit,
@@ -32,12 +37,17 @@ from chalicelib.storage.notify import LocalNotifier
 
 
 class MemoryStore:
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, attempt_history: int | None = None) -> None:
         self.clock: Clock = clock or SystemClock()
+        self.history_limit = attempt_history or history.history_limit()
+        self._history: dict[str, deque[Attempt]] = {}
+        self._lease_worker: dict[str, str] = {}  # job id -> who claimed it
+        self._beats: dict[str, WorkerBeat] = {}
         self.notifier = LocalNotifier()
         self._jobs: dict[str, Job] = {}
         self._idem: dict[tuple[str, str], str] = {}
         self._counters: dict[CounterKey, int] = {}
+        self._epoch = 0  # see JobStore.cache_epoch
         self._lock = threading.RLock()
 
     # -- helpers -----------------------------------------------------------
@@ -51,6 +61,12 @@ class MemoryStore:
         self._jobs[job.id] = changed
         return changed
 
+    def _record(self, job_id: str, attempt: Attempt) -> None:
+        log = self._history.get(job_id)
+        if log is None or log.maxlen != self.history_limit:
+            log = self._history[job_id] = deque(log or (), maxlen=self.history_limit)
+        log.append(history.fit(attempt))
+
     def _reap(self, now: datetime) -> None:
         for job in list(self._jobs.values()):
             if (
@@ -59,6 +75,16 @@ class MemoryStore:
                 and job.lease_expires_at <= now
             ):
                 dead = job.attempts >= job.max_attempts
+                self._record(
+                    job.id,
+                    history.lease_expired(
+                        job.attempts,
+                        job.started_at,
+                        job.lease_expires_at,
+                        self._lease_worker.pop(job.id, None),
+                        dead,
+                    ),
+                )
                 self._update(
                     job,
                     state=JobState.DEAD if dead else JobState.RETRYING,
@@ -143,7 +169,9 @@ class MemoryStore:
             ]
             due.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
             claimed = []
+            claimer = worker_id.current()
             for job in due[:limit]:
+                self._lease_worker[job.id] = claimer
                 claimed.append(
                     self._update(
                         job,
@@ -183,6 +211,9 @@ class MemoryStore:
                     finished_at=now if terminal else None,
                 )
                 self._bump(job, *completion_events(c.state))
+                self._lease_worker.pop(job.id, None)
+                if c.attempt is not None:
+                    self._record(job.id, c.attempt)
                 applied.append(True)
         return applied
 
@@ -250,6 +281,8 @@ class MemoryStore:
                         updated_at=now,
                     )
                 )
+            if moved:
+                self._epoch += 1
         if moved:
             self.notifier.notify()
         return moved
@@ -286,9 +319,52 @@ class MemoryStore:
             ][:limit]
             for job in doomed:
                 del self._jobs[job.id]
+                self._history.pop(job.id, None)
                 if job.idempotency_key:
                     self._idem.pop((job.tenant, job.idempotency_key), None)
+            if doomed:
+                self._epoch += 1
         return len(doomed)
+
+    def cache_epoch(self) -> int:
+        with self._lock:
+            return self._epoch
+
+    def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
+        with self._lock:
+            if self.get(job_id, tenant) is None:
+                return None
+            return list(self._history.get(job_id, ()))[-self.history_limit :]
+
+    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+        now = self.clock.now()
+        out: dict[str, datetime] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                if (
+                    job.state in WAITING_STATES
+                    and job.run_at <= now
+                    and (queues is None or job.queue in queues)
+                    and (job.queue not in out or job.run_at < out[job.queue])
+                ):
+                    out[job.queue] = job.run_at
+        return out
+
+    def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:
+        now = self.clock.now()
+        with self._lock:
+            self._beats[worker] = WorkerBeat(
+                worker, None if queues is None else tuple(queues), started_at, now
+            )
+            cutoff = now - timedelta(seconds=history.BEAT_RETENTION_SECONDS)
+            for name in [w for w, b in self._beats.items() if b.last_beat < cutoff]:
+                del self._beats[name]
+
+    def live_workers(self, within: float) -> list[WorkerBeat]:
+        since = self.clock.now() - timedelta(seconds=within)
+        with self._lock:
+            live = [b for b in self._beats.values() if b.last_beat >= since]
+        return sorted(live, key=lambda b: b.worker)
 
     def close(self) -> None:
         self.notifier.close()

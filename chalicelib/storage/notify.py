@@ -16,6 +16,8 @@ import select
 import socket
 import threading
 
+from chalicelib.storage.files import private_dirs
+
 
 class LocalNotifier:
     """In-process wake-ups that are never lost between two waits.
@@ -61,7 +63,7 @@ class SocketDirNotifier:
 
     def __init__(self, directory: str) -> None:
         self.directory = directory
-        os.makedirs(directory, exist_ok=True)
+        private_dirs(directory)  # only this user's processes may wake (or list) workers
         self._sock: socket.socket | None = None
         self._path: str | None = None
         self._lock = threading.Lock()

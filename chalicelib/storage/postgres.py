@@ -42,12 +42,14 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound, StoreNotMigrated, StoreUnavailable
 from chalicelib.ids import new_lease_token
 from chalicelib.models import (
     STATE_BY_VALUE,
     AddResult,
+    Attempt,
     Completion,
     CounterKey,
     Job,
@@ -55,12 +57,15 @@ from chalicelib.models import (
     JobQuery,
     JobState,
     NewJob,
+    WorkerBeat,
     queued_job,
     trusted_job,
 )
-from chalicelib.storage import migrations
+from chalicelib.redact import redact_text, redact_url
+from chalicelib.storage import history, migrations
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
+    StoreUnreachable,
     check_limit,
     decode_cursor,
     encode_cursor,
@@ -113,6 +118,34 @@ ADD_SQL = (
     + ") SELECT id, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM ins"
 )
 
+
+def append_attempt(log: str, entry: str) -> str:
+    """SQL for `log` (a jsonb array or NULL) with `entry` (jsonb, or NULL for nothing)
+    appended, keeping the last %(keep)s entries: one `||` until the history is full,
+    then a rebuild from its last keep - 1 entries."""
+    return (
+        f"CASE WHEN {entry} IS NULL THEN {log}"
+        f" WHEN {log} IS NULL THEN jsonb_build_array({entry})"
+        f" WHEN jsonb_array_length({log}) < %(keep)s::int THEN {log} || jsonb_build_array({entry})"
+        f" ELSE COALESCE((SELECT jsonb_agg(t.e ORDER BY t.i) FROM jsonb_array_elements({log})"
+        f" WITH ORDINALITY AS t(e, i) WHERE t.i > jsonb_array_length({log}) - %(keep)s::int + 1),"
+        f" '[]'::jsonb) || jsonb_build_array({entry}) END"
+    )
+
+
+def _micros_sql(column: str) -> str:
+    return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+
+
+# The attempt a reap records (storage/history.py's encoding, built in SQL).
+_REAPED_ATTEMPT = (
+    "jsonb_build_object('n', j.attempts,"
+    f" 's', {_micros_sql('COALESCE(j.started_at, j.lease_expires_at)')},"
+    f" 'f', {_micros_sql('j.lease_expires_at')},"
+    " 'w', COALESCE(j.lease_worker, 'unknown'), 'o', 'lease_expired', 'e', %(error)s::text,"
+    " 'd', CASE WHEN j.attempts >= j.max_attempts THEN NULL ELSE 0.0 END)"
+)
+
 REAP_SQL = (
     "WITH picked AS ("
     " SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= %(now)s"
@@ -122,7 +155,8 @@ REAP_SQL = (
     " state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'retrying' END,"
     " run_at = CASE WHEN j.attempts >= j.max_attempts THEN j.run_at ELSE %(now)s END,"
     " finished_at = CASE WHEN j.attempts >= j.max_attempts THEN %(now)s::timestamptz END,"
-    " lease_token = NULL, lease_expires_at = NULL, last_error = %(error)s, updated_at = %(now)s"
+    " lease_token = NULL, lease_expires_at = NULL, last_error = %(error)s, updated_at = %(now)s,"
+    f" attempt_log = {append_attempt('j.attempt_log', _REAPED_ATTEMPT)}, lease_worker = NULL"
     " FROM picked WHERE j.id = picked.id RETURNING j.queue, j.type, j.state)"
     " "
     + UPSERT_COUNTERS.format(
@@ -138,20 +172,23 @@ CLAIM_SQL = (
     " SELECT id FROM jobs WHERE state IN ('queued', 'retrying') AND run_at <= %(now)s{filters}"
     " ORDER BY priority DESC, run_at, created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
     " UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_token = %(token)s,"
-    " lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s"
+    " lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s,"
+    " lease_worker = %(worker)s"
     f" FROM picked WHERE j.id = picked.id RETURNING {J_COLUMNS}"
 )
 
 FINISH_SQL = (
     "WITH c AS ("
     " SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(states)s::text[],"
-    " %(results)s::text[], %(errors)s::text[], %(retry_ats)s::timestamptz[])"
-    " AS c(id, token, state, result, error, retry_at)),"
+    " %(results)s::text[], %(errors)s::text[], %(retry_ats)s::timestamptz[],"
+    " %(attempts)s::text[])"
+    " AS c(id, token, state, result, error, retry_at, attempt)),"
     " done AS ("
     " UPDATE jobs j SET state = c.state, result = c.result, last_error = c.error,"
     " run_at = COALESCE(c.retry_at, j.run_at), lease_token = NULL, lease_expires_at = NULL,"
     " updated_at = %(now)s,"
-    " finished_at = CASE WHEN c.state = 'retrying' THEN NULL ELSE %(now)s::timestamptz END"
+    " finished_at = CASE WHEN c.state = 'retrying' THEN NULL ELSE %(now)s::timestamptz END,"
+    f" attempt_log = {append_attempt('j.attempt_log', 'c.attempt::jsonb')}"
     " FROM c WHERE j.id = c.id AND j.lease_token = c.token AND j.state = 'running'"
     " RETURNING j.id, j.queue, j.type, j.state),"
     " bump AS ("
@@ -184,12 +221,18 @@ REDRIVE_SQL = (
     f" SELECT {COLUMNS}, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM moved"
 )
 
+# JobStore.cache_epoch. Redrive bumps it last in its transaction and purge after
+# its rows are locked, so both lock jobs before the epoch row: no deadlock.
+BUMP_EPOCH_SQL = "UPDATE cache_epoch SET n = n + 1"
+
 PURGE_SQL = (
     "WITH doomed AS ("
     " SELECT id FROM jobs WHERE finished_at < %(before)s"
     " AND state IN ('succeeded', 'dead', 'cancelled')"
-    " ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
-    " DELETE FROM jobs j USING doomed WHERE j.id = doomed.id"
+    " ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
+    " gone AS (DELETE FROM jobs j USING doomed WHERE j.id = doomed.id RETURNING j.id),"
+    " bump AS (UPDATE cache_epoch SET n = n + 1 WHERE EXISTS (SELECT 1 FROM gone))"
+    " SELECT count(*) FROM gone"
 )
 
 
@@ -259,6 +302,7 @@ class PgSettings:
     pool_min: int = 1
     pool_max: int = 10
     pool_timeout: float = 5.0
+    url: str = ""  # as given, for messages (always shown through redact_url)
 
     @property
     def channel(self) -> str:
@@ -304,6 +348,7 @@ def parse_url(url: str) -> PgSettings:
         pool_min=pool_min,
         pool_max=pool_max,
         pool_timeout=float(ours.get("pool_timeout") or 5.0),
+        url=url,
     )
 
 
@@ -332,14 +377,41 @@ def connect(settings: PgSettings, timeout: float = 5.0) -> Conn:
     return psycopg.connect(settings.conninfo, autocommit=True, connect_timeout=max(1, int(timeout)))
 
 
+def probe(settings: PgSettings) -> Conn:
+    """Connect once, or raise StoreUnreachable: one line naming the (redacted) URL,
+    the server's reason and what to check. For start-up (store, `spool db`)."""
+    try:
+        return connect(settings, timeout=settings.pool_timeout)
+    except psycopg.OperationalError as exc:
+        raise StoreUnreachable(unreachable_message(settings, exc), retry_after=5) from exc
+
+
+def unreachable_message(settings: PgSettings, exc: BaseException) -> str:
+    lines = [" ".join(line.split()) for line in str(exc).splitlines()]
+    # libpq's own hint repeats what the sentence below says, for every host tried.
+    reasons = [line for line in lines if line and not line.startswith("Is the server running")]
+    reason = redact_text("; ".join(reasons) or type(exc).__name__)
+    return (
+        f"cannot reach the Postgres store at {redact_url(settings.url or settings.conninfo)}: "
+        f"{reason}. Check that the server is running and accepts connections on that host "
+        "and port, and that the user, password and database in SPOOL_STORE_URL are right."
+    )
+
+
 class PostgresStore:
     # Each call takes its own pooled connection, so the worker may write completions
     # while it claims (see Worker._flush_beside).
     concurrent_writes = True
 
-    def __init__(self, settings: PgSettings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: PgSettings, clock: Clock | None = None, attempt_history: int | None = None
+    ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.settings = settings
+        self.history_limit = attempt_history or history.history_limit()
+        # One plain connection first: an unreachable server is one clear error
+        # naming the URL, not a pool retrying (and logging) in the background.
+        self._check_migrated()
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             settings.conninfo,
             min_size=settings.pool_min,
@@ -353,18 +425,12 @@ class PostgresStore:
         )
         self._pool.open(wait=False)
         self.notifier = PgNotifier(settings, self._notify)
-        try:
-            self._check_migrated()
-        except BaseException:
-            self.close()
-            raise
 
     # -- plumbing ------------------------------------------------------------
     def _check_migrated(self) -> None:
-        def check(conn: Conn) -> int:
-            return migrations.status(conn).current
-
-        if self._run(check, read=True) < migrations.latest_version():
+        with probe(self.settings) as conn:
+            current = migrations.status(conn).current
+        if current < migrations.latest_version():
             raise StoreNotMigrated(NOT_MIGRATED, {"schema": self.settings.schema})
 
     def _run(self, fn: Callable[[Conn], T], read: bool = False) -> T:
@@ -518,6 +584,7 @@ class PostgresStore:
             "limit": limit,
             "token": new_lease_token(),
             "expires": now + timedelta(seconds=lease_seconds),
+            "worker": _enc(worker_id.current()),
         }
         if queues is not None:
             filters += " AND queue = ANY(%(queues)s::text[])"
@@ -526,7 +593,12 @@ class PostgresStore:
             filters += " AND id = ANY(%(ids)s::text[])"
             params["ids"] = [_enc(i) for i in ids]
         claim_sql = CLAIM_SQL.format(filters=filters)
-        reap_params = {"now": now, "error": LEASE_EXPIRED_ERROR, "shard": self._shard()}
+        reap_params = {
+            "now": now,
+            "error": LEASE_EXPIRED_ERROR,
+            "shard": self._shard(),
+            "keep": self.history_limit,
+        }
 
         def claim(conn: Conn) -> list[Any]:
             # Reap, then claim (it must see what the reap freed): one transaction,
@@ -576,6 +648,11 @@ class PostgresStore:
                 ],
                 "errors": [_enc_opt(c.error) for c in cs],
                 "retry_ats": [c.retry_at for c in cs],
+                "attempts": [
+                    None if c.attempt is None else history.encode_within(c.attempt, escape=_enc)
+                    for c in cs
+                ],
+                "keep": self.history_limit,
                 "shard": self._shard(),
             }
 
@@ -685,6 +762,8 @@ class PostgresStore:
                             },
                         ).fetchall()
                     )
+                if rows:
+                    conn.execute(BUMP_EPOCH_SQL)
             return rows
 
         moved = {r[0]: row_to_job(r) for r in self._run(write)}
@@ -729,13 +808,78 @@ class PostgresStore:
             params = {"before": finished_before, "limit": batch}
 
             def delete(conn: Conn, params: dict[str, Any] = params) -> int:
-                return conn.execute(PURGE_SQL, params).rowcount
+                row = conn.execute(PURGE_SQL, params).fetchone()
+                return int(row[0]) if row else 0
 
             n = self._run(delete)
             total += n
             if n < batch:
                 break
         return total
+
+    def cache_epoch(self) -> int:
+        row = self._run(
+            lambda conn: conn.execute("SELECT n FROM cache_epoch").fetchone(), read=True
+        )
+        return int(row[0]) if row else 0
+
+    def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
+        row = self._run(
+            lambda conn: conn.execute(
+                "SELECT tenant, attempt_log FROM jobs WHERE id = %s", (_enc(job_id),)
+            ).fetchone(),
+            read=True,
+        )
+        if row is None or (tenant is not None and _dec_str(row[0]) != tenant):
+            return None
+        return history.decode_all(row[1], self.history_limit, unescape=_dec_str)
+
+    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+        if queues is not None and not queues:
+            return {}
+        queue_clause = " AND queue = ANY(%(queues)s::text[])" if queues else ""
+        params = {"now": self.clock.now(), "queues": [_enc(q) for q in queues or []]}
+        text = (
+            "SELECT queue, min(run_at) FROM jobs WHERE state IN ('queued', 'retrying')"
+            f" AND run_at <= %(now)s{queue_clause} GROUP BY queue"
+        )
+        rows = self._run(lambda conn: conn.execute(text, params).fetchall(), read=True)
+        return {_dec_str(queue): at for queue, at in rows}
+
+    def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:
+        now = self.clock.now()
+        params = {
+            "worker": _enc(worker),
+            "queues": _enc_opt(history.queues_text(queues)),
+            "started": started_at,
+            "now": now,
+            "cutoff": now - timedelta(seconds=history.BEAT_RETENTION_SECONDS),
+        }
+        self._run(
+            lambda conn: conn.execute(
+                "WITH up AS (INSERT INTO workers (worker, queues, started_at, last_beat)"
+                " VALUES (%(worker)s, %(queues)s, %(started)s, %(now)s)"
+                " ON CONFLICT (worker) DO UPDATE SET queues = excluded.queues,"
+                " started_at = excluded.started_at, last_beat = excluded.last_beat RETURNING 1)"
+                " DELETE FROM workers WHERE last_beat < %(cutoff)s",
+                params,
+            )
+        )
+
+    def live_workers(self, within: float) -> list[WorkerBeat]:
+        since = self.clock.now() - timedelta(seconds=within)
+        rows = self._run(
+            lambda conn: conn.execute(
+                "SELECT worker, queues, started_at, last_beat FROM workers"
+                " WHERE last_beat >= %s ORDER BY worker",
+                (since,),
+            ).fetchall(),
+            read=True,
+        )
+        return [
+            WorkerBeat(_dec_str(w), history.queues_of(_dec(q)), started, last)
+            for w, q, started, last in rows
+        ]
 
     def close(self) -> None:
         self.notifier.close()

@@ -5,6 +5,10 @@ object before the record that points at it, so a reader never follows a key to
 nothing. Objects whose record was never written (a refused finish, a rolled
 back add) are deleted at once where possible; the bucket's lifecycle rule
 sweeps any that a crash leaves behind.
+
+Everything lives under INTERNAL_PREFIX. Handler blobs (chalicelib.blobs) may share
+the bucket only in a folder apart from it: tenants name keys there, and must
+never be able to name these objects.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("spool.s3")
 
 DELETE_BATCH = 1000  # DeleteObjects limit
+INTERNAL_PREFIX = "spool/"  # the folder Spool's own objects live in; infra scopes roles to it
 
 
 class S3Blobs:
-    def __init__(self, client: S3Client, bucket: str, prefix: str = "spool/") -> None:
+    def __init__(self, client: S3Client, bucket: str, prefix: str = INTERNAL_PREFIX) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix

@@ -28,12 +28,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from chalicelib.ids import new_lease_token
 from chalicelib.models import (
     STATE_BY_VALUE,
     AddResult,
+    Attempt,
     Completion,
     CounterKey,
     Job,
@@ -41,9 +43,11 @@ from chalicelib.models import (
     JobQuery,
     JobState,
     NewJob,
+    WorkerBeat,
     queued_job,
     trusted_job,
 )
+from chalicelib.storage import history
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     check_limit,
@@ -52,7 +56,9 @@ from chalicelib.storage.base import (
     encode_cursor,
     from_micros,
     to_micros,
+    utf8_text,
 )
+from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
 
 SCHEMA = """
@@ -75,7 +81,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
     started_at INTEGER,
-    finished_at INTEGER
+    finished_at INTEGER,
+    attempt_log TEXT,
+    lease_worker TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, created_at)
     WHERE state IN ('queued', 'retrying');
@@ -91,7 +99,26 @@ CREATE TABLE IF NOT EXISTS counters (
     n INTEGER NOT NULL,
     PRIMARY KEY (queue, type, event)
 );
+CREATE TABLE IF NOT EXISTS cache_epoch (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    n INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO cache_epoch (id, n) VALUES (1, 0);
+CREATE TABLE IF NOT EXISTS workers (
+    worker TEXT PRIMARY KEY,
+    queues TEXT,
+    started_at INTEGER NOT NULL,
+    last_beat INTEGER NOT NULL
+);
 """
+
+# Columns added since the first release: a file made before them gets them on open.
+# attempt_log: the job's last N attempts as a JSON array (storage/history.py);
+# lease_worker: who holds the lease, for the attempt a reap records.
+ADDED_COLUMNS = (("attempt_log", "TEXT"), ("lease_worker", "TEXT"))
+
+# JobStore.cache_epoch: bumped in the transaction of a redrive or purge that changed a job.
+BUMP_EPOCH = "UPDATE cache_epoch SET n = n + 1 WHERE id = 1"
 
 # Applied to every connection (the benchmark's raw baseline uses the same).
 PRAGMAS = (
@@ -124,29 +151,73 @@ INSERT = (
 # Compact JSON; one encoder, not one built per call as json.dumps(separators=...) does.
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
-# Completions per finish statement: 7 parameters each, well under SQLite's limit.
+# Completions per finish statement: 8 parameters each, well under SQLite's limit.
 FINISH_CHUNK = 500
-FINISH_ONE = (
-    "UPDATE jobs SET state = ?, result = ?, last_error = ?, run_at = COALESCE(?, run_at), "
-    "lease_token = NULL, lease_expires_at = NULL, updated_at = ?, finished_at = ? "
-    "WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING queue, type"
-)
 
 
-def _finish_sql(n: int) -> str:
+def append_attempt(log: str, entry: str, limit: int) -> str:
+    """SQL for `log` (a JSON array or NULL) with `entry` (JSON text, or NULL for
+    nothing) appended, keeping the last `limit` entries.
+
+    The common case is one json_insert; only a full history is rebuilt, from its
+    last limit - 1 entries.
+    """
+    return (
+        f"CASE WHEN {entry} IS NULL THEN {log} "
+        f"WHEN {log} IS NULL THEN json_array(json({entry})) "
+        f"WHEN json_array_length({log}) >= {int(limit)} THEN json_insert(("
+        f"SELECT json_group_array(json(value)) FROM (SELECT value FROM json_each({log}) "
+        f"WHERE key > json_array_length({log}) - {int(limit)} ORDER BY key)), '$[#]', "
+        f"json({entry})) "
+        f"ELSE json_insert({log}, '$[#]', json({entry})) END"
+    )
+
+
+def _finish_one_sql(limit: int) -> str:
+    """One completion: state, result, error, retry_at, now, finished, attempt, id, token."""
+    return (
+        "UPDATE jobs SET state = ?1, result = ?2, last_error = ?3, "
+        "run_at = COALESCE(?4, run_at), lease_token = NULL, lease_expires_at = NULL, "
+        "updated_at = ?5, finished_at = ?6, "
+        f"attempt_log = {append_attempt('attempt_log', '?7', limit)} "
+        "WHERE id = ?8 AND lease_token = ?9 AND state = 'running' RETURNING queue, type"
+    )
+
+
+def _finish_sql(n: int, limit: int) -> str:
     """One UPDATE ... FROM (VALUES ...) for n completions of distinct jobs.
 
     Each row applies only while its lease token still matches a running job;
-    RETURNING says which did. One statement instead of n keeps a batch cheap.
+    RETURNING says which did, and its attempt (column8) joins the history in
+    the same statement. One statement instead of n keeps a batch cheap.
     """
-    values = ",".join(["(?,?,?,?,?,?,?)"] * n)
+    values = ",".join(["(?,?,?,?,?,?,?,?)"] * n)
     return (
         "UPDATE jobs SET state = v.column3, result = v.column4, last_error = v.column5, "
         "run_at = COALESCE(v.column6, jobs.run_at), lease_token = NULL, "
-        "lease_expires_at = NULL, updated_at = ?, finished_at = v.column7 "
+        "lease_expires_at = NULL, updated_at = ?, finished_at = v.column7, "
+        f"attempt_log = {append_attempt('jobs.attempt_log', 'v.column8', limit)} "
         f"FROM (VALUES {values}) AS v WHERE jobs.id = v.column1 "
         "AND jobs.lease_token = v.column2 AND jobs.state = 'running' "
         "RETURNING jobs.id, jobs.queue, jobs.type, jobs.state"
+    )
+
+
+def _reap_sql(limit: int) -> str:
+    """Expired leases back to retrying (or dead), each recording a lease_expired attempt."""
+    entry = (
+        "json_object('n', attempts, 's', COALESCE(started_at, lease_expires_at), "
+        "'f', lease_expires_at, 'w', COALESCE(lease_worker, 'unknown'), 'o', 'lease_expired', "
+        "'e', ?2, 'd', CASE WHEN attempts >= max_attempts THEN NULL ELSE 0.0 END)"
+    )
+    return (
+        "UPDATE jobs SET "
+        "state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END, "
+        "run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 END, "
+        "finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, "
+        f"attempt_log = {append_attempt('attempt_log', entry, limit)}, lease_worker = NULL, "
+        "lease_token = NULL, lease_expires_at = NULL, last_error = ?2, updated_at = ?1 "
+        "WHERE state = 'running' AND lease_expires_at <= ?1 RETURNING queue, type, state"
     )
 
 
@@ -204,14 +275,23 @@ def _tally(rows: Iterable[Sequence[Any]], events_of: Any) -> list[tuple[str, str
 
 
 class SQLiteStore:
-    def __init__(self, path: str, clock: Clock | None = None, synchronous: str = "normal") -> None:
+    def __init__(
+        self,
+        path: str,
+        clock: Clock | None = None,
+        synchronous: str = "normal",
+        attempt_history: int | None = None,
+    ) -> None:
         if synchronous.lower() not in ("normal", "full", "off"):
             raise ValueError("synchronous must be normal, full or off")
         self.clock: Clock = clock or SystemClock()
+        self.history_limit = attempt_history or history.history_limit()
+        self._finish_one = _finish_one_sql(self.history_limit)
+        self._reap_sql = _reap_sql(self.history_limit)
         self.path = path
         self.synchronous = synchronous.upper()
         if path != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            private_file(path)  # 0600 in a 0700 folder: it holds payloads
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
@@ -221,6 +301,20 @@ class SQLiteStore:
         self._write_lock = threading.Lock()
         self.notifier = SocketDirNotifier(os.path.abspath(path) + ".wake")
         self._db().executescript(SCHEMA)
+        self._add_columns()
+
+    def _add_columns(self) -> None:
+        """Give a file made by an older Spool the columns this one writes. Checked again
+        under the write lock, so two processes opening the file at once add each once."""
+        if not self._missing_columns():
+            return
+        with self._write() as db:
+            for name, kind in self._missing_columns():
+                db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+
+    def _missing_columns(self) -> list[tuple[str, str]]:
+        have = {row[1] for row in self._db().execute("PRAGMA table_info(jobs)")}
+        return [(name, kind) for name, kind in ADDED_COLUMNS if name not in have]
 
     # -- connections -------------------------------------------------------
     def _db(self) -> sqlite3.Connection:
@@ -330,15 +424,7 @@ class SQLiteStore:
         return row_to_job(row)
 
     def _reap(self, db: sqlite3.Connection, now: int) -> None:
-        expired = db.execute(
-            "UPDATE jobs SET "
-            "state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END, "
-            "run_at = CASE WHEN attempts >= max_attempts THEN run_at ELSE ?1 END, "
-            "finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, "
-            "lease_token = NULL, lease_expires_at = NULL, last_error = ?2, updated_at = ?1 "
-            "WHERE state = 'running' AND lease_expires_at <= ?1 RETURNING queue, type, state",
-            (now, LEASE_EXPIRED_ERROR),
-        ).fetchall()
+        expired = db.execute(self._reap_sql, (now, LEASE_EXPIRED_ERROR)).fetchall()
         if expired:
             db.executemany(
                 BUMP, _tally(expired, lambda r: ("failed", "dead" if r[2] == "dead" else "retried"))
@@ -356,7 +442,7 @@ class SQLiteStore:
         now = to_micros(self.clock.now())
         expires = now + int(lease_seconds * 1_000_000)
         where = ["state IN ('queued', 'retrying')", "run_at <= ?"]
-        params: list[Any] = [new_lease_token(), expires, now, now, now]
+        params: list[Any] = [new_lease_token(), expires, now, now, worker_id.current(), now]
         if queues is not None:
             where.append(f"queue IN ({','.join('?' * len(queues))})")
             params.extend(queues)
@@ -366,7 +452,7 @@ class SQLiteStore:
         params.append(limit)
         sql = (
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, "
-            "lease_expires_at = ?, started_at = ?, updated_at = ? WHERE id IN ("
+            "lease_expires_at = ?, started_at = ?, updated_at = ?, lease_worker = ? WHERE id IN ("
             f"SELECT id FROM jobs WHERE {' AND '.join(where)} "
             f"ORDER BY priority DESC, run_at, created_at LIMIT ?) RETURNING {COLUMNS}"
         )
@@ -394,8 +480,18 @@ class SQLiteStore:
                 result = "null" if c.result is None else _dumps(c.result)
             retry_at = to_micros(c.retry_at) if c.retry_at is not None else None
             finished = None if c.state is JobState.RETRYING else now
+            entry = None if c.attempt is None else history.encode_within(c.attempt)
             rows.append(
-                (c.job_id, c.lease_token, c.state.value, result, c.error, retry_at, finished)
+                (
+                    c.job_id,
+                    c.lease_token,
+                    c.state.value,
+                    result,
+                    utf8_text(c.error),
+                    retry_at,
+                    finished,
+                    entry,
+                )
             )
             (repeats if c.job_id in seen else firsts).append(i)
             seen.add(c.job_id)
@@ -407,13 +503,15 @@ class SQLiteStore:
                 for i in chunk:
                     params.extend(rows[i])
                 position = {rows[i][0]: i for i in chunk}
-                for job_id, queue, type_, state in db.execute(_finish_sql(len(chunk)), params):
+                sql = _finish_sql(len(chunk), self.history_limit)
+                for job_id, queue, type_, state in db.execute(sql, params):
                     applied[position[job_id]] = True
                     done.append((queue, type_, state))
             for i in repeats:
-                job_id, token, state, result, error, retry_at, finished = rows[i]
+                job_id, token, state, result, error, retry_at, finished, entry = rows[i]
                 row = db.execute(
-                    FINISH_ONE, (state, result, error, retry_at, now, finished, job_id, token)
+                    self._finish_one,
+                    (state, result, error, retry_at, now, finished, entry, job_id, token),
                 ).fetchone()
                 if row is not None:
                     applied[i] = True
@@ -495,6 +593,8 @@ class SQLiteStore:
                     [now, now, *chunk, *([tenant] if tenant is not None else [])],
                 ).fetchall()
                 moved.extend(row_to_job(r) for r in rows)
+            if moved:
+                db.execute(BUMP_EPOCH)
         if moved:
             self.notifier.notify()
         return moved
@@ -532,7 +632,69 @@ class SQLiteStore:
                 "AND finished_at < ? AND state IN ('succeeded', 'dead', 'cancelled') LIMIT ?)",
                 (to_micros(finished_before), limit),
             )
+            if cursor.rowcount > 0:
+                db.execute(BUMP_EPOCH)
             return cursor.rowcount
+
+    def cache_epoch(self) -> int:
+        row = self._db().execute("SELECT n FROM cache_epoch WHERE id = 1").fetchone()
+        return int(row[0]) if row is not None else 0
+
+    def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
+        row = (
+            self._db()
+            .execute("SELECT tenant, attempt_log FROM jobs WHERE id = ?", (job_id,))
+            .fetchone()
+        )
+        if row is None or (tenant is not None and row[0] != tenant):
+            return None
+        entries = json.loads(row[1]) if row[1] is not None else []
+        return history.decode_all(entries, self.history_limit)
+
+    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+        if queues is not None and not queues:
+            return {}
+        queue_clause = f" AND queue IN ({','.join('?' * len(queues))})" if queues else ""
+        rows = (
+            self._db()
+            .execute(
+                "SELECT queue, MIN(run_at) FROM jobs WHERE state IN ('queued', 'retrying') "
+                f"AND run_at <= ?{queue_clause} GROUP BY queue",
+                [to_micros(self.clock.now()), *(queues or [])],
+            )
+            .fetchall()
+        )
+        return {queue: from_micros(at) for queue, at in rows}
+
+    def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:
+        now = to_micros(self.clock.now())
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO workers (worker, queues, started_at, last_beat) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (worker) DO UPDATE SET queues = excluded.queues, "
+                "started_at = excluded.started_at, last_beat = excluded.last_beat",
+                (worker, history.queues_text(queues), to_micros(started_at), now),
+            )
+            db.execute(
+                "DELETE FROM workers WHERE last_beat < ?",
+                (now - history.BEAT_RETENTION_SECONDS * 1_000_000,),
+            )
+
+    def live_workers(self, within: float) -> list[WorkerBeat]:
+        since = to_micros(self.clock.now()) - int(within * 1_000_000)
+        rows = (
+            self._db()
+            .execute(
+                "SELECT worker, queues, started_at, last_beat FROM workers "
+                "WHERE last_beat >= ? ORDER BY worker",
+                (since,),
+            )
+            .fetchall()
+        )
+        return [
+            WorkerBeat(w, history.queues_of(q), from_micros(s), from_micros(b))
+            for w, q, s, b in rows
+        ]
 
     def close(self) -> None:
         self.notifier.close()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
+from chalicelib import worker_id
 from chalicelib.clock import FakeClock
 from chalicelib.errors import BadRequest, InvalidTransition, JobNotFound
-from chalicelib.models import Completion, CounterKey, JobQuery, JobState
-from chalicelib.storage.base import JobStore
+from chalicelib.models import Attempt, Completion, CounterKey, JobQuery, JobState, WorkerBeat
+from chalicelib.storage.base import LEASE_EXPIRED_ERROR, JobStore
+from tests.backends import BACKENDS, open_backend
 from tests.factories import new_job
 
 LEASE = 30.0
@@ -441,3 +444,341 @@ def test_purge_removes_only_old_finished_jobs(store: JobStore, clock: FakeClock)
     assert store.get(done.id) is None
     assert store.get(waiting.id) is not None
     assert store.get(fresh.id) is not None
+
+
+# -- the invalidation epoch (JobStore.cache_epoch) ---------------------------
+
+
+def test_cache_epoch_grows_with_a_redrive_that_moves_a_job(
+    store: JobStore, clock: FakeClock
+) -> None:
+    dead = _bury(store, clock, tenant="t1")
+    before = store.cache_epoch()
+    assert store.redrive([dead.id], tenant="t2") == []  # another tenant's: nothing moves
+    assert store.redrive(["j_" + "c" * 32]) == []
+    assert store.cache_epoch() == before
+    assert [j.id for j in store.redrive([dead.id], tenant="t1")] == [dead.id]
+    after = store.cache_epoch()
+    assert after > before
+    assert store.redrive([dead.id]) == []  # no longer dead
+    assert store.cache_epoch() == after
+
+
+def test_cache_epoch_grows_with_a_purge_that_deletes(store: JobStore, clock: FakeClock) -> None:
+    add_one(store, clock)
+    [claimed] = store.claim(1, LEASE)
+    store.finish([succeed(claimed)])
+    before = store.cache_epoch()
+    assert store.purge(clock.now() - timedelta(seconds=60)) == 0
+    assert store.cache_epoch() == before
+    clock.advance(3600)
+    assert store.purge(clock.now()) == 1
+    assert store.cache_epoch() > before
+
+
+def test_cache_epoch_ignores_changes_no_cached_answer_depends_on(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """Add, claim, finish, extend and cancel never change a finished job's answer,
+    so they leave the epoch alone and caches keep their entries through them."""
+    before = store.cache_epoch()
+    for _ in range(3):
+        add_one(store, clock, max_attempts=1)
+    waiting = add_one(store, clock, delay=60)
+    a, b, c = store.claim(3, LEASE)
+    assert store.extend_lease(c.id, c.lease_token, LEASE)
+    store.finish([succeed(a), Completion(b.id, b.lease_token, JobState.DEAD, error="x")])
+    store.cancel(waiting.id)
+    clock.advance(LEASE + 1)
+    store.claim(1, LEASE)  # reaps c: dead on its last attempt
+    assert store.get(c.id).state is JobState.DEAD
+    assert store.cache_epoch() == before
+
+
+def test_cache_epoch_is_shared_by_every_handle_on_the_store(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """What one process changes, another process's read of the epoch sees: here a
+    second handle where the backend has one (memory has no second process)."""
+    other = _second_handle(store)
+    try:
+        before = other.cache_epoch()
+        dead = _bury(store, clock)
+        store.redrive([dead.id])
+        assert other.cache_epoch() > before
+    finally:
+        if other is not store:
+            other.close()
+
+
+def _second_handle(store: JobStore) -> JobStore:
+    from chalicelib.storage.memory import MemoryStore
+
+    if isinstance(store, MemoryStore):
+        return store
+    from chalicelib.storage.postgres import PostgresStore
+    from chalicelib.storage.sqlite import SQLiteStore
+
+    if isinstance(store, SQLiteStore):
+        return SQLiteStore(store.path, store.clock)
+    if isinstance(store, PostgresStore):
+        return PostgresStore(store.settings, store.clock)
+    from chalicelib.storage.dynamodb import DynamoStore
+
+    target = getattr(store, "_target", store)  # the moto store runs behind _ShallowStack
+    assert isinstance(target, DynamoStore)
+    return DynamoStore(target.config, target.clock, ddb=target.ddb)
+
+
+# -- attempt history (JobStore.attempts) --------------------------------------
+
+ODD_TEXT = "nul\x00, lone \ud800, \ufffe, h\xe9llo \U0001f600"
+
+
+def attempt_of(job, outcome: str = "retrying", **fields) -> Attempt:
+    values = {
+        "number": job.attempts,
+        "started_at": job.started_at,
+        "finished_at": job.started_at + timedelta(seconds=1.5),
+        "worker": "host-a:4242",
+        "outcome": outcome,
+        "error_type": None if outcome == "succeeded" else "ValueError",
+        "error": None if outcome == "succeeded" else f"boom on {job.attempts}",
+        "traceback": None if outcome == "succeeded" else "Traceback ...\nValueError: boom\n",
+        "next_delay": 2.25 if outcome == "retrying" else None,
+    }
+    values.update(fields)
+    return Attempt(**values)
+
+
+def finish_with(store: JobStore, clock: FakeClock, job, outcome: str = "retrying", **fields):
+    state = JobState(outcome)
+    attempt = attempt_of(job, outcome, **fields)
+    retry_at = clock.now() if state is JobState.RETRYING else None
+    completion = Completion(
+        job.id, job.lease_token, state, error=attempt.error, retry_at=retry_at, attempt=attempt
+    )
+    assert store.finish([completion]) == [True]
+    return attempt
+
+
+@pytest.fixture(params=BACKENDS)
+def store_keeping_3(
+    request: pytest.FixtureRequest, clock: FakeClock, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    """Every backend opened with SPOOL_ATTEMPT_HISTORY=3."""
+    monkeypatch.setenv("SPOOL_ATTEMPT_HISTORY", "3")
+    with open_backend(request.param, clock, tmp_path, request) as opened:
+        yield opened
+
+
+def test_a_finish_records_its_attempt_exactly(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock)
+    assert store.attempts(job.id) == []
+    [claimed] = store.claim(1, LEASE)
+    clock.advance(2)
+    recorded = finish_with(
+        store,
+        clock,
+        claimed,
+        error=ODD_TEXT,
+        traceback="Traceback (most recent call last):\n  " + ODD_TEXT + "\nValueError: x\n",
+        worker="lambda:8f1c-" + ODD_TEXT,
+        log_tail=("first line", ODD_TEXT),
+    )
+    assert store.attempts(job.id) == [recorded]
+    [again] = store.claim(1, LEASE)
+    done = finish_with(store, clock, again, "succeeded")
+    assert store.attempts(job.id) == [recorded, done]
+    assert store.attempts(job.id, tenant="default") == [recorded, done]
+
+
+def test_attempts_of_an_unknown_or_foreign_job_are_none(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock, tenant="t1")
+    assert store.attempts("j_" + "0" * 32) is None
+    assert store.attempts(job.id, tenant="t2") is None
+    assert store.attempts(job.id, tenant="t1") == []
+
+
+def test_a_refused_finish_records_nothing(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock)
+    [claimed] = store.claim(1, LEASE)
+    stale = Completion(
+        job.id,
+        "not-the-token",
+        JobState.DEAD,
+        error="x",
+        attempt=attempt_of(claimed, "dead"),
+    )
+    assert store.finish([stale]) == [False]
+    assert store.attempts(job.id) == []
+    ghost = Completion("j_" + "e" * 32, "t", JobState.DEAD, attempt=attempt_of(claimed, "dead"))
+    assert store.finish([ghost]) == [False]
+    assert store.attempts("j_" + "e" * 32) is None
+
+
+def test_a_completion_without_an_attempt_records_none(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock)
+    [claimed] = store.claim(1, LEASE)
+    assert store.finish([succeed(claimed)]) == [True]
+    assert store.attempts(job.id) == []
+
+
+def test_each_completion_of_a_batch_records_its_own_attempt(
+    store: JobStore, clock: FakeClock
+) -> None:
+    for _ in range(3):
+        add_one(store, clock)
+    a, b, c = store.claim(3, LEASE)
+    attempts = {
+        a.id: attempt_of(a, "succeeded"),
+        b.id: attempt_of(b, "retrying"),
+        c.id: attempt_of(c, "dead"),
+    }
+    completions = [
+        Completion(a.id, a.lease_token, JobState.SUCCEEDED, attempt=attempts[a.id]),
+        Completion(
+            b.id, b.lease_token, JobState.RETRYING, retry_at=clock.now(), attempt=attempts[b.id]
+        ),
+        Completion(c.id, c.lease_token, JobState.DEAD, error="x", attempt=attempts[c.id]),
+    ]
+    assert store.finish(completions) == [True, True, True]
+    for job_id, attempt in attempts.items():
+        assert store.attempts(job_id) == [attempt]
+
+
+def test_a_reaped_lease_records_a_lease_expired_attempt(store: JobStore, clock: FakeClock) -> None:
+    job = add_one(store, clock, max_attempts=2)
+    [first] = store.claim(1, LEASE)
+    clock.advance(LEASE + 5)
+    [second] = store.claim(1, LEASE)  # reaps the first attempt, then takes the job again
+    expected = Attempt(
+        number=1,
+        started_at=first.started_at,
+        finished_at=first.lease_expires_at,
+        worker=worker_id.current(),  # the id this process recorded with its claim
+        outcome="lease_expired",
+        error=LEASE_EXPIRED_ERROR,
+        next_delay=0.0,
+    )
+    assert store.attempts(job.id) == [expected]
+    clock.advance(LEASE + 5)
+    assert store.claim(1, LEASE) == []  # the second lease expires on the last attempt
+    buried = replace(
+        expected,
+        number=2,
+        started_at=second.started_at,
+        finished_at=second.lease_expires_at,
+        next_delay=None,
+    )
+    assert store.get(job.id).state is JobState.DEAD
+    assert store.attempts(job.id) == [expected, buried]
+
+
+def test_history_keeps_the_last_n_attempts(store_keeping_3: JobStore, clock: FakeClock) -> None:
+    store = store_keeping_3
+    job = add_one(store, clock, max_attempts=10)
+    recorded = []
+    for _ in range(4):
+        [claimed] = store.claim(1, LEASE)
+        recorded.append(finish_with(store, clock, claimed))
+    assert store.attempts(job.id) == recorded[-3:]
+    store.claim(1, LEASE)
+    clock.advance(LEASE + 1)
+    [last] = store.claim(1, LEASE)  # the fifth attempt's lease expired
+    recorded.append(finish_with(store, clock, last, "succeeded"))
+    kept = store.attempts(job.id)
+    assert [(a.number, a.outcome) for a in kept] == [
+        (4, "retrying"),
+        (5, "lease_expired"),
+        (6, "succeeded"),
+    ]
+    assert kept[0] == recorded[3] and kept[2] == recorded[4]
+
+
+def test_history_survives_a_redrive_and_leaves_with_a_purge(
+    store: JobStore, clock: FakeClock
+) -> None:
+    job = add_one(store, clock, max_attempts=1)
+    [claimed] = store.claim(1, LEASE)
+    died = finish_with(store, clock, claimed, "dead")
+    assert [j.id for j in store.redrive([job.id])] == [job.id]
+    assert store.attempts(job.id) == [died]
+    [again] = store.claim(1, LEASE)
+    assert again.attempts == 1  # numbers restart with the fresh budget
+    done = finish_with(store, clock, again, "succeeded")
+    assert store.attempts(job.id) == [died, done]
+    clock.advance(3600)
+    assert store.purge(clock.now()) == 1
+    assert store.attempts(job.id) is None
+
+
+def test_an_oversized_attempt_keeps_the_end_of_its_traceback(
+    store: JobStore, clock: FakeClock
+) -> None:
+    job = add_one(store, clock)
+    [claimed] = store.claim(1, LEASE)
+    frames = "".join(f'  File "handler.py", line {i}, in step{i}\n' for i in range(20_000))
+    traceback = "Traceback (most recent call last):\n" + frames + "ValueError: the real cause\n"
+    finish_with(store, clock, claimed, "dead", traceback=traceback, error="e" * 100_000)
+    [kept] = store.attempts(job.id)
+    assert len(kept.traceback) < 20_000 and kept.traceback.endswith("ValueError: the real cause\n")
+    assert "trimmed" in kept.traceback
+    assert kept.error.startswith("eeee") and len(kept.error) < 100_000
+    assert (kept.number, kept.outcome, kept.worker) == (1, "dead", "host-a:4242")
+
+
+# -- due work and workers -----------------------------------------------------
+
+
+def test_oldest_due_is_the_earliest_due_waiting_job_per_queue(
+    store: JobStore, clock: FakeClock
+) -> None:
+    assert store.oldest_due() == {}
+    old = add_one(store, clock, queue="mail", run_at=clock.now() - timedelta(seconds=90))
+    add_one(store, clock, queue="mail", run_at=clock.now() - timedelta(seconds=10))
+    add_one(store, clock, queue="mail", delay=30)  # not due yet
+    images = add_one(store, clock, queue="images", run_at=clock.now() - timedelta(seconds=5))
+    add_one(store, clock, queue="later", delay=60)
+    assert store.oldest_due() == {"mail": old.run_at, "images": images.run_at}
+    assert store.oldest_due(["images", "nothing"]) == {"images": images.run_at}
+    assert store.oldest_due([]) == {}
+    [running] = store.claim(1, LEASE, queues=["mail"])  # the oldest mail job starts
+    assert running.id == old.id
+    assert store.oldest_due(["mail"]) == {"mail": clock.now() - timedelta(seconds=10)}
+    clock.advance(60)
+    due = store.oldest_due()
+    assert set(due) == {"mail", "images", "later"}
+    assert due["later"] == clock.now()
+
+
+def test_beats_show_which_workers_are_alive(store: JobStore, clock: FakeClock) -> None:
+    assert store.live_workers(60) == []
+    started = clock.now()
+    store.beat("host-a:1", ["mail", "images"], started)
+    store.beat("lambda:req-1", None, started)
+    clock.advance(30)
+    store.beat("host-a:1", ["mail", "images"], started)  # an upsert, not a second row
+    live = store.live_workers(45)
+    assert live == [
+        WorkerBeat("host-a:1", ("mail", "images"), started, clock.now()),
+        WorkerBeat("lambda:req-1", None, started, started),
+    ]
+    assert [b.worker for b in store.live_workers(29)] == ["host-a:1"]
+    clock.advance(100)
+    assert store.live_workers(60) == []
+    assert [b.worker for b in store.live_workers(130)] == ["host-a:1", "lambda:req-1"]
+
+
+def test_a_finish_whose_error_holds_text_utf8_cannot_is_still_applied(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """A handler's message may hold NUL or a lone surrogate; the finish must not fail
+    on it (a store that cannot hold a lone surrogate stores U+FFFD in its place)."""
+    job = add_one(store, clock)
+    [claimed] = store.claim(1, LEASE)
+    failed = Completion(job.id, claimed.lease_token, JobState.DEAD, error=ODD_TEXT)
+    assert store.finish([failed]) == [True]
+    dead = store.get(job.id)
+    assert dead.state is JobState.DEAD
+    assert dead.last_error in (ODD_TEXT, ODD_TEXT.replace("\ud800", "\ufffd"))

@@ -2,9 +2,10 @@
 
 The model is a few dictionaries that follow the rules in chalicelib/storage/base.py.
 After every step each job's state, attempts and lease, the counts by (queue, state),
-the counters and next_due_at must agree. Where the rules leave a choice (which of
-several equally urgent jobs a limited claim takes) the model checks that the
-store's choice is a valid one, then follows it.
+the counters, next_due_at and the cache epoch must agree, and so must the attempt
+history (number and outcome of each recorded attempt) of the jobs the step touched.
+Where the rules leave a choice (which of several equally urgent jobs a limited claim
+takes) the model checks that the store's choice is a valid one, then follows it.
 
 Parameterized over tests.backends.BACKENDS, so a new backend joins unchanged.
 """
@@ -29,12 +30,13 @@ from hypothesis.stateful import (
 
 from chalicelib.clock import FakeClock
 from chalicelib.errors import InvalidTransition, JobNotFound
-from chalicelib.models import Completion, CounterKey, JobQuery, JobState
+from chalicelib.models import Attempt, Completion, CounterKey, JobQuery, JobState
 from chalicelib.storage.base import JobStore
 from tests.backends import BACKENDS, open_backend
 from tests.factories import new_job
 
 TYPE = "model"
+HISTORY = 25  # SPOOL_ATTEMPT_HISTORY's default
 WAITING = (JobState.QUEUED, JobState.RETRYING)
 TERMINAL = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
 
@@ -67,6 +69,7 @@ class ModelJob:
     lease_expires_at: datetime | None = None
     finished_at: datetime | None = None
     old_tokens: list[str] = field(default_factory=list)
+    history: list[tuple[int, str]] = field(default_factory=list)  # (number, outcome)
 
     def order(self) -> tuple[int, datetime, datetime]:
         return (-self.priority, self.run_at, self.created_at)
@@ -89,6 +92,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.touched: set[str] = set()  # ids the current step used
         self.idem: dict[tuple[str, str], str] = {}
         self.counters: dict[str, int] = {}
+        self.epoch = self.store.cache_epoch()
 
     def teardown(self) -> None:
         self._opened.__exit__(None, None, None)
@@ -111,6 +115,8 @@ class StoreMachine(RuleBasedStateMachine):
         for job in self.jobs.values():
             if job.state is JobState.RUNNING and job.lease_expires_at <= now:  # type: ignore[operator]
                 dead = job.attempts >= job.max_attempts
+                job.history.append((job.attempts, "lease_expired"))
+                self.touched.add(job.id)
                 job.state = JobState.DEAD if dead else JobState.RETRYING
                 if dead:
                     job.finished_at = now
@@ -238,8 +244,18 @@ class StoreMachine(RuleBasedStateMachine):
             token = job.token
         now = self.clock.now()
         retry_at = now + timedelta(seconds=retry_in) if outcome is JobState.RETRYING else None
+        attempt = Attempt(
+            number=job.attempts if job is not None else 1,
+            started_at=now - timedelta(seconds=1),
+            finished_at=now,
+            worker="model:1",
+            outcome=outcome.value,
+            error_type=None if outcome is JobState.SUCCEEDED else "ValueError",
+            error=None if outcome is JobState.SUCCEEDED else "e",
+            next_delay=float(retry_in) if outcome is JobState.RETRYING else None,
+        )
         completion = Completion(
-            job_id, token, outcome, result={"n": 1}, error="e", retry_at=retry_at
+            job_id, token, outcome, result={"n": 1}, error="e", retry_at=retry_at, attempt=attempt
         )
         [applied] = self.store.finish([completion])
         expected = job is not None and job.state is JobState.RUNNING and token == job.token
@@ -247,6 +263,7 @@ class StoreMachine(RuleBasedStateMachine):
         if not expected:
             return
         assert job is not None
+        job.history.append((attempt.number, outcome.value))
         job.state = outcome
         self.release(job)
         if outcome is JobState.RETRYING:
@@ -326,6 +343,7 @@ class StoreMachine(RuleBasedStateMachine):
         moved = self.store.redrive(wanted)
         expected = {i for i in wanted if i in self.jobs and self.jobs[i].state is JobState.DEAD}
         assert {j.id for j in moved} == expected
+        self.epoch_moved(bool(expected))
         now = self.clock.now()
         for job_id in expected:
             job = self.jobs[job_id]
@@ -343,12 +361,24 @@ class StoreMachine(RuleBasedStateMachine):
             if j.state in TERMINAL and j.finished_at is not None and j.finished_at < cutoff
         ]
         assert self.store.purge(cutoff, limit=10_000) == len(doomed)
+        self.epoch_moved(bool(doomed))
         for job in doomed:
             del self.jobs[job.id]
             if job.key is not None:
                 self.idem.pop((job.tenant, job.key), None)
 
+    def epoch_moved(self, changed: bool) -> None:
+        """A redrive or purge that changed a job grows the epoch; one that did not keeps it."""
+        epoch = self.store.cache_epoch()
+        assert (epoch > self.epoch) if changed else (epoch == self.epoch)
+        self.epoch = epoch
+
     # -- what must always agree ------------------------------------------------
+    @invariant()
+    def epoch_agrees(self) -> None:
+        # No other operation moves it, so caches keep their entries through them.
+        assert self.store.cache_epoch() == self.epoch
+
     @invariant()
     def jobs_agree(self) -> None:
         # One listing compares every job (cheap on every backend); `get` checks the
@@ -372,10 +402,16 @@ class StoreMachine(RuleBasedStateMachine):
             assert got.finished_at == job.finished_at
         for job_id in self.touched:
             fetched = self.store.get(job_id)
+            recorded = self.store.attempts(job_id)
             if job_id in self.jobs:
                 assert fetched == listed[job_id], f"get and list disagree on {job_id}"
+                assert recorded is not None
+                assert [(a.number, a.outcome) for a in recorded] == self.jobs[job_id].history[
+                    -HISTORY:
+                ], f"attempt history of {job_id}"
             else:
                 assert fetched is None, f"{job_id} should have been purged"
+                assert recorded is None, f"{job_id}'s history should have gone with it"
         self.touched.clear()
 
     @invariant()

@@ -1,0 +1,101 @@
+"""Which queue names may become Prometheus label values.
+
+Queue names are free-form and chosen by tenants. Every distinct name used to
+become a label value in every family, forever (the store's counters outlive
+the jobs), so a tenant that made up 300 names grew /metrics to 14,000 lines.
+The label set is bounded here:
+
+- SPOOL_QUEUES declared: those names, and no others, are labels.
+- Otherwise at most SPOOL_METRICS_MAX_QUEUES names (default 50): for the
+  system-wide totals, the busiest (most jobs ever enqueued, then by name, so
+  a burst of new names cannot push out the queues that carry the work); for a
+  process's own timings, the first it ran.
+
+Every other queue is folded into the label value `_other` and its counts are
+added there, never dropped, so sums across a family stay exact. (When a queue
+overtakes one of the kept ones, both series move; Prometheus reads the dip in
+`_other` as a counter reset, which rate() already handles.) A queue that
+is itself named `_other` always folds, so no series is ever written twice.
+Job types need no bound: only registered types can be enqueued, and state
+and outcome labels are enum values.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chalicelib.config import Settings
+
+OTHER = "_other"
+MAX_QUEUES = "SPOOL_METRICS_MAX_QUEUES"
+DEFAULT_MAX_QUEUES = 50
+# A ceiling on the ceiling: past this the exposition is the problem being fixed.
+_MAX_MAX_QUEUES = 10_000
+
+
+@dataclass(frozen=True)
+class QueueLabels:
+    """The rule: the declared queues, or the `limit` busiest ones."""
+
+    declared: frozenset[str] | None = None
+    limit: int = DEFAULT_MAX_QUEUES
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QueueLabels:
+        limit = settings.integer(MAX_QUEUES, DEFAULT_MAX_QUEUES, minimum=0, maximum=_MAX_MAX_QUEUES)
+        declared = frozenset(settings.queues) if settings.queues else None
+        return cls(declared, limit)
+
+    def assign(self, volume: Mapping[str, int]) -> dict[str, str]:
+        """The label of every queue in `volume` (queue -> jobs ever enqueued there)."""
+        if self.declared is not None:
+            kept = self.declared
+        else:
+            ranked = sorted((q for q in volume if q != OTHER), key=lambda q: (-volume[q], q))
+            kept = frozenset(ranked[: self.limit])
+        return {queue: queue if queue in kept else OTHER for queue in volume}
+
+
+class FirstSeen:
+    """One process's timing labels: the first `limit` queues it ran keep their names.
+
+    A histogram cannot be re-split once observed, so the busiest-first rule of
+    the totals cannot apply; first-seen is fixed for the life of the process.
+    """
+
+    def __init__(self, rule: QueueLabels) -> None:
+        self.rule = rule
+        self._kept: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, queue: str) -> str:
+        if queue == OTHER:
+            return OTHER
+        if self.rule.declared is not None:
+            return queue if queue in self.rule.declared else OTHER
+        with self._lock:
+            if queue in self._kept:
+                return queue
+            if len(self._kept) < self.rule.limit:
+                self._kept.add(queue)
+                return queue
+        return OTHER
+
+
+MAX_WORKERS = "SPOOL_METRICS_MAX_WORKERS"
+DEFAULT_MAX_WORKERS = 50
+
+
+def max_workers(settings: Settings) -> int:
+    """How many live workers get a heartbeat series of their own.
+
+    Worker ids are host:pid (a new one per restart) or one per Lambda
+    invocation, so they come and go; only live ones are reported, and at most
+    this many (the most recent beats first). `spool_workers_live` still counts
+    them all.
+    """
+    return settings.integer(MAX_WORKERS, DEFAULT_MAX_WORKERS, minimum=0, maximum=_MAX_MAX_QUEUES)

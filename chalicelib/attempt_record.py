@@ -1,0 +1,129 @@
+"""What a worker writes down about each attempt, and how often it says it is alive.
+
+The worker builds one Attempt per completion (chalicelib/models.py): when it
+started and finished (the store's clock), which worker ran it
+(chalicelib/worker_id.py), how it ended, the exception's type and message, its
+traceback trimmed to SPOOL_TRACEBACK_BYTES (the end kept: the frame that
+raised and the message), and how long until the next try. The store appends
+it to the job's history in the same write as the completion.
+
+Text is passed through redact_text first: a traceback that quotes a database
+URL must not carry its password into the history, the API or the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback as tb
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import datetime
+
+from chalicelib import worker_id
+from chalicelib.config import Settings
+from chalicelib.models import Attempt, Completion, JobState
+from chalicelib.redact import redact_text
+
+DEFAULT_TRACEBACK_BYTES = 4096
+MAX_TRACEBACK_BYTES = 64 * 1024
+DEFAULT_HEARTBEAT_SECONDS = 15.0
+TRIMMED = "[... {n} bytes trimmed ...]\n"
+
+
+def _settings(env: Mapping[str, str] | None, *names: str) -> Settings:
+    source = os.environ if env is None else env
+    return Settings(extra={name: source.get(name, "") for name in names})
+
+
+def traceback_bytes(env: Mapping[str, str] | None = None) -> int:
+    """SPOOL_TRACEBACK_BYTES: how much of a failing attempt's traceback is kept (0: none)."""
+    settings = _settings(env, "SPOOL_TRACEBACK_BYTES")
+    return settings.integer(
+        "SPOOL_TRACEBACK_BYTES", DEFAULT_TRACEBACK_BYTES, 0, MAX_TRACEBACK_BYTES
+    )
+
+
+def heartbeat_seconds(env: Mapping[str, str] | None = None) -> float:
+    """SPOOL_HEARTBEAT_SECONDS: how often a running worker records that it is alive."""
+    settings = _settings(env, "SPOOL_HEARTBEAT_SECONDS")
+    return settings.number("SPOOL_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS, 0.1, 3600)
+
+
+def trim_tail(text: str, limit: int) -> str | None:
+    """The last `limit` bytes of text (UTF-8), marked where the start was cut; None for 0."""
+    if limit <= 0:
+        return None
+    raw = text.encode("utf-8", "backslashreplace")
+    if len(raw) <= limit:
+        return text
+    marker = TRIMMED.format(n=len(raw))
+    keep = max(0, limit - len(marker.encode()))
+    return marker + raw[len(raw) - keep :].decode("utf-8", "ignore")
+
+
+def format_failure(exc: BaseException, limit: int) -> str | None:
+    """The exception's traceback (with its causes), its end kept within `limit` bytes."""
+    if limit <= 0:
+        return None
+    return trim_tail(redact_text("".join(tb.format_exception(exc))), limit)
+
+
+def stack_of(thread_id: int | None, limit: int) -> str | None:
+    """Where a thread is now: for an attempt that timed out, the line it was stuck on."""
+    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    if frame is None or limit <= 0:
+        return None
+    stack = "".join(tb.format_stack(frame))
+    return trim_tail(redact_text("Still running when it timed out:\n" + stack), limit)
+
+
+def record(
+    completion: Completion,
+    *,
+    number: int,
+    started_at: datetime,
+    finished_at: datetime,
+    failure: BaseException | None,
+    traceback_limit: int,
+    error_type: str | None = None,
+    traceback: str | None = None,
+    log_tail: tuple[str, ...] = (),
+) -> Completion:
+    """The completion with its Attempt attached.
+
+    `failure` is what the handler raised, if anything; a failure without one
+    (no handler, a result that is not JSON, a timeout) keeps the completion's
+    error and the `error_type` and `traceback` given here.
+    """
+    error: str | None = None
+    if completion.state is not JobState.SUCCEEDED:
+        if failure is not None:
+            error_type = type(failure).__name__
+            try:
+                error = redact_text(str(failure)) or completion.error
+                traceback = format_failure(failure, traceback_limit)
+            except Exception:  # its __str__ failed: the completion's words will do
+                error = completion.error
+        else:
+            error = completion.error
+    else:
+        error_type, traceback = None, None
+    next_delay = None
+    if completion.retry_at is not None:
+        next_delay = max(0.0, (completion.retry_at - finished_at).total_seconds())
+    attempt = Attempt(
+        number=number,
+        started_at=started_at,
+        finished_at=finished_at,
+        worker=worker_id.current(),
+        outcome=completion.state.value,
+        error_type=error_type,
+        error=error,
+        traceback=traceback,
+        next_delay=next_delay,
+        # The handler's last lines say what it was doing when it failed; a success
+        # keeps none (its history entry stays small).
+        log_tail=log_tail if completion.state is not JobState.SUCCEEDED else (),
+    )
+    return replace(completion, attempt=attempt)

@@ -1,0 +1,123 @@
+"""Refuse handlers whose timeout the worker function could never give them.
+
+An SQS worker starts a job only while the job's own timeout (plus
+DRAIN_MARGIN) still fits before the Lambda deadline, so a handler whose
+timeout is as long as the worker function's never starts: every message of
+that type is handed back until SQS moves it to the dead-letter queue, while
+the job itself waits forever. That is a deployment mistake, refused twice:
+
+- at start-up, when SPOOL_WORKER_TIMEOUT is set (the template sets it to the
+  run_jobs function's timeout): `build_runtime` raises ConfigError for the
+  SPOOL_HANDLERS modules (the built-ins are imported later, on first use);
+- by `make package`, before anything is built:
+  `python -m chalicelib.handler_check --stage dev` reads .chalice/config.json
+  (the stage's environment and run_jobs' lambda_timeout) and loads the same
+  handlers a deployed function would.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from chalicelib.config import ConfigError, Settings
+from chalicelib.handlers import HandlerSpec, Registry
+
+WORKER_TIMEOUT = "SPOOL_WORKER_TIMEOUT"
+# What Chalice gives a function without lambda_timeout.
+CHALICE_DEFAULT_TIMEOUT = 60.0
+WORKER_FUNCTION = "run_jobs"
+# A handler needs its timeout plus this much left before the deadline to start
+# (chalicelib.worker.DRAIN_MARGIN; not imported, so this stays light).
+MARGIN = 1.0
+
+
+def too_long(specs: Sequence[HandlerSpec], worker_timeout: float) -> list[str]:
+    """One message per handler that could never start in a worker of this timeout."""
+    return [
+        f"handler {spec.type!r} has timeout={spec.timeout:g}s, but the worker function's "
+        f"timeout is {worker_timeout:g}s: a job needs its timeout plus {MARGIN:g}s left to "
+        f"start, so {spec.type!r} jobs would never run. Lower the handler's timeout to at "
+        f"most {worker_timeout - MARGIN:g}s or raise run_jobs' lambda_timeout (Lambda allows "
+        "up to 900s)"
+        for spec in specs
+        if spec.timeout + MARGIN > worker_timeout
+    ]
+
+
+def worker_timeout(settings: Settings) -> float | None:
+    """SPOOL_WORKER_TIMEOUT in seconds, or None where no worker function bounds jobs."""
+    try:
+        value = settings.number(WORKER_TIMEOUT, 0.0, minimum=0.0)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return value or None
+
+
+def check(registry: Registry, settings: Settings, everything: bool = False) -> None:
+    """Raise ConfigError naming every handler longer than SPOOL_WORKER_TIMEOUT allows.
+
+    At start-up (everything=False) the handlers imported so far are checked: the
+    SPOOL_HANDLERS modules, which the environment can change without a new
+    package. The built-in modules are imported on first use (Registry.defer) and
+    their timeouts are fixed in the package, so `make package` (everything=True)
+    checks them with the rest.
+    """
+    limit = worker_timeout(settings)
+    if limit is None:
+        return
+    specs = registry.specs() if everything else registry.loaded_specs()
+    problems = too_long(specs, limit)
+    if problems:
+        raise ConfigError(f"{WORKER_TIMEOUT}={limit:g}: " + "; ".join(problems))
+
+
+def stage_config(config: Mapping[str, Any], stage: str) -> tuple[dict[str, str], float]:
+    """A stage's environment and run_jobs' timeout, as Chalice would deploy them."""
+    stages = config.get("stages", {})
+    if stage not in stages:
+        raise ConfigError(f"no stage {stage!r} in .chalice/config.json ({', '.join(stages)})")
+    staged = stages[stage]
+    env = {**config.get("environment_variables", {}), **staged.get("environment_variables", {})}
+    function = {
+        **config.get("lambda_functions", {}).get(WORKER_FUNCTION, {}),
+        **staged.get("lambda_functions", {}).get(WORKER_FUNCTION, {}),
+    }
+    timeout = function.get(
+        "lambda_timeout",
+        staged.get("lambda_timeout", config.get("lambda_timeout", CHALICE_DEFAULT_TIMEOUT)),
+    )
+    return {k: str(v) for k, v in env.items()}, float(timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from chalicelib.handlers import registry
+    from chalicelib.runtime import load_handlers, offered
+
+    parser = argparse.ArgumentParser(description="Check handler timeouts against run_jobs'.")
+    parser.add_argument("--stage", default="dev")
+    parser.add_argument("--config", type=Path, default=Path(".chalice/config.json"))
+    args = parser.parse_args(argv)
+    try:
+        env, timeout = stage_config(json.loads(args.config.read_text()), args.stage)
+        declared = worker_timeout(Settings.from_env(env))
+        if declared is not None and declared != timeout:
+            raise ConfigError(
+                f"{WORKER_TIMEOUT}={declared:g} in the {args.stage} environment differs from "
+                f"{WORKER_FUNCTION}'s lambda_timeout {timeout:g}: they must be equal"
+            )
+        settings = Settings.from_env({**env, WORKER_TIMEOUT: f"{timeout:g}"})
+        load_handlers(registry, settings)
+        check(offered(settings), settings, everything=True)
+    except ConfigError as exc:
+        print(f"handler_check ({args.stage}): {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

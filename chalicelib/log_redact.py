@@ -1,0 +1,166 @@
+"""Keep secrets out of every log line: configured ones by value, the rest by shape.
+
+Two kinds of secret reach a process. Some it is configured with: API keys
+(SPOOL_API_KEYS, SPOOL_METRICS_KEYS, or the SSM parameter), the SMTP password,
+the store URL's password, any SPOOL_* setting named like a password, secret or
+token. Those are masked wherever their exact text appears, whatever logged it
+(an exception that quotes a header, a handler printing its config). Others
+arrive with requests and payloads: an `Authorization` header of an http_request
+job, an `X-API-Key`, a password in a URL. Those are masked by shape (the value
+after a header name, `Bearer <token>`, `scheme://user:password@`, `password=`),
+so a secret nobody configured is still not written.
+
+Spool's own lines never carry payloads or request headers in the first place;
+this is the net under everything else. A secret shorter than MIN_SECRET
+characters is not masked by value: hiding every "abc" in every line would make
+the logs unreadable, and such a key is no protection anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from chalicelib.redact import MASK, redact_text
+
+if TYPE_CHECKING:
+    from chalicelib.config import Settings
+
+MIN_SECRET = 4
+# SPOOL_* settings whose value is a secret as a whole.
+_SECRET_SETTING = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL", re.IGNORECASE)
+# Settings holding comma-separated `key[=name]` entries (chalicelib/api/auth.py).
+KEY_LISTS = ("SPOOL_API_KEYS", "SPOOL_METRICS_KEYS")
+HASHED = "sha256:"
+# Header (or field) names whose value is a credential, however it is quoted.
+SENSITIVE_NAMES = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "x-api-key",
+        "api-key",
+        "api_key",
+        "apikey",
+        "cookie",
+        "set-cookie",
+        "x-amz-security-token",
+        "password",
+        "smtp_password",
+    }
+)
+_NAMES = "|".join(
+    re.escape(n).replace(r"\-", "[-_]") for n in sorted(SENSITIVE_NAMES, key=len, reverse=True)
+)
+# `Authorization: Bearer x`, `'x-api-key': 'k'`, `"Authorization": "Basic y"`, and the
+# same inside a JSON string that was itself encoded (`\"Authorization\": \"...\"`).
+_NAMED_VALUE = re.compile(
+    rf"(?P<name>(?<![A-Za-z0-9_-])(?:{_NAMES})(?![A-Za-z0-9_-])\\?[\"']?\s*[:=]\s*)"
+    r"(?P<value>\\\"(?:[^\"\\]|\\[^\"])*\\\"|\"[^\"]*\"|'[^']*'"
+    r"|(?:(?:bearer|basic|digest|token)\s+)?[^\s,;)}\]\"'\\]+)",
+    re.IGNORECASE,
+)
+# A bearer token wherever it stands.
+_BEARER = re.compile(r"(?P<scheme>\bbearer\s+)[A-Za-z0-9._~+/-]+=*", re.IGNORECASE)
+
+
+def _masked_value(match: re.Match[str]) -> str:
+    value = match["value"]
+    for quote in ('\\"', '"', "'"):
+        if value.startswith(quote) and len(value) >= 2 * len(quote):
+            return f"{match['name']}{quote}{MASK}{quote}"
+    return f"{match['name']}{MASK}"
+
+
+class Redactor:
+    """Masks the configured secrets by value and credentials by shape; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._secrets: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask these values from now on (each also as JSON writes it inside a string)."""
+        new = {s for s in secrets if len(s) >= MIN_SECRET} - self._secrets
+        if not new:
+            return
+        with self._lock:
+            self._secrets |= new
+            forms = set(self._secrets)
+            forms |= {json.dumps(s)[1:-1] for s in self._secrets}
+            forms |= {json.dumps(s, ensure_ascii=False)[1:-1] for s in self._secrets}
+            # Longest first, so a secret containing another is masked whole.
+            alternatives = sorted(forms, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(s) for s in alternatives))
+
+    def add_settings(self, settings: Settings) -> None:
+        self.add(secrets_in(settings))
+
+    def text(self, text: str) -> str:
+        pattern = self._pattern
+        if pattern is not None:
+            text = pattern.sub(MASK, text)
+        text = _NAMED_VALUE.sub(_masked_value, text)
+        text = _BEARER.sub(lambda m: f"{m['scheme']}{MASK}", text)
+        return redact_text(text)
+
+    def value(self, value: Any, depth: int = 0) -> Any:
+        """A structured log field with its secrets masked (strings, and dicts/lists of them)."""
+        if isinstance(value, str):
+            return self.text(value)
+        if depth > 4 or isinstance(value, (int, float, bool)) or value is None:
+            return value
+        if isinstance(value, Mapping):
+            return {
+                k: MASK if str(k).lower() in SENSITIVE_NAMES else self.value(v, depth + 1)
+                for k, v in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            return [self.value(v, depth + 1) for v in value]
+        return self.text(str(value))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._secrets = set()
+            self._pattern = None
+
+
+def secrets_in(settings: Settings) -> set[str]:
+    """Every secret these settings hold: API and metrics keys (not their sha256 forms),
+    the store URL's password, and each SPOOL_* setting named like a password or token."""
+    found: set[str] = set()
+    lists = {name: settings.extra.get(name, "") for name in KEY_LISTS}
+    lists["SPOOL_API_KEYS"] = settings.api_keys or lists["SPOOL_API_KEYS"]
+    for text in lists.values():
+        found |= key_entries(text)
+    try:
+        password = urlsplit(settings.store_url).password
+    except ValueError:
+        password = None
+    if password:
+        found.add(password)
+    for name, value in settings.extra.items():
+        if _SECRET_SETTING.search(name) and value.strip():
+            found.add(value.strip())
+    return found
+
+
+def key_entries(text: str) -> set[str]:
+    """The plain keys in a `key=tenant,...` list; an entry with `=` in its key counts whole too."""
+    found: set[str] = set()
+    for entry in text.split(","):
+        entry = entry.strip()
+        if not entry or entry[: len(HASHED)].lower() == HASHED:
+            continue
+        found.add(entry)
+        key, sep, _ = entry.rpartition("=")
+        if sep and key:
+            found.add(key)
+    return found
+
+
+redactor = Redactor()

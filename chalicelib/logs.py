@@ -1,0 +1,352 @@
+"""Spool's logs: one structured line per job event and per HTTP request.
+
+`configure(settings)` runs once per process (runtime building and the CLI call
+it; the first call wins, later ones only add the secrets they know):
+
+- SPOOL_LOG_LEVEL (INFO): the level of every `spool.*` logger. Other libraries
+  keep theirs.
+- SPOOL_LOG_FORMAT: `json` (one JSON object per line, for CloudWatch Logs
+  Insights: the default on Lambda) or `text` (`2025-06-01T12:00:00.123Z INFO
+  spool.jobs: job dead job_id=j_... attempt=5 ...`, the default elsewhere).
+  JSON lines are written by python-json-logger, imported only when chosen.
+- SPOOL_LOG_TAIL_LINES (20): how many of a handler's last `ctx.log` lines each
+  attempt keeps for its record (chalicelib/handlers.py JobContext.log_tail).
+
+On Lambda the runtime's own root handler is kept (it frames each record as one
+CloudWatch event) and given Spool's formatter; elsewhere one handler on the
+root logger writes to stderr. Either way a filter masks secrets on every record
+(chalicelib/log_redact.py) and adds the Lambda request id during an invocation.
+
+The job events (enqueued, started, succeeded, retrying, dead, lease_expired,
+lease_lost, cancelled, redriven) go to `spool.jobs` through `job_event`, each
+with job_id, tenant, type, queue and attempt; requests go to `spool.http`
+through `http_request`. Payloads, results and request headers are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TextIO
+
+from chalicelib.config import ConfigError, Settings
+from chalicelib.log_redact import redactor
+
+if TYPE_CHECKING:
+    from chalicelib.models import Job
+
+LEVEL = "SPOOL_LOG_LEVEL"
+FORMAT = "SPOOL_LOG_FORMAT"
+TAIL_LINES = "SPOOL_LOG_TAIL_LINES"
+DEFAULT_LEVEL = "INFO"
+DEFAULT_TAIL_LINES = 20
+MAX_TAIL_LINES = 1000
+TAIL_LINE_CHARS = 500
+FORMATS = ("json", "text")
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+jobs_log = logging.getLogger("spool.jobs")
+http_log = logging.getLogger("spool.http")
+HANDLER_LOGGER = "spool.handler"
+
+# Attributes every LogRecord has; anything else on a record is a structured field.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+_lock = threading.Lock()
+_configured = False
+_tail_lines = DEFAULT_TAIL_LINES
+_request_id: str | None = None
+# What configure changed, so reset() can put it back: (handler, whether we added it,
+# its formatter before).
+_touched: list[tuple[logging.Handler, bool, logging.Formatter | None]] = []
+
+
+def on_lambda(env: Mapping[str, str] | None = None) -> bool:
+    return bool((os.environ if env is None else env).get("AWS_LAMBDA_FUNCTION_NAME"))
+
+
+def level_of(settings: Settings, default: str = DEFAULT_LEVEL) -> int:
+    name = settings.text("SPOOL_LOG_LEVEL", default).upper()
+    if name == "WARN":
+        name = "WARNING"
+    if name not in LEVELS:
+        raise ConfigError(f"{LEVEL} must be one of {', '.join(LEVELS)}, not {name!r}")
+    return int(logging.getLevelName(name))
+
+
+def format_of(settings: Settings, env: Mapping[str, str] | None = None) -> str:
+    chosen = settings.text("SPOOL_LOG_FORMAT", "json" if on_lambda(env) else "text").lower()
+    if chosen not in FORMATS:
+        raise ConfigError(f"{FORMAT} must be json or text, not {chosen!r}")
+    return chosen
+
+
+def configure(
+    settings: Settings | None = None,
+    *,
+    stream: TextIO | None = None,
+    default_level: str = DEFAULT_LEVEL,
+    force: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    """Set up Spool's logging for this process (once; `force` sets it up again).
+
+    `stream`: where lines go instead of stderr (tests). `default_level`: the
+    level when SPOOL_LOG_LEVEL is unset (one-shot CLI commands pass WARNING so
+    `spool enqueue` prints no INFO line of its own). A bad SPOOL_LOG_* value is
+    a ConfigError naming the variable.
+    """
+    global _configured, _tail_lines
+    settings = settings or Settings.from_env(env)
+    with _lock:
+        redactor.add_settings(settings)
+        if _configured and not force:
+            return
+        level = level_of(settings, default_level)
+        chosen = format_of(settings, env)
+        tail = settings.integer("SPOOL_LOG_TAIL_LINES", DEFAULT_TAIL_LINES, 0, MAX_TAIL_LINES)
+        _undo()
+        formatter = json_formatter() if chosen == "json" else TextFormatter()
+        root = logging.getLogger()
+        if stream is None and on_lambda(env) and root.handlers:
+            for handler in root.handlers:  # the Lambda runtime's: keep its framing
+                _touched.append((handler, False, handler.formatter))
+                handler.setFormatter(formatter)
+                handler.addFilter(_filter)
+        else:
+            handler = _Stream(stream)
+            handler.setFormatter(formatter)
+            handler.addFilter(_filter)
+            root.addHandler(handler)
+            _touched.append((handler, True, None))
+        logging.getLogger("spool").setLevel(level)
+        _tail_lines = tail
+        _configured = True
+
+
+def remember(settings: Settings) -> None:
+    """Mask the secrets these settings hold too (a runtime rebuilt with a dev key)."""
+    redactor.add_settings(settings)
+
+
+def reset() -> None:
+    """Undo configure (tests): handlers, filters and the spool level as they were."""
+    global _configured, _tail_lines
+    with _lock:
+        _undo()
+        logging.getLogger("spool").setLevel(logging.NOTSET)
+        _tail_lines = DEFAULT_TAIL_LINES
+        _configured = False
+
+
+def _undo() -> None:
+    root = logging.getLogger()
+    for handler, added, formatter in _touched:
+        handler.removeFilter(_filter)
+        if added:
+            root.removeHandler(handler)
+        else:
+            handler.setFormatter(formatter)
+    _touched.clear()
+
+
+def tail_lines() -> int:
+    return _tail_lines
+
+
+def set_request_id(request_id: str | None) -> None:
+    """The Lambda invocation running now (None: none); its id goes on every line."""
+    global _request_id
+    _request_id = request_id or None
+
+
+# -- records and formatters ------------------------------------------------------------
+
+
+class _Redact(logging.Filter):
+    """Masks secrets in the message and in every structured field; adds the request id."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # Never raises: logging.Handler does not catch a filter's exception, and a log
+        # line must not fail the request or the worker flush that wrote it.
+        try:
+            record.msg = redactor.text(_message(record))
+            record.args = None
+            for key, value in list(record.__dict__.items()):
+                if key not in _STANDARD:
+                    record.__dict__[key] = redactor.value(value)
+        except Exception as exc:
+            record.msg = f"<a log line that could not be redacted: {type(exc).__name__}>"
+            record.args = None
+            for key in [k for k in record.__dict__ if k not in _STANDARD]:
+                del record.__dict__[key]
+        if _request_id is not None and "aws_request_id" not in record.__dict__:
+            record.aws_request_id = _request_id
+        return True
+
+
+def _message(record: logging.LogRecord) -> str:
+    try:
+        return record.getMessage()
+    except Exception:  # a bad %-format must not lose the line
+        return f"{record.msg!s} {record.args!r}"
+
+
+_filter = _Redact()
+
+
+class _Stream(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the given stream, or to whatever sys.stderr is at the time of the write
+    (a test harness swaps it; a handler bound to the old one would write to a closed file)."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        super().__init__(stream or sys.stderr)
+        self._fixed = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = self._fixed or sys.stderr
+        super().emit(record)
+
+
+def fields_of(record: logging.LogRecord) -> dict[str, Any]:
+    """The record's structured fields (what `extra=` added), None values left out."""
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and v is not None}
+
+
+def _text_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if text and not any(c in text for c in ' "=\\\n\r\t'):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """`<UTC time> LEVEL logger: message key=value ...`, one line (tracebacks follow)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{second}.{int(record.msecs):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        pairs = " ".join(f"{k}={_text_value(v)}" for k, v in fields_of(record).items())
+        head, newline, rest = line.partition("\n")
+        return redactor.text(f"{head} {pairs}{newline}{rest}" if pairs else line)
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line: timestamp, level, logger, message and the fields."""
+    from pythonjsonlogger.json import JsonFormatter
+
+    class _Json(JsonFormatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return redactor.text(super().format(record))
+
+    return _Json(
+        "%(levelname)s %(name)s %(message)s",
+        rename_fields={"levelname": "level", "name": "logger"},
+        timestamp=True,
+        json_ensure_ascii=False,
+    )
+
+
+# -- what Spool logs --------------------------------------------------------------------
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "tenant": job.tenant,
+        "type": job.type,
+        "queue": job.queue,
+        "attempt": job.attempts,
+        "max_attempts": job.max_attempts,
+    }
+
+
+def job_event(level: int, event: str, job: Job, message: str | None = None, **fields: Any) -> None:
+    """One line for one job event on `spool.jobs`; never the payload or the result."""
+    if not jobs_log.isEnabledFor(level):
+        return
+    extra = {"event": event, **job_fields(job)}
+    extra.update((k, v) for k, v in fields.items() if v is not None)
+    jobs_log.log(level, message or f"job {event}", extra=extra)
+
+
+def http_request(
+    method: str, route: str, status: int, seconds: float, tenant: str | None, **fields: Any
+) -> None:
+    """One line per request: method, route template, status, duration, tenant (never a key).
+
+    Probes and scrapes that succeed (/health, /metrics) are DEBUG; 5xx answers WARNING.
+    """
+    quiet = route in ("/health", "/metrics") and status < 400
+    level = logging.WARNING if status >= 500 else logging.DEBUG if quiet else logging.INFO
+    if not http_log.isEnabledFor(level):
+        return
+    extra = {
+        "event": "http_request",
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 3),
+        "tenant": tenant,
+    }
+    extra.update((k, v) for k, v in fields.items() if v is not None)
+    http_log.log(level, f"{method} {route} {status}", extra=extra)
+
+
+class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A handler's logger (`ctx.log`): every line carries the job id, attempt, type,
+    queue and tenant, and the last SPOOL_LOG_TAIL_LINES lines (INFO and up, or DEBUG
+    when enabled) are kept for the attempt's record, redacted like every line."""
+
+    def __init__(self, job: Job, keep: int | None = None) -> None:
+        fields = job_fields(job)
+        del fields["max_attempts"]
+        super().__init__(logging.getLogger(HANDLER_LOGGER), fields)
+        self._tail: deque[str] = deque(maxlen=tail_lines() if keep is None else keep)
+        self._tail_lock = threading.Lock()
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**dict(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self._tail.maxlen and level >= min(logging.INFO, self.logger.getEffectiveLevel()):
+            self._keep(level, msg, args, kwargs.get("exc_info"))
+        super().log(level, msg, *args, **kwargs)
+
+    def _keep(self, level: int, msg: Any, args: tuple[Any, ...], exc_info: Any) -> None:
+        try:
+            text = str(msg) % args if args else str(msg)
+        except Exception:
+            text = f"{msg!s} {args!r}"
+        if exc_info:
+            exc = sys.exc_info()[1] if exc_info is True else exc_info
+            if isinstance(exc, tuple):
+                exc = exc[1]
+            if isinstance(exc, BaseException):
+                text += f" ({type(exc).__name__}: {exc})"
+        line = redactor.text(f"{logging.getLevelName(level)} {text}")[:TAIL_LINE_CHARS]
+        with self._tail_lock:
+            self._tail.append(line)
+
+    def tail(self) -> tuple[str, ...]:
+        with self._tail_lock:
+            return tuple(self._tail)

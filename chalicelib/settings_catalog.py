@@ -1,0 +1,832 @@
+"""Every SPOOL_* setting as data: name, type, default, who reads it, what it means.
+
+docs/settings.md is generated from this catalog (`python -m chalicelib.settings_catalog
+--write`), and tests/test_settings_catalog.py fails when the two drift apart, when the
+code mentions a SPOOL_* name the catalog lacks, when an entry is no longer read, or
+when a default here disagrees with the code's. So a new setting is documented by
+adding one `Setting` below and regenerating the page.
+
+Plain data and the standard library only: nothing on the Lambda path imports this
+module, and importing it must stay cheap for the tools that do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC_PATH = ROOT / "docs" / "settings.md"
+WRITE_COMMAND = ".venv/bin/python -m chalicelib.settings_catalog --write"
+
+# Types as an operator writes them in the environment.
+TEXT, INTEGER, NUMBER, FLAG, LIST, JSON = "text", "integer", "number", "flag", "list", "JSON"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One SPOOL_* environment variable.
+
+    `default` is the value the code uses when the variable is unset or empty (None:
+    unset means "off" or "not used"). `field` names the chalicelib.config.Settings
+    attribute it fills, for the settings config.py parses itself; the others are read
+    from Settings.extra by the component that needs them.
+    """
+
+    name: str
+    type: str
+    default: object
+    read_by: str
+    meaning: str
+    group: str
+    field: str | None = None
+
+
+GROUPS = (
+    "Store and start-up",
+    "HTTP API",
+    "HTTP server (spool serve)",
+    "Worker",
+    "AWS",
+    "Blob storage",
+    "Built-in handler: send_email",
+    "Built-in handler: http_request",
+    "Built-in handler: resize_image",
+)
+
+_STORE, _API, _SERVER, _WORKER, _AWS, _BLOBS, _EMAIL, _HTTP, _IMAGES = GROUPS
+
+CATALOG: tuple[Setting, ...] = (
+    # -- Store and start-up --------------------------------------------------------------
+    Setting(
+        name="SPOOL_STORE_URL",
+        type=TEXT,
+        default="sqlite:///.spool/spool.db",
+        read_by="chalicelib/runtime.py",
+        meaning=(
+            "Where jobs live: `sqlite:///PATH`, `memory://`, "
+            "`postgresql://user@host/db?schema=...` or "
+            "`dynamodb://TABLE?queue=QUEUE&bucket=BUCKET`."
+        ),
+        group=_STORE,
+        field="store_url",
+    ),
+    Setting(
+        name="SPOOL_HANDLERS",
+        type=LIST,
+        default=(),
+        read_by="chalicelib/runtime.py",
+        meaning=(
+            "Comma-separated Python modules imported at start-up; importing one registers "
+            "its handlers (the built-ins are always there). `spool` also imports from the "
+            "working directory."
+        ),
+        group=_STORE,
+        field="handlers",
+    ),
+    Setting(
+        name="SPOOL_DEMO_HANDLERS",
+        type=FLAG,
+        default=False,
+        read_by="chalicelib/config.py",
+        meaning=(
+            "Offer the demo job types echo, sleep and fail. Off in deployments; on in "
+            "`make run`, `spool serve` laptop mode, the `local` Chalice stage and the tests."
+        ),
+        group=_STORE,
+        field="demo_handlers",
+    ),
+    Setting(
+        name="SPOOL_DEBUG",
+        type=FLAG,
+        default=False,
+        read_by="local/cli_errors.py",
+        meaning="`spool` prints the full traceback of an unexpected failure, not one line.",
+        group=_STORE,
+    ),
+    Setting(
+        name="SPOOL_SCHEDULES",
+        type=JSON,
+        default="",
+        read_by="chalicelib/periodic.py",
+        meaning=(
+            "Periodic jobs as JSON (a list, or an object by name); an entry replaces a code "
+            'schedule of the same name, `"enabled": false` switches one off.'
+        ),
+        group=_STORE,
+    ),
+    # -- HTTP API ------------------------------------------------------------------------
+    Setting(
+        name="SPOOL_API_KEYS",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/api/auth.py",
+        meaning=(
+            "Comma-separated `key=tenant` or `sha256:<hex digest>=tenant` pairs. Empty: "
+            "every request is refused (`spool serve` then makes a development key), unless "
+            "SPOOL_API_KEYS_PARAMETER names where to read them."
+        ),
+        group=_API,
+        field="api_keys",
+    ),
+    Setting(
+        name="SPOOL_API_KEYS_PARAMETER",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/api/key_source.py",
+        meaning=(
+            "SSM Parameter Store SecureString holding the keys (same format as "
+            "SPOOL_API_KEYS), read when SPOOL_API_KEYS is unset; the deployed stages set "
+            "`/spool/<stage>/api-keys`."
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_API_KEYS_TTL",
+        type=NUMBER,
+        default=60.0,
+        read_by="chalicelib/api/key_source.py",
+        meaning=(
+            "Seconds each process caches the keys read from SSM, so a rotation lands within it."
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_API_KEYS_REGION",
+        type=TEXT,
+        default=None,
+        read_by="chalicelib/api/key_source.py",
+        meaning="Region of SPOOL_API_KEYS_PARAMETER (empty: the SDK's region).",
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_HEALTH_CACHE_SECONDS",
+        type=NUMBER,
+        default=5.0,
+        read_by="chalicelib/api/routes.py",
+        meaning=(
+            "Seconds a successful `/health` store probe is remembered (failures never are): "
+            "on DynamoDB each probe is a billed read."
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_MAX_BODY_BYTES",
+        type=INTEGER,
+        default=262_144,
+        read_by="chalicelib/api/routes.py",
+        meaning="Largest request body accepted; a bigger one gets 413 and nothing is stored.",
+        group=_API,
+        field="max_body_bytes",
+    ),
+    Setting(
+        name="SPOOL_MAX_BATCH",
+        type=INTEGER,
+        default=100,
+        read_by="chalicelib/api/routes.py",
+        meaning='Most jobs in one batch enqueue (`{"jobs": [...]}`); a bigger batch gets 413.',
+        group=_API,
+        field="max_batch",
+    ),
+    Setting(
+        name="SPOOL_CACHE_SIZE",
+        type=INTEGER,
+        default=1000,
+        read_by="chalicelib/api/routes.py",
+        meaning=(
+            "Terminal `/status` answers the result cache holds per process (least recently "
+            "used go first)."
+        ),
+        group=_API,
+        field="cache_size",
+    ),
+    Setting(
+        name="SPOOL_CACHE_TTL",
+        type=NUMBER,
+        default=300.0,
+        read_by="chalicelib/api/routes.py",
+        meaning=(
+            "Seconds a cached terminal `/status` answer is served before the store is read again."
+        ),
+        group=_API,
+        field="cache_ttl",
+    ),
+    Setting(
+        name="SPOOL_METRICS_PUBLIC",
+        type=FLAG,
+        default=False,
+        read_by="chalicelib/api/auth.py",
+        meaning=(
+            "Serve `/metrics` to anyone, without a key. It shows every tenant's queue names: "
+            "only for a scraper on a private network."
+        ),
+        group=_API,
+        field="metrics_public",
+    ),
+    Setting(
+        name="SPOOL_METRICS_KEYS",
+        type=LIST,
+        default="",
+        read_by="chalicelib/api/auth.py",
+        meaning=(
+            "Operator keys for `/metrics` (comma-separated `key`, `sha256:<hex>`, either with "
+            "an optional `=name`), sent as `X-API-Key` or `Authorization: Bearer`. A tenant's "
+            "key gets 403. `spool serve` in laptop mode sets it to its dev key."
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_METRICS_MAX_QUEUES",
+        type=INTEGER,
+        default=50,
+        read_by="chalicelib/api/metric_labels.py",
+        meaning=(
+            "Most queue names that keep their own metric label when SPOOL_QUEUES is unset "
+            '(the busiest); the rest are summed into `queue="_other"`.'
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_METRICS_MAX_WORKERS",
+        type=INTEGER,
+        default=50,
+        read_by="chalicelib/api/metric_labels.py",
+        meaning=(
+            "Most live workers that get a `spool_worker_last_heartbeat_timestamp_seconds` "
+            "series (the most recent beats); `spool_workers_live` counts them all."
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_CACHE_RECHECK",
+        type=NUMBER,
+        default=1.0,
+        read_by="chalicelib/api/routes.py",
+        meaning=(
+            "Seconds between one process's reads of the store's invalidation epoch; a redrive "
+            "or purge in any process empties the result cache within this time."
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_MAX_WAITS_PER_TENANT",
+        type=INTEGER,
+        default=4,
+        read_by="chalicelib/api/routes.py",
+        meaning=(
+            "Concurrent `GET /status/{id}?wait=` long-polls per tenant per process (429 past it)."
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_MAX_WAITS",
+        type=INTEGER,
+        default=8,
+        read_by="chalicelib/api/routes.py",
+        meaning=(
+            "Concurrent long-polls per process, all tenants (429 past it); `spool serve` sets "
+            "it to half its threads unless given."
+        ),
+        group=_API,
+    ),
+    # -- HTTP server (spool serve) -------------------------------------------------------
+    Setting(
+        name="SPOOL_HTTP_MAX_CONNECTIONS",
+        type=INTEGER,
+        default=10_000,
+        read_by="local/http_limits.py",
+        meaning=(
+            "Open client connections; past it the longest-idle one is closed to admit a new "
+            "client. Lowered, with a warning, to what the open-file limit allows."
+        ),
+        group=_SERVER,
+    ),
+    Setting(
+        name="SPOOL_HTTP_IDLE_TIMEOUT",
+        type=NUMBER,
+        default=60.0,
+        read_by="local/http_limits.py",
+        meaning="Seconds a keep-alive connection may sit with no request under way.",
+        group=_SERVER,
+    ),
+    Setting(
+        name="SPOOL_HTTP_REQUEST_TIMEOUT",
+        type=NUMBER,
+        default=30.0,
+        read_by="local/http_limits.py",
+        meaning=(
+            "Seconds from a request's first byte until its head and body have arrived; "
+            "slower clients get 408 and are closed."
+        ),
+        group=_SERVER,
+    ),
+    Setting(
+        name="SPOOL_HTTP_SEND_TIMEOUT",
+        type=NUMBER,
+        default=60.0,
+        read_by="local/http_limits.py",
+        meaning=(
+            "Seconds a client has to take a finished response before the connection is closed."
+        ),
+        group=_SERVER,
+    ),
+    Setting(
+        name="SPOOL_HTTP_MAX_HEADER_BYTES",
+        type=INTEGER,
+        default=16_384,
+        read_by="local/http_limits.py",
+        meaning="Largest request line plus headers (431 past it).",
+        group=_SERVER,
+    ),
+    # -- Worker --------------------------------------------------------------------------
+    Setting(
+        name="SPOOL_CONCURRENCY",
+        type=INTEGER,
+        default=8,
+        read_by="chalicelib/runtime.py",
+        meaning=(
+            "Pool threads per worker: jobs one process runs at once (`spool worker "
+            "--concurrency` overrides it)."
+        ),
+        group=_WORKER,
+        field="concurrency",
+    ),
+    Setting(
+        name="SPOOL_LEASE_SECONDS",
+        type=NUMBER,
+        default=60.0,
+        read_by="chalicelib/runtime.py",
+        meaning=(
+            "How long a claim holds a job; the worker extends it while the job runs, and a "
+            "lease that lapses (a dead worker) lets another worker retry the job."
+        ),
+        group=_WORKER,
+        field="lease_seconds",
+    ),
+    Setting(
+        name="SPOOL_QUEUES",
+        type=LIST,
+        default=None,
+        read_by="chalicelib/runtime.py",
+        meaning="Comma-separated queues this worker claims from; unset: every queue.",
+        group=_WORKER,
+        field="queues",
+    ),
+    Setting(
+        name="SPOOL_SYNC_FINISH",
+        type=FLAG,
+        default=False,
+        read_by="local/cli.py",
+        meaning=(
+            "`spool worker` writes each completion before taking the next job, so a crash "
+            "re-runs at most `concurrency` attempts (slower; same as `--sync-finish`)."
+        ),
+        group=_WORKER,
+    ),
+    Setting(
+        name="SPOOL_WORKER_TIMEOUT",
+        type=NUMBER,
+        default=None,
+        read_by="chalicelib/handler_check.py",
+        meaning=(
+            "The worker function's timeout in seconds (the deployed template sets it to "
+            "run_jobs'): a handler whose timeout does not fit is refused at start-up, naming "
+            "both numbers. Unset: no check."
+        ),
+        group=_WORKER,
+    ),
+    Setting(
+        name="SPOOL_ATTEMPT_HISTORY",
+        type=INTEGER,
+        default=25,
+        read_by="chalicelib/storage/history.py",
+        meaning=(
+            "Attempts kept per job (the last N, 1-1000): when each ran, on which worker, how "
+            "it ended, its error and traceback; `spool status ID` and "
+            "`GET /status/{id}?attempts=true` show them. Read by every store when it opens."
+        ),
+        group=_WORKER,
+    ),
+    Setting(
+        name="SPOOL_TRACEBACK_BYTES",
+        type=INTEGER,
+        default=4096,
+        read_by="chalicelib/attempt_record.py",
+        meaning=(
+            "How much of a failing attempt's traceback the worker records (its end: the "
+            "frame that raised and the message), 0-65536 bytes; 0 records none."
+        ),
+        group=_WORKER,
+    ),
+    Setting(
+        name="SPOOL_HEARTBEAT_SECONDS",
+        type=NUMBER,
+        default=15.0,
+        read_by="chalicelib/attempt_record.py",
+        meaning=(
+            "How often a running worker records that it is alive (`run` and `drain`, "
+            "0.1-3600 s); the store's live_workers reads these beats."
+        ),
+        group=_WORKER,
+    ),
+    Setting(
+        name="SPOOL_PUSHGATEWAY_URL",
+        type=TEXT,
+        default=None,
+        read_by="chalicelib/events.py",
+        meaning=(
+            "Prometheus Pushgateway for the worker timings: each Lambda invocation pushes "
+            "at its end; `spool worker` every SPOOL_PUSH_INTERVAL seconds and once as it "
+            "exits. Unset: no push."
+        ),
+        group=_WORKER,
+        field="pushgateway_url",
+    ),
+    Setting(
+        name="SPOOL_PUSH_INTERVAL",
+        type=NUMBER,
+        default=15.0,
+        read_by="local/worker_metrics.py",
+        meaning=(
+            "Seconds between `spool worker`'s pushes to SPOOL_PUSHGATEWAY_URL (0.5 to "
+            "86400); it also pushes once at exit."
+        ),
+        group=_WORKER,
+    ),
+    Setting(
+        name="SPOOL_WORKER_LIVE_SECONDS",
+        type=NUMBER,
+        default=60.0,
+        read_by="chalicelib/api/metrics.py",
+        meaning=(
+            "A worker whose last heartbeat is at most this old counts in `spool_workers_live` "
+            "(1 to 86400); `spool worker` beats every quarter of it. Raise it where workers "
+            "only run now and then (Lambda invoked once a minute)."
+        ),
+        group=_WORKER,
+    ),
+    # -- AWS -----------------------------------------------------------------------------
+    Setting(
+        name="SPOOL_SQS_QUEUE",
+        type=TEXT,
+        default="spool-jobs",
+        read_by="app.py",
+        meaning=(
+            "The SQS queue whose messages invoke `run_jobs`; read when Chalice packages or "
+            "deploys the app (set per stage in .chalice/config.json)."
+        ),
+        group=_AWS,
+    ),
+    Setting(
+        name="SPOOL_SQS_VISIBILITY_TIMEOUT",
+        type=INTEGER,
+        default=30,
+        read_by="chalicelib/events.py",
+        meaning=(
+            "The jobs queue's visibility timeout in seconds; `run_jobs` keeps the messages "
+            "of running jobs hidden by extending it."
+        ),
+        group=_AWS,
+    ),
+    # -- Blob storage --------------------------------------------------------------------
+    Setting(
+        name="SPOOL_BLOB_DIR",
+        type=TEXT,
+        default=".spool/blobs",
+        read_by="chalicelib/blobs.py",
+        meaning="Folder that holds handlers' files when SPOOL_BLOB_BUCKET is unset.",
+        group=_BLOBS,
+    ),
+    Setting(
+        name="SPOOL_BLOB_BUCKET",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/blobs.py",
+        meaning="S3 bucket for handlers' files; set, it replaces the folder.",
+        group=_BLOBS,
+    ),
+    Setting(
+        name="SPOOL_BLOB_PREFIX",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/blobs.py",
+        meaning=(
+            "Folder inside SPOOL_BLOB_BUCKET (`media` means `media/`); must be apart from "
+            "`spool/` when the bucket is the job store's."
+        ),
+        group=_BLOBS,
+    ),
+    Setting(
+        name="SPOOL_BLOB_ENDPOINT_URL",
+        type=TEXT,
+        default=None,
+        read_by="chalicelib/blobs.py",
+        meaning="S3 endpoint for moto_server or another local S3; unset: AWS's.",
+        group=_BLOBS,
+    ),
+    Setting(
+        name="SPOOL_BLOB_REGION",
+        type=TEXT,
+        default=None,
+        read_by="chalicelib/blobs.py",
+        meaning="Region of SPOOL_BLOB_BUCKET; unset: boto3's default.",
+        group=_BLOBS,
+    ),
+    # -- Built-in handler: send_email ----------------------------------------------------
+    Setting(
+        name="SPOOL_SMTP_HOST",
+        type=TEXT,
+        default="localhost",
+        read_by="chalicelib/builtin/email.py",
+        meaning="SMTP relay; never taken from a payload.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_PORT",
+        type=INTEGER,
+        default=25,
+        read_by="chalicelib/builtin/email.py",
+        meaning="SMTP port; unset: 25, or 587 with SPOOL_SMTP_STARTTLS, 465 with SPOOL_SMTP_SSL.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_STARTTLS",
+        type=FLAG,
+        default=False,
+        read_by="chalicelib/builtin/email.py",
+        meaning=(
+            "Upgrade the connection with STARTTLS (a server without it is a permanent error)."
+        ),
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_SSL",
+        type=FLAG,
+        default=False,
+        read_by="chalicelib/builtin/email.py",
+        meaning="Connect with implicit TLS; not together with SPOOL_SMTP_STARTTLS.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_USERNAME",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/builtin/email.py",
+        meaning="SMTP AUTH user; needs STARTTLS or SSL so the credentials never go in clear.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_PASSWORD",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/builtin/email.py",
+        meaning="SMTP AUTH password.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_FROM",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/builtin/email.py",
+        meaning="Sender used when a payload names none.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_ALLOWED_FROM",
+        type=LIST,
+        default=(),
+        read_by="chalicelib/builtin/email.py",
+        meaning="Comma-separated senders a payload may choose: addresses or `@domain`s.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_TIMEOUT",
+        type=NUMBER,
+        default=30.0,
+        read_by="chalicelib/builtin/email.py",
+        meaning="Seconds for each SMTP network operation (0.1 to 600).",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_CA_FILE",
+        type=TEXT,
+        default=None,
+        read_by="chalicelib/builtin/email.py",
+        meaning="Extra CA bundle (PEM) to verify the relay's certificate with.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_LOCAL_HOSTNAME",
+        type=TEXT,
+        default=None,
+        read_by="chalicelib/builtin/email.py",
+        meaning="Name sent in EHLO; unset: this machine's name.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_MESSAGE_ID_DOMAIN",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/builtin/email.py",
+        meaning="Domain of the Message-ID made from the job id; empty: the sender's domain.",
+        group=_EMAIL,
+    ),
+    # -- Built-in handler: http_request --------------------------------------------------
+    Setting(
+        name="SPOOL_HTTP_ALLOWLIST",
+        type=LIST,
+        default=(),
+        read_by="chalicelib/builtin/http_request.py",
+        meaning=(
+            "Comma-separated hosts an `http_request` job may reach: names, `*.suffix`es, "
+            "IPs and CIDRs. Empty: none."
+        ),
+        group=_HTTP,
+    ),
+    Setting(
+        name="SPOOL_HTTP_ALLOW_PRIVATE",
+        type=FLAG,
+        default=False,
+        read_by="chalicelib/builtin/http_request.py",
+        meaning="Let allowlisted hosts resolve to loopback, private and CGNAT addresses.",
+        group=_HTTP,
+    ),
+    Setting(
+        name="SPOOL_HTTP_CA_FILE",
+        type=TEXT,
+        default=None,
+        read_by="chalicelib/builtin/http_request.py",
+        meaning="Extra CA bundle (PEM) for HTTPS targets.",
+        group=_HTTP,
+    ),
+    # -- Built-in handler: resize_image --------------------------------------------------
+    Setting(
+        name="SPOOL_IMAGE_MAX_OUTPUT_PIXELS",
+        type=INTEGER,
+        default=40_000_000,
+        read_by="chalicelib/builtin/image_limits.py",
+        meaning="Largest width x height of one `resize_image` output.",
+        group=_IMAGES,
+    ),
+    Setting(
+        name="SPOOL_IMAGE_MAX_TOTAL_PIXELS",
+        type=INTEGER,
+        default=100_000_000,
+        read_by="chalicelib/builtin/image_limits.py",
+        meaning="Largest sum of width x height over one job's distinct outputs.",
+        group=_IMAGES,
+    ),
+    Setting(
+        name="SPOOL_IMAGE_MAX_OUTPUTS",
+        type=INTEGER,
+        default=20,
+        read_by="chalicelib/builtin/image_limits.py",
+        meaning="Most entries in `widths` + `sizes` (1 to 20; can only lower the payload's 20).",
+        group=_IMAGES,
+    ),
+    Setting(
+        name="SPOOL_IMAGE_MAX_PIXELS",
+        type=INTEGER,
+        default=40_000_000,
+        read_by="chalicelib/builtin/images.py",
+        meaning="Largest image (width x height) `resize_image` decodes.",
+        group=_IMAGES,
+    ),
+    Setting(
+        name="SPOOL_IMAGE_MAX_BYTES",
+        type=INTEGER,
+        default=41_943_040,
+        read_by="chalicelib/builtin/images.py",
+        meaning="Largest image file `resize_image` reads.",
+        group=_IMAGES,
+    ),
+    # -- Logs (chalicelib/logs.py) -------------------------------------------------------
+    Setting(
+        name="SPOOL_LOG_LEVEL",
+        type=TEXT,
+        default="INFO",
+        read_by="chalicelib/logs.py",
+        meaning=(
+            "Level of Spool's log lines (DEBUG, INFO, WARNING, ERROR): INFO has one line per "
+            "job event and HTTP request, DEBUG adds each attempt's start; one-shot CLI "
+            "commands (`spool enqueue`, `status`, ...) default to WARNING."
+        ),
+        group=_STORE,
+    ),
+    Setting(
+        name="SPOOL_LOG_FORMAT",
+        type=TEXT,
+        default="text",
+        read_by="chalicelib/logs.py",
+        meaning=(
+            "`json` (one object per line, for CloudWatch Logs Insights; the default on "
+            "Lambda) or `text` (the default elsewhere). Secrets are masked in both."
+        ),
+        group=_STORE,
+    ),
+    Setting(
+        name="SPOOL_LOG_TAIL_LINES",
+        type=INTEGER,
+        default=20,
+        read_by="chalicelib/logs.py",
+        meaning=(
+            "How many of a handler's last `ctx.log` lines a failing attempt keeps in its "
+            "record (`log_tail`, shown by `spool status ID`), 0-1000; 0 keeps none."
+        ),
+        group=_WORKER,
+    ),
+)
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in CATALOG}
+
+
+def shown(value: object) -> str:
+    """A default as the page shows it."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "`true`" if value else "`false`"
+    if isinstance(value, float) and value.is_integer():
+        return f"`{int(value)}`"
+    if value == "" or value == ():
+        return "empty"
+    if isinstance(value, tuple):
+        return "`" + ",".join(str(v) for v in value) + "`"
+    return f"`{value}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render() -> str:
+    """docs/settings.md, exactly."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from chalicelib/settings_catalog.py; edit the catalog, then run",
+        f"     {WRITE_COMMAND} -->",
+        "",
+        "Spool reads its settings from `SPOOL_*` environment variables, once per process.",
+        "Unset and empty mean the same: the default. A flag is `true`/`false` (also",
+        "`1`/`0`, `yes`/`no`, `on`/`off`); a list is comma-separated. On AWS the",
+        "variables come from `.chalice/config.json` (per stage) and `infra/`; locally",
+        "from the environment `spool` runs in.",
+        "",
+        "A test (tests/test_settings_catalog.py) fails when the code reads a setting",
+        "this page does not list, when a listed one is no longer read, or when a",
+        "default here disagrees with the code.",
+        "",
+    ]
+    for group in GROUPS:
+        members = [s for s in CATALOG if s.group == group]
+        if not members:
+            continue
+        lines += [
+            f"## {group}",
+            "",
+            "| Setting | Type | Default | Read by | Meaning |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        lines += [
+            f"| `{s.name}` | {s.type} | {shown(s.default)} | `{s.read_by}` | {_cell(s.meaning)} |"
+            for s in members
+        ]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m chalicelib.settings_catalog",
+        description="Print docs/settings.md from the settings catalog, or write/check it.",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="write docs/settings.md")
+    mode.add_argument("--check", action="store_true", help="exit 1 if the page is out of date")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.write:
+        DOC_PATH.write_text(text, encoding="utf-8")
+        print(f"wrote {DOC_PATH} ({len(CATALOG)} settings)")
+        return 0
+    if args.check:
+        current = DOC_PATH.read_text(encoding="utf-8") if DOC_PATH.exists() else ""
+        if current == text:
+            return 0
+        diff = difflib.unified_diff(
+            current.splitlines(), text.splitlines(), "docs/settings.md", "generated", lineterm=""
+        )
+        print("\n".join(diff))
+        print(f"docs/settings.md is out of date: run {WRITE_COMMAND}", file=sys.stderr)
+        return 1
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

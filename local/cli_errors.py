@@ -1,0 +1,136 @@
+"""The `spool` command line's one error boundary.
+
+Whatever goes wrong, a person sees one line on stderr, `spool: <problem>. <fix>`,
+and a non-zero exit: 2 when what they typed or configured is wrong (usage,
+settings, a job the handlers refuse), 1 when something failed at run time (the
+store is down, the job is not there), 130 on Ctrl-C. Anything unexpected is one
+line too, with the way to see the traceback (SPOOL_DEBUG=1). Every line goes
+through redact_text, so a store password in an exception never reaches the
+terminal or a CI log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+from pydantic import ValidationError
+
+from chalicelib.config import ConfigError
+from chalicelib.errors import (
+    InvalidTransition,
+    JobNotFound,
+    SpoolError,
+    StoreNotMigrated,
+    StoreUnavailable,
+    UnknownJobType,
+    ValidationFailed,
+)
+from chalicelib.redact import redact_text
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+DEBUG_VARIABLE = "SPOOL_DEBUG"
+
+
+class CliFailure(Exception):
+    """A failure the command names itself: the problem, the fix, the exit code."""
+
+    def __init__(self, problem: str, fix: str = "", code: int = EXIT_RUNTIME) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.fix = fix
+        self.code = code
+
+
+class UsageError(CliFailure):
+    """What was typed cannot work (exit 2)."""
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        super().__init__(problem, fix, EXIT_USAGE)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `spool:` line naming the fix (exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        report(UsageError(message, f"See `{self.prog} --help`"))
+        raise SystemExit(EXIT_USAGE)
+
+
+def line(problem: str, fix: str = "") -> str:
+    """`spool: <problem>. <fix>` on one line, secrets masked."""
+    text = " ".join(problem.split()).rstrip(". ")
+    if fix:
+        text += ". " + " ".join(fix.split()).rstrip(".")
+    return "spool: " + redact_text(text) + "."
+
+
+def _validation_problem(exc: ValidationFailed) -> str:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    errors = details.get("errors") or []
+    if errors and isinstance(errors[0], dict):
+        where = ".".join(str(p) for p in errors[0].get("loc", ())) or "payload"
+        return f"{exc.message} ({where}: {errors[0].get('msg')})"
+    if isinstance(exc.details, list) and exc.details and isinstance(exc.details[0], dict):
+        first = exc.details[0]
+        return f"{exc.message} (job {first.get('index')}: {first.get('message')})"
+    return exc.message
+
+
+def explain(exc: BaseException) -> CliFailure:
+    """The one-line failure for an exception, or a generic one for the unexpected."""
+    if isinstance(exc, CliFailure):
+        return exc
+    if isinstance(exc, ConfigError):
+        return UsageError(str(exc))
+    if isinstance(exc, UnknownJobType):
+        known = ", ".join((exc.details or {}).get("known", [])) or "none"
+        return UsageError(
+            exc.message,
+            f"Known types: {known}; add yours with SPOOL_HANDLERS "
+            "(the demo types need SPOOL_DEMO_HANDLERS=1)",
+        )
+    if isinstance(exc, ValidationFailed):
+        return UsageError(_validation_problem(exc), "Fix the job and try again")
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "job"
+        return UsageError(f"{where}: {first['msg']}", "Fix the option and try again")
+    if isinstance(exc, StoreNotMigrated):
+        return CliFailure(exc.message, "Run `spool db migrate` first")
+    if isinstance(exc, StoreUnavailable):
+        named = "SPOOL_STORE_URL" in exc.message  # the store already said what to check
+        fix = "Check SPOOL_STORE_URL and that the store is running, then try again"
+        return CliFailure(exc.message, "" if named else fix)
+    if isinstance(exc, JobNotFound):
+        job_id = (exc.details or {}).get("id", "")
+        return CliFailure(
+            f"job {job_id} not found" if job_id else exc.message,
+            "Check the id and --tenant, and that SPOOL_STORE_URL names the store it is in",
+        )
+    if isinstance(exc, InvalidTransition):
+        return CliFailure(exc.message)
+    if isinstance(exc, SpoolError):
+        return CliFailure(exc.message)
+    if isinstance(exc, KeyboardInterrupt):
+        return CliFailure("interrupted", code=EXIT_INTERRUPTED)
+    detail = str(exc).strip()
+    return CliFailure(
+        f"unexpected error: {type(exc).__name__}" + (f": {detail}" if detail else ""),
+        f"Rerun with {DEBUG_VARIABLE}=1 to see the traceback",
+    )
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def report(exc: BaseException) -> int:
+    """Print the exception's one line on stderr; return the exit code."""
+    failure = explain(exc)
+    print(line(failure.problem, failure.fix), file=sys.stderr, flush=True)
+    return failure.code

@@ -1,0 +1,412 @@
+"""waitress, hardened against clients that hold connections or send too much.
+
+waitress's own defaults let 100 idle sockets fill every slot for two minutes,
+let one byte every few seconds hold a slot forever, and buffer a body up to
+its size limit before the app can refuse it. Here, per connection:
+
+- a request must arrive whole (head and body) within `request_timeout` of its
+  first byte, or it is answered 408 and the connection closed; an idle
+  keep-alive connection lasts `idle_timeout`; a finished response the client
+  does not take within `send_timeout` is dropped;
+- a Content-Length over the body limit is answered 413 as soon as the head is
+  read, with nothing of the body buffered (and no `100 Continue`); a chunked
+  body is cut off at the limit;
+- after such a refusal the server stops sending, reads and discards what the
+  client still sends for `linger_seconds` (at most LINGER_MAX_BYTES), then
+  closes: the client gets to read its 413 instead of a connection reset;
+- at `max_connections` the longest-idle connection that has no request being
+  served is closed to admit the new one, so a full server still answers.
+
+Errors waitress itself produces come in Spool's JSON error shape.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+from typing import Any
+
+from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import TcpWSGIServer
+from waitress.task import ErrorTask
+from waitress.utilities import Error, InternalServerError, RequestEntityTooLarge
+
+from chalicelib.api.errors import error_body
+from chalicelib.api.http import dumps
+from local.http_limits import HttpLimits
+
+log = logging.getLogger("spool.http")
+
+# What a refused client may still send (and we read and drop) before a reset.
+LINGER_MAX_BYTES = 10 * 1024 * 1024
+# Chunk-size lines and trailers are framing: allow this much beyond the body.
+CHUNK_FRAMING_ALLOWANCE = 64 * 1024
+# After accept() fails for want of file descriptors, wait this long to retry.
+ACCEPT_PAUSE = 0.25
+ACCEPT_BATCH = 64
+
+_CODES = {
+    400: "bad_request",
+    408: "request_timeout",
+    413: "payload_too_large",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+}
+
+
+class SpoolHttpError(Error):
+    """A refusal made by the server before the app sees the request."""
+
+    def __init__(self, status: int, reason: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.code = status
+        self.reason = reason
+        self.details = details
+
+
+def render_error(error: Error) -> tuple[str, bytes]:
+    """Any waitress error as a status line and a body in Spool's error shape."""
+    status = int(error.code)
+    if isinstance(error, InternalServerError) or (status >= 500 and status != 501):
+        message = "an internal error occurred"  # waitress would put a traceback here
+    else:
+        message = str(error.body)
+    details = getattr(error, "details", None)
+    body = dumps(error_body(_CODES.get(status, "bad_request"), message, details))
+    return f"{status} {error.reason}", body.encode("utf-8")
+
+
+def too_large(limit: int, size: int | None = None) -> SpoolHttpError:
+    if size is None:
+        message = f"request body exceeds the limit of {limit} bytes"
+        details: dict[str, int] = {"limit": limit}
+    else:  # the app's own wording (chalicelib/api/http.py parse_json)
+        message = f"request body is {size} bytes; the limit is {limit}"
+        details = {"limit": limit, "size": size}
+    return SpoolHttpError(413, "Payload Too Large", message, details)
+
+
+class GuardedParser(HTTPRequestParser):
+    """waitress's parser with Spool's body limit applied before buffering."""
+
+    limits = HttpLimits()
+
+    def __init__(self, adj: Adjustments) -> None:
+        super().__init__(adj)
+        self.started: float | None = None  # first byte that is not a blank line
+        self.raw_body_bytes = 0
+
+    def received(self, data: bytes) -> int:
+        if self.completed:
+            return 0
+        if self.started is None and data.strip():
+            self.started = time.monotonic()
+        if self.body_rcv is None:
+            consumed = super().received(data)
+            limit = self.limits.max_body_bytes
+            if (
+                self.headers_finished
+                and not self.chunked
+                and self.content_length > limit
+                and (self.error is None or isinstance(self.error, RequestEntityTooLarge))
+            ):  # waitress's own check (its backstop) words it differently
+                self._refuse(too_large(limit, self.content_length))
+            if self.error is not None:
+                self.expect_continue = False  # never invite a body we refuse
+                return len(data)  # what follows a refused head is not a request
+            return consumed
+        return self._received_body(data)
+
+    def _received_body(self, data: bytes) -> int:
+        receiver = self.body_rcv
+        assert receiver is not None
+        consumed = int(receiver.received(data))
+        self.raw_body_bytes += consumed
+        limit = self.limits.max_body_bytes
+        if len(receiver) > limit or self.raw_body_bytes > 2 * limit + CHUNK_FRAMING_ALLOWANCE:
+            self._refuse(too_large(limit))
+            return len(data)
+        if receiver.error:
+            self.error = receiver.error
+            self.completed = True
+        elif receiver.completed:
+            self.completed = True
+            if self.chunked:  # as waitress does: the app sees a plain body
+                headers: dict[str, str] = self.headers  # type: ignore[assignment]
+                headers["CONTENT_LENGTH"] = str(len(receiver))
+        return consumed
+
+    def _refuse(self, error: Error) -> None:
+        self.error = error
+        self.completed = True
+        self.expect_continue = False
+        self.close()  # drop whatever of the body was buffered, now
+
+
+class GuardedErrorTask(ErrorTask):
+    """Errors answered by the server itself, in Spool's shape, then a lingering close."""
+
+    def execute(self) -> None:
+        request: Any = self.request  # the stubs type it as waitress's Error
+        status, body = render_error(request.error)
+        self.status = status
+        self.response_headers = [*self.response_headers, ("Content-Type", "application/json")]
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        channel = self.channel
+        if isinstance(channel, GuardedChannel):
+            channel.linger = True
+        self.write(body)
+
+
+class GuardedChannel(HTTPChannel):
+    """One client connection, with its deadlines and a lingering close."""
+
+    parser_class = GuardedParser
+    error_task_class = GuardedErrorTask
+    limits = HttpLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.linger = False  # drain the client's input before closing
+        self.draining_until: float | None = None
+        self.drained = 0
+        self.sending_since: float | None = None
+        self.busy_until = time.monotonic()  # last time the server, not the client, held it up
+
+    # -- lingering close ------------------------------------------------------
+
+    def readable(self) -> bool:
+        if self.draining_until is not None:
+            return True
+        return bool(super().readable())
+
+    def writable(self) -> bool:
+        if self.draining_until is not None:
+            return bool(self.will_close)
+        return bool(super().writable())
+
+    def handle_read(self) -> None:
+        if self.draining_until is None:
+            super().handle_read()
+            return
+        try:
+            data = self.recv(64 * 1024)
+        except OSError:
+            data = b""
+        self.drained += len(data)
+        if not data or self.drained > LINGER_MAX_BYTES:
+            self.close_now()
+
+    def handle_close(self) -> None:
+        if self.linger and self.draining_until is None and self.connected and not self.will_drop:
+            try:
+                assert self.socket is not None
+                self.socket.shutdown(socket.SHUT_WR)  # the client sees the response end
+            except (OSError, AssertionError):
+                pass
+            else:
+                self.will_close = False
+                self.draining_until = time.monotonic() + self.limits.linger_seconds
+                return
+        self.close_now()
+
+    will_drop = False  # close without lingering
+    closed = False
+
+    def close_now(self) -> None:
+        """Close the socket and free every buffer this connection holds."""
+        self.will_drop = True
+        if self.closed:
+            return
+        self.closed = True
+        raw: Any = self  # the stubs miss some of HTTPChannel's attributes
+        with raw.requests_lock:
+            partial, self.request = self.request, None
+        if partial is not None:
+            partial.close()
+        super().handle_close()
+
+    def service(self) -> None:
+        super().service()
+        self.busy_until = time.monotonic()
+
+    # -- deadlines (called from the server's loop thread) ---------------------
+
+    def enforce_deadlines(self, now: float) -> None:
+        """Close or answer this connection if it is past its deadline.
+
+        The clocks run only while the client is the one holding things up:
+        `busy_until` moves while the app serves a request or a response is being
+        sent, and an idle connection's clock is not reset by stray bytes (blank
+        lines between requests), only by a request served.
+        """
+        limits = self.limits
+        if self.draining_until is not None:
+            if now >= self.draining_until:
+                self.will_drop = self.will_close = True
+            return
+        if self.will_close or self.close_when_flushed:
+            return
+        if self.requests:  # the app is on it: the app's own limits apply
+            self.busy_until = now
+            self.sending_since = None
+            return
+        if self.total_outbufs_len:
+            if self.sending_since is None:
+                self.sending_since = now
+            elif now - self.sending_since >= limits.send_timeout:
+                self.will_drop = self.will_close = True  # no one left to answer
+            self.busy_until = now
+            return
+        self.sending_since = None
+        partial = self.request
+        started = getattr(partial, "started", None)
+        if started is not None:
+            if now - max(started, self.busy_until) >= limits.request_timeout:
+                self.time_out(partial)
+        elif now - self.busy_until >= limits.idle_timeout:
+            self.will_drop = self.will_close = True
+
+    def time_out(self, partial: Any) -> None:
+        """Answer 408 from the loop thread (no worker needed) and close after it."""
+        seconds = self.limits.request_timeout
+        error = SpoolHttpError(
+            408,
+            "Request Timeout",
+            f"the request did not arrive within {seconds:g} seconds",
+            {"timeout": seconds},
+        )
+        status, body = render_error(error)
+        head = (
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode("latin-1")
+        raw: Any = self
+        with raw.requests_lock:
+            if self.request is not partial or self.requests:
+                return
+            raw.request = None
+            buffers: Any = partial
+            buffers.close()
+            with raw.outbuf_lock:
+                self.outbufs[-1].append(head + body)
+                self.total_outbufs_len += len(head) + len(body)
+                self.current_outbuf_count += len(head) + len(body)
+            self.close_when_flushed = True  # no lingering: this client sends slowly
+
+
+class GuardedServer(TcpWSGIServer):
+    """The listening socket: sweeps deadlines and keeps room for new clients."""
+
+    channel_class = GuardedChannel
+
+    def __init__(self, *args: Any, limits: HttpLimits, **kwargs: Any) -> None:
+        self.limits = limits
+        self.next_sweep = 0.0
+        self.accept_paused_until = 0.0
+        self.evicted = 0
+        super().__init__(*args, **kwargs)
+
+    def readable(self) -> bool:
+        now = time.monotonic()
+        if now >= self.next_sweep:
+            self.next_sweep = now + self.limits.sweep_interval
+            self.sweep(now)
+        if not self.accepting or now < self.accept_paused_until:
+            return False
+        if len(self.channels()) < self.limits.max_connections:
+            return True
+        self.evict_one()  # accept on the next turn, once it has closed
+        return False
+
+    def channels(self) -> dict[int, Any]:
+        """fd -> channel (waitress's stubs type this wrongly)."""
+        raw: Any = self
+        channels: dict[int, Any] = raw.active_channels
+        return channels
+
+    def maintenance(self, now: float) -> None:
+        """waitress's idle sweep; sweep() does this and more."""
+
+    def sweep(self, now: float) -> None:
+        for channel in list(self.channels().values()):
+            if isinstance(channel, GuardedChannel):
+                channel.enforce_deadlines(now)
+
+    def evict_one(self) -> bool:
+        """Mark the longest-idle connection with no request being served to close;
+        False if every connection is busy (new clients then wait in the backlog)."""
+        idle: list[tuple[float, Any]] = []
+        receiving: list[tuple[float, Any]] = []
+        for channel in self.channels().values():
+            if (
+                channel.will_close
+                or channel.close_when_flushed
+                or channel.requests
+                or channel.total_outbufs_len
+                or getattr(channel, "draining_until", None) is not None
+            ):
+                continue
+            started = getattr(channel.request, "started", None)
+            if started is None:
+                idle.append((getattr(channel, "busy_until", 0.0), channel))
+            else:
+                receiving.append((started, channel))
+        pool = idle or receiving
+        if not pool:
+            return False
+        _, victim = min(pool, key=lambda pair: pair[0])
+        victim.will_drop = victim.will_close = True
+        self.evicted += 1
+        if self.evicted in (1, 100) or self.evicted % 10_000 == 0:
+            log.warning(
+                "connection limit (%d) reached: closed %d idle connection(s) to admit new ones",
+                self.limits.max_connections,
+                self.evicted,
+            )
+        return True
+
+    def handle_accept(self) -> None:
+        """Accept what is waiting (up to ACCEPT_BATCH): one per loop turn would make
+        admitting N clients cost N turns over every open connection."""
+        for _ in range(ACCEPT_BATCH):
+            if len(self.channels()) >= self.limits.max_connections or not self.accept_one():
+                return
+
+    def accept_one(self) -> bool:
+        try:
+            pair = self.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                # Out of descriptors despite the cap (something else holds them):
+                # make room if any connection is idle, else wait a moment rather
+                # than spin on a listening socket that stays readable.
+                if not self.evict_one():
+                    self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE
+                log.warning("accept() failed: %s", exc)
+            return False
+        if pair is None:
+            return False
+        conn, addr = pair
+        try:
+            self.set_socket_options(conn)
+        except OSError:
+            conn.close()
+            return True
+        raw: Any = self
+        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=raw._map)
+        return True
+
+
+def guarded_classes(limits: HttpLimits) -> tuple[type[GuardedServer], type[GuardedChannel]]:
+    """Server and channel classes bound to these limits (one set per Server)."""
+    parser = type("BoundParser", (GuardedParser,), {"limits": limits})
+    channel = type("BoundChannel", (GuardedChannel,), {"limits": limits, "parser_class": parser})
+    server = type("BoundServer", (GuardedServer,), {"channel_class": channel})
+    return server, channel

@@ -1,0 +1,104 @@
+"""`spool status ID` for people: the job, a table of its attempts, the last traceback.
+
+What it answers: why did this job die (or keep retrying), on which attempt,
+and where (which host and process, or which Lambda request). `--json` prints
+the same facts for machines (cli.cmd_status).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from chalicelib.api.schemas import AttemptView, attempt_view
+from chalicelib.models import Attempt, Job
+
+ERROR_WIDTH = 70
+HEADERS = ("#", "started (UTC)", "took", "worker", "outcome", "error", "next try in")
+
+
+def as_json(job: Job, attempts: list[Attempt]) -> dict[str, Any]:
+    """The job as `spool status --json` always printed it, plus its attempt history."""
+    return {
+        **job.model_dump(mode="json"),
+        "attempt_history": [
+            AttemptView.model_validate(attempt_view(a)).model_dump(mode="json") for a in attempts
+        ],
+    }
+
+
+def _when(value: datetime | None) -> str:
+    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 120:
+        return f"{value:.1f}s"
+    minutes, seconds = divmod(round(value), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def _one_line(text: str, width: int = ERROR_WIDTH) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _error(attempt: Attempt) -> str:
+    if attempt.error_type and attempt.error:
+        return _one_line(f"{attempt.error_type}: {attempt.error}")
+    return _one_line(attempt.error_type or attempt.error or "")
+
+
+def attempts_table(attempts: list[Attempt]) -> list[str]:
+    rows = [
+        (
+            str(a.number),
+            _when(a.started_at),
+            _seconds(a.seconds),
+            a.worker,
+            a.outcome,
+            _error(a),
+            _seconds(a.next_delay),
+        )
+        for a in attempts
+    ]
+    widths = [max(len(row[i]) for row in [HEADERS, *rows]) for i in range(len(HEADERS))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [HEADERS, *rows]
+    ]
+
+
+def render(job: Job, attempts: list[Attempt]) -> str:
+    lines = [
+        f"job       {job.id}",
+        f"type      {job.type} (queue {job.queue}, tenant {job.tenant}, priority {job.priority})",
+        f"state     {job.state.value}, attempt {job.attempts} of {job.max_attempts}",
+        f"created   {_when(job.created_at)}   run at {_when(job.run_at)}"
+        + (f"   finished {_when(job.finished_at)}" if job.finished_at else ""),
+    ]
+    if job.last_error:
+        lines.append(f"error     {_one_line(job.last_error, 200)}")
+    if job.result is not None:
+        lines.append(f"result    {_one_line(repr(job.result), 200)}")
+    lines.append("")
+    if not attempts:
+        lines.append("no attempts recorded yet")
+        return "\n".join(lines)
+    lines.append(f"attempts (the last {len(attempts)}, oldest first)")
+    lines.extend("  " + row for row in attempts_table(attempts))
+    failed = [a for a in attempts if a.outcome != "succeeded"]
+    if failed:
+        last = failed[-1]
+        lines.append("")
+        if last.traceback:
+            lines.append(f"traceback of attempt {last.number} ({last.outcome}, {last.worker}):")
+            lines.extend("  " + line for line in last.traceback.rstrip("\n").splitlines())
+        else:
+            lines.append(f"attempt {last.number} ({last.outcome}) left no traceback")
+    return "\n".join(lines)

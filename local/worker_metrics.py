@@ -1,0 +1,174 @@
+"""What a running `spool worker` reports: a scrape port and a Pushgateway push.
+
+A worker is scraped like any process (`--metrics-port`): its /metrics carries
+the same system-wide families as the API's (read from the store per scrape)
+plus the histograms only it can fill (run duration, queue wait, end-to-end).
+The port has no authentication, by design: Prometheus inside a private
+network scrapes it, it shows queue names only after folding
+(chalicelib/api/metric_labels.py), and it binds 127.0.0.1 unless told
+otherwise (`--metrics-host 0.0.0.0` in the containers, where the pod or
+container network is the boundary).
+
+Every worker beats in the store itself (Worker._beat, every
+SPOOL_HEARTBEAT_SECONDS from its dispatcher loop, so a stuck dispatcher stops
+beating), so whichever process is scraped reports how many workers are live
+and when each last beat.
+
+Where nothing can scrape the worker, SPOOL_PUSHGATEWAY_URL gets its timings
+every SPOOL_PUSH_INTERVAL seconds and once more as it exits, so the last
+attempts before a SIGTERM are not lost. A failed push is logged, never fatal.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import threading
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from chalicelib.redact import redact_text
+
+if TYPE_CHECKING:
+    from chalicelib.runtime import Runtime
+
+log = logging.getLogger("spool.worker_metrics")
+
+PUSH_INTERVAL = "SPOOL_PUSH_INTERVAL"
+DEFAULT_PUSH_INTERVAL = 15.0
+METRICS_PATH = "/metrics"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """GET /metrics and nothing else; the exposition comes from the server."""
+
+    server: MetricsServer
+    server_version = "spool-worker-metrics"
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] != METRICS_PATH:
+            self._reply(404, b"not found: metrics are at /metrics\n")
+            return
+        try:
+            body = self.server.exposition()
+        except Exception as exc:  # the store being down is a failed scrape, not a crash
+            log.warning("metrics scrape failed: %s", redact_text(str(exc)))
+            self._reply(503, f"reading the store failed: {type(exc).__name__}\n".encode())
+            return
+        self._reply(200, body, self.server.content_type)
+
+    def do_POST(self) -> None:
+        self._reply(405, b"method not allowed: GET /metrics\n")
+
+    do_PUT = do_DELETE = do_PATCH = do_POST
+
+    def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if status == 405:
+            self.send_header("Allow", "GET")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes every few seconds would drown the worker's log."""
+
+
+class MetricsServer(http.server.ThreadingHTTPServer):
+    """A tiny threaded HTTP server for one exposition; stops with the worker."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, host: str, port: int, exposition: Callable[[], bytes], content_type: str
+    ) -> None:
+        super().__init__((host, port), _Handler)
+        self.exposition = exposition
+        self.content_type = content_type
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        shown = f"[{host!s}]" if ":" in str(host) else str(host)
+        return f"http://{shown}:{port}{METRICS_PATH}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.serve_forever, name="spool-metrics", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(5)
+        self.server_close()
+
+
+class Pusher:
+    """Push every `interval` seconds from a thread, and once more on stop()."""
+
+    def __init__(self, push: Callable[[], bool], interval: float) -> None:
+        self.push = push
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="spool-push", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.push()
+
+    def stop(self) -> bool:
+        """Stop the loop, then push what the last attempts added (the exit push)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.interval + 10)
+        return self.push()
+
+
+def push_interval(rt: Runtime) -> float:
+    return rt.settings.number(PUSH_INTERVAL, DEFAULT_PUSH_INTERVAL, minimum=0.5, maximum=86400.0)
+
+
+class WorkerMetrics:
+    """The worker's reporting for as long as it runs: `with WorkerMetrics(...)`.
+
+    Built (and its settings checked, its port bound) before the worker starts, so a
+    busy port or a bad interval stops `spool worker` at once with a clear message.
+    """
+
+    def __init__(self, rt: Runtime, host: str, port: int | None) -> None:
+        from chalicelib.api.metrics import CONTENT_TYPE
+
+        metrics = rt.metrics()
+        url = rt.settings.pushgateway_url
+        self.pusher = Pusher(lambda: metrics.push(url), push_interval(rt)) if url else None
+        self.server = (
+            MetricsServer(host, port, metrics.exposition, CONTENT_TYPE)
+            if port is not None
+            else None
+        )
+
+    def __enter__(self) -> WorkerMetrics:
+        if self.server is not None:
+            self.server.start()
+        if self.pusher is not None:
+            self.pusher.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.pusher is not None:
+            self.pusher.stop()
+        if self.server is not None:
+            self.server.stop()

@@ -1,0 +1,1 @@
+"""The test suite's network guard (see spool_netguard.py)."""

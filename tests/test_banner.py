@@ -1,0 +1,121 @@
+"""What `spool serve` and `spool worker` print at start: no secret, one tenant.
+
+Real processes over real sockets: the banner is what a person copies from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+from tests.pg_support import fresh_schema
+from tests.procs import guarded_env, spool_serve, stop
+
+ROOT = Path(__file__).resolve().parent.parent
+SPOOL = Path(sys.executable).with_name("spool")
+SECRET_KEY = "configured-key-never-printed-7f3a"
+
+
+def with_password(url: str, password: str) -> str:
+    """The same server (trust auth ignores the password), with one in the URL."""
+    return url.replace("postgresql://postgres@", f"postgresql://postgres:{password}@", 1)
+
+
+@contextmanager
+def serving(*extra: str, drop: tuple[str, ...] = (), **env: str) -> Iterator[tuple[str, str]]:
+    """`spool serve` on a free port; yields (banner, base URL) and stops it after."""
+    child = {k: v for k, v in guarded_env(**env).items() if k not in drop}
+    served = spool_serve(*extra, env=child)
+    try:
+        yield served.banner, served.url
+    finally:
+        stop(served.proc)
+
+
+def test_configured_keys_and_store_passwords_are_never_printed(tmp_path: Path) -> None:
+    with fresh_schema() as url:
+        store_url = with_password(url, "s3cret-pw")
+        with serving(
+            "--no-worker", SPOOL_STORE_URL=store_url, SPOOL_API_KEYS=f"{SECRET_KEY}=acme"
+        ) as (banner, base):
+            assert SECRET_KEY not in banner
+            assert "s3cret-pw" not in banner and "postgres:***@127.0.0.1" in banner
+            assert "<your key>" in banner and "not shown" in banner
+            # The server still takes the configured key: only the banner is quiet.
+            ok = requests.get(f"{base}/openapi.json", headers={"X-API-Key": SECRET_KEY}, timeout=10)
+            assert ok.status_code == 200
+
+
+def test_the_worker_banner_redacts_the_store_url() -> None:
+    with fresh_schema() as url:
+        env = guarded_env(SPOOL_STORE_URL=with_password(url, "s3cret-pw"))
+        proc = subprocess.Popen(
+            [str(SPOOL), "worker", "--concurrency", "1"],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()
+            proc.send_signal(signal.SIGTERM)
+            rest = proc.communicate(timeout=30)[1]
+        finally:
+            stop(proc)
+        assert first.startswith("spool worker: concurrency 1, store postgresql://postgres:***@")
+        assert "s3cret-pw" not in first + rest
+
+
+def test_a_job_enqueued_with_the_cli_answers_over_http_with_the_dev_key(tmp_path: Path) -> None:
+    """One tenant for local use: `spool enqueue` and `spool serve`'s dev key agree."""
+    store = f"sqlite:///{tmp_path}/local.db"
+    added = subprocess.run(
+        [str(SPOOL), "enqueue", "echo", "--payload", '{"n": 1}'],
+        cwd=tmp_path,
+        env=guarded_env(SPOOL_STORE_URL=store),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    job_id = json.loads(added.stdout)["id"]
+    with serving(drop=("SPOOL_API_KEYS",), SPOOL_STORE_URL=store) as (banner, base):
+        key = re.search(r"dev API key \(tenant default\), made for this run: (\S+)", banner)
+        assert key, banner
+        reply = requests.get(
+            f"{base}/status/{job_id}",
+            params={"wait": 10},
+            headers={"X-API-Key": key.group(1)},
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["state"] == "succeeded"  # the emulated worker ran it too
+
+
+def test_laptop_mode_offers_the_demo_handlers_unless_told_not_to(tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/local.db"
+    drop = ("SPOOL_API_KEYS", "SPOOL_DEMO_HANDLERS")
+    with serving(drop=drop, SPOOL_STORE_URL=store) as (banner, _):
+        assert "demo    echo, sleep, fail" in banner and '"type": "echo"' in banner
+    with serving(drop=("SPOOL_API_KEYS",), SPOOL_STORE_URL=store, SPOOL_DEMO_HANDLERS="false") as (
+        banner,
+        base,
+    ):
+        assert "demo    off" in banner and "echo" not in banner.split("demo    off")[1]
+        key = re.search(r"made for this run: (\S+)", banner)
+        assert key
+        refused = requests.post(
+            f"{base}/enqueue",
+            json={"type": "echo"},
+            headers={"X-API-Key": key.group(1)},
+            timeout=10,
+        )
+        assert refused.status_code == 422 and "echo" in refused.text

@@ -1,0 +1,152 @@
+"""Every `spool` failure is one line naming the problem and the fix, never a traceback.
+
+These run the installed `spool` script as a user does (its sys.path[0] is the
+venv's bin/, not the working directory), against real stores.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from local import cli
+from tests.procs import guarded_env
+
+SPOOL = Path(sys.executable).with_name("spool")
+
+
+def spool(*argv: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SPOOL), *argv],
+        cwd=cwd,
+        env=guarded_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def one_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The failure's single stderr line, checked for the shape every failure has."""
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("spool: ") and lines[0].endswith("."), lines[0]
+    return lines[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_an_unknown_store_scheme_is_one_line_with_the_known_ones(tmp_path: Path) -> None:
+    result = spool("status", "j_x", cwd=tmp_path, SPOOL_STORE_URL="mysql://app:s3cret@db/jobs")
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "unknown store URL scheme 'mysql'" in line and "sqlite://" in line
+    assert "s3cret" not in line and "app:***@db" in line
+
+
+def test_a_handler_module_that_cannot_be_imported_is_named(tmp_path: Path) -> None:
+    result = spool("enqueue", "echo", cwd=tmp_path, SPOOL_HANDLERS="no_such_jobs_module")
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "SPOOL_HANDLERS: cannot import 'no_such_jobs_module'" in line
+    assert "working directory" in line and "PYTHONPATH" in line
+
+
+def test_handler_modules_load_from_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "myjobs.py").write_text(
+        "from chalicelib.handlers import handler\n"
+        "@handler('myjobs.hello')\n"
+        "def hello(payload):\n"
+        "    return {'hi': payload.get('name')}\n"
+    )
+    env = {"SPOOL_HANDLERS": "myjobs", "SPOOL_STORE_URL": f"sqlite:///{tmp_path}/s.db"}
+    added = spool("enqueue", "myjobs.hello", "--payload", '{"name": "x"}', cwd=tmp_path, **env)
+    assert added.returncode == 0, added.stderr
+    ran = spool("worker", "--burst", "--quiet", cwd=tmp_path, **env)
+    assert ran.returncode == 0, ran.stderr
+    shown = spool("status", json.loads(added.stdout)["id"], "--json", cwd=tmp_path, **env)
+    assert json.loads(shown.stdout)["result"] == {"hi": "x"}
+
+
+def test_a_postgres_store_on_a_wrong_port_is_one_line_naming_it(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here
+    url = f"postgresql://spool:s3cret@127.0.0.1:{port}/test?connect_timeout=2"
+    result = spool("worker", "--burst", cwd=tmp_path, SPOOL_STORE_URL=url)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert f"127.0.0.1:{port}" in line and "s3cret" not in line
+    assert "SPOOL_STORE_URL" in line
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"SPOOL_CONCURRENCY": "eight"}, "SPOOL_CONCURRENCY must be a whole number"),
+        ({"SPOOL_LEASE_SECONDS": "1m"}, "SPOOL_LEASE_SECONDS must be a number"),
+        ({"SPOOL_STORE_URL": "no-scheme-at-all"}, "a store URL needs a scheme"),
+    ],
+)
+def test_bad_settings_are_one_line_naming_the_variable(
+    tmp_path: Path, env: dict[str, str], named: str
+) -> None:
+    result = spool("status", "j_x", cwd=tmp_path, **env)
+    assert result.returncode == 2
+    assert named in one_line(result)
+
+
+def test_a_usage_error_is_one_line_pointing_at_help(tmp_path: Path) -> None:
+    result = spool("enqueue", cwd=tmp_path)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert "required: type" in line and "spool enqueue --help" in line
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/s.db")
+    monkeypatch.delenv("SPOOL_DEBUG", raising=False)
+
+    def boom(rt: object, args: object) -> int:
+        raise RuntimeError("lost postgresql://app:s3cret@db/jobs\non two lines")
+
+    monkeypatch.setitem(cli.COMMANDS, "status", boom)
+    assert cli.main(["status", "j_x"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "s3cret" not in err
+    assert "unexpected error: RuntimeError: lost postgresql://app:***@db/jobs on two lines" in err
+    assert "SPOOL_DEBUG=1" in err
+    monkeypatch.setenv("SPOOL_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="lost"):
+        cli.main(["status", "j_x"])
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/s.db")
+
+    def interrupted(rt: object, args: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, "status", interrupted)
+    assert cli.main(["status", "j_x"]) == 130
+    assert capsys.readouterr().err == "spool: interrupted.\n"
+
+
+def test_db_commands_name_the_redacted_url_on_failure(tmp_path: Path) -> None:
+    url = f"postgresql://spool:s3cret@127.0.0.1:{free_port()}/test?connect_timeout=2"
+    result = spool("db", "status", cwd=tmp_path, SPOOL_STORE_URL=url)
+    assert result.returncode == 1
+    line = one_line(result)
+    assert "spool:***@127.0.0.1" in line and "s3cret" not in line

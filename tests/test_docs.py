@@ -1,0 +1,184 @@
+"""The docs against the code: every route app.py declares is in the README with a
+curl line, every curl line in the README names a real route, and no link in the
+docs leaves the repository or points at a file that is not there.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def declared_routes() -> set[tuple[str, str]]:
+    """(method, path) of every @app.route in app.py, read from its source."""
+    routes: set[tuple[str, str]] = set()
+    for node in ast.walk(ast.parse((ROOT / "app.py").read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for deco in node.decorator_list:
+            if (
+                isinstance(deco, ast.Call)
+                and isinstance(deco.func, ast.Attribute)
+                and deco.func.attr == "route"
+            ):
+                path = ast.literal_eval(deco.args[0])
+                methods = next(
+                    (ast.literal_eval(k.value) for k in deco.keywords if k.arg == "methods"),
+                    ["GET"],
+                )
+                routes.update((m.upper(), path) for m in methods)
+    return routes
+
+
+def _fenced_blocks(text: str) -> list[str]:
+    return re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
+
+
+def _commands(block: str) -> list[str]:
+    """Shell commands of a code block: continued lines and multi-line quotes joined."""
+    commands, pending = [], ""
+    for line in re.sub(r"\\\n", " ", block).splitlines():
+        pending = f"{pending}\n{line}" if pending else line
+        try:
+            shlex.split(pending, comments=True)
+        except ValueError:  # an open quote: the command goes on
+            continue
+        commands.append(pending)
+        pending = ""
+    assert not pending, f"unterminated quote in README.md: {pending!r}"
+    return commands
+
+
+def readme_curls() -> list[tuple[str, str]]:
+    """(method, path) of every curl command in the README's code blocks."""
+    calls = []
+    for block in _fenced_blocks(README.read_text(encoding="utf-8")):
+        for line in _commands(block):
+            if not line.lstrip().startswith("curl "):
+                continue
+            words = shlex.split(line, comments=True)
+            method = words[words.index("-X") + 1] if "-X" in words else "GET"
+            url = next(w for w in words if w.startswith(("localhost:", "http://localhost")))
+            path = urlsplit(url if "://" in url else f"http://{url}").path
+            calls.append((method.upper(), path))
+    return calls
+
+
+def _pattern(path: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path)))
+
+
+def test_the_route_parser_sees_app_py() -> None:
+    routes = declared_routes()
+    assert ("POST", "/enqueue") in routes and ("POST", "/jobs/{id}/cancel") in routes
+    assert len(routes) >= 10
+
+
+@pytest.mark.parametrize("route", sorted(declared_routes()), ids=" ".join)
+def test_every_route_is_listed_in_the_readme_with_a_curl_example(route: tuple[str, str]) -> None:
+    method, path = route
+    text = README.read_text(encoding="utf-8")
+    assert f"`{method} {path}`" in text, f"README.md's Routes table lacks `{method} {path}`"
+    pattern = _pattern(path)
+    assert any(m == method and pattern.fullmatch(p) for m, p in readme_curls()), (
+        f"README.md has no curl example for {method} {path}"
+    )
+
+
+def test_every_curl_in_the_readme_is_a_real_route() -> None:
+    routes = declared_routes()
+    curls = readme_curls()
+    assert curls
+    stray = [
+        f"{m} {p}"
+        for m, p in curls
+        if not any(m == rm and _pattern(rp).fullmatch(p) for rm, rp in routes)
+    ]
+    assert not stray, f"README.md shows curl calls app.py does not serve: {stray}"
+
+
+def test_every_route_mentioned_in_the_readme_table_exists() -> None:
+    routes = {f"{m} {p}" for m, p in declared_routes()}
+    text = README.read_text(encoding="utf-8")
+    mentioned = set(re.findall(r"`((?:GET|POST|PUT|PATCH|DELETE) /[^`\s?]*)`", text))
+    assert mentioned - routes == set(), "README.md names routes app.py does not declare"
+
+
+# -- links ------------------------------------------------------------------------
+
+
+def _prose(text: str) -> str:
+    """The Markdown without fenced code blocks (a link there is not a link)."""
+    return re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+
+
+def links(text: str) -> list[str]:
+    """Targets of inline links and images, reference definitions and HTML links."""
+    prose = re.sub(r"`[^`\n]*`", "", _prose(text))  # nor is one in a code span
+    found = re.findall(r"\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", prose)
+    found += re.findall(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s|$)", prose, flags=re.M)
+    found += re.findall(r"""<(?:a|img)\s[^>]*?(?:href|src)\s*=\s*["']([^"']+)["']""", prose)
+    return found
+
+
+def mentioned_paths(text: str) -> list[str]:
+    """Relative paths climbing out of the doc's folder, linked or written in code spans."""
+    spans = re.findall(r"`([^`\n]+)`", _prose(text))
+    return [s for s in spans if re.match(r"(\.\./)+\S", s.strip())]
+
+
+def problems(doc: Path, root: Path = ROOT) -> list[str]:
+    text = doc.read_text(encoding="utf-8")
+    found = []
+    for target in [*links(text), *mentioned_paths(text)]:
+        parts = urlsplit(target)
+        if parts.scheme or target.startswith("#"):
+            continue  # a web address or an anchor in this page
+        base = root if parts.path.startswith("/") else doc.parent
+        resolved = (base / parts.path.lstrip("/")).resolve()
+        if not resolved.is_relative_to(root):
+            found.append(f"{target}: outside the repository")
+        elif not resolved.exists():
+            found.append(f"{target}: no such file")
+    return found
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_link_leaves_the_repository_or_dangles(doc: Path) -> None:
+    assert problems(doc) == [], f"{doc.relative_to(ROOT)}: {problems(doc)}"
+
+
+def test_the_link_checker_catches_what_it_must(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "docs" / "img").mkdir(parents=True)
+    (repo / "README.md").write_text("# top\n", encoding="utf-8")
+    (repo / "docs" / "img" / "there.png").write_bytes(b"")
+    page = repo / "docs" / "page.md"
+    page.write_text(
+        "See [the plan](../../shared/DESIGN.md), [gone](missing.md), ![pic](img/there.png),\n"
+        "[a multi-line\nlink](../README.md#top), `../../shared/STYLE.md` (the style guide),\n"
+        '<a href="../../x.md">x</a>, [web](https://example.org/a.md), [top](#top),\n'
+        "[root](/README.md)\n\n[ref]: ../../elsewhere.md\n\n```sh\ncat [not](a-link.md)\n```\n",
+        encoding="utf-8",
+    )
+    text = page.read_text(encoding="utf-8")
+    targets = links(text)
+    assert "../../shared/DESIGN.md" in targets and "../README.md#top" in targets
+    assert "a-link.md" not in targets
+    assert mentioned_paths(text) == ["../../shared/STYLE.md"]
+    assert sorted(problems(page, repo)) == [
+        "../../elsewhere.md: outside the repository",
+        "../../shared/DESIGN.md: outside the repository",
+        "../../shared/STYLE.md: outside the repository",
+        "../../x.md: outside the repository",
+        "missing.md: no such file",
+    ]

@@ -1,0 +1,392 @@
+"""`spool serve` under hostile clients: idle and trickling connections, oversized
+bodies and heads. Real sockets on 127.0.0.1 against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+import requests
+
+import app as spool_app
+from chalicelib.config import Settings
+from chalicelib.runtime import Runtime
+from local.emulator import Emulator
+from local.http_limits import HttpLimits
+from local.server import ChaliceWSGI, Server
+from tests.apikit import KEY_A, installed, settings_for
+from tests.procs import guarded_env, spool_serve, stop
+
+ROOT = Path(__file__).resolve().parents[1]
+LIMIT = 4096
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    with installed(settings_for(tmp_path, max_body_bytes=LIMIT, demo_handlers=True)) as runtime:
+        yield runtime
+
+
+@contextmanager
+def serving(rt: Runtime, **limits: float) -> Iterator[Server]:
+    server = Server(
+        ChaliceWSGI(spool_app.app),
+        "127.0.0.1",
+        0,
+        threads=8,
+        limits=HttpLimits(max_body_bytes=LIMIT, **limits),  # type: ignore[arg-type]
+    )
+    server.start()
+    emulator = Emulator(spool_app.app, rt)
+    emulator.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        emulator.stop()
+
+
+@pytest.fixture
+def server(rt: Runtime) -> Iterator[Server]:
+    with serving(rt, request_timeout=1.0, linger_seconds=5.0) as running:
+        yield running
+
+
+def connect(server: Server) -> socket.socket:
+    return socket.create_connection((server.host, server.port), timeout=10)
+
+
+def read_until_closed(sock: socket.socket, limit: int = 1 << 20) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while len(data) < limit:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One response (head and Content-Length body) from a kept-alive connection;
+    bytes past it stay in the socket's `leftover` for the next call."""
+    data = LEFTOVER.pop(sock.fileno(), b"")
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    LEFTOVER[sock.fileno()] = body[length:]
+    return int(lines[0].split()[1]), headers, body[:length]
+
+
+LEFTOVER: dict[int, bytes] = {}
+
+
+def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def enqueue_and_wait(base: str) -> None:
+    with requests.Session() as s:
+        s.headers["X-API-Key"] = KEY_A
+        created = s.post(f"{base}/enqueue", json={"type": "echo", "payload": {"n": 1}}, timeout=10)
+        assert created.status_code == 201, created.text
+        done = s.get(base + created.json()["status_url"], params={"wait": 10}, timeout=15)
+        assert done.json()["state"] == "succeeded"
+
+
+# -- item 11: connections that hold slots -----------------------------------------
+
+
+def test_idle_and_trickling_connections_lock_no_one_out(rt: Runtime) -> None:
+    with serving(rt, request_timeout=4.0) as server:
+        idle = [connect(server) for _ in range(1000)]
+        trickling = [connect(server) for _ in range(1000)]
+        try:
+            for sock in trickling:  # a head that never ends, one byte at a time
+                sock.sendall(b"POST /enqueue HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            for _ in range(3):
+                for sock in trickling:
+                    with suppress(OSError):  # a slow machine: already past its deadline
+                        sock.send(b"a")
+                assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+                time.sleep(0.2)
+            enqueue_and_wait(server.url)
+            # The trickling clients are answered 408 and closed by the server,
+            # though they never stopped sending before their deadline.
+            for sock in trickling:
+                sock.settimeout(30)
+                status, headers, body = parse(read_until_closed(sock))
+                assert status == 408 and headers["connection"] == "close"
+                assert json.loads(body)["error"]["code"] == "request_timeout"
+            # The idle ones are still open (their timeout is a minute), and served.
+            idle[0].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(idle[0])[0] == 200
+        finally:
+            for sock in idle + trickling:
+                sock.close()
+
+
+def test_a_full_server_closes_its_longest_idle_connection_to_admit_a_new_one(
+    rt: Runtime,
+) -> None:
+    with serving(rt, max_connections=32) as server:
+        idle = [connect(server) for _ in range(200)]
+        try:
+            assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+            enqueue_and_wait(server.url)
+            idle[0].settimeout(10)
+            assert read_until_closed(idle[0]) == b""  # the oldest made room
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+def test_blank_lines_do_not_keep_an_idle_connection_open(rt: Runtime) -> None:
+    with serving(rt, idle_timeout=1.0) as server:
+        sock = connect(server)
+        try:
+            closed = False
+            for _ in range(100):  # 20 s at most; the idle timeout is 1 s
+                try:
+                    sock.send(b"\r\n")
+                except OSError:
+                    closed = True
+                    break
+                time.sleep(0.2)
+            assert closed
+        finally:
+            sock.close()
+
+
+def test_a_slow_body_is_answered_408(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\nX-API-Key: "
+            + KEY_A.encode()
+            + b"\r\nContent-Length: 100\r\n\r\n{"
+        )
+        sock.settimeout(30)
+        status, _, body = parse(read_until_closed(sock))
+        assert status == 408 and json.loads(body)["error"]["details"] == {"timeout": 1.0}
+
+
+# -- item 12: bodies over the limit ---------------------------------------------------
+
+
+def test_an_over_limit_content_length_is_refused_before_the_body(server: Server) -> None:
+    with connect(server) as sock:
+        # Only the head is sent: the answer must not wait for the body.
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"X-API-Key: " + KEY_A.encode() + b"\r\nContent-Length: 10000000\r\n\r\n"
+        )
+        status, headers, body = read_response(sock)
+        assert status == 413 and headers["connection"] == "close"  # no "100 Continue"
+        assert json.loads(body)["error"] == {
+            "code": "payload_too_large",
+            "message": f"request body is 10000000 bytes; the limit is {LIMIT}",
+            "details": {"limit": LIMIT, "size": 10000000},
+        }
+        assert read_until_closed(sock) == b""
+
+
+def test_a_chunked_body_is_cut_off_at_the_limit(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n"
+        )
+        sock.sendall(b"1000\r\n" + b"x" * 4096 + b"\r\n" + b"1\r\nx\r\n")  # one byte over
+        status, _, body = read_response(sock)
+        assert status == 413
+        assert json.loads(body)["error"]["details"] == {"limit": LIMIT}
+
+
+def test_bodies_at_the_limit_reach_the_app_plain_or_chunked(server: Server) -> None:
+    doc = json.dumps({"type": "echo", "payload": {"x": "y"}}).encode()
+    body = doc + b" " * (LIMIT - len(doc))
+    headers = {"X-API-Key": KEY_A, "Content-Type": "application/json"}
+    plain = requests.post(f"{server.url}/enqueue", data=body, headers=headers, timeout=10)
+    assert plain.status_code == 201, plain.text
+    chunked = requests.post(
+        f"{server.url}/enqueue", data=iter([body[:1000], body[1000:]]), headers=headers, timeout=10
+    )
+    assert chunked.status_code == 201, chunked.text
+
+
+def test_a_client_that_sends_its_whole_body_still_reads_the_413(server: Server) -> None:
+    """The server reads and drops the rest (a lingering close) instead of resetting
+    the connection under a client still sending."""
+    reply = requests.post(
+        f"{server.url}/enqueue",
+        data=b"x" * (2 * 1024 * 1024),
+        headers={"X-API-Key": KEY_A},
+        timeout=30,
+    )
+    assert reply.status_code == 413 and reply.json()["error"]["code"] == "payload_too_large"
+
+
+def test_heads_too_large_are_refused_in_spools_shape(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
+        status, _, body = read_response(sock)
+        assert status == 431 and json.loads(body)["error"]["code"] == "headers_too_large"
+    many = {f"X-H{i}": "v" for i in range(500)}  # many small headers, within the limit
+    assert requests.get(f"{server.url}/health", headers=many, timeout=10).status_code == 200
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n")
+        status, _, body = read_response(sock)
+        assert status == 501 and json.loads(body)["error"]["code"] == "not_implemented"
+
+
+def test_pipelined_requests_are_answered_in_order(server: Server) -> None:
+    with connect(server) as sock:
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /no/such HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert [read_response(sock)[0] for _ in range(3)] == [200, 404, 200]
+
+
+def test_http_settings_are_read_and_checked() -> None:
+    settings = Settings(
+        max_body_bytes=1000,
+        extra={"SPOOL_HTTP_REQUEST_TIMEOUT": "2.5", "SPOOL_HTTP_MAX_CONNECTIONS": "5000"},
+    )
+    limits = HttpLimits.from_settings(settings)
+    assert (limits.max_body_bytes, limits.request_timeout, limits.max_connections) == (
+        1000,
+        2.5,
+        5000,
+    )
+    with pytest.raises(ValueError, match="SPOOL_HTTP_IDLE_TIMEOUT"):
+        HttpLimits.from_settings(Settings(extra={"SPOOL_HTTP_IDLE_TIMEOUT": "soon"}))
+    with pytest.raises(ValueError, match="SPOOL_HTTP_MAX_CONNECTIONS"):
+        HttpLimits.from_settings(Settings(extra={"SPOOL_HTTP_MAX_CONNECTIONS": "3"}))
+
+
+def test_the_connection_cap_fits_the_open_file_limit() -> None:
+    script = (
+        "import resource;"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (600, 800));"
+        "from local.http_limits import fit_connections;"
+        "print(fit_connections(100), fit_connections(10000),"
+        " resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=guarded_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # 100 fits once the soft limit is raised; 10,000 is cut to what the hard limit allows.
+    assert out.stdout.split() == ["100", "288", "800"], out.stderr
+    assert "serving at most 288 connections" in out.stderr
+
+
+# -- the barrage, against `spool serve` itself --------------------------------------
+
+
+def rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match
+    return int(match.group(1))
+
+
+def deleted_files(pid: int) -> list[str]:
+    """Open files already unlinked: waitress's temp-file buffers."""
+    fds = Path(f"/proc/{pid}/fd")
+    targets = []
+    for fd in fds.iterdir():
+        try:
+            targets.append(os.readlink(fd))
+        except OSError:
+            continue
+    return [t for t in targets if t.endswith("(deleted)")]
+
+
+def send_huge(port: int, head: bytes, body: Iterator[bytes]) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        try:
+            for piece in body:
+                sock.sendall(piece)
+        except OSError:
+            pass  # refused early; the answer is still there to read
+        return read_until_closed(sock)
+
+
+def test_a_barrage_of_oversized_bodies_leaves_memory_flat(tmp_path: Path) -> None:
+    env = guarded_env(
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db", SPOOL_API_KEYS=f"{KEY_A}=tenant-a"
+    )
+    served = spool_serve("--threads", "4", env=env)
+    proc = served.proc
+    try:
+        url = served.url
+        port = int(url.rsplit(":", 1)[1])
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200
+        mib = b"\0" * (1024 * 1024)
+        size = 10 * 1000 * 1000
+        key = KEY_A.encode()
+
+        def plain() -> bytes:
+            head = (
+                b"POST /enqueue HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: "
+                + key
+                + b"\r\n"
+                b"Content-Length: " + str(size).encode() + b"\r\n\r\n"
+            )
+            return send_huge(port, head, iter([mib] * 9 + [mib[: size - 9 * len(mib)]]))
+
+        def chunked() -> bytes:
+            head = (
+                b"POST /enqueue HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-API-Key: "
+                + key
+                + b"\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
+            chunk = b"%x\r\n" % len(mib) + mib + b"\r\n"
+            return send_huge(port, head, iter([chunk] * 9 + [b"0\r\n\r\n"]))
+
+        for send in (plain, chunked):  # warm up: first-use allocations are not growth
+            assert parse(send())[0] == 413
+        before = rss_kib(proc.pid)
+        for n in range(50):
+            status, _, body = parse(plain() if n % 2 else chunked())
+            assert status == 413
+            assert json.loads(body)["error"]["code"] == "payload_too_large"
+        grown = rss_kib(proc.pid) - before
+        assert grown < 30 * 1024, f"RSS grew by {grown} KiB over 50 refused 10 MB bodies"
+        assert deleted_files(proc.pid) == []  # no temp-file buffer left behind
+        assert requests.get(f"{url}/health", timeout=10).status_code == 200
+    finally:
+        stop(proc)

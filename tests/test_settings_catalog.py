@@ -1,0 +1,344 @@
+"""The settings catalog (chalicelib/settings_catalog.py) against the code and the docs.
+
+Each test names what to do when it fails: a setting the code mentions but the
+catalog lacks, a catalog entry no code reads, a default that disagrees with the
+code, a stale docs/settings.md.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chalicelib import settings_catalog as catalog
+from chalicelib.config import Settings
+from chalicelib.settings_catalog import BY_NAME, CATALOG, WRITE_COMMAND
+
+ROOT = Path(__file__).resolve().parent.parent
+# Where Spool's own settings are read or set (the brief of the drift test).
+SCANNED = ("app.py", "chalicelib", "local", "infra", ".chalice/config.json", "Makefile")
+CATALOG_FILE = ROOT / "chalicelib" / "settings_catalog.py"
+# SPOOL_FOO, but not _SPOOL_FOO (an identifier) and not SPOOL_SMTP_* (a family).
+NAME = re.compile(r"(?<![A-Za-z0-9_])SPOOL_[A-Z0-9_]+(?![A-Za-z0-9_*])")
+# Variables of the test suite and the benchmarks, not of Spool: documented in docs/testing.md.
+TEST_ONLY = {
+    "SPOOL_TEST_PG_URL": ("tests", "bench"),
+    "SPOOL_REQUIRE_POSTGRES": ("tests", ".ci"),
+    "SPOOL_BENCH_PG_URL": ("bench",),
+    "SPOOL_CRASH_RECORD_DIR": ("tests",),
+}
+HOW_TO_ADD = (
+    "add a Setting(name=..., type=..., default=..., read_by=..., meaning=..., group=...) "
+    "for each to CATALOG in chalicelib/settings_catalog.py, then run " + WRITE_COMMAND
+)
+
+
+def _files(*roots: str) -> Iterator[Path]:
+    for root in roots:
+        path = ROOT / root
+        candidates = [path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else []
+        for file in candidates:
+            if file.is_file() and "__pycache__" not in file.parts and file != CATALOG_FILE:
+                yield file
+
+
+def _mentions(*roots: str) -> dict[str, list[str]]:
+    """Every SPOOL_* name in these files (comments and docstrings too): name -> places."""
+    found: dict[str, list[str]] = {}
+    for file in _files(*roots):
+        text = file.read_text(encoding="utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), 1):
+            for name in NAME.findall(line):
+                if not name.endswith("_"):
+                    found.setdefault(name, []).append(f"{file.relative_to(ROOT)}:{number}")
+    return found
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    ids = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                ids.add(id(body[0].value))
+    return ids
+
+
+def _used() -> set[str]:
+    """Names the code uses: string literals that are not docstrings, and config files."""
+    used: set[str] = set()
+    for file in _files(*SCANNED):
+        text = file.read_text(encoding="utf-8", errors="replace")
+        if file.suffix != ".py":
+            used.update(NAME.findall(text))
+            continue
+        tree = ast.parse(text)
+        skip = _docstrings(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in skip
+            ):
+                used.update(NAME.findall(node.value))
+    return used
+
+
+# -- (a) the code mentions nothing the catalog lacks -------------------------------------
+
+
+def test_every_setting_the_code_mentions_is_in_the_catalog() -> None:
+    missing = {n: places for n, places in _mentions(*SCANNED).items() if n not in BY_NAME}
+    assert not missing, (
+        "settings missing from the catalog:\n"
+        + "\n".join(
+            f"  {name}  (seen at {', '.join(places[:3])})"
+            for name, places in sorted(missing.items())
+        )
+        + f"\n{HOW_TO_ADD}"
+    )
+
+
+# -- (b) every entry is still read somewhere ----------------------------------------------
+
+
+def test_every_catalog_entry_is_still_used() -> None:
+    unused = sorted(set(BY_NAME) - _used())
+    assert not unused, (
+        f"no code reads {', '.join(unused)} (only comments or docstrings mention it, if "
+        "anything): remove it from CATALOG in chalicelib/settings_catalog.py and from those "
+        f"docstrings, then run {WRITE_COMMAND}"
+    )
+
+
+def test_each_entry_names_a_file_that_reads_it() -> None:
+    wrong = []
+    for s in CATALOG:
+        path = ROOT / s.read_by
+        text = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if s.name not in text and not (s.field and re.search(rf"\.{s.field}\b", text)):
+            wrong.append(f"{s.name}: {s.read_by} neither names it nor reads settings.{s.field}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_entries_are_well_formed() -> None:
+    assert len(BY_NAME) == len(CATALOG), "a name is listed twice"
+    types = {catalog.TEXT, catalog.INTEGER, catalog.NUMBER, catalog.FLAG, catalog.LIST}
+    for s in CATALOG:
+        assert NAME.fullmatch(s.name), s.name
+        assert s.group in catalog.GROUPS, s
+        assert s.type in types | {catalog.JSON}, s
+        assert s.meaning.strip() and "\n" not in s.meaning, s
+
+
+# -- (c) defaults agree with the code ---------------------------------------------------------
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return float(a) == float(b)
+    return type(a) is type(b) and a == b
+
+
+FIELDS = [f.name for f in dataclasses.fields(Settings) if f.name != "extra"]
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_each_settings_field_has_one_entry_with_its_default(field: str) -> None:
+    entries = [s for s in CATALOG if s.field == field]
+    assert len(entries) == 1, f"Settings.{field} needs exactly one catalog entry: {HOW_TO_ADD}"
+    [entry] = entries
+    assert _same(getattr(Settings(), field), entry.default), (
+        f"{entry.name}: Settings.{field} defaults to {getattr(Settings(), field)!r}, "
+        f"the catalog says {entry.default!r}: fix one, then run {WRITE_COMMAND}"
+    )
+    assert _same(getattr(Settings.from_env({}), field), entry.default), (
+        f"{entry.name}: Settings.from_env() falls back to "
+        f"{getattr(Settings.from_env({}), field)!r}, the catalog says {entry.default!r}"
+    )
+
+
+SAMPLES = {"text": "x", "integer": "7", "number": "7.5", "flag": "true", "list": "a,b"}
+
+
+@pytest.mark.parametrize("entry", [s for s in CATALOG if s.field], ids=lambda s: s.name)
+def test_the_variable_fills_the_field_the_catalog_names(entry: catalog.Setting) -> None:
+    settings = Settings.from_env({entry.name: SAMPLES[entry.type]})
+    assert not _same(getattr(settings, entry.field or ""), entry.default)
+
+
+def _literal(node: ast.expr, module: str) -> Any:
+    """The value of a default written in code: a literal, arithmetic on literals, or a
+    module constant. NotImplemented when it is computed at run time."""
+    if isinstance(node, ast.Name):
+        import importlib
+
+        value = getattr(importlib.import_module(module), node.id, NotImplemented)
+        return value if isinstance(value, str | int | float | bool | tuple) else NotImplemented
+    allowed = (ast.Constant, ast.BinOp, ast.UnaryOp, ast.operator, ast.unaryop, ast.Tuple)
+    if all(isinstance(n, (*allowed, ast.expr_context)) for n in ast.walk(node)):
+        return eval(compile(ast.Expression(node), "<default>", "eval"), {"__builtins__": {}})
+    return NotImplemented
+
+
+READERS = {"get", "getenv", "text", "flag", "number", "integer", "items"}
+
+
+def _read(node: ast.AST) -> tuple[str, ast.expr | None] | None:
+    """The SPOOL_* name a reader call takes and the default it passes, if any:
+    settings.integer("SPOOL_X", 5), env.get("SPOOL_X", ""), _int(env, "SPOOL_X", 5)."""
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    reader = (isinstance(func, ast.Attribute) and func.attr in READERS) or (
+        isinstance(func, ast.Name) and func.id.startswith("_")  # config.py's _int, _float
+    )
+    for index, arg in enumerate(node.args if reader else []):
+        if (
+            isinstance(arg, ast.Constant)
+            and isinstance(arg.value, str)
+            and NAME.fullmatch(arg.value)
+        ):
+            default = node.args[index + 1] if len(node.args) > index + 1 else None
+            default = next((k.value for k in node.keywords if k.arg == "default"), default)
+            return arg.value, default
+    return None
+
+
+def _code_defaults() -> list[tuple[str, object, str]]:
+    """(name, default, place) for every read whose default the code spells out."""
+    found = []
+    for file in _files("app.py", "chalicelib", "local"):
+        if file.suffix != ".py":
+            continue
+        rel = file.relative_to(ROOT)
+        module = ".".join(rel.with_suffix("").parts)
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            read = _read(node)  # settings.integer("SPOOL_X", 5)
+            if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or):
+                first = _read(node.values[0])  # env.get("SPOOL_X") or 5
+                read = (first[0], node.values[-1]) if first and first[1] is None else None
+            name, default = read or (None, None)
+            if name and default is not None:
+                value = _literal(default, module)
+                if value is not NotImplemented:
+                    found.append((name, value, f"{rel}:{getattr(node, 'lineno', 0)}"))
+    return found
+
+
+def test_defaults_written_in_the_code_match_the_catalog() -> None:
+    found = _code_defaults()
+    # The finder must see the usual shapes, or this test would pass by finding nothing.
+    assert {"SPOOL_MAX_BODY_BYTES", "SPOOL_SMTP_HOST", "SPOOL_IMAGE_MAX_BYTES"} <= {
+        n for n, _, _ in found
+    }
+    wrong = [
+        f"{place}: {name} defaults to {value!r} in the code, {BY_NAME[name].default!r} in the "
+        "catalog"
+        for name, value, place in found
+        if name in BY_NAME
+        and not _same(value, BY_NAME[name].default)
+        # A raw "" is "unset": a text read as `text(...) or None`, a flag or list parsed later.
+        and not (value == "" and BY_NAME[name].default in (None, "", (), False))
+    ]
+    assert not wrong, "\n".join(wrong) + f"\nfix one side, then run {WRITE_COMMAND}"
+
+
+def test_send_email_defaults_match_the_catalog() -> None:
+    """Defaults computed at run time (the SMTP port depends on the TLS mode)."""
+    from chalicelib.builtin.email import SmtpSettings
+
+    smtp = SmtpSettings.from_settings(Settings())
+    assert (smtp.host, smtp.port, smtp.timeout) == (
+        BY_NAME["SPOOL_SMTP_HOST"].default,
+        BY_NAME["SPOOL_SMTP_PORT"].default,
+        BY_NAME["SPOOL_SMTP_TIMEOUT"].default,
+    )
+    assert (smtp.starttls, smtp.ssl, smtp.ca_file, smtp.local_hostname) == (
+        BY_NAME["SPOOL_SMTP_STARTTLS"].default,
+        BY_NAME["SPOOL_SMTP_SSL"].default,
+        BY_NAME["SPOOL_SMTP_CA_FILE"].default,
+        BY_NAME["SPOOL_SMTP_LOCAL_HOSTNAME"].default,
+    )
+
+
+# -- (d) the page is what the generator writes now ------------------------------------------
+
+
+def test_settings_page_is_generated_from_the_catalog() -> None:
+    page = ROOT / "docs" / "settings.md"
+    assert page.is_file(), f"docs/settings.md is missing: run {WRITE_COMMAND}"
+    assert page.read_text(encoding="utf-8") == catalog.render(), (
+        f"docs/settings.md differs from the catalog: run {WRITE_COMMAND}"
+    )
+
+
+def test_page_lists_every_setting_with_its_default() -> None:
+    page = catalog.render()
+    for s in CATALOG:
+        row = next(line for line in page.splitlines() if line.startswith(f"| `{s.name}` |"))
+        assert f"| {catalog.shown(s.default)} |" in row and s.read_by in row
+
+
+def test_check_mode_reports_a_stale_page(tmp_path: Path, monkeypatch, capsys) -> None:
+    stale = tmp_path / "settings.md"
+    stale.write_text("# Settings\n\nold\n", encoding="utf-8")
+    monkeypatch.setattr(catalog, "DOC_PATH", stale)
+    assert catalog.main(["--check"]) == 1
+    assert WRITE_COMMAND in capsys.readouterr().err
+    monkeypatch.setattr(catalog, "ROOT", tmp_path)
+    assert catalog.main(["--write"]) == 0
+    assert catalog.main(["--check"]) == 0
+    assert stale.read_text(encoding="utf-8") == catalog.render()
+
+
+# -- the docs mention only real settings ---------------------------------------------------
+
+
+def test_docs_mention_only_settings_that_exist() -> None:
+    docs = [
+        str(p.relative_to(ROOT))
+        for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+        if p.name != "settings.md"
+    ]
+    unknown = {n: p for n, p in _mentions(*docs).items() if n not in BY_NAME and n not in TEST_ONLY}
+    assert not unknown, (
+        "the docs mention settings nobody reads:\n"
+        + "\n".join(f"  {n} at {', '.join(p[:3])}" for n, p in sorted(unknown.items()))
+        + f"\nfix the docs, or (if the code reads it) {HOW_TO_ADD}"
+    )
+
+
+@pytest.mark.parametrize("name", sorted(TEST_ONLY))
+def test_test_only_variables_are_used_and_documented(name: str) -> None:
+    assert name in _mentions(*TEST_ONLY[name]), f"{name} is no longer used: drop it"
+    assert name in (ROOT / "docs" / "testing.md").read_text(encoding="utf-8")
+
+
+# -- the Lambda path never loads the catalog --------------------------------------------------
+
+
+def test_the_lambda_path_does_not_import_the_catalog() -> None:
+    probe = (
+        "import sys, app, chalicelib.runtime, chalicelib.api.routes, chalicelib.events, "
+        "chalicelib.worker; print('chalicelib.settings_catalog' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd=ROOT,
+    )
+    assert out.stdout.strip() == "False"
