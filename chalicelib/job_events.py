@@ -12,7 +12,7 @@
   worker vanished and a claim reaped it) is seen again when it is claimed, as
   its last_error says so; logged then, for that earlier attempt. A job reaped
   on its last attempt is buried by the store without a worker seeing it: the
-  store would have to log that one (see docs/operations.md, Logs).
+  store logs that `dead` line itself (storage/base.py log_buried_by_reap).
 """
 
 from __future__ import annotations

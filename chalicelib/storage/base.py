@@ -197,6 +197,40 @@ def completion_events(state: JobState) -> tuple[str, ...]:
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def log_buried_by_reap(
+    job_id: str,
+    tenant: str,
+    type_: str,
+    queue: str,
+    attempts: int,
+    max_attempts: int,
+    worker: str | None = None,
+) -> None:
+    """The `dead` line for a job whose last attempt's lease expired.
+
+    The claim that reaps it buries it, so no worker ever sees that outcome to log
+    it: the store writes the line, with the same fields a worker's would carry."""
+    import logging
+
+    from chalicelib.logs import jobs_log
+
+    if jobs_log.isEnabledFor(logging.ERROR):
+        extra = {
+            "event": "dead",
+            "job_id": job_id,
+            "tenant": tenant,
+            "type": type_,
+            "queue": queue,
+            "attempt": attempts,
+            "max_attempts": max_attempts,
+            "error": LEASE_EXPIRED_ERROR,
+            "error_type": "LeaseExpired",
+        }
+        if worker:
+            extra["worker"] = worker
+        jobs_log.error("job dead", extra=extra)
+
+
 def utf8_text(text: str | None) -> str | None:
     """Text a UTF-8 store can hold. A handler's error message may carry a lone
     surrogate, which UTF-8 cannot encode: each becomes U+FFFD, rather than the

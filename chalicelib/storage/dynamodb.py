@@ -88,6 +88,7 @@ from chalicelib.storage.base import (
     decode_cursor,
     encode_cursor,
     from_micros,
+    log_buried_by_reap,
     to_micros,
     utf8_text,
 )
@@ -977,6 +978,7 @@ class DynamoStore:
         units: list[Unit] = []
         unit_ids: list[str] = []
         retried: set[str] = set()
+        buried: dict[str, tuple[str, str, str, str, int, int, str | None]] = {}
         for item in items:
             token = get_s(item, "lease_token")
             if token is None:
@@ -1011,6 +1013,11 @@ class DynamoStore:
                 self._set_attempt(expr, seq, entry, "attempt_log" in item)
             if dead:
                 self._finished_attrs(expr, st.id, now)
+                buried[st.id] = (
+                    st.id, need_s(item, "tenant"), st.type, st.queue,
+                    need_n(item, "attempts"), need_n(item, "max_attempts"),
+                    get_s(item, "lease_worker"),
+                )  # fmt: skip
             else:
                 self._waiting_attrs(expr, st, now, now)
                 retried.add(st.id)
@@ -1025,6 +1032,9 @@ class DynamoStore:
         applied = self._tx.apply(units)
         done = [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]
         self._send([(i, now) for i in done if i in retried], now)
+        for job_id in done:
+            if job_id in buried:
+                log_buried_by_reap(*buried[job_id])
         return len(done)
 
     def _update(self, job_id: str, expr: Expr, condition: str) -> TransactWriteItemTypeDef:

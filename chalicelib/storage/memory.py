@@ -31,6 +31,7 @@ from chalicelib.storage.base import (
     completion_events,
     decode_cursor,
     encode_cursor,
+    log_buried_by_reap,
     to_micros,
 )
 from chalicelib.storage.notify import LocalNotifier
@@ -75,16 +76,18 @@ class MemoryStore:
                 and job.lease_expires_at <= now
             ):
                 dead = job.attempts >= job.max_attempts
+                holder = self._lease_worker.pop(job.id, None)
                 self._record(
                     job.id,
                     history.lease_expired(
-                        job.attempts,
-                        job.started_at,
-                        job.lease_expires_at,
-                        self._lease_worker.pop(job.id, None),
-                        dead,
+                        job.attempts, job.started_at, job.lease_expires_at, holder, dead
                     ),
                 )
+                if dead:
+                    log_buried_by_reap(
+                        job.id, job.tenant, job.type, job.queue, job.attempts,
+                        job.max_attempts, holder,
+                    )  # fmt: skip
                 self._update(
                     job,
                     state=JobState.DEAD if dead else JobState.RETRYING,

@@ -70,6 +70,7 @@ from chalicelib.storage.base import (
     decode_cursor,
     encode_cursor,
     from_micros,
+    log_buried_by_reap,
 )
 
 log = logging.getLogger("spool.postgres")
@@ -157,12 +158,17 @@ REAP_SQL = (
     " finished_at = CASE WHEN j.attempts >= j.max_attempts THEN %(now)s::timestamptz END,"
     " lease_token = NULL, lease_expires_at = NULL, last_error = %(error)s, updated_at = %(now)s,"
     f" attempt_log = {append_attempt('j.attempt_log', _REAPED_ATTEMPT)}, lease_worker = NULL"
-    " FROM picked WHERE j.id = picked.id RETURNING j.queue, j.type, j.state)"
-    " "
+    " FROM picked WHERE j.id = picked.id"
+    " RETURNING j.id, j.tenant, j.queue, j.type, j.state, j.attempts, j.max_attempts),"
+    " counted AS ("
     + UPSERT_COUNTERS.format(
         source="(SELECT queue, type, e.event FROM expired, LATERAL (VALUES ('failed'),"
         " (CASE WHEN state = 'dead' THEN 'dead' ELSE 'retried' END)) AS e(event)) AS x"
     )
+    # The jobs this reap buried (their last attempt's lease expired): the store logs
+    # them, since no worker sees that outcome.
+    + ") SELECT id, tenant, type, queue, attempts, max_attempts FROM expired"
+    " WHERE state = 'dead'"
 )
 
 SYNC_OFF = "SET LOCAL synchronous_commit = off"
@@ -609,11 +615,18 @@ class PostgresStore:
             # Completions and enqueues stay fully durable.
             with conn.pipeline(), conn.transaction():
                 conn.execute(SYNC_OFF)
-                conn.execute(REAP_SQL, reap_params)
+                reaped = conn.execute(REAP_SQL, reap_params)
                 cur = conn.execute(claim_sql, params)
+            buried.extend(reaped.fetchall())
             return cur.fetchall()
 
+        buried: list[Any] = []
         rows = self._run(claim)
+        for job_id, tenant, type_, queue, attempts, max_attempts in buried:
+            log_buried_by_reap(
+                _dec_str(job_id), _dec_str(tenant), _dec_str(type_), _dec_str(queue),
+                attempts, max_attempts,
+            )  # fmt: skip
         jobs = [row_to_job(r) for r in rows]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
         return jobs

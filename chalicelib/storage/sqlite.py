@@ -55,6 +55,7 @@ from chalicelib.storage.base import (
     decode_cursor,
     encode_cursor,
     from_micros,
+    log_buried_by_reap,
     to_micros,
     utf8_text,
 )
@@ -217,7 +218,8 @@ def _reap_sql(limit: int) -> str:
         "finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, "
         f"attempt_log = {append_attempt('attempt_log', entry, limit)}, lease_worker = NULL, "
         "lease_token = NULL, lease_expires_at = NULL, last_error = ?2, updated_at = ?1 "
-        "WHERE state = 'running' AND lease_expires_at <= ?1 RETURNING queue, type, state"
+        "WHERE state = 'running' AND lease_expires_at <= ?1 "
+        "RETURNING queue, type, state, id, tenant, attempts, max_attempts"
     )
 
 
@@ -429,6 +431,9 @@ class SQLiteStore:
             db.executemany(
                 BUMP, _tally(expired, lambda r: ("failed", "dead" if r[2] == "dead" else "retried"))
             )
+            for queue, type_, state, job_id, tenant, attempts, max_attempts in expired:
+                if state == "dead":
+                    log_buried_by_reap(job_id, tenant, type_, queue, attempts, max_attempts)
 
     def claim(
         self,

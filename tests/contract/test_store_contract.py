@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import timedelta
 
@@ -673,6 +674,26 @@ def test_a_reaped_lease_records_a_lease_expired_attempt(store: JobStore, clock: 
     )
     assert store.get(job.id).state is JobState.DEAD
     assert store.attempts(job.id) == [expected, buried]
+
+
+def test_a_job_buried_by_a_reap_is_logged_dead_once(
+    store: JobStore, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No worker sees a job whose last lease expired: the reaping store logs its death."""
+    job = add_one(store, clock, max_attempts=1)
+    store.claim(1, LEASE)
+    clock.advance(LEASE + 5)
+    with caplog.at_level(logging.INFO, logger="spool.jobs"):
+        assert store.claim(1, LEASE) == []
+        assert store.claim(1, LEASE) == []  # nothing left to reap: no second line
+    lines = [r for r in caplog.records if r.name == "spool.jobs"]
+    assert [(r.levelno, getattr(r, "event", None), getattr(r, "job_id", None)) for r in lines] == [
+        (logging.ERROR, "dead", job.id)
+    ]
+    (line,) = lines
+    assert (line.tenant, line.type, line.queue) == (job.tenant, job.type, job.queue)  # type: ignore[attr-defined]
+    assert (line.attempt, line.max_attempts) == (1, 1)  # type: ignore[attr-defined]
+    assert line.error == LEASE_EXPIRED_ERROR  # type: ignore[attr-defined]
 
 
 def test_history_keeps_the_last_n_attempts(store_keeping_3: JobStore, clock: FakeClock) -> None:
