@@ -267,7 +267,8 @@ def test_a_full_scenario_logs_each_event_once_with_its_fields_and_no_secret(
     assert dead["duration_ms"] >= 0
     retrying = [r for r in jobs if r["job_id"] == doomed and r["event"] == "retrying"]
     assert [r["attempt"] for r in retrying] == [1, 2]
-    assert all(r["level"] == "WARNING" and r["delay_s"] > 0 for r in retrying)
+    # Full jitter may choose a delay that rounds to 0: present and not negative.
+    assert all(r["level"] == "WARNING" and r["delay_s"] >= 0 for r in retrying)
     assert by_event[(echo, "succeeded")]["level"] == "INFO"
     assert by_event[(echo, "started")]["level"] == "DEBUG"
     assert by_event[(hook, "dead")]["attempt"] == 2
