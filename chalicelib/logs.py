@@ -281,9 +281,17 @@ def job_fields(job: Job) -> dict[str, Any]:
 
 def job_event(level: int, event: str, job: Job, message: str | None = None, **fields: Any) -> None:
     """One line for one job event on `spool.jobs`; never the payload or the result."""
+    if jobs_log.isEnabledFor(level):
+        job_line(level, event, job_fields(job), message, **fields)
+
+
+def job_line(
+    level: int, event: str, job: Mapping[str, Any], message: str | None = None, **fields: Any
+) -> None:
+    """job_event for a job known only by its `job_fields` (a store reaping it in SQL)."""
     if not jobs_log.isEnabledFor(level):
         return
-    extra = {"event": event, **job_fields(job)}
+    extra = {"event": event, **job}
     extra.update((k, v) for k, v in fields.items() if v is not None)
     jobs_log.log(level, message or f"job {event}", extra=extra)
 

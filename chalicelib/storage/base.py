@@ -212,23 +212,24 @@ def log_buried_by_reap(
     it: the store writes the line, with the same fields a worker's would carry."""
     import logging
 
-    from chalicelib.logs import jobs_log
+    from chalicelib.logs import job_line
 
-    if jobs_log.isEnabledFor(logging.ERROR):
-        extra = {
-            "event": "dead",
-            "job_id": job_id,
-            "tenant": tenant,
-            "type": type_,
-            "queue": queue,
-            "attempt": attempts,
-            "max_attempts": max_attempts,
-            "error": LEASE_EXPIRED_ERROR,
-            "error_type": "LeaseExpired",
-        }
-        if worker:
-            extra["worker"] = worker
-        jobs_log.error("job dead", extra=extra)
+    job = {
+        "job_id": job_id,
+        "tenant": tenant,
+        "type": type_,
+        "queue": queue,
+        "attempt": attempts,
+        "max_attempts": max_attempts,
+    }
+    job_line(
+        logging.ERROR,
+        "dead",
+        job,
+        error=LEASE_EXPIRED_ERROR,
+        error_type="LeaseExpired",
+        worker=worker,
+    )
 
 
 def utf8_text(text: str | None) -> str | None:
