@@ -36,12 +36,15 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
+    return _finite(name, raw, "a number of seconds") if raw else default
+
+
+def _finite(name: str, raw: str, what: str) -> float:
+    """`raw` as a finite float, or a ConfigError naming the variable."""
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}") from None
+        raise ConfigError(f"{name} must be {what}, not {raw!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise ConfigError(f"{name} must be a finite number, not {raw!r}")
     return value
@@ -110,12 +113,7 @@ class Settings:
         raw = self.extra.get(name, "").strip()
         if not raw:
             return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{name} must be a number, not {raw!r}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{name} must be a finite number, not {raw!r}")
+        value = _finite(name, raw, "a number")
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
             raise ValueError(f"{name} must be between {minimum} and {maximum}, not {raw}")
         return value
