@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import requests
 
 from tests.procs import guarded_env, stop
-from tests.test_chalice_local import ROOT, chalice_command, free_port
+from tests.test_chalice_local import free_port, start_chalice_local
 
 
 def test_chalice_local_without_keys_tells_the_developer_what_to_set(tmp_path: Path) -> None:
     env = guarded_env()
     env.pop("SPOOL_API_KEYS", None)  # the stage's config.json sets none: the first-run case
-    for name in ("app.py", "chalicelib", ".chalice"):
-        src = ROOT / name
-        if src.is_dir():
-            ignore = shutil.ignore_patterns("__pycache__", "deployments")
-            shutil.copytree(src, tmp_path / name, ignore=ignore)
-        else:
-            shutil.copy(src, tmp_path / name)
     port = free_port()
-    proc = subprocess.Popen(
-        [*chalice_command(), "local", "--stage", "local", "--no-autoreload", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = start_chalice_local(tmp_path, port, env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

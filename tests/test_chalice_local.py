@@ -34,11 +34,10 @@ def chalice_command() -> list[str]:
     return [which]
 
 
-def test_chalice_local_answers_over_a_socket(tmp_path) -> None:
-    port = free_port()
-    env = {**os.environ, "SPOOL_API_KEYS": "local-key=local"}
-    # The stage's relative sqlite:///.spool/spool.db lands under the working directory,
-    # so run from a copy of the project files chalice needs.
+def start_chalice_local(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`chalice local --stage local` on `port`, from a copy of the project files it
+    needs: the stage's relative sqlite:///.spool/spool.db lands under the working
+    directory, which must not be the checkout."""
     for name in ("app.py", "chalicelib", ".chalice"):
         src = ROOT / name
         if src.is_dir():
@@ -47,13 +46,19 @@ def test_chalice_local_answers_over_a_socket(tmp_path) -> None:
             )
         else:
             shutil.copy(src, tmp_path / name)
-    proc = subprocess.Popen(
+    return subprocess.Popen(
         [*chalice_command(), "local", "--stage", "local", "--no-autoreload", "--port", str(port)],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def test_chalice_local_answers_over_a_socket(tmp_path) -> None:
+    port = free_port()
+    env = {**os.environ, "SPOOL_API_KEYS": "local-key=local"}
+    proc = start_chalice_local(tmp_path, port, env)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
