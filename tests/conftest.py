@@ -18,6 +18,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 # Set at import time (not only in a fixture) so even collection-time imports are safe.
@@ -77,6 +78,7 @@ _local_stage_by_default()
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
+    from chalicelib.service import Service
     from tests.apikit import Api
 
 
@@ -136,3 +138,14 @@ def api(rt: Runtime) -> Iterator[Api]:
 
     with Client(spool_app.app, stage_name="local") as client:
         yield Api(client)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def svc(
+    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path, handlers: Registry
+) -> Iterator[Service]:
+    """The service over the in-process stores (the contract suite covers the rest)."""
+    from chalicelib.service import Service
+
+    with open_backend(request.param, clock, tmp_path, request) as store:
+        yield Service(store, handlers)

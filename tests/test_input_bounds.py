@@ -20,7 +20,6 @@ import pytest
 from chalicelib.api.http import dumps
 from chalicelib.clock import FakeClock
 from chalicelib.errors import ValidationFailed
-from chalicelib.handlers import Registry
 from chalicelib.ids import new_job_id
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import JobQuery, NewJob
@@ -29,21 +28,12 @@ from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
 from chalicelib.timebounds import MAX_DELAY_SECONDS
 from tests.apikit import Api, installed, settings_for
-from tests.backends import open_backend
 
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
     with installed(settings_for(tmp_path, demo_handlers=True)) as runtime:
         yield runtime
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def svc(
-    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path, handlers: Registry
-) -> Iterator[Service]:
-    with open_backend(request.param, clock, tmp_path, request) as store:
-        yield Service(store, handlers)
 
 
 def stored(store: JobStore) -> int:

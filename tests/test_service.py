@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,19 +16,9 @@ from chalicelib.errors import (
     UnknownJobType,
     ValidationFailed,
 )
-from chalicelib.handlers import Registry
 from chalicelib.models import Completion, JobQuery, JobState
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
-from tests.backends import open_backend
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-def svc(
-    request: pytest.FixtureRequest, clock: FakeClock, tmp_path: Path, handlers: Registry
-) -> Iterator[Service]:
-    with open_backend(request.param, clock, tmp_path, request) as store:
-        yield Service(store, handlers)
 
 
 def req(**fields: Any) -> EnqueueRequest:
