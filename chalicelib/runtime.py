@@ -65,6 +65,7 @@ class Runtime:
         """A worker whose attempts also feed the metrics' histograms and the job-event logs."""
         # Imported here: the API function never runs a worker (its thread pool and
         # concurrent.futures stay out of the cold start).
+        from chalicelib import attempt_record
         from chalicelib.job_events import JobEvents
         from chalicelib.worker import Worker, WorkerConfig
 
@@ -72,6 +73,10 @@ class Runtime:
             concurrency=concurrency or self.settings.concurrency,
             lease_seconds=self.settings.lease_seconds,
             queues=self.settings.queues,
+            # From this runtime's settings, not the process environment, so a runtime
+            # built with other settings (spool serve, tests) gets its own.
+            traceback_bytes=attempt_record.traceback_bytes(self.settings.extra),
+            heartbeat_seconds=attempt_record.heartbeat_seconds(self.settings.extra),
         )
         # JobEvents: one log line per attempt's start and applied outcome (docs/operations.md).
         middleware = (self.metrics().middleware, JobEvents(), *middleware)

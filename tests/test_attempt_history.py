@@ -382,3 +382,26 @@ def test_a_failing_attempt_keeps_the_handlers_last_log_lines(
         "upstream said 503",
     ]
     assert succeeded.outcome == "succeeded" and succeeded.log_tail == ()
+
+
+def test_a_runtimes_worker_takes_these_settings_from_the_runtime_not_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.config import Settings
+    from chalicelib.runtime import build_runtime
+
+    monkeypatch.setenv("SPOOL_TRACEBACK_BYTES", "999")
+    monkeypatch.setenv("SPOOL_HEARTBEAT_SECONDS", "99")
+    settings = Settings(
+        store_url=f"sqlite:///{tmp_path}/spool.db",
+        extra={"SPOOL_TRACEBACK_BYTES": "0", "SPOOL_HEARTBEAT_SECONDS": "2"},
+    )
+    rt = build_runtime(settings)
+    try:
+        worker = rt.worker()
+        try:
+            assert (worker.config.traceback_bytes, worker.config.heartbeat_seconds) == (0, 2.0)
+        finally:
+            worker.close()
+    finally:
+        rt.close()
