@@ -247,11 +247,11 @@ class Worker:
                         len(state.outbox) >= self.config.batch_size
                         or len(state.inbox) <= self.config.concurrency
                     ):
-                        self._events.notify()
+                        self._wake()
                 attempt = self._take()
                 if attempt is None:
                     state.threads -= 1
-                    self._events.notify()
+                    self._wake()
                     return
             completion = self._recorded(attempt, self.execute(attempt))
             seconds = time.monotonic() - attempt.started
@@ -279,7 +279,7 @@ class Worker:
                 # Its lease lapsed while it waited: another worker may own it now.
                 with self._stats_lock:
                     self.stats.lost_lease += 1
-                self._events.notify()
+                self._wake()
                 continue
             now = time.monotonic()
             attempt.started = now
@@ -659,6 +659,7 @@ class Worker:
                 if self._step(self.config.batch_size):
                     backoff = 0.0
                     continue
+                # Completions already waiting: no need to ask the store how long to idle.
                 timeout = self.config.flush_delay if self._state.outbox else self._idle_timeout()
                 backoff = 0.0
             except StoreUnavailable as exc:
@@ -666,11 +667,33 @@ class Worker:
                 backoff = min(5.0, max(0.05, backoff * 2))
                 log.warning("store unavailable (%s); retrying in %.2fs", exc.message, backoff)
                 timeout = backoff
-            with self._lock:
-                if not self._woken and not self._stop.is_set():
-                    self._events.wait(timeout)
+            self._sleep(timeout)
         self._shutdown()
         return self.stats
+
+    def _wake(self) -> None:
+        """Under the lock: tell the dispatcher there is something to do.
+
+        The flag outlives the notify: a dispatcher that is not waiting yet (it is
+        querying the store for how long to sleep) sees it before it waits, so the
+        wake-up is not lost."""
+        self._woken = True
+        self._events.notify()
+
+    def _sleep(self, timeout: float) -> None:
+        """Wait for a wake-up, deciding how long in the same critical section as the wait.
+
+        The timeout was computed outside the lock (it asks the store when work falls
+        due); a completion that landed meanwhile found nobody waiting. Checking the
+        wake-up flag and the outbox here closes that gap: pending completions cut the
+        wait to flush_delay instead of leaving finished jobs `running` until the idle
+        poll."""
+        with self._lock:
+            if self._woken or self._stop.is_set():
+                return
+            if self._state.outbox:
+                timeout = min(timeout, self.config.flush_delay)
+            self._events.wait(timeout)
 
     def _idle_timeout(self) -> float:
         timeout = min(self.config.idle_poll, self._next_deadline_in())
@@ -693,8 +716,7 @@ class Worker:
                 return  # the store (and its notifier) was closed under us
             if woke:
                 with self._lock:
-                    self._woken = True
-                    self._events.notify()
+                    self._wake()
 
     def _shutdown(self) -> None:
         # Finish what is held: nothing new is claimed once stop is set.

@@ -897,3 +897,59 @@ def test_stores_without_concurrent_writes_flush_on_the_dispatcher(
         add(mem, clock, "noop")
     assert drain_once(mem, reg, batch_size=10).succeeded == 50
     assert finished_on == {threading.current_thread().name}
+
+
+class GapStore(ClaimSpy):
+    """Holds the dispatcher inside its idle-timeout query (next_due_at) until the job it
+    claimed has finished and its completion sits in the worker's outbox: the pool
+    thread's wake-up then finds no dispatcher waiting. That is the gap in which a
+    completion used to be left `running` until the idle poll."""
+
+    def __init__(self, store: MemoryStore, started: threading.Event, release: threading.Event):
+        super().__init__(store)
+        self.worker: Worker | None = None
+        self.claimed = False
+        self.gated = threading.Event()
+        self._started = started
+        self._release = release
+
+    def claim(self, *args: Any, **kwargs: Any) -> list[Job]:
+        jobs = super().claim(*args, **kwargs)
+        self.claimed = self.claimed or bool(jobs)
+        return jobs
+
+    def next_due_at(self, *args: Any, **kwargs: Any) -> Any:
+        if self.claimed and not self.gated.is_set():
+            assert self.worker is not None
+            worker = self.worker
+            assert self._started.wait(WAIT), "the claimed job never started"
+            self._release.set()
+            assert wait_until(lambda: bool(worker._state.outbox)), "no completion arrived"
+            self.gated.set()
+        return super().next_due_at(*args, **kwargs)
+
+
+def test_completion_landing_while_the_dispatcher_plans_its_sleep_is_not_lost(
+    mem, clock, reg
+) -> None:
+    """Deterministic: the completion is forced into the gap between the dispatcher's
+    last look at the outbox and its wait. Both the idle poll and the handler's timeout
+    are an hour, so only a wake-up that survives the gap finishes the job in time."""
+    started, release = threading.Event(), threading.Event()
+
+    @reg.handler("quick", timeout=3600)
+    def quick(payload: dict[str, Any]) -> str:
+        started.set()
+        assert release.wait(WAIT)
+        return "done"
+
+    job = add(mem, clock, "quick")
+    gap = GapStore(mem, started, release)
+    worker = Worker(gap, reg, WorkerConfig(concurrency=2, idle_poll=3600))  # type: ignore[arg-type]
+    gap.worker = worker
+    with RunInThread(worker):
+        assert gap.gated.wait(WAIT), "the dispatcher never planned an idle sleep"
+        assert wait_until(lambda: get(mem, job.id).state is JobState.SUCCEEDED), (
+            "the completion that landed in the gap was not written: the worker slept "
+            "through its wake-up"
+        )
