@@ -65,6 +65,14 @@ _NAMED_VALUE = re.compile(
 )
 # A bearer token wherever it stands.
 _BEARER = re.compile(r"(?P<scheme>\bbearer\s+)[A-Za-z0-9._~+/-]+=*", re.IGNORECASE)
+# Every shape above (and redact_text's) contains one of these words (case-folded, as
+# re.IGNORECASE matches): a text with none of them can hold only configured secrets,
+# so a few substring tests spare four regex passes on the common line (a job event of
+# ids and names). tests/test_redact.py checks each name in SENSITIVE_NAMES is covered.
+SHAPE_WORDS = (
+    "authorization", "cookie", "token", "passw", "pwd", "secret", "bearer", "://",
+    "api-key", "api_key", "apikey",
+)  # fmt: skip
 
 
 def _masked_value(match: re.Match[str]) -> str:
@@ -102,6 +110,9 @@ class Redactor:
 
     def text(self, text: str) -> str:
         pattern = self._pattern
+        folded = text.casefold()
+        if not any(word in folded for word in SHAPE_WORDS):
+            return pattern.sub(MASK, text) if pattern is not None else text
         if pattern is not None:
             text = pattern.sub(MASK, text)
         text = _NAMED_VALUE.sub(_masked_value, text)

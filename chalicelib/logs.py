@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -223,11 +224,17 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and v is not None}
 
 
+# A value with any of these is written as a JSON string, so the line still splits on spaces.
+_NEEDS_QUOTES = re.compile(r'[ "=\\\n\r\t]')
+
+
 def _text_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
+    if type(value) is int:  # attempt numbers and counts: the common case, no JSON needed
+        return str(value)
     text = value if isinstance(value, str) else json.dumps(value, default=str)
-    if text and not any(c in text for c in ' "=\\\n\r\t'):
+    if text and _NEEDS_QUOTES.search(text) is None:
         return text
     return json.dumps(text, ensure_ascii=False)
 
