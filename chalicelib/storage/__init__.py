@@ -18,6 +18,8 @@ _BACKENDS = {
     "postgres": ("chalicelib.storage.postgres", "from_url"),
     "postgresql": ("chalicelib.storage.postgres", "from_url"),
     "dynamodb": ("chalicelib.storage.dynamodb", "from_url"),
+    "redis": ("chalicelib.storage.redis_store", "from_url"),
+    "rediss": ("chalicelib.storage.redis_store", "from_url"),
 }
 
 
@@ -36,7 +38,12 @@ def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobS
         )
     module_name, factory = _BACKENDS[scheme]
     module = import_module(module_name)
-    store: JobStore = getattr(module, factory)(url, clock)
+    try:
+        store: JobStore = getattr(module, factory)(url, clock)
+    except ValueError as exc:
+        # A malformed option in the URL (pool_max=0, durability=bogus): the operator's
+        # to fix, said as such, not an "unexpected error".
+        raise ConfigError(f"SPOOL_STORE_URL {redact_url(url)!r}: {exc}") from exc
     return store
 
 

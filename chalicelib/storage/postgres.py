@@ -86,7 +86,10 @@ REAP_BATCH = 1000
 PURGE_BATCH = 5000
 DEADLOCK_RETRIES = 5
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,56}$")
-_SPOOL_OPTIONS = ("schema", "pool_min", "pool_max", "pool_timeout")
+_SPOOL_OPTIONS = ("schema", "pool_min", "pool_max", "pool_timeout", "durability")
+# normal: claims commit without waiting for the WAL flush (a server crash may undo a
+# claim, and the job simply runs again); full: every commit waits, claims included.
+DURABILITY_MODES = ("normal", "full")
 
 COLUMNS = (
     "id, tenant, type, queue, priority, payload, state, attempts, max_attempts, run_at, "
@@ -309,6 +312,7 @@ class PgSettings:
     pool_max: int = 10
     pool_timeout: float = 5.0
     url: str = ""  # as given, for messages (always shown through redact_url)
+    durability: str = "normal"
 
     @property
     def channel(self) -> str:
@@ -348,7 +352,11 @@ def parse_url(url: str) -> PgSettings:
     pool_max = int(ours.get("pool_max") or 10)
     if pool_min < 0 or pool_max < 1 or pool_min > pool_max:
         raise ValueError("need 0 <= pool_min <= pool_max and pool_max >= 1")
+    durability = (ours.get("durability") or "normal").lower()
+    if durability not in DURABILITY_MODES:
+        raise ValueError(f"durability must be normal or full, not {ours.get('durability')!r}")
     return PgSettings(
+        durability=durability,
         conninfo=conninfo,
         schema=schema,
         pool_min=pool_min,
@@ -606,15 +614,19 @@ class PostgresStore:
             "keep": self.history_limit,
         }
 
+        fast_claims = self.settings.durability != "full"
+
         def claim(conn: Conn) -> list[Any]:
             # Reap, then claim (it must see what the reap freed): one transaction,
             # one round trip. Its commit does not wait for the WAL flush: if the
             # server crashes right after, the claim is simply undone and the job
             # is due again (at-least-once allows the re-run), and claims stop
             # paying an fsync each, which is most of a pickup's latency.
-            # Completions and enqueues stay fully durable.
+            # Completions and enqueues stay fully durable. durability=full makes
+            # claims wait for the flush too.
             with conn.pipeline(), conn.transaction():
-                conn.execute(SYNC_OFF)
+                if fast_claims:
+                    conn.execute(SYNC_OFF)
                 reaped = conn.execute(REAP_SQL, reap_params)
                 cur = conn.execute(claim_sql, params)
             buried.extend(reaped.fetchall())

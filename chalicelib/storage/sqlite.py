@@ -746,4 +746,16 @@ def from_url(url: str, clock: Clock | None = None) -> SQLiteStore:
     from chalicelib.storage import sqlite_path
 
     path, options = sqlite_path(url)
-    return SQLiteStore(path, clock, synchronous=options.get("synchronous", "normal"))
+    return SQLiteStore(path, clock, synchronous=_synchronous(options))
+
+
+def _synchronous(options: dict[str, str]) -> str:
+    """`durability=normal|full` (the word every store takes) or SQLite's own `synchronous=`."""
+    durability = options.get("durability")
+    if durability is None:
+        return options.get("synchronous", "normal")
+    if durability.lower() not in ("normal", "full"):
+        raise ValueError(f"durability must be normal or full, not {durability!r}")
+    if "synchronous" in options and options["synchronous"].lower() != durability.lower():
+        raise ValueError("give durability= or synchronous=, not two different ones")
+    return durability
