@@ -10,21 +10,22 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from datetime import timedelta
-from typing import Any
-
-from tqdm import tqdm
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import logs, periodic
 from chalicelib.durations import EXAMPLES, parse_seconds
 from chalicelib.jsonstrict import loads_strict
-from chalicelib.models import DEFAULT_TENANT, JobQuery, JobState
+from chalicelib.models import DEFAULT_TENANT, JobState
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime, build_runtime
 from chalicelib.service import EnqueueRequest
 from chalicelib.worker import Middleware
-from local import db, serve
+from local import db, job_commands, remote_cli, serve, tables
 from local.cli_errors import CliFailure, Parser, UsageError, debugging, report
 from local.worker_metrics import WorkerMetrics
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 def _print(data: Any) -> None:
@@ -47,6 +48,13 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _progress_bar() -> type[tqdm]:  # type: ignore[type-arg]
+    """tqdm, imported when a command shows a bar: `spool worker` starts without it."""
+    from tqdm import tqdm
+
+    return tqdm
 
 
 def _waiting(rt: Runtime, states: tuple[JobState, ...], queues: Sequence[str] | None) -> int:
@@ -114,7 +122,7 @@ def _run_worker(rt: Runtime, args: argparse.Namespace, sync_finish: bool) -> int
     if args.burst:
         periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
         due = _waiting(rt, (JobState.QUEUED, JobState.RETRYING), rt.settings.queues)
-        bar = tqdm(total=due, unit="job", disable=args.quiet or not sys.stderr.isatty())
+        bar = _progress_bar()(total=due, unit="job", disable=args.quiet or not sys.stderr.isatty())
         worker = rt.worker(args.concurrency, middleware=(_Progress(bar),))
         worker.config.sync_finish = sync_finish
         stats = worker.run(burst=True)
@@ -170,16 +178,17 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
     request = EnqueueRequest.model_validate(fields)  # ValidationError: one line, exit 2
     if args.count == 1:
         result = rt.service.enqueue([request], args.tenant)[0]
-        _print(
+        tables.print_enqueued(
             {
                 "id": result.job.id,
-                "state": result.job.state,
+                "state": result.job.state.value,
                 "created": result.created,
                 "tenant": result.job.tenant,
-            }
+            },
+            args.json,
         )
         return 0
-    with tqdm(total=args.count, unit="job", disable=not sys.stderr.isatty()) as bar:
+    with _progress_bar()(total=args.count, unit="job", disable=not sys.stderr.isatty()) as bar:
         for start in range(0, args.count, 500):
             n = min(500, args.count - start)
             rt.service.enqueue([request] * n, args.tenant)
@@ -226,31 +235,21 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     """The job and its attempts: a table for people, JSON with --json (local/status_view.py)."""
     from local import status_view
 
-    job = rt.service.status(args.id, args.tenant)
+    if args.wait is None:
+        job = rt.service.status(args.id, args.tenant)
+    else:  # --wait 0: no limit
+        job = job_commands.wait_local(rt, args.id, args.tenant, args.wait or None)
     attempts = rt.store.attempts(job.id, args.tenant) or []
     if args.json:
         _print(status_view.as_json(job, attempts))
     else:
         print(status_view.render(job, attempts))
-    return 0
+    return 0 if args.wait is None else job_commands.wait_exit(job.state.value, job.terminal)
 
 
 def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
     if args.dlq_command == "list":
-        page = rt.service.list_jobs(
-            JobQuery(tenant=args.tenant, state=JobState.DEAD, queue=args.queue, limit=args.limit)
-        )
-        for job in page.jobs:
-            print(
-                f"{job.id}  {job.type:<16} tenant={job.tenant} attempts={job.attempts}  "
-                f"{job.last_error or ''}"
-            )
-        print(
-            f"{len(page.jobs)} dead job(s)"
-            + (" (more: raise --limit)" if page.next_cursor else ""),
-            file=sys.stderr,
-        )
-        return 0
+        return job_commands.list_local(rt, args, JobState.DEAD, "dead job(s)")
     if args.all:
         if args.id:
             raise UsageError("give a job id or --all, not both")
@@ -260,20 +259,25 @@ def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
             if args.tenant is not None
             else _waiting(rt, (JobState.DEAD,), None if args.queue is None else (args.queue,))
         )
-        moved = 0
-        with tqdm(total=total, unit="job", disable=not sys.stderr.isatty()) as bar:
+        moved: list[str] = []
+        with _progress_bar()(total=total, unit="job", disable=not sys.stderr.isatty()) as bar:
             while True:
                 batch = rt.service.redrive_all(args.tenant, queue=args.queue, limit=500)
                 if not batch:
                     break
-                moved += len(batch)
+                moved.extend(job.id for job in batch)
                 bar.update(len(batch))
-        print(f"redriven {moved} job(s)", file=sys.stderr)
+        if args.json:
+            _print({"redriven": len(moved), "ids": moved})
+        print(f"redriven {len(moved)} job(s)", file=sys.stderr)
         return 0
     if not args.id:
         raise UsageError("give a job id or --all", "e.g. `spool dlq redrive --all --queue emails`")
     job = rt.service.redrive(args.id, args.tenant)
-    _print({"id": job.id, "state": job.state})
+    if args.json:
+        _print({"id": job.id, "state": job.state.value})
+    else:
+        tables.print_job_state(job_commands.job_json(job), False, "redriven")
     return 0
 
 
@@ -299,7 +303,13 @@ def _tenant_option(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="spool", description="Spool job queue")
+    parser = Parser(
+        prog="spool",
+        description="Spool job queue",
+        epilog=job_commands.EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    remote_cli.add_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="run jobs")
@@ -342,25 +352,53 @@ def build_parser() -> argparse.ArgumentParser:
         "`spool serve`'s dev key)",
     )
     enqueue.add_argument("--count", type=positive, default=1, help="add this many copies")
+    enqueue.add_argument("--json", action="store_true", help="machine output")
+    remote_cli.add_options(enqueue)
 
     status = sub.add_parser("status", help="show a job and its attempts")
     status.add_argument("id")
     status.add_argument(
         "--json", action="store_true", help="machine output: the job, with attempt_history"
     )
+    status.add_argument(
+        "--wait",
+        type=duration,
+        nargs="?",
+        const=0.0,
+        default=None,
+        metavar="TIME",
+        help="first wait until the job finishes, at most TIME (no limit without one); "
+        "the exit code then tells how it ended (see below)",
+    )
     _tenant_option(status)
+    remote_cli.add_options(status)
+
+    jobs = sub.add_parser("jobs", help="list jobs, oldest first (a page; --all for every one)")
+    jobs.add_argument("action", nargs="?", choices=["list"], default="list", help=argparse.SUPPRESS)
+    jobs.add_argument("--state", choices=job_commands.state_choices())
+    job_commands.list_options(jobs)
+    _tenant_option(jobs)
+    remote_cli.add_options(jobs)
+
+    cancel = sub.add_parser("cancel", help="cancel a waiting (queued or retrying) job")
+    cancel.add_argument("id")
+    cancel.add_argument("--json", action="store_true", help="machine output: the job")
+    _tenant_option(cancel)
+    remote_cli.add_options(cancel)
 
     dlq = sub.add_parser("dlq", help="dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list")
-    dlq_list.add_argument("--queue")
-    dlq_list.add_argument("--limit", type=positive, default=100)
+    job_commands.list_options(dlq_list)
     _tenant_option(dlq_list)
+    remote_cli.add_options(dlq_list)
     redrive = dlq_sub.add_parser("redrive")
     redrive.add_argument("id", nargs="?")
     redrive.add_argument("--all", action="store_true")
     redrive.add_argument("--queue")
+    redrive.add_argument("--json", action="store_true", help="machine output")
     _tenant_option(redrive)
+    remote_cli.add_options(redrive)
 
     purge = sub.add_parser("purge", help="delete old finished jobs (every tenant)")
     purge.add_argument(
@@ -381,6 +419,8 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "worker": cmd_worker,
     "enqueue": cmd_enqueue,
     "status": cmd_status,
+    "jobs": job_commands.cmd_jobs,
+    "cancel": job_commands.cmd_cancel,
     "dlq": cmd_dlq,
     "purge": cmd_purge,
     "serve": serve.cmd_serve,
@@ -402,6 +442,9 @@ def _import_from_working_directory() -> None:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "db":  # before build_runtime: an unmigrated store refuses to open
         return db.cmd_db(args)
+    url = remote_cli.target(args)
+    if url is not None:  # --url or SPOOL_URL: a server's jobs, no local store opened
+        return remote_cli.run(args, url)
     rt = build_runtime()
     try:
         return COMMANDS[args.command](rt, args)

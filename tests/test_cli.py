@@ -348,7 +348,7 @@ def test_redrive_all_in_one_queue_counts_only_that_queue(
         )  # fmt: skip
     run(capsys, "worker", "--burst")
     _Bar.made.clear()
-    monkeypatch.setattr(cli, "tqdm", _Bar)
+    monkeypatch.setattr(cli, "_progress_bar", lambda: _Bar)
     code, _, err = run(capsys, "dlq", "redrive", "--all", "--queue", "mail")
     assert code == 0 and "redriven 3 job(s)" in err
     [bar] = _Bar.made
@@ -362,7 +362,7 @@ def test_burst_worker_bar_counts_only_its_queues(
     run(capsys, "enqueue", "echo", "--count", "4")
     monkeypatch.setenv("SPOOL_QUEUES", "mail")
     _Bar.made.clear()
-    monkeypatch.setattr(cli, "tqdm", _Bar)
+    monkeypatch.setattr(cli, "_progress_bar", lambda: _Bar)
     code, _, err = run(capsys, "worker", "--burst")
     assert code == 0 and "2 succeeded" in err
     [bar] = _Bar.made

@@ -929,12 +929,15 @@ class GapStore(ClaimSpy):
         return super().next_due_at(*args, **kwargs)
 
 
+@pytest.mark.parametrize("flush_delay", [0.002, 3600.0])
 def test_completion_landing_while_the_dispatcher_plans_its_sleep_is_not_lost(
-    mem, clock, reg
+    mem, clock, reg, flush_delay: float
 ) -> None:
     """Deterministic: the completion is forced into the gap between the dispatcher's
     last look at the outbox and its wait. Both the idle poll and the handler's timeout
-    are an hour, so only a wake-up that survives the gap finishes the job in time."""
+    are an hour, so only a wake-up that survives the gap finishes the job in time. With
+    an hour's flush_delay too: nothing else is in flight, so there is nothing to batch
+    the result with and it is written at once."""
     started, release = threading.Event(), threading.Event()
 
     @reg.handler("quick", timeout=3600)
@@ -945,7 +948,8 @@ def test_completion_landing_while_the_dispatcher_plans_its_sleep_is_not_lost(
 
     job = add(mem, clock, "quick")
     gap = GapStore(mem, started, release)
-    worker = Worker(gap, reg, WorkerConfig(concurrency=2, idle_poll=3600))  # type: ignore[arg-type]
+    config = WorkerConfig(concurrency=2, idle_poll=3600, flush_delay=flush_delay)
+    worker = Worker(gap, reg, config)  # type: ignore[arg-type]
     gap.worker = worker
     with RunInThread(worker):
         assert gap.gated.wait(WAIT), "the dispatcher never planned an idle sleep"
