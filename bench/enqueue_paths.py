@@ -98,7 +98,8 @@ def _spool_rate(url: str, n: int, batch: int, logged: bool) -> float:
 
 
 def _sqlite_floor(path: str, n: int, batch: int, durability: str) -> float:
-    from bench.sqlite_bench import BUMP, INSERT, now_us, raw_db, raw_row
+    from bench.sqlite_bench import INSERT, now_us, raw_db, raw_row
+    from chalicelib.storage.sqlite import BUMP
 
     db = raw_db(path)
     db.execute(f"PRAGMA synchronous={'FULL' if durability == 'full' else 'NORMAL'}")
