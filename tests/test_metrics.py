@@ -592,7 +592,7 @@ class _BrokenStore:
 
 def test_the_worker_metrics_server_serves_metrics_only(store: JobStore) -> None:
     from chalicelib.api.metrics import CONTENT_TYPE
-    from local.worker_metrics import MetricsServer
+    from local.metrics_http import MetricsServer
 
     store.add([new_job(fake_clock(store), queue="emails")])
     metrics = Metrics(store, Settings())
