@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy app.py chalicelib local
+	$(BIN)/mypy app.py chalicelib local spool_client
 
 pytest: $(STAMP) $(SAM) lambda-wheels lambda-venv
 	$(BIN)/pytest -q
@@ -55,6 +55,11 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.sqlite_bench
+
+# The dashboard's screenshots in docs/img, taken by its browser tests (headless chromium).
+.PHONY: screenshots
+screenshots: $(STAMP)
+	UI_SCREENSHOTS=docs/img $(BIN)/pytest -q tests/test_ui_browser.py
 
 # The Lambda zip's dependencies (infra/lambda_wheels.py): requirements-lambda.txt's
 # wheels for one target, fetched from the registry once per change (the one step that

@@ -119,6 +119,60 @@ def openapi() -> Response:
     return _handle("openapi")
 
 
+# The dashboard (chalicelib/ui/, docs/dashboard.md): a page, its files, its JSON.
+@app.route("/ui", methods=["GET"])
+def ui_page() -> Response:
+    # "/ui/" reaches this route too; the page's relative URLs need "/ui" (a redirect).
+    request = app.current_request
+    path = str(request.context.get("path", "")) if request is not None else ""
+    return _handle("ui_page", slash="/" if path.endswith("/") else "")
+
+
+@app.route("/ui/static/{name}", methods=["GET"])
+def ui_static(name: str) -> Response:
+    return _handle("ui_static", name=name)
+
+
+@app.route("/ui/api/overview", methods=["GET"])
+def ui_overview() -> Response:
+    return _handle("ui_overview")
+
+
+@app.route("/ui/api/jobs", methods=["GET"])
+def ui_jobs() -> Response:
+    return _handle("ui_jobs")
+
+
+@app.route("/ui/api/jobs/{id}", methods=["GET"])
+def ui_job(id: str) -> Response:
+    return _handle("ui_job", job_id=id)
+
+
+@app.route("/ui/api/jobs/{id}/cancel", methods=["POST"], content_types=ANY)
+def ui_cancel(id: str) -> Response:
+    return _handle("ui_cancel", job_id=id)
+
+
+@app.route("/ui/api/jobs/{id}/redrive", methods=["POST"], content_types=ANY)
+def ui_redrive(id: str) -> Response:
+    return _handle("ui_redrive", job_id=id)
+
+
+@app.route("/ui/api/dead/redrive", methods=["POST"], content_types=ANY)
+def ui_dead_redrive() -> Response:
+    return _handle("ui_dead_redrive")
+
+
+@app.route("/ui/api/dead/purge", methods=["POST"], content_types=ANY)
+def ui_dead_purge() -> Response:
+    return _handle("ui_dead_purge")
+
+
+@app.route("/ui/api/schedules", methods=["GET"])
+def ui_schedules() -> Response:
+    return _handle("ui_schedules")
+
+
 @app.on_sqs_message(queue=JOBS_QUEUE, batch_size=10)
 def run_jobs(event: SQSEvent) -> dict[str, Any]:
     from chalicelib import events

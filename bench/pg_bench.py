@@ -291,6 +291,7 @@ def role_raw_client(schema: str, action: str, n: int) -> None:
                 "max_attempts": [3] * count,
                 "run_ats": [now] * count,
                 "keys": [None] * count,
+                "callback_urls": [None] * count,
                 "shard": os.getpid() % pg.COUNTER_SHARDS,
                 "channel": settings.channel,
             },

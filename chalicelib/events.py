@@ -180,7 +180,9 @@ def handle_schedule(event: Mapping[str, Any], context: LambdaContext | None) -> 
     reaches the SQS worker and is run in one place.
     """
     rt = runtime_module.current()
-    with _run_lock:
+    from chalicelib.webhooks.runner import beside_drain
+
+    with _run_lock, beside_drain(rt, deadline_from(context)):  # webhooks on their own thread
         # Periodic ticks first, so a tick's job is due in this very invocation.
         fired = periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
         release = getattr(rt.store, "release_due", None)

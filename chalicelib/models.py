@@ -79,6 +79,9 @@ class NewJob:
     priority: int = 0
     max_attempts: int = 5
     idempotency_key: str | None = None
+    # Where to POST the signed completion webhook (the job's own URL, or its
+    # tenant's default endpoint, chosen at enqueue); None: no webhook.
+    callback_url: str | None = None
 
 
 _JOB_FIELDS = frozenset(Job.model_fields)
@@ -202,12 +205,24 @@ class JobQuery:
     type: str | None = None
     limit: int = 100
     cursor: str | None = None
+    # Newest first (created_at, id descending); the cursor then continues downward.
+    newest_first: bool = False
 
 
 @dataclass(frozen=True)
 class JobPage:
     jobs: list[Job]
     next_cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class MinuteTally:
+    """Attempts of one queue that finished in one UTC minute (JobStore.throughput)."""
+
+    queue: str
+    minute: datetime  # the start of the minute, UTC
+    succeeded: int
+    failed: int  # to retrying or dead, including reaped leases
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,7 @@ class Runtime:
         load_handlers(registry, settings)
         handlers = offered(settings)
         handler_check.check(handlers, settings)
-        return Runtime(settings, self.store, handlers, Service(self.store, handlers))
+        return Runtime(settings, self.store, handlers, Service(self.store, handlers, settings))
 
     def close(self) -> None:
         self.store.close()
@@ -183,7 +183,7 @@ def build_runtime(settings: Settings | None = None, clock: Clock | None = None) 
     handlers = offered(settings)
     handler_check.check(handlers, settings)
     store = open_store(settings.store_url, clock)
-    return Runtime(settings, store, handlers, Service(store, handlers))
+    return Runtime(settings, store, handlers, Service(store, handlers, settings))
 
 
 _current: Runtime | None = None

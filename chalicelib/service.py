@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from chalicelib.config import Settings
 from chalicelib.errors import IdempotencyConflict, JobNotFound, ValidationFailed
 from chalicelib.handlers import Registry
 from chalicelib.idempotency import batch_differences, differences
@@ -51,6 +52,14 @@ class EnqueueRequest(BaseModel):
     )
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    callback_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2048,
+        description="Where to POST a signed webhook when the job finishes (succeeded, "
+        "dead or cancelled); see docs/webhooks.md. Without it, the tenant's default "
+        "endpoint, if the operator set one.",
+    )
 
     @field_validator("run_at")
     @classmethod
@@ -67,9 +76,12 @@ class EnqueueRequest(BaseModel):
 
 
 class Service:
-    def __init__(self, store: JobStore, registry: Registry) -> None:
+    def __init__(
+        self, store: JobStore, registry: Registry, settings: Settings | None = None
+    ) -> None:
         self.store = store
         self.registry = registry
+        self.settings = settings  # None: the process environment's (read when needed)
 
     def build(self, request: EnqueueRequest, tenant: str) -> NewJob:
         spec = self.registry.get(request.type)
@@ -106,7 +118,19 @@ class Service:
             priority=spec.priority if request.priority is None else request.priority,
             max_attempts=request.max_attempts or spec.retry.max_attempts,
             idempotency_key=request.idempotency_key,
+            callback_url=self._callback_url(request.callback_url, tenant),
         )
+
+    def _callback_url(self, requested: str | None, tenant: str) -> str | None:
+        """The job's webhook endpoint (chalicelib/webhooks/enqueue.py decides)."""
+        settings = self.settings
+        if settings is None:  # read the environment once, not once per job
+            settings = self.settings = Settings.from_env()
+        if requested is None and not settings.extra.get("SPOOL_WEBHOOKS"):
+            return None
+        from chalicelib.webhooks.enqueue import callback_for  # only when webhooks are used
+
+        return callback_for(requested, tenant, settings)
 
     def enqueue(self, requests: Sequence[EnqueueRequest], tenant: str) -> list[AddResult]:
         """Validate every job, then store them; an idempotency key reused for a

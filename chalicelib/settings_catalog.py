@@ -56,9 +56,10 @@ GROUPS = (
     "Built-in handler: send_email",
     "Built-in handler: http_request",
     "Built-in handler: resize_image",
+    "Webhooks",
 )
 
-_STORE, _API, _SERVER, _WORKER, _AWS, _BLOBS, _EMAIL, _HTTP, _IMAGES = GROUPS
+_STORE, _API, _SERVER, _WORKER, _AWS, _BLOBS, _EMAIL, _HTTP, _IMAGES, _WEBHOOKS = GROUPS
 
 CATALOG: tuple[Setting, ...] = (
     # -- Store and start-up --------------------------------------------------------------
@@ -106,6 +107,29 @@ CATALOG: tuple[Setting, ...] = (
         default=False,
         read_by="local/cli_errors.py",
         meaning="`spool` prints the full traceback of an unexpected failure, not one line.",
+        group=_STORE,
+    ),
+    Setting(
+        name="SPOOL_URL",
+        type=TEXT,
+        default=None,
+        read_by="local/remote_cli.py",
+        meaning=(
+            "A Spool server for `spool enqueue|status|jobs|cancel|dlq` (as `--url`): set, "
+            "they go through the Python client instead of opening the local store. The "
+            "client (`spool_client.Client()`) reads it too."
+        ),
+        group=_STORE,
+    ),
+    Setting(
+        name="SPOOL_API_KEY",
+        type=TEXT,
+        default=None,
+        read_by="local/remote_cli.py",
+        meaning=(
+            "The API key sent with `SPOOL_URL` (as `--key`); it names the tenant. Read by "
+            "`spool_client.Client()` too. Not the server's keys: those are `SPOOL_API_KEYS`."
+        ),
         group=_STORE,
     ),
     Setting(
@@ -738,6 +762,112 @@ CATALOG: tuple[Setting, ...] = (
             "record (`log_tail`, shown by `spool status ID`), 0-1000; 0 keeps none."
         ),
         group=_WORKER,
+    ),
+    # -- Webhooks (docs/webhooks.md) -------------------------------------------------------
+    Setting(
+        name="SPOOL_WEBHOOKS",
+        type=JSON,
+        default=None,
+        read_by="chalicelib/webhooks/config.py",
+        meaning=(
+            'Per tenant, its signing secrets and default endpoint: `{"TENANT": {"url": '
+            '"https://...", "secrets": ["whsec_NEW", "whsec_OLD"]}}`. One or two secrets '
+            "(two while rotating: both sign). A tenant without one cannot ask for webhooks "
+            "(422). Unset: no webhooks, and no delivery thread."
+        ),
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_ALLOWLIST",
+        type=LIST,
+        default=(),
+        read_by="chalicelib/webhooks/config.py",
+        meaning=(
+            "Hosts callback URLs may reach (names, `*.suffix`es, IPs, CIDRs), as "
+            "`SPOOL_HTTP_ALLOWLIST`. Empty: any public host. Metadata addresses never."
+        ),
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_ALLOW_PRIVATE",
+        type=FLAG,
+        default=False,
+        read_by="chalicelib/webhooks/config.py",
+        meaning="Let callback URLs reach loopback, private and CGNAT addresses.",
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_CA_FILE",
+        type=TEXT,
+        default=None,
+        read_by="chalicelib/webhooks/config.py",
+        meaning="Extra CA certificates (PEM) trusted for https callback URLs.",
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_MAX_ATTEMPTS",
+        type=INTEGER,
+        default=10,
+        read_by="chalicelib/webhooks/config.py",
+        meaning="Attempts per delivery before it is marked failed (1-100).",
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_BACKOFF",
+        type=NUMBER,
+        default=5.0,
+        read_by="chalicelib/webhooks/config.py",
+        meaning=(
+            "Seconds of the first retry's backoff step; doubles each attempt, with jitter "
+            "(half to all of the step). A longer `Retry-After` wins."
+        ),
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_BACKOFF_MAX",
+        type=NUMBER,
+        default=3600.0,
+        read_by="chalicelib/webhooks/config.py",
+        meaning="The largest backoff step, in seconds.",
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_TIMEOUT",
+        type=NUMBER,
+        default=10.0,
+        read_by="chalicelib/webhooks/config.py",
+        meaning=(
+            "Seconds one delivery attempt may take, connect to answer (0.1-50). A delivery "
+            "is leased for twice this plus 5 s: a worker killed mid-delivery delays it by that."
+        ),
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_CONCURRENCY",
+        type=INTEGER,
+        default=4,
+        read_by="chalicelib/webhooks/config.py",
+        meaning="Deliveries a process makes at once, on threads of their own (1-64).",
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_POLL",
+        type=NUMBER,
+        default=1.0,
+        read_by="chalicelib/webhooks/config.py",
+        meaning="Seconds an idle delivery thread waits before looking for due deliveries.",
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOK_MAX_RESULT_BYTES",
+        type=INTEGER,
+        default=65536,
+        read_by="chalicelib/webhooks/config.py",
+        meaning=(
+            "A job result larger than this (as JSON) is left out of the webhook body "
+            "(`result_omitted: true`); the receiver reads it from `GET /status`."
+        ),
+        group=_WEBHOOKS,
     ),
 )
 

@@ -19,8 +19,9 @@ from chalicelib.models import DEFAULT_TENANT, JobState
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime, build_runtime
 from chalicelib.service import EnqueueRequest
+from chalicelib.webhooks import runner as webhooks
 from chalicelib.worker import Middleware
-from local import db, job_commands, remote_cli, serve, tables
+from local import db, job_commands, remote_cli, serve, tables, top
 from local.cli_errors import CliFailure, Parser, UsageError, debugging, report
 from local.worker_metrics import WorkerMetrics
 
@@ -127,6 +128,10 @@ def _run_worker(rt: Runtime, args: argparse.Namespace, sync_finish: bool) -> int
         worker.config.sync_finish = sync_finish
         stats = worker.run(burst=True)
         worker.close()
+        if webhooks.enabled(rt.settings):  # the webhooks of the jobs just finished
+            deliverer = webhooks.deliverer(rt)
+            deliverer.drain()
+            deliverer.close()
         bar.close()
     else:
         worker = rt.worker(args.concurrency)
@@ -151,10 +156,13 @@ def _run_worker(rt: Runtime, args: argparse.Namespace, sync_finish: bool) -> int
             name="spool-periodic",
             daemon=True,
         ).start()
+        hooks = webhooks.start_thread(rt)  # webhook delivery on its own threads
         try:
             stats = worker.run()
         finally:
             stop_schedules.set()
+            if hooks is not None:
+                hooks.stop()
     if not args.quiet:
         print(
             f"done: {stats.succeeded} succeeded, {stats.retried} retried, {stats.dead} dead, "
@@ -188,11 +196,14 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
             args.json,
         )
         return 0
+    added = []
     with _progress_bar()(total=args.count, unit="job", disable=not sys.stderr.isatty()) as bar:
         for start in range(0, args.count, 500):
             n = min(500, args.count - start)
-            rt.service.enqueue([request] * n, args.tenant)
+            added += rt.service.enqueue([request] * n, args.tenant)
             bar.update(n)
+    if args.json:  # the ids, as remotely (local/remote_cli.py)
+        _print([{"id": r.job.id, "state": r.job.state.value, "created": r.created} for r in added])
     print(f"enqueued {args.count} jobs (tenant {args.tenant})", file=sys.stderr)
     return 0
 
@@ -409,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("schedules", help="periodic schedules and their next run (UTC)")
+    top.add_arguments(sub.add_parser("top", help="the overview, live in the terminal"))
 
     serve.add_arguments(sub.add_parser("serve", help="serve the API (and an emulated worker)"))
     db.add_arguments(sub.add_parser("db", help="database schema: migrate, status (Postgres)"))
@@ -425,6 +437,7 @@ COMMANDS: dict[str, Callable[[Runtime, argparse.Namespace], int]] = {
     "purge": cmd_purge,
     "serve": serve.cmd_serve,
     "schedules": cmd_schedules,
+    "top": top.cmd_top,
 }
 
 

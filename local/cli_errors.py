@@ -85,6 +85,10 @@ def explain(exc: BaseException) -> CliFailure:
     """The one-line failure for an exception, or a generic one for the unexpected."""
     if isinstance(exc, CliFailure):
         return exc
+    if type(exc).__module__.startswith("spool_client."):  # the remote commands' client
+        from local.remote_cli import explain as explain_remote
+
+        return explain_remote(exc)  # type: ignore[arg-type]
     if isinstance(exc, ConfigError):
         return UsageError(str(exc))
     if isinstance(exc, UnknownJobType):

@@ -27,6 +27,7 @@ from chalice.test import TestEventsClient
 
 from chalicelib import events
 from chalicelib.runtime import Runtime
+from chalicelib.webhooks.runner import DeliveryThread, start_thread
 
 log = logging.getLogger("spool.emulator")
 
@@ -76,6 +77,7 @@ class Emulator:
         self.invocations = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._webhooks: DeliveryThread | None = None  # webhook delivery, beside the drains
 
     def invoke(self) -> Any:
         """One scheduled invocation, exactly as Lambda would make it."""
@@ -109,6 +111,7 @@ class Emulator:
                 self._stop.wait(1.0)
 
     def start(self) -> None:
+        self._webhooks = start_thread(self.runtime)  # first: a bad setting starts nothing
         self._thread = threading.Thread(target=self._loop, name="spool-emulator", daemon=True)
         self._thread.start()
 
@@ -118,3 +121,5 @@ class Emulator:
         events.shutdown()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._webhooks is not None:
+            self._webhooks.stop(timeout)

@@ -8,7 +8,8 @@ same jobs), turns on the demo handlers unless SPOOL_DEMO_HANDLERS says
 otherwise, and prints the key with a curl line that works as pasted. Keys
 from SPOOL_API_KEYS are never printed, and the store URL is shown redacted.
 Ctrl-C (or SIGTERM) stops accepting, lets running requests and jobs finish,
-and exits 0.
+and exits 0. `--processes N` serves the port from N such server processes
+under a supervisor that runs the emulated worker once (local/multiproc.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-worker", action="store_true", help="serve the API only; run `spool worker` apart"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="server processes sharing the port (default 1; see docs/self-hosting.md)",
+    )
+    # Set by `--processes N`'s supervisor on the server processes it starts (local/multiproc.py).
+    parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
@@ -93,12 +104,15 @@ def check_edge_settings(rt: Runtime) -> None:
             raise UsageError(message, "Fix the variable and start again") from None
 
 
-def banner(url: str, rt: Runtime, key: str | None, generated: bool, worker: bool) -> str:
+def banner(
+    url: str, rt: Runtime, key: str | None, generated: bool, worker: bool, processes: int = 1
+) -> str:
     shown = key or "<your key>"
     header = shlex.quote("X-API-Key: " + shown)
     demo = "echo" in rt.registry.types()
+    served = f" by {processes} server processes" if processes > 1 else ""
     lines = [
-        f"spool: serving app.py on {url}",
+        f"spool: serving app.py on {url}{served}",
         f"  store   {redact_url(rt.settings.store_url)}",
         "  worker  " + ("emulated (app.py drain_due, invoked on new work)" if worker else "off"),
         "  demo    "
@@ -133,7 +147,14 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     threads = args.threads or DEFAULT_THREADS
     rt = with_wait_cap(rt, threads)
     check_edge_settings(rt)
+    if args.processes != 1 and args.listen_fd is None:
+        return serve_processes(rt, args, threads, key, generated)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime
+    sock = None
+    if args.listen_fd is not None:  # one of `--processes N`'s server processes
+        from local.multiproc import inherited_socket
+
+        sock = inherited_socket(args.listen_fd)
     try:
         server = Server(
             ChaliceWSGI(spool_app.app),
@@ -141,6 +162,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
             args.port,
             threads,
             limits=HttpLimits.from_settings(rt.settings),
+            sock=sock,
         )
     except OSError as exc:
         runtime_module.reset(None)
@@ -160,12 +182,75 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     if emulator is not None:
         emulator.start()
-    print(banner(server.url, rt, key, generated, emulator is not None), flush=True)
+    if args.supervisor_pid is not None:
+        from local.multiproc import exit_with_supervisor, report_ready
+
+        exit_with_supervisor(args.supervisor_pid, lambda: server.stop(wait=None))
+        report_ready(args.ready_fd)
+    else:
+        print(banner(server.url, rt, key, generated, emulator is not None), flush=True)
     try:
         server.serve()
     finally:
         if emulator is not None:
             emulator.stop()
         runtime_module.reset(None)
-    print("spool: stopped", file=sys.stderr, flush=True)
+    if args.supervisor_pid is None:
+        print("spool: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def serve_processes(
+    rt: Runtime, args: argparse.Namespace, threads: int, key: str | None, generated: bool
+) -> int:
+    """`--processes N`: N server processes on one port, the emulated worker here, once."""
+    import app as spool_app
+    from local.emulator import Emulator
+    from local.http_limits import HttpLimits
+    from local.multiproc import MAX_PROCESSES, Supervisor, listening_sockets
+
+    if not 1 <= args.processes <= MAX_PROCESSES:
+        raise UsageError(
+            f"--processes must be between 1 and {MAX_PROCESSES}, not {args.processes}",
+            "About one per core is the useful number",
+        )
+    if sys.platform == "win32":
+        raise UsageError("--processes needs a POSIX system", "Run one process per port instead")
+    try:
+        HttpLimits.from_settings(rt.settings)  # refused here, not N times over
+    except ValueError as exc:
+        raise UsageError(str(exc), "Fix the variable and start again") from None
+    try:
+        sockets = listening_sockets(args.host, args.port, args.processes)
+    except OSError as exc:
+        raise CliFailure(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
+            "Pick another --port (0 picks a free one) or stop what is using it",
+        ) from None
+    # The server processes read the same settings from the environment: the dev key
+    # and demo switch with_dev_key put there, and this process's cap on long-polls.
+    env = {**os.environ, MAX_WAITS: rt.settings.text(MAX_WAITS)}
+    supervisor = Supervisor(sockets, threads, env)
+
+    def stop(signum: int, frame: Any) -> None:
+        supervisor.request_stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    supervisor.start()
+    runtime_module.reset(rt)
+    emulator = None if args.no_worker else Emulator(spool_app.app, rt)
+    if emulator is not None:
+        emulator.start()
+    host, port = sockets[0].getsockname()[:2]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    print(banner(url, rt, key, generated, emulator is not None, args.processes), flush=True)
+    try:
+        code = supervisor.watch()
+    finally:
+        supervisor.stop()
+        if emulator is not None:
+            emulator.stop()
+        runtime_module.reset(None)
+    print("spool: stopped", file=sys.stderr, flush=True)
+    return code

@@ -19,18 +19,23 @@ import base64
 import dataclasses
 import http
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 from chalice.app import Chalice
 from chalice.config import Config
 from chalice.local import (
     ForbiddenError,
     LambdaContext,
+    LambdaEventConverter,
     LocalChalice,
     LocalGateway,
     LocalGatewayException,
+    MatchResult,
+    RouteMatcher,
 )
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
@@ -60,21 +65,66 @@ def make_thread_safe(app: Chalice) -> Chalice:
     return app
 
 
+_REASONS = {int(status): status.phrase for status in http.HTTPStatus}
+
+
 def _reason(status: int) -> str:
-    try:
-        return http.HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+    return _REASONS.get(status, "Unknown")
+
+
+class RouteTable(RouteMatcher):
+    """chalice's RouteMatcher, answering exactly as it does (tests/test_server_routes.py
+    compares the two), without splitting every route template on every request.
+
+    chalice tries each template in sorted order and returns the first whose
+    segments match; only templates with as many segments as the path can match,
+    so those are tried, in the same order, already split. A path with nothing
+    urlparse would change (no query, parameters, fragment or `//`) skips it.
+    """
+
+    def __init__(self, route_urls: list[str]) -> None:
+        super().__init__(route_urls)
+        self._by_length: dict[int, list[tuple[str, list[str]]]] = {}
+        for url in self.route_urls:
+            parts = url.split("/")
+            self._by_length.setdefault(len(parts), []).append((url, parts))
+
+    def match_route(self, url: str) -> MatchResult:
+        query: dict[str, list[str]] = {}
+        if url.startswith("//") or not url.startswith("/") or any(c in url for c in "?;#"):
+            parsed = urlparse(url)
+            query = parse_qs(parsed.query, keep_blank_values=True)
+            path = parsed.path
+        else:
+            path = url
+        if path != "/" and path.endswith("/"):
+            path = path[:-1]
+        parts = path.split("/")
+        captured: dict[str, str] = {}
+        for route_url, url_parts in self._by_length.get(len(parts), ()):
+            for i, j in zip(parts, url_parts, strict=True):
+                if j.startswith("{") and j.endswith("}"):
+                    captured[j[1:-1]] = i
+                    continue
+                if i != j:
+                    break
+            else:
+                return MatchResult(route_url, captured, query)
+        raise ValueError(f"No matching route found for: {url}")
 
 
 class _Gateway(LocalGateway):
     """LocalGateway, reading the function's settings once instead of per request
-    (chalice's Config lookups were a tenth of a status request's cost)."""
+    (chalice's Config lookups were a tenth of a status request's cost), and
+    matching routes through RouteTable."""
 
     def __init__(self, app: Chalice, config: Config) -> None:
         super().__init__(app, config)
         timeout = config.lambda_timeout or self.MAX_LAMBDA_EXECUTION_TIME
         self._context_args = (config.function_name, config.lambda_memory_size, timeout * 1000)
+        self.event_converter = LambdaEventConverter(
+            RouteTable(list(app.routes)), app.api.binary_types
+        )
 
     def _generate_lambda_context(self) -> LambdaContext:
         name, memory, timeout_ms = self._context_args
@@ -166,6 +216,7 @@ class Server:
         port: int = 8000,
         threads: int = DEFAULT_THREADS,
         limits: HttpLimits | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         limits = limits or HttpLimits()
         limits = dataclasses.replace(
@@ -189,8 +240,16 @@ class Server:
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(threads)
         server_class, _ = guarded_classes(limits)
+        # `sock`: a listening socket made elsewhere (local/multiproc.py hands each
+        # server process one of several bound to the same port).
         self._server: Any = server_class(
-            wsgi_app, map={}, dispatcher=dispatcher, adj=adj, limits=limits
+            wsgi_app,
+            map={},
+            dispatcher=dispatcher,
+            adj=adj,
+            limits=limits,
+            _sock=sock,
+            bind_socket=sock is None,
         )
         # waitress logs "Task queue depth is N" whenever all threads are busy:
         # normal under load with keep-alive clients, noise on a terminal.

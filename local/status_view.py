@@ -74,10 +74,12 @@ def attempts_table(attempts: list[Attempt]) -> list[str]:
     ]
 
 
-def render(job: Job, attempts: list[Attempt]) -> str:
+def render(job: Job, attempts: list[Attempt], tenant: str | None = None) -> str:
+    """tenant: what to show for it when the job's own is not known (a server's answer)."""
     lines = [
         f"job       {job.id}",
-        f"type      {job.type} (queue {job.queue}, tenant {job.tenant}, priority {job.priority})",
+        f"type      {job.type} (queue {job.queue}, tenant {tenant or job.tenant}, "
+        f"priority {job.priority})",
         f"state     {job.state.value}, attempt {job.attempts} of {job.max_attempts}",
         f"created   {_when(job.created_at)}   run at {_when(job.run_at)}"
         + (f"   finished {_when(job.finished_at)}" if job.finished_at else ""),

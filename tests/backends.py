@@ -97,11 +97,24 @@ def _postgres(clock: FakeClock, tmp_path: Path, request: Any) -> Iterator[JobSto
         store.close()
 
 
+@contextlib.contextmanager
+def _redis(clock: FakeClock, tmp_path: Path, request: Any) -> Iterator[JobStore]:
+    """The real server: a fresh key prefix per test, its keys deleted afterwards."""
+    from chalicelib.storage.redis_store import from_url
+    from tests.redis_support import fresh_prefix
+
+    with fresh_prefix() as url:
+        store = from_url(url, clock)
+        yield store
+        store.close()
+
+
 OPENERS: dict[str, Callable[..., contextlib.AbstractContextManager[JobStore]]] = {
     "memory": _memory,
     "sqlite": _sqlite,
     "dynamodb": _dynamodb,
     "postgres": _postgres,
+    "redis": _redis,
 }
 
 BACKENDS = list(OPENERS)

@@ -55,7 +55,9 @@ def workdir(tmp_path: Path) -> Path:
 
 
 def enqueue_and_work(workdir: Path, fail: int) -> str:
-    added = spool(workdir, "enqueue", "flaky_mail", "--payload", json.dumps({"fail": fail}))
+    added = spool(
+        workdir, "enqueue", "flaky_mail", "--json", "--payload", json.dumps({"fail": fail})
+    )
     assert added.returncode == 0, added.stderr
     ran = spool(workdir, "worker", "--burst", "--quiet")
     assert ran.returncode == 0, ran.stderr
@@ -104,7 +106,7 @@ def test_status_json_keeps_machine_output_with_the_history(workdir: Path) -> Non
 
 
 def test_status_of_a_job_not_yet_run_says_so(workdir: Path) -> None:
-    added = spool(workdir, "enqueue", "flaky_mail", "--delay", "1h")
+    added = spool(workdir, "enqueue", "flaky_mail", "--json", "--delay", "1h")
     job_id = json.loads(added.stdout)["id"]
     shown = spool(workdir, "status", job_id)
     assert shown.returncode == 0, shown.stderr

@@ -143,7 +143,8 @@ def test_postgres_at_version_2_migrates_with_jobs_in_flight(clock: FakeClock) ->
             )
             assert migrations.status(conn).current == 2
             ran = migrations.migrate(conn, settings.schema)
-            assert [m.version for m in ran] == [3]
+            later = [m.version for m in migrations.available() if m.version > 2]
+            assert [m.version for m in ran] == later and later[0] == 3
         store = PostgresStore(settings, clock)
         try:
             assert store.attempts("j_old") == []

@@ -79,7 +79,7 @@ def test_a_job_enqueued_with_the_cli_answers_over_http_with_the_dev_key(tmp_path
     """One tenant for local use: `spool enqueue` and `spool serve`'s dev key agree."""
     store = f"sqlite:///{tmp_path}/local.db"
     added = subprocess.run(
-        [str(SPOOL), "enqueue", "echo", "--payload", '{"n": 1}'],
+        [str(SPOOL), "enqueue", "echo", "--json", "--payload", '{"n": 1}'],
         cwd=tmp_path,
         env=guarded_env(SPOOL_STORE_URL=store),
         capture_output=True,

@@ -60,7 +60,7 @@ def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[str]
 
 
 def test_enqueue_work_and_status(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "enqueue", "echo", "--payload", '{"hello": "world"}')
+    code, out, _ = run(capsys, "enqueue", "echo", "--json", "--payload", '{"hello": "world"}')
     assert code == 0
     added = json.loads(out)
     assert added["created"] is True and added["state"] == "queued"
@@ -75,8 +75,8 @@ def test_enqueue_work_and_status(db: Path, capsys: pytest.CaptureFixture[str]) -
 def test_enqueue_many_and_idempotency(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "enqueue", "echo", "--count", "1200")
     assert code == 0 and "enqueued 1200 jobs" in err
-    first = json.loads(run(capsys, "enqueue", "echo", "--idempotency-key", "k")[1])
-    again = json.loads(run(capsys, "enqueue", "echo", "--idempotency-key", "k")[1])
+    first = json.loads(run(capsys, "enqueue", "echo", "--json", "--idempotency-key", "k")[1])
+    again = json.loads(run(capsys, "enqueue", "echo", "--json", "--idempotency-key", "k")[1])
     assert first["id"] == again["id"] and again["created"] is False
     assert "1201 succeeded" in run(capsys, "worker", "--burst")[2]
 
@@ -119,14 +119,15 @@ def test_dead_letters_list_and_redrive(db: Path, capsys: pytest.CaptureFixture[s
     ids = []
     for _ in range(3):
         _, out, _ = run(
-            capsys, "enqueue", "fail", "--payload", '{"always": true}', "--max-attempts", "1"
-        )
+            capsys, "enqueue", "fail", "--payload", '{"always": true}', "--max-attempts", "1",
+            "--json",
+        )  # fmt: skip
         ids.append(json.loads(out)["id"])
     assert "3 dead" in run(capsys, "worker", "--burst")[2]
     code, out, err = run(capsys, "dlq", "list")
     assert code == 0 and "3 dead job(s)" in err
     assert all(i in out for i in ids) and "planned failure" in out
-    code, out, _ = run(capsys, "dlq", "redrive", ids[0])
+    code, out, _ = run(capsys, "dlq", "redrive", ids[0], "--json")
     assert json.loads(out) == {"id": ids[0], "state": "queued"}
     assert state_of(db, ids[0]) is JobState.QUEUED
     code, _, err = run(capsys, "dlq", "redrive", "--all")
@@ -156,11 +157,16 @@ def test_sync_finish_from_flag_or_environment(db: Path, monkeypatch: pytest.Monk
         runtime.close()
 
 
+SPOOL_ENQUEUE_SLEEP = [
+    sys.executable, "-m", "local.cli", "enqueue", "sleep", "--payload", '{"seconds": 1.5}'
+]  # fmt: skip
+
+
 @pytest.mark.timeout(60)
 def test_sigterm_finishes_the_running_job_then_exits(db: Path) -> None:
     env = guarded_env(PYTHONPATH=str(REPO))
     add = subprocess.run(
-        [sys.executable, "-m", "local.cli", "enqueue", "sleep", "--payload", '{"seconds": 1.5}'],
+        [*SPOOL_ENQUEUE_SLEEP, "--json"],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -257,7 +263,7 @@ def test_a_running_worker_fires_each_tick_once(db: Path) -> None:
 def test_tenant_option_on_every_command_that_reads_or_writes_jobs(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    job = json.loads(run(capsys, "enqueue", "echo", "--tenant", "acme")[1])
+    job = json.loads(run(capsys, "enqueue", "echo", "--json", "--tenant", "acme")[1])
     assert job["tenant"] == "acme"
     mine = run(capsys, "status", job["id"], "--tenant", "acme", "--json")[1]
     assert json.loads(mine)["tenant"] == "acme"
@@ -270,7 +276,7 @@ def test_tenant_option_on_every_command_that_reads_or_writes_jobs(
     for tenant in ("acme", "other"):
         _, out, _ = run(
             capsys, "enqueue", "fail", "--payload", '{"always": true}', "--max-attempts", "1",
-            "--tenant", tenant,
+            "--tenant", tenant, "--json",
         )  # fmt: skip
         dead[tenant] = json.loads(out)["id"]
     run(capsys, "worker", "--burst")
@@ -288,7 +294,7 @@ def test_tenant_option_on_every_command_that_reads_or_writes_jobs(
 def test_purge_takes_the_duration_grammar_schedules_use(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    job_id = json.loads(run(capsys, "enqueue", "echo")[1])["id"]
+    job_id = json.loads(run(capsys, "enqueue", "echo", "--json")[1])["id"]
     run(capsys, "worker", "--burst")
     for text in ("1h", "1h30m", "7d", "90"):
         code, _, err = run(capsys, "purge", "--older-than", text)
@@ -311,7 +317,7 @@ def test_a_bad_duration_is_one_usage_line(
 
 
 def test_enqueue_delay_takes_units(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    job_id = json.loads(run(capsys, "enqueue", "echo", "--delay", "15m")[1])["id"]
+    job_id = json.loads(run(capsys, "enqueue", "echo", "--json", "--delay", "15m")[1])["id"]
     shown = json.loads(run(capsys, "status", job_id, "--json")[1])
     wait = datetime.fromisoformat(shown["run_at"]) - datetime.fromisoformat(shown["created_at"])
     assert timedelta(minutes=14) < wait <= timedelta(minutes=15)

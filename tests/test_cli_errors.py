@@ -70,7 +70,9 @@ def test_handler_modules_load_from_the_working_directory(tmp_path: Path) -> None
         "    return {'hi': payload.get('name')}\n"
     )
     env = {"SPOOL_HANDLERS": "myjobs", "SPOOL_STORE_URL": f"sqlite:///{tmp_path}/s.db"}
-    added = spool("enqueue", "myjobs.hello", "--payload", '{"name": "x"}', cwd=tmp_path, **env)
+    added = spool(
+        "enqueue", "myjobs.hello", "--json", "--payload", '{"name": "x"}', cwd=tmp_path, **env
+    )
     assert added.returncode == 0, added.stderr
     ran = spool("worker", "--burst", "--quiet", cwd=tmp_path, **env)
     assert ran.returncode == 0, ran.stderr

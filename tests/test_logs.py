@@ -572,7 +572,7 @@ def test_one_shot_cli_commands_stay_quiet_and_the_worker_logs_its_jobs(tmp_path:
     cli = [sys.executable, "-m", "local.cli"]
     payload = json.dumps({"always": True, "message": f"password={SMTP_PASSWORD}"})
     added = subprocess.run(
-        [*cli, "enqueue", "fail", "--payload", payload, "--max-attempts", "1"],
+        [*cli, "enqueue", "fail", "--json", "--payload", payload, "--max-attempts", "1"],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -545,9 +545,11 @@ def test_one_store_read_of_each_kind_per_scrape(any_store: JobStore) -> None:
     metrics.exposition()
     assert {
         name: counting.calls.get(name, 0)
-        for name in ("counters", "counts", "oldest_due", "live_workers")
-    } == {"counters": 1, "counts": 1, "oldest_due": 1, "live_workers": 1}
-    assert set(counting.calls) <= {"counters", "counts", "oldest_due", "live_workers"}
+        for name in ("counters", "counts", "oldest_due", "live_workers", "webhook_counts")
+    } == {"counters": 1, "counts": 1, "oldest_due": 1, "live_workers": 1, "webhook_counts": 1}
+    assert set(counting.calls) <= {
+        "counters", "counts", "oldest_due", "live_workers", "webhook_counts"
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ["SPOOL_METRICS_MAX_WORKERS", "SPOOL_WORKER_LIVE_SECONDS"])

@@ -32,6 +32,9 @@ NAME = re.compile(r"(?<![A-Za-z0-9_])SPOOL_[A-Z0-9_]+(?![A-Za-z0-9_*])")
 TEST_ONLY = {
     "SPOOL_TEST_PG_URL": ("tests", "bench"),
     "SPOOL_REQUIRE_POSTGRES": ("tests", ".ci"),
+    "SPOOL_REQUIRE_CHROMIUM": ("tests", ".ci"),
+    "SPOOL_TEST_REDIS_URL": ("tests",),
+    "SPOOL_REQUIRE_REDIS": ("tests", ".ci"),
     "SPOOL_BENCH_PG_URL": ("bench",),
     "SPOOL_CRASH_RECORD_DIR": ("tests",),
 }

@@ -83,6 +83,7 @@ class _Reading:
     counts: dict[tuple[str, JobState], int]
     oldest: dict[str, datetime]
     workers: list[WorkerBeat]
+    webhooks: dict[str, int]
 
     @classmethod
     def take(cls, store: JobStore, live_seconds: float) -> _Reading:
@@ -92,6 +93,7 @@ class _Reading:
             counts=store.counts(),
             oldest=store.oldest_due(),
             workers=store.live_workers(live_seconds),
+            webhooks=store.webhook_counts(),
         )
 
 
@@ -128,6 +130,14 @@ class _StoreCollector:
 
         yield self._oldest(label, reading)
         yield from self._workers(reading)
+        hooks = GaugeMetricFamily(
+            "spool_webhook_deliveries",
+            "Webhook deliveries waiting to be delivered (pending) and given up on (failed).",
+            labels=["state"],
+        )
+        for hook_state in ("pending", "failed"):
+            hooks.add_metric([hook_state], reading.webhooks.get(hook_state, 0))
+        yield hooks
 
         cache = self.metrics.cache
         hits = CounterMetricFamily("spool_cache_hits", "Status lookups answered by the cache.")
@@ -264,9 +274,22 @@ class Metrics:
         )
         self.registry.register(self.run_duration)
         self.registry.register(self.queue_wait)
+        self.webhook_attempts = Histogram(
+            "spool_webhook_attempt_seconds",
+            "Webhook delivery attempts made by this process, by outcome "
+            "(delivered, retrying, failed).",
+            ["outcome"],
+            buckets=_DURATION_BUCKETS,
+            registry=self.push_registry,
+        )
         self.registry.register(self.end_to_end)
+        self.registry.register(self.webhook_attempts)
         self.registry.register(_StoreCollector(self))
         self.middleware: Middleware = _Timing(self)
+
+    def observe_webhook(self, outcome: str, seconds: float) -> None:
+        """One webhook delivery attempt (chalicelib/webhooks/deliver.py calls this)."""
+        self.webhook_attempts.labels(outcome).observe(seconds)
 
     def attach_cache(self, cache: ResultCache) -> None:
         self.cache = cache

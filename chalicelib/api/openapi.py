@@ -25,6 +25,7 @@ _MODELS: list[type[BaseModel]] = [
     schemas.ErrorResponse,
     schemas.JobView,
     schemas.JobWithAttempts,
+    schemas.JobWithWebhooks,
     schemas.EnqueueResult,
     schemas.BatchEnqueueResult,
     schemas.JobList,
@@ -199,10 +200,17 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
         "/status/{id}": {
             "get": _operation(
                 "A job's state, attempts, result or last error; with attempts=true also "
-                "its recorded attempts (when, which worker, how each ended, tracebacks)",
+                "its recorded attempts (when, which worker, how each ended, tracebacks); "
+                "with webhooks=true its completion webhooks and their delivery state",
                 {
                     200: _ok(
-                        {"anyOf": [_ref("JobView"), _ref("JobWithAttempts")]},
+                        {
+                            "anyOf": [
+                                _ref("JobView"),
+                                _ref("JobWithAttempts"),
+                                _ref("JobWithWebhooks"),
+                            ]
+                        },
                         headers={
                             "X-Cache": {
                                 "description": "hit when answered from the result cache",
@@ -277,6 +285,9 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
             )
         },
     }
+    from chalicelib.api import ui_openapi  # the dashboard's routes
+
+    paths.update(ui_openapi.paths(_operation, _json, _query_parameters, _ID))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -7,6 +7,7 @@ the result cache and the metrics.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib import logs
 from chalicelib import runtime as runtime_module
-from chalicelib.api import errors, key_source
+from chalicelib.api import errors, key_source, ui_routes
 from chalicelib.api.auth import Keyring, authorize_metrics
 from chalicelib.api.cache import DEFAULT_RECHECK, ResultCache
 from chalicelib.api.http import ApiRequest, ApiResponse, dumps, json_response, parse_json
@@ -30,6 +31,7 @@ from chalicelib.api.schemas import (
     StatusQuery,
     attempt_view,
     job_view,
+    webhook_view,
 )
 from chalicelib.api.waits import DEFAULT_PER_TENANT, DEFAULT_TOTAL, TooManyWaits, WaitSlots
 from chalicelib.errors import (
@@ -56,6 +58,10 @@ class Edge:
         self.settings = settings = runtime.settings
         self.service = runtime.service
         key_source.validate(settings)  # a malformed SPOOL_API_KEYS still fails loudly here
+        if settings.extra.get("SPOOL_WEBHOOKS", "").strip():  # and a malformed webhook setting
+            from chalicelib.webhooks import config as webhook_config
+
+            webhook_config.from_settings(settings)
         self._timer = timer
         # /health needs no key: on DynamoDB every probe is a billed read, so a probe
         # that succeeded answers for this long (failures are never remembered).
@@ -154,8 +160,9 @@ class Edge:
         tenant = self.tenant(request)
         query: StatusQuery = self._query(StatusQuery, request)
         wait = query.wait
-        # A cached body holds no attempts: asked for them, skip the cache both ways.
-        cached = None if query.attempts else self.cache.get(tenant, job_id)
+        # A cached body holds no attempts or webhooks: asked for them, skip the cache.
+        extras = query.attempts or query.webhooks
+        cached = None if extras else self.cache.get(tenant, job_id)
         if cached is not None:
             return ApiResponse(200, cached, {"Content-Type": "application/json", "X-Cache": "hit"})
         ticket = self.cache.ticket()  # before the read: a change after it voids the put
@@ -172,12 +179,27 @@ class Edge:
                     exc.details,
                     {"Retry-After": str(exc.retry_after)},
                 )
+        if query.webhooks:
+            return self._with_webhooks(job, tenant, query.attempts)
         if query.attempts:
             return self._with_attempts(job, tenant)
         body = dumps(job_view(job))
         if job.terminal:  # only finished jobs: any other state is about to change
             self.cache.put(tenant, job_id, body, ticket)
         return ApiResponse(200, body, {"Content-Type": "application/json", "X-Cache": "miss"})
+
+    def _with_webhooks(self, job: Job, tenant: str, attempts: bool) -> ApiResponse:
+        """The job and its completion webhooks (and attempts, when asked too)."""
+        view = job_view(job)
+        view["webhooks"] = [webhook_view(d) for d in self.runtime.store.webhooks(job.id, tenant)]
+        if attempts:
+            history = self.runtime.store.attempts(job.id, tenant)
+            if history is None:  # purged between the reads
+                raise JobNotFound("job not found", {"id": job.id})
+            view["attempt_history"] = [attempt_view(a) for a in history]
+        return ApiResponse(
+            200, dumps(view), {"Content-Type": "application/json", "X-Cache": "miss"}
+        )
 
     def _with_attempts(self, job: Job, tenant: str) -> ApiResponse:
         """The job and its recorded attempts (a second read: attempts() is kept off get)."""
@@ -292,15 +314,21 @@ def integral_floats(model: type[BaseModel], data: dict[str, Any]) -> dict[str, A
     """JSON Schema counts 144.0 as an integer and pydantic's strict mode does not:
     turn integral floats into ints for the model's int fields, and nothing else."""
     out = dict(data)
-    for name, field in model.model_fields.items():
+    for name in _int_fields(model):
         value = out.get(name)
-        if (
-            isinstance(value, float)
-            and value.is_integer()
-            and int in (field.annotation, *get_args(field.annotation))
-        ):
+        if isinstance(value, float) and value.is_integer():
             out[name] = int(value)
     return out
+
+
+@functools.cache
+def _int_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of `model` that take an int (found once per model, not once per job)."""
+    return tuple(
+        name
+        for name, field in model.model_fields.items()
+        if int in (field.annotation, *get_args(field.annotation))
+    )
 
 
 def _check_payload(registry: Registry, job: EnqueueRequest, loc: tuple[str | int, ...]) -> None:
@@ -350,6 +378,7 @@ OPERATIONS: Mapping[str, Callable[..., ApiResponse]] = {
     "health": Edge.health,
     "metrics": Edge.metrics_text,
     "openapi": Edge.openapi,
+    **ui_routes.OPERATIONS,  # the dashboard (chalicelib/ui/)
 }
 
 
@@ -367,6 +396,7 @@ ROUTES: Mapping[str, tuple[str, str]] = {
     "health": ("GET", "/health"),
     "metrics": ("GET", "/metrics"),
     "openapi": ("GET", "/openapi.json"),
+    **ui_routes.ROUTES,
 }
 # The tenant the request's key named, once authenticated (None: not, or no key).
 _request_tenant: ContextVar[str | None] = ContextVar("spool_request_tenant", default=None)

@@ -16,6 +16,7 @@ from chalicelib.errors import BadRequest
 from chalicelib.models import Attempt, Job, JobState
 from chalicelib.service import NAME_PATTERN, EnqueueRequest
 from chalicelib.storage.base import decode_cursor, from_micros
+from chalicelib.webhooks.outbox import Delivery
 
 MAX_WAIT_SECONDS = 20.0
 MAX_PAGE = 1000
@@ -106,6 +107,34 @@ class JobWithAttempts(JobView):
     )
 
 
+class WebhookView(BaseModel):
+    """One completion webhook of the job (docs/webhooks.md): its id is the
+    webhook-id header, the same on every retry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="The webhook-id header (msg_...).")
+    event: Literal["job.succeeded", "job.dead", "job.cancelled"]
+    url: str
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int = Field(description="Delivery attempts made so far.")
+    next_attempt_at: datetime | None = Field(
+        default=None, description="When it is tried next (pending only)."
+    )
+    created_at: datetime
+    finished_at: datetime | None = Field(default=None, description="When delivered or failed.")
+    last_error: str | None = Field(default=None, description="Why the last attempt failed.")
+
+
+class JobWithWebhooks(JobView):
+    """A job with its completion webhooks, oldest first (GET /status/{id}?webhooks=true)."""
+
+    webhooks: list[WebhookView]
+    attempt_history: list[AttemptView] | None = Field(
+        default=None, description="With attempts=true as well: as in JobWithAttempts."
+    )
+
+
 class EnqueueResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -191,6 +220,11 @@ class StatusQuery(BaseModel):
         description="Also return the job's recorded attempts as attempt_history "
         "(one more read; never cached).",
     )
+    webhooks: bool = Field(
+        default=False,
+        description="Also return the job's completion webhooks and their delivery state "
+        "(one more read; never cached).",
+    )
 
 
 class RedriveAllRequest(BaseModel):
@@ -232,6 +266,21 @@ def job_view(job: Job) -> dict[str, Any]:
         "updated_at": job.updated_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+    }
+
+
+def webhook_view(delivery: Delivery) -> dict[str, Any]:
+    """WebhookView as a dict."""
+    return {
+        "id": delivery.id,
+        "event": delivery.event,
+        "url": delivery.url,
+        "state": delivery.state,
+        "attempts": delivery.attempts,
+        "next_attempt_at": delivery.next_at if delivery.state == "pending" else None,
+        "created_at": delivery.created_at,
+        "finished_at": delivery.finished_at,
+        "last_error": delivery.last_error,
     }
 
 

@@ -58,6 +58,50 @@ Workers and due work, for operators and metrics:
   with nothing due are absent. How long the oldest due job has waited is
   now - that time.
 
+The webhook outbox (chalicelib/webhooks/outbox.py defines a Delivery):
+- `NewJob.callback_url` is stored with the job. When a job that has one
+  reaches a terminal state (finish to succeeded or dead, a reap that buries
+  it, cancel), one pending delivery (a fresh `msg_` id, event
+  "job.<state>", attempts 0, due now) is written in the same transaction (or
+  TransactWriteItems) as the transition: a refused transition writes none, an
+  applied one always writes one. A retry writes none. A job without a
+  callback URL never gets one.
+- `claim_webhooks(limit, lease_seconds)` leases up to `limit` pending
+  deliveries due now (next_at <= now, and no lease or an expired one),
+  earliest next_at first, counting the attempt; a lease that expired (the
+  worker died mid-delivery) makes the delivery claimable again under the same
+  id, so it is delivered at least once and never lost.
+- `finish_webhook(id, lease_token, outcome, retry_at, error)` applies only
+  while the lease token matches a pending delivery (else False, nothing
+  changes): "delivered" and "failed" end it (finished_at = now), "retrying"
+  leaves it pending, due at retry_at, without a lease.
+- `webhooks(job_id, tenant)` lists the job's deliveries, oldest first ([] for
+  none, an unknown job or another tenant's); `webhook_counts()` maps
+  "pending" and "failed" to how many deliveries are in that state (absent when
+  none). Delivered ones are not counted: they are the normal case and pile up
+  until purged, and counting them would cost a DynamoDB scrape a scan.
+- A purge deletes the deliveries of the jobs it deletes, in its transaction.
+
+The dashboard's reads (chalicelib/ui/), each answered without scanning jobs:
+- `state_counts(tenant)` is jobs per (queue, state) of one tenant (None: all),
+  zero counts absent. It is kept as counts that move in the same transaction
+  as every insert, state change and delete (SQL stores: triggers), so it always
+  equals a count of the jobs.
+- `throughput(since, tenant)` is, per (queue, UTC minute) from `since`'s minute
+  on, the attempts that ended in that minute by the store's clock: succeeded,
+  and failed (a finish to retrying or dead, or a reaped lease). Recorded with
+  the finish or reap; absent when zero; ordered by (minute, queue). Purging
+  jobs keeps the tallies; tallies older than MINUTES_KEPT may be dropped.
+- `oldest_due(queues, tenant=...)` narrows to one tenant's jobs.
+- `get_by_key(tenant, key)` is the tenant's job stored under that idempotency
+  key, or None.
+- `discard(ids, tenant)` deletes those of the ids that are dead jobs (of the
+  tenant, when given), with their history and idempotency key, bumping
+  `cache_epoch` in the same transaction when it deleted any (as purge does);
+  it returns the ids it deleted. Any other job is left alone.
+- `JobQuery.newest_first` lists in (created_at, id) descending order; the
+  cursor then continues below the last row returned.
+
 Optional attributes a worker looks for: `notifier` (a Notifier, for prompt
 wake-ups) and `concurrent_writes = True` (calls from two threads run on
 separate connections, so completions may be written while a claim runs).
@@ -83,12 +127,16 @@ from chalicelib.models import (
     JobPage,
     JobQuery,
     JobState,
+    MinuteTally,
     NewJob,
     WorkerBeat,
 )
+from chalicelib.webhooks.outbox import Delivery
 
 MAX_LIST_LIMIT = 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Throughput tallies are kept at least this long (the dashboard reads the last hour).
+MINUTES_KEPT = timedelta(days=1)
 LEASE_EXPIRED_ERROR = "lease expired: the worker stopped before finishing the attempt"
 
 
@@ -158,8 +206,26 @@ class JobStore(Protocol):
         """The job's recorded attempts, oldest first (the last N); None if no such job."""
         ...
 
-    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+    def oldest_due(
+        self, queues: Sequence[str] | None = None, tenant: str | None = None
+    ) -> dict[str, datetime]:
         """Per queue, the earliest run_at among waiting jobs (queued/retrying) already due."""
+        ...
+
+    def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
+        """Jobs per (queue, state) of one tenant (None: every tenant), from kept counts."""
+        ...
+
+    def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
+        """Attempts that ended per (queue, minute) since `since`'s minute, oldest first."""
+        ...
+
+    def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
+        """The tenant's job stored under an idempotency key, or None."""
+        ...
+
+    def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
+        """Delete the dead jobs among these ids (the tenant's, when given); the ids deleted."""
         ...
 
     def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:
@@ -168,6 +234,29 @@ class JobStore(Protocol):
 
     def live_workers(self, within: float) -> list[WorkerBeat]:
         """Workers whose last beat is no older than `within` seconds."""
+        ...
+
+    def claim_webhooks(self, limit: int, lease_seconds: float) -> list[Delivery]:
+        """Lease up to `limit` due pending webhook deliveries (see the outbox rules)."""
+        ...
+
+    def finish_webhook(
+        self,
+        delivery_id: str,
+        lease_token: str,
+        outcome: str,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Record how a delivery attempt ended: "delivered", "retrying" or "failed"."""
+        ...
+
+    def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
+        """The job's webhook deliveries, oldest first."""
+        ...
+
+    def webhook_counts(self) -> dict[str, int]:
+        """How many deliveries are pending and failed (outbox.COUNTED)."""
         ...
 
     def close(self) -> None: ...
@@ -239,6 +328,11 @@ def utf8_text(text: str | None) -> str | None:
     if text is None or text.isascii():
         return text
     return _SURROGATE.sub("\ufffd", text)
+
+
+def minute_of(when: datetime) -> datetime:
+    """The start of the UTC minute holding `when` (throughput tallies are per minute)."""
+    return EPOCH + timedelta(minutes=(when - EPOCH) // timedelta(minutes=1))
 
 
 def to_micros(when: datetime) -> int:

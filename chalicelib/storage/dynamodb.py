@@ -51,7 +51,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,7 @@ from chalicelib.errors import (
 )
 from chalicelib.ids import new_lease_token
 from chalicelib.models import (
+    WAITING_STATES,
     AddResult,
     Attempt,
     Completion,
@@ -76,6 +77,7 @@ from chalicelib.models import (
     JobPage,
     JobQuery,
     JobState,
+    MinuteTally,
     NewJob,
     WorkerBeat,
     queued_job,
@@ -106,6 +108,8 @@ from chalicelib.storage.dynamodb_schema import (
     GSI_STATE,
     GSI_TENANT,
     GSI_TIMER,
+    MINUTE_MICROS,
+    MINUTE_PREFIX,
     STATIC_ATTRS,
     TIMER_FINISHED,
     TIMER_RUNNING,
@@ -124,6 +128,7 @@ from chalicelib.storage.dynamodb_schema import (
     item_to_job,
     job_id_of,
     job_key,
+    minute_event,
     n,
     need_n,
     need_s,
@@ -135,8 +140,11 @@ from chalicelib.storage.dynamodb_schema import (
     worker_key,
 )
 from chalicelib.storage.dynamodb_txn import TRANSACTION_ATTEMPTS, Cancelled, Transactions, Unit
+from chalicelib.storage.dynamodb_webhooks import DynamoOutbox, hook_ids, hook_key
 from chalicelib.storage.s3_blobs import S3Blobs
 from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, SqsDispatch, delay_for
+from chalicelib.webhooks import outbox as webhook_outbox
+from chalicelib.webhooks.outbox import Delivery
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -184,6 +192,7 @@ class _Static:
     created: int
     idem: str | None
     payload_bytes: int = 0  # of the payload kept in the record (0 when it is in S3)
+    callback_url: str | None = None  # where its completion webhook goes
 
     @classmethod
     def of(cls, item: Mapping[str, AttributeValueTypeDef]) -> _Static:
@@ -196,6 +205,7 @@ class _Static:
             created=need_n(item, "created_at"),
             idem=get_s(item, "idem"),
             payload_bytes=get_n(item, "pbytes") or 0,
+            callback_url=get_s(item, "cb_url"),
         )
 
 
@@ -242,6 +252,7 @@ class DynamoStore:
         self._last_reap: int | None = None
         self._rng = random.Random()
         self._tx = Transactions(ddb, self.table, config.counter_shards, self._rng)
+        self._outbox = DynamoOutbox(ddb, self.table, config.shards)
 
     # -- small helpers ----------------------------------------------------------------------------
     def _now(self) -> int:
@@ -545,6 +556,7 @@ class DynamoStore:
                 now,
                 new.idempotency_key,
                 inline_bytes,
+                new.callback_url,
             )
         )
         return job
@@ -587,6 +599,8 @@ class DynamoStore:
         }
         if new.idempotency_key is not None:
             item["idem"] = s(new.idempotency_key)
+        if new.callback_url is not None:
+            item["cb_url"] = s(new.callback_url)
         if ref is not None:
             item["payload_ref"] = s(ref)
         else:
@@ -1011,6 +1025,11 @@ class DynamoStore:
                 )
                 entry = self._entry(reaped, seq, st.payload_bytes)
                 self._set_attempt(expr, seq, entry, "attempt_log" in item)
+            hooks: list[tuple[TransactWriteItemTypeDef, str]] = []
+            if dead and st.callback_url is not None:
+                tenant = need_s(item, "tenant")
+                url, expires = st.callback_url, self._expires(now)
+                hooks.append(self._outbox.stage(expr, st.id, tenant, url, "dead", now, expires))
             if dead:
                 self._finished_attrs(expr, st.id, now)
                 buried[st.id] = (
@@ -1024,9 +1043,13 @@ class DynamoStore:
             unit_ids.append(st.id)
             units.append(
                 Unit(
-                    [self._update(st.id, expr, condition)],
-                    [_key_str(job_key(st.id))],
-                    [(st.queue, st.type, "failed", 1), (st.queue, st.type, state_event(state), 1)],
+                    [self._update(st.id, expr, condition), *(h[0] for h in hooks)],
+                    [_key_str(job_key(st.id)), *(h[1] for h in hooks)],
+                    [
+                        (st.queue, st.type, "failed", 1),
+                        (st.queue, st.type, state_event(state), 1),
+                        (st.queue, need_s(item, "tenant"), minute_event(now, False), 1),
+                    ],
                 )
             )
         applied = self._tx.apply(units)
@@ -1116,11 +1139,20 @@ class DynamoStore:
                 retries[index] = retry_at
             else:
                 self._finished_attrs(expr, st.id, now)
+            hooks: list[tuple[TransactWriteItemTypeDef, str]] = []
+            if state is not JobState.RETRYING and st.callback_url is not None:
+                url, expires = st.callback_url, self._expires(now)
+                hooks.append(
+                    self._outbox.stage(expr, st.id, st.tenant, url, state.value, now, expires)
+                )
             units.append(
                 Unit(
-                    [self._update(st.id, expr, condition)],
-                    [_key_str(job_key(st.id))],
-                    [(st.queue, st.type, e, 1) for e in completion_events(state)],
+                    [self._update(st.id, expr, condition), *(h[0] for h in hooks)],
+                    [_key_str(job_key(st.id)), *(h[1] for h in hooks)],
+                    [
+                        *((st.queue, st.type, e, 1) for e in completion_events(state)),
+                        (st.queue, st.tenant, minute_event(now, state is JobState.SUCCEEDED), 1),
+                    ],
                     size=size,
                 )
             )
@@ -1184,9 +1216,15 @@ class DynamoStore:
             expr.set("st_pk", s(state_partition(JobState.CANCELLED, self._shard(job_id))))
             expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
             self._finished_attrs(expr, job_id, now)
+            hooks: list[tuple[TransactWriteItemTypeDef, str]] = []
+            if st.callback_url is not None:
+                url, expires = st.callback_url, self._expires(now)
+                hooks.append(
+                    self._outbox.stage(expr, job_id, st.tenant, url, "cancelled", now, expires)
+                )
             unit = Unit(
-                [self._update(job_id, expr, condition)],
-                [_key_str(job_key(job_id))],
+                [self._update(job_id, expr, condition), *(h[0] for h in hooks)],
+                [_key_str(job_key(job_id)), *(h[1] for h in hooks)],
                 [(st.queue, st.type, "cancelled", 1)],
             )
             if self._tx.apply([unit])[0]:
@@ -1247,7 +1285,8 @@ class DynamoStore:
             hash_key = "tn_pk" if index == GSI_TENANT else "st_pk"
             key = f"{expr.name(hash_key)} = {expr.value(s(value))}"
             if after_sk is not None:
-                key += f" AND {expr.name('created_sk')} > {expr.value(s(after_sk))}"
+                beyond = "<" if query.newest_first else ">"
+                key += f" AND {expr.name('created_sk')} {beyond} {expr.value(s(after_sk))}"
             filters = []
             if index == GSI_TENANT and query.state is not None:
                 filters.append(f"{expr.name('state')} = {expr.value(s(query.state.value))}")
@@ -1256,7 +1295,15 @@ class DynamoStore:
             if query.type is not None:
                 filters.append(f"{expr.name('type')} = {expr.value(s(query.type))}")
             page = min(1000, limit + 1)
-            for item in self._query(index, expr, key, " AND ".join(filters) or None, page=page):
+            found = self._query(
+                index,
+                expr,
+                key,
+                " AND ".join(filters) or None,
+                ascending=not query.newest_first,
+                page=page,
+            )
+            for item in found:
                 yield need_s(item, "created_sk"), job_id_of(item)
 
         if query.tenant is not None:
@@ -1271,7 +1318,7 @@ class DynamoStore:
                 for sh in self._shards()
             ]
         picked: list[str] = []
-        for _, job_id in heapq.merge(*sources):
+        for _, job_id in heapq.merge(*sources, reverse=query.newest_first):
             picked.append(job_id)
             if len(picked) > limit:
                 break
@@ -1356,19 +1403,43 @@ class DynamoStore:
                 heapq.merge(*(shard_items(sh) for sh in self._shards())), max(0, limit)
             )
         ]
-        found = self._batch_get([job_key(i) for i in oldest])
+        return len(
+            self._delete(
+                oldest,
+                lambda expr: (
+                    f"{expr.one_of('state', TERMINAL)} AND "
+                    f"{expr.name('finished_at')} < {expr.value(n(before))}"
+                ),
+            )
+        )
+
+    @aws_errors
+    def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
+        wanted = list(dict.fromkeys(job_ids))
+        found = self._batch_get([job_key(i) for i in wanted])
+        mine = [
+            i
+            for i in wanted
+            if (item := found.get(_key_str(job_key(i)))) is not None
+            and (tenant is None or get_s(item, "tenant") == tenant)
+            and get_s(item, "state") == JobState.DEAD.value
+        ]
+        dead = s(JobState.DEAD.value)
+        return self._delete(mine, lambda expr: f"{expr.name('state')} = {expr.value(dead)}")
+
+    def _delete(self, job_ids: Sequence[str], condition_of: Callable[[Expr], str]) -> list[str]:
+        """Delete jobs (with their idempotency items and blobs) whose record still meets
+        the condition, bumping the invalidation epoch with them; the ids deleted."""
+        found = self._batch_get([job_key(i) for i in job_ids])
         units: list[Unit] = []
         unit_ids: list[str] = []
         refs: list[list[str]] = []
-        for job_id in oldest:
+        for job_id in job_ids:
             item = found.get(_key_str(job_key(job_id)))
             if item is None:
                 continue
             expr = Expr()
-            condition = (
-                f"{expr.one_of('state', TERMINAL)} AND "
-                f"{expr.name('finished_at')} < {expr.value(n(before))}"
-            )
+            condition = condition_of(expr)
             actions: list[TransactWriteItemTypeDef] = [
                 {
                     "Delete": {
@@ -1394,6 +1465,9 @@ class DynamoStore:
                     }
                 )
                 keys.append(_key_str(ikey))
+            hooks = hook_ids(item)  # its webhook deliveries go with it
+            actions.extend(self._outbox.deletes(hooks))
+            keys.extend(_key_str(hook_key(h)) for h in hooks)
             units.append(Unit(actions, keys))
             unit_ids.append(job_id)
             refs.append([r for r in (get_s(item, "payload_ref"), get_s(item, "result_ref")) if r])
@@ -1406,7 +1480,7 @@ class DynamoStore:
             for job_id, ok in zip(unit_ids, applied, strict=True):
                 if ok:
                     self._statics.pop(job_id, None)
-        return applied.count(True)
+        return [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]
 
     # -- delivery: the scheduled release ----------------------------------------------------------
     @aws_errors
@@ -1495,13 +1569,86 @@ class DynamoStore:
         entries.sort(key=lambda e: int(e.get("q", 0)))
         return history.decode_all(entries, self.history_limit)
 
+    # -- the dashboard's reads ---------------------------------------------------------------------
+    def _tenant_items(self, tenant: str) -> Iterator[Item]:
+        """The tenant index's entries of one tenant (state, queue, type; no payloads).
+
+        DynamoDB keeps no per-tenant counts, so the dashboard's counts read these:
+        a query per shard, linear in the tenant's jobs (docs/dashboard.md)."""
+        for shard in self._shards():
+            expr = Expr()
+            key = f"{expr.name('tn_pk')} = {expr.value(s(tenant_partition(tenant, shard)))}"
+            yield from self._query(GSI_TENANT, expr, key, page=1000)
+
     @aws_errors
-    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+    def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
+        if tenant is None:
+            return self.counts()
+        out: dict[tuple[str, JobState], int] = {}
+        for item in self._tenant_items(tenant):
+            bucket = (need_s(item, "queue"), JobState(need_s(item, "state")))
+            out[bucket] = out.get(bucket, 0) + 1
+        return out
+
+    @aws_errors
+    def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
+        """One query per minute partition of the tallies the finish and reap wrote."""
+        first = to_micros(since) // MINUTE_MICROS * MINUTE_MICROS
+        last = self._now() // MINUTE_MICROS * MINUTE_MICROS
+        totals: dict[tuple[int, str], list[int]] = {}
+        for minute in range(first, last + 1, MINUTE_MICROS):
+            expr = Expr()
+            key = f"{expr.name('pk')} = {expr.value(s(MINUTE_PREFIX + str(minute)))}"
+            for item in self._query(None, expr, key, consistent=True):
+                if tenant is not None and need_s(item, "t") != tenant:
+                    continue
+                tally = totals.setdefault((minute, need_s(item, "q")), [0, 0])
+                tally[0 if need_s(item, "e") == "succeeded" else 1] += need_n(item, "n")
+        return [
+            MinuteTally(queue, from_micros(minute), ok, bad)
+            for (minute, queue), (ok, bad) in sorted(totals.items())
+            if ok or bad
+        ]
+
+    @aws_errors
+    def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
+        held = self.ddb.get_item(
+            TableName=self.table, Key=idem_key(tenant, idempotency_key), ConsistentRead=True
+        ).get("Item")
+        if held is None:
+            return None
+        job = self.get(need_s(held, "job_id"), tenant)
+        if job is None or job.idempotency_key != idempotency_key:
+            return None
+        return job
+
+    def _tenant_oldest_due(self, tenant: str, queues: Sequence[str] | None) -> dict[str, datetime]:
+        waiting = [
+            job_id_of(item)
+            for item in self._tenant_items(tenant)
+            if need_s(item, "state") in (JobState.QUEUED.value, JobState.RETRYING.value)
+            and (queues is None or need_s(item, "queue") in queues)
+        ]
+        now = self.clock.now()
+        oldest: dict[str, datetime] = {}
+        for item in self._batch_get([job_key(i) for i in waiting]).values():
+            job = self._load(item)
+            fresh = job.queue not in oldest or job.run_at < oldest[job.queue]
+            if job.state in WAITING_STATES and job.run_at <= now and fresh:
+                oldest[job.queue] = job.run_at
+        return oldest
+
+    @aws_errors
+    def oldest_due(
+        self, queues: Sequence[str] | None = None, tenant: str | None = None
+    ) -> dict[str, datetime]:
         """Per shard, the due part of the timer index's waiting partition, oldest first:
         the first entry seen for a queue is its oldest. With `queues`, a shard is left as
         soon as each of them has been seen."""
         if queues is not None and not queues:
             return {}
+        if tenant is not None:
+            return self._tenant_oldest_due(tenant, queues)
         now = self._now()
         oldest: dict[str, int] = {}
         for shard in self._shards():
@@ -1573,6 +1720,44 @@ class DynamoStore:
             "Item"
         )
         return (get_n(item, "n") or 0) if item is not None else 0
+
+    # -- the webhook outbox (see base.py; dynamodb_webhooks.py) ------------------------------------
+    @aws_errors
+    def claim_webhooks(self, limit: int, lease_seconds: float) -> list[Delivery]:
+        return self._outbox.claim(limit, lease_seconds, self._now())
+
+    @aws_errors
+    def finish_webhook(
+        self,
+        delivery_id: str,
+        lease_token: str,
+        outcome: str,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> bool:
+        if outcome not in webhook_outbox.OUTCOMES:
+            raise ValueError(f"unknown webhook outcome {outcome!r}")
+        at = None if retry_at is None else to_micros(retry_at)
+        return self._outbox.finish(delivery_id, lease_token, outcome, at, error, self._now())
+
+    @aws_errors
+    def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
+        expr = Expr()
+        item = self.ddb.get_item(
+            TableName=self.table,
+            Key=job_key(job_id),
+            ConsistentRead=True,
+            ProjectionExpression=f"{expr.name('tenant')}, {expr.name('hooks')}",
+            ExpressionAttributeNames=expr.names,
+        ).get("Item")
+        if item is None or (tenant is not None and get_s(item, "tenant") != tenant):
+            return []
+        ids = hook_ids(item)
+        return self._outbox.for_ids(self._batch_get([hook_key(i) for i in ids])) if ids else []
+
+    @aws_errors
+    def webhook_counts(self) -> dict[str, int]:
+        return self._outbox.counts()
 
     def close(self) -> None:
         if self._owns_clients:

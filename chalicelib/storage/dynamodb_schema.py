@@ -84,7 +84,9 @@ _PRIORITY_LIMIT = 10**15
 _TIME_OFFSET = 10**18
 
 # Static attributes never change after add, so a stale read of them is fine.
-STATIC_ATTRS = ("id", "tenant", "type", "queue", "priority", "created_at", "idem", "pbytes")
+STATIC_ATTRS = (
+    "id", "tenant", "type", "queue", "priority", "created_at", "idem", "pbytes", "cb_url"
+)  # fmt: skip
 
 TABLE_ATTRIBUTES = {
     "pk": "S",
@@ -190,6 +192,27 @@ def idem_key(tenant: str, key: str) -> Item:
 
 def counter_key(queue: str, type_: str, event: str, shard: int) -> Item:
     return {"pk": s(COUNTER_PK), "sk": s(json.dumps([queue, type_, event, shard]))}
+
+
+# Throughput tallies (JobStore.throughput) ride the counter machinery: a counter whose
+# event is "@<minute in micros>:<succeeded|failed>" and whose type is the tenant is
+# written as ``pk = "M#<minute>"``, ``sk = [tenant, queue, outcome, shard]`` holding
+# ``n``, expiring (TTL) two days after its minute.
+MINUTE_EVENT = "@"
+MINUTE_PREFIX = "M#"
+MINUTE_MICROS = 60_000_000
+
+
+def minute_event(now_micros: int, succeeded: bool) -> str:
+    minute = now_micros // MINUTE_MICROS * MINUTE_MICROS
+    return f"{MINUTE_EVENT}{minute}:{'succeeded' if succeeded else 'failed'}"
+
+
+def minute_counter_key(event: str, tenant: str, queue: str, shard: int) -> tuple[Item, int, str]:
+    """The item of a minute tally, its minute (micros) and its outcome."""
+    minute, outcome = event[len(MINUTE_EVENT) :].split(":", 1)
+    key = {"pk": s(MINUTE_PREFIX + minute), "sk": s(json.dumps([tenant, queue, outcome, shard]))}
+    return key, int(minute), outcome
 
 
 def epoch_key() -> Item:
@@ -326,6 +349,11 @@ class Expr:
 
     def add(self, attr: str, amount: int) -> Expr:
         self._adds.append(f"{self.name(attr)} {self.value(n(amount))}")
+        return self
+
+    def add_to_set(self, attr: str, *members: str) -> Expr:
+        """ADD strings to a string set (created when absent)."""
+        self._adds.append(f"{self.name(attr)} {self.value({'SS': list(members)})}")
         return self
 
     def update_expression(self) -> str:

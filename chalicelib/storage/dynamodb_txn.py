@@ -24,7 +24,18 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib.errors import StoreUnavailable
-from chalicelib.storage.dynamodb_schema import Expr, counter_key, epoch_key, s
+from chalicelib.storage.dynamodb_schema import (
+    MINUTE_EVENT,
+    Expr,
+    counter_key,
+    epoch_key,
+    minute_counter_key,
+    n,
+    s,
+)
+
+# A minute tally outlives its minute by this long (DynamoDB's TTL then deletes it).
+MINUTE_TTL_SECONDS = 2 * 86400
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -74,12 +85,18 @@ class Transactions:
             if amount == 0:
                 continue
             expr = Expr().add("n", amount)
-            expr.set("q", s(queue)).set("t", s(type_)).set("e", s(event))
+            if event.startswith(MINUTE_EVENT):  # a throughput tally: type_ is the tenant
+                key, minute, outcome = minute_counter_key(event, type_, queue, shard)
+                expr.set("q", s(queue)).set("t", s(type_)).set("e", s(outcome))
+                expr.set("expires_at", n(minute // 1_000_000 + MINUTE_TTL_SECONDS))
+            else:
+                key = counter_key(queue, type_, event, shard)
+                expr.set("q", s(queue)).set("t", s(type_)).set("e", s(event))
             actions.append(
                 {
                     "Update": {
                         "TableName": self.table,
-                        "Key": counter_key(queue, type_, event, shard),
+                        "Key": key,
                         "UpdateExpression": expr.update_expression(),
                         **expr.placeholders(),  # type: ignore[typeddict-item]
                     }

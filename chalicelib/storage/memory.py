@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from chalicelib import worker_id
@@ -21,20 +22,25 @@ from chalicelib.models import (
     JobPage,
     JobQuery,
     JobState,
+    MinuteTally,
     NewJob,
     WorkerBeat,
 )
 from chalicelib.storage import history
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
+    MINUTES_KEPT,
     check_limit,
     completion_events,
     decode_cursor,
     encode_cursor,
     log_buried_by_reap,
+    minute_of,
     to_micros,
 )
 from chalicelib.storage.notify import LocalNotifier
+from chalicelib.webhooks import outbox
+from chalicelib.webhooks.outbox import Delivery
 
 
 class MemoryStore:
@@ -48,7 +54,11 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._idem: dict[tuple[str, str], str] = {}
         self._counters: dict[CounterKey, int] = {}
+        # (tenant, queue, minute) -> [succeeded, failed] attempts (JobStore.throughput)
+        self._minutes: dict[tuple[str, str, datetime], list[int]] = {}
         self._epoch = 0  # see JobStore.cache_epoch
+        self._callbacks: dict[str, str] = {}  # job id -> callback URL
+        self._deliveries: dict[str, Delivery] = {}  # the webhook outbox, in write order
         self._lock = threading.RLock()
 
     # -- helpers -----------------------------------------------------------
@@ -56,6 +66,10 @@ class MemoryStore:
         for event in events:
             key = CounterKey(job.queue, job.type, event)
             self._counters[key] = self._counters.get(key, 0) + 1
+            if event in ("succeeded", "failed"):  # an attempt ended: the throughput chart
+                minute = minute_of(self.clock.now())
+                tally = self._minutes.setdefault((job.tenant, job.queue, minute), [0, 0])
+                tally[0 if event == "succeeded" else 1] += 1
 
     def _update(self, job: Job, **changes: object) -> Job:
         changed = job.model_copy(update=changes)
@@ -67,6 +81,30 @@ class MemoryStore:
         if log is None or log.maxlen != self.history_limit:
             log = self._history[job_id] = deque(log or (), maxlen=self.history_limit)
         log.append(history.fit(attempt))
+
+    def _outbox(self, job: Job, state: JobState, now: datetime) -> None:
+        """The webhook delivery of a terminal transition, under the same lock."""
+        url = self._callbacks.get(job.id)
+        if url is None:
+            return
+        delivery = Delivery(
+            id=outbox.new_delivery_id(),
+            job_id=job.id,
+            tenant=job.tenant,
+            url=url,
+            event=outbox.event_for(state),
+            state=outbox.PENDING,
+            attempts=0,
+            next_at=now,
+            created_at=now,
+        )
+        self._deliveries[delivery.id] = delivery
+
+    def _forget_webhooks(self, job_id: str) -> None:
+        """A deleted job's callback URL and deliveries go with it."""
+        self._callbacks.pop(job_id, None)
+        for gone in [d.id for d in self._deliveries.values() if d.job_id == job_id]:
+            del self._deliveries[gone]
 
     def _reap(self, now: datetime) -> None:
         for job in list(self._jobs.values()):
@@ -99,11 +137,14 @@ class MemoryStore:
                     finished_at=now if dead else None,
                 )
                 self._bump(job, "failed", "dead" if dead else "retried")
+                if dead:
+                    self._outbox(job, JobState.DEAD, now)
 
     # -- contract ----------------------------------------------------------
     def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
         now = self.clock.now()
         results: list[AddResult] = []
+        callbacks = {new.id: new.callback_url for new in jobs if new.callback_url}
         with self._lock:
             staged: dict[tuple[str, str], Job] = {}
             for new in jobs:
@@ -133,6 +174,8 @@ class MemoryStore:
             for result in results:
                 if result.created:
                     self._jobs[result.job.id] = result.job
+                    if callbacks.get(result.job.id):
+                        self._callbacks[result.job.id] = callbacks[result.job.id]
                     if result.job.idempotency_key:
                         self._idem[(result.job.tenant, result.job.idempotency_key)] = result.job.id
                     self._bump(result.job, "enqueued")
@@ -217,6 +260,8 @@ class MemoryStore:
                 self._lease_worker.pop(job.id, None)
                 if c.attempt is not None:
                     self._record(job.id, c.attempt)
+                if terminal:
+                    self._outbox(job, c.state, now)
                 applied.append(True)
         return applied
 
@@ -244,6 +289,7 @@ class MemoryStore:
                     f"a {job.state.value} job cannot be cancelled", {"state": job.state.value}
                 )
             self._bump(job, "cancelled")
+            self._outbox(job, JobState.CANCELLED, now)
             return self._update(job, state=JobState.CANCELLED, updated_at=now, finished_at=now)
 
     def list_jobs(self, query: JobQuery) -> JobPage:
@@ -257,9 +303,16 @@ class MemoryStore:
                 and (query.state is None or j.state is query.state)
                 and (query.queue is None or j.queue == query.queue)
                 and (query.type is None or j.type == query.type)
-                and (after is None or (to_micros(j.created_at), j.id) > after)
+                and (
+                    after is None
+                    or (
+                        (to_micros(j.created_at), j.id) < after
+                        if query.newest_first
+                        else (to_micros(j.created_at), j.id) > after
+                    )
+                )
             ]
-        jobs.sort(key=lambda j: (j.created_at, j.id))
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=query.newest_first)
         page = jobs[:limit]
         more = len(jobs) > limit
         cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
@@ -323,10 +376,14 @@ class MemoryStore:
             for job in doomed:
                 del self._jobs[job.id]
                 self._history.pop(job.id, None)
+                self._forget_webhooks(job.id)
                 if job.idempotency_key:
                     self._idem.pop((job.tenant, job.idempotency_key), None)
             if doomed:
                 self._epoch += 1
+            stale = minute_of(self.clock.now()) - MINUTES_KEPT
+            for key in [k for k in self._minutes if k[2] < stale]:
+                del self._minutes[key]
         return len(doomed)
 
     def cache_epoch(self) -> int:
@@ -339,7 +396,51 @@ class MemoryStore:
                 return None
             return list(self._history.get(job_id, ()))[-self.history_limit :]
 
-    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+    def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
+        out: dict[tuple[str, JobState], int] = {}
+        with self._lock:
+            for job in self._jobs.values():
+                if tenant is None or job.tenant == tenant:
+                    key = (job.queue, job.state)
+                    out[key] = out.get(key, 0) + 1
+        return out
+
+    def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
+        start = minute_of(since)
+        totals: dict[tuple[datetime, str], list[int]] = {}
+        with self._lock:
+            for (owner, queue, minute), (ok, failed) in self._minutes.items():
+                if minute >= start and (tenant is None or owner == tenant):
+                    tally = totals.setdefault((minute, queue), [0, 0])
+                    tally[0] += ok
+                    tally[1] += failed
+        return [MinuteTally(q, m, ok, bad) for (m, q), (ok, bad) in sorted(totals.items())]
+
+    def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
+        gone: list[str] = []
+        with self._lock:
+            for job_id in dict.fromkeys(job_ids):
+                job = self.get(job_id, tenant)
+                if job is None or job.state is not JobState.DEAD:
+                    continue
+                del self._jobs[job_id]
+                self._history.pop(job_id, None)
+                self._forget_webhooks(job_id)
+                if job.idempotency_key:
+                    self._idem.pop((job.tenant, job.idempotency_key), None)
+                gone.append(job_id)
+            if gone:
+                self._epoch += 1
+        return gone
+
+    def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
+        with self._lock:
+            job_id = self._idem.get((tenant, idempotency_key))
+            return None if job_id is None else self.get(job_id, tenant)
+
+    def oldest_due(
+        self, queues: Sequence[str] | None = None, tenant: str | None = None
+    ) -> dict[str, datetime]:
         now = self.clock.now()
         out: dict[str, datetime] = {}
         with self._lock:
@@ -348,6 +449,7 @@ class MemoryStore:
                     job.state in WAITING_STATES
                     and job.run_at <= now
                     and (queues is None or job.queue in queues)
+                    and (tenant is None or job.tenant == tenant)
                     and (job.queue not in out or job.run_at < out[job.queue])
                 ):
                     out[job.queue] = job.run_at
@@ -368,6 +470,73 @@ class MemoryStore:
         with self._lock:
             live = [b for b in self._beats.values() if b.last_beat >= since]
         return sorted(live, key=lambda b: b.worker)
+
+    # -- the webhook outbox (see base.py) ------------------------------------
+    def claim_webhooks(self, limit: int, lease_seconds: float) -> list[Delivery]:
+        now = self.clock.now()
+        expires = now + timedelta(seconds=lease_seconds)
+        with self._lock:
+            due = [
+                d
+                for d in self._deliveries.values()
+                if d.state == outbox.PENDING
+                and d.next_at is not None
+                and d.next_at <= now
+                and (d.lease_expires_at is None or d.lease_expires_at <= now)
+            ]
+            due.sort(key=lambda d: (d.next_at or now, d.created_at))
+            claimed = []
+            for d in due[: max(0, limit)]:
+                leased = replace(
+                    d,
+                    attempts=d.attempts + 1,
+                    lease_token=new_lease_token(),
+                    lease_expires_at=expires,
+                )
+                self._deliveries[d.id] = leased
+                claimed.append(leased)
+            return claimed
+
+    def finish_webhook(
+        self,
+        delivery_id: str,
+        lease_token: str,
+        outcome: str,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> bool:
+        if outcome not in outbox.OUTCOMES:
+            raise ValueError(f"unknown webhook outcome {outcome!r}")
+        now = self.clock.now()
+        with self._lock:
+            d = self._deliveries.get(delivery_id)
+            if d is None or d.state != outbox.PENDING or d.lease_token != lease_token:
+                return False
+            ended = outcome != outbox.RETRYING
+            self._deliveries[d.id] = replace(
+                d,
+                state=outbox.PENDING if not ended else outcome,
+                next_at=None if ended else (retry_at or now),
+                lease_token=None,
+                lease_expires_at=None,
+                finished_at=now if ended else None,
+                last_error=outbox.short_error(error),
+            )
+            return True
+
+    def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
+        with self._lock:
+            if self.get(job_id, tenant) is None:
+                return []
+            return [d for d in self._deliveries.values() if d.job_id == job_id]
+
+    def webhook_counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        with self._lock:
+            for d in self._deliveries.values():
+                if d.state in outbox.COUNTED:
+                    out[d.state] = out.get(d.state, 0) + 1
+        return out
 
     def close(self) -> None:
         self.notifier.close()

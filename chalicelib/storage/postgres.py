@@ -56,22 +56,27 @@ from chalicelib.models import (
     JobPage,
     JobQuery,
     JobState,
+    MinuteTally,
     NewJob,
     WorkerBeat,
     queued_job,
     trusted_job,
 )
 from chalicelib.redact import redact_text, redact_url
-from chalicelib.storage import history, migrations
+from chalicelib.storage import history, migrations, postgres_webhooks
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
+    MINUTES_KEPT,
     StoreUnreachable,
     check_limit,
     decode_cursor,
     encode_cursor,
     from_micros,
     log_buried_by_reap,
+    minute_of,
 )
+from chalicelib.webhooks import outbox as webhook_outbox
+from chalicelib.webhooks.outbox import Delivery
 
 log = logging.getLogger("spool.postgres")
 
@@ -105,22 +110,51 @@ UPSERT_COUNTERS = (
     "ON CONFLICT (queue, type, event, shard) DO UPDATE SET n = counters.n + excluded.n"
 )
 
-ADD_SQL = (
+# The columns an enqueue writes, each as (array parameter, row name, SQL type).
+_ADD_COLUMNS = (
+    ("ids", "id", "text"),
+    ("tenants", "tenant", "text"),
+    ("types", "type", "text"),
+    ("queues", "queue", "text"),
+    ("priorities", "priority", "int"),
+    ("payloads", "payload", "text"),
+    ("max_attempts", "max_attempt", "int"),
+    ("run_ats", "run_at", "timestamptz"),
+    ("keys", "key", "text"),
+    ("callback_urls", "callback_url", "text"),
+)
+_ADD_ALIAS = (
+    "u(id, tenant, type, queue, priority, payload, max_attempts, run_at, key, callback_url)"
+)
+_ADD_TEMPLATE = (
     "WITH ins AS ("
     " INSERT INTO jobs (id, tenant, type, queue, priority, payload, state, max_attempts,"
-    " run_at, idempotency_key, created_at, updated_at)"
+    " run_at, idempotency_key, created_at, updated_at, callback_url)"
     " SELECT u.id, u.tenant, u.type, u.queue, u.priority, u.payload, 'queued', u.max_attempts,"
-    " u.run_at, u.key, %(now)s, %(now)s"
-    " FROM unnest(%(ids)s::text[], %(tenants)s::text[], %(types)s::text[], %(queues)s::text[],"
-    " %(priorities)s::int[], %(payloads)s::text[], %(max_attempts)s::int[],"
-    " %(run_ats)s::timestamptz[], %(keys)s::text[])"
-    " AS u(id, tenant, type, queue, priority, payload, max_attempts, run_at, key)"
-    " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+    " u.run_at, u.key, %(now)s, %(now)s, u.callback_url"
+    " FROM {rows} AS "
+    + _ADD_ALIAS
+    + " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
     " RETURNING id, queue, type),"
     " bump AS ("
     + UPSERT_COUNTERS.format(source="(SELECT queue, type, 'enqueued' AS event FROM ins) AS e")
     + ") SELECT id, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM ins"
 )
+# A batch: one row per element of parallel arrays.
+ADD_SQL = _ADD_TEMPLATE.replace(
+    "{rows}", "unnest(" + ", ".join(f"%({a})s::{t}[]" for a, _, t in _ADD_COLUMNS) + ")"
+)
+# One job (the common single enqueue): a VALUES row of scalars. Postgres parses no
+# arrays and plans no function scan, about a third less server time per statement.
+ADD_ONE_SQL = _ADD_TEMPLATE.replace(
+    "{rows}", "(VALUES (" + ", ".join(f"%({r})s::{t}" for _, r, t in _ADD_COLUMNS) + "))"
+)
+
+
+def _one_row(params: dict[str, Any]) -> dict[str, Any]:
+    """ADD_SQL's parameters (arrays of one) as ADD_ONE_SQL's scalars."""
+    row = {r: params[a][0] for a, r, _ in _ADD_COLUMNS}
+    return {**row, "now": params["now"], "shard": params["shard"], "channel": params["channel"]}
 
 
 def append_attempt(log: str, entry: str) -> str:
@@ -162,8 +196,10 @@ REAP_SQL = (
     " lease_token = NULL, lease_expires_at = NULL, last_error = %(error)s, updated_at = %(now)s,"
     f" attempt_log = {append_attempt('j.attempt_log', _REAPED_ATTEMPT)}, lease_worker = NULL"
     " FROM picked WHERE j.id = picked.id"
-    " RETURNING j.id, j.tenant, j.queue, j.type, j.state, j.attempts, j.max_attempts),"
-    " counted AS ("
+    " RETURNING j.id, j.tenant, j.queue, j.type, j.state, j.attempts, j.max_attempts,"
+    " j.callback_url),"
+    + postgres_webhooks.outbox_cte("expired", "state = 'dead'")
+    + " counted AS ("
     + UPSERT_COUNTERS.format(
         source="(SELECT queue, type, e.event FROM expired, LATERAL (VALUES ('failed'),"
         " (CASE WHEN state = 'dead' THEN 'dead' ELSE 'retried' END)) AS e(event)) AS x"
@@ -199,8 +235,9 @@ FINISH_SQL = (
     " finished_at = CASE WHEN c.state = 'retrying' THEN NULL ELSE %(now)s::timestamptz END,"
     f" attempt_log = {append_attempt('j.attempt_log', 'c.attempt::jsonb')}"
     " FROM c WHERE j.id = c.id AND j.lease_token = c.token AND j.state = 'running'"
-    " RETURNING j.id, j.queue, j.type, j.state),"
-    " bump AS ("
+    " RETURNING j.id, j.queue, j.type, j.state, j.tenant, j.callback_url),"
+    + postgres_webhooks.outbox_cte("done", "state <> 'retrying'")
+    + " bump AS ("
     + UPSERT_COUNTERS.format(
         source="(SELECT queue, type, e.event FROM done, unnest(CASE state"
         " WHEN 'succeeded' THEN ARRAY['succeeded'] WHEN 'retrying' THEN ARRAY['failed', 'retried']"
@@ -214,8 +251,9 @@ CANCEL_SQL = (
     " UPDATE jobs SET state = 'cancelled', updated_at = %(now)s, finished_at = %(now)s"
     " WHERE id = %(id)s AND state IN ('queued', 'retrying')"
     " AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
-    f" RETURNING {COLUMNS}),"
-    " bump AS ("
+    f" RETURNING {COLUMNS}, callback_url),"
+    + postgres_webhooks.outbox_cte("done", "true")
+    + " bump AS ("
     + UPSERT_COUNTERS.format(source="(SELECT queue, type, 'cancelled' AS event FROM done) AS e")
     + f") SELECT {COLUMNS} FROM done"
 )
@@ -517,7 +555,11 @@ class PostgresStore:
                 ]
                 inserted: set[str] = set()
                 if fresh:
-                    rows = conn.execute(ADD_SQL, self._add_params(fresh, now)).fetchall()
+                    params = self._add_params(fresh, now)
+                    if len(fresh) == 1:
+                        rows = conn.execute(ADD_ONE_SQL, _one_row(params)).fetchall()
+                    else:
+                        rows = conn.execute(ADD_SQL, params).fetchall()
                     inserted = {r[0] for r in rows}
                     lost = [
                         (_enc(n.tenant), _enc(n.idempotency_key))
@@ -555,6 +597,7 @@ class PostgresStore:
             "max_attempts": [n.max_attempts for n in fresh],
             "run_ats": [n.run_at for n in fresh],
             "keys": [_enc_opt(n.idempotency_key) for n in fresh],
+            "callback_urls": [_enc_opt(n.callback_url) for n in fresh],
             "shard": self._shard(),
             "channel": self.settings.channel,
         }
@@ -753,12 +796,13 @@ class PostgresStore:
             if value is not None:
                 where.append(f"{column} = %s")
                 params.append(_enc(value))
+        after, order = (">", "") if not query.newest_first else ("<", " DESC")
         if query.cursor:
             created, last_id = decode_cursor(query.cursor)
-            where.append("(created_at, id) > (%s, %s)")
+            where.append(f"(created_at, id) {after} (%s, %s)")
             params.extend([from_micros(created), _enc(last_id)])
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        text = f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY created_at, id LIMIT %s"
+        text = f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY created_at{order}, id{order} LIMIT %s"
         rows = self._run(
             lambda conn: conn.execute(text, [*params, limit + 1]).fetchall(), read=True
         )
@@ -840,6 +884,8 @@ class PostgresStore:
             total += n
             if n < batch:
                 break
+        cutoff = self.clock.now() - MINUTES_KEPT
+        self._run(lambda conn: conn.execute("DELETE FROM job_minutes WHERE minute < %s", (cutoff,)))
         return total
 
     def cache_epoch(self) -> int:
@@ -859,9 +905,69 @@ class PostgresStore:
             return None
         return history.decode_all(row[1], self.history_limit, unescape=_dec_str)
 
-    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+    def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
+        where = "WHERE tenant = %(tenant)s" if tenant is not None else ""
+        text = (
+            f"SELECT queue, state, sum(n)::bigint FROM job_counts {where}"
+            " GROUP BY queue, state HAVING sum(n) > 0"
+        )
+        params = {"tenant": _enc_opt(tenant)}
+        rows = self._run(lambda conn: conn.execute(text, params).fetchall(), read=True)
+        return {(_dec_str(q), JobState(s)): int(n) for q, s, n in rows}
+
+    def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
+        where = " AND tenant = %(tenant)s" if tenant is not None else ""
+        text = (
+            "SELECT minute, queue, sum(succeeded)::bigint, sum(failed)::bigint FROM job_minutes"
+            f" WHERE minute >= %(since)s{where} GROUP BY minute, queue ORDER BY minute, queue"
+        )
+        params = {"since": minute_of(since), "tenant": _enc_opt(tenant)}
+        rows = self._run(lambda conn: conn.execute(text, params).fetchall(), read=True)
+        return [MinuteTally(_dec_str(q), m, int(ok), int(bad)) for m, q, ok, bad in rows]
+
+    def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
+        wanted = list(dict.fromkeys(_enc(i) for i in job_ids))
+        if not wanted:
+            return []
+        tenant_clause = " AND tenant = %(tenant)s" if tenant is not None else ""
+        text = (
+            "WITH gone AS (DELETE FROM jobs WHERE id = ANY(%(ids)s::text[])"
+            f" AND state = 'dead'{tenant_clause} RETURNING id),"
+            " bump AS (UPDATE cache_epoch SET n = n + 1 WHERE EXISTS (SELECT 1 FROM gone))"
+            " SELECT id FROM gone"
+        )
+        params = {"ids": wanted, "tenant": _enc_opt(tenant)}
+        rows = self._run(lambda conn: conn.execute(text, params).fetchall())
+        return [_dec_str(r[0]) for r in rows]
+
+    def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
+        text = f"SELECT {COLUMNS} FROM jobs WHERE tenant = %s AND idempotency_key = %s"
+        params = (_enc(tenant), _enc(idempotency_key))
+        row = self._run(lambda conn: conn.execute(text, params).fetchone(), read=True)
+        return None if row is None else row_to_job(row)
+
+    def _tenant_oldest_due(self, tenant: str, queues: Sequence[str] | None) -> dict[str, datetime]:
+        """One index seek per queue holding the tenant's waiting jobs (from job_counts)."""
+        queue_clause = " AND queue = ANY(%(queues)s::text[])" if queues else ""
+        text = (
+            "SELECT q.queue, (SELECT min(run_at) FROM jobs WHERE tenant = %(tenant)s"
+            " AND queue = q.queue AND state IN ('queued', 'retrying'))"
+            " FROM (SELECT queue FROM job_counts WHERE tenant = %(tenant)s"
+            f" AND state IN ('queued', 'retrying'){queue_clause}"
+            " GROUP BY queue HAVING sum(n) > 0) q"
+        )
+        params = {"tenant": _enc(tenant), "queues": [_enc(q) for q in queues or []]}
+        rows = self._run(lambda conn: conn.execute(text, params).fetchall(), read=True)
+        now = self.clock.now()
+        return {_dec_str(q): at for q, at in rows if at is not None and at <= now}
+
+    def oldest_due(
+        self, queues: Sequence[str] | None = None, tenant: str | None = None
+    ) -> dict[str, datetime]:
         if queues is not None and not queues:
             return {}
+        if tenant is not None:
+            return self._tenant_oldest_due(tenant, queues)
         queue_clause = " AND queue = ANY(%(queues)s::text[])" if queues else ""
         params = {"now": self.clock.now(), "queues": [_enc(q) for q in queues or []]}
         text = (
@@ -905,6 +1011,52 @@ class PostgresStore:
             WorkerBeat(_dec_str(w), history.queues_of(_dec(q)), started, last)
             for w, q, started, last in rows
         ]
+
+    # -- the webhook outbox (see base.py; SQL in postgres_webhooks.py) ----------
+    def claim_webhooks(self, limit: int, lease_seconds: float) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        now = self.clock.now()
+        params = {
+            "now": now,
+            "expires": now + timedelta(seconds=lease_seconds),
+            "limit": limit,
+            "token": new_lease_token(),
+        }
+        rows = self._run(lambda conn: conn.execute(postgres_webhooks.CLAIM_SQL, params).fetchall())
+        found = [postgres_webhooks.row_to_delivery(r, _dec_str) for r in rows]
+        found.sort(key=lambda d: (d.next_at or now, d.created_at, d.id))
+        return found
+
+    def finish_webhook(
+        self,
+        delivery_id: str,
+        lease_token: str,
+        outcome: str,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> bool:
+        if outcome not in webhook_outbox.OUTCOMES:
+            raise ValueError(f"unknown webhook outcome {outcome!r}")
+        params = postgres_webhooks.finish_params(
+            delivery_id, lease_token, outcome, retry_at, error, self.clock.now(), _enc
+        )
+        row = self._run(lambda conn: conn.execute(postgres_webhooks.FINISH_SQL, params).fetchone())
+        return row is not None
+
+    def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
+        params = {"id": _enc(job_id), "tenant": _enc_opt(tenant)}
+        rows = self._run(
+            lambda conn: conn.execute(postgres_webhooks.FOR_JOB_SQL, params).fetchall(),
+            read=True,
+        )
+        return [postgres_webhooks.row_to_delivery(r, _dec_str) for r in rows]
+
+    def webhook_counts(self) -> dict[str, int]:
+        rows = self._run(
+            lambda conn: conn.execute(postgres_webhooks.COUNTS_SQL).fetchall(), read=True
+        )
+        return {state: int(n) for state, n in rows if n}
 
     def close(self) -> None:
         self.notifier.close()

@@ -42,12 +42,14 @@ from chalicelib.models import (
     JobPage,
     JobQuery,
     JobState,
+    MinuteTally,
     NewJob,
     WorkerBeat,
     queued_job,
     trusted_job,
 )
-from chalicelib.storage import history
+from chalicelib.storage import history, sqlite_webhooks
+from chalicelib.storage import sqlite_dashboard as dashboard
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     check_limit,
@@ -61,6 +63,8 @@ from chalicelib.storage.base import (
 )
 from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
+from chalicelib.webhooks import outbox
+from chalicelib.webhooks.outbox import Delivery
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -84,7 +88,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at INTEGER,
     finished_at INTEGER,
     attempt_log TEXT,
-    lease_worker TEXT
+    lease_worker TEXT,
+    callback_url TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, created_at)
     WHERE state IN ('queued', 'retrying');
@@ -116,7 +121,8 @@ CREATE TABLE IF NOT EXISTS workers (
 # Columns added since the first release: a file made before them gets them on open.
 # attempt_log: the job's last N attempts as a JSON array (storage/history.py);
 # lease_worker: who holds the lease, for the attempt a reap records.
-ADDED_COLUMNS = (("attempt_log", "TEXT"), ("lease_worker", "TEXT"))
+# callback_url: where the job's completion webhook goes (sqlite_webhooks.py).
+ADDED_COLUMNS = (("attempt_log", "TEXT"), ("lease_worker", "TEXT"), ("callback_url", "TEXT"))
 
 # JobStore.cache_epoch: bumped in the transaction of a redrive or purge that changed a job.
 BUMP_EPOCH = "UPDATE cache_epoch SET n = n + 1 WHERE id = 1"
@@ -146,8 +152,8 @@ BUMP = (
 
 INSERT = (
     "INSERT INTO jobs (id, tenant, type, queue, priority, payload, state, "
-    "max_attempts, run_at, idempotency_key, created_at, updated_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)"
+    "max_attempts, run_at, idempotency_key, created_at, updated_at, callback_url) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)"
 )
 # Compact JSON; one encoder, not one built per call as json.dumps(separators=...) does.
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -181,7 +187,8 @@ def _finish_one_sql(limit: int) -> str:
         "run_at = COALESCE(?4, run_at), lease_token = NULL, lease_expires_at = NULL, "
         "updated_at = ?5, finished_at = ?6, "
         f"attempt_log = {append_attempt('attempt_log', '?7', limit)} "
-        "WHERE id = ?8 AND lease_token = ?9 AND state = 'running' RETURNING queue, type"
+        "WHERE id = ?8 AND lease_token = ?9 AND state = 'running' "
+        "RETURNING queue, type, tenant, callback_url"
     )
 
 
@@ -200,7 +207,7 @@ def _finish_sql(n: int, limit: int) -> str:
         f"attempt_log = {append_attempt('jobs.attempt_log', 'v.column8', limit)} "
         f"FROM (VALUES {values}) AS v WHERE jobs.id = v.column1 "
         "AND jobs.lease_token = v.column2 AND jobs.state = 'running' "
-        "RETURNING jobs.id, jobs.queue, jobs.type, jobs.state"
+        "RETURNING jobs.id, jobs.queue, jobs.type, jobs.state, jobs.tenant, jobs.callback_url"
     )
 
 
@@ -219,7 +226,7 @@ def _reap_sql(limit: int) -> str:
         f"attempt_log = {append_attempt('attempt_log', entry, limit)}, lease_worker = NULL, "
         "lease_token = NULL, lease_expires_at = NULL, last_error = ?2, updated_at = ?1 "
         "WHERE state = 'running' AND lease_expires_at <= ?1 "
-        "RETURNING queue, type, state, id, tenant, attempts, max_attempts"
+        "RETURNING queue, type, state, id, tenant, attempts, max_attempts, callback_url"
     )
 
 
@@ -302,8 +309,11 @@ class SQLiteStore:
         # meet at SQLite's own lock.
         self._write_lock = threading.Lock()
         self.notifier = SocketDirNotifier(os.path.abspath(path) + ".wake")
-        self._db().executescript(SCHEMA)
+        self._db().executescript(SCHEMA + sqlite_webhooks.SCHEMA)
         self._add_columns()
+        if not dashboard.installed(self._db()):
+            with self._write() as db:
+                dashboard.install(db)
 
     def _add_columns(self) -> None:
         """Give a file made by an older Spool the columns this one writes. Checked again
@@ -374,6 +384,7 @@ class SQLiteStore:
                         new.idempotency_key,
                         now,
                         now,
+                        new.callback_url,
                     )
                 )
                 job = queued_job(new, times(run_at), times(now))
@@ -410,6 +421,7 @@ class SQLiteStore:
             None,
             now,
             now,
+            new.callback_url,
         )
         with self._write() as db:
             db.execute(INSERT, row)
@@ -431,9 +443,10 @@ class SQLiteStore:
             db.executemany(
                 BUMP, _tally(expired, lambda r: ("failed", "dead" if r[2] == "dead" else "retried"))
             )
-            for queue, type_, state, job_id, tenant, attempts, max_attempts in expired:
-                if state == "dead":
-                    log_buried_by_reap(job_id, tenant, type_, queue, attempts, max_attempts)
+            buried = [r for r in expired if r[2] == "dead"]
+            sqlite_webhooks.write_deliveries(db, ((r[3], r[4], r[7], "dead") for r in buried), now)
+            for queue, type_, _, job_id, tenant, attempts, max_attempts, _ in buried:
+                log_buried_by_reap(job_id, tenant, type_, queue, attempts, max_attempts)
 
     def claim(
         self,
@@ -501,6 +514,7 @@ class SQLiteStore:
             (repeats if c.job_id in seen else firsts).append(i)
             seen.add(c.job_id)
         done: list[tuple[str, str, str]] = []
+        ended: list[tuple[str, str, str | None, str]] = []  # for the webhook outbox
         with self._write() as db:
             for start in range(0, len(firsts), FINISH_CHUNK):
                 chunk = firsts[start : start + FINISH_CHUNK]
@@ -509,9 +523,11 @@ class SQLiteStore:
                     params.extend(rows[i])
                 position = {rows[i][0]: i for i in chunk}
                 sql = _finish_sql(len(chunk), self.history_limit)
-                for job_id, queue, type_, state in db.execute(sql, params):
+                for job_id, queue, type_, state, tenant, url in db.execute(sql, params):
                     applied[position[job_id]] = True
                     done.append((queue, type_, state))
+                    if url is not None and state != "retrying":
+                        ended.append((job_id, tenant, url, state))
             for i in repeats:
                 job_id, token, state, result, error, retry_at, finished, entry = rows[i]
                 row = db.execute(
@@ -521,6 +537,9 @@ class SQLiteStore:
                 if row is not None:
                     applied[i] = True
                     done.append((row[0], row[1], state))
+                    if row[3] is not None and state != "retrying":
+                        ended.append((job_id, row[2], row[3], state))
+            sqlite_webhooks.write_deliveries(db, ended, now)
             if done:
                 db.executemany(BUMP, _tally(done, lambda r: completion_events(JobState(r[2]))))
         return applied
@@ -545,10 +564,11 @@ class SQLiteStore:
                 raise InvalidTransition(f"a {row[6]} job cannot be cancelled", {"state": row[6]})
             updated = db.execute(
                 "UPDATE jobs SET state = 'cancelled', updated_at = ?, finished_at = ? "
-                f"WHERE id = ? RETURNING {COLUMNS}",
+                f"WHERE id = ? RETURNING {COLUMNS}, callback_url",
                 (now, now, job_id),
             ).fetchone()
             db.execute(BUMP, (row[3], row[2], "cancelled", 1))
+            sqlite_webhooks.write_deliveries(db, [(job_id, row[1], updated[-1], "cancelled")], now)
         return row_to_job(updated)
 
     def list_jobs(self, query: JobQuery) -> JobPage:
@@ -564,15 +584,17 @@ class SQLiteStore:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        after, order = (">", "") if not query.newest_first else ("<", " DESC")
         if query.cursor:
             created, last_id = decode_cursor(query.cursor)
-            where.append("(created_at > ? OR (created_at = ? AND id > ?))")
+            where.append(f"(created_at {after} ? OR (created_at = ? AND id {after} ?))")
             params.extend([created, created, last_id])
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         rows = (
             self._db()
             .execute(
-                f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY created_at, id LIMIT ?",
+                f"SELECT {COLUMNS} FROM jobs {clause} "
+                f"ORDER BY created_at{order}, id{order} LIMIT ?",
                 [*params, limit + 1],
             )
             .fetchall()
@@ -639,6 +661,7 @@ class SQLiteStore:
             )
             if cursor.rowcount > 0:
                 db.execute(BUMP_EPOCH)
+            dashboard.forget_old_minutes(db, self.clock.now())
             return cursor.rowcount
 
     def cache_epoch(self) -> int:
@@ -656,9 +679,47 @@ class SQLiteStore:
         entries = json.loads(row[1]) if row[1] is not None else []
         return history.decode_all(entries, self.history_limit)
 
-    def oldest_due(self, queues: Sequence[str] | None = None) -> dict[str, datetime]:
+    def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
+        return dashboard.state_counts(self._db(), tenant)
+
+    def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
+        return dashboard.throughput(self._db(), since, tenant)
+
+    def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
+        gone: list[str] = []
+        wanted = list(dict.fromkeys(job_ids))
+        tenant_clause = " AND tenant = ?" if tenant is not None else ""
+        with self._write() as db:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = db.execute(
+                    f"DELETE FROM jobs WHERE id IN ({','.join('?' * len(chunk))}) "
+                    f"AND state = 'dead'{tenant_clause} RETURNING id",
+                    [*chunk, *([tenant] if tenant is not None else [])],
+                ).fetchall()
+                gone.extend(r[0] for r in rows)
+            if gone:
+                db.execute(BUMP_EPOCH)
+        return gone
+
+    def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
+        row = (
+            self._db()
+            .execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE tenant = ? AND idempotency_key = ?",
+                (tenant, idempotency_key),
+            )
+            .fetchone()
+        )
+        return None if row is None else row_to_job(row)
+
+    def oldest_due(
+        self, queues: Sequence[str] | None = None, tenant: str | None = None
+    ) -> dict[str, datetime]:
         if queues is not None and not queues:
             return {}
+        if tenant is not None:
+            return dashboard.oldest_due(self._db(), self.clock.now(), tenant, queues)
         queue_clause = f" AND queue IN ({','.join('?' * len(queues))})" if queues else ""
         rows = (
             self._db()
@@ -700,6 +761,37 @@ class SQLiteStore:
             WorkerBeat(w, history.queues_of(q), from_micros(s), from_micros(b))
             for w, q, s, b in rows
         ]
+
+    # -- the webhook outbox (see base.py; SQL in sqlite_webhooks.py) ------------
+    def claim_webhooks(self, limit: int, lease_seconds: float) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        now = to_micros(self.clock.now())
+        with self._write() as db:
+            return sqlite_webhooks.claim(db, limit, now, now + int(lease_seconds * 1_000_000))
+
+    def finish_webhook(
+        self,
+        delivery_id: str,
+        lease_token: str,
+        outcome: str,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> bool:
+        if outcome not in outbox.OUTCOMES:
+            raise ValueError(f"unknown webhook outcome {outcome!r}")
+        now = to_micros(self.clock.now())
+        at = None if retry_at is None else to_micros(retry_at)
+        with self._write() as db:
+            return sqlite_webhooks.finish(db, delivery_id, lease_token, outcome, at, error, now)
+
+    def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
+        if self.get(job_id, tenant) is None:
+            return []
+        return sqlite_webhooks.for_job(self._db(), job_id)
+
+    def webhook_counts(self) -> dict[str, int]:
+        return sqlite_webhooks.counts(self._db())
 
     def close(self) -> None:
         self.notifier.close()

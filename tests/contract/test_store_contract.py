@@ -524,6 +524,10 @@ def _second_handle(store: JobStore) -> JobStore:
         return SQLiteStore(store.path, store.clock)
     if isinstance(store, PostgresStore):
         return PostgresStore(store.settings, store.clock)
+    from chalicelib.storage.redis_store import RedisStore
+
+    if isinstance(store, RedisStore):
+        return RedisStore(store.settings, store.clock)
     from chalicelib.storage.dynamodb import DynamoStore
 
     target = getattr(store, "_target", store)  # the moto store runs behind _ShallowStack

@@ -420,6 +420,14 @@ class StoreMachine(RuleBasedStateMachine):
         for job in self.jobs.values():
             expected[(job.queue, job.state)] = expected.get((job.queue, job.state), 0) + 1
         assert self.store.counts() == expected
+        # The dashboard's kept counts (JobStore.state_counts) equal counting, per tenant too.
+        assert self.store.state_counts() == expected
+        for tenant in ("t1", "t2"):
+            mine: dict[tuple[str, JobState], int] = {}
+            for job in self.jobs.values():
+                if job.tenant == tenant:
+                    mine[(job.queue, job.state)] = mine.get((job.queue, job.state), 0) + 1
+            assert self.store.state_counts(tenant) == mine
 
     @invariant()
     def counters_agree(self) -> None:

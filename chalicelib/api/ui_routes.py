@@ -1,0 +1,243 @@
+"""The dashboard's routes: the page, its static files, and the JSON it reads and acts with.
+
+The page and its files need no key (they hold no data). Every /ui/api/ route
+authenticates X-API-Key exactly as the job routes do (Edge.tenant) and shows
+or changes only that tenant's jobs; another tenant's job id answers 404.
+Bodies and queries are validated like the rest of the API: a bad one is a
+4xx with a message and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from chalicelib.api import errors
+from chalicelib.api.http import ApiRequest, ApiResponse, json_response, parse_json
+from chalicelib.api.schemas import cursor_in_range
+from chalicelib.errors import JobNotFound, SpoolError
+from chalicelib.logs import job_event
+from chalicelib.models import JobQuery, JobState
+from chalicelib.service import NAME_PATTERN
+from chalicelib.ui import page, views
+
+if TYPE_CHECKING:
+    from chalicelib.api.routes import Edge
+
+JOB_ID = r"^j_[0-9a-f]{32}$"
+PAGE_DEFAULT = 50
+PAGE_MAX = 200
+ACTION_IDS_MAX = 1000
+# "All" acts on at most this many jobs per request; the page repeats while more remain,
+# so no single request outlives an API Gateway or Lambda deadline.
+ALL_PER_REQUEST = 5000
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class NotFound(SpoolError):
+    code = "not_found"
+    status = 404
+
+
+class JobsQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: JobState | None = None
+    queue: str | None = Field(default=None, pattern=NAME_PATTERN)
+    type: str | None = Field(default=None, pattern=NAME_PATTERN)
+    limit: int = Field(default=PAGE_DEFAULT, ge=1, le=PAGE_MAX)
+    cursor: str | None = Field(default=None, min_length=1, max_length=200)
+    find: str | None = Field(default=None, min_length=1, max_length=200)
+
+    _cursor = field_validator("cursor")(cursor_in_range)
+
+
+class DeadAction(BaseModel):
+    """Which dead jobs to act on: these ids, or all (of a queue/type)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[str] | None = Field(default=None, min_length=1, max_length=ACTION_IDS_MAX)
+    all: bool = False
+    queue: str | None = Field(default=None, pattern=NAME_PATTERN)
+    type: str | None = Field(default=None, pattern=NAME_PATTERN)
+
+    @field_validator("ids")
+    @classmethod
+    def _ids(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            if not re.fullmatch(JOB_ID, item):
+                raise ValueError("ids must be job ids (j_ and 32 hex digits)")
+        return value
+
+    @model_validator(mode="after")
+    def _one(self) -> DeadAction:
+        if (self.ids is None) == (not self.all):
+            raise ValueError('send "ids": [...] or "all": true, not both and not neither')
+        if self.ids is not None and (self.queue or self.type):
+            raise ValueError("queue and type filter only an all action")
+        return self
+
+
+def _json(data: Any, status: int = 200) -> ApiResponse:
+    return json_response(status, data, dict(NO_STORE))
+
+
+def _query(model: type[BaseModel], request: ApiRequest) -> Any:
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise errors.from_validation(exc, "query parameters are invalid") from exc
+
+
+def ui_page(edge: Edge, request: ApiRequest, slash: str = "") -> ApiResponse:
+    if slash:  # "/ui/": its relative URLs would resolve under /ui/ui/; send it to "/ui"
+        return ApiResponse(308, "", {"Location": "../ui", "Cache-Control": "no-store"})
+    body, headers = page.shell()
+    return ApiResponse(200, body, headers)
+
+
+def ui_static(edge: Edge, request: ApiRequest, name: str) -> ApiResponse:
+    found = page.static(name)
+    if found is None:
+        raise NotFound("no such file", {"name": name[:100]})
+    body, headers = found
+    return ApiResponse(200, body, headers)
+
+
+def ui_overview(edge: Edge, request: ApiRequest) -> ApiResponse:
+    tenant = edge.tenant(request)
+    live = edge.metrics.live_seconds
+    return _json(views.overview(edge.runtime.store, tenant, live))
+
+
+def ui_jobs(edge: Edge, request: ApiRequest) -> ApiResponse:
+    tenant = edge.tenant(request)
+    q: JobsQuery = _query(JobsQuery, request)
+    store = edge.runtime.store
+    if q.find is not None:
+        needle = q.find.strip()
+        job = store.get(needle, tenant) if needle.startswith("j_") else None
+        job = job or store.get_by_key(tenant, needle)
+        return _json({"jobs": [views.job_row(job)] if job else [], "next_cursor": None})
+    page_ = edge.service.list_jobs(
+        JobQuery(tenant, q.state, q.queue, q.type, q.limit, q.cursor, newest_first=True)
+    )
+    return _json({"jobs": [views.job_row(j) for j in page_.jobs], "next_cursor": page_.next_cursor})
+
+
+def _detail(edge: Edge, tenant: str, job_id: str) -> ApiResponse:
+    job = edge.service.status(job_id, tenant)
+    attempts = edge.runtime.store.attempts(job.id, tenant)
+    if attempts is None:  # purged between the two reads
+        raise JobNotFound("job not found", {"id": job_id})
+    return _json(views.job_detail(job, attempts))
+
+
+def ui_job(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
+    return _detail(edge, edge.tenant(request), job_id)
+
+
+def ui_cancel(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
+    tenant = edge.tenant(request)
+    edge.service.cancel(job_id, tenant)
+    edge.cache.drop(tenant, job_id)
+    return _detail(edge, tenant, job_id)
+
+
+def ui_redrive(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
+    tenant = edge.tenant(request)
+    edge.service.redrive(job_id, tenant)
+    edge.cache.drop(tenant, job_id)
+    return _detail(edge, tenant, job_id)
+
+
+def _action(edge: Edge, request: ApiRequest) -> DeadAction:
+    data = parse_json(request.body, edge.settings.max_body_bytes)
+    try:
+        return DeadAction.model_validate(data, strict=True)  # "yes" is not true
+    except ValidationError as exc:
+        raise errors.from_validation(exc) from exc
+
+
+def _dead_ids(edge: Edge, tenant: str, action: DeadAction) -> tuple[list[str], bool]:
+    """The dead jobs an action names: its ids, or up to ALL_PER_REQUEST of all."""
+    if action.ids is not None:
+        return list(dict.fromkeys(action.ids)), False
+    ids: list[str] = []
+    cursor: str | None = None
+    while len(ids) < ALL_PER_REQUEST:
+        found = edge.service.list_jobs(
+            JobQuery(
+                tenant,
+                JobState.DEAD,
+                action.queue,
+                action.type,
+                min(500, ALL_PER_REQUEST - len(ids)),
+                cursor,
+            )
+        )
+        ids.extend(j.id for j in found.jobs)
+        cursor = found.next_cursor
+        if cursor is None:
+            return ids, False
+    return ids, True
+
+
+def ui_dead_redrive(edge: Edge, request: ApiRequest) -> ApiResponse:
+    tenant = edge.tenant(request)
+    ids, more = _dead_ids(edge, tenant, _action(edge, request))
+    moved = edge.runtime.store.redrive(ids, tenant)
+    for job in moved:
+        edge.cache.drop(tenant, job.id)
+    for job in moved:
+        job_event(logging.INFO, "redriven", job)
+    return _json({"done": len(moved), "ids": [j.id for j in moved], "more": more})
+
+
+def ui_dead_purge(edge: Edge, request: ApiRequest) -> ApiResponse:
+    tenant = edge.tenant(request)
+    ids, more = _dead_ids(edge, tenant, _action(edge, request))
+    gone = edge.runtime.store.discard(ids, tenant)
+    for job_id in gone:
+        edge.cache.drop(tenant, job_id)
+    return _json({"done": len(gone), "ids": gone, "more": more})
+
+
+def ui_schedules(edge: Edge, request: ApiRequest) -> ApiResponse:
+    tenant = edge.tenant(request)
+    from chalicelib import periodic
+
+    active = periodic.active_schedules(edge.settings)
+    return _json(views.schedules(edge.runtime.store, active, tenant, periodic.SYSTEM_TENANT))
+
+
+OPERATIONS: Mapping[str, Callable[..., ApiResponse]] = {
+    "ui_page": ui_page,
+    "ui_static": ui_static,
+    "ui_overview": ui_overview,
+    "ui_jobs": ui_jobs,
+    "ui_job": ui_job,
+    "ui_cancel": ui_cancel,
+    "ui_redrive": ui_redrive,
+    "ui_dead_redrive": ui_dead_redrive,
+    "ui_dead_purge": ui_dead_purge,
+    "ui_schedules": ui_schedules,
+}
+
+ROUTES: Mapping[str, tuple[str, str]] = {
+    "ui_page": ("GET", "/ui"),
+    "ui_static": ("GET", "/ui/static/{name}"),
+    "ui_overview": ("GET", "/ui/api/overview"),
+    "ui_jobs": ("GET", "/ui/api/jobs"),
+    "ui_job": ("GET", "/ui/api/jobs/{id}"),
+    "ui_cancel": ("POST", "/ui/api/jobs/{id}/cancel"),
+    "ui_redrive": ("POST", "/ui/api/jobs/{id}/redrive"),
+    "ui_dead_redrive": ("POST", "/ui/api/dead/redrive"),
+    "ui_dead_purge": ("POST", "/ui/api/dead/purge"),
+    "ui_schedules": ("GET", "/ui/api/schedules"),
+}

@@ -1,0 +1,708 @@
+"""The Redis store's server-side scripts: every transition is one Lua script.
+
+A script runs atomically, so a transition, its counters, its attempt record and
+its wake-up (PUBLISH) happen together or not at all. Redis does not undo the
+writes of a script that fails half way, so no script raises once it has
+written: its commands take only values the Python side checked or the script
+itself read. Each starts with a shebang (Redis 7), so a server out of memory
+refuses it whole before it runs instead of failing mid-way.
+
+Keys (P is "{prefix}:", the braces a Cluster hash tag: every key of one store
+lives in one slot, so every script touches one slot):
+
+    P j:<id>       hash: the job (times as integer microseconds since the epoch)
+    P h:<id>       list: its attempt history (storage/history.py entries), last N
+    P idem         hash: "<len>:<tenant><key>" -> job id
+    P queues       set: every queue ever used
+    P w:<queue>    zset: waiting jobs (queued/retrying), score run_at
+    P wt:<tq>      zset: the same for one tenant's jobs of one queue
+    P s:<queue>    zset: waiting jobs not yet due when last seen, score run_at
+    P r:<queue>    zset: due jobs, score -priority, member run_at|created|id
+                   (fixed-width digits, so equal scores sort by run_at, created, id)
+    P l:<queue>    zset: running jobs, score lease expiry
+    P fin          zset: finished jobs (succeeded/dead/cancelled), score finished_at
+    P c / P ct:<tenant>   zset (score 0): created|id, for listing in order
+    P tcounts      hash: "<tq><state>" -> jobs of one tenant and queue in that state
+    P tp:<minute> / P tpm   hash "<tq>s|f" -> attempts that ended in that minute /
+                   zset of the minutes kept (JobStore.throughput)
+    P d:<id> / P dj:<job>   hash: a webhook delivery / list: a job's deliveries
+    P dp           zset: pending deliveries, score next_at
+    P dc           hash: deliveries per counted state (pending, failed)
+    P counters     hash: "<len>:<queue><len>:<type><event>" -> total
+    P epoch        string: the invalidation epoch (JobStore.cache_epoch)
+    P wk / P wb    hash worker -> beat JSON / zset worker -> last beat
+    P wake         the pub/sub channel idle workers listen on
+
+<tq> is "<len>:<tenant><len>:<queue>": lengths keep any two names apart.
+Times and other big numbers cross as strings: Lua numbers are doubles and
+tostring() would print 1.9e+15, so scripts only compare them (tonumber), never
+format them; only small counts (attempts, counter deltas) are computed in Lua.
+"""
+
+from __future__ import annotations
+
+# Lua shared by every script. ARGV[1] is always P. Scripts that may end attempts set
+# MINUTE (the throughput minute of `now`); those that may write a webhook delivery
+# set IDBASE (24 random hex digits: delivery ids are IDBASE and a counter).
+_PRELUDE = r"""
+local P = ARGV[1]
+local MINUTE, IDBASE, NDELIVERIES = false, false, 0
+-- Counter changes are summed here and written once per field by flush(), which
+-- every writing script calls before it returns: a batch of 100 jobs of one queue
+-- costs a few HINCRBYs, not hundreds.
+local DELTAS = {}
+local function delta(key, field, n)
+  local t = DELTAS[key]
+  if not t then
+    t = {}
+    DELTAS[key] = t
+  end
+  t[field] = (t[field] or 0) + n
+end
+local function flush()
+  for key, t in pairs(DELTAS) do
+    for field, n in pairs(t) do
+      if n ~= 0 then redis.call('HINCRBY', key, field, n) end
+    end
+  end
+  DELTAS = {}
+  if MINUTE then redis.call('ZADD', P .. 'tpm', MINUTE, MINUTE) end
+end
+local FIELDS = {'id', 'tenant', 'type', 'queue', 'priority', 'payload', 'state', 'attempts',
+  'max_attempts', 'run_at', 'lease_token', 'lease_expires_at', 'result', 'last_error',
+  'idempotency_key', 'created_at', 'updated_at', 'started_at', 'finished_at'}
+local DFIELDS = {'id', 'job_id', 'tenant', 'url', 'event', 'state', 'attempts', 'next_at',
+  'created_at', 'lease_token', 'lease_expires_at', 'finished_at', 'last_error'}
+local function jkey(id) return P .. 'j:' .. id end
+local function pad(s) return string.rep('0', 20 - #s) .. s end
+local function rmember(run_at, created, id) return pad(run_at) .. pad(created) .. id end
+local function row(id) return redis.call('HMGET', jkey(id), unpack(FIELDS)) end
+local function opt(s) if s == '-' then return nil end return string.sub(s, 2) end
+local function tq(tenant, queue) return #tenant .. ':' .. tenant .. #queue .. ':' .. queue end
+local function count(tenant, queue, state, n)
+  delta(P .. 'tcounts', tq(tenant, queue) .. state, n)
+end
+local function bump(tenant, queue, type_, event)
+  delta(P .. 'counters', #queue .. ':' .. queue .. #type_ .. ':' .. type_ .. event, 1)
+  if event == 'succeeded' or event == 'failed' then
+    local which = 'f'
+    if event == 'succeeded' then which = 's' end
+    delta(P .. 'tp:' .. MINUTE, tq(tenant, queue) .. which, 1)
+  end
+end
+local function wait_at(id, tenant, queue, prio, run_at, created, now)
+  redis.call('ZADD', P .. 'w:' .. queue, run_at, id)
+  redis.call('ZADD', P .. 'wt:' .. tq(tenant, queue), run_at, id)
+  if tonumber(run_at) <= tonumber(now) then
+    redis.call('ZADD', P .. 'r:' .. queue, -tonumber(prio), rmember(run_at, created, id))
+  else
+    redis.call('ZADD', P .. 's:' .. queue, run_at, id)
+  end
+end
+local function stop_waiting(id, tenant, queue, run_at, created)
+  redis.call('ZREM', P .. 'w:' .. queue, id)
+  redis.call('ZREM', P .. 'wt:' .. tq(tenant, queue), id)
+  redis.call('ZREM', P .. 's:' .. queue, id)
+  redis.call('ZREM', P .. 'r:' .. queue, rmember(run_at, created, id))
+end
+local function record(id, entry, keep)
+  local hkey = P .. 'h:' .. id
+  redis.call('RPUSH', hkey, entry)
+  redis.call('LTRIM', hkey, -tonumber(keep), -1)
+end
+-- The webhook delivery of a terminal transition, when the job has a callback URL.
+local function outbox(id, tenant, state, now, url)
+  if not url then return end
+  NDELIVERIES = NDELIVERIES + 1
+  local did = 'msg_' .. IDBASE .. string.format('%08x', NDELIVERIES)
+  redis.call('HSET', P .. 'd:' .. did, 'id', did, 'job_id', id, 'tenant', tenant, 'url', url,
+    'event', 'job.' .. state, 'state', 'pending', 'attempts', '0', 'next_at', now,
+    'created_at', now)
+  redis.call('RPUSH', P .. 'dj:' .. id, did)
+  redis.call('ZADD', P .. 'dp', now, did)
+  redis.call('HINCRBY', P .. 'dc', 'pending', 1)
+end
+-- Delete a finished job with everything kept beside it.
+local function delete_job(id)
+  local jk = jkey(id)
+  local j = redis.call('HMGET', jk, 'tenant', 'idempotency_key', 'queue', 'state', 'created_at')
+  if j[2] then
+    local field = #j[1] .. ':' .. j[1] .. j[2]
+    if redis.call('HGET', P .. 'idem', field) == id then redis.call('HDEL', P .. 'idem', field) end
+  end
+  local member = pad(j[5]) .. id
+  redis.call('ZREM', P .. 'c', member)
+  redis.call('ZREM', P .. 'ct:' .. j[1], member)
+  redis.call('ZREM', P .. 'fin', id)
+  for _, did in ipairs(redis.call('LRANGE', P .. 'dj:' .. id, 0, -1)) do
+    local state = redis.call('HGET', P .. 'd:' .. did, 'state')
+    if state == 'pending' or state == 'failed' then redis.call('HINCRBY', P .. 'dc', state, -1) end
+    redis.call('ZREM', P .. 'dp', did)
+    redis.call('DEL', P .. 'd:' .. did)
+  end
+  redis.call('DEL', jk, P .. 'h:' .. id, P .. 'dj:' .. id)
+  count(j[1], j[3], j[4], -1)
+end
+"""
+
+_WRITE = "#!lua\n"
+_READ = "#!lua flags=no-writes\n"
+
+# ARGV: P, now, then 10 per job: id, tenant, type, queue, priority, payload,
+# max_attempts, run_at, key, callback url (each optional one '-' or '+value'). Keys
+# are unique within the batch (the Python side resolves repeats). Returns per job
+# {1} or {0, row of the job that already holds the key}.
+ADD = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local now = ARGV[2]
+local out = {}
+local created = 0
+local n = (#ARGV - 2) / 10
+for i = 0, n - 1 do
+  local b = 2 + i * 10
+  local id, tenant, type_, queue = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
+  local prio, payload, max_attempts, run_at = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
+  local key, callback = opt(ARGV[b + 9]), opt(ARGV[b + 10])
+  local existing = nil
+  if key then
+    existing = redis.call('HGET', P .. 'idem', #tenant .. ':' .. tenant .. key)
+    if existing and redis.call('EXISTS', jkey(existing)) == 0 then existing = nil end
+  end
+  if existing then
+    out[#out + 1] = {0, row(existing)}
+  else
+    local fields = {'id', id, 'tenant', tenant, 'type', type_, 'queue', queue,
+      'priority', prio, 'payload', payload, 'state', 'queued', 'attempts', '0',
+      'max_attempts', max_attempts, 'run_at', run_at, 'created_at', now, 'updated_at', now}
+    if key then
+      fields[#fields + 1] = 'idempotency_key'
+      fields[#fields + 1] = key
+      redis.call('HSET', P .. 'idem', #tenant .. ':' .. tenant .. key, id)
+    end
+    if callback then
+      fields[#fields + 1] = 'callback_url'
+      fields[#fields + 1] = callback
+    end
+    redis.call('HSET', jkey(id), unpack(fields))
+    local member = pad(now) .. id
+    redis.call('ZADD', P .. 'c', 0, member)
+    redis.call('ZADD', P .. 'ct:' .. tenant, 0, member)
+    redis.call('SADD', P .. 'queues', queue)
+    wait_at(id, tenant, queue, prio, run_at, now, now)
+    count(tenant, queue, 'queued', 1)
+    bump(tenant, queue, type_, 'enqueued')
+    created = created + 1
+    out[#out + 1] = {1}
+  end
+end
+flush()
+if created > 0 then redis.call('PUBLISH', P .. 'wake', '') end
+return out
+"""
+)
+
+# Reap expired leases (every queue), promote due jobs, then lease the best.
+# ARGV: P, now, minute, idbase, expires, token, worker (JSON), lease-expired error
+# (JSON), keep, limit, queue filter ('*' for every queue, else '=', a count and the
+# names), ids ('*' for none, else '=' and the ids). Returns {claimed rows, buried jobs}.
+CLAIM = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local now = ARGV[2]
+MINUTE, IDBASE = ARGV[3], ARGV[4]
+local expires, token, worker = ARGV[5], ARGV[6], ARGV[7]
+local errjson, keep, limit = ARGV[8], ARGV[9], tonumber(ARGV[10])
+local nnow = tonumber(now)
+local pos = 11
+local queues = nil
+local all = redis.call('SMEMBERS', P .. 'queues')
+if ARGV[pos] == '*' then
+  queues = all
+  pos = pos + 1
+else
+  local k = tonumber(ARGV[pos + 1])
+  queues = {}
+  for i = 1, k do queues[i] = ARGV[pos + 1 + i] end
+  pos = pos + 2 + k
+end
+local ids = nil
+if ARGV[pos] ~= '*' then
+  ids = {}
+  for i = pos + 1, #ARGV do ids[#ids + 1] = ARGV[i] end
+end
+
+-- 1. reap: running jobs whose lease expired, in every queue
+local buried = {}
+for _, q in ipairs(all) do
+  local expired = redis.call('ZRANGEBYSCORE', P .. 'l:' .. q, '-inf', now, 'LIMIT', 0, 1000)
+  for _, id in ipairs(expired) do
+    local jk = jkey(id)
+    local j = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'started_at',
+      'lease_expires_at', 'lease_worker', 'type', 'priority', 'created_at', 'tenant',
+      'callback_url')
+    local dead = tonumber(j[1]) >= tonumber(j[2])
+    local entry = '{"n":' .. j[1] .. ',"s":' .. (j[3] or j[4]) .. ',"f":' .. j[4] ..
+      ',"w":' .. (j[5] or '"unknown"') .. ',"o":"lease_expired","e":' .. errjson
+    if dead then entry = entry .. '}' else entry = entry .. ',"d":0.0}' end
+    record(id, entry, keep)
+    redis.call('ZREM', P .. 'l:' .. q, id)
+    redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
+    redis.call('HSET', jk, 'last_error', cjson.decode(errjson), 'updated_at', now)
+    count(j[9], q, 'running', -1)
+    bump(j[9], q, j[6], 'failed')
+    if dead then
+      redis.call('HSET', jk, 'state', 'dead', 'finished_at', now)
+      redis.call('ZADD', P .. 'fin', now, id)
+      count(j[9], q, 'dead', 1)
+      bump(j[9], q, j[6], 'dead')
+      outbox(id, j[9], 'dead', now, j[10])
+      buried[#buried + 1] = {id, j[9], j[6], q, j[1], j[2], j[5] or false}
+    else
+      redis.call('HSET', jk, 'state', 'retrying', 'run_at', now)
+      wait_at(id, j[9], q, j[7], now, j[8], now)
+      count(j[9], q, 'retrying', 1)
+      bump(j[9], q, j[6], 'retried')
+    end
+  end
+end
+
+-- 2. candidates: due jobs, best first
+local picked = {}
+local wanted = {}
+for _, q in ipairs(queues) do wanted[q] = true end
+if ids then
+  local seen = {}
+  for _, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      local j = redis.call('HMGET', jkey(id), 'state', 'run_at', 'queue', 'priority', 'created_at')
+      if (j[1] == 'queued' or j[1] == 'retrying') and tonumber(j[2]) <= nnow and wanted[j[3]] then
+        picked[#picked + 1] = {-tonumber(j[4]), rmember(j[2], j[5], id), j[3]}
+      end
+    end
+  end
+else
+  for _, q in ipairs(queues) do
+    local skey = P .. 's:' .. q
+    -- At most 10,000 per queue and claim, so a flood of jobs falling due at once
+    -- never blocks the server for long; the next claims promote the rest (until
+    -- then, a job still waiting here can be passed by a less urgent one).
+    local due = redis.call('ZRANGEBYSCORE', skey, '-inf', now, 'LIMIT', 0, 10000)
+    for _, id in ipairs(due) do
+      local j = redis.call('HMGET', jkey(id), 'priority', 'run_at', 'created_at')
+      redis.call('ZADD', P .. 'r:' .. q, -tonumber(j[1]), rmember(j[2], j[3], id))
+      redis.call('ZREM', skey, id)
+    end
+    if limit > 0 then
+      local top = redis.call('ZRANGE', P .. 'r:' .. q, 0, limit - 1, 'WITHSCORES')
+      for i = 1, #top, 2 do picked[#picked + 1] = {tonumber(top[i + 1]), top[i], q} end
+    end
+  end
+end
+table.sort(picked, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end)
+
+-- 3. lease them
+local claimed = {}
+for i = 1, math.min(limit, #picked) do
+  local p = picked[i]
+  local id, q = string.sub(p[2], 41), p[3]
+  local r = row(id)  -- read once, written once, and returned as it now stands
+  local tenant, was = r[2], r[7]
+  local attempts = tostring(tonumber(r[8]) + 1)
+  redis.call('ZREM', P .. 'r:' .. q, p[2])
+  if ids then redis.call('ZREM', P .. 's:' .. q, id) end  -- a ready job is in r: only
+  redis.call('ZREM', P .. 'w:' .. q, id)
+  redis.call('ZREM', P .. 'wt:' .. tq(tenant, q), id)
+  redis.call('HSET', jkey(id), 'state', 'running', 'attempts', attempts, 'lease_token', token,
+    'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'lease_worker', worker)
+  redis.call('ZADD', P .. 'l:' .. q, expires, id)
+  count(tenant, q, was, -1)
+  count(tenant, q, 'running', 1)
+  r[7], r[8], r[11], r[12], r[17], r[18] = 'running', attempts, token, expires, now, now
+  claimed[#claimed + 1] = r
+end
+flush()
+return {claimed, buried}
+"""
+)
+
+# ARGV: P, now, minute, idbase, keep, then 7 per completion: id, token, state,
+# result, error, retry_at, attempt entry (each optional one '-' or '+value').
+# Applied in order, so a job named twice sees the first completion. Returns 1/0 each.
+FINISH = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local now, keep = ARGV[2], ARGV[5]
+MINUTE, IDBASE = ARGV[3], ARGV[4]
+local out = {}
+local n = (#ARGV - 5) / 7
+for i = 0, n - 1 do
+  local b = 5 + i * 7
+  local id, token, state = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
+  local jk = jkey(id)
+  local j = redis.call('HMGET', jk, 'state', 'lease_token', 'queue', 'type', 'priority',
+    'run_at', 'created_at', 'tenant', 'callback_url')
+  if j[1] ~= 'running' or j[2] ~= token then
+    out[#out + 1] = 0
+  else
+    local q, type_, tenant = j[3], j[4], j[8]
+    local result, err = opt(ARGV[b + 4]), opt(ARGV[b + 5])
+    local retry_at, entry = opt(ARGV[b + 6]), opt(ARGV[b + 7])
+    local sets = {'state', state, 'updated_at', now}
+    local dels = {'lease_token', 'lease_expires_at', 'lease_worker'}
+    if result then
+      sets[#sets + 1], sets[#sets + 2] = 'result', result
+    else
+      dels[#dels + 1] = 'result'
+    end
+    if err then
+      sets[#sets + 1], sets[#sets + 2] = 'last_error', err
+    else
+      dels[#dels + 1] = 'last_error'
+    end
+    if state == 'retrying' then
+      dels[#dels + 1] = 'finished_at'
+      sets[#sets + 1], sets[#sets + 2] = 'run_at', retry_at or j[6]
+    else
+      sets[#sets + 1], sets[#sets + 2] = 'finished_at', now
+      if retry_at then sets[#sets + 1], sets[#sets + 2] = 'run_at', retry_at end
+    end
+    redis.call('HDEL', jk, unpack(dels))
+    redis.call('HSET', jk, unpack(sets))
+    redis.call('ZREM', P .. 'l:' .. q, id)
+    count(tenant, q, 'running', -1)
+    count(tenant, q, state, 1)
+    if state == 'retrying' then
+      wait_at(id, tenant, q, j[5], retry_at or j[6], j[7], now)
+      bump(tenant, q, type_, 'failed')
+      bump(tenant, q, type_, 'retried')
+    else
+      redis.call('ZADD', P .. 'fin', now, id)
+      if state == 'succeeded' then
+        bump(tenant, q, type_, 'succeeded')
+      else
+        bump(tenant, q, type_, 'failed')
+        bump(tenant, q, type_, 'dead')
+      end
+      outbox(id, tenant, state, now, j[9])
+    end
+    if entry then record(id, entry, keep) end
+    out[#out + 1] = 1
+  end
+end
+flush()
+return out
+"""
+)
+
+# ARGV: P, now, id, token, expires. Returns 1 when the lease was extended.
+EXTEND = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local now, id, token, expires = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local j = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_expires_at', 'queue')
+if j[1] ~= 'running' or j[2] ~= token or tonumber(j[3]) <= tonumber(now) then return 0 end
+redis.call('HSET', jkey(id), 'lease_expires_at', expires, 'updated_at', now)
+redis.call('ZADD', P .. 'l:' .. j[4], expires, id)
+return 1
+"""
+)
+
+# ARGV: P, now, idbase, id, tenant ('-' or '+tenant'). Returns {'ok', row},
+# {'missing'} or {'state', the job's state}.
+CANCEL = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local now, id, tenant = ARGV[2], ARGV[4], opt(ARGV[5])
+IDBASE = ARGV[3]
+local jk = jkey(id)
+local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'type', 'run_at', 'created_at',
+  'callback_url')
+if not j[1] or (tenant and j[2] ~= tenant) then return {'missing'} end
+if j[1] ~= 'queued' and j[1] ~= 'retrying' then return {'state', j[1]} end
+stop_waiting(id, j[2], j[3], j[5], j[6])
+redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', now, 'finished_at', now)
+redis.call('ZADD', P .. 'fin', now, id)
+count(j[2], j[3], j[1], -1)
+count(j[2], j[3], 'cancelled', 1)
+bump(j[2], j[3], j[4], 'cancelled')
+outbox(id, j[2], 'cancelled', now, j[7])
+flush()
+return {'ok', row(id)}
+"""
+)
+
+# ARGV: P, now, tenant ('-' or '+tenant'), ids. Returns the rows of the jobs moved.
+REDRIVE = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local now, tenant = ARGV[2], opt(ARGV[3])
+local moved = {}
+for i = 4, #ARGV do
+  local id = ARGV[i]
+  local jk = jkey(id)
+  local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'priority', 'created_at')
+  if j[1] == 'dead' and (not tenant or j[2] == tenant) then
+    redis.call('HDEL', jk, 'result', 'finished_at')
+    redis.call('HSET', jk, 'state', 'queued', 'attempts', '0', 'run_at', now, 'updated_at', now)
+    redis.call('ZREM', P .. 'fin', id)
+    wait_at(id, j[2], j[3], j[4], now, j[5], now)
+    count(j[2], j[3], 'dead', -1)
+    count(j[2], j[3], 'queued', 1)
+    moved[#moved + 1] = row(id)
+  end
+end
+flush()
+if #moved > 0 then
+  redis.call('INCR', P .. 'epoch')
+  redis.call('PUBLISH', P .. 'wake', '')
+end
+return moved
+"""
+)
+
+# ARGV: P, before (exclusive), limit, tallies-before (exclusive). Returns how many
+# jobs were deleted.
+PURGE = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local doomed = redis.call('ZRANGEBYSCORE', P .. 'fin', '-inf', '(' .. ARGV[2], 'LIMIT', 0,
+  tonumber(ARGV[3]))
+for _, id in ipairs(doomed) do delete_job(id) end
+flush()
+if #doomed > 0 then redis.call('INCR', P .. 'epoch') end
+local stale = redis.call('ZRANGEBYSCORE', P .. 'tpm', '-inf', '(' .. ARGV[4])
+for _, minute in ipairs(stale) do
+  redis.call('DEL', P .. 'tp:' .. minute)
+  redis.call('ZREM', P .. 'tpm', minute)
+end
+return #doomed
+"""
+)
+
+# ARGV: P, tenant ('-' or '+tenant'), ids. Deletes those that are dead jobs (of the
+# tenant); returns their ids.
+DISCARD = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local tenant = opt(ARGV[2])
+local gone = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  local j = redis.call('HMGET', jkey(id), 'state', 'tenant')
+  if j[1] == 'dead' and (not tenant or j[2] == tenant) then
+    delete_job(id)
+    gone[#gone + 1] = id
+  end
+end
+flush()
+if #gone > 0 then redis.call('INCR', P .. 'epoch') end
+return gone
+"""
+)
+
+# ARGV: P, index ('c' or 'ct:<tenant>'), direction ('asc' or 'desc'), start (a
+# ZRANGEBYLEX bound), scan budget, wanted, then filters state, queue, type, tenant
+# (each '-' or '+value'). Returns {rows, last member scanned or false, 1 when the
+# index is exhausted}.
+LIST = (
+    _READ
+    + _PRELUDE
+    + r"""
+local index, desc, start = P .. ARGV[2], ARGV[3] == 'desc', ARGV[4]
+local budget, wanted = tonumber(ARGV[5]), tonumber(ARGV[6])
+local fstate, fqueue, ftype, ftenant = opt(ARGV[7]), opt(ARGV[8]), opt(ARGV[9]), opt(ARGV[10])
+local rows, last, scanned = {}, false, 0
+while true do
+  local chunk
+  if desc then
+    chunk = redis.call('ZREVRANGEBYLEX', index, start, '-', 'LIMIT', 0, 500)
+  else
+    chunk = redis.call('ZRANGEBYLEX', index, start, '+', 'LIMIT', 0, 500)
+  end
+  for _, member in ipairs(chunk) do
+    last = member
+    scanned = scanned + 1
+    local r = row(string.sub(member, 21))
+    if r[1] and (not fstate or r[7] == fstate) and (not fqueue or r[4] == fqueue)
+      and (not ftype or r[3] == ftype) and (not ftenant or r[2] == ftenant) then
+      rows[#rows + 1] = r
+      if #rows >= wanted then return {rows, last, 0} end
+    end
+  end
+  if #chunk < 500 then return {rows, last, 1} end
+  if scanned >= budget then return {rows, last, 0} end
+  start = '(' .. last
+end
+"""
+)
+
+# ARGV: P, then '*' (every queue) or '=' and the queues. Returns {earliest waiting
+# run_at, earliest lease expiry} as strings, false where there is none.
+NEXT_DUE = (
+    _READ
+    + _PRELUDE
+    + r"""
+local queues
+if ARGV[2] == '*' then queues = redis.call('SMEMBERS', P .. 'queues') else
+  queues = {}
+  for i = 3, #ARGV do queues[#queues + 1] = ARGV[i] end
+end
+local best = {false, false}
+for _, q in ipairs(queues) do
+  for k, prefix in ipairs({'w:', 'l:'}) do
+    local first = redis.call('ZRANGE', P .. prefix .. q, 0, 0, 'WITHSCORES')
+    if first[2] and (not best[k] or tonumber(first[2]) < tonumber(best[k])) then
+      best[k] = first[2]
+    end
+  end
+end
+return best
+"""
+)
+
+# ARGV: P, now, tenant ('-' or '+tenant'), then '*' or '=' and the queues.
+# Returns queue, earliest due run_at, ...
+OLDEST_DUE = (
+    _READ
+    + _PRELUDE
+    + r"""
+local tenant = opt(ARGV[3])
+local queues
+if ARGV[4] == '*' then queues = redis.call('SMEMBERS', P .. 'queues') else
+  queues = {}
+  for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
+end
+local out = {}
+for _, q in ipairs(queues) do
+  local key = P .. 'w:' .. q
+  if tenant then key = P .. 'wt:' .. tq(tenant, q) end
+  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  if first[2] and tonumber(first[2]) <= tonumber(ARGV[2]) then
+    out[#out + 1] = q
+    out[#out + 1] = first[2]
+  end
+end
+return out
+"""
+)
+
+# ARGV: P, worker, beat JSON, now, cutoff (exclusive).
+BEAT = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+redis.call('HSET', P .. 'wk', ARGV[2], ARGV[3])
+redis.call('ZADD', P .. 'wb', ARGV[4], ARGV[2])
+local old = redis.call('ZRANGEBYSCORE', P .. 'wb', '-inf', '(' .. ARGV[5])
+for _, w in ipairs(old) do
+  redis.call('HDEL', P .. 'wk', w)
+  redis.call('ZREM', P .. 'wb', w)
+end
+return #old
+"""
+)
+
+# ARGV: P, id. Returns {tenant or false, history entries}.
+ATTEMPTS = (
+    _READ
+    + _PRELUDE
+    + r"""
+local tenant = redis.call('HGET', jkey(ARGV[2]), 'tenant')
+if not tenant then return {false, {}} end
+return {tenant, redis.call('LRANGE', P .. 'h:' .. ARGV[2], 0, -1)}
+"""
+)
+
+# -- the webhook outbox -----------------------------------------------------------
+
+# ARGV: P, now, expires, token, limit. Leases the earliest due pending deliveries
+# without a live lease; returns their rows (DFIELDS order).
+CLAIM_WEBHOOKS = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local now, expires, token, limit = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local nnow = tonumber(now)
+local found, offset = {}, 0
+while #found < limit do
+  local chunk = redis.call('ZRANGEBYSCORE', P .. 'dp', '-inf', now, 'LIMIT', offset, 200)
+  for _, did in ipairs(chunk) do
+    local d = redis.call('HMGET', P .. 'd:' .. did, 'lease_expires_at', 'next_at', 'created_at')
+    if not d[1] or tonumber(d[1]) <= nnow then
+      found[#found + 1] = {tonumber(d[2]), tonumber(d[3]), did}
+    end
+  end
+  if #chunk < 200 then break end
+  offset = offset + 200
+end
+table.sort(found, function(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  if a[2] ~= b[2] then return a[2] < b[2] end
+  return a[3] < b[3]
+end)
+local out = {}
+for i = 1, math.min(limit, #found) do
+  local dk = P .. 'd:' .. found[i][3]
+  redis.call('HINCRBY', dk, 'attempts', 1)
+  redis.call('HSET', dk, 'lease_token', token, 'lease_expires_at', expires)
+  out[#out + 1] = redis.call('HMGET', dk, unpack(DFIELDS))
+end
+return out
+"""
+)
+
+# ARGV: P, now, id, token, outcome, retry_at, error (each optional one '-' or '+value').
+FINISH_WEBHOOK = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local now, did, token, outcome = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local retry_at, err = opt(ARGV[6]), opt(ARGV[7])
+local dk = P .. 'd:' .. did
+local d = redis.call('HMGET', dk, 'state', 'lease_token')
+if d[1] ~= 'pending' or d[2] ~= token then return 0 end
+redis.call('HDEL', dk, 'lease_token', 'lease_expires_at', 'last_error', 'finished_at')
+if err then redis.call('HSET', dk, 'last_error', err) end
+if outcome == 'retrying' then
+  local at = retry_at or now
+  redis.call('HSET', dk, 'next_at', at)
+  redis.call('ZADD', P .. 'dp', at, did)
+else
+  redis.call('HDEL', dk, 'next_at')
+  redis.call('HSET', dk, 'state', outcome, 'finished_at', now)
+  redis.call('ZREM', P .. 'dp', did)
+  redis.call('HINCRBY', P .. 'dc', 'pending', -1)
+  if outcome == 'failed' then redis.call('HINCRBY', P .. 'dc', 'failed', 1) end
+end
+return 1
+"""
+)
+
+# ARGV: P, job id, tenant ('-' or '+tenant'). The job's deliveries, oldest first.
+WEBHOOKS = (
+    _READ
+    + _PRELUDE
+    + r"""
+local tenant = opt(ARGV[3])
+local owner = redis.call('HGET', jkey(ARGV[2]), 'tenant')
+if not owner or (tenant and owner ~= tenant) then return {} end
+local out = {}
+for _, did in ipairs(redis.call('LRANGE', P .. 'dj:' .. ARGV[2], 0, -1)) do
+  out[#out + 1] = redis.call('HMGET', P .. 'd:' .. did, unpack(DFIELDS))
+end
+return out
+"""
+)

@@ -1,0 +1,661 @@
+"""Redis: the store for teams that already run it.
+
+`SPOOL_STORE_URL=redis://[:password@]host:6379/0?prefix=spool&pool_max=50`
+(`rediss://` for TLS). Options Spool reads from the URL, the rest go to
+redis-py: `prefix` (every key starts with `{prefix}:`; several deployments can
+share one database under different prefixes), `pool_max` (connections per
+process), `timeout` (seconds a command may take before StoreUnavailable).
+The database number is the URL's path.
+
+How it keeps the JobStore contract: every transition is one Lua script
+(chalicelib/storage/redis_lua.py, loaded once and called by EVALSHA), so the
+job, its indexes, counters, attempt record and wake-up change together. Times
+come from the injected clock and cross as integer microseconds. Every key of a
+store shares one Cluster hash tag (`{prefix}`), so each script touches one
+slot. Durability is the server's: see docs/self-hosting.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+
+from chalicelib import worker_id
+from chalicelib.clock import Clock, SystemClock
+from chalicelib.errors import InvalidTransition, JobNotFound, StoreUnavailable
+from chalicelib.ids import new_lease_token
+from chalicelib.models import (
+    STATE_BY_VALUE,
+    AddResult,
+    Attempt,
+    Completion,
+    CounterKey,
+    Job,
+    JobPage,
+    JobQuery,
+    JobState,
+    MinuteTally,
+    NewJob,
+    WorkerBeat,
+    queued_job,
+    trusted_job,
+)
+from chalicelib.redact import redact_text, redact_url
+from chalicelib.storage import history, redis_lua
+from chalicelib.storage.base import (
+    LEASE_EXPIRED_ERROR,
+    MINUTES_KEPT,
+    StoreUnreachable,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    from_micros,
+    log_buried_by_reap,
+    minute_of,
+    to_micros,
+)
+from chalicelib.storage.redis_notify import RedisNotifier
+from chalicelib.webhooks import outbox
+from chalicelib.webhooks.outbox import Delivery
+
+log = logging.getLogger("spool.redis")
+
+T = TypeVar("T")
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_SPOOL_OPTIONS = ("prefix", "pool_max", "timeout")
+# Completions per script call: a script blocks the server while it runs, and each
+# completion stands on its own, so big batches are split. An add is never split:
+# it is all or nothing.
+FINISH_CHUNK = 500
+REDRIVE_CHUNK = 1000
+LIST_SCAN_BUDGET = 5000  # index entries one list call may scan before yielding
+_NOT_NOW = frozenset({"LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "NOREPLICAS"})
+_ERRORS = "surrogatepass"  # lone surrogates travel (and come back) exactly
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str  # what redis-py connects to (Spool's options removed)
+    prefix: str = "spool"
+    pool_max: int = 50
+    timeout: float = 5.0
+    given: str = ""  # as configured, for messages (always shown through redact_url)
+
+    @property
+    def keys(self) -> str:
+        """The start of every key: the prefix as a Cluster hash tag."""
+        return "{" + self.prefix + "}:"
+
+
+def parse_url(url: str) -> RedisSettings:
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ValueError(f"not a Redis URL: {redact_url(url)!r}")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    ours = {k: v for k, v in query if k in _SPOOL_OPTIONS}
+    rest = [(k, v) for k, v in query if k not in _SPOOL_OPTIONS]
+    prefix = ours.get("prefix", "spool")
+    if not _PREFIX.match(prefix):
+        raise ValueError(
+            f"prefix must be 1-64 letters, digits, '_', '.', ':' or '-', not {prefix!r}"
+        )
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ValueError(f"the URL's path is the database number, not {path!r}")
+    pool_max = int(ours.get("pool_max") or 50)
+    timeout = float(ours.get("timeout") or 5.0)
+    if pool_max < 1 or not timeout > 0:
+        raise ValueError("need pool_max >= 1 and timeout > 0")
+    plain = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), ""))
+    return RedisSettings(plain, prefix, pool_max, timeout, url)
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", _ERRORS)
+
+
+def _opt_text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("utf-8", _ERRORS)
+
+
+def _opt_micros(value: bytes | None) -> datetime | None:
+    return None if value is None else from_micros(int(value))
+
+
+def _opt(value: str | None) -> str:
+    """An optional script argument: '-' for None, '+' and the value otherwise."""
+    return "-" if value is None else "+" + value
+
+
+def row_to_job(row: Sequence[bytes | None]) -> Job:
+    """A job from the scripts' HMGET row (redis_lua FIELDS order); our own writes."""
+    (id_, tenant, type_, queue, priority, payload, state, attempts, max_attempts, run_at,
+     token, expires, result, error, key, created, updated, started, finished) = row  # fmt: skip
+    assert id_ is not None and tenant is not None and type_ is not None and queue is not None
+    assert priority is not None and payload is not None and state is not None
+    assert attempts is not None and max_attempts is not None and run_at is not None
+    assert created is not None and updated is not None
+    return trusted_job(
+        {
+            "id": _text(id_),
+            "tenant": _text(tenant),
+            "type": _text(type_),
+            "queue": _text(queue),
+            "priority": int(priority),
+            "payload": json.loads(payload),
+            "state": STATE_BY_VALUE[state.decode()],
+            "attempts": int(attempts),
+            "max_attempts": int(max_attempts),
+            "run_at": from_micros(int(run_at)),
+            "lease_token": _opt_text(token),
+            "lease_expires_at": _opt_micros(expires),
+            "result": None if result is None else json.loads(result),
+            "last_error": _opt_text(error),
+            "idempotency_key": _opt_text(key),
+            "created_at": from_micros(int(created)),
+            "updated_at": from_micros(int(updated)),
+            "started_at": _opt_micros(started),
+            "finished_at": _opt_micros(finished),
+        }
+    )
+
+
+def row_to_delivery(row: Sequence[bytes | None]) -> Delivery:
+    """A delivery from the scripts' HMGET row (redis_lua DFIELDS order)."""
+    (id_, job_id, tenant, url, event, state, attempts, next_at, created,
+     token, expires, finished, error) = row  # fmt: skip
+    assert id_ is not None and job_id is not None and tenant is not None and url is not None
+    assert event is not None and state is not None and attempts is not None
+    assert created is not None
+    return Delivery(
+        id=_text(id_),
+        job_id=_text(job_id),
+        tenant=_text(tenant),
+        url=_text(url),
+        event=_text(event),
+        state=_text(state),
+        attempts=int(attempts),
+        next_at=_opt_micros(next_at),
+        created_at=from_micros(int(created)),
+        lease_token=_opt_text(token),
+        lease_expires_at=_opt_micros(expires),
+        finished_at=_opt_micros(finished),
+        last_error=_opt_text(error),
+    )
+
+
+def _split_len(raw: bytes) -> tuple[bytes, bytes]:
+    """b"5:hello..." -> (b"hello", b"...")."""
+    size, _, rest = raw.partition(b":")
+    n = int(size)
+    return rest[:n], rest[n:]
+
+
+def connect(settings: RedisSettings) -> redis.Redis:
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.url,
+        max_connections=settings.pool_max,
+        timeout=settings.timeout,
+        socket_timeout=settings.timeout,
+        socket_connect_timeout=settings.timeout,
+        encoding_errors=_ERRORS,
+        health_check_interval=30,
+        # CLIENT LIST shows whose connections these are (and tests find their own).
+        client_name=f"spool:{settings.prefix}",
+    )
+    return redis.Redis(connection_pool=pool)
+
+
+def unreachable_message(settings: RedisSettings, exc: BaseException) -> str:
+    reason = redact_text(" ".join(str(exc).split()) or type(exc).__name__)
+    return (
+        f"cannot reach the Redis store at {redact_url(settings.given or settings.url)}: "
+        f"{reason}. Check that redis-server is running and accepts connections on that "
+        "host and port, and that the password and database number in SPOOL_STORE_URL "
+        "are right."
+    )
+
+
+class RedisStore:
+    # Each call takes its own pooled connection, so the worker may write completions
+    # while it claims (see Worker._flush_beside).
+    concurrent_writes = True
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        clock: Clock | None = None,
+        attempt_history: int | None = None,
+    ) -> None:
+        self.clock: Clock = clock or SystemClock()
+        self.settings = settings
+        self.history_limit = attempt_history or history.history_limit()
+        # Any: redis-py's stubs type replies as bytes | str; with decode_responses off
+        # (as here) they are bytes.
+        self.client: Any = connect(settings)
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            self.client.close()
+            raise StoreUnreachable(unreachable_message(settings, exc), retry_after=5) from exc
+        self._p = settings.keys
+        self._scripts = {
+            name: self.client.register_script(getattr(redis_lua, name))
+            for name in (
+                "ADD", "CLAIM", "FINISH", "EXTEND", "CANCEL", "REDRIVE", "PURGE", "DISCARD",
+                "LIST", "NEXT_DUE", "OLDEST_DUE", "BEAT", "ATTEMPTS", "CLAIM_WEBHOOKS",
+                "FINISH_WEBHOOK", "WEBHOOKS",
+            )
+        }  # fmt: skip
+        self.notifier = RedisNotifier(self.client, self._p + "wake")
+
+    # -- plumbing ------------------------------------------------------------
+    def _call(self, name: str, args: Sequence[Any], read: bool = False) -> Any:
+        """Run one script; outages become StoreUnavailable.
+
+        Only reads are retried: a write whose reply was lost may have been applied.
+        """
+        script = self._scripts[name]
+        # KEYS[1] routes the call (Cluster) to the slot of every key the script touches.
+        return self._run(lambda: script(keys=[self._p + "epoch"], args=[self._p, *args]), read)
+
+    def _run(self, fn: Callable[[], T], read: bool = False) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return fn()
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if read and attempt == 1:
+                    continue
+                log.warning("redis connection failed: %s", redact_text(str(exc).strip()))
+                raise StoreUnavailable(
+                    "the job store connection failed; try again shortly", retry_after=2
+                ) from exc
+            except redis.ResponseError as exc:
+                # The server is loading, busy, out of memory, a replica, or without
+                # its replicas: it refused the whole script; the caller may retry.
+                refused = (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError)
+                if isinstance(exc, refused) or str(exc).split(" ", 1)[0] in _NOT_NOW:
+                    log.warning("redis is not ready: %s", exc)
+                    raise StoreUnavailable(
+                        "the job store is busy; try again shortly", retry_after=2
+                    ) from exc
+                raise
+
+    def _now(self) -> tuple[datetime, str]:
+        now = self.clock.now()
+        return now, str(to_micros(now))
+
+    @staticmethod
+    def _minute(now: datetime) -> str:
+        """The throughput minute of `now`, for scripts that may end attempts."""
+        return str(to_micros(minute_of(now)))
+
+    @staticmethod
+    def _idbase() -> str:
+        """24 random hex digits: a script's webhook delivery ids are this and a counter
+        (Lua has no good randomness of its own)."""
+        return secrets.token_hex(12)
+
+    # -- contract ------------------------------------------------------------
+    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
+        """One script for the whole batch: all of it is stored, or none."""
+        if not jobs:
+            return []
+        now, now_s = self._now()
+        first_of: dict[tuple[str, str], int] = {}
+        dup_of: dict[int, int] = {}
+        for i, new in enumerate(jobs):
+            if new.idempotency_key is not None:
+                key = (new.tenant, new.idempotency_key)
+                if key in first_of:
+                    dup_of[i] = first_of[key]
+                else:
+                    first_of[key] = i
+        candidates = [i for i in range(len(jobs)) if i not in dup_of]
+        results: list[AddResult | None] = [None] * len(jobs)
+        args: list[Any] = [now_s]
+        for i in candidates:
+            new = jobs[i]
+            args += [
+                new.id, new.tenant, new.type, new.queue, int(new.priority),
+                json.dumps(new.payload, separators=(",", ":")), int(new.max_attempts),
+                to_micros(new.run_at), _opt(new.idempotency_key),
+                _opt(getattr(new, "callback_url", None)),
+            ]  # fmt: skip
+        replies = self._call("ADD", args)
+        for i, reply in zip(candidates, replies, strict=True):
+            if reply[0] == 1:
+                new = jobs[i]
+                run_at = from_micros(to_micros(new.run_at))
+                results[i] = AddResult(queued_job(new, run_at, now), True)
+            else:
+                results[i] = AddResult(row_to_job(reply[1]), False)
+        for i, j in dup_of.items():
+            first = results[j]
+            assert first is not None
+            results[i] = AddResult(first.job, False)
+        return [r for r in results if r is not None]
+
+    def get(self, job_id: str, tenant: str | None = None) -> Job | None:
+        row = self._run(lambda: self.client.hmget(self._p + "j:" + job_id, _FIELDS), read=True)
+        if row[0] is None:
+            return None
+        job = row_to_job(row)
+        if tenant is not None and job.tenant != tenant:
+            return None
+        return job
+
+    def claim(
+        self,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[Job]:
+        now, now_s = self._now()
+        if (ids is not None and not ids) or (queues is not None and not queues):
+            limit = 0  # still reap: a claim always does
+        expires = to_micros(now + timedelta(seconds=lease_seconds))
+        args: list[Any] = [
+            now_s, self._minute(now), self._idbase(), expires, new_lease_token(),
+            json.dumps(worker_id.current()),
+            json.dumps(LEASE_EXPIRED_ERROR), self.history_limit, max(0, limit),
+        ]  # fmt: skip
+        args += ["*"] if queues is None else ["=", len(queues), *queues]
+        args += ["*"] if ids is None else ["=", *ids]
+        claimed, buried = self._call("CLAIM", args)
+        for job_id, tenant, type_, queue, attempts, max_attempts, worker in buried:
+            log_buried_by_reap(
+                _text(job_id), _text(tenant), _text(type_), _text(queue), int(attempts),
+                int(max_attempts), None if worker is None else json.loads(worker),
+            )  # fmt: skip
+        return [row_to_job(r) for r in claimed]
+
+    def finish(self, completions: Sequence[Completion]) -> list[bool]:
+        if not completions:
+            return []
+        now, now_s = self._now()
+        applied: list[bool] = []
+        for start in range(0, len(completions), FINISH_CHUNK):
+            args: list[Any] = [now_s, self._minute(now), self._idbase(), self.history_limit]
+            for c in completions[start : start + FINISH_CHUNK]:
+                result = (
+                    json.dumps(c.result, separators=(",", ":"))
+                    if c.state is JobState.SUCCEEDED
+                    else None
+                )
+                entry = None if c.attempt is None else history.encode_within(c.attempt)
+                retry_at = None if c.retry_at is None else str(to_micros(c.retry_at))
+                args += [
+                    c.job_id, c.lease_token, c.state.value, _opt(result), _opt(c.error),
+                    _opt(retry_at), _opt(entry),
+                ]  # fmt: skip
+            applied.extend(bool(n) for n in self._call("FINISH", args))
+        return applied
+
+    def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
+        now, now_s = self._now()
+        expires = to_micros(now + timedelta(seconds=lease_seconds))
+        return bool(self._call("EXTEND", [now_s, job_id, lease_token, expires]))
+
+    def cancel(self, job_id: str, tenant: str | None = None) -> Job:
+        _, now_s = self._now()
+        reply = self._call("CANCEL", [now_s, self._idbase(), job_id, _opt(tenant)])
+        if reply[0] == b"ok":
+            return row_to_job(reply[1])
+        if reply[0] == b"missing":
+            raise JobNotFound("job not found", {"id": job_id})
+        state = reply[1].decode()
+        raise InvalidTransition(f"a {state} job cannot be cancelled", {"state": state})
+
+    def list_jobs(self, query: JobQuery) -> JobPage:
+        limit = check_limit(query.limit)
+        start = "+" if query.newest_first else "-"
+        if query.cursor:
+            created, last_id = decode_cursor(query.cursor)
+            start = f"({max(0, created):020d}{last_id}"
+        index = "c" if query.tenant is None else "ct:" + query.tenant
+        direction = "desc" if query.newest_first else "asc"
+        filters = [
+            _opt(query.state.value if query.state else None),
+            _opt(query.queue),
+            _opt(query.type),
+            _opt(query.tenant),
+        ]
+        rows: list[Any] = []
+        while len(rows) <= limit:
+            found, last, exhausted = self._call(
+                "LIST",
+                [index, direction, start, LIST_SCAN_BUDGET, limit + 1 - len(rows), *filters],
+                read=True,
+            )
+            rows.extend(found)
+            if exhausted or not last:
+                break
+            start = "(" + _text(last)
+        jobs = [row_to_job(r) for r in rows[:limit]]
+        cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > limit else None
+        return JobPage(jobs, cursor)
+
+    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+        if not job_ids:
+            return []
+        _, now_s = self._now()
+        wanted = list(dict.fromkeys(job_ids))
+        moved: dict[str, Job] = {}
+        for start in range(0, len(wanted), REDRIVE_CHUNK):
+            rows = self._call(
+                "REDRIVE", [now_s, _opt(tenant), *wanted[start : start + REDRIVE_CHUNK]]
+            )
+            for row in rows:
+                job = row_to_job(row)
+                moved[job.id] = job
+        return [moved[i] for i in wanted if i in moved]
+
+    def counts(self) -> dict[tuple[str, JobState], int]:
+        return self._state_counts(None)
+
+    def counters(self) -> dict[CounterKey, int]:
+        raw = self._run(lambda: self.client.hgetall(self._p + "counters"), read=True)
+        out: dict[CounterKey, int] = {}
+        for field, n in raw.items():
+            queue, rest = _split_len(field)
+            type_, event = _split_len(rest)
+            out[CounterKey(_text(queue), _text(type_), event.decode())] = int(n)
+        return out
+
+    def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
+        if queues is not None and not queues:
+            return None
+        args = ["*"] if queues is None else ["=", *queues]
+        waiting, lease = self._call("NEXT_DUE", args, read=True)
+        present = [from_micros(int(float(t))) for t in (waiting, lease) if t is not None]
+        return min(present) if present else None
+
+    def purge(self, finished_before: datetime, limit: int = 1000) -> int:
+        total = 0
+        stale = to_micros(minute_of(self.clock.now()) - MINUTES_KEPT)
+        while total < limit:
+            batch = min(1000, limit - total)
+            n = int(self._call("PURGE", [to_micros(finished_before), batch, stale]))
+            total += n
+            if n < batch:
+                break
+        return total
+
+    def cache_epoch(self) -> int:
+        value = self._run(lambda: self.client.get(self._p + "epoch"), read=True)
+        return int(value or 0)
+
+    def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
+        owner, entries = self._call("ATTEMPTS", [job_id], read=True)
+        if owner is None or (tenant is not None and _text(owner) != tenant):
+            return None
+        return history.decode_all([_text(e) for e in entries], self.history_limit)
+
+    def oldest_due(
+        self, queues: Sequence[str] | None = None, tenant: str | None = None
+    ) -> dict[str, datetime]:
+        if queues is not None and not queues:
+            return {}
+        _, now_s = self._now()
+        args = [now_s, _opt(tenant), *(["*"] if queues is None else ["=", *queues])]
+        flat = self._call("OLDEST_DUE", args, read=True)
+        return {
+            _text(flat[i]): from_micros(int(float(flat[i + 1]))) for i in range(0, len(flat), 2)
+        }
+
+    # -- the dashboard's reads (see base.py) -----------------------------------
+    def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
+        return self._state_counts(tenant)
+
+    def _state_counts(self, tenant: str | None) -> dict[tuple[str, JobState], int]:
+        """Jobs per (queue, state), of one tenant or summed over all of them."""
+        raw = self._run(lambda: self.client.hgetall(self._p + "tcounts"), read=True)
+        wanted = None if tenant is None else tenant.encode("utf-8", _ERRORS)
+        out: dict[tuple[str, JobState], int] = {}
+        for field, n in raw.items():
+            owner, rest = _split_len(field)
+            if int(n) > 0 and (wanted is None or owner == wanted):
+                queue, state = _split_len(rest)
+                key = (_text(queue), STATE_BY_VALUE[state.decode()])
+                out[key] = out.get(key, 0) + int(n)
+        return out
+
+    def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
+        start = to_micros(minute_of(since))
+
+        def read() -> list[tuple[bytes, dict[bytes, bytes]]]:
+            minutes = self.client.zrangebyscore(self._p + "tpm", start, "+inf")
+            pipe = self.client.pipeline(transaction=False)
+            for minute in minutes:
+                pipe.hgetall(self._p + "tp:" + _text(minute))
+            return list(zip(minutes, pipe.execute(), strict=True))
+
+        wanted = None if tenant is None else tenant.encode("utf-8", _ERRORS)
+        totals: dict[tuple[datetime, str], list[int]] = {}
+        for minute, fields in self._run(read, read=True):
+            when = from_micros(int(minute))
+            for field, n in fields.items():
+                owner, rest = _split_len(field)
+                if wanted is not None and owner != wanted:
+                    continue
+                queue, which = _split_len(rest)
+                tally = totals.setdefault((when, _text(queue)), [0, 0])
+                tally[0 if which == b"s" else 1] += int(n)
+        return [
+            MinuteTally(queue, minute, ok, failed)
+            for (minute, queue), (ok, failed) in sorted(totals.items())
+            if ok or failed
+        ]
+
+    def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
+        field = f"{len(tenant.encode('utf-8', _ERRORS))}:{tenant}{idempotency_key}"
+        job_id = self._run(lambda: self.client.hget(self._p + "idem", field), read=True)
+        return None if job_id is None else self.get(_text(job_id), tenant)
+
+    def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
+        wanted = list(dict.fromkeys(job_ids))
+        gone: list[str] = []
+        for start in range(0, len(wanted), REDRIVE_CHUNK):
+            part = wanted[start : start + REDRIVE_CHUNK]
+            gone.extend(_text(i) for i in self._call("DISCARD", [_opt(tenant), *part]))
+        return gone
+
+    def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:
+        now, now_s = self._now()
+        cutoff = to_micros(now - timedelta(seconds=history.BEAT_RETENTION_SECONDS))
+        record = json.dumps(
+            {"q": history.queues_text(queues), "s": to_micros(started_at), "b": to_micros(now)}
+        )
+        self._call("BEAT", [worker, record, now_s, cutoff])
+
+    def live_workers(self, within: float) -> list[WorkerBeat]:
+        since = to_micros(self.clock.now() - timedelta(seconds=within))
+
+        def read() -> list[tuple[bytes, bytes | None]]:
+            names = self.client.zrangebyscore(self._p + "wb", since, "+inf")
+            if not names:
+                return []
+            return list(zip(names, self.client.hmget(self._p + "wk", names), strict=True))
+
+        beats: list[WorkerBeat] = []
+        for name, raw in self._run(read, read=True):
+            if raw is None:
+                continue
+            record = json.loads(raw)
+            beats.append(
+                WorkerBeat(
+                    _text(name),
+                    history.queues_of(record["q"]),
+                    from_micros(record["s"]),
+                    from_micros(record["b"]),
+                )
+            )
+        return sorted(beats, key=lambda b: b.worker)
+
+    # -- the webhook outbox (see base.py) ------------------------------------
+    def claim_webhooks(self, limit: int, lease_seconds: float) -> list[Delivery]:
+        if limit <= 0:
+            return []
+        now, now_s = self._now()
+        expires = to_micros(now + timedelta(seconds=lease_seconds))
+        rows = self._call("CLAIM_WEBHOOKS", [now_s, expires, new_lease_token(), limit])
+        return [row_to_delivery(r) for r in rows]
+
+    def finish_webhook(
+        self,
+        delivery_id: str,
+        lease_token: str,
+        outcome: str,
+        retry_at: datetime | None = None,
+        error: str | None = None,
+    ) -> bool:
+        if outcome not in outbox.OUTCOMES:
+            raise ValueError(f"unknown webhook outcome {outcome!r}")
+        _, now_s = self._now()
+        at = None if retry_at is None else str(to_micros(retry_at))
+        args = [now_s, delivery_id, lease_token, outcome, _opt(at), _opt(outbox.short_error(error))]
+        return bool(self._call("FINISH_WEBHOOK", args))
+
+    def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
+        rows = self._call("WEBHOOKS", [job_id, _opt(tenant)], read=True)
+        return [row_to_delivery(r) for r in rows]
+
+    def webhook_counts(self) -> dict[str, int]:
+        raw = self._run(lambda: self.client.hgetall(self._p + "dc"), read=True)
+        return {k.decode(): int(v) for k, v in raw.items() if int(v) > 0}
+
+    def close(self) -> None:
+        self.notifier.close()
+        self.client.close()
+        self.client.connection_pool.disconnect()
+
+
+_FIELDS = [
+    "id", "tenant", "type", "queue", "priority", "payload", "state", "attempts",
+    "max_attempts", "run_at", "lease_token", "lease_expires_at", "result", "last_error",
+    "idempotency_key", "created_at", "updated_at", "started_at", "finished_at",
+]  # fmt: skip
+
+
+def from_url(url: str, clock: Clock | None = None) -> RedisStore:
+    from chalicelib.config import ConfigError
+
+    try:
+        settings = parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"SPOOL_STORE_URL {redact_url(url)!r}: {exc}") from exc
+    return RedisStore(settings, clock)

@@ -1,0 +1,59 @@
+"""Secrets in payloads, results and errors, masked before the dashboard shows them.
+
+Payloads are attacker-controlled and often carry credentials (an http_request
+job's Authorization header, an SMTP password). A value under a key that names
+a credential is replaced whole; every string also goes through the log
+redactor, which masks configured secrets by value and credentials by shape
+(`Bearer ...`, `scheme://user:password@`, `password=...`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from chalicelib.log_redact import redactor
+from chalicelib.redact import MASK
+
+# Keys whose value is a credential, however spelt (Authorization, api_key, X-Api-Key,
+# smtp_password, clientSecret, refresh-token, ...).
+SECRET_KEY = re.compile(
+    r"auth|passw|passwd|pwd|secret|token|api[-_]?key|cookie|credential|private[-_]?key|signature",
+    re.IGNORECASE,
+)
+MAX_DEPTH = 64  # deeper than this is shown as a marker, not walked (no RecursionError)
+DEEPER = "[nested too deep to show]"
+
+
+def mask(value: Any, depth: int = 0) -> Any:
+    """A JSON value with credentials masked; the shape is kept so people can read it."""
+    if isinstance(value, str):
+        return redactor.text(value)
+    if isinstance(value, dict):
+        if depth >= MAX_DEPTH:
+            return DEEPER
+        return {
+            k: MASK if SECRET_KEY.search(str(k)) and v is not None else mask(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        if depth >= MAX_DEPTH:
+            return DEEPER
+        return _pairs(value, depth)
+    return value
+
+
+def _pairs(items: list[Any], depth: int) -> list[Any]:
+    """Lists, with ["Authorization", "Basic x"]-style header pairs masked too."""
+    if (
+        len(items) == 2
+        and isinstance(items[0], str)
+        and isinstance(items[1], str)
+        and SECRET_KEY.search(items[0])
+    ):
+        return [items[0], MASK]
+    return [mask(v, depth + 1) for v in items]
+
+
+def text(value: str | None) -> str | None:
+    return None if value is None else redactor.text(value)

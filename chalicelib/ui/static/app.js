@@ -1,0 +1,646 @@
+// Spool dashboard: plain JavaScript, no build step, no outside asset.
+//
+// Safety rules this file keeps:
+// - every value from the server reaches the page as text (text nodes, textContent,
+//   setAttribute on plain attributes); no server value is ever parsed as HTML;
+// - the API key lives in sessionStorage and travels only in the X-API-Key header
+//   of fetch() calls to this dashboard's own JSON routes; no cookie is set or sent;
+// - every URL is relative to this script's own address, so the page works at /ui,
+//   behind a proxy prefix and under an API Gateway stage (/api/ui).
+"use strict";
+
+(function () {
+  const SCRIPT_URL = document.currentScript ? document.currentScript.src : location.href;
+  const API = new URL("../api/", SCRIPT_URL).href;
+  const KEY = "spool.apiKey";
+  const POLL_MS = 1000;
+  const STATES = ["queued", "running", "retrying", "succeeded", "dead", "cancelled"];
+  const SVG = "http://www.w3.org/2000/svg";
+
+  const app = document.getElementById("app");
+  const nav = document.getElementById("nav");
+  const who = document.getElementById("who");
+
+  // -- DOM helpers -----------------------------------------------------------------
+  function h(tag, attrs, ...kids) {
+    const el = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "class") el.className = value;
+      else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+      else if (name === "checked") el.checked = Boolean(value);
+      else if (name === "value") el.value = value;
+      else el.setAttribute(name, value === true ? "" : String(value));
+    }
+    append(el, kids);
+    return el;
+  }
+
+  function append(el, kids) {
+    for (const kid of kids.flat(Infinity)) {
+      if (kid === null || kid === undefined || kid === false) continue;
+      el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+    }
+    return el;
+  }
+
+  function svg(tag, attrs, ...kids) {
+    const el = document.createElementNS(SVG, tag);
+    for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, String(value));
+    for (const kid of kids) if (kid) el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+    return el;
+  }
+
+  function replace(el, ...kids) {
+    el.replaceChildren();
+    return append(el, kids);
+  }
+
+  function link(hash, ...kids) {
+    return h("a", { href: hash }, ...kids);
+  }
+
+  function jobLink(id) {
+    return link("#/job/" + encodeURIComponent(id), h("code", {}, id));
+  }
+
+  function badge(state) {
+    return h("span", { class: "badge state-" + (STATES.includes(state) ? state : "other") }, state);
+  }
+
+  function when(iso) {
+    if (!iso) return h("span", { class: "muted" }, "—");
+    const at = new Date(iso);
+    const seconds = Math.round((at.getTime() - Date.now()) / 1000);
+    return h("time", { datetime: iso, title: iso }, relative(seconds));
+  }
+
+  function relative(seconds) {
+    const future = seconds > 0;
+    const s = Math.abs(seconds);
+    const text = s < 60 ? s + "s" : s < 3600 ? Math.floor(s / 60) + "m" : s < 86400
+      ? Math.floor(s / 3600) + "h" + String(Math.floor((s % 3600) / 60)).padStart(2, "0") + "m"
+      : Math.floor(s / 86400) + "d";
+    return future ? "in " + text : text + " ago";
+  }
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    if (seconds < 1) return Math.round(seconds * 1000) + " ms";
+    if (seconds < 120) return seconds.toFixed(1) + " s";
+    return relative(-Math.round(seconds)).replace(" ago", "");
+  }
+
+  // Redraw only what changed: a list that did not move keeps its elements (and the
+  // button under the pointer), so polling never eats a click or a text selection.
+  function changed(holder, data) {
+    const text = JSON.stringify(data);
+    if (holder.last === text) return false;
+    holder.last = text;
+    return true;
+  }
+
+  function pretty(value) {
+    return h("pre", { class: "json" }, JSON.stringify(value, null, 2));
+  }
+
+  // -- the API ---------------------------------------------------------------------
+  class SignedOut extends Error {}
+  class ApiError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  async function api(path, body) {
+    const key = sessionStorage.getItem(KEY);
+    if (!key) throw new SignedOut("");
+    const headers = { "X-API-Key": key, Accept: "application/json" };
+    const init = { method: body === undefined ? "GET" : "POST", headers, credentials: "omit", cache: "no-store" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const response = await fetch(API + path, init);
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = null;
+    }
+    const message = data && data.error ? data.error.message : response.statusText;
+    if (response.status === 401) {
+      sessionStorage.removeItem(KEY);
+      throw new SignedOut(message);
+    }
+    if (!response.ok) throw new ApiError(response.status, message || "request failed");
+    return data;
+  }
+
+  // -- routing and polling ----------------------------------------------------------
+  let page = null; // { refresh: async () => void }
+  let generation = 0;
+  let busy = false;
+
+  function route() {
+    const hash = location.hash.replace(/^#/, "") || "/";
+    const [path, query] = hash.split("?");
+    const params = new URLSearchParams(query || "");
+    const parts = path.split("/").filter(Boolean);
+    if (!sessionStorage.getItem(KEY)) return signIn("");
+    drawNav(parts[0] || "overview");
+    generation += 1;
+    app.dataset.view = hash; // which view the page shows now (tests wait on it)
+    if (parts[0] === "jobs") return show(jobsPage(params));
+    if (parts[0] === "job" && parts[1]) return show(jobPage(decodeURIComponent(parts[1])));
+    if (parts[0] === "dead") return show(deadPage(params));
+    if (parts[0] === "schedules") return show(schedulesPage());
+    return show(overviewPage());
+  }
+
+  function show(next) {
+    page = next;
+    refresh();
+  }
+
+  async function refresh() {
+    if (!page || busy) return;
+    const mine = generation;
+    busy = true;
+    try {
+      await page.refresh(mine);
+      setStatus("");
+    } catch (err) {
+      if (err instanceof SignedOut) return signIn(err.message);
+      setStatus(err.message || String(err));
+    } finally {
+      busy = false;
+    }
+  }
+
+  function current(mine) {
+    return mine === generation;
+  }
+
+  setInterval(() => {
+    if (document.visibilityState === "visible") refresh();
+  }, POLL_MS);
+
+  function setStatus(text) {
+    let bar = document.getElementById("status");
+    if (!bar) return;
+    bar.textContent = text;
+    bar.hidden = !text;
+  }
+
+  function frame(title, ...kids) {
+    return replace(app, h("h1", {}, title), h("p", { id: "status", class: "error", hidden: true }), ...kids);
+  }
+
+  function drawNav(active) {
+    const items = [
+      ["overview", "#/", "Overview"],
+      ["jobs", "#/jobs", "Jobs"],
+      ["dead", "#/dead", "Dead letters"],
+      ["schedules", "#/schedules", "Schedules"],
+    ];
+    replace(
+      nav,
+      items.map(([name, href, label]) => h("a", { href, class: name === active ? "active" : null }, label)),
+    );
+    replace(
+      who,
+      h("button", { type: "button", class: "link", id: "sign-out", onclick: () => {
+        sessionStorage.removeItem(KEY);
+        signIn("Signed out.");
+      } }, "Sign out"),
+    );
+  }
+
+  // -- sign in -----------------------------------------------------------------------
+  function signIn(message) {
+    page = null;
+    generation += 1;
+    replace(nav);
+    replace(who);
+    const input = h("input", { type: "password", id: "api-key", name: "api-key", autocomplete: "off", required: true, placeholder: "API key" });
+    const note = h("p", { class: "error", id: "sign-in-error", hidden: !message }, message || "");
+    const form = h(
+      "form",
+      { id: "sign-in", class: "card", onsubmit: async (event) => {
+        event.preventDefault();
+        sessionStorage.setItem(KEY, input.value.trim());
+        try {
+          await api("overview");
+          if (location.hash === "" || location.hash === "#/") route();
+          else route();
+        } catch (err) {
+          if (!(err instanceof SignedOut)) sessionStorage.removeItem(KEY);
+          note.textContent = err.message || "that key was not accepted";
+          note.hidden = false;
+        }
+      } },
+      h("h1", {}, "Sign in"),
+      h("p", {}, "Paste an API key. It stays in this tab (sessionStorage) and is sent only in the X-API-Key header."),
+      input,
+      h("button", { type: "submit", id: "sign-in-button" }, "Sign in"),
+      note,
+    );
+    replace(app, form);
+    input.focus();
+  }
+
+  // -- overview ------------------------------------------------------------------------
+  function overviewPage() {
+    const cards = h("div", { class: "cards", id: "totals" });
+    const chart = h("div", { class: "chart", id: "chart" });
+    const workers = h("p", { id: "workers" });
+    const table = h("table", { id: "queues" });
+    frame("Overview", cards, h("h2", {}, "Last hour: attempts per minute"), chart, workers, h("h2", {}, "Queues"), table);
+    return {
+      async refresh(mine) {
+        const data = await api("overview");
+        if (!current(mine)) return;
+        replace(
+          cards,
+          STATES.map((s) => link("#/jobs?state=" + s, h("div", { class: "card stat", "data-state": s }, h("span", { class: "n" }, data.totals[s]), badge(s)))),
+        );
+        replace(chart, bars(data.throughput, 1200, 120, "wide"), legend());
+        replace(workers, data.workers.live + " live worker" + (data.workers.live === 1 ? "" : "s") + " (seen in the last " + data.workers.within_seconds + " s)");
+        replace(
+          table,
+          h("thead", {}, h("tr", {}, h("th", {}, "Queue"), STATES.map((s) => h("th", {}, s)), h("th", {}, "Oldest due"), h("th", {}, "Workers"), h("th", {}, "Last hour"), h("th", {}, "Per minute"))),
+          h(
+            "tbody",
+            {},
+            data.queues.length === 0 ? h("tr", {}, h("td", { colspan: 11, class: "muted" }, "No jobs yet.")) : null,
+            data.queues.map((q) =>
+              h(
+                "tr",
+                { "data-queue": q.queue },
+                h("td", {}, link("#/jobs?queue=" + encodeURIComponent(q.queue), q.queue)),
+                STATES.map((s) => h("td", { class: "num", "data-state": s }, q.states[s])),
+                h("td", { class: "num" }, q.oldest_due_seconds === null ? "—" : duration(q.oldest_due_seconds)),
+                h("td", { class: "num" }, q.workers),
+                h("td", { class: "num" }, q.succeeded_last_hour + " ok / " + q.failed_last_hour + " failed"),
+                h("td", {}, bars(q.throughput, 180, 28)),
+              ),
+            ),
+          ),
+        );
+      },
+    };
+  }
+
+  function bars(series, width, height, wide) {
+    const top = Math.max(1, ...series.map(([ok, bad]) => ok + bad));
+    const step = width / series.length;
+    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: wide ? "bars wide" : "bars", role: "img", preserveAspectRatio: "none" });
+    chart.append(svg("title", {}, "succeeded (green) and failed (red) attempts per minute, oldest on the left"));
+    series.forEach(([ok, bad], i) => {
+      const okH = (ok / top) * (height - 2);
+      const badH = (bad / top) * (height - 2);
+      if (ok) chart.append(svg("rect", { x: i * step + 0.5, y: height - okH, width: Math.max(1, step - 1), height: okH, class: "ok" }));
+      if (bad) chart.append(svg("rect", { x: i * step + 0.5, y: height - okH - badH, width: Math.max(1, step - 1), height: badH, class: "bad" }));
+    });
+    return chart;
+  }
+
+  function legend() {
+    return h("p", { class: "legend" }, h("span", { class: "swatch ok" }), "succeeded ", h("span", { class: "swatch bad" }), "failed (retried, dead or lease expired)");
+  }
+
+  // -- jobs ------------------------------------------------------------------------------
+  const trails = new Map(); // filter -> cursors of the pages before this one
+
+  function jobsHash(filters, cursor) {
+    const params = new URLSearchParams();
+    for (const [k, v] of Object.entries(filters)) if (v) params.set(k, v);
+    if (cursor) params.set("cursor", cursor);
+    const text = params.toString();
+    return "#/jobs" + (text ? "?" + text : "");
+  }
+
+  function jobsPage(params) {
+    const filters = { state: params.get("state") || "", queue: params.get("queue") || "", type: params.get("type") || "", find: params.get("find") || "" };
+    const cursor = params.get("cursor") || "";
+    const key = JSON.stringify(filters);
+    const trail = trails.get(key) || [];
+    trails.set(key, trail);
+    const state = h("select", { name: "state", id: "filter-state" }, h("option", { value: "" }, "any state"), STATES.map((s) => h("option", { value: s }, s)));
+    state.value = filters.state;
+    const queue = h("input", { name: "queue", id: "filter-queue", placeholder: "queue", value: filters.queue });
+    const type = h("input", { name: "type", id: "filter-type", placeholder: "type", value: filters.type });
+    const find = h("input", { name: "find", id: "find", placeholder: "job id or idempotency key", value: filters.find });
+    const form = h(
+      "form",
+      { class: "filters", id: "job-filters", onsubmit: (event) => {
+        event.preventDefault();
+        location.hash = jobsHash({ state: state.value, queue: queue.value.trim(), type: type.value.trim(), find: find.value.trim() }, "");
+      } },
+      state, queue, type, find,
+      h("button", { type: "submit", id: "apply-filters" }, "Apply"),
+    );
+    const table = h("table", { id: "jobs" });
+    const pager = h("div", { class: "pager", id: "pager" });
+    frame("Jobs", form, table, pager);
+    return {
+      async refresh(mine) {
+        const query = new URLSearchParams();
+        for (const [k, v] of Object.entries(filters)) if (v) query.set(k, v);
+        if (cursor) query.set("cursor", cursor);
+        const data = await api("jobs?" + query.toString());
+        if (!current(mine) || !changed(this, data)) return;
+        replace(table, jobsHead(), h("tbody", {}, data.jobs.length ? data.jobs.map((job) => jobRow(job)) : h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No jobs match."))));
+        const position = trail.indexOf(cursor);
+        const pageNo = cursor ? (position >= 0 ? position + 2 : trail.length + 1) : 1;
+        replace(
+          pager,
+          h("button", { type: "button", id: "newer", disabled: !cursor, onclick: () => {
+            const at = trail.indexOf(cursor);
+            const before = at > 0 ? trail[at - 1] : "";
+            location.hash = jobsHash(filters, before);
+          } }, "← Newer"),
+          h("span", { id: "page-number" }, "Page " + pageNo),
+          h("button", { type: "button", id: "older", disabled: !data.next_cursor, onclick: () => {
+            if (!trail.includes(data.next_cursor)) {
+              const at = trail.indexOf(cursor);
+              trail.splice(at + 1, trail.length, data.next_cursor);
+            }
+            location.hash = jobsHash(filters, data.next_cursor);
+          } }, "Older →"),
+        );
+      },
+    };
+  }
+
+  function jobsHead(select) {
+    return h("thead", {}, h("tr", {}, select || null, ["Job", "Type", "Queue", "State", "Attempts", "Created", "Updated", "Last error"].map((t) => h("th", {}, t))));
+  }
+
+  function jobRow(job, select) {
+    return h(
+      "tr",
+      { "data-id": job.id, "data-state": job.state },
+      select || null,
+      h("td", {}, jobLink(job.id)),
+      h("td", {}, job.type),
+      h("td", {}, job.queue),
+      h("td", {}, badge(job.state)),
+      h("td", { class: "num" }, job.attempts + "/" + job.max_attempts),
+      h("td", {}, when(job.created_at)),
+      h("td", {}, when(job.updated_at)),
+      h("td", { class: "error-text" }, job.error || ""),
+    );
+  }
+
+  // -- one job -----------------------------------------------------------------------------
+  function confirmBar(message, label, action) {
+    const bar = h(
+      "div",
+      { class: "confirm", id: "confirm", role: "alertdialog" },
+      h("span", { id: "confirm-message" }, message),
+      h("button", { type: "button", id: "confirm-yes", class: "danger", onclick: async () => {
+        bar.remove();
+        try {
+          await action();
+        } catch (err) {
+          if (err instanceof SignedOut) return signIn(err.message);
+          setStatus(err.message || String(err));
+        }
+        refresh();
+      } }, label),
+      h("button", { type: "button", id: "confirm-no", onclick: () => bar.remove() }, "Cancel"),
+    );
+    const old = document.getElementById("confirm");
+    if (old) old.remove();
+    app.insertBefore(bar, app.children[1] || null);
+    return bar;
+  }
+
+  function jobPage(id) {
+    const head = h("div", { id: "job-head" });
+    const actions = h("div", { class: "actions", id: "job-actions" });
+    const facts = h("table", { class: "facts", id: "job-facts" });
+    const payload = h("div", { id: "job-payload" });
+    const result = h("div", { id: "job-result" });
+    const attempts = h("div", { id: "job-attempts" });
+    frame("Job", head, actions, facts, h("h2", {}, "Payload"), payload, h("h2", {}, "Result"), result, h("h2", {}, "Attempts"), attempts);
+    let drawnFinal = false;
+    return {
+      async refresh(mine) {
+        if (drawnFinal) return; // a finished job changes only through its own buttons
+        const job = await api("jobs/" + encodeURIComponent(id));
+        if (!current(mine) || !changed(this, job)) return;
+        draw(job);
+        drawnFinal = ["succeeded", "dead", "cancelled"].includes(job.state);
+      },
+    };
+
+    function act(path, label, past) {
+      return h("button", { type: "button", id: label.toLowerCase(), class: "danger", onclick: () =>
+        confirmBar(label + " job " + id + "?", label, async () => {
+          const job = await api("jobs/" + encodeURIComponent(id) + "/" + path, {});
+          draw(job);
+          drawnFinal = false;
+          setStatus("");
+          note(past);
+        }) }, label);
+    }
+
+    function note(text) {
+      const done = h("p", { class: "note", id: "action-note" }, text);
+      const old = document.getElementById("action-note");
+      if (old) old.remove();
+      actions.after(done);
+    }
+
+    function draw(job) {
+      replace(head, h("p", {}, h("code", { id: "job-id" }, job.id), " ", badge(job.state), " ", h("span", { class: "muted" }, job.type + " on " + job.queue)));
+      replace(actions, job.can_cancel ? act("cancel", "Cancel", "Cancelled.") : null, job.can_redrive ? act("redrive", "Redrive", "Redriven: queued again with a fresh attempt budget.") : null);
+      const t = job.timings;
+      const row = (label, value) => h("tr", {}, h("th", {}, label), h("td", {}, value));
+      replace(
+        facts,
+        row("State", h("span", { id: "job-state" }, job.state)),
+        row("Attempts", job.attempts + " of " + job.max_attempts),
+        row("Priority", job.priority),
+        row("Idempotency key", job.idempotency_key ? h("code", {}, job.idempotency_key) : "—"),
+        row("Created", when(job.created_at)),
+        row("Runs at", when(job.run_at)),
+        row("Started", when(job.started_at)),
+        row("Finished", when(job.finished_at)),
+        row("Waited", duration(t.waited_seconds)),
+        row("Ran", duration(t.ran_seconds)),
+        row("Total", duration(t.total_seconds)),
+        row("Last error", job.error ? h("pre", { class: "error-text", id: "job-error" }, job.error) : "—"),
+      );
+      replace(payload, pretty(job.payload));
+      replace(result, job.result === null || job.result === undefined ? h("p", { class: "muted" }, "—") : pretty(job.result));
+      replace(
+        attempts,
+        job.attempt_history.length === 0
+          ? h("p", { class: "muted" }, "No attempt recorded yet.")
+          : h(
+            "table",
+            { id: "attempts" },
+            h("thead", {}, h("tr", {}, ["#", "Outcome", "Started", "Took", "Worker", "Error"].map((c) => h("th", {}, c)))),
+            h("tbody", {}, job.attempt_history.map(attemptRows)),
+          ),
+      );
+    }
+  }
+
+  function attemptRows(a) {
+    const extra = [];
+    if (a.traceback) extra.push(h("details", { class: "traceback" }, h("summary", {}, "Traceback"), h("pre", {}, a.traceback)));
+    if (a.log_tail && a.log_tail.length) extra.push(h("details", {}, h("summary", {}, "Last log lines"), h("pre", {}, a.log_tail.join("\n"))));
+    if (a.next_delay !== null && a.next_delay !== undefined) extra.push(h("p", { class: "muted" }, "next try after " + duration(a.next_delay)));
+    return [
+      h(
+        "tr",
+        { class: "attempt outcome-" + a.outcome },
+        h("td", { class: "num" }, a.number),
+        h("td", {}, a.outcome),
+        h("td", {}, when(a.started_at)),
+        h("td", { class: "num" }, duration(a.seconds)),
+        h("td", {}, h("code", {}, a.worker)),
+        h("td", { class: "error-text" }, a.error_type ? a.error_type + ": " : "", a.error || ""),
+      ),
+      extra.length ? h("tr", { class: "attempt-extra" }, h("td", {}), h("td", { colspan: 5 }, extra)) : null,
+    ];
+  }
+
+  // -- dead letters ---------------------------------------------------------------------------
+  function deadPage(params) {
+    const cursor = params.get("cursor") || "";
+    const selected = new Set();
+    const bar = h("div", { class: "actions", id: "dead-actions" });
+    const table = h("table", { id: "dead" });
+    const pager = h("div", { class: "pager" });
+    frame("Dead letters", bar, table, pager);
+    let total = 0;
+    let shown = [];
+
+    function drawBar() {
+      const n = selected.size;
+      replace(
+        bar,
+        h("button", { type: "button", id: "redrive-selected", disabled: !n, onclick: () => ask("redrive", [...selected]) }, "Redrive selected (" + n + ")"),
+        h("button", { type: "button", id: "purge-selected", class: "danger", disabled: !n, onclick: () => ask("purge", [...selected]) }, "Purge selected (" + n + ")"),
+        h("button", { type: "button", id: "redrive-all", disabled: !total, onclick: () => ask("redrive", null) }, "Redrive all (" + total + ")"),
+        h("button", { type: "button", id: "purge-all", class: "danger", disabled: !total, onclick: () => ask("purge", null) }, "Purge all (" + total + ")"),
+      );
+    }
+
+    function ask(verb, ids) {
+      const count = ids ? ids.length : total;
+      const what = count + " dead job" + (count === 1 ? "" : "s");
+      const message = verb === "purge" ? "Purge " + what + "? They are deleted for good." : "Redrive " + what + "? They go back to the queue with a fresh attempt budget.";
+      confirmBar(message, verb === "purge" ? "Purge" : "Redrive", async () => {
+        let done = 0;
+        if (ids) {
+          done = (await api("dead/" + verb, { ids })).done;
+        } else {
+          for (;;) {
+            const step = await api("dead/" + verb, { all: true });
+            done += step.done;
+            if (!step.more || step.done === 0) break;
+          }
+        }
+        selected.clear();
+        const out = h("p", { class: "note", id: "action-note" }, (verb === "purge" ? "Purged " : "Redriven ") + done + " job" + (done === 1 ? "" : "s") + ".");
+        const old = document.getElementById("action-note");
+        if (old) old.remove();
+        bar.after(out);
+      });
+    }
+
+    return {
+      async refresh(mine) {
+        const [data, overview] = await Promise.all([
+          api("jobs?state=dead" + (cursor ? "&cursor=" + encodeURIComponent(cursor) : "")),
+          api("overview"),
+        ]);
+        if (!current(mine) || !changed(this, [data, overview.totals.dead])) return;
+        total = overview.totals.dead;
+        shown = data.jobs.map((j) => j.id);
+        for (const id of [...selected]) if (!shown.includes(id)) selected.delete(id);
+        const all = h("input", { type: "checkbox", id: "select-page", "aria-label": "select every job on this page", checked: shown.length > 0 && shown.every((id) => selected.has(id)), onchange: (e) => {
+          for (const id of shown) (e.target.checked ? selected.add(id) : selected.delete(id));
+          table.querySelectorAll("input.pick").forEach((box) => (box.checked = e.target.checked));
+          drawBar();
+        } });
+        replace(
+          table,
+          jobsHead(h("th", {}, all)),
+          h(
+            "tbody",
+            {},
+            data.jobs.length
+              ? data.jobs.map((job) => jobRow(job, h("td", {}, h("input", { type: "checkbox", class: "pick", "aria-label": "select " + job.id, checked: selected.has(job.id), onchange: (e) => {
+                (e.target.checked ? selected.add(job.id) : selected.delete(job.id));
+                drawBar();
+              } }))))
+              : h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No dead jobs.")),
+          ),
+        );
+        replace(
+          pager,
+          h("button", { type: "button", disabled: !cursor, onclick: () => (location.hash = "#/dead") }, "← First page"),
+          h("button", { type: "button", disabled: !data.next_cursor, onclick: () => (location.hash = "#/dead?cursor=" + encodeURIComponent(data.next_cursor)) }, "Older →"),
+        );
+        drawBar();
+      },
+    };
+  }
+
+  // -- schedules ----------------------------------------------------------------------------------
+  function schedulesPage() {
+    const body = h("div", { id: "schedules" });
+    frame("Schedules", body);
+    return {
+      async refresh(mine) {
+        const data = await api("schedules");
+        if (!current(mine) || !changed(this, data)) return;
+        replace(
+          body,
+          data.jobs_visible ? null : h("p", { class: "muted" }, "Periodic jobs belong to the " + data.system_tenant + " tenant: sign in with its key to see their last runs."),
+          data.schedules.length === 0
+            ? h("p", { class: "muted" }, "No schedules are configured.")
+            : h(
+              "table",
+              {},
+              h("thead", {}, h("tr", {}, ["Schedule", "When", "Type", "Queue", "Next run", "Last runs"].map((c) => h("th", {}, c)))),
+              h(
+                "tbody",
+                {},
+                data.schedules.map((s) =>
+                  h(
+                    "tr",
+                    { "data-schedule": s.name },
+                    h("td", {}, s.name),
+                    h("td", {}, s.when),
+                    h("td", {}, s.type),
+                    h("td", {}, s.queue || "—"),
+                    h("td", {}, when(s.next_run)),
+                    h(
+                      "td",
+                      {},
+                      s.last_runs === null
+                        ? "—"
+                        : h("ul", { class: "runs" }, s.last_runs.map((r) => h("li", {}, when(r.tick), " ", r.job ? [jobLink(r.job.id), " ", badge(r.job.state)] : h("span", { class: "muted" }, "not enqueued")))),
+                    ),
+                  ),
+                ),
+              ),
+            ),
+        );
+      },
+    };
+  }
+
+  window.addEventListener("hashchange", route);
+  route();
+})();

@@ -1,0 +1,143 @@
+"""What webhooks read from the settings: per-tenant endpoints and secrets, the
+guard's allowlist, and the delivery knobs.
+
+SPOOL_WEBHOOKS is a JSON object keyed by tenant:
+
+    {"acme": {"url": "https://acme.example/hooks/spool",
+              "secrets": ["whsec_NEW...", "whsec_OLD..."]}}
+
+`url` (optional) is the tenant's default endpoint: jobs enqueued without a
+`callback_url` are delivered there. `secrets` (one or two: two while rotating;
+"secret" is accepted for one) sign every delivery of that tenant's jobs. A
+tenant without a secret cannot ask for webhooks (422 at enqueue): Spool never
+sends an unsigned one.
+
+Parsed once per distinct value (cached), so enqueue and every delivery pass pay
+for the JSON once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chalicelib import ssrf
+from chalicelib.config import ConfigError, Settings
+from chalicelib.webhooks.signing import decode_secret
+
+MAX_SECRETS = 2
+MAX_URL_LENGTH = 2048
+
+
+@dataclass(frozen=True)
+class TenantHooks:
+    url: str | None
+    keys: tuple[bytes, ...]  # decoded secrets: the first is the newest
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    tenants: Mapping[str, TenantHooks]
+    policy: ssrf.Policy
+    ca_file: str | None
+    max_attempts: int
+    backoff_base: float
+    backoff_cap: float
+    timeout: float
+    concurrency: int
+    poll: float
+    max_result_bytes: int
+
+    @property
+    def lease_seconds(self) -> float:
+        """Longer than any one attempt can take, so a live attempt never loses its lease."""
+        return self.timeout * 2 + 5
+
+    def tenant(self, tenant: str) -> TenantHooks | None:
+        return self.tenants.get(tenant)
+
+
+def from_settings(settings: Settings) -> WebhookSettings:
+    """Every webhook setting, checked; a malformed one is a ConfigError naming it."""
+    try:
+        return WebhookSettings(
+            tenants=parse_tenants(settings.extra.get("SPOOL_WEBHOOKS", "")),
+            policy=_policy(
+                settings.extra.get("SPOOL_WEBHOOK_ALLOWLIST", ""),
+                settings.flag("SPOOL_WEBHOOK_ALLOW_PRIVATE"),
+            ),
+            ca_file=settings.text("SPOOL_WEBHOOK_CA_FILE") or None,
+            max_attempts=settings.integer("SPOOL_WEBHOOK_MAX_ATTEMPTS", 10, 1, 100),
+            backoff_base=settings.number("SPOOL_WEBHOOK_BACKOFF", 5.0, 0.0, 3600.0),
+            backoff_cap=settings.number("SPOOL_WEBHOOK_BACKOFF_MAX", 3600.0, 0.0, 86400.0),
+            timeout=settings.number("SPOOL_WEBHOOK_TIMEOUT", 10.0, 0.1, 50.0),
+            concurrency=settings.integer("SPOOL_WEBHOOK_CONCURRENCY", 4, 1, 64),
+            poll=settings.number("SPOOL_WEBHOOK_POLL", 1.0, 0.01, 60.0),
+            max_result_bytes=settings.integer("SPOOL_WEBHOOK_MAX_RESULT_BYTES", 65536, 0, 100_000),
+        )
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+@functools.lru_cache(maxsize=8)
+def parse_tenants(raw: str) -> Mapping[str, TenantHooks]:
+    """SPOOL_WEBHOOKS as {tenant: TenantHooks}; ConfigError saying what is wrong.
+
+    Secrets never appear in the message: only which tenant's entry is bad."""
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ConfigError(
+            'SPOOL_WEBHOOKS must be a JSON object: {"tenant": {"url": "https://...", '
+            '"secrets": ["whsec_..."]}}'
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError("SPOOL_WEBHOOKS must be a JSON object keyed by tenant")
+    out: dict[str, TenantHooks] = {}
+    for tenant, entry in data.items():
+        where = f"SPOOL_WEBHOOKS[{tenant!r}]"
+        if not isinstance(entry, dict) or set(entry) - {"url", "secrets", "secret"}:
+            raise ConfigError(f'{where} must be an object with "url" and "secrets"')
+        secrets = entry.get("secrets", [entry["secret"]] if "secret" in entry else [])
+        if not isinstance(secrets, list) or not 1 <= len(secrets) <= MAX_SECRETS:
+            raise ConfigError(f"{where}: give 1 or {MAX_SECRETS} secrets (two while rotating)")
+        keys = []
+        for position, secret in enumerate(secrets):
+            if not isinstance(secret, str):
+                raise ConfigError(f"{where}: secret {position + 1} must be a string")
+            try:
+                keys.append(decode_secret(secret))
+            except ValueError as exc:
+                raise ConfigError(f"{where}: secret {position + 1}: {exc}") from None
+        url = entry.get("url")
+        if url is not None and (not isinstance(url, str) or not url):
+            raise ConfigError(f"{where}: url must be a non-empty string")
+        out[tenant] = TenantHooks(url, tuple(keys))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(allowlist: str, allow_private: bool) -> ssrf.Policy:
+    """Empty allowlist: any public host (callback URLs point at the tenant's own
+    systems, which Spool cannot list in advance); private, loopback and the other
+    non-public ranges only with SPOOL_WEBHOOK_ALLOW_PRIVATE or an allowlisted CIDR;
+    metadata addresses never. A list narrows it to those hosts."""
+    entries = [e for e in (p.strip() for p in allowlist.split(",")) if e]
+    if not entries:
+        return ssrf.Policy(
+            suffixes=("",),  # every name
+            # Wide CIDRs: the guard opens only public addresses through them.
+            networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")),
+            allow_private=allow_private,
+        )
+    try:
+        return ssrf.Policy.parse(entries, allow_private)
+    except ValueError as exc:
+        raise ConfigError(f"SPOOL_WEBHOOK_ALLOWLIST: {exc}") from None

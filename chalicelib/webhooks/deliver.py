@@ -1,0 +1,222 @@
+"""Workers deliver the outbox: claim due deliveries, POST them signed, record how
+each attempt ended.
+
+Delivery runs on its own threads (`Deliverer.run` beside a long-running
+worker, `Deliverer.drain` beside the scheduled function's drain), never on the
+job pool's, so a slow or dead receiver costs webhook slots, not job
+throughput. Each attempt is bounded by SPOOL_WEBHOOK_TIMEOUT and holds its
+delivery under a lease longer than that; a worker killed mid-delivery leaves
+the lease to run out and another worker delivers again with the same
+webhook-id (at least once; receivers drop duplicates by that id).
+
+An answer of 2xx delivers it. 410 Gone, a URL the guard refuses (checked
+again here with fresh DNS: an address can change after enqueue) or a tenant
+that no longer has a secret fail it at once. Anything else (connection error,
+timeout, 3xx, 4xx, 5xx) is retried with exponential backoff and jitter
+(SPOOL_WEBHOOK_BACKOFF up to SPOOL_WEBHOOK_BACKOFF_MAX, honouring a longer
+Retry-After) until SPOOL_WEBHOOK_MAX_ATTEMPTS attempts, then failed: visible on
+the job (GET /status/{id}?webhooks=true) and in /metrics.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from chalicelib import ssrf
+from chalicelib.config import Settings
+from chalicelib.storage.base import JobStore
+from chalicelib.webhooks import body, config, outbox, signing
+from chalicelib.webhooks.outbox import Delivery
+
+log = logging.getLogger("spool.webhooks")
+
+USER_AGENT = "spool-webhooks/1"
+MAX_RETRY_AFTER = 3600.0
+# Called after every attempt with (outcome, seconds): the worker's metrics hook in here.
+Observer = Callable[[str, float], None]
+Sender = Callable[[Delivery, bytes, dict[str, str], config.WebhookSettings], dict[str, Any]]
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        observe: Observer | None = None,
+        send: Sender | None = None,
+        resolver: ssrf.Resolver = ssrf.system_resolver,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.hooks = config.from_settings(settings)
+        self.observe = observe
+        self._resolver = resolver
+        self._send = send or self._post
+        self._rng = random.Random()
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            self.hooks.concurrency, thread_name_prefix="spool-webhook"
+        )
+        self.delivered = 0
+        self.failed = 0
+        self.retried = 0
+
+    # -- the loops --------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until `stop` is set: claim as slots free up, nap when nothing is due."""
+        inflight: set[concurrent.futures.Future[None]] = set()
+        while not stop.is_set():
+            free = self.hooks.concurrency - len(inflight)
+            claimed = self._claim(free) if free > 0 else []
+            inflight.update(self._pool.submit(self.deliver, d) for d in claimed)
+            if not inflight:
+                stop.wait(self.hooks.poll)
+                continue
+            done, inflight = concurrent.futures.wait(
+                inflight,
+                timeout=self.hooks.poll,
+                return_when=concurrent.futures.FIRST_COMPLETED,
+            )
+            del done
+        concurrent.futures.wait(inflight)
+
+    def drain(self, deadline: float | None = None) -> int:
+        """Deliver what is due now, claiming only while an attempt still fits before the
+        deadline (time.monotonic()); returns how many attempts were made."""
+        made = 0
+        while deadline is None or time.monotonic() + self.hooks.timeout + 1 < deadline:
+            claimed = self._claim(self.hooks.concurrency)
+            if not claimed:
+                break
+            list(self._pool.map(self.deliver, claimed))
+            made += len(claimed)
+        return made
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _claim(self, limit: int) -> list[Delivery]:
+        try:
+            return self.store.claim_webhooks(limit, self.hooks.lease_seconds)
+        except Exception:  # a store outage: try again on the next turn
+            log.warning("claiming webhook deliveries failed", exc_info=True)
+            return []
+
+    # -- one attempt ------------------------------------------------------------------
+    def deliver(self, delivery: Delivery) -> None:
+        started = time.monotonic()
+        try:
+            outcome, retry_in, error = self._attempt(delivery)
+        except Exception:  # the store failed us (reading the job): the lease runs out, retried
+            log.warning("webhook %s could not be attempted", delivery.id, exc_info=True)
+            return
+        if outcome == outbox.RETRYING and delivery.attempts >= self.hooks.max_attempts:
+            outcome = outbox.FAILED
+            error = f"gave up after {delivery.attempts} attempts: {error}"
+        retry_at = None
+        if outcome == outbox.RETRYING:
+            retry_at = self.store.clock.now() + timedelta(seconds=retry_in)
+        try:
+            applied = self.store.finish_webhook(
+                delivery.id, delivery.lease_token or "", outcome, retry_at, error
+            )
+        except Exception:
+            log.warning("recording webhook %s failed; its lease will expire", delivery.id)
+            return
+        if applied:
+            self._count(outcome)
+        level = logging.WARNING if outcome == outbox.FAILED else logging.INFO
+        log.log(
+            level,
+            "webhook %s %s: job %s attempt %d%s",
+            delivery.id,
+            outcome,
+            delivery.job_id,
+            delivery.attempts,
+            f" ({error})" if error else "",
+        )
+        if self.observe is not None:
+            self.observe(outcome, time.monotonic() - started)
+
+    def _count(self, outcome: str) -> None:
+        if outcome == outbox.DELIVERED:
+            self.delivered += 1
+        elif outcome == outbox.FAILED:
+            self.failed += 1
+        else:
+            self.retried += 1
+
+    def _attempt(self, delivery: Delivery) -> tuple[str, float, str | None]:
+        """(outcome, seconds until the next try, error) of one POST."""
+        hooks = config.from_settings(self.settings)  # cached: a rotation applies at once
+        tenant = hooks.tenant(delivery.tenant)
+        if tenant is None or not tenant.keys:
+            return outbox.FAILED, 0, "the tenant has no webhook secret (SPOOL_WEBHOOKS)"
+        job = self.store.get(delivery.job_id, delivery.tenant)
+        payload = body.build(delivery, job, hooks.max_result_bytes)
+        now = int(self.store.clock.now().timestamp())
+        headers = signing.headers(delivery.id, now, payload, tenant.keys)
+        headers["Content-Type"] = "application/json"
+        headers["User-Agent"] = USER_AGENT
+        try:
+            answer = self._send(delivery, payload, headers, hooks)
+        except ssrf.Refused as exc:
+            return outbox.FAILED, 0, f"refused by the SSRF guard: {exc}"
+        except Exception as exc:  # connection refused, timeout, TLS, DNS hiccup
+            return outbox.RETRYING, self._backoff(delivery.attempts), _describe(exc)
+        status = int(answer["status"])
+        if 200 <= status < 300:
+            return outbox.DELIVERED, 0, None
+        error = f"HTTP {status} from the receiver"
+        if status == 410:
+            return outbox.FAILED, 0, f"{error} (Gone: the endpoint asked not to be called again)"
+        wait = self._backoff(delivery.attempts)
+        later = _retry_after(answer.get("headers", {}).get("retry-after"))
+        return outbox.RETRYING, max(wait, later or 0.0), error
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential with equal jitter: never less than half the step, so a receiver
+        that is down is not retried at once by every delivery."""
+        step = min(self.hooks.backoff_cap, self.hooks.backoff_base * 2.0 ** min(attempt - 1, 30))
+        return step / 2 + self._rng.random() * step / 2
+
+    def _post(
+        self,
+        delivery: Delivery,
+        payload: bytes,
+        headers: dict[str, str],
+        hooks: config.WebhookSettings,
+    ) -> dict[str, Any]:
+        """One POST through http_request's pinned, deadline-bounded connection: the
+        guard resolves the name and every address is checked before connecting."""
+        from chalicelib.builtin.http_request import HttpRequestPayload, perform
+
+        request = HttpRequestPayload(
+            method="POST",
+            url=delivery.url,
+            headers=headers,
+            body=payload.decode(),
+            timeout=hooks.timeout,
+            follow_redirects=False,  # a redirect is an answer: retried, never followed
+            max_body_bytes=1024,
+            response_headers=["retry-after"],
+            retry_on_status=[],
+        )
+        return perform(request, hooks.policy, None, hooks.ca_file, self._resolver)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[: outbox.MAX_ERROR_CHARS]
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value and value.strip().isdigit():
+        return min(float(value.strip()), MAX_RETRY_AFTER)
+    return None

@@ -1,0 +1,69 @@
+"""What a webhook delivery is, as every store keeps it in its outbox.
+
+Stores import this module (no other webhook module), so it stays small and
+free of HTTP: the rules the stores keep are in chalicelib/storage/base.py.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from chalicelib.models import JobState
+
+PENDING = "pending"  # waiting for its next attempt, or being attempted under a lease
+DELIVERED = "delivered"  # the receiver answered 2xx
+FAILED = "failed"  # its attempts ran out, or the URL can never be reached
+DELIVERY_STATES = (PENDING, DELIVERED, FAILED)
+# What JobStore.webhook_counts counts: the deliveries an operator watches. Delivered
+# ones are the normal case and pile up until purged, so no store counts them.
+COUNTED = (PENDING, FAILED)
+
+# How an attempt ended, as `JobStore.finish_webhook` takes it.
+RETRYING = "retrying"  # stays pending, due again at retry_at
+OUTCOMES = (DELIVERED, RETRYING, FAILED)
+
+ID_PREFIX = "msg_"
+MAX_ERROR_CHARS = 500
+
+
+def new_delivery_id() -> str:
+    """The webhook-id header: unique per delivery, the same on every retry of it."""
+    return ID_PREFIX + secrets.token_hex(16)
+
+
+def event_for(state: JobState | str) -> str:
+    """The event type a terminal state announces: job.succeeded, job.dead, job.cancelled."""
+    value = state.value if isinstance(state, JobState) else state
+    return f"job.{value}"
+
+
+def short_error(error: str | None) -> str | None:
+    """An attempt's error as kept with the delivery: its start, bounded."""
+    if error is None:
+        return None
+    return error[:MAX_ERROR_CHARS]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One webhook for one terminal transition of a job.
+
+    A job that reaches a terminal state twice (dead, redriven, dead again) has
+    two deliveries, each with its own id.
+    """
+
+    id: str
+    job_id: str
+    tenant: str
+    url: str
+    event: str  # event_for(the terminal state)
+    state: str  # one of DELIVERY_STATES
+    attempts: int  # counted when claimed
+    next_at: datetime | None  # when it is due (pending); None once delivered or failed
+    created_at: datetime
+    lease_token: str | None = None
+    lease_expires_at: datetime | None = None
+    finished_at: datetime | None = None
+    last_error: str | None = None

@@ -1,0 +1,108 @@
+"""`spool jobs`, `spool cancel` and `status --wait` on the local store, and what
+every job command shares with its remote twin (local/remote_cli.py): options,
+the JSON a job prints as, exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from chalicelib.models import Job, JobQuery, JobState
+from chalicelib.runtime import Runtime
+from local import tables
+
+EXIT_WAIT_TIMEOUT = 3
+EXIT_JOB_FAILED = 4
+LOCAL_POLL = 0.2  # seconds between reads while `status --wait` watches the local store
+
+EXIT_CODES = f"""\
+exit codes:
+  0    done (status --wait: the job succeeded)
+  1    failed at run time: the store or server cannot be reached, no such job,
+       or not allowed in the job's state (cancel a running job, redrive a live one)
+  2    usage: wrong options or settings, a job the handlers refuse, a missing or
+       wrong API key
+  {EXIT_WAIT_TIMEOUT}    status --wait: the time ran out before the job finished
+  {EXIT_JOB_FAILED}    status --wait: the job finished but did not succeed (dead or cancelled)
+  130  interrupted (Ctrl-C)
+
+remote: with --url URL (or SPOOL_URL) the job commands (enqueue, status, jobs,
+cancel, dlq) talk to that server with --key KEY (or SPOOL_API_KEY) instead of
+opening the local store; see docs/client.md."""
+
+
+def job_json(job: Job) -> dict[str, Any]:
+    """A local job as `--json` prints it: every stored field, the tenant included."""
+    return job.model_dump(mode="json")
+
+
+def wait_exit(state: str, finished: bool) -> int:
+    """`status --wait`'s exit code for the job's state when the wait ended."""
+    if not finished:
+        return EXIT_WAIT_TIMEOUT
+    return 0 if state == "succeeded" else EXIT_JOB_FAILED
+
+
+def wait_local(rt: Runtime, job_id: str, tenant: str | None, timeout: float | None) -> Job:
+    """Read the job until it is terminal or `timeout` seconds pass (None: no limit)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    job = rt.service.status(job_id, tenant)
+    while not job.terminal and (deadline is None or time.monotonic() < deadline):
+        left = LOCAL_POLL if deadline is None else max(0.0, deadline - time.monotonic())
+        time.sleep(min(LOCAL_POLL, left))
+        job = rt.service.status(job_id, tenant)
+    return job
+
+
+def list_options(parser: argparse.ArgumentParser, page: int = 100) -> None:
+    parser.add_argument("--queue")
+    parser.add_argument("--type")
+    parser.add_argument(
+        "--limit", type=_page_size, default=page, help=f"jobs per page (1-1000, default {page})"
+    )
+    parser.add_argument("--cursor", help="start after this page (the next_cursor printed last)")
+    parser.add_argument("--all", action="store_true", help="follow every page to the end")
+    parser.add_argument("--json", action="store_true", help="machine output")
+
+
+def _page_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be at least 1 and at most 1000, not {value}")
+    return value
+
+
+def state_choices() -> list[str]:
+    return [s.value for s in JobState]
+
+
+def list_local(rt: Runtime, args: argparse.Namespace, state: JobState | None, noun: str) -> int:
+    """Pages of the local store's jobs (every tenant unless --tenant), as a table or JSON."""
+    cursor = args.cursor
+    jobs: list[dict[str, Any]] = []
+    while True:
+        page = rt.service.list_jobs(
+            JobQuery(args.tenant, state, args.queue, args.type, limit=args.limit, cursor=cursor)
+        )
+        jobs.extend(job_json(j) for j in page.jobs)
+        cursor = page.next_cursor
+        if not args.all or cursor is None:
+            break
+    tables.print_page(jobs, cursor, args.json, noun)
+    return 0
+
+
+def cmd_jobs(rt: Runtime, args: argparse.Namespace) -> int:
+    state = JobState(args.state) if args.state else None
+    return list_local(rt, args, state, "job(s)")
+
+
+def cmd_cancel(rt: Runtime, args: argparse.Namespace) -> int:
+    job = rt.service.cancel(args.id, args.tenant)
+    tables.print_job_state(job_json(job), args.json, "cancelled")
+    return 0

@@ -1,0 +1,264 @@
+"""`spool serve --processes N`: N server processes sharing one port.
+
+One Python process is one GIL: waitress's threads take turns, so a single
+`spool serve` tops out at what one core can parse, route and answer. Here a
+supervisor (this module, the process the user started) opens the listening
+sockets, starts N copies of the ordinary single-process server on them
+(`spool serve --no-worker`, the same waitress with the same guards and limits,
+so every route, limit and error shape is the one `make run` serves), and runs
+the emulated worker itself, once.
+
+The sockets: on Linux, one socket per process, each bound to the same port with
+SO_REUSEPORT, so the kernel spreads new connections across the processes;
+elsewhere one socket shared by all (whichever process is free accepts). The
+supervisor keeps them open, so a server process that crashes is restarted on
+its own socket and the connections waiting in its backlog are served, not
+reset.
+
+Stopping: SIGTERM or Ctrl-C stops the server processes (each finishes its
+running requests, as the single server does), then the emulated worker; every
+server process also stops by itself when the supervisor is gone, so none is
+left behind even after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from local.cli_errors import CliFailure
+
+log = logging.getLogger("spool.serve")
+
+MAX_PROCESSES = 64
+READY_TIMEOUT = 60.0  # a server process's start-up: imports, the store, its socket
+STOP_GRACE = 15.0  # running requests get 5 s (local/server.py); then SIGKILL
+# A process that exits sooner than this after starting failed to start; this many
+# such exits in a row mean it never will (a broken store, a broken handler module).
+QUICK_EXIT = 5.0
+QUICK_EXITS_ALLOWED = 3
+RESTART_PAUSE = 0.5
+PARENT_CHECK = 0.5  # how often a server process looks for its supervisor
+
+
+def reuse_port_available() -> bool:
+    """Linux balances SO_REUSEPORT listeners; elsewhere it does not (or is absent)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def listening_sockets(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.socket]:
+    """`count` listening sockets on host:port (port 0: one free port for all).
+
+    With SO_REUSEPORT each process gets its own; otherwise they share one.
+    Raises OSError (the port is taken, the address is not ours...).
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    shared = not reuse_port_available()
+    made: list[socket.socket] = []
+    try:
+        for _ in range(1 if shared else count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            made.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if not shared:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            port = sock.getsockname()[1]  # port 0: the rest join the port it got
+            sock.listen(backlog)
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in made:
+            sock.close()
+        raise
+    return made * count if shared else made
+
+
+@dataclass
+class Child:
+    """One server process and the socket it serves."""
+
+    index: int
+    sock: socket.socket
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    quick_exits: int = 0
+
+
+@dataclass
+class Supervisor:
+    """Starts, watches, restarts and stops the server processes."""
+
+    sockets: list[socket.socket]
+    threads: int
+    env: dict[str, str]
+    command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "local.cli"])
+    children: list[Child] = field(init=False)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self.children = [Child(i, sock) for i, sock in enumerate(self.sockets)]
+
+    def spawn(self, child: Child, ready_fd: int | None = None) -> None:
+        fd = child.sock.fileno()
+        args = [
+            *self.command,
+            "serve",
+            "--no-worker",
+            "--threads",
+            str(self.threads),
+            "--listen-fd",
+            str(fd),
+            "--supervisor-pid",
+            str(os.getpid()),
+        ]
+        fds = [fd]
+        if ready_fd is not None:
+            args += ["--ready-fd", str(ready_fd)]
+            fds.append(ready_fd)
+        # Its own session: a terminal's Ctrl-C reaches the supervisor alone, which then
+        # stops every server process in order (stop()).
+        child.proc = subprocess.Popen(args, env=self.env, pass_fds=fds, start_new_session=True)
+        child.started = time.monotonic()
+
+    def start(self) -> None:
+        """Start every process; return once each is serving (else stop all, raise)."""
+        read_end, write_end = os.pipe()
+        try:
+            for child in self.children:
+                self.spawn(child, write_end)
+            os.close(write_end)
+            write_end = -1
+            self._wait_ready(read_end)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
+
+    def _wait_ready(self, read_end: int) -> None:
+        waiting = len(self.children)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while waiting > 0:
+            for child in self.children:
+                if child.proc is not None and child.proc.poll() is not None:
+                    raise CliFailure(
+                        f"a server process exited at start (code {child.proc.returncode})",
+                        "Read the lines above for its reason",
+                    )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CliFailure(
+                    f"server processes did not start within {READY_TIMEOUT:g} s",
+                    "Check the store is reachable, or start with fewer --processes",
+                )
+            readable, _, _ = select.select([read_end], [], [], min(left, 0.2))
+            if readable:
+                data = os.read(read_end, 64)
+                if not data:  # every write end closed: all exited
+                    continue
+                waiting -= len(data)
+
+    def watch(self, on_give_up: Callable[[str], None] | None = None) -> int:
+        """Until stop(): restart any process that exits; 1 if one keeps failing."""
+        while not self._stopping.wait(0.2):
+            for child in self.children:
+                proc = child.proc
+                if proc is None or proc.poll() is None:
+                    continue
+                lived = time.monotonic() - child.started
+                child.quick_exits = child.quick_exits + 1 if lived < QUICK_EXIT else 0
+                if child.quick_exits > QUICK_EXITS_ALLOWED:
+                    message = (
+                        f"server process {child.index} keeps exiting "
+                        f"(code {proc.returncode}); stopping"
+                    )
+                    log.error("%s", message)
+                    if on_give_up is not None:
+                        on_give_up(message)
+                    self.stop()
+                    return 1
+                log.warning(
+                    "server process %d (pid %d) exited with code %d; restarting it",
+                    child.index,
+                    proc.pid,
+                    proc.returncode,
+                )
+                if self._stopping.wait(RESTART_PAUSE * max(1, child.quick_exits)):
+                    break
+                self.spawn(child)
+        return 0
+
+    def request_stop(self) -> None:
+        """From a signal handler: watch() returns and the caller calls stop()."""
+        self._stopping.set()
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """SIGTERM every process, wait for them (SIGKILL past `grace`), close sockets."""
+        self._stopping.set()
+        running = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for proc in running:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in running:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("server process %d did not stop in %g s; killing it", proc.pid, grace)
+                proc.kill()
+                proc.wait(5)
+        for sock in {id(s): s for s in self.sockets}.values():
+            sock.close()
+
+    @property
+    def pids(self) -> list[int]:
+        return [c.proc.pid for c in self.children if c.proc is not None]
+
+
+# -- in each server process --------------------------------------------------------
+
+
+def inherited_socket(fd: int) -> socket.socket:
+    """The listening socket the supervisor handed down."""
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(False)
+    return sock
+
+
+def report_ready(fd: int | None) -> None:
+    """Tell the supervisor this process is serving (one byte), then let the pipe go."""
+    if fd is None:
+        return
+    try:
+        os.write(fd, b"r")
+    except OSError:
+        pass  # the supervisor stopped waiting; watching the parent handles the rest
+    finally:
+        os.close(fd)
+
+
+def exit_with_supervisor(supervisor_pid: int, stop: Callable[[], Any]) -> threading.Thread:
+    """Call stop() once the supervisor is gone (even SIGKILLed): no orphan servers."""
+
+    def watch() -> None:
+        while os.getppid() == supervisor_pid:
+            time.sleep(PARENT_CHECK)
+        log.warning("the supervisor (pid %d) is gone; stopping", supervisor_pid)
+        stop()
+
+    thread = threading.Thread(target=watch, name="spool-supervisor-watch", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,300 @@
+"""The job commands against a Spool server: `--url`/SPOOL_URL, `--key`/SPOOL_API_KEY.
+
+`spool enqueue|status|jobs|cancel|dlq` open the local store unless a URL is
+given; with one they go through spool_client (so they retry through a restart
+or a brief store outage like any client, and an enqueue is never doubled) and
+print what the local commands print: the same tables, the same `--json`, the
+same exit codes. A refusal from the server becomes one `spool:` line naming
+the fix, as a local failure does (`explain`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from chalicelib.jsonstrict import loads_strict
+from chalicelib.models import DEFAULT_TENANT, Attempt, Job
+from local import tables
+from local.cli_errors import EXIT_USAGE, CliFailure, UsageError
+from local.job_commands import wait_exit
+
+if TYPE_CHECKING:  # spool_client (httpx) is imported when a command goes remote
+    from spool_client import Client
+    from spool_client import errors as client_errors
+    from spool_client.models import Page
+
+COMMANDS = ("enqueue", "status", "jobs", "cancel", "dlq")
+URL_VARIABLE = "SPOOL_URL"  # the same names spool_client reads
+KEY_VARIABLE = "SPOOL_API_KEY"
+REDRIVE_CHUNK = 1000
+# A person waits at a terminal: keep trying through a restart (~8 s), not for minutes.
+RETRY: dict[str, Any] = {
+    "attempts": 6,
+    "base": 0.25,
+    "cap": 4.0,
+    "deadline": 30.0,
+    "max_retry_after": 30.0,
+}
+
+
+def add_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """--url and --key, on `spool` itself and on each job command (either place works)."""
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument(
+        "--url",
+        default=default,
+        help=f"a Spool server to talk to instead of the local store (also {URL_VARIABLE})",
+    )
+    parser.add_argument(
+        "--key",
+        default=default,
+        help=f"the API key for --url (also {KEY_VARIABLE}); it names your tenant",
+    )
+
+
+def target(args: argparse.Namespace) -> str | None:
+    """The server URL when this command goes remote, else None (the local store)."""
+    if args.command not in COMMANDS:
+        if getattr(args, "url", None) or getattr(args, "key", None):
+            raise UsageError(
+                f"--url and --key work with the job commands ({', '.join(COMMANDS)}), "
+                f"not with `spool {args.command}`",
+                "Drop them, or run a job command",
+            )
+        return None
+    return getattr(args, "url", None) or os.environ.get(URL_VARIABLE) or None
+
+
+def run(args: argparse.Namespace, url: str) -> int:
+    # enqueue's --tenant defaults to the local default tenant: only another one is a mistake.
+    unset = DEFAULT_TENANT if args.command == "enqueue" else None
+    if getattr(args, "tenant", None) not in (None, unset):
+        raise UsageError(
+            "--tenant is for the local store; a server's jobs belong to your key's tenant",
+            "Drop --tenant, or use the key of the tenant you mean",
+        )
+    from spool_client import Client, RetryPolicy
+
+    key = getattr(args, "key", None) or os.environ.get(KEY_VARIABLE) or None
+    try:
+        client = Client(url, key, retry=RetryPolicy(**RETRY))
+    except ValueError as exc:  # a URL without http://, a key no server could hold
+        raise UsageError(
+            str(exc), f"Fix --url / {URL_VARIABLE} or --key / {KEY_VARIABLE}"
+        ) from None
+    with client:
+        try:
+            return REMOTE[args.command](client, args)
+        except ValueError as exc:  # an empty job id, a payload that is not an object
+            raise UsageError(str(exc)) from None
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_enqueue(client: Client, args: argparse.Namespace) -> int:
+    try:
+        payload = loads_strict(args.payload)
+    except ValueError as exc:
+        fix = """Quote it for the shell: --payload '{"a": 1}'"""
+        raise UsageError(f"--payload is not valid JSON: {exc}", fix) from None
+    if not isinstance(payload, dict):
+        raise UsageError("--payload must be a JSON object", """e.g. --payload '{"a": 1}'""")
+    options: dict[str, Any] = {
+        "queue": args.queue,
+        "priority": args.priority,
+        "delay": args.delay,
+        "max_attempts": args.max_attempts,
+        "idempotency_key": args.idempotency_key,
+    }
+    if args.count == 1:
+        answer = client.enqueue(args.type, payload, **options)
+        tables.print_enqueued(
+            {
+                "id": answer.id,
+                "state": answer.state,
+                "created": answer.created,
+                "idempotency_key": answer.idempotency_key,
+            },
+            args.json,
+        )
+        return 0
+    specs = [{"type": args.type, "payload": payload, **options} for _ in range(args.count)]
+    done = client.enqueue_many(specs)
+    if args.json:
+        tables.print_json([{"id": d.id, "state": d.state, "created": d.created} for d in done])
+    print(f"enqueued {len(done)} jobs", file=sys.stderr)
+    return 0
+
+
+def cmd_status(client: Client, args: argparse.Namespace) -> int:
+    from spool_client import errors as client_errors
+
+    finished = True
+    if args.wait is not None:
+        timeout = None if args.wait == 0 else args.wait
+        try:
+            client.wait(args.id, timeout=timeout)
+        except client_errors.WaitTimeout:
+            finished = False
+    job = client.get(args.id, attempts=True)
+    if args.json:
+        tables.print_json(job.raw)
+    else:
+        from local import status_view  # its API schemas only when a job is shown
+
+        print(status_view.render(_as_job(job.raw), _attempts(job.raw), tenant="(your key's)"))
+    return wait_exit(job.state, finished) if args.wait is not None else 0
+
+
+def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
+    pages = client.pages(
+        state=args.state,
+        queue=args.queue,
+        type=args.type,
+        page_size=args.limit,
+        cursor=args.cursor,
+    )
+    _print_pages(pages, args, "job(s)")
+    return 0
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    job = client.cancel(args.id)
+    tables.print_job_state(job.raw, args.json, "cancelled")
+    return 0
+
+
+def cmd_dlq(client: Client, args: argparse.Namespace) -> int:
+    if args.dlq_command == "list":
+        pages = client.dead_pages(
+            queue=args.queue, type=args.type, page_size=args.limit, cursor=args.cursor
+        )
+        _print_pages(pages, args, "dead job(s)")
+        return 0
+    if args.all and args.id:
+        raise UsageError("give a job id or --all, not both")
+    if args.all:
+        ids: list[str] = []
+        while True:
+            moved = client.redrive_all(queue=args.queue, limit=REDRIVE_CHUNK)
+            ids.extend(moved.ids)
+            if moved.redriven < REDRIVE_CHUNK:
+                break
+        if args.json:
+            tables.print_json({"redriven": len(ids), "ids": ids})
+        print(f"redriven {len(ids)} job(s)", file=sys.stderr)
+        return 0
+    if not args.id:
+        raise UsageError("give a job id or --all", "e.g. `spool dlq redrive --all --queue emails`")
+    job = client.redrive(args.id)
+    if args.json:
+        tables.print_json({"id": job.id, "state": job.state})
+    else:
+        tables.print_job_state(job.raw, False, "redriven")
+    return 0
+
+
+REMOTE: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+    "enqueue": cmd_enqueue,
+    "status": cmd_status,
+    "jobs": cmd_jobs,
+    "cancel": cmd_cancel,
+    "dlq": cmd_dlq,
+}
+
+
+def _print_pages(pages: Iterator[Page], args: argparse.Namespace, noun: str) -> None:
+    jobs: list[dict[str, Any]] = []
+    cursor: str | None = None
+    for page in pages:
+        jobs.extend(j.raw for j in page.jobs)
+        cursor = page.next_cursor
+        if not args.all:
+            break
+    tables.print_page(jobs, cursor, args.json, noun)
+
+
+# -- the API's JSON as the models status_view renders ------------------------------------------
+
+
+def _as_job(raw: dict[str, Any]) -> Job:
+    fields = {k: v for k, v in raw.items() if k in Job.model_fields}
+    return Job.model_validate({**fields, "tenant": fields.get("tenant", "-")})
+
+
+def _attempts(raw: dict[str, Any]) -> list[Attempt]:
+    return [
+        Attempt(
+            number=a["number"],
+            started_at=datetime.fromisoformat(a["started_at"]),
+            finished_at=datetime.fromisoformat(a["finished_at"]),
+            worker=a["worker"],
+            outcome=a["outcome"],
+            error_type=a.get("error_type"),
+            error=a.get("error"),
+            traceback=a.get("traceback"),
+            next_delay=a.get("next_delay"),
+            log_tail=tuple(a.get("log_tail") or ()),
+        )
+        for a in raw.get("attempt_history") or []
+    ]
+
+
+# -- failures ----------------------------------------------------------------------------------
+
+_KEY_FIX = f"Pass the key with --key or {KEY_VARIABLE}"
+
+
+def explain(exc: client_errors.SpoolClientError) -> CliFailure:
+    """A server's refusal (or its silence) as one line with the fix and the exit code."""
+    from spool_client import errors as client_errors
+
+    if isinstance(exc, client_errors.TransportError):
+        return CliFailure(
+            f"{exc} (after {exc.attempts} tries)",
+            f"Check --url / {URL_VARIABLE} and that the server is running",
+        )
+    if isinstance(exc, client_errors.UnexpectedResponse):
+        return CliFailure(str(exc), f"Check --url / {URL_VARIABLE}")
+    if isinstance(exc, client_errors.WaitTimeout):
+        return CliFailure(str(exc))
+    if not isinstance(exc, client_errors.ApiError):
+        return CliFailure(str(exc))
+    if isinstance(exc, client_errors.Unauthorized | client_errors.Forbidden):
+        return CliFailure(exc.message, _KEY_FIX, EXIT_USAGE)
+    if isinstance(exc, client_errors.UnknownJobType):
+        known = ", ".join((exc.details or {}).get("known", [])) or "none"
+        return UsageError(exc.message, f"The server's job types: {known}")
+    if isinstance(exc, client_errors.ValidationFailed):
+        return UsageError(_first_problem(exc), "Fix the job and try again")
+    if isinstance(exc, client_errors.BadRequest | client_errors.PayloadTooLarge):
+        return UsageError(exc.message)
+    if isinstance(exc, client_errors.NotFound):
+        job_id = (exc.details or {}).get("id") if isinstance(exc.details, dict) else None
+        return CliFailure(
+            f"job {job_id} not found" if job_id else exc.message,
+            "Check the id, and that --key is the key of the tenant that owns it",
+        )
+    if isinstance(exc, client_errors.Unavailable | client_errors.TooManyRequests):
+        return CliFailure(exc.message, "The server is busy or its store is down: try again later")
+    return CliFailure(exc.message)
+
+
+def _first_problem(exc: client_errors.ApiError) -> str:
+    details = exc.details
+    if isinstance(details, dict) and details.get("errors"):
+        first = details["errors"][0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+        return f"{exc.message} ({where}: {first.get('msg')})"
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        first = details[0]
+        if "loc" in first:
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            return f"{exc.message} ({where}: {first.get('msg')})"
+    return exc.message

@@ -1,0 +1,104 @@
+"""What `spool` prints for people: aligned tables and one-line answers.
+
+Every job-facing command prints the same JSON shape whether it ran against the
+local store or a server (`--json`); without `--json` it prints these. They take
+the JSON dicts (a job as the API shows it, or as the store's model dumps it),
+so local and remote results look alike.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+MESSAGE_WIDTH = 60
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def one_line(text: str, width: int = MESSAGE_WIDTH) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+    """Left-aligned columns two spaces apart, trailing blanks trimmed."""
+    all_rows = [tuple(headers), *(tuple(r) for r in rows)]
+    widths = [max(len(row[i]) for row in all_rows) for i in range(len(headers))]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in all_rows
+    ]
+
+
+def _when(value: Any) -> str:
+    """An ISO time as 'YYYY-MM-DD HH:MM:SS' (UTC, as stored), or '-'."""
+    if not value:
+        return "-"
+    text = str(value).replace("T", " ")
+    return text[:19]
+
+
+def _outcome(job: Mapping[str, Any]) -> str:
+    if job.get("last_error"):
+        return one_line(str(job["last_error"]))
+    if job.get("result") is not None:
+        return one_line(json.dumps(job["result"], default=str))
+    return ""
+
+
+def job_rows(jobs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """A table of jobs; a tenant column when the jobs carry one (the local store)."""
+    with_tenant = any("tenant" in j for j in jobs)
+    headers = ["id", "type", "queue", *(["tenant"] if with_tenant else []), "state"]
+    headers += ["tries", "created (UTC)", "error / result"]
+    rows = [
+        [
+            str(j["id"]),
+            str(j["type"]),
+            str(j["queue"]),
+            *([str(j.get("tenant", "-"))] if with_tenant else []),
+            str(j["state"]),
+            f"{j['attempts']}/{j['max_attempts']}",
+            _when(j.get("created_at")),
+            _outcome(j),
+        ]
+        for j in jobs
+    ]
+    return table(headers, rows)
+
+
+def print_page(
+    jobs: Sequence[Mapping[str, Any]],
+    next_cursor: str | None,
+    as_json: bool,
+    noun: str = "job(s)",
+) -> None:
+    """A page of jobs: the table on stdout, the count and how to go on on stderr."""
+    if as_json:
+        print_json({"jobs": list(jobs), "next_cursor": next_cursor})
+        return
+    if jobs:
+        print("\n".join(job_rows(jobs)))
+    more = f" (more: --cursor {next_cursor}, or --all)" if next_cursor else ""
+    print(f"{len(jobs)} {noun}{more}", file=sys.stderr)
+
+
+def print_enqueued(answer: Mapping[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(answer)
+        return
+    how = "created" if answer.get("created") else "existing (its idempotency key was seen before)"
+    print(f"{answer['id']}  {answer['state']}  {how}")
+
+
+def print_job_state(job: Mapping[str, Any], as_json: bool, verb: str) -> None:
+    """The answer to cancel or redrive: the job (JSON), or `<id>  <state>`."""
+    if as_json:
+        print_json(job)
+        return
+    print(f"{job['id']}  {job['state']}  ({verb})")

@@ -1,0 +1,252 @@
+"""The asyncio client: client.Client's methods as coroutines, with the same retries.
+
+async with AsyncClient("http://127.0.0.1:8000", key) as spool:
+    job = await spool.enqueue("echo", {"hello": "world"})
+    done = await spool.wait(job.id, timeout=30)
+    async for dead in spool.dead_letters():
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from spool_client import calls
+from spool_client.calls import Call, JobSpec
+from spool_client.client import _json, _smaller
+from spool_client.errors import (
+    Conflict,
+    PayloadTooLarge,
+    TransportError,
+    UnexpectedResponse,
+    WaitTimeout,
+    error_for,
+)
+from spool_client.models import Enqueued, Job, Page, Redriven
+from spool_client.retry import RETRY_STATUSES, RetryPolicy, maybe_sent, retry_after, retryable
+
+
+class AsyncClient:
+    """A Spool API client for asyncio; see client.Client for the arguments."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        batch_size: int | None = None,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url, self.key = calls.settings(url, key)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.batch_size = batch_size or calls.DEFAULT_BATCH
+        self._own_http = http is None
+        self._http = http or httpx.AsyncClient(timeout=timeout)
+        self._headers = calls.headers(self.key)
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _send(self, call: Call) -> Any:
+        started = time.monotonic()
+        tries = 0
+        sent_before = False
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + (call.read_timeout or 0))
+        while True:
+            tries += 1
+            try:
+                response = await self._http.request(
+                    call.method,
+                    self.url + call.path,
+                    params=call.params,
+                    json=call.json,
+                    headers=self._headers,
+                    timeout=timeout,
+                )
+            except httpx.TransportError as exc:
+                wait = self.retry.delay(tries, started, None) if retryable(exc) else None
+                if wait is None:
+                    raise TransportError(
+                        f"cannot reach {self.url}: {type(exc).__name__}: {exc}", tries
+                    ) from exc
+                sent_before = sent_before or maybe_sent(exc)
+                await asyncio.sleep(wait)
+                continue
+            body = _json(response)
+            if response.status_code in RETRY_STATUSES:
+                wait = self.retry.delay(tries, started, retry_after(response))
+                if wait is not None:
+                    sent_before = sent_before or response.status_code != 429
+                    await asyncio.sleep(wait)
+                    continue
+            if response.status_code >= 400:
+                error = error_for(
+                    response.status_code, body, retry_after(response), response.reason_phrase
+                )
+                error.retried_after_send = sent_before
+                raise error
+            if not isinstance(body, dict):  # every route answers a JSON object
+                raise UnexpectedResponse(
+                    response.status_code,
+                    response.headers.get("content-type", ""),
+                    str(response.url.copy_with(query=None)),
+                )
+            return body
+
+    async def enqueue(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+    ) -> Enqueued:
+        body = calls.job_body(
+            JobSpec(
+                type,
+                payload,
+                queue,
+                priority,
+                delay,
+                run_at,
+                max_attempts,
+                idempotency_key,
+                callback_url,
+            )
+        )
+        return Enqueued.from_json(await self._send(calls.enqueue(body)), body["idempotency_key"])
+
+    async def enqueue_many(
+        self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, batch_size: int | None = None
+    ) -> list[Enqueued]:
+        bodies = [calls.job_body(calls.as_spec(j)) for j in jobs]
+        size = batch_size or self.batch_size
+        results: list[Enqueued] = []
+        start = 0
+        while start < len(bodies):
+            chunk = bodies[start : start + size]
+            try:
+                answer = await self._send(calls.enqueue_batch(chunk))
+            except PayloadTooLarge as exc:
+                size = _smaller(exc, size, len(chunk))
+                self.batch_size = min(self.batch_size, size)
+                continue
+            results.extend(
+                Enqueued.from_json(view, body["idempotency_key"])
+                for view, body in zip(answer["jobs"], chunk, strict=True)
+            )
+            start += len(chunk)
+        return results
+
+    async def get(self, job_id: str, *, attempts: bool = False) -> Job:
+        return Job.from_json(await self._send(calls.status(job_id, attempts=attempts)))
+
+    async def wait(self, job_id: str, timeout: float | None = 60.0) -> Job:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
+            wait = max(0.0, min(calls.MAX_WAIT, left))
+            job = Job.from_json(await self._send(calls.status(job_id, wait=wait)))
+            if job.terminal:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(job, timeout or 0.0)
+
+    async def pages(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> AsyncIterator[Page]:
+        while True:
+            call = calls.list_jobs(state, queue, type, page_size, cursor)
+            page = Page.from_json(await self._send(call))
+            yield page
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def list(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[Job]:
+        async for page in self.pages(state=state, queue=queue, type=type, page_size=page_size):
+            for job in page.jobs:
+                yield job
+
+    async def dead_pages(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> AsyncIterator[Page]:
+        while True:
+            page = Page.from_json(await self._send(calls.dead(queue, type, page_size, cursor)))
+            yield page
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def dead_letters(
+        self, *, queue: str | None = None, type: str | None = None, page_size: int = 100
+    ) -> AsyncIterator[Job]:
+        async for page in self.dead_pages(queue=queue, type=type, page_size=page_size):
+            for job in page.jobs:
+                yield job
+
+    async def cancel(self, job_id: str) -> Job:
+        return await self._settle(calls.cancel(job_id), job_id, lambda j: j.state == "cancelled")
+
+    async def redrive(self, job_id: str) -> Job:
+        return await self._settle(calls.redrive(job_id), job_id, lambda j: j.state != "dead")
+
+    async def redrive_all(
+        self, *, queue: str | None = None, type: str | None = None, limit: int | None = None
+    ) -> Redriven:
+        body = await self._send(calls.redrive_all(queue, type, limit))
+        return Redriven(body["redriven"], list(body["ids"]))
+
+    async def _settle(self, call: Call, job_id: str, done: Callable[[Job], bool]) -> Job:
+        try:
+            return Job.from_json(await self._send(call))
+        except Conflict as conflict:
+            if not conflict.retried_after_send:
+                raise
+            job = await self.get(job_id)
+            if done(job):
+                return job
+            raise
+
+    async def health(self) -> dict[str, Any]:
+        body: dict[str, Any] = await self._send(Call("GET", "/health"))
+        return body

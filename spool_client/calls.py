@@ -1,0 +1,192 @@
+"""The HTTP request behind each client method, built once for the sync and async clients.
+
+Nothing here does I/O: a `Call` says what to send; client.py and aio.py send it
+(with retries) and turn the answer into models. Job ids are quoted into the path,
+so an id like "../dlq" names no other route.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+URL_VARIABLE = "SPOOL_URL"
+KEY_VARIABLE = "SPOOL_API_KEY"
+DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_WAIT = 20.0  # the server holds a long-poll at most this long (?wait=)
+DEFAULT_BATCH = 100  # the server's default SPOOL_MAX_BATCH; a smaller limit is learned
+USER_AGENT = "spool-client/0.1"
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+
+
+@dataclass
+class Call:
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    read_timeout: float | None = None  # a long-poll needs more than the default
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for `enqueue_many` (the same fields `enqueue` takes)."""
+
+    type: str
+    payload: Any = None
+    queue: str | None = None
+    priority: int | None = None
+    delay: float | timedelta | None = None
+    run_at: datetime | None = None
+    max_attempts: int | None = None
+    idempotency_key: str | None = None
+    callback_url: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def settings(url: str | None, key: str | None) -> tuple[str, str | None]:
+    """The base URL and key: given, else SPOOL_URL / SPOOL_API_KEY, else the laptop server.
+
+    Checked here, where the mistake is made, rather than failing on the first
+    request as an unreachable host (no scheme) or an encoding error (a key with
+    a space or a non-ASCII letter, which no server key can match anyway).
+    """
+    base = (url or os.environ.get(URL_VARIABLE) or DEFAULT_URL).strip()
+    if not base.startswith(("http://", "https://")) or len(base) <= len("https://"):
+        raise ValueError(f"the server URL must start with http:// or https://, not {base!r}")
+    if "?" in base or "#" in base:
+        raise ValueError("the server URL is a base (scheme, host, optional path): no ? or #")
+    key = key if key is not None else os.environ.get(KEY_VARIABLE)
+    if key is not None and not _VISIBLE_ASCII.fullmatch(key):
+        raise ValueError("an API key is visible ASCII characters only (no spaces)")
+    return base.rstrip("/"), key or None
+
+
+def headers(key: str | None) -> dict[str, str]:
+    out = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    if key:
+        out["X-API-Key"] = key
+    return out
+
+
+def new_key() -> str:
+    """An idempotency key for an enqueue whose caller gave none: unique per job,
+    reused by every retry of that enqueue."""
+    return "spool-client-" + uuid.uuid4().hex
+
+
+def payload_json(payload: Any) -> dict[str, Any]:
+    """A payload as JSON: a mapping, or a pydantic model (a handler's payload model)."""
+    if payload is None:
+        return {}
+    dump = getattr(payload, "model_dump", None)
+    if callable(dump):
+        data = dump(mode="json", exclude_unset=False)
+    elif isinstance(payload, Mapping):
+        data = dict(payload)
+    else:
+        raise TypeError(f"payload must be a dict or a pydantic model, not {type(payload).__name__}")
+    if not isinstance(data, dict):
+        raise TypeError("a payload model must dump to a JSON object")
+    return data
+
+
+def job_body(spec: JobSpec) -> dict[str, Any]:
+    """The JSON of one job, with its idempotency key (generated when absent)."""
+    body: dict[str, Any] = {"type": spec.type, "payload": payload_json(spec.payload)}
+    if spec.queue is not None:
+        body["queue"] = spec.queue
+    if spec.priority is not None:
+        body["priority"] = spec.priority
+    if spec.delay is not None:
+        delay = spec.delay
+        body["delay"] = delay.total_seconds() if isinstance(delay, timedelta) else delay
+    if spec.run_at is not None:
+        body["run_at"] = spec.run_at.isoformat()
+    if spec.max_attempts is not None:
+        body["max_attempts"] = spec.max_attempts
+    if spec.callback_url is not None:
+        body["callback_url"] = spec.callback_url
+    body.update(spec.extra)
+    body["idempotency_key"] = spec.idempotency_key or new_key()
+    return body
+
+
+def as_spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
+    if isinstance(job, JobSpec):
+        return job
+    fields = dict(job)
+    known = {k: fields.pop(k) for k in list(fields) if k in JobSpec.__dataclass_fields__}
+    if "type" not in known:
+        raise TypeError('each job needs a "type"')
+    known.pop("extra", None)
+    return JobSpec(**known, extra=fields)
+
+
+def job_path(job_id: str, suffix: str = "") -> str:
+    if not job_id:
+        raise ValueError("a job id is required")
+    return f"/{quote(job_id, safe='')}{suffix}"
+
+
+def query(**params: Any) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def enqueue(body: dict[str, Any]) -> Call:
+    return Call("POST", "/enqueue", json=body)
+
+
+def enqueue_batch(bodies: list[dict[str, Any]]) -> Call:
+    return Call("POST", "/enqueue", json={"jobs": bodies})
+
+
+def status(job_id: str, wait: float = 0, attempts: bool = False) -> Call:
+    params = query(wait=f"{wait:g}" if wait > 0 else None, attempts="true" if attempts else None)
+    return Call(
+        "GET", "/status" + job_path(job_id), params or None, read_timeout=wait if wait else None
+    )
+
+
+def list_jobs(
+    state: str | None, queue: str | None, type: str | None, limit: int, cursor: str | None
+) -> Call:
+    return Call(
+        "GET",
+        "/jobs",
+        query(state=state, queue=queue, type=type, limit=limit, cursor=cursor),
+    )
+
+
+def dead(queue: str | None, type: str | None, limit: int, cursor: str | None) -> Call:
+    return Call("GET", "/dlq", query(queue=queue, type=type, limit=limit, cursor=cursor))
+
+
+def cancel(job_id: str) -> Call:
+    return Call("POST", "/jobs" + job_path(job_id, "/cancel"))
+
+
+def redrive(job_id: str) -> Call:
+    return Call("POST", "/dlq" + job_path(job_id, "/redrive"))
+
+
+def redrive_all(queue: str | None, type: str | None, limit: int | None) -> Call:
+    return Call("POST", "/dlq/redrive", json=query(queue=queue, type=type, limit=limit))
+
+
+def batch_limit(details: Any, sent: int) -> int | None:
+    """From a 413 to a batch: the server's jobs-per-batch limit, when that was the
+    refusal (details {"limit", "size"} with size the number of jobs sent); None
+    when the body's bytes were over instead."""
+    if not isinstance(details, dict):
+        return None
+    limit, size = details.get("limit"), details.get("size")
+    if isinstance(limit, int) and size == sent and 0 < limit < sent:
+        return limit
+    return None

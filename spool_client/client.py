@@ -1,0 +1,311 @@
+"""The synchronous client: one method per route, retries built in.
+
+    with Client("http://127.0.0.1:8000", key) as spool:
+        job = spool.enqueue("echo", {"hello": "world"})
+        print(spool.wait(job.id, timeout=30).result)
+
+aio.py is the same over asyncio; calls.py builds the requests both send.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+from spool_client import calls
+from spool_client.calls import Call, JobSpec
+from spool_client.errors import (
+    Conflict,
+    PayloadTooLarge,
+    TransportError,
+    UnexpectedResponse,
+    WaitTimeout,
+    error_for,
+)
+from spool_client.models import Enqueued, Job, Page, Redriven
+from spool_client.retry import RETRY_STATUSES, RetryPolicy, maybe_sent, retry_after, retryable
+
+
+class Client:
+    """A Spool API client.
+
+    url and key default to SPOOL_URL and SPOOL_API_KEY (then to the laptop
+    server, http://127.0.0.1:8000). timeout is each request's (a long-poll gets
+    its wait on top). retry decides which failures are tried again; pass
+    `RetryPolicy(attempts=1)` to see every failure at once. http lets you bring
+    your own httpx.Client (proxies, TLS, a test transport); it is not closed here.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        key: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        batch_size: int | None = None,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.url, self.key = calls.settings(url, key)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.batch_size = batch_size or calls.DEFAULT_BATCH
+        self._own_http = http is None
+        self._http = http or httpx.Client(timeout=timeout)
+        self._headers = calls.headers(self.key)
+
+    # -- lifecycle ---------------------------------------------------------
+    def close(self) -> None:
+        if self._own_http:
+            self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- sending -----------------------------------------------------------
+    def _send(self, call: Call) -> Any:
+        """Send with retries; the JSON answer, or the typed error of the last try."""
+        started = time.monotonic()
+        tries = 0
+        sent_before = False
+        timeout = httpx.Timeout(self.timeout, read=self.timeout + (call.read_timeout or 0))
+        while True:
+            tries += 1
+            try:
+                response = self._http.request(
+                    call.method,
+                    self.url + call.path,
+                    params=call.params,
+                    json=call.json,
+                    headers=self._headers,
+                    timeout=timeout,
+                )
+            except httpx.TransportError as exc:
+                wait = self.retry.delay(tries, started, None) if retryable(exc) else None
+                if wait is None:
+                    raise TransportError(
+                        f"cannot reach {self.url}: {type(exc).__name__}: {exc}", tries
+                    ) from exc
+                sent_before = sent_before or maybe_sent(exc)
+                time.sleep(wait)
+                continue
+            body = _json(response)
+            if response.status_code in RETRY_STATUSES:
+                after = retry_after(response)
+                wait = self.retry.delay(tries, started, after)
+                if wait is not None:
+                    sent_before = sent_before or response.status_code != 429
+                    time.sleep(wait)
+                    continue
+            if response.status_code >= 400:
+                error = error_for(
+                    response.status_code, body, retry_after(response), response.reason_phrase
+                )
+                error.retried_after_send = sent_before
+                raise error
+            if not isinstance(body, dict):  # every route answers a JSON object
+                raise UnexpectedResponse(
+                    response.status_code,
+                    response.headers.get("content-type", ""),
+                    str(response.url.copy_with(query=None)),
+                )
+            return body
+
+    # -- enqueue -----------------------------------------------------------
+    def enqueue(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | None = None,
+        max_attempts: int | None = None,
+        idempotency_key: str | None = None,
+        callback_url: str | None = None,
+    ) -> Enqueued:
+        """Add one job. payload is a dict or a handler's pydantic payload model.
+
+        Without an idempotency_key one is generated and sent with every retry,
+        so a retried request never makes a second job.
+        """
+        body = calls.job_body(
+            JobSpec(
+                type,
+                payload,
+                queue,
+                priority,
+                delay,
+                run_at,
+                max_attempts,
+                idempotency_key,
+                callback_url,
+            )
+        )
+        answer = self._send(calls.enqueue(body))
+        return Enqueued.from_json(answer, body["idempotency_key"])
+
+    def enqueue_many(
+        self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, batch_size: int | None = None
+    ) -> list[Enqueued]:
+        """Add many jobs, in batches no larger than the server takes (learned from
+        its 413 when smaller than batch_size); results in the order given.
+
+        Each batch is stored all or nothing; every job carries an idempotency key,
+        so a retried batch never doubles one. If a later batch fails, the earlier
+        ones stay stored: send the same jobs again with your own keys to finish.
+        """
+        bodies = [calls.job_body(calls.as_spec(j)) for j in jobs]
+        size = batch_size or self.batch_size
+        results: list[Enqueued] = []
+        start = 0
+        while start < len(bodies):
+            chunk = bodies[start : start + size]
+            try:
+                answer = self._send(calls.enqueue_batch(chunk))
+            except PayloadTooLarge as exc:
+                size = _smaller(exc, size, len(chunk))
+                self.batch_size = min(self.batch_size, size)
+                continue
+            results.extend(
+                Enqueued.from_json(view, body["idempotency_key"])
+                for view, body in zip(answer["jobs"], chunk, strict=True)
+            )
+            start += len(chunk)
+        return results
+
+    # -- reading -------------------------------------------------------------
+    def get(self, job_id: str, *, attempts: bool = False) -> Job:
+        """The job now; attempts=True adds attempt_history (each attempt's story)."""
+        return Job.from_json(self._send(calls.status(job_id, attempts=attempts)))
+
+    def wait(self, job_id: str, timeout: float | None = 60.0) -> Job:
+        """Long-poll until the job is terminal (succeeded, dead, cancelled).
+
+        Raises WaitTimeout (with the job's last state) if it is not after `timeout`
+        seconds; None waits for as long as it takes.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
+            job = Job.from_json(
+                self._send(calls.status(job_id, wait=max(0.0, min(calls.MAX_WAIT, left))))
+            )
+            if job.terminal:
+                return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(job, timeout or 0.0)
+
+    def pages(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> Iterator[Page]:
+        """Pages of your jobs, oldest first, following next_cursor to the end."""
+        while True:
+            page = Page.from_json(
+                self._send(calls.list_jobs(state, queue, type, page_size, cursor))
+            )
+            yield page
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def list(
+        self,
+        *,
+        state: str | None = None,
+        queue: str | None = None,
+        type: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Job]:
+        """Every job matching the filters, oldest first; pages are fetched as you go."""
+        for page in self.pages(state=state, queue=queue, type=type, page_size=page_size):
+            yield from page.jobs
+
+    def dead_pages(
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        page_size: int = 100,
+        cursor: str | None = None,
+    ) -> Iterator[Page]:
+        while True:
+            page = Page.from_json(self._send(calls.dead(queue, type, page_size, cursor)))
+            yield page
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def dead_letters(
+        self, *, queue: str | None = None, type: str | None = None, page_size: int = 100
+    ) -> Iterator[Job]:
+        """Every dead job (the dead-letter store) matching the filters."""
+        for page in self.dead_pages(queue=queue, type=type, page_size=page_size):
+            yield from page.jobs
+
+    # -- acting --------------------------------------------------------------
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a waiting job (409 Conflict when it is running or finished)."""
+        return self._settle(calls.cancel(job_id), job_id, lambda job: job.state == "cancelled")
+
+    def redrive(self, job_id: str) -> Job:
+        """Put a dead job back to queued with a fresh attempt budget."""
+        return self._settle(calls.redrive(job_id), job_id, lambda job: job.state != "dead")
+
+    def redrive_all(
+        self, *, queue: str | None = None, type: str | None = None, limit: int | None = None
+    ) -> Redriven:
+        """Redrive dead jobs in bulk (the server's default limit is 1000 a call)."""
+        body = self._send(calls.redrive_all(queue, type, limit))
+        return Redriven(body["redriven"], list(body["ids"]))
+
+    def _settle(self, call: Call, job_id: str, done: Callable[[Job], bool]) -> Job:
+        """A cancel or redrive whose earlier try may have been applied: a 409 on the
+        retry means "already done" when the job now stands as the call would leave it."""
+        try:
+            return Job.from_json(self._send(call))
+        except Conflict as conflict:
+            if not conflict.retried_after_send:
+                raise
+            job = self.get(job_id)
+            if done(job):
+                return job
+            raise
+
+    def health(self) -> dict[str, Any]:
+        """GET /health (no key needed): {"status": "ok", "store": "ok"}, or Unavailable."""
+        body: dict[str, Any] = self._send(Call("GET", "/health"))
+        return body
+
+
+def _json(response: httpx.Response) -> Any:
+    if not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _smaller(exc: PayloadTooLarge, size: int, sent: int) -> int:
+    """The batch size to try after a 413: the server's job limit, or half (bytes)."""
+    limit = calls.batch_limit(exc.details, sent)
+    if limit is not None:
+        return limit
+    if sent > 1:
+        return max(1, sent // 2)
+    raise exc

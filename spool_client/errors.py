@@ -1,0 +1,184 @@
+"""One exception class per error code the Spool API answers with.
+
+The server's errors all have one shape, `{"error": {"code", "message", "details"}}`;
+`error_for` turns a response into the class named by its code (or, for a code
+this client does not know yet, by its HTTP status), so callers catch what they
+mean (`except NotFound`) instead of comparing status numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SpoolClientError(Exception):
+    """Base class of everything this package raises."""
+
+
+class TransportError(SpoolClientError):
+    """The server could not be reached (or went away mid-request) on every try."""
+
+    def __init__(self, message: str, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class UnexpectedResponse(SpoolClientError):
+    """A success status whose body is not the JSON the route answers: the URL is
+    probably not a Spool server (or a proxy answered for it)."""
+
+    def __init__(self, status: int, content_type: str, url: str) -> None:
+        super().__init__(
+            f"{url} answered {status} ({content_type or 'no content type'}), not Spool's "
+            "JSON: is it a Spool server's address?"
+        )
+        self.status = status
+
+
+class WaitTimeout(SpoolClientError):
+    """`wait()` ran out of time before the job finished; `.job` is its last state."""
+
+    def __init__(self, job: Any, timeout: float) -> None:
+        super().__init__(f"job {job.id} is still {job.state} after {timeout:g}s")
+        self.job = job
+        self.timeout = timeout
+
+
+class ApiError(SpoolClientError):
+    """The server refused the request: its status, stable code, message and details."""
+
+    code = "error"
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.retry_after = retry_after
+        # Set by the client: an earlier try of this request may have reached the
+        # server (it failed without an answer, or with a 5xx), so its work may be done.
+        self.retried_after_send = False
+
+
+class BadRequest(ApiError):
+    """400: the body is not JSON, a cursor is malformed, a number is not finite."""
+
+
+class Unauthorized(ApiError):
+    """401: no API key, or one the server does not know."""
+
+
+class Forbidden(ApiError):
+    """403: a valid key that this route does not accept (a tenant key on /metrics)."""
+
+
+class NotFound(ApiError):
+    """404: no such job for this key's tenant (another tenant's job looks the same)."""
+
+
+class RequestTimeout(ApiError):
+    """408: the request did not arrive whole in time."""
+
+
+class Conflict(ApiError):
+    """409: the job is in a state where the operation makes no sense (cancel a
+    running job, redrive one that is not dead)."""
+
+
+class IdempotencyConflict(Conflict):
+    """409: the idempotency key already names a different job (details name it)."""
+
+
+class PayloadTooLarge(ApiError):
+    """413: the body, or the batch, is over the server's limit (details say which)."""
+
+
+class ValidationFailed(ApiError):
+    """422: the job (or a query parameter) is invalid; details say where."""
+
+
+class UnknownJobType(ValidationFailed):
+    """422: no handler is registered for this job type."""
+
+
+class TooManyRequests(ApiError):
+    """429: too many long-polls held at once (retried after Retry-After)."""
+
+
+class ServerError(ApiError):
+    """500 and other 5xx the server did not explain."""
+
+
+class Unavailable(ApiError):
+    """503: the server cannot answer now (its store is down); retried after Retry-After."""
+
+
+class StoreUnavailable(Unavailable):
+    """503: the store cannot be reached."""
+
+
+class Misconfigured(Unavailable):
+    """503: a server setting is malformed; its operator must fix it."""
+
+
+class StoreNotMigrated(Unavailable):
+    """503: the Postgres schema needs `spool db migrate`."""
+
+
+BY_CODE: dict[str, type[ApiError]] = {
+    "bad_request": BadRequest,
+    "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
+    "not_found": NotFound,
+    "request_timeout": RequestTimeout,
+    "conflict": Conflict,
+    "idempotency_conflict": IdempotencyConflict,
+    "payload_too_large": PayloadTooLarge,
+    "validation_error": ValidationFailed,
+    "unknown_job_type": UnknownJobType,
+    "too_many_waits": TooManyRequests,
+    "store_unavailable": StoreUnavailable,
+    "keys_unavailable": StoreUnavailable,
+    "misconfigured": Misconfigured,
+    "store_not_migrated": StoreNotMigrated,
+    "internal_error": ServerError,
+}
+
+BY_STATUS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    408: RequestTimeout,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: ValidationFailed,
+    429: TooManyRequests,
+    503: Unavailable,
+}
+
+
+def error_for(
+    status: int, body: Any, retry_after: float | None = None, reason: str = ""
+) -> ApiError:
+    """The typed error for a refusal; a body not in Spool's shape (a proxy's HTML
+    page) still gives the right class by status, with a short excerpt as message."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str):
+        code = error["code"]
+        message = str(error.get("message") or code)
+        details = error.get("details")
+    else:
+        code = f"http_{status}"
+        message = reason or f"HTTP {status}"
+        details = None
+    cls = BY_CODE.get(code) or BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
+    return cls(status, code, message, details, retry_after)

@@ -1,0 +1,98 @@
+"""When a failed request is tried again, and after how long.
+
+Retried: a connection that failed or broke (the request may or may not have
+reached the server), 429 (too many waits), and 502/503/504 (the server or its
+store is briefly down). Retrying is safe for every call this client makes:
+reads change nothing, every enqueue carries an idempotency key (a second try
+of a write that did commit gets the same job back, never a second one), and a
+cancel or redrive whose retry finds the work already done settles on the job
+as it stands (see client.py). Anything else (a 4xx, a 500) is an answer and is
+raised at once.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+# Failures that happen before a byte of the request left this machine: the
+# server cannot have acted on it. Every other transport failure is ambiguous.
+_NOT_SENT: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+)
+# The request itself is wrong (a bad URL scheme, a header httpx cannot write):
+# no retry can help.
+_HOPELESS: tuple[type[Exception], ...] = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, bounded by tries and by time.
+
+    attempts: tries in all, the first included (1 turns retrying off).
+    base, cap: the n-th retry waits about base * 2**(n-1) seconds, at most cap,
+        jittered between half and all of that, so many clients that failed
+        together do not come back together.
+    deadline: no retry starts later than this many seconds after the first try.
+    max_retry_after: a Retry-After longer than this is not waited for; the
+        error is raised with its `retry_after` for the caller to decide.
+    """
+
+    attempts: int = 8
+    base: float = 0.25
+    cap: float = 5.0
+    deadline: float = 60.0
+    max_retry_after: float = 60.0
+
+    def backoff(self, retry: int) -> float:
+        ceiling = min(self.cap, self.base * 2 ** (retry - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def delay(self, tries: int, started: float, retry_after: float | None) -> float | None:
+        """Seconds to sleep before the next try, or None to stop: `tries` were made
+        so far, the first at `started` (time.monotonic)."""
+        if tries >= self.attempts:
+            return None
+        if retry_after is not None and retry_after > self.max_retry_after:
+            return None
+        wait = self.backoff(tries) if retry_after is None else max(retry_after, 0.0)
+        if time.monotonic() + wait - started > self.deadline:
+            return None
+        return wait
+
+
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def retryable(exc: httpx.TransportError) -> bool:
+    return not isinstance(exc, _HOPELESS)
+
+
+def maybe_sent(exc: httpx.TransportError) -> bool:
+    """Could the server have acted on a request that failed this way?"""
+    return not isinstance(exc, _NOT_SENT)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds: a number, or an HTTP date (RFC 9110 allows both)."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,58 @@
+"""local/server.py's RouteTable answers every path exactly as chalice's RouteMatcher.
+
+RouteTable is a faster copy of chalice's matcher (`spool serve` matches a route
+per request): the same route, the same captured parameters (including chalice's
+quirks), the same query parameters, and the same refusal for no match.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chalice.local import RouteMatcher
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import app as spool_app
+from local.server import RouteTable
+
+APP_ROUTES = sorted(spool_app.app.routes)
+# Templates that exercise the order and capture rules beside app.py's own.
+EXTRA_ROUTES = ["/", "/a/{x}", "/a/b", "/a/{x}/c", "/a/b/{y}", "/{p}/b/c", "/~z/{q}", "/a/~"]
+SEGMENTS = ["", "a", "b", "c", "~", "~z", "{x}", "status", "jobs", "dlq", "redrive", "cancel",
+            "ui", "api", "static", "enqueue", "j_0f", "%3F", "%23", "a;b", ":", "é"]  # fmt: skip
+
+
+def answer(matcher: RouteMatcher, url: str) -> Any:
+    try:
+        found = matcher.match_route(url)
+    except ValueError as exc:
+        return ("no route", str(exc))
+    return (found.route, found.captured, found.query_params)
+
+
+def urls() -> st.SearchStrategy[str]:
+    path = st.lists(st.sampled_from(SEGMENTS) | st.text(max_size=4), max_size=5).map(
+        lambda parts: "/" + "/".join(parts)
+    )
+    tail = st.sampled_from(["", "/", "?", "?a=1", "?a=1&a=2&b", "?wait=5&attempts=true", "#f"])
+    prefix = st.sampled_from(["", "/", "x:"])
+    return st.tuples(prefix, path, tail).map(lambda t: t[0] + t[1] + t[2])
+
+
+@settings(max_examples=600, deadline=None)
+@given(url=urls(), extra=st.booleans())
+def test_route_table_matches_as_chalice_does(url: str, extra: bool) -> None:
+    routes = APP_ROUTES + (EXTRA_ROUTES if extra else [])
+    assert answer(RouteTable(routes), url) == answer(RouteMatcher(routes), url)
+
+
+def test_known_paths() -> None:
+    table = RouteTable(APP_ROUTES)
+    assert table.match_route("/status/j_1").route == "/status/{id}"
+    assert table.match_route("/status/j_1/").captured == {"id": "j_1"}
+    found = table.match_route("/jobs?state=dead&state=queued&limit=")
+    assert found.route == "/jobs"
+    assert found.query_params == {"state": ["dead", "queued"], "limit": [""]}
+    assert table.match_route("/dlq/redrive").route == "/dlq/redrive"
+    assert table.match_route("/dlq/j_2/redrive").captured == {"id": "j_2"}
