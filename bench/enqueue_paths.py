@@ -275,7 +275,7 @@ def render(rows: list[Row], command: str, rounds: int, load: tuple[float, ...]) 
 ```
 
 {os.cpu_count()} cores, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version};
-load average before the run {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}. Medians of
+1-minute load average {load[0]:.2f} before the run and {os.getloadavg()[0]:.2f} after it. Medians of
 {rounds} rounds; in each round floors and Spool alternate. SQLite: {sqlite_single:,} single
 enqueues, {sqlite_many:,} in batches of {sqlite_size}; its floor is plain sqlite3 doing the
 same INSERT and counter bump on the store's schema and pragmas. Postgres: {pg_single:,}

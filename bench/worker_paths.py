@@ -258,8 +258,9 @@ def render(results: list[Figures], command: str, samples: int, load: tuple[float
 {command}
 ```
 
-{os.cpu_count()} cores, Python {platform.python_version()}; load average before the run
-{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (other work shares the machine). `spool worker`
+{os.cpu_count()} cores, Python {platform.python_version()}; 1-minute load average
+{load[0]:.2f} before the run and {os.getloadavg()[0]:.2f} after it (other work shares the
+machine). `spool worker`
 with its defaults (concurrency 8, INFO logs) runs a handler that returns the time it
 started; the bench process enqueues through the engine's `Service` on the same store and
 polls for the result. Pickup "start" is the enqueue's acknowledgement to the handler
