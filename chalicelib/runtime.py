@@ -60,9 +60,16 @@ class Runtime:
             return self._metrics
 
     def worker(
-        self, concurrency: int | None = None, middleware: tuple[Middleware, ...] = ()
+        self,
+        concurrency: int | None = None,
+        middleware: tuple[Middleware, ...] = (),
+        metrics: bool = True,
     ) -> Worker:
-        """A worker whose attempts also feed the metrics' histograms and the job-event logs."""
+        """A worker whose attempts also feed the metrics' histograms and the job-event logs.
+
+        metrics=False leaves the histograms out: a `spool worker` that neither serves
+        nor pushes metrics would fill them for nobody, and importing prometheus_client
+        is a good part of its start-up."""
         # Imported here: the API function never runs a worker (its thread pool and
         # concurrent.futures stay out of the cold start).
         from chalicelib import attempt_record
@@ -79,7 +86,8 @@ class Runtime:
             heartbeat_seconds=attempt_record.heartbeat_seconds(self.settings.extra),
         )
         # JobEvents: one log line per attempt's start and applied outcome (docs/operations.md).
-        middleware = (self.metrics().middleware, JobEvents(), *middleware)
+        reporting = (self.metrics().middleware,) if metrics else ()
+        middleware = (*reporting, JobEvents(), *middleware)
         return Worker(self.store, self.registry, config, middleware=middleware)
 
     def with_settings(self, settings: Settings) -> Runtime:

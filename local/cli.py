@@ -115,16 +115,18 @@ def _worker_metrics(rt: Runtime, args: argparse.Namespace) -> WorkerMetrics:
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     sync_finish = _sync_finish(rt, args)
-    with _worker_metrics(rt, args):
-        return _run_worker(rt, args, sync_finish)
+    with _worker_metrics(rt, args) as reporting:
+        return _run_worker(rt, args, sync_finish, reporting.wanted)
 
 
-def _run_worker(rt: Runtime, args: argparse.Namespace, sync_finish: bool) -> int:
+def _run_worker(
+    rt: Runtime, args: argparse.Namespace, sync_finish: bool, metrics: bool = True
+) -> int:
     if args.burst:
         periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
         due = _waiting(rt, (JobState.QUEUED, JobState.RETRYING), rt.settings.queues)
         bar = _progress_bar()(total=due, unit="job", disable=args.quiet or not sys.stderr.isatty())
-        worker = rt.worker(args.concurrency, middleware=(_Progress(bar),))
+        worker = rt.worker(args.concurrency, middleware=(_Progress(bar),), metrics=metrics)
         worker.config.sync_finish = sync_finish
         stats = worker.run(burst=True)
         worker.close()
@@ -134,7 +136,7 @@ def _run_worker(rt: Runtime, args: argparse.Namespace, sync_finish: bool) -> int
             deliverer.close()
         bar.close()
     else:
-        worker = rt.worker(args.concurrency)
+        worker = rt.worker(args.concurrency, metrics=metrics)
         worker.config.sync_finish = sync_finish
 
         def stop(signum: int, frame: Any) -> None:

@@ -71,16 +71,24 @@ class WorkerMetrics:
     """
 
     def __init__(self, rt: Runtime, host: str, port: int | None) -> None:
+        self.server: MetricsServer | None = None
+        self.pusher: Pusher | None = None
+        url = rt.settings.pushgateway_url
+        if port is None and not url:
+            return  # nothing reads this worker's metrics: do not build them
         from chalicelib.api.metrics import CONTENT_TYPE
 
         metrics = rt.metrics()
-        self.server: MetricsServer | None = None
         if port is not None:
             from local.metrics_http import MetricsServer  # only with a port: http.server
 
             self.server = MetricsServer(host, port, metrics.exposition, CONTENT_TYPE)
-        url = rt.settings.pushgateway_url
         self.pusher = Pusher(lambda: metrics.push(url), push_interval(rt)) if url else None
+
+    @property
+    def wanted(self) -> bool:
+        """Whether anything reads this worker's metrics (a port or a Pushgateway)."""
+        return self.server is not None or self.pusher is not None
 
     def __enter__(self) -> WorkerMetrics:
         if self.server is not None:
