@@ -69,6 +69,9 @@ _BEARER = re.compile(r"(?P<scheme>\bbearer\s+)[A-Za-z0-9._~+/-]+=*", re.IGNORECA
 # re.IGNORECASE matches): a text with none of them can hold only configured secrets,
 # so a few substring tests spare four regex passes on the common line (a job event of
 # ids and names). tests/test_redact.py checks each name in SENSITIVE_NAMES is covered.
+# Every shape also needs one of these after its word (`=`, `:`, or the space after
+# "Bearer"): an id, a name or a number has none, so it skips even the word search.
+_SEPARATOR = re.compile(r"[=:\s]")
 SHAPE_WORDS = (
     "authorization", "cookie", "token", "passw", "pwd", "secret", "bearer", "://",
     "api-key", "api_key", "apikey",
@@ -81,6 +84,10 @@ def _masked_value(match: re.Match[str]) -> str:
         if value.startswith(quote) and len(value) >= 2 * len(quote):
             return f"{match['name']}{quote}{MASK}{quote}"
     return f"{match['name']}{MASK}"
+
+
+def _has_shape_word(folded: str) -> bool:
+    return any(word in folded for word in SHAPE_WORDS)
 
 
 class Redactor:
@@ -110,8 +117,7 @@ class Redactor:
 
     def text(self, text: str) -> str:
         pattern = self._pattern
-        folded = text.casefold()
-        if not any(word in folded for word in SHAPE_WORDS):
+        if _SEPARATOR.search(text) is None or not _has_shape_word(text.casefold()):
             return pattern.sub(MASK, text) if pattern is not None else text
         if pattern is not None:
             text = pattern.sub(MASK, text)
