@@ -224,8 +224,9 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and v is not None}
 
 
-# A value with any of these is written as a JSON string, so the line still splits on spaces.
-_NEEDS_QUOTES = re.compile(r'[ "=\\\n\r\t]')
+# A value with any of these is written as a JSON string, so the line still splits on spaces
+# (and a client's NUL or terminal escape in a job id reaches the log as \u0000, \u001b).
+_NEEDS_QUOTES = re.compile(r'[ "=\\\x00-\x1f\x7f]')
 
 
 def _text_value(value: Any) -> str:

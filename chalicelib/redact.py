@@ -16,9 +16,14 @@ MASK = "***"
 # password=..., S3-style signatures, tokens).
 _SECRET_PARAMS = re.compile(r"pass|pwd|secret|token|key|signature|credential|auth", re.IGNORECASE)
 # scheme://user:password@host, anywhere in a text.
-_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):[^/\s@]*@")
+# The scheme's length is bounded: unbounded, every letter of a long run such as
+# "a-a-a-..." started a match that ran to the run's end (quadratic time on text an
+# attacker can choose, such as a handler's error message).
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<user>[^/\s:@]*):[^/\s@]*@")
 _KV_SECRET = re.compile(
-    r"(?P<name>\b(?:password|passwd|pwd|secret|token)\s*=\s*)(?P<value>'[^']*'|\"[^\"]*\"|\S+)",
+    # No \b before the word: DB_PASSWORD= and API_TOKEN= are masked too.
+    r"(?P<name>(?:password|passwd|pwd|secret|token)\s*=\s*)"
+    r"(?P<value>'[^']*'|\"[^\"]*\"|\S+)",
     re.IGNORECASE,
 )
 

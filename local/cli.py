@@ -479,6 +479,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # command prints its answer, and logs only warnings unless SPOOL_LOG_LEVEL asks.
         logs.configure(default_level="INFO" if args.command in LOGGING_COMMANDS else "WARNING")
         return _run(args)
+    except BrokenPipeError:
+        # The reader stopped early (`spool jobs | head`): what it read was all it
+        # wanted. Point stdout at /dev/null so the exit's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (Exception, KeyboardInterrupt) as exc:
         if debugging():
             raise

@@ -10,12 +10,17 @@ unless --tenant narrows it. Ctrl-C stops it.
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from chalicelib.errors import StoreUnavailable
+from chalicelib.service import NAME_PATTERN
 from chalicelib.ui.views import STATES, overview
 
 if TYPE_CHECKING:
@@ -28,13 +33,58 @@ CLEAR = "\x1b[H\x1b[2J"  # home, clear screen
 COLUMNS = ("queue", *STATES, "oldest due", "workers", "ok/h", "failed/h", "last 30 min")
 
 
+INTERVAL_MIN, INTERVAL_MAX = 0.1, 3600.0
+
+
+def _interval(text: str) -> float:
+    """Seconds between frames: a finite number in range (inf or nan would crash the sleep)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not INTERVAL_MIN <= value <= INTERVAL_MAX:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from {INTERVAL_MIN:g} to {INTERVAL_MAX:g}"
+        )
+    return value
+
+
+def _iterations(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number, 0 or more")
+    return value
+
+
+def _tenant(text: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a tenant name (1-64 of A-Z a-z 0-9 _ . : -)"
+        )
+    return text
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
     parser.add_argument(
-        "--iterations", "-n", type=int, default=0, help="stop after this many frames (0: never)"
+        "--interval",
+        type=_interval,
+        default=2.0,
+        help=f"seconds between redraws ({INTERVAL_MIN:g} to {INTERVAL_MAX:g})",
+    )
+    parser.add_argument(
+        "--iterations",
+        "-n",
+        type=_iterations,
+        default=0,
+        help="stop after this many frames (0: never)",
     )
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
-    parser.add_argument("--tenant", default=None, help="only this tenant's jobs (default: all)")
+    parser.add_argument(
+        "--tenant", type=_tenant, default=None, help="only this tenant's jobs (default: all)"
+    )
 
 
 def spark(series: list[list[int]]) -> str:
@@ -82,6 +132,9 @@ def render(data: dict[str, Any], title: str = "spool top") -> str:
     if not rows:
         lines.append("no jobs yet")
         return "\n".join(lines) + "\n"
+    hidden = data.get("queues_total", len(rows)) - len(rows)
+    if hidden > 0:
+        lines[2:2] = [f"the {len(rows)} busiest of {data['queues_total']} queues"]
     widths = [max(len(str(c)) for c in column) for column in zip(COLUMNS, *rows, strict=True)]
     for index, row in enumerate([list(COLUMNS), *rows]):
         cells = [
@@ -104,13 +157,24 @@ def frames(
     clear: bool,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Draw a frame, wait, draw again; `iterations` frames (0: until interrupted)."""
+    """Draw a frame, wait, draw again; `iterations` frames (0: until interrupted).
+
+    A live run outlasts a store that goes away for a while (a restart, a failover):
+    the frame says so and the next one tries again. A single frame fails instead."""
     drawn = 0
     try:
         while iterations == 0 or drawn < iterations:
             if drawn:
                 sleep(interval)
-            text = render(overview(store, tenant, live_seconds))
+            try:
+                text = render(overview(store, tenant, live_seconds))
+            except StoreUnavailable as exc:
+                if iterations == 1:
+                    raise
+                text = (
+                    f"spool top   store unavailable: {exc.message}. "
+                    f"Trying again every {interval:g}s; Ctrl-C stops.\n"
+                )
             out.write((CLEAR if clear else "") + text)
             out.flush()
             drawn += 1
@@ -123,8 +187,12 @@ def cmd_top(rt: Runtime, args: argparse.Namespace) -> int:
     from chalicelib.api.metrics import DEFAULT_LIVE_SECONDS, LIVE_SECONDS
 
     live = rt.settings.number(LIVE_SECONDS, DEFAULT_LIVE_SECONDS, minimum=1.0, maximum=86400.0)
-    iterations = 1 if args.once else max(0, args.iterations)
-    interval = max(0.1, args.interval)
+    iterations = 1 if args.once else args.iterations
     clear = sys.stdout.isatty() and not args.once
-    frames(rt.store, args.tenant, live, interval, iterations, sys.stdout, clear)
+    try:
+        frames(rt.store, args.tenant, live, args.interval, iterations, sys.stdout, clear)
+    except BrokenPipeError:
+        # `spool top | head -3`: the reader has what it wanted, which is not an error.
+        # Later writes (Python's own flush at exit) go nowhere instead of failing too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

@@ -295,3 +295,16 @@ def test_a_malformed_setting_answers_503_naming_no_secret(
             assert reply.error_code == "misconfigured"
             assert b"same-key" not in reply.body and b"key-a" not in reply.body
     assert any("cannot start" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/jobs?state=dead&state=queued", "/dlq?limit=1&limit=500", "/jobs?queue=a&queue=a"],
+)
+def test_a_query_parameter_given_twice_is_a_400_naming_it(api: Api, path: str) -> None:
+    # Both values reach the API (chalice keeps them all); answering with the last one
+    # would answer a question the client did not ask.
+    reply = api.get(path)
+    assert reply.status == 400, reply.body
+    assert_error_shape(reply.json)
+    assert "repeated" in reply.json["error"]["message"]

@@ -152,3 +152,28 @@ def test_db_commands_name_the_redacted_url_on_failure(tmp_path: Path) -> None:
     assert result.returncode == 1
     line = one_line(result)
     assert "spool:***@127.0.0.1" in line and "s3cret" not in line
+
+
+def test_a_reader_that_stops_early_is_not_an_error(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SPOOL_STORE_URL": f"sqlite:///{tmp_path}/spool.db"}
+    spool = [sys.executable, "-m", "local.cli"]
+    subprocess.run(
+        [*spool, "enqueue", "echo", "--count", "3000", "--delay", "600"],
+        env={**env, "SPOOL_DEMO_HANDLERS": "true"},
+        check=True,
+        capture_output=True,
+    )
+    # `spool jobs --all | head -1`: head exits after one line, the rest hits a closed pipe.
+    jobs = subprocess.Popen(
+        [*spool, "jobs", "--all"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert jobs.stdout is not None
+    jobs.stdout.readline()
+    jobs.stdout.close()
+    _, err = jobs.communicate(timeout=60)
+    assert jobs.returncode == 0, err
+    assert b"BrokenPipe" not in err and b"unexpected" not in err

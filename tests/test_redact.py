@@ -30,3 +30,26 @@ def test_redact_text_masks_userinfo_and_password_pairs() -> None:
     out = redact_text(text)
     assert "p%40ss" not in out and "x y" not in out
     assert "postgresql://u:***@h:1/db" in out and "user=u" in out
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("DB_PASSWORD=hunter2 next=1", "DB_PASSWORD=*** next=1"),
+        ("API_TOKEN = 'a b'", "API_TOKEN = ***"),
+        ("client-secret=zz", "client-secret=***"),
+        ("tokens=5", "tokens=5"),
+    ],
+)
+def test_prefixed_secret_names_are_masked(text: str, expected: str) -> None:
+    assert redact_text(text) == expected
+
+
+@pytest.mark.timeout(60)  # quadratic patterns took minutes on these (276 s for the first)
+@pytest.mark.parametrize("unit", ["a-", "a", "a:", "a@", "x://", "password=", "bearer "])
+def test_redacting_a_megabyte_of_hostile_text_stays_linear(unit: str) -> None:
+    from chalicelib.log_redact import redactor
+
+    text = unit * (1_000_000 // len(unit))
+    assert len(redact_text(text)) > 0
+    assert len(redactor.text(text)) > 0

@@ -487,3 +487,60 @@ def test_the_page_works_under_a_stage_prefix(browser: Any, server: str) -> None:
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+# -- probed from outside: each failed before its fix ---------------------------------------
+
+
+def test_purge_all_acts_on_no_more_jobs_than_the_confirmation_said(
+    browser: Any, server: str
+) -> None:
+    """Jobs that die while "Purge 2 dead jobs?" is open are not purged with them.
+    Before: "all" purged every dead job at the moment of the click on yes."""
+
+    def die(n: int) -> list[str]:
+        job = {"type": "fail", "payload": {"always": True}, "max_attempts": 1}
+        ids = [enqueue(server, job, OTHER_KEY) for _ in range(n)]
+        until(browser, lambda d: all(state_of(server, i, OTHER_KEY) == "dead" for i in ids))
+        return ids
+
+    requests.post(  # start from no dead jobs for this tenant
+        f"{server}/ui/api/dead/purge", json={"all": True}, headers={"X-API-Key": OTHER_KEY}
+    )
+    first = die(2)
+    sign_in(browser, server, OTHER_KEY)
+    go(browser, server, "#/dead")
+    until(browser, lambda d: "(2)" in d.find_element("id", "purge-all").text)
+    click(browser, "#purge-all")
+    assert text_of(browser, "#confirm-message").startswith("Purge 2 dead jobs?")
+    later = die(2)
+    until(browser, lambda d: "(4)" in d.find_element("id", "purge-all").text)
+    click(browser, "#confirm-yes")
+    until(browser, lambda d: d.find_element("id", "action-note").text == "Purged 2 jobs.")
+    assert [state_of(server, i, OTHER_KEY) for i in later] == ["dead", "dead"]
+    for job_id in first:
+        gone = requests.get(
+            f"{server}/status/{job_id}", headers={"X-API-Key": OTHER_KEY}, timeout=10
+        )
+        assert gone.status_code == 404
+
+
+def test_a_malformed_job_link_says_not_found(browser: Any, server: str) -> None:
+    """`#/job/%E0` made decodeURIComponent throw: the view stayed blank."""
+    sign_in(browser, server)
+    go(browser, server, "#/job/%E0%A4%A")
+    until(browser, lambda d: d.find_element("css selector", "#app h1").text == "Job")
+    until(browser, lambda d: "job not found" in d.find_element("id", "status").text)
+
+
+def test_a_key_a_header_cannot_carry_is_refused_with_a_reason(browser: Any, server: str) -> None:
+    """Before: fetch()'s own TypeError ("String contains non ISO-8859-1 code point")."""
+    browser.get(f"{server}/ui")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(f"{server}/ui")
+    css(browser, "#api-key")
+    browser.execute_script("document.getElementById('api-key').value = 'ключ-0123456789'")
+    click(browser, "#sign-in-button")
+    until(browser, lambda d: d.find_element("id", "sign-in-error").is_displayed())
+    assert "visible ASCII" in text_of(browser, "#sign-in-error")
+    assert browser.execute_script("return sessionStorage.length") == 0

@@ -20,6 +20,23 @@ JSON_TYPE = "application/json"
 log = logging.getLogger("spool.api")
 
 
+def single_values(query: Mapping[str, str]) -> dict[str, str]:
+    """The query string as one value per name; a name given twice is refused.
+
+    Chalice keeps every value of a repeated parameter (a MultiDict) and dict() would
+    keep the last one silently, so "?state=dead&state=queued" would list queued jobs:
+    the client asked two things and got one answer without being told."""
+    getlist = getattr(query, "getlist", None)
+    if getlist is not None:
+        repeated = sorted(k for k in query if len(getlist(k)) > 1)
+        if repeated:
+            raise BadRequest(
+                f"give each query parameter once; repeated: {', '.join(repeated)[:200]}",
+                {"repeated": [k[:64] for k in repeated[:20]]},
+            )
+    return dict(query)
+
+
 @dataclass(frozen=True)
 class ApiRequest:
     """What a route needs from the request; header names are matched lower-case."""

@@ -21,7 +21,14 @@ from chalicelib import runtime as runtime_module
 from chalicelib.api import errors, key_source, ui_routes
 from chalicelib.api.auth import Keyring, authorize_metrics
 from chalicelib.api.cache import DEFAULT_RECHECK, ResultCache
-from chalicelib.api.http import ApiRequest, ApiResponse, dumps, json_response, parse_json
+from chalicelib.api.http import (
+    ApiRequest,
+    ApiResponse,
+    dumps,
+    json_response,
+    parse_json,
+    single_values,
+)
 from chalicelib.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chalicelib.api.schemas import (
     SERVER_OWNED,
@@ -94,7 +101,7 @@ class Edge:
 
     def _query(self, model: type[BaseModel], request: ApiRequest) -> Any:
         try:
-            return model.model_validate(dict(request.query))
+            return model.model_validate(single_values(request.query))
         except ValidationError as exc:
             raise errors.from_validation(exc, "query parameters are invalid") from exc
 

@@ -40,6 +40,11 @@ DEAD_ACTION = {
                 "all": {"type": "boolean", "const": True},
                 "queue": _NAME,
                 "type": _NAME,
+                "max": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "act on at most this many (what the confirmation said)",
+                },
             },
         },
     ]

@@ -16,10 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chalicelib.api import errors
-from chalicelib.api.http import ApiRequest, ApiResponse, json_response, parse_json
+from chalicelib.api import auth, errors
+from chalicelib.api.http import (
+    ApiRequest,
+    ApiResponse,
+    json_response,
+    parse_json,
+    single_values,
+)
 from chalicelib.api.schemas import cursor_in_range
-from chalicelib.errors import JobNotFound, SpoolError
+from chalicelib.errors import (
+    JobNotFound,
+    Misconfigured,
+    SpoolError,
+    Unauthorized,
+)
 from chalicelib.logs import job_event
 from chalicelib.models import JobQuery, JobState
 from chalicelib.service import NAME_PATTERN
@@ -36,6 +47,10 @@ ACTION_IDS_MAX = 1000
 # so no single request outlives an API Gateway or Lambda deadline.
 ALL_PER_REQUEST = 5000
 NO_STORE = {"Cache-Control": "no-store"}
+OPERATOR_KEY_HERE = (
+    f"that is an operator key ({auth.METRICS_KEYS}): it opens /metrics only. The dashboard "
+    f"shows one tenant's jobs: sign in with a tenant key from {auth.API_KEYS}"
+)
 
 
 class NotFound(SpoolError):
@@ -65,6 +80,10 @@ class DeadAction(BaseModel):
     all: bool = False
     queue: str | None = Field(default=None, pattern=NAME_PATTERN)
     type: str | None = Field(default=None, pattern=NAME_PATTERN)
+    # An all action acts on at most this many: the count its confirmation said. Without
+    # it, jobs that die while the dialog is open (or a redriven job that dies again
+    # before the next step) would be acted on too, beyond what the person agreed to.
+    max: int | None = Field(default=None, ge=1)
 
     @field_validator("ids")
     @classmethod
@@ -74,22 +93,44 @@ class DeadAction(BaseModel):
                 raise ValueError("ids must be job ids (j_ and 32 hex digits)")
         return value
 
+    @field_validator("max", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        # JSON has one number type: 3.0 is the integer 3 (JSON Schema says so too).
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
     @model_validator(mode="after")
     def _one(self) -> DeadAction:
         if (self.ids is None) == (not self.all):
             raise ValueError('send "ids": [...] or "all": true, not both and not neither')
-        if self.ids is not None and (self.queue or self.type):
-            raise ValueError("queue and type filter only an all action")
+        if self.ids is not None and (self.queue or self.type or self.max is not None):
+            raise ValueError("queue, type and max apply only to an all action")
         return self
 
 
 def _json(data: Any, status: int = 200) -> ApiResponse:
-    return json_response(status, data, dict(NO_STORE))
+    # The page's own headers too: these answers hold attacker-controlled strings, and
+    # nosniff with a CSP keeps a browser from ever reading one as a page.
+    return json_response(status, data, {**NO_STORE, **page.SECURITY_HEADERS})
+
+
+def _tenant(edge: Edge, request: ApiRequest) -> str:
+    """The key's tenant; an operator key (for /metrics) is told what the dashboard needs."""
+    try:
+        return edge.tenant(request)
+    except Unauthorized:
+        presented = request.header("x-api-key")
+        operators = auth.operator_keys(edge.settings.text(auth.METRICS_KEYS))
+        if presented and operators.match(presented) is not None:
+            raise auth.Forbidden(OPERATOR_KEY_HERE) from None
+        raise
 
 
 def _query(model: type[BaseModel], request: ApiRequest) -> Any:
     try:
-        return model.model_validate(dict(request.query))
+        return model.model_validate(single_values(request.query))
     except ValidationError as exc:
         raise errors.from_validation(exc, "query parameters are invalid") from exc
 
@@ -110,13 +151,13 @@ def ui_static(edge: Edge, request: ApiRequest, name: str) -> ApiResponse:
 
 
 def ui_overview(edge: Edge, request: ApiRequest) -> ApiResponse:
-    tenant = edge.tenant(request)
+    tenant = _tenant(edge, request)
     live = edge.metrics.live_seconds
     return _json(views.overview(edge.runtime.store, tenant, live))
 
 
 def ui_jobs(edge: Edge, request: ApiRequest) -> ApiResponse:
-    tenant = edge.tenant(request)
+    tenant = _tenant(edge, request)
     q: JobsQuery = _query(JobsQuery, request)
     store = edge.runtime.store
     if q.find is not None:
@@ -139,18 +180,18 @@ def _detail(edge: Edge, tenant: str, job_id: str) -> ApiResponse:
 
 
 def ui_job(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
-    return _detail(edge, edge.tenant(request), job_id)
+    return _detail(edge, _tenant(edge, request), job_id)
 
 
 def ui_cancel(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
-    tenant = edge.tenant(request)
+    tenant = _tenant(edge, request)
     edge.service.cancel(job_id, tenant)
     edge.cache.drop(tenant, job_id)
     return _detail(edge, tenant, job_id)
 
 
 def ui_redrive(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
-    tenant = edge.tenant(request)
+    tenant = _tenant(edge, request)
     edge.service.redrive(job_id, tenant)
     edge.cache.drop(tenant, job_id)
     return _detail(edge, tenant, job_id)
@@ -165,19 +206,20 @@ def _action(edge: Edge, request: ApiRequest) -> DeadAction:
 
 
 def _dead_ids(edge: Edge, tenant: str, action: DeadAction) -> tuple[list[str], bool]:
-    """The dead jobs an action names: its ids, or up to ALL_PER_REQUEST of all."""
+    """The dead jobs an action names: its ids, or up to ALL_PER_REQUEST (and max) of all."""
     if action.ids is not None:
         return list(dict.fromkeys(action.ids)), False
     ids: list[str] = []
     cursor: str | None = None
-    while len(ids) < ALL_PER_REQUEST:
+    limit = min(ALL_PER_REQUEST, action.max or ALL_PER_REQUEST)
+    while len(ids) < limit:
         found = edge.service.list_jobs(
             JobQuery(
                 tenant,
                 JobState.DEAD,
                 action.queue,
                 action.type,
-                min(500, ALL_PER_REQUEST - len(ids)),
+                min(500, limit - len(ids)),
                 cursor,
             )
         )
@@ -189,7 +231,7 @@ def _dead_ids(edge: Edge, tenant: str, action: DeadAction) -> tuple[list[str], b
 
 
 def ui_dead_redrive(edge: Edge, request: ApiRequest) -> ApiResponse:
-    tenant = edge.tenant(request)
+    tenant = _tenant(edge, request)
     ids, more = _dead_ids(edge, tenant, _action(edge, request))
     moved = edge.runtime.store.redrive(ids, tenant)
     for job in moved:
@@ -200,7 +242,7 @@ def ui_dead_redrive(edge: Edge, request: ApiRequest) -> ApiResponse:
 
 
 def ui_dead_purge(edge: Edge, request: ApiRequest) -> ApiResponse:
-    tenant = edge.tenant(request)
+    tenant = _tenant(edge, request)
     ids, more = _dead_ids(edge, tenant, _action(edge, request))
     gone = edge.runtime.store.discard(ids, tenant)
     for job_id in gone:
@@ -209,10 +251,16 @@ def ui_dead_purge(edge: Edge, request: ApiRequest) -> ApiResponse:
 
 
 def ui_schedules(edge: Edge, request: ApiRequest) -> ApiResponse:
-    tenant = edge.tenant(request)
+    tenant = _tenant(edge, request)
     from chalicelib import periodic
 
-    active = periodic.active_schedules(edge.settings)
+    try:
+        active = periodic.active_schedules(edge.settings)
+    except ValueError as exc:
+        # A malformed SPOOL_SCHEDULES: every request would fail the same way. The log
+        # names it for the operator; the tenant gets a 503, not a 500 and a traceback.
+        errors.log.error("the dashboard cannot list schedules: %s", exc)
+        raise Misconfigured() from None
     return _json(views.schedules(edge.runtime.store, active, tenant, periodic.SYSTEM_TENANT))
 
 

@@ -18,9 +18,16 @@ from chalicelib.redact import MASK
 # Keys whose value is a credential, however spelt (Authorization, api_key, X-Api-Key,
 # smtp_password, clientSecret, refresh-token, ...).
 SECRET_KEY = re.compile(
-    r"auth|passw|passwd|pwd|secret|token|api[-_]?key|cookie|credential|private[-_]?key|signature",
+    r"auth|passw|passwd|pwd|passphrase|secret|token|api[-_]?key|access[-_]?key|cookie|"
+    r"credential|private[-_]?key|signature|session[-_]?(?:id|key)|jwt"
+    # Short names only whole: "pass" and "pw", but not "passenger" or "pwm".
+    r"|^(?:pass|pw|pin|otp|session|sid)$",
     re.IGNORECASE,
 )
+# {"name": "Authorization", "value": "Basic ..."}: the header and env-var lists of HAR,
+# Kubernetes and AWS name the credential in one field and hold it in another.
+NAME_FIELDS = ("name", "key", "header", "Name", "Key")
+VALUE_FIELDS = ("value", "Value")
 MAX_DEPTH = 64  # deeper than this is shown as a marker, not walked (no RecursionError)
 DEEPER = "[nested too deep to show]"
 
@@ -32,8 +39,11 @@ def mask(value: Any, depth: int = 0) -> Any:
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
             return DEEPER
+        named = _names_a_secret(value)
         return {
-            k: MASK if SECRET_KEY.search(str(k)) and v is not None else mask(v, depth + 1)
+            k: MASK
+            if v is not None and (SECRET_KEY.search(str(k)) or (named and k in VALUE_FIELDS))
+            else mask(v, depth + 1)
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -41,6 +51,12 @@ def mask(value: Any, depth: int = 0) -> Any:
             return DEEPER
         return _pairs(value, depth)
     return value
+
+
+def _names_a_secret(item: dict[Any, Any]) -> bool:
+    return any(
+        isinstance(item.get(field), str) and SECRET_KEY.search(item[field]) for field in NAME_FIELDS
+    )
 
 
 def _pairs(items: list[Any], depth: int) -> list[Any]:

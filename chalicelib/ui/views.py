@@ -21,23 +21,43 @@ HOUR = timedelta(hours=1)
 MINUTES = 60
 STATES = [s.value for s in JobState]
 ERROR_PREVIEW = 200
+QUEUES_SHOWN = 200
+# What makes a queue worth a row when there are too many to list: jobs not finished, dead.
+ACTIVE = (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING, JobState.DEAD)
 
 
-def overview(store: JobStore, tenant: str | None, live_seconds: float) -> dict[str, Any]:
-    """The overview page (and `spool top`): tenant None is every tenant (the CLI only)."""
+def overview(
+    store: JobStore, tenant: str | None, live_seconds: float, shown: int = QUEUES_SHOWN
+) -> dict[str, Any]:
+    """The overview page (and `spool top`): tenant None is every tenant (the CLI only).
+
+    Queue names are the client's to choose, so a tenant can have thousands: the page
+    lists the `shown` busiest (most jobs waiting, running or dead) and says how many
+    there are, so one page stays small; the totals and the chart count every queue."""
     now = store.clock.now()
     counts = store.state_counts(tenant)
-    oldest = store.oldest_due(tenant=tenant)
     first = minute_of(now) - timedelta(minutes=MINUTES - 1)
     tallies = store.throughput(first, tenant)
     workers = store.live_workers(live_seconds)
-    names = sorted({q for q, _ in counts} | set(oldest) | {t.queue for t in tallies})
+    every = {q for q, _ in counts} | {t.queue for t in tallies}
+    names = sorted(every)
+    if len(names) > shown:
+        busy: dict[str, int] = dict.fromkeys(names, 0)
+        for (queue, state), n in counts.items():
+            if state in ACTIVE:
+                busy[queue] += n
+        names = sorted(sorted(names, key=lambda q: (-busy[q], q))[:shown])
+    oldest = store.oldest_due(names, tenant=tenant) if names else {}
     series: dict[str, list[list[int]]] = {q: [[0, 0] for _ in range(MINUTES)] for q in names}
+    total = [[0, 0] for _ in range(MINUTES)]
     for tally in tallies:
         slot = int((tally.minute - first) / timedelta(minutes=1))
         if 0 <= slot < MINUTES:
-            series[tally.queue][slot][0] += tally.succeeded
-            series[tally.queue][slot][1] += tally.failed
+            total[slot][0] += tally.succeeded
+            total[slot][1] += tally.failed
+            if tally.queue in series:
+                series[tally.queue][slot][0] += tally.succeeded
+                series[tally.queue][slot][1] += tally.failed
     queues = [
         {
             "queue": q,
@@ -50,12 +70,15 @@ def overview(store: JobStore, tenant: str | None, live_seconds: float) -> dict[s
         }
         for q in names
     ]
-    total = [[sum(series[q][i][k] for q in names) for k in (0, 1)] for i in range(MINUTES)]
+    totals = dict.fromkeys(STATES, 0)
+    for (_, state), n in counts.items():
+        totals[state.value] += n
     return {
         "now": now,
         "first_minute": first,
         "queues": queues,
-        "totals": {s: sum(counts.get((q, JobState(s)), 0) for q in names) for s in STATES},
+        "queues_total": len(every),
+        "totals": totals,
         "throughput": total,
         "workers": {"live": len(workers), "within_seconds": live_seconds},
     }

@@ -153,10 +153,20 @@
     generation += 1;
     app.dataset.view = hash; // which view the page shows now (tests wait on it)
     if (parts[0] === "jobs") return show(jobsPage(params));
-    if (parts[0] === "job" && parts[1]) return show(jobPage(decodeURIComponent(parts[1])));
+    if (parts[0] === "job" && parts[1]) return show(jobPage(decoded(parts[1])));
     if (parts[0] === "dead") return show(deadPage(params));
     if (parts[0] === "schedules") return show(schedulesPage());
     return show(overviewPage());
+  }
+
+  // A link can hold any text: "%E0" would make decodeURIComponent throw and leave a
+  // blank page, so a malformed id is kept as typed (the server answers "not found").
+  function decoded(text) {
+    try {
+      return decodeURIComponent(text);
+    } catch (_) {
+      return text;
+    }
   }
 
   function show(next) {
@@ -230,7 +240,14 @@
       "form",
       { id: "sign-in", class: "card", onsubmit: async (event) => {
         event.preventDefault();
-        sessionStorage.setItem(KEY, input.value.trim());
+        const key = input.value.trim();
+        if (!/^[\x21-\x7e]+$/.test(key)) {
+          // fetch() cannot put other characters in a header; no key holds them anyway.
+          note.textContent = "An API key is visible ASCII characters only (no spaces or accents): paste it again.";
+          note.hidden = false;
+          return;
+        }
+        sessionStorage.setItem(KEY, key);
         try {
           await api("overview");
           if (location.hash === "" || location.hash === "#/") route();
@@ -257,7 +274,8 @@
     const chart = h("div", { class: "chart", id: "chart" });
     const workers = h("p", { id: "workers" });
     const table = h("table", { id: "queues" });
-    frame("Overview", cards, h("h2", {}, "Last hour: attempts per minute"), chart, workers, h("h2", {}, "Queues"), table);
+    const more = h("p", { class: "muted", id: "queues-more", hidden: true });
+    frame("Overview", cards, h("h2", {}, "Last hour: attempts per minute"), chart, workers, h("h2", {}, "Queues"), more, table);
     return {
       async refresh(mine) {
         const data = await api("overview");
@@ -267,6 +285,9 @@
           STATES.map((s) => link("#/jobs?state=" + s, h("div", { class: "card stat", "data-state": s }, h("span", { class: "n" }, data.totals[s]), badge(s)))),
         );
         replace(chart, bars(data.throughput, 1200, 120, "wide"), legend());
+        const hidden = data.queues_total - data.queues.length;
+        replace(more, hidden > 0 ? "The " + data.queues.length + " busiest of " + data.queues_total + " queues (most jobs waiting, running or dead); the totals and the chart count them all." : "");
+        more.hidden = !(hidden > 0);
         replace(workers, data.workers.live + " live worker" + (data.workers.live === 1 ? "" : "s") + " (seen in the last " + data.workers.within_seconds + " s)");
         replace(
           table,
@@ -543,8 +564,10 @@
         if (ids) {
           done = (await api("dead/" + verb, { ids })).done;
         } else {
-          for (;;) {
-            const step = await api("dead/" + verb, { all: true });
+          // At most the count the confirmation said: a job that died while it was open,
+          // or a redriven one that died again between steps, is not acted on unasked.
+          while (done < count) {
+            const step = await api("dead/" + verb, { all: true, max: count - done });
             done += step.done;
             if (!step.more || step.done === 0) break;
           }
