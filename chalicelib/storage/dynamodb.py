@@ -1777,7 +1777,15 @@ def state_event(state: JobState) -> str:
 
 
 def from_url(url: str, clock: Clock | None = None) -> DynamoStore:
-    return DynamoStore(DynamoConfig.from_url(url), clock)
+    from botocore.exceptions import NoRegionError
+
+    try:
+        return DynamoStore(DynamoConfig.from_url(url), clock)
+    except NoRegionError:
+        # open_store turns this into a ConfigError naming SPOOL_STORE_URL.
+        raise ValueError(
+            "no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION), or add ?region=... to the URL"
+        ) from None
 
 
 __all__ = [

@@ -838,7 +838,12 @@ def from_url(url: str, clock: Clock | None = None) -> SQLiteStore:
     from chalicelib.storage import sqlite_path
 
     path, options = sqlite_path(url)
-    return SQLiteStore(path, clock, synchronous=_synchronous(options))
+    try:
+        return SQLiteStore(path, clock, synchronous=_synchronous(options))
+    except sqlite3.DatabaseError as exc:
+        # Not a database, a directory, no permission: open_store turns this into a
+        # ConfigError naming SPOOL_STORE_URL instead of an "unexpected error".
+        raise ValueError(f"{path} cannot be opened as a SQLite database: {exc}") from None
 
 
 def _synchronous(options: dict[str, str]) -> str:

@@ -1,0 +1,35 @@
+"""A store URL that cannot be opened is the operator's to fix: a ConfigError naming
+SPOOL_STORE_URL and the reason (which the CLI prints as one line and the API turns into
+a 503 naming no setting), never an "unexpected error"."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chalicelib.config import ConfigError
+from chalicelib.storage import open_store
+
+
+def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    path.write_text("not a database, just text\n" * 200)
+    with pytest.raises(ConfigError, match="SPOOL_STORE_URL") as caught:
+        open_store(f"sqlite:///{path}")
+    assert "cannot be opened as a SQLite database" in str(caught.value)
+    assert path.read_text().startswith("not a database")  # left as it was
+
+
+def test_a_directory_where_the_file_should_be(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be opened as a SQLite database"):
+        open_store(f"sqlite:///{tmp_path}")
+
+
+def test_dynamodb_without_a_region_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    with pytest.raises(ConfigError, match="no AWS region") as caught:
+        open_store("dynamodb://jobs?queue=q&bucket=b")
+    assert "?region=" in str(caught.value)
