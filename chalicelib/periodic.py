@@ -302,7 +302,12 @@ def _parse_schedules(raw: str) -> tuple[Schedule, ...]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"SPOOL_SCHEDULES is not valid JSON: {exc}") from None
     if isinstance(data, dict):
-        data = [{"name": name, **spec} for name, spec in data.items() if isinstance(spec, dict)]
+        odd = [name for name, spec in data.items() if not isinstance(spec, dict)]
+        if odd:
+            raise ValueError(
+                f"SPOOL_SCHEDULES[{odd[0][:64]!r}] must be an object (type, every or cron, ...)"
+            )
+        data = [{"name": name, **spec} for name, spec in data.items()]
     if not isinstance(data, list):
         raise ValueError("SPOOL_SCHEDULES must be a JSON list of schedules or an object by name")
     schedules: list[Schedule] = []

@@ -378,6 +378,8 @@ def test_settings_schedules_add_replace_and_disable(clock: FakeClock) -> None:
         '[{"name": "n", "type": "report"}]',
         '[{"name": "n", "type": "report", "every": "soon"}]',
         '[{"name": "n", "type": "report", "every": 60, "surprise": 1}]',
+        '{"a": 1}',  # an object by name whose entry is not an object
+        '{"ok": {"type": "report", "every": 60}, "b": [1]}',
     ],
 )
 def test_bad_settings_are_reported_while_code_schedules_still_fire(
