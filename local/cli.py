@@ -274,12 +274,17 @@ def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
         )
         moved: list[str] = []
         with _progress_bar()(total=total, unit="job", disable=not sys.stderr.isatty()) as bar:
+            seen: set[str] = set()
             while True:
                 batch = rt.service.redrive_all(args.tenant, queue=args.queue, limit=500)
-                if not batch:
+                fresh = [job.id for job in batch if job.id not in seen]
+                seen.update(fresh)
+                moved.extend(fresh)
+                bar.update(len(fresh))
+                # Jobs this run already redrove are back (they died again while a worker
+                # ran them): stop, or jobs that fail fast would keep this going forever.
+                if not batch or len(fresh) < len(batch):
                     break
-                moved.extend(job.id for job in batch)
-                bar.update(len(batch))
         if args.json:
             _print({"redriven": len(moved), "ids": moved})
         print(f"redriven {len(moved)} job(s)", file=sys.stderr)

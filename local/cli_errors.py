@@ -34,6 +34,8 @@ EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 DEBUG_VARIABLE = "SPOOL_DEBUG"
+NOT_UTF8 = "an argument holds bytes that are not UTF-8 text"
+NOT_UTF8_FIX = "Retype it, or check the terminal's encoding (LANG, LC_ALL)"
 
 
 class CliFailure(Exception):
@@ -122,6 +124,9 @@ def explain(exc: BaseException) -> CliFailure:
         return CliFailure(exc.message)
     if isinstance(exc, KeyboardInterrupt):
         return CliFailure("interrupted", code=EXIT_INTERRUPTED)
+    if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
+        # argv bytes that were not UTF-8 arrive as lone surrogates; no store takes them
+        return UsageError(NOT_UTF8, NOT_UTF8_FIX)
     detail = str(exc).strip()
     return CliFailure(
         f"unexpected error: {type(exc).__name__}" + (f": {detail}" if detail else ""),

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import DEFAULT_TENANT, Attempt, Job
 from local import tables
-from local.cli_errors import EXIT_USAGE, CliFailure, UsageError
+from local.cli_errors import EXIT_USAGE, NOT_UTF8, NOT_UTF8_FIX, CliFailure, UsageError
 from local.job_commands import wait_exit
 
 if TYPE_CHECKING:  # spool_client (httpx) is imported when a command goes remote
@@ -90,6 +90,8 @@ def run(args: argparse.Namespace, url: str) -> int:
     with client:
         try:
             return REMOTE[args.command](client, args)
+        except UnicodeEncodeError:  # bytes in argv that are not UTF-8 (surrogate-escaped)
+            raise UsageError(NOT_UTF8, NOT_UTF8_FIX) from None
         except ValueError as exc:  # an empty job id, a payload that is not an object
             raise UsageError(str(exc)) from None
 
@@ -181,10 +183,16 @@ def cmd_dlq(client: Client, args: argparse.Namespace) -> int:
         raise UsageError("give a job id or --all, not both")
     if args.all:
         ids: list[str] = []
+        seen: set[str] = set()
         while True:
             moved = client.redrive_all(queue=args.queue, limit=REDRIVE_CHUNK)
-            ids.extend(moved.ids)
-            if moved.redriven < REDRIVE_CHUNK:
+            fresh = [i for i in moved.ids if i not in seen]
+            seen.update(fresh)
+            ids.extend(fresh)
+            # Done at a short batch, or when jobs come back that this run already
+            # redrove (they died again meanwhile): without that, jobs that fail fast
+            # (or a server that always answers a full batch) would keep this going forever.
+            if moved.redriven < REDRIVE_CHUNK or not fresh or len(fresh) < len(moved.ids):
                 break
         if args.json:
             tables.print_json({"redriven": len(ids), "ids": ids})
@@ -256,6 +264,13 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
     from spool_client import errors as client_errors
 
     if isinstance(exc, client_errors.TransportError):
+        from spool_client.retry import untrusted_certificate
+
+        if untrusted_certificate(exc):
+            return CliFailure(
+                f"{exc} (the server's TLS certificate is not trusted)",
+                "Point SSL_CERT_FILE at the CA bundle that signed it, or check --url",
+            )
         return CliFailure(
             f"{exc} (after {exc.attempts} tries)",
             f"Check --url / {URL_VARIABLE} and that the server is running",
@@ -266,6 +281,13 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
         return CliFailure(str(exc))
     if not isinstance(exc, client_errors.ApiError):
         return CliFailure(str(exc))
+    if exc.code.startswith("http_"):  # a refusal without Spool's JSON: not Spool answering
+        proxy = exc.status in (502, 503, 504)  # a gateway answering for a Spool that is down
+        return CliFailure(
+            f"the server answered HTTP {exc.status} ({exc.message}), not Spool's JSON",
+            f"Check that --url / {URL_VARIABLE} is a Spool server's address"
+            + (" and that the server behind the proxy is running" if proxy else ""),
+        )
     if isinstance(exc, client_errors.Unauthorized | client_errors.Forbidden):
         return CliFailure(exc.message, _KEY_FIX, EXIT_USAGE)
     if isinstance(exc, client_errors.UnknownJobType):
@@ -277,8 +299,13 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
         return UsageError(exc.message)
     if isinstance(exc, client_errors.NotFound):
         job_id = (exc.details or {}).get("id") if isinstance(exc.details, dict) else None
+        if job_id is None:  # no such route: --url has a path the server does not serve
+            return CliFailure(
+                exc.message,
+                f"Check the job id, and that --url / {URL_VARIABLE} is the server's base address",
+            )
         return CliFailure(
-            f"job {job_id} not found" if job_id else exc.message,
+            f"job {job_id} not found",
             "Check the id, and that --key is the key of the tenant that owns it",
         )
     if isinstance(exc, client_errors.Unavailable | client_errors.TooManyRequests):

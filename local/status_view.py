@@ -12,6 +12,7 @@ from typing import Any
 
 from chalicelib.api.schemas import AttemptView, attempt_view
 from chalicelib.models import Attempt, Job
+from local.tables import one_line, printable
 
 ERROR_WIDTH = 70
 HEADERS = ("#", "started (UTC)", "took", "worker", "outcome", "error", "next try in")
@@ -44,8 +45,7 @@ def _seconds(value: float | None) -> str:
 
 
 def _one_line(text: str, width: int = ERROR_WIDTH) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    return one_line(text, width)  # control characters escaped (local/tables.py)
 
 
 def _error(attempt: Attempt) -> str:
@@ -100,7 +100,8 @@ def render(job: Job, attempts: list[Attempt], tenant: str | None = None) -> str:
         lines.append("")
         if last.traceback:
             lines.append(f"traceback of attempt {last.number} ({last.outcome}, {last.worker}):")
-            lines.extend("  " + line for line in last.traceback.rstrip("\n").splitlines())
+            trace = last.traceback.rstrip("\n").splitlines()
+            lines.extend("  " + printable(line) for line in trace)
         else:
             lines.append(f"attempt {last.number} ({last.outcome}) left no traceback")
     return "\n".join(lines)

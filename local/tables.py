@@ -20,8 +20,19 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+def printable(text: str) -> str:
+    """Text for a terminal: control and format characters shown escaped (\x1b, \u202e).
+
+    Errors and results hold whatever a job's payload put there: printed raw, an
+    escape sequence from another tenant could retitle, recolour or rewrite the
+    operator's terminal, and a bidi override could make one id read as another."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def one_line(text: str, width: int = MESSAGE_WIDTH) -> str:
-    flat = " ".join(text.split())
+    flat = printable(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
@@ -58,11 +69,11 @@ def job_rows(jobs: Sequence[Mapping[str, Any]]) -> list[str]:
     headers += ["tries", "created (UTC)", "error / result"]
     rows = [
         [
-            str(j["id"]),
-            str(j["type"]),
-            str(j["queue"]),
-            *([str(j.get("tenant", "-"))] if with_tenant else []),
-            str(j["state"]),
+            printable(str(j["id"])),
+            printable(str(j["type"])),
+            printable(str(j["queue"])),
+            *([printable(str(j.get("tenant", "-")))] if with_tenant else []),
+            printable(str(j["state"])),
             f"{j['attempts']}/{j['max_attempts']}",
             _when(j.get("created_at")),
             _outcome(j),
@@ -84,7 +95,7 @@ def print_page(
         return
     if jobs:
         print("\n".join(job_rows(jobs)))
-    more = f" (more: --cursor {next_cursor}, or --all)" if next_cursor else ""
+    more = f" (more: --cursor {printable(next_cursor)}, or --all)" if next_cursor else ""
     print(f"{len(jobs)} {noun}{more}", file=sys.stderr)
 
 
@@ -93,7 +104,7 @@ def print_enqueued(answer: Mapping[str, Any], as_json: bool) -> None:
         print_json(answer)
         return
     how = "created" if answer.get("created") else "existing (its idempotency key was seen before)"
-    print(f"{answer['id']}  {answer['state']}  {how}")
+    print(printable(f"{answer['id']}  {answer['state']}  {how}"))
 
 
 def print_job_state(job: Mapping[str, Any], as_json: bool, verb: str) -> None:
@@ -101,4 +112,4 @@ def print_job_state(job: Mapping[str, Any], as_json: bool, verb: str) -> None:
     if as_json:
         print_json(job)
         return
-    print(f"{job['id']}  {job['state']}  ({verb})")
+    print(printable(f"{job['id']}  {job['state']}  ({verb})"))

@@ -7,6 +7,7 @@ so an id like "../dlq" names no other route.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import uuid
@@ -14,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
+
+from spool_client.errors import UnexpectedResponse
 
 URL_VARIABLE = "SPOOL_URL"
 KEY_VARIABLE = "SPOOL_API_KEY"
@@ -62,10 +65,28 @@ def settings(url: str | None, key: str | None) -> tuple[str, str | None]:
         raise ValueError(f"the server URL must start with http:// or https://, not {base!r}")
     if "?" in base or "#" in base:
         raise ValueError("the server URL is a base (scheme, host, optional path): no ? or #")
+    _check_base(base)
     key = key if key is not None else os.environ.get(KEY_VARIABLE)
     if key is not None and not _VISIBLE_ASCII.fullmatch(key):
         raise ValueError("an API key is visible ASCII characters only (no spaces)")
     return base.rstrip("/"), key or None
+
+
+def _check_base(base: str) -> None:
+    """What would otherwise fail on the first request as an error that is not the
+    client's (httpx.InvalidURL) or as minutes of retries against port 99999. The
+    messages never repeat the URL: it may hold a password."""
+    if not base.isprintable() or any(c.isspace() for c in base):
+        raise ValueError("the server URL holds spaces or control characters")
+    try:
+        parts = urlsplit(base)
+        port = parts.port  # ValueError: not a number, or out of 0-65535
+    except ValueError as exc:
+        raise ValueError(f"the server URL is malformed: {exc}") from None
+    if not parts.hostname:
+        raise ValueError("the server URL has no host: http://HOST[:PORT][/PATH]")
+    if port == 0:
+        raise ValueError("the server URL's port is 0: give the port the server listens on")
 
 
 def headers(key: str | None) -> dict[str, str]:
@@ -107,8 +128,10 @@ def job_body(spec: JobSpec) -> dict[str, Any]:
     if spec.delay is not None:
         delay = spec.delay
         body["delay"] = delay.total_seconds() if isinstance(delay, timedelta) else delay
-    if spec.run_at is not None:
+    if isinstance(spec.run_at, datetime):
         body["run_at"] = spec.run_at.isoformat()
+    elif spec.run_at is not None:
+        raise TypeError(f"run_at is a datetime, not {type(spec.run_at).__name__}")
     if spec.max_attempts is not None:
         body["max_attempts"] = spec.max_attempts
     if spec.callback_url is not None:
@@ -121,6 +144,8 @@ def job_body(spec: JobSpec) -> dict[str, Any]:
 def as_spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
     if isinstance(job, JobSpec):
         return job
+    if not isinstance(job, Mapping):
+        raise TypeError(f"each job is a JobSpec or a dict, not {type(job).__name__}")
     fields = dict(job)
     known = {k: fields.pop(k) for k in list(fields) if k in JobSpec.__dataclass_fields__}
     if "type" not in known:
@@ -132,7 +157,12 @@ def as_spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
 def job_path(job_id: str, suffix: str = "") -> str:
     if not job_id:
         raise ValueError("a job id is required")
-    return f"/{quote(job_id, safe='')}{suffix}"
+    if not isinstance(job_id, str):
+        raise TypeError(f"a job id is a string, not {type(job_id).__name__}")
+    try:
+        return f"/{quote(job_id, safe='')}{suffix}"
+    except UnicodeEncodeError:  # a lone surrogate (bytes that were not UTF-8, decoded)
+        raise ValueError("a job id is text (it holds characters that are not UTF-8)") from None
 
 
 def query(**params: Any) -> dict[str, Any]:
@@ -190,3 +220,43 @@ def batch_limit(details: Any, sent: int) -> int | None:
     if isinstance(limit, int) and size == sent and 0 < limit < sent:
         return limit
     return None
+
+
+def positive_batch(size: int | None) -> int | None:
+    """batch_size as given, checked: a negative one slices the jobs wrong (a batch
+    stored, then an empty one refused), so it is refused before anything is sent."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"batch_size is a whole number, at least 1, not {size!r}")
+    return size
+
+
+def seconds(name: str, value: float | None, *, allow_none: bool) -> float | None:
+    """A timeout in seconds: NaN would never be reached (a wait that never ends)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"{name} is a number of seconds, not {value!r}")
+    return float(value)
+
+
+def batch_answer(answer: dict[str, Any], sent: int) -> list[Any]:
+    """The per-job views of a batch answer: one per job sent, or UnexpectedResponse."""
+    views = answer.get("jobs")
+    if not isinstance(views, list) or len(views) != sent:
+        raise UnexpectedResponse(
+            None, "application/json", "the server", f"answered a batch of {sent} jobs oddly"
+        )
+    return views
+
+
+# A long-poll that comes back early while the job is still running (a proxy that drops
+# ?wait, a server that does not hold) is followed by this growing pause, not at once.
+EARLY_NAP_FIRST = 0.05
+EARLY_NAP_MAX = 1.0
+
+
+def early_nap(asked: float, took: float, nap: float) -> float:
+    """How long to pause before the next long-poll: 0 when the last one was held."""
+    return 0.0 if took >= asked / 2 else nap

@@ -51,9 +51,11 @@ class Client:
         http: httpx.Client | None = None,
     ) -> None:
         self.url, self.key = calls.settings(url, key)
-        self.timeout = timeout
+        self.timeout = calls.seconds("timeout", timeout, allow_none=False) or 0.0
+        if not 0 < self.timeout < float("inf"):
+            raise ValueError(f"timeout is a number of seconds above 0, not {timeout!r}")
         self.retry = retry or RetryPolicy()
-        self.batch_size = batch_size or calls.DEFAULT_BATCH
+        self.batch_size = calls.positive_batch(batch_size) or calls.DEFAULT_BATCH
         self._own_http = http is None
         self._http = http or httpx.Client(timeout=timeout)
         self._headers = calls.headers(self.key)
@@ -87,6 +89,8 @@ class Client:
                     headers=self._headers,
                     timeout=timeout,
                 )
+            except httpx.InvalidURL as exc:  # an argument too long for any URL
+                raise ValueError(f"the request cannot be sent: {exc}") from None
             except httpx.TransportError as exc:
                 wait = self.retry.delay(tries, started, None) if retryable(exc) else None
                 if wait is None:
@@ -164,7 +168,7 @@ class Client:
         ones stay stored: send the same jobs again with your own keys to finish.
         """
         bodies = [calls.job_body(calls.as_spec(j)) for j in jobs]
-        size = batch_size or self.batch_size
+        size = calls.positive_batch(batch_size) or self.batch_size
         results: list[Enqueued] = []
         start = 0
         while start < len(bodies):
@@ -177,7 +181,7 @@ class Client:
                 continue
             results.extend(
                 Enqueued.from_json(view, body["idempotency_key"])
-                for view, body in zip(answer["jobs"], chunk, strict=True)
+                for view, body in zip(calls.batch_answer(answer, len(chunk)), chunk, strict=True)
             )
             start += len(chunk)
         return results
@@ -193,16 +197,23 @@ class Client:
         Raises WaitTimeout (with the job's last state) if it is not after `timeout`
         seconds; None waits for as long as it takes.
         """
+        timeout = calls.seconds("timeout", timeout, allow_none=True)
         deadline = None if timeout is None else time.monotonic() + timeout
+        nap = calls.EARLY_NAP_FIRST
         while True:
             left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
-            job = Job.from_json(
-                self._send(calls.status(job_id, wait=max(0.0, min(calls.MAX_WAIT, left))))
-            )
+            wait = max(0.0, min(calls.MAX_WAIT, left))
+            asked = time.monotonic()
+            job = Job.from_json(self._send(calls.status(job_id, wait=wait)))
             if job.terminal:
                 return job
-            if deadline is not None and time.monotonic() >= deadline:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 raise WaitTimeout(job, timeout or 0.0)
+            pause = calls.early_nap(wait, now - asked, nap)
+            if pause:
+                time.sleep(pause if deadline is None else min(pause, deadline - now))
+                nap = min(nap * 2, calls.EARLY_NAP_MAX)
 
     def pages(
         self,
@@ -270,8 +281,7 @@ class Client:
         self, *, queue: str | None = None, type: str | None = None, limit: int | None = None
     ) -> Redriven:
         """Redrive dead jobs in bulk (the server's default limit is 1000 a call)."""
-        body = self._send(calls.redrive_all(queue, type, limit))
-        return Redriven(body["redriven"], list(body["ids"]))
+        return Redriven.from_json(self._send(calls.redrive_all(queue, type, limit)))
 
     def _settle(self, call: Call, job_id: str, done: Callable[[Job], bool]) -> Job:
         """A cancel or redrive whose earlier try may have been applied: a 409 on the

@@ -27,12 +27,18 @@ class UnexpectedResponse(SpoolClientError):
     """A success status whose body is not the JSON the route answers: the URL is
     probably not a Spool server (or a proxy answered for it)."""
 
-    def __init__(self, status: int, content_type: str, url: str) -> None:
-        super().__init__(
-            f"{url} answered {status} ({content_type or 'no content type'}), not Spool's "
-            "JSON: is it a Spool server's address?"
-        )
+    def __init__(self, status: int | None, content_type: str, url: str, problem: str = "") -> None:
+        kind = content_type or "no content type"
+        what = problem or f"answered {status} ({kind}), not Spool's JSON"
+        super().__init__(f"{url} {what}: is it a Spool server's address?")
         self.status = status
+
+    @classmethod
+    def shape(cls, kind: str, exc: Exception) -> UnexpectedResponse:
+        """A JSON answer without the fields of `kind` (another service's JSON at that URL)."""
+        problem = f"missing {exc}" if isinstance(exc, KeyError) else type(exc).__name__
+        what = f"answered JSON that is not {kind} ({problem})"
+        return cls(None, "application/json", "the server", what)
 
 
 class WaitTimeout(SpoolClientError):

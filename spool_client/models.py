@@ -6,15 +6,46 @@ never lost to a client that predates it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from functools import wraps
+from typing import Any, TypeVar
+
+from spool_client.errors import UnexpectedResponse
 
 TERMINAL = frozenset({"succeeded", "dead", "cancelled"})
+_Model = TypeVar("_Model")
+# What reading JSON of another shape raises: a missing field, a wrong type, a bad date.
+_SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
 def _when(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(str(value))
+
+
+def _text(data: dict[str, Any], name: str) -> str:
+    value = data[name]
+    if not isinstance(value, str):
+        raise TypeError(f"{name} is not a string")
+    return value
+
+
+def _answer(kind: str) -> Callable[[Callable[..., _Model]], Callable[..., _Model]]:
+    """from_json that turns JSON of another shape (a wrong --url answering its own
+    JSON) into UnexpectedResponse, instead of a KeyError deep in the caller."""
+
+    def decorate(build: Callable[..., _Model]) -> Callable[..., _Model]:
+        @wraps(build)
+        def parse(*args: Any) -> _Model:
+            try:
+                return build(*args)
+            except _SHAPE_ERRORS as exc:
+                raise UnexpectedResponse.shape(kind, exc) from exc
+
+        return parse
+
+    return decorate
 
 
 @dataclass(frozen=True)
@@ -46,13 +77,14 @@ class Job:
         return self.state in TERMINAL
 
     @classmethod
+    @_answer("a job")
     def from_json(cls, data: dict[str, Any]) -> Job:
         return cls(
-            id=data["id"],
+            id=_text(data, "id"),
             type=data["type"],
             queue=data["queue"],
             priority=data["priority"],
-            state=data["state"],
+            state=_text(data, "state"),
             attempts=data["attempts"],
             max_attempts=data["max_attempts"],
             payload=data.get("payload") or {},
@@ -81,8 +113,11 @@ class Enqueued:
     idempotency_key: str
 
     @classmethod
+    @_answer("an enqueued job")
     def from_json(cls, data: dict[str, Any], key: str) -> Enqueued:
-        return cls(data["id"], data["state"], data["status_url"], bool(data["created"]), key)
+        return cls(
+            _text(data, "id"), _text(data, "state"), data["status_url"], bool(data["created"]), key
+        )
 
 
 @dataclass(frozen=True)
@@ -93,8 +128,12 @@ class Page:
     next_cursor: str | None
 
     @classmethod
+    @_answer("a page of jobs")
     def from_json(cls, data: dict[str, Any]) -> Page:
-        return cls([Job.from_json(j) for j in data["jobs"]], data.get("next_cursor"))
+        jobs = data["jobs"]
+        if not isinstance(jobs, list):
+            raise TypeError("jobs is not a list")
+        return cls([Job.from_json(j) for j in jobs], data.get("next_cursor"))
 
 
 @dataclass(frozen=True)
@@ -103,3 +142,11 @@ class Redriven:
 
     redriven: int
     ids: list[str]
+
+    @classmethod
+    @_answer("a redrive answer")
+    def from_json(cls, data: dict[str, Any]) -> Redriven:
+        redriven, ids = data["redriven"], data["ids"]
+        if not isinstance(redriven, int) or not isinstance(ids, list):
+            raise TypeError("redriven is not a count or ids not a list")
+        return cls(redriven, list(ids))

@@ -12,7 +12,9 @@ raised at once.
 
 from __future__ import annotations
 
+import math
 import random
+import ssl
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -52,6 +54,18 @@ class RetryPolicy:
     deadline: float = 60.0
     max_retry_after: float = 60.0
 
+    def __post_init__(self) -> None:
+        # Checked here: a NaN or negative value would retry at once forever, or crash
+        # time.sleep() in the middle of a retry.
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise TypeError("attempts is a whole number of tries")
+        if self.attempts < 1:
+            raise ValueError("attempts counts the first try too: at least 1")
+        for name in ("base", "cap", "deadline", "max_retry_after"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or math.isnan(value) or value < 0:
+                raise ValueError(f"{name} is a number of seconds, 0 or more")
+
     def backoff(self, retry: int) -> float:
         ceiling = min(self.cap, self.base * 2 ** (retry - 1))
         return random.uniform(ceiling / 2, ceiling)
@@ -63,7 +77,9 @@ class RetryPolicy:
             return None
         if retry_after is not None and retry_after > self.max_retry_after:
             return None
-        wait = self.backoff(tries) if retry_after is None else max(retry_after, 0.0)
+        # A Retry-After is waited out, but never less than the backoff: a server that
+        # says 0 (or a date in the past) every time is not hammered in a tight loop.
+        wait = self.backoff(tries) if retry_after is None else max(retry_after, self.backoff(tries))
         if time.monotonic() + wait - started > self.deadline:
             return None
         return wait
@@ -73,7 +89,19 @@ NO_RETRY = RetryPolicy(attempts=1)
 
 
 def retryable(exc: httpx.TransportError) -> bool:
-    return not isinstance(exc, _HOPELESS)
+    return not isinstance(exc, _HOPELESS) and not untrusted_certificate(exc)
+
+
+def untrusted_certificate(exc: BaseException) -> bool:
+    """The server's TLS certificate failed verification: no retry changes that."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # httpx -> httpcore -> ssl
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def maybe_sent(exc: httpx.TransportError) -> bool:

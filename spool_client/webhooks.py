@@ -26,6 +26,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -34,6 +35,7 @@ __all__ = ["DEFAULT_TOLERANCE", "WebhookVerificationError", "sign", "verify"]
 
 SECRET_PREFIX = "whsec_"
 DEFAULT_TOLERANCE = 300  # seconds, as the specification recommends
+_SECONDS = re.compile(r"[0-9]{1,12}")  # Unix seconds, ASCII digits (up to the year 33658)
 
 
 class WebhookVerificationError(Exception):
@@ -42,32 +44,54 @@ class WebhookVerificationError(Exception):
 
 def _key(secret: str | bytes) -> bytes:
     if isinstance(secret, bytes):
-        return secret
-    if not secret.startswith(SECRET_PREFIX):
+        key = secret
+    elif not isinstance(secret, str):
+        kind = type(secret).__name__
+        raise TypeError(f"a webhook secret is a str (whsec_...) or bytes, not {kind}")
+    elif not secret.startswith(SECRET_PREFIX):
         raise WebhookVerificationError("a webhook secret starts with whsec_")
-    try:
-        return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError):
-        raise WebhookVerificationError("a webhook secret is whsec_ followed by base64") from None
+    else:
+        try:
+            key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+        except (binascii.Error, ValueError):
+            raise WebhookVerificationError(
+                "a webhook secret is whsec_ followed by base64"
+            ) from None
+    if not key:  # "whsec_" + an unset variable: anyone could sign with an empty key
+        raise WebhookVerificationError("the webhook secret is empty")
+    return key
+
+
+def _digest(key: bytes, msg_id: str, stamp: str, body: bytes) -> str:
+    signed = f"{msg_id}.{stamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
 def sign(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """The `v1,<base64>` signature Spool sends for this delivery (handy in tests)."""
-    signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+    return _digest(_key(secret), msg_id, str(timestamp), body)
 
 
-def _header(headers: Mapping[str, str], name: str) -> str:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
+def _text(value: object) -> str:
+    """A header name or value as text: frameworks that hand over raw bytes (ASGI) get
+    them read as latin-1, as HTTP/1.1 defines; anything else is its str()."""
+    return value.decode("latin-1") if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _header(headers: Mapping[str, str] | Iterable[tuple[Any, Any]], name: str) -> str:
+    pairs = headers.items() if isinstance(headers, Mapping) else headers  # ASGI: a list
+    for key, value in pairs:
+        if _text(key).lower() == name:
+            text = _text(value)
+            if not text.isascii():  # every Standard Webhooks header is ASCII
+                raise WebhookVerificationError(f"the {name} header is not ASCII")
+            return text
     raise WebhookVerificationError(f"the {name} header is missing")
 
 
 def verify(
     body: bytes | str,
-    headers: Mapping[str, str],
+    headers: Mapping[str, str] | Iterable[tuple[Any, Any]],
     secrets: str | bytes | Iterable[str | bytes],
     tolerance: float = DEFAULT_TOLERANCE,
     now: float | None = None,
@@ -75,29 +99,32 @@ def verify(
     """Check the delivery and return its JSON body; WebhookVerificationError if it fails.
 
     `body` must be the raw request body, exactly as received (not re-serialized JSON).
+    `headers` is a mapping (any case of the names) or (name, value) pairs, str or bytes,
+    as frameworks hand them over. Whatever the headers hold, a delivery that does not
+    verify raises WebhookVerificationError and nothing else; a `secrets` that is not
+    str/bytes (or a list of them) is a TypeError, a mistake in the receiver's code.
     """
-    raw = body.encode() if isinstance(body, str) else bytes(body)
+    raw = body.encode("utf-8", "surrogateescape") if isinstance(body, str) else bytes(body)
     msg_id = _header(headers, "webhook-id")
     stamp = _header(headers, "webhook-timestamp")
     signatures = _header(headers, "webhook-signature")
-    try:
-        timestamp = int(stamp)
-    except ValueError:
-        raise WebhookVerificationError("webhook-timestamp is not a whole number") from None
+    if not _SECONDS.fullmatch(stamp):  # not int(): it takes " 1_700_000_000 " and 10**400
+        raise WebhookVerificationError("webhook-timestamp is not a whole number of seconds")
     current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance:
+    # Written so that a NaN now or tolerance refuses (every comparison with NaN is False).
+    if not abs(current - int(stamp)) <= tolerance:
         raise WebhookVerificationError("webhook-timestamp is too old or too new (a replay?)")
     keys = [_key(secrets)] if isinstance(secrets, (str, bytes)) else [_key(s) for s in secrets]
     if not keys:
         raise WebhookVerificationError("no secret to verify with")
-    expected = [sign(key, msg_id, timestamp, raw) for key in keys]
+    expected = [_digest(key, msg_id, stamp, raw).encode() for key in keys]
     for given in signatures.split():
         version, _, _ = given.partition(",")
         if version != "v1":
             continue  # a later scheme this verifier does not know
-        if any(hmac.compare_digest(given.encode(), want.encode()) for want in expected):
+        if any(hmac.compare_digest(given.encode(), want) for want in expected):
             try:
                 return json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise WebhookVerificationError("the body is not JSON") from None
     raise WebhookVerificationError("no signature matches")

@@ -10,7 +10,9 @@
 same on every retry. `data` is read from the job when the delivery is made; if
 the job has moved on since (redriven, or purged), data holds only its id and
 the state the event announces, and the receiver asks GET /status for the rest.
-A result over SPOOL_WEBHOOK_MAX_RESULT_BYTES is left out (`result_omitted`).
+A result over SPOOL_WEBHOOK_MAX_RESULT_BYTES is left out (`result_omitted`), and
+`last_error` is cut to its first MAX_ERROR_CHARS characters (`last_error_truncated`),
+so the body always fits the delivery's request (http_request's 128 KiB body).
 The job's payload is never sent: it may hold what the receiver should not see.
 """
 
@@ -22,6 +24,8 @@ from typing import Any
 
 from chalicelib.models import Job
 from chalicelib.webhooks.outbox import Delivery
+
+MAX_ERROR_CHARS = 4096
 
 
 def _time(when: datetime | None) -> str | None:
@@ -36,6 +40,10 @@ def build(delivery: Delivery, job: Job | None, max_result_bytes: int) -> bytes:
         omitted = False
         if result is not None and len(json.dumps(result, separators=(",", ":"))) > max_result_bytes:
             result, omitted = None, True
+        error = job.last_error
+        cut = error is not None and len(error) > MAX_ERROR_CHARS
+        if cut:  # an exception's message is unbounded; the body must fit one POST
+            error = (error or "")[:MAX_ERROR_CHARS]
         data.update(
             {
                 "type": job.type,
@@ -43,7 +51,7 @@ def build(delivery: Delivery, job: Job | None, max_result_bytes: int) -> bytes:
                 "attempts": job.attempts,
                 "max_attempts": job.max_attempts,
                 "result": result,
-                "last_error": job.last_error,
+                "last_error": error,
                 "idempotency_key": job.idempotency_key,
                 "created_at": _time(job.created_at),
                 "finished_at": _time(job.finished_at),
@@ -51,5 +59,7 @@ def build(delivery: Delivery, job: Job | None, max_result_bytes: int) -> bytes:
         )
         if omitted:
             data["result_omitted"] = True
+        if cut:
+            data["last_error_truncated"] = True
     event = {"type": delivery.event, "timestamp": _time(delivery.created_at), "data": data}
     return json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()

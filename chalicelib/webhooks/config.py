@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from chalicelib import ssrf
 from chalicelib.config import ConfigError, Settings
-from chalicelib.webhooks.signing import decode_secret
+from chalicelib.webhooks.signing import SECRET_PREFIX, decode_secret
 
 MAX_SECRETS = 2
 MAX_URL_LENGTH = 2048
@@ -92,7 +92,10 @@ def parse_tenants(raw: str) -> Mapping[str, TenantHooks]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, object_pairs_hook=_unique)
+    except _Repeated as exc:  # two entries for one tenant: which one was meant?
+        name = _shown(exc.name)
+        raise ConfigError(f"SPOOL_WEBHOOKS gives {name} twice in one object; keep one") from None
     except ValueError:
         raise ConfigError(
             'SPOOL_WEBHOOKS must be a JSON object: {"tenant": {"url": "https://...", '
@@ -102,7 +105,7 @@ def parse_tenants(raw: str) -> Mapping[str, TenantHooks]:
         raise ConfigError("SPOOL_WEBHOOKS must be a JSON object keyed by tenant")
     out: dict[str, TenantHooks] = {}
     for tenant, entry in data.items():
-        where = f"SPOOL_WEBHOOKS[{tenant!r}]"
+        where = f"SPOOL_WEBHOOKS[{_shown(tenant)}]"
         if not isinstance(entry, dict) or set(entry) - {"url", "secrets", "secret"}:
             raise ConfigError(f'{where} must be an object with "url" and "secrets"')
         secrets = entry.get("secrets", [entry["secret"]] if "secret" in entry else [])
@@ -119,8 +122,33 @@ def parse_tenants(raw: str) -> Mapping[str, TenantHooks]:
         url = entry.get("url")
         if url is not None and (not isinstance(url, str) or not url):
             raise ConfigError(f"{where}: url must be a non-empty string")
+        if url is not None:  # its shape now; its addresses at each delivery (guard.py)
+            try:
+                ssrf.parse_url(url)  # messages name the rule, never a password in the URL
+            except ssrf.Refused as exc:
+                raise ConfigError(f"{where}: url: {exc}") from None
         out[tenant] = TenantHooks(url, tuple(keys))
     return out
+
+
+class _Repeated(Exception):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object whose names are all different (json.loads keeps the last silently)."""
+    out: dict[str, object] = {}
+    for name, value in pairs:
+        if name in out:
+            raise _Repeated(name)
+        out[name] = value
+    return out
+
+
+def _shown(name: str) -> str:
+    """A tenant name for an error message: a secret pasted where the tenant goes is not shown."""
+    return repr(SECRET_PREFIX + "...") if name.startswith(SECRET_PREFIX) else repr(name)
 
 
 @functools.lru_cache(maxsize=8)

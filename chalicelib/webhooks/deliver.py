@@ -21,8 +21,11 @@ the job (GET /status/{id}?webhooks=true) and in /metrics.
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
+import ipaddress
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -113,9 +116,13 @@ class Deliverer:
         started = time.monotonic()
         try:
             outcome, retry_in, error = self._attempt(delivery)
-        except Exception:  # the store failed us (reading the job): the lease runs out, retried
+        except Exception as exc:  # the store failed us (reading the job): the lease runs out
             log.warning("webhook %s could not be attempted", delivery.id, exc_info=True)
-            return
+            if delivery.attempts < self.hooks.max_attempts:
+                return  # retried when its lease runs out
+            # Its last attempt: record the failure (if the store takes it), so an attempt
+            # that fails the same way every time is not claimed again forever.
+            outcome, retry_in, error = outbox.RETRYING, 0.0, _describe(exc)
         if outcome == outbox.RETRYING and delivery.attempts >= self.hooks.max_attempts:
             outcome = outbox.FAILED
             error = f"gave up after {delivery.attempts} attempts: {error}"
@@ -167,7 +174,11 @@ class Deliverer:
         try:
             answer = self._send(delivery, payload, headers, hooks)
         except ssrf.Refused as exc:
-            return outbox.FAILED, 0, f"refused by the SSRF guard: {exc}"
+            # The tenant reads this error; the addresses a name resolves to inside the
+            # network are for the operator's log only (else any internal name could be
+            # mapped by pointing a callback_url at it).
+            log.warning("webhook %s refused by the SSRF guard: %s", delivery.id, exc)
+            return outbox.FAILED, 0, f"refused by the SSRF guard: {_without_addresses(str(exc))}"
         except Exception as exc:  # connection refused, timeout, TLS, DNS hiccup
             return outbox.RETRYING, self._backoff(delivery.attempts), _describe(exc)
         status = int(answer["status"])
@@ -212,11 +223,36 @@ class Deliverer:
 
 
 def _describe(exc: BaseException) -> str:
+    if isinstance(exc, http.client.BadStatusLine | http.client.UnknownProtocol):
+        # Their text is the receiver's first line: not echoed to whoever reads the job
+        # (the callback URL is the enqueuer's choice; its answer is not for them to read).
+        return f"{type(exc).__name__}: the receiver's answer is not HTTP/1.x"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[: outbox.MAX_ERROR_CHARS]
 
 
+_ADDRESS_LIKE = re.compile(r"[0-9A-Fa-f:.]*[.:][0-9A-Fa-f:.]*")
+
+
+def _without_addresses(text: str) -> str:
+    """The guard's reason with every IP address in it replaced by "an address"."""
+
+    def hide(match: re.Match[str]) -> str:
+        token = match.group(0)
+        core = token.rstrip(":.")
+        try:
+            ipaddress.ip_address(core)
+        except ValueError:
+            return token
+        return "an address" + token[len(core) :]
+
+    return _ADDRESS_LIKE.sub(hide, text)
+
+
 def _retry_after(value: str | None) -> float | None:
-    if value and value.strip().isdigit():
-        return min(float(value.strip()), MAX_RETRY_AFTER)
+    """Retry-After's delay-seconds, capped. ASCII digits only: str.isdigit() also
+    takes '²' (a latin-1 byte a receiver can send), which float() refuses."""
+    text = (value or "").strip()
+    if text.isascii() and text.isdigit():
+        return min(float(text), MAX_RETRY_AFTER)
     return None

@@ -1,0 +1,685 @@
+"""What an outside tester found in the clients and webhooks, each pinned by a test.
+
+The remote CLI and the Python client against servers that are not Spool (a
+static file server, JSON of another shape, a TLS port with an untrusted
+certificate), arguments no URL can carry, Retry-After abuse and long-polls that
+come back early; webhook receivers that answer bytes no parser expects; the
+verify function fed malformed headers; SPOOL_WEBHOOKS written wrong. Everything
+runs over real loopback sockets (stdlib servers answering from a script).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import math
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from chalicelib.builtin.http_request import _retry_after_seconds
+from chalicelib.clock import FakeClock
+from chalicelib.config import ConfigError, Settings
+from chalicelib.models import Completion, JobState
+from chalicelib.storage.memory import MemoryStore
+from chalicelib.webhooks import config as webhook_config
+from chalicelib.webhooks import signing
+from chalicelib.webhooks.deliver import Deliverer
+from local import cli
+from spool_client import AsyncClient, Client, RetryPolicy, TransportError, UnexpectedResponse
+from spool_client.webhooks import WebhookVerificationError, sign, verify
+from tests.factories import new_job
+
+Reply = tuple[int, dict[str, str], bytes]
+FAST = RetryPolicy(attempts=3, base=0.01, cap=0.02)
+JOB = {
+    "id": "j_" + "a" * 32,
+    "type": "echo",
+    "queue": "default",
+    "priority": 0,
+    "state": "running",
+    "attempts": 1,
+    "max_attempts": 3,
+}
+
+
+def json_reply(status: int, body: object, **headers: str) -> Reply:
+    return status, {"Content-Type": "application/json", **headers}, json.dumps(body).encode()
+
+
+class Scripted:
+    """A stdlib HTTP server answering every request with the next scripted reply."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        self.replies = replies
+        self.requests: list[tuple[str, str]] = []
+        script = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                if length:
+                    self.rfile.read(length)
+                script.requests.append((self.command, self.path))
+                status, headers, payload = script.replies[
+                    min(len(script.requests), len(script.replies)) - 1
+                ]
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def script() -> Iterator[Any]:
+    made: list[Scripted] = []
+
+    def start(*replies: Reply) -> Scripted:
+        made.append(Scripted(list(replies)))
+        return made[-1]
+
+    yield start
+    for server in made:
+        server.close()
+
+
+class RawReceiver:
+    """A socket that reads one request and answers it with exactly these bytes."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hooks"
+        self.requests = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.requests += 1
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# -- the Python client: a wrong server, arguments no request can carry ----------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.get("j_x"),
+        lambda c: c.enqueue("echo"),
+        lambda c: c.enqueue_many([{"type": "echo"}]),
+        lambda c: list(c.list()),
+        lambda c: list(c.dead_letters()),
+        lambda c: c.cancel("j_x"),
+        lambda c: c.redrive("j_x"),
+        lambda c: c.redrive_all(),
+        lambda c: c.wait("j_x", timeout=1),
+    ],
+)
+def test_json_of_another_shape_is_an_unexpected_response(script, call) -> None:
+    """A --url pointing at some other JSON API: before, a bare KeyError from deep inside."""
+    server = script(json_reply(200, {"ok": True, "jobs": "nope"}))
+    with Client(server.url, "k", retry=FAST) as spool, pytest.raises(UnexpectedResponse) as got:
+        call(spool)
+    assert "Spool server" in str(got.value)
+
+
+def test_a_job_with_fields_of_the_wrong_type_is_an_unexpected_response(script) -> None:
+    server = script(json_reply(200, {**JOB, "id": 7}), json_reply(200, {**JOB, "created_at": "?"}))
+    with Client(server.url, "k", retry=FAST) as spool:
+        for _ in range(2):
+            with pytest.raises(UnexpectedResponse):
+                spool.get("j_x")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[::1",
+        "http://127.0.0.1:99999",
+        "http://127.0.0.1:abc",
+        "http://127.0.0.1:0",
+        "http://:8000",
+        "http://127.0.0.1:8000/a b",
+        "http://127.0.0.1:8000/\x7f",
+    ],
+)
+def test_a_url_no_request_can_use_is_a_value_error_at_once(url: str) -> None:
+    """Before: httpx.InvalidURL on the first request, or retries against port 99999."""
+    with pytest.raises(ValueError):
+        Client(url, "k")
+    with pytest.raises(ValueError):
+        AsyncClient(url, "k")
+
+
+def test_an_argument_too_long_for_a_url_is_a_value_error(script) -> None:
+    server = script(json_reply(200, {"jobs": [], "next_cursor": None}))
+    with Client(server.url, "k", retry=FAST) as spool, pytest.raises(ValueError):
+        next(spool.pages(cursor="A" * 100_000))
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda url: Client(url, "k", batch_size=-1),
+        lambda url: Client(url, "k", timeout=math.nan),
+        lambda url: Client(url, "k", timeout=0),
+        lambda url: RetryPolicy(base=-1),
+        lambda url: RetryPolicy(cap=math.nan),
+        lambda url: RetryPolicy(attempts=0),
+    ],
+)
+def test_options_that_would_loop_or_crash_are_refused(make) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        make("http://127.0.0.1:9")
+
+
+def test_a_negative_batch_size_sends_nothing(script) -> None:
+    """Before: bodies[0:-1] went out and was stored, then an empty batch was refused."""
+    server = script(json_reply(201, {"jobs": []}))
+    jobs = [{"type": "echo", "payload": {"n": n}} for n in range(3)]
+    with Client(server.url, "k", retry=FAST) as spool, pytest.raises(ValueError):
+        spool.enqueue_many(jobs, batch_size=-1)
+    assert server.requests == []
+
+
+def test_a_nan_wait_timeout_is_refused_not_waited_forever(script) -> None:
+    server = script(json_reply(200, JOB))
+    with Client(server.url, "k", retry=FAST) as spool, pytest.raises(ValueError):
+        spool.wait("j_x", timeout=math.nan)
+
+    async def scenario() -> None:
+        async with AsyncClient(server.url, "k", retry=FAST) as spool:
+            await spool.wait("j_x", timeout=math.nan)
+
+    with pytest.raises(ValueError):
+        asyncio.run(scenario())
+    assert server.requests == []
+
+
+def test_a_long_poll_answered_at_once_is_not_repeated_in_a_tight_loop(script) -> None:
+    """A server (or proxy) that drops ?wait: before, hundreds of requests a second."""
+    server = script(json_reply(200, JOB))
+    with (
+        Client(server.url, "k", retry=FAST) as spool,
+        pytest.raises(Exception, match="still running"),
+    ):
+        spool.wait("j_x", timeout=1.0)
+    assert 2 <= len(server.requests) <= 12
+
+    async def scenario() -> None:
+        async with AsyncClient(server.url, "k", retry=FAST) as spool:
+            await spool.wait("j_x", timeout=1.0)
+
+    before = len(server.requests)
+    with pytest.raises(Exception, match="still running"):
+        asyncio.run(scenario())
+    assert 2 <= len(server.requests) - before <= 12
+
+
+@pytest.mark.parametrize("after", ["0", "-30", "Thu, 01 Jan 1970 00:00:00 GMT"])
+def test_a_retry_after_of_zero_still_backs_off(
+    script, after: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retry-After 0, negative or in the past, every time: before, no pause at all."""
+    error = {"code": "store_unavailable", "message": "down", "details": None}
+    server = script(json_reply(503, {"error": error}, **{"Retry-After": after}))
+    slept: list[float] = []
+    monkeypatch.setattr("spool_client.client.time.sleep", slept.append)
+    policy = RetryPolicy(attempts=4, base=0.2, cap=1.0)
+    with Client(server.url, "k", retry=policy) as spool, pytest.raises(Exception, match="503"):
+        spool.get("j_x")
+    assert len(server.requests) == 4 and len(slept) == 3
+    assert all(s >= 0.1 for s in slept)  # at least half of the first backoff step
+
+
+def test_a_huge_retry_after_is_raised_not_waited(script) -> None:
+    error = {"code": "store_unavailable", "message": "down", "details": None}
+    server = script(json_reply(503, {"error": error}, **{"Retry-After": "9" * 400}))
+    with Client(server.url, "k", retry=FAST) as spool, pytest.raises(Exception) as got:
+        spool.get("j_x")
+    assert getattr(got.value, "retry_after", None) == math.inf
+    assert len(server.requests) == 1
+
+
+@pytest.fixture
+def untrusted_tls() -> Iterator[str]:
+    """An HTTPS server whose certificate no default trust store knows."""
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_untrusted_certificate_is_not_retried(
+    untrusted_tls: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with (
+        Client(untrusted_tls, "k", retry=RetryPolicy(attempts=5, base=0.01)) as spool,
+        pytest.raises(TransportError) as got,
+    ):
+        spool.get("j_x")
+    assert got.value.attempts == 1  # no retry changes a certificate
+    assert cli.main(["jobs", "--url", untrusted_tls, "--key", "k"]) == 1
+    err = capsys.readouterr().err
+    assert "certificate" in err and "SSL_CERT_FILE" in err and err.count("\n") == 1
+
+
+# -- the remote CLI: messages that say what is wrong ----------------------------------------
+
+
+def test_the_cli_says_when_the_url_is_not_a_spool_server(
+    script, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A static file server's HTML 404 and 501: before, "job not found ... check the id"."""
+    page = (404, {"Content-Type": "text/html"}, b"<html>File not found</html>")
+    unsupported = (501, {"Content-Type": "text/html"}, b"<html>Unsupported method</html>")
+    server = script(page)
+    assert cli.main(["status", "j_x", "--url", server.url, "--key", "k"]) == 1
+    err = capsys.readouterr().err
+    assert "not Spool's JSON" in err and "--url" in err and "Check the id" not in err
+    server = script(unsupported)
+    assert cli.main(["enqueue", "echo", "--url", server.url, "--key", "k"]) == 1
+    err = capsys.readouterr().err
+    assert "HTTP 501" in err and "--url" in err
+
+
+def test_the_cli_points_at_the_base_address_for_a_route_spool_does_not_have(
+    script, capsys: pytest.CaptureFixture[str]
+) -> None:
+    error = {"code": "not_found", "message": "no route for GET /api/jobs", "details": None}
+    server = script(json_reply(404, {"error": error}))
+    assert cli.main(["jobs", "--url", server.url + "/api", "--key", "k"]) == 1
+    err = capsys.readouterr().err
+    assert "no route" in err and "base address" in err
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["status", "j\udcff"], "UTF-8"),
+        (["enqueue", "e\udcffcho"], "UTF-8"),
+        (["jobs", "--cursor", "A" * 100_000], "cannot be sent"),
+        (["jobs", "--url", "http://127.0.0.1:99999"], "Port out of range"),
+        (["jobs", "--url", "http://[::1"], "malformed"),
+    ],
+)
+def test_the_cli_refuses_arguments_no_request_can_carry(
+    script, argv: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: "unexpected error: InvalidURL", or a codec error naming no fix."""
+    server = script(json_reply(200, {"jobs": [], "next_cursor": None}))
+    if "--url" not in argv:
+        argv = [*argv, "--url", server.url]
+    assert cli.main([*argv, "--key", "k"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "unexpected error" not in err and err.count("\n") == 1
+    assert server.requests == []
+
+
+# -- webhook receivers that misbehave ------------------------------------------------------
+
+
+def _hooks(**extra: str) -> Settings:
+    hooks = {"acme": {"secrets": [signing.new_secret()]}}
+    values = {
+        "SPOOL_WEBHOOKS": json.dumps(hooks),
+        "SPOOL_WEBHOOK_ALLOW_PRIVATE": "true",
+        "SPOOL_WEBHOOK_TIMEOUT": "2",
+        "SPOOL_WEBHOOK_MAX_ATTEMPTS": "2",
+        "SPOOL_WEBHOOK_BACKOFF": "10",
+        **extra,
+    }
+    return Settings(extra=values)
+
+
+def _finished(store: MemoryStore, url: str) -> str:
+    clock = store.clock
+    assert isinstance(clock, FakeClock)
+    job = store.add([new_job(clock, tenant="acme", callback_url=url)])[0].job
+    [running] = store.claim(1, 30)
+    store.finish([Completion(job.id, running.lease_token or "", JobState.SUCCEEDED, result={})])
+    return job.id
+
+
+def test_a_retry_after_in_superscript_digits_is_retried_with_backoff() -> None:
+    """`Retry-After: \\xb2` reads as "²" (latin-1), which str.isdigit() takes and float()
+    refuses: before, every attempt raised, was never recorded, and the delivery was
+    claimed again at each lease's end, forever."""
+    receiver = RawReceiver(b"HTTP/1.1 503 No\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n")
+    store = MemoryStore(FakeClock())
+    try:
+        job_id = _finished(store, receiver.url)
+        Deliverer(store, _hooks()).drain()
+    finally:
+        receiver.close()
+    [d] = store.webhooks(job_id)
+    assert receiver.requests == 1
+    assert d.state == "pending" and d.last_error == "HTTP 503 from the receiver"
+    assert d.next_at is not None and d.next_at > store.clock.now()  # the backoff, recorded
+    assert _retry_after_seconds("\xb2") is None  # http_request read it the same way
+
+
+def test_an_attempt_that_fails_every_time_is_failed_after_its_attempts() -> None:
+    store = MemoryStore(FakeClock())
+    job_id = _finished(store, "http://127.0.0.1:9/hooks")
+
+    def broken_get(job_id: str, tenant: str | None = None) -> Any:
+        raise RuntimeError("this job cannot be read")
+
+    original, store.get = store.get, broken_get  # type: ignore[method-assign]
+    clock = store.clock
+    assert isinstance(clock, FakeClock)
+    settings = _hooks()
+    for _ in range(2):  # SPOOL_WEBHOOK_MAX_ATTEMPTS
+        assert Deliverer(store, settings).drain() == 1
+        clock.advance(2 * 2 + 5 + 1)  # past the lease
+    assert Deliverer(store, settings).drain() == 0  # never claimed again
+    store.get = original  # type: ignore[method-assign]
+    [d] = store.webhooks(job_id)
+    assert d.state == "failed" and d.attempts == 2
+    assert "gave up after 2 attempts" in (d.last_error or "")
+
+
+def test_a_receivers_first_line_is_not_echoed_into_the_job() -> None:
+    receiver = RawReceiver(b"+OK internal-service-banner v9.9 token=abc\r\n\r\n")
+    store = MemoryStore(FakeClock())
+    try:
+        job_id = _finished(store, receiver.url)
+        Deliverer(store, _hooks()).drain()
+    finally:
+        receiver.close()
+    [d] = store.webhooks(job_id)
+    assert d.state == "pending" and "not HTTP" in (d.last_error or "")
+    assert "banner" not in (d.last_error or "") and "token" not in (d.last_error or "")
+
+
+# -- SPOOL_WEBHOOKS written wrong ---------------------------------------------------------
+
+GOOD = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+@pytest.mark.parametrize(
+    "raw, says",
+    [
+        ({"t": {"secrets": [GOOD], "url": "https://u:hunter2pw@example.com/h"}}, "credentials"),
+        ({"t": {"secrets": [GOOD], "url": "not a url hunter2pw"}}, "whitespace"),
+        ({"t": {"secrets": [GOOD], "url": "ftp://example.com/hunter2pw"}}, "http and https"),
+        ('{"t": {"secrets": ["' + GOOD + '"]}, "t": {"secrets": ["' + GOOD + '"]}}', "twice"),
+        ({"whsec_hunter2pw": "oops"}, "must be an object"),
+        ({"t": {"secrets": ["whsec_hunter2pw!!"]}}, "base64"),
+    ],
+)
+def test_malformed_webhook_settings_name_the_problem_never_the_secret(
+    raw: object, says: str
+) -> None:
+    text = raw if isinstance(raw, str) else json.dumps(raw)
+    webhook_config.parse_tenants.cache_clear()
+    with pytest.raises(ConfigError) as got:
+        webhook_config.parse_tenants(text)
+    message = str(got.value)
+    assert says in message
+    assert "hunter2" not in message and GOOD[6:] not in message
+
+
+# -- verify: malformed headers raise WebhookVerificationError and nothing else ----------------
+
+BODY = b'{"type":"job.succeeded","data":{}}'
+
+
+def _signed(**override: Any) -> dict[str, Any]:
+    now = int(time.time())
+    headers: dict[str, Any] = {
+        "webhook-id": "msg_1",
+        "webhook-timestamp": str(now),
+        "webhook-signature": sign(GOOD, "msg_1", now, BODY),
+    }
+    headers.update(override)
+    return headers
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"webhook-timestamp": "1" + "0" * 400},  # OverflowError before
+        {"webhook-timestamp": "-" + "9" * 400},
+        {"webhook-id": "msg_\udc80"},  # UnicodeEncodeError before
+        {"webhook-signature": "v1,\udc80"},
+        {"webhook-signature": "v1,é"},
+        {"webhook-timestamp": "١٢٣"},
+        {"webhook-timestamp": "{now:_}"},  # int() took these three, then accepted them
+        {"webhook-timestamp": " {now} "},
+        {"webhook-timestamp": "+{now}"},
+        {"webhook-id": None, "webhook-timestamp": None, "webhook-signature": None},
+    ],
+)
+def test_malformed_headers_raise_only_the_verification_error(override: dict[str, Any]) -> None:
+    now = int(time.time())  # read here: a slow run must not refuse them for their age
+    headers = _signed()
+    for name, value in override.items():
+        if value is None:
+            del headers[name]
+        else:
+            headers[name] = value.format(now=now) if "{now" in value else value
+    with pytest.raises(WebhookVerificationError):
+        verify(BODY, headers, GOOD)
+
+
+def test_a_nan_clock_or_tolerance_refuses_instead_of_accepting_any_age() -> None:
+    old = _signed(**{"webhook-timestamp": "0", "webhook-signature": sign(GOOD, "msg_1", 0, BODY)})
+    with pytest.raises(WebhookVerificationError):
+        verify(BODY, old, GOOD, tolerance=math.nan)
+    with pytest.raises(WebhookVerificationError):
+        verify(BODY, old, GOOD, now=math.nan)
+
+
+def test_an_empty_secret_verifies_nothing() -> None:
+    """ "whsec_" + an unset variable: an empty HMAC key anyone can sign with."""
+    now = int(time.time())
+    empty_key = hmac.new(b"", f"msg_1.{now}.".encode() + BODY, hashlib.sha256).digest()
+    forged = _signed(**{"webhook-timestamp": str(now)})
+    forged["webhook-signature"] = "v1," + base64.b64encode(empty_key).decode()
+    with pytest.raises(WebhookVerificationError, match="empty"):
+        verify(BODY, forged, "whsec_")
+    with pytest.raises(WebhookVerificationError, match="empty"):
+        verify(BODY, forged, b"")
+
+
+def test_a_signed_body_nested_too_deep_is_refused_not_a_recursion_error() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    now = int(time.time())
+    headers = _signed(**{"webhook-signature": sign(GOOD, "msg_1", now, deep)})
+    headers["webhook-timestamp"] = str(now)
+    with pytest.raises(WebhookVerificationError, match="not JSON"):
+        verify(deep, headers, GOOD)
+
+
+def test_raw_asgi_headers_verify() -> None:
+    """Bytes names and values, as a list of pairs (ASGI's scope["headers"])."""
+    pairs = [(k.encode(), str(v).encode()) for k, v in _signed().items()]
+    assert verify(BODY, pairs, GOOD)["type"] == "job.succeeded"
+    assert verify(BODY, dict(pairs), [GOOD])["type"] == "job.succeeded"
+
+
+def test_the_tolerance_is_the_replay_window() -> None:
+    now = int(time.time())
+    late = _signed(
+        **{
+            "webhook-timestamp": str(now - 301),
+            "webhook-signature": sign(GOOD, "msg_1", now - 301, BODY),
+        }
+    )
+    with pytest.raises(WebhookVerificationError, match="too old"):
+        verify(BODY, late, GOOD)
+    assert verify(BODY, late, GOOD, tolerance=timedelta(minutes=6).total_seconds())
+
+
+def test_redrive_all_stops_when_the_same_jobs_come_back(
+    script, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Jobs that die again as fast as they are redriven (or a server that always
+    answers a full batch): before, `spool dlq redrive --all` looped forever."""
+    from local.remote_cli import REDRIVE_CHUNK
+
+    ids = [f"j_{n:032x}" for n in range(REDRIVE_CHUNK)]
+    server = script(json_reply(200, {"redriven": REDRIVE_CHUNK, "ids": ids}))
+    code = cli.main(["dlq", "redrive", "--all", "--json", "--url", server.url, "--key", "k"])
+    assert code == 0
+    assert json.loads(capsys.readouterr().out)["redriven"] == REDRIVE_CHUNK
+    assert len(server.requests) == 2  # the second batch brought only jobs already redriven
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["jobs", "--tenant", "a\udcff"], ["cancel", "j\udcff"], ["status", "j\udcff", "--wait", "1"]],
+)
+def test_local_commands_refuse_arguments_that_are_not_utf8(
+    argv: list[str],
+    tmp_path: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before: "unexpected error: UnicodeEncodeError", exit 1."""
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/local.db")
+    monkeypatch.delenv("SPOOL_URL", raising=False)
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "not UTF-8" in err and "unexpected" not in err and err.count("\n") == 1
+
+
+def test_job_errors_cannot_drive_the_operators_terminal(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tenant's payload text in an error: before, its escape sequences reached the
+    terminal of whoever ran `spool jobs` or `spool status` (every tenant's jobs, locally)."""
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/local.db")
+    monkeypatch.setenv("SPOOL_DEMO_HANDLERS", "true")
+    monkeypatch.delenv("SPOOL_URL", raising=False)
+    evil = "\x1b]0;PWNED\x07\x1b[31mred\u202e"
+    payload = json.dumps({"always": True, "message": evil})
+    assert cli.main(["enqueue", "fail", "--payload", payload, "--max-attempts", "1"]) == 0
+    job_id = capsys.readouterr().out.split()[0]
+    assert cli.main(["worker", "--burst", "--quiet"]) == 0
+    capsys.readouterr()
+    for argv in (["jobs", "--state", "dead"], ["status", job_id]):
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert "\\x1b]0;PWNED" in out  # shown, escaped
+        assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+
+
+def test_a_huge_error_is_cut_so_the_webhook_still_goes_out() -> None:
+    """An exception's message has no bound: before, a dead job whose error was over
+    128 KiB made a body http_request refuses, so its webhook failed every attempt."""
+    from tests.webhook_receiver import Receiver
+
+    receiver = Receiver().up()
+    store = MemoryStore(FakeClock())
+    try:
+        clock = store.clock
+        assert isinstance(clock, FakeClock)
+        job = store.add([new_job(clock, tenant="acme", callback_url=receiver.url)])[0].job
+        [running] = store.claim(1, 30)
+        done = Completion(job.id, running.lease_token or "", JobState.DEAD, error="e" * 200_000)
+        store.finish([done])
+        Deliverer(store, _hooks()).drain()
+    finally:
+        receiver.down()
+    [d] = store.webhooks(job.id)
+    assert d.state == "delivered", d.last_error
+    [got] = receiver.requests
+    data = json.loads(got.body)["data"]
+    assert data["last_error_truncated"] is True and len(data["last_error"]) == 4096
+
+
+def test_the_guards_refusal_does_not_tell_the_tenant_internal_addresses() -> None:
+    """Before: "host 'db.corp.example' resolves to a refused address: 10.20.30.40 is a
+    private address", so any internal name could be mapped with callback URLs."""
+    store = MemoryStore(FakeClock())
+    job_id = _finished(store, "http://db.corp.example/hooks")
+
+    def internal(host: str, port: int) -> list[str]:
+        return ["10.20.30.40"]
+
+    Deliverer(store, _hooks(SPOOL_WEBHOOK_ALLOW_PRIVATE="false"), resolver=internal).drain()
+    [d] = store.webhooks(job_id)
+    assert d.state == "failed" and "private address" in (d.last_error or "")
+    assert "10.20.30.40" not in (d.last_error or "")
+
+
+def test_local_redrive_all_stops_when_the_same_jobs_come_back(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The local twin: a worker beside it killing the jobs again as fast as they are
+    redriven (played here by a redrive_all that keeps answering the same jobs)."""
+    from types import SimpleNamespace
+
+    from chalicelib.service import Service
+
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/local.db")
+    monkeypatch.delenv("SPOOL_URL", raising=False)
+    same = [SimpleNamespace(id=f"j_{n:032x}") for n in range(500)]
+    calls: list[int] = []
+
+    def redrive_all(self: Any, tenant: Any, queue: Any = None, limit: int = 0) -> list[Any]:
+        calls.append(limit)
+        return same
+
+    monkeypatch.setattr(Service, "redrive_all", redrive_all)
+    assert cli.main(["dlq", "redrive", "--all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["redriven"] == 500
+    assert len(calls) == 2
