@@ -839,13 +839,9 @@ class PostgresStore:
         return [moved[i] for i in wanted if i in moved]
 
     def counts(self) -> dict[tuple[str, JobState], int]:
-        rows = self._run(
-            lambda conn: conn.execute(
-                "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
-            ).fetchall(),
-            read=True,
-        )
-        return {(_dec_str(q), JobState(s)): int(n) for q, s, n in rows}
+        # The kept per-state counts (migration 0004's triggers), not a count over every
+        # job: /metrics asks on every scrape.
+        return self.state_counts()
 
     def counters(self) -> dict[CounterKey, int]:
         rows = self._run(
