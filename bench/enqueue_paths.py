@@ -39,10 +39,12 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bench.docs_section import markers, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-SECTION_START = "<!-- section:enqueue-paths -->"
-SECTION_END = "<!-- /section:enqueue-paths -->"
+SECTION = "enqueue-paths"
+SECTION_START, SECTION_END = markers(SECTION)
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 SIZES = {"sqlite": (5_000, 20_000, 100), "postgres": (1_000, 20_000, 1_000)}
 Measure = Callable[[], float]  # returns jobs per second
@@ -291,16 +293,6 @@ the store URL (docs/self-hosting.md says what each mode survives).
 {SECTION_END}"""
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text()
-    if SECTION_START in doc:
-        start, end = doc.index(SECTION_START), doc.index(SECTION_END) + len(SECTION_END)
-        doc = doc[:start] + text + doc[end:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    DOC.write_text(doc)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.enqueue_paths")
     parser.add_argument("--stores", default="sqlite,postgres")
@@ -316,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     given = argv if argv is not None else sys.argv[1:]
     command = " ".join([".venv/bin/python -m bench.enqueue_paths", *given])
     if args.write:
-        write_section(render(rows, command, args.rounds, load))
+        write_section(SECTION, render(rows, command, args.rounds, load))
         print(f"wrote {DOC.relative_to(ROOT)}")
     return 0
 

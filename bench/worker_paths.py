@@ -42,10 +42,12 @@ from typing import Any
 
 from tqdm import tqdm
 
+from bench.docs_section import markers, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
-SECTION_START = "<!-- section:worker-paths -->"
-SECTION_END = "<!-- /section:worker-paths -->"
+SECTION = "worker-paths"
+SECTION_START, SECTION_END = markers(SECTION)
 PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 SPOOL = ROOT / ".venv" / "bin" / "spool"
 DRAIN_N = 1_000
@@ -240,16 +242,6 @@ def table(results: list[Figures]) -> str:
     return "\n".join(rows)
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text()
-    if SECTION_START in doc:
-        start, end = doc.index(SECTION_START), doc.index(SECTION_END) + len(SECTION_END)
-        doc = doc[:start] + text + doc[end:]
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    DOC.write_text(doc)
-
-
 def render(results: list[Figures], command: str, samples: int, load: tuple[float, ...]) -> str:
     return f"""{SECTION_START}
 ## The worker as users run it (`spool worker`, another process enqueuing)
@@ -299,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     text = render(results, command.strip(), args.samples, load)
     print(table(results))
     if args.write:
-        write_section(text)
+        write_section(SECTION, text)
         print(f"wrote {DOC.relative_to(ROOT)}")
     return 0
 
