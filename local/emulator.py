@@ -26,6 +26,7 @@ from chalice.local import LambdaContext
 from chalice.test import TestEventsClient
 
 from chalicelib import events
+from chalicelib.errors import StoreUnavailable
 from chalicelib.runtime import Runtime
 from chalicelib.webhooks.runner import DeliveryThread, start_thread
 
@@ -36,6 +37,7 @@ SQS_FUNCTION = "run_jobs"
 # Lambda's own maximum; drain claims only what fits before this deadline.
 FUNCTION_TIMEOUT_MS = 900_000
 IDLE_CHECK = 0.5  # seconds between looks at the store when no wake-up arrives
+OUTAGE_BACKOFF = 5.0  # longest pause between tries while the store is unavailable
 
 
 def scheduled_event(app: Chalice, function_name: str = SCHEDULE_FUNCTION) -> dict[str, Any]:
@@ -102,10 +104,18 @@ class Emulator:
         notifier = getattr(self.runtime.store, "notifier", None)
         if notifier is not None:
             notifier.wait(0)  # subscribe before the first drain, so no wake-up is missed
+        backoff = 0.0
         while not self._stop.is_set():
             try:
                 self.invoke()
                 self._wait_for_work(notifier)
+                backoff = 0.0
+            except StoreUnavailable as exc:
+                # An outage: one line per try, backing off (a traceback a second
+                # buried the log for as long as the store was down).
+                backoff = min(OUTAGE_BACKOFF, max(1.0, backoff * 2))
+                log.warning("store unavailable (%s); retrying in %.0fs", exc.message, backoff)
+                self._stop.wait(backoff)
             except Exception:  # a store hiccup must not kill the local worker
                 log.exception("scheduled invocation failed; retrying shortly")
                 self._stop.wait(1.0)

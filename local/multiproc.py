@@ -49,6 +49,7 @@ STOP_GRACE = 15.0  # running requests get 5 s (local/server.py); then SIGKILL
 QUICK_EXIT = 5.0
 QUICK_EXITS_ALLOWED = 3
 RESTART_PAUSE = 0.5
+STORE_DOWN_PAUSE = 2.0  # between restarts of a process while the store is down
 PARENT_CHECK = 0.5  # how often a server process looks for its supervisor
 
 
@@ -65,6 +66,8 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 1024) -> 
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     shared = not reuse_port_available()
+    if not shared:
+        port = free_port_of(family, host, port)
     made: list[socket.socket] = []
     try:
         for _ in range(1 if shared else count):
@@ -82,6 +85,21 @@ def listening_sockets(host: str, port: int, count: int, backlog: int = 1024) -> 
             sock.close()
         raise
     return made * count if shared else made
+
+
+def free_port_of(family: int, host: str, port: int) -> int:
+    """`port` if nothing listens on it (0: a free one), else OSError (in use).
+
+    SO_REUSEPORT lets a socket join any listener of the same user that set it too:
+    a second `spool serve --processes N` on the port of a running one would share
+    its connections (a different dev key, another version) instead of failing. A
+    plain bind first asks the kernel whether the port is free, as the
+    single-process server does.
+    """
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -103,6 +121,9 @@ class Supervisor:
     threads: int
     env: dict[str, str]
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "local.cli"])
+    # True while the store does not answer: a server process cannot start then (it
+    # opens the store first), which says nothing of the process itself.
+    store_down: Callable[[], bool] = lambda: False
     children: list[Child] = field(init=False)
     _stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -179,7 +200,15 @@ class Supervisor:
                 if proc is None or proc.poll() is None:
                     continue
                 lived = time.monotonic() - child.started
-                child.quick_exits = child.quick_exits + 1 if lived < QUICK_EXIT else 0
+                # A process cannot start while the store does not answer (it opens the
+                # store first): that says nothing of the process, so it is restarted
+                # without counting. Giving up here stopped the whole server over a
+                # store outage the other processes rode out with 503s.
+                down = lived < QUICK_EXIT and self.store_down()
+                if lived >= QUICK_EXIT:
+                    child.quick_exits = 0
+                elif not down:
+                    child.quick_exits += 1
                 if child.quick_exits > QUICK_EXITS_ALLOWED:
                     message = (
                         f"server process {child.index} keeps exiting "
@@ -191,12 +220,14 @@ class Supervisor:
                     self.stop()
                     return 1
                 log.warning(
-                    "server process %d (pid %d) exited with code %d; restarting it",
+                    "server process %d (pid %d) exited with code %d; restarting it%s",
                     child.index,
                     proc.pid,
                     proc.returncode,
+                    " (the store does not answer: trying again)" if down else "",
                 )
-                if self._stopping.wait(RESTART_PAUSE * max(1, child.quick_exits)):
+                pause = STORE_DOWN_PAUSE if down else RESTART_PAUSE * max(1, child.quick_exits)
+                if self._stopping.wait(pause):
                     break
                 self.spawn(child)
         return 0

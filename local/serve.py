@@ -33,12 +33,15 @@ DEV_TENANT = DEFAULT_TENANT
 DEMO_VARIABLE = "SPOOL_DEMO_HANDLERS"
 METRICS_KEYS = "SPOOL_METRICS_KEYS"
 MAX_WAITS = "SPOOL_MAX_WAITS"
+MAX_THREADS = 1024
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
-    parser.add_argument("--threads", type=int, default=None, help="HTTP worker threads")
+    parser.add_argument("--port", type=_port, default=8000, help="0 picks a free port")
+    parser.add_argument(
+        "--threads", type=_threads, default=None, help=f"HTTP worker threads (1-{MAX_THREADS})"
+    )
     parser.add_argument(
         "--no-worker", action="store_true", help="serve the API only; run `spool worker` apart"
     )
@@ -52,6 +55,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def _port(text: str) -> int:
+    """0-65535: a bigger number was bound modulo 65536, another port than asked."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535 (0 picks a free one), not {text!r}")
+    return port
+
+
+def _threads(text: str) -> int:
+    """At least one (with none the server accepted and never answered), at most
+    MAX_THREADS (more failed with "can't start new thread")."""
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if not 1 <= threads <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be 1-{MAX_THREADS}, not {text!r}")
+    return threads
 
 
 def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
@@ -200,6 +226,17 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     return 0
 
 
+def store_down(rt: Runtime) -> bool:
+    """Does the store fail to answer one cheap read (as /health asks)?"""
+    from chalicelib.errors import StoreUnavailable
+
+    try:
+        rt.store.get("j_health_probe")
+    except StoreUnavailable:
+        return True
+    return False
+
+
 def serve_processes(
     rt: Runtime, args: argparse.Namespace, threads: int, key: str | None, generated: bool
 ) -> int:
@@ -230,7 +267,7 @@ def serve_processes(
     # The server processes read the same settings from the environment: the dev key
     # and demo switch with_dev_key put there, and this process's cap on long-polls.
     env = {**os.environ, MAX_WAITS: rt.settings.text(MAX_WAITS)}
-    supervisor = Supervisor(sockets, threads, env)
+    supervisor = Supervisor(sockets, threads, env, store_down=lambda: store_down(rt))
 
     def stop(signum: int, frame: Any) -> None:
         supervisor.request_stop()

@@ -35,8 +35,8 @@ _MODELS: list[type[BaseModel]] = [
 ]
 
 _ERRORS = {
-    400: "Malformed JSON (NaN, Infinity and numbers too large for a float are not JSON) "
-    "or an invalid cursor.",
+    400: "Malformed JSON (NaN, Infinity and numbers too large for a float are not JSON), "
+    "an invalid cursor, or a query parameter given more than once.",
     401: "Missing or wrong X-API-Key.",
     404: "No such job for this tenant (another tenant's job looks the same).",
     409: "The job is in a state where this makes no sense.",
@@ -220,7 +220,7 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
                         },
                     )
                 },
-                (404, 422, 429),
+                (400, 404, 422, 429),
                 parameters=[_ID, *_query_parameters(schemas.StatusQuery)],
             )
         },

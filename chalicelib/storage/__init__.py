@@ -27,7 +27,10 @@ def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobS
     from chalicelib.config import ConfigError  # here: config imports this module
     from chalicelib.redact import redact_url
 
-    scheme = urlsplit(url).scheme.split("+", 1)[0]
+    try:
+        scheme = urlsplit(url).scheme.split("+", 1)[0]
+    except ValueError as exc:  # "Invalid IPv6 URL": an unclosed [ in the host
+        raise ConfigError(f"SPOOL_STORE_URL {redact_url(url)!r}: {exc}") from exc
     if scheme not in _BACKENDS:
         known = ", ".join(f"{name}://" for name in sorted(_BACKENDS))
         shown = redact_url(url)

@@ -15,14 +15,20 @@ lives in one slot, so every script touches one slot):
     P idem         hash: "<len>:<tenant><key>" -> job id
     P queues       set: every queue ever used
     P w:<queue>    zset: waiting jobs (queued/retrying), score run_at
+    P W            zset: the same for every queue (when is work next due)
     P wt:<tq>      zset: the same for one tenant's jobs of one queue
-    P s:<queue>    zset: waiting jobs not yet due when last seen, score run_at
+    P S            zset: waiting jobs of every queue not yet due when last seen,
+                   score run_at (claims promote the due ones to r: and R)
     P r:<queue>    zset: due jobs, score -priority, member run_at|created|id
                    (fixed-width digits, so equal scores sort by run_at, created, id)
+    P R            zset: the same for every queue (claims of any queue read it)
     P l:<queue>    zset: running jobs, score lease expiry
+    P L            zset: the same for every queue (the reap reads it)
     P fin          zset: finished jobs (succeeded/dead/cancelled), score finished_at
     P c / P ct:<tenant>   zset (score 0): created|id, for listing in order
     P tcounts      hash: "<tq><state>" -> jobs of one tenant and queue in that state
+    P tc:<tenant>  hash: "<len>:<queue><state>" -> the same for one tenant (its dashboard
+                   reads only its own, however many queues other tenants use)
     P tp:<minute> / P tpm   hash "<tq>s|f" -> attempts that ended in that minute /
                    zset of the minutes kept (JobStore.throughput)
     P d:<id> / P dj:<job>   hash: a webhook delivery / list: a job's deliveries
@@ -81,6 +87,7 @@ local function opt(s) if s == '-' then return nil end return string.sub(s, 2) en
 local function tq(tenant, queue) return #tenant .. ':' .. tenant .. #queue .. ':' .. queue end
 local function count(tenant, queue, state, n)
   delta(P .. 'tcounts', tq(tenant, queue) .. state, n)
+  delta(P .. 'tc:' .. tenant, #queue .. ':' .. queue .. state, n)
 end
 local function bump(tenant, queue, type_, event)
   delta(P .. 'counters', #queue .. ':' .. queue .. #type_ .. ':' .. type_ .. event, 1)
@@ -90,20 +97,32 @@ local function bump(tenant, queue, type_, event)
     delta(P .. 'tp:' .. MINUTE, tq(tenant, queue) .. which, 1)
   end
 end
+-- A due job: in its queue's ready set and in the one of every queue (claims of any
+-- queue read R, so their cost does not grow with the number of queues ever used).
+local function ready(queue, score, member)
+  redis.call('ZADD', P .. 'r:' .. queue, score, member)
+  redis.call('ZADD', P .. 'R', score, member)
+end
+local function unready(queue, member)
+  redis.call('ZREM', P .. 'r:' .. queue, member)
+  redis.call('ZREM', P .. 'R', member)
+end
 local function wait_at(id, tenant, queue, prio, run_at, created, now)
   redis.call('ZADD', P .. 'w:' .. queue, run_at, id)
+  redis.call('ZADD', P .. 'W', run_at, id)
   redis.call('ZADD', P .. 'wt:' .. tq(tenant, queue), run_at, id)
   if tonumber(run_at) <= tonumber(now) then
-    redis.call('ZADD', P .. 'r:' .. queue, -tonumber(prio), rmember(run_at, created, id))
+    ready(queue, -tonumber(prio), rmember(run_at, created, id))
   else
-    redis.call('ZADD', P .. 's:' .. queue, run_at, id)
+    redis.call('ZADD', P .. 'S', run_at, id)
   end
 end
 local function stop_waiting(id, tenant, queue, run_at, created)
   redis.call('ZREM', P .. 'w:' .. queue, id)
+  redis.call('ZREM', P .. 'W', id)
   redis.call('ZREM', P .. 'wt:' .. tq(tenant, queue), id)
-  redis.call('ZREM', P .. 's:' .. queue, id)
-  redis.call('ZREM', P .. 'r:' .. queue, rmember(run_at, created, id))
+  redis.call('ZREM', P .. 'S', id)
+  unready(queue, rmember(run_at, created, id))
 end
 local function record(id, entry, keep)
   local hkey = P .. 'h:' .. id
@@ -147,6 +166,9 @@ end
 
 _WRITE = "#!lua\n"
 _READ = "#!lua flags=no-writes\n"
+# Scripts that only delete: a server out of memory still runs them, so an operator can
+# free room with `spool purge` / the dead letters' purge instead of by hand.
+_FREE = "#!lua flags=allow-oom\n"
 
 # ARGV: P, now, then 10 per job: id, tenant, type, queue, priority, payload,
 # max_attempts, run_at, key, callback url (each optional one '-' or '+value'). Keys
@@ -218,9 +240,7 @@ local errjson, keep, limit = ARGV[8], ARGV[9], tonumber(ARGV[10])
 local nnow = tonumber(now)
 local pos = 11
 local queues = nil
-local all = redis.call('SMEMBERS', P .. 'queues')
 if ARGV[pos] == '*' then
-  queues = all
   pos = pos + 1
 else
   local k = tonumber(ARGV[pos + 1])
@@ -234,21 +254,23 @@ if ARGV[pos] ~= '*' then
   for i = pos + 1, #ARGV do ids[#ids + 1] = ARGV[i] end
 end
 
--- 1. reap: running jobs whose lease expired, in every queue
+-- 1. reap: running jobs whose lease expired, in every queue (L: every queue's leases)
 local buried = {}
-for _, q in ipairs(all) do
-  local expired = redis.call('ZRANGEBYSCORE', P .. 'l:' .. q, '-inf', now, 'LIMIT', 0, 1000)
+do
+  local expired = redis.call('ZRANGEBYSCORE', P .. 'L', '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(expired) do
     local jk = jkey(id)
     local j = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'started_at',
       'lease_expires_at', 'lease_worker', 'type', 'priority', 'created_at', 'tenant',
-      'callback_url')
+      'callback_url', 'queue')
+    local q = j[11]
     local dead = tonumber(j[1]) >= tonumber(j[2])
     local entry = '{"n":' .. j[1] .. ',"s":' .. (j[3] or j[4]) .. ',"f":' .. j[4] ..
       ',"w":' .. (j[5] or '"unknown"') .. ',"o":"lease_expired","e":' .. errjson
     if dead then entry = entry .. '}' else entry = entry .. ',"d":0.0}' end
     record(id, entry, keep)
     redis.call('ZREM', P .. 'l:' .. q, id)
+    redis.call('ZREM', P .. 'L', id)
     redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
     redis.call('HSET', jk, 'last_error', cjson.decode(errjson), 'updated_at', now)
     count(j[9], q, 'running', -1)
@@ -269,37 +291,41 @@ for _, q in ipairs(all) do
   end
 end
 
--- 2. candidates: due jobs, best first
+-- 2. promote what fell due (S: every queue's jobs not yet due), then the candidates:
+-- due jobs, best first. At most 10,000 per claim, so a flood of jobs falling due at
+-- once never blocks the server for long; the next claims promote the rest (until
+-- then, a job still waiting in S can be passed by a less urgent one).
+local due = redis.call('ZRANGEBYSCORE', P .. 'S', '-inf', now, 'LIMIT', 0, 10000)
+for _, id in ipairs(due) do
+  local j = redis.call('HMGET', jkey(id), 'priority', 'run_at', 'created_at', 'queue')
+  ready(j[4], -tonumber(j[1]), rmember(j[2], j[3], id))
+  redis.call('ZREM', P .. 'S', id)
+end
 local picked = {}
-local wanted = {}
-for _, q in ipairs(queues) do wanted[q] = true end
+local wanted = nil
+if queues then
+  wanted = {}
+  for _, q in ipairs(queues) do wanted[q] = true end
+end
 if ids then
   local seen = {}
   for _, id in ipairs(ids) do
     if not seen[id] then
       seen[id] = true
       local j = redis.call('HMGET', jkey(id), 'state', 'run_at', 'queue', 'priority', 'created_at')
-      if (j[1] == 'queued' or j[1] == 'retrying') and tonumber(j[2]) <= nnow and wanted[j[3]] then
+      if (j[1] == 'queued' or j[1] == 'retrying') and tonumber(j[2]) <= nnow
+        and (not wanted or wanted[j[3]]) then
         picked[#picked + 1] = {-tonumber(j[4]), rmember(j[2], j[5], id), j[3]}
       end
     end
   end
-else
+elseif limit > 0 and not queues then
+  local top = redis.call('ZRANGE', P .. 'R', 0, limit - 1, 'WITHSCORES')
+  for i = 1, #top, 2 do picked[#picked + 1] = {tonumber(top[i + 1]), top[i], false} end
+elseif limit > 0 then
   for _, q in ipairs(queues) do
-    local skey = P .. 's:' .. q
-    -- At most 10,000 per queue and claim, so a flood of jobs falling due at once
-    -- never blocks the server for long; the next claims promote the rest (until
-    -- then, a job still waiting here can be passed by a less urgent one).
-    local due = redis.call('ZRANGEBYSCORE', skey, '-inf', now, 'LIMIT', 0, 10000)
-    for _, id in ipairs(due) do
-      local j = redis.call('HMGET', jkey(id), 'priority', 'run_at', 'created_at')
-      redis.call('ZADD', P .. 'r:' .. q, -tonumber(j[1]), rmember(j[2], j[3], id))
-      redis.call('ZREM', skey, id)
-    end
-    if limit > 0 then
-      local top = redis.call('ZRANGE', P .. 'r:' .. q, 0, limit - 1, 'WITHSCORES')
-      for i = 1, #top, 2 do picked[#picked + 1] = {tonumber(top[i + 1]), top[i], q} end
-    end
+    local top = redis.call('ZRANGE', P .. 'r:' .. q, 0, limit - 1, 'WITHSCORES')
+    for i = 1, #top, 2 do picked[#picked + 1] = {tonumber(top[i + 1]), top[i], q} end
   end
 end
 table.sort(picked, function(a, b)
@@ -311,17 +337,19 @@ end)
 local claimed = {}
 for i = 1, math.min(limit, #picked) do
   local p = picked[i]
-  local id, q = string.sub(p[2], 41), p[3]
+  local id = string.sub(p[2], 41)
   local r = row(id)  -- read once, written once, and returned as it now stands
-  local tenant, was = r[2], r[7]
+  local tenant, was, q = r[2], r[7], r[4]
   local attempts = tostring(tonumber(r[8]) + 1)
-  redis.call('ZREM', P .. 'r:' .. q, p[2])
-  if ids then redis.call('ZREM', P .. 's:' .. q, id) end  -- a ready job is in r: only
+  unready(q, p[2])
+  if ids then redis.call('ZREM', P .. 'S', id) end  -- a ready job is in r:/R only
   redis.call('ZREM', P .. 'w:' .. q, id)
+  redis.call('ZREM', P .. 'W', id)
   redis.call('ZREM', P .. 'wt:' .. tq(tenant, q), id)
   redis.call('HSET', jkey(id), 'state', 'running', 'attempts', attempts, 'lease_token', token,
     'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'lease_worker', worker)
   redis.call('ZADD', P .. 'l:' .. q, expires, id)
+  redis.call('ZADD', P .. 'L', expires, id)
   count(tenant, q, was, -1)
   count(tenant, q, 'running', 1)
   r[7], r[8], r[11], r[12], r[17], r[18] = 'running', attempts, token, expires, now, now
@@ -377,6 +405,7 @@ for i = 0, n - 1 do
     redis.call('HDEL', jk, unpack(dels))
     redis.call('HSET', jk, unpack(sets))
     redis.call('ZREM', P .. 'l:' .. q, id)
+    redis.call('ZREM', P .. 'L', id)
     count(tenant, q, 'running', -1)
     count(tenant, q, state, 1)
     if state == 'retrying' then
@@ -412,6 +441,7 @@ local j = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_expires_a
 if j[1] ~= 'running' or j[2] ~= token or tonumber(j[3]) <= tonumber(now) then return 0 end
 redis.call('HSET', jkey(id), 'lease_expires_at', expires, 'updated_at', now)
 redis.call('ZADD', P .. 'l:' .. j[4], expires, id)
+redis.call('ZADD', P .. 'L', expires, id)
 return 1
 """
 )
@@ -474,7 +504,7 @@ return moved
 # ARGV: P, before (exclusive), limit, tallies-before (exclusive). Returns how many
 # jobs were deleted.
 PURGE = (
-    _WRITE
+    _FREE
     + _PRELUDE
     + r"""
 local doomed = redis.call('ZRANGEBYSCORE', P .. 'fin', '-inf', '(' .. ARGV[2], 'LIMIT', 0,
@@ -494,7 +524,7 @@ return #doomed
 # ARGV: P, tenant ('-' or '+tenant'), ids. Deletes those that are dead jobs (of the
 # tenant); returns their ids.
 DISCARD = (
-    _WRITE
+    _FREE
     + _PRELUDE
     + r"""
 local tenant = opt(ARGV[2])
@@ -555,12 +585,17 @@ NEXT_DUE = (
     _READ
     + _PRELUDE
     + r"""
-local queues
-if ARGV[2] == '*' then queues = redis.call('SMEMBERS', P .. 'queues') else
-  queues = {}
-  for i = 3, #ARGV do queues[#queues + 1] = ARGV[i] end
-end
 local best = {false, false}
+if ARGV[2] == '*' then
+  -- Every queue: the global indexes, whatever the number of queues.
+  local first = redis.call('ZRANGE', P .. 'W', 0, 0, 'WITHSCORES')
+  if first[2] then best[1] = first[2] end
+  local lease = redis.call('ZRANGE', P .. 'L', 0, 0, 'WITHSCORES')
+  if lease[2] then best[2] = lease[2] end
+  return best
+end
+local queues = {}
+for i = 3, #ARGV do queues[#queues + 1] = ARGV[i] end
 for _, q in ipairs(queues) do
   for k, prefix in ipairs({'w:', 'l:'}) do
     local first = redis.call('ZRANGE', P .. prefix .. q, 0, 0, 'WITHSCORES')

@@ -4,8 +4,9 @@ The add and redrive scripts PUBLISH on the store's channel inside the same
 script as the write, so a wake-up announces work that is already stored. One
 listener thread per process holds the SUBSCRIBE connection and turns each
 message into a LocalNotifier notification, which every waiting thread of the
-process sees. If the connection breaks, the listener reconnects and reports a
-wake-up (messages sent meanwhile are lost and work may be waiting). Nothing
+process sees. If the connection breaks, the listener reconnects (backing off
+while the server is down) and, once subscribed again, reports a wake-up
+(messages sent meanwhile are lost and work may be waiting). Nothing
 here is needed for correctness: a worker's fallback poll still finds the work.
 """
 
@@ -22,6 +23,7 @@ from chalicelib.storage.notify import LocalNotifier
 log = logging.getLogger("spool.redis")
 
 RECONNECT_PAUSE = 0.5
+RECONNECT_MAX = 5.0  # the worker's own longest back-off
 
 
 class RedisNotifier:
@@ -71,11 +73,15 @@ class RedisNotifier:
             self._thread.start()
 
     def _listen(self) -> None:
+        pause = 0.0  # > 0 while the server cannot be reached
         while not self._closed.is_set():
             pubsub = self._pubsub
             try:
                 if pubsub is None:
                     pubsub = self._pubsub = self._subscribe()
+                    if pause:
+                        log.warning("pub/sub connection restored")
+                    pause = 0.0
                     self._local.notify()  # messages may have been missed meanwhile
                 message = pubsub.get_message(timeout=0.25)
                 if message is not None and message.get("type") == "message":
@@ -83,10 +89,14 @@ class RedisNotifier:
             except Exception as exc:
                 if self._closed.is_set():
                     return
-                log.warning("pub/sub connection lost (%s); will reconnect", exc)
+                # Said once per outage. No wake-up for a failure: a waiting worker
+                # would retry the store at once, defeating its own back-off; the
+                # wake-up comes when the subscription is back.
+                if not pause:
+                    log.warning("pub/sub connection lost (%s); will reconnect", exc)
                 self._drop()
-                self._local.notify()
-                self._closed.wait(RECONNECT_PAUSE)
+                pause = min(RECONNECT_MAX, pause * 2 or RECONNECT_PAUSE)
+                self._closed.wait(pause)
 
     def _drop(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

@@ -73,6 +73,14 @@ T = TypeVar("T")
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 _SPOOL_OPTIONS = ("prefix", "pool_max", "timeout")
+# redis-py options Spool sets from its own (a URL value would silently win).
+_SPOOL_SETS = {
+    "max_connections": "pool_max",
+    "socket_timeout": "timeout",
+    "socket_connect_timeout": "timeout",
+}
+MAX_POOL = 10_000
+MAX_TIMEOUT = 3600.0
 # Completions per script call: a script blocks the server while it runs, and each
 # completion stands on its own, so big batches are split. An add is never split:
 # it is all or nothing.
@@ -102,6 +110,13 @@ def parse_url(url: str) -> RedisSettings:
     if parts.scheme not in ("redis", "rediss"):
         raise ValueError(f"not a Redis URL: {redact_url(url)!r}")
     query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [k for k, _ in query]
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:
+        raise ValueError(f"option {twice[0]!r} is given more than once; give it once")
+    for name, instead in _SPOOL_SETS.items():
+        if name in names:
+            raise ValueError(f"Spool sets {name} itself: use {instead} instead")
     ours = {k: v for k, v in query if k in _SPOOL_OPTIONS}
     rest = [(k, v) for k, v in query if k not in _SPOOL_OPTIONS]
     prefix = ours.get("prefix", "spool")
@@ -110,14 +125,46 @@ def parse_url(url: str) -> RedisSettings:
             f"prefix must be 1-64 letters, digits, '_', '.', ':' or '-', not {prefix!r}"
         )
     path = parts.path.strip("/")
-    if path and not path.isdigit():
+    if path and not (path.isascii() and path.isdigit()):
         raise ValueError(f"the URL's path is the database number, not {path!r}")
-    pool_max = int(ours.get("pool_max") or 50)
-    timeout = float(ours.get("timeout") or 5.0)
-    if pool_max < 1 or not timeout > 0:
-        raise ValueError("need pool_max >= 1 and timeout > 0")
+    pool_max = _number(ours, "pool_max", int, 50, MAX_POOL)
+    timeout = _number(ours, "timeout", float, 5.0, MAX_TIMEOUT)
     plain = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), ""))
+    _check_redis_options(plain)
     return RedisSettings(plain, prefix, pool_max, timeout, url)
+
+
+def _number(options: dict[str, str], name: str, kind: type, default: float, most: float) -> Any:
+    """One of Spool's numeric options: above 0 and at most `most` (a huge pool or
+    timeout is a typo, and redis-py would try to honour it)."""
+    raw = options.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or not 0 < value <= most:  # also refuses NaN and infinity
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise ValueError(f"{name} must be {what} above 0 and at most {most:g}, not {raw!r}")
+    return value
+
+
+def _check_redis_options(plain: str) -> None:
+    """Refuse options redis-py does not know here, at start-up, rather than with a
+    TypeError on the first connection. Builds a connection object; connects nothing."""
+    try:
+        pool = redis.ConnectionPool.from_url(plain)
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        found = re.search(r"argument '([^']+)'", str(exc))
+        name = found.group(1) if found else str(exc)
+        raise ValueError(
+            f"unknown option {name!r}: Spool reads {', '.join(_SPOOL_OPTIONS)} and passes "
+            "redis-py's connection options on (ssl_* only with rediss://)"
+        ) from None
+    except redis.RedisError as exc:  # a value redis-py refuses (protocol=9)
+        raise ValueError(str(exc)) from None
 
 
 def _text(value: bytes) -> str:
@@ -217,7 +264,7 @@ def connect(settings: RedisSettings) -> redis.Redis:
 
 
 def unreachable_message(settings: RedisSettings, exc: BaseException) -> str:
-    reason = redact_text(" ".join(str(exc).split()) or type(exc).__name__)
+    reason = redact_text(" ".join(str(exc).split()).rstrip(".") or type(exc).__name__)
     return (
         f"cannot reach the Redis store at {redact_url(settings.given or settings.url)}: "
         f"{reason}. Check that redis-server is running and accepts connections on that "
@@ -285,7 +332,16 @@ class RedisStore:
             except redis.ResponseError as exc:
                 # The server is loading, busy, out of memory, a replica, or without
                 # its replicas: it refused the whole script; the caller may retry.
-                refused = (redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError)
+                if isinstance(exc, redis.exceptions.OutOfMemoryError):
+                    log.warning(
+                        "redis is out of memory (%s): raise its maxmemory, or free room "
+                        "with `spool purge` or by purging dead letters",
+                        exc,
+                    )
+                    raise StoreUnavailable(
+                        "the job store is full; try again later", retry_after=5
+                    ) from exc
+                refused = redis.exceptions.ReadOnlyError
                 if isinstance(exc, refused) or str(exc).split(" ", 1)[0] in _NOT_NOW:
                     log.warning("redis is not ready: %s", exc)
                     raise StoreUnavailable(
@@ -522,13 +578,20 @@ class RedisStore:
         return self._state_counts(tenant)
 
     def _state_counts(self, tenant: str | None) -> dict[tuple[str, JobState], int]:
-        """Jobs per (queue, state), of one tenant or summed over all of them."""
-        raw = self._run(lambda: self.client.hgetall(self._p + "tcounts"), read=True)
-        wanted = None if tenant is None else tenant.encode("utf-8", _ERRORS)
+        """Jobs per (queue, state), of one tenant (its own hash: the cost does not grow
+        with other tenants' queues) or summed over all of them."""
         out: dict[tuple[str, JobState], int] = {}
+        if tenant is not None:
+            mine = self._run(lambda: self.client.hgetall(self._p + "tc:" + tenant), read=True)
+            for field, n in mine.items():
+                queue, state = _split_len(field)
+                if int(n) > 0:
+                    out[(_text(queue), STATE_BY_VALUE[state.decode()])] = int(n)
+            return out
+        raw = self._run(lambda: self.client.hgetall(self._p + "tcounts"), read=True)
         for field, n in raw.items():
-            owner, rest = _split_len(field)
-            if int(n) > 0 and (wanted is None or owner == wanted):
+            _, rest = _split_len(field)
+            if int(n) > 0:
                 queue, state = _split_len(rest)
                 key = (_text(queue), STATE_BY_VALUE[state.decode()])
                 out[key] = out.get(key, 0) + int(n)
@@ -652,10 +715,5 @@ _FIELDS = [
 
 
 def from_url(url: str, clock: Clock | None = None) -> RedisStore:
-    from chalicelib.config import ConfigError
-
-    try:
-        settings = parse_url(url)
-    except ValueError as exc:
-        raise ConfigError(f"SPOOL_STORE_URL {redact_url(url)!r}: {exc}") from exc
-    return RedisStore(settings, clock)
+    # A malformed URL raises ValueError; open_store says which setting it came from.
+    return RedisStore(parse_url(url), clock)

@@ -24,6 +24,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -129,9 +130,12 @@ BUMP_EPOCH = "UPDATE cache_epoch SET n = n + 1 WHERE id = 1"
 
 # Applied to every connection (the benchmark's raw baseline uses the same).
 PRAGMAS = (
+    # First: the busy handler must be in place before the journal_mode switch, which
+    # needs the file to itself; without it a second process opening the same new (or
+    # pre-WAL) file at that moment got "database is locked" at once.
+    "PRAGMA busy_timeout=10000",
     "PRAGMA page_size=2048",  # only takes effect while the file is new
     "PRAGMA journal_mode=WAL",
-    "PRAGMA busy_timeout=10000",
     "PRAGMA temp_store=MEMORY",
     "PRAGMA wal_autocheckpoint=10000",
     "PRAGMA journal_size_limit=67108864",
@@ -283,6 +287,24 @@ def _tally(rows: Iterable[Sequence[Any]], events_of: Any) -> list[tuple[str, str
     return [(q, t, e, n) for (q, t, e), n in totals.items()]
 
 
+def _settle(db: sqlite3.Connection, pragma: str, patience: float = 10.0) -> None:
+    """Run a connection pragma, waiting out another connection's switch to WAL.
+
+    Switching the journal mode needs the file to itself, and SQLite answers "database
+    is locked" at once, without its busy handler, while another connection is in the
+    middle of the same switch: two processes (or the threads of a test) opening a new
+    or pre-WAL file together. So try again for as long as the busy timeout would."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute(pragma)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+
+
 class SQLiteStore:
     def __init__(
         self,
@@ -336,7 +358,7 @@ class SQLiteStore:
                 self.path, isolation_level=None, check_same_thread=False, cached_statements=256
             )
             for pragma in PRAGMAS:
-                db.execute(pragma)
+                _settle(db, pragma)
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             self._local.db = db
             with self._all_lock:
