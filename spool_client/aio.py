@@ -45,12 +45,9 @@ class AsyncClient:
         batch_size: int | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        self.url, self.key = calls.settings(url, key)
-        self.timeout = calls.seconds("timeout", timeout, allow_none=False) or 0.0
-        if not 0 < self.timeout < float("inf"):
-            raise ValueError(f"timeout is a number of seconds above 0, not {timeout!r}")
-        self.retry = retry or RetryPolicy()
-        self.batch_size = calls.positive_batch(batch_size) or calls.DEFAULT_BATCH
+        options = calls.client_options(url, key, timeout, retry, batch_size)
+        self.url, self.key, self.timeout = options.url, options.key, options.timeout
+        self.retry, self.batch_size = options.retry, options.batch_size
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout)
         self._headers = calls.headers(self.key)

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from spool_client.errors import UnexpectedResponse
+from spool_client.retry import RetryPolicy
 
 URL_VARIABLE = "SPOOL_URL"
 KEY_VARIABLE = "SPOOL_API_KEY"
@@ -260,3 +261,30 @@ EARLY_NAP_MAX = 1.0
 def early_nap(asked: float, took: float, nap: float) -> float:
     """How long to pause before the next long-poll: 0 when the last one was held."""
     return 0.0 if took >= asked / 2 else nap
+
+
+@dataclass(frozen=True)
+class Options:
+    """What Client and AsyncClient are built from, checked once for both."""
+
+    url: str
+    key: str | None
+    timeout: float
+    retry: RetryPolicy
+    batch_size: int
+
+
+def client_options(
+    url: str | None,
+    key: str | None,
+    timeout: float,
+    retry: RetryPolicy | None,
+    batch_size: int | None,
+) -> Options:
+    base, key = settings(url, key)
+    checked = seconds("timeout", timeout, allow_none=False) or 0.0
+    if not 0 < checked < float("inf"):
+        raise ValueError(f"timeout is a number of seconds above 0, not {timeout!r}")
+    return Options(
+        base, key, checked, retry or RetryPolicy(), positive_batch(batch_size) or DEFAULT_BATCH
+    )
