@@ -40,11 +40,26 @@ def _handle(operation: str, **params: str) -> Response:
             query=request.query_params or {},
             body=request.raw_body or b"",  # type: ignore[arg-type]
             base_path=_stage_prefix(request.context),
+            client=_client_address(request.context, request.headers),
         ),
         **params,
     )
     headers: dict[str, str | list[str]] = dict(result.headers)
     return Response(body=result.body, status_code=result.status, headers=headers)
+
+
+def _client_address(context: dict[str, Any], headers: Any) -> str:
+    """Who is calling: API Gateway's sourceIp, or, under `spool serve` (whose
+    gateway always says 127.0.0.1), the socket's peer that server put in a header
+    of its own, replacing whatever a client sent under that name."""
+    from chalicelib.api import http
+
+    if http.PEER_HEADER_TRUSTED:
+        peer = headers.get(http.PEER_HEADER)
+        if peer:
+            return str(peer)
+    identity = context.get("identity") or {}
+    return str(identity.get("sourceIp") or "")
 
 
 def _stage_prefix(context: dict[str, Any]) -> str:

@@ -7,7 +7,9 @@
   `batchItemFailures`, so SQS redelivers only those.
   With a store that delivers through SQS, deferred messages are handed back at
   once and the messages of jobs still running are kept hidden (a visibility
-  heartbeat).
+  heartbeat). A job a limit held back (chalicelib/limits.py) is sent again as a
+  new message delayed HELD_REDELIVERY_SECONDS; without SQS delivery its message
+  is reported failed and comes back after the visibility timeout.
 - `handle_schedule`: a scheduled invocation first enqueues due periodic ticks
   (chalicelib/periodic.py), then drains due jobs until the Lambda
   deadline nears; with a store that delivers through SQS it instead releases
@@ -43,6 +45,10 @@ log = logging.getLogger("spool.events")
 
 # Outcomes from Worker.process() that mean "deliver this message again".
 REDELIVER = frozenset({"deferred"})
+# A job a limit held back goes back to the queue as a fresh message this much later
+# (a fresh message, so holds do not count toward the queue's maxReceiveCount and
+# send a waiting job to the SQS dead-letter queue).
+HELD_REDELIVERY_SECONDS = 2.0
 
 
 class LambdaContext(Protocol):
@@ -157,12 +163,20 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
         except Exception:
             log.exception("processing an SQS batch failed; all of it will be redelivered")
             outcomes = dict.fromkeys(by_job, "deferred")
+        dispatch = _sqs_dispatch(rt)
+        held = [job_id for job_id in by_job if outcomes.get(job_id) == "held"]
+        unsent = (
+            set(dispatch.send([(j, HELD_REDELIVERY_SECONDS) for j in held]))
+            if (dispatch is not None and held)
+            else set(held)
+        )
         deferred: list[str] = []
         for job_id, message_ids in by_job.items():
-            if outcomes.get(job_id, "deferred") in REDELIVER:
+            outcome = outcomes.get(job_id, "deferred")
+            if outcome in REDELIVER or (outcome == "held" and job_id in unsent):
                 failures.extend(message_ids)
-                deferred.extend(receipts[m] for m in message_ids if m in receipts)
-        dispatch = _sqs_dispatch(rt)
+                if outcome != "held":
+                    deferred.extend(receipts[m] for m in message_ids if m in receipts)
         if dispatch is not None and deferred:
             # Hand deferred messages back now, not after the visibility timeout.
             dispatch.change_visibility(deferred, 0)

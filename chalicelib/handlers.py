@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.errors import UnknownJobType, ValidationFailed
+from chalicelib.limits import Limit, Rate
 from chalicelib.logs import JobLog
 from chalicelib.models import DEFAULT_QUEUE, Job
 from chalicelib.retry import RetryPolicy
@@ -88,6 +89,9 @@ class HandlerSpec:
     priority: int = 0
     takes_context: bool = True
     admit: AdmitFunc | None = None
+    # Held across every worker by the store's claim (chalicelib/limits.py);
+    # SPOOL_LIMITS overrides them per deployment.
+    limit: Limit | None = None
 
     def validate(self, payload: Any, tenant: str | None = None) -> dict[str, Any]:
         """Check a payload at enqueue time; return the normalized JSON to store.
@@ -158,13 +162,22 @@ class Registry:
         queue: str = DEFAULT_QUEUE,
         priority: int = 0,
         admit: AdmitFunc | None = None,
+        concurrency: int | None = None,
+        rate: str | Rate | None = None,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Register a function as the handler for a job type.
 
         backoff is a RetryPolicy or a (base, cap) pair in seconds; max_attempts
         overrides the policy's own; admit(payload, tenant) refuses, at enqueue,
-        payloads the tenant may not ask for.
+        payloads the tenant may not ask for. concurrency (jobs of this type
+        running at once) and rate ('10/s': starts per window) hold across every
+        worker; a job they hold back waits without spending an attempt.
         """
+        limit = (
+            None
+            if concurrency is None and rate is None
+            else Limit("type", type_, concurrency, None if rate is None else Rate.parse(rate))
+        )
         if isinstance(backoff, tuple):
             policy = RetryPolicy(base=backoff[0], cap=backoff[1])
         else:
@@ -187,6 +200,7 @@ class Registry:
                     priority=priority,
                     takes_context=len(params) >= 2,
                     admit=admit,
+                    limit=limit,
                 )
             )
             return func
@@ -206,6 +220,10 @@ class Registry:
                 f"unknown job type {type_!r}", {"type": type_, "known": self.types()}
             )
         return spec
+
+    def limits(self) -> tuple[Limit, ...]:
+        """The limits declared beside the handlers (loaded and deferred alike)."""
+        return tuple(spec.limit for spec in self.specs() if spec.limit is not None)
 
     def types(self) -> list[str]:
         self._import_all_deferred()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from chalicelib.limits import Hold
     from chalicelib.models import Completion, Job
 
 
@@ -23,6 +24,9 @@ class Middleware:
 
     def after_attempt(self, job: Job, completion: Completion, seconds: float) -> None:
         """Called once the attempt's outcome is known (before it is written)."""
+
+    def after_claim(self, claimed: Sequence[Job], holds: Sequence[Hold]) -> None:
+        """Called after each claim: the jobs it took and the due jobs limits held back."""
 
     def after_flush(self, completions: Sequence[Completion], applied: Sequence[bool]) -> None:
         """Called after a batch of completions was written to the store."""

@@ -74,6 +74,7 @@ class Runtime:
         # concurrent.futures stay out of the cold start).
         from chalicelib import attempt_record
         from chalicelib.job_events import JobEvents
+        from chalicelib.limit_settings import claim_policy
         from chalicelib.worker import Worker, WorkerConfig
 
         config = WorkerConfig(
@@ -84,6 +85,7 @@ class Runtime:
             # built with other settings (spool serve, tests) gets its own.
             traceback_bytes=attempt_record.traceback_bytes(self.settings.extra),
             heartbeat_seconds=attempt_record.heartbeat_seconds(self.settings.extra),
+            policy=claim_policy(self.settings, self.registry.limits()),
         )
         # JobEvents: one log line per attempt's start and applied outcome (docs/operations.md).
         reporting = (self.metrics().middleware,) if metrics else ()

@@ -297,6 +297,32 @@ CATALOG: tuple[Setting, ...] = (
         group=_API,
     ),
     Setting(
+        name="SPOOL_TENANT_LIMITS",
+        type=JSON,
+        default=None,
+        read_by="chalicelib/limit_settings.py",
+        meaning=(
+            'Enqueue limits per tenant: `{"*": {"rate": "50/s", "burst": 100, "backlog": '
+            '100000}, "acme": {"rate": "500/s"}}`. `rate`/`burst` is a token bucket shared by '
+            "every API process (over it: 429 with Retry-After, nothing stored; a batch "
+            "larger than the burst: 413); `backlog` caps the tenant's waiting jobs (429). "
+            '`"*"` is every tenant without an entry of its own.'
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_AUTH_FAILURES",
+        type=TEXT,
+        default="20/m",
+        read_by="chalicelib/limit_settings.py",
+        meaning=(
+            "Failed authentications one client address may make, as a rate (`20/m`); past "
+            "it that client's failures answer 429 (a valid key always passes). `off` "
+            "disables it. Counted per API process."
+        ),
+        group=_API,
+    ),
+    Setting(
         name="SPOOL_MAX_WAITS_PER_TENANT",
         type=INTEGER,
         default=4,
@@ -455,6 +481,39 @@ CATALOG: tuple[Setting, ...] = (
             "How often a running worker records that it is alive (`run` and `drain`, "
             "0.1-3600 s); the store's live_workers reads these beats."
         ),
+        group=_WORKER,
+    ),
+    Setting(
+        name="SPOOL_LIMITS",
+        type=JSON,
+        default=None,
+        read_by="chalicelib/limit_settings.py",
+        meaning=(
+            'Execution limits held across every worker: `{"type:send_email": {"concurrency": '
+            '2}, "queue:images": {"concurrency": 4, "rate": "10/s"}}`. Replaces, per queue '
+            "or type, what `@handler(..., concurrency=, rate=)` declared; `null` lifts a "
+            "declared limit. A held job waits without spending an attempt."
+        ),
+        group=_WORKER,
+    ),
+    Setting(
+        name="SPOOL_FAIR_TENANTS",
+        type=FLAG,
+        default=False,
+        read_by="chalicelib/limit_settings.py",
+        meaning=(
+            "Claim due jobs in fair turns by tenant (round robin, weighted by "
+            "SPOOL_TENANT_WEIGHTS), priority still ordering each tenant's own jobs; off: "
+            "priority, then run_at, across all tenants."
+        ),
+        group=_WORKER,
+    ),
+    Setting(
+        name="SPOOL_TENANT_WEIGHTS",
+        type=JSON,
+        default=None,
+        read_by="chalicelib/limit_settings.py",
+        meaning='Turns per round under SPOOL_FAIR_TENANTS: `{"acme": 3}` (1-1000; default 1).',
         group=_WORKER,
     ),
     Setting(

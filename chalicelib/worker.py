@@ -44,6 +44,7 @@ from chalicelib import attempt_record, worker_id
 from chalicelib.errors import PermanentError, RetryAfter, StoreUnavailable, UnknownJobType
 from chalicelib.handlers import HandlerSpec, JobContext, Registry
 from chalicelib.jsonstrict import is_finite_json
+from chalicelib.limits import ClaimPolicy, Hold
 from chalicelib.middleware import Middleware
 from chalicelib.models import Completion, Job, JobState
 from chalicelib.storage.base import JobStore
@@ -65,6 +66,10 @@ MAX_RESULT_BYTES = 256 * 1024
 # Results that are always valid, small JSON: no need to encode them to check.
 # (Not int: a huge one has no JSON form under Python's digit limit.)
 _SMALL_SCALARS = (bool,)
+# While every due job is held back by a limit, look again this often: a local
+# completion (a freed slot) wakes the dispatcher sooner; a rate window or another
+# process's completion is noticed within this.
+HOLD_POLL = 0.05
 # NaN and Infinity are not JSON; one encoder, not one per call.
 _strict_json = json.JSONEncoder(allow_nan=False).encode
 
@@ -85,6 +90,8 @@ class WorkerConfig:
     # SPOOL_TRACEBACK_BYTES / SPOOL_HEARTBEAT_SECONDS from the environment.
     traceback_bytes: int | None = None
     heartbeat_seconds: float | None = None
+    # Limits and fair turns the store's claim keeps (chalicelib/limits.py); None: none.
+    policy: ClaimPolicy | None = None
 
 
 @dataclass
@@ -148,6 +155,7 @@ class Worker:
         self._state = _State()
         self._stop = threading.Event()
         self._woken = False
+        self._held = False  # the last claim took nothing because limits held every due job
         self._notifier: Any = None
         # Recent handler time per job (moving average): sets how deep to prefetch.
         self._busy_seconds = PREFETCH_SECONDS
@@ -300,10 +308,25 @@ class Worker:
     def _in_flight(self) -> int:
         return len(self._state.inbox) + len(self._state.running)
 
+    def _claim_store(
+        self, want: int, ids: Sequence[str] | None = None
+    ) -> tuple[list[Job], list[Hold]]:
+        """One claim, under the policy when there is one; tells the middleware what it held."""
+        policy = self.config.policy
+        queues = self.config.queues if ids is None else None
+        if policy is None or not policy.active:
+            return self.store.claim(want, self.config.lease_seconds, queues, ids=ids), []
+        with policy.holds.watch() as holds:
+            jobs = self.store.claim(want, self.config.lease_seconds, queues, ids=ids, policy=policy)
+        for mw in self.middleware:
+            mw.after_claim(jobs, holds)
+        return jobs, holds
+
     def _claim(self, want: int) -> int:
         if want <= 0:
             return 0
-        jobs = self.store.claim(want, self.config.lease_seconds, self.config.queues)
+        jobs, holds = self._claim_store(want)
+        self._held = bool(holds) and not jobs
         if not jobs:
             return 0
         attempts = []
@@ -544,7 +567,8 @@ class Worker:
     def process(self, job_ids: Sequence[str], deadline: float | None = None) -> dict[str, str]:
         """Run specific jobs (SQS delivery). Returns job id -> outcome.
 
-        Outcomes: succeeded / retrying / dead (finished here), skipped (not due,
+        Outcomes: succeeded / retrying / dead (finished here), held (a limit held it
+        back: return the message with a delay), skipped (not due,
         already taken or finished: the message is redundant), or deferred (not
         claimed because the deadline left too little time: redeliver it).
         """
@@ -557,11 +581,13 @@ class Worker:
             if not wanted:
                 return outcome
         self._ensure_threads()
-        jobs = self.store.claim(len(wanted), self.config.lease_seconds, None, ids=wanted)
+        jobs, holds = self._claim_store(len(wanted), ids=wanted)
         claimed = {j.id for j in jobs}
+        held = {h.job_id for h in holds}
         for job_id in wanted:
             if job_id not in claimed:
-                outcome[job_id] = "skipped"
+                # Held back by a limit: the caller returns it to the queue for later.
+                outcome[job_id] = "held" if job_id in held else "skipped"
         attempts = []
         for job in jobs:
             try:
@@ -701,6 +727,9 @@ class Worker:
         if due is not None:
             until = (due - self.store.clock.now()).total_seconds()
             timeout = min(timeout, max(0.0, until))
+        if self._held:
+            # Everything due is held back: asking again at once would spin.
+            timeout = max(timeout, min(HOLD_POLL, self._next_deadline_in()))
         return max(0.001, timeout)
 
     def _bridge(self, notifier: Any, subscribed: threading.Event) -> None:

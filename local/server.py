@@ -41,6 +41,7 @@ from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.task import ThreadedTaskDispatcher
 
+from chalicelib.api import http as api_http
 from chalicelib.api.errors import error_body
 from chalicelib.api.http import dumps
 from local.http_guard import guarded_classes
@@ -135,6 +136,7 @@ class ChaliceWSGI:
     """A WSGI application that hands every request to a Chalice app."""
 
     def __init__(self, app: Chalice, config: Config | None = None) -> None:
+        api_http.PEER_HEADER_TRUSTED = True  # _headers puts the socket's peer there
         self.app = make_thread_safe(app)
         self.gateway = _Gateway(
             app, config or Config.create(chalice_stage="local", app_name=app.app_name)
@@ -181,6 +183,8 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
         headers["content-type"] = environ["CONTENT_TYPE"]
     if environ.get("CONTENT_LENGTH"):
         headers["content-length"] = environ["CONTENT_LENGTH"]
+    # Ours, never the client's: the gateway below says 127.0.0.1 for everyone.
+    headers[api_http.PEER_HEADER] = str(environ.get("REMOTE_ADDR") or "")
     return headers
 
 

@@ -48,8 +48,9 @@ def from_exception(exc: BaseException) -> ApiResponse:
         exc = from_validation(exc)
     if isinstance(exc, SpoolError):
         headers: dict[str, str] = {}
-        if isinstance(exc, StoreUnavailable):
-            headers["Retry-After"] = str(max(1, int(exc.retry_after)))
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(exc, StoreUnavailable) or (exc.status == 429 and retry_after is not None):
+            headers["Retry-After"] = str(max(1, int(retry_after or 1)))
         elif exc.status == 401:
             headers["WWW-Authenticate"] = AUTH_CHALLENGE
         elif exc.status == 503:

@@ -37,6 +37,12 @@ def single_values(query: Mapping[str, str]) -> dict[str, str]:
     return dict(query)
 
 
+# `spool serve` sets this header to the socket's peer address (overwriting any a
+# client sent) and PEER_HEADER_TRUSTED to True; anywhere else the header is ignored.
+PEER_HEADER = "x-spool-peer"
+PEER_HEADER_TRUSTED = False
+
+
 @dataclass(frozen=True)
 class ApiRequest:
     """What a route needs from the request; header names are matched lower-case."""
@@ -45,6 +51,7 @@ class ApiRequest:
     query: Mapping[str, str] = field(default_factory=dict)
     body: bytes = b""
     base_path: str = ""  # the API Gateway stage prefix ("/api"), so links work behind it
+    client: str = ""  # the caller's address (API Gateway's sourceIp), for sign-in throttling
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())

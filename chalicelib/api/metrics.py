@@ -25,12 +25,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
@@ -48,6 +48,7 @@ from chalicelib.models import (
 
 if TYPE_CHECKING:
     from chalicelib.api.cache import ResultCache
+    from chalicelib.limits import Hold
     from chalicelib.storage.base import JobStore
 
 log = logging.getLogger("spool.metrics")
@@ -223,6 +224,17 @@ class _Timing(Middleware):
             queue = self.metrics.timed_queues.label(job.queue)
             self.metrics.queue_wait.labels(queue, job.type).observe(waited)
 
+    def after_claim(self, claimed: Sequence[Job], holds: Sequence[Hold]) -> None:
+        full: set[str] = set()
+        for hold in holds:
+            if hold.job_id:
+                self.metrics.holds.labels(hold.key, hold.kind).inc()
+            else:
+                full.add(hold.key)
+        for key in self.metrics.limit_keys | full:
+            self.metrics.limit_full.labels(key).set(1 if key in full else 0)
+        self.metrics.limit_keys |= full
+
     def after_attempt(self, job: Job, completion: Completion, seconds: float) -> None:
         outcome = completion.state.value
         queue = self.metrics.timed_queues.label(job.queue)
@@ -282,6 +294,24 @@ class Metrics:
             buckets=_DURATION_BUCKETS,
             registry=self.push_registry,
         )
+        self.holds = Counter(
+            "spool_job_holds",
+            "Due jobs a claim of this process passed over because a limit was full "
+            "(limit: queue:NAME or type:NAME; kind: concurrency or rate). One job held "
+            "across several claims counts each time.",
+            ["limit", "kind"],
+            registry=self.push_registry,
+        )
+        self.limit_full = Gauge(
+            "spool_limit_full",
+            "1 while a limit had no room when this process last claimed (its due jobs "
+            "wait), else 0.",
+            ["limit"],
+            registry=self.push_registry,
+        )
+        self.limit_keys: set[str] = set()
+        self.registry.register(self.holds)
+        self.registry.register(self.limit_full)
         self.registry.register(self.end_to_end)
         self.registry.register(self.webhook_attempts)
         self.registry.register(_StoreCollector(self))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, get_args
 
@@ -40,15 +41,18 @@ from chalicelib.api.schemas import (
     job_view,
     webhook_view,
 )
+from chalicelib.api.throttle import EnqueueGate, FailedSignIns, RateLimited
 from chalicelib.api.waits import DEFAULT_PER_TENANT, DEFAULT_TOTAL, TooManyWaits, WaitSlots
 from chalicelib.errors import (
     JobNotFound,
     Misconfigured,
     PayloadTooLarge,
     StoreUnavailable,
+    Unauthorized,
     ValidationFailed,
 )
 from chalicelib.handlers import Registry
+from chalicelib.limit_settings import auth_failures, tenant_limits
 from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.service import EnqueueRequest
@@ -87,6 +91,9 @@ class Edge:
         )
         self.metrics = runtime.metrics()
         self.metrics.attach_cache(self.cache)
+        limits = tenant_limits(settings)
+        self.gate = EnqueueGate(runtime.store, limits) if limits.active else None
+        self.sign_ins = FailedSignIns(auth_failures(settings), timer)
 
     # -- helpers -----------------------------------------------------------
     @property
@@ -95,9 +102,28 @@ class Edge:
         return key_source.keyring(self.settings)
 
     def tenant(self, request: ApiRequest) -> str:
-        tenant = self.keys.tenant_for(request.header("x-api-key"))
+        with self._sign_in(request):
+            tenant = self.keys.tenant_for(request.header("x-api-key"))
         _request_tenant.set(tenant)  # for the request's log line (handle)
         return tenant
+
+    @contextmanager
+    def _sign_in(self, request: ApiRequest) -> Iterator[None]:
+        """Count a failed authentication against the client; past its rate, answer 429.
+
+        Only failures are counted and only they are refused, so a valid key always
+        passes: a guesser on the same address cannot lock the key's owner out."""
+        try:
+            yield
+        except Unauthorized:
+            wait = self.sign_ins.failed(request.client)
+            if wait > 0:
+                raise RateLimited(
+                    "too many failed authentications from this client; "
+                    "retry after the time in Retry-After",
+                    retry_after=wait,
+                ) from None
+            raise
 
     def _query(self, model: type[BaseModel], request: ApiRequest) -> Any:
         try:
@@ -113,6 +139,8 @@ class Edge:
         tenant = self.tenant(request)
         data = parse_json(request.body, self.settings.max_body_bytes)
         jobs, batch = self._enqueue_requests(data)
+        if self.gate is not None:
+            self.gate.admit(tenant, len(jobs))  # before anything is stored
         results = self.service.enqueue(jobs, tenant)
         views = [self._enqueued(r, request.base_path) for r in results]
         created = any(r.created for r in results)
@@ -288,7 +316,8 @@ class Edge:
         return json_response(200, {"status": "ok", "store": "ok"})
 
     def metrics_text(self, request: ApiRequest) -> ApiResponse:
-        authorize_metrics(self.settings, self.keys, request.header)
+        with self._sign_in(request):
+            authorize_metrics(self.settings, self.keys, request.header)
         body = self.metrics.exposition().decode("utf-8")
         return ApiResponse(200, body, {"Content-Type": METRICS_CONTENT_TYPE})
 

@@ -102,6 +102,29 @@ The dashboard's reads (chalicelib/ui/), each answered without scanning jobs:
 - `JobQuery.newest_first` lists in (created_at, id) descending order; the
   cursor then continues below the last row returned.
 
+Limits and fair turns (`claim(..., policy=...)`, chalicelib/limits.py):
+- A job whose queue or type has a concurrency limit starts only while fewer
+  than N jobs of that queue or type are running (reaped leases first free
+  theirs). A rate limit lets at most N jobs of it start in any window of its
+  length: the store records each start in the claim's transaction and counts
+  the starts in (now - window, now]. Both hold across every worker and process:
+  the check and the claim are one atomic step.
+- A held job is not touched: no attempt, no lease, same state and run_at. The
+  claim records a `Hold` in `policy.holds` for it, so the worker can count
+  holds and the SQS consumer can return the message with a delay.
+- `fair`: due jobs are taken in stride turns by tenant (limits.fair_pick), each
+  tenant's pass and the last turn kept by the store so turns carry across
+  claims and workers; within a tenant, priority then run_at order. A tenant's
+  weight (policy.weights) gives it that many turns per round.
+- Without a policy (or with an empty one) claim behaves as before and reads
+  nothing more.
+- `take_tokens(key, rate, burst, cost)` is a token bucket shared by every
+  process (per-tenant enqueue limits): the bucket holds at most `burst` tokens,
+  refills at `rate` per second by the store's clock, and starts full. If it
+  holds at least `cost` tokens they are taken and 0.0 is returned; otherwise
+  nothing is taken and the answer is the seconds until `cost` tokens will be
+  there (cost <= burst is the caller's to check). Atomic across processes.
+
 Optional attributes a worker looks for: `notifier` (a Notifier, for prompt
 wake-ups) and `concurrent_writes = True` (calls from two threads run on
 separate connections, so completions may be written while a claim runs).
@@ -118,6 +141,7 @@ from typing import Protocol, runtime_checkable
 
 from chalicelib.clock import Clock
 from chalicelib.errors import BadRequest, StoreUnavailable
+from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
     AddResult,
     Attempt,
@@ -166,8 +190,12 @@ class JobStore(Protocol):
         lease_seconds: float,
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
+        policy: ClaimPolicy | None = None,
     ) -> list[Job]:
-        """Lease up to `limit` due jobs; with `ids`, only those (used by SQS delivery)."""
+        """Lease up to `limit` due jobs; with `ids`, only those (used by SQS delivery).
+
+        With a `policy` (chalicelib/limits.py), only jobs its limits let start
+        now, taken in fair turns by tenant when it says so (not with `ids`)."""
         ...
 
     def finish(self, completions: Sequence[Completion]) -> list[bool]: ...
@@ -226,6 +254,10 @@ class JobStore(Protocol):
 
     def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
         """Delete the dead jobs among these ids (the tenant's, when given); the ids deleted."""
+        ...
+
+    def take_tokens(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        """Take `cost` tokens from a shared bucket; 0.0, or the seconds to wait."""
         ...
 
     def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:

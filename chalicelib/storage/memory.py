@@ -12,6 +12,7 @@ from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound
 from chalicelib.ids import new_lease_token
+from chalicelib.limits import Admission, ClaimPolicy, fair_pick, limit_keys, refill, take
 from chalicelib.models import (
     WAITING_STATES,
     AddResult,
@@ -60,6 +61,12 @@ class MemoryStore:
         self._callbacks: dict[str, str] = {}  # job id -> callback URL
         self._deliveries: dict[str, Delivery] = {}  # the webhook outbox, in write order
         self._lock = threading.RLock()
+        # Limits and fair turns (chalicelib/limits.py): start times per rate-limited
+        # key, each tenant's stride pass and the pass of the last turn taken.
+        self._starts: dict[str, deque[datetime]] = {}
+        self._passes: dict[str, float] = {}
+        self._fair_clock = 0.0
+        self._buckets: dict[str, tuple[float, datetime]] = {}  # take_tokens: tokens, when
 
     # -- helpers -----------------------------------------------------------
     def _bump(self, job: Job, *events: str) -> None:
@@ -196,6 +203,7 @@ class MemoryStore:
         lease_seconds: float,
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
+        policy: ClaimPolicy | None = None,
     ) -> list[Job]:
         now = self.clock.now()
         expires = now + timedelta(seconds=lease_seconds)
@@ -214,6 +222,8 @@ class MemoryStore:
                 and (queues is None or j.queue in queues)
             ]
             due.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
+            if policy is not None and policy.active:
+                due = self._admit(due, limit, policy, now, fair=ids is None)
             claimed = []
             claimer = worker_id.current()
             for job in due[:limit]:
@@ -230,6 +240,61 @@ class MemoryStore:
                     )
                 )
             return claimed
+
+    def _admit(
+        self, due: list[Job], limit: int, policy: ClaimPolicy, now: datetime, fair: bool
+    ) -> list[Job]:
+        """The due jobs (best first) the policy lets start now, at most `limit`."""
+        running: dict[str, int] = {}
+        for job in self._jobs.values():
+            if job.state is JobState.RUNNING:
+                for key in limit_keys(job.queue, job.type):
+                    running[key] = running.get(key, 0) + 1
+        started: dict[str, int] = {}
+        for lim in policy.rate_limits():
+            assert lim.rate is not None
+            window_start = now - timedelta(seconds=lim.rate.per)
+            starts = self._starts.setdefault(lim.key, deque())
+            while starts and starts[0] <= window_start:
+                starts.popleft()
+            started[lim.key] = len(starts)
+        admission = Admission(policy, running, started)
+        if fair:
+            by_tenant: dict[str, list[Job]] = {}
+            for job in due:
+                by_tenant.setdefault(job.tenant, []).append(job)
+            pick = fair_pick(
+                by_tenant,
+                self._passes,
+                self._fair_clock,
+                policy,
+                by_tenant.__getitem__,
+                lambda j: admission.admit(j.id, j.queue, j.type),
+                limit,
+            )
+            self._passes.update(pick.passes)
+            self._fair_clock = pick.clock
+            chosen = pick.chosen
+        else:
+            chosen = []
+            for job in due:
+                if len(chosen) >= limit:
+                    break
+                if admission.admit(job.id, job.queue, job.type):
+                    chosen.append(job)
+        for job in chosen:
+            for key in admission.rate_starts(job.queue, job.type):
+                self._starts.setdefault(key, deque()).append(now)
+        return chosen
+
+    def take_tokens(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        now = self.clock.now()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (float(burst), now))
+            tokens = refill(tokens, (now - at).total_seconds(), rate, burst)
+            left, wait = take(tokens, rate, cost)
+            self._buckets[key] = (left, now)
+            return wait
 
     def finish(self, completions: Sequence[Completion]) -> list[bool]:
         now = self.clock.now()

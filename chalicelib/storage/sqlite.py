@@ -33,6 +33,7 @@ from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from chalicelib.ids import new_lease_token
+from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
     STATE_BY_VALUE,
     AddResult,
@@ -49,7 +50,7 @@ from chalicelib.models import (
     queued_job,
     trusted_job,
 )
-from chalicelib.storage import history, sqlite_webhooks
+from chalicelib.storage import history, sqlite_limits, sqlite_webhooks
 from chalicelib.storage import sqlite_dashboard as dashboard
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
@@ -331,7 +332,7 @@ class SQLiteStore:
         # meet at SQLite's own lock.
         self._write_lock = threading.Lock()
         self.notifier = SocketDirNotifier(os.path.abspath(path) + ".wake")
-        self._db().executescript(SCHEMA + sqlite_webhooks.SCHEMA)
+        self._db().executescript(SCHEMA + sqlite_webhooks.SCHEMA + sqlite_limits.SCHEMA)
         self._add_columns()
         if not dashboard.installed(self._db()):
             with self._write() as db:
@@ -476,9 +477,12 @@ class SQLiteStore:
         lease_seconds: float,
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
+        policy: ClaimPolicy | None = None,
     ) -> list[Job]:
         if limit <= 0 or (ids is not None and not ids) or (queues is not None and not queues):
             return []
+        if policy is not None and policy.active:
+            return self._claim_within(limit, lease_seconds, queues, ids, policy)
         now = to_micros(self.clock.now())
         expires = now + int(lease_seconds * 1_000_000)
         where = ["state IN ('queued', 'retrying')", "run_at <= ?"]
@@ -503,6 +507,40 @@ class SQLiteStore:
         jobs = [row_to_job(r, times) for r in rows]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
         return jobs
+
+    def _claim_within(
+        self,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None,
+        ids: Sequence[str] | None,
+        policy: ClaimPolicy,
+    ) -> list[Job]:
+        """Claim under limits and fair turns: decided and taken in one write transaction."""
+        now = to_micros(self.clock.now())
+        expires = now + int(lease_seconds * 1_000_000)
+        with self._write() as db:
+            self._reap(db, now)
+            admission = sqlite_limits.usage(db, policy, now)
+            chosen = sqlite_limits.choose(db, admission, limit, now, queues, ids)
+            if not chosen:
+                return []
+            rows = db.execute(
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, "
+                "lease_expires_at = ?, started_at = ?, updated_at = ?, lease_worker = ? "
+                f"WHERE id IN ({','.join('?' * len(chosen))}) RETURNING {COLUMNS}",
+                [new_lease_token(), expires, now, now, worker_id.current(), *chosen],
+            ).fetchall()
+            times = _Times()
+            jobs = [row_to_job(r, times) for r in rows]
+            sqlite_limits.record_starts(db, admission, [(j.queue, j.type) for j in jobs], now)
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
+        return jobs
+
+    def take_tokens(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        now = to_micros(self.clock.now())
+        with self._write() as db:
+            return sqlite_limits.take_tokens(db, key, rate, burst, cost, now)
 
     def finish(self, completions: Sequence[Completion]) -> list[bool]:
         if not completions:

@@ -1,0 +1,120 @@
+"""The HTTP edge's limits: enqueues per tenant, a tenant's backlog, failed sign-ins.
+
+Enqueue rate and backlog are checked before anything is stored, so a refused
+request (429 with Retry-After) leaves no job behind. The enqueue bucket lives in
+the store (JobStore.take_tokens), so every API process, `spool serve
+--processes N` and Lambda containers alike, draws from the same one.
+
+Failed authentication is counted per client address in this process only: it
+slows down a client that keeps guessing (429 instead of 401) without locking
+anyone out, because a request carrying a valid key is never refused by it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from chalicelib.errors import PayloadTooLarge, SpoolError
+from chalicelib.limit_settings import TenantLimits
+from chalicelib.limits import Rate, refill, take
+from chalicelib.models import JobState
+from chalicelib.storage.base import JobStore
+
+# Addresses remembered for failed sign-ins; the oldest is forgotten past this, so a
+# flood from many addresses cannot grow the table without bound.
+MAX_CLIENTS = 10_000
+WAITING = (JobState.QUEUED, JobState.RETRYING)
+
+
+class RateLimited(SpoolError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: float, details: object = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
+class EnqueueGate:
+    """Per-tenant enqueue rate (a shared token bucket) and backlog quota."""
+
+    def __init__(self, store: JobStore, limits: TenantLimits) -> None:
+        self.store = store
+        self.limits = limits
+
+    def admit(self, tenant: str, jobs: int) -> None:
+        """Raise before storing when the tenant may not enqueue `jobs` more now."""
+        limit = self.limits.of(tenant)
+        if limit.backlog is not None:
+            counts = self.store.state_counts(tenant)
+            waiting = sum(n for (_, state), n in counts.items() if state in WAITING)
+            if waiting + jobs > limit.backlog:
+                raise RateLimited(
+                    f"tenant backlog is full: {waiting} jobs waiting, at most "
+                    f"{limit.backlog}; retry when some have run",
+                    retry_after=5,
+                    details={"waiting": waiting, "backlog": limit.backlog},
+                )
+        bucket = limit.bucket
+        if bucket is None:
+            return
+        rate, burst = bucket
+        if jobs > burst:
+            raise PayloadTooLarge(
+                f"this request enqueues {jobs} jobs; the tenant may enqueue at most "
+                f"{burst} at once: split it",
+                {"jobs": jobs, "burst": burst},
+            )
+        wait = self.store.take_tokens(f"enqueue:{tenant}", rate, burst, jobs)
+        if wait > 0:
+            raise RateLimited(
+                f"enqueue rate limit reached ({burst} jobs at once, {rate:g} per second); "
+                "retry after the time in Retry-After",
+                retry_after=wait,
+                details={"rate_per_second": rate, "burst": burst},
+            )
+
+
+class FailedSignIns:
+    """A token bucket per client address, drawn on by each failed authentication."""
+
+    def __init__(self, rate: Rate | None, timer: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self._timer = timer
+        self._lock = threading.Lock()
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def _per_second(self) -> tuple[float, int]:
+        assert self.rate is not None
+        return self.rate.count / self.rate.per, self.rate.count
+
+    def blocked_for(self, client: str) -> float:
+        """Seconds until this client may fail again (0.0: it may)."""
+        if self.rate is None:
+            return 0.0
+        rate, burst = self._per_second()
+        with self._lock:
+            state = self._buckets.get(client)
+            if state is None:
+                return 0.0
+            tokens = refill(state[0], self._timer() - state[1], rate, burst)
+            return 0.0 if tokens >= 1 else (1 - tokens) / rate
+
+    def failed(self, client: str) -> float:
+        """Count one failure; the seconds this client must now wait (0.0: none)."""
+        if self.rate is None:
+            return 0.0
+        rate, burst = self._per_second()
+        now = self._timer()
+        with self._lock:
+            tokens, at = self._buckets.pop(client, (float(burst), now))
+            tokens = refill(tokens, now - at, rate, burst)
+            left, _ = take(tokens, rate, 1)
+            self._buckets[client] = (left, now)
+            while len(self._buckets) > MAX_CLIENTS:
+                self._buckets.popitem(last=False)
+            return 0.0 if left >= 1 else (1 - left) / rate

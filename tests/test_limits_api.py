@@ -1,0 +1,126 @@
+"""The HTTP edge's limits: per-tenant enqueue rate and backlog, failed sign-ins
+(chalicelib/api/throttle.py), through app.py as the Lambda path sees it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chalice.test import Client
+
+import app as spool_app
+from chalicelib.models import JobQuery
+from chalicelib.runtime import Runtime
+from tests.apikit import KEY_A, KEY_B, TENANT_A, Api, installed, settings_for
+
+
+@pytest.fixture
+def limited(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Api, Runtime]]:
+    extra = request.param
+    with installed(settings_for(tmp_path, extra=extra)) as rt:
+        with Client(spool_app.app, stage_name="local") as client:
+            yield Api(client), rt
+
+
+def stored(rt: Runtime, tenant: str = TENANT_A) -> int:
+    return len(rt.store.list_jobs(JobQuery(tenant=tenant, limit=1000)).jobs)
+
+
+TENANT_RATE = {"SPOOL_TENANT_LIMITS": json.dumps({"*": {"rate": "1/h", "burst": 3}})}
+
+
+@pytest.mark.parametrize("limited", [TENANT_RATE], indirect=True)
+def test_enqueue_rate_per_tenant_refuses_with_retry_after_and_stores_nothing(
+    limited: tuple[Api, Runtime],
+) -> None:
+    api, rt = limited
+    for n in range(3):
+        assert api.post("/enqueue", {"type": "echo", "payload": {"n": n}}).status == 201
+    over = api.post("/enqueue", {"type": "echo", "payload": {"n": 9}})
+    assert over.status == 429 and over.error_code == "rate_limited"
+    assert 3000 <= int(over.header("Retry-After") or 0) <= 3600
+    assert stored(rt) == 3
+    # Another tenant has a bucket of its own.
+    assert api.post("/enqueue", {"type": "echo", "payload": {}}, key=KEY_B).status == 201
+    # A batch larger than the burst could never pass: 413 naming the burst, not 429.
+    batch = {"jobs": [{"type": "echo", "payload": {}}] * 4}
+    big = api.post("/enqueue", batch, key=KEY_B)
+    assert big.status == 413 and big.json["error"]["details"]["burst"] == 3
+
+
+@pytest.mark.parametrize("limited", [TENANT_RATE], indirect=True)
+def test_bad_requests_do_not_spend_the_tenant_s_tokens(limited: tuple[Api, Runtime]) -> None:
+    api, _ = limited
+    for _ in range(5):
+        assert api.post("/enqueue", {"type": "no-such-type", "payload": {}}).status == 422
+    assert api.post("/enqueue", {"jobs": [{"type": "echo", "payload": {}}] * 3}).status == 201
+
+
+BACKLOG = {"SPOOL_TENANT_LIMITS": json.dumps({TENANT_A: {"backlog": 2}})}
+
+
+@pytest.mark.parametrize("limited", [BACKLOG], indirect=True)
+def test_backlog_quota_counts_waiting_jobs_only(limited: tuple[Api, Runtime]) -> None:
+    api, rt = limited
+    api.enqueue({"type": "echo", "payload": {}})
+    api.enqueue({"type": "echo", "payload": {}})
+    full = api.post("/enqueue", {"type": "echo", "payload": {}})
+    assert full.status == 429 and "backlog" in full.json["error"]["message"]
+    assert full.header("Retry-After")
+    assert api.post("/enqueue", {"type": "echo", "payload": {}}, key=KEY_B).status == 201
+    assert rt.worker().drain().succeeded == 3  # a finished job no longer counts
+    assert api.post("/enqueue", {"jobs": [{"type": "echo", "payload": {}}] * 2}).status == 201
+    assert api.post("/enqueue", {"type": "echo", "payload": {}}).status == 429
+    assert stored(rt) == 4
+
+
+SIGN_INS = {"SPOOL_AUTH_FAILURES": "3/h"}
+
+
+@pytest.mark.parametrize("limited", [SIGN_INS], indirect=True)
+def test_failed_sign_ins_are_slowed_without_locking_out_the_owner(
+    limited: tuple[Api, Runtime],
+) -> None:
+    api, _ = limited
+    answers = [api.get("/status/j_nothing", key=f"guess-{n}").status for n in range(5)]
+    assert answers == [401, 401, 429, 429, 429]
+    refused = api.get("/status/j_nothing", key="guess-9")
+    assert refused.error_code == "rate_limited" and int(refused.header("Retry-After") or 0) > 0
+    assert api.get("/metrics", key="also-wrong").status == 429
+    # The owner of a valid key, from the same address, is still served.
+    assert api.post("/enqueue", {"type": "echo", "payload": {}}, key=KEY_A).status == 201
+
+
+def test_failed_sign_ins_are_counted_per_client() -> None:
+    from chalicelib.api.throttle import FailedSignIns
+    from chalicelib.limits import Rate
+
+    now = [0.0]
+    gate = FailedSignIns(Rate(2, 60), timer=lambda: now[0])
+    assert [gate.failed("10.0.0.1") for _ in range(2)] == [0.0, 30.0]
+    assert gate.failed("10.0.0.2") == 0.0  # another client is not slowed
+    now[0] = 30.0
+    assert gate.blocked_for("10.0.0.1") == 0.0  # one failure has been forgiven
+    assert FailedSignIns(None).failed("x") == 0.0
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        ({"SPOOL_TENANT_LIMITS": "[1]"}, "SPOOL_TENANT_LIMITS"),
+        ({"SPOOL_TENANT_LIMITS": '{"*": {"rate": "fast"}}'}, "SPOOL_TENANT_LIMITS"),
+        ({"SPOOL_TENANT_LIMITS": '{"a": {"burst": 5}}'}, "SPOOL_TENANT_LIMITS"),
+        ({"SPOOL_TENANT_LIMITS": '{"a": {"backlog": 0}}'}, "SPOOL_TENANT_LIMITS"),
+        ({"SPOOL_AUTH_FAILURES": "lots"}, "SPOOL_AUTH_FAILURES"),
+    ],
+)
+def test_a_malformed_limit_setting_answers_503_and_logs_its_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, extra: dict[str, str], named: str
+) -> None:
+    with installed(settings_for(tmp_path, extra=extra)):
+        with Client(spool_app.app, stage_name="local") as client:
+            reply = Api(client).post("/enqueue", {"type": "echo", "payload": {}})
+    assert reply.status == 503 and reply.error_code == "misconfigured"
+    assert named in caplog.text
