@@ -19,9 +19,11 @@ from tests.apikit import KEY_A, KEY_B, TENANT_A, Api, installed, settings_for
 @pytest.fixture
 def limited(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Api, Runtime]]:
     extra = request.param
-    with installed(settings_for(tmp_path, extra=extra)) as rt:
-        with Client(spool_app.app, stage_name="local") as client:
-            yield Api(client), rt
+    with (
+        installed(settings_for(tmp_path, extra=extra)) as rt,
+        Client(spool_app.app, stage_name="local") as client,
+    ):
+        yield Api(client), rt
 
 
 def stored(rt: Runtime, tenant: str = TENANT_A) -> int:
@@ -119,8 +121,10 @@ def test_failed_sign_ins_are_counted_per_client() -> None:
 def test_a_malformed_limit_setting_answers_503_and_logs_its_name(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, extra: dict[str, str], named: str
 ) -> None:
-    with installed(settings_for(tmp_path, extra=extra)):
-        with Client(spool_app.app, stage_name="local") as client:
-            reply = Api(client).post("/enqueue", {"type": "echo", "payload": {}})
+    with (
+        installed(settings_for(tmp_path, extra=extra)),
+        Client(spool_app.app, stage_name="local") as client,
+    ):
+        reply = Api(client).post("/enqueue", {"type": "echo", "payload": {}})
     assert reply.status == 503 and reply.error_code == "misconfigured"
     assert named in caplog.text
