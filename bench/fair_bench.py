@@ -1,0 +1,192 @@
+"""What fair turns and limits cost, and what fairness buys, on SQLite and Postgres.
+
+    .venv/bin/python -m bench.fair_bench [--stores sqlite,postgres] [--drain 20000]
+        [--backlog 50000] [--runs 3] [--base REF] [--write]
+
+In one run, each figure a median of --runs fresh stores (bench/fair_child.py, one
+process per measurement):
+- drain: --drain no-op jobs drained by one in-process worker (concurrency 8), with
+  no policy ("limits off"), a limit that never binds ("limits on"), fair turns on,
+  and the same script on REF (default: the commit before limits existed, checked
+  out to a temporary worktree) as "before";
+- fairness: tenant A has --backlog jobs of 1 ms waiting and a worker is draining
+  them; tenant B enqueues 100 jobs, one every 20 ms. B's wait (the store's
+  started_at - created_at) p50/p99 with fair turns, without them, and on an empty
+  queue. The issue's goal: B's p99 with A's backlog at most 2x its p99 when empty.
+--write replaces the fairness section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench.docs_section import markers, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+SECTION = "fairness"
+PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+BASE_REF = "8b97711"  # main just before limits and fair turns
+
+
+@contextmanager
+def fresh_url(store: str) -> Iterator[str]:
+    if store == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/spool.db"
+        return
+    schema = f"spool_fair_{secrets.token_hex(4)}"
+    url = f"{PG_BASE}?schema={schema}"
+    try:
+        yield url
+    finally:
+        import psycopg
+
+        with psycopg.connect(PG_BASE, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _migrate(url: str, code: Path) -> None:
+    if "postgresql" in url:
+        subprocess.run(
+            [sys.executable, "-m", "local.cli", "db", "migrate"],
+            cwd=code,
+            env={**os.environ, "SPOOL_STORE_URL": url, "PYTHONPATH": str(code)},
+            check=True,
+            capture_output=True,
+        )
+
+
+def child(code: Path, store: str, what: str, mode: str, number: int) -> dict[str, Any]:
+    with fresh_url(store) as url:
+        _migrate(url, code)
+        out = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "fair_child.py"), what, url, mode, str(number)],
+            cwd=code,
+            env={**os.environ, "PYTHONPATH": str(code), "SPOOL_LOG_LEVEL": "WARNING"},
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+@contextmanager
+def worktree(ref: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "base"
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(path), ref],
+            cwd=ROOT, check=True, capture_output=True,
+        )  # fmt: skip
+        try:
+            yield path
+        finally:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--drain", type=int, default=20_000)
+    parser.add_argument("--backlog", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--base", default=BASE_REF)
+    parser.add_argument("--write", action="store_true")
+    args = parser.parse_args()
+    stores = args.stores.split(",")
+    load = os.getloadavg()[0]
+    results: dict[str, dict[str, Any]] = {}
+    with worktree(args.base) as base:
+        plan = [
+            (store, name, code, what, mode, number)
+            for store in stores
+            for name, code, what, mode, number in (
+                ("before", base, "drain", "off", args.drain),
+                ("off", ROOT, "drain", "off", args.drain),
+                ("limits", ROOT, "drain", "limits", args.drain),
+                ("fair", ROOT, "drain", "fair", args.drain),
+                ("empty", ROOT, "latency", "fair", 0),
+                ("fair_backlog", ROOT, "latency", "fair", args.backlog),
+                ("plain_backlog", ROOT, "latency", "off", args.backlog),
+            )
+        ]
+        bar = tqdm(total=len(plan) * args.runs, desc="fair bench", unit="run")
+        for store, name, code, what, mode, number in plan:
+            runs = []
+            for _ in range(args.runs):
+                runs.append(child(code, store, what, mode, number))
+                bar.update()
+            results.setdefault(store, {})[name] = {
+                key: statistics.median(r[key] for r in runs) for key in runs[0]
+            }
+        bar.close()
+    text = report(results, args, load)
+    print(text)
+    if args.write:
+        write_section(SECTION, text)
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load: float) -> str:
+    start, end = markers(SECTION)
+    lines = [
+        start,
+        "## Fair turns and limits: what they cost, what they buy",
+        "",
+        f"`.venv/bin/python -m bench.fair_bench --drain {args.drain} --backlog {args.backlog} "
+        f"--runs {args.runs} --write` on {platform.machine()}, {os.cpu_count()} cores, "
+        f"1-minute load {load:.2f} before the run and {os.getloadavg()[0]:.2f} after. "
+        f"Medians of {args.runs} fresh stores; 'before' is the same script on "
+        f"`{args.base}` (main before limits existed), measured in the same run.",
+        "",
+        "| store | drain before | limits off | limits on (not binding) | fair turns on |",
+        "|---|---|---|---|---|",
+    ]
+    for store, r in results.items():
+        before = r["before"]["jobs_per_second"]
+
+        def cell(name: str, r: dict[str, Any] = r, before: float = before) -> str:
+            value = r[name]["jobs_per_second"]
+            return f"{value:,.0f}/s ({value / before:.2f}x)"
+
+        lines.append(
+            f"| {store} | {before:,.0f}/s | {cell('off')} | {cell('limits')} | {cell('fair')} |"
+        )
+    lines += [
+        "",
+        f"Tenant B's wait (enqueue to start, ms) while tenant A's {args.backlog:,} jobs "
+        "of 1 ms drain:",
+        "",
+        "| store | empty queue p50 / p99 | A's backlog, fair turns p50 / p99 "
+        "| A's backlog, no fairness p50 / p99 | fair p99 / empty p99 |",
+        "|---|---|---|---|---|",
+    ]
+    for store, r in results.items():
+        empty, fair, plain = r["empty"], r["fair_backlog"], r["plain_backlog"]
+        lines.append(
+            f"| {store} | {empty['p50_ms']:.1f} / {empty['p99_ms']:.1f} "
+            f"| {fair['p50_ms']:.1f} / {fair['p99_ms']:.1f} "
+            f"| {plain['p50_ms']:,.0f} / {plain['p99_ms']:,.0f} "
+            f"| {fair['p99_ms'] / max(empty['p99_ms'], 1e-9):.2f}x |"
+        )
+    lines += ["", end]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

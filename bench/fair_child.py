@@ -1,0 +1,122 @@
+"""One measurement of bench/fair_bench.py, in a process of its own.
+
+Run with the code under test first on sys.path (PYTHONPATH), so the same script
+measures this checkout and the commit before limits existed. It uses only the
+store and worker API both have; a policy is passed only when one is asked for.
+
+    python bench/fair_child.py drain STORE_URL MODE N
+    python bench/fair_child.py latency STORE_URL MODE BACKLOG
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from chalicelib.handlers import Registry
+from chalicelib.ids import new_job_id
+from chalicelib.models import JobState, NewJob
+from chalicelib.storage import open_store
+from chalicelib.worker import Worker, WorkerConfig
+
+B_JOBS = 100
+B_EVERY = 0.02  # seconds between tenant B's enqueues
+WORK = 0.001  # seconds each backlog job takes
+
+
+def _registry() -> Registry:
+    registry = Registry()
+
+    @registry.handler("noop")
+    def noop(payload: dict[str, Any]) -> None:
+        if payload.get("work"):
+            time.sleep(float(payload["work"]))
+
+    @registry.handler("other")
+    def other(payload: dict[str, Any]) -> None: ...
+
+    return registry
+
+
+def _config(mode: str) -> WorkerConfig:
+    if mode == "off":
+        return WorkerConfig(concurrency=8, batch_size=100)
+    from chalicelib.limits import ClaimPolicy, Limit
+
+    if mode == "limits":  # a limit that never binds: the cost of checking one
+        policy = ClaimPolicy((Limit("type", "other", concurrency=1),))
+    elif mode == "fair":
+        policy = ClaimPolicy(fair=True)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    return WorkerConfig(concurrency=8, batch_size=100, policy=policy)
+
+
+def _jobs(n: int, tenant: str, work: float = 0.0) -> list[NewJob]:
+    now = datetime.now(UTC)
+    payload = {"work": work} if work else {}
+    return [
+        NewJob(id=new_job_id(), type="noop", payload=payload, run_at=now, tenant=tenant)
+        for _ in range(n)
+    ]
+
+
+def drain(url: str, mode: str, n: int) -> dict[str, Any]:
+    store = open_store(url)
+    for start in range(0, n, 1000):
+        store.add(_jobs(min(1000, n - start), "a"))
+    worker = Worker(store, _registry(), _config(mode))
+    began = time.perf_counter()
+    stats = worker.drain()
+    seconds = time.perf_counter() - began
+    worker.close()
+    store.close()
+    assert stats.succeeded == n, stats
+    return {"jobs_per_second": n / seconds}
+
+
+def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
+    store = open_store(url)
+    for start in range(0, backlog, 1000):
+        store.add(_jobs(min(1000, backlog - start), "a", WORK))
+    worker = Worker(store, _registry(), _config(mode))
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    ids = []
+    for _ in range(B_JOBS):
+        ids.extend(r.job.id for r in store.add(_jobs(1, "b")))
+        time.sleep(B_EVERY)
+    deadline = time.monotonic() + 600
+    waits: list[float] = []
+    while time.monotonic() < deadline:
+        jobs = [store.get(i) for i in ids]
+        if all(j is not None and j.started_at is not None for j in jobs):
+            waits = [
+                (j.started_at - j.created_at).total_seconds() * 1000
+                for j in jobs
+                if j and j.started_at
+            ]
+            break
+        time.sleep(0.05)
+    left = sum(n for (_, state), n in store.counts().items() if state is JobState.QUEUED)
+    worker.stop()
+    runner.join(60)
+    store.close()
+    waits.sort()
+    return {
+        "p50_ms": statistics.median(waits),
+        "p99_ms": waits[int(0.99 * (len(waits) - 1))],
+        "backlog_left": left,
+    }
+
+
+if __name__ == "__main__":
+    what, url, mode, number = sys.argv[1:5]
+    run = drain if what == "drain" else latency
+    print(json.dumps(run(url, mode, int(number))))
