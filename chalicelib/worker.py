@@ -156,6 +156,11 @@ class Worker:
         self._stop = threading.Event()
         self._woken = False
         self._held = False  # the last claim took nothing because limits held every due job
+        # The store announced new work: with fair turns, claim into any free room at
+        # once (not only when half the capacity is free) so a newcomer need not wait
+        # for the prefetched batch of a tenant with a backlog.
+        self._announced = False
+        self._fair = self.config.policy is not None and self.config.policy.fair
         self._notifier: Any = None
         # Recent handler time per job (moving average): sets how deep to prefetch.
         self._busy_seconds = PREFETCH_SECONDS
@@ -337,10 +342,25 @@ class Worker:
                 spec = None
             attempts.append(_Attempt(job, spec, lease_expires_at=job.lease_expires_at))
         with self._lock:
-            self._state.inbox.extend(attempts)
+            if self._fair:
+                self._queue_fairly(attempts)
+            else:
+                self._state.inbox.extend(attempts)
             self._work.notify(len(attempts))
         self.stats.claimed += len(jobs)
         return len(jobs)
+
+    def _queue_fairly(self, attempts: list[_Attempt]) -> None:
+        """Under the lock: a tenant with nothing held here goes to the front of the inbox.
+
+        The claim took turns fairly, but jobs claimed earlier still queue here: a
+        newcomer's one job would otherwise wait behind the whole prefetched batch of
+        a tenant with a backlog, which is the starvation fair turns exist to end."""
+        inbox = self._state.inbox
+        present = {a.job.tenant for a in inbox}
+        ahead = [a for a in attempts if a.job.tenant not in present]
+        inbox.extend(a for a in attempts if a.job.tenant in present)
+        inbox.extendleft(reversed(ahead))
 
     def _reap_timeouts(self) -> None:
         now = time.monotonic()
@@ -518,7 +538,12 @@ class Worker:
                 in_flight = self._in_flight()
             room = capacity - in_flight
             # Claim in useful batches: wait until half the capacity is free unless idle.
-            if room >= max(1, capacity // 2) or (room > 0 and not in_flight):
+            announced, self._announced = self._announced, False
+            if (
+                room >= max(1, capacity // 2)
+                or (room > 0 and not in_flight)
+                or (room > 0 and announced and self._fair)
+            ):
                 return self._claim(min(room, self.config.batch_size))
             return 0
         finally:
@@ -745,6 +770,7 @@ class Worker:
                 return  # the store (and its notifier) was closed under us
             if woke:
                 with self._lock:
+                    self._announced = True
                     self._wake()
 
     def _shutdown(self) -> None:
