@@ -119,8 +119,8 @@ def limit_keys(queue: str, type_: str) -> tuple[str, str]:
 class Hold:
     """One due job a claim passed over, and the limit that held it.
 
-    job_id "" says only that the limit was full when the claim began (its jobs,
-    if any are due, may not have been looked at).
+    job_id "" says only that the limit was full when the claim began, or filled
+    during it (its other jobs, if any are due, may not have been looked at).
     """
 
     job_id: str
@@ -253,6 +253,8 @@ class Admission:
             room, kind = self._room[key]
             self._room[key] = (room - 1, kind)
             self.taken[key] = self.taken.get(key, 0) + 1
+            if room == 1:  # this job filled it: the rest of its jobs may go unread
+                self.policy.holds.record(Hold("", key, kind))
         return True
 
     def rate_starts(self, queue: str, type_: str) -> list[str]:
