@@ -223,7 +223,7 @@ class MemoryStore:
             ]
             due.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
             if policy is not None and policy.active:
-                due = self._admit(due, limit, policy, now, fair=ids is None)
+                due = self._admit(due, limit, policy, now, fair=policy.fair and ids is None)
             claimed = []
             claimer = worker_id.current()
             for job in due[:limit]:

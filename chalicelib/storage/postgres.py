@@ -14,6 +14,10 @@ How it keeps the JobStore contract with many claimers:
 - Every write is one statement whose data-modifying CTEs also upsert the
   counters, so a transition and its counters commit together. Wake-ups are
   `pg_notify` inside the same statement: delivered only once it commits.
+- A claim with a limits or fairness policy first takes a per-schema advisory
+  lock, then counts, chooses and claims in the same transaction
+  (postgres_limits), so workers never together exceed a limit. Claims without
+  one never take it and read nothing more.
 - Times come from the injected Clock and are passed as parameters; SQL never
   calls now(), so tests drive time with a FakeClock.
 - A lost connection surfaces as StoreUnavailable (HTTP 503, worker backs off);
@@ -46,6 +50,7 @@ from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound, StoreNotMigrated, StoreUnavailable
 from chalicelib.ids import new_lease_token
+from chalicelib.limits import ClaimPolicy, Hold
 from chalicelib.models import (
     STATE_BY_VALUE,
     AddResult,
@@ -63,7 +68,7 @@ from chalicelib.models import (
     trusted_job,
 )
 from chalicelib.redact import redact_text, redact_url
-from chalicelib.storage import history, migrations, postgres_webhooks
+from chalicelib.storage import history, migrations, postgres_limits, postgres_webhooks
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     MINUTES_KEPT,
@@ -212,15 +217,22 @@ REAP_SQL = (
 
 SYNC_OFF = "SET LOCAL synchronous_commit = off"
 
-CLAIM_SQL = (
-    "WITH picked AS ("
-    " SELECT id FROM jobs WHERE state IN ('queued', 'retrying') AND run_at <= %(now)s{filters}"
-    " ORDER BY priority DESC, run_at, created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+# Moves the rows of `picked` to running: both claims below share it.
+_CLAIM_PICKED = (
     " UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_token = %(token)s,"
     " lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s,"
     " lease_worker = %(worker)s"
     f" FROM picked WHERE j.id = picked.id RETURNING {J_COLUMNS}"
 )
+
+CLAIM_SQL = (
+    "WITH picked AS ("
+    " SELECT id FROM jobs WHERE state IN ('queued', 'retrying') AND run_at <= %(now)s{filters}"
+    " ORDER BY priority DESC, run_at, created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+    + _CLAIM_PICKED
+)
+# A claim under a policy: postgres_limits.choose picked (and locked) the rows.
+CLAIM_CHOSEN_SQL = postgres_limits.claim_chosen_sql(_CLAIM_PICKED)
 
 FINISH_SQL = (
     "WITH c AS ("
@@ -631,6 +643,7 @@ class PostgresStore:
         lease_seconds: float,
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
+        policy: ClaimPolicy | None = None,
     ) -> list[Job]:
         if limit <= 0 or (ids is not None and not ids) or (queues is not None and not queues):
             return []
@@ -676,7 +689,10 @@ class PostgresStore:
             return cur.fetchall()
 
         buried: list[Any] = []
-        rows = self._run(claim)
+        if policy is not None and policy.active:
+            rows = self._claim_within(policy, limit, queues, ids, params, reap_params, buried)
+        else:
+            rows = self._run(claim)
         for job_id, tenant, type_, queue, attempts, max_attempts in buried:
             log_buried_by_reap(
                 _dec_str(job_id), _dec_str(tenant), _dec_str(type_), _dec_str(queue),
@@ -685,6 +701,55 @@ class PostgresStore:
         jobs = [row_to_job(r) for r in rows]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
         return jobs
+
+    def _claim_within(
+        self,
+        policy: ClaimPolicy,
+        limit: int,
+        queues: Sequence[str] | None,
+        ids: Sequence[str] | None,
+        params: dict[str, Any],
+        reap_params: dict[str, Any],
+        buried: list[Any],
+    ) -> list[Any]:
+        """A claim under limits and fair turns (postgres_limits): the advisory lock,
+        the reap, the reads, the choice, the claim and the recorded starts and turns
+        are one transaction, so two workers can never together exceed a limit."""
+        ask = postgres_limits.Ask(
+            policy,
+            limit,
+            params["now"],
+            None if queues is None else [_enc(q) for q in queues],
+            None if ids is None else [_enc(i) for i in ids],
+            _enc,
+            _dec_str,
+        )
+        fast_claims = self.settings.durability != "full"
+
+        def claim(conn: Conn) -> tuple[list[Any], list[Any], list[Hold]]:
+            with conn.pipeline(), conn.transaction():
+                if fast_claims:  # as in claim(): a crash undoes the claim and its starts
+                    conn.execute(SYNC_OFF)
+                postgres_limits.lock(conn, self.settings.schema)
+                reaped = conn.execute(REAP_SQL, reap_params)
+                choice = postgres_limits.choose(conn, ask)
+                cur = None
+                if choice.ids:
+                    cur = conn.execute(CLAIM_CHOSEN_SQL, {**params, "chosen": choice.ids})
+            return reaped.fetchall(), [] if cur is None else cur.fetchall(), choice.holds
+
+        reaped, rows, holds = self._run(claim)
+        buried.extend(reaped)
+        for hold in holds:
+            policy.holds.record(hold)
+        return rows
+
+    def take_tokens(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        """A shared token bucket: one row per key, locked for the take."""
+        now = self.clock.now()
+        return self._run(
+            lambda conn: postgres_limits.take_tokens(conn, _enc(key), rate, burst, cost, now)
+        )
 
     def finish(self, completions: Sequence[Completion]) -> list[bool]:
         if not completions:

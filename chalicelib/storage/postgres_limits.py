@@ -1,0 +1,523 @@
+"""Limits and fair turns on Postgres: what a claim with a policy reads and writes
+(migration 0006_limits.sql holds the tables; chalicelib/limits.py decides).
+
+Atomicity: the claim transaction first takes one transaction-level advisory
+lock per schema (`lock`), so the claims that carry a policy run one at a time
+across every process. Under READ COMMITTED each later statement takes a fresh
+snapshot, so a claim counts the running jobs and recorded starts that every
+earlier claim committed, and its own reap. The lock goes with the commit, after
+the claim and its starts are visible. Candidate rows are still read with
+`FOR UPDATE SKIP LOCKED`, so claims without a policy (which never take the lock)
+cannot take the same job.
+
+- Concurrency: running jobs counted per limited queue and type (only those),
+  from the running rows the partial index `jobs_leases` already holds.
+- Rate: `limit_starts` holds (key, instant, n) per claim; a claim counts the
+  starts after its window opened (now - window) and prunes the older ones.
+- Fair: tenants with waiting jobs come from the kept counts (`job_counts`),
+  each checked for a due job by one index seek; passes and the last turn live
+  in `fair_passes` and `fair_clock`. The jobs of the tenants expected to take
+  turns are read in one statement, more only if the walk needs them.
+- Full limits: once a queue's or type's limit is full, its jobs are left out
+  without being read (per-(tenant, queue, type) ranges of the `jobs_fair`
+  index), so a held backlog of 50,000 costs a claim nothing.
+- Token buckets (`take_tokens`): one row per key in `token_buckets`, locked by
+  the take, so concurrent takes from any process queue on that row alone.
+
+Every text value is stored escaped the way the store escapes all text
+(postgres._enc), so `Ask` carries the store's encode and decode functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, overload
+
+import psycopg
+
+from chalicelib.limits import Admission, ClaimPolicy, Hold, HoldLog, fair_pick, refill, take
+
+Conn = psycopg.Connection[Any]
+Text = Callable[[str], str]
+
+# Any constant works (migrations use 0x5B001); it only has to be the same for every process.
+LOCK_SPACE = 0x5B002
+WAITING = "state IN ('queued', 'retrying')"
+
+LOCK_SQL = "SELECT pg_advisory_xact_lock(%s::int, hashtext(%s::text))"
+
+RUNNING_SQL = (
+    "SELECT 'queue', queue, count(*) FROM jobs"
+    " WHERE state = 'running' AND queue = ANY(%(queues)s::text[]) GROUP BY queue"
+    " UNION ALL"
+    " SELECT 'type', type, count(*) FROM jobs"
+    " WHERE state = 'running' AND type = ANY(%(types)s::text[]) GROUP BY type"
+)
+
+# Each key with the start of its own window: starts at or before it are out.
+_WINDOWS = "unnest(%(keys)s::text[], %(since)s::timestamptz[]) AS w(key, since)"
+PRUNE_STARTS_SQL = (
+    f"DELETE FROM limit_starts s USING {_WINDOWS} WHERE s.key = w.key AND s.at <= w.since"
+)
+# No upper bound: a claim reads the clock before it waits for the lock, so a
+# start recorded meanwhile by a claim that went first may lie after its `now`,
+# and it must count all the same.
+STARTED_SQL = (
+    f"SELECT w.key, COALESCE(sum(s.n), 0)::bigint FROM {_WINDOWS}"
+    " LEFT JOIN limit_starts s ON s.key = w.key AND s.at > w.since GROUP BY w.key"
+)
+RECORD_STARTS_SQL = (
+    "INSERT INTO limit_starts (key, at, n)"
+    " SELECT key, %(now)s, n FROM unnest(%(keys)s::text[], %(ns)s::int[]) AS u(key, n)"
+    " ON CONFLICT (key, at) DO UPDATE SET n = limit_starts.n + excluded.n"
+)
+
+# The statements below find their rows by index whatever the statistics say
+# (a single tenant's backlog makes `tenant = x` look unselective, and a generic
+# plan would walk jobs_due or jobs_waiting_run_at with a filter instead): each
+# asks for an order that only the intended index gives. A row comparison
+# `(tenant, queue) >= (x, y)` positions a scan without making the leading
+# columns constants, so `ORDER BY tenant, queue, ...` stays an order to honour,
+# and the first row is checked to belong to (x, y).
+
+# Tenants with a due job: the kept counts name who has waiting jobs in which
+# queue (a small table); the first entry of each pair in jobs_waiting_by_queue
+# (its earliest run_at) says whether one is due yet. Never a walk over a backlog.
+TENANTS_SQL = (
+    "SELECT w.tenant, p.pass FROM (SELECT DISTINCT c.tenant FROM ("
+    f" SELECT tenant, queue FROM job_counts WHERE {WAITING}{{queues}}"
+    " GROUP BY tenant, queue HAVING sum(n) > 0) c"
+    " CROSS JOIN LATERAL (SELECT j.tenant, j.queue, j.run_at FROM jobs j"
+    f" WHERE (j.tenant, j.queue) >= (c.tenant, c.queue) AND j.{WAITING}"
+    " ORDER BY j.tenant, j.queue, j.run_at LIMIT 1) f"
+    " WHERE f.tenant = c.tenant AND f.queue = c.queue AND f.run_at <= %(now)s) w"
+    " LEFT JOIN fair_passes p ON p.tenant = w.tenant"
+)
+CLOCK_SQL = "SELECT clock FROM fair_clock"
+SAVE_PASSES_SQL = (
+    "INSERT INTO fair_passes (tenant, pass)"
+    " SELECT * FROM unnest(%(tenants)s::text[], %(passes)s::float8[])"
+    " ON CONFLICT (tenant) DO UPDATE SET pass = excluded.pass"
+)
+SAVE_CLOCK_SQL = "UPDATE fair_clock SET clock = %(clock)s"
+
+# Due jobs best first, in the order of the plain claim (index jobs_due): used
+# while no limit is full, so every row it reads is one the claim can start, or
+# the one that fills a limit. Rows are locked so a claim without a policy cannot
+# take them meanwhile; held ones stay untouched.
+DUE_SQL = (
+    f"SELECT id, tenant, queue, type FROM jobs WHERE {WAITING} AND run_at <= %(now)s{{where}}"
+    " ORDER BY priority DESC, run_at, created_at, id LIMIT %(n)s FOR UPDATE SKIP LOCKED"
+)
+
+# Due jobs best first, leaving out the queues and types whose limit is full
+# without reading their jobs: however big a held backlog, a claim walks one
+# index range per (tenant, queue, type) with waiting jobs (index jobs_fair).
+# `pairs` (tenant, queue, n) come from the kept counts; a loose index scan finds
+# each pair's types (one seek per type); each stream gives its best n. Only
+# jobs_fair orders by -priority::bigint.
+_NEXT_KIND = (
+    " CROSS JOIN LATERAL (SELECT j.tenant, j.queue, j.type FROM jobs j"
+    f" WHERE {{after}} AND j.{WAITING} ORDER BY j.tenant, j.queue, j.type LIMIT 1) f"
+    " WHERE f.tenant = {prev}.tenant AND f.queue = {prev}.queue"
+)
+_IN_QUEUES = "(%(queues)s::text[] IS NULL OR c.queue = ANY(%(queues)s::text[]))"
+
+
+def _streams_sql(pairs: str, tail: str) -> str:
+    return (
+        f"WITH RECURSIVE pairs AS ({pairs}),"
+        " kinds AS (SELECT p.tenant, p.queue, f.type, p.n FROM pairs p"
+        + _NEXT_KIND.format(after="(j.tenant, j.queue) >= (p.tenant, p.queue)", prev="p")
+        + " UNION ALL SELECT k.tenant, k.queue, f.type, k.n FROM kinds k"
+        + _NEXT_KIND.format(
+            after="(j.tenant, j.queue, j.type) > (k.tenant, k.queue, k.type)", prev="k"
+        )
+        + "), streams AS (SELECT s.*, k.n FROM kinds k CROSS JOIN LATERAL ("
+        " SELECT j.id, j.tenant, j.queue, j.type, j.priority, j.run_at, j.created_at FROM jobs j"
+        f" WHERE j.tenant = k.tenant AND j.queue = k.queue AND j.type = k.type AND j.{WAITING}"
+        " AND j.run_at <= %(now)s AND j.id <> ALL(%(seen)s::text[])"
+        " ORDER BY -j.priority::bigint, j.run_at, j.created_at, j.id LIMIT k.n"
+        " FOR UPDATE SKIP LOCKED) s WHERE k.type <> ALL(%(full_types)s::text[]))" + tail
+    )
+
+
+# Every tenant's streams, merged in claim order: the best %(n)s.
+STREAMS_SQL = _streams_sql(
+    "SELECT c.tenant, c.queue, %(n)s::int AS n FROM job_counts c"
+    f" WHERE c.{WAITING} AND {_IN_QUEUES} AND c.queue <> ALL(%(full_queues)s::text[])"
+    " GROUP BY c.tenant, c.queue HAVING sum(c.n) > 0",
+    " SELECT id, tenant, queue, type FROM streams"
+    " ORDER BY priority DESC, run_at, created_at, id LIMIT %(n)s",
+)
+# Some tenants' streams, each tenant's best `n` of its own (fair turns): one
+# statement for every tenant whose turn is expected in this claim.
+TENANT_STREAMS_SQL = _streams_sql(
+    "SELECT c.tenant, c.queue, w.n FROM job_counts c"
+    " JOIN unnest(%(tenants)s::text[], %(quotas)s::int[]) AS w(tenant, n) ON w.tenant = c.tenant"
+    f" WHERE c.{WAITING} AND {_IN_QUEUES} AND c.queue <> ALL(%(full_queues)s::text[])"
+    " GROUP BY c.tenant, c.queue, w.n HAVING sum(c.n) > 0",
+    " SELECT id, tenant, queue, type FROM (SELECT s.*, row_number() OVER (PARTITION BY s.tenant"
+    " ORDER BY s.priority DESC, s.run_at, s.created_at, s.id) AS r FROM streams s) x"
+    " WHERE x.r <= x.n ORDER BY x.tenant, x.priority DESC, x.run_at, x.created_at, x.id",
+)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One claim under a policy. `queues` and `ids` are as stored (escaped)."""
+
+    policy: ClaimPolicy
+    limit: int
+    now: datetime
+    queues: list[str] | None
+    ids: list[str] | None
+    enc: Text
+    dec: Text
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A due job a claim may start: its stored id, and its decoded names for the rules."""
+
+    id: str
+    job_id: str
+    tenant: str
+    queue: str
+    type: str
+
+
+@dataclass
+class Choice:
+    ids: list[str]  # as stored: the rows to move to running
+    holds: list[Hold]  # recorded once the claim commits (a retried claim records once)
+
+
+def lock(conn: Conn, schema: str | None) -> None:
+    """Serialize the claims with a policy of this schema until the transaction ends."""
+    conn.execute(LOCK_SQL, (LOCK_SPACE, schema or "public"))
+
+
+def claim_chosen_sql(update: str) -> str:
+    """The claim's UPDATE (`update` reads ids from `picked`) over the chosen ids."""
+    return "WITH picked AS (SELECT unnest(%(chosen)s::text[]) AS id)" + update
+
+
+def choose(conn: Conn, ask: Ask) -> Choice:
+    """The ids the policy lets start now, their starts and turns already recorded.
+
+    Call inside the claim's transaction, after `lock` and the reap. Holds go to
+    a log of this attempt only: the caller records them once the claim commits.
+    """
+    attempt = dataclasses.replace(ask.policy, holds=HoldLog())
+    ask = dataclasses.replace(ask, policy=attempt)
+    with attempt.holds.watch() as holds:
+        admission, turns = _read_state(conn, ask)
+        if ask.ids is not None:
+            chosen = _by_ids(conn, ask, admission)
+        elif turns is not None:
+            chosen = _fair(conn, ask, admission, turns)
+        else:
+            chosen = _in_order(conn, ask, admission)
+        _record_starts(conn, ask, admission, chosen)
+    return Choice([c.id for c in chosen], list(holds))
+
+
+# -- what the claim reads --------------------------------------------------------
+
+
+@dataclass
+class _Turns:
+    tenants: list[str]
+    passes: dict[str, float]
+    clock: float
+
+
+def _read_state(conn: Conn, ask: Ask) -> tuple[Admission, _Turns | None]:
+    """Running counts, starts in each window and the fair state: sent together, so
+    in the claim's pipeline they share one round trip with the lock and the reap."""
+    policy = ask.policy
+    running = _send_running(conn, ask)
+    started = _send_started(conn, ask)
+    fair = policy.fair and ask.ids is None
+    tenants = conn.execute(_tenants_sql(ask), _tenants_params(ask)) if fair else None
+    clock = conn.execute(CLOCK_SQL) if fair else None
+    admission = Admission(policy, _running_counts(ask, running), _started_counts(ask, started))
+    if tenants is None or clock is None:
+        return admission, None
+    rows = tenants.fetchall()
+    clock_row = clock.fetchone()
+    turns = _Turns(
+        [ask.dec(t) for t, _ in rows],
+        {ask.dec(t): float(p) for t, p in rows if p is not None},
+        float(clock_row[0]) if clock_row else 0.0,
+    )
+    return admission, turns
+
+
+def _send_running(conn: Conn, ask: Ask) -> psycopg.Cursor[Any] | None:
+    limited = [lim for lim in ask.policy.limits if lim.concurrency is not None]
+    if not limited:
+        return None
+    params = {
+        "queues": [ask.enc(lim.name) for lim in limited if lim.scope == "queue"],
+        "types": [ask.enc(lim.name) for lim in limited if lim.scope == "type"],
+    }
+    return conn.execute(RUNNING_SQL, params)
+
+
+def _running_counts(ask: Ask, cur: psycopg.Cursor[Any] | None) -> dict[str, int]:
+    if cur is None:
+        return {}
+    return {f"{scope}:{ask.dec(name)}": int(n) for scope, name, n in cur.fetchall()}
+
+
+def _send_started(conn: Conn, ask: Ask) -> psycopg.Cursor[Any] | None:
+    rated = ask.policy.rate_limits()
+    if not rated:
+        return None
+    params = {
+        "keys": [ask.enc(lim.key) for lim in rated],
+        "since": [ask.now - timedelta(seconds=lim.rate.per) for lim in rated if lim.rate],
+    }
+    conn.execute(PRUNE_STARTS_SQL, params)
+    return conn.execute(STARTED_SQL, params)
+
+
+def _started_counts(ask: Ask, cur: psycopg.Cursor[Any] | None) -> dict[str, int]:
+    if cur is None:
+        return {}
+    return {ask.dec(key): int(n) for key, n in cur.fetchall()}
+
+
+def _tenants_sql(ask: Ask) -> str:
+    queues = " AND queue = ANY(%(queues)s::text[])" if ask.queues is not None else ""
+    return TENANTS_SQL.format(queues=queues)
+
+
+def _tenants_params(ask: Ask) -> dict[str, Any]:
+    return {"now": ask.now, "queues": ask.queues}
+
+
+# -- picking ----------------------------------------------------------------------
+
+
+def _candidates(rows: Sequence[Sequence[str]], ask: Ask) -> list[Candidate]:
+    dec = ask.dec
+    return [Candidate(i, dec(i), dec(t), dec(q), dec(ty)) for i, t, q, ty in rows]
+
+
+def _due(conn: Conn, ask: Ask, n: int | None, where: str, extra: dict[str, Any]) -> list[Candidate]:
+    """At most `n` due jobs in claim order (all of them for None)."""
+    if ask.queues is not None:
+        where += " AND queue = ANY(%(queues)s::text[])"
+    params = {"now": ask.now, "n": n, "queues": ask.queues, **extra}
+    return _candidates(conn.execute(DUE_SQL.format(where=where), params).fetchall(), ask)
+
+
+def _stream_params(ask: Ask, admission: Admission, seen: list[str]) -> dict[str, Any]:
+    return {
+        "now": ask.now,
+        "seen": seen,
+        "queues": ask.queues,
+        "full_queues": [ask.enc(q) for q in admission.full("queue")],
+        "full_types": [ask.enc(t) for t in admission.full("type")],
+    }
+
+
+def _streams(
+    conn: Conn, ask: Ask, admission: Admission, n: int, seen: list[str]
+) -> list[Candidate]:
+    """At most `n` due jobs in claim order, none of a limit full now, none of `seen`."""
+    params = {**_stream_params(ask, admission, seen), "n": n}
+    return _candidates(conn.execute(STREAMS_SQL, params).fetchall(), ask)
+
+
+def _tenant_streams(
+    conn: Conn, ask: Ask, admission: Admission, quotas: dict[str, int], seen: list[str]
+) -> dict[str, list[Candidate]]:
+    """Each tenant's best `quotas[tenant]` due jobs, none of a limit full now or of `seen`."""
+    params = {
+        **_stream_params(ask, admission, seen),
+        "tenants": [ask.enc(t) for t in quotas],
+        "quotas": list(quotas.values()),
+    }
+    found: dict[str, list[Candidate]] = {}
+    for candidate in _candidates(conn.execute(TENANT_STREAMS_SQL, params).fetchall(), ask):
+        found.setdefault(candidate.tenant, []).append(candidate)
+    return found
+
+
+def _admit(admission: Admission, candidate: Candidate) -> bool:
+    return admission.admit(candidate.job_id, candidate.queue, candidate.type)
+
+
+def _by_ids(conn: Conn, ask: Ask, admission: Admission) -> list[Candidate]:
+    """A claim by ids (SQS delivery): every due one is admitted or reported held."""
+    due = _due(conn, ask, None, " AND id = ANY(%(ids)s::text[])", {"ids": ask.ids})
+    chosen: list[Candidate] = []
+    for candidate in due:
+        if len(chosen) >= ask.limit:
+            break
+        if _admit(admission, candidate):
+            chosen.append(candidate)
+    return chosen
+
+
+def _in_order(conn: Conn, ask: Ask, admission: Admission) -> list[Candidate]:
+    """Claim order, skipping held jobs. The plain due order serves while no limit
+    is full; once one is, the streams leave its jobs unread. A batch is read again
+    only when a limit filled up inside it, so at most once per limit."""
+    chosen: list[Candidate] = []
+    seen: list[str] = []
+    while len(chosen) < ask.limit:
+        want = ask.limit - len(chosen)
+        if admission.full_keys():
+            batch = _streams(conn, ask, admission, want, seen)
+        else:
+            batch = _due(conn, ask, want, " AND id <> ALL(%(seen)s::text[])", {"seen": seen})
+        taken = [c for c in batch if _admit(admission, c)]
+        chosen.extend(taken)
+        seen.extend(c.id for c in batch)
+        if len(batch) < want or len(taken) == len(batch):
+            break
+    return chosen
+
+
+class _TenantRows(Sequence[Candidate]):
+    """One tenant's due jobs best first, as fair_pick walks them: what was read up
+    front, then pages read only if the walk goes past them (other tenants ran out,
+    or a limit held some), so a claim reads no more of a backlog than it uses."""
+
+    def __init__(
+        self, rows: list[Candidate], more: Callable[[list[str]], list[Candidate]] | None, page: int
+    ) -> None:
+        self._rows = rows
+        self._more = more  # the next page after the ids given; None: nothing more to read
+        self._page = page
+
+    def _load(self) -> None:
+        assert self._more is not None
+        page = self._more([c.id for c in self._rows])
+        self._rows.extend(page)
+        if len(page) < self._page:
+            self._more = None
+
+    @overload
+    def __getitem__(self, index: int) -> Candidate: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Candidate]: ...
+
+    def __getitem__(self, index: int | slice) -> Candidate | Sequence[Candidate]:
+        if isinstance(index, slice) or index < 0:
+            self._load_all()
+            return self._rows[index]
+        while index >= len(self._rows) and self._more is not None:
+            self._load()
+        return self._rows[index]  # IndexError past the last: the walk's end
+
+    def __len__(self) -> int:
+        self._load_all()
+        return len(self._rows)
+
+    def _load_all(self) -> None:
+        while self._more is not None:
+            self._load()
+
+
+def _quotas(turns: _Turns, policy: ClaimPolicy, limit: int) -> dict[str, int]:
+    """The turns each tenant takes in `limit` turns if none runs out (limits.fair_pick's
+    stride order): how many of its jobs to read up front. Only a guess to save
+    round trips: a tenant that needs more reads more."""
+    clock = turns.clock
+    heap = [(max(turns.passes.get(t, clock), clock), t) for t in set(turns.tenants)]
+    heapq.heapify(heap)
+    quotas: Counter[str] = Counter()
+    for _ in range(limit):
+        if not heap:
+            break
+        turn, tenant = heapq.heappop(heap)
+        quotas[tenant] += 1
+        heapq.heappush(heap, (turn + 1.0 / policy.weight(tenant), tenant))
+    return dict(quotas)
+
+
+def _fair(conn: Conn, ask: Ask, admission: Admission, turns: _Turns) -> list[Candidate]:
+    """Stride turns by tenant (limits.fair_pick). The jobs of every tenant expected
+    to take a turn are read in one statement; anything more, page by page."""
+    quotas = _quotas(turns, ask.policy, ask.limit)
+    first = _tenant_streams(conn, ask, admission, quotas, []) if quotas else {}
+
+    def more(tenant: str) -> Callable[[list[str]], list[Candidate]]:
+        def page(seen: list[str]) -> list[Candidate]:
+            found = _tenant_streams(conn, ask, admission, {tenant: ask.limit}, seen)
+            return found.get(tenant, [])
+
+        return page
+
+    def fetch(tenant: str) -> Sequence[Candidate]:
+        rows = first.get(tenant, [])
+        # Fewer rows than asked for: the tenant has no more (that the limits let start).
+        done = tenant in quotas and len(rows) < quotas[tenant]
+        return _TenantRows(rows, None if done else more(tenant), ask.limit)
+
+    pick = fair_pick(
+        turns.tenants,
+        turns.passes,
+        turns.clock,
+        ask.policy,
+        fetch,
+        lambda c: _admit(admission, c),
+        ask.limit,
+    )
+    if pick.chosen:
+        conn.execute(
+            SAVE_PASSES_SQL,
+            {"tenants": [ask.enc(t) for t in pick.passes], "passes": list(pick.passes.values())},
+        )
+        conn.execute(SAVE_CLOCK_SQL, {"clock": pick.clock})
+    return pick.chosen
+
+
+def _record_starts(conn: Conn, ask: Ask, admission: Admission, chosen: list[Candidate]) -> None:
+    """One row per rate-limited key this claim started jobs under."""
+    starts = Counter(key for c in chosen for key in admission.rate_starts(c.queue, c.type))
+    if starts:
+        params = {"now": ask.now, "keys": [ask.enc(k) for k in starts], "ns": list(starts.values())}
+        conn.execute(RECORD_STARTS_SQL, params)
+
+
+# -- token buckets (JobStore.take_tokens) ------------------------------------------
+
+# A new bucket starts full; a bucket already there is left as it is.
+BUCKET_SEED_SQL = (
+    "INSERT INTO token_buckets (key, tokens, at) VALUES (%(key)s, %(burst)s, %(now)s)"
+    " ON CONFLICT (key) DO NOTHING"
+)
+BUCKET_READ_SQL = "SELECT tokens, at FROM token_buckets WHERE key = %(key)s FOR UPDATE"
+BUCKET_WRITE_SQL = "UPDATE token_buckets SET tokens = %(tokens)s, at = %(at)s WHERE key = %(key)s"
+
+
+def take_tokens(conn: Conn, key: str, rate: float, burst: int, cost: int, now: datetime) -> float:
+    """Take `cost` tokens from the bucket `key` (stored escaped), or say how long to wait.
+
+    The row lock makes the read, the refill and the write one step across
+    processes; the arithmetic is limits.refill and limits.take, as in every store.
+    Call with a connection in autocommit mode: this opens its own transaction.
+    """
+    params: dict[str, Any] = {"key": key, "burst": float(burst), "now": now}
+    with conn.pipeline(), conn.transaction():
+        conn.execute(BUCKET_SEED_SQL, params)
+        row = conn.execute(BUCKET_READ_SQL, params).fetchone()
+        assert row is not None  # seeded above, and buckets are never deleted
+        tokens, at = float(row[0]), row[1]
+        left, wait = take(refill(tokens, (now - at).total_seconds(), rate, burst), rate, cost)
+        # A clock behind the last take's (another host) refills nothing and moves no time back.
+        conn.execute(BUCKET_WRITE_SQL, {"key": key, "tokens": left, "at": max(at, now)})
+    return wait
