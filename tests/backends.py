@@ -80,7 +80,19 @@ class _ShallowStack:
             return value
 
         def call(*args: Any, **kwargs: Any) -> Any:
-            return self._pool.submit(value, *args, **kwargs).result()
+            policy = kwargs.get("policy")
+            if policy is None:
+                return self._pool.submit(value, *args, **kwargs).result()
+
+            def watched() -> tuple[Any, list[Any]]:
+                # Holds are recorded per thread: carry them back to the caller's.
+                with policy.holds.watch() as holds:
+                    return value(*args, **kwargs), holds
+
+            result, holds = self._pool.submit(watched).result()
+            for hold in holds:
+                policy.holds.record(hold)
+            return result
 
         return call
 

@@ -36,7 +36,8 @@ the scheduled function, sends ids of jobs due later than that, and re-sends
 those whose message was lost.
 
 Its neighbours: dynamodb_schema.py (the table's layout and item codec),
-dynamodb_txn.py (transactions), dynamodb_aws.py (URL, clients, resources, error
+dynamodb_txn.py (transactions), dynamodb_limits.py (a claim with limits or fair
+turns, and take_tokens), dynamodb_aws.py (URL, clients, resources, error
 mapping: boto3 is imported there, and only when a dynamodb:// URL is chosen).
 """
 
@@ -67,6 +68,7 @@ from chalicelib.errors import (
     StoreUnavailable,
 )
 from chalicelib.ids import new_lease_token
+from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
     WAITING_STATES,
     AddResult,
@@ -102,6 +104,7 @@ from chalicelib.storage.dynamodb_aws import (
     create_resources,
     make_clients,
 )
+from chalicelib.storage.dynamodb_limits import claim_with_policy, take_tokens
 from chalicelib.storage.dynamodb_schema import (
     COUNTER_PK,
     GSI_DUE,
@@ -765,6 +768,7 @@ class DynamoStore:
         lease_seconds: float,
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
+        policy: ClaimPolicy | None = None,
     ) -> list[Job]:
         now = self._now()
         if self.config.reap_every <= 0 or (
@@ -774,6 +778,8 @@ class DynamoStore:
         if limit <= 0 or (queues is not None and not queues) or (ids is not None and not ids):
             return []
         expires = now + int(lease_seconds * MICRO)
+        if policy is not None and policy.active:  # limits and fair turns: dynamodb_limits.py
+            return claim_with_policy(self, policy, limit, now, expires, queues, ids)
         claimed: list[Job] = []
         if ids is not None:
             wanted = list(dict.fromkeys(ids))
@@ -1668,6 +1674,10 @@ class DynamoStore:
                 if queues is not None and len(seen) == len(set(queues)):
                     break
         return {queue: from_micros(at) for queue, at in oldest.items()}
+
+    @aws_errors
+    def take_tokens(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        return take_tokens(self, key, rate, burst, cost)  # one item per bucket: dynamodb_limits.py
 
     @aws_errors
     def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:

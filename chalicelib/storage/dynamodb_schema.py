@@ -19,6 +19,15 @@ One table, three kinds of item, told apart by the partition key:
   (JSON), ``started_at``, ``last_beat`` and ``expires_at`` (the table's TTL,
   a day after the beat). One partition: a beat every ~15 s per worker is far
   below a partition's 1,000 writes a second.
+- a limit's state (claims with a ClaimPolicy, dynamodb_limits.py):
+  ``pk = "L#<queue:name or type:name>"``, ``sk = "L"`` holding ``ver``, ``run``
+  (JSON list of the ids its claims started that may still run) and ``starts``
+  (JSON list of [start time, how many] inside its rate window).
+- fair turns: ``pk = sk = "T"`` holding ``ver`` and ``turns`` (JSON: the pass of
+  every tenant ahead of the clock, and the clock).
+- a token bucket (JobStore.take_tokens): ``pk = "B#<key>"``, ``sk = "B"``
+  holding ``ver``, ``tokens`` (text: a float) and ``at`` (micros), expiring
+  (TTL) once it would be full again, when it is the same as no item.
 
 A job's attempt history lives on its own item (``attempt_log``, a map of
 ring slots ``a0`` .. ``a<N-1>``, each one attempt as JSON with its sequence
@@ -26,7 +35,7 @@ number ``q``; ``att_seq`` counts the job's claims and picks the slot), so the
 finish that records an attempt is the same conditional write as the
 transition, and a job's item never holds more than N attempts.
 
-Four sparse global secondary indexes answer the questions a store is asked.
+Six sparse global secondary indexes answer the questions a store is asked.
 Each partition name carries a shard suffix (``#0`` .. ``#S-1``, from a hash
 of the job id) so one hot partition never caps throughput; readers merge the
 shards in key order.
@@ -40,6 +49,12 @@ shards in key order.
 - ``state``: jobs by state, in creation order: listings across tenants and
   `counts`.
 - ``tenant``: a tenant's jobs in creation order: the API's listings.
+- ``tenant_due``: a tenant's waiting jobs in the ``due`` order (``tn_pk``,
+  ``due_sk``: both already on every waiting job, so no write changes): what a
+  fair claim takes from one tenant, best first.
+- ``due_tenants``: waiting jobs by tenant (``due_pk``, ``tn_pk``, keys only):
+  which tenants have waiting jobs, one short query per few tenants (a fair
+  claim skips past each tenant's entries with ``tn_pk > <last seen>``).
 
 The indexes project only the few attributes their readers filter on, so an
 update that touches none of them (a lease extension, a result) does not
@@ -68,10 +83,16 @@ JOB_SK = "J"
 COUNTER_PK = "C"
 EPOCH_PK = "E"
 WORKER_PK = "W"
+LIMIT_PREFIX = "L#"
+LIMIT_SK = "L"
+TURNS_PK = "T"
+BUCKET_PREFIX = "B#"
 GSI_DUE = "due"
 GSI_TIMER = "timer"
 GSI_STATE = "state"
 GSI_TENANT = "tenant"
+GSI_TENANT_DUE = "tenant_due"
+GSI_DUE_TENANTS = "due_tenants"
 
 # Timer partitions: what the time in tm_at means for the job.
 TIMER_WAITING = "W"
@@ -107,7 +128,15 @@ INDEXES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     GSI_TIMER: ("tm_pk", "tm_at", ("queue", "msg_at")),
     GSI_STATE: ("st_pk", "created_sk", ("queue", "type")),
     GSI_TENANT: ("tn_pk", "created_sk", ("state", "queue", "type")),
+    GSI_TENANT_DUE: ("tn_pk", "due_sk", ("run_at", "queue", "type")),
+    GSI_DUE_TENANTS: ("due_pk", "tn_pk", ()),  # keys only
 }
+
+
+def _projection(attrs: tuple[str, ...]) -> dict[str, Any]:
+    if not attrs:
+        return {"ProjectionType": "KEYS_ONLY"}
+    return {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(attrs)}
 
 
 def table_definition(name: str) -> dict[str, Any]:
@@ -130,7 +159,7 @@ def table_definition(name: str) -> dict[str, Any]:
                     {"AttributeName": hash_key, "KeyType": "HASH"},
                     {"AttributeName": range_key, "KeyType": "RANGE"},
                 ],
-                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(attrs)},
+                "Projection": _projection(attrs),
             }
             for index, (hash_key, range_key, attrs) in INDEXES.items()
         ],
@@ -222,6 +251,21 @@ def epoch_key() -> Item:
 
 def worker_key(worker: str) -> Item:
     return {"pk": s(WORKER_PK), "sk": s(worker)}
+
+
+def limit_item_key(key: str) -> Item:
+    """The state of one limit ('type:resize'): its running ids and recent starts."""
+    return {"pk": s(LIMIT_PREFIX + key), "sk": s(LIMIT_SK)}
+
+
+def turns_key() -> Item:
+    """Fair turns: each tenant's pass and the clock, shared by every claim."""
+    return {"pk": s(TURNS_PK), "sk": s(TURNS_PK)}
+
+
+def bucket_key(key: str) -> Item:
+    """A token bucket shared by every process ('tenant:acme')."""
+    return {"pk": s(BUCKET_PREFIX + key), "sk": s("B")}
 
 
 def attempt_slot(seq: int, slots: int) -> str:

@@ -1,0 +1,616 @@
+"""Limits and fair turns in the DynamoDB store's claim (the rules: chalicelib/limits.py).
+
+Only a claim given an active ClaimPolicy comes here; without one the store
+claims as before and reads nothing of this.
+
+State, in the store's own table (dynamodb_schema.py):
+
+- one item per limit key (``L#type:resize``): ``run``, the ids its claims
+  started that may still be running, and ``starts``, the start times inside its
+  rate window, with a version ``ver``;
+- one item for fair turns (``T``): each tenant's pass and the clock, versioned.
+
+A claim reads those items (one consistent BatchGetItem), lets limits.Admission
+and limits.fair_pick choose, then writes the claimed jobs and every limit or
+turns item it took room from in ONE TransactWriteItems, each item conditional
+on the version read and each job on still being due and waiting. Two workers
+that read the same version cannot both commit, so together they never exceed a
+concurrency limit or a rate; the loser reads again (bounded retries).
+
+Finish, reap and cancel do not touch the limit items: ``run`` is pruned lazily.
+A claim that could be held back by a concurrency limit first checks the jobs in
+its ``run`` with one consistent read (state and lease), and counts only those
+still running under a live lease (an expired one is reaped, or is about to be).
+So finish stays one write, and the check costs a read only near the limit.
+Those checks are safe against races: between the check and the commit a job can
+only stop running (which frees room), and a job can only start running through
+a claim, which bumps the version this one is conditional on.
+
+Candidates come from indexes, never from a scan: the ``due`` index (best first,
+with the type from the store's cache of static fields) without fairness; with
+it, ``due_tenants`` tells which tenants have waiting jobs (one short query per
+few tenants, skipping past each tenant's entries) and ``tenant_due`` gives one
+tenant's waiting jobs best first, read only when that tenant's turn comes. Both
+readers leave a priority as soon as they meet a job not yet due (run_at orders
+the rest of it), and each gives up after a bounded number of entries, so a
+backlog held back by a full limit costs a bounded read, not a scan.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import itertools
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from botocore.exceptions import ClientError
+
+from chalicelib.errors import StoreNotMigrated, StoreUnavailable
+from chalicelib.limits import (
+    Admission,
+    ClaimPolicy,
+    FairPick,
+    Hold,
+    HoldLog,
+    fair_pick,
+    limit_keys,
+    refill,
+    take,
+)
+from chalicelib.models import Job, JobState
+from chalicelib.storage.dynamodb_schema import (
+    GSI_DUE,
+    GSI_DUE_TENANTS,
+    GSI_TENANT_DUE,
+    LIMIT_PREFIX,
+    TURNS_PK,
+    Expr,
+    bucket_key,
+    due_partition,
+    dumps,
+    get_n,
+    get_s,
+    job_id_of,
+    job_key,
+    limit_item_key,
+    n,
+    need_n,
+    need_s,
+    s,
+    tenant_partition,
+    turns_key,
+)
+from chalicelib.storage.dynamodb_txn import TRANSACTION_ACTIONS, TRANSACTION_ATTEMPTS
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.type_defs import AttributeValueTypeDef, TransactWriteItemTypeDef
+
+    from chalicelib.storage.dynamodb import DynamoStore
+
+    Item = dict[str, AttributeValueTypeDef]
+
+log = logging.getLogger("spool.dynamodb")
+
+WAITING = (JobState.QUEUED.value, JobState.RETRYING.value)
+# Entries a claim looks at before giving up: without fairness in all, with it per
+# tenant. Bounds the read when a full limit holds back a long run of due jobs.
+EXAMINE = 1000
+EXAMINE_PER_TENANT = 250
+DISCOVERY_PAGE = 100  # due_tenants entries per query when finding tenants
+TENANT_PAGE = 50  # tenant_due entries per query: a turn or two, or a run of held jobs
+BATCH_GET = 100  # BatchGetItem's limit
+MICRO = 1_000_000
+BUCKET_ATTEMPTS = 20  # takes of one bucket that may race before giving up
+BUCKET_KEEP_SECONDS = 3600  # a bucket item outlives the moment it is full again by this
+# A claim with limits writes its jobs and the limit items in one transaction; up to
+# two limit keys per job, so 32 jobs always fit, and most policies leave room for more.
+MIN_ROUND = 32
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A due job as an index showed it: enough to apply the limits and claim it."""
+
+    id: str
+    tenant: str
+    queue: str
+    type: str
+    due_sk: str
+
+
+@dataclass
+class LimitState:
+    """One limit item as read: None for `ver` when it does not exist yet."""
+
+    key: str
+    ver: int | None = None
+    run: list[str] = field(default_factory=list)
+    starts: list[tuple[int, int]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, key: str, item: Mapping[str, AttributeValueTypeDef] | None) -> LimitState:
+        if item is None:
+            return cls(key)
+        starts = json.loads(get_s(item, "starts") or "[]")
+        return cls(
+            key,
+            need_n(item, "ver"),
+            list(json.loads(get_s(item, "run") or "[]")),
+            [(int(at), int(count)) for at, count in starts],
+        )
+
+
+@dataclass
+class TurnsState:
+    """The fair turns item as read: each tenant's pass (those ahead of the clock)."""
+
+    ver: int | None = None
+    clock: float = 0.0
+    passes: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, item: Mapping[str, AttributeValueTypeDef] | None) -> TurnsState:
+        if item is None:
+            return cls()
+        turns = json.loads(need_s(item, "turns"))
+        return cls(need_n(item, "ver"), float(turns["clock"]), dict(turns["passes"]))
+
+
+@dataclass
+class State:
+    limits: dict[str, LimitState]
+    turns: TurnsState | None
+    running: dict[str, int]
+    started: dict[str, int]
+
+
+@dataclass
+class Decision:
+    chosen: list[Candidate]
+    admission: Admission
+    holds: list[Hold]
+    pick: FairPick[Candidate] | None = None
+
+
+def versioned_update(
+    table: str, key: Item, fields: Mapping[str, AttributeValueTypeDef], ver: int | None
+) -> Any:
+    """SET `fields` and bump `ver`, unless the item was written since it was read at
+    `ver` (None: it did not exist). An UpdateItem, not a PutItem: the worker
+    function's role may update the table but not put into it (infra/generate.py)."""
+    expr = Expr()
+    for attr, value in fields.items():
+        expr.set(attr, value)
+    expr.set("ver", n((ver or 0) + 1))
+    if ver is None:
+        condition = f"attribute_not_exists({expr.name('pk')})"
+    else:
+        condition = f"{expr.name('ver')} = {expr.value(n(ver))}"
+    return {
+        "TableName": table,
+        "Key": key,
+        "UpdateExpression": expr.update_expression(),
+        "ConditionExpression": condition,
+        **expr.placeholders(),
+    }
+
+
+def round_size(policy: ClaimPolicy) -> int:
+    """Jobs one transaction claims: 100 actions less one per limit item and the turns."""
+    return max(MIN_ROUND, TRANSACTION_ACTIONS - 1 - len(policy.limits))
+
+
+class PolicyClaim:
+    """One call of `claim` with a policy: rounds of read, decide, commit."""
+
+    def __init__(
+        self,
+        store: DynamoStore,
+        policy: ClaimPolicy,
+        now: int,
+        expires: int,
+        queues: Sequence[str] | None,
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.now = now
+        self.expires = expires
+        self.queues = None if queues is None else set(queues)
+        self.skip: set[str] = set()  # claimed here, or found taken by someone else
+        self.reported: set[str] = set()  # ids whose hold is already in policy.holds
+
+    # -- the claim -------------------------------------------------------------------------
+    def run(self, limit: int, ids: Sequence[str] | None) -> list[Job]:
+        named = self._named(ids) if ids is not None else None
+        fair = self.policy.fair and ids is None
+        claimed: list[Job] = []
+        while len(claimed) < limit:
+            want = min(round_size(self.policy), limit - len(claimed))
+            got = self._round(want, named, fair)
+            claimed.extend(got)
+            if len(got) < want:
+                break
+        claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
+        return claimed
+
+    def _round(self, want: int, named: list[Candidate] | None, fair: bool) -> list[Job]:
+        """Claim up to `want` jobs in one transaction, reading again after a conflict."""
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            state = self._read_state(fair, want)
+            decision = self._decide(state, want, named, fair)
+            if not decision.chosen:
+                self._report(decision.holds)
+                return []
+            tokens = self._commit(state, decision, attempt)
+            if tokens is not None:
+                self._report(decision.holds)
+                return self._read_back(decision.chosen, tokens)
+        raise StoreUnavailable("DynamoDB limit state kept changing under this claim; try again")
+
+    def _report(self, holds: list[Hold]) -> None:
+        """Record each held job once per claim, and only for the attempt that counted."""
+        for hold in holds:
+            if hold.job_id not in self.reported:
+                self.reported.add(hold.job_id)
+                self.policy.holds.record(hold)
+
+    # -- reading the limit state -----------------------------------------------------------
+    def _read_state(self, fair: bool, want: int) -> State:
+        keys = [limit_item_key(limit.key) for limit in self.policy.limits]
+        if fair:
+            keys.append(turns_key())
+        found = self.store._batch_get(keys)
+        items = {need_s(item, "pk"): item for item in found.values()}
+        limits = {
+            limit.key: LimitState.of(limit.key, items.get(LIMIT_PREFIX + limit.key))
+            for limit in self.policy.limits
+        }
+        self._prune_run(limits, want)
+        started: dict[str, int] = {}
+        for limit in self.policy.rate_limits():
+            assert limit.rate is not None
+            state = limits[limit.key]
+            window_start = self.now - int(limit.rate.per * MICRO)
+            state.starts = [(at, count) for at, count in state.starts if at > window_start]
+            started[limit.key] = sum(count for _, count in state.starts)
+        running = {key: len(limits[key].run) for key in self.policy.concurrency_keys()}
+        turns = TurnsState.of(items.get(TURNS_PK)) if fair else None
+        return State(limits, turns, running, started)
+
+    def _prune_run(self, limits: dict[str, LimitState], want: int) -> None:
+        """Drop the ids no longer running from the `run` of every limit this claim could
+        fill; one consistent read of those jobs. A limit with room for `want` more even
+        counting every id is left as it is: checking could not change what it admits."""
+        by_key = self.policy.by_key()
+        doubtful: list[LimitState] = []
+        for key in self.policy.concurrency_keys():
+            concurrency = by_key[key].concurrency
+            assert concurrency is not None
+            if len(limits[key].run) + want > concurrency:
+                doubtful.append(limits[key])
+        ids = {job_id for state in doubtful for job_id in state.run}
+        if not ids:
+            return
+        found = self.store._batch_get([job_key(i) for i in ids], ("state", "lease_exp"))
+        live = {
+            job_id_of(item)
+            for item in found.values()
+            if get_s(item, "state") == JobState.RUNNING.value
+            and (get_n(item, "lease_exp") or 0) > self.now
+        }
+        for state in doubtful:
+            state.run = [job_id for job_id in state.run if job_id in live]
+
+    # -- deciding --------------------------------------------------------------------------
+    def _decide(
+        self, state: State, want: int, named: list[Candidate] | None, fair: bool
+    ) -> Decision:
+        """Admission and fair turns on a private hold log, so the holds of an attempt
+        that is retried are not reported (they are reported once it commits)."""
+        private = dataclasses.replace(self.policy, holds=HoldLog())
+        with private.holds.watch() as holds:
+            admission = Admission(private, state.running, state.started)
+
+            def admit(candidate: Candidate) -> bool:
+                return admission.admit(candidate.id, candidate.queue, candidate.type)
+
+            if fair:
+                assert state.turns is not None
+                passes, clock = state.turns.passes, state.turns.clock
+                pick = fair_pick(self._tenants(), passes, clock, private, self._fetch, admit, want)
+                return Decision(pick.chosen, admission, holds, pick)
+            chosen: list[Candidate] = []
+            source = iter(named) if named is not None else self._best_first(want)
+            for candidate in source:
+                if len(chosen) >= want:
+                    break
+                if candidate.id not in self.skip and admit(candidate):
+                    chosen.append(candidate)
+            return Decision(chosen, admission, holds)
+
+    # -- candidates ------------------------------------------------------------------------
+    def _named(self, ids: Sequence[str]) -> list[Candidate]:
+        """Named jobs (an SQS batch), read consistently; the due waiting ones best first.
+
+        A job whose lease ran out is reaped first; a message that came early is sent
+        again for when its job is due, as the claim without a policy does."""
+        wanted = list(dict.fromkeys(ids))
+        read = self.store._batch_get([job_key(job_id) for job_id in wanted])
+        found = {job_id_of(item): item for item in read.values()}
+        expired = [
+            item
+            for item in found.values()
+            if get_s(item, "state") == JobState.RUNNING.value
+            and (get_n(item, "lease_exp") or 0) <= self.now
+        ]
+        if expired and self.store._reap(expired, self.now):
+            again = self.store._batch_get([job_key(job_id_of(i)) for i in expired])
+            found.update({job_id_of(i): i for i in again.values()})
+        candidates: list[Candidate] = []
+        early: list[tuple[str, int]] = []
+        for job_id in wanted:
+            item = found.get(job_id)
+            if item is None or get_s(item, "state") not in WAITING or not self._wanted(item):
+                continue
+            run_at = need_n(item, "run_at")
+            if run_at > self.now:
+                early.append((job_id, run_at))
+                continue
+            candidates.append(
+                Candidate(
+                    job_id,
+                    need_s(item, "tenant"),
+                    need_s(item, "queue"),
+                    need_s(item, "type"),
+                    need_s(item, "due_sk"),
+                )
+            )
+        self.store._send(early, self.now)
+        candidates.sort(key=lambda c: c.due_sk)
+        return candidates
+
+    def _wanted(self, entry: Mapping[str, AttributeValueTypeDef]) -> bool:
+        return self.queues is None or need_s(entry, "queue") in self.queues
+
+    def _due_run(self, index: str, hash_attr: str, hash_value: str, page: int) -> Iterator[Item]:
+        """One index partition's due entries in due_sk order (best first).
+
+        Within a priority, entries go by run_at: the first one not yet due means
+        the rest of that priority is not due either, so the read jumps to the next
+        priority instead of paging through delayed jobs."""
+        after: str | None = None
+        while True:
+            expr = Expr()
+            key = f"{expr.name(hash_attr)} = {expr.value(s(hash_value))}"
+            if after is not None:
+                key += f" AND {expr.name('due_sk')} > {expr.value(s(after))}"
+            filter_ = None
+            if self.queues is not None:
+                filter_ = expr.one_of("queue", [s(q) for q in sorted(self.queues)])
+            jumped = False
+            for entry in self.store._query(index, expr, key, filter_, page=page):
+                if need_n(entry, "run_at") > self.now:
+                    priority = need_s(entry, "due_sk").split("#", 1)[0]
+                    after, jumped = priority + "#~", True  # '~' sorts after every digit
+                    break
+                yield entry
+            if not jumped:
+                return
+
+    def _best_first(self, want: int) -> Iterator[Candidate]:
+        """Due jobs of every tenant, best first, from the due index; types (which the
+        index does not hold) from the store's static cache, read in blocks when missing.
+
+        Index pages are generous (index entries are small); the blocks of statics,
+        whole-item reads, start at what the claim wants and double while jobs are held."""
+        page = min(1000, 4 * want + 50)
+        runs = [
+            self._due_run(GSI_DUE, "due_pk", due_partition(shard), page)
+            for shard in self.store._shards()
+        ]
+        merged = heapq.merge(*runs, key=lambda e: need_s(e, "due_sk"))
+        entries = (e for e in itertools.islice(merged, EXAMINE) if job_id_of(e) not in self.skip)
+        size = min(BATCH_GET, want + 2)
+        while block := list(itertools.islice(entries, size)):
+            statics = self.store._statics_for([job_id_of(e) for e in block])
+            for entry in block:
+                st = statics.get(job_id_of(entry))
+                if st is not None:
+                    yield Candidate(st.id, st.tenant, st.queue, st.type, need_s(entry, "due_sk"))
+            size = min(BATCH_GET, 2 * size)
+
+    def _tenants(self) -> set[str]:
+        """Tenants with waiting jobs: per shard, a page of due_tenants at a time, each
+        next query starting past the last tenant seen, so a tenant with 50,000 waiting
+        jobs costs one query, not 50,000 entries."""
+        found: set[str] = set()
+        for shard in self.store._shards():
+            after: str | None = None
+            while True:
+                expr = Expr()
+                key = f"{expr.name('due_pk')} = {expr.value(s(due_partition(shard)))}"
+                if after is not None:
+                    key += f" AND {expr.name('tn_pk')} > {expr.value(s(after))}"
+                page = list(
+                    itertools.islice(
+                        self._index_query(GSI_DUE_TENANTS, expr, key, DISCOVERY_PAGE),
+                        DISCOVERY_PAGE,
+                    )
+                )
+                # tn_pk is "<tenant>#<shard>", the shard the same as due_pk's.
+                found.update(need_s(e, "tn_pk").rsplit("#", 1)[0] for e in page)
+                if len(page) < DISCOVERY_PAGE:
+                    break
+                after = need_s(page[-1], "tn_pk")
+        return found
+
+    def _index_query(self, index: str, expr: Expr, key: str, page: int) -> Iterator[Item]:
+        """A query of one of the fair indexes, which a table made before them lacks."""
+        try:
+            yield from self.store._query(index, expr, key, page=page)
+        except ClientError as exc:
+            message = str(exc.response.get("Error", {}).get("Message", ""))
+            if "index" in message.lower():
+                raise StoreNotMigrated(
+                    f"fair turns need the table's {GSI_TENANT_DUE} and {GSI_DUE_TENANTS}"
+                    " indexes: deploy infra/",
+                    {"index": index},
+                ) from exc
+            raise
+
+    def _fetch(self, tenant: str) -> Sequence[Candidate]:
+        """One tenant's due jobs, best first, read only as fair_pick takes them (it only
+        iterates what it is given, once), so a tenant's turn costs a page, not its backlog."""
+        page = TENANT_PAGE
+        runs = [
+            self._due_run(GSI_TENANT_DUE, "tn_pk", tenant_partition(tenant, shard), page)
+            for shard in self.store._shards()
+        ]
+        merged = heapq.merge(*runs, key=lambda e: need_s(e, "due_sk"))
+        lazy = (
+            Candidate(
+                job_id_of(e), tenant, need_s(e, "queue"), need_s(e, "type"), need_s(e, "due_sk")
+            )
+            for e in itertools.islice(merged, EXAMINE_PER_TENANT)
+            if job_id_of(e) not in self.skip
+        )
+        return cast("Sequence[Candidate]", lazy)
+
+    # -- committing ------------------------------------------------------------------------
+    def _commit(self, state: State, decision: Decision, attempt: int) -> list[str] | None:
+        """The claims and the state they change, in one transaction; the lease tokens, or
+        None when it was refused (jobs taken meanwhile are skipped from then on)."""
+        actions: list[TransactWriteItemTypeDef] = []
+        tokens: list[str] = []
+        for candidate in decision.chosen:
+            action, token = self._claim_action(candidate)
+            actions.append(action)
+            tokens.append(token)
+        actions.extend(self._state_actions(state, decision))
+        try:
+            self.store.ddb.transact_write_items(TransactItems=actions)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise
+            reasons = cast("list[dict[str, Any]]", exc.response.get("CancellationReasons", []))
+            codes = [str(r.get("Code")) for r in reasons]
+            taken = [
+                c.id
+                for c, code in zip(decision.chosen, codes, strict=False)
+                if code == "ConditionalCheckFailed"
+            ]
+            self.skip.update(taken)
+            if "ConditionalCheckFailed" not in codes:
+                self.store._tx.backoff(attempt)  # a conflict with a transaction in flight
+            return None
+        return tokens
+
+    def _claim_action(self, candidate: Candidate) -> tuple[TransactWriteItemTypeDef, str]:
+        """The same update a claim without a policy writes, conditional on the job
+        still being due and waiting (an index may lag)."""
+        store = self.store
+        values = store._claim_values(candidate.id, self.now, self.expires)
+        expr = store._claim_expr(values)
+        condition = (
+            f"{expr.one_of('state', [s(w) for w in WAITING])} AND "
+            f"{expr.name('run_at')} <= {expr.value(n(self.now))}"
+        )
+        if self.queues is not None:
+            condition += " AND " + expr.one_of("queue", [s(q) for q in sorted(self.queues)])
+        return store._update(candidate.id, expr, condition), need_s(values, "lease_token")
+
+    def _state_actions(self, state: State, decision: Decision) -> list[TransactWriteItemTypeDef]:
+        """Versioned writes of each limit item the claim took room from, and of the turns."""
+        by_key, table = self.policy.by_key(), self.store.table
+        actions: list[TransactWriteItemTypeDef] = []
+        for key, taken in sorted(decision.admission.taken.items()):
+            if taken <= 0:
+                continue
+            limit, limit_state = by_key[key], state.limits[key]
+            run: list[str] = []
+            if limit.concurrency is not None:
+                mine = [c.id for c in decision.chosen if key in limit_keys(c.queue, c.type)]
+                run = [*limit_state.run, *mine]
+            starts: list[tuple[int, int]] = []
+            if limit.rate is not None:
+                starts = [*limit_state.starts, (self.now, taken)]
+            fields = {"run": s(dumps(run)), "starts": s(dumps([list(p) for p in starts]))}
+            update = versioned_update(table, limit_item_key(key), fields, limit_state.ver)
+            actions.append({"Update": update})
+        if decision.pick is not None and state.turns is not None:
+            clock = decision.pick.clock
+            passes = {**state.turns.passes, **decision.pick.passes}
+            # A pass at or behind the clock counts as the clock (fair_pick joins it
+            # there), so only passes ahead of it need keeping.
+            ahead = {tenant: p for tenant, p in sorted(passes.items()) if p > clock}
+            fields = {"turns": s(dumps({"clock": clock, "passes": ahead}))}
+            update = versioned_update(table, turns_key(), fields, state.turns.ver)
+            actions.append({"Update": update})
+        return actions
+
+    def _read_back(self, chosen: list[Candidate], tokens: list[str]) -> list[Job]:
+        """The claimed records (a transaction returns none): one consistent BatchGetItem."""
+        self.skip.update(c.id for c in chosen)
+        found = self.store._batch_get([job_key(c.id) for c in chosen])
+        by_id = {job_id_of(i): i for i in found.values()}
+        jobs: list[Job] = []
+        for candidate, token in zip(chosen, tokens, strict=True):
+            item = by_id.get(candidate.id)
+            if item is None or get_s(item, "lease_token") != token:
+                log.warning("job %s changed right after its claim", candidate.id)
+                continue
+            jobs.append(self.store._claimed(item))
+        return jobs
+
+
+def take_tokens(store: DynamoStore, key: str, rate: float, burst: int, cost: int) -> float:
+    """`DynamoStore.take_tokens`: a token bucket in one item, read consistently and
+    written only when tokens are taken, conditional on the version read (another
+    process that took tokens meanwhile makes this one read again). A refusal writes
+    nothing: refilling later from the older reading gives the same tokens."""
+    for attempt in range(BUCKET_ATTEMPTS):
+        now = store._now()
+        item = store.ddb.get_item(
+            TableName=store.table, Key=bucket_key(key), ConsistentRead=True
+        ).get("Item")
+        tokens, at, ver = float(burst), now, None
+        if item is not None:
+            tokens, at, ver = float(need_s(item, "tokens")), need_n(item, "at"), need_n(item, "ver")
+        left, wait = take(refill(tokens, (now - at) / MICRO, rate, burst), rate, cost)
+        if wait > 0:
+            return wait
+        full_again = now // MICRO + int((burst - left) / rate) + 1
+        fields = {
+            "tokens": s(repr(left)),
+            "at": n(now),
+            "expires_at": n(full_again + BUCKET_KEEP_SECONDS),  # TTL: a full bucket is no item
+        }
+        try:
+            store.ddb.update_item(**versioned_update(store.table, bucket_key(key), fields, ver))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            store._tx.backoff(attempt)
+            continue
+        return 0.0
+    raise StoreUnavailable("a token bucket kept changing under this take; try again")
+
+
+def claim_with_policy(
+    store: DynamoStore,
+    policy: ClaimPolicy,
+    limit: int,
+    now: int,
+    expires: int,
+    queues: Sequence[str] | None,
+    ids: Sequence[str] | None,
+) -> list[Job]:
+    """`DynamoStore.claim` with an active policy (see the module docstring)."""
+    return PolicyClaim(store, policy, now, expires, queues).run(limit, ids)
+
+
+__all__ = ["claim_with_policy", "take_tokens"]
