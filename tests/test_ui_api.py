@@ -367,3 +367,21 @@ def test_the_dashboard_under_chalice_local(tmp_path) -> None:
         assert data.status_code == 200 and data.json()["queues"] == []
     finally:
         stop(proc, 10)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"all": True, "max": None},
+        {"all": True, "queue": None},
+        {"all": True, "type": None},
+        {"ids": None},
+        {"all": None},
+    ],
+)
+def test_dead_actions_refuse_null_fields(api: Api, body: dict[str, object]) -> None:
+    """Found by schemathesis: `"max": null` was taken as "no cap" on purge-all."""
+    for verb in ("redrive", "purge"):
+        reply = api.post(f"/ui/api/dead/{verb}", body)
+        assert reply.status == 422, (verb, body, reply.body)
+        assert b"null" in reply.body

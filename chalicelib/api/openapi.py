@@ -48,6 +48,12 @@ _ERRORS = {
     503: "The store is unavailable (store_unavailable), or a server setting is malformed "
     "(misconfigured); retry after Retry-After seconds.",
 }
+# Every route that asks for a key can answer this (chalicelib/api/throttle.py).
+_SIGN_IN_429 = (
+    "Too many failed authentications from this client address (rate_limited, "
+    "SPOOL_AUTH_FAILURES): its failures are refused for Retry-After seconds; a request "
+    "with a valid key is never refused by this."
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -73,6 +79,11 @@ _ENQUEUE_ERRORS = {
     422: "Well-formed but invalid: unknown job type, bad payload, server-owned fields, or a "
     f"run_at or delay more than {MAX_DELAY_SECONDS} s (366 days) ahead; a batch's details "
     "name each invalid job's index and nothing is stored.",
+    413: "Body over the size limit, a batch over its job limit, or a batch larger than "
+    "the tenant's enqueue burst (SPOOL_TENANT_LIMITS; details.burst): split it.",
+    429: "Over the tenant's enqueue rate (a token bucket, SPOOL_TENANT_LIMITS rate/burst) or "
+    "its backlog of waiting jobs: nothing was stored (rate_limited); retry after "
+    "Retry-After seconds.",
 }
 
 
@@ -99,8 +110,12 @@ def _operation(
     notes: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(code): r for code, r in ok.items()}
-    for code in (*errors, *(() if public else (401,)), 503):
-        responses[str(code)] = _error(code, (notes or {}).get(code))
+    for code in dict.fromkeys((*errors, *(() if public else (401, 429)), 503)):
+        description = (notes or {}).get(code)
+        if code == 429 and not public:
+            own = description or (_ERRORS[429] if 429 in errors else None)
+            description = f"{own} Or: {_SIGN_IN_429}" if own else _SIGN_IN_429
+        responses[str(code)] = _error(code, description)
     operation: dict[str, Any] = {"summary": summary, "responses": dict(sorted(responses.items()))}
     if public:
         operation["security"] = []
@@ -189,7 +204,7 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
                     200: _ok(enqueued, "Every idempotency key was already seen: existing jobs."),
                     201: _ok(enqueued, "At least one job was created."),
                 },
-                (400, 409, 413, 422),
+                (400, 409, 413, 422, 429),
                 body={
                     "required": True,
                     "content": _json({"anyOf": [_ref("EnqueueJob"), _ref("BatchEnqueueRequest")]}),

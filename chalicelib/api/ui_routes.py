@@ -85,6 +85,17 @@ class DeadAction(BaseModel):
     # before the next step) would be acted on too, beyond what the person agreed to.
     max: int | None = Field(default=None, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        # The document says each field is its type or absent: null is neither, and
+        # accepting it would make `"max": null` quietly mean "no cap".
+        if isinstance(data, dict):
+            nulls = sorted(str(k) for k, v in data.items() if v is None)
+            if nulls:
+                raise ValueError(f"leave {', '.join(nulls)} out instead of sending null")
+        return data
+
     @field_validator("ids")
     @classmethod
     def _ids(cls, value: list[str] | None) -> list[str] | None:

@@ -38,6 +38,9 @@ lives in one slot, so every script touches one slot):
     P epoch        string: the invalidation epoch (JobStore.cache_epoch)
     P wk / P wb    hash worker -> beat JSON / zset worker -> last beat
     P wake         the pub/sub channel idle workers listen on
+    P ix, lt:, rq:, rf:, rs:, fp, tb ...   claims under a policy (limits, fair turns) and
+                   token buckets: see redis_limits_lua.py. The indexes among them are
+                   kept (by index_due/index_running below) only once a policy needs them.
 
 <tq> is "<len>:<tenant><len>:<queue>": lengths keep any two names apart.
 Times and other big numbers cross as strings: Lua numbers are doubles and
@@ -57,6 +60,7 @@ local MINUTE, IDBASE, NDELIVERIES = false, false, 0
 -- every writing script calls before it returns: a batch of 100 jobs of one queue
 -- costs a few HINCRBYs, not hundreds.
 local DELTAS = {}
+local MARKS = {}  -- set key -> {member = true}: index sets flush() adds to, once each
 local function delta(key, field, n)
   local t = DELTAS[key]
   if not t then
@@ -65,6 +69,14 @@ local function delta(key, field, n)
   end
   t[field] = (t[field] or 0) + n
 end
+local function flush_marks()
+  for key, members in pairs(MARKS) do
+    local list = {}
+    for m in pairs(members) do list[#list + 1] = m end
+    redis.call('SADD', key, unpack(list))
+  end
+  MARKS = {}
+end
 local function flush()
   for key, t in pairs(DELTAS) do
     for field, n in pairs(t) do
@@ -72,6 +84,7 @@ local function flush()
     end
   end
   DELTAS = {}
+  flush_marks()
   if MINUTE then redis.call('ZADD', P .. 'tpm', MINUTE, MINUTE) end
 end
 local FIELDS = {'id', 'tenant', 'type', 'queue', 'priority', 'payload', 'state', 'attempts',
@@ -85,6 +98,51 @@ local function rmember(run_at, created, id) return pad(run_at) .. pad(created) .
 local function row(id) return redis.call('HMGET', jkey(id), unpack(FIELDS)) end
 local function opt(s) if s == '-' then return nil end return string.sub(s, 2) end
 local function tq(tenant, queue) return #tenant .. ':' .. tenant .. #queue .. ':' .. queue end
+-- Optional indexes for claims under a policy (storage/redis_limits_lua.py): kept only
+-- once a policy claim has asked for them (P ix), so a store that never sees a policy
+-- pays one GET per script. 'a': running jobs per type; 'b': due jobs per queue and
+-- type; 'c': due jobs per tenant, queue and type.
+local IXA, IXB, IXC = nil, false, false
+local function indexes()
+  if IXA == nil then
+    local kept = redis.call('GET', P .. 'ix') or ''
+    IXA = string.find(kept, 'a', 1, true) ~= nil
+    IXB = string.find(kept, 'b', 1, true) ~= nil
+    IXC = string.find(kept, 'c', 1, true) ~= nil
+  end
+end
+local function mark(key, member)
+  local t = MARKS[key]
+  if not t then
+    t = {}
+    MARKS[key] = t
+  end
+  t[member] = true
+end
+local function index_due(queue, score, member, tenant, type_)
+  indexes()
+  if IXB then
+    redis.call('ZADD', P .. 'rq:' .. #queue .. ':' .. queue .. type_, score, member)
+    mark(P .. 'rqs:' .. queue, type_)
+  end
+  if IXC then
+    redis.call('ZADD', P .. 'rf:' .. tq(tenant, queue) .. type_, score, member)
+    mark(P .. 'rfs:' .. queue, #tenant .. ':' .. tenant .. type_)
+  end
+end
+local function unindex_due(queue, member, tenant, type_)
+  indexes()
+  if IXB then redis.call('ZREM', P .. 'rq:' .. #queue .. ':' .. queue .. type_, member) end
+  if IXC then redis.call('ZREM', P .. 'rf:' .. tq(tenant, queue) .. type_, member) end
+end
+local function index_running(type_, id, expires)
+  indexes()
+  if IXA then redis.call('ZADD', P .. 'lt:' .. type_, expires, id) end
+end
+local function unindex_running(type_, id)
+  indexes()
+  if IXA then redis.call('ZREM', P .. 'lt:' .. type_, id) end
+end
 local function count(tenant, queue, state, n)
   delta(P .. 'tcounts', tq(tenant, queue) .. state, n)
   delta(P .. 'tc:' .. tenant, #queue .. ':' .. queue .. state, n)
@@ -99,30 +157,32 @@ local function bump(tenant, queue, type_, event)
 end
 -- A due job: in its queue's ready set and in the one of every queue (claims of any
 -- queue read R, so their cost does not grow with the number of queues ever used).
-local function ready(queue, score, member)
+local function ready(queue, score, member, tenant, type_)
   redis.call('ZADD', P .. 'r:' .. queue, score, member)
   redis.call('ZADD', P .. 'R', score, member)
+  index_due(queue, score, member, tenant, type_)
 end
-local function unready(queue, member)
+local function unready(queue, member, tenant, type_)
   redis.call('ZREM', P .. 'r:' .. queue, member)
   redis.call('ZREM', P .. 'R', member)
+  unindex_due(queue, member, tenant, type_)
 end
-local function wait_at(id, tenant, queue, prio, run_at, created, now)
+local function wait_at(id, tenant, queue, prio, run_at, created, now, type_)
   redis.call('ZADD', P .. 'w:' .. queue, run_at, id)
   redis.call('ZADD', P .. 'W', run_at, id)
   redis.call('ZADD', P .. 'wt:' .. tq(tenant, queue), run_at, id)
   if tonumber(run_at) <= tonumber(now) then
-    ready(queue, -tonumber(prio), rmember(run_at, created, id))
+    ready(queue, -tonumber(prio), rmember(run_at, created, id), tenant, type_)
   else
     redis.call('ZADD', P .. 'S', run_at, id)
   end
 end
-local function stop_waiting(id, tenant, queue, run_at, created)
+local function stop_waiting(id, tenant, queue, run_at, created, type_)
   redis.call('ZREM', P .. 'w:' .. queue, id)
   redis.call('ZREM', P .. 'W', id)
   redis.call('ZREM', P .. 'wt:' .. tq(tenant, queue), id)
   redis.call('ZREM', P .. 'S', id)
-  unready(queue, rmember(run_at, created, id))
+  unready(queue, rmember(run_at, created, id), tenant, type_)
 end
 local function record(id, entry, keep)
   local hkey = P .. 'h:' .. id
@@ -212,7 +272,7 @@ for i = 0, n - 1 do
     redis.call('ZADD', P .. 'c', 0, member)
     redis.call('ZADD', P .. 'ct:' .. tenant, 0, member)
     redis.call('SADD', P .. 'queues', queue)
-    wait_at(id, tenant, queue, prio, run_at, now, now)
+    wait_at(id, tenant, queue, prio, run_at, now, now, type_)
     count(tenant, queue, 'queued', 1)
     bump(tenant, queue, type_, 'enqueued')
     created = created + 1
@@ -228,11 +288,10 @@ return out
 # Reap expired leases (every queue), promote due jobs, then lease the best.
 # ARGV: P, now, minute, idbase, expires, token, worker (JSON), lease-expired error
 # (JSON), keep, limit, queue filter ('*' for every queue, else '=', a count and the
-# names), ids ('*' for none, else '=' and the ids). Returns {claimed rows, buried jobs}.
-CLAIM = (
-    _WRITE
-    + _PRELUDE
-    + r"""
+# names), ids ('*' for none, else '=' and the ids, up to ARGV[LAST]). Returns {claimed
+# rows, buried jobs}. The parts are shared with the claim under a policy
+# (redis_limits_lua.CLAIM_POLICY), which passes one more argument after the ids.
+_CLAIM_REAP = r"""
 local now = ARGV[2]
 MINUTE, IDBASE = ARGV[3], ARGV[4]
 local expires, token, worker = ARGV[5], ARGV[6], ARGV[7]
@@ -251,7 +310,7 @@ end
 local ids = nil
 if ARGV[pos] ~= '*' then
   ids = {}
-  for i = pos + 1, #ARGV do ids[#ids + 1] = ARGV[i] end
+  for i = pos + 1, LAST do ids[#ids + 1] = ARGV[i] end
 end
 
 -- 1. reap: running jobs whose lease expired, in every queue (L: every queue's leases)
@@ -271,6 +330,7 @@ do
     record(id, entry, keep)
     redis.call('ZREM', P .. 'l:' .. q, id)
     redis.call('ZREM', P .. 'L', id)
+    unindex_running(j[6], id)
     redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
     redis.call('HSET', jk, 'last_error', cjson.decode(errjson), 'updated_at', now)
     count(j[9], q, 'running', -1)
@@ -284,7 +344,7 @@ do
       buried[#buried + 1] = {id, j[9], j[6], q, j[1], j[2], j[5] or false}
     else
       redis.call('HSET', jk, 'state', 'retrying', 'run_at', now)
-      wait_at(id, j[9], q, j[7], now, j[8], now)
+      wait_at(id, j[9], q, j[7], now, j[8], now, j[6])
       count(j[9], q, 'retrying', 1)
       bump(j[9], q, j[6], 'retried')
     end
@@ -297,8 +357,9 @@ end
 -- then, a job still waiting in S can be passed by a less urgent one).
 local due = redis.call('ZRANGEBYSCORE', P .. 'S', '-inf', now, 'LIMIT', 0, 10000)
 for _, id in ipairs(due) do
-  local j = redis.call('HMGET', jkey(id), 'priority', 'run_at', 'created_at', 'queue')
-  ready(j[4], -tonumber(j[1]), rmember(j[2], j[3], id))
+  local j = redis.call('HMGET', jkey(id), 'priority', 'run_at', 'created_at', 'queue', 'tenant',
+    'type')
+  ready(j[4], -tonumber(j[1]), rmember(j[2], j[3], id), j[5], j[6])
   redis.call('ZREM', P .. 'S', id)
 end
 local picked = {}
@@ -307,33 +368,49 @@ if queues then
   wanted = {}
   for _, q in ipairs(queues) do wanted[q] = true end
 end
+"""
+
+# Candidates named by id: {score, member, queue, type} each (the type for the limits).
+_CLAIM_IDS = r"""
 if ids then
   local seen = {}
   for _, id in ipairs(ids) do
     if not seen[id] then
       seen[id] = true
-      local j = redis.call('HMGET', jkey(id), 'state', 'run_at', 'queue', 'priority', 'created_at')
+      local j = redis.call('HMGET', jkey(id), 'state', 'run_at', 'queue', 'priority', 'created_at',
+        'type')
       if (j[1] == 'queued' or j[1] == 'retrying') and tonumber(j[2]) <= nnow
         and (not wanted or wanted[j[3]]) then
-        picked[#picked + 1] = {-tonumber(j[4]), rmember(j[2], j[5], id), j[3]}
+        picked[#picked + 1] = {-tonumber(j[4]), rmember(j[2], j[5], id), j[3], j[6]}
       end
     end
   end
-elseif limit > 0 and not queues then
+end
+"""
+
+# The best `limit` due jobs of every queue (R) or of the queues asked for.
+_CLAIM_TOP = r"""
+if ids or limit <= 0 then
+elseif not queues then
   local top = redis.call('ZRANGE', P .. 'R', 0, limit - 1, 'WITHSCORES')
   for i = 1, #top, 2 do picked[#picked + 1] = {tonumber(top[i + 1]), top[i], false} end
-elseif limit > 0 then
+else
   for _, q in ipairs(queues) do
     local top = redis.call('ZRANGE', P .. 'r:' .. q, 0, limit - 1, 'WITHSCORES')
     for i = 1, #top, 2 do picked[#picked + 1] = {tonumber(top[i + 1]), top[i], q} end
   end
 end
+"""
+
+_CLAIM_SORT = r"""
 table.sort(picked, function(a, b)
   if a[1] ~= b[1] then return a[1] < b[1] end
   return a[2] < b[2]
 end)
+"""
 
--- 3. lease them
+# 3. lease the first `limit` of `picked` (sorted); their rows go to `claimed`.
+_CLAIM_LEASE = r"""
 local claimed = {}
 for i = 1, math.min(limit, #picked) do
   local p = picked[i]
@@ -341,7 +418,7 @@ for i = 1, math.min(limit, #picked) do
   local r = row(id)  -- read once, written once, and returned as it now stands
   local tenant, was, q = r[2], r[7], r[4]
   local attempts = tostring(tonumber(r[8]) + 1)
-  unready(q, p[2])
+  unready(q, p[2], tenant, r[3])
   if ids then redis.call('ZREM', P .. 'S', id) end  -- a ready job is in r:/R only
   redis.call('ZREM', P .. 'w:' .. q, id)
   redis.call('ZREM', P .. 'W', id)
@@ -350,14 +427,24 @@ for i = 1, math.min(limit, #picked) do
     'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'lease_worker', worker)
   redis.call('ZADD', P .. 'l:' .. q, expires, id)
   redis.call('ZADD', P .. 'L', expires, id)
+  index_running(r[3], id, expires)
   count(tenant, q, was, -1)
   count(tenant, q, 'running', 1)
   r[7], r[8], r[11], r[12], r[17], r[18] = 'running', attempts, token, expires, now, now
   claimed[#claimed + 1] = r
 end
-flush()
-return {claimed, buried}
 """
+
+CLAIM = (
+    _WRITE
+    + _PRELUDE
+    + "\nlocal LAST = #ARGV\n"
+    + _CLAIM_REAP
+    + _CLAIM_IDS
+    + _CLAIM_TOP
+    + _CLAIM_SORT
+    + _CLAIM_LEASE
+    + "\nflush()\nreturn {claimed, buried}\n"
 )
 
 # ARGV: P, now, minute, idbase, keep, then 7 per completion: id, token, state,
@@ -406,10 +493,11 @@ for i = 0, n - 1 do
     redis.call('HSET', jk, unpack(sets))
     redis.call('ZREM', P .. 'l:' .. q, id)
     redis.call('ZREM', P .. 'L', id)
+    unindex_running(type_, id)
     count(tenant, q, 'running', -1)
     count(tenant, q, state, 1)
     if state == 'retrying' then
-      wait_at(id, tenant, q, j[5], retry_at or j[6], j[7], now)
+      wait_at(id, tenant, q, j[5], retry_at or j[6], j[7], now, type_)
       bump(tenant, q, type_, 'failed')
       bump(tenant, q, type_, 'retried')
     else
@@ -437,11 +525,13 @@ EXTEND = (
     + _PRELUDE
     + r"""
 local now, id, token, expires = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local j = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_expires_at', 'queue')
+local j = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_expires_at', 'queue',
+  'type')
 if j[1] ~= 'running' or j[2] ~= token or tonumber(j[3]) <= tonumber(now) then return 0 end
 redis.call('HSET', jkey(id), 'lease_expires_at', expires, 'updated_at', now)
 redis.call('ZADD', P .. 'l:' .. j[4], expires, id)
 redis.call('ZADD', P .. 'L', expires, id)
+index_running(j[5], id, expires)
 return 1
 """
 )
@@ -459,7 +549,7 @@ local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'type', 'run_at', 
   'callback_url')
 if not j[1] or (tenant and j[2] ~= tenant) then return {'missing'} end
 if j[1] ~= 'queued' and j[1] ~= 'retrying' then return {'state', j[1]} end
-stop_waiting(id, j[2], j[3], j[5], j[6])
+stop_waiting(id, j[2], j[3], j[5], j[6], j[4])
 redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', now, 'finished_at', now)
 redis.call('ZADD', P .. 'fin', now, id)
 count(j[2], j[3], j[1], -1)
@@ -481,12 +571,12 @@ local moved = {}
 for i = 4, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
-  local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'priority', 'created_at')
+  local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'priority', 'created_at', 'type')
   if j[1] == 'dead' and (not tenant or j[2] == tenant) then
     redis.call('HDEL', jk, 'result', 'finished_at')
     redis.call('HSET', jk, 'state', 'queued', 'attempts', '0', 'run_at', now, 'updated_at', now)
     redis.call('ZREM', P .. 'fin', id)
-    wait_at(id, j[2], j[3], j[4], now, j[5], now)
+    wait_at(id, j[2], j[3], j[4], now, j[5], now, j[6])
     count(j[2], j[3], 'dead', -1)
     count(j[2], j[3], 'queued', 1)
     moved[#moved + 1] = row(id)

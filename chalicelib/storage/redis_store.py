@@ -12,7 +12,8 @@ How it keeps the JobStore contract: every transition is one Lua script
 job, its indexes, counters, attempt record and wake-up change together. Times
 come from the injected clock and cross as integer microseconds. Every key of a
 store shares one Cluster hash tag (`{prefix}`), so each script touches one
-slot. Durability is the server's: see docs/self-hosting.md.
+slot. Durability is the server's: see docs/self-hosting.md. A claim under a
+ClaimPolicy (limits, fair turns) is one script too: see redis_limits.py.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from chalicelib.ids import new_lease_token
+from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
     STATE_BY_VALUE,
     AddResult,
@@ -50,7 +52,7 @@ from chalicelib.models import (
     trusted_job,
 )
 from chalicelib.redact import redact_text, redact_url
-from chalicelib.storage import history, redis_lua
+from chalicelib.storage import history, redis_limits, redis_limits_lua, redis_lua
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     MINUTES_KEPT,
@@ -304,6 +306,8 @@ class RedisStore:
                 "FINISH_WEBHOOK", "WEBHOOKS",
             )
         }  # fmt: skip
+        for name in ("CLAIM_POLICY", "TAKE_TOKENS"):
+            self._scripts[name] = self.client.register_script(getattr(redis_limits_lua, name))
         self.notifier = RedisNotifier(self.client, self._p + "wake")
 
     # -- plumbing ------------------------------------------------------------
@@ -315,6 +319,10 @@ class RedisStore:
         script = self._scripts[name]
         # KEYS[1] routes the call (Cluster) to the slot of every key the script touches.
         return self._run(lambda: script(keys=[self._p + "epoch"], args=[self._p, *args]), read)
+
+    def run_script(self, name: str, args: Sequence[Any]) -> Any:
+        """A writing script, for the store's helper modules (redis_limits)."""
+        return self._call(name, args)
 
     def _run(self, fn: Callable[[], T], read: bool = False) -> T:
         attempt = 0
@@ -419,7 +427,22 @@ class RedisStore:
         lease_seconds: float,
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
+        policy: ClaimPolicy | None = None,
     ) -> list[Job]:
+        if policy is not None and policy.active:
+            return redis_limits.claim(self, limit, lease_seconds, queues, ids, policy)
+        _, args = self.claim_args(limit, lease_seconds, queues, ids)
+        claimed, buried = self._call("CLAIM", args)
+        return self.claimed_jobs(claimed, buried)
+
+    def claim_args(
+        self,
+        limit: int,
+        lease_seconds: float,
+        queues: Sequence[str] | None,
+        ids: Sequence[str] | None,
+    ) -> tuple[datetime, list[Any]]:
+        """The claim's time and CLAIM's arguments (CLAIM_POLICY takes one more)."""
         now, now_s = self._now()
         if (ids is not None and not ids) or (queues is not None and not queues):
             limit = 0  # still reap: a claim always does
@@ -431,13 +454,20 @@ class RedisStore:
         ]  # fmt: skip
         args += ["*"] if queues is None else ["=", len(queues), *queues]
         args += ["*"] if ids is None else ["=", *ids]
-        claimed, buried = self._call("CLAIM", args)
+        return now, args
+
+    @staticmethod
+    def claimed_jobs(claimed: Sequence[Any], buried: Sequence[Any]) -> list[Job]:
+        """The leased jobs of a claim's reply; logs the jobs its reap buried."""
         for job_id, tenant, type_, queue, attempts, max_attempts, worker in buried:
             log_buried_by_reap(
                 _text(job_id), _text(tenant), _text(type_), _text(queue), int(attempts),
                 int(max_attempts), None if worker is None else json.loads(worker),
             )  # fmt: skip
         return [row_to_job(r) for r in claimed]
+
+    def take_tokens(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
+        return redis_limits.take_tokens(self, key, rate, burst, cost)
 
     def finish(self, completions: Sequence[Completion]) -> list[bool]:
         if not completions:

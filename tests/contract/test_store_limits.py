@@ -1,0 +1,255 @@
+"""Limits and fair turns in the store's claim, on every backend (the rules are in
+chalicelib/storage/base.py and chalicelib/limits.py), driven by the test clock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from chalicelib.clock import FakeClock
+from chalicelib.limits import ClaimPolicy, Limit, Rate
+from chalicelib.models import Completion, JobState
+from chalicelib.storage.base import JobStore
+from tests.factories import new_job
+
+LEASE = 30.0
+
+
+def add(store: JobStore, clock: FakeClock, n: int = 1, **fields) -> list[str]:
+    type_ = fields.pop("type", "echo")
+    return [r.job.id for r in store.add([new_job(clock, type_, **fields) for _ in range(n)])]
+
+
+def finish(store: JobStore, job) -> None:
+    assert store.finish([Completion(job.id, job.lease_token, JobState.SUCCEEDED)]) == [True]
+
+
+def test_concurrency_limit_on_a_type_holds_across_claims(store: JobStore, clock: FakeClock) -> None:
+    resize = add(store, clock, 6, type="resize", tenant="acme")
+    add(store, clock, 3, type="other", tenant="acme")
+    policy = ClaimPolicy((Limit("type", "resize", concurrency=2),))
+    first = store.claim(100, LEASE, policy=policy)
+    assert Counter(j.type for j in first) == {"resize": 2, "other": 3}
+    assert store.claim(100, LEASE, policy=policy) == []
+    # Held jobs are untouched: no attempt spent, still queued.
+    held = [store.get(i) for i in resize if i not in {j.id for j in first}]
+    assert [(j.state, j.attempts) for j in held if j] == [(JobState.QUEUED, 0)] * 4
+    finish(store, next(j for j in first if j.type == "resize"))
+    again = store.claim(100, LEASE, policy=policy)
+    assert [j.type for j in again] == ["resize"]
+    # Without the policy the store claims as before.
+    assert len(store.claim(100, LEASE)) == 3
+
+
+def test_concurrency_limit_on_a_queue_and_reaped_leases_free_their_slot(
+    store: JobStore, clock: FakeClock
+) -> None:
+    add(store, clock, 4, queue="mail", max_attempts=5)
+    add(store, clock, 2, queue="img")
+    policy = ClaimPolicy((Limit("queue", "mail", concurrency=1),))
+    first = store.claim(10, LEASE, policy=policy)
+    assert Counter(j.queue for j in first) == {"mail": 1, "img": 2}
+    assert store.claim(10, LEASE, policy=policy, queues=["mail"]) == []
+    clock.advance(LEASE + 1)  # the mail job's worker died: its lease runs out
+    reclaimed = store.claim(10, LEASE, policy=policy, queues=["mail"])
+    assert len(reclaimed) == 1 and reclaimed[0].queue == "mail"
+
+
+def test_rate_limit_is_a_sliding_window_of_starts(store: JobStore, clock: FakeClock) -> None:
+    add(store, clock, 20, type="partner")
+    policy = ClaimPolicy((Limit("type", "partner", rate=Rate(3, 10.0)),))
+    assert len(store.claim(1, LEASE, policy=policy)) == 1  # t=0: one start
+    clock.advance(9)
+    assert len(store.claim(10, LEASE, policy=policy)) == 2  # t=9: two more, the window is full
+    assert store.claim(10, LEASE, policy=policy) == []
+    clock.advance(1.5)  # t=10.5: only the t=0 start has left the window
+    assert len(store.claim(10, LEASE, policy=policy)) == 1
+    assert store.claim(10, LEASE, policy=policy) == []
+    clock.advance(9)  # t=19.5: the two t=9 starts are out
+    assert len(store.claim(10, LEASE, policy=policy)) == 2
+
+
+def test_rate_counts_starts_not_running_jobs(store: JobStore, clock: FakeClock) -> None:
+    add(store, clock, 5, queue="api")
+    policy = ClaimPolicy((Limit("queue", "api", rate=Rate.parse("2/m")),))
+    for job in store.claim(10, LEASE, policy=policy):
+        finish(store, job)  # finished at once: the starts still count
+    assert store.claim(10, LEASE, policy=policy) == []
+    clock.advance(60.5)
+    assert len(store.claim(10, LEASE, policy=policy)) == 2
+
+
+def test_concurrency_and_rate_together_and_both_scopes(store: JobStore, clock: FakeClock) -> None:
+    add(store, clock, 5, queue="q", type="a", priority=1)  # a's go first, so one starts
+    add(store, clock, 5, queue="q", type="b")
+    policy = ClaimPolicy(
+        (
+            Limit("queue", "q", concurrency=3),
+            Limit("type", "a", concurrency=5, rate=Rate(1, 60)),
+        )
+    )
+    claimed = store.claim(10, LEASE, policy=policy)
+    assert len(claimed) == 3 and Counter(j.type for j in claimed)["a"] == 1
+    for job in claimed:
+        finish(store, job)
+    second = store.claim(10, LEASE, policy=policy)  # a's rate is spent: only b's start
+    assert Counter(j.type for j in second) == {"b": 3}
+
+
+def test_claim_by_ids_keeps_limits_and_reports_holds(store: JobStore, clock: FakeClock) -> None:
+    ids = add(store, clock, 3, type="resize")
+    policy = ClaimPolicy((Limit("type", "resize", concurrency=1),))
+    with policy.holds.watch() as holds:
+        claimed = store.claim(10, LEASE, ids=ids, policy=policy)
+    assert len(claimed) == 1
+    # The job it took filled the limit (job_id ""); the other two were held.
+    assert sorted(h.job_id for h in holds) == sorted(["", *(set(ids) - {claimed[0].id})])
+    assert {(h.key, h.kind) for h in holds} == {("type:resize", "concurrency")}
+    with policy.holds.watch() as holds:
+        assert store.claim(10, LEASE, ids=ids, policy=policy) == []
+    # The limit was full before the claim began (job_id ""), and both jobs were held.
+    assert sorted(h.job_id for h in holds) == sorted(["", *(set(ids) - {claimed[0].id})])
+    assert [store.get(i).attempts for i in ids if i != claimed[0].id] == [0, 0]
+
+
+def test_fair_turns_alternate_between_tenants(store: JobStore, clock: FakeClock) -> None:
+    add(store, clock, 30, tenant="a")
+    clock.advance(1)
+    add(store, clock, 3, tenant="b")
+    policy = ClaimPolicy(fair=True)
+    order = [store.claim(1, LEASE, policy=policy)[0].tenant for _ in range(8)]
+    assert order[:6] in (["a", "b"] * 3, ["b", "a"] * 3)
+    assert order[6:] == ["a", "a"]  # b has run out
+    # Without fairness the backlog goes first (priority, then run_at).
+    add(store, clock, 1, tenant="c")
+    assert store.claim(1, LEASE)[0].tenant == "a"
+
+
+def test_fair_turns_in_one_claim_and_priority_within_a_tenant(
+    store: JobStore, clock: FakeClock
+) -> None:
+    add(store, clock, 20, tenant="a", priority=9)
+    clock.advance(1)
+    low = add(store, clock, 1, tenant="b", priority=0)
+    high = add(store, clock, 1, tenant="b", priority=5)
+    add(store, clock, 1, tenant="c")
+    policy = ClaimPolicy(fair=True)
+    claimed = store.claim(4, LEASE, policy=policy)
+    assert Counter(j.tenant for j in claimed) == {"a": 2, "b": 1, "c": 1}
+    assert [j.id for j in claimed if j.tenant == "b"] == high
+    nxt = store.claim(2, LEASE, policy=policy)
+    assert {j.tenant for j in nxt} == {"a", "b"} and low[0] in {j.id for j in nxt}
+
+
+def test_weighted_turns(store: JobStore, clock: FakeClock) -> None:
+    add(store, clock, 40, tenant="big")
+    add(store, clock, 40, tenant="small")
+    policy = ClaimPolicy(fair=True, weights={"big": 3})
+    claimed = [store.claim(1, LEASE, policy=policy)[0].tenant for _ in range(20)]
+    assert Counter(claimed) == {"big": 15, "small": 5}
+
+
+def test_a_newcomer_joins_the_current_turn_without_a_burst(
+    store: JobStore, clock: FakeClock
+) -> None:
+    add(store, clock, 40, tenant="a")
+    policy = ClaimPolicy(fair=True)
+    for _ in range(10):
+        store.claim(1, LEASE, policy=policy)
+    add(store, clock, 10, tenant="b")
+    order = [store.claim(1, LEASE, policy=policy)[0].tenant for _ in range(6)]
+    assert Counter(order) == {"a": 3, "b": 3}
+
+
+def test_fair_turns_skip_held_jobs(store: JobStore, clock: FakeClock) -> None:
+    add(store, clock, 5, tenant="a", type="slow")
+    add(store, clock, 5, tenant="b", type="fast")
+    policy = ClaimPolicy((Limit("type", "slow", concurrency=1),), fair=True)
+    claimed = store.claim(6, LEASE, policy=policy)
+    assert Counter(j.type for j in claimed) == {"slow": 1, "fast": 5}
+
+
+def test_delayed_jobs_are_not_due_under_fair_turns(store: JobStore, clock: FakeClock) -> None:
+    add(store, clock, 2, tenant="a", delay=60)
+    add(store, clock, 1, tenant="b")
+    policy = ClaimPolicy(fair=True)
+    only = store.claim(5, LEASE, policy=policy)
+    assert [j.tenant for j in only] == ["b"]
+    finish(store, only[0])
+    clock.advance(61)
+    assert len(store.claim(5, LEASE, policy=policy)) == 2
+
+
+def test_concurrency_limit_holds_under_claims_from_many_threads(
+    store: JobStore, clock: FakeClock
+) -> None:
+    add(store, clock, 40, type="resize")
+    policy = ClaimPolicy((Limit("type", "resize", concurrency=3),))
+    claimed: list[str] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def claimer() -> None:
+        try:
+            for _ in range(5):
+                jobs = store.claim(2, LEASE, policy=policy)
+                with lock:
+                    claimed.extend(j.id for j in jobs)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert len(claimed) == 3 == len(set(claimed))
+
+
+def test_token_bucket_starts_full_refills_and_never_overflows(
+    store: JobStore, clock: FakeClock
+) -> None:
+    assert [store.take_tokens("tenant:a", 2.0, 5) for _ in range(5)] == [0.0] * 5
+    assert store.take_tokens("tenant:a", 2.0, 5) == 0.5  # empty: one token in 0.5 s
+    assert store.take_tokens("tenant:b", 2.0, 5, cost=5) == 0.0  # buckets are separate
+    clock.advance(1)
+    assert store.take_tokens("tenant:a", 2.0, 5, cost=3) == 0.5  # 2 there, 3 wanted
+    assert store.take_tokens("tenant:a", 2.0, 5, cost=2) == 0.0  # a refusal took nothing
+    clock.advance(3600)
+    assert store.take_tokens("tenant:a", 2.0, 5, cost=5) == 0.0  # capped at the burst
+    assert store.take_tokens("tenant:a", 2.0, 5) == 0.5
+
+
+def test_token_bucket_holds_under_many_threads(store: JobStore, clock: FakeClock) -> None:
+    granted: list[float] = []
+    lock = threading.Lock()
+
+    def taker() -> None:
+        for _ in range(10):
+            wait = store.take_tokens("tenant:t", 1.0, 15)
+            with lock:
+                granted.append(wait)
+
+    threads = [threading.Thread(target=taker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(granted) == 40 and granted.count(0.0) == 15
+
+
+def test_limits_alone_keep_the_usual_order_across_tenants(
+    store: JobStore, clock: FakeClock
+) -> None:
+    add(store, clock, 3, tenant="a")
+    clock.advance(1)
+    add(store, clock, 1, tenant="b")
+    policy = ClaimPolicy((Limit("type", "unrelated", concurrency=1),))  # no fair turns
+    assert [store.claim(1, LEASE, policy=policy)[0].tenant for _ in range(4)] == [
+        "a",
+        "a",
+        "a",
+        "b",
+    ]

@@ -1,0 +1,280 @@
+"""Limits and fair turns end to end: real workers, real processes, a real SQLite
+file and a real Postgres, the limits declared beside the handler or in settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chalicelib.config import Settings
+from chalicelib.handlers import Registry
+from chalicelib.ids import new_job_id
+from chalicelib.limit_settings import claim_policy
+from chalicelib.limits import Limit, Rate
+from chalicelib.middleware import Middleware
+from chalicelib.models import JobState, NewJob
+from chalicelib.storage import open_store
+from chalicelib.worker import Worker, WorkerConfig
+from tests.limit_log import LIMITED_TYPE, LOG_DIR_ENV, most_at_once
+from tests.pg_support import fresh_schema
+from tests.procs import ROOT, guarded_env, stop
+
+
+def test_handler_declares_limits_and_settings_override_them() -> None:
+    registry = Registry()
+
+    @registry.handler("resize", concurrency=4, rate="10/s")
+    def resize(payload: dict) -> None: ...
+
+    @registry.handler("plain")
+    def plain(payload: dict) -> None: ...
+
+    assert registry.limits() == (Limit("type", "resize", 4, Rate(10, 1.0)),)
+    settings = Settings(extra={"SPOOL_LIMITS": json.dumps({"type:resize": {"concurrency": 1}})})
+    policy = claim_policy(settings, registry.limits())
+    assert policy is not None and policy.limits == (Limit("type", "resize", 1),)
+    lifted = Settings(extra={"SPOOL_LIMITS": '{"type:resize": null}'})
+    assert claim_policy(lifted, registry.limits()) is None  # nothing left: no policy at all
+    fair = Settings(extra={"SPOOL_FAIR_TENANTS": "true", "SPOOL_TENANT_WEIGHTS": '{"a": 2}'})
+    fair_policy = claim_policy(fair)
+    assert fair_policy is not None and fair_policy.fair and fair_policy.weight("a") == 2
+    with pytest.raises(ValueError, match="rate"):
+        registry.handler("bad", rate="ten a second")
+
+
+@pytest.mark.parametrize(
+    "value, complaint",
+    [
+        ('{"resize": {"concurrency": 2}}', "queue:NAME"),
+        ('{"type:x": {"concurrency": 0}}', "concurrency"),
+        ('{"type:x": {"concurrency": true}}', "concurrency"),
+        ('{"type:x": {"rate": "5/0s"}}', "window"),
+        ('{"type:x": {"rate": "0/s"}}', "count"),
+        ('{"type:x": {"speed": 3}}', "unknown"),
+        ('{"type:x": {}}', "set concurrency"),
+        ("[]", "object"),
+        ("{", "JSON"),
+    ],
+)
+def test_bad_limit_settings_name_the_problem(value: str, complaint: str) -> None:
+    with pytest.raises(ValueError, match=complaint) as caught:
+        claim_policy(Settings(extra={"SPOOL_LIMITS": value}))
+    assert "SPOOL_LIMITS" in str(caught.value)
+
+
+class ClaimCounter(Middleware):
+    def __init__(self) -> None:
+        self.claims = 0
+        self.holds = 0
+
+    def after_claim(self, claimed, holds) -> None:  # type: ignore[no-untyped-def]
+        self.claims += 1
+        self.holds += len(holds)
+
+
+def _jobs(n: int, type_: str, tenant: str = "t", payload: dict | None = None) -> list[NewJob]:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return [
+        NewJob(id=new_job_id(), type=type_, payload=payload or {}, run_at=now, tenant=tenant)
+        for _ in range(n)
+    ]
+
+
+def test_a_worker_keeps_a_concurrency_limit_and_does_not_spin_while_held(tmp_path: Path) -> None:
+    registry = Registry()
+    running = [0]
+    peak = [0]
+    import threading
+
+    lock = threading.Lock()
+    release = threading.Event()
+
+    @registry.handler("gated", concurrency=2)
+    def gated(payload: dict) -> None:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        release.wait(10)
+        with lock:
+            running[0] -= 1
+
+    store = open_store(f"sqlite:///{tmp_path}/spool.db")
+    store.add(_jobs(6, "gated"))
+    counter = ClaimCounter()
+    policy = claim_policy(Settings(), registry.limits())
+    worker = Worker(store, registry, WorkerConfig(concurrency=8, policy=policy), [counter])
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while counter.holds == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        claims_before = counter.claims
+        time.sleep(0.5)  # two running, four held: the worker looks again now and then
+        assert counter.claims - claims_before < 40, "the worker spins while jobs are held"
+        release.set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if store.state_counts().get(("default", JobState.SUCCEEDED)) == 6:
+                break
+            time.sleep(0.02)
+        assert store.state_counts() == {("default", JobState.SUCCEEDED): 6}
+        assert peak[0] == 2
+    finally:
+        worker.stop()
+        thread.join(10)
+        store.close()
+
+
+def test_a_rate_limit_spaces_starts_across_the_window(tmp_path: Path) -> None:
+    registry = Registry()
+
+    @registry.handler("partner", rate="4/s")
+    def partner(payload: dict) -> None: ...
+
+    store = open_store(f"sqlite:///{tmp_path}/spool.db")
+    ids = [r.job.id for r in store.add(_jobs(10, "partner"))]
+    policy = claim_policy(Settings(), registry.limits())
+    worker = Worker(store, registry, WorkerConfig(concurrency=4, policy=policy))
+    import threading
+
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            jobs = [store.get(i) for i in ids]
+            if all(j is not None and j.state is JobState.SUCCEEDED for j in jobs):
+                break
+            time.sleep(0.05)
+        starts = sorted(j.started_at for j in jobs if j is not None and j.started_at)
+        assert len(starts) == 10
+        for i, first in enumerate(starts):
+            within = [s for s in starts[i:] if (s - first).total_seconds() < 1.0]
+            assert len(within) <= 4, f"{len(within)} starts within one second"
+        assert all(j is not None and j.attempts == 1 for j in jobs)  # holds spent no attempt
+    finally:
+        worker.stop()
+        thread.join(10)
+        store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/spool.db"
+    else:
+        with fresh_schema() as url:
+            yield url
+
+
+def test_a_concurrency_limit_holds_across_worker_processes(store_url: str, tmp_path: Path) -> None:
+    url = store_url
+    log_dir = tmp_path / "attempts"
+    log_dir.mkdir()
+    store = open_store(url)
+    try:
+        store.add(_jobs(16, LIMITED_TYPE, payload={"seconds": 0.05}))
+    finally:
+        store.close()
+    env = guarded_env(
+        SPOOL_STORE_URL=url,
+        SPOOL_HANDLERS="tests.limit_handlers",
+        **{LOG_DIR_ENV: str(log_dir)},
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "local.cli", "worker", "--concurrency", "4"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(3)
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if most_at_once(str(log_dir))[1] >= 16 and _all_done(url):
+                break
+            for w in workers:
+                assert w.poll() is None, w.stderr.read() if w.stderr else ""
+            time.sleep(0.1)
+    finally:
+        for w in workers:
+            stop(w)
+    peak, attempts = most_at_once(str(log_dir))
+    assert attempts == 16
+    assert peak <= 2
+    assert len(os.listdir(log_dir)) >= 1
+
+
+def _all_done(url: str) -> bool:
+    store = open_store(url)
+    try:
+        return store.state_counts().get(("default", JobState.SUCCEEDED)) == 16
+    finally:
+        store.close()
+
+
+def test_under_fair_turns_a_newcomer_is_queued_ahead_of_a_prefetched_backlog(
+    tmp_path: Path,
+) -> None:
+    from chalicelib.limits import ClaimPolicy
+    from chalicelib.worker import _Attempt
+
+    store = open_store(f"sqlite:///{tmp_path}/spool.db")
+    try:
+        added = [r.job for r in store.add(_jobs(3, "echo", tenant="a") + _jobs(2, "echo", "b"))]
+        worker = Worker(store, Registry(), WorkerConfig(policy=ClaimPolicy(fair=True)))
+        backlog, newcomers = added[:2], added[2:]
+        worker._queue_fairly([_Attempt(j, None) for j in backlog])
+        worker._queue_fairly([_Attempt(j, None) for j in newcomers])
+        order = [(a.job.tenant, a.job.id) for a in worker._state.inbox]
+        # b had nothing waiting here: its jobs go first, in claim order; a's next job
+        # (a already had some) goes behind a's backlog.
+        assert order == [("b", added[3].id), ("b", added[4].id)] + [
+            ("a", j.id) for j in (added[0], added[1], added[2])
+        ]
+        plain = Worker(store, Registry(), WorkerConfig())
+        assert not plain._fair
+    finally:
+        store.close()
+
+
+def test_holds_and_full_limits_are_shown_in_metrics(tmp_path: Path) -> None:
+    """A real worker under a full limit: /metrics' exposition names the limit."""
+    from chalicelib.api.metrics import Metrics
+
+    registry = Registry()
+
+    @registry.handler("gated", concurrency=1)
+    def gated(payload: dict) -> None: ...
+
+    store = open_store(f"sqlite:///{tmp_path}/spool.db")
+    try:
+        metrics = Metrics(store, Settings())
+        policy = claim_policy(Settings(), registry.limits())
+        worker = Worker(
+            store, registry, WorkerConfig(concurrency=4, policy=policy), [metrics.middleware]
+        )
+        store.add(_jobs(3, "gated"))
+        worker._claim(10)  # takes one: the limit is full
+        assert 'spool_limit_full{limit="type:gated"} 1.0' in metrics.exposition().decode()
+        held = [r.job.id for r in store.add(_jobs(2, "gated"))]
+        assert worker.process(held) == {held[0]: "held", held[1]: "held"}
+        text = metrics.exposition().decode()
+        assert 'spool_job_holds_total{kind="concurrency",limit="type:gated"} 2.0' in text
+        worker.drain()
+        assert 'spool_limit_full{limit="type:gated"} 0.0' in metrics.exposition().decode()
+    finally:
+        store.close()
