@@ -77,10 +77,12 @@ def child(code: Path, store: str, what: str, mode: str, number: int) -> dict[str
             [sys.executable, str(ROOT / "bench" / "fair_child.py"), what, url, mode, str(number)],
             cwd=code,
             env={**os.environ, "PYTHONPATH": str(code), "SPOOL_LOG_LEVEL": "WARNING"},
-            check=True,
+            check=False,
             capture_output=True,
             text=True,
         )
+    if out.returncode != 0:
+        raise SystemExit(f"{what} {mode} on {store} failed:\n{out.stderr[-3000:]}")
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -127,15 +129,17 @@ def main() -> None:
             )
         ]
         bar = tqdm(total=len(plan) * args.runs, desc="fair bench", unit="run")
-        for store, name, code, what, mode, number in plan:
-            runs = []
-            for _ in range(args.runs):
-                runs.append(child(code, store, what, mode, number))
+        # Round robin over the variants, so warm-up and drift fall on all of them alike.
+        runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for _ in range(args.runs):
+            for store, name, code, what, mode, number in plan:
+                runs.setdefault((store, name), []).append(child(code, store, what, mode, number))
                 bar.update()
-            results.setdefault(store, {})[name] = {
-                key: statistics.median(r[key] for r in runs) for key in runs[0]
-            }
         bar.close()
+        for (store, name), measured in runs.items():
+            results.setdefault(store, {})[name] = {
+                key: statistics.median(r[key] for r in measured) for key in measured[0]
+            }
     text = report(results, args, load)
     print(text)
     if args.write:
@@ -151,7 +155,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load: f
         f"`.venv/bin/python -m bench.fair_bench --drain {args.drain} --backlog {args.backlog} "
         f"--runs {args.runs} --write` on {platform.machine()}, {os.cpu_count()} cores, "
         f"1-minute load {load:.2f} before the run and {os.getloadavg()[0]:.2f} after. "
-        f"Medians of {args.runs} fresh stores; 'before' is the same script on "
+        f"Medians of {args.runs} fresh stores, the variants measured in turn; 'before' is "
+        f"the same script on "
         f"`{args.base}` (main before limits existed), measured in the same run.",
         "",
         "| store | drain before | limits off | limits on (not binding) | fair turns on |",

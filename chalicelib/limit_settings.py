@@ -183,3 +183,16 @@ def auth_failures(settings: Settings) -> Rate | None:
     if raw.lower() in ("off", "0", "none"):
         return None
     return _rate(AUTH_FAILURES, "failed authentications per client", raw)
+
+
+def validate(settings: Settings) -> None:
+    """Check every limit setting at start-up (`spool serve`, `spool worker`), so a typo
+    stops the command with one line instead of surfacing per request or per claim."""
+    from chalicelib.config import ConfigError
+
+    try:
+        claim_policy(settings)
+        tenant_limits(settings)
+        auth_failures(settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -22,6 +22,7 @@ from chalicelib.storage.base import JobStore
 
 if TYPE_CHECKING:
     from chalicelib.api.metrics import Metrics
+    from chalicelib.limits import ClaimPolicy
     from chalicelib.middleware import Middleware
     from chalicelib.worker import Worker
 
@@ -74,7 +75,6 @@ class Runtime:
         # concurrent.futures stay out of the cold start).
         from chalicelib import attempt_record
         from chalicelib.job_events import JobEvents
-        from chalicelib.limit_settings import claim_policy
         from chalicelib.worker import Worker, WorkerConfig
 
         config = WorkerConfig(
@@ -85,12 +85,24 @@ class Runtime:
             # built with other settings (spool serve, tests) gets its own.
             traceback_bytes=attempt_record.traceback_bytes(self.settings.extra),
             heartbeat_seconds=attempt_record.heartbeat_seconds(self.settings.extra),
-            policy=claim_policy(self.settings, self.registry.limits()),
+            policy=self._claim_policy(),
         )
         # JobEvents: one log line per attempt's start and applied outcome (docs/operations.md).
         reporting = (self.metrics().middleware,) if metrics else ()
         middleware = (*reporting, JobEvents(), *middleware)
         return Worker(self.store, self.registry, config, middleware=middleware)
+
+    def _claim_policy(self) -> ClaimPolicy | None:
+        """The workers' limits and fair turns; a malformed setting is a ConfigError, so
+        `spool worker` says it in one line instead of as an unexpected error."""
+        from chalicelib.limit_settings import claim_policy
+
+        try:
+            return claim_policy(self.settings, self.registry.limits())
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def with_settings(self, settings: Settings) -> Runtime:
         """The same store under changed settings (`spool serve` turning on its dev key

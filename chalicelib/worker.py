@@ -538,12 +538,14 @@ class Worker:
                 in_flight = self._in_flight()
             room = capacity - in_flight
             # Claim in useful batches: wait until half the capacity is free unless idle.
-            announced, self._announced = self._announced, False
             if (
                 room >= max(1, capacity // 2)
                 or (room > 0 and not in_flight)
-                or (room > 0 and announced and self._fair)
+                or (room > 0 and self._announced and self._fair)
             ):
+                # Kept until a claim happens: announced while the inbox was full, the
+                # new work is claimed as soon as one slot frees.
+                self._announced = False
                 return self._claim(min(room, self.config.batch_size))
             return 0
         finally:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import logs, periodic
+from chalicelib import limit_settings, logs, periodic
 from chalicelib.durations import EXAMPLES, parse_seconds
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import DEFAULT_TENANT, JobState
@@ -467,6 +467,8 @@ def _run(args: argparse.Namespace) -> int:
         return remote_cli.run(args, url)
     rt = build_runtime()
     try:
+        if args.command in ("serve", "worker"):
+            limit_settings.validate(rt.settings)
         return COMMANDS[args.command](rt, args)
     finally:
         rt.close()

@@ -177,3 +177,22 @@ def test_a_reader_that_stops_early_is_not_an_error(tmp_path) -> None:
     _, err = jobs.communicate(timeout=60)
     assert jobs.returncode == 0, err
     assert b"BrokenPipe" not in err and b"unexpected" not in err
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "named"),
+    [
+        (("worker", "--burst"), {"SPOOL_LIMITS": '{"resize": {"concurrency": 2}}'}, "SPOOL_LIMITS"),
+        (("worker", "--burst"), {"SPOOL_FAIR_TENANTS": "maybe"}, "SPOOL_FAIR_TENANTS"),
+        (("worker", "--burst"), {"SPOOL_TENANT_WEIGHTS": '{"a": 0}'}, "SPOOL_TENANT_WEIGHTS"),
+        (("serve", "--port", "0"), {"SPOOL_TENANT_LIMITS": "[1]"}, "SPOOL_TENANT_LIMITS"),
+        (("serve", "--port", "0"), {"SPOOL_AUTH_FAILURES": "often"}, "SPOOL_AUTH_FAILURES"),
+    ],
+)
+def test_bad_limit_settings_stop_serve_and_worker_with_one_line(
+    tmp_path: Path, command: tuple[str, ...], env: dict[str, str], named: str
+) -> None:
+    store = {"SPOOL_STORE_URL": f"sqlite:///{tmp_path}/spool.db"}
+    result = spool(*command, cwd=tmp_path, **store, **env)
+    assert result.returncode == 2
+    assert named in one_line(result)

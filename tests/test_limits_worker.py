@@ -278,3 +278,31 @@ def test_holds_and_full_limits_are_shown_in_metrics(tmp_path: Path) -> None:
         assert 'spool_limit_full{limit="type:gated"} 0.0' in metrics.exposition().decode()
     finally:
         store.close()
+
+
+def test_a_fair_claim_on_postgres_refreshes_stale_planner_statistics() -> None:
+    """A burst of enqueues between autovacuum rounds leaves the planner thinking the
+    table nearly empty, and fair claims then sort a tenant's whole backlog: the first
+    fair claim notices (from the kept counts) and analyzes."""
+    from chalicelib.limits import ClaimPolicy
+    from chalicelib.storage.postgres import from_url
+
+    with fresh_schema() as url:
+        store = from_url(url)
+        try:
+            store.add(_jobs(3000, "echo", tenant="a"))
+
+            def estimate() -> float:
+                def read(conn):  # type: ignore[no-untyped-def]
+                    row = conn.execute(
+                        "SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass"
+                    ).fetchone()
+                    return float(row[0])
+
+                return float(store._run(read))
+
+            assert estimate() < 1500  # nothing has analyzed the burst yet
+            assert len(store.claim(5, 30, policy=ClaimPolicy(fair=True))) == 5
+            assert estimate() >= 1500
+        finally:
+            store.close()

@@ -489,6 +489,7 @@ class PostgresStore:
         )
         self._pool.open(wait=False)
         self.notifier = PgNotifier(settings, self._notify)
+        self._stats_checked = float("-inf")  # postgres_limits.refresh_statistics
 
     # -- plumbing ------------------------------------------------------------
     def _check_migrated(self) -> None:
@@ -715,6 +716,9 @@ class PostgresStore:
         """A claim under limits and fair turns (postgres_limits): the advisory lock,
         the reap, the reads, the choice, the claim and the recorded starts and turns
         are one transaction, so two workers can never together exceed a limit."""
+        if time.monotonic() - self._stats_checked > postgres_limits.STATS_CHECK_SECONDS:
+            self._stats_checked = time.monotonic()
+            self._run(postgres_limits.refresh_statistics)
         ask = postgres_limits.Ask(
             policy,
             limit,

@@ -521,3 +521,28 @@ def take_tokens(conn: Conn, key: str, rate: float, burst: int, cost: int, now: d
         # A clock behind the last take's (another host) refills nothing and moves no time back.
         conn.execute(BUCKET_WRITE_SQL, {"key": key, "tokens": left, "at": max(at, now)})
     return wait
+
+
+# How often a process compares the planner's idea of the jobs table with the kept counts.
+STATS_CHECK_SECONDS = 5.0
+_STALE_SQL = (
+    "SELECT c.reltuples, (SELECT COALESCE(sum(n), 0) FROM job_counts"
+    f" WHERE {WAITING}) FROM pg_class c WHERE c.oid = 'jobs'::regclass"
+)
+
+
+def refresh_statistics(conn: Conn) -> None:
+    """ANALYZE jobs when the planner believes it far smaller than its waiting jobs alone.
+
+    A burst of enqueues (the backlog fair turns exist for) lands between autovacuum's
+    rounds; until they are counted the planner thinks a tenant has about one due job,
+    takes the (tenant, queue, run_at) index and sorts the whole backlog on every fair
+    claim (110 ms at 50,000 jobs instead of 2 ms). The kept counts tell us the truth
+    cheaply; an ANALYZE samples at most 30,000 rows, so it costs tens of ms, rarely.
+    """
+    row = conn.execute(_STALE_SQL).fetchone()
+    if row is None:
+        return
+    estimated, waiting = float(row[0]), float(row[1])
+    if waiting > 1000 and estimated < waiting / 2:
+        conn.execute("ANALYZE jobs")
