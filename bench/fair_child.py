@@ -6,13 +6,15 @@ store and worker API both have; a policy is passed only when one is asked for.
 
     python bench/fair_child.py drain STORE_URL MODE N
     python bench/fair_child.py latency STORE_URL MODE BACKLOG
-Prints one JSON object.
+    python bench/fair_child.py enqueue STORE_URL MODE N    (tenant B, run by latency)
+Prints one JSON value.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -92,10 +94,15 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
     worker = Worker(store, _registry(), _config(mode))
     runner = threading.Thread(target=worker.run, daemon=True)
     runner.start()
-    ids = []
-    for _ in range(B_JOBS):
-        ids.extend(r.job.id for r in store.add(_jobs(1, "b", type_="mark")))
-        time.sleep(B_EVERY)
+    # Tenant B enqueues from a process of its own, as an API server would: in this
+    # one, its thread would queue for the GIL behind the worker's ten threads.
+    out = subprocess.run(
+        [sys.executable, __file__, "enqueue", url, mode, str(B_JOBS)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    ids = json.loads(out.stdout.strip().splitlines()[-1])
     deadline = time.monotonic() + 600
     claimed: list[float] = []
     started: list[float] = []
@@ -123,7 +130,18 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
     }
 
 
+def enqueue(url: str, mode: str, n: int) -> list[str]:
+    """Tenant B's jobs, one every B_EVERY seconds; their ids."""
+    store = open_store(url)
+    ids = []
+    for _ in range(n):
+        ids.extend(r.job.id for r in store.add(_jobs(1, "b", type_="mark")))
+        time.sleep(B_EVERY)
+    store.close()
+    return ids
+
+
 if __name__ == "__main__":
     what, url, mode, number = sys.argv[1:5]
-    run = drain if what == "drain" else latency
+    run = {"drain": drain, "latency": latency, "enqueue": enqueue}[what]
     print(json.dumps(run(url, mode, int(number))))
