@@ -20,7 +20,7 @@ Every mistake is a ValueError naming the variable and what is wrong, so start-up
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -143,27 +143,15 @@ def _tenant_limit(where: str, body: Any, base: TenantLimit) -> TenantLimit:
             f"{TENANT_LIMITS}: {where}: unknown field(s) {sorted(unknown)}; "
             "use rate, burst, backlog"
         )
+    parsers: dict[str, Callable[[Any], Any]] = {
+        "rate": lambda v: _rate(TENANT_LIMITS, where, v),
+        "burst": lambda v: _whole(TENANT_LIMITS, where, "burst", v, MAX_BURST),
+        "backlog": lambda v: _whole(TENANT_LIMITS, where, "backlog", v, MAX_BACKLOG),
+    }
     out = base
-    if "rate" in body:
-        out = replace(
-            out, rate=None if body["rate"] is None else _rate(TENANT_LIMITS, where, body["rate"])
-        )
-    if "burst" in body:
-        burst = body["burst"]
-        out = replace(
-            out,
-            burst=None
-            if burst is None
-            else _whole(TENANT_LIMITS, where, "burst", burst, MAX_BURST),
-        )
-    if "backlog" in body:
-        cap = body["backlog"]
-        out = replace(
-            out,
-            backlog=None
-            if cap is None
-            else _whole(TENANT_LIMITS, where, "backlog", cap, MAX_BACKLOG),
-        )
+    for name, parse in parsers.items():
+        if name in body:  # null lifts what "*" set
+            out = replace(out, **{name: None if body[name] is None else parse(body[name])})
     if out.burst is not None and out.rate is None:
         raise ValueError(f"{TENANT_LIMITS}: {where}: a burst needs a rate")
     return out

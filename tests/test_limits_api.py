@@ -128,3 +128,20 @@ def test_a_malformed_limit_setting_answers_503_and_logs_its_name(
         reply = Api(client).post("/enqueue", {"type": "echo", "payload": {}})
     assert reply.status == 503 and reply.error_code == "misconfigured"
     assert named in caplog.text
+
+
+def test_tenant_entries_override_the_default_field_by_field() -> None:
+    from chalicelib.config import Settings
+    from chalicelib.limit_settings import tenant_limits
+    from chalicelib.limits import Rate
+
+    spec = {
+        "*": {"rate": "10/s", "burst": 20, "backlog": 1000},
+        "big": {"rate": "100/s"},
+        "free": {"rate": None, "burst": None},
+    }
+    limits = tenant_limits(Settings(extra={"SPOOL_TENANT_LIMITS": json.dumps(spec)}))
+    assert limits.of("anyone").bucket == (10.0, 20) and limits.of("anyone").backlog == 1000
+    assert limits.of("big").rate == Rate(100, 1.0) and limits.of("big").bucket == (100.0, 20)
+    assert limits.of("free").bucket is None and limits.of("free").backlog == 1000
+    assert limits.active
