@@ -222,8 +222,13 @@ class Registry:
         return spec
 
     def limits(self) -> tuple[Limit, ...]:
-        """The limits declared beside the handlers (loaded and deferred alike)."""
-        return tuple(spec.limit for spec in self.specs() if spec.limit is not None)
+        """The limits declared beside the loaded handlers.
+
+        Deferred modules (the built-ins, imported on their first job) are not imported
+        for this: a worker's start-up must not pay for smtplib, ssl and Pillow. They
+        declare no limits (tests/test_limits_worker.py holds them to that); an operator
+        limits them with SPOOL_LIMITS."""
+        return tuple(spec.limit for spec in self.loaded_specs() if spec.limit is not None)
 
     def types(self) -> list[str]:
         self._import_all_deferred()

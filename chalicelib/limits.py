@@ -195,13 +195,6 @@ class ClaimPolicy:
     def weight(self, tenant: str) -> int:
         return self.weights.get(tenant, 1)
 
-    def merged(self, overrides: Iterable[Limit]) -> ClaimPolicy:
-        """This policy with `overrides` replacing limits on the same queue or type."""
-        table = self.by_key()
-        for limit in overrides:
-            table[limit.key] = limit
-        return ClaimPolicy(tuple(table.values()), self.fair, self.weights, self.holds)
-
 
 NO_POLICY = ClaimPolicy()
 
@@ -264,14 +257,6 @@ class Admission:
             for k in limit_keys(queue, type_)
             if k in self._limits and self._limits[k].rate is not None
         ]
-
-    def window(self, key: str) -> float:
-        rate = self._limits[key].rate
-        assert rate is not None
-        return rate.per
-
-    def longest_window(self) -> float:
-        return max((lim.rate.per for lim in self.policy.rate_limits() if lim.rate), default=0.0)
 
 
 C = TypeVar("C")

@@ -306,3 +306,18 @@ def test_a_fair_claim_on_postgres_refreshes_stale_planner_statistics() -> None:
             assert estimate() >= 1500
         finally:
             store.close()
+
+
+def test_the_built_in_handlers_declare_no_limits() -> None:
+    """Registry.limits reads loaded handlers only, so a worker's start-up does not import
+    the deferred built-ins; that holds only while they declare no limits of their own."""
+    import importlib
+
+    from chalicelib.runtime import BUILTIN_HANDLERS
+
+    registry_modules = set(BUILTIN_HANDLERS.values())
+    for module in registry_modules:
+        importlib.import_module(module)
+    from chalicelib.handlers import registry
+
+    assert [spec.type for spec in registry.loaded_specs() if spec.limit is not None] == []

@@ -17,7 +17,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from chalicelib.limits import Admission, ClaimPolicy, fair_pick, refill, take
+from chalicelib.limits import Admission, ClaimPolicy, fair_pick, limit_keys, refill, take
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS job_starts (key TEXT NOT NULL, at INTEGER NOT NULL);
@@ -52,7 +52,7 @@ def usage(db: sqlite3.Connection, policy: ClaimPolicy, now: int) -> Admission:
         for queue, type_, n in db.execute(
             "SELECT queue, type, COUNT(*) FROM jobs WHERE state = 'running' GROUP BY queue, type"
         ):
-            for key in (f"queue:{queue}", f"type:{type_}"):
+            for key in limit_keys(queue, type_):
                 running[key] = running.get(key, 0) + n
     started: dict[str, int] = {}
     for limit in policy.rate_limits():
