@@ -14,7 +14,8 @@ each into the WAL, so smaller pages make commits cheaper (bench/sqlite_bench.py
 measured single enqueues go from about 17,500/s with 4 KiB pages to about
 21,500/s) while typical rows still fit in one page. The WAL is checkpointed every 10,000 pages
 instead of SQLite's 1,000: each checkpoint costs two fsyncs and rewrites hot
-pages (counters, index leaves) that a longer interval writes once. The WAL
+pages (counters, index leaves) that a longer interval writes once. It runs on a
+thread of its own, beside the writers (sqlite_checkpoint.py). The WAL
 file is truncated back to 64 MB after a checkpoint.
 """
 
@@ -65,6 +66,8 @@ from chalicelib.storage.base import (
 )
 from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
+from chalicelib.storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
+from chalicelib.storage.sqlite_gate import GateTimeout, WriteGate
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -138,7 +141,9 @@ PRAGMAS = (
     "PRAGMA page_size=2048",  # only takes effect while the file is new
     "PRAGMA journal_mode=WAL",
     "PRAGMA temp_store=MEMORY",
-    "PRAGMA wal_autocheckpoint=10000",
+    # A safety net only: the store checkpoints at CHECKPOINT_PAGES on a thread of its
+    # own, outside the write gate (sqlite_checkpoint.py).
+    f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}",
     "PRAGMA journal_size_limit=67108864",
     "PRAGMA cache_size=-32768",
 )
@@ -331,6 +336,11 @@ class SQLiteStore:
         # busy handler, which sleeps in steps of milliseconds. Other processes still
         # meet at SQLite's own lock.
         self._write_lock = threading.Lock()
+        # ... and processes at this gate, which hands the turn over in microseconds.
+        self._gate = WriteGate(os.path.abspath(path)) if path != ":memory:" else None
+        self._checkpointer = (
+            Checkpointer(os.path.abspath(path), self._connect) if path != ":memory:" else None
+        )
         self.notifier = SocketDirNotifier(os.path.abspath(path) + ".wake")
         self._db().executescript(SCHEMA + sqlite_webhooks.SCHEMA + sqlite_limits.SCHEMA)
         self._add_columns()
@@ -355,19 +365,23 @@ class SQLiteStore:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, cached_statements=256
-            )
-            for pragma in PRAGMAS:
-                _settle(db, pragma)
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            db = self._connect()
             self._local.db = db
             with self._all_lock:
                 self._all.append(db)
         return db
 
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        for pragma in PRAGMAS:
+            _settle(db, pragma)
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        return db
+
     def _write(self) -> _Transaction:
-        return _Transaction(self._db(), self._write_lock)
+        return _Transaction(self._db(), self._write_lock, self._gate, self._checkpointer)
 
     # -- contract ----------------------------------------------------------
     def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
@@ -852,6 +866,11 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.notifier.close()
+        if self._gate is not None:
+            with self._write_lock:  # not while a writer of this process holds it
+                self._gate.close()
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._all_lock:
             for db in self._all:
                 db.close()
@@ -862,22 +881,37 @@ class SQLiteStore:
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT: take the write lock up front so no upgrade can deadlock."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.Lock) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        lock: threading.Lock,
+        gate: WriteGate | None,
+        checkpointer: Checkpointer | None,
+    ) -> None:
         self.db = db
         self.lock = lock
+        self.gate = gate
+        self.checkpointer = checkpointer
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+            if self.gate is not None:
+                self.gate.acquire()
+        except BaseException as exc:
             self.lock.release()
-            if "locked" in str(exc) or "busy" in str(exc):
-                # Other writers held the file past busy_timeout: retryable, not a bug.
+            if isinstance(exc, GateTimeout):
                 raise StoreUnavailable("the SQLite database stayed locked", retry_after=1) from exc
             raise
-        except BaseException:
-            self.lock.release()
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            self._let_go()
+            if isinstance(exc, sqlite3.OperationalError) and (
+                "locked" in str(exc) or "busy" in str(exc)
+            ):
+                # Other writers held the file past busy_timeout: retryable, not a bug.
+                raise StoreUnavailable("the SQLite database stayed locked", retry_after=1) from exc
             raise
         return self.db
 
@@ -887,6 +921,15 @@ class _Transaction:
                 self.db.execute("COMMIT")
             else:
                 self.db.execute("ROLLBACK")
+        finally:
+            self._let_go()
+        if exc_type is None and self.checkpointer is not None:
+            self.checkpointer.after_commit()
+
+    def _let_go(self) -> None:
+        try:
+            if self.gate is not None:
+                self.gate.release()
         finally:
             self.lock.release()
 

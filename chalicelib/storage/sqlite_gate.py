@@ -1,0 +1,125 @@
+"""The turn to write a SQLite file, handed between processes in microseconds.
+
+SQLite lets one connection write at a time. A connection that finds the file locked
+waits in SQLite's busy handler, which sleeps 1, 2, 5, 10 ... up to 100 ms between
+tries and never learns when the lock came free. A worker that writes in quick
+succession (claims, then batches of completions, each handed between its own
+threads by a futex) leaves gaps of microseconds, so an API process's single enqueue
+could sleep through dozens of them: 35-80 ms at p99 behind a draining worker
+(bench/fair_bench.py), 94 ms with two `spool serve` processes.
+
+So every Spool process takes this gate before BEGIN IMMEDIATE: an exclusive flock on
+a companion file (`<db>.writer`), tried at once and then every few tens of
+microseconds. A waiter also holds a shared flock on a second companion
+(`<db>.waiting`); a process about to write that finds someone else waiting lets
+them go first for a moment instead of taking the gate straight back. SQLite's own
+lock and busy timeout stay underneath, for writers that are not Spool (the sqlite3
+shell, an older Spool) and for the WAL switch.
+
+flock locks belong to an open file description: the descriptors are opened per
+process (after a fork the child opens its own), and the kernel drops them when a
+process dies, so a crashed writer never leaves the gate shut. A writer stopped
+while holding it (SIGSTOP) shuts it until it resumes; waiters give up after the
+same 10 s as SQLite's busy timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+try:
+    import fcntl
+except ImportError:  # Windows: SQLite's own lock alone, as before the gate
+    fcntl = None  # type: ignore[assignment]
+
+from chalicelib.storage.files import PRIVATE_FILE
+
+PATIENCE = 10.0  # seconds: SQLite's busy_timeout, so both give up alike
+# How often a waiter tries again: a tight loop at first, then at most this long
+# between tries. time.sleep adds the kernel's timer slack (~50 us) to each.
+FIRST_STEP = 20e-6
+LONGEST_STEP = 200e-6
+# A process arriving while another waits steps aside for this long first (the waiter
+# retries faster than this), instead of taking the gate it may have just released.
+COURTESY = 300e-6
+
+
+class GateTimeout(Exception):
+    """Another process kept the gate for PATIENCE seconds."""
+
+
+class WriteGate:
+    """One per store; callers already hold the store's in-process write lock."""
+
+    def __init__(self, db_path: str) -> None:
+        self.paths = (db_path + ".writer", db_path + ".waiting")
+        self._pid = -1
+        self._gate = -1
+        self._waiting = -1
+
+    def acquire(self, patience: float | None = None) -> None:
+        if fcntl is None or not self._open():
+            return
+        others = self._others_waiting()
+        if not others and self._try():
+            return
+        self._wait(PATIENCE if patience is None else patience, courteous=others)
+
+    def release(self) -> None:
+        if self._gate >= 0 and self._pid == os.getpid():
+            fcntl.flock(self._gate, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for fd in (self._gate, self._waiting):
+                if fd >= 0:
+                    os.close(fd)
+        self._pid, self._gate, self._waiting = -1, -1, -1
+
+    # -- inside ------------------------------------------------------------
+    def _open(self) -> bool:
+        if self._pid == os.getpid():
+            return self._gate >= 0
+        # A new process (or a forked child, which must not share its parent's open
+        # file descriptions: flock would then count them as one owner).
+        self._pid = os.getpid()
+        try:
+            self._gate = os.open(self.paths[0], os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+            self._waiting = os.open(self.paths[1], os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+        except OSError:
+            # A read-only folder: such a file cannot be written through SQLite either,
+            # so there is no turn to take; SQLite reports what it can.
+            self._gate = self._waiting = -1
+            return False
+        return True
+
+    def _try(self) -> bool:
+        try:
+            fcntl.flock(self._gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def _others_waiting(self) -> bool:
+        try:
+            fcntl.flock(self._waiting, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._waiting, fcntl.LOCK_UN)
+        return False
+
+    def _wait(self, patience: float, courteous: bool) -> None:
+        deadline = time.monotonic() + patience
+        fcntl.flock(self._waiting, fcntl.LOCK_SH)  # shared: never blocks
+        try:
+            if courteous:
+                time.sleep(COURTESY)  # read at call time: tests lengthen it
+            step = FIRST_STEP
+            while not self._try():
+                if time.monotonic() >= deadline:
+                    raise GateTimeout(f"another process held {self.paths[0]} for {patience} s")
+                time.sleep(step)
+                step = min(step * 2, LONGEST_STEP)
+        finally:
+            fcntl.flock(self._waiting, fcntl.LOCK_UN)

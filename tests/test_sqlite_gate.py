@@ -1,0 +1,257 @@
+"""The SQLite write gate between processes, and checkpoints beside the writers.
+
+Another process holds the gate through a small helper (a flock on `<db>.writer`,
+exactly what a Spool writer in another process holds during its transaction), so
+each test decides who holds it and when, without timing a real worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.errors import StoreUnavailable
+from chalicelib.models import NewJob
+from chalicelib.storage import sqlite_checkpoint, sqlite_gate
+from chalicelib.storage.sqlite import SQLiteStore
+from chalicelib.storage.sqlite_gate import GateTimeout, WriteGate
+from tests import factories
+
+# Holds an exclusive flock on argv[1] (or a shared one with "shared"), says so, and
+# keeps it until stdin closes or a line arrives.
+HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_SH if sys.argv[2:] == ["shared"] else fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.readline()
+"""
+
+
+class Holder:
+    def __init__(self, path: str, shared: bool = False) -> None:
+        args = [sys.executable, "-c", HOLDER, path] + (["shared"] if shared else [])
+        self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        assert self.proc.stdout.readline().strip() == "held"
+
+    def release(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+        assert self.proc.wait(timeout=30) == 0
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.kill()
+
+
+def new_job() -> NewJob:
+    return factories.new_job(FakeClock())
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "spool.db")
+
+
+@pytest.fixture
+def store(db_path: str) -> Iterator[SQLiteStore]:
+    opened = SQLiteStore(db_path)
+    yield opened
+    opened.close()
+
+
+def _add_in_thread(store: SQLiteStore) -> tuple[threading.Thread, list[object]]:
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(store.add([new_job()])[0].job.id)
+        except Exception as exc:  # reported to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_write_waits_while_another_process_holds_the_gate(
+    store: SQLiteStore, db_path: str
+) -> None:
+    holder = Holder(db_path + ".writer")
+    try:
+        thread, outcome = _add_in_thread(store)
+        thread.join(0.5)
+        assert thread.is_alive() and outcome == [], "wrote while another process held the gate"
+        holder.release()
+        thread.join(30)
+        assert len(outcome) == 1 and isinstance(outcome[0], str)
+        assert store.get(outcome[0]) is not None
+    finally:
+        holder.stop()
+
+
+def test_a_gate_held_too_long_is_503_and_nothing_half_written(
+    store: SQLiteStore, db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_gate, "PATIENCE", 0.3)
+    holder = Holder(db_path + ".writer")
+    try:
+        job = new_job()
+        with pytest.raises(StoreUnavailable, match="locked"):
+            store.add([job])
+        assert store.get(job.id) is None
+    finally:
+        holder.stop()
+    # The in-process lock was let go too: the next write goes through.
+    assert store.add([job])[0].created
+    assert store.get(job.id) is not None
+
+
+def test_a_writer_killed_holding_the_gate_leaves_it_open(store: SQLiteStore, db_path: str) -> None:
+    holder = Holder(db_path + ".writer")
+    thread, outcome = _add_in_thread(store)
+    thread.join(0.3)
+    assert thread.is_alive()
+    holder.kill()  # kill -9: the kernel drops its flock
+    thread.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], str)
+
+
+def test_a_forked_child_takes_its_own_turn(db_path: str) -> None:
+    """After a fork the child must not share the parent's open file description,
+    or flock would count parent and child as one owner and let both write."""
+    gate = WriteGate(db_path)
+    gate.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: the parent holds the gate, so this must time out
+            code = 0
+            try:
+                gate.acquire(patience=0.3)
+                code = 1
+            except GateTimeout:
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child took a gate its parent held"
+    finally:
+        gate.release()
+        gate.close()
+
+
+def test_a_writer_arriving_while_another_waits_lets_the_waiter_go_first(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's threads write back to back; an API process waiting for its turn
+    must get the gate when the worker lets go, not after the worker's next write."""
+    monkeypatch.setattr(sqlite_gate, "COURTESY", 3.0)  # wide enough for any load
+    gate = WriteGate(db_path)
+    order = Path(db_path + ".order")
+    waiter_code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})
+from pathlib import Path
+from chalicelib.storage.sqlite_gate import WriteGate
+gate = WriteGate({db_path!r})
+print("waiting", flush=True)
+gate.acquire()
+with open({str(order)!r}, "a") as f:
+    f.write("waiter\\n")
+gate.release()
+"""
+    gate.acquire()
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", waiter_code], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert waiter.stdout is not None and waiter.stdout.readline().strip() == "waiting"
+        # Wait until the waiter shows itself (its shared flock on <db>.waiting).
+        for _ in range(3000):
+            if gate._others_waiting():
+                break
+            threading.Event().wait(0.01)
+        else:
+            pytest.fail("the waiter never announced itself")
+        gate.release()
+        gate.acquire()  # arrives while the waiter waits: steps aside first
+        with open(order, "a") as f:
+            f.write("newcomer\n")
+        gate.release()
+        assert waiter.wait(timeout=30) == 0
+        assert order.read_text().split() == ["waiter", "newcomer"]
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+        gate.close()
+
+
+def test_no_one_waiting_is_told_apart_from_someone_waiting(db_path: str) -> None:
+    gate = WriteGate(db_path)
+    gate.acquire()
+    gate.release()
+    assert not gate._others_waiting()
+    holder = Holder(db_path + ".waiting", shared=True)
+    try:
+        assert gate._others_waiting()
+    finally:
+        holder.stop()
+        gate.close()
+
+
+def test_the_gate_files_are_private(store: SQLiteStore, db_path: str) -> None:
+    store.add([new_job()])
+    for suffix in (".writer", ".waiting"):
+        assert os.stat(db_path + suffix).st_mode & 0o777 == 0o600
+
+
+def test_the_wal_backlog_read_from_the_index_matches_sqlite(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_checkpoint, "CHECKPOINT_PAGES", 10**9)  # none of ours
+    for _ in range(20):
+        store.add([new_job() for _ in range(50)])
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    pending = checkpointer.backlog()
+    assert pending > 20  # 20 commits wrote at least a frame each
+    busy, frames, copied = store._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert (busy, frames, copied) == (0, pending, pending)
+    assert checkpointer.backlog() == 0
+
+
+def test_writes_past_the_mark_start_a_checkpoint_beside_them(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_checkpoint, "CHECKPOINT_PAGES", 40)
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    started: list[str] = []
+    real_run = checkpointer._run
+
+    def counted_run() -> None:
+        started.append(threading.current_thread().name)
+        real_run()
+
+    monkeypatch.setattr(checkpointer, "_run", counted_run)
+    for _ in range(30):
+        store.add([new_job() for _ in range(20)])
+    with checkpointer._running:  # the last one has finished
+        pass
+    assert started and set(started) == {"spool-checkpoint"}
+    # The WAL was copied back as it grew: what is left is less than one mark plus a write.
+    assert checkpointer.backlog() < 40 + 60
