@@ -255,3 +255,19 @@ def test_writes_past_the_mark_start_a_checkpoint_beside_them(
     assert started and set(started) == {"spool-checkpoint"}
     # The WAL was copied back as it grew: what is left is less than one mark plus a write.
     assert checkpointer.backlog() < 40 + 60
+
+
+def test_a_file_system_without_flock_falls_back_to_sqlites_lock(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import errno
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(sqlite_gate.fcntl, "flock", no_locks)
+    jobs = [new_job(), new_job()]
+    for job in jobs:
+        assert store.add([job])[0].created
+    assert all(store.get(job.id) is not None for job in jobs)
+    assert "no write gate" in caplog.text

@@ -25,6 +25,7 @@ same 10 s as SQLite's busy timeout.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -45,6 +46,9 @@ LONGEST_STEP = 200e-6
 COURTESY = 300e-6
 
 
+log = logging.getLogger("spool.storage")
+
+
 class GateTimeout(Exception):
     """Another process kept the gate for PATIENCE seconds."""
 
@@ -61,14 +65,25 @@ class WriteGate:
     def acquire(self, patience: float | None = None) -> None:
         if fcntl is None or not self._open():
             return
-        others = self._others_waiting()
-        if not others and self._try():
-            return
-        self._wait(PATIENCE if patience is None else patience, courteous=others)
+        try:
+            others = self._others_waiting()
+            if not others and self._try():
+                return
+            self._wait(PATIENCE if patience is None else patience, courteous=others)
+        except GateTimeout:
+            raise
+        except OSError as exc:
+            # flock refused outright (ENOLCK: a file system without locks). SQLite's
+            # own lock still keeps writers apart, as before the gate existed.
+            log.warning("no write gate for %s (%s); SQLite's lock alone", self.paths[0], exc)
+            self._disable()
 
     def release(self) -> None:
         if self._gate >= 0 and self._pid == os.getpid():
-            fcntl.flock(self._gate, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(self._gate, fcntl.LOCK_UN)
+            except OSError:  # closing the descriptor lets go of it all the same
+                self._disable()
 
     def close(self) -> None:
         if self._pid == os.getpid():
@@ -78,6 +93,11 @@ class WriteGate:
         self._pid, self._gate, self._waiting = -1, -1, -1
 
     # -- inside ------------------------------------------------------------
+    def _disable(self) -> None:
+        """Close the descriptors and keep them closed for this process."""
+        self.close()
+        self._pid = os.getpid()
+
     def _open(self) -> bool:
         if self._pid == os.getpid():
             return self._gate >= 0
@@ -90,7 +110,7 @@ class WriteGate:
         except OSError:
             # A read-only folder: such a file cannot be written through SQLite either,
             # so there is no turn to take; SQLite reports what it can.
-            self._gate = self._waiting = -1
+            self._disable()
             return False
         return True
 
