@@ -957,3 +957,33 @@ def test_completion_landing_while_the_dispatcher_plans_its_sleep_is_not_lost(
             "the completion that landed in the gap was not written: the worker slept "
             "through its wake-up"
         )
+
+
+def test_drain_ends_only_when_a_claim_finds_nothing(mem, clock, reg) -> None:
+    """A step can skip its claim because the pool is full; if those jobs then finish
+    and are written before the idle check (the flusher thread on Postgres), the worker
+    looks idle with jobs still queued. Here the first step skips its claim outright."""
+
+    @reg.handler("noop")
+    def noop(payload: dict[str, Any]) -> None:
+        return None
+
+    due = [add(mem, clock, "noop").id for _ in range(40)]
+    worker = Worker(mem, reg, WorkerConfig(concurrency=4, batch_size=16))
+    real_step = worker._step
+    skipped: list[int] = []
+
+    def step(depth_limit: int, flush: bool = True) -> int:
+        if not skipped:
+            skipped.append(depth_limit)
+            return 0  # what a step that found no room returns, with nothing in flight now
+        return real_step(depth_limit, flush)
+
+    worker._step = step  # type: ignore[method-assign]
+    try:
+        stats = worker.drain()
+    finally:
+        worker.close()
+    assert skipped
+    assert stats.succeeded == 40
+    assert all(get(mem, i).state is JobState.SUCCEEDED for i in due)
