@@ -14,7 +14,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -130,3 +130,23 @@ def local_cluster(url: str = BASE_URL) -> list[str]:
         if len(fields) >= 3 and fields[2] == port:
             return ["pg_ctlcluster", "--skip-systemctl-redirect", fields[0], fields[1]]
     unavailable(f"pg_lsclusters lists no cluster on port {port}: {listed.strip() or 'none'}")
+
+
+def schema_at(conn: Any, schema: str, version: int) -> None:
+    """Create `schema` as a Spool of migration `version` left it (upgrade tests): the
+    migrations up to it applied and recorded, none after. `conn`'s search_path must
+    already name `schema` (chalicelib.storage.postgres.connect sets it)."""
+    from chalicelib.storage import migrations
+
+    conn.execute(f'CREATE SCHEMA "{schema}"')
+    conn.execute(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+        " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    for m in migrations.available():
+        if m.version <= version:
+            conn.execute(m.sql().encode())
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                (m.version, m.name),
+            )

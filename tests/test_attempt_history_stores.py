@@ -116,23 +116,12 @@ def test_an_sqlite_file_from_before_attempt_history_gains_it_on_open(
 
 def test_postgres_at_version_2_migrates_with_jobs_in_flight(clock: FakeClock) -> None:
     from chalicelib.storage.postgres import PostgresStore, connect, parse_url
-    from tests.pg_support import fresh_schema
+    from tests.pg_support import fresh_schema, schema_at
 
     with fresh_schema(migrate=False) as url:
         settings = parse_url(url)
         with connect(settings) as conn:
-            conn.execute(f'CREATE SCHEMA "{settings.schema}"')
-            conn.execute(
-                "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
-                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            for m in migrations.available():
-                if m.version <= 2:
-                    conn.execute(m.sql().encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (m.version, m.name),
-                    )
+            schema_at(conn, settings.schema, 2)
             now = clock.now()
             conn.execute(
                 "INSERT INTO jobs (id, tenant, type, queue, priority, payload, state, attempts,"

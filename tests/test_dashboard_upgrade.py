@@ -48,24 +48,13 @@ def test_an_old_sqlite_file_is_counted_once_when_opened(tmp_path: Path) -> None:
 def test_postgres_0004_counts_the_jobs_already_there() -> None:
     from chalicelib.storage import migrations
     from chalicelib.storage.postgres import PostgresStore, connect, parse_url
-    from tests.pg_support import fresh_schema
+    from tests.pg_support import fresh_schema, schema_at
 
     clock = FakeClock()
     with fresh_schema(migrate=False) as url:
         settings = parse_url(url)
         with connect(settings) as conn:
-            conn.execute(f'CREATE SCHEMA "{settings.schema}"')
-            conn.execute(
-                "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
-                " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            for m in migrations.available():
-                if m.version <= 3:
-                    conn.execute(m.sql().encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (m.version, m.name),
-                    )
+            schema_at(conn, settings.schema, 3)
             for i, state in enumerate(["queued", "queued", "dead", "succeeded"]):
                 conn.execute(
                     "INSERT INTO jobs (id, tenant, type, queue, priority, payload, state,"

@@ -103,8 +103,10 @@ def test_failed_sign_ins_are_counted_per_client() -> None:
     gate = FailedSignIns(Rate(2, 60), timer=lambda: now[0])
     assert [gate.failed("10.0.0.1") for _ in range(2)] == [0.0, 30.0]
     assert gate.failed("10.0.0.2") == 0.0  # another client is not slowed
-    now[0] = 30.0
-    assert gate.blocked_for("10.0.0.1") == 0.0  # one failure has been forgiven
+    now[0] = 30.0  # one failure forgiven, and this one takes it back up
+    assert gate.failed("10.0.0.1") == 30.0
+    now[0] = 90.0  # a whole window later the client is back to its full allowance
+    assert gate.failed("10.0.0.1") == 0.0
     assert FailedSignIns(None).failed("x") == 0.0
 
 

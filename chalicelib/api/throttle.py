@@ -92,18 +92,6 @@ class FailedSignIns:
         assert self.rate is not None
         return self.rate.count / self.rate.per, self.rate.count
 
-    def blocked_for(self, client: str) -> float:
-        """Seconds until this client may fail again (0.0: it may)."""
-        if self.rate is None:
-            return 0.0
-        rate, burst = self._per_second()
-        with self._lock:
-            state = self._buckets.get(client)
-            if state is None:
-                return 0.0
-            tokens = refill(state[0], self._timer() - state[1], rate, burst)
-            return 0.0 if tokens >= 1 else (1 - tokens) / rate
-
     def failed(self, client: str) -> float:
         """Count one failure; the seconds this client must now wait (0.0: none)."""
         if self.rate is None:

@@ -385,9 +385,7 @@ class PolicyClaim:
         after: str | None = None
         while True:
             expr = Expr()
-            key = f"{expr.name(hash_attr)} = {expr.value(s(hash_value))}"
-            if after is not None:
-                key += f" AND {expr.name('due_sk')} > {expr.value(s(after))}"
+            key = _key_after(expr, hash_attr, hash_value, "due_sk", after)
             filter_ = None
             if self.queues is not None:
                 filter_ = expr.one_of("queue", [s(q) for q in sorted(self.queues)])
@@ -432,9 +430,7 @@ class PolicyClaim:
             after: str | None = None
             while True:
                 expr = Expr()
-                key = f"{expr.name('due_pk')} = {expr.value(s(due_partition(shard)))}"
-                if after is not None:
-                    key += f" AND {expr.name('tn_pk')} > {expr.value(s(after))}"
+                key = _key_after(expr, "due_pk", due_partition(shard), "tn_pk", after)
                 page = list(
                     itertools.islice(
                         self._index_query(GSI_DUE_TENANTS, expr, key, DISCOVERY_PAGE),
@@ -565,6 +561,16 @@ class PolicyClaim:
                 continue
             jobs.append(self.store._claimed(item))
         return jobs
+
+
+def _key_after(
+    expr: Expr, hash_attr: str, hash_value: str, range_attr: str, after: str | None
+) -> str:
+    """A key condition on one index partition, past `after` in its sort key when given."""
+    key = f"{expr.name(hash_attr)} = {expr.value(s(hash_value))}"
+    if after is not None:
+        key += f" AND {expr.name(range_attr)} > {expr.value(s(after))}"
+    return key
 
 
 def take_tokens(store: DynamoStore, key: str, rate: float, burst: int, cost: int) -> float:
