@@ -77,7 +77,34 @@ local function flush_marks()
   end
   MARKS = {}
 end
+-- A script that adds many jobs defers its index ZADDs here (ZQ set) and flush() writes
+-- each key's members in a few calls: one ZADD per key and 500 members, not one per job
+-- and key. Scripts that leave ZQ nil add at once.
+local ZQ = nil
+local function zadd(key, score, member)
+  if ZQ then
+    local t = ZQ[key]
+    if not t then
+      t = {}
+      ZQ[key] = t
+    end
+    t[#t + 1] = score
+    t[#t + 1] = member
+  else
+    redis.call('ZADD', key, score, member)
+  end
+end
+local function flush_z()
+  if not ZQ then return end
+  for key, t in pairs(ZQ) do
+    for i = 1, #t, 1000 do
+      redis.call('ZADD', key, unpack(t, i, math.min(i + 999, #t)))
+    end
+  end
+  ZQ = {}
+end
 local function flush()
+  flush_z()
   for key, t in pairs(DELTAS) do
     for field, n in pairs(t) do
       if n ~= 0 then redis.call('HINCRBY', key, field, n) end
@@ -122,11 +149,11 @@ end
 local function index_due(queue, score, member, tenant, type_)
   indexes()
   if IXB then
-    redis.call('ZADD', P .. 'rq:' .. #queue .. ':' .. queue .. type_, score, member)
+    zadd(P .. 'rq:' .. #queue .. ':' .. queue .. type_, score, member)
     mark(P .. 'rqs:' .. queue, type_)
   end
   if IXC then
-    redis.call('ZADD', P .. 'rf:' .. tq(tenant, queue) .. type_, score, member)
+    zadd(P .. 'rf:' .. tq(tenant, queue) .. type_, score, member)
     mark(P .. 'rfs:' .. queue, #tenant .. ':' .. tenant .. type_)
   end
 end
@@ -158,8 +185,8 @@ end
 -- A due job: in its queue's ready set and in the one of every queue (claims of any
 -- queue read R, so their cost does not grow with the number of queues ever used).
 local function ready(queue, score, member, tenant, type_)
-  redis.call('ZADD', P .. 'r:' .. queue, score, member)
-  redis.call('ZADD', P .. 'R', score, member)
+  zadd(P .. 'r:' .. queue, score, member)
+  zadd(P .. 'R', score, member)
   index_due(queue, score, member, tenant, type_)
 end
 local function unready(queue, member, tenant, type_)
@@ -168,13 +195,13 @@ local function unready(queue, member, tenant, type_)
   unindex_due(queue, member, tenant, type_)
 end
 local function wait_at(id, tenant, queue, prio, run_at, created, now, type_)
-  redis.call('ZADD', P .. 'w:' .. queue, run_at, id)
-  redis.call('ZADD', P .. 'W', run_at, id)
-  redis.call('ZADD', P .. 'wt:' .. tq(tenant, queue), run_at, id)
+  zadd(P .. 'w:' .. queue, run_at, id)
+  zadd(P .. 'W', run_at, id)
+  zadd(P .. 'wt:' .. tq(tenant, queue), run_at, id)
   if tonumber(run_at) <= tonumber(now) then
     ready(queue, -tonumber(prio), rmember(run_at, created, id), tenant, type_)
   else
-    redis.call('ZADD', P .. 'S', run_at, id)
+    zadd(P .. 'S', run_at, id)
   end
 end
 local function stop_waiting(id, tenant, queue, run_at, created, type_)
@@ -230,30 +257,34 @@ _READ = "#!lua flags=no-writes\n"
 # free room with `spool purge` / the dead letters' purge instead of by hand.
 _FREE = "#!lua flags=allow-oom\n"
 
-# ARGV: P, now, then 10 per job: id, tenant, type, queue, priority, payload,
-# max_attempts, run_at, key, callback url (each optional one '-' or '+value'). Keys
-# are unique within the batch (the Python side resolves repeats). Returns per job
-# {1} or {0, row of the job that already holds the key}.
+# ARGV: P, now, then the jobs as one JSON array (one decode beats ten arguments a job:
+# the client packed each argument on its own), each [id, tenant, type, queue, priority,
+# payload, max_attempts, run_at, key, callback url], every value a string (each optional
+# one '-' or '+value'). Keys are unique within the batch (the Python side resolves
+# repeats). Returns {flags, rows}: per job '1' (stored) or '0' (its key was held), and
+# for each '0' in order the row of the job that already holds the key.
 ADD = (
     _WRITE
     + _PRELUDE
     + r"""
 local now = ARGV[2]
-local out = {}
+local jobs = cjson.decode(ARGV[3])
+local flags, rows = {}, {}
 local created = 0
-local n = (#ARGV - 2) / 10
-for i = 0, n - 1 do
-  local b = 2 + i * 10
-  local id, tenant, type_, queue = ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
-  local prio, payload, max_attempts, run_at = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7], ARGV[b + 8]
-  local key, callback = opt(ARGV[b + 9]), opt(ARGV[b + 10])
+ZQ = {}
+for i = 1, #jobs do
+  local j = jobs[i]
+  local id, tenant, type_, queue = j[1], j[2], j[3], j[4]
+  local prio, payload, max_attempts, run_at = j[5], j[6], j[7], j[8]
+  local key, callback = opt(j[9]), opt(j[10])
   local existing = nil
   if key then
     existing = redis.call('HGET', P .. 'idem', #tenant .. ':' .. tenant .. key)
     if existing and redis.call('EXISTS', jkey(existing)) == 0 then existing = nil end
   end
   if existing then
-    out[#out + 1] = {0, row(existing)}
+    flags[i] = '0'
+    rows[#rows + 1] = row(existing)
   else
     local fields = {'id', id, 'tenant', tenant, 'type', type_, 'queue', queue,
       'priority', prio, 'payload', payload, 'state', 'queued', 'attempts', '0',
@@ -269,19 +300,19 @@ for i = 0, n - 1 do
     end
     redis.call('HSET', jkey(id), unpack(fields))
     local member = pad(now) .. id
-    redis.call('ZADD', P .. 'c', 0, member)
-    redis.call('ZADD', P .. 'ct:' .. tenant, 0, member)
-    redis.call('SADD', P .. 'queues', queue)
+    zadd(P .. 'c', 0, member)
+    zadd(P .. 'ct:' .. tenant, 0, member)
+    mark(P .. 'queues', queue)
     wait_at(id, tenant, queue, prio, run_at, now, now, type_)
     count(tenant, queue, 'queued', 1)
     bump(tenant, queue, type_, 'enqueued')
     created = created + 1
-    out[#out + 1] = {1}
+    flags[i] = '1'
   end
 end
 flush()
 if created > 0 then redis.call('PUBLISH', P .. 'wake', '') end
-return out
+return {table.concat(flags), rows}
 """
 )
 
