@@ -271,3 +271,34 @@ def test_a_file_system_without_flock_falls_back_to_sqlites_lock(
         assert store.add([job])[0].created
     assert all(store.get(job.id) is not None for job in jobs)
     assert "no write gate" in caplog.text
+
+
+def test_a_forked_child_checkpoints_although_the_parent_was_checkpointing(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    store.add([new_job()])
+    checkpointer._running.acquire()  # the parent's checkpoint thread is mid-way
+    try:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                checkpointer.run_now()  # would wait forever on the inherited lock
+                checkpointer.close()
+                code = 0 if checkpointer.backlog() == 0 else 2
+            finally:
+                os._exit(code)
+        for _ in range(3000):  # 30 s, then the child is stuck on the inherited lock
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            threading.Event().wait(0.01)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child waited on its parent's checkpoint lock")
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        checkpointer._running.release()

@@ -44,9 +44,11 @@ class Checkpointer:
         self._fd = -1
         self._pid = -1
         self._reads = 0
+        self._owner = os.getpid()
 
     def after_commit(self) -> None:
         """Called by a writer once it has let go of the gate."""
+        self._adopt()
         if self.backlog() >= CHECKPOINT_PAGES and self._running.acquire(blocking=False):
             threading.Thread(target=self._run, name="spool-checkpoint", daemon=True).start()
 
@@ -67,10 +69,12 @@ class Checkpointer:
 
     def run_now(self) -> None:
         """One passive checkpoint on the calling thread (waits for a running one)."""
+        self._adopt()
         with self._running:
             self._checkpoint()
 
     def close(self) -> None:
+        self._adopt()
         with self._running:  # a checkpoint in flight finishes first
             if self._db is not None:
                 self._db.close()
@@ -80,6 +84,14 @@ class Checkpointer:
         self._fd, self._pid = -1, -1
 
     # -- inside ------------------------------------------------------------
+    def _adopt(self) -> None:
+        """In a forked child: the parent's checkpoint thread did not come along, but its
+        lock may have, held; and its connection must not be used here. Start afresh."""
+        if self._owner != os.getpid():
+            self._owner = os.getpid()
+            self._running = threading.Lock()
+            self._db = None
+
     def _run(self) -> None:
         try:
             self._checkpoint()
