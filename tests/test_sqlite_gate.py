@@ -302,3 +302,26 @@ def test_a_forked_child_checkpoints_although_the_parent_was_checkpointing(
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         checkpointer._running.release()
+
+
+def test_a_checkpoint_that_cannot_start_does_not_fail_the_write(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(sqlite_checkpoint, "CHECKPOINT_PAGES", 1)
+
+    class NoThreads:
+        def __init__(self, *args: object, **kwargs: object) -> None: ...
+
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(sqlite_checkpoint, "_Thread", NoThreads)
+    jobs = [new_job() for _ in range(3)]
+    for job in jobs:  # the write committed, so its caller hears so
+        assert store.add([job])[0].created
+    assert all(store.get(job.id) is not None for job in jobs)
+    assert "checkpoint not started" in caplog.text
+    checkpointer = store._checkpointer
+    assert checkpointer is not None
+    assert checkpointer._running.acquire(blocking=False)  # let go after each failure
+    checkpointer._running.release()

@@ -33,6 +33,7 @@ HEAD = 100
 RELINK_EVERY = 256
 
 log = logging.getLogger("spool.storage")
+_Thread = threading.Thread  # by this name, so a test can refuse it without touching others
 
 
 class Checkpointer:
@@ -47,10 +48,15 @@ class Checkpointer:
         self._owner = os.getpid()
 
     def after_commit(self) -> None:
-        """Called by a writer once it has let go of the gate."""
+        """Called by a writer once it has let go of the gate. Never raises: the write
+        has committed, and its caller must hear so."""
         self._adopt()
         if self.backlog() >= CHECKPOINT_PAGES and self._running.acquire(blocking=False):
-            threading.Thread(target=self._run, name="spool-checkpoint", daemon=True).start()
+            try:
+                _Thread(target=self._run, name="spool-checkpoint", daemon=True).start()
+            except RuntimeError as exc:  # no thread to be had (interpreter exit, limits)
+                self._running.release()
+                log.warning("WAL checkpoint not started: %s", exc)
 
     def backlog(self) -> int:
         """WAL frames not yet copied into the database file (0 when unknown)."""

@@ -115,16 +115,11 @@ class WriteGate:
         return True
 
     def _try(self) -> bool:
-        try:
-            fcntl.flock(self._gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+        return _exclusive_now(self._gate)
 
     def _others_waiting(self) -> bool:
-        try:
-            fcntl.flock(self._waiting, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        """Someone holds a shared lock on the waiting file (this process holds none)."""
+        if not _exclusive_now(self._waiting):
             return True
         fcntl.flock(self._waiting, fcntl.LOCK_UN)
         return False
@@ -143,3 +138,12 @@ class WriteGate:
                 step = min(step * 2, LONGEST_STEP)
         finally:
             fcntl.flock(self._waiting, fcntl.LOCK_UN)
+
+
+def _exclusive_now(fd: int) -> bool:
+    """An exclusive flock on fd if nobody else holds one; never waits."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
