@@ -90,6 +90,13 @@ def _has_shape_word(folded: str) -> bool:
     return any(word in folded for word in SHAPE_WORDS)
 
 
+# Short texts recur on every line (event names, tenants, types, queues): their masked
+# form is remembered, up to REMEMBERED of them (then forgotten all at once), and
+# forgotten whenever the secrets change.
+REMEMBER_UP_TO = 64
+REMEMBERED = 4096
+
+
 class Redactor:
     """Masks the configured secrets by value and credentials by shape; thread-safe."""
 
@@ -97,6 +104,7 @@ class Redactor:
         self._lock = threading.Lock()
         self._secrets: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._known: dict[str, str] = {}
 
     def add(self, secrets: Iterable[str]) -> None:
         """Mask these values from now on (each also as JSON writes it inside a string)."""
@@ -111,11 +119,24 @@ class Redactor:
             # Longest first, so a secret containing another is masked whole.
             alternatives = sorted(forms, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(s) for s in alternatives))
+            self._known = {}  # after the pattern: a text read from here on meets it
 
     def add_settings(self, settings: Settings) -> None:
         self.add(secrets_in(settings))
 
     def text(self, text: str) -> str:
+        if len(text) > REMEMBER_UP_TO:
+            return self._masked(text)
+        known = self._known
+        masked = known.get(text)
+        if masked is None:
+            masked = self._masked(text)
+            if len(known) >= REMEMBERED:
+                known.clear()
+            known[text] = masked
+        return masked
+
+    def _masked(self, text: str) -> str:
         pattern = self._pattern
         if _SEPARATOR.search(text) is None or not _has_shape_word(text.casefold()):
             return pattern.sub(MASK, text) if pattern is not None else text
@@ -144,6 +165,7 @@ class Redactor:
         with self._lock:
             self._secrets = set()
             self._pattern = None
+            self._known = {}
 
 
 def secrets_in(settings: Settings) -> set[str]:

@@ -24,9 +24,11 @@ _TEXTS = st.lists(st.one_of(_PIECES, st.text(max_size=6)), max_size=12).map("".j
 
 
 def full_passes(redactor: Redactor, text: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The reference: every pass runs (an empty shape word is in every text)."""
+    """The reference: every pass runs (an empty shape word is in every text), and the
+    answer is worked out again, not the one remembered from the fast path."""
     with monkeypatch.context() as patch:
         patch.setattr(log_redact, "SHAPE_WORDS", ("",))
+        patch.setattr(log_redact, "REMEMBER_UP_TO", -1)
         return redactor.text(text)
 
 
@@ -52,3 +54,23 @@ def test_a_plain_job_line_is_untouched_and_a_configured_secret_still_masked() ->
     line = "2026-12-01T09:00:00.000Z INFO spool.jobs: job enqueued job_id=ab12 tenant=a"
     assert redactor.text(line) == line
     assert redactor.text(f"{line} leaked=k3y-of-tenant-a") == f"{line} leaked=***"
+
+
+def test_a_remembered_text_is_masked_again_once_a_secret_is_added() -> None:
+    redactor = Redactor()
+    assert redactor.text("tenant-s3cr3t-v4lue") == "tenant-s3cr3t-v4lue"  # remembered
+    redactor.add({"s3cr3t-v4lue"})
+    assert redactor.text("tenant-s3cr3t-v4lue") == "tenant-***"
+    redactor.clear()
+    assert redactor.text("tenant-s3cr3t-v4lue") == "tenant-s3cr3t-v4lue"
+
+
+def test_remembered_texts_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_redact, "REMEMBERED", 8)
+    redactor = Redactor()
+    for i in range(50):
+        assert redactor.text(f"job-{i}") == f"job-{i}"
+    assert len(redactor._known) <= 8
+    long_text = "x" * (log_redact.REMEMBER_UP_TO + 1)
+    assert redactor.text(long_text) == long_text
+    assert long_text not in redactor._known
