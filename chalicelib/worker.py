@@ -585,10 +585,10 @@ class Worker:
                 limit = fit if fit <= 2 else max(2, fit - 1)
             if self._step(limit):
                 continue
-            if self._idle() and not self._claimed_nothing(limit):
-                continue
             if self._idle():
-                break
+                if self._claimed_nothing(limit):
+                    break
+                continue
             self._wait_for_events(min(self._next_deadline_in(), 0.05))
         self._flush()
         return self.stats

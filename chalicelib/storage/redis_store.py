@@ -389,25 +389,24 @@ class RedisStore:
                     first_of[key] = i
         candidates = [i for i in range(len(jobs)) if i not in dup_of]
         results: list[AddResult | None] = [None] * len(jobs)
+        run_ats = [to_micros(jobs[i].run_at) for i in candidates]  # as stored, to the us
         rows = [
             [
                 new.id, new.tenant, new.type, new.queue, str(int(new.priority)),
                 json.dumps(new.payload, separators=(",", ":")), str(int(new.max_attempts)),
-                str(to_micros(new.run_at)), _opt(new.idempotency_key),
+                str(run_at), _opt(new.idempotency_key),
                 _opt(getattr(new, "callback_url", None)),
             ]
-            for new in (jobs[i] for i in candidates)
+            for new, run_at in zip((jobs[i] for i in candidates), run_ats, strict=True)
         ]  # fmt: skip
         # Raw UTF-8 (not \u escapes): text redis-py could not encode fails here, before
         # the script, as it did when each value was an argument of its own.
         packed = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
         flags, held = self._call("ADD", [now_s, packed])
         holders = iter(held)
-        for i, flag in zip(candidates, flags, strict=True):
+        for i, run_at, flag in zip(candidates, run_ats, flags, strict=True):
             if flag == ord("1"):
-                new = jobs[i]
-                run_at = from_micros(to_micros(new.run_at))
-                results[i] = AddResult(queued_job(new, run_at, now), True)
+                results[i] = AddResult(queued_job(jobs[i], from_micros(run_at), now), True)
             else:
                 results[i] = AddResult(row_to_job(next(holders)), False)
         for i, j in dup_of.items():

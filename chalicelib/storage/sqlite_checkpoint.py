@@ -14,6 +14,7 @@ connection of its own. SQLite's autocheckpoint stays on at a higher mark
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -42,15 +43,13 @@ class Checkpointer:
         self._connect = connect
         self._db: sqlite3.Connection | None = None
         self._running = threading.Lock()
-        self._fd = -1
-        self._pid = -1
+        self._fd = -1  # the -shm file, read for the backlog
         self._reads = 0
         self._owner = os.getpid()
 
     def after_commit(self) -> None:
         """Called by a writer once it has let go of the gate. Never raises: the write
         has committed, and its caller must hear so."""
-        self._adopt()
         if self.backlog() >= CHECKPOINT_PAGES and self._running.acquire(blocking=False):
             try:
                 _Thread(target=self._run, name="spool-checkpoint", daemon=True).start()
@@ -60,6 +59,7 @@ class Checkpointer:
 
     def backlog(self) -> int:
         """WAL frames not yet copied into the database file (0 when unknown)."""
+        self._adopt()
         fd = self._shm()
         if fd < 0:
             return 0
@@ -85,18 +85,18 @@ class Checkpointer:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-        if self._fd >= 0 and self._pid == os.getpid():
-            os.close(self._fd)
-        self._fd, self._pid = -1, -1
+        self._close_shm()
 
     # -- inside ------------------------------------------------------------
     def _adopt(self) -> None:
         """In a forked child: the parent's checkpoint thread did not come along, but its
-        lock may have, held; and its connection must not be used here. Start afresh."""
+        lock may have, held; and its connection must not be used here. Start afresh
+        (the -shm descriptor came along as the child's own copy: close it)."""
         if self._owner != os.getpid():
             self._owner = os.getpid()
             self._running = threading.Lock()
             self._db = None
+            self._close_shm()
 
     def _run(self) -> None:
         try:
@@ -114,17 +114,18 @@ class Checkpointer:
 
     def _shm(self) -> int:
         self._reads += 1
-        stale = self._fd >= 0 and self._reads % RELINK_EVERY == 0 and _unlinked(self._fd)
-        if self._pid == os.getpid() and self._fd >= 0 and not stale:
-            return self._fd
-        if self._fd >= 0 and self._pid == os.getpid():
-            os.close(self._fd)
-        self._pid = os.getpid()
-        try:
-            self._fd = os.open(self.shm_path, os.O_RDONLY)
-        except OSError:
-            self._fd = -1  # not made yet, or no WAL (a read-only file): nothing to do
+        if self._fd >= 0 and self._reads % RELINK_EVERY == 0 and _unlinked(self._fd):
+            self._close_shm()
+        if self._fd < 0:
+            # Not made yet, or no WAL (a read-only file): nothing to do, -1 stays.
+            with contextlib.suppress(OSError):
+                self._fd = os.open(self.shm_path, os.O_RDONLY)
         return self._fd
+
+    def _close_shm(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def _unlinked(fd: int) -> bool:

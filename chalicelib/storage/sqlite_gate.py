@@ -70,8 +70,6 @@ class WriteGate:
             if not others and self._try():
                 return
             self._wait(PATIENCE if patience is None else patience, courteous=others)
-        except GateTimeout:
-            raise
         except OSError as exc:
             # flock refused outright (ENOLCK: a file system without locks). SQLite's
             # own lock still keeps writers apart, as before the gate existed.
