@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +24,7 @@ from chalicelib.storage import migrations
 from chalicelib.storage.base import LEASE_EXPIRED_ERROR, to_micros
 from chalicelib.storage.sqlite import SQLiteStore
 from tests.factories import new_job
+from tests.threads import run_together
 
 LEASE = 30.0
 
@@ -76,19 +76,11 @@ def test_an_sqlite_file_from_before_attempt_history_gains_it_on_open(
     raw.close()
     # Two processes' stores opening the old file at once: each column is added once.
     opened: list[SQLiteStore] = []
-    errors: list[BaseException] = []
 
     def open_it() -> None:
-        try:
-            opened.append(SQLiteStore(str(path), clock))
-        except BaseException as exc:  # pragma: no cover - reported below
-            errors.append(exc)
+        opened.append(SQLiteStore(str(path), clock))
 
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    errors = run_together(open_it, 4, timeout=30)
     assert not errors and len(opened) == 4
     store = opened[0]
     try:

@@ -25,6 +25,7 @@ from chalicelib.worker import Worker, WorkerConfig
 from tests.factories import new_job
 from tests.pg_proxy import pg_proxy
 from tests.pg_support import admin_connect, fresh_schema, terminate, with_port
+from tests.threads import run_together
 
 pytestmark = pytest.mark.postgres
 
@@ -89,20 +90,12 @@ def test_concurrent_migrations_take_turns() -> None:
     with fresh_schema(migrate=False) as url:
         settings = parse_url(url)
         ran: list[int] = []
-        errors: list[BaseException] = []
 
         def run() -> None:
-            try:
-                with pg.connect(settings) as conn:
-                    ran.extend(m.version for m in migrations.migrate(conn, settings.schema))
-            except BaseException as exc:
-                errors.append(exc)
+            with pg.connect(settings) as conn:
+                ran.extend(m.version for m in migrations.migrate(conn, settings.schema))
 
-        threads = [threading.Thread(target=run) for _ in range(3)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+        errors = run_together(run, 3, timeout=30)
         assert errors == []
         assert sorted(ran) == [m.version for m in migrations.available()]
         open_store(url).close()

@@ -12,6 +12,7 @@ from chalicelib.limits import ClaimPolicy, Limit, Rate
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.base import JobStore
 from tests.factories import new_job
+from tests.threads import run_together
 
 LEASE = 30.0
 
@@ -188,22 +189,14 @@ def test_concurrency_limit_holds_under_claims_from_many_threads(
     policy = ClaimPolicy((Limit("type", "resize", concurrency=3),))
     claimed: list[str] = []
     lock = threading.Lock()
-    errors: list[BaseException] = []
 
     def claimer() -> None:
-        try:
-            for _ in range(5):
-                jobs = store.claim(2, LEASE, policy=policy)
-                with lock:
-                    claimed.extend(j.id for j in jobs)
-        except BaseException as exc:
-            errors.append(exc)
+        for _ in range(5):
+            jobs = store.claim(2, LEASE, policy=policy)
+            with lock:
+                claimed.extend(j.id for j in jobs)
 
-    threads = [threading.Thread(target=claimer) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    errors = run_together(claimer, 4)
     assert not errors
     assert len(claimed) == 3 == len(set(claimed))
 
@@ -232,11 +225,7 @@ def test_token_bucket_holds_under_many_threads(store: JobStore, clock: FakeClock
             with lock:
                 granted.append(wait)
 
-    threads = [threading.Thread(target=taker) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    assert run_together(taker, 4) == []
     assert len(granted) == 40 and granted.count(0.0) == 15
 
 
