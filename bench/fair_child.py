@@ -27,7 +27,7 @@ from chalicelib.models import JobState, NewJob
 from chalicelib.storage import open_store
 from chalicelib.worker import Worker, WorkerConfig
 
-B_JOBS = 100
+B_JOBS = 200
 B_EVERY = 0.02  # seconds between tenant B's enqueues
 WORK = 0.001  # seconds each backlog job takes
 

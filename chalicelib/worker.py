@@ -156,9 +156,9 @@ class Worker:
         self._stop = threading.Event()
         self._woken = False
         self._held = False  # the last claim took nothing because limits held every due job
-        # The store announced new work: with fair turns, claim into any free room at
-        # once (not only when half the capacity is free) so a newcomer need not wait
-        # for the prefetched batch of a tenant with a backlog.
+        # The store announced new work: with fair turns, the next step claims a few
+        # jobs first (see _step), so a newcomer need not wait for the prefetched
+        # batch of a tenant with a backlog.
         self._announced = False
         self._fair = self.config.policy is not None and self.config.policy.fair
         self._notifier: Any = None
@@ -351,16 +351,30 @@ class Worker:
         return len(jobs)
 
     def _queue_fairly(self, attempts: list[_Attempt]) -> None:
-        """Under the lock: a tenant with nothing held here goes to the front of the inbox.
+        """Under the lock: the inbox takes turns between tenants, as the claim did.
 
-        The claim took turns fairly, but jobs claimed earlier still queue here: a
-        newcomer's one job would otherwise wait behind the whole prefetched batch of
-        a tenant with a backlog, which is the starvation fair turns exist to end."""
+        A claim returns its jobs oldest first, so a batch taken while one tenant has
+        a backlog would run that tenant's ~50 jobs before a newcomer's one, and jobs
+        claimed earlier would queue ahead of it too: the starvation fair turns exist
+        to end. So the inbox is rebuilt as weighted turns: each tenant's jobs keep
+        their order, a tenant's k-th job ranks at k / weight, and ties go first to
+        tenants that had nothing waiting here."""
         inbox = self._state.inbox
-        present = {a.job.tenant for a in inbox}
-        ahead = [a for a in attempts if a.job.tenant not in present]
-        inbox.extend(a for a in attempts if a.job.tenant in present)
-        inbox.extendleft(reversed(ahead))
+        waiting = {a.job.tenant for a in inbox}
+        by_tenant: dict[str, list[_Attempt]] = {}
+        for attempt in (*inbox, *attempts):
+            by_tenant.setdefault(attempt.job.tenant, []).append(attempt)
+        policy = self.config.policy
+        assert policy is not None
+        tenants = sorted(by_tenant, key=lambda t: t in waiting)  # stable: claim order kept
+        turns = [
+            (k / policy.weight(tenant), rank, attempt)
+            for rank, tenant in enumerate(tenants)
+            for k, attempt in enumerate(by_tenant[tenant])
+        ]
+        turns.sort(key=lambda turn: turn[:2])
+        inbox.clear()
+        inbox.extend(attempt for _, _, attempt in turns)
 
     def _reap_timeouts(self) -> None:
         now = time.monotonic()
@@ -523,6 +537,14 @@ class Worker:
         leaves completions in the outbox for a later turn.
         """
         self._reap_timeouts()
+        quick = 0
+        if self._announced and self._fair and depth_limit > 0 and not self._stop.is_set():
+            # New work was announced under fair turns: take a few jobs now, before
+            # writing completions and whatever the prefetch room, so a newcomer
+            # tenant's job waits for neither a batch of completions nor a full claim
+            # (the claim gives it the next turn; _queue_fairly the next free thread).
+            self._announced = False
+            quick = self._claim(min(self.config.concurrency, self.config.batch_size))
         flushing = self._flush_beside() if self._overlap and flush else None
         if flushing is None and flush:
             self._flush()
@@ -531,23 +553,16 @@ class Worker:
                 self._extend_leases()
                 self._last_lease_check = time.monotonic()
             if depth_limit <= 0 or self._stop.is_set():
-                return 0
+                return quick
             concurrency = self.config.concurrency
             with self._lock:
                 capacity = concurrency * min(depth_limit, self._depth())
                 in_flight = self._in_flight()
             room = capacity - in_flight
             # Claim in useful batches: wait until half the capacity is free unless idle.
-            if (
-                room >= max(1, capacity // 2)
-                or (room > 0 and not in_flight)
-                or (room > 0 and self._announced and self._fair)
-            ):
-                # Kept until a claim happens: announced while the inbox was full, the
-                # new work is claimed as soon as one slot frees.
-                self._announced = False
-                return self._claim(min(room, self.config.batch_size))
-            return 0
+            if room >= max(1, capacity // 2) or (room > 0 and not in_flight):
+                return quick + self._claim(min(room, self.config.batch_size))
+            return quick
         finally:
             if flushing is not None:
                 flushing.result()  # one flush at a time; its errors surface here
