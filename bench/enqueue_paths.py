@@ -158,7 +158,7 @@ _PG_FLOOR_MANY = (
     "INSERT INTO floor_jobs (id, tenant, type, queue, priority, payload, state, max_attempts,"
     " run_at, created_at, updated_at) SELECT u.id, 'bench', 'bench.noop', 'default', 0,"
     " u.payload, 'queued', 3, %(now)s, %(now)s, %(now)s"
-    " FROM unnest(%(ids)s::text[], %(payloads)s::text[]) AS u(id, payload)"
+    " FROM unnest(%(ids)b::text[], %(payloads)b::text[]) AS u(id, payload)"
 )
 
 

@@ -145,9 +145,11 @@ _ADD_TEMPLATE = (
     + UPSERT_COUNTERS.format(source="(SELECT queue, type, 'enqueued' AS event FROM ins) AS e")
     + ") SELECT id, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM ins"
 )
-# A batch: one row per element of parallel arrays.
+# A batch: one row per element of parallel arrays, sent in binary: psycopg dumps a
+# text array element by element through a quoting regex (~15 us a job for the ten
+# columns), a binary one without (~2.5 us).
 ADD_SQL = _ADD_TEMPLATE.replace(
-    "{rows}", "unnest(" + ", ".join(f"%({a})s::{t}[]" for a, _, t in _ADD_COLUMNS) + ")"
+    "{rows}", "unnest(" + ", ".join(f"%({a})b::{t}[]" for a, _, t in _ADD_COLUMNS) + ")"
 )
 # One job (the common single enqueue): a VALUES row of scalars. Postgres parses no
 # arrays and plans no function scan, about a third less server time per statement.
@@ -236,9 +238,9 @@ CLAIM_CHOSEN_SQL = postgres_limits.claim_chosen_sql(_CLAIM_PICKED)
 
 FINISH_SQL = (
     "WITH c AS ("
-    " SELECT * FROM unnest(%(ids)s::text[], %(tokens)s::text[], %(states)s::text[],"
-    " %(results)s::text[], %(errors)s::text[], %(retry_ats)s::timestamptz[],"
-    " %(attempts)s::text[])"
+    " SELECT * FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(states)b::text[],"
+    " %(results)b::text[], %(errors)b::text[], %(retry_ats)b::timestamptz[],"
+    " %(attempts)b::text[])"
     " AS c(id, token, state, result, error, retry_at, attempt)),"
     " done AS ("
     " UPDATE jobs j SET state = c.state, result = c.result, last_error = c.error,"
