@@ -214,11 +214,52 @@ def _pg_floor(url: str, n: int, batch: int) -> float:
         conn.close()
 
 
+def _pg_statement(url: str, n: int, batch: int) -> float:
+    """Spool's own enqueue statement (the row, the counter bump, the dashboard counts'
+    trigger, the wake-up) sent by the floor's loop: what Spool's SQL costs the server
+    with none of Spool's Python around it."""
+    import json
+    import random
+
+    from chalicelib.ids import new_job_id
+    from chalicelib.storage.postgres import ADD_ONE_SQL, ADD_SQL, connect, parse_url
+
+    settings = parse_url(url)
+    conn = connect(settings)
+    try:
+        start = time.perf_counter()
+        for base in range(0, n, batch):
+            count = min(batch, n - base)
+            now = datetime.now(UTC)
+            ids = [new_job_id() for _ in range(count)]
+            payloads = [json.dumps({"n": base + i}) for i in range(count)]
+            shared = {"now": now, "shard": random.randrange(16), "channel": settings.channel}
+            if batch == 1:
+                one = {
+                    "id": ids[0], "tenant": "bench", "type": "bench.noop", "queue": "default",
+                    "priority": 0, "payload": payloads[0], "max_attempt": 3, "run_at": now,
+                    "key": None, "callback_url": None,
+                }  # fmt: skip
+                conn.execute(ADD_ONE_SQL, {**shared, **one}, prepare=True).fetchall()
+                continue
+            many = {
+                "ids": ids, "tenants": ["bench"] * count, "types": ["bench.noop"] * count,
+                "queues": ["default"] * count, "priorities": [0] * count, "payloads": payloads,
+                "max_attempts": [3] * count, "run_ats": [now] * count, "keys": [None] * count,
+                "callback_urls": [None] * count,
+            }  # fmt: skip
+            conn.execute(ADD_SQL, {**shared, **many}).fetchall()
+        return n / (time.perf_counter() - start)
+    finally:
+        conn.close()
+
+
 def pg_measures(durability: str, kind: str, url: str) -> dict[str, Measure]:
     single, many, size = SIZES["postgres"]
     n, batch = (single, 1) if kind == "single" else (many, size)
     return {
         "floor": lambda: _pg_floor(url, n, batch),
+        "statement": lambda: _pg_statement(url, n, batch),
         "spool": lambda: _spool_rate(url, n, batch, False),
         "spool, INFO logs": lambda: _spool_rate(url, n, batch, True),
     }
@@ -253,14 +294,18 @@ def run(stores: list[str], modes: list[str], rounds: int) -> list[Row]:
 
 def table(rows: list[Row]) -> str:
     lines = [
-        "| store | durability | enqueue | floor | Spool | % of floor | Spool, INFO logs "
-        "| % of floor |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| store | durability | enqueue | floor | Spool's SQL alone | % of floor | Spool "
+        "| % of floor | Spool, INFO logs | % of floor |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         floor, spool, logged = r.median("floor"), r.median("spool"), r.median("spool, INFO logs")
+        sql = "| - | - "
+        if "statement" in r.figures:
+            statement = r.median("statement")
+            sql = f"| {statement:,.0f}/s | {100 * statement / floor:.0f}% "
         lines.append(
-            f"| {r.store} | {r.durability} | {r.kind} | {floor:,.0f}/s | {spool:,.0f}/s "
+            f"| {r.store} | {r.durability} | {r.kind} | {floor:,.0f}/s {sql}| {spool:,.0f}/s "
             f"| {100 * spool / floor:.0f}% | {logged:,.0f}/s | {100 * logged / floor:.0f}% |"
         )
     return "\n".join(lines)
@@ -283,7 +328,10 @@ enqueues, {sqlite_many:,} in batches of {sqlite_size}; its floor is plain sqlite
 same INSERT and counter bump on the store's schema and pragmas. Postgres: {pg_single:,}
 single, {pg_many:,} in batches of {pg_size:,}; its floor is psycopg inserting into a table
 with the columns and indexes of `jobs` (one row per transaction, or one
-`INSERT ... SELECT FROM unnest` per batch). Spool is `Service.enqueue`: validation
+`INSERT ... SELECT FROM unnest` per batch); "Spool's SQL alone" is the store's own
+enqueue statement (the row, the counter bump, the dashboard counts' trigger, the
+wake-up) sent by that same loop, so it is what the server's share of Spool costs with
+none of Spool's Python. Spool is `Service.enqueue`: validation
 against the handler's payload model, ids, idempotency rules, counters and wake-ups
 included; "INFO logs" adds the one `enqueued` line per job that `spool` and
 `spool serve` write (here to /dev/null). Durability `full` is `?durability=full` on

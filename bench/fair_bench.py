@@ -1,7 +1,7 @@
 """What fair turns and limits cost, and what fairness buys, on SQLite and Postgres.
 
     .venv/bin/python -m bench.fair_bench [--stores sqlite,postgres] [--drain 20000]
-        [--backlog 50000] [--runs 3] [--base REF] [--write]
+        [--backlog 50000] [--runs 3] [--base REF] [--claim-sizes 8,16,32] [--write]
 
 In one run, each figure a median of --runs fresh stores (bench/fair_child.py, one
 process per measurement):
@@ -110,9 +110,15 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--base", default=BASE_REF)
+    parser.add_argument(
+        "--claim-sizes",
+        default="",
+        help="also measure fair turns with claims of at most these many jobs (e.g. 8,16,32)",
+    )
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     stores = args.stores.split(",")
+    sizes = [int(s) for s in args.claim_sizes.split(",") if s]
     load = os.getloadavg()[0]
     results: dict[str, dict[str, Any]] = {}
     with worktree(args.base) as base:
@@ -127,6 +133,14 @@ def main() -> None:
                 ("empty", ROOT, "latency", "fair", 0),
                 ("fair_backlog", ROOT, "latency", "fair", args.backlog),
                 ("plain_backlog", ROOT, "latency", "off", args.backlog),
+                *(
+                    (name, ROOT, what, f"fair@{size}", number)
+                    for size in sizes
+                    for name, what, number in (
+                        (f"fair@{size}", "drain", args.drain),
+                        (f"fair_backlog@{size}", "latency", args.backlog),
+                    )
+                ),
             )
         ]
         bar = tqdm(total=len(plan) * args.runs, desc="fair bench", unit="run")
@@ -154,7 +168,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load: f
         "## Fair turns and limits: what they cost, what they buy",
         "",
         f"`.venv/bin/python -m bench.fair_bench --drain {args.drain} --backlog {args.backlog} "
-        f"--runs {args.runs} --write` on {platform.machine()}, {os.cpu_count()} cores, "
+        f"--runs {args.runs}"
+        + (f" --claim-sizes {args.claim_sizes}" if args.claim_sizes else "")
+        + f" --write` on {platform.machine()}, {os.cpu_count()} cores, "
         f"1-minute load {load:.2f} before the run and {os.getloadavg()[0]:.2f} after. "
         f"Medians of {args.runs} fresh stores, the variants measured in turn; 'before' is "
         f"the same script on "
@@ -192,6 +208,27 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load: f
                 f"| {plain[p + 'p50_ms']:,.0f} / {plain[p + 'p99_ms']:,.0f} "
                 f"| {fair[p + 'p99_ms'] / max(empty[p + 'p99_ms'], 1e-9):.2f}x |"
             )
+    sizes = [int(s) for s in args.claim_sizes.split(",") if s]
+    if sizes:
+        lines += [
+            "",
+            "Fair turns with smaller claims (the worker's batch size; 100 above): what the "
+            "drain gives up and what B's wait to its handler starting gets back:",
+            "",
+            "| store | claims of at most | fair drain (x before) "
+            "| B's wait p50 / p99 | p99 / empty p99 |",
+            "|---|---|---|---|---|",
+        ]
+        for store, r in results.items():
+            before, empty = r["before"]["jobs_per_second"], r["empty"]["start_p99_ms"]
+            for size in [100, *sizes]:
+                drain = r["fair" if size == 100 else f"fair@{size}"]["jobs_per_second"]
+                wait = r["fair_backlog" if size == 100 else f"fair_backlog@{size}"]
+                lines.append(
+                    f"| {store} | {size} | {drain:,.0f}/s ({drain / before:.2f}x) "
+                    f"| {wait['start_p50_ms']:.1f} / {wait['start_p99_ms']:.1f} "
+                    f"| {wait['start_p99_ms'] / max(empty, 1e-9):.2f}x |"
+                )
     lines += ["", end]
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ store and worker API both have; a policy is passed only when one is asked for.
     python bench/fair_child.py drain STORE_URL MODE N
     python bench/fair_child.py latency STORE_URL MODE BACKLOG
     python bench/fair_child.py enqueue STORE_URL MODE N    (tenant B, run by latency)
+MODE: off, limits or fair; MODE@N claims at most N jobs at a time (default 100).
 Prints one JSON value.
 """
 
@@ -51,8 +52,11 @@ def _registry() -> Registry:
 
 
 def _config(mode: str) -> WorkerConfig:
+    """MODE, or MODE@N: claims of at most N jobs (default 100)."""
+    mode, _, size = mode.partition("@")
+    batch = int(size or 100)
     if mode == "off":
-        return WorkerConfig(concurrency=8, batch_size=100)
+        return WorkerConfig(concurrency=8, batch_size=batch)
     from chalicelib.limits import ClaimPolicy, Limit
 
     if mode == "limits":  # a limit that never binds: the cost of checking one
@@ -61,7 +65,7 @@ def _config(mode: str) -> WorkerConfig:
         policy = ClaimPolicy(fair=True)
     else:
         raise SystemExit(f"unknown mode {mode}")
-    return WorkerConfig(concurrency=8, batch_size=100, policy=policy)
+    return WorkerConfig(concurrency=8, batch_size=batch, policy=policy)
 
 
 def _jobs(n: int, tenant: str, work: float = 0.0, type_: str = "noop") -> list[NewJob]:
