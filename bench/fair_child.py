@@ -104,7 +104,9 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
     for start in range(0, backlog, 1000):
         store.add(_jobs(min(1000, backlog - start), "a", WORK))
     worker = Worker(store, _registry(), _config(mode))
+    busy = _time_writes(store)
     runner = threading.Thread(target=worker.run, daemon=True)
+    began = time.perf_counter()
     runner.start()
     # Tenant B enqueues from a process of its own, as an API server would: in this
     # one, its thread would queue for the GIL behind the worker's ten threads.
@@ -114,7 +116,9 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
         capture_output=True,
         text=True,
     )
-    ids = json.loads(out.stdout.strip().splitlines()[-1])
+    b = json.loads(out.stdout.strip().splitlines()[-1])
+    ids, enqueue_ms = b["ids"], sorted(b["enqueue_ms"])
+    writing = sum(busy) / (time.perf_counter() - began)  # while B enqueued
     deadline = time.monotonic() + 600
     claimed: list[float] = []
     started: list[float] = []
@@ -139,18 +143,42 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
         "start_p50_ms": statistics.median(started),
         "start_p99_ms": started[int(0.99 * (len(started) - 1))],
         "backlog_left": left,
+        "enqueue_p50_ms": statistics.median(enqueue_ms),
+        "enqueue_p99_ms": enqueue_ms[int(0.99 * (len(enqueue_ms) - 1))],
+        "worker_writing": writing,
     }
 
 
-def enqueue(url: str, mode: str, n: int) -> list[str]:
-    """Tenant B's jobs, one every B_EVERY seconds; their ids."""
+def _time_writes(store: Any) -> list[float]:
+    """Seconds the worker spends in the store's claim and finish (its write transactions)."""
+    spent: list[float] = []
+    for name in ("claim", "finish"):
+        call = getattr(store, name)
+
+        def timed(*args: Any, _call: Any = call, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return _call(*args, **kwargs)
+            finally:
+                spent.append(time.perf_counter() - start)
+
+        setattr(store, name, timed)
+    return spent
+
+
+def enqueue(url: str, mode: str, n: int) -> dict[str, list[Any]]:
+    """Tenant B's jobs, one every B_EVERY seconds: their ids, and how long each add took
+    (the first, which opens the store's files, left out)."""
     store = open_store(url)
-    ids = []
+    ids: list[str] = []
+    took: list[float] = []
     for _ in range(n):
+        start = time.perf_counter()
         ids.extend(r.job.id for r in store.add(_jobs(1, "b", type_="mark")))
+        took.append((time.perf_counter() - start) * 1000)
         time.sleep(B_EVERY)
     store.close()
-    return ids
+    return {"ids": ids, "enqueue_ms": took[1:]}
 
 
 if __name__ == "__main__":
