@@ -8,8 +8,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,11 +18,11 @@ from chalicelib.config import Settings
 from chalicelib.handlers import Registry
 from chalicelib.ids import new_job_id
 from chalicelib.limit_settings import claim_policy
-from chalicelib.limits import Limit, Rate
+from chalicelib.limits import ClaimPolicy, Limit, Rate
 from chalicelib.middleware import Middleware
-from chalicelib.models import JobState, NewJob
+from chalicelib.models import Job, JobState, NewJob
 from chalicelib.storage import open_store
-from chalicelib.worker import Worker, WorkerConfig
+from chalicelib.worker import Worker, WorkerConfig, _Attempt
 from tests.limit_log import LIMITED_TYPE, LOG_DIR_ENV, most_at_once
 from tests.pg_support import fresh_schema
 from tests.procs import ROOT, guarded_env, stop
@@ -226,113 +227,103 @@ def _all_done(url: str) -> bool:
         store.close()
 
 
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Any]:
+    store = open_store(f"sqlite:///{tmp_path}/spool.db")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _fair_worker(store: Any, **weights: int) -> Worker:
+    policy = ClaimPolicy(fair=True, weights=weights)
+    return Worker(store, Registry(), WorkerConfig(policy=policy))
+
+
+def _queue(worker: Worker, jobs: Iterable[Job]) -> None:
+    worker._queue_fairly([_Attempt(j, None) for j in jobs])
+
+
 def _fair_inbox(worker: Worker) -> list[tuple[str, str]]:
     return [(a.job.tenant, a.job.id) for a in worker._state.inbox]
 
 
 def test_under_fair_turns_a_newcomer_is_queued_ahead_of_a_prefetched_backlog(
-    tmp_path: Path,
+    sqlite_store: Any,
 ) -> None:
-    from chalicelib.limits import ClaimPolicy
-    from chalicelib.worker import _Attempt
-
-    store = open_store(f"sqlite:///{tmp_path}/spool.db")
-    try:
-        added = [r.job for r in store.add(_jobs(3, "echo", tenant="a") + _jobs(2, "echo", "b"))]
-        worker = Worker(store, Registry(), WorkerConfig(policy=ClaimPolicy(fair=True)))
-        a0, a1, a2, b0, b1 = added
-        worker._queue_fairly([_Attempt(j, None) for j in (a0, a1)])
-        worker._queue_fairly([_Attempt(j, None) for j in (a2, b0, b1)])
-        # b had nothing waiting here: it takes the first turn, then the tenants
-        # alternate; each tenant's jobs keep their order.
-        assert _fair_inbox(worker) == [
-            ("b", b0.id),
-            ("a", a0.id),
-            ("b", b1.id),
-            ("a", a1.id),
-            ("a", a2.id),
-        ]
-        plain = Worker(store, Registry(), WorkerConfig())
-        assert not plain._fair
-    finally:
-        store.close()
+    added = [r.job for r in sqlite_store.add(_jobs(3, "echo", tenant="a") + _jobs(2, "echo", "b"))]
+    worker = _fair_worker(sqlite_store)
+    a0, a1, a2, b0, b1 = added
+    _queue(worker, (a0, a1))
+    _queue(worker, (a2, b0, b1))
+    # b had nothing waiting here: it takes the first turn, then the tenants
+    # alternate; each tenant's jobs keep their order.
+    assert _fair_inbox(worker) == [
+        ("b", b0.id),
+        ("a", a0.id),
+        ("b", b1.id),
+        ("a", a1.id),
+        ("a", a2.id),
+    ]
+    plain = Worker(sqlite_store, Registry(), WorkerConfig())
+    assert not plain._fair
 
 
 def test_under_fair_turns_one_claim_into_an_empty_inbox_alternates_tenants(
-    tmp_path: Path,
+    sqlite_store: Any,
 ) -> None:
     """A claim returns jobs oldest first: a's backlog, then b's one new job. Taken
     into an empty inbox (neither tenant waiting here), b must not start last."""
-    from chalicelib.limits import ClaimPolicy
-    from chalicelib.worker import _Attempt
-
-    store = open_store(f"sqlite:///{tmp_path}/spool.db")
-    try:
-        added = [r.job for r in store.add(_jobs(4, "echo", tenant="a") + _jobs(1, "echo", "b"))]
-        worker = Worker(store, Registry(), WorkerConfig(policy=ClaimPolicy(fair=True)))
-        worker._queue_fairly([_Attempt(j, None) for j in added])
-        assert [t for t, _ in _fair_inbox(worker)] == ["a", "b", "a", "a", "a"]
-        assert [i for _, i in _fair_inbox(worker)] == [
-            added[0].id,
-            added[4].id,
-            added[1].id,
-            added[2].id,
-            added[3].id,
-        ]
-    finally:
-        store.close()
+    added = [r.job for r in sqlite_store.add(_jobs(4, "echo", tenant="a") + _jobs(1, "echo", "b"))]
+    worker = _fair_worker(sqlite_store)
+    _queue(worker, added)
+    assert [t for t, _ in _fair_inbox(worker)] == ["a", "b", "a", "a", "a"]
+    assert [i for _, i in _fair_inbox(worker)] == [
+        added[0].id,
+        added[4].id,
+        added[1].id,
+        added[2].id,
+        added[3].id,
+    ]
 
 
-def test_under_fair_turns_the_inbox_follows_tenant_weights(tmp_path: Path) -> None:
-    from chalicelib.limits import ClaimPolicy
-    from chalicelib.worker import _Attempt
-
-    store = open_store(f"sqlite:///{tmp_path}/spool.db")
-    try:
-        added = [r.job for r in store.add(_jobs(6, "echo", tenant="a") + _jobs(6, "echo", "b"))]
-        policy = ClaimPolicy(fair=True, weights={"b": 2})
-        worker = Worker(store, Registry(), WorkerConfig(policy=policy))
-        worker._queue_fairly([_Attempt(j, None) for j in added])
-        # b weighs twice a: two of b's jobs for each of a's, a first on ties.
-        assert [t for t, _ in _fair_inbox(worker)][:9] == [
-            "a",
-            "b",
-            "b",
-            "a",
-            "b",
-            "b",
-            "a",
-            "b",
-            "b",
-        ]
-    finally:
-        store.close()
+def test_under_fair_turns_the_inbox_follows_tenant_weights(sqlite_store: Any) -> None:
+    added = [r.job for r in sqlite_store.add(_jobs(6, "echo", tenant="a") + _jobs(6, "echo", "b"))]
+    worker = _fair_worker(sqlite_store, b=2)
+    _queue(worker, added)
+    # b weighs twice a: two of b's jobs for each of a's, a first on ties.
+    assert [t for t, _ in _fair_inbox(worker)][:9] == [
+        "a",
+        "b",
+        "b",
+        "a",
+        "b",
+        "b",
+        "a",
+        "b",
+        "b",
+    ]
 
 
 def test_under_fair_turns_announced_work_is_claimed_though_the_prefetch_is_full(
-    tmp_path: Path,
+    sqlite_store: Any,
 ) -> None:
     """The prefetch room is used up by a's backlog; b's new job is announced. One
     dispatcher step claims it at once and queues it first, instead of waiting for
     half the room to free (which is what the step does without an announcement)."""
-    from chalicelib.limits import ClaimPolicy
-
-    store = open_store(f"sqlite:///{tmp_path}/spool.db")
-    try:
-        store.add(_jobs(20, "echo", tenant="a"))
-        config = WorkerConfig(concurrency=2, batch_size=100, policy=ClaimPolicy(fair=True))
-        worker = Worker(store, Registry(), config)  # no pool threads: the inbox stays put
-        first = worker._step(config.batch_size)
-        assert first > 0
-        assert worker._step(config.batch_size) == 0  # full: nothing more without news
-        [b] = [r.job for r in store.add(_jobs(1, "echo", tenant="b"))]
-        worker._announced = True  # what the notifier bridge sets
-        assert worker._step(config.batch_size) == config.concurrency
-        assert _fair_inbox(worker)[0] == ("b", b.id)
-        assert not worker._announced
-        assert worker._step(config.batch_size) == 0
-    finally:
-        store.close()
+    sqlite_store.add(_jobs(20, "echo", tenant="a"))
+    config = WorkerConfig(concurrency=2, batch_size=100, policy=ClaimPolicy(fair=True))
+    worker = Worker(sqlite_store, Registry(), config)  # no pool threads: the inbox stays put
+    first = worker._step(config.batch_size)
+    assert first > 0
+    assert worker._step(config.batch_size) == 0  # full: nothing more without news
+    [b] = [r.job for r in sqlite_store.add(_jobs(1, "echo", tenant="b"))]
+    worker._announced = True  # what the notifier bridge sets
+    assert worker._step(config.batch_size) == config.concurrency
+    assert _fair_inbox(worker)[0] == ("b", b.id)
+    assert not worker._announced
+    assert worker._step(config.batch_size) == 0
 
 
 def test_holds_and_full_limits_are_shown_in_metrics(tmp_path: Path) -> None:
@@ -368,7 +359,6 @@ def test_a_fair_claim_on_postgres_refreshes_stale_planner_statistics() -> None:
     """A burst of enqueues between autovacuum rounds leaves the planner thinking the
     table nearly empty, and fair claims then sort a tenant's whole backlog: the first
     fair claim notices (from the kept counts) and analyzes."""
-    from chalicelib.limits import ClaimPolicy
     from chalicelib.storage.postgres import from_url
 
     with fresh_schema() as url:
