@@ -336,12 +336,11 @@ class SQLiteStore:
         # busy handler, which sleeps in steps of milliseconds. Other processes still
         # meet at SQLite's own lock.
         self._write_lock = threading.Lock()
+        absolute, on_disk = os.path.abspath(path), path != ":memory:"
         # ... and processes at this gate, which hands the turn over in microseconds.
-        self._gate = WriteGate(os.path.abspath(path)) if path != ":memory:" else None
-        self._checkpointer = (
-            Checkpointer(os.path.abspath(path), self._connect) if path != ":memory:" else None
-        )
-        self.notifier = SocketDirNotifier(os.path.abspath(path) + ".wake")
+        self._gate = WriteGate(absolute) if on_disk else None
+        self._checkpointer = Checkpointer(absolute, self._connect) if on_disk else None
+        self.notifier = SocketDirNotifier(absolute + ".wake")
         self._db().executescript(SCHEMA + sqlite_webhooks.SCHEMA + sqlite_limits.SCHEMA)
         self._add_columns()
         if not dashboard.installed(self._db()):
