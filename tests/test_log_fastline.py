@@ -1,0 +1,158 @@
+"""Spool's event lines written straight to its own text handler are the lines the
+logging machinery would have written: same text, same masking, same fallbacks."""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from chalicelib import logs
+from chalicelib.config import Settings
+
+SECRET = "sk-configured-7f3a9"
+NOW = 1_764_000_123.4567
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    """Spool's text handler on a buffer, as in `spool serve` and `spool worker`."""
+    buf = io.StringIO()
+    logs.configure(Settings(extra={"SPOOL_WEBHOOK_SECRET": SECRET}), stream=buf, force=True)
+    yield buf
+    logs.reset()
+    logs.set_request_id(None)
+
+
+def _handler() -> logging.Handler:
+    [handler] = [h for h in logging.getLogger().handlers if isinstance(h, logs._Stream)]
+    return handler
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Spool's handler alone on the root logger: pytest's capture handlers, added for
+    each phase of a test, set aside while the test body runs."""
+    handlers = logging.getLogger().handlers
+    saved = handlers[:]
+    handlers[:] = [_handler()]
+    try:
+        yield
+    finally:
+        handlers[:] = saved
+
+
+def _through_logging(name: str, level: int, message: str, extra: dict[str, Any]) -> str:
+    """The line the record, the redacting filter and TextFormatter make of these fields."""
+    record = logging.getLogger(name).makeRecord(name, level, "", 0, message, (), None, extra=extra)
+    record.created, record.msecs = NOW, int((NOW - int(NOW)) * 1000)
+    handler = _handler()
+    assert handler.filter(record)
+    return handler.format(record)
+
+
+EXTRAS: list[dict[str, Any]] = [
+    {"event": "enqueued", "job_id": "j_01HZX3Q8K9", "tenant": "t", "attempt": 0},
+    {"event": "dead", "error": 'RuntimeError: a "quoted" message = bad', "delay_s": 1.5},
+    {"event": "x", "tenant": "two words", "queue": "nul\x00esc\x1b", "ok": True, "none": None},
+    {"event": "x", "error": f"login with {SECRET} refused", "note": SECRET},
+    {"event": "x", "error": "Authorization: Bearer abcdefghijklmnop", "url": "https://u:pw@h/"},
+    {"event": "x", "headers": {"Authorization": "Basic Zm9v", "n": [1, SECRET]}, "n": 3},
+    {"event": "x", "password": "hunter22", "api_key": "plain-looking-value"},
+    {"event": "x", "tenant": "ünïcödé ✓", "type": "", "queue": "a=b"},
+]
+
+
+@pytest.mark.parametrize("extra", EXTRAS)
+@pytest.mark.parametrize("request_id", [None, "req-123"])
+def test_a_fast_line_is_the_line_logging_writes(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch, extra: dict[str, Any], request_id: Any
+) -> None:
+    logs.set_request_id(request_id)
+    clock = SimpleNamespace(time=lambda: NOW, strftime=time.strftime, gmtime=time.gmtime)
+    monkeypatch.setattr(logs, "time", clock)
+    for level in (logging.INFO, logging.ERROR):
+        fast = logs.text_line("spool.jobs", level, "job something", extra)
+        assert fast == _through_logging("spool.jobs", level, "job something", dict(extra))
+    assert SECRET not in fast and "hunter22" not in fast
+
+
+def test_spool_lines_skip_the_record_when_its_handler_is_alone(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        raise AssertionError("a record was made")
+
+    monkeypatch.setattr(logs.jobs_log, "makeRecord", no_record)
+    with alone():
+        logs.job_line(logging.INFO, "enqueued", {"job_id": "j_1", "tenant": "t"}, delay_s=2.0)
+        logs.http_request("POST", "/enqueue", 201, 0.0012, "t")
+        lines = stream.getvalue().splitlines()
+        assert len(lines) == 2
+        assert lines[0].endswith(
+            "spool.jobs: job enqueued event=enqueued job_id=j_1 tenant=t delay_s=2"
+        )
+        assert " spool.http: POST /enqueue 201 event=http_request method=POST " in lines[1]
+
+
+def test_another_handler_gets_records_and_the_stream_the_same_line(
+    stream: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    with alone():
+        logging.getLogger().addHandler(caplog.handler)
+        caplog.set_level(logging.INFO, logger="spool")
+        logs.job_line(logging.INFO, "enqueued", {"job_id": "j_2", "tenant": "t", "note": SECRET})
+        [record] = [r for r in caplog.records if r.name == "spool.jobs"]
+        assert record.job_id == "j_2" and record.note == "***"  # type: ignore[attr-defined]
+        [line] = stream.getvalue().splitlines()
+        assert line.endswith("job enqueued event=enqueued job_id=j_2 tenant=t note=***")
+
+
+def test_a_logger_filter_or_a_quiet_handler_is_respected(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with alone():
+        monkeypatch.setattr(logs.jobs_log, "filters", [lambda record: False])
+        logs.job_line(logging.INFO, "enqueued", {"job_id": "j_3"})
+        monkeypatch.setattr(logs.jobs_log, "filters", [])
+        monkeypatch.setattr(_handler(), "level", logging.ERROR)
+        logs.job_line(logging.INFO, "enqueued", {"job_id": "j_4"})
+        assert stream.getvalue() == ""
+        logs.job_line(logging.ERROR, "dead", {"job_id": "j_5"})
+        assert "job_id=j_5" in stream.getvalue()
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+def test_a_field_that_cannot_be_masked_takes_the_filters_way_out(stream: io.StringIO) -> None:
+    with alone():
+        logs.job_line(logging.WARNING, "x", {"job_id": "j_6"}, odd=Unprintable())
+        [line] = stream.getvalue().splitlines()
+        assert "a log line that could not be redacted: RuntimeError" in line
+
+
+def test_a_field_named_like_a_record_attribute_is_refused_as_logging_refuses_it(
+    stream: io.StringIO,
+) -> None:
+    with alone(), pytest.raises(KeyError):
+        logs.job_line(logging.INFO, "x", {"job_id": "j_7"}, module="m")
+
+
+def test_a_broken_stream_is_reported_not_raised(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with alone():
+        reported: list[logging.LogRecord] = []
+        monkeypatch.setattr(stream, "write", lambda text: 1 / 0)
+        monkeypatch.setattr(_handler(), "handleError", reported.append)
+        logs.job_line(logging.INFO, "enqueued", {"job_id": "j_8"})
+        assert [r.getMessage() for r in reported] == ["job enqueued"]
