@@ -33,7 +33,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TextIO
 
 from chalicelib.config import ConfigError, Settings
@@ -223,10 +224,11 @@ class _Stream(logging.StreamHandler):  # type: ignore[type-arg]
         self.stream = self._fixed or sys.stderr
         super().emit(record)
 
-    def write_line(self, line: str) -> None:
-        """What emit does with a formatted line; the caller holds the handler's lock."""
+    def write_lines(self, lines: list[str]) -> None:
+        """What emit does with formatted lines; the caller holds the handler's lock."""
         self.stream = stream = self._fixed or sys.stderr
-        stream.write(line + self.terminator)
+        end = self.terminator
+        stream.write(end.join(lines) + end)
         stream.flush()
 
 
@@ -241,11 +243,16 @@ _NEEDS_QUOTES = re.compile(r'[ "=\\\x00-\x1f\x7f]')
 
 
 def _text_value(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if type(value) is int:  # attempt numbers and counts: the common case, no JSON needed
+    kind = type(value)
+    text: str
+    if kind is str:  # ids, names and messages: the common case
+        text = value
+    elif kind is int:  # attempt numbers and counts: no JSON needed
         return str(value)
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    elif isinstance(value, float):
+        return f"{value:g}"
+    else:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
     if text and _NEEDS_QUOTES.search(text) is None:
         return text
     return json.dumps(text, ensure_ascii=False)
@@ -358,11 +365,48 @@ def _emit(logger: logging.Logger, level: int, message: str, extra: dict[str, Any
     if handler is None or line is None:
         logger.handle(logger.makeRecord(logger.name, level, "", 0, message, (), None, extra=extra))
         return
+    held = getattr(_held, "lines", None)
+    if held is not None:
+        held.append((handler, logger, level, message, line))
+        return
+    _write(handler, [line], logger, level, message)
+
+
+def _write(
+    handler: _Stream, lines: list[str], logger: logging.Logger, level: int, message: str
+) -> None:
     with handler.lock:  # type: ignore[union-attr]
         try:
-            handler.write_line(line)
+            handler.write_lines(lines)
         except Exception:  # as Handler.emit: a broken stream is reported, never raised
             handler.handleError(logger.makeRecord(logger.name, level, "", 0, message, (), None))
+
+
+# Lines held back by `together` in this thread: (handler, logger, level, message, line).
+_held = threading.local()
+
+
+@contextmanager
+def together() -> Iterator[None]:
+    """Spool's lines logged in this block reach its text handler in one write at the end
+    (a batch of enqueues: one write instead of one a job). Lines on any other path are
+    written as they come, as ever; a nested block joins the outer one."""
+    if getattr(_held, "lines", None) is not None:
+        yield
+        return
+    lines: list[tuple[_Stream, logging.Logger, int, str, str]] = []
+    _held.lines = lines
+    try:
+        yield
+    finally:
+        _held.lines = None
+        while lines:  # in runs of one handler (there is only ever one, bar a reconfigure)
+            handler, logger, level, message, _ = lines[0]
+            run = 1
+            while run < len(lines) and lines[run][0] is handler:
+                run += 1
+            _write(handler, [entry[4] for entry in lines[:run]], logger, level, message)
+            del lines[:run]
 
 
 def _sole_text_handler(logger: logging.Logger, level: int) -> _Stream | None:
@@ -411,7 +455,10 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
     for key, value in extra.items():
         if value is None:
             continue
-        if type(value) not in _PLAIN:
+        kind = type(value)
+        if kind is str:
+            value = text(value)
+        elif kind not in _PLAIN:
             value = redactor.value(value)
         parts.append(f"{key}={_text_value(value)}")
     if _request_id is not None and "aws_request_id" not in extra:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from chalicelib.handlers import Registry
 from chalicelib.idempotency import batch_differences, differences
 from chalicelib.ids import new_job_id
 from chalicelib.jsonstrict import is_finite_json
-from chalicelib.logs import job_event
+from chalicelib.logs import job_event, together
 from chalicelib.models import AddResult, Job, JobPage, JobQuery, JobState, NewJob
 from chalicelib.storage.base import JobStore
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY, MAX_DELAY_SECONDS, to_utc
@@ -153,14 +154,16 @@ class Service:
         keyed = [i for i, new in enumerate(built) if new.idempotency_key is not None]
         plain = [i for i, new in enumerate(built) if new.idempotency_key is None]
         results: list[AddResult | None] = [None] * len(built)
-        for part in (keyed, plain):
-            if not part:
-                continue
-            for index, result in zip(part, self.store.add([built[i] for i in part]), strict=True):
-                results[index] = result
-                _log_enqueued(result)  # before a conflict is raised: these are stored
-            if part is keyed:
-                _refuse_conflicts(requests, built, results)
+        with together() if len(built) > 1 else nullcontext():  # a batch's lines: one write
+            for part in (keyed, plain):
+                if not part:
+                    continue
+                added = self.store.add([built[i] for i in part])
+                for index, result in zip(part, added, strict=True):
+                    results[index] = result
+                    _log_enqueued(result)  # before a conflict is raised: these are stored
+                if part is keyed:
+                    _refuse_conflicts(requests, built, results)
         return [r for r in results if r is not None]
 
     def _build_all(self, requests: Sequence[EnqueueRequest], tenant: str) -> list[NewJob]:

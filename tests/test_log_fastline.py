@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -156,3 +157,64 @@ def test_a_broken_stream_is_reported_not_raised(
         monkeypatch.setattr(_handler(), "handleError", reported.append)
         logs.job_line(logging.INFO, "enqueued", {"job_id": "j_8"})
         assert [r.getMessage() for r in reported] == ["job enqueued"]
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+@pytest.fixture
+def counting() -> Iterator[CountingStream]:
+    buf = CountingStream()
+    logs.configure(Settings(), stream=buf, force=True)
+    yield buf
+    logs.reset()
+
+
+def test_lines_logged_together_reach_the_stream_in_one_write_in_order(
+    counting: CountingStream,
+) -> None:
+    with alone():
+        with pytest.raises(RuntimeError), logs.together():
+            for n in range(5):
+                logs.job_line(logging.INFO, "enqueued", {"job_id": f"j_{n}"})
+                with logs.together():  # nested: joins the outer block
+                    logs.job_line(logging.INFO, "enqueued", {"job_id": f"j_{n}_inner"})
+            assert counting.getvalue() == ""  # held until the block ends
+            raise RuntimeError("the block failed after logging: its lines still go out")
+        logs.job_line(logging.INFO, "enqueued", {"job_id": "j_after"})
+    ids = [line.rsplit("job_id=", 1)[1] for line in counting.getvalue().splitlines()]
+    assert ids == [x for n in range(5) for x in (f"j_{n}", f"j_{n}_inner")] + ["j_after"]
+    assert counting.writes == 2
+
+
+def test_a_batch_enqueue_writes_its_lines_at_once(counting: CountingStream, tmp_path: Path) -> None:
+    from chalicelib.handlers import Registry
+    from chalicelib.service import EnqueueRequest, Service
+    from chalicelib.storage import open_store
+
+    registry = Registry()
+
+    @registry.handler("echo")
+    def echo(payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    service = Service(open_store(f"sqlite:///{tmp_path}/s.db"), registry)
+    requests = [
+        EnqueueRequest.model_validate({"type": "echo", "payload": {"n": n}}) for n in range(7)
+    ]
+    with alone():
+        results = service.enqueue(requests, "t")
+        service.enqueue(requests[:1], "t")
+    service.store.close()
+    lines = counting.getvalue().splitlines()
+    assert [line.split("job_id=")[1].split()[0] for line in lines[:7]] == [
+        r.job.id for r in results
+    ]
+    assert len(lines) == 8 and counting.writes == 2
