@@ -23,7 +23,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from chalicelib.logs import job_event, jobs_log
+from chalicelib.logs import job_event, jobs_log, together
 from chalicelib.middleware import Middleware
 from chalicelib.models import Completion, Job, JobState
 from chalicelib.storage.base import LEASE_EXPIRED_ERROR
@@ -78,14 +78,15 @@ class JobEvents(Middleware):
             _not_logged("outcome", job.id)
 
     def after_flush(self, completions: Sequence[Completion], applied: Sequence[bool]) -> None:
-        for completion, ok in zip(completions, applied, strict=True):
-            try:
-                with self._lock:
-                    entry = self._pending.pop((completion.job_id, completion.lease_token), None)
-                if entry is not None:
-                    self._log(*entry, applied=ok)
-            except Exception:
-                _not_logged(completion.state.value, completion.job_id)
+        with together():  # a flush's lines: one write
+            for completion, ok in zip(completions, applied, strict=True):
+                try:
+                    with self._lock:
+                        entry = self._pending.pop((completion.job_id, completion.lease_token), None)
+                    if entry is not None:
+                        self._log(*entry, applied=ok)
+                except Exception:
+                    _not_logged(completion.state.value, completion.job_id)
 
     def _started(self, job: Job) -> None:
         if job.last_error == LEASE_EXPIRED_ERROR and job.attempts > 1:

@@ -218,3 +218,32 @@ def test_a_batch_enqueue_writes_its_lines_at_once(counting: CountingStream, tmp_
         r.job.id for r in results
     ]
     assert len(lines) == 8 and counting.writes == 2
+
+
+def test_a_workers_flush_writes_its_outcome_lines_at_once(counting: CountingStream) -> None:
+    from chalicelib.clock import FakeClock
+    from chalicelib.handlers import Registry
+    from chalicelib.job_events import JobEvents
+    from chalicelib.storage.memory import MemoryStore
+    from chalicelib.worker import Worker, WorkerConfig
+    from tests.factories import new_job
+
+    registry = Registry()
+
+    @registry.handler("echo")
+    def echo(payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    store.add([new_job(clock) for _ in range(40)])
+    worker = Worker(
+        store, registry, WorkerConfig(concurrency=4, flush_delay=0.05), middleware=[JobEvents()]
+    )
+    with alone():
+        stats = worker.drain()
+    worker.close()
+    assert stats.succeeded == 40
+    lines = [line for line in counting.getvalue().splitlines() if "job succeeded" in line]
+    assert len(lines) == 40
+    assert counting.writes < 40  # completions are flushed in batches, each one write
