@@ -445,11 +445,12 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
     global _stamp
     now = time.time()
     second = int(now)
-    if _stamp[0] != second:
-        _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)))
+    stamp = _stamp  # one read: another thread may move it on to the next second
+    if stamp[0] != second:
+        stamp = _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)))
     text = redactor.text
     parts = [
-        f"{_stamp[1]}.{int((now - second) * 1000):03d}Z {logging.getLevelName(level)}"
+        f"{stamp[1]}.{int((now - second) * 1000):03d}Z {logging.getLevelName(level)}"
         f" {name}: {text(message)}"
     ]
     for key, value in extra.items():

@@ -115,10 +115,13 @@ def test_another_handler_gets_records_and_the_stream_the_same_line(
         assert line.endswith("job enqueued event=enqueued job_id=j_2 tenant=t note=***")
 
 
-def test_a_logger_filter_or_a_quiet_handler_is_respected(
+def test_a_logger_filter_a_disabled_logger_or_a_quiet_handler_is_respected(
     stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with alone():
+        monkeypatch.setattr(logs.jobs_log, "disabled", True)
+        logs.job_line(logging.ERROR, "dead", {"job_id": "j_disabled"})
+        monkeypatch.setattr(logs.jobs_log, "disabled", False)
         monkeypatch.setattr(logs.jobs_log, "filters", [lambda record: False])
         logs.job_line(logging.INFO, "enqueued", {"job_id": "j_3"})
         monkeypatch.setattr(logs.jobs_log, "filters", [])
