@@ -275,10 +275,11 @@ class Server:
 
     def serve(self) -> None:
         """Serve until stop(); then finish running requests (up to 5 s) and close."""
+        interval = self.limits.sweep_interval  # read once: the loop turns per event
         try:
             while not self._stopping.is_set():
                 wasyncore.loop(
-                    timeout=self.limits.sweep_interval,
+                    timeout=interval,
                     map=self._server._map,
                     use_poll=True,
                     count=1,
