@@ -411,8 +411,9 @@ def together() -> Iterator[None]:
 
 def _sole_text_handler(logger: logging.Logger, level: int) -> _Stream | None:
     """Spool's text handler, when it is the only handler from `logger` up to the root,
-    with no filter but the redacting one and no logger filter on the way."""
-    if logger.filters:
+    with no filter but the redacting one, no logger filter on the way, and records made
+    by logging's own factory (a custom one may add fields the formatter would print)."""
+    if logger.filters or logging.getLogRecordFactory() is not logging.LogRecord:
         return None
     node: logging.Logger | None = logger
     while node is not None:

@@ -250,3 +250,20 @@ def test_a_workers_flush_writes_its_outcome_lines_at_once(counting: CountingStre
     lines = [line for line in counting.getvalue().splitlines() if "job succeeded" in line]
     assert len(lines) == 40
     assert counting.writes < 40  # completions are flushed in batches, each one write
+
+
+def test_a_custom_record_factory_keeps_its_fields(stream: io.StringIO) -> None:
+    made = logging.getLogRecordFactory()
+
+    def with_host(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = made(*args, **kwargs)
+        record.host = "web-1"
+        return record
+
+    logging.setLogRecordFactory(with_host)
+    try:
+        with alone():
+            logs.job_line(logging.INFO, "enqueued", {"job_id": "j_9"})
+    finally:
+        logging.setLogRecordFactory(made)
+    assert " host=web-1 event=enqueued job_id=j_9" in stream.getvalue()
