@@ -265,8 +265,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        second = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-        return f"{second}.{int(record.msecs):03d}Z"
+        return _utc_stamp(int(record.created), int(record.msecs))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -436,22 +435,27 @@ def _sole_text_handler(logger: logging.Logger, level: int) -> _Stream | None:
     return None
 
 
-# The text formatter's `<second>` prefix, remembered for the second it was made in.
+# A text line's `<second>` prefix, remembered for the second it was made in.
 _stamp: tuple[int, str] = (-1, "")
+
+
+def _utc_stamp(second: int, millis: int) -> str:
+    """`2025-06-01T12:00:00.123Z`: one strftime a second, not one a line."""
+    global _stamp
+    stamp = _stamp  # one read: another thread may move it on to the next second
+    if stamp[0] != second:
+        stamp = _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{stamp[1]}.{millis:03d}Z"
 
 
 def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> str:
     """The line TextFormatter writes for a record of these fields after the redacting
     filter has run on it: time, level, logger, message and the key=value pairs."""
-    global _stamp
     now = time.time()
     second = int(now)
-    stamp = _stamp  # one read: another thread may move it on to the next second
-    if stamp[0] != second:
-        stamp = _stamp = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)))
     text = redactor.text
     parts = [
-        f"{stamp[1]}.{int((now - second) * 1000):03d}Z {logging.getLevelName(level)}"
+        f"{_utc_stamp(second, int((now - second) * 1000))} {logging.getLevelName(level)}"
         f" {name}: {text(message)}"
     ]
     for key, value in extra.items():
