@@ -112,13 +112,14 @@ def main() -> None:
     parser.add_argument("--base", default=BASE_REF)
     parser.add_argument(
         "--claim-sizes",
-        default="",
+        type=lambda text: [int(s) for s in text.split(",") if s],
+        default=[],
         help="also measure fair turns with claims of at most these many jobs (e.g. 8,16,32)",
     )
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
     stores = args.stores.split(",")
-    sizes = [int(s) for s in args.claim_sizes.split(",") if s]
+    sizes: list[int] = args.claim_sizes
     load = os.getloadavg()[0]
     results: dict[str, dict[str, Any]] = {}
     with worktree(args.base) as base:
@@ -173,7 +174,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load: f
         "",
         f"`.venv/bin/python -m bench.fair_bench --drain {args.drain} --backlog {args.backlog} "
         f"--runs {args.runs}"
-        + (f" --claim-sizes {args.claim_sizes}" if args.claim_sizes else "")
+        + (f" --claim-sizes {','.join(map(str, args.claim_sizes))}" if args.claim_sizes else "")
         + f" --write` on {platform.machine()}, {os.cpu_count()} cores, "
         f"1-minute load {load:.2f} before the run and {os.getloadavg()[0]:.2f} after. "
         f"Medians of {args.runs} fresh stores, the variants measured in turn; 'before' is "
@@ -224,7 +225,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load: f
             f"({r['plain_backlog']['worker_writing']:.0%} without; "
             f"{r['empty']['worker_writing']:.0%} on the empty queue).",
         ]
-    sizes = [int(s) for s in args.claim_sizes.split(",") if s]
+    sizes: list[int] = args.claim_sizes
     if sizes:
         lines += [
             "",
