@@ -21,10 +21,20 @@ SECRET = "sk-configured-7f3a9"
 NOW = 1_764_000_123.4567
 
 
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
 @pytest.fixture
-def stream() -> Iterator[io.StringIO]:
+def stream() -> Iterator[CountingStream]:
     """Spool's text handler on a buffer, as in `spool serve` and `spool worker`."""
-    buf = io.StringIO()
+    buf = CountingStream()
     logs.configure(Settings(extra={"SPOOL_WEBHOOK_SECRET": SECRET}), stream=buf, force=True)
     yield buf
     logs.reset()
@@ -162,26 +172,8 @@ def test_a_broken_stream_is_reported_not_raised(
         assert [r.getMessage() for r in reported] == ["job enqueued"]
 
 
-class CountingStream(io.StringIO):
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        return super().write(text)
-
-
-@pytest.fixture
-def counting() -> Iterator[CountingStream]:
-    buf = CountingStream()
-    logs.configure(Settings(), stream=buf, force=True)
-    yield buf
-    logs.reset()
-
-
 def test_lines_logged_together_reach_the_stream_in_one_write_in_order(
-    counting: CountingStream,
+    stream: CountingStream,
 ) -> None:
     with alone():
         with pytest.raises(RuntimeError), logs.together():
@@ -189,15 +181,15 @@ def test_lines_logged_together_reach_the_stream_in_one_write_in_order(
                 logs.job_line(logging.INFO, "enqueued", {"job_id": f"j_{n}"})
                 with logs.together():  # nested: joins the outer block
                     logs.job_line(logging.INFO, "enqueued", {"job_id": f"j_{n}_inner"})
-            assert counting.getvalue() == ""  # held until the block ends
+            assert stream.getvalue() == ""  # held until the block ends
             raise RuntimeError("the block failed after logging: its lines still go out")
         logs.job_line(logging.INFO, "enqueued", {"job_id": "j_after"})
-    ids = [line.rsplit("job_id=", 1)[1] for line in counting.getvalue().splitlines()]
+    ids = [line.rsplit("job_id=", 1)[1] for line in stream.getvalue().splitlines()]
     assert ids == [x for n in range(5) for x in (f"j_{n}", f"j_{n}_inner")] + ["j_after"]
-    assert counting.writes == 2
+    assert stream.writes == 2
 
 
-def test_a_batch_enqueue_writes_its_lines_at_once(counting: CountingStream, tmp_path: Path) -> None:
+def test_a_batch_enqueue_writes_its_lines_at_once(stream: CountingStream, tmp_path: Path) -> None:
     from chalicelib.handlers import Registry
     from chalicelib.service import EnqueueRequest, Service
     from chalicelib.storage import open_store
@@ -216,14 +208,14 @@ def test_a_batch_enqueue_writes_its_lines_at_once(counting: CountingStream, tmp_
         results = service.enqueue(requests, "t")
         service.enqueue(requests[:1], "t")
     service.store.close()
-    lines = counting.getvalue().splitlines()
+    lines = stream.getvalue().splitlines()
     assert [line.split("job_id=")[1].split()[0] for line in lines[:7]] == [
         r.job.id for r in results
     ]
-    assert len(lines) == 8 and counting.writes == 2
+    assert len(lines) == 8 and stream.writes == 2
 
 
-def test_a_workers_flush_writes_its_outcome_lines_at_once(counting: CountingStream) -> None:
+def test_a_workers_flush_writes_its_outcome_lines_at_once(stream: CountingStream) -> None:
     from chalicelib.clock import FakeClock
     from chalicelib.handlers import Registry
     from chalicelib.job_events import JobEvents
@@ -247,9 +239,9 @@ def test_a_workers_flush_writes_its_outcome_lines_at_once(counting: CountingStre
         stats = worker.drain()
     worker.close()
     assert stats.succeeded == 40
-    lines = [line for line in counting.getvalue().splitlines() if "job succeeded" in line]
+    lines = [line for line in stream.getvalue().splitlines() if "job succeeded" in line]
     assert len(lines) == 40
-    assert counting.writes < 40  # completions are flushed in batches, each one write
+    assert stream.writes < 40  # completions are flushed in batches, each one write
 
 
 def test_a_custom_record_factory_keeps_its_fields(stream: io.StringIO) -> None:
