@@ -302,6 +302,10 @@ PURGE_SQL = (
 # errors and client keys may contain either. They are stored escaped as
 # U+FFFE + 4 hex digits (U+FFFE itself is escaped the same way), which is
 # reversible and leaves every ordinary string as it is.
+# Compact JSON from one encoder: json.dumps(separators=...) builds a new one per call
+# (~1.2 us of a batch enqueue's ~20 us of Python per job).
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
 _ESCAPE = re.compile("[\x00\ufffe\ud800-\udfff]")
 _UNESCAPE = re.compile("\ufffe([0-9a-f]{4})")
 
@@ -608,7 +612,7 @@ class PostgresStore:
             "types": [_enc(n.type) for n in fresh],
             "queues": [_enc(n.queue) for n in fresh],
             "priorities": [n.priority for n in fresh],
-            "payloads": [json.dumps(n.payload, separators=(",", ":")) for n in fresh],
+            "payloads": [_dumps(n.payload) for n in fresh],
             "max_attempts": [n.max_attempts for n in fresh],
             "run_ats": [n.run_at for n in fresh],
             "keys": [_enc_opt(n.idempotency_key) for n in fresh],
@@ -780,10 +784,7 @@ class PostgresStore:
                 "tokens": [_enc(c.lease_token) for c in cs],
                 "states": [c.state.value for c in cs],
                 "results": [
-                    json.dumps(c.result, separators=(",", ":"))
-                    if c.state is JobState.SUCCEEDED
-                    else None
-                    for c in cs
+                    _dumps(c.result) if c.state is JobState.SUCCEEDED else None for c in cs
                 ],
                 "errors": [_enc_opt(c.error) for c in cs],
                 "retry_ats": [c.retry_at for c in cs],
