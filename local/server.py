@@ -144,6 +144,14 @@ class ChaliceWSGI:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
+        # HEAD is GET without the body (RFC 9110 9.3.2): a load balancer's probe of
+        # /health gets the GET's status and headers. waitress sends whatever body the
+        # app returns, and on a kept-alive connection the client would read those bytes
+        # as the start of the next response, so none is returned.
+        head = method == "HEAD"
+        if head:
+            method = "GET"
+        send = _send_head if head else _send
         path = _path(environ)
         headers = _headers(environ)
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -155,15 +163,15 @@ class ChaliceWSGI:
             # paths (API Gateway's 403 "Missing Authentication Token"); a real
             # server says 404.
             payload = dumps(error_body("not_found", f"no route for {method} {path.split('?')[0]}"))
-            return _send(start_response, 404, {"Content-Type": "application/json"}, payload)
+            return send(start_response, 404, {"Content-Type": "application/json"}, payload)
         except LocalGatewayException as exc:
-            return _send(start_response, exc.CODE, dict(exc.headers), exc.body or b"")
+            return send(start_response, exc.CODE, dict(exc.headers), exc.body or b"")
         out: dict[str, Any] = dict(response.get("headers") or {})
         out.update(response.get("multiValueHeaders") or {})
         raw = response.get("body")
         if response.get("isBase64Encoded") and raw is not None:
             raw = base64.b64decode(raw)
-        return _send(start_response, int(response["statusCode"]), out, raw or b"")
+        return send(start_response, int(response["statusCode"]), out, raw or b"")
 
 
 def _path(environ: dict[str, Any]) -> str:
@@ -198,11 +206,19 @@ def _send(
             continue
         values = value if isinstance(value, list) else [value]
         pairs.extend((name, str(v)) for v in values)
-    if not any(n.lower() == "content-type" for n, _ in pairs):
+    if data and not any(n.lower() == "content-type" for n, _ in pairs):
         pairs.append(("Content-Type", "application/json"))
     pairs.append(("Content-Length", str(len(data))))
     start_response(f"{status} {_reason(status)}", pairs)
     return [data]
+
+
+def _send_head(
+    start_response: StartResponse, status: int, headers: dict[str, Any], body: str | bytes
+) -> list[bytes]:
+    """The GET's status and headers (its Content-Length included), and no body."""
+    _send(start_response, status, headers, body)
+    return []
 
 
 class Server:

@@ -125,6 +125,63 @@ def test_keep_alive_reuses_one_connection(base: str) -> None:
         conn.close()
 
 
+def _raw_exchange(base: str, request: bytes, settle: float = 0.5) -> bytes:
+    """Send raw bytes on one connection and read everything that comes back."""
+    import socket
+    import time
+
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        sock.settimeout(settle)
+        received = b""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/health", 200), ("/status/j_0", 401), ("/enqueue", 405), ("/nowhere", 404)],
+)
+def test_head_answers_like_get_without_a_body(base: str, path: str, status: int) -> None:
+    get = requests.get(f"{base}{path}", timeout=10)
+    head = requests.head(f"{base}{path}", timeout=10)
+    assert head.status_code == get.status_code == status
+    assert head.content == b""
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert head.headers["Content-Length"] == get.headers["Content-Length"]
+
+
+def test_head_then_get_on_one_connection_reads_two_clean_responses(base: str) -> None:
+    # Any body after a HEAD's headers would be read as the start of the next response.
+    received = _raw_exchange(
+        base,
+        b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"HEAD /enqueue HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    heads = received.split(b"\r\n\r\n")
+    assert heads[0].startswith(b"HTTP/1.1 200 ")
+    assert heads[1].startswith(b"HTTP/1.1 405 ")
+    assert heads[2].startswith(b"HTTP/1.1 200 ")
+    body = json.loads(heads[3])
+    assert body["status"] == "ok"
+
+
+def test_an_empty_answer_claims_no_content_type(base: str) -> None:
+    reply = requests.get(f"{base}/ui/", allow_redirects=False, timeout=10)
+    assert reply.status_code == 308 and reply.content == b""
+    assert "Content-Type" not in reply.headers
+
+
 def test_concurrent_requests_never_see_each_others_request(base: str, rt: Runtime) -> None:
     """Chalice keeps the current request on the app; the server makes it per-thread."""
     results: list[tuple[str, str]] = []
