@@ -91,6 +91,13 @@ def too_large(limit: int, size: int | None = None) -> SpoolHttpError:
     return SpoolHttpError(413, "Payload Too Large", message, details)
 
 
+AMBIGUOUS_LENGTH = SpoolHttpError(
+    400,
+    "Bad Request",
+    "a request may carry Content-Length or Transfer-Encoding: chunked, not both",
+)
+
+
 class GuardedParser(HTTPRequestParser):
     """waitress's parser with Spool's body limit applied before buffering."""
 
@@ -109,7 +116,12 @@ class GuardedParser(HTTPRequestParser):
         if self.body_rcv is None:
             consumed = super().received(data)
             limit = self.limits.max_body_bytes
-            if (
+            if self.headers_finished and self.chunked and "CONTENT_LENGTH" in self.headers:
+                # Two framings for one body: a proxy in front that goes by the other one
+                # would see a different request boundary (request smuggling). RFC 9112
+                # 6.1 lets a server refuse it; a client never needs to send both.
+                self._refuse(AMBIGUOUS_LENGTH)
+            elif (
                 self.headers_finished
                 and not self.chunked
                 and self.content_length > limit

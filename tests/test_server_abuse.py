@@ -226,6 +226,28 @@ def test_a_chunked_body_is_cut_off_at_the_limit(server: Server) -> None:
         assert json.loads(body)["error"]["details"] == {"limit": LIMIT}
 
 
+@pytest.mark.parametrize("order", ["length first", "chunked first"])
+def test_a_body_framed_both_ways_is_refused_and_nothing_is_stored(
+    server: Server, order: str
+) -> None:
+    doc = json.dumps({"type": "echo", "payload": {"smuggled": True}}).encode()
+    framing = [b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"]
+    if order == "chunked first":
+        framing.reverse()
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\n" + b"".join(framing)
+            + b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n"
+            + f"{len(doc):x}\r\n".encode() + doc + b"\r\n0\r\n\r\n"
+        )  # fmt: skip
+        status, _, body = read_response(sock)
+    assert status == 400
+    error = json.loads(body)["error"]
+    assert error["code"] == "bad_request" and "not both" in error["message"]
+    listed = requests.get(f"{server.url}/jobs", headers={"X-API-Key": KEY_A}, timeout=10)
+    assert listed.status_code == 200 and listed.json()["jobs"] == []
+
+
 def test_bodies_at_the_limit_reach_the_app_plain_or_chunked(server: Server) -> None:
     doc = json.dumps({"type": "echo", "payload": {"x": "y"}}).encode()
     body = doc + b" " * (LIMIT - len(doc))
