@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from chalice.test import Client
 
 import app as spool_app
@@ -173,6 +174,58 @@ def test_dlq_lists_dead_jobs_and_redrive_requeues_one(api: Api) -> None:
     assert api.get("/dlq").json["jobs"] == []
     again = api.post(f"/dlq/{dead}/redrive")
     assert again.status == 409
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"type": "echo", "payload": {"n": ' + b"7" * 5000 + b"}}", "more than 4300 digits"),
+        (b"[" * 10_000 + b"]" * 10_000, "nested too deeply"),
+    ],
+)
+def test_a_body_python_cannot_read_is_told_why_in_json_terms(
+    api: Api, raw: bytes, reason: str
+) -> None:
+    reply = api.post("/enqueue", raw=raw)
+    assert reply.status == 400 and reply.error_code == "bad_request"
+    said = reply.json["error"]["details"]["reason"]
+    assert reason in said and "sys." not in said
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b'{"text": "\\ud800"}', "unpaired UTF-16 surrogate"),
+        (b'{"deep": ' + b"[" * 400 + b"]" * 400 + b"}", "nested too deeply"),
+    ],
+)
+@pytest.mark.parametrize("batch", [False, True])
+def test_json_the_job_model_cannot_read_is_refused_in_words_about_the_request(
+    api: Api, payload: bytes, reason: str, batch: bool
+) -> None:
+    job = b'{"type": "echo", "payload": ' + payload + b"}"
+    reply = api.post("/enqueue", raw=b'{"jobs": [' + job + b"]}" if batch else job)
+    assert reply.status == 422
+    error = reply.json["error"]
+    if batch:  # the batch's summary, then each job's problem
+        [error] = error["details"]
+    assert reason in error["message"] and "column" not in error["message"]
+    assert error["details"]["loc"] == (["jobs", 0] if batch else [])
+    assert api.get("/jobs").json["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"limit": true}', b'{"limit": "5"}', b'{"limit": 5.5}', b"null", b"[]", b'"all"'],
+)
+def test_redrive_all_takes_its_filters_strictly(api: Api, raw: bytes) -> None:
+    """A bulk action reads no true, "5" or null body as a filter, and moves nothing."""
+    dead = _dead_job(api)
+    drain()
+    reply = api.post("/dlq/redrive", raw=raw)
+    assert reply.status == 422 and reply.error_code == "validation_error"
+    assert api.get(f"/status/{dead}").json["state"] == "dead"
+    assert api.post("/dlq/redrive", raw=b'{"limit": 1.0}').json["ids"] == [dead]  # an integer
 
 
 def test_redrive_all_with_and_without_filters(api: Api) -> None:

@@ -13,7 +13,7 @@ from chalice.test import Client
 import app as spool_app
 from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
-from tests.apikit import KEY_A, KEY_B, TENANT_A, Api, installed, settings_for
+from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY, TENANT_A, Api, installed, settings_for
 
 
 @pytest.fixture
@@ -93,6 +93,19 @@ def test_failed_sign_ins_are_slowed_without_locking_out_the_owner(
     assert api.get("/metrics", key="also-wrong").status == 429
     # The owner of a valid key, from the same address, is still served.
     assert api.post("/enqueue", {"type": "echo", "payload": {}}, key=KEY_A).status == 201
+
+
+@pytest.mark.parametrize("limited", [SIGN_INS], indirect=True)
+def test_an_operator_key_on_the_dashboard_is_no_failed_sign_in(
+    limited: tuple[Api, Runtime],
+) -> None:
+    """A valid key on the wrong route is told so every time, and uses none of the
+    address's allowance of failures."""
+    api, _ = limited
+    answers = [api.get("/ui/api/overview", key=OPERATOR_KEY).status for _ in range(6)]
+    assert answers == [403] * 6
+    guesses = [api.get("/status/j_nothing", key=f"guess-{n}").status for n in range(3)]
+    assert guesses == [401, 401, 429]  # the whole allowance was still there
 
 
 def test_failed_sign_ins_are_counted_per_client() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -111,4 +112,13 @@ def parse_json(body: bytes, max_bytes: int, *, allow_empty: bool = False) -> Any
     try:
         return loads_strict(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise BadRequest("request body is not valid JSON", {"reason": str(exc)[:200]}) from exc
+        raise BadRequest("request body is not valid JSON", {"reason": _why_not_json(exc)}) from exc
+
+
+def _why_not_json(exc: Exception) -> str:
+    """The parser's reason, in the client's terms (not Python's settings to change)."""
+    if isinstance(exc, RecursionError):
+        return "arrays and objects are nested too deeply"
+    if "integer string conversion" in str(exc):
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    return str(exc)[:200]

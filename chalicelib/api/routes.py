@@ -101,14 +101,18 @@ class Edge:
         """The tenant keys in force: SPOOL_API_KEYS, or the SSM parameter (cached)."""
         return key_source.keyring(self.settings)
 
-    def tenant(self, request: ApiRequest) -> str:
-        with self._sign_in(request):
+    def tenant(self, request: ApiRequest, valid_elsewhere: Callable[[], None] | None = None) -> str:
+        """The key's tenant. `valid_elsewhere` may raise a clearer refusal for a key that
+        is not a tenant's but is valid on another route; such a key is no failed sign-in."""
+        with self._sign_in(request, valid_elsewhere):
             tenant = self.keys.tenant_for(request.header("x-api-key"))
         _request_tenant.set(tenant)  # for the request's log line (handle)
         return tenant
 
     @contextmanager
-    def _sign_in(self, request: ApiRequest) -> Iterator[None]:
+    def _sign_in(
+        self, request: ApiRequest, valid_elsewhere: Callable[[], None] | None = None
+    ) -> Iterator[None]:
         """Count a failed authentication against the client; past its rate, answer 429.
 
         Only failures are counted and only they are refused, so a valid key always
@@ -116,6 +120,8 @@ class Edge:
         try:
             yield
         except Unauthorized:
+            if valid_elsewhere is not None:
+                valid_elsewhere()
             wait = self.sign_ins.failed(request.client)
             if wait > 0:
                 raise RateLimited(
@@ -298,8 +304,13 @@ class Edge:
     def redrive_all(self, request: ApiRequest) -> ApiResponse:
         tenant = self.tenant(request)
         data = parse_json(request.body, self.settings.max_body_bytes, allow_empty=True)
+        if not request.body.strip():
+            data = {}  # no body: no filters (a JSON null is not an object, and is refused)
+        elif isinstance(data, dict):
+            data = integral_floats(RedriveAllRequest, data)  # 5.0 is the integer 5 in JSON
         try:
-            filters = RedriveAllRequest.model_validate(data if data is not None else {})
+            # Strict, as /enqueue is: a bulk action must not read true or "5" as a limit.
+            filters = RedriveAllRequest.model_validate(data, strict=True)
         except ValidationError as exc:
             raise errors.from_validation(exc) from exc
         moved = self.service.redrive_all(tenant, filters.queue, filters.type, filters.limit)
@@ -343,7 +354,26 @@ def _enqueue_request(item: Any, loc: tuple[str | int, ...]) -> EnqueueRequest:
             dumps(integral_floats(EnqueueRequest, item)), strict=True
         )
     except ValidationError as exc:
+        _refuse_unreadable(exc, loc)
         raise ValidationFailed("the job is invalid", errors.validation_details(exc, loc)) from exc
+
+
+def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...]) -> None:
+    """pydantic's JSON parser refuses two things json.loads took: an unpaired UTF-16
+    surrogate ("\\ud800") and very deep nesting. Its words ("unexpected end of hex
+    escape at line 1 column 38") point into Spool's re-encoded copy, not the request."""
+    for error in exc.errors():
+        if error["type"] != "json_invalid":
+            continue
+        if "recursion" in error["msg"]:
+            reason = "its arrays and objects are nested too deeply"
+        elif "escape" in error["msg"] or "surrogate" in error["msg"]:
+            reason = (
+                "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), not a character"
+            )
+        else:
+            reason = "it cannot be read as JSON"
+        raise ValidationFailed(f"the job is invalid: {reason}", {"loc": list(loc)}) from exc
 
 
 def integral_floats(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
@@ -378,6 +408,7 @@ def _check_payload(registry: Registry, job: EnqueueRequest, loc: tuple[str | int
             dumps(integral_floats(spec.payload_model, job.payload)), strict=True
         )
     except ValidationError as exc:
+        _refuse_unreadable(exc, (*loc, "payload"))
         raise ValidationFailed(
             f"payload does not match the {job.type!r} handler's model",
             {"type": job.type, "errors": errors.validation_details(exc, (*loc, "payload"))},
