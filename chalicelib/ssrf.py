@@ -31,6 +31,7 @@ same guard. A refusal is a PermanentError: retrying cannot make it allowed.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import socket
@@ -128,9 +129,12 @@ class Policy:
     suffixes: tuple[str, ...] = ()  # "*.example.com" is stored as ".example.com"
     networks: tuple[IPNetwork, ...] = ()
     allow_private: bool = False
+    setting: str = "SPOOL_HTTP_ALLOWLIST"  # where the list comes from, for refusals to name
 
     @classmethod
-    def parse(cls, entries: Iterable[str], allow_private: bool = False) -> Policy:
+    def parse(
+        cls, entries: Iterable[str], allow_private: bool = False, setting: str | None = None
+    ) -> Policy:
         """Read allowlist entries; a malformed one is a configuration error (ValueError)."""
         hosts: set[str] = set()
         suffixes: list[str] = []
@@ -161,7 +165,8 @@ class Policy:
                 suffixes.append("." + name)
             else:
                 hosts.add(name)
-        return cls(frozenset(hosts), tuple(suffixes), tuple(networks), allow_private)
+        policy = cls(frozenset(hosts), tuple(suffixes), tuple(networks), allow_private)
+        return policy if setting is None else dataclasses.replace(policy, setting=setting)
 
     def host_allowed(self, host: str) -> bool:
         if host in self.hosts:
@@ -452,7 +457,7 @@ def check_static(url: str, policy: Policy) -> Target:
     address of an IP literal. Enqueue runs this, so a URL that could never be
     allowed is refused (422) instead of dying at run time."""
     if policy.empty:
-        raise Refused("the allowlist (SPOOL_HTTP_ALLOWLIST) is empty, so no URL is reachable")
+        raise Refused(f"the allowlist ({policy.setting}) is empty, so no URL is reachable")
     target = parse_url(url)
     if target.ip is not None:
         if not policy.explicitly_allows(target.ip):
@@ -461,5 +466,5 @@ def check_static(url: str, policy: Policy) -> Target:
             raise Refused(f"IP address {target.host} is not on the allowlist{also}")
         check_address(target.ip, policy)
     elif not policy.host_allowed(target.host):
-        raise Refused(f"host {target.host!r} is not on the allowlist (SPOOL_HTTP_ALLOWLIST)")
+        raise Refused(f"host {target.host!r} is not on the allowlist ({policy.setting})")
     return target

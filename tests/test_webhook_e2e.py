@@ -238,3 +238,6 @@ def test_a_refused_callback_url_is_a_422_over_the_socket(served: Served, url: st
     reply = enqueue(served, {"type": "echo", "callback_url": url})
     assert reply.status_code == 422
     assert reply.json()["error"]["details"] == {"field": "callback_url"}
+    if url == "http://localhost/":  # a host off the list: the message names the webhooks' one
+        message = reply.json()["error"]["message"]
+        assert "SPOOL_WEBHOOK_ALLOWLIST" in message and "SPOOL_HTTP_ALLOWLIST" not in message

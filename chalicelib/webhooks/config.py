@@ -28,6 +28,8 @@ from chalicelib import ssrf
 from chalicelib.config import ConfigError, Settings
 from chalicelib.webhooks.signing import SECRET_PREFIX, decode_secret
 
+ALLOWLIST = "SPOOL_WEBHOOK_ALLOWLIST"
+
 MAX_SECRETS = 2
 MAX_URL_LENGTH = 2048
 
@@ -66,7 +68,7 @@ def from_settings(settings: Settings) -> WebhookSettings:
         return WebhookSettings(
             tenants=parse_tenants(settings.extra.get("SPOOL_WEBHOOKS", "")),
             policy=_policy(
-                settings.extra.get("SPOOL_WEBHOOK_ALLOWLIST", ""),
+                settings.extra.get(ALLOWLIST, ""),
                 settings.flag("SPOOL_WEBHOOK_ALLOW_PRIVATE"),
             ),
             ca_file=settings.text("SPOOL_WEBHOOK_CA_FILE") or None,
@@ -164,8 +166,9 @@ def _policy(allowlist: str, allow_private: bool) -> ssrf.Policy:
             # Wide CIDRs: the guard opens only public addresses through them.
             networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")),
             allow_private=allow_private,
+            setting=ALLOWLIST,
         )
     try:
-        return ssrf.Policy.parse(entries, allow_private)
+        return ssrf.Policy.parse(entries, allow_private, ALLOWLIST)
     except ValueError as exc:
-        raise ConfigError(f"SPOOL_WEBHOOK_ALLOWLIST: {exc}") from None
+        raise ConfigError(f"{ALLOWLIST}: {exc}") from None
