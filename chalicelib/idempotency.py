@@ -8,6 +8,9 @@ applied, payload normalized by the handler's model):
 
 - type, payload, queue, priority and max_attempts, exactly (numbers by value,
   so 1 and 1.0 are the same and true is not 1);
+- callback_url, exactly, as resolved (the tenant's default endpoint when the
+  request names none, or none at all): the stored job's URL comes from the
+  store's AddResult, since Job, the public status shape, does not carry it;
 - the schedule, while the job has not started yet (afterwards its run_at is the
   next retry's, no longer the requested one):
   - an explicit run_at must name the same instant as the stored run_at; a
@@ -67,12 +70,19 @@ def _same_schedule(run_at: datetime | None, delay: float | None, existing: Job) 
 
 
 def differences(
-    new: NewJob, run_at: datetime | None, delay: float | None, existing: Job
+    new: NewJob,
+    run_at: datetime | None,
+    delay: float | None,
+    existing: Job,
+    callback_url: str | None,
 ) -> list[str]:
-    """The fields in which `new` (requested with this run_at or delay) differs from `existing`."""
+    """The fields in which `new` (requested with this run_at or delay) differs from
+    `existing`, whose stored callback URL is `callback_url`."""
     fields = [
         name for name in _EXACT_FIELDS if not same_json(getattr(new, name), getattr(existing, name))
     ]
+    if new.callback_url != callback_url:
+        fields.append("callback_url")
     if existing.started_at is None and not _same_schedule(run_at, delay, existing):
         fields.append(schedule_field(run_at))
     return fields
@@ -87,6 +97,8 @@ def batch_differences(first: NewJob, later: NewJob, later_run_at: datetime | Non
     fields = [
         name for name in _EXACT_FIELDS if not same_json(getattr(first, name), getattr(later, name))
     ]
+    if first.callback_url != later.callback_url:
+        fields.append("callback_url")
     if abs(first.run_at - later.run_at) > SCHEDULE_TOLERANCE:
         fields.append(schedule_field(later_run_at))
     return fields

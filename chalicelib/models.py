@@ -133,6 +133,10 @@ def queued_job(new: NewJob, run_at: datetime, created: datetime) -> Job:
 class AddResult:
     job: Job
     created: bool
+    # When created is False: the callback URL stored with `job` (None when it has
+    # none), which `Job`, the public status shape, does not carry. Idempotency
+    # compares it with the new request's. None when created is True.
+    callback_url: str | None = None
 
 
 Outcome = Literal[JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD]

@@ -272,7 +272,9 @@ def _refuse_conflicts(
         if result is None or result.created:
             continue
         request = requests[index]
-        fields = differences(built[index], request.run_at, request.delay, result.job)
+        fields = differences(
+            built[index], request.run_at, request.delay, result.job, result.callback_url
+        )
         if fields:
             conflicts.append({"index": index, "id": result.job.id, "fields": fields})
     if not conflicts:

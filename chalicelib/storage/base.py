@@ -7,7 +7,12 @@ contract stays the same for SQL stores and for DynamoDB.
 
 Rules every backend keeps:
 - `add` is all or nothing; an idempotency key already seen for the same tenant
-  returns the existing job (created=False) and stores nothing new.
+  returns the existing job (created=False) and stores nothing new. Such a
+  result's `callback_url` is the URL stored with that job (None when it has
+  none), read in the same lookup, so the service can tell a repeated request
+  from a different one (chalicelib/idempotency.py); the same holds for a key
+  repeated within one batch (the first job's URL). A created result's
+  `callback_url` is None.
 - `claim` takes due jobs (queued/retrying with run_at <= now), highest
   priority first, then earliest run_at, moves them to running under a fresh
   lease token and counts the attempt. A running job whose lease expired is

@@ -496,7 +496,7 @@ class DynamoStore:
                 {"index": too_big[0]},
             )
         offloaded: dict[int, str] = {}
-        existing: dict[int, Job] = {}
+        existing: dict[int, AddResult] = {}  # index -> the job holding its key
         stale: dict[tuple[str, str], str] = {}
         try:
             for i in fresh:
@@ -536,10 +536,13 @@ class DynamoStore:
         for i, new in enumerate(jobs):
             if i in duplicate_of:
                 first = duplicate_of[i]
-                job = existing.get(first) or created[first]
-                results.append(AddResult(job, False))
+                held = existing.get(first)
+                if held is not None:
+                    results.append(held)
+                else:
+                    results.append(AddResult(created[first], False, jobs[first].callback_url))
             elif i in existing:
-                results.append(AddResult(existing[i], False))
+                results.append(existing[i])
             else:
                 job = self._new_job(new, now, 0 if i in offloaded else len(payloads[i]))
                 created[i] = job
@@ -723,7 +726,7 @@ class DynamoStore:
         self,
         jobs: Sequence[NewJob],
         indexes: Sequence[int],
-        existing: dict[int, Job],
+        existing: dict[int, AddResult],
         stale: dict[tuple[str, str], str],
     ) -> bool:
         """Look up who holds these idempotency keys; True if any is held by a live job."""
@@ -746,7 +749,7 @@ class DynamoStore:
             if item is None:
                 stale[key] = job_id
             else:
-                existing[i] = self._load(item)
+                existing[i] = AddResult(self._load(item), False, get_s(item, "cb_url"))
                 any_live = True
         return any_live
 

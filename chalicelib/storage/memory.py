@@ -157,10 +157,11 @@ class MemoryStore:
             for new in jobs:
                 key = (new.tenant, new.idempotency_key) if new.idempotency_key else None
                 if key and key in self._idem:
-                    results.append(AddResult(self._jobs[self._idem[key]], False))
+                    held = self._jobs[self._idem[key]]
+                    results.append(AddResult(held, False, self._callbacks.get(held.id)))
                     continue
                 if key and key in staged:
-                    results.append(AddResult(staged[key], False))
+                    results.append(AddResult(staged[key], False, callbacks.get(staged[key].id)))
                     continue
                 job = Job(
                     id=new.id,

@@ -563,7 +563,7 @@ class PostgresStore:
                     keyed.append(key)
         candidates = [i for i in range(len(jobs)) if i not in dup_of]
 
-        def write(conn: Conn) -> tuple[set[str], dict[tuple[str, str], Job]]:
+        def write(conn: Conn) -> tuple[set[str], dict[tuple[str, str], AddResult]]:
             with conn.transaction() if keyed else _nothing():
                 existing = self._by_keys(conn, keyed) if keyed else {}
                 fresh = [
@@ -597,11 +597,12 @@ class PostgresStore:
                 results[i] = AddResult(_fresh_job(new, now), True)
             else:
                 key = (_enc(new.tenant), _enc(new.idempotency_key or ""))
-                results[i] = AddResult(existing[key], False)
+                results[i] = existing[key]
         for i, j in dup_of.items():
             first = results[j]
             assert first is not None
-            results[i] = AddResult(first.job, False)
+            callback_url = jobs[j].callback_url if first.created else first.callback_url
+            results[i] = AddResult(first.job, False, callback_url)
         return [r for r in results if r is not None]
 
     def _add_params(self, fresh: Sequence[NewJob], now: datetime) -> dict[str, Any]:
@@ -622,13 +623,14 @@ class PostgresStore:
         }
 
     @staticmethod
-    def _by_keys(conn: Conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Job]:
+    def _by_keys(conn: Conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], AddResult]:
+        """The jobs already stored under these (encoded) keys, as add returns them."""
         rows = conn.execute(
-            f"SELECT {COLUMNS} FROM jobs WHERE (tenant, idempotency_key) IN ("
+            f"SELECT {COLUMNS}, callback_url FROM jobs WHERE (tenant, idempotency_key) IN ("
             "SELECT * FROM unnest(%s::text[], %s::text[]))",
             ([k[0] for k in keys], [k[1] for k in keys]),
         ).fetchall()
-        return {(r[1], r[14]): row_to_job(r) for r in rows}
+        return {(r[1], r[14]): AddResult(row_to_job(r), False, _dec(r[-1])) for r in rows}
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         row = self._run(

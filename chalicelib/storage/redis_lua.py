@@ -262,7 +262,8 @@ _FREE = "#!lua flags=allow-oom\n"
 # payload, max_attempts, run_at, key, callback url], every value a string (each optional
 # one '-' or '+value'). Keys are unique within the batch (the Python side resolves
 # repeats). Returns {flags, rows}: per job '1' (stored) or '0' (its key was held), and
-# for each '0' in order the row of the job that already holds the key.
+# for each '0' in order the job that already holds the key: its callback URL (nil when
+# it has none), then its row.
 ADD = (
     _WRITE
     + _PRELUDE
@@ -284,7 +285,7 @@ for i = 1, #jobs do
   end
   if existing then
     flags[i] = '0'
-    rows[#rows + 1] = row(existing)
+    rows[#rows + 1] = redis.call('HMGET', jkey(existing), 'callback_url', unpack(FIELDS))
   else
     local fields = {'id', id, 'tenant', tenant, 'type', type_, 'queue', queue,
       'priority', prio, 'payload', payload, 'state', 'queued', 'attempts', '0',

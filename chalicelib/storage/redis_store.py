@@ -408,11 +408,13 @@ class RedisStore:
             if flag == ord("1"):
                 results[i] = AddResult(queued_job(jobs[i], from_micros(run_at), now), True)
             else:
-                results[i] = AddResult(row_to_job(next(holders)), False)
+                callback_url, *row = next(holders)
+                results[i] = AddResult(row_to_job(row), False, _opt_text(callback_url))
         for i, j in dup_of.items():
             first = results[j]
             assert first is not None
-            results[i] = AddResult(first.job, False)
+            callback_url = jobs[j].callback_url if first.created else first.callback_url
+            results[i] = AddResult(first.job, False, callback_url)
         return [r for r in results if r is not None]
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:

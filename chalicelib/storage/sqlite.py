@@ -392,18 +392,21 @@ class SQLiteStore:
         fresh: dict[int, Job] = {}
         times = _Times()
         with self._write() as db:
-            staged: dict[tuple[str, str], Job] = {}
+            staged: dict[tuple[str, str], tuple[Job, str | None]] = {}
             for i, new in enumerate(jobs):
                 if new.idempotency_key is not None:
                     key = (new.tenant, new.idempotency_key)
                     if key in staged:
-                        results[i] = AddResult(staged[key], False)
+                        job, callback_url = staged[key]
+                        results[i] = AddResult(job, False, callback_url)
                         continue
                     found = db.execute(
-                        f"SELECT {COLUMNS} FROM jobs WHERE tenant = ? AND idempotency_key = ?", key
+                        f"SELECT {COLUMNS}, callback_url FROM jobs"
+                        " WHERE tenant = ? AND idempotency_key = ?",
+                        key,
                     ).fetchone()
                     if found is not None:
-                        results[i] = AddResult(row_to_job(found), False)
+                        results[i] = AddResult(row_to_job(found), False, found[-1])
                         continue
                 payload = _dumps(new.payload)
                 run_at = to_micros(new.run_at)
@@ -426,7 +429,7 @@ class SQLiteStore:
                 job = queued_job(new, times(run_at), times(now))
                 fresh[i] = job
                 if new.idempotency_key is not None:
-                    staged[(new.tenant, new.idempotency_key)] = job
+                    staged[(new.tenant, new.idempotency_key)] = (job, new.callback_url)
             if len(rows) == 1:  # the common single enqueue: plain execute is cheaper
                 row = rows[0]
                 db.execute(INSERT, row)

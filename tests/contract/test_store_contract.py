@@ -105,6 +105,52 @@ def test_duplicate_keys_inside_one_batch_store_one_job(store: JobStore, clock: F
     assert sum(store.counts().values()) == 1
 
 
+def test_a_seen_key_returns_the_callback_url_stored_with_its_job(
+    store: JobStore, clock: FakeClock
+) -> None:
+    a, b = "http://127.0.0.1:9/a", "http://127.0.0.1:9/b"
+    first = store.add([new_job(clock, idempotency_key="cb", tenant="t1", callback_url=a)])[0]
+    again = store.add([new_job(clock, idempotency_key="cb", tenant="t1", callback_url=b)])[0]
+    assert first.created and first.callback_url is None
+    assert not again.created and again.job.id == first.job.id
+    assert again.callback_url == a
+    same = store.add([new_job(clock, idempotency_key="cb", tenant="t1", callback_url=a)])[0]
+    assert not same.created and same.callback_url == a
+
+
+def test_a_seen_key_whose_job_has_no_callback_url_returns_none(
+    store: JobStore, clock: FakeClock
+) -> None:
+    first = store.add([new_job(clock, idempotency_key="plain", tenant="t1")])[0]
+    again = store.add(
+        [new_job(clock, idempotency_key="plain", tenant="t1", callback_url="http://127.0.0.1:9/b")]
+    )[0]
+    assert first.created and not again.created and again.job.id == first.job.id
+    assert again.callback_url is None
+
+
+def test_a_key_repeated_in_one_batch_returns_the_first_jobs_callback_url(
+    store: JobStore, clock: FakeClock
+) -> None:
+    a, b = "http://127.0.0.1:9/a", "http://127.0.0.1:9/b"
+    fresh = store.add(
+        [
+            new_job(clock, idempotency_key="new", callback_url=a),
+            new_job(clock, idempotency_key="new", callback_url=b),
+        ]
+    )
+    assert [(r.created, r.callback_url) for r in fresh] == [(True, None), (False, a)]
+    held = store.add(
+        [
+            new_job(clock, idempotency_key="new", callback_url=b),
+            new_job(clock, idempotency_key="new"),
+        ]
+    )
+    assert [(r.created, r.callback_url) for r in held] == [(False, a), (False, a)]
+    assert {r.job.id for r in held} == {fresh[0].job.id}
+    assert sum(store.counts().values()) == 1
+
+
 # -- claiming ----------------------------------------------------------------
 
 
