@@ -33,3 +33,16 @@ def test_dynamodb_without_a_region_says_how_to_give_one(monkeypatch: pytest.Monk
     with pytest.raises(ConfigError, match="no AWS region") as caught:
         open_store("dynamodb://jobs?queue=q&bucket=b")
     assert "?region=" in str(caught.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite://relative.db", "sqlite://data/jobs.db?synchronous=full"])
+def test_a_sqlite_url_with_two_slashes_is_refused_not_read_as_the_default(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: the name parsed as a host, the path came out empty, and the store quietly
+    opened .spool/spool.db instead."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="SPOOL_STORE_URL") as caught:
+        open_store(url)
+    assert "sqlite:///" in str(caught.value) and "three slashes" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # nothing was created anywhere

@@ -53,6 +53,11 @@ def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobS
 def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
     """sqlite:///relative.db, sqlite:////absolute.db, sqlite:///:memory:"""
     parts = urlsplit(url)
+    if parts.netloc:  # sqlite://name.db: the name parsed as a host, the path empty
+        raise ValueError(
+            f"a SQLite URL has three slashes before a relative path (sqlite:///"
+            f"{parts.netloc}{parts.path}) and four before an absolute one (sqlite:////abs/x.db)"
+        )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
     return path or ".spool/spool.db", options
