@@ -319,10 +319,12 @@ class Edge:
         return json_response(200, {"redriven": len(moved), "ids": [j.id for j in moved]})
 
     def health(self, request: ApiRequest) -> ApiResponse:
-        # One cheap read proves the store answers; a down store makes this a 503.
+        # One cheap read proves the store answers; a down store makes this a 503, and
+        # so does one that answers reads but already knows it cannot take a job.
         now = self._timer()
         if now >= self._healthy_until:
             self.runtime.store.get("j_health_probe")
+            self.runtime.store.check_writable()
             self._healthy_until = now + self._health_for
         return json_response(200, {"status": "ok", "store": "ok"})
 

@@ -189,6 +189,13 @@ class JobStore(Protocol):
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None: ...
 
+    def check_writable(self) -> None:
+        """Raise StoreUnavailable when the store already knows a write would fail now
+        (SQLite: the disk is full, the file was deleted). /health calls it after a read,
+        so a store that still answers reads but cannot take jobs is not reported healthy.
+        A store that learns this only by writing does nothing here."""
+        ...
+
     def claim(
         self,
         limit: int,

@@ -755,6 +755,9 @@ class DynamoStore:
 
     # -- get --------------------------------------------------------------------------------------
     @aws_errors
+    def check_writable(self) -> None:
+        """Nothing known here that a write would not find out itself (base.py)."""
+
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         item = self.ddb.get_item(
             TableName=self.table, Key=job_key(job_id), ConsistentRead=True

@@ -191,6 +191,9 @@ class MemoryStore:
             self.notifier.notify()
         return results
 
+    def check_writable(self) -> None:
+        """Nothing known here that a write would not find out itself (base.py)."""
+
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         with self._lock:
             job = self._jobs.get(job_id)

@@ -632,6 +632,9 @@ class PostgresStore:
         ).fetchall()
         return {(r[1], r[14]): AddResult(row_to_job(r), False, _dec(r[-1])) for r in rows}
 
+    def check_writable(self) -> None:
+        """Nothing known here that a write would not find out itself (base.py)."""
+
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         row = self._run(
             lambda conn: conn.execute(

@@ -417,6 +417,9 @@ class RedisStore:
             results[i] = AddResult(first.job, False, callback_url)
         return [r for r in results if r is not None]
 
+    def check_writable(self) -> None:
+        """Nothing known here that a write would not find out itself (base.py)."""
+
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         row = self._run(lambda: self.client.hmget(self._p + "j:" + job_id, _FIELDS), read=True)
         if row[0] is None:

@@ -32,7 +32,7 @@ from typing import Any
 
 from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
-from chalicelib.errors import InvalidTransition, JobNotFound, StoreUnavailable
+from chalicelib.errors import InvalidTransition, JobNotFound
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
@@ -67,7 +67,8 @@ from chalicelib.storage.base import (
 from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
 from chalicelib.storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
-from chalicelib.storage.sqlite_gate import GateTimeout, WriteGate
+from chalicelib.storage.sqlite_gate import WriteGate
+from chalicelib.storage.sqlite_txn import FileWatch, Transaction, WriteHealth
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -340,8 +341,11 @@ class SQLiteStore:
         # ... and processes at this gate, which hands the turn over in microseconds.
         self._gate = WriteGate(absolute) if on_disk else None
         self._checkpointer = Checkpointer(absolute, self._connect) if on_disk else None
+        self._health = WriteHealth()
         self.notifier = SocketDirNotifier(absolute + ".wake")
         self._db().executescript(SCHEMA + sqlite_webhooks.SCHEMA + sqlite_limits.SCHEMA)
+        # After the schema, so the file exists: from now on the path must keep naming it.
+        self._watch = FileWatch(absolute) if on_disk else None
         self._add_columns()
         if not dashboard.installed(self._db()):
             with self._write() as db:
@@ -379,8 +383,10 @@ class SQLiteStore:
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         return db
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self._db(), self._write_lock, self._gate, self._checkpointer)
+    def _write(self) -> Transaction:
+        return Transaction(
+            self._db(), self._write_lock, self._gate, self._checkpointer, self._watch, self._health
+        )
 
     # -- contract ----------------------------------------------------------
     def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
@@ -469,6 +475,11 @@ class SQLiteStore:
         # Times at the stored precision, as get() would return them.
         job = queued_job(new, from_micros(run_at), from_micros(now))
         return AddResult(job, True)
+
+    def check_writable(self) -> None:
+        if self._watch is not None:
+            self._watch.check()
+        self._health.check()
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         row = self._db().execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -880,62 +891,6 @@ class SQLiteStore:
                 db.close()
             self._all.clear()
         self._local = threading.local()
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT: take the write lock up front so no upgrade can deadlock."""
-
-    def __init__(
-        self,
-        db: sqlite3.Connection,
-        lock: threading.Lock,
-        gate: WriteGate | None,
-        checkpointer: Checkpointer | None,
-    ) -> None:
-        self.db = db
-        self.lock = lock
-        self.gate = gate
-        self.checkpointer = checkpointer
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        try:
-            if self.gate is not None:
-                self.gate.acquire()
-        except BaseException as exc:
-            self.lock.release()
-            if isinstance(exc, GateTimeout):
-                raise StoreUnavailable("the SQLite database stayed locked", retry_after=1) from exc
-            raise
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except BaseException as exc:
-            self._let_go()
-            if isinstance(exc, sqlite3.OperationalError) and (
-                "locked" in str(exc) or "busy" in str(exc)
-            ):
-                # Other writers held the file past busy_timeout: retryable, not a bug.
-                raise StoreUnavailable("the SQLite database stayed locked", retry_after=1) from exc
-            raise
-        return self.db
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        try:
-            if exc_type is None:
-                self.db.execute("COMMIT")
-            else:
-                self.db.execute("ROLLBACK")
-        finally:
-            self._let_go()
-        if exc_type is None and self.checkpointer is not None:
-            self.checkpointer.after_commit()
-
-    def _let_go(self) -> None:
-        try:
-            if self.gate is not None:
-                self.gate.release()
-        finally:
-            self.lock.release()
 
 
 def from_url(url: str, clock: Clock | None = None) -> SQLiteStore:

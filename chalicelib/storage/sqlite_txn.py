@@ -1,0 +1,194 @@
+"""One write transaction on the SQLite file, and what it says when the file cannot be written.
+
+A write that fails because of the machine, not the request (the disk is full, the
+file or its file system became read-only, the disk reports an I/O error, the file
+was deleted or replaced under the running process) is the operator's to fix and
+succeeds again once they have: it is raised as StoreUnavailable, a 503 with
+Retry-After over HTTP and a pause-and-retry in the worker, with a message that says
+what to fix, instead of an unexpected error. The store remembers the last such
+failure for a while, so /health reports a store that cannot take jobs although
+reads still work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+
+from chalicelib.errors import StoreUnavailable
+from chalicelib.storage.sqlite_checkpoint import Checkpointer
+from chalicelib.storage.sqlite_gate import GateTimeout, WriteGate
+
+log = logging.getLogger("spool.storage")
+
+# SQLite's primary result codes (the low byte of an extended code) for a file this
+# process cannot write now.
+_CANNOT_WRITE = {
+    13: "the disk holding the SQLite database is full: free space on it",  # SQLITE_FULL
+    8: "the SQLite database cannot be written (its file or file system is read-only)",
+    10: "the disk holding the SQLite database reported an I/O error",  # SQLITE_IOERR
+}
+RETRY_AFTER = 30  # seconds: freeing space or remounting takes a person
+REMEMBER_FAILURE = 10.0  # seconds /health reports a write that failed like that
+
+
+def cannot_write(exc: BaseException) -> StoreUnavailable | None:
+    """The StoreUnavailable for a write the machine refused, or None for anything else."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if not isinstance(exc, sqlite3.Error) or not isinstance(code, int):
+        return None
+    reason = _CANNOT_WRITE.get(code & 0xFF)
+    if reason is None:
+        return None
+    return StoreUnavailable(f"{reason}; nothing was written", retry_after=RETRY_AFTER)
+
+
+class FileWatch:
+    """Does the path still name the file this process opened?
+
+    A database file deleted (or replaced, e.g. restored from a backup by copying over
+    it) while the process runs keeps being written through the open descriptor: every
+    job acknowledged after that goes to a file no other process opens and that is gone
+    when this one stops. One stat per write transaction (about a microsecond) refuses
+    such writes instead.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._identity = self._current()
+
+    def _current(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check(self) -> None:
+        if self._identity is not None and self._current() != self._identity:
+            raise StoreUnavailable(
+                f"the SQLite database file {self.path} was deleted or replaced while this "
+                "process had it open: restart Spool so that it opens the file now at that "
+                "path (nothing was written)",
+                retry_after=RETRY_AFTER,
+            )
+
+
+class WriteHealth:
+    """The last write the machine refused, until a write succeeds or it grows old."""
+
+    def __init__(self) -> None:
+        self._failure: tuple[float, StoreUnavailable] | None = None
+
+    def failed(self, error: StoreUnavailable) -> None:
+        self._failure = (time.monotonic(), error)
+
+    def succeeded(self) -> None:
+        self._failure = None
+
+    def check(self) -> None:
+        failure = self._failure
+        if failure is not None and time.monotonic() - failure[0] < REMEMBER_FAILURE:
+            raise StoreUnavailable(failure[1].message, retry_after=failure[1].retry_after)
+
+
+class Transaction:
+    """BEGIN IMMEDIATE ... COMMIT: take the write lock up front so no upgrade can deadlock."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        lock: threading.Lock,
+        gate: WriteGate | None,
+        checkpointer: Checkpointer | None,
+        watch: FileWatch | None = None,
+        health: WriteHealth | None = None,
+    ) -> None:
+        self.db = db
+        self.lock = lock
+        self.gate = gate
+        self.checkpointer = checkpointer
+        self.watch = watch
+        self.health = health
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        try:
+            if self.gate is not None:
+                self.gate.acquire()
+        except BaseException as exc:
+            self.lock.release()
+            if isinstance(exc, GateTimeout):
+                raise StoreUnavailable("the SQLite database stayed locked", retry_after=1) from exc
+            raise
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            self._let_go()
+            if isinstance(exc, sqlite3.OperationalError) and (
+                "locked" in str(exc) or "busy" in str(exc)
+            ):
+                # Other writers held the file past busy_timeout: retryable, not a bug.
+                raise StoreUnavailable("the SQLite database stayed locked", retry_after=1) from exc
+            self._raise_if_cannot_write(exc)
+            raise
+        if self.watch is not None:
+            try:
+                self.watch.check()
+            except StoreUnavailable as exc:
+                self._roll_back()
+                self._let_go()
+                if self.health is not None:
+                    self.health.failed(exc)
+                raise
+        return self.db
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        failed = exc
+        try:
+            if exc is None:
+                try:
+                    self.db.execute("COMMIT")
+                except sqlite3.Error as error:  # e.g. the WAL could not grow: disk full
+                    failed = error
+                    self._roll_back()
+            else:
+                self._roll_back()
+        finally:
+            self._let_go()
+        if failed is None:
+            if self.health is not None:
+                self.health.succeeded()
+            if self.checkpointer is not None:
+                self.checkpointer.after_commit()
+            return
+        self._raise_if_cannot_write(failed)
+        if exc is None:  # COMMIT failed for another reason
+            raise failed
+        # Otherwise the body's own exception goes on as it is.
+
+    def _raise_if_cannot_write(self, exc: BaseException) -> None:
+        """Raise the StoreUnavailable `exc` stands for, remembered for /health."""
+        unavailable = cannot_write(exc)
+        if unavailable is not None:
+            if self.health is not None:
+                self.health.failed(unavailable)
+            raise unavailable from exc
+
+    def _roll_back(self) -> None:
+        if not self.db.in_transaction:  # SQLite rolled back itself (some I/O errors do)
+            return
+        try:
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.warning("a SQLite rollback failed: %s", exc)
+
+    def _let_go(self) -> None:
+        try:
+            if self.gate is not None:
+                self.gate.release()
+        finally:
+            self.lock.release()

@@ -1,0 +1,160 @@
+"""A SQLite file the machine will not let Spool write: a full disk, an I/O error, a
+read-only file, a file deleted or replaced under the running process. Each is a
+StoreUnavailable saying what to fix (503 with Retry-After over HTTP, a pause in the
+worker), /health says so too, and nothing is half-written; once fixed, writes go on."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from chalicelib.errors import StoreUnavailable
+from chalicelib.ids import new_job_id
+from chalicelib.models import NewJob
+from chalicelib.runtime import Runtime
+from chalicelib.storage.sqlite import SQLiteStore
+from chalicelib.storage.sqlite_txn import cannot_write
+from tests.apikit import Api, installed, settings_for
+
+
+def _job(size: int = 10) -> NewJob:
+    return NewJob(
+        id=new_job_id(), type="echo", payload={"pad": "x" * size}, run_at=datetime.now(UTC)
+    )
+
+
+def _fill_up(db: sqlite3.Connection) -> None:
+    """This connection may not grow the file by a page more: SQLite then answers
+    SQLITE_FULL ("database or disk is full"), as it does when the disk is."""
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def _make_room(db: sqlite3.Connection) -> None:
+    db.execute("PRAGMA max_page_count = 1073741823")
+
+
+def _stored(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(str(tmp_path / "spool.db"))
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        (13, "disk holding the SQLite database is full"),  # SQLITE_FULL
+        (8, "read-only"),  # SQLITE_READONLY
+        (1032, "read-only"),  # SQLITE_READONLY_DBMOVED, an extended code
+        (10, "I/O error"),  # SQLITE_IOERR
+        (778, "I/O error"),  # SQLITE_IOERR_WRITE
+    ],
+)
+def test_what_the_machine_refused_is_a_store_unavailable_saying_what_to_fix(
+    code: int, says: str
+) -> None:
+    error = sqlite3.OperationalError("refused")
+    error.sqlite_errorcode = code
+    unavailable = cannot_write(error)
+    assert unavailable is not None and says in unavailable.message
+    assert unavailable.retry_after > 0
+
+
+@pytest.mark.parametrize("code", [1, 5, 6, 19, 11])  # error, busy, locked, constraint, corrupt
+def test_other_sqlite_errors_are_left_as_they_are(code: int) -> None:
+    error = sqlite3.OperationalError("other")
+    error.sqlite_errorcode = code
+    assert cannot_write(error) is None
+    assert cannot_write(ValueError("not sqlite")) is None
+
+
+def test_a_full_disk_refuses_the_add_whole_then_takes_it_once_there_is_room(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    store.add([_job()])
+    store.check_writable()
+    _fill_up(store._db())
+    batch = [_job(3000) for _ in range(20)]
+    for attempt in ([batch[0]], batch):
+        with pytest.raises(StoreUnavailable, match="full: free space on it") as caught:
+            store.add(attempt)
+        assert "nothing was written" in caught.value.message
+        with pytest.raises(StoreUnavailable, match="full"):
+            store.check_writable()  # what /health asks
+    assert _stored(tmp_path / "spool.db") == 1  # no half of the batch
+    assert store.get(batch[0].id) is None
+    _make_room(store._db())
+    assert [r.created for r in store.add(batch)] == [True] * 20
+    store.check_writable()  # a write went through: healthy again
+    assert _stored(tmp_path / "spool.db") == 21
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_file_deleted_or_replaced_under_the_store_takes_no_more_jobs(
+    store: SQLiteStore, tmp_path: Path, how: str
+) -> None:
+    path = tmp_path / "spool.db"
+    kept = store.add([_job()])[0].job
+    if how == "deleted":
+        for name in ("spool.db", "spool.db-wal", "spool.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+    else:  # a backup copied over it: another file at the same path
+        backup = tmp_path / "backup.db"
+        shutil.copyfile(path, backup)
+        os.replace(backup, path)
+    with pytest.raises(StoreUnavailable, match="deleted or replaced") as caught:
+        store.add([_job()])
+    assert str(path) in caught.value.message and "restart" in caught.value.message
+    with pytest.raises(StoreUnavailable, match="deleted or replaced"):
+        store.check_writable()
+    assert store.get(kept.id) is not None  # what it holds can still be read
+    with pytest.raises(StoreUnavailable):
+        store.claim(10, 30)  # a worker pauses instead of running jobs it cannot finish
+    reopened = SQLiteStore(str(path))  # a restart opens whatever is at the path now
+    try:
+        reopened.add([_job()])
+        reopened.check_writable()
+    finally:
+        reopened.close()
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    settings = settings_for(tmp_path, extra={"SPOOL_HEALTH_CACHE_SECONDS": "0"})
+    with installed(settings) as runtime:
+        yield runtime
+
+
+def test_over_http_a_full_disk_is_a_503_with_retry_after_and_health_says_so(
+    api: Api, rt: Runtime
+) -> None:
+    store = rt.store
+    assert isinstance(store, SQLiteStore)
+    assert api.post("/enqueue", {"type": "echo", "payload": {}}).status == 201
+    _fill_up(store._db())
+    reply = api.post("/enqueue", {"type": "echo", "payload": {"pad": "x" * 5000}})
+    assert reply.status == 503 and reply.error_code == "store_unavailable"
+    assert "full" in reply.json["error"]["message"]
+    assert int(reply.header("Retry-After") or 0) > 0
+    batch = {"jobs": [{"type": "echo", "payload": {"pad": "x" * 3000}}] * 10}
+    assert api.post("/enqueue", batch).status == 503
+    health = api.get("/health")
+    assert health.status == 503 and "full" in health.json["error"]["message"]
+    _make_room(store._db())
+    assert api.post("/enqueue", batch).status == 201
+    assert api.get("/health").status == 200
+    assert len(api.get("/jobs?limit=100").json["jobs"]) == 11
