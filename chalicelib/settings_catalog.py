@@ -70,8 +70,8 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/runtime.py",
         meaning=(
             "Where jobs live: `sqlite:///PATH`, `memory://`, "
-            "`postgresql://user@host/db?schema=...` or "
-            "`dynamodb://TABLE?queue=QUEUE&bucket=BUCKET`."
+            "`postgresql://user@host/db?schema=...`, `redis://host:6379/0` (`rediss://` for "
+            "TLS) or `dynamodb://TABLE?queue=QUEUE&bucket=BUCKET`."
         ),
         group=_STORE,
         field="store_url",

@@ -107,7 +107,8 @@ def explain(exc: BaseException) -> CliFailure:
         where = ".".join(str(p) for p in first["loc"]) or "job"
         return UsageError(f"{where}: {first['msg']}", "Fix the option and try again")
     if isinstance(exc, StoreNotMigrated):
-        return CliFailure(exc.message, "Run `spool db migrate` first")
+        said = "spool db migrate" in exc.message  # the store's message already says it
+        return CliFailure(exc.message, "" if said else "Run `spool db migrate` first")
     if isinstance(exc, StoreUnavailable):
         named = "SPOOL_STORE_URL" in exc.message  # the store already said what to check
         fix = "Check SPOOL_STORE_URL and that the store is running, then try again"

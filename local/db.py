@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from chalicelib.config import Settings
 from chalicelib.redact import redact_url
+from chalicelib.storage import store_scheme
 from local.cli_errors import CliFailure
 
 EXIT_PENDING = 3
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_db(args: argparse.Namespace) -> int:
     url = args.store_url or Settings.from_env().store_url
-    if urlsplit(url).scheme.split("+", 1)[0] not in ("postgres", "postgresql"):
+    if store_scheme(url) not in ("postgres", "postgresql"):  # an unknown one: ConfigError
         print(
             "nothing to migrate: only Postgres stores have migrations "
             f"(SPOOL_STORE_URL is {urlsplit(url).scheme}://...)",

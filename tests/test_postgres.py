@@ -132,6 +132,26 @@ def test_db_command_on_other_stores_has_nothing_to_do(monkeypatch, capsys) -> No
     assert "nothing to migrate" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["migrate", "status"])
+def test_db_command_on_an_unknown_scheme_says_so_like_every_other_command(
+    monkeypatch, capsys, command: str
+) -> None:
+    from local.cli import main
+
+    monkeypatch.setenv("SPOOL_STORE_URL", "mysql://db.internal/jobs")
+    assert main(["db", command]) == 2
+    err = capsys.readouterr().err
+    assert "unknown store URL scheme 'mysql'" in err and "nothing to migrate" not in err
+
+
+def test_an_unmigrated_store_tells_the_fix_once() -> None:
+    from local.cli_errors import explain, line
+
+    failure = explain(StoreNotMigrated(NOT_MIGRATED))
+    said = line(failure.problem, failure.fix)
+    assert said.lower().count("spool db migrate") == 1, said
+
+
 # -- URL options ----------------------------------------------------------------
 
 

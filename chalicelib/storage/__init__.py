@@ -27,6 +27,22 @@ def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobS
     from chalicelib.config import ConfigError  # here: config imports this module
     from chalicelib.redact import redact_url
 
+    module_name, factory = _BACKENDS[store_scheme(url)]
+    module = import_module(module_name)
+    try:
+        store: JobStore = getattr(module, factory)(url, clock)
+    except ValueError as exc:
+        # A malformed option in the URL (pool_max=0, durability=bogus): the operator's
+        # to fix, said as such, not an "unexpected error".
+        raise ConfigError(f"SPOOL_STORE_URL {redact_url(url)!r}: {exc}") from exc
+    return store
+
+
+def store_scheme(url: str) -> str:
+    """The URL's store kind; ConfigError naming the ones there are if it names none."""
+    from chalicelib.config import ConfigError
+    from chalicelib.redact import redact_url
+
     try:
         scheme = urlsplit(url).scheme.split("+", 1)[0]
     except ValueError as exc:  # "Invalid IPv6 URL": an unclosed [ in the host
@@ -39,15 +55,7 @@ def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobS
             f"SPOOL_STORE_URL {shown!r}: {what}. Use one of {known} "
             f"(for example {DEFAULT_STORE_URL})"
         )
-    module_name, factory = _BACKENDS[scheme]
-    module = import_module(module_name)
-    try:
-        store: JobStore = getattr(module, factory)(url, clock)
-    except ValueError as exc:
-        # A malformed option in the URL (pool_max=0, durability=bogus): the operator's
-        # to fix, said as such, not an "unexpected error".
-        raise ConfigError(f"SPOOL_STORE_URL {redact_url(url)!r}: {exc}") from exc
-    return store
+    return scheme
 
 
 def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
