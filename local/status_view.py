@@ -7,6 +7,7 @@ the same facts for machines (cli.cmd_status).
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -87,7 +88,9 @@ def render(job: Job, attempts: list[Attempt], tenant: str | None = None) -> str:
     if job.last_error:
         lines.append(f"error     {_one_line(job.last_error, 200)}")
     if job.result is not None:
-        lines.append(f"result    {_one_line(repr(job.result), 200)}")
+        # JSON, as `spool jobs` prints it and the API answers it (not Python's repr).
+        shown = json.dumps(job.result, ensure_ascii=False)
+        lines.append(f"result    {_one_line(shown, 200)}")
     lines.append("")
     if not attempts:
         lines.append("no attempts recorded yet")

@@ -70,6 +70,9 @@ def test_enqueue_work_and_status(db: Path, capsys: pytest.CaptureFixture[str]) -
     code, out, _ = run(capsys, "status", added["id"], "--json")
     shown = json.loads(out)
     assert (shown["state"], shown["result"]) == ("succeeded", {"hello": "world"})
+    code, out, _ = run(capsys, "status", added["id"])  # for people: the result still JSON
+    [result] = [line for line in out.splitlines() if line.startswith("result ")]
+    assert json.loads(result.removeprefix("result")) == {"hello": "world"}
 
 
 def test_enqueue_many_and_idempotency(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
