@@ -214,6 +214,26 @@ def test_json_the_job_model_cannot_read_is_refused_in_words_about_the_request(
     assert api.get("/jobs").json["jobs"] == []
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate, gzip"])
+@pytest.mark.parametrize(
+    ("path", "compress"), [("/enqueue", True), ("/enqueue", False), ("/dlq/redrive", False)]
+)
+def test_a_compressed_body_is_refused_and_says_send_it_plain(
+    api: Api, encoding: str, path: str, compress: bool
+) -> None:
+    import gzip
+
+    plain = json.dumps({"type": "echo", "payload": {"n": 1}}).encode()
+    body = gzip.compress(plain) if compress else (plain if path == "/enqueue" else b"{}")
+    reply = api.post(path, raw=body, headers={"Content-Encoding": encoding})
+    assert reply.status == 400 and reply.error_code == "bad_request"
+    assert "Content-Encoding" in reply.json["error"]["message"]
+    assert "uncompressed" in reply.json["error"]["message"]
+    assert api.get("/jobs").json["jobs"] == []
+    plain_reply = api.post("/enqueue", raw=plain, headers={"Content-Encoding": "identity"})
+    assert plain_reply.status == 201
+
+
 @pytest.mark.parametrize(
     "raw",
     [b'{"limit": true}', b'{"limit": "5"}', b'{"limit": 5.5}', b"null", b"[]", b'"all"'],

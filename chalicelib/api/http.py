@@ -94,7 +94,9 @@ def json_response(status: int, data: Any, headers: dict[str, str] | None = None)
     return ApiResponse(status, dumps(data), {"Content-Type": JSON_TYPE, **(headers or {})})
 
 
-def parse_json(body: bytes, max_bytes: int, *, allow_empty: bool = False) -> Any:
+def parse_json(
+    body: bytes, max_bytes: int, *, allow_empty: bool = False, encoding: str | None = None
+) -> Any:
     """Decode a request body: 413 past the limit, 400 when it is not JSON.
 
     NaN, Infinity and numbers too large for a float (1e999) are not JSON: stored,
@@ -104,6 +106,14 @@ def parse_json(body: bytes, max_bytes: int, *, allow_empty: bool = False) -> Any
         raise PayloadTooLarge(
             f"request body is {len(body)} bytes; the limit is {max_bytes}",
             {"limit": max_bytes, "size": len(body)},
+        )
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        # Read as it is, a compressed body fails as "not UTF-8"; one merely labelled
+        # compressed would be taken. Neither is what the client meant.
+        raise BadRequest(
+            f"Content-Encoding {encoding.strip()!r} is not supported: send the body "
+            "uncompressed, without that header",
+            {"header": "Content-Encoding"},
         )
     if not body.strip():
         if allow_empty:

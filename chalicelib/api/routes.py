@@ -143,7 +143,11 @@ class Edge:
     # -- routes --------------------------------------------------------------
     def enqueue(self, request: ApiRequest) -> ApiResponse:
         tenant = self.tenant(request)
-        data = parse_json(request.body, self.settings.max_body_bytes)
+        data = parse_json(
+            request.body,
+            self.settings.max_body_bytes,
+            encoding=request.header("content-encoding"),
+        )
         jobs, batch = self._enqueue_requests(data)
         if self.gate is not None:
             self.gate.admit(tenant, len(jobs))  # before anything is stored
@@ -303,7 +307,12 @@ class Edge:
 
     def redrive_all(self, request: ApiRequest) -> ApiResponse:
         tenant = self.tenant(request)
-        data = parse_json(request.body, self.settings.max_body_bytes, allow_empty=True)
+        data = parse_json(
+            request.body,
+            self.settings.max_body_bytes,
+            allow_empty=True,
+            encoding=request.header("content-encoding"),
+        )
         if not request.body.strip():
             data = {}  # no body: no filters (a JSON null is not an object, and is refused)
         elif isinstance(data, dict):

@@ -209,7 +209,11 @@ def ui_redrive(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
 
 
 def _action(edge: Edge, request: ApiRequest) -> DeadAction:
-    data = parse_json(request.body, edge.settings.max_body_bytes)
+    data = parse_json(
+        request.body,
+        edge.settings.max_body_bytes,
+        encoding=request.header("content-encoding"),
+    )
     try:
         return DeadAction.model_validate(data, strict=True)  # "yes" is not true
     except ValidationError as exc:
