@@ -753,11 +753,11 @@ class DynamoStore:
                 any_live = True
         return any_live
 
-    # -- get --------------------------------------------------------------------------------------
-    @aws_errors
     def check_writable(self) -> None:
         """Nothing known here that a write would not find out itself (base.py)."""
 
+    # -- get --------------------------------------------------------------------------------------
+    @aws_errors
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         item = self.ddb.get_item(
             TableName=self.table, Key=job_key(job_id), ConsistentRead=True
