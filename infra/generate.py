@@ -95,6 +95,9 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
         "table": [
             "dynamodb:BatchGetItem",
             "dynamodb:GetItem",
+            # A finish or a reap that ends a job with a callback_url writes its webhook
+            # delivery (a Put) in the same transaction (tests/test_iam_actions.py).
+            "dynamodb:PutItem",
             "dynamodb:Query",
             "dynamodb:Scan",
             "dynamodb:UpdateItem",
