@@ -341,7 +341,10 @@ class Edge:
         with self._sign_in(request):
             authorize_metrics(self.settings, self.keys, request.header)
         body = self.metrics.exposition().decode("utf-8")
-        return ApiResponse(200, body, {"Content-Type": METRICS_CONTENT_TYPE})
+        # It names every tenant's queues, and its key rides in X-API-Key, which a shared
+        # cache does not treat as credentials the way it treats Authorization.
+        headers = {"Content-Type": METRICS_CONTENT_TYPE, "Cache-Control": "no-store"}
+        return ApiResponse(200, body, headers)
 
     def openapi(self, request: ApiRequest) -> ApiResponse:
         self.tenant(request)
@@ -514,9 +517,15 @@ def _answer(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
     except Exception as exc:
         return _failure(exc)
     try:
-        return OPERATIONS[operation](edge, request, **params)
+        response = OPERATIONS[operation](edge, request, **params)
     except Exception as exc:
-        return _failure(exc)
+        response = _failure(exc)
+    if operation.startswith("ui_"):
+        # Its errors too (they may echo an id or a file name): the page's own headers,
+        # and never cached. An answer that set its own keeps them.
+        for name, value in ui_routes.ERROR_HEADERS.items():
+            response.headers.setdefault(name, value)
+    return response
 
 
 def _failure(exc: Exception) -> ApiResponse:

@@ -29,6 +29,7 @@ from chalicelib.errors import (
     JobNotFound,
     Misconfigured,
     SpoolError,
+    ValidationFailed,
 )
 from chalicelib.logs import job_event
 from chalicelib.models import JobQuery, JobState
@@ -46,6 +47,8 @@ ACTION_IDS_MAX = 1000
 # so no single request outlives an API Gateway or Lambda deadline.
 ALL_PER_REQUEST = 5000
 NO_STORE = {"Cache-Control": "no-store"}
+# What every /ui answer carries unless it set its own (routes.py adds them to errors).
+ERROR_HEADERS = {**NO_STORE, **page.SECURITY_HEADERS}
 OPERATOR_KEY_HERE = (
     f"that is an operator key ({auth.METRICS_KEYS}): it opens /metrics only. The dashboard "
     f"shows one tenant's jobs: sign in with a tenant key from {auth.API_KEYS}"
@@ -194,8 +197,22 @@ def ui_job(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
     return _detail(edge, _tenant(edge, request), job_id)
 
 
+def _no_body(edge: Edge, request: ApiRequest) -> None:
+    """Cancel and redrive take nothing (the page sends {}): anything else is a client's
+    mistake, refused before the job is touched."""
+    data = parse_json(
+        request.body,
+        edge.settings.max_body_bytes,
+        allow_empty=True,
+        encoding=request.header("content-encoding"),
+    )
+    if request.body.strip() and data != {}:
+        raise ValidationFailed("this action takes no body: send none, or {}")
+
+
 def ui_cancel(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
     tenant = _tenant(edge, request)
+    _no_body(edge, request)
     edge.service.cancel(job_id, tenant)
     edge.cache.drop(tenant, job_id)
     return _detail(edge, tenant, job_id)
@@ -203,6 +220,7 @@ def ui_cancel(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
 
 def ui_redrive(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
     tenant = _tenant(edge, request)
+    _no_body(edge, request)
     edge.service.redrive(job_id, tenant)
     edge.cache.drop(tenant, job_id)
     return _detail(edge, tenant, job_id)
