@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib import logs, periodic, worker_id
 from chalicelib import runtime as runtime_module
+from chalicelib.errors import StoreUnavailable
+from chalicelib.ids import looks_like_job_id
 from chalicelib.runtime import Runtime
 from chalicelib.worker import Worker, WorkerStats
 
@@ -43,8 +45,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("spool.events")
 
-# Outcomes from Worker.process() that mean "deliver this message again".
-REDELIVER = frozenset({"deferred"})
+# Outcomes from Worker.process() that mean "deliver this message again": "failed" is
+# handle_sqs's own, for a job whose processing raised (its message comes back after
+# the visibility timeout; a deferred one is handed back at once).
+REDELIVER = frozenset({"deferred", "failed"})
 # A job a limit held back goes back to the queue as a fresh message this much later
 # (a fresh message, so holds do not count toward the queue's maxReceiveCount and
 # send a waiting job to the SQS dead-letter queue).
@@ -95,15 +99,31 @@ def deadline_from(context: LambdaContext | None) -> float | None:
 
 def message_job_id(body: str) -> str | None:
     """A message body is {"id": "..."} or the bare id; anything else is None."""
+    return parse_message(body)[0]
+
+
+def parse_message(body: str) -> tuple[str | None, str]:
+    """(the job id a message body names, "") or (None, why it names none).
+
+    The id must have a job id's form (chalicelib/ids.py), checked before any store
+    call: a body is not passed to DynamoDB as a key (whose limit is 2048 bytes)
+    unless it could be one.
+    """
     text = body.strip()
+    if not text:
+        return None, "its body is empty"
     if text.startswith("{"):
         try:
             data = json.loads(text)
         except ValueError:
-            return None
+            return None, "its body is not JSON"
         value = data.get("id") if isinstance(data, dict) else None
-        return value if isinstance(value, str) and value else None
-    return text or None
+        if not isinstance(value, str) or not value:
+            return None, 'its body has no string "id"'
+        text = value
+    if not looks_like_job_id(text):
+        return None, "it does not name a job id (j_ and 32 hex digits)"
+    return text, ""
 
 
 def _records(event: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
@@ -138,8 +158,15 @@ def _invocation(handler: EventHandler) -> EventHandler:
 def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[str, Any]:
     """Run the jobs named by an SQS batch; report the messages SQS should redeliver.
 
-    A message that names no job is reported as failed, so after the queue's
-    maxReceiveCount it lands in the SQS dead-letter queue for a human to read.
+    A message that names no job (its body is not {"id": ID} or a bare ID of a job
+    id's form) is logged with a warning and reported as failed before any store
+    call, so after the queue's maxReceiveCount it lands in the SQS dead-letter
+    queue for a human to read. A well-formed id of a job that does not exist (a
+    purged job's late duplicate) is logged with a warning and acknowledged: the
+    message is deleted, as it is for a job already finished or running elsewhere.
+    An error while processing is the problem of the jobs it concerns: a wave that
+    fails is tried again one job at a time, and only the messages of jobs that
+    still fail are reported (so they come back after the visibility timeout).
     """
     rt = runtime_module.current()
     by_job: dict[str, list[str]] = {}
@@ -150,9 +177,15 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
         receipt = record.get("receiptHandle")
         if isinstance(receipt, str) and receipt:
             receipts[message_id] = receipt
-        job_id = message_job_id(str(record.get("body", "")))
+        job_id, why = parse_message(str(record.get("body", "")))
         if job_id is None:
-            log.warning("SQS message %s names no job: %.200r", message_id, record.get("body"))
+            log.warning(
+                "SQS message %s names no job (%s); reported failed, so it goes to the "
+                "dead-letter queue after maxReceiveCount: %.200r",
+                message_id,
+                why,
+                record.get("body"),
+            )
             failures.append(message_id)
             continue
         by_job.setdefault(job_id, []).append(message_id)
@@ -163,6 +196,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
         except Exception:
             log.exception("processing an SQS batch failed; all of it will be redelivered")
             outcomes = dict.fromkeys(by_job, "deferred")
+        _log_dropped(rt, by_job, outcomes)
         dispatch = _sqs_dispatch(rt)
         held = [job_id for job_id in by_job if outcomes.get(job_id) == "held"]
         unsent = (
@@ -175,7 +209,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
             outcome = outcomes.get(job_id, "deferred")
             if outcome in REDELIVER or (outcome == "held" and job_id in unsent):
                 failures.extend(message_ids)
-                if outcome != "held":
+                if outcome == "deferred":
                     deferred.extend(receipts[m] for m in message_ids if m in receipts)
         if dispatch is not None and deferred:
             # Hand deferred messages back now, not after the visibility timeout.
@@ -256,10 +290,63 @@ def _process_in_waves(
     with heartbeat or nullcontext():
         for start in range(0, len(ids), size):
             wave = ids[start : start + size]
-            outcomes.update(worker.process(wave, deadline))
-            if heartbeat is not None:
-                heartbeat.done(receipts_of(wave))
+            try:
+                outcomes.update(_process_isolated(worker, wave, deadline))
+            finally:
+                if heartbeat is not None:
+                    heartbeat.done(receipts_of(wave))
     return outcomes
+
+
+def _process_isolated(worker: Worker, wave: list[str], deadline: float | None) -> dict[str, str]:
+    """worker.process(wave), with a failure kept to the jobs it concerns.
+
+    When the wave raises, its jobs are tried again one at a time, and only those that
+    still raise come out "failed": one poison job (a record DynamoDB refuses, an
+    object S3 will not give) no longer sends its neighbours back to the queue, toward
+    the dead-letter queue. A store outage is everyone's problem: no job is tried
+    alone then. A job of the wave that was claimed before the failure is leased, so
+    alone it is "skipped" (its lease expires and the reaper sends it again).
+    """
+    try:
+        return worker.process(wave, deadline)
+    except StoreUnavailable:
+        log.exception("the store is unavailable; the wave's %d jobs will be redelivered", len(wave))
+        return dict.fromkeys(wave, "failed")
+    except Exception:
+        if len(wave) == 1:
+            log.exception("processing job %s failed; its message will be redelivered", wave[0])
+            return {wave[0]: "failed"}
+        log.exception("processing a wave of %d jobs failed; trying each alone", len(wave))
+    outcomes: dict[str, str] = {}
+    for job_id in wave:
+        try:
+            outcomes.update(worker.process([job_id], deadline))
+        except Exception:
+            log.exception("processing job %s failed; its message will be redelivered", job_id)
+            outcomes[job_id] = "failed"
+    return outcomes
+
+
+def _log_dropped(rt: Runtime, by_job: Mapping[str, list[str]], outcomes: Mapping[str, str]) -> None:
+    """Warn of each message acknowledged for a job that does not exist (see handle_sqs).
+
+    Only skipped jobs are looked up (a redundant delivery: a job finished, running
+    elsewhere, not due yet, or gone), one read each; a failed read is not logged."""
+    for job_id, message_ids in by_job.items():
+        if outcomes.get(job_id) != "skipped":
+            continue
+        try:
+            gone = rt.store.get(job_id) is None
+        except Exception:
+            continue
+        if gone:
+            log.warning(
+                "SQS message %s names job %s, which does not exist (purged, or never "
+                "enqueued in this store); the message is dropped",
+                ", ".join(message_ids),
+                job_id,
+            )
 
 
 def _snapshot(stats: WorkerStats) -> dict[str, int]:

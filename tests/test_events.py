@@ -39,17 +39,23 @@ def run_jobs(event: dict[str, object], timeout_ms: int = 900_000) -> dict[str, o
     return result
 
 
+J1, J2, J3 = (f"j_{n:032x}" for n in (1, 2, 3))
+
+
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ('{"id": "j_1"}', "j_1"),
-        ("j_2", "j_2"),
-        ("  j_3\n", "j_3"),
+        (f'{{"id": "{J1}"}}', J1),
+        (J2, J2),
+        (f"  {J3}\n", J3),
         ("{}", None),
         ('{"id": 5}', None),
-        ("[1, 2]", "[1, 2]"),
+        ("[1, 2]", None),  # not a job id: never taken as a DynamoDB key
         ("{not json", None),
         ("", None),
+        ('{"id": "j_1"}', None),
+        ("j_doesnotexist", None),
+        ("A" * 3000, None),
     ],
 )
 def test_message_bodies(body: str, expected: str | None) -> None:
@@ -67,7 +73,7 @@ def test_sqs_messages_run_their_jobs(rt: Runtime) -> None:
 def test_sqs_reports_messages_naming_no_job_and_skips_redundant_ones(rt: Runtime) -> None:
     done = add(rt)
     run_jobs(sqs_event(spool_app.app, [done]))
-    event = sqs_event(spool_app.app, [done, "j_unknown"])
+    event = sqs_event(spool_app.app, [done, J1])
     event["Records"].append({**event["Records"][0], "messageId": "junk", "body": "{oops"})
     # Already finished and unknown jobs are redundant deliveries: acknowledged, not retried.
     assert run_jobs(event) == {"batchItemFailures": [{"itemIdentifier": "junk"}]}
@@ -208,7 +214,7 @@ def test_emulated_events_have_the_shapes_aws_sends() -> None:
     assert scheduled["source"] == "aws.events"
     assert scheduled["detail-type"] == "Scheduled Event"
     assert scheduled["resources"][0].startswith("arn:aws:events:")
-    records = sqs_event(spool_app.app, ["j_a", "j_b"])["Records"]
+    records = sqs_event(spool_app.app, [J1, J2])["Records"]
     assert [r["eventSource"] for r in records] == ["aws:sqs", "aws:sqs"]
     assert len({r["messageId"] for r in records}) == 2
-    assert [events.message_job_id(r["body"]) for r in records] == ["j_a", "j_b"]
+    assert [events.message_job_id(r["body"]) for r in records] == [J1, J2]

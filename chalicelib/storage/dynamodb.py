@@ -30,6 +30,10 @@ the due waiting entries of the ``timer`` index (small index items, every due
 one unless `queues` is given and each has been seen), `beat` is one UpdateItem
 and `live_workers` one Query of the workers' partition.
 
+A payload or result object gone from S3 (lifecycle rules, an operator) is its own
+job's problem: reads show a marker in its place, and a claim buries that job (or
+retries it, when S3 refused the read) without running it; see `_load`.
+
 Delivery is kept beside the store (SqsDispatch): add, retry, reap and redrive
 send the job's id, with DelaySeconds up to 15 minutes; `release_due`, run by
 the scheduled function, sends ids of jobs due later than that, and re-sends
@@ -54,7 +58,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -84,6 +88,7 @@ from chalicelib.models import (
     WorkerBeat,
     queued_job,
 )
+from chalicelib.retry import RetryPolicy
 from chalicelib.storage import history
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
@@ -178,6 +183,36 @@ CLAIM_REMOVES = ("due_pk", "due_sk", "msg_at")  # a running job leaves the due i
 # unit per job (a transaction's) and one read unit.
 BATCH_CLAIM_FROM = 3
 TERMINAL = [s(JobState.SUCCEEDED.value), s(JobState.DEAD.value), s(JobState.CANCELLED.value)]
+
+
+# S3 error codes of a GetObject whose key is gone (NoSuchKey; a bare 404 from HEAD).
+MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# ...and of one S3 refused: without s3:ListBucket a missing key reads as AccessDenied.
+REFUSED_OBJECT_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
+# Backoff for a claimed job whose payload object could not be read (not missing).
+UNREADABLE_RETRY = RetryPolicy(base=2.0, cap=300.0)
+
+
+@dataclass(frozen=True)
+class _BlobProblem:
+    """Why a claimed job's payload object could not be read (DynamoStore._load)."""
+
+    url: str  # s3://bucket/key
+    missing: bool  # gone for good (NoSuchKey), not refused or failed
+    message: str
+    cause: BaseException
+
+
+def _error_code(exc: BaseException) -> str:
+    if not isinstance(exc, ClientError):
+        return ""
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _job_of_ref(ref: str) -> str:
+    """The job id in a payload or result key (spool/payloads/ID.json, spool/results/ID/T.json)."""
+    parts = ref.split("/")
+    return parts[-1].removesuffix(".json") if "payloads" in parts else parts[-2]
 
 
 # -- the pieces of a write ----------------------------------------------------------
@@ -438,22 +473,68 @@ class DynamoStore:
                 return
             request["ExclusiveStartKey"] = last
 
-    def _load(self, item: Mapping[str, AttributeValueTypeDef]) -> Job:
-        """Item to Job, following S3 keys for a payload or result kept outside the record."""
+    def _load(
+        self,
+        item: Mapping[str, AttributeValueTypeDef],
+        payload_problem: list[_BlobProblem] | None = None,
+    ) -> Job:
+        """Item to Job, following S3 keys for a payload or result kept outside the record.
+
+        An object that is gone (the bucket's lifecycle rule deletes payloads after
+        398 days and results after 31; an operator may delete one) is a problem of
+        its own job only: the job is still shown, with a marker in place of the
+        value, so one job cannot fail a status, a listing or a batch claim. The
+        marker is an object (the models' payload is a JSON object and the result
+        any JSON value, so the public shape is unchanged):
+        ``{"error": "payload_missing" | "result_missing", "object": "s3://B/K",
+        "message": "..."}``, or ``*_unreadable`` when S3 refused the read
+        (AccessDenied: S3 answers that, not NoSuchKey, for a missing key to a role
+        that may not s3:ListBucket). Other failures (S3 unavailable) still raise.
+
+        With `payload_problem` (a claim, about to run the job), any failure to read
+        the payload object is appended there instead of raised: the caller must not
+        run the handler on the marker (see _claimed_job).
+        """
         payload_ref = get_s(item, "payload_ref")
         if payload_ref is not None and self.blobs is not None:
-            payload = json.loads(self.blobs.get(payload_ref))
+            payload = self._blob_value(payload_ref, "payload", payload_problem)
         else:
             payload = json.loads(get_s(item, "payload") or "{}")
         result_ref = get_s(item, "result_ref")
         if result_ref is not None and self.blobs is not None:
-            result = json.loads(self.blobs.get(result_ref))
+            result = self._blob_value(result_ref, "result", None)
         else:
             raw = get_s(item, "result")
             result = None if raw is None else json.loads(raw)
         job = item_to_job(item, payload, result)
         self._remember(_Static.of(item))
         return job
+
+    def _blob_value(self, ref: str, kind: str, problems: list[_BlobProblem] | None) -> Any:
+        """The JSON value kept in S3 under `ref`, or a marker when it cannot be read."""
+        assert self.blobs is not None
+        url = f"s3://{self.blobs.bucket}/{ref}"
+        try:
+            return json.loads(self.blobs.get(ref))
+        except Exception as exc:
+            code = _error_code(exc)
+            missing = code in MISSING_OBJECT_CODES
+            if missing:
+                message = (
+                    f"its {kind} object {url} is missing "
+                    "(deleted by the bucket's lifecycle rule or by hand)"
+                )
+            else:
+                message = f"its {kind} object {url} could not be read: {code or type(exc).__name__}"
+                if code in REFUSED_OBJECT_CODES:
+                    message += " (S3 says so of a missing object to a role without s3:ListBucket)"
+            if problems is not None:
+                problems.append(_BlobProblem(url, missing, message, exc))
+            elif not missing and code not in REFUSED_OBJECT_CODES:
+                raise
+            log.warning("job %s: %s", _job_of_ref(ref), message)
+            suffix = "missing" if missing else "unreadable"
+            return {"error": f"{kind}_{suffix}", "object": url, "message": message}
 
     def _statics_for(self, job_ids: Sequence[str]) -> dict[str, _Static]:
         out: dict[str, _Static] = {}
@@ -864,7 +945,9 @@ class DynamoStore:
             applied = self._tx.apply(units)
             for (_, job_id, _), new_item, ok in zip(chosen, updated, applied, strict=True):
                 if ok:
-                    claimed.append(self._claimed(new_item))
+                    job = self._claimed_job(new_item)
+                    if job is not None:
+                        claimed.append(job)
                 else:
                     one_by_one.append(job_id)  # changed since the read: decide on a fresh look
         for job_id in [*one_by_one, *expired]:
@@ -916,10 +999,57 @@ class DynamoStore:
             "lease_worker": s(worker_id.current()),
         }
 
-    def _claimed(self, item: Item) -> Job:
-        job = self._load(item)
+    def _claimed_job(self, item: Item) -> Job | None:
+        """A claimed item as the Job to run; None when its payload object cannot be read.
+
+        The claim has committed by now (a batch's in one transaction), so a raise here
+        would strand every job claimed with this one: running, an attempt spent, their
+        redelivered messages skipped as leased until the reaper. Instead the job is
+        settled on its own without running its handler: dead when its payload object
+        is missing (nothing will bring it back), retrying with a backoff (dead after
+        its last attempt) when S3 refused or failed the read. The others run.
+        """
+        problems: list[_BlobProblem] = []
+        job = self._load(item, problems)
         self._remember_seq(job.lease_token or "", need_n(item, "att_seq"), "attempt_log" in item)
-        return job
+        if not problems:
+            return job
+        self._settle_unrunnable(job, problems[0])
+        return None
+
+    def _settle_unrunnable(self, job: Job, problem: _BlobProblem) -> None:
+        now = from_micros(self._now())
+        retry_at: datetime | None = None
+        if problem.missing or job.attempts >= job.max_attempts:
+            state = JobState.DEAD
+        else:
+            state = JobState.RETRYING
+            retry_at = now + timedelta(seconds=UNREADABLE_RETRY.ceiling(job.attempts))
+        attempt = Attempt(
+            number=job.attempts,
+            started_at=job.started_at or now,
+            finished_at=now,
+            worker=worker_id.current(),
+            outcome=state.value,
+            error_type="PayloadMissing" if problem.missing else type(problem.cause).__name__,
+            error=problem.message,
+            next_delay=None if retry_at is None else (retry_at - now).total_seconds(),
+        )
+        completion = Completion(
+            job.id, job.lease_token or "", state, None, problem.message, retry_at, attempt
+        )
+        try:
+            applied = self.finish([completion])[0]
+        except Exception:
+            log.exception(
+                "job %s was claimed but %s; it could not be settled either, so its lease "
+                "will expire and the reaper will return it",
+                job.id,
+                problem.message,
+            )
+            return
+        if applied:
+            log.error("job %s: %s; %s without running it", job.id, problem.message, state.value)
 
     def _due_candidates(self, now: int, queues: Sequence[str] | None, limit: int) -> Iterator[str]:
         """Ids of due jobs, best first, merged across shards."""
@@ -978,7 +1108,7 @@ class DynamoStore:
                     # A message that came early: send the id again for when the job is due.
                     self._send([(job_id, run_at)], now)
                 return None
-            return self._claimed(response["Attributes"])
+            return self._claimed_job(response["Attributes"])
         return None
 
     # -- reaping ----------------------------------------------------------------------------------

@@ -559,7 +559,9 @@ class PolicyClaim:
             if item is None or get_s(item, "lease_token") != token:
                 log.warning("job %s changed right after its claim", candidate.id)
                 continue
-            jobs.append(self.store._claimed(item))
+            job = self.store._claimed_job(item)  # None: settled, its payload unreadable
+            if job is not None:
+                jobs.append(job)
         return jobs
 
 
