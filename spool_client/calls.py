@@ -160,6 +160,10 @@ def job_path(job_id: str, suffix: str = "") -> str:
         raise ValueError("a job id is required")
     if not isinstance(job_id, str):
         raise TypeError(f"a job id is a string, not {type(job_id).__name__}")
+    if job_id in (".", ".."):
+        # A path segment the URL is resolved against: /dlq/./redrive would be sent as
+        # POST /dlq/redrive, which redrives every dead job. No job id is either.
+        raise ValueError(f"{job_id!r} is not a job id")
     try:
         return f"/{quote(job_id, safe='')}{suffix}"
     except UnicodeEncodeError:  # a lone surrogate (bytes that were not UTF-8, decoded)

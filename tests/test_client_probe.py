@@ -194,6 +194,41 @@ def test_a_url_no_request_can_use_is_a_value_error_at_once(url: str) -> None:
         AsyncClient(url, "k")
 
 
+@pytest.mark.parametrize("job_id", [".", ".."])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c, i: c.redrive(i),
+        lambda c, i: c.cancel(i),
+        lambda c, i: c.get(i),
+        lambda c, i: c.wait(i, timeout=1),
+    ],
+)
+def test_a_dot_segment_is_no_job_id_and_nothing_is_sent(script, call, job_id: str) -> None:
+    """Before: redrive(".") went out as POST /dlq/./redrive, which the URL's resolution
+    turned into POST /dlq/redrive: every dead job redriven."""
+    server = script(json_reply(200, {"redriven": 3, "ids": []}))
+    with Client(server.url, "k", retry=FAST) as spool, pytest.raises(ValueError):
+        call(spool, job_id)
+    assert server.requests == []
+
+
+async def _async_redrive(url: str, job_id: str) -> None:
+    from spool_client.aio import AsyncClient
+
+    async with AsyncClient(url, "k", retry=FAST) as spool:
+        await spool.redrive(job_id)
+
+
+def test_the_async_client_refuses_a_dot_segment_too(script) -> None:
+    import asyncio
+
+    server = script(json_reply(200, {"redriven": 3, "ids": []}))
+    with pytest.raises(ValueError):
+        asyncio.run(_async_redrive(server.url, "."))
+    assert server.requests == []
+
+
 def test_an_argument_too_long_for_a_url_is_a_value_error(script) -> None:
     server = script(json_reply(200, {"jobs": [], "next_cursor": None}))
     with Client(server.url, "k", retry=FAST) as spool, pytest.raises(ValueError):

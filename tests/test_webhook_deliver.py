@@ -227,3 +227,10 @@ def test_a_store_failure_mid_attempt_leaves_the_delivery_to_its_lease(
     assert Deliverer(store, settings()).drain() == 1
     [d] = store.webhooks(job.id)
     assert d.state == "delivered" and d.attempts == 2
+
+
+def test_a_refusal_hides_the_address_and_still_reads_as_a_sentence() -> None:
+    from chalicelib.webhooks.deliver import _without_addresses
+
+    said = _without_addresses("IP address 10.0.0.5 is not on the allowlist (a private address)")
+    assert said == "an IP address is not on the allowlist (a private address)"

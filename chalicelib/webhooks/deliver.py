@@ -246,7 +246,8 @@ def _without_addresses(text: str) -> str:
             return token
         return "an address" + token[len(core) :]
 
-    return _ADDRESS_LIKE.sub(hide, text)
+    # "IP address 10.0.0.5 is not on the allowlist" reads "an IP address is ...".
+    return _ADDRESS_LIKE.sub(hide, text).replace("IP address an address", "an IP address")
 
 
 def _retry_after(value: str | None) -> float | None:
