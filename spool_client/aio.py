@@ -10,6 +10,7 @@ async with AsyncClient("http://127.0.0.1:8000", key) as spool:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -82,6 +83,7 @@ class AsyncClient:
                 raise ValueError(f"the request cannot be sent: {exc}") from None
             except httpx.TransportError as exc:
                 wait = self.retry.delay(tries, started, None) if retryable(exc) else None
+                wait = call.retry_within(wait, time.monotonic())
                 if wait is None:
                     raise TransportError(
                         f"cannot reach {self.url}: {type(exc).__name__}: {exc}", tries
@@ -91,7 +93,9 @@ class AsyncClient:
                 continue
             body = _json(response)
             if response.status_code in RETRY_STATUSES:
-                wait = self.retry.delay(tries, started, retry_after(response))
+                wait = call.retry_within(
+                    self.retry.delay(tries, started, retry_after(response)), time.monotonic()
+                )
                 if wait is not None:
                     sent_before = sent_before or response.status_code != 429
                     await asyncio.sleep(wait)
@@ -171,7 +175,8 @@ class AsyncClient:
             left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
             wait = max(0.0, min(calls.MAX_WAIT, left))
             asked = time.monotonic()
-            job = Job.from_json(await self._send(calls.status(job_id, wait=wait)))
+            call = dataclasses.replace(calls.status(job_id, wait=wait), deadline=deadline)
+            job = Job.from_json(await self._send(call))
             if job.terminal:
                 return job
             now = time.monotonic()

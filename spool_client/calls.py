@@ -36,6 +36,15 @@ class Call:
     params: dict[str, Any] | None = None
     json: Any = None
     read_timeout: float | None = None  # a long-poll needs more than the default
+    # time.monotonic() past which no retry starts (a wait's own timeout): the retry
+    # policy alone would keep a wait(timeout=2) retrying a 503 for a minute.
+    deadline: float | None = None
+
+    def retry_within(self, wait: float | None, now: float) -> float | None:
+        """The retry policy's pause, or None when it would end past the deadline."""
+        if wait is None or (self.deadline is not None and now + wait > self.deadline):
+            return None
+        return wait
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ aio.py is the same over asyncio; calls.py builds the requests both send.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -90,6 +91,7 @@ class Client:
                 raise ValueError(f"the request cannot be sent: {exc}") from None
             except httpx.TransportError as exc:
                 wait = self.retry.delay(tries, started, None) if retryable(exc) else None
+                wait = call.retry_within(wait, time.monotonic())
                 if wait is None:
                     raise TransportError(
                         f"cannot reach {self.url}: {type(exc).__name__}: {exc}", tries
@@ -100,7 +102,7 @@ class Client:
             body = _json(response)
             if response.status_code in RETRY_STATUSES:
                 after = retry_after(response)
-                wait = self.retry.delay(tries, started, after)
+                wait = call.retry_within(self.retry.delay(tries, started, after), time.monotonic())
                 if wait is not None:
                     sent_before = sent_before or response.status_code != 429
                     time.sleep(wait)
@@ -201,7 +203,8 @@ class Client:
             left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
             wait = max(0.0, min(calls.MAX_WAIT, left))
             asked = time.monotonic()
-            job = Job.from_json(self._send(calls.status(job_id, wait=wait)))
+            call = dataclasses.replace(calls.status(job_id, wait=wait), deadline=deadline)
+            job = Job.from_json(self._send(call))
             if job.terminal:
                 return job
             now = time.monotonic()

@@ -229,6 +229,23 @@ def test_the_async_client_refuses_a_dot_segment_too(script) -> None:
     assert server.requests == []
 
 
+def test_a_wait_stops_retrying_at_its_own_timeout(script) -> None:
+    """Before: wait(timeout=1.5) against a server answering 503 retried for as long as
+    the retry policy allowed (here ten tries a second apart), not 1.5 seconds."""
+    from spool_client import errors as client_errors
+
+    server = script(
+        json_reply(503, {"error": {"code": "store_unavailable"}}, **{"Retry-After": "1"})
+    )
+    policy = RetryPolicy(attempts=10, base=0.01, cap=0.02)
+    with (
+        Client(server.url, "k", retry=policy) as spool,
+        pytest.raises(client_errors.StoreUnavailable),
+    ):
+        spool.wait("j_" + "a" * 32, timeout=1.5)
+    assert len(server.requests) == 2  # at 0 s and 1 s; a third would start past 1.5 s
+
+
 def test_an_argument_too_long_for_a_url_is_a_value_error(script) -> None:
     server = script(json_reply(200, {"jobs": [], "next_cursor": None}))
     with Client(server.url, "k", retry=FAST) as spool, pytest.raises(ValueError):
