@@ -10,7 +10,6 @@ async with AsyncClient("http://127.0.0.1:8000", key) as spool:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -175,8 +174,9 @@ class AsyncClient:
             left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
             wait = max(0.0, min(calls.MAX_WAIT, left))
             asked = time.monotonic()
-            call = dataclasses.replace(calls.status(job_id, wait=wait), deadline=deadline)
-            job = Job.from_json(await self._send(call))
+            job = Job.from_json(
+                await self._send(calls.status(job_id, wait=wait, deadline=deadline))
+            )
             if job.terminal:
                 return job
             now = time.monotonic()

@@ -191,10 +191,16 @@ def enqueue_batch(bodies: list[dict[str, Any]]) -> Call:
     return Call("POST", "/enqueue", json={"jobs": bodies})
 
 
-def status(job_id: str, wait: float = 0, attempts: bool = False) -> Call:
+def status(
+    job_id: str, wait: float = 0, attempts: bool = False, deadline: float | None = None
+) -> Call:
     params = query(wait=f"{wait:g}" if wait > 0 else None, attempts="true" if attempts else None)
     return Call(
-        "GET", "/status" + job_path(job_id), params or None, read_timeout=wait if wait else None
+        "GET",
+        "/status" + job_path(job_id),
+        params or None,
+        read_timeout=wait if wait else None,
+        deadline=deadline,
     )
 
 

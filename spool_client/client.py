@@ -9,7 +9,6 @@ aio.py is the same over asyncio; calls.py builds the requests both send.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -203,8 +202,7 @@ class Client:
             left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
             wait = max(0.0, min(calls.MAX_WAIT, left))
             asked = time.monotonic()
-            call = dataclasses.replace(calls.status(job_id, wait=wait), deadline=deadline)
-            job = Job.from_json(self._send(call))
+            job = Job.from_json(self._send(calls.status(job_id, wait=wait, deadline=deadline)))
             if job.terminal:
                 return job
             now = time.monotonic()
