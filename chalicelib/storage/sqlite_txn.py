@@ -104,8 +104,8 @@ class Transaction:
         lock: threading.Lock,
         gate: WriteGate | None,
         checkpointer: Checkpointer | None,
-        watch: FileWatch | None = None,
-        health: WriteHealth | None = None,
+        watch: FileWatch | None,
+        health: WriteHealth,
     ) -> None:
         self.db = db
         self.lock = lock
@@ -141,8 +141,7 @@ class Transaction:
             except StoreUnavailable as exc:
                 self._roll_back()
                 self._let_go()
-                if self.health is not None:
-                    self.health.failed(exc)
+                self.health.failed(exc)
                 raise
         return self.db
 
@@ -160,8 +159,7 @@ class Transaction:
         finally:
             self._let_go()
         if failed is None:
-            if self.health is not None:
-                self.health.succeeded()
+            self.health.succeeded()
             if self.checkpointer is not None:
                 self.checkpointer.after_commit()
             return
@@ -174,8 +172,7 @@ class Transaction:
         """Raise the StoreUnavailable `exc` stands for, remembered for /health."""
         unavailable = cannot_write(exc)
         if unavailable is not None:
-            if self.health is not None:
-                self.health.failed(unavailable)
+            self.health.failed(unavailable)
             raise unavailable from exc
 
     def _roll_back(self) -> None:
