@@ -63,7 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from chalicelib import worker_id
+from chalicelib import attempt_record, worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import (
     InvalidTransition,
@@ -1025,18 +1025,14 @@ class DynamoStore:
         else:
             state = JobState.RETRYING
             retry_at = now + timedelta(seconds=UNREADABLE_RETRY.ceiling(job.attempts))
-        attempt = Attempt(
+        completion = attempt_record.record(  # the attempt as the worker records one
+            Completion(job.id, job.lease_token or "", state, None, problem.message, retry_at),
             number=job.attempts,
             started_at=job.started_at or now,
             finished_at=now,
-            worker=worker_id.current(),
-            outcome=state.value,
+            failure=None,
+            traceback_limit=0,
             error_type="PayloadMissing" if problem.missing else type(problem.cause).__name__,
-            error=problem.message,
-            next_delay=None if retry_at is None else (retry_at - now).total_seconds(),
-        )
-        completion = Completion(
-            job.id, job.lease_token or "", state, None, problem.message, retry_at, attempt
         )
         try:
             applied = self.finish([completion])[0]
