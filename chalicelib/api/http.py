@@ -57,6 +57,15 @@ class ApiRequest:
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
 
+    def json(self, max_bytes: int, *, allow_empty: bool = False) -> Any:
+        """The body as JSON (parse_json), its Content-Encoding checked."""
+        return parse_json(
+            self.body,
+            max_bytes,
+            allow_empty=allow_empty,
+            encoding=self.header("content-encoding"),
+        )
+
 
 @dataclass
 class ApiResponse:

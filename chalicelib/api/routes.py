@@ -27,7 +27,6 @@ from chalicelib.api.http import (
     ApiResponse,
     dumps,
     json_response,
-    parse_json,
     single_values,
 )
 from chalicelib.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -143,11 +142,7 @@ class Edge:
     # -- routes --------------------------------------------------------------
     def enqueue(self, request: ApiRequest) -> ApiResponse:
         tenant = self.tenant(request)
-        data = parse_json(
-            request.body,
-            self.settings.max_body_bytes,
-            encoding=request.header("content-encoding"),
-        )
+        data = request.json(self.settings.max_body_bytes)
         jobs, batch = self._enqueue_requests(data)
         if self.gate is not None:
             self.gate.admit(tenant, len(jobs))  # before anything is stored
@@ -307,12 +302,7 @@ class Edge:
 
     def redrive_all(self, request: ApiRequest) -> ApiResponse:
         tenant = self.tenant(request)
-        data = parse_json(
-            request.body,
-            self.settings.max_body_bytes,
-            allow_empty=True,
-            encoding=request.header("content-encoding"),
-        )
+        data = request.json(self.settings.max_body_bytes, allow_empty=True)
         if not request.body.strip():
             data = {}  # no body: no filters (a JSON null is not an object, and is refused)
         elif isinstance(data, dict):

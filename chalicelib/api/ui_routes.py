@@ -21,7 +21,6 @@ from chalicelib.api.http import (
     ApiRequest,
     ApiResponse,
     json_response,
-    parse_json,
     single_values,
 )
 from chalicelib.api.schemas import cursor_in_range
@@ -200,12 +199,7 @@ def ui_job(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
 def _no_body(edge: Edge, request: ApiRequest) -> None:
     """Cancel and redrive take nothing (the page sends {}): anything else is a client's
     mistake, refused before the job is touched."""
-    data = parse_json(
-        request.body,
-        edge.settings.max_body_bytes,
-        allow_empty=True,
-        encoding=request.header("content-encoding"),
-    )
+    data = request.json(edge.settings.max_body_bytes, allow_empty=True)
     if request.body.strip() and data != {}:
         raise ValidationFailed("this action takes no body: send none, or {}")
 
@@ -227,11 +221,7 @@ def ui_redrive(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
 
 
 def _action(edge: Edge, request: ApiRequest) -> DeadAction:
-    data = parse_json(
-        request.body,
-        edge.settings.max_body_bytes,
-        encoding=request.header("content-encoding"),
-    )
+    data = request.json(edge.settings.max_body_bytes)
     try:
         return DeadAction.model_validate(data, strict=True)  # "yes" is not true
     except ValidationError as exc:
