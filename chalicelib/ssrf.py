@@ -31,7 +31,6 @@ same guard. A refusal is a PermanentError: retrying cannot make it allowed.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import re
 import socket
@@ -121,6 +120,9 @@ _PORT = re.compile(r"^[0-9]{1,5}$")
 
 
 # -- the policy --------------------------------------------------------------
+HTTP_ALLOWLIST = "SPOOL_HTTP_ALLOWLIST"  # the http_request handler's list
+
+
 @dataclass(frozen=True)
 class Policy:
     """What the allowlist setting says: names, wildcard suffixes and networks."""
@@ -129,11 +131,11 @@ class Policy:
     suffixes: tuple[str, ...] = ()  # "*.example.com" is stored as ".example.com"
     networks: tuple[IPNetwork, ...] = ()
     allow_private: bool = False
-    setting: str = "SPOOL_HTTP_ALLOWLIST"  # where the list comes from, for refusals to name
+    setting: str = HTTP_ALLOWLIST  # where the list comes from, for refusals to name
 
     @classmethod
     def parse(
-        cls, entries: Iterable[str], allow_private: bool = False, setting: str | None = None
+        cls, entries: Iterable[str], allow_private: bool = False, setting: str = HTTP_ALLOWLIST
     ) -> Policy:
         """Read allowlist entries; a malformed one is a configuration error (ValueError)."""
         hosts: set[str] = set()
@@ -165,8 +167,7 @@ class Policy:
                 suffixes.append("." + name)
             else:
                 hosts.add(name)
-        policy = cls(frozenset(hosts), tuple(suffixes), tuple(networks), allow_private)
-        return policy if setting is None else dataclasses.replace(policy, setting=setting)
+        return cls(frozenset(hosts), tuple(suffixes), tuple(networks), allow_private, setting)
 
     def host_allowed(self, host: str) -> bool:
         if host in self.hosts:

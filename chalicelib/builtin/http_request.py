@@ -189,7 +189,7 @@ def admit(payload: HttpRequestPayload, tenant: str) -> None:
 def policy_from(settings: Settings) -> tuple[ssrf.Policy, str | None]:
     try:
         policy = ssrf.Policy.parse(
-            settings.items("SPOOL_HTTP_ALLOWLIST"), settings.flag("SPOOL_HTTP_ALLOW_PRIVATE")
+            settings.items(ssrf.HTTP_ALLOWLIST), settings.flag("SPOOL_HTTP_ALLOW_PRIVATE")
         )
     except ValueError as exc:
         raise PermanentError(f"http_request is misconfigured: {exc}") from None
