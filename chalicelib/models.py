@@ -138,6 +138,13 @@ class AddResult:
     # compares it with the new request's. None when created is True.
     callback_url: str | None = None
 
+    def repeated(self, first: NewJob) -> AddResult:
+        """What a later job of the same batch under the same key gets: this (the first
+        job's) result, not created, with the URL stored with the job (`first`'s own
+        when this add just created it)."""
+        url = first.callback_url if self.created else self.callback_url
+        return AddResult(self.job, False, url)
+
 
 Outcome = Literal[JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD]
 

@@ -616,12 +616,8 @@ class DynamoStore:
         created: dict[int, Job] = {}
         for i, new in enumerate(jobs):
             if i in duplicate_of:
-                first = duplicate_of[i]
-                held = existing.get(first)
-                if held is not None:
-                    results.append(held)
-                else:
-                    results.append(AddResult(created[first], False, jobs[first].callback_url))
+                first = duplicate_of[i]  # before i: its result is in already
+                results.append(results[first].repeated(jobs[first]))
             elif i in existing:
                 results.append(existing[i])
             else:

@@ -601,8 +601,7 @@ class PostgresStore:
         for i, j in dup_of.items():
             first = results[j]
             assert first is not None
-            callback_url = jobs[j].callback_url if first.created else first.callback_url
-            results[i] = AddResult(first.job, False, callback_url)
+            results[i] = first.repeated(jobs[j])
         return [r for r in results if r is not None]
 
     def _add_params(self, fresh: Sequence[NewJob], now: datetime) -> dict[str, Any]:
