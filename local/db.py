@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from urllib.parse import urlsplit
 
 from chalicelib.config import Settings
 from chalicelib.redact import redact_url
@@ -34,10 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_db(args: argparse.Namespace) -> int:
     url = args.store_url or Settings.from_env().store_url
-    if store_scheme(url) not in ("postgres", "postgresql"):  # an unknown one: ConfigError
+    scheme = store_scheme(url)  # an unknown one: ConfigError
+    if scheme not in ("postgres", "postgresql"):
         print(
             "nothing to migrate: only Postgres stores have migrations "
-            f"(SPOOL_STORE_URL is {urlsplit(url).scheme}://...)",
+            f"(SPOOL_STORE_URL is {scheme}://...)",
             file=sys.stderr,
         )
         return 0
