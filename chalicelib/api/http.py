@@ -134,10 +134,13 @@ def parse_json(
         raise BadRequest("request body is not valid JSON", {"reason": _why_not_json(exc)}) from exc
 
 
+NESTED_TOO_DEEP = "arrays and objects are nested too deeply"
+
+
 def _why_not_json(exc: Exception) -> str:
     """The parser's reason, in the client's terms (not Python's settings to change)."""
     if isinstance(exc, RecursionError):
-        return "arrays and objects are nested too deeply"
+        return NESTED_TOO_DEEP
     if "integer string conversion" in str(exc):
         return f"a number has more than {sys.get_int_max_str_digits()} digits"
     return str(exc)[:200]

@@ -23,6 +23,7 @@ from chalicelib.api import errors, key_source, ui_routes
 from chalicelib.api.auth import Keyring, authorize_metrics
 from chalicelib.api.cache import DEFAULT_RECHECK, ResultCache
 from chalicelib.api.http import (
+    NESTED_TOO_DEEP,
     ApiRequest,
     ApiResponse,
     dumps,
@@ -370,7 +371,7 @@ def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...]) -> None
         if error["type"] != "json_invalid":
             continue
         if "recursion" in error["msg"]:
-            reason = "its arrays and objects are nested too deeply"
+            reason = f"its {NESTED_TOO_DEEP}"
         elif "escape" in error["msg"] or "surrogate" in error["msg"]:
             reason = (
                 "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), not a character"
