@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from chalice.test import Client
@@ -87,7 +88,7 @@ def test_failed_sign_ins_are_slowed_without_locking_out_the_owner(
 ) -> None:
     api, _ = limited
     answers = [api.get("/status/j_nothing", key=f"guess-{n}").status for n in range(5)]
-    assert answers == [401, 401, 429, 429, 429]
+    assert answers == [401, 401, 401, 429, 429]  # "3/h": three failures, then 429
     refused = api.get("/status/j_nothing", key="guess-9")
     assert refused.error_code == "rate_limited" and int(refused.header("Retry-After") or 0) > 0
     assert api.get("/metrics", key="also-wrong").status == 429
@@ -104,8 +105,8 @@ def test_an_operator_key_on_the_dashboard_is_no_failed_sign_in(
     api, _ = limited
     answers = [api.get("/ui/api/overview", key=OPERATOR_KEY).status for _ in range(6)]
     assert answers == [403] * 6
-    guesses = [api.get("/status/j_nothing", key=f"guess-{n}").status for n in range(3)]
-    assert guesses == [401, 401, 429]  # the whole allowance was still there
+    guesses = [api.get("/status/j_nothing", key=f"guess-{n}").status for n in range(4)]
+    assert guesses == [401, 401, 401, 429]  # the whole allowance was still there
 
 
 def test_failed_sign_ins_are_counted_per_client() -> None:
@@ -114,9 +115,11 @@ def test_failed_sign_ins_are_counted_per_client() -> None:
 
     now = [0.0]
     gate = FailedSignIns(Rate(2, 60), timer=lambda: now[0])
-    assert [gate.failed("10.0.0.1") for _ in range(2)] == [0.0, 30.0]
+    # "2/m" allows two failures; the third waits for a token (30 s at 2 a minute).
+    assert [gate.failed("10.0.0.1") for _ in range(3)] == [0.0, 0.0, 30.0]
     assert gate.failed("10.0.0.2") == 0.0  # another client is not slowed
-    now[0] = 30.0  # one failure forgiven, and this one takes it back up
+    now[0] = 30.0  # one failure forgiven, and this one takes it back
+    assert gate.failed("10.0.0.1") == 0.0
     assert gate.failed("10.0.0.1") == 30.0
     now[0] = 90.0  # a whole window later the client is back to its full allowance
     assert gate.failed("10.0.0.1") == 0.0
@@ -160,3 +163,86 @@ def test_tenant_entries_override_the_default_field_by_field() -> None:
     assert limits.of("big").rate == Rate(100, 1.0) and limits.of("big").bucket == (100.0, 20)
     assert limits.of("free").bucket is None and limits.of("free").backlog == 1000
     assert limits.active
+
+
+@pytest.mark.parametrize("limited", [TENANT_RATE], indirect=True)
+def test_a_repeated_idempotency_key_takes_no_token_and_is_never_refused(
+    limited: tuple[Api, Runtime],
+) -> None:
+    """A client retrying after a lost answer is given its job: a repeat is not a new
+    job, so it spends nothing of the tenant's rate and is answered past the limit."""
+    api, rt = limited
+    keyed = {"type": "echo", "payload": {}, "idempotency_key": "order-7"}
+    first = api.post("/enqueue", keyed)
+    assert first.status == 201
+    for _ in range(5):
+        again = api.post("/enqueue", keyed)
+        assert again.status == 200 and again.json["id"] == first.json["id"]
+    # Two tokens of the three are left: the repeats took none.
+    assert api.post("/enqueue", {"jobs": [{"type": "echo", "payload": {}}] * 2}).status == 201
+    assert api.post("/enqueue", {"type": "echo", "payload": {}}).status == 429
+    # With the bucket empty, the repeat is still answered with the stored job...
+    assert api.post("/enqueue", keyed).json["id"] == first.json["id"]
+    # ...and a batch of one repeat and one new job needs a token for the new one only.
+    mixed = {"jobs": [keyed, {"type": "echo", "payload": {}, "idempotency_key": "order-8"}]}
+    assert api.post("/enqueue", mixed).status == 429
+    assert stored(rt) == 3
+
+
+@pytest.mark.parametrize("limited", [BACKLOG], indirect=True)
+def test_a_repeat_is_answered_when_the_backlog_is_full(limited: tuple[Api, Runtime]) -> None:
+    api, _ = limited
+    keyed = {"type": "echo", "payload": {}, "idempotency_key": "k"}
+    job_id = api.enqueue(keyed)
+    api.enqueue({"type": "echo", "payload": {}})
+    assert api.post("/enqueue", {"type": "echo", "payload": {}}).status == 429
+    again = api.post("/enqueue", keyed)
+    assert again.status == 200 and again.json["id"] == job_id
+
+
+def test_concurrent_enqueues_cannot_pass_the_backlog_quota(tmp_path: Path) -> None:
+    """Each request checks the count and then stores: two requests of one process
+    between those steps would both find the last room. The store's add is slowed so
+    that, without the gate's per-tenant turn, all of them would be in that gap."""
+    import threading
+    import time
+
+    from chalicelib.api.throttle import EnqueueGate, RateLimited
+    from chalicelib.handlers import Registry
+    from chalicelib.limit_settings import TenantLimit, TenantLimits
+    from chalicelib.service import EnqueueRequest, Service
+    from chalicelib.storage.sqlite import SQLiteStore
+
+    registry = Registry()
+    registry.handler("echo")(lambda payload: payload)
+    store = SQLiteStore(str(tmp_path / "q.db"))
+    service = Service(store, registry)
+    real_add = store.add
+
+    def slow_add(jobs: Any) -> Any:
+        time.sleep(0.05)
+        return real_add(jobs)
+
+    store.add = slow_add  # type: ignore[method-assign]
+    gate = EnqueueGate(store, TenantLimits(TenantLimit(), {"t": TenantLimit(backlog=5)}))
+    job = EnqueueRequest(type="echo", delay=3600)
+    start = threading.Barrier(8)
+    answers: list[str] = []
+
+    def enqueue() -> None:
+        start.wait()
+        try:
+            with gate.admitted("t", [None]):
+                service.enqueue([job], "t")
+            answers.append("stored")
+        except RateLimited:
+            answers.append("refused")
+
+    threads = [threading.Thread(target=enqueue) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(answers) == ["refused"] * 3 + ["stored"] * 5
+    assert sum(store.state_counts("t").values()) == 5
+    store.close()

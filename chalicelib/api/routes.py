@@ -145,9 +145,11 @@ class Edge:
         tenant = self.tenant(request)
         data = request.json(self.settings.max_body_bytes)
         jobs, batch = self._enqueue_requests(data)
-        if self.gate is not None:
-            self.gate.admit(tenant, len(jobs))  # before anything is stored
-        results = self.service.enqueue(jobs, tenant)
+        if self.gate is None:
+            results = self.service.enqueue(jobs, tenant)
+        else:  # refused before anything is stored
+            with self.gate.admitted(tenant, [job.idempotency_key for job in jobs]):
+                results = self.service.enqueue(jobs, tenant)
         views = [self._enqueued(r, request.base_path) for r in results]
         created = any(r.created for r in results)
         status = 201 if created else 200

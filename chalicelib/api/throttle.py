@@ -16,10 +16,11 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 
 from chalicelib.errors import PayloadTooLarge, SpoolError
-from chalicelib.limit_settings import TenantLimits
+from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
 from chalicelib.models import JobState
 from chalicelib.storage.base import JobStore
@@ -40,15 +41,45 @@ class RateLimited(SpoolError):
 
 
 class EnqueueGate:
-    """Per-tenant enqueue rate (a shared token bucket) and backlog quota."""
+    """Per-tenant enqueue rate (a shared token bucket) and backlog quota.
+
+    A job whose idempotency key is already stored is a repeat, not a new job: it
+    takes no token and no backlog room, so a client retrying after a lost answer is
+    given its job, never a 429. A tenant with a backlog quota enqueues one request
+    at a time in this process, so concurrent requests cannot each find the last
+    room; across processes (`--processes N`, Lambda) the count is not reserved and
+    may pass the quota by the jobs of requests in flight together.
+    """
 
     def __init__(self, store: JobStore, limits: TenantLimits) -> None:
         self.store = store
         self.limits = limits
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_lock = threading.Lock()
 
-    def admit(self, tenant: str, jobs: int) -> None:
-        """Raise before storing when the tenant may not enqueue `jobs` more now."""
+    @contextmanager
+    def admitted(self, tenant: str, keys: Sequence[str | None]) -> Iterator[None]:
+        """Raise before storing when the tenant may not enqueue these jobs now (one
+        idempotency key or None per job); otherwise store them inside the block."""
         limit = self.limits.of(tenant)
+        with self._backlog_lock(tenant) if limit.backlog is not None else nullcontext():
+            fresh = self._fresh(tenant, keys)
+            if fresh:
+                self._admit(limit, tenant, fresh)
+            yield
+
+    def _backlog_lock(self, tenant: str) -> threading.Lock:
+        with self._locks_lock:
+            return self._locks.setdefault(tenant, threading.Lock())
+
+    def _fresh(self, tenant: str, keys: Sequence[str | None]) -> int:
+        """How many of the jobs would be new: every job without a key, and each
+        distinct key not yet stored."""
+        keyed = {k for k in keys if k is not None}
+        plain = len(keys) - sum(1 for k in keys if k is not None)
+        return plain + sum(1 for k in keyed if self.store.get_by_key(tenant, k) is None)
+
+    def _admit(self, limit: TenantLimit, tenant: str, jobs: int) -> None:
         if limit.backlog is not None:
             counts = self.store.state_counts(tenant)
             waiting = sum(n for (_, state), n in counts.items() if state in WAITING)
@@ -101,8 +132,10 @@ class FailedSignIns:
         with self._lock:
             tokens, at = self._buckets.pop(client, (float(burst), now))
             tokens = refill(tokens, now - at, rate, burst)
-            left, _ = take(tokens, rate, 1)
+            # The count-th failure in a window still takes a token (a plain 401); the
+            # one after finds none and waits (429), so "20/m" allows 20.
+            left, wait = take(tokens, rate, 1)
             self._buckets[client] = (left, now)
             while len(self._buckets) > MAX_CLIENTS:
                 self._buckets.popitem(last=False)
-            return 0.0 if left >= 1 else (1 - left) / rate
+            return wait
