@@ -172,6 +172,39 @@ def test_bad_cursor_is_400(api: Api) -> None:
     assert reply.status == 400 and reply.error_code == "bad_request"
 
 
+def _b64(raw: str) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "-1|j_a",  # a time before any job
+        " 1|j_a",  # int() would skip the space
+        "1_000|j_a",  # ...and read the underscore
+        "\u0661\u0662|j_a",  # ...and Arabic-Indic digits
+        "01|j_a",  # not how the server writes a number
+        "1|j_a|b",  # a second separator
+        "1|j_x' OR 1=1--",  # spaces and quotes: no job id has them
+        "1|",  # no id
+    ],
+)
+def test_a_cursor_the_server_did_not_write_is_400(api: Api, raw: str) -> None:
+    cursor = _b64(raw.encode().decode("unicode_escape"))
+    for route in ("/jobs", "/dlq"):
+        reply = api.get(f"{route}?cursor={cursor}")
+        assert reply.status == 400 and reply.error_code == "bad_request", (route, raw)
+
+
+def test_a_cursor_the_server_wrote_is_taken(api: Api) -> None:
+    ids = [api.enqueue({"type": "echo", "payload": {"n": n}}) for n in range(3)]
+    cursor = api.get("/jobs?limit=1").json["next_cursor"]
+    rest = api.get(f"/jobs?cursor={cursor}")
+    assert [j["id"] for j in rest.json["jobs"]] == ids[1:]
+
+
 def test_redrive_all_refuses_bad_filters(api: Api) -> None:
     assert api.post("/dlq/redrive", raw=b"{oops").status == 400
     assert api.post("/dlq/redrive", {"queue": "a b"}).status == 422

@@ -23,6 +23,7 @@ from chalicelib.api import errors, key_source, ui_routes
 from chalicelib.api.auth import Keyring, authorize_metrics
 from chalicelib.api.cache import DEFAULT_RECHECK, ResultCache
 from chalicelib.api.http import (
+    JSON_TYPE,
     NESTED_TOO_DEEP,
     ApiRequest,
     ApiResponse,
@@ -31,6 +32,7 @@ from chalicelib.api.http import (
     single_values,
 )
 from chalicelib.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from chalicelib.api.pages import page_body
 from chalicelib.api.schemas import (
     SERVER_OWNED,
     DlqQuery,
@@ -286,10 +288,8 @@ class Edge:
         )
 
     def _page(self, query: JobQuery) -> ApiResponse:
-        page = self.service.list_jobs(query)
-        return json_response(
-            200, {"jobs": [job_view(j) for j in page.jobs], "next_cursor": page.next_cursor}
-        )
+        body = page_body(self.service.list_jobs, query)
+        return ApiResponse(200, body, {"Content-Type": JSON_TYPE})
 
     def cancel(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)

@@ -159,7 +159,10 @@ class BatchEnqueueResult(BaseModel):
 class JobList(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    jobs: list[JobView]
+    jobs: list[JobView] = Field(
+        description="At most `limit` jobs; fewer when they reach about 4 MiB of JSON "
+        "(the page then ends early, and next_cursor goes on from its last job)."
+    )
     next_cursor: str | None = Field(
         default=None, description="Pass as ?cursor= for the next page; null on the last page."
     )

@@ -395,13 +395,26 @@ def encode_cursor(created_at: datetime, job_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[int, str]:
-    """Parse an opaque cursor; a malformed one is the client's error, not ours."""
+    """Parse an opaque cursor; a malformed one is the client's error, not ours.
+
+    Only a cursor as encode_cursor writes it is taken: int() and base64 would also
+    read " 1", "1_000", other scripts' digits, padding and stray characters, so a
+    made-up cursor must encode back to itself, with plain digits and an id of
+    printable characters."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         created, job_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
-        return int(created), job_id
+        micros = int(created)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequest("invalid cursor", {"cursor": cursor}) from exc
+    canonical = base64.urlsafe_b64encode(f"{micros}|{job_id}".encode()).decode().rstrip("=")
+    if canonical != cursor or micros < 0 or not _CURSOR_ID.fullmatch(job_id):
+        raise BadRequest("invalid cursor", {"cursor": cursor})
+    return micros, job_id
+
+
+# What a job id may be in a cursor: printable ASCII, no separator or space.
+_CURSOR_ID = re.compile(r"[!-{}~]{1,200}")
 
 
 def check_limit(limit: int) -> int:
