@@ -92,6 +92,17 @@ def test_errors_over_the_socket(base: str, session: requests.Session, rt: Runtim
     assert rt.store.counters() == {}  # nothing above was stored
 
 
+@pytest.mark.parametrize("path", ["/enqueue", "/metrics", "/status/j_0", "/ui/api/dead/purge"])
+def test_options_is_not_a_cors_preflight_answered_to_anyone(base: str, path: str) -> None:
+    """No CORS is enabled: OPTIONS is a method no route has (405 in Spool's shape),
+    not chalice local's 200 preflight that skipped the key, the log and the headers."""
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    reply = requests.options(f"{base}{path}", headers=preflight, timeout=10)
+    assert reply.status_code == 405, reply.text
+    assert reply.json()["error"]["code"] == "method_not_allowed"
+    assert not any(name.lower().startswith("access-control-") for name in reply.headers)
+
+
 def test_tenants_are_isolated_over_the_socket(base: str, session: requests.Session) -> None:
     job_id = session.post(f"{base}/enqueue", json={"type": "echo", "delay": 60}, timeout=10).json()[
         "id"
