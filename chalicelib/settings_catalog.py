@@ -305,8 +305,11 @@ CATALOG: tuple[Setting, ...] = (
             'Enqueue limits per tenant: `{"*": {"rate": "50/s", "burst": 100, "backlog": '
             '100000}, "acme": {"rate": "500/s"}}`. `rate`/`burst` is a token bucket shared by '
             "every API process (over it: 429 with Retry-After, nothing stored; a batch "
-            "larger than the burst: 413); `backlog` caps the tenant's waiting jobs (429). "
-            '`"*"` is every tenant without an entry of its own.'
+            "larger than the burst: 413); `backlog` caps the tenant's waiting jobs (429; "
+            "checked one request at a time per API process, so across processes it can be "
+            "passed by the jobs of requests arriving together). A job whose idempotency key "
+            "is already stored is a repeat: it spends no token and no backlog room, and is "
+            'answered even past the limits. `"*"` is every tenant without an entry of its own.'
         ),
         group=_API,
     ),
@@ -683,7 +686,9 @@ CATALOG: tuple[Setting, ...] = (
         type=LIST,
         default=(),
         read_by="chalicelib/builtin/email.py",
-        meaning="Comma-separated senders a payload may choose: addresses or `@domain`s.",
+        meaning="Comma-separated senders a payload may choose: addresses or `@domain`s, `*` for "
+        "any. Empty: only addresses at the domain of `SPOOL_SMTP_FROM` (any when that is "
+        "unset too).",
         group=_EMAIL,
     ),
     Setting(

@@ -363,15 +363,27 @@ def test_senders_come_from_settings_and_are_restricted_when_configured(
 ) -> None:
     send(**{"from": "Team <team@example.com>"})
     assert mailbox.received[-1].mail_from == "team@example.com"
+    # Unset, a payload may send only from SPOOL_SMTP_FROM's domain: a tenant cannot
+    # have the operator's relay send as somebody else's.
+    with pytest.raises(PermanentError, match=r"domain of SPOOL_SMTP_FROM \(@example.com\)"):
+        send(**{"from": "ceo@bank.test"})
     monkeypatch.setenv("SPOOL_SMTP_ALLOWED_FROM", "@example.com, boss@corp.test")
     send(**{"from": "boss@corp.test"})
-    with pytest.raises(PermanentError, match="ALLOWED_FROM"):
+    with pytest.raises(PermanentError, match="not in SPOOL_SMTP_ALLOWED_FROM"):
         send(**{"from": "ceo@bank.test"})
+    monkeypatch.setenv("SPOOL_SMTP_ALLOWED_FROM", "*")
+    send(**{"from": "ceo@bank.test"})
     monkeypatch.delenv("SPOOL_SMTP_FROM")
     monkeypatch.delenv("SPOOL_SMTP_ALLOWED_FROM")
     with pytest.raises(PermanentError, match="no sender"):
         send()
-    assert [r.mail_from for r in mailbox.received] == ["team@example.com", "boss@corp.test"]
+    send(**{"from": "anyone@else.test"})  # no default sender: nothing to derive a rule from
+    assert [r.mail_from for r in mailbox.received] == [
+        "team@example.com",
+        "boss@corp.test",
+        "ceo@bank.test",
+        "anyone@else.test",
+    ]
 
 
 @pytest.mark.parametrize(

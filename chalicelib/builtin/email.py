@@ -210,12 +210,32 @@ class SmtpSettings:
             )
         return config
 
+    @property
+    def senders(self) -> tuple[str, ...]:
+        """Who a payload's `from` may be. Unset, the relay must not send as anyone a
+        tenant names (one tenant posing as another's domain): senders at the default
+        sender's domain; with no default sender either, any ("*" says so explicitly)."""
+        if self.allowed_senders:
+            return self.allowed_senders
+        if self.sender:
+            return ("@" + addr_spec(self.sender).lower().rpartition("@")[2],)
+        return ("*",)
+
     def sender_allowed(self, address: str) -> bool:
-        if not self.allowed_senders:
+        allowed = self.senders
+        if "*" in allowed:
             return True
         bare = addr_spec(address).lower()
         domain = "@" + bare.rpartition("@")[2]
-        return bare in self.allowed_senders or domain in self.allowed_senders
+        return bare in allowed or domain in allowed
+
+    def sender_refused(self, address: str) -> str:
+        if self.allowed_senders:
+            return f"sender {address!r} is not in SPOOL_SMTP_ALLOWED_FROM"
+        return (
+            f"sender {address!r} is not at the domain of SPOOL_SMTP_FROM ({self.senders[0]}); "
+            'list the senders payloads may use in SPOOL_SMTP_ALLOWED_FROM ("*" for any)'
+        )
 
 
 def _hostname(value: str) -> str:
@@ -342,7 +362,7 @@ def send(
     if not sender:
         raise PermanentError("no sender: give `from` in the payload or set SPOOL_SMTP_FROM")
     if payload.sender and not config.sender_allowed(payload.sender):
-        raise PermanentError(f"sender {payload.sender!r} is not in SPOOL_SMTP_ALLOWED_FROM")
+        raise PermanentError(config.sender_refused(payload.sender))
     msg_id = message_id(job_id, sender, config.message_id_domain)
     try:
         message = build_message(payload, sender, msg_id, job_id)
