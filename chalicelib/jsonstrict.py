@@ -8,6 +8,10 @@ that includes it, so Spool refuses them wherever JSON comes in (`loads_strict`),
 checks what it is about to store (`is_finite_json`), and the HTTP edge never
 writes them (chalicelib.api.http.dumps, with `finite_or_null` for rows stored
 before this rule).
+
+The checks that may meet a value no JSON document decodes to (a handler's
+result: nested 100,000 deep, or holding itself) walk it with a stack of their
+own, so they answer instead of raising RecursionError or never returning.
 """
 
 from __future__ import annotations
@@ -16,13 +20,26 @@ import json
 import math
 from typing import Any
 
+# Why a value has no JSON form, in words for whoever built it (the API's body
+# parser says the first; the worker says both of a handler's result).
+NESTED_TOO_DEEP = "arrays and objects are nested too deeply"
+CIRCULAR = "an array or object in it contains itself (a circular reference)"
 
-class NonFiniteNumber(ValueError):
-    """A number JSON cannot carry: NaN, Infinity, or a literal too large for a float."""
+
+class Refused(ValueError):
+    """Text json.loads reads but strict JSON does not; `token` is the text to point at."""
 
     def __init__(self, message: str, token: str) -> None:
         super().__init__(message)
         self.token = token
+
+
+class NonFiniteNumber(Refused):
+    """A number JSON cannot carry: NaN, Infinity, or a literal too large for a float."""
+
+
+class RepeatedName(Refused):
+    """An object naming one member twice."""
 
 
 def _refuse_constant(name: str) -> Any:
@@ -37,17 +54,36 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose names are all different. RFC 8259 leaves repeated names to the
+    parser, and parsers differ (Python keeps the last, others the first or refuse): a
+    proxy or audit log reading `{"type": "echo", "type": "fail"}` would see another
+    job than the one Spool runs, so it is refused."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        names = [name for name, _ in pairs]
+        repeated = next(name for i, name in enumerate(names) if name in names[:i])
+        raise RepeatedName(f"the name {repeated!r} appears twice in one object", f'"{repeated}"')
+    return obj
+
+
 def loads_strict(text: str | bytes) -> Any:
-    """json.loads, but NaN, Infinity, -Infinity and overflowing numbers are refused.
+    """json.loads, but NaN, Infinity, -Infinity, overflowing numbers and objects
+    naming one member twice are refused.
 
     Raises json.JSONDecodeError (a ValueError) for every refusal, so callers that
     already catch it need no second except clause.
     """
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
-    except NonFiniteNumber as exc:
+        return json.loads(
+            text,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
+    except Refused as exc:
         doc = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-        # The parser does not say where the number was; its first occurrence is a
+        # The parser does not say where the token was; its first occurrence is a
         # close enough pointer for a person reading the message.
         raise json.JSONDecodeError(str(exc), doc, max(0, doc.find(exc.token))) from None
 
@@ -55,15 +91,67 @@ def loads_strict(text: str | bytes) -> Any:
 def is_finite_json(value: Any) -> bool:
     """True when no float anywhere inside `value` is NaN or infinite.
 
-    Walks dicts, lists and tuples only: what a JSON document decodes to.
+    Walks dicts, lists and tuples only: what a JSON document decodes to. This runs
+    on every enqueue, so the common value takes the quick recursive walk; one nested
+    past the recursion limit, or holding itself, takes the walk with its own stack.
     """
+    try:
+        return _finite(value)
+    except RecursionError:
+        return _finite_walked(value)
+
+
+def _finite(value: Any) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, dict):
-        return all(is_finite_json(v) for v in value.values())
+        return all(_finite(v) for v in value.values())
     if isinstance(value, list | tuple):
-        return all(is_finite_json(v) for v in value)
+        return all(_finite(v) for v in value)
     return True
+
+
+def _finite_walked(value: Any) -> bool:
+    """is_finite_json for any depth: each container is walked once, so one that
+    holds itself ends the walk there."""
+    stack = [value]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return False
+        elif isinstance(item, dict | list | tuple) and id(item) not in seen:
+            seen.add(id(item))
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return True
+
+
+def is_circular(value: Any) -> bool:
+    """True when a dict, list or tuple inside `value` contains itself, at any depth:
+    what json.dumps refuses as "Circular reference detected".
+
+    A depth-first walk that knows the containers on its path (the current one's
+    ancestors): meeting one of them again is a cycle. A container met again off
+    the path is only shared (`[x, x]`), which JSON writes twice, so it is skipped.
+    """
+    path: set[int] = set()
+    done: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        item, leaving = stack.pop()
+        key = id(item)
+        if leaving:
+            path.remove(key)
+            done.add(key)
+        elif isinstance(item, dict | list | tuple) and key not in done:
+            if key in path:
+                return True
+            path.add(key)
+            stack.append((item, True))  # popped once everything below it is walked
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, False) for child in children)
+    return False
 
 
 def finite_or_null(value: Any) -> Any:

@@ -6,8 +6,9 @@ handlers and leave completions in an outbox that the dispatcher writes back in
 batches (on a store with `concurrent_writes`, such as Postgres, the write runs
 on a flusher thread while the dispatcher's next claim runs beside it). The
 dispatcher also enforces handler timeouts (an abandoned attempt is
-recorded as failed and its thread replaced) and extends the leases of jobs that
-are still running.
+recorded as failed and its thread replaced; under a concurrency limit, only once
+its handler returns, see `_abandon`) and extends the leases of jobs that are
+still running.
 
 `drain(deadline)` is the serverless shape: claim only while a job could still
 finish before the deadline, then finish what is held. `run()` is the
@@ -15,13 +16,23 @@ long-running shape: sleep until work arrives (woken by the store's notifier,
 not a fixed interval) and stop gracefully when asked.
 
 Delivery is at least once. After a crash, the attempts whose handlers ran but
-whose completions were not yet written run again once their leases expire
-(jobs claimed but never started come back too, but they had not run). With
-`WorkerConfig.sync_finish` each completion is written before the pool thread
-takes its next job, so that redo window is at most `concurrency` attempts;
-by default completions are batched for speed, and the window is up to
-`concurrency` plus the unflushed batch (at most `batch_size`, usually only the
-last `flush_delay` worth of completions).
+whose completions were not yet written run again once their leases expire.
+With `WorkerConfig.sync_finish` each completion is written before the pool
+thread takes its next job, so that redo window is at most `concurrency`
+attempts; by default completions are batched for speed, and the window is up
+to `concurrency` plus the unflushed batch (at most `batch_size`, usually only
+the last `flush_delay` worth of completions).
+
+A crash also costs attempts that never ran. An attempt is counted when its job
+is claimed, and a worker claims ahead of its pool (`_depth`): it holds up to
+twice `concurrency` jobs when handlers take more than a few tens of
+milliseconds, up to about `batch_size` when they are quicker (plus up to
+`concurrency` claimed early under fair turns). After a hard kill (SIGKILL, the
+OOM killer, a lost machine) the jobs it held but had not started come back
+through lease expiry with that attempt spent although their handler never ran,
+and one claimed on its last attempt is buried (dead, "lease expired") without
+running at all: a job that must survive a worker crash needs max_attempts of at
+least 2. A graceful stop (`stop`, SIGTERM) runs what it holds first.
 """
 
 from __future__ import annotations
@@ -43,8 +54,9 @@ from pydantic import BaseModel, ValidationError
 from chalicelib import attempt_record, worker_id
 from chalicelib.errors import PermanentError, RetryAfter, StoreUnavailable, UnknownJobType
 from chalicelib.handlers import HandlerSpec, JobContext, Registry
-from chalicelib.jsonstrict import is_finite_json
-from chalicelib.limits import ClaimPolicy, Hold
+from chalicelib.jsonstrict import CIRCULAR, NESTED_TOO_DEEP, is_circular, is_finite_json
+from chalicelib.limits import ClaimPolicy, Hold, limit_keys
+from chalicelib.logs import job_event
 from chalicelib.middleware import Middleware
 from chalicelib.models import Completion, Job, JobState
 from chalicelib.storage.base import JobStore
@@ -102,6 +114,9 @@ class WorkerStats:
     dead: int = 0
     timed_out: int = 0
     lost_lease: int = 0
+    # Outcomes the store could not take (an outage outlasting their leases): not a lost
+    # lease, the job is still ours in the store and runs again once the lease expires.
+    unwritten: int = 0
 
     @property
     def finished(self) -> int:
@@ -121,6 +136,7 @@ class _Attempt:
     started_at: datetime | None = None  # the store's clock, for the attempt's record
     failure: BaseException | None = None  # what the handler raised, if it raised
     thread: int | None = None  # the pool thread running it (where a timeout was stuck)
+    stuck_at: str | None = None  # that thread's stack when the attempt was abandoned
 
 
 @dataclass
@@ -128,6 +144,9 @@ class _State:
     inbox: deque[_Attempt] = field(default_factory=deque)
     running: dict[str, _Attempt] = field(default_factory=dict)
     outbox: list[tuple[_Attempt, Completion, float]] = field(default_factory=list)
+    # Timed out under a concurrency limit while the handler still runs: the job keeps
+    # its slot (and lease) until the handler returns or the worker closes (_abandon).
+    lingering: dict[str, _Attempt] = field(default_factory=dict)
     threads: int = 0
     closing: bool = False
 
@@ -180,7 +199,10 @@ class Worker:
 
     # -- one attempt -------------------------------------------------------
     def execute(self, attempt: _Attempt) -> Completion:
-        """Run one claimed job through its handler and decide what happens next."""
+        """Run one claimed job through its handler and decide what happens next.
+
+        Runs on a pool thread, where whatever the handler raises is its attempt's
+        failure (see the except clauses)."""
         job = attempt.job
         spec = attempt.spec
         token = job.lease_token or ""
@@ -202,7 +224,12 @@ class Worker:
         except RetryAfter as exc:
             attempt.failure = exc
             return self._retry(job, spec, _describe(exc), delay=exc.seconds)
-        except Exception as exc:
+        except BaseException as exc:
+            # SystemExit, KeyboardInterrupt and other BaseExceptions too: signals go to
+            # the main thread only, so here one is the handler's own doing (sys.exit(),
+            # a library's exception class), and letting it through killed the pool thread.
+            if not isinstance(exc, Exception) and _on_main_thread():
+                raise  # the main thread's Ctrl-C ends the program, as ever
             attempt.failure = exc
             return self._retry(job, spec, _describe(exc))
         # A result that cannot be stored will not become storable on a retry.
@@ -212,11 +239,9 @@ class Worker:
             if isinstance(result, BaseModel):
                 result = result.model_dump(mode="json")
             encoded = _strict_json(result)
-        except (TypeError, ValueError) as exc:
-            reason = str(exc)
-            if not is_finite_json(result):
-                reason = "it holds NaN or Infinity (return null or a string instead)"
-            return Completion(job.id, token, JobState.DEAD, error=f"result is not JSON: {reason}")
+        except (TypeError, ValueError, RecursionError) as exc:
+            error = f"result is not JSON: {_why_not_json(result, exc)}"
+            return Completion(job.id, token, JobState.DEAD, error=error)
         if len(encoded) > MAX_RESULT_BYTES:
             error = f"result is {len(encoded)} bytes, over {MAX_RESULT_BYTES}"
             return Completion(job.id, token, JobState.DEAD, error=error)
@@ -249,7 +274,9 @@ class Worker:
                     finished, completion, seconds, recorded = done
                     done = None
                     if finished.abandoned:
-                        # The dispatcher already recorded a timeout and started a replacement.
+                        # The dispatcher started a replacement and recorded the timeout,
+                        # or holds it for now, to record it here (_abandon).
+                        self._let_go(finished, seconds)
                         state.threads -= 1
                         return
                     del state.running[finished.job.id]
@@ -266,7 +293,7 @@ class Worker:
                     state.threads -= 1
                     self._wake()
                     return
-            completion = self._recorded(attempt, self.execute(attempt))
+            completion = self._outcome(attempt)
             seconds = time.monotonic() - attempt.started
             recorded = False
             if self.config.sync_finish and not attempt.abandoned:
@@ -277,6 +304,35 @@ class Worker:
                     # Never lose the outcome with the thread: the dispatcher writes it later.
                     log.exception("could not record %s now; it will be retried", attempt.job.id)
             done = (attempt, completion, seconds, recorded)
+
+    def _outcome(self, attempt: _Attempt) -> Completion:
+        """execute() and its record; whatever escapes them is a failed attempt.
+
+        execute() catches what a handler raises, so what arrives here is Spool's own
+        fault (a middleware, a store's clock, a bug): the job records it as a failed
+        attempt naming it, rather than sitting `running` until its timeout with the
+        error lost, and the pool thread lives on. BaseException too: a pool thread
+        never receives signals, so this swallows no Ctrl-C."""
+        try:
+            return self._recorded(attempt, self.execute(attempt))
+        except BaseException as exc:
+            job = attempt.job
+            log.exception("attempt %d of %s failed inside the worker", job.attempts, job.id)
+            attempt.failure = exc
+            return self._recorded(attempt, self._failed(attempt, f"worker error: {_describe(exc)}"))
+
+    def _failed(self, attempt: _Attempt, error: str) -> Completion:
+        """A failed attempt: retried with backoff, or dead once its attempts are used up.
+        Never raises: without a handler, or if the backoff itself fails, it is retried
+        at once (each try spends an attempt, so it still ends)."""
+        job, spec = attempt.job, attempt.spec
+        if spec is not None:
+            try:
+                return self._retry(job, spec, error)
+            except Exception:
+                log.exception("could not work out when to retry %s", job.id)
+        state = JobState.DEAD if job.attempts >= job.max_attempts else JobState.RETRYING
+        return Completion(job.id, job.lease_token or "", state, error=error)
 
     def _take(self) -> _Attempt | None:
         """Under the lock: wait for the next job and start its clock; None when closing."""
@@ -381,21 +437,77 @@ class Worker:
         with self._lock:
             for attempt in list(self._state.running.values()):
                 if attempt.deadline and now >= attempt.deadline and not attempt.abandoned:
-                    attempt.abandoned = True
-                    if attempt.ctx is not None:
-                        attempt.ctx.cancelled.set()
-                    del self._state.running[attempt.job.id]
-                    assert attempt.spec is not None
-                    message = f"timed out after {attempt.spec.timeout:g}s"
-                    completion = self._recorded(
-                        attempt,
-                        self._retry(attempt.job, attempt.spec, message),
-                        error_type="TimeoutError",
-                        traceback=attempt_record.stack_of(attempt.thread, self._traceback_bytes),
-                    )
-                    self._state.outbox.append((attempt, completion, now - attempt.started))
-                    self.stats.timed_out += 1
-                    self._spawn()
+                    self._abandon(attempt, now)
+
+    def _abandon(self, attempt: _Attempt, now: float) -> None:
+        """Under the lock: give up on an attempt past its timeout, and replace its thread.
+
+        Python cannot stop a thread: the handler runs on, told only by ctx.cancelled.
+        Its timeout is recorded at once, unless the job counts against a concurrency
+        limit: that write frees the job's slot in the store, which may start the next
+        attempt beside the one still running, and the limit promises N at once across
+        every thread. Such a job stays held (`running`, its lease extended) until the
+        handler returns (_let_go) or the worker closes (_write_lingering)."""
+        attempt.stuck_at = attempt_record.stack_of(attempt.thread, self._traceback_bytes)
+        attempt.abandoned = True
+        if attempt.ctx is not None:
+            attempt.ctx.cancelled.set()
+        del self._state.running[attempt.job.id]
+        self.stats.timed_out += 1
+        self._spawn()
+        if self._under_concurrency_limit(attempt.job):
+            self._state.lingering[attempt.job.id] = attempt
+        else:
+            self._state.outbox.append((attempt, self._timeout(attempt), now - attempt.started))
+
+    def _under_concurrency_limit(self, job: Job) -> bool:
+        """Does a concurrency limit of the claim policy count this job (by queue or type)?"""
+        policy = self.config.policy
+        if policy is None:
+            return False
+        limited = policy.concurrency_keys()
+        return any(key in limited for key in limit_keys(job.queue, job.type))
+
+    def _let_go(self, attempt: _Attempt, seconds: float) -> None:
+        """Under the lock: an abandoned attempt's handler returned after `seconds`. If
+        its job was held for a concurrency limit, record the timeout now: the slot is free."""
+        if self._state.lingering.get(attempt.job.id) is not attempt:
+            return  # recorded when it was abandoned, or when the worker closed
+        del self._state.lingering[attempt.job.id]
+        failure = attempt.failure
+        ended = f"raised {type(failure).__name__}" if failure is not None else "returned"
+        note = f"the handler {ended} after {seconds:.1f}s"
+        self._state.outbox.append((attempt, self._timeout(attempt, note), seconds))
+        self._wake()
+
+    def _write_lingering(self) -> None:
+        """Closing: record the timeouts still held for handlers that have not returned
+        (their slots are freed now, though the threads run on until the process ends),
+        and write whatever waits in the outbox (a late handler's timeout included)."""
+        now = time.monotonic()
+        with self._lock:
+            lingering, self._state.lingering = self._state.lingering, {}
+            for attempt in lingering.values():
+                seconds = now - attempt.started
+                note = f"the handler was still running after {seconds:.1f}s when the worker stopped"
+                self._state.outbox.append((attempt, self._timeout(attempt, note), seconds))
+            if not self._state.outbox:
+                return
+        try:
+            self._flush()
+        except Exception:
+            log.exception("could not write the last completions while closing")
+
+    def _timeout(self, attempt: _Attempt, note: str = "") -> Completion:
+        """A timed-out attempt's completion: failed (retry or dead) with a TimeoutError and
+        the stack it was stuck in; `note` says how its handler ended, if it has."""
+        assert attempt.spec is not None
+        message = f"timed out after {attempt.spec.timeout:g}s" + (f" ({note})" if note else "")
+        attempt.failure = None  # what it raised once abandoned is not why it failed
+        completion = self._retry(attempt.job, attempt.spec, message)
+        return self._recorded(
+            attempt, completion, error_type="TimeoutError", traceback=attempt.stuck_at
+        )
 
     def _recorded(
         self,
@@ -444,8 +556,10 @@ class Worker:
         now = self.store.clock.now()
         margin = timedelta(seconds=self.config.lease_seconds / 2)
         with self._lock:
-            # Prefetched jobs waiting in the inbox hold leases too.
-            held = [*self._state.running.values(), *self._state.inbox]
+            # Prefetched jobs waiting in the inbox hold leases too, and so do timed-out
+            # jobs kept for a concurrency limit while their handlers still run.
+            state = self._state
+            held = [*state.running.values(), *state.inbox, *state.lingering.values()]
         due = [
             a
             for a in held
@@ -474,6 +588,9 @@ class Worker:
                 m.after_attempt(attempt.job, completion, seconds)
         completions = [c for _, c, _ in batch]
         applied = self._finish_riding_outages(completions)
+        if applied is None:
+            self._unwritten(batch)
+            return
         with self._stats_lock:
             for completion, ok in zip(completions, applied, strict=True):
                 if not ok:
@@ -487,10 +604,39 @@ class Worker:
         for m in self.middleware:
             m.after_flush(completions, applied)
 
-    def _finish_riding_outages(self, completions: list[Completion]) -> list[bool]:
+    def _unwritten(self, batch: list[tuple[_Attempt, Completion, float]]) -> None:
+        """Say, per job, that its outcome was not written because the store was
+        unavailable. Not through after_flush, where a refusal reads as a lost lease:
+        no other worker took these jobs, they are still `running` under this worker's
+        lease, and come back when it expires (a reap, which spends the attempt)."""
+        with self._stats_lock:
+            self.stats.unwritten += len(batch)
+        for attempt, completion, seconds in batch:
+            job = attempt.job
+            then = (
+                "it runs again once its lease expires"
+                if job.attempts < job.max_attempts
+                else "it was the last attempt, so the job is dead once its lease expires"
+            )
+            try:
+                job_event(
+                    logging.WARNING,
+                    "outcome_unwritten",
+                    job,
+                    f"job outcome_unwritten: the store is unavailable, so this attempt's "
+                    f"outcome ({completion.state.value}) could not be written; {then}",
+                    outcome=completion.state.value,
+                    error=completion.error,
+                    duration_ms=round(seconds * 1000, 3),
+                )
+            except Exception:
+                log.warning("the outcome of %s could not be written", job.id)
+
+    def _finish_riding_outages(self, completions: list[Completion]) -> list[bool] | None:
         """Write completions, retrying while the store is unreachable (it reconnects on
-        its own). Gives up once the leases would have lapsed anyway: those jobs then
-        run again, which at-least-once delivery allows."""
+        its own). Gives up once the leases would have lapsed anyway, answering None
+        (nothing written, no lease lost): those jobs then run again, which at-least-once
+        delivery allows."""
         give_up: float | None = None
         delay = 0.05
         while True:
@@ -500,8 +646,13 @@ class Worker:
                 now = time.monotonic()
                 give_up = give_up or now + self.config.lease_seconds
                 if now >= give_up:
-                    log.error("store still unavailable; dropping %d completions", len(completions))
-                    return [False] * len(completions)
+                    log.error(
+                        "store still unavailable after %gs; %d outcomes not written (their "
+                        "jobs come back when their leases expire)",
+                        self.config.lease_seconds,
+                        len(completions),
+                    )
+                    return None
                 log.warning("store unavailable (%s); retrying completions", exc.message)
                 time.sleep(min(delay, give_up - now))
                 delay = min(delay * 2, 2.0)
@@ -586,7 +737,9 @@ class Worker:
         Claims only while the longest handler timeout still fits before the
         deadline, and holds k jobs per pool thread only while k such timeouts
         (k + 1 beyond two) fit, so everything it holds is finished (or timed out
-        and recorded) before it returns.
+        and recorded) before it returns. One exception: a timed-out job under a
+        concurrency limit whose handler still runs stays held (_abandon), recorded
+        by a later drain once the handler returns, or by close().
         """
         self._ensure_threads()
         self._beat(force=True)
@@ -823,9 +976,13 @@ class Worker:
             interrupt()  # let the wake-up bridge see the stop now, not at its next poll
 
     def close(self) -> None:
-        with self._lock:
-            self._state.closing = True
-            self._work.notify_all()
+        """Stop the pool threads, once the timeouts this worker still holds are written."""
+        try:
+            self._write_lingering()
+        finally:
+            with self._lock:
+                self._state.closing = True
+                self._work.notify_all()
         flusher, self._flusher = self._flusher, None
         if flusher is not None:
             flusher.shutdown(wait=True)
@@ -833,6 +990,21 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _why_not_json(result: Any, exc: Exception) -> str:
+    """The encoder's refusal in the terms of whoever wrote the handler."""
+    if is_circular(result):
+        return CIRCULAR
+    if isinstance(exc, RecursionError):
+        return f"its {NESTED_TOO_DEEP}"
+    if not is_finite_json(result):
+        return "it holds NaN or Infinity (return null or a string instead)"
+    return str(exc)
 
 
 def _describe(exc: BaseException) -> str:

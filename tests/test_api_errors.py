@@ -63,6 +63,29 @@ def test_malformed_json_is_400_and_writes_nothing(api: Api, rt: Runtime) -> None
 
 
 @pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"type": "echo", "type": "fail"}',
+        b'{"type": "echo", "payload": {"to": "a", "to": "b"}}',
+        b'{"jobs": [{"type": "echo"}], "jobs": []}',
+        b'{"jobs": [{"type": "echo", "queue": "a", "queue": "b"}]}',
+    ],
+)
+def test_a_name_given_twice_in_one_object_is_400_naming_it(
+    api: Api, rt: Runtime, raw: bytes
+) -> None:
+    """Parsers disagree on which of two equal names wins (Python: the last), so a
+    proxy or audit log could read another job than the one stored: refused."""
+    reply = api.post("/enqueue", raw=raw)
+    assert reply.status == 400 and reply.error_code == "bad_request", reply.body
+    assert "appears twice in one object" in reply.json["error"]["details"]["reason"]
+    assert stored(rt) == 0
+    # Equal names in different objects are no repeat.
+    ok = api.post("/enqueue", raw=b'{"type": "echo", "payload": {"type": "x", "p": {"type": 1}}}')
+    assert ok.status == 201
+
+
+@pytest.mark.parametrize(
     ("body", "code"),
     [
         (["not", "an", "object"], "validation_error"),

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.errors import BadRequest, PayloadTooLarge
-from chalicelib.jsonstrict import finite_or_null, is_finite_json, loads_strict
+from chalicelib.jsonstrict import NESTED_TOO_DEEP, finite_or_null, is_finite_json, loads_strict
 
 JSON_TYPE = "application/json"
 log = logging.getLogger("spool.api")
@@ -132,9 +132,6 @@ def parse_json(
         return loads_strict(body)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise BadRequest("request body is not valid JSON", {"reason": _why_not_json(exc)}) from exc
-
-
-NESTED_TOO_DEEP = "arrays and objects are nested too deeply"
 
 
 def _why_not_json(exc: Exception) -> str:

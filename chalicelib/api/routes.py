@@ -24,7 +24,6 @@ from chalicelib.api.auth import Keyring, authorize_metrics
 from chalicelib.api.cache import DEFAULT_RECHECK, ResultCache
 from chalicelib.api.http import (
     JSON_TYPE,
-    NESTED_TOO_DEEP,
     ApiRequest,
     ApiResponse,
     dumps,
@@ -54,6 +53,7 @@ from chalicelib.errors import (
     ValidationFailed,
 )
 from chalicelib.handlers import Registry
+from chalicelib.jsonstrict import NESTED_TOO_DEEP
 from chalicelib.limit_settings import auth_failures, tenant_limits
 from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime

@@ -1,0 +1,564 @@
+"""What a black-box chaos run found the worker doing wrong, each pinned down here.
+
+- A handler raising a BaseException that is not an Exception (SystemExit,
+  KeyboardInterrupt, its own class) killed the pool thread: the job sat
+  `running` until its timeout and was recorded as timed out, its error lost.
+- A result nested 100,000 deep, or holding itself, killed it the same way
+  (RecursionError, or a NaN check that never ended).
+- Anything else escaping Spool's own code around an attempt (a middleware)
+  killed it too.
+- A timed-out job under a concurrency limit freed its slot while its handler
+  still ran, so the next attempt ran beside it: the limit was broken.
+- Outcomes a store outage kept from being written were logged as lost leases.
+- (Docs) a hard-killed worker's prefetched jobs come back with an attempt spent.
+
+The store is the memory store on a FakeClock and the worker's monotonic clock is
+the test's (`mono`), so no handler times out unless the test says so. A bug that
+kills a pool thread leaves a drain waiting forever: `drained` runs it on a thread
+of its own and fails the test instead, and `deaths` records any thread that died.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.errors import StoreUnavailable
+from chalicelib.handlers import JobContext, Registry
+from chalicelib.job_events import JobEvents
+from chalicelib.jsonstrict import is_circular, is_finite_json
+from chalicelib.limits import ClaimPolicy, Limit, Rate
+from chalicelib.middleware import Middleware
+from chalicelib.models import Job, JobState
+from chalicelib.storage.base import LEASE_EXPIRED_ERROR
+from chalicelib.storage.memory import MemoryStore
+from chalicelib.worker import Worker, WorkerConfig, WorkerStats, _Attempt
+from tests.factories import new_job
+from tests.test_worker import WAIT, ClaimSpy, FakeMonotonic, RunInThread, wait_until
+
+LEASE = 30.0
+
+
+@pytest.fixture
+def mem(clock: FakeClock) -> Iterator[MemoryStore]:
+    store = MemoryStore(clock)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def reg() -> Registry:
+    return Registry()
+
+
+@pytest.fixture
+def mono(monkeypatch: pytest.MonkeyPatch) -> FakeMonotonic:
+    """The worker's monotonic clock, moved only by the test."""
+    import chalicelib.worker as worker_module
+
+    fake = FakeMonotonic()
+    monkeypatch.setattr(worker_module, "time", fake)
+    return fake
+
+
+@pytest.fixture
+def deaths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Threads that died of an exception during the test (SystemExit included,
+    which the default hook would swallow without a word)."""
+    died: list[str] = []
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread is not None else "?"
+        died.append(f"{name}: {args.exc_type.__name__}")
+
+    monkeypatch.setattr(threading, "excepthook", hook)
+    return died
+
+
+def add(store: MemoryStore, clock: FakeClock, type_: str, **fields: Any) -> Job:
+    return store.add([new_job(clock, type_, **fields)])[0].job
+
+
+def get(store: MemoryStore, job_id: str) -> Job:
+    job = store.get(job_id)
+    assert job is not None
+    return job
+
+
+def drained(worker: Worker) -> WorkerStats:
+    """worker.drain(), failing the test if it does not return: with a dead pool thread
+    its job never finishes and the drain waits for it forever."""
+    result: list[WorkerStats] = []
+    thread = threading.Thread(target=lambda: result.append(worker.drain()), daemon=True)
+    thread.start()
+    thread.join(WAIT)
+    assert not thread.is_alive(), "the drain hung: a job it held never finished"
+    return result[0]
+
+
+def history(store: MemoryStore, job_id: str) -> list[tuple[int, str, str | None, str | None]]:
+    return [(a.number, a.outcome, a.error_type, a.error) for a in store.attempts(job_id) or []]
+
+
+# -- 1. BaseExceptions from a handler ------------------------------------------------
+
+
+class Boom(BaseException):
+    """An exception class that is not an Exception, as some libraries define."""
+
+
+@pytest.mark.parametrize(
+    "raised, error",
+    [
+        (SystemExit(3), "SystemExit: 3"),
+        (KeyboardInterrupt(), "KeyboardInterrupt"),
+        (Boom("kaboom"), "Boom: kaboom"),
+    ],
+    ids=["SystemExit", "KeyboardInterrupt", "Boom"],
+)
+def test_a_base_exception_from_a_handler_is_a_failed_attempt_and_the_thread_lives(
+    mem, clock, reg, mono, deaths, raised: BaseException, error: str
+) -> None:
+    threads: set[int] = set()
+
+    @reg.handler("exits", max_attempts=2, backoff=(5.0, 5.0))
+    def exits(payload: dict[str, Any]) -> None:
+        threads.add(threading.get_ident())
+        raise raised
+
+    @reg.handler("fine")
+    def fine(payload: dict[str, Any]) -> str:
+        threads.add(threading.get_ident())
+        return "ok"
+
+    job = add(mem, clock, "exits", max_attempts=2)
+    worker = Worker(mem, reg, WorkerConfig(concurrency=1), rng=random.Random(3))
+    try:
+        first = drained(worker)
+        waiting = get(mem, job.id)
+        assert (waiting.state, waiting.attempts, waiting.last_error) == (
+            JobState.RETRYING,
+            1,
+            error,
+        )
+        assert 0 <= (waiting.run_at - clock.now()).total_seconds() <= 5.0  # the backoff
+        clock.set(waiting.run_at)
+        drained(worker)
+        other = add(mem, clock, "fine")
+        drained(worker)  # with the only pool thread dead, this one would never run
+    finally:
+        worker.close()
+    assert first.timed_out == 0
+    assert (get(mem, job.id).state, get(mem, job.id).attempts) == (JobState.DEAD, 2)
+    name, message = type(raised).__name__, str(raised) or error
+    assert history(mem, job.id) == [(1, "retrying", name, message), (2, "dead", name, message)]
+    assert get(mem, other.id).state is JobState.SUCCEEDED
+    assert len(threads) == 1, "every attempt ran on the one pool thread"
+    assert deaths == []
+
+
+def test_the_main_thread_still_lets_ctrl_c_through(mem, clock, reg) -> None:
+    """Pool threads get no signals; the main thread does, and there a KeyboardInterrupt
+    is the operator's: execute() must not turn it into a failed attempt."""
+
+    @reg.handler("interrupted")
+    def interrupted(payload: dict[str, Any]) -> None:
+        raise KeyboardInterrupt
+
+    add(mem, clock, "interrupted")
+    [job] = mem.claim(1, LEASE)
+    attempt = _Attempt(job, reg.get("interrupted"), ctx=JobContext(job, float("inf")))
+    worker = Worker(mem, reg, WorkerConfig(concurrency=1))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            worker.execute(attempt)
+    finally:
+        worker.close()
+
+
+# -- 2. Results no encoder can write -------------------------------------------------
+
+
+def deep_list(levels: int) -> list[Any]:
+    top: list[Any] = []
+    inner = top
+    for _ in range(levels):
+        inner.append([])
+        inner = inner[0]
+    return top
+
+
+def deep_dict(levels: int) -> dict[str, Any]:
+    top: dict[str, Any] = {}
+    inner = top
+    for _ in range(levels):
+        inner["in"] = {}
+        inner = inner["in"]
+    return top
+
+
+def self_holding_dict() -> dict[str, Any]:
+    result: dict[str, Any] = {"ok": True}
+    result["me"] = result
+    return result
+
+
+def self_holding_list_with_nan() -> list[Any]:
+    result: list[Any] = [float("nan")]
+    result.append({"back": result})
+    return result
+
+
+CIRCULAR = "result is not JSON: an array or object in it contains itself (a circular reference)"
+TOO_DEEP = "result is not JSON: its arrays and objects are nested too deeply"
+
+
+@pytest.mark.parametrize(
+    "build, error",
+    [
+        (lambda: deep_list(100_000), TOO_DEEP),
+        (lambda: deep_dict(100_000), TOO_DEEP),
+        (self_holding_dict, CIRCULAR),
+        (self_holding_list_with_nan, CIRCULAR),
+    ],
+    ids=["deep-list", "deep-dict", "circular-dict", "circular-with-nan"],
+)
+def test_a_result_too_deep_or_holding_itself_is_dead_with_the_reason(
+    mem, clock, reg, mono, deaths, build: Any, error: str
+) -> None:
+    @reg.handler("odd", max_attempts=3)
+    def odd(payload: dict[str, Any]) -> Any:
+        return build()
+
+    @reg.handler("fine")
+    def fine(payload: dict[str, Any]) -> str:
+        return "ok"
+
+    job = add(mem, clock, "odd", max_attempts=3)
+    worker = Worker(mem, reg, WorkerConfig(concurrency=1))
+    try:
+        stats = drained(worker)
+        other = add(mem, clock, "fine")
+        drained(worker)
+    finally:
+        worker.close()
+    dead = get(mem, job.id)
+    assert (dead.state, dead.attempts, dead.last_error) == (JobState.DEAD, 1, error)
+    assert dead.result is None
+    assert stats.timed_out == 0
+    assert get(mem, other.id).state is JobState.SUCCEEDED
+    assert deaths == []
+
+
+def test_the_json_checks_answer_for_any_depth_and_for_cycles() -> None:
+    shared = [1.0]
+    assert is_finite_json(deep_list(100_000)) and not is_circular(deep_list(100_000))
+    assert is_finite_json(self_holding_dict()) and is_circular(self_holding_dict())
+    assert not is_finite_json(self_holding_list_with_nan())
+    assert not is_circular([shared, shared, {"again": shared}, (shared,)])  # shared, no cycle
+    assert is_circular([shared, [shared, {"deep": [shared]}]]) is False
+    looped: list[Any] = [shared]
+    looped.append((1, {"x": [looped]}))
+    assert is_circular(looped)
+    assert not is_finite_json({"a": [1, (2.0, float("inf"))]})
+
+
+# -- 3. Spool's own code failing around an attempt -----------------------------------
+
+
+class FailsOnce(Middleware):
+    """A middleware (metrics, tracing) whose hook breaks on the first attempt."""
+
+    def __init__(self, raised: BaseException) -> None:
+        self.raised: BaseException | None = raised
+
+    def before_attempt(self, job: Job) -> None:
+        raised, self.raised = self.raised, None
+        if raised is not None:
+            raise raised
+
+
+@pytest.mark.parametrize(
+    "raised, error",
+    [(RuntimeError("tracer is down"), "RuntimeError: tracer is down"), (Boom("x"), "Boom: x")],
+    ids=["Exception", "BaseException"],
+)
+def test_an_error_in_the_worker_itself_fails_the_attempt_not_the_thread(
+    mem, clock, reg, mono, deaths, caplog, raised: BaseException, error: str
+) -> None:
+    threads: set[int] = set()
+
+    @reg.handler("work", max_attempts=3, backoff=(1.0, 1.0))
+    def work(payload: dict[str, Any]) -> str:
+        threads.add(threading.get_ident())
+        return "done"
+
+    job = add(mem, clock, "work", max_attempts=3)
+    worker = Worker(mem, reg, WorkerConfig(concurrency=1), middleware=[FailsOnce(raised)])
+    try:
+        with caplog.at_level(logging.ERROR, logger="spool.worker"):
+            stats = drained(worker)
+        failed = get(mem, job.id)
+        clock.set(failed.run_at)
+        drained(worker)
+    finally:
+        worker.close()
+    assert (failed.state, failed.attempts) == (JobState.RETRYING, 1)
+    assert failed.last_error == f"worker error: {error}"
+    [(number, outcome, error_type, _)] = history(mem, job.id)[:1]
+    assert (number, outcome, error_type) == (1, "retrying", type(raised).__name__)
+    [attempt] = (mem.attempts(job.id) or [])[:1]
+    assert attempt.traceback is not None and "before_attempt" in attempt.traceback
+    logged = [r for r in caplog.records if r.name == "spool.worker" and job.id in r.getMessage()]
+    assert len(logged) == 1 and logged[0].exc_info is not None  # once, with its traceback
+    assert stats.timed_out == 0
+    assert (get(mem, job.id).state, get(mem, job.id).result) == (JobState.SUCCEEDED, "done")
+    assert len(threads) == 1 and deaths == []
+
+
+# -- 4. Timeouts under a concurrency limit -------------------------------------------
+
+
+class Overlap:
+    """Counts a handler's attempts running at once, as the chaos run did."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self.peak = 0
+        self.starts: list[int] = []
+
+    def __enter__(self) -> None:
+        with self._lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.running -= 1
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [Limit("type", "gated", concurrency=1), Limit("queue", "slow", concurrency=1)],
+    ids=["type-limit", "queue-limit"],
+)
+def test_a_timed_out_job_keeps_its_concurrency_slot_until_its_handler_returns(
+    mem, clock, reg, mono, limit: Limit
+) -> None:
+    overlap = Overlap()
+    abandoned, release = threading.Event(), threading.Event()
+
+    @reg.handler("gated", timeout=1, max_attempts=2, backoff=(0.0, 0.0), queue="slow")
+    def gated(payload: dict[str, Any], ctx: JobContext) -> str:
+        overlap.starts.append(ctx.attempt)
+        with overlap:
+            if ctx.attempt == 1:
+                mono.advance(1.0)  # its time is up
+                if ctx.cancelled.wait(WAIT):
+                    abandoned.set()
+                release.wait(WAIT)  # but it runs on, as a handler stuck in a call would
+            return "ok"
+
+    job = add(mem, clock, "gated", queue="slow", max_attempts=2)
+    policy = ClaimPolicy((limit,))
+    worker = Worker(mem, reg, WorkerConfig(concurrency=4, lease_seconds=LEASE, policy=policy))
+    try:
+        stats = drained(worker)
+        assert abandoned.wait(WAIT)
+        held = get(mem, job.id)
+        # Timed out and cancelled, but still `running`: its slot is not free, so the
+        # retry (due at once) was not started beside it.
+        assert (held.state, held.attempts, stats.timed_out) == (JobState.RUNNING, 1, 1)
+        assert history(mem, job.id) == []
+        # Its lease is kept alive meanwhile.
+        clock.advance(LEASE * 2 / 3)
+        mono.advance(LEASE / 6 + 5)  # the dispatcher's next lease check is due
+        drained(worker)
+        assert get(mem, job.id).lease_expires_at == clock.now() + timedelta(seconds=LEASE)
+        assert (get(mem, job.id).state, overlap.starts) == (JobState.RUNNING, [1])
+        release.set()
+        assert wait_until(lambda: not worker._state.lingering), "the handler never returned"
+        drained(worker)  # writes the timeout, which frees the slot for attempt 2
+    finally:
+        release.set()
+        worker.close()
+    done = get(mem, job.id)
+    assert (done.state, done.attempts, done.result) == (JobState.SUCCEEDED, 2, "ok")
+    assert overlap.starts == [1, 2] and overlap.peak == 1
+    assert history(mem, job.id) == [
+        (1, "retrying", "TimeoutError", "timed out after 1s (the handler returned after 11.0s)"),
+        (2, "succeeded", None, None),
+    ]
+    [first] = (mem.attempts(job.id) or [])[:1]
+    assert first.traceback is not None and "in gated" in first.traceback  # where it was stuck
+
+
+def test_a_held_timeout_is_written_when_the_worker_stops(mem, clock, reg, mono) -> None:
+    abandoned, release = threading.Event(), threading.Event()
+
+    @reg.handler("gated", timeout=1, max_attempts=1, concurrency=1)
+    def gated(payload: dict[str, Any], ctx: JobContext) -> None:
+        mono.advance(1.0)
+        if ctx.cancelled.wait(WAIT):
+            abandoned.set()
+        release.wait(WAIT)  # still running when the worker stops
+
+    job = add(mem, clock, "gated", max_attempts=1)
+    policy = ClaimPolicy(reg.limits())
+    worker = Worker(mem, reg, WorkerConfig(concurrency=2, policy=policy, idle_poll=0.05))
+    try:
+        with RunInThread(worker):
+            assert abandoned.wait(WAIT)
+            assert get(mem, job.id).state is JobState.RUNNING
+    finally:
+        release.set()
+    dead = get(mem, job.id)
+    assert dead.state is JobState.DEAD
+    assert dead.last_error == (
+        "timed out after 1s (the handler was still running after 1.0s when the worker stopped)"
+    )
+    assert worker.stats.timed_out == 1 and worker.stats.dead == 1
+
+
+def test_a_timeout_without_a_concurrency_limit_is_recorded_at_once(mem, clock, reg, mono) -> None:
+    """A rate limit counts starts, not running jobs: nothing to hold, today's behaviour."""
+    release = threading.Event()
+
+    @reg.handler("paced", timeout=1, max_attempts=1, rate="100/s")
+    def paced(payload: dict[str, Any]) -> None:
+        mono.advance(1.0)
+        release.wait(WAIT)
+
+    job = add(mem, clock, "paced", max_attempts=1)
+    policy = ClaimPolicy((Limit("type", "paced", rate=Rate(100, 1.0)),))
+    worker = Worker(mem, reg, WorkerConfig(concurrency=1, policy=policy))
+    try:
+        drained(worker)
+        # Recorded while the handler is still stuck.
+        assert get(mem, job.id).last_error == "timed out after 1s"
+        assert get(mem, job.id).state is JobState.DEAD
+    finally:
+        release.set()
+        worker.close()
+
+
+# -- 5. A store outage is not a lost lease -------------------------------------------
+
+
+class Outage(ClaimSpy):
+    """The store refuses every finish as unavailable (a full disk, a lost database),
+    and each refusal moves the worker's clock a lease on, so it gives up at once."""
+
+    def __init__(self, store: MemoryStore, mono: FakeMonotonic) -> None:
+        super().__init__(store)
+        self._clock = mono
+
+    def finish(self, completions: Any) -> list[bool]:
+        self._clock.advance(LEASE)
+        raise StoreUnavailable("the disk holding the SQLite database is full")
+
+
+@pytest.mark.parametrize(
+    "max_attempts, then",
+    [
+        (3, "it runs again once its lease expires"),
+        (1, "it was the last attempt, so the job is dead once its lease expires"),
+    ],
+)
+def test_outcomes_an_outage_kept_out_of_the_store_are_not_logged_as_lost_leases(
+    mem, clock, reg, mono, caplog, max_attempts: int, then: str
+) -> None:
+    reg.handler("fine")(lambda payload: "ok")
+    job = add(mem, clock, "fine", max_attempts=max_attempts)
+    store = Outage(mem, mono)
+    config = WorkerConfig(concurrency=1, lease_seconds=LEASE)
+    worker = Worker(store, reg, config, middleware=[JobEvents()])  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="spool"):
+            stats = drained(worker)
+    finally:
+        worker.close()
+    events = [(r.event, r.levelname) for r in caplog.records if getattr(r, "job_id", "") == job.id]
+    assert ("outcome_unwritten", "WARNING") in events
+    assert all(event != "lease_lost" for event, _ in events)
+    [line] = [r for r in caplog.records if getattr(r, "event", "") == "outcome_unwritten"]
+    assert line.getMessage() == (
+        "job outcome_unwritten: the store is unavailable, so this attempt's outcome "
+        f"(succeeded) could not be written; {then}"
+    )
+    assert (stats.unwritten, stats.lost_lease, stats.succeeded) == (1, 0, 0)
+    assert get(mem, job.id).state is JobState.RUNNING  # comes back when the lease expires
+
+
+def test_a_finish_refused_for_a_lost_lease_is_still_logged_as_one(mem, clock, reg, caplog) -> None:
+    reg.handler("fine")(lambda payload: "ok")
+    job = add(mem, clock, "fine")
+
+    class Refuses(ClaimSpy):
+        def finish(self, completions: Any) -> list[bool]:
+            return [False] * len(completions)
+
+    store = Refuses(mem)
+    worker = Worker(store, reg, WorkerConfig(concurrency=1), middleware=[JobEvents()])  # type: ignore[arg-type]
+    try:
+        with caplog.at_level(logging.DEBUG, logger="spool"):
+            stats = drained(worker)
+    finally:
+        worker.close()
+    events = [r.event for r in caplog.records if getattr(r, "job_id", "") == job.id]
+    assert "lease_lost" in events and "outcome_unwritten" not in events
+    assert (stats.lost_lease, stats.unwritten) == (1, 0)
+
+
+# -- 6. What a hard kill costs (the docs' claim) -------------------------------------
+
+
+def test_a_job_claimed_ahead_by_a_worker_that_dies_comes_back_an_attempt_short(
+    mem, clock, reg
+) -> None:
+    """A worker holds jobs it has not started; killed, it leaves them to lease expiry,
+    which spends their attempt: one on its last attempt is buried without running."""
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @reg.handler("busy", priority=1, timeout=WAIT * 3)
+    def busy(payload: dict[str, Any]) -> None:
+        started.set()
+        release.wait(WAIT)
+
+    @reg.handler("once", max_attempts=1)
+    def once(payload: dict[str, Any], ctx: JobContext) -> None:
+        ran.append(ctx.job.id)
+
+    add(mem, clock, "busy", priority=1)
+    ahead = add(mem, clock, "once", max_attempts=1)
+    worker = Worker(mem, reg, WorkerConfig(concurrency=1, lease_seconds=LEASE, idle_poll=3600))
+    runner = threading.Thread(target=worker.drain, daemon=True)
+    runner.start()
+    try:
+        assert started.wait(WAIT)
+        # Claimed into the worker's inbox behind the running job: its attempt is spent.
+        assert wait_until(lambda: get(mem, ahead.id).state is JobState.RUNNING)
+        # The worker dies here (its leases are never extended again): the next claim
+        # anywhere, once the lease has expired, reaps the job.
+        clock.advance(LEASE + 1)
+        assert mem.claim(10, LEASE, ids=[ahead.id]) == []
+    finally:
+        release.set()
+        runner.join(WAIT)
+        worker.close()
+    buried = get(mem, ahead.id)
+    assert (buried.state, buried.attempts, buried.last_error) == (
+        JobState.DEAD,
+        1,
+        LEASE_EXPIRED_ERROR,
+    )
+    assert ran == []  # its handler never ran
