@@ -127,6 +127,20 @@ def _finite_walked(value: Any) -> bool:
     return True
 
 
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """True when dicts, lists and tuples inside `value` nest more than `limit` levels
+    (a scalar is level 0, `[]` level 1). Walks with its own stack, to any depth."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth + 1 > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def is_circular(value: Any) -> bool:
     """True when a dict, list or tuple inside `value` contains itself, at any depth:
     what json.dumps refuses as "Circular reference detected".

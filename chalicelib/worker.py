@@ -54,7 +54,13 @@ from pydantic import BaseModel, ValidationError
 from chalicelib import attempt_record, worker_id
 from chalicelib.errors import PermanentError, RetryAfter, StoreUnavailable, UnknownJobType
 from chalicelib.handlers import HandlerSpec, JobContext, Registry
-from chalicelib.jsonstrict import CIRCULAR, NESTED_TOO_DEEP, is_circular, is_finite_json
+from chalicelib.jsonstrict import (
+    CIRCULAR,
+    NESTED_TOO_DEEP,
+    is_circular,
+    is_finite_json,
+    nested_deeper_than,
+)
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
 from chalicelib.logs import job_event
 from chalicelib.middleware import Middleware
@@ -75,6 +81,10 @@ PREFETCH_SECONDS = 0.05
 # others of its wave still run, so a wave's completions are written in one request.
 WAVE_HOLD = 1.0
 MAX_RESULT_BYTES = 256 * 1024
+# Levels of arrays and objects a result may nest, as a payload may (the API's parser
+# stops near 200). Deeper, it encodes on a pool thread's short stack but reading it
+# back on a deeper one (the API's, under its server) raises RecursionError: a 500.
+MAX_RESULT_DEPTH = 200
 # Results that are always valid, small JSON: no need to encode them to check.
 # (Not int: a huge one has no JSON form under Python's digit limit.)
 _SMALL_SCALARS = (bool,)
@@ -244,6 +254,13 @@ class Worker:
             return Completion(job.id, token, JobState.DEAD, error=error)
         if len(encoded) > MAX_RESULT_BYTES:
             error = f"result is {len(encoded)} bytes, over {MAX_RESULT_BYTES}"
+            return Completion(job.id, token, JobState.DEAD, error=error)
+        # Counting brackets (in C) clears almost every result at once; only one with
+        # enough of them is measured.
+        if encoded.count("[") + encoded.count("{") > MAX_RESULT_DEPTH and nested_deeper_than(
+            result, MAX_RESULT_DEPTH
+        ):
+            error = f"result is not JSON: its {NESTED_TOO_DEEP} (more than {MAX_RESULT_DEPTH})"
             return Completion(job.id, token, JobState.DEAD, error=error)
         return Completion(job.id, token, JobState.SUCCEEDED, result=result)
 

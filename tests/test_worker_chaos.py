@@ -225,10 +225,14 @@ TOO_DEEP = "result is not JSON: its arrays and objects are nested too deeply"
     [
         (lambda: deep_list(100_000), TOO_DEEP),
         (lambda: deep_dict(100_000), TOO_DEEP),
+        # Deep enough to encode on a pool thread but not to read back on the API's
+        # deeper stack: past the 200 levels a payload may have.
+        (lambda: deep_list(900), TOO_DEEP + " (more than 200)"),
+        (lambda: {"a": deep_dict(199)}, TOO_DEEP + " (more than 200)"),
         (self_holding_dict, CIRCULAR),
         (self_holding_list_with_nan, CIRCULAR),
     ],
-    ids=["deep-list", "deep-dict", "circular-dict", "circular-with-nan"],
+    ids=["deep-list", "deep-dict", "deep-900", "deep-201", "circular-dict", "circular-with-nan"],
 )
 def test_a_result_too_deep_or_holding_itself_is_dead_with_the_reason(
     mem, clock, reg, mono, deaths, build: Any, error: str
@@ -255,6 +259,27 @@ def test_a_result_too_deep_or_holding_itself_is_dead_with_the_reason(
     assert stats.timed_out == 0
     assert get(mem, other.id).state is JobState.SUCCEEDED
     assert deaths == []
+
+
+@pytest.mark.parametrize(
+    "result",
+    [deep_list(199), {"a": deep_dict(198)}, [[[]] for _ in range(5000)]],
+    ids=["200-levels-list", "200-levels-dict", "many-brackets-shallow"],
+)
+def test_a_result_of_200_levels_or_of_many_shallow_lists_is_stored(
+    mem, clock, reg, mono, deaths, result: Any
+) -> None:
+    @reg.handler("nested")
+    def nested(payload: dict[str, Any]) -> Any:
+        return result
+
+    job = add(mem, clock, "nested")
+    worker = Worker(mem, reg, WorkerConfig(concurrency=1))
+    try:
+        drained(worker)
+    finally:
+        worker.close()
+    assert get(mem, job.id).state is JobState.SUCCEEDED
 
 
 def test_the_json_checks_answer_for_any_depth_and_for_cycles() -> None:
