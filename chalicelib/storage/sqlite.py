@@ -17,22 +17,29 @@ instead of SQLite's 1,000: each checkpoint costs two fsyncs and rewrites hot
 pages (counters, index leaves) that a longer interval writes once. It runs on a
 thread of its own, beside the writers (sqlite_checkpoint.py). The WAL
 file is truncated back to 64 MB after a checkpoint.
+
+Each thread has a connection of its own, opened on its first call. Only the store's
+first connection may create the file: a later one opens the file the store opened or
+fails (StoreUnavailable, a 503), so a file deleted or replaced under the process never
+becomes an empty database on some threads and a replacement on others.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
-from chalicelib.errors import InvalidTransition, JobNotFound
+from chalicelib.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
@@ -68,7 +75,7 @@ from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
 from chalicelib.storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
 from chalicelib.storage.sqlite_gate import WriteGate
-from chalicelib.storage.sqlite_txn import FileWatch, Transaction, WriteHealth
+from chalicelib.storage.sqlite_txn import FileWatch, Transaction, WriteHealth, cannot_read
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -312,6 +319,29 @@ def _settle(db: sqlite3.Connection, pragma: str, patience: float = 10.0) -> None
             time.sleep(0.01)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reads(
+    method: Callable[Concatenate[SQLiteStore, _P], _R],
+) -> Callable[Concatenate[SQLiteStore, _P], _R]:
+    """A read the file refuses answers StoreUnavailable (503 with Retry-After), as a
+    write does, instead of an internal error; any other error goes on as it is."""
+
+    @functools.wraps(method)
+    def read(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            unavailable = self._unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+
+    return read
+
+
 class SQLiteStore:
     def __init__(
         self,
@@ -338,12 +368,16 @@ class SQLiteStore:
         # meet at SQLite's own lock.
         self._write_lock = threading.Lock()
         absolute, on_disk = os.path.abspath(path), path != ":memory:"
+        # Every connection after the first: the file must exist (mode=rw), none is made.
+        self._uri = f"{Path(absolute).as_uri()}?mode=rw" if on_disk else None
+        self._watch: FileWatch | None = None
         # ... and processes at this gate, which hands the turn over in microseconds.
         self._gate = WriteGate(absolute) if on_disk else None
         self._checkpointer = Checkpointer(absolute, self._connect) if on_disk else None
         self._health = WriteHealth()
         self.notifier = SocketDirNotifier(absolute + ".wake")
-        self._db().executescript(SCHEMA + sqlite_webhooks.SCHEMA + sqlite_limits.SCHEMA)
+        first = self._keep(self._connect(create=True))
+        first.executescript(SCHEMA + sqlite_webhooks.SCHEMA + sqlite_limits.SCHEMA)
         # After the schema, so the file exists: from now on the path must keep naming it.
         self._watch = FileWatch(absolute) if on_disk else None
         self._add_columns()
@@ -368,16 +402,45 @@ class SQLiteStore:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = self._connect()
-            self._local.db = db
-            with self._all_lock:
-                self._all.append(db)
+            db = self._keep(self._open())
         return db
 
-    def _connect(self) -> sqlite3.Connection:
+    def _keep(self, db: sqlite3.Connection) -> sqlite3.Connection:
+        """Make db this thread's connection, closed with the store."""
+        self._local.db = db
+        with self._all_lock:
+            self._all.append(db)
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        """A new thread's connection to the file the store opened, else StoreUnavailable."""
+        try:
+            return self._connect()
+        except sqlite3.Error as exc:
+            unavailable = self._unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable | None:
+        """The 503 a SQLite error stands for, when the file (not the query) failed."""
+        return cannot_read(exc, self._watch)
+
+    def _connect(self, create: bool = False) -> sqlite3.Connection:
+        """Open the file. Only the store's first connection creates it: opened by path
+        later, a file deleted under the process came back as an empty database. A
+        later one must also have opened the file the store watches (a backup copied
+        over it is another): that thread would read jobs the others do not see."""
+        uri = None if create else self._uri
         db = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+            uri or self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            cached_statements=256,
+            uri=uri is not None,
         )
+        if uri is not None and self._watch is not None:
+            self._watch.verify(db)  # before any statement: see FileWatch.verify
         for pragma in PRAGMAS:
             _settle(db, pragma)
         db.execute(f"PRAGMA synchronous={self.synchronous}")
@@ -481,6 +544,7 @@ class SQLiteStore:
             self._watch.check()
         self._health.check()
 
+    @_reads
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         row = self._db().execute(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None or (tenant is not None and row[1] != tenant):
@@ -660,6 +724,7 @@ class SQLiteStore:
             sqlite_webhooks.write_deliveries(db, [(job_id, row[1], updated[-1], "cancelled")], now)
         return row_to_job(updated)
 
+    @_reads
     def list_jobs(self, query: JobQuery) -> JobPage:
         limit = check_limit(query.limit)
         where: list[str] = []
@@ -715,15 +780,18 @@ class SQLiteStore:
             self.notifier.notify()
         return moved
 
+    @_reads
     def counts(self) -> dict[tuple[str, JobState], int]:
         # The kept per-state counts (sqlite_dashboard.py's triggers), not a GROUP BY over
         # every job: /metrics asks on every scrape (about 2 s with a million jobs).
         return dashboard.state_counts(self._db(), None)
 
+    @_reads
     def counters(self) -> dict[CounterKey, int]:
         rows = self._db().execute("SELECT queue, type, event, n FROM counters").fetchall()
         return {CounterKey(q, t, e): n for q, t, e, n in rows}
 
+    @_reads
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
         queue_clause = f" AND queue IN ({','.join('?' * len(queues))})" if queues else ""
         params = list(queues or [])
@@ -750,10 +818,12 @@ class SQLiteStore:
             dashboard.forget_old_minutes(db, self.clock.now())
             return cursor.rowcount
 
+    @_reads
     def cache_epoch(self) -> int:
         row = self._db().execute("SELECT n FROM cache_epoch WHERE id = 1").fetchone()
         return int(row[0]) if row is not None else 0
 
+    @_reads
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
         row = (
             self._db()
@@ -765,9 +835,11 @@ class SQLiteStore:
         entries = json.loads(row[1]) if row[1] is not None else []
         return history.decode_all(entries, self.history_limit)
 
+    @_reads
     def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
         return dashboard.state_counts(self._db(), tenant)
 
+    @_reads
     def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
         return dashboard.throughput(self._db(), since, tenant)
 
@@ -788,6 +860,7 @@ class SQLiteStore:
                 db.execute(BUMP_EPOCH)
         return gone
 
+    @_reads
     def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
         row = (
             self._db()
@@ -799,6 +872,7 @@ class SQLiteStore:
         )
         return None if row is None else row_to_job(row)
 
+    @_reads
     def oldest_due(
         self, queues: Sequence[str] | None = None, tenant: str | None = None
     ) -> dict[str, datetime]:
@@ -832,6 +906,7 @@ class SQLiteStore:
                 (now - history.BEAT_RETENTION_SECONDS * 1_000_000,),
             )
 
+    @_reads
     def live_workers(self, within: float) -> list[WorkerBeat]:
         since = to_micros(self.clock.now()) - int(within * 1_000_000)
         rows = (
@@ -871,11 +946,13 @@ class SQLiteStore:
         with self._write() as db:
             return sqlite_webhooks.finish(db, delivery_id, lease_token, outcome, at, error, now)
 
+    @_reads
     def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
         if self.get(job_id, tenant) is None:
             return []
         return sqlite_webhooks.for_job(self._db(), job_id)
 
+    @_reads
     def webhook_counts(self) -> dict[str, int]:
         return sqlite_webhooks.counts(self._db())
 

@@ -7,7 +7,14 @@ succeeds again once they have: it is raised as StoreUnavailable, a 503 with
 Retry-After over HTTP and a pause-and-retry in the worker, with a message that says
 what to fix, instead of an unexpected error. The store remembers the last such
 failure for a while, so /health reports a store that cannot take jobs although
-reads still work.
+reads still work. A read the file refuses (it cannot be opened, the disk reports an
+I/O error, or it was deleted or replaced) is the same StoreUnavailable, never an
+internal error (cannot_read).
+
+The wait for the turn to write, this process's lock and then the gate between
+processes, has one patience in all, the gate's: had the gate's started only once the
+lock was had, threads queued behind a writer stalled in another process (SIGSTOP)
+would each wait it in turn, the Nth for N times as long.
 """
 
 from __future__ import annotations
@@ -19,16 +26,24 @@ import threading
 import time
 
 from chalicelib.errors import StoreUnavailable
+from chalicelib.storage import sqlite_gate
 from chalicelib.storage.sqlite_checkpoint import Checkpointer
 from chalicelib.storage.sqlite_gate import GateTimeout, WriteGate
 
 log = logging.getLogger("spool.storage")
+
+SQLITE_CANTOPEN = 14
 
 # SQLite's primary result codes (the low byte of an extended code) for a file this
 # process cannot write now.
 _CANNOT_WRITE = {
     13: "the disk holding the SQLite database is full: free space on it",  # SQLITE_FULL
     8: "the SQLite database cannot be written (its file or file system is read-only)",
+    10: "the disk holding the SQLite database reported an I/O error",  # SQLITE_IOERR
+}
+# ... and for a file this process cannot read now (whatever it was asked).
+_CANNOT_READ = {
+    SQLITE_CANTOPEN: "the SQLite database file cannot be opened",
     10: "the disk holding the SQLite database reported an I/O error",  # SQLITE_IOERR
 }
 RETRY_AFTER = 30  # seconds: freeing space or remounting takes a person
@@ -44,6 +59,32 @@ def cannot_write(exc: BaseException) -> StoreUnavailable | None:
     if reason is None:
         return None
     return StoreUnavailable(f"{reason}; nothing was written", retry_after=RETRY_AFTER)
+
+
+def cannot_read(exc: BaseException, watch: FileWatch | None) -> StoreUnavailable | None:
+    """The StoreUnavailable for a read (or a connection) the file refused, or None for
+    anything else, which is a bug and stays one.
+
+    A file deleted or replaced under the process explains any SQLite error (a
+    connection that found an empty file at the path says "no such table: jobs"), so
+    the watch is asked first: only once the read has failed, so a read costs nothing
+    more.
+    """
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    gone = watch.unavailable() if watch is not None else None
+    if gone is not None:
+        return gone
+    code = getattr(exc, "sqlite_errorcode", None)
+    reason = _CANNOT_READ.get(code & 0xFF) if isinstance(code, int) else None
+    if reason is None:
+        return None
+    return StoreUnavailable(f"{reason} ({exc}): fix it and retry", retry_after=RETRY_AFTER)
+
+
+def stayed_locked() -> StoreUnavailable:
+    """Another writer kept the turn past the patience: retryable, not a bug."""
+    return StoreUnavailable("the SQLite database stayed locked", retry_after=1)
 
 
 class FileWatch:
@@ -67,14 +108,37 @@ class FileWatch:
             return None
         return st.st_dev, st.st_ino
 
+    def unavailable(self) -> StoreUnavailable | None:
+        """What to say if the path no longer names the file, else None."""
+        if self._identity is None or self._current() == self._identity:
+            return None
+        return StoreUnavailable(
+            f"the SQLite database file {self.path} was deleted or replaced while this "
+            "process had it open: restart Spool so that it opens the file now at that "
+            "path (nothing was written)",
+            retry_after=RETRY_AFTER,
+        )
+
     def check(self) -> None:
-        if self._identity is not None and self._current() != self._identity:
-            raise StoreUnavailable(
-                f"the SQLite database file {self.path} was deleted or replaced while this "
-                "process had it open: restart Spool so that it opens the file now at that "
-                "path (nothing was written)",
-                retry_after=RETRY_AFTER,
-            )
+        gone = self.unavailable()
+        if gone is not None:
+            raise gone
+
+    def verify(self, db: sqlite3.Connection) -> None:
+        """Close db, just opened by path, unless the path still names the watched file.
+
+        Asked before db's first statement: SQLite reads the `-wal` found beside
+        whatever file it opened, so a connection to a replacement would take the old
+        file's WAL for its own and copy it into the replacement when it closed. Raised
+        as SQLite's own "cannot open", so whoever connects (the checkpoint thread
+        too) treats it as the failed open it is."""
+        gone = self.unavailable()
+        if gone is None:
+            return
+        db.close()
+        error = sqlite3.OperationalError(gone.message)
+        error.sqlite_errorcode = SQLITE_CANTOPEN
+        raise error
 
 
 class WriteHealth:
@@ -115,15 +179,7 @@ class Transaction:
         self.health = health
 
     def __enter__(self) -> sqlite3.Connection:
-        self.lock.acquire()
-        try:
-            if self.gate is not None:
-                self.gate.acquire()
-        except BaseException as exc:
-            self.lock.release()
-            if isinstance(exc, GateTimeout):
-                raise StoreUnavailable("the SQLite database stayed locked", retry_after=1) from exc
-            raise
+        self._take_turn()
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
@@ -132,7 +188,7 @@ class Transaction:
                 "locked" in str(exc) or "busy" in str(exc)
             ):
                 # Other writers held the file past busy_timeout: retryable, not a bug.
-                raise StoreUnavailable("the SQLite database stayed locked", retry_after=1) from exc
+                raise stayed_locked() from exc
             self._raise_if_cannot_write(exc)
             raise
         if self.watch is not None:
@@ -167,6 +223,25 @@ class Transaction:
         if exc is None:  # COMMIT failed for another reason
             raise failed
         # Otherwise the body's own exception goes on as it is.
+
+    def _take_turn(self) -> None:
+        """This process's lock, then the gate, both within the gate's one PATIENCE.
+
+        Waiting for the lock counts: a writer stalled at the gate (or in its
+        transaction) makes the threads behind it give up with it, not one patience
+        after another, so no HTTP thread waits much past PATIENCE for its 503."""
+        patience = sqlite_gate.PATIENCE  # read at call time: tests shorten it
+        deadline = time.monotonic() + patience
+        if not self.lock.acquire(timeout=patience):
+            raise stayed_locked()
+        try:
+            if self.gate is not None:
+                self.gate.acquire(patience=max(deadline - time.monotonic(), 0.0))
+        except BaseException as exc:
+            self.lock.release()
+            if isinstance(exc, GateTimeout):
+                raise stayed_locked() from exc
+            raise
 
     def _raise_if_cannot_write(self, exc: BaseException) -> None:
         """Raise the StoreUnavailable `exc` stands for, remembered for /health."""
