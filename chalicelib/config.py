@@ -9,19 +9,74 @@ from dataclasses import dataclass, field
 from chalicelib.storage import DEFAULT_STORE_URL
 
 
-def _bool(value: str | None, default: bool = False) -> bool:
-    if value is None or value == "":
+class ConfigError(ValueError):
+    """A setting is wrong. The message names the variable and how to fix it, so a
+    command line can print it as one line and a deployment fails where it is set."""
+
+
+# A flag's accepted values, as docs/settings.md lists them (any case). Anything else
+# is refused: a typo such as `ture` must not silently mean "off".
+FLAG_TRUE = ("1", "true", "yes", "on")
+FLAG_FALSE = ("0", "false", "no", "off")
+FLAG_VALUES = "true or false (also 1/0, yes/no, on/off)"
+
+# The range of each number Settings.from_env reads. Outside it a value is not a
+# smaller or larger setting but a broken one: a lease of 0 s buries every job unrun
+# (each claim has already expired), a concurrency of 0 divides by zero, a body limit
+# of -1 refuses even GET /health, a batch limit of 0 refuses every batch. Name ->
+# (minimum, maximum, unit); the catalog (chalicelib/settings_catalog.py) says the same.
+BOUNDS: Mapping[str, tuple[float, float, str]] = {
+    # API Gateway's own limit is 10 MiB, and local/server.py buffers no more.
+    "SPOOL_MAX_BODY_BYTES": (1024, 10 * 1024 * 1024, "bytes"),
+    "SPOOL_MAX_BATCH": (1, 10_000, "jobs"),
+    "SPOOL_CACHE_SIZE": (0, 1_000_000, "answers"),  # 0: no cache
+    "SPOOL_CACHE_TTL": (0, 86_400, "seconds"),  # 0: no cache
+    "SPOOL_CONCURRENCY": (1, 1024, "threads"),  # more: "can't start new thread"
+    # A running worker renews its leases when half is left, looking at least every
+    # second (WorkerConfig.idle_poll): a shorter lease could lapse between two looks.
+    "SPOOL_LEASE_SECONDS": (2, 86_400, "seconds"),
+}
+
+
+def parse_flag(name: str, raw: str | None, default: bool = False) -> bool:
+    """`raw` as a flag, or a ConfigError naming the variable and the accepted values."""
+    value = (raw or "").strip().lower()
+    if not value:
         return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+    if value in FLAG_TRUE:
+        return True
+    if value in FLAG_FALSE:
+        return False
+    raise ConfigError(f"{name} must be {FLAG_VALUES}, not {(raw or '').strip()!r}")
 
 
 def _list(value: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (value or "").split(",") if p.strip())
 
 
-class ConfigError(ValueError):
-    """A setting is wrong. The message names the variable and how to fix it, so a
-    command line can print it as one line and a deployment fails where it is set."""
+def _shown(value: float) -> str:
+    """A bound as a person writes it: 1024, 0.5, never 1.024e+03."""
+    return str(int(value)) if float(value).is_integer() else f"{value}"
+
+
+def range_text(minimum: float | None, maximum: float | None, unit: str = "") -> str:
+    """The range a refusal names: between 1 and 1024 threads, at least 1, at most 60."""
+    suffix = f" {unit}" if unit else ""
+    if minimum is not None and maximum is not None:
+        return f"between {_shown(minimum)} and {_shown(maximum)}{suffix}"
+    if minimum is not None:
+        return f"at least {_shown(minimum)}{suffix}"
+    if maximum is not None:
+        return f"at most {_shown(maximum)}{suffix}"
+    return "a number"
+
+
+def _bounded(name: str, value: float, raw: str) -> float:
+    """`value` if BOUNDS allows it, else a ConfigError naming the variable and its range."""
+    minimum, maximum, unit = BOUNDS[name]
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be {range_text(minimum, maximum, unit)}, not {raw}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -29,14 +84,17 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if not raw:
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    return int(_bounded(name, value, raw))
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = (env.get(name) or "").strip()
-    return _finite(name, raw, "a number of seconds") if raw else default
+    if not raw:
+        return default
+    return _bounded(name, _finite(name, raw, "a number of seconds"), raw)
 
 
 def _finite(name: str, raw: str, what: str) -> float:
@@ -77,7 +135,7 @@ class Settings:
             store_url=env.get("SPOOL_STORE_URL") or DEFAULT_STORE_URL,
             handlers=_list(env.get("SPOOL_HANDLERS")),
             api_keys=env.get("SPOOL_API_KEYS", ""),
-            metrics_public=_bool(env.get("SPOOL_METRICS_PUBLIC")),
+            metrics_public=parse_flag("SPOOL_METRICS_PUBLIC", env.get("SPOOL_METRICS_PUBLIC")),
             max_body_bytes=_int(env, "SPOOL_MAX_BODY_BYTES", 256 * 1024),
             max_batch=_int(env, "SPOOL_MAX_BATCH", 100),
             cache_size=_int(env, "SPOOL_CACHE_SIZE", 1000),
@@ -86,26 +144,20 @@ class Settings:
             lease_seconds=_float(env, "SPOOL_LEASE_SECONDS", 60),
             queues=queues or None,
             pushgateway_url=env.get("SPOOL_PUSHGATEWAY_URL") or None,
-            demo_handlers=_bool(env.get("SPOOL_DEMO_HANDLERS")),
+            demo_handlers=parse_flag("SPOOL_DEMO_HANDLERS", env.get("SPOOL_DEMO_HANDLERS")),
             extra={k: v for k, v in env.items() if k.startswith("SPOOL_")},
         )
 
     # Typed reads of handler settings kept in `extra`. They are strict (a typo in
     # a flag such as SPOOL_SMTP_STARTTLS must not silently mean "off") and raise
-    # ValueError naming the variable, so a handler can report the misconfiguration.
+    # ConfigError (a ValueError) naming the variable, so a handler can report the
+    # misconfiguration.
     def text(self, name: str, default: str = "") -> str:
         value = self.extra.get(name, "").strip()
         return value or default
 
     def flag(self, name: str, default: bool = False) -> bool:
-        value = self.extra.get(name, "").strip().lower()
-        if not value:
-            return default
-        if value in ("1", "true", "yes", "on"):
-            return True
-        if value in ("0", "false", "no", "off"):
-            return False
-        raise ValueError(f"{name} must be true or false, not {value!r}")
+        return parse_flag(name, self.extra.get(name), default)
 
     def number(
         self, name: str, default: float, minimum: float | None = None, maximum: float | None = None
@@ -115,7 +167,7 @@ class Settings:
             return default
         value = _finite(name, raw, "a number")
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            raise ValueError(f"{name} must be between {minimum} and {maximum}, not {raw}")
+            raise ConfigError(f"{name} must be {range_text(minimum, maximum)}, not {raw}")
         return value
 
     def integer(
@@ -123,7 +175,7 @@ class Settings:
     ) -> int:
         value = self.number(name, default, minimum, maximum)
         if value != int(value):
-            raise ValueError(f"{name} must be a whole number, not {value}")
+            raise ConfigError(f"{name} must be a whole number, not {value:g}")
         return int(value)
 
     def items(self, name: str) -> tuple[str, ...]:

@@ -203,7 +203,10 @@ CATALOG: tuple[Setting, ...] = (
         type=INTEGER,
         default=262_144,
         read_by="chalicelib/api/routes.py",
-        meaning="Largest request body accepted; a bigger one gets 413 and nothing is stored.",
+        meaning=(
+            "Largest request body accepted (1024 to 10485760 bytes, API Gateway's own "
+            "limit); a bigger one gets 413 and nothing is stored."
+        ),
         group=_API,
         field="max_body_bytes",
     ),
@@ -212,7 +215,10 @@ CATALOG: tuple[Setting, ...] = (
         type=INTEGER,
         default=100,
         read_by="chalicelib/api/routes.py",
-        meaning='Most jobs in one batch enqueue (`{"jobs": [...]}`); a bigger batch gets 413.',
+        meaning=(
+            'Most jobs in one batch enqueue (`{"jobs": [...]}`, 1 to 10000); a bigger batch '
+            "gets 413."
+        ),
         group=_API,
         field="max_batch",
     ),
@@ -223,7 +229,7 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/routes.py",
         meaning=(
             "Terminal `/status` answers the result cache holds per process (least recently "
-            "used go first)."
+            "used go first), 0 to 1000000; 0 turns the cache off."
         ),
         group=_API,
         field="cache_size",
@@ -234,7 +240,8 @@ CATALOG: tuple[Setting, ...] = (
         default=300.0,
         read_by="chalicelib/api/routes.py",
         meaning=(
-            "Seconds a cached terminal `/status` answer is served before the store is read again."
+            "Seconds a cached terminal `/status` answer is served before the store is read "
+            "again, 0 to 86400; 0 turns the cache off."
         ),
         group=_API,
         field="cache_ttl",
@@ -402,8 +409,8 @@ CATALOG: tuple[Setting, ...] = (
         default=8,
         read_by="chalicelib/runtime.py",
         meaning=(
-            "Pool threads per worker: jobs one process runs at once (`spool worker "
-            "--concurrency` overrides it)."
+            "Pool threads per worker: jobs one process runs at once, 1 to 1024 (`spool "
+            "worker --concurrency` overrides it)."
         ),
         group=_WORKER,
         field="concurrency",
@@ -414,8 +421,9 @@ CATALOG: tuple[Setting, ...] = (
         default=60.0,
         read_by="chalicelib/runtime.py",
         meaning=(
-            "How long a claim holds a job; the worker extends it while the job runs, and a "
-            "lease that lapses (a dead worker) lets another worker retry the job."
+            "How long a claim holds a job, 2 to 86400 seconds; the worker extends it while "
+            "the job runs (when half is left), and a lease that lapses (a dead worker) lets "
+            "another worker retry the job."
         ),
         group=_WORKER,
         field="lease_seconds",

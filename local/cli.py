@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -19,14 +18,17 @@ from chalicelib.models import DEFAULT_TENANT, JobState
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime, build_runtime
 from chalicelib.service import EnqueueRequest
+from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY_SECONDS
 from chalicelib.webhooks import runner as webhooks
-from chalicelib.worker import Middleware
+from chalicelib.worker import Middleware, Worker, WorkerStats
 from local import db, job_commands, remote_cli, serve, tables, top
-from local.cli_errors import CliFailure, Parser, UsageError, debugging, report
+from local.cli_errors import CliFailure, Parser, UsageError, check_debugging, debugging, report
 from local.worker_metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from tqdm import tqdm
+
+WORKER_STOPPING = "stopping: finishing running jobs"
 
 
 def _print(data: Any) -> None:
@@ -39,6 +41,15 @@ def duration(text: str) -> float:
         return parse_seconds(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def delay(text: str) -> float:
+    """--delay: a duration the API takes, refused here in its words, not as pydantic's
+    "Input should be less than or equal to 31622400" (the same bound, in seconds)."""
+    seconds = duration(text)
+    if seconds > MAX_DELAY_SECONDS:
+        raise argparse.ArgumentTypeError(f"{BOUND_TEXT}, not {text!r}")
+    return seconds
 
 
 def positive(text: str) -> int:
@@ -80,9 +91,10 @@ class _Progress(Middleware):
 
 def _sync_finish(rt: Runtime, args: argparse.Namespace) -> bool:
     """--sync-finish or SPOOL_SYNC_FINISH: write each completion before the next job,
-    so a crash re-runs at most `concurrency` attempts (see chalicelib/worker.py)."""
-    env = rt.settings.extra.get("SPOOL_SYNC_FINISH", "").strip().lower()
-    return bool(args.sync_finish) or env in ("1", "true", "yes", "on")
+    so a crash re-runs at most `concurrency` attempts (see chalicelib/worker.py).
+    The variable is read strictly (ConfigError, exit 2): `ture` must not mean off."""
+    env = rt.settings.flag("SPOOL_SYNC_FINISH")
+    return bool(args.sync_finish) or env
 
 
 def port_number(text: str) -> int:
@@ -128,8 +140,10 @@ def _run_worker(
         bar = _progress_bar()(total=due, unit="job", disable=args.quiet or not sys.stderr.isatty())
         worker = rt.worker(args.concurrency, middleware=(_Progress(bar),), metrics=metrics)
         worker.config.sync_finish = sync_finish
+        dead_before = _waiting(rt, (JobState.DEAD,), rt.settings.queues)
         stats = worker.run(burst=True)
         worker.close()
+        dead = _dead_since(rt, dead_before, stats.dead)
         if webhooks.enabled(rt.settings):  # the webhooks of the jobs just finished
             deliverer = webhooks.deliverer(rt)
             deliverer.drain()
@@ -138,40 +152,53 @@ def _run_worker(
     else:
         worker = rt.worker(args.concurrency, metrics=metrics)
         worker.config.sync_finish = sync_finish
-
-        def stop(signum: int, frame: Any) -> None:
-            worker.stop()
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        if not args.quiet:
-            print(
-                f"spool worker: concurrency {worker.config.concurrency}, "
-                f"store {redact_url(rt.settings.store_url)}",
-                file=sys.stderr,
-            )
-        stop_schedules = threading.Event()
-        threading.Thread(
-            target=periodic.run_scheduler,
-            args=(rt.service, stop_schedules, rt.registry),
-            kwargs={"settings": rt.settings},
-            name="spool-periodic",
-            daemon=True,
-        ).start()
-        hooks = webhooks.start_thread(rt)  # webhook delivery on its own threads
-        try:
-            stats = worker.run()
-        finally:
-            stop_schedules.set()
-            if hooks is not None:
-                hooks.stop()
+        # Worker.stop takes the worker's lock, which the run loop (this thread) holds
+        # often: StopSignals calls it on a thread of its own, never in the handler.
+        notice = None if args.quiet else WORKER_STOPPING
+        with serve.StopSignals(stop=worker.stop, notice=notice):
+            stats = _run_until_stopped(rt, args, worker)
+        dead = stats.dead
     if not args.quiet:
         print(
-            f"done: {stats.succeeded} succeeded, {stats.retried} retried, {stats.dead} dead, "
+            f"done: {stats.succeeded} succeeded, {stats.retried} retried, {dead} dead, "
             f"{stats.timed_out} timed out",
             file=sys.stderr,
         )
     return 0
+
+
+def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) -> WorkerStats:
+    """`spool worker` without --burst: the pool, the scheduler and webhook delivery."""
+    if not args.quiet:
+        print(
+            f"spool worker: concurrency {worker.config.concurrency}, "
+            f"store {redact_url(rt.settings.store_url)}",
+            file=sys.stderr,
+        )
+    stop_schedules = threading.Event()
+    threading.Thread(
+        target=periodic.run_scheduler,
+        args=(rt.service, stop_schedules, rt.registry),
+        kwargs={"settings": rt.settings},
+        name="spool-periodic",
+        daemon=True,
+    ).start()
+    hooks = webhooks.start_thread(rt)  # webhook delivery on its own threads
+    try:
+        return worker.run()
+    finally:
+        stop_schedules.set()
+        if hooks is not None:
+            hooks.stop()
+
+
+def _dead_since(rt: Runtime, before: int, counted: int) -> int:
+    """Jobs that went dead during a burst, however they got there. The worker counts
+    the attempts it ended; the store also buries, as it claims, a job whose last
+    attempt's lease lapsed (storage/base.py), and no attempt of this worker ends
+    that one. The store's count can include jobs another process buried meanwhile:
+    a summary that says more died is the safer mistake than "0 dead"."""
+    return max(counted, _waiting(rt, (JobState.DEAD,), rt.settings.queues) - before)
 
 
 def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
@@ -266,17 +293,19 @@ def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
     if args.all:
         if args.id:
             raise UsageError("give a job id or --all, not both")
-        # Counts are per queue, not per tenant: with --tenant the total is unknown.
+        # Counts are per queue, not per tenant or type: with either the total is unknown.
         total = (
             None
-            if args.tenant is not None
+            if args.tenant is not None or args.type is not None
             else _waiting(rt, (JobState.DEAD,), None if args.queue is None else (args.queue,))
         )
         moved: list[str] = []
         with _progress_bar()(total=total, unit="job", disable=not sys.stderr.isatty()) as bar:
             seen: set[str] = set()
             while True:
-                batch = rt.service.redrive_all(args.tenant, queue=args.queue, limit=500)
+                batch = rt.service.redrive_all(
+                    args.tenant, queue=args.queue, type_=args.type, limit=500
+                )
                 fresh = [job.id for job in batch if job.id not in seen]
                 seen.update(fresh)
                 moved.extend(fresh)
@@ -360,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--payload", default="{}")
     enqueue.add_argument("--queue")
     enqueue.add_argument("--priority", type=int)
-    enqueue.add_argument("--delay", type=duration, help=f"run no sooner than this: {EXAMPLES}")
+    enqueue.add_argument(
+        "--delay", type=delay, help=f"run no sooner than this ({BOUND_TEXT}): {EXAMPLES}"
+    )
     enqueue.add_argument("--idempotency-key", dest="idempotency_key")
     enqueue.add_argument("--max-attempts", dest="max_attempts", type=int)
     enqueue.add_argument(
@@ -413,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     redrive = dlq_sub.add_parser("redrive")
     redrive.add_argument("id", nargs="?")
     redrive.add_argument("--all", action="store_true")
-    redrive.add_argument("--queue")
+    redrive.add_argument("--queue", help="with --all: only dead jobs of this queue")
+    redrive.add_argument("--type", help="with --all: only dead jobs of this type")
     redrive.add_argument("--json", action="store_true", help="machine output")
     _tenant_option(redrive)
     remote_cli.add_options(redrive)
@@ -467,6 +499,9 @@ def _run(args: argparse.Namespace) -> int:
         return remote_cli.run(args, url)
     rt = build_runtime()
     try:
+        note = remote_cli.local_store_note(args.command, rt.settings.store_url)
+        if note is not None:  # SPOOL_URL is set, but this command cannot follow it
+            print(note, file=sys.stderr, flush=True)
         if args.command in ("serve", "worker"):
             limit_settings.validate(rt.settings)
         return COMMANDS[args.command](rt, args)
@@ -482,6 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit.code if isinstance(exit.code, int) else 2
     _import_from_working_directory()
     try:
+        check_debugging()  # SPOOL_DEBUG=ture is refused, not silently off
         # Job and request lines are what `worker` and `serve` are for; a one-shot
         # command prints its answer, and logs only warnings unless SPOOL_LOG_LEVEL asks.
         logs.configure(default_level="INFO" if args.command in LOGGING_COMMANDS else "WARNING")

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from pydantic import ValidationError
 
-from chalicelib.config import ConfigError
+from chalicelib.config import ConfigError, parse_flag
 from chalicelib.errors import (
     InvalidTransition,
     JobNotFound,
@@ -107,8 +107,9 @@ def explain(exc: BaseException) -> CliFailure:
         where = ".".join(str(p) for p in first["loc"]) or "job"
         return UsageError(f"{where}: {first['msg']}", "Fix the option and try again")
     if isinstance(exc, StoreNotMigrated):
-        said = "spool db migrate" in exc.message  # the store's message already says it
-        return CliFailure(exc.message, "" if said else "Run `spool db migrate` first")
+        # Each store's message says its own fix: `spool db migrate` is Postgres's
+        # only (its message says it), a DynamoDB table comes from infra/ or create=1.
+        return CliFailure(exc.message)
     if isinstance(exc, StoreUnavailable):
         named = "SPOOL_STORE_URL" in exc.message  # the store already said what to check
         fix = "Check SPOOL_STORE_URL and that the store is running, then try again"
@@ -135,8 +136,18 @@ def explain(exc: BaseException) -> CliFailure:
     )
 
 
+def check_debugging() -> None:
+    """Refuse a malformed SPOOL_DEBUG (ConfigError), as every other flag is: `spool`
+    calls this first, so `debugging()` below may treat one as off."""
+    parse_flag(DEBUG_VARIABLE, os.environ.get(DEBUG_VARIABLE))
+
+
 def debugging() -> bool:
-    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+    """SPOOL_DEBUG, on the error path: never raises (check_debugging refused a bad one)."""
+    try:
+        return parse_flag(DEBUG_VARIABLE, os.environ.get(DEBUG_VARIABLE))
+    except ConfigError:
+        return False
 
 
 def report(exc: BaseException) -> int:

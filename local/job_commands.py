@@ -24,9 +24,11 @@ exit codes:
        or not allowed in the job's state (cancel a running job, redrive a live one)
   2    usage: wrong options or settings, a job the handlers refuse, a missing or
        wrong API key
-  {EXIT_WAIT_TIMEOUT}    status --wait: the time ran out before the job finished
+  {EXIT_WAIT_TIMEOUT}    status --wait: the time ran out before the job finished;
+       db status: migrations are pending (run `spool db migrate`)
   {EXIT_JOB_FAILED}    status --wait: the job finished but did not succeed (dead or cancelled)
-  130  interrupted (Ctrl-C)
+  130  interrupted (Ctrl-C). `spool worker` and `spool serve` finish what is
+       running on the first Ctrl-C and exit 0; a second Ctrl-C stops at once (130)
 
 remote: with --url URL (or SPOOL_URL) the job commands (enqueue, status, jobs,
 cancel, dlq) talk to that server with --key KEY (or SPOOL_API_KEY) instead of

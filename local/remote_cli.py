@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import DEFAULT_TENANT, Attempt, Job
+from chalicelib.redact import redact_url
 from local import tables
 from local.cli_errors import EXIT_USAGE, NOT_UTF8, NOT_UTF8_FIX, CliFailure, UsageError
 from local.job_commands import wait_exit
@@ -32,7 +33,12 @@ COMMANDS = ("enqueue", "status", "jobs", "cancel", "dlq")
 URL_VARIABLE = "SPOOL_URL"  # the same names spool_client reads
 KEY_VARIABLE = "SPOOL_API_KEY"
 REDRIVE_CHUNK = 1000
-# A person waits at a terminal: keep trying through a restart (~8 s), not for minutes.
+# Commands that work on the local store whatever SPOOL_URL says (`--url` is refused
+# for them): with SPOOL_URL exported for the job commands, they say so on stderr.
+LOCAL_ONLY = ("top", "schedules", "purge")
+# A person waits at a terminal: keep trying through a restart, not for minutes. Six
+# tries, the pauses between them about 0.25, 0.5, 1, 2 and 4 s (each jittered down
+# to half): a server that stays down is reported after 4 to 8 s (docs/client.md).
 RETRY: dict[str, Any] = {
     "attempts": 6,
     "base": 0.25,
@@ -68,6 +74,19 @@ def target(args: argparse.Namespace) -> str | None:
             )
         return None
     return getattr(args, "url", None) or os.environ.get(URL_VARIABLE) or None
+
+
+def local_store_note(command: str, store_url: str) -> str | None:
+    """The one-line note for a local-only command run with SPOOL_URL set, else None.
+    Not a refusal: SPOOL_URL is exported for the job commands, and these still work
+    (on this machine's store); the note keeps "no jobs yet" from being read as the
+    server's answer."""
+    if command not in LOCAL_ONLY or not os.environ.get(URL_VARIABLE, "").strip():
+        return None
+    return (
+        f"spool: note: `spool {command}` works on the local store named by SPOOL_STORE_URL "
+        f"({redact_url(store_url)}), not on the server at {URL_VARIABLE}."
+    )
 
 
 def run(args: argparse.Namespace, url: str) -> int:
@@ -185,7 +204,7 @@ def cmd_dlq(client: Client, args: argparse.Namespace) -> int:
         ids: list[str] = []
         seen: set[str] = set()
         while True:
-            moved = client.redrive_all(queue=args.queue, limit=REDRIVE_CHUNK)
+            moved = client.redrive_all(queue=args.queue, type=args.type, limit=REDRIVE_CHUNK)
             fresh = [i for i in moved.ids if i not in seen]
             seen.update(fresh)
             ids.extend(fresh)
@@ -308,6 +327,9 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
             f"job {job_id} not found",
             "Check the id, and that --key is the key of the tenant that owns it",
         )
+    if isinstance(exc, client_errors.Misconfigured):
+        # Its message says the operator must fix a setting: no retry or wait helps.
+        return CliFailure(exc.message)
     if isinstance(exc, client_errors.Unavailable | client_errors.TooManyRequests):
         return CliFailure(exc.message, "The server is busy or its store is down: try again later")
     return CliFailure(exc.message)

@@ -8,32 +8,38 @@ same jobs), turns on the demo handlers unless SPOOL_DEMO_HANDLERS says
 otherwise, and prints the key with a curl line that works as pasted. Keys
 from SPOOL_API_KEYS are never printed, and the store URL is shown redacted.
 Ctrl-C (or SIGTERM) stops accepting, lets running requests and jobs finish,
-and exits 0. `--processes N` serves the port from N such server processes
-under a supervisor that runs the emulated worker once (local/multiproc.py).
+and exits 0; a second Ctrl-C stops at once, exit 130 (StopSignals). `--processes
+N` serves the port from N such server processes under a supervisor that runs
+the emulated worker once (local/multiproc.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import secrets
 import shlex
 import signal
 import sys
+import threading
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from chalicelib import runtime as runtime_module
 from chalicelib.models import DEFAULT_TENANT
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime
-from local.cli_errors import CliFailure, UsageError
+from local.cli_errors import EXIT_INTERRUPTED, CliFailure, UsageError
 
 DEV_TENANT = DEFAULT_TENANT
 DEMO_VARIABLE = "SPOOL_DEMO_HANDLERS"
 METRICS_KEYS = "SPOOL_METRICS_KEYS"
 MAX_WAITS = "SPOOL_MAX_WAITS"
 MAX_THREADS = 1024
+STOPPING = "stopping: finishing running requests and jobs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +84,92 @@ def _threads(text: str) -> int:
     if not 1 <= threads <= MAX_THREADS:
         raise argparse.ArgumentTypeError(f"must be 1-{MAX_THREADS}, not {text!r}")
     return threads
+
+
+class StopSignals:
+    """Ctrl-C and SIGTERM for a command that runs until stopped (serve, worker).
+
+    The first asks for a graceful stop: one line says so, `stop` runs once, the
+    command finishes what is running and exits 0. A second Ctrl-C stops at once,
+    exit 130: what was running is abandoned (a job's lease lapses and it runs
+    again). A second SIGTERM changes nothing: a supervisor sends one to each
+    process, and Ctrl-C in a terminal reaches every process of the group too.
+
+    A Python signal handler runs in the main thread between two bytecodes, maybe
+    while that thread holds a lock (inside threading.Event.set, a print): a
+    handler that takes the same lock never returns. So the handler only sets
+    plain attributes, calls `wake` (which must be lock-free too) and writes to a
+    pipe with os.write; `stop`, which may take locks, runs on a thread of its own
+    that the pipe wakes. Use it as a context manager: leaving restores the
+    handlers that were there before, unless a stop was asked: the command is then
+    on its way out, and a Ctrl-C during the rest of it (closing the store) still
+    stops at once, rather than raising KeyboardInterrupt into that clean-up.
+    """
+
+    def __init__(
+        self,
+        stop: Callable[[], None] | None = None,
+        wake: Callable[[], None] | None = None,
+        notice: str | None = None,
+    ) -> None:
+        self.requested = False
+        self._stop = stop
+        self._wake = wake
+        # None: say nothing (the server processes of `--processes N`: their
+        # supervisor speaks for them).
+        self._notice = notice
+        self._previous: dict[int, Any] = {}
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)  # a handler never blocks on it
+
+    def __enter__(self) -> StopSignals:
+        threading.Thread(target=self._relay, name="spool-stop", daemon=True).start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self.requested:  # once requested, _handle never touches the pipe again
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+        self._poke()  # the relay thread ends (calling nothing unless a stop was asked)
+        os.close(self._write)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            if signum == signal.SIGINT:
+                self._say("spool: interrupted.\n")
+                os._exit(EXIT_INTERRUPTED)
+            return
+        self.requested = True
+        if self._notice is not None:
+            self._say(f"spool: {self._notice} (Ctrl-C again stops at once)\n")
+        if self._wake is not None:
+            self._wake()
+        self._poke()
+
+    def _say(self, text: str) -> None:
+        """One line on stderr, written past sys.stderr (its buffer has a lock)."""
+        if self._notice is not None:
+            with contextlib.suppress(OSError):
+                os.write(2, text.encode("utf-8", "replace"))
+
+    def _poke(self) -> None:
+        with contextlib.suppress(OSError):  # the relay already gone: nothing to wake
+            os.write(self._write, b"x")
+
+    def _relay(self) -> None:
+        try:
+            os.read(self._read, 1)
+        finally:
+            os.close(self._read)
+        if self.requested and self._stop is not None:
+            self._stop()
 
 
 def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
@@ -144,6 +236,7 @@ def banner(
         "  demo    "
         + ("echo, sleep, fail" if demo else "off")
         + f" ({DEMO_VARIABLE}={'true' if demo else 'false'})",
+        f"  ui      {url}/ui (the dashboard: paste the API key)",
     ]
     if generated:
         lines.append(f"  dev API key (tenant {DEV_TENANT}), made for this run: {key}")
@@ -159,12 +252,20 @@ def banner(
         lines.append(f"  curl -s {shlex.quote(url + '/status/<id>?wait=5')} -H {header}")
     else:
         lines.append(f"  curl -s {url}/openapi.json -H {header}   # the job types on offer")
-    lines.append("Ctrl-C stops.")
+    # What README's "Try it" has people type: `spool` and spool_client read these two.
+    lines.append("or point the command line and the Python client at it, in another terminal:")
+    lines.append(f"  export SPOOL_URL={shlex.quote(url)} SPOOL_API_KEY={shlex.quote(shown)}")
+    if demo:
+        lines.append('  spool enqueue echo --payload \'{"hello": "world"}\'')
+    lines.append(
+        "Ctrl-C stops (running requests and jobs finish first; press it twice to stop at once)."
+    )
     return "\n".join(lines)
 
 
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     import app as spool_app
+    from chalicelib.api import routes
     from local.emulator import Emulator
     from local.http_limits import HttpLimits
     from local.server import DEFAULT_THREADS, ChaliceWSGI, Server
@@ -176,6 +277,11 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     if args.processes != 1 and args.listen_fd is None:
         return serve_processes(rt, args, threads, key, generated)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime
+    try:
+        check_api_settings(routes.current)  # the edge app.py's routes will use
+    except UsageError:
+        runtime_module.reset(None)
+        raise
     sock = None
     if args.listen_fd is not None:  # one of `--processes N`'s server processes
         from local.multiproc import inherited_socket
@@ -200,30 +306,40 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
         runtime_module.reset(None)
         raise UsageError(str(exc), "Fix the variable and start again") from None
     emulator = None if args.no_worker else Emulator(spool_app.app, rt)
-
-    def stop(signum: int, frame: Any) -> None:
-        server.stop(wait=None)
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    if emulator is not None:
-        emulator.start()
-    if args.supervisor_pid is not None:
-        from local.multiproc import exit_with_supervisor, report_ready
-
-        exit_with_supervisor(args.supervisor_pid, lambda: server.stop(wait=None))
-        report_ready(args.ready_fd)
-    else:
-        print(banner(server.url, rt, key, generated, emulator is not None), flush=True)
-    try:
-        server.serve()
-    finally:
+    signals = StopSignals(
+        wake=lambda: server.stop(wait=None),  # lock-free: see Server.stop
+        notice=None if args.supervisor_pid is not None else STOPPING,
+    )
+    with signals:
         if emulator is not None:
-            emulator.stop()
-        runtime_module.reset(None)
+            emulator.start()
+        if args.supervisor_pid is not None:
+            from local.multiproc import exit_with_supervisor, report_ready
+
+            exit_with_supervisor(args.supervisor_pid, lambda: server.stop(wait=None))
+            report_ready(args.ready_fd)
+        else:
+            print(banner(server.url, rt, key, generated, emulator is not None), flush=True)
+        try:
+            server.serve()
+        finally:
+            if emulator is not None:
+                emulator.stop()
+            runtime_module.reset(None)
     if args.supervisor_pid is None:
         print("spool: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def check_api_settings(build: Callable[[], object]) -> None:
+    """Build the API's edge now (keys, result cache, long-poll caps, limits, metrics),
+    so a bad setting stops `spool serve` before its banner. Built on the first
+    request instead, it answered every request, /health too, 503 `misconfigured`
+    while the banner said all was well."""
+    try:
+        build()
+    except ValueError as exc:  # ConfigError, or a parser's ValueError naming the variable
+        raise UsageError(str(exc), "Fix the variable and start again") from None
 
 
 def store_down(rt: Runtime) -> bool:
@@ -242,6 +358,7 @@ def serve_processes(
 ) -> int:
     """`--processes N`: N server processes on one port, the emulated worker here, once."""
     import app as spool_app
+    from chalicelib.api.routes import Edge
     from local.emulator import Emulator
     from local.http_limits import HttpLimits
     from local.multiproc import MAX_PROCESSES, Supervisor, listening_sockets
@@ -257,6 +374,7 @@ def serve_processes(
         HttpLimits.from_settings(rt.settings)  # refused here, not N times over
     except ValueError as exc:
         raise UsageError(str(exc), "Fix the variable and start again") from None
+    check_api_settings(lambda: Edge(rt))  # each server process builds its own
     try:
         sockets = listening_sockets(args.host, args.port, args.processes)
     except OSError as exc:
@@ -268,26 +386,22 @@ def serve_processes(
     # and demo switch with_dev_key put there, and this process's cap on long-polls.
     env = {**os.environ, MAX_WAITS: rt.settings.text(MAX_WAITS)}
     supervisor = Supervisor(sockets, threads, env, store_down=lambda: store_down(rt))
-
-    def stop(signum: int, frame: Any) -> None:
-        supervisor.request_stop()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    supervisor.start()
-    runtime_module.reset(rt)
-    emulator = None if args.no_worker else Emulator(spool_app.app, rt)
-    if emulator is not None:
-        emulator.start()
-    host, port = sockets[0].getsockname()[:2]
-    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    print(banner(url, rt, key, generated, emulator is not None, args.processes), flush=True)
-    try:
-        code = supervisor.watch()
-    finally:
-        supervisor.stop()
+    # request_stop sets a threading.Event: on StopSignals' thread, never in the handler.
+    with StopSignals(stop=supervisor.request_stop, notice=STOPPING):
+        supervisor.start()
+        runtime_module.reset(rt)
+        emulator = None if args.no_worker else Emulator(spool_app.app, rt)
         if emulator is not None:
-            emulator.stop()
-        runtime_module.reset(None)
+            emulator.start()
+        host, port = sockets[0].getsockname()[:2]
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        print(banner(url, rt, key, generated, emulator is not None, args.processes), flush=True)
+        try:
+            code = supervisor.watch()
+        finally:
+            supervisor.stop()
+            if emulator is not None:
+                emulator.stop()
+            runtime_module.reset(None)
     print("spool: stopped", file=sys.stderr, flush=True)
     return code

@@ -16,6 +16,7 @@ thread and stopped from code, which the tests and `spool serve` need.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import http
 import logging
@@ -280,7 +281,10 @@ class Server:
         # waitress logs "Task queue depth is N" whenever all threads are busy:
         # normal under load with keep-alive clients, noise on a terminal.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
-        self._stopping = threading.Event()
+        # Plain attributes, not a threading.Event: stop() runs in signal handlers, and
+        # Event.set takes a lock a second signal could find already held (a deadlock).
+        self._stop_requested = False
+        self._closed = False
         self._stopped = threading.Event()
 
     @property
@@ -299,7 +303,7 @@ class Server:
         """Serve until stop(); then finish running requests (up to 5 s) and close."""
         interval = self.limits.sweep_interval  # read once: the loop turns per event
         try:
-            while not self._stopping.is_set():
+            while not self._stop_requested:
                 wasyncore.loop(
                     timeout=interval,
                     map=self._server._map,
@@ -307,6 +311,7 @@ class Server:
                     count=1,
                 )
         finally:
+            self._closed = True  # stop() no longer pulls the trigger close_all closes
             self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
             wasyncore.close_all(self._server._map)
             self._stopped.set()
@@ -318,8 +323,14 @@ class Server:
 
     def stop(self, wait: float | None = 10.0) -> None:
         """Ask the loop to stop and wait for it; from a signal handler interrupting
-        serve() itself, pass wait=None (serve() cannot finish until it returns)."""
-        self._stopping.set()
-        self._server.pull_trigger()
+        serve() itself, pass wait=None (serve() cannot finish until it returns).
+
+        With wait=None it takes no lock, so a signal handler may call it even while
+        an earlier call is under way: a plain attribute, and one byte written to
+        waitress's trigger pipe (pull_trigger without a thunk) to wake the loop."""
+        self._stop_requested = True
+        if not self._closed:
+            with contextlib.suppress(OSError):  # closed by serve() meanwhile
+                self._server.pull_trigger()
         if wait is not None:
             self._stopped.wait(wait)

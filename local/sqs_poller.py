@@ -1,4 +1,5 @@
-"""Feed SQS messages to app.py's SQS handler the way Lambda's event source mapping does.
+"""Feed SQS messages to app.py's SQS handler the way Lambda's event source mapping does,
+and invoke its scheduled handler the way EventBridge's rule does.
 
 On AWS, Lambda polls the queue, gathers up to `batch_size` records (for up to
 `batching_window` seconds, the event source's MaximumBatchingWindowInSeconds,
@@ -9,11 +10,19 @@ deletes none, and they all come back once their visibility timeout passes. This 
 against any SQS endpoint (moto_server on 127.0.0.1 in the tests), with the
 same event shape, so the handler tested offline is the handler deployed.
 
+Between batches it also invokes app.py's scheduled functions (`drain_due`) at
+their rate (once a minute), with EventBridge's event, as the deployed rule does:
+without them jobs delayed past SQS's 15 minutes, jobs whose message was lost,
+periodic schedules and webhooks never happen (`--no-schedule` leaves them out).
+One invocation at a time, as in one Lambda container.
+
     SPOOL_STORE_URL='dynamodb://jobs?queue=jobs&endpoint=http://127.0.0.1:5000' \\
         .venv/bin/python -m local.sqs_poller
 
 The queue and endpoint come from the store URL (the same one the handler's
-runtime uses), so there is nothing else to configure.
+runtime uses), so there is nothing else to configure. With SPOOL_API_KEYS unset
+it offers the demo handlers unless SPOOL_DEMO_HANDLERS says otherwise, as
+`spool serve` does (local/serve.py), so every job type the API accepts runs.
 """
 
 from __future__ import annotations
@@ -21,15 +30,17 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
+import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chalice.app import Chalice, SQSEventConfig
+from chalice.app import Chalice, Rate, ScheduledEventConfig, SQSEventConfig
 from chalice.local import LambdaContext
 
 if TYPE_CHECKING:
@@ -39,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("spool.sqs_poller")
 
 FUNCTION_TIMEOUT_MS = 900_000
+DEMO_VARIABLE = "SPOOL_DEMO_HANDLERS"  # as local/serve.py's
+RATE_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,75 @@ def failed_ids(response: Any, batch: Sequence[str]) -> set[str]:
             return set(batch)
         ids.add(item)
     return ids
+
+
+def schedule_period(expression: object) -> float | None:
+    """Seconds between a schedule's invocations: Rate(1, MINUTES) or "rate(1 minute)";
+    None for a cron expression, which this poller does not emulate."""
+    if isinstance(expression, Rate):
+        return float(expression.value * RATE_SECONDS[expression.unit])
+    found = re.fullmatch(r"rate\((\d+) (minute|hour|day)s?\)", str(expression).strip())
+    if found is None:
+        return None
+    return float(int(found.group(1)) * RATE_SECONDS[found.group(2).upper() + "S"])
+
+
+class Schedule:
+    """app.py's scheduled functions, invoked at their rates as EventBridge's rules would
+    invoke them: the first time when the poller starts, so a restart catches up at once."""
+
+    def __init__(
+        self,
+        app: Chalice,
+        timeout_ms: int = FUNCTION_TIMEOUT_MS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.timeout_ms = timeout_ms
+        self.clock = clock
+        self.periods: dict[str, float] = {}
+        for source in app.event_sources:
+            if not isinstance(source, ScheduledEventConfig):
+                continue
+            period = schedule_period(source.schedule_expression)
+            if period is None:
+                log.warning("%s runs on a cron schedule: not invoked here", source.name)
+            else:
+                self.periods[source.name] = period
+        self.next_at = dict.fromkeys(self.periods, clock())
+        self.invocations = 0
+
+    def describe(self) -> str:
+        every = [f"{name} every {period:g}s" for name, period in self.periods.items()]
+        return ", ".join(every) or "none (app.py has no rate schedule)"
+
+    def run_due(self) -> int:
+        """Invoke each function whose time has come; returns how many were invoked.
+        A failed invocation is logged and waits for its next time, as EventBridge's
+        rule does once its retries are spent."""
+        from chalicelib.errors import StoreUnavailable
+        from local.emulator import scheduled_event
+
+        invoked = 0
+        for name, period in self.periods.items():
+            now = self.clock()
+            if now < self.next_at[name]:
+                continue
+            self.next_at[name] = now + period
+            context = LambdaContext(name, memory_size=1024, max_runtime_ms=self.timeout_ms)
+            self.invocations += 1
+            invoked += 1
+            try:
+                done = self.app.handler_map[name](scheduled_event(self.app, name), context)
+            except StoreUnavailable as exc:
+                log.warning("the scheduled %s found the store unavailable: %s", name, exc.message)
+                continue
+            except Exception:
+                log.exception("the scheduled %s raised; it runs again in %gs", name, period)
+                continue
+            if isinstance(done, Mapping) and any(done.values()):  # it released or enqueued
+                log.info("scheduled %s: %s", name, dict(done))
+        return invoked
 
 
 class SqsPoller:
@@ -180,8 +262,10 @@ class SqsPoller:
         stop: threading.Event,
         idle_exit: float | None = None,
         max_seconds: float | None = None,
+        schedule: Schedule | None = None,
     ) -> int:
-        """Poll until stopped (or idle for idle_exit seconds, or max_seconds pass); returns
+        """Poll until stopped (or idle for idle_exit seconds, or max_seconds pass),
+        invoking the scheduled functions between batches when they are due; returns
         how many messages were handled and deleted."""
         started = last_work = time.monotonic()
         deleted = 0
@@ -191,6 +275,8 @@ class SqsPoller:
                 break
             if idle_exit is not None and now - last_work >= idle_exit:
                 break
+            if schedule is not None:
+                schedule.run_due()
             try:
                 result = self.poll_once()
             except Exception as exc:  # the queue is unreachable: back off, as Lambda does
@@ -203,27 +289,54 @@ class SqsPoller:
         return deleted
 
 
+def demo_default(environ: MutableMapping[str, str]) -> bool:
+    """Offer the demo handlers when `spool serve` would (local/serve.py with_dev_key):
+    in laptop mode, SPOOL_API_KEYS unset, unless SPOOL_DEMO_HANDLERS is set either way.
+    Otherwise the API takes `echo` jobs that this worker buries as unknown types.
+    Sets the variable, so the runtime this process builds offers them too."""
+    if not environ.get("SPOOL_API_KEYS", "").strip() and not environ.get(DEMO_VARIABLE, "").strip():
+        environ[DEMO_VARIABLE] = "true"
+    return environ.get(DEMO_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Feed SQS messages to app.py's SQS handler.")
+    parser = argparse.ArgumentParser(
+        description="Feed SQS messages to app.py's SQS handler, and invoke its scheduled "
+        "handler at its rate, as Lambda does."
+    )
     parser.add_argument("--idle-exit", type=float, default=None, help="stop after N idle seconds")
     parser.add_argument("--max-seconds", type=float, default=None, help="stop after N seconds")
     parser.add_argument("--wait", type=int, default=1, help="long-poll seconds per receive")
     parser.add_argument(
         "--window", type=float, default=0.0, help="batching window seconds, as the event source's"
     )
+    parser.add_argument(
+        "--no-schedule",
+        dest="schedule",
+        action="store_false",
+        help="do not invoke app.py's scheduled functions (drain_due, once a minute)",
+    )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from chalicelib import logs
+    from local.cli_errors import report
 
-    import app as spool_app
-    from chalicelib import runtime as runtime_module
+    demo = demo_default(os.environ)
+    try:
+        # One handler, Spool's (a basicConfig beside it printed every line twice).
+        logs.configure(default_level="INFO")
+        import app as spool_app
+        from chalicelib import runtime as runtime_module
 
-    rt = runtime_module.current()
+        rt = runtime_module.current()
+    except Exception as exc:  # a bad SPOOL_* setting: one line, as `spool` prints it
+        return report(exc)
     dispatch = getattr(rt.store, "dispatch", None)
     if dispatch is None:
         print(
             "spool: SPOOL_STORE_URL names no SQS queue (dynamodb://TABLE?queue=...)",
             file=sys.stderr,
         )
+        rt.close()
         return 2
     poller = SqsPoller(
         spool_app.app,
@@ -232,11 +345,22 @@ def main(argv: list[str] | None = None) -> int:
         wait_seconds=args.wait,
         batching_window=args.window,
     )
+    schedule = Schedule(spool_app.app) if args.schedule else None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     print(f"spool: polling {dispatch.queue_url} for {poller.function}", flush=True)
-    handled = poller.run(stop, idle_exit=args.idle_exit, max_seconds=args.max_seconds)
+    print(
+        "  scheduled  "
+        + (schedule.describe() if schedule is not None else "off (--no-schedule)")
+        + "\n  demo       "
+        + ("echo, sleep, fail" if demo else "off")
+        + f" ({DEMO_VARIABLE}={'true' if demo else 'false'})",
+        flush=True,
+    )
+    handled = poller.run(
+        stop, idle_exit=args.idle_exit, max_seconds=args.max_seconds, schedule=schedule
+    )
     print(f"spool: handled {handled} message(s)", flush=True)
     rt.close()
     return 0

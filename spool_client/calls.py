@@ -68,16 +68,18 @@ def settings(url: str | None, key: str | None) -> tuple[str, str | None]:
 
     Checked here, where the mistake is made, rather than failing on the first
     request as an unreachable host (no scheme) or an encoding error (a key with
-    a space or a non-ASCII letter, which no server key can match anyway).
+    a space or a non-ASCII letter, which no server key can match anyway). An
+    empty variable is an unset one (docs/settings.md), and so is key="": no key
+    is sent, and the server answers "missing API key".
     """
-    base = (url or os.environ.get(URL_VARIABLE) or DEFAULT_URL).strip()
+    base = (url or os.environ.get(URL_VARIABLE, "").strip() or DEFAULT_URL).strip()
     if not base.startswith(("http://", "https://")) or len(base) <= len("https://"):
         raise ValueError(f"the server URL must start with http:// or https://, not {base!r}")
     if "?" in base or "#" in base:
         raise ValueError("the server URL is a base (scheme, host, optional path): no ? or #")
     _check_base(base)
-    key = key if key is not None else os.environ.get(KEY_VARIABLE)
-    if key is not None and not _VISIBLE_ASCII.fullmatch(key):
+    key = key if key is not None else os.environ.get(KEY_VARIABLE, "").strip()
+    if key and not _VISIBLE_ASCII.fullmatch(key):
         raise ValueError("an API key is visible ASCII characters only (no spaces)")
     return base.rstrip("/"), key or None
 

@@ -27,7 +27,7 @@ from spool_client.errors import (
     error_for,
 )
 from spool_client.models import Enqueued, Job, Page, Redriven
-from spool_client.retry import RETRY_STATUSES, RetryPolicy, maybe_sent, retry_after, retryable
+from spool_client.retry import RetryPolicy, maybe_sent, retried_answer, retry_after, retryable
 
 
 class Client:
@@ -99,7 +99,7 @@ class Client:
                 time.sleep(wait)
                 continue
             body = _json(response)
-            if response.status_code in RETRY_STATUSES:
+            if retried_answer(response.status_code, body):  # not a 503 `misconfigured`
                 after = retry_after(response)
                 wait = call.retry_within(self.retry.delay(tries, started, after), time.monotonic())
                 if wait is not None:

@@ -2,12 +2,13 @@
 
 Retried: a connection that failed or broke (the request may or may not have
 reached the server), 429 (too many waits), and 502/503/504 (the server or its
-store is briefly down). Retrying is safe for every call this client makes:
-reads change nothing, every enqueue carries an idempotency key (a second try
-of a write that did commit gets the same job back, never a second one), and a
-cancel or redrive whose retry finds the work already done settles on the job
-as it stands (see client.py). Anything else (a 4xx, a 500) is an answer and is
-raised at once.
+store is briefly down), except a 503 `misconfigured`: a malformed server setting
+answers every request the same until its operator fixes it. Retrying is safe
+for every call this client makes: reads change nothing, every enqueue carries an
+idempotency key (a second try of a write that did commit gets the same job back,
+never a second one), and a cancel or redrive whose retry finds the work already
+done settles on the job as it stands (see client.py). Anything else (a 4xx, a
+500) is an answer and is raised at once.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import ssl
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import Any
 
 import httpx
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Error codes of a retried status that no retry changes: raised at once, not after
+# a minute of backoff (Client().health() against a misconfigured server took ~30 s).
+PERMANENT_CODES = frozenset({"misconfigured"})
 
 # Failures that happen before a byte of the request left this machine: the
 # server cannot have acted on it. Every other transport failure is ambiguous.
@@ -86,6 +91,16 @@ class RetryPolicy:
 
 
 NO_RETRY = RetryPolicy(attempts=1)
+
+
+def retried_answer(status: int, body: Any) -> bool:
+    """Is this answer worth another try: a status in RETRY_STATUSES whose error
+    code (Spool's `{"error": {"code"}}`, when the body has one) is not permanent."""
+    if status not in RETRY_STATUSES:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code not in PERMANENT_CODES
 
 
 def retryable(exc: httpx.TransportError) -> bool:

@@ -727,7 +727,9 @@ def test_local_redrive_all_stops_when_the_same_jobs_come_back(
     same = [SimpleNamespace(id=f"j_{n:032x}") for n in range(500)]
     calls: list[int] = []
 
-    def redrive_all(self: Any, tenant: Any, queue: Any = None, limit: int = 0) -> list[Any]:
+    def redrive_all(
+        self: Any, tenant: Any, queue: Any = None, type_: Any = None, limit: int = 0
+    ) -> list[Any]:
         calls.append(limit)
         return same
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from chalicelib import settings_catalog as catalog
-from chalicelib.config import Settings
+from chalicelib.config import BOUNDS, Settings
 from chalicelib.settings_catalog import BY_NAME, CATALOG, WRITE_COMMAND
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,7 +176,11 @@ SAMPLES = {"text": "x", "integer": "7", "number": "7.5", "flag": "true", "list":
 
 @pytest.mark.parametrize("entry", [s for s in CATALOG if s.field], ids=lambda s: s.name)
 def test_the_variable_fills_the_field_the_catalog_names(entry: catalog.Setting) -> None:
-    settings = Settings.from_env({entry.name: SAMPLES[entry.type]})
+    # A bounded number gets a sample inside the range config.py accepts (7 bytes is no
+    # body limit): just above its minimum, never its default.
+    bounds = BOUNDS.get(entry.name)
+    sample = str(int(bounds[0]) + 1) if bounds else SAMPLES[entry.type]
+    settings = Settings.from_env({entry.name: sample})
     assert not _same(getattr(settings, entry.field or ""), entry.default)
 
 

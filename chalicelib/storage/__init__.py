@@ -3,13 +3,15 @@ stays fast and the Lambda package never loads psycopg or SQLite code it does not
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import import_module
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from chalicelib.clock import Clock
 from chalicelib.storage.base import JobStore
 
 DEFAULT_STORE_URL = "sqlite:///.spool/spool.db"
+SQLITE_OPTIONS = ("durability", "synchronous")  # read by storage/sqlite.py's from_url
 
 # scheme -> (module, factory function taking (url, clock))
 _BACKENDS = {
@@ -67,5 +69,45 @@ def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
             f"{parts.netloc}{parts.path}) and four before an absolute one (sqlite:////abs/x.db)"
         )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
-    options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    options = url_options(parts.query, "sqlite", SQLITE_OPTIONS)
     return path or ".spool/spool.db", options
+
+
+def url_options(query: str, scheme: str, known: Sequence[str]) -> dict[str, str]:
+    """A store URL's query as {option: value}, every option one the store reads (an
+    empty value is left out: the store's default holds).
+
+    An option given twice, or one the store does not read (a typo such as
+    `durabilty=full` would otherwise leave the default quietly in force), is a
+    ConfigError naming it and the options there are.
+    """
+    pairs = parse_qsl(query, keep_blank_values=True)
+    names = [name for name, _ in pairs]
+    for name in names:
+        if name not in known:
+            raise unknown_option(name, scheme, known)
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise config_error(f"option {twice[0]!r} is given more than once; give it once")
+    return {name: value for name, value in pairs if value}
+
+
+def unknown_option(
+    name: str, scheme: str, known: Sequence[str], more: str = "", others: Sequence[str] = ()
+) -> ValueError:
+    """The error for an option a store URL does not take: it names the option, the
+    nearest known one when it looks like a typo, and every option the store reads
+    (`more` says what else is passed on, such as libpq's parameters, found in `others`)."""
+    from difflib import get_close_matches
+
+    close = get_close_matches(name, [*known, *others], n=1, cutoff=0.75)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    takes = f"takes {', '.join(known)}" if known else "takes no options"
+    return config_error(f"unknown option {name!r}{hint}: a {scheme}:// URL {takes}{more}")
+
+
+def config_error(message: str) -> ValueError:
+    """A ConfigError (a ValueError: open_store adds the setting's name and the URL)."""
+    from chalicelib.config import ConfigError  # here: config imports this module
+
+    return ConfigError(message)

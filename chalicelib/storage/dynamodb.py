@@ -193,11 +193,15 @@ REFUSED_OBJECT_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
 UNREADABLE_RETRY = RetryPolicy(base=2.0, cap=300.0)
 
 
+class NoBucket(LookupError):
+    """A job's payload or result is kept in S3, and this store's URL names no bucket."""
+
+
 @dataclass(frozen=True)
 class _BlobProblem:
     """Why a claimed job's payload object could not be read (DynamoStore._load)."""
 
-    url: str  # s3://bucket/key
+    url: str  # s3://bucket/key (the key alone when the store has no bucket)
     missing: bool  # gone for good (NoSuchKey), not refused or failed
     message: str
     cause: BaseException
@@ -496,12 +500,12 @@ class DynamoStore:
         run the handler on the marker (see _claimed_job).
         """
         payload_ref = get_s(item, "payload_ref")
-        if payload_ref is not None and self.blobs is not None:
+        if payload_ref is not None:
             payload = self._blob_value(payload_ref, "payload", payload_problem)
         else:
             payload = json.loads(get_s(item, "payload") or "{}")
         result_ref = get_s(item, "result_ref")
-        if result_ref is not None and self.blobs is not None:
+        if result_ref is not None:
             result = self._blob_value(result_ref, "result", None)
         else:
             raw = get_s(item, "result")
@@ -511,8 +515,20 @@ class DynamoStore:
         return job
 
     def _blob_value(self, ref: str, kind: str, problems: list[_BlobProblem] | None) -> Any:
-        """The JSON value kept in S3 under `ref`, or a marker when it cannot be read."""
-        assert self.blobs is not None
+        """The JSON value kept in S3 under `ref`, or a marker when it cannot be read.
+
+        A store opened without `bucket=` cannot read one at all (the job was added
+        or finished by a store that had it): `*_unreadable`, saying to add it, never
+        an empty payload or a null result as if that were the job's."""
+        if self.blobs is None:
+            message = (
+                f"its {kind} is kept in S3 (key {ref}) but SPOOL_STORE_URL names no "
+                "bucket: add bucket=BUCKET, the bucket of the store that wrote it"
+            )
+            if problems is not None:
+                problems.append(_BlobProblem(ref, False, message, NoBucket(message)))
+            log.warning("job %s: %s", _job_of_ref(ref), message)
+            return {"error": f"{kind}_unreadable", "object": ref, "message": message}
         url = f"s3://{self.blobs.bucket}/{ref}"
         try:
             return json.loads(self.blobs.get(ref))
@@ -573,7 +589,8 @@ class DynamoStore:
         too_big = [i for i in fresh if len(payloads[i]) > INLINE_LIMIT and self.blobs is None]
         if too_big:
             raise PayloadTooLarge(
-                f"payload over {INLINE_LIMIT} bytes and no bucket is configured",
+                f"payload over {INLINE_LIMIT} bytes and no bucket is configured: "
+                "add bucket=BUCKET to SPOOL_STORE_URL to keep big payloads in S3",
                 {"index": too_big[0]},
             )
         offloaded: dict[int, str] = {}

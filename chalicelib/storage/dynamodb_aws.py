@@ -14,13 +14,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import StoreNotMigrated, StoreUnavailable
+from chalicelib.storage import config_error, url_options
 from chalicelib.storage.dynamodb_schema import table_definition
 
 if TYPE_CHECKING:
@@ -30,6 +31,28 @@ if TYPE_CHECKING:
 
 INLINE_LIMIT = 300 * 1024  # the biggest payload a record takes when there is no bucket
 RECORD_LIMIT = 390 * 1024  # payload + result + the rest, under DynamoDB's 400 KB item limit
+# What create=1 gives the jobs queue, as infra/generate.py gives the deployed one
+# (tests/test_infra.py checks they agree): deliveries before the dead-letter queue, and
+# the visibility timeout, twice run_jobs' 240 s Lambda timeout (docs/aws.md).
+MAX_RECEIVE_COUNT = 4
+VISIBILITY_TIMEOUT = 480
+# The options a dynamodb:// URL takes (DynamoConfig's fields; docs/aws.md).
+URL_OPTIONS = (
+    "queue",
+    "bucket",
+    "endpoint",
+    "region",
+    "shards",
+    "counter_shards",
+    "offload_bytes",
+    "retention_days",
+    "reap_every",
+    "lost_after",
+    "create",
+)
+FLAG_WORDS = dict.fromkeys(("1", "true", "yes", "on"), True) | dict.fromkeys(
+    ("0", "false", "no", "off"), False
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,30 +79,45 @@ class DynamoConfig:
         table = (parts.netloc + parts.path).strip("/")
         if not table:
             raise ValueError(f"a dynamodb:// URL needs a table name: {url!r}")
-        options = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        options = url_options(parts.query, "dynamodb", URL_OPTIONS)
 
-        def number(key: str, default: float) -> float:
+        def number(key: str, default: float, least: float = 0.0) -> float:
             raw = options.get(key)
-            return default if raw in (None, "") else float(raw)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                value = float("nan")
+            if not least <= value < float("inf"):  # also refuses NaN
+                raise config_error(f"{key} must be a number of at least {least:g}, not {raw!r}")
+            return value
 
+        def whole(key: str, default: int) -> int:
+            raw = options.get(key, str(default))
+            if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+                raise config_error(f"{key} must be a whole number of at least 1, not {raw!r}")
+            return int(raw)
+
+        create = options.get("create", "0").lower()
+        if create not in FLAG_WORDS:
+            raise config_error(f"create must be 1 or 0 (true or false), not {create!r}")
         config = cls(
             table=table,
-            queue=options.get("queue") or None,
-            bucket=options.get("bucket") or None,
-            endpoint=options.get("endpoint") or None,
-            region=options.get("region") or None,
-            shards=int(number("shards", 1)),
-            counter_shards=int(number("counter_shards", 4)),
-            offload_bytes=int(number("offload_bytes", 100 * 1024)),
+            queue=options.get("queue"),
+            bucket=options.get("bucket"),
+            endpoint=options.get("endpoint"),
+            region=options.get("region"),
+            shards=whole("shards", 1),
+            counter_shards=whole("counter_shards", 4),
+            offload_bytes=whole("offload_bytes", 100 * 1024),
             retention_days=number("retention_days", 30.0),
             reap_every=number("reap_every", 0.0),
             lost_after=number("lost_after", 600.0),
-            create=options.get("create", "").lower() in ("1", "true", "yes"),
+            create=FLAG_WORDS[create],
         )
-        if config.shards < 1 or config.counter_shards < 1:
-            raise ValueError("shards and counter_shards must be at least 1")
         if not 0 < config.offload_bytes <= INLINE_LIMIT:
-            raise ValueError(f"offload_bytes must be between 1 and {INLINE_LIMIT}")
+            raise config_error(f"offload_bytes must be between 1 and {INLINE_LIMIT}")
         return config
 
 
@@ -122,18 +160,27 @@ def create_resources(
     sqs: SQSClient | None = None,
     s3: S3Client | None = None,
 ) -> None:
-    """Create what infra/resources.json creates on AWS, for moto and local runs."""
+    """Create what infra/resources.json creates on AWS, for moto and local runs.
+
+    Two processes may do it at once (docs/aws.md starts `spool serve` and the poller
+    together): a table the other is creating is waited for, not an error."""
     try:
         ddb.describe_table(TableName=config.table)
     except ddb.exceptions.ResourceNotFoundException:
-        ddb.create_table(**table_definition(config.table))
+        try:
+            ddb.create_table(**table_definition(config.table))
+        except ddb.exceptions.ResourceInUseException:
+            created = False  # the other process made it and sets its TTL
+        else:
+            created = True
         ddb.get_waiter("table_exists").wait(
             TableName=config.table, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
         )
-        ddb.update_time_to_live(
-            TableName=config.table,
-            TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
-        )
+        if created:
+            ddb.update_time_to_live(
+                TableName=config.table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"},
+            )
     if sqs is not None and config.queue and "://" not in config.queue:
         try:
             sqs.get_queue_url(QueueName=config.queue)
@@ -142,10 +189,14 @@ def create_resources(
             dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
             redrive = {
                 "deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"],
-                "maxReceiveCount": 5,
+                "maxReceiveCount": MAX_RECEIVE_COUNT,
             }
             sqs.create_queue(
-                QueueName=config.queue, Attributes={"RedrivePolicy": json.dumps(redrive)}
+                QueueName=config.queue,
+                Attributes={
+                    "RedrivePolicy": json.dumps(redrive),
+                    "VisibilityTimeout": str(VISIBILITY_TIMEOUT),
+                },
             )
     if s3 is not None and config.bucket:
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
@@ -166,6 +217,15 @@ _UNAVAILABLE = {
 }
 
 
+def not_created(table: str | None) -> str:
+    """What to do about a missing table: `spool db migrate` is Postgres's, not this store's."""
+    named = f"the DynamoDB table {table!r}" if table else "the DynamoDB table"
+    return (
+        f"{named} does not exist: deploy it (infra/, docs/aws.md), or, offline "
+        "(moto_server, DynamoDB Local), add create=1 to SPOOL_STORE_URL to create it"
+    )
+
+
 def aws_errors(method: Callable[P, R]) -> Callable[P, R]:
     """Map AWS failures to the store's errors, so the edge answers 503, not 500."""
 
@@ -176,10 +236,8 @@ def aws_errors(method: Callable[P, R]) -> Callable[P, R]:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ResourceNotFoundException":
-                raise StoreNotMigrated(
-                    "the DynamoDB table does not exist; deploy infra/ or open with ?create=1",
-                    {"code": code},
-                ) from exc
+                table = getattr(getattr(args[0], "config", None), "table", None) if args else None
+                raise StoreNotMigrated(not_created(table), {"code": code}) from exc
             if code in _UNAVAILABLE or code.startswith("5"):
                 raise StoreUnavailable(f"DynamoDB is unavailable: {code}") from exc
             raise

@@ -612,4 +612,9 @@ class MemoryStore:
 
 
 def from_url(url: str, clock: Clock | None = None) -> MemoryStore:
+    from urllib.parse import urlsplit
+
+    from chalicelib.storage import url_options
+
+    url_options(urlsplit(url).query, "memory", ())  # it has none: memory://?x=1 is a typo
     return MemoryStore(clock)

@@ -68,7 +68,14 @@ from chalicelib.models import (
     trusted_job,
 )
 from chalicelib.redact import redact_text, redact_url
-from chalicelib.storage import history, migrations, postgres_limits, postgres_webhooks
+from chalicelib.storage import (
+    config_error,
+    history,
+    migrations,
+    postgres_limits,
+    postgres_webhooks,
+    unknown_option,
+)
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     MINUTES_KEPT,
@@ -86,6 +93,7 @@ from chalicelib.webhooks.outbox import Delivery
 log = logging.getLogger("spool.postgres")
 
 T = TypeVar("T")
+N = TypeVar("N", int, float)
 Conn = psycopg.Connection[Any]
 
 NOT_MIGRATED = "database is not migrated: run `spool db migrate`"
@@ -377,12 +385,21 @@ class PgSettings:
 
 
 def parse_url(url: str) -> PgSettings:
-    """Split Spool's options off a postgresql:// URL; pass the rest to libpq."""
+    """Split Spool's options off a postgresql:// URL; pass the rest to libpq.
+
+    An option neither Spool nor libpq reads (`shcema=x`), one of Spool's given
+    twice, or a bad value of one of Spool's is a ConfigError naming it, raised
+    here, before any connection: libpq would refuse an unknown one only when
+    connecting, as an error that reads like an unreachable server."""
     parts = urlsplit(url)
     scheme = parts.scheme.split("+", 1)[0]
     if scheme not in ("postgres", "postgresql"):
-        raise ValueError(f"not a Postgres URL: {url!r}")
+        raise config_error(f"not a Postgres URL: {redact_url(url)!r}")
     query = parse_qsl(parts.query, keep_blank_values=True)
+    names = [k for k, _ in query if k in _SPOOL_OPTIONS]
+    twice = sorted({k for k in names if names.count(k) > 1})
+    if twice:
+        raise config_error(f"option {twice[0]!r} is given more than once; give it once")
     ours = {k: v for k, v in query if k in _SPOOL_OPTIONS}
     rest = [
         (k, v)
@@ -391,7 +408,7 @@ def parse_url(url: str) -> PgSettings:
     ]
     schema = ours.get("schema") or None
     if schema is not None and not _SCHEMA_NAME.match(schema):
-        raise ValueError(
+        raise config_error(
             f"schema must be lowercase letters, digits and _ (at most 57), not {schema!r}"
         )
     # The session settings ride in the startup packet: no extra round trip per connection.
@@ -404,22 +421,65 @@ def parse_url(url: str) -> PgSettings:
     conninfo = urlunsplit(
         ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
     )
-    pool_min = int(ours.get("pool_min") or 1)
-    pool_max = int(ours.get("pool_max") or 10)
+    _check_libpq_options(conninfo)
+    pool_min = _option_number(ours, "pool_min", int, 1)
+    pool_max = _option_number(ours, "pool_max", int, 10)
     if pool_min < 0 or pool_max < 1 or pool_min > pool_max:
-        raise ValueError("need 0 <= pool_min <= pool_max and pool_max >= 1")
+        raise config_error(
+            f"need 0 <= pool_min <= pool_max and pool_max >= 1, not pool_min={pool_min} "
+            f"and pool_max={pool_max}"
+        )
+    pool_timeout = _option_number(ours, "pool_timeout", float, 5.0)
+    if not 0 < pool_timeout < float("inf"):  # also refuses NaN
+        raise config_error(f"pool_timeout must be a number of seconds above 0, not {pool_timeout}")
     durability = (ours.get("durability") or "normal").lower()
     if durability not in DURABILITY_MODES:
-        raise ValueError(f"durability must be normal or full, not {ours.get('durability')!r}")
+        raise config_error(f"durability must be normal or full, not {ours.get('durability')!r}")
     return PgSettings(
         durability=durability,
         conninfo=conninfo,
         schema=schema,
         pool_min=pool_min,
         pool_max=pool_max,
-        pool_timeout=float(ours.get("pool_timeout") or 5.0),
+        pool_timeout=pool_timeout,
         url=url,
     )
+
+
+def _option_number(options: dict[str, str], name: str, kind: type[N], default: N) -> N:
+    """One of Spool's numeric URL options, or a ConfigError naming it."""
+    raw = options.get(name)
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number of seconds"
+        raise config_error(f"{name} must be {what}, not {raw!r}") from None
+
+
+def _check_libpq_options(conninfo: str) -> None:
+    """Refuse what libpq would not parse (an unknown parameter, most often a typo of
+    one of Spool's options), naming it; libpq checks the values when connecting."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as exc:
+        found = re.search(r'invalid URI query parameter: "([^"]*)"', str(exc))
+        if found is None:  # libpq quotes what it could not read, maybe the password: not shown
+            reason = str(exc).strip().split(":", 1)[0] or type(exc).__name__
+            raise config_error(f"libpq cannot read the URL: {reason}") from None
+        libpq = [o.keyword.decode() for o in psycopg.pq.Conninfo.get_defaults()]
+        raise unknown_option(
+            found.group(1),
+            "postgresql",
+            _SPOOL_OPTIONS,
+            " and passes libpq's connection parameters on (sslmode, connect_timeout, "
+            "application_name, options, ...; see the PostgreSQL docs, "
+            '"Parameter Key Words")',
+            libpq,
+        ) from None
 
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)

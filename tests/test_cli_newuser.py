@@ -1,0 +1,428 @@
+"""A new user's black-box pass over `spool`, each finding as the behaviour it now has.
+
+Settings a command cannot work with are refused at start (exit 2, one line naming
+the setting and its range), before a job is touched or a banner printed; Ctrl-C
+finishes running work and a second one stops at once (exit 130, as `spool --help`
+says); commands that cannot follow SPOOL_URL say so; the help tells every exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import requests
+
+from chalicelib.clock import SystemClock
+from chalicelib.models import JobState
+from chalicelib.storage.sqlite import SQLiteStore
+from local import cli, remote_cli, serve
+from tests.procs import ROOT, guarded_env, spool_serve, stop
+
+FAIL_ONCE = ["--payload", '{"always": true}', "--max-attempts", "1"]
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "spool.db"
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{path}")
+    for name in ("SPOOL_URL", "SPOOL_API_KEY", "SPOOL_SYNC_FINISH", "SPOOL_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def enqueue(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    code, out, _ = run(capsys, "enqueue", *argv, "--json")
+    assert code == 0
+    return str(json.loads(out)["id"])
+
+
+def job_state(db: Path, job_id: str) -> JobState:
+    store = SQLiteStore(str(db), SystemClock())
+    try:
+        job = store.get(job_id)
+        assert job is not None
+        return job.state
+    finally:
+        store.close()
+
+
+# -- 1, 2, 4: settings the worker cannot work with ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SPOOL_LEASE_SECONDS", "0", "SPOOL_LEASE_SECONDS must be between 2 and 86400 seconds"),
+        ("SPOOL_LEASE_SECONDS", "-3", "SPOOL_LEASE_SECONDS must be between 2 and 86400 seconds"),
+        ("SPOOL_CONCURRENCY", "0", "SPOOL_CONCURRENCY must be between 1 and 1024 threads"),
+        ("SPOOL_DEMO_HANDLERS", "ture", "SPOOL_DEMO_HANDLERS must be true or false"),
+        ("SPOOL_SYNC_FINISH", "ture", "SPOOL_SYNC_FINISH must be true or false"),
+        ("SPOOL_DEBUG", "ture", "SPOOL_DEBUG must be true or false"),
+    ],
+)
+def test_a_burst_worker_refuses_what_it_cannot_work_with(
+    db: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    variable: str,
+    value: str,
+    message: str,
+) -> None:
+    job_id = enqueue(capsys, "echo")
+    monkeypatch.setenv(variable, value)
+    code, out, err = run(capsys, "worker", "--burst")
+    assert code == 2 and out == ""
+    assert err.startswith(f"spool: {message}") and err.count("\n") == 1, err
+    assert "unexpected error" not in err
+    # Before: a lease of 0 buried the job after 3 "lease expired" attempts, unrun.
+    assert job_state(db, job_id) is JobState.QUEUED
+
+
+def test_the_burst_summary_counts_jobs_the_store_buried(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job whose last attempt's lease lapsed (a worker that died) is buried by the
+    next claim, not by an attempt of this worker: the summary counts it all the same."""
+    job_id = enqueue(capsys, "echo", "--max-attempts", "1")
+    store = SQLiteStore(str(db), SystemClock())
+    try:
+        [claimed] = store.claim(1, 0.01, None)  # a worker claims it, then dies
+        assert claimed.id == job_id
+    finally:
+        store.close()
+    time.sleep(0.05)
+    code, _, err = run(capsys, "worker", "--burst")
+    assert code == 0 and "0 succeeded, 0 retried, 1 dead" in err
+    assert job_state(db, job_id) is JobState.DEAD
+
+
+# -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
+
+
+@pytest.mark.parametrize("argv", [["top", "--once"], ["schedules"], ["purge"]])
+def test_local_only_commands_note_that_they_ignore_spool_url(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
+) -> None:
+    monkeypatch.setenv("SPOOL_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SPOOL_API_KEY", "dev-key")
+    code, _, err = run(capsys, *argv)
+    assert code == 0  # a note, not a refusal: SPOOL_URL is exported for other commands
+    note = err.splitlines()[0]
+    assert note == (
+        f"spool: note: `spool {argv[0]}` works on the local store named by SPOOL_STORE_URL "
+        f"(sqlite:///{db}), not on the server at SPOOL_URL."
+    )
+    monkeypatch.delenv("SPOOL_URL")
+    assert "note:" not in run(capsys, *argv)[2]
+
+
+# -- 9: dlq redrive --type, locally and remotely; the exit codes in --help ------------------
+
+
+def test_dlq_redrive_all_takes_a_type(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dead = [enqueue(capsys, "fail", *FAIL_ONCE) for _ in range(2)]
+    assert run(capsys, "worker", "--burst")[0] == 0
+    code, out, err = run(capsys, "dlq", "redrive", "--all", "--type", "echo", "--json")
+    assert (code, json.loads(out)["redriven"]) == (0, 0) and "redriven 0 job(s)" in err
+    code, out, _ = run(capsys, "dlq", "redrive", "--all", "--type", "fail", "--json")
+    assert code == 0 and sorted(json.loads(out)["ids"]) == sorted(dead)
+    assert {job_state(db, i) for i in dead} == {JobState.QUEUED}
+
+
+def test_remote_dlq_redrive_all_sends_the_type() -> None:
+    sent: list[dict[str, Any]] = []
+
+    class Stub:
+        def redrive_all(self, **filters: Any) -> SimpleNamespace:
+            sent.append(filters)
+            return SimpleNamespace(ids=["j_1"], redriven=1)
+
+    args = argparse.Namespace(
+        dlq_command="redrive", all=True, id=None, queue=None, type="fail", json=True
+    )
+    assert remote_cli.cmd_dlq(Stub(), args) == 0  # type: ignore[arg-type]
+    assert sent == [{"queue": None, "type": "fail", "limit": remote_cli.REDRIVE_CHUNK}]
+
+
+def test_help_names_every_exit_code_and_redrive_its_filters() -> None:
+    text = cli.build_parser().format_help()
+    assert re.search(r"^  3 .*\n\s+db status: migrations are pending", text, flags=re.M)
+    assert "a second Ctrl-C stops at once (130)" in text
+    redrive = subprocess.run(
+        [sys.executable, "-m", "local.cli", "dlq", "redrive", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "--type" in redrive.stdout and "--queue" in redrive.stdout
+
+
+# -- 10: a delay past the API's bound, in days -----------------------------------------------
+
+
+def test_a_delay_past_366_days_is_refused_in_days(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "enqueue", "echo", "--delay", "400d")
+    assert code == 2 and out == ""
+    assert "--delay: at most 366 days (31622400 s) ahead, not '400d'" in err
+    assert "31622400" not in err.replace("(31622400 s)", "")  # no pydantic wording
+    assert run(capsys, "enqueue", "echo", "--delay", "366d")[0] == 0
+
+
+# -- 11: the banner ----------------------------------------------------------------------------
+
+
+def test_the_banner_shows_the_dashboard_and_the_export_line() -> None:
+    rt = SimpleNamespace(
+        settings=SimpleNamespace(store_url="sqlite:///.spool/spool.db"),
+        registry=SimpleNamespace(types=lambda: ["echo", "sleep", "fail"]),
+    )
+    text = serve.banner("http://127.0.0.1:8123", rt, "dev-abc", True, True)  # type: ignore[arg-type]
+    lines = [line.strip() for line in text.splitlines()]
+    assert "ui      http://127.0.0.1:8123/ui (the dashboard: paste the API key)" in lines
+    assert "export SPOOL_URL=http://127.0.0.1:8123 SPOOL_API_KEY=dev-abc" in lines
+    # README's "Try it" shows the same line, for the default port.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "export SPOOL_URL=http://127.0.0.1:8000 SPOOL_API_KEY=dev-..." in readme
+    assert "<http://127.0.0.1:8000/ui>" in readme
+    assert text.splitlines()[-1].startswith("Ctrl-C stops")
+
+
+# -- 3: every setting the API reads is checked before the banner -----------------------------
+
+
+def _serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    child = guarded_env(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db", **env)
+    child.pop("SPOOL_API_KEYS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "local.cli", "serve", "--port", "0", *args],
+        cwd=ROOT,
+        env=child,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message", "args"),
+    [
+        ("SPOOL_MAX_WAITS", "abc", "SPOOL_MAX_WAITS must be a number, not 'abc'", ()),
+        ("SPOOL_MAX_WAITS", "0", "SPOOL_MAX_WAITS must be at least 1, not 0", ()),
+        (
+            "SPOOL_HEALTH_CACHE_SECONDS",
+            "abc",
+            "SPOOL_HEALTH_CACHE_SECONDS must be a number, not 'abc'",
+            (),
+        ),
+        (
+            "SPOOL_HEALTH_CACHE_SECONDS",
+            "abc",
+            "SPOOL_HEALTH_CACHE_SECONDS must be a number, not 'abc'",
+            ("--processes", "2"),
+        ),
+        ("SPOOL_MAX_BATCH", "0", "SPOOL_MAX_BATCH must be between 1 and 10000 jobs, not 0", ()),
+        (
+            "SPOOL_MAX_BODY_BYTES",
+            "-1",
+            "SPOOL_MAX_BODY_BYTES must be between 1024 and 10485760 bytes, not -1",
+            (),
+        ),
+        ("SPOOL_CACHE_TTL", "nan", "SPOOL_CACHE_TTL must be a finite number", ()),
+        ("SPOOL_METRICS_PUBLIC", "ture", "SPOOL_METRICS_PUBLIC must be true or false", ()),
+    ],
+)
+def test_serve_refuses_a_bad_api_setting_before_its_banner(
+    tmp_path: Path, variable: str, value: str, message: str, args: tuple[str, ...]
+) -> None:
+    result = _serve(tmp_path, *args, **{variable: value})
+    assert result.returncode == 2, result.stderr
+    assert "serving app.py" not in result.stdout  # no banner, so no 503 per request
+    assert result.stderr.startswith(f"spool: {message}") and result.stderr.count("\n") == 1
+
+
+# -- 5: Ctrl-C, once and twice ---------------------------------------------------------------
+
+
+def _wait_for(predicate: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+def test_worker_first_ctrl_c_finishes_the_second_stops_at_once(db: Path) -> None:
+    env = guarded_env(SPOOL_STORE_URL=f"sqlite:///{db}")
+    job = subprocess.run(
+        [sys.executable, "-m", "local.cli", "enqueue", "sleep", "--payload", '{"seconds": 30}'],
+        cwd=ROOT,
+        env={**env, "SPOOL_DEMO_HANDLERS": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[0]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "local.cli", "worker", "--concurrency", "1"],
+        cwd=ROOT,
+        env={**env, "SPOOL_DEMO_HANDLERS": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: job_state(db, job) is JobState.RUNNING)
+        worker.send_signal(signal.SIGINT)
+        assert worker.stderr is not None
+        lines = [worker.stderr.readline(), worker.stderr.readline()]
+        assert lines[1] == (
+            "spool: stopping: finishing running jobs (Ctrl-C again stops at once)\n"
+        ), lines
+        time.sleep(0.5)
+        assert worker.poll() is None  # still finishing the 30 s job
+        started = time.monotonic()
+        worker.send_signal(signal.SIGINT)
+        assert worker.wait(10) == 130
+        assert time.monotonic() - started < 5
+        assert worker.stderr.read() == "spool: interrupted.\n"
+    finally:
+        stop(worker)
+    # Abandoned, not lost: its lease lapses and a worker runs it again.
+    assert job_state(db, job) is JobState.RUNNING
+
+
+@pytest.fixture
+def laptop_serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, str]]:
+    """`spool serve` in laptop mode: (process, URL, dev key)."""
+    env = guarded_env(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db")
+    env.pop("SPOOL_API_KEYS", None)
+    served = spool_serve("--threads", "4", env=env)
+    key = re.search(r"made for this run: (\S+)", served.banner)
+    assert key is not None, served.banner
+    try:
+        yield served.proc, served.url, key.group(1)
+    finally:
+        stop(served.proc)
+
+
+@pytest.mark.timeout(90)
+def test_serve_first_ctrl_c_finishes_the_second_stops_at_once(
+    laptop_serve: tuple[subprocess.Popen[str], str, str],
+) -> None:
+    proc, url, key = laptop_serve
+    headers = {"X-API-Key": key}
+    body = {"type": "sleep", "payload": {"seconds": 30}}
+    job = requests.post(f"{url}/enqueue", json=body, headers=headers, timeout=10).json()["id"]
+
+    def running() -> bool:
+        reply = requests.get(f"{url}/status/{job}", headers=headers, timeout=10)
+        return bool(reply.json()["state"] == "running")
+
+    _wait_for(running)
+    proc.send_signal(signal.SIGINT)
+    assert proc.stderr is not None
+    notice = "spool: stopping: finishing running requests and jobs (Ctrl-C again stops at once)\n"
+    while (line := proc.stderr.readline()) != notice:  # past the request and job log lines
+        assert line, "no notice before stderr closed"
+    time.sleep(0.5)
+    assert proc.poll() is None  # the emulated worker finishes its 30 s job
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(10) == 130
+    assert proc.stderr.read().endswith("spool: interrupted.\n")
+
+
+def test_an_empty_spool_api_key_is_a_missing_key(
+    laptop_serve: tuple[subprocess.Popen[str], str, str],
+) -> None:
+    """docs/settings.md: empty means unset. Before: "an API key is visible ASCII
+    characters only (no spaces)", as if a key had been given."""
+    _, url, _ = laptop_serve
+    result = subprocess.run(
+        [sys.executable, "-m", "local.cli", "jobs"],
+        cwd=ROOT,
+        env=guarded_env(SPOOL_URL=url, SPOOL_API_KEY=""),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("spool: missing API key")
+    assert "visible ASCII" not in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_serve_never_hangs_on_ctrl_c_pressed_three_times(tmp_path: Path) -> None:
+    """Three SIGINTs back to back: before, one try in fifteen hung forever (the
+    handler re-entered threading.Event.set under its own lock). Now each try ends:
+    0 when the signals merged into one graceful stop, 130 when a second landed, or
+    death by SIGINT when one lands as the interpreter finalizes (it restores the
+    default handler then; a shell reports that as 130 too)."""
+    env = guarded_env(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db")
+    env.pop("SPOOL_API_KEYS", None)
+    for _ in range(10):
+        served = spool_serve("--threads", "2", "--no-worker", env=env, stderr=subprocess.DEVNULL)
+        try:
+            for _ in range(3):
+                os.kill(served.proc.pid, signal.SIGINT)
+            assert served.proc.wait(20) in (0, 130, -signal.SIGINT)
+        finally:
+            stop(served.proc)
+
+
+def test_a_signal_inside_the_handler_does_not_deadlock() -> None:
+    """What a second signal does while the first one's handler runs: StopSignals takes
+    no lock there, and a repeated SIGTERM changes nothing (a supervisor sends one per
+    process); `stop`, which may take locks, runs once, on a thread of its own."""
+    stopped = threading.Event()
+    threads: list[str] = []
+    nested: list[StopSignalsLike] = []
+
+    def stop_once() -> None:
+        threads.append(threading.current_thread().name)
+        stopped.set()
+
+    def wake() -> None:
+        if nested:  # a SIGTERM arriving inside the first handler's wake
+            inner = nested.pop()
+            inner._handle(signal.SIGTERM, None)
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with serve.StopSignals(stop=stop_once, wake=wake) as signals:
+            assert signal.getsignal(signal.SIGTERM) == signals._handle
+            nested.append(signals)
+            signals._handle(signal.SIGTERM, None)
+            assert stopped.wait(5) and signals.requested
+        assert threads == ["spool-stop"]
+        # Stopping: the handler stays for the rest of the exit (a Ctrl-C stops at once).
+        assert signal.getsignal(signal.SIGINT) == signals._handle
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+    with serve.StopSignals(stop=stop_once) as unused:
+        assert signal.getsignal(signal.SIGINT) == unused._handle
+    assert signal.getsignal(signal.SIGINT) == before[signal.SIGINT]  # restored: no stop asked
+
+
+StopSignalsLike = serve.StopSignals
