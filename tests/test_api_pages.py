@@ -103,3 +103,18 @@ def test_a_page_within_the_budget_is_the_whole_limit(api: Api) -> None:
     assert [job["id"] for job in reply.json["jobs"]] == ids[:25]
     rest = api.get(f"/jobs?limit=25&cursor={reply.json['next_cursor']}").json
     assert [job["id"] for job in rest["jobs"]] == ids[25:] and rest["next_cursor"] is None
+
+
+def test_the_budget_counts_the_body_as_lambda_carries_it() -> None:
+    """Lambda hands the body to API Gateway inside a JSON document: a payload of
+    quotes doubles there, and a page of them measured by its own length alone went
+    past Lambda's 6 MB (a 502)."""
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    store = MemoryStore(clock)
+    for n in range(20):
+        store.add([NewJob(_id(n), "echo", {"q": '"' * 1000}, clock.now(), tenant="t")])
+        clock.advance(1)
+    body = page_body(store.list_jobs, JobQuery("t", limit=1000), budget=10_000)
+    carried = len(json.dumps(body))  # what Lambda measures
+    assert carried <= 10_000 + 4_500  # the budget, and at most one job (~4.4 kB) past it
+    assert len(json.loads(body)["jobs"]) == 2

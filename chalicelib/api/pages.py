@@ -3,9 +3,14 @@
 A page may ask for 1000 jobs, and each job may carry a payload and a result of
 256 KiB: read and encoded at once, one request of one tenant could make the
 server build half a gigabyte, and Lambda refuses any answer over 6 MB. So the
-store is read in small steps, each job is encoded once (responses are ASCII, so
-characters are bytes), and the page ends at the last job that fits PAGE_BYTES,
-with `next_cursor` there; a client following cursors reads every job all the same.
+store is read in small steps, each job is encoded once, and the page ends at the
+last job that fits PAGE_BYTES, with `next_cursor` there; a client following cursors
+reads every job all the same.
+
+Lambda measures the answer as it hands it to API Gateway: the body inside a JSON
+document, so every `"` and `\\` in it counts twice (a payload of quotes is double
+its length there). A job's size is counted that way. Responses are ASCII
+(non-ASCII is escaped), so characters are bytes.
 """
 
 from __future__ import annotations
@@ -40,10 +45,11 @@ def page_body(
         page = list_jobs(replace(query, limit=step, cursor=cursor))
         for job in page.jobs:
             text = dumps(job_view(job))
-            if last is not None and size + len(text) > budget:
+            cost = _carried_size(text)
+            if last is not None and size + cost > budget:
                 return _body(encoded, encode_cursor(last.created_at, last.id))
             encoded.append(text)
-            size += len(text) + 1
+            size += cost + 1
             last = job
         left = query.limit - len(encoded)
         if not page.jobs or page.next_cursor is None or left <= 0:
@@ -51,6 +57,12 @@ def page_body(
         cursor = page.next_cursor
         per_job = size / len(encoded)
         step = max(1, min(left, int((budget - size) / per_job)))
+
+
+def _carried_size(text: str) -> int:
+    """Bytes `text` takes inside Lambda's answer document: each quote and backslash
+    is escaped once more there."""
+    return len(text) + text.count('"') + text.count("\\")
 
 
 def _body(encoded: list[str], next_cursor: str | None) -> str:
