@@ -33,14 +33,18 @@ def _handle(operation: str, **params: str) -> Response:
 
     request = app.current_request
     assert request is not None
+    event = request.to_original_event()
+    body, body_error = _body(request)
     result = handle(
         operation,
         ApiRequest(
             headers=request.headers,
             query=request.query_params or {},
-            body=request.raw_body or b"",  # type: ignore[arg-type]
-            base_path=_stage_prefix(request.context),
+            body=body,
+            base_path=_base_path(request.context, event.get("path")),
             client=_client_address(request.context, request.headers),
+            body_error=body_error,
+            repeated=_repeated_headers(event),
         ),
         **params,
     )
@@ -62,10 +66,35 @@ def _client_address(context: dict[str, Any], headers: Any) -> str:
     return str(identity.get("sourceIp") or "")
 
 
-def _stage_prefix(context: dict[str, Any]) -> str:
-    """API Gateway's execute-api URLs start with the stage ("/api"); links must too."""
-    stage = context.get("stage")
+def _repeated_headers(event: dict[str, Any]) -> frozenset[str]:
+    """Header names (lower-case) the event's multiValueHeaders give different values."""
+    values: dict[str, set[str]] = {}
+    for name, given in (event.get("multiValueHeaders") or {}).items():
+        values.setdefault(str(name).lower(), set()).update(given or ())
+    return frozenset(name for name, seen in values.items() if len(seen) > 1)
+
+
+def _body(request: Any) -> tuple[bytes, str | None]:
+    """The body's bytes, or why there are none: chalice decodes a body the event marks
+    isBase64Encoded when asked for it, and raises (a 500) when it is not base64."""
+    try:
+        raw = request.raw_body or b""
+    except (ValueError, UnicodeError):  # binascii.Error is a ValueError
+        return b"", "the request body is marked base64-encoded but is not valid base64"
+    return (raw.encode("utf-8") if isinstance(raw, str) else raw), None
+
+
+def _base_path(context: dict[str, Any], route_path: str | None) -> str:
+    """What the URL the client used has before the route's own path, so links work
+    behind it: the stage on execute-api URLs ("/api"), or a custom domain's base path
+    mapping ("/v1"). API Gateway's requestContext.path is the whole path the client
+    sent; the event's own path is the route's."""
     path = str(context.get("path", ""))
+    stage = context.get("stage")
+    if route_path and path.endswith(route_path) and len(path) > len(route_path):
+        prefix = path[: -len(route_path)]
+        if prefix.startswith("/") and not prefix.endswith("/"):
+            return prefix
     return f"/{stage}" if stage and path.startswith(f"/{stage}/") else ""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+from typing import Any
 
 import pytest
 from chalice.test import Client
@@ -304,6 +306,67 @@ def test_status_url_carries_the_api_gateway_stage(api: Api) -> None:
     response = spool_app.app(event, context("api_handler"))
     assert response["statusCode"] == 201
     assert json.loads(response["body"])["status_url"].startswith("/api/status/j_")
+
+
+def _gateway_event(
+    path: str = "/enqueue",
+    context_path: str | None = None,
+    body: str | None = '{"type": "echo"}',
+    base64: bool = False,
+    multi: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
+    headers = {"x-api-key": "key-a-0123456789", "content-type": "application/json"}
+    return {
+        "resource": "/enqueue",
+        "path": path,
+        "httpMethod": "POST",
+        "headers": headers,
+        "multiValueHeaders": multi or {k: [v] for k, v in headers.items()},
+        "multiValueQueryStringParameters": None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": "/enqueue",
+            "httpMethod": "POST",
+            "path": context_path or path,
+            "stage": "api",
+        },
+        "body": body,
+        "isBase64Encoded": base64,
+    }
+
+
+def test_links_carry_a_custom_domain_s_base_path(api: Api) -> None:
+    """Behind a custom domain's base path mapping (/v1 -> stage api) the client's URL
+    starts with /v1, not the stage: links and Location must too."""
+    response = spool_app.app(_gateway_event(context_path="/v1/enqueue"), context("api_handler"))
+    assert response["statusCode"] == 201
+    assert json.loads(response["body"])["status_url"].startswith("/v1/status/j_")
+    assert response["headers"]["Location"].startswith("/v1/status/j_")
+    # No prefix when the client's path is the route's own (spool serve, chalice local).
+    plain = spool_app.app(_gateway_event(), context("api_handler"))
+    assert json.loads(plain["body"])["status_url"].startswith("/status/j_")
+
+
+@pytest.mark.parametrize("body", ["abc", "!!!not base64***", "\u00e9"])
+def test_a_body_marked_base64_that_is_not_is_400_not_500(api: Api, body: str) -> None:
+    event = _gateway_event(body=body.encode().decode("unicode_escape"), base64=True)
+    response = spool_app.app(event, context("api_handler"))
+    assert response["statusCode"] == 400, response["body"]
+    assert json.loads(response["body"])["error"]["code"] == "bad_request"
+    good = _gateway_event(body=base64.b64encode(b'{"type": "echo"}').decode(), base64=True)
+    assert spool_app.app(good, context("api_handler"))["statusCode"] == 201
+
+
+def test_an_api_key_header_given_twice_with_different_keys_is_400(api: Api) -> None:
+    """API Gateway keeps the last of repeated headers; a proxy that reads the first
+    would see another tenant than Spool: refused, as repeated query parameters are."""
+    multi = {"X-API-Key": ["key-a-0123456789"], "x-api-key": ["key-b-9876543210"]}
+    response = spool_app.app(_gateway_event(multi=multi), context("api_handler"))
+    assert response["statusCode"] == 400, response["body"]
+    assert json.loads(response["body"])["error"]["details"] == {"header": "x-api-key"}
+    same = {"X-API-Key": ["key-a-0123456789", "key-a-0123456789"]}
+    assert spool_app.app(_gateway_event(multi=same), context("api_handler"))["statusCode"] == 201
 
 
 def test_importing_app_loads_no_engine_code() -> None:

@@ -53,12 +53,27 @@ class ApiRequest:
     body: bytes = b""
     base_path: str = ""  # the API Gateway stage prefix ("/api"), so links work behind it
     client: str = ""  # the caller's address (API Gateway's sourceIp), for sign-in throttling
+    # Why the body could not be read at all (an event marked isBase64Encoded whose
+    # body is not base64): a route that reads the body answers 400 with it.
+    body_error: str | None = None
+    # Headers (lower-case) the event carried more than once with different values.
+    # API Gateway keeps the last in `headers`; a proxy that reads the first would
+    # see another key or type than Spool does, so reading one is refused.
+    repeated: frozenset[str] = frozenset()
 
     def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
+        name = name.lower()
+        if name in self.repeated:
+            raise BadRequest(
+                f"the {name} header is given more than once, with different values: send it once",
+                {"header": name},
+            )
+        return self.headers.get(name)
 
     def json(self, max_bytes: int, *, allow_empty: bool = False) -> Any:
         """The body as JSON (parse_json), its Content-Encoding checked."""
+        if self.body_error is not None:
+            raise BadRequest(self.body_error)
         return parse_json(
             self.body,
             max_bytes,
