@@ -122,7 +122,9 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
             "dynamodb:Scan",
             "dynamodb:UpdateItem",
         ],
-        "queue": ["sqs:GetQueueUrl", "sqs:SendMessage"],
+        # GetQueueAttributes: the release asks the queue's depth before presuming
+        # messages lost (DynamoStore._presumed_lost).
+        "queue": ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
         "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
     },
 }

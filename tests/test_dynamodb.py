@@ -243,6 +243,53 @@ def test_lost_messages_are_sent_again_by_the_release(
     assert store.release_due() == 0
 
 
+def test_a_backlog_still_on_the_queue_is_not_sent_again(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    """Jobs waiting long past their message because the queue is behind, not because
+    the message was lost: re-sending each doubled the backlog every lost_after."""
+    ids = {add(store, clock) for _ in range(6)}
+    clock.advance(store.config.lost_after + 1)
+    assert store.release_due() == 0  # six messages for six jobs: none lost
+    clock.advance(store.config.lost_after + 1)
+    assert store.release_due() == 0
+    # Two messages go missing: two jobs, the longest waiting, are sent again.
+    got = aws.sqs.receive_message(QueueUrl=aws.queue_url, MaxNumberOfMessages=2)["Messages"]
+    for message in got:
+        aws.sqs.delete_message(QueueUrl=aws.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    assert store.release_due() == 2
+    # (SQS cannot say which: the oldest planned go, and a job may now have two.)
+    assert len(aws.messages()) == 6 and len(ids) == 6
+
+
+def test_without_the_queue_s_depth_every_overdue_job_is_sent_again(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    add(store, clock)
+    add(store, clock)
+    assert store.dispatch is not None
+    store.dispatch.depth = lambda: None  # type: ignore[method-assign]
+    clock.advance(store.config.lost_after + 1)
+    assert store.release_due() == 2
+
+
+def test_a_queue_that_refuses_ids_is_counted_retried_and_shown_on_health(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    store.check_writable()  # nothing failed yet
+    job_id = add(store, clock, delay=MAX_DELAY_SECONDS + 30)  # released later, not now
+    queue_url = aws.queue_url
+    aws.sqs.delete_queue(QueueUrl=queue_url)
+    clock.advance(60)
+    assert store.release_due() == 0  # nothing was sent: not counted as released
+    assert "msg_at" not in aws.item(job_id)  # its mark taken back: tried again next run
+    with pytest.raises(StoreUnavailable, match="SQS queue refused job ids"):
+        store.check_writable()
+    aws.sqs.create_queue(QueueName="jobs")
+    assert store.release_due() == 1  # the next run, not lost_after later
+    store.check_writable()  # a send went through: healthy again
+
+
 def test_expired_leases_are_reaped_and_sent_by_the_release(
     aws: Aws, store: DynamoStore, clock: FakeClock
 ) -> None:

@@ -166,6 +166,9 @@ if TYPE_CHECKING:
 
     Item = dict[str, AttributeValueTypeDef]
 
+# How long /health reports a queue that refused job ids (check_writable).
+QUEUE_FAILURE_SHOWN = 60.0
+
 log = logging.getLogger("spool.dynamodb")
 
 MICRO = 1_000_000
@@ -403,17 +406,17 @@ class DynamoStore:
         expr.set("expires_at", n(self._expires(now)))
         expr.remove("due_pk", "due_sk", "msg_at")
 
-    def _send(self, items: list[tuple[str, int]], now: int) -> None:
-        """Send ids of jobs due at the given times (delays over 15 minutes wait for release)."""
+    def _send(self, items: list[tuple[str, int]], now: int) -> list[str]:
+        """Send ids of jobs due at the given times (delays over 15 minutes wait for
+        release); returns the ids SQS did not take."""
         if self.dispatch is None or not items:
-            return
+            return []
         batch = [
             (job_id, (run_at - now) / MICRO)
             for job_id, run_at in items
             if (run_at - now) / MICRO <= MAX_DELAY_SECONDS
         ]
-        if batch:
-            self.dispatch.send(batch)
+        return self.dispatch.send(batch) if batch else []
 
     # -- reading ----------------------------------------------------------------------------------
     def _batch_get(
@@ -848,7 +851,16 @@ class DynamoStore:
         return any_live
 
     def check_writable(self) -> None:
-        """Nothing known here that a write would not find out itself (base.py)."""
+        """The table answers for itself on each write; the queue does not (a job is
+        stored even when its id cannot be sent), so a send that failed in the last
+        minute, with none succeeding since, makes /health answer 503 naming it."""
+        failing = self.dispatch.failing if self.dispatch is not None else None
+        if failing is not None and time.monotonic() - failing[0] < QUEUE_FAILURE_SHOWN:
+            raise StoreUnavailable(
+                f"the SQS queue refused job ids ({failing[1]}): jobs are stored and the "
+                "scheduled function sends them again once the queue answers",
+                retry_after=30,
+            )
 
     # -- get --------------------------------------------------------------------------------------
     @aws_errors
@@ -1651,7 +1663,9 @@ class DynamoStore:
         self.reap_expired(now)
         horizon = now + MAX_DELAY_SECONDS * MICRO
         lost_before = now - int(self.config.lost_after * MICRO)
-        to_send: list[tuple[str, int]] = []
+        to_send: list[tuple[str, int, int | None]] = []  # (job id, when, msg_at before)
+        overdue: list[tuple[int, str, int]] = []  # (msg_at, job id, run_at): maybe lost
+        messaged = 0  # waiting jobs whose message should be on the queue by now
         for shard in self._shards():
             expr = Expr()
             key = (
@@ -1659,18 +1673,67 @@ class DynamoStore:
                 f" AND {expr.name('tm_at')} <= {expr.value(n(horizon))}"
             )
             for item in self._query(GSI_TIMER, expr, key):
-                if len(to_send) >= limit:
-                    break
                 run_at = need_n(item, "tm_at")  # a waiting job's timer is its run_at
                 planned = get_n(item, "msg_at")
-                lost = planned is not None and run_at <= lost_before and planned <= lost_before
-                if planned is not None and not lost:
+                if planned is None:
+                    if len(to_send) < limit and self._mark_sent(
+                        job_id_of(item), None, max(run_at, now), now
+                    ):
+                        to_send.append((job_id_of(item), max(run_at, now), None))
                     continue
-                job_id = job_id_of(item)
-                if self._mark_sent(job_id, planned, max(run_at, now), now):
-                    to_send.append((job_id, max(run_at, now)))
-        self._send(to_send, now)
-        return len(to_send)
+                messaged += planned <= now
+                if run_at <= lost_before and planned <= lost_before:
+                    overdue.append((planned, job_id_of(item), run_at))
+        overdue.sort()
+        for planned, job_id, run_at in overdue[: self._presumed_lost(len(overdue), messaged)]:
+            if len(to_send) < limit and self._mark_sent(job_id, planned, max(run_at, now), now):
+                to_send.append((job_id, max(run_at, now), planned))
+        return self._release(to_send, now)
+
+    def _presumed_lost(self, overdue: int, messaged: int) -> int:
+        """How many of the jobs still waiting long after their message to send again.
+
+        A job may wait that long because its message was lost, or because the queue
+        is behind: re-sending every one of a backlog ten minutes old doubled it, and
+        again ten minutes later. The queue holds a message for each job that still
+        has one (and maybe a few stale duplicates), so only the shortfall, messages
+        fewer than jobs that should have them, is presumed lost, the longest
+        waiting first. When SQS cannot say, all of them are."""
+        if not overdue:
+            return 0
+        depth = self.dispatch.depth() if self.dispatch is not None else None
+        if depth is None:
+            return overdue
+        return max(0, min(overdue, messaged - depth))
+
+    def _release(self, to_send: list[tuple[str, int, int | None]], now: int) -> int:
+        """Send what release_due marked; a mark whose send failed is taken back, so the
+        next run tries again instead of waiting `lost_after`. Returns how many went."""
+        failed = set(self._send([(job_id, at) for job_id, at, _ in to_send], now))
+        for job_id, at, before in to_send:
+            if job_id in failed:
+                self._unmark_sent(job_id, self._planned_message(at, now), before)
+        if failed:
+            log.error(
+                "%d of %d job ids could not be sent to SQS (see the warning before); "
+                "the scheduled function tries again on its next run",
+                len(failed),
+                len(to_send),
+            )
+        return len(to_send) - len(failed)
+
+    def _unmark_sent(self, job_id: str, planned: int | None, before: int | None) -> None:
+        """Put msg_at back as it was, unless something else has changed it since."""
+        if planned is None:
+            return
+        expr = Expr()
+        condition = f"{expr.name('msg_at')} = {expr.value(n(planned))}"
+        if before is None:
+            expr.remove("msg_at")
+        else:
+            expr.set("msg_at", n(before))
+        with contextlib.suppress(ClientError):
+            self._update_if(job_id, expr, condition)
 
     def _update_if(self, job_id: str, expr: Expr, condition: str) -> bool:
         """One conditional write to a job; False when its condition no longer holds."""

@@ -12,11 +12,13 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
+    from mypy_boto3_sqs.literals import QueueAttributeNameType
     from mypy_boto3_sqs.type_defs import (
         ChangeMessageVisibilityBatchRequestEntryTypeDef,
         SendMessageBatchRequestEntryTypeDef,
@@ -41,6 +43,10 @@ class SqsDispatch:
         self._queue = queue
         self._url: str | None = queue if "://" in queue else None
         self._lock = threading.Lock()
+        # (time.monotonic(), why) of the last send that failed, until one succeeds:
+        # jobs are stored either way, but a queue that refuses every id (deleted, the
+        # wrong URL) must show somewhere other than a warning per enqueue (/health).
+        self.failing: tuple[float, str] | None = None
 
     @property
     def queue_url(self) -> str:
@@ -65,7 +71,23 @@ class SqsDispatch:
                 for i, (job_id, delay) in enumerate(chunk)
             ]
             failed.extend(self._send_batch(entries))
+        if not failed:
+            self.failing = None
         return failed
+
+    def depth(self) -> int | None:
+        """Messages on the queue now, waiting or being worked on (not those still
+        delayed); None when SQS cannot say."""
+        names: list[QueueAttributeNameType] = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+        ]
+        try:
+            found = self.client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
+            return sum(int(found["Attributes"][name]) for name in names)
+        except Exception as exc:  # the network, the service, a queue gone: not known
+            log.warning("could not read the SQS queue's depth: %s", exc)
+            return None
 
     def _send_batch(self, entries: list[SendMessageBatchRequestEntryTypeDef]) -> list[str]:
         for _ in range(2):  # one retry for the entries SQS refused
@@ -73,12 +95,14 @@ class SqsDispatch:
                 response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception as exc:  # the network or the service: leave it to release_due
                 log.warning("SQS send failed for %d job ids: %s", len(entries), exc)
+                self.failing = (time.monotonic(), f"{type(exc).__name__}: {exc}")
                 return [e["MessageBody"] for e in entries]
             refused = {f["Id"] for f in response.get("Failed", [])}
             entries = [e for e in entries if e["Id"] in refused]
             if not entries:
                 return []
         log.warning("SQS refused %d job ids", len(entries))
+        self.failing = (time.monotonic(), f"SQS refused {len(entries)} messages")
         return [e["MessageBody"] for e in entries]
 
     def change_visibility(self, receipts: Sequence[str], seconds: int) -> int:
