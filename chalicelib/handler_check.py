@@ -31,9 +31,14 @@ WORKER_TIMEOUT = "SPOOL_WORKER_TIMEOUT"
 # What Chalice gives a function without lambda_timeout.
 CHALICE_DEFAULT_TIMEOUT = 60.0
 WORKER_FUNCTION = "run_jobs"
-# A handler needs its timeout plus this much left before the deadline to start
-# (chalicelib.worker.DRAIN_MARGIN; not imported, so this stays light).
-MARGIN = 1.0
+# A handler needs its timeout plus DRAIN_MARGIN (1 s, chalicelib.worker; not imported,
+# so this stays light) left before the deadline to start, judged when the job is
+# about to be claimed: after the invocation began, the runtime's first imports and
+# the batch's reads. With only that 1 s here, timeout=239 passed under a 240 s worker
+# yet never ran (every fresh invocation had just under 240 s left). So the check keeps
+# room for that start too.
+START_ALLOWANCE = 9.0
+MARGIN = 1.0 + START_ALLOWANCE
 
 
 def too_long(specs: Sequence[HandlerSpec], worker_timeout: float) -> list[str]:
