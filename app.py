@@ -110,6 +110,10 @@ def spool_error_shape(event: Any, get_response: Callable[[Any], Response]) -> Re
         if shaped is not None:
             response.body = dumps(shaped)
             response.headers = {**response.headers, "Content-Type": "application/json"}
+            if str(event.path).startswith("/ui"):  # the dashboard's own headers, as its errors
+                from chalicelib.api.ui_routes import ERROR_HEADERS
+
+                response.headers = {**ERROR_HEADERS, **response.headers}
     return response
 
 

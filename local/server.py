@@ -170,7 +170,12 @@ class ChaliceWSGI:
             # paths (API Gateway's 403 "Missing Authentication Token"); a real
             # server says 404.
             payload = dumps(error_body("not_found", f"no route for {method} {path.split('?')[0]}"))
-            return send(start_response, 404, {"Content-Type": "application/json"}, payload)
+            headers = {"Content-Type": "application/json"}
+            if path.startswith("/ui"):  # what every other /ui answer carries
+                from chalicelib.api.ui_routes import ERROR_HEADERS
+
+                headers = {**ERROR_HEADERS, **headers}
+            return send(start_response, 404, headers, payload)
         except LocalGatewayException as exc:
             return send(start_response, exc.CODE, dict(exc.headers), exc.body or b"")
         out: dict[str, Any] = dict(response.get("headers") or {})

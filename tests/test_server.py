@@ -101,6 +101,19 @@ def test_options_is_not_a_cors_preflight_answered_to_anyone(base: str, path: str
     assert reply.status_code == 405, reply.text
     assert reply.json()["error"]["code"] == "method_not_allowed"
     assert not any(name.lower().startswith("access-control-") for name in reply.headers)
+    if path.startswith("/ui"):  # the dashboard's headers, on its errors too
+        assert (
+            reply.headers["X-Frame-Options"] == "DENY"
+            and "Content-Security-Policy" in reply.headers
+        )
+
+
+def test_a_dashboard_path_no_route_matches_carries_its_headers(base: str) -> None:
+    reply = requests.get(f"{base}/ui/api/no-such-thing", timeout=10)
+    assert reply.status_code == 404
+    assert (
+        reply.headers["X-Frame-Options"] == "DENY" and reply.headers["Cache-Control"] == "no-store"
+    )
 
 
 def test_tenants_are_isolated_over_the_socket(base: str, session: requests.Session) -> None:
