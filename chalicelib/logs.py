@@ -258,6 +258,21 @@ def _text_value(value: Any) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
+# What would end or rewrite a line in a message: line breaks (Unicode's too), CR, and
+# the other C0/C1 controls a terminal obeys (ESC starts its colour codes). Tab stays.
+_LINE_BREAKING = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(message: str) -> str:
+    """`message` with its line breaks and control characters written as escapes (\\n,
+    \\u001b): a handler logging a payload's text must not forge a second line (`...
+    ERROR spool.http: ...`) or colour the operator's terminal. Key=value fields are
+    quoted the same way (_text_value)."""
+    if _LINE_BREAKING.search(message) is None:
+        return message
+    return _LINE_BREAKING.sub(lambda m: json.dumps(m.group())[1:-1], message)
+
+
 class TextFormatter(logging.Formatter):
     """`<UTC time> LEVEL logger: message key=value ...`, one line (tracebacks follow)."""
 
@@ -266,6 +281,11 @@ class TextFormatter(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return _utc_stamp(int(record.created), int(record.msecs))
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # record.message is set anew by each Formatter.format: changing it here is ours.
+        record.message = one_line(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -456,7 +476,7 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
     text = redactor.text
     parts = [
         f"{_utc_stamp(second, int((now - second) * 1000))} {logging.getLevelName(level)}"
-        f" {name}: {text(message)}"
+        f" {name}: {text(one_line(message))}"
     ]
     for key, value in extra.items():
         if value is None:

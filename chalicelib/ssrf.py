@@ -34,6 +34,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
@@ -209,11 +210,19 @@ class Target:
         return (self.scheme, self.host, self.port)
 
 
+def _invisible(c: str) -> bool:
+    """Whitespace and controls beyond ASCII (U+2028, U+00A0, U+0085, a zero-width
+    space): a URL people read is not the URL that is sent."""
+    return ord(c) > 0x7F and (
+        c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Zs")
+    )
+
+
 def parse_url(url: str) -> Target:
     """Check a URL's shape and normalize it; everything odd is refused, not repaired."""
     if len(url) > MAX_URL_LENGTH:
         raise Refused(f"URL is longer than {MAX_URL_LENGTH} characters")
-    if any(ord(c) <= 0x20 or ord(c) == 0x7F or c == "\\" for c in url):
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F or c == "\\" or _invisible(c) for c in url):
         raise Refused("URL contains whitespace, control characters or backslashes")
     try:
         parts = urlsplit(url)

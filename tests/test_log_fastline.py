@@ -259,3 +259,22 @@ def test_a_custom_record_factory_keeps_its_fields(stream: io.StringIO) -> None:
     finally:
         logging.setLogRecordFactory(made)
     assert " host=web-1 event=enqueued job_id=j_9" in stream.getvalue()
+
+
+FORGING = "x\n2026-12-02T00:00:00.000Z ERROR spool.http: FORGED tenant=b\r\x1b[31mRED\u2028\x85"
+
+
+def test_a_message_cannot_forge_a_line_or_colour_the_terminal(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler logging a payload's text (ctx.log.info(payload["s"])): its line breaks
+    and control characters are written as escapes, on both ways a line is made."""
+    clock = SimpleNamespace(time=lambda: NOW, strftime=time.strftime, gmtime=time.gmtime)
+    monkeypatch.setattr(logs, "time", clock)
+    fast = logs.text_line("spool.handler", logging.INFO, FORGING, {"event": "log"})
+    slow = _through_logging("spool.handler", logging.INFO, FORGING, {"event": "log"})
+    assert fast == slow
+    assert "\n" not in slow and "\r" not in slow and "\x1b" not in slow
+    assert "\u2028" not in slow and "\x85" not in slow
+    assert "x\\n2026-12-02T00:00:00.000Z ERROR spool.http: FORGED" in slow
+    assert "\\r\\u001b[31mRED\\u2028\\u0085" in slow

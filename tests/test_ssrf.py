@@ -489,3 +489,19 @@ def test_an_empty_allowlist_allows_nothing(jail: Jail) -> None:
         ssrf.check_url("http://allowed.test/", ssrf.Policy())
     with pytest.raises(ssrf.Refused, match="allowlist"):
         ssrf.check_url(f"http://{PUBLIC}/", ssrf.Policy())
+
+
+@pytest.mark.parametrize(
+    "char", ["\u2028", "\u2029", "\u00a0", "\u0085", "\u200b", "\u202e", "\u3000", "\ufeff"]
+)
+def test_whitespace_and_invisible_characters_beyond_ascii_are_refused(char: str) -> None:
+    """A URL people read must be the URL sent: no line separators, no-break or
+    zero-width spaces, no direction overrides, wherever they stand."""
+    for url in (
+        f"https://allowed.test/ok{char}x",
+        f"https://allowed.test{char}/",
+        f"https{char}://a.test/",
+    ):
+        with pytest.raises(ssrf.Refused, match="whitespace, control characters"):
+            ssrf.parse_url(url)
+    assert ssrf.parse_url("https://allowed.test/caf\u00e9").host == "allowed.test"  # letters pass
