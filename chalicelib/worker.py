@@ -190,6 +190,12 @@ class Worker:
         # batch of a tenant with a backlog.
         self._announced = False
         self._fair = self.config.policy is not None and self.config.policy.fair
+        # A rate limit counts a start when the store hands the job out: a job claimed
+        # ahead and started later, beside the next window's, let 10 start in a second
+        # under "5/s". Under one, nothing is claimed beyond the free threads (_depth).
+        self._no_prefetch = self.config.policy is not None and bool(
+            self.config.policy.rate_limits()
+        )
         self._notifier: Any = None
         # Recent handler time per job (moving average): sets how deep to prefetch.
         self._busy_seconds = PREFETCH_SECONDS
@@ -588,8 +594,12 @@ class Worker:
                 attempt.lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
             else:
                 # Lost: a running attempt's finish will be refused; a waiting one is dropped.
+                # The handler is told (ctx.cancelled): another worker may run the job now,
+                # and under a concurrency limit its slot already counts that one.
                 attempt.lease_expires_at = None
                 attempt.lost = True
+                if attempt.ctx is not None:
+                    attempt.ctx.cancelled.set()
 
     def _flush(self) -> int:
         with self._lock:
@@ -694,7 +704,10 @@ class Worker:
 
     # -- public shapes -------------------------------------------------------
     def _depth(self) -> int:
-        """Jobs to hold per pool thread: one running plus ~PREFETCH_SECONDS of waiting work."""
+        """Jobs to hold per pool thread: one running plus ~PREFETCH_SECONDS of waiting work
+        (only the running one under a rate limit, so a claimed job starts at once)."""
+        if self._no_prefetch:
+            return 1
         most = max(2, self.config.batch_size // self.config.concurrency)
         return max(2, min(most, 1 + int(PREFETCH_SECONDS / max(self._busy_seconds, 1e-6))))
 
@@ -712,7 +725,11 @@ class Worker:
             # tenant's job waits for neither a batch of completions nor a full claim
             # (the claim gives it the next turn; _queue_fairly the next free thread).
             self._announced = False
-            quick = self._claim(min(self.config.concurrency, self.config.batch_size))
+            want = min(self.config.concurrency, self.config.batch_size)
+            if self._no_prefetch:
+                with self._lock:
+                    want = min(want, self.config.concurrency - self._in_flight())
+            quick = self._claim(want)
         flushing = self._flush_beside() if self._overlap and flush else None
         if flushing is None and flush:
             self._flush()

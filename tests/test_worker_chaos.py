@@ -475,6 +475,70 @@ def test_a_timeout_without_a_concurrency_limit_is_recorded_at_once(mem, clock, r
         worker.close()
 
 
+@pytest.mark.parametrize("fair", [False, True])
+def test_under_a_rate_limit_no_job_is_claimed_that_cannot_start_at_once(
+    mem, clock, reg, fair: bool
+) -> None:
+    """The store counts a rate limit's start when it hands the job out. Jobs claimed
+    ahead of the pool started later, beside the next window's: 10 started in under a
+    second under "5/s". Under a rate limit the worker holds no more than its threads."""
+    import time
+
+    release = threading.Event()
+    started: list[str] = []
+
+    @reg.handler("rated", rate="1000/s")
+    def rated(payload: dict[str, Any]) -> None:
+        started.append("x")
+        release.wait(WAIT)
+
+    for _ in range(20):
+        add(mem, clock, "rated")
+    policy = ClaimPolicy((Limit("type", "rated", rate=Rate(1000, 1.0)),), fair=fair)
+    worker = Worker(mem, reg, WorkerConfig(concurrency=2, policy=policy))
+    try:
+        with RunInThread(worker):
+            assert wait_until(lambda: len(started) == 2)
+            time.sleep(0.3)  # dispatcher turns in which a prefetch would claim more
+            running = sum(n for (_, state), n in mem.counts().items() if state is JobState.RUNNING)
+            assert running == 2
+            release.set()
+            assert wait_until(lambda: len(started) == 20)
+    finally:
+        release.set()
+        worker.close()
+
+
+class LeaseGone(ClaimSpy):
+    """Every lease extension is refused: the lease lapsed and another worker took the job."""
+
+    def extend_lease(self, *args: Any, **kwargs: Any) -> bool:
+        return False
+
+
+def test_a_handler_whose_lease_is_lost_is_told_to_stop(mem, clock, reg) -> None:
+    """A worker stalled past its lease (SIGSTOP, a long GC) finds on resuming that its
+    job is another worker's now: its handler is cancelled, not left to run beside it."""
+    told = threading.Event()
+
+    lease = 1.2  # looked at every lease/6 s, renewed when half is left
+
+    @reg.handler("long", timeout=60)
+    def long(payload: dict[str, Any], ctx: JobContext) -> None:
+        clock.advance(0.7)  # due for renewal (still the store's: nobody reclaims it)
+        if ctx.cancelled.wait(WAIT):
+            told.set()
+
+    add(mem, clock, "long")
+    config = WorkerConfig(concurrency=1, lease_seconds=lease)
+    worker = Worker(LeaseGone(mem), reg, config)  # type: ignore[arg-type]
+    try:
+        with RunInThread(worker):
+            assert told.wait(WAIT)
+    finally:
+        worker.close()
+
+
 # -- 5. A store outage is not a lost lease -------------------------------------------
 
 
