@@ -744,8 +744,10 @@ class Worker:
                 capacity = concurrency * min(depth_limit, self._depth())
                 in_flight = self._in_flight()
             room = capacity - in_flight
-            # Claim in useful batches: wait until half the capacity is free unless idle.
-            if room >= max(1, capacity // 2) or (room > 0 and not in_flight):
+            # Claim in useful batches: wait until half the capacity is free unless idle
+            # (without prefetch a thread freed is a thread idle: claim for it at once).
+            batch = 1 if self._no_prefetch else max(1, capacity // 2)
+            if room >= batch or (room > 0 and not in_flight):
                 return quick + self._claim(min(room, self.config.batch_size))
             return quick
         finally:
