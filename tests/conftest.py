@@ -35,6 +35,7 @@ import pytest
 from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry, registry
 from chalicelib.runtime import BUILTIN_HANDLER_MODULES, DEMO_HANDLER_MODULE
+from chalicelib.storage.memory import MemoryStore
 from tests.backends import BACKENDS, open_backend
 from tests.netguard import spool_netguard as netguard
 
@@ -104,6 +105,20 @@ def network_guard() -> Iterator[None]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture
+def mem(clock: FakeClock) -> Iterator[MemoryStore]:
+    """A memory store on the test clock, for the worker's tests."""
+    store = MemoryStore(clock)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def reg() -> Registry:
+    """An empty registry a test fills with the handlers it needs."""
+    return Registry()
 
 
 @pytest.fixture

@@ -284,30 +284,6 @@ def test_metrics_public_when_configured(tmp_path) -> None:
         assert Api(client).get("/metrics", key=None).status == 200
 
 
-def test_status_url_carries_the_api_gateway_stage(api: Api) -> None:
-    # On execute-api URLs the path starts with the stage; links must include it.
-    event = {
-        "resource": "/enqueue",
-        "path": "/enqueue",
-        "httpMethod": "POST",
-        "headers": {"x-api-key": "key-a-0123456789", "content-type": "application/json"},
-        "multiValueQueryStringParameters": None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": "/enqueue",
-            "httpMethod": "POST",
-            "path": "/api/enqueue",
-            "stage": "api",
-        },
-        "body": '{"type": "echo"}',
-        "isBase64Encoded": False,
-    }
-    response = spool_app.app(event, context("api_handler"))
-    assert response["statusCode"] == 201
-    assert json.loads(response["body"])["status_url"].startswith("/api/status/j_")
-
-
 def _gateway_event(
     path: str = "/enqueue",
     context_path: str | None = None,
@@ -334,6 +310,13 @@ def _gateway_event(
         "body": body,
         "isBase64Encoded": base64,
     }
+
+
+def test_status_url_carries_the_api_gateway_stage(api: Api) -> None:
+    # On execute-api URLs the path starts with the stage; links must include it.
+    response = spool_app.app(_gateway_event(context_path="/api/enqueue"), context("api_handler"))
+    assert response["statusCode"] == 201
+    assert json.loads(response["body"])["status_url"].startswith("/api/status/j_")
 
 
 def test_links_carry_a_custom_domain_s_base_path(api: Api) -> None:

@@ -15,7 +15,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -31,18 +31,6 @@ from chalicelib.worker import DRAIN_MARGIN, Worker, WorkerConfig, WorkerStats
 from tests.factories import new_job
 
 WAIT = 10.0  # generous bound for anything that waits on another thread
-
-
-@pytest.fixture
-def mem(clock: FakeClock) -> Iterator[MemoryStore]:
-    store = MemoryStore(clock)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def reg() -> Registry:
-    return Registry()
 
 
 def add(store: MemoryStore, clock: FakeClock, type_: str, **fields: Any) -> Job:

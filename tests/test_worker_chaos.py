@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +30,7 @@ import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.errors import StoreUnavailable
-from chalicelib.handlers import JobContext, Registry
+from chalicelib.handlers import JobContext
 from chalicelib.job_events import JobEvents
 from chalicelib.jsonstrict import is_circular, is_finite_json
 from chalicelib.limits import ClaimPolicy, Limit, Rate
@@ -44,18 +43,6 @@ from tests.factories import new_job
 from tests.test_worker import WAIT, ClaimSpy, FakeMonotonic, RunInThread, wait_until
 
 LEASE = 30.0
-
-
-@pytest.fixture
-def mem(clock: FakeClock) -> Iterator[MemoryStore]:
-    store = MemoryStore(clock)
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def reg() -> Registry:
-    return Registry()
 
 
 @pytest.fixture

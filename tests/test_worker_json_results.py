@@ -7,7 +7,6 @@ parsers; a RetryAfter past the datetime range used to kill the pool thread
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,13 +20,6 @@ from chalicelib.storage.memory import MemoryStore
 from chalicelib.timebounds import MAX_DELAY_SECONDS
 from chalicelib.worker import Worker, WorkerConfig
 from tests.factories import new_job
-
-
-@pytest.fixture
-def mem(clock: FakeClock) -> Iterator[MemoryStore]:
-    store = MemoryStore(clock)
-    yield store
-    store.close()
 
 
 def run_one(store: MemoryStore, clock: FakeClock, reg: Registry, type_: str) -> Job:
