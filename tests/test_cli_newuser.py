@@ -30,6 +30,7 @@ from chalicelib.models import JobState
 from chalicelib.storage.sqlite import SQLiteStore
 from local import cli, remote_cli, serve
 from tests.procs import ROOT, guarded_env, spool_serve, stop
+from tests.test_cli import state_of
 
 FAIL_ONCE = ["--payload", '{"always": true}', "--max-attempts", "1"]
 
@@ -53,16 +54,6 @@ def enqueue(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     code, out, _ = run(capsys, "enqueue", *argv, "--json")
     assert code == 0
     return str(json.loads(out)["id"])
-
-
-def job_state(db: Path, job_id: str) -> JobState:
-    store = SQLiteStore(str(db), SystemClock())
-    try:
-        job = store.get(job_id)
-        assert job is not None
-        return job.state
-    finally:
-        store.close()
 
 
 # -- 1, 2, 4: settings the worker cannot work with ------------------------------------------
@@ -94,7 +85,7 @@ def test_a_burst_worker_refuses_what_it_cannot_work_with(
     assert err.startswith(f"spool: {message}") and err.count("\n") == 1, err
     assert "unexpected error" not in err
     # Before: a lease of 0 buried the job after 3 "lease expired" attempts, unrun.
-    assert job_state(db, job_id) is JobState.QUEUED
+    assert state_of(db, job_id) is JobState.QUEUED
 
 
 def test_the_burst_summary_counts_jobs_the_store_buried(
@@ -112,7 +103,7 @@ def test_the_burst_summary_counts_jobs_the_store_buried(
     time.sleep(0.05)
     code, _, err = run(capsys, "worker", "--burst")
     assert code == 0 and "0 succeeded, 0 retried, 1 dead" in err
-    assert job_state(db, job_id) is JobState.DEAD
+    assert state_of(db, job_id) is JobState.DEAD
 
 
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
@@ -145,7 +136,7 @@ def test_dlq_redrive_all_takes_a_type(db: Path, capsys: pytest.CaptureFixture[st
     assert (code, json.loads(out)["redriven"]) == (0, 0) and "redriven 0 job(s)" in err
     code, out, _ = run(capsys, "dlq", "redrive", "--all", "--type", "fail", "--json")
     assert code == 0 and sorted(json.loads(out)["ids"]) == sorted(dead)
-    assert {job_state(db, i) for i in dead} == {JobState.QUEUED}
+    assert {state_of(db, i) for i in dead} == {JobState.QUEUED}
 
 
 def test_remote_dlq_redrive_all_sends_the_type() -> None:
@@ -291,7 +282,7 @@ def test_worker_first_ctrl_c_finishes_the_second_stops_at_once(db: Path) -> None
         text=True,
     )
     try:
-        _wait_for(lambda: job_state(db, job) is JobState.RUNNING)
+        _wait_for(lambda: state_of(db, job) is JobState.RUNNING)
         worker.send_signal(signal.SIGINT)
         assert worker.stderr is not None
         lines = [worker.stderr.readline(), worker.stderr.readline()]
@@ -308,7 +299,7 @@ def test_worker_first_ctrl_c_finishes_the_second_stops_at_once(db: Path) -> None
     finally:
         stop(worker)
     # Abandoned, not lost: its lease lapses and a worker runs it again.
-    assert job_state(db, job) is JobState.RUNNING
+    assert state_of(db, job) is JobState.RUNNING
 
 
 @pytest.fixture

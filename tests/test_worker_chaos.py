@@ -28,7 +28,6 @@ from typing import Any
 
 import pytest
 
-from chalicelib.clock import FakeClock
 from chalicelib.errors import StoreUnavailable
 from chalicelib.handlers import JobContext
 from chalicelib.job_events import JobEvents
@@ -39,8 +38,7 @@ from chalicelib.models import Job, JobState
 from chalicelib.storage.base import LEASE_EXPIRED_ERROR
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.worker import Worker, WorkerConfig, WorkerStats, _Attempt
-from tests.factories import new_job
-from tests.test_worker import WAIT, ClaimSpy, FakeMonotonic, RunInThread, wait_until
+from tests.test_worker import WAIT, ClaimSpy, FakeMonotonic, RunInThread, add, get, wait_until
 
 LEASE = 30.0
 
@@ -67,16 +65,6 @@ def deaths(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(threading, "excepthook", hook)
     return died
-
-
-def add(store: MemoryStore, clock: FakeClock, type_: str, **fields: Any) -> Job:
-    return store.add([new_job(clock, type_, **fields)])[0].job
-
-
-def get(store: MemoryStore, job_id: str) -> Job:
-    job = store.get(job_id)
-    assert job is not None
-    return job
 
 
 def drained(worker: Worker) -> WorkerStats:
