@@ -256,11 +256,21 @@ def banner(
     lines.append("or point the command line and the Python client at it, in another terminal:")
     lines.append(f"  export SPOOL_URL={shlex.quote(url)} SPOOL_API_KEY={shlex.quote(shown)}")
     if demo:
-        lines.append('  spool enqueue echo --payload \'{"hello": "world"}\'')
+        lines.append(f'  {_spool_command()} enqueue echo --payload \'{{"hello": "world"}}\'')
     lines.append(
         "Ctrl-C stops (running requests and jobs finish first; press it twice to stop at once)."
     )
     return "\n".join(lines)
+
+
+def _spool_command() -> str:
+    """How the user ran `spool`, to paste back: `make run` runs .venv/bin/spool, which a
+    new shell does not have on its PATH (README writes it that way too)."""
+    ran = sys.argv[0] if sys.argv else ""
+    if os.path.basename(ran) == "spool" and os.path.sep in ran:
+        relative = os.path.relpath(ran)
+        return shlex.quote(relative if not relative.startswith("..") else ran)
+    return "spool"
 
 
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:

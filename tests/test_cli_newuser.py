@@ -200,6 +200,22 @@ def test_the_banner_shows_the_dashboard_and_the_export_line() -> None:
     assert text.splitlines()[-1].startswith("Ctrl-C stops")
 
 
+def test_the_banner_s_enqueue_line_names_the_spool_that_ran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`make run` runs .venv/bin/spool, which a new terminal has not on its PATH."""
+    rt = SimpleNamespace(
+        settings=SimpleNamespace(store_url="sqlite:///.spool/spool.db"),
+        registry=SimpleNamespace(types=lambda: ["echo"]),
+    )
+    monkeypatch.setattr(sys, "argv", [".venv/bin/spool", "serve"])
+    text = serve.banner("http://127.0.0.1:8123", rt, "dev-abc", True, True)  # type: ignore[arg-type]
+    assert '.venv/bin/spool enqueue echo --payload \'{"hello": "world"}\'' in text
+    monkeypatch.setattr(sys, "argv", ["spool", "serve"])  # found on the PATH
+    text = serve.banner("http://127.0.0.1:8123", rt, "dev-abc", True, True)  # type: ignore[arg-type]
+    assert "  spool enqueue echo" in text
+
+
 # -- 3: every setting the API reads is checked before the banner -----------------------------
 
 
