@@ -13,12 +13,14 @@ URL must not carry its password into the history, the API or the CLI.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import traceback as tb
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
+from types import FrameType
 
 from chalicelib import worker_id
 from chalicelib.config import Settings
@@ -71,11 +73,25 @@ def format_failure(exc: BaseException, limit: int) -> str | None:
 
 def stack_of(thread_id: int | None, limit: int) -> str | None:
     """Where a thread is now: for an attempt that timed out, the line it was stuck on."""
-    frame = sys._current_frames().get(thread_id) if thread_id is not None else None
+    frame = _frame_of(thread_id) if thread_id is not None else None
     if frame is None or limit <= 0:
         return None
     stack = "".join(tb.format_stack(frame))
     return trim_tail(redact_text("Still running when it timed out:\n" + stack), limit)
+
+
+def _frame_of(thread_id: int) -> FrameType | None:
+    """sys._current_frames() with the cycle collector held off. CPython 3.11 holds its
+    thread list's lock while it builds the answer; a collection that starts there and
+    frees a threading.local (a store's per-thread connections) asks for the same lock
+    and the process hangs for good (seen once in CI, in a worker's timeout)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames().get(thread_id)
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def record(

@@ -405,3 +405,29 @@ def test_a_runtimes_worker_takes_these_settings_from_the_runtime_not_the_environ
             worker.close()
     finally:
         rt.close()
+
+
+def test_a_stuck_thread_s_stack_is_read_with_the_collector_held_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CPython 3.11's sys._current_frames() holds its thread list's lock; a collection
+    starting inside it that frees a threading.local asks for that lock again and hangs
+    the process (a CI run hung so in a worker's timeout). The collector is off for the
+    call and back on after it."""
+    import gc
+    import sys
+
+    from chalicelib import attempt_record
+
+    seen: list[bool] = []
+    real = sys._current_frames
+
+    def frames() -> dict[int, Any]:
+        seen.append(gc.isenabled())
+        return real()
+
+    monkeypatch.setattr(sys, "_current_frames", frames)
+    assert gc.isenabled()
+    stack = attempt_record.stack_of(threading.get_ident(), 4096)
+    assert seen == [False] and gc.isenabled()
+    assert stack is not None and "test_a_stuck_thread_s_stack" in stack
