@@ -75,8 +75,8 @@ class EnqueueGate:
     def _fresh(self, tenant: str, keys: Sequence[str | None]) -> int:
         """How many of the jobs would be new: every job without a key, and each
         distinct key not yet stored."""
+        plain = sum(1 for k in keys if k is None)
         keyed = {k for k in keys if k is not None}
-        plain = len(keys) - sum(1 for k in keys if k is not None)
         return plain + sum(1 for k in keyed if self.store.get_by_key(tenant, k) is None)
 
     def _admit(self, limit: TenantLimit, tenant: str, jobs: int) -> None:

@@ -86,10 +86,16 @@ def url_options(query: str, scheme: str, known: Sequence[str]) -> dict[str, str]
     for name in names:
         if name not in known:
             raise unknown_option(name, scheme, known)
+    refuse_repeated(names)
+    return {name: value for name, value in pairs if value}
+
+
+def refuse_repeated(names: Sequence[str]) -> None:
+    """A ConfigError naming the first option (alphabetically) a URL gives twice: which
+    of the two a store read would be a guess."""
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
         raise config_error(f"option {twice[0]!r} is given more than once; give it once")
-    return {name: value for name, value in pairs if value}
 
 
 def unknown_option(

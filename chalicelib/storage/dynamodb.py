@@ -1663,9 +1663,19 @@ class DynamoStore:
         self.reap_expired(now)
         horizon = now + MAX_DELAY_SECONDS * MICRO
         lost_before = now - int(self.config.lost_after * MICRO)
-        to_send: list[tuple[str, int, int | None]] = []  # (job id, when, msg_at before)
+        # (job id, when it is due, msg_at before, msg_at written): what the release sends
+        to_send: list[tuple[str, int, int | None, int]] = []
         overdue: list[tuple[int, str, int]] = []  # (msg_at, job id, run_at): maybe lost
         messaged = 0  # waiting jobs whose message should be on the queue by now
+
+        def mark(job_id: str, before: int | None, run_at: int) -> None:
+            if len(to_send) >= limit:
+                return
+            at = max(run_at, now)
+            written = self._mark_sent(job_id, before, at, now)
+            if written is not None:
+                to_send.append((job_id, at, before, written))
+
         for shard in self._shards():
             expr = Expr()
             key = (
@@ -1676,18 +1686,14 @@ class DynamoStore:
                 run_at = need_n(item, "tm_at")  # a waiting job's timer is its run_at
                 planned = get_n(item, "msg_at")
                 if planned is None:
-                    if len(to_send) < limit and self._mark_sent(
-                        job_id_of(item), None, max(run_at, now), now
-                    ):
-                        to_send.append((job_id_of(item), max(run_at, now), None))
+                    mark(job_id_of(item), None, run_at)
                     continue
                 messaged += planned <= now
                 if run_at <= lost_before and planned <= lost_before:
                     overdue.append((planned, job_id_of(item), run_at))
         overdue.sort()
         for planned, job_id, run_at in overdue[: self._presumed_lost(len(overdue), messaged)]:
-            if len(to_send) < limit and self._mark_sent(job_id, planned, max(run_at, now), now):
-                to_send.append((job_id, max(run_at, now), planned))
+            mark(job_id, planned, run_at)
         return self._release(to_send, now)
 
     def _presumed_lost(self, overdue: int, messaged: int) -> int:
@@ -1706,13 +1712,13 @@ class DynamoStore:
             return overdue
         return max(0, min(overdue, messaged - depth))
 
-    def _release(self, to_send: list[tuple[str, int, int | None]], now: int) -> int:
+    def _release(self, to_send: list[tuple[str, int, int | None, int]], now: int) -> int:
         """Send what release_due marked; a mark whose send failed is taken back, so the
         next run tries again instead of waiting `lost_after`. Returns how many went."""
-        failed = set(self._send([(job_id, at) for job_id, at, _ in to_send], now))
-        for job_id, at, before in to_send:
+        failed = set(self._send([(job_id, at) for job_id, at, _, _ in to_send], now))
+        for job_id, _, before, written in to_send:
             if job_id in failed:
-                self._unmark_sent(job_id, self._planned_message(at, now), before)
+                self._unmark_sent(job_id, written, before)
         if failed:
             log.error(
                 "%d of %d job ids could not be sent to SQS (see the warning before); "
@@ -1722,10 +1728,8 @@ class DynamoStore:
             )
         return len(to_send) - len(failed)
 
-    def _unmark_sent(self, job_id: str, planned: int | None, before: int | None) -> None:
+    def _unmark_sent(self, job_id: str, planned: int, before: int | None) -> None:
         """Put msg_at back as it was, unless something else has changed it since."""
-        if planned is None:
-            return
         expr = Expr()
         condition = f"{expr.name('msg_at')} = {expr.value(n(planned))}"
         if before is None:
@@ -1751,11 +1755,12 @@ class DynamoStore:
             raise
         return True
 
-    def _mark_sent(self, job_id: str, previous: int | None, run_at: int, now: int) -> bool:
-        """Record the message about to be sent, unless another release got there first."""
+    def _mark_sent(self, job_id: str, previous: int | None, run_at: int, now: int) -> int | None:
+        """Record the message about to be sent (its msg_at, returned), unless another
+        release got there first (None)."""
         planned = self._planned_message(run_at, now)
         if planned is None:
-            return False
+            return None
         expr = Expr()
         condition = expr.one_of("state", WAITING) + " AND "
         if previous is None:
@@ -1763,7 +1768,7 @@ class DynamoStore:
         else:
             condition += f"{expr.name('msg_at')} = {expr.value(n(previous))}"
         expr.set("msg_at", n(planned))
-        return self._update_if(job_id, expr, condition)
+        return planned if self._update_if(job_id, expr, condition) else None
 
     # -- attempt history, due work, workers ------------------------------------------------------
     @aws_errors

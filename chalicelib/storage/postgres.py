@@ -74,6 +74,7 @@ from chalicelib.storage import (
     migrations,
     postgres_limits,
     postgres_webhooks,
+    refuse_repeated,
     unknown_option,
 )
 from chalicelib.storage.base import (
@@ -396,10 +397,7 @@ def parse_url(url: str) -> PgSettings:
     if scheme not in ("postgres", "postgresql"):
         raise config_error(f"not a Postgres URL: {redact_url(url)!r}")
     query = parse_qsl(parts.query, keep_blank_values=True)
-    names = [k for k, _ in query if k in _SPOOL_OPTIONS]
-    twice = sorted({k for k in names if names.count(k) > 1})
-    if twice:
-        raise config_error(f"option {twice[0]!r} is given more than once; give it once")
+    refuse_repeated([k for k, _ in query if k in _SPOOL_OPTIONS])
     ours = {k: v for k, v in query if k in _SPOOL_OPTIONS}
     rest = [
         (k, v)

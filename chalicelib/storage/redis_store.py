@@ -52,7 +52,7 @@ from chalicelib.models import (
     trusted_job,
 )
 from chalicelib.redact import redact_text, redact_url
-from chalicelib.storage import history, redis_limits, redis_limits_lua, redis_lua
+from chalicelib.storage import history, redis_limits, redis_limits_lua, redis_lua, refuse_repeated
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     MINUTES_KEPT,
@@ -113,9 +113,7 @@ def parse_url(url: str) -> RedisSettings:
         raise ValueError(f"not a Redis URL: {redact_url(url)!r}")
     query = parse_qsl(parts.query, keep_blank_values=True)
     names = [k for k, _ in query]
-    twice = sorted({k for k in names if names.count(k) > 1})
-    if twice:
-        raise ValueError(f"option {twice[0]!r} is given more than once; give it once")
+    refuse_repeated(names)
     for name, instead in _SPOOL_SETS.items():
         if name in names:
             raise ValueError(f"Spool sets {name} itself: use {instead} instead")
