@@ -128,6 +128,11 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
         "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
     },
 }
+# On the bucket itself, for every role that reads its objects: without it S3 answers a
+# GetObject of a key that is gone (the lifecycle rule, an operator) with AccessDenied,
+# not NoSuchKey, and the worker retries the job to its last attempt instead of burying
+# it at once as payload_missing (chalicelib/storage/dynamodb.py). No role lists keys.
+BUCKET_ACTIONS = ["s3:ListBucket"]
 # Into the function's own log group, which the stack creates with its retention:
 # no logs:CreateLogGroup, so Lambda cannot make one that keeps logs forever.
 LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
@@ -183,8 +188,11 @@ def _statements(role: str, arns: dict[str, Any]) -> list[dict[str, Any]]:
     ]
     objects = statements[-1]
     assert objects["Sid"] == "Objects"
+    bucket = {"Sid": "Bucket", "Effect": "Allow", "Action": BUCKET_ACTIONS,
+              "Resource": arns["bucket"]}  # fmt: skip
     if "objects_condition" in arns:
-        objects["Condition"] = arns["objects_condition"]
+        objects["Condition"] = bucket["Condition"] = arns["objects_condition"]
+    statements.append(bucket)
     statements.append(
         {"Sid": "Logs", "Effect": "Allow", "Action": LOG_ACTIONS, "Resource": arns["logs"][role]}
     )
@@ -440,6 +448,7 @@ def merge_template(visibility: int) -> dict[str, Any]:
         ],
         "queue": [{"Fn::GetAtt": ["JobsQueue", "Arn"]}],
         "objects": [{"Fn::Sub": "${PayloadBucket.Arn}/spool/*"}],
+        "bucket": [{"Fn::GetAtt": ["PayloadBucket", "Arn"]}],
         # Each role writes to its own function's log group, nothing else.
         "logs": {
             role: [{"Fn::GetAtt": [log_groups[function], "Arn"]}]
@@ -641,6 +650,7 @@ def policy_file(stage: str, role: str) -> dict[str, Any]:
         "queue": [f"arn:aws:sqs:*:{account}:{prefix}-jobs"],
         # The data stack names it spool-<stage>-payloads-<account>-<region>.
         "objects": [f"arn:aws:s3:::{prefix}-payloads-{account}-*/spool/*"],
+        "bucket": [f"arn:aws:s3:::{prefix}-payloads-{account}-*"],
         "objects_condition": {"StringEquals": {"s3:ResourceAccount": account}},
         "logs": {role: [log_group, f"{log_group}:*"]},
         "api_keys": [parameter],

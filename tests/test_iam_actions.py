@@ -26,7 +26,7 @@ import app as spool_app
 from chalicelib import events
 from chalicelib.runtime import Runtime
 from chalicelib.webhooks import signing
-from infra.generate import ACTIONS, FUNCTIONS, KEY_ACTIONS
+from infra.generate import ACTIONS, BUCKET_ACTIONS, FUNCTIONS, KEY_ACTIONS
 from local.emulator import context, scheduled_event
 from tests.apikit import OPERATOR_KEY, TENANT_A, Api, installed, settings_for
 from tests.test_aws_events import QUEUE, poller
@@ -195,6 +195,8 @@ def _allowed(role: str, service: str) -> set[str]:
         if service == "ssm" and role == "api"
         else ACTIONS[role].get(_RESOURCE_KIND[service], [])
     )
+    if service == "s3":
+        granted = [*granted, *BUCKET_ACTIONS]
     return {a.split(":", 1)[1] for a in granted}
 
 

@@ -245,6 +245,32 @@ def test_each_function_has_its_own_role_scoped_to_the_data(template: dict[str, A
         assert ({"ApiKeys", "ApiKeysDecrypt"} <= sids) == (function == "APIHandler"), function
 
 
+def test_every_role_that_reads_objects_may_list_the_bucket_and_no_more(
+    template: dict[str, Any],
+) -> None:
+    """S3 answers a GetObject of a missing key with AccessDenied unless the caller may
+    s3:ListBucket: the worker would then retry a job whose payload the lifecycle rule
+    deleted to its last attempt instead of burying it as payload_missing."""
+    for function, role_id in ROLE_IDS.items():
+        policy = template["Resources"][role_id]["Properties"]["Policies"][0]
+        by_sid = {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+        assert "s3:GetObject" in by_sid["Objects"]["Action"], function
+        bucket = by_sid["Bucket"]
+        assert bucket["Action"] == ["s3:ListBucket"], function
+        assert bucket["Resource"] == [{"Fn::GetAtt": ["PayloadBucket", "Arn"]}], function
+        granted_elsewhere = {
+            a for s in by_sid.values() if s is not bucket for a in as_list(s["Action"])
+        }
+        assert "s3:ListBucket" not in granted_elsewhere, function
+    for stage in STAGES:
+        for role in set(ROLE_OF.values()):
+            path = ROOT / ".chalice" / f"policy-{stage}-{role}.json"
+            by_sid = {s["Sid"]: s for s in json.loads(path.read_text())["Statement"]}
+            assert by_sid["Bucket"]["Resource"] == [
+                f"arn:aws:s3:::spool-{stage}-payloads-{OWN}-*"
+            ], (stage, role)
+
+
 def test_policy_files_grant_what_the_template_grants(template: dict[str, Any]) -> None:
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     for stage in STAGES:
