@@ -621,7 +621,7 @@ class PostgresStore:
                     keyed.append(key)
         candidates = [i for i in range(len(jobs)) if i not in dup_of]
 
-        def write(conn: Conn) -> tuple[set[str], dict[tuple[str, str], AddResult]]:
+        def write(conn: Conn) -> tuple[dict[str, Job], dict[tuple[str, str], AddResult]]:
             with conn.transaction() if keyed else _nothing():
                 existing = self._by_keys(conn, keyed) if keyed else {}
                 fresh = [
@@ -630,13 +630,20 @@ class PostgresStore:
                     if jobs[i].idempotency_key is None
                     or (_enc(jobs[i].tenant), _enc(jobs[i].idempotency_key or "")) not in existing
                 ]
+                built: dict[str, Job] = {}
                 inserted: set[str] = set()
                 if fresh:
                     params = self._add_params(fresh, now)
                     if len(fresh) == 1:
                         rows = conn.execute(ADD_ONE_SQL, _one_row(params)).fetchall()
+                        built = {fresh[0].id: _fresh_job(fresh[0], now)}
                     else:
-                        rows = conn.execute(ADD_SQL, params).fetchall()
+                        # Pipeline mode sends the statement at once: the server inserts
+                        # the batch while this thread builds the answer's jobs.
+                        with conn.pipeline():
+                            cursor = conn.execute(ADD_SQL, params)
+                            built = {n.id: _fresh_job(n, now) for n in fresh}
+                            rows = cursor.fetchall()
                     inserted = {r[0] for r in rows}
                     lost = [
                         (_enc(n.tenant), _enc(n.idempotency_key))
@@ -645,14 +652,15 @@ class PostgresStore:
                     ]
                     if lost:  # another process stored the same key a moment ago
                         existing.update(self._by_keys(conn, lost))
-                return inserted, existing
+                return {i: built[i] for i in built if _enc(i) in inserted}, existing
 
-        inserted, existing = self._run(write)
+        stored, existing = self._run(write)
         results: list[AddResult | None] = [None] * len(jobs)
         for i in candidates:
             new = jobs[i]
-            if _enc(new.id) in inserted:
-                results[i] = AddResult(_fresh_job(new, now), True)
+            job = stored.get(new.id)
+            if job is not None:
+                results[i] = AddResult(job, True)
             else:
                 key = (_enc(new.tenant), _enc(new.idempotency_key or ""))
                 results[i] = existing[key]
