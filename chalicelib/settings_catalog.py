@@ -228,8 +228,9 @@ CATALOG: tuple[Setting, ...] = (
         default=1000,
         read_by="chalicelib/api/routes.py",
         meaning=(
-            "Terminal `/status` answers the result cache holds per process (least recently "
-            "used go first), 0 to 1000000; 0 turns the cache off."
+            "Terminal `/status` answers the result cache holds per process for each tenant "
+            "(each tenant's least recently used go first; one tenant's reads never evict "
+            "another's), 0 to 1000000; 0 turns the cache off."
         ),
         group=_API,
         field="cache_size",
@@ -289,6 +290,19 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             "Most live workers that get a `spool_worker_last_heartbeat_timestamp_seconds` "
             "series (the most recent beats); `spool_workers_live` counts them all."
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_CACHE_BYTES",
+        type=INTEGER,
+        default=8 * 1024 * 1024,
+        read_by="chalicelib/api/routes.py",
+        meaning=(
+            "Characters of cached `/status` answers each tenant may hold per process, 0 to "
+            "1073741824 (0 turns the cache off): with SPOOL_CACHE_SIZE it bounds the "
+            "cache's memory at about this times the number of tenants; an answer larger "
+            "than this is never cached."
         ),
         group=_API,
     ),

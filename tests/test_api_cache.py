@@ -63,6 +63,50 @@ def test_entries_are_per_tenant() -> None:
     assert cache.get("beta", "j1") is None
 
 
+def test_one_tenants_reads_never_evict_anothers_answers() -> None:
+    """With one shared LRU, tenant A could read back its own answers and count, from
+    its misses, the finished jobs B looked up in between (and evict B's answers)."""
+    cache = ResultCache(3, ttl=60)
+    for job in ("b1", "b2", "b3"):
+        cache.put("beta", job, "B", cache.ticket())
+    for n in range(50):
+        cache.put("alpha", f"a{n}", "A", cache.ticket())
+    assert [cache.get("beta", job) for job in ("b1", "b2", "b3")] == ["B", "B", "B"]
+    # ...and B's reads leave A's last three where they were.
+    cache.put("beta", "b4", "B", cache.ticket())
+    assert [cache.get("alpha", f"a{n}") for n in (47, 48, 49)] == ["A", "A", "A"]
+    assert len(cache) == 6
+
+
+def test_each_tenants_share_is_bounded_in_characters_too() -> None:
+    """A count alone let 1,000 answers with 256 KiB payloads hold 250 MB in a process."""
+    cache = ResultCache(1000, ttl=60, max_bytes=10_000)
+    big = "x" * 4_000
+    for job in ("j1", "j2", "j3"):
+        assert cache.put("t", job, big, cache.ticket()) is True
+    # 12,000 characters do not fit in 10,000: the least recently used went first.
+    assert cache.get("t", "j1") is None
+    assert cache.get("t", "j2") == big and cache.get("t", "j3") == big
+    # Small answers still fill the share up to its count.
+    small = ResultCache(5, ttl=60, max_bytes=10_000)
+    for n in range(7):
+        small.put("t", f"s{n}", "{}", small.ticket())
+    assert len(small) == 5 and small.get("t", "s1") is None and small.get("t", "s2") == "{}"
+
+
+def test_an_answer_larger_than_a_share_is_not_kept_and_evicts_nothing() -> None:
+    cache = ResultCache(10, ttl=60, max_bytes=1_000)
+    cache.put("t", "small", "{}", cache.ticket())
+    assert cache.put("t", "huge", "x" * 1_001, cache.ticket()) is False
+    assert cache.get("t", "huge") is None and cache.get("t", "small") == "{}"
+
+
+def test_max_bytes_zero_disables_the_cache() -> None:
+    cache = ResultCache(10, ttl=60, max_bytes=0)
+    assert cache.put("t", "j", "x", cache.ticket()) is False
+    assert cache.get("t", "j") is None and len(cache) == 0
+
+
 def test_size_zero_disables_the_cache() -> None:
     cache = ResultCache(0, ttl=60)
     cache.put("t", "j", "x", cache.ticket())
@@ -315,3 +359,34 @@ def test_hits_read_the_epoch_once_per_interval_not_per_request(
         api.get(f"/status/{job_id}")
     assert len(reads) == 1
     assert metric(api, "spool_cache_hits_total") == 19
+
+
+def test_spool_cache_bytes_keeps_a_large_answer_out_of_the_cache(tmp_path: Path) -> None:
+    """SPOOL_CACHE_BYTES reaches the API's cache: an answer over it is read from the
+    store every time, while a small one is still served from the cache."""
+    from chalice.test import Client
+
+    settings = settings_for(tmp_path, extra={"SPOOL_CACHE_BYTES": "2048"})
+    with installed(settings), Client(spool_app.app, stage_name="local") as client:
+        api = Api(client)
+        big = api.enqueue({"type": "echo", "payload": {"text": "x" * 4096}})
+        small = api.enqueue({"type": "echo", "payload": {"v": 1}})
+        drain()
+        assert [api.get(f"/status/{big}").header("X-Cache") for _ in range(2)] == [
+            "miss",
+            "miss",
+        ]
+        assert [api.get(f"/status/{small}").header("X-Cache") for _ in range(2)] == [
+            "miss",
+            "hit",
+        ]
+
+
+def test_a_bad_spool_cache_bytes_is_refused_at_start(tmp_path: Path) -> None:
+    from chalicelib.config import ConfigError
+
+    with (
+        pytest.raises(ConfigError, match="SPOOL_CACHE_BYTES"),
+        installed(settings_for(tmp_path, extra={"SPOOL_CACHE_BYTES": "-1"})),
+    ):
+        routes.current()

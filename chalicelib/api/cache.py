@@ -21,18 +21,26 @@ purges and gives up dead jobs, which clients poll too; LISTEN/NOTIFY and
 SQLite's data_version exist on one store each (and data_version moves on
 every write, which would empty the cache many times a second); per-entry
 version checks cost a store read per hit, which is what the cache saves. The
-price of one epoch: a redrive or purge anywhere empties every process's cache
-once (both are rare operator actions), and a hit waits for the epoch read
-once a second.
+price of one epoch: a redrive (any tenant's, of its own dead jobs) or purge
+anywhere empties every process's cache once, for every tenant (at most once per
+`recheck`, however many there are), and a hit waits for the epoch read once a
+second.
 
 Races: a status read that started before the epoch moved must not land in the
 cache after the cache emptied itself. `ticket()` is taken before the store
 read and `put` refuses a ticket from an older generation. When the epoch
 cannot be read (store down) nothing is served or stored until a read works.
 
-Entries are keyed by (tenant, id), so one tenant never reads another's.
-cachetools' TTLCache evicts the least recently used entry when full and drops
-entries older than `ttl`; it is not thread-safe, hence the lock.
+Each tenant has a share of its own: at most `size` answers and about
+`max_bytes` characters of them, least recently used first out. One shared LRU
+let a tenant evict others' answers, and, reading back its own, count the
+finished jobs other tenants looked up in between (their `X-Cache: miss`); and
+a count alone let ~1,000 answers carrying 256 KiB payloads hold a quarter of a
+gigabyte in an API process. A share is a cachetools TTLCache weighed in
+characters, each answer counting at least max_bytes / size, so one bound gives
+both. An answer larger than the whole share is not kept. A process holds at
+most one share per tenant with a key (the operator's set), each made on first
+use. TTLCache is not thread-safe, hence the lock.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ log = logging.getLogger("spool.cache")
 
 # How often, at most, each process re-reads the store's epoch (seconds).
 DEFAULT_RECHECK = 1.0
+# Characters of answers each tenant's share may hold (SPOOL_CACHE_BYTES).
+DEFAULT_MAX_BYTES = 8 * 1024 * 1024
 
 
 class ResultCache:
@@ -58,11 +68,15 @@ class ResultCache:
         timer: Callable[[], float] = time.monotonic,
         epoch: Callable[[], int] | None = None,
         recheck: float = DEFAULT_RECHECK,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        self.enabled = size > 0 and ttl > 0
-        self._entries: TTLCache[tuple[str, str], str] = TTLCache(
-            maxsize=max(1, size), ttl=max(ttl, 0.001), timer=timer
-        )
+        self.enabled = size > 0 and ttl > 0 and max_bytes > 0
+        # Every answer weighs at least `unit`: a share of size * unit holds at most
+        # `size` answers and, weighed by length, about max_bytes of them.
+        self._unit = max(1, -(-max_bytes // max(1, size)))
+        self._share = self._unit * max(1, size)
+        self._ttl = max(ttl, 0.001)
+        self._shares: dict[str, TTLCache[str, str]] = {}
         self._timer = timer
         self._epoch = epoch
         self._recheck = max(0.0, recheck)
@@ -97,9 +111,9 @@ class ResultCache:
                 value = None
             with self._lock:
                 if value is None or value != self._seen:
-                    if len(self._entries) or value is None:
+                    if self._count() or value is None:
                         self.invalidations += 1
-                    self._entries.clear()
+                    self._shares.clear()
                     self._generation += 1
                 self._seen = value
                 self._checked_at = started
@@ -126,23 +140,39 @@ class ResultCache:
 
     def _entries_get(self, tenant: str, job_id: str) -> str | None:
         with self._lock:
-            return self._entries.get((tenant, job_id))
+            share = self._shares.get(tenant)
+            return None if share is None else share.get(job_id)
+
+    def _weigh(self, body: str) -> int:
+        return max(self._unit, len(body))
 
     def put(self, tenant: str, job_id: str, body: str, ticket: int) -> bool:
         """Keep a finished job's answer; refused (False) when the cache emptied
         itself since `ticket` was taken, since the answer may predate a change."""
         if not self.enabled or not self._verify():
             return False
+        if self._weigh(body) > self._share:
+            return False  # would empty the tenant's whole share for one answer
         with self._lock:
             if ticket != self._generation:
                 return False
-            self._entries[(tenant, job_id)] = body
+            share = self._shares.get(tenant)
+            if share is None:
+                share = self._shares[tenant] = TTLCache(
+                    maxsize=self._share, ttl=self._ttl, timer=self._timer, getsizeof=self._weigh
+                )
+            share[job_id] = body
             return True
 
     def drop(self, tenant: str, job_id: str) -> None:
         with self._lock:
-            self._entries.pop((tenant, job_id), None)
+            share = self._shares.get(tenant)
+            if share is not None:
+                share.pop(job_id, None)
+
+    def _count(self) -> int:
+        return sum(len(share) for share in self._shares.values())
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._entries)
+            return self._count()

@@ -21,7 +21,7 @@ from chalicelib import logs
 from chalicelib import runtime as runtime_module
 from chalicelib.api import errors, key_source, ui_routes
 from chalicelib.api.auth import Keyring, authorize_metrics
-from chalicelib.api.cache import DEFAULT_RECHECK, ResultCache
+from chalicelib.api.cache import DEFAULT_MAX_BYTES, DEFAULT_RECHECK, ResultCache
 from chalicelib.api.http import (
     JSON_TYPE,
     ApiRequest,
@@ -86,6 +86,7 @@ class Edge:
             timer=timer,
             epoch=runtime.store.cache_epoch,
             recheck=settings.number("SPOOL_CACHE_RECHECK", DEFAULT_RECHECK, 0, 60),
+            max_bytes=settings.integer("SPOOL_CACHE_BYTES", DEFAULT_MAX_BYTES, 0, 1 << 30),
         )
         self.waits = WaitSlots(
             per_tenant=settings.integer("SPOOL_MAX_WAITS_PER_TENANT", DEFAULT_PER_TENANT, 1),
