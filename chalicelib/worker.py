@@ -590,7 +590,16 @@ class Worker:
         ]
         for attempt in due:
             token = attempt.job.lease_token or ""
-            if self.store.extend_lease(attempt.job.id, token, self.config.lease_seconds):
+            try:
+                kept = self.store.extend_lease(attempt.job.id, token, self.config.lease_seconds)
+            except StoreUnavailable as exc:
+                # Not a lost lease: the store is down for now. Half the lease is still
+                # left, so the next look (every lease/6 s) tries again. Raised, it ended
+                # process() with the wave's handlers still running (on Lambda, frozen
+                # mid-job, then run again elsewhere), and the others' leases unrenewed.
+                log.warning("cannot renew leases now (%s); trying again shortly", exc)
+                return
+            if kept:
                 attempt.lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
             else:
                 # Lost: a running attempt's finish will be refused; a waiting one is dropped.

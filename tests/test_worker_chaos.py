@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -457,7 +458,6 @@ def test_under_a_rate_limit_no_job_is_claimed_that_cannot_start_at_once(
     """The store counts a rate limit's start when it hands the job out. Jobs claimed
     ahead of the pool started later, beside the next window's: 10 started in under a
     second under "5/s". Under a rate limit the worker holds no more than its threads."""
-    import time
 
     release = threading.Event()
     started: list[str] = []
@@ -512,6 +512,56 @@ def test_a_handler_whose_lease_is_lost_is_told_to_stop(mem, clock, reg) -> None:
             assert told.wait(WAIT)
     finally:
         worker.close()
+
+
+class LeaseOutage(ClaimSpy):
+    """The first lease renewal finds the store unavailable; later ones go through."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        super().__init__(store)
+        self.refused = 0
+
+    def extend_lease(self, *args: Any, **kwargs: Any) -> bool:
+        if not self.refused:
+            self.refused += 1
+            raise StoreUnavailable("the database connection failed; try again shortly")
+        return bool(self._store.extend_lease(*args, **kwargs))
+
+
+def test_a_store_outage_while_renewing_leases_does_not_end_an_sqs_wave(
+    mem, clock, reg, caplog
+) -> None:
+    """process() (the SQS handler's wave) renews its jobs' leases as they run. A renewal
+    that found the store down raised out of process(), which returned with the handler
+    still running: on Lambda the container froze mid-job and the job ran a second time."""
+    release = threading.Event()
+    lease = 1.2  # looked at every lease/6 s, renewed when half is left
+
+    @reg.handler("long", timeout=60)
+    def long(payload: dict[str, Any]) -> str:
+        clock.advance(0.7)  # due for renewal
+        release.wait(WAIT)
+        return "done"
+
+    job = add(mem, clock, "long")
+    store = LeaseOutage(mem)
+    worker = Worker(store, reg, WorkerConfig(concurrency=1, lease_seconds=lease))  # type: ignore[arg-type]
+    outcome: dict[str, str] = {}
+    wave = threading.Thread(target=lambda: outcome.update(worker.process([job.id])))
+    try:
+        with caplog.at_level(logging.WARNING, logger="spool.worker"):
+            wave.start()
+            assert wait_until(lambda: store.refused == 1)
+            time.sleep(0.5)  # a few more dispatcher turns, one renewal among them
+            assert wave.is_alive() and not outcome  # still waiting for its handler
+            release.set()
+            wave.join(WAIT)
+    finally:
+        release.set()
+        worker.close()
+    assert outcome == {job.id: "succeeded"}
+    assert mem.get(job.id).attempts == 1  # type: ignore[union-attr]
+    assert any("cannot renew leases now" in r.getMessage() for r in caplog.records)
 
 
 # -- 5. A store outage is not a lost lease -------------------------------------------
