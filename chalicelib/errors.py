@@ -65,6 +65,16 @@ class UnknownJobType(ValidationFailed):
     code = "unknown_job_type"
 
 
+class JobUnreadable(SpoolError):
+    """A job's stored record cannot be read (edited by hand into a bad shape, written
+    by a broken release): the server's fault, not the request's, and not a passing
+    outage either (retrying the same read gives the same answer). The message names
+    the job and what is wrong with its record, never its payload."""
+
+    code = "job_unreadable"
+    status = 500
+
+
 class StoreUnavailable(SpoolError):
     """The backing store cannot be reached; callers should retry later."""
 

@@ -68,13 +68,13 @@ from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import (
     InvalidTransition,
     JobNotFound,
+    JobUnreadable,
     PayloadTooLarge,
     StoreUnavailable,
 )
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
-    WAITING_STATES,
     AddResult,
     Attempt,
     Completion,
@@ -180,6 +180,8 @@ STATIC_CACHE = 10_000
 HISTORY_RESERVE = 96 * 1024
 MIN_ENTRY_BYTES = 512
 WAITING = [s(JobState.QUEUED.value), s(JobState.RETRYING.value)]
+WAITING_VALUES = frozenset({JobState.QUEUED.value, JobState.RETRYING.value})
+FINISHED_OR_RUNNING = frozenset(st.value for st in JobState) - WAITING_VALUES
 CLAIM_REMOVES = ("due_pk", "due_sk", "msg_at")  # a running job leaves the due index
 # From this many named ids (an SQS batch), claim with one read and one transaction
 # instead of one UpdateItem each: two requests however many jobs, at one more write
@@ -214,6 +216,31 @@ def _error_code(exc: BaseException) -> str:
     if not isinstance(exc, ClientError):
         return ""
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+# What decoding a job's item raises when the item is not in the shape the store
+# writes (an attribute missing, a number stored as a string, an unknown state).
+BAD_SHAPE = (KeyError, ValueError, TypeError, OverflowError, AttributeError)
+MAX_WHY_CHARS = 200
+
+
+def _why(exc: BaseException) -> str:
+    """What is wrong, in a line: the exception's type and its message, cut short.
+    Never given a payload: the decoders' messages name attributes and positions."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return f"{type(exc).__name__}: {text}"[:MAX_WHY_CHARS]
+
+
+def _not_json(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at character {exc.pos}"
+    return type(exc).__name__
+
+
+def _item_id(item: Mapping[str, AttributeValueTypeDef]) -> str:
+    """The job id of an item, from its key (which every read item has)."""
+    pk = get_s(item, "pk")
+    return pk[2:] if pk is not None else get_s(item, "id") or "?"
 
 
 def _job_of_ref(ref: str) -> str:
@@ -501,28 +528,73 @@ class DynamoStore:
         With `payload_problem` (a claim, about to run the job), any failure to read
         the payload object is appended there instead of raised: the caller must not
         run the handler on the marker (see _claimed_job).
+
+        A value that is not JSON (an object overwritten or cut short, a record edited
+        by hand) reads as `*_unreadable` too, saying so. An item in any other bad
+        shape (an attribute missing or of the wrong type, an unknown state) raises
+        JobUnreadable naming the job and what is wrong: get and cancel answer with
+        it, and listings skip the item with a warning (_readable).
         """
         payload_ref = get_s(item, "payload_ref")
         if payload_ref is not None:
             payload = self._blob_value(payload_ref, "payload", payload_problem)
         else:
-            payload = json.loads(get_s(item, "payload") or "{}")
+            payload = self._inline_value(item, "payload", payload_problem)
         result_ref = get_s(item, "result_ref")
         if result_ref is not None:
             result = self._blob_value(result_ref, "result", None)
         else:
-            raw = get_s(item, "result")
-            result = None if raw is None else json.loads(raw)
-        job = item_to_job(item, payload, result)
-        self._remember(_Static.of(item))
+            result = self._inline_value(item, "result", None)
+        try:
+            job = item_to_job(item, payload, result)
+            static = _Static.of(item)
+        except BAD_SHAPE as exc:
+            job_id = _item_id(item)
+            why = _why(exc)
+            log.warning("job %s: its record cannot be read: %s", job_id, why)
+            raise JobUnreadable(
+                f"job {job_id}'s stored record cannot be read ({why}); "
+                "its operator must repair or delete the item",
+                {"id": job_id},
+            ) from exc
+        self._remember(static)
         return job
+
+    def _readable(self, item: Mapping[str, AttributeValueTypeDef]) -> Job | None:
+        """_load for a listing: None (logged by _load) for an item in a bad shape, so
+        one damaged record cannot fail every page of a tenant's jobs."""
+        try:
+            return self._load(item)
+        except JobUnreadable:
+            return None
+
+    def _inline_value(
+        self,
+        item: Mapping[str, AttributeValueTypeDef],
+        kind: str,
+        problems: list[_BlobProblem] | None,
+    ) -> Any:
+        """A payload or result kept in the record: its JSON value, or a marker when it
+        is not JSON (a record edited by hand), as for an object in S3."""
+        raw = get_s(item, kind)
+        if raw is None:
+            return {} if kind == "payload" else None
+        try:
+            return json.loads(raw or "{}" if kind == "payload" else raw)
+        except (ValueError, RecursionError) as exc:
+            message = f"its {kind}, kept in the job's record, is not valid JSON ({_not_json(exc)})"
+            if problems is not None:
+                problems.append(_BlobProblem("the job's record", False, message, exc))
+            log.warning("job %s: %s", _item_id(item), message)
+            return {"error": f"{kind}_unreadable", "message": message}
 
     def _blob_value(self, ref: str, kind: str, problems: list[_BlobProblem] | None) -> Any:
         """The JSON value kept in S3 under `ref`, or a marker when it cannot be read.
 
         A store opened without `bucket=` cannot read one at all (the job was added
         or finished by a store that had it): `*_unreadable`, saying to add it, never
-        an empty payload or a null result as if that were the job's."""
+        an empty payload or a null result as if that were the job's. An object that
+        holds no JSON (overwritten, cut short) is `*_unreadable` too, saying so."""
         if self.blobs is None:
             message = (
                 f"its {kind} is kept in S3 (key {ref}) but SPOOL_STORE_URL names no "
@@ -534,7 +606,7 @@ class DynamoStore:
             return {"error": f"{kind}_unreadable", "object": ref, "message": message}
         url = f"s3://{self.blobs.bucket}/{ref}"
         try:
-            return json.loads(self.blobs.get(ref))
+            raw = self.blobs.get(ref)
         except Exception as exc:
             code = _error_code(exc)
             missing = code in MISSING_OBJECT_CODES
@@ -554,6 +626,14 @@ class DynamoStore:
             log.warning("job %s: %s", _job_of_ref(ref), message)
             suffix = "missing" if missing else "unreadable"
             return {"error": f"{kind}_{suffix}", "object": url, "message": message}
+        try:
+            return json.loads(raw)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+            message = f"its {kind} object {url} is not valid JSON ({_not_json(exc)})"
+            if problems is not None:
+                problems.append(_BlobProblem(url, False, message, exc))
+            log.warning("job %s: %s", _job_of_ref(ref), message)
+            return {"error": f"{kind}_unreadable", "object": url, "message": message}
 
     def _statics_for(self, job_ids: Sequence[str]) -> dict[str, _Static]:
         out: dict[str, _Static] = {}
@@ -568,7 +648,11 @@ class DynamoStore:
         if missing:
             found = self._batch_get([job_key(i) for i in missing], STATIC_ATTRS)
             for item in found.values():
-                static = _Static.of(item)
+                try:
+                    static = _Static.of(item)
+                except BAD_SHAPE as exc:  # left out: the write it was read for is not made
+                    log.warning("job %s: its record cannot be read: %s", _item_id(item), _why(exc))
+                    continue
                 self._remember(static)
                 out[static.id] = static
         return out
@@ -644,7 +728,7 @@ class DynamoStore:
                 job = self._new_job(new, now, 0 if i in offloaded else len(payloads[i]))
                 created[i] = job
                 results.append(AddResult(job, True))
-        self._send([(j.id, to_micros(j.run_at)) for j in created.values()], now)
+        self._send_marked([(j.id, to_micros(j.run_at)) for j in created.values()], now)
         return results
 
     def _new_job(self, new: NewJob, now: int, inline_bytes: int) -> Job:
@@ -1160,8 +1244,19 @@ class DynamoStore:
             token = get_s(item, "lease_token")
             if token is None:
                 continue
-            st = _Static.of(item)
-            dead = need_n(item, "attempts") >= need_n(item, "max_attempts")
+            try:
+                st = _Static.of(item)
+                dead = need_n(item, "attempts") >= need_n(item, "max_attempts")
+            except BAD_SHAPE as exc:
+                # Raising would fail every claim and every release (both reap first)
+                # for as long as the item stays as it is: it is left as it is instead.
+                log.warning(
+                    "job %s: its lease expired but its record cannot be read (%s); "
+                    "it is not reaped until its operator repairs or deletes the item",
+                    _item_id(item),
+                    _why(exc),
+                )
+                continue
             state = JobState.DEAD if dead else JobState.RETRYING
             expr = Expr()
             condition = (
@@ -1217,7 +1312,7 @@ class DynamoStore:
             )
         applied = self._tx.apply(units)
         done = [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]
-        self._send([(i, now) for i in done if i in retried], now)
+        self._send_marked([(i, now) for i in done if i in retried], now)
         for job_id in done:
             if job_id in buried:
                 log_buried_by_reap(*buried[job_id])
@@ -1337,7 +1432,9 @@ class DynamoStore:
             refused = [ref for index, ref in written.items() if not applied[index]]
             if refused:
                 self.blobs.delete(refused)
-        self._send([(completions[i].job_id, at) for i, at in retries.items() if applied[i]], now)
+        self._send_marked(
+            [(completions[i].job_id, at) for i, at in retries.items() if applied[i]], now
+        )
         return applied
 
     @aws_errors
@@ -1363,16 +1460,24 @@ class DynamoStore:
             ).get("Item")
             if item is None or (tenant is not None and get_s(item, "tenant") != tenant):
                 raise JobNotFound("job not found", {"id": job_id})
-            state = need_s(item, "state")
-            if state not in (JobState.QUEUED.value, JobState.RETRYING.value):
+            state = get_s(item, "state")
+            if state in FINISHED_OR_RUNNING:  # refused before any payload object is read
                 raise InvalidTransition(f"a {state} job cannot be cancelled", {"state": state})
+            job = self._load(item)  # JobUnreadable for a damaged record: nothing written
+            version = get_n(item, "ver")
+            if version is None:
+                log.warning("job %s: its record cannot be read: it has no 'ver'", job_id)
+                raise JobUnreadable(
+                    f"job {job_id}'s stored record cannot be read (it has no version, "
+                    "'ver'); its operator must repair or delete the item",
+                    {"id": job_id},
+                )
             now = self._now()
             st = _Static.of(item)
             expr = Expr()
             # Unchanged since read (ver), and so still waiting.
-            condition = (
-                f"{expr.name('ver')} = {expr.value(n(need_n(item, 'ver')))} AND "
-                + expr.one_of("state", WAITING)
+            condition = f"{expr.name('ver')} = {expr.value(n(version))} AND " + expr.one_of(
+                "state", WAITING
             )
             expr.set("state", s(JobState.CANCELLED.value))
             expr.set("updated_at", n(now))
@@ -1391,7 +1496,7 @@ class DynamoStore:
                 [(st.queue, st.type, "cancelled", 1)],
             )
             if self._tx.apply([unit])[0]:
-                return self._load(item).model_copy(
+                return job.model_copy(
                     update={
                         "state": JobState.CANCELLED,
                         "updated_at": from_micros(now),
@@ -1430,10 +1535,10 @@ class DynamoStore:
         applied = self._tx.apply(units, epoch=True)
         done = [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]
         found = self._batch_get([job_key(i) for i in done])
-        moved = [
-            self._load(found[_key_str(job_key(i))]) for i in done if _key_str(job_key(i)) in found
-        ]
-        self._send([(j.id, now) for j in moved], now)
+        read = [found[_key_str(job_key(i))] for i in done if _key_str(job_key(i)) in found]
+        moved = [job for job in map(self._readable, read) if job is not None]
+        # Every moved job is sent, whether or not its record reads back for the answer.
+        self._send_marked([(i, now) for i in done], now)
         return moved
 
     # -- listing ----------------------------------------------------------------------------------
@@ -1480,20 +1585,23 @@ class DynamoStore:
                 for st in states
                 for sh in self._shards()
             ]
-        picked: list[str] = []
-        for _, job_id in heapq.merge(*sources, reverse=query.newest_first):
-            picked.append(job_id)
-            if len(picked) > limit:
+        ids = (job_id for _, job_id in heapq.merge(*sources, reverse=query.newest_first))
+        # The page is filled from the index: an entry whose item is gone since (deleted)
+        # or cannot be read (a record in a bad shape, logged and skipped) gives its
+        # place to the next, so one damaged item fails neither this page nor the next.
+        jobs: list[Job] = []
+        while len(jobs) < limit:
+            chunk = list(itertools.islice(ids, limit - len(jobs)))
+            if not chunk:
                 break
-        page_ids = picked[:limit]
-        found = self._batch_get([job_key(i) for i in page_ids])
-        jobs = [
-            self._load(found[_key_str(job_key(i))])
-            for i in page_ids
-            if _key_str(job_key(i)) in found
-        ]
+            found = self._batch_get([job_key(i) for i in chunk])
+            for job_id in chunk:
+                item = found.get(_key_str(job_key(job_id)))
+                job = self._readable(item) if item is not None else None
+                if job is not None:
+                    jobs.append(job)
         cursor = None
-        if len(picked) > limit and jobs:
+        if jobs and len(jobs) >= limit and next(ids, None) is not None:
             cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id)
         return JobPage(jobs, cursor)
 
@@ -1704,13 +1812,72 @@ class DynamoStore:
         again ten minutes later. The queue holds a message for each job that still
         has one (and maybe a few stale duplicates), so only the shortfall, messages
         fewer than jobs that should have them, is presumed lost, the longest
-        waiting first. When SQS cannot say, all of them are."""
+        waiting first. When SQS cannot say, all of them are.
+
+        Like is compared with like: the queue's in-flight messages include one for
+        each running job (received, and kept hidden while it runs), which is no
+        waiting job's message, so the running jobs (the reap has run) are taken off
+        them; counted as the waiting jobs', R running jobs hid up to R lost messages
+        for as long as the load lasted. The two counts are read a moment apart, so a
+        job claimed or finished in between may make one overdue job sent twice."""
         if not overdue:
             return 0
         depth = self.dispatch.depth() if self.dispatch is not None else None
         if depth is None:
             return overdue
-        return max(0, min(overdue, messaged - depth))
+        waiting = depth.for_waiting(self._count_running())
+        return max(0, min(overdue, messaged - waiting))
+
+    def _count_running(self) -> int:
+        """Jobs holding a lease: the timer index's running partitions, counted (a
+        Query with Select=COUNT, which returns no items)."""
+        total = 0
+        for shard in self._shards():
+            expr = Expr()
+            key = f"{expr.name('tm_pk')} = {expr.value(s(timer_partition(TIMER_RUNNING, shard)))}"
+            request: dict[str, Any] = {
+                "TableName": self.table,
+                "IndexName": GSI_TIMER,
+                "KeyConditionExpression": key,
+                "Select": "COUNT",
+                **expr.placeholders(),
+            }
+            while True:
+                response = self.ddb.query(**request)
+                total += int(response.get("Count", 0))
+                last = response.get("LastEvaluatedKey")
+                if not last:
+                    break
+                request["ExclusiveStartKey"] = last
+        return total
+
+    def _send_marked(self, items: Sequence[tuple[str, int]], now: int) -> None:
+        """Send ids of jobs due at the given times whose write just now set their msg_at
+        to `_planned_message(run_at, now)` (add, retry, reap, redrive).
+
+        A send known to have failed takes that mark back, as `_release` does, so the
+        next release_due (a minute) sends the job, instead of presuming its message
+        lost `lost_after` (ten minutes) later. The mark goes only if it is still the
+        one written here (a claim or a release since keeps theirs). Best effort: the
+        jobs are stored either way, so nothing here raises; once one mark cannot be
+        taken back (DynamoDB unreachable too) the rest are left for lost_after."""
+        failed = set(self._send(list(items), now))
+        if not failed:
+            return
+        for job_id, run_at in items:
+            planned = self._planned_message(run_at, now)
+            if job_id not in failed or planned is None:
+                continue
+            try:
+                self._unmark_sent(job_id, planned, None)
+            except Exception as exc:
+                log.warning(
+                    "could not take back the message marks of %d unsent jobs (%s): the "
+                    "release sends them once lost_after has passed",
+                    len(failed),
+                    type(exc).__name__,
+                )
+                return
 
     def _release(self, to_send: list[tuple[str, int, int | None, int]], now: int) -> int:
         """Send what release_due marked; a mark whose send failed is taken back, so the
@@ -1805,7 +1972,11 @@ class DynamoStore:
             return self.counts()
         out: dict[tuple[str, JobState], int] = {}
         for item in self._tenant_items(tenant):
-            bucket = (need_s(item, "queue"), JobState(need_s(item, "state")))
+            try:
+                bucket = (need_s(item, "queue"), JobState(need_s(item, "state")))
+            except BAD_SHAPE as exc:  # a damaged record: not counted, as listings skip it
+                log.warning("job %s: its record cannot be read: %s", _item_id(item), _why(exc))
+                continue
             out[bucket] = out.get(bucket, 0) + 1
         return out
 
@@ -1845,17 +2016,24 @@ class DynamoStore:
         waiting = [
             job_id_of(item)
             for item in self._tenant_items(tenant)
-            if need_s(item, "state") in (JobState.QUEUED.value, JobState.RETRYING.value)
-            and (queues is None or need_s(item, "queue") in queues)
+            if get_s(item, "state") in (JobState.QUEUED.value, JobState.RETRYING.value)
+            and (queues is None or get_s(item, "queue") in queues)
         ]
-        now = self.clock.now()
-        oldest: dict[str, datetime] = {}
-        for item in self._batch_get([job_key(i) for i in waiting]).values():
-            job = self._load(item)
-            fresh = job.queue not in oldest or job.run_at < oldest[job.queue]
-            if job.state in WAITING_STATES and job.run_at <= now and fresh:
-                oldest[job.queue] = job.run_at
-        return oldest
+        now = self._now()
+        oldest: dict[str, int] = {}
+        # Only what the answer needs: no payload read (nor a damaged one decoded).
+        found = self._batch_get([job_key(i) for i in waiting], ("queue", "state", "run_at"))
+        for item in found.values():
+            queue, state = get_s(item, "queue"), get_s(item, "state")
+            try:
+                run_at = get_n(item, "run_at")
+            except BAD_SHAPE:
+                run_at = None
+            if queue is None or run_at is None or state not in WAITING_VALUES:
+                continue
+            if run_at <= now and (queue not in oldest or run_at < oldest[queue]):
+                oldest[queue] = run_at
+        return {queue: from_micros(at) for queue, at in oldest.items()}
 
     @aws_errors
     def oldest_due(

@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -33,6 +33,22 @@ BATCH = 10  # SendMessageBatch / ChangeMessageVisibilityBatch entry limit
 def delay_for(seconds: float) -> int:
     """Round up, so a message never arrives before its job is due."""
     return max(0, min(MAX_DELAY_SECONDS, math.ceil(seconds - 1e-6)))
+
+
+class QueueDepth(NamedTuple):
+    """What GetQueueAttributes counts, approximately. A message is `visible` until a
+    consumer receives it, then `in_flight` (received, not yet deleted) while its job
+    is claimed and runs: the visibility heartbeat keeps a running job's message
+    hidden for the whole run. Messages sent with DelaySeconds are in neither."""
+
+    visible: int
+    in_flight: int
+
+    def for_waiting(self, running: int) -> int:
+        """Messages that may still be for waiting jobs: all visible ones, and the in
+        flight ones beyond those the `running` jobs hold (a job claimed without a
+        message, by a polling worker, holds none: never below zero)."""
+        return self.visible + max(0, self.in_flight - running)
 
 
 class SqsDispatch:
@@ -75,19 +91,20 @@ class SqsDispatch:
             self.failing = None
         return failed
 
-    def depth(self) -> int | None:
-        """Messages on the queue now, waiting or being worked on (not those still
-        delayed); None when SQS cannot say."""
+    def depth(self) -> QueueDepth | None:
+        """Messages on the queue now, visible and in flight (not those still delayed);
+        None when SQS cannot say."""
         names: list[QueueAttributeNameType] = [
             "ApproximateNumberOfMessages",
             "ApproximateNumberOfMessagesNotVisible",
         ]
         try:
             found = self.client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
-            return sum(int(found["Attributes"][name]) for name in names)
+            visible, in_flight = (int(found["Attributes"][name]) for name in names)
         except Exception as exc:  # the network, the service, a queue gone: not known
             log.warning("could not read the SQS queue's depth: %s", exc)
             return None
+        return QueueDepth(visible, in_flight)
 
     def _send_batch(self, entries: list[SendMessageBatchRequestEntryTypeDef]) -> list[str]:
         for _ in range(2):  # one retry for the entries SQS refused
