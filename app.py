@@ -79,7 +79,9 @@ def _body(request: Any) -> tuple[bytes, str | None]:
     isBase64Encoded when asked for it, and raises (a 500) when it is not base64."""
     try:
         raw = request.raw_body or b""
-    except (ValueError, UnicodeError):  # binascii.Error is a ValueError
+    except UnicodeError:  # a text body holding a lone surrogate: no UTF-8 spells it
+        return b"", "request body is not UTF-8: send JSON encoded as UTF-8"
+    except ValueError:  # binascii.Error is a ValueError
         return b"", "the request body is marked base64-encoded but is not valid base64"
     return (raw.encode("utf-8") if isinstance(raw, str) else raw), None
 

@@ -19,7 +19,7 @@ from chalicelib.config import Settings
 from chalicelib.errors import IdempotencyConflict, JobNotFound, ValidationFailed
 from chalicelib.handlers import Registry
 from chalicelib.idempotency import batch_differences, differences
-from chalicelib.ids import new_job_id
+from chalicelib.ids import looks_like_job_id, new_job_id
 from chalicelib.jsonstrict import is_finite_json
 from chalicelib.logs import job_event, together
 from chalicelib.models import AddResult, Job, JobPage, JobQuery, JobState, NewJob
@@ -181,13 +181,13 @@ class Service:
         return built
 
     def status(self, job_id: str, tenant: str | None) -> Job:
-        job = self.store.get(job_id, tenant)
+        job = self.store.get(_known_form(job_id), tenant)
         if job is None:
             raise JobNotFound("job not found", {"id": job_id})
         return job
 
     def cancel(self, job_id: str, tenant: str | None) -> Job:
-        job = self.store.cancel(job_id, tenant)
+        job = self.store.cancel(_known_form(job_id), tenant)
         job_event(logging.INFO, "cancelled", job)
         return job
 
@@ -306,3 +306,14 @@ def _log_enqueued(result: AddResult) -> None:
         return
     delay = (job.run_at - job.created_at).total_seconds()
     job_event(logging.INFO, "enqueued", job, delay_s=round(delay, 3) if delay > 0 else None)
+
+
+def _known_form(job_id: str) -> str:
+    """A job id from a URL or a client, or JobNotFound before any store sees it.
+
+    No stored job has another form (ids.new_job_id), and what a path can carry is
+    not always something a store can even look up: a lone surrogate (which an
+    API Gateway event can hold) failed SQLite's UTF-8 encoding as a 500."""
+    if not looks_like_job_id(job_id):
+        raise JobNotFound("job not found", {"id": job_id[:100]})
+    return job_id

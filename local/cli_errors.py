@@ -116,6 +116,9 @@ def explain(exc: BaseException) -> CliFailure:
         return CliFailure(exc.message, "" if named else fix)
     if isinstance(exc, JobNotFound):
         job_id = (exc.details or {}).get("id", "")
+        if isinstance(job_id, str) and not job_id.isascii() and not _is_utf8(job_id):
+            # argv bytes that were not UTF-8 (lone surrogates): the id was refused unread
+            return UsageError(NOT_UTF8, NOT_UTF8_FIX)
         return CliFailure(
             f"job {job_id} not found" if job_id else exc.message,
             "Check the id and --tenant, and that SPOOL_STORE_URL names the store it is in",
@@ -155,3 +158,11 @@ def report(exc: BaseException) -> int:
     failure = explain(exc)
     print(line(failure.problem, failure.fix), file=sys.stderr, flush=True)
     return failure.code
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

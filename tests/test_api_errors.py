@@ -86,6 +86,30 @@ def test_a_name_given_twice_in_one_object_is_400_naming_it(
 
 
 @pytest.mark.parametrize(
+    "raw",
+    [
+        # One name spelled twice: first as a surrogate pair's UTF-8 bytes (CESU-8, not
+        # UTF-8), then properly. json.loads(bytes) let the first through as a
+        # surrogate pair and kept only the second member.
+        b'{"type": "echo", "payload": {"\xed\xa0\x80\xed\xb0\x80": "first", '
+        + "\U00010000".encode()
+        + b'": "second"}}',
+        '{"type": "echo"}'.encode("utf-16"),  # json.loads(bytes) guessed UTF-16
+        '{"type": "echo"}'.encode("utf-32"),
+        b'{"type": "echo", "payload": {"v": "\xff"}}',
+        b'{"type": "echo", "payload": {"v": "\xc0\xaf"}}',  # an overlong '/'
+    ],
+)
+def test_a_body_that_is_not_utf8_is_400_and_stores_nothing(
+    api: Api, rt: Runtime, raw: bytes
+) -> None:
+    reply = api.post("/enqueue", raw=raw)
+    assert reply.status == 400 and reply.error_code == "bad_request", reply.body
+    assert reply.json["error"]["message"] == "request body is not UTF-8: send JSON encoded as UTF-8"
+    assert stored(rt) == 0
+
+
+@pytest.mark.parametrize(
     ("body", "code"),
     [
         (["not", "an", "object"], "validation_error"),
@@ -243,7 +267,7 @@ def test_store_unavailable_is_503_with_retry_after(
     for name in ("get", "add", "list_jobs", "counters"):
         monkeypatch.setattr(rt.store, name, down)
     for method, path in [
-        ("GET", "/status/j_1"),
+        ("GET", "/status/j_" + "0" * 32),
         ("POST", "/enqueue"),
         ("GET", "/jobs"),
         ("GET", "/health"),
@@ -271,7 +295,7 @@ def test_unexpected_failure_is_a_500_that_reveals_nothing(
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(rt.store, "get", broken)
-    reply = api.get("/status/j_1")
+    reply = api.get("/status/j_" + "0" * 32)
     assert reply.status == 500 and reply.error_code == "internal_error"
     assert b"secret" not in reply.body
 
@@ -345,7 +369,11 @@ def test_a_malformed_setting_answers_503_naming_no_secret(
 
     with installed(settings_for(tmp_path, **overrides)), Client(spool_app.app) as client:
         api = Api(client)
-        for method, path in [("GET", "/status/j_1"), ("POST", "/enqueue"), ("GET", "/health")]:
+        for method, path in [
+            ("GET", "/status/j_" + "0" * 32),
+            ("POST", "/enqueue"),
+            ("GET", "/health"),
+        ]:
             reply = api.call(method, path, {"type": "echo"} if method == "POST" else None)
             assert reply.status == 503, (path, reply.body)
             assert reply.error_code == "misconfigured"

@@ -341,6 +341,77 @@ def test_a_body_marked_base64_that_is_not_is_400_not_500(api: Api, body: str) ->
     assert spool_app.app(good, context("api_handler"))["statusCode"] == 201
 
 
+def _event(method: str, resource: str, path: str, **fields: Any) -> dict[str, Any]:
+    """An API Gateway proxy event as the Lambda runtime hands it over: parsed from JSON
+    text, so a "\\ud800" escape arrives as a lone surrogate no UTF-8 can spell."""
+    event = {
+        **_gateway_event(path=path, body=None),
+        "resource": resource,
+        "httpMethod": method,
+        "requestContext": {"resourcePath": resource, "httpMethod": method, "path": path},
+        **fields,
+    }
+    parsed: dict[str, Any] = json.loads(json.dumps(event))
+    return parsed
+
+
+@pytest.mark.parametrize(
+    ("method", "resource"),
+    [
+        ("GET", "/status/{id}"),
+        ("POST", "/jobs/{id}/cancel"),
+        ("POST", "/dlq/{id}/redrive"),
+        ("GET", "/ui/api/jobs/{id}"),
+        ("POST", "/ui/api/jobs/{id}/cancel"),
+    ],
+)
+def test_a_path_id_holding_a_lone_surrogate_is_404_not_500(
+    api: Api, method: str, resource: str
+) -> None:
+    path = resource.replace("{id}", "j_\ud800")
+    event = _event(method, resource, path, pathParameters={"id": "j_\ud800"})
+    response = spool_app.app(event, context("api_handler"))
+    assert response["statusCode"] == 404, response["body"]
+    assert json.loads(response["body"])["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("resource", "query"),
+    [
+        ("/jobs", {"queue": "\ud800"}),
+        ("/jobs", {"\udfff": "x"}),
+        ("/ui/api/jobs", {"find": "key-\ud800"}),
+        ("/dlq", {"type": "\ud800"}),
+    ],
+)
+def test_a_query_holding_a_lone_surrogate_is_400_not_500(
+    api: Api, resource: str, query: dict[str, str]
+) -> None:
+    event = _event(
+        "GET",
+        resource,
+        resource,
+        queryStringParameters=query,
+        multiValueQueryStringParameters={k: [v] for k, v in query.items()},
+    )
+    response = spool_app.app(event, context("api_handler"))
+    assert response["statusCode"] == 400, response["body"]
+    assert json.loads(response["body"])["error"]["message"] == (
+        "the query string is not UTF-8: percent-encode UTF-8 bytes"
+    )
+
+
+def test_a_text_body_holding_a_lone_surrogate_is_400_saying_so(api: Api, rt: Runtime) -> None:
+    event = _event(
+        "POST", "/enqueue", "/enqueue", body='{"type": "echo", "payload": {"a": "\ud800"}}'
+    )
+    response = spool_app.app(event, context("api_handler"))
+    assert response["statusCode"] == 400, response["body"]
+    assert json.loads(response["body"])["error"]["message"] == (
+        "request body is not UTF-8: send JSON encoded as UTF-8"
+    )
+
+
 def test_an_api_key_header_given_twice_with_different_keys_is_400(api: Api) -> None:
     """API Gateway keeps the last of repeated headers; a proxy that reads the first
     would see another tenant than Spool: refused, as repeated query parameters are."""

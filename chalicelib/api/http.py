@@ -35,7 +35,20 @@ def single_values(query: Mapping[str, str]) -> dict[str, str]:
                 f"give each query parameter once; repeated: {', '.join(repeated)[:200]}",
                 {"repeated": [k[:64] for k in repeated[:20]]},
             )
-    return dict(query)
+    values = dict(query)
+    for name, value in values.items():
+        if not _is_utf8(name) or not _is_utf8(value):
+            # A Lambda event's query can hold a lone surrogate; no store can look it up.
+            raise BadRequest("the query string is not UTF-8: percent-encode UTF-8 bytes")
+    return values
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # `spool serve` sets this header to the socket's peer address (overwriting any a
@@ -144,8 +157,18 @@ def parse_json(
             return None
         raise BadRequest("request body is empty; send a JSON object")
     try:
-        return loads_strict(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        # UTF-8, strictly (RFC 8259 8.1). Given bytes, json.loads guesses UTF-16 or -32
+        # and lets UTF-8-encoded surrogates through, so a name spelled twice (once as
+        # a surrogate pair's bytes) passed the repeated-name check and one was dropped.
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(
+            "request body is not UTF-8: send JSON encoded as UTF-8",
+            {"reason": f"byte {exc.start} ({body[exc.start : exc.start + 1]!r}) {exc.reason}"},
+        ) from exc
+    try:
+        return loads_strict(text)
+    except (ValueError, RecursionError) as exc:
         raise BadRequest("request body is not valid JSON", {"reason": _why_not_json(exc)}) from exc
 
 

@@ -30,6 +30,7 @@ from chalicelib.errors import (
     SpoolError,
     ValidationFailed,
 )
+from chalicelib.ids import looks_like_job_id
 from chalicelib.logs import job_event
 from chalicelib.models import JobQuery, JobState
 from chalicelib.service import NAME_PATTERN
@@ -175,7 +176,7 @@ def ui_jobs(edge: Edge, request: ApiRequest) -> ApiResponse:
     store = edge.runtime.store
     if q.find is not None:
         needle = q.find.strip()
-        job = store.get(needle, tenant) if needle.startswith("j_") else None
+        job = store.get(needle, tenant) if looks_like_job_id(needle) else None
         job = job or store.get_by_key(tenant, needle)
         return _json({"jobs": [views.job_row(job)] if job else [], "next_cursor": None})
     page_ = edge.service.list_jobs(
