@@ -8,6 +8,7 @@ chalicelib/idempotency.py for what counts as different and `enqueue` for batches
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import datetime, timedelta
@@ -27,6 +28,12 @@ from chalicelib.storage.base import JobStore
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY, MAX_DELAY_SECONDS, to_utc
 
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+# RFC 3339's date-time (section 5.6; 'T' and 'Z' may be lower case): the format the
+# OpenAPI document names. pydantic also takes "1800000000" (Unix seconds, no zone
+# asked), a space for 'T', no seconds, "+0530": a client's typo became a time.
+RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+)
 
 
 class EnqueueRequest(BaseModel):
@@ -61,6 +68,16 @@ class EnqueueRequest(BaseModel):
         "dead or cancelled); see docs/webhooks.md. Without it, the tenant's default "
         "endpoint, if the operator set one.",
     )
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        if isinstance(value, str) and RFC3339.fullmatch(value) is None:
+            zone = "" if re.search(r"(?:[Zz]|[+-]\d{2}:?\d{2})$", value) else ", with a time zone"
+            raise ValueError(
+                f"run_at must be an RFC 3339 date-time{zone}, such as 2030-01-01T00:00:00Z"
+            )
+        return value
 
     @field_validator("run_at")
     @classmethod

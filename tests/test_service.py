@@ -103,6 +103,43 @@ def test_malformed_requests_are_refused(fields: dict[str, Any]) -> None:
         req(**fields)
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("1800000000", ", with a time zone"),  # pydantic read Unix seconds, zone unasked
+        ("1800000000.5", ", with a time zone"),
+        ("2030-01-01 00:00:00Z", ""),  # a space for 'T'
+        ("2030-01-01T00:00Z", ""),  # no seconds
+        ("2030-01-01T00:00:00+0530", ""),  # no colon in the offset
+        ("2030-01-01", ", with a time zone"),
+        ("2030-01-01T00:00:00.1234567890Z", ""),  # ten fractional digits
+        ("2030-01-01T00:00:00\u00a0Z", ""),
+        ("\uff12030-01-01T00:00:00Z", ""),  # a fullwidth digit
+        ("2030-01-01T00:00:00", ", with a time zone"),
+    ],
+)
+def test_run_at_is_an_rfc_3339_date_time(text: str, says: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        req(run_at=text)
+    message = info.value.errors()[0]["msg"]
+    assert f"run_at must be an RFC 3339 date-time{says}, such as 2030-01-01T00:00:00Z" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2030-01-01T00:00:00Z",
+        "2030-01-01t00:00:00z",  # RFC 3339 allows lower case
+        "2030-01-01T05:30:00.123456789+05:30",
+        "2030-01-01T00:00:00-00:00",
+    ],
+)
+def test_rfc_3339_date_times_are_taken(text: str) -> None:
+    assert req(run_at=text).run_at == datetime(2030, 1, 1, tzinfo=UTC) + (
+        timedelta(microseconds=123456) if "." in text else timedelta(0)
+    )
+
+
 def test_batch_is_all_or_nothing(svc: Service) -> None:
     batch = [
         req(payload={"i": 0}),
