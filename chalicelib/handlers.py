@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import importlib
 import inspect
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -184,8 +185,8 @@ class Registry:
             policy = backoff or RetryPolicy()
         if max_attempts is not None:
             policy = RetryPolicy(max_attempts=max_attempts, base=policy.base, cap=policy.cap)
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        if not timeout > 0 or not math.isfinite(timeout):  # NaN is neither > 0 nor <= 0
+            raise ValueError("timeout must be a positive, finite number of seconds")
 
         def register(func: HandlerFunc) -> HandlerFunc:
             params = inspect.signature(func).parameters

@@ -6,6 +6,7 @@ spreads a burst of failures out instead of retrying them in lockstep.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -19,8 +20,13 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        if self.base < 0 or self.cap < 0:
-            raise ValueError("base and cap must be non-negative")
+        for name, value in (("base", self.base), ("cap", self.cap)):
+            # NaN passed `< 0` and then every delay was NaN; infinity overflowed the
+            # retry's datetime in the pool thread (the worker died with the job running).
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"backoff {name} must be a number of seconds, not {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"backoff {name} must be a finite, non-negative number of seconds")
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay the jitter may pick after failed attempt number `attempt`."""

@@ -276,9 +276,10 @@ class Worker:
         token = job.lease_token or ""
         if job.attempts >= job.max_attempts:
             return Completion(job.id, token, JobState.DEAD, error=error)
-        # A handler's RetryAfter is held to the bound a client's delay has: an
-        # infinite or huge one would overflow the datetime and kill the pool thread.
-        wait = spec.retry.delay(job.attempts, self.rng) if delay is None else clamp_delay(delay)
+        # A handler's RetryAfter, and its backoff (`backoff=(1e12, 1e12)`), are held to
+        # the bound a client's delay has: a huge one overflowed the datetime in the
+        # pool thread, and the worker died with the job running.
+        wait = clamp_delay(spec.retry.delay(job.attempts, self.rng) if delay is None else delay)
         retry_at = self.store.clock.now() + timedelta(seconds=wait)
         return Completion(job.id, token, JobState.RETRYING, error=error, retry_at=retry_at)
 
@@ -354,8 +355,15 @@ class Worker:
                 return self._retry(job, spec, error)
             except Exception:
                 log.exception("could not work out when to retry %s", job.id)
-        state = JobState.DEAD if job.attempts >= job.max_attempts else JobState.RETRYING
-        return Completion(job.id, job.lease_token or "", state, error=error)
+        if job.attempts >= job.max_attempts:
+            return Completion(job.id, job.lease_token or "", JobState.DEAD, error=error)
+        return Completion(
+            job.id,
+            job.lease_token or "",
+            JobState.RETRYING,
+            error=error,
+            retry_at=self.store.clock.now(),
+        )
 
     def _take(self) -> _Attempt | None:
         """Under the lock: wait for the next job and start its clock; None when closing."""

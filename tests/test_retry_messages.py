@@ -24,7 +24,12 @@ def test_too_few_attempts_are_refused_saying_why(attempts: int) -> None:
         RetryPolicy(max_attempts=attempts)
 
 
-@pytest.mark.parametrize(("base", "cap"), [(-1.0, 10.0), (1.0, -0.5)])
-def test_negative_delays_are_refused_saying_why(base: float, cap: float) -> None:
-    with refused("base and cap must be non-negative"):
+@pytest.mark.parametrize(
+    ("base", "cap", "name"),
+    [(-1.0, 10.0, "base"), (1.0, -0.5, "cap"), (float("nan"), 1.0, "base"), (1.0, 1e999, "cap")],
+)
+def test_negative_or_infinite_delays_are_refused_saying_why(
+    base: float, cap: float, name: str
+) -> None:
+    with refused(f"backoff {name} must be a finite, non-negative number of seconds"):
         RetryPolicy(base=base, cap=cap)

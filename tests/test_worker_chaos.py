@@ -36,8 +36,10 @@ from chalicelib.jsonstrict import is_circular, is_finite_json
 from chalicelib.limits import ClaimPolicy, Limit, Rate
 from chalicelib.middleware import Middleware
 from chalicelib.models import Job, JobState
+from chalicelib.retry import RetryPolicy
 from chalicelib.storage.base import LEASE_EXPIRED_ERROR
 from chalicelib.storage.memory import MemoryStore
+from chalicelib.timebounds import MAX_DELAY
 from chalicelib.worker import Worker, WorkerConfig, WorkerStats, _Attempt
 from tests.test_worker import WAIT, ClaimSpy, FakeMonotonic, RunInThread, add, get, wait_until
 
@@ -322,6 +324,86 @@ def test_an_error_in_the_worker_itself_fails_the_attempt_not_the_thread(
     assert stats.timed_out == 0
     assert (get(mem, job.id).state, get(mem, job.id).result) == (JobState.SUCCEEDED, "done")
     assert len(threads) == 1 and deaths == []
+
+
+def test_a_huge_backoff_is_held_to_the_delay_bound_and_the_worker_lives_on(
+    mem, clock, reg, deaths
+) -> None:
+    """backoff=(1e12, 1e12) put the retry thousands of years out, or overflowed the
+    datetime in the pool thread: the worker died with the job running, and the other
+    jobs never started."""
+
+    @reg.handler("flaky", max_attempts=3, backoff=(1e12, 1e12))
+    def flaky(payload: dict[str, Any]) -> None:
+        raise RuntimeError("upstream down")
+
+    reg.handler("fine")(lambda payload: "ok")
+    job = add(mem, clock, "flaky", max_attempts=3)
+    others = [add(mem, clock, "fine") for _ in range(5)]
+    worker = Worker(mem, reg, WorkerConfig(concurrency=2), rng=random.Random(7))
+    try:
+        drained(worker)
+    finally:
+        worker.close()
+    retried = get(mem, job.id)
+    assert (retried.state, retried.attempts) == (JobState.RETRYING, 1)
+    assert retried.last_error == "RuntimeError: upstream down"
+    assert clock.now() < retried.run_at <= clock.now() + MAX_DELAY
+    assert all(get(mem, o.id).state is JobState.SUCCEEDED for o in others)
+    assert deaths == []
+
+
+class BrokenBackoff(RetryPolicy):
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        raise ArithmeticError("no delay today")
+
+
+def test_a_backoff_that_fails_retries_at_once_instead_of_failing_the_attempts_record(
+    mem, clock, reg, deaths, caplog
+) -> None:
+    """_failed's fallback built a retry without retry_at, which a Completion refuses:
+    the attempt was then recorded as a timeout although the handler raised at once."""
+
+    @reg.handler("flaky", backoff=BrokenBackoff(max_attempts=3))
+    def flaky(payload: dict[str, Any]) -> None:
+        raise RuntimeError("upstream down")
+
+    job = add(mem, clock, "flaky", max_attempts=3)
+    worker = Worker(mem, reg, WorkerConfig(concurrency=1))
+    try:
+        with caplog.at_level(logging.ERROR, logger="spool.worker"):
+            stats = drained(worker)
+    finally:
+        worker.close()
+    # Retried at once, each try spending an attempt, so the drain ran all three.
+    done = get(mem, job.id)
+    assert (done.state, done.attempts) == (JobState.DEAD, 3)
+    assert done.last_error == "RuntimeError: upstream down"
+    assert [outcome for _, outcome, _, _ in history(mem, job.id)] == [
+        "retrying",
+        "retrying",
+        "dead",
+    ]
+    assert stats.timed_out == 0 and deaths == []
+    assert any("could not work out when to retry" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "backoff",
+    [(float("inf"), 1.0), (1.0, float("nan")), (-1.0, 5.0), (True, 5.0), ("1", 5.0)],
+    ids=str,
+)
+def test_a_backoff_that_is_not_a_finite_number_of_seconds_is_refused_at_registration(
+    reg, backoff: tuple[Any, Any]
+) -> None:
+    with pytest.raises(ValueError, match=r"backoff (base|cap) must be"):
+        reg.handler("flaky", backoff=backoff)
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), 0, -1])
+def test_a_timeout_that_is_not_a_positive_finite_number_is_refused(reg, timeout: float) -> None:
+    with pytest.raises(ValueError, match="timeout must be a positive, finite number"):
+        reg.handler("slow", timeout=timeout)
 
 
 # -- 4. Timeouts under a concurrency limit -------------------------------------------
