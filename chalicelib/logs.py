@@ -34,7 +34,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO
 
 from chalicelib.config import ConfigError, Settings
@@ -223,6 +223,14 @@ class _Stream(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = self._fixed or sys.stderr
         super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        """Report a failed write as logging does, unless the report fails too: with
+        sys.stderr closed (a handler may close it) logging's own report raised
+        ValueError out of the log call, and from the worker's thread that wrote job
+        outcomes, out of the worker. A line that cannot be written is dropped."""
+        with suppress(Exception):
+            super().handleError(record)
 
     def write_lines(self, lines: list[str]) -> None:
         """What emit does with formatted lines; the caller holds the handler's lock."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -170,6 +171,24 @@ def test_a_broken_stream_is_reported_not_raised(
         monkeypatch.setattr(_handler(), "handleError", reported.append)
         logs.job_line(logging.INFO, "enqueued", {"job_id": "j_8"})
         assert [r.getMessage() for r in reported] == ["job enqueued"]
+
+
+def test_a_closed_sys_stderr_drops_the_line_instead_of_raising(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A handler may close sys.stderr. Logging's own report of the failed write then
+    raised ValueError out of the log call: in the worker, out of the thread writing
+    job outcomes, and the worker died with 15 jobs running."""
+    closed = io.StringIO()
+    closed.close()
+    logs.configure(Settings(), force=True)  # Spool's handler on whatever sys.stderr is
+    try:
+        monkeypatch.setattr(sys, "stderr", closed)
+        with alone():
+            logs.job_line(logging.INFO, "succeeded", {"job_id": "j_9"})  # its own way
+            logging.getLogger("spool.worker").warning("through logging: %s", "x")
+    finally:
+        logs.reset()
 
 
 def test_lines_logged_together_reach_the_stream_in_one_write_in_order(
