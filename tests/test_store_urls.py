@@ -113,6 +113,21 @@ def test_postgres_passes_libpq_parameters_on() -> None:
         assert kept in settings.conninfo
 
 
+def test_postgres_connections_give_up_on_a_server_that_stopped_answering() -> None:
+    """Without keepalives and a TCP user timeout a worker waited on a dead server's
+    socket, saying nothing, for as long as the kernel retransmitted."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    given = conninfo_to_dict(parse_url(f"{PG}?schema=jobs").conninfo)
+    assert {k: given[k] for k in ("keepalives", "keepalives_idle", "tcp_user_timeout")} == {
+        "keepalives": "1",
+        "keepalives_idle": "30",
+        "tcp_user_timeout": "60000",
+    }
+    own = conninfo_to_dict(parse_url(f"{PG}?keepalives_idle=5&tcp_user_timeout=0").conninfo)
+    assert (own["keepalives_idle"], own["tcp_user_timeout"]) == ("5", "0")
+
+
 def test_postgres_hides_what_libpq_could_not_read() -> None:
     """libpq quotes the token it could not decode, which may be the password."""
     with pytest.raises(ConfigError) as caught:

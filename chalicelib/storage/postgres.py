@@ -416,6 +416,8 @@ def parse_url(url: str) -> PgSettings:
         options.append(f"-c search_path={schema}")
     rest.append(("options", " ".join(options)))
     rest.append(("application_name", dict(query).get("application_name", "spool")))
+    given = {k for k, _ in query}
+    rest.extend((k, v) for k, v in TCP_DEFAULTS if k not in given)
     conninfo = urlunsplit(
         ("postgresql", parts.netloc, parts.path, urlencode(rest, quote_via=quote), "")
     )
@@ -442,6 +444,21 @@ def parse_url(url: str) -> PgSettings:
         pool_timeout=pool_timeout,
         url=url,
     )
+
+
+# A server that stops answering (its host gone, a network partition) must not hold a
+# worker or a request forever: idle connections probe it (keepalives: given up after
+# about a minute), and data it never acknowledges fails the call after a minute
+# (tcp_user_timeout, ms; Linux). Without them a claim waited on a dead socket, saying
+# nothing, for as long as the kernel kept retransmitting (~15 minutes). A URL that
+# sets any of them keeps its own value.
+TCP_DEFAULTS = (
+    ("keepalives", "1"),
+    ("keepalives_idle", "30"),
+    ("keepalives_interval", "10"),
+    ("keepalives_count", "3"),
+    ("tcp_user_timeout", "60000"),
+)
 
 
 def _option_number(options: dict[str, str], name: str, kind: type[N], default: N) -> N:
