@@ -113,7 +113,10 @@ class HandlerSpec:
                     f"payload does not match the {self.type!r} handler's model",
                     {"type": self.type, "errors": _errors(exc)},
                 ) from exc
-            normalized = parsed.model_dump(mode="json")
+            # By alias: the names the client sent and the docs give (http_request's
+            # "json", send_email's "from"), which the model reads back at run time
+            # whether or not it also takes field names (populate_by_name).
+            normalized = parsed.model_dump(mode="json", by_alias=True)
         if tenant is not None and self.admit is not None:
             try:
                 self.admit(parsed, tenant)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.config import Settings
 from chalicelib.errors import UnknownJobType, ValidationFailed
@@ -174,3 +174,37 @@ def test_spool_handlers_modules_are_imported_and_register(
 def test_missing_handler_module_fails_loudly() -> None:
     with pytest.raises(ModuleNotFoundError):
         Registry().load(["no_such_module_for_spool_tests"])
+
+
+class Aliased(BaseModel):
+    """A payload field whose JSON name is a Python keyword, as send_email's "from"."""
+
+    model_config = ConfigDict(extra="forbid")
+    sender: str = Field(alias="from")
+    note: str = "none"
+
+
+def test_a_payload_is_stored_by_its_json_names_and_reads_back() -> None:
+    """Stored by field name, http_request's "json" read back from /status as "json_body",
+    and a model without populate_by_name could not read its own stored payload."""
+    reg = Registry()
+
+    @reg.handler("aliased", payload=Aliased)
+    def aliased(payload: Aliased) -> str:
+        return payload.sender
+
+    spec = reg.get("aliased")
+    stored = spec.validate({"from": "ops@example.com"})
+    assert stored == {"from": "ops@example.com", "note": "none"}
+    assert Aliased.model_validate(stored).sender == "ops@example.com"
+
+
+def test_http_requests_json_field_is_stored_as_json() -> None:
+    from chalicelib.builtin.http_request import HttpRequestPayload
+
+    reg = Registry()
+    reg.handler("http_request", payload=HttpRequestPayload)(lambda payload: None)
+    stored = reg.get("http_request").validate(
+        {"url": "https://example.com/hook", "method": "POST", "json": {"a": 1}}
+    )
+    assert stored["json"] == {"a": 1} and "json_body" not in stored
