@@ -19,6 +19,7 @@ import base64
 import contextlib
 import dataclasses
 import http
+import json
 import logging
 import socket
 import threading
@@ -115,6 +116,26 @@ class RouteTable(RouteMatcher):
         raise ValueError(f"No matching route found for: {url}")
 
 
+# Carries, from _headers to the event, the values of an X-API-Key sent more than
+# once: waitress joins repeated headers with commas (a key never holds one).
+_REPEATED_KEY = "x-spool-repeated-api-key"
+
+
+class _EventConverter(LambdaEventConverter):
+    """chalice's event, with multiValueHeaders for a repeated X-API-Key, as API
+    Gateway's event has: app.py answers different values 400 there, and the same
+    value twice as once."""
+
+    def create_lambda_event(
+        self, method: str, path: str, headers: dict[str, str], body: bytes | None = None
+    ) -> dict[str, Any]:
+        repeated = headers.pop(_REPEATED_KEY, None)
+        event: dict[str, Any] = super().create_lambda_event(method, path, headers, body)
+        if repeated is not None:
+            event["multiValueHeaders"] = {"x-api-key": json.loads(repeated)}
+        return event
+
+
 class _Gateway(LocalGateway):
     """LocalGateway, reading the function's settings once instead of per request
     (chalice's Config lookups were a tenth of a status request's cost), and
@@ -124,9 +145,7 @@ class _Gateway(LocalGateway):
         super().__init__(app, config)
         timeout = config.lambda_timeout or self.MAX_LAMBDA_EXECUTION_TIME
         self._context_args = (config.function_name, config.lambda_memory_size, timeout * 1000)
-        self.event_converter = LambdaEventConverter(
-            RouteTable(list(app.routes)), app.api.binary_types
-        )
+        self.event_converter = _EventConverter(RouteTable(list(app.routes)), app.api.binary_types)
 
     def _generate_lambda_context(self) -> LambdaContext:
         name, memory, timeout_ms = self._context_args
@@ -205,6 +224,12 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
         headers["content-length"] = environ["CONTENT_LENGTH"]
     # Ours, never the client's: the gateway below says 127.0.0.1 for everyone.
     headers[api_http.PEER_HEADER] = str(environ.get("REMOTE_ADDR") or "")
+    headers.pop(_REPEATED_KEY, None)
+    key = headers.get("x-api-key")
+    if key is not None and "," in key:
+        values = [part.strip() for part in key.split(",")]
+        headers["x-api-key"] = values[-1]  # API Gateway keeps the last
+        headers[_REPEATED_KEY] = json.dumps(values)
     return headers
 
 

@@ -300,3 +300,32 @@ def test_spool_serve_refuses_malformed_keys_at_start() -> None:
         timeout=60,
     )
     assert out.returncode == 2 and "SPOOL_API_KEYS" in out.stderr
+
+
+def _post_with_keys(base: str, keys: list[str]) -> tuple[int, dict[str, Any]]:
+    host, port = base.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        body = json.dumps({"type": "echo"})
+        conn.putrequest("POST", "/enqueue")
+        for key in keys:
+            conn.putheader("X-API-Key", key)
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body.encode())
+        reply = conn.getresponse()
+        return reply.status, json.loads(reply.read())
+    finally:
+        conn.close()
+
+
+def test_a_repeated_api_key_header_is_answered_as_on_lambda(base: str, rt: Runtime) -> None:
+    """waitress joins repeated headers with commas: "k, k" was an unknown key (401, and
+    a failed sign-in counted against the client), where API Gateway's event takes the
+    same key twice as once and refuses two different keys with 400."""
+    status, _ = _post_with_keys(base, [KEY_A, KEY_A])
+    assert status == 201
+    status, answer = _post_with_keys(base, [KEY_A, KEY_B])
+    assert status == 400, answer
+    assert answer["error"]["details"] == {"header": "x-api-key"}
+    assert sum(rt.store.counts().values()) == 1
