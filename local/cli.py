@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -13,22 +14,40 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib import limit_settings, logs, periodic
 from chalicelib.durations import EXAMPLES, parse_seconds
-from chalicelib.jsonstrict import loads_strict
+from chalicelib.errors import BadRequest, UnknownJobType, ValidationFailed
 from chalicelib.models import DEFAULT_TENANT, JobState
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime, build_runtime
-from chalicelib.service import EnqueueRequest
+from chalicelib.service import NAME_PATTERN, EnqueueRequest
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY_SECONDS
 from chalicelib.webhooks import runner as webhooks
 from chalicelib.worker import Middleware, Worker, WorkerStats
 from local import db, job_commands, remote_cli, serve, tables, top
-from local.cli_errors import CliFailure, Parser, UsageError, check_debugging, debugging, report
+from local.cli_errors import (
+    NOT_UTF8,
+    NOT_UTF8_FIX,
+    CliFailure,
+    Parser,
+    UsageError,
+    check_debugging,
+    debugging,
+    report,
+)
 from local.worker_metrics import WorkerMetrics
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
 WORKER_STOPPING = "stopping: finishing running jobs"
+
+# `spool enqueue --count`: at most this many jobs a command. The API takes at most
+# SPOOL_MAX_BATCH jobs a request (100 by default, 10,000 at most: config.BOUNDS), and
+# --count is many such batches, stored ENQUEUE_CHUNK at a time; the local command
+# keeps nothing of a stored chunk (only the ids, with --json), but `--url` goes
+# through Client.enqueue_many, which holds every job and answer (~1 KB each): this
+# keeps that near 100 MB. A typo such as 99999999999 is refused, not run for hours.
+MAX_COUNT = 100_000
+ENQUEUE_CHUNK = 500
 
 
 def _print(data: Any) -> None:
@@ -60,6 +79,32 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def job_count(text: str) -> int:
+    """--count: 1 to MAX_COUNT."""
+    value = positive(text)
+    if value > MAX_COUNT:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_COUNT} jobs a command, not {value} (run it again for more)"
+        )
+    return value
+
+
+def tenant_name(text: str) -> str:
+    """--tenant of a new job: a name an API key's tenant can have (chalicelib/api/auth.py
+    holds SPOOL_API_KEYS to NAME_PATTERN). Any other would own jobs no key ever sees."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # argument bytes that are not UTF-8 (surrogate-escaped)
+        raise argparse.ArgumentTypeError(NOT_UTF8) from None
+    if re.fullmatch(NAME_PATTERN, text) is None:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise argparse.ArgumentTypeError(
+            "a tenant is 1 to 64 letters, digits, '_', '.', ':' or '-' (the names "
+            f"SPOOL_API_KEYS gives keys), not {shown!r}"
+        )
+    return text
 
 
 def _progress_bar() -> type[tqdm]:  # type: ignore[type-arg]
@@ -201,18 +246,59 @@ def _dead_since(rt: Runtime, before: int, counted: int) -> int:
     return max(counted, _waiting(rt, (JobState.DEAD,), rt.settings.queues) - before)
 
 
-def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
+def _payload(text: str) -> Any:
+    """--payload read as the HTTP edge reads a body (api/http.py parse_json): UTF-8
+    only, strict JSON. Argument bytes that are not UTF-8 arrive as lone surrogates."""
+    from chalicelib.api.http import parse_json
+
     try:
-        payload = loads_strict(args.payload)
-    except json.JSONDecodeError as exc:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"--payload: {NOT_UTF8}", NOT_UTF8_FIX) from None
+    try:
+        # No size limit: SPOOL_MAX_BODY_BYTES bounds an HTTP request, not a job.
+        return parse_json(body, len(body))
+    except BadRequest as exc:
+        reason = exc.details.get("reason") if isinstance(exc.details, dict) else None
+        problem = exc.message.split(":")[0].replace("request body", "--payload")
         fix = """Quote it for the shell: --payload '{"a": 1}'"""
-        raise UsageError(f"--payload is not valid JSON: {exc}", fix) from None
-    fields: dict[str, Any] = {"type": args.type, "payload": payload}
+        raise UsageError(f"{problem}: {reason}" if reason else problem, fix) from None
+
+
+def _job_problem(exc: ValidationFailed) -> str:
+    """The HTTP edge's refusal of a job as one line: its message and first error."""
+    details = exc.details
+    if isinstance(details, dict):
+        details = details.get("errors")
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        first = details[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "job"
+        return f"{exc.message} ({where}: {first.get('msg')})"
+    return exc.message
+
+
+def _enqueue_request(rt: Runtime, args: argparse.Namespace) -> EnqueueRequest:
+    """The job, checked as `POST /enqueue` checks it (api/routes.py): strictly, with
+    the handler's payload model, so this stores nothing the API would refuse."""
+    from chalicelib.api import routes
+
+    fields: dict[str, Any] = {"type": args.type, "payload": _payload(args.payload)}
     for name in ("queue", "priority", "delay", "idempotency_key", "max_attempts"):
         value = getattr(args, name)
         if value is not None:
             fields[name] = value
-    request = EnqueueRequest.model_validate(fields)  # ValidationError: one line, exit 2
+    try:
+        request = routes._enqueue_request(fields, ())
+        routes._check_payload(rt.registry, request, ())
+    except UnknownJobType:
+        raise  # a ValidationFailed too; cli_errors names the known types and SPOOL_HANDLERS
+    except ValidationFailed as exc:
+        raise UsageError(_job_problem(exc), "Fix the job and try again") from None
+    return request
+
+
+def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
+    request = _enqueue_request(rt, args)
     if args.count == 1:
         result = rt.service.enqueue([request], args.tenant)[0]
         tables.print_enqueued(
@@ -225,14 +311,21 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
             args.json,
         )
         return 0
-    added = []
+    # Only --json keeps anything, and only the ids: a stored chunk's jobs are let go.
+    added: list[dict[str, Any]] = []
     with _progress_bar()(total=args.count, unit="job", disable=not sys.stderr.isatty()) as bar:
-        for start in range(0, args.count, 500):
-            n = min(500, args.count - start)
-            added += rt.service.enqueue([request] * n, args.tenant)
+        for start in range(0, args.count, ENQUEUE_CHUNK):
+            n = min(ENQUEUE_CHUNK, args.count - start)
+            results = rt.service.enqueue([request] * n, args.tenant)
+            if args.json:  # the ids, as remotely (local/remote_cli.py)
+                added += (
+                    {"id": r.job.id, "state": r.job.state.value, "created": r.created}
+                    for r in results
+                )
+            del results
             bar.update(n)
-    if args.json:  # the ids, as remotely (local/remote_cli.py)
-        _print([{"id": r.job.id, "state": r.job.state.value, "created": r.created} for r in added])
+    if args.json:
+        _print(added)
     print(f"enqueued {args.count} jobs (tenant {args.tenant})", file=sys.stderr)
     return 0
 
@@ -396,11 +489,17 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--max-attempts", dest="max_attempts", type=int)
     enqueue.add_argument(
         "--tenant",
+        type=tenant_name,
         default=DEFAULT_TENANT,
         help=f"the tenant owning the job (default {DEFAULT_TENANT!r}, the tenant of "
-        "`spool serve`'s dev key)",
+        "`spool serve`'s dev key; a name an API key's tenant can have)",
     )
-    enqueue.add_argument("--count", type=positive, default=1, help="add this many copies")
+    enqueue.add_argument(
+        "--count",
+        type=job_count,
+        default=1,
+        help=f"add this many copies (1 to {MAX_COUNT})",
+    )
     enqueue.add_argument("--json", action="store_true", help="machine output")
     remote_cli.add_options(enqueue)
 
