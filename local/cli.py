@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -632,5 +634,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report(exc)
 
 
+# Seconds `spool` waits at exit for threads a handler started and left running.
+STRAY_THREAD_GRACE = 5.0
+
+
+def console() -> None:
+    """The `spool` command: main(), then an exit that does not wait forever.
+
+    Python waits at exit for every non-daemon thread, and a handler may start one of
+    its own and leave it running: `spool worker` printed `done:` after SIGTERM and
+    then hung, saying nothing, until a second signal. Such threads get
+    STRAY_THREAD_GRACE seconds, then are named and left behind. (main() alone, as
+    tests call it in process, never exits the interpreter.)"""
+    code = main()
+    stray = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.current_thread() and not t.daemon and t.is_alive()
+    ]
+    deadline = time.monotonic() + STRAY_THREAD_GRACE
+    for thread in stray:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in stray if t.is_alive()]
+    if left:
+        shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+        print(
+            f"spool: exiting without waiting for {len(left)} thread(s) a handler started "
+            f"and left running ({shown}); make such threads daemon threads, or join them "
+            "before the handler returns",
+            file=sys.stderr,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -1,0 +1,48 @@
+"""`spool` exits when its work is done, whatever threads a handler left running."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.procs import guarded_env
+
+SPOOL = Path(sys.executable).with_name("spool")
+
+HANDLERS = """
+import threading
+from chalicelib.handlers import handler
+
+@handler("leaves_a_thread")
+def leaves_a_thread(payload):
+    # Not a daemon thread (a pool thread would hand its own daemon flag on): Python
+    # waits for it at exit.
+    threading.Thread(target=threading.Event().wait, name="left-behind", daemon=False).start()
+    return "started"
+"""
+
+
+def test_a_worker_exits_past_a_non_daemon_thread_a_handler_left_running(tmp_path: Path) -> None:
+    """Before: `spool worker --burst` printed `done:` and then hung, silent, forever."""
+    (tmp_path / "stray_handlers.py").write_text(HANDLERS)
+    env = guarded_env(
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
+        SPOOL_HANDLERS="stray_handlers",
+        PYTHONPATH=str(tmp_path),
+    )
+
+    def spool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SPOOL), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    assert spool("enqueue", "leaves_a_thread").returncode == 0
+    began = time.monotonic()
+    ran = spool("worker", "--burst")
+    assert ran.returncode == 0, ran.stderr
+    assert time.monotonic() - began < 40  # the grace (5 s) and start-up, not forever
+    assert "done: 1 succeeded" in ran.stderr
+    assert "exiting without waiting for 1 thread(s) a handler started" in ran.stderr
+    assert "(left-behind)" in ran.stderr
