@@ -439,11 +439,18 @@ class SQLiteStore:
             cached_statements=256,
             uri=uri is not None,
         )
-        if uri is not None and self._watch is not None:
-            self._watch.verify(db)  # before any statement: see FileWatch.verify
-        for pragma in PRAGMAS:
-            _settle(db, pragma)
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        try:
+            if uri is not None and self._watch is not None:
+                self._watch.verify(db)  # before any statement: see FileWatch.verify
+            for pragma in PRAGMAS:
+                _settle(db, pragma)
+            db.execute(f"PRAGMA synchronous={self.synchronous}")
+        except BaseException:
+            # Not handed to anyone: left open, each failed connect (the checkpoint
+            # thread retries after every commit) kept the file and its -wal open, and
+            # its shared lock stopped the last connection's close from checkpointing.
+            db.close()
+            raise
         return db
 
     def _write(self) -> Transaction:

@@ -20,6 +20,7 @@ import os
 import sqlite3
 import struct
 import threading
+import time
 from collections.abc import Callable
 
 CHECKPOINT_PAGES = 10_000  # as before: each checkpoint costs fsyncs and rewrites hot pages
@@ -32,6 +33,7 @@ HEAD = 100
 # The -shm file is unlinked when the last connection closes, then made anew: look
 # for that every this many reads rather than on each commit.
 RELINK_EVERY = 256
+WARN_EVERY = 60.0  # seconds between warnings of checkpoints that keep failing
 
 log = logging.getLogger("spool.storage")
 _Thread = threading.Thread  # by this name, so a test can refuse it without touching others
@@ -46,6 +48,8 @@ class Checkpointer:
         self._fd = -1  # the -shm file, read for the backlog
         self._reads = 0
         self._owner = os.getpid()
+        self._failures = 0  # checkpoints failed in a row
+        self._warned_at = 0.0
 
     def after_commit(self) -> None:
         """Called by a writer once it has let go of the gate. Never raises: the write
@@ -107,10 +111,21 @@ class Checkpointer:
     def _checkpoint(self) -> None:
         try:
             if self._db is None:
-                self._db = self._connect()
+                self._db = self._connect()  # closes what it opened if it fails
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:  # the next commit past the mark tries again
-            log.warning("WAL checkpoint failed: %s", exc)
+            self._failed(exc)
+        else:
+            self._failures = 0
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        """Warn of the first failure in a row, then at most every WARN_EVERY seconds:
+        a backlog past the mark retries after every commit, hundreds a second."""
+        self._failures += 1
+        now = time.monotonic()
+        if self._failures == 1 or now - self._warned_at >= WARN_EVERY:
+            self._warned_at = now
+            log.warning("WAL checkpoint failed: %s (%d in a row)", exc, self._failures)
 
     def _shm(self) -> int:
         self._reads += 1

@@ -88,36 +88,62 @@ def stayed_locked() -> StoreUnavailable:
 
 
 class FileWatch:
-    """Does the path still name the file this process opened?
+    """Do the paths still name the files this process opened?
 
     A database file deleted (or replaced, e.g. restored from a backup by copying over
     it) while the process runs keeps being written through the open descriptor: every
     job acknowledged after that goes to a file no other process opens and that is gone
-    when this one stops. One stat per write transaction (about a microsecond) refuses
-    such writes instead.
+    when this one stops. So is a `-wal` (or `-shm`) file deleted or replaced under it:
+    SQLite goes on committing into the write-ahead log it still holds open, which no
+    other process can read (they fail with "disk I/O error") and which is lost, with
+    every commit not yet checkpointed, if this process is killed. One stat of each
+    file per write transaction (about a microsecond each) refuses such writes instead.
+
+    The companions are watched once they exist: the `-wal` is made by a connection's
+    first read and is only truncated, never replaced, by checkpoints; SQLite deletes
+    it (and the `-shm`) only when the last connection to the file closes, which cannot
+    happen while this store holds connections to it. So only a different identity
+    (device, inode), or none, of a companion seen before means it was taken away.
     """
+
+    COMPANIONS = (("-wal", "write-ahead log"), ("-shm", "shared-memory index"))
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._identity = self._current()
+        self._identity = _identity(path)
+        self._companions = {suffix: _identity(path + suffix) for suffix, _ in self.COMPANIONS}
 
     def _current(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return st.st_dev, st.st_ino
+        return _identity(self.path)
 
     def unavailable(self) -> StoreUnavailable | None:
-        """What to say if the path no longer names the file, else None."""
-        if self._identity is None or self._current() == self._identity:
+        """What to say if a path no longer names its file, else None."""
+        if self._identity is None:
             return None
-        return StoreUnavailable(
-            f"the SQLite database file {self.path} was deleted or replaced while this "
-            "process had it open: restart Spool so that it opens the file now at that "
-            "path (nothing was written)",
-            retry_after=RETRY_AFTER,
-        )
+        if self._current() != self._identity:
+            return StoreUnavailable(
+                f"the SQLite database file {self.path} was deleted or replaced while this "
+                "process had it open: restart Spool so that it opens the file now at that "
+                "path (nothing was written)",
+                retry_after=RETRY_AFTER,
+            )
+        for suffix, what in self.COMPANIONS:
+            seen = self._companions[suffix]
+            now = _identity(self.path + suffix)
+            if seen is None:
+                if now is not None:  # made since the store opened: watched from now on
+                    self._companions[suffix] = now
+                continue
+            if now != seen:
+                return StoreUnavailable(
+                    f"the SQLite {what} file {self.path}{suffix} was deleted or replaced "
+                    "while this process had it open, so other processes cannot read what "
+                    "it writes: restart Spool, stopping it normally rather than with kill "
+                    "-9 (it still holds the jobs written since the last checkpoint and "
+                    "copies them into the database file as it stops); nothing was written",
+                    retry_after=RETRY_AFTER,
+                )
+        return None
 
     def check(self) -> None:
         gone = self.unavailable()
@@ -131,7 +157,9 @@ class FileWatch:
         whatever file it opened, so a connection to a replacement would take the old
         file's WAL for its own and copy it into the replacement when it closed. Raised
         as SQLite's own "cannot open", so whoever connects (the checkpoint thread
-        too) treats it as the failed open it is."""
+        too) treats it as the failed open it is. With the `-wal` taken away, a new
+        connection's first read would make an empty one at the path (which the shared
+        index does not match: "disk I/O error"), and each retry would hold it open."""
         gone = self.unavailable()
         if gone is None:
             return
@@ -139,6 +167,14 @@ class FileWatch:
         error = sqlite3.OperationalError(gone.message)
         error.sqlite_errorcode = SQLITE_CANTOPEN
         raise error
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 class WriteHealth:
