@@ -77,3 +77,20 @@ def test_health_cache_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.Monk
         for _ in range(3):
             probe(edge)
         assert len(reads) == 3
+
+
+def test_a_write_the_store_knows_it_cannot_take_shows_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read probe is remembered; what the process already knows of its writes is
+    not: cached with the read, a refused write stayed hidden for up to 5 s."""
+    with installed(settings_for(tmp_path)) as rt:
+        edge = Edge(rt, timer=Timer())
+        assert probe(edge) == 200
+
+        def full() -> None:
+            raise StoreUnavailable("the disk holding the SQLite database is full")
+
+        monkeypatch.setattr(rt.store, "check_writable", full)
+        with pytest.raises(StoreUnavailable):
+            probe(edge)  # within the remembered read's 5 s

@@ -327,8 +327,10 @@ class Edge:
         now = self._timer()
         if now >= self._healthy_until:
             self.runtime.store.get("j_health_probe")
-            self.runtime.store.check_writable()
             self._healthy_until = now + self._health_for
+        # Every time: it reads nothing (what this process already knows), and cached
+        # with the read it hid a refused write for up to SPOOL_HEALTH_CACHE_SECONDS.
+        self.runtime.store.check_writable()
         return json_response(200, {"status": "ok", "store": "ok"})
 
     def metrics_text(self, request: ApiRequest) -> ApiResponse:
