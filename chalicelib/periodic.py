@@ -45,6 +45,7 @@ from chalicelib.config import Settings
 from chalicelib.durations import parse_seconds
 from chalicelib.errors import IdempotencyConflict, ValidationFailed
 from chalicelib.handlers import HandlerFunc, Registry, registry
+from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import Job
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
@@ -76,6 +77,33 @@ def _zone(name: str) -> Any:
         raise ValueError(f"unknown time zone {name!r}") from None
 
 
+# cron's macros, as the five fields they stand for.
+CRON_MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+CRON_PROBE = datetime(2001, 1, 1, tzinfo=UTC)  # where a cron is first walked from
+
+
+def _cron_fields(name: str, cron: str) -> str:
+    """A cron expression of 5 fields (6: seconds last), or a macro as its 5 fields."""
+    from croniter import croniter
+
+    text = CRON_MACROS.get(cron.strip().lower(), cron.strip())
+    if len(text.split()) not in (5, 6) or not croniter.is_valid(text):
+        raise ValueError(
+            f"schedule {name!r}: invalid cron expression {cron!r} (5 fields: minute hour "
+            "day month weekday, or 6 with seconds last, or @hourly/@daily/@weekly/"
+            "@monthly/@yearly)"
+        )
+    return text
+
+
 def _tick_text(tick: datetime) -> str:
     return tick.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -103,10 +131,7 @@ class Schedule:
         if (self.cron is None) == (self.every is None):
             raise ValueError(f"schedule {self.name!r} needs exactly one of cron and every")
         if self.cron is not None:
-            from croniter import croniter
-
-            if not croniter.is_valid(self.cron):
-                raise ValueError(f"schedule {self.name!r}: invalid cron expression {self.cron!r}")
+            object.__setattr__(self, "cron", _cron_fields(self.name, self.cron))
         if self.every is not None and self.every < 1:
             raise ValueError(f"schedule {self.name!r}: every must be at least 1 second")
         if self.catch_up is not None and self.catch_up < 0:
@@ -114,6 +139,17 @@ class Schedule:
         if self.start is not None and self.start.tzinfo is None:
             raise ValueError(f"schedule {self.name!r}: start needs a time zone")
         _zone(self.tz)
+        if self.cron is not None:
+            # croniter takes expressions no date matches ("0 0 30 2 *"): walked only
+            # when firing, one raised there and stopped every schedule (and, under
+            # `spool serve`, every job). Walked once here, it is refused at load.
+            try:
+                self._cron_walk(CRON_PROBE, forward=True)
+            except Exception as exc:
+                raise ValueError(
+                    f"schedule {self.name!r}: cron {self.cron!r} matches no date "
+                    f"({type(exc).__name__})"
+                ) from None
 
     def latest_tick(self, now: datetime) -> datetime | None:
         """The most recent tick at or before now (UTC), or None before the first."""
@@ -298,7 +334,7 @@ periodic = book.periodic
 @lru_cache(maxsize=8)
 def _parse_schedules(raw: str) -> tuple[Schedule, ...]:
     try:
-        data = json.loads(raw)
+        data = loads_strict(raw)  # a name given twice in an object is refused, not dropped
     except json.JSONDecodeError as exc:
         raise ValueError(f"SPOOL_SCHEDULES is not valid JSON: {exc}") from None
     if isinstance(data, dict):
@@ -316,6 +352,11 @@ def _parse_schedules(raw: str) -> tuple[Schedule, ...]:
             schedules.append(ScheduleSpec.model_validate(item).build())
         except (ValidationError, ValueError) as exc:
             raise ValueError(f"SPOOL_SCHEDULES[{index}] is invalid: {exc}") from None
+        if any(s.name == schedules[-1].name for s in schedules[:-1]):
+            # The last would have won, silently: which one the operator meant is theirs.
+            raise ValueError(
+                f"SPOOL_SCHEDULES[{index}] names schedule {schedules[-1].name!r} again"
+            )
     return tuple(schedules)
 
 
@@ -385,7 +426,14 @@ class Scheduler:
         for schedule in self.schedules:
             if not schedule.enabled:
                 continue
-            outcome = self._fire(schedule, now)
+            try:
+                outcome = self._fire(schedule, now)
+            except Exception as exc:
+                # One schedule's fault stays its own: the others fire, and the caller
+                # (a worker, `spool serve`, the scheduled Lambda) goes on to run jobs.
+                problem = f"{type(exc).__name__}: {exc}"
+                _log_once(schedule, problem)
+                outcome = Fired(schedule.name, None, "error", error=problem)
             if outcome is not None:
                 fired.append(outcome)
         return fired

@@ -380,6 +380,16 @@ def test_settings_schedules_add_replace_and_disable(clock: FakeClock) -> None:
         '[{"name": "n", "type": "report", "every": 60, "surprise": 1}]',
         '{"a": 1}',  # an object by name whose entry is not an object
         '{"ok": {"type": "report", "every": 60}, "b": [1]}',
+        # Valid to croniter, but no date matches, or not cron's 5 or 6 fields: walked
+        # only when firing, these stopped every schedule (and under serve, every job).
+        '[{"name": "n", "type": "report", "cron": "0 0 30 2 *"}]',
+        '[{"name": "n", "type": "report", "cron": "0 0 31 4 *"}]',
+        '[{"name": "n", "type": "report", "cron": "0 0 1 1 * 0 2030"}]',
+        '[{"name": "n", "type": "report", "cron": "@reboot"}]',
+        # One name twice: the last won, silently.
+        '[{"name": "n", "type": "report", "every": 60},'
+        ' {"name": "n", "type": "report", "every": 5}]',
+        '{"n": {"type": "report", "every": 60}, "n": {"type": "report", "every": 5}}',
     ],
 )
 def test_bad_settings_are_reported_while_code_schedules_still_fire(
@@ -479,3 +489,29 @@ def test_a_broken_schedule_is_logged_once_not_every_tick(
     assert [f.outcome for f in outcomes] == ["error"] * 4
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and name in r.getMessage()]
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize(
+    ("macro", "fields"),
+    [("@yearly", "0 0 1 1 *"), ("@Daily", "0 0 * * *"), ("@hourly", "0 * * * *")],
+)
+def test_cron_macros_stand_for_their_five_fields(macro: str, fields: str) -> None:
+    """croniter took "@yearly", then the DST rule read its second field and raised."""
+    schedule = Schedule(name="m", type="report", cron=macro)
+    assert schedule.cron == fields
+    now = datetime(2030, 6, 15, 12, 30, tzinfo=UTC)
+    assert schedule.next_tick(now) == Schedule(name="f", type="report", cron=fields).next_tick(now)
+
+
+def test_one_schedule_that_fails_to_fire_leaves_the_others_firing(
+    store: JobStore, handlers: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = every_minute(name="broken")
+
+    def cannot(now: datetime) -> datetime:
+        raise IndexError("list index out of range")
+
+    object.__setattr__(broken, "latest_tick", cannot)
+    fired = Scheduler(store, handlers, [broken, every_minute()]).fire_due()
+    assert [(f.name, f.outcome) for f in fired] == [("broken", "error"), ("minutely", "enqueued")]
+    assert fired[0].error == "IndexError: list index out of range"
