@@ -4,12 +4,14 @@ read it (an operator key, not a tenant's), and a bounded set of queue labels."""
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -395,6 +397,49 @@ def test_the_pushgateway_gets_the_folded_timings(store: JobStore) -> None:
         == 19
     )
     assert total(text, "spool_job_queue_wait_seconds_count") == 20
+
+
+class _Dribbling(http.server.BaseHTTPRequestHandler):
+    """A gateway that answers one byte at a time, slower than any read timeout notices."""
+
+    release = threading.Event()
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        for byte in b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n":
+            if _Dribbling.release.wait(0.2):
+                return
+            self.wfile.write(bytes([byte]))
+            self.wfile.flush()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_push_to_a_gateway_that_dribbles_gives_up_at_its_timeout(
+    store: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """push_to_gateway's timeout bounds each read: a byte every 0.2 s (every 2 s in the
+    chaos run) never tripped it, and `spool worker`'s exit push hung after SIGTERM."""
+    metrics = Metrics(store, Settings())
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Dribbling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Dribbling.release.clear()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        began = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="spool"):
+            assert metrics.push(url, timeout=1.0) is False
+            assert time.monotonic() - began < 3.0
+            # While that one is still stuck, the next is skipped, not stacked.
+            assert metrics.push(url, timeout=1.0) is False
+        said = [r.getMessage() for r in caplog.records]
+        assert f"push to {url} failed: no answer within 1 s" in said
+        assert f"push to {url} skipped: the previous push has not finished" in said
+    finally:
+        _Dribbling.release.set()
+        server.shutdown()
+        server.server_close()
 
 
 # -- what people alert on: the oldest due job, live workers, end-to-end latency ---------

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -259,6 +260,8 @@ class Metrics:
             LIVE_SECONDS, DEFAULT_LIVE_SECONDS, minimum=1.0, maximum=86400.0
         )
         self.cache: ResultCache | None = None
+        self._push_lock = threading.Lock()
+        self._pushing: threading.Thread | None = None  # the last push's thread (push)
         self.registry = CollectorRegistry(auto_describe=False)
         # Only what a worker process alone knows goes to the Pushgateway; the
         # system-wide counts are scraped from any API process's /metrics.
@@ -328,7 +331,45 @@ class Metrics:
         return generate_latest(self.registry)
 
     def push(self, url: str, grouping: dict[str, str] | None = None, timeout: float = 5.0) -> bool:
-        """Push the worker timings; a failed push is logged, never fatal to the worker."""
+        """Push the worker timings within `timeout` seconds in all; a failed or slow push
+        is logged, never fatal to the worker.
+
+        push_to_gateway's own timeout bounds each socket read, not the push: a gateway
+        answering a byte every few seconds held `spool worker`'s exit push (after
+        SIGTERM) forever, and would hold a Lambda invocation to its timeout. So the push
+        runs on a thread of its own that is waited for `timeout` seconds, then left
+        behind (a daemon); while one is still stuck, later pushes are skipped."""
+        with self._push_lock:
+            stuck = self._pushing is not None and self._pushing.is_alive()
+            if stuck:
+                log.warning("push to %s skipped: the previous push has not finished", url)
+                return False
+            outcome: list[BaseException | None] = []
+            thread = threading.Thread(
+                target=self._push_now,
+                args=(url, grouping, timeout, outcome),
+                name="spool-push-request",
+                daemon=True,
+            )
+            self._pushing = thread
+            thread.start()
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("push to %s failed: no answer within %.0f s", url, timeout)
+            return False
+        error = outcome[0] if outcome else None
+        if error is not None:  # the gateway being down must not fail jobs
+            log.warning("push to %s failed: %s", url, error)
+            return False
+        return True
+
+    def _push_now(
+        self,
+        url: str,
+        grouping: dict[str, str] | None,
+        timeout: float,
+        outcome: list[BaseException | None],
+    ) -> None:
         from prometheus_client import push_to_gateway
 
         try:
@@ -339,10 +380,10 @@ class Metrics:
                 grouping_key=grouping or {"instance": instance_name()},
                 timeout=timeout,
             )
-        except Exception as exc:  # the gateway being down must not fail jobs
-            log.warning("push to %s failed: %s", url, exc)
-            return False
-        return True
+        except Exception as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
 
 
 def instance_name(env: Any = None) -> str:
