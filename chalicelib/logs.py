@@ -170,9 +170,27 @@ def tail_lines() -> int:
 
 
 def set_request_id(request_id: str | None) -> None:
-    """The Lambda invocation running now (None: none); its id goes on every line."""
+    """The Lambda invocation running now (None: none); its id goes on every line.
+
+    Process-wide, not per thread: the worker's pool threads log the invocation's
+    jobs. Threads that serve HTTP beside an emulated invocation (`spool serve`) say
+    so with `not_in_invocation`, and their lines carry no id."""
     global _request_id
     _request_id = request_id or None
+
+
+_thread = threading.local()
+
+
+def not_in_invocation() -> None:
+    """This thread serves requests, not the invocation whose id set_request_id holds."""
+    _thread.outside = True
+
+
+def _invocation_id() -> str | None:
+    if _request_id is None or getattr(_thread, "outside", False):
+        return None
+    return _request_id
 
 
 # -- records and formatters ------------------------------------------------------------
@@ -197,8 +215,9 @@ class _Redact(logging.Filter):
             record.args = None
             for key in [k for k in record.__dict__ if k not in _STANDARD]:
                 del record.__dict__[key]
-        if _request_id is not None and "aws_request_id" not in record.__dict__:
-            record.aws_request_id = _request_id
+        request_id = _invocation_id()
+        if request_id is not None and "aws_request_id" not in record.__dict__:
+            record.aws_request_id = request_id
         return True
 
 
@@ -495,8 +514,9 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
         elif kind not in _PLAIN:
             value = redactor.value(value)
         parts.append(f"{key}={_text_value(value)}")
-    if _request_id is not None and "aws_request_id" not in extra:
-        parts.append(f"aws_request_id={_text_value(_request_id)}")
+    request_id = _invocation_id()
+    if request_id is not None and "aws_request_id" not in extra:
+        parts.append(f"aws_request_id={_text_value(request_id)}")
     return text(" ".join(parts))
 
 

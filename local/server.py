@@ -43,6 +43,7 @@ from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.task import ThreadedTaskDispatcher
 
+from chalicelib import logs
 from chalicelib.api import http as api_http
 from chalicelib.api.errors import error_body
 from chalicelib.api.http import dumps
@@ -169,6 +170,7 @@ class ChaliceWSGI:
         )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        logs.not_in_invocation()  # the emulated worker's invocation id is not this line's
         method = environ["REQUEST_METHOD"]
         # HEAD is GET without the body (RFC 9110 9.3.2): a load balancer's probe of
         # /health gets the GET's status and headers. waitress sends whatever body the

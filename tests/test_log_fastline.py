@@ -95,6 +95,33 @@ def test_a_fast_line_is_the_line_logging_writes(
     assert SECRET not in fast and "hunter22" not in fast
 
 
+def test_threads_serving_http_beside_an_invocation_do_not_take_its_id(
+    stream: io.StringIO,
+) -> None:
+    """Under `spool serve` the emulated worker's invocation id went on every HTTP line."""
+    import threading
+
+    logs.set_request_id("req-worker")
+    try:
+        with alone():
+
+            def serve_one() -> None:
+                logs.not_in_invocation()
+                logs.job_line(logging.INFO, "enqueued", {"job_id": "j_http"})
+                logging.getLogger("spool.http").info("through logging")
+
+            thread = threading.Thread(target=serve_one)
+            thread.start()
+            thread.join(10)
+            logs.job_line(logging.INFO, "succeeded", {"job_id": "j_pool"})
+        lines = stream.getvalue().splitlines()
+    finally:
+        logs.set_request_id(None)
+    [http_fast, http_logging, pool] = lines
+    assert "aws_request_id" not in http_fast and "aws_request_id" not in http_logging
+    assert pool.endswith("aws_request_id=req-worker")
+
+
 def test_spool_lines_skip_the_record_when_its_handler_is_alone(
     stream: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
