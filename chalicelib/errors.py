@@ -75,6 +75,14 @@ class JobUnreadable(SpoolError):
     status = 500
 
 
+# What a 503 says when a write's reply was lost: the store may have applied it, so a
+# client retrying it blindly (an enqueue without an idempotency key) may make it twice.
+UNCERTAIN_WRITE = (
+    "the {store} connection failed before it answered, so this may have been applied: "
+    "check, or retry (an enqueue with the same idempotency_key, which makes it safe)"
+)
+
+
 class StoreUnavailable(SpoolError):
     """The backing store cannot be reached; callers should retry later."""
 

@@ -645,3 +645,20 @@ def test_http_clients_get_a_plain_503_when_the_store_cannot_be_opened(monkeypatc
     assert reply.status == 503 and int(reply.headers["Retry-After"]) >= 1
     assert '"store_unavailable"' in reply.body
     assert str(port) not in reply.body and "127.0.0.1" not in reply.body
+
+
+def test_a_write_whose_reply_was_lost_says_it_may_have_been_applied(
+    store: PostgresStore,
+) -> None:
+    """Only reads are retried on a lost connection; a write's 503 now says why: it may
+    have committed, so a blind retry of an enqueue could make the job twice."""
+
+    def lost(conn: object) -> None:
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    with pytest.raises(StoreUnavailable) as write:
+        store._run(lost)
+    assert "this may have been applied" in write.value.message
+    with pytest.raises(StoreUnavailable) as read:
+        store._run(lost, read=True)
+    assert read.value.message == "the database connection failed; try again shortly"

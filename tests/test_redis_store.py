@@ -123,3 +123,29 @@ def test_the_store_is_chosen_by_scheme() -> None:
             assert isinstance(store, RedisStore)
         finally:
             store.close()
+
+
+def test_a_write_whose_reply_was_lost_says_it_may_have_been_applied() -> None:
+    """A 503 that said only "try again shortly" for an enqueue Redis had stored
+    (its reply timed out): a client doing as told, without an idempotency key,
+    made the job twice."""
+    import redis
+
+    with fresh_prefix() as url:
+        store = from_url(url)
+        try:
+            clock = FakeClock(store.clock.now())
+            real = store._scripts["ADD"]
+
+            def applied_then_timed_out(*args: object, **kwargs: object) -> object:
+                real(*args, **kwargs)
+                raise redis.TimeoutError("Timeout reading from socket")
+
+            store._scripts["ADD"] = applied_then_timed_out  # type: ignore[assignment]
+            with pytest.raises(StoreUnavailable) as refused:
+                store.add([new_job(clock)])
+            assert "this may have been applied" in refused.value.message
+            assert "same idempotency_key" in refused.value.message
+            assert sum(store.counts().values()) == 1  # it was
+        finally:
+            store.close()

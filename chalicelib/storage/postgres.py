@@ -48,7 +48,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
-from chalicelib.errors import InvalidTransition, JobNotFound, StoreNotMigrated, StoreUnavailable
+from chalicelib.errors import (
+    UNCERTAIN_WRITE,
+    InvalidTransition,
+    JobNotFound,
+    StoreNotMigrated,
+    StoreUnavailable,
+)
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy, Hold
 from chalicelib.models import (
@@ -609,7 +615,10 @@ class PostgresStore:
                     continue
                 log.warning("database connection failed: %s", str(exc).strip())
                 raise StoreUnavailable(
-                    "the database connection failed; try again shortly", retry_after=2
+                    "the database connection failed; try again shortly"
+                    if read
+                    else UNCERTAIN_WRITE.format(store="database"),
+                    retry_after=2,
                 ) from exc
 
     def _notify(self) -> None:
