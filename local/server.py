@@ -95,7 +95,11 @@ class RouteTable(RouteMatcher):
 
     def match_route(self, url: str) -> MatchResult:
         query: dict[str, list[str]] = {}
-        if url.startswith("//") or not url.startswith("/") or any(c in url for c in "?;#"):
+        if (
+            url.startswith("//")
+            or not url.startswith("/")
+            or any(c in url for c in "?;#\t\r\n")  # urlparse drops tabs and line breaks
+        ):
             parsed = urlparse(url)
             query = parse_qs(parsed.query, keep_blank_values=True)
             path = parsed.path

@@ -129,7 +129,7 @@ def test_a_real_aws_store_url_is_stopped_at_the_socket(tmp_path: Path) -> None:
     """The fault that started this: a stage's DynamoDB URL picked up in a test. The
     `spool` child fails at name resolution; nothing reaches AWS."""
     out = subprocess.run(
-        [str(Path(sys.executable).with_name("spool")), "status", "j_x"],
+        [str(Path(sys.executable).with_name("spool")), "status", "j_" + "0" * 32],
         cwd=tmp_path,
         env=guarded_env(
             SPOOL_STORE_URL="dynamodb://spool-dev-jobs?queue=spool-dev-jobs",
