@@ -23,6 +23,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -47,6 +48,7 @@ from chalicelib import logs
 from chalicelib.api import http as api_http
 from chalicelib.api.errors import error_body
 from chalicelib.api.http import dumps
+from chalicelib.api.waits import serving_for
 from local.http_guard import guarded_classes
 from local.http_limits import HttpLimits, fit_connections
 
@@ -264,6 +266,10 @@ def _send_head(
     return []
 
 
+# Seconds a stopping server gives the requests it is running to finish.
+STOP_GRACE = 5.0
+
+
 class Server:
     """waitress around a WSGI app, started and stopped from code (any thread).
 
@@ -303,10 +309,16 @@ class Server:
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(threads)
         server_class, _ = guarded_classes(limits)
+
         # `sock`: a listening socket made elsewhere (local/multiproc.py hands each
         # server process one of several bound to the same port).
+        def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+            # This request's long-polls answer at once when this server stops.
+            serving_for(self._stopping)
+            return wsgi_app(environ, start_response)
+
         self._server: Any = server_class(
-            wsgi_app,
+            app,
             map={},
             dispatcher=dispatcher,
             adj=adj,
@@ -322,6 +334,9 @@ class Server:
         self._stop_requested = False
         self._closed = False
         self._stopped = threading.Event()
+
+    def _stopping(self) -> bool:
+        return self._stop_requested
 
     @property
     def host(self) -> str:
@@ -347,10 +362,34 @@ class Server:
                     count=1,
                 )
         finally:
+            self._finish_running(STOP_GRACE)
             self._closed = True  # stop() no longer pulls the trigger close_all closes
-            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
             wasyncore.close_all(self._server._map)
             self._stopped.set()
+
+    def _finish_running(self, grace: float) -> None:
+        """Let the requests running at stop finish and their answers go out, for up to
+        `grace` seconds; long-polls are told to answer now (api/waits.py).
+
+        The loop must keep turning meanwhile: a request's thread hands its answer to
+        the loop, which sends it. Stopping the loop first and waiting only for the
+        threads closed a long-poll's connection with no answer at all (curl: empty
+        reply). New connections are no longer accepted."""
+        server = self._server
+        with contextlib.suppress(OSError):
+            server.close()  # the listening socket: nothing new is accepted
+        dispatcher = server.task_dispatcher
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with dispatcher.lock:
+                busy = bool(dispatcher.queue) or dispatcher.active_count > 0
+            unsent = any(
+                getattr(channel, "total_outbufs_len", 0) for channel in server._map.values()
+            )
+            if not busy and not unsent:
+                return
+            wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve, name="spool-http", daemon=True)

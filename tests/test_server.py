@@ -329,3 +329,46 @@ def test_a_repeated_api_key_header_is_answered_as_on_lambda(base: str, rt: Runti
     assert status == 400, answer
     assert answer["error"]["details"] == {"header": "x-api-key"}
     assert sum(rt.store.counts().values()) == 1
+
+
+def test_a_long_poll_running_when_spool_serve_stops_gets_its_answer(tmp_path: Path) -> None:
+    """SIGTERM closed a running `?wait=20` with no answer at all (curl: empty reply):
+    the loop that sends answers had stopped before the request's thread was done."""
+    env = {k: v for k, v in os.environ.items() if k != "SPOOL_API_KEYS"}
+    env.update(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db", SPOOL_API_KEYS="k-0123456789=t")
+    served = spool_serve("--no-worker", env=env)
+    proc = served.proc
+    try:
+        headers = {"X-API-Key": "k-0123456789"}
+        made = requests.post(
+            served.url + "/enqueue", json={"type": "echo"}, headers=headers, timeout=10
+        )
+        job_id = made.json()["id"]
+        answers: list[requests.Response | BaseException] = []
+
+        def long_poll() -> None:
+            try:
+                answers.append(
+                    requests.get(
+                        f"{served.url}/status/{job_id}",
+                        params={"wait": 20},
+                        headers=headers,
+                        timeout=30,
+                    )
+                )
+            except BaseException as exc:
+                answers.append(exc)
+
+        poller = threading.Thread(target=long_poll)
+        poller.start()
+        threading.Event().wait(1.0)  # the poll is waiting (nothing runs the job)
+        proc.send_signal(signal.SIGTERM)
+        poller.join(15)
+        assert proc.wait(timeout=30) == 0
+        [answer] = answers
+        assert isinstance(answer, requests.Response), answer
+        assert answer.status_code == 200 and answer.json()["state"] == "queued"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

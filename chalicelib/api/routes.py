@@ -43,7 +43,13 @@ from chalicelib.api.schemas import (
     webhook_view,
 )
 from chalicelib.api.throttle import EnqueueGate, FailedSignIns, RateLimited
-from chalicelib.api.waits import DEFAULT_PER_TENANT, DEFAULT_TOTAL, TooManyWaits, WaitSlots
+from chalicelib.api.waits import (
+    DEFAULT_PER_TENANT,
+    DEFAULT_TOTAL,
+    TooManyWaits,
+    WaitSlots,
+    server_stopping,
+)
 from chalicelib.errors import (
     JobNotFound,
     Misconfigured,
@@ -267,7 +273,7 @@ class Edge:
         nap = _POLL_FIRST
         while not job.terminal:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or server_stopping():  # answer now, before the server closes
                 break
             time.sleep(min(nap, left))
             nap = min(nap * 2, _POLL_MAX)

@@ -13,7 +13,7 @@ cached) is served whatever the caps.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from chalicelib.errors import SpoolError
@@ -21,6 +21,21 @@ from chalicelib.errors import SpoolError
 DEFAULT_PER_TENANT = 4
 DEFAULT_TOTAL = 8  # half of local.server.DEFAULT_THREADS
 RETRY_AFTER_SECONDS = 1
+
+
+# What the server running this thread's request says of itself (serving_for).
+_serving = threading.local()
+
+
+def serving_for(stopping: Callable[[], bool]) -> None:
+    """The server handling this thread's request: `stopping` says when it stops, so
+    a long-poll answers with its job as it stands now, before the server closes."""
+    _serving.stopping = stopping
+
+
+def server_stopping() -> bool:
+    stopping = getattr(_serving, "stopping", None)
+    return stopping is not None and stopping()
 
 
 class TooManyWaits(SpoolError):
