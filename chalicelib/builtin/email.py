@@ -13,7 +13,10 @@ Outcomes: a 2xx reply is success (recipients refused individually while
 others were accepted are listed in the result, not retried, since a retry
 would resend to the accepted ones); a 4xx reply, a dropped connection or a
 timeout is retried with backoff; a 5xx reply, TLS verification failure or a
-server lacking STARTTLS/AUTH is a PermanentError (dead at once).
+server lacking STARTTLS/AUTH is a PermanentError (dead at once). Once DATA is
+answered 250 the message is delivered, whatever QUIT gets back. The whole
+conversation ends by the job's deadline, and an attempt the worker abandoned
+sends no DATA (see _Bound).
 
 Settings: SPOOL_SMTP_HOST (localhost), SPOOL_SMTP_PORT (25; 587 with STARTTLS,
 465 with SSL), SPOOL_SMTP_STARTTLS, SPOOL_SMTP_SSL, SPOOL_SMTP_USERNAME,
@@ -25,15 +28,20 @@ EHLO name), SPOOL_SMTP_MESSAGE_ID_DOMAIN.
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import smtplib
+import socket
 import ssl
+import threading
+import time
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, getaddresses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -41,6 +49,12 @@ from chalicelib.builtin import email_headers
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError
 from chalicelib.handlers import JobContext, handler
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
+    from typing_extensions import Buffer
+
+logger = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 100
 MAX_LINE = 998
@@ -298,30 +312,131 @@ def wire_bytes(message: EmailMessage) -> bytes:
     return wire
 
 
+class _Bound:
+    """The time one attempt's SMTP conversation may take, and whether to go on.
+
+    Every socket wait is cut to the smaller of SPOOL_SMTP_TIMEOUT and what is left
+    before the job's deadline, and refused once the worker abandoned the attempt
+    (`ctx.cancelled`): a timeout per read alone let a server dripping its replies
+    hold an attempt for as long as it liked, and the abandoned attempt then
+    delivered the message after its retry had (a duplicate)."""
+
+    def __init__(
+        self, deadline: float, per_step: float, cancelled: threading.Event | None = None
+    ) -> None:
+        self.deadline = deadline
+        self.per_step = per_step
+        self.cancelled = cancelled
+
+    def timeout(self) -> float:
+        """Seconds the next socket operation may wait; raises when none are left."""
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise TimeoutError("attempt abandoned by the worker")
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the SMTP conversation ran out of the job's time")
+        return min(self.per_step, left)
+
+
+class _BoundedReader(io.RawIOBase):
+    """Reads the SMTP socket with every wait re-armed by the attempt's bound."""
+
+    def __init__(self, sock: socket.socket, bound: _Bound) -> None:
+        super().__init__()
+        self._sock = sock
+        self._raw = sock.makefile("rb", buffering=0)
+        self._bound = bound
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        self._sock.settimeout(self._bound.timeout())
+        return self._raw.readinto(buffer) or 0
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _BoundedSMTP(smtplib.SMTP):
+    """smtplib.SMTP (or SMTPS, given a context) whose connect, TLS handshakes, reads
+    and writes all end by the attempt's deadline, and which sends no DATA (nor any
+    other command) once the worker abandoned the attempt."""
+
+    def __init__(
+        self, config: SmtpSettings, bound: _Bound, implicit_tls: ssl.SSLContext | None
+    ) -> None:
+        self._bound = bound  # before __init__, which connects
+        self._implicit_tls = implicit_tls
+        super().__init__(
+            config.host,
+            config.port,
+            local_hostname=config.local_hostname,
+            timeout=config.timeout,
+        )
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = socket.create_connection((host, port), self._bound.timeout(), self.source_address)
+        if self._implicit_tls is None:
+            return sock
+        try:
+            # With a timeout set, CPython bounds the whole handshake by it.
+            sock.settimeout(self._bound.timeout())
+            return self._implicit_tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
+
+    def send(self, s: Buffer | str) -> None:
+        if self.sock is not None:
+            # sendall with a timeout: one bound for all of it.
+            self.sock.settimeout(self._bound.timeout())
+        super().send(s)
+
+    def getreply(self) -> tuple[int, bytes]:
+        if self.file is None and self.sock is not None:
+            self.file = io.BufferedReader(_BoundedReader(self.sock, self._bound))
+        reply = super().getreply()
+        if self.sock is not None:
+            # STARTTLS wraps the socket after this reply: bound its handshake too.
+            # Never raises: a reply that arrived in time (250 to DATA) stands.
+            self.sock.settimeout(
+                max(0.001, min(self._bound.per_step, self._bound.deadline - time.monotonic()))
+            )
+        return reply
+
+    def data(self, msg: Buffer | str) -> tuple[int, bytes]:
+        # The step that commits to sending: never taken by an abandoned attempt, nor
+        # one with no time left to hear the answer.
+        self._bound.timeout()
+        return super().data(msg)
+
+
+def _close(smtp: smtplib.SMTP) -> None:
+    """End the session politely if the server lets us; never raises. Once DATA was
+    answered 250 the message is the server's: a QUIT answered 500 or 421, or not
+    at all, changes nothing about the job."""
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError) as exc:
+        logger.debug("send_email: QUIT failed, closing: %s: %s", type(exc).__name__, exc)
+    finally:
+        smtp.close()
+
+
 def deliver(
     message: bytes,
     envelope_from: str,
     recipients: list[str],
     config: SmtpSettings,
-    timeout: float,
+    bound: _Bound,
 ) -> dict[str, tuple[int, str]]:
     """Send once; map every failure to retry-later or give-up. Returns refused recipients."""
     context = _tls_context(config) if (config.starttls or config.ssl) else None
     try:
-        smtp: smtplib.SMTP
-        if config.ssl:
-            smtp = smtplib.SMTP_SSL(
-                config.host,
-                config.port,
-                local_hostname=config.local_hostname,
-                timeout=timeout,
-                context=context,
-            )
-        else:
-            smtp = smtplib.SMTP(
-                config.host, config.port, local_hostname=config.local_hostname, timeout=timeout
-            )
-        with smtp:
+        smtp = _BoundedSMTP(config, bound, context if config.ssl else None)
+        try:
             smtp.ehlo()
             if config.starttls:
                 smtp.starttls(context=context)
@@ -329,6 +444,8 @@ def deliver(
             if config.username:
                 smtp.login(config.username, config.password)
             refused = smtp.sendmail(envelope_from, recipients, message)
+        finally:
+            _close(smtp)
     except smtplib.SMTPRecipientsRefused as exc:
         codes = {addr: (code, _text(reply)) for addr, (code, reply) in exc.recipients.items()}
         summary = "; ".join(f"{a}: {c} {m}" for a, (c, m) in codes.items())
@@ -356,8 +473,14 @@ def _text(reply: bytes | str) -> str:
 
 
 def send(
-    payload: EmailPayload, config: SmtpSettings, job_id: str, timeout: float
+    payload: EmailPayload,
+    config: SmtpSettings,
+    job_id: str,
+    deadline: float,
+    cancelled: threading.Event | None = None,
 ) -> dict[str, Any]:
+    """`deadline` (time.monotonic()) ends the whole SMTP conversation; `cancelled`,
+    once set, stops it before any further command (DATA above all)."""
     sender = payload.sender or config.sender
     if not sender:
         raise PermanentError("no sender: give `from` in the payload or set SPOOL_SMTP_FROM")
@@ -370,7 +493,8 @@ def send(
         raise PermanentError(f"cannot build the message: {exc}") from None
     wire = wire_bytes(message)
     recipients = list(dict.fromkeys(addr_spec(a) for a in payload.to + payload.cc + payload.bcc))
-    refused = deliver(wire, addr_spec(sender), recipients, config, timeout)
+    bound = _Bound(deadline, config.timeout, cancelled)
+    refused = deliver(wire, addr_spec(sender), recipients, config, bound)
     return {
         "message_id": msg_id,
         "accepted": [r for r in recipients if r not in refused],
@@ -382,5 +506,4 @@ def send(
 def send_email(payload: EmailPayload, ctx: JobContext) -> dict[str, Any]:
     """Backoff starts at 30 s and caps at an hour: greylisting servers ask for minutes."""
     config = SmtpSettings.from_settings(Settings.from_env())
-    timeout = max(0.1, min(config.timeout, ctx.remaining()))
-    return send(payload, config, ctx.job.id, timeout)
+    return send(payload, config, ctx.job.id, ctx.deadline, ctx.cancelled)
