@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import email.utils
 import functools
 import http.client
@@ -81,6 +82,12 @@ BODY_HEADERS = frozenset(
 DEFAULT_USER_AGENT = "spool-http_request/1"
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 READ_CHUNK = 16 * 1024
+# The worker refuses a result over 256 KiB once encoded (chalicelib.worker.MAX_RESULT_BYTES);
+# results are kept under this, with room to spare.
+RESULT_BUDGET = 240 * 1024
+MAX_HEADER_JSON = 8 * 1024  # one response header's value, encoded
+MAX_HEADERS_JSON = 32 * 1024  # all of them
+MAX_REASON_JSON = 1024
 
 
 class HttpRequestPayload(BaseModel):
@@ -453,28 +460,121 @@ def _result(
     data: bytes,
     truncated: bool,
 ) -> dict[str, Any]:
+    """The result, always small enough for the worker to store.
+
+    The worker refuses a result over 256 KiB once JSON-encoded (ASCII only, so
+    every non-ASCII or control character of the body costs up to 6 bytes, 12
+    outside the BMP), which made the job dead: header values are bounded first,
+    then the body is cut, at a character boundary, until the whole fits."""
     wanted = {n.lower() for n in (payload.response_headers or DEFAULT_RESPONSE_HEADERS)}
-    headers: dict[str, str] = {}
-    for name, value in response.getheaders():
-        key = name.lower()
-        if key in wanted:
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
     charset = response.headers.get_content_charset() or "utf-8"
-    try:
-        text: str | None = data.decode(charset)
-    except (UnicodeDecodeError, LookupError):
-        text = None
-    return {
+    text, used = _decode(data, charset, complete=not truncated)
+    result: dict[str, Any] = {
         "status": response.status,
-        "reason": response.reason,
+        "reason": _cut(response.reason or "", MAX_REASON_JSON),
         "url": target.url,
         "redirects": visited[:-1],
-        "headers": headers,
+        "headers": _kept_headers(response.getheaders(), wanted),
         "body": text if text is not None else base64.b64encode(data).decode(),
         "body_encoding": "text" if text is not None else "base64",
-        "body_bytes": len(data),
-        "truncated": truncated,
+        "body_bytes": used if text is not None else len(data),
+        "truncated": truncated or (text is not None and used < len(data)),
     }
+    size = _json_size(result)
+    if size <= RESULT_BUDGET:
+        return result
+    # Room for the body once everything else is counted (the cut only shortens
+    # body_bytes, and "true" is shorter than "false").
+    room = RESULT_BUDGET - (size - _json_size(result["body"]))
+    if room < 2:
+        raise PermanentError(
+            f"the response's headers and redirect chain alone exceed the {RESULT_BUDGET}-byte"
+            " result limit"
+        )
+    if text is not None:
+        kept, used = _text_within(data, charset, room)
+        result["body"], result["body_bytes"] = kept, used
+    else:
+        keep = (room - 2) // 4 * 3
+        result["body"], result["body_bytes"] = base64.b64encode(data[:keep]).decode(), keep
+    result["truncated"] = True
+    return result
+
+
+def _json_size(value: Any) -> int:
+    """Bytes as the worker encodes results (json.JSONEncoder defaults: ASCII only)."""
+    return len(json.dumps(value, allow_nan=False))
+
+
+def _decode(data: bytes, charset: str, complete: bool) -> tuple[str | None, int]:
+    """The body as text and how many of its bytes that text holds; None when it is
+    not text in its charset. A body cut short may end inside a character: that
+    partial character is left out rather than turning the whole body to base64."""
+    try:
+        b"".decode(charset)  # LookupError for a name that is not a text encoding (rot13, hex)
+        decoder = codecs.getincrementaldecoder(charset)("strict")
+        text = decoder.decode(data, final=complete)
+        pending = decoder.getstate()[0]
+    except (LookupError, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
+        return None, len(data)
+    # A codec holding back more than a character's worth (UTF-7's base64 runs) is
+    # not one to cut inside: the body goes as base64.
+    if not isinstance(text, str) or not isinstance(pending, bytes) or len(pending) > 8:
+        return None, len(data)
+    return text, len(data) - len(pending)
+
+
+def _text_within(data: bytes, charset: str, room: int) -> tuple[str, int]:
+    """The longest prefix of the (decodable) body whose JSON string fits in room."""
+    low, high = 0, len(data)
+    best = ("", 0)
+    while low <= high:
+        middle = (low + high) // 2
+        text, used = _decode(data[:middle], charset, complete=False)
+        if text is not None and _json_size(text) <= room:
+            best = (text, used)
+            low = middle + 1
+        else:
+            high = middle - 1
+    return best
+
+
+def _cut(value: str, limit: int) -> str:
+    """The longest prefix of value whose JSON string takes at most limit bytes."""
+    if _json_size(value) <= limit:
+        return value
+    low, high = 0, len(value)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if _json_size(value[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return value[:low]
+
+
+def _kept_headers(received: list[tuple[str, str]], wanted: set[str]) -> dict[str, str]:
+    """The wanted response headers, repeats joined with ", ", each value cut at
+    MAX_HEADER_JSON and all of them at MAX_HEADERS_JSON once encoded: a server
+    repeating a header (or sending a huge one) cannot blow up the result."""
+    joined: dict[str, str] = {}
+    for name, value in received:
+        key = name.lower()
+        if key in wanted:
+            previous = joined.get(key)
+            if previous is None:
+                joined[key] = value
+            elif len(previous) <= MAX_HEADER_JSON:  # past that it is cut anyway
+                joined[key] = f"{previous}, {value}"
+    headers: dict[str, str] = {}
+    room = MAX_HEADERS_JSON
+    for key, value in joined.items():
+        room -= _json_size(key) + 4  # the key, ": " and ", "
+        if room < 2:
+            break
+        headers[key] = _cut(value, min(MAX_HEADER_JSON, room))
+        room -= _json_size(headers[key])
+    return headers
 
 
 def _retry_for(response: http.client.HTTPResponse, result: dict[str, Any]) -> None:
