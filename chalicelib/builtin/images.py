@@ -265,7 +265,10 @@ def resize(
                 side = max(max(size) for size in sizes)
                 opened.draft("RGB", (side, side))
             opened.load()
-            image = ImageOps.exif_transpose(opened)
+            # In place: without it Pillow returns a full copy even when there is no
+            # orientation to apply, and both stayed alive (twice the decoded size).
+            ImageOps.exif_transpose(opened, in_place=True)
+            image = opened
     except LimitExceeded as exc:
         raise PermanentError(str(exc)) from None
     except PermanentError:
