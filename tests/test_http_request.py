@@ -686,3 +686,56 @@ def test_a_body_sent_after_the_headers_of_a_closing_answer_is_read_whole(closing
         listener.close()
     assert head_sent.is_set()
     assert result["status"] == 200 and result["body"] == "hello"
+
+
+@contextlib.contextmanager
+def answering_raw(reply: bytes) -> Iterator[int]:
+    """A loopback server that reads a request, writes `reply` and closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                conn.sendall(reply)
+                conn.shutdown(socket.SHUT_RDWR)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [b"HTTP/1.1 200 OK\r\nContent-Le", b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\nA: b\r\n"],
+)
+def test_a_response_cut_off_inside_its_headers_is_a_failure_not_a_200(reply: bytes) -> None:
+    """http.client takes the end of the stream for the end of the headers: a receiver
+    that crashed mid-answer was a 200, and its webhook counted as delivered."""
+    with answering_raw(reply) as port, pytest.raises(ConnectionError, match="inside the response"):
+        run(f"http://127.0.0.1:{port}/hook")
+
+
+def test_a_complete_response_from_a_peer_that_then_closes_is_read() -> None:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    with answering_raw(reply) as port:
+        result = run(f"http://127.0.0.1:{port}/hook")
+    assert (result["status"], result["body"]) == (200, "ok")
+    headless = b"HTTP/1.1 204 No Content\r\n\r\n"
+    with answering_raw(headless) as port:
+        assert run(f"http://127.0.0.1:{port}/hook")["status"] == 204

@@ -226,13 +226,17 @@ class _DeadlineReader(io.RawIOBase):
         # the bare socket then failed with EBADF whenever the body was not buffered yet.
         self._raw = sock.makefile("rb", buffering=0)
         self._deadline = deadline
+        self.ended = False  # the peer closed: a read found nothing more
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
         self._sock.settimeout(_remaining(self._deadline))
-        return self._raw.readinto(buffer) or 0
+        got = self._raw.readinto(buffer) or 0
+        if not got and len(memoryview(buffer)):
+            self.ended = True
+        return got
 
     def close(self) -> None:
         self._raw.close()
@@ -251,7 +255,18 @@ class _DeadlineResponse(http.client.HTTPResponse):
     ) -> None:
         super().__init__(sock, debuglevel, method, url)
         self.fp.close()  # the plain makefile() reader; the socket stays open
-        self.fp = io.BufferedReader(_DeadlineReader(sock, deadline))
+        self._reader = _DeadlineReader(sock, deadline)
+        self.fp = io.BufferedReader(self._reader)
+
+    def begin(self) -> None:
+        """http.client takes the end of the stream for the end of the headers: a peer
+        that closed after "HTTP/1.1 200 OK\\r\\nContent-Le" (crashed mid-answer) was
+        a 200, and a webhook so answered counted as delivered. The blank line that
+        ends the headers is read without meeting the end of the stream, so meeting
+        it here means they never ended."""
+        super().begin()
+        if self._reader.ended:
+            raise ConnectionError("the connection closed inside the response's headers")
 
 
 def _bounded(deadline: float) -> type[http.client.HTTPResponse]:
