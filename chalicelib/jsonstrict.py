@@ -177,3 +177,13 @@ def finite_or_null(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite_or_null(v) for v in value]
     return value
+
+
+def is_utf8(text: str) -> bool:
+    """False for a str no UTF-8 spells: one holding a lone surrogate (argv bytes that
+    were not UTF-8, a JSON or Lambda event escape such as "\\ud800")."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

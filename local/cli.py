@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import limit_settings, logs, periodic
 from chalicelib.durations import EXAMPLES, parse_seconds
 from chalicelib.errors import BadRequest, UnknownJobType, ValidationFailed
+from chalicelib.jsonstrict import is_utf8
 from chalicelib.models import DEFAULT_TENANT, JobState
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime, build_runtime
@@ -96,10 +97,8 @@ def job_count(text: str) -> int:
 def tenant_name(text: str) -> str:
     """--tenant of a new job: a name an API key's tenant can have (chalicelib/api/auth.py
     holds SPOOL_API_KEYS to NAME_PATTERN). Any other would own jobs no key ever sees."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # argument bytes that are not UTF-8 (surrogate-escaped)
-        raise argparse.ArgumentTypeError(NOT_UTF8) from None
+    if not is_utf8(text):  # argument bytes that are not UTF-8 (surrogate-escaped)
+        raise argparse.ArgumentTypeError(NOT_UTF8)
     if re.fullmatch(NAME_PATTERN, text) is None:
         shown = text if len(text) <= 40 else text[:40] + "..."
         raise argparse.ArgumentTypeError(

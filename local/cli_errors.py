@@ -28,6 +28,7 @@ from chalicelib.errors import (
     UnknownJobType,
     ValidationFailed,
 )
+from chalicelib.jsonstrict import is_utf8
 from chalicelib.redact import redact_text
 
 EXIT_RUNTIME = 1
@@ -116,7 +117,7 @@ def explain(exc: BaseException) -> CliFailure:
         return CliFailure(exc.message, "" if named else fix)
     if isinstance(exc, JobNotFound):
         job_id = (exc.details or {}).get("id", "")
-        if isinstance(job_id, str) and not job_id.isascii() and not _is_utf8(job_id):
+        if isinstance(job_id, str) and not job_id.isascii() and not is_utf8(job_id):
             # argv bytes that were not UTF-8 (lone surrogates): the id was refused unread
             return UsageError(NOT_UTF8, NOT_UTF8_FIX)
         return CliFailure(
@@ -158,11 +159,3 @@ def report(exc: BaseException) -> int:
     failure = explain(exc)
     print(line(failure.problem, failure.fix), file=sys.stderr, flush=True)
     return failure.code
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True

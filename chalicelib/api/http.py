@@ -15,7 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.errors import BadRequest, PayloadTooLarge
-from chalicelib.jsonstrict import NESTED_TOO_DEEP, finite_or_null, is_finite_json, loads_strict
+from chalicelib.jsonstrict import (
+    NESTED_TOO_DEEP,
+    finite_or_null,
+    is_finite_json,
+    is_utf8,
+    loads_strict,
+)
 
 JSON_TYPE = "application/json"
 log = logging.getLogger("spool.api")
@@ -37,18 +43,10 @@ def single_values(query: Mapping[str, str]) -> dict[str, str]:
             )
     values = dict(query)
     for name, value in values.items():
-        if not _is_utf8(name) or not _is_utf8(value):
+        if not is_utf8(name) or not is_utf8(value):
             # A Lambda event's query can hold a lone surrogate; no store can look it up.
             raise BadRequest("the query string is not UTF-8: percent-encode UTF-8 bytes")
     return values
-
-
-def _is_utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # `spool serve` sets this header to the socket's peer address (overwriting any a
