@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import uuid
+from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,30 @@ def test_enqueue_count_uses_batches(remote) -> None:
     )
     assert code == 0 and "enqueued 150 jobs" in err
     assert len({j["id"] for j in json.loads(out)}) == 150
+    code, out, _ = remote("jobs", "--queue", q, "--all", "--json")
+    assert len(json.loads(out)["jobs"]) == 150
+
+
+def test_enqueue_count_goes_a_slice_at_a_time(
+    remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every job and answer of a --count was held at once (~100 MB for 100,000)."""
+    from local import remote_cli
+    from spool_client import Client
+
+    monkeypatch.setattr(remote_cli, "REMOTE_SLICE", 60)
+    sizes: list[int] = []
+    real = Client.enqueue_many
+
+    def counted(self: Client, jobs: list[Any], **kwargs: Any) -> Any:
+        sizes.append(len(jobs))
+        return real(self, jobs, **kwargs)
+
+    monkeypatch.setattr(Client, "enqueue_many", counted)
+    q = queue()
+    code, out, err = remote("enqueue", "echo", "--queue", q, "--delay", "1h", "--count", "150")
+    assert code == 0 and out == "" and "enqueued 150 jobs" in err
+    assert sizes == [60, 60, 30]
     code, out, _ = remote("jobs", "--queue", q, "--all", "--json")
     assert len(json.loads(out)["jobs"]) == 150
 
