@@ -13,9 +13,9 @@ import re
 import subprocess
 import sys
 import uuid
-from typing import Any
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -81,9 +81,7 @@ def test_enqueue_count_uses_batches(remote) -> None:
     assert len(json.loads(out)["jobs"]) == 150
 
 
-def test_enqueue_count_goes_a_slice_at_a_time(
-    remote, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_enqueue_count_goes_a_slice_at_a_time(remote, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every job and answer of a --count was held at once (~100 MB for 100,000)."""
     from local import remote_cli
     from spool_client import Client
