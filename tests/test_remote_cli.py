@@ -83,7 +83,6 @@ def test_enqueue_count_uses_batches(remote) -> None:
 
 def test_enqueue_count_goes_a_slice_at_a_time(remote, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every job and answer of a --count was held at once (~100 MB for 100,000)."""
-    from local import remote_cli
     from spool_client import Client
 
     monkeypatch.setattr(remote_cli, "REMOTE_SLICE", 60)
