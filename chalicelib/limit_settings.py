@@ -19,12 +19,12 @@ Every mistake is a ValueError naming the variable and what is wrong, so start-up
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from chalicelib.config import Settings
+from chalicelib.jsonstrict import loads_strict
 from chalicelib.limits import MAX_CONCURRENCY, ClaimPolicy, Limit, Rate
 
 LIMITS = "SPOOL_LIMITS"
@@ -42,7 +42,9 @@ def _object(settings: Settings, name: str) -> dict[str, Any]:
     if not raw:
         return {}
     try:
-        data = json.loads(raw)
+        # Strict: a key given twice (json.loads kept the last, silently dropping the
+        # operator's first limit) is refused, as SPOOL_WEBHOOKS refuses it.
+        data = loads_strict(raw)
     except ValueError as exc:
         raise ValueError(f"{name} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

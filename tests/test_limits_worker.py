@@ -62,12 +62,30 @@ def test_handler_declares_limits_and_settings_override_them() -> None:
         ('{"type:x": {}}', "set concurrency"),
         ("[]", "object"),
         ("{", "JSON"),
+        # A key given twice: the last won, silently dropping the operator's first cap.
+        ('{"type:x": {"concurrency": 1}, "type:x": {"rate": "5/s"}}', "twice"),
     ],
 )
 def test_bad_limit_settings_name_the_problem(value: str, complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint) as caught:
         claim_policy(Settings(extra={"SPOOL_LIMITS": value}))
     assert "SPOOL_LIMITS" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("SPOOL_TENANT_LIMITS", '{"acme": {"rate": "5/s"}, "acme": {"backlog": 10}}'),
+        ("SPOOL_TENANT_WEIGHTS", '{"acme": 3, "acme": 1}'),
+    ],
+)
+def test_a_tenant_named_twice_in_limit_settings_is_refused(name: str, value: str) -> None:
+    from chalicelib.limit_settings import tenant_limits
+
+    settings = Settings(extra={name: value, "SPOOL_FAIR_TENANTS": "true"})
+    with pytest.raises(ValueError, match="twice") as caught:
+        tenant_limits(settings) if name == "SPOOL_TENANT_LIMITS" else claim_policy(settings)
+    assert name in str(caught.value)
 
 
 class ClaimCounter(Middleware):

@@ -594,7 +594,7 @@ def take_tokens(store: DynamoStore, key: str, rate: float, burst: int, cost: int
         full_again = now // MICRO + int((burst - left) / rate) + 1
         fields = {
             "tokens": s(repr(left)),
-            "at": n(now),
+            "at": n(max(at, now)),  # never back in time (sqlite_limits.take_tokens)
             "expires_at": n(full_again + BUCKET_KEEP_SECONDS),  # TTL: a full bucket is no item
         }
         try:

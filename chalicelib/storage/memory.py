@@ -297,7 +297,7 @@ class MemoryStore:
             tokens, at = self._buckets.get(key, (float(burst), now))
             tokens = refill(tokens, (now - at).total_seconds(), rate, burst)
             left, wait = take(tokens, rate, cost)
-            self._buckets[key] = (left, now)
+            self._buckets[key] = (left, max(at, now))  # never back in time (sqlite_limits)
             return wait
 
     def finish(self, completions: Sequence[Completion]) -> list[bool]:

@@ -426,7 +426,10 @@ end
 tokens = math.min(burst, tokens + math.max(0, (tonumber(now) - at) / 1e6) * rate)
 local wait = 0
 if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
-redis.call('HSET', P .. 'tb', key, string.format('%.17g', tokens) .. '|' .. now)
+-- Never back in time (a caller that read its clock before another's turn): the next
+-- take would refill time already counted.
+local stamp = string.format('%.17g', math.max(at, tonumber(now)))
+redis.call('HSET', P .. 'tb', key, string.format('%.17g', tokens) .. '|' .. stamp)
 return string.format('%.17g', wait)
 """
 )

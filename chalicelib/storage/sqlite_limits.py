@@ -185,9 +185,13 @@ def take_tokens(
     row = db.execute("SELECT tokens, at FROM token_buckets WHERE key = ?", (key,)).fetchone()
     tokens = float(burst) if row is None else refill(row[0], (now - row[1]) / _MICRO, rate, burst)
     left, wait = take(tokens, rate, cost)
+    # Never back in time: a caller that read the clock before another took its turn
+    # at the lock would set `at` back, and the next take refill time already counted
+    # (2-5x the rate under concurrent requests).
+    at = now if row is None else max(row[1], now)
     db.execute(
         "INSERT INTO token_buckets (key, tokens, at) VALUES (?, ?, ?) "
         "ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
-        (key, left, now),
+        (key, left, at),
     )
     return wait

@@ -215,6 +215,22 @@ def test_token_bucket_starts_full_refills_and_never_overflows(
     assert store.take_tokens("tenant:a", 2.0, 5) == 0.5
 
 
+def test_a_take_that_read_the_clock_early_does_not_refill_time_twice(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """A caller reads the clock, then waits its turn at the bucket while another takes
+    at a later time. Storing the early time as the bucket's last update set it back,
+    and the next take refilled that time a second time: under concurrent requests the
+    enqueue rate let 2-5x through (SQLite, Redis, memory)."""
+    assert store.take_tokens("tenant:c", 2.0, 4, cost=4) == 0.0  # empty at t
+    clock.advance(1)
+    assert store.take_tokens("tenant:c", 2.0, 4, cost=2) == 0.0  # t+1: the 2 refilled
+    clock.advance(-0.5)  # a take whose clock was read before that one's
+    assert store.take_tokens("tenant:c", 2.0, 4) == 0.5  # nothing there
+    clock.advance(0.5)  # back at t+1: no time has passed since the bucket was emptied
+    assert store.take_tokens("tenant:c", 2.0, 4) == 0.5
+
+
 def test_token_bucket_holds_under_many_threads(store: JobStore, clock: FakeClock) -> None:
     granted: list[float] = []
     lock = threading.Lock()
