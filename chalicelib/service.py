@@ -72,12 +72,19 @@ class EnqueueRequest(BaseModel):
     @field_validator("run_at", mode="before")
     @classmethod
     def _rfc3339(cls, value: Any) -> Any:
-        if isinstance(value, str) and RFC3339.fullmatch(value) is None:
+        if not isinstance(value, str):
+            return value
+        if RFC3339.fullmatch(value) is None:
             zone = "" if re.search(r"(?:[Zz]|[+-]\d{2}:?\d{2})$", value) else ", with a time zone"
             raise ValueError(
                 f"run_at must be an RFC 3339 date-time{zone}, such as 2030-01-01T00:00:00Z"
             )
-        return value
+        # Parsed here: the API validates strictly, where a string that left a "before"
+        # validator is no datetime at all (every run_at was refused).
+        try:
+            return datetime.fromisoformat(value.upper())
+        except ValueError as exc:  # 23:59:60, 30 February
+            raise ValueError(f"run_at is not a date-time that exists: {exc}") from None
 
     @field_validator("run_at")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -310,6 +311,30 @@ def _gateway_event(
         "body": body,
         "isBase64Encoded": base64,
     }
+
+
+@pytest.mark.parametrize(
+    "form",
+    ["%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dt%H:%M:%S.123456789z", "%Y-%m-%dT%H:%M:%S-00:00"],
+)
+def test_a_run_at_in_rfc_3339_is_taken_over_http(api: Api, rt: Runtime, form: str) -> None:
+    """The strict check of the API took a run_at that a "before" validator had left a
+    string for no date-time at all: every run_at was refused with 422."""
+    when = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    reply = api.post("/enqueue", {"type": "echo", "run_at": when.strftime(form)})
+    assert reply.status == 201, reply.body
+    job = rt.store.get(reply.json["id"])
+    assert job is not None
+    assert job.run_at == when + (timedelta(microseconds=123456) if ".123" in form else timedelta())
+
+
+@pytest.mark.parametrize("form", ["%Y-%m-%dT23:59:60Z", "%Y-02-30T00:00:00Z"])
+def test_a_run_at_that_never_happens_is_422(api: Api, rt: Runtime, form: str) -> None:
+    given = (datetime.now(UTC) + timedelta(days=30)).strftime(form)
+    reply = api.post("/enqueue", {"type": "echo", "run_at": given})
+    assert b"run_at is not a date-time that exists" in reply.body
+    assert reply.status == 422, reply.body
+    assert sum(rt.store.counts().values()) == 0
 
 
 def test_status_url_carries_the_api_gateway_stage(api: Api) -> None:
