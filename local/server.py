@@ -378,7 +378,9 @@ class Server:
         reply). New connections are no longer accepted."""
         server = self._server
         with contextlib.suppress(OSError):
-            server.close()  # the listening socket: nothing new is accepted
+            # The listening socket only (nothing new is accepted): waitress's own close
+            # also closes the trigger, which a request finishing now pulls (EBADF).
+            wasyncore.dispatcher.close(server)
         dispatcher = server.task_dispatcher
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import re
 import signal
@@ -372,3 +373,35 @@ def test_a_long_poll_running_when_spool_serve_stops_gets_its_answer(tmp_path: Pa
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_a_request_finishing_while_the_server_stops_is_answered_without_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Closing waitress's server object to stop accepting also closed its trigger, which
+    a request finishing during the stop pulls: EBADF, logged with a traceback."""
+    started, release = threading.Event(), threading.Event()
+
+    def slow(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        started.set()
+        release.wait(10)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = Server(slow, "127.0.0.1", 0, threads=2)
+    server.start()
+    answers: list[int] = []
+    client = threading.Thread(
+        target=lambda: answers.append(requests.get(server.url, timeout=20).status_code)
+    )
+    with caplog.at_level(logging.ERROR):
+        client.start()
+        assert started.wait(10)
+        stopper = threading.Thread(target=server.stop)
+        stopper.start()
+        threading.Event().wait(0.3)  # the listener is closed, the request still runs
+        release.set()
+        client.join(20)
+        stopper.join(20)
+    assert answers == [200]
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
