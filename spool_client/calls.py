@@ -101,6 +101,15 @@ def _check_base(base: str) -> None:
         raise ValueError("the server URL's port is 0: give the port the server listens on")
 
 
+def shown_url(url: str) -> str:
+    """The URL for an error message, its password (if the URL holds one) masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
+
+
 def headers(key: str | None) -> dict[str, str]:
     out = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if key:

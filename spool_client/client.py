@@ -93,7 +93,8 @@ class Client:
                 wait = call.retry_within(wait, time.monotonic())
                 if wait is None:
                     raise TransportError(
-                        f"cannot reach {self.url}: {type(exc).__name__}: {exc}", tries
+                        f"cannot reach {calls.shown_url(self.url)}: {type(exc).__name__}: {exc}",
+                        tries,
                     ) from exc
                 sent_before = sent_before or maybe_sent(exc)
                 time.sleep(wait)
@@ -116,7 +117,7 @@ class Client:
                 raise UnexpectedResponse(
                     response.status_code,
                     response.headers.get("content-type", ""),
-                    str(response.url.copy_with(query=None)),
+                    calls.shown_url(str(response.url.copy_with(query=None))),
                 )
             return body
 

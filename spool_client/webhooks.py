@@ -79,8 +79,15 @@ def _text(value: object) -> str:
 
 
 def _header(headers: Mapping[str, str] | Iterable[tuple[Any, Any]], name: str) -> str:
-    pairs = headers.items() if isinstance(headers, Mapping) else headers  # ASGI: a list
-    for key, value in pairs:
+    # A mapping, or anything with items() (http.server's email.message.Message is no
+    # Mapping: iterated as pairs it raised ValueError); ASGI hands over a list of pairs.
+    items = getattr(headers, "items", None)
+    pairs: Iterable[Any] = items() if callable(items) else headers
+    try:
+        found = [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
+    except (TypeError, ValueError):
+        raise WebhookVerificationError("the headers are not name/value pairs") from None
+    for key, value in found:
         if _text(key).lower() == name:
             text = _text(value)
             if not text.isascii():  # every Standard Webhooks header is ASCII

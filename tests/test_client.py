@@ -263,6 +263,17 @@ def test_an_unreachable_server_is_a_transport_error_after_the_retries() -> None:
     assert caught.value.attempts == 3
 
 
+def test_a_password_in_the_server_url_is_masked_in_errors() -> None:
+    with socket_free_port() as port:
+        url = f"http://ops:hunter2-secret@127.0.0.1:{port}"
+        spool = Client(url, KEY_A, retry=RetryPolicy(attempts=1, base=0.01))
+        with pytest.raises(TransportError) as caught:
+            spool.enqueue("echo", {})
+        spool.close()
+    assert "hunter2-secret" not in str(caught.value)
+    assert f"http://ops:***@127.0.0.1:{port}" in str(caught.value)
+
+
 def test_the_url_and_key_come_from_the_environment(
     served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -34,6 +34,22 @@ def delivery(keys: list[str], body: bytes = b'{"type":"job.succeeded"}', at: int
     return body, signing.headers("msg_" + "ab" * 16, at, body, decoded), at
 
 
+def test_verify_takes_the_headers_http_server_hands_over() -> None:
+    """http.server's headers (an email.message.Message) have items() but are no
+    Mapping: iterated as pairs they raised ValueError, not WebhookVerificationError."""
+    from email.message import Message
+
+    body, headers, at = delivery([NEW])
+    message = Message()
+    for name, value in headers.items():
+        message[name.title()] = value
+    assert verify(body, message, NEW, now=at) == {"type": "job.succeeded"}
+    with pytest.raises(WebhookVerificationError):
+        verify(b'{"type": "x"}', message, NEW, now=at)
+    with pytest.raises(WebhookVerificationError):
+        verify(body, ["not pairs"], NEW, now=at)  # type: ignore[list-item]
+
+
 def test_verify_accepts_what_the_server_signs() -> None:
     body, headers, at = delivery([NEW])
     assert verify(body, headers, NEW, now=at) == {"type": "job.succeeded"}
