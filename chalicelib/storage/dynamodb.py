@@ -106,8 +106,10 @@ from chalicelib.storage.dynamodb_aws import (
     RECORD_LIMIT,
     DynamoConfig,
     aws_errors,
+    counted,
     create_resources,
     make_clients,
+    pages,
 )
 from chalicelib.storage.dynamodb_limits import claim_with_policy, take_tokens
 from chalicelib.storage.dynamodb_schema import (
@@ -499,13 +501,8 @@ class DynamoStore:
             request["Limit"] = page
         if consistent:
             request["ConsistentRead"] = True
-        while True:
-            response = self.ddb.query(**request)
+        for response in pages(self.ddb.query, dict(request)):
             yield from response.get("Items", [])
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return
-            request["ExclusiveStartKey"] = last
 
     def _load(
         self,
@@ -1617,16 +1614,12 @@ class DynamoStore:
             "ProjectionExpression": f"{expr.name('st_pk')}, {expr.name('queue')}",
             "ExpressionAttributeNames": expr.names,
         }
-        while True:
-            response = self.ddb.scan(**request)
+        for response in pages(self.ddb.scan, request):
             for item in response.get("Items", []):
                 state = JobState(need_s(item, "st_pk").rsplit("#", 1)[0])
                 bucket = (need_s(item, "queue"), state)
                 out[bucket] = out.get(bucket, 0) + 1
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return out
-            request["ExclusiveStartKey"] = last
+        return out
 
     @aws_errors
     def counters(self) -> dict[CounterKey, int]:
@@ -1839,16 +1832,9 @@ class DynamoStore:
                 "TableName": self.table,
                 "IndexName": GSI_TIMER,
                 "KeyConditionExpression": key,
-                "Select": "COUNT",
                 **expr.placeholders(),
             }
-            while True:
-                response = self.ddb.query(**request)
-                total += int(response.get("Count", 0))
-                last = response.get("LastEvaluatedKey")
-                if not last:
-                    break
-                request["ExclusiveStartKey"] = last
+            total += counted(self.ddb.query, request)
         return total
 
     def _send_marked(self, items: Sequence[tuple[str, int]], now: int) -> None:

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from urllib.parse import urlsplit
@@ -245,3 +245,20 @@ def aws_errors(method: Callable[P, R]) -> Callable[P, R]:
             raise StoreUnavailable(f"AWS is unreachable: {type(exc).__name__}") from exc
 
     return wrapper
+
+
+def pages(call: Callable[..., Any], request: dict[str, Any]) -> Iterator[Any]:
+    """Each answer of a paged Query or Scan (`call` is the client's query or scan),
+    following LastEvaluatedKey until the last page."""
+    while True:
+        response = call(**request)
+        yield response
+        last = response.get("LastEvaluatedKey")
+        if not last:
+            return
+        request["ExclusiveStartKey"] = last
+
+
+def counted(call: Callable[..., Any], request: dict[str, Any]) -> int:
+    """The items a Query or Scan matches, counted by DynamoDB (Select=COUNT: none sent)."""
+    return sum(int(page.get("Count", 0)) for page in pages(call, {**request, "Select": "COUNT"}))

@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 
 from chalicelib.ids import new_lease_token
 from chalicelib.storage.base import from_micros, utf8_text
+from chalicelib.storage.dynamodb_aws import counted, pages
 from chalicelib.storage.dynamodb_schema import (
     GSI_TIMER,
     Expr,
@@ -176,14 +177,9 @@ class DynamoOutbox:
             "KeyConditionExpression": key,
             **expr.placeholders(),
         }
-        while True:
-            response = self.ddb.query(**request)
+        for response in pages(self.ddb.query, request):
             for entry in response.get("Items", []):
                 yield need_n(entry, "tm_at"), need_s(entry, "pk")[2:]
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return
-            request["ExclusiveStartKey"] = last
 
     def finish(
         self,
@@ -237,17 +233,9 @@ class DynamoOutbox:
             "TableName": self.table,
             "IndexName": GSI_TIMER,
             "KeyConditionExpression": f"{expr.name('tm_pk')} = {expr.value(s(partition))}",
-            "Select": "COUNT",
             **expr.placeholders(),
         }
-        total = 0
-        while True:
-            response = self.ddb.query(**request)
-            total += int(response.get("Count", 0))
-            last = response.get("LastEvaluatedKey")
-            if not last:
-                return total
-            request["ExclusiveStartKey"] = last
+        return counted(self.ddb.query, request)
 
     # -- plumbing -----------------------------------------------------------------------------
     def _partition(self, kind: str, delivery_id: str) -> str:
