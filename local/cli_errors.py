@@ -117,7 +117,7 @@ def explain(exc: BaseException) -> CliFailure:
         return CliFailure(exc.message, "" if named else fix)
     if isinstance(exc, JobNotFound):
         job_id = (exc.details or {}).get("id", "")
-        if isinstance(job_id, str) and not job_id.isascii() and not is_utf8(job_id):
+        if isinstance(job_id, str) and not is_utf8(job_id):
             # argv bytes that were not UTF-8 (lone surrogates): the id was refused unread
             return UsageError(NOT_UTF8, NOT_UTF8_FIX)
         return CliFailure(

@@ -310,13 +310,13 @@ class Server:
         dispatcher.set_thread_count(threads)
         server_class, _ = guarded_classes(limits)
 
-        # `sock`: a listening socket made elsewhere (local/multiproc.py hands each
-        # server process one of several bound to the same port).
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
             # This request's long-polls answer at once when this server stops.
             serving_for(self._stopping)
             return wsgi_app(environ, start_response)
 
+        # `sock`: a listening socket made elsewhere (local/multiproc.py hands each
+        # server process one of several bound to the same port).
         self._server: Any = server_class(
             app,
             map={},

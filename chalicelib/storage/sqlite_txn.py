@@ -113,14 +113,11 @@ class FileWatch:
         self._identity = _identity(path)
         self._companions = {suffix: _identity(path + suffix) for suffix, _ in self.COMPANIONS}
 
-    def _current(self) -> tuple[int, int] | None:
-        return _identity(self.path)
-
     def unavailable(self) -> StoreUnavailable | None:
         """What to say if a path no longer names its file, else None."""
         if self._identity is None:
             return None
-        if self._current() != self._identity:
+        if _identity(self.path) != self._identity:
             return StoreUnavailable(
                 f"the SQLite database file {self.path} was deleted or replaced while this "
                 "process had it open: restart Spool so that it opens the file now at that "
