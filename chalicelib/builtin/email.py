@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chalicelib.builtin import email_headers
+from chalicelib.builtin.socket_reads import DeadlineReader
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError
 from chalicelib.handlers import JobContext, handler
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
     from typing_extensions import Buffer
 
 logger = logging.getLogger(__name__)
@@ -338,27 +338,6 @@ class _Bound:
         return min(self.per_step, left)
 
 
-class _BoundedReader(io.RawIOBase):
-    """Reads the SMTP socket with every wait re-armed by the attempt's bound."""
-
-    def __init__(self, sock: socket.socket, bound: _Bound) -> None:
-        super().__init__()
-        self._sock = sock
-        self._raw = sock.makefile("rb", buffering=0)
-        self._bound = bound
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        self._sock.settimeout(self._bound.timeout())
-        return self._raw.readinto(buffer) or 0
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
 class _BoundedSMTP(smtplib.SMTP):
     """smtplib.SMTP (or SMTPS, given a context) whose connect, TLS handshakes, reads
     and writes all end by the attempt's deadline, and which sends no DATA (nor any
@@ -396,7 +375,7 @@ class _BoundedSMTP(smtplib.SMTP):
 
     def getreply(self) -> tuple[int, bytes]:
         if self.file is None and self.sock is not None:
-            self.file = io.BufferedReader(_BoundedReader(self.sock, self._bound))
+            self.file = io.BufferedReader(DeadlineReader(self.sock, self._bound.timeout))
         reply = super().getreply()
         if self.sock is not None:
             # STARTTLS wraps the socket after this reply: bound its handshake too.

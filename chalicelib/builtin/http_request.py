@@ -33,12 +33,13 @@ from urllib.parse import urljoin
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from chalicelib import ssrf
+from chalicelib.builtin.socket_reads import DeadlineReader
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, RetryAfter
 from chalicelib.handlers import JobContext, handler
 
 if TYPE_CHECKING:
-    from _typeshed import WriteableBuffer
+    pass
 
 MAX_TIMEOUT = 50.0
 MAX_BODY_CAP = 128 * 1024
@@ -209,40 +210,6 @@ def open_socket(ip: ssrf.IPAddress, port: int, timeout: float) -> socket.socket:
     return socket.create_connection((str(ip), port), timeout=timeout)
 
 
-class _DeadlineReader(io.RawIOBase):
-    """Reads the socket with every wait cut to what is left of the request's time.
-
-    http.client reads the status line and headers with the socket's timeout per
-    recv, so a server sending a header line every second would hold a request
-    with `timeout: 2` for as long as it likes; here no recv may outlast the deadline.
-    """
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        super().__init__()
-        self._sock = sock
-        # Read through a socket file, as http.client's own reader does: it holds the
-        # descriptor open when the connection closes the socket early (an HTTP/1.0 or
-        # `Connection: close` answer is read after HTTPConnection.close()); reading
-        # the bare socket then failed with EBADF whenever the body was not buffered yet.
-        self._raw = sock.makefile("rb", buffering=0)
-        self._deadline = deadline
-        self.ended = False  # the peer closed: a read found nothing more
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: WriteableBuffer) -> int:
-        self._sock.settimeout(_remaining(self._deadline))
-        got = self._raw.readinto(buffer) or 0
-        if not got and len(memoryview(buffer)):
-            self.ended = True
-        return got
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
-
-
 class _DeadlineResponse(http.client.HTTPResponse):
     def __init__(
         self,
@@ -255,7 +222,7 @@ class _DeadlineResponse(http.client.HTTPResponse):
     ) -> None:
         super().__init__(sock, debuglevel, method, url)
         self.fp.close()  # the plain makefile() reader; the socket stays open
-        self._reader = _DeadlineReader(sock, deadline)
+        self._reader = DeadlineReader(sock, functools.partial(_remaining, deadline))
         self.fp = io.BufferedReader(self._reader)
 
     def begin(self) -> None:
@@ -451,7 +418,7 @@ def _read_capped(
     ctx: JobContext | None,
 ) -> tuple[bytes, bool]:
     """Read at most cap bytes (plus one, to know it was cut), within the deadline
-    (every recv under the response is bounded by it, see _DeadlineReader)."""
+    (every recv under the response is bounded by it, see DeadlineReader)."""
     chunks: list[bytes] = []
     size = 0
     while size <= cap:
