@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chalicelib.builtin import email_headers
-from chalicelib.builtin.socket_reads import DeadlineReader
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError
 from chalicelib.handlers import JobContext, handler
@@ -375,6 +374,9 @@ class _BoundedSMTP(smtplib.SMTP):
 
     def getreply(self) -> tuple[int, bytes]:
         if self.file is None and self.sock is not None:
+            # Imported here: enqueueing (the API) loads this module for its payload model only.
+            from chalicelib.builtin.socket_reads import DeadlineReader
+
             self.file = io.BufferedReader(DeadlineReader(self.sock, self._bound.timeout))
         reply = super().getreply()
         if self.sock is not None:

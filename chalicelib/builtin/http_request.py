@@ -33,7 +33,6 @@ from urllib.parse import urljoin
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from chalicelib import ssrf
-from chalicelib.builtin.socket_reads import DeadlineReader
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, RetryAfter
 from chalicelib.handlers import JobContext, handler
@@ -222,6 +221,9 @@ class _DeadlineResponse(http.client.HTTPResponse):
     ) -> None:
         super().__init__(sock, debuglevel, method, url)
         self.fp.close()  # the plain makefile() reader; the socket stays open
+        # Imported here: enqueueing (the API) loads this module for its payload model only.
+        from chalicelib.builtin.socket_reads import DeadlineReader
+
         self._reader = DeadlineReader(sock, functools.partial(_remaining, deadline))
         self.fp = io.BufferedReader(self._reader)
 
