@@ -52,7 +52,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from chalicelib import attempt_record, worker_id
-from chalicelib.errors import PermanentError, RetryAfter, StoreUnavailable, UnknownJobType
+from chalicelib.errors import (
+    JobUnreadable,
+    PermanentError,
+    RetryAfter,
+    StoreUnavailable,
+    UnknownJobType,
+)
 from chalicelib.handlers import HandlerSpec, JobContext, Registry
 from chalicelib.jsonstrict import (
     CIRCULAR,
@@ -904,14 +910,18 @@ class Worker:
         registered: one 900 s handler must not hold back an echo. When even the
         longest timeout fits, nothing is read; otherwise each job is read once to
         learn its type. A job that cannot be read is left to the claim (which
-        skips what is gone or not due); an unknown type is claimed and buried.
+        skips what is gone or not due, and buries a damaged record); an unknown
+        type is claimed and buried.
         """
         left = deadline - time.monotonic() - DRAIN_MARGIN
         if self.registry.max_timeout() <= left:
             return {}
         deferred: dict[str, str] = {}
         for job_id in job_ids:
-            job = self.store.get(job_id)
+            try:
+                job = self.store.get(job_id)
+            except JobUnreadable:  # a damaged record: the claim buries it
+                continue
             if job is None:
                 continue
             try:

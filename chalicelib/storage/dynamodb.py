@@ -251,6 +251,19 @@ def _job_of_ref(ref: str) -> str:
     return parts[-1].removesuffix(".json") if "payloads" in parts else parts[-2]
 
 
+def _shape_problem(item: Mapping[str, AttributeValueTypeDef]) -> str | None:
+    """Why a waiting item cannot be claimed and run (what _load would raise
+    JobUnreadable for, or a claim's arithmetic would fail on), or None."""
+    try:
+        item_to_job(item, None, None)
+        _Static.of(item)
+        need_n(item, "ver")
+        get_n(item, "att_seq")
+    except BAD_SHAPE as exc:
+        return _why(exc)
+    return None
+
+
 # -- the pieces of a write ----------------------------------------------------------
 
 
@@ -1020,6 +1033,8 @@ class DynamoStore:
                 continue
             state = get_s(item, "state")
             if state in (JobState.QUEUED.value, JobState.RETRYING.value):
+                if self._buried_if_damaged(item):  # never claimed: it could not be run
+                    continue
                 run_at = need_n(item, "run_at")
                 if run_at > now:
                     early.append((job_id, run_at))
@@ -1113,10 +1128,15 @@ class DynamoStore:
         redelivered messages skipped as leased until the reaper. Instead the job is
         settled on its own without running its handler: dead when its payload object
         is missing (nothing will bring it back), retrying with a backoff (dead after
-        its last attempt) when S3 refused or failed the read. The others run.
+        its last attempt) when S3 refused or failed the read. The others run. A
+        record in a bad shape (JobUnreadable) is buried the same way (_bury_damaged).
         """
         problems: list[_BlobProblem] = []
-        job = self._load(item, problems)
+        try:
+            job = self._load(item, problems)
+        except JobUnreadable as exc:
+            self._bury_damaged(item, _why(exc.__cause__ or exc))
+            return None
         self._remember_seq(job.lease_token or "", need_n(item, "att_seq"), "attempt_log" in item)
         if not problems:
             return job
@@ -1152,6 +1172,96 @@ class DynamoStore:
             return
         if applied:
             log.error("job %s: %s; %s without running it", job.id, problem.message, state.value)
+
+    def _bury_if_damaged(self, job_id: str) -> bool:
+        """After a claim's update was refused as invalid: bury the job if its record is
+        in a bad shape (True), else False (the caller raises the refusal)."""
+        item = self.ddb.get_item(
+            TableName=self.table, Key=job_key(job_id), ConsistentRead=True
+        ).get("Item")
+        if item is None or get_s(item, "state") not in WAITING_VALUES:
+            return False
+        problem = _shape_problem(item)
+        return problem is not None and self._bury_damaged(item, problem)
+
+    def _buried_if_damaged(self, item: Mapping[str, AttributeValueTypeDef]) -> bool:
+        """True when a waiting item a claim read is in a shape no worker could run: it
+        is made dead then (_bury_damaged), and the claim goes on without it."""
+        problem = _shape_problem(item)
+        if problem is None:
+            return False
+        self._bury_damaged(item, problem)
+        return True
+
+    def _bury_damaged(self, item: Mapping[str, AttributeValueTypeDef], why: str) -> bool:
+        """Dead, without running it, a job a claim met whose record cannot be read.
+
+        Either the claim's write had committed (the item is running under the lease
+        token it holds) or the item was only read (a batch claim checks what it read
+        before writing; a claim whose update the item's attributes made invalid reads
+        it then). Left as it was, a claimed one would stay running for good (no worker
+        can run it and the reaper skips it) and a waiting one would be met by every
+        claim. Dead, it leaves the running or waiting counts and the due and lease
+        indexes, its SQS message is dropped as redundant, and it is counted as a dead
+        job (when its queue and type can be read), purged and expired like one. Its
+        last_error and an ERROR line name what is wrong; listings still skip it and
+        reading it answers job_unreadable until its operator repairs the item (then
+        redrives the job) or deletes it. The write is conditional on the item being as
+        read (its lease token, or its version), so a repair made meanwhile is kept.
+        Never raises: the other jobs of the claim still run.
+        """
+        job_id = _item_id(item)
+        now = self._now()
+        running = get_s(item, "state") == JobState.RUNNING.value
+        expr = Expr()
+        if running:
+            condition = (
+                f"{expr.name('state')} = {expr.value(s(JobState.RUNNING.value))} AND "
+                f"{expr.name('lease_token')} = {expr.value(s(need_s(item, 'lease_token')))}"
+            )
+        else:
+            version = item.get("ver")
+            same = (
+                f"attribute_not_exists({expr.name('ver')})"
+                if version is None
+                else f"{expr.name('ver')} = {expr.value(version)}"
+            )
+            condition = f"{expr.one_of('state', WAITING)} AND {same}"
+        message = (
+            f"the job's stored record cannot be read ({why}), so it was not run; "
+            "repair the item and redrive the job, or delete it"
+        )
+        expr.set("state", s(JobState.DEAD.value))
+        expr.set("last_error", s(message))
+        expr.set("updated_at", n(now))
+        expr.set("st_pk", s(state_partition(JobState.DEAD, self._shard(job_id))))
+        with contextlib.suppress(*BAD_SHAPE):  # a version that is no number stays as it is
+            if get_n(item, "ver") is not None:
+                expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
+        expr.remove("lease_token", "lease_exp", "lease_worker")
+        self._finished_attrs(expr, job_id, now)
+        counters: list[tuple[str, str, str, int]] = []
+        queue, type_, tenant = get_s(item, "queue"), get_s(item, "type"), get_s(item, "tenant")
+        if queue is not None and type_ is not None:
+            counters += [(queue, type_, e, 1) for e in completion_events(JobState.DEAD)]
+        if queue is not None and tenant is not None:
+            counters.append((queue, tenant, minute_event(now, False), 1))
+        unit = Unit([self._update(job_id, expr, condition)], [_key_str(job_key(job_id))], counters)
+        try:
+            [applied] = self._tx.apply([unit])
+        except Exception:
+            log.exception(
+                "job %s: its record cannot be read (%s) and it could not be made dead either%s",
+                job_id,
+                why,
+                "; it stays running until its operator repairs or deletes the item"
+                if running
+                else "",
+            )
+            return False
+        if applied:
+            log.error("job %s: %s; dead without running it", job_id, message)
+        return applied
 
     def _due_candidates(self, now: int, queues: Sequence[str] | None, limit: int) -> Iterator[str]:
         """Ids of due jobs, best first, merged across shards."""
@@ -1190,7 +1300,10 @@ class DynamoStore:
                     **expr.placeholders(),
                 )
             except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "ValidationException" and self._bury_if_damaged(job_id):
+                    return None  # `attempts` or `ver` not a number: the claim cannot add 1
+                if code != "ConditionalCheckFailedException":
                     raise
                 old: Item | None = exc.response.get("Item")  # type: ignore[assignment]
                 if old is None:
@@ -1715,9 +1828,11 @@ class DynamoStore:
                 }
             ]
             keys = [_key_str(job_key(job_id))]
-            idem = get_s(item, "idem")
-            if idem is not None:
-                ikey = idem_key(need_s(item, "tenant"), idem)
+            idem, tenant = get_s(item, "idem"), get_s(item, "tenant")
+            if idem is not None and tenant is None:  # a damaged record (buried by a claim)
+                log.warning("job %s: no tenant in its record: its idempotency key stays", job_id)
+            elif idem is not None and tenant is not None:
+                ikey = idem_key(tenant, idem)
                 actions.append(
                     {
                         "Delete": {

@@ -354,7 +354,9 @@ class PolicyClaim:
         early: list[tuple[str, int]] = []
         for job_id in wanted:
             item = found.get(job_id)
-            if item is None or get_s(item, "state") not in WAITING or not self._wanted(item):
+            if item is None or get_s(item, "state") not in WAITING:
+                continue
+            if self.store._buried_if_damaged(item) or not self._wanted(item):
                 continue
             run_at = need_n(item, "run_at")
             if run_at > self.now:
@@ -472,9 +474,18 @@ class PolicyClaim:
                 job_id_of(e), tenant, need_s(e, "queue"), need_s(e, "type"), need_s(e, "due_sk")
             )
             for e in itertools.islice(merged, EXAMINE_PER_TENANT)
-            if job_id_of(e) not in self.skip
+            if job_id_of(e) not in self.skip and self._entry_readable(e)
         )
         return cast("Sequence[Candidate]", lazy)
+
+    def _entry_readable(self, entry: Mapping[str, AttributeValueTypeDef]) -> bool:
+        """An index entry without the queue or type a turn needs comes from a damaged
+        item: buried (made dead) from its whole record, and skipped by this claim."""
+        if get_s(entry, "queue") is not None and get_s(entry, "type") is not None:
+            return True
+        self.skip.add(job_id_of(entry))
+        self._bury_damaged_chosen([job_id_of(entry)])
+        return False
 
     # -- committing ------------------------------------------------------------------------
     def _commit(self, state: State, decision: Decision, attempt: int) -> list[str] | None:
@@ -490,10 +501,17 @@ class PolicyClaim:
         try:
             self.store.ddb.transact_write_items(TransactItems=actions)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                raise
+            code = exc.response.get("Error", {}).get("Code")
             reasons = cast("list[dict[str, Any]]", exc.response.get("CancellationReasons", []))
             codes = [str(r.get("Code")) for r in reasons]
+            if code == "ValidationException" or "ValidationError" in codes:
+                # A chosen job's item is in a shape the claim's update cannot apply to
+                # (attempts or ver not a number): bury it, then claim again without it.
+                if not self._bury_damaged_chosen([c.id for c in decision.chosen]):
+                    raise
+                return None
+            if code != "TransactionCanceledException":
+                raise
             taken = [
                 c.id
                 for c, code in zip(decision.chosen, codes, strict=False)
@@ -504,6 +522,17 @@ class PolicyClaim:
                 self.store._tx.backoff(attempt)  # a conflict with a transaction in flight
             return None
         return tokens
+
+    def _bury_damaged_chosen(self, ids: Sequence[str]) -> bool:
+        """Read these jobs whole and bury those no worker could run; True if any."""
+        read = self.store._batch_get([job_key(job_id) for job_id in ids])
+        buried = [
+            job_id_of(item)
+            for item in read.values()
+            if get_s(item, "state") in WAITING and self.store._buried_if_damaged(item)
+        ]
+        self.skip.update(buried)
+        return bool(buried)
 
     def _claim_action(self, candidate: Candidate) -> tuple[TransactWriteItemTypeDef, str]:
         """The same update a claim without a policy writes, conditional on the job
