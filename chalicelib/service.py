@@ -36,6 +36,20 @@ RFC3339 = re.compile(
 )
 
 
+def parse_rfc3339(value: str, name: str) -> datetime:
+    """`value` as RFC 3339 demands (an offset or Z, seconds, 'T'); ValueError naming
+    `name` otherwise. The datetime keeps the offset it was given (see to_utc)."""
+    if RFC3339.fullmatch(value) is None:
+        zone = "" if re.search(r"(?:[Zz]|[+-]\d{2}:?\d{2})$", value) else ", with a time zone"
+        raise ValueError(
+            f"{name} must be an RFC 3339 date-time{zone}, such as 2030-01-01T00:00:00Z"
+        )
+    try:
+        return datetime.fromisoformat(value.upper())
+    except ValueError as exc:  # 23:59:60, 30 February
+        raise ValueError(f"{name} is not a date-time that exists: {exc}") from None
+
+
 class EnqueueRequest(BaseModel):
     """One job as a client may describe it. Server-owned fields (state, attempts,
     tenant, id, ...) are refused, not ignored, so a client never thinks it set them."""
@@ -74,17 +88,9 @@ class EnqueueRequest(BaseModel):
     def _rfc3339(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        if RFC3339.fullmatch(value) is None:
-            zone = "" if re.search(r"(?:[Zz]|[+-]\d{2}:?\d{2})$", value) else ", with a time zone"
-            raise ValueError(
-                f"run_at must be an RFC 3339 date-time{zone}, such as 2030-01-01T00:00:00Z"
-            )
         # Parsed here: the API validates strictly, where a string that left a "before"
         # validator is no datetime at all (every run_at was refused).
-        try:
-            return datetime.fromisoformat(value.upper())
-        except ValueError as exc:  # 23:59:60, 30 February
-            raise ValueError(f"run_at is not a date-time that exists: {exc}") from None
+        return parse_rfc3339(value, "run_at")
 
     @field_validator("run_at")
     @classmethod
@@ -233,16 +239,32 @@ class Service:
         job_event(logging.INFO, "redriven", moved[0])
         return moved[0]
 
+    def redrive_bound(self) -> datetime:
+        """The `died_before` of a bulk redrive whose caller gave none: the first instant
+        after the store's clock reads now (times are kept to the microsecond), so every
+        job already dead when the call began is included, and none that dies later."""
+        return self.store.clock.now() + timedelta(microseconds=1)
+
     def redrive_all(
         self,
         tenant: str | None,
         queue: str | None = None,
         type_: str | None = None,
         limit: int = 1000,
+        died_before: datetime | None = None,
     ) -> list[Job]:
-        """Redrive dead jobs matching the filter, a page at a time, up to `limit`."""
+        """Redrive dead jobs matching the filter, a page at a time, up to `limit`.
+
+        With `died_before`, only jobs that became dead strictly before it (their
+        finished_at) are redriven; later ones are skipped and the listing goes on
+        past them. A caller that calls again with the same bound (`spool dlq
+        redrive --all` does) never meets the jobs it redrove that died again since,
+        so none is redriven twice and none dead at its start is left behind.
+        None: every dead job listed, whenever it died.
+        """
         moved: list[Job] = []
         cursor: str | None = None
+        skipped = 0
         while len(moved) < limit:
             page = self.store.list_jobs(
                 JobQuery(
@@ -250,20 +272,32 @@ class Service:
                     state=JobState.DEAD,
                     queue=queue,
                     type=type_,
-                    limit=min(500, limit - len(moved)),
+                    # Skipped jobs grow the page (to the most a page holds), so a run
+                    # of newer dead jobs costs a few listings, not one per job.
+                    limit=min(500, limit - len(moved) + skipped),
                     cursor=cursor,
                 )
             )
             if not page.jobs:
                 break
-            redriven = self.store.redrive([j.id for j in page.jobs], tenant)
-            for job in redriven:
-                job_event(logging.INFO, "redriven", job)
-            moved.extend(redriven)
+            due = [j for j in page.jobs if died_before is None or _died_at(j) < died_before]
+            skipped += len(page.jobs) - len(due)
+            due = due[: limit - len(moved)]
+            if due:
+                redriven = self.store.redrive([j.id for j in due], tenant)
+                for job in redriven:
+                    job_event(logging.INFO, "redriven", job)
+                moved.extend(redriven)
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
         return moved
+
+
+def _died_at(job: Job) -> datetime:
+    """When a dead job died: its finished_at (every store sets it on the way to dead);
+    updated_at for a record that lacks it (nothing moves a dead job but a redrive)."""
+    return job.finished_at or job.updated_at
 
 
 def _refuse_keys_reused_in_batch(requests: Sequence[EnqueueRequest], built: list[NewJob]) -> None:

@@ -51,6 +51,8 @@ WORKER_STOPPING = "stopping: finishing running jobs"
 # keeps that near 100 MB. A typo such as 99999999999 is refused, not run for hours.
 MAX_COUNT = 100_000
 ENQUEUE_CHUNK = 500
+# `dlq redrive --all` asks the service for this many dead jobs a call.
+REDRIVE_CHUNK = 500
 
 
 def _print(data: Any) -> None:
@@ -394,19 +396,28 @@ def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
             else _waiting(rt, (JobState.DEAD,), None if args.queue is None else (args.queue,))
         )
         moved: list[str] = []
+        # Only jobs dead when the command began: one it redrove that died again since
+        # is not met again, so none is redriven twice and none dead at the start is
+        # left behind by a stop that took it for done. The same bound as POST
+        # /dlq/redrive's first call (remote_cli.cmd_dlq passes that one back).
+        bound = rt.service.redrive_bound()
         with _progress_bar()(total=total, unit="job", disable=not sys.stderr.isatty()) as bar:
             seen: set[str] = set()
             while True:
                 batch = rt.service.redrive_all(
-                    args.tenant, queue=args.queue, type_=args.type, limit=500
+                    args.tenant,
+                    queue=args.queue,
+                    type_=args.type,
+                    limit=REDRIVE_CHUNK,
+                    died_before=bound,
                 )
                 fresh = [job.id for job in batch if job.id not in seen]
                 seen.update(fresh)
                 moved.extend(fresh)
                 bar.update(len(fresh))
-                # Jobs this run already redrove are back (they died again while a worker
-                # ran them): stop, or jobs that fail fast would keep this going forever.
-                if not batch or len(fresh) < len(batch):
+                # A short batch: the listing ended. Nothing new: a guard, should a
+                # store ever answer the same jobs again (this would loop forever).
+                if len(batch) < REDRIVE_CHUNK or not fresh:
                     break
         if args.json:
             _print({"redriven": len(moved), "ids": moved})
@@ -543,7 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     remote_cli.add_options(dlq_list)
     redrive = dlq_sub.add_parser("redrive")
     redrive.add_argument("id", nargs="?")
-    redrive.add_argument("--all", action="store_true")
+    redrive.add_argument(
+        "--all",
+        action="store_true",
+        help="every job dead when the command starts, each once (one that dies again "
+        "meanwhile is left for the next run)",
+    )
     redrive.add_argument("--queue", help="with --all: only dead jobs of this queue")
     redrive.add_argument("--type", help="with --all: only dead jobs of this type")
     redrive.add_argument("--json", action="store_true", help="machine output")

@@ -70,13 +70,16 @@ class AsyncClient:
         while True:
             tries += 1
             try:
-                response = await self._http.request(
+                request = self._http.build_request(
                     call.method,
                     self.url + call.path,
                     params=call.params,
                     json=call.json,
                     headers=self._headers,
                     timeout=timeout,
+                )
+                response = await self._exchange(
+                    request, *call.budget(self.timeout, time.monotonic())
                 )
             except httpx.InvalidURL as exc:  # an argument too long for any URL
                 raise ValueError(f"the request cannot be sent: {exc}") from None
@@ -91,7 +94,7 @@ class AsyncClient:
                 sent_before = sent_before or maybe_sent(exc)
                 await asyncio.sleep(wait)
                 continue
-            body = _json(response)
+            body = _json(response.content)
             if retried_answer(response.status_code, body):  # not a 503 `misconfigured`
                 wait = call.retry_within(
                     self.retry.delay(tries, started, retry_after(response)), time.monotonic()
@@ -113,6 +116,26 @@ class AsyncClient:
                     calls.shown_url(str(response.url.copy_with(query=None))),
                 )
             return body
+
+    async def _exchange(self, request: httpx.Request, budget: float, cut: bool) -> httpx.Response:
+        """One try, the whole answer read, cancelled after `budget` seconds (httpx's
+        timeouts bound each read, not the answer): httpx.ReadTimeout, retried as a
+        dropped connection is, or DeadlinePassed when a wait's deadline set the budget
+        (see Client._exchange)."""
+        if cut and budget <= 0:
+            raise calls.DeadlinePassed
+        bound = asyncio.timeout(budget)
+        try:
+            async with bound:
+                return await self._http.send(request)
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            if cut:
+                raise calls.DeadlinePassed from None
+            raise httpx.ReadTimeout(
+                f"no whole answer within {budget:g}s", request=request
+            ) from None
 
     async def enqueue(
         self,
@@ -171,13 +194,16 @@ class AsyncClient:
         timeout = calls.seconds("timeout", timeout, allow_none=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         nap = calls.EARLY_NAP_FIRST
+        last: Job | None = None
         while True:
             left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
             wait = max(0.0, min(calls.MAX_WAIT, left))
             asked = time.monotonic()
-            job = Job.from_json(
-                await self._send(calls.status(job_id, wait=wait, deadline=deadline))
-            )
+            try:
+                answer = await self._send(calls.status(job_id, wait=wait, deadline=deadline))
+            except calls.DeadlinePassed:
+                raise WaitTimeout(last, timeout or 0.0, job_id) from None
+            job = last = Job.from_json(answer)
             if job.terminal:
                 return job
             now = time.monotonic()
@@ -246,9 +272,15 @@ class AsyncClient:
         return await self._settle(calls.redrive(job_id), job_id, lambda j: j.state != "dead")
 
     async def redrive_all(
-        self, *, queue: str | None = None, type: str | None = None, limit: int | None = None
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        limit: int | None = None,
+        died_before: datetime | None = None,
     ) -> Redriven:
-        return Redriven.from_json(await self._send(calls.redrive_all(queue, type, limit)))
+        call = calls.redrive_all(queue, type, limit, died_before)
+        return Redriven.from_json(await self._send(call))
 
     async def _settle(self, call: Call, job_id: str, done: Callable[[Job], bool]) -> Job:
         try:

@@ -24,6 +24,9 @@ URL_VARIABLE = "SPOOL_URL"
 KEY_VARIABLE = "SPOOL_API_KEY"
 DEFAULT_URL = "http://127.0.0.1:8000"
 MAX_WAIT = 20.0  # the server holds a long-poll at most this long (?wait=)
+# How long after a wait's deadline its last long-poll's answer is still awaited: the
+# server holds that long-poll until the deadline, so the answer lands just after it.
+DEADLINE_GRACE = 1.0
 DEFAULT_BATCH = 100  # the server's default SPOOL_MAX_BATCH; a smaller limit is learned
 USER_AGENT = "spool-client/0.1"
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
@@ -45,6 +48,23 @@ class Call:
         if wait is None or (self.deadline is not None and now + wait > self.deadline):
             return None
         return wait
+
+    def budget(self, timeout: float, now: float) -> tuple[float, bool]:
+        """How long the next try may take in all (connecting, sending, the whole
+        answer), and whether the deadline set that (a try that runs out then ends the
+        call: DeadlinePassed). A try gets the client's timeout, a long-poll its wait
+        on top; a wait's tries end DEADLINE_GRACE after its deadline at the latest."""
+        budget = timeout + (self.read_timeout or 0.0)
+        if self.deadline is not None:
+            left = self.deadline + DEADLINE_GRACE - now
+            if left < budget:
+                return max(0.0, left), True
+        return budget, False
+
+
+class DeadlinePassed(Exception):
+    """A try cut short by its call's deadline (a wait's timeout): no answer came in
+    time. wait() turns it into WaitTimeout; it never reaches a caller."""
 
 
 @dataclass(frozen=True)
@@ -237,8 +257,15 @@ def redrive(job_id: str) -> Call:
     return Call("POST", "/dlq" + job_path(job_id, "/redrive"))
 
 
-def redrive_all(queue: str | None, type: str | None, limit: int | None) -> Call:
-    return Call("POST", "/dlq/redrive", json=query(queue=queue, type=type, limit=limit))
+def redrive_all(
+    queue: str | None, type: str | None, limit: int | None, died_before: datetime | None = None
+) -> Call:
+    if died_before is not None and not isinstance(died_before, datetime):
+        raise TypeError(f"died_before is a datetime, not {died_before.__class__.__name__}")
+    bound = None if died_before is None else died_before.isoformat()
+    return Call(
+        "POST", "/dlq/redrive", json=query(queue=queue, type=type, limit=limit, died_before=bound)
+    )
 
 
 def batch_limit(details: Any, sent: int) -> int | None:

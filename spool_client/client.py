@@ -9,6 +9,9 @@ aio.py is the same over asyncio; calls.py builds the requests both send.
 
 from __future__ import annotations
 
+import contextvars
+import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
@@ -34,8 +37,11 @@ class Client:
     """A Spool API client.
 
     url and key default to SPOOL_URL and SPOOL_API_KEY (then to the laptop
-    server, http://127.0.0.1:8000). timeout is each request's (a long-poll gets
-    its wait on top). retry decides which failures are tried again; pass
+    server, http://127.0.0.1:8000). timeout bounds each try of a request as a
+    whole, connecting, sending and reading the whole answer (a long-poll gets its
+    wait on top); a try that runs out is retried like a dropped connection. A
+    call ends within retry.deadline + timeout; wait() within its own timeout
+    (docs/client.md, "Timeouts"). retry decides which failures are tried again; pass
     `RetryPolicy(attempts=1)` to see every failure at once. http lets you bring
     your own httpx.Client (proxies, TLS, a test transport); it is not closed here.
     """
@@ -78,13 +84,16 @@ class Client:
         while True:
             tries += 1
             try:
-                response = self._http.request(
+                request = self._http.build_request(
                     call.method,
                     self.url + call.path,
                     params=call.params,
                     json=call.json,
                     headers=self._headers,
                     timeout=timeout,
+                )
+                response, content = self._exchange(
+                    request, *call.budget(self.timeout, time.monotonic())
                 )
             except httpx.InvalidURL as exc:  # an argument too long for any URL
                 raise ValueError(f"the request cannot be sent: {exc}") from None
@@ -99,7 +108,7 @@ class Client:
                 sent_before = sent_before or maybe_sent(exc)
                 time.sleep(wait)
                 continue
-            body = _json(response)
+            body = _json(content)
             if retried_answer(response.status_code, body):  # not a 503 `misconfigured`
                 after = retry_after(response)
                 wait = call.retry_within(self.retry.delay(tries, started, after), time.monotonic())
@@ -120,6 +129,59 @@ class Client:
                     calls.shown_url(str(response.url.copy_with(query=None))),
                 )
             return body
+
+    def _exchange(
+        self, request: httpx.Request, budget: float, cut: bool
+    ) -> tuple[httpx.Response, bytes]:
+        """One try, bounded as a whole: the response and its body, within `budget` s.
+
+        httpx's timeouts bound each read, not the answer: a server that sends a byte
+        a second would hold a call for as long as it liked. So the try runs on a
+        thread of its own while this one waits at most `budget`. A try past it is
+        left behind (its thread drops the connection at the next piece of the body,
+        once the head has come, or when httpx's per-read timeout ends it) and fails:
+        httpx.ReadTimeout, retried as a dropped connection is, or DeadlinePassed when
+        the deadline of a wait set the budget (`cut`). The thread runs in a copy of
+        the caller's context (contextvars), as a request made here would.
+        """
+        if cut and budget <= 0:
+            raise calls.DeadlinePassed
+        done, abandoned = threading.Event(), threading.Event()
+        outcome: list[tuple[httpx.Response, bytes] | Exception] = []
+
+        def run() -> None:
+            try:
+                response = self._http.send(request, stream=True)
+                try:
+                    body = bytearray()
+                    for chunk in response.iter_bytes():
+                        if abandoned.is_set():
+                            return  # closed below: the connection is dropped, not reused
+                        body += chunk
+                finally:
+                    response.close()
+                outcome.append((response, bytes(body)))
+            except Exception as exc:
+                outcome.append(exc)
+            finally:
+                done.set()
+
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run, args=(run,), name="spool-client-request", daemon=True
+        ).start()
+        try:
+            if not done.wait(budget):
+                if cut:
+                    raise calls.DeadlinePassed
+                raise httpx.ReadTimeout(f"no whole answer within {budget:g}s", request=request)
+        finally:
+            if not done.is_set():
+                abandoned.set()
+        result = outcome[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     # -- enqueue -----------------------------------------------------------
     def enqueue(
@@ -193,17 +255,23 @@ class Client:
     def wait(self, job_id: str, timeout: float | None = 60.0) -> Job:
         """Long-poll until the job is terminal (succeeded, dead, cancelled).
 
-        Raises WaitTimeout (with the job's last state) if it is not after `timeout`
-        seconds; None waits for as long as it takes.
+        Raises WaitTimeout (with the job's last state, None if no answer came) if it
+        is not after `timeout` seconds, ending at most DEADLINE_GRACE (1 s) later
+        however slowly the server answers; None waits for as long as it takes.
         """
         timeout = calls.seconds("timeout", timeout, allow_none=True)
         deadline = None if timeout is None else time.monotonic() + timeout
         nap = calls.EARLY_NAP_FIRST
+        last: Job | None = None
         while True:
             left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
             wait = max(0.0, min(calls.MAX_WAIT, left))
             asked = time.monotonic()
-            job = Job.from_json(self._send(calls.status(job_id, wait=wait, deadline=deadline)))
+            try:
+                answer = self._send(calls.status(job_id, wait=wait, deadline=deadline))
+            except calls.DeadlinePassed:
+                raise WaitTimeout(last, timeout or 0.0, job_id) from None
+            job = last = Job.from_json(answer)
             if job.terminal:
                 return job
             now = time.monotonic()
@@ -277,10 +345,22 @@ class Client:
         return self._settle(calls.redrive(job_id), job_id, lambda job: job.state != "dead")
 
     def redrive_all(
-        self, *, queue: str | None = None, type: str | None = None, limit: int | None = None
+        self,
+        *,
+        queue: str | None = None,
+        type: str | None = None,
+        limit: int | None = None,
+        died_before: datetime | None = None,
     ) -> Redriven:
-        """Redrive dead jobs in bulk (the server's default limit is 1000 a call)."""
-        return Redriven.from_json(self._send(calls.redrive_all(queue, type, limit)))
+        """Redrive dead jobs in bulk (the server's default limit is 1000 a call).
+
+        Only jobs that died strictly before `died_before` (with a time zone); without
+        it, the server's clock at the start of the call. To redrive more than one call
+        takes, pass the first answer's `died_before` to every later call: jobs it
+        redrove that died again since are then not redriven twice.
+        """
+        call = calls.redrive_all(queue, type, limit, died_before)
+        return Redriven.from_json(self._send(call))
 
     def _settle(self, call: Call, job_id: str, done: Callable[[Job], bool]) -> Job:
         """A cancel or redrive whose earlier try may have been applied: a 409 on the
@@ -301,12 +381,12 @@ class Client:
         return body
 
 
-def _json(response: httpx.Response) -> Any:
-    if not response.content:
+def _json(content: bytes) -> Any:
+    if not content:
         return None
     try:
-        return response.json()
-    except ValueError:
+        return json.loads(content)
+    except ValueError:  # not JSON, not UTF-8
         return None
 
 

@@ -42,11 +42,17 @@ class UnexpectedResponse(SpoolClientError):
 
 
 class WaitTimeout(SpoolClientError):
-    """`wait()` ran out of time before the job finished; `.job` is its last state."""
+    """`wait()` ran out of time before the job finished; `.job` is its last state,
+    None when the server gave no answer in time (`.job_id` names the job either way)."""
 
-    def __init__(self, job: Any, timeout: float) -> None:
-        super().__init__(f"job {job.id} is still {job.state} after {timeout:g}s")
+    def __init__(self, job: Any, timeout: float, job_id: str | None = None) -> None:
+        if job is None:
+            message = f"job {job_id}: the server gave no answer within {timeout:g}s"
+        else:
+            message = f"job {job.id} is still {job.state} after {timeout:g}s"
+        super().__init__(message)
         self.job = job
+        self.job_id: str | None = job.id if job is not None else job_id
         self.timeout = timeout
 
 

@@ -138,10 +138,16 @@ class Page:
 
 @dataclass(frozen=True)
 class Redriven:
-    """POST /dlq/redrive's answer: how many dead jobs went back to queued, and which."""
+    """POST /dlq/redrive's answer: how many dead jobs went back to queued, and which.
+
+    `died_before` is the bound the server used (the one sent, or its clock at the
+    start of the call): pass it to the next `redrive_all` to redrive, over several
+    calls, only the jobs that were dead when the first began. None from a server
+    that predates it."""
 
     redriven: int
     ids: list[str]
+    died_before: datetime | None = None
 
     @classmethod
     @_answer("a redrive answer")
@@ -149,4 +155,4 @@ class Redriven:
         redriven, ids = data["redriven"], data["ids"]
         if not isinstance(redriven, int) or not isinstance(ids, list):
             raise TypeError("redriven is not a count or ids not a list")
-        return cls(redriven, list(ids))
+        return cls(redriven, list(ids), _when(data.get("died_before")))

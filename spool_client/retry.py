@@ -48,7 +48,9 @@ class RetryPolicy:
     base, cap: the n-th retry waits about base * 2**(n-1) seconds, at most cap,
         jittered between half and all of that, so many clients that failed
         together do not come back together.
-    deadline: no retry starts later than this many seconds after the first try.
+    deadline: no retry starts later than this many seconds after the first try,
+        so a request ends within deadline + the client's timeout (which bounds
+        each try as a whole; a long-poll's wait on top).
     max_retry_after: a Retry-After longer than this is not waited for; the
         error is raised with its `retry_after` for the caller to decide.
     """

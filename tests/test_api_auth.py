@@ -99,7 +99,8 @@ def test_a_tenant_sees_lists_cancels_and_redrives_only_its_own_jobs(api: Api, rt
     assert [j["id"] for j in api.get("/jobs").json["jobs"]] == [mine]
     assert {j["id"] for j in api.get("/jobs", key=KEY_B).json["jobs"]} == {theirs, dead_theirs}
     assert api.get("/dlq").json["jobs"] == []
-    assert api.post("/dlq/redrive").json == {"redriven": 0, "ids": []}
+    redrove = api.post("/dlq/redrive").json
+    assert (redrove["redriven"], redrove["ids"]) == (0, [])
     assert api.post(f"/dlq/{dead_theirs}/redrive").status == 404
     assert api.post(f"/jobs/{theirs}/cancel").status == 404
     assert api.get(f"/status/{theirs}").status == 404

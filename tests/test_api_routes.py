@@ -259,7 +259,7 @@ def test_redrive_all_with_and_without_filters(api: Api) -> None:
     assert only_a.status == 200
     assert RedriveAllResult.model_validate(only_a.json).ids == [a]
     rest = api.post("/dlq/redrive")  # no body: everything
-    assert rest.json == {"redriven": 1, "ids": [b]}
+    assert (rest.json["redriven"], rest.json["ids"]) == (1, [b])
 
 
 def test_health_is_public(api: Api) -> None:

@@ -145,13 +145,14 @@ def test_remote_dlq_redrive_all_sends_the_type() -> None:
     class Stub:
         def redrive_all(self, **filters: Any) -> SimpleNamespace:
             sent.append(filters)
-            return SimpleNamespace(ids=["j_1"], redriven=1)
+            return SimpleNamespace(ids=["j_1"], redriven=1, died_before=None)
 
     args = argparse.Namespace(
         dlq_command="redrive", all=True, id=None, queue=None, type="fail", json=True
     )
     assert remote_cli.cmd_dlq(Stub(), args) == 0  # type: ignore[arg-type]
-    assert sent == [{"queue": None, "type": "fail", "limit": remote_cli.REDRIVE_CHUNK}]
+    chunk = remote_cli.REDRIVE_CHUNK
+    assert sent == [{"queue": None, "type": "fail", "limit": chunk, "died_before": None}]
 
 
 def test_help_names_every_exit_code_and_redrive_its_filters() -> None:

@@ -728,7 +728,12 @@ def test_local_redrive_all_stops_when_the_same_jobs_come_back(
     calls: list[int] = []
 
     def redrive_all(
-        self: Any, tenant: Any, queue: Any = None, type_: Any = None, limit: int = 0
+        self: Any,
+        tenant: Any,
+        queue: Any = None,
+        type_: Any = None,
+        limit: int = 0,
+        died_before: Any = None,
     ) -> list[Any]:
         calls.append(limit)
         return same

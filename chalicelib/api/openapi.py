@@ -36,7 +36,7 @@ _MODELS: list[type[BaseModel]] = [
 
 _ERRORS = {
     400: "Malformed JSON (NaN, Infinity and numbers too large for a float are not JSON), "
-    "an invalid cursor, or a query parameter given more than once.",
+    "an invalid cursor or died_before, or a query parameter given more than once.",
     401: "Missing or wrong X-API-Key.",
     404: "No such job for this tenant (another tenant's job looks the same).",
     409: "The job is in a state where this makes no sense.",
@@ -265,7 +265,7 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
         },
         "/dlq/redrive": {
             "post": _operation(
-                "Redrive dead jobs, optionally only one queue or type",
+                "Redrive dead jobs (optionally one queue or type) that died before a bound",
                 {200: _ok(_ref("RedriveAllResult"))},
                 (400, 413, 422),
                 body={"required": False, "content": _json(_ref("RedriveAllRequest"))},

@@ -322,10 +322,17 @@ class Edge:
             filters = RedriveAllRequest.model_validate(data, strict=True)
         except ValidationError as exc:
             raise errors.from_validation(exc) from exc
-        moved = self.service.redrive_all(tenant, filters.queue, filters.type, filters.limit)
+        # Echoed, so a client calling again (as `spool dlq redrive --all` does) passes
+        # the server's own bound back and never reads its own clock.
+        bound = filters.died_before or self.service.redrive_bound()
+        moved = self.service.redrive_all(
+            tenant, filters.queue, filters.type, filters.limit, died_before=bound
+        )
         for job in moved:
             self.cache.drop(tenant, job.id)
-        return json_response(200, {"redriven": len(moved), "ids": [j.id for j in moved]})
+        return json_response(
+            200, {"redriven": len(moved), "ids": [j.id for j in moved], "died_before": bound}
+        )
 
     def health(self, request: ApiRequest) -> ApiResponse:
         # One cheap read proves the store answers; a down store makes this a 503, and

@@ -14,8 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from chalicelib.errors import BadRequest
 from chalicelib.models import Attempt, Job, JobState
-from chalicelib.service import NAME_PATTERN, EnqueueRequest
+from chalicelib.service import NAME_PATTERN, EnqueueRequest, parse_rfc3339
 from chalicelib.storage.base import decode_cursor, from_micros
+from chalicelib.timebounds import to_utc
 from chalicelib.webhooks.outbox import Delivery
 
 MAX_WAIT_SECONDS = 20.0
@@ -236,6 +237,34 @@ class RedriveAllRequest(BaseModel):
     queue: str | None = Field(default=None, pattern=NAME_PATTERN)
     type: str | None = Field(default=None, pattern=NAME_PATTERN)
     limit: int = Field(default=1000, ge=1, le=10_000)
+    died_before: datetime | None = Field(
+        default=None,
+        description="Only jobs that died (finished_at) strictly before this RFC 3339 "
+        "date-time, with a time zone. Without it, the server's clock at the start of "
+        "the call. Pass back the died_before of the first answer to redrive in several "
+        "calls exactly the jobs dead when the first began.",
+    )
+
+    @field_validator("died_before", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        """Parsed as run_at is (chalicelib/service.py), but a bad value is a 400:
+        raised as BadRequest, which pydantic lets through (see cursor_in_range)."""
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            example = "an RFC 3339 date-time, such as 2030-01-01T00:00:00Z"
+            raise BadRequest(
+                f"died_before must be a string: {example}",
+                {"field": "died_before", "type": value.__class__.__name__},
+            )
+        try:
+            return to_utc(parse_rfc3339(value, "died_before"))
+        except ValueError as exc:
+            message = str(exc)
+            if not message.startswith("died_before"):  # to_utc's: out of range
+                message = f"died_before {message}"
+            raise BadRequest(message, {"field": "died_before", "value": value[:64]}) from None
 
 
 class RedriveAllResult(BaseModel):
@@ -243,6 +272,10 @@ class RedriveAllResult(BaseModel):
 
     redriven: int
     ids: list[str]
+    died_before: datetime = Field(
+        description="The bound this call used: the request's, or the server's clock at "
+        "its start. Send it back as died_before on the next call."
+    )
 
 
 class Health(BaseModel):
