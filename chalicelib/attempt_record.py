@@ -23,12 +23,11 @@ from datetime import datetime
 from types import FrameType
 
 from chalicelib import worker_id
-from chalicelib.config import Settings
+from chalicelib.config import CHECKED_EARLY, Settings
 from chalicelib.models import Attempt, Completion, JobState
 from chalicelib.redact import redact_text
 
 DEFAULT_TRACEBACK_BYTES = 4096
-MAX_TRACEBACK_BYTES = 64 * 1024
 DEFAULT_HEARTBEAT_SECONDS = 15.0
 TRIMMED = "[... {n} bytes trimmed ...]\n"
 
@@ -41,15 +40,15 @@ def _settings(env: Mapping[str, str] | None, *names: str) -> Settings:
 def traceback_bytes(env: Mapping[str, str] | None = None) -> int:
     """SPOOL_TRACEBACK_BYTES: how much of a failing attempt's traceback is kept (0: none)."""
     settings = _settings(env, "SPOOL_TRACEBACK_BYTES")
-    return settings.integer(
-        "SPOOL_TRACEBACK_BYTES", DEFAULT_TRACEBACK_BYTES, 0, MAX_TRACEBACK_BYTES
-    )
+    low, high, _ = CHECKED_EARLY["SPOOL_TRACEBACK_BYTES"]
+    return settings.integer("SPOOL_TRACEBACK_BYTES", DEFAULT_TRACEBACK_BYTES, int(low), int(high))
 
 
 def heartbeat_seconds(env: Mapping[str, str] | None = None) -> float:
     """SPOOL_HEARTBEAT_SECONDS: how often a running worker records that it is alive."""
     settings = _settings(env, "SPOOL_HEARTBEAT_SECONDS")
-    return settings.number("SPOOL_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS, 0.1, 3600)
+    low, high, _ = CHECKED_EARLY["SPOOL_HEARTBEAT_SECONDS"]
+    return settings.number("SPOOL_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS, low, high)
 
 
 def trim_tail(text: str, limit: int) -> str | None:

@@ -37,6 +37,17 @@ BOUNDS: Mapping[str, tuple[float, float, str]] = {
     "SPOOL_LEASE_SECONDS": (2, 86_400, "seconds"),
 }
 
+# Read only once a job or an SQS batch runs, so checked with the rest when the settings
+# are read: a wrong one stops the cold start naming it, instead of failing every batch
+# until the messages reach the DLQ. Name -> (minimum, maximum, whole number).
+CHECKED_EARLY: Mapping[str, tuple[float, float, bool]] = {
+    "SPOOL_HEARTBEAT_SECONDS": (0.1, 3600, False),
+    "SPOOL_TRACEBACK_BYTES": (0, 64 * 1024, True),
+    # SQS's own range starts at 0, but a Lambda trigger needs at least the function's
+    # timeout, and the heartbeat that extends it needs a timeout to extend.
+    "SPOOL_SQS_VISIBILITY_TIMEOUT": (1, 43_200, True),
+}
+
 
 def parse_flag(name: str, raw: str | None, default: bool = False) -> bool:
     """`raw` as a flag, or a ConfigError naming the variable and the accepted values."""
@@ -131,7 +142,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         queues = _list(env.get("SPOOL_QUEUES"))
-        return cls(
+        settings = cls(
             store_url=env.get("SPOOL_STORE_URL") or DEFAULT_STORE_URL,
             handlers=_list(env.get("SPOOL_HANDLERS")),
             api_keys=env.get("SPOOL_API_KEYS", ""),
@@ -147,6 +158,16 @@ class Settings:
             demo_handlers=parse_flag("SPOOL_DEMO_HANDLERS", env.get("SPOOL_DEMO_HANDLERS")),
             extra={k: v for k, v in env.items() if k.startswith("SPOOL_")},
         )
+        settings.check_early()
+        return settings
+
+    def check_early(self) -> None:
+        """Raise ConfigError for a wrong CHECKED_EARLY setting (see there)."""
+        for name, (low, high, whole) in CHECKED_EARLY.items():
+            if whole:
+                self.integer(name, int(low), int(low), int(high))
+            else:
+                self.number(name, low, low, high)
 
     # Typed reads of handler settings kept in `extra`. They are strict (a typo in
     # a flag such as SPOOL_SMTP_STARTTLS must not silently mean "off") and raise

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib import logs, periodic, worker_id
 from chalicelib import runtime as runtime_module
+from chalicelib.config import CHECKED_EARLY
 from chalicelib.errors import StoreUnavailable
 from chalicelib.ids import looks_like_job_id
 from chalicelib.runtime import Runtime
@@ -277,8 +278,9 @@ def _process_in_waves(
     size = max(1, worker.config.concurrency)
     outcomes: dict[str, str] = {}
     dispatch = _sqs_dispatch(rt)
-    timeout = int(
-        rt.settings.extra.get("SPOOL_SQS_VISIBILITY_TIMEOUT") or DEFAULT_VISIBILITY_TIMEOUT
+    low, high, _ = CHECKED_EARLY["SPOOL_SQS_VISIBILITY_TIMEOUT"]
+    timeout = rt.settings.integer(
+        "SPOOL_SQS_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, int(low), int(high)
     )
 
     def receipts_of(job_ids: list[str]) -> list[str]:

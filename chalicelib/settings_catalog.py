@@ -595,8 +595,9 @@ CATALOG: tuple[Setting, ...] = (
         default=30,
         read_by="chalicelib/events.py",
         meaning=(
-            "The jobs queue's visibility timeout in seconds; `run_jobs` keeps the messages "
-            "of running jobs hidden by extending it."
+            "The jobs queue's visibility timeout in seconds (1-43200, as the queue is "
+            "configured); `run_jobs` keeps the messages of running jobs hidden by "
+            "extending it."
         ),
         group=_AWS,
     ),
