@@ -71,3 +71,19 @@ def test_a_wrong_number_refuses_the_cold_start_naming_it(
     answer = cold_start(tmp_path, **{name: value})
     assert answer.startswith("refused: ConfigError"), answer
     assert name in answer
+
+
+def test_a_dynamodb_store_without_its_queue_refuses_a_lambda_cold_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without ?queue= no message is sent: on Lambda every job was stored, answered 201
+    and never run. A polling worker off Lambda may still go without one."""
+    from chalicelib.config import ConfigError
+    from chalicelib.storage import open_store
+
+    url = "dynamodb://jobs?endpoint=http://127.0.0.1:9&region=us-east-1"
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "spool-dev-run_jobs")
+    with pytest.raises(ConfigError, match=r"needs \?queue="):
+        open_store(url)
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME")
+    open_store(url).close()  # off Lambda: accepted (nothing is contacted yet)

@@ -52,6 +52,7 @@ import heapq
 import itertools
 import json
 import logging
+import os
 import random
 import threading
 import time
@@ -2281,8 +2282,17 @@ def state_event(state: JobState) -> str:
 def from_url(url: str, clock: Clock | None = None) -> DynamoStore:
     from botocore.exceptions import NoRegionError
 
+    config = DynamoConfig.from_url(url)
+    if config.queue is None and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+        # A polling `spool worker` may go without; on Lambda the queue is what runs a
+        # job (run_jobs is its trigger), so without it every job is stored, answered
+        # 201 and never run, and nothing says why.
+        raise ValueError(
+            "on Lambda a dynamodb:// store needs ?queue=<the jobs queue's URL>: "
+            "run_jobs only runs the jobs that queue delivers"
+        )
     try:
-        return DynamoStore(DynamoConfig.from_url(url), clock)
+        return DynamoStore(config, clock)
     except NoRegionError:
         # open_store turns this into a ConfigError naming SPOOL_STORE_URL.
         raise ValueError(
