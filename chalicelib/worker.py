@@ -309,7 +309,10 @@ class Worker:
                         self._let_go(finished, seconds)
                         state.threads -= 1
                         return
-                    del state.running[finished.job.id]
+                    # Only its own entry: its job may have been taken back and be
+                    # running again here, under a new lease (the first one lapsed).
+                    if state.running.get(finished.job.id) is finished:
+                        del state.running[finished.job.id]
                     if not recorded:
                         state.outbox.append((finished, completion, seconds))
                     self._busy_seconds = 0.9 * self._busy_seconds + 0.1 * seconds
