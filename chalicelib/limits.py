@@ -305,6 +305,20 @@ def fair_pick(
     return FairPick(chosen, moved, clock)
 
 
+# A bucket stamped further ahead than this was stamped before the wall clock stepped
+# back (not by a take that merely read the clock a moment before another's turn).
+STEP_BACK = 1.0
+
+
+def bucket_stamp(at: float, now: float) -> tuple[float, float]:
+    """(seconds to refill, the bucket's new stamp) for a bucket last stamped `at`, in
+    seconds. Never back in time for a take racing another; but after a step back of the
+    clock, refill from now instead of waiting for the clock to catch up."""
+    if at - now > STEP_BACK:
+        return 0.0, now
+    return now - at, max(at, now)
+
+
 def refill(tokens: float, elapsed: float, rate: float, burst: int) -> float:
     """A token bucket's tokens after `elapsed` seconds at `rate`, never above `burst`."""
     return min(float(burst), tokens + max(0.0, elapsed) * rate)

@@ -9,10 +9,19 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from chalicelib import worker_id
-from chalicelib.clock import Clock, SystemClock
+from chalicelib.clock import Clock, SystemClock, from_epoch
 from chalicelib.errors import InvalidTransition, JobNotFound
 from chalicelib.ids import new_lease_token
-from chalicelib.limits import Admission, ClaimPolicy, fair_pick, limit_keys, refill, take
+from chalicelib.limits import (
+    STEP_BACK,
+    Admission,
+    ClaimPolicy,
+    bucket_stamp,
+    fair_pick,
+    limit_keys,
+    refill,
+    take,
+)
 from chalicelib.models import (
     WAITING_STATES,
     AddResult,
@@ -261,6 +270,9 @@ class MemoryStore:
             starts = self._starts.setdefault(lim.key, deque())
             while starts and starts[0] <= window_start:
                 starts.popleft()
+            if starts and (starts[-1] - now).total_seconds() > STEP_BACK:
+                # recorded before the clock stepped back: they count as starting now
+                self._starts[lim.key] = starts = deque(min(t, now) for t in starts)
             started[lim.key] = len(starts)
         admission = Admission(policy, running, started)
         if fair:
@@ -295,9 +307,10 @@ class MemoryStore:
         now = self.clock.now()
         with self._lock:
             tokens, at = self._buckets.get(key, (float(burst), now))
-            tokens = refill(tokens, (now - at).total_seconds(), rate, burst)
+            elapsed, stamp = bucket_stamp(at.timestamp(), now.timestamp())
+            tokens = refill(tokens, elapsed, rate, burst)
             left, wait = take(tokens, rate, cost)
-            self._buckets[key] = (left, max(at, now))  # never back in time (sqlite_limits)
+            self._buckets[key] = (left, from_epoch(stamp))
             return wait
 
     def finish(self, completions: Sequence[Completion]) -> list[bool]:

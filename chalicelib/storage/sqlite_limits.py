@@ -17,7 +17,16 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from chalicelib.limits import Admission, ClaimPolicy, fair_pick, limit_keys, refill, take
+from chalicelib.limits import (
+    STEP_BACK,
+    Admission,
+    ClaimPolicy,
+    bucket_stamp,
+    fair_pick,
+    limit_keys,
+    refill,
+    take,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS job_starts (key TEXT NOT NULL, at INTEGER NOT NULL);
@@ -59,6 +68,12 @@ def usage(db: sqlite3.Connection, policy: ClaimPolicy, now: int) -> Admission:
         assert limit.rate is not None
         since = now - int(limit.rate.per * _MICRO)
         db.execute("DELETE FROM job_starts WHERE key = ? AND at <= ?", (limit.key, since))
+        # Starts dated ahead of now were recorded before the clock stepped back: they
+        # count as starting now, not until the clock is back where it was.
+        db.execute(
+            "UPDATE job_starts SET at = ? WHERE key = ? AND at > ?",
+            (now, limit.key, now + int(STEP_BACK * _MICRO)),
+        )
         started[limit.key] = db.execute(
             "SELECT COUNT(*) FROM job_starts WHERE key = ?", (limit.key,)
         ).fetchone()[0]
@@ -183,12 +198,12 @@ def take_tokens(
 ) -> float:
     """JobStore.take_tokens inside the caller's write transaction."""
     row = db.execute("SELECT tokens, at FROM token_buckets WHERE key = ?", (key,)).fetchone()
-    tokens = float(burst) if row is None else refill(row[0], (now - row[1]) / _MICRO, rate, burst)
+    if row is None:
+        tokens, at = float(burst), now
+    else:
+        elapsed, stamp = bucket_stamp(row[1] / _MICRO, now / _MICRO)
+        tokens, at = refill(row[0], elapsed, rate, burst), int(stamp * _MICRO)
     left, wait = take(tokens, rate, cost)
-    # Never back in time: a caller that read the clock before another took its turn
-    # at the lock would set `at` back, and the next take refill time already counted
-    # (2-5x the rate under concurrent requests).
-    at = now if row is None else max(row[1], now)
     db.execute(
         "INSERT INTO token_buckets (key, tokens, at) VALUES (?, ?, ?) "
         "ON CONFLICT (key) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
