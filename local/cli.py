@@ -183,6 +183,9 @@ def _run_worker(
     rt: Runtime, args: argparse.Namespace, sync_finish: bool, metrics: bool = True
 ) -> int:
     if args.burst:
+        # Built first: a malformed SPOOL_WEBHOOKS stops the command before any job
+        # runs, as it stops `spool worker` without --burst, not after every one did.
+        deliverer = webhooks.deliverer(rt) if webhooks.enabled(rt.settings) else None
         periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
         due = _waiting(rt, (JobState.QUEUED, JobState.RETRYING), rt.settings.queues)
         bar = _progress_bar()(total=due, unit="job", disable=args.quiet or not sys.stderr.isatty())
@@ -192,8 +195,7 @@ def _run_worker(
         stats = worker.run(burst=True)
         worker.close()
         dead = _dead_since(rt, dead_before, stats.dead)
-        if webhooks.enabled(rt.settings):  # the webhooks of the jobs just finished
-            deliverer = webhooks.deliverer(rt)
+        if deliverer is not None:  # the webhooks of the jobs just finished
             deliverer.drain()
             deliverer.close()
         bar.close()

@@ -68,6 +68,8 @@ def enqueue(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         ("SPOOL_DEMO_HANDLERS", "ture", "SPOOL_DEMO_HANDLERS must be true or false"),
         ("SPOOL_SYNC_FINISH", "ture", "SPOOL_SYNC_FINISH must be true or false"),
         ("SPOOL_DEBUG", "ture", "SPOOL_DEBUG must be true or false"),
+        # Checked after every due job had run, before: the command still exited 2.
+        ("SPOOL_WEBHOOKS", '{"acme": {"url": "https://example.test/hook"}}', "SPOOL_WEBHOOKS"),
     ],
 )
 def test_a_burst_worker_refuses_what_it_cannot_work_with(
