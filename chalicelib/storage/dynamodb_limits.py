@@ -51,11 +51,13 @@ from botocore.exceptions import ClientError
 
 from chalicelib.errors import StoreNotMigrated, StoreUnavailable
 from chalicelib.limits import (
+    STEP_BACK,
     Admission,
     ClaimPolicy,
     FairPick,
     Hold,
     HoldLog,
+    bucket_stamp,
     fair_pick,
     limit_keys,
     refill,
@@ -276,10 +278,33 @@ class PolicyClaim:
             state = limits[limit.key]
             window_start = self.now - int(limit.rate.per * MICRO)
             state.starts = [(at, count) for at, count in state.starts if at > window_start]
+            self._restamp_starts(state)
             started[limit.key] = sum(count for _, count in state.starts)
         running = {key: len(limits[key].run) for key in self.policy.concurrency_keys()}
         turns = TurnsState.of(items.get(TURNS_PK)) if fair else None
         return State(limits, turns, running, started)
+
+    def _restamp_starts(self, state: LimitState) -> None:
+        """Starts dated more than STEP_BACK ahead of now were recorded before the wall
+        clock stepped back: they count as starting now, not until the clock is back
+        where it was. Written at once (not only with the claim's own starts), or every
+        claim that takes nothing would date them now again and the window never pass."""
+        ahead = self.now + int(STEP_BACK * MICRO)
+        if not any(at > ahead for at, _ in state.starts):
+            return
+        starts = [(min(at, self.now), count) for at, count in state.starts]
+        fields = {"run": s(dumps(state.run)), "starts": s(dumps([list(p) for p in starts]))}
+        try:
+            self.store.ddb.update_item(
+                **versioned_update(self.store.table, limit_item_key(state.key), fields, state.ver)
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            # Written meanwhile: this claim's commit fails on the version and reads again.
+        else:
+            state.ver = (state.ver or 0) + 1
+        state.starts = starts
 
     def _prune_run(self, limits: dict[str, LimitState], want: int) -> None:
         """Drop the ids no longer running from the `run` of every limit this claim could
@@ -617,13 +642,18 @@ def take_tokens(store: DynamoStore, key: str, rate: float, burst: int, cost: int
         tokens, at, ver = float(burst), now, None
         if item is not None:
             tokens, at, ver = float(need_s(item, "tokens")), need_n(item, "at"), need_n(item, "ver")
-        left, wait = take(refill(tokens, (now - at) / MICRO, rate, burst), rate, cost)
-        if wait > 0:
+        # Never back in time, unless the stamp is from before the clock stepped back.
+        elapsed, stamp = bucket_stamp(at / MICRO, now / MICRO)
+        restamped = stamp < at / MICRO  # stamped at now, behind the stamp read
+        left, wait = take(refill(tokens, elapsed, rate, burst), rate, cost)
+        if wait > 0 and not restamped:
             return wait
+        # A refusal that restamps is written too: left at the old stamp, every later
+        # take would refill nothing from it until the clock is back where it was.
         full_again = now // MICRO + int((burst - left) / rate) + 1
         fields = {
             "tokens": s(repr(left)),
-            "at": n(max(at, now)),  # never back in time (sqlite_limits.take_tokens)
+            "at": n(now if restamped else max(at, now)),  # bucket_stamp's, in micros
             "expires_at": n(full_again + BUCKET_KEEP_SECONDS),  # TTL: a full bucket is no item
         }
         try:
@@ -633,7 +663,7 @@ def take_tokens(store: DynamoStore, key: str, rate: float, burst: int, cost: int
                 raise
             store._tx.backoff(attempt)
             continue
-        return 0.0
+        return wait
     raise StoreUnavailable("a token bucket kept changing under this take; try again")
 
 

@@ -40,7 +40,18 @@ from typing import Any, overload
 
 import psycopg
 
-from chalicelib.limits import Admission, ClaimPolicy, Hold, HoldLog, fair_pick, refill, take
+from chalicelib.clock import from_epoch, to_epoch
+from chalicelib.limits import (
+    STEP_BACK,
+    Admission,
+    ClaimPolicy,
+    Hold,
+    HoldLog,
+    bucket_stamp,
+    fair_pick,
+    refill,
+    take,
+)
 
 Conn = psycopg.Connection[Any]
 Text = Callable[[str], str]
@@ -63,6 +74,15 @@ RUNNING_SQL = (
 _WINDOWS = "unnest(%(keys)s::text[], %(since)s::timestamptz[]) AS w(key, since)"
 PRUNE_STARTS_SQL = (
     f"DELETE FROM limit_starts s USING {_WINDOWS} WHERE s.key = w.key AND s.at <= w.since"
+)
+# Starts dated more than STEP_BACK ahead of now were recorded before the wall clock
+# stepped back: they count as starting now (moved to now, summed into a start already
+# there), not until the clock is back where it was.
+RESTAMP_STARTS_SQL = (
+    "WITH moved AS (DELETE FROM limit_starts s WHERE s.key = ANY(%(keys)s::text[])"
+    " AND s.at > %(ahead)s RETURNING s.key, s.n)"
+    " INSERT INTO limit_starts (key, at, n) SELECT key, %(now)s, sum(n) FROM moved GROUP BY key"
+    " ON CONFLICT (key, at) DO UPDATE SET n = limit_starts.n + excluded.n"
 )
 # No upper bound: a claim reads the clock before it waits for the lock, so a
 # start recorded meanwhile by a claim that went first may lie after its `now`,
@@ -286,6 +306,8 @@ def _send_started(conn: Conn, ask: Ask) -> psycopg.Cursor[Any] | None:
         "since": [ask.now - timedelta(seconds=lim.rate.per) for lim in rated if lim.rate],
     }
     conn.execute(PRUNE_STARTS_SQL, params)
+    ahead = ask.now + timedelta(seconds=STEP_BACK)
+    conn.execute(RESTAMP_STARTS_SQL, {**params, "now": ask.now, "ahead": ahead})
     return conn.execute(STARTED_SQL, params)
 
 
@@ -517,9 +539,12 @@ def take_tokens(conn: Conn, key: str, rate: float, burst: int, cost: int, now: d
         row = conn.execute(BUCKET_READ_SQL, params).fetchone()
         assert row is not None  # seeded above, and buckets are never deleted
         tokens, at = float(row[0]), row[1]
-        left, wait = take(refill(tokens, (now - at).total_seconds(), rate, burst), rate, cost)
-        # A clock behind the last take's (another host) refills nothing and moves no time back.
-        conn.execute(BUCKET_WRITE_SQL, {"key": key, "tokens": left, "at": max(at, now)})
+        # A clock a little behind the last take's (another host, a take that read it
+        # before another's turn) refills nothing and moves no time back; one a step back
+        # behind it refills from now on (limits.bucket_stamp).
+        elapsed, stamp = bucket_stamp(to_epoch(at), to_epoch(now))
+        left, wait = take(refill(tokens, elapsed, rate, burst), rate, cost)
+        conn.execute(BUCKET_WRITE_SQL, {"key": key, "tokens": left, "at": from_epoch(stamp)})
     return wait
 
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from chalicelib.limits import ClaimPolicy, Hold
+from chalicelib.limits import STEP_BACK, ClaimPolicy, Hold
 from chalicelib.models import Job
 from chalicelib.storage.base import to_micros
 
@@ -73,6 +73,8 @@ def policy_arg(policy: ClaimPolicy, now: datetime, by_ids: bool) -> str:
         "w": dict(policy.weights),
         "ix": indexes_needed(policy, by_ids),
         "bf": BACKFILL_PER_CLAIM,
+        # Starts dated after this were recorded before the clock stepped back.
+        "ah": str(to_micros(now + timedelta(seconds=STEP_BACK))),
     }
     return json.dumps(packed, ensure_ascii=False, separators=(",", ":"))
 
@@ -105,4 +107,6 @@ def claim(
 def take_tokens(store: RedisStore, key: str, rate: float, burst: int, cost: int) -> float:
     """RedisStore.take_tokens: one TAKE_TOKENS script, so every process shares the bucket."""
     now = to_micros(store.clock.now())
-    return float(store.run_script("TAKE_TOKENS", [key, repr(float(rate)), burst, cost, now]))
+    step = int(STEP_BACK * 1_000_000)  # limits.bucket_stamp's, in micros
+    args = [key, repr(float(rate)), burst, cost, now, step]
+    return float(store.run_script("TAKE_TOKENS", args))

@@ -53,7 +53,8 @@ from chalicelib.storage.redis_lua import (
 # The policy, decoded from the last argument: l = {{key, concurrency or 0, rate count or
 # 0, rate window start or 0}, ...}, t = 1 when a limit names a type, f = 1 for fair
 # turns, w = {tenant = weight}, ix = the index letters this claim needs, bf = how many
-# due jobs one claim may add to an index still being filled.
+# due jobs one claim may add to an index still being filled, ah = now + limits.STEP_BACK
+# (starts recorded after it were recorded before the clock stepped back).
 # Runs before the reap, so the hooks of this very script keep what it starts keeping.
 _ENABLE = r"""
 local POLICY = cjson.decode(ARGV[#ARGV])
@@ -154,6 +155,11 @@ for _, l in ipairs(POLICY.l) do
   if count > 0 then
     local starts = P .. 'rs:' .. key
     redis.call('ZREMRANGEBYSCORE', starts, '-inf', since)
+    -- Starts dated ahead were recorded before the clock stepped back: they count as
+    -- starting now, not until the clock is back where it was.
+    for _, m in ipairs(redis.call('ZRANGEBYSCORE', starts, '(' .. POLICY.ah, '+inf')) do
+      redis.call('ZADD', starts, now, m)
+    end
     local left = count - redis.call('ZCARD', starts)
     if not room or left < room then room, kind = left, 'rate' end
     RATED[key] = true
@@ -409,27 +415,32 @@ CLAIM_POLICY = (
 )
 
 # JobStore.take_tokens: a token bucket per key in the hash P tb ("<tokens>|<micros>"),
-# limits.refill and limits.take in Lua. ARGV: P, key, rate (per second), burst, cost,
-# now. Returns the seconds to wait as a string (0 when the tokens were taken).
+# limits.bucket_stamp, limits.refill and limits.take in Lua. ARGV: P, key, rate (per
+# second), burst, cost, now, limits.STEP_BACK (both in micros). Returns the seconds to
+# wait as a string (0 when the tokens were taken).
 TAKE_TOKENS = (
     _WRITE
     + _PRELUDE
     + r"""
 local key, rate, burst, cost, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]),
-  tonumber(ARGV[5]), ARGV[6]
-local tokens, at = burst, tonumber(now)
+  tonumber(ARGV[5]), tonumber(ARGV[6])
+local step = tonumber(ARGV[7])
+local tokens, at = burst, now
 local stored = redis.call('HGET', P .. 'tb', key)
 if stored then
   local bar = string.find(stored, '|', 1, true)
   tokens, at = tonumber(string.sub(stored, 1, bar - 1)), tonumber(string.sub(stored, bar + 1))
 end
-tokens = math.min(burst, tokens + math.max(0, (tonumber(now) - at) / 1e6) * rate)
+-- Never back in time (a caller that read its clock before another's turn): the next
+-- take would refill time already counted. But a stamp more than a step ahead was
+-- written before the clock stepped back: refill nothing for it and go on from now.
+local elapsed, stamp = (now - at) / 1e6, math.max(at, now)
+if at - now > step then elapsed, stamp = 0, now end
+tokens = math.min(burst, tokens + math.max(0, elapsed) * rate)
 local wait = 0
 if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
--- Never back in time (a caller that read its clock before another's turn): the next
--- take would refill time already counted.
-local stamp = string.format('%.17g', math.max(at, tonumber(now)))
-redis.call('HSET', P .. 'tb', key, string.format('%.17g', tokens) .. '|' .. stamp)
+redis.call('HSET', P .. 'tb', key, string.format('%.17g', tokens) .. '|' ..
+  string.format('%.17g', stamp))
 return string.format('%.17g', wait)
 """
 )
