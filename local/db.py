@@ -73,8 +73,21 @@ def cmd_db(args: argparse.Namespace) -> int:
         at = status.applied.get(m.version)
         mark = f"applied {at:%Y-%m-%d %H:%M:%S}" if at else "pending"
         print(f"{m.version:04d}_{m.name:<30} {mark}")
+    for version in status.newer:
+        at = status.applied[version]
+        print(f"{version:04d}_{'(unknown to this Spool)':<30} applied {at:%Y-%m-%d %H:%M:%S}")
     if status.pending:
         print(f"{len(status.pending)} pending: run `spool db migrate`", file=sys.stderr)
         return EXIT_PENDING
+    if status.newer:
+        # A rollout's old processes keep working on a newer schema (migrations only
+        # add), so this is said, not refused: but it is no "up to date".
+        known = migrations.latest_version()
+        print(
+            f"{where} is at version {status.current}, newer than this Spool "
+            f"(it knows up to {known}): a newer Spool migrated it; upgrade this one",
+            file=sys.stderr,
+        )
+        return 0
     print(f"{where} is up to date (version {status.current})", file=sys.stderr)
     return 0

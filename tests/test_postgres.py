@@ -86,6 +86,26 @@ def test_migrate_applies_each_version_once(url: str) -> None:
     assert [r[0] for r in rows] == [m.version for m in migrations.available()]
 
 
+def test_db_status_names_a_schema_a_newer_spool_migrated(monkeypatch, capsys) -> None:
+    """It said "up to date (version N+1)" for versions this Spool has never heard of."""
+    from local.cli import main
+
+    with fresh_schema() as url:
+        newer = migrations.latest_version() + 1
+        with psycopg.connect(pg.parse_url(url).conninfo, autocommit=True) as conn:
+            conn.execute(f"SET search_path TO {schema_of(url)}")
+            conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (%s, 'from_the_future')",
+                (newer,),
+            )
+        monkeypatch.setenv("SPOOL_STORE_URL", url)
+        assert main(["db", "status"]) == 0
+        out, err = capsys.readouterr()
+        assert f"{newer:04d}_(unknown to this Spool)" in out
+        assert f"at version {newer}, newer than this Spool" in err
+        assert "up to date" not in err
+
+
 def test_concurrent_migrations_take_turns() -> None:
     with fresh_schema(migrate=False) as url:
         settings = parse_url(url)

@@ -48,6 +48,12 @@ class Status:
     def current(self) -> int:
         return max(self.applied, default=0)
 
+    @property
+    def newer(self) -> list[int]:
+        """Versions recorded here that this Spool does not have: a newer one migrated."""
+        known = {m.version for m in self.available}
+        return sorted(v for v in self.applied if v not in known)
+
 
 def available() -> list[Migration]:
     found = []
