@@ -305,14 +305,22 @@ class Server:
             connection_limit=limits.max_connections,
             channel_timeout=max(1, int(limits.idle_timeout)),
             expose_tracebacks=False,
+            # The channel stays readable while its request runs, so a client that
+            # hangs up is seen (environ["waitress.client_disconnected"]): one more
+            # request may be read ahead meanwhile, not run.
+            channel_request_lookahead=1,
         )
         dispatcher = ThreadedTaskDispatcher()
         dispatcher.set_thread_count(threads)
         server_class, _ = guarded_classes(limits)
 
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-            # This request's long-polls answer at once when this server stops.
-            serving_for(self._stopping)
+            # This request's long-polls answer at once when this server stops, or when
+            # its client hangs up: a wait nobody reads held its slot (one of a tenant's
+            # few) to the end, so a client could lock its tenant out of long-polls.
+            gone: Callable[[], bool] | None = environ.get("waitress.client_disconnected")
+            stopping = self._stopping
+            serving_for(stopping if gone is None else (lambda: stopping() or gone()))
             return wsgi_app(environ, start_response)
 
         # `sock`: a listening socket made elsewhere (local/multiproc.py hands each

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from chalicelib.runtime import Runtime
 from local.emulator import Emulator
 from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, TENANT_A, TENANT_B, installed, settings_for
-from tests.procs import spool_serve
+from tests.procs import spool_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -405,3 +406,33 @@ def test_a_request_finishing_while_the_server_stops_is_answered_without_error(
         stopper.join(20)
     assert answers == [200]
     assert not [r for r in caplog.records if r.exc_info], [r.getMessage() for r in caplog.records]
+
+
+def test_a_long_poll_whose_client_hung_up_frees_its_wait_slot(tmp_path: Path) -> None:
+    """Four `?wait=20` whose clients closed the connection held all four of the tenant's
+    wait slots for the full 20 s: the next `?wait` was a 429 until they ran out."""
+    env = {k: v for k, v in os.environ.items() if k != "SPOOL_API_KEYS"}
+    env.update(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db", SPOOL_API_KEYS="k-0123456789=t")
+    served = spool_serve("--no-worker", env=env)
+    try:
+        headers = {"X-API-Key": "k-0123456789"}
+        made = requests.post(
+            served.url + "/enqueue", json={"type": "echo"}, headers=headers, timeout=10
+        )
+        job_id = made.json()["id"]
+        port = int(served.url.rsplit(":", 1)[1])
+        for _ in range(4):  # the tenant's cap (SPOOL_MAX_WAITS_PER_TENANT's default)
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+                conn.sendall(
+                    f"GET /status/{job_id}?wait=20 HTTP/1.1\r\nHost: x\r\n"
+                    "X-API-Key: k-0123456789\r\n\r\n".encode()
+                )
+                threading.Event().wait(0.2)  # its wait has begun; then the client leaves
+        threading.Event().wait(2.0)  # each wait looks again every 0.25 s at most
+        answer = requests.get(
+            f"{served.url}/status/{job_id}", params={"wait": 1}, headers=headers, timeout=30
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["state"] == "queued"
+    finally:
+        stop(served.proc)

@@ -28,8 +28,9 @@ _serving = threading.local()
 
 
 def serving_for(stopping: Callable[[], bool]) -> None:
-    """The server handling this thread's request: `stopping` says when it stops, so
-    a long-poll answers with its job as it stands now, before the server closes."""
+    """The server handling this thread's request: `stopping` says when to answer now,
+    with the job as it stands: the server stops (answered before it closes), or the
+    request's client hung up (its wait slot freed, not held to the wait's end)."""
     _serving.stopping = stopping
 
 
