@@ -604,7 +604,10 @@ LOGGING_COMMANDS = ("worker", "serve")
 def _import_from_working_directory() -> None:
     """SPOOL_HANDLERS modules are found in the working directory, as with `python -m`:
     the `spool` script's own sys.path[0] is the venv's bin/, not where the user is."""
-    here = os.getcwd()
+    try:
+        here = os.getcwd()
+    except FileNotFoundError:  # deleted under the shell: there is nothing to import
+        return
     if "" not in sys.path and here not in sys.path:
         sys.path.insert(0, here)
 
@@ -615,6 +618,13 @@ def _run(args: argparse.Namespace) -> int:
     url = remote_cli.target(args)
     if url is not None:  # --url or SPOOL_URL: a server's jobs, no local store opened
         return remote_cli.run(args, url)
+    try:
+        os.getcwd()  # the store's default path and SPOOL_HANDLERS are found from here
+    except FileNotFoundError:
+        raise CliFailure(
+            "the working directory no longer exists (it was deleted while in use)",
+            "cd to a directory that exists, then run the command again",
+        ) from None
     rt = build_runtime()
     try:
         note = remote_cli.local_store_note(args.command, rt.settings.store_url)

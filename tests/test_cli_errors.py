@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from local import cli
-from tests.procs import guarded_env
+from tests.procs import ROOT, guarded_env
 
 SPOOL = Path(sys.executable).with_name("spool")
 
@@ -196,3 +196,22 @@ def test_bad_limit_settings_stop_serve_and_worker_with_one_line(
     result = spool(*command, cwd=tmp_path, **store, **env)
     assert result.returncode == 2
     assert named in one_line(result)
+
+
+def test_a_deleted_working_directory_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """Run from a directory deleted under it, every command died with a traceback from
+    os.getcwd() (the handlers' import path); a local one now says what to do."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    script = (
+        "import os, sys; os.chdir(sys.argv[1]); os.rmdir(sys.argv[1]); "
+        "from local.cli import main; sys.exit(main(['jobs']))"
+    )
+    env = {**guarded_env(), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(gone)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("spool: the working directory no longer exists"), done.stderr
+    assert "Traceback" not in done.stderr
