@@ -1174,16 +1174,17 @@ class DynamoStore:
         if applied:
             log.error("job %s: %s; %s without running it", job.id, problem.message, state.value)
 
-    def _bury_if_damaged(self, job_id: str) -> bool:
-        """After a claim's update was refused as invalid: bury the job if its record is
-        in a bad shape (True), else False (the caller raises the refusal)."""
-        item = self.ddb.get_item(
-            TableName=self.table, Key=job_key(job_id), ConsistentRead=True
-        ).get("Item")
-        if item is None or get_s(item, "state") not in WAITING_VALUES:
-            return False
-        problem = _shape_problem(item)
-        return problem is not None and self._bury_damaged(item, problem)
+    def _bury_damaged_ids(self, job_ids: Sequence[str]) -> dict[str, bool]:
+        """Read these jobs whole (after a claim's write was refused as invalid) and bury
+        each waiting one in a shape no worker could run: its id -> whether that applied."""
+        buried: dict[str, bool] = {}
+        for item in self._batch_get([job_key(job_id) for job_id in job_ids]).values():
+            if get_s(item, "state") not in WAITING_VALUES:
+                continue
+            problem = _shape_problem(item)
+            if problem is not None:
+                buried[_item_id(item)] = self._bury_damaged(item, problem)
+        return buried
 
     def _buried_if_damaged(self, item: Mapping[str, AttributeValueTypeDef]) -> bool:
         """True when a waiting item a claim read is in a shape no worker could run: it
@@ -1302,7 +1303,7 @@ class DynamoStore:
                 )
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code")
-                if code == "ValidationException" and self._bury_if_damaged(job_id):
+                if code == "ValidationException" and any(self._bury_damaged_ids([job_id]).values()):
                     return None  # `attempts` or `ver` not a number: the claim cannot add 1
                 if code != "ConditionalCheckFailedException":
                     raise

@@ -549,13 +549,8 @@ class PolicyClaim:
         return tokens
 
     def _bury_damaged_chosen(self, ids: Sequence[str]) -> bool:
-        """Read these jobs whole and bury those no worker could run; True if any."""
-        read = self.store._batch_get([job_key(job_id) for job_id in ids])
-        buried = [
-            job_id_of(item)
-            for item in read.values()
-            if get_s(item, "state") in WAITING and self.store._buried_if_damaged(item)
-        ]
+        """Bury those of these jobs no worker could run, skipped from now on; True if any."""
+        buried = self.store._bury_damaged_ids(ids)
         self.skip.update(buried)
         return bool(buried)
 
