@@ -23,7 +23,7 @@ from datetime import datetime
 from types import FrameType
 
 from chalicelib import worker_id
-from chalicelib.config import CHECKED_EARLY, Settings
+from chalicelib.config import Settings
 from chalicelib.models import Attempt, Completion, JobState
 from chalicelib.redact import redact_text
 
@@ -40,15 +40,13 @@ def _settings(env: Mapping[str, str] | None, *names: str) -> Settings:
 def traceback_bytes(env: Mapping[str, str] | None = None) -> int:
     """SPOOL_TRACEBACK_BYTES: how much of a failing attempt's traceback is kept (0: none)."""
     settings = _settings(env, "SPOOL_TRACEBACK_BYTES")
-    low, high, _ = CHECKED_EARLY["SPOOL_TRACEBACK_BYTES"]
-    return settings.integer("SPOOL_TRACEBACK_BYTES", DEFAULT_TRACEBACK_BYTES, int(low), int(high))
+    return int(settings.checked("SPOOL_TRACEBACK_BYTES", DEFAULT_TRACEBACK_BYTES))
 
 
 def heartbeat_seconds(env: Mapping[str, str] | None = None) -> float:
     """SPOOL_HEARTBEAT_SECONDS: how often a running worker records that it is alive."""
     settings = _settings(env, "SPOOL_HEARTBEAT_SECONDS")
-    low, high, _ = CHECKED_EARLY["SPOOL_HEARTBEAT_SECONDS"]
-    return settings.number("SPOOL_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS, low, high)
+    return settings.checked("SPOOL_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS)
 
 
 def trim_tail(text: str, limit: int) -> str | None:

@@ -163,11 +163,15 @@ class Settings:
 
     def check_early(self) -> None:
         """Raise ConfigError for a wrong CHECKED_EARLY setting (see there)."""
-        for name, (low, high, whole) in CHECKED_EARLY.items():
-            if whole:
-                self.integer(name, int(low), int(low), int(high))
-            else:
-                self.number(name, low, low, high)
+        for name, (low, _, _) in CHECKED_EARLY.items():
+            self.checked(name, low)
+
+    def checked(self, name: str, default: float) -> float:
+        """A CHECKED_EARLY setting within its range (a whole number where it must be)."""
+        low, high, whole = CHECKED_EARLY[name]
+        if whole:
+            return self.integer(name, int(default), int(low), int(high))
+        return self.number(name, default, low, high)
 
     # Typed reads of handler settings kept in `extra`. They are strict (a typo in
     # a flag such as SPOOL_SMTP_STARTTLS must not silently mean "off") and raise

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib import logs, periodic, worker_id
 from chalicelib import runtime as runtime_module
-from chalicelib.config import CHECKED_EARLY
 from chalicelib.errors import StoreUnavailable
 from chalicelib.ids import looks_like_job_id
 from chalicelib.runtime import Runtime
@@ -278,10 +277,7 @@ def _process_in_waves(
     size = max(1, worker.config.concurrency)
     outcomes: dict[str, str] = {}
     dispatch = _sqs_dispatch(rt)
-    low, high, _ = CHECKED_EARLY["SPOOL_SQS_VISIBILITY_TIMEOUT"]
-    timeout = rt.settings.integer(
-        "SPOOL_SQS_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, int(low), int(high)
-    )
+    timeout = int(rt.settings.checked("SPOOL_SQS_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT))
 
     def receipts_of(job_ids: list[str]) -> list[str]:
         return [receipts[m] for j in job_ids for m in by_job[j] if m in receipts]
