@@ -23,17 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from spool_client import AsyncClient, Client, RetryPolicy, TransportError, WaitTimeout
+from tests.test_client_probe import JOB
 
 JOB_ID = "j_" + "d" * 32
-RUNNING = {
-    "id": JOB_ID,
-    "type": "echo",
-    "queue": "default",
-    "priority": 0,
-    "state": "running",
-    "attempts": 1,
-    "max_attempts": 3,
-}
+RUNNING = {**JOB, "id": JOB_ID}  # a running job's answer
 BYTE_EVERY = 0.2  # the slow server's pace
 TIMEOUT = 0.5  # what each wait() here is given
 # It must end before this (slack for a loaded CI machine); trickling takes 20 s and more.
