@@ -29,6 +29,11 @@ from chalicelib.redact import redact_text
 
 DEFAULT_TRACEBACK_BYTES = 4096
 DEFAULT_HEARTBEAT_SECONDS = 15.0
+# A worker counts as live (spool_workers_live, the dashboard) while its last beat is at
+# most this old: read by every process that reports workers, and by the worker itself,
+# whose default beat is a quarter of it (so a shorter window never drops a live worker).
+LIVE_SECONDS = "SPOOL_WORKER_LIVE_SECONDS"
+DEFAULT_LIVE_SECONDS = 60.0
 TRIMMED = "[... {n} bytes trimmed ...]\n"
 
 
@@ -43,10 +48,21 @@ def traceback_bytes(env: Mapping[str, str] | None = None) -> int:
     return int(settings.checked("SPOOL_TRACEBACK_BYTES", DEFAULT_TRACEBACK_BYTES))
 
 
+def live_seconds(settings: Settings) -> float:
+    """SPOOL_WORKER_LIVE_SECONDS: how old a worker's last beat may be for it to count live."""
+    return settings.number(LIVE_SECONDS, DEFAULT_LIVE_SECONDS, minimum=1.0, maximum=86400.0)
+
+
 def heartbeat_seconds(env: Mapping[str, str] | None = None) -> float:
-    """SPOOL_HEARTBEAT_SECONDS: how often a running worker records that it is alive."""
-    settings = _settings(env, "SPOOL_HEARTBEAT_SECONDS")
-    return settings.checked("SPOOL_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS)
+    """SPOOL_HEARTBEAT_SECONDS: how often a running worker records that it is alive.
+
+    Unset, it is 15 s or a quarter of SPOOL_WORKER_LIVE_SECONDS, whichever is less: an
+    operator who shortens the live window (to see a dead worker sooner) must not see
+    live workers drop out of the count between two beats."""
+    settings = _settings(env, LIVE_SECONDS, "SPOOL_HEARTBEAT_SECONDS")
+    if settings.text("SPOOL_HEARTBEAT_SECONDS"):
+        return settings.checked("SPOOL_HEARTBEAT_SECONDS", DEFAULT_HEARTBEAT_SECONDS)
+    return min(DEFAULT_HEARTBEAT_SECONDS, live_seconds(settings) / 4)
 
 
 def trim_tail(text: str, limit: int) -> str | None:

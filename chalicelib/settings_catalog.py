@@ -504,7 +504,8 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/attempt_record.py",
         meaning=(
             "How often a running worker records that it is alive (`run` and `drain`, "
-            "0.1-3600 s); the store's live_workers reads these beats."
+            "0.1-3600 s); the store's live_workers reads these beats. Unset: 15, or a quarter "
+            "of SPOOL_WORKER_LIVE_SECONDS when that is under 60."
         ),
         group=_WORKER,
     ),
@@ -569,10 +570,11 @@ CATALOG: tuple[Setting, ...] = (
         name="SPOOL_WORKER_LIVE_SECONDS",
         type=NUMBER,
         default=60.0,
-        read_by="chalicelib/api/metrics.py",
+        read_by="chalicelib/attempt_record.py",
         meaning=(
             "A worker whose last heartbeat is at most this old counts in `spool_workers_live` "
-            "(1 to 86400); `spool worker` beats every quarter of it. Raise it where workers "
+            "(1 to 86400); unless SPOOL_HEARTBEAT_SECONDS says otherwise, a worker beats every "
+            "quarter of it, at most every 15 s. Raise it where workers "
             "only run now and then (Lambda invoked once a minute)."
         ),
         group=_WORKER,

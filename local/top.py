@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
+from chalicelib.attempt_record import live_seconds
 from chalicelib.errors import StoreUnavailable
 from chalicelib.service import NAME_PATTERN
 from chalicelib.ui.views import STATES, overview
@@ -184,9 +185,7 @@ def frames(
 
 
 def cmd_top(rt: Runtime, args: argparse.Namespace) -> int:
-    from chalicelib.api.metrics import DEFAULT_LIVE_SECONDS, LIVE_SECONDS
-
-    live = rt.settings.number(LIVE_SECONDS, DEFAULT_LIVE_SECONDS, minimum=1.0, maximum=86400.0)
+    live = live_seconds(rt.settings)
     iterations = 1 if args.once else args.iterations
     clear = sys.stdout.isatty() and not args.once
     try:

@@ -384,6 +384,35 @@ def test_a_failing_attempt_keeps_the_handlers_last_log_lines(
     assert succeeded.outcome == "succeeded" and succeeded.log_tail == ()
 
 
+def test_the_default_beat_is_a_quarter_of_a_short_live_window() -> None:
+    """A worker beating every 15 s under SPOOL_WORKER_LIVE_SECONDS=8 would count as
+    live for 8 s of every 15: unset, the beat follows the window it is read against."""
+    beat = attempt_record.heartbeat_seconds
+    assert beat({"SPOOL_WORKER_LIVE_SECONDS": "8"}) == 2.0
+    assert beat({"SPOOL_WORKER_LIVE_SECONDS": "600"}) == 15.0  # never slower than before
+    assert beat({"SPOOL_WORKER_LIVE_SECONDS": "8", "SPOOL_HEARTBEAT_SECONDS": "5"}) == 5.0
+    with pytest.raises(ValueError, match="SPOOL_WORKER_LIVE_SECONDS"):
+        beat({"SPOOL_WORKER_LIVE_SECONDS": "0"})
+
+
+def test_a_runtimes_worker_beats_within_the_live_window(tmp_path: Path) -> None:
+    from chalicelib.config import Settings
+    from chalicelib.runtime import build_runtime
+
+    settings = Settings(
+        store_url=f"sqlite:///{tmp_path}/spool.db", extra={"SPOOL_WORKER_LIVE_SECONDS": "4"}
+    )
+    rt = build_runtime(settings)
+    try:
+        worker = rt.worker()
+        try:
+            assert worker.config.heartbeat_seconds == 1.0
+        finally:
+            worker.close()
+    finally:
+        rt.close()
+
+
 def test_a_runtimes_worker_takes_these_settings_from_the_runtime_not_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -36,6 +36,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from chalicelib.api.metric_labels import FirstSeen, QueueLabels, max_workers
+from chalicelib.attempt_record import LIVE_SECONDS, live_seconds
 from chalicelib.config import Settings
 from chalicelib.middleware import Middleware
 from chalicelib.models import (
@@ -71,8 +72,6 @@ _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 _END_TO_END_BUCKETS = (
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400,
 )  # fmt: skip
-LIVE_SECONDS = "SPOOL_WORKER_LIVE_SECONDS"
-DEFAULT_LIVE_SECONDS = 60.0
 _FINAL = (JobState.SUCCEEDED, JobState.DEAD)
 
 
@@ -256,9 +255,7 @@ class Metrics:
         self.queue_labels = QueueLabels.from_settings(settings)
         self.timed_queues = FirstSeen(self.queue_labels)
         self.max_workers = max_workers(settings)
-        self.live_seconds = settings.number(
-            LIVE_SECONDS, DEFAULT_LIVE_SECONDS, minimum=1.0, maximum=86400.0
-        )
+        self.live_seconds = live_seconds(settings)
         self.cache: ResultCache | None = None
         self._push_lock = threading.Lock()
         self._pushing: threading.Thread | None = None  # the last push's thread (push)
