@@ -1,4 +1,5 @@
-"""`spool status ID` for people: the job, a table of its attempts, the last traceback.
+"""`spool status ID` for people: the job, a table of its attempts, the last failure's
+log lines and traceback.
 
 What it answers: why did this job die (or keep retrying), on which attempt,
 and where (which host and process, or which Lambda request). `--json` prints
@@ -101,6 +102,9 @@ def render(job: Job, attempts: list[Attempt], tenant: str | None = None) -> str:
     if failed:
         last = failed[-1]
         lines.append("")
+        if last.log_tail:  # the handler's last ctx.log lines (SPOOL_LOG_TAIL_LINES)
+            lines.append(f"log of attempt {last.number} (its last {len(last.log_tail)} lines):")
+            lines.extend("  " + printable(line) for line in last.log_tail)
         if last.traceback:
             lines.append(f"traceback of attempt {last.number} ({last.outcome}, {last.worker}):")
             trace = last.traceback.rstrip("\n").splitlines()

@@ -29,6 +29,13 @@ def flaky_mail(payload, ctx):
     if ctx.attempt <= payload.get("fail", 0):
         connect(ctx.attempt)
     return {"sent": ctx.attempt}
+
+
+@handler("chatty", max_attempts=1)
+def chatty(payload, ctx):
+    ctx.log.info("connecting to smtp.example.test")
+    ctx.log.warning("relay said 451, giving up")
+    raise RuntimeError("relay refused")
 """
 
 
@@ -84,6 +91,22 @@ def test_status_prints_a_table_of_attempts_and_the_last_traceback(workdir: Path)
     assert "traceback of attempt 4 (dead," in out
     assert out.rstrip().endswith("ConnectionRefusedError: smtp.example.test:25 refused (try 4)")
     assert 'attempt_jobs.py", line' in out and "in connect" in out
+
+
+def test_status_prints_the_last_failures_log_lines(workdir: Path) -> None:
+    added = spool(workdir, "enqueue", "chatty", "--json")
+    assert added.returncode == 0, added.stderr
+    assert spool(workdir, "worker", "--burst", "--quiet").returncode == 0
+    job_id = json.loads(added.stdout)["id"]
+    shown = spool(workdir, "status", job_id)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    start = lines.index("log of attempt 1 (its last 2 lines):")
+    assert lines[start + 1 : start + 3] == [
+        "  INFO connecting to smtp.example.test",
+        "  WARNING relay said 451, giving up",
+    ]
+    assert lines[start + 3].startswith("traceback of attempt 1 (dead,")
 
 
 def test_status_json_keeps_machine_output_with_the_history(workdir: Path) -> None:
