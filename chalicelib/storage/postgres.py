@@ -287,12 +287,20 @@ CANCEL_SQL = (
     + f") SELECT {COLUMNS} FROM done"
 )
 
+# The rows are locked in id order first: an UPDATE ... WHERE id = ANY(...) locks them in
+# its plan's order (index order for a few ids, heap order for many), so two redrives of
+# overlapping dead jobs could each hold a row the other waits for (deadlock detected:
+# 503 after deadlock_timeout). Waiting on a locked row re-checks state = 'dead', so a
+# job a racing redrive (or discard) moved is skipped.
 REDRIVE_SQL = (
-    "WITH moved AS ("
+    "WITH locked AS MATERIALIZED ("
+    " SELECT id FROM jobs WHERE id = ANY(%(ids)s::text[]) AND state = 'dead'"
+    " AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+    ' ORDER BY id COLLATE "C" FOR UPDATE),'
+    " moved AS ("
     " UPDATE jobs SET state = 'queued', attempts = 0, run_at = %(now)s, result = NULL,"
     " finished_at = NULL, updated_at = %(now)s"
-    " WHERE id = ANY(%(ids)s::text[]) AND state = 'dead'"
-    " AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+    " WHERE id IN (SELECT id FROM locked) AND state = 'dead'"
     f" RETURNING {COLUMNS})"
     f" SELECT {COLUMNS}, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM moved"
 )
@@ -504,6 +512,15 @@ def _check_libpq_options(conninfo: str) -> None:
 
 
 _UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError)
+# SQLSTATE class 40: the server rolled the transaction back, so nothing of it applied
+# and running it again is safe. psycopg 3 maps 40P01 and 40001 to their own classes,
+# DeadlockDetected and SerializationFailure, which are NOT subclasses of
+# TransactionRollback (40000): each must be named.
+_ROLLED_BACK = (
+    pg_errors.TransactionRollback,
+    pg_errors.DeadlockDetected,
+    pg_errors.SerializationFailure,
+)
 
 
 def _check_connection(conn: Conn) -> None:
@@ -598,9 +615,16 @@ class PostgresStore:
             try:
                 with self._pool.connection() as conn:
                     return fn(conn)
-            except pg_errors.TransactionRollback:
+            except _ROLLED_BACK as exc:
                 if attempt >= DEADLOCK_RETRIES:
-                    raise
+                    # Rolled back every time: nothing applied, so a retry is safe (unlike
+                    # a lost reply, which may have committed).
+                    log.warning("write rolled back %d times: %s", attempt, str(exc).strip())
+                    raise StoreUnavailable(
+                        "the database rolled the write back (it conflicted with others); "
+                        "nothing was applied; try again",
+                        retry_after=1,
+                    ) from exc
                 time.sleep(random.uniform(0, 0.01 * attempt))
             except pg_errors.UndefinedTable as exc:
                 raise StoreNotMigrated(NOT_MIGRATED, {"schema": self.settings.schema}) from exc
@@ -986,14 +1010,15 @@ class PostgresStore:
 
         def write(conn: Conn) -> list[Any]:
             rows: list[Any] = []
+            ordered = sorted(wanted)  # chunks lock in one global order too
             with conn.transaction():
-                for start in range(0, len(wanted), 1000):
+                for start in range(0, len(ordered), 1000):
                     rows.extend(
                         conn.execute(
                             REDRIVE_SQL,
                             {
                                 "now": now,
-                                "ids": wanted[start : start + 1000],
+                                "ids": ordered[start : start + 1000],
                                 "tenant": _enc_opt(tenant),
                                 "channel": self.settings.channel,
                             },
@@ -1095,8 +1120,12 @@ class PostgresStore:
             return []
         tenant_clause = " AND tenant = %(tenant)s" if tenant is not None else ""
         text = (
-            "WITH gone AS (DELETE FROM jobs WHERE id = ANY(%(ids)s::text[])"
-            f" AND state = 'dead'{tenant_clause} RETURNING id),"
+            # Locked in id order first, as REDRIVE_SQL does, so a discard beside a
+            # redrive of the same dead jobs cannot deadlock with it.
+            "WITH locked AS MATERIALIZED (SELECT id FROM jobs WHERE id = ANY(%(ids)s::text[])"
+            f" AND state = 'dead'{tenant_clause} ORDER BY id COLLATE \"C\" FOR UPDATE),"
+            " gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM locked)"
+            " AND state = 'dead' RETURNING id),"
             " bump AS (UPDATE cache_epoch SET n = n + 1 WHERE EXISTS (SELECT 1 FROM gone))"
             " SELECT id FROM gone"
         )
