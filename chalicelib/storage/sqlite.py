@@ -614,10 +614,14 @@ class SQLiteStore:
         ids: Sequence[str] | None,
         policy: ClaimPolicy,
     ) -> list[Job]:
-        """Claim under limits and fair turns: decided and taken in one write transaction."""
-        now = to_micros(self.clock.now())
-        expires = now + int(lease_seconds * 1_000_000)
+        """Claim under limits and fair turns: decided and taken in one write transaction.
+
+        The clock is read once the write lock is held: a claim that queued behind another
+        writer starts its jobs now, and a rate limit's window must count them from now,
+        not from when the claim began to wait (a later claim's window would miss them)."""
         with self._write() as db:
+            now = to_micros(self.clock.now())
+            expires = now + int(lease_seconds * 1_000_000)
             self._reap(db, now)
             admission = sqlite_limits.usage(db, policy, now)
             chosen = sqlite_limits.choose(db, admission, limit, now, queues, ids)
