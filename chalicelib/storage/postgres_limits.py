@@ -260,7 +260,8 @@ class _Turns:
 
 def _read_state(conn: Conn, ask: Ask) -> tuple[Admission, _Turns | None]:
     """Running counts, starts in each window and the fair state: sent together, so
-    in the claim's pipeline they share one round trip with the lock and the reap."""
+    in the claim's pipeline they share one round trip (the lock and the reap take
+    one before it: the claim reads its clock once it holds the lock)."""
     policy = ask.policy
     running = _send_running(conn, ask)
     started = _send_started(conn, ask)
