@@ -13,6 +13,7 @@ import contextlib
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -150,3 +151,18 @@ def schema_at(conn: Any, schema: str, version: int) -> None:
                 "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
                 (m.version, m.name),
             )
+
+
+def wait_until_blocked_by(watcher: Any, blocker_pid: int, timeout: float = 20) -> None:
+    """Return once some session waits for a lock `blocker_pid` holds (fail after
+    `timeout` s): a race test then knows the other side is queued, without timing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            (blocker_pid,),
+        ).fetchone()
+        if row and row[0]:
+            return
+        time.sleep(0.01)
+    pytest.fail(f"nothing waited for a lock of backend {blocker_pid} within {timeout:g} s")

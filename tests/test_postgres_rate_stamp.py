@@ -9,7 +9,6 @@ Driven by a fake clock and a second connection holding the lock, not by timing."
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -20,7 +19,7 @@ from chalicelib.limits import ClaimPolicy, Limit, Rate
 from chalicelib.models import Job, NewJob
 from chalicelib.storage.postgres import PostgresStore, from_url, parse_url
 from chalicelib.storage.postgres_limits import LOCK_SPACE
-from tests.pg_support import admin_connect, fresh_schema
+from tests.pg_support import admin_connect, fresh_schema, wait_until_blocked_by
 
 pytestmark = pytest.mark.postgres
 
@@ -52,18 +51,7 @@ def test_a_claim_that_waited_for_the_lock_stamps_its_start_when_it_took_the_job(
             target=lambda: got.extend(store.claim(1, 30, policy=ClaimPolicy(limits=limits)))
         )
         claiming.start()
-        blocker = holder.info.backend_pid
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # ... until this claim waits for it
-            row = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-                (blocker,),
-            ).fetchone()
-            if row and row[0]:
-                break
-            time.sleep(0.01)
-        else:
-            pytest.fail("the claim never waited for the lock")
+        wait_until_blocked_by(watcher, holder.info.backend_pid)  # ... until this claim waits
         clock.advance(0.6)  # it waits 0.6 s
         holder.execute(
             "SELECT pg_advisory_unlock(%s::int, hashtext(%s::text))",

@@ -8,7 +8,6 @@ deadlock_timeout, although a deadlock rolls back whole and is meant to be retrie
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import psycopg
@@ -18,7 +17,7 @@ from psycopg import errors as pg_errors
 from chalicelib.errors import StoreUnavailable
 from chalicelib.models import NewJob
 from chalicelib.storage.postgres import PostgresStore, from_url, parse_url
-from tests.pg_support import admin_connect, fresh_schema
+from tests.pg_support import admin_connect, fresh_schema, wait_until_blocked_by
 
 pytestmark = pytest.mark.postgres
 
@@ -69,16 +68,7 @@ def test_a_redrive_beside_another_holder_of_the_same_dead_jobs_does_not_fail(
 
     thread = threading.Thread(target=redrive_all)
     thread.start()
-    blocker = other.info.backend_pid
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:  # ... until the redrive waits for it
-        row = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
-            (blocker,),
-        ).fetchone()
-        if row and row[0]:
-            break
-        time.sleep(0.01)
+    wait_until_blocked_by(admin, other.info.backend_pid)  # ... until the redrive waits for it
     # ... then wants another of those rows: the redrive must not be holding it.
     try:
         other.execute("UPDATE jobs SET updated_at = updated_at WHERE id = %s", (largest,))
