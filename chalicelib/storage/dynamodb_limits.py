@@ -221,6 +221,7 @@ class PolicyClaim:
         self.policy = policy
         self.now = now
         self.expires = expires
+        self.lease = expires - now
         self.queues = None if queues is None else set(queues)
         self.skip: set[str] = set()  # claimed here, or found taken by someone else
         self.reported: set[str] = set()  # ids whose hold is already in policy.holds
@@ -242,6 +243,12 @@ class PolicyClaim:
     def _round(self, want: int, named: list[Candidate] | None, fair: bool) -> list[Job]:
         """Claim up to `want` jobs in one transaction, reading again after a conflict."""
         for attempt in range(TRANSACTION_ATTEMPTS):
+            # The clock is read again for every attempt: a claim that lost a race (or
+            # spent a round on the reaper, a backoff or an earlier round) commits later
+            # than it began, and the starts it records must say when it took its jobs,
+            # or a later claim's rate window misses them (as on SQLite and Postgres).
+            self.now = self.store._now()
+            self.expires = self.now + self.lease
             state = self._read_state(fair, want)
             decision = self._decide(state, want, named, fair)
             if not decision.chosen:
