@@ -127,8 +127,20 @@ def parse_message(body: str) -> tuple[str | None, str]:
 
 
 def _records(event: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
-    records = event.get("Records")
-    return records if isinstance(records, list) else []
+    records = event.get("Records") if isinstance(event, Mapping) else None
+    if isinstance(records, list):
+        kept = [r for r in records if isinstance(r, Mapping)]
+        if len(kept) < len(records):
+            log.warning("%d SQS records are not objects; skipped", len(records) - len(kept))
+        return kept
+    # Not an SQS event (a test invocation, a wrong trigger): say so rather than
+    # answer "nothing failed" in silence.
+    log.warning(
+        "the SQS handler was invoked with an event that has no Records list (keys: %s); "
+        "nothing was processed",
+        ", ".join(sorted(map(str, event))) if isinstance(event, Mapping) else type(event).__name__,
+    )
+    return []
 
 
 EventHandler = Callable[[Mapping[str, Any], "LambdaContext | None"], dict[str, Any]]
@@ -190,15 +202,16 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
             continue
         by_job.setdefault(job_id, []).append(message_id)
     if by_job:
+        resent: set[str] = set()  # held jobs whose new message went out as they were held
         try:
             with _run_lock:
-                outcomes = _process_in_waves(rt, by_job, receipts, deadline_from(context))
+                outcomes = _process_in_waves(rt, by_job, receipts, deadline_from(context), resent)
         except Exception:
             log.exception("processing an SQS batch failed; all of it will be redelivered")
             outcomes = dict.fromkeys(by_job, "deferred")
         _log_dropped(rt, by_job, outcomes)
         dispatch = _sqs_dispatch(rt)
-        held = [job_id for job_id in by_job if outcomes.get(job_id) == "held"]
+        held = [j for j in by_job if outcomes.get(j) == "held" and j not in resent]
         unsent = (
             set(dispatch.send([(j, HELD_REDELIVERY_SECONDS) for j in held]))
             if (dispatch is not None and held)
@@ -261,12 +274,16 @@ def _process_in_waves(
     by_job: Mapping[str, list[str]],
     receipts: Mapping[str, str],
     deadline: float | None,
+    resent: set[str] | None = None,
 ) -> dict[str, str]:
     """Hand the worker no more jobs at once than its pool runs, checking the deadline
     before each wave, so a batch larger than the pool never starts a job that cannot
     finish before the Lambda deadline (worker.process defers each job whose own
     handler's timeout would not fit; the others in the wave run).
     Meanwhile the messages of jobs not yet finished are kept hidden from other consumers.
+    A job a limit held back is sent again (HELD_REDELIVERY_SECONDS later) as soon as
+    its wave's claim holds it, not once the wave's running jobs end; its id goes into
+    `resent`, and its old message is acknowledged with the batch.
     """
     from contextlib import nullcontext
 
@@ -285,18 +302,36 @@ def _process_in_waves(
     heartbeat = (
         VisibilityHeartbeat(dispatch, receipts_of(ids), timeout) if dispatch is not None else None
     )
+
+    def send_held(known: Mapping[str, str]) -> None:
+        if dispatch is None or resent is None:
+            return
+        held = [j for j, outcome in known.items() if outcome == "held" and j not in resent]
+        if not held:
+            return
+        unsent = set(dispatch.send([(j, HELD_REDELIVERY_SECONDS) for j in held]))
+        sent = [j for j in held if j not in unsent]
+        resent.update(sent)
+        if heartbeat is not None:
+            heartbeat.done(receipts_of(sent))
+
     with heartbeat or nullcontext():
         for start in range(0, len(ids), size):
             wave = ids[start : start + size]
             try:
-                outcomes.update(_process_isolated(worker, wave, deadline))
+                outcomes.update(_process_isolated(worker, wave, deadline, send_held))
             finally:
                 if heartbeat is not None:
                     heartbeat.done(receipts_of(wave))
     return outcomes
 
 
-def _process_isolated(worker: Worker, wave: list[str], deadline: float | None) -> dict[str, str]:
+def _process_isolated(
+    worker: Worker,
+    wave: list[str],
+    deadline: float | None,
+    on_claimed: Callable[[Mapping[str, str]], None] | None = None,
+) -> dict[str, str]:
     """worker.process(wave), with a failure kept to the jobs it concerns.
 
     When the wave raises, its jobs are tried again one at a time, and only those that
@@ -307,7 +342,7 @@ def _process_isolated(worker: Worker, wave: list[str], deadline: float | None) -
     alone it is "skipped" (its lease expires and the reaper sends it again).
     """
     try:
-        return worker.process(wave, deadline)
+        return worker.process(wave, deadline, on_claimed)
     except StoreUnavailable:
         log.exception("the store is unavailable; the wave's %d jobs will be redelivered", len(wave))
         return dict.fromkeys(wave, "failed")
@@ -319,7 +354,7 @@ def _process_isolated(worker: Worker, wave: list[str], deadline: float | None) -
     outcomes: dict[str, str] = {}
     for job_id in wave:
         try:
-            outcomes.update(worker.process([job_id], deadline))
+            outcomes.update(worker.process([job_id], deadline, on_claimed))
         except Exception:
             log.exception("processing job %s failed; its message will be redelivered", job_id)
             outcomes[job_id] = "failed"

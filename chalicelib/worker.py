@@ -43,7 +43,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -834,13 +834,21 @@ class Worker:
             return True
         return self._step(limit) == 0
 
-    def process(self, job_ids: Sequence[str], deadline: float | None = None) -> dict[str, str]:
+    def process(
+        self,
+        job_ids: Sequence[str],
+        deadline: float | None = None,
+        on_claimed: Callable[[Mapping[str, str]], None] | None = None,
+    ) -> dict[str, str]:
         """Run specific jobs (SQS delivery). Returns job id -> outcome.
 
         Outcomes: succeeded / retrying / dead (finished here), held (a limit held it
         back: return the message with a delay), skipped (not due,
         already taken or finished: the message is redundant), or deferred (not
         claimed because the deadline left too little time: redeliver it).
+        `on_claimed`, when given, is called once the claim is made, before the claimed
+        jobs run, with the outcomes already known (held, skipped, deferred), so a held
+        job's message can go back to the queue without waiting for the others.
         """
         self._beat()
         outcome: dict[str, str] = {}
@@ -858,6 +866,8 @@ class Worker:
             if job_id not in claimed:
                 # Held back by a limit: the caller returns it to the queue for later.
                 outcome[job_id] = "held" if job_id in held else "skipped"
+        if on_claimed is not None:
+            on_claimed(dict(outcome))
         attempts = []
         for job in jobs:
             try:

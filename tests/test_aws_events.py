@@ -185,9 +185,11 @@ def test_a_batch_is_claimed_in_waves_no_bigger_than_the_pool(
     waves: list[int] = []
     real = Worker.process
 
-    def spy(self: Worker, job_ids: Any, deadline: float | None = None) -> dict[str, str]:
+    def spy(
+        self: Worker, job_ids: Any, deadline: float | None = None, *rest: Any
+    ) -> dict[str, str]:
         waves.append(len(job_ids))
-        return real(self, job_ids, deadline)
+        return real(self, job_ids, deadline, *rest)
 
     monkeypatch.setattr(Worker, "process", spy)
     with mock_aws(), open_runtime(tmp_path, concurrency=2) as rt:
