@@ -5,9 +5,11 @@ to the queue as a new, delayed message; the job keeps its attempts."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from moto import mock_aws
@@ -16,7 +18,7 @@ from chalicelib import events
 from chalicelib.models import JobState
 from chalicelib.runtime import Runtime
 from tests.apikit import installed, settings_for
-from tests.test_aws_events import QUEUE, enqueue, poller, state, store_of
+from tests.test_aws_events import QUEUE, enqueue, poller, state, store_of, visible
 
 
 @pytest.fixture
@@ -56,3 +58,29 @@ def test_held_messages_come_back_delayed_without_spending_attempts(rt: Runtime) 
         poller(rt).poll_once()
         time.sleep(0.2)
     assert all(state(rt, i) is JobState.SUCCEEDED for i in ids)
+
+
+@pytest.mark.timeout(60)
+def test_a_held_job_is_sent_back_while_its_batch_mates_still_run(rt: Runtime) -> None:
+    """The held job's new message goes out when the claim holds it, not once the rest of
+    its batch has finished: it must not wait behind a long job of the same batch."""
+    long_job = enqueue(rt, "sleep", payload={"seconds": 6})
+    ids = [enqueue(rt, payload={"i": i}) for i in range(2)]  # one runs, one is held
+    results: list[Any] = []
+    batch = threading.Thread(target=lambda: results.append(poller(rt).poll_once()))
+    batch.start()
+    deadline = time.monotonic() + 20
+    while state(rt, long_job) is not JobState.RUNNING and time.monotonic() < deadline:
+        time.sleep(0.05)
+    resent = 0
+    while state(rt, long_job) is JobState.RUNNING and time.monotonic() < deadline:
+        resent = visible(rt) + delayed(rt)
+        if resent:
+            break
+        time.sleep(0.1)
+    running_then = state(rt, long_job) is JobState.RUNNING
+    batch.join(30)
+    assert resent == 1 and running_then, "the held job's message waited for the long job"
+    assert results[0].received == 3 and results[0].failed == 0
+    held = [i for i in ids if state(rt, i) is JobState.QUEUED]
+    assert len(held) == 1 and rt.store.get(held[0]).attempts == 0  # type: ignore[union-attr]
