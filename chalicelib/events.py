@@ -212,11 +212,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
         _log_dropped(rt, by_job, outcomes)
         dispatch = _sqs_dispatch(rt)
         held = [j for j in by_job if outcomes.get(j) == "held" and j not in resent]
-        unsent = (
-            set(dispatch.send([(j, HELD_REDELIVERY_SECONDS) for j in held]))
-            if (dispatch is not None and held)
-            else set(held)
-        )
+        unsent = _resend_held(dispatch, held)
         deferred: list[str] = []
         for job_id, message_ids in by_job.items():
             outcome = outcomes.get(job_id, "deferred")
@@ -274,7 +270,7 @@ def _process_in_waves(
     by_job: Mapping[str, list[str]],
     receipts: Mapping[str, str],
     deadline: float | None,
-    resent: set[str] | None = None,
+    resent: set[str],
 ) -> dict[str, str]:
     """Hand the worker no more jobs at once than its pool runs, checking the deadline
     before each wave, so a batch larger than the pool never starts a job that cannot
@@ -304,15 +300,11 @@ def _process_in_waves(
     )
 
     def send_held(known: Mapping[str, str]) -> None:
-        if dispatch is None or resent is None:
-            return
         held = [j for j, outcome in known.items() if outcome == "held" and j not in resent]
-        if not held:
-            return
-        unsent = set(dispatch.send([(j, HELD_REDELIVERY_SECONDS) for j in held]))
+        unsent = _resend_held(dispatch, held)
         sent = [j for j in held if j not in unsent]
         resent.update(sent)
-        if heartbeat is not None:
+        if heartbeat is not None and sent:
             heartbeat.done(receipts_of(sent))
 
     with heartbeat or nullcontext():
@@ -324,6 +316,15 @@ def _process_in_waves(
                 if heartbeat is not None:
                     heartbeat.done(receipts_of(wave))
     return outcomes
+
+
+def _resend_held(dispatch: SqsDispatch | None, held: list[str]) -> set[str]:
+    """Send held jobs back to the queue HELD_REDELIVERY_SECONDS from now; the ids that
+    could not be sent (all of them without a queue), whose old messages must then be
+    redelivered instead."""
+    if dispatch is None or not held:
+        return set(held)
+    return set(dispatch.send([(j, HELD_REDELIVERY_SECONDS) for j in held]))
 
 
 def _process_isolated(
