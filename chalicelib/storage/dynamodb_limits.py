@@ -219,12 +219,16 @@ class PolicyClaim:
     ) -> None:
         self.store = store
         self.policy = policy
-        self.now = now
-        self.expires = expires
+        self.now = now  # read again for each try of a round's transaction (_round)
         self.lease = expires - now
         self.queues = None if queues is None else set(queues)
         self.skip: set[str] = set()  # claimed here, or found taken by someone else
         self.reported: set[str] = set()  # ids whose hold is already in policy.holds
+
+    @property
+    def expires(self) -> int:
+        """When the leases this claim writes run out: its lease from the clock it read."""
+        return self.now + self.lease
 
     # -- the claim -------------------------------------------------------------------------
     def run(self, limit: int, ids: Sequence[str] | None) -> list[Job]:
@@ -248,7 +252,6 @@ class PolicyClaim:
             # than it began, and the starts it records must say when it took its jobs,
             # or a later claim's rate window misses them (as on SQLite and Postgres).
             self.now = self.store._now()
-            self.expires = self.now + self.lease
             state = self._read_state(fair, want)
             decision = self._decide(state, want, named, fair)
             if not decision.chosen:

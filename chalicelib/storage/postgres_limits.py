@@ -84,9 +84,9 @@ RESTAMP_STARTS_SQL = (
     " INSERT INTO limit_starts (key, at, n) SELECT key, %(now)s, sum(n) FROM moved GROUP BY key"
     " ON CONFLICT (key, at) DO UPDATE SET n = limit_starts.n + excluded.n"
 )
-# No upper bound: a claim reads the clock before it waits for the lock, so a
-# start recorded meanwhile by a claim that went first may lie after its `now`,
-# and it must count all the same.
+# No upper bound: a start recorded by a worker whose clock runs a little ahead of
+# this one's may lie after its `now`, and it must count all the same (one more
+# than STEP_BACK ahead was moved to now by RESTAMP_STARTS_SQL).
 STARTED_SQL = (
     f"SELECT w.key, COALESCE(sum(s.n), 0)::bigint FROM {_WINDOWS}"
     " LEFT JOIN limit_starts s ON s.key = w.key AND s.at > w.since GROUP BY w.key"
