@@ -94,7 +94,11 @@ def main() -> int:
             child.wait(15)
         return 0
     sock = inherited_socket(args.listen_fd) if args.listen_fd is not None else None
-    server = Server(FloorApp(args.db), args.host, args.port, args.threads, sock=sock)
+    # Every floor request is quick: served on the loop thread, as `spool serve`
+    # serves its quick ones (local/inline_dispatch.py).
+    server = Server(
+        FloorApp(args.db), args.host, args.port, args.threads, sock=sock, quick=lambda *_: True
+    )
     signal.signal(signal.SIGTERM, lambda *_: server.stop(wait=None))
     parent = os.getppid()
 

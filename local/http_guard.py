@@ -337,6 +337,11 @@ class GuardedServer(TcpWSGIServer):
         self.evict_one()  # accept on the next turn, once it has closed
         return False
 
+    def pull_trigger(self) -> None:
+        if _serving_inline(self):
+            return  # the loop to wake is this thread's, and it polls next
+        super().pull_trigger()
+
     def channels(self) -> dict[int, Any]:
         """fd -> channel (waitress's stubs type this wrongly)."""
         raw: Any = self
@@ -414,6 +419,11 @@ class GuardedServer(TcpWSGIServer):
         raw: Any = self
         self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=raw._map)
         return True
+
+
+def _serving_inline(server: Any) -> bool:
+    serving_inline = getattr(server.task_dispatcher, "serving_inline", None)
+    return serving_inline is not None and bool(serving_inline())
 
 
 def guarded_classes(limits: HttpLimits) -> tuple[type[GuardedServer], type[GuardedChannel]]:

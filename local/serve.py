@@ -278,6 +278,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     from chalicelib.api import routes
     from local.emulator import Emulator
     from local.http_limits import HttpLimits
+    from local.quick_routes import quick_requests
     from local.server import DEFAULT_THREADS, ChaliceWSGI, Server
 
     rt, key, generated = with_dev_key(rt)
@@ -305,6 +306,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
             threads,
             limits=HttpLimits.from_settings(rt.settings),
             sock=sock,
+            quick=quick_requests(rt.settings.store_url),
         )
     except OSError as exc:
         runtime_module.reset(None)

@@ -51,6 +51,7 @@ from chalicelib.api.http import dumps
 from chalicelib.api.waits import serving_for
 from local.http_guard import guarded_classes
 from local.http_limits import HttpLimits, fit_connections
+from local.inline_dispatch import InlineTaskDispatcher, QuickRequest
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 # No body past this is ever buffered, whatever SPOOL_MAX_BODY_BYTES says
@@ -275,7 +276,8 @@ class Server:
 
     `limits` bound what each connection may cost (local/http_limits.py); pass
     HttpLimits.from_settings(settings) so the server refuses an oversized body
-    before buffering it, at the same limit the app applies.
+    before buffering it, at the same limit the app applies. Requests `quick`
+    picks are served on the loop thread that read them (local/inline_dispatch.py).
     """
 
     def __init__(
@@ -286,6 +288,7 @@ class Server:
         threads: int = DEFAULT_THREADS,
         limits: HttpLimits | None = None,
         sock: socket.socket | None = None,
+        quick: QuickRequest | None = None,
     ) -> None:
         limits = limits or HttpLimits()
         limits = dataclasses.replace(
@@ -310,8 +313,9 @@ class Server:
             # request may be read ahead meanwhile, not run.
             channel_request_lookahead=1,
         )
-        dispatcher = ThreadedTaskDispatcher()
+        dispatcher = ThreadedTaskDispatcher() if quick is None else InlineTaskDispatcher(quick)
         dispatcher.set_thread_count(threads)
+        self._inline = dispatcher if isinstance(dispatcher, InlineTaskDispatcher) else None
         server_class, _ = guarded_classes(limits)
 
         def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -361,6 +365,15 @@ class Server:
     def serve(self) -> None:
         """Serve until stop(); then finish running requests (up to 5 s) and close."""
         interval = self.limits.sweep_interval  # read once: the loop turns per event
+        inline = self._inline
+        if inline is not None:
+            inline.own_loop()
+            threading.Thread(
+                target=inline.watch,
+                args=(self._stopping, self._server._map),
+                name="spool-http-watchdog",
+                daemon=True,
+            ).start()
         try:
             while not self._stop_requested:
                 wasyncore.loop(
@@ -369,11 +382,15 @@ class Server:
                     use_poll=True,
                     count=1,
                 )
+                if inline is not None:
+                    inline.run_pending()
         finally:
             self._finish_running(STOP_GRACE)
             self._closed = True  # stop() no longer pulls the trigger close_all closes
             self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
             wasyncore.close_all(self._server._map)
+            if inline is not None:
+                inline.release_loop()
             self._stopped.set()
 
     def _finish_running(self, grace: float) -> None:
@@ -390,8 +407,11 @@ class Server:
             # also closes the trigger, which a request finishing now pulls (EBADF).
             wasyncore.dispatcher.close(server)
         dispatcher = server.task_dispatcher
+        inline = self._inline
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
+            if inline is not None:
+                inline.run_pending()
             with dispatcher.lock:
                 busy = bool(dispatcher.queue) or dispatcher.active_count > 0
             unsent = any(

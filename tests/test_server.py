@@ -22,6 +22,7 @@ import requests
 import app as spool_app
 from chalicelib.runtime import Runtime
 from local.emulator import Emulator
+from local.quick_routes import quick_requests
 from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, TENANT_A, TENANT_B, installed, settings_for
 from tests.procs import spool_serve, stop
@@ -35,9 +36,13 @@ def rt(tmp_path) -> Iterator[Runtime]:
         yield runtime
 
 
-@pytest.fixture
-def base(rt: Runtime) -> Iterator[str]:
-    server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=8)
+@pytest.fixture(params=["inline", "threads"])
+def base(rt: Runtime, request: pytest.FixtureRequest) -> Iterator[str]:
+    # `spool serve` on SQLite answers its quick routes on the loop thread; on a
+    # network store every request goes to the pool: both must answer alike.
+    quick = quick_requests(rt.settings.store_url) if request.param == "inline" else None
+    assert (quick is None) is (request.param == "threads")
+    server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=8, quick=quick)
     server.start()
     emulator = Emulator(spool_app.app, rt)
     emulator.start()

@@ -22,6 +22,7 @@ from chalicelib.config import Settings
 from chalicelib.runtime import Runtime
 from local.emulator import Emulator
 from local.http_limits import HttpLimits
+from local.quick_routes import quick_requests
 from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, installed, settings_for
 from tests.procs import guarded_env, spool_serve, stop
@@ -36,14 +37,25 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
         yield runtime
 
 
+@pytest.fixture(params=["inline", "threads"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """`spool serve` on SQLite answers quick routes on its loop thread, on a network
+    store every request on the pool: the guards must hold either way."""
+    mode: str = request.param
+    return mode
+
+
 @contextmanager
-def serving(rt: Runtime, **limits: float) -> Iterator[Server]:
+def serving(rt: Runtime, mode: str = "threads", **limits: float) -> Iterator[Server]:
+    quick = quick_requests(rt.settings.store_url) if mode == "inline" else None
+    assert (quick is None) is (mode == "threads")
     server = Server(
         ChaliceWSGI(spool_app.app),
         "127.0.0.1",
         0,
         threads=8,
         limits=HttpLimits(max_body_bytes=LIMIT, **limits),  # type: ignore[arg-type]
+        quick=quick,
     )
     server.start()
     emulator = Emulator(spool_app.app, rt)
@@ -56,8 +68,8 @@ def serving(rt: Runtime, **limits: float) -> Iterator[Server]:
 
 
 @pytest.fixture
-def server(rt: Runtime) -> Iterator[Server]:
-    with serving(rt, request_timeout=1.0, linger_seconds=5.0) as running:
+def server(rt: Runtime, mode: str) -> Iterator[Server]:
+    with serving(rt, mode, request_timeout=1.0, linger_seconds=5.0) as running:
         yield running
 
 
@@ -121,8 +133,8 @@ def enqueue_and_wait(base: str) -> None:
 # -- item 11: connections that hold slots -----------------------------------------
 
 
-def test_idle_and_trickling_connections_lock_no_one_out(rt: Runtime) -> None:
-    with serving(rt, request_timeout=4.0) as server:
+def test_idle_and_trickling_connections_lock_no_one_out(rt: Runtime, mode: str) -> None:
+    with serving(rt, mode, request_timeout=4.0) as server:
         idle = [connect(server) for _ in range(1000)]
         trickling = [connect(server) for _ in range(1000)]
         try:
@@ -151,9 +163,9 @@ def test_idle_and_trickling_connections_lock_no_one_out(rt: Runtime) -> None:
 
 
 def test_a_full_server_closes_its_longest_idle_connection_to_admit_a_new_one(
-    rt: Runtime,
+    rt: Runtime, mode: str
 ) -> None:
-    with serving(rt, max_connections=32) as server:
+    with serving(rt, mode, max_connections=32) as server:
         idle = [connect(server) for _ in range(200)]
         try:
             assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
@@ -165,8 +177,8 @@ def test_a_full_server_closes_its_longest_idle_connection_to_admit_a_new_one(
                 sock.close()
 
 
-def test_blank_lines_do_not_keep_an_idle_connection_open(rt: Runtime) -> None:
-    with serving(rt, idle_timeout=1.0) as server:
+def test_blank_lines_do_not_keep_an_idle_connection_open(rt: Runtime, mode: str) -> None:
+    with serving(rt, mode, idle_timeout=1.0) as server:
         sock = connect(server)
         try:
             closed = False

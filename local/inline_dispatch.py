@@ -1,0 +1,166 @@
+"""Run quick requests on the server's loop thread instead of handing them over.
+
+waitress reads a request on its loop thread and hands it to a pool thread,
+which wakes, takes the GIL from the loop, runs the app and hands the answer
+back. For a request that costs ~200 us of Python, those hand-overs cost more
+than the request: under load `perf` finds half of `spool serve`'s CPU in the
+kernel's futex and scheduler paths, and strace counts ~47 futex calls per
+cached GET /status. Answering such a request on the loop thread that read it
+needs no hand-over at all: in one process, cached status reads went from
+~1,400 to ~4,300 a second and single enqueues from ~750 to ~1,950 on the same
+machine (docs/benchmarks.md, "HTTP server").
+
+The price is that while the loop thread runs a request it reads nothing else.
+So only requests the caller's `quick` predicate picks run inline (short ones
+on an embedded store: no long-polls, no big bodies); everything else goes to
+the pool as before. And a quick request can still block (SQLite's writer held
+by another process, a stopped peer): a watchdog thread that finds one inline
+request running longer than `stall_after` seconds takes the loop over, hands
+what is waiting to the pool, and gives the loop back when that request ends.
+One thread at a time runs the loop (`loop_lock`), so waitress's
+single-threaded loop stays single-threaded.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from waitress import wasyncore
+from waitress.task import ThreadedTaskDispatcher
+
+log = logging.getLogger("spool.http")
+
+# (method, path, query, body length) -> run on the loop thread?
+QuickRequest = Callable[[str, str, str, int], bool]
+
+# An inline request running longer than this lets the watchdog take the loop.
+STALL_AFTER = 0.05
+# How often the watchdog looks (its only cost when nothing stalls).
+WATCH_INTERVAL = 0.02
+
+
+class InlineTaskDispatcher(ThreadedTaskDispatcher):
+    """waitress's thread pool, plus a queue of channels the loop owner serves itself."""
+
+    def __init__(self, quick: QuickRequest, stall_after: float = STALL_AFTER) -> None:
+        super().__init__()
+        self.quick = quick
+        self.stall_after = stall_after
+        self.pending: collections.deque[Any] = collections.deque()
+        self.loop_lock = threading.Lock()
+        self.loop_owner: int | None = None  # thread ident running the loop now
+        self.rescuing = False  # the watchdog holds the loop: everything to the pool
+        self.inline_since = 0.0  # monotonic start of the inline request, 0 when none
+        self.inline_thread: int | None = None  # the thread inside service() inline
+        self.rescues = 0  # times the watchdog took the loop over
+
+    # -- waitress's side ------------------------------------------------------
+
+    def add_task(self, task: Any) -> None:
+        """Called by a channel with a complete request, on whichever thread read it
+        (the loop owner) or finished the one before it (a pool thread)."""
+        if not self.rescuing and threading.get_ident() == self.loop_owner and self._is_quick(task):
+            self.pending.append(task)
+            return
+        super().add_task(task)
+
+    def _is_quick(self, channel: Any) -> bool:
+        requests = getattr(channel, "requests", None)
+        if not requests:
+            return False
+        request = requests[0]
+        if request.error is not None:
+            return True  # an error answer: the parser already wrote its body
+        try:
+            # A chunked body's length is known only once read (waitress sets the header).
+            length = request.headers.get("CONTENT_LENGTH") or request.content_length or 0
+            return self.quick(
+                str(request.command or ""),
+                str(request.path or ""),
+                str(request.query or ""),
+                int(length),
+            )
+        except Exception:  # a predicate's bug must not stop the loop
+            log.exception("inline request check failed; serving on a thread")
+            return False
+
+    def serving_inline(self) -> bool:
+        """True on the thread serving a request inline: its trigger would wake the
+        loop this very thread runs, which polls again once the request is done.
+
+        (Such a thread may still wait for the loop: waitress makes a writer past
+        16 MiB of unsent answer wait for the loop to drain it. It waits with the
+        loop let go, so the watchdog runs the loop meanwhile.)"""
+        return self.inline_thread is not None and threading.get_ident() == self.inline_thread
+
+    # -- the loop owner's side ------------------------------------------------
+
+    def own_loop(self) -> None:
+        self.loop_lock.acquire()
+        self.loop_owner = threading.get_ident()
+
+    def release_loop(self) -> None:
+        self.loop_owner = None
+        self.loop_lock.release()
+
+    def run_pending(self) -> None:
+        """Serve the requests queued by this loop turn (not those they queue in
+        turn: a pipelining client waits for the next turn like everyone else).
+
+        Called with the loop owned; the loop is let go while each request runs,
+        so the watchdog can take it if the request stalls."""
+        for _ in range(len(self.pending)):
+            try:
+                channel = self.pending.popleft()
+            except IndexError:  # the watchdog moved the rest to the pool
+                return
+            me = threading.get_ident()
+            self.inline_thread = me
+            self.inline_since = time.monotonic()
+            self.release_loop()
+            try:
+                channel.service()
+            except BaseException:  # as waitress's pool threads do
+                log.exception("Exception when servicing %r", channel)
+            finally:
+                self.inline_since = 0.0
+                self.inline_thread = None
+                self.own_loop()
+
+    def drain_to_pool(self) -> None:
+        while True:
+            try:
+                channel = self.pending.popleft()
+            except IndexError:
+                return
+            ThreadedTaskDispatcher.add_task(self, channel)
+
+    # -- the watchdog ---------------------------------------------------------
+
+    def watch(self, stopping: Callable[[], bool], loop_map: dict[int, Any]) -> None:
+        """Take the loop over while an inline request is stalled (a thread's body)."""
+        while not stopping():
+            time.sleep(WATCH_INTERVAL)
+            since = self.inline_since
+            if not since or time.monotonic() - since < self.stall_after:
+                continue
+            if not self.loop_lock.acquire(blocking=False):
+                continue  # the owner got it back first
+            try:
+                self.loop_owner = threading.get_ident()
+                self.rescuing = True
+                self.rescues += 1
+                self.drain_to_pool()
+                log.debug("an inline request stalled; serving on threads meanwhile")
+                while self.inline_since == since and not stopping():
+                    with contextlib.suppress(OSError):
+                        wasyncore.loop(timeout=WATCH_INTERVAL, map=loop_map, use_poll=True, count=1)
+            finally:
+                self.rescuing = False
+                self.release_loop()
