@@ -41,8 +41,12 @@ QuickRequest = Callable[[str, str, str, int], bool]
 
 # An inline request running longer than this lets the watchdog take the loop.
 STALL_AFTER = 0.05
-# How often the watchdog looks (its only cost when nothing stalls).
+# How often the watchdog looks while requests are being served inline.
 WATCH_INTERVAL = 0.02
+# With no inline request for this long it sleeps until the next one (an idle
+# server then costs nothing), waking this often only to see a stop.
+IDLE_AFTER = 1.0
+IDLE_WAKE = 1.0
 
 
 class InlineTaskDispatcher(ThreadedTaskDispatcher):
@@ -59,6 +63,9 @@ class InlineTaskDispatcher(ThreadedTaskDispatcher):
         self.inline_since = 0.0  # monotonic start of the inline request, 0 when none
         self.inline_thread: int | None = None  # the thread inside service() inline
         self.rescues = 0  # times the watchdog took the loop over
+        self.started = 0  # inline requests begun: the watchdog's sign of activity
+        self.watching = True  # False while the watchdog sleeps through idleness
+        self.wake = threading.Event()
 
     # -- waitress's side ------------------------------------------------------
 
@@ -110,23 +117,26 @@ class InlineTaskDispatcher(ThreadedTaskDispatcher):
         self.loop_lock.release()
 
     def run_pending(self) -> None:
-        """Serve the requests queued by this loop turn (not those they queue in
-        turn: a pipelining client waits for the next turn like everyone else).
+        """Serve the requests queued by this loop turn.
 
         Called with the loop owned; the loop is let go while each request runs,
-        so the watchdog can take it if the request stalls."""
+        so the watchdog can take it if the request stalls (a pipelined request
+        queued meanwhile goes to the pool)."""
         for _ in range(len(self.pending)):
             try:
                 channel = self.pending.popleft()
             except IndexError:  # the watchdog moved the rest to the pool
                 return
-            me = threading.get_ident()
-            self.inline_thread = me
+            self.inline_thread = threading.get_ident()
             self.inline_since = time.monotonic()
+            self.started += 1
+            if not self.watching:  # after idleness only: one wake, not one per request
+                self.watching = True
+                self.wake.set()
             self.release_loop()
             try:
                 channel.service()
-            except BaseException:  # as waitress's pool threads do
+            except Exception:  # as waitress's pool threads do; a signal's exception goes on
                 log.exception("Exception when servicing %r", channel)
             finally:
                 self.inline_since = 0.0
@@ -145,8 +155,15 @@ class InlineTaskDispatcher(ThreadedTaskDispatcher):
 
     def watch(self, stopping: Callable[[], bool], loop_map: dict[int, Any]) -> None:
         """Take the loop over while an inline request is stalled (a thread's body)."""
+        seen, quiet_since = self.started, time.monotonic()
         while not stopping():
             time.sleep(WATCH_INTERVAL)
+            if self.started != seen or self.inline_since:
+                seen, quiet_since = self.started, time.monotonic()
+            elif time.monotonic() - quiet_since > IDLE_AFTER:
+                self._sleep_until_busy(seen, stopping)
+                seen, quiet_since = self.started, time.monotonic()
+                continue
             since = self.inline_since
             if not since or time.monotonic() - since < self.stall_after:
                 continue
@@ -164,3 +181,14 @@ class InlineTaskDispatcher(ThreadedTaskDispatcher):
             finally:
                 self.rescuing = False
                 self.release_loop()
+
+    def _sleep_until_busy(self, seen: int, stopping: Callable[[], bool]) -> None:
+        """Wait for the next inline request. run_pending moves `started` before it
+        reads `watching`, so either that request finds watching False and wakes
+        us, or we find `started` moved here and do not sleep."""
+        self.wake.clear()
+        self.watching = False
+        while self.started == seen and not stopping():
+            if self.wake.wait(IDLE_WAKE):
+                break
+        self.watching = True

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from local import inline_dispatch
 from local.inline_dispatch import InlineTaskDispatcher
 from local.quick_routes import QUICK_BODY_BYTES, quick_requests
 from local.server import Server
@@ -137,6 +138,32 @@ def test_a_stalled_inline_request_does_not_stop_the_server_answering_others() ->
         while get(server, "/fast")[1] != b"spool-http":
             assert time.monotonic() < deadline, "the loop never went back inline"
             time.sleep(0.05)
+
+
+def test_a_stall_right_after_idleness_is_still_taken_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Idle, the watchdog sleeps until the next inline request wakes it (an idle
+    # server costs no CPU); the first request after that must still be watched.
+    monkeypatch.setattr(inline_dispatch, "IDLE_AFTER", 0.1)
+    monkeypatch.setattr(inline_dispatch, "IDLE_WAKE", 60.0)  # only the request wakes it
+    app = RecordingApp()
+    with serving(app) as server:
+        assert get(server, "/fast") == (200, b"spool-http")
+        dispatcher = server._server.task_dispatcher
+        deadline = time.monotonic() + 10
+        while dispatcher.watching:
+            assert time.monotonic() < deadline, "the watchdog never slept"
+            time.sleep(0.02)
+        held: list[tuple[int, bytes]] = []
+        holder = threading.Thread(target=lambda: held.append(get(server, "/hold", 30)))
+        holder.start()
+        assert app.holding.wait(10)
+        assert get(server, "/fast", timeout=5)[0] == 200
+        assert rescues(server) == 1
+        app.release.set()
+        holder.join(10)
+        assert held == [(200, b"spool-http")]
 
 
 def test_pipelined_requests_on_one_connection_are_answered_in_order() -> None:
