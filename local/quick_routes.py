@@ -12,6 +12,8 @@ overlapped on the pool's threads than queued on one.
 
 from __future__ import annotations
 
+from urllib.parse import unquote_plus
+
 from local.inline_dispatch import QuickRequest
 
 QUICK_BODY_BYTES = 64 * 1024
@@ -19,7 +21,8 @@ EMBEDDED_SCHEMES = ("sqlite", "memory")
 
 
 def _quick(method: str, path: str, query: str, length: int) -> bool:
-    if length > QUICK_BODY_BYTES or "wait" in query.lower():
+    # The app decodes the query (`%77ait=5` is a wait too), so look at it decoded.
+    if length > QUICK_BODY_BYTES or "wait" in unquote_plus(query).lower():
         return False
     if method == "POST":
         return path == "/enqueue" or (path.startswith("/jobs/") and path.endswith("/cancel"))
