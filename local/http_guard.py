@@ -248,6 +248,16 @@ class GuardedChannel(HTTPChannel):
         super().service()
         self.busy_until = time.monotonic()
 
+    def _flush_outbufs_below_high_watermark(self) -> None:
+        """waitress makes a writer past 16 MiB of unsent answer wait for the loop to
+        drain it. A request served inline runs on the loop's own thread: it must never
+        wait (a client that does not read kept it there for as long as it stayed
+        connected, and a stop never finished). Its answer is already in memory; the
+        next pipelined request goes to a pool thread, which waits here instead."""
+        if _serving_inline(self.server):
+            return
+        HTTPChannel._flush_outbufs_below_high_watermark(self)  # type: ignore[attr-defined]
+
     # -- deadlines (called from the server's loop thread) ---------------------
 
     def enforce_deadlines(self, now: float) -> None:

@@ -101,9 +101,10 @@ class InlineTaskDispatcher(ThreadedTaskDispatcher):
         """True on the thread serving a request inline: its trigger would wake the
         loop this very thread runs, which polls again once the request is done.
 
-        (Such a thread may still wait for the loop: waitress makes a writer past
-        16 MiB of unsent answer wait for the loop to drain it. It waits with the
-        loop let go, so the watchdog runs the loop meanwhile.)"""
+        Such a thread never waits for the loop either: waitress makes a writer past
+        16 MiB of unsent answer wait for the loop to drain it, which GuardedChannel
+        skips here (local/http_guard.py); a client that never read held the loop
+        thread for as long as it stayed connected, and through a stop."""
         return self.inline_thread is not None and threading.get_ident() == self.inline_thread
 
     # -- the loop owner's side ------------------------------------------------
@@ -153,8 +154,17 @@ class InlineTaskDispatcher(ThreadedTaskDispatcher):
 
     # -- the watchdog ---------------------------------------------------------
 
-    def watch(self, stopping: Callable[[], bool], loop_map: dict[int, Any]) -> None:
-        """Take the loop over while an inline request is stalled (a thread's body)."""
+    def watch(
+        self,
+        stopping: Callable[[], bool],
+        loop_map: dict[int, Any],
+        stop_accepting: Callable[[], None] | None = None,
+    ) -> None:
+        """Take the loop over while an inline request is stalled (a thread's body).
+
+        A stop does not end a rescue: the loop keeps turning until the stalled request
+        ends (answers still go out, a client that leaves is seen), with the listening
+        socket closed (`stop_accepting`), as Server._finish_running does."""
         seen, quiet_since = self.started, time.monotonic()
         while not stopping():
             time.sleep(WATCH_INTERVAL)
@@ -175,7 +185,11 @@ class InlineTaskDispatcher(ThreadedTaskDispatcher):
                 self.rescues += 1
                 self.drain_to_pool()
                 log.debug("an inline request stalled; serving on threads meanwhile")
-                while self.inline_since == since and not stopping():
+                accepting = True
+                while self.inline_since == since:
+                    if accepting and stopping() and stop_accepting is not None:
+                        stop_accepting()
+                        accepting = False
                     with contextlib.suppress(OSError):
                         wasyncore.loop(timeout=WATCH_INTERVAL, map=loop_map, use_poll=True, count=1)
             finally:

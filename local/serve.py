@@ -26,13 +26,16 @@ import sys
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chalicelib import runtime as runtime_module
 from chalicelib.models import DEFAULT_TENANT
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime
 from local.cli_errors import EXIT_INTERRUPTED, CliFailure, UsageError
+
+if TYPE_CHECKING:
+    from local.server import Server
 
 DEV_TENANT = DEFAULT_TENANT
 DEMO_VARIABLE = "SPOOL_DEMO_HANDLERS"
@@ -333,7 +336,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
         else:
             print(banner(server.url, rt, key, generated, emulator is not None), flush=True)
         try:
-            server.serve()
+            serve_beside_signals(server)
         finally:
             if emulator is not None:
                 emulator.stop()
@@ -341,6 +344,31 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     if args.supervisor_pid is None:
         print("spool: stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def serve_beside_signals(server: Server) -> None:
+    """Run server.serve() on a thread of its own while this (main) thread waits.
+
+    Python runs signal handlers on the main thread only, between bytecodes. The
+    loop thread answers quick requests itself (local/inline_dispatch.py), and one
+    blocked in C (SQLite's busy handler, up to its 10 s timeout, while another
+    program holds the database's writer) would hold off Ctrl-C and SIGTERM for
+    that long, and merge a second Ctrl-C into the first. A failure of serve()
+    is raised here, as if it had run on this thread."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.serve()
+        except BaseException as exc:  # handed to the main thread below
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name="spool-http", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.25)
+    if failed:
+        raise failed[0]
 
 
 def check_api_settings(build: Callable[[], object]) -> None:

@@ -370,7 +370,7 @@ class Server:
             inline.own_loop()
             threading.Thread(
                 target=inline.watch,
-                args=(self._stopping, self._server._map),
+                args=(self._stopping, self._server._map, self._stop_accepting),
                 name="spool-http-watchdog",
                 daemon=True,
             ).start()
@@ -393,6 +393,13 @@ class Server:
                 inline.release_loop()
             self._stopped.set()
 
+    def _stop_accepting(self) -> None:
+        """Close the listening socket only (called by whichever thread owns the loop):
+        waitress's own close also closes the trigger, which a request finishing now
+        pulls (EBADF)."""
+        with contextlib.suppress(OSError):
+            wasyncore.dispatcher.close(self._server)
+
     def _finish_running(self, grace: float) -> None:
         """Let the requests running at stop finish and their answers go out, for up to
         `grace` seconds; long-polls are told to answer now (api/waits.py).
@@ -402,10 +409,7 @@ class Server:
         threads closed a long-poll's connection with no answer at all (curl: empty
         reply). New connections are no longer accepted."""
         server = self._server
-        with contextlib.suppress(OSError):
-            # The listening socket only (nothing new is accepted): waitress's own close
-            # also closes the trigger, which a request finishing now pulls (EBADF).
-            wasyncore.dispatcher.close(server)
+        self._stop_accepting()  # nothing new is accepted
         dispatcher = server.task_dispatcher
         inline = self._inline
         deadline = time.monotonic() + grace

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from local import inline_dispatch
+from local import server as server_module
 from local.inline_dispatch import InlineTaskDispatcher
 from local.quick_routes import QUICK_BODY_BYTES, quick_requests
 from local.server import Server
@@ -166,6 +167,34 @@ def test_a_stall_right_after_idleness_is_still_taken_over(
         assert held == [(200, b"spool-http")]
 
 
+def test_a_stop_during_a_takeover_refuses_new_clients_and_answers_the_stalled_one() -> None:
+    app = RecordingApp()
+    server = Server(app, "127.0.0.1", 0, threads=2, quick=quick_paths)
+    thread = server.start()
+    held: list[tuple[int, bytes]] = []
+    holder = threading.Thread(target=lambda: held.append(get(server, "/hold", 30)))
+    holder.start()
+    assert app.holding.wait(10)
+    deadline = time.monotonic() + 10
+    while rescues(server) == 0:
+        assert time.monotonic() < deadline, "the watchdog never took the loop"
+        time.sleep(0.02)
+    server.stop(wait=0.5)  # cannot finish: the loop's own thread is in /hold
+    refused = False
+    while not refused:
+        assert time.monotonic() < deadline + 10, "new clients were still let in"
+        try:
+            socket.create_connection((server.host, server.port), timeout=1).close()
+            time.sleep(0.05)
+        except OSError:
+            refused = True
+    app.release.set()
+    holder.join(10)
+    thread.join(10)
+    assert held == [(200, b"spool-http")]
+    assert not thread.is_alive()
+
+
 def test_pipelined_requests_on_one_connection_are_answered_in_order() -> None:
     app = RecordingApp()
     with serving(app) as server:
@@ -199,6 +228,31 @@ def test_an_answer_over_the_buffer_watermark_served_inline_arrives_whole() -> No
         status, body = get(server, "/big", timeout=30)
         assert status == 200 and len(body) == BIG + 3 and body.endswith(b"xend")
         assert get(server, "/fast") == (200, b"spool-http")
+
+
+def test_a_client_that_never_reads_a_big_inline_answer_does_not_hold_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Past 16 MiB unsent, waitress makes the writing thread wait for the client to
+    # read. Inline, that thread is the loop's: it must not wait (a stop would never
+    # end); the request pipelined behind it waits on a pool thread instead.
+    monkeypatch.setattr(server_module, "STOP_GRACE", 1.0)
+    app = RecordingApp()
+    server = Server(app, "127.0.0.1", 0, threads=2, quick=quick_paths)
+    thread = server.start()
+    sock = socket.create_connection((server.host, server.port), timeout=10)
+    try:
+        sock.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\nGET /fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline = time.monotonic() + 10
+        while [p for p, _ in app.threads] != ["/big", "/fast"]:
+            assert time.monotonic() < deadline, f"served only {app.threads}"
+            time.sleep(0.02)
+        assert get(server, "/fast") == (200, b"spool-http")  # the loop is free
+        server.stop(wait=20)
+        thread.join(5)
+        assert not thread.is_alive()
+    finally:
+        sock.close()
 
 
 def test_an_app_error_inline_is_a_500_and_the_server_goes_on() -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ import requests
 
 import app as spool_app
 from chalicelib.runtime import Runtime
+from local.cli_errors import EXIT_INTERRUPTED
 from local.emulator import Emulator
 from local.quick_routes import quick_requests
 from local.server import ChaliceWSGI, Server
@@ -441,3 +443,52 @@ def test_a_long_poll_whose_client_hung_up_frees_its_wait_slot(tmp_path: Path) ->
         assert answer.json()["state"] == "queued"
     finally:
         stop(served.proc)
+
+
+def test_ctrl_c_stops_spool_serve_while_a_request_waits_inside_sqlite(tmp_path: Path) -> None:
+    # Another program holds SQLite's writer, so an enqueue (answered on the loop
+    # thread) waits in SQLite's C busy handler for up to 10 s. Signals must still be
+    # handled at once: the loop runs beside the main thread, which only waits.
+    db = tmp_path / "serve.db"
+    env = {**os.environ, "SPOOL_STORE_URL": f"sqlite:///{db}", "SPOOL_API_KEYS": f"{KEY_A}=a"}
+    served = spool_serve("--no-worker", env=env)
+    proc = served.proc
+    holder = sqlite3.connect(db, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        stuck: list[object] = []
+
+        def post() -> None:
+            try:
+                stuck.append(
+                    requests.post(
+                        served.url + "/enqueue",
+                        json={"type": "echo", "payload": {}},
+                        headers={"X-API-Key": KEY_A},
+                        timeout=60,
+                    ).status_code
+                )
+            except requests.RequestException as exc:  # the server stopped meanwhile
+                stuck.append(exc)
+
+        enqueue = threading.Thread(target=post, daemon=True)
+        enqueue.start()
+        enqueue.join(0.5)
+        assert not stuck  # waiting for the writer
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        err = proc.stderr
+        said = threading.Thread(
+            target=lambda: next(line for line in err if "stopping" in line), daemon=True
+        )
+        said.start()
+        said.join(6)  # the busy handler waits 10 s
+        assert not said.is_alive(), "the first Ctrl-C was not handled"
+        proc.send_signal(signal.SIGINT)  # the second stops at once
+        assert proc.wait(timeout=6) == EXIT_INTERRUPTED
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
