@@ -7,7 +7,10 @@ its size limit before the app can refuse it. Here, per connection:
 - a request must arrive whole (head and body) within `request_timeout` of its
   first byte, or it is answered 408 and the connection closed; an idle
   keep-alive connection lasts `idle_timeout`; a finished response the client
-  does not take within `send_timeout` is dropped;
+  does not take within `send_timeout` is dropped, and so is one still being
+  written past waitress's 16 MiB buffer mark (its thread waits for the client
+  to read: a client that pipelines big answers and never reads would hold a
+  pool thread for as long as it stays connected);
 - a Content-Length over the body limit is answered 413 as soon as the head is
   read, with nothing of the body buffered (and no `100 Continue`); a chunked
   body is cut off at the limit;
@@ -273,20 +276,28 @@ class GuardedChannel(HTTPChannel):
             if now >= self.draining_until:
                 self.will_drop = self.will_close = True
             return
+        # The client holds things up when an answer waits for it to read: with no
+        # request running, or past waitress's high-water mark, where the request's
+        # thread itself waits for the client (write_soon) and the pool loses it.
+        if self.total_outbufs_len and (
+            not self.requests or self.total_outbufs_len > self.adj.outbuf_high_watermark
+        ):
+            if self.sending_since is None:
+                self.sending_since = now
+            elif now - self.sending_since >= limits.send_timeout:
+                # Closed now, not marked: a mark is acted on once the socket turns
+                # writable, which it never does for a client that does not read; and
+                # closing wakes a thread waiting for the buffer to drain.
+                self.close_now()
+                return
+            self.busy_until = now
+            return
+        self.sending_since = None
         if self.will_close or self.close_when_flushed:
             return
         if self.requests:  # the app is on it: the app's own limits apply
             self.busy_until = now
-            self.sending_since = None
             return
-        if self.total_outbufs_len:
-            if self.sending_since is None:
-                self.sending_since = now
-            elif now - self.sending_since >= limits.send_timeout:
-                self.will_drop = self.will_close = True  # no one left to answer
-            self.busy_until = now
-            return
-        self.sending_since = None
         partial = self.request
         started = getattr(partial, "started", None)
         if started is not None:

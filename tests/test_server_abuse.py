@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -424,3 +425,37 @@ def test_a_barrage_of_oversized_bodies_leaves_memory_flat(tmp_path: Path) -> Non
         assert requests.get(f"{url}/health", timeout=10).status_code == 200
     finally:
         stop(proc)
+
+
+def test_a_client_that_never_reads_its_big_answers_gives_its_thread_back() -> None:
+    # Past waitress's 16 MiB buffer mark the request's thread waits for the client
+    # to read. One that pipelines and never reads held a pool thread for as long as
+    # it stayed connected; with every thread held, nothing else was answered.
+    big = 20 * 1024 * 1024
+    served: list[str] = []
+
+    def big_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        served.append(environ["PATH_INFO"])
+        if environ["PATH_INFO"] == "/big":  # two writes: the second waits for the client
+            start_response("200 OK", [("Content-Length", str(big + 3))])
+            return [b"x" * big, b"end"]
+        start_response("200 OK", [("Content-Length", "2")])
+        return [b"ok"]
+
+    server = Server(big_app, "127.0.0.1", 0, threads=1, limits=HttpLimits(send_timeout=1.0))
+    thread = server.start()
+    hog = connect(server)
+    try:
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        hog.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n" * 2)
+        deadline = time.monotonic() + 10
+        while not served:
+            assert time.monotonic() < deadline, "the big answer was never started"
+            time.sleep(0.02)
+        # The one thread is held by the client that does not read, until send_timeout.
+        answer = requests.get(f"http://{server.host}:{server.port}/ok", timeout=15)
+        assert answer.status_code == 200 and answer.text == "ok"
+    finally:
+        hog.close()
+        server.stop()
+        thread.join(10)
