@@ -72,6 +72,15 @@ def serving(app: RecordingApp, quick: Any = quick_paths) -> Iterator[Server]:
         thread.join(10)
 
 
+def hold(server: Server, app: RecordingApp) -> tuple[threading.Thread, list[tuple[int, bytes]]]:
+    """GET /hold from a thread of its own, once the app is inside it."""
+    answers: list[tuple[int, bytes]] = []
+    holder = threading.Thread(target=lambda: answers.append(get(server, "/hold", 30)))
+    holder.start()
+    assert app.holding.wait(10)
+    return holder, answers
+
+
 def rescues(server: Server) -> int:
     dispatcher = server._server.task_dispatcher
     assert isinstance(dispatcher, InlineTaskDispatcher)
@@ -120,10 +129,7 @@ def test_a_body_over_the_predicates_limit_goes_to_the_pool() -> None:
 def test_a_stalled_inline_request_does_not_stop_the_server_answering_others() -> None:
     app = RecordingApp()
     with serving(app) as server:
-        held: list[tuple[int, bytes]] = []
-        holder = threading.Thread(target=lambda: held.append(get(server, "/hold", 30)))
-        holder.start()
-        assert app.holding.wait(10)
+        holder, held = hold(server, app)
         # The loop thread is inside /hold: the watchdog takes the loop over and
         # these are answered by the pool meanwhile, quick or not.
         for path in ("/fast", "/slow-route", "/fast"):
@@ -156,10 +162,7 @@ def test_a_stall_right_after_idleness_is_still_taken_over(
         while dispatcher.watching:
             assert time.monotonic() < deadline, "the watchdog never slept"
             time.sleep(0.02)
-        held: list[tuple[int, bytes]] = []
-        holder = threading.Thread(target=lambda: held.append(get(server, "/hold", 30)))
-        holder.start()
-        assert app.holding.wait(10)
+        holder, held = hold(server, app)
         assert get(server, "/fast", timeout=5)[0] == 200
         assert rescues(server) == 1
         app.release.set()
@@ -171,10 +174,7 @@ def test_a_stop_during_a_takeover_refuses_new_clients_and_answers_the_stalled_on
     app = RecordingApp()
     server = Server(app, "127.0.0.1", 0, threads=2, quick=quick_paths)
     thread = server.start()
-    held: list[tuple[int, bytes]] = []
-    holder = threading.Thread(target=lambda: held.append(get(server, "/hold", 30)))
-    holder.start()
-    assert app.holding.wait(10)
+    holder, held = hold(server, app)
     deadline = time.monotonic() + 10
     while rescues(server) == 0:
         assert time.monotonic() < deadline, "the watchdog never took the loop"
@@ -267,10 +267,7 @@ def test_stop_answers_a_queued_quick_request_first() -> None:
     app = RecordingApp()
     server = Server(app, "127.0.0.1", 0, threads=2, quick=quick_paths)
     thread = server.start()
-    answers: list[tuple[int, bytes]] = []
-    holder = threading.Thread(target=lambda: answers.append(get(server, "/hold", 30)))
-    holder.start()
-    assert app.holding.wait(10)
+    holder, answers = hold(server, app)
     stopper = threading.Thread(target=server.stop)
     stopper.start()
     time.sleep(0.2)
