@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -119,6 +120,29 @@ def test_a_gate_held_too_long_is_503_and_nothing_half_written(
     # The in-process lock was let go too: the next write goes through.
     assert store.add([job])[0].created
     assert store.get(job.id) is not None
+
+
+def test_a_writer_outside_the_gate_holds_a_write_no_longer_than_its_patience(
+    store: SQLiteStore, db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another program (not Spool: no gate) holds SQLite's writer. BEGIN's wait in
+    # SQLite's busy handler is part of the same patience as the lock and the gate:
+    # it used to be a whole busy_timeout (10 s) more, whatever had been waited.
+    monkeypatch.setattr(sqlite_gate, "PATIENCE", 0.3)
+    other = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        thread, outcome = _add_in_thread(store)
+        thread.join(5)  # liveness: 0.3 s of patience against a 10 s busy_timeout
+        assert not thread.is_alive(), "the write waited out SQLite's whole busy_timeout"
+        assert len(outcome) == 1 and isinstance(outcome[0], StoreUnavailable)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    # A write with its patience cut short (0.3 s of 10) puts the connection's own
+    # busy_timeout back after BEGIN: later writes wait as long as before.
+    assert store.add([new_job()])[0].created
+    assert store._db().execute("PRAGMA busy_timeout").fetchone()[0] == sqlite_gate.BUSY_TIMEOUT_MS
 
 
 def test_a_writer_killed_holding_the_gate_leaves_it_open(store: SQLiteStore, db_path: str) -> None:

@@ -74,7 +74,7 @@ from chalicelib.storage.base import (
 from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
 from chalicelib.storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
-from chalicelib.storage.sqlite_gate import WriteGate
+from chalicelib.storage.sqlite_gate import BUSY_TIMEOUT_MS, WriteGate
 from chalicelib.storage.sqlite_txn import FileWatch, Transaction, WriteHealth, cannot_read
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
@@ -145,7 +145,7 @@ PRAGMAS = (
     # First: the busy handler must be in place before the journal_mode switch, which
     # needs the file to itself; without it a second process opening the same new (or
     # pre-WAL) file at that moment got "database is locked" at once.
-    "PRAGMA busy_timeout=10000",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
     "PRAGMA page_size=2048",  # only takes effect while the file is new
     "PRAGMA journal_mode=WAL",
     "PRAGMA temp_store=MEMORY",
