@@ -158,7 +158,7 @@ class InlineTaskDispatcher(ThreadedTaskDispatcher):
         self,
         stopping: Callable[[], bool],
         loop_map: dict[int, Any],
-        stop_accepting: Callable[[], None] | None = None,
+        stop_accepting: Callable[[], None],
     ) -> None:
         """Take the loop over while an inline request is stalled (a thread's body).
 
@@ -187,7 +187,7 @@ class InlineTaskDispatcher(ThreadedTaskDispatcher):
                 log.debug("an inline request stalled; serving on threads meanwhile")
                 accepting = True
                 while self.inline_since == since:
-                    if accepting and stopping() and stop_accepting is not None:
+                    if accepting and stopping():
                         stop_accepting()
                         accepting = False
                     with contextlib.suppress(OSError):
