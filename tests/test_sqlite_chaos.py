@@ -13,6 +13,7 @@ Times are only bounded, generously.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import sqlite3
 import threading
@@ -297,3 +298,65 @@ def test_writers_behind_a_thread_stalled_in_its_transaction_give_up_within_the_p
         let_go.set()
         holder.join(30)
     assert store.add([_job()])[0].created
+
+
+# -- 3. a damaged file -------------------------------------------------------
+
+
+def _damage(path: Path) -> None:
+    """Overwrite the middle third of the file's pages (its header and schema, at the
+    start, stay whole) as a failing disk or a torn copy would; the same bytes every run."""
+    check = sqlite3.connect(path)
+    check.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    size, pages = (
+        check.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_size", "page_count")
+    )
+    check.close()
+    noise = random.Random(7).randbytes(size * (pages // 3))
+    with open(path, "r+b") as file:
+        file.seek(size * (pages // 3))
+        file.write(noise)
+
+
+def test_a_damaged_file_is_a_503_that_says_so_never_a_500(tmp_path: Path) -> None:
+    """Was 500 internal_error for the reads that met a damaged page (and the worker
+    exited with an unexpected error): SQLITE_CORRUPT is an outage like a failing disk."""
+    from chalice.test import Client
+
+    import app as spool_app
+
+    settings = settings_for(tmp_path)
+    with installed(settings), Client(spool_app.app, stage_name="local") as client:
+        api = Api(client)
+        pad = "p" * 300
+        ids = [api.enqueue({"type": "echo", "payload": {"n": i, "pad": pad}}) for i in range(300)]
+    _damage(tmp_path / "spool.db")
+    with installed(settings), Client(spool_app.app, stage_name="local") as client:
+        api = Api(client)
+        answers = [api.get(f"/status/{job_id}") for job_id in ids]
+        answers.append(api.get("/jobs?limit=200"))
+        statuses = {reply.status for reply in answers}
+        assert 500 not in statuses and 503 in statuses, statuses
+        for reply in answers:
+            if reply.status == 503:
+                assert reply.error_code == "store_unavailable"
+                assert "damaged" in reply.json["error"]["message"]
+                assert int(reply.header("Retry-After") or 0) > 0
+
+
+def test_a_write_to_a_damaged_file_is_a_store_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    store = SQLiteStore(str(path))
+    for _ in range(4):
+        store.add([_job() for _ in range(200)])
+    store.close()
+    _damage(path)
+    store = SQLiteStore(str(path))
+    try:
+        with pytest.raises(StoreUnavailable, match="damaged") as caught:
+            for _ in range(50):
+                store.add([_job() for _ in range(50)])
+                store.claim(50, 30.0)
+        assert caught.value.retry_after > 0
+    finally:
+        store.close()

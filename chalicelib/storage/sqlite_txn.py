@@ -2,14 +2,14 @@
 
 A write that fails because of the machine, not the request (the disk is full, the
 file or its file system became read-only, the disk reports an I/O error, the file
-was deleted or replaced under the running process) is the operator's to fix and
+is damaged, the file was deleted or replaced under the running process) is the operator's to fix and
 succeeds again once they have: it is raised as StoreUnavailable, a 503 with
 Retry-After over HTTP and a pause-and-retry in the worker, with a message that says
 what to fix, instead of an unexpected error. The store remembers the last such
 failure for a while, so /health reports a store that cannot take jobs although
 reads still work. A read the file refuses (it cannot be opened, the disk reports an
-I/O error, or it was deleted or replaced) is the same StoreUnavailable, never an
-internal error (cannot_read).
+I/O error, a page read is damaged, or it was deleted or replaced) is the same
+StoreUnavailable, never an internal error (cannot_read).
 
 The wait for the turn to write, this process's lock and then the gate between
 processes, has one patience in all, the gate's: had the gate's started only once the
@@ -34,17 +34,26 @@ log = logging.getLogger("spool.storage")
 
 SQLITE_CANTOPEN = 14
 
+# A damaged file is the machine's (or a bad copy's) doing, not the request's: like a
+# full disk, the operator's to mend (from a backup, or `sqlite3 FILE .recover`), so a
+# 503 that says so, and a worker that pauses, rather than a 500 and a worker that exits.
+_DAMAGED = {
+    11: "the SQLite database file is damaged (SQLITE_CORRUPT): restore it from a backup",
+    26: "the file is not a SQLite database (SQLITE_NOTADB): restore it from a backup",
+}
 # SQLite's primary result codes (the low byte of an extended code) for a file this
 # process cannot write now.
 _CANNOT_WRITE = {
     13: "the disk holding the SQLite database is full: free space on it",  # SQLITE_FULL
     8: "the SQLite database cannot be written (its file or file system is read-only)",
     10: "the disk holding the SQLite database reported an I/O error",  # SQLITE_IOERR
+    **_DAMAGED,
 }
 # ... and for a file this process cannot read now (whatever it was asked).
 _CANNOT_READ = {
     SQLITE_CANTOPEN: "the SQLite database file cannot be opened",
     10: "the disk holding the SQLite database reported an I/O error",  # SQLITE_IOERR
+    **_DAMAGED,
 }
 RETRY_AFTER = 30  # seconds: freeing space or remounting takes a person
 REMEMBER_FAILURE = 10.0  # seconds /health reports a write that failed like that
