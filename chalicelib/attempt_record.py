@@ -24,7 +24,7 @@ from types import FrameType
 
 from chalicelib import worker_id
 from chalicelib.config import Settings
-from chalicelib.models import Attempt, Completion, JobState
+from chalicelib.models import Attempt, Completion, JobState, within_error_limit
 from chalicelib.redact import redact_text
 
 DEFAULT_TRACEBACK_BYTES = 4096
@@ -81,7 +81,9 @@ def format_failure(exc: BaseException, limit: int) -> str | None:
     """The exception's traceback (with its causes), its end kept within `limit` bytes."""
     if limit <= 0:
         return None
-    return trim_tail(redact_text("".join(tb.format_exception(exc))), limit)
+    # Each part (a frame, the message) cut first: redacting costs ~0.3 s a MiB.
+    parts = (within_error_limit(part) for part in tb.format_exception(exc))
+    return trim_tail(redact_text("".join(parts)), limit)
 
 
 def stack_of(thread_id: int | None, limit: int) -> str | None:
@@ -130,7 +132,7 @@ def record(
         if failure is not None:
             error_type = type(failure).__name__
             try:
-                error = redact_text(str(failure)) or completion.error
+                error = redact_text(within_error_limit(str(failure))) or completion.error
                 traceback = format_failure(failure, traceback_limit)
             except Exception:  # its __str__ failed: the completion's words will do
                 error = completion.error

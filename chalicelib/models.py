@@ -30,6 +30,18 @@ class JobState(StrEnum):
 STATE_BY_VALUE = {state.value: state for state in JobState}
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
 WAITING_STATES = frozenset({JobState.QUEUED, JobState.RETRYING})
+# The most of a failure's message a job keeps (last_error, its attempt, its log line).
+# An exception can carry megabytes (a response body in its message): redacted, logged
+# and stored whole it held the worker's threads for seconds, long enough to be charged
+# as a timeout, and made a /status answer megabytes long. Every store keeps this much.
+MAX_ERROR_CHARS = 32 * 1024
+
+
+def within_error_limit(text: str) -> str:
+    """`text`, or its first MAX_ERROR_CHARS characters and how many more there were."""
+    if len(text) <= MAX_ERROR_CHARS:
+        return text
+    return f"{text[:MAX_ERROR_CHARS]}[... {len(text) - MAX_ERROR_CHARS} characters trimmed]"
 
 
 class Job(BaseModel):

@@ -70,7 +70,8 @@ from chalicelib.jsonstrict import (
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
 from chalicelib.logs import job_event
 from chalicelib.middleware import Middleware
-from chalicelib.models import Completion, Job, JobState
+from chalicelib.models import Completion, Job, JobState, within_error_limit
+from chalicelib.redact import redact_text
 from chalicelib.storage.base import JobStore
 from chalicelib.timebounds import clamp_delay
 
@@ -1084,8 +1085,11 @@ def _why_not_json(result: Any, exc: Exception) -> str:
 
 
 def _describe(exc: BaseException) -> str:
+    """The job's `last_error`: cut to the limit, then masked as its attempt's error is
+    (a message quoting a database URL must not show its password on /status)."""
     try:
         text = str(exc)
     except Exception:  # a handler's exception whose __str__ fails must not kill the pool thread
         text = "<the exception's message could not be read>"
+    text = redact_text(within_error_limit(text))
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -18,7 +18,7 @@ from chalicelib import attempt_record, worker_id
 from chalicelib.clock import FakeClock
 from chalicelib.errors import PermanentError, StoreUnavailable
 from chalicelib.handlers import JobContext, Registry
-from chalicelib.models import Job, JobState
+from chalicelib.models import MAX_ERROR_CHARS, Job, JobState
 from chalicelib.retry import RetryPolicy
 from chalicelib.storage.base import LEASE_EXPIRED_ERROR, JobStore
 from chalicelib.storage.memory import MemoryStore
@@ -130,6 +130,33 @@ def test_a_dead_end_records_the_permanent_error(
         None,
     )
     assert attempt.traceback is not None and "in refuse" in attempt.traceback
+
+
+def test_a_failure_with_a_huge_message_is_recorded_as_itself_cut_to_the_limit(
+    store: JobStore, clock: FakeClock, reg: Registry
+) -> None:
+    """Was: a message of megabytes redacted whole three times on the pool thread (~0.3 s
+    a MiB), so a PermanentError could be charged as a timeout and retried, and it was
+    stored and served whole (a /status answer of megabytes)."""
+    huge = "password=hunter2 " + "P" * (2 * 1024 * 1024)
+
+    @reg.handler("refuse")
+    def refuse(payload: dict[str, Any]) -> None:
+        raise PermanentError(huge)
+
+    job = add(store, clock, "refuse")
+    drain(store, reg)
+    done = store.get(job.id)
+    assert done is not None and done.state is JobState.DEAD and done.attempts == 1
+    assert done.last_error is not None
+    assert done.last_error.startswith("PermanentError: password=")
+    assert done.last_error.endswith(f"[... {len(huge) - MAX_ERROR_CHARS} characters trimmed]")
+    assert len(done.last_error) < MAX_ERROR_CHARS + 100 and "hunter2" not in done.last_error
+    [attempt] = store.attempts(job.id) or []
+    assert attempt.error_type == "PermanentError" and attempt.error is not None
+    assert len(attempt.error) < MAX_ERROR_CHARS + 100
+    assert "hunter2" not in attempt.error and attempt.error.startswith("password=")
+    assert attempt.traceback is not None and "hunter2" not in attempt.traceback
 
 
 def test_tracebacks_keep_their_end_within_spool_traceback_bytes(

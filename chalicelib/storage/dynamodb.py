@@ -76,6 +76,7 @@ from chalicelib.errors import (
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
+    MAX_ERROR_CHARS,
     AddResult,
     Attempt,
     Completion,
@@ -176,7 +177,6 @@ log = logging.getLogger("spool.dynamodb")
 
 MICRO = 1_000_000
 BATCH_GET = 100  # BatchGetItem limit
-MAX_ERROR_CHARS = 32 * 1024  # a record must fit in 400 KB, whatever a handler raised
 STATIC_CACHE = 10_000
 # Room a job's item keeps for its attempt history, shared by its N entries (less
 # when a big inline payload leaves less), so the item stays under 400 KB.
