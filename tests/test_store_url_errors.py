@@ -4,6 +4,7 @@ a 503 naming no setting), never an "unexpected error"."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,22 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
 def test_a_directory_where_the_file_should_be(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot be opened as a SQLite database"):
         open_store(f"sqlite:///{tmp_path}")
+
+
+def test_a_read_only_file_system_is_named_as_the_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite says only "unable to open database file"; the folder says why. (A real
+    read-only mount needs root and a mount: the file system's answer stands in.)"""
+    from chalicelib.storage import sqlite
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(sqlite.os, "statvfs", lambda folder: ReadOnly())
+    with pytest.raises(ConfigError, match="cannot be opened as a SQLite database") as caught:
+        open_store(f"sqlite:///{tmp_path}")  # a folder: SQLite cannot open it
+    assert "is mounted read-only" in str(caught.value)
 
 
 def test_dynamodb_without_a_region_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -990,7 +990,24 @@ def from_url(url: str, clock: Clock | None = None) -> SQLiteStore:
     except sqlite3.DatabaseError as exc:
         # Not a database, a directory, no permission: open_store turns this into a
         # ConfigError naming SPOOL_STORE_URL instead of an "unexpected error".
-        raise ValueError(f"{path} cannot be opened as a SQLite database: {exc}") from None
+        raise ValueError(
+            f"{path} cannot be opened as a SQLite database: {exc}{_folder_trouble(path)}"
+        ) from None
+
+
+def _folder_trouble(path: str) -> str:
+    """What the folder says when SQLite says only "unable to open database file": a WAL
+    database makes its -wal and -shm files beside it, so even a reader needs to write
+    there, and a read-only mount or a folder of another user's is the usual cause."""
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return f" (the file system holding {folder} is mounted read-only)"
+    except OSError:
+        return ""
+    if not os.access(folder, os.W_OK):
+        return f" ({folder} is not writable by this user)"
+    return ""
 
 
 def _synchronous(options: dict[str, str]) -> str:
