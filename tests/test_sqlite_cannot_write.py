@@ -62,6 +62,9 @@ def store(tmp_path: Path) -> Iterator[SQLiteStore]:
         (1032, "read-only"),  # SQLITE_READONLY_DBMOVED, an extended code
         (10, "I/O error"),  # SQLITE_IOERR
         (778, "I/O error"),  # SQLITE_IOERR_WRITE
+        (11, "damaged"),  # SQLITE_CORRUPT: restored by a person, like a failed disk
+        (267, "damaged"),  # SQLITE_CORRUPT_VTAB, an extended code
+        (26, "not a SQLite database"),  # SQLITE_NOTADB
     ],
 )
 def test_what_the_machine_refused_is_a_store_unavailable_saying_what_to_fix(
@@ -74,7 +77,7 @@ def test_what_the_machine_refused_is_a_store_unavailable_saying_what_to_fix(
     assert unavailable.retry_after > 0
 
 
-@pytest.mark.parametrize("code", [1, 5, 6, 19, 11])  # error, busy, locked, constraint, corrupt
+@pytest.mark.parametrize("code", [1, 5, 6, 19])  # error, busy, locked, constraint
 def test_other_sqlite_errors_are_left_as_they_are(code: int) -> None:
     error = sqlite3.OperationalError("other")
     error.sqlite_errorcode = code
