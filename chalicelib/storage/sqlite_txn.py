@@ -1,9 +1,9 @@
 """One write transaction on the SQLite file, and what it says when the file cannot be written.
 
 A write that fails because of the machine, not the request (the disk is full, the
-file or its file system became read-only, the disk reports an I/O error, the file
-is damaged, the file was deleted or replaced under the running process) is the operator's to fix and
-succeeds again once they have: it is raised as StoreUnavailable, a 503 with
+file or its file system became read-only, the disk reports an I/O error, the file is
+damaged, the file was deleted or replaced under the running process) is the
+operator's to fix and succeeds again once they have: it is raised as StoreUnavailable, a 503 with
 Retry-After over HTTP and a pause-and-retry in the worker, with a message that says
 what to fix, instead of an unexpected error. The store remembers the last such
 failure for a while, so /health reports a store that cannot take jobs although
