@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from chalicelib import logs
 from chalicelib import runtime as runtime_module
@@ -186,11 +186,12 @@ class Edge:
                 f"a batch holds at most {limit} jobs; this one has {len(items)}",
                 {"limit": limit, "size": len(items)},
             )
+        read = _read_batch(items)  # None: some job is invalid, and each is read alone
         parsed: list[EnqueueRequest] = []
         problems: list[Any] = []
         for index, item in enumerate(items):
             try:
-                job = _enqueue_request(item, ("jobs", index))
+                job = _enqueue_request(item, ("jobs", index)) if read is None else read[index]
                 _check_payload(self.runtime.registry, job, ("jobs", index))
                 parsed.append(job)
             except ValidationFailed as exc:
@@ -379,6 +380,25 @@ def _enqueue_request(item: Any, loc: tuple[str | int, ...]) -> EnqueueRequest:
     except ValidationError as exc:
         _refuse_unreadable(exc, loc)
         raise ValidationFailed("the job is invalid", errors.validation_details(exc, loc)) from exc
+
+
+@functools.cache
+def _batch_reader() -> TypeAdapter[list[EnqueueRequest]]:
+    return TypeAdapter(list[EnqueueRequest])  # built on first use, not on `import app`
+
+
+def _read_batch(items: list[Any]) -> list[EnqueueRequest] | None:
+    """Every job of a batch read in one strict validation, as _enqueue_request reads
+    each (half the time a job of the one-by-one reading); None when any job is not
+    valid, for the one-by-one reading to say which and why in its own words."""
+    if not all(type(item) is dict and SERVER_OWNED.isdisjoint(item) for item in items):
+        return None
+    try:
+        return _batch_reader().validate_json(
+            dumps([integral_floats(EnqueueRequest, item) for item in items]), strict=True
+        )
+    except ValidationError:
+        return None
 
 
 def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...]) -> None:
