@@ -78,8 +78,9 @@ class JobUnreadable(SpoolError):
 # What a 503 says when a write's reply was lost: the store may have applied it, so a
 # client retrying it blindly (an enqueue without an idempotency key) may make it twice.
 UNCERTAIN_WRITE = (
-    "the {store} connection failed before it answered, so this may have been applied: "
-    "check, or retry (an enqueue with the same idempotency_key, which makes it safe)"
+    "the {store} connection failed before it answered, so this change may have been "
+    "applied: check its state before retrying (an enqueue is safe to retry with the same "
+    "idempotency_key)"
 )
 
 

@@ -678,7 +678,7 @@ def test_a_write_whose_reply_was_lost_says_it_may_have_been_applied(
 
     with pytest.raises(StoreUnavailable) as write:
         store._run(lost)
-    assert "this may have been applied" in write.value.message
+    assert "this change may have been applied" in write.value.message
     with pytest.raises(StoreUnavailable) as read:
         store._run(lost, read=True)
     assert read.value.message == "the database connection failed; try again shortly"

@@ -144,8 +144,39 @@ def test_a_write_whose_reply_was_lost_says_it_may_have_been_applied() -> None:
             store._scripts["ADD"] = applied_then_timed_out  # type: ignore[assignment]
             with pytest.raises(StoreUnavailable) as refused:
                 store.add([new_job(clock)])
-            assert "this may have been applied" in refused.value.message
+            assert "this change may have been applied" in refused.value.message
             assert "same idempotency_key" in refused.value.message
             assert sum(store.counts().values()) == 1  # it was
+        finally:
+            store.close()
+
+
+@pytest.mark.parametrize(
+    ("failure", "tries"),
+    [("timeout", 1), ("connection", 2)],
+)
+def test_a_read_is_tried_again_after_a_reset_connection_not_after_a_timeout(
+    failure: str, tries: int
+) -> None:
+    """A hung server (a timeout) answered each read after twice the URL's `timeout`,
+    and a request of several reads after several times it; a reset connection (a
+    restarted server) is still worth one more try."""
+    import redis
+
+    with fresh_prefix() as url:
+        store = from_url(url)
+        try:
+            calls: list[str] = []
+
+            def failing(*args: object, **kwargs: object) -> object:
+                calls.append(failure)
+                if failure == "timeout":
+                    raise redis.TimeoutError("Timeout reading from socket")
+                raise redis.ConnectionError("Connection reset by peer")
+
+            store.client.hmget = failing  # type: ignore[method-assign]
+            with pytest.raises(StoreUnavailable, match="try again shortly"):
+                store.get("j_" + "0" * 32)
+            assert len(calls) == tries
         finally:
             store.close()

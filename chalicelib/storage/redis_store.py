@@ -329,7 +329,10 @@ class RedisStore:
             try:
                 return fn()
             except (redis.ConnectionError, redis.TimeoutError) as exc:
-                if read and attempt == 1:
+                # A read meets a refused or reset connection (a restarted server) again
+                # once; not a timeout, which has already cost the caller `timeout`: a
+                # hung server made each read wait twice that before its 503.
+                if read and attempt == 1 and not isinstance(exc, redis.TimeoutError):
                     continue
                 log.warning("redis connection failed: %s", redact_text(str(exc).strip()))
                 raise StoreUnavailable(
