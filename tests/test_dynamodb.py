@@ -675,3 +675,31 @@ def test_the_worker_roles_table_actions_cover_what_a_worker_calls(
     assert ddb_calls and ddb_calls <= allowed, ddb_calls - allowed
     (beat,) = store.live_workers(60)
     assert beat.queues is None  # the second beat cleared the first one's queues
+
+
+def test_a_keyed_add_whose_retry_met_its_own_write_is_created_and_sent(
+    aws: Aws, clock: FakeClock
+) -> None:
+    """A TransactWriteItems applied but answered too late, and sent again by botocore:
+    DynamoDB matches the retry to the first by its ClientRequestToken, moto does not,
+    and the add used to find its key held (by its own job) and answer created=False,
+    sending no message: the job waited ten minutes for release_due."""
+    store = aws.store(clock)
+    sent = record_sends(store)
+    real = store._tx.ddb.transact_write_items
+    replayed: list[bool] = []
+
+    def applied_then_sent_again(**kwargs: Any) -> Any:
+        real(**kwargs)  # applied; its reply lost
+        replayed.append(True)
+        return real(**kwargs)  # the retry, matched to nothing
+
+    store._tx.ddb.transact_write_items = applied_then_sent_again  # type: ignore[method-assign]
+    try:
+        [result] = store.add([new_job(clock, idempotency_key="k-1")])
+    finally:
+        store._tx.ddb.transact_write_items = real  # type: ignore[method-assign]
+    assert replayed and result.created
+    assert [job_id for job_id, _ in sent] == [result.job.id]
+    [again] = store.add([new_job(clock, idempotency_key="k-1")])
+    assert not again.created and again.job.id == result.job.id

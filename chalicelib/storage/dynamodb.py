@@ -723,6 +723,12 @@ class DynamoStore:
             if self.blobs is not None and offloaded:
                 self.blobs.delete(list(offloaded.values()))
             raise
+        # A key held by the very job this add made is this add's own write: applied,
+        # its reply lost, and the call sent again and refused on its own conditions
+        # (botocore's retry carries the same ClientRequestToken, which DynamoDB matches
+        # but a stand-in may not). The job was created here, and its message is ours.
+        for i in [i for i, held in existing.items() if held.job.id == jobs[i].id]:
+            del existing[i]
         if self.blobs is not None:
             unused = [ref for i, ref in offloaded.items() if i in existing]
             if unused:
