@@ -37,7 +37,7 @@ except ImportError:  # Windows: SQLite's own lock alone, as before the gate
 from chalicelib.storage.files import PRIVATE_FILE
 
 PATIENCE = 10.0  # seconds: SQLite's busy_timeout, so both give up alike
-BUSY_TIMEOUT_MS = 10_000  # every connection's busy_timeout (sqlite.PRAGMAS)
+BUSY_TIMEOUT_MS = int(PATIENCE * 1000)  # every connection's busy_timeout (sqlite.PRAGMAS)
 # How often a waiter tries again: a tight loop at first, then at most this long
 # between tries. time.sleep adds the kernel's timer slack (~50 us) to each.
 FIRST_STEP = 20e-6

@@ -3,13 +3,13 @@
 A write that fails because of the machine, not the request (the disk is full, the
 file or its file system became read-only, the disk reports an I/O error, the file is
 damaged, the file was deleted or replaced under the running process) is the
-operator's to fix and succeeds again once they have: it is raised as StoreUnavailable, a 503 with
-Retry-After over HTTP and a pause-and-retry in the worker, with a message that says
-what to fix, instead of an unexpected error. The store remembers the last such
-failure for a while, so /health reports a store that cannot take jobs although
-reads still work. A read the file refuses (it cannot be opened, the disk reports an
-I/O error, a page read is damaged, or it was deleted or replaced) is the same
-StoreUnavailable, never an internal error (cannot_read).
+operator's to fix and succeeds again once they have: it is raised as
+StoreUnavailable, a 503 with Retry-After over HTTP and a pause-and-retry in the
+worker, with a message that says what to fix, instead of an unexpected error. The
+store remembers the last such failure for a while, so /health reports a store that
+cannot take jobs although reads still work. A read the file refuses (it cannot be
+opened, the disk reports an I/O error, a page read is damaged, or it was deleted or
+replaced) is the same StoreUnavailable, never an internal error (cannot_read).
 
 The wait for the turn to write, this process's lock and then the gate between
 processes, has one patience in all, the gate's: had the gate's started only once the
