@@ -24,7 +24,7 @@ from types import FrameType
 
 from chalicelib import worker_id
 from chalicelib.config import Settings
-from chalicelib.models import Attempt, Completion, JobState, within_error_limit
+from chalicelib.models import Attempt, Completion, JobState, error_text, within_error_limit
 from chalicelib.redact import redact_text
 
 DEFAULT_TRACEBACK_BYTES = 4096
@@ -132,7 +132,7 @@ def record(
         if failure is not None:
             error_type = type(failure).__name__
             try:
-                error = redact_text(within_error_limit(str(failure))) or completion.error
+                error = error_text(str(failure)) or completion.error
                 traceback = format_failure(failure, traceback_limit)
             except Exception:  # its __str__ failed: the completion's words will do
                 error = completion.error

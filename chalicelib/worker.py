@@ -70,8 +70,7 @@ from chalicelib.jsonstrict import (
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
 from chalicelib.logs import job_event
 from chalicelib.middleware import Middleware
-from chalicelib.models import Completion, Job, JobState, within_error_limit
-from chalicelib.redact import redact_text
+from chalicelib.models import Completion, Job, JobState, error_text
 from chalicelib.storage.base import JobStore
 from chalicelib.timebounds import clamp_delay
 
@@ -353,7 +352,7 @@ class Worker:
             job = attempt.job
             log.exception("attempt %d of %s failed inside the worker", job.attempts, job.id)
             attempt.failure = exc
-            return self._recorded(attempt, self._failed(attempt, f"worker error: {_describe(exc)}"))
+            return self._recorded(attempt, self._failed(attempt, _describe(exc, "worker error: ")))
 
     def _failed(self, attempt: _Attempt, error: str) -> Completion:
         """A failed attempt: retried with backoff, or dead once its attempts are used up.
@@ -1084,12 +1083,12 @@ def _why_not_json(result: Any, exc: Exception) -> str:
     return str(exc)
 
 
-def _describe(exc: BaseException) -> str:
-    """The job's `last_error`: cut to the limit, then masked as its attempt's error is
-    (a message quoting a database URL must not show its password on /status)."""
+def _describe(exc: BaseException, prefix: str = "") -> str:
+    """The job's `last_error`: masked as its attempt's error is (a message quoting a
+    database URL must not show its password on /status), within the stores' limit."""
     try:
         text = str(exc)
     except Exception:  # a handler's exception whose __str__ fails must not kill the pool thread
         text = "<the exception's message could not be read>"
-    text = redact_text(within_error_limit(text))
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    name = type(exc).__name__
+    return error_text(text, f"{prefix}{name}: ") if text else f"{prefix}{name}"

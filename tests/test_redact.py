@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from chalicelib.models import MAX_ERROR_CHARS, error_text
 from chalicelib.redact import redact_text, redact_url
 
 
@@ -53,3 +56,34 @@ def test_redacting_a_megabyte_of_hostile_text_stays_linear(unit: str) -> None:
     text = unit * (1_000_000 // len(unit))
     assert len(redact_text(text)) > 0
     assert len(redactor.text(text)) > 0
+
+
+# -- error_text: a failure's message as a job keeps it -------------------------------
+
+
+def test_error_text_keeps_a_short_message_whole_and_masked() -> None:
+    assert error_text("bad password=hunter2", "ValueError: ") == "ValueError: bad password=***"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "P" * MAX_ERROR_CHARS,  # exactly at the limit, but the prefix pushes it over
+        "P" * (MAX_ERROR_CHARS + 1),
+        "P" * (3 * MAX_ERROR_CHARS),
+        # every mask is longer than the value it hides: masking grows the text by half
+        "pwd=a " * (MAX_ERROR_CHARS // 6),
+        "pwd=a " * (MAX_ERROR_CHARS // 3),
+    ],
+)
+def test_error_text_never_passes_the_limit_and_keeps_its_marker(message: str) -> None:
+    text = error_text(message, "worker error: PermanentError: ")
+    assert len(text) <= MAX_ERROR_CHARS
+    assert re.search(r"\[\.\.\. [1-9]\d* characters trimmed\]$", text), text[-80:]
+    assert text.startswith("worker error: PermanentError: ")
+    assert "pwd=a" not in text
+
+
+def test_error_text_at_the_limit_without_prefix_is_untouched() -> None:
+    message = "P" * MAX_ERROR_CHARS
+    assert error_text(message) == message
