@@ -23,7 +23,6 @@ import argparse
 import logging
 import os
 import platform
-import secrets
 import shutil
 import sqlite3
 import statistics
@@ -40,12 +39,12 @@ from typing import Any
 from tqdm import tqdm
 
 from bench.docs_section import markers, write_section
+from bench.pg_schema import scratch_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "enqueue-paths"
 SECTION_START, SECTION_END = markers(SECTION)
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 SIZES = {"sqlite": (5_000, 20_000, 100), "postgres": (1_000, 20_000, 1_000)}
 Measure = Callable[[], float]  # returns jobs per second
 
@@ -164,23 +163,15 @@ _PG_FLOOR_MANY = (
 
 @contextmanager
 def _pg_schema(durability: str) -> Iterator[str]:
-    import psycopg
-
-    from chalicelib.storage import migrations
+    """A fresh store, beside an empty copy of its jobs table for the floor to fill."""
     from chalicelib.storage.postgres import connect, parse_url
 
-    schema = f"bench_enqueue_{secrets.token_hex(4)}"
     query = "&durability=full" if durability == "full" else ""
-    url = f"{PG_BASE}?schema={schema}{query}"
-    with connect(parse_url(url)) as conn:
-        migrations.migrate(conn, schema)
-        conn.execute("CREATE TABLE floor_jobs (LIKE jobs INCLUDING DEFAULTS INCLUDING INDEXES)")
-        conn.commit()
-    try:
+    with scratch_schema("bench_enqueue", query=query) as url:
+        with connect(parse_url(url)) as conn:
+            conn.execute("CREATE TABLE floor_jobs (LIKE jobs INCLUDING DEFAULTS INCLUDING INDEXES)")
+            conn.commit()
         yield url
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _pg_floor(url: str, n: int, batch: int) -> float:

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import secrets
 import statistics
 import subprocess
 import sys
@@ -36,10 +35,10 @@ from typing import Any
 from tqdm import tqdm
 
 from bench.docs_section import markers, write_section
+from bench.pg_schema import scratch_schema
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "fairness"
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 BASE_REF = "8b97711"  # main just before limits and fair turns
 
 
@@ -49,15 +48,8 @@ def fresh_url(store: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory() as tmp:
             yield f"sqlite:///{tmp}/spool.db"
         return
-    schema = f"spool_fair_{secrets.token_hex(4)}"
-    url = f"{PG_BASE}?schema={schema}"
-    try:
+    with scratch_schema("spool_fair", migrate=False) as url:  # each tree migrates its own
         yield url
-    finally:
-        import psycopg
-
-        with psycopg.connect(PG_BASE, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _migrate(url: str, code: Path) -> None:

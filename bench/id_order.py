@@ -31,12 +31,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.docs_section import markers, write_section
+from bench.pg_schema import scratch_schema
 from chalicelib.ids import new_job_id
 from chalicelib.models import NewJob
 from chalicelib.storage import open_store
 
 SECTION = "id-order"
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
 BATCH = 100
 
 
@@ -62,21 +62,8 @@ def _store_url(kind: str) -> Iterator[str]:
         with tempfile.TemporaryDirectory(prefix="spool-id-order-") as folder:
             yield f"sqlite:///{folder}/spool.db"
         return
-    import psycopg
-
-    from chalicelib.storage import migrations
-    from chalicelib.storage.postgres import connect, parse_url
-
-    schema = f"bench_ids_{secrets.token_hex(4)}"
-    url = f"{PG_BASE}?schema={schema}"
-    try:
-        with connect(parse_url(url)) as conn:
-            migrations.migrate(conn, schema)
-            conn.commit()
+    with scratch_schema("bench_ids") as url:
         yield url
-    finally:
-        with psycopg.connect(PG_BASE, autocommit=True) as admin:
-            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _wal_pages(path: str, store: Any, make_id: Callable[[], str]) -> int:
