@@ -136,6 +136,17 @@ class Redactor:
             known[text] = masked
         return masked
 
+    def shapes(self, text: str) -> str:
+        """`text` with credentials masked by shape only (`password=...`, `Bearer ...`,
+        `user:pw@`), never by the configured secrets' values: for what a tenant sent
+        and reads back, where a `***` in place of a guess would confirm it is another
+        tenant's key or the operator's password."""
+        if _SEPARATOR.search(text) is None or not _has_shape_word(text.casefold()):
+            return text
+        text = _NAMED_VALUE.sub(_masked_value, text)
+        text = _BEARER.sub(lambda m: f"{m['scheme']}{MASK}", text)
+        return redact_text(text)
+
     def _masked(self, text: str) -> str:
         pattern = self._pattern
         if _SEPARATOR.search(text) is None or not _has_shape_word(text.casefold()):

@@ -213,6 +213,19 @@ def test_secrets_in_name_value_lists_and_short_keys_are_masked(server: str) -> N
     assert shown["kept"] == payload["kept"]  # not every name/value pair is a secret
 
 
+def test_a_payload_of_guesses_does_not_tell_which_are_keys(server: str) -> None:
+    """Was an oracle: tenant B enqueued a payload of candidate strings and read it back
+    here; every candidate shown as *** was a configured secret (tenant A's key, the
+    operator's key), 20,000 guesses a request and no failed authentication."""
+    guesses = [KEY_A, OPERATOR_KEY, "not-a-key-1", "not-a-key-2"]
+    payload = {"guesses": guesses, "db_pass": "hunter2", "pass_word": "hunter3"}
+    job = {"type": "echo", "payload": payload, "delay": 600}
+    job_id = call(server, "POST", "/enqueue", KEY_B, json=job).json()["id"]
+    shown = call(server, "GET", f"/ui/api/jobs/{job_id}", KEY_B).json()["payload"]
+    assert shown["guesses"] == guesses
+    assert shown["db_pass"] == shown["pass_word"] == "***"  # names still mask what they hold
+
+
 # -- logs ------------------------------------------------------------------------------------------
 
 

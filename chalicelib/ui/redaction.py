@@ -2,9 +2,11 @@
 
 Payloads are attacker-controlled and often carry credentials (an http_request
 job's Authorization header, an SMTP password). A value under a key that names
-a credential is replaced whole; every string also goes through the log
-redactor, which masks configured secrets by value and credentials by shape
-(`Bearer ...`, `scheme://user:password@`, `password=...`).
+a credential is replaced whole; every string is masked by shape too (`Bearer ...`,
+`scheme://user:password@`, `password=...`). Never by the configured secrets' values
+(the log redactor's other half): a tenant who puts 20,000 guesses in a payload and
+reads it back here would learn which of them are other tenants' keys or the
+operator's passwords, without one failed authentication.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from chalicelib.redact import MASK
 SECRET_KEY = re.compile(
     r"auth|passw|passwd|pwd|passphrase|secret|token|api[-_]?key|access[-_]?key|cookie|"
     r"credential|private[-_]?key|signature|session[-_]?(?:id|key)|jwt"
-    # Short names only whole: "pass" and "pw", but not "passenger" or "pwm".
-    r"|^(?:pass|pw|pin|otp|session|sid)$",
+    # Short names only whole, or as a part between _ and -: "pass", "db_pass",
+    # "pass_word" and "pw", but not "passenger" or "pwm".
+    r"|^(?:pass|pw|pin|otp|session|sid)$|(?:^|[-_])pass(?:$|[-_])",
     re.IGNORECASE,
 )
 # {"name": "Authorization", "value": "Basic ..."}: the header and env-var lists of HAR,
@@ -35,7 +38,7 @@ DEEPER = "[nested too deep to show]"
 def mask(value: Any, depth: int = 0) -> Any:
     """A JSON value with credentials masked; the shape is kept so people can read it."""
     if isinstance(value, str):
-        return redactor.text(value)
+        return redactor.shapes(value)
     if isinstance(value, dict):
         if depth >= MAX_DEPTH:
             return DEEPER
@@ -72,4 +75,4 @@ def _pairs(items: list[Any], depth: int) -> list[Any]:
 
 
 def text(value: str | None) -> str | None:
-    return None if value is None else redactor.text(value)
+    return None if value is None else redactor.shapes(value)
