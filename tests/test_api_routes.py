@@ -262,6 +262,33 @@ def test_redrive_all_with_and_without_filters(api: Api) -> None:
     assert (rest.json["redriven"], rest.json["ids"]) == (1, [b])
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/dlq/redrive?queue=qa", None),
+        ("/ui/api/dead/purge?queue=qa", {"all": True}),
+        ("/ui/api/dead/redrive?queue=qa", {"all": True}),
+    ],
+)
+def test_a_bulk_action_refuses_filters_in_its_query(api: Api, path: str, body: Any) -> None:
+    """Was: the query was never read, so `?queue=qa` (as GET /dlq takes it) was dropped
+    and the action reached every queue of the tenant: a purge deleted them all."""
+    a = _dead_job(api, queue="qa")
+    b = _dead_job(api, queue="qb")
+    drain()
+    reply = api.post(path, body)
+    assert reply.status == 422 and reply.error_code == "validation_error"
+    assert "query" in reply.json["error"]["message"]
+    assert [api.get(f"/status/{j}").json["state"] for j in (a, b)] == ["dead", "dead"]
+
+
+def test_an_enqueue_with_a_query_stores_nothing(api: Api) -> None:
+    reply = api.post("/enqueue?queue=other", {"type": "echo", "idempotency_key": "q-1"})
+    assert reply.status == 422
+    again = api.post("/enqueue", {"type": "echo", "idempotency_key": "q-1"})
+    assert again.status == 201 and again.json["created"] is True
+
+
 def test_health_is_public(api: Api) -> None:
     reply = api.get("/health", key=None)
     assert reply.status == 200 and Health.model_validate(reply.json).status == "ok"

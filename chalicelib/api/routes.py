@@ -546,6 +546,7 @@ def _answer(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
     except Exception as exc:
         return _failure(exc)
     try:
+        _refuse_action_query(operation, request)
         response = OPERATIONS[operation](edge, request, **params)
     except Exception as exc:
         response = _failure(exc)
@@ -555,6 +556,19 @@ def _answer(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
         for name, value in ui_routes.ERROR_HEADERS.items():
             response.headers.setdefault(name, value)
     return response
+
+
+def _refuse_action_query(operation: str, request: ApiRequest) -> None:
+    """No POST route reads its query string: its filters are in the body. Ignored, a
+    `?queue=X` on a bulk purge or redrive, as the GET listings take it, acted on every
+    queue of the tenant; refused, nothing is done."""
+    if request.query and ROUTES.get(operation, ("",))[0] == "POST":
+        names = sorted(request.query)
+        raise ValidationFailed(
+            f"{ROUTES[operation][1]} takes no query parameters (got {', '.join(names)[:200]}):"
+            " send its options in the JSON body",
+            {"query": names[:20]},
+        )
 
 
 def _failure(exc: Exception) -> ApiResponse:
