@@ -18,7 +18,8 @@ its size limit before the app can refuse it. Here, per connection:
   client still sends for `linger_seconds` (at most LINGER_MAX_BYTES), then
   closes: the client gets to read its 413 instead of a connection reset;
 - at `max_connections` the longest-idle connection that has no request being
-  served is closed to admit the new one, so a full server still answers.
+  served is closed to admit the new one (then the oldest request still arriving;
+  a client that has just connected only last), so a full server still answers.
 
 Errors waitress itself produces come in Spool's JSON error shape.
 """
@@ -179,6 +180,12 @@ class GuardedErrorTask(ErrorTask):
         self.write(body)
 
 
+# A new client that has not sent its request yet is spared eviction this long: long
+# enough for any client to send a request head, short enough that silent sockets
+# opened to fill the server soon count as idle.
+NEWCOMER_GRACE = 1.0
+
+
 class GuardedChannel(HTTPChannel):
     """One client connection, with its deadlines and a lingering close."""
 
@@ -193,6 +200,8 @@ class GuardedChannel(HTTPChannel):
         self.drained = 0
         self.sending_since: float | None = None
         self.busy_until = time.monotonic()  # last time the server, not the client, held it up
+        self.accepted_at = self.busy_until
+        self.heard = False  # whether the client has sent a byte yet
 
     # -- lingering close ------------------------------------------------------
 
@@ -208,6 +217,7 @@ class GuardedChannel(HTTPChannel):
 
     def handle_read(self) -> None:
         if self.draining_until is None:
+            self.heard = True
             super().handle_read()
             return
         try:
@@ -378,10 +388,18 @@ class GuardedServer(TcpWSGIServer):
                 channel.enforce_deadlines(now)
 
     def evict_one(self) -> bool:
-        """Mark the longest-idle connection with no request being served to close;
-        False if every connection is busy (new clients then wait in the backlog)."""
+        """Mark a connection with no request being served to close; False if every
+        connection is busy (new clients then wait in the backlog).
+
+        The longest-idle goes first, then the oldest request still arriving, and a
+        client accepted under NEWCOMER_GRACE ago that has not spoken yet only last:
+        it counted as idle, so with every other slot held by a half-sent request (one
+        client's doing, renewed each request timeout) each new client was the one
+        closed, and nobody else was ever served."""
+        now = time.monotonic()
         idle: list[tuple[float, Any]] = []
         receiving: list[tuple[float, Any]] = []
+        fresh: list[tuple[float, Any]] = []
         for channel in self.channels().values():
             if (
                 channel.will_close
@@ -392,11 +410,13 @@ class GuardedServer(TcpWSGIServer):
             ):
                 continue
             started = getattr(channel.request, "started", None)
-            if started is None:
-                idle.append((getattr(channel, "busy_until", 0.0), channel))
-            else:
+            if started is not None:
                 receiving.append((started, channel))
-        pool = idle or receiving
+            elif not getattr(channel, "heard", True) and now - channel.accepted_at < NEWCOMER_GRACE:
+                fresh.append((channel.accepted_at, channel))
+            else:
+                idle.append((getattr(channel, "busy_until", 0.0), channel))
+        pool = idle or receiving or fresh
         if not pool:
             return False
         _, victim = min(pool, key=lambda pair: pair[0])

@@ -178,6 +178,29 @@ def test_a_full_server_closes_its_longest_idle_connection_to_admit_a_new_one(
                 sock.close()
 
 
+def test_half_sent_requests_filling_the_server_do_not_lock_new_clients_out(
+    rt: Runtime, mode: str
+) -> None:
+    """Was: with every slot held by a request whose body never finished, the client
+    just accepted was the only "idle" one, so it was closed each time: one client
+    holding 32 slow uploads (renewed every request timeout) kept everyone out."""
+    with serving(rt, mode, max_connections=32) as server:
+        slow = [connect(server) for _ in range(32)]
+        try:
+            for sock in slow:
+                sock.sendall(
+                    b"POST /enqueue HTTP/1.1\r\nHost: x\r\nX-API-Key: "
+                    + KEY_A.encode()
+                    + b"\r\nContent-Length: 100\r\n\r\n{"
+                )
+            time.sleep(0.3)  # all of them read: each holds a request under way
+            for _ in range(3):
+                assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+        finally:
+            for sock in slow:
+                sock.close()
+
+
 def test_blank_lines_do_not_keep_an_idle_connection_open(rt: Runtime, mode: str) -> None:
     with serving(rt, mode, idle_timeout=1.0) as server:
         sock = connect(server)
