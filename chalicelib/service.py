@@ -179,8 +179,19 @@ class Service:
         between the two steps (503): the keyed jobs stand, and a retry completes
         the batch. A batch of one kind is one all-or-nothing add, as before.
         """
+        return self.add_prepared(requests, self.prepare(requests, tenant))
+
+    def prepare(self, requests: Sequence[EnqueueRequest], tenant: str) -> list[NewJob]:
+        """The jobs enqueue would store, or the 422/409 it would refuse them with: the
+        HTTP route checks them before a tenant's enqueue limit spends a token on them."""
         built = self._build_all(requests, tenant)
         _refuse_keys_reused_in_batch(requests, built)
+        return built
+
+    def add_prepared(
+        self, requests: Sequence[EnqueueRequest], built: Sequence[NewJob]
+    ) -> list[AddResult]:
+        """Store what `prepare` made of `requests` (enqueue's second half)."""
         keyed = [i for i, new in enumerate(built) if new.idempotency_key is not None]
         plain = [i for i, new in enumerate(built) if new.idempotency_key is None]
         results: list[AddResult | None] = [None] * len(built)

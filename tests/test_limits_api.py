@@ -58,6 +58,16 @@ def test_bad_requests_do_not_spend_the_tenant_s_tokens(limited: tuple[Api, Runti
     api, _ = limited
     for _ in range(5):
         assert api.post("/enqueue", {"type": "no-such-type", "payload": {}}).status == 422
+    # Refused only once the job is built (the clock, the webhook rules, the batch's
+    # keys): these spent a token each before.
+    refused = [
+        {"type": "echo", "run_at": "2999-01-01T00:00:00Z"},
+        {"type": "echo", "delay": 5, "run_at": "2030-01-01T00:00:00Z"},
+        {"type": "echo", "callback_url": "http://127.0.0.1:9/hook"},
+        {"jobs": [{"type": "echo", "idempotency_key": "k", "payload": {"n": n}} for n in (1, 2)]},
+    ]
+    for body in refused:
+        assert api.post("/enqueue", body).status in (409, 422), body
     assert api.post("/enqueue", {"jobs": [{"type": "echo", "payload": {}}] * 3}).status == 201
 
 

@@ -156,9 +156,10 @@ class Edge:
         jobs, batch = self._enqueue_requests(data)
         if self.gate is None:
             results = self.service.enqueue(jobs, tenant)
-        else:  # refused before anything is stored
+        else:  # refused before anything is stored; an invalid job spends no token
+            built = self.service.prepare(jobs, tenant)
             with self.gate.admitted(tenant, [job.idempotency_key for job in jobs]):
-                results = self.service.enqueue(jobs, tenant)
+                results = self.service.add_prepared(jobs, built)
         views = [self._enqueued(r, request.base_path) for r in results]
         created = any(r.created for r in results)
         status = 201 if created else 200
