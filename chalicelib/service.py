@@ -333,7 +333,7 @@ def _refuse_keys_reused_in_batch(requests: Sequence[EnqueueRequest], built: list
 
 
 def _refuse_conflicts(
-    requests: Sequence[EnqueueRequest], built: list[NewJob], results: list[AddResult | None]
+    requests: Sequence[EnqueueRequest], built: Sequence[NewJob], results: list[AddResult | None]
 ) -> None:
     """Raise IdempotencyConflict if any key the store had seen names a different job."""
     conflicts: list[dict[str, Any]] = []
