@@ -5,6 +5,7 @@ a 503 naming no setting), never an "unexpected error"."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,3 +64,24 @@ def test_a_sqlite_url_with_two_slashes_is_refused_not_read_as_the_default(
         open_store(url)
     assert "sqlite:///" in str(caught.value) and "three slashes" in str(caught.value)
     assert list(tmp_path.iterdir()) == []  # nothing was created anywhere
+
+
+@pytest.mark.parametrize(
+    ("url", "driver", "extra"),
+    [
+        ("postgresql://postgres@127.0.0.1:5432/test", "psycopg", "postgres"),
+        ("redis://127.0.0.1:6379/0", "redis", "redis"),
+    ],
+)
+def test_a_store_whose_driver_is_missing_names_the_extra_to_install(
+    monkeypatch: pytest.MonkeyPatch, url: str, driver: str, extra: str
+) -> None:
+    """`make run` installs what SQLite needs; pointed at Postgres, every command said
+    "unexpected error: ModuleNotFoundError: No module named 'psycopg'"."""
+    for name in [m for m in sys.modules if m == driver or m.startswith(driver + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    for name in ("chalicelib.storage.postgres", "chalicelib.storage.redis_store"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, driver, None)  # import raises ModuleNotFoundError
+    with pytest.raises(ConfigError, match=rf"Install Spool's '{extra}' extra .*\.\[{extra}\]"):
+        open_store(url)

@@ -25,14 +25,29 @@ _BACKENDS = {
 }
 
 
+# A driver a store imports -> the extra of pyproject.toml that installs it.
+_EXTRAS = {"psycopg": "postgres", "psycopg_pool": "postgres", "redis": "redis"}
+
+
 def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobStore:
     from chalicelib.config import ConfigError  # here: config imports this module
     from chalicelib.redact import redact_url
 
-    module_name, factory = _BACKENDS[store_scheme(url)]
-    module = import_module(module_name)
+    scheme = store_scheme(url)
+    module_name, factory = _BACKENDS[scheme]
     try:
+        module = import_module(module_name)
         store: JobStore = getattr(module, factory)(url, clock)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").split(".")[0])
+        if extra is None:
+            raise
+        # `make run` installs what SQLite needs; the other stores' drivers are extras.
+        raise ConfigError(
+            f"SPOOL_STORE_URL {redact_url(url)!r}: this store needs {exc.name}, which is not"
+            f" installed. Install Spool's {extra!r} extra (in a checkout:"
+            f" .venv/bin/pip install -e '.[{extra}]')"
+        ) from exc
     except ValueError as exc:
         # A malformed option in the URL (pool_max=0, durability=bogus): the operator's
         # to fix, said as such, not an "unexpected error".
