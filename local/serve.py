@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import runtime as runtime_module
+from chalicelib.api.key_source import PARAMETER as KEYS_PARAMETER
 from chalicelib.models import DEFAULT_TENANT
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime
@@ -183,7 +184,9 @@ def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
     it was made now. Laptop mode also turns on the demo handlers, unless
     SPOOL_DEMO_HANDLERS is set either way.
     """
-    if rt.settings.api_keys.strip():
+    if rt.settings.api_keys.strip() or rt.settings.text(KEYS_PARAMETER):
+        # Keys read from SSM at request time (chalicelib/api/key_source.py) are keys too:
+        # a dev key and the demo handlers beside them were a second way in.
         return rt, None, False
     key = "dev-" + secrets.token_urlsafe(24)
     os.environ["SPOOL_API_KEYS"] = f"{key}={DEV_TENANT}"

@@ -119,3 +119,16 @@ def test_laptop_mode_offers_the_demo_handlers_unless_told_not_to(tmp_path: Path)
             timeout=10,
         )
         assert refused.status_code == 422 and "echo" in refused.text
+
+
+def test_keys_read_from_a_parameter_are_keys_no_dev_key_is_made(tmp_path: Path) -> None:
+    """Was: only SPOOL_API_KEYS counted, so a server told to read its keys from SSM made
+    a dev key and turned the demo handlers on beside them."""
+    store = f"sqlite:///{tmp_path}/local.db"
+    drop = ("SPOOL_API_KEYS", "SPOOL_DEMO_HANDLERS")
+    with serving(drop=drop, SPOOL_STORE_URL=store, SPOOL_API_KEYS_PARAMETER="/spool/t/keys") as (
+        banner,
+        _,
+    ):
+        assert "made for this run" not in banner and "dev-" not in banner
+        assert "demo    off" in banner
