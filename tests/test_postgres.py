@@ -71,7 +71,9 @@ def test_unmigrated_database_is_refused_with_what_to_run() -> None:
     with fresh_schema(migrate=False) as url:
         with pytest.raises(StoreNotMigrated) as refused:
             open_store(url)
-        assert refused.value.message == NOT_MIGRATED
+        assert refused.value.message.startswith(NOT_MIGRATED)
+        schema = url.split("schema=")[1].split("&")[0]
+        assert f"schema {schema!r} has no Spool tables" in refused.value.message
         assert refused.value.status == 503
 
 

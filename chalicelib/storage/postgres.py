@@ -601,7 +601,18 @@ class PostgresStore:
         with probe(self.settings) as conn:
             current = migrations.status(conn).current
         if current < migrations.latest_version():
-            raise StoreNotMigrated(NOT_MIGRATED, {"schema": self.settings.schema})
+            raise StoreNotMigrated(self._not_migrated(current), {"schema": self.settings.schema})
+
+    def _not_migrated(self, current: int) -> str:
+        """NOT_MIGRATED, and for a schema with no Spool tables at all, which one was
+        looked in: a typo in schema= otherwise read as "migrate", which would make a
+        second, empty schema beside the real one."""
+        if current:
+            return NOT_MIGRATED
+        return (
+            f"{NOT_MIGRATED} (schema {self.settings.schema!r} has no Spool tables; if that"
+            " name is a typo, fix schema= in SPOOL_STORE_URL instead)"
+        )
 
     def _run(self, fn: Callable[[Conn], T], read: bool = False) -> T:
         """Run `fn` on a pooled connection, mapping outages to StoreUnavailable.
