@@ -35,6 +35,7 @@ from local.cli_errors import (
     check_debugging,
     debugging,
     report,
+    validation_problem,
 )
 from local.worker_metrics import WorkerMetrics
 
@@ -271,15 +272,8 @@ def _payload(text: str) -> Any:
 
 
 def _job_problem(exc: ValidationFailed) -> str:
-    """The HTTP edge's refusal of a job as one line: its message and first error."""
-    details = exc.details
-    if isinstance(details, dict):
-        details = details.get("errors")
-    if isinstance(details, list) and details and isinstance(details[0], dict):
-        first = details[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "job"
-        return f"{exc.message} ({where}: {first.get('msg')})"
-    return exc.message
+    """The HTTP edge's refusal of a job as one line: its message and first errors."""
+    return validation_problem(exc.message, exc.details, where="job")
 
 
 def _enqueue_request(rt: Runtime, args: argparse.Namespace) -> EnqueueRequest:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
@@ -72,16 +72,34 @@ def line(problem: str, fix: str = "") -> str:
     return "spool: " + redact_text(text) + "."
 
 
+SHOWN_PROBLEMS = 3
+
+
+def validation_problem(message: str, details: Any, where: str = "payload") -> str:
+    """A refusal's message and its first few errors on one line. The first alone hid
+    the one that explains it: a misspelt field is "width: Field required" first and
+    "widht: Extra inputs are not permitted" second."""
+    errors = details.get("errors") if isinstance(details, dict) else details
+    if not isinstance(errors, list):
+        return message
+    parts = []
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        if "loc" in error:
+            place = ".".join(str(p) for p in error.get("loc", ())) or where
+            parts.append(f"{place}: {error.get('msg')}")
+        elif "index" in error:  # a batch: one entry per refused job
+            parts.append(f"job {error.get('index')}: {error.get('message')}")
+    if not parts:
+        return message
+    more = len(parts) - SHOWN_PROBLEMS
+    shown = "; ".join(parts[:SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+    return f"{message} ({shown})"
+
+
 def _validation_problem(exc: ValidationFailed) -> str:
-    details = exc.details if isinstance(exc.details, dict) else {}
-    errors = details.get("errors") or []
-    if errors and isinstance(errors[0], dict):
-        where = ".".join(str(p) for p in errors[0].get("loc", ())) or "payload"
-        return f"{exc.message} ({where}: {errors[0].get('msg')})"
-    if isinstance(exc.details, list) and exc.details and isinstance(exc.details[0], dict):
-        first = exc.details[0]
-        return f"{exc.message} (job {first.get('index')}: {first.get('message')})"
-    return exc.message
+    return validation_problem(exc.message, exc.details)
 
 
 def explain(exc: BaseException) -> CliFailure:

@@ -21,7 +21,14 @@ from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import DEFAULT_TENANT, Attempt, Job
 from chalicelib.redact import redact_url
 from local import tables
-from local.cli_errors import EXIT_USAGE, NOT_UTF8, NOT_UTF8_FIX, CliFailure, UsageError
+from local.cli_errors import (
+    EXIT_USAGE,
+    NOT_UTF8,
+    NOT_UTF8_FIX,
+    CliFailure,
+    UsageError,
+    validation_problem,
+)
 from local.job_commands import wait_exit
 
 if TYPE_CHECKING:  # spool_client (httpx) is imported when a command goes remote
@@ -357,14 +364,4 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
 
 
 def _first_problem(exc: client_errors.ApiError) -> str:
-    details = exc.details
-    if isinstance(details, dict) and details.get("errors"):
-        first = details["errors"][0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
-        return f"{exc.message} ({where}: {first.get('msg')})"
-    if isinstance(details, list) and details and isinstance(details[0], dict):
-        first = details[0]
-        if "loc" in first:
-            where = ".".join(str(p) for p in first.get("loc", ()))
-            return f"{exc.message} ({where}: {first.get('msg')})"
-    return exc.message
+    return validation_problem(exc.message, exc.details)

@@ -17,6 +17,7 @@ from chalicelib.models import JobQuery
 from chalicelib.service import Service
 from chalicelib.storage.sqlite import SQLiteStore
 from local import cli
+from local.cli_errors import validation_problem
 from tests.procs import guarded_env
 
 SPOOL = Path(sys.executable).with_name("spool")
@@ -162,6 +163,23 @@ def test_a_typed_payload_is_held_to_its_model_strictly(
     err = refused(*run(capsys, "enqueue", "sleep", "--payload", '{"seconds": "1"}'), db)
     assert "sleep" in err and "payload.seconds" in err
     assert run(capsys, "enqueue", "sleep", "--payload", '{"seconds": 1}')[0] == 0
+
+
+def test_a_misspelt_field_is_named_beside_the_one_it_leaves_missing(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was: only the first error, "payload.seconds: Field required", so the line never
+    said which field was the typo."""
+    err = refused(*run(capsys, "enqueue", "sleep", "--payload", '{"secs": 1}'), db)
+    assert "payload.seconds: Field required" in err and "payload.secs: Extra inputs" in err
+
+
+def test_a_long_list_of_problems_is_cut_to_the_first_few() -> None:
+    errors = [{"loc": ["payload", f"f{n}"], "msg": "bad"} for n in range(7)]
+    line = validation_problem("refused", {"errors": errors})
+    assert line == "refused (payload.f0: bad; payload.f1: bad; payload.f2: bad; and 4 more)"
+    batch = [{"index": 3, "message": "no such type"}]
+    assert validation_problem("refused", batch) == "refused (job 3: no such type)"
 
 
 def test_argument_bytes_that_are_not_utf8_are_refused_by_the_installed_command(
