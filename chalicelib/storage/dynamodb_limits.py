@@ -286,7 +286,7 @@ class PolicyClaim:
         for limit in self.policy.rate_limits():
             assert limit.rate is not None
             state = limits[limit.key]
-            window_start = self.now - int(limit.rate.per * MICRO)
+            window_start = self.now - int(limit.rate.window * MICRO)
             state.starts = [(at, count) for at, count in state.starts if at > window_start]
             self._restamp_starts(state)
             started[limit.key] = sum(count for _, count in state.starts)

@@ -266,7 +266,7 @@ class MemoryStore:
         started: dict[str, int] = {}
         for lim in policy.rate_limits():
             assert lim.rate is not None
-            window_start = now - timedelta(seconds=lim.rate.per)
+            window_start = now - timedelta(seconds=lim.rate.window)
             starts = self._starts.setdefault(lim.key, deque())
             while starts and starts[0] <= window_start:
                 starts.popleft()

@@ -304,7 +304,7 @@ def _send_started(conn: Conn, ask: Ask) -> psycopg.Cursor[Any] | None:
         return None
     params = {
         "keys": [ask.enc(lim.key) for lim in rated],
-        "since": [ask.now - timedelta(seconds=lim.rate.per) for lim in rated if lim.rate],
+        "since": [ask.now - timedelta(seconds=lim.rate.window) for lim in rated if lim.rate],
     }
     conn.execute(PRUNE_STARTS_SQL, params)
     ahead = ask.now + timedelta(seconds=STEP_BACK)

@@ -62,7 +62,7 @@ def policy_arg(policy: ClaimPolicy, now: datetime, by_ids: bool) -> str:
             lim.key,
             lim.concurrency or 0,
             lim.rate.count if lim.rate else 0,
-            str(to_micros(now - timedelta(seconds=lim.rate.per))) if lim.rate else 0,
+            str(to_micros(now - timedelta(seconds=lim.rate.window))) if lim.rate else 0,
         ]
         for lim in policy.limits
     ]

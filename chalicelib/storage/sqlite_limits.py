@@ -66,7 +66,7 @@ def usage(db: sqlite3.Connection, policy: ClaimPolicy, now: int) -> Admission:
     started: dict[str, int] = {}
     for limit in policy.rate_limits():
         assert limit.rate is not None
-        since = now - int(limit.rate.per * _MICRO)
+        since = now - int(limit.rate.window * _MICRO)
         db.execute("DELETE FROM job_starts WHERE key = ? AND at <= ?", (limit.key, since))
         # Starts dated ahead of now were recorded before the clock stepped back: they
         # count as starting now, not until the clock is back where it was.

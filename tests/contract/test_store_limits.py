@@ -7,6 +7,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+import pytest
+
 from chalicelib.clock import FakeClock
 from chalicelib.limits import ClaimPolicy, Limit, Rate
 from chalicelib.models import Completion, JobState
@@ -69,6 +71,28 @@ def test_rate_limit_is_a_sliding_window_of_starts(store: JobStore, clock: FakeCl
     assert store.claim(10, LEASE, policy=policy) == []
     clock.advance(9)  # t=19.5: the two t=9 starts are out
     assert len(store.claim(10, LEASE, policy=policy)) == 2
+
+
+def test_a_rate_counts_its_starts_a_hand_off_margin_longer_than_its_window(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """Handlers begin a little after their claims: a window of exactly `per` let the
+    next window's claims start handlers within one second of the last ones (up to 2N
+    calls a second under "N/s"). Starts are counted over per + Rate.window's margin."""
+    rate = Rate(3, 10.0)
+    assert rate.window == pytest.approx(10.1)
+    add(store, clock, 6, type="partner")
+    policy = ClaimPolicy((Limit("type", "partner", rate=rate),))
+    assert len(store.claim(10, LEASE, policy=policy)) == 3
+    clock.advance(10.05)  # past `per`, inside the margin: still full
+    assert store.claim(10, LEASE, policy=policy) == []
+    clock.advance(0.1)  # past per + margin
+    assert len(store.claim(10, LEASE, policy=policy)) == 3
+
+
+def test_a_rate_of_other_digits_is_no_rate() -> None:
+    with pytest.raises(ValueError, match="not a rate"):
+        Rate.parse("\u0665/s")  # ARABIC-INDIC DIGIT FIVE
 
 
 def test_rate_counts_starts_not_running_jobs(store: JobStore, clock: FakeClock) -> None:
