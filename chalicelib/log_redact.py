@@ -196,6 +196,25 @@ def secrets_in(settings: Settings) -> set[str]:
     for name, value in settings.extra.items():
         if _SECRET_SETTING.search(name) and value.strip():
             found.add(value.strip())
+    found |= _webhook_secrets(settings.extra.get("SPOOL_WEBHOOKS", ""))
+    return found
+
+
+def _webhook_secrets(raw: str) -> set[str]:
+    """The signing secrets in SPOOL_WEBHOOKS ({"tenant": {"secrets": [...]}}), read
+    leniently: a malformed value is webhooks/config.py's to refuse, not the logs'."""
+    try:
+        tenants = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return set()
+    found: set[str] = set()
+    for entry in tenants.values() if isinstance(tenants, dict) else ():
+        if not isinstance(entry, dict):
+            continue
+        listed = entry.get("secrets")
+        for secret in [*(listed if isinstance(listed, list) else []), entry.get("secret")]:
+            if isinstance(secret, str) and secret.strip():
+                found.add(secret.strip())
     return found
 
 

@@ -522,6 +522,18 @@ def test_secrets_are_found_in_the_settings() -> None:
     assert not any(s.startswith("sha256:") for s in found)
 
 
+def test_webhook_signing_secrets_are_secrets_too() -> None:
+    """Was: SPOOL_WEBHOOKS's name matches no secret word, so its signing secrets
+    were logged in clear wherever a line quoted them."""
+    hooks = {
+        "alpha": {"url": "https://hooks.example/a", "secrets": ["whsec_new1", "whsec_old1"]},
+        "beta": {"url": "https://hooks.example/b", "secret": "whsec_only"},
+    }
+    found = secrets_in(Settings(extra={"SPOOL_WEBHOOKS": json.dumps(hooks)}))
+    assert {"whsec_new1", "whsec_old1", "whsec_only"} <= found
+    assert secrets_in(Settings(extra={"SPOOL_WEBHOOKS": "{not json"})) <= set()
+
+
 @pytest.mark.parametrize(
     ("text", "shown"),
     [
