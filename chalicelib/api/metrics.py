@@ -226,11 +226,18 @@ class _Timing(Middleware):
 
     def after_claim(self, claimed: Sequence[Job], holds: Sequence[Hold]) -> None:
         full: set[str] = set()
+        counted = {hold.key for hold in holds if hold.job_id}
         for hold in holds:
             if hold.job_id:
                 self.metrics.holds.labels(hold.key, hold.kind).inc()
-            else:
-                full.add(hold.key)
+                continue
+            full.add(hold.key)
+            if hold.key not in counted:
+                # The SQL, Redis and DynamoDB stores skip a full limit's jobs unread:
+                # the claim that found it full counts once (it counted nothing before,
+                # so the counter stayed absent while jobs waited behind the limit).
+                counted.add(hold.key)
+                self.metrics.holds.labels(hold.key, hold.kind).inc()
         for key in self.metrics.limit_keys | full:
             self.metrics.limit_full.labels(key).set(1 if key in full else 0)
         self.metrics.limit_keys |= full
@@ -296,8 +303,10 @@ class Metrics:
         )
         self.holds = Counter(
             "spool_job_holds",
-            "Due jobs a claim of this process passed over because a limit was full "
-            "(limit: queue:NAME or type:NAME; kind: concurrency or rate). One job held "
+            "Holds by a full limit in this process's claims (limit: queue:NAME or "
+            "type:NAME; kind: concurrency or rate): one per due job passed over where the "
+            "claim read them (a claim by id, the memory store), else one per claim that "
+            "found the limit full (the other stores skip its jobs unread). A job held "
             "across several claims counts each time.",
             ["limit", "kind"],
             registry=self.push_registry,
