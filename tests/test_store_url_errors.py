@@ -85,3 +85,13 @@ def test_a_store_whose_driver_is_missing_names_the_extra_to_install(
     monkeypatch.setitem(sys.modules, driver, None)  # import raises ModuleNotFoundError
     with pytest.raises(ConfigError, match=rf"Install Spool's '{extra}' extra .*\.\[{extra}\]"):
         open_store(url)
+
+
+def test_a_bad_setting_the_store_reads_is_blamed_on_itself(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Was: "SPOOL_STORE_URL 'sqlite:///...': SPOOL_ATTEMPT_HISTORY must be ..."."""
+    monkeypatch.setenv("SPOOL_ATTEMPT_HISTORY", "0")
+    with pytest.raises(ConfigError) as refused:
+        open_store(f"sqlite:///{tmp_path}/spool.db")
+    assert str(refused.value).startswith("SPOOL_ATTEMPT_HISTORY must be")

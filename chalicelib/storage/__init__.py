@@ -49,6 +49,8 @@ def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobS
             f" .venv/bin/pip install -e '.[{extra}]')"
         ) from exc
     except ValueError as exc:
+        if isinstance(exc, ConfigError) and str(exc).startswith("SPOOL_"):
+            raise  # another setting the store reads (SPOOL_ATTEMPT_HISTORY) names itself
         # A malformed option in the URL (pool_max=0, durability=bogus): the operator's
         # to fix, said as such, not an "unexpected error".
         raise ConfigError(f"SPOOL_STORE_URL {redact_url(url)!r}: {exc}") from exc
