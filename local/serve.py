@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 DEV_TENANT = DEFAULT_TENANT
 DEMO_VARIABLE = "SPOOL_DEMO_HANDLERS"
 METRICS_KEYS = "SPOOL_METRICS_KEYS"
+PORT_IN_USE_FIX = (
+    "Pick another --port (0 picks a free one; under make run: PORT=N make run)"
+    " or stop what is using it"
+)
 MAX_WAITS = "SPOOL_MAX_WAITS"
 MAX_THREADS = 1024
 STOPPING = "stopping: finishing running requests and jobs"
@@ -318,7 +322,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
         runtime_module.reset(None)
         raise CliFailure(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-            "Pick another --port (0 picks a free one) or stop what is using it",
+            PORT_IN_USE_FIX,
         ) from None
     except ValueError as exc:  # a malformed SPOOL_HTTP_* setting
         runtime_module.reset(None)
@@ -423,7 +427,7 @@ def serve_processes(
     except OSError as exc:
         raise CliFailure(
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-            "Pick another --port (0 picks a free one) or stop what is using it",
+            PORT_IN_USE_FIX,
         ) from None
     # The server processes read the same settings from the environment: the dev key
     # and demo switch with_dev_key put there, and this process's cap on long-polls.
