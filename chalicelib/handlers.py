@@ -241,6 +241,14 @@ class Registry:
     def specs(self) -> list[HandlerSpec]:
         return [self._specs[t] for t in self.types()]
 
+    def known_types(self, hidden: frozenset[str] = frozenset()) -> set[str]:
+        """Every type this registry can run, loaded or deferred, importing nothing;
+        `hidden`: modules whose handlers do not count (HandlerView's)."""
+        loaded = {
+            t for t, s in self._specs.items() if getattr(s.func, "__module__", None) not in hidden
+        }
+        return loaded | {t for t, module in self._deferred.items() if module not in hidden}
+
     def loaded_specs(self) -> list[HandlerSpec]:
         """The handlers registered so far, without importing deferred modules."""
         return [self._specs[t] for t in sorted(self._specs)]

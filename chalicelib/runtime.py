@@ -6,6 +6,7 @@ local path are built the same way.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from chalicelib.handlers import DEFAULT_TIMEOUT, HandlerSpec, Registry, registry
 from chalicelib.service import Service
 from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
+
+log = logging.getLogger("spool.worker")
 
 if TYPE_CHECKING:
     from chalicelib.api.metrics import Metrics
@@ -98,11 +101,23 @@ class Runtime:
         from chalicelib.limit_settings import claim_policy
 
         try:
-            return claim_policy(self.settings, self.registry.limits())
+            policy = claim_policy(self.settings, self.registry.limits())
         except ConfigError:
             raise
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        known = self.registry.known_types()
+        for limit in policy.limits if policy is not None else ():
+            if limit.scope == "type" and limit.name not in known:
+                # Not refused: another process may run that type. A typo, though,
+                # would leave the real type unlimited without a word.
+                log.warning(
+                    "SPOOL_LIMITS limits job type %r, which no handler here registers"
+                    " (known: %s): check its spelling",
+                    limit.name,
+                    ", ".join(sorted(known)) or "none",
+                )
+        return policy
 
     def with_settings(self, settings: Settings) -> Runtime:
         """The same store under changed settings (`spool serve` turning on its dev key
@@ -147,6 +162,9 @@ class HandlerView(Registry):
 
     def loaded_specs(self) -> list[HandlerSpec]:
         return [spec for spec in self._base.loaded_specs() if self._offered(spec)]
+
+    def known_types(self, hidden: frozenset[str] = frozenset()) -> set[str]:
+        return self._base.known_types(self._hidden | hidden)
 
     def get(self, type_: str) -> HandlerSpec:
         spec = self._base.get(type_)

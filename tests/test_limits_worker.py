@@ -4,6 +4,7 @@ file and a real Postgres, the limits declared beside the handler or in settings.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -417,3 +418,23 @@ def test_the_built_in_handlers_declare_no_limits() -> None:
     from chalicelib.handlers import registry
 
     assert [spec.type for spec in registry.loaded_specs() if spec.limit is not None] == []
+
+
+def test_a_limit_on_a_type_no_handler_registers_is_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A typo in SPOOL_LIMITS ("sned_email") left the real type unlimited, silently."""
+    from chalicelib.runtime import build_runtime
+
+    settings = Settings(
+        store_url=f"sqlite:///{tmp_path}/spool.db",
+        extra={"SPOOL_LIMITS": json.dumps({"type:sned_email": {"concurrency": 1}})},
+    )
+    rt = build_runtime(settings)
+    try:
+        with caplog.at_level(logging.WARNING, logger="spool.worker"):
+            rt.worker()
+        [warning] = [r.getMessage() for r in caplog.records if "SPOOL_LIMITS" in r.getMessage()]
+        assert "'sned_email'" in warning and "send_email" in warning
+    finally:
+        rt.store.close()
