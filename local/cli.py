@@ -359,7 +359,15 @@ def cmd_schedules(rt: Runtime, args: argparse.Namespace) -> int:
         }
         for s in schedules
     ]
-    _print(rows)
+    if args.json:
+        _print(rows)
+    elif not rows:
+        print("no enabled schedules (SPOOL_SCHEDULES and @periodic)")
+    else:
+        columns = ("name", "type", "when", "tz", "next_run")
+        cells = ([tables.printable(r[c]) for c in columns] for r in rows)
+        for line in tables.table(columns, cells):
+            print(line)
     return 0
 
 
@@ -570,7 +578,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"finished at least this long ago (default 7d): {EXAMPLES}",
     )
 
-    sub.add_parser("schedules", help="periodic schedules and their next run (UTC)")
+    schedules = sub.add_parser(
+        "schedules", help="the enabled periodic schedules and their next run (UTC)"
+    )
+    schedules.add_argument("--json", action="store_true", help="print JSON, not a table")
     top.add_arguments(sub.add_parser("top", help="the overview, live in the terminal"))
 
     serve.add_arguments(sub.add_parser("serve", help="serve the API (and an emulated worker)"))

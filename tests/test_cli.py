@@ -215,6 +215,11 @@ def test_schedules_show_their_next_run(
     )
     code, out, _ = run(capsys, "schedules")
     assert code == 0
+    header, line = out.splitlines()  # a table for people; the disabled one is left out
+    assert header.split() == ["name", "type", "when", "tz", "next_run"]
+    assert line.startswith("nightly") and "0 2 * * *" in line and "Europe/Paris" in line
+    code, out, _ = run(capsys, "schedules", "--json")
+    assert code == 0
     [row] = json.loads(out)
     assert (row["name"], row["when"], row["tz"]) == ("nightly", "0 2 * * *", "Europe/Paris")
     next_run = datetime.fromisoformat(row["next_run"])
