@@ -148,14 +148,11 @@ class Redactor:
         return redact_text(text)
 
     def _masked(self, text: str) -> str:
+        """The configured secrets by value, then the shapes. Masking a value takes
+        words away and adds none ("***" holds no shape word or separator), so the
+        shapes' gate reads the masked text as it would have read the original."""
         pattern = self._pattern
-        if _SEPARATOR.search(text) is None or not _has_shape_word(text.casefold()):
-            return pattern.sub(MASK, text) if pattern is not None else text
-        if pattern is not None:
-            text = pattern.sub(MASK, text)
-        text = _NAMED_VALUE.sub(_masked_value, text)
-        text = _BEARER.sub(lambda m: f"{m['scheme']}{MASK}", text)
-        return redact_text(text)
+        return self.shapes(pattern.sub(MASK, text) if pattern is not None else text)
 
     def value(self, value: Any, depth: int = 0) -> Any:
         """A structured log field with its secrets masked (strings, and dicts/lists of them)."""
