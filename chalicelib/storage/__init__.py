@@ -33,8 +33,7 @@ def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobS
     from chalicelib.config import ConfigError  # here: config imports this module
     from chalicelib.redact import redact_url
 
-    scheme = store_scheme(url)
-    module_name, factory = _BACKENDS[scheme]
+    module_name, factory = _BACKENDS[store_scheme(url)]
     try:
         module = import_module(module_name)
         store: JobStore = getattr(module, factory)(url, clock)

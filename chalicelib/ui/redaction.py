@@ -24,7 +24,7 @@ SECRET_KEY = re.compile(
     r"credential|private[-_]?key|signature|session[-_]?(?:id|key)|jwt"
     # Short names only whole, or as a part between _ and -: "pass", "db_pass",
     # "pass_word" and "pw", but not "passenger" or "pwm".
-    r"|^(?:pass|pw|pin|otp|session|sid)$|(?:^|[-_])pass(?:$|[-_])",
+    r"|^(?:pw|pin|otp|session|sid)$|(?:^|[-_])pass(?:$|[-_])",
     re.IGNORECASE,
 )
 # {"name": "Authorization", "value": "Basic ..."}: the header and env-var lists of HAR,
