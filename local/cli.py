@@ -617,6 +617,37 @@ def _import_from_working_directory() -> None:
         sys.path.insert(0, here)
 
 
+# Commands that only look at jobs already stored: on a SQLite file that does not
+# exist they have nothing to show, and opening it would leave an empty store behind.
+READING_COMMANDS = ("status", "jobs", "cancel", "dlq", "purge", "top")
+
+
+def _refuse_missing_store(command: str) -> None:
+    """`spool top` in the wrong folder used to create `.spool/spool.db` there and show
+    "no jobs yet", which reads as "the server has none": say where it looked instead."""
+    if command not in READING_COMMANDS:
+        return
+    from chalicelib.config import Settings
+    from chalicelib.storage import sqlite_path
+
+    url = Settings.from_env().store_url
+    if not url.startswith("sqlite:"):
+        return
+    try:
+        path, _ = sqlite_path(url)
+    except ValueError:
+        return  # build_runtime reports the malformed URL itself
+    if path == ":memory:" or os.path.exists(path):
+        return
+    raise CliFailure(
+        f"no Spool store at {os.path.abspath(path)} (SPOOL_STORE_URL "
+        f"{redact_url(url)}): nothing has stored a job there yet",
+        "Run the command in the folder `make run` (or `spool serve`) runs in, or set "
+        "SPOOL_STORE_URL to the store's file; with SPOOL_URL set, job commands ask "
+        "the server instead",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "db":  # before build_runtime: an unmigrated store refuses to open
         return db.cmd_db(args)
@@ -630,6 +661,7 @@ def _run(args: argparse.Namespace) -> int:
             "the working directory no longer exists (it was deleted while in use)",
             "cd to a directory that exists, then run the command again",
         ) from None
+    _refuse_missing_store(args.command)
     rt = build_runtime()
     try:
         note = remote_cli.local_store_note(args.command, rt.settings.store_url)

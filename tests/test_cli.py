@@ -17,6 +17,7 @@ import pytest
 from chalicelib.clock import SystemClock
 from chalicelib.models import JobQuery, JobState
 from chalicelib.periodic import SYSTEM_TENANT, tick_of
+from chalicelib.storage import open_store
 from chalicelib.storage.sqlite import SQLiteStore
 from local import cli
 from tests.procs import guarded_env
@@ -114,8 +115,24 @@ def test_unknown_type_and_bad_payload_are_errors(db: Path, capsys) -> None:
 
 
 def test_status_of_unknown_job(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    open_store(f"sqlite:///{db}").close()
     code, _, err = run(capsys, "status", "j_" + "0" * 32)
     assert code == 1 and "not found" in err
+
+
+@pytest.mark.parametrize(
+    "argv", [["status", "j_" + "0" * 32], ["jobs"], ["top", "--once"], ["dlq", "list"]]
+)
+def test_reading_a_store_that_does_not_exist_says_where_it_looked_and_creates_nothing(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """`spool top` in the wrong folder used to create an empty store there and show
+    "no jobs yet", read as the server having none."""
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and out == ""
+    assert err.startswith(f"spool: no Spool store at {db} (SPOOL_STORE_URL sqlite:///{db})")
+    assert "Run the command in the folder `make run`" in err
+    assert not db.exists() and list(db.parent.iterdir()) == []
 
 
 def test_dead_letters_list_and_redrive(db: Path, capsys: pytest.CaptureFixture[str]) -> None:

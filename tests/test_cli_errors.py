@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.storage import open_store
 from local import cli
 from tests.procs import ROOT, guarded_env
 
@@ -117,6 +118,7 @@ def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/s.db")
+    open_store(f"sqlite:///{tmp_path}/s.db").close()  # `status` reads a store that exists
     monkeypatch.delenv("SPOOL_DEBUG", raising=False)
 
     def boom(rt: object, args: object) -> int:
@@ -137,6 +139,7 @@ def test_ctrl_c_is_one_line_and_exit_130(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/s.db")
+    open_store(f"sqlite:///{tmp_path}/s.db").close()  # `status` reads a store that exists
 
     def interrupted(rt: object, args: object) -> int:
         raise KeyboardInterrupt

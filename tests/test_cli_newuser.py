@@ -27,6 +27,7 @@ import requests
 
 from chalicelib.clock import SystemClock
 from chalicelib.models import JobState
+from chalicelib.storage import open_store
 from chalicelib.storage.sqlite import SQLiteStore
 from local import cli, remote_cli, serve
 from tests.procs import ROOT, guarded_env, spool_serve, stop
@@ -115,6 +116,7 @@ def test_the_burst_summary_counts_jobs_the_store_buried(
 def test_local_only_commands_note_that_they_ignore_spool_url(
     db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, argv: list[str]
 ) -> None:
+    open_store(f"sqlite:///{db}").close()  # top and purge read a store that exists
     monkeypatch.setenv("SPOOL_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("SPOOL_API_KEY", "dev-key")
     code, _, err = run(capsys, *argv)

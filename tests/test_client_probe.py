@@ -31,6 +31,7 @@ from chalicelib.builtin.http_request import _retry_after_seconds
 from chalicelib.clock import FakeClock
 from chalicelib.config import ConfigError, Settings
 from chalicelib.models import Completion, JobState
+from chalicelib.storage import open_store
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.webhooks import config as webhook_config
 from chalicelib.webhooks import signing
@@ -648,6 +649,7 @@ def test_local_commands_refuse_arguments_that_are_not_utf8(
     """Before: "unexpected error: UnicodeEncodeError", exit 1."""
     monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/local.db")
     monkeypatch.delenv("SPOOL_URL", raising=False)
+    open_store(f"sqlite:///{tmp_path}/local.db").close()  # these commands read a store
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "not UTF-8" in err and "unexpected" not in err and err.count("\n") == 1
@@ -724,6 +726,7 @@ def test_local_redrive_all_stops_when_the_same_jobs_come_back(
 
     monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/local.db")
     monkeypatch.delenv("SPOOL_URL", raising=False)
+    open_store(f"sqlite:///{tmp_path}/local.db").close()  # these commands read a store
     same = [SimpleNamespace(id=f"j_{n:032x}") for n in range(500)]
     calls: list[int] = []
 

@@ -13,6 +13,7 @@ import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobState
+from chalicelib.storage import open_store
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.ui.views import overview
 from local.top import CLEAR, frames, render, spark
@@ -189,6 +190,7 @@ def test_a_frame_says_when_it_lists_only_the_busiest_queues() -> None:
 def test_a_reader_that_stops_early_is_not_an_error(tmp_path: Path) -> None:
     """`spool top | head -2`: before, "unexpected error: BrokenPipeError" and exit 1."""
     env = guarded_env(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/top.db")
+    open_store(f"sqlite:///{tmp_path}/top.db").close()  # top shows a store that exists
     proc = subprocess.Popen(
         [sys.executable, "-m", "local.cli", "top", "-n", "200", "--interval", "0.1"],
         env=env,
