@@ -140,6 +140,12 @@ class HandlerSpec:
         return self.func(payload)
 
 
+def _where(func: Callable[..., Any]) -> str:
+    """module.qualname: the same after a reload, so re-registering is no conflict."""
+    module = getattr(func, "__module__", None) or "?"
+    return f"{module}.{getattr(func, '__qualname__', repr(func))}"
+
+
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [
         {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
@@ -154,6 +160,8 @@ class Registry:
         # type -> the module whose import registers it, imported on first use (defer()).
         self._deferred: dict[str, str] = {}
         self._deferred_lock = threading.RLock()
+        # The thread importing a deferred module: its handlers yield to types taken.
+        self._yielding: int | None = None
 
     def handler(
         self,
@@ -212,6 +220,19 @@ class Registry:
         return register
 
     def register(self, spec: HandlerSpec) -> None:
+        """Two functions under one job type is a mistake to report, not to settle
+        quietly: the one imported last used to win, so which ran depended on the
+        order of SPOOL_HANDLERS. The same function again (a module imported twice,
+        or reloaded) replaces itself; a built-in imported after a handler that took
+        its name yields to it (see defer)."""
+        existing = self._specs.get(spec.type)
+        if existing is not None and _where(existing.func) != _where(spec.func):
+            if self._yielding == threading.get_ident():
+                return
+            raise ValueError(
+                f"job type {spec.type!r} is registered twice: by {_where(existing.func)} "
+                f"and by {_where(spec.func)}; give one of them another type"
+            )
         self._specs[spec.type] = spec
 
     def get(self, type_: str) -> HandlerSpec:
@@ -275,9 +296,11 @@ class Registry:
             if module not in self._deferred.values():
                 return  # another thread imported it meanwhile
             before = dict(self._specs)
+            self._yielding = threading.get_ident()
             try:
                 self.load((module,))
             finally:
+                self._yielding = None
                 self._specs.update(before)  # what was registered first wins (see defer)
                 for type_ in [t for t, m in self._deferred.items() if m == module]:
                     del self._deferred[type_]

@@ -200,12 +200,17 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
     for name in settings.handlers:
         try:
             target.load((name,))
-        except Exception as exc:
+        except ImportError as exc:
             raise ConfigError(
                 f"SPOOL_HANDLERS: cannot import {name!r} ({type(exc).__name__}: {exc}). "
                 "Handler modules are imported like any Python module: from the working "
                 "directory (the `spool` command adds it) or a directory on PYTHONPATH; "
                 "see docs/handlers.md"
+            ) from exc
+        except Exception as exc:  # found, but failed while importing: its own error
+            raise ConfigError(
+                f"SPOOL_HANDLERS: importing {name!r} failed ({type(exc).__name__}: {exc}). "
+                "Fix the module; see docs/handlers.md"
             ) from exc
     return target
 

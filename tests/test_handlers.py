@@ -208,3 +208,61 @@ def test_http_requests_json_field_is_stored_as_json() -> None:
         {"url": "https://example.com/hook", "method": "POST", "json": {"a": 1}}
     )
     assert stored["json"] == {"a": 1} and "json_body" not in stored
+
+
+def test_two_functions_under_one_type_are_refused_naming_both() -> None:
+    """Which of two same-named handlers ran used to depend on SPOOL_HANDLERS' order."""
+    target = Registry()
+
+    @target.handler("resize")
+    def resize_fast(payload: dict[str, Any]) -> str:
+        return "fast"
+
+    with pytest.raises(ValueError) as refused:
+
+        @target.handler("resize")
+        def resize_slow(payload: dict[str, Any]) -> str:
+            return "slow"
+
+    message = str(refused.value)
+    assert "'resize' is registered twice" in message
+    assert "resize_fast" in message and "resize_slow" in message
+    assert target.get("resize").func({}) == "fast"  # the first stays, nothing replaced
+
+
+def test_the_same_function_registered_again_is_no_conflict() -> None:
+    """A module imported twice (or reloaded) registers the same function again."""
+    target = Registry()
+
+    def echo(payload: dict[str, Any]) -> dict[str, Any]:
+        return payload
+
+    target.handler("echo")(echo)
+    target.handler("echo", timeout=5.0)(echo)
+    assert target.get("echo").timeout == 5.0
+
+
+TARGET = Registry()
+
+
+def test_handler_modules_that_take_one_type_twice_stop_start_up_naming_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.config import ConfigError
+
+    global TARGET
+    TARGET = Registry()
+    stem = f"dup_{uuid.uuid4().hex[:8]}"
+    for n in (1, 2):
+        (tmp_path / f"{stem}_{n}.py").write_text(
+            "from tests import test_handlers as here\n"
+            f"@here.TARGET.handler('resize')\ndef resize_{n}(payload): return {n}\n"
+        )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = Settings.from_env({"SPOOL_HANDLERS": f"{stem}_1,{stem}_2"})
+    with pytest.raises(ConfigError) as refused:
+        load_handlers(TARGET, settings)
+    message = str(refused.value)
+    assert f"importing '{stem}_2' failed" in message
+    assert f"{stem}_1.resize_1 and by {stem}_2.resize_2" in message
+    assert "PYTHONPATH" not in message  # it was found: the path is not the problem
