@@ -531,6 +531,7 @@ class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         super().__init__(logging.getLogger(HANDLER_LOGGER), fields)
         self._tail: deque[str] = deque(maxlen=tail_lines() if keep is None else keep)
         self._tail_lock = threading.Lock()
+        self._payload = job.payload
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         kwargs["extra"] = {**dict(self.extra or {}), **(kwargs.get("extra") or {})}
@@ -552,9 +553,19 @@ class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
                 exc = exc[1]
             if isinstance(exc, BaseException):
                 text += f" ({type(exc).__name__}: {exc})"
-        line = redactor.text(f"{logging.getLevelName(level)} {text}")[:TAIL_LINE_CHARS]
+        # The tail goes back to the job's tenant: secrets their own payload holds are
+        # left as they sent them (see Redactor.text_beside), so no `***` tells which
+        # of their guesses is a key.
+        line = redactor.text_beside(f"{logging.getLevelName(level)} {text}", self._sent)
+        line = line[:TAIL_LINE_CHARS]
         with self._tail_lock:
             self._tail.append(line)
+
+    def _sent(self) -> str:
+        try:
+            return json.dumps(self._payload, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):  # a payload model's own types: its text will do
+            return str(self._payload)
 
     def tail(self) -> tuple[str, ...]:
         with self._tail_lock:

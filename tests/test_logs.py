@@ -364,6 +364,26 @@ def test_ctx_log_lines_carry_the_job_and_attempt_and_the_tail_is_kept(
     assert_no_secret(captured.getvalue() + "\n".join(tail))
 
 
+def test_the_tail_does_not_tell_a_tenant_which_guess_in_its_payload_is_a_secret(
+    captured: io.StringIO, tmp_path: Path
+) -> None:
+    """A handler that logs its payload sent each guess back to the tenant through the
+    attempt's log tail, with `***` where a guess was another tenant's key. Secrets the
+    payload holds now come back as sent; one the handler logs by itself is masked."""
+    logs.configure(settings_for(tmp_path), stream=captured, force=True)
+    clock = FakeClock()
+    ctx = JobContext(new_job_model(clock, {"guesses": ["not-a-key-0123456789", KEY_A]}), 0.0)
+    for guess in ("not-a-key-0123456789", KEY_A):
+        ctx.log.info("calling with %s", guess)
+    ctx.log.info("the relay's key is %s", KEY_B)  # not from the payload: still masked
+    assert ctx.log_tail() == (
+        "INFO calling with not-a-key-0123456789",
+        f"INFO calling with {KEY_A}",
+        "INFO the relay's key is ***",
+    )
+    assert_no_secret(captured.getvalue())  # the operator's log masks every one
+
+
 def test_the_tail_length_is_a_setting_and_a_context_without_lines_has_none(
     captured: io.StringIO,
 ) -> None:
@@ -379,9 +399,9 @@ def test_the_tail_length_is_a_setting_and_a_context_without_lines_has_none(
         logs.configure(Settings(extra={"SPOOL_LOG_TAIL_LINES": "-1"}), force=True)
 
 
-def new_job_model(clock: FakeClock) -> Any:
+def new_job_model(clock: FakeClock, payload: dict[str, Any] | None = None) -> Any:
     store = MemoryStore(clock)
-    store.add([new_job(clock, "echo")])
+    store.add([new_job(clock, "echo", payload=payload or {})])
     [job] = store.claim(1, 60)
     return job
 
