@@ -192,6 +192,7 @@ def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
         # Keys read from SSM at request time (chalicelib/api/key_source.py) are keys too:
         # a dev key and the demo handlers beside them were a second way in.
         return rt, None, False
+    refuse_laptop_mode_on_a_shared_store(rt.settings.store_url)
     key = "dev-" + secrets.token_urlsafe(24)
     os.environ["SPOOL_API_KEYS"] = f"{key}={DEV_TENANT}"
     settings = dataclasses.replace(rt.settings, api_keys=os.environ["SPOOL_API_KEYS"])
@@ -203,6 +204,27 @@ def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
         os.environ[DEMO_VARIABLE] = "true"  # app.py's runtime and the emulator agree
         settings = dataclasses.replace(settings, demo_handlers=True)
     return rt.with_settings(settings), key, True
+
+
+# Stores a dev key may serve: one machine's own file, or this process's memory.
+LAPTOP_SCHEMES = ("sqlite", "memory")
+
+
+def refuse_laptop_mode_on_a_shared_store(store_url: str) -> None:
+    """A dev key and the demo handlers are for trying Spool on one machine. On a
+    Postgres, Redis or DynamoDB store other servers and workers share, each `spool
+    serve` started without keys made its own key and offered `echo`, `sleep` and
+    `fail` to whoever held it, writing into the shared store as the `dev` tenant."""
+    scheme = store_url.partition(":")[0].lower()
+    if scheme in LAPTOP_SCHEMES:
+        return
+    from chalicelib.config import ConfigError
+
+    raise ConfigError(
+        f"serving a shared store ({redact_url(store_url)}) needs API keys, and "
+        "SPOOL_API_KEYS is not set; a dev key is made only for a SQLite or memory store. "
+        "Set SPOOL_API_KEYS=KEY=TENANT[,KEY=TENANT...] (docs/self-hosting.md)"
+    )
 
 
 def with_wait_cap(rt: Runtime, threads: int) -> Runtime:

@@ -132,3 +132,22 @@ def test_keys_read_from_a_parameter_are_keys_no_dev_key_is_made(tmp_path: Path) 
     ):
         assert "made for this run" not in banner and "dev-" not in banner
         assert "demo    off" in banner
+
+
+def test_a_shared_store_without_keys_is_refused_not_served_with_a_dev_key() -> None:
+    """Was: `spool serve` on Postgres without SPOOL_API_KEYS made a dev key of its own and
+    offered the demo handlers on the store other servers and workers share."""
+    with fresh_schema() as url:
+        env = {k: v for k, v in guarded_env(SPOOL_STORE_URL=url).items() if k != "SPOOL_API_KEYS"}
+        done = subprocess.run(
+            [str(SPOOL), "serve", "--no-worker", "--port", "0"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and done.stdout == ""
+        [line] = done.stderr.splitlines()
+        assert line.startswith("spool: serving a shared store (postgresql://")
+        assert "needs API keys" in line and "SPOOL_API_KEYS=KEY=TENANT" in line
+        assert "dev-" not in line

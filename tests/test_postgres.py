@@ -77,6 +77,28 @@ def test_unmigrated_database_is_refused_with_what_to_run() -> None:
         assert refused.value.status == 503
 
 
+def test_unmigrated_default_schema_says_so_and_how_to_name_another() -> None:
+    """Without schema= the message used to read "schema None has no Spool tables"."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.pg_support import BASE_URL, new_schema_name
+
+    database = new_schema_name()
+    admin = admin_connect()
+    admin.execute(f"CREATE DATABASE {database}")
+    try:
+        parts = urlsplit(BASE_URL)
+        url = urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", ""))
+        with pytest.raises(StoreNotMigrated) as refused:
+            open_store(url)
+        message = refused.value.message
+        assert message.startswith(NOT_MIGRATED) and "None" not in message
+        assert "the database's default schema" in message and "?schema=NAME" in message
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        admin.close()
+
+
 def test_migrate_applies_each_version_once(url: str) -> None:
     settings = parse_url(url)
     with pg.connect(settings) as conn:

@@ -609,6 +609,12 @@ class PostgresStore:
         second, empty schema beside the real one."""
         if current:
             return NOT_MIGRATED
+        if self.settings.schema is None:  # no schema=: the connection's search_path
+            return (
+                f"{NOT_MIGRATED} (the database's default schema, first on its search_path,"
+                " has no Spool tables; if they are in another schema, add ?schema=NAME to"
+                " SPOOL_STORE_URL instead)"
+            )
         return (
             f"{NOT_MIGRATED} (schema {self.settings.schema!r} has no Spool tables; if that"
             " name is a typo, fix schema= in SPOOL_STORE_URL instead)"
