@@ -341,8 +341,9 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/limit_settings.py",
         meaning=(
             "Failed authentications one client address may make, as a rate (`20/m`); past "
-            "it that client's failures answer 429 (a valid key always passes). `off` "
-            "disables it. Counted per API process."
+            "it that client's keys are not checked (429) until Retry-After, except a key "
+            "that has already signed in from that address, so its owner keeps access. "
+            "`off` disables it. Counted per API process."
         ),
         group=_API,
     ),

@@ -97,13 +97,49 @@ def test_failed_sign_ins_are_slowed_without_locking_out_the_owner(
     limited: tuple[Api, Runtime],
 ) -> None:
     api, _ = limited
+    assert api.post("/enqueue", {"type": "echo", "payload": {}}, key=KEY_A).status == 201
     answers = [api.get("/status/j_nothing", key=f"guess-{n}").status for n in range(5)]
     assert answers == [401, 401, 401, 429, 429]  # "3/h": three failures, then 429
     refused = api.get("/status/j_nothing", key="guess-9")
     assert refused.error_code == "rate_limited" and int(refused.header("Retry-After") or 0) > 0
     assert api.get("/metrics", key="also-wrong").status == 429
-    # The owner of a valid key, from the same address, is still served.
+    # The owner of a key that signed in from this address before is still served.
     assert api.post("/enqueue", {"type": "echo", "payload": {}}, key=KEY_A).status == 201
+
+
+@pytest.mark.parametrize("limited", [SIGN_INS], indirect=True)
+def test_a_throttled_client_has_no_key_checked_so_a_right_guess_looks_like_a_wrong_one(
+    limited: tuple[Api, Runtime],
+) -> None:
+    """Was: past the rate every guess was still checked, and a right one answered 200
+    among the 429s. KEY_A signs in first from this address, so it is its owner's;
+    KEY_B has never signed in from here."""
+    api, _ = limited
+    assert api.get("/jobs", key=KEY_A).status == 200
+    assert [api.get("/jobs", key=f"guess-{n}").status for n in range(4)] == [401] * 3 + [429]
+    right_guess = api.get("/jobs", key=KEY_B)
+    assert right_guess.status == 429 and right_guess.error_code == "rate_limited"
+    assert int(right_guess.header("Retry-After") or 0) > 0
+    assert api.get("/jobs", key=KEY_A).status == 200  # the owner's key is still checked
+
+
+def test_a_throttled_client_may_have_one_key_checked_per_token_it_earns_back() -> None:
+    from chalicelib.api.throttle import FailedSignIns
+    from chalicelib.limits import Rate
+
+    now = [0.0]
+    gate = FailedSignIns(Rate(2, 60), timer=lambda: now[0])
+    assert gate.refusing("10.0.0.1", "k") == 0.0  # nothing failed yet: check it
+    gate.succeeded("10.0.0.1", "owner")
+    assert [gate.failed("10.0.0.1") for _ in range(2)] == [0.0, 0.0]  # the allowance
+    assert gate.refusing("10.0.0.1", "guess") == 30.0  # not checked: one token is 30 s
+    assert gate.refusing("10.0.0.1", "owner") == 0.0
+    assert gate.refusing("10.0.0.2", "guess") == 0.0  # another address is not slowed
+    now[0] = 30.0
+    assert gate.refusing("10.0.0.1", "guess") == 0.0  # one token back: one check
+    assert gate.failed("10.0.0.1") == 0.0
+    assert gate.refusing("10.0.0.1", "guess") == 30.0
+    assert FailedSignIns(None).refusing("10.0.0.1", "guess") == 0.0
 
 
 @pytest.mark.parametrize("limited", [SIGN_INS], indirect=True)

@@ -51,8 +51,8 @@ _ERRORS = {
 # Every route that asks for a key can answer this (chalicelib/api/throttle.py).
 _SIGN_IN_429 = (
     "Too many failed authentications from this client address (rate_limited, "
-    "SPOOL_AUTH_FAILURES): its failures are refused for Retry-After seconds; a request "
-    "with a valid key is never refused by this."
+    "SPOOL_AUTH_FAILURES): for Retry-After seconds it is answered this without its key "
+    "being checked, unless that key has already signed in from this address."
 )
 
 

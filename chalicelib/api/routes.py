@@ -122,10 +122,15 @@ class Edge:
     def _sign_in(
         self, request: ApiRequest, valid_elsewhere: Callable[[], None] | None = None
     ) -> Iterator[None]:
-        """Count a failed authentication against the client; past its rate, answer 429.
+        """Count a failed authentication against the client; past its rate, answer 429,
+        and check no credential it has not signed in with before (FailedSignIns).
 
-        Only failures are counted and only they are refused, so a valid key always
-        passes: a guesser on the same address cannot lock the key's owner out."""
+        A credential that has signed in from this address is always checked, so a
+        guesser on the same address cannot lock the key's owner out."""
+        credential = f"{request.header('x-api-key')}\0{request.header('authorization')}"
+        wait = self.sign_ins.refusing(request.client, credential)
+        if wait > 0:
+            raise self._too_many_failures(wait)
         try:
             yield
         except Unauthorized:
@@ -133,12 +138,16 @@ class Edge:
                 valid_elsewhere()
             wait = self.sign_ins.failed(request.client)
             if wait > 0:
-                raise RateLimited(
-                    "too many failed authentications from this client; "
-                    "retry after the time in Retry-After",
-                    retry_after=wait,
-                ) from None
+                raise self._too_many_failures(wait) from None
             raise
+        self.sign_ins.succeeded(request.client, credential)
+
+    @staticmethod
+    def _too_many_failures(wait: float) -> RateLimited:
+        return RateLimited(
+            "too many failed authentications from this client; retry after the time in Retry-After",
+            retry_after=wait,
+        )
 
     def _query(self, model: type[BaseModel], request: ApiRequest) -> Any:
         try:

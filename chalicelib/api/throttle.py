@@ -5,9 +5,11 @@ request (429 with Retry-After) leaves no job behind. The enqueue bucket lives in
 the store (JobStore.take_tokens), so every API process, `spool serve
 --processes N` and Lambda containers alike, draws from the same one.
 
-Failed authentication is counted per client address in this process only: it
-slows down a client that keeps guessing (429 instead of 401) without locking
-anyone out, because a request carrying a valid key is never refused by it.
+Failed authentication is counted per client address in this process only. Past
+its rate the client's credentials are no longer checked at all (429, unchecked),
+so a 200 among the 429s cannot mark a right guess; only a credential that has
+already signed in from that address is still checked, so the key's owner is not
+locked out by a guesser sharing the address (a NAT, a proxy).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from chalicelib.storage.base import JobStore
 # Addresses remembered for failed sign-ins; the oldest is forgotten past this, so a
 # flood from many addresses cannot grow the table without bound.
 MAX_CLIENTS = 10_000
+# Credentials remembered per address as having signed in from it (the newest kept).
+TRUSTED_PER_CLIENT = 8
 WAITING = (JobState.QUEUED, JobState.RETRYING)
 
 
@@ -111,13 +115,41 @@ class EnqueueGate:
 
 
 class FailedSignIns:
-    """A token bucket per client address, drawn on by each failed authentication."""
+    """A token bucket per client address, drawn on by each failed authentication.
+
+    While a client's bucket is empty, a credential it has not signed in with before
+    is refused without being checked: refusing only the failures (as before) still
+    checked every guess and answered a right one 200, so guessing went on at full
+    speed with the hits plain to see."""
 
     def __init__(self, rate: Rate | None, timer: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
         self._timer = timer
         self._lock = threading.Lock()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._trusted: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+
+    def refusing(self, client: str, credential: str) -> float:
+        """Seconds until this client may have an unknown credential checked again;
+        0.0 when it may now (not throttled, or the credential signed in from here)."""
+        if self.rate is None:
+            return 0.0
+        entry = self._buckets.get(client)  # a dict read: no lock on the common path
+        if entry is None or credential in self._trusted.get(client, ()):
+            return 0.0
+        rate, burst = self._per_second()
+        tokens = refill(entry[0], self._timer() - entry[1], rate, burst)
+        return 0.0 if tokens >= 1 else (1 - tokens) / rate
+
+    def succeeded(self, client: str, credential: str) -> None:
+        """Remember that this credential signed in from this client."""
+        if self.rate is None or credential in self._trusted.get(client, ()):
+            return
+        with self._lock:
+            known = self._trusted.pop(client, ())
+            self._trusted[client] = (*known, credential)[-TRUSTED_PER_CLIENT:]
+            while len(self._trusted) > MAX_CLIENTS:
+                self._trusted.popitem(last=False)
 
     def _per_second(self) -> tuple[float, int]:
         assert self.rate is not None
