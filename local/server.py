@@ -21,6 +21,7 @@ import dataclasses
 import http
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -188,6 +189,8 @@ class ChaliceWSGI:
             method = "GET"
         send = _send_head if head else _send
         path = _path(environ)
+        if _CONTROL.search(path) is not None:
+            return send(start_response, *_no_route_with_control(method, path))
         headers = _headers(environ)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length > 0 else None
@@ -212,6 +215,20 @@ class ChaliceWSGI:
         if response.get("isBase64Encoded") and raw is not None:
             raw = base64.b64decode(raw)
         return send(start_response, int(response["statusCode"]), out, raw or b"")
+
+
+# A control character in the path (sent as %09, %0A, %0D, %00...): urlparse drops
+# tabs and line breaks, so `/met%09rics` reached /metrics past a proxy's rule for it.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_route_with_control(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
+    """API Gateway's answer to such a path is no route, so it is here too (404)."""
+    shown = path.split("?")[0].encode("unicode_escape").decode("ascii")
+    payload = dumps(
+        error_body("not_found", f"no route for {method} {shown}: a path holds no control character")
+    )
+    return 404, {"Content-Type": "application/json"}, payload.encode("utf-8")
 
 
 def _path(environ: dict[str, Any]) -> str:

@@ -83,6 +83,32 @@ def test_health_and_unknown_routes(base: str) -> None:
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/met%09rics"),
+        ("GET", "/jo%09bs?limit=1"),
+        ("POST", "/ui/api/dead/pu%0Arge"),
+        ("POST", "/en%0Dqueue"),
+        ("GET", "/status/j_0123%0D%0A4567"),
+        ("GET", "/jobs%00"),
+        ("GET", "/health%7F"),
+    ],
+)
+def test_a_path_holding_a_control_character_reaches_no_route(
+    base: str, session: requests.Session, method: str, path: str
+) -> None:
+    """Was: urlparse dropped tabs and line breaks, so `/met%09rics` answered as /metrics
+    past a proxy rule that denies /metrics, and `/ui/api/dead/pu%0Arge` purged."""
+    session.post(f"{base}/enqueue", json={"type": "echo", "payload": {}}, timeout=10)
+    answer = session.request(method, base + path, json={"all": True}, timeout=10)
+    assert answer.status_code == 404, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "not_found" and "control character" in error["message"]
+    assert "\n" not in answer.text and "\t" not in answer.text  # shown escaped
+    assert session.get(f"{base}/jobs", timeout=10).json()["jobs"]  # nothing was purged
+
+
 def test_errors_over_the_socket(base: str, session: requests.Session, rt: Runtime) -> None:
     post = session.post
     assert post(f"{base}/enqueue", data=b"{nope", timeout=10).status_code == 400
