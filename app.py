@@ -28,7 +28,7 @@ JOBS_QUEUE = os.environ.get("SPOOL_SQS_QUEUE") or "spool-jobs"
 
 
 def _handle(operation: str, **params: str) -> Response:
-    from chalicelib.api.http import ApiRequest
+    from chalicelib.api.http import API_HEADERS, ApiRequest
     from chalicelib.api.routes import handle
 
     request = app.current_request
@@ -48,7 +48,7 @@ def _handle(operation: str, **params: str) -> Response:
         ),
         **params,
     )
-    headers: dict[str, str | list[str]] = dict(result.headers)
+    headers: dict[str, str | list[str]] = {**API_HEADERS, **result.headers}
     return Response(body=result.body, status_code=result.status, headers=headers)
 
 

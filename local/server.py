@@ -190,6 +190,7 @@ class ChaliceWSGI:
         send = _send_head if head else _send
         path = _path(environ)
         if _CONTROL.search(path) is not None:
+            logs.http_request(method, "-", 404, 0.0, None, path=path.split("?")[0])
             return send(start_response, *_no_route_with_control(method, path))
         headers = _headers(environ)
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -201,7 +202,7 @@ class ChaliceWSGI:
             # paths (API Gateway's 403 "Missing Authentication Token"); a real
             # server says 404.
             payload = dumps(error_body("not_found", f"no route for {method} {path.split('?')[0]}"))
-            headers = {"Content-Type": "application/json"}
+            headers = {**api_http.API_HEADERS, "Content-Type": "application/json"}
             if path.startswith("/ui"):  # what every other /ui answer carries
                 from chalicelib.api.ui_routes import ERROR_HEADERS
 
@@ -228,7 +229,7 @@ def _no_route_with_control(method: str, path: str) -> tuple[int, dict[str, str],
     payload = dumps(
         error_body("not_found", f"no route for {method} {shown}: a path holds no control character")
     )
-    return 404, {"Content-Type": "application/json"}, payload.encode("utf-8")
+    return 404, {**api_http.API_HEADERS, "Content-Type": "application/json"}, payload.encode()
 
 
 def _path(environ: dict[str, Any]) -> str:

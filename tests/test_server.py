@@ -109,6 +109,25 @@ def test_a_path_holding_a_control_character_reaches_no_route(
     assert session.get(f"{base}/jobs", timeout=10).json()["jobs"]  # nothing was purged
 
 
+def test_api_answers_are_not_stored_by_caches_nor_sniffed(
+    base: str, session: requests.Session
+) -> None:
+    """Was: only /ui answers and /metrics carried these; /status holds payloads."""
+    created = session.post(f"{base}/enqueue", json={"type": "echo", "payload": {}}, timeout=10)
+    answers = [
+        created,
+        session.get(base + created.json()["status_url"], timeout=10),
+        session.get(f"{base}/jobs", timeout=10),
+        session.get(f"{base}/status/j_{'0' * 32}", timeout=10),  # an error answer
+        requests.get(f"{base}/jobs", timeout=10),  # no key
+        session.get(f"{base}/no/such/route", timeout=10),
+        session.get(f"{base}/jo%09bs", timeout=10),
+    ]
+    for answer in answers:
+        assert answer.headers["Cache-Control"] == "no-store", answer.url
+        assert answer.headers["X-Content-Type-Options"] == "nosniff", answer.url
+
+
 def test_errors_over_the_socket(base: str, session: requests.Session, rt: Runtime) -> None:
     post = session.post
     assert post(f"{base}/enqueue", data=b"{nope", timeout=10).status_code == 400

@@ -24,6 +24,10 @@ from chalicelib.jsonstrict import (
 )
 
 JSON_TYPE = "application/json"
+# On every answer unless its route sets its own: answers hold payloads, results and
+# keys' tenants, and the key rides in X-API-Key, which a shared cache does not take
+# for a credential as it takes Authorization; nor may a browser read JSON as a page.
+API_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 log = logging.getLogger("spool.api")
 
 
