@@ -60,7 +60,8 @@ class Runtime:
             if self._metrics is None:
                 from chalicelib.api.metrics import Metrics
 
-                self._metrics = Metrics(self.store, self.settings)
+                queues = {spec.queue for spec in self.registry.loaded_specs()}
+                self._metrics = Metrics(self.store, self.settings, queues)
             return self._metrics
 
     def worker(

@@ -278,7 +278,9 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/metric_labels.py",
         meaning=(
             "Most queue names that keep their own metric label when SPOOL_QUEUES is unset "
-            '(the busiest); the rest are summed into `queue="_other"`.'
+            "(the busiest; for a process's timing histograms the first it ran, at most a "
+            "fifth per tenant), besides the handlers' own queues and `default`; the rest "
+            'are summed into `queue="_other"`.'
         ),
         group=_API,
     ),

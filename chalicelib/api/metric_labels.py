@@ -11,6 +11,12 @@ The label set is bounded here:
   a burst of new names cannot push out the queues that carry the work); for a
   process's own timings, the first it ran.
 
+Unless SPOOL_QUEUES is declared, the queues the handlers declare (and `default`)
+keep their names besides the limit's, and one tenant may take at most a fifth
+of a process's first-seen labels: one tenant's batch of 50 made-up queue names,
+sent just after a restart, used to take every timing label for the life of the
+process, leaving every other tenant's queues `_other`.
+
 Every other queue is folded into the label value `_other` and its counts are
 added there, never dropped, so sums across a family stay exact. (When a queue
 overtakes one of the kept ones, both series move; Prometheus reads the dip in
@@ -23,14 +29,18 @@ and outcome labels are enum values.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from chalicelib.models import DEFAULT_QUEUE
 
 if TYPE_CHECKING:
     from chalicelib.config import Settings
 
 OTHER = "_other"
+# One tenant may name at most 1/TENANT_SHARE of a process's first-seen timing labels.
+TENANT_SHARE = 5
 MAX_QUEUES = "SPOOL_METRICS_MAX_QUEUES"
 DEFAULT_MAX_QUEUES = 50
 # A ceiling on the ceiling: past this the exposition is the problem being fixed.
@@ -43,20 +53,26 @@ class QueueLabels:
 
     declared: frozenset[str] | None = None
     limit: int = DEFAULT_MAX_QUEUES
+    # The handlers' own queues: kept first, before any name a client made up.
+    reserved: tuple[str, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> QueueLabels:
+    def from_settings(cls, settings: Settings, reserved: Iterable[str] = ()) -> QueueLabels:
         limit = settings.integer(MAX_QUEUES, DEFAULT_MAX_QUEUES, minimum=0, maximum=_MAX_MAX_QUEUES)
         declared = frozenset(settings.queues) if settings.queues else None
-        return cls(declared, limit)
+        return cls(declared, limit, tuple(sorted({DEFAULT_QUEUE, *reserved} - {OTHER})))
 
     def assign(self, volume: Mapping[str, int]) -> dict[str, str]:
         """The label of every queue in `volume` (queue -> jobs ever enqueued there)."""
         if self.declared is not None:
             kept = self.declared
         else:
-            ranked = sorted((q for q in volume if q != OTHER), key=lambda q: (-volume[q], q))
-            kept = frozenset(ranked[: self.limit])
+            reserved = set(self.reserved)
+            ranked = sorted(
+                (q for q in volume if q != OTHER and q not in reserved),
+                key=lambda q: (-volume[q], q),
+            )
+            kept = frozenset((*self.reserved, *ranked[: self.limit]))
         return {queue: queue if queue in kept else OTHER for queue in volume}
 
 
@@ -69,19 +85,27 @@ class FirstSeen:
 
     def __init__(self, rule: QueueLabels) -> None:
         self.rule = rule
-        self._kept: set[str] = set()
+        self._kept: set[str] = set(rule.reserved)
+        self._first_seen = 0
+        self._by_tenant: dict[str, int] = {}
+        self._share = max(1, rule.limit // TENANT_SHARE)  # what one tenant may name
         self._lock = threading.Lock()
 
-    def label(self, queue: str) -> str:
+    def label(self, queue: str, tenant: str = "") -> str:
         if queue == OTHER:
             return OTHER
         if self.rule.declared is not None:
             return queue if queue in self.rule.declared else OTHER
+        if queue in self._kept:  # a set read: no lock once a queue is known
+            return queue
         with self._lock:
             if queue in self._kept:
                 return queue
-            if len(self._kept) < self.rule.limit:
+            taken = self._by_tenant.get(tenant, 0)
+            if self._first_seen < self.rule.limit and taken < self._share:
                 self._kept.add(queue)
+                self._first_seen += 1
+                self._by_tenant[tenant] = taken + 1
                 return queue
         return OTHER
 

@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -221,7 +221,7 @@ class _Timing(Middleware):
     def before_attempt(self, job: Job) -> None:
         if job.started_at is not None:
             waited = max(0.0, (job.started_at - job.run_at).total_seconds())
-            queue = self.metrics.timed_queues.label(job.queue)
+            queue = self.metrics.timed_queues.label(job.queue, job.tenant)
             self.metrics.queue_wait.labels(queue, job.type).observe(waited)
 
     def after_claim(self, claimed: Sequence[Job], holds: Sequence[Hold]) -> None:
@@ -244,7 +244,7 @@ class _Timing(Middleware):
 
     def after_attempt(self, job: Job, completion: Completion, seconds: float) -> None:
         outcome = completion.state.value
-        queue = self.metrics.timed_queues.label(job.queue)
+        queue = self.metrics.timed_queues.label(job.queue, job.tenant)
         self.metrics.run_duration.labels(queue, job.type, outcome).observe(seconds)
         if completion.state in _FINAL:
             # Enqueue to finish: waiting, every attempt and every backoff between them.
@@ -255,11 +255,14 @@ class _Timing(Middleware):
 class Metrics:
     """One per process: the exposition registry and the push registry."""
 
-    def __init__(self, store: JobStore, settings: Settings | None = None) -> None:
+    def __init__(
+        self, store: JobStore, settings: Settings | None = None, queues: Iterable[str] = ()
+    ) -> None:
         self.store = store
         # The runtime passes its settings; without them, the process environment's.
         settings = settings or Settings.from_env()
-        self.queue_labels = QueueLabels.from_settings(settings)
+        # `queues`: the handlers' own, which keep their labels whatever clients send.
+        self.queue_labels = QueueLabels.from_settings(settings, queues)
         self.timed_queues = FirstSeen(self.queue_labels)
         self.max_workers = max_workers(settings)
         self.live_seconds = live_seconds(settings)
