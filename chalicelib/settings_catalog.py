@@ -366,7 +366,9 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/routes.py",
         meaning=(
             "Concurrent long-polls per process, all tenants (429 past it); `spool serve` sets "
-            "it to half its threads unless given."
+            "it to half its threads unless given. When it is full, a tenant holding two "
+            "fewer than another ends that tenant's oldest wait (answered at once, as the "
+            "job stands) and takes its place."
         ),
         group=_API,
     ),

@@ -5,6 +5,7 @@ Real concurrent requests over a socket, through waitress (local/server.py)."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 
@@ -16,7 +17,7 @@ from chalicelib.api import routes
 from chalicelib.api.waits import TooManyWaits, WaitSlots
 from chalicelib.runtime import Runtime
 from local.server import ChaliceWSGI, Server
-from tests.apikit import KEY_A, KEY_B, TENANT_A, installed, settings_for
+from tests.apikit import KEY_A, KEY_B, TENANT_A, TENANT_B, installed, settings_for
 
 THREADS = 4
 LIMITS = {"SPOOL_MAX_WAITS_PER_TENANT": "2", "SPOOL_MAX_WAITS": "3"}
@@ -116,3 +117,46 @@ def test_slots_are_given_back_even_when_the_wait_fails() -> None:
     assert slots.held() == 0 and slots.held("t") == 0
     with slots.hold("t"), pytest.raises(TooManyWaits), slots.hold("t"):
         pass
+
+
+def test_a_tenant_without_waits_takes_a_slot_from_the_tenant_holding_the_most(
+    base: str,
+) -> None:
+    """Was: tenants at their per-tenant cap filled the process-wide one, and every
+    other tenant's wait got 429 until theirs ran out."""
+    job_a, job_b = enqueue(base, KEY_A), enqueue(base, KEY_B)
+    waits = routes.current().waits
+    waits.total = 2  # A's two waits fill the server
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(long_poll, base, KEY_A, job_a)
+        assert until(lambda: waits.held(TENANT_A) == 1)
+        second = pool.submit(long_poll, base, KEY_A, job_a)
+        assert until(lambda: waits.held(TENANT_A) == 2)
+        newcomer = pool.submit(long_poll, base, KEY_B, job_b)
+        # A's oldest wait answers at once with the job as it stands; A's other stays.
+        early = first.result(timeout=10)
+        assert early.status_code == 200 and early.json()["state"] == "queued"
+        assert until(lambda: waits.held(TENANT_B) == 1 and waits.held(TENANT_A) == 1)
+        assert not second.done() and not newcomer.done()
+        # Now each holds one: A, short of none, may not take B's back.
+        refused = long_poll(base, KEY_A, job_a)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["details"] == {"limit": 2, "scope": "server"}
+        for job_id, key in ((job_a, KEY_A), (job_b, KEY_B)):
+            requests.post(f"{base}/jobs/{job_id}/cancel", headers={"X-API-Key": key}, timeout=5)
+        assert second.result(timeout=30).json()["state"] == "cancelled"
+        assert newcomer.result(timeout=30).json()["state"] == "cancelled"
+    assert waits.held() == 0
+
+
+def test_taking_over_evens_the_split_and_stops_there() -> None:
+    slots = WaitSlots(per_tenant=4, total=8)
+    with contextlib.ExitStack() as stack:
+        held = {t: [stack.enter_context(slots.hold(t)) for _ in range(4)] for t in "ab"}
+        c1 = stack.enter_context(slots.hold("c"))  # a's oldest ends (a and b hold 4)
+        assert held["a"][0].ending and not any(s.ending for s in held["a"][1:] + held["b"])
+        stack.enter_context(slots.hold("c"))  # then b's: b holds 4 against c's 1
+        assert held["b"][0].ending and not held["a"][1].ending
+        with pytest.raises(TooManyWaits):  # a 3, b 3, c 2: no one holds two more than c
+            slots.hold("c").__enter__()
+        assert not c1.ending and slots.held() == 10  # the two ending ones still leaving

@@ -46,6 +46,7 @@ from chalicelib.api.throttle import EnqueueGate, FailedSignIns, RateLimited
 from chalicelib.api.waits import (
     DEFAULT_PER_TENANT,
     DEFAULT_TOTAL,
+    Slot,
     TooManyWaits,
     WaitSlots,
     server_stopping,
@@ -232,8 +233,8 @@ class Edge:
         job = self.service.status(job_id, tenant)
         if wait > 0 and not job.terminal:
             try:
-                with self.waits.hold(tenant):
-                    job = self._wait_terminal(job, tenant, time.monotonic() + wait)
+                with self.waits.hold(tenant) as slot:
+                    job = self._wait_terminal(job, tenant, time.monotonic() + wait, slot)
             except TooManyWaits as exc:
                 return errors.error_response(
                     exc.status,
@@ -275,16 +276,18 @@ class Edge:
             200, dumps(view), {"Content-Type": "application/json", "X-Cache": "miss"}
         )
 
-    def _wait_terminal(self, job: Job, tenant: str, deadline: float) -> Job:
+    def _wait_terminal(self, job: Job, tenant: str, deadline: float, slot: Slot) -> Job:
         """Poll the store until the job is terminal or the deadline passes.
 
         Polling, not the store notifier: the notifier announces new work, not
-        finished work, and a short backoff costs one indexed read per nap.
+        finished work, and a short backoff costs one indexed read per nap. A wait
+        whose slot another tenant took over (WaitSlots) answers at its next nap.
         """
         nap = _POLL_FIRST
         while not job.terminal:
             left = deadline - time.monotonic()
-            if left <= 0 or server_stopping():  # answer now, before the server closes
+            # Answer now: the server is about to close, or another tenant took the slot.
+            if left <= 0 or server_stopping() or slot.ending:
                 break
             time.sleep(min(nap, left))
             nap = min(nap * 2, _POLL_MAX)

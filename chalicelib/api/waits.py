@@ -8,6 +8,12 @@ lets at most `per_tenant` waits run for one tenant and `total` for everyone,
 refused at once with 429 and Retry-After instead of queueing. Only a request
 that would actually wait takes a slot: an answer that is already final (or
 cached) is served whatever the caps.
+
+The process-wide cap is shared fairly: when it is full, a tenant holding fewer
+waits than another (by two or more) takes a slot from that tenant's oldest
+wait, which answers at once with the job as it stands, as a wait that ran out
+does (its client polls again). Before, two tenants at their per-tenant cap
+filled the server and every other tenant got 429.
 """
 
 from __future__ import annotations
@@ -45,44 +51,65 @@ class TooManyWaits(SpoolError):
     retry_after = RETRY_AFTER_SECONDS
 
 
+class Slot:
+    """One wait's slot; `ending` is set when another tenant's wait takes it over."""
+
+    __slots__ = ("ending", "tenant")
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.ending = False
+
+
 class WaitSlots:
     def __init__(self, per_tenant: int = DEFAULT_PER_TENANT, total: int = DEFAULT_TOTAL) -> None:
         self.per_tenant = per_tenant
         self.total = total
         self._lock = threading.Lock()
-        self._held: dict[str, int] = {}
-        self._all = 0
+        self._slots: list[Slot] = []  # oldest first
 
     def held(self, tenant: str | None = None) -> int:
         with self._lock:
-            return self._all if tenant is None else self._held.get(tenant, 0)
+            if tenant is None:
+                return len(self._slots)
+            return sum(1 for slot in self._slots if slot.tenant == tenant)
 
     @contextmanager
-    def hold(self, tenant: str) -> Iterator[None]:
-        """A slot for one wait, or TooManyWaits when a cap is full."""
+    def hold(self, tenant: str) -> Iterator[Slot]:
+        """A slot for one wait, or TooManyWaits when a cap is full (and no other tenant
+        holds enough more to give one up)."""
+        slot = Slot(tenant)
         with self._lock:
-            mine = self._held.get(tenant, 0)
+            mine = sum(1 for s in self._slots if s.tenant == tenant)
             if mine >= self.per_tenant:
                 raise TooManyWaits(
                     f"this API key already has {mine} status requests waiting (the limit is "
                     f"{self.per_tenant}); retry shortly, or poll without ?wait",
                     {"limit": self.per_tenant, "scope": "tenant"},
                 )
-            if self._all >= self.total:
+            staying = [s for s in self._slots if not s.ending]
+            if len(staying) >= self.total and not self._take_over(staying, mine):
                 raise TooManyWaits(
-                    f"the server already holds {self._all} waiting status requests (the limit "
-                    f"is {self.total}); retry shortly, or poll without ?wait",
+                    f"the server already holds {len(staying)} waiting status requests (the "
+                    f"limit is {self.total}); retry shortly, or poll without ?wait",
                     {"limit": self.total, "scope": "server"},
                 )
-            self._held[tenant] = mine + 1
-            self._all += 1
+            self._slots.append(slot)
         try:
-            yield
+            yield slot
         finally:
             with self._lock:
-                self._all -= 1
-                left = self._held[tenant] - 1
-                if left:
-                    self._held[tenant] = left
-                else:
-                    del self._held[tenant]
+                self._slots.remove(slot)
+
+    @staticmethod
+    def _take_over(staying: list[Slot], mine: int) -> bool:
+        """End the oldest wait of the tenant holding the most, if that is at least two
+        more than the newcomer's tenant holds (then the split only gets fairer)."""
+        counts: dict[str, int] = {}
+        for s in staying:
+            counts[s.tenant] = counts.get(s.tenant, 0) + 1
+        richest = max(counts, key=lambda t: counts[t])
+        if counts[richest] < mine + 2:
+            return False
+        next(s for s in staying if s.tenant == richest).ending = True
+        return True
