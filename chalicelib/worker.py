@@ -83,6 +83,11 @@ DRAIN_MARGIN = 1.0
 # Hold about this much work per pool thread (judged by recent handler times), so
 # fast jobs are claimed and finished in large batches while slow ones are not hoarded.
 PREFETCH_SECONDS = 0.05
+# What a worker assumes of its jobs until it has timed some: long, so it claims no
+# more than its free threads. Assuming them short, a new worker given 4 jobs of 15 s
+# at concurrency 2 claimed all 4: two sat `running` in its inbox for 15 s, their
+# attempt spent, while another worker stood idle beside them.
+FIRST_GUESS_SECONDS = 1.0
 # process() (SQS delivery) holds a finished job's completion this long at most while
 # others of its wave still run, so a wave's completions are written in one request.
 WAVE_HOLD = 1.0
@@ -204,7 +209,7 @@ class Worker:
         )
         self._notifier: Any = None
         # Recent handler time per job (moving average): sets how deep to prefetch.
-        self._busy_seconds = PREFETCH_SECONDS
+        self._busy_seconds = FIRST_GUESS_SECONDS
         self._last_lease_check = time.monotonic()
         # A store whose writes run on their own connections (a server database, not
         # one SQLite file) can write a batch of completions while the next claim runs.
@@ -730,12 +735,17 @@ class Worker:
 
     # -- public shapes -------------------------------------------------------
     def _depth(self) -> int:
-        """Jobs to hold per pool thread: one running plus ~PREFETCH_SECONDS of waiting work
-        (only the running one under a rate limit, so a claimed job starts at once)."""
+        """Jobs to hold per pool thread: one running plus ~PREFETCH_SECONDS of waiting work.
+        Only the running one under a rate limit (so a claimed job starts at once), and
+        for jobs that take PREFETCH_SECONDS or more: one waiting behind such a job
+        waits for it, `running` and out of every other worker's reach."""
         if self._no_prefetch:
             return 1
+        ahead = int(PREFETCH_SECONDS / max(self._busy_seconds, 1e-6))
+        if ahead == 0:
+            return 1
         most = max(2, self.config.batch_size // self.config.concurrency)
-        return max(2, min(most, 1 + int(PREFETCH_SECONDS / max(self._busy_seconds, 1e-6))))
+        return max(2, min(most, 1 + ahead))
 
     def _step(self, depth_limit: int, flush: bool = True) -> int:
         """One dispatcher turn: record timeouts, write completions, claim if there is room.
@@ -767,12 +777,13 @@ class Worker:
                 return quick
             concurrency = self.config.concurrency
             with self._lock:
-                capacity = concurrency * min(depth_limit, self._depth())
+                depth = min(depth_limit, self._depth())
                 in_flight = self._in_flight()
+            capacity = concurrency * depth
             room = capacity - in_flight
             # Claim in useful batches: wait until half the capacity is free unless idle
             # (without prefetch a thread freed is a thread idle: claim for it at once).
-            batch = 1 if self._no_prefetch else max(1, capacity // 2)
+            batch = 1 if depth == 1 else max(1, capacity // 2)
             if room >= batch or (room > 0 and not in_flight):
                 return quick + self._claim(min(room, self.config.batch_size))
             return quick

@@ -729,6 +729,42 @@ def test_sync_finish_writes_each_completion_before_the_next_job(mem, clock, reg)
     assert all(states == [JobState.SUCCEEDED] * len(states) for states in seen_states)
 
 
+def test_long_jobs_are_not_claimed_ahead_so_another_worker_can_run_them(mem, clock, reg) -> None:
+    """Was: a new worker assumed its jobs short and claimed two per thread; given 4 jobs
+    of 15 s at concurrency 2 it held all 4 `running` (2 in its inbox, their attempt
+    spent) while a second worker stood idle, and the 4 took 30 s instead of 15."""
+    release = threading.Event()
+    started: list[str] = []
+
+    @reg.handler("long", timeout=WAIT * 3)
+    def long(payload: dict[str, Any], ctx: JobContext) -> None:
+        started.append(ctx.job.id)
+        release.wait(WAIT)
+
+    ids = [add(mem, clock, "long").id for _ in range(4)]
+    first, second = (make_worker(mem, reg, concurrency=2) for _ in range(2))
+    runners = [threading.Thread(target=w.drain, daemon=True) for w in (first, second)]
+    try:
+        runners[0].start()
+        assert wait_until(lambda: len(started) == 2)
+        time.sleep(0.3)  # dispatcher turns in which a claim ahead would happen
+        states = [get(mem, i).state for i in ids]
+        assert states.count(JobState.RUNNING) == 2 and states.count(JobState.QUEUED) == 2
+        runners[1].start()
+        assert wait_until(lambda: len(started) == 4)  # the second worker runs the rest
+    finally:
+        release.set()
+        for runner in runners:
+            runner.join(WAIT)
+        first.close()
+        second.close()
+    assert sorted(started) == sorted(ids)
+    assert all(get(mem, i).state is JobState.SUCCEEDED for i in ids)
+    assert first._depth() == 1  # what it timed was long: still no claims ahead
+    first._busy_seconds = 0.001  # after a run of quick jobs it claims ahead again
+    assert first._depth() > 1
+
+
 def test_prefetched_jobs_keep_their_leases_and_a_lost_one_is_not_started(mem, clock, reg) -> None:
     release = threading.Event()
     started = threading.Event()
@@ -747,6 +783,7 @@ def test_prefetched_jobs_keep_their_leases_and_a_lost_one_is_not_started(mem, cl
     waiting = add(mem, clock, "queued")
     lease = 0.6
     worker = make_worker(mem, reg, concurrency=1, lease_seconds=lease)
+    worker._busy_seconds = 0.001  # as after a run of quick jobs: it claims ahead
     thread = threading.Thread(target=worker.drain, daemon=True)
     thread.start()
     try:
