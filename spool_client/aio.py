@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from spool_client import calls
-from spool_client.calls import Call, JobSpec
+from spool_client.calls import DEFAULT_TIMEOUT, Call, JobSpec
 from spool_client.client import _json, _smaller
 from spool_client.errors import (
     Conflict,
@@ -40,7 +40,7 @@ class AsyncClient:
         url: str | None = None,
         key: str | None = None,
         *,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         batch_size: int | None = None,
         http: httpx.AsyncClient | None = None,

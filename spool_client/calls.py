@@ -27,6 +27,10 @@ MAX_WAIT = 20.0  # the server holds a long-poll at most this long (?wait=)
 # How long after a wait's deadline its last long-poll's answer is still awaited: the
 # server holds that long-poll until the deadline, so the answer lands just after it.
 DEADLINE_GRACE = 1.0
+# Each try's connect, write and read: past the 10 s a server on SQLite waits for its
+# write lock before answering 503 "stayed locked" (nothing written), so the client
+# reads that answer instead of calling the server unreachable.
+DEFAULT_TIMEOUT = 15.0
 DEFAULT_BATCH = 100  # the server's default SPOOL_MAX_BATCH; a smaller limit is learned
 USER_AGENT = "spool-client/0.1"
 _VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from spool_client import calls
-from spool_client.calls import Call, JobSpec
+from spool_client.calls import DEFAULT_TIMEOUT, Call, JobSpec
 from spool_client.errors import (
     Conflict,
     PayloadTooLarge,
@@ -51,7 +51,7 @@ class Client:
         url: str | None = None,
         key: str | None = None,
         *,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         batch_size: int | None = None,
         http: httpx.Client | None = None,

@@ -253,3 +253,14 @@ def test_a_quick_answer_is_read_whole(serve, client: str) -> None:
     server = serve(always("now"))
     job = GETS[client](server.url, timeout=0.5, retry=FAST)
     assert job.id == JOB_ID and job.state == "running"
+
+
+def test_the_default_try_outlasts_a_sqlite_servers_wait_for_its_write_lock() -> None:
+    """Was 10 s, the same as the server's wait: its 503 "stayed locked" (nothing
+    written) arrived just after the client gave up and said the server was unreachable."""
+    from chalicelib.storage.sqlite_gate import PATIENCE
+    from spool_client import AsyncClient, Client
+
+    with Client("http://127.0.0.1:9", "k") as sync:
+        assert sync.timeout >= PATIENCE + 5
+    assert AsyncClient("http://127.0.0.1:9", "k").timeout == sync.timeout
