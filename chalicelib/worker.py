@@ -990,7 +990,19 @@ class Worker:
                 timeout = backoff
             self._sleep(timeout)
         self._shutdown()
+        self._sign_off()
         return self.stats
+
+    def _sign_off(self) -> None:
+        """Stopped cleanly: no longer counted live (spool top, spool_workers_live, the
+        no-live-workers alert), instead of for SPOOL_WORKER_LIVE_SECONDS after."""
+        forget = getattr(self.store, "forget_worker", None)
+        if forget is None:
+            return
+        try:
+            forget(worker_id.process())
+        except Exception as exc:
+            log.warning("could not sign this worker off (it drops out in a minute): %s", exc)
 
     def _wake(self) -> None:
         """Under the lock: tell the dispatcher there is something to do.

@@ -336,6 +336,9 @@ def test_drain_and_run_beat_while_they_work(
         worker.stop()
         runner.join(WAIT)
     assert not runner.is_alive()
+    # Stopped cleanly, it signs off: not counted live for another minute (was: up to
+    # SPOOL_WORKER_LIVE_SECONDS, so a fleet scaled to zero still showed workers).
+    assert store.live_workers(600) == []
 
 
 def test_a_store_that_cannot_take_a_beat_does_not_stop_the_work(

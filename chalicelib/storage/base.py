@@ -280,6 +280,11 @@ class JobStore(Protocol):
         """Workers whose last beat is no older than `within` seconds."""
         ...
 
+    def forget_worker(self, worker: str) -> None:
+        """A worker that stopped cleanly is no longer live (its beat is dropped), so a
+        fleet scaled to zero shows no live worker at once, not a minute later."""
+        ...
+
     def claim_webhooks(self, limit: int, lease_seconds: float) -> list[Delivery]:
         """Lease up to `limit` due pending webhook deliveries (see the outbox rules)."""
         ...

@@ -2208,6 +2208,24 @@ class DynamoStore:
         )
 
     @aws_errors
+    def forget_worker(self, worker: str) -> None:
+        # Its last beat set to 0 rather than the item deleted: the worker function's
+        # role may update the table but not delete from it (infra/generate.py). The
+        # item expires with the others (expires_at); a worker not beating is skipped.
+        try:
+            self.ddb.update_item(
+                TableName=self.table,
+                Key=worker_key(worker),
+                UpdateExpression="SET #b = :zero",
+                ConditionExpression="attribute_exists(#b)",  # never beat: nothing to forget
+                ExpressionAttributeNames={"#b": "last_beat"},
+                ExpressionAttributeValues={":zero": n(0)},
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+    @aws_errors
     def live_workers(self, within: float) -> list[WorkerBeat]:
         since = self._now() - int(within * MICRO)
         expr = Expr()

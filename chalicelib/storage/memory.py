@@ -547,6 +547,10 @@ class MemoryStore:
             for name in [w for w, b in self._beats.items() if b.last_beat < cutoff]:
                 del self._beats[name]
 
+    def forget_worker(self, worker: str) -> None:
+        with self._lock:
+            self._beats.pop(worker, None)
+
     def live_workers(self, within: float) -> list[WorkerBeat]:
         since = self.clock.now() - timedelta(seconds=within)
         with self._lock:

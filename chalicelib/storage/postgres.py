@@ -1215,6 +1215,11 @@ class PostgresStore:
             )
         )
 
+    def forget_worker(self, worker: str) -> None:
+        self._run(
+            lambda conn: conn.execute("DELETE FROM workers WHERE worker = %s", (_enc(worker),))
+        )
+
     def live_workers(self, within: float) -> list[WorkerBeat]:
         since = self.clock.now() - timedelta(seconds=within)
         rows = self._run(

@@ -686,6 +686,15 @@ class RedisStore:
         )
         self._call("BEAT", [worker, record, now_s, cutoff])
 
+    def forget_worker(self, worker: str) -> None:
+        def forget() -> None:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.zrem(self._p + "wb", worker)
+                pipe.hdel(self._p + "wk", worker)
+                pipe.execute()
+
+        self._run(forget)
+
     def live_workers(self, within: float) -> list[WorkerBeat]:
         since = to_micros(self.clock.now() - timedelta(seconds=within))
 

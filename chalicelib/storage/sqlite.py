@@ -917,6 +917,10 @@ class SQLiteStore:
                 (now - history.BEAT_RETENTION_SECONDS * 1_000_000,),
             )
 
+    def forget_worker(self, worker: str) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM workers WHERE worker = ?", (worker,))
+
     @_reads
     def live_workers(self, within: float) -> list[WorkerBeat]:
         since = to_micros(self.clock.now()) - int(within * 1_000_000)

@@ -841,6 +841,19 @@ def test_beats_show_which_workers_are_alive(store: JobStore, clock: FakeClock) -
     assert [b.worker for b in store.live_workers(130)] == ["host-a:1", "lambda:req-1"]
 
 
+def test_a_worker_that_signs_off_is_no_longer_live(store: JobStore, clock: FakeClock) -> None:
+    started = clock.now()
+    store.beat("host-a:1", None, started)
+    store.beat("host-b:2", ["mail"], started)
+    store.forget_worker("host-a:1")
+    assert [b.worker for b in store.live_workers(60)] == ["host-b:2"]
+    store.forget_worker("host-a:1")  # again, and one that never beat: nothing to do
+    store.forget_worker("never-beat:3")
+    assert [b.worker for b in store.live_workers(60)] == ["host-b:2"]
+    store.beat("host-a:1", None, clock.now())  # the same name started again beats anew
+    assert [b.worker for b in store.live_workers(60)] == ["host-a:1", "host-b:2"]
+
+
 def test_a_finish_whose_error_holds_text_utf8_cannot_is_still_applied(
     store: JobStore, clock: FakeClock
 ) -> None:
