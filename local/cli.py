@@ -662,6 +662,10 @@ def _run(args: argparse.Namespace) -> int:
             "cd to a directory that exists, then run the command again",
         ) from None
     _refuse_missing_store(args.command)
+    if args.command == "serve":
+        from chalicelib.config import Settings
+
+        serve.check_keys_before_opening(Settings.from_env())
     rt = build_runtime()
     try:
         note = remote_cli.local_store_note(args.command, rt.settings.store_url)

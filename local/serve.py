@@ -36,6 +36,7 @@ from chalicelib.runtime import Runtime
 from local.cli_errors import EXIT_INTERRUPTED, CliFailure, UsageError
 
 if TYPE_CHECKING:
+    from chalicelib.config import Settings
     from local.server import Server
 
 DEV_TENANT = DEFAULT_TENANT
@@ -188,9 +189,7 @@ def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
     it was made now. Laptop mode also turns on the demo handlers, unless
     SPOOL_DEMO_HANDLERS is set either way.
     """
-    if rt.settings.api_keys.strip() or rt.settings.text(KEYS_PARAMETER):
-        # Keys read from SSM at request time (chalicelib/api/key_source.py) are keys too:
-        # a dev key and the demo handlers beside them were a second way in.
+    if has_keys(rt.settings):
         return rt, None, False
     refuse_laptop_mode_on_a_shared_store(rt.settings.store_url)
     key = "dev-" + secrets.token_urlsafe(24)
@@ -206,6 +205,19 @@ def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
     return rt.with_settings(settings), key, True
 
 
+def has_keys(settings: Settings) -> bool:
+    """Keys read from SSM at request time (chalicelib/api/key_source.py) are keys too:
+    a dev key and the demo handlers beside them were a second way in."""
+    return bool(settings.api_keys.strip() or settings.text(KEYS_PARAMETER))
+
+
+def check_keys_before_opening(settings: Settings) -> None:
+    """The refusal below, before the store is opened: a connection to a shared store
+    is no part of refusing to serve it."""
+    if not has_keys(settings):
+        refuse_laptop_mode_on_a_shared_store(settings.store_url)
+
+
 # Stores a dev key may serve: one machine's own file, or this process's memory.
 LAPTOP_SCHEMES = ("sqlite", "memory")
 
@@ -214,17 +226,48 @@ def refuse_laptop_mode_on_a_shared_store(store_url: str) -> None:
     """A dev key and the demo handlers are for trying Spool on one machine. On a
     Postgres, Redis or DynamoDB store other servers and workers share, each `spool
     serve` started without keys made its own key and offered `echo`, `sleep` and
-    `fail` to whoever held it, writing into the shared store as the `dev` tenant."""
-    scheme = store_url.partition(":")[0].lower()
-    if scheme in LAPTOP_SCHEMES:
+    `fail` to whoever held it, writing into the shared store as the `dev` tenant.
+    A store on this machine (a local Postgres or Redis, moto_server, DynamoDB
+    Local: docs/aws.md runs the AWS shape offline so) is still a laptop's."""
+    if _on_this_machine(store_url):
         return
     from chalicelib.config import ConfigError
 
     raise ConfigError(
         f"serving a shared store ({redact_url(store_url)}) needs API keys, and "
-        "SPOOL_API_KEYS is not set; a dev key is made only for a SQLite or memory store. "
+        "SPOOL_API_KEYS is not set; a dev key is made only for a store on this machine "
+        "(SQLite, memory, or a server on a loopback address). "
         "Set SPOOL_API_KEYS=KEY=TENANT[,KEY=TENANT...] (docs/self-hosting.md)"
     )
+
+
+def _on_this_machine(store_url: str) -> bool:
+    """SQLite or memory, or a store server reached on a loopback address or a local
+    socket; DynamoDB only through a loopback `endpoint=` (without one it is AWS)."""
+    import ipaddress
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(store_url)
+    scheme = parts.scheme.lower()
+    if scheme in LAPTOP_SCHEMES:
+        return True
+    if scheme == "dynamodb":
+        endpoints = parse_qs(parts.query).get("endpoint", [])
+        if not endpoints:
+            return False
+        parts = urlsplit(endpoints[-1])
+    try:
+        host = parts.hostname
+    except ValueError:  # a malformed netloc: the store refused it already, or will
+        return False
+    if not host:  # no host: a Unix socket (postgresql:///db, redis+unix://)
+        return scheme != "dynamodb"
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def with_wait_cap(rt: Runtime, threads: int) -> Runtime:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.pg_support import fresh_schema
@@ -135,19 +136,53 @@ def test_keys_read_from_a_parameter_are_keys_no_dev_key_is_made(tmp_path: Path) 
 
 
 def test_a_shared_store_without_keys_is_refused_not_served_with_a_dev_key() -> None:
-    """Was: `spool serve` on Postgres without SPOOL_API_KEYS made a dev key of its own and
-    offered the demo handlers on the store other servers and workers share."""
-    with fresh_schema() as url:
-        env = {k: v for k, v in guarded_env(SPOOL_STORE_URL=url).items() if k != "SPOOL_API_KEYS"}
-        done = subprocess.run(
-            [str(SPOOL), "serve", "--no-worker", "--port", "0"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 2 and done.stdout == ""
-        [line] = done.stderr.splitlines()
-        assert line.startswith("spool: serving a shared store (postgresql://")
-        assert "needs API keys" in line and "SPOOL_API_KEYS=KEY=TENANT" in line
-        assert "dev-" not in line
+    """Was: `spool serve` on a Postgres, Redis or DynamoDB store without SPOOL_API_KEYS
+    made a dev key of its own and offered the demo handlers on the store other servers
+    and workers share. The refusal comes before any connection (no traffic leaves)."""
+    env = {
+        k: v
+        for k, v in guarded_env(
+            SPOOL_STORE_URL="postgresql://spool:s3cret@db.internal:5432/jobs"
+        ).items()
+        if k != "SPOOL_API_KEYS"
+    }
+    done = subprocess.run(
+        [str(SPOOL), "serve", "--no-worker", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    [line] = done.stderr.splitlines()
+    assert line.startswith("spool: serving a shared store (postgresql://spool:***@db.internal")
+    assert "needs API keys" in line and "SPOOL_API_KEYS=KEY=TENANT" in line
+    assert "s3cret" not in line and "dev-" not in line
+
+
+@pytest.mark.parametrize(
+    "url, local",
+    [
+        ("sqlite:///.spool/spool.db", True),
+        ("memory://", True),
+        ("postgresql://postgres@127.0.0.1:5432/test", True),
+        ("postgresql://u@localhost/test", True),
+        ("postgresql:///test", True),  # a Unix socket
+        ("redis://[::1]:6379/0", True),
+        ("dynamodb://jobs?queue=jobs&endpoint=http://127.0.0.1:5000&create=1", True),
+        ("postgresql://u@db.internal/jobs", False),
+        ("postgresql://u@10.0.0.5/jobs", False),
+        ("redis://cache.example.com:6379/0", False),
+        ("dynamodb://jobs?queue=jobs", False),  # AWS itself
+        ("dynamodb://jobs?queue=jobs&endpoint=https://dynamodb.eu-west-1.amazonaws.com", False),
+    ],
+)
+def test_a_dev_key_is_made_only_for_a_store_on_this_machine(url: str, local: bool) -> None:
+    from chalicelib.config import ConfigError
+    from local.serve import refuse_laptop_mode_on_a_shared_store
+
+    if local:
+        refuse_laptop_mode_on_a_shared_store(url)
+    else:
+        with pytest.raises(ConfigError, match="needs API keys"):
+            refuse_laptop_mode_on_a_shared_store(url)
