@@ -87,6 +87,14 @@ def test_backlog_quota_counts_waiting_jobs_only(limited: tuple[Api, Runtime]) ->
     assert api.post("/enqueue", {"jobs": [{"type": "echo", "payload": {}}] * 2}).status == 201
     assert api.post("/enqueue", {"type": "echo", "payload": {}}).status == 429
     assert stored(rt) == 4
+    # A batch larger than the whole backlog could never fit: 413 "split it", not a 429
+    # whose Retry-After a client would follow for ever.
+    assert rt.worker().drain().succeeded == 2
+    too_big = api.post("/enqueue", {"jobs": [{"type": "echo", "payload": {}}] * 3})
+    assert too_big.status == 413 and "split it" in too_big.json["error"]["message"]
+    assert too_big.json["error"]["details"] == {"jobs": 3, "backlog": 2}
+    assert too_big.header("Retry-After") is None
+    assert stored(rt) == 4
 
 
 SIGN_INS = {"SPOOL_AUTH_FAILURES": "3/h"}

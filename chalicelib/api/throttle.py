@@ -85,6 +85,12 @@ class EnqueueGate:
 
     def _admit(self, limit: TenantLimit, tenant: str, jobs: int) -> None:
         if limit.backlog is not None:
+            if jobs > limit.backlog:  # would not fit an empty backlog: no wait helps
+                raise PayloadTooLarge(
+                    f"this request enqueues {jobs} jobs; the tenant's backlog holds at "
+                    f"most {limit.backlog}: split it",
+                    {"jobs": jobs, "backlog": limit.backlog},
+                )
             counts = self.store.state_counts(tenant)
             waiting = sum(n for (_, state), n in counts.items() if state in WAITING)
             if waiting + jobs > limit.backlog:
