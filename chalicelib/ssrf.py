@@ -50,7 +50,21 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Refused(PermanentError):
-    """The guard refused a URL or an address; the message says which rule."""
+    """The guard refused a URL or an address; the message says which rule.
+
+    The message is for the operator's log. `public` is what the job's tenant reads: a
+    refusal found by resolving a name tells them the same whatever the name's fate (no
+    such name, a loopback or a private address), since telling those apart let a
+    tenant map the internal network's names and their kinds of address through
+    callback URLs and http_request jobs."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public or message
+
+
+def _unreachable_name(host: str, detail: str) -> Refused:
+    return Refused(detail, f"host {host!r} does not resolve to an address this service may reach")
 
 
 def _nets(*cidrs: str) -> tuple[IPNetwork, ...]:
@@ -434,7 +448,8 @@ def resolve(
         answers = resolver(target.host, target.port)
     except socket.gaierror as exc:
         if exc.errno == socket.EAI_NONAME:
-            raise Refused(f"host {target.host!r} does not exist (DNS: {exc})") from None
+            detail = f"host {target.host!r} does not exist (DNS: {exc})"
+            raise _unreachable_name(target.host, detail) from None
         raise LookupFailed(f"DNS lookup for {target.host!r} failed: {exc}") from exc
     addresses: list[IPAddress] = []
     for answer in answers:
@@ -442,15 +457,17 @@ def resolve(
         try:
             ip = ipaddress.ip_address(answer.split("%", 1)[0])
         except ValueError:
-            raise Refused(f"resolver answered a non-address {answer!r}") from None
+            detail = f"resolver answered a non-address {answer!r} for {target.host!r}"
+            raise _unreachable_name(target.host, detail) from None
         if ip not in addresses:
             addresses.append(ip)
     if not addresses:
-        raise Refused(f"host {target.host!r} resolved to no address")
+        raise _unreachable_name(target.host, f"host {target.host!r} resolved to no address")
     for ip in addresses:
         reason = why_refused(ip, policy)
         if reason is not None:
-            raise Refused(f"host {target.host!r} resolves to a refused address: {reason}")
+            detail = f"host {target.host!r} resolves to a refused address: {reason}"
+            raise _unreachable_name(target.host, detail)
     return addresses
 
 

@@ -711,8 +711,28 @@ def test_the_guards_refusal_does_not_tell_the_tenant_internal_addresses() -> Non
 
     Deliverer(store, _hooks(SPOOL_WEBHOOK_ALLOW_PRIVATE="false"), resolver=internal).drain()
     [d] = store.webhooks(job_id)
-    assert d.state == "failed" and "private address" in (d.last_error or "")
-    assert "10.20.30.40" not in (d.last_error or "")
+    assert d.state == "failed" and "10.20.30.40" not in (d.last_error or "")
+    # Nor the kind of address, nor whether the name exists: the same words for each.
+    assert "private" not in (d.last_error or "")
+    job_id_2 = _finished(store, "http://no-such-name.corp.example/hooks")
+
+    def nowhere(host: str, port: int) -> list[str]:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    Deliverer(store, _hooks(SPOOL_WEBHOOK_ALLOW_PRIVATE="false"), resolver=nowhere).drain()
+    [missing] = store.webhooks(job_id_2)
+    said = [
+        (x.last_error or "").replace(host, "HOST")
+        for x, host in ((d, "db.corp.example"), (missing, "no-such-name.corp.example"))
+    ]
+    assert (
+        said[0]
+        == said[1]
+        == (
+            "refused by the SSRF guard: host 'HOST' does not resolve to an address this "
+            "service may reach"
+        )
+    )
 
 
 def test_local_redrive_all_stops_when_the_same_jobs_come_back(

@@ -574,7 +574,11 @@ def test_bad_payloads_are_refused_at_enqueue_time(fields: dict[str, Any]) -> Non
 
 
 def test_through_the_worker_good_jobs_succeed_and_refused_ones_go_dead(
-    served: Served, monkeypatch: pytest.MonkeyPatch, clock: FakeClock, jail: Jail
+    served: Served,
+    monkeypatch: pytest.MonkeyPatch,
+    clock: FakeClock,
+    jail: Jail,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("SPOOL_HTTP_ALLOWLIST", "127.0.0.1/32, api.example.com")
     jail.names["api.example.com"] = ["169.254.169.254"]  # allowlisted name, forbidden answer
@@ -598,7 +602,12 @@ def test_through_the_worker_good_jobs_succeed_and_refused_ones_go_dead(
     assert isinstance(done.result, dict) and done.result["status"] == 200
     assert dead is not None and dead.state is JobState.DEAD
     assert dead.attempts == 1
-    assert "metadata" in (dead.last_error or "")
+    # The tenant is told the name leads nowhere it may go, not where (the job's error
+    # is theirs to read); the operator's log says it was the metadata address.
+    assert dead.last_error == (
+        "Refused: host 'api.example.com' does not resolve to an address this service may reach"
+    )
+    assert any("metadata" in r.getMessage() and dead.id in r.getMessage() for r in caplog.records)
 
 
 def _enqueue(url: str) -> tuple[MemoryStore, Any]:

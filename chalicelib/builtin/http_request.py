@@ -21,6 +21,7 @@ import functools
 import http.client
 import io
 import json
+import logging
 import re
 import socket
 import ssl
@@ -39,6 +40,8 @@ from chalicelib.handlers import JobContext, handler
 
 if TYPE_CHECKING:
     pass
+
+log = logging.getLogger("spool.handlers.http_request")
 
 MAX_TIMEOUT = 50.0
 MAX_BODY_CAP = 128 * 1024
@@ -597,4 +600,12 @@ def http_request(payload: HttpRequestPayload, ctx: JobContext) -> dict[str, Any]
     """Refusals and TLS failures are permanent; connection errors, timeouts, DNS
     hiccups and the payload's retry_on_status statuses are retried with backoff."""
     policy, ca_file = policy_from(Settings.from_env())
-    return perform(payload, policy, ctx, ca_file)
+    try:
+        return perform(payload, policy, ctx, ca_file)
+    except ssrf.Refused as exc:
+        if exc.public == str(exc):
+            raise
+        # The job's error goes back to its tenant: the guard's full reason (what the
+        # name resolved to) is the operator's, in the worker's log.
+        log.warning("job %s: http_request refused by the SSRF guard: %s", ctx.job.id, exc)
+        raise ssrf.Refused(exc.public) from None

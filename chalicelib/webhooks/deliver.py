@@ -174,11 +174,11 @@ class Deliverer:
         try:
             answer = self._send(delivery, payload, headers, hooks)
         except ssrf.Refused as exc:
-            # The tenant reads this error; the addresses a name resolves to inside the
-            # network are for the operator's log only (else any internal name could be
-            # mapped by pointing a callback_url at it).
+            # The tenant reads this error; what a name resolves to inside the network
+            # (or that it does not exist) is for the operator's log only, else any
+            # internal name could be mapped by pointing a callback_url at it.
             log.warning("webhook %s refused by the SSRF guard: %s", delivery.id, exc)
-            return outbox.FAILED, 0, f"refused by the SSRF guard: {_without_addresses(str(exc))}"
+            return outbox.FAILED, 0, f"refused by the SSRF guard: {_without_addresses(exc.public)}"
         except Exception as exc:  # connection refused, timeout, TLS, DNS hiccup
             return outbox.RETRYING, self._backoff(delivery.attempts), _describe(exc)
         status = int(answer["status"])
