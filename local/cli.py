@@ -673,6 +673,9 @@ def _run(args: argparse.Namespace) -> int:
             print(note, file=sys.stderr, flush=True)
         if args.command in ("serve", "worker"):
             limit_settings.validate(rt.settings)
+            probe = getattr(rt.store, "probe", None)
+            if probe is not None:  # a store that connects lazily (DynamoDB): reach it now
+                probe()
         return COMMANDS[args.command](rt, args)
     finally:
         rt.close()

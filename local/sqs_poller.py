@@ -328,7 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         from chalicelib import runtime as runtime_module
 
         rt = runtime_module.current()
-    except Exception as exc:  # a bad SPOOL_* setting: one line, as `spool` prints it
+        probe = getattr(rt.store, "probe", None)
+        if probe is not None:  # the endpoint and the table answer, or one line says why
+            probe()
+    except Exception as exc:  # a bad SPOOL_* setting, no store: one line, as `spool` prints it
         return report(exc)
     dispatch = getattr(rt.store, "dispatch", None)
     if dispatch is None:

@@ -703,3 +703,39 @@ def test_a_keyed_add_whose_retry_met_its_own_write_is_created_and_sent(
     assert [job_id for job_id, _ in sent] == [result.job.id]
     [again] = store.add([new_job(clock, idempotency_key="k-1")])
     assert not again.created and again.job.id == result.job.id
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m", "local.cli", "serve", "--no-worker", "--port", "0"],
+        ["-m", "local.cli", "worker"],
+        ["-m", "local.sqs_poller", "--max-seconds", "5"],
+    ],
+)
+def test_serve_worker_and_poller_exit_at_start_when_the_store_does_not_answer(
+    argv: list[str],
+) -> None:
+    """Was: on DynamoDB (which connects lazily) they started, answered 503 or retried
+    for ever, and the poller died with a botocore traceback; Redis and Postgres exit 1
+    with one line, as docs/self-hosting.md says every store does."""
+    from pathlib import Path
+
+    from tests.procs import guarded_env
+    from tests.redis_support import free_port
+
+    closed = free_port()
+    url = f"dynamodb://jobs?queue=jobs&bucket=jobs-bucket&endpoint=http://127.0.0.1:{closed}"
+    env = guarded_env(SPOOL_STORE_URL=url, SPOOL_API_KEYS="start-key-0123456789=acme")
+    done = subprocess.run(
+        [sys.executable, *argv],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("spool: AWS is unreachable") and "SPOOL_STORE_URL" in line
+    assert "Traceback" not in done.stderr

@@ -2242,6 +2242,14 @@ class DynamoStore:
         ]
         return sorted(live, key=lambda b: b.worker)
 
+    def probe(self) -> None:
+        """One consistent read that needs the endpoint and the table: `spool serve`,
+        `spool worker` and the poller call it at start (as Redis and Postgres check
+        when opened) and exit 1 with the store's message, instead of running and
+        answering 503 from their first second. Not on Lambda: a cold start does not
+        pay a round trip for it."""
+        self.cache_epoch()
+
     @aws_errors
     def cache_epoch(self) -> int:
         item = self.ddb.get_item(TableName=self.table, Key=epoch_key(), ConsistentRead=True).get(
