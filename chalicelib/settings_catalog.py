@@ -386,6 +386,18 @@ CATALOG: tuple[Setting, ...] = (
         group=_SERVER,
     ),
     Setting(
+        name="SPOOL_SERVE_HANG_SECONDS",
+        type=NUMBER,
+        default=20.0,
+        read_by="local/multiproc.py",
+        meaning=(
+            "`spool serve --processes N`: a server process whose loop has not turned for "
+            "this long (hung, or stopped with SIGSTOP) is killed and started again, instead "
+            "of keeping its share of new connections waiting for ever (1-3600)."
+        ),
+        group=_SERVER,
+    ),
+    Setting(
         name="SPOOL_HTTP_IDLE_TIMEOUT",
         type=NUMBER,
         default=60.0,

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib.config import Settings
 from local.cli_errors import CliFailure
 
 log = logging.getLogger("spool.serve")
@@ -50,7 +51,14 @@ QUICK_EXIT = 5.0
 QUICK_EXITS_ALLOWED = 3
 RESTART_PAUSE = 0.5
 STORE_DOWN_PAUSE = 2.0  # between restarts of a process while the store is down
-PARENT_CHECK = 0.5  # how often a server process looks for its supervisor
+PARENT_CHECK = 0.5  # how often a server process looks for its supervisor (and beats)
+HANG_SETTING = "SPOOL_SERVE_HANG_SECONDS"
+DEFAULT_HANG_SECONDS = 20.0
+
+
+def hang_seconds(settings: Settings) -> float:
+    """How long a server process may go without turning its loop before it is replaced."""
+    return settings.number(HANG_SETTING, DEFAULT_HANG_SECONDS, minimum=1.0, maximum=3600.0)
 
 
 def reuse_port_available() -> bool:
@@ -111,6 +119,8 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     quick_exits: int = 0
+    beats: int = -1  # the read end of its heartbeat pipe
+    heard: float = 0.0  # when it last beat (time.monotonic())
 
 
 @dataclass
@@ -124,6 +134,9 @@ class Supervisor:
     # True while the store does not answer: a server process cannot start then (it
     # opens the store first), which says nothing of the process itself.
     store_down: Callable[[], bool] = lambda: False
+    # A process silent this long (no heartbeat: hung, or stopped) is killed, then
+    # restarted as any that exits: it still held its share of new connections.
+    hang_seconds: float = DEFAULT_HANG_SECONDS
     children: list[Child] = field(init=False)
     _stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -143,14 +156,24 @@ class Supervisor:
             "--supervisor-pid",
             str(os.getpid()),
         ]
-        fds = [fd]
+        beats, beat_end = os.pipe()
+        os.set_blocking(beats, False)
+        os.set_blocking(beat_end, False)  # a full pipe drops a beat, never blocks the child
+        args += ["--heartbeat-fd", str(beat_end)]
+        fds = [fd, beat_end]
         if ready_fd is not None:
             args += ["--ready-fd", str(ready_fd)]
             fds.append(ready_fd)
-        # Its own session: a terminal's Ctrl-C reaches the supervisor alone, which then
-        # stops every server process in order (stop()).
-        child.proc = subprocess.Popen(args, env=self.env, pass_fds=fds, start_new_session=True)
-        child.started = time.monotonic()
+        try:
+            # Its own session: a terminal's Ctrl-C reaches the supervisor alone, which
+            # then stops every server process in order (stop()).
+            child.proc = subprocess.Popen(args, env=self.env, pass_fds=fds, start_new_session=True)
+        finally:
+            os.close(beat_end)
+        if child.beats >= 0:
+            os.close(child.beats)
+        child.beats = beats
+        child.started = child.heard = time.monotonic()
 
     def start(self) -> None:
         """Start every process; return once each is serving (else stop all, raise)."""
@@ -195,6 +218,7 @@ class Supervisor:
     def watch(self, on_give_up: Callable[[str], None] | None = None) -> int:
         """Until stop(): restart any process that exits; 1 if one keeps failing."""
         while not self._stopping.wait(0.2):
+            self._kill_the_silent()
             for child in self.children:
                 proc = child.proc
                 if proc is None or proc.poll() is None:
@@ -232,6 +256,33 @@ class Supervisor:
                 self.spawn(child)
         return 0
 
+    def _kill_the_silent(self) -> None:
+        """Read the heartbeats; kill a running process silent for hang_seconds (watch()
+        then restarts it, as one that exited). Its start-up is not silence: READY_TIMEOUT
+        covers that, and the first beat comes once it serves."""
+        now = time.monotonic()
+        for child in self.children:
+            if child.beats < 0:
+                continue
+            with contextlib.suppress(BlockingIOError):
+                if os.read(child.beats, 4096):
+                    child.heard = now
+            proc = child.proc
+            silent = now - child.heard
+            if proc is None or proc.poll() is not None or silent < self.hang_seconds:
+                continue
+            log.error(
+                "server process %d (pid %d) has not turned its loop for %.0f s (hung or "
+                "stopped); killing it to start it again",
+                child.index,
+                proc.pid,
+                silent,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # SIGKILL: a stopped process takes it too
+            proc.wait(5)
+            child.heard = now
+
     def request_stop(self) -> None:
         """From a signal handler: watch() returns and the caller calls stop()."""
         self._stopping.set()
@@ -253,6 +304,10 @@ class Supervisor:
                 proc.wait(5)
         for sock in {id(s): s for s in self.sockets}.values():
             sock.close()
+        for child in self.children:
+            if child.beats >= 0:
+                os.close(child.beats)
+                child.beats = -1
 
     @property
     def pids(self) -> list[int]:
@@ -281,11 +336,20 @@ def report_ready(fd: int | None) -> None:
         os.close(fd)
 
 
-def exit_with_supervisor(supervisor_pid: int, stop: Callable[[], Any]) -> threading.Thread:
-    """Call stop() once the supervisor is gone (even SIGKILLed): no orphan servers."""
+def exit_with_supervisor(
+    supervisor_pid: int,
+    stop: Callable[[], Any],
+    heartbeat_fd: int | None = None,
+    turning: Callable[[], bool] = lambda: True,
+) -> threading.Thread:
+    """Call stop() once the supervisor is gone (even SIGKILLed): no orphan servers.
+    Meanwhile beat on heartbeat_fd while `turning()` says the server's loop turns."""
 
     def watch() -> None:
         while os.getppid() == supervisor_pid:
+            if heartbeat_fd is not None and turning():
+                with contextlib.suppress(OSError):  # full (the supervisor is behind): skip
+                    os.write(heartbeat_fd, b"h")
             time.sleep(PARENT_CHECK)
         log.warning("the supervisor (pid %d) is gone; stopping", supervisor_pid)
         stop()

@@ -24,6 +24,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -70,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--listen-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--heartbeat-fd", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def _port(text: str) -> int:
@@ -401,9 +403,15 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
         if emulator is not None:
             emulator.start()
         if args.supervisor_pid is not None:
-            from local.multiproc import exit_with_supervisor, report_ready
+            from local.multiproc import exit_with_supervisor, hang_seconds, report_ready
 
-            exit_with_supervisor(args.supervisor_pid, lambda: server.stop(wait=None))
+            hang = hang_seconds(rt.settings)
+            exit_with_supervisor(
+                args.supervisor_pid,
+                lambda: server.stop(wait=None),
+                args.heartbeat_fd,
+                lambda: time.monotonic() - server.last_turn < hang,
+            )
             report_ready(args.ready_fd)
         else:
             print(banner(server.url, rt, key, generated, emulator is not None), flush=True)
@@ -473,7 +481,7 @@ def serve_processes(
     from chalicelib.api.routes import Edge
     from local.emulator import Emulator
     from local.http_limits import HttpLimits
-    from local.multiproc import MAX_PROCESSES, Supervisor, listening_sockets
+    from local.multiproc import MAX_PROCESSES, Supervisor, hang_seconds, listening_sockets
 
     if not 1 <= args.processes <= MAX_PROCESSES:
         raise UsageError(
@@ -497,7 +505,13 @@ def serve_processes(
     # The server processes read the same settings from the environment: the dev key
     # and demo switch with_dev_key put there, and this process's cap on long-polls.
     env = {**os.environ, MAX_WAITS: rt.settings.text(MAX_WAITS)}
-    supervisor = Supervisor(sockets, threads, env, store_down=lambda: store_down(rt))
+    supervisor = Supervisor(
+        sockets,
+        threads,
+        env,
+        store_down=lambda: store_down(rt),
+        hang_seconds=hang_seconds(rt.settings),
+    )
     # request_stop sets a threading.Event: on StopSignals' thread, never in the handler.
     with StopSignals(stop=supervisor.request_stop, notice=STOPPING):
         supervisor.start()

@@ -363,6 +363,9 @@ class Server:
         # Event.set takes a lock a second signal could find already held (a deadlock).
         self._stop_requested = False
         self._closed = False
+        # When the loop last turned (it turns at least every sweep interval): a server
+        # process beats to its supervisor only while this is recent (local/multiproc.py).
+        self.last_turn = time.monotonic()
         self._stopped = threading.Event()
 
     def _stopping(self) -> bool:
@@ -394,6 +397,7 @@ class Server:
             ).start()
         try:
             while not self._stop_requested:
+                self.last_turn = time.monotonic()
                 wasyncore.loop(
                     timeout=interval,
                     map=self._server._map,

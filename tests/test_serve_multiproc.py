@@ -8,6 +8,7 @@ connections is a cache miss exactly once per process, then hits.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -262,6 +263,31 @@ def test_a_crashed_server_process_is_replaced(sqlite_url: str) -> None:
         assert wait_for(replaced, timeout=15)
         for _ in range(SPREAD // 3):  # both sockets answer again
             assert requests.get(f"{served.url}/health", timeout=10).status_code == 200
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_hung_server_process_is_killed_and_replaced(sqlite_url: str) -> None:
+    """Was: a process alive but not answering (SIGSTOP here; a deadlock looks the same
+    to the kernel) kept its share of new connections, which hung, and nothing noticed."""
+    with serving(sqlite_url, "--no-worker", SPOOL_SERVE_HANG_SECONDS="2") as served:
+        kids = servers(served)
+        os.kill(kids[0], signal.SIGSTOP)
+        try:
+
+            def replaced() -> bool:
+                now = children_of(served.proc.pid)
+                return len(now) == PROCESSES and kids[0] not in now
+
+            assert wait_for(replaced, timeout=20)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(kids[0], signal.SIGCONT)
+        assert not alive(kids[0])
+        for _ in range(SPREAD // 3):  # both sockets answer again, none hangs
+            assert requests.get(f"{served.url}/health", timeout=5).status_code == 200
+        # The healthy process beats on: it is never taken for hung.
+        time.sleep(3)
+        assert kids[1] in children_of(served.proc.pid)
 
 
 def test_a_taken_port_is_refused_with_a_clear_message(sqlite_url: str) -> None:
