@@ -346,7 +346,9 @@ CATALOG: tuple[Setting, ...] = (
             "Failed authentications one client address may make, as a rate (`20/m`); past "
             "it that client's keys are not checked (429) until Retry-After, except a key "
             "that has already signed in from that address, so its owner keeps access. "
-            "`off` disables it. Counted per API process."
+            "`off` disables it. Counted per API process, and so are the keys that signed "
+            "in: under `--processes N` an owner behind the guesser's address may get 429 "
+            "from a process it has not signed in through, until Retry-After."
         ),
         group=_API,
     ),
