@@ -120,7 +120,8 @@ class Child:
     started: float = 0.0
     quick_exits: int = 0
     beats: int = -1  # the read end of its heartbeat pipe
-    heard: float = 0.0  # when it last beat (time.monotonic())
+    heard: float = 0.0  # when it last beat, or was started (time.monotonic())
+    beating: bool = False  # it has beaten since it was started
 
 
 @dataclass
@@ -174,6 +175,7 @@ class Supervisor:
             os.close(child.beats)
         child.beats = beats
         child.started = child.heard = time.monotonic()
+        child.beating = False
 
     def start(self) -> None:
         """Start every process; return once each is serving (else stop all, raise)."""
@@ -258,18 +260,20 @@ class Supervisor:
 
     def _kill_the_silent(self) -> None:
         """Read the heartbeats; kill a running process silent for hang_seconds (watch()
-        then restarts it, as one that exited). Its start-up is not silence: READY_TIMEOUT
-        covers that, and the first beat comes once it serves."""
+        then restarts it, as one that exited). Until its first beat it is starting
+        (imports, the store, handler modules): it is given READY_TIMEOUT for that, or
+        a slow start would be killed, restarted and killed again."""
         now = time.monotonic()
         for child in self.children:
             if child.beats < 0:
                 continue
             with contextlib.suppress(BlockingIOError):
                 if os.read(child.beats, 4096):
-                    child.heard = now
+                    child.heard, child.beating = now, True
             proc = child.proc
+            allowed = self.hang_seconds if child.beating else max(self.hang_seconds, READY_TIMEOUT)
             silent = now - child.heard
-            if proc is None or proc.poll() is not None or silent < self.hang_seconds:
+            if proc is None or proc.poll() is not None or silent < allowed:
                 continue
             log.error(
                 "server process %d (pid %d) has not turned its loop for %.0f s (hung or "

@@ -385,3 +385,29 @@ def test_laptop_mode_shares_its_dev_key_with_every_process(tmp_path: Path) -> No
         assert refused.status_code == 401
     finally:
         stop(served.proc, timeout=30)
+
+
+def test_a_process_still_starting_is_not_taken_for_hung() -> None:
+    """Silence counts from the first beat: before it, a process is starting (imports,
+    the store, handler modules), given READY_TIMEOUT, not SPOOL_SERVE_HANG_SECONDS."""
+    from local.multiproc import READY_TIMEOUT, Supervisor
+
+    made = listening_sockets("127.0.0.1", 0, 1)
+    silent = [sys.executable, "-c", "import time; time.sleep(120)"]  # never beats
+    supervisor = Supervisor(made, 2, guarded_env(), command=silent, hang_seconds=1.0)
+    [child] = supervisor.children
+    supervisor.spawn(child)
+    try:
+        assert child.proc is not None
+        child.heard -= 30  # silent for 30 s, never having beaten: still starting
+        supervisor._kill_the_silent()
+        assert child.proc.poll() is None
+        child.heard -= READY_TIMEOUT  # past the start-up's allowance: hung
+        supervisor._kill_the_silent()
+        assert child.proc.poll() == -signal.SIGKILL
+        supervisor.spawn(child)  # as if it had beaten, then gone silent past hang_seconds
+        child.beating, child.heard = True, time.monotonic() - 2
+        supervisor._kill_the_silent()
+        assert child.proc.poll() == -signal.SIGKILL
+    finally:
+        supervisor.stop(grace=1)
