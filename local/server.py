@@ -191,7 +191,9 @@ class ChaliceWSGI:
         path = _path(environ)
         if _CONTROL.search(path) is not None:
             logs.http_request(method, "-", 404, 0.0, None, path=path.split("?")[0])
-            return send(start_response, *_no_route_with_control(method, path))
+            shown = path.split("?")[0].encode("unicode_escape").decode("ascii")
+            why = ": a path holds no control character"
+            return send(start_response, 404, *_no_route(method, shown, why))
         headers = _headers(environ)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length > 0 else None
@@ -201,8 +203,7 @@ class ChaliceWSGI:
             # Our app has no authorizers, so the gateway refuses only unknown
             # paths (API Gateway's 403 "Missing Authentication Token"); a real
             # server says 404.
-            payload = dumps(error_body("not_found", f"no route for {method} {path.split('?')[0]}"))
-            headers = {**api_http.API_HEADERS, "Content-Type": "application/json"}
+            headers, payload = _no_route(method, path.split("?")[0])
             if path.startswith("/ui"):  # what every other /ui answer carries
                 from chalicelib.api.ui_routes import ERROR_HEADERS
 
@@ -223,13 +224,11 @@ class ChaliceWSGI:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def _no_route_with_control(method: str, path: str) -> tuple[int, dict[str, str], bytes]:
-    """API Gateway's answer to such a path is no route, so it is here too (404)."""
-    shown = path.split("?")[0].encode("unicode_escape").decode("ascii")
-    payload = dumps(
-        error_body("not_found", f"no route for {method} {shown}: a path holds no control character")
-    )
-    return 404, {**api_http.API_HEADERS, "Content-Type": "application/json"}, payload.encode()
+def _no_route(method: str, shown: str, why: str = "") -> tuple[dict[str, str], str]:
+    """The headers and body of a 404 no route matched (API Gateway's answer to a path
+    holding a control character is no route too)."""
+    payload = dumps(error_body("not_found", f"no route for {method} {shown}{why}"))
+    return {**api_http.API_HEADERS, "Content-Type": "application/json"}, payload
 
 
 def _path(environ: dict[str, Any]) -> str:
