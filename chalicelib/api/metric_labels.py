@@ -86,7 +86,6 @@ class FirstSeen:
     def __init__(self, rule: QueueLabels) -> None:
         self.rule = rule
         self._kept: set[str] = set(rule.reserved)
-        self._first_seen = 0
         self._by_tenant: dict[str, int] = {}
         self._share = max(1, rule.limit // TENANT_SHARE)  # what one tenant may name
         self._lock = threading.Lock()
@@ -102,9 +101,9 @@ class FirstSeen:
             if queue in self._kept:
                 return queue
             taken = self._by_tenant.get(tenant, 0)
-            if self._first_seen < self.rule.limit and taken < self._share:
+            first_seen = len(self._kept) - len(self.rule.reserved)
+            if first_seen < self.rule.limit and taken < self._share:
                 self._kept.add(queue)
-                self._first_seen += 1
                 self._by_tenant[tenant] = taken + 1
                 return queue
         return OTHER

@@ -70,9 +70,11 @@ class WaitSlots:
 
     def held(self, tenant: str | None = None) -> int:
         with self._lock:
-            if tenant is None:
-                return len(self._slots)
-            return sum(1 for slot in self._slots if slot.tenant == tenant)
+            return len(self._slots) if tenant is None else self._held_by(tenant)
+
+    def _held_by(self, tenant: str) -> int:
+        """Under the lock."""
+        return sum(1 for slot in self._slots if slot.tenant == tenant)
 
     @contextmanager
     def hold(self, tenant: str) -> Iterator[Slot]:
@@ -80,7 +82,7 @@ class WaitSlots:
         holds enough more to give one up)."""
         slot = Slot(tenant)
         with self._lock:
-            mine = sum(1 for s in self._slots if s.tenant == tenant)
+            mine = self._held_by(tenant)
             if mine >= self.per_tenant:
                 raise TooManyWaits(
                     f"this API key already has {mine} status requests waiting (the limit is "
