@@ -622,13 +622,15 @@ def _import_from_working_directory() -> None:
 READING_COMMANDS = ("status", "jobs", "cancel", "dlq", "purge", "top")
 
 
-def _refuse_missing_store(command: str, url: str) -> None:
+def _refuse_missing_store(command: str) -> None:
     """`spool top` in the wrong folder used to create `.spool/spool.db` there and show
     "no jobs yet", which reads as "the server has none": say where it looked instead."""
     if command not in READING_COMMANDS:
         return
+    from chalicelib.config import Settings
     from chalicelib.storage import sqlite_path
 
+    url = Settings.from_env().store_url
     if not url.startswith("sqlite:"):
         return
     try:
@@ -659,13 +661,12 @@ def _run(args: argparse.Namespace) -> int:
             "the working directory no longer exists (it was deleted while in use)",
             "cd to a directory that exists, then run the command again",
         ) from None
-    from chalicelib.config import Settings
-
-    settings = Settings.from_env()  # read once: the checks below and the runtime
-    _refuse_missing_store(args.command, settings.store_url)
+    _refuse_missing_store(args.command)
     if args.command == "serve":
-        serve.check_keys_before_opening(settings)
-    rt = build_runtime(settings)
+        from chalicelib.config import Settings
+
+        serve.check_keys_before_opening(Settings.from_env())
+    rt = build_runtime()
     try:
         note = remote_cli.local_store_note(args.command, rt.settings.store_url)
         if note is not None:  # SPOOL_URL is set, but this command cannot follow it
