@@ -13,7 +13,7 @@ its size limit before the app can refuse it. Here, per connection:
   pool thread for as long as it stays connected);
 - a Content-Length over the body limit is answered 413 as soon as the head is
   read, with nothing of the body buffered (and no `100 Continue`); a chunked
-  body is cut off at the limit;
+  body is cut off at the limit, or as soon as a chunk's size line announces more;
 - after such a refusal the server stops sending, reads and discards what the
   client still sends for `linger_seconds` (at most LINGER_MAX_BYTES), then
   closes: the client gets to read its 413 instead of a connection reset;
@@ -144,7 +144,10 @@ class GuardedParser(HTTPRequestParser):
         consumed = int(receiver.received(data))
         self.raw_body_bytes += consumed
         limit = self.limits.max_body_bytes
-        if len(receiver) > limit or self.raw_body_bytes > 2 * limit + CHUNK_FRAMING_ALLOWANCE:
+        # A chunk's size line says how much is coming: a chunk that cannot fit is refused
+        # when it is announced, not after the client has been waited on to send it.
+        announced = len(receiver) + int(getattr(receiver, "chunk_remainder", 0))
+        if announced > limit or self.raw_body_bytes > 2 * limit + CHUNK_FRAMING_ALLOWANCE:
             self._refuse(too_large(limit))
             return len(data)
         if receiver.error:

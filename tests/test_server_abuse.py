@@ -262,6 +262,20 @@ def test_a_chunked_body_is_cut_off_at_the_limit(server: Server) -> None:
         assert json.loads(body)["error"]["details"] == {"limit": LIMIT}
 
 
+def test_a_chunk_announced_past_the_limit_is_refused_before_it_is_sent(server: Server) -> None:
+    """The size line alone says the body will not fit: the client hears 413 at once
+    instead of being held until the request timeout while it trickles the chunk."""
+    with connect(server) as sock:
+        sock.settimeout(0.9)  # under the fixture's 1 s request timeout, which answers 408
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n" + b"ffffffff\r\n" + b"x" * 10
+        )
+        status, _, body = read_response(sock)
+    assert status == 413
+    assert json.loads(body)["error"]["details"] == {"limit": LIMIT}
+
+
 @pytest.mark.parametrize("order", ["length first", "chunked first"])
 def test_a_body_framed_both_ways_is_refused_and_nothing_is_stored(
     server: Server, order: str
