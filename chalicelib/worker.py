@@ -959,7 +959,9 @@ class Worker:
     def run(self, burst: bool = False) -> WorkerStats:
         """Work until stop() (or, with burst, until nothing is due), then finish what is held."""
         if burst:
-            return self.drain(None)
+            stats = self.drain(None)
+            sign_off(self.store)
+            return stats
         notifier: Any = getattr(self.store, "notifier", None)
         self._notifier = notifier
         self._ensure_threads()
@@ -990,19 +992,8 @@ class Worker:
                 timeout = backoff
             self._sleep(timeout)
         self._shutdown()
-        self._sign_off()
+        sign_off(self.store)
         return self.stats
-
-    def _sign_off(self) -> None:
-        """Stopped cleanly: no longer counted live (spool top, spool_workers_live, the
-        no-live-workers alert), instead of for SPOOL_WORKER_LIVE_SECONDS after."""
-        forget = getattr(self.store, "forget_worker", None)
-        if forget is None:
-            return
-        try:
-            forget(worker_id.process())
-        except Exception as exc:
-            log.warning("could not sign this worker off (it drops out in a minute): %s", exc)
 
     def _wake(self) -> None:
         """Under the lock: tell the dispatcher there is something to do.
@@ -1115,3 +1106,17 @@ def _describe(exc: BaseException, prefix: str = "") -> str:
         text = "<the exception's message could not be read>"
     name = type(exc).__name__
     return error_text(text, f"{prefix}{name}: ") if text else f"{prefix}{name}"
+
+
+def sign_off(store: JobStore) -> None:
+    """This process stopped working cleanly (`spool worker`, a burst, `spool serve`'s
+    emulated worker): no longer counted live (spool top, spool_workers_live, the
+    no-live-workers alert), instead of for SPOOL_WORKER_LIVE_SECONDS after, and its
+    row leaves the store instead of staying for good."""
+    forget = getattr(store, "forget_worker", None)
+    if forget is None:
+        return
+    try:
+        forget(worker_id.process())
+    except Exception as exc:
+        log.warning("could not sign this worker off (it drops out in a minute): %s", exc)

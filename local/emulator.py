@@ -29,6 +29,7 @@ from chalicelib import events
 from chalicelib.errors import StoreUnavailable
 from chalicelib.runtime import Runtime
 from chalicelib.webhooks.runner import DeliveryThread, start_thread
+from chalicelib.worker import sign_off
 
 log = logging.getLogger("spool.emulator")
 
@@ -131,5 +132,6 @@ class Emulator:
         events.shutdown()
         if self._thread is not None:
             self._thread.join(timeout)
+            sign_off(self.runtime.store)  # the drains beat as this process: it is gone now
         if self._webhooks is not None:
             self._webhooks.stop(timeout)

@@ -341,6 +341,14 @@ def test_drain_and_run_beat_while_they_work(
     assert store.live_workers(600) == []
 
 
+def test_a_burst_signs_off_when_it_ends(store: JobStore, reg: Registry) -> None:
+    """`spool worker --burst` from cron: each run used to stay counted live for a
+    minute after it exited, and its row stayed in the store for good."""
+    worker = Worker(store, reg, WorkerConfig(concurrency=1, heartbeat_seconds=0.05))
+    worker.run(burst=True)
+    assert store.live_workers(600) == []
+
+
 def test_a_store_that_cannot_take_a_beat_does_not_stop_the_work(
     clock: FakeClock, reg: Registry
 ) -> None:

@@ -209,6 +209,22 @@ def test_emulator_runs_jobs_as_they_arrive_and_as_they_fall_due(rt: Runtime) -> 
     assert emulator.invocations >= 2
 
 
+def test_a_stopped_emulator_is_no_longer_a_live_worker(rt: Runtime) -> None:
+    """`spool serve` stopped by Ctrl-C or SIGTERM: its emulated worker counted live for
+    a minute after the process was gone, and its row stayed in the store."""
+    emulator = Emulator(spool_app.app, rt)
+    emulator.start()
+    try:
+        job_id = add(rt)
+        deadline = time.monotonic() + 15
+        while state(rt, job_id) != JobState.SUCCEEDED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rt.store.live_workers(600) != []  # the drains beat while it serves
+    finally:
+        emulator.stop()
+    assert rt.store.live_workers(600) == []
+
+
 def test_emulated_events_have_the_shapes_aws_sends() -> None:
     scheduled = scheduled_event(spool_app.app)
     assert scheduled["source"] == "aws.events"
