@@ -649,9 +649,9 @@ def _refuse_missing_store(command: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    url = remote_cli.target(args)  # first: `spool --url X db` names a server, not a store
     if args.command == "db":  # before build_runtime: an unmigrated store refuses to open
         return db.cmd_db(args)
-    url = remote_cli.target(args)
     if url is not None:  # --url or SPOOL_URL: a server's jobs, no local store opened
         return remote_cli.run(args, url)
     try:

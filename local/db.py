@@ -22,7 +22,11 @@ EXIT_PENDING = 3
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--url", help="store URL (default: SPOOL_STORE_URL)", default=None, dest="store_url"
+        "--url",
+        help="the store's URL, e.g. postgresql://host/db (default: SPOOL_STORE_URL); "
+        "give it after `db`: before it, --url names a Spool server",
+        default=None,
+        dest="store_url",
     )
     sub = parser.add_subparsers(dest="db_command", required=True)
     sub.add_parser("migrate", help="apply pending migrations")

@@ -74,10 +74,16 @@ def target(args: argparse.Namespace) -> str | None:
     """The server URL when this command goes remote, else None (the local store)."""
     if args.command not in COMMANDS:
         if getattr(args, "url", None) or getattr(args, "key", None):
+            fix = "Drop them, or run a job command"
+            if args.command == "db":  # its own --url, after `db`, names a store
+                fix = (
+                    "Name the store after `db`: spool db --url STORE_URL migrate "
+                    "(or set SPOOL_STORE_URL)"
+                )
             raise UsageError(
                 f"--url and --key work with the job commands ({', '.join(COMMANDS)}), "
                 f"not with `spool {args.command}`",
-                "Drop them, or run a job command",
+                fix,
             )
         return None
     return getattr(args, "url", None) or os.environ.get(URL_VARIABLE) or None

@@ -125,6 +125,8 @@ class Shell:
             out.append(word)
         if out[:2] == [str(BIN / "moto_server"), "-H"]:
             out[out.index("-p") + 1] = str(self.moto_port)
+        if out[:2] == [str(BIN / "pip"), "install"]:
+            out.insert(2, "--no-index")  # already satisfied here; the test asks no registry
         if out[1:3] == ["serve", "--no-worker"]:
             out += ["--port", "0"]  # 8000 may be taken here; the URL is read from the banner
         return out
@@ -188,6 +190,8 @@ def shell() -> Iterator[Shell]:
 def test_the_offline_commands_run_an_echo_job_as_written(shell: Shell) -> None:
     lines = offline_commands()
     assert any("local.sqs_poller" in line for line in lines)
+    # A `.venv` built by `make run` alone has no moto_server: the doc installs it first.
+    assert "pip install" in lines[0] and "moto[server" in lines[0], lines[0]
     assert not any("SPOOL_DEMO_HANDLERS" in line for line in lines)
     for line in lines:
         done = shell.run(line)

@@ -266,6 +266,16 @@ def test_url_on_a_command_that_cannot_use_it_is_refused(
     assert "--url and --key work with the job commands" in err and "spool worker" in err
 
 
+def test_a_store_url_given_before_db_is_refused_not_ignored(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`spool --url postgresql://... db migrate` migrated nothing and exited 0 (the flag
+    before `db` is the server's, and db went on with SPOOL_STORE_URL)."""
+    assert cli.main(["--url", "postgresql://127.0.0.1:9/x", "db", "migrate"]) == 2
+    err = capsys.readouterr().err
+    assert "not with `spool db`" in err and "spool db --url STORE_URL migrate" in err
+
+
 def test_help_documents_the_exit_codes_and_the_remote_options() -> None:
     text = cli.build_parser().format_help()
     assert "exit codes:" in text and "--url" in text and "SPOOL_API_KEY" in text
