@@ -95,7 +95,11 @@ def print_page(
         return
     if jobs:
         print("\n".join(job_rows(jobs)))
-    more = f" (more: --cursor {printable(next_cursor)}, or --all)" if next_cursor else ""
+    # The cursor ends the line: copied by a double-click or `awk '{print $NF}'`, it takes
+    # no comma or bracket with it.
+    more = (
+        f"; more: --all, or the next page: --cursor {printable(next_cursor)}" if next_cursor else ""
+    )
     print(f"{len(jobs)} {noun}{more}", file=sys.stderr)
 
 

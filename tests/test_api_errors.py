@@ -217,6 +217,7 @@ def test_bad_list_query_is_422(api: Api, query: str) -> None:
 def test_bad_cursor_is_400(api: Api) -> None:
     reply = api.get("/jobs?cursor=%%%not-a-cursor")
     assert reply.status == 400 and reply.error_code == "bad_request"
+    assert "give back a next_cursor" in reply.json["error"]["message"]  # what to do instead
 
 
 def _b64(raw: str) -> str:

@@ -150,7 +150,7 @@ def test_jobs_lists_pages_with_filters(remote) -> None:
         "result",
     ]
     assert [line.split()[0] for line in lines[1:]] == ids[:2]
-    cursor = re.search(r"more: --cursor (\S+),", err)
+    cursor = re.search(r"the next page: --cursor (\S+)$", err.strip())
     assert cursor and err.startswith("2 job(s)")
     code, out, _ = remote(
         "jobs", "list", "--queue", q, "--limit", "2", "--cursor", cursor.group(1), "--json"

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 from chalicelib.errors import BadRequest
 from chalicelib.models import Attempt, Job, JobState
 from chalicelib.service import NAME_PATTERN, EnqueueRequest, parse_rfc3339
-from chalicelib.storage.base import decode_cursor, from_micros
+from chalicelib.storage.base import BAD_CURSOR, decode_cursor, from_micros
 from chalicelib.timebounds import to_utc
 from chalicelib.webhooks.outbox import Delivery
 
@@ -180,7 +180,7 @@ def cursor_in_range(value: str | None) -> str | None:
     try:
         from_micros(created)
     except OverflowError:
-        raise BadRequest("invalid cursor", {"cursor": value}) from None
+        raise BadRequest(BAD_CURSOR, {"cursor": value}) from None
     return value
 
 

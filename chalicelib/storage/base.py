@@ -411,15 +411,17 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
         created, job_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
         micros = int(created)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
-        raise BadRequest("invalid cursor", {"cursor": cursor}) from exc
+        raise BadRequest(BAD_CURSOR, {"cursor": cursor}) from exc
     canonical = base64.urlsafe_b64encode(f"{micros}|{job_id}".encode()).decode().rstrip("=")
     if canonical != cursor or micros < 0 or not _CURSOR_ID.fullmatch(job_id):
-        raise BadRequest("invalid cursor", {"cursor": cursor})
+        raise BadRequest(BAD_CURSOR, {"cursor": cursor})
     return micros, job_id
 
 
 # What a job id may be in a cursor: printable ASCII, no separator or space.
 _CURSOR_ID = re.compile(r"[!-{}~]{1,200}")
+# The fix is in the message: a cursor is only ever one a listing handed out, unchanged.
+BAD_CURSOR = "invalid cursor: give back a next_cursor from the page before, as it was sent"
 
 
 def check_limit(limit: int) -> int:
