@@ -469,9 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="run jobs")
-    worker.add_argument("--concurrency", type=positive, default=None)
+    worker.add_argument(
+        "--concurrency",
+        type=positive,
+        default=None,
+        help="jobs this process runs at once, each on a thread (default: SPOOL_CONCURRENCY, 8)",
+    )
     worker.add_argument("--burst", action="store_true", help="exit when nothing is due")
-    worker.add_argument("--quiet", action="store_true")
+    worker.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bar, banner or summary on stderr (the log lines stay)",
+    )
     worker.add_argument(
         "--sync-finish",
         action="store_true",
@@ -494,15 +503,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     enqueue = sub.add_parser("enqueue", help="add a job")
-    enqueue.add_argument("type")
-    enqueue.add_argument("--payload", default="{}")
-    enqueue.add_argument("--queue")
-    enqueue.add_argument("--priority", type=int)
+    enqueue.add_argument("type", help="the job type: a registered handler's name")
+    enqueue.add_argument(
+        "--payload", default="{}", help="the job's payload, a JSON object (default {})"
+    )
+    enqueue.add_argument("--queue", help="the queue to put it on (default: the handler's)")
+    enqueue.add_argument(
+        "--priority", type=int, help="higher runs first (default: the handler's, usually 0)"
+    )
     enqueue.add_argument(
         "--delay", type=delay, help=f"run no sooner than this ({BOUND_TEXT}): {EXAMPLES}"
     )
-    enqueue.add_argument("--idempotency-key", dest="idempotency_key")
-    enqueue.add_argument("--max-attempts", dest="max_attempts", type=int)
+    enqueue.add_argument(
+        "--idempotency-key",
+        dest="idempotency_key",
+        help="the same key again answers the job it first made instead of adding another",
+    )
+    enqueue.add_argument(
+        "--max-attempts",
+        dest="max_attempts",
+        type=int,
+        help="tries before the job goes dead (default: the handler's)",
+    )
     enqueue.add_argument(
         "--tenant",
         type=tenant_name,
@@ -520,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote_cli.add_options(enqueue)
 
     status = sub.add_parser("status", help="show a job and its attempts")
-    status.add_argument("id")
+    status.add_argument("id", help="the job's id (j_...), as enqueue printed it")
     status.add_argument(
         "--json", action="store_true", help="machine output: the job, with attempt_history"
     )
@@ -539,13 +561,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     jobs = sub.add_parser("jobs", help="list jobs, oldest first (a page; --all for every one)")
     jobs.add_argument("action", nargs="?", choices=["list"], default="list", help=argparse.SUPPRESS)
-    jobs.add_argument("--state", choices=job_commands.state_choices())
+    jobs.add_argument(
+        "--state", choices=job_commands.state_choices(), help="only jobs in this state"
+    )
     job_commands.list_options(jobs)
     _tenant_option(jobs)
     remote_cli.add_options(jobs)
 
     cancel = sub.add_parser("cancel", help="cancel a waiting (queued or retrying) job")
-    cancel.add_argument("id")
+    cancel.add_argument("id", help="the job's id (j_...)")
     cancel.add_argument("--json", action="store_true", help="machine output: the job")
     _tenant_option(cancel)
     remote_cli.add_options(cancel)
@@ -557,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     _tenant_option(dlq_list)
     remote_cli.add_options(dlq_list)
     redrive = dlq_sub.add_parser("redrive")
-    redrive.add_argument("id", nargs="?")
+    redrive.add_argument("id", nargs="?", help="the dead job's id (or --all)")
     redrive.add_argument(
         "--all",
         action="store_true",

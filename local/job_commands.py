@@ -59,8 +59,8 @@ def wait_local(rt: Runtime, job_id: str, tenant: str | None, timeout: float | No
 
 
 def list_options(parser: argparse.ArgumentParser, page: int = 100) -> None:
-    parser.add_argument("--queue")
-    parser.add_argument("--type")
+    parser.add_argument("--queue", help="only jobs on this queue")
+    parser.add_argument("--type", help="only jobs of this type")
     parser.add_argument(
         "--limit", type=_page_size, default=page, help=f"jobs per page (1-1000, default {page})"
     )

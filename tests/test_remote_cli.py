@@ -276,6 +276,22 @@ def test_a_store_url_given_before_db_is_refused_not_ignored(
     assert "not with `spool db`" in err and "spool db --url STORE_URL migrate" in err
 
 
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import argparse
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        bare = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    bare += walk(child, f"{path} {name}")
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                bare.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+        return bare
+
+    assert walk(cli.build_parser(), "spool") == []
+
+
 def test_help_documents_the_exit_codes_and_the_remote_options() -> None:
     text = cli.build_parser().format_help()
     assert "exit codes:" in text and "--url" in text and "SPOOL_API_KEY" in text
