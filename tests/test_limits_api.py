@@ -97,6 +97,27 @@ def test_backlog_quota_counts_waiting_jobs_only(limited: tuple[Api, Runtime]) ->
     assert stored(rt) == 4
 
 
+BACKLOG_AND_BURST = {
+    "SPOOL_TENANT_LIMITS": json.dumps({TENANT_A: {"rate": "100/s", "burst": 3, "backlog": 5}})
+}
+
+
+@pytest.mark.parametrize("limited", [BACKLOG_AND_BURST], indirect=True)
+def test_a_batch_over_the_burst_is_413_even_while_the_backlog_is_full(
+    limited: tuple[Api, Runtime],
+) -> None:
+    """The backlog's 429 came first, so a client following its Retry-After retried a
+    batch that could never pass, to meet the 413 only once the backlog drained."""
+    from chalicelib.service import EnqueueRequest
+
+    api, rt = limited
+    rt.service.enqueue([EnqueueRequest(type="echo", delay=600)] * 4, TENANT_A)  # 4 of 5 waiting
+    batch = api.post("/enqueue", {"jobs": [{"type": "echo", "payload": {}}] * 4})
+    assert batch.status == 413 and batch.json["error"]["details"] == {"jobs": 4, "burst": 3}
+    assert batch.header("Retry-After") is None
+    assert stored(rt) == 4
+
+
 SIGN_INS = {"SPOOL_AUTH_FAILURES": "3/h"}
 
 

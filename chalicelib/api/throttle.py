@@ -84,13 +84,22 @@ class EnqueueGate:
         return plain + sum(1 for k in keyed if self.store.get_by_key(tenant, k) is None)
 
     def _admit(self, limit: TenantLimit, tenant: str, jobs: int) -> None:
+        # A request no wait can let in is refused 413 before any check whose 429 would
+        # send the client back to retry it (the backlog's, the bucket's).
+        bucket = limit.bucket
+        if limit.backlog is not None and jobs > limit.backlog:
+            raise PayloadTooLarge(
+                f"this request enqueues {jobs} jobs; the tenant's backlog holds at "
+                f"most {limit.backlog}: split it",
+                {"jobs": jobs, "backlog": limit.backlog},
+            )
+        if bucket is not None and jobs > bucket[1]:
+            raise PayloadTooLarge(
+                f"this request enqueues {jobs} jobs; the tenant may enqueue at most "
+                f"{bucket[1]} at once: split it",
+                {"jobs": jobs, "burst": bucket[1]},
+            )
         if limit.backlog is not None:
-            if jobs > limit.backlog:  # would not fit an empty backlog: no wait helps
-                raise PayloadTooLarge(
-                    f"this request enqueues {jobs} jobs; the tenant's backlog holds at "
-                    f"most {limit.backlog}: split it",
-                    {"jobs": jobs, "backlog": limit.backlog},
-                )
             counts = self.store.state_counts(tenant)
             waiting = sum(n for (_, state), n in counts.items() if state in WAITING)
             if waiting + jobs > limit.backlog:
@@ -100,16 +109,9 @@ class EnqueueGate:
                     retry_after=5,
                     details={"waiting": waiting, "backlog": limit.backlog},
                 )
-        bucket = limit.bucket
         if bucket is None:
             return
         rate, burst = bucket
-        if jobs > burst:
-            raise PayloadTooLarge(
-                f"this request enqueues {jobs} jobs; the tenant may enqueue at most "
-                f"{burst} at once: split it",
-                {"jobs": jobs, "burst": burst},
-            )
         wait = self.store.take_tokens(f"enqueue:{tenant}", rate, burst, jobs)
         if wait > 0:
             raise RateLimited(
