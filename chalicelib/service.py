@@ -236,19 +236,23 @@ class Service:
         return self.store.list_jobs(query)
 
     def redrive(self, job_id: str, tenant: str | None) -> Job:
-        job = self.status(job_id, tenant)
-        if job.state is not JobState.DEAD:
-            from chalicelib.errors import InvalidTransition
+        """Back to queued; 409 unless this call moved it. Of concurrent redrives of one
+        job exactly one answers 200 on every store (a loser used to answer 200 with
+        the winner's job on some, so no caller could tell whether its call did it)."""
+        for _ in range(2):  # a second try only if the job died again in between
+            job = self.status(job_id, tenant)
+            if job.state is not JobState.DEAD:
+                from chalicelib.errors import InvalidTransition
 
-            raise InvalidTransition(
-                f"only dead jobs can be redriven; this one is {job.state.value}",
-                {"state": job.state.value},
-            )
-        moved = self.store.redrive([job_id], tenant)
-        if not moved:  # raced with another redrive (which logged it)
-            return self.status(job_id, tenant)
-        job_event(logging.INFO, "redriven", moved[0])
-        return moved[0]
+                raise InvalidTransition(
+                    f"only dead jobs can be redriven; this one is {job.state.value}",
+                    {"state": job.state.value},
+                )
+            moved = self.store.redrive([job_id], tenant)
+            if moved:
+                job_event(logging.INFO, "redriven", moved[0])
+                return moved[0]
+        return self.status(job_id, tenant)
 
     def redrive_bound(self) -> datetime:
         """The `died_before` of a bulk redrive whose caller gave none: the first instant

@@ -109,14 +109,18 @@ class LosesTheRace(MemoryStore):
         return []
 
 
-def test_a_redrive_that_lost_the_race_answers_with_the_job_as_it_is(
+def test_a_redrive_that_lost_the_race_is_refused_with_the_job_s_state(
     clock: FakeClock, handlers: Registry, events: Events
 ) -> None:
+    """Only the call that moved the job answers 200, on every store (the loser's 200
+    with the winner's job read the same as a win)."""
     store = LosesTheRace(clock)
     svc = Service(store, handlers)
     [job_id] = make_dead(svc, "t1", 1)
-    back = svc.redrive(job_id, "t1")
-    assert (back.id, back.state) == (job_id, JobState.QUEUED)
+    with pytest.raises(InvalidTransition) as info:
+        svc.redrive(job_id, "t1")
+    assert info.value.details == {"state": "queued"}
+    assert svc.status(job_id, "t1").state is JobState.QUEUED
     assert events.named("redriven") == []  # the winner logged it
     store.close()
 

@@ -235,6 +235,29 @@ def test_cancel_and_redrive(svc: Service) -> None:
     assert back.state is JobState.QUEUED and back.attempts == 0
 
 
+def test_of_two_racing_redrives_only_the_one_that_moved_the_job_answers_it(
+    svc: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loser read the job dead, then the winner moved it: it used to answer 200
+    with the winner's job (Postgres, Redis, DynamoDB), so neither caller could tell
+    whose call redrove it. Now it is 409, as SQLite and memory answered."""
+    [doomed] = svc.enqueue([req()], "t1")
+    [claimed] = svc.store.claim(1, 30)
+    svc.store.finish([Completion(claimed.id, claimed.lease_token or "", JobState.DEAD)])
+    real = svc.store.redrive
+
+    def winner_first(ids: Any, tenant: Any) -> Any:
+        monkeypatch.setattr(svc.store, "redrive", real)
+        assert len(real(ids, tenant)) == 1  # the other caller's redrive lands first
+        return real(ids, tenant)
+
+    monkeypatch.setattr(svc.store, "redrive", winner_first)
+    with pytest.raises(InvalidTransition) as info:
+        svc.redrive(doomed.job.id, "t1")
+    assert info.value.details == {"state": "queued"}
+    assert svc.status(doomed.job.id, "t1").state is JobState.QUEUED
+
+
 def test_redrive_all_pages_through_dead_jobs(svc: Service) -> None:
     svc.enqueue([req(payload={"i": i}) for i in range(12)], "t1")
     claimed = svc.store.claim(12, 30)
