@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 app = Chalice(app_name="spool", configure_logs=False)
 
 # Spool parses bodies itself, so any content type reaches the route and a bad
-# body gets Spool's error shape instead of Chalice's 415.
+# body gets Spool's error shape instead of Chalice's 415. A GET carries no body:
+# its Content-Type means nothing (a probe sending text/plain got 415 from /health).
 ANY = ["*/*"]
 JOBS_QUEUE = os.environ.get("SPOOL_SQS_QUEUE") or "spool-jobs"
 
@@ -124,12 +125,12 @@ def enqueue() -> Response:
     return _handle("enqueue")
 
 
-@app.route("/status/{id}", methods=["GET"])
+@app.route("/status/{id}", methods=["GET"], content_types=ANY)
 def status(id: str) -> Response:
     return _handle("status", job_id=id)
 
 
-@app.route("/jobs", methods=["GET"])
+@app.route("/jobs", methods=["GET"], content_types=ANY)
 def list_jobs() -> Response:
     return _handle("list_jobs")
 
@@ -139,7 +140,7 @@ def cancel(id: str) -> Response:
     return _handle("cancel", job_id=id)
 
 
-@app.route("/dlq", methods=["GET"])
+@app.route("/dlq", methods=["GET"], content_types=ANY)
 def dlq() -> Response:
     return _handle("dlq")
 
@@ -154,23 +155,23 @@ def redrive_all() -> Response:
     return _handle("redrive_all")
 
 
-@app.route("/health", methods=["GET"])
+@app.route("/health", methods=["GET"], content_types=ANY)
 def health() -> Response:
     return _handle("health")
 
 
-@app.route("/metrics", methods=["GET"])
+@app.route("/metrics", methods=["GET"], content_types=ANY)
 def metrics() -> Response:
     return _handle("metrics")
 
 
-@app.route("/openapi.json", methods=["GET"])
+@app.route("/openapi.json", methods=["GET"], content_types=ANY)
 def openapi() -> Response:
     return _handle("openapi")
 
 
 # The dashboard (chalicelib/ui/, docs/dashboard.md): a page, its files, its JSON.
-@app.route("/ui", methods=["GET"])
+@app.route("/ui", methods=["GET"], content_types=ANY)
 def ui_page() -> Response:
     # "/ui/" reaches this route too; the page's relative URLs need "/ui" (a redirect).
     request = app.current_request
@@ -178,22 +179,22 @@ def ui_page() -> Response:
     return _handle("ui_page", slash="/" if path.endswith("/") else "")
 
 
-@app.route("/ui/static/{name}", methods=["GET"])
+@app.route("/ui/static/{name}", methods=["GET"], content_types=ANY)
 def ui_static(name: str) -> Response:
     return _handle("ui_static", name=name)
 
 
-@app.route("/ui/api/overview", methods=["GET"])
+@app.route("/ui/api/overview", methods=["GET"], content_types=ANY)
 def ui_overview() -> Response:
     return _handle("ui_overview")
 
 
-@app.route("/ui/api/jobs", methods=["GET"])
+@app.route("/ui/api/jobs", methods=["GET"], content_types=ANY)
 def ui_jobs() -> Response:
     return _handle("ui_jobs")
 
 
-@app.route("/ui/api/jobs/{id}", methods=["GET"])
+@app.route("/ui/api/jobs/{id}", methods=["GET"], content_types=ANY)
 def ui_job(id: str) -> Response:
     return _handle("ui_job", job_id=id)
 
@@ -218,7 +219,7 @@ def ui_dead_purge() -> Response:
     return _handle("ui_dead_purge")
 
 
-@app.route("/ui/api/schedules", methods=["GET"])
+@app.route("/ui/api/schedules", methods=["GET"], content_types=ANY)
 def ui_schedules() -> Response:
     return _handle("ui_schedules")
 

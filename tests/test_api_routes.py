@@ -23,7 +23,7 @@ from chalicelib.api.schemas import (
 from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
 from local.emulator import context, scheduled_event
-from tests.apikit import KEY_B, OPERATOR_KEY, Api, installed, settings_for
+from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY, Api, installed, settings_for
 
 
 def drain() -> dict[str, int]:
@@ -488,3 +488,18 @@ def test_importing_app_loads_no_engine_code() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_no_get_route_minds_a_content_type_it_has_no_body_for(api: Api, content_type: str) -> None:
+    """A probe or client that sends a default Content-Type on every request got 415 on
+    every GET, /health and /metrics included: a healthy server looked down."""
+    job = api.enqueue({"type": "echo", "payload": {}})
+    for route, entry in spool_app.app.routes.items():
+        if "GET" not in entry:
+            continue
+        path = route.replace("{id}", job).replace("{name}", "app.js")
+        key = OPERATOR_KEY if route == "/metrics" else KEY_A
+        reply = api.get(path, key=key, headers={"Content-Type": content_type})
+        assert reply.status != 415, (route, reply.body)
+        assert reply.status < 400, (route, reply.status, reply.body)
