@@ -44,6 +44,19 @@ def test_a_read_only_file_system_is_named_as_the_cause(
     assert "is mounted read-only" in str(caught.value)
 
 
+def test_a_file_that_cannot_be_created_names_the_setting_and_the_path(tmp_path: Path) -> None:
+    """A parent that is a file, a folder under /proc: os.open's OSError escaped as an
+    "unexpected error" from enqueue, worker and serve."""
+    blocker = tmp_path / "w.db"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(ConfigError, match="SPOOL_STORE_URL") as caught:
+        open_store(f"sqlite:///{blocker}/inner.db")
+    assert f"cannot create {blocker}/inner.db" in str(caught.value)
+    assert "Not a directory" in str(caught.value)
+    with pytest.raises(ConfigError, match="cannot create /proc/"):
+        open_store("sqlite:////proc/spool-no-such/spool.db")
+
+
 def test_dynamodb_without_a_region_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_DEFAULT_REGION", "AWS_REGION"):
         monkeypatch.delenv(name, raising=False)

@@ -997,6 +997,12 @@ def from_url(url: str, clock: Clock | None = None) -> SQLiteStore:
         raise ValueError(
             f"{path} cannot be opened as a SQLite database: {exc}{_folder_trouble(path)}"
         ) from None
+    except OSError as exc:  # making the file or its folder (or the lock and wake files)
+        where = exc.filename or path
+        raise ValueError(
+            f"cannot create {where}: {exc.strerror or exc}{_folder_trouble(path)}; "
+            "give a path in a folder this user can write"
+        ) from None
 
 
 def _folder_trouble(path: str) -> str:
