@@ -37,6 +37,7 @@ from local.cli_errors import (
     report,
     validation_problem,
 )
+from local.schedule_check import checked_schedules
 from local.worker_metrics import WorkerMetrics
 
 if TYPE_CHECKING:
@@ -175,6 +176,7 @@ def _worker_metrics(rt: Runtime, args: argparse.Namespace) -> WorkerMetrics:
 
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
+    checked_schedules(rt)  # it fires them: a bad one refuses the start, not every tick
     sync_finish = _sync_finish(rt, args)
     with _worker_metrics(rt, args) as reporting:
         return _run_worker(rt, args, sync_finish, reporting.wanted)
@@ -335,19 +337,7 @@ def cmd_schedules(rt: Runtime, args: argparse.Namespace) -> int:
     A schedule whose job could never be enqueued (unknown type, a payload its
     handler refuses) fails the command, as it would fail every tick.
     """
-    try:
-        schedules = periodic.active_schedules(rt.settings)
-    except ValueError as exc:
-        fix = "Fix SPOOL_SCHEDULES (JSON: a list, or an object by name)"
-        raise UsageError(str(exc), fix) from None
-    broken = periodic.problems(rt.service, schedules)
-    if broken:
-        name, problem = next(iter(broken.items()))
-        more = f" ({len(broken) - 1} more schedule(s) broken)" if len(broken) > 1 else ""
-        raise UsageError(
-            f"schedule {name!r} can never enqueue its job: {problem}{more}",
-            "Fix its type or payload in SPOOL_SCHEDULES (or load its handler with SPOOL_HANDLERS)",
-        )
+    schedules = checked_schedules(rt)
     upcoming = periodic.next_runs(rt.store.clock, schedules=schedules)
     rows = [
         {

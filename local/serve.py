@@ -356,12 +356,15 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     from local.emulator import Emulator
     from local.http_limits import HttpLimits
     from local.quick_routes import quick_requests
+    from local.schedule_check import checked_schedules
     from local.server import DEFAULT_THREADS, ChaliceWSGI, Server
 
     rt, key, generated = with_dev_key(rt)
     threads = args.threads or DEFAULT_THREADS
     rt = with_wait_cap(rt, threads)
     check_edge_settings(rt)
+    if not args.no_worker:  # its emulated worker fires them
+        checked_schedules(rt)
     if args.processes != 1 and args.listen_fd is None:
         return serve_processes(rt, args, threads, key, generated)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime

@@ -422,6 +422,31 @@ def test_schedules_fail_on_a_schedule_that_cannot_enqueue(
     assert "SPOOL_SCHEDULES" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ("{", "SPOOL_SCHEDULES is not valid JSON"),
+        ('{"nightly": {"type": "no.such.type", "every": "1d"}}', "can never enqueue its job"),
+    ],
+)
+@pytest.mark.parametrize(
+    "argv", [["worker", "--burst"], ["serve", "--port", "0"]], ids=["worker", "serve"]
+)
+def test_what_fires_schedules_refuses_to_start_on_a_bad_one(
+    db: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    spec: str,
+    said: str,
+    argv: list[str],
+) -> None:
+    """They started anyway and logged an error at every tick: every periodic job
+    stopped while the process looked healthy."""
+    monkeypatch.setenv("SPOOL_SCHEDULES", spec)
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and said in err and "SPOOL_SCHEDULES" in err, err
+
+
 # -- counts and limits are checked where they are typed ------------------------------------
 @pytest.mark.parametrize(
     "argv",
