@@ -432,6 +432,7 @@ def test_schedules_fail_on_a_schedule_that_cannot_enqueue(
 @pytest.mark.parametrize(
     "argv", [["worker", "--burst"], ["serve", "--port", "0"]], ids=["worker", "serve"]
 )
+@pytest.mark.timeout(60)  # a serve that does not refuse would serve until stopped
 def test_what_fires_schedules_refuses_to_start_on_a_bad_one(
     db: Path,
     capsys: pytest.CaptureFixture[str],
