@@ -88,6 +88,18 @@ def positive(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """--concurrency, held to SPOOL_CONCURRENCY's range: 100000 threads failed as an
+    "unexpected error: can't start new thread" once jobs were claimed."""
+    from chalicelib.config import BOUNDS
+
+    value = positive(text)
+    low, high, _ = BOUNDS["SPOOL_CONCURRENCY"]
+    if value > high:
+        raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, not {value}")
+    return value
+
+
 def job_count(text: str) -> int:
     """--count: 1 to MAX_COUNT."""
     value = positive(text)
@@ -461,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run jobs")
     worker.add_argument(
         "--concurrency",
-        type=positive,
+        type=thread_count,
         default=None,
         help="jobs this process runs at once, each on a thread (default: SPOOL_CONCURRENCY, 8)",
     )

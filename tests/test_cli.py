@@ -448,6 +448,13 @@ def test_what_fires_schedules_refuses_to_start_on_a_bad_one(
     assert code == 2 and said in err and "SPOOL_SCHEDULES" in err, err
 
 
+def test_worker_concurrency_is_held_to_the_setting_s_range(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "worker", "--burst", "--concurrency", "100000")
+    assert code == 2 and "between 1 and 1024, not 100000" in err
+
+
 # -- counts and limits are checked where they are typed ------------------------------------
 @pytest.mark.parametrize(
     "argv",
