@@ -96,6 +96,10 @@ def settings(url: str | None, key: str | None) -> tuple[str, str | None]:
     empty variable is an unset one (docs/settings.md), and so is key="": no key
     is sent, and the server answers "missing API key".
     """
+    if url is not None and not isinstance(url, str):
+        raise TypeError(f"the server URL is a str, not {type(url).__name__}")
+    if key is not None and not isinstance(key, str):
+        raise TypeError(f"the API key is a str, not {type(key).__name__}")
     base = (url or os.environ.get(URL_VARIABLE, "").strip() or DEFAULT_URL).strip()
     if not base.startswith(("http://", "https://")) or len(base) <= len("https://"):
         raise ValueError(f"the server URL must start with http:// or https://, not {base!r}")
@@ -182,7 +186,13 @@ def job_body(spec: JobSpec) -> dict[str, Any]:
     if spec.callback_url is not None:
         body["callback_url"] = spec.callback_url
     body.update(spec.extra)
-    body["idempotency_key"] = spec.idempotency_key or new_key()
+    # Only a key not given is made up: an empty one (a field that came out blank) made
+    # a new key on every call, the very doubles the caller's key was meant to prevent.
+    if spec.idempotency_key is not None and not (
+        isinstance(spec.idempotency_key, str) and spec.idempotency_key
+    ):
+        raise ValueError(f"idempotency_key is a non-empty str, not {spec.idempotency_key!r}")
+    body["idempotency_key"] = new_key() if spec.idempotency_key is None else spec.idempotency_key
     return body
 
 
@@ -295,11 +305,14 @@ def positive_batch(size: int | None) -> int | None:
 
 
 def seconds(name: str, value: float | None, *, allow_none: bool) -> float | None:
-    """A timeout in seconds: NaN would never be reached (a wait that never ends)."""
+    """A timeout in seconds: NaN would never be reached (a wait that never ends), and a
+    negative one reads as a wait that timed out without asking."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise ValueError(f"{name} is a number of seconds, not {value!r}")
+    if value < 0:
+        raise ValueError(f"{name} is a number of seconds, 0 or more, not {value!r}")
     return float(value)
 
 

@@ -258,6 +258,8 @@ def test_an_argument_too_long_for_a_url_is_a_value_error(script) -> None:
     "make",
     [
         lambda url: Client(url, "k", batch_size=-1),
+        lambda url: Client(5, "k"),  # type: ignore[arg-type]
+        lambda url: Client(url, 5),  # type: ignore[arg-type]
         lambda url: Client(url, "k", timeout=math.nan),
         lambda url: Client(url, "k", timeout=0),
         lambda url: RetryPolicy(base=-1),
@@ -270,6 +272,16 @@ def test_options_that_would_loop_or_crash_are_refused(make) -> None:
         make("http://127.0.0.1:9")
 
 
+@pytest.mark.parametrize("key", ["", 5])
+def test_an_idempotency_key_that_is_no_key_is_refused_not_replaced(script, key: object) -> None:
+    """key="" (a field that came out blank) was swapped for a made-up key: a new job
+    on every call, the doubles the caller meant to prevent."""
+    server = script(json_reply(201, {"id": "j_x"}))
+    with Client(server.url, "k", retry=FAST) as spool, pytest.raises(ValueError):
+        spool.enqueue("echo", {}, idempotency_key=key)  # type: ignore[arg-type]
+    assert server.requests == []
+
+
 def test_a_negative_batch_size_sends_nothing(script) -> None:
     """Before: bodies[0:-1] went out and was stored, then an empty batch was refused."""
     server = script(json_reply(201, {"jobs": []}))
@@ -279,14 +291,15 @@ def test_a_negative_batch_size_sends_nothing(script) -> None:
     assert server.requests == []
 
 
-def test_a_nan_wait_timeout_is_refused_not_waited_forever(script) -> None:
+@pytest.mark.parametrize("timeout", [math.nan, -1])
+def test_a_wait_timeout_that_is_not_a_time_is_refused(script, timeout: float) -> None:
     server = script(json_reply(200, JOB))
     with Client(server.url, "k", retry=FAST) as spool, pytest.raises(ValueError):
-        spool.wait("j_x", timeout=math.nan)
+        spool.wait("j_x", timeout=timeout)
 
     async def scenario() -> None:
         async with AsyncClient(server.url, "k", retry=FAST) as spool:
-            await spool.wait("j_x", timeout=math.nan)
+            await spool.wait("j_x", timeout=timeout)
 
     with pytest.raises(ValueError):
         asyncio.run(scenario())
