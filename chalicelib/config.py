@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -63,6 +64,23 @@ def parse_flag(name: str, raw: str | None, default: bool = False) -> bool:
 
 def _list(value: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (value or "").split(",") if p.strip())
+
+
+# A queue's name as enqueue takes it (service.NAME_PATTERN; tests/test_config_bounds.py checks
+# they agree): here, not imported, because the service module reads these settings.
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _queues(value: str | None) -> tuple[str, ...]:
+    """SPOOL_QUEUES: a worker given a name no job can carry claimed nothing, silently."""
+    names = _list(value)
+    for name in names:
+        if not QUEUE_NAME.match(name):
+            raise ConfigError(
+                f"SPOOL_QUEUES holds {name!r}, which no queue can be named: queue names are "
+                "1-64 letters, digits and . _ : - (comma-separated)"
+            )
+    return names
 
 
 def _shown(value: float) -> str:
@@ -141,7 +159,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        queues = _list(env.get("SPOOL_QUEUES"))
+        queues = _queues(env.get("SPOOL_QUEUES"))
         settings = cls(
             store_url=env.get("SPOOL_STORE_URL") or DEFAULT_STORE_URL,
             handlers=_list(env.get("SPOOL_HANDLERS")),

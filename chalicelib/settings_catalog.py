@@ -467,7 +467,8 @@ CATALOG: tuple[Setting, ...] = (
         type=LIST,
         default=None,
         read_by="chalicelib/runtime.py",
-        meaning="Comma-separated queues this worker claims from; unset: every queue.",
+        meaning="Comma-separated queues this worker claims from (names as enqueue takes them: "
+        "1-64 letters, digits and . _ : -); unset: every queue.",
         group=_WORKER,
         field="queues",
     ),

@@ -249,3 +249,17 @@ def test_the_remote_cli_gives_one_hint_for_misconfigured() -> None:
     assert "try again" not in failure.fix and "busy" not in failure.fix
     outage = StoreUnavailable(503, "store_unavailable", "the store is down", None, None)
     assert re.search("try again later", remote_cli.explain(outage).fix)
+
+
+@pytest.mark.parametrize("raw", ["bad queue", "mail,bad/queue", "x" * 65])
+def test_a_queue_no_job_can_carry_is_refused_in_spool_queues(raw: str) -> None:
+    """A worker on SPOOL_QUEUES='bad queue' claimed nothing and said nothing."""
+    with pytest.raises(ConfigError, match="SPOOL_QUEUES"):
+        Settings.from_env({"SPOOL_QUEUES": raw})
+
+
+def test_spool_queues_takes_every_name_enqueue_takes() -> None:
+    from chalicelib import config, service
+
+    assert config.QUEUE_NAME.pattern == service.NAME_PATTERN
+    assert Settings.from_env({"SPOOL_QUEUES": " mail , a.b:c-d_e "}).queues == ("mail", "a.b:c-d_e")
