@@ -299,8 +299,31 @@ def check_edge_settings(rt: Runtime) -> None:
             raise UsageError(message, "Fix the variable and start again") from None
 
 
+def local_worker(app: Any, rt: Runtime) -> Any:
+    """What runs jobs beside the server: the Emulator invoking drain_due on new work, or,
+    where jobs travel by SQS (DynamoDB), the poller feeding app.py's SQS function as
+    Lambda does (drain_due alone only hands jobs to the queue). Both start and stop."""
+    dispatch = getattr(rt.store, "dispatch", None)
+    if dispatch is not None:
+        from local.sqs_poller import PollerThread
+
+        return PollerThread(app, dispatch)
+    from local.emulator import Emulator
+
+    return Emulator(app, rt)
+
+
+def _worker_line(worker: object) -> str:
+    if not worker:
+        return "off"
+    describe = getattr(worker, "describe", None)
+    if describe is not None:
+        return f"emulated ({describe()})"
+    return "emulated (app.py drain_due, invoked on new work)"
+
+
 def banner(
-    url: str, rt: Runtime, key: str | None, generated: bool, worker: bool, processes: int = 1
+    url: str, rt: Runtime, key: str | None, generated: bool, worker: object, processes: int = 1
 ) -> str:
     shown = key or "<your key>"
     header = shlex.quote("X-API-Key: " + shown)
@@ -309,7 +332,7 @@ def banner(
     lines = [
         f"spool: serving app.py on {url}{served}",
         f"  store   {redact_url(rt.settings.store_url)}",
-        "  worker  " + ("emulated (app.py drain_due, invoked on new work)" if worker else "off"),
+        "  worker  " + _worker_line(worker),
         "  demo    "
         + ("echo, sleep, fail" if demo else "off")
         + f" ({DEMO_VARIABLE}={'true' if demo else 'false'})",
@@ -353,7 +376,6 @@ def _spool_command() -> str:
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     import app as spool_app
     from chalicelib.api import routes
-    from local.emulator import Emulator
     from local.http_limits import HttpLimits
     from local.quick_routes import quick_requests
     from local.schedule_check import checked_schedules
@@ -397,7 +419,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     except ValueError as exc:  # a malformed SPOOL_HTTP_* setting
         runtime_module.reset(None)
         raise UsageError(str(exc), "Fix the variable and start again") from None
-    emulator = None if args.no_worker else Emulator(spool_app.app, rt)
+    emulator = None if args.no_worker else local_worker(spool_app.app, rt)
     signals = StopSignals(
         wake=lambda: server.stop(wait=None),  # lock-free: see Server.stop
         notice=None if args.supervisor_pid is not None else STOPPING,
@@ -417,7 +439,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
             )
             report_ready(args.ready_fd)
         else:
-            print(banner(server.url, rt, key, generated, emulator is not None), flush=True)
+            print(banner(server.url, rt, key, generated, emulator), flush=True)
         try:
             serve_beside_signals(server)
         finally:
@@ -482,7 +504,6 @@ def serve_processes(
     """`--processes N`: N server processes on one port, the emulated worker here, once."""
     import app as spool_app
     from chalicelib.api.routes import Edge
-    from local.emulator import Emulator
     from local.http_limits import HttpLimits
     from local.multiproc import MAX_PROCESSES, Supervisor, hang_seconds, listening_sockets
 
@@ -519,12 +540,12 @@ def serve_processes(
     with StopSignals(stop=supervisor.request_stop, notice=STOPPING):
         supervisor.start()
         runtime_module.reset(rt)
-        emulator = None if args.no_worker else Emulator(spool_app.app, rt)
+        emulator = None if args.no_worker else local_worker(spool_app.app, rt)
         if emulator is not None:
             emulator.start()
         host, port = sockets[0].getsockname()[:2]
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        print(banner(url, rt, key, generated, emulator is not None, args.processes), flush=True)
+        print(banner(url, rt, key, generated, emulator, args.processes), flush=True)
         try:
             code = supervisor.watch()
         finally:

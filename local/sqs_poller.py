@@ -289,6 +289,40 @@ class SqsPoller:
         return deleted
 
 
+class PollerThread:
+    """`spool serve`'s worker on a store whose jobs travel by SQS (DynamoDB): the
+    emulator's drain_due only hands due jobs to the queue there, so on its own it ran
+    nothing while the banner said a worker was running. This runs what the deployed
+    system runs, app.py's SQS function fed from the queue and drain_due at its rate,
+    on a thread of `spool serve`'s process; the same start and stop as the Emulator."""
+
+    def __init__(self, app: Chalice, dispatch: Any) -> None:
+        self.poller = SqsPoller(app, dispatch.client, dispatch.queue_url)
+        self.schedule = Schedule(app)
+        self.queue_url = dispatch.queue_url
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def describe(self) -> str:
+        fed = f"app.py {self.poller.function} fed from {self.queue_url}"
+        return f"{fed}; {self.schedule.describe()}"
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self.poller.run,
+            args=(self._stop,),
+            kwargs={"schedule": self.schedule},
+            name="spool-sqs-poller",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
 def demo_default(environ: MutableMapping[str, str]) -> bool:
     """Offer the demo handlers when `spool serve` would (local/serve.py with_dev_key):
     in laptop mode, SPOOL_API_KEYS unset, unless SPOOL_DEMO_HANDLERS is set either way.

@@ -71,8 +71,9 @@ def store_url(moto_endpoint: str) -> str:
     return url
 
 
-def started(process: subprocess.Popen[str], pattern: str) -> re.Match[str]:
-    """Read the process's output until a line matches (bounded in time)."""
+def started(process: subprocess.Popen[str], pattern: str, keep: bool = False) -> re.Match[str]:
+    """Read the process's output until a line matches (bounded in time); with keep, the
+    match is made against everything read so far (multiline), so earlier lines can be read."""
     lines: queue.Queue[str] = queue.Queue()
     assert process.stdout is not None
     stream = process.stdout
@@ -92,7 +93,7 @@ def started(process: subprocess.Popen[str], pattern: str) -> re.Match[str]:
                 break
             continue
         seen.append(line)
-        match = re.search(pattern, line)
+        match = re.search(pattern, "".join(seen) if keep else line, re.MULTILINE)
         if match:
             return match
     pytest.fail(f"process did not start; output: {''.join(seen)!r}")
@@ -178,3 +179,27 @@ def test_an_always_failing_job_dies_after_max_attempts_and_is_redriven(
             )
         )
         assert waiting == 0, (name, attrs)
+
+
+def test_spool_serve_alone_runs_jobs_on_a_store_that_delivers_by_sqs(moto_endpoint: str) -> None:
+    """Its emulated worker only invoked drain_due, which on DynamoDB hands due jobs to
+    SQS: every job stayed queued while the banner said a worker ran. It now feeds app.py's
+    SQS function from the queue, as `python -m local.sqs_poller` does beside `--no-worker`."""
+    url = f"dynamodb://solo?queue=solo&bucket=solo-bucket&endpoint={moto_endpoint}&create=1"
+    env = guarded_env(SPOOL_STORE_URL=url, SPOOL_API_KEYS=f"{KEY}={TENANT}")
+    env["SPOOL_DEMO_HANDLERS"] = "true"
+    api = subprocess.Popen(
+        [str(BIN / "spool"), "serve", "--port", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        # The banner's worker line comes after the address: read up to it, then both.
+        shown = started(api, r"^  worker  (.*)$", keep=True)
+        base = re.search(r"serving app\.py on (http://\S+)", shown.string).group(1)  # type: ignore[union-attr]
+        assert re.search(r"emulated \(app\.py \S+ fed from \S+/solo;", shown.group(1)), shown
+        reply = call("POST", f"{base}/enqueue", json={"type": "echo", "payload": {"n": 1}})
+        assert reply.status_code == 201, reply.text
+        done = wait_for(base, reply.json()["id"], {"succeeded", "dead"})
+        assert done["state"] == "succeeded" and done["result"] == {"n": 1}
+    finally:
+        stop(api)
