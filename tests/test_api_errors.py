@@ -393,3 +393,12 @@ def test_a_query_parameter_given_twice_is_a_400_naming_it(api: Api, path: str) -
     assert reply.status == 400, reply.body
     assert_error_shape(reply.json)
     assert "repeated" in reply.json["error"]["message"]
+
+
+@pytest.mark.parametrize("raw", ["1_0", "%201", "%2B5", "1.0", "%D9%A3"])
+def test_a_query_count_is_read_in_plain_digits(api: Api, raw: str) -> None:
+    """`limit=1_0` listed ten jobs: query counts were read as Python's int() reads."""
+    for route in ("/jobs", "/dlq"):
+        reply = api.get(f"{route}?limit={raw}")
+        assert reply.status == 422 and reply.error_code == "validation_error", (route, raw)
+    assert api.get("/jobs?limit=10").status == 200

@@ -184,6 +184,15 @@ def cursor_in_range(value: str | None) -> str | None:
     return value
 
 
+def plain_digits(value: Any) -> Any:
+    """A count in a query string as people write one: `1_0`, ` 1`, `+5` and `1.0`
+    were read as numbers (pydantic reads strings as Python's int() does), where the
+    JSON bodies and the cursors are strict. Anything else goes on to the int check."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("a whole number in plain digits")
+    return value
+
+
 class ListQuery(BaseModel):
     """Query parameters of GET /jobs (and of GET /dlq, which fixes state=dead)."""
 
@@ -196,6 +205,7 @@ class ListQuery(BaseModel):
     cursor: str | None = Field(default=None, min_length=1, max_length=200)
 
     _cursor = field_validator("cursor")(cursor_in_range)
+    _limit = field_validator("limit", mode="before")(plain_digits)
 
 
 class DlqQuery(BaseModel):
@@ -207,6 +217,7 @@ class DlqQuery(BaseModel):
     cursor: str | None = Field(default=None, min_length=1, max_length=200)
 
     _cursor = field_validator("cursor")(cursor_in_range)
+    _limit = field_validator("limit", mode="before")(plain_digits)
 
 
 class StatusQuery(BaseModel):
