@@ -14,7 +14,7 @@ import re
 from datetime import timedelta
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_NUMBER = r"\d+(?:\.\d+)?"
+_NUMBER = r"[0-9]+(?:\.[0-9]+)?"  # ASCII digits: \d would read "٣s" as 3 s
 _PLAIN = re.compile(rf"^\s*({_NUMBER})\s*$")
 _TERM = re.compile(rf"\s*({_NUMBER})\s*([smhdw])", re.IGNORECASE)
 EXAMPLES = "90, '90s', '15m', '2h', '1d', '1w' or '1h30m'"
@@ -52,10 +52,15 @@ def _parse_text(text: str) -> float:
     total = 0.0
     position = 0
     stripped = text.rstrip()
+    seen: set[str] = set()
     for term in _TERM.finditer(stripped):
         if term.start() != position:
             break
-        total += float(term.group(1)) * UNITS[term.group(2).lower()]
+        unit = term.group(2).lower()
+        if unit in seen:  # "1h1h" is a slip, not two hours
+            raise ValueError(f"{text!r} gives the unit {unit!r} twice; like {EXAMPLES}")
+        seen.add(unit)
+        total += float(term.group(1)) * UNITS[unit]
         position = term.end()
     if position == 0 or position != len(stripped):
         raise ValueError(f"{text!r} is not a duration like {EXAMPLES}")

@@ -83,3 +83,11 @@ def test_a_negative_duration_is_refused_saying_so(value: float | timedelta, show
 def test_a_duration_past_the_longest_is_refused_saying_so(value: int | str, shown: str) -> None:
     with refused(f"{shown} is longer than the longest duration allowed (100 years)"):
         parse_seconds(value)
+
+
+@pytest.mark.parametrize("text", ["\u0663s", "\u0661\u0662", "1\u0660m", "1h1h", "2m 30s 1m"])
+def test_other_scripts_digits_and_a_unit_given_twice_are_refused(text: str) -> None:
+    """`--delay ٣s` was three seconds and `1h1h` two hours: a slip read as a duration."""
+    with pytest.raises(ValueError, match=r"duration|twice"):
+        parse_seconds(text)
+    assert parse_seconds("1h30m") == 5400 and parse_seconds("30m 1h") == 5400
