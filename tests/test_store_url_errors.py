@@ -79,6 +79,17 @@ def test_a_sqlite_url_with_two_slashes_is_refused_not_read_as_the_default(
     assert list(tmp_path.iterdir()) == []  # nothing was created anywhere
 
 
+@pytest.mark.parametrize("url", ["sqlite:///", "sqlite:", "sqlite:///?durability=full"])
+def test_a_sqlite_url_without_a_file_is_refused_not_read_as_the_default(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="SPOOL_STORE_URL") as caught:
+        open_store(url)
+    assert "names its file" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     ("url", "driver", "extra"),
     [

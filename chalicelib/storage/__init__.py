@@ -86,7 +86,12 @@ def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
         )
     path = parts.path[1:] if parts.path.startswith("/") else parts.path
     options = url_options(parts.query, "sqlite", SQLITE_OPTIONS)
-    return path or ".spool/spool.db", options
+    if not path:  # `sqlite:///` is a URL cut short, more likely than a wish for the default
+        raise ValueError(
+            "a SQLite URL names its file (sqlite:///relative.db, sqlite:////abs/x.db); "
+            "leave SPOOL_STORE_URL unset for the default, sqlite:///.spool/spool.db"
+        )
+    return path, options
 
 
 def url_options(query: str, scheme: str, known: Sequence[str]) -> dict[str, str]:
