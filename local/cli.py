@@ -26,6 +26,7 @@ from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY_SECONDS
 from chalicelib.webhooks import runner as webhooks
 from chalicelib.worker import Middleware, Worker, WorkerStats
 from local import db, job_commands, remote_cli, serve, tables, top
+from local.builtin_check import check_builtin_settings
 from local.cli_errors import (
     NOT_UTF8,
     NOT_UTF8_FIX,
@@ -189,6 +190,7 @@ def _worker_metrics(rt: Runtime, args: argparse.Namespace) -> WorkerMetrics:
 
 def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
     checked_schedules(rt)  # it fires them: a bad one refuses the start, not every tick
+    check_builtin_settings(rt)  # not every send_email job dead of a typo
     sync_finish = _sync_finish(rt, args)
     with _worker_metrics(rt, args) as reporting:
         return _run_worker(rt, args, sync_finish, reporting.wanted)

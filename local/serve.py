@@ -376,6 +376,7 @@ def _spool_command() -> str:
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     import app as spool_app
     from chalicelib.api import routes
+    from local.builtin_check import check_builtin_settings
     from local.http_limits import HttpLimits
     from local.quick_routes import quick_requests
     from local.schedule_check import checked_schedules
@@ -385,8 +386,9 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     threads = args.threads or DEFAULT_THREADS
     rt = with_wait_cap(rt, threads)
     check_edge_settings(rt)
-    if not args.no_worker:  # its emulated worker fires them
+    if not args.no_worker:  # its emulated worker fires the schedules and runs the jobs
         checked_schedules(rt)
+        check_builtin_settings(rt)
     if args.processes != 1 and args.listen_fd is None:
         return serve_processes(rt, args, threads, key, generated)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime

@@ -455,6 +455,64 @@ def test_worker_concurrency_is_held_to_the_setting_s_range(
     assert code == 2 and "between 1 and 1024, not 100000" in err
 
 
+@pytest.mark.parametrize(
+    ("setting", "said"),
+    [
+        ({"SPOOL_SMTP_PORT": "abc"}, "SPOOL_SMTP_PORT must be a number"),
+        ({"SPOOL_SMTP_SSL": "true", "SPOOL_SMTP_STARTTLS": "true"}, "not both"),
+        ({"SPOOL_IMAGE_MAX_PIXELS": "abc"}, "SPOOL_IMAGE_MAX_PIXELS"),
+        ({"SPOOL_HTTP_ALLOWLIST": "999.1.1.1/99"}, "not a valid CIDR"),
+    ],
+)
+@pytest.mark.timeout(60)
+def test_a_built_in_handler_s_bad_setting_stops_the_worker_before_any_job(
+    db: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    setting: dict[str, str],
+    said: str,
+) -> None:
+    """It started, and every send_email (or http_request, resize_image) job went dead
+    with "misconfigured" while the worker looked healthy."""
+    for name, value in setting.items():
+        monkeypatch.setenv(name, value)
+    for argv in (["worker", "--burst"], ["serve", "--port", "0"]):
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and said in err and "Fix the variable" in err, (argv, err)
+
+
+def test_a_built_in_handler_s_good_settings_start_the_worker(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SPOOL_SMTP_HOST", "127.0.0.1")
+    monkeypatch.setenv("SPOOL_SMTP_PORT", "2525")
+    monkeypatch.setenv("SPOOL_HTTP_ALLOWLIST", "api.example.com")
+    code, _, err = run(capsys, "worker", "--burst")
+    assert code == 0, err
+
+
+def test_a_handler_that_took_a_built_in_s_name_is_not_held_to_its_settings(
+    db: Path, tmp_path: Path
+) -> None:
+    """SPOOL_SMTP_* belong to the built-in send_email; a SPOOL_HANDLERS module's own
+    send_email may read them its own way (or not at all)."""
+    (tmp_path / "own_mail.py").write_text(
+        "from chalicelib.handlers import handler\n\n"
+        "@handler('send_email')\n"
+        "def send_email(payload, ctx):\n"
+        "    return {'sent': 'my way'}\n"
+    )
+    env = guarded_env(
+        PYTHONPATH=str(REPO), SPOOL_HANDLERS="own_mail", SPOOL_SMTP_PORT="not-a-port",
+        SPOOL_STORE_URL=f"sqlite:///{db}",
+    )  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "local.cli", "worker", "--burst"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
 # -- counts and limits are checked where they are typed ------------------------------------
 @pytest.mark.parametrize(
     "argv",
