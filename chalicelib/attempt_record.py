@@ -17,7 +17,7 @@ import gc
 import os
 import sys
 import traceback as tb
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import datetime
 from types import FrameType
@@ -120,12 +120,15 @@ def record(
     error_type: str | None = None,
     traceback: str | None = None,
     log_tail: tuple[str, ...] = (),
+    told: Callable[[], str] | None = None,
 ) -> Completion:
     """The completion with its Attempt attached.
 
     `failure` is what the handler raised, if anything; a failure without one
     (no handler, a result that is not JSON, a timeout) keeps the completion's
-    error and the `error_type` and `traceback` given here.
+    error and the `error_type` and `traceback` given here. With `told` (the job's
+    payload as text), configured secrets in the error and traceback are masked as
+    in the log tail, except those the tenant's own payload holds (no oracle).
     """
     error: str | None = None
     if completion.state is not JobState.SUCCEEDED:
@@ -140,6 +143,9 @@ def record(
             error = completion.error
     else:
         error_type, traceback = None, None
+    if told is not None:
+        error, traceback = _beside(error, told), _beside(traceback, told)
+        completion = replace(completion, error=_beside(completion.error, told))
     next_delay = None
     if completion.retry_at is not None:
         next_delay = max(0.0, (completion.retry_at - finished_at).total_seconds())
@@ -158,3 +164,14 @@ def record(
         log_tail=log_tail if completion.state is not JobState.SUCCEEDED else (),
     )
     return replace(completion, attempt=attempt)
+
+
+def _beside(text: str | None, told: Callable[[], str]) -> str | None:
+    """A handler's exception text goes back to the tenant (status, dashboard, webhook):
+    masked by shape already, here also by the configured secrets' values, as the
+    handler's log lines are (an exception quoting the SMTP password showed it)."""
+    if not text:
+        return text
+    from chalicelib.log_redact import redactor
+
+    return redactor.text_beside(text, told)

@@ -520,6 +520,14 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
     return text(" ".join(parts))
 
 
+def payload_text(payload: Any) -> str:
+    """What a job's tenant sent, as text to look for secrets in (Redactor.text_beside)."""
+    try:
+        return json.dumps(payload, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):  # a payload model's own types: its text will do
+        return str(payload)
+
+
 class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """A handler's logger (`ctx.log`): every line carries the job id, attempt, type,
     queue and tenant, and the last SPOOL_LOG_TAIL_LINES lines (INFO and up, or DEBUG
@@ -562,10 +570,7 @@ class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
             self._tail.append(line)
 
     def _sent(self) -> str:
-        try:
-            return json.dumps(self._payload, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):  # a payload model's own types: its text will do
-            return str(self._payload)
+        return payload_text(self._payload)
 
     def tail(self) -> tuple[str, ...]:
         with self._tail_lock:

@@ -68,7 +68,7 @@ from chalicelib.jsonstrict import (
     nested_deeper_than,
 )
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
-from chalicelib.logs import job_event
+from chalicelib.logs import job_event, payload_text
 from chalicelib.middleware import Middleware
 from chalicelib.models import Completion, Job, JobState, error_text
 from chalicelib.storage.base import JobStore
@@ -575,6 +575,7 @@ class Worker:
                 error_type=error_type,
                 traceback=traceback,
                 log_tail=attempt.ctx.log_tail() if attempt.ctx is not None else (),
+                told=lambda: payload_text(attempt.job.payload),
             )
         except Exception:
             log.exception(

@@ -384,6 +384,35 @@ def test_the_tail_does_not_tell_a_tenant_which_guess_in_its_payload_is_a_secret(
     assert_no_secret(captured.getvalue())  # the operator's log masks every one
 
 
+def test_a_configured_secret_in_a_handler_s_exception_is_masked_unless_the_tenant_sent_it(
+    captured: io.StringIO, tmp_path: Path
+) -> None:
+    """The error and traceback go back to the tenant (status, dashboard, webhook): they
+    were masked by shape only, so an exception quoting the SMTP password or another
+    tenant's key showed it, while the same text in ctx.log was masked."""
+    logs.configure(settings_for(tmp_path), stream=captured, force=True)
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    reg = Registry()
+
+    @reg.handler("leaky", max_attempts=1)
+    def leaky(payload: dict[str, Any]) -> None:
+        raise RuntimeError(f"relay refused {KEY_B}; asked with {payload['guess']}")
+
+    job = store.add([new_job(clock, "leaky", payload={"guess": KEY_A}, max_attempts=1)])[0].job
+    worker = Worker(store, reg, WorkerConfig(concurrency=1))
+    try:
+        worker.drain()
+    finally:
+        worker.close()
+    done = store.get(job.id)
+    assert done is not None and done.state is JobState.DEAD
+    [attempt] = store.attempts(job.id) or []
+    for text in (done.last_error or "", attempt.error or "", attempt.traceback or ""):
+        assert KEY_B not in text and "relay refused ***" in text, text
+        assert f"asked with {KEY_A}" in text, text  # what the tenant sent comes back as sent
+
+
 def test_the_tail_length_is_a_setting_and_a_context_without_lines_has_none(
     captured: io.StringIO,
 ) -> None:
