@@ -280,7 +280,10 @@ CATALOG: tuple[Setting, ...] = (
             "Most queue names that keep their own metric label when SPOOL_QUEUES is unset "
             "(the busiest; for a process's timing histograms the first it ran, at most a "
             "fifth per tenant), besides the handlers' own queues and `default`; the rest "
-            'are summed into `queue="_other"`.'
+            'are summed into `queue="_other"`. The busiest are ranked across tenants: '
+            "one tenant's volume can fold another's small queues into `_other`, so where "
+            "tenants share a store and alerts watch named queues, list them in SPOOL_QUEUES "
+            "or cap tenants with SPOOL_TENANT_LIMITS."
         ),
         group=_API,
     ),
@@ -348,7 +351,10 @@ CATALOG: tuple[Setting, ...] = (
             "that has already signed in from that address, so its owner keeps access. "
             "`off` disables it. Counted per API process, and so are the keys that signed "
             "in: under `--processes N` an owner behind the guesser's address may get 429 "
-            "from a process it has not signed in through, until Retry-After."
+            "from a process it has not signed in through, until Retry-After. `spool serve` "
+            "counts the connecting address and reads no forwarded header: behind a reverse "
+            "proxy every client is the proxy's address, so set `off` there and limit failed "
+            "sign-ins at the proxy."
         ),
         group=_API,
     ),
