@@ -346,8 +346,8 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
     if isinstance(exc, client_errors.UnknownJobType):
         known = ", ".join((exc.details or {}).get("known", [])) or "none"
         return UsageError(exc.message, f"The server's job types: {known}")
-    if isinstance(exc, client_errors.ValidationFailed):
-        return UsageError(_first_problem(exc), "Fix the job and try again")
+    if isinstance(exc, client_errors.ValidationFailed):  # a job, or a listing's filters
+        return UsageError(_first_problem(exc), "Fix the arguments and try again")
     if isinstance(exc, client_errors.BadRequest | client_errors.PayloadTooLarge):
         return UsageError(exc.message)
     if isinstance(exc, client_errors.NotFound):

@@ -418,9 +418,10 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
             PORT_IN_USE_FIX,
         ) from None
-    except ValueError as exc:  # a malformed SPOOL_HTTP_* setting
+    except ValueError as exc:  # a malformed SPOOL_HTTP_* setting, or --host
         runtime_module.reset(None)
-        raise UsageError(str(exc), "Fix the variable and start again") from None
+        fix = "Fix --host / --port or the SPOOL_HTTP_* variable and start again"
+        raise UsageError(str(exc), fix) from None
     emulator = None if args.no_worker else local_worker(spool_app.app, rt)
     signals = StopSignals(
         wake=lambda: server.stop(wait=None),  # lock-free: see Server.stop
