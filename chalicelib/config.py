@@ -66,9 +66,10 @@ def _list(value: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in (value or "").split(",") if p.strip())
 
 
-# A queue's name as enqueue takes it (service.NAME_PATTERN; tests/test_config_bounds.py checks
-# they agree): here, not imported, because the service module reads these settings.
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# A job type's, queue's or tenant's name. Kept here, the settings' leaf module, so that
+# SPOOL_QUEUES is read by the rule enqueue applies (chalicelib/service.py re-exports it).
+NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+QUEUE_NAME = re.compile(NAME_PATTERN)
 
 
 def _queues(value: str | None) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from chalicelib.config import NAME_PATTERN as NAME_PATTERN  # its users import it from here
 from chalicelib.config import Settings
 from chalicelib.errors import IdempotencyConflict, JobNotFound, ValidationFailed
 from chalicelib.handlers import Registry
@@ -27,7 +28,6 @@ from chalicelib.models import AddResult, Job, JobPage, JobQuery, JobState, NewJo
 from chalicelib.storage.base import JobStore
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY, MAX_DELAY_SECONDS, to_utc
 
-NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 # RFC 3339's date-time (section 5.6; 'T' and 'Z' may be lower case): the format the
 # OpenAPI document names. pydantic also takes "1800000000" (Unix seconds, no zone
 # asked), a space for 'T', no seconds, "+0530": a client's typo became a time.

@@ -35,11 +35,16 @@ def _images(settings: Settings) -> None:
     Limits.from_settings(settings)
 
 
-# A built-in's type, its settings (a prefix, or names), and what reads them as jobs will.
-CHECKS: tuple[tuple[str, str, Callable[[Settings], None]], ...] = (
-    ("send_email", "SPOOL_SMTP_", _smtp),
-    ("http_request", "SPOOL_HTTP_ALLOWLIST SPOOL_HTTP_ALLOW_PRIVATE SPOOL_HTTP_CA_FILE", _http),
-    ("resize_image", "SPOOL_IMAGE_", _images),
+# A built-in's type, the beginnings of its settings' names, and what reads them as its
+# jobs will (http_request's are named in full: other SPOOL_HTTP_* are the server's).
+CHECKS: tuple[tuple[str, tuple[str, ...], Callable[[Settings], None]], ...] = (
+    ("send_email", ("SPOOL_SMTP_",), _smtp),
+    (
+        "http_request",
+        ("SPOOL_HTTP_ALLOWLIST", "SPOOL_HTTP_ALLOW_PRIVATE", "SPOOL_HTTP_CA_FILE"),
+        _http,
+    ),
+    ("resize_image", ("SPOOL_IMAGE_",), _images),
 )
 
 
@@ -47,7 +52,7 @@ def check_builtin_settings(rt: Runtime) -> None:
     """UsageError for a built-in handler's setting its jobs could never run with. Only
     where the type is the built-in's: a SPOOL_HANDLERS module may have taken its name."""
     for type_, prefixes, check in CHECKS:
-        if not any(name.startswith(p) for p in prefixes.split() for name in rt.settings.extra):
+        if not any(name.startswith(prefixes) for name in rt.settings.extra):
             continue
         try:  # through the registry: it imports the built-in as a first job would
             spec = rt.registry.get(type_)

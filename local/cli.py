@@ -92,12 +92,12 @@ def positive(text: str) -> int:
 def thread_count(text: str) -> int:
     """--concurrency, held to SPOOL_CONCURRENCY's range: 100000 threads failed as an
     "unexpected error: can't start new thread" once jobs were claimed."""
-    from chalicelib.config import BOUNDS
+    from chalicelib.config import BOUNDS, range_text
 
     value = positive(text)
     low, high, _ = BOUNDS["SPOOL_CONCURRENCY"]
     if value > high:
-        raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, not {value}")
+        raise argparse.ArgumentTypeError(f"must be {range_text(low, high)}, not {value}")
     return value
 
 
