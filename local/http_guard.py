@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import socket
 import time
 from typing import Any
@@ -102,6 +103,12 @@ AMBIGUOUS_LENGTH = SpoolHttpError(
 )
 
 
+BARE_LF = SpoolHttpError(
+    400, "Bad Request", "a line of the request head ends with LF alone: HTTP ends lines with CRLF"
+)
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
 class GuardedParser(HTTPRequestParser):
     """waitress's parser with Spool's body limit applied before buffering."""
 
@@ -119,6 +126,14 @@ class GuardedParser(HTTPRequestParser):
             self.started = time.monotonic()
         if self.body_rcv is None:
             consumed = super().received(data)
+            waiting = not (self.completed or self.headers_finished)
+            if waiting and _BARE_LF.search(self.header_plus.lstrip()) is not None:
+                # waitress waits for CRLF CRLF to end a head, so one whose lines end with a
+                # bare LF would wait out the request timeout; its 400 for a bare LF inside a
+                # finished head is the answer here too, at once.
+                self.parse_header(b"GET / HTTP/1.0\r\n")  # as waitress before its own 431
+                self._refuse(BARE_LF)
+                return len(data)
             limit = self.limits.max_body_bytes
             if self.headers_finished and self.chunked and "CONTENT_LENGTH" in self.headers:
                 # Two framings for one body: a proxy in front that goes by the other one

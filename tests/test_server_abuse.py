@@ -496,3 +496,40 @@ def test_a_client_that_never_reads_its_big_answers_gives_its_thread_back() -> No
         hog.close()
         server.stop()
         thread.join(10)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /health HTTP/1.1\nHost: x\n\n",  # every line
+        b"GET /health HTTP/1.1\r\nHost: x\n\n",  # the end of the head only
+        b"\nGET /health HTTP/1.1\nHost: x\n",  # after a blank line, before the head ends
+    ],
+)
+def test_a_head_whose_lines_end_with_a_bare_lf_is_refused_at_once(
+    server: Server, head: bytes
+) -> None:
+    """waitress ends a head at CRLF CRLF, so a head of bare LFs (netcat without -C,
+    a hand-written client) used to wait out the request timeout for a 408."""
+    with connect(server) as sock:
+        sock.sendall(head)
+        sock.settimeout(0.8)  # under the fixture's 1 s request timeout, which answers 408
+        status, _, body = parse(read_until_closed(sock))
+    assert status == 400
+    assert "CRLF" in json.loads(body)["error"]["message"]
+
+
+@pytest.mark.timeout(60)
+def test_a_head_sent_a_byte_at_a_time_with_crlf_is_answered(server: Server) -> None:
+    """The bare-LF check reads the head as it gathers: a CR and its LF in two reads
+    are one CRLF."""
+    head = b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with connect(server) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(len(head)):
+            sock.sendall(head[i : i + 1])
+            time.sleep(0.002)
+        sock.settimeout(5)
+        status, _, _ = parse(read_until_closed(sock))
+    assert status == 200
