@@ -137,6 +137,34 @@ def test_a_terminal_job_is_a_hit_after_the_first_read(api: Api, rt: Runtime) -> 
     assert metric(api, "spool_cache_misses_total") == 3
 
 
+def test_the_counters_agree_with_the_x_cache_headers(api: Api, rt: Runtime) -> None:
+    """One count per answer that carries X-Cache, as it says; an answer without one
+    (a 404 for an unknown id or another tenant's job) counts as neither. The ratio's
+    readers compare it with the headers: asking for attempts used to count nothing
+    though it answered `miss`, and an id guesser's 404s counted as misses."""
+    job_id = api.enqueue({"type": "echo", "payload": {"v": 1}})
+    drain()
+    said = []
+    for path, key in [
+        (f"/status/{job_id}", None),
+        (f"/status/{job_id}", None),
+        (f"/status/{job_id}?attempts=true", None),
+        (f"/status/{job_id}?webhooks=true&attempts=true", None),
+        (f"/status/{job_id}", KEY_B),
+        ("/status/j_00000000000000000000000000000000", None),
+        ("/status/j_00000000000000000000000000000001", None),
+        ("/status/j_00000000000000000000000000000002", None),
+    ]:
+        answer = api.get(path, key=key) if key else api.get(path)
+        said.append((answer.status, answer.header("X-Cache")))
+    assert said == [
+        (200, "miss"), (200, "hit"), (200, "miss"), (200, "miss"),
+        (404, None), (404, None), (404, None), (404, None),
+    ]  # fmt: skip
+    assert metric(api, "spool_cache_hits_total") == 1
+    assert metric(api, "spool_cache_misses_total") == 3
+
+
 def test_the_hit_is_served_without_the_store(
     api: Api, rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -130,13 +130,22 @@ class ResultCache:
             return self._generation
 
     def get(self, tenant: str, job_id: str) -> str | None:
-        body = self._entries_get(tenant, job_id) if self.enabled and self._verify() else None
-        with self._lock:
-            if body is None:
-                self.misses += 1
-            else:
-                self.hits += 1
+        """`lookup`, counted as a hit or a miss."""
+        body = self.lookup(tenant, job_id)
+        self.count(hit=body is not None)
         return body
+
+    def lookup(self, tenant: str, job_id: str) -> str | None:
+        """The kept answer, uncounted: the status route counts once it knows what it
+        answers (a 404 for an unknown id is neither a hit nor a miss)."""
+        return self._entries_get(tenant, job_id) if self.enabled and self._verify() else None
+
+    def count(self, hit: bool) -> None:
+        with self._lock:
+            if hit:
+                self.hits += 1
+            else:
+                self.misses += 1
 
     def _entries_get(self, tenant: str, job_id: str) -> str | None:
         with self._lock:

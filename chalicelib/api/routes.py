@@ -226,8 +226,9 @@ class Edge:
         wait = query.wait
         # A cached body holds no attempts or webhooks: asked for them, skip the cache.
         extras = query.attempts or query.webhooks
-        cached = None if extras else self.cache.get(tenant, job_id)
+        cached = None if extras else self.cache.lookup(tenant, job_id)
         if cached is not None:
+            self.cache.count(hit=True)
             return ApiResponse(200, cached, {"Content-Type": "application/json", "X-Cache": "hit"})
         ticket = self.cache.ticket()  # before the read: a change after it voids the put
         job = self.service.status(job_id, tenant)
@@ -244,13 +245,17 @@ class Edge:
                     {"Retry-After": str(exc.retry_after)},
                 )
         if query.webhooks:
-            return self._with_webhooks(job, tenant, query.attempts)
-        if query.attempts:
-            return self._with_attempts(job, tenant)
-        body = dumps(job_view(job))
-        if job.terminal:  # only finished jobs: any other state is about to change
-            self.cache.put(tenant, job_id, body, ticket)
-        return ApiResponse(200, body, {"Content-Type": "application/json", "X-Cache": "miss"})
+            answer = self._with_webhooks(job, tenant, query.attempts)
+        elif query.attempts:
+            answer = self._with_attempts(job, tenant)
+        else:
+            body = dumps(job_view(job))
+            if job.terminal:  # only finished jobs: any other state is about to change
+                self.cache.put(tenant, job_id, body, ticket)
+            answer = ApiResponse(200, body, {"Content-Type": "application/json", "X-Cache": "miss"})
+        # One count for each answer that says `X-Cache`: what the hit ratio's readers see.
+        self.cache.count(hit=False)
+        return answer
 
     def _with_webhooks(self, job: Job, tenant: str, attempts: bool) -> ApiResponse:
         """The job and its completion webhooks (and attempts, when asked too)."""
