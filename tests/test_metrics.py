@@ -523,6 +523,26 @@ def test_oldest_due_age_per_queue_label(any_store: JobStore) -> None:
         assert sample(text, age, queue=queue) == 0
 
 
+def test_a_queue_whose_jobs_were_all_purged_reads_zero_in_every_state(
+    any_store: JobStore,
+) -> None:
+    clock = fake_clock(any_store)
+    metrics = Metrics(any_store, Settings())
+    any_store.add([new_job(clock, queue="emails") for _ in range(2)])
+    worker = Worker(any_store, registry, WorkerConfig(concurrency=2))
+    registry.load([DEMO])
+    try:
+        worker.drain()
+    finally:
+        worker.close()
+    clock.advance(10)
+    assert any_store.purge(clock.now()) == 2
+    text = metrics.exposition().decode()
+    for state in JobState:
+        assert sample(text, "spool_jobs", queue="emails", state=state.value) == 0
+    assert sample(text, "spool_jobs_enqueued_total", queue="emails", type="echo") == 2
+
+
 def test_live_workers_and_a_bounded_set_of_heartbeats(any_store: JobStore) -> None:
     clock = fake_clock(any_store)
     settings = Settings(extra={"SPOOL_METRICS_MAX_WORKERS": "2", "SPOOL_WORKER_LIVE_SECONDS": "30"})

@@ -124,7 +124,9 @@ class _StoreCollector:
         depth = GaugeMetricFamily(
             "spool_jobs", "Jobs in the store by queue and state.", labels=["queue", "state"]
         )
-        for queue in sorted({q for q, _ in counts}):
+        # Every queue label the reading names, as _oldest: a queue whose jobs were all
+        # purged reads 0 in every state, not no series (a panel would say "No data").
+        for queue in sorted(set(label.values())):
             for state in JobState:
                 depth.add_metric([queue, state.value], counts.get((queue, state), 0))
         yield depth
