@@ -138,6 +138,7 @@ class Supervisor:
     # A process silent this long (no heartbeat: hung, or stopped) is killed, then
     # restarted as any that exits: it still held its share of new connections.
     hang_seconds: float = DEFAULT_HANG_SECONDS
+    extra_args: list[str] = field(default_factory=list)  # for every server process
     children: list[Child] = field(init=False)
     _stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -156,6 +157,7 @@ class Supervisor:
             str(fd),
             "--supervisor-pid",
             str(os.getpid()),
+            *self.extra_args,
         ]
         beats, beat_end = os.pipe()
         os.set_blocking(beats, False)

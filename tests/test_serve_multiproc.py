@@ -173,6 +173,36 @@ def test_every_process_serves_every_job_and_the_worker_runs_once(sqlite_url: str
         assert len(hits) >= 2  # two processes with caches of their own answered
 
 
+def run_counts(base: str) -> tuple[float, float]:
+    """The echo jobs' run-duration and end-to-end histogram counts in one scrape."""
+    text = requests.get(f"{base}/metrics", headers=HEADERS, timeout=10).text
+    counts = []
+    for family in ("spool_job_run_duration_seconds", "spool_job_end_to_end_seconds"):
+        assert f"# TYPE {family} histogram" in text
+        pattern = rf'^{family}_count\{{[^}}]*type="echo"[^}}]*\}} (\S+)'
+        counts.append(sum(float(n) for n in re.findall(pattern, text, re.M)))
+    return counts[0], counts[1]
+
+
+@pytest.mark.timeout(120)
+def test_every_scrape_shows_the_supervisor_s_worker_timings(sqlite_url: str) -> None:
+    """The worker runs in the supervisor, which serves no /metrics: its histograms
+    reached no scrape (the Grafana latency panels said No data)."""
+    with serving(sqlite_url) as served:
+        assert run_counts(served.url) == (0, 0)  # the families are there before any job
+        for n in range(SPREAD):
+            reply = requests.post(
+                f"{served.url}/enqueue",
+                json={"type": "echo", "payload": {"n": n}},
+                headers=HEADERS,
+                timeout=10,
+            )
+            assert reply.status_code == 201, reply.text
+        assert wait_for(lambda: run_counts(served.url) == (SPREAD, SPREAD), timeout=30)
+        # Whichever process answers, each on a new connection.
+        assert {run_counts(served.url) for _ in range(SPREAD)} == {(SPREAD, SPREAD)}
+
+
 def test_a_redrive_through_one_process_reaches_the_cache_of_every_other(
     store_url: str,
 ) -> None:

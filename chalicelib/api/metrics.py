@@ -29,6 +29,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -216,6 +217,27 @@ class _StoreCollector:
         return folded_counters, folded_counts
 
 
+class _WrittenElsewhere:
+    """The worker families as another process last wrote them (Metrics.read_worker_families)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            text = self.path.read_text("utf-8")
+        except OSError:  # not written yet: the families are absent, as before a first job
+            return
+        try:
+            families = list(text_string_to_metric_families(text))
+        except ValueError as exc:  # never half a file (renamed into place), but never a 500
+            log.warning("cannot read the worker's metrics from %s: %s", self.path, exc)
+            return
+        yield from families
+
+
 class _Timing(Middleware):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -328,8 +350,29 @@ class Metrics:
         self.registry.register(self.limit_full)
         self.registry.register(self.end_to_end)
         self.registry.register(self.webhook_attempts)
+        # What only the process that runs the worker knows: everything pushed.
+        self._worker_families = (
+            self.run_duration, self.queue_wait, self.end_to_end,
+            self.webhook_attempts, self.holds, self.limit_full,
+        )  # fmt: skip
         self.registry.register(_StoreCollector(self))
         self.middleware: Middleware = _Timing(self)
+
+    def write_worker_families(self, path: Path) -> None:
+        """This process's worker families, whole, to `path` (written beside it, then
+        renamed over it, so a reader never sees half)."""
+        part = path.with_name(path.name + ".part")
+        part.write_bytes(generate_latest(self.push_registry))
+        os.replace(part, path)
+
+    def read_worker_families(self, path: Path) -> None:
+        """Report the worker families that another process writes to `path`
+        (write_worker_families) instead of this process's own: `spool serve
+        --processes N` runs its worker in the supervisor, which serves no /metrics,
+        so the server processes, which run none, report the supervisor's."""
+        for family in self._worker_families:
+            self.registry.unregister(family)
+        self.registry.register(_WrittenElsewhere(path))
 
     def observe_webhook(self, outcome: str, seconds: float) -> None:
         """One webhook delivery attempt (chalicelib/webhooks/deliver.py calls this)."""
