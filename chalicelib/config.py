@@ -69,6 +69,7 @@ def _list(value: str | None) -> tuple[str, ...]:
 # A job type's, queue's or tenant's name. Kept here, the settings' leaf module, so that
 # SPOOL_QUEUES is read by the rule enqueue applies (chalicelib/service.py re-exports it).
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+MIN_PRIORITY, MAX_PRIORITY = -1000, 1000  # a job's priority, from a client or a handler
 QUEUE_NAME = re.compile(NAME_PATTERN)
 
 

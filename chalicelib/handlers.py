@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, QUEUE_NAME
 from chalicelib.errors import UnknownJobType, ValidationFailed
 from chalicelib.limits import Limit, Rate
 from chalicelib.logs import JobLog
@@ -153,6 +154,57 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _check_declaration(type_: object, payload: object, queue: object, priority: object) -> None:
+    """What the API would refuse from a client is refused here, at start: a job of a
+    type it cannot name could never be enqueued, a payload that is not a pydantic
+    model answered every enqueue 500, and a priority outside the API's range (or not
+    an int) crashed every worker that claimed the job, once per lease."""
+    where = f"handler {type_!r}"
+    if not isinstance(type_, str) or not QUEUE_NAME.fullmatch(type_):
+        raise ValueError(f"{where}: a job type is 1-64 of A-Z a-z 0-9 _ . : -")
+    if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
+        raise ValueError(f"{where}: queue={queue!r}: a queue name is 1-64 of A-Z a-z 0-9 _ . : -")
+    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ValueError(
+            f"{where}: priority={priority!r}: an integer from {MIN_PRIORITY} to {MAX_PRIORITY}"
+        )
+    if payload is not None and not (isinstance(payload, type) and issubclass(payload, BaseModel)):
+        raise ValueError(
+            f"{where}: payload={payload!r}: a pydantic model class (a BaseModel subclass)"
+        )
+
+
+def _takes_context(type_: str, func: Callable[..., Any]) -> bool:
+    """Whether the worker calls func(payload, ctx) or func(payload), checked now: a
+    function it cannot call either way failed every attempt with a TypeError, and an
+    async or generator function returned an object that is not a result."""
+    where = f"handler {type_!r}"
+    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        raise ValueError(f"{where}: an async function; a handler is a plain function (def)")
+    if inspect.isgeneratorfunction(func):
+        raise ValueError(f"{where}: a generator function; a handler returns its result")
+    if not callable(func):
+        raise ValueError(f"{where}: {func!r} is not a function")
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # a builtin without one: called with the payload
+        return False
+    positional = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    takes_context = len(positional) >= 2
+    try:
+        signature.bind(*([None] * (2 if takes_context else 1)))
+    except TypeError:
+        raise ValueError(
+            f"{where}: {getattr(func, '__qualname__', func)}{signature} cannot be called as "
+            "f(payload) or f(payload, ctx)"
+        ) from None
+    return takes_context
+
+
 class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, HandlerSpec] = {}
@@ -198,9 +250,10 @@ class Registry:
             policy = RetryPolicy(max_attempts=max_attempts, base=policy.base, cap=policy.cap)
         if not timeout > 0 or not math.isfinite(timeout):  # NaN is neither > 0 nor <= 0
             raise ValueError("timeout must be a positive, finite number of seconds")
+        _check_declaration(type_, payload, queue, priority)
 
         def register(func: HandlerFunc) -> HandlerFunc:
-            params = inspect.signature(func).parameters
+            takes_context = _takes_context(type_, func)
             self.register(
                 HandlerSpec(
                     type=type_,
@@ -210,7 +263,7 @@ class Registry:
                     timeout=timeout,
                     queue=queue,
                     priority=priority,
-                    takes_context=len(params) >= 2,
+                    takes_context=takes_context,
                     admit=admit,
                     limit=limit,
                 )

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, Settings
 from chalicelib.config import NAME_PATTERN as NAME_PATTERN  # its users import it from here
-from chalicelib.config import Settings
 from chalicelib.errors import IdempotencyConflict, JobNotFound, ValidationFailed
 from chalicelib.handlers import Registry
 from chalicelib.idempotency import batch_differences, differences
@@ -59,7 +59,7 @@ class EnqueueRequest(BaseModel):
     type: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN)
     payload: dict[str, JsonValue] = Field(default_factory=dict)
     queue: str | None = Field(default=None, pattern=NAME_PATTERN)
-    priority: int | None = Field(default=None, ge=-1000, le=1000)
+    priority: int | None = Field(default=None, ge=MIN_PRIORITY, le=MAX_PRIORITY)
     delay: float | None = Field(
         default=None,
         ge=0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from pathlib import Path
@@ -80,6 +81,83 @@ def test_max_attempts_overrides_the_policy_but_keeps_its_backoff() -> None:
 def test_non_positive_timeout_is_refused() -> None:
     with pytest.raises(ValueError):
         Registry().handler("t", timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("declared", "complaint"),
+    [
+        ({"priority": "high"}, "priority='high'"),  # crashed every worker that claimed it
+        ({"priority": 10**30}, "an integer from -1000 to 1000"),  # every enqueue a 500
+        ({"priority": 1001}, "an integer from -1000 to 1000"),  # the API refuses it
+        ({"priority": True}, "priority=True"),
+        ({"payload": dict}, "a pydantic model class"),  # every enqueue a 500
+        ({"payload": Email(to="x")}, "a pydantic model class"),
+        ({"queue": "bad queue name!"}, "queue='bad queue name!'"),
+        ({"queue": ""}, "a queue name is"),
+    ],
+)
+def test_a_declaration_the_api_would_refuse_is_refused_at_registration(
+    declared: dict[str, Any], complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(complaint)) as refused:
+        Registry().handler("t", **declared)
+    assert "handler 't'" in str(refused.value)
+
+
+@pytest.mark.parametrize("type_", ["has space/slash", "", "x" * 65, "é", "trailing\n"])
+def test_a_type_no_client_could_name_is_refused(type_: str) -> None:
+    with pytest.raises(ValueError, match="a job type is 1-64 of"):
+        Registry().handler(type_)
+
+
+def _no_args() -> None: ...
+
+
+def _three(payload: Any, ctx: Any, extra: Any) -> None: ...
+
+
+async def _async(payload: Any) -> None: ...
+
+
+def _gen(payload: Any) -> Any:
+    yield payload
+
+
+@pytest.mark.parametrize(
+    ("func", "complaint"),
+    [
+        (_no_args, "cannot be called as f(payload) or f(payload, ctx)"),
+        (_three, "cannot be called as f(payload) or f(payload, ctx)"),
+        (_async, "an async function"),
+        (_gen, "a generator function"),
+    ],
+)
+def test_a_function_the_worker_cannot_call_for_a_result_is_refused(
+    func: Any, complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(complaint)):
+        Registry().handler("t")(func)
+
+
+def test_keyword_only_options_do_not_make_a_handler_take_the_context() -> None:
+    """`def f(payload, *, verbose=False)` was called f(payload, ctx): a TypeError at
+    every attempt. Only positional parameters decide."""
+    reg = Registry()
+
+    @reg.handler("kw")
+    def kw(payload: dict[str, Any], *, verbose: bool = False) -> str:
+        return "ran"
+
+    @reg.handler("both")
+    def both(payload: dict[str, Any], ctx: JobContext, *, verbose: bool = False) -> str:
+        return "ran"
+
+    @reg.handler("star")
+    def star(*args: Any) -> int:
+        return len(args)
+
+    assert (reg.get("kw").takes_context, reg.get("both").takes_context) == (False, True)
+    assert reg.get("star").takes_context is False
 
 
 def test_unknown_type_names_the_known_ones() -> None:
