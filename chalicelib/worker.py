@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -65,6 +66,7 @@ from chalicelib.jsonstrict import (
     NESTED_TOO_DEEP,
     is_circular,
     is_finite_json,
+    loads_strict,
     nested_deeper_than,
 )
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
@@ -279,7 +281,15 @@ class Worker:
         ):
             error = f"result is not JSON: its {NESTED_TOO_DEEP} (more than {MAX_RESULT_DEPTH})"
             return Completion(job.id, token, JobState.DEAD, error=error)
-        return Completion(job.id, token, JobState.SUCCEEDED, result=result)
+        try:
+            # What was checked is what is stored: the live object could still be changed
+            # by a thread the handler left running (a set added after the check crashed
+            # the worker when the store encoded it; a 1 MB string passed the size check).
+            snapshot = loads_strict(encoded)
+        except ValueError as exc:  # two keys the encoder wrote as one name: 1 and "1"
+            error = f"result is not JSON: two keys of one object become one name in JSON ({exc})"
+            return Completion(job.id, token, JobState.DEAD, error=error)
+        return Completion(job.id, token, JobState.SUCCEEDED, result=snapshot)
 
     def _retry(
         self, job: Job, spec: HandlerSpec, error: str, delay: float | None = None
@@ -1095,6 +1105,10 @@ def _why_not_json(result: Any, exc: Exception) -> str:
         return f"its {NESTED_TOO_DEEP}"
     if not is_finite_json(result):
         return "it holds NaN or Infinity (return null or a string instead)"
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
+        # Python's advice (sys.set_int_max_str_digits) would not reach the API's readers.
+        digits = sys.get_int_max_str_digits()
+        return f"it holds an integer of more than {digits} digits (return it as a string)"
     return str(exc)
 
 

@@ -281,6 +281,68 @@ def test_non_json_result_goes_dead(mem, clock, reg, result: Any) -> None:
     assert (dead.last_error or "").startswith("result is not JSON")
 
 
+def test_keys_that_json_writes_as_one_name_send_the_job_dead(mem, clock, reg) -> None:
+    """{1: "int", "1": "str"} encodes as two members named "1": stored, a reader kept
+    one of them and the other value was lost without a word."""
+
+    @reg.handler("colliding", max_attempts=5)
+    def colliding(payload: dict[str, Any]) -> Any:
+        return {"outer": {1: "int", "1": "str"}}
+
+    job = add(mem, clock, "colliding", max_attempts=5)
+    drain_once(mem, reg)
+    dead = get(mem, job.id)
+    assert (dead.state, dead.attempts) == (JobState.DEAD, 1)
+    assert "two keys of one object become one name in JSON" in (dead.last_error or "")
+    assert "'1' appears twice" in (dead.last_error or "")
+
+
+def test_an_integer_too_long_to_write_is_worded_for_the_handler_s_author(mem, clock, reg) -> None:
+    @reg.handler("huge")
+    def huge(payload: dict[str, Any]) -> Any:
+        return 10**5000
+
+    job = add(mem, clock, "huge")
+    drain_once(mem, reg)
+    error = get(mem, job.id).last_error or ""
+    assert "an integer of more than 4300 digits (return it as a string)" in error
+    assert "set_int_max_str_digits" not in error
+
+
+def test_what_is_stored_is_the_result_as_checked_not_as_changed_later(tmp_path, clock, reg) -> None:
+    """A thread the handler left running may change the returned object after the
+    worker checked it: a set added then crashed the worker when the store encoded
+    the result, and a long string added then went past the size limit."""
+    from chalicelib.storage.sqlite import SQLiteStore
+
+    store = SQLiteStore(f"{tmp_path}/late.db", clock=clock)
+    returned: list[dict[str, Any]] = []
+
+    @reg.handler("late")
+    def late(payload: dict[str, Any]) -> Any:
+        out: dict[str, Any] = {"status": "started"}
+        returned.append(out)
+        return out
+
+    real_finish = store.finish
+
+    def finish_after_a_late_change(completions: Any, *args: Any, **kwargs: Any) -> Any:
+        for out in returned:  # what the handler's thread does between check and store
+            out["later"] = {1, 2, 3}
+            out["big"] = "x" * 1_000_000
+        return real_finish(completions, *args, **kwargs)
+
+    store.finish = finish_after_a_late_change  # type: ignore[method-assign]
+    try:
+        job = add(store, clock, "late")  # type: ignore[arg-type]
+        drain_once(store, reg)  # type: ignore[arg-type]
+        done = store.get(job.id)
+        assert done is not None and done.state is JobState.SUCCEEDED
+        assert done.result == {"status": "started"}
+    finally:
+        store.close()
+
+
 def test_handler_type_error_is_retried_not_buried(mem, clock, reg) -> None:
     # Only the result's encoding is judged permanent; a TypeError inside the handler is a bug
     # that a deploy may fix, so it retries like any other exception.
