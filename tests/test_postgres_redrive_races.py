@@ -110,3 +110,68 @@ def test_a_write_rolled_back_every_time_is_a_503_that_says_nothing_applied(
     with pytest.raises(StoreUnavailable, match="nothing was applied") as caught:
         store._run(write)
     assert caught.value.retry_after == 1
+
+
+def test_batches_sharing_keys_in_other_orders_do_not_deadlock(
+    store: PostgresStore, url: str
+) -> None:
+    """Found by a race hunt: batches of the same keyed jobs sent in shuffled orders
+    deadlocked on the unique key index (each had inserted a key the other waited for),
+    and under load most answered 503 after half a minute of retries. Here another
+    writer holds the first key (in key order) uncommitted; the batch, sent in reverse
+    order, must wait on that key before inserting any other, so the writer's insert of
+    the last key does not wait on the batch."""
+    keys = [f"k{n:03d}" for n in range(100)]
+    now = store.clock.now()
+    batch = [
+        NewJob(id=f"j_{n + 1:032x}", type="echo", payload={}, run_at=now, idempotency_key=key)
+        for n, key in reversed(list(enumerate(keys)))
+    ]
+    admin = _connect(url)
+    other = _connect(url)
+    other.autocommit = False
+    other.execute("SET lock_timeout = '20s'")
+    insert = (
+        "INSERT INTO jobs (id, tenant, type, queue, priority, payload, state, max_attempts,"
+        " run_at, idempotency_key, created_at, updated_at)"
+        " VALUES (%s, 'default', 'echo', 'default', 0, '{}', 'queued', 3, now(), %s, now(), now())"
+    )
+    other.execute(insert, ("j_" + "f" * 32, keys[0]))
+
+    outcome: dict[str, object] = {}
+    tries = []
+    connection = store._pool.connection
+
+    def counted(*args: object, **kwargs: object) -> object:
+        tries.append(1)  # a deadlock rolls the add back whole, and _run tries it again
+        return connection(*args, **kwargs)
+
+    store._pool.connection = counted  # type: ignore[method-assign]
+
+    def add_batch() -> None:
+        try:
+            outcome["results"] = store.add(batch)
+        except Exception as exc:  # the assertion below names it
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=add_batch)
+    thread.start()
+    wait_until_blocked_by(admin, other.info.backend_pid)
+    try:
+        other.execute(insert, ("j_" + "e" * 32, keys[-1]))
+        other.commit()
+        other_error = None
+    except pg_errors.DeadlockDetected as exc:
+        other.rollback()
+        other_error = exc
+    thread.join(30)
+    other.close()
+    admin.close()
+    assert not thread.is_alive()
+    assert other_error is None and "error" not in outcome, (other_error, outcome.get("error"))
+    assert len(tries) == 1  # one transaction: it waited, never deadlocked
+    results = outcome["results"]
+    assert isinstance(results, list) and len(results) == len(keys)
+    # The two keys the other writer stored answer with its jobs; the rest are new.
+    taken = {r.job.idempotency_key: r.job.id for r in results if not r.created}
+    assert taken == {keys[0]: "j_" + "f" * 32, keys[-1]: "j_" + "e" * 32}

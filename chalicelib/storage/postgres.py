@@ -567,6 +567,11 @@ def unreachable_message(settings: PgSettings, exc: BaseException) -> str:
     )
 
 
+def _key_order(new: NewJob) -> tuple[bool, str, str]:
+    """Keyed jobs first, by tenant and key: the order every batch inserts them in."""
+    return (new.idempotency_key is None, new.tenant, new.idempotency_key or "")
+
+
 class PostgresStore:
     # Each call takes its own pooled connection, so the worker may write completions
     # while it claims (see Worker._flush_beside).
@@ -701,6 +706,10 @@ class PostgresStore:
                 built: dict[str, Job] = {}
                 inserted: set[str] = set()
                 if fresh:
+                    # Keyed rows in one order, whatever order the client sent: two batches
+                    # sharing keys in different orders each waited for a key the other had
+                    # inserted first (a deadlock, retried, then 503 under load).
+                    fresh.sort(key=_key_order)
                     params = self._add_params(fresh, now)
                     if len(fresh) == 1:
                         rows = conn.execute(ADD_ONE_SQL, _one_row(params)).fetchall()
