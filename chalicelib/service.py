@@ -177,7 +177,8 @@ class Service:
         exactly once (the stored keyed jobs come back as created=False), so
         nothing is lost and nothing doubled. The same holds if the store fails
         between the two steps (503): the keyed jobs stand, and a retry completes
-        the batch. A batch of one kind is one all-or-nothing add, as before.
+        the batch. A batch without keys is one all-or-nothing add; a batch of keyed
+        jobs alone stores those whose keys were free, as above.
         """
         return self.add_prepared(requests, self.prepare(requests, tenant))
 

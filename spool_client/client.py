@@ -244,9 +244,12 @@ class Client:
         """Add many jobs, in batches no larger than the server takes (learned from
         its 413 when smaller than batch_size); results in the order given.
 
-        Each batch is stored all or nothing; every job carries an idempotency key,
-        so a retried batch never doubles one. If a later batch fails, the earlier
-        ones stay stored: send the same jobs again with your own keys to finish.
+        A batch holding an invalid job stores none of it. Every job carries an
+        idempotency key, so a retried batch never doubles one; a key you reuse
+        for a different job raises IdempotencyConflict, and that batch's other
+        jobs are stored (`details["stored"]` names them). If a later batch fails,
+        the earlier ones stay stored: send the same jobs again with your own keys
+        to finish.
         """
         bodies = [calls.job_body(calls.as_spec(j)) for j in jobs]
         size = calls.positive_batch(batch_size) or self.batch_size
