@@ -202,18 +202,31 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
         try:
             target.load((name,))
         except ImportError as exc:
+            if not _is_the_module(exc, name):  # found; what it imports is missing
+                raise ConfigError(
+                    f"SPOOL_HANDLERS: importing {name!r} failed: it imports {exc.name!r}, "
+                    f"which cannot be imported ({type(exc).__name__}: {exc}). Install it "
+                    "where the command runs (its virtualenv, the Lambda package)"
+                ) from exc
             raise ConfigError(
                 f"SPOOL_HANDLERS: cannot import {name!r} ({type(exc).__name__}: {exc}). "
                 "Handler modules are imported like any Python module: from the working "
                 "directory (the `spool` command adds it) or a directory on PYTHONPATH; "
                 "see docs/handlers.md"
             ) from exc
-        except Exception as exc:  # found, but failed while importing: its own error
+        except (Exception, SystemExit) as exc:  # found, but failed while importing
             raise ConfigError(
                 f"SPOOL_HANDLERS: importing {name!r} failed ({type(exc).__name__}: {exc}). "
                 "Fix the module; see docs/handlers.md"
             ) from exc
     return target
+
+
+def _is_the_module(exc: ImportError, name: str) -> bool:
+    """Whether the import that failed is of `name` itself (or a package on its path),
+    rather than of something `name` imports."""
+    missing = exc.name
+    return missing is None or missing == name or name.startswith(missing + ".")
 
 
 def offered(settings: Settings, base: Registry = registry) -> Registry:

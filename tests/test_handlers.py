@@ -344,3 +344,40 @@ def test_handler_modules_that_take_one_type_twice_stop_start_up_naming_both(
     assert f"importing '{stem}_2' failed" in message
     assert f"{stem}_1.resize_1 and by {stem}_2.resize_2" in message
     assert "PYTHONPATH" not in message  # it was found: the path is not the problem
+
+
+@pytest.mark.parametrize(
+    ("body", "said", "not_said"),
+    [
+        # Found, but what it imports is missing: the advice is to install that.
+        (
+            "import no_such_dependency_xyz\n",
+            "it imports 'no_such_dependency_xyz', which cannot be imported",
+            "PYTHONPATH",
+        ),
+        # sys.exit() at import used to end the command with the module unnamed.
+        ("import sys\nsys.exit('bye')\n", "failed (SystemExit: bye)", "PYTHONPATH"),
+    ],
+)
+def test_a_handler_module_that_fails_to_import_is_named_with_the_right_advice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str, said: str, not_said: str
+) -> None:
+    from chalicelib.config import ConfigError
+
+    stem = f"broken_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{stem}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    settings = Settings.from_env({"SPOOL_HANDLERS": stem})
+    with pytest.raises(ConfigError) as refused:
+        load_handlers(Registry(), settings)
+    message = str(refused.value)
+    assert f"SPOOL_HANDLERS: importing '{stem}' failed" in message
+    assert said in message and not_said not in message
+
+
+def test_a_handler_module_that_is_not_there_is_still_told_where_modules_are_looked_for() -> None:
+    from chalicelib.config import ConfigError
+
+    settings = Settings.from_env({"SPOOL_HANDLERS": "no_such_pkg_xyz.jobs"})
+    with pytest.raises(ConfigError, match=r"cannot import 'no_such_pkg_xyz\.jobs'.*PYTHONPATH"):
+        load_handlers(Registry(), settings)
