@@ -394,9 +394,8 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
 def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
     if args.dlq_command == "list":
         return job_commands.list_local(rt, args, JobState.DEAD, "dead job(s)")
+    job_commands.check_redrive_args(args)
     if args.all:
-        if args.id:
-            raise UsageError("give a job id or --all, not both")
         # Counts are per queue, not per tenant or type: with either the total is unknown.
         total = (
             None
@@ -545,7 +544,12 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--json", action="store_true", help="machine output")
     remote_cli.add_options(enqueue)
 
-    status = sub.add_parser("status", help="show a job and its attempts")
+    status = sub.add_parser(
+        "status",
+        help="show a job and its attempts",
+        epilog=job_commands.EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     status.add_argument("id", help="the job's id (j_...), as enqueue printed it")
     status.add_argument(
         "--json", action="store_true", help="machine output: the job, with attempt_history"

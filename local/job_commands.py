@@ -12,10 +12,24 @@ from typing import Any
 from chalicelib.models import Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from local import tables
+from local.cli_errors import UsageError
 
 EXIT_WAIT_TIMEOUT = 3
 EXIT_JOB_FAILED = 4
 LOCAL_POLL = 0.2  # seconds between reads while `status --wait` watches the local store
+
+
+def check_redrive_args(args: argparse.Namespace) -> None:
+    """`dlq redrive`: one id, or --all with its filters. A filter beside an id was
+    ignored, and the job redriven whatever its queue."""
+    if args.all and args.id:
+        raise UsageError("give a job id or --all, not both")
+    if args.id and (args.queue is not None or args.type is not None):
+        raise UsageError(
+            "--queue and --type choose among dead jobs with --all; a job id names one job",
+            "Drop them, or drop the id and add --all",
+        )
+
 
 EXIT_CODES = f"""\
 exit codes:

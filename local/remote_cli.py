@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import DEFAULT_TENANT, Attempt, Job
 from chalicelib.redact import redact_url
-from local import tables
+from local import job_commands, tables
 from local.cli_errors import (
     EXIT_USAGE,
     NOT_UTF8,
@@ -223,8 +223,7 @@ def cmd_dlq(client: Client, args: argparse.Namespace) -> int:
         )
         _print_pages(pages, args, "dead job(s)")
         return 0
-    if args.all and args.id:
-        raise UsageError("give a job id or --all, not both")
+    job_commands.check_redrive_args(args)
     if args.all:
         ids: list[str] = []
         seen: set[str] = set()

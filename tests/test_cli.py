@@ -155,6 +155,8 @@ def test_dead_letters_list_and_redrive(db: Path, capsys: pytest.CaptureFixture[s
     assert {state_of(db, i) for i in ids} == {JobState.QUEUED}
     code, _, err = run(capsys, "dlq", "redrive")
     assert code == 2 and "--all" in err
+    code, _, err = run(capsys, "dlq", "redrive", ids[0], "--type", "fail")
+    assert code == 2 and "a job id names one job" in err
 
 
 def test_sync_finish_from_flag_or_environment(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:

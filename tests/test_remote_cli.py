@@ -207,6 +207,9 @@ def test_dead_letters_list_and_redrive(remote) -> None:
     assert "redriven 3 job(s)" in err
     code, _, err = remote("dlq", "redrive")
     assert code == 2 and "--all" in err
+    # A filter beside an id chose nothing: it was ignored and the job redriven anyway.
+    code, _, err = remote("dlq", "redrive", dead[0], "--queue", "elsewhere")
+    assert code == 2 and "a job id names one job" in err
 
 
 def test_failures_are_one_line_with_the_right_exit_code(
@@ -306,6 +309,8 @@ def test_help_documents_the_exit_codes_and_the_remote_options() -> None:
             timeout=60,
         )
         assert "--url" in sub.stdout and "--key" in sub.stdout, command
+        if command == "status":  # its --wait's help points at them
+            assert "exit codes:" in sub.stdout
 
 
 # -- the new commands on the local store ------------------------------------------------------
