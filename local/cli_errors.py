@@ -72,30 +72,12 @@ def line(problem: str, fix: str = "") -> str:
     return "spool: " + redact_text(text) + "."
 
 
-SHOWN_PROBLEMS = 3
-
-
 def validation_problem(message: str, details: Any, where: str = "payload") -> str:
-    """A refusal's message and its first few errors on one line. The first alone hid
-    the one that explains it: a misspelt field is "width: Field required" first and
-    "widht: Extra inputs are not permitted" second."""
-    errors = details.get("errors") if isinstance(details, dict) else details
-    if not isinstance(errors, list):
-        return message
-    parts = []
-    for error in errors:
-        if not isinstance(error, dict):
-            continue
-        if "loc" in error:
-            place = ".".join(str(p) for p in error.get("loc", ())) or where
-            parts.append(f"{place}: {error.get('msg')}")
-        elif "index" in error:  # a batch: one entry per refused job
-            parts.append(f"job {error.get('index')}: {error.get('message')}")
-    if not parts:
-        return message
-    more = len(parts) - SHOWN_PROBLEMS
-    shown = "; ".join(parts[:SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
-    return f"{message} ({shown})"
+    """A 422 worded as spool_client words it, imported only when one is: the client
+    package brings httpx, which `spool worker` never needs."""
+    from spool_client.errors import validation_problem as worded
+
+    return worded(message, details, where)
 
 
 def _validation_problem(exc: ValidationFailed) -> str:

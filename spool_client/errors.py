@@ -116,6 +116,36 @@ class PayloadTooLarge(ApiError):
 class ValidationFailed(ApiError):
     """422: the job (or a query parameter) is invalid; details say where."""
 
+    def __str__(self) -> str:
+        # "the job is invalid" alone sent readers of a traceback to .details.
+        return f"{self.status} {self.code}: {validation_problem(self.message, self.details)}"
+
+
+SHOWN_PROBLEMS = 3
+
+
+def validation_problem(message: str, details: Any, where: str = "payload") -> str:
+    """A refusal's message and its first few errors on one line. The first alone hid
+    the one that explains it: a misspelt field is "width: Field required" first and
+    "widht: Extra inputs are not permitted" second."""
+    errors = details.get("errors") if isinstance(details, dict) else details
+    if not isinstance(errors, list):
+        return message
+    parts = []
+    for error in errors:
+        if not isinstance(error, dict):
+            continue
+        if "loc" in error:
+            place = ".".join(str(p) for p in error.get("loc", ())) or where
+            parts.append(f"{place}: {error.get('msg')}")
+        elif "index" in error:  # a batch: one entry per refused job
+            parts.append(f"job {error.get('index')}: {error.get('message')}")
+    if not parts:
+        return message
+    more = len(parts) - SHOWN_PROBLEMS
+    shown = "; ".join(parts[:SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
+    return f"{message} ({shown})"
+
 
 class UnknownJobType(ValidationFailed):
     """422: no handler is registered for this job type."""

@@ -340,3 +340,30 @@ class socket_free_port:
 def test_payloads_must_be_objects() -> None:
     with Client("http://127.0.0.1:9", "k") as spool, pytest.raises(TypeError):
         spool.enqueue("echo", [1, 2])  # type: ignore[arg-type]
+
+
+def test_a_validation_failure_says_what_was_invalid_in_its_message() -> None:
+    from spool_client.errors import ValidationFailed
+
+    one = ValidationFailed(
+        422,
+        "validation_error",
+        "the job is invalid",
+        [{"loc": ["priority"], "msg": "Input should be less than or equal to 1000", "type": "x"}],
+    )
+    assert str(one) == (
+        "422 validation_error: the job is invalid "
+        "(priority: Input should be less than or equal to 1000)"
+    )
+    batch = ValidationFailed(
+        422,
+        "validation_error",
+        "some jobs in the batch are invalid; none were stored",
+        [
+            {"index": 1, "message": "m", "details": [{"loc": ["jobs", 1, "type"], "msg": "bad"}]},
+            {"index": 4, "message": "m", "details": []},
+        ],
+    )
+    assert str(batch).endswith("(job 1: m; job 4: m)")
+    unknown = ValidationFailed(422, "unknown_job_type", "unknown job type 'x'", {"type": "x"})
+    assert str(unknown) == "422 unknown_job_type: unknown job type 'x'"
