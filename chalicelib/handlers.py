@@ -147,6 +147,17 @@ def _where(func: Callable[..., Any]) -> str:
     return f"{module}.{getattr(func, '__qualname__', repr(func))}"
 
 
+def _line(func: Callable[..., Any]) -> tuple[str, int] | None:
+    """Where the function's code starts: a copy of a handler pasted below it has its
+    name, module and type, but not its line."""
+    code = getattr(func, "__code__", None)
+    return None if code is None else (code.co_filename, code.co_firstlineno)
+
+
+def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
+    return _where(a) == _where(b) and _line(a) == _line(b)
+
+
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [
         {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
@@ -279,12 +290,16 @@ class Registry:
         or reloaded) replaces itself; a built-in imported after a handler that took
         its name yields to it (see defer)."""
         existing = self._specs.get(spec.type)
-        if existing is not None and _where(existing.func) != _where(spec.func):
+        if existing is not None and not _same_function(existing.func, spec.func):
             if self._yielding == threading.get_ident():
                 return
+            first, second = _where(existing.func), _where(spec.func)
+            if first == second:  # one name, two definitions: say where each is
+                first += f" (line {(_line(existing.func) or ('', 0))[1]})"
+                second += f" (line {(_line(spec.func) or ('', 0))[1]})"
             raise ValueError(
-                f"job type {spec.type!r} is registered twice: by {_where(existing.func)} "
-                f"and by {_where(spec.func)}; give one of them another type"
+                f"job type {spec.type!r} is registered twice: by {first} "
+                f"and by {second}; give one of them another type"
             )
         self._specs[spec.type] = spec
 

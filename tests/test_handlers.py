@@ -308,6 +308,25 @@ def test_two_functions_under_one_type_are_refused_naming_both() -> None:
     assert target.get("resize").func({}) == "fast"  # the first stays, nothing replaced
 
 
+def test_a_pasted_copy_under_the_same_name_and_type_is_refused() -> None:
+    """Two definitions of `a` in one module, both for "dup": the second replaced the
+    first without a word, since both were module.a."""
+    target = Registry()
+    namespace: dict[str, Any] = {"target": target, "__name__": "jobs"}
+    source = (
+        "@target.handler('dup')\n"
+        "def a(payload):\n"
+        "    return 1\n"
+        "\n"
+        "@target.handler('dup')\n"
+        "def a(payload):\n"
+        "    return 2\n"
+    )
+    with pytest.raises(ValueError, match=r"by jobs\.a \(line 1\) and by jobs\.a \(line 5\)"):
+        exec(compile(source, "jobs.py", "exec"), namespace)
+    assert target.get("dup").func({}) == 1
+
+
 def test_the_same_function_registered_again_is_no_conflict() -> None:
     """A module imported twice (or reloaded) registers the same function again."""
     target = Registry()
