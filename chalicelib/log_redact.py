@@ -3,8 +3,9 @@
 Two kinds of secret reach a process. Some it is configured with: API keys
 (SPOOL_API_KEYS, SPOOL_METRICS_KEYS, or the SSM parameter), the SMTP password,
 the store URL's password, any SPOOL_* setting named like a password, secret or
-token. Those are masked wherever their exact text appears, whatever logged it
-(an exception that quotes a header, a handler printing its config). Others
+token (or ending in _KEY), and the variables SPOOL_SECRET_VARIABLES names. Those
+are masked wherever their exact text appears, whatever logged it (an exception
+that quotes a header, a handler printing its config). Others
 arrive with requests and payloads: an `Authorization` header of an http_request
 job, an `X-API-Key`, a password in a URL. Those are masked by shape (the value
 after a header name, `Bearer <token>`, `scheme://user:password@`, `password=`),
@@ -19,6 +20,7 @@ the logs unreadable, and such a key is no protection anyway.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -32,7 +34,9 @@ if TYPE_CHECKING:
 
 MIN_SECRET = 4
 # SPOOL_* settings whose value is a secret as a whole.
-_SECRET_SETTING = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL", re.IGNORECASE)
+# `_KEY` at the end too (SPOOL_API_KEY, a handler's own SPOOL_ name for its key), not
+# the key lists below.
+_SECRET_SETTING = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|_KEY$", re.IGNORECASE)
 # Settings holding comma-separated `key[=name]` entries (chalicelib/api/auth.py).
 KEY_LISTS = ("SPOOL_API_KEYS", "SPOOL_METRICS_KEYS")
 HASHED = "sha256:"
@@ -212,7 +216,16 @@ def secrets_in(settings: Settings) -> set[str]:
         if _SECRET_SETTING.search(name) and value.strip():
             found.add(value.strip())
     found |= _webhook_secrets(settings.extra.get("SPOOL_WEBHOOKS", ""))
+    found |= named_secrets(settings)
     return found
+
+
+def named_secrets(settings: Settings, env: Mapping[str, str] | None = None) -> set[str]:
+    """The values of the environment variables SPOOL_SECRET_VARIABLES names: a
+    handler's own credentials, under names of its own (PARTNER_API_KEY)."""
+    env = os.environ if env is None else env
+    names = (n.strip() for n in settings.extra.get("SPOOL_SECRET_VARIABLES", "").split(","))
+    return {value.strip() for name in names if name and (value := env.get(name, "")).strip()}
 
 
 def _webhook_secrets(raw: str) -> set[str]:

@@ -879,6 +879,18 @@ CATALOG: tuple[Setting, ...] = (
         ),
         group=_WORKER,
     ),
+    Setting(
+        name="SPOOL_SECRET_VARIABLES",
+        type=LIST,
+        default="",
+        read_by="chalicelib/log_redact.py",
+        meaning=(
+            "Names of environment variables (any names, e.g. `PARTNER_API_KEY`) whose values "
+            "are secrets your handlers use: masked by value, as Spool's own secrets are, in "
+            "logs, `last_error`, tracebacks and `log_tail`, which reach the job's tenant."
+        ),
+        group=_WORKER,
+    ),
     # -- Webhooks (docs/webhooks.md) -------------------------------------------------------
     Setting(
         name="SPOOL_WEBHOOKS",

@@ -413,6 +413,45 @@ def test_a_configured_secret_in_a_handler_s_exception_is_masked_unless_the_tenan
         assert f"asked with {KEY_A}" in text, text  # what the tenant sent comes back as sent
 
 
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SPOOL_SECRET_VARIABLES": "PARTNER_API_KEY", "PARTNER_API_KEY": "pk_live_SECRET987654"},
+        {"SPOOL_PARTNER_API_KEY": "pk_live_SECRET987654"},  # a SPOOL_ name ending in _KEY
+    ],
+)
+def test_a_handler_s_own_secret_is_masked_where_the_tenant_would_read_it(
+    captured: io.StringIO, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handler's credential (not one of Spool's settings) in its exception or its
+    ctx.log lines reached the tenant through last_error and log_tail."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    logs.configure(Settings.from_env(env), stream=captured, force=True)
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    reg = Registry()
+
+    @reg.handler("partner", max_attempts=1)
+    def partner(payload: dict[str, Any], ctx: JobContext) -> None:
+        ctx.log.info("using key %s", "pk_live_SECRET987654")
+        raise RuntimeError("partner refused key pk_live_SECRET987654")
+
+    job = store.add([new_job(clock, "partner", max_attempts=1)])[0].job
+    worker = Worker(store, reg, WorkerConfig(concurrency=1))
+    try:
+        worker.drain()
+    finally:
+        worker.close()
+    done = store.get(job.id)
+    assert done is not None and done.state is JobState.DEAD
+    [attempt] = store.attempts(job.id) or []
+    for text in (done.last_error, attempt.error, attempt.traceback, *attempt.log_tail):
+        assert text and "pk_live_SECRET987654" not in text, text
+    assert "partner refused key ***" in (done.last_error or "")
+    assert "pk_live_SECRET987654" not in captured.getvalue()
+
+
 def test_the_tail_length_is_a_setting_and_a_context_without_lines_has_none(
     captured: io.StringIO,
 ) -> None:
