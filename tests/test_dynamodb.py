@@ -29,7 +29,7 @@ from chalicelib.storage.dynamodb_aws import (
     create_resources,
     make_clients,
 )
-from chalicelib.storage.dynamodb_schema import job_key
+from chalicelib.storage.dynamodb_schema import idem_key, job_key
 from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, delay_for
 from tests.factories import new_job
 
@@ -457,6 +457,127 @@ def test_a_failed_multi_transaction_add_leaves_nothing(
     assert store.counts() == {}
     assert store.counters().get(CounterKey("default", "echo", "enqueued"), 0) == 0
     assert store.add([new_job(clock, idempotency_key="k3")])[0].created  # key was released
+
+
+DAY = 86400
+
+
+def expire_items(aws: Aws, clock: FakeClock) -> list[str]:
+    """What DynamoDB's TTL does (moto does not): delete every item whose expires_at
+    has passed. Returns the partition keys deleted."""
+    now = clock.now().timestamp()
+    gone: list[str] = []
+    for item in aws.ddb.scan(TableName="jobs")["Items"]:
+        if "expires_at" in item and int(item["expires_at"]["N"]) < now:  # type: ignore[arg-type]
+            aws.ddb.delete_item(TableName="jobs", Key={"pk": item["pk"], "sk": item["sk"]})
+            gone.append(item["pk"]["S"])  # type: ignore[typeddict-item]
+    return gone
+
+
+def key_item(aws: Aws, key: str, tenant: str = "default") -> dict[str, Any]:
+    found: dict[str, Any] = aws.ddb.get_item(
+        TableName="jobs", Key=idem_key(tenant, key), ConsistentRead=True
+    ).get("Item", {})
+    return found
+
+
+def test_a_key_outlives_its_job_s_wait_and_its_retries(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    """Was: the key item expired retention after the job was due, whatever became of
+    the job; a job still waiting (or retrying) then lost its key to TTL and the same
+    enqueue made a second job. Now a key has no TTL until its job finishes."""
+    first = store.add([new_job(clock, idempotency_key="k")])[0].job
+    clock.advance(45 * DAY)  # never claimed: no worker serves its type
+    expire_items(aws, clock)
+    again = store.add([new_job(clock, idempotency_key="k")])[0]
+    assert not again.created and again.job.id == first.id
+    assert "expires_at" not in key_item(aws, "k")
+
+
+def test_a_redriven_job_keeps_its_key_until_it_finishes_again(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    """Was (a tester's report): redrive removed the job's TTL but not its key's, so
+    TTL deleted the key under a live job and a retried enqueue made a duplicate.
+    The key item's expires_at now moves with the job's, in the same transaction."""
+    first = store.add([new_job(clock, idempotency_key="k")])[0].job
+    [job] = store.claim(1, LEASE)
+    store.finish([Completion(first.id, job.lease_token or "", JobState.DEAD, error="x")])
+    assert key_item(aws, "k")["expires_at"] == aws.item(first.id)["expires_at"]
+    clock.advance(20 * DAY)
+    store.redrive([first.id])
+    clock.advance(15 * DAY)  # past the first finish's retention
+    expire_items(aws, clock)
+    again = store.add([new_job(clock, idempotency_key="k")])[0]
+    assert not again.created and again.job.id == first.id
+    assert "expires_at" not in key_item(aws, "k")
+    [job] = store.claim(1, LEASE)
+    store.finish([Completion(first.id, job.lease_token or "", JobState.SUCCEEDED)])
+    assert key_item(aws, "k")["expires_at"] == aws.item(first.id)["expires_at"]
+    again = store.add([new_job(clock, idempotency_key="k")])[0]
+    assert not again.created and again.job.id == first.id
+    clock.advance(30 * DAY + 1)  # both go together: the key is then free
+    gone = [pk for pk in expire_items(aws, clock) if pk[:2] in ("I#", "J#")]
+    assert sorted(gone) == ["I#default", f"J#{first.id}"]
+    assert store.add([new_job(clock, idempotency_key="k")])[0].created
+
+
+def test_every_end_of_a_keyed_job_dates_its_key_with_it(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    """Cancel, a reap of the last attempt and a batch of finishes set the key's TTL
+    to the job's; an unkeyed job's finish writes no key item."""
+    cancelled = store.add([new_job(clock, idempotency_key="c")])[0].job
+    store.cancel(cancelled.id)
+    assert key_item(aws, "c")["expires_at"] == aws.item(cancelled.id)["expires_at"]
+    reaped = store.add([new_job(clock, idempotency_key="r", max_attempts=1)])[0].job
+    store.claim(1, LEASE)
+    clock.advance(LEASE + 1)
+    assert store.reap_expired() == 1
+    assert aws.item(reaped.id)["state"]["S"] == "dead"
+    assert key_item(aws, "r")["expires_at"] == aws.item(reaped.id)["expires_at"]
+    batch = store.add([new_job(clock, idempotency_key=f"b{i}") for i in range(3)])
+    plain = add(store, clock)
+    claimed = store.claim(4, LEASE)
+    assert {j.id for j in claimed} == {*(r.job.id for r in batch), plain}
+    written: list[str] = []
+
+    def keys_written(params: dict[str, Any], **_: Any) -> None:
+        for action in params.get("TransactItems", []):
+            for kind in action.values():
+                written.append(kind["Key"]["pk"]["S"] if "Key" in kind else "")
+
+    aws.ddb.meta.events.register("before-parameter-build.dynamodb.TransactWriteItems", keys_written)
+    store.finish([Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in claimed])
+    assert written.count("I#default") == 3  # one per keyed job, none for the plain one
+    for i, r in enumerate(batch):
+        assert key_item(aws, f"b{i}")["expires_at"] == aws.item(r.job.id)["expires_at"]
+
+
+def test_a_key_item_gone_or_held_by_another_job_never_fails_the_finish(
+    aws: Aws, store: DynamoStore, clock: FakeClock
+) -> None:
+    """Keys from before the fix could be TTL'd under their job, and the key then taken
+    by a second job: the first job's finish still applies, and leaves that key to its
+    holder; a key item simply gone is written back, naming its job."""
+    first = store.add([new_job(clock, idempotency_key="k")])[0].job
+    aws.ddb.delete_item(TableName="jobs", Key=idem_key("default", "k"))
+    second = store.add([new_job(clock, idempotency_key="k")])[0].job
+    gone = store.add([new_job(clock, idempotency_key="g")])[0].job
+    aws.ddb.delete_item(TableName="jobs", Key=idem_key("default", "g"))
+    claimed = {j.id: j for j in store.claim(3, LEASE)}
+    done = store.finish(
+        [
+            Completion(i, claimed[i].lease_token or "", JobState.SUCCEEDED)
+            for i in (first.id, gone.id)
+        ]
+    )
+    assert done == [True, True]
+    assert key_item(aws, "k")["job_id"]["S"] == second.id
+    assert "expires_at" not in key_item(aws, "k")  # its own job is still running
+    assert key_item(aws, "g")["job_id"]["S"] == gone.id
+    assert key_item(aws, "g")["expires_at"] == aws.item(gone.id)["expires_at"]
 
 
 # -- S3 offload -------------------------------------------------------------------------------

@@ -449,6 +449,66 @@ class DynamoStore:
         expr.set("expires_at", n(self._expires(now)))
         expr.remove("due_pk", "due_sk", "msg_at")
 
+    def _key_lifetime(
+        self, job_id: str, tenant: str | None, idem: str | None, expires_at: int | None
+    ) -> tuple[TransactWriteItemTypeDef, str] | None:
+        """The write that keeps a keyed job's idempotency key item expiring with the
+        job (expires_at set to the job's, or removed while the job has none), for the
+        transaction that changes the job's own: DynamoDB's TTL must never delete a key
+        whose job is still stored, or the same enqueue would make a second job (SQLite
+        and Postgres answer with the existing job for as long as it exists). None for
+        a job without a key (or, in a damaged record, without a tenant): no write.
+
+        Conditional on the key naming this job; a key item already gone (TTL'd under
+        the old rule: retention after the job was due) is written back naming it. The
+        unit carries it as an optional action (Unit.optional): a key held by another
+        job (made while this one's key was gone) is that job's, and is left alone."""
+        if idem is None or tenant is None:
+            return None
+        key = idem_key(tenant, idem)
+        expr = Expr()
+        expr.set("job_id", s(job_id))
+        if expires_at is None:
+            expr.remove("expires_at")
+        else:
+            expr.set("expires_at", n(expires_at))
+        condition = (
+            f"attribute_not_exists({expr.name('pk')}) OR "
+            f"{expr.name('job_id')} = {expr.value(s(job_id))}"
+        )
+        action: TransactWriteItemTypeDef = {
+            "Update": {
+                "TableName": self.table,
+                "Key": key,
+                "UpdateExpression": expr.update_expression(),
+                "ConditionExpression": condition,
+                **expr.placeholders(),  # type: ignore[typeddict-item]
+            }
+        }
+        return action, _key_str(key)
+
+    def _dated_unit(self, unit: Unit, st: _Static, expires_at: int | None) -> Unit:
+        """`unit` with the write that dates its job's idempotency key (_key_lifetime)
+        as its optional last action, when the job has a key."""
+        return self._with_key_dated(unit, st.id, st.tenant, st.idem, expires_at)
+
+    def _with_key_dated(
+        self,
+        unit: Unit,
+        job_id: str,
+        tenant: str | None,
+        idem: str | None,
+        expires_at: int | None,
+    ) -> Unit:
+        """_dated_unit for a record read without a _Static (a damaged one may lack both)."""
+        dating = self._key_lifetime(job_id, tenant, idem, expires_at)
+        if dating is None:
+            return unit
+        action, key = dating
+        return Unit(
+            [*unit.actions, action], [*unit.keys, key], unit.counters, unit.size, optional=1
+        )
+
     def _send(self, items: list[tuple[str, int]], now: int) -> list[str]:
         """Send ids of jobs due at the given times (delays over 15 minutes wait for
         release); returns the ids SQS did not take."""
@@ -825,12 +885,9 @@ class DynamoStore:
         keys = [_key_str(job_key(new.id))]
         if new.idempotency_key is not None:
             ikey = idem_key(new.tenant, new.idempotency_key)
-            idem_item: Item = {
-                **ikey,
-                "job_id": s(new.id),
-                # A key is remembered for the retention period after the job is due.
-                "expires_at": n(self._expires(max(run_at, now))),
-            }
+            # No expires_at: a key lives as long as its job, which has none until it
+            # finishes (_key_lifetime dates the key then, in the same transaction).
+            idem_item: Item = {**ikey, "job_id": s(new.id)}
             previous = stale.get((new.tenant, new.idempotency_key))
             put: dict[str, Any] = {
                 "TableName": self.table,
@@ -1255,6 +1312,10 @@ class DynamoStore:
         if queue is not None and tenant is not None:
             counters.append((queue, tenant, minute_event(now, False), 1))
         unit = Unit([self._update(job_id, expr, condition)], [_key_str(job_key(job_id))], counters)
+        idem: str | None = None
+        with contextlib.suppress(*BAD_SHAPE):  # a key that cannot be read stays as it is
+            idem = get_s(item, "idem")
+        unit = self._with_key_dated(unit, job_id, tenant, idem, self._expires(now))
         try:
             [applied] = self._tx.apply([unit])
         except Exception:
@@ -1417,17 +1478,16 @@ class DynamoStore:
                 self._waiting_attrs(expr, st, now, now)
                 retried.add(st.id)
             unit_ids.append(st.id)
-            units.append(
-                Unit(
-                    [self._update(st.id, expr, condition), *(h[0] for h in hooks)],
-                    [_key_str(job_key(st.id)), *(h[1] for h in hooks)],
-                    [
-                        (st.queue, st.type, "failed", 1),
-                        (st.queue, st.type, state_event(state), 1),
-                        (st.queue, need_s(item, "tenant"), minute_event(now, False), 1),
-                    ],
-                )
+            unit = Unit(
+                [self._update(st.id, expr, condition), *(h[0] for h in hooks)],
+                [_key_str(job_key(st.id)), *(h[1] for h in hooks)],
+                [
+                    (st.queue, st.type, "failed", 1),
+                    (st.queue, st.type, state_event(state), 1),
+                    (st.queue, need_s(item, "tenant"), minute_event(now, False), 1),
+                ],
             )
+            units.append(self._dated_unit(unit, st, self._expires(now)) if dead else unit)
         applied = self._tx.apply(units)
         done = [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]
         self._send_marked([(i, now) for i in done if i in retried], now)
@@ -1521,17 +1581,18 @@ class DynamoStore:
                 hooks.append(
                     self._outbox.stage(expr, st.id, st.tenant, url, state.value, now, expires)
                 )
-            units.append(
-                Unit(
-                    [self._update(st.id, expr, condition), *(h[0] for h in hooks)],
-                    [_key_str(job_key(st.id)), *(h[1] for h in hooks)],
-                    [
-                        *((st.queue, st.type, e, 1) for e in completion_events(state)),
-                        (st.queue, st.tenant, minute_event(now, state is JobState.SUCCEEDED), 1),
-                    ],
-                    size=size,
-                )
+            unit = Unit(
+                [self._update(st.id, expr, condition), *(h[0] for h in hooks)],
+                [_key_str(job_key(st.id)), *(h[1] for h in hooks)],
+                [
+                    *((st.queue, st.type, e, 1) for e in completion_events(state)),
+                    (st.queue, st.tenant, minute_event(now, state is JobState.SUCCEEDED), 1),
+                ],
+                size=size,
             )
+            if state is not JobState.RETRYING:  # the job's expires_at is set: its key's too
+                unit = self._dated_unit(unit, st, self._expires(now))
+            units.append(unit)
             positions.append(index)
         applied = [False] * len(completions)
         try:
@@ -1613,6 +1674,7 @@ class DynamoStore:
                 [_key_str(job_key(job_id)), *(h[1] for h in hooks)],
                 [(st.queue, st.type, "cancelled", 1)],
             )
+            unit = self._dated_unit(unit, st, self._expires(now))
             if self._tx.apply([unit])[0]:
                 return job.model_copy(
                     update={
@@ -1648,7 +1710,8 @@ class DynamoStore:
             expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
             expr.remove("result", "result_ref", "finished_at", "expires_at")
             self._waiting_attrs(expr, st, now, now)
-            units.append(Unit([self._update(job_id, expr, condition)], [_key_str(job_key(job_id))]))
+            unit = Unit([self._update(job_id, expr, condition)], [_key_str(job_key(job_id))])
+            units.append(self._dated_unit(unit, st, None))  # no TTL now: its key has none
             unit_ids.append(job_id)
         applied = self._tx.apply(units, epoch=True)
         done = [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]

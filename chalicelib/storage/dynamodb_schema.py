@@ -8,7 +8,10 @@ One table, three kinds of item, told apart by the partition key:
   read-then-write can be made conditional on "nothing changed since".
 - an idempotency key: ``pk = "I#<tenant>"``, ``sk = "K#<key>"`` holding the
   job id; written in the same transaction as the job, so a key is never
-  claimed by two jobs.
+  claimed by two jobs. Its ``expires_at`` (TTL) is its job's: none while the
+  job has none, set and removed in the transactions that set and remove the
+  job's (a finish, reap or cancel; a redrive), so TTL never deletes a key
+  whose job is still stored.
 - a counter: ``pk = "C"``, ``sk = [queue, type, event, shard]`` holding ``n``;
   bumped with ADD in the same transaction as the transition it counts. A few
   shards per counter spread the writes so concurrent transactions rarely

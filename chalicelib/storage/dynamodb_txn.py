@@ -6,6 +6,9 @@ units into as few transactions as fit (100 actions, 3.5 MB, no item twice), adds
 one counter update per (queue, type, event) touched, and treats each unit on its
 own: a unit whose condition fails is dropped and the rest retried, so a batch of
 completions where one lost its lease still applies the others in one request.
+A unit's last `optional` actions are best effort: one of them refused drops
+only those, and the unit is retried without them (a job's transition must not
+fail because its idempotency key item is held by another job).
 `once` is the all-or-nothing building block, for an add that must not be split.
 
 Counters are sharded (a random shard per transaction) so that concurrent
@@ -54,6 +57,12 @@ class Unit:
     keys: list[str]
     counters: list[tuple[str, str, str, int]] = field(default_factory=list)
     size: int = 1024
+    optional: int = 0  # the last actions that may be dropped if refused (see the module)
+
+    def required(self) -> Unit:
+        """This unit without its optional actions."""
+        keep = len(self.actions) - self.optional
+        return Unit(self.actions[:keep], self.keys, self.counters, self.size)
 
 
 class Cancelled(Exception):
@@ -62,6 +71,18 @@ class Cancelled(Exception):
     def __init__(self, reasons: list[dict[str, Any]]) -> None:
         super().__init__("transaction cancelled")
         self.reasons = reasons
+
+
+def _unit_reason(unit: Unit, reasons: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A unit's share of a cancelled transaction's reasons as one: its first failure
+    (marked Optional when it is one of the unit's optional actions), or Code "None"."""
+    for position, reason in enumerate(reasons):
+        if reason.get("Code") not in (None, "None"):
+            mine = dict(reason)
+            if position >= len(unit.actions) - unit.optional:
+                mine["Optional"] = True
+            return mine
+    return {"Code": "None"}
 
 
 class Transactions:
@@ -172,8 +193,7 @@ class Transactions:
             for unit in units:
                 mine = reasons[position : position + len(unit.actions)]
                 position += len(unit.actions)
-                failed = next((r for r in mine if r.get("Code") not in (None, "None")), None)
-                per_unit.append(failed or {"Code": "None"})
+                per_unit.append(_unit_reason(unit, mine))
             counter_failed = next(
                 (r for r in reasons[position:] if r.get("Code") not in (None, "None")), None
             )
@@ -186,21 +206,24 @@ class Transactions:
 
         With `epoch`, every transaction that applies anything bumps the epoch too."""
         applied = [False] * len(units)
+        todo = list(units)
         for chunk in self.chunks(units, reserved=1 if epoch else 0):
             live = list(chunk)
             for attempt in range(TRANSACTION_ATTEMPTS):
                 if not live:
                     break
                 try:
-                    self.once([units[i] for i in live], epoch=epoch)
+                    self.once([todo[i] for i in live], epoch=epoch)
                 except Cancelled as cancelled:
+                    reasons = dict(zip(live, cancelled.reasons, strict=True))
                     refused = [
-                        i
-                        for i, reason in zip(live, cancelled.reasons, strict=True)
-                        if reason.get("Code") == "ConditionalCheckFailed"
+                        i for i in live if reasons[i].get("Code") == "ConditionalCheckFailed"
                     ]
                     if refused:
-                        live = [i for i in live if i not in refused]
+                        for i in refused:
+                            if reasons[i].get("Optional"):  # retried without those
+                                todo[i] = todo[i].required()
+                        live = [i for i in live if i not in refused or reasons[i].get("Optional")]
                         continue
                     # Conflicts with concurrent transactions (often on a counter item): back off.
                     self.backoff(attempt)
