@@ -99,6 +99,8 @@ def deployed(stage: str = "prod") -> Deployed:
     url = str(template_env["SPOOL_STORE_URL"]["Fn::Sub"])
     for name, value in NAMES.items():
         url = url.replace("${" + name + "}", value)
+    for name, parameter in template["Parameters"].items():  # as deployed with the defaults
+        url = url.replace("${" + name + "}", str(parameter.get("Default", "")))
     env["SPOOL_STORE_URL"] = url + "&create=1"
     env["SPOOL_SQS_VISIBILITY_TIMEOUT"] = str(template_env["SPOOL_SQS_VISIBILITY_TIMEOUT"])
     [sqs_source] = [s for s in spool_app.app.event_sources if isinstance(s, SQSEventConfig)]

@@ -63,9 +63,43 @@ BATCH_WINDOW = 5
 VISIBILITY_FACTOR = 2
 MAX_RECEIVE_COUNT = 4
 POISON_SECONDS = 3600
-RETENTION_DAYS = 30  # the store's default TTL for finished jobs
-PAYLOAD_DAYS = 366 + RETENTION_DAYS + 1  # a job may wait a year before it runs
+# Days a finished job is kept (the store URL's retention_days=, the table's TTL): a
+# stack parameter, so that the bucket's lifecycle rules follow it. CloudFormation
+# cannot add, so each allowed value maps to its rules (RETENTION_MAP): a result
+# object (written when its job finishes) is kept a day longer than its record, a
+# payload object (written at enqueue) a year and a day longer, since a job may wait
+# up to 366 days (chalicelib/timebounds.py) before it runs.
+RETENTION_DAYS = 30  # the store's default
+RETENTION_CHOICES_DAYS = [1, 3, 7, 14, 30, 60, 90, 180, 365]
 STORE_OPTIONS = "reap_every=30"
+
+
+def result_days(retention: int) -> int:
+    """A result object outlives its record (finish + retention) by a day."""
+    return retention + 1
+
+
+def payload_days(retention: int) -> int:
+    """A payload object outlives a record that waited the longest before it ran."""
+    return 366 + retention + 1
+
+
+RETENTION_MAP = {
+    str(days): {"ResultDays": result_days(days), "PayloadDays": payload_days(days)}
+    for days in RETENTION_CHOICES_DAYS
+}
+RETENTION = {
+    "Type": "Number",
+    "Default": RETENTION_DAYS,
+    "AllowedValues": RETENTION_CHOICES_DAYS,
+    "Description": "Days a finished job (and its idempotency key, result and payload) is "
+    "kept: the store URL's retention_days and the bucket's lifecycle rules",
+}
+
+
+def _lifecycle_days(which: str) -> dict[str, Any]:
+    return {"Fn::FindInMap": ["RetentionRules", {"Ref": "RetentionDays"}, which]}
+
 
 # app.py function -> (its logical id in Chalice's template, its role's logical id, role name)
 FUNCTIONS = {
@@ -278,13 +312,13 @@ def _bucket(name: Any = None) -> dict[str, Any]:
                     "Id": "results",
                     "Status": "Enabled",
                     "Prefix": "spool/results/",
-                    "ExpirationInDays": RETENTION_DAYS + 1,
+                    "ExpirationInDays": _lifecycle_days("ResultDays"),
                 },
                 {
                     "Id": "payloads",
                     "Status": "Enabled",
                     "Prefix": "spool/payloads/",
-                    "ExpirationInDays": PAYLOAD_DAYS,
+                    "ExpirationInDays": _lifecycle_days("PayloadDays"),
                 },
                 {
                     "Id": "uploads",
@@ -339,7 +373,9 @@ def _data_resources(visibility: int, names: dict[str, Any] | None = None) -> dic
 
 
 STORE_URL = {
-    "Fn::Sub": "dynamodb://${JobsTable}?queue=${JobsQueue}&bucket=${PayloadBucket}&" + STORE_OPTIONS
+    "Fn::Sub": "dynamodb://${JobsTable}?queue=${JobsQueue}&bucket=${PayloadBucket}&"
+    + STORE_OPTIONS
+    + "&retention_days=${RetentionDays}"  # the parameter the lifecycle rules follow
 }
 
 OUTPUTS = {
@@ -397,6 +433,7 @@ PARAMETERS: dict[str, Any] = {
         "Description": "Requests the API stage accepts in a burst above the rate",
     },
     "LogRetentionDays": LOG_RETENTION,
+    "RetentionDays": RETENTION,
     "WorkerConcurrency": {
         "Type": "Number",
         "Default": 8,
@@ -530,6 +567,7 @@ def merge_template(visibility: int) -> dict[str, Any]:
     resources.update(_api_stage())
     return {
         "Parameters": PARAMETERS,
+        "Mappings": {"RetentionRules": RETENTION_MAP},
         "Conditions": CONDITIONS,
         "Resources": resources,
         "Outputs": OUTPUTS,
@@ -621,7 +659,9 @@ def data_stack(visibility: int) -> dict[str, Any]:
         "Parameters": {
             "Stage": {"Type": "String", "AllowedValues": list(STAGES), "Default": "dev"},
             "LogRetentionDays": LOG_RETENTION,
+            "RetentionDays": RETENTION,
         },
+        "Mappings": {"RetentionRules": RETENTION_MAP},
         "Resources": resources,
         "Outputs": OUTPUTS,
     }

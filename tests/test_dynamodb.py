@@ -769,7 +769,7 @@ def test_the_worker_roles_table_actions_cover_what_a_worker_calls(
     """The worker function's role (infra/generate.py) is least privilege: a call
     outside it fails on AWS though moto, enforcing no IAM, lets it pass. So the
     calls of a worker's whole life are checked against the role here: claim,
-    finish, heartbeat (an upsert: UpdateItem, since the role has no PutItem)."""
+    finish, heartbeat (an upsert by UpdateItem)."""
     from chalicelib.models import Completion, JobState
     from infra.generate import ACTIONS
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from chalicelib.storage.dynamodb_schema import table_definition
+from chalicelib.timebounds import MAX_DELAY_SECONDS
 from infra import generate
 from infra.finalize import finalize
 from infra.lambda_target import ARCHITECTURES, DEFAULT_ARCH, RUNTIME
@@ -411,6 +412,42 @@ def test_every_function_gets_the_store_url_of_these_resources(template: dict[str
         url = env["SPOOL_STORE_URL"]
         assert refs(url) == set(DATA)
         assert url["Fn::Sub"].startswith("dynamodb://${JobsTable}?queue=${JobsQueue}")
+
+
+def test_the_bucket_keeps_objects_as_long_as_the_store_keeps_their_jobs() -> None:
+    """Was: the lifecycle rules were fixed (results 31 days, payloads 397) whatever the
+    store URL's retention_days said, so with retention_days=90 a result in S3 answered
+    result_missing from day 31 to day 90. Now one stack parameter feeds both, in both
+    templates: a result outlives its record (finish + retention) by a day, a payload a
+    record that waited the longest (366 days) before it ran, by a day."""
+    from chalicelib.storage.dynamodb_aws import DynamoConfig
+
+    for name in ("resources.json", "data-stack.json"):
+        stack = json.loads((ROOT / "infra" / name).read_text())
+        parameter = stack["Parameters"]["RetentionDays"]
+        assert parameter["Default"] == DynamoConfig(table="t").retention_days, name
+        url = stack["Outputs"]["StoreUrl"]["Value"]["Fn::Sub"]
+        assert "&retention_days=${RetentionDays}" in url, name
+        rules = {
+            r["Id"]: r["ExpirationInDays"]
+            for r in stack["Resources"]["PayloadBucket"]["Properties"]["LifecycleConfiguration"][
+                "Rules"
+            ]
+            if "ExpirationInDays" in r
+        }
+        assert rules == {
+            "results": {
+                "Fn::FindInMap": ["RetentionRules", {"Ref": "RetentionDays"}, "ResultDays"]
+            },
+            "payloads": {
+                "Fn::FindInMap": ["RetentionRules", {"Ref": "RetentionDays"}, "PayloadDays"]
+            },
+        }, name
+        table = stack["Mappings"]["RetentionRules"]
+        assert sorted(int(k) for k in table) == sorted(parameter["AllowedValues"]), name
+        for days, kept in table.items():
+            assert kept["ResultDays"] >= int(days) + 1, (name, days)
+            assert kept["PayloadDays"] >= MAX_DELAY_SECONDS // 86400 + int(days) + 1, (name, days)
 
 
 # -- the edges: runtime, throttling, logs, retention, concurrency, keys ---------------------

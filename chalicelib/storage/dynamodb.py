@@ -585,8 +585,9 @@ class DynamoStore:
     ) -> Job:
         """Item to Job, following S3 keys for a payload or result kept outside the record.
 
-        An object that is gone (the bucket's lifecycle rule deletes payloads after
-        398 days and results after 31; an operator may delete one) is a problem of
+        An object that is gone (the bucket's lifecycle rules delete payloads after
+        366 + retention + 1 days and results after retention + 1, 397 and 31 by
+        default, infra/generate.py; an operator may delete one) is a problem of
         its own job only: the job is still shown, with a marker in place of the
         value, so one job cannot fail a status, a listing or a batch claim. The
         marker is an object (the models' payload is a JSON object and the result
@@ -2254,8 +2255,9 @@ class DynamoStore:
         text = history.queues_text(queues)
         if text is not None:
             item["queues"] = s(text)
-        # An upsert by UpdateItem, not PutItem: the worker function's role may update
-        # the table but not put into it (infra/generate.py), and a beat is an upsert.
+        # An upsert by UpdateItem: it sets every attribute of the beat and removes
+        # queues when none are given, so it is a PutItem's effect (the worker role may
+        # do both; PutItem is there for webhook deliveries, infra/generate.py).
         key = worker_key(worker)
         fields = {k: v for k, v in item.items() if k not in key}
         names = {f"#f{i}": name for i, name in enumerate(fields)}
