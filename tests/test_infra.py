@@ -410,7 +410,7 @@ def test_every_function_gets_the_store_url_of_these_resources(template: dict[str
     for function in ROLE_OF:
         env = template["Resources"][function]["Properties"]["Environment"]["Variables"]
         url = env["SPOOL_STORE_URL"]
-        assert refs(url) == set(DATA)
+        assert refs(url) == {*DATA, "RetentionDays"}  # the parameter the bucket's rules follow
         assert url["Fn::Sub"].startswith("dynamodb://${JobsTable}?queue=${JobsQueue}")
 
 
