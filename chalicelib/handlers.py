@@ -8,9 +8,11 @@ handler always receives a typed model.
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import importlib
 import inspect
 import math
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -148,14 +150,18 @@ def _where(func: Callable[..., Any]) -> str:
 
 
 def _line(func: Callable[..., Any]) -> tuple[str, int] | None:
-    """Where the function's code starts: a copy of a handler pasted below it has its
-    name, module and type, but not its line."""
-    code = getattr(func, "__code__", None)
+    """Where the function's code starts (under its decorators, when they use
+    functools.wraps): a copy of a handler pasted below it has its name, module and
+    type, but not its line."""
+    code = getattr(inspect.unwrap(func), "__code__", None)
     return None if code is None else (code.co_filename, code.co_firstlineno)
 
 
-def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
-    return _where(a) == _where(b) and _line(a) == _line(b)
+def _module_run(func: Callable[..., Any]) -> object:
+    """The module's __spec__ as its code runs: importlib.reload sets a new one, so two
+    definitions met in one run are a pasted copy, and in two runs a reload."""
+    namespace = getattr(inspect.unwrap(func), "__globals__", None)
+    return None if namespace is None else namespace.get("__spec__")
 
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -165,17 +171,19 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _check_declaration(type_: object, payload: object, queue: object, priority: object) -> None:
+def _check_declaration(type_: object, payload: object, queue: object, priority: object) -> int:
     """What the API would refuse from a client is refused here, at start: a job of a
     type it cannot name could never be enqueued, a payload that is not a pydantic
     model answered every enqueue 500, and a priority outside the API's range (or not
-    an int) crashed every worker that claimed the job, once per lease."""
+    an integer) crashed every worker that claimed the job, once per lease. Returns the
+    priority as a plain int (an IntEnum member is one)."""
     where = f"handler {type_!r}"
     if not isinstance(type_, str) or not QUEUE_NAME.fullmatch(type_):
         raise ValueError(f"{where}: a job type is 1-64 of A-Z a-z 0-9 _ . : -")
     if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
         raise ValueError(f"{where}: queue={queue!r}: a queue name is 1-64 of A-Z a-z 0-9 _ . : -")
-    if type(priority) is not int or not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+    value = _whole(priority)
+    if value is None or not MIN_PRIORITY <= value <= MAX_PRIORITY:
         raise ValueError(
             f"{where}: priority={priority!r}: an integer from {MIN_PRIORITY} to {MAX_PRIORITY}"
         )
@@ -183,14 +191,47 @@ def _check_declaration(type_: object, payload: object, queue: object, priority: 
         raise ValueError(
             f"{where}: payload={payload!r}: a pydantic model class (a BaseModel subclass)"
         )
+    return value
 
 
-def _takes_context(type_: str, func: Callable[..., Any]) -> bool:
-    """Whether the worker calls func(payload, ctx) or func(payload), checked now: a
-    function it cannot call either way failed every attempt with a TypeError, and an
-    async or generator function returned an object that is not a result."""
+def _whole(value: object) -> int | None:
+    """An integer's value (int, IntEnum, numpy's ints), else None (bool, float, str)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def _is_async(func: object) -> bool:
+    call = inspect.getattr_static(type(func), "__call__", None)  # an async __call__
+    return any(
+        inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (func, call)
+    )
+
+
+def _takes_context(func: Callable[..., Any]) -> bool:
+    """Called as func(payload, ctx) when it names two positional parameters, or takes
+    *args (a decorator's wrapper without functools.wraps passes both on); keyword-only
+    options do not count."""
+    try:
+        parameters = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: the payload alone
+        return False
+    kinds = [p.kind for p in parameters]
+    positional = kinds.count(inspect.Parameter.POSITIONAL_ONLY) + kinds.count(
+        inspect.Parameter.POSITIONAL_OR_KEYWORD
+    )
+    return positional >= 2 or inspect.Parameter.VAR_POSITIONAL in kinds
+
+
+def _check_call(type_: str, func: object, takes_context: bool) -> None:
+    """The worker can call func for a result, checked at start: a function it cannot
+    call failed every attempt with a TypeError, and an async or generator function
+    returned an object that is not a result."""
     where = f"handler {type_!r}"
-    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+    if _is_async(func):
         raise ValueError(f"{where}: an async function; a handler is a plain function (def)")
     if inspect.isgeneratorfunction(func):
         raise ValueError(f"{where}: a generator function; a handler returns its result")
@@ -198,22 +239,15 @@ def _takes_context(type_: str, func: Callable[..., Any]) -> bool:
         raise ValueError(f"{where}: {func!r} is not a function")
     try:
         signature = inspect.signature(func)
-    except (TypeError, ValueError):  # a builtin without one: called with the payload
-        return False
-    positional = [
-        p
-        for p in signature.parameters.values()
-        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    ]
-    takes_context = len(positional) >= 2
+    except (TypeError, ValueError):  # a builtin without one: nothing to check
+        return
     try:
         signature.bind(*([None] * (2 if takes_context else 1)))
     except TypeError:
         raise ValueError(
             f"{where}: {getattr(func, '__qualname__', func)}{signature} cannot be called as "
-            "f(payload) or f(payload, ctx)"
+            + ("f(payload, ctx)" if takes_context else "f(payload) or f(payload, ctx)")
         ) from None
-    return takes_context
 
 
 class Registry:
@@ -225,6 +259,8 @@ class Registry:
         self._deferred_lock = threading.RLock()
         # The thread importing a deferred module: its handlers yield to types taken.
         self._yielding: int | None = None
+        # type -> the module run that registered it (_module_run): a reload starts another.
+        self._runs: dict[str, object] = {}
 
     def handler(
         self,
@@ -257,14 +293,25 @@ class Registry:
             policy = RetryPolicy(base=backoff[0], cap=backoff[1])
         else:
             policy = backoff or RetryPolicy()
+        where = f"handler {type_!r}"
         if max_attempts is not None:
-            policy = RetryPolicy(max_attempts=max_attempts, base=policy.base, cap=policy.cap)
-        if not timeout > 0 or not math.isfinite(timeout):  # NaN is neither > 0 nor <= 0
-            raise ValueError("timeout must be a positive, finite number of seconds")
-        _check_declaration(type_, payload, queue, priority)
+            attempts = _whole(max_attempts)
+            if attempts is None:  # 2.5 was stored as 2.5 on SQLite and 2 on Postgres
+                raise ValueError(f"{where}: max_attempts={max_attempts!r}: a whole number")
+            policy = RetryPolicy(max_attempts=attempts, base=policy.base, cap=policy.cap)
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not timeout > 0  # NaN is neither > 0 nor <= 0
+            or not math.isfinite(timeout)
+        ):
+            raise ValueError(f"{where}: timeout must be a positive, finite number of seconds")
+        if admit is not None and not callable(admit):
+            raise ValueError(f"{where}: admit={admit!r}: a function (payload, tenant)")
+        priority = _check_declaration(type_, payload, queue, priority)
 
         def register(func: HandlerFunc) -> HandlerFunc:
-            takes_context = _takes_context(type_, func)
+            takes_context = _takes_context(func)
             self.register(
                 HandlerSpec(
                     type=type_,
@@ -289,8 +336,12 @@ class Registry:
         order of SPOOL_HANDLERS. The same function again (a module imported twice,
         or reloaded) replaces itself; a built-in imported after a handler that took
         its name yields to it (see defer)."""
+        priority = _check_declaration(spec.type, spec.payload_model, spec.queue, spec.priority)
+        if type(spec.priority) is not int:  # an IntEnum: stores write the plain number
+            spec = dataclasses.replace(spec, priority=priority)
+        _check_call(spec.type, spec.func, spec.takes_context)
         existing = self._specs.get(spec.type)
-        if existing is not None and not _same_function(existing.func, spec.func):
+        if existing is not None and self._another(spec.type, existing.func, spec.func):
             if self._yielding == threading.get_ident():
                 return
             first, second = _where(existing.func), _where(spec.func)
@@ -302,6 +353,15 @@ class Registry:
                 f"and by {second}; give one of them another type"
             )
         self._specs[spec.type] = spec
+        self._runs[spec.type] = _module_run(spec.func)
+
+    def _another(self, type_: str, registered: Callable[..., Any], new: Callable[..., Any]) -> bool:
+        """Is `new` another function than `registered`, rather than the same one again
+        (its module imported twice, or reloaded, even after an edit that moved it)?"""
+        if _where(registered) != _where(new):
+            return True
+        same_run = _module_run(new) is self._runs.get(type_)
+        return same_run and _line(registered) != _line(new)
 
     def get(self, type_: str) -> HandlerSpec:
         spec = self._specs.get(type_)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+import functools
 import re
 import time
 import uuid
@@ -127,7 +129,7 @@ def _gen(payload: Any) -> Any:
     ("func", "complaint"),
     [
         (_no_args, "cannot be called as f(payload) or f(payload, ctx)"),
-        (_three, "cannot be called as f(payload) or f(payload, ctx)"),
+        (_three, "cannot be called as f(payload, ctx)"),
         (_async, "an async function"),
         (_gen, "a generator function"),
     ],
@@ -152,12 +154,79 @@ def test_keyword_only_options_do_not_make_a_handler_take_the_context() -> None:
     def both(payload: dict[str, Any], ctx: JobContext, *, verbose: bool = False) -> str:
         return "ran"
 
-    @reg.handler("star")
-    def star(*args: Any) -> int:
-        return len(args)
-
     assert (reg.get("kw").takes_context, reg.get("both").takes_context) == (False, True)
-    assert reg.get("star").takes_context is False
+
+
+def test_a_wrapper_without_functools_wraps_gets_the_context_to_pass_on() -> None:
+    """`def wrapper(*args, **kwargs)` says nothing of what it wraps: it is given both,
+    as before registration checked signatures (a handler taking ctx kept working)."""
+    reg = Registry()
+
+    def logged(func: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    @reg.handler("wrapped")
+    @logged
+    def wrapped(payload: dict[str, Any], ctx: JobContext) -> int:
+        return ctx.attempt
+
+    spec = reg.get("wrapped")
+    assert spec.takes_context is True
+    assert spec.call({}, make_ctx(attempt=2)) == 2
+
+
+class Pri(enum.IntEnum):
+    HIGH = 10
+
+
+def test_an_int_enum_priority_is_an_integer() -> None:
+    reg = Registry()
+    reg.handler("enum", priority=Pri.HIGH)(lambda payload: None)
+    assert reg.get("enum").priority == 10 and type(reg.get("enum").priority) is int
+
+
+@pytest.mark.parametrize(
+    ("declared", "complaint"),
+    [
+        ({"admit": 5}, "admit=5: a function"),  # every enqueue answered 500
+        ({"max_attempts": 2.5}, "max_attempts=2.5: a whole number"),
+        ({"timeout": "5"}, "timeout must be a positive"),  # a raw TypeError before
+        ({"timeout": True}, "timeout must be a positive"),
+    ],
+)
+def test_other_declarations_no_job_could_run_under(
+    declared: dict[str, Any], complaint: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(complaint)) as refused:
+        Registry().handler("t", **declared)
+    assert "handler 't'" in str(refused.value)
+
+
+class _AsyncCallable:
+    async def __call__(self, payload: Any) -> None: ...
+
+
+def test_an_object_with_an_async_call_is_refused() -> None:
+    with pytest.raises(ValueError, match="an async function"):
+        Registry().handler("t")(_AsyncCallable())
+
+
+def test_registering_a_spec_directly_is_checked_as_the_decorator_is() -> None:
+    """registry.register(HandlerSpec(...)) skipped every check: priority 5000 stored,
+    a one-argument function called with two."""
+    from chalicelib.handlers import HandlerSpec
+
+    def one(payload: Any) -> None: ...
+
+    base = {"type": "t", "func": one, "payload_model": None, "retry": RetryPolicy()}
+    base |= {"timeout": 1.0, "queue": "default", "admit": None, "limit": None}
+    with pytest.raises(ValueError, match="priority=5000"):
+        Registry().register(HandlerSpec(**base, priority=5000, takes_context=False))
+    with pytest.raises(ValueError, match="cannot be called as f\\(payload, ctx\\)"):
+        Registry().register(HandlerSpec(**base, priority=0, takes_context=True))
 
 
 def test_unknown_type_names_the_known_ones() -> None:
@@ -400,3 +469,60 @@ def test_a_handler_module_that_is_not_there_is_still_told_where_modules_are_look
     settings = Settings.from_env({"SPOOL_HANDLERS": "no_such_pkg_xyz.jobs"})
     with pytest.raises(ConfigError, match=r"cannot import 'no_such_pkg_xyz\.jobs'.*PYTHONPATH"):
         load_handlers(Registry(), settings)
+
+
+RELOADED = Registry()
+
+
+def test_a_reloaded_module_replaces_its_handlers_even_after_an_edit_moved_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pasted copy is refused (two definitions in one run of the module); a reload is
+    another run, so the edited function replaces the old one."""
+    import importlib
+    import sys
+
+    global RELOADED
+    RELOADED = Registry()
+    stem = f"reloaded_{uuid.uuid4().hex[:8]}"
+    path = tmp_path / f"{stem}.py"
+    body = (
+        "from tests import test_handlers as here\n"
+        "@here.RELOADED.handler('r')\n"
+        "def r(p): return {n}\n"
+    )
+    path.write_text(body.format(n=1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(stem)
+    try:
+        assert RELOADED.get("r").func({}) == 1
+        path.write_text("# a line above moves the function down\n" + body.format(n=2))
+        importlib.invalidate_caches()
+        module = importlib.reload(module)
+        assert RELOADED.get("r").func({}) == 2
+    finally:
+        sys.modules.pop(stem, None)
+
+
+def test_a_pasted_copy_under_a_wrapping_decorator_is_refused() -> None:
+    """The wrapper's code is one for both copies: the lines compared are the wrapped
+    functions' (functools.wraps), which differ."""
+    target = Registry()
+    namespace: dict[str, Any] = {"target": target, "__name__": "jobs", "functools": functools}
+    source = (
+        "def traced(f):\n"
+        "    @functools.wraps(f)\n"
+        "    def wrapper(*a, **k):\n"
+        "        return f(*a, **k)\n"
+        "    return wrapper\n"
+        "@target.handler('dupw')\n"
+        "@traced\n"
+        "def job(payload):\n"
+        "    return 1\n"
+        "@target.handler('dupw')\n"
+        "@traced\n"
+        "def job(payload):\n"
+        "    return 2\n"
+    )
+    with pytest.raises(ValueError, match="registered twice"):
+        exec(compile(source, "jobs.py", "exec"), namespace)
