@@ -201,7 +201,7 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
     for name in settings.handlers:
         try:
             target.load((name,))
-        except ImportError as exc:
+        except ModuleNotFoundError as exc:
             if not _is_the_module(exc, name):  # found; what it imports is missing
                 raise ConfigError(
                     f"SPOOL_HANDLERS: importing {name!r} failed: it imports {exc.name!r}, "
@@ -215,6 +215,7 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
                 "see docs/handlers.md"
             ) from exc
         except (Exception, SystemExit) as exc:  # found, but failed while importing
+            # (an ImportError too: `from x import missing_name`, a relative import)
             raise ConfigError(
                 f"SPOOL_HANDLERS: importing {name!r} failed ({type(exc).__name__}: {exc}). "
                 "Fix the module; see docs/handlers.md"
@@ -222,9 +223,9 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
     return target
 
 
-def _is_the_module(exc: ImportError, name: str) -> bool:
-    """Whether the import that failed is of `name` itself (or a package on its path),
-    rather than of something `name` imports."""
+def _is_the_module(exc: ModuleNotFoundError, name: str) -> bool:
+    """Whether the module not found is `name` itself (or a package on its path),
+    rather than something `name` imports."""
     missing = exc.name
     return missing is None or missing == name or name.startswith(missing + ".")
 

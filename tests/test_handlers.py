@@ -445,6 +445,9 @@ def test_handler_modules_that_take_one_type_twice_stop_start_up_naming_both(
         ),
         # sys.exit() at import used to end the command with the module unnamed.
         ("import sys\nsys.exit('bye')\n", "failed (SystemExit: bye)", "PYTHONPATH"),
+        # A name its module lacks: no advice to install `os`, or on where modules are.
+        ("from os import notthere\n", "failed (ImportError: cannot import name", "install"),
+        ("from . import sibling\n", "failed (ImportError: attempted relative import", "PYTHONPATH"),
     ],
 )
 def test_a_handler_module_that_fails_to_import_is_named_with_the_right_advice(
