@@ -104,9 +104,13 @@ AMBIGUOUS_LENGTH = SpoolHttpError(
 
 
 BARE_LF = SpoolHttpError(
-    400, "Bad Request", "a line of the request head ends with LF alone: HTTP ends lines with CRLF"
+    400,
+    "Bad Request",
+    "a line of the request head ends with LF or CR alone: HTTP ends lines with CRLF",
 )
-_BARE_LF = re.compile(rb"(?<!\r)\n")
+# LF without its CR, or CR followed by anything but LF (a CR last in what has arrived
+# may still get its LF in the next read).
+_BARE_LF = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
 
 
 class GuardedParser(HTTPRequestParser):
@@ -129,8 +133,8 @@ class GuardedParser(HTTPRequestParser):
             waiting = not (self.completed or self.headers_finished)
             if waiting and _BARE_LF.search(self.header_plus.lstrip()) is not None:
                 # waitress waits for CRLF CRLF to end a head, so one whose lines end with a
-                # bare LF would wait out the request timeout; its 400 for a bare LF inside a
-                # finished head is the answer here too, at once.
+                # bare LF (or CR) would wait out the request timeout; its 400 for a bare LF
+                # or CR inside a finished head is the answer here too, at once.
                 self.parse_header(b"GET / HTTP/1.0\r\n")  # as waitress before its own 431
                 self._refuse(BARE_LF)
                 return len(data)

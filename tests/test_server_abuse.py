@@ -505,9 +505,11 @@ def test_a_client_that_never_reads_its_big_answers_gives_its_thread_back() -> No
         b"GET /health HTTP/1.1\nHost: x\n\n",  # every line
         b"GET /health HTTP/1.1\r\nHost: x\n\n",  # the end of the head only
         b"\nGET /health HTTP/1.1\nHost: x\n",  # after a blank line, before the head ends
+        b"GET /health HTTP/1.1\rHost: x\r\r",  # CR alone (old Macs' line ends)
+        b"GET /health HTTP/1.1\r\nHost: x\rY: z\r\n",  # one bare CR among CRLFs
     ],
 )
-def test_a_head_whose_lines_end_with_a_bare_lf_is_refused_at_once(
+def test_a_head_whose_lines_end_with_a_bare_lf_or_cr_is_refused_at_once(
     server: Server, head: bytes
 ) -> None:
     """waitress ends a head at CRLF CRLF, so a head of bare LFs (netcat without -C,
