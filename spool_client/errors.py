@@ -138,13 +138,26 @@ def validation_problem(message: str, details: Any, where: str = "payload") -> st
         if "loc" in error:
             place = ".".join(str(p) for p in error.get("loc", ())) or where
             parts.append(f"{place}: {error.get('msg')}")
-        elif "index" in error:  # a batch: one entry per refused job
-            parts.append(f"job {error.get('index')}: {error.get('message')}")
+        elif "index" in error:  # a batch: one entry per refused job, its own first error
+            inner = _first_inner(error.get("details"), error.get("index"))
+            parts.append(f"job {error.get('index')}: {inner or error.get('message')}")
     if not parts:
         return message
     more = len(parts) - SHOWN_PROBLEMS
     shown = "; ".join(parts[:SHOWN_PROBLEMS]) + (f"; and {more} more" if more > 0 else "")
     return f"{message} ({shown})"
+
+
+def _first_inner(details: Any, index: Any) -> str | None:
+    """A batch entry's first error, its place without the `jobs.N` the entry names."""
+    if not isinstance(details, list) or not details or not isinstance(details[0], dict):
+        return None
+    first = details[0]
+    place = list(first.get("loc") or ())
+    if place[:2] == ["jobs", index]:
+        place = place[2:]
+    where = ".".join(str(p) for p in place) or "job"
+    return f"{where}: {first.get('msg')}"
 
 
 class UnknownJobType(ValidationFailed):

@@ -364,6 +364,6 @@ def test_a_validation_failure_says_what_was_invalid_in_its_message() -> None:
             {"index": 4, "message": "m", "details": []},
         ],
     )
-    assert str(batch).endswith("(job 1: m; job 4: m)")
+    assert str(batch).endswith("(job 1: type: bad; job 4: m)")
     unknown = ValidationFailed(422, "unknown_job_type", "unknown job type 'x'", {"type": "x"})
     assert str(unknown) == "422 unknown_job_type: unknown job type 'x'"
