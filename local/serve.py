@@ -73,6 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--heartbeat-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-metrics", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--shared-metrics", default=None, help=argparse.SUPPRESS)
 
 
 def _port(text: str) -> int:
@@ -393,10 +394,10 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
     if args.processes != 1 and args.listen_fd is None:
         return serve_processes(rt, args, threads, key, generated)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime
-    if args.worker_metrics is not None:  # the supervisor's worker: its timings are ours
-        from pathlib import Path
+    if args.shared_metrics is not None:  # one of --processes N's: metrics shared with them
+        from local.shared_metrics import share_metrics
 
-        rt.metrics().read_worker_families(Path(args.worker_metrics))
+        share_metrics(rt, args.shared_metrics, args.worker_metrics)
     try:
         check_api_settings(routes.current)  # the edge app.py's routes will use
     except UsageError:
@@ -514,7 +515,7 @@ def serve_processes(
     from chalicelib.api.routes import Edge
     from local.http_limits import HttpLimits
     from local.multiproc import MAX_PROCESSES, Supervisor, hang_seconds, listening_sockets
-    from local.worker_families import WorkerFamilies
+    from local.shared_metrics import WorkerFamilies
 
     if not 1 <= args.processes <= MAX_PROCESSES:
         raise UsageError(
@@ -539,19 +540,19 @@ def serve_processes(
     # and demo switch with_dev_key put there, and this process's cap on long-polls.
     env = {**os.environ, MAX_WAITS: rt.settings.text(MAX_WAITS)}
     # The worker runs here, where no /metrics is served: its families go to a file that
-    # every server process reports (WorkerFamilies).
-    families = None if args.no_worker else WorkerFamilies(rt)
+    # every server process reports; their cache counts are summed (local/shared_metrics.py).
+    families = WorkerFamilies(rt, worker=not args.no_worker)
     supervisor = Supervisor(
         sockets,
         threads,
         env,
         store_down=lambda: store_down(rt),
         hang_seconds=hang_seconds(rt.settings),
-        extra_args=[] if families is None else ["--worker-metrics", str(families.path)],
+        extra_args=families.server_args(),
     )
     # request_stop sets a threading.Event: on StopSignals' thread, never in the handler.
     signals = StopSignals(stop=supervisor.request_stop, notice=STOPPING)
-    with signals, families or contextlib.nullcontext():
+    with signals, families:
         supervisor.start()
         runtime_module.reset(rt)
         emulator = None if args.no_worker else local_worker(spool_app.app, rt)

@@ -155,10 +155,13 @@ def test_every_process_serves_every_job_and_the_worker_runs_once(sqlite_url: str
         one = requests.get(f"{served.url}/status/{ids[0]}", headers=HEADERS, timeout=10).json()
         assert one["attempts"] == 1 and one["result"] == {"n": 0}
 
-        # Job totals come from the store: every process reports the same; cache
-        # counters are each process's own.
+        # Job totals come from the store: every process reports the same. Each process
+        # has a cache of its own, and a scrape adds the others' counts (written each
+        # second) to its own: every scrape reads the sum, which used to go up and down
+        # with the process that answered (Prometheus took each drop for a reset).
+        reads = SPREAD + 1  # the reads above: one miss in each process, then hits
+        assert wait_for(lambda: cache_counts(served.url) == (reads - PROCESSES, PROCESSES))
         totals = set()
-        hits = set()
         for _ in range(SPREAD):
             text = requests.get(f"{served.url}/metrics", headers=HEADERS, timeout=10).text
             enqueued = re.search(
@@ -166,11 +169,19 @@ def test_every_process_serves_every_job_and_the_worker_runs_once(sqlite_url: str
             )
             assert enqueued is not None, text[:2000]
             totals.add(float(enqueued.group(1)))
-            hit = re.search(r"^spool_cache_hits_total (\S+)", text, re.M)
-            assert hit is not None
-            hits.add(float(hit.group(1)))
+            assert counts_in(text) == (reads - PROCESSES, PROCESSES)
         assert totals == {float(SPREAD)}
-        assert len(hits) >= 2  # two processes with caches of their own answered
+
+
+def counts_in(text: str) -> tuple[float, float]:
+    hits = re.search(r"^spool_cache_hits_total (\S+)", text, re.M)
+    misses = re.search(r"^spool_cache_misses_total (\S+)", text, re.M)
+    assert hits is not None and misses is not None
+    return float(hits.group(1)), float(misses.group(1))
+
+
+def cache_counts(base: str) -> tuple[float, float]:
+    return counts_in(requests.get(f"{base}/metrics", headers=HEADERS, timeout=10).text)
 
 
 def run_counts(base: str) -> tuple[float, float]:

@@ -143,11 +143,11 @@ class _StoreCollector:
             hooks.add_metric([hook_state], reading.webhooks.get(hook_state, 0))
         yield hooks
 
-        cache = self.metrics.cache
+        hit_count, miss_count = self.metrics.cache_counts()
         hits = CounterMetricFamily("spool_cache_hits", "Status lookups answered by the cache.")
         misses = CounterMetricFamily("spool_cache_misses", "Status lookups the cache missed.")
-        hits.add_metric([], cache.hits if cache is not None else 0)
-        misses.add_metric([], cache.misses if cache is not None else 0)
+        hits.add_metric([], hit_count)
+        misses.add_metric([], miss_count)
         yield hits
         yield misses
 
@@ -215,6 +215,14 @@ class _StoreCollector:
         for (queue, state), n in counts.items():
             folded_counts[(label[queue], state)] = folded_counts.get((label[queue], state), 0) + n
         return folded_counters, folded_counts
+
+
+_CACHE_FILES = "cache-*.counts"
+
+
+def _cache_file(directory: Path) -> Path:
+    """This process's file: by pid, so a restarted process's last counts stay counted."""
+    return directory / f"cache-{os.getpid()}.counts"
 
 
 class _WrittenElsewhere:
@@ -291,6 +299,7 @@ class Metrics:
         self.max_workers = max_workers(settings)
         self.live_seconds = live_seconds(settings)
         self.cache: ResultCache | None = None
+        self.cache_peers: Path | None = None  # add_peer_cache_counts
         self._push_lock = threading.Lock()
         self._pushing: threading.Thread | None = None  # the last push's thread (push)
         self.registry = CollectorRegistry(auto_describe=False)
@@ -357,6 +366,38 @@ class Metrics:
         )  # fmt: skip
         self.registry.register(_StoreCollector(self))
         self.middleware: Middleware = _Timing(self)
+
+    def cache_counts(self) -> tuple[int, int]:
+        """This process's cache hits and misses, and its peers' (add_peer_cache_counts)."""
+        cache = self.cache
+        hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
+        if self.cache_peers is None:
+            return hits, misses
+        mine = _cache_file(self.cache_peers).name
+        for path in self.cache_peers.glob(_CACHE_FILES):
+            if path.name == mine:
+                continue
+            try:
+                peer_hits, peer_misses = (int(n) for n in path.read_text("ascii").split())
+            except (OSError, ValueError):  # gone, or caught half written: left out once
+                continue
+            hits += peer_hits
+            misses += peer_misses
+        return hits, misses
+
+    def add_peer_cache_counts(self, directory: Path) -> None:
+        """Report the cache counts the other server processes of `spool serve
+        --processes N` write to `directory` (write_cache_counts) added to this one's:
+        each process has its own cache, and a scrape reaches one of them."""
+        self.cache_peers = directory
+
+    def write_cache_counts(self, directory: Path) -> None:
+        cache = self.cache
+        hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
+        path = _cache_file(directory)
+        part = path.with_name(path.name + ".part")
+        part.write_text(f"{hits} {misses}", "ascii")
+        os.replace(part, path)
 
     def write_worker_families(self, path: Path) -> None:
         """This process's worker families, whole, to `path` (written beside it, then

@@ -1,0 +1,111 @@
+"""`spool serve --processes N`: metrics that one process counts, for every scrape.
+
+N processes share one port, so a scrape reaches one of them. Two kinds of series
+were that process's alone:
+- the worker's histograms and limit metrics (the families a worker pushes): the
+  emulated worker runs once, in the supervisor, which serves no /metrics, so no
+  scrape showed them. The supervisor writes them to a file every WRITE_INTERVAL
+  seconds (WorkerFamilies), and each server process reports the file in place of
+  its own (Metrics.read_worker_families).
+- the result cache's hit and miss counters: each process has its own cache, so a
+  counter went up and down from one scrape to the next, and Prometheus took every
+  drop for a reset. Each server process writes its counts to a file of its own every
+  WRITE_INTERVAL seconds (CacheCounts), and a scrape adds the other processes' files
+  to its own live counts (Metrics.add_peer_cache_counts): a sum that only grows, a
+  restarted process's last counts included.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from chalicelib.runtime import Runtime
+
+log = logging.getLogger("spool.serve")
+
+WRITE_INTERVAL = 1.0  # seconds: well under any scrape interval
+
+
+class WorkerFamilies:
+    """A context: the supervisor's private directory (the server processes' files go
+    there too), and the thread that writes the worker's families into it."""
+
+    def __init__(self, rt: Runtime, worker: bool, interval: float = WRITE_INTERVAL) -> None:
+        self.rt = rt
+        self.worker = worker
+        self.interval = interval
+        self.directory = Path(tempfile.mkdtemp(prefix="spool-serve-metrics-"))
+        self.path = self.directory / "worker.prom"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="spool-worker-metrics", daemon=True)
+
+    def write(self) -> None:
+        try:
+            self.rt.metrics().write_worker_families(self.path)
+        except OSError as exc:  # a full disk: the scrape shows the last write, the jobs run
+            log.warning("cannot write the worker's metrics to %s: %s", self.path, exc)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.write()
+
+    def server_args(self) -> list[str]:
+        """What every server process is started with."""
+        args = ["--shared-metrics", str(self.directory)]
+        return [*args, "--worker-metrics", str(self.path)] if self.worker else args
+
+    def __enter__(self) -> WorkerFamilies:
+        if self.worker:
+            self.write()  # before any server process answers: the families are there, empty
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+class CacheCounts:
+    """A server process's cache counts, written to its own file in the shared
+    directory every WRITE_INTERVAL seconds, on a daemon thread (it ends with the
+    process)."""
+
+    def __init__(self, rt: Runtime, directory: Path, interval: float = WRITE_INTERVAL) -> None:
+        self.rt = rt
+        self.directory = directory
+        self.interval = interval
+
+    def start(self) -> None:
+        metrics = self.rt.metrics()
+        metrics.add_peer_cache_counts(self.directory)
+        threading.Thread(target=self._run, name="spool-cache-counts", daemon=True).start()
+
+    def _run(self) -> None:
+        metrics = self.rt.metrics()
+        while True:
+            try:
+                metrics.write_cache_counts(self.directory)
+            except OSError as exc:  # the directory went: the scrape shows this process alone
+                log.warning("cannot write the cache counts to %s: %s", self.directory, exc)
+            time.sleep(self.interval)
+
+
+def share_metrics(rt: Runtime, directory: str, worker_file: str | None) -> None:
+    """A server process of `--processes N`: report the supervisor's worker families
+    (when it runs the worker) and the other processes' cache counts."""
+    if worker_file is not None:
+        rt.metrics().read_worker_families(Path(worker_file))
+    CacheCounts(rt, Path(directory)).start()
