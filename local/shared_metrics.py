@@ -18,6 +18,7 @@ were that process's alone:
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -30,6 +31,30 @@ from chalicelib.runtime import Runtime
 log = logging.getLogger("spool.serve")
 
 WRITE_INTERVAL = 1.0  # seconds: well under any scrape interval
+PREFIX = "spool-serve-metrics-"
+OWNER = "supervisor.pid"
+
+
+def sweep_orphans() -> None:
+    """Remove the directories of supervisors that are gone without cleaning up (kill -9):
+    one is left per such stop, and nothing else would ever remove it."""
+    for directory in Path(tempfile.gettempdir()).glob(PREFIX + "*"):
+        try:
+            owner = int((directory / OWNER).read_text("ascii"))
+        except (OSError, ValueError):  # not ours, or being made this moment: leave it
+            continue
+        if not _alive(owner):
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 class WorkerFamilies:
@@ -40,7 +65,9 @@ class WorkerFamilies:
         self.rt = rt
         self.worker = worker
         self.interval = interval
-        self.directory = Path(tempfile.mkdtemp(prefix="spool-serve-metrics-"))
+        sweep_orphans()
+        self.directory = Path(tempfile.mkdtemp(prefix=PREFIX))
+        (self.directory / OWNER).write_text(str(os.getpid()), "ascii")
         self.path = self.directory / "worker.prom"
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="spool-worker-metrics", daemon=True)
