@@ -150,6 +150,18 @@ class Schedule:
                     f"schedule {self.name!r}: cron {self.cron!r} matches no date "
                     f"({type(exc).__name__})"
                 ) from None
+        if self.start is not None:
+            # A start so late that its first ticks fall past the year 9999 overflowed
+            # where ticks are worked out: the scheduler thread died (every schedule
+            # stopped), `spool schedules` failed and /ui/api/schedules answered 500.
+            try:
+                first = self.next_tick(self.start - timedelta(seconds=1))
+                self.next_tick(first)
+            except (OverflowError, ValueError):
+                raise ValueError(
+                    f"schedule {self.name!r}: start {self.start.isoformat()} is too late: "
+                    "its ticks fall past the year 9999"
+                ) from None
 
     def latest_tick(self, now: datetime) -> datetime | None:
         """The most recent tick at or before now (UTC), or None before the first."""
@@ -234,6 +246,13 @@ class ScheduleSpec(BaseModel):
     catch_up: int | str | None = None
     start: datetime | None = None
     enabled: bool = True
+
+    @field_validator("every", "catch_up", mode="before")
+    @classmethod
+    def _not_a_flag(cls, value: object) -> object:
+        if isinstance(value, bool):  # lax validation made true 1 second
+            raise ValueError("a duration in seconds or text such as 5m, not true or false")
+        return value
 
     @field_validator("every", "catch_up")
     @classmethod
@@ -455,7 +474,9 @@ class Scheduler:
         if settled is not None and settled.tick >= tick:
             return None
         lateness = (now - tick).total_seconds()
-        if schedule.catch_up is not None and lateness > schedule.catch_up:
+        # In whole seconds, as ticks are: a tick met within its second is on time, so
+        # catch_up 0 fires each tick met then (it skipped every one, a few ms late).
+        if schedule.catch_up is not None and int(lateness) > schedule.catch_up:
             self._settle(schedule, tick)
             log.warning(
                 "periodic %s: tick %s skipped, %.0fs late (catch_up %ss)",
@@ -628,7 +649,7 @@ def run_scheduler(
         fire_due(target, handlers, store.clock, settings=settings)
         try:
             upcoming = next_runs(store.clock, settings=settings)
-        except ValueError:  # a bad SPOOL_SCHEDULES: fire_due already logged it
+        except (ValueError, OverflowError):  # a bad SPOOL_SCHEDULES: fire_due logged it
             upcoming = {}
         now = store.clock.now()
         waits = [(tick - now).total_seconds() for tick in upcoming.values()]

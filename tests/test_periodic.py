@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from chalicelib import periodic
 from chalicelib.clock import FakeClock
@@ -163,11 +163,32 @@ def test_durations(value: Any, seconds: int) -> None:
         {"every": 60, "name": ""},
         {"every": 60, "start": datetime(2030, 1, 1)},
         {"every": 60, "catch_up": -1},
+        # Ticks past the year 9999: the scheduler thread died of an OverflowError.
+        {"cron": "0 0 * * *", "start": datetime(9999, 12, 31, 23, 59, tzinfo=UTC)},
+        {"every": 86400, "start": datetime(9999, 12, 31, 23, 59, tzinfo=UTC)},
     ],
 )
 def test_invalid_schedules_are_refused(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         Schedule(**{"name": "s", "type": "report", **fields})
+
+
+@pytest.mark.parametrize("field", ["every", "catch_up"])
+def test_a_duration_given_as_true_is_refused_not_read_as_one_second(field: str) -> None:
+    spec = {"name": "s", "type": "report", "every": 60, field: True}
+    with pytest.raises(ValidationError, match="not true or false"):
+        periodic.ScheduleSpec.model_validate(spec)
+
+
+def test_catch_up_zero_fires_a_tick_met_within_its_second(
+    store: JobStore, clock: FakeClock, handlers: Registry
+) -> None:
+    """Every tick is met a few milliseconds late: with catch_up 0 each was skipped."""
+    hourly = Schedule(name="hourly", type="report", every=3600, catch_up=0, payload={"kind": "h"})
+    clock.advance(0.004)
+    assert [f.outcome for f in Scheduler(store, handlers, [hourly]).fire_due()] == ["enqueued"]
+    clock.set(T0 + timedelta(hours=1, seconds=1, milliseconds=5))  # over a second late
+    assert [f.outcome for f in Scheduler(store, handlers, [hourly]).fire_due()] == ["skipped"]
 
 
 # -- firing ------------------------------------------------------------------------------
