@@ -224,8 +224,8 @@ def named_secrets(settings: Settings, env: Mapping[str, str] | None = None) -> s
     """The values of the environment variables SPOOL_SECRET_VARIABLES names: a
     handler's own credentials, under names of its own (PARTNER_API_KEY)."""
     env = os.environ if env is None else env
-    names = (n.strip() for n in settings.extra.get("SPOOL_SECRET_VARIABLES", "").split(","))
-    return {value.strip() for name in names if name and (value := env.get(name, "")).strip()}
+    names = settings.items("SPOOL_SECRET_VARIABLES")
+    return {value.strip() for name in names if (value := env.get(name, "")).strip()}
 
 
 def _webhook_secrets(raw: str) -> set[str]:

@@ -515,7 +515,7 @@ def serve_processes(
     from chalicelib.api.routes import Edge
     from local.http_limits import HttpLimits
     from local.multiproc import MAX_PROCESSES, Supervisor, hang_seconds, listening_sockets
-    from local.shared_metrics import WorkerFamilies
+    from local.shared_metrics import SharedMetrics
 
     if not 1 <= args.processes <= MAX_PROCESSES:
         raise UsageError(
@@ -541,18 +541,18 @@ def serve_processes(
     env = {**os.environ, MAX_WAITS: rt.settings.text(MAX_WAITS)}
     # The worker runs here, where no /metrics is served: its families go to a file that
     # every server process reports; their cache counts are summed (local/shared_metrics.py).
-    families = WorkerFamilies(rt, worker=not args.no_worker)
+    shared = SharedMetrics(rt, worker=not args.no_worker)
     supervisor = Supervisor(
         sockets,
         threads,
         env,
         store_down=lambda: store_down(rt),
         hang_seconds=hang_seconds(rt.settings),
-        extra_args=families.server_args(),
+        extra_args=shared.server_args(),
     )
     # request_stop sets a threading.Event: on StopSignals' thread, never in the handler.
     signals = StopSignals(stop=supervisor.request_stop, notice=STOPPING)
-    with signals, families:
+    with signals, shared:
         supervisor.start()
         runtime_module.reset(rt)
         emulator = None if args.no_worker else local_worker(spool_app.app, rt)

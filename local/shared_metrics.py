@@ -5,7 +5,7 @@ were that process's alone:
 - the worker's histograms and limit metrics (the families a worker pushes): the
   emulated worker runs once, in the supervisor, which serves no /metrics, so no
   scrape showed them. The supervisor writes them to a file every WRITE_INTERVAL
-  seconds (WorkerFamilies), and each server process reports the file in place of
+  seconds (SharedMetrics), and each server process reports the file in place of
   its own (Metrics.read_worker_families).
 - the result cache's hit and miss counters: each process has its own cache, so a
   counter went up and down from one scrape to the next, and Prometheus took every
@@ -57,7 +57,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class WorkerFamilies:
+class SharedMetrics:
     """A context: the supervisor's private directory (the server processes' files go
     there too), and the thread that writes the worker's families into it."""
 
@@ -87,7 +87,7 @@ class WorkerFamilies:
         args = ["--shared-metrics", str(self.directory)]
         return [*args, "--worker-metrics", str(self.path)] if self.worker else args
 
-    def __enter__(self) -> WorkerFamilies:
+    def __enter__(self) -> SharedMetrics:
         if self.worker:
             self.write()  # before any server process answers: the families are there, empty
             self._thread.start()

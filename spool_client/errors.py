@@ -8,6 +8,7 @@ mean (`except NotFound`) instead of comparing status numbers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -136,11 +137,13 @@ def validation_problem(message: str, details: Any, where: str = "payload") -> st
         if not isinstance(error, dict):
             continue
         if "loc" in error:
-            place = ".".join(str(p) for p in error.get("loc", ())) or where
-            parts.append(f"{place}: {error.get('msg')}")
+            parts.append(_located(error, where))
         elif "index" in error:  # a batch: one entry per refused job, its own first error
-            inner = _first_inner(error.get("details"), error.get("index"))
-            parts.append(f"job {error.get('index')}: {inner or error.get('message')}")
+            index, inner = error.get("index"), error.get("details")
+            said = error.get("message")
+            if isinstance(inner, list) and inner and isinstance(inner[0], dict):
+                said = _located(inner[0], "job", skip=["jobs", index])
+            parts.append(f"job {index}: {said}")
     if not parts:
         return message
     more = len(parts) - SHOWN_PROBLEMS
@@ -148,16 +151,13 @@ def validation_problem(message: str, details: Any, where: str = "payload") -> st
     return f"{message} ({shown})"
 
 
-def _first_inner(details: Any, index: Any) -> str | None:
-    """A batch entry's first error, its place without the `jobs.N` the entry names."""
-    if not isinstance(details, list) or not details or not isinstance(details[0], dict):
-        return None
-    first = details[0]
-    place = list(first.get("loc") or ())
-    if place[:2] == ["jobs", index]:
-        place = place[2:]
-    where = ".".join(str(p) for p in place) or "job"
-    return f"{where}: {first.get('msg')}"
+def _located(error: Mapping[str, Any], where: str, skip: Sequence[Any] = ()) -> str:
+    """`place: what` for one error; its place less a leading `skip` (a batch entry's
+    own `jobs.N`), or `where` when nothing is left."""
+    place = list(error.get("loc") or ())
+    if skip and place[: len(skip)] == list(skip):
+        place = place[len(skip) :]
+    return f"{'.'.join(str(p) for p in place) or where}: {error.get('msg')}"
 
 
 class UnknownJobType(ValidationFailed):

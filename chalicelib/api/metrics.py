@@ -220,6 +220,14 @@ class _StoreCollector:
 _CACHE_FILES = "cache-*.counts"
 
 
+def _write_whole(path: Path, data: bytes) -> None:
+    """Written beside `path`, then renamed over it: another process reading it never
+    sees half a file."""
+    part = path.with_name(path.name + ".part")
+    part.write_bytes(data)
+    os.replace(part, path)
+
+
 def _cache_file(directory: Path) -> Path:
     """This process's file: by pid, so a restarted process's last counts stay counted."""
     return directory / f"cache-{os.getpid()}.counts"
@@ -367,10 +375,13 @@ class Metrics:
         self.registry.register(_StoreCollector(self))
         self.middleware: Middleware = _Timing(self)
 
+    def _own_cache_counts(self) -> tuple[int, int]:
+        cache = self.cache
+        return (cache.hits, cache.misses) if cache is not None else (0, 0)
+
     def cache_counts(self) -> tuple[int, int]:
         """This process's cache hits and misses, and its peers' (add_peer_cache_counts)."""
-        cache = self.cache
-        hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
+        hits, misses = self._own_cache_counts()
         if self.cache_peers is None:
             return hits, misses
         mine = _cache_file(self.cache_peers).name
@@ -392,19 +403,12 @@ class Metrics:
         self.cache_peers = directory
 
     def write_cache_counts(self, directory: Path) -> None:
-        cache = self.cache
-        hits, misses = (cache.hits, cache.misses) if cache is not None else (0, 0)
-        path = _cache_file(directory)
-        part = path.with_name(path.name + ".part")
-        part.write_text(f"{hits} {misses}", "ascii")
-        os.replace(part, path)
+        hits, misses = self._own_cache_counts()
+        _write_whole(_cache_file(directory), f"{hits} {misses}".encode("ascii"))
 
     def write_worker_families(self, path: Path) -> None:
-        """This process's worker families, whole, to `path` (written beside it, then
-        renamed over it, so a reader never sees half)."""
-        part = path.with_name(path.name + ".part")
-        part.write_bytes(generate_latest(self.push_registry))
-        os.replace(part, path)
+        """This process's worker families, whole, to `path`."""
+        _write_whole(path, generate_latest(self.push_registry))
 
     def read_worker_families(self, path: Path) -> None:
         """Report the worker families that another process writes to `path`
