@@ -23,6 +23,12 @@ def new_job_id() -> str:
     return f"{ID_PREFIX}{millis:012x}{secrets.token_hex(10)}"
 
 
+def new_job_ids(count: int) -> list[str]:
+    """Ids for one batch, ascending: lists order a batch's jobs, which share their
+    `created_at`, by id, and so show them in the order they were sent, not at random."""
+    return sorted(new_job_id() for _ in range(count))
+
+
 def new_lease_token() -> str:
     return secrets.token_hex(8)
 

@@ -21,7 +21,7 @@ from chalicelib.config import NAME_PATTERN as NAME_PATTERN  # its users import i
 from chalicelib.errors import IdempotencyConflict, JobNotFound, ValidationFailed
 from chalicelib.handlers import Registry
 from chalicelib.idempotency import batch_differences, differences
-from chalicelib.ids import looks_like_job_id, new_job_id
+from chalicelib.ids import looks_like_job_id, new_job_id, new_job_ids
 from chalicelib.jsonstrict import is_finite_json
 from chalicelib.logs import job_event, together
 from chalicelib.models import AddResult, Job, JobPage, JobQuery, JobState, NewJob
@@ -114,7 +114,7 @@ class Service:
         self.registry = registry
         self.settings = settings  # None: the process environment's (read when needed)
 
-    def build(self, request: EnqueueRequest, tenant: str) -> NewJob:
+    def build(self, request: EnqueueRequest, tenant: str, job_id: str | None = None) -> NewJob:
         spec = self.registry.get(request.type)
         payload = spec.validate(request.payload, tenant)
         if not is_finite_json(payload):
@@ -140,7 +140,7 @@ class Service:
                 )
             run_at = max(now, request.run_at)
         return NewJob(
-            id=new_job_id(),
+            id=job_id or new_job_id(),
             type=request.type,
             payload=payload,
             run_at=run_at,
@@ -211,9 +211,10 @@ class Service:
     def _build_all(self, requests: Sequence[EnqueueRequest], tenant: str) -> list[NewJob]:
         problems: list[dict[str, Any]] = []
         built: list[NewJob] = []
+        ids = new_job_ids(len(requests))
         for index, request in enumerate(requests):
             try:
-                built.append(self.build(request, tenant))
+                built.append(self.build(request, tenant, ids[index]))
             except ValidationFailed as exc:
                 if len(requests) == 1:
                     raise  # keep the precise error (e.g. UnknownJobType) for a single job

@@ -157,6 +157,18 @@ def test_batch_is_all_or_nothing(svc: Service) -> None:
     assert stored(svc.store) == 2
 
 
+def test_a_batch_is_listed_in_the_order_it_was_sent(svc: Service) -> None:
+    """Its jobs share one created_at, so a list orders them by id: ids drawn at random
+    (within their millisecond) used to list a batch shuffled."""
+    for _ in range(3):  # a shuffle that happens to come out in order is 1 in 50!
+        sent = [req(payload={"n": n}) for n in range(50)]
+        ids = [r.job.id for r in svc.enqueue(sent, "acme")]
+        page = svc.store.list_jobs(JobQuery(tenant="acme", limit=200))
+        listed = [j.id for j in page.jobs if j.id in set(ids)]
+        assert listed == ids
+        assert [svc.status(i, "acme").payload["n"] for i in listed] == list(range(50))
+
+
 def test_idempotency_key_returns_the_same_job(svc: Service) -> None:
     [first] = svc.enqueue([req(payload={"v": 1}, idempotency_key="order-7")], "t1")
     [again] = svc.enqueue([req(payload={"v": 1}, idempotency_key="order-7")], "t1")
