@@ -1,8 +1,10 @@
 """A TCP forwarder in front of Postgres whose plug a test can pull.
 
 `cut()` drops every open connection and refuses new ones (each is accepted
-and closed at once, as a dead server's port would behave); `restore()` lets
-them through again. It is the network outage a worker or API process sees,
+and closed at once, as a dead server's port would behave); `swallow()` keeps
+every connection open and throws away what either side sends (a server that is
+up but frozen: its kernel acknowledges every byte, nothing comes back);
+`restore()` lets them through again. It is the network outage a worker or API process sees,
 without stopping the shared server.
 """
 
@@ -22,6 +24,7 @@ class PgProxy:
         self._listener.settimeout(0.2)
         self.port: int = self._listener.getsockname()[1]
         self._up = True
+        self._swallowing = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
@@ -57,7 +60,8 @@ class PgProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
-                    peers[sock].sendall(data)
+                    if not self._swallowing:
+                        peers[sock].sendall(data)
         except (OSError, ValueError):  # cut() closed the sockets under us
             return
         finally:
@@ -77,8 +81,12 @@ class PgProxy:
         for a, b in pairs:
             self._close_pair(a, b)
 
+    def swallow(self) -> None:
+        self._swallowing = True
+
     def restore(self) -> None:
         self._up = True
+        self._swallowing = False
 
     def close(self) -> None:
         self._stop.set()

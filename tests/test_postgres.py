@@ -218,6 +218,37 @@ def test_url_options_are_ours_and_the_rest_reach_libpq() -> None:
         parse_url("postgresql://h/db?pool_min=5&pool_max=2")
 
 
+def test_statement_timeout_bounds_every_session_and_the_url_s_own_options_win() -> None:
+    def options(url: str) -> str:
+        return str(psycopg.conninfo.conninfo_to_dict(parse_url(url).conninfo).get("options", ""))
+
+    default = parse_url("postgresql://h/db")
+    assert default.statement_timeout == pg.STATEMENT_TIMEOUT
+    assert default.call_deadline == pg.STATEMENT_TIMEOUT + pg.CUT_GRACE
+    assert "-c statement_timeout=30000 -c idle_in_transaction_session_timeout=30000" in options(
+        "postgresql://h/db"
+    )
+    assert "statement_timeout=1500" in options("postgresql://h/db?statement_timeout=1.5")
+    off = parse_url("postgresql://h/db?statement_timeout=0")
+    assert off.call_deadline is None and "statement_timeout" not in options(off.url)
+    # libpq's own options come after Spool's: on the server the last value wins
+    given = options("postgresql://h/db?options=-c%20statement_timeout%3D900")
+    assert given.index("statement_timeout=30000") < given.index("statement_timeout=900")
+    assert "connect_timeout" in psycopg.conninfo.conninfo_to_dict(default.conninfo)
+    for bad in ("-1", "soon", "nan", "inf", "86400"):
+        with pytest.raises(ValueError, match="statement_timeout"):
+            parse_url(f"postgresql://h/db?statement_timeout={bad}")
+
+
+def test_migrations_are_not_bound_by_the_store_s_statement_timeout(url: str) -> None:
+    """Waiting for another migrator's lock, or an index over millions of jobs, takes longer."""
+    settings = parse_url(url + "&statement_timeout=0.5")
+    with pg.connect(settings) as conn:
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("500ms",)
+        migrations.migrate(conn, settings.schema)
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+
+
 # -- claims under concurrency ---------------------------------------------------
 
 
@@ -598,6 +629,91 @@ def test_worker_rides_out_an_outage(url: str, registry: Registry) -> None:
             thread.join(30)
             store.close()
         assert not thread.is_alive()
+
+
+def _in_thread(call, limit: float) -> tuple[bool, BaseException | None]:
+    """Run `call` in a thread: (did it return within `limit` s, what it raised)."""
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the test
+            raised.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(limit)
+    return not thread.is_alive(), (raised[0] if raised else None)
+
+
+def test_a_server_that_swallows_every_byte_fails_calls_instead_of_holding_them(
+    url: str, registry: Registry
+) -> None:
+    """Keepalives and tcp_user_timeout never fire while the server's kernel acknowledges
+    every byte: an enqueue hung for minutes, and a worker's claim for good."""
+    with pg_proxy() as proxy:
+        store = from_url(with_port(url, proxy.port) + "&pool_timeout=1&statement_timeout=1")
+        service = Service(store, registry)
+        try:
+            job = service.enqueue([EnqueueRequest(type="echo")], "t")[0].job
+            proxy.swallow()
+            done, raised = _in_thread(lambda: service.status(job.id, "t"), 30)
+            assert done and isinstance(raised, StoreUnavailable), raised
+            assert "did not answer within 1 s" in raised.message and raised.status == 503
+            done, raised = _in_thread(
+                lambda: service.enqueue([EnqueueRequest(type="echo")], "t"), 30
+            )
+            assert done and isinstance(raised, StoreUnavailable), raised
+            assert "may have been applied" in raised.message  # its reply never came
+            proxy.restore()
+            assert wait_until(lambda: _reachable(store), timeout=20)
+            assert service.status(job.id, "t").id == job.id
+        finally:
+            proxy.restore()
+            store.close()
+
+
+def test_a_worker_whose_server_swallows_every_byte_still_stops(
+    url: str, registry: Registry
+) -> None:
+    """Its claim waited on the socket for good; SIGTERM (worker.stop) could not end it."""
+    with pg_proxy() as proxy:
+        store = from_url(with_port(url, proxy.port) + "&pool_timeout=1&statement_timeout=1")
+        worker, thread = _start_worker(store, registry)
+        try:
+            Service(store, registry).enqueue([EnqueueRequest(type="echo")], "t")
+            assert wait_until(lambda: succeeded(store) == 1)
+            proxy.swallow()
+            time.sleep(1.5)  # the worker's next claim or poll is in flight, unanswered
+            worker.stop()
+            thread.join(30)
+            assert not thread.is_alive()
+        finally:
+            proxy.restore()
+            worker.stop()
+            store.close()
+
+
+def test_a_statement_waiting_on_a_lock_is_cancelled_and_nothing_is_stored(
+    store: PostgresStore, url: str, registry: Registry
+) -> None:
+    bounded = from_url(url + "&statement_timeout=0.5")
+    service = Service(bounded, registry)
+    holder = admin_connect()
+    try:
+        holder.execute(f"SET search_path = {schema_of(url)}")
+        with holder.transaction():
+            holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(StoreUnavailable) as held:
+                service.enqueue([EnqueueRequest(type="echo")], "t")
+            assert "did not answer within 0.5 s" in held.value.message
+        assert sum(store.counts().values()) == 0
+        service.enqueue([EnqueueRequest(type="echo")], "t")
+        assert sum(store.counts().values()) == 1
+    finally:
+        holder.close()
+        bounded.close()
 
 
 def test_store_on_an_unreachable_server_is_unavailable() -> None:

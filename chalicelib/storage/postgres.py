@@ -79,6 +79,7 @@ from chalicelib.storage import (
     config_error,
     history,
     migrations,
+    pg_deadline,
     postgres_limits,
     postgres_webhooks,
     refuse_repeated,
@@ -112,7 +113,18 @@ REAP_BATCH = 1000
 PURGE_BATCH = 5000
 DEADLOCK_RETRIES = 5
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,56}$")
-_SPOOL_OPTIONS = ("schema", "pool_min", "pool_max", "pool_timeout", "durability")
+_SPOOL_OPTIONS = (
+    "schema",
+    "pool_min",
+    "pool_max",
+    "pool_timeout",
+    "durability",
+    "statement_timeout",
+)
+# Seconds a statement may run or wait for a lock before the server cancels it; a call
+# that has no answer CUT_GRACE seconds after that is cut on the client (pg_deadline).
+STATEMENT_TIMEOUT = 30.0
+CUT_GRACE = 5.0
 # normal: claims commit without waiting for the WAL flush (a server crash may undo a
 # claim, and the job simply runs again); full: every commit waits, claims included.
 DURABILITY_MODES = ("normal", "full")
@@ -393,6 +405,12 @@ class PgSettings:
     pool_timeout: float = 5.0
     url: str = ""  # as given, for messages (always shown through redact_url)
     durability: str = "normal"
+    statement_timeout: float = STATEMENT_TIMEOUT  # 0: no bound, on either side
+
+    @property
+    def call_deadline(self) -> float | None:
+        """Seconds after which a call still waiting for its answer is cut (None: never)."""
+        return self.statement_timeout + CUT_GRACE if self.statement_timeout else None
 
     @property
     def channel(self) -> str:
@@ -424,8 +442,22 @@ def parse_url(url: str) -> PgSettings:
         raise config_error(
             f"schema must be lowercase letters, digits and _ (at most 57), not {schema!r}"
         )
+    statement_timeout = _option_number(ours, "statement_timeout", float, STATEMENT_TIMEOUT)
+    if not 0 <= statement_timeout < 24 * 3600:  # also refuses NaN
+        raise config_error(
+            "statement_timeout must be a number of seconds from 0 (no bound) to 86399, "
+            f"not {ours.get('statement_timeout')}"
+        )
     # The session settings ride in the startup packet: no extra round trip per connection.
-    options = [v for k, v in query if k == "options"]
+    # The bounds go first, so `options=-c statement_timeout=...` in the URL overrides them
+    # on the server (the last value given wins there).
+    options = []
+    if statement_timeout:
+        ms = max(1, round(statement_timeout * 1000))
+        # A transaction left open by a process that froze holds its row locks, and every
+        # enqueue waits on the counters it locked: end such a session too.
+        options.append(f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}")
+    options.extend(v for k, v in query if k == "options")
     options.append("-c timezone=UTC")
     if schema is not None:
         options.append(f"-c search_path={schema}")
@@ -458,6 +490,7 @@ def parse_url(url: str) -> PgSettings:
         pool_max=pool_max,
         pool_timeout=pool_timeout,
         url=url,
+        statement_timeout=statement_timeout,
     )
 
 
@@ -465,9 +498,12 @@ def parse_url(url: str) -> PgSettings:
 # worker or a request forever: idle connections probe it (keepalives: given up after
 # about a minute), and data it never acknowledges fails the call after a minute
 # (tcp_user_timeout, ms; Linux). Without them a claim waited on a dead socket, saying
-# nothing, for as long as the kernel kept retransmitting (~15 minutes). A URL that
-# sets any of them keeps its own value.
+# nothing, for as long as the kernel kept retransmitting (~15 minutes). A connection
+# whose server accepts it and then says nothing gives up after connect_timeout. A
+# server that is up but silent acknowledges everything: statement_timeout and
+# pg_deadline bound that. A URL that sets any of these keeps its own value.
 TCP_DEFAULTS = (
+    ("connect_timeout", "10"),
     ("keepalives", "1"),
     ("keepalives_idle", "30"),
     ("keepalives_interval", "10"),
@@ -633,11 +669,16 @@ class PostgresStore:
         reply was lost may have committed, and redoing it is not ours to decide.
         """
         attempt = 0
+        deadline = self.settings.call_deadline
         while True:
             attempt += 1
+            cut: pg_deadline.Watch | None = None
             try:
                 with self._pool.connection() as conn:
-                    return fn(conn)
+                    if deadline is None:
+                        return fn(conn)
+                    with pg_deadline.watch(conn, deadline) as cut:
+                        return fn(conn)
             except _ROLLED_BACK as exc:
                 if attempt >= DEADLOCK_RETRIES:
                     # Rolled back every time: nothing applied, so a retry is safe (unlike
@@ -658,6 +699,8 @@ class PostgresStore:
                     "the database cannot be reached; try again shortly", retry_after=5
                 ) from exc
             except _UNAVAILABLE as exc:
+                if isinstance(exc, pg_errors.QueryCanceled) or (cut is not None and cut.cut):
+                    raise self._too_slow(exc, read) from exc
                 if read and attempt == 1:
                     continue
                 log.warning("database connection failed: %s", str(exc).strip())
@@ -667,6 +710,21 @@ class PostgresStore:
                     else UNCERTAIN_WRITE.format(store="database"),
                     retry_after=2,
                 ) from exc
+
+    def _too_slow(self, exc: BaseException, read: bool) -> StoreUnavailable:
+        """A call that took its whole time: not retried here, as a retry could take as
+        long again; a write may have committed part or all of itself (one cut on the
+        client, or a statement cancelled after others were), so it says so."""
+        seconds = self.settings.statement_timeout
+        log.warning("database call gave no answer within %g s: %s", seconds, str(exc).strip())
+        said = f"the database did not answer within {seconds:g} s"
+        if read:
+            return StoreUnavailable(f"{said}; try again shortly", retry_after=5)
+        return StoreUnavailable(
+            f"{said}, so this change may have been applied: check its state before retrying "
+            "(an enqueue is safe to retry with the same idempotency_key)",
+            retry_after=5,
+        )
 
     def _notify(self) -> None:
         self._run(lambda conn: conn.execute("SELECT pg_notify(%s, '')", (self.settings.channel,)))

@@ -94,6 +94,10 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str | None) ->
     if not conn.autocommit:
         raise ValueError("migrate needs an autocommit connection")
     lock_key = schema or "public"
+    # The store's statement_timeout bounds its own quick calls; waiting for another
+    # migrator's lock, or building an index over millions of jobs, may take longer.
+    conn.execute("SET statement_timeout = 0")
+    conn.execute("SET idle_in_transaction_session_timeout = 0")
     conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_SPACE, lock_key))
     try:
         if schema is not None:

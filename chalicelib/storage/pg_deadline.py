@@ -1,0 +1,89 @@
+"""Cut a Postgres call that gets no answer in time.
+
+The server's `statement_timeout` ends a statement that runs or waits for a lock too
+long, but only a server that still answers can send that error. A server that is
+up but frozen (stopped, swapping, a pooler whose backend stalled) keeps the socket
+open and its kernel acknowledges every byte, so neither keepalives nor
+`tcp_user_timeout` ever fire, and libpq waits on the socket for as long as it
+stays open: a worker's claim hung for good, saying nothing, and SIGTERM could not
+stop it. Here one thread per process shuts such a socket down once the call's
+deadline has passed; libpq then sees the connection end, psycopg raises, the
+store answers "unavailable" and the pool drops the connection.
+
+The thread, started by the first call, looks once a second (a deadline is met to
+within that second). A call's own cost is a lock and a dict entry: it never wakes
+the thread, so the hot path pays no hand-over of the GIL.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+TICK = 1.0  # seconds between the watcher's looks
+
+
+class Watch:
+    """One call in flight: its deadline, and whether the watcher cut it."""
+
+    __slots__ = ("conn", "cut", "deadline")
+
+    def __init__(self, conn: object, deadline: float) -> None:
+        self.conn = conn
+        self.deadline = deadline
+        self.cut = False
+
+
+_lock = threading.Lock()
+_watches: dict[int, Watch] = {}
+_thread: threading.Thread | None = None
+
+
+@contextmanager
+def watch(conn: object, seconds: float) -> Iterator[Watch]:
+    """Run the body with `conn`'s socket shut down if it is still inside after `seconds`.
+
+    `watch.cut` tells the caller afterwards that the error it met was this cut, so it
+    does not retry a call that already took the whole deadline."""
+    global _thread
+    entry = Watch(conn, time.monotonic() + seconds)
+    key = id(entry)
+    with _lock:
+        _watches[key] = entry
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_watch_loop, name="spool-pg-deadline", daemon=True)
+            _thread.start()
+    try:
+        yield entry
+    finally:
+        with _lock:  # after this no cut can reach a connection handed back to the pool
+            del _watches[key]
+
+
+def _watch_loop() -> None:
+    while True:
+        time.sleep(TICK)
+        with _lock:
+            now = time.monotonic()
+            for entry in _watches.values():
+                if not entry.cut and entry.deadline <= now:
+                    entry.cut = True
+                    _shut_down(entry.conn)
+
+
+def _shut_down(conn: object) -> None:
+    """Shut the connection's socket down for both directions: the thread waiting on it
+    wakes at once to an ended connection. A duplicate descriptor is shut and closed,
+    never the connection's own, which stays libpq's to close."""
+    pgconn = getattr(conn, "pgconn", None)
+    with suppress(Exception):  # already closed, or no socket: nothing waits on it
+        fd = pgconn.socket  # type: ignore[union-attr]
+        duplicate = socket.socket(fileno=os.dup(fd))
+        try:
+            duplicate.shutdown(socket.SHUT_RDWR)
+        finally:
+            duplicate.close()
