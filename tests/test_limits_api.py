@@ -184,6 +184,68 @@ def test_an_operator_key_on_the_dashboard_is_no_failed_sign_in(
     assert guesses == [401, 401, 401, 429]  # the whole allowance was still there
 
 
+@pytest.mark.parametrize("limited", [SIGN_INS], indirect=True)
+def test_an_operator_key_on_a_job_route_is_told_so_and_is_no_failed_sign_in(
+    limited: tuple[Api, Runtime],
+) -> None:
+    """It was answered 401 "invalid API key", and counted against the address."""
+    api, _ = limited
+    for path in ("/jobs", "/status/j_nothing", "/openapi.json"):
+        refused = api.get(path, key=OPERATOR_KEY)
+        assert refused.status == 403, (path, refused.body)
+        assert "operator key" in refused.json["error"]["message"]
+        assert "SPOOL_API_KEYS" in refused.json["error"]["message"]
+    guesses = [api.get("/status/j_nothing", key=f"guess-{n}").status for n in range(4)]
+    assert guesses == [401, 401, 401, 429]  # the whole allowance was still there
+
+
+@pytest.mark.parametrize("limited", [SIGN_INS], indirect=True)
+def test_a_valid_key_sent_with_headers_no_route_reads_cannot_push_the_owner_out(
+    limited: tuple[Api, Runtime],
+) -> None:
+    """Each (X-API-Key, Authorization) pair used to be its own trusted credential: one
+    valid key sent with eight Authorization values took every place the address has,
+    and the owner, forgotten, was throttled with the guessers."""
+    api, _ = limited
+    assert api.get("/jobs", key=KEY_A).status == 200  # the owner signs in
+    for n in range(20):  # another tenant on the same address
+        headers = {"Authorization": f"Bearer variant-{n}"}
+        assert api.call("GET", "/jobs", key=KEY_B, headers=headers).status == 200
+    assert [api.get("/jobs", key=f"guess-{n}").status for n in range(4)] == [401] * 3 + [429]
+    assert api.get("/jobs", key=KEY_A).status == 200
+
+
+def test_the_trusted_keys_kept_are_the_ones_signing_in_lately() -> None:
+    """A key used all along kept its first place and was pushed out by newer ones."""
+    from chalicelib.api.throttle import TRUSTED_PER_CLIENT, FailedSignIns
+    from chalicelib.limits import Rate
+
+    gate = FailedSignIns(Rate(1, 3600), timer=lambda: 0.0)
+    gate.succeeded("10.0.0.1", "owner")
+    for n in range(TRUSTED_PER_CLIENT * 2):
+        gate.succeeded("10.0.0.1", f"other-{n}")
+        gate.succeeded("10.0.0.1", "owner")  # the owner keeps working meanwhile
+    gate.failed("10.0.0.1")
+    assert gate.refusing("10.0.0.1", "guess") > 0
+    assert gate.refusing("10.0.0.1", "owner") == 0.0
+    assert gate.refusing("10.0.0.1", "other-0") > 0  # unused longest: forgotten
+
+
+def test_an_ipv6_client_is_counted_by_its_64_so_fresh_addresses_do_not_reset_it() -> None:
+    from chalicelib.api.throttle import FailedSignIns, address_group
+    from chalicelib.limits import Rate
+
+    gate = FailedSignIns(Rate(2, 3600), timer=lambda: 0.0)
+    guesses = [gate.failed(f"2001:db8:0:1::{n:x}") for n in range(3)]
+    assert guesses[:2] == [0.0, 0.0] and guesses[2] > 0  # three addresses, one /64
+    assert gate.refusing("2001:db8:0:1:ffff::1", "guess") > 0
+    assert gate.refusing("2001:db8:0:2::1", "guess") == 0.0  # the next /64 is another client
+    assert address_group("::ffff:10.0.0.1") == "10.0.0.1"
+    assert address_group("10.0.0.1") == "10.0.0.1"
+    assert address_group("fe80::1%eth0") == "fe80::/64"
+    assert address_group("not an address") == "not an address"
+
+
 def test_failed_sign_ins_are_counted_per_client() -> None:
     from chalicelib.api.throttle import FailedSignIns
     from chalicelib.limits import Rate

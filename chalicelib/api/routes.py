@@ -19,8 +19,8 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from chalicelib import logs
 from chalicelib import runtime as runtime_module
-from chalicelib.api import errors, key_source, ui_routes
-from chalicelib.api.auth import Keyring, authorize_metrics
+from chalicelib.api import auth, errors, key_source, ui_routes
+from chalicelib.api.auth import Keyring, authorize_metrics, metrics_key
 from chalicelib.api.cache import DEFAULT_MAX_BYTES, DEFAULT_RECHECK, ResultCache
 from chalicelib.api.http import (
     JSON_TYPE,
@@ -69,6 +69,10 @@ from chalicelib.storage.base import StoreUnreachable
 
 # Long-polling: start with a short nap so fast jobs answer fast, back off to this.
 _POLL_FIRST = 0.01
+OPERATOR_KEY_ON_JOBS = (
+    f"that is an operator key ({auth.METRICS_KEYS}): it opens /metrics only. Job routes "
+    f"act for one tenant: send a tenant key from {auth.API_KEYS}"
+)
 _POLL_MAX = 0.25
 
 
@@ -111,13 +115,20 @@ class Edge:
         """The tenant keys in force: SPOOL_API_KEYS, or the SSM parameter (cached)."""
         return key_source.keyring(self.settings)
 
-    def tenant(self, request: ApiRequest, valid_elsewhere: Callable[[], None] | None = None) -> str:
-        """The key's tenant. `valid_elsewhere` may raise a clearer refusal for a key that
-        is not a tenant's but is valid on another route; such a key is no failed sign-in."""
-        with self._sign_in(request, valid_elsewhere):
+    def tenant(self, request: ApiRequest, operator_key: str = OPERATOR_KEY_ON_JOBS) -> str:
+        """The key's tenant. An operator key (SPOOL_METRICS_KEYS) is refused 403 with
+        `operator_key`, saying what the route needs: it is a valid key, so it is no
+        failed sign-in (it was one, answered "invalid API key")."""
+        with self._sign_in(request, lambda: self._refuse_operator_key(request, operator_key)):
             tenant = self.keys.tenant_for(request.header("x-api-key"))
         _request_tenant.set(tenant)  # for the request's log line (handle)
         return tenant
+
+    def _refuse_operator_key(self, request: ApiRequest, message: str) -> None:
+        presented = request.header("x-api-key")
+        operators = auth.operator_keys(self.settings.text(auth.METRICS_KEYS))
+        if presented and operators.match(presented) is not None:
+            raise auth.Forbidden(message) from None
 
     @contextmanager
     def _sign_in(
@@ -128,7 +139,10 @@ class Edge:
 
         A credential that has signed in from this address is always checked, so a
         guesser on the same address cannot lock the key's owner out."""
-        credential = f"{request.header('x-api-key')}\0{request.header('authorization')}"
+        # The key the routes read (X-API-Key, else a Bearer token for /metrics), not the
+        # raw headers: one valid key sent with eight Authorization headers no route reads
+        # took all eight places an address has for trusted keys, and locked their owners out.
+        credential = metrics_key(request.header) or ""
         wait = self.sign_ins.refusing(request.client, credential)
         if wait > 0:
             raise self._too_many_failures(wait)

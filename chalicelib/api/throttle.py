@@ -5,7 +5,9 @@ request (429 with Retry-After) leaves no job behind. The enqueue bucket lives in
 the store (JobStore.take_tokens), so every API process, `spool serve
 --processes N` and Lambda containers alike, draws from the same one.
 
-Failed authentication is counted per client address in this process only. Past
+Failed authentication is counted per client address in this process only (an
+IPv6 address per /64: one host is given a whole /64, and took a fresh address for
+each guess when each address was counted apart). Past
 its rate the client's credentials are no longer checked at all (429, unchecked),
 so a 200 among the 429s cannot mark a right guess; only a credential that has
 already signed in from that address is still checked, so the key's owner is not
@@ -142,6 +144,7 @@ class FailedSignIns:
         0.0 when it may now (not throttled, or the credential signed in from here)."""
         if self.rate is None:
             return 0.0
+        client = address_group(client)
         entry = self._buckets.get(client)  # a dict read: no lock on the common path
         if entry is None or credential in self._trusted.get(client, ()):
             return 0.0
@@ -150,11 +153,18 @@ class FailedSignIns:
         return 0.0 if tokens >= 1 else (1 - tokens) / rate
 
     def succeeded(self, client: str, credential: str) -> None:
-        """Remember that this credential signed in from this client."""
-        if self.rate is None or credential in self._trusted.get(client, ()):
+        """Remember that this credential signed in from this client, as its newest: the
+        keys in use stay, and the one forgotten past TRUSTED_PER_CLIENT is the one
+        unused longest (a key kept its first place, however often it signed in, and
+        newer keys pushed it out)."""
+        if self.rate is None:
+            return
+        client = address_group(client)
+        known = self._trusted.get(client, ())
+        if known and known[-1] == credential:  # the common case: no lock
             return
         with self._lock:
-            known = self._trusted.pop(client, ())
+            known = tuple(c for c in self._trusted.pop(client, ()) if c != credential)
             self._trusted[client] = (*known, credential)[-TRUSTED_PER_CLIENT:]
             while len(self._trusted) > MAX_CLIENTS:
                 self._trusted.popitem(last=False)
@@ -167,6 +177,7 @@ class FailedSignIns:
         """Count one failure; the seconds this client must now wait (0.0: none)."""
         if self.rate is None:
             return 0.0
+        client = address_group(client)
         rate, burst = self._per_second()
         now = self._timer()
         with self._lock:
@@ -179,3 +190,19 @@ class FailedSignIns:
             while len(self._buckets) > MAX_CLIENTS:
                 self._buckets.popitem(last=False)
             return wait
+
+
+def address_group(client: str) -> str:
+    """The address failures are counted under: an IPv4 address as it is, an IPv6
+    address as its /64 (an IPv4-mapped one as its IPv4 address)."""
+    if ":" not in client:
+        return client
+    import ipaddress  # IPv6 clients only: not on every request's path
+
+    try:
+        address = ipaddress.IPv6Address(client.partition("%")[0])
+    except ValueError:
+        return client
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
