@@ -541,6 +541,11 @@ class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         self._tail_lock = threading.Lock()
         self._payload = job.payload
 
+    def __call__(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """`ctx.log("sent %s", to)`: an INFO line. Being a logger, it was called as a
+        function first by most who met it, and that TypeError failed every attempt."""
+        self.log(logging.INFO, msg, *args, **kwargs)
+
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         kwargs["extra"] = {**dict(self.extra or {}), **(kwargs.get("extra") or {})}
         return msg, kwargs

@@ -346,17 +346,17 @@ CATALOG: tuple[Setting, ...] = (
         default="20/m",
         read_by="chalicelib/limit_settings.py",
         meaning=(
-            "Failed authentications one client address (an IPv6 address: its /64) may "
-            "make, as a rate (`20/m`); past it that client's keys are not checked (429) "
-            "until Retry-After, except a key that has already signed in from that address, "
-            "so its owner keeps access (the 8 keys that signed in from it most lately are "
-            "remembered). A valid operator key on a tenant's route is answered 403 and is "
-            "no failure. `off` disables it. Counted per API process, and so are the keys that signed "
-            "in: under `--processes N` an owner behind the guesser's address may get 429 "
-            "from a process it has not signed in through, until Retry-After. `spool serve` "
-            "counts the connecting address and reads no forwarded header: behind a reverse "
-            "proxy every client is the proxy's address, so set `off` there and limit failed "
-            "sign-ins at the proxy."
+            "Failed authentications one client address (an IPv6 address: its /64) may make, as "
+            "a rate (`20/m`); past it that client's keys are not checked (429) until "
+            "Retry-After, except a key that has already signed in from that address, so its "
+            "owner keeps access (the 8 keys that signed in from it most lately are remembered)."
+            " A valid operator key on a tenant's route is answered 403 and is no failure. `off`"
+            " disables it. Counted per API process, and so are the keys that signed in: under "
+            "`--processes N` an owner behind the guesser's address may get 429 from a process "
+            "it has not signed in through, until Retry-After. `spool serve` counts the "
+            "connecting address and reads no forwarded header: behind a reverse proxy every "
+            "client is the proxy's address, so set `off` there and limit failed sign-ins at the"
+            " proxy."
         ),
         group=_API,
     ),

@@ -99,7 +99,10 @@ def explain(exc: BaseException) -> CliFailure:
         return UsageError(
             exc.message,
             f"Known types: {known}; add yours with SPOOL_HANDLERS "
-            "(the demo types need SPOOL_DEMO_HANDLERS=1)",
+            "(the demo types need SPOOL_DEMO_HANDLERS=1). Without SPOOL_URL (or --url) "
+            "this command uses the local store and this process's handlers; to send the "
+            "job to a running server, export SPOOL_URL and SPOOL_API_KEY as `make run` "
+            "printed them",
         )
     if isinstance(exc, ValidationFailed):
         return UsageError(_validation_problem(exc), "Fix the job and try again")

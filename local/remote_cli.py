@@ -354,7 +354,8 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
         if job_id is None:  # no such route: --url has a path the server does not serve
             return CliFailure(
                 exc.message,
-                f"Check the job id, and that --url / {URL_VARIABLE} is the server's base address",
+                f"Check that --url / {URL_VARIABLE} is the server's base address, the one "
+                "under which /health answers (and the job id, if the command took one)",
             )
         return CliFailure(
             f"job {job_id} not found",

@@ -107,6 +107,8 @@ def test_unknown_type_and_bad_payload_are_errors(db: Path, capsys) -> None:
     code, _, err = run(capsys, "enqueue", "nope")
     assert code == 2 and "unknown job type 'nope'" in err and "SPOOL_HANDLERS" in err
     assert err.count("\n") == 1 and err.startswith("spool: ")
+    # A user who forgot to export SPOOL_URL is told the command did not ask the server.
+    assert "Without SPOOL_URL (or --url) this command uses the local store" in err
     code, _, err = run(capsys, "enqueue", "sleep", "--payload", '{"seconds": -1}')
     assert code == 2 and "sleep" in err and "seconds" in err
     store = SQLiteStore(str(db))

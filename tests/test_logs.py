@@ -384,6 +384,19 @@ def test_the_tail_does_not_tell_a_tenant_which_guess_in_its_payload_is_a_secret(
     assert_no_secret(captured.getvalue())  # the operator's log masks every one
 
 
+def test_ctx_log_called_as_a_function_writes_an_info_line(
+    captured: io.StringIO, tmp_path: Path
+) -> None:
+    """`ctx.log("...")` raised TypeError ('JobLog' object is not callable) at every
+    attempt, and the job went dead after its retries."""
+    logs.configure(settings_for(tmp_path), stream=captured, force=True)
+    ctx = JobContext(new_job_model(FakeClock(), {}), 0.0)
+    ctx.log("sent %s to %d people", "the newsletter", 3)
+    ctx.log.warning("one bounced")
+    assert ctx.log_tail() == ("INFO sent the newsletter to 3 people", "WARNING one bounced")
+    assert "sent the newsletter to 3 people" in captured.getvalue()
+
+
 def test_a_configured_secret_in_a_handler_s_exception_is_masked_unless_the_tenant_sent_it(
     captured: io.StringIO, tmp_path: Path
 ) -> None:
