@@ -478,7 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="jobs this process runs at once, each on a thread (default: SPOOL_CONCURRENCY, 8)",
     )
-    worker.add_argument("--burst", action="store_true", help="exit when nothing is due")
+    worker.add_argument(
+        "--burst",
+        action="store_true",
+        help="exit when nothing is due: a job retrying later, even a moment later, or "
+        "delayed, is left for the next run (spool jobs --state retrying lists them)",
+    )
     worker.add_argument(
         "--quiet",
         action="store_true",

@@ -30,7 +30,9 @@ BASE = "redis://:pw-s3cret@127.0.0.1:6379/0"
 @pytest.mark.parametrize(
     ("query", "says"),
     [
-        ("?bogus=1", "unknown option 'bogus'"),
+        ("?bogus=1", "unknown option 'bogus':"),
+        ("?prefx=a", "unknown option 'prefx' (did you mean 'prefix'?)"),
+        ("?socket_timout=1", "unknown option 'socket_timout' (did you mean 'socket_timeout'?)"),
         ("?ssl_cert_reqs=none", "unknown option 'ssl_cert_reqs'"),  # TLS options need rediss
         ("?unix_socket_path=/tmp/x", "unknown option 'unix_socket_path'"),
         ("?max_connections=100000000000", "use pool_max"),

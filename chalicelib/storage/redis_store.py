@@ -160,11 +160,22 @@ def _check_redis_options(plain: str) -> None:
         found = re.search(r"argument '([^']+)'", str(exc))
         name = found.group(1) if found else str(exc)
         raise ValueError(
-            f"unknown option {name!r}: Spool reads {', '.join(_SPOOL_OPTIONS)} and passes "
-            "redis-py's connection options on (ssl_* only with rediss://)"
+            f"unknown option {name!r}{_did_you_mean(name)}: Spool reads "
+            f"{', '.join(_SPOOL_OPTIONS)} and passes redis-py's connection options on "
+            "(ssl_* only with rediss://)"
         ) from None
     except redis.RedisError as exc:  # a value redis-py refuses (protocol=9)
         raise ValueError(str(exc)) from None
+
+
+def _did_you_mean(name: str) -> str:
+    """The nearest option Spool or redis-py reads from a URL, when `name` looks like its typo."""
+    from difflib import get_close_matches
+
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS
+
+    close = get_close_matches(name, [*_SPOOL_OPTIONS, *URL_QUERY_ARGUMENT_PARSERS], 1, 0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _text(value: bytes) -> str:
