@@ -226,9 +226,11 @@ class Target:
 
 def _invisible(c: str) -> bool:
     """Whitespace and controls beyond ASCII (U+2028, U+00A0, U+0085, a zero-width
-    space): a URL people read is not the URL that is sent."""
+    space): a URL people read is not the URL that is sent. Also an unpaired UTF-16
+    surrogate (json.loads makes one of "\\ud800"), which is no character and which
+    quote() cannot encode."""
     return ord(c) > 0x7F and (
-        c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Zs")
+        c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Zl", "Zp", "Zs")
     )
 
 

@@ -505,3 +505,12 @@ def test_whitespace_and_invisible_characters_beyond_ascii_are_refused(char: str)
         with pytest.raises(ssrf.Refused, match="whitespace, control characters"):
             ssrf.parse_url(url)
     assert ssrf.parse_url("https://allowed.test/caf\u00e9").host == "allowed.test"  # letters pass
+
+
+def test_a_lone_surrogate_is_refused_not_a_unicode_error() -> None:
+    """A str from json.loads may hold an unpaired surrogate ("\\ud800"): no character,
+    and quote() cannot encode it, so parse_url raised UnicodeEncodeError, not Refused
+    (the API's JSON reader refuses them first; SPOOL_WEBHOOKS and library callers do not)."""
+    for url in ("https://allowed.test/\ud800", "https://allowed.test/?q=\udfff"):
+        with pytest.raises(ssrf.Refused, match="whitespace, control characters"):
+            ssrf.parse_url(url)
