@@ -393,9 +393,22 @@ def _snapshot(stats: WorkerStats) -> dict[str, int]:
     }
 
 
+# Lambda pushes as each invocation ends: the container may be frozen right after.
+# A process that invokes the handlers itself, many times a second (`spool serve`'s
+# emulator and SQS poller), pushes on SPOOL_PUSH_INTERVAL instead and turns this off:
+# a push per invocation was twice a second while idle, and a slow gateway held every
+# drain for its 5 s timeout.
+_push_each_invocation = True
+
+
+def push_each_invocation(enabled: bool) -> None:
+    global _push_each_invocation
+    _push_each_invocation = enabled
+
+
 def push_metrics(rt: Runtime) -> bool:
     """Push worker timings to SPOOL_PUSHGATEWAY_URL when set; never raises."""
     url = rt.settings.pushgateway_url
-    if not url:
+    if not url or not _push_each_invocation:
         return False
     return rt.metrics().push(url)

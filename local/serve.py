@@ -306,13 +306,47 @@ def local_worker(app: Any, rt: Runtime) -> Any:
     where jobs travel by SQS (DynamoDB), the poller feeding app.py's SQS function as
     Lambda does (drain_due alone only hands jobs to the queue). Both start and stop."""
     dispatch = getattr(rt.store, "dispatch", None)
+    worker: Any
     if dispatch is not None:
         from local.sqs_poller import PollerThread
 
-        return PollerThread(app, dispatch)
-    from local.emulator import Emulator
+        worker = PollerThread(app, dispatch)
+    else:
+        from local.emulator import Emulator
 
-    return Emulator(app, rt)
+        worker = Emulator(app, rt)
+    return IntervalPush(worker, rt) if rt.settings.pushgateway_url else worker
+
+
+class IntervalPush:
+    """The local worker, pushing its timings every SPOOL_PUSH_INTERVAL seconds and once
+    as it stops, as `spool worker` does, instead of after each of app.py's invocations
+    (events.push_each_invocation): those come many times a second here."""
+
+    def __init__(self, worker: Any, rt: Runtime) -> None:
+        from local.worker_metrics import Pusher, push_interval
+
+        url = rt.settings.pushgateway_url or ""
+        metrics = rt.metrics()
+        self.worker = worker
+        self.pusher = Pusher(lambda: metrics.push(url), push_interval(rt))
+
+    def start(self) -> None:
+        from chalicelib import events
+
+        events.push_each_invocation(False)
+        self.worker.start()
+        self.pusher.start()
+
+    def stop(self, *args: Any, **kwargs: Any) -> None:
+        from chalicelib import events
+
+        self.worker.stop(*args, **kwargs)
+        self.pusher.stop()  # after the worker: its last attempts are in the exit push
+        events.push_each_invocation(True)
+
+    def __getattr__(self, name: str) -> Any:  # describe(), invoke(), ... of the worker
+        return getattr(self.worker, name)
 
 
 def _worker_line(worker: object) -> str:

@@ -183,6 +183,43 @@ def test_worker_invocations_push_timings_to_the_pushgateway(tmp_path) -> None:
     assert "spool_jobs_enqueued_total" not in text  # system-wide counts are scraped, not pushed
 
 
+def test_spool_serve_s_worker_pushes_on_its_interval_not_after_every_invocation(
+    tmp_path,
+) -> None:
+    """It pushed after each drain_due, about twice a second while idle, ignoring
+    SPOOL_PUSH_INTERVAL, and a slow gateway held every drain for its timeout."""
+    from local.serve import local_worker
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Gateway.received = []
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    settings = settings_for(tmp_path, pushgateway_url=url, extra={"SPOOL_PUSH_INTERVAL": "3600"})
+    try:
+        with installed(settings) as rt:
+            worker = local_worker(spool_app.app, rt)
+            worker.start()
+            try:
+                ids = [add(rt) for _ in range(3)]
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    if all(state(rt, i) == JobState.SUCCEEDED for i in ids):
+                        break
+                    time.sleep(0.05)
+                time.sleep(1.0)  # a second of idle drains
+                assert worker.invocations >= 2
+                assert _Gateway.received == []  # the interval is an hour
+            finally:
+                worker.stop()
+            assert all(state(rt, i) == JobState.SUCCEEDED for i in ids)
+            assert events.push_metrics(rt) is True  # Lambda's push after each invocation is back
+    finally:
+        server.shutdown()
+        server.server_close()
+    exit_push, _after_stop = _Gateway.received  # the exit push, then push_metrics above
+    assert b"spool_job_run_duration_seconds_count" in exit_push[2]  # what the drains timed
+
+
 def test_a_dead_pushgateway_does_not_fail_the_invocation(tmp_path) -> None:
     with installed(settings_for(tmp_path, pushgateway_url="http://127.0.0.1:9")) as rt:
         job_id = add(rt)
