@@ -68,8 +68,9 @@ def line(problem: str, fix: str = "") -> str:
     """`spool: <problem>. <fix>` on one line, secrets masked."""
     text = " ".join(problem.split()).rstrip(". ")
     if fix:
-        text += ". " + " ".join(fix.split()).rstrip(".")
-    return "spool: " + redact_text(text) + "."
+        text += ("" if text.endswith(("?", "!")) else ".") + " " + " ".join(fix.split())
+    text = text.rstrip(".")
+    return "spool: " + redact_text(text) + ("" if text.endswith(("?", "!")) else ".")
 
 
 def validation_problem(message: str, details: Any, where: str = "payload") -> str:

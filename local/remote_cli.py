@@ -86,7 +86,9 @@ def target(args: argparse.Namespace) -> str | None:
                 fix,
             )
         return None
-    return getattr(args, "url", None) or os.environ.get(URL_VARIABLE) or None
+    # Stripped as the client strips them: a .env file with CRLF line endings, or a
+    # blank SPOOL_URL, worked with Client() and was refused by the command line.
+    return (getattr(args, "url", None) or os.environ.get(URL_VARIABLE) or "").strip() or None
 
 
 def local_store_note(command: str, store_url: str) -> str | None:
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace, url: str) -> int:
         )
     from spool_client import Client, RetryPolicy
 
-    key = getattr(args, "key", None) or os.environ.get(KEY_VARIABLE) or None
+    key = (getattr(args, "key", None) or os.environ.get(KEY_VARIABLE) or "").strip() or None
     try:
         client = Client(url, key, retry=RetryPolicy(**RETRY))
     except ValueError as exc:  # a URL without http://, a key no server could hold
@@ -195,6 +197,9 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         from local import status_view  # its API schemas only when a job is shown
 
         print(status_view.render(_as_job(job.raw), _attempts(job.raw), tenant="(your key's)"))
+    # The job as read and shown decides: one that finished as the wait ran out, or whose
+    # long-polls were lost on the way, exited 3 ("still waiting") beside its result.
+    finished = finished or job.terminal
     return wait_exit(job.state, finished) if args.wait is not None else 0
 
 

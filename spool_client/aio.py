@@ -29,7 +29,14 @@ from spool_client.errors import (
     error_for,
 )
 from spool_client.models import Enqueued, Job, Page, Redriven
-from spool_client.retry import RetryPolicy, maybe_sent, retried_answer, retry_after, retryable
+from spool_client.retry import (
+    TRY_FAILED,
+    RetryPolicy,
+    maybe_sent,
+    retried_answer,
+    retry_after,
+    retryable,
+)
 
 
 class AsyncClient:
@@ -83,7 +90,7 @@ class AsyncClient:
                 )
             except httpx.InvalidURL as exc:  # an argument too long for any URL
                 raise ValueError(f"the request cannot be sent: {exc}") from None
-            except httpx.TransportError as exc:
+            except TRY_FAILED as exc:  # a dropped answer, or one that cannot be decoded
                 wait = self.retry.delay(tries, started, None) if retryable(exc) else None
                 wait = call.retry_within(wait, time.monotonic())
                 if wait is None:
@@ -227,9 +234,9 @@ class AsyncClient:
             call = calls.list_jobs(state, queue, type, page_size, cursor)
             page = Page.from_json(await self._send(call))
             yield page
-            if page.next_cursor is None:
+            cursor = calls.next_cursor(page.next_cursor, cursor)
+            if cursor is None:
                 return
-            cursor = page.next_cursor
 
     async def list(
         self,
@@ -254,9 +261,9 @@ class AsyncClient:
         while True:
             page = Page.from_json(await self._send(calls.dead(queue, type, page_size, cursor)))
             yield page
-            if page.next_cursor is None:
+            cursor = calls.next_cursor(page.next_cursor, cursor)
+            if cursor is None:
                 return
-            cursor = page.next_cursor
 
     async def dead_letters(
         self, *, queue: str | None = None, type: str | None = None, page_size: int = 100

@@ -101,6 +101,9 @@ def settings(url: str | None, key: str | None) -> tuple[str, str | None]:
     if key is not None and not isinstance(key, str):
         raise TypeError(f"the API key is a str, not {type(key).__name__}")
     base = (url or os.environ.get(URL_VARIABLE, "").strip() or DEFAULT_URL).strip()
+    scheme, sep, rest = base.partition("://")
+    if sep and scheme.lower() in ("http", "https"):  # schemes are case-insensitive (RFC 3986)
+        base = f"{scheme.lower()}://{rest}"
     if not base.startswith(("http://", "https://")) or len(base) <= len("https://"):
         raise ValueError(f"the server URL must start with http:// or https://, not {base!r}")
     if "?" in base or "#" in base:
@@ -257,6 +260,22 @@ def list_jobs(
         "/jobs",
         query(state=state, queue=queue, type=type, limit=limit, cursor=cursor),
     )
+
+
+def next_cursor(given: str | None, sent: str | None) -> str | None:
+    """The cursor to ask for the next page with, or None after the last page. One that
+    comes back as sent would ask for the same page forever (a cache between client and
+    server that ignores the query answers the first page again): it is refused."""
+    if given is not None and given == sent:
+        raise UnexpectedResponse(
+            None,
+            "application/json",
+            "the server",
+            "answered a page whose next_cursor is the cursor it was asked for (a cache "
+            "between client and server that ignores the query string?), so the listing "
+            "would never end",
+        )
+    return given
 
 
 def dead(queue: str | None, type: str | None, limit: int, cursor: str | None) -> Call:

@@ -30,7 +30,14 @@ from spool_client.errors import (
     error_for,
 )
 from spool_client.models import Enqueued, Job, Page, Redriven
-from spool_client.retry import RetryPolicy, maybe_sent, retried_answer, retry_after, retryable
+from spool_client.retry import (
+    TRY_FAILED,
+    RetryPolicy,
+    maybe_sent,
+    retried_answer,
+    retry_after,
+    retryable,
+)
 
 
 class Client:
@@ -99,7 +106,7 @@ class Client:
                     response, content = self._exchange(request, budget, cut)
             except httpx.InvalidURL as exc:  # an argument too long for any URL
                 raise ValueError(f"the request cannot be sent: {exc}") from None
-            except httpx.TransportError as exc:
+            except TRY_FAILED as exc:  # a dropped answer, or one that cannot be decoded
                 wait = self.retry.delay(tries, started, None) if retryable(exc) else None
                 wait = call.retry_within(wait, time.monotonic())
                 if wait is None:
@@ -320,9 +327,9 @@ class Client:
                 self._send(calls.list_jobs(state, queue, type, page_size, cursor))
             )
             yield page
-            if page.next_cursor is None:
+            cursor = calls.next_cursor(page.next_cursor, cursor)
+            if cursor is None:
                 return
-            cursor = page.next_cursor
 
     def list(
         self,
@@ -347,9 +354,9 @@ class Client:
         while True:
             page = Page.from_json(self._send(calls.dead(queue, type, page_size, cursor)))
             yield page
-            if page.next_cursor is None:
+            cursor = calls.next_cursor(page.next_cursor, cursor)
+            if cursor is None:
                 return
-            cursor = page.next_cursor
 
     def dead_letters(
         self, *, queue: str | None = None, type: str | None = None, page_size: int = 100

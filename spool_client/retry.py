@@ -105,7 +105,16 @@ def retried_answer(status: int, body: Any) -> bool:
     return code not in PERMANENT_CODES
 
 
-def retryable(exc: httpx.TransportError) -> bool:
+# What fails a try as a lost connection does: the network's errors, and an answer
+# whose body cannot be decoded (a corrupt gzip), which escaped as a raw httpx error
+# and left an enqueue's caller unable to tell whether the job was stored.
+TRY_FAILED: tuple[type[httpx.TransportError], type[httpx.DecodingError]] = (
+    httpx.TransportError,
+    httpx.DecodingError,
+)
+
+
+def retryable(exc: httpx.TransportError | httpx.DecodingError) -> bool:
     return not isinstance(exc, _HOPELESS) and not untrusted_certificate(exc)
 
 
@@ -121,7 +130,7 @@ def untrusted_certificate(exc: BaseException) -> bool:
     return False
 
 
-def maybe_sent(exc: httpx.TransportError) -> bool:
+def maybe_sent(exc: httpx.TransportError | httpx.DecodingError) -> bool:
     """Could the server have acted on a request that failed this way?"""
     return not isinstance(exc, _NOT_SENT)
 

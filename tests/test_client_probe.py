@@ -778,3 +778,100 @@ def test_local_redrive_all_stops_when_the_same_jobs_come_back(
     assert cli.main(["dlq", "redrive", "--all", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["redriven"] == 500
     assert len(calls) == 2
+
+
+# -- a cache in the way: the same page again and again ---------------------------------------
+
+
+def test_a_listing_whose_cursor_comes_back_unchanged_stops_with_an_error(
+    script, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A proxy that ignores the query string answers page one to every request: the
+    listings followed its cursor forever (`spool jobs --all` grew past 500 MB)."""
+    page = json_reply(200, {"jobs": [JOB], "next_cursor": "c1"})
+    server = script(page)
+    with Client(server.url, "k", retry=FAST) as spool:
+        with pytest.raises(UnexpectedResponse, match="never end"):
+            list(spool.list())
+        with pytest.raises(UnexpectedResponse, match="never end"):
+            list(spool.dead_letters())
+    assert len(server.requests) == 4  # two pages each: the second repeats the cursor
+
+    async def listed() -> None:
+        async with AsyncClient(server.url, "k", retry=FAST) as spool:
+            with pytest.raises(UnexpectedResponse, match="never end"):
+                [job async for job in spool.list()]
+
+    asyncio.run(listed())
+    assert cli.main(["jobs", "--all", "--url", server.url, "--key", "k"]) == 1
+    assert "never end" in capsys.readouterr().err
+
+
+def test_status_wait_exits_by_the_state_it_shows(capsys: pytest.CaptureFixture[str]) -> None:
+    """The long-polls were lost on the way until the wait ran out, then the read it
+    prints found the job succeeded: it exited 3, "still waiting", beside it."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if "wait=" in self.path:  # a long-poll lost on the way: no answer in time
+                time.sleep(3)
+            state = "running" if "wait=" in self.path else "succeeded"
+            at = "2026-01-01T00:00:00+00:00"
+            job = {**JOB, "state": state, "result": None, "attempts": 1}
+            body = json.dumps({**job, "run_at": at, "created_at": at, "updated_at": at}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        code = cli.main(["status", JOB["id"], "--wait", "1s", "--url", url, "--key", "k"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    out, err = capsys.readouterr()
+    assert "succeeded" in out and code == 0, (code, out, err)
+
+
+def test_an_answer_that_cannot_be_decoded_is_retried_then_a_client_error(script) -> None:
+    """A corrupt gzip body raised httpx.DecodingError out of the client, which promises
+    SpoolClientError only; after an enqueue the caller could not tell whether its job
+    was stored, and calling again made another key. It is now retried as a lost answer
+    (the same idempotency key), then raised as TransportError."""
+    corrupt = (200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, b"\x1f\x8bno")
+    server = script(corrupt)
+    with Client(server.url, "k", retry=FAST) as spool, pytest.raises(TransportError) as sync:
+        spool.enqueue("echo")
+    assert "DecodingError" in str(sync.value) and sync.value.attempts == FAST.attempts
+
+    async def enqueue() -> None:
+        async with AsyncClient(server.url, "k", retry=FAST) as spool:
+            await spool.enqueue("echo")
+
+    with pytest.raises(TransportError):
+        asyncio.run(enqueue())
+    assert len(server.requests) == 2 * FAST.attempts
+
+
+def test_the_cli_reads_its_url_and_key_as_the_client_does(
+    script, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key from a .env file with CRLF line endings, and an upper-case scheme, worked
+    with Client() and were refused by the command line (a blank SPOOL_URL too)."""
+    from spool_client import calls
+
+    assert calls.settings("HTTP://127.0.0.1:8000/", None)[0] == "http://127.0.0.1:8000"
+    server = script(json_reply(200, {"jobs": [], "next_cursor": None}))
+    monkeypatch.setenv("SPOOL_URL", server.url.replace("http://", "HTTP://") + "\r\n")
+    monkeypatch.setenv("SPOOL_API_KEY", "k\r\n")
+    assert cli.main(["jobs"]) == 0, capsys.readouterr().err
+    assert server.requests and server.requests[0][0] == "GET"
