@@ -30,6 +30,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 KEY, TENANT = "ui-key-0123456789", "tenant-ui"
 OTHER_KEY = "ui-other-987654321"
+BUSY_KEY = "ui-busy-1122334455"  # a tenant whose jobs keep dying while a page is open
 SYSTEM_KEY = "ui-system-55555555"
 SCHEDULES = '[{"name": "hourly-report", "type": "echo", "every": 3600, "payload": {"r": 1}}]'
 WAIT = 20.0
@@ -68,7 +69,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder = tmp_path_factory.mktemp("ui")
     env = guarded_env(
         SPOOL_STORE_URL=f"sqlite:///{folder}/spool.db",
-        SPOOL_API_KEYS=f"{KEY}={TENANT},{OTHER_KEY}=tenant-other,{SYSTEM_KEY}=_system",
+        SPOOL_API_KEYS=f"{KEY}={TENANT},{OTHER_KEY}=tenant-other,{SYSTEM_KEY}=_system,"
+        f"{BUSY_KEY}=tenant-busy",
         SPOOL_DEMO_HANDLERS="true",
         SPOOL_SCHEDULES=SCHEDULES,
         SPOOL_LOG_LEVEL="WARNING",
@@ -336,6 +338,11 @@ def test_cancel_a_delayed_job(browser: Any, server: str) -> None:
     go(browser, server, f"#/job/{job_id}")
     until(browser, lambda d: d.find_element("id", "job-state").text == "queued")
     click(browser, "#cancel")
+    # Its way out read "Cancel" too, beside the red "Cancel" that cancels the job.
+    assert (text_of(browser, "#confirm-yes"), text_of(browser, "#confirm-no")) == (
+        "Cancel job",
+        "Go back",
+    )
     click(browser, "#confirm-yes")
     until(browser, lambda d: d.find_element("id", "job-state").text == "cancelled")
     assert not all_css(browser, "#cancel")  # a cancelled job offers no cancel
@@ -544,3 +551,61 @@ def test_a_key_a_header_cannot_carry_is_refused_with_a_reason(browser: Any, serv
     until(browser, lambda d: d.find_element("id", "sign-in-error").is_displayed())
     assert "visible ASCII" in text_of(browser, "#sign-in-error")
     assert browser.execute_script("return sessionStorage.length") == 0
+
+
+def test_dead_letters_keep_their_buttons_focus_and_checks_while_jobs_keep_dying(
+    browser: Any, server: str
+) -> None:
+    """The page redrew its buttons, rows and pager as new nodes each time the list
+    moved: with jobs dying steadily most clicks were lost (the node went before the
+    release), the focus fell to the page, and a checked job pushed off the page was
+    unchecked unseen."""
+
+    def dead_jobs(n: int) -> list[str]:
+        ids = [
+            enqueue(
+                server, {"type": "fail", "payload": {"always": True}, "max_attempts": 1}, BUSY_KEY
+            )
+            for _ in range(n)
+        ]
+        until(browser, lambda d: all(state_of(server, i, BUSY_KEY) == "dead" for i in ids))
+        return ids
+
+    sign_in(browser, server, BUSY_KEY)
+    first = dead_jobs(3)
+    go(browser, server, "#/dead")
+    until(browser, lambda d: len(all_css(d, "#dead input.pick")) == 3)
+    click(browser, f"#dead tr[data-id='{first[0]}'] input.pick")
+    browser.execute_script(
+        "window.__button = document.getElementById('redrive-all');"
+        'window.__row = document.querySelector("#dead tr[data-id=\'" + arguments[0] + "\']");'
+        "window.__button.focus();",
+        first[0],
+    )
+    dead_jobs(2)
+    until(browser, lambda d: "(5)" in d.find_element("id", "redrive-all").text)
+    kept = browser.execute_script(
+        "return [document.getElementById('redrive-all') === window.__button,"
+        " document.activeElement === window.__button, window.__row.isConnected,"
+        " window.__row.querySelector('input.pick').checked]"
+    )
+    assert kept == [True, True, True, True]
+    assert text_of(browser, "#redrive-selected") == "Redrive selected (1)"
+    click(browser, "#purge-all")  # the question takes the focus, on its safe button
+    assert browser.execute_script("return document.activeElement.id") == "confirm-no"
+    browser.execute_script(
+        "document.getElementById('confirm').dispatchEvent("
+        "new KeyboardEvent('keydown', {key: 'Escape', bubbles: true}))"
+    )
+    until(browser, lambda d: not all_css(d, "#confirm"))
+    assert browser.execute_script("return document.activeElement.id") == "purge-all"
+    assert state_of(server, first[0], BUSY_KEY) == "dead"  # Escape did nothing else
+
+
+def test_direction_overrides_in_a_payload_are_shown_not_obeyed(browser: Any, server: str) -> None:
+    """U+202E in a payload reversed the text after it as shown (an address read
+    backwards); it is shown as its escape."""
+    sign_in(browser, server)
+    job_id = enqueue(server, {"type": "echo", "payload": {"to": "user\u202efdp.exe"}})
+    go(browser, server, f"#/job/{job_id}")
+    until(browser, lambda d: "user\\u202Efdp.exe" in d.find_element("id", "job-payload").text)

@@ -27,7 +27,10 @@
     for (const [name, value] of Object.entries(attrs || {})) {
       if (value === null || value === undefined || value === false) continue;
       if (name === "class") el.className = value;
-      else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+      else if (name.startsWith("on")) {
+        el.addEventListener(name.slice(2), value);
+        listened.add(el);
+      }
       else if (name === "checked") el.checked = Boolean(value);
       else if (name === "value") el.value = value;
       else el.setAttribute(name, value === true ? "" : String(value));
@@ -39,9 +42,78 @@
   function append(el, kids) {
     for (const kid of kids.flat(Infinity)) {
       if (kid === null || kid === undefined || kid === false) continue;
-      el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+      el.append(kid instanceof Node ? kid : document.createTextNode(visible(String(kid))));
     }
     return el;
+  }
+
+  // Bidirectional overrides and isolates (U+202A-202E, U+2066-2069) in a payload or an
+  // error reordered the text around them as shown (an address read backwards): they
+  // are shown as their escapes instead, and obeyed nowhere.
+  const BIDI = /[\u202A-\u202E\u2066-\u2069]/g;
+  function visible(text) {
+    return text.replace(BIDI, (c) => "\\u" + c.charCodeAt(0).toString(16).toUpperCase());
+  }
+
+  // Polling redraws a page every second while its data moves (jobs dying, say). Built
+  // afresh and swapped in, every button and link was a new node at each redraw: a click
+  // pressed on one was lost when the node went before the release, the keyboard focus
+  // fell to the page, and a checked row could be redrawn unchecked. `morph` brings the
+  // old nodes to the new ones instead: a node equal to its new self stays as it is,
+  // rows (data-id) are matched by job, not by place, and a node with a listener is
+  // replaced when it differs, since its listener may hold data that changed, unless it
+  // is marked data-live (its listeners read the page's state when they fire).
+  const listened = new WeakSet();
+
+  function morph(el, ...kids) {
+    morphChildren(el, [...append(document.createElement("div"), kids).childNodes]);
+    return el;
+  }
+
+  function morphChildren(el, next) {
+    const byId = new Map();
+    for (const child of el.children) if (child.hasAttribute("data-id")) byId.set(child.getAttribute("data-id"), child);
+    const olds = [...el.childNodes];
+    const result = next.map((node, i) => {
+      const id = node.nodeType === 1 ? node.getAttribute("data-id") : null;
+      const old = id !== null ? byId.get(id) : olds[i];
+      const matchable = old && (id !== null || !(old.nodeType === 1 && old.hasAttribute("data-id")));
+      return matchable ? morphNode(old, node) : node;
+    });
+    const kept = new Set(result);
+    for (const old of olds) if (!kept.has(old)) old.remove(); // first: what stays never moves
+    result.forEach((node, i) => {
+      if (el.childNodes[i] !== node) el.insertBefore(node, el.childNodes[i] || null);
+    });
+  }
+
+  function morphNode(old, node) {
+    if (old.nodeType !== node.nodeType || old.nodeName !== node.nodeName) return node;
+    if (old.nodeType === Node.TEXT_NODE) {
+      if (old.nodeValue !== node.nodeValue) old.nodeValue = node.nodeValue;
+      return old;
+    }
+    if (old.nodeType !== Node.ELEMENT_NODE) return node;
+    if (old.isEqualNode(node)) {
+      syncChecked(old, node);
+      return old;
+    }
+    if ((listened.has(old) || listened.has(node)) && !node.hasAttribute("data-live")) return node;
+    for (const { name } of [...old.attributes]) if (!node.hasAttribute(name)) old.removeAttribute(name);
+    for (const { name, value } of [...node.attributes]) if (old.getAttribute(name) !== value) old.setAttribute(name, value);
+    morphChildren(old, [...node.childNodes]);
+    syncChecked(old, node);
+    return old;
+  }
+
+  // `checked` is a property, which isEqualNode does not compare: the new node's says
+  // what the page's state is (it was built from it).
+  function syncChecked(old, node) {
+    const were = old.tagName === "INPUT" ? [old] : [...old.querySelectorAll("input")];
+    const are = node.tagName === "INPUT" ? [node] : [...node.querySelectorAll("input")];
+    were.forEach((input, i) => {
+      if (are[i] && input.checked !== are[i].checked) input.checked = are[i].checked;
+    });
   }
 
   function svg(tag, attrs, ...kids) {
@@ -373,10 +445,10 @@
         if (cursor) query.set("cursor", cursor);
         const data = await api("jobs?" + query.toString());
         if (!current(mine) || !changed(this, data)) return;
-        replace(table, jobsHead(), h("tbody", {}, data.jobs.length ? data.jobs.map((job) => jobRow(job)) : h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No jobs match."))));
+        morph(table, jobsHead(), h("tbody", {}, data.jobs.length ? data.jobs.map((job) => jobRow(job)) : h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No jobs match."))));
         const position = trail.indexOf(cursor);
         const pageNo = cursor ? (position >= 0 ? position + 2 : trail.length + 1) : 1;
-        replace(
+        morph(
           pager,
           h("button", { type: "button", id: "newer", disabled: !cursor, onclick: () => {
             const at = trail.indexOf(cursor);
@@ -384,7 +456,7 @@
             location.hash = jobsHash(filters, before);
           } }, "← Newer"),
           h("span", { id: "page-number" }, "Page " + pageNo),
-          h("button", { type: "button", id: "older", disabled: !data.next_cursor, onclick: () => {
+          h("button", { type: "button", id: "older", "data-cursor": data.next_cursor || "", disabled: !data.next_cursor, onclick: () => {
             if (!trail.includes(data.next_cursor)) {
               const at = trail.indexOf(cursor);
               trail.splice(at + 1, trail.length, data.next_cursor);
@@ -417,13 +489,24 @@
   }
 
   // -- one job -----------------------------------------------------------------------------
+  // The question before an action that cannot be undone. Its way out reads "Go back":
+  // it read "Cancel", beside a red "Cancel" that cancelled the job. It takes the focus
+  // (on the way out, the safe button), Escape closes it, and the focus goes back to
+  // the button that opened it.
   function confirmBar(message, label, action) {
+    const opener = document.activeElement;
+    const close = () => {
+      bar.remove();
+      if (opener && opener.isConnected && opener.focus) opener.focus();
+    };
     const bar = h(
       "div",
-      { class: "confirm", id: "confirm", role: "alertdialog" },
+      { class: "confirm", id: "confirm", role: "alertdialog", "aria-labelledby": "confirm-message", onkeydown: (event) => {
+        if (event.key === "Escape") close();
+      } },
       h("span", { id: "confirm-message" }, message),
       h("button", { type: "button", id: "confirm-yes", class: "danger", onclick: async () => {
-        bar.remove();
+        close();
         try {
           await action();
         } catch (err) {
@@ -432,11 +515,12 @@
         }
         refresh();
       } }, label),
-      h("button", { type: "button", id: "confirm-no", onclick: () => bar.remove() }, "Cancel"),
+      h("button", { type: "button", id: "confirm-no", onclick: close }, "Go back"),
     );
     const old = document.getElementById("confirm");
     if (old) old.remove();
     app.insertBefore(bar, app.children[1] || null);
+    bar.querySelector("#confirm-no").focus();
     return bar;
   }
 
@@ -461,7 +545,7 @@
 
     function act(path, label, past) {
       return h("button", { type: "button", id: label.toLowerCase(), class: "danger", onclick: () =>
-        confirmBar(label + " job " + id + "?", label, async () => {
+        confirmBar(label + " job " + id + "?", label + " job", async () => {
           const job = await api("jobs/" + encodeURIComponent(id) + "/" + path, {});
           draw(job);
           drawnFinal = false;
@@ -544,14 +628,16 @@
     let total = 0;
     let shown = [];
 
+    // Their listeners read `selected` and `total` when clicked (data-live): a count
+    // that moves updates the button in place.
     function drawBar() {
       const n = selected.size;
-      replace(
+      morph(
         bar,
-        h("button", { type: "button", id: "redrive-selected", disabled: !n, onclick: () => ask("redrive", [...selected]) }, "Redrive selected (" + n + ")"),
-        h("button", { type: "button", id: "purge-selected", class: "danger", disabled: !n, onclick: () => ask("purge", [...selected]) }, "Purge selected (" + n + ")"),
-        h("button", { type: "button", id: "redrive-all", disabled: !total, onclick: () => ask("redrive", null) }, "Redrive all (" + total + ")"),
-        h("button", { type: "button", id: "purge-all", class: "danger", disabled: !total, onclick: () => ask("purge", null) }, "Purge all (" + total + ")"),
+        h("button", { type: "button", id: "redrive-selected", "data-live": true, disabled: !n, onclick: () => ask("redrive", [...selected]) }, "Redrive selected (" + n + ")"),
+        h("button", { type: "button", id: "purge-selected", "data-live": true, class: "danger", disabled: !n, onclick: () => ask("purge", [...selected]) }, "Purge selected (" + n + ")"),
+        h("button", { type: "button", id: "redrive-all", "data-live": true, disabled: !total, onclick: () => ask("redrive", null) }, "Redrive all (" + total + ")"),
+        h("button", { type: "button", id: "purge-all", "data-live": true, class: "danger", disabled: !total, onclick: () => ask("purge", null) }, "Purge all (" + total + ")"),
       );
     }
 
@@ -589,13 +675,14 @@
         if (!current(mine) || !changed(this, [data, overview.totals.dead])) return;
         total = overview.totals.dead;
         shown = data.jobs.map((j) => j.id);
-        for (const id of [...selected]) if (!shown.includes(id)) selected.delete(id);
-        const all = h("input", { type: "checkbox", id: "select-page", "aria-label": "select every job on this page", checked: shown.length > 0 && shown.every((id) => selected.has(id)), onchange: (e) => {
+        // A checked job that newer deaths pushed off this page stays checked (it was
+        // unchecked unseen): the buttons' counts include it.
+        const all = h("input", { type: "checkbox", id: "select-page", "data-live": true, "aria-label": "select every job on this page", checked: shown.length > 0 && shown.every((id) => selected.has(id)), onchange: (e) => {
           for (const id of shown) (e.target.checked ? selected.add(id) : selected.delete(id));
           table.querySelectorAll("input.pick").forEach((box) => (box.checked = e.target.checked));
           drawBar();
         } });
-        replace(
+        morph(
           table,
           jobsHead(h("th", {}, all)),
           h(
@@ -609,10 +696,10 @@
               : h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No dead jobs.")),
           ),
         );
-        replace(
+        morph(
           pager,
           h("button", { type: "button", disabled: !cursor, onclick: () => (location.hash = "#/dead") }, "← First page"),
-          h("button", { type: "button", disabled: !data.next_cursor, onclick: () => (location.hash = "#/dead?cursor=" + encodeURIComponent(data.next_cursor)) }, "Older →"),
+          h("button", { type: "button", "data-cursor": data.next_cursor || "", disabled: !data.next_cursor, onclick: () => (location.hash = "#/dead?cursor=" + encodeURIComponent(data.next_cursor)) }, "Older →"),
         );
         drawBar();
       },
