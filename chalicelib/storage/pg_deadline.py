@@ -64,9 +64,14 @@ def watch(conn: object, seconds: float) -> Iterator[Watch]:
             del _watches[key]
 
 
+# The watcher's pause: an Event's wait, not time.sleep, which a test may replace
+# process-wide (a watcher calling the replacement spun, and filled its record).
+_never = threading.Event()
+
+
 def _watch_loop() -> None:
     while True:
-        time.sleep(TICK)
+        _never.wait(TICK)
         with _lock:
             now = time.monotonic()
             for entry in _watches.values():
