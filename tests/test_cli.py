@@ -466,6 +466,14 @@ def test_worker_concurrency_is_held_to_the_setting_s_range(
         ({"SPOOL_SMTP_SSL": "true", "SPOOL_SMTP_STARTTLS": "true"}, "not both"),
         ({"SPOOL_IMAGE_MAX_PIXELS": "abc"}, "SPOOL_IMAGE_MAX_PIXELS"),
         ({"SPOOL_HTTP_ALLOWLIST": "999.1.1.1/99"}, "not a valid CIDR"),
+        # Each named: two host-name settings gave the same line, naming neither, and
+        # a CA file that did not exist started the worker (every job that used it died).
+        ({"SPOOL_HTTP_ALLOWLIST": "999.1.1.1/99"}, "SPOOL_HTTP_ALLOWLIST"),
+        ({"SPOOL_SMTP_LOCAL_HOSTNAME": "bad host"}, "SPOOL_SMTP_LOCAL_HOSTNAME: 'bad host'"),
+        ({"SPOOL_SMTP_MESSAGE_ID_DOMAIN": "bad host"}, "SPOOL_SMTP_MESSAGE_ID_DOMAIN: 'bad"),
+        ({"SPOOL_SMTP_FROM": "not an address"}, "SPOOL_SMTP_FROM: "),
+        ({"SPOOL_SMTP_CA_FILE": "/nonexistent/ca.pem"}, "SPOOL_SMTP_CA_FILE: '/nonexistent"),
+        ({"SPOOL_HTTP_CA_FILE": "/nonexistent/ca.pem"}, "SPOOL_HTTP_CA_FILE: '/nonexistent"),
     ],
 )
 @pytest.mark.timeout(60)

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chalicelib.builtin import email_headers
+from chalicelib.builtin.setting_values import ca_file, named
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError
 from chalicelib.handlers import JobContext, handler
@@ -207,12 +208,21 @@ class SmtpSettings:
                 ssl=implicit,
                 username=settings.text("SPOOL_SMTP_USERNAME"),
                 password=settings.extra.get("SPOOL_SMTP_PASSWORD", ""),
-                sender=normalize_address(sender) if sender else "",
+                sender=named("SPOOL_SMTP_FROM", normalize_address, sender) if sender else "",
                 allowed_senders=tuple(s.lower() for s in settings.items("SPOOL_SMTP_ALLOWED_FROM")),
                 timeout=settings.number("SPOOL_SMTP_TIMEOUT", 30.0, 0.1, 600),
-                ca_file=settings.text("SPOOL_SMTP_CA_FILE") or None,
-                local_hostname=_hostname(settings.text("SPOOL_SMTP_LOCAL_HOSTNAME")) or None,
-                message_id_domain=_hostname(settings.text("SPOOL_SMTP_MESSAGE_ID_DOMAIN")),
+                ca_file=named("SPOOL_SMTP_CA_FILE", ca_file, settings.text("SPOOL_SMTP_CA_FILE")),
+                local_hostname=named(
+                    "SPOOL_SMTP_LOCAL_HOSTNAME",
+                    _hostname,
+                    settings.text("SPOOL_SMTP_LOCAL_HOSTNAME"),
+                )
+                or None,
+                message_id_domain=named(
+                    "SPOOL_SMTP_MESSAGE_ID_DOMAIN",
+                    _hostname,
+                    settings.text("SPOOL_SMTP_MESSAGE_ID_DOMAIN"),
+                ),
             )
         except ValueError as exc:
             raise PermanentError(f"send_email is misconfigured: {exc}") from None

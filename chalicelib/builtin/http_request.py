@@ -197,13 +197,19 @@ def admit(payload: HttpRequestPayload, tenant: str) -> None:
 
 
 def policy_from(settings: Settings) -> tuple[ssrf.Policy, str | None]:
+    from chalicelib.builtin.setting_values import ca_file, named
+
     try:
-        policy = ssrf.Policy.parse(
-            settings.items(ssrf.HTTP_ALLOWLIST), settings.flag("SPOOL_HTTP_ALLOW_PRIVATE")
+        allow_private = settings.flag("SPOOL_HTTP_ALLOW_PRIVATE")
+        policy = named(
+            ssrf.HTTP_ALLOWLIST,
+            lambda _: ssrf.Policy.parse(settings.items(ssrf.HTTP_ALLOWLIST), allow_private),
+            "",
         )
+        bundle = named("SPOOL_HTTP_CA_FILE", ca_file, settings.text("SPOOL_HTTP_CA_FILE"))
     except ValueError as exc:
         raise PermanentError(f"http_request is misconfigured: {exc}") from None
-    return policy, settings.text("SPOOL_HTTP_CA_FILE") or None
+    return policy, bundle
 
 
 # -- connections pinned to a checked address, bounded by the request's deadline --
