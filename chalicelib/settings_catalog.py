@@ -278,11 +278,11 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/metric_labels.py",
         meaning=(
             "Most queue names that keep their own metric label when SPOOL_QUEUES is unset "
-            "(the busiest at the process's first scrape, then new ones while room remains, "
-            "each label kept for the life of the process so every counter only grows; for "
+            "(the busiest, ranked at each scrape, so every process names the same ones; for "
             "a process's timing histograms the first it ran, at most a fifth per tenant), "
             "besides the handlers' own queues and `default`; the rest are summed into "
-            '`queue="_other"`. The busiest are ranked across tenants: '
+            '`queue="_other"`, whose counters fall or jump when the ranking moves (sum '
+            "over `queue` for totals). The busiest are ranked across tenants: "
             "one tenant's volume can fold another's small queues into `_other`, so where "
             "tenants share a store and alerts watch named queues, list them in SPOOL_QUEUES "
             "or cap tenants with SPOOL_TENANT_LIMITS."

@@ -369,33 +369,6 @@ def test_busiest_means_most_jobs_enqueued_not_most_failures(store: JobStore) -> 
     assert sample(text, "spool_jobs_retried_total", queue=OTHER, type="fail") == 3
 
 
-def test_a_queue_overtaking_a_kept_one_moves_no_counts_between_series(store: JobStore) -> None:
-    """The ranking was taken anew at each scrape: `b` overtaking `a` moved b's history
-    out of `_other` and a's into it, so `_other` fell or jumped with no job enqueued
-    there, and the shipped alerts counted dead jobs that never were. A label, once
-    given, now stays; every counter series only grows."""
-    metrics = Metrics(store, Settings(extra={"SPOOL_METRICS_MAX_QUEUES": "1"}))
-    first = run(store, metrics, {"a": 5, "b": 4})
-    assert sample(first, "spool_jobs_enqueued_total", queue="a", type="echo") == 5
-    assert sample(first, "spool_jobs_enqueued_total", queue=OTHER, type="echo") == 4
-    second = run(store, metrics, {"b": 3, "c": 1})  # b (7) now busier than a (5); c is new
-    assert queue_labels(second, "spool_jobs_enqueued_total") == {"a", OTHER}
-    assert sample(second, "spool_jobs_enqueued_total", queue="a", type="echo") == 5
-    assert sample(second, "spool_jobs_enqueued_total", queue=OTHER, type="echo") == 8
-    assert sample(second, "spool_jobs_succeeded_total", queue=OTHER, type="echo") == 8
-    # A process started now ranks afresh from the same store: b is its busiest.
-    fresh = Metrics(store, Settings(extra={"SPOOL_METRICS_MAX_QUEUES": "1"})).exposition()
-    assert queue_labels(fresh.decode(), "spool_jobs_enqueued_total") == {"b", OTHER}
-
-
-def test_a_new_queue_is_named_while_room_remains(store: JobStore) -> None:
-    metrics = Metrics(store, Settings(extra={"SPOOL_METRICS_MAX_QUEUES": "2"}))
-    assert queue_labels(run(store, metrics, {"a": 2}), "spool_jobs_enqueued_total") == {"a"}
-    text = run(store, metrics, {"b": 1, "c": 1})  # one place left: b by name, c folds
-    assert queue_labels(text, "spool_jobs_enqueued_total") == {"a", "b", OTHER}
-    assert sample(text, "spool_jobs_enqueued_total", queue=OTHER, type="echo") == 1
-
-
 def test_a_cap_of_zero_folds_every_queue(store: JobStore) -> None:
     metrics = Metrics(store, Settings(extra={"SPOOL_METRICS_MAX_QUEUES": "0"}))
     text = run(store, metrics, {"a": 1, "b": 2})

@@ -18,14 +18,15 @@ sent just after a restart, used to take every timing label for the life of the
 process, leaving every other tenant's queues `_other`.
 
 Every other queue is folded into the label value `_other` and its counts are
-added there, never dropped, so sums across a family stay exact. A queue's label,
-once given, is kept for the life of the process (TotalsLabels): busiest first at
-the first scrape, then each new queue named while room remains. The ranking used
-to be taken anew at every scrape, so a queue overtaking a kept one moved its
-whole history out of `_other` (a dip, which Prometheus reads as a reset and so
-counts everything after it as new) and the other's into it (a jump): the shipped
-alerts reported dead jobs that never were. A queue that is itself named `_other`
-always folds, so no series is ever written twice.
+added there, never dropped, so sums across a family stay exact. When a queue
+overtakes one of the kept ones, both move: their histories go into and out of
+`_other`, whose counters then jump or fall with no job behind it (Prometheus
+reads a fall as a reset, and increase() counts what follows as new). The
+ranking is still taken from the store at every scrape, so every process and
+Lambda container names the same queues; labels fixed per process flipped from
+scrape to scrape under `spool serve --processes N`. What reads the totals sums
+over `queue` first (deploy/prometheus/alerts.yml). A queue that is itself named
+`_other` always folds, so no series is ever written twice.
 Job types need no bound: only registered types can be enqueued, and state
 and outcome labels are enum values.
 """
@@ -78,45 +79,6 @@ class QueueLabels:
             )
             kept = frozenset((*self.reserved, *ranked[: self.limit]))
         return {queue: queue if queue in kept else OTHER for queue in volume}
-
-
-class TotalsLabels:
-    """One process's labels for the store's totals, fixed once given.
-
-    The first scrape names the busiest queues (most jobs enqueued, then by name),
-    as `QueueLabels.assign` ranks them; a queue first seen later is named while
-    fewer than `limit` are, and folded otherwise. No queue changes label, so every
-    counter series, `_other` included, only grows (until the process restarts,
-    which Prometheus reads as the reset it is). Processes rank alike from the same
-    store, so those started together agree; a busy queue made after the room ran
-    out stays `_other` until a restart (declare SPOOL_QUEUES for labels that never
-    depend on history)."""
-
-    def __init__(self, rule: QueueLabels) -> None:
-        self.rule = rule
-        self._given: dict[str, str] = {}
-        self._named = 0  # named beyond the reserved ones
-        self._lock = threading.Lock()
-
-    def assign(self, volume: Mapping[str, int]) -> dict[str, str]:
-        if self.rule.declared is not None:
-            return self.rule.assign(volume)
-        given = self._given
-        if any(queue not in given for queue in volume):
-            with self._lock:
-                reserved = set(self.rule.reserved)
-                newcomers = sorted(
-                    (q for q in volume if q not in given), key=lambda q: (-volume[q], q)
-                )
-                for queue in newcomers:
-                    if queue in reserved:
-                        given[queue] = queue
-                    elif queue != OTHER and self._named < self.rule.limit:
-                        given[queue] = queue
-                        self._named += 1
-                    else:
-                        given[queue] = OTHER
-        return {queue: given[queue] for queue in volume}
 
 
 class FirstSeen:

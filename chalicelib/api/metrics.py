@@ -36,7 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from chalicelib.api.metric_labels import FirstSeen, QueueLabels, TotalsLabels, max_workers
+from chalicelib.api.metric_labels import FirstSeen, QueueLabels, max_workers
 from chalicelib.attempt_record import LIVE_SECONDS, live_seconds
 from chalicelib.config import Settings
 from chalicelib.middleware import Middleware
@@ -152,7 +152,7 @@ class _StoreCollector:
         yield misses
 
     def _labels(self, reading: _Reading) -> dict[str, str]:
-        """Every queue the reading names, under its label (TotalsLabels)."""
+        """Every queue the reading names, under its label (busiest by jobs enqueued)."""
         volume: dict[str, int] = {}
         for key, n in reading.counters.items():
             volume[key.queue] = volume.get(key.queue, 0) + (n if key.event == "enqueued" else 0)
@@ -160,7 +160,7 @@ class _StoreCollector:
             volume.setdefault(queue, 0)
         for queue in reading.oldest:
             volume.setdefault(queue, 0)
-        return self.metrics.total_labels.assign(volume)
+        return self.metrics.queue_labels.assign(volume)
 
     def _oldest(self, label: Mapping[str, str], reading: _Reading) -> Metric:
         """Per queue label, how long its oldest due job has waited; 0 when none waits.
@@ -304,7 +304,6 @@ class Metrics:
         # `queues`: the handlers' own, which keep their labels whatever clients send.
         self.queue_labels = QueueLabels.from_settings(settings, queues)
         self.timed_queues = FirstSeen(self.queue_labels)
-        self.total_labels = TotalsLabels(self.queue_labels)
         self.max_workers = max_workers(settings)
         self.live_seconds = live_seconds(settings)
         self.cache: ResultCache | None = None
