@@ -215,6 +215,20 @@ def test_a_valid_key_sent_with_headers_no_route_reads_cannot_push_the_owner_out(
     assert api.get("/jobs", key=KEY_A).status == 200
 
 
+def test_public_metrics_sign_no_key_in(tmp_path: Path) -> None:
+    """With SPOOL_METRICS_PUBLIC every X-API-Key sent to /metrics was kept as a key that
+    signed in from the address: eight junk strings pushed the owner's key out."""
+    settings = settings_for(tmp_path, extra=SIGN_INS, metrics_public=True)
+    with installed(settings), Client(spool_app.app, stage_name="local") as client:
+        api = Api(client)
+        assert api.get("/jobs", key=KEY_A).status == 200
+        for n in range(20):
+            assert api.get("/metrics", key=f"junk-{n}").status == 200
+        guesses = [api.get("/jobs", key=f"guess-{n}").status for n in range(4)]
+        assert guesses == [401, 401, 401, 429]
+        assert api.get("/jobs", key=KEY_A).status == 200
+
+
 def test_the_trusted_keys_kept_are_the_ones_signing_in_lately() -> None:
     """A key used all along kept its first place and was pushed out by newer ones."""
     from chalicelib.api.throttle import TRUSTED_PER_CLIENT, FailedSignIns

@@ -699,8 +699,9 @@ class PostgresStore:
                     "the database cannot be reached; try again shortly", retry_after=5
                 ) from exc
             except _UNAVAILABLE as exc:
-                if isinstance(exc, pg_errors.QueryCanceled) or (cut is not None and cut.cut):
-                    raise self._too_slow(exc, read) from exc
+                was_cut = cut is not None and cut.cut
+                if was_cut or isinstance(exc, pg_errors.QueryCanceled):
+                    raise self._too_slow(exc, read, was_cut) from exc
                 if read and attempt == 1:
                     continue
                 log.warning("database connection failed: %s", str(exc).strip())
@@ -711,13 +712,17 @@ class PostgresStore:
                     retry_after=2,
                 ) from exc
 
-    def _too_slow(self, exc: BaseException, read: bool) -> StoreUnavailable:
-        """A call that took its whole time: not retried here, as a retry could take as
-        long again; a write may have committed part or all of itself (one cut on the
-        client, or a statement cancelled after others were), so it says so."""
-        seconds = self.settings.statement_timeout
-        log.warning("database call gave no answer within %g s: %s", seconds, str(exc).strip())
-        said = f"the database did not answer within {seconds:g} s"
+    def _too_slow(self, exc: BaseException, read: bool, cut: bool) -> StoreUnavailable:
+        """A call the server cancelled (its statement_timeout, a lock_timeout, an admin)
+        or that this process cut after call_deadline with no answer. Not retried here:
+        a retry could take as long again; and a write may have committed part or all
+        of itself (one cut on the client, or a statement cancelled after others)."""
+        if cut:
+            said = f"the database gave no answer within {self.settings.call_deadline:g} s"
+        else:  # the server's own words: "canceling statement due to statement timeout"
+            reason = (str(exc).strip().splitlines() or ["cancelled"])[0]
+            said = f"the database cancelled the call ({reason})"
+        log.warning("%s: %s", said, str(exc).strip())
         if read:
             return StoreUnavailable(f"{said}; try again shortly", retry_after=5)
         return StoreUnavailable(
