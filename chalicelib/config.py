@@ -76,6 +76,11 @@ QUEUE_NAME = re.compile(NAME_PATTERN)
 def _queues(value: str | None) -> tuple[str, ...]:
     """SPOOL_QUEUES: a worker given a name no job can carry claimed nothing, silently."""
     names = _list(value)
+    if value and value.strip() and not names:  # ",," served every queue, silently
+        raise ConfigError(
+            f"SPOOL_QUEUES={value!r} names no queue; unset it to serve every queue, or "
+            "list the queues (comma-separated)"
+        )
     for name in names:
         if not QUEUE_NAME.match(name):
             raise ConfigError(

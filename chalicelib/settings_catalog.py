@@ -379,7 +379,8 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/routes.py",
         meaning=(
             "Concurrent long-polls per process, all tenants (429 past it); `spool serve` sets "
-            "it to half its threads unless given. When it is full, a tenant holding two "
+            "it to half its threads unless given, and refuses a value that would leave none "
+            "of its threads free. When it is full, a tenant holding two "
             "fewer than another ends that tenant's oldest wait (answered at once, as the "
             "job stands) and takes its place."
         ),
@@ -501,7 +502,7 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             "The worker function's timeout in seconds (the deployed template sets it to "
             "run_jobs'): a handler whose timeout does not fit is refused at start-up, naming "
-            "both numbers. Unset: no check."
+            "both numbers. Unset or 0: no check."
         ),
         group=_WORKER,
     ),

@@ -276,8 +276,21 @@ def _on_this_machine(store_url: str) -> bool:
 
 def with_wait_cap(rt: Runtime, threads: int) -> Runtime:
     """Long-polls hold a server thread each: unless SPOOL_MAX_WAITS says otherwise,
-    let them take at most half the threads, so /health and other clients are served."""
+    let them take at most half the threads, so /health and other clients are served.
+    A cap that leaves no thread free is refused: with SPOOL_MAX_WAITS=40 and 16
+    threads, 40 open waits made `GET /jobs` take 15 s and a 20 s wait up to 60 s."""
     if rt.settings.text(MAX_WAITS):
+        try:
+            cap = rt.settings.integer(MAX_WAITS, 1, minimum=1)
+        except ValueError as exc:
+            raise UsageError(str(exc), "Fix the variable and start again") from None
+        if cap >= threads:
+            raise UsageError(
+                f"{MAX_WAITS}={rt.settings.text(MAX_WAITS)} lets long-polls (?wait=) hold all "
+                f"{threads} of the "
+                "server's threads, and nothing else would be answered",
+                f"Give {MAX_WAITS} at most {threads - 1}, or more --threads",
+            )
         return rt
     extra = {**rt.settings.extra, MAX_WAITS: str(max(1, threads // 2))}
     return rt.with_settings(dataclasses.replace(rt.settings, extra=extra))

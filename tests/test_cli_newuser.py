@@ -242,6 +242,14 @@ def _serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProces
     [
         ("SPOOL_MAX_WAITS", "abc", "SPOOL_MAX_WAITS must be a number, not 'abc'", ()),
         ("SPOOL_MAX_WAITS", "0", "SPOOL_MAX_WAITS must be at least 1, not 0", ()),
+        # Long-polls could hold every thread; requests then waited 15 s and more.
+        (
+            "SPOOL_MAX_WAITS",
+            "99999999999999999999",
+            "SPOOL_MAX_WAITS=99999999999999999999 lets long-polls (?wait=) hold all 4",
+            ("--threads", "4"),
+        ),
+        ("SPOOL_MAX_WAITS", "4", "SPOOL_MAX_WAITS=4 lets long-polls", ("--threads", "4")),
         (
             "SPOOL_HEALTH_CACHE_SECONDS",
             "abc",

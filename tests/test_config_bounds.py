@@ -258,6 +258,14 @@ def test_a_queue_no_job_can_carry_is_refused_in_spool_queues(raw: str) -> None:
         Settings.from_env({"SPOOL_QUEUES": raw})
 
 
+@pytest.mark.parametrize("raw", [",,", " , "])
+def test_a_spool_queues_that_names_no_queue_is_refused(raw: str) -> None:
+    """SPOOL_QUEUES=",," was read as unset: the worker served every queue, silently."""
+    with pytest.raises(ConfigError, match="names no queue"):
+        Settings.from_env({"SPOOL_QUEUES": raw})
+    assert Settings.from_env({"SPOOL_QUEUES": ""}).queues is None  # unset stays unset
+
+
 def test_spool_queues_takes_every_name_enqueue_takes() -> None:
     from chalicelib import config, service
 
