@@ -81,15 +81,19 @@ LAMBDA_VENV := .tools/lambda-venv
 # sets every function's Runtime (infra/lambda_target.py) and Architectures
 # (LAMBDA_ARCH; arm64 by default, about 20% less per GB-second than x86_64) and
 # the stage's API-keys parameter name. Needs no AWS access.
+# PACKAGE_DIR may be relative (the default is): chalice runs in the project folder, and
+# took a relative output folder from there (out/project/out/sam.json), so every path
+# handed on is made absolute first.
 STAGE ?= dev
 PACKAGE_DIR ?= out
+PACKAGE_OUT = $(abspath $(PACKAGE_DIR))
 package: $(STAMP) $(WHEELS)/$(LAMBDA_TARGET)/.fetched
 	$(BIN)/python -m chalicelib.handler_check --stage $(STAGE)
-	$(BIN)/python infra/lambda_wheels.py stage $(LAMBDA_TARGET) $(WHEELS)/$(LAMBDA_TARGET) --dest $(PACKAGE_DIR)/project
-	$(BIN)/chalice --project-dir $(PACKAGE_DIR)/project package --stage $(STAGE) --merge-template infra/resources.json $(PACKAGE_DIR)/
-	$(BIN)/python infra/finalize.py --stage $(STAGE) $(if $(LAMBDA_ARCH),--arch $(LAMBDA_ARCH)) $(PACKAGE_DIR)/sam.json
-	$(BIN)/python infra/lambda_zip.py bytecode $(LAMBDA_TARGET) $(PACKAGE_DIR)/deployment.zip
-	$(if $(filter host,$(LAMBDA_TARGET)),,$(BIN)/python infra/lambda_zip.py check $(PACKAGE_DIR)/sam.json $(PACKAGE_DIR)/deployment.zip)
+	$(BIN)/python infra/lambda_wheels.py stage $(LAMBDA_TARGET) $(WHEELS)/$(LAMBDA_TARGET) --dest $(PACKAGE_OUT)/project
+	$(BIN)/chalice --project-dir $(PACKAGE_OUT)/project package --stage $(STAGE) --merge-template $(abspath infra/resources.json) $(PACKAGE_OUT)/
+	$(BIN)/python infra/finalize.py --stage $(STAGE) $(if $(LAMBDA_ARCH),--arch $(LAMBDA_ARCH)) $(PACKAGE_OUT)/sam.json
+	$(BIN)/python infra/lambda_zip.py bytecode $(LAMBDA_TARGET) $(PACKAGE_OUT)/deployment.zip
+	$(if $(filter host,$(LAMBDA_TARGET)),,$(BIN)/python infra/lambda_zip.py check $(PACKAGE_OUT)/sam.json $(PACKAGE_OUT)/deployment.zip)
 
 $(WHEELS)/%/.fetched: requirements-lambda.txt infra/lambda_target.py infra/lambda_wheels.py | $(STAMP)
 	$(BIN)/python infra/lambda_wheels.py download $* $(WHEELS)/$*

@@ -115,8 +115,8 @@ def parse_message(body: str) -> tuple[str | None, str]:
     if text.startswith("{"):
         try:
             data = json.loads(text)
-        except ValueError:
-            return None, "its body is not JSON"
+        except (ValueError, RecursionError):  # nested past Python's limit: the whole
+            return None, "its body is not JSON"  # batch failed, not this message alone
         value = data.get("id") if isinstance(data, dict) else None
         if not isinstance(value, str) or not value:
             return None, 'its body has no string "id"'

@@ -189,3 +189,59 @@ def test_an_sqs_batch_with_a_missing_payload_runs_the_others(rt: Runtime) -> Non
     dead = rt.store.get(gone)
     assert dead is not None and dead.state is JobState.DEAD
     assert dead.last_error is not None and "is missing" in dead.last_error
+
+
+def s3_refuses_writes(store: DynamoStore, code: str = "SlowDown", status: int = 503) -> list[int]:
+    """S3 answers every PutObject with `code` (after botocore's own retries, as it would
+    when S3 stays busy) while the returned list is not cleared of its "on" mark; the
+    refusals are counted in it after that mark."""
+    assert store.blobs is not None
+    refused: list[int] = [0]  # [0]: refusing; cleared: S3 answers again
+
+    def refuse(**_: Any) -> None:
+        if not refused:
+            return
+        refused.append(1)
+        error = {
+            "Error": {"Code": code, "Message": "busy"},
+            "ResponseMetadata": {"HTTPStatusCode": status},
+        }
+        raise ClientError(error, "PutObject")  # type: ignore[arg-type]
+
+    store.blobs.client.meta.events.register("before-parameter-build.s3.PutObject", refuse)
+    return refused
+
+
+@pytest.mark.parametrize(("code", "status"), [("SlowDown", 503), ("InternalError", 500)])
+def test_an_s3_that_refuses_a_big_payload_is_a_store_outage_and_stores_nothing(
+    store: DynamoStore, clock: FakeClock, code: str, status: int
+) -> None:
+    """S3's codes were raised as they came: POST /enqueue answered 500."""
+    from chalicelib.errors import StoreUnavailable
+
+    refused = s3_refuses_writes(store, code, status)
+    with pytest.raises(StoreUnavailable, match=f"S3 is unavailable: {code}"):
+        add(store, clock, payload=BIG)
+    assert len(refused) > 1 and store.list_jobs(JobQuery()).jobs == []
+
+
+def test_an_s3_that_refuses_a_big_result_leaves_the_finish_to_be_retried(
+    store: DynamoStore, clock: FakeClock
+) -> None:
+    """The worker retries a finish only on StoreUnavailable: with S3's code raised as it
+    came, the attempt was dropped, the job sat running until its lease ran out, and was
+    then counted as a worker that died (dead at max_attempts=1) though it had succeeded."""
+    from chalicelib.errors import StoreUnavailable
+
+    job_id = add(store, clock)
+    [job] = store.claim(1, LEASE, ids=[job_id])
+    assert job.lease_token is not None
+    done = Completion(job_id, job.lease_token, JobState.SUCCEEDED, BIG)
+    refused = s3_refuses_writes(store)
+    with pytest.raises(StoreUnavailable):
+        store.finish([done])
+    assert len(refused) > 1
+    refused.clear()
+    assert store.finish([done]) == [True]  # the worker's retry, once S3 answers
+    finished = store.get(job_id)
+    assert finished is not None and finished.state is JobState.SUCCEEDED and finished.result == BIG

@@ -56,7 +56,10 @@ J1, J2, J3 = (f"j_{n:032x}" for n in (1, 2, 3))
         ('{"id": "j_1"}', None),
         ("j_doesnotexist", None),
         ("A" * 3000, None),
+        ('{"a":' * 100_000 + "1" + "}" * 100_000, None),  # RecursionError: the batch failed
+        ("{" + "[" * 100_000, None),
     ],
+    ids=lambda v: v[:40] if isinstance(v, str) else str(v),
 )
 def test_message_bodies(body: str, expected: str | None) -> None:
     assert events.message_job_id(body) == expected

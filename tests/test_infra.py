@@ -57,7 +57,7 @@ def packaged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     result = subprocess.run(
         ["make", "-s", "-o", ".venv/.installed", "-o", ".tools/lambda-wheels/lambda/.fetched",
          "package", f"STAGE={request.param}",
-         f"PACKAGE_DIR={out}"],
+         f"PACKAGE_DIR={os.path.relpath(out, ROOT)}"],  # relative, as the default `out`
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr + result.stdout

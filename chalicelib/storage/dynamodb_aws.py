@@ -206,6 +206,11 @@ def create_resources(
 # -- errors ----------------------------------------------------------------------
 
 _UNAVAILABLE = {
+    # S3's (payloads and results over offload_bytes): they were raised as they came,
+    # so an enqueue answered 500, and a worker writing a big result lost the attempt.
+    "InternalError",
+    "SlowDown",
+    "RequestTimeout",
     "ThrottlingException",
     "ProvisionedThroughputExceededException",
     "RequestLimitExceeded",
@@ -238,8 +243,10 @@ def aws_errors(method: Callable[P, R]) -> Callable[P, R]:
             if code == "ResourceNotFoundException":
                 table = getattr(getattr(args[0], "config", None), "table", None) if args else None
                 raise StoreNotMigrated(not_created(table), {"code": code}) from exc
-            if code in _UNAVAILABLE or code.startswith("5"):
-                raise StoreUnavailable(f"DynamoDB is unavailable: {code}") from exc
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            if code in _UNAVAILABLE or code.startswith("5") or status >= 500:
+                service = "S3" if "Object" in exc.operation_name else "DynamoDB"
+                raise StoreUnavailable(f"{service} is unavailable: {code}") from exc
             raise
         except BotoCoreError as exc:
             raise StoreUnavailable(f"AWS is unreachable: {type(exc).__name__}") from exc
