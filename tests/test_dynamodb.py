@@ -826,6 +826,40 @@ def test_a_keyed_add_whose_retry_met_its_own_write_is_created_and_sent(
     assert not again.created and again.job.id == result.job.id
 
 
+@pytest.mark.parametrize("by_id", [True, False], ids=["sqs-message", "polled"])
+def test_a_claim_whose_retry_met_its_own_write_is_claimed(
+    aws: Aws, clock: FakeClock, by_id: bool
+) -> None:
+    """An UpdateItem claim applied but answered too late, and sent again by botocore
+    with the same lease token: the resend fails its condition (the job is running), and
+    the claim took it for another worker's. Nothing ran it; the reaper later spent its
+    attempt as a dead worker's (dead at max_attempts=1, its handler never run)."""
+    store = aws.store(clock)
+    job_id = add(store, clock)
+    real = store.ddb.update_item
+    replayed: list[bool] = []
+
+    def applied_then_sent_again(**kwargs: Any) -> Any:
+        if "lease_token" not in str(kwargs.get("ExpressionAttributeNames", {})):
+            return real(**kwargs)
+        real(**kwargs)  # applied; its reply lost
+        replayed.append(True)
+        return real(**kwargs)  # the retry: the condition no longer holds
+
+    store.ddb.update_item = applied_then_sent_again  # type: ignore[method-assign]
+    try:
+        claimed = store.claim(1, LEASE, ids=[job_id] if by_id else None)
+    finally:
+        store.ddb.update_item = real  # type: ignore[method-assign]
+    assert replayed
+    assert [job.id for job in claimed] == [job_id]
+    [job] = claimed
+    stored = store.get(job_id)
+    assert stored is not None and stored.state is JobState.RUNNING
+    assert stored.lease_token == job.lease_token and stored.attempts == 1
+    assert store.finish([Completion(job_id, job.lease_token, JobState.SUCCEEDED, "ok")]) == [True]
+
+
 @pytest.mark.parametrize(
     "argv",
     [

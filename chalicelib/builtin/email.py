@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from chalicelib.builtin import email_headers
-from chalicelib.builtin.setting_values import ca_file, named
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError
 from chalicelib.handlers import JobContext, handler
@@ -194,6 +193,8 @@ class SmtpSettings:
     @classmethod
     def from_settings(cls, settings: Settings) -> SmtpSettings:
         """Read and check the settings; a misconfiguration is reported, not retried."""
+        from chalicelib.builtin.setting_values import ca_file, named
+
         try:
             starttls = settings.flag("SPOOL_SMTP_STARTTLS")
             implicit = settings.flag("SPOOL_SMTP_SSL")

@@ -1353,7 +1353,8 @@ class DynamoStore:
         self, job_id: str, now: int, expires: int, queues: Sequence[str] | None, by_id: bool
     ) -> Job | None:
         for _ in range(2):
-            expr = self._claim_expr(self._claim_values(job_id, now, expires))
+            values = self._claim_values(job_id, now, expires)
+            expr = self._claim_expr(values)
             condition = (
                 f"{expr.one_of('state', WAITING)} AND {expr.name('run_at')} <= {expr.value(n(now))}"
             )
@@ -1378,6 +1379,12 @@ class DynamoStore:
                 old: Item | None = exc.response.get("Item")  # type: ignore[assignment]
                 if old is None:
                     return None
+                if old.get("lease_token") == values["lease_token"]:
+                    # Our own write: botocore sent the claim again after its answer was
+                    # lost, and the resend failed the condition the first one had met.
+                    # Skipped, the job sat leased by nobody until the reaper spent its
+                    # attempt (dead at max_attempts=1, its handler never run).
+                    return self._claimed_job(old)
                 state = get_s(old, "state")
                 lease = get_n(old, "lease_exp")
                 if state == JobState.RUNNING.value and lease is not None and lease <= now:
