@@ -730,6 +730,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Job and request lines are what `worker` and `serve` are for; a one-shot
         # command prints its answer, and logs only warnings unless SPOOL_LOG_LEVEL asks.
         logs.configure(default_level="INFO" if args.command in LOGGING_COMMANDS else "WARNING")
+        if args.command in LOGGING_COMMANDS:
+            # A handler that crashes the interpreter (a C extension's segfault) took
+            # `spool serve` or `spool worker` down without a line naming it: the fault
+            # now prints every thread's stack, the handler's frame among them.
+            import faulthandler
+
+            faulthandler.enable()
         return _run(args)
     except BrokenPipeError:
         # The reader stopped early (`spool jobs | head`): what it read was all it

@@ -544,11 +544,15 @@ def check_api_settings(build: Callable[[], object]) -> None:
 
 
 def store_down(rt: Runtime) -> bool:
-    """Does the store fail to answer one cheap read (as /health asks)?"""
+    """Does the store fail /health's checks: one cheap read, then what it knows of its
+    writes? Reads alone still worked on a read-only SQLite file, so a server process
+    that could not start on it was taken for a broken one, and after four the
+    supervisor stopped every process, the healthy one and the worker too."""
     from chalicelib.errors import StoreUnavailable
 
     try:
         rt.store.get("j_health_probe")
+        rt.store.check_writable()
     except StoreUnavailable:
         return True
     return False

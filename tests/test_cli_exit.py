@@ -46,3 +46,37 @@ def test_a_worker_exits_past_a_non_daemon_thread_a_handler_left_running(tmp_path
     assert "done: 1 succeeded" in ran.stderr
     assert "exiting without waiting for 1 thread(s) a handler started" in ran.stderr
     assert "(left-behind)" in ran.stderr
+
+
+CRASHING = """
+import ctypes
+from chalicelib.handlers import handler
+
+@handler("crashes_the_interpreter", max_attempts=1)
+def crashes_the_interpreter(payload):
+    ctypes.string_at(0)  # a C extension's bad pointer: SIGSEGV
+"""
+
+
+def test_a_handler_that_crashes_the_interpreter_is_named_in_the_worker_s_last_words(
+    tmp_path: Path,
+) -> None:
+    """The process died with no line naming the job's handler: faulthandler now prints
+    every thread's stack as it goes."""
+    (tmp_path / "crashing_handlers.py").write_text(CRASHING)
+    env = guarded_env(
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
+        SPOOL_HANDLERS="crashing_handlers",
+        PYTHONPATH=str(tmp_path),
+    )
+
+    def spool(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(SPOOL), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+
+    assert spool("enqueue", "crashes_the_interpreter").returncode == 0
+    ran = spool("worker", "--burst")
+    assert ran.returncode != 0
+    assert "Segmentation fault" in ran.stderr
+    assert 'crashing_handlers.py", line 7 in crashes_the_interpreter' in ran.stderr

@@ -75,7 +75,13 @@ from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
 from chalicelib.storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
 from chalicelib.storage.sqlite_gate import BUSY_TIMEOUT_MS, WriteGate
-from chalicelib.storage.sqlite_txn import FileWatch, Transaction, WriteHealth, cannot_read
+from chalicelib.storage.sqlite_txn import (
+    FileWatch,
+    Transaction,
+    WriteHealth,
+    cannot_read,
+    check_room,
+)
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -550,6 +556,7 @@ class SQLiteStore:
         if self._watch is not None:
             self._watch.check()
         self._health.check()
+        check_room(self.path)
 
     @_reads
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:

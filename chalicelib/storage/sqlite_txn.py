@@ -99,14 +99,16 @@ def stayed_locked() -> StoreUnavailable:
 class FileWatch:
     """Do the paths still name the files this process opened?
 
-    A database file deleted (or replaced, e.g. restored from a backup by copying over
-    it) while the process runs keeps being written through the open descriptor: every
+    A database file deleted (or replaced, e.g. a backup moved into its place) while the
+    process runs keeps being written through the open descriptor: every
     job acknowledged after that goes to a file no other process opens and that is gone
     when this one stops. So is a `-wal` (or `-shm`) file deleted or replaced under it:
     SQLite goes on committing into the write-ahead log it still holds open, which no
     other process can read (they fail with "disk I/O error") and which is lost, with
     every commit not yet checkpointed, if this process is killed. One stat of each
     file per write transaction (about a microsecond each) refuses such writes instead.
+    A copy written over the file in place (`cp backup spool.db`: the same inode) is not
+    seen here; docs/operations.md says how to put a backup back.
 
     The companions are watched once they exist: the `-wal` is made by a connection's
     first read and is only truncated, never replaced, by checkpoints; SQLite deletes
@@ -181,6 +183,28 @@ def _identity(path: str) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+# Below this much free space on the database's file system, /health says the store
+# cannot take jobs, whether or not a write has failed yet: a process that had made no
+# write in the last REMEMBER_FAILURE seconds answered 200 on a full disk (and under
+# `--processes N`, 200 and 503 in turn, by which process answered).
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_room(path: str) -> None:
+    """Raise StoreUnavailable when the file system holding `path` is (nearly) full, or
+    the file is one this process may not write."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+    except OSError:
+        return  # its folder gone: the file watch says so
+    if stat.f_bavail * stat.f_frsize < MIN_FREE_BYTES:
+        raise StoreUnavailable(_CANNOT_WRITE[13], retry_after=RETRY_AFTER)
+    if os.path.exists(path) and not os.access(path, os.W_OK):  # chmod 0400, say
+        raise StoreUnavailable(_CANNOT_WRITE[8], retry_after=RETRY_AFTER)
 
 
 class WriteHealth:
