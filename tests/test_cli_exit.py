@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.procs import guarded_env
@@ -24,12 +25,14 @@ def leaves_a_thread(payload):
 """
 
 
-def test_a_worker_exits_past_a_non_daemon_thread_a_handler_left_running(tmp_path: Path) -> None:
-    """Before: `spool worker --burst` printed `done:` and then hung, silent, forever."""
-    (tmp_path / "stray_handlers.py").write_text(HANDLERS)
+def spool_with(
+    tmp_path: Path, module: str, source: str
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """`spool ARGS...` on a SQLite store in tmp_path, with `source` as SPOOL_HANDLERS."""
+    (tmp_path / f"{module}.py").write_text(source)
     env = guarded_env(
         SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
-        SPOOL_HANDLERS="stray_handlers",
+        SPOOL_HANDLERS=module,
         PYTHONPATH=str(tmp_path),
     )
 
@@ -38,6 +41,12 @@ def test_a_worker_exits_past_a_non_daemon_thread_a_handler_left_running(tmp_path
             [str(SPOOL), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
         )
 
+    return spool
+
+
+def test_a_worker_exits_past_a_non_daemon_thread_a_handler_left_running(tmp_path: Path) -> None:
+    """Before: `spool worker --burst` printed `done:` and then hung, silent, forever."""
+    spool = spool_with(tmp_path, "stray_handlers", HANDLERS)
     assert spool("enqueue", "leaves_a_thread").returncode == 0
     began = time.monotonic()
     ran = spool("worker", "--burst")
@@ -63,18 +72,7 @@ def test_a_handler_that_crashes_the_interpreter_is_named_in_the_worker_s_last_wo
 ) -> None:
     """The process died with no line naming the job's handler: faulthandler now prints
     every thread's stack as it goes."""
-    (tmp_path / "crashing_handlers.py").write_text(CRASHING)
-    env = guarded_env(
-        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
-        SPOOL_HANDLERS="crashing_handlers",
-        PYTHONPATH=str(tmp_path),
-    )
-
-    def spool(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(SPOOL), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
-        )
-
+    spool = spool_with(tmp_path, "crashing_handlers", CRASHING)
     assert spool("enqueue", "crashes_the_interpreter").returncode == 0
     ran = spool("worker", "--burst")
     assert ran.returncode != 0
