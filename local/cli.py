@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -736,7 +737,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # now prints every thread's stack, the handler's frame among them.
             import faulthandler
 
-            faulthandler.enable()
+            # A stderr with no descriptor (a test's capture) has no fault output.
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                faulthandler.enable()
         return _run(args)
     except BrokenPipeError:
         # The reader stopped early (`spool jobs | head`): what it read was all it
