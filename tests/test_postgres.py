@@ -25,7 +25,7 @@ from chalicelib.worker import Worker, WorkerConfig
 from tests.factories import new_job
 from tests.pg_proxy import pg_proxy
 from tests.pg_support import admin_connect, fresh_schema, terminate, with_port
-from tests.threads import run_together
+from tests.threads import run_alone, run_together
 
 pytestmark = pytest.mark.postgres
 
@@ -631,22 +631,6 @@ def test_worker_rides_out_an_outage(url: str, registry: Registry) -> None:
         assert not thread.is_alive()
 
 
-def _in_thread(call, limit: float) -> tuple[bool, BaseException | None]:
-    """Run `call` in a thread: (did it return within `limit` s, what it raised)."""
-    raised: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            call()
-        except BaseException as exc:  # handed to the test
-            raised.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(limit)
-    return not thread.is_alive(), (raised[0] if raised else None)
-
-
 def test_a_server_that_swallows_every_byte_fails_calls_instead_of_holding_them(
     url: str, registry: Registry
 ) -> None:
@@ -658,10 +642,10 @@ def test_a_server_that_swallows_every_byte_fails_calls_instead_of_holding_them(
         try:
             job = service.enqueue([EnqueueRequest(type="echo")], "t")[0].job
             proxy.swallow()
-            done, raised = _in_thread(lambda: service.status(job.id, "t"), 30)
+            done, raised = run_alone(lambda: service.status(job.id, "t"), 30)
             assert done and isinstance(raised, StoreUnavailable), raised
             assert "gave no answer within 6 s" in raised.message and raised.status == 503
-            done, raised = _in_thread(
+            done, raised = run_alone(
                 lambda: service.enqueue([EnqueueRequest(type="echo")], "t"), 30
             )
             assert done and isinstance(raised, StoreUnavailable), raised
