@@ -233,9 +233,12 @@ def _no_route(method: str, shown: str, why: str = "") -> tuple[dict[str, str], s
 
 def _path(environ: dict[str, Any]) -> str:
     # PATH_INFO arrives percent-decoded as latin-1 (PEP 3333); path parameters
-    # reach the app decoded, as API Gateway delivers them.
+    # reach the app decoded, as API Gateway delivers them. What urlparse (the route
+    # matcher's) would read as anything but path stays path: `?` and `#`, and `;`,
+    # whose tail it drops as "parameters" (`/metrics;x` answered as /metrics, past a
+    # proxy's rule for it; API Gateway matches `;` as any other character).
     path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace") or "/"
-    path = path.replace("?", "%3F").replace("#", "%23")
+    path = path.replace("?", "%3F").replace("#", "%23").replace(";", "%3B")
     query = environ.get("QUERY_STRING", "")
     return f"{path}?{query}" if query else path
 

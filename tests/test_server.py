@@ -109,6 +109,41 @@ def test_a_path_holding_a_control_character_reaches_no_route(
     assert session.get(f"{base}/jobs", timeout=10).json()["jobs"]  # nothing was purged
 
 
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("GET", "/metrics;x"),
+        ("GET", "/health;"),
+        ("GET", "/jobs;a=b?limit=1"),
+        ("GET", "/openapi.json%3Bx"),
+        ("POST", "/ui/api/dead/purge;x"),
+        ("POST", "/enqueue;v=1"),
+    ],
+)
+def test_a_path_with_a_semicolon_reaches_no_route(
+    base: str, session: requests.Session, method: str, path: str
+) -> None:
+    """Was: urlparse reads `;...` at the end of a path as parameters and drops them, so
+    `/metrics;x` answered as /metrics past a proxy rule that denies /metrics, and
+    `/ui/api/dead/purge;x` purged; API Gateway matches `;` as part of the path."""
+    session.post(f"{base}/enqueue", json={"type": "echo", "payload": {}}, timeout=10)
+    answer = session.request(method, base + path, json={"all": True}, timeout=10)
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"]["code"] == "not_found"
+    assert session.get(f"{base}/jobs", timeout=10).json()["jobs"]  # nothing was purged
+
+
+def test_a_job_id_with_a_semicolon_is_not_cut_at_it(base: str, session: requests.Session) -> None:
+    """Was: `/status/ID;anything` answered job ID, and cancelled it on /jobs/ID;x/cancel."""
+    job_id = session.post(f"{base}/enqueue", json={"type": "echo", "delay": 60}, timeout=10).json()[
+        "id"
+    ]
+    for suffix in (";x", "%3Bx", ";"):
+        assert session.get(f"{base}/status/{job_id}{suffix}", timeout=10).status_code == 404
+    assert session.post(f"{base}/jobs/{job_id};x/cancel", timeout=10).status_code == 404
+    assert session.get(f"{base}/status/{job_id}", timeout=10).json()["state"] == "queued"
+
+
 def test_api_answers_are_not_stored_by_caches_nor_sniffed(
     base: str, session: requests.Session
 ) -> None:
