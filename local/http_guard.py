@@ -102,6 +102,14 @@ AMBIGUOUS_LENGTH = SpoolHttpError(
     "a request may carry Content-Length or Transfer-Encoding: chunked, not both",
 )
 
+# waitress reads Transfer-Encoding in HTTP/1.1 only: an HTTP/1.0 request kept alive
+# with one had an empty body, and its chunked body was read as the next request.
+TRANSFER_ENCODING_BEFORE_HTTP11 = SpoolHttpError(
+    400,
+    "Bad Request",
+    "Transfer-Encoding needs HTTP/1.1: send an HTTP/1.0 body with Content-Length",
+)
+
 
 BARE_LF = SpoolHttpError(
     400,
@@ -139,7 +147,16 @@ class GuardedParser(HTTPRequestParser):
                 self._refuse(BARE_LF)
                 return len(data)
             limit = self.limits.max_body_bytes
-            if self.headers_finished and self.chunked and "CONTENT_LENGTH" in self.headers:
+            if (
+                self.headers_finished
+                and self.version != "1.1"
+                and "TRANSFER_ENCODING" in self.headers
+                and self.error is None
+            ):
+                # RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding is faulty framing (a proxy
+                # that goes by the header sees another request boundary); refused, closed.
+                self._refuse(TRANSFER_ENCODING_BEFORE_HTTP11)
+            elif self.headers_finished and self.chunked and "CONTENT_LENGTH" in self.headers:
                 # Two framings for one body: a proxy in front that goes by the other one
                 # would see a different request boundary (request smuggling). RFC 9112
                 # 6.1 lets a server refuse it; a client never needs to send both.
@@ -195,6 +212,11 @@ class GuardedErrorTask(ErrorTask):
         self.status = status
         self.response_headers = [*self.response_headers, ("Content-Type", "application/json")]
         self.set_close_on_finish()
+        # An HTTP/1.0 client's `Connection: keep-alive` made waitress add "Connection:
+        # Keep-Alive" beside the "close" above: this answer always closes, so say that only.
+        headers = getattr(request, "headers", None)
+        if isinstance(headers, dict):
+            headers.pop("CONNECTION", None)
         self.content_length = len(body)
         channel = self.channel
         if isinstance(channel, GuardedChannel):

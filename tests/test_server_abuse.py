@@ -298,6 +298,31 @@ def test_a_body_framed_both_ways_is_refused_and_nothing_is_stored(
     assert listed.status_code == 200 and listed.json()["jobs"] == []
 
 
+@pytest.mark.parametrize("length", [b"", b"Content-Length: 0\r\n"])
+def test_an_http10_request_with_transfer_encoding_is_refused_and_the_connection_closed(
+    server: Server, length: bytes
+) -> None:
+    """Was: waitress reads Transfer-Encoding in HTTP/1.1 only, so an HTTP/1.0 request
+    kept alive with one had an empty body, and its chunked body was read as the next
+    request: a GET /jobs hidden in a POST /enqueue (request smuggling past a proxy that
+    frames by the header). RFC 9112 6.1: such framing is faulty; close after it."""
+    hidden = b"GET /jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY_A.encode() + b"\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n" + length
+            + b"Transfer-Encoding: chunked\r\nX-API-Key: " + KEY_A.encode() + b"\r\n\r\n"
+            + hidden
+        )  # fmt: skip
+        status, headers, body = read_response(sock)
+        error = json.loads(body)["error"]
+        assert error["code"] == "bad_request" and "Transfer-Encoding" in error["message"]
+        assert status == 400 and headers["connection"].lower() == "close"
+        rest = LEFTOVER.pop(sock.fileno(), b"")
+        while chunk := sock.recv(65536):  # the server closes: no second answer
+            rest += chunk
+    assert rest == b""
+
+
 def test_bodies_at_the_limit_reach_the_app_plain_or_chunked(server: Server) -> None:
     doc = json.dumps({"type": "echo", "payload": {"x": "y"}}).encode()
     body = doc + b" " * (LIMIT - len(doc))
