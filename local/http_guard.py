@@ -116,6 +116,12 @@ BARE_LF = SpoolHttpError(
     "Bad Request",
     "a line of the request head ends with LF or CR alone: HTTP ends lines with CRLF",
 )
+BARE_LF_IN_CHUNKS = SpoolHttpError(
+    400,
+    "Bad Request",
+    "a chunk-size line or trailer of the chunked body ends with LF or CR alone: "
+    "HTTP ends lines with CRLF",
+)
 # LF without its CR, or CR followed by anything but LF (a CR last in what has arrived
 # may still get its LF in the next read).
 _BARE_LF = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
@@ -179,6 +185,12 @@ class GuardedParser(HTTPRequestParser):
         assert receiver is not None
         consumed = int(receiver.received(data))
         self.raw_body_bytes += consumed
+        # waitress ends a chunk-size line and the trailer at CRLF only: one of bare LFs
+        # waited out the request timeout (as a head of them did, see received).
+        lines = (getattr(receiver, "control_line", b""), getattr(receiver, "trailer", b""))
+        if any(line and _BARE_LF.search(line) is not None for line in lines):
+            self._refuse(BARE_LF_IN_CHUNKS)
+            return len(data)
         limit = self.limits.max_body_bytes
         # A chunk's size line says how much is coming: a chunk that cannot fit is refused
         # when it is announced, not after the client has been waited on to send it.

@@ -560,3 +560,28 @@ def test_a_head_sent_a_byte_at_a_time_with_crlf_is_answered(server: Server) -> N
         sock.settimeout(5)
         status, _, _ = parse(read_until_closed(sock))
     assert status == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"21\n" + b'{"type":"echo","payload":{"n":1}}' + b"\n0\n\n",  # every line bare LF
+        b"21;a=b\n",  # the size line
+        b"0\r\nX-Trailer: 1\n\n",  # the trailer
+    ],
+)
+def test_a_chunked_body_whose_lines_end_with_a_bare_lf_is_refused_at_once(
+    server: Server, body: bytes
+) -> None:
+    """As a head of bare LFs: waitress ends a chunk-size line and the trailer at CRLF
+    only, so these waited out the request timeout for a 408 that blamed the client's
+    speed, although it had sent everything."""
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n" + body
+        )
+        sock.settimeout(0.8)  # under the fixture's 1 s request timeout, which answers 408
+        status, _, answer = parse(read_until_closed(sock))
+    assert status == 400
+    assert "CRLF" in json.loads(answer)["error"]["message"]
