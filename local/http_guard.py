@@ -35,7 +35,7 @@ from typing import Any
 
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
-from waitress.parser import HTTPRequestParser
+from waitress.parser import HTTPRequestParser, ParsingError
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 from waitress.utilities import Error, InternalServerError, RequestEntityTooLarge
@@ -122,6 +122,13 @@ BARE_LF_IN_CHUNKS = SpoolHttpError(
     "a chunk-size line or trailer of the chunked body ends with LF or CR alone: "
     "HTTP ends lines with CRLF",
 )
+# A header line that starts with a space or tab continues the one before (obs-fold).
+_OBS_FOLD = re.compile(rb"\r\n[ \t]")
+OBS_FOLD = (
+    "a header line starts with a space or tab (line folding, obsolete since RFC 7230): "
+    "send each header on one line"
+)
+_TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
 # LF without its CR, or CR followed by anything but LF (a CR last in what has arrived
 # may still get its LF in the next read).
 _BARE_LF = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
@@ -136,6 +143,16 @@ class GuardedParser(HTTPRequestParser):
         super().__init__(adj)
         self.started: float | None = None  # first byte that is not a blank line
         self.raw_body_bytes = 0
+        self.transfer_encoding = False  # the head names one, whatever its value
+
+    def parse_header(self, header_plus: bytes) -> None:
+        # waitress joins a folded line to the one before: `Transfer-Encoding:` folded
+        # onto a second line framed the body as chunked where a proxy that reads the
+        # lines apart frames it by nothing. RFC 9112 5.2 lets a server refuse it.
+        if _OBS_FOLD.search(header_plus) is not None:
+            raise ParsingError(OBS_FOLD)
+        self.transfer_encoding = _TRANSFER_ENCODING.search(header_plus) is not None
+        super().parse_header(header_plus)
 
     def received(self, data: bytes) -> int:
         if self.completed:
@@ -162,10 +179,16 @@ class GuardedParser(HTTPRequestParser):
                 # RFC 9112 6.1: HTTP/1.0 with Transfer-Encoding is faulty framing (a proxy
                 # that goes by the header sees another request boundary); refused, closed.
                 self._refuse(TRANSFER_ENCODING_BEFORE_HTTP11)
-            elif self.headers_finished and self.chunked and "CONTENT_LENGTH" in self.headers:
+            elif (
+                self.headers_finished
+                and (self.chunked or (self.transfer_encoding and self.error is None))
+                and "CONTENT_LENGTH" in self.headers
+            ):
                 # Two framings for one body: a proxy in front that goes by the other one
                 # would see a different request boundary (request smuggling). RFC 9112
-                # 6.1 lets a server refuse it; a client never needs to send both.
+                # 6.1 lets a server refuse it; a client never needs to send both. That
+                # holds for a Transfer-Encoding naming no coding (waitress ignores it; a
+                # proxy may let it override Content-Length, RFC 9112 6.3).
                 self._refuse(AMBIGUOUS_LENGTH)
             elif (
                 self.headers_finished

@@ -585,3 +585,53 @@ def test_a_chunked_body_whose_lines_end_with_a_bare_lf_is_refused_at_once(
         status, _, answer = parse(read_until_closed(sock))
     assert status == 400
     assert "CRLF" in json.loads(answer)["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding:\r\n chunked\r\n",  # a proxy that does not unfold sees no TE
+        b"Content-Length:\r\n\t33\r\n",
+        b"Content-Length: 33\r\nX-Note: a\r\n b\r\n",  # any header, not only framing ones
+    ],
+)
+def test_a_folded_header_line_is_refused(server: Server, framing: bytes) -> None:
+    """Was: waitress joined a line starting with a space or tab (obs-fold) to the one
+    before, so `Transfer-Encoding:` folded onto a second line framed the body as chunked
+    where a proxy that reads the lines apart framed it by nothing (RFC 9112 5.2 lets a
+    server refuse it; no client needs it), and the job was stored."""
+    doc = b'{"type":"echo","payload":{"n":1}}'
+    chunked = b"chunked" in framing
+    body = b"21\r\n" + doc + b"\r\n0\r\n\r\n" if chunked else doc
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\n" + framing
+            + b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n" + body
+        )  # fmt: skip
+        status, _, answer = read_response(sock)
+    assert status == 400
+    assert json.loads(answer)["error"]["code"] == "bad_request"
+    listed = requests.get(f"{server.url}/jobs", headers={"X-API-Key": KEY_A}, timeout=10)
+    assert listed.status_code == 200 and listed.json()["jobs"] == []
+
+
+@pytest.mark.parametrize("coding", [b"", b" ", b","])
+def test_a_transfer_encoding_of_no_coding_beside_content_length_is_refused(
+    server: Server, coding: bytes
+) -> None:
+    """Was: waitress ignored a Transfer-Encoding naming no coding and framed the body
+    by Content-Length, where a proxy that lets the header override Content-Length
+    (RFC 9112 6.3) sees other boundaries: both headers together are refused, whatever
+    Transfer-Encoding holds."""
+    doc = b'{"type":"echo","payload":{"n":1}}'
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:" + coding + b"\r\n"
+            + b"Content-Length: " + str(len(doc)).encode() + b"\r\n"
+            + b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n" + doc
+        )  # fmt: skip
+        status, _, answer = read_response(sock)
+    assert status == 400
+    assert "not both" in json.loads(answer)["error"]["message"]
+    listed = requests.get(f"{server.url}/jobs", headers={"X-API-Key": KEY_A}, timeout=10)
+    assert listed.status_code == 200 and listed.json()["jobs"] == []
