@@ -1,6 +1,7 @@
 """The docs against the code: every route app.py declares is in the README with a
-curl line, every curl line in the README names a real route, and no link in the
-docs leaves the repository or points at a file that is not there.
+curl line, every curl line in the README names a real route, every chalicelib/ and
+local/ module is on docs/architecture.md's map, and no link in the docs leaves the
+repository or points at a file that is not there.
 """
 
 from __future__ import annotations
@@ -111,6 +112,52 @@ def test_every_route_mentioned_in_the_readme_table_exists() -> None:
     text = README.read_text(encoding="utf-8")
     mentioned = set(re.findall(r"`((?:GET|POST|PUT|PATCH|DELETE) /[^`\s?]*)`", text))
     assert mentioned - routes == set(), "README.md names routes app.py does not declare"
+
+
+# -- the architecture map ---------------------------------------------------------
+
+
+def architecture_map() -> str:
+    """docs/architecture.md's map of the code: its first fenced block."""
+    return _fenced_blocks((ROOT / "docs" / "architecture.md").read_text(encoding="utf-8"))[0]
+
+
+def unmapped_modules(map_text: str, root: Path = ROOT) -> list[str]:
+    """chalicelib/ and local/ modules the map names neither by name nor by a glob
+    (`*_limits.py`, `dynamodb*.py`)."""
+    words = set(re.findall(r"[A-Za-z0-9_]+", map_text))
+    globs = [g for g in re.findall(r"[A-Za-z0-9_*]+\.py", map_text) if "*" in g]
+    missing = []
+    for module in sorted([*(root / "chalicelib").rglob("*.py"), *(root / "local").rglob("*.py")]):
+        if module.name == "__init__.py" or "__pycache__" in module.parts:
+            continue
+        named = module.stem in words or any(Path(module.name).match(g) for g in globs)
+        if not named:
+            missing.append(str(module.relative_to(root)))
+    return missing
+
+
+def test_every_module_is_on_the_architecture_map() -> None:
+    missing = unmapped_modules(architecture_map())
+    assert not missing, (
+        f"docs/architecture.md's map (its first code block) does not name {missing}: "
+        "add a line for each saying what it does"
+    )
+
+
+def test_the_map_check_catches_a_module_left_off(tmp_path: Path) -> None:
+    (tmp_path / "chalicelib" / "storage").mkdir(parents=True)
+    (tmp_path / "local").mkdir()
+    for name in (
+        "chalicelib/__init__.py",
+        "chalicelib/retry.py",
+        "chalicelib/storage/sqlite_gate.py",
+        "chalicelib/storage/redis_limits.py",
+        "local/cli.py",
+    ):
+        (tmp_path / name).write_text("", encoding="utf-8")
+    text = "retry.py  backoff\n  *_limits.py  claims under limits\ncli.py  the command line\n"
+    assert unmapped_modules(text, tmp_path) == ["chalicelib/storage/sqlite_gate.py"]
 
 
 # -- links ------------------------------------------------------------------------
