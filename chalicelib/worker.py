@@ -24,15 +24,17 @@ to `concurrency` plus the unflushed batch (at most `batch_size`, usually only
 the last `flush_delay` worth of completions).
 
 A crash also costs attempts that never ran. An attempt is counted when its job
-is claimed, and a worker claims ahead of its pool (`_depth`): it holds up to
-twice `concurrency` jobs when handlers take more than a few tens of
-milliseconds, up to about `batch_size` when they are quicker (plus up to
-`concurrency` claimed early under fair turns). After a hard kill (SIGKILL, the
-OOM killer, a lost machine) the jobs it held but had not started come back
-through lease expiry with that attempt spent although their handler never ran,
-and one claimed on its last attempt is buried (dead, "lease expired") without
-running at all: a job that must survive a worker crash needs max_attempts of at
-least 2. A graceful stop (`stop`, SIGTERM) runs what it holds first.
+is claimed, and a worker claims ahead of its pool (`_depth`) while handlers are
+quick: about PREFETCH_SECONDS of work per thread, at least two jobs per thread and
+at most about `batch_size` in all (or twice `concurrency` where that is more), plus
+up to `concurrency` claimed early under fair turns. Handlers slower than
+PREFETCH_SECONDS, a worker that has timed none yet and a rate limit get one job
+per thread. After a hard kill (SIGKILL, the OOM killer, a lost machine) the jobs
+it held but had not started come back through lease expiry with that attempt
+spent although their handler never ran, and one claimed on its last attempt is
+buried (dead, "lease expired") without running at all: a job that must survive a
+worker crash needs max_attempts of at least 2. A graceful stop (`stop`, SIGTERM)
+runs what it holds first.
 """
 
 from __future__ import annotations
