@@ -122,14 +122,61 @@ def test_every_catalog_entry_is_still_used() -> None:
     )
 
 
+def _constants() -> dict[str, str]:
+    """Module-level NAME = "SPOOL_..." constants of the code: name -> setting."""
+    found: dict[str, str] = {}
+    for file in _files("app.py", "chalicelib", "local"):
+        if file.suffix != ".py":
+            continue
+        for node in ast.parse(file.read_text(encoding="utf-8")).body:
+            value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
+            targets = (
+                node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            )
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                for target in targets:
+                    if isinstance(target, ast.Name) and NAME.fullmatch(value.value):
+                        found[target.id] = value.value
+    return found
+
+
+def _read_in(text: str, name: str, field: str | None, constants: dict[str, str]) -> bool:
+    """Whether this Python source reads the setting: its name in a string that is not
+    a docstring, a constant holding it (`ssrf.HTTP_ALLOWLIST`), or settings.<field>."""
+    tree = ast.parse(text)
+    docs = _docstrings(tree)
+    for node in ast.walk(tree):
+        literal = isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if literal and id(node) not in docs and name in node.value:
+            return True
+        label = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
+        if isinstance(node, ast.Name | ast.Attribute) and constants.get(str(label)) == name:
+            return True
+    return bool(field and re.search(rf"\.{field}\b", text))
+
+
 def test_each_entry_names_a_file_that_reads_it() -> None:
+    """Named in code, not only in a docstring or a comment: images.py's docstring lists
+    the SPOOL_IMAGE_* limits, and the catalog named it for two that image_limits.py reads."""
+    constants = _constants()
     wrong = []
     for s in CATALOG:
         path = ROOT / s.read_by
         text = path.read_text(encoding="utf-8") if path.is_file() else ""
-        if s.name not in text and not (s.field and re.search(rf"\.{s.field}\b", text)):
-            wrong.append(f"{s.name}: {s.read_by} neither names it nor reads settings.{s.field}")
+        if not _read_in(text, s.name, s.field, constants):
+            wrong.append(
+                f"{s.name}: {s.read_by} neither names it in code nor reads settings.{s.field}"
+            )
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_reader_check_ignores_docstrings_and_comments() -> None:
+    constants = {"HTTP_ALLOWLIST": "SPOOL_HTTP_ALLOWLIST"}
+    docstring = '"""Settings: SPOOL_X."""\n# SPOOL_X too\nx = 1\n'
+    assert not _read_in(docstring, "SPOOL_X", None, constants)
+    assert _read_in('env.get("SPOOL_X")\n', "SPOOL_X", None, constants)
+    assert _read_in("items(ssrf.HTTP_ALLOWLIST)\n", "SPOOL_HTTP_ALLOWLIST", None, constants)
+    assert _read_in("settings.lease_seconds\n", "SPOOL_LEASE_SECONDS", "lease_seconds", {})
 
 
 def test_entries_are_well_formed() -> None:
