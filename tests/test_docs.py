@@ -229,3 +229,35 @@ def test_the_link_checker_catches_what_it_must(tmp_path: Path) -> None:
         "../../x.md: outside the repository",
         "missing.md: no such file",
     ]
+
+
+# -- which routes need a key --------------------------------------------------------
+
+
+def _keyless_sentence(text: str) -> str:
+    """The README's sentence that names the routes a request needs no key for."""
+    match = re.search(r"Every route except (.*?)needs the `X-API-Key` header", text, flags=re.S)
+    assert match, (
+        "README.md lost its sentence 'Every route except ... needs the `X-API-Key` header'"
+    )
+    return match.group(1)
+
+
+def test_the_readme_names_every_route_that_needs_no_key() -> None:
+    """The OpenAPI document marks a keyless route with `security: []`; the README said
+    only `GET /health` was one, while the dashboard's page and files need none either."""
+    from chalicelib.api.openapi import document
+    from chalicelib.config import Settings
+    from chalicelib.handlers import Registry
+
+    spec = document(Settings(), Registry())
+    keyless = {
+        f"{method.upper()} {path}"
+        for path, operations in spec["paths"].items()
+        for method, operation in operations.items()
+        if operation.get("security") == []
+    }
+    named = set(
+        re.findall(r"`(GET|POST) (/[^`\s]*)`", _keyless_sentence(README.read_text("utf-8")))
+    )
+    assert keyless == {f"{m} {p}" for m, p in named}
