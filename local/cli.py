@@ -545,7 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--count",
         type=job_count,
         default=1,
-        help=f"add this many copies (1 to {MAX_COUNT})",
+        help=f"add this many copies (1 to {MAX_COUNT}, default 1)",
     )
     enqueue.add_argument("--json", action="store_true", help="machine output")
     remote_cli.add_options(enqueue)

@@ -54,9 +54,18 @@ STOPPING = "stopping: finishing running requests and jobs"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=8000, help="0 picks a free port")
     parser.add_argument(
-        "--threads", type=_threads, default=None, help=f"HTTP worker threads (1-{MAX_THREADS})"
+        "--port",
+        type=_port,
+        default=8000,
+        help="port to listen on (default 8000; 0 picks a free one)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_threads,
+        default=None,
+        # local/server.py's DEFAULT_THREADS; not imported here: it loads chalice and waitress
+        help=f"HTTP worker threads (1-{MAX_THREADS}, default 16)",
     )
     parser.add_argument(
         "--no-worker", action="store_true", help="serve the API only; run `spool worker` apart"

@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--interval",
         type=_interval,
         default=2.0,
-        help=f"seconds between redraws ({INTERVAL_MIN:g} to {INTERVAL_MAX:g})",
+        help=f"seconds between redraws ({INTERVAL_MIN:g} to {INTERVAL_MAX:g}, default 2)",
     )
     parser.add_argument(
         "--iterations",

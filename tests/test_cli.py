@@ -10,6 +10,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -541,3 +542,33 @@ def test_counts_below_one_are_usage_errors(
     code, out, err = run(capsys, *argv)
     assert code == 2 and out == "" and err.startswith("spool: ") and "at least 1" in err
     assert not db.exists() or SQLiteStore(str(db)).counts() == {}
+
+
+def _options(parser: argparse.ArgumentParser, path: str = "spool") -> list[tuple[str, Any]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _options(sub, f"{path} {name}")
+        elif action.option_strings and action.help is not argparse.SUPPRESS:
+            found.append((f"{path} {action.option_strings[0]}", action))
+    return found
+
+
+def test_every_option_with_a_default_names_it_in_its_help() -> None:
+    """`spool serve --help` said nothing of port 8000 or 16 threads, nor `spool top --help`
+    of redrawing every 2 s: whoever read --help had to guess what the command would do."""
+    unnamed = [
+        name
+        for name, action in _options(cli.build_parser())
+        if action.default not in (None, False, argparse.SUPPRESS)
+        and "default" not in (action.help or "")
+    ]
+    assert unnamed == []
+
+
+def test_serve_help_names_the_server_s_default_threads() -> None:
+    from local.server import DEFAULT_THREADS
+
+    threads = dict(_options(cli.build_parser()))["spool serve --threads"]
+    assert f"default {DEFAULT_THREADS})" in threads.help
