@@ -382,8 +382,8 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
 
     if args.wait is None:
         job = rt.service.status(args.id, args.tenant)
-    else:  # --wait 0: no limit
-        job = job_commands.wait_local(rt, args.id, args.tenant, args.wait or None)
+    else:
+        job = job_commands.wait_local(rt, args.id, args.tenant, job_commands.wait_limit(args.wait))
     attempts = rt.store.attempts(job.id, args.tenant) or []
     if args.json:
         _print(status_view.as_json(job, attempts))
@@ -564,7 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait",
         type=duration,
         nargs="?",
-        const=0.0,
+        const=job_commands.NO_LIMIT,  # `--wait` alone; `--wait 0` is at most 0 s: look once
         default=None,
         metavar="TIME",
         help="first wait until the job finishes, at most TIME (no limit without one); "

@@ -61,6 +61,16 @@ def wait_exit(state: str, finished: bool) -> int:
     return 0 if state == "succeeded" else EXIT_JOB_FAILED
 
 
+# `status --wait` without a TIME: no limit. Not 0, which is a TIME: at most 0 s, one look
+# (0 meant no limit too, so `--wait 0` waited for ever on a job that never finished).
+NO_LIMIT = float("inf")
+
+
+def wait_limit(wait: float) -> float | None:
+    """`status --wait`'s value as a timeout: None for no limit."""
+    return None if wait == NO_LIMIT else wait
+
+
 def wait_local(rt: Runtime, job_id: str, tenant: str | None, timeout: float | None) -> Job:
     """Read the job until it is terminal or `timeout` seconds pass (None: no limit)."""
     deadline = None if timeout is None else time.monotonic() + timeout

@@ -29,7 +29,7 @@ from local.cli_errors import (
     UsageError,
     validation_problem,
 )
-from local.job_commands import wait_exit
+from local.job_commands import wait_exit, wait_limit
 
 if TYPE_CHECKING:  # spool_client (httpx) is imported when a command goes remote
     from spool_client import Client
@@ -185,9 +185,8 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 
     finished = True
     if args.wait is not None:
-        timeout = None if args.wait == 0 else args.wait
         try:
-            client.wait(args.id, timeout=timeout)
+            client.wait(args.id, timeout=wait_limit(args.wait))
         except client_errors.WaitTimeout:
             finished = False
     job = client.get(args.id, attempts=True)

@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,6 +125,30 @@ def test_status_wait_exits_by_how_the_job_ended(remote) -> None:
     later = json.loads(out)["id"]
     code, out, _ = remote("status", later, "--wait", "1", "--json")
     assert code == EXIT_WAIT_TIMEOUT and json.loads(out)["state"] == "queued"
+
+
+def within(seconds: float, command: Any, *argv: str) -> tuple[int, str, str]:
+    """command(*argv) on a thread, failing the test if it has not returned in time."""
+    answer: list[tuple[int, str, str]] = []
+    runner = threading.Thread(target=lambda: answer.append(command(*argv)), daemon=True)
+    runner.start()
+    runner.join(seconds)
+    assert answer, f"spool {' '.join(argv)} was still running after {seconds} s"
+    return answer[0]
+
+
+def test_status_wait_0_looks_once(remote, local) -> None:
+    """`--wait TIME` waits at most TIME, so `--wait 0` answers at once (exit 3 for a job
+    not finished); it used to mean no limit, as `--wait` alone does, and never returned
+    for a delayed job."""
+    for spool in (remote, local):
+        later = json.loads(spool("enqueue", "echo", "--delay", "1h", "--json")[1])["id"]
+        for zero in ("0", "0s"):
+            code, out, _ = within(30, spool, "status", later, "--wait", zero, "--json")
+            assert code == EXIT_WAIT_TIMEOUT and json.loads(out)["state"] == "queued"
+        spool("cancel", later)
+        code, _, _ = within(30, spool, "status", later, "--wait", "0")
+        assert code == EXIT_JOB_FAILED  # finished already: the one look tells how
 
 
 def test_jobs_lists_pages_with_filters(remote) -> None:
