@@ -322,6 +322,7 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
                 "id": result.job.id,
                 "state": result.job.state.value,
                 "created": result.created,
+                "idempotency_key": result.job.idempotency_key,
                 "tenant": result.job.tenant,
             },
             args.json,

@@ -151,6 +151,19 @@ def test_status_wait_0_looks_once(remote, local) -> None:
         assert code == EXIT_JOB_FAILED  # finished already: the one look tells how
 
 
+def test_enqueue_json_names_the_idempotency_key_locally_and_remotely(remote, local) -> None:
+    """docs/client.md: `enqueue --json` prints {"id", "state", "created", "idempotency_key"};
+    on the local store it printed `tenant` in place of the key."""
+    for spool in (remote, local):
+        key = "k-" + uuid.uuid4().hex
+        code, out, _ = spool("enqueue", "echo", "--idempotency-key", key, "--json")
+        answer = json.loads(out)
+        assert code == 0 and {"id", "state", "created", "idempotency_key"} <= set(answer)
+        assert answer["idempotency_key"] == key and answer["created"] is True
+        again = json.loads(spool("enqueue", "echo", "--idempotency-key", key, "--json")[1])
+        assert again["id"] == answer["id"] and again["created"] is False
+
+
 def test_jobs_lists_pages_with_filters(remote) -> None:
     q = queue()
     ids = []
