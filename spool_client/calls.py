@@ -104,7 +104,7 @@ def settings(url: str | None, key: str | None) -> tuple[str, str | None]:
     scheme, sep, rest = base.partition("://")
     if sep and scheme.lower() in ("http", "https"):  # schemes are case-insensitive (RFC 3986)
         base = f"{scheme.lower()}://{rest}"
-    if not base.startswith(("http://", "https://")) or len(base) <= len("https://"):
+    if not base.startswith(("http://", "https://")):  # no host: _check_base says so
         raise ValueError(f"the server URL must start with http:// or https://, not {base!r}")
     if "?" in base or "#" in base:
         raise ValueError("the server URL is a base (scheme, host, optional path): no ? or #")

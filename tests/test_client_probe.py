@@ -195,6 +195,21 @@ def test_a_url_no_request_can_use_is_a_value_error_at_once(url: str) -> None:
         AsyncClient(url, "k")
 
 
+@pytest.mark.parametrize("url", ["http://h", "http://h:8000", "https://h", "HTTP://h"])
+def test_a_one_letter_host_is_a_host(url: str) -> None:
+    """Before: `http://h` was refused as not starting with http://, since no URL of its
+    length or shorter was taken to hold a host (`https://h`, one longer, was fine)."""
+    assert Client(url, "k").url == "http" + url[4:]  # the scheme in lower case
+    assert AsyncClient(url, "k").url == "http" + url[4:]
+
+
+@pytest.mark.parametrize("url", ["http://", "https://", "http:///x"])
+def test_a_url_without_a_host_says_so(url: str) -> None:
+    for make in (Client, AsyncClient):
+        with pytest.raises(ValueError, match="has no host"):
+            make(url, "k")
+
+
 @pytest.mark.parametrize("job_id", [".", ".."])
 @pytest.mark.parametrize(
     "call",
