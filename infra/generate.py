@@ -10,8 +10,9 @@ Outputs (all checked in, all reviewed as JSON):
   the payload bucket, each function's role policy scoped to those resources
   and to its own log group, the functions' store settings, the API keys'
   SSM parameter, ReportBatchItemFailures, a batching window and a concurrency
-  cap on the SQS event source, log groups with a retention, and the API stage's throttling
-  and access log. Deploy-time choices are stack parameters (PARAMETERS).
+  cap on the SQS event source, log groups with a retention, the API stage's throttling
+  and access log, and API Gateway's own refusals in the app's error shape.
+  Deploy-time choices are stack parameters (PARAMETERS).
   infra/finalize.py then sets what depends on the build: runtime, architecture,
   the stage's parameter name.
 - infra/data-stack.json: the same table, queues and bucket (and the log groups
@@ -574,6 +575,56 @@ def merge_template(visibility: int) -> dict[str, Any]:
     }
 
 
+# What API Gateway answers by itself, before any Lambda runs, in the app's error shape
+# ({"error": {"code", "message", "details"}}, chalicelib/api/errors.py) with the app's
+# headers: its own defaults are {"message": ...}, and a path no route matches is
+# `403 Missing Authentication Token`, where `spool serve` says 404. Values in a
+# gateway response's template are substituted, not evaluated: $context.error.messageString
+# is the gateway's message already quoted as a JSON string; $context.httpMethod is an
+# HTTP method token, which holds no quote or backslash.
+GATEWAY_ERRORS: dict[str, tuple[int | None, str, str]] = {
+    # type: (status, None for the gateway's own; code; message as a JSON value)
+    "MISSING_AUTHENTICATION_TOKEN": (
+        404,
+        "not_found",
+        '"no route for $context.httpMethod on this path"',
+    ),
+    "RESOURCE_NOT_FOUND": (404, "not_found", "$context.error.messageString"),
+    "THROTTLED": (
+        429,
+        "rate_limited",
+        '"too many requests to this API stage: try again shortly"',
+    ),
+    "QUOTA_EXCEEDED": (429, "rate_limited", "$context.error.messageString"),
+    "REQUEST_TOO_LARGE": (413, "payload_too_large", "$context.error.messageString"),
+    "INTEGRATION_TIMEOUT": (504, "unavailable", "$context.error.messageString"),
+    "DEFAULT_4XX": (None, "bad_request", "$context.error.messageString"),
+    "DEFAULT_5XX": (None, "unavailable", "$context.error.messageString"),
+}
+GATEWAY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+RETRY_AFTER_SECONDS = {"THROTTLED": 1}
+
+
+def gateway_responses() -> dict[str, Any]:
+    """The API's x-amazon-apigateway-gateway-responses (see GATEWAY_ERRORS)."""
+    out: dict[str, Any] = {}
+    for kind, (status, code, message) in GATEWAY_ERRORS.items():
+        headers = dict(GATEWAY_HEADERS)
+        if kind in RETRY_AFTER_SECONDS:
+            headers["Retry-After"] = str(RETRY_AFTER_SECONDS[kind])
+        body = f'{{"error": {{"code": "{code}", "message": {message}, "details": null}}}}'
+        response: dict[str, Any] = {
+            "responseParameters": {
+                f"gatewayresponse.header.{name}": f"'{value}'" for name, value in headers.items()
+            },
+            "responseTemplates": {"application/json": body},
+        }
+        if status is not None:
+            response["statusCode"] = str(status)
+        out[kind] = response
+    return out
+
+
 def _api_stage() -> dict[str, Any]:
     """Throttling and an access log on Chalice's API stage (RestAPI), and the
     region's API Gateway logging role that access logs need."""
@@ -616,6 +667,8 @@ def _api_stage() -> dict[str, Any]:
                 # Any value stops SAM from also deploying a stage named "Stage", which
                 # would serve the same API without this throttling or access log.
                 "OpenApiVersion": "2.0",
+                # Merged into Chalice's swagger: the gateway's own refusals in Spool's shape.
+                "DefinitionBody": {"x-amazon-apigateway-gateway-responses": gateway_responses()},
                 "MethodSettings": [
                     {
                         "ResourcePath": "/*",

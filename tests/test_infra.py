@@ -588,3 +588,50 @@ def test_api_keys_come_from_the_stages_ssm_parameter(
         assert keys["Resource"] == [
             f"arn:aws:ssm:*:{OWN}:parameter{generate.api_keys_parameter(each)}"
         ]
+
+
+def test_the_gateways_own_refusals_answer_in_the_apps_error_shape(
+    template: dict[str, Any],
+) -> None:
+    """API Gateway answers some requests before any Lambda runs (no route, its stage
+    throttle, a body past its limit, a timeout): those too carry the app's error
+    shape and headers, and a path no route matches is a 404, as `spool serve` says."""
+    from chalicelib.api.http import API_HEADERS
+    from local.server import _no_route
+
+    body = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]
+    responses = body["x-amazon-apigateway-gateway-responses"]
+    assert {"DEFAULT_4XX", "DEFAULT_5XX", "MISSING_AUTHENTICATION_TOKEN", "THROTTLED"} <= set(
+        responses
+    )
+    sources = "\n".join(p.read_text() for p in (ROOT / "chalicelib").rglob("*.py"))
+    # A gateway message may hold quotes and backslashes: messageString arrives quoted.
+    message = 'the "gateway" said \\ no'
+    for kind, response in responses.items():
+        rendered = (
+            response["responseTemplates"]["application/json"]
+            .replace("$context.error.messageString", json.dumps(message))
+            .replace("$context.httpMethod", "PATCH")
+        )
+        error = json.loads(rendered)["error"]
+        assert set(error) == {"code", "message", "details"}, kind
+        assert f'"{error["code"]}"' in sources, f"{kind}: a code the app never answers"
+        assert isinstance(error["message"], str) and error["message"], kind
+        headers = {
+            k.removeprefix("gatewayresponse.header."): v.strip("'")
+            for k, v in response["responseParameters"].items()
+        }
+        assert API_HEADERS.items() <= headers.items(), kind
+        if "statusCode" in response:
+            assert 400 <= int(response["statusCode"]) <= 599, kind
+    missing = responses["MISSING_AUTHENTICATION_TOKEN"]
+    _, served = _no_route("PATCH", "/nowhere")
+    assert missing["statusCode"] == "404"
+    rendered = missing["responseTemplates"]["application/json"].replace(
+        "$context.httpMethod", "PATCH"
+    )
+    assert json.loads(rendered)["error"]["code"] == json.loads(served)["error"]["code"]
+    assert "PATCH" in json.loads(rendered)["error"]["message"]
+    throttled = responses["THROTTLED"]
+    assert throttled["statusCode"] == "429"
+    assert int(throttled["responseParameters"]["gatewayresponse.header.Retry-After"].strip("'")) > 0
