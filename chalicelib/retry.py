@@ -31,8 +31,13 @@ class RetryPolicy:
     def ceiling(self, attempt: int) -> float:
         """The largest delay the jitter may pick after failed attempt number `attempt`."""
         exponent = max(0, attempt - 1)
-        # Cap the exponent too, so a huge attempt number cannot overflow a float.
-        return float(min(self.cap, self.base * (2.0 ** min(exponent, 62))))
+        try:
+            # base * 2**exponent, exactly; capping the exponent instead (at 62) left a
+            # tiny base's ceiling short of the cap however many attempts failed.
+            grown = math.ldexp(self.base, exponent)
+        except OverflowError:  # past the largest float, so past any cap
+            return float(self.cap)
+        return float(min(self.cap, grown))
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         draw = (rng or _rng).random()
