@@ -7,8 +7,15 @@ spreads a burst of failures out instead of retrying them in lockstep.
 from __future__ import annotations
 
 import math
+import operator
 import random
 from dataclasses import dataclass
+
+# The most attempts a job may have: a client's max_attempts has this bound
+# (service.EnqueueRequest), and so does a handler's default, which every job of its
+# type gets (2**31 was out of range for Postgres, 2**63 for SQLite: every enqueue
+# of that type failed there and not on the memory store).
+MAX_ATTEMPTS = 100
 
 
 @dataclass(frozen=True)
@@ -18,8 +25,21 @@ class RetryPolicy:
     cap: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
+        # A RetryPolicy given as `backoff=` skips the decorator's own check: 2.5 was
+        # stored as 2.5 on SQLite (2 on Postgres), True as 1.
+        try:
+            if isinstance(self.max_attempts, bool):
+                raise TypeError
+            attempts = operator.index(self.max_attempts)  # int, IntEnum, numpy's ints
+        except TypeError:
+            raise ValueError(
+                f"max_attempts must be a whole number, not {self.max_attempts!r}"
+            ) from None
+        object.__setattr__(self, "max_attempts", attempts)  # a plain int, for every store
+        if attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if attempts > MAX_ATTEMPTS:
+            raise ValueError(f"max_attempts must be at most {MAX_ATTEMPTS}, not {attempts}")
         for name, value in (("base", self.base), ("cap", self.cap)):
             # NaN passed `< 0` and then every delay was NaN; infinity overflowed the
             # retry's datetime in the pool thread (the worker died with the job running).

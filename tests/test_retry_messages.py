@@ -6,11 +6,17 @@ Written to kill the mutants `make mutation MUTANTS='chalicelib.retry*'` left ali
 
 from __future__ import annotations
 
+import enum
 import re
+from pathlib import Path
 
 import pytest
 
+from chalicelib.clock import FakeClock
+from chalicelib.handlers import Registry
 from chalicelib.retry import RetryPolicy
+from chalicelib.service import EnqueueRequest, Service
+from chalicelib.storage.sqlite import SQLiteStore
 
 
 def refused(message: str) -> pytest.RaisesExc[ValueError]:
@@ -33,3 +39,46 @@ def test_negative_or_infinite_delays_are_refused_saying_why(
 ) -> None:
     with refused(f"backoff {name} must be a finite, non-negative number of seconds"):
         RetryPolicy(base=base, cap=cap)
+
+
+# A handler's max_attempts is every job of its type's unless the client gives one,
+# and the client's is held to 1..100. Unbounded, 2**63 failed every enqueue of the
+# type on SQLite (2**31 on Postgres's integer column) and not on the memory store;
+# a RetryPolicy given as `backoff=` skipped the decorator's whole-number check, so
+# 2.5 reached the store as 2.5.
+@pytest.mark.parametrize(
+    "attempts", [101, 2**31, 2**63, 10**400], ids=["101", "2**31", "2**63", "10**400"]
+)
+def test_more_attempts_than_a_client_may_ask_for_are_refused(attempts: int) -> None:
+    with refused(f"max_attempts must be at most 100, not {attempts}"):
+        RetryPolicy(max_attempts=attempts)
+    with refused(f"max_attempts must be at most 100, not {attempts}"):
+        Registry().handler("forever", max_attempts=attempts)
+
+
+@pytest.mark.parametrize("attempts", [2.5, 3.0, True, "3", None], ids=str)
+def test_a_max_attempts_that_is_not_a_whole_number_is_refused(attempts: object) -> None:
+    with refused(f"max_attempts must be a whole number, not {attempts!r}"):
+        RetryPolicy(max_attempts=attempts)  # type: ignore[arg-type]
+
+
+class Tries(enum.IntEnum):
+    FEW = 3
+    MOST = 100
+
+
+def test_an_integer_like_max_attempts_is_kept_as_a_plain_int() -> None:
+    assert RetryPolicy(max_attempts=Tries.MOST).max_attempts == 100
+    assert type(RetryPolicy(max_attempts=Tries.FEW).max_attempts) is int
+
+
+def test_a_handlers_max_attempts_of_100_is_every_jobs_on_sqlite(tmp_path: Path) -> None:
+    reg = Registry()
+    reg.handler("patient", backoff=RetryPolicy(max_attempts=100))(lambda payload: None)
+    store = SQLiteStore(str(tmp_path / "spool.db"), FakeClock())
+    try:
+        [added] = Service(store, reg).enqueue([EnqueueRequest(type="patient", payload={})], "t")
+        stored = store.get(added.job.id)
+        assert stored is not None and stored.max_attempts == 100
+    finally:
+        store.close()
