@@ -11,7 +11,6 @@ import builtins
 import dataclasses
 import importlib
 import inspect
-import math
 import operator
 import threading
 import time
@@ -26,7 +25,7 @@ from chalicelib.errors import UnknownJobType, ValidationFailed
 from chalicelib.limits import Limit, Rate
 from chalicelib.logs import JobLog
 from chalicelib.models import DEFAULT_QUEUE, Job
-from chalicelib.retry import RetryPolicy
+from chalicelib.retry import RetryPolicy, finite
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -303,7 +302,7 @@ class Registry:
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)
             or not timeout > 0  # NaN is neither > 0 nor <= 0
-            or not math.isfinite(timeout)
+            or not finite(timeout)
         ):
             raise ValueError(f"{where}: timeout must be a positive, finite number of seconds")
         if admit is not None and not callable(admit):

@@ -45,7 +45,7 @@ class RetryPolicy:
             # retry's datetime in the pool thread (the worker died with the job running).
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ValueError(f"backoff {name} must be a number of seconds, not {value!r}")
-            if not math.isfinite(value) or value < 0:
+            if not finite(value) or value < 0:
                 raise ValueError(f"backoff {name} must be a finite, non-negative number of seconds")
 
     def ceiling(self, attempt: int) -> float:
@@ -65,6 +65,15 @@ class RetryPolicy:
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts
+
+
+def finite(value: float) -> bool:
+    """math.isfinite, with an int too large for a float (10**400) not finite rather
+    than an OverflowError."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 _rng = random.Random()

@@ -82,3 +82,24 @@ def test_a_handlers_max_attempts_of_100_is_every_jobs_on_sqlite(tmp_path: Path) 
         assert stored is not None and stored.max_attempts == 100
     finally:
         store.close()
+
+
+# An int too large for a float (10**400) raised OverflowError from math.isfinite
+# instead of the ValueError that says what is wrong.
+@pytest.mark.parametrize(
+    ("base", "cap", "name"),
+    [(10**400, 1.0, "base"), (1.0, 10**400, "cap"), (1.0, -(10**400), "cap")],
+    ids=["base", "cap", "negative-cap"],
+)
+def test_a_backoff_too_large_for_a_float_is_refused_saying_why(
+    base: float, cap: float, name: str
+) -> None:
+    with refused(f"backoff {name} must be a finite, non-negative number of seconds"):
+        RetryPolicy(base=base, cap=cap)
+    with refused(f"backoff {name} must be a finite, non-negative number of seconds"):
+        Registry().handler("huge", backoff=(base, cap))
+
+
+def test_a_timeout_too_large_for_a_float_is_refused_saying_why() -> None:
+    with refused("handler 'huge': timeout must be a positive, finite number of seconds"):
+        Registry().handler("huge", timeout=10**400)
