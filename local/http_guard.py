@@ -151,6 +151,12 @@ class GuardedParser(HTTPRequestParser):
         # lines apart frames it by nothing. RFC 9112 5.2 lets a server refuse it.
         if _OBS_FOLD.search(header_plus) is not None:
             raise ParsingError(OBS_FOLD)
+        # A head that arrives whole is read here, not in received: waitress splits the
+        # request line at the first CRLF and strips its end, a LF or CR before that CRLF
+        # included, so `GET / HTTP/1.1\n\r\n` was a request where a proxy that ends a
+        # line at LF sees the end of the head (and what follows as a body).
+        if _BARE_LF.search(header_plus) is not None:
+            raise ParsingError(BARE_LF.body)
         self.transfer_encoding = _TRANSFER_ENCODING.search(header_plus) is not None
         super().parse_header(header_plus)
 

@@ -588,6 +588,29 @@ def test_a_chunked_body_whose_lines_end_with_a_bare_lf_is_refused_at_once(
 
 
 @pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /health HTTP/1.1\n\r\nHost: x\r\n\r\n",  # LF, then CRLF: one read
+        b"GET /health HTTP/1.1\r\r\nHost: x\r\n\r\n",  # CR, then CRLF
+        b"GET /health HTTP/1.1 \n\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_a_request_line_ending_in_a_bare_lf_or_cr_before_crlf_is_refused(
+    server: Server, head: bytes
+) -> None:
+    """Was answered 200 when the head came in one read: waitress strips the request
+    line's trailing whitespace, LF and CR included, after splitting it at the first
+    CRLF, and the bare-LF check only read heads still arriving. A proxy that ends a
+    line at LF sees an empty line there: the end of the head, and `Host: x` as body."""
+    with connect(server) as sock:
+        sock.sendall(head)
+        sock.settimeout(5)
+        status, _, body = parse(read_until_closed(sock))
+    assert status == 400
+    assert "CRLF" in json.loads(body)["error"]["message"]
+
+
+@pytest.mark.parametrize(
     "framing",
     [
         b"Transfer-Encoding:\r\n chunked\r\n",  # a proxy that does not unfold sees no TE
