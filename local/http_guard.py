@@ -36,6 +36,7 @@ from typing import Any
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser, ParsingError
+from waitress.receiver import ChunkedReceiver
 from waitress.server import TcpWSGIServer
 from waitress.task import ErrorTask
 from waitress.utilities import Error, InternalServerError, RequestEntityTooLarge
@@ -134,6 +135,41 @@ _TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
 _BARE_LF = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
 
 
+class LineCheckedChunkedReceiver(ChunkedReceiver):
+    """waitress's chunked-body reader, fed one chunk-size line at a time so that each
+    line is checked for a bare LF or CR once it is whole (`bare_line_end`).
+
+    waitress matches a size line with `^HEXDIG+$` (and its extensions likewise), and
+    `$` also matches before a final LF: `21\\n\\r\\n` was a chunk of 0x21 bytes where a
+    proxy that ends the line at the LF reads the chunk from one byte earlier. A line
+    still arriving is checked as it gathers (GuardedParser._received_body)."""
+
+    bare_line_end = False
+
+    def received(self, s: bytes) -> int:
+        done = 0
+        while done < len(s) and not (self.completed or self.error or self.bare_line_end):
+            if self.all_chunks_received:  # the trailer: the parser checks it
+                return done + int(super().received(s[done:]))
+            if self.chunk_remainder:
+                end = done + self.chunk_remainder
+            elif self.validate_chunk_end:
+                end = done + 2 - len(self.chunk_end)
+            else:  # a chunk-size line: up to its CRLF, or all there is
+                if self.control_line.endswith(b"\r") and s[done : done + 1] == b"\n":
+                    end = done + 1
+                else:
+                    crlf = s.find(b"\r\n", done)
+                    end = len(s) if crlf < 0 else crlf + 2
+                if _BARE_LF.search(self.control_line + s[done:end]) is not None:
+                    self.bare_line_end = True
+                    break
+            piece = s[done:end]
+            super().received(piece)  # a piece within one part is taken whole
+            done += len(piece)
+        return len(s) if self.error or self.bare_line_end else done
+
+
 class GuardedParser(HTTPRequestParser):
     """waitress's parser with Spool's body limit applied before buffering."""
 
@@ -159,6 +195,8 @@ class GuardedParser(HTTPRequestParser):
             raise ParsingError(BARE_LF.body)
         self.transfer_encoding = _TRANSFER_ENCODING.search(header_plus) is not None
         super().parse_header(header_plus)
+        if self.chunked and isinstance(self.body_rcv, ChunkedReceiver):
+            self.body_rcv = LineCheckedChunkedReceiver(self.body_rcv.buf)
 
     def received(self, data: bytes) -> int:
         if self.completed:
@@ -217,7 +255,9 @@ class GuardedParser(HTTPRequestParser):
         # waitress ends a chunk-size line and the trailer at CRLF only: one of bare LFs
         # waited out the request timeout (as a head of them did, see received).
         lines = (getattr(receiver, "control_line", b""), getattr(receiver, "trailer", b""))
-        if any(line and _BARE_LF.search(line) is not None for line in lines):
+        if getattr(receiver, "bare_line_end", False) or any(
+            line and _BARE_LF.search(line) is not None for line in lines
+        ):
             self._refuse(BARE_LF_IN_CHUNKS)
             return len(data)
         limit = self.limits.max_body_bytes

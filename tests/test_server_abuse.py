@@ -17,11 +17,14 @@ from typing import Any
 
 import pytest
 import requests
+from waitress.buffers import OverflowableBuffer
+from waitress.receiver import ChunkedReceiver
 
 import app as spool_app
 from chalicelib.config import Settings
 from chalicelib.runtime import Runtime
 from local.emulator import Emulator
+from local.http_guard import LineCheckedChunkedReceiver
 from local.http_limits import HttpLimits
 from local.quick_routes import quick_requests
 from local.server import ChaliceWSGI, Server
@@ -608,6 +611,56 @@ def test_a_request_line_ending_in_a_bare_lf_or_cr_before_crlf_is_refused(
         status, _, body = parse(read_until_closed(sock))
     assert status == 400
     assert "CRLF" in json.loads(body)["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"21\n\r\n" + b'{"type":"echo","payload":{"n":1}}' + b"\r\n0\r\n\r\n",
+        b"21;a=b\n\r\n" + b'{"type":"echo","payload":{"n":1}}' + b"\r\n0\r\n\r\n",
+        b"21\r\n" + b'{"type":"echo","payload":{"n":1}}' + b"\r\n0\n\r\n\r\n",
+    ],
+)
+def test_a_chunk_size_line_ending_in_a_bare_lf_or_cr_before_crlf_is_refused(
+    server: Server, body: bytes
+) -> None:
+    """Was stored (201) when the line's CRLF came in the same read as its bare LF:
+    waitress matches the size line with `^HEXDIG+$`, whose `$` also matches before a
+    final LF, and the bare-LF check only read a line still arriving. A proxy that
+    ends the line at the LF reads the chunk's data from one byte earlier (the CR)."""
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n" + body
+        )
+        sock.settimeout(5)
+        status, _, answer = parse(read_until_closed(sock))
+    assert status == 400
+    assert "CRLF" in json.loads(answer)["error"]["message"]
+
+
+def test_the_line_checked_chunked_reader_reads_a_valid_body_as_waitress_does() -> None:
+    """The guard's reader feeds waitress's one line at a time: split anywhere (two
+    cuts, every pair), a valid body, LFs and CRs in its data, extensions and a
+    trailer, reads to the same bytes and the same count taken (what follows it is
+    the next request)."""
+    data = [b"a\r\nb\n", b"\r", b"0;\n" * 6]
+    raw = b"".join(b"%x" % len(d) + b";x=y\r\n" + d + b"\r\n" for d in data)
+    raw += b"0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\n"
+
+    def read(cls: type[ChunkedReceiver], cuts: tuple[int, int]) -> tuple[Any, ...]:
+        receiver = cls(OverflowableBuffer(1 << 20))
+        taken = 0
+        for a, b in ((0, cuts[0]), cuts, (cuts[1], len(raw))):
+            taken += receiver.received(raw[a:b]) if not receiver.completed else 0
+        body = receiver.getfile().read()
+        return receiver.completed, receiver.error, body, taken
+
+    for i in range(len(raw) + 1):
+        for j in range(i, len(raw) + 1):
+            ours = read(LineCheckedChunkedReceiver, (i, j))
+            assert ours == read(ChunkedReceiver, (i, j))
+            assert ours[0] and ours[2] == b"".join(data)
 
 
 @pytest.mark.parametrize(
