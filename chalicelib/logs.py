@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -173,8 +173,10 @@ def set_request_id(request_id: str | None) -> None:
     """The Lambda invocation running now (None: none); its id goes on every line.
 
     Process-wide, not per thread: the worker's pool threads log the invocation's
-    jobs. Threads that serve HTTP beside an emulated invocation (`spool serve`) say
-    so with `not_in_invocation`, and their lines carry no id."""
+    jobs (on Lambda every thread is the invocation's). Threads that run beside an
+    emulated invocation (`spool serve`: its main thread, HTTP, metrics, signals) say
+    so (not_in_invocation, outside_invocation, outside_thread), and their lines carry
+    no id."""
     global _request_id
     _request_id = request_id or None
 
@@ -185,6 +187,39 @@ _thread = threading.local()
 def not_in_invocation() -> None:
     """This thread serves requests, not the invocation whose id set_request_id holds."""
     _thread.outside = True
+
+
+@contextmanager
+def outside_invocation() -> Iterator[None]:
+    """This thread runs no invocation for the block (the main thread of `spool serve`,
+    whose supervisor and shutdown lines are no job run's): its lines carry no id."""
+    before = getattr(_thread, "outside", False)
+    _thread.outside = True
+    try:
+        yield
+    finally:
+        _thread.outside = before
+
+
+def outside_thread(
+    target: Callable[..., object],
+    *,
+    name: str,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    daemon: bool = True,
+) -> threading.Thread:
+    """A thread that runs beside an emulated invocation, never in it (a server's loop, a
+    signal relay, a timer, a metrics writer): its lines carry no aws_request_id, however
+    long an invocation runs meanwhile. The id is process-wide (set_request_id), so any
+    other thread picks it up: every thread local/ starts is made here, unless it runs
+    the invocation itself (tests/test_log_threads.py checks)."""
+
+    def run(*a: Any, **kw: Any) -> None:
+        not_in_invocation()
+        target(*a, **kw)
+
+    return threading.Thread(target=run, name=name, args=args, kwargs=kwargs, daemon=daemon)
 
 
 def _invocation_id() -> str | None:

@@ -244,12 +244,11 @@ def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) ->
             file=sys.stderr,
         )
     stop_schedules = threading.Event()
-    threading.Thread(
-        target=periodic.run_scheduler,
+    logs.outside_thread(
+        periodic.run_scheduler,
         args=(rt.service, stop_schedules, rt.registry),
         kwargs={"settings": rt.settings},
         name="spool-periodic",
-        daemon=True,
     ).start()
     hooks = webhooks.start_thread(rt)  # webhook delivery on its own threads
     try:

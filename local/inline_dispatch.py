@@ -34,6 +34,8 @@ from typing import Any
 from waitress import wasyncore
 from waitress.task import ThreadedTaskDispatcher
 
+from chalicelib import logs
+
 log = logging.getLogger("spool.http")
 
 # (method, path, query, body length) -> run on the loop thread?
@@ -49,8 +51,18 @@ IDLE_AFTER = 1.0
 IDLE_WAKE = 1.0
 
 
-class InlineTaskDispatcher(ThreadedTaskDispatcher):
-    """waitress's thread pool, plus a queue of channels the loop owner serves itself."""
+class TaskDispatcher(ThreadedTaskDispatcher):
+    """waitress's thread pool, whose threads serve requests beside the emulated
+    worker's invocation, not in it: their lines (waitress's own too) carry no id."""
+
+    def handler_thread(self, thread_no: int) -> None:
+        logs.not_in_invocation()
+        super().handler_thread(thread_no)
+
+
+class InlineTaskDispatcher(TaskDispatcher):
+    """waitress's thread pool (TaskDispatcher), plus a queue of channels the loop
+    owner serves itself."""
 
     def __init__(self, quick: QuickRequest, stall_after: float = STALL_AFTER) -> None:
         super().__init__()

@@ -10,7 +10,9 @@ import http.server
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
+from chalicelib import logs
 from chalicelib.redact import redact_text
 
 log = logging.getLogger("spool.worker_metrics")
@@ -67,6 +69,11 @@ class MetricsServer(http.server.ThreadingHTTPServer):
         self.content_type = content_type
         self._thread: threading.Thread | None = None
 
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """A scrape's thread (socketserver starts one a request): not an invocation's."""
+        logs.not_in_invocation()
+        super().process_request_thread(request, client_address)
+
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
@@ -74,9 +81,7 @@ class MetricsServer(http.server.ThreadingHTTPServer):
         return f"http://{shown}:{port}{METRICS_PATH}"
 
     def start(self) -> None:
-        self._thread = threading.Thread(
-            target=self.serve_forever, name="spool-metrics", daemon=True
-        )
+        self._thread = logs.outside_thread(self.serve_forever, name="spool-metrics")
         self._thread.start()
 
     def stop(self) -> None:

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chalicelib import logs
 from chalicelib.config import Settings
 from local.cli_errors import CliFailure
 
@@ -360,6 +361,6 @@ def exit_with_supervisor(
         log.warning("the supervisor (pid %d) is gone; stopping", supervisor_pid)
         stop()
 
-    thread = threading.Thread(target=watch, name="spool-supervisor-watch", daemon=True)
+    thread = logs.outside_thread(watch, name="spool-supervisor-watch")
     thread.start()
     return thread

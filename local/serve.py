@@ -23,12 +23,12 @@ import secrets
 import shlex
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from chalicelib import logs
 from chalicelib import runtime as runtime_module
 from chalicelib.api.key_source import PARAMETER as KEYS_PARAMETER
 from chalicelib.models import DEFAULT_TENANT
@@ -145,7 +145,7 @@ class StopSignals:
         os.set_blocking(self._write, False)  # a handler never blocks on it
 
     def __enter__(self) -> StopSignals:
-        threading.Thread(target=self._relay, name="spool-stop", daemon=True).start()
+        logs.outside_thread(self._relay, name="spool-stop").start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
         return self
@@ -432,6 +432,13 @@ def _spool_command() -> str:
 
 
 def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
+    # This (main) thread runs no invocation: the emulated worker's run on its own
+    # thread, so the supervisor's lines, and the shutdown's, carry no job run's id.
+    with logs.outside_invocation():
+        return _serve(rt, args)
+
+
+def _serve(rt: Runtime, args: argparse.Namespace) -> int:
     import app as spool_app
     from chalicelib.api import routes
     from local.builtin_check import check_builtin_settings
@@ -533,7 +540,7 @@ def serve_beside_signals(server: Server) -> None:
         except BaseException as exc:  # handed to the main thread below
             failed.append(exc)
 
-    thread = threading.Thread(target=run, name="spool-http", daemon=True)
+    thread = logs.outside_thread(run, name="spool-http")
     thread.start()
     while thread.is_alive():
         thread.join(0.25)

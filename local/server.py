@@ -43,7 +43,6 @@ from chalice.local import (
 )
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
-from waitress.task import ThreadedTaskDispatcher
 
 from chalicelib import logs
 from chalicelib.api import http as api_http
@@ -52,7 +51,7 @@ from chalicelib.api.http import dumps
 from chalicelib.api.waits import serving_for
 from local.http_guard import guarded_classes
 from local.http_limits import HttpLimits, fit_connections
-from local.inline_dispatch import InlineTaskDispatcher, QuickRequest
+from local.inline_dispatch import InlineTaskDispatcher, QuickRequest, TaskDispatcher
 
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 # No body past this is ever buffered, whatever SPOOL_MAX_BODY_BYTES says
@@ -333,7 +332,7 @@ class Server:
             # request may be read ahead meanwhile, not run.
             channel_request_lookahead=1,
         )
-        dispatcher = ThreadedTaskDispatcher() if quick is None else InlineTaskDispatcher(quick)
+        dispatcher = TaskDispatcher() if quick is None else InlineTaskDispatcher(quick)
         dispatcher.set_thread_count(threads)
         self._inline = dispatcher if isinstance(dispatcher, InlineTaskDispatcher) else None
         server_class, _ = guarded_classes(limits)
@@ -391,11 +390,10 @@ class Server:
         inline = self._inline
         if inline is not None:
             inline.own_loop()
-            threading.Thread(
-                target=inline.watch,
+            logs.outside_thread(
+                inline.watch,
                 args=(self._stopping, self._server._map, self._stop_accepting),
                 name="spool-http-watchdog",
-                daemon=True,
             ).start()
         try:
             while not self._stop_requested:
@@ -450,7 +448,7 @@ class Server:
             wasyncore.loop(timeout=0.05, map=server._map, use_poll=True, count=1)
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.serve, name="spool-http", daemon=True)
+        thread = logs.outside_thread(self.serve, name="spool-http")
         thread.start()
         return thread
 

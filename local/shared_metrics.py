@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from chalicelib import logs
 from chalicelib.runtime import Runtime
 
 log = logging.getLogger("spool.serve")
@@ -70,7 +71,7 @@ class SharedMetrics:
         (self.directory / OWNER).write_text(str(os.getpid()), "ascii")
         self.path = self.directory / "worker.prom"
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="spool-worker-metrics", daemon=True)
+        self._thread = logs.outside_thread(self._run, name="spool-worker-metrics")
 
     def write(self) -> None:
         try:
@@ -118,7 +119,7 @@ class CacheCounts:
     def start(self) -> None:
         metrics = self.rt.metrics()
         metrics.add_peer_cache_counts(self.directory)
-        threading.Thread(target=self._run, name="spool-cache-counts", daemon=True).start()
+        logs.outside_thread(self._run, name="spool-cache-counts").start()
 
     def _run(self) -> None:
         metrics = self.rt.metrics()

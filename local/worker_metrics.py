@@ -26,6 +26,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from chalicelib import logs
+
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
     from local.metrics_http import MetricsServer
@@ -42,7 +44,7 @@ class Pusher:
         self.push = push
         self.interval = interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="spool-push", daemon=True)
+        self._thread = logs.outside_thread(self._loop, name="spool-push")
 
     def start(self) -> None:
         self._thread.start()

@@ -307,6 +307,44 @@ def test_a_crashed_server_process_is_replaced(sqlite_url: str) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.timeout(120)
+def test_the_supervisor_s_lines_carry_no_job_run_s_request_id(sqlite_url: str) -> None:
+    """Was: the emulated invocation's aws_request_id is process-wide, and the
+    supervisor's "server process N exited" line (its main thread) carried the id of
+    whatever drain was running, as if that job run had restarted the process."""
+    with serving(sqlite_url) as served:
+        kids = servers(served)
+        reply = requests.post(
+            f"{served.url}/enqueue",
+            json={"type": "sleep", "payload": {"seconds": 4}},
+            headers=HEADERS,
+            timeout=10,
+        )
+        assert reply.status_code == 201, reply.text
+        job = reply.json()["id"]
+
+        def running() -> bool:
+            url = f"{served.url}/status/{job}"
+            return requests.get(url, headers=HEADERS, timeout=10).json()["state"] == "running"
+
+        assert wait_for(running, timeout=30)  # an invocation is under way, its id set
+        os.kill(kids[0], signal.SIGKILL)
+
+        def replaced() -> bool:
+            now = children_of(served.proc.pid)
+            return len(now) == PROCESSES and kids[0] not in now
+
+        assert wait_for(replaced, timeout=15)
+        assert wait_for(lambda: job in succeeded(served.url), timeout=30)
+    assert served.proc.stderr is not None
+    lines = served.proc.stderr.read().splitlines()
+    [done] = [line for line in lines if "job succeeded" in line and job in line]
+    assert "aws_request_id=" in done  # the invocation's own lines do carry it
+    [restart] = [line for line in lines if f"(pid {kids[0]}) exited" in line]
+    assert "aws_request_id" not in restart, restart
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_hung_server_process_is_killed_and_replaced(sqlite_url: str) -> None:
     """Was: a process alive but not answering (SIGSTOP here; a deadlock looks the same
     to the kernel) kept its share of new connections, which hung, and nothing noticed."""

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from chalicelib import logs
 from chalicelib.config import Settings
 
 if TYPE_CHECKING:
@@ -44,7 +45,9 @@ class DeliveryThread:
     def __init__(self, rt: Runtime) -> None:
         self._deliverer = deliverer(rt)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="spool-webhooks", daemon=True)
+        # Beside the emulated invocations of `spool serve`, not in them (on Lambda
+        # delivery runs in the invocation: beside_drain).
+        self._thread = logs.outside_thread(self._run, name="spool-webhooks")
 
     def _run(self) -> None:
         try:
