@@ -140,6 +140,9 @@ class Supervisor:
     # restarted as any that exits: it still held its share of new connections.
     hang_seconds: float = DEFAULT_HANG_SECONDS
     extra_args: list[str] = field(default_factory=list)  # for every server process
+    # Called with the pid of a server process that exited (reaped), before its
+    # replacement starts: SharedMetrics.retire folds its cache counts.
+    reaped: Callable[[int], None] = lambda pid: None
     children: list[Child] = field(init=False)
     _stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -228,6 +231,7 @@ class Supervisor:
                 proc = child.proc
                 if proc is None or proc.poll() is None:
                     continue
+                self.reaped(proc.pid)
                 lived = time.monotonic() - child.started
                 # A process cannot start while the store does not answer (it opens the
                 # store first): that says nothing of the process, so it is restarted

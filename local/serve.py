@@ -616,6 +616,7 @@ def serve_processes(
         store_down=lambda: store_down(rt),
         hang_seconds=hang_seconds(rt.settings),
         extra_args=shared.server_args(),
+        reaped=shared.retire,
     )
     # request_stop sets a threading.Event: on StopSignals' thread, never in the handler.
     signals = StopSignals(stop=supervisor.request_stop, notice=STOPPING)

@@ -10,9 +10,10 @@ were that process's alone:
 - the result cache's hit and miss counters: each process has its own cache, so a
   counter went up and down from one scrape to the next, and Prometheus took every
   drop for a reset. Each server process writes its counts to a file of its own every
-  WRITE_INTERVAL seconds (CacheCounts), and a scrape adds the other processes' files
-  to its own live counts (Metrics.add_peer_cache_counts): a sum that only grows, a
-  restarted process's last counts included.
+  WRITE_INTERVAL seconds (CacheCounts), and a scrape sums the files
+  (Metrics.add_peer_cache_counts): a sum that only grows, a restarted process's last
+  counts included, which the supervisor folds into one retired total
+  (SharedMetrics.retire).
 """
 
 from __future__ import annotations
@@ -82,6 +83,18 @@ class SharedMetrics:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.write()
+
+    def retire(self, pid: int) -> None:
+        """Server process `pid` has exited: fold its cache counts into the retired total
+        (chalicelib/api/metrics.py retire_cache_counts), so a supervisor that restarts
+        processes for weeks keeps one file a live process, not one a process ever run,
+        for every scrape to read."""
+        from chalicelib.api.metrics import retire_cache_counts
+
+        try:
+            retire_cache_counts(self.directory, pid)
+        except (OSError, ValueError) as exc:  # its file stays, and is counted
+            log.warning("cannot fold the cache counts of pid %d: %s", pid, exc)
 
     def server_args(self) -> list[str]:
         """What every server process is started with."""

@@ -308,6 +308,45 @@ def test_a_crashed_server_process_is_replaced(sqlite_url: str) -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.timeout(120)
+def test_a_replaced_process_s_cache_counts_are_kept_in_one_retired_file(
+    sqlite_url: str,
+) -> None:
+    """Was: each replaced process left its cache-PID.counts file, read by every scrape
+    for as long as the supervisor ran. Its counts are folded into one retired total,
+    the sum unchanged (a counter must never fall)."""
+    with serving(sqlite_url) as served:
+        reply = requests.post(
+            f"{served.url}/enqueue",
+            json={"type": "echo", "payload": {}},
+            headers=HEADERS,
+            timeout=10,
+        )
+        job = reply.json()["id"]
+        assert wait_for(lambda: job in succeeded(served.url), timeout=30)
+        statuses(served.url, job)  # a miss in each process, then hits
+        counted = (float(SPREAD - PROCESSES), float(PROCESSES))
+        assert wait_for(lambda: cache_counts(served.url) == counted)
+        kids = servers(served)
+        [shared] = {cmdline(pid)[cmdline(pid).index("--shared-metrics") + 1] for pid in kids}
+        for victim in kids:  # every process replaced, one after the other
+            os.kill(victim, signal.SIGKILL)
+
+            def replaced(victim: int = victim) -> bool:
+                now = children_of(served.proc.pid)
+                return len(now) == PROCESSES and victim not in now
+
+            assert wait_for(replaced, timeout=15)
+            live = children_of(served.proc.pid)
+            expected = {f"cache-{pid}.counts" for pid in live}
+            assert wait_for(lambda names=expected: set(os.listdir(shared)) >= names)
+            files = {name for name in os.listdir(shared) if name.endswith(".counts")}
+            assert files == expected | {"retired.counts"}
+            for _ in range(SPREAD // 3):
+                assert cache_counts(served.url) == counted
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.timeout(120)
 def test_the_supervisor_s_lines_carry_no_job_run_s_request_id(sqlite_url: str) -> None:
     """Was: the emulated invocation's aws_request_id is process-wide, and the
     supervisor's "server process N exited" line (its main thread) carried the id of

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,3 +43,108 @@ def test_a_killed_supervisor_s_directory_is_swept_at_the_next_start(tmp_root: Pa
 
     assert not orphan.exists()
     assert living.exists() and unowned.exists()
+
+
+# -- the cache counts of server processes that are gone -----------------------------
+
+LIVE = {11: (10, 1), 12: (20, 2)}  # pid: (hits, misses) as last written
+TOTAL = (30, 3)
+
+
+def _counts_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "shared"
+    directory.mkdir(parents=True, exist_ok=True)
+    for pid, (hits, misses) in LIVE.items():
+        (directory / f"cache-{pid}.counts").write_text(f"{hits} {misses}", "ascii")
+    return directory
+
+
+def test_a_dead_process_s_counts_are_folded_into_one_file_and_the_sum_kept(
+    tmp_path: Path,
+) -> None:
+    """Was: every replaced server process left its file for every scrape to read, for
+    as long as the supervisor ran. Now the supervisor folds it into one retired total."""
+    from chalicelib.api.metrics import retire_cache_counts, shared_cache_counts
+
+    directory = _counts_dir(tmp_path)
+    (directory / "cache-11.counts.part").write_text("99", "ascii")  # killed mid-write
+    retire_cache_counts(directory, 11)
+    assert shared_cache_counts(directory) == TOTAL
+    # Process after process exits and is replaced: one file a live process, plus one.
+    for pid in range(100, 110):
+        (directory / f"cache-{pid}.counts").write_text("1 1", "ascii")
+        retire_cache_counts(directory, pid)
+        assert shared_cache_counts(directory) == (TOTAL[0] + pid - 99, TOTAL[1] + pid - 99)
+    assert sorted(p.name for p in directory.iterdir()) == ["cache-12.counts", "retired.counts"]
+    retire_cache_counts(directory, 4242)  # one that exited before its first write
+    assert shared_cache_counts(directory) == (TOTAL[0] + 10, TOTAL[1] + 10)
+    # A new process given a retired one's pid is counted (the pids wrap around).
+    (directory / "cache-11.counts").write_text("5 5", "ascii")
+    assert shared_cache_counts(directory) == (TOTAL[0] + 15, TOTAL[1] + 15)
+
+
+def test_shared_metrics_folds_a_reaped_process_s_file(tmp_root: Path) -> None:
+    from chalicelib.runtime import build_runtime
+
+    with shared_metrics.SharedMetrics(build_runtime(), worker=False) as shared:
+        (shared.directory / "cache-11.counts").write_text("3 4", "ascii")
+        shared.retire(11)
+        assert not (shared.directory / "cache-11.counts").exists()
+        assert (shared.directory / "retired.counts").exists()
+
+
+def _folding_before_read(nth: int) -> Any:
+    """Path.read_text, folding pid 11's file (whole) before the nth read."""
+    from chalicelib.api import metrics
+
+    real_read = Path.read_text
+    reads = [0]
+
+    def read_text(path: Path, *args: Any, **kwargs: Any) -> str:
+        reads[0] += 1
+        if reads[0] == nth:
+            Path.read_text = real_read  # type: ignore[method-assign]  # the fold's own
+            try:
+                metrics.retire_cache_counts(path.parent, 11)
+            finally:
+                Path.read_text = read_text  # type: ignore[method-assign]
+        return real_read(path, *args, **kwargs)
+
+    return read_text
+
+
+def test_a_scrape_overlapping_a_fold_counts_every_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However the fold's steps and a scrape's reads interleave, the scrape reads the
+    same sum: never the dead process's counts twice, never not at all."""
+    from chalicelib.api import metrics
+
+    seen = []
+    # A fold at each point of a scrape: before its k-th read (the total, two files, the
+    # total again).
+    for k in range(4):
+        directory = _counts_dir(tmp_path / f"scrape-{k}")
+        monkeypatch.setattr(Path, "read_text", _folding_before_read(k + 1))
+        seen.append(metrics.shared_cache_counts(directory))
+        monkeypatch.undo()
+        assert not (directory / "cache-11.counts").exists()  # the fold did happen
+
+    # A scrape, whole, at each point of a fold: before and after each rename and removal.
+    directory = _counts_dir(tmp_path / "fold")
+    real_replace, real_unlink = os.replace, Path.unlink
+
+    def scrape_around(step: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            seen.append(metrics.shared_cache_counts(directory))
+            result = step(*args, **kwargs)
+            seen.append(metrics.shared_cache_counts(directory))
+            return result
+
+        return run
+
+    monkeypatch.setattr(metrics.os, "replace", scrape_around(real_replace))
+    monkeypatch.setattr(Path, "unlink", scrape_around(real_unlink))
+    metrics.retire_cache_counts(directory, 11)
+    assert len(seen) == 4 + 8  # the fold removes twice and renames twice: a scrape around each
+    assert set(seen) == {TOTAL}

@@ -228,9 +228,107 @@ def _write_whole(path: Path, data: bytes) -> None:
     os.replace(part, path)
 
 
-def _cache_file(directory: Path) -> Path:
-    """This process's file: by pid, so a restarted process's last counts stay counted."""
-    return directory / f"cache-{os.getpid()}.counts"
+def _cache_file(directory: Path, pid: int | None = None) -> Path:
+    """This process's file (or process `pid`'s): by pid, so a restarted process's last
+    counts stay counted (retire_cache_counts folds them into _RETIRED)."""
+    return directory / f"cache-{os.getpid() if pid is None else pid}.counts"
+
+
+# The counts of server processes that are gone, folded into one file by the supervisor
+# (retire_cache_counts): `<generation> <hits> <misses> [<file name>...]`, the names
+# being files whose counts it holds and that may not be removed yet. Not matched by
+# _CACHE_FILES.
+_RETIRED = "retired.counts"
+# Reads of the shared counts that a fold may overlap before one is taken as it is.
+# Folds come one a restarted process, half a second apart at least (local/multiproc.py
+# RESTART_PAUSE); a read takes a few milliseconds.
+_READ_TRIES = 5
+
+
+def _retired(directory: Path, strict: bool = False) -> tuple[str, int, int, int, list[str]]:
+    """(the file's text, its generation, hits, misses, the names of the folded files).
+    None yet is all zeros; an unreadable one too, unless `strict` (then OSError or
+    ValueError: a fold must not start the total again from nothing)."""
+    try:
+        text = (directory / _RETIRED).read_text("ascii")
+    except FileNotFoundError:
+        return "", 0, 0, 0, []
+    except OSError:
+        if strict:
+            raise
+        return "", 0, 0, 0, []
+    try:
+        generation, hits, misses, *names = text.split()
+        return text, int(generation), int(hits), int(misses), names
+    except ValueError:  # never half written (written whole): not one of ours
+        if strict:
+            raise
+        return "", 0, 0, 0, []
+
+
+def shared_cache_counts(directory: Path) -> tuple[int, int]:
+    """Every server process's cache hits and misses: the live processes' files plus the
+    retired total, each count once though the supervisor folds a file meanwhile.
+
+    The fold renames a new retired total (naming the file it took in) over the old
+    one, removes the file, then renames the total again without the name. So: a file
+    named in the total read is skipped (its counts are in it), and a read is taken only
+    if the total did not change while the files were read (its generation only grows):
+    otherwise a file read before the fold and a total read after it would count twice,
+    or one removed before being read, with the total from before, not at all."""
+    hits = misses = 0
+    for _ in range(_READ_TRIES):
+        before, _, hits, misses, names = _retired(directory)
+        folded = set(names)
+        for path in directory.glob(_CACHE_FILES):
+            if path.name in folded:
+                continue
+            try:
+                peer_hits, peer_misses = (int(n) for n in path.read_text("ascii").split())
+            except (OSError, ValueError):  # gone, or caught half written: left out once
+                continue
+            hits += peer_hits
+            misses += peer_misses
+        if _retired(directory)[0] == before:
+            break
+    return hits, misses
+
+
+def retire_cache_counts(directory: Path, pid: int) -> None:
+    """Fold the counts of server process `pid`, which has exited (the supervisor reaped
+    it), into the retired total and remove its file: the files stay as many as the
+    live processes, plus one, and the sum every scrape reads is unchanged (a counter
+    must never fall). Only the supervisor calls this, one fold at a time. Raises
+    OSError or ValueError (an unreadable total): the file is then left, and counted."""
+    path = _cache_file(directory, pid)
+    # Killed while writing: the unfinished file was never read; its counts since the
+    # last whole write are lost with the process.
+    path.with_name(path.name + ".part").unlink(missing_ok=True)
+    try:
+        text = path.read_text("ascii")
+    except FileNotFoundError:  # it exited before its first write
+        return
+    try:
+        hits, misses = (int(n) for n in text.split())
+    except ValueError:  # never read by a scrape either
+        hits = misses = 0
+    _, generation, total_hits, total_misses, names = _retired(directory, strict=True)
+    # A file named by an earlier fold that could not remove it is still to be skipped.
+    kept = [name for name in names if (directory / name).exists()]
+    total_hits += hits
+    total_misses += misses
+    # First the total with its counts, naming its file (a scrape that reads both skips it)
+    _write_retired(directory, generation + 1, total_hits, total_misses, [*kept, path.name])
+    path.unlink(missing_ok=True)
+    # Then named no longer: a process started later may be given the same pid.
+    _write_retired(directory, generation + 2, total_hits, total_misses, kept)
+
+
+def _write_retired(
+    directory: Path, generation: int, hits: int, misses: int, names: list[str]
+) -> None:
+    text = " ".join(str(n) for n in (generation, hits, misses, *names))
+    _write_whole(directory / _RETIRED, text.encode("ascii"))
 
 
 class _WrittenElsewhere:
@@ -388,15 +486,7 @@ class Metrics:
         # plus its peers' files: each file lags its process by up to a second, so two
         # processes answering in turn gave sums that went down and up again (the test
         # of this failed about one run in three). A count is seen a second late at most.
-        hits = misses = 0
-        for path in self.cache_peers.glob(_CACHE_FILES):
-            try:
-                peer_hits, peer_misses = (int(n) for n in path.read_text("ascii").split())
-            except (OSError, ValueError):  # gone, or caught half written: left out once
-                continue
-            hits += peer_hits
-            misses += peer_misses
-        return hits, misses
+        return shared_cache_counts(self.cache_peers)
 
     def add_peer_cache_counts(self, directory: Path) -> None:
         """Report the cache counts the other server processes of `spool serve
