@@ -12,6 +12,7 @@ import dataclasses
 import importlib
 import inspect
 import operator
+import reprlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -288,16 +289,20 @@ class Registry:
             if concurrency is None and rate is None
             else Limit("type", type_, concurrency, None if rate is None else Rate.parse(rate))
         )
-        if isinstance(backoff, tuple):
-            policy = RetryPolicy(base=backoff[0], cap=backoff[1])
-        else:
-            policy = backoff or RetryPolicy()
         where = f"handler {type_!r}"
-        if max_attempts is not None:
-            attempts = _whole(max_attempts)
-            if attempts is None:  # 2.5 was stored as 2.5 on SQLite and 2 on Postgres
-                raise ValueError(f"{where}: max_attempts={max_attempts!r}: a whole number")
-            policy = RetryPolicy(max_attempts=attempts, base=policy.base, cap=policy.cap)
+        try:  # RetryPolicy's own refusals, said of this handler
+            if isinstance(backoff, tuple):
+                policy = RetryPolicy(base=backoff[0], cap=backoff[1])
+            else:
+                policy = backoff or RetryPolicy()
+            if max_attempts is not None:
+                attempts = _whole(max_attempts)
+                if attempts is None:  # 2.5 was stored as 2.5 on SQLite and 2 on Postgres
+                    shown = reprlib.repr(max_attempts)
+                    raise ValueError(f"max_attempts={shown}: a whole number")
+                policy = RetryPolicy(max_attempts=attempts, base=policy.base, cap=policy.cap)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
         if (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)

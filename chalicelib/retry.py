@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import operator
 import random
+import reprlib  # a value in a message: 10**400 is not 401 digits long
 from dataclasses import dataclass
 
 # The most attempts a job may have: a client's max_attempts has this bound
@@ -33,18 +34,22 @@ class RetryPolicy:
             attempts = operator.index(self.max_attempts)  # int, IntEnum, numpy's ints
         except TypeError:
             raise ValueError(
-                f"max_attempts must be a whole number, not {self.max_attempts!r}"
+                f"max_attempts must be a whole number, not {reprlib.repr(self.max_attempts)}"
             ) from None
         object.__setattr__(self, "max_attempts", attempts)  # a plain int, for every store
         if attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         if attempts > MAX_ATTEMPTS:
-            raise ValueError(f"max_attempts must be at most {MAX_ATTEMPTS}, not {attempts}")
+            raise ValueError(
+                f"max_attempts must be at most {MAX_ATTEMPTS}, not {reprlib.repr(attempts)}"
+            )
         for name, value in (("base", self.base), ("cap", self.cap)):
             # NaN passed `< 0` and then every delay was NaN; infinity overflowed the
             # retry's datetime in the pool thread (the worker died with the job running).
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"backoff {name} must be a number of seconds, not {value!r}")
+                raise ValueError(
+                    f"backoff {name} must be a number of seconds, not {reprlib.repr(value)}"
+                )
             if not finite(value) or value < 0:
                 raise ValueError(f"backoff {name} must be a finite, non-negative number of seconds")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
+import reprlib
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,10 @@ def test_negative_or_infinite_delays_are_refused_saying_why(
     "attempts", [101, 2**31, 2**63, 10**400], ids=["101", "2**31", "2**63", "10**400"]
 )
 def test_more_attempts_than_a_client_may_ask_for_are_refused(attempts: int) -> None:
-    with refused(f"max_attempts must be at most 100, not {attempts}"):
+    shown = reprlib.repr(attempts)  # 10**400's 401 digits are shortened
+    with refused(f"max_attempts must be at most 100, not {shown}"):
         RetryPolicy(max_attempts=attempts)
-    with refused(f"max_attempts must be at most 100, not {attempts}"):
+    with refused(f"handler 'forever': max_attempts must be at most 100, not {shown}"):
         Registry().handler("forever", max_attempts=attempts)
 
 
@@ -96,10 +98,33 @@ def test_a_backoff_too_large_for_a_float_is_refused_saying_why(
 ) -> None:
     with refused(f"backoff {name} must be a finite, non-negative number of seconds"):
         RetryPolicy(base=base, cap=cap)
-    with refused(f"backoff {name} must be a finite, non-negative number of seconds"):
+    with refused(
+        f"handler 'huge': backoff {name} must be a finite, non-negative number of seconds"
+    ):
         Registry().handler("huge", backoff=(base, cap))
 
 
 def test_a_timeout_too_large_for_a_float_is_refused_saying_why() -> None:
     with refused("handler 'huge': timeout must be a positive, finite number of seconds"):
         Registry().handler("huge", timeout=10**400)
+
+
+@pytest.mark.parametrize(
+    "declared",
+    [
+        {"max_attempts": 10**400},
+        {"max_attempts": 0},
+        {"max_attempts": 2.5},
+        {"backoff": (10**400, 1.0)},
+        {"backoff": (-1.0, 1.0)},
+    ],
+    ids=["huge", "zero", "fraction", "huge-base", "negative-base"],
+)
+def test_a_refused_retry_declaration_names_its_handler_in_one_short_line(
+    declared: dict[str, object],
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        Registry().handler("send_report", **declared)  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert message.startswith("handler 'send_report': "), message
+    assert len(message) < 200 and "\n" not in message, message
