@@ -596,6 +596,9 @@ GATEWAY_ERRORS: dict[str, tuple[int | None, str, str]] = {
         '"too many requests to this API stage: try again shortly"',
     ),
     "QUOTA_EXCEEDED": (429, "rate_limited", "$context.error.messageString"),
+    # A resource policy or a WAF web ACL the operator attaches: refused, not malformed.
+    "ACCESS_DENIED": (403, "forbidden", "$context.error.messageString"),
+    "WAF_FILTERED": (403, "forbidden", "$context.error.messageString"),
     "REQUEST_TOO_LARGE": (413, "payload_too_large", "$context.error.messageString"),
     "INTEGRATION_TIMEOUT": (504, "unavailable", "$context.error.messageString"),
     "DEFAULT_4XX": (None, "bad_request", "$context.error.messageString"),

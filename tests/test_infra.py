@@ -632,6 +632,9 @@ def test_the_gateways_own_refusals_answer_in_the_apps_error_shape(
     )
     assert json.loads(rendered)["error"]["code"] == json.loads(served)["error"]["code"]
     assert "PATCH" in json.loads(rendered)["error"]["message"]
+    for denied in ("ACCESS_DENIED", "WAF_FILTERED"):  # refused, not malformed
+        assert responses[denied]["statusCode"] == "403"
+        assert '"code": "forbidden"' in responses[denied]["responseTemplates"]["application/json"]
     throttled = responses["THROTTLED"]
     assert throttled["statusCode"] == "429"
     assert int(throttled["responseParameters"]["gatewayresponse.header.Retry-After"].strip("'")) > 0
