@@ -25,7 +25,7 @@ from chalicelib.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST_ID = "req-the-invocation"
-PORT = 18601  # helper F's range: the metrics server's own port
+PORT = 0  # any free port: the test reads the one bound from server.url
 
 # The threads of local/ that run the emulated invocation itself: (file, thread name).
 INVOCATION_THREADS = {
