@@ -222,6 +222,40 @@ def outside_thread(
     return threading.Thread(target=run, name=name, args=args, kwargs=kwargs, daemon=daemon)
 
 
+def inherited_thread(
+    target: Callable[..., object],
+    *,
+    name: str,
+    args: tuple[Any, ...] = (),
+    kwargs: Mapping[str, Any] | None = None,
+    daemon: bool = True,
+) -> threading.Thread:
+    """A thread that belongs where the thread starting it does: in the invocation when
+    that one is (a worker's pool, a Lambda's heartbeat, its push), beside it when that
+    one is (a checkpoint an HTTP request's write set off under `spool serve`). A new
+    thread starts with no mark of its own, so it would otherwise always take the id."""
+    outside = getattr(_thread, "outside", False)
+
+    def run(*a: Any, **kw: Any) -> None:
+        if outside:
+            not_in_invocation()
+        target(*a, **kw)
+
+    return threading.Thread(target=run, name=name, args=args, kwargs=kwargs, daemon=daemon)
+
+
+def inherited_pool() -> Callable[[], None]:
+    """A ThreadPoolExecutor's `initializer`: its threads belong where the thread making
+    the pool does (see inherited_thread)."""
+    outside = getattr(_thread, "outside", False)
+
+    def mark() -> None:
+        if outside:
+            not_in_invocation()
+
+    return mark
+
+
 def _invocation_id() -> str | None:
     if _request_id is None or getattr(_thread, "outside", False):
         return None

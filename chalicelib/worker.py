@@ -54,7 +54,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import attempt_record, worker_id
+from chalicelib import attempt_record, logs, worker_id
 from chalicelib.errors import (
     JobUnreadable,
     PermanentError,
@@ -309,7 +309,7 @@ class Worker:
     # -- the pool ----------------------------------------------------------
     def _spawn(self) -> None:
         self._state.threads += 1
-        threading.Thread(target=self._pool_loop, name="spool-pool", daemon=True).start()
+        logs.inherited_thread(self._pool_loop, name="spool-pool").start()
 
     def _pool_loop(self) -> None:
         state = self._state
@@ -810,7 +810,9 @@ class Worker:
             if not self._state.outbox:
                 return None
         if self._flusher is None:
-            self._flusher = ThreadPoolExecutor(1, thread_name_prefix="spool-flush")
+            self._flusher = ThreadPoolExecutor(
+                1, thread_name_prefix="spool-flush", initializer=logs.inherited_pool()
+            )
         return self._flusher.submit(self._flush)
 
     def _idle(self) -> bool:
@@ -981,8 +983,8 @@ class Worker:
         if notifier is not None:
             # The bridge subscribes before the first claim, so no wake-up is missed.
             subscribed = threading.Event()
-            threading.Thread(
-                target=self._bridge, args=(notifier, subscribed), name="spool-wake", daemon=True
+            logs.inherited_thread(
+                self._bridge, args=(notifier, subscribed), name="spool-wake"
             ).start()
             subscribed.wait()
         backoff = 0.0

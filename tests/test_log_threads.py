@@ -86,6 +86,46 @@ def test_every_thread_local_starts_is_outside_the_invocation_or_runs_it() -> Non
     )
 
 
+def test_every_thread_the_engine_starts_says_whose_it_is() -> None:
+    """chalicelib's threads (a worker's pool, a checkpoint, a heartbeat, a push) run in
+    Lambda and under `spool serve` alike: each is its starter's (logs.inherited_thread)
+    or the process's (logs.outside_thread), and a pool's threads its maker's
+    (initializer=logs.inherited_pool()), never a bare threading.Thread, which would
+    take the invocation's id whoever started it."""
+    bare = []
+    for path in sorted((ROOT / "chalicelib").rglob("*.py")):
+        where = str(path.relative_to(ROOT))
+        if where == "chalicelib/logs.py":  # where the two are made
+            continue
+        for call, called in _thread_calls(ast.parse(path.read_text("utf-8"))):
+            if called == "ThreadPoolExecutor" and any(
+                k.arg == "initializer" and "inherited_pool" in ast.unparse(k.value)
+                for k in call.keywords
+            ):
+                continue
+            bare.append(f"{where}:{call.lineno} {called}")
+    assert not bare, "start them with logs.inherited_thread or logs.outside_thread: " + (
+        ", ".join(bare)
+    )
+
+
+def test_a_thread_started_beside_the_invocation_stays_beside_it(lines: io.StringIO) -> None:
+    log = logging.getLogger("spool.storage")
+
+    def starts_one(which: str) -> None:
+        child = logs.inherited_thread(lambda: log.warning(which), name=which)
+        child.start()
+        child.join(10)
+
+    beside = logs.outside_thread(starts_one, args=("from beside",), name="server")
+    beside.start()
+    beside.join(10)
+    starts_one("from the invocation")  # this thread is the invocation's
+    [from_beside, from_invocation] = _spool_lines(lines)
+    assert "from beside" in from_beside and "aws_request_id" not in from_beside
+    assert from_invocation.endswith(f"aws_request_id={REQUEST_ID}")
+
+
 def _spool_lines(buf: io.StringIO) -> list[str]:
     return [line for line in buf.getvalue().splitlines() if " spool." in line]
 

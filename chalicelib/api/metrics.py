@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
+from chalicelib import logs
 from chalicelib.api.metric_labels import FirstSeen, QueueLabels, max_workers
 from chalicelib.attempt_record import LIVE_SECONDS, live_seconds
 from chalicelib.config import Settings
@@ -536,11 +537,8 @@ class Metrics:
                 log.warning("push to %s skipped: the previous push has not finished", url)
                 return False
             outcome: list[BaseException | None] = []
-            thread = threading.Thread(
-                target=self._push_now,
-                args=(url, grouping, timeout, outcome),
-                name="spool-push-request",
-                daemon=True,
+            thread = logs.inherited_thread(
+                self._push_now, args=(url, grouping, timeout, outcome), name="spool-push-request"
             )
             self._pushing = thread
             thread.start()

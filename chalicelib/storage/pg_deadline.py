@@ -24,6 +24,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+from chalicelib import logs
+
 TICK = 1.0  # seconds between the watcher's looks
 
 
@@ -55,7 +57,8 @@ def watch(conn: object, seconds: float) -> Iterator[Watch]:
     with _lock:
         _watches[key] = entry
         if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(target=_watch_loop, name="spool-pg-deadline", daemon=True)
+            # The process's, not the invocation of its first call (chalicelib/logs.py).
+            _thread = logs.outside_thread(_watch_loop, name="spool-pg-deadline")
             _thread.start()
     try:
         yield entry

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from chalicelib import logs
 from chalicelib.storage.notify import LocalNotifier
 
 log = logging.getLogger("spool.redis")
@@ -67,9 +68,8 @@ class RedisNotifier:
             except Exception as exc:  # the listener retries; waiting must never raise
                 log.warning("SUBSCRIBE failed (%s); will retry", exc)
                 self._pubsub = None
-            self._thread = threading.Thread(
-                target=self._listen, name="spool-redis-wake", daemon=True
-            )
+            # The process's, for as long as it runs: no one invocation's (chalicelib/logs.py).
+            self._thread = logs.outside_thread(self._listen, name="spool-redis-wake")
             self._thread.start()
 
     def _listen(self) -> None:

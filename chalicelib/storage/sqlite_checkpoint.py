@@ -23,6 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from chalicelib import logs
+
 CHECKPOINT_PAGES = 10_000  # as before: each checkpoint costs fsyncs and rewrites hot pages
 SAFETY_NET_PAGES = 40_000  # PRAGMA wal_autocheckpoint: only if ours never runs
 # WalIndexHdr.mxFrame (frames in the WAL) and WalCkptInfo.nBackfill (frames copied
@@ -36,7 +38,8 @@ RELINK_EVERY = 256
 WARN_EVERY = 60.0  # seconds between warnings of checkpoints that keep failing
 
 log = logging.getLogger("spool.storage")
-_Thread = threading.Thread  # by this name, so a test can refuse it without touching others
+# A checkpoint belongs where the write that set it off does (chalicelib/logs.py).
+_Thread = logs.inherited_thread  # by this name, so a test can refuse it without touching others
 
 
 class Checkpointer:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
+from chalicelib import logs
+
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.literals import QueueAttributeNameType
@@ -169,7 +171,7 @@ class VisibilityHeartbeat:
 
     def __enter__(self) -> VisibilityHeartbeat:
         if self._receipts and self.timeout > 0:
-            self._thread = threading.Thread(target=self._beat, name="sqs-heartbeat", daemon=True)
+            self._thread = logs.inherited_thread(self._beat, name="sqs-heartbeat")
             self._thread.start()
         return self
 

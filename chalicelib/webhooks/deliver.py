@@ -32,7 +32,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from chalicelib import ssrf
+from chalicelib import logs, ssrf
 from chalicelib.config import Settings
 from chalicelib.storage.base import JobStore
 from chalicelib.webhooks import body, config, outbox, signing
@@ -64,7 +64,9 @@ class Deliverer:
         self._send = send or self._post
         self._rng = random.Random()
         self._pool = concurrent.futures.ThreadPoolExecutor(
-            self.hooks.concurrency, thread_name_prefix="spool-webhook"
+            self.hooks.concurrency,
+            thread_name_prefix="spool-webhook",
+            initializer=logs.inherited_pool(),
         )
         self.delivered = 0
         self.failed = 0

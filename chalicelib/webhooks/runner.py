@@ -87,7 +87,9 @@ def beside_drain(rt: Runtime, deadline: float | None) -> Iterator[None]:
         yield
         return
     worker = deliverer(rt)
-    thread = threading.Thread(target=worker.drain, args=(deadline,), name="spool-webhooks")
+    thread = logs.inherited_thread(
+        worker.drain, args=(deadline,), name="spool-webhooks", daemon=False
+    )
     thread.start()
     try:
         yield
