@@ -214,12 +214,7 @@ def outside_thread(
     long an invocation runs meanwhile. The id is process-wide (set_request_id), so any
     other thread picks it up: every thread local/ starts is made here, unless it runs
     the invocation itself (tests/test_log_threads.py checks)."""
-
-    def run(*a: Any, **kw: Any) -> None:
-        not_in_invocation()
-        target(*a, **kw)
-
-    return threading.Thread(target=run, name=name, args=args, kwargs=kwargs, daemon=daemon)
+    return _marked_thread(True, target, name, args, kwargs, daemon)
 
 
 def inherited_thread(
@@ -234,8 +229,23 @@ def inherited_thread(
     that one is (a worker's pool, a Lambda's heartbeat, its push), beside it when that
     one is (a checkpoint an HTTP request's write set off under `spool serve`). A new
     thread starts with no mark of its own, so it would otherwise always take the id."""
-    outside = getattr(_thread, "outside", False)
+    return _marked_thread(_is_outside(), target, name, args, kwargs, daemon)
 
+
+def inherited_pool() -> Callable[[], None]:
+    """A ThreadPoolExecutor's `initializer`: its threads belong where the thread making
+    the pool does (see inherited_thread)."""
+    return _mark if _is_outside() else _leave
+
+
+def _marked_thread(
+    outside: bool,
+    target: Callable[..., object],
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any] | None,
+    daemon: bool,
+) -> threading.Thread:
     def run(*a: Any, **kw: Any) -> None:
         if outside:
             not_in_invocation()
@@ -244,20 +254,20 @@ def inherited_thread(
     return threading.Thread(target=run, name=name, args=args, kwargs=kwargs, daemon=daemon)
 
 
-def inherited_pool() -> Callable[[], None]:
-    """A ThreadPoolExecutor's `initializer`: its threads belong where the thread making
-    the pool does (see inherited_thread)."""
-    outside = getattr(_thread, "outside", False)
+def _is_outside() -> bool:
+    return bool(getattr(_thread, "outside", False))
 
-    def mark() -> None:
-        if outside:
-            not_in_invocation()
 
-    return mark
+def _mark() -> None:
+    not_in_invocation()
+
+
+def _leave() -> None:
+    pass
 
 
 def _invocation_id() -> str | None:
-    if _request_id is None or getattr(_thread, "outside", False):
+    if _request_id is None or _is_outside():
         return None
     return _request_id
 
