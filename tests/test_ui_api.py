@@ -320,9 +320,15 @@ def sched_api(tmp_path) -> Iterator[tuple[Api, Runtime]]:
 def test_schedules_show_next_run_and_last_jobs_to_the_system_tenant(
     sched_api: tuple[Api, Runtime],
 ) -> None:
+    from datetime import UTC, datetime
+
     from chalicelib import periodic
+    from chalicelib.clock import FakeClock
 
     api, rt = sched_api
+    # Mid-minute and held there: on the wall clock, a tick falling between the firing
+    # and the read (at hh:mm:00) made the latest run one that had not fired yet.
+    rt.store.clock = FakeClock(datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC))
     periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
     tenant_view = api.get("/ui/api/schedules").json
     [row] = tenant_view["schedules"]
