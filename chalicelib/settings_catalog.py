@@ -319,8 +319,9 @@ CATALOG: tuple[Setting, ...] = (
         default=1.0,
         read_by="chalicelib/api/routes.py",
         meaning=(
-            "Seconds between one process's reads of the store's invalidation epoch; a redrive "
-            "or purge in any process empties the result cache within this time."
+            "Seconds between one process's reads of a tenant's invalidation epoch; a redrive "
+            "or purge of a tenant's jobs in any process empties that tenant's share of the "
+            "result cache within this time."
         ),
         group=_API,
     ),

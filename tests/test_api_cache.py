@@ -39,7 +39,7 @@ class Tick:
 def test_ttl_expires_entries() -> None:
     tick = Tick()
     cache = ResultCache(10, ttl=5, timer=tick)
-    cache.put("t", "j1", "body", cache.ticket())
+    cache.put("t", "j1", "body", cache.ticket("t"))
     tick.now = 4.9
     assert cache.get("t", "j1") == "body"
     tick.now = 5.1
@@ -49,17 +49,17 @@ def test_ttl_expires_entries() -> None:
 
 def test_least_recently_used_entry_goes_first() -> None:
     cache = ResultCache(2, ttl=60)
-    cache.put("t", "a", "A", cache.ticket())
-    cache.put("t", "b", "B", cache.ticket())
+    cache.put("t", "a", "A", cache.ticket("t"))
+    cache.put("t", "b", "B", cache.ticket("t"))
     assert cache.get("t", "a") == "A"  # a is now more recent than b
-    cache.put("t", "c", "C", cache.ticket())
+    cache.put("t", "c", "C", cache.ticket("t"))
     assert cache.get("t", "b") is None
     assert cache.get("t", "a") == "A" and cache.get("t", "c") == "C"
 
 
 def test_entries_are_per_tenant() -> None:
     cache = ResultCache(10, ttl=60)
-    cache.put("alpha", "j1", "secret", cache.ticket())
+    cache.put("alpha", "j1", "secret", cache.ticket("alpha"))
     assert cache.get("beta", "j1") is None
 
 
@@ -68,12 +68,12 @@ def test_one_tenants_reads_never_evict_anothers_answers() -> None:
     its misses, the finished jobs B looked up in between (and evict B's answers)."""
     cache = ResultCache(3, ttl=60)
     for job in ("b1", "b2", "b3"):
-        cache.put("beta", job, "B", cache.ticket())
+        cache.put("beta", job, "B", cache.ticket("beta"))
     for n in range(50):
-        cache.put("alpha", f"a{n}", "A", cache.ticket())
+        cache.put("alpha", f"a{n}", "A", cache.ticket("alpha"))
     assert [cache.get("beta", job) for job in ("b1", "b2", "b3")] == ["B", "B", "B"]
     # ...and B's reads leave A's last three where they were.
-    cache.put("beta", "b4", "B", cache.ticket())
+    cache.put("beta", "b4", "B", cache.ticket("beta"))
     assert [cache.get("alpha", f"a{n}") for n in (47, 48, 49)] == ["A", "A", "A"]
     assert len(cache) == 6
 
@@ -83,33 +83,33 @@ def test_each_tenants_share_is_bounded_in_characters_too() -> None:
     cache = ResultCache(1000, ttl=60, max_bytes=10_000)
     big = "x" * 4_000
     for job in ("j1", "j2", "j3"):
-        assert cache.put("t", job, big, cache.ticket()) is True
+        assert cache.put("t", job, big, cache.ticket("t")) is True
     # 12,000 characters do not fit in 10,000: the least recently used went first.
     assert cache.get("t", "j1") is None
     assert cache.get("t", "j2") == big and cache.get("t", "j3") == big
     # Small answers still fill the share up to its count.
     small = ResultCache(5, ttl=60, max_bytes=10_000)
     for n in range(7):
-        small.put("t", f"s{n}", "{}", small.ticket())
+        small.put("t", f"s{n}", "{}", small.ticket("t"))
     assert len(small) == 5 and small.get("t", "s1") is None and small.get("t", "s2") == "{}"
 
 
 def test_an_answer_larger_than_a_share_is_not_kept_and_evicts_nothing() -> None:
     cache = ResultCache(10, ttl=60, max_bytes=1_000)
-    cache.put("t", "small", "{}", cache.ticket())
-    assert cache.put("t", "huge", "x" * 1_001, cache.ticket()) is False
+    cache.put("t", "small", "{}", cache.ticket("t"))
+    assert cache.put("t", "huge", "x" * 1_001, cache.ticket("t")) is False
     assert cache.get("t", "huge") is None and cache.get("t", "small") == "{}"
 
 
 def test_max_bytes_zero_disables_the_cache() -> None:
     cache = ResultCache(10, ttl=60, max_bytes=0)
-    assert cache.put("t", "j", "x", cache.ticket()) is False
+    assert cache.put("t", "j", "x", cache.ticket("t")) is False
     assert cache.get("t", "j") is None and len(cache) == 0
 
 
 def test_size_zero_disables_the_cache() -> None:
     cache = ResultCache(0, ttl=60)
-    cache.put("t", "j", "x", cache.ticket())
+    cache.put("t", "j", "x", cache.ticket("t"))
     assert cache.get("t", "j") is None and len(cache) == 0
 
 
@@ -208,7 +208,7 @@ def test_redrive_all_drops_entries_too(api: Api) -> None:
 def test_cancel_drops_the_entry(api: Api) -> None:
     job_id = api.enqueue({"type": "echo", "delay": 60})
     edge = routes.current()
-    edge.cache.put("tenant-a", job_id, '{"stale": true}', edge.cache.ticket())
+    edge.cache.put("tenant-a", job_id, '{"stale": true}', edge.cache.ticket("tenant-a"))
     assert api.post(f"/jobs/{job_id}/cancel").status == 200
     assert api.get(f"/status/{job_id}").json["state"] == "cancelled"
 
@@ -224,7 +224,7 @@ class Epoch:
         self.reads = 0
         self.down = False
 
-    def __call__(self) -> int:
+    def __call__(self, tenant: str) -> int:
         self.reads += 1
         if self.down:
             raise StoreUnavailable("the database cannot be reached")
@@ -234,7 +234,7 @@ class Epoch:
 def test_the_epoch_is_read_at_most_once_per_recheck_interval() -> None:
     tick, epoch = Tick(), Epoch()
     cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
-    cache.put("t", "j", "dead", cache.ticket())
+    cache.put("t", "j", "dead", cache.ticket("t"))
     for _ in range(50):
         assert cache.get("t", "j") == "dead"
     assert epoch.reads == 1
@@ -247,13 +247,13 @@ def test_the_epoch_is_read_at_most_once_per_recheck_interval() -> None:
 def test_a_moved_epoch_empties_the_cache_at_the_next_check() -> None:
     tick, epoch = Tick(), Epoch()
     cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
-    cache.put("t", "j", "dead", cache.ticket())
-    cache.put("t", "k", "succeeded", cache.ticket())
+    cache.put("t", "j", "dead", cache.ticket("t"))
+    cache.put("t", "k", "succeeded", cache.ticket("t"))
     epoch.value = 1  # another process redrove or purged something
     tick.now = 1.0
     assert cache.get("t", "j") is None and cache.get("t", "k") is None
     assert len(cache) == 0 and cache.invalidations == 1
-    cache.put("t", "j", "queued-now-dead-again", cache.ticket())
+    cache.put("t", "j", "queued-now-dead-again", cache.ticket("t"))
     tick.now = 2.0
     assert cache.get("t", "j") == "queued-now-dead-again"  # same epoch: kept
 
@@ -264,7 +264,7 @@ def test_an_answer_read_before_the_epoch_moved_is_not_kept() -> None:
     tick, epoch = Tick(), Epoch()
     cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
     assert cache.get("t", "j") is None
-    ticket = cache.ticket()  # taken before the store read...
+    ticket = cache.ticket("t")  # taken before the store read...
     epoch.value = 1
     tick.now = 1.0
     assert cache.get("t", "other") is None  # ...another request sees the new epoch
@@ -275,16 +275,16 @@ def test_an_answer_read_before_the_epoch_moved_is_not_kept() -> None:
 def test_an_unreadable_epoch_serves_nothing_until_it_reads_again() -> None:
     tick, epoch = Tick(), Epoch()
     cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
-    cache.put("t", "j", "dead", cache.ticket())
+    cache.put("t", "j", "dead", cache.ticket("t"))
     epoch.down = True
     tick.now = 1.0
     assert cache.get("t", "j") is None
-    assert cache.put("t", "j", "dead", cache.ticket()) is False
+    assert cache.put("t", "j", "dead", cache.ticket("t")) is False
     tick.now = 1.5
     assert cache.get("t", "j") is None and epoch.reads == 2  # not retried per request
     epoch.down = False
     tick.now = 2.0
-    assert cache.put("t", "j", "dead", cache.ticket()) is True
+    assert cache.put("t", "j", "dead", cache.ticket("t")) is True
     assert cache.get("t", "j") == "dead"
 
 
@@ -374,9 +374,9 @@ def test_hits_read_the_epoch_once_per_interval_not_per_request(
     reads = []
     real = rt.store.cache_epoch
 
-    def counted() -> int:
-        reads.append(1)
-        return real()
+    def counted(tenant: str) -> int:
+        reads.append(tenant)
+        return real(tenant)
 
     monkeypatch.setattr(rt.store, "cache_epoch", counted)
     tick = Tick()

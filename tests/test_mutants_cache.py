@@ -21,23 +21,23 @@ from tests.test_api_cache import Epoch, Tick
 
 def test_a_one_entry_cache_keeps_exactly_one() -> None:
     cache = ResultCache(1, ttl=60, timer=Tick())
-    assert cache.put("t", "a", "A", cache.ticket()) is True
+    assert cache.put("t", "a", "A", cache.ticket("t")) is True
     assert cache.get("t", "a") == "A"
-    cache.put("t", "b", "B", cache.ticket())
+    cache.put("t", "b", "B", cache.ticket("t"))
     assert len(cache) == 1
     assert cache.get("t", "a") is None and cache.get("t", "b") == "B"
 
 
 def test_a_zero_ttl_disables_the_cache() -> None:
     cache = ResultCache(10, ttl=0, timer=Tick())
-    assert cache.put("t", "j", "x", cache.ticket()) is False
+    assert cache.put("t", "j", "x", cache.ticket("t")) is False
     assert cache.get("t", "j") is None and len(cache) == 0
 
 
 def test_a_sub_second_ttl_caches_for_that_long() -> None:
     tick = Tick()
     cache = ResultCache(10, ttl=0.5, timer=tick)
-    assert cache.put("t", "j", "x", cache.ticket()) is True
+    assert cache.put("t", "j", "x", cache.ticket("t")) is True
     tick.now = 0.4
     assert cache.get("t", "j") == "x"
     tick.now = 0.6
@@ -47,7 +47,7 @@ def test_a_sub_second_ttl_caches_for_that_long() -> None:
 def test_a_sub_second_recheck_reads_the_epoch_that_often() -> None:
     tick, epoch = Tick(), Epoch()
     cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=0.25)
-    cache.put("t", "j", "dead", cache.ticket())
+    cache.put("t", "j", "dead", cache.ticket("t"))
     assert epoch.reads == 1
     tick.now = 0.2
     assert cache.get("t", "j") == "dead" and epoch.reads == 1
@@ -58,7 +58,7 @@ def test_a_sub_second_recheck_reads_the_epoch_that_often() -> None:
 def test_a_zero_recheck_reads_the_epoch_on_every_request() -> None:
     tick, epoch = Tick(), Epoch()
     cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=0)
-    cache.put("t", "j", "dead", cache.ticket())
+    cache.put("t", "j", "dead", cache.ticket("t"))
     reads = epoch.reads
     for _ in range(3):
         assert cache.get("t", "j") == "dead"
@@ -69,7 +69,7 @@ def test_every_invalidation_is_counted() -> None:
     tick, epoch = Tick(), Epoch()
     cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
     for n in range(1, 4):
-        cache.put("t", "j", "dead", cache.ticket())
+        cache.put("t", "j", "dead", cache.ticket("t"))
         epoch.value = n
         tick.now = float(n)
         assert cache.get("t", "j") is None
@@ -120,19 +120,19 @@ class _SlowEpoch(Epoch):
         self.reading = threading.Event()
         self.finish = threading.Event()
 
-    def __call__(self) -> int:
+    def __call__(self, tenant: str) -> int:
         if self.armed:
             self.reading.set()
             assert self.finish.wait(timeout=30)
-        return super().__call__()
+        return super().__call__(tenant)
 
 
 def test_a_request_that_waited_for_anothers_epoch_read_serves_from_the_cache() -> None:
     tick, epoch = Tick(), _SlowEpoch()
     cache = ResultCache(10, ttl=300, timer=tick, epoch=epoch, recheck=1.0)
     spy = _SpyLock()
-    cache._check_lock = spy  # type: ignore[assignment]
-    cache.put("t", "j", "dead", cache.ticket())
+    cache._of("t").check = spy  # type: ignore[assignment]
+    cache.put("t", "j", "dead", cache.ticket("t"))
     tick.now = 1.0  # a re-read is due
     epoch.armed = True
     answers: dict[str, str | None] = {}

@@ -149,7 +149,7 @@ READS: dict[str, Callable[[SQLiteStore], object]] = {
     "counts": lambda s: s.counts(),
     "counters": lambda s: s.counters(),
     "next_due_at": lambda s: s.next_due_at(),
-    "cache_epoch": lambda s: s.cache_epoch(),
+    "cache_epoch": lambda s: s.cache_epoch("t"),
     "attempts": lambda s: s.attempts("j_x"),
     "state_counts": lambda s: s.state_counts(),
     "throughput": lambda s: s.throughput(datetime.now(UTC)),

@@ -1,5 +1,5 @@
 """The result cache in front of status lookups: finished jobs, checked against
-the store's invalidation epoch so no process serves an answer another process
+each tenant's invalidation epoch so no process serves an answer another process
 has made untrue for more than about a second.
 
 What is cached: finished jobs only (succeeded, dead, cancelled). Nothing reads
@@ -10,26 +10,35 @@ and finish start from waiting and running states. DynamoDB's TTL also deletes
 finished jobs, on its own schedule (up to days after `expires_at`), so there a
 cached answer may outlive the item by up to the TTL, as a read may anyway.
 
-How it stays true (the design, and why): every store keeps a store-wide
-invalidation epoch (JobStore.cache_epoch), bumped in the same transaction as
-every redrive or purge that changed a job. The cache re-reads it at most once
-per `recheck` seconds per process (one primary-key read, never one per
-request) and empties itself when it moved. So a change made by any process,
-the CLI included, is seen within `recheck` plus one read. Alternatives
-weighed: caching only succeeded and cancelled jobs still needs the epoch for
-purges and gives up dead jobs, which clients poll too; LISTEN/NOTIFY and
-SQLite's data_version exist on one store each (and data_version moves on
+How it stays true (the design, and why): every store keeps an invalidation
+epoch per tenant (JobStore.cache_epoch(tenant)), bumped in the same transaction
+as every redrive or purge that changed one of that tenant's jobs, and only for
+the tenants whose jobs changed (an operator's purge or redrive across tenants
+bumps each tenant it touched). Each tenant's share re-reads its own epoch at
+most once per `recheck` seconds per process (one primary-key read, never one
+per request) and empties itself, and only itself, when it moved. So a change
+made by any process, the CLI included, is seen within `recheck` plus one read.
+Alternatives weighed: caching only succeeded and cancelled jobs still needs the
+epoch for purges and gives up dead jobs, which clients poll too; LISTEN/NOTIFY
+and SQLite's data_version exist on one store each (and data_version moves on
 every write, which would empty the cache many times a second); per-entry
-version checks cost a store read per hit, which is what the cache saves. The
-price of one epoch: a redrive (any tenant's, of its own dead jobs) or purge
-anywhere empties every process's cache once, for every tenant (at most once per
-`recheck`, however many there are), and a hit waits for the epoch read once a
+version checks cost a store read per hit, which is what the cache saves. One
+store-wide epoch (what this replaced) let a tenant redriving its own dead jobs
+in a loop keep every tenant's cache cold, and let a tenant watching `X-Cache`
+on its own finished jobs see that someone else redrove or purged. A global
+epoch beside the tenants' for operator-wide purges was weighed too: it would
+make every check two reads (or a wider one) and still empty every tenant's
+share on each `spool purge`, for jobs most tenants never had; bumping exactly
+the tenants a purge deleted from costs the purge one small write per tenant in
+its transaction instead. The price: one epoch read per tenant served per
+`recheck` (not one per process), and a hit waits for its tenant's read once a
 second.
 
-Races: a status read that started before the epoch moved must not land in the
-cache after the cache emptied itself. `ticket()` is taken before the store
-read and `put` refuses a ticket from an older generation. When the epoch
-cannot be read (store down) nothing is served or stored until a read works.
+Races, per tenant: a status read that started before the tenant's epoch moved
+must not land in the cache after the tenant's share emptied itself. `ticket()`
+is taken before the store read and `put` refuses a ticket from an older
+generation of that tenant's share. When a tenant's epoch cannot be read (store
+down) nothing of that tenant's is served or stored until a read of it works.
 
 Each tenant has a share of its own: at most `size` answers and about
 `max_bytes` characters of them, least recently used first out. One shared LRU
@@ -54,10 +63,28 @@ from cachetools import TTLCache
 
 log = logging.getLogger("spool.cache")
 
-# How often, at most, each process re-reads the store's epoch (seconds).
+# How often, at most, each process re-reads a tenant's epoch (seconds).
 DEFAULT_RECHECK = 1.0
 # Characters of answers each tenant's share may hold (SPOOL_CACHE_BYTES).
 DEFAULT_MAX_BYTES = 8 * 1024 * 1024
+
+
+class _Share:
+    """One tenant's part of the cache: its answers and what vouches for them.
+
+    `seen` is the tenant's epoch the answers are true for, `checked_at` when it was
+    last read, `generation` goes up whenever the answers are emptied (tickets).
+    `check` lets one request at a time read this tenant's epoch."""
+
+    def __init__(self) -> None:
+        self.entries: TTLCache[str, str] | None = None  # made on the first put
+        self.seen: int | None = None
+        self.checked_at: float | None = None
+        self.generation = 0
+        self.check = threading.Lock()
+
+    def __len__(self) -> int:
+        return 0 if self.entries is None else len(self.entries)
 
 
 class ResultCache:
@@ -66,7 +93,7 @@ class ResultCache:
         size: int,
         ttl: float,
         timer: Callable[[], float] = time.monotonic,
-        epoch: Callable[[], int] | None = None,
+        epoch: Callable[[str], int] | None = None,
         recheck: float = DEFAULT_RECHECK,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
@@ -76,58 +103,65 @@ class ResultCache:
         self._unit = max(1, -(-max_bytes // max(1, size)))
         self._share = self._unit * max(1, size)
         self._ttl = max(ttl, 0.001)
-        self._shares: dict[str, TTLCache[str, str]] = {}
+        self._shares: dict[str, _Share] = {}
         self._timer = timer
         self._epoch = epoch
         self._recheck = max(0.0, recheck)
-        self._lock = threading.Lock()  # the entries and the counters
-        self._check_lock = threading.Lock()  # one epoch read at a time
-        self._seen: int | None = None  # the epoch the entries are true for
-        self._checked_at: float | None = None
-        self._generation = 0  # bumped whenever the entries are emptied
+        self._lock = threading.Lock()  # the shares, their entries and the counters
         self.hits = 0
         self.misses = 0
         self.invalidations = 0
 
     # -- the epoch -------------------------------------------------------------
-    def _due(self) -> bool:
-        checked = self._checked_at
+    def _of(self, tenant: str) -> _Share:
+        """The tenant's share, made on first use (kept: it remembers the epoch)."""
+        with self._lock:
+            share = self._shares.get(tenant)
+            if share is None:
+                share = self._shares[tenant] = _Share()
+            return share
+
+    def _due(self, share: _Share) -> bool:
+        checked = share.checked_at
         return checked is None or self._timer() - checked >= self._recheck
 
-    def _verify(self) -> bool:
-        """True when the entries are known to be current (epoch read within `recheck`)."""
+    def _verify(self, tenant: str) -> bool:
+        """True when the tenant's answers are known to be current (its epoch read
+        within `recheck`)."""
         if self._epoch is None:
             return True
-        if not self._due():
-            return self._seen is not None
-        with self._check_lock:
-            if not self._due():  # another thread read it while we waited
-                return self._seen is not None
+        share = self._of(tenant)
+        if not self._due(share):
+            return share.seen is not None
+        with share.check:
+            if not self._due(share):  # another thread read it while we waited
+                return share.seen is not None
             started = self._timer()
             try:
-                value: int | None = self._epoch()
+                value: int | None = self._epoch(tenant)
             except Exception as exc:  # the store is down: vouch for nothing
                 log.warning("cannot read the cache epoch (%s); not serving from cache", exc)
                 value = None
             with self._lock:
-                if value is None or value != self._seen:
-                    if self._count() or value is None:
+                if value is None or value != share.seen:
+                    if len(share) or value is None:
                         self.invalidations += 1
-                    self._shares.clear()
-                    self._generation += 1
-                self._seen = value
-                self._checked_at = started
+                    share.entries = None
+                    share.generation += 1
+                share.seen = value
+                share.checked_at = started
             return value is not None
 
     # -- entries ---------------------------------------------------------------
-    def ticket(self) -> int:
+    def ticket(self, tenant: str) -> int:
         """Take before reading the store; hand to `put` with what was read.
 
-        It checks the epoch first when a check is due, so a ticket never vouches
-        for a generation older than the latest epoch read."""
-        self._verify()
+        It checks the tenant's epoch first when a check is due, so a ticket never
+        vouches for a generation older than the latest epoch read."""
+        self._verify(tenant)
+        share = self._of(tenant)
         with self._lock:
-            return self._generation
+            return share.generation
 
     def get(self, tenant: str, job_id: str) -> str | None:
         """`lookup`, counted as a hit or a miss."""
@@ -138,7 +172,9 @@ class ResultCache:
     def lookup(self, tenant: str, job_id: str) -> str | None:
         """The kept answer, uncounted: the status route counts once it knows what it
         answers (a 404 for an unknown id is neither a hit nor a miss)."""
-        return self._entries_get(tenant, job_id) if self.enabled and self._verify() else None
+        if not self.enabled or not self._verify(tenant):
+            return None
+        return self._entries_get(tenant, job_id)
 
     def count(self, hit: bool) -> None:
         with self._lock:
@@ -150,38 +186,37 @@ class ResultCache:
     def _entries_get(self, tenant: str, job_id: str) -> str | None:
         with self._lock:
             share = self._shares.get(tenant)
-            return None if share is None else share.get(job_id)
+            if share is None or share.entries is None:
+                return None
+            return share.entries.get(job_id)
 
     def _weigh(self, body: str) -> int:
         return max(self._unit, len(body))
 
     def put(self, tenant: str, job_id: str, body: str, ticket: int) -> bool:
-        """Keep a finished job's answer; refused (False) when the cache emptied
-        itself since `ticket` was taken, since the answer may predate a change."""
-        if not self.enabled or not self._verify():
+        """Keep a finished job's answer; refused (False) when the tenant's answers
+        were emptied since `ticket` was taken, since the answer may predate a change."""
+        if not self.enabled or not self._verify(tenant):
             return False
         if self._weigh(body) > self._share:
             return False  # would empty the tenant's whole share for one answer
+        share = self._of(tenant)
         with self._lock:
-            if ticket != self._generation:
+            if ticket != share.generation:
                 return False
-            share = self._shares.get(tenant)
-            if share is None:
-                share = self._shares[tenant] = TTLCache(
+            if share.entries is None:
+                share.entries = TTLCache(
                     maxsize=self._share, ttl=self._ttl, timer=self._timer, getsizeof=self._weigh
                 )
-            share[job_id] = body
+            share.entries[job_id] = body
             return True
 
     def drop(self, tenant: str, job_id: str) -> None:
         with self._lock:
             share = self._shares.get(tenant)
-            if share is not None:
-                share.pop(job_id, None)
-
-    def _count(self) -> int:
-        return sum(len(share) for share in self._shares.values())
+            if share is not None and share.entries is not None:
+                share.entries.pop(job_id, None)
 
     def __len__(self) -> int:
         with self._lock:
-            return self._count()
+            return sum(len(share) for share in self._shares.values())

@@ -244,7 +244,7 @@ class Edge:
         if cached is not None:
             self.cache.count(hit=True)
             return ApiResponse(200, cached, {"Content-Type": "application/json", "X-Cache": "hit"})
-        ticket = self.cache.ticket()  # before the read: a change after it voids the put
+        ticket = self.cache.ticket(tenant)  # before the read: a change after it voids the put
         job = self.service.status(job_id, tenant)
         if wait > 0 and not job.terminal:
             try:

@@ -23,16 +23,22 @@ Rules every backend keeps:
 - Counters (enqueued, succeeded, failed, retried, dead, cancelled per queue
   and type) are updated in the same transaction as the transition, so every
   process reads the same system-wide totals.
-- `cache_epoch` is a store-wide number that changes whenever a finished job's
-  answer changes: a `redrive` that moves at least one job (dead -> queued) and
-  a `purge` that deletes at least one job bump it, in the same transaction
-  (or conditional write) as the change, and nothing else moves it (so caches
-  keep their entries through ordinary traffic). Finished jobs
-  change in no other way (cancel and finish start from waiting or running
-  states), so a reader that saw the epoch unchanged since it read a finished
-  job knows its copy is still true. Reading it is one cheap, strongly
-  consistent read. HTTP result caches in every process re-read it about once
-  a second (chalicelib/api/cache.py).
+- `cache_epoch(tenant)` is a number per tenant that changes whenever one of
+  that tenant's finished jobs' answers changes: a `redrive` that moves at
+  least one of its jobs (dead -> queued) and a `purge` or `discard` that
+  deletes at least one of its jobs bump it, in the same transaction (or
+  conditional write) as the change, and nothing else moves it (so caches keep
+  their entries through ordinary traffic). Only the tenants whose jobs changed
+  move: an operator's redrive or purge across tenants bumps each tenant it
+  touched, once or more, and leaves every other tenant's epoch as it was; a
+  redrive or purge that changed nothing moves none. A tenant never touched
+  reads 0, so a store made before epochs were per tenant needs no backfill.
+  Finished jobs change in no other way (cancel and finish start from waiting
+  or running states), so a reader that saw a tenant's epoch unchanged since it
+  read one of that tenant's finished jobs knows its copy is still true.
+  Reading it is one cheap, strongly consistent read. HTTP result caches in
+  every process re-read each tenant's about once a second
+  (chalicelib/api/cache.py).
 
 Attempt history (chalicelib/storage/history.py holds the shared encoding):
 - A completion that carries an `attempt` appends it to the job's history in
@@ -101,8 +107,9 @@ The dashboard's reads (chalicelib/ui/), each answered without scanning jobs:
 - `get_by_key(tenant, key)` is the tenant's job stored under that idempotency
   key, or None.
 - `discard(ids, tenant)` deletes those of the ids that are dead jobs (of the
-  tenant, when given), with their history and idempotency key, bumping
-  `cache_epoch` in the same transaction when it deleted any (as purge does);
+  tenant, when given), with their history and idempotency key, bumping the
+  `cache_epoch` of each tenant it deleted from in the same transaction (as
+  purge does);
   it returns the ids it deleted. Any other job is left alone.
 - `JobQuery.newest_first` lists in (created_at, id) descending order; the
   cursor then continues below the last row returned.
@@ -238,8 +245,9 @@ class JobStore(Protocol):
         """Delete up to `limit` terminal jobs finished before the given time."""
         ...
 
-    def cache_epoch(self) -> int:
-        """The invalidation epoch: changes with every redrive or purge that changed a job."""
+    def cache_epoch(self, tenant: str) -> int:
+        """The tenant's invalidation epoch: changes with every redrive or purge that
+        changed one of the tenant's jobs (0 for a tenant never touched)."""
         ...
 
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:

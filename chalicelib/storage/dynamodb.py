@@ -16,7 +16,8 @@ jobs (an SQS batch) of three or more are claimed with one consistent
 BatchGetItem and one TransactWriteItems of updates conditional on the version
 read: two requests for the batch, at one more write unit and one read unit a job.
 Redrive and purge are transactions too: each also ADDs 1 to the invalidation
-epoch item (JobStore.cache_epoch), so the change and the bump land together.
+epoch item of every tenant whose jobs it changes (JobStore.cache_epoch), so the
+change and the bumps land together.
 
 Attempt history rides on the job's item (see dynamodb_schema.py): the claim
 counts the job's claims in ``att_seq`` (the store remembers the number per
@@ -1696,8 +1697,8 @@ class DynamoStore:
     @aws_errors
     def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
         """Conditional updates (still dead) packed into transactions that also bump
-        the invalidation epoch, so no cache can miss a redrive; the moved jobs are
-        then read back (consistently) for the answer."""
+        the moved jobs' tenants' invalidation epochs, so no cache can miss a redrive;
+        the moved jobs are then read back (consistently) for the answer."""
         if not job_ids:
             return []
         now = self._now()
@@ -1719,9 +1720,11 @@ class DynamoStore:
             expr.remove("result", "result_ref", "finished_at", "expires_at")
             self._waiting_attrs(expr, st, now, now)
             unit = Unit([self._update(job_id, expr, condition)], [_key_str(job_key(job_id))])
-            units.append(self._dated_unit(unit, st, None))  # no TTL now: its key has none
+            dated = self._dated_unit(unit, st, None)  # no TTL now: its key has none
+            dated.epoch = st.tenant
+            units.append(dated)
             unit_ids.append(job_id)
-        applied = self._tx.apply(units, epoch=True)
+        applied = self._tx.apply(units)
         done = [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]
         found = self._batch_get([job_key(i) for i in done])
         read = [found[_key_str(job_key(i))] for i in done if _key_str(job_key(i)) in found]
@@ -1885,7 +1888,8 @@ class DynamoStore:
 
     def _delete(self, job_ids: Sequence[str], condition_of: Callable[[Expr], str]) -> list[str]:
         """Delete jobs (with their idempotency items and blobs) whose record still meets
-        the condition, bumping the invalidation epoch with them; the ids deleted."""
+        the condition, bumping their tenants' invalidation epochs with them (a record
+        without a tenant is no tenant's answer); the ids deleted."""
         found = self._batch_get([job_key(i) for i in job_ids])
         units: list[Unit] = []
         unit_ids: list[str] = []
@@ -1926,10 +1930,10 @@ class DynamoStore:
             hooks = hook_ids(item)  # its webhook deliveries go with it
             actions.extend(self._outbox.deletes(hooks))
             keys.extend(_key_str(hook_key(h)) for h in hooks)
-            units.append(Unit(actions, keys))
+            units.append(Unit(actions, keys, epoch=tenant))
             unit_ids.append(job_id)
             refs.append([r for r in (get_s(item, "payload_ref"), get_s(item, "result_ref")) if r])
-        applied = self._tx.apply(units, epoch=True)
+        applied = self._tx.apply(units)
         if self.blobs is not None:
             gone = [r for rs, ok in zip(refs, applied, strict=True) if ok for r in rs]
             if gone:
@@ -2320,13 +2324,12 @@ class DynamoStore:
         when opened) and exit 1 with the store's message, instead of running and
         answering 503 from their first second. Not on Lambda: a cold start does not
         pay a round trip for it."""
-        self.cache_epoch()
+        self.cache_epoch("")  # any consistent read of the table does
 
     @aws_errors
-    def cache_epoch(self) -> int:
-        item = self.ddb.get_item(TableName=self.table, Key=epoch_key(), ConsistentRead=True).get(
-            "Item"
-        )
+    def cache_epoch(self, tenant: str) -> int:
+        key = epoch_key(tenant)
+        item = self.ddb.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
         return (get_n(item, "n") or 0) if item is not None else 0
 
     # -- the webhook outbox (see base.py; dynamodb_webhooks.py) ------------------------------------

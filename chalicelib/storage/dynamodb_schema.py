@@ -16,8 +16,12 @@ One table, three kinds of item, told apart by the partition key:
   bumped with ADD in the same transaction as the transition it counts. A few
   shards per counter spread the writes so concurrent transactions rarely
   collide on one item.
-- the invalidation epoch: ``pk = sk = "E"`` holding ``n``, bumped with ADD in
-  the transaction of every redrive or purge that changes a job.
+- a tenant's invalidation epoch (JobStore.cache_epoch(tenant)):
+  ``pk = "E#<tenant>"``, ``sk = "E"`` holding ``n``, bumped with ADD in the
+  transaction of every redrive or purge that changes one of the tenant's jobs
+  (made by its first bump; no item reads 0). An item per tenant, each in its own
+  partition, so one tenant's redrives contend with no other's. A table made
+  before keeps its old store-wide ``pk = sk = "E"`` item, which nothing reads.
 - a worker's beat: ``pk = "W"``, ``sk = <worker id>`` holding its queues
   (JSON), ``started_at``, ``last_beat`` and ``expires_at`` (the table's TTL,
   a day after the beat). One partition: a beat every ~15 s per worker is far
@@ -84,7 +88,8 @@ else:
 
 JOB_SK = "J"
 COUNTER_PK = "C"
-EPOCH_PK = "E"
+EPOCH_PREFIX = "E#"
+EPOCH_SK = "E"
 WORKER_PK = "W"
 LIMIT_PREFIX = "L#"
 LIMIT_SK = "L"
@@ -247,9 +252,9 @@ def minute_counter_key(event: str, tenant: str, queue: str, shard: int) -> tuple
     return key, int(minute), outcome
 
 
-def epoch_key() -> Item:
-    """The invalidation epoch (JobStore.cache_epoch): one item holding ``n``."""
-    return {"pk": s(EPOCH_PK), "sk": s(EPOCH_PK)}
+def epoch_key(tenant: str) -> Item:
+    """A tenant's invalidation epoch (JobStore.cache_epoch): one item holding ``n``."""
+    return {"pk": s(EPOCH_PREFIX + tenant), "sk": s(EPOCH_SK)}
 
 
 def worker_key(worker: str) -> Item:

@@ -58,11 +58,12 @@ class Unit:
     counters: list[tuple[str, str, str, int]] = field(default_factory=list)
     size: int = 1024
     optional: int = 0  # the last actions that may be dropped if refused (see the module)
+    epoch: str | None = None  # the tenant whose cache epoch this unit's change bumps
 
     def required(self) -> Unit:
         """This unit without its optional actions."""
         keep = len(self.actions) - self.optional
-        return Unit(self.actions[:keep], self.keys, self.counters, self.size)
+        return Unit(self.actions[:keep], self.keys, self.counters, self.size, epoch=self.epoch)
 
 
 class Cancelled(Exception):
@@ -127,49 +128,54 @@ class Transactions:
 
     def chunks(self, units: Sequence[Unit], reserved: int = 0) -> Iterator[list[int]]:
         """Pack units into transactions: at most 100 actions (less `reserved`), 3.5 MB,
-        one write per item."""
+        one write per item. The counters and tenant epochs a chunk's units share
+        are one action each."""
         chunk: list[int] = []
         actions = reserved
         size = 0
         keys: set[str] = set()
         counters: set[tuple[str, str, str]] = set()
+        epochs: set[str] = set()
         for index, unit in enumerate(units):
             unit_counters = {c[:3] for c in unit.counters} - counters
-            needed = len(unit.actions) + len(unit_counters)
+            unit_epochs = ({unit.epoch} if unit.epoch is not None else set()) - epochs
+            needed = len(unit.actions) + len(unit_counters) + len(unit_epochs)
             if chunk and (
                 actions + needed > TRANSACTION_ACTIONS
                 or size + unit.size > TRANSACTION_BYTES
                 or keys.intersection(unit.keys)
             ):
                 yield chunk
-                chunk, actions, size, keys, counters = [], reserved, 0, set(), set()
+                chunk, actions, size, keys, counters, epochs = [], reserved, 0, set(), set(), set()
                 unit_counters = {c[:3] for c in unit.counters}
-                needed = len(unit.actions) + len(unit_counters)
+                unit_epochs = {unit.epoch} if unit.epoch is not None else set()
+                needed = len(unit.actions) + len(unit_counters) + len(unit_epochs)
             chunk.append(index)
             actions += needed
             size += unit.size
             keys.update(unit.keys)
             counters.update(unit_counters)
+            epochs.update(unit_epochs)
         if chunk:
             yield chunk
 
-    def epoch_action(self) -> TransactWriteItemTypeDef:
-        """ADD 1 to the invalidation epoch item (JobStore.cache_epoch)."""
+    def epoch_action(self, tenant: str) -> TransactWriteItemTypeDef:
+        """ADD 1 to a tenant's invalidation epoch item (JobStore.cache_epoch)."""
         expr = Expr().add("n", 1)
         return {
             "Update": {
                 "TableName": self.table,
-                "Key": epoch_key(),
+                "Key": epoch_key(tenant),
                 "UpdateExpression": expr.update_expression(),
                 **expr.placeholders(),  # type: ignore[typeddict-item]
             }
         }
 
-    def once(self, units: Sequence[Unit], epoch: bool = False) -> None:
+    def once(self, units: Sequence[Unit]) -> None:
         """One all-or-nothing transaction; raises Cancelled with per-unit reasons.
 
-        With `epoch`, the transaction also bumps the invalidation epoch, so the
-        change and the bump land together."""
+        It also bumps, once each, the epochs of the tenants its units name
+        (`Unit.epoch`), so the change and the bumps land together."""
         totals: dict[tuple[str, str, str], int] = {}
         actions: list[TransactWriteItemTypeDef] = []
         for unit in units:
@@ -177,8 +183,8 @@ class Transactions:
             for queue, type_, event, amount in unit.counters:
                 totals[(queue, type_, event)] = totals.get((queue, type_, event), 0) + amount
         actions.extend(self.counter_actions(totals))
-        if epoch:
-            actions.append(self.epoch_action())
+        tenants = {unit.epoch for unit in units if unit.epoch is not None}
+        actions.extend(self.epoch_action(tenant) for tenant in sorted(tenants))
         try:
             self.ddb.transact_write_items(TransactItems=actions)
         except ClientError as exc:
@@ -201,19 +207,20 @@ class Transactions:
                 per_unit = [dict(counter_failed) for _ in units]
             raise Cancelled(per_unit) from exc
 
-    def apply(self, units: Sequence[Unit], epoch: bool = False) -> list[bool]:
+    def apply(self, units: Sequence[Unit]) -> list[bool]:
         """Apply each unit on its own: one whose condition fails is dropped, the rest retried.
 
-        With `epoch`, every transaction that applies anything bumps the epoch too."""
+        Each transaction bumps the epochs of the tenants of the units it applies
+        (`Unit.epoch`) and no other: a unit dropped takes its bump with it."""
         applied = [False] * len(units)
         todo = list(units)
-        for chunk in self.chunks(units, reserved=1 if epoch else 0):
+        for chunk in self.chunks(units):
             live = list(chunk)
             for attempt in range(TRANSACTION_ATTEMPTS):
                 if not live:
                     break
                 try:
-                    self.once([todo[i] for i in live], epoch=epoch)
+                    self.once([todo[i] for i in live])
                 except Cancelled as cancelled:
                     reasons = dict(zip(live, cancelled.reasons, strict=True))
                     refused = [

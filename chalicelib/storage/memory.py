@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -66,7 +66,7 @@ class MemoryStore:
         self._counters: dict[CounterKey, int] = {}
         # (tenant, queue, minute) -> [succeeded, failed] attempts (JobStore.throughput)
         self._minutes: dict[tuple[str, str, datetime], list[int]] = {}
-        self._epoch = 0  # see JobStore.cache_epoch
+        self._epochs: dict[str, int] = {}  # tenant -> its JobStore.cache_epoch
         self._callbacks: dict[str, str] = {}  # job id -> callback URL
         self._deliveries: dict[str, Delivery] = {}  # the webhook outbox, in write order
         self._lock = threading.RLock()
@@ -419,8 +419,7 @@ class MemoryStore:
                         updated_at=now,
                     )
                 )
-            if moved:
-                self._epoch += 1
+            self._bump_epochs(job.tenant for job in moved)
         if moved:
             self.notifier.notify()
         return moved
@@ -461,16 +460,20 @@ class MemoryStore:
                 self._forget_webhooks(job.id)
                 if job.idempotency_key:
                     self._idem.pop((job.tenant, job.idempotency_key), None)
-            if doomed:
-                self._epoch += 1
+            self._bump_epochs(job.tenant for job in doomed)
             stale = minute_of(self.clock.now()) - MINUTES_KEPT
             for key in [k for k in self._minutes if k[2] < stale]:
                 del self._minutes[key]
         return len(doomed)
 
-    def cache_epoch(self) -> int:
+    def cache_epoch(self, tenant: str) -> int:
         with self._lock:
-            return self._epoch
+            return self._epochs.get(tenant, 0)
+
+    def _bump_epochs(self, tenants: Iterable[str]) -> None:
+        """Each tenant whose jobs changed, once (the caller holds the lock)."""
+        for tenant in set(tenants):
+            self._epochs[tenant] = self._epochs.get(tenant, 0) + 1
 
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
         with self._lock:
@@ -500,6 +503,7 @@ class MemoryStore:
 
     def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
         gone: list[str] = []
+        touched: set[str] = set()
         with self._lock:
             for job_id in dict.fromkeys(job_ids):
                 job = self.get(job_id, tenant)
@@ -511,8 +515,8 @@ class MemoryStore:
                 if job.idempotency_key:
                     self._idem.pop((job.tenant, job.idempotency_key), None)
                 gone.append(job_id)
-            if gone:
-                self._epoch += 1
+                touched.add(job.tenant)
+            self._bump_epochs(touched)
         return gone
 
     def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:

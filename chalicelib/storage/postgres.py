@@ -318,17 +318,35 @@ REDRIVE_SQL = (
     f" SELECT {COLUMNS}, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM moved"
 )
 
-# JobStore.cache_epoch. Redrive bumps it last in its transaction and purge after
-# its rows are locked, so both lock jobs before the epoch row: no deadlock.
-BUMP_EPOCH_SQL = "UPDATE cache_epoch SET n = n + 1"
+# JobStore.cache_epoch(tenant), migration 0007: a row per tenant, made by its first
+# bump. Redrive bumps last in its transaction, purge and discard after their rows are
+# locked, so all lock jobs before epoch rows, and epoch rows in tenant order: no
+# deadlock. GROUP BY: one statement may not update a row twice.
+BUMP_EPOCHS_SQL = (
+    "INSERT INTO tenant_epochs (tenant, n)"
+    " SELECT tenant, 1 FROM unnest(%(tenants)s::text[]) AS t (tenant)"
+    ' GROUP BY tenant ORDER BY tenant COLLATE "C"'
+    " ON CONFLICT (tenant) DO UPDATE SET n = tenant_epochs.n + 1"
+)
+
+
+def _bump_epochs_after(rows: str) -> str:
+    """A CTE that bumps the epoch of each tenant among the `tenant`s of CTE `rows`."""
+    return (
+        " bump AS (INSERT INTO tenant_epochs (tenant, n)"
+        f' SELECT tenant, 1 FROM {rows} GROUP BY tenant ORDER BY tenant COLLATE "C"'
+        " ON CONFLICT (tenant) DO UPDATE SET n = tenant_epochs.n + 1)"
+    )
+
 
 PURGE_SQL = (
     "WITH doomed AS ("
     " SELECT id FROM jobs WHERE finished_at < %(before)s"
     " AND state IN ('succeeded', 'dead', 'cancelled')"
     " ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
-    " gone AS (DELETE FROM jobs j USING doomed WHERE j.id = doomed.id RETURNING j.id),"
-    " bump AS (UPDATE cache_epoch SET n = n + 1 WHERE EXISTS (SELECT 1 FROM gone))"
+    " gone AS (DELETE FROM jobs j USING doomed WHERE j.id = doomed.id"
+    " RETURNING j.id, j.tenant),"
+    f"{_bump_epochs_after('gone')}"
     " SELECT count(*) FROM gone"
 )
 
@@ -1121,8 +1139,8 @@ class PostgresStore:
                             },
                         ).fetchall()
                     )
-                if rows:
-                    conn.execute(BUMP_EPOCH_SQL)
+                if rows:  # r[1]: the tenant, as stored
+                    conn.execute(BUMP_EPOCHS_SQL, {"tenants": sorted({r[1] for r in rows})})
             return rows
 
         moved = {r[0]: row_to_job(r) for r in self._run(write)}
@@ -1174,9 +1192,12 @@ class PostgresStore:
         self._run(lambda conn: conn.execute("DELETE FROM job_minutes WHERE minute < %s", (cutoff,)))
         return total
 
-    def cache_epoch(self) -> int:
+    def cache_epoch(self, tenant: str) -> int:
         row = self._run(
-            lambda conn: conn.execute("SELECT n FROM cache_epoch").fetchone(), read=True
+            lambda conn: conn.execute(
+                "SELECT n FROM tenant_epochs WHERE tenant = %s", (_enc(tenant),)
+            ).fetchone(),
+            read=True,
         )
         return int(row[0]) if row else 0
 
@@ -1222,8 +1243,8 @@ class PostgresStore:
             "WITH locked AS MATERIALIZED (SELECT id FROM jobs WHERE id = ANY(%(ids)s::text[])"
             f" AND state = 'dead'{tenant_clause} ORDER BY id COLLATE \"C\" FOR UPDATE),"
             " gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM locked)"
-            " AND state = 'dead' RETURNING id),"
-            " bump AS (UPDATE cache_epoch SET n = n + 1 WHERE EXISTS (SELECT 1 FROM gone))"
+            " AND state = 'dead' RETURNING id, tenant),"
+            f"{_bump_epochs_after('gone')}"
             " SELECT id FROM gone"
         )
         params = {"ids": wanted, "tenant": _enc_opt(tenant)}

@@ -35,7 +35,8 @@ lives in one slot, so every script touches one slot):
     P dp           zset: pending deliveries, score next_at
     P dc           hash: deliveries per counted state (pending, failed)
     P counters     hash: "<len>:<queue><len>:<type><event>" -> total
-    P epoch        string: the invalidation epoch (JobStore.cache_epoch)
+    P te           hash: tenant -> its invalidation epoch (JobStore.cache_epoch; absent
+                   reads 0). A store made before it keeps its old `P epoch`, unused.
     P wk / P wb    hash worker -> beat JSON / zset worker -> last beat
     P wake         the pub/sub channel idle workers listen on
     P ix, lt:, rq:, rf:, rs:, fp, tb ...   claims under a policy (limits, fair turns) and
@@ -248,6 +249,13 @@ local function delete_job(id)
   end
   redis.call('DEL', jk, P .. 'h:' .. id, P .. 'dj:' .. id)
   count(j[1], j[3], j[4], -1)
+  return j[1]
+end
+
+-- JobStore.cache_epoch(tenant): each tenant whose jobs a script changed, bumped once
+-- when it ends (a record without a tenant names none).
+local function bump_epochs(tenants)
+  for tenant in pairs(tenants) do redis.call('HINCRBY', P .. 'te', tenant, 1) end
 end
 """
 
@@ -599,7 +607,7 @@ REDRIVE = (
     + _PRELUDE
     + r"""
 local now, tenant = ARGV[2], opt(ARGV[3])
-local moved = {}
+local moved, touched = {}, {}
 for i = 4, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
@@ -612,13 +620,12 @@ for i = 4, #ARGV do
     count(j[2], j[3], 'dead', -1)
     count(j[2], j[3], 'queued', 1)
     moved[#moved + 1] = row(id)
+    if j[2] then touched[j[2]] = true end
   end
 end
 flush()
-if #moved > 0 then
-  redis.call('INCR', P .. 'epoch')
-  redis.call('PUBLISH', P .. 'wake', '')
-end
+bump_epochs(touched)
+if #moved > 0 then redis.call('PUBLISH', P .. 'wake', '') end
 return moved
 """
 )
@@ -631,9 +638,13 @@ PURGE = (
     + r"""
 local doomed = redis.call('ZRANGEBYSCORE', P .. 'fin', '-inf', '(' .. ARGV[2], 'LIMIT', 0,
   tonumber(ARGV[3]))
-for _, id in ipairs(doomed) do delete_job(id) end
+local touched = {}
+for _, id in ipairs(doomed) do
+  local owner = delete_job(id)
+  if owner then touched[owner] = true end
+end
 flush()
-if #doomed > 0 then redis.call('INCR', P .. 'epoch') end
+bump_epochs(touched)
 local stale = redis.call('ZRANGEBYSCORE', P .. 'tpm', '-inf', '(' .. ARGV[4])
 for _, minute in ipairs(stale) do
   redis.call('DEL', P .. 'tp:' .. minute)
@@ -650,17 +661,18 @@ DISCARD = (
     + _PRELUDE
     + r"""
 local tenant = opt(ARGV[2])
-local gone = {}
+local gone, touched = {}, {}
 for i = 3, #ARGV do
   local id = ARGV[i]
   local j = redis.call('HMGET', jkey(id), 'state', 'tenant')
   if j[1] == 'dead' and (not tenant or j[2] == tenant) then
     delete_job(id)
     gone[#gone + 1] = id
+    if j[2] then touched[j[2]] = true end
   end
 end
 flush()
-if #gone > 0 then redis.call('INCR', P .. 'epoch') end
+bump_epochs(touched)
 return gone
 """
 )

@@ -603,8 +603,8 @@ class RedisStore:
                 break
         return total
 
-    def cache_epoch(self) -> int:
-        value = self._run(lambda: self.client.get(self._p + "epoch"), read=True)
+    def cache_epoch(self, tenant: str) -> int:
+        value = self._run(lambda: self.client.hget(self._p + "te", tenant), read=True)
         return int(value or 0)
 
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:

@@ -129,11 +129,10 @@ CREATE TABLE IF NOT EXISTS counters (
     n INTEGER NOT NULL,
     PRIMARY KEY (queue, type, event)
 );
-CREATE TABLE IF NOT EXISTS cache_epoch (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
+CREATE TABLE IF NOT EXISTS tenant_epochs (
+    tenant TEXT PRIMARY KEY,
     n INTEGER NOT NULL
-);
-INSERT OR IGNORE INTO cache_epoch (id, n) VALUES (1, 0);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workers (
     worker TEXT PRIMARY KEY,
     queues TEXT,
@@ -148,8 +147,20 @@ CREATE TABLE IF NOT EXISTS workers (
 # callback_url: where the job's completion webhook goes (sqlite_webhooks.py).
 ADDED_COLUMNS = (("attempt_log", "TEXT"), ("lease_worker", "TEXT"), ("callback_url", "TEXT"))
 
-# JobStore.cache_epoch: bumped in the transaction of a redrive or purge that changed a job.
-BUMP_EPOCH = "UPDATE cache_epoch SET n = n + 1 WHERE id = 1"
+# JobStore.cache_epoch(tenant): a row per tenant, made by its first bump (no row reads
+# 0), bumped in the transaction of a redrive or purge that changed one of its jobs. A
+# file made before epochs were per tenant gets the table on open (the schema above)
+# and keeps its old one-row cache_epoch table, which nothing reads any more.
+BUMP_EPOCH = (
+    "INSERT INTO tenant_epochs (tenant, n) VALUES (?, 1)"
+    " ON CONFLICT (tenant) DO UPDATE SET n = n + 1"
+)
+
+
+def bump_epochs(db: sqlite3.Connection, tenants: Iterable[str]) -> None:
+    """Bump each tenant's epoch once, inside the caller's transaction."""
+    db.executemany(BUMP_EPOCH, [(tenant,) for tenant in sorted(set(tenants))])
+
 
 # Applied to every connection (the benchmark's raw baseline uses the same).
 PRAGMAS = (
@@ -797,8 +808,7 @@ class SQLiteStore:
                     [now, now, *chunk, *([tenant] if tenant is not None else [])],
                 ).fetchall()
                 moved.extend(row_to_job(r) for r in rows)
-            if moved:
-                db.execute(BUMP_EPOCH)
+            bump_epochs(db, (job.tenant for job in moved))
         if moved:
             self.notifier.notify()
         return moved
@@ -831,20 +841,21 @@ class SQLiteStore:
 
     def purge(self, finished_before: datetime, limit: int = 1000) -> int:
         with self._write() as db:
-            cursor = db.execute(
+            owners = db.execute(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL "
-                "AND finished_at < ? AND state IN ('succeeded', 'dead', 'cancelled') LIMIT ?)",
+                "AND finished_at < ? AND state IN ('succeeded', 'dead', 'cancelled') LIMIT ?)"
+                " RETURNING tenant",
                 (to_micros(finished_before), limit),
-            )
-            if cursor.rowcount > 0:
-                db.execute(BUMP_EPOCH)
+            ).fetchall()
+            bump_epochs(db, (row[0] for row in owners))
             dashboard.forget_old_minutes(db, self.clock.now())
-            return cursor.rowcount
+            return len(owners)
 
     @_reads
-    def cache_epoch(self) -> int:
-        row = self._db().execute("SELECT n FROM cache_epoch WHERE id = 1").fetchone()
-        return int(row[0]) if row is not None else 0
+    def cache_epoch(self, tenant: str) -> int:
+        row = self._db().execute("SELECT n FROM tenant_epochs WHERE tenant = ?", (tenant,))
+        found = row.fetchone()
+        return int(found[0]) if found is not None else 0
 
     @_reads
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
@@ -868,6 +879,7 @@ class SQLiteStore:
 
     def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
         gone: list[str] = []
+        touched: set[str] = set()
         wanted = list(dict.fromkeys(job_ids))
         tenant_clause = " AND tenant = ?" if tenant is not None else ""
         with self._write() as db:
@@ -875,12 +887,12 @@ class SQLiteStore:
                 chunk = wanted[start : start + 500]
                 rows = db.execute(
                     f"DELETE FROM jobs WHERE id IN ({','.join('?' * len(chunk))}) "
-                    f"AND state = 'dead'{tenant_clause} RETURNING id",
+                    f"AND state = 'dead'{tenant_clause} RETURNING id, tenant",
                     [*chunk, *([tenant] if tenant is not None else [])],
                 ).fetchall()
                 gone.extend(r[0] for r in rows)
-            if gone:
-                db.execute(BUMP_EPOCH)
+                touched.update(r[1] for r in rows)
+            bump_epochs(db, touched)
         return gone
 
     @_reads

@@ -493,34 +493,91 @@ def test_purge_removes_only_old_finished_jobs(store: JobStore, clock: FakeClock)
     assert store.get(fresh.id) is not None
 
 
-# -- the invalidation epoch (JobStore.cache_epoch) ---------------------------
+# -- the invalidation epochs (JobStore.cache_epoch(tenant)) --------------------
+
+
+def _epochs(store: JobStore, *tenants: str) -> dict[str, int]:
+    return {tenant: store.cache_epoch(tenant) for tenant in tenants}
+
+
+def test_cache_epoch_of_a_tenant_never_touched_is_zero(store: JobStore) -> None:
+    assert _epochs(store, "t1", "nobody", "") == {"t1": 0, "nobody": 0, "": 0}
 
 
 def test_cache_epoch_grows_with_a_redrive_that_moves_a_job(
     store: JobStore, clock: FakeClock
 ) -> None:
     dead = _bury(store, clock, tenant="t1")
-    before = store.cache_epoch()
+    before = _epochs(store, "t1", "t2")
     assert store.redrive([dead.id], tenant="t2") == []  # another tenant's: nothing moves
     assert store.redrive(["j_" + "c" * 32]) == []
-    assert store.cache_epoch() == before
+    assert _epochs(store, "t1", "t2") == before
     assert [j.id for j in store.redrive([dead.id], tenant="t1")] == [dead.id]
-    after = store.cache_epoch()
-    assert after > before
+    after = _epochs(store, "t1", "t2")
+    assert after["t1"] > before["t1"]
+    assert after["t2"] == before["t2"]  # t2's cached answers stay true: not moved
     assert store.redrive([dead.id]) == []  # no longer dead
-    assert store.cache_epoch() == after
+    assert _epochs(store, "t1", "t2") == after
+
+
+def test_an_operators_redrive_moves_exactly_the_tenants_it_touched(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """A redrive across tenants (no tenant given) bumps each tenant whose jobs moved,
+    once or more, and no other; the ids it skipped (not dead) name no tenant."""
+    one, two = _bury(store, clock, tenant="t1"), _bury(store, clock, tenant="t2")
+    also_one = _bury(store, clock, tenant="t1")
+    waiting = add_one(store, clock, tenant="t3")
+    before = _epochs(store, "t1", "t2", "t3", "t4")
+    moved = store.redrive([one.id, two.id, also_one.id, waiting.id])
+    assert sorted(j.id for j in moved) == sorted([one.id, two.id, also_one.id])
+    after = _epochs(store, "t1", "t2", "t3", "t4")
+    assert after["t1"] > before["t1"] and after["t2"] > before["t2"]
+    assert (after["t3"], after["t4"]) == (before["t3"], before["t4"])
 
 
 def test_cache_epoch_grows_with_a_purge_that_deletes(store: JobStore, clock: FakeClock) -> None:
-    add_one(store, clock)
+    add_one(store, clock, tenant="t1")
     [claimed] = store.claim(1, LEASE)
     store.finish([succeed(claimed)])
-    before = store.cache_epoch()
+    before = _epochs(store, "t1", "t2")
     assert store.purge(clock.now() - timedelta(seconds=60)) == 0
-    assert store.cache_epoch() == before
+    assert _epochs(store, "t1", "t2") == before
     clock.advance(3600)
     assert store.purge(clock.now()) == 1
-    assert store.cache_epoch() > before
+    after = _epochs(store, "t1", "t2")
+    assert after["t1"] > before["t1"] and after["t2"] == before["t2"]
+
+
+def test_a_purge_moves_exactly_the_tenants_it_deleted_from(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """Tenants whose finished jobs a purge leaves (too recent, or still running) keep
+    their epochs; each tenant it deleted from moves."""
+    old = [_bury(store, clock, tenant=t) for t in ("t1", "t2", "t1")]
+    clock.advance(60)
+    recent = _bury(store, clock, tenant="t3")
+    add_one(store, clock, tenant="t4")  # waiting: never purged
+    before = _epochs(store, "t1", "t2", "t3", "t4")
+    assert store.purge(clock.now() - timedelta(seconds=30)) == len(old)
+    after = _epochs(store, "t1", "t2", "t3", "t4")
+    assert after["t1"] > before["t1"] and after["t2"] > before["t2"]
+    assert (after["t3"], after["t4"]) == (before["t3"], before["t4"])
+    assert store.get(recent.id) is not None
+
+
+def test_a_discard_moves_exactly_the_tenants_it_deleted_from(
+    store: JobStore, clock: FakeClock
+) -> None:
+    one, two = _bury(store, clock, tenant="t1"), _bury(store, clock, tenant="t2")
+    three = _bury(store, clock, tenant="t3")
+    before = _epochs(store, "t1", "t2", "t3")
+    assert store.discard([two.id], tenant="t1") == []  # another tenant's: nothing
+    assert _epochs(store, "t1", "t2", "t3") == before
+    assert sorted(store.discard([one.id, two.id])) == sorted([one.id, two.id])
+    after = _epochs(store, "t1", "t2", "t3")
+    assert after["t1"] > before["t1"] and after["t2"] > before["t2"]
+    assert after["t3"] == before["t3"] and store.get(three.id) is not None
 
 
 def test_cache_epoch_ignores_changes_no_cached_answer_depends_on(
@@ -528,7 +585,7 @@ def test_cache_epoch_ignores_changes_no_cached_answer_depends_on(
 ) -> None:
     """Add, claim, finish, extend and cancel never change a finished job's answer,
     so they leave the epoch alone and caches keep their entries through them."""
-    before = store.cache_epoch()
+    before = _epochs(store, "default")
     for _ in range(3):
         add_one(store, clock, max_attempts=1)
     waiting = add_one(store, clock, delay=60)
@@ -539,7 +596,7 @@ def test_cache_epoch_ignores_changes_no_cached_answer_depends_on(
     clock.advance(LEASE + 1)
     store.claim(1, LEASE)  # reaps c: dead on its last attempt
     assert store.get(c.id).state is JobState.DEAD
-    assert store.cache_epoch() == before
+    assert _epochs(store, "default") == before
 
 
 def test_cache_epoch_is_shared_by_every_handle_on_the_store(
@@ -549,10 +606,10 @@ def test_cache_epoch_is_shared_by_every_handle_on_the_store(
     second handle where the backend has one (memory has no second process)."""
     other = _second_handle(store)
     try:
-        before = other.cache_epoch()
+        before = other.cache_epoch("default")
         dead = _bury(store, clock)
         store.redrive([dead.id])
-        assert other.cache_epoch() > before
+        assert other.cache_epoch("default") > before
     finally:
         if other is not store:
             other.close()

@@ -178,12 +178,13 @@ def test_dashboard_discard_deletes_only_the_tenants_dead_jobs(
     for job in (jobs[0], jobs[1], theirs):
         store.finish([Completion(job.id, claimed[job.id].lease_token, D, error="x")])
     store.finish([Completion(jobs[2].id, claimed[jobs[2].id].lease_token, S)])
-    epoch = store.cache_epoch()
+    epochs = {t: store.cache_epoch(t) for t in ("acme", "other")}
     assert store.discard([jobs[2].id, theirs.id, "j_" + "0" * 32], "acme") == []
-    assert store.cache_epoch() == epoch
+    assert {t: store.cache_epoch(t) for t in ("acme", "other")} == epochs
     gone = store.discard([jobs[0].id, jobs[1].id, jobs[0].id, theirs.id], "acme")
     assert sorted(gone) == sorted([jobs[0].id, jobs[1].id])
-    assert store.cache_epoch() != epoch
+    assert store.cache_epoch("acme") > epochs["acme"]
+    assert store.cache_epoch("other") == epochs["other"]  # its job was not touched
     assert store.get(jobs[0].id) is None and store.attempts(jobs[0].id) is None
     assert store.get(theirs.id) is not None and store.get(jobs[2].id) is not None
     assert store.get_by_key("acme", "k0") is None

@@ -39,10 +39,11 @@ TYPE = "model"
 HISTORY = 25  # SPOOL_ATTEMPT_HISTORY's default
 WAITING = (JobState.QUEUED, JobState.RETRYING)
 TERMINAL = (JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED)
+TENANTS = ("t1", "t2")
 
 job_specs = st.fixed_dictionaries(
     {
-        "tenant": st.sampled_from(["t1", "t2"]),
+        "tenant": st.sampled_from(TENANTS),
         "key": st.sampled_from([None, None, "k1", "k2", "k3"]),
         "priority": st.sampled_from([0, 0, 1, 5]),
         "delay": st.sampled_from([0, 0, 5, 30]),
@@ -92,7 +93,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.touched: set[str] = set()  # ids the current step used
         self.idem: dict[tuple[str, str], str] = {}
         self.counters: dict[str, int] = {}
-        self.epoch = self.store.cache_epoch()
+        self.epochs = {tenant: self.store.cache_epoch(tenant) for tenant in TENANTS}
 
     def teardown(self) -> None:
         self._opened.__exit__(None, None, None)
@@ -343,7 +344,7 @@ class StoreMachine(RuleBasedStateMachine):
         moved = self.store.redrive(wanted)
         expected = {i for i in wanted if i in self.jobs and self.jobs[i].state is JobState.DEAD}
         assert {j.id for j in moved} == expected
-        self.epoch_moved(bool(expected))
+        self.epochs_moved({self.jobs[i].tenant for i in expected})
         now = self.clock.now()
         for job_id in expected:
             job = self.jobs[job_id]
@@ -361,23 +362,26 @@ class StoreMachine(RuleBasedStateMachine):
             if j.state in TERMINAL and j.finished_at is not None and j.finished_at < cutoff
         ]
         assert self.store.purge(cutoff, limit=10_000) == len(doomed)
-        self.epoch_moved(bool(doomed))
+        self.epochs_moved({job.tenant for job in doomed})
         for job in doomed:
             del self.jobs[job.id]
             if job.key is not None:
                 self.idem.pop((job.tenant, job.key), None)
 
-    def epoch_moved(self, changed: bool) -> None:
-        """A redrive or purge that changed a job grows the epoch; one that did not keeps it."""
-        epoch = self.store.cache_epoch()
-        assert (epoch > self.epoch) if changed else (epoch == self.epoch)
-        self.epoch = epoch
+    def epochs_moved(self, changed: set[str]) -> None:
+        """A redrive or purge grows the epoch of each tenant whose jobs it changed and
+        keeps every other tenant's (all of them, when it changed nothing)."""
+        for tenant in TENANTS:
+            epoch = self.store.cache_epoch(tenant)
+            before = self.epochs[tenant]
+            assert (epoch > before) if tenant in changed else (epoch == before), tenant
+            self.epochs[tenant] = epoch
 
     # -- what must always agree ------------------------------------------------
     @invariant()
     def epoch_agrees(self) -> None:
-        # No other operation moves it, so caches keep their entries through them.
-        assert self.store.cache_epoch() == self.epoch
+        # No other operation moves them, so caches keep their entries through them.
+        assert {t: self.store.cache_epoch(t) for t in TENANTS} == self.epochs
 
     @invariant()
     def jobs_agree(self) -> None:
@@ -422,7 +426,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.counts() == expected
         # The dashboard's kept counts (JobStore.state_counts) equal counting, per tenant too.
         assert self.store.state_counts() == expected
-        for tenant in ("t1", "t2"):
+        for tenant in TENANTS:
             mine: dict[tuple[str, JobState], int] = {}
             for job in self.jobs.values():
                 if job.tenant == tenant:
