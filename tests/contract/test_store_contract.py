@@ -580,6 +580,22 @@ def test_a_discard_moves_exactly_the_tenants_it_deleted_from(
     assert after["t3"] == before["t3"] and store.get(three.id) is not None
 
 
+def test_a_redrive_over_many_tenants_bumps_each_of_them(store: JobStore, clock: FakeClock) -> None:
+    """More jobs and epochs than one transaction holds actions for (DynamoDB: 100),
+    so a store that packs epoch bumps beside the jobs must make room for them.
+    (Purge and discard pack theirs the same way: dynamodb_txn.Transactions.apply.)"""
+    tenants = [f"m{i:02d}" for i in range(51)]  # 51 jobs and 51 epochs: 102 actions
+    store.add([new_job(clock, tenant=t, max_attempts=1) for t in tenants])
+    claimed = store.claim(len(tenants), LEASE)
+    assert len(claimed) == len(tenants)
+    done = [Completion(j.id, j.lease_token, JobState.DEAD, error="x") for j in claimed]
+    assert store.finish(done) == [True] * len(done)
+    before = _epochs(store, *tenants)
+    assert len(store.redrive([j.id for j in claimed])) == len(tenants)
+    after = _epochs(store, *tenants)
+    assert [t for t in tenants if after[t] <= before[t]] == []
+
+
 def test_cache_epoch_ignores_changes_no_cached_answer_depends_on(
     store: JobStore, clock: FakeClock
 ) -> None:
