@@ -114,12 +114,13 @@ class ResultCache:
 
     # -- the epoch -------------------------------------------------------------
     def _of(self, tenant: str) -> _Share:
-        """The tenant's share, made on first use (kept: it remembers the epoch)."""
-        with self._lock:
-            share = self._shares.get(tenant)
-            if share is None:
-                share = self._shares[tenant] = _Share()
+        """The tenant's share, made on first use (kept: it remembers the epoch). A hit
+        finds it without the lock: a dict read is atomic, and shares are never removed."""
+        share = self._shares.get(tenant)
+        if share is not None:
             return share
+        with self._lock:
+            return self._shares.setdefault(tenant, _Share())
 
     def _due(self, share: _Share) -> bool:
         checked = share.checked_at
