@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from chalicelib.redact import redact_text
 
 DEFAULT_QUEUE = "default"
+# The label every queue that /metrics does not name is summed into (api/metric_labels.py).
+OTHER_QUEUE = "_other"
 DEFAULT_TENANT = "default"
 
 

@@ -265,7 +265,7 @@ def test_store_unavailable_is_503_with_retry_after(
     def down(*args: object, **kwargs: object) -> None:
         raise StoreUnavailable("database is unreachable", retry_after=7)
 
-    for name in ("get", "add", "list_jobs", "counters"):
+    for name in ("get", "add", "list_jobs", "counters", "queue_totals"):
         monkeypatch.setattr(rt.store, name, down)
     for method, path in [
         ("GET", "/status/j_" + "0" * 32),

@@ -24,7 +24,9 @@ overtakes one of the kept ones, both move: their histories go into and out of
 reads a fall as a reset, and increase() counts what follows as new). The
 ranking is still taken from the store at every scrape, so every process and
 Lambda container names the same queues; labels fixed per process flipped from
-scrape to scrape under `spool serve --processes N`. What reads the totals sums
+scrape to scrape under `spool serve --processes N`. The store ranks and folds
+(JobStore.queue_totals, chalicelib/storage/queue_totals.py), so a scrape does
+not receive a row per queue name ever used. What reads the totals sums
 over `queue` first (deploy/prometheus/alerts.yml). A queue that is itself named
 `_other` always folds, so no series is ever written twice.
 Job types need no bound: only registered types can be enqueued, and state
@@ -34,16 +36,16 @@ and outcome labels are enum values.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chalicelib.models import DEFAULT_QUEUE
+from chalicelib.models import DEFAULT_QUEUE, OTHER_QUEUE
 
 if TYPE_CHECKING:
     from chalicelib.config import Settings
 
-OTHER = "_other"
+OTHER = OTHER_QUEUE
 # One tenant may name at most 1/TENANT_SHARE of a process's first-seen timing labels.
 TENANT_SHARE = 5
 MAX_QUEUES = "SPOOL_METRICS_MAX_QUEUES"
@@ -67,18 +69,12 @@ class QueueLabels:
         declared = frozenset(settings.queues) if settings.queues else None
         return cls(declared, limit, tuple(sorted({DEFAULT_QUEUE, *reserved} - {OTHER})))
 
-    def assign(self, volume: Mapping[str, int]) -> dict[str, str]:
-        """The label of every queue in `volume` (queue -> jobs ever enqueued there)."""
+    def store_request(self) -> tuple[tuple[str, ...], int]:
+        """What to ask JobStore.queue_totals for: the queues always named, and how many
+        of the busiest others (none when SPOOL_QUEUES is declared)."""
         if self.declared is not None:
-            kept = self.declared
-        else:
-            reserved = set(self.reserved)
-            ranked = sorted(
-                (q for q in volume if q != OTHER and q not in reserved),
-                key=lambda q: (-volume[q], q),
-            )
-            kept = frozenset((*self.reserved, *ranked[: self.limit]))
-        return {queue: queue if queue in kept else OTHER for queue in volume}
+            return tuple(sorted(self.declared)), 0
+        return self.reserved, self.limit
 
 
 class FirstSeen:

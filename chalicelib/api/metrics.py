@@ -37,7 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
 from chalicelib import logs
-from chalicelib.api.metric_labels import FirstSeen, QueueLabels, max_workers
+from chalicelib.api.metric_labels import OTHER, FirstSeen, QueueLabels, max_workers
 from chalicelib.attempt_record import LIVE_SECONDS, live_seconds
 from chalicelib.config import Settings
 from chalicelib.middleware import Middleware
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from chalicelib.api.cache import ResultCache
     from chalicelib.limits import Hold
     from chalicelib.storage.base import JobStore
+    from chalicelib.storage.queue_totals import QueueTotals
 
 log = logging.getLogger("spool.metrics")
 
@@ -82,18 +83,17 @@ class _Reading:
     """Everything one scrape needs from the store, read once."""
 
     now: datetime
-    counters: dict[CounterKey, int]
-    counts: dict[tuple[str, JobState], int]
+    totals: QueueTotals  # counters and counts, the queues not named folded into _other
     oldest: dict[str, datetime]
     workers: list[WorkerBeat]
     webhooks: dict[str, int]
 
     @classmethod
-    def take(cls, store: JobStore, live_seconds: float) -> _Reading:
+    def take(cls, store: JobStore, live_seconds: float, rule: QueueLabels) -> _Reading:
+        keep, busiest = rule.store_request()
         return cls(
             now=store.clock.now(),
-            counters=store.counters(),
-            counts=store.counts(),
+            totals=store.queue_totals(keep, busiest),
             oldest=store.oldest_due(),
             workers=store.live_workers(live_seconds),
             webhooks=store.webhook_counts(),
@@ -107,9 +107,11 @@ class _StoreCollector:
         self.metrics = metrics
 
     def collect(self) -> Iterator[Metric]:
-        reading = _Reading.take(self.metrics.store, self.metrics.live_seconds)
+        reading = _Reading.take(
+            self.metrics.store, self.metrics.live_seconds, self.metrics.queue_labels
+        )
         label = self._labels(reading)
-        counters, counts = self._folded(label, reading.counters, reading.counts)
+        counters, counts = reading.totals.counters, reading.totals.counts
         families = {
             event: CounterMetricFamily(
                 f"spool_jobs_{event}", _COUNTER_HELP[event], labels=["queue", "type"]
@@ -152,16 +154,17 @@ class _StoreCollector:
         yield hits
         yield misses
 
-    def _labels(self, reading: _Reading) -> dict[str, str]:
-        """Every queue the reading names, under its label (busiest by jobs enqueued)."""
-        volume: dict[str, int] = {}
-        for key, n in reading.counters.items():
-            volume[key.queue] = volume.get(key.queue, 0) + (n if key.event == "enqueued" else 0)
-        for queue, _ in reading.counts:
-            volume.setdefault(queue, 0)
+    @staticmethod
+    def _labels(reading: _Reading) -> dict[str, str]:
+        """Every queue the reading names, under its label: the store named them (the
+        busiest by jobs enqueued) and folded the rest; a queue with a due job that it
+        did not name is `_other`'s too."""
+        label = {queue: queue for queue in reading.totals.named}
+        if reading.totals.other:
+            label[OTHER] = OTHER
         for queue in reading.oldest:
-            volume.setdefault(queue, 0)
-        return self.metrics.queue_labels.assign(volume)
+            label.setdefault(queue, OTHER)
+        return label
 
     def _oldest(self, label: Mapping[str, str], reading: _Reading) -> Metric:
         """Per queue label, how long its oldest due job has waited; 0 when none waits.
@@ -200,22 +203,6 @@ class _StoreCollector:
         for beat in sorted(recent[: self.metrics.max_workers], key=lambda w: w.worker):
             beats.add_metric([beat.worker], beat.last_beat.timestamp())
         yield beats
-
-    def _folded(
-        self,
-        label: Mapping[str, str],
-        counters: dict[CounterKey, int],
-        counts: dict[tuple[str, JobState], int],
-    ) -> tuple[dict[CounterKey, int], dict[tuple[str, JobState], int]]:
-        """Both readings with every queue under its label; folded queues are summed."""
-        folded_counters: dict[CounterKey, int] = {}
-        for key, n in counters.items():
-            into = CounterKey(label[key.queue], key.type, key.event)
-            folded_counters[into] = folded_counters.get(into, 0) + n
-        folded_counts: dict[tuple[str, JobState], int] = {}
-        for (queue, state), n in counts.items():
-            folded_counts[(label[queue], state)] = folded_counts.get((label[queue], state), 0) + n
-        return folded_counters, folded_counts
 
 
 _CACHE_FILES = "cache-*.counts"

@@ -93,6 +93,19 @@ The webhook outbox (chalicelib/webhooks/outbox.py defines a Delivery):
   until purged, and counting them would cost a DynamoDB scrape a scan.
 - A purge deletes the deliveries of the jobs it deletes, in its transaction.
 
+The scrape's read (chalicelib/storage/queue_totals.py holds the rule and `fold`,
+its reference):
+- `queue_totals(keep, busiest)` is the counters and the per-state counts with
+  every queue that is not named summed under `_other`: named are the known
+  queues (those with a counter row) among `keep` and the `busiest` others by
+  jobs ever enqueued, ties by name. Its cost must not grow with every queue
+  name ever used where the store can help it: SQLite keeps a per-queue volume
+  (ranked by an index) and per-(type, event) totals beside the counters,
+  written by triggers in the counters' own transaction, so `_other` is the
+  totals less the named queues' rows, and drops a per-state count row when it
+  reaches zero; Postgres ranks and sums in one query; the memory, Redis and
+  DynamoDB stores fold their full reading (`fold`).
+
 The dashboard's reads (chalicelib/ui/), each answered without scanning jobs:
 - `state_counts(tenant)` is jobs per (queue, state) of one tenant (None: all),
   zero counts absent. It is kept as counts that move in the same transaction
@@ -167,6 +180,7 @@ from chalicelib.models import (
     NewJob,
     WorkerBeat,
 )
+from chalicelib.storage.queue_totals import QueueTotals
 from chalicelib.webhooks.outbox import Delivery
 
 MAX_LIST_LIMIT = 1000
@@ -236,6 +250,11 @@ class JobStore(Protocol):
         ...
 
     def counters(self) -> dict[CounterKey, int]: ...
+
+    def queue_totals(self, keep: Sequence[str], busiest: int) -> QueueTotals:
+        """The counters and counts with the queues not named summed under `_other`:
+        named are the known queues in `keep` and the `busiest` others (see the rule)."""
+        ...
 
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
         """When the next waiting job or lease expiry falls due, so idle workers sleep exactly."""

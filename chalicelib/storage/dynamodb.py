@@ -154,6 +154,7 @@ from chalicelib.storage.dynamodb_schema import (
 )
 from chalicelib.storage.dynamodb_txn import TRANSACTION_ATTEMPTS, Cancelled, Transactions, Unit
 from chalicelib.storage.dynamodb_webhooks import DynamoOutbox, hook_ids, hook_key
+from chalicelib.storage.queue_totals import QueueTotals, fold
 from chalicelib.storage.s3_blobs import S3Blobs
 from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, SqsDispatch, delay_for
 from chalicelib.webhooks import outbox as webhook_outbox
@@ -1825,6 +1826,13 @@ class DynamoStore:
             counter = CounterKey(need_s(item, "q"), need_s(item, "t"), need_s(item, "e"))
             totals[counter] = totals.get(counter, 0) + need_n(item, "n")
         return {k: v for k, v in totals.items() if v > 0}
+
+    def queue_totals(self, keep: Sequence[str], busiest: int) -> QueueTotals:
+        """Folded from the whole reading: counts() is a scan of the state index (every
+        job) and counters() a query of the counter partition (every name ever used), as
+        before. DynamoDB has no ORDER BY over a sum: bounding it would take a ranked
+        summary item kept by every transaction that bumps a counter; not done."""
+        return fold(self.counters(), self.counts(), keep, busiest)
 
     @aws_errors
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:

@@ -49,6 +49,7 @@ from chalicelib.storage.base import (
     to_micros,
 )
 from chalicelib.storage.notify import LocalNotifier
+from chalicelib.storage.queue_totals import QueueTotals, fold
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -435,6 +436,12 @@ class MemoryStore:
     def counters(self) -> dict[CounterKey, int]:
         with self._lock:
             return dict(self._counters)
+
+    def queue_totals(self, keep: Sequence[str], busiest: int) -> QueueTotals:
+        # In process, the whole reading is a copy of a dict and a pass over the jobs,
+        # under the (reentrant) lock so counters and counts are of one moment.
+        with self._lock:
+            return fold(self.counters(), self.counts(), keep, busiest)
 
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
         with self._lock:

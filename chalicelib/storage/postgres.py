@@ -59,6 +59,7 @@ from chalicelib.errors import (
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy, Hold
 from chalicelib.models import (
+    OTHER_QUEUE,
     STATE_BY_VALUE,
     AddResult,
     Attempt,
@@ -96,6 +97,7 @@ from chalicelib.storage.base import (
     log_buried_by_reap,
     minute_of,
 )
+from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.webhooks import outbox as webhook_outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -141,6 +143,25 @@ UPSERT_COUNTERS = (
     "SELECT queue, type, event, %(shard)s, count(*) FROM {source} "
     "GROUP BY queue, type, event ORDER BY queue, type, event "
     "ON CONFLICT (queue, type, event, shard) DO UPDATE SET n = counters.n + excluded.n"
+)
+
+# JobStore.queue_totals in one statement (one snapshot): the known queues among
+# %(keep)s and the %(busiest)s others by jobs ever enqueued, then by name (COLLATE "C":
+# code point order), keep their rows; every other queue's are summed under a NULL queue.
+QUEUE_COUNTERS_SQL = (
+    "WITH volume AS ("
+    " SELECT queue, coalesce(sum(n) FILTER (WHERE event = 'enqueued'), 0) AS v"
+    " FROM counters GROUP BY queue),"
+    " named AS ("
+    " SELECT queue FROM volume WHERE queue = ANY(%(keep)s::text[])"
+    " UNION ALL (SELECT queue FROM volume WHERE queue <> ALL(%(excluded)s::text[])"
+    " ORDER BY v DESC, queue LIMIT %(busiest)s))"
+    " SELECT CASE WHEN queue IN (SELECT queue FROM named) THEN queue END, type, event,"
+    " sum(n)::bigint FROM counters GROUP BY 1, 2, 3"
+)
+QUEUE_COUNTS_SQL = (
+    "SELECT CASE WHEN queue = ANY(%(named)s::text[]) THEN queue END, state, sum(n)::bigint"
+    " FROM job_counts GROUP BY 1, 2 HAVING sum(n) > 0"
 )
 
 # The columns an enqueue writes, each as (array parameter, row name, SQL type).
@@ -1160,6 +1181,43 @@ class PostgresStore:
             read=True,
         )
         return {CounterKey(_dec_str(q), _dec_str(t), e): int(n) for q, t, e, n in rows}
+
+    def queue_totals(self, keep: Sequence[str], busiest: int) -> QueueTotals:
+        """Ranked and summed in the server (QUEUE_COUNTERS_SQL, QUEUE_COUNTS_SQL): Python
+        receives the named queues' rows and `_other`'s, not one per name ever used. The
+        server still reads every counter row: a per-queue volume kept in the enqueue's
+        transaction would make every enqueue into one queue wait for the previous one's
+        commit (the counters are sharded to avoid that), so the ranking is a sum here."""
+        always = kept(keep)
+        params = {
+            "keep": [_enc(q) for q in always],
+            "excluded": [_enc(q) for q in (*always, OTHER_QUEUE)],
+            "busiest": max(0, busiest),
+        }
+        rows = self._run(
+            lambda conn: conn.execute(QUEUE_COUNTERS_SQL, params).fetchall(), read=True
+        )
+        named = sorted({q for q, _, _, _ in rows if q is not None})
+        count_rows = self._run(
+            lambda conn: conn.execute(QUEUE_COUNTS_SQL, {"named": named}).fetchall(), read=True
+        )
+        counters: dict[CounterKey, int] = {}
+        other = False
+        for queue, type_, event, n in rows:
+            other = other or queue is None
+            label = OTHER_QUEUE if queue is None else _dec_str(queue)
+            key = CounterKey(label, _dec_str(type_), event)
+            counters[key] = counters.get(key, 0) + int(n)
+        counts: dict[tuple[str, JobState], int] = {}
+        for queue, state, n in count_rows:
+            other = other or queue is None
+            counts[(OTHER_QUEUE if queue is None else _dec_str(queue), JobState(state))] = int(n)
+        return QueueTotals(
+            frozenset(_dec_str(q) for q in named),
+            {key: n for key, n in counters.items() if n > 0},
+            counts,
+            other,
+        )
 
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
         queue_clause = " AND queue = ANY(%(queues)s::text[])" if queues else ""

@@ -65,6 +65,7 @@ from chalicelib.models import (
 )
 from chalicelib.storage import history, sqlite_limits, sqlite_webhooks
 from chalicelib.storage import sqlite_dashboard as dashboard
+from chalicelib.storage import sqlite_queue_totals as queue_totals
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     check_limit,
@@ -78,6 +79,7 @@ from chalicelib.storage.base import (
 )
 from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
+from chalicelib.storage.queue_totals import QueueTotals
 from chalicelib.storage.sqlite_checkpoint import SAFETY_NET_PAGES, Checkpointer
 from chalicelib.storage.sqlite_gate import BUSY_TIMEOUT_MS, WriteGate
 from chalicelib.storage.sqlite_txn import (
@@ -406,6 +408,9 @@ class SQLiteStore:
         if not dashboard.installed(self._db()):
             with self._write() as db:
                 dashboard.install(db)
+        if not queue_totals.installed(self._db()):
+            with self._write() as db:
+                queue_totals.install(db)
 
     def _add_columns(self) -> None:
         """Give a file made by an older Spool the columns this one writes. Checked again
@@ -823,6 +828,12 @@ class SQLiteStore:
     def counters(self) -> dict[CounterKey, int]:
         rows = self._db().execute("SELECT queue, type, event, n FROM counters").fetchall()
         return {CounterKey(q, t, e): n for q, t, e, n in rows}
+
+    @_reads
+    def queue_totals(self, keep: Sequence[str], busiest: int) -> QueueTotals:
+        # Summaries kept by triggers (sqlite_queue_totals.py): the rows of the named
+        # queues and the totals, not a row per queue name ever used.
+        return queue_totals.read(self._db(), keep, busiest)
 
     @_reads
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
