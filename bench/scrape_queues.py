@@ -1,0 +1,174 @@
+"""What one /metrics scrape and one dashboard overview cost with N queue names (by hand).
+
+    .venv/bin/python -m bench.scrape_queues                          # SQLite, 200,000 names
+    .venv/bin/python -m bench.scrape_queues --stores sqlite postgres --queues 200000
+
+Queue names are the client's to choose, and every name ever used keeps its
+counter rows for good (a counter that vanished would read as a reset). This
+fills a store through `JobStore.add` (so the store's own counters, triggers and
+summaries are written as live traffic writes them) with one job in each of N
+made-up queue names, beside a few busy queues, then finishes the jobs by hand
+as succeeded and purges them, so what is left is history only: counters, and
+no jobs. Then it times `Metrics.exposition()` (every store read of a scrape
+plus the text) and `views.overview(store, None, ...)` (the dashboard's
+overview for every tenant), in process, ROUNDS times after one warm-up call,
+and prints the median and the worst.
+
+Postgres: SPOOL_BENCH_PG_URL (default postgresql://postgres@127.0.0.1:5432/test),
+in the schema `bench_scrape`, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chalicelib.models import NewJob
+
+PG_URL = os.environ.get("SPOOL_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SCHEMA = "bench_scrape"
+ROUNDS = 5
+BATCH = 1000
+BUSY = ("default", "emails", "images")
+
+
+def fill(store: Any, queues: int) -> None:
+    """N made-up queue names with one job each, and the busy queues with more."""
+    now = datetime.now(UTC)
+    names = [f"made-up-{i:07d}" for i in range(queues)] + [q for q in BUSY for _ in range(200)]
+    for start in range(0, len(names), BATCH):
+        store.add(
+            [
+                NewJob(id=f"job_{start + i:012d}", type="echo", payload={}, run_at=now, queue=q)
+                for i, q in enumerate(names[start : start + BATCH])
+            ]
+        )
+
+
+def finish_and_purge_sqlite(path: str) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(path, isolation_level=None)
+    micros = int(time.time() * 1e6)
+    db.execute("BEGIN")
+    # As a finish would write them: the job's state (the triggers keep the counts) and
+    # its `succeeded` counter.
+    db.execute(
+        "INSERT INTO counters (queue, type, event, n) "
+        "SELECT queue, type, 'succeeded', COUNT(*) FROM jobs GROUP BY queue, type "
+        "ON CONFLICT (queue, type, event) DO UPDATE SET n = n + excluded.n"
+    )
+    db.execute(
+        "UPDATE jobs SET state = 'succeeded', finished_at = ?, updated_at = ?", (micros, micros)
+    )
+    db.execute("DELETE FROM jobs")
+    db.execute("COMMIT")
+    db.execute("ANALYZE")
+    db.close()
+
+
+def finish_and_purge_postgres(url: str) -> None:
+    from chalicelib.storage import postgres as pg
+
+    with pg.connect(pg.parse_url(url)) as conn:
+        conn.execute(
+            "INSERT INTO counters (queue, type, event, shard, n) "
+            "SELECT queue, type, 'succeeded', 0, count(*) FROM jobs GROUP BY queue, type "
+            "ON CONFLICT (queue, type, event, shard) DO UPDATE SET n = counters.n + excluded.n"
+        )
+        conn.execute("UPDATE jobs SET state = 'succeeded', finished_at = now(), updated_at = now()")
+        conn.execute("DELETE FROM jobs")
+    with pg.connect(pg.parse_url(url)) as conn:
+        conn.autocommit = True
+        conn.execute("VACUUM ANALYZE")
+
+
+def timed(call: Callable[[], Any], rounds: int) -> tuple[float, float]:
+    call()
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples), max(samples)
+
+
+def measure(store: Any, rounds: int) -> list[tuple[str, float, float]]:
+    from chalicelib.api.metrics import Metrics
+    from chalicelib.config import Settings
+    from chalicelib.ui import views
+
+    metrics = Metrics(store, Settings())
+    text = metrics.exposition()
+    lines = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
+    return [
+        (f"scrape ({lines} samples)", *timed(metrics.exposition, rounds)),
+        ("overview", *timed(lambda: views.overview(store, None, 60.0), rounds)),
+    ]
+
+
+def run_sqlite(queues: int, rounds: int) -> list[tuple[str, float, float]]:
+    from chalicelib.storage.sqlite import SQLiteStore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "spool.db")
+        store = SQLiteStore(path)
+        fill(store, queues)
+        store.close()
+        finish_and_purge_sqlite(path)
+        store = SQLiteStore(path)
+        try:
+            return measure(store, rounds)
+        finally:
+            store.close()
+
+
+def run_postgres(queues: int, rounds: int) -> list[tuple[str, float, float]]:
+    from chalicelib.storage import migrations
+    from chalicelib.storage import postgres as pg
+
+    url = f"{PG_URL}?schema={SCHEMA}"
+    with pg.connect(pg.parse_url(url)) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        migrations.migrate(conn, SCHEMA)
+    try:
+        store = pg.from_url(url)
+        fill(store, queues)
+        store.close()
+        finish_and_purge_postgres(url)
+        store = pg.from_url(url)
+        try:
+            return measure(store, rounds)
+        finally:
+            store.close()
+    finally:
+        with pg.connect(pg.parse_url(PG_URL)) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--queues", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--stores", nargs="+", default=["sqlite"], choices=["sqlite", "postgres"])
+    args = parser.parse_args()
+    runners = {"sqlite": run_sqlite, "postgres": run_postgres}
+    for name in args.stores:
+        started = time.perf_counter()
+        rows = runners[name](args.queues, args.rounds)
+        print(
+            f"{name}, {args.queues:,} queue names (filled in {time.perf_counter() - started:.0f} s)"
+        )
+        for what, median, worst in rows:
+            print(f"  {what:<32} median {median:9.1f} ms   worst {worst:9.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
