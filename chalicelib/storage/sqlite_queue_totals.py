@@ -105,30 +105,35 @@ def read(db: sqlite3.Connection, keep: Sequence[str], busiest: int) -> QueueTota
     if not own:
         db.execute("BEGIN")
     try:
-        always = kept(keep)
-        named = {q for (q,) in db.execute(_KEPT, (json.dumps(always),))} if always else set()
-        if busiest > 0:
-            excluded = json.dumps([*always, OTHER_QUEUE])
-            named.update(q for (q,) in db.execute(_BUSIEST, (excluded, busiest)))
-        names = json.dumps(sorted(named))
-        counters: dict[CounterKey, int] = {}
-        rest: dict[tuple[str, str], int] = {}
-        for type_, event, n in db.execute(_TOTALS):
-            rest[(type_, event)] = int(n)
-        for queue, type_, event, n in db.execute(_OWN, (names,)):
-            if n:
-                counters[CounterKey(queue, type_, event)] = int(n)
-            rest[(type_, event)] = rest.get((type_, event), 0) - int(n)
-        other = False
-        for (type_, event), n in rest.items():
-            if n > 0:
-                counters[CounterKey(OTHER_QUEUE, type_, event)] = n
-                other = True
-        counts: dict[tuple[str, JobState], int] = {}
-        for queue, state, n in db.execute(_COUNTS, (names,)):
-            other = other or queue is None
-            counts[(OTHER_QUEUE if queue is None else queue, JobState(state))] = int(n)
+        return _read(db, keep, busiest)
     finally:
-        if not own:
-            db.execute("COMMIT")
+        if not own and db.in_transaction:
+            db.rollback()  # a read: nothing to keep, and it ends the snapshot
+
+
+def _read(db: sqlite3.Connection, keep: Sequence[str], busiest: int) -> QueueTotals:
+    """The five statements, inside read()'s snapshot."""
+    always = kept(keep)
+    named = {q for (q,) in db.execute(_KEPT, (json.dumps(always),))} if always else set()
+    if busiest > 0:
+        excluded = json.dumps([*always, OTHER_QUEUE])
+        named.update(q for (q,) in db.execute(_BUSIEST, (excluded, busiest)))
+    names = json.dumps(sorted(named))
+    counters: dict[CounterKey, int] = {}
+    rest: dict[tuple[str, str], int] = {}
+    for type_, event, n in db.execute(_TOTALS):
+        rest[(type_, event)] = int(n)
+    for queue, type_, event, n in db.execute(_OWN, (names,)):
+        if n:
+            counters[CounterKey(queue, type_, event)] = int(n)
+        rest[(type_, event)] = rest.get((type_, event), 0) - int(n)
+    other = False
+    for (type_, event), n in rest.items():
+        if n > 0:
+            counters[CounterKey(OTHER_QUEUE, type_, event)] = n
+            other = True
+    counts: dict[tuple[str, JobState], int] = {}
+    for queue, state, n in db.execute(_COUNTS, (names,)):
+        other = other or queue is None
+        counts[(OTHER_QUEUE if queue is None else queue, JobState(state))] = int(n)
     return QueueTotals(frozenset(named), counters, counts, other)
