@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from chalicelib.retry import retry_after_seconds
+
 
 class SpoolError(Exception):
     """Base class: carries a stable machine-readable code and optional details."""
@@ -125,5 +127,9 @@ class RetryAfter(Exception):
     """A handler raises this to be retried after a specific delay, not the backoff."""
 
     def __init__(self, seconds: float, message: str = "") -> None:
+        self.seconds = retry_after_seconds(seconds)  # TypeError/ValueError: see there
         super().__init__(message or f"retry requested after {seconds}s")
-        self.seconds = seconds
+
+    def __reduce__(self) -> tuple[type[RetryAfter], tuple[float, str]]:
+        # Exception's own reduce would call RetryAfter(message), refused as no number.
+        return type(self), (self.seconds, str(self))

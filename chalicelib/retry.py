@@ -7,6 +7,7 @@ spreads a burst of failures out instead of retrying them in lockstep.
 from __future__ import annotations
 
 import math
+import numbers
 import operator
 import random
 import reprlib  # a value in a message: 10**400 is not 401 digits long
@@ -70,6 +71,32 @@ class RetryPolicy:
 
     def exhausted(self, attempts: int) -> bool:
         return attempts >= self.max_attempts
+
+
+def retry_after_seconds(value: object) -> float:
+    """A handler's RetryAfter(seconds) as a float, or TypeError/ValueError saying why not.
+
+    Refused when RetryAfter is raised, where the handler's traceback points at the
+    mistake: "30" (a header's text) used to fail inside the worker and was retried
+    with the backoff, logged as Spool's own error; None silently meant the backoff,
+    True one second and NaN no wait at all. A negative number means at once (a time
+    already past, as a client's run_at); one past the bound, or an int too large for
+    a float, waits the bound (the worker clamps it: timebounds.clamp_delay).
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        hint = " (convert it: float(text))" if isinstance(value, str | bytes) else ""
+        hint = " (pass delay.total_seconds())" if hasattr(value, "total_seconds") else hint
+        raise TypeError(
+            f"RetryAfter takes a number of seconds, not {reprlib.repr(value)} "
+            f"({type(value).__name__}){hint}"
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:  # 10**400: past the largest float, so past any bound
+        return math.inf
+    if math.isnan(seconds):
+        raise ValueError("RetryAfter takes a number of seconds, not NaN")
+    return seconds
 
 
 def finite(value: float) -> bool:

@@ -75,6 +75,7 @@ from chalicelib.limits import ClaimPolicy, Hold, limit_keys
 from chalicelib.logs import job_event, payload_text
 from chalicelib.middleware import Middleware
 from chalicelib.models import Completion, Job, JobState, error_text
+from chalicelib.retry import retry_after_seconds
 from chalicelib.storage.base import JobStore
 from chalicelib.timebounds import clamp_delay
 
@@ -254,7 +255,13 @@ class Worker:
             return Completion(job.id, token, JobState.DEAD, error=_describe(exc))
         except RetryAfter as exc:
             attempt.failure = exc
-            return self._retry(job, spec, _describe(exc), delay=exc.seconds)
+            try:
+                # Checked when raised; again here for a subclass, or a `seconds` set later.
+                wait = retry_after_seconds(exc.seconds)
+            except (TypeError, ValueError) as bad:
+                error = f"{_describe(exc)} [handler {job.type!r}: {bad}; retried with backoff]"
+                return self._retry(job, spec, error)
+            return self._retry(job, spec, _describe(exc), delay=wait)
         except BaseException as exc:
             # SystemExit, KeyboardInterrupt and other BaseExceptions too: signals go to
             # the main thread only, so here one is the handler's own doing (sys.exit(),
