@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from chalicelib.number_text import too_small, underflows
 from chalicelib.storage import DEFAULT_STORE_URL
 
 
@@ -141,6 +142,8 @@ def _finite(name: str, raw: str, what: str) -> float:
         raise ConfigError(f"{name} must be {what}, not {raw!r}") from None
     if value != value or value in (float("inf"), float("-inf")):
         raise ConfigError(f"{name} must be a finite number, not {raw!r}")
+    if underflows(raw, value):  # 1e-400: 0 where 0 means "off" (a TTL, a backoff)
+        raise ConfigError(f"{name}: {too_small(raw)}; write 0 if you mean 0")
     return value
 
 

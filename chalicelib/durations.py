@@ -13,6 +13,8 @@ import math
 import re
 from datetime import timedelta
 
+from chalicelib.number_text import too_small, underflows
+
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"  # ASCII digits: \d would read "٣s" as 3 s
 _PLAIN = re.compile(rf"^\s*({_NUMBER})\s*$")
@@ -36,6 +38,8 @@ def parse_seconds(value: float | int | str | timedelta) -> float:
         seconds = float(value)
     else:
         seconds = _parse_text(value)
+        if underflows(value, seconds):  # "0.<400 zeros>1s" read as 0: no period at all
+            raise ValueError(f"{value!r}: {too_small(value)}")
     if not math.isfinite(seconds):
         raise ValueError(f"{value!r} is not a finite duration")
     if seconds < 0:

@@ -20,6 +20,8 @@ import json
 import math
 from typing import Any
 
+from chalicelib.number_text import too_small, underflows
+
 # Why a value has no JSON form, in words for whoever built it (the API's body
 # parser says the first; the worker says both of a handler's result).
 NESTED_TOO_DEEP = "arrays and objects are nested too deeply"
@@ -46,11 +48,19 @@ def _refuse_constant(name: str) -> Any:
     raise NonFiniteNumber(f"{name} is not valid JSON: JSON numbers are finite", name)
 
 
+class UnderflowingNumber(Refused):
+    """A literal below the smallest float, such as 1e-400, that json.loads reads as 0."""
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
         shown = text if len(text) <= 40 else text[:40] + "..."
         raise NonFiniteNumber(f"the number {shown} is out of range: JSON numbers are finite", text)
+    if underflows(text, value):
+        # Read as 0, a `timeout` or `delay` the client meant as positive would pass as
+        # 0 (or be refused as "not greater than 0", a number the client never sent).
+        raise UnderflowingNumber(f"the number {too_small(text)} (send 0, or a larger number)", text)
     return value
 
 
@@ -68,8 +78,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads_strict(text: str | bytes) -> Any:
-    """json.loads, but NaN, Infinity, -Infinity, overflowing numbers and objects
-    naming one member twice are refused.
+    """json.loads, but NaN, Infinity, -Infinity, overflowing numbers, numbers that
+    underflow to 0 (1e-400) and objects naming one member twice are refused.
 
     Raises json.JSONDecodeError (a ValueError) for every refusal, so callers that
     already catch it need no second except clause.

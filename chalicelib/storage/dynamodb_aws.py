@@ -21,6 +21,7 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import StoreNotMigrated, StoreUnavailable
+from chalicelib.number_text import too_small, underflows
 from chalicelib.storage import config_error, url_options
 from chalicelib.storage.dynamodb_schema import table_definition
 
@@ -89,6 +90,8 @@ class DynamoConfig:
                 value = float(raw)
             except ValueError:
                 value = float("nan")
+            if underflows(raw, value):  # 1e-400 is not 0 (reap_every=0: at every claim)
+                raise config_error(f"{key}: {too_small(raw)}; write 0 if you mean 0")
             if not least <= value < float("inf"):  # also refuses NaN
                 raise config_error(f"{key} must be a number of at least {least:g}, not {raw!r}")
             return value

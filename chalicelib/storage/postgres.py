@@ -75,6 +75,7 @@ from chalicelib.models import (
     queued_job,
     trusted_job,
 )
+from chalicelib.number_text import too_small, underflows
 from chalicelib.redact import redact_text, redact_url
 from chalicelib.storage import (
     config_error,
@@ -557,10 +558,14 @@ def _option_number(options: dict[str, str], name: str, kind: type[N], default: N
     if not raw:
         return default
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         what = "a whole number" if kind is int else "a number of seconds"
         raise config_error(f"{name} must be {what}, not {raw!r}") from None
+    if kind is float and underflows(raw, float(value)):
+        # statement_timeout=1e-400 was read as 0, which is "no bound" there.
+        raise config_error(f"{name}: {too_small(raw)}; write 0 if you mean 0")
+    return value
 
 
 def _check_libpq_options(conninfo: str) -> None:
