@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, unquote_to_bytes, urlparse
 
 from chalice.app import Chalice
 from chalice.config import Config
@@ -132,13 +132,17 @@ _REPEATED_KEY = "x-spool-repeated-api-key"
 class _EventConverter(LambdaEventConverter):
     """chalice's event, with multiValueHeaders for a repeated X-API-Key, as API
     Gateway's event has: app.py answers different values 400 there, and the same
-    value twice as once."""
+    value twice as once. Path parameters arrive decoded, as API Gateway's do."""
 
     def create_lambda_event(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None = None
     ) -> dict[str, Any]:
         repeated = headers.pop(_REPEATED_KEY, None)
         event: dict[str, Any] = super().create_lambda_event(method, path, headers, body)
+        # The segments' escapes (_path) undone: API Gateway passes `abc;def` and `a/b`.
+        captured = event.get("pathParameters")
+        if captured:
+            event["pathParameters"] = {name: unquote(value) for name, value in captured.items()}
         if repeated is not None:
             event["multiValueHeaders"] = {"x-api-key": json.loads(repeated)}
         return event
@@ -231,15 +235,53 @@ def _no_route(method: str, shown: str, why: str = "") -> tuple[dict[str, str], s
 
 
 def _path(environ: dict[str, Any]) -> str:
-    # PATH_INFO arrives percent-decoded as latin-1 (PEP 3333); path parameters
-    # reach the app decoded, as API Gateway delivers them. What urlparse (the route
-    # matcher's) would read as anything but path stays path: `?` and `#`, and `;`,
-    # whose tail it drops as "parameters" (`/metrics;x` answered as /metrics, past a
-    # proxy's rule for it; API Gateway matches `;` as any other character).
-    path = environ.get("PATH_INFO", "/").encode("latin-1").decode("utf-8", "replace") or "/"
-    path = path.replace("?", "%3F").replace("#", "%23").replace(";", "%3B")
+    """The path the route matcher reads: each segment decoded, as API Gateway matches
+    and delivers them, with what would change the matcher's reading escaped.
+
+    Split where the client put a `/`, not where a decoded `%2F` is: API Gateway
+    matches `/status/abc%2Fdef` to /status/{id} with the id `abc/def`, where
+    PATH_INFO (decoded, PEP 3333) had three segments and no route matched. What
+    urlparse (the matcher's) would read as anything but path stays path: `?` and
+    `#`, and `;`, whose tail it drops as "parameters" (`/metrics;x` answered as
+    /metrics, past a proxy's rule for it; API Gateway matches `;` as any other
+    character). _EventConverter undoes the escapes in the captured parameters, so
+    the app reads `abc;def`, not `abc%3Bdef`.
+    """
+    path = "/".join(_escape_segment(s) for s in _segments(environ)) or "/"
     query = environ.get("QUERY_STRING", "")
     return f"{path}?{query}" if query else path
+
+
+def _segments(environ: dict[str, Any]) -> list[str]:
+    """The request's path segments, each percent-decoded and read as UTF-8."""
+    decoded: str = environ.get("PATH_INFO", "/")  # latin-1 for bytes (PEP 3333)
+    raw = _raw_path(environ)
+    if raw is not None and unquote_to_bytes(raw.encode("latin-1")).decode("latin-1") == decoded:
+        parts = [unquote_to_bytes(part.encode("latin-1")) for part in raw.split("/")]
+    else:  # behind a url_prefix, or an absolute-form URI: PATH_INFO's every `/` divides
+        parts = [part.encode("latin-1") for part in decoded.split("/")]
+    return [part.decode("utf-8", "replace") for part in parts]
+
+
+def _raw_path(environ: dict[str, Any]) -> str | None:
+    """The path as the client sent it (waitress's REQUEST_URI), leading `/`s made one
+    as waitress makes PATH_INFO's; None for an absolute-form URI (`http://h/x`)."""
+    uri = environ.get("REQUEST_URI")
+    if not isinstance(uri, str):
+        return None
+    path = uri.split("#", 1)[0].split("?", 1)[0]
+    if not path.startswith("/"):
+        return None
+    return "/" + path.lstrip("/")
+
+
+# A decoded segment's characters that would end it or change how it is read, and
+# `%` so that each escape is undone exactly (a job id holding "%3B" stays "%3B").
+_SEGMENT_ESCAPES = str.maketrans({"%": "%25", "/": "%2F", "?": "%3F", "#": "%23", ";": "%3B"})
+
+
+def _escape_segment(segment: str) -> str:
+    return segment.translate(_SEGMENT_ESCAPES)
 
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:

@@ -23,7 +23,7 @@ import requests
 import app as spool_app
 from chalicelib.runtime import Runtime
 from local.cli_errors import EXIT_INTERRUPTED
-from local.emulator import Emulator
+from local.emulator import Emulator, context
 from local.quick_routes import quick_requests
 from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, TENANT_A, TENANT_B, installed, settings_for
@@ -142,6 +142,78 @@ def test_a_job_id_with_a_semicolon_is_not_cut_at_it(base: str, session: requests
         assert session.get(f"{base}/status/{job_id}{suffix}", timeout=10).status_code == 404
     assert session.post(f"{base}/jobs/{job_id};x/cancel", timeout=10).status_code == 404
     assert session.get(f"{base}/status/{job_id}", timeout=10).json()["state"] == "queued"
+
+
+def _as_on_lambda(method: str, resource: str, job_id: str) -> tuple[int, Any]:
+    """app.py's answer to the event API Gateway sends for `resource` with this id:
+    its path parameters decoded, the resource matched on the path as sent."""
+    headers = {"x-api-key": KEY_A}
+    event = {
+        "resource": resource,
+        "path": resource.replace("{id}", "x"),
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "multiValueQueryStringParameters": None,
+        "pathParameters": {"id": job_id},
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": method,
+            "path": resource.replace("{id}", "x"),
+            "stage": "api",
+        },
+        "body": None,
+        "isBase64Encoded": False,
+    }
+    response = spool_app.app(event, context("api_handler"))
+    return response["statusCode"], json.loads(response["body"])
+
+
+@pytest.mark.parametrize(
+    ("sent", "job_id"),
+    [
+        ("abc%2Fdef", "abc/def"),
+        ("abc%2F", "abc/"),
+        ("abc%3Bdef", "abc;def"),
+        ("abc%3Fdef", "abc?def"),
+        ("abc%23def", "abc#def"),
+        ("abc%253Bdef", "abc%3Bdef"),
+        ("abc%25", "abc%"),
+        ("%C3%A9", "\u00e9"),
+    ],
+    ids=[
+        "slash",
+        "slash-last",
+        "semicolon",
+        "question",
+        "hash",
+        "escaped-escape",
+        "percent",
+        "utf8",
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "template"),
+    [
+        ("GET", "/status/{id}"),
+        ("POST", "/jobs/{id}/cancel"),
+        ("POST", "/dlq/{id}/redrive"),
+        ("GET", "/ui/api/jobs/{id}"),
+    ],
+)
+def test_a_path_parameter_reaches_the_app_decoded_as_on_lambda(
+    base: str, session: requests.Session, method: str, template: str, sent: str, job_id: str
+) -> None:
+    """Was: `/status/abc%2Fdef` answered "no route" (PATH_INFO is decoded, so the id
+    became two segments), and `abc%3Bdef` reached the app as `abc%3Bdef`. API Gateway
+    matches the path as sent and passes the id decoded: the answers must be the same."""
+    answer = session.request(method, base + template.replace("{id}", sent), timeout=10)
+    status, body = _as_on_lambda(method, template, job_id)
+    assert (answer.status_code, answer.json()) == (status, body)
+    assert status == 404 and body["error"]["code"] == "not_found"
+    if template != "/ui/api/jobs/{id}":
+        assert body["error"]["details"] == {"id": job_id}
 
 
 def test_api_answers_are_not_stored_by_caches_nor_sniffed(
