@@ -21,7 +21,10 @@ its size limit before the app can refuse it. Here, per connection:
   served is closed to admit the new one (then the oldest request still arriving;
   a client that has just connected only last), so a full server still answers.
 
-Errors waitress itself produces come in Spool's JSON error shape.
+Ambiguous framing is answered 400 and the connection closed: Content-Length
+beside Transfer-Encoding, Transfer-Encoding under HTTP/1.0, a Transfer-Encoding
+other than one `chunked` (`chunked, chunked`), bare LF or CR line ends, folded
+header lines. Errors waitress itself produces come in Spool's JSON error shape.
 """
 
 from __future__ import annotations
@@ -130,6 +133,9 @@ OBS_FOLD = (
     "send each header on one line"
 )
 _TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:", re.IGNORECASE)
+# Every Transfer-Encoding line's value (obs-fold is refused first, so a line is whole).
+_TRANSFER_ENCODING_VALUE = re.compile(rb"\r\ntransfer-encoding:([^\r\n]*)", re.IGNORECASE)
 # LF without its CR, or CR followed by anything but LF (a CR last in what has arrived
 # may still get its LF in the next read).
 _BARE_LF = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
@@ -194,6 +200,8 @@ class GuardedParser(HTTPRequestParser):
         if _BARE_LF.search(header_plus) is not None:
             raise ParsingError(BARE_LF.body)
         self.transfer_encoding = _TRANSFER_ENCODING.search(header_plus) is not None
+        if self.transfer_encoding and _CONTENT_LENGTH.search(header_plus) is None:
+            _check_transfer_encoding(header_plus)  # beside Content-Length: AMBIGUOUS_LENGTH
         super().parse_header(header_plus)
         if self.chunked and isinstance(self.body_rcv, ChunkedReceiver):
             self.body_rcv = LineCheckedChunkedReceiver(self.body_rcv.buf)
@@ -282,6 +290,29 @@ class GuardedParser(HTTPRequestParser):
         self.completed = True
         self.expect_continue = False
         self.close()  # drop whatever of the body was buffered, now
+
+
+def _check_transfer_encoding(header_plus: bytes) -> None:
+    """ParsingError (400, then close) unless the head's Transfer-Encoding is `chunked`
+    exactly once, alone (any case, spaces around it allowed).
+
+    waitress took `chunked, chunked` (or the header twice, which it joins into
+    that), `chunked,` and `, chunked` as one chunked coding, and an empty value as
+    none: a proxy in front may frame such a body otherwise, or refuse only some of
+    them (request smuggling). RFC 9112 7.1 forbids chunked twice and 6.1 lets a
+    server refuse framing it finds faulty. A list of codings none of which is
+    chunked (`gzip`) stays waitress's 501: a coding it does not implement."""
+    values = b",".join(_TRANSFER_ENCODING_VALUE.findall(header_plus))
+    codings = [coding.strip(b" \t").lower() for coding in values.split(b",")]
+    if codings == [b"chunked"]:
+        return
+    if all(codings) and b"chunked" not in codings:
+        return  # unknown codings only: waitress answers 501
+    shown = values.strip(b" \t").decode("latin-1")
+    raise ParsingError(
+        f"Transfer-Encoding must be chunked, once and alone, not {shown!r}: "
+        "send the body chunked, or with Content-Length"
+    )
 
 
 class GuardedErrorTask(ErrorTask):

@@ -326,6 +326,71 @@ def test_an_http10_request_with_transfer_encoding_is_refused_and_the_connection_
     assert rest == b""
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [
+        b"Transfer-Encoding: chunked, chunked\r\n",
+        b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: chunked,\r\n",
+        b"Transfer-Encoding: , chunked\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Transfer-Encoding: chunked, gzip\r\n",
+        b"Transfer-Encoding:\r\n",
+        b"Transfer-Encoding: \t \r\n",
+    ],
+    ids=[
+        "twice-in-one",
+        "two-headers",
+        "trailing-comma",
+        "leading-comma",
+        "gzip-chunked",
+        "chunked-gzip",
+        "empty",
+        "blank",
+    ],
+)
+def test_a_transfer_encoding_other_than_one_chunked_is_refused_and_closed(
+    server: Server, framing: bytes
+) -> None:
+    """Was: waitress framed `chunked, chunked` (and the header sent twice, which it
+    joins into that) as chunked, and took an empty Transfer-Encoding as none: a
+    proxy in front that frames such a request otherwise sees another boundary, and
+    the GET /jobs after the body would be a request it never saw (smuggling)."""
+    doc = json.dumps({"type": "echo", "payload": {"smuggled": True}}).encode()
+    hidden = b"GET /jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY_A.encode() + b"\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\n" + framing
+            + b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n"
+            + f"{len(doc):x}\r\n".encode() + doc + b"\r\n0\r\n\r\n" + hidden
+        )  # fmt: skip
+        status, headers, body = read_response(sock)
+        error = json.loads(body)["error"]
+        assert status == 400, body
+        assert error["code"] == "bad_request"
+        assert "Transfer-Encoding must be chunked, once and alone" in error["message"]
+        assert headers["connection"].lower() == "close"
+        rest = LEFTOVER.pop(sock.fileno(), b"")
+        while chunk := sock.recv(65536):  # the server closes: no second answer
+            rest += chunk
+    assert rest == b""
+    listed = requests.get(f"{server.url}/jobs", headers={"X-API-Key": KEY_A}, timeout=10)
+    assert listed.status_code == 200 and listed.json()["jobs"] == []
+
+
+@pytest.mark.parametrize("coding", [b"chunked", b"CHUNKED", b"  Chunked\t"])
+def test_one_chunked_in_any_case_is_still_read(server: Server, coding: bytes) -> None:
+    doc = json.dumps({"type": "echo", "payload": {}}).encode()
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding
+            + b"\r\nX-API-Key: " + KEY_A.encode() + b"\r\n\r\n"
+            + f"{len(doc):x}\r\n".encode() + doc + b"\r\n0\r\n\r\n"
+        )  # fmt: skip
+        status, _, body = read_response(sock)
+    assert status == 201, body
+
+
 def test_bodies_at_the_limit_reach_the_app_plain_or_chunked(server: Server) -> None:
     doc = json.dumps({"type": "echo", "payload": {"x": "y"}}).encode()
     body = doc + b" " * (LIMIT - len(doc))
