@@ -17,6 +17,9 @@ its size limit before the app can refuse it. Here, per connection:
 - after such a refusal the server stops sending, reads and discards what the
   client still sends for `linger_seconds` (at most LINGER_MAX_BYTES), then
   closes: the client gets to read its 413 instead of a connection reset;
+- a client that sends end-of-file (shutdown(SHUT_WR)) after whole requests is
+  still sent their answers, then the connection closes (waitress closed at once);
+  TCP does not tell a half-close from a hang-up, so a long-poll answers at once;
 - at `max_connections` the longest-idle connection that has no request being
   served is closed to admit the new one (then the oldest request still arriving;
   a client that has just connected only last), so a full server still answers.
@@ -364,6 +367,8 @@ class GuardedChannel(HTTPChannel):
     def readable(self) -> bool:
         if self.draining_until is not None:
             return True
+        if self.peer_done:  # end-of-file stays readable: the loop would spin on it
+            return False
         return bool(super().readable())
 
     def writable(self) -> bool:
@@ -374,7 +379,7 @@ class GuardedChannel(HTTPChannel):
     def handle_read(self) -> None:
         if self.draining_until is None:
             self.heard = True
-            super().handle_read()
+            self._read_request_bytes()
             return
         try:
             data = self.recv(64 * 1024)
@@ -383,6 +388,44 @@ class GuardedChannel(HTTPChannel):
         self.drained += len(data)
         if not data or self.drained > LINGER_MAX_BYTES:
             self.close_now()
+
+    # -- a client that half-closes ---------------------------------------------
+
+    # The client sent end-of-file (shutdown(SHUT_WR), or a full close: TCP does not
+    # tell them apart) after requests it is still owed answers to.
+    peer_done = False
+
+    def _read_request_bytes(self) -> None:
+        """waitress's handle_read, but end-of-file after whole requests is not a close.
+
+        waitress closed at once, dropping the answers owed (one still running, or
+        written and not yet sent): a client that half-closes after its request, as
+        `nc -N` and some HTTP/1.0 clients do, got nothing. Now those answers are sent,
+        then the connection closes; nothing more is read from it."""
+        try:
+            assert self.socket is not None
+            data = self.socket.recv(self.adj.recv_bytes)
+        except (OSError, AssertionError):
+            self.handle_close()  # as waitress: a reset or any socket error closes
+            return
+        if data:
+            self.last_activity = time.time()
+            self.received(data)
+            return
+        raw: Any = self  # the stubs miss some of HTTPChannel's attributes
+        with raw.requests_lock:
+            owed = bool(self.requests) or bool(self.total_outbufs_len)
+            if owed:
+                self.peer_done = True
+                if not self.requests:  # answered, not yet sent (on the loop thread)
+                    self.close_when_flushed = True
+        if not owed:
+            self.handle_close()  # a client gone between requests, or mid-request
+
+    def check_client_disconnected(self) -> bool:  # type: ignore[override]  # stubs: None
+        """What a long-poll asks (`waitress.client_disconnected`): gone once its
+        client sent end-of-file, so its wait answers at once and frees its slot."""
+        return self.peer_done or not self.connected
 
     def handle_close(self) -> None:
         if self.linger and self.draining_until is None and self.connected and not self.will_drop:
@@ -416,6 +459,12 @@ class GuardedChannel(HTTPChannel):
     def service(self) -> None:
         super().service()
         self.busy_until = time.monotonic()
+        if self.peer_done:
+            raw: Any = self
+            with raw.requests_lock:
+                if not self.requests:  # the last answer owed: close once it is sent
+                    self.close_when_flushed = True
+            self.server.pull_trigger()
 
     def _flush_outbufs_below_high_watermark(self) -> None:
         """waitress makes a writer past 16 MiB of unsent answer wait for the loop to

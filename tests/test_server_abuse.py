@@ -776,3 +776,67 @@ def test_a_transfer_encoding_of_no_coding_beside_content_length_is_refused(
     assert "not both" in json.loads(answer)["error"]["message"]
     listed = requests.get(f"{server.url}/jobs", headers={"X-API-Key": KEY_A}, timeout=10)
     assert listed.status_code == 200 and listed.json()["jobs"] == []
+
+
+def half_closed_exchange(server: Server, sent: bytes) -> tuple[bytes, float]:
+    """Send `sent`, shut our writing side (SHUT_WR), and read until the server
+    closes; with how long that took."""
+    with connect(server) as sock:
+        sock.sendall(sent)
+        sock.shutdown(socket.SHUT_WR)
+        began = time.monotonic()
+        return read_until_closed(sock), time.monotonic() - began
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(server: Server) -> None:
+    """Was: waitress read the end-of-file as a hang-up and closed at once, dropping
+    the answer still being made (or written and not yet sent): `nc -N` and clients
+    that half-close after a request got nothing."""
+    key = b"X-API-Key: " + KEY_A.encode() + b"\r\n"
+    for sent, status in (
+        (b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", b"200"),
+        (b"GET /health HTTP/1.0\r\n\r\n", b"200"),
+        (b"GET /jobs HTTP/1.1\r\nHost: x\r\n" + key + b"\r\n", b"200"),
+        (b"GET /no/such HTTP/1.1\r\nHost: x\r\n\r\n", b"404"),
+    ):
+        got, _ = half_closed_exchange(server, sent)
+        assert re.findall(rb"HTTP/1\.[01] (\d{3}) ", got) == [status], (sent, got)
+
+
+def test_pipelined_requests_then_a_half_close_are_all_answered(server: Server) -> None:
+    doc = json.dumps({"type": "echo", "payload": {}}).encode()
+    enqueue = (
+        b"POST /enqueue HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY_A.encode()
+        + b"\r\nContent-Length: " + str(len(doc)).encode() + b"\r\n\r\n" + doc
+    )  # fmt: skip
+    health = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    got, _ = half_closed_exchange(server, enqueue + health + enqueue + b"GET /he")
+    statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)]
+    assert statuses == [201, 200, 201]  # the unfinished fourth one is never answered
+    listed = requests.get(f"{server.url}/jobs", headers={"X-API-Key": KEY_A}, timeout=10)
+    assert len(listed.json()["jobs"]) == 2
+
+
+def test_a_long_poll_that_half_closes_is_answered_at_once(server: Server) -> None:
+    """A half-close and a hang-up look alike to the server (end-of-file): a long-poll
+    ends at once either way, so one nobody reads holds no wait slot (test_server.py),
+    and a client that half-closed still reads the state as it is."""
+    created = requests.post(
+        f"{server.url}/enqueue",
+        json={"type": "echo", "payload": {}, "delay": 600},
+        headers={"X-API-Key": KEY_A},
+        timeout=10,
+    ).json()
+    sent = (
+        f"GET /status/{created['id']}?wait=20 HTTP/1.1\r\nHost: x\r\n".encode()
+        + b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n"
+    )  # fmt: skip
+    got, took = half_closed_exchange(server, sent)
+    status, _, body = parse(got)
+    assert status == 200 and json.loads(body)["state"] == "queued"
+    assert took < 10
+
+
+def test_a_half_close_mid_request_is_still_closed_unanswered(server: Server) -> None:
+    got, took = half_closed_exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\n")
+    assert got == b"" and took < 5
