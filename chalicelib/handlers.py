@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, QUEUE_NAME
-from chalicelib.errors import UnknownJobType, ValidationFailed
+from chalicelib.errors import Misconfigured, UnknownJobType, ValidationFailed
 from chalicelib.limits import Limit, Rate
 from chalicelib.logs import JobLog
 from chalicelib.models import DEFAULT_QUEUE, Job
@@ -122,7 +122,7 @@ class HandlerSpec:
             normalized = parsed.model_dump(mode="json", by_alias=True)
         if tenant is not None and self.admit is not None:
             try:
-                self.admit(parsed, tenant)
+                answer = self.admit(parsed, tenant)
             except ValidationFailed:
                 raise
             except ValueError as exc:
@@ -130,6 +130,15 @@ class HandlerSpec:
                     f"payload refused for the {self.type!r} handler: {exc}",
                     {"type": self.type},
                 ) from exc
+            if answer is not None:
+                # `admit=lambda p, tenant: tenant == "acme"` read as a yes/no check, but
+                # its False was ignored and every tenant admitted. Refused, nothing
+                # stored: the handler's author must raise ValueError to refuse.
+                raise Misconfigured(
+                    f"the {self.type!r} handler's admit check returned "
+                    f"{reprlib.repr(answer)}: it must return None, and raise ValueError "
+                    "to refuse a job; nothing was stored"
+                )
         return normalized
 
     def parse(self, payload: dict[str, Any]) -> Any:

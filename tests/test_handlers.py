@@ -14,7 +14,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from chalicelib.config import Settings
-from chalicelib.errors import UnknownJobType, ValidationFailed
+from chalicelib.errors import Misconfigured, UnknownJobType, ValidationFailed
 from chalicelib.handlers import DEFAULT_TIMEOUT, JobContext, Registry, registry
 from chalicelib.models import Job, JobState
 from chalicelib.retry import RetryPolicy
@@ -529,3 +529,24 @@ def test_a_pasted_copy_under_a_wrapping_decorator_is_refused() -> None:
     )
     with pytest.raises(ValueError, match="registered twice"):
         exec(compile(source, "jobs.py", "exec"), namespace)
+
+
+@pytest.mark.parametrize("answer", [False, True, 0, "no"])
+def test_an_admit_check_that_returns_a_value_refuses_the_job_naming_the_handler(
+    answer: object,
+) -> None:
+    """Was: `admit=lambda payload, tenant: tenant == "acme"` looked like a yes/no check,
+    but what it returned was ignored and every tenant's job admitted."""
+    reg = Registry()
+    reg.handler("guarded", admit=lambda payload, tenant: answer)(lambda payload: None)
+    with pytest.raises(Misconfigured) as refused:
+        reg.get("guarded").validate({}, tenant="other")
+    assert f"the 'guarded' handler's admit check returned {answer!r}" in str(refused.value)
+    assert "raise ValueError" in str(refused.value)
+    assert refused.value.status == 503
+
+
+def test_an_admit_check_returning_none_admits() -> None:
+    reg = Registry()
+    reg.handler("guarded", admit=lambda payload, tenant: None)(lambda payload: None)
+    assert reg.get("guarded").validate({"x": 1}, tenant="acme") == {"x": 1}
