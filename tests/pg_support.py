@@ -1,10 +1,15 @@
 """Postgres for tests: a fresh schema per test on the real server, dropped afterwards.
 
 The server is 127.0.0.1:5432, database `test` (override with SPOOL_TEST_PG_URL).
-When it cannot be reached, or a test needs a tool that is missing (the crash
-tests restart the server with Debian's pg_ctlcluster), the tests skip with the
-reason, except in CI (CI=true) or with SPOOL_REQUIRE_POSTGRES=1, where they
-fail with it: there a skip would hide that the Postgres backend was never tested.
+When it cannot be reached, or a test needs a tool that is missing (the restart
+test starts a private server with initdb and pg_ctl: tests/pg_private.py), the
+tests skip with the reason, except in CI (CI=true) or with
+SPOOL_REQUIRE_POSTGRES=1, where they fail with it: there a skip would hide that
+the Postgres backend was never tested.
+
+Tests on parallel workers share the server, so nothing here reaches beyond one
+test's own schema (or database): names are random, and teardown ends only the
+sessions tagged with that schema's application_name. Nothing here restarts it.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -37,22 +41,22 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def url_for(schema: str, **options: str) -> str:
-    parts = urlsplit(BASE_URL)
+def url_for(schema: str, base: str = BASE_URL, **options: str) -> str:
+    parts = urlsplit(base)
     # application_name tags every connection of this schema, so teardown can end them.
     query = urlencode({"schema": schema, "application_name": schema, **options})
     extra = f"{parts.query}&{query}" if parts.query else query
     return urlunsplit((parts.scheme, parts.netloc, parts.path, extra, ""))
 
 
-def admin_connect():  # type: ignore[no-untyped-def]
+def admin_connect(base: str = BASE_URL):  # type: ignore[no-untyped-def]
     """A plain autocommit connection (no schema), or skip/fail when unreachable."""
     import psycopg
 
     try:
-        return psycopg.connect(BASE_URL, autocommit=True, connect_timeout=3)
+        return psycopg.connect(base, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        unavailable(f"Postgres is not reachable at {BASE_URL}: {exc}".strip())
+        unavailable(f"Postgres is not reachable at {base}: {exc}".strip())
 
 
 def new_schema_name() -> str:
@@ -60,14 +64,15 @@ def new_schema_name() -> str:
 
 
 @contextlib.contextmanager
-def fresh_schema(migrate: bool = True, **options: str) -> Iterator[str]:
-    """Yield the URL of a new, empty (optionally migrated) schema; drop it afterwards."""
+def fresh_schema(migrate: bool = True, *, base: str = BASE_URL, **options: str) -> Iterator[str]:
+    """Yield the URL of a new, empty (optionally migrated) schema on the server of
+    `base` (the shared one unless a test has its own); drop it afterwards."""
     from chalicelib.storage import migrations
     from chalicelib.storage.postgres import connect, parse_url
 
-    admin_connect().close()  # skip or fail here, before anything is created
+    admin_connect(base).close()  # skip or fail here, before anything is created
     schema = new_schema_name()
-    url = url_for(schema, **options)
+    url = url_for(schema, base, **options)
     try:
         if migrate:
             with connect(parse_url(url)) as conn:
@@ -75,7 +80,7 @@ def fresh_schema(migrate: bool = True, **options: str) -> Iterator[str]:
         yield url
     finally:
         # A fresh connection: the test may have restarted the server meanwhile.
-        admin = admin_connect()
+        admin = admin_connect(base)
         try:
             # Workers of a failed test may still hold locks: end them, then drop.
             admin.execute(
@@ -108,29 +113,6 @@ def terminate(application_name: str) -> int:
         return int(row[0]) if row else 0
     finally:
         admin.close()
-
-
-def local_cluster(url: str = BASE_URL) -> list[str]:
-    """`pg_ctlcluster VERSION NAME` for the cluster serving `url`'s port, to stop and
-    start the server under test. Without Debian's postgresql-common, or with no such
-    cluster listed, skip (fail in CI) saying which."""
-    port = str(urlsplit(url).port or 5432)
-    try:
-        listed = subprocess.run(
-            ["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True
-        ).stdout
-    except FileNotFoundError:
-        unavailable(
-            "restarting Postgres needs pg_lsclusters and pg_ctlcluster (Debian's "
-            "postgresql-common), and pg_lsclusters is not on PATH"
-        )
-    except subprocess.CalledProcessError as exc:
-        unavailable(f"pg_lsclusters failed ({exc.returncode}): {exc.stderr.strip()}")
-    for line in listed.splitlines():
-        fields = line.split()
-        if len(fields) >= 3 and fields[2] == port:
-            return ["pg_ctlcluster", "--skip-systemctl-redirect", fields[0], fields[1]]
-    unavailable(f"pg_lsclusters lists no cluster on port {port}: {listed.strip() or 'none'}")
 
 
 def schema_at(conn: Any, schema: str, version: int) -> None:

@@ -5,13 +5,14 @@ Bounded in time and count. What they hold the store to:
   none lost (each succeeded), none stuck, re-runs (duplicates) <= kills;
 - a Postgres restart (`-m immediate`, crash recovery) under load: every
   acknowledged enqueue survives, and the same worker processes finish the
-  work without being restarted.
+  work without being restarted. The server restarted is a private one
+  (tests/pg_private.py): the shared server stays up for the other tests, which
+  may be running on other workers meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +28,8 @@ from chalicelib.storage.postgres import PostgresStore, from_url
 from tests.crash_handlers import CRASH_JOB_TYPE
 from tests.crash_harness import check_crash, duplicates, run_crash
 from tests.pg_crash_harness import WorkerPool
-from tests.pg_support import BASE_URL, admin_connect, fresh_schema, local_cluster
+from tests.pg_private import PrivateServer, private_server
+from tests.pg_support import fresh_schema
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -71,11 +73,11 @@ def test_sigkilled_workers_lose_nothing(tmp_path: Path) -> None:
 # -- Postgres itself restarts ------------------------------------------------------
 
 
-def _server_up() -> bool:
+def _server_up(url: str) -> bool:
     import psycopg
 
     try:
-        with psycopg.connect(BASE_URL, connect_timeout=2) as conn:
+        with psycopg.connect(url, connect_timeout=2) as conn:
             conn.execute("SELECT 1")
         return True
     except psycopg.OperationalError:
@@ -83,22 +85,25 @@ def _server_up() -> bool:
 
 
 @contextlib.contextmanager
-def _server_restored(cluster: list[str]) -> Iterator[None]:
-    """Whatever happens in the test, the server is running again afterwards."""
+def _server_restored(server: PrivateServer) -> Iterator[None]:
+    """Whatever happens in the test, the server is running again afterwards (the
+    schema's teardown and the store's last reads need it)."""
     try:
         yield
     finally:
         deadline = time.monotonic() + 60
-        while not _server_up() and time.monotonic() < deadline:
-            subprocess.run([*cluster, "start"], capture_output=True, check=False)
+        while not _server_up(server.url) and time.monotonic() < deadline:
+            server.ensure_running()
             time.sleep(1)
-        assert _server_up(), "Postgres did not come back"
+        assert _server_up(server.url), f"Postgres did not come back: {server.tail()}"
 
 
 def test_workers_resume_after_postgres_restarts(tmp_path: Path, registry: Registry) -> None:
-    cluster = local_cluster()  # skips saying why; fails in CI (tests/pg_support.py)
-    admin_connect().close()
-    with fresh_schema() as url, _server_restored(cluster):
+    with (
+        private_server() as server,  # skips saying why; fails in CI (tests/pg_support.py)
+        fresh_schema(base=server.url) as url,
+        _server_restored(server),
+    ):
         store = from_url(url + "&pool_timeout=2")
         service = Service(store, registry)
         pool = WorkerPool(url, tmp_path, lease_seconds=5)
@@ -126,10 +131,8 @@ def test_workers_resume_after_postgres_restarts(tmp_path: Path, registry: Regist
             producer.start()
             time.sleep(0.5)
             at_restart = _states(store)
-            restarted = subprocess.run(
-                [*cluster, "restart", "-m", "immediate"], capture_output=True, text=True
-            )
-            assert restarted.returncode == 0, restarted.stderr
+            restarted = server.restart_immediate()
+            assert restarted.returncode == 0, restarted.stderr + server.tail()
             time.sleep(2.0)
             stop.set()
             producer.join(30)
