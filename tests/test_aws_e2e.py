@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import queue
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -31,35 +30,20 @@ KEY, TENANT = "e2e-key-0123456789", "tenant-e2e"
 STARTUP = 60.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint() -> Iterator[str]:
-    for _ in range(3):  # the port may be taken between choosing it and binding it
-        port = free_port()
-        process = subprocess.Popen(
-            [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            env=guarded_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + STARTUP
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        if process.poll() is None:
-            try:
-                yield f"http://127.0.0.1:{port}"
-            finally:
-                stop(process)
-            return
-    pytest.fail("moto_server did not start")
+    """moto_server on a port it chose (-p 0) and printed: a port chosen here could be
+    taken by another process (a test on another worker) before moto bound it, and a
+    probe of that port would then have found the other server answering."""
+    process = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
+        env=guarded_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        port = started(process, r"Running on http://127\.0\.0\.1:(\d+)").group(1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
 
 
 @pytest.fixture(scope="module")

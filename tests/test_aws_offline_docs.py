@@ -13,7 +13,6 @@ from __future__ import annotations
 import queue
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import threading
@@ -54,18 +53,6 @@ def offline_commands() -> list[str]:
     return [line for line in block.group(1).splitlines() if shlex.split(line, comments=True)]
 
 
-def free_moto_port() -> int:
-    """A free port in the range the tests' moto servers use (18400-18499)."""
-    for port in range(18400, 18500):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.skip("no free port in 18400-18499")
-
-
 class Output:
     """A child's merged output, read on a thread so it never blocks on a full pipe."""
 
@@ -101,8 +88,8 @@ class Output:
 class Shell:
     """Runs the doc's lines as a person would type them, one after the other."""
 
-    moto_port: int
     env: dict[str, str]
+    moto_port: int = 0  # read from moto_server's banner once it runs
     background: list[subprocess.Popen[str]] = field(default_factory=list)
     outputs: dict[str, Output] = field(default_factory=dict)
     served: str = ""
@@ -124,7 +111,10 @@ class Shell:
                 word = str(BIN / word.removeprefix(".venv/bin/"))
             out.append(word)
         if out[:2] == [str(BIN / "moto_server"), "-H"]:
-            out[out.index("-p") + 1] = str(self.moto_port)
+            # Port 0: moto binds a free port itself and prints it. A port chosen here
+            # could be taken (by a test on another worker) before moto bound it, and
+            # then the wait below would have found that other server answering.
+            out[out.index("-p") + 1] = "0"
         if out[:2] == [str(BIN / "pip"), "install"]:
             out.insert(2, "--no-index")  # already satisfied here; the test asks no registry
         if out[1:3] == ["serve", "--no-worker"]:
@@ -156,14 +146,8 @@ class Shell:
         name = words[1] if name == "spool" else name
         self.outputs[name] = output
         if name == "moto_server":  # a person waits for it to answer before going on
-            deadline = time.monotonic() + STARTUP
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    with socket.create_connection(("127.0.0.1", self.moto_port), timeout=1):
-                        return
-                except OSError:
-                    time.sleep(0.1)
-            pytest.fail("moto_server did not start")
+            found = output.expect(r"Running on http://127\.0\.0\.1:(\d+)")
+            self.moto_port = int(found.group(1))
         elif name == "serve":
             self.served = output.expect(r"serving app\.py on (http://\S+)").group(1)
             self.key = output.expect(r"dev API key .*: (\S+)").group(1)
@@ -176,7 +160,7 @@ def shell() -> Iterator[Shell]:
     env = guarded_env()
     for name in UNSET:
         env.pop(name, None)
-    sh = Shell(free_moto_port(), env)
+    sh = Shell(env)
     try:
         yield sh
     finally:
