@@ -48,8 +48,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy app.py chalicelib local spool_client
 
+# The suite on PYTEST_WORKERS parallel workers (pytest-xdist): most tests wait on
+# processes, sockets, Postgres, Redis and moto rather than on the CPU. `--dist
+# loadgroup` sends each test wherever a worker is free, except the groups in
+# docs/testing.md (a module's tests sharing a server or a built package; the "heavy"
+# crash and model tests, one at a time). PYTEST_WORKERS=0: serially, in one process.
+PYTEST_WORKERS ?= 3
 pytest: $(STAMP) $(SAM) lambda-wheels lambda-venv
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
 
 test: lint typecheck pytest
 

@@ -8,7 +8,11 @@
 - Chalice's test client applies the `local` stage unless a test names another,
   so no stage's real AWS store URL is picked up by default;
 - the demo handlers (echo, sleep, fail), off in deployments, are on for tests
-  (SPOOL_DEMO_HANDLERS=1, inherited by child processes).
+  (SPOOL_DEMO_HANDLERS=1, inherited by child processes);
+- on parallel workers (`make pytest`: pytest-xdist, `--dist loadgroup`), the
+  tests of a module that share a module-scoped fixture run on one worker, so
+  the fixture (a server, a built package, a browser) is set up once
+  (pytest_collection_modifyitems below; docs/testing.md).
 """
 
 from __future__ import annotations
@@ -76,6 +80,30 @@ def _local_stage_by_default() -> None:
 
 _install_network_guard()
 _local_stage_by_default()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Put the tests that share a module- or session-scoped fixture of ours (a server,
+    a built package, a browser) in one xdist group named after their module, unless a
+    test names its group itself. `--dist loadgroup` runs a group on one worker, so
+    the fixture is set up once; every other test goes wherever a worker is free.
+    Without xdist (a plain `pytest`, or `-p no:xdist`) the marks change nothing."""
+    for item in items:
+        module = getattr(item, "module", None)
+        info = getattr(item, "_fixtureinfo", None)
+        if module is None or info is None or item.get_closest_marker("xdist_group"):
+            continue
+        if any(_shared_fixture(defs[-1]) for defs in info.name2fixturedefs.values() if defs):
+            item.add_marker(pytest.mark.xdist_group(module.__name__))
+
+
+def _shared_fixture(fixturedef: Any) -> bool:
+    """A fixture of the test suite's own (not pytest's tmp_path_factory and the like)
+    that lives longer than one test."""
+    module = getattr(fixturedef.func, "__module__", "") or ""
+    return fixturedef.scope in ("module", "session") and module.startswith("tests.")
+
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime

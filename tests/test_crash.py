@@ -14,6 +14,8 @@ import pytest
 from tests.crash_harness import CrashRun, check_crash, duplicates, run_crash
 
 
+# One at a time on parallel workers: see "heavy" in docs/testing.md.
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_sigkilled_workers_lose_nothing_on_sqlite(tmp_path: Path) -> None:

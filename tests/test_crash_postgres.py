@@ -31,7 +31,8 @@ from tests.pg_crash_harness import WorkerPool
 from tests.pg_private import PrivateServer, private_server
 from tests.pg_support import fresh_schema
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+# One at a time on parallel workers: see "heavy" in docs/testing.md.
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.xdist_group("heavy")]
 
 WAITING = (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING)
 

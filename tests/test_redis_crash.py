@@ -27,6 +27,8 @@ from tests.redis_support import PrivateServer, fresh_prefix, private_server, wit
 pytestmark = pytest.mark.slow
 
 
+# One at a time on parallel workers: see "heavy" in docs/testing.md.
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.timeout(400)
 def test_sigkilled_workers_lose_nothing_on_redis(tmp_path: Path) -> None:
     with fresh_prefix() as url:

@@ -452,6 +452,8 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.next_due_at() == (min(times) if times else None)
 
 
+# One at a time on parallel workers: see "heavy" in docs/testing.md.
+@pytest.mark.xdist_group("heavy")
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_store_agrees_with_the_model(
     backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
