@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import os
 import re
 import subprocess
 import sys
@@ -382,17 +383,22 @@ def test_test_only_variables_are_used_and_documented(name: str) -> None:
 # -- the Lambda path never loads the catalog --------------------------------------------------
 
 
-def test_the_lambda_path_does_not_import_the_catalog() -> None:
+def test_the_lambda_path_does_not_import_the_catalog(tmp_path: Path) -> None:
+    """Run from tmp_path, not the checkout: importing app.py opens the default store,
+    sqlite:///.spool/spool.db under the working directory, and a file there is shared
+    by every test (and every parallel worker) that does the same."""
     probe = (
         "import sys, app, chalicelib.runtime, chalicelib.api.routes, chalicelib.events, "
         "chalicelib.worker; print('chalicelib.settings_catalog' in sys.modules)"
     )
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     out = subprocess.run(
         [sys.executable, "-c", probe],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
-        cwd=ROOT,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": path},
     )
     assert out.stdout.strip() == "False"
