@@ -83,9 +83,14 @@ def test_a_dead_process_s_counts_are_folded_into_one_file_and_the_sum_kept(
     assert shared_cache_counts(directory) == (TOTAL[0] + 15, TOTAL[1] + 15)
 
 
-def test_shared_metrics_folds_a_reaped_process_s_file(tmp_root: Path) -> None:
+def test_shared_metrics_folds_a_reaped_process_s_file(
+    tmp_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from chalicelib.runtime import build_runtime
 
+    # Its own store: the default (sqlite:///.spool/spool.db, relative) would be a file
+    # in the checkout, shared with every other run and parallel worker.
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_root}/spool.db")
     with shared_metrics.SharedMetrics(build_runtime(), worker=False) as shared:
         (shared.directory / "cache-11.counts").write_text("3 4", "ascii")
         shared.retire(11)
