@@ -17,11 +17,14 @@ from tests.crash_harness import CrashRun, check_crash, duplicates, run_crash
 # One at a time on parallel workers: see "heavy" in docs/testing.md.
 @pytest.mark.xdist_group("heavy")
 @pytest.mark.slow
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_sigkilled_workers_lose_nothing_on_sqlite(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'crash.db'}"
+    # The drain's time is its machine's: parallel test workers share the cores, and a
+    # worker restarted every 2 s spends much of its life importing. Losing nothing is
+    # what is asserted; the limit only has to end a run that never finishes.
     run = run_crash(
-        url, tmp_path, jobs=10_000, workers=4, kill_every=0.5, work=0.001, time_limit=100
+        url, tmp_path, jobs=10_000, workers=4, kill_every=0.5, work=0.001, time_limit=200
     )
     assert run.kills >= 3, f"too few kills to mean anything ({run.kills} in {run.seconds:.1f}s)"
     assert len(run.states) == 10_000
