@@ -256,9 +256,11 @@ def _segments(environ: dict[str, Any]) -> list[str]:
     """The request's path segments, each percent-decoded and read as UTF-8."""
     decoded: str = environ.get("PATH_INFO", "/")  # latin-1 for bytes (PEP 3333)
     raw = _raw_path(environ)
-    if raw is not None and unquote_to_bytes(raw.encode("latin-1")).decode("latin-1") == decoded:
-        parts = [unquote_to_bytes(part.encode("latin-1")) for part in raw.split("/")]
-    else:  # behind a url_prefix, or an absolute-form URI: PATH_INFO's every `/` divides
+    # Each raw segment decoded once; joined, they are PATH_INFO when the raw path is
+    # the one PATH_INFO was decoded from.
+    parts = [] if raw is None else [unquote_to_bytes(p.encode("latin-1")) for p in raw.split("/")]
+    if not parts or b"/".join(parts).decode("latin-1") != decoded:
+        # behind a url_prefix, or an absolute-form URI: PATH_INFO's every `/` divides
         parts = [part.encode("latin-1") for part in decoded.split("/")]
     return [part.decode("utf-8", "replace") for part in parts]
 
