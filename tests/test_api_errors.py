@@ -402,3 +402,29 @@ def test_a_query_count_is_read_in_plain_digits(api: Api, raw: str) -> None:
         reply = api.get(f"{route}?limit={raw}")
         assert reply.status == 422 and reply.error_code == "validation_error", (route, raw)
     assert api.get("/jobs?limit=10").status == 200
+
+
+@pytest.mark.parametrize("raw", ["1_0", "%201", "%2B5", "1.0", "%D9%A3"])
+def test_the_dashboard_reads_its_page_size_in_plain_digits_too(api: Api, raw: str) -> None:
+    """`/ui/api/jobs?limit=1_0` listed ten jobs after GET /jobs had stopped reading it so:
+    the dashboard's listing kept Python's int()."""
+    reply = api.get(f"/ui/api/jobs?limit={raw}")
+    assert reply.status == 422 and reply.error_code == "validation_error", (raw, reply.body)
+    assert api.get("/ui/api/jobs?limit=10").status == 200
+
+
+@pytest.mark.parametrize("raw", ["1_0", "%201", "%2B1", "1%C2%A0", ".5", "5.", "%D9%A3", "1e-400"])
+def test_a_long_poll_wait_is_read_in_plain_digits(api: Api, raw: str) -> None:
+    """`?wait=1_0` held the request 10 s (float() reads it so), as did `+1`, ` 1` and `1`
+    with a no-break space after it; a wait too small for a float was read as 0."""
+    job = api.enqueue({"type": "echo", "delay": 3600})
+    reply = api.get(f"/status/{job}?wait={raw}")
+    assert reply.status == 422 and reply.error_code == "validation_error", (raw, reply.body)
+    assert reply.json["error"]["details"][0]["loc"] == ["wait"]
+
+
+@pytest.mark.parametrize("raw", ["0", "0.01", "1e-05", "2E-2"])
+def test_a_long_poll_wait_as_the_client_writes_it_is_taken(api: Api, raw: str) -> None:
+    """The Python client sends f"{wait:g}": a short wait comes as 1e-05."""
+    job = api.enqueue({"type": "echo", "delay": 3600})
+    assert api.get(f"/status/{job}?wait={raw}").status == 200

@@ -7,6 +7,7 @@ wire cannot drift apart.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from chalicelib.errors import BadRequest
 from chalicelib.models import Attempt, Job, JobState
+from chalicelib.number_text import too_small, underflows
 from chalicelib.service import NAME_PATTERN, EnqueueRequest, parse_rfc3339
 from chalicelib.storage.base import BAD_CURSOR, decode_cursor, from_micros
 from chalicelib.timebounds import to_utc
@@ -193,6 +195,25 @@ def plain_digits(value: Any) -> Any:
     return value
 
 
+# A number of seconds in a query string as JSON writes a non-negative number (what the
+# client sends: f"{wait:g}", so "0.5" and "1e-05"); float() also read "1_0" as 10,
+# " 1", "+1", "1\xa0", ".5" and "5.", so a typo held a request ten times longer.
+_PLAIN_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def plain_number(value: Any) -> Any:
+    """A number of seconds in a query string as JSON writes one (ASCII digits, an
+    optional fraction and exponent); anything else, and a number too small for a
+    float (1e-400, read as 0), is refused before the float check."""
+    if not isinstance(value, str):
+        return value
+    if _PLAIN_NUMBER.fullmatch(value) is None:
+        raise ValueError("a number in plain digits, such as 5 or 0.5")
+    if underflows(value, float(value)):
+        raise ValueError(too_small(value))
+    return value
+
+
 class ListQuery(BaseModel):
     """Query parameters of GET /jobs (and of GET /dlq, which fixes state=dead)."""
 
@@ -240,6 +261,8 @@ class StatusQuery(BaseModel):
         description="Also return the job's completion webhooks and their delivery state "
         "(one more read; never cached).",
     )
+
+    _wait = field_validator("wait", mode="before")(plain_number)
 
 
 class RedriveAllRequest(BaseModel):

@@ -23,7 +23,7 @@ from chalicelib.api.http import (
     json_response,
     single_values,
 )
-from chalicelib.api.schemas import cursor_in_range
+from chalicelib.api.schemas import cursor_in_range, plain_digits
 from chalicelib.errors import (
     JobNotFound,
     Misconfigured,
@@ -71,6 +71,8 @@ class JobsQuery(BaseModel):
     find: str | None = Field(default=None, min_length=1, max_length=200)
 
     _cursor = field_validator("cursor")(cursor_in_range)
+    # Read as GET /jobs reads its limit: "1_0", " 1", "+5" and "1.0" were ten, one, five, one.
+    _limit = field_validator("limit", mode="before")(plain_digits)
 
 
 class DeadAction(BaseModel):
