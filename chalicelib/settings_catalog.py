@@ -334,8 +334,9 @@ CATALOG: tuple[Setting, ...] = (
             'Enqueue limits per tenant: `{"*": {"rate": "50/s", "burst": 100, "backlog": '
             '100000}, "acme": {"rate": "500/s"}}`. `rate`/`burst` is a token bucket shared by '
             "every API process (over it: 429 with Retry-After, nothing stored; a batch "
-            "larger than the burst: 413); `backlog` caps the tenant's waiting jobs (429; a "
-            "batch larger than the backlog: 413; "
+            "larger than the burst: 413); `backlog` caps the tenant's waiting jobs, redriven "
+            "dead jobs too (429; a batch, or a redrive of named jobs, larger than the backlog: "
+            "413; a bulk redrive takes what fits; "
             "checked one request at a time per API process, so across processes it can be "
             "passed by the jobs of requests arriving together). A job whose idempotency key "
             "is already stored is a repeat: it spends no token and no backlog room, and is "

@@ -97,6 +97,63 @@ def test_backlog_quota_counts_waiting_jobs_only(limited: tuple[Api, Runtime]) ->
     assert stored(rt) == 4
 
 
+def dead_jobs(rt: Runtime, n: int) -> list[str]:
+    """n dead jobs of tenant A (enqueued past the HTTP edge: the quota holds 2)."""
+    from chalicelib.service import EnqueueRequest
+
+    failing = EnqueueRequest(type="fail", payload={"always": True}, max_attempts=1)
+    ids = [result.job.id for result in rt.service.enqueue([failing] * n, TENANT_A)]
+    assert rt.worker().drain().dead == n
+    return ids
+
+
+def states(rt: Runtime, ids: list[str]) -> list[str]:
+    found = [rt.store.get(job_id) for job_id in ids]
+    return [job.state.value if job is not None else "gone" for job in found]
+
+
+@pytest.mark.parametrize("limited", [BACKLOG], indirect=True)
+def test_a_redrive_is_held_to_the_backlog_quota_on_every_route(
+    limited: tuple[Api, Runtime],
+) -> None:
+    """A tenant held to 2 waiting jobs let failing jobs die and redrove them all at
+    once: every redrive route put them back among the waiting jobs past the quota."""
+    api, rt = limited
+    dead = dead_jobs(rt, 3)
+    waiting = [api.enqueue({"type": "echo", "delay": 600}) for _ in range(2)]  # full
+    refused = [
+        api.post(f"/dlq/{dead[0]}/redrive"),
+        api.post("/dlq/redrive"),
+        api.post(f"/ui/api/jobs/{dead[0]}/redrive"),
+        api.post("/ui/api/dead/redrive", {"all": True}),
+        api.post("/ui/api/dead/redrive", {"ids": dead[:1]}),
+    ]
+    for reply in refused:
+        assert reply.status == 429 and "backlog" in reply.json["error"]["message"], reply.body
+        assert reply.header("Retry-After")
+    assert states(rt, dead) == ["dead"] * 3
+    # Room for one: a bulk redrive takes one, a redrive of two named jobs none.
+    api.post(f"/jobs/{waiting[0]}/cancel")
+    two = api.post("/ui/api/dead/redrive", {"ids": dead[:2]})
+    assert two.status == 429, two.body
+    bulk = api.post("/dlq/redrive")
+    assert bulk.status == 200 and bulk.json["redriven"] == 1, bulk.body
+    assert sorted(states(rt, dead)) == ["dead", "dead", "queued"]
+    # More named jobs than the whole backlog could ever hold: 413, as for a batch.
+    assert rt.worker().drain().dead == 1
+    too_many = api.post("/ui/api/dead/redrive", {"ids": dead})
+    assert too_many.status == 413 and too_many.json["error"]["details"] == {
+        "jobs": 3,
+        "backlog": 2,
+    }
+    # The dashboard's "all" takes what fits and says more remain.
+    api.post(f"/jobs/{waiting[1]}/cancel")
+    step = api.post("/ui/api/dead/redrive", {"all": True})
+    assert step.status == 200 and step.json["done"] == 2 and step.json["more"] is True
+    # Another tenant's quota is its own.
+    assert api.post("/dlq/redrive", key=KEY_B).status == 200
+
+
 BACKLOG_AND_BURST = {
     "SPOOL_TENANT_LIMITS": json.dumps({TENANT_A: {"rate": "100/s", "burst": 3, "backlog": 5}})
 }

@@ -11,7 +11,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
 from typing import Any, get_args
 
@@ -337,9 +337,15 @@ class Edge:
         self.cache.drop(tenant, job_id)
         return self._job(job)
 
+    def redrive_room(self, tenant: str, exact: int | None = None) -> AbstractContextManager[Any]:
+        """The room the tenant's backlog quota leaves for redriven jobs (None: no quota):
+        EnqueueGate.redrive_room, or no limit when no tenant limit is set."""
+        return nullcontext(None) if self.gate is None else self.gate.redrive_room(tenant, exact)
+
     def redrive(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
-        job = self.service.redrive(job_id, tenant)
+        with self.redrive_room(tenant, exact=1):
+            job = self.service.redrive(job_id, tenant)
         self.cache.drop(tenant, job_id)
         return self._job(job)
 
@@ -358,9 +364,11 @@ class Edge:
         # Echoed, so a client calling again (as `spool dlq redrive --all` does) passes
         # the server's own bound back and never reads its own clock.
         bound = filters.died_before or self.service.redrive_bound()
-        moved = self.service.redrive_all(
-            tenant, filters.queue, filters.type, filters.limit, died_before=bound
-        )
+        with self.redrive_room(tenant) as room:
+            limit = filters.limit if room is None else min(filters.limit, room)
+            moved = self.service.redrive_all(
+                tenant, filters.queue, filters.type, limit, died_before=bound
+            )
         for job in moved:
             self.cache.drop(tenant, job.id)
         return json_response(

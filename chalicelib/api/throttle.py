@@ -74,6 +74,47 @@ class EnqueueGate:
                 self._admit(limit, tenant, fresh)
             yield
 
+    @contextmanager
+    def redrive_room(self, tenant: str, exact: int | None = None) -> Iterator[int | None]:
+        """How many dead jobs the tenant may redrive inside the block: None without a
+        backlog quota, else the room its backlog has left (429 when none).
+
+        A redrive puts dead jobs back among the waiting ones, which the backlog caps:
+        uncapped, a tenant held to 100 waiting jobs enqueued failing jobs within its
+        quota, let them die and redrove thousands at once. `exact` names how many must
+        all fit (jobs named by id): more than the backlog is 413, more than the room
+        429; a bulk redrive (None) takes at most the room. One request of the tenant at
+        a time in this process, as for enqueues."""
+        limit = self.limits.of(tenant)
+        if limit.backlog is None:
+            yield None
+            return
+        with self._backlog_lock(tenant):
+            if exact is not None and exact > limit.backlog:
+                raise PayloadTooLarge(
+                    f"this request redrives {exact} jobs; the tenant's backlog holds at "
+                    f"most {limit.backlog}: split it",
+                    {"jobs": exact, "backlog": limit.backlog},
+                )
+            waiting = self._waiting(tenant)
+            room = limit.backlog - waiting
+            if room < max(1, exact or 0):
+                raise self._backlog_full(waiting, limit.backlog)
+            yield room
+
+    def _waiting(self, tenant: str) -> int:
+        counts = self.store.state_counts(tenant)
+        return sum(n for (_, state), n in counts.items() if state in WAITING)
+
+    @staticmethod
+    def _backlog_full(waiting: int, backlog: int) -> RateLimited:
+        return RateLimited(
+            f"tenant backlog is full: {waiting} jobs waiting, at most "
+            f"{backlog}; retry when some have run",
+            retry_after=5,
+            details={"waiting": waiting, "backlog": backlog},
+        )
+
     def _backlog_lock(self, tenant: str) -> threading.Lock:
         with self._locks_lock:
             return self._locks.setdefault(tenant, threading.Lock())
@@ -102,15 +143,9 @@ class EnqueueGate:
                 {"jobs": jobs, "burst": bucket[1]},
             )
         if limit.backlog is not None:
-            counts = self.store.state_counts(tenant)
-            waiting = sum(n for (_, state), n in counts.items() if state in WAITING)
+            waiting = self._waiting(tenant)
             if waiting + jobs > limit.backlog:
-                raise RateLimited(
-                    f"tenant backlog is full: {waiting} jobs waiting, at most "
-                    f"{limit.backlog}; retry when some have run",
-                    retry_after=5,
-                    details={"waiting": waiting, "backlog": limit.backlog},
-                )
+                raise self._backlog_full(waiting, limit.backlog)
         if bucket is None:
             return
         rate, burst = bucket

@@ -210,7 +210,8 @@ def ui_cancel(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
 def ui_redrive(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
     tenant = _tenant(edge, request)
     _no_body(edge, request)
-    edge.service.redrive(job_id, tenant)
+    with edge.redrive_room(tenant, exact=1):
+        edge.service.redrive(job_id, tenant)
     edge.cache.drop(tenant, job_id)
     return _detail(edge, tenant, job_id)
 
@@ -223,13 +224,16 @@ def _action(edge: Edge, request: ApiRequest) -> DeadAction:
         raise errors.from_validation(exc) from exc
 
 
-def _dead_ids(edge: Edge, tenant: str, action: DeadAction) -> tuple[list[str], bool]:
-    """The dead jobs an action names: its ids, or up to ALL_PER_REQUEST (and max) of all."""
+def _dead_ids(
+    edge: Edge, tenant: str, action: DeadAction, room: int | None = None
+) -> tuple[list[str], bool]:
+    """The dead jobs an action names: its ids, or up to ALL_PER_REQUEST (and max, and
+    `room`: what the tenant's backlog has left for a redrive) of all."""
     if action.ids is not None:
         return list(dict.fromkeys(action.ids)), False
     ids: list[str] = []
     cursor: str | None = None
-    limit = min(ALL_PER_REQUEST, action.max or ALL_PER_REQUEST)
+    limit = min(ALL_PER_REQUEST, action.max or ALL_PER_REQUEST, room or ALL_PER_REQUEST)
     while len(ids) < limit:
         found = edge.service.list_jobs(
             JobQuery(
@@ -250,8 +254,11 @@ def _dead_ids(edge: Edge, tenant: str, action: DeadAction) -> tuple[list[str], b
 
 def ui_dead_redrive(edge: Edge, request: ApiRequest) -> ApiResponse:
     tenant = _tenant(edge, request)
-    ids, more = _dead_ids(edge, tenant, _action(edge, request))
-    moved = edge.runtime.store.redrive(ids, tenant)
+    action = _action(edge, request)
+    exact = None if action.ids is None else len(set(action.ids))
+    with edge.redrive_room(tenant, exact) as room:  # the backlog quota holds redrives too
+        ids, more = _dead_ids(edge, tenant, action, room)
+        moved = edge.runtime.store.redrive(ids, tenant)
     for job in moved:
         edge.cache.drop(tenant, job.id)
     for job in moved:
