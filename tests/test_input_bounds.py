@@ -119,6 +119,27 @@ def test_huge_numbers_in_fields_are_422(api: Api, rt: Runtime, body: dict[str, A
     assert stored(rt.store) == 0
 
 
+@pytest.mark.parametrize("batch", [False, True])
+@pytest.mark.parametrize("written", ["9.3e18", "1e20", "5.0"])
+def test_an_integral_float_in_a_payload_int_is_that_integer(
+    api: Api, rt: Runtime, written: str, batch: bool
+) -> None:
+    """JSON has one number type: 1e20 in an int field is the integer 10**20, which
+    written out in digits was taken. The check passed it, then the service's own
+    reading (given the float) refused it: 422 "Unable to parse input string as an
+    integer", at loc ["times"], not ["payload", "times"]."""
+    job = f'{{"type": "fail", "payload": {{"times": {written}}}}}'
+    reply = api.post("/enqueue", raw=(f'{{"jobs": [{job}]}}' if batch else job).encode())
+    assert reply.status == 201, reply.body
+    stored_job = rt.store.list_jobs(JobQuery(tenant=None, limit=10)).jobs[0]
+    assert stored_job.payload == {
+        "times": int(float(written)),
+        "always": False,
+        "message": "planned failure",
+    }
+    assert type(stored_job.payload["times"]) is int
+
+
 @pytest.mark.parametrize("wait", ["nan", "inf", "-inf", "1e999", "Infinity"])
 def test_status_wait_must_be_a_finite_number(api: Api, wait: str) -> None:
     job_id = api.enqueue({"type": "echo", "delay": 60})

@@ -197,8 +197,7 @@ class Edge:
             raise ValidationFailed('the body must be a JSON object: one job, or {"jobs": [...]}')
         if "jobs" not in data:
             job = _enqueue_request(data, ())
-            _check_payload(self.runtime.registry, job, ())
-            return [job], False
+            return [_check_payload(self.runtime.registry, job, ())], False
         items = data["jobs"]
         extra = sorted(set(data) - {"jobs"})
         if extra:
@@ -217,8 +216,7 @@ class Edge:
         for index, item in enumerate(items):
             try:
                 job = _enqueue_request(item, ("jobs", index)) if read is None else read[index]
-                _check_payload(self.runtime.registry, job, ("jobs", index))
-                parsed.append(job)
+                parsed.append(_check_payload(self.runtime.registry, job, ("jobs", index)))
             except ValidationFailed as exc:
                 problems.append({"index": index, "message": exc.message, "details": exc.details})
         if problems:
@@ -483,22 +481,31 @@ def _int_fields(model: type[BaseModel]) -> tuple[str, ...]:
     )
 
 
-def _check_payload(registry: Registry, job: EnqueueRequest, loc: tuple[str | int, ...]) -> None:
+def _check_payload(
+    registry: Registry, job: EnqueueRequest, loc: tuple[str | int, ...]
+) -> EnqueueRequest:
     """Hold typed payloads to their JSON schema strictly too; the service then
-    validates again (leniently) and normalizes, so this only ever refuses more."""
+    validates again (leniently) and normalizes, so this only ever refuses more.
+
+    The job comes back with the payload as checked, its integral floats made ints:
+    handed on as sent, 9.3e18 in an int field (an integer, as JSON Schema counts) was
+    refused by the lenient reading as "Unable to parse input string as an integer",
+    at a loc without "payload", where 9300000000000000000 was taken."""
     spec = registry.get(job.type)
     if spec.payload_model is None:
-        return
+        return job
+    payload = integral_floats(spec.payload_model, job.payload)
     try:
-        spec.payload_model.model_validate_json(
-            dumps(integral_floats(spec.payload_model, job.payload)), strict=True
-        )
+        spec.payload_model.model_validate_json(dumps(payload), strict=True)
     except ValidationError as exc:
         _refuse_unreadable(exc, (*loc, "payload"))
         raise ValidationFailed(
             f"payload does not match the {job.type!r} handler's model",
             {"type": job.type, "errors": errors.validation_details(exc, (*loc, "payload"))},
         ) from exc
+    if all(payload[name] is value for name, value in job.payload.items()):
+        return job  # the common case: no float made an int, nothing to copy
+    return job.model_copy(update={"payload": payload})
 
 
 # -- the process-wide edge ---------------------------------------------------
