@@ -48,7 +48,7 @@ from waitress.task import ErrorTask
 from waitress.utilities import Error, InternalServerError, RequestEntityTooLarge
 
 from chalicelib.api.errors import error_body
-from chalicelib.api.http import dumps
+from chalicelib.api.http import API_HEADERS, dumps
 from local.http_limits import HttpLimits
 
 log = logging.getLogger("spool.http")
@@ -69,6 +69,9 @@ _CODES = {
     500: "internal_error",
     501: "not_implemented",
 }
+
+
+_API_HEAD = "".join(f"{name}: {value}\r\n" for name, value in API_HEADERS.items())
 
 
 class SpoolHttpError(Error):
@@ -325,7 +328,13 @@ class GuardedErrorTask(ErrorTask):
         request: Any = self.request  # the stubs type it as waitress's Error
         status, body = render_error(request.error)
         self.status = status
-        self.response_headers = [*self.response_headers, ("Content-Type", "application/json")]
+        # Every answer's headers (chalicelib/api/http.py), these too: no cache keeps a
+        # refusal, and no browser reads one (it may quote the method or a header) as a page.
+        self.response_headers = [
+            *self.response_headers,
+            ("Content-Type", "application/json"),
+            *API_HEADERS.items(),
+        ]
         self.set_close_on_finish()
         # An HTTP/1.0 client's `Connection: keep-alive` made waitress add "Connection:
         # Keep-Alive" beside the "close" above: this answer always closes, so say that only.
@@ -532,7 +541,7 @@ class GuardedChannel(HTTPChannel):
         )
         status, body = render_error(error)
         head = (
-            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{_API_HEAD}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode("latin-1")
         raw: Any = self

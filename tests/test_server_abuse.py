@@ -840,3 +840,43 @@ def test_a_long_poll_that_half_closes_is_answered_at_once(server: Server) -> Non
 def test_a_half_close_mid_request_is_still_closed_unanswered(server: Server) -> None:
     got, took = half_closed_exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\n")
     assert got == b"" and took < 5
+
+
+REFUSED_HEADS = [
+    b"GET /ui HTTP/1.1\r\nHost: x\r\nX: \x01\r\n\r\n",  # 400, a control character
+    b"get /ui/api/jobs HTTP/1.1\r\nHost: x\r\n\r\n",  # 400, echoing the method
+    b"POST /ui/api/dead/purge HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999\r\n\r\n",  # 413
+    b"GET /ui HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",  # 431
+    b"GET /health HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",  # 501
+    b"POST /enqueue HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",  # 408, a second on
+]
+
+
+@pytest.mark.parametrize("head", REFUSED_HEADS, ids=["400", "method", "413", "431", "501", "408"])
+def test_the_server_s_own_refusals_carry_every_answer_s_headers(
+    server: Server, head: bytes
+) -> None:
+    """Every answer of the API is no-store and nosniff (chalicelib/api/http.py), but
+    those the server gave itself before the app (400, 408, 413, 431, 501) had neither:
+    a shared cache could keep them, and one quotes what the client sent."""
+    with connect(server) as sock:
+        sock.sendall(head)
+        sock.settimeout(30)
+        status, headers, body = parse(read_until_closed(sock))
+    assert status >= 400 and json.loads(body)["error"]["code"]
+    assert headers["cache-control"] == "no-store", (status, headers)
+    assert headers["x-content-type-options"] == "nosniff", (status, headers)
+
+
+def test_a_dashboard_path_holding_a_control_character_gets_the_dashboard_s_headers(
+    server: Server,
+) -> None:
+    """Under /ui every answer carries the page's CSP and framing rules, the 404 of a
+    path no route matches too; the 404 of one holding a control character (which it
+    quotes) had none of them."""
+    with connect(server) as sock:
+        sock.sendall(b"GET /ui/api/jobs/%0a%3Cb%3E HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, _ = read_response(sock)
+    assert status == 404
+    assert headers["content-security-policy"].startswith("default-src 'none'")
+    assert headers["x-frame-options"] == "DENY"
