@@ -939,3 +939,26 @@ def test_a_finish_whose_error_holds_text_utf8_cannot_is_still_applied(
     dead = store.get(job.id)
     assert dead.state is JobState.DEAD
     assert dead.last_error in (ODD_TEXT, ODD_TEXT.replace("\ud800", "\ufffd"))
+
+
+def test_every_tenant_scoped_call_treats_another_tenant_s_job_as_unknown(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """What the HTTP edge answers 404 for "not yours" and "no such job" alike rests on
+    each call, on every store, reading another tenant's job exactly as an unknown id:
+    no JobNotFound versus InvalidTransition, no attempts, no webhooks, nothing moved."""
+    dead = add_one(store, clock, tenant="acme", max_attempts=1)
+    [claimed] = store.claim(1, LEASE)
+    store.finish([Completion(dead.id, claimed.lease_token, JobState.DEAD, error="boom")])
+    waiting = add_one(store, clock, tenant="acme")
+    unknown = "j_" + "0" * 32
+    for job_id in (waiting.id, dead.id, unknown):
+        with pytest.raises(JobNotFound):
+            store.cancel(job_id, "other")
+        assert store.attempts(job_id, "other") is None
+        assert store.webhooks(job_id, "other") == []
+        assert store.get(job_id, "other") is None
+    assert store.redrive([dead.id, unknown], "other") == []
+    assert store.discard([dead.id, unknown], "other") == []
+    assert store.get(waiting.id).state is JobState.QUEUED
+    assert store.get(dead.id).state is JobState.DEAD
