@@ -87,14 +87,21 @@ UNCERTAIN_WRITE = (
 
 
 class StoreUnavailable(SpoolError):
-    """The backing store cannot be reached; callers should retry later."""
+    """The backing store cannot be reached; callers should retry later.
+
+    `public`, when given, is what an HTTP client is told instead of `message`, which
+    is for the operator (the log, the CLI) and names what clients have no business
+    knowing: a file's path on the server. Anyone may ask /health, without a key."""
 
     code = "store_unavailable"
     status = 503
 
-    def __init__(self, message: str, retry_after: int = 5, details: Any = None) -> None:
+    def __init__(
+        self, message: str, retry_after: int = 5, details: Any = None, public: str | None = None
+    ) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after
+        self.public = public
 
 
 class Misconfigured(SpoolError):

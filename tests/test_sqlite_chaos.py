@@ -12,6 +12,7 @@ Times are only bounded, generously.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import shutil
@@ -360,3 +361,22 @@ def test_a_write_to_a_damaged_file_is_a_store_unavailable(tmp_path: Path) -> Non
         assert caught.value.retry_after > 0
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("taken", ["spool.db", "spool.db-wal"])
+def test_a_503_names_the_file_taken_away_but_not_its_path_on_the_server(
+    api: Api, rt: Runtime, tmp_path: Path, taken: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/health, which anyone may ask without a key, answered "the SQLite database file
+    /srv/spool/.spool/spool.db was deleted or replaced": where the server keeps its
+    files. The client reads which file and what to do; the path goes to the log."""
+    api.enqueue({"type": "echo", "payload": {}})
+    os.unlink(tmp_path / taken)
+    with caplog.at_level(logging.WARNING, logger="spool.api"):
+        replies = [api.get("/health", key=None), api.post("/enqueue", {"type": "echo"})]
+    for reply in replies:
+        assert reply.status == 503 and reply.error_code == "store_unavailable", reply.body
+        message = reply.json["error"]["message"]
+        assert f"file {taken} was deleted or replaced" in message
+        assert str(tmp_path) not in reply.body.decode()
+    assert f"{tmp_path / taken} was deleted or replaced" in caplog.text

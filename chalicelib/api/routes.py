@@ -627,4 +627,9 @@ def _failure(exc: Exception) -> ApiResponse:
         # database URL, so it goes to the log and the client gets the generic one.
         errors.log.warning("%s", exc.message)
         exc = StoreUnavailable(exc.public_message, retry_after=exc.retry_after)
+    elif isinstance(exc, StoreUnavailable) and exc.public is not None:
+        # The same for a message naming a file on the server (the SQLite database's
+        # path, told to anyone asking /health): the client reads what went wrong.
+        errors.log.warning("%s", exc.message)
+        exc = StoreUnavailable(exc.public, retry_after=exc.retry_after)
     return errors.from_exception(exc)

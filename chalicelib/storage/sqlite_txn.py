@@ -129,11 +129,14 @@ class FileWatch:
         if self._identity is None:
             return None
         if _identity(self.path) != self._identity:
+            said = (
+                "was deleted or replaced while this process had it open: restart Spool so "
+                "that it opens the file now at that path (nothing was written)"
+            )
             return StoreUnavailable(
-                f"the SQLite database file {self.path} was deleted or replaced while this "
-                "process had it open: restart Spool so that it opens the file now at that "
-                "path (nothing was written)",
+                f"the SQLite database file {self.path} {said}",
                 retry_after=RETRY_AFTER,
+                public=f"the SQLite database file {os.path.basename(self.path)} {said}",
             )
         for suffix, what in self.COMPANIONS:
             seen = self._companions[suffix]
@@ -143,13 +146,18 @@ class FileWatch:
                     self._companions[suffix] = now
                 continue
             if now != seen:
+                said = (
+                    "was deleted or replaced while this process had it open, so other "
+                    "processes cannot read what it writes: restart Spool, stopping it "
+                    "normally rather than with kill -9 (it still holds the jobs written "
+                    "since the last checkpoint and copies them into the database file as "
+                    "it stops); nothing was written"
+                )
+                name = os.path.basename(self.path) + suffix
                 return StoreUnavailable(
-                    f"the SQLite {what} file {self.path}{suffix} was deleted or replaced "
-                    "while this process had it open, so other processes cannot read what "
-                    "it writes: restart Spool, stopping it normally rather than with kill "
-                    "-9 (it still holds the jobs written since the last checkpoint and "
-                    "copies them into the database file as it stops); nothing was written",
+                    f"the SQLite {what} file {self.path}{suffix} {said}",
                     retry_after=RETRY_AFTER,
+                    public=f"the SQLite {what} file {name} {said}",
                 )
         return None
 
@@ -222,7 +230,10 @@ class WriteHealth:
     def check(self) -> None:
         failure = self._failure
         if failure is not None and time.monotonic() - failure[0] < REMEMBER_FAILURE:
-            raise StoreUnavailable(failure[1].message, retry_after=failure[1].retry_after)
+            error = failure[1]
+            raise StoreUnavailable(
+                error.message, retry_after=error.retry_after, public=error.public
+            )
 
 
 class Transaction:
