@@ -210,12 +210,19 @@ def _run_worker(
         worker = rt.worker(args.concurrency, middleware=(_Progress(bar),), metrics=metrics)
         worker.config.sync_finish = sync_finish
         dead_before = _waiting(rt, (JobState.DEAD,), rt.settings.queues)
-        stats = worker.run(burst=True)
-        worker.close()
-        dead = _dead_since(rt, dead_before, stats.dead)
-        if deliverer is not None:  # the webhooks of the jobs just finished
-            deliverer.drain()
-            deliverer.close()
+        # SIGTERM and Ctrl-C stop a burst as they stop `spool worker`: it claims
+        # nothing more and finishes what it holds. Without them a burst died at
+        # once, leaving its claimed jobs `running` (each attempt spent, a last one
+        # buried unrun) until their leases lapsed, and itself counted live.
+        notice = None if args.quiet else WORKER_STOPPING
+        with serve.StopSignals(stop=worker.stop, notice=notice) as signals:
+            stats = worker.run(burst=True)
+            worker.close()
+            dead = _dead_since(rt, dead_before, stats.dead)
+            if deliverer is not None:
+                if not signals.requested:  # the webhooks of the jobs just finished;
+                    deliverer.drain()  # after a stop the outbox keeps them for later
+                deliverer.close()
         bar.close()
     else:
         worker = rt.worker(args.concurrency, metrics=metrics)

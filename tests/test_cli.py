@@ -217,6 +217,54 @@ def test_sigterm_finishes_the_running_job_then_exits(db: Path) -> None:
     assert state_of(db, job_id) is JobState.SUCCEEDED
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_a_burst_gracefully(db: Path, signum: signal.Signals) -> None:
+    """SIGTERM or Ctrl-C during `spool worker --burst` finishes the job it runs and
+    claims nothing more, as without --burst. The burst died at once: its job stayed
+    `running` with the attempt spent until the lease lapsed, the rest untouched."""
+    env = guarded_env(PYTHONPATH=str(REPO))
+    ids = []
+    for _ in range(3):
+        add = subprocess.run(
+            [*SPOOL_ENQUEUE_SLEEP, "--json"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        ids.append(json.loads(add.stdout)["id"])
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "local.cli", "worker", "--burst", "--concurrency", "1"],
+        cwd=REPO,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while JobState.RUNNING not in {state_of(db, j) for j in ids}:
+            assert time.monotonic() < deadline, "the worker never started a job"
+            assert worker.poll() is None
+            time.sleep(0.02)
+        worker.send_signal(signum)
+        _, err = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, err
+    assert "1 succeeded" in err
+    states = sorted(state_of(db, j).value for j in ids)
+    assert states == ["queued", "queued", "succeeded"]
+    store = open_store(f"sqlite:///{db}", SystemClock())
+    try:
+        assert store.live_workers(60) == []  # it signed off
+    finally:
+        store.close()
+
+
 def test_burst_worker_fires_due_periodic_ticks(
     db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
