@@ -11,6 +11,7 @@ import builtins
 import dataclasses
 import importlib
 import inspect
+import logging
 import operator
 import reprlib
 import threading
@@ -22,13 +23,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, QUEUE_NAME
-from chalicelib.errors import Misconfigured, UnknownJobType, ValidationFailed
+from chalicelib.errors import Misconfigured, SpoolError, UnknownJobType, ValidationFailed
 from chalicelib.limits import Limit, Rate
 from chalicelib.logs import JobLog
-from chalicelib.models import DEFAULT_QUEUE, Job
+from chalicelib.models import DEFAULT_QUEUE, Job, error_text
 from chalicelib.retry import RetryPolicy, finite
 
 DEFAULT_TIMEOUT = 30.0
+
+_log = logging.getLogger("spool.handlers")
 
 
 _CANCEL_LOCK = threading.Lock()
@@ -102,9 +105,15 @@ class HandlerSpec:
 
         With a tenant, the handler's admission check runs too, so a payload that
         is well formed but not this tenant's to ask for is refused before storing.
+        What the model or admit raises beyond a refusal is the handler's fault
+        (PayloadCheck: 503 misconfigured), never the server's end.
         """
         if not isinstance(payload, dict):
             raise ValidationFailed("payload must be a JSON object", {"type": self.type})
+        with PayloadCheck(self.type):
+            return self._checked(payload, tenant)
+
+    def _checked(self, payload: dict[str, Any], tenant: str | None) -> dict[str, Any]:
         if self.payload_model is None:
             parsed: Any = payload
             normalized = payload
@@ -127,7 +136,7 @@ class HandlerSpec:
                 raise
             except ValueError as exc:
                 raise ValidationFailed(
-                    f"payload refused for the {self.type!r} handler: {exc}",
+                    f"payload refused for the {self.type!r} handler: {_text_of(exc)}",
                     {"type": self.type},
                 ) from exc
             if answer is not None:
@@ -150,6 +159,62 @@ class HandlerSpec:
         if self.takes_context:
             return self.func(payload, ctx)
         return self.func(payload)
+
+
+class PayloadCheck:
+    """Around a handler's payload model or admit check run at enqueue: what it raises
+    beyond a refusal (a SpoolError such as ValidationFailed, 422) is the handler's
+    fault, answered 503 misconfigured naming the handler and the exception, and logged
+    with its traceback; nothing is stored.
+
+    BaseExceptions too: SystemExit or KeyboardInterrupt from a validator (sys.exit(), a
+    library's own exception class) ended `spool serve`'s loop thread and so the whole
+    server, and a TypeError or RecursionError answered a bare 500. Only a
+    KeyboardInterrupt on the main thread, where Ctrl-C arrives, goes through."""
+
+    def __init__(self, job_type: str) -> None:
+        self.job_type = job_type
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or isinstance(exc, SpoolError):
+            return
+        if isinstance(exc, KeyboardInterrupt) and _on_main_thread():
+            return  # the main thread's Ctrl-C ends the program, as ever
+        _log.error("the %r handler's payload check raised", self.job_type, exc_info=exc)
+        raise Misconfigured(
+            f"the {self.job_type!r} handler's payload check failed ({_said(exc)}): its "
+            "payload model and admit check must raise ValueError to refuse a job; "
+            "nothing was stored"
+        ) from None
+
+
+def _on_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _text_of(exc: BaseException) -> str:
+    """An exception's message; one whose __str__ itself fails must not fail the request."""
+    try:
+        return str(exc)
+    except Exception:
+        return "<the exception's message could not be read>"
+
+
+def _said(exc: BaseException) -> str:
+    """The exception's name and message, masked and shortened: a handler's message is
+    written for its author and may be of any length."""
+    text = _text_of(exc)
+    if len(text) > _SAID_CHARS:
+        text = f"{text[:_SAID_CHARS]}[... {len(text) - _SAID_CHARS} characters trimmed]"
+    return error_text(text, f"{type(exc).__name__}: ") if text else type(exc).__name__
+
+
+_SAID_CHARS = 300
 
 
 def _where(func: Callable[..., Any]) -> str:

@@ -59,7 +59,7 @@ from chalicelib.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from chalicelib.handlers import Registry
+from chalicelib.handlers import PayloadCheck, Registry
 from chalicelib.jsonstrict import NESTED_TOO_DEEP
 from chalicelib.limit_settings import auth_failures, tenant_limits
 from chalicelib.models import AddResult, Job, JobQuery, JobState
@@ -495,14 +495,15 @@ def _check_payload(
     if spec.payload_model is None:
         return job
     payload = integral_floats(spec.payload_model, job.payload)
-    try:
-        spec.payload_model.model_validate_json(dumps(payload), strict=True)
-    except ValidationError as exc:
-        _refuse_unreadable(exc, (*loc, "payload"))
-        raise ValidationFailed(
-            f"payload does not match the {job.type!r} handler's model",
-            {"type": job.type, "errors": errors.validation_details(exc, (*loc, "payload"))},
-        ) from exc
+    with PayloadCheck(job.type):  # the model is the handler author's code
+        try:
+            spec.payload_model.model_validate_json(dumps(payload), strict=True)
+        except ValidationError as exc:
+            _refuse_unreadable(exc, (*loc, "payload"))
+            raise ValidationFailed(
+                f"payload does not match the {job.type!r} handler's model",
+                {"type": job.type, "errors": errors.validation_details(exc, (*loc, "payload"))},
+            ) from exc
     if all(payload[name] is value for name, value in job.payload.items()):
         return job  # the common case: no float made an int, nothing to copy
     return job.model_copy(update={"payload": payload})
