@@ -317,10 +317,18 @@ class PollerThread:
         )
         self._thread.start()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self) -> None:
+        """Stop polling; the batch in hand finishes (its jobs up to their handler
+        timeouts), as the Emulator's drain does, then the kept worker closes. The join
+        was bounded at 30 s: `spool serve` said it was finishing its jobs, then exited
+        under a longer one, which stayed `running` with its attempt spent until its
+        lease lapsed. A second Ctrl-C still stops at once (serve.StopSignals)."""
+        from chalicelib import events
+
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join()
+        events.shutdown()
 
 
 def demo_default(environ: MutableMapping[str, str]) -> bool:
