@@ -90,7 +90,9 @@ MAX_TIMEOUT = 3600.0
 FINISH_CHUNK = 500
 REDRIVE_CHUNK = 1000
 LIST_SCAN_BUDGET = 5000  # index entries one list call may scan before yielding
-_NOT_NOW = frozenset({"LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "NOREPLICAS"})
+_NOT_NOW = frozenset(
+    {"LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN"}
+)
 _ERRORS = "surrogatepass"  # lone surrogates travel (and come back) exactly
 
 
@@ -354,8 +356,9 @@ class RedisStore:
                     retry_after=2,
                 ) from exc
             except redis.ResponseError as exc:
-                # The server is loading, busy, out of memory, a replica, or without
-                # its replicas: it refused the whole script; the caller may retry.
+                # The server is loading, busy, out of memory, a replica, without its
+                # replicas, its cluster down or resharding, or unable to save: it
+                # refused the whole script; the caller may retry.
                 if isinstance(exc, redis.exceptions.OutOfMemoryError):
                     log.warning(
                         "redis is out of memory (%s): raise its maxmemory, or free room "
@@ -364,6 +367,21 @@ class RedisStore:
                     )
                     raise StoreUnavailable(
                         "the job store is full; try again later", retry_after=5
+                    ) from exc
+                if str(exc).startswith("MISCONF"):
+                    # Its last snapshot failed (a full or unwritable disk) and it has
+                    # stop-writes-on-bgsave-error: every write is refused until a save
+                    # succeeds. Was raised as it came: a 500 per enqueue, and the
+                    # exception ended `spool worker` at its next beat or claim.
+                    log.warning(
+                        "redis refuses writes because it cannot save to its disk (%s): "
+                        "free space on the disk that holds its dir, or fix its dir's "
+                        "permissions; writes resume once a save succeeds",
+                        exc,
+                    )
+                    raise StoreUnavailable(
+                        "the job store cannot save to its disk; try again later",
+                        retry_after=5,
                     ) from exc
                 refused = redis.exceptions.ReadOnlyError
                 if isinstance(exc, refused) or str(exc).split(" ", 1)[0] in _NOT_NOW:
