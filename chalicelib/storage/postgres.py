@@ -736,6 +736,20 @@ class PostgresStore:
                 time.sleep(random.uniform(0, 0.01 * attempt))
             except pg_errors.UndefinedTable as exc:
                 raise StoreNotMigrated(NOT_MIGRATED, {"schema": self.settings.schema}) from exc
+            except pg_errors.ReadOnlySqlTransaction as exc:
+                # A standby (a failover not yet promoted, a URL pointing at a replica) or
+                # default_transaction_read_only: the statement was refused and its
+                # transaction rolled back. Raised as it came, it answered 500 and ended
+                # `spool worker` at its first claim.
+                log.warning(
+                    "the database takes no writes (%s): point SPOOL_STORE_URL at the "
+                    "primary, or turn default_transaction_read_only off",
+                    str(exc).strip(),
+                )
+                raise StoreUnavailable(
+                    "the database is read-only now; nothing was applied; try again later",
+                    retry_after=5,
+                ) from exc
             except PoolTimeout as exc:
                 # The reason (host, port, server message) goes to the log, not to clients.
                 log.warning("no database connection: %s", exc)

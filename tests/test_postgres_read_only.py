@@ -1,0 +1,72 @@
+"""A Postgres that takes no writes is a store outage, not Spool's error.
+
+A standby (a failover not yet promoted, a URL pointing at a replica) or
+`default_transaction_read_only` refuses every write with SQLSTATE 25006. That was
+raised as it came: every enqueue answered 500, the CLI said "unexpected error",
+and `spool worker` exited at its first claim. Now it is StoreUnavailable (503
+with Retry-After; the worker waits and goes on once writes are taken again).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+
+from chalicelib.clock import SystemClock
+from chalicelib.errors import StoreUnavailable
+from chalicelib.handlers import Registry
+from chalicelib.storage import open_store
+from chalicelib.storage.base import JobStore
+from chalicelib.worker import Worker, WorkerConfig
+from tests.factories import new_job
+from tests.pg_support import fresh_schema
+
+pytestmark = pytest.mark.timeout(120)
+
+READ_ONLY = "&options=" + quote("-c default_transaction_read_only=on")
+
+
+@pytest.fixture
+def read_only() -> Iterator[JobStore]:
+    with fresh_schema() as url:
+        store = open_store(url + READ_ONLY, SystemClock())
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+def test_a_write_to_a_read_only_database_is_a_store_outage(read_only: JobStore) -> None:
+    with pytest.raises(StoreUnavailable) as refused:
+        read_only.add([new_job(read_only.clock)])
+    assert refused.value.status == 503
+    assert "read-only" in refused.value.message
+
+
+def test_the_worker_waits_out_a_read_only_database_and_stops_cleanly(
+    read_only: JobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = Worker(read_only, Registry(), WorkerConfig(concurrency=1, idle_poll=0.05))
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not any("store unavailable" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, "the worker never met the refusal"
+        assert thread.is_alive(), failed
+        time.sleep(0.05)
+    worker.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert failed == []
