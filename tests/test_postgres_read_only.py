@@ -1,4 +1,4 @@
-"""A Postgres that takes no writes is a store outage, not Spool's error.
+"""A Postgres that takes no writes, or ends a paused transaction, is a store outage.
 
 A standby (a failover not yet promoted, a URL pointing at a replica) or
 `default_transaction_read_only` refuses every write with SQLSTATE 25006. That was
@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -70,3 +71,24 @@ def test_the_worker_waits_out_a_read_only_database_and_stops_cleanly(
     thread.join(30)
     assert not thread.is_alive()
     assert failed == []
+
+
+def test_a_transaction_ended_for_sitting_idle_is_a_store_outage() -> None:
+    """A process paused inside a transaction (SIGSTOP, a frozen VM) past the server's
+    idle_in_transaction_session_timeout finds its session ended and the transaction
+    rolled back: an outage to retry, not an error that ends `spool worker`."""
+    with fresh_schema(statement_timeout="1") as url:
+        store = open_store(url, SystemClock())
+        try:
+
+            def paused_inside(conn: Any) -> None:
+                with conn.transaction():
+                    conn.execute("SELECT 1")
+                    time.sleep(2.5)  # idle in the transaction past the 1 s timeout
+                    conn.execute("SELECT 1")
+
+            with pytest.raises(StoreUnavailable, match="nothing was applied"):
+                store._run(paused_inside)  # type: ignore[attr-defined]
+            assert store.counts() == {}  # the next call gets a live connection
+        finally:
+            store.close()

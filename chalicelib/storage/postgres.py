@@ -736,6 +736,17 @@ class PostgresStore:
                 time.sleep(random.uniform(0, 0.01 * attempt))
             except pg_errors.UndefinedTable as exc:
                 raise StoreNotMigrated(NOT_MIGRATED, {"schema": self.settings.schema}) from exc
+            except pg_errors.IdleInTransactionSessionTimeout as exc:
+                # This process sat inside a transaction past the server's
+                # idle_in_transaction_session_timeout (statement_timeout): paused (SIGSTOP,
+                # a frozen VM, swapping). The server ended the session and rolled the
+                # transaction back; raised as it came, it ended `spool worker`.
+                log.warning("the database ended an idle transaction: %s", str(exc).strip())
+                raise StoreUnavailable(
+                    "the database ended this call's transaction after it sat idle (this "
+                    "process was paused); nothing was applied; try again",
+                    retry_after=1,
+                ) from exc
             except pg_errors.ReadOnlySqlTransaction as exc:
                 # A standby (a failover not yet promoted, a URL pointing at a replica) or
                 # default_transaction_read_only: the statement was refused and its
