@@ -146,24 +146,27 @@ UPSERT_COUNTERS = (
     "ON CONFLICT (queue, type, event, shard) DO UPDATE SET n = counters.n + excluded.n"
 )
 
-# JobStore.queue_totals in one statement (one snapshot): the known queues among
-# %(keep)s and the %(busiest)s others by jobs ever enqueued, then by name (COLLATE "C":
-# code point order), keep their rows; every other queue's are summed under a NULL queue.
-QUEUE_COUNTERS_SQL = (
-    "WITH volume AS ("
-    " SELECT queue, coalesce(sum(n) FILTER (WHERE event = 'enqueued'), 0) AS v"
-    " FROM counters GROUP BY queue),"
-    " named AS ("
-    " SELECT queue FROM volume WHERE queue = ANY(%(keep)s::text[])"
-    " UNION ALL (SELECT queue FROM volume WHERE queue <> ALL(%(excluded)s::text[])"
-    " ORDER BY v DESC, queue LIMIT %(busiest)s))"
-    " SELECT CASE WHEN queue IN (SELECT queue FROM named) THEN queue END, type, event,"
-    " sum(n)::bigint FROM counters GROUP BY 1, 2, 3"
+# JobStore.queue_totals (migration 0008 keeps the summaries): first the rows changed
+# since the last scrape are folded into them; then, in one snapshot, the known queues
+# among %(keep)s and the %(busiest)s others by jobs ever enqueued, then by name
+# (COLLATE "C": code point order), off queue_volume's index; the named queues' own
+# rows (their folded parts, n - pending, so they match the totals in any snapshot);
+# and the totals, which less the named rows are `_other`'s.
+FOLD_SQL = "SELECT spool_fold_queue_summaries()"
+NAMED_SQL = (
+    "SELECT queue FROM queue_volume WHERE queue = ANY(%(keep)s::text[])"
+    " UNION ALL (SELECT queue FROM queue_volume WHERE queue <> ALL(%(excluded)s::text[])"
+    " ORDER BY enqueued DESC, queue LIMIT %(busiest)s)"
 )
-QUEUE_COUNTS_SQL = (
-    "SELECT CASE WHEN queue = ANY(%(named)s::text[]) THEN queue END, state, sum(n)::bigint"
-    " FROM job_counts GROUP BY 1, 2 HAVING sum(n) > 0"
+NAMED_COUNTERS_SQL = (
+    "SELECT queue, type, event, sum(n - pending)::bigint FROM counters"
+    " WHERE queue = ANY(%(named)s::text[]) GROUP BY queue, type, event"
 )
+COUNTER_TOTALS_SQL = "SELECT type, event, n FROM counter_totals"
+NAMED_COUNTS_SQL = (
+    "SELECT queue, state, n FROM queue_state_counts WHERE queue = ANY(%(named)s::text[])"
+)
+STATE_TOTALS_SQL = "SELECT state, n FROM state_totals"
 
 # The columns an enqueue writes, each as (array parameter, row name, SQL type).
 _ADD_COLUMNS = (
@@ -1213,41 +1216,55 @@ class PostgresStore:
         return {CounterKey(_dec_str(q), _dec_str(t), e): int(n) for q, t, e, n in rows}
 
     def queue_totals(self, keep: Sequence[str], busiest: int) -> QueueTotals:
-        """Ranked and summed in the server (QUEUE_COUNTERS_SQL, QUEUE_COUNTS_SQL): Python
-        receives the named queues' rows and `_other`'s, not one per name ever used. The
-        server still reads every counter row: a per-queue volume kept in the enqueue's
-        transaction would make every enqueue into one queue wait for the previous one's
-        commit (the counters are sharded to avoid that), so the ranking is a sum here."""
+        """The summaries of migration 0008: the rows changed since the last scrape are
+        folded (under their row locks, so enqueues never wait on a per-queue row of
+        their own), then the named set, the named queues' rows and the totals are read
+        in one snapshot. The work is the named queues, the rows changed since the last
+        fold and the totals, whatever the number of names ever used."""
         always = kept(keep)
-        params = {
+        params: dict[str, Any] = {
             "keep": [_enc(q) for q in always],
             "excluded": [_enc(q) for q in (*always, OTHER_QUEUE)],
             "busiest": max(0, busiest),
         }
-        rows = self._run(
-            lambda conn: conn.execute(QUEUE_COUNTERS_SQL, params).fetchall(), read=True
-        )
-        named = sorted({q for q, _, _, _ in rows if q is not None})
-        count_rows = self._run(
-            lambda conn: conn.execute(QUEUE_COUNTS_SQL, {"named": named}).fetchall(), read=True
-        )
+
+        def read(conn: Conn) -> tuple[list[Any], list[Any], list[Any], list[Any], list[Any]]:
+            conn.execute(FOLD_SQL)
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                named = [q for (q,) in conn.execute(NAMED_SQL, params).fetchall()]
+                wanted = {"named": named}
+                return (
+                    named,
+                    conn.execute(NAMED_COUNTERS_SQL, wanted).fetchall(),
+                    conn.execute(COUNTER_TOTALS_SQL).fetchall(),
+                    conn.execute(NAMED_COUNTS_SQL, wanted).fetchall(),
+                    conn.execute(STATE_TOTALS_SQL).fetchall(),
+                )
+
+        named, own, totals, own_counts, state_totals = self._run(read, read=True)
         counters: dict[CounterKey, int] = {}
+        rest: dict[tuple[str, str], int] = {(t, e): int(n) for t, e, n in totals}
+        for queue, type_, event, n in own:
+            if n:
+                counters[CounterKey(_dec_str(queue), _dec_str(type_), event)] = int(n)
+            rest[(type_, event)] = rest.get((type_, event), 0) - int(n)
         other = False
-        for queue, type_, event, n in rows:
-            other = other or queue is None
-            label = OTHER_QUEUE if queue is None else _dec_str(queue)
-            key = CounterKey(label, _dec_str(type_), event)
-            counters[key] = counters.get(key, 0) + int(n)
+        for (type_, event), n in rest.items():
+            if n > 0:
+                counters[CounterKey(OTHER_QUEUE, _dec_str(type_), event)] = n
+                other = True
         counts: dict[tuple[str, JobState], int] = {}
-        for queue, state, n in count_rows:
-            other = other or queue is None
-            counts[(OTHER_QUEUE if queue is None else _dec_str(queue), JobState(state))] = int(n)
-        return QueueTotals(
-            frozenset(_dec_str(q) for q in named),
-            {key: n for key, n in counters.items() if n > 0},
-            counts,
-            other,
-        )
+        states: dict[str, int] = {s: int(n) for s, n in state_totals}
+        for queue, state, n in own_counts:
+            if n > 0:
+                counts[(_dec_str(queue), JobState(state))] = int(n)
+            states[state] = states.get(state, 0) - int(n)
+        for state, n in states.items():
+            if n > 0:
+                counts[(OTHER_QUEUE, JobState(state))] = n
+                other = True
+        return QueueTotals(frozenset(_dec_str(q) for q in named), counters, counts, other)
 
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
         queue_clause = " AND queue = ANY(%(queues)s::text[])" if queues else ""
