@@ -14,6 +14,8 @@ lives in one slot, so every script touches one slot):
     P h:<id>       list: its attempt history (storage/history.py entries), last N
     P idem         hash: "<len>:<tenant><key>" -> job id
     P queues       set: every queue ever used
+    P wq           set: the queues that may hold waiting jobs (a queue leaves when its
+                   w: empties), so oldest_due walks those, not every queue ever used
     P w:<queue>    zset: waiting jobs (queued/retrying), score run_at
     P W            zset: the same for every queue (when is work next due)
     P wt:<tq>      zset: the same for one tenant's jobs of one queue
@@ -35,6 +37,12 @@ lives in one slot, so every script touches one slot):
     P dp           zset: pending deliveries, score next_at
     P dc           hash: deliveries per counted state (pending, failed)
     P counters     hash: "<len>:<queue><len>:<type><event>" -> total
+    P ctot         hash: "<len>:<type><event>" -> the same summed over every queue
+    P qv           zset: queue -> minus its jobs ever enqueued (ZRANGE from 0 is the
+                   busiest first, ties by name): the ranking of JobStore.queue_totals
+    P qc / P st    hash: "<len>:<queue><state>" / state -> jobs in that state, summed
+                   over tenants / over every queue
+    P qt           set once qv, ctot, qc, st and wq hold everything (QT_INSTALL)
     P te           hash: tenant -> its invalidation epoch (JobStore.cache_epoch; absent
                    reads 0). A store made before it keeps its old `P epoch`, unused.
     P wk / P wb    hash worker -> beat JSON / zset worker -> last beat
@@ -74,7 +82,7 @@ local function flush_marks()
   for key, members in pairs(MARKS) do
     local list = {}
     for m in pairs(members) do list[#list + 1] = m end
-    redis.call('SADD', key, unpack(list))
+    if #list > 0 then redis.call('SADD', key, unpack(list)) end
   end
   MARKS = {}
 end
@@ -106,9 +114,14 @@ local function flush_z()
 end
 local function flush()
   flush_z()
+  local qv = P .. 'qv'
   for key, t in pairs(DELTAS) do
     for field, n in pairs(t) do
-      if n ~= 0 then redis.call('HINCRBY', key, field, n) end
+      if key == qv then
+        redis.call('ZINCRBY', key, n, field)  -- 0 too: a queue is known from its first job
+      elseif n ~= 0 then
+        redis.call('HINCRBY', key, field, n)
+      end
     end
   end
   DELTAS = {}
@@ -171,12 +184,18 @@ local function unindex_running(type_, id)
   indexes()
   if IXA then redis.call('ZREM', P .. 'lt:' .. type_, id) end
 end
+-- Every count and counter also goes to the scrape's summaries (qc and st, ctot and qv)
+-- in the same script, so queue_totals reads the named queues and the totals only.
 local function count(tenant, queue, state, n)
   delta(P .. 'tcounts', tq(tenant, queue) .. state, n)
   delta(P .. 'tc:' .. tenant, #queue .. ':' .. queue .. state, n)
+  delta(P .. 'qc', #queue .. ':' .. queue .. state, n)
+  delta(P .. 'st', state, n)
 end
 local function bump(tenant, queue, type_, event)
   delta(P .. 'counters', #queue .. ':' .. queue .. #type_ .. ':' .. type_ .. event, 1)
+  delta(P .. 'ctot', #type_ .. ':' .. type_ .. event, 1)
+  if event == 'enqueued' then delta(P .. 'qv', queue, -1) else delta(P .. 'qv', queue, 0) end
   if event == 'succeeded' or event == 'failed' then
     local which = 'f'
     if event == 'succeeded' then which = 's' end
@@ -195,8 +214,20 @@ local function unready(queue, member, tenant, type_)
   redis.call('ZREM', P .. 'R', member)
   unindex_due(queue, member, tenant, type_)
 end
+-- A job leaves its queue's waiting set; the queue leaves wq when none is left (and is
+-- not added back by this script's pending marks).
+local function unwait(queue, id)
+  local key = P .. 'w:' .. queue
+  redis.call('ZREM', key, id)
+  if redis.call('ZCARD', key) == 0 then
+    redis.call('SREM', P .. 'wq', queue)
+    local marks = MARKS[P .. 'wq']
+    if marks then marks[queue] = nil end
+  end
+end
 local function wait_at(id, tenant, queue, prio, run_at, created, now, type_)
   zadd(P .. 'w:' .. queue, run_at, id)
+  mark(P .. 'wq', queue)
   zadd(P .. 'W', run_at, id)
   zadd(P .. 'wt:' .. tq(tenant, queue), run_at, id)
   if tonumber(run_at) <= tonumber(now) then
@@ -206,7 +237,7 @@ local function wait_at(id, tenant, queue, prio, run_at, created, now, type_)
   end
 end
 local function stop_waiting(id, tenant, queue, run_at, created, type_)
-  redis.call('ZREM', P .. 'w:' .. queue, id)
+  unwait(queue, id)
   redis.call('ZREM', P .. 'W', id)
   redis.call('ZREM', P .. 'wt:' .. tq(tenant, queue), id)
   redis.call('ZREM', P .. 'S', id)
@@ -460,7 +491,7 @@ for i = 1, math.min(limit, #picked) do
   local attempts = tostring(tonumber(r[8]) + 1)
   unready(q, p[2], tenant, r[3])
   if ids then redis.call('ZREM', P .. 'S', id) end  -- a ready job is in r:/R only
-  redis.call('ZREM', P .. 'w:' .. q, id)
+  unwait(q, id)
   redis.call('ZREM', P .. 'W', id)
   redis.call('ZREM', P .. 'wt:' .. tq(tenant, q), id)
   redis.call('HSET', jkey(id), 'state', 'running', 'attempts', attempts, 'lease_token', token,
@@ -750,7 +781,8 @@ OLDEST_DUE = (
     + r"""
 local tenant = opt(ARGV[3])
 local queues
-if ARGV[4] == '*' then queues = redis.call('SMEMBERS', P .. 'queues') else
+-- Every queue: those that may hold waiting jobs (wq), not every queue ever used.
+if ARGV[4] == '*' then queues = redis.call('SMEMBERS', P .. 'wq') else
   queues = {}
   for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
 end
@@ -873,5 +905,108 @@ for _, did in ipairs(redis.call('LRANGE', P .. 'dj:' .. ARGV[2], 0, -1)) do
   out[#out + 1] = redis.call('HMGET', P .. 'd:' .. did, unpack(DFIELDS))
 end
 return out
+"""
+)
+
+# -- the scrape's summaries (JobStore.queue_totals) ---------------------------------
+
+# ARGV: P. Once per keyspace (P qt marks it done): builds qv, ctot, qc, st and wq from
+# the full counters, tcounts and queues, which a keyspace of an older Spool has without
+# them. Linear in the names ever used, once; every script keeps them from then on.
+# What this Spool's scripts wrote to them before is dropped first: it is in the full
+# hashes too, so nothing counts twice. Returns 1 when it built them, 0 when done before.
+QT_INSTALL = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+if redis.call('EXISTS', P .. 'qt') == 1 then return 0 end
+redis.call('DEL', P .. 'qv', P .. 'ctot', P .. 'qc', P .. 'st', P .. 'wq')
+-- "<len>:<name>" at pos: the name and the position after it
+local function piece(s, pos)
+  local colon = string.find(s, ':', pos, true)
+  local len = tonumber(string.sub(s, pos, colon - 1))
+  return string.sub(s, colon + 1, colon + len), colon + len + 1
+end
+local raw = redis.call('HGETALL', P .. 'counters')
+for i = 1, #raw, 2 do
+  local queue, pos = piece(raw[i], 1)
+  local type_, rest = piece(raw[i], pos)
+  local event = string.sub(raw[i], rest)
+  local n = tonumber(raw[i + 1])
+  delta(P .. 'ctot', #type_ .. ':' .. type_ .. event, n)
+  if event == 'enqueued' then delta(P .. 'qv', queue, -n) else delta(P .. 'qv', queue, 0) end
+end
+raw = redis.call('HGETALL', P .. 'tcounts')
+for i = 1, #raw, 2 do
+  local _, pos = piece(raw[i], 1)
+  local queue, rest = piece(raw[i], pos)
+  local state = string.sub(raw[i], rest)
+  local n = tonumber(raw[i + 1])
+  delta(P .. 'qc', #queue .. ':' .. queue .. state, n)
+  delta(P .. 'st', state, n)
+end
+for _, queue in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
+  if redis.call('ZCARD', P .. 'w:' .. queue) > 0 then mark(P .. 'wq', queue) end
+end
+flush()
+redis.call('SET', P .. 'qt', '1')
+return 1
+"""
+)
+
+# ARGV: P, busiest, then the queues always named (without `_other`). One read, one
+# snapshot: the named set (the known ones among those asked for, then the `busiest`
+# others off qv), the named queues' counters (one field per (type, event) in ctot)
+# and counts (one per state in st), and the totals ctot and st. Returns {named,
+# {queue, type/event field, n, ...}, ctot flat, {queue, state, n, ...}, st flat}.
+QUEUE_TOTALS = (
+    _READ
+    + _PRELUDE
+    + r"""
+local busiest = tonumber(ARGV[2])
+local named, always = {}, {}
+for i = 3, #ARGV do
+  always[ARGV[i]] = true
+  if redis.call('ZSCORE', P .. 'qv', ARGV[i]) then named[#named + 1] = ARGV[i] end
+end
+if busiest > 0 then
+  -- At most every always-named queue and `_other` are skipped before `busiest` others.
+  local top = redis.call('ZRANGE', P .. 'qv', 0, busiest + #ARGV - 2)
+  local taken = 0
+  for _, q in ipairs(top) do
+    if taken >= busiest then break end
+    if not always[q] and q ~= '_other' then
+      named[#named + 1] = q
+      taken = taken + 1
+    end
+  end
+end
+local ctot = redis.call('HGETALL', P .. 'ctot')
+local st = redis.call('HGETALL', P .. 'st')
+-- Fields of one hash, fetched in chunks (unpack has a limit), and the non-zero ones
+-- returned with their queue and suffix.
+local function own(key, suffixes)
+  local out = {}
+  for _, q in ipairs(named) do
+    local prefix = #q .. ':' .. q
+    for i = 1, #suffixes, 500 do
+      local fields = {}
+      for j = i, math.min(i + 499, #suffixes) do fields[#fields + 1] = prefix .. suffixes[j] end
+      local values = redis.call('HMGET', key, unpack(fields))
+      for j, v in ipairs(values) do
+        if v and tonumber(v) ~= 0 then
+          out[#out + 1] = q
+          out[#out + 1] = suffixes[i + j - 1]
+          out[#out + 1] = v
+        end
+      end
+    end
+  end
+  return out
+end
+local events, states = {}, {}
+for i = 1, #ctot, 2 do events[#events + 1] = ctot[i] end
+for i = 1, #st, 2 do states[#states + 1] = st[i] end
+return {named, own(P .. 'counters', events), ctot, own(P .. 'qc', states), st}
 """
 )

@@ -36,6 +36,7 @@ from chalicelib.errors import UNCERTAIN_WRITE, InvalidTransition, JobNotFound, S
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
+    OTHER_QUEUE,
     STATE_BY_VALUE,
     AddResult,
     Attempt,
@@ -65,7 +66,7 @@ from chalicelib.storage.base import (
     minute_of,
     to_micros,
 )
-from chalicelib.storage.queue_totals import QueueTotals, fold
+from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.redis_notify import RedisNotifier
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
@@ -315,12 +316,13 @@ class RedisStore:
             for name in (
                 "ADD", "CLAIM", "FINISH", "EXTEND", "CANCEL", "REDRIVE", "PURGE", "DISCARD",
                 "LIST", "NEXT_DUE", "OLDEST_DUE", "BEAT", "ATTEMPTS", "CLAIM_WEBHOOKS",
-                "FINISH_WEBHOOK", "WEBHOOKS",
+                "FINISH_WEBHOOK", "WEBHOOKS", "QT_INSTALL", "QUEUE_TOTALS",
             )
         }  # fmt: skip
         for name in ("CLAIM_POLICY", "TAKE_TOKENS"):
             self._scripts[name] = self.client.register_script(getattr(redis_limits_lua, name))
         self.notifier = RedisNotifier(self.client, self._p + "wake")
+        self._summaries = False  # QT_INSTALL ran (or found its work done) for this process
 
     # -- plumbing ------------------------------------------------------------
     def _call(self, name: str, args: Sequence[Any], read: bool = False) -> Any:
@@ -603,11 +605,48 @@ class RedisStore:
             out[CounterKey(_text(queue), _text(type_), event.decode())] = int(n)
         return out
 
+    def _ensure_summaries(self) -> None:
+        """The scrape's summaries (qv, ctot, qc, st, wq: redis_lua.QT_INSTALL) built once
+        per keyspace from the full hashes, for a keyspace an older Spool wrote; then one
+        EXISTS per process, and every script keeps them."""
+        if not self._summaries:
+            self._call("QT_INSTALL", [])
+            self._summaries = True
+
     def queue_totals(self, keep: Sequence[str], busiest: int) -> QueueTotals:
-        """Folded from the whole reading: two HGETALLs, linear in the queue names ever
-        used, as before. Bounding it would take a sorted set of volumes and per-type
-        totals kept by every Lua script that bumps a counter; not done yet."""
-        return fold(self.counters(), self.counts(), keep, busiest)
+        """One read script (QUEUE_TOTALS): the ranking off the qv sorted set, the named
+        queues' fields and the totals, kept by every script that bumps a counter or a
+        count, so the work is the named queues, not every name ever used."""
+        self._ensure_summaries()
+        always = kept(keep)
+        named, own, ctot, own_counts, st = self._call(
+            "QUEUE_TOTALS", [max(0, busiest), *always], read=True
+        )
+        counters: dict[CounterKey, int] = {}
+        rest: dict[bytes, int] = {ctot[i]: int(ctot[i + 1]) for i in range(0, len(ctot), 2)}
+        for i in range(0, len(own), 3):
+            field, n = own[i + 1], int(own[i + 2])
+            type_, event = _split_len(field)
+            counters[CounterKey(_text(own[i]), _text(type_), event.decode())] = n
+            rest[field] = rest.get(field, 0) - n
+        other = False
+        for field, n in rest.items():
+            if n > 0:
+                type_, event = _split_len(field)
+                counters[CounterKey(OTHER_QUEUE, _text(type_), event.decode())] = n
+                other = True
+        counts: dict[tuple[str, JobState], int] = {}
+        states: dict[bytes, int] = {st[i]: int(st[i + 1]) for i in range(0, len(st), 2)}
+        for i in range(0, len(own_counts), 3):
+            state, n = own_counts[i + 1], int(own_counts[i + 2])
+            if n > 0:
+                counts[(_text(own_counts[i]), STATE_BY_VALUE[state.decode()])] = n
+            states[state] = states.get(state, 0) - n
+        for state, n in states.items():
+            if n > 0:
+                counts[(OTHER_QUEUE, STATE_BY_VALUE[state.decode()])] = n
+                other = True
+        return QueueTotals(frozenset(_text(q) for q in named), counters, counts, other)
 
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
         if queues is not None and not queues:
@@ -643,6 +682,8 @@ class RedisStore:
     ) -> dict[str, datetime]:
         if queues is not None and not queues:
             return {}
+        if queues is None:
+            self._ensure_summaries()  # '*' walks wq, the queues that may hold waiting jobs
         _, now_s = self._now()
         args = [now_s, _opt(tenant), *(["*"] if queues is None else ["=", *queues])]
         flat = self._call("OLDEST_DUE", args, read=True)
