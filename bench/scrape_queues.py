@@ -1,7 +1,7 @@
 """What one /metrics scrape and one dashboard overview cost with N queue names (by hand).
 
     .venv/bin/python -m bench.scrape_queues                          # SQLite, 200,000 names
-    .venv/bin/python -m bench.scrape_queues --stores sqlite postgres --queues 200000
+    .venv/bin/python -m bench.scrape_queues --stores sqlite postgres redis --queues 200000
 
 Queue names are the client's to choose, and every name ever used keeps its
 counter rows for good (a counter that vanished would read as a reset). This
@@ -15,7 +15,11 @@ overview for every tenant), in process, ROUNDS times after one warm-up call,
 and prints the median and the worst.
 
 Postgres: SPOOL_BENCH_PG_URL (default postgresql://postgres@127.0.0.1:5432/test),
-in the schema `bench_scrape`, dropped at the end.
+in the schema `bench_scrape`, dropped at the end. Its summaries are folded at each
+scrape (migration 0008): one scrape folds what the fill changed, as the scrapes
+during a real fill would have, and VACUUM runs, as autovacuum would, before timing.
+Redis: SPOOL_BENCH_REDIS_URL (default redis://127.0.0.1:6379/0), under the key
+prefix `bench_scrape`, deleted at the end; its jobs are run through the store.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any
 from chalicelib.models import NewJob
 
 PG_URL = os.environ.get("SPOOL_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SPOOL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 SCHEMA = "bench_scrape"
 ROUNDS = 5
 BATCH = 1000
@@ -145,6 +150,9 @@ def run_postgres(queues: int, rounds: int) -> list[tuple[str, float, float]]:
         finish_and_purge_postgres(url)
         store = pg.from_url(url)
         try:
+            store.queue_totals([], 0)  # the fold of the fill, then what autovacuum does
+            with pg.connect(pg.parse_url(url)) as conn:
+                conn.execute("VACUUM ANALYZE")
             return measure(store, rounds)
         finally:
             store.close()
@@ -153,13 +161,37 @@ def run_postgres(queues: int, rounds: int) -> list[tuple[str, float, float]]:
             conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
 
 
+def run_redis(queues: int, rounds: int) -> list[tuple[str, float, float]]:
+    from chalicelib.models import Completion, JobState
+    from chalicelib.storage.redis_store import from_url
+
+    url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}prefix={SCHEMA}"
+    store = from_url(url)
+    try:
+        fill(store, queues)
+        while claimed := store.claim(BATCH, 60):
+            store.finish(
+                [Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in claimed]
+            )
+        while store.purge(datetime.now(UTC), 10_000):
+            pass
+        return measure(store, rounds)
+    finally:
+        keys = list(store.client.scan_iter(match="{" + SCHEMA + "}:*", count=1000))
+        for start in range(0, len(keys), 500):
+            store.client.delete(*keys[start : start + 500])
+        store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queues", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
-    parser.add_argument("--stores", nargs="+", default=["sqlite"], choices=["sqlite", "postgres"])
+    parser.add_argument(
+        "--stores", nargs="+", default=["sqlite"], choices=["sqlite", "postgres", "redis"]
+    )
     args = parser.parse_args()
-    runners = {"sqlite": run_sqlite, "postgres": run_postgres}
+    runners = {"sqlite": run_sqlite, "postgres": run_postgres, "redis": run_redis}
     for name in args.stores:
         started = time.perf_counter()
         rows = runners[name](args.queues, args.rounds)
