@@ -152,7 +152,7 @@ UPSERT_COUNTERS = (
 # (COLLATE "C": code point order), off queue_volume's index; the named queues' own
 # rows (their folded parts, n - pending, so they match the totals in any snapshot);
 # and the totals, which less the named rows are `_other`'s.
-FOLD_SQL = "SELECT spool_fold_queue_summaries()"
+FOLD_SQL = ("SELECT spool_fold_counters()", "SELECT spool_fold_job_counts()")
 NAMED_SQL = (
     "SELECT queue FROM queue_volume WHERE queue = ANY(%(keep)s::text[])"
     " UNION ALL (SELECT queue FROM queue_volume WHERE queue <> ALL(%(excluded)s::text[])"
@@ -1229,7 +1229,8 @@ class PostgresStore:
         }
 
         def read(conn: Conn) -> tuple[list[Any], list[Any], list[Any], list[Any], list[Any]]:
-            conn.execute(FOLD_SQL)
+            for fold_statement in FOLD_SQL:  # each its own transaction (autocommit)
+                conn.execute(fold_statement)
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 named = [q for (q,) in conn.execute(NAMED_SQL, params).fetchall()]

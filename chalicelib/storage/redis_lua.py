@@ -195,7 +195,7 @@ end
 local function bump(tenant, queue, type_, event)
   delta(P .. 'counters', #queue .. ':' .. queue .. #type_ .. ':' .. type_ .. event, 1)
   delta(P .. 'ctot', #type_ .. ':' .. type_ .. event, 1)
-  if event == 'enqueued' then delta(P .. 'qv', queue, -1) else delta(P .. 'qv', queue, 0) end
+  if event == 'enqueued' then delta(P .. 'qv', queue, -1) end  -- every queue's first
   if event == 'succeeded' or event == 'failed' then
     local which = 'f'
     if event == 'succeeded' then which = 's' end

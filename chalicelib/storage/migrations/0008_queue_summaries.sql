@@ -10,15 +10,16 @@
 --   own `pending` and marks it `dirty` (row triggers below, so every code path and a
 --   process of the previous release write them too): no row is written that the
 --   writer did not already lock;
--- - a scrape folds the dirty rows (spool_fold_queue_summaries): under their row locks
---   it moves `pending` into the summaries and zeroes it, so for every row n - pending
---   is the part already in the summaries, and they hold exactly those parts:
+-- - a scrape folds the dirty rows (spool_fold_counters, spool_fold_job_counts): under
+--   their row locks it moves `pending` into the summaries and zeroes it, so for every
+--   row n - pending is the part already in the summaries, which hold exactly those:
 --     queue_volume(queue)            jobs ever enqueued, ranked by an index;
 --     counter_totals(type, event)    every queue's counters summed;
 --     queue_state_counts(queue, state), state_totals(state)   the same for job_counts;
 -- - in one snapshot, a scrape reads the ranked names off queue_volume's index, the
---   named queues' own rows as sum(n - pending), and `_other` as the totals less
---   those: exact in that snapshot, whatever commits beside it.
+--   named queues' counters as sum(n - pending) and counts off queue_state_counts, and
+--   `_other` as the totals less those: exact in that snapshot, whatever commits
+--   beside it.
 --
 -- A scrape's work is the named queues' rows, the rows changed since the last fold,
 -- and a few totals: never every name ever used.
@@ -90,7 +91,7 @@ CREATE TRIGGER job_counts_pending_update BEFORE UPDATE OF n ON job_counts
 -- order every writer's upsert locks them in) through the partial indexes only:
 -- with stale statistics (a new table, a burst of new names since the last ANALYZE)
 -- the planner would read every row instead, the cost this migration removes.
-CREATE FUNCTION spool_fold_queue_summaries() RETURNS void LANGUAGE plpgsql
+CREATE FUNCTION spool_fold_counters() RETURNS void LANGUAGE plpgsql
 SET enable_seqscan = off SET enable_bitmapscan = off AS $$
 BEGIN
     WITH c AS (
@@ -106,7 +107,14 @@ BEGIN
     SELECT queue, coalesce(sum(folded) FILTER (WHERE event = 'enqueued'), 0) FROM c
     GROUP BY queue ORDER BY queue
     ON CONFLICT (queue) DO UPDATE SET enqueued = queue_volume.enqueued + excluded.enqueued;
+END $$;
 
+-- The same for job_counts, called in a transaction of its own: a fold never holds
+-- locks on rows of both tables, so it cannot deadlock with a writer that locks
+-- them in the other order (a claim's counts before its reaped leases' counters).
+CREATE FUNCTION spool_fold_job_counts() RETURNS void LANGUAGE plpgsql
+SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+BEGIN
     WITH c AS (
         UPDATE job_counts SET folded = pending, pending = 0, dirty = false WHERE dirty
         RETURNING queue, state, folded
