@@ -163,6 +163,19 @@ def test_a_schema_of_0007_gets_exact_summaries_from_migrate(clock: FakeClock) ->
             totals = store.queue_totals([], 1)
             assert totals == fold(store.counters(), store.counts(), [], 1)
             assert totals.named == {"zzz"}
+            # A process of the previous release, still running during the rollout, bumps
+            # counters with 0007's SQL (no pending, no dirty): the triggers catch it up.
+            with connect(settings) as conn:
+                for shard in (0, 0, 11):
+                    conn.execute(
+                        "INSERT INTO counters (queue, type, event, shard, n)"
+                        " VALUES ('aaa', 'echo', 'enqueued', %s, 9) ON CONFLICT"
+                        " (queue, type, event, shard) DO UPDATE SET n = counters.n + excluded.n",
+                        (shard,),
+                    )
+            totals = store.queue_totals([], 1)
+            assert totals == fold(store.counters(), store.counts(), [], 1)
+            assert totals.named == {"aaa"}
         finally:
             store.close()
 

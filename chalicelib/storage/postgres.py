@@ -139,11 +139,13 @@ COLUMNS = (
 )
 J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in COLUMNS.split(","))
 
+# `pending` and `dirty` (migration 0008): what the next scrape folds into its summaries.
 UPSERT_COUNTERS = (
-    "INSERT INTO counters (queue, type, event, shard, n) "
-    "SELECT queue, type, event, %(shard)s, count(*) FROM {source} "
+    "INSERT INTO counters (queue, type, event, shard, n, pending, dirty) "
+    "SELECT queue, type, event, %(shard)s, count(*), count(*), true FROM {source} "
     "GROUP BY queue, type, event ORDER BY queue, type, event "
-    "ON CONFLICT (queue, type, event, shard) DO UPDATE SET n = counters.n + excluded.n"
+    "ON CONFLICT (queue, type, event, shard) DO UPDATE SET n = counters.n + excluded.n, "
+    "pending = counters.pending + excluded.n, dirty = true"
 )
 
 # JobStore.queue_totals (migration 0008 keeps the summaries): first the rows changed

@@ -7,9 +7,9 @@
 -- previous one's commit (that is why the counters are sharded). Instead:
 --
 -- - every change of a `counters` or `job_counts` row also adds its delta to the row's
---   own `pending` and marks it `dirty` (row triggers below, so every code path and a
---   process of the previous release write them too): no row is written that the
---   writer did not already lock;
+--   own `pending` and marks it `dirty`, in the same upsert (or, for a writer that
+--   does not, a process of the previous release, a row trigger): no row is written
+--   that the writer did not already lock;
 -- - a scrape folds the dirty rows (spool_fold_counters, spool_fold_job_counts): under
 --   their row locks it moves `pending` into the summaries and zeroes it, so for every
 --   row n - pending is the part already in the summaries, which hold exactly those:
@@ -59,6 +59,11 @@ CREATE TABLE state_totals (
     n     bigint NOT NULL
 );
 
+-- Spool's own writers keep `pending` and `dirty` in the statement that changes `n`
+-- (postgres.UPSERT_COUNTERS; the job_counts functions of 0004, replaced below), so
+-- the usual write calls no function. Any other writer (a process of the previous
+-- release, SQL by hand) leaves them behind, and the triggers below, whose WHEN is
+-- checked without calling them, catch it up.
 CREATE FUNCTION spool_pending_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.pending := NEW.n;
@@ -73,14 +78,77 @@ BEGIN
     RETURN NEW;
 END $$;
 
-CREATE TRIGGER counters_pending_insert BEFORE INSERT ON counters
-    FOR EACH ROW EXECUTE FUNCTION spool_pending_inserted();
-CREATE TRIGGER counters_pending_update BEFORE UPDATE OF n ON counters
-    FOR EACH ROW WHEN (NEW.n IS DISTINCT FROM OLD.n) EXECUTE FUNCTION spool_pending_updated();
-CREATE TRIGGER job_counts_pending_insert BEFORE INSERT ON job_counts
-    FOR EACH ROW EXECUTE FUNCTION spool_pending_inserted();
-CREATE TRIGGER job_counts_pending_update BEFORE UPDATE OF n ON job_counts
-    FOR EACH ROW WHEN (NEW.n IS DISTINCT FROM OLD.n) EXECUTE FUNCTION spool_pending_updated();
+CREATE TRIGGER counters_pending_insert BEFORE INSERT ON counters FOR EACH ROW
+    WHEN (NEW.pending IS DISTINCT FROM NEW.n OR NOT NEW.dirty)
+    EXECUTE FUNCTION spool_pending_inserted();
+CREATE TRIGGER counters_pending_update BEFORE UPDATE OF n ON counters FOR EACH ROW
+    WHEN (NEW.pending - OLD.pending IS DISTINCT FROM NEW.n - OLD.n
+        OR (NEW.n IS DISTINCT FROM OLD.n AND NOT NEW.dirty))
+    EXECUTE FUNCTION spool_pending_updated();
+CREATE TRIGGER job_counts_pending_insert BEFORE INSERT ON job_counts FOR EACH ROW
+    WHEN (NEW.pending IS DISTINCT FROM NEW.n OR NOT NEW.dirty)
+    EXECUTE FUNCTION spool_pending_inserted();
+CREATE TRIGGER job_counts_pending_update BEFORE UPDATE OF n ON job_counts FOR EACH ROW
+    WHEN (NEW.pending - OLD.pending IS DISTINCT FROM NEW.n - OLD.n
+        OR (NEW.n IS DISTINCT FROM OLD.n AND NOT NEW.dirty))
+    EXECUTE FUNCTION spool_pending_updated();
+
+-- 0004's job_counts upserts, keeping pending and dirty as well.
+CREATE OR REPLACE FUNCTION spool_jobs_inserted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO job_counts (tenant, queue, state, shard, n, pending, dirty)
+    SELECT tenant, queue, state, pg_backend_pid() % 16, count(*), count(*), true FROM new_rows
+    GROUP BY tenant, queue, state ORDER BY tenant, queue, state
+    ON CONFLICT (tenant, queue, state, shard) DO UPDATE SET n = job_counts.n + excluded.n,
+        pending = job_counts.pending + excluded.n, dirty = true;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION spool_jobs_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO job_counts (tenant, queue, state, shard, n, pending, dirty)
+    SELECT tenant, queue, state, pg_backend_pid() % 16, -count(*), -count(*), true FROM old_rows
+    GROUP BY tenant, queue, state ORDER BY tenant, queue, state
+    ON CONFLICT (tenant, queue, state, shard) DO UPDATE SET n = job_counts.n + excluded.n,
+        pending = job_counts.pending + excluded.n, dirty = true;
+    RETURN NULL;
+END $$;
+
+-- One pass over the moved rows feeds both tables; a statement that moved nothing
+-- (a claim's reap with no expired lease, a lease extension) returns at once.
+CREATE OR REPLACE FUNCTION spool_jobs_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM new_rows) THEN
+        RETURN NULL;
+    END IF;
+    WITH moved AS MATERIALIZED (
+        SELECT o.tenant, o.queue, o.state AS was, n.state AS now_in, n.updated_at
+        FROM old_rows o JOIN new_rows n ON n.id = o.id WHERE o.state <> n.state
+    ), counted AS (
+        INSERT INTO job_counts (tenant, queue, state, shard, n, pending, dirty)
+        SELECT tenant, queue, state, pg_backend_pid() % 16, sum(d), sum(d), true FROM (
+            SELECT tenant, queue, was AS state, -1 AS d FROM moved
+            UNION ALL
+            SELECT tenant, queue, now_in, 1 FROM moved
+        ) deltas
+        GROUP BY tenant, queue, state HAVING sum(d) <> 0 ORDER BY tenant, queue, state
+        ON CONFLICT (tenant, queue, state, shard) DO UPDATE SET n = job_counts.n + excluded.n,
+            pending = job_counts.pending + excluded.n, dirty = true
+    )
+    -- An attempt ended: running -> succeeded, retrying or dead (a finish or a reap).
+    INSERT INTO job_minutes (minute, tenant, queue, shard, succeeded, failed)
+    SELECT to_timestamp(floor(extract(epoch FROM updated_at) / 60) * 60), tenant, queue,
+        pg_backend_pid() % 16,
+        count(*) FILTER (WHERE now_in = 'succeeded'),
+        count(*) FILTER (WHERE now_in <> 'succeeded')
+    FROM moved
+    WHERE was = 'running' AND now_in IN ('succeeded', 'retrying', 'dead')
+    GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (minute, tenant, queue, shard) DO UPDATE SET
+        succeeded = job_minutes.succeeded + excluded.succeeded,
+        failed = job_minutes.failed + excluded.failed;
+    RETURN NULL;
+END $$;
 
 -- Move every dirty row's pending into the summaries. One UPDATE per table clears
 -- the rows and hands their pending over through `folded` (SET reads the row's
