@@ -104,11 +104,11 @@ its reference):
   written by triggers in the counters' own transaction, so `_other` is the
   totals less the named queues' rows, and drops a per-state count row when it
   reaches zero; Postgres folds the counter and count rows changed since the
-  last scrape into the same summaries (migration 0008), so no enqueue waits on
-  a per-queue row; Redis keeps them in the scripts that bump the counters (a
-  sorted set of volumes, hashes of totals) and its `oldest_due()` walks the
-  queues that may hold waiting jobs; the memory and DynamoDB stores fold their
-  full reading (`fold`).
+  last scrape into the same summaries at each scrape (migration 0008), so no
+  enqueue writes or waits on a per-queue row; Redis keeps them in the scripts
+  that bump the counters (a sorted set of volumes, hashes of totals) and its
+  `oldest_due()` walks the queues that may hold waiting jobs; the memory and
+  DynamoDB stores fold their full reading (`fold`).
 
 The dashboard's reads (chalicelib/ui/), each answered without scanning jobs:
 - `state_counts(tenant)` is jobs per (queue, state) of one tenant (None: all),
