@@ -17,15 +17,17 @@ SAM := .tools/sam-venv/bin/sam
 
 .PHONY: run test lint typecheck pytest venv tools bench clean package
 
+# infra/make_venv.sh makes .venv, or makes it again when an earlier try left it
+# without pip (Debian without python3-venv) or on a Python older than 3.11.
 $(STAMP): pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	PYTHON=$(PYTHON) bash infra/make_venv.sh $(VENV)
 	$(BIN)/python -m pip install --quiet "pip<26.3"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP) $(SERVE_STAMP)
 
 # pip stays below 26.3 for chalice 1.34 (see $(STAMP)).
 $(SERVE_STAMP): pyproject.toml
-	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	PYTHON=$(PYTHON) bash infra/make_venv.sh $(VENV)
 	$(BIN)/python -m pip install --quiet "pip<26.3"
 	$(BIN)/python -m pip install --quiet -e ".[images]"
 	touch $(SERVE_STAMP)

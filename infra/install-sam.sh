@@ -5,9 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-if [ ! -x .tools/sam-venv/bin/python ]; then
-  "$PYTHON" -m venv .tools/sam-venv
-fi
+# A half-made tool env (no pip: Debian without python3-venv) is made again, not reused.
+PYTHON="$PYTHON" bash infra/make_venv.sh .tools/sam-venv
 .tools/sam-venv/bin/python -m pip install --quiet --upgrade pip
 .tools/sam-venv/bin/python -m pip install --quiet "aws-sam-cli>=1.100,<2"
 .tools/sam-venv/bin/sam --version
