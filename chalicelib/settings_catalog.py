@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1008,6 +1008,47 @@ CATALOG: tuple[Setting, ...] = (
 
 BY_NAME: dict[str, Setting] = {s.name: s for s in CATALOG}
 
+# How far (letters added, dropped, changed or swapped) a SPOOL_* name that is no setting
+# may be from one and still be taken for a misspelling of it. Two catches the typos
+# people make (SPOOL_CONCURENCY, SPOOL_STORE_UR, SPOOL_DEMO_HANDLER) and leaves alone the
+# names of other programs and of handlers' own settings: the nearest of those in this
+# repository (SPOOL_TEST_REDIS_URL to SPOOL_STORE_URL, SPOOL_HTTP_ALLOW to
+# SPOOL_HTTP_ALLOWLIST) are four or more away.
+MISSPELT_DISTANCE = 2
+
+
+def _distance(a: str, b: str) -> int:
+    """Edits (insert, delete, substitute, swap two neighbours) that turn a into b."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            cost = row[j - 1] + 1
+            cost = min(cost, previous[j] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, previous2[j - 2] + 1)
+            row.append(cost)
+        previous2, previous = previous, row
+    return previous[-1]
+
+
+def misspelt(names: Iterable[str]) -> list[tuple[str, str]]:
+    """(name, the setting it resembles) for each name that looks like a setting but is
+    none: a SPOOL_* name within MISSPELT_DISTANCE of one, or a setting's name in the
+    wrong case (`spool_store_url`). Such a variable is read by nothing, so the setting
+    it was meant to be keeps its default without a word: a job enqueued into the local
+    SQLite file instead of SPOOL_STORE_URL's Postgres, a worker on 8 threads, not 32."""
+    found = []
+    for name in sorted(names):
+        upper = name.upper()
+        if name in BY_NAME or not upper.startswith("SPOOL_"):
+            continue
+        best = min(CATALOG, key=lambda s: (_distance(upper, s.name), s.name)).name
+        if _distance(upper, best) <= MISSPELT_DISTANCE:
+            found.append((name, best))
+    return found
+
 
 def shown(value: object) -> str:
     """A default as the page shows it."""
@@ -1041,6 +1082,13 @@ def render() -> str:
         "`1`/`0`, `yes`/`no`, `on`/`off`); a list is comma-separated. On AWS the",
         "variables come from `.chalice/config.json` (per stage) and `infra/`; locally",
         "from the environment `spool` runs in.",
+        "",
+        "A `SPOOL_*` variable that is no setting but one or two letters away from one",
+        "(`SPOOL_CONCURENCY`), or a setting's name in lower case, stops every `spool`",
+        "command with exit code 2 and a line naming the setting it resembles: nothing",
+        "reads it, so the setting it was meant to be would silently keep its default.",
+        "Names further from every setting are left alone (other programs' and your",
+        "handlers' own).",
         "",
         "A test (tests/test_settings_catalog.py) fails when the code reads a setting",
         "this page does not list, when a listed one is no longer read, or when a",

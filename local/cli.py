@@ -35,6 +35,7 @@ from local.cli_errors import (
     Parser,
     UsageError,
     check_debugging,
+    check_setting_names,
     debugging,
     report,
     validation_problem,
@@ -735,6 +736,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _import_from_working_directory()
     try:
         check_debugging()  # SPOOL_DEBUG=ture is refused, not silently off
+        check_setting_names()  # a misspelt setting's name too: nothing would read it
         # Job and request lines are what `worker` and `serve` are for; a one-shot
         # command prints its answer, and logs only warnings unless SPOOL_LOG_LEVEL asks.
         logs.configure(default_level="INFO" if args.command in LOGGING_COMMANDS else "WARNING")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -148,6 +149,28 @@ def check_debugging() -> None:
     """Refuse a malformed SPOOL_DEBUG (ConfigError), as every other flag is: `spool`
     calls this first, so `debugging()` below may treat one as off."""
     parse_flag(DEBUG_VARIABLE, os.environ.get(DEBUG_VARIABLE))
+
+
+def check_setting_names(env: Mapping[str, str] | None = None) -> None:
+    """Refuse a SPOOL_* variable that is a misspelt setting (UsageError, exit 2).
+
+    Nothing reads SPOOL_STORE_URL with its last letter dropped, so the setting meant
+    keeps its default without a word: `spool enqueue` stored the job in the local SQLite
+    file, not the Postgres it was meant for, and SPOOL_URL misspelt did the same to a job
+    meant for a server. Names far from every setting are left alone: other programs'
+    and handlers' own (settings_catalog.misspelt says how far is far)."""
+    from chalicelib.settings_catalog import misspelt
+
+    found = misspelt(os.environ if env is None else env)
+    if not found:
+        return
+    named = ", ".join(f"{name} (did you mean {setting}?)" for name, setting in found)
+    verb = "is not a Spool setting" if len(found) == 1 else "are not Spool settings"
+    raise UsageError(
+        f"{named} {verb}, so nothing reads {'it' if len(found) == 1 else 'them'}",
+        f"Rename or unset {'it' if len(found) == 1 else 'them'}; docs/settings.md lists "
+        "every setting",
+    )
 
 
 def debugging() -> bool:

@@ -71,6 +71,9 @@ def enqueue(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         ("SPOOL_DEBUG", "ture", "SPOOL_DEBUG must be true or false"),
         # Checked after every due job had run, before: the command still exited 2.
         ("SPOOL_WEBHOOKS", '{"acme": {"url": "https://example.test/hook"}}', "SPOOL_WEBHOOKS"),
+        # A misspelt name, read by nothing: before, the worker ran on 8 threads, exit 0.
+        ("SPOOL_CONCURENCY", "32", "SPOOL_CONCURENCY (did you mean SPOOL_CONCURRENCY?) is not"),
+        ("spool_lease_seconds", "30", "spool_lease_seconds (did you mean SPOOL_LEASE_SECONDS?)"),
     ],
 )
 def test_a_burst_worker_refuses_what_it_cannot_work_with(
@@ -88,6 +91,35 @@ def test_a_burst_worker_refuses_what_it_cannot_work_with(
     assert err.startswith(f"spool: {message}") and err.count("\n") == 1, err
     assert "unexpected error" not in err
     # Before: a lease of 0 buried the job after 3 "lease expired" attempts, unrun.
+    assert state_of(db, job_id) is JobState.QUEUED
+
+
+def test_a_misspelt_store_url_stores_nothing_anywhere(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPOOL_STORE_UR (and SPOOL_UR for SPOOL_URL) used to be read by nothing: the job
+    went into the default store, not the one named, and the command said `created`."""
+    meant = tmp_path / "meant.db"
+    monkeypatch.setenv("SPOOL_STORE_UR", f"sqlite:///{meant}")
+    monkeypatch.setenv("SPOOL_UR", "http://127.0.0.1:9")
+    code, out, err = run(capsys, "enqueue", "echo")
+    assert code == 2 and out == ""
+    assert err == (
+        "spool: SPOOL_STORE_UR (did you mean SPOOL_STORE_URL?), SPOOL_UR (did you mean "
+        "SPOOL_URL?) are not Spool settings, so nothing reads them. Rename or unset them; "
+        "docs/settings.md lists every setting.\n"
+    )
+    assert not db.exists() and not meant.exists()
+
+
+def test_names_far_from_every_setting_are_left_alone(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Other programs' and handlers' own SPOOL_* names (the nearest in this repository
+    are four edits from a setting) are not taken for misspellings."""
+    for name in ("SPOOL_TEST_REDIS_URL", "SPOOL_HTTP_ALLOW", "SPOOL_PARTNER_API_KEY", "SPOOL_X"):
+        monkeypatch.setenv(name, "1")
+    job_id = enqueue(capsys, "echo")
     assert state_of(db, job_id) is JobState.QUEUED
 
 

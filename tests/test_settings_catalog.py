@@ -402,3 +402,32 @@ def test_the_lambda_path_does_not_import_the_catalog(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": path},
     )
     assert out.stdout.strip() == "False"
+
+
+def test_no_variable_of_the_suite_or_the_benchmarks_reads_as_a_misspelt_setting() -> None:
+    """`spool` refuses a SPOOL_* name a letter or two from a setting (misspelt): a
+    variable of the tests, the benchmarks or CI that close to one would stop every
+    `spool` the suite starts with it set."""
+    assert catalog.misspelt(TEST_ONLY) == []
+    on_purpose = ("tests/test_settings_catalog.py:", "tests/test_cli_newuser.py:")
+    near = catalog.misspelt(
+        name
+        for name, places in _mentions("tests", "bench", "deploy", ".ci").items()
+        if name not in BY_NAME and not all(p.startswith(on_purpose) for p in places)
+    )
+    assert near == [], f"rename these, or they stop `spool`: {near}"
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("SPOOL_CONCURENCY", "SPOOL_CONCURRENCY"),  # a letter dropped
+        ("SPOOL_STORE_URLL", "SPOOL_STORE_URL"),  # one added
+        ("SPOOL_LAESE_SECONDS", "SPOOL_LEASE_SECONDS"),  # two swapped
+        ("SPOOL_CACHE_TTI", "SPOOL_CACHE_TTL"),  # one changed
+        ("SPOOL_DEMO_HANDLER", "SPOOL_DEMO_HANDLERS"),
+        ("spool_api_keys", "SPOOL_API_KEYS"),  # the wrong case
+    ],
+)
+def test_a_name_a_letter_or_two_from_a_setting_is_taken_for_it(name: str, meant: str) -> None:
+    assert catalog.misspelt([name, *BY_NAME]) == [(name, meant)]
