@@ -231,6 +231,22 @@ def test_a_bad_store_url_is_one_line_and_exit_2() -> None:
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
 
 
+def test_a_misspelt_setting_stops_the_poller_in_one_line_as_it_stops_spool() -> None:
+    """Before: SPOOL_STORE_UR was read by nothing, so the poller polled the default
+    store's (SQLite's: none) and said "names no SQS queue", about a URL never given."""
+    env = guarded_env(SPOOL_STORE_UR="dynamodb://jobs?queue=jobs&bucket=b&create=1")
+    env.pop("SPOOL_STORE_URL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "local.sqs_poller", "--max-seconds", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "spool: SPOOL_STORE_UR (did you mean SPOOL_STORE_URL?) is not a Spool setting, so "
+        "nothing reads it. Rename or unset it; docs/settings.md lists every setting.\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("expression", "seconds"),
     [(Rate(1, unit=Rate.MINUTES), 60.0), (Rate(2, unit=Rate.HOURS), 7200.0),
