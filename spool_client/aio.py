@@ -135,14 +135,14 @@ class AsyncClient:
         try:
             async with bound:
                 return await self._http.send(request)
+        except httpx.ReadTimeout:  # httpx's per-read timeout, first: "timed out", no bound
+            raise httpx.ReadTimeout(calls.no_answer(budget), request=request) from None
         except TimeoutError:
             if not bound.expired():
                 raise
             if cut:
                 raise calls.DeadlinePassed from None
-            raise httpx.ReadTimeout(
-                f"no whole answer within {budget:g}s", request=request
-            ) from None
+            raise httpx.ReadTimeout(calls.no_answer(budget), request=request) from None
 
     async def enqueue(
         self,

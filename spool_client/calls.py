@@ -66,6 +66,12 @@ class Call:
         return budget, False
 
 
+def no_answer(budget: float) -> str:
+    """What a try that ran out of time says, sync or async, whichever timer ended it
+    (httpx's per-read timeout says only "timed out")."""
+    return f"no whole answer within {budget:g}s"
+
+
 class DeadlinePassed(Exception):
     """A try cut short by its call's deadline (a wait's timeout): no answer came in
     time. wait() turns it into WaitTimeout; it never reaches a caller."""
