@@ -21,8 +21,10 @@ from pydantic import ValidationError
 
 from chalicelib.config import ConfigError, parse_flag
 from chalicelib.errors import (
+    BadRequest,
     InvalidTransition,
     JobNotFound,
+    PayloadTooLarge,
     SpoolError,
     StoreNotMigrated,
     StoreUnavailable,
@@ -129,6 +131,10 @@ def explain(exc: BaseException) -> CliFailure:
             f"job {job_id} not found" if job_id else exc.message,
             "Check the id and --tenant, and that SPOOL_STORE_URL names the store it is in",
         )
+    if isinstance(exc, BadRequest | PayloadTooLarge):
+        # What was typed (a --cursor that is no page's): exit 2, as the same command
+        # against a server says it (its 400); it was 1 here, "failed at run time".
+        return UsageError(exc.message)
     if isinstance(exc, InvalidTransition):
         return CliFailure(exc.message)
     if isinstance(exc, SpoolError):

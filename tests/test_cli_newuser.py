@@ -123,6 +123,20 @@ def test_names_far_from_every_setting_are_left_alone(
     assert state_of(db, job_id) is JobState.QUEUED
 
 
+@pytest.mark.parametrize("argv", [["jobs"], ["dlq", "list"]])
+def test_a_cursor_that_is_no_pages_is_a_usage_error_as_it_is_remotely(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """Exit 1 ("failed at run time") here, 2 against a server (its 400): the same typo,
+    two exit codes. Now 2 both ways, as `spool --help` says of wrong options."""
+    enqueue(capsys, "echo")
+    code, out, err = run(capsys, *argv, "--cursor", "garbage")
+    assert (code, out) == (2, "")
+    assert err == (
+        "spool: invalid cursor: give back a next_cursor from the page before, as it was sent.\n"
+    )
+
+
 def test_the_burst_summary_counts_jobs_the_store_buried(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
