@@ -323,6 +323,32 @@ def check_edge_settings(rt: Runtime) -> None:
             raise UsageError(message, "Fix the variable and start again") from None
 
 
+def check_emulated_timeouts(rt: Runtime) -> None:
+    """Refuse a handler whose timeout the emulated worker could never give it.
+
+    The emulated worker runs jobs as the Lambda worker does, in invocations of at
+    most 900 s, and starts a job only while its timeout (plus handler_check.MARGIN)
+    fits before the invocation's deadline. A handler with timeout=1200 (an ETL job)
+    was loaded and its jobs accepted, then left `queued` for good without a word;
+    `spool worker`, which has no deadline, ran them. SPOOL_WORKER_TIMEOUT's check
+    (handler_check) is the same rule for the deployed worker function."""
+    from chalicelib.handler_check import MARGIN, too_long
+    from local import emulator, sqs_poller
+
+    limit = min(emulator.FUNCTION_TIMEOUT_MS, sqs_poller.FUNCTION_TIMEOUT_MS) / 1000
+    if not too_long(rt.registry.loaded_specs(), limit):
+        return
+    specs = [spec for spec in rt.registry.loaded_specs() if spec.timeout + MARGIN > limit]
+    named = ", ".join(f"{spec.type!r} (timeout={spec.timeout:g}s)" for spec in specs)
+    raise UsageError(
+        f"handler {named} would never run here: `spool serve`'s emulated worker runs jobs "
+        f"as the Lambda worker does, in invocations of at most {limit:g}s, and a job needs "
+        f"its timeout plus {MARGIN:g}s left to start, so its jobs would stay queued",
+        f"Lower the timeout to at most {limit - MARGIN:g}s, or run `spool serve --no-worker` "
+        "beside `spool worker`, which has no such bound",
+    )
+
+
 def local_worker(app: Any, rt: Runtime) -> Any:
     """What runs jobs beside the server: the Emulator invoking drain_due on new work, or,
     where jobs travel by SQS (DynamoDB), the poller feeding app.py's SQS function as
@@ -454,6 +480,7 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
     if not args.no_worker:  # its emulated worker fires the schedules and runs the jobs
         checked_schedules(rt)
         check_builtin_settings(rt)
+        check_emulated_timeouts(rt)
     if args.processes != 1 and args.listen_fd is None:
         return serve_processes(rt, args, threads, key, generated)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime

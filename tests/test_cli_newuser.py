@@ -492,3 +492,87 @@ def test_a_signal_inside_the_handler_does_not_deadlock() -> None:
 
 
 StopSignalsLike = serve.StopSignals
+
+
+# -- a handler whose timeout the emulated worker could never give it ------------------------
+
+LONG_HANDLERS = """
+from chalicelib.handlers import handler
+
+
+@handler("etl_nightly", timeout={timeout})
+def etl(payload: dict) -> dict:
+    return {{"ran": True}}
+"""
+
+
+def long_handler_env(tmp_path: Path, timeout: float) -> dict[str, str]:
+    (tmp_path / "etl_jobs.py").write_text(LONG_HANDLERS.format(timeout=timeout))
+    env = guarded_env(
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db",
+        SPOOL_HANDLERS="etl_jobs",
+        PYTHONPATH=str(tmp_path),
+    )
+    env.pop("SPOOL_API_KEYS", None)
+    return env
+
+
+def test_serve_refuses_a_handler_its_emulated_worker_could_never_run(tmp_path: Path) -> None:
+    """Before: `spool serve` started, accepted the jobs, and its emulated worker (Lambda's
+    900 s invocations, claiming only while the longest timeout fits) ran none of them,
+    the demo `echo` jobs neither: every job stayed queued, without a word."""
+    env = long_handler_env(tmp_path, 1200)
+    done = subprocess.run(
+        [sys.executable, "-m", "local.cli", "serve", "--port", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "spool: handler 'etl_nightly' (timeout=1200s) would never run here: `spool serve`'s "
+        "emulated worker runs jobs as the Lambda worker does, in invocations of at most 900s, "
+        "and a job needs its timeout plus 10s left to start, so its jobs would stay queued. "
+        "Lower the timeout to at most 890s, or run `spool serve --no-worker` beside "
+        "`spool worker`, which has no such bound.\n"
+    )
+    # What the line offers works: the API alone starts, and `spool worker` runs the job.
+    served = spool_serve("--no-worker", env=env)
+    try:
+        key = re.search(r"made for this run: (\S+)", served.banner)
+        assert key is not None, served.banner
+        answer = requests.post(
+            served.url + "/enqueue",
+            json={"type": "etl_nightly"},
+            headers={"X-API-Key": key.group(1)},
+            timeout=30,
+        )
+        assert answer.status_code == 201, answer.text
+        job_id = answer.json()["id"]
+    finally:
+        stop(served.proc)
+    worker = subprocess.run(
+        [sys.executable, "-m", "local.cli", "worker", "--burst", "--quiet"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    assert state_of(tmp_path / "serve.db", job_id) is JobState.SUCCEEDED
+
+
+@pytest.mark.timeout(90)
+def test_serve_runs_jobs_beside_a_handler_at_the_emulated_workers_bound(tmp_path: Path) -> None:
+    """timeout=890 (900 s less the margin) is allowed, and the emulated worker does run
+    jobs beside it: the refusal's bound is the drain's, not a stricter one."""
+    served = spool_serve(env=long_handler_env(tmp_path, 890))
+    try:
+        key = re.search(r"made for this run: (\S+)", served.banner)
+        assert key is not None, served.banner
+        headers = {"X-API-Key": key.group(1)}
+        made = requests.post(
+            served.url + "/enqueue", json={"type": "echo"}, headers=headers, timeout=30
+        )
+        assert made.status_code == 201, made.text
+        done = requests.get(
+            f"{served.url}/status/{made.json()['id']}?wait=20", headers=headers, timeout=30
+        )
+        assert done.json()["state"] == "succeeded", done.text
+    finally:
+        stop(served.proc)
