@@ -41,6 +41,11 @@ START_ALLOWANCE = 9.0
 MARGIN = 1.0 + START_ALLOWANCE
 
 
+def never_started(specs: Sequence[HandlerSpec], worker_timeout: float) -> list[HandlerSpec]:
+    """The handlers a worker of this timeout could never start (too_long's, as specs)."""
+    return [spec for spec in specs if spec.timeout + MARGIN > worker_timeout]
+
+
 def too_long(specs: Sequence[HandlerSpec], worker_timeout: float) -> list[str]:
     """One message per handler that could never start in a worker of this timeout."""
     return [

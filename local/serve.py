@@ -332,13 +332,13 @@ def check_emulated_timeouts(rt: Runtime) -> None:
     was loaded and its jobs accepted, then left `queued` for good without a word;
     `spool worker`, which has no deadline, ran them. SPOOL_WORKER_TIMEOUT's check
     (handler_check) is the same rule for the deployed worker function."""
-    from chalicelib.handler_check import MARGIN, too_long
+    from chalicelib.handler_check import MARGIN, never_started
     from local import emulator, sqs_poller
 
     limit = min(emulator.FUNCTION_TIMEOUT_MS, sqs_poller.FUNCTION_TIMEOUT_MS) / 1000
-    if not too_long(rt.registry.loaded_specs(), limit):
+    specs = never_started(rt.registry.loaded_specs(), limit)
+    if not specs:
         return
-    specs = [spec for spec in rt.registry.loaded_specs() if spec.timeout + MARGIN > limit]
     named = ", ".join(f"{spec.type!r} (timeout={spec.timeout:g}s)" for spec in specs)
     raise UsageError(
         f"handler {named} would never run here: `spool serve`'s emulated worker runs jobs "

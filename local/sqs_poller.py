@@ -47,6 +47,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.type_defs import DeleteMessageBatchRequestEntryTypeDef, MessageTypeDef
 
+    from chalicelib.runtime import Runtime
+
 log = logging.getLogger("spool.sqs_poller")
 
 FUNCTION_TIMEOUT_MS = 900_000
@@ -341,6 +343,24 @@ def demo_default(environ: MutableMapping[str, str]) -> bool:
     return environ.get(DEMO_VARIABLE, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def check_timeouts(rt: Runtime) -> None:
+    """Refuse a handler the poller's invocations (900 s, as Lambda's) could never start:
+    its messages were handed back until SQS dead-lettered them, its jobs never run."""
+    from chalicelib.handler_check import MARGIN, never_started
+    from local.cli_errors import UsageError
+
+    limit = FUNCTION_TIMEOUT_MS / 1000
+    specs = never_started(rt.registry.loaded_specs(), limit)
+    if specs:
+        named = ", ".join(f"{spec.type!r} (timeout={spec.timeout:g}s)" for spec in specs)
+        raise UsageError(
+            f"handler {named} would never run: the worker function's invocations last at "
+            f"most {limit:g}s (Lambda's maximum), and a job needs its timeout plus "
+            f"{MARGIN:g}s left to start",
+            f"Lower the timeout to at most {limit - MARGIN:g}s",
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Feed SQS messages to app.py's SQS handler, and invoke its scheduled "
@@ -371,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         from chalicelib import runtime as runtime_module
 
         rt = runtime_module.current()
+        check_timeouts(rt)
         probe = getattr(rt.store, "probe", None)
         if probe is not None:  # the endpoint and the table answer, or one line says why
             probe()

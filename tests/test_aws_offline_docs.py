@@ -247,6 +247,32 @@ def test_a_misspelt_setting_stops_the_poller_in_one_line_as_it_stops_spool() -> 
     )
 
 
+def test_the_poller_refuses_a_handler_its_invocations_could_never_start(tmp_path: Path) -> None:
+    """Before: the poller started, and each of the handler's messages was received and
+    handed back (no time left to start it) until SQS dead-lettered it; the job never ran."""
+    (tmp_path / "etl_jobs.py").write_text(
+        "from chalicelib.handlers import handler\n\n\n"
+        "@handler('etl_nightly', timeout=1200)\n"
+        "def etl(payload: dict) -> dict:\n"
+        "    return {}\n"
+    )
+    env = guarded_env(
+        SPOOL_STORE_URL="dynamodb://jobs?queue=jobs&bucket=b&endpoint=http://127.0.0.1:9",
+        SPOOL_HANDLERS="etl_jobs",
+        PYTHONPATH=str(tmp_path),
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "local.sqs_poller", "--max-seconds", "1"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "spool: handler 'etl_nightly' (timeout=1200s) would never run: the worker function's "
+        "invocations last at most 900s (Lambda's maximum), and a job needs its timeout plus "
+        "10s left to start. Lower the timeout to at most 890s.\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("expression", "seconds"),
     [(Rate(1, unit=Rate.MINUTES), 60.0), (Rate(2, unit=Rate.HOURS), 7200.0),
