@@ -147,6 +147,13 @@ def _finite(name: str, raw: str, what: str) -> float:
     return value
 
 
+def _text(env: Mapping[str, str], name: str, default: str) -> str:
+    """A text setting, spaces around it dropped and blank read as unset, as Settings.text
+    reads the others: "sqlite:///x.db " (a .env file's trailing space) made a store named
+    "x.db " that no command without the space found, and "  " meant no scheme."""
+    return (env.get(name) or "").strip() or default
+
+
 @dataclass(frozen=True)
 class Settings:
     store_url: str = DEFAULT_STORE_URL
@@ -171,7 +178,7 @@ class Settings:
         env = os.environ if env is None else env
         queues = _queues(env.get("SPOOL_QUEUES"))
         settings = cls(
-            store_url=env.get("SPOOL_STORE_URL") or DEFAULT_STORE_URL,
+            store_url=_text(env, "SPOOL_STORE_URL", DEFAULT_STORE_URL),
             handlers=_list(env.get("SPOOL_HANDLERS")),
             api_keys=env.get("SPOOL_API_KEYS", ""),
             metrics_public=parse_flag("SPOOL_METRICS_PUBLIC", env.get("SPOOL_METRICS_PUBLIC")),
@@ -182,7 +189,7 @@ class Settings:
             concurrency=_int(env, "SPOOL_CONCURRENCY", 8),
             lease_seconds=_float(env, "SPOOL_LEASE_SECONDS", 60),
             queues=queues or None,
-            pushgateway_url=env.get("SPOOL_PUSHGATEWAY_URL") or None,
+            pushgateway_url=_text(env, "SPOOL_PUSHGATEWAY_URL", "") or None,
             demo_handlers=parse_flag("SPOOL_DEMO_HANDLERS", env.get("SPOOL_DEMO_HANDLERS")),
             extra={k: v for k, v in env.items() if k.startswith("SPOOL_")},
         )

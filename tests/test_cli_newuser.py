@@ -112,6 +112,28 @@ def test_a_misspelt_store_url_stores_nothing_anywhere(
     assert not db.exists() and not meant.exists()
 
 
+@pytest.mark.parametrize("spaced", ["{url} ", " {url}\t", "{url}\n"])
+def test_a_store_url_with_spaces_around_it_names_the_same_store(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, spaced: str
+) -> None:
+    """Before: "sqlite:///x.db " (a trailing space, as .env files and copy-paste leave)
+    made a second store, "x.db " with its space, where `spool worker` ran and no
+    command without the space looked; blank meant no scheme, not the default."""
+    monkeypatch.setenv("SPOOL_STORE_URL", spaced.format(url=f"sqlite:///{db}"))
+    job_id = enqueue(capsys, "echo")
+    assert [p.name for p in db.parent.iterdir() if p.name.startswith(db.name + " ")] == []
+    assert state_of(db, job_id) is JobState.QUEUED
+
+
+def test_a_blank_store_url_is_the_default_as_an_empty_one_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPOOL_STORE_URL", "  ")
+    enqueue(capsys, "echo")
+    assert (tmp_path / ".spool" / "spool.db").exists()
+
+
 def test_names_far_from_every_setting_are_left_alone(
     db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
