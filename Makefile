@@ -117,8 +117,10 @@ $(LAMBDA_VENV)/.installed: | $(STAMP)
 
 lambda-venv: $(LAMBDA_VENV)/.installed
 
+# Removes what make builds, never .spool/: that is the local job store (jobs, results,
+# dead letters) and the image handlers' blobs, which a rebuild must not cost anyone.
 clean:
-	rm -rf $(VENV) .tools .spool .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
 
 # Mutation testing of the engine, by hand and never in `make test` (slow: minutes per
 # module on 2 cores). Settings: [tool.mutmut] in pyproject.toml; docs/testing.md says how
