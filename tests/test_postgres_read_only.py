@@ -9,7 +9,6 @@ with Retry-After; the worker waits and goes on once writes are taken again).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,12 +18,11 @@ import pytest
 
 from chalicelib.clock import SystemClock
 from chalicelib.errors import StoreUnavailable
-from chalicelib.handlers import Registry
 from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
-from chalicelib.worker import Worker, WorkerConfig
 from tests.factories import new_job
 from tests.pg_support import fresh_schema
+from tests.worker_outages import assert_worker_rides_out
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -51,26 +49,7 @@ def test_a_write_to_a_read_only_database_is_a_store_outage(read_only: JobStore) 
 def test_the_worker_waits_out_a_read_only_database_and_stops_cleanly(
     read_only: JobStore, caplog: pytest.LogCaptureFixture
 ) -> None:
-    worker = Worker(read_only, Registry(), WorkerConfig(concurrency=1, idle_poll=0.05))
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not any("store unavailable" in r.getMessage() for r in caplog.records):
-        assert time.monotonic() < deadline, "the worker never met the refusal"
-        assert thread.is_alive(), failed
-        time.sleep(0.05)
-    worker.stop()
-    thread.join(30)
-    assert not thread.is_alive()
-    assert failed == []
+    assert_worker_rides_out(read_only, caplog)
 
 
 def test_a_transaction_ended_for_sitting_idle_is_a_store_outage() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +21,10 @@ import redis
 
 from chalicelib.clock import SystemClock
 from chalicelib.errors import StoreUnavailable
-from chalicelib.handlers import Registry
 from chalicelib.storage.redis_store import RedisStore, from_url
-from chalicelib.worker import Worker, WorkerConfig
 from tests.factories import new_job
 from tests.redis_support import free_port, unavailable
+from tests.worker_outages import assert_worker_rides_out
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -95,23 +93,4 @@ def test_the_worker_rides_out_a_failed_save_and_stops_cleanly(
     unsaving: tuple[RedisStore, redis.Redis], caplog: pytest.LogCaptureFixture
 ) -> None:
     store, _ = unsaving
-    worker = Worker(store, Registry(), WorkerConfig(concurrency=1, idle_poll=0.05))
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            worker.run()
-        except BaseException as exc:
-            failed.append(exc)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not any("store unavailable" in r.getMessage() for r in caplog.records):
-        assert time.monotonic() < deadline, "the worker never met the refusal"
-        assert thread.is_alive(), failed
-        time.sleep(0.05)
-    worker.stop()
-    thread.join(30)
-    assert not thread.is_alive()
-    assert failed == []
+    assert_worker_rides_out(store, caplog)
