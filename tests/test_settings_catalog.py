@@ -37,6 +37,7 @@ TEST_ONLY = {
     "SPOOL_TEST_REDIS_URL": ("tests",),
     "SPOOL_REQUIRE_REDIS": ("tests", ".ci"),
     "SPOOL_BENCH_PG_URL": ("bench",),
+    "SPOOL_BENCH_REDIS_URL": ("bench",),
     "SPOOL_CRASH_RECORD_DIR": ("tests",),
 }
 HOW_TO_ADD = (
