@@ -148,9 +148,10 @@ def _finite(name: str, raw: str, what: str) -> float:
 
 
 def _text(env: Mapping[str, str], name: str, default: str) -> str:
-    """A text setting, spaces around it dropped and blank read as unset, as Settings.text
-    reads the others: "sqlite:///x.db " (a .env file's trailing space) made a store named
-    "x.db " that no command without the space found, and "  " meant no scheme."""
+    """A text setting, spaces around it dropped and blank read as unset (Settings.text
+    reads every other text setting through this too): "sqlite:///x.db " (a .env file's
+    trailing space) made a store named "x.db " that no command without the space found,
+    and "  " meant no scheme."""
     return (env.get(name) or "").strip() or default
 
 
@@ -213,8 +214,7 @@ class Settings:
     # ConfigError (a ValueError) naming the variable, so a handler can report the
     # misconfiguration.
     def text(self, name: str, default: str = "") -> str:
-        value = self.extra.get(name, "").strip()
-        return value or default
+        return _text(self.extra, name, default)
 
     def flag(self, name: str, default: bool = False) -> bool:
         return parse_flag(name, self.extra.get(name), default)
