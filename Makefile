@@ -40,8 +40,10 @@ $(SAM): infra/install-sam.sh
 tools: $(SAM)
 
 # Laptop mode: the demo handlers (echo, sleep, fail) on unless the shell says otherwise.
+# exec: the server replaces the recipe's shell, so a SIGTERM sent to make's child (a
+# supervisor, `kill`) reaches the server and its graceful stop instead of orphaning it.
 run: $(SERVE_STAMP)
-	SPOOL_DEMO_HANDLERS=$${SPOOL_DEMO_HANDLERS:-true} $(BIN)/spool serve --port $${PORT:-8000}
+	SPOOL_DEMO_HANDLERS=$${SPOOL_DEMO_HANDLERS:-true} exec $(BIN)/spool serve --port $${PORT:-8000}
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
