@@ -194,8 +194,9 @@ class AsyncClient:
             start += len(chunk)
         return results
 
-    async def get(self, job_id: str, *, attempts: bool = False) -> Job:
-        return Job.from_json(await self._send(calls.status(job_id, attempts=attempts)))
+    async def get(self, job_id: str, *, attempts: bool = False, webhooks: bool = False) -> Job:
+        call = calls.status(job_id, attempts=attempts, webhooks=webhooks)
+        return Job.from_json(await self._send(call))
 
     async def wait(self, job_id: str, timeout: float | None = 60.0) -> Job:
         timeout = calls.seconds("timeout", timeout, allow_none=True)

@@ -246,9 +246,17 @@ def enqueue_batch(bodies: list[dict[str, Any]]) -> Call:
 
 
 def status(
-    job_id: str, wait: float = 0, attempts: bool = False, deadline: float | None = None
+    job_id: str,
+    wait: float = 0,
+    attempts: bool = False,
+    deadline: float | None = None,
+    webhooks: bool = False,
 ) -> Call:
-    params = query(wait=f"{wait:g}" if wait > 0 else None, attempts="true" if attempts else None)
+    params = query(
+        wait=f"{wait:g}" if wait > 0 else None,
+        attempts="true" if attempts else None,
+        webhooks="true" if webhooks else None,
+    )
     return Call(
         "GET",
         "/status" + job_path(job_id),

@@ -285,9 +285,11 @@ class Client:
         return results
 
     # -- reading -------------------------------------------------------------
-    def get(self, job_id: str, *, attempts: bool = False) -> Job:
-        """The job now; attempts=True adds attempt_history (each attempt's story)."""
-        return Job.from_json(self._send(calls.status(job_id, attempts=attempts)))
+    def get(self, job_id: str, *, attempts: bool = False, webhooks: bool = False) -> Job:
+        """The job now; attempts=True adds attempt_history (each attempt's story),
+        webhooks=True adds webhooks (each completion webhook's delivery state)."""
+        call = calls.status(job_id, attempts=attempts, webhooks=webhooks)
+        return Job.from_json(self._send(call))
 
     def wait(self, job_id: str, timeout: float | None = 60.0) -> Job:
         """Long-poll until the job is terminal (succeeded, dead, cancelled).

@@ -69,6 +69,9 @@ class Job:
     started_at: datetime | None
     finished_at: datetime | None
     attempt_history: list[dict[str, Any]] | None = None
+    # GET /status/{id}?webhooks=true (get(id, webhooks=True)): each completion webhook's
+    # delivery (id, event, url, state, attempts, next_attempt_at, last_error...).
+    webhooks: list[dict[str, Any]] | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -97,6 +100,7 @@ class Job:
             started_at=_when(data.get("started_at")),
             finished_at=_when(data.get("finished_at")),
             attempt_history=data.get("attempt_history"),
+            webhooks=data.get("webhooks"),
             raw=data,
         )
 

@@ -10,6 +10,7 @@ jobs; a callback URL the guard refuses is a 422 over the socket too.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -21,6 +22,7 @@ import pytest
 import requests
 
 from chalicelib.webhooks import signing
+from spool_client import AsyncClient, Client, NotFound
 from spool_client.webhooks import verify
 from tests.apikit import API_KEYS, KEY_A, KEY_B, OPERATOR_KEY
 from tests.procs import Served, guarded_env, spool_serve, stop
@@ -241,3 +243,33 @@ def test_a_refused_callback_url_is_a_422_over_the_socket(served: Served, url: st
     if url == "http://localhost/":  # a host off the list: the message names the webhooks' one
         message = reply.json()["error"]["message"]
         assert "SPOOL_WEBHOOK_ALLOWLIST" in message and "SPOOL_HTTP_ALLOWLIST" not in message
+
+
+def test_the_clients_get_shows_a_jobs_webhooks_when_asked(
+    served: Served, receiver: Receiver
+) -> None:
+    """Client.get(id, webhooks=True) and AsyncClient's: the `webhooks` list of
+    GET /status/{id}?webhooks=true, as the HTTP API answers it; without it, None."""
+    reply = enqueue(
+        served, {"type": "echo", "payload": {"c": 1}, "callback_url": receiver.url + "/client"}
+    )
+    assert reply.status_code == 201, reply.text
+    job_id = reply.json()["id"]
+    hook = delivered(served, job_id)
+    with Client(served.url, KEY_A) as spool:
+        job = spool.get(job_id, webhooks=True)
+        assert job.webhooks == [hook] and job.state == "succeeded"
+        assert spool.get(job_id).webhooks is None  # not asked: not sent
+        both = spool.get(job_id, webhooks=True, attempts=True)
+        assert both.webhooks == [hook] and both.attempt_history is not None
+        assert len(both.attempt_history) == 1
+
+    async def scenario() -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]] | None]:
+        async with AsyncClient(served.url, KEY_A) as spool:
+            asked = await spool.get(job_id, webhooks=True)
+            plain = await spool.get(job_id)
+            return asked.webhooks, plain.webhooks
+
+    assert asyncio.run(scenario()) == ([hook], None)
+    with Client(served.url, KEY_B) as other, pytest.raises(NotFound):
+        other.get(job_id, webhooks=True)  # another tenant's job, its webhooks with it
