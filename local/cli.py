@@ -46,6 +46,8 @@ from local.worker_metrics import WorkerMetrics
 if TYPE_CHECKING:
     from tqdm import tqdm
 
+    from chalicelib.config import Settings
+
 WORKER_STOPPING = "stopping: finishing running jobs"
 
 # `spool enqueue --count`: at most this many jobs a command. The API takes at most
@@ -668,30 +670,57 @@ def _import_from_working_directory() -> None:
 READING_COMMANDS = ("status", "jobs", "cancel", "dlq", "purge", "top")
 
 
-def _refuse_missing_store(command: str) -> None:
-    """`spool top` in the wrong folder used to create `.spool/spool.db` there and show
-    "no jobs yet", which reads as "the server has none": say where it looked instead."""
-    if command not in READING_COMMANDS:
-        return
-    from chalicelib.config import Settings
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of the SQLite file `url` names when no such file exists, else None
+    (another store, or a malformed URL: build_runtime reports that itself)."""
     from chalicelib.storage import sqlite_path
 
-    url = Settings.from_env().store_url
     if not url.startswith("sqlite:"):
-        return
+        return None
     try:
         path, _ = sqlite_path(url)
     except ValueError:
-        return  # build_runtime reports the malformed URL itself
+        return None
     if path == ":memory:" or os.path.exists(path):
+        return None
+    return path
+
+
+def _refuse_missing_store(command: str) -> None:
+    """`spool top` in the wrong folder used to create `.spool/spool.db` there and show
+    "no jobs yet", which reads as "the server has none": say where it looked instead.
+    A usage error (exit 2), as any setting naming the wrong thing: SPOOL_STORE_URL (or
+    the working directory) points where there is no store."""
+    if command not in READING_COMMANDS:
         return
-    raise CliFailure(
+    from chalicelib.config import Settings
+
+    url = Settings.from_env().store_url
+    path = _missing_sqlite_file(url)
+    if path is None:
+        return
+    raise UsageError(
         f"no Spool store at {os.path.abspath(path)} (SPOOL_STORE_URL "
         f"{redact_url(url)}): nothing has stored a job there yet",
         "Run the command in the folder `make run` (or `spool serve`) runs in, or set "
         "SPOOL_STORE_URL to the store's file; with SPOOL_URL set, job commands ask "
         "the server instead",
     )
+
+
+def _schedules_settings() -> Settings | None:
+    """`spool schedules` answers from the settings (SPOOL_SCHEDULES, the handlers) and
+    reads no job: where SPOOL_STORE_URL names a SQLite file that does not exist, it runs
+    on a memory store rather than leave an empty file behind (it used to). It still
+    works there: it is how a schedule is checked before anything is stored."""
+    from dataclasses import replace
+
+    from chalicelib.config import Settings
+
+    settings = Settings.from_env()
+    if _missing_sqlite_file(settings.store_url) is None:
+        return None
+    return replace(settings, store_url="memory://")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -712,7 +741,7 @@ def _run(args: argparse.Namespace) -> int:
         from chalicelib.config import Settings
 
         serve.check_keys_before_opening(Settings.from_env())
-    rt = build_runtime()
+    rt = build_runtime(_schedules_settings() if args.command == "schedules" else None)
     try:
         note = remote_cli.local_store_note(args.command, rt.settings.store_url)
         if note is not None:  # SPOOL_URL is set, but this command cannot follow it

@@ -124,15 +124,26 @@ def test_status_of_unknown_job(db: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 
 @pytest.mark.parametrize(
-    "argv", [["status", "j_" + "0" * 32], ["jobs"], ["top", "--once"], ["dlq", "list"]]
+    "argv",
+    [
+        ["status", "j_" + "0" * 32],
+        ["jobs"],
+        ["jobs", "--all", "--json"],
+        ["top", "--once"],
+        ["dlq", "list"],
+        ["dlq", "redrive", "--all"],
+        ["cancel", "j_" + "0" * 32],
+        ["purge"],
+    ],
 )
 def test_reading_a_store_that_does_not_exist_says_where_it_looked_and_creates_nothing(
     db: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
     """`spool top` in the wrong folder used to create an empty store there and show
-    "no jobs yet", read as the server having none."""
+    "no jobs yet", read as the server having none. A usage error (exit 2):
+    SPOOL_STORE_URL, or the folder, names no store."""
     code, out, err = run(capsys, *argv)
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err.startswith(f"spool: no Spool store at {db} (SPOOL_STORE_URL sqlite:///{db})")
     assert "Run the command in the folder `make run`" in err
     assert not db.exists() and list(db.parent.iterdir()) == []
@@ -295,6 +306,20 @@ def test_schedules_show_their_next_run(
     next_run = datetime.fromisoformat(row["next_run"])
     assert next_run.astimezone(ZoneInfo("Europe/Paris")).hour == 2
     assert timedelta(0) < next_run - datetime.now(UTC) <= timedelta(days=1)
+
+
+@pytest.mark.parametrize("spec", ['{"nightly": {"type": "echo", "every": "1h"}}', "", "{"])
+def test_schedules_answer_from_the_settings_and_create_no_store(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, spec: str
+) -> None:
+    """`spool schedules` reads its answer from the settings (SPOOL_SCHEDULES, the
+    handlers), not from stored jobs: it works before any job is stored, as a check of
+    the settings, but it used to leave an empty store file behind where there was none."""
+    monkeypatch.setenv("SPOOL_SCHEDULES", spec)
+    code, out, err = run(capsys, "schedules")
+    assert code == (2 if spec == "{" else 0), err
+    assert ("nightly" in out) == spec.startswith('{"')
+    assert not db.exists() and list(db.parent.iterdir()) == []
 
 
 def test_schedules_report_bad_settings(
