@@ -256,7 +256,7 @@ def _check_declaration(type_: object, payload: object, queue: object, priority: 
         raise ValueError(f"{where}: a job type is 1-64 of A-Z a-z 0-9 _ . : -")
     if not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue):
         raise ValueError(f"{where}: queue={queue!r}: a queue name is 1-64 of A-Z a-z 0-9 _ . : -")
-    value = _whole(priority)
+    value = whole_number(priority)
     if value is None or not MIN_PRIORITY <= value <= MAX_PRIORITY:
         raise ValueError(
             f"{where}: priority={priority!r}: an integer from {MIN_PRIORITY} to {MAX_PRIORITY}"
@@ -268,7 +268,52 @@ def _check_declaration(type_: object, payload: object, queue: object, priority: 
     return value
 
 
-def _whole(value: object) -> int | None:
+def _policy(backoff: object, max_attempts: object) -> RetryPolicy:
+    """The handler's retry policy from its backoff and max_attempts arguments.
+
+    backoff is a RetryPolicy or a (base, cap) pair: anything else (5, "1s", a
+    triple) used to be kept as the policy itself, or its extra numbers dropped,
+    and the worker failed on the job's first retry instead of at start."""
+    if backoff is None:
+        policy = RetryPolicy()
+    elif isinstance(backoff, RetryPolicy):
+        policy = backoff
+    elif isinstance(backoff, tuple | list) and len(backoff) == 2:
+        policy = RetryPolicy(base=backoff[0], cap=backoff[1])
+    else:
+        raise ValueError(
+            f"backoff={reprlib.repr(backoff)}: a (base, cap) pair of seconds, such as "
+            "(1.0, 300.0), or a RetryPolicy"
+        )
+    if max_attempts is None:
+        return policy
+    attempts = whole_number(max_attempts)
+    if attempts is None:  # 2.5 was stored as 2.5 on SQLite and 2 on Postgres
+        raise ValueError(f"max_attempts={reprlib.repr(max_attempts)}: a whole number")
+    return RetryPolicy(max_attempts=attempts, base=policy.base, cap=policy.cap)
+
+
+def _limit(type_: str, concurrency: object, rate: object) -> Limit | None:
+    """The handler's concurrency and rate limit; a refusal names the argument and its
+    value (Limit's and Rate's own messages name neither the handler nor the argument)."""
+    if concurrency is None and rate is None:
+        return None
+    parsed = None
+    if rate is not None:
+        try:
+            parsed = Rate.parse(rate)  # type: ignore[arg-type]
+        except ValueError as exc:
+            said = str(exc)  # some of Rate's messages quote the text already
+            shown = "rate" if said.startswith(repr(rate)) else f"rate={reprlib.repr(rate)}"
+            raise ValueError(f"{shown}: {said}") from None
+    try:
+        return Limit("type", type_, concurrency, parsed)  # type: ignore[arg-type]
+    except ValueError as exc:
+        said = str(exc).removeprefix("concurrency must be ")
+        raise ValueError(f"concurrency={reprlib.repr(concurrency)}: {said}") from None
+
+
+def whole_number(value: object) -> int | None:
     """An integer's value (int, IntEnum, numpy's ints), else None (bool, float, str)."""
     if isinstance(value, bool):
         return None
@@ -358,23 +403,10 @@ class Registry:
         running at once) and rate ('10/s': starts per window) hold across every
         worker; a job they hold back waits without spending an attempt.
         """
-        limit = (
-            None
-            if concurrency is None and rate is None
-            else Limit("type", type_, concurrency, None if rate is None else Rate.parse(rate))
-        )
         where = f"handler {type_!r}"
-        try:  # RetryPolicy's own refusals, said of this handler
-            if isinstance(backoff, tuple):
-                policy = RetryPolicy(base=backoff[0], cap=backoff[1])
-            else:
-                policy = backoff or RetryPolicy()
-            if max_attempts is not None:
-                attempts = _whole(max_attempts)
-                if attempts is None:  # 2.5 was stored as 2.5 on SQLite and 2 on Postgres
-                    shown = reprlib.repr(max_attempts)
-                    raise ValueError(f"max_attempts={shown}: a whole number")
-                policy = RetryPolicy(max_attempts=attempts, base=policy.base, cap=policy.cap)
+        try:  # RetryPolicy's and Limit's own refusals, said of this handler
+            policy = _policy(backoff, max_attempts)
+            limit = _limit(type_, concurrency, rate)
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
         if (

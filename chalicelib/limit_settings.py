@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chalicelib.config import Settings
+from chalicelib.config import QUEUE_NAME, Settings
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.limits import MAX_CONCURRENCY, ClaimPolicy, Limit, Rate
 
@@ -70,6 +70,12 @@ def _limit(key: str, body: Any) -> Limit:
     if not sep or scope not in ("queue", "type") or not target:
         raise ValueError(
             f"{LIMITS}: {key!r} must name a queue or a type, as 'queue:NAME' or 'type:NAME'"
+        )
+    if not QUEUE_NAME.fullmatch(target):
+        # No job is in a queue (or of a type) so named: the limit would hold nothing,
+        # and the one meant ("queue:images " with a space) none of its jobs.
+        raise ValueError(
+            f"{LIMITS}: {key!r}: {target!r} is no {scope} name (1-64 of A-Z a-z 0-9 _ . : -)"
         )
     if not isinstance(body, dict):
         raise ValueError(f'{LIMITS}: {key}: give an object such as {{"concurrency": 2}}')

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import reprlib
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,12 +42,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, field_validator
 
 from chalicelib.clock import Clock
-from chalicelib.config import Settings
+from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, QUEUE_NAME, Settings
 from chalicelib.durations import parse_seconds
 from chalicelib.errors import IdempotencyConflict, ValidationFailed
-from chalicelib.handlers import HandlerFunc, Registry, registry
+from chalicelib.handlers import HandlerFunc, Registry, registry, whole_number
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import Job
+from chalicelib.retry import MAX_ATTEMPTS
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
 
@@ -138,7 +140,12 @@ class Schedule:
             raise ValueError(f"schedule {self.name!r}: catch_up cannot be negative")
         if self.start is not None and self.start.tzinfo is None:
             raise ValueError(f"schedule {self.name!r}: start needs a time zone")
-        _zone(self.tz)
+        if not isinstance(self.tz, str):  # ZoneInfo(5) raised a bare TypeError
+            raise ValueError(f"schedule {self.name!r}: tz={reprlib.repr(self.tz)}: a zone name")
+        try:
+            _zone(self.tz)
+        except ValueError as exc:
+            raise ValueError(f"schedule {self.name!r}: {exc}") from None
         if self.cron is not None:
             # croniter takes expressions no date matches ("0 0 30 2 *"): walked only
             # when firing, one raised there and stopped every schedule (and, under
@@ -314,6 +321,8 @@ class ScheduleBook:
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Schedule the handler below it: put @periodic above @handler(...)."""
 
+        _check_job_fields(name, payload, queue, priority, max_attempts)
+
         def declare(func: HandlerFunc) -> HandlerFunc:
             job_type = type or _type_of(func, registry)
             self.add(
@@ -321,19 +330,58 @@ class ScheduleBook:
                     name=name,
                     type=job_type,
                     cron=cron,
-                    every=None if every is None else parse_duration(every),
+                    every=None if every is None else _duration(name, "every", every),
                     tz=tz,
                     payload=dict(payload or {}),
                     queue=queue,
                     priority=priority,
                     max_attempts=max_attempts,
-                    catch_up=None if catch_up is None else parse_duration(catch_up),
+                    catch_up=None if catch_up is None else _duration(name, "catch_up", catch_up),
                     start=start,
                 )
             )
             return func
 
         return declare
+
+
+def _duration(name: str, argument: str, value: int | str | timedelta) -> int:
+    """A duration argument of @periodic, a refusal naming the schedule and the argument."""
+    try:
+        return parse_duration(value)
+    except (TypeError, ValueError) as exc:
+        said = str(exc).removeprefix(f"{value!r}: ").removeprefix(f"{value}: ")
+        raise ValueError(f"schedule {name!r}: {argument}={reprlib.repr(value)}: {said}") from None
+
+
+def _check_job_fields(
+    name: str, payload: object, queue: object, priority: object, max_attempts: object
+) -> None:
+    """@periodic's job arguments, refused where they are written, as @handler's are: a
+    queue, priority or max_attempts no job may have was found only when `spool schedules`,
+    `spool worker` or `spool serve` checked the schedule (every tick refused on Lambda),
+    and a payload that is not a mapping failed with a bare TypeError."""
+    where = f"schedule {name!r}"
+    if payload is not None and not isinstance(payload, Mapping):
+        raise ValueError(f"{where}: payload={reprlib.repr(payload)}: a dict of JSON values")
+    if queue is not None and (not isinstance(queue, str) or not QUEUE_NAME.fullmatch(queue)):
+        raise ValueError(
+            f"{where}: queue={reprlib.repr(queue)}: a queue name is 1-64 of A-Z a-z 0-9 _ . : -"
+        )
+    if priority is not None:
+        value = whole_number(priority)
+        if value is None or not MIN_PRIORITY <= value <= MAX_PRIORITY:
+            raise ValueError(
+                f"{where}: priority={reprlib.repr(priority)}: an integer from "
+                f"{MIN_PRIORITY} to {MAX_PRIORITY}"
+            )
+    if max_attempts is not None:
+        value = whole_number(max_attempts)
+        if value is None or not 1 <= value <= MAX_ATTEMPTS:
+            raise ValueError(
+                f"{where}: max_attempts={reprlib.repr(max_attempts)}: a whole number from 1 "
+                f"to {MAX_ATTEMPTS}"
+            )
 
 
 def _type_of(func: HandlerFunc, target: Registry) -> str:

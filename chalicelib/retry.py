@@ -53,6 +53,14 @@ class RetryPolicy:
                 )
             if not finite(value) or value < 0:
                 raise ValueError(f"backoff {name} must be a finite, non-negative number of seconds")
+        if self.base > self.cap:
+            # (600, 5) read as "start at 600 s, at most 5 s": every retry waited up to
+            # the cap, so the base meant nothing. Usually the pair given the wrong way round.
+            raise ValueError(
+                f"backoff base {self.base:g}s is more than its cap {self.cap:g}s: the base is "
+                "the first retry's longest wait and the cap every retry's; give (base, cap) "
+                "with base <= cap"
+            )
 
     def ceiling(self, attempt: int) -> float:
         """The largest delay the jitter may pick after failed attempt number `attempt`."""

@@ -954,7 +954,8 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/webhooks/config.py",
         meaning=(
             "Seconds of the first retry's backoff step; doubles each attempt, with jitter "
-            "(half to all of the step). A longer `Retry-After` wins."
+            "(half to all of the step). A longer `Retry-After` wins. At most "
+            "`SPOOL_WEBHOOK_BACKOFF_MAX` (a larger one is refused at start)."
         ),
         group=_WEBHOOKS,
     ),

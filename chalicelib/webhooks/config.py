@@ -65,7 +65,7 @@ class WebhookSettings:
 def from_settings(settings: Settings) -> WebhookSettings:
     """Every webhook setting, checked; a malformed one is a ConfigError naming it."""
     try:
-        return WebhookSettings(
+        hooks = WebhookSettings(
             tenants=parse_tenants(settings.extra.get("SPOOL_WEBHOOKS", "")),
             policy=_policy(
                 settings.extra.get(ALLOWLIST, ""),
@@ -84,6 +84,18 @@ def from_settings(settings: Settings) -> WebhookSettings:
         raise
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    given = bool(settings.text("SPOOL_WEBHOOK_BACKOFF"))
+    if given and hooks.backoff_base > hooks.backoff_cap:
+        # As a handler's backoff=(600, 5): every retry waited the cap, the base meant
+        # nothing. (SPOOL_WEBHOOK_BACKOFF_MAX alone below the default base is a plain
+        # ceiling, and works as one: every step is at most the cap.)
+        raise ConfigError(
+            f"SPOOL_WEBHOOK_BACKOFF ({hooks.backoff_base:g}) is more than "
+            f"SPOOL_WEBHOOK_BACKOFF_MAX ({hooks.backoff_cap:g}): the first is the first "
+            "retry's wait, the second the most any retry waits; lower the first or raise "
+            "the second"
+        )
+    return hooks
 
 
 @functools.lru_cache(maxsize=8)
