@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1049,6 +1049,57 @@ def misspelt(names: Iterable[str]) -> list[tuple[str, str]]:
         if _distance(upper, best) <= MISSPELT_DISTANCE:
             found.append((name, best))
     return found
+
+
+def misspelt_refusal(names: Iterable[str]) -> tuple[str, str] | None:
+    """(problem, fix) naming each misspelt setting among `names`, or None: one wording
+    for every local entry point that refuses them (`spool`, local/cli_errors.py; the SQS
+    poller; `chalice local`, refuse_misspelt_under_chalice_local below)."""
+    found = misspelt(names)
+    if not found:
+        return None
+    named = ", ".join(f"{name} (did you mean {setting}?)" for name, setting in found)
+    verb = "is not a Spool setting" if len(found) == 1 else "are not Spool settings"
+    return (
+        f"{named} {verb}, so nothing reads {'it' if len(found) == 1 else 'them'}",
+        f"Rename or unset {'it' if len(found) == 1 else 'them'}; docs/settings.md lists "
+        "every setting",
+    )
+
+
+def refuse_misspelt_under_chalice_local(environ: Mapping[str, str]) -> None:
+    """Under `chalice local`, stop (exit 2, `spool`'s one line) on a misspelt SPOOL_*
+    variable, as `spool serve` and `spool worker` do: SPOOL_STORE_UR was read by nothing
+    there, and the local stage served its default SQLite file without a word.
+
+    app.py calls this only when the chalice command line loads it (AWS_CHALICE_CLI_MODE,
+    and never on Lambda), so a cold start neither imports this module nor pays for the
+    check. Only `chalice local` is refused: `chalice package` and `deploy` load app.py
+    too, but the shell's variables never reach the functions they build.
+
+    With its autoreloader (the default), chalice serves from a child process
+    (CHALICE_WORKER set) that loads app.py on a thread of its own, outside the click
+    command: there a SystemExit would end only that thread and leave the child
+    watching files with nothing served, so the child ends at once (os._exit); chalice's
+    parent then exits too (with 0: it reports only its own restarts)."""
+    import threading
+
+    import click
+
+    context = click.get_current_context(silent=True)
+    local = context is not None and context.info_name == "local"
+    if not (local or environ.get("CHALICE_WORKER")):
+        return
+    refusal = misspelt_refusal(environ)
+    if refusal is None:
+        return
+    problem, fix = refusal
+    print(f"spool: {problem}. {fix}.", file=sys.stderr, flush=True)
+    if threading.current_thread() is not threading.main_thread():
+        import os
+
+        os._exit(2)
+    raise SystemExit(2)
 
 
 def shown(value: object) -> str:

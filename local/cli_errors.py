@@ -165,18 +165,11 @@ def check_setting_names(env: Mapping[str, str] | None = None) -> None:
     file, not the Postgres it was meant for, and SPOOL_URL misspelt did the same to a job
     meant for a server. Names far from every setting are left alone: other programs'
     and handlers' own (settings_catalog.misspelt says how far is far)."""
-    from chalicelib.settings_catalog import misspelt
+    from chalicelib.settings_catalog import misspelt_refusal
 
-    found = misspelt(os.environ if env is None else env)
-    if not found:
-        return
-    named = ", ".join(f"{name} (did you mean {setting}?)" for name, setting in found)
-    verb = "is not a Spool setting" if len(found) == 1 else "are not Spool settings"
-    raise UsageError(
-        f"{named} {verb}, so nothing reads {'it' if len(found) == 1 else 'them'}",
-        f"Rename or unset {'it' if len(found) == 1 else 'them'}; docs/settings.md lists "
-        "every setting",
-    )
+    refusal = misspelt_refusal(os.environ if env is None else env)
+    if refusal is not None:
+        raise UsageError(*refusal)
 
 
 def debugging() -> bool:

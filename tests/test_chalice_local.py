@@ -78,3 +78,68 @@ def test_chalice_local_answers_over_a_socket(tmp_path) -> None:
         assert (tmp_path / ".spool" / "spool.db").exists()  # the local stage's SQLite store
     finally:
         stop(proc, 10)
+
+
+MISSPELT = "spool: SPOOL_STORE_UR (did you mean SPOOL_STORE_URL?) is not a Spool setting"
+
+
+@pytest.mark.parametrize("reloader", [False, True], ids=["no-autoreload", "autoreload"])
+def test_chalice_local_refuses_a_misspelt_setting_as_spool_does(
+    tmp_path: Path, reloader: bool
+) -> None:
+    """SPOOL_STORE_UR was read by nothing under `chalice local`: it served the stage's
+    default SQLite file without a word, where `spool serve` refuses to start. Now the
+    same line, and nothing served or stored. With the autoreloader (chalice's default)
+    the app loads in a child's server thread; the child ends, and chalice with it (its
+    parent process exits 0 whatever the child's code, so only --no-autoreload's 2 is
+    checked)."""
+    env = {**os.environ, "SPOOL_API_KEYS": "local-key=local", "SPOOL_STORE_UR": "memory://"}
+    proc = start_chalice_local(tmp_path, free_port(), env)
+    if reloader:  # the helper starts it with --no-autoreload; this one without
+        stop(proc, 10)
+        proc = subprocess.Popen(
+            [*chalice_command(), "local", "--stage", "local", "--port", str(free_port())],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc, 10)
+    lines = err.decode().strip().splitlines()
+    assert MISSPELT in lines[-1] and "docs/settings.md lists every setting" in lines[-1]
+    assert "Traceback" not in err.decode()
+    if not reloader:
+        assert proc.returncode == 2 and len(lines) == 1
+    assert not (tmp_path / ".spool").exists()
+
+
+IMPORT_APP = (
+    "import json, sys; import app; print(json.dumps('chalicelib.settings_catalog' in sys.modules))"
+)
+
+
+@pytest.mark.parametrize(
+    ("extra", "catalog_loaded"),
+    [
+        ({}, False),  # Lambda, or any plain import
+        ({"AWS_CHALICE_CLI_MODE": "true", "AWS_LAMBDA_FUNCTION_NAME": "spool-api"}, False),
+        ({"AWS_CHALICE_CLI_MODE": "true"}, True),  # `chalice package`: checked, not local
+    ],
+    ids=["plain", "lambda", "chalice-package"],
+)
+def test_importing_app_elsewhere_neither_refuses_nor_pays_for_the_check(
+    extra: dict[str, str], catalog_loaded: bool
+) -> None:
+    """The refusal is `chalice local`'s only: a Lambda cold start imports app.py with no
+    settings catalog (one environment lookup), and `chalice package`, whose shell's
+    variables never reach the functions it builds, goes on."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("AWS_CHALICE_CLI_MODE", "CHALICE_WORKER")
+    }
+    env.update(SPOOL_STORE_UR="memory://", **extra)
+    ran = subprocess.run(
+        [sys.executable, "-c", IMPORT_APP], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip() == ("true" if catalog_loaded else "false")

@@ -414,6 +414,7 @@ def test_no_variable_of_the_suite_or_the_benchmarks_reads_as_a_misspelt_setting(
         "tests/test_settings_catalog.py:",
         "tests/test_cli_newuser.py:",
         "tests/test_aws_offline_docs.py:",
+        "tests/test_chalice_local.py:",
     )
     near = catalog.misspelt(
         name
