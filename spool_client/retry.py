@@ -72,6 +72,13 @@ class RetryPolicy:
             value = getattr(self, name)
             if not isinstance(value, int | float) or math.isnan(value) or value < 0:
                 raise ValueError(f"{name} is a number of seconds, 0 or more")
+        if self.base > self.cap:
+            # base=10 under the default cap of 5 (or the pair the wrong way round) read as
+            # "wait 10 s first", but every wait was the cap: the base meant nothing.
+            raise ValueError(
+                f"base {self.base:g}s is more than cap {self.cap:g}s: every wait would be "
+                "the cap; raise cap too, or lower base"
+            )
 
     def backoff(self, retry: int) -> float:
         ceiling = min(self.cap, self.base * 2 ** (retry - 1))

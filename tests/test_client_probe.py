@@ -280,11 +280,20 @@ def test_an_argument_too_long_for_a_url_is_a_value_error(script) -> None:
         lambda url: RetryPolicy(base=-1),
         lambda url: RetryPolicy(cap=math.nan),
         lambda url: RetryPolicy(attempts=0),
+        lambda url: RetryPolicy(base=600, cap=5),
+        lambda url: RetryPolicy(base=10),  # above the default cap, 5
     ],
 )
 def test_options_that_would_loop_or_crash_are_refused(make) -> None:
     with pytest.raises((ValueError, TypeError)):
         make("http://127.0.0.1:9")
+
+
+def test_a_retry_base_above_its_cap_is_refused_saying_so() -> None:
+    """As a handler's backoff=(600, 5): every wait was the cap, the base meant nothing."""
+    with pytest.raises(ValueError, match=r"^base 10s is more than cap 5s: every wait would be"):
+        RetryPolicy(base=10)
+    assert RetryPolicy(base=10, cap=10).backoff(5) <= 10
 
 
 @pytest.mark.parametrize("key", ["", 5])
