@@ -723,6 +723,18 @@ def _schedules_settings() -> Settings | None:
     return replace(settings, store_url="memory://")
 
 
+def _named_store(rt: Runtime) -> str:
+    """The store SPOOL_STORE_URL names, for notes: `schedules` may run on a memory
+    store in its place (_schedules_settings), which is not the one to name."""
+    from chalicelib.config import Settings
+
+    return (
+        Settings.from_env().store_url
+        if rt.settings.store_url == "memory://"
+        else (rt.settings.store_url)
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
     url = remote_cli.target(args)  # first: `spool --url X db` names a server, not a store
     if args.command == "db":  # before build_runtime: an unmigrated store refuses to open
@@ -743,7 +755,7 @@ def _run(args: argparse.Namespace) -> int:
         serve.check_keys_before_opening(Settings.from_env())
     rt = build_runtime(_schedules_settings() if args.command == "schedules" else None)
     try:
-        note = remote_cli.local_store_note(args.command, rt.settings.store_url)
+        note = remote_cli.local_store_note(args.command, _named_store(rt))
         if note is not None:  # SPOOL_URL is set, but this command cannot follow it
             print(note, file=sys.stderr, flush=True)
         if args.command in ("serve", "worker"):

@@ -320,6 +320,11 @@ def test_schedules_answer_from_the_settings_and_create_no_store(
     assert code == (2 if spec == "{" else 0), err
     assert ("nightly" in out) == spec.startswith('{"')
     assert not db.exists() and list(db.parent.iterdir()) == []
+    if code == 0:  # its note with SPOOL_URL set names the store the settings name
+        monkeypatch.setenv("SPOOL_URL", "http://127.0.0.1:9")
+        code, _, err = run(capsys, "schedules")
+        assert code == 0 and f"named by SPOOL_STORE_URL (sqlite:///{db})" in err
+        assert "memory://" not in err and not db.exists()
 
 
 def test_schedules_report_bad_settings(
