@@ -677,8 +677,11 @@ def _missing_sqlite_file(url: str) -> str | None:
 
     if not url.startswith("sqlite:"):
         return None
+    from chalicelib.storage.sqlite import synchronous_option
+
     try:
-        path, _ = sqlite_path(url)
+        path, options = sqlite_path(url)
+        synchronous_option(options)  # a bad option is the mistake to name, not the file
     except ValueError:
         return None
     if path == ":memory:" or os.path.exists(path):

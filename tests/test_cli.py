@@ -149,6 +149,19 @@ def test_reading_a_store_that_does_not_exist_says_where_it_looked_and_creates_no
     assert not db.exists() and list(db.parent.iterdir()) == []
 
 
+@pytest.mark.parametrize("option", ["durability=nope", "synchronous=sometimes", "durabilty=full"])
+def test_a_bad_option_on_a_missing_store_is_named_before_the_missing_file(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, option: str
+) -> None:
+    """The option is the mistake to fix: `spool jobs` said only that no store was
+    there, and once one was, the option was refused."""
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{db}?{option}")
+    code, out, err = run(capsys, "jobs")
+    assert code == 2 and out == ""
+    assert option.split("=")[0] in err and "no Spool store" not in err
+    assert not db.exists()
+
+
 def test_dead_letters_list_and_redrive(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ids = []
     for _ in range(3):

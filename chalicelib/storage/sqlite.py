@@ -1025,7 +1025,7 @@ def from_url(url: str, clock: Clock | None = None) -> SQLiteStore:
 
     path, options = sqlite_path(url)
     try:
-        return SQLiteStore(path, clock, synchronous=_synchronous(options))
+        return SQLiteStore(path, clock, synchronous=synchronous_option(options))
     except sqlite3.DatabaseError as exc:
         # Not a database, a directory, no permission: open_store turns this into a
         # ConfigError naming SPOOL_STORE_URL instead of an "unexpected error".
@@ -1055,11 +1055,16 @@ def _folder_trouble(path: str) -> str:
     return ""
 
 
-def _synchronous(options: dict[str, str]) -> str:
-    """`durability=normal|full` (the word every store takes) or SQLite's own `synchronous=`."""
+def synchronous_option(options: dict[str, str]) -> str:
+    """`durability=normal|full` (the word every store takes) or SQLite's own `synchronous=`.
+    Every value is checked here, before any file is opened: `spool jobs` on a URL with a
+    bad option names the option, not the missing file (local/cli.py looks first)."""
     durability = options.get("durability")
     if durability is None:
-        return options.get("synchronous", "normal")
+        synchronous = options.get("synchronous", "normal")
+        if synchronous.lower() not in ("normal", "full", "off"):
+            raise ValueError("synchronous must be normal, full or off")
+        return synchronous
     if durability.lower() not in ("normal", "full"):
         raise ValueError(f"durability must be normal or full, not {durability!r}")
     if "synchronous" in options and options["synchronous"].lower() != durability.lower():
