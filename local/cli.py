@@ -756,7 +756,8 @@ def _run(args: argparse.Namespace) -> int:
         from chalicelib.config import Settings
 
         serve.check_keys_before_opening(Settings.from_env())
-    rt = build_runtime(_schedules_settings() if args.command == "schedules" else None)
+    memory = _schedules_settings() if args.command == "schedules" else None
+    rt = build_runtime() if memory is None else build_runtime(memory)
     try:
         note = remote_cli.local_store_note(args.command, _named_store(rt))
         if note is not None:  # SPOOL_URL is set, but this command cannot follow it
