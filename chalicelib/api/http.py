@@ -75,6 +75,9 @@ class ApiRequest:
     # API Gateway keeps the last in `headers`; a proxy that reads the first would
     # see another key or type than Spool does, so reading one is refused.
     repeated: frozenset[str] = frozenset()
+    # The query string read into the route's parameters (routes.QUERIES), once,
+    # before the route runs; None until then, and on routes that ignore it.
+    params: Any = None
 
     def header(self, name: str) -> str | None:
         name = name.lower()

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from chalicelib.api import schemas
+from chalicelib.api import query, schemas
 from chalicelib.config import Settings
 from chalicelib.handlers import Registry
 from chalicelib.models import JobState
@@ -42,7 +42,9 @@ _ERRORS = {
     409: "The job is in a state where this makes no sense.",
     413: "Body over the size limit, or a batch over its job limit.",
     403: "A tenant's API key: /metrics needs an operator key (SPOOL_METRICS_KEYS).",
-    422: "Well-formed but invalid: unknown job type, bad payload, server-owned fields.",
+    422: "Well-formed but invalid: unknown job type, bad payload, server-owned fields; a "
+    "query parameter the route does not take, empty, or a value it does not read (the "
+    "message names the parameter).",
     429: "Too many long-polls (?wait) open at once, for this tenant or this process; "
     "retry after Retry-After seconds or poll without wait.",
     503: "The store is unavailable (store_unavailable), or a server setting is malformed "
@@ -143,6 +145,9 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
         param: dict[str, Any] = {"name": name, "in": "query", "required": False, "schema": schema}
         if "description" in prop:
             param["description"] = prop["description"]
+        if schema.get("type") == "boolean":  # chalicelib/api/query.py reads no other spelling
+            spelled = f"Spelled {query.BOOLEAN_SPELLINGS}."
+            param["description"] = f"{param.get('description', '')} {spelled}".strip()
         params.append(param)
     return params
 

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
+from dataclasses import replace
 from typing import Any, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from chalicelib import logs
 from chalicelib import runtime as runtime_module
-from chalicelib.api import auth, errors, key_source, ui_routes
+from chalicelib.api import auth, errors, key_source, query, ui_routes
 from chalicelib.api.auth import Keyring, authorize_metrics, metrics_key
 from chalicelib.api.cache import DEFAULT_MAX_BYTES, DEFAULT_RECHECK, ResultCache
 from chalicelib.api.http import (
@@ -28,10 +29,10 @@ from chalicelib.api.http import (
     ApiResponse,
     dumps,
     json_response,
-    single_values,
 )
 from chalicelib.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chalicelib.api.pages import page_body
+from chalicelib.api.query import NoQuery
 from chalicelib.api.schemas import (
     SERVER_OWNED,
     DlqQuery,
@@ -164,12 +165,6 @@ class Edge:
             retry_after=wait,
         )
 
-    def _query(self, model: type[BaseModel], request: ApiRequest) -> Any:
-        try:
-            return model.model_validate(single_values(request.query))
-        except ValidationError as exc:
-            raise errors.from_validation(exc, "query parameters are invalid") from exc
-
     def _job(self, job: Job) -> ApiResponse:
         return json_response(200, job_view(job))
 
@@ -234,7 +229,7 @@ class Edge:
 
     def status(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
-        query: StatusQuery = self._query(StatusQuery, request)
+        query: StatusQuery = request.params
         wait = query.wait
         # A cached body holds no attempts or webhooks: asked for them, skip the cache.
         extras = query.attempts or query.webhooks
@@ -313,14 +308,14 @@ class Edge:
 
     def list_jobs(self, request: ApiRequest) -> ApiResponse:
         tenant = self.tenant(request)
-        q: ListQuery = self._query(ListQuery, request)
+        q: ListQuery = request.params
         return self._page(
             JobQuery(tenant, q.state, q.queue, q.type, limit=q.limit, cursor=q.cursor)
         )
 
     def dlq(self, request: ApiRequest) -> ApiResponse:
         tenant = self.tenant(request)
-        q: DlqQuery = self._query(DlqQuery, request)
+        q: DlqQuery = request.params
         return self._page(
             JobQuery(tenant, JobState.DEAD, q.queue, q.type, limit=q.limit, cursor=q.cursor)
         )
@@ -559,6 +554,16 @@ ROUTES: Mapping[str, tuple[str, str]] = {
     "openapi": ("GET", "/openapi.json"),
     **ui_routes.ROUTES,
 }
+# Each route's query parameters (chalicelib/api/query.py); a route not named takes none.
+QUERIES: Mapping[str, type[BaseModel]] = {
+    "status": StatusQuery,
+    "list_jobs": ListQuery,
+    "dlq": DlqQuery,
+    **ui_routes.QUERIES,
+}
+# Routes that read nothing from their query string and ignore it: load balancers'
+# probes, Prometheus scrape configs and browsers add parameters of their own.
+IGNORED = frozenset({"health", "metrics", "ui_page", "ui_static"})
 # The tenant the request's key named, once authenticated (None: not, or no key).
 _request_tenant: ContextVar[str | None] = ContextVar("spool_request_tenant", default=None)
 
@@ -597,7 +602,7 @@ def _answer(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
     except Exception as exc:
         return _failure(exc)
     try:
-        _refuse_action_query(operation, request)
+        request = _read_query(operation, request)
         response = OPERATIONS[operation](edge, request, **params)
     except Exception as exc:
         response = _failure(exc)
@@ -609,17 +614,22 @@ def _answer(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
     return response
 
 
-def _refuse_action_query(operation: str, request: ApiRequest) -> None:
-    """No POST route reads its query string: its filters are in the body. Ignored, a
-    `?queue=X` on a bulk purge or redrive, as the GET listings take it, acted on every
-    queue of the tenant; refused, nothing is done."""
-    if request.query and ROUTES.get(operation, ("",))[0] == "POST":
-        names = sorted(request.query)
-        raise ValidationFailed(
-            f"{ROUTES[operation][1]} takes no query parameters (got {', '.join(names)[:200]}):"
-            " send its options in the JSON body",
-            {"query": names[:20]},
-        )
+def _read_query(operation: str, request: ApiRequest) -> ApiRequest:
+    """The request with its query string read (chalicelib/api/query.py) into the
+    route's parameters, before anything else: one reader, one set of rules, on every
+    route. No POST route reads its query string: its filters are in the body. Ignored,
+    a `?queue=X` on a bulk purge or redrive, as the GET listings take it, acted on
+    every queue of the tenant; refused, nothing is done."""
+    if operation in IGNORED:
+        return request
+    method, route = ROUTES.get(operation, ("", operation))
+    try:
+        params = query.read(QUERIES.get(operation, NoQuery), request.query, route)
+    except ValidationFailed as exc:
+        if method == "POST":
+            exc.message += ": send its options in the JSON body"
+        raise
+    return replace(request, params=params)
 
 
 def _failure(exc: Exception) -> ApiResponse:

@@ -21,7 +21,6 @@ from chalicelib.api.http import (
     ApiRequest,
     ApiResponse,
     json_response,
-    single_values,
 )
 from chalicelib.api.schemas import cursor_in_range, plain_digits
 from chalicelib.errors import (
@@ -136,13 +135,6 @@ def _tenant(edge: Edge, request: ApiRequest) -> str:
     return edge.tenant(request, OPERATOR_KEY_HERE)
 
 
-def _query(model: type[BaseModel], request: ApiRequest) -> Any:
-    try:
-        return model.model_validate(single_values(request.query))
-    except ValidationError as exc:
-        raise errors.from_validation(exc, "query parameters are invalid") from exc
-
-
 def ui_page(edge: Edge, request: ApiRequest, slash: str = "") -> ApiResponse:
     if slash:  # "/ui/": its relative URLs would resolve under /ui/ui/; send it to "/ui"
         return ApiResponse(308, "", {"Location": "../ui", "Cache-Control": "no-store"})
@@ -166,7 +158,7 @@ def ui_overview(edge: Edge, request: ApiRequest) -> ApiResponse:
 
 def ui_jobs(edge: Edge, request: ApiRequest) -> ApiResponse:
     tenant = _tenant(edge, request)
-    q: JobsQuery = _query(JobsQuery, request)
+    q: JobsQuery = request.params
     store = edge.runtime.store
     if q.find is not None:
         needle = q.find.strip()
@@ -301,6 +293,9 @@ OPERATIONS: Mapping[str, Callable[..., ApiResponse]] = {
     "ui_dead_purge": ui_dead_purge,
     "ui_schedules": ui_schedules,
 }
+
+# The routes that take query parameters (chalicelib/api/query.py reads them).
+QUERIES: Mapping[str, type[BaseModel]] = {"ui_jobs": JobsQuery}
 
 ROUTES: Mapping[str, tuple[str, str]] = {
     "ui_page": ("GET", "/ui"),
