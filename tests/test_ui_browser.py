@@ -435,11 +435,13 @@ def test_schedules_page_shows_next_run_and_last_jobs(
 ) -> None:
     sign_in(browser, server)
     go(browser, server, "#/schedules")
-    row = css(browser, "#schedules tr[data-schedule=hourly-report]")
-    assert "every 3600s" in row.text and "in " in row.text  # its next run, relative
-    assert "sign in with its key" in text_of(browser, "#schedules")
+    until(browser, lambda d: "sign in with its key" in text_of(d, "#schedules"))
+    assert "hourly-report" not in text_of(browser, "#schedules")  # the operator's, not yours
+    assert not all_css(browser, "#schedules tr[data-schedule]")
     sign_in(browser, server, SYSTEM_KEY)
     go(browser, server, "#/schedules")
+    row = css(browser, "#schedules tr[data-schedule=hourly-report]")
+    assert "every 3600s" in row.text and "in " in row.text  # its next run, relative
     # The emulated worker fires the current tick; the system tenant sees its job.
     until(browser, lambda d: d.find_elements("css selector", "#schedules ul.runs a"), timeout=30)
     browser.save_screenshot(str(shots / "dashboard-schedules.png"))

@@ -20,6 +20,8 @@ import requests
 from tests.apikit import API_KEYS, KEY_A, KEY_B, OPERATOR_KEY
 from tests.procs import guarded_env, spool_serve, stop
 
+SYSTEM_KEY = "key-sys-0123456789"
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
@@ -256,7 +258,7 @@ def test_a_malformed_schedules_setting_is_a_503_that_names_no_setting(tmp_path: 
     on Lambda or with --no-worker, starts, and its page answers this.)"""
     env = guarded_env(
         SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
-        SPOOL_API_KEYS=API_KEYS,
+        SPOOL_API_KEYS=f"{API_KEYS},{SYSTEM_KEY}=_system",
         SPOOL_SCHEDULES='[{"name": "nightly", "type": "echo", "every": -1}]',
     )
     log = tmp_path / "serve.log"
@@ -266,11 +268,13 @@ def test_a_malformed_schedules_setting_is_a_503_that_names_no_setting(tmp_path: 
     finally:
         os.close(fd)
     try:
-        reply = call(child.url, "GET", "/ui/api/schedules")
+        reply = call(child.url, "GET", "/ui/api/schedules", SYSTEM_KEY)
         assert reply.status_code == 503, reply.text
         assert reply.json()["error"]["code"] == "misconfigured"
         assert "SPOOL_SCHEDULES" not in reply.text  # the tenant is not told the config
         assert call(child.url, "GET", "/ui/api/overview").status_code == 200  # the rest works
+        # Another tenant is told nothing of the operator's schedules, not even that.
+        assert call(child.url, "GET", "/ui/api/schedules").json()["schedules"] == []
     finally:
         stop(child.proc)
     text = log.read_text(errors="replace")

@@ -156,7 +156,9 @@ def paths(
         },
         "/ui/api/schedules": {
             "get": operation(
-                "Periodic schedules, next run, last jobs (system tenant)", {200: ok(_OBJECT)}, ()
+                "Periodic schedules, next run, last jobs (the system tenant's keys; others: none)",
+                {200: ok(_OBJECT)},
+                (),
             )
         },
     }

@@ -271,6 +271,8 @@ def ui_schedules(edge: Edge, request: ApiRequest) -> ApiResponse:
     tenant = _tenant(edge, request)
     from chalicelib import periodic
 
+    if tenant != periodic.SYSTEM_TENANT:  # not even whether SPOOL_SCHEDULES is well-formed
+        return _json(views.hidden(periodic.SYSTEM_TENANT))
     try:
         active = periodic.active_schedules(edge.settings)
     except ValueError as exc:

@@ -156,12 +156,15 @@ def _attempt(attempt: Attempt) -> dict[str, Any]:
 def schedules(
     store: JobStore, active: Sequence[Any], tenant: str, system_tenant: str, last: int = 5
 ) -> dict[str, Any]:
-    """Each periodic schedule, its next run and its last ticks' jobs.
+    """Each periodic schedule, its next run and its last ticks' jobs, for the system
+    tenant's keys; any other tenant sees none (hidden()).
 
-    Periodic jobs belong to the system tenant, and a tenant sees only its own
-    jobs: the last jobs are listed for a key of that tenant only."""
+    Schedules are the operator's: periodic jobs belong to the system tenant, and a
+    tenant sees only its own jobs. Their names, types, queues and cadences were
+    listed to every tenant's key, telling each what the operator runs and when."""
+    if tenant != system_tenant:
+        return hidden(system_tenant)
     now = store.clock.now()
-    visible = tenant == system_tenant
     rows = []
     for schedule in sorted(active, key=lambda s: s.name):
         ticks: list[datetime] = []
@@ -169,12 +172,10 @@ def schedules(
         while tick is not None and len(ticks) < last:
             ticks.append(tick)
             tick = schedule.latest_tick(tick - timedelta(microseconds=1))
-        runs = None
-        if visible:
-            runs = []
-            for tick in ticks:
-                job = store.get_by_key(system_tenant, schedule.key(tick))
-                runs.append({"tick": tick, "job": None if job is None else job_row(job)})
+        runs = []
+        for tick in ticks:
+            job = store.get_by_key(system_tenant, schedule.key(tick))
+            runs.append({"tick": tick, "job": None if job is None else job_row(job)})
         rows.append(
             {
                 "name": schedule.name,
@@ -185,4 +186,9 @@ def schedules(
                 "last_runs": runs,
             }
         )
-    return {"schedules": rows, "jobs_visible": visible, "system_tenant": system_tenant}
+    return {"schedules": rows, "jobs_visible": True, "system_tenant": system_tenant}
+
+
+def hidden(system_tenant: str) -> dict[str, Any]:
+    """The schedules page for a tenant that is not the system tenant: nothing of them."""
+    return {"schedules": [], "jobs_visible": False, "system_tenant": system_tenant}

@@ -716,8 +716,10 @@
         if (!current(mine) || !changed(this, data)) return;
         replace(
           body,
-          data.jobs_visible ? null : h("p", { class: "muted" }, "Periodic jobs belong to the " + data.system_tenant + " tenant: sign in with its key to see their last runs."),
-          data.schedules.length === 0
+          data.jobs_visible ? null : h("p", { class: "muted" }, "Periodic schedules and their jobs belong to the " + data.system_tenant + " tenant: sign in with its key to see them."),
+          !data.jobs_visible
+            ? null
+            : data.schedules.length === 0
             ? h("p", { class: "muted" }, "No schedules are configured.")
             : h(
               "table",
