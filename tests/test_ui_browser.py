@@ -38,6 +38,10 @@ XSS = {
     "img": "<img src=x onerror=\"window.__xss='img'\">",
     "script": "\"><script>window.__xss='script'</script>",
     "attr": "' onmouseover='window.__xss=1' x='",
+    "bare": "<img src=x onerror=window.__xss=1>",
+    "link": "javascript:window.__xss='link'",
+    "svg": "<svg onload=window.__xss='svg'>",
+    "close": "</pre></td><script>window.__xss='close'</script>",
 }
 
 pytestmark = pytest.mark.timeout(300)
@@ -72,6 +76,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         SPOOL_API_KEYS=f"{KEY}={TENANT},{OTHER_KEY}=tenant-other,{SYSTEM_KEY}=_system,"
         f"{BUSY_KEY}=tenant-busy",
         SPOOL_DEMO_HANDLERS="true",
+        SPOOL_HANDLERS="tests.hostile_handlers",
         SPOOL_SCHEDULES=SCHEDULES,
         SPOOL_LOG_LEVEL="WARNING",
     )
@@ -209,7 +214,17 @@ def sign_in(driver: Any, server: str, key: str = KEY) -> None:
 
 def no_script_ran(driver: Any) -> None:
     assert driver.execute_script("return window.__xss === undefined")
-    assert driver.execute_script("return document.querySelectorAll('img').length") == 0
+    assert driver.execute_script("return document.querySelectorAll('img, svg image').length") == 0
+    # Every link is one of the page's own (#/...): none a server value made a URL of.
+    hrefs = driver.execute_script(
+        "return Array.from(document.querySelectorAll('[href]')).map(e => e.getAttribute('href'))"
+    )
+    assert all(h.startswith(("#/", "ui/static/")) for h in hrefs), hrefs
+    handlers = driver.execute_script(
+        "return Array.from(document.querySelectorAll('*')).flatMap(e =>"
+        " Array.from(e.attributes).map(a => a.name)).filter(n => n.startsWith('on'))"
+    )
+    assert handlers == [], handlers  # no inline handler attribute anywhere
     scripts = driver.execute_script(
         "return Array.from(document.scripts).map(s => s.getAttribute('src'))"
     )
@@ -427,6 +442,83 @@ def test_hostile_payloads_and_errors_run_no_script(browser: Any, server: str) ->
     assert XSS["img"] in text_of(browser, "#job-error")
     go(browser, server, "#/dead")
     until(browser, lambda d: all_css(d, f"#dead tr[data-id='{died}']"))
+    no_script_ran(browser)
+
+
+def test_every_road_a_tenant_has_to_the_page_shows_text_and_runs_nothing(
+    browser: Any, server: str
+) -> None:
+    """The result, the handler's log lines, the error, the error's type name and the
+    idempotency key, all hostile (tests/hostile_handlers.py), on every page that shows
+    them: each is shown as the very characters sent, no script runs, no link is made."""
+    texts = list(XSS.values())
+    # Types and queues are names: markup cannot even be stored there.
+    for field in ("type", "queue"):
+        reply = requests.post(
+            f"{server}/enqueue",
+            json={"type": "echo", field: XSS["bare"]},
+            headers={"X-API-Key": KEY},
+            timeout=10,
+        )
+        assert reply.status_code == 422, reply.text
+    done = enqueue(
+        server,
+        {
+            "type": "hostile",
+            "payload": {"result": {t: t for t in texts}, XSS["bare"]: [XSS["link"]]},
+            "idempotency_key": XSS["link"],
+        },
+    )
+    died = enqueue(
+        server,
+        {
+            "type": "hostile",
+            "payload": {"log": texts, "raise": XSS["bare"], "message": XSS["close"]},
+            "idempotency_key": XSS["svg"],
+        },
+    )
+    until(
+        browser,
+        lambda d: state_of(server, died) == "dead" and state_of(server, done) == "succeeded",
+    )
+    sign_in(browser, server)
+    # The list: the error's start, and a search by a hostile idempotency key.
+    go(browser, server, "#/jobs?type=hostile")
+    until(browser, lambda d: all_css(d, f"#jobs tr[data-id='{died}']"))
+    row = text_of(browser, f"#jobs tr[data-id='{died}']")
+    assert XSS["bare"] in row and XSS["close"][:20] in row
+    no_script_ran(browser)
+    css(browser, "#find").send_keys(XSS["link"])
+    click(browser, "#apply-filters")
+    until(
+        browser,
+        lambda d: (
+            [r.get_attribute("data-id") for r in all_css(d, "#jobs tbody tr[data-id]")] == [done]
+        ),
+    )
+    no_script_ran(browser)
+    # The finished job: its payload (a hostile key too) and its result.
+    go(browser, server, f"#/job/{done}")
+    until(browser, lambda d: d.find_element("id", "job-state").text == "succeeded")
+    result = text_of(browser, "#job-result")
+    assert all(json.dumps(t) in result for t in texts), result
+    assert json.dumps(XSS["bare"]) in text_of(browser, "#job-payload")
+    assert XSS["link"] in text_of(browser, "#job-facts")
+    no_script_ran(browser)
+    # The dead job: its error, its type name, its log lines and traceback.
+    go(browser, server, f"#/job/{died}")
+    until(browser, lambda d: d.find_element("id", "job-state").text == "dead")
+    assert f"{XSS['bare']}: {XSS['close']}" in text_of(browser, "#attempts")
+    assert XSS["close"] in text_of(browser, "#job-error")
+    for summary in all_css(browser, "#attempts details summary"):
+        summary.click()
+    shown = text_of(browser, "#attempts")
+    assert all(t in shown for t in texts), shown
+    assert XSS["svg"] in text_of(browser, "#job-facts")
+    no_script_ran(browser)
+    go(browser, server, "#/dead")
+    until(browser, lambda d: all_css(d, f"#dead tr[data-id='{died}']"))
+    assert XSS["bare"] in text_of(browser, f"#dead tr[data-id='{died}']")
     no_script_ran(browser)
 
 
