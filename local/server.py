@@ -104,7 +104,9 @@ class RouteTable(RouteMatcher):
             or any(c in url for c in "?;#\t\r\n")  # urlparse drops tabs and line breaks
         ):
             parsed = urlparse(url)
-            query = parse_qs(parsed.query, keep_blank_values=True)
+            # Bytes that are not UTF-8 become lone surrogates, which the app refuses
+            # (400, as a Lambda event's are), not U+FFFD: a `find=%FF` searched for "\ufffd".
+            query = parse_qs(parsed.query, keep_blank_values=True, errors="surrogateescape")
             path = parsed.path
         else:
             path = url

@@ -448,8 +448,10 @@ def test_a_query_holding_a_lone_surrogate_is_400_not_500(
     )
     response = spool_app.app(event, context("api_handler"))
     assert response["statusCode"] == 400, response["body"]
+    [name] = query
+    shown = name.encode("ascii", "backslashreplace").decode()  # "\\udfff": the name escaped
     assert json.loads(response["body"])["error"]["message"] == (
-        "the query string is not UTF-8: percent-encode UTF-8 bytes"
+        f"query parameter {shown!r} is not UTF-8: percent-encode UTF-8 bytes"
     )
 
 

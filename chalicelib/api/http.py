@@ -48,8 +48,13 @@ def single_values(query: Mapping[str, str]) -> dict[str, str]:
     values = dict(query)
     for name, value in values.items():
         if not is_utf8(name) or not is_utf8(value):
-            # A Lambda event's query can hold a lone surrogate; no store can look it up.
-            raise BadRequest("the query string is not UTF-8: percent-encode UTF-8 bytes")
+            # A Lambda event's query can hold a lone surrogate (and `spool serve` turns
+            # bytes that are not UTF-8 into them); no store can look one up.
+            shown = name[:64].encode("ascii", "backslashreplace").decode("ascii")
+            raise BadRequest(
+                f"query parameter {shown!r} is not UTF-8: percent-encode UTF-8 bytes",
+                {"parameter": shown},
+            )
     return values
 
 
