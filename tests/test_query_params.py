@@ -252,3 +252,16 @@ def test_a_value_that_is_not_utf8_is_a_400_not_a_replacement_character(
         reply = _get(served["url"], method, f"{path}?{name}={value}")
         assert reply.status_code == 400, (value, reply.text)
         assert "UTF-8" in reply.json()["error"]["message"]
+
+
+def test_the_document_names_each_flags_spellings(served: dict[str, Any]) -> None:
+    doc = _get(served["url"], "GET", "/openapi.json").json()
+    flags = [
+        p
+        for item in doc["paths"].values()
+        for op in item.values()
+        for p in op.get("parameters", [])
+        if p["in"] == "query" and p["schema"].get("type") == "boolean"
+    ]
+    assert len(flags) == len(BOOLS)
+    assert all(query.BOOLEAN_SPELLINGS in p["description"] for p in flags), flags
