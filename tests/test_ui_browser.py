@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import pytest
 import requests
@@ -632,6 +633,31 @@ def test_a_malformed_job_link_says_not_found(browser: Any, server: str) -> None:
     go(browser, server, "#/job/%E0%A4%A")
     until(browser, lambda d: d.find_element("css selector", "#app h1").text == "Job")
     until(browser, lambda d: "job not found" in d.find_element("id", "status").text)
+
+
+@pytest.mark.parametrize(
+    ("hash_", "said"),
+    [
+        ("#/job/" + quote(XSS["bare"], safe=""), "job not found"),
+        ("#/job/" + quote(XSS["script"], safe=""), "job not found"),
+        ("#/jobs?" + urlencode({"find": XSS["script"], "queue": XSS["bare"]}), "'queue'"),
+        ("#/jobs?" + urlencode({"state": XSS["svg"], "type": XSS["link"]}), "'state'"),
+        ("#/dead?" + urlencode({"cursor": XSS["close"]}), "invalid cursor"),
+        ("#/" + quote(XSS["bare"], safe=""), None),
+    ],
+)
+def test_a_hostile_dashboard_link_runs_nothing(
+    browser: Any, server: str, hash_: str, said: str | None
+) -> None:
+    """A link someone sends a signed-in user: what it carries goes into filter boxes,
+    requests and error messages, each as text."""
+    sign_in(browser, server)
+    go(browser, server, hash_)
+    if said is not None:
+        until(browser, lambda d: said in d.find_element("id", "status").text)
+    else:
+        css(browser, "#totals .stat")  # an unknown view: the overview
+    no_script_ran(browser)
 
 
 def test_a_key_a_header_cannot_carry_is_refused_with_a_reason(browser: Any, server: str) -> None:
