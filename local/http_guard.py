@@ -87,11 +87,21 @@ class SpoolHttpError(Error):
 def render_error(error: Error) -> tuple[str, bytes]:
     """Any waitress error as a status line and a body in Spool's error shape."""
     status = int(error.code)
+    details = getattr(error, "details", None)
     if isinstance(error, InternalServerError) or (status >= 500 and status != 501):
         message = "an internal error occurred"  # waitress would put a traceback here
+    elif status == 431:
+        # waitress says "exceeds max_header of N": the client cannot tell that a long
+        # URL (a path id, a query string) counts too, and is what it most often sent.
+        found = re.search(r"\d+", str(error.body))
+        limit = int(found.group()) if found else None
+        message = (
+            f"the request line and headers are over {limit} bytes together: "
+            "shorten the URL (its path and query string) or the headers"
+        )
+        details = {"limit": limit}
     else:
         message = str(error.body)
-    details = getattr(error, "details", None)
     body = dumps(error_body(_CODES.get(status, "bad_request"), message, details))
     return f"{status} {error.reason}", body.encode("utf-8")
 

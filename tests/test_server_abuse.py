@@ -420,6 +420,12 @@ def test_heads_too_large_are_refused_in_spools_shape(server: Server) -> None:
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n")
         status, _, body = read_response(sock)
         assert status == 431 and json.loads(body)["error"]["code"] == "headers_too_large"
+    # A long URL is the usual cause: the message says it counts (was "exceeds max_header
+    # of 16384", waitress's own words, naming neither the URL nor what to do).
+    reply = requests.get(f"{server.url}/status/j_{'0' * 20_000}", timeout=10)
+    error = reply.json()["error"]
+    assert reply.status_code == 431 and "shorten the URL" in error["message"], error
+    assert error["details"] == {"limit": 16 * 1024}
     many = {f"X-H{i}": "v" for i in range(500)}  # many small headers, within the limit
     assert requests.get(f"{server.url}/health", headers=many, timeout=10).status_code == 200
     with connect(server) as sock:
