@@ -85,3 +85,13 @@ def spool_serve(*args: str, env: dict[str, str], stderr: int = subprocess.PIPE) 
         errors = proc.stderr.read() if proc.stderr else ""
         raise AssertionError(f"spool serve did not start:\n{banner}{errors}")
     return Served(proc, banner, found.group(1))
+
+
+def spool_serve_logged(log: Path, *args: str, env: dict[str, str]) -> Served:
+    """`spool_serve` with its log lines appended to LOG instead of a pipe: a test that
+    runs for a while cannot fill the pipe, and it can read what the server said."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        return spool_serve(*args, env=env, stderr=fd)
+    finally:
+        os.close(fd)  # the child has its own copy

@@ -8,7 +8,6 @@ a 4xx whose message names it; nothing is a 500, nothing a silent default.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ import requests
 
 from chalicelib.api import query, routes
 from tests.apikit import API_KEYS, KEY_A, OPERATOR_KEY
-from tests.procs import guarded_env, spool_serve, stop
+from tests.procs import guarded_env, spool_serve_logged, stop
 
 # A valid value of each parameter of each route (what the walk starts from).
 VALID: dict[tuple[str, str], str] = {
@@ -80,11 +79,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         SPOOL_METRICS_KEYS=f"{OPERATOR_KEY}=operator",
         SPOOL_DEMO_HANDLERS="true",
     )
-    fd = os.open(folder / "serve.log", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        child = spool_serve("--threads", "4", env=env, stderr=fd)
-    finally:
-        os.close(fd)
+    child = spool_serve_logged(folder / "serve.log", "--threads", "4", env=env)
     try:
         url = child.url
         jobs = [{"type": "echo", "payload": {"n": n}, "delay": 86400} for n in (1, 2)]

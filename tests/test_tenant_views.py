@@ -8,7 +8,6 @@ read route answers tenant A without any of them.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +17,7 @@ import requests
 
 from chalicelib.api import routes
 from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY
-from tests.procs import guarded_env, spool_serve, stop
+from tests.procs import guarded_env, spool_serve_logged, stop
 
 SYSTEM_KEY = "key-sys-5432109876"
 SCHEDULE = "ledger-close-secret"
@@ -41,11 +40,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         SPOOL_DEMO_HANDLERS="true",
         SPOOL_SCHEDULES=SCHEDULES,
     )
-    fd = os.open(folder / "serve.log", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        child = spool_serve("--threads", "4", env=env, stderr=fd)
-    finally:
-        os.close(fd)
+    child = spool_serve_logged(folder / "serve.log", "--threads", "4", env=env)
     try:
         url = child.url
         mine = _call(url, "POST", "/enqueue", KEY_A, json={"type": "echo", "queue": "a-queue"})

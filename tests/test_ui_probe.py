@@ -7,7 +7,6 @@ tests/test_ui_api.py; the page in a browser in tests/test_ui_browser.py.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 import requests
 
 from tests.apikit import API_KEYS, KEY_A, KEY_B, OPERATOR_KEY
-from tests.procs import guarded_env, spool_serve, stop
+from tests.procs import guarded_env, spool_serve_logged, stop
 
 SYSTEM_KEY = "key-sys-0123456789"
 
@@ -34,11 +33,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
         SPOOL_DEMO_HANDLERS="true",
     )
     log = folder / "serve.log"
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        child = spool_serve("--threads", "4", env=env, stderr=fd)
-    finally:
-        os.close(fd)  # the child has its own copy
+    child = spool_serve_logged(log, "--threads", "4", env=env)
     try:
         yield child.url, log
     finally:
@@ -262,11 +257,7 @@ def test_a_malformed_schedules_setting_is_a_503_that_names_no_setting(tmp_path: 
         SPOOL_SCHEDULES='[{"name": "nightly", "type": "echo", "every": -1}]',
     )
     log = tmp_path / "serve.log"
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        child = spool_serve("--threads", "2", "--no-worker", env=env, stderr=fd)
-    finally:
-        os.close(fd)
+    child = spool_serve_logged(log, "--threads", "2", "--no-worker", env=env)
     try:
         reply = call(child.url, "GET", "/ui/api/schedules", SYSTEM_KEY)
         assert reply.status_code == 503, reply.text
