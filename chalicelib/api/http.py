@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from chalicelib.errors import BadRequest, PayloadTooLarge
+from chalicelib.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from chalicelib.jsonstrict import (
     NESTED_TOO_DEEP,
     finite_or_null,
@@ -103,6 +103,16 @@ class ApiRequest:
             allow_empty=allow_empty,
             encoding=self.header("content-encoding"),
         )
+
+    def no_body(self, max_bytes: int) -> None:
+        """Refuse any body but none or `{}`, for a route that acts on its path alone.
+
+        Ignored, a body was no refusal: garbage, an option the route does not have, or
+        a job meant for /enqueue cancelled or redrove the job with 200, and the client
+        took its mistake for success. Checked before the job is touched."""
+        data = self.json(max_bytes, allow_empty=True)
+        if self.body.strip() and data != {}:
+            raise ValidationFailed("this route takes no body: send none, or {}")
 
 
 @dataclass

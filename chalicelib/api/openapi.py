@@ -253,7 +253,12 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
             )
         },
         "/jobs/{id}/cancel": {
-            "post": _operation("Cancel a waiting job", {200: job}, (404, 409), parameters=[_ID])
+            "post": _operation(
+                "Cancel a waiting job (no body, or {})",
+                {200: job},
+                (400, 404, 409, 413, 422),
+                parameters=[_ID],
+            )
         },
         "/dlq": {
             "get": _operation(
@@ -265,7 +270,10 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
         },
         "/dlq/{id}/redrive": {
             "post": _operation(
-                "Move a dead job back to queued", {200: job}, (404, 409), parameters=[_ID]
+                "Move a dead job back to queued (no body, or {})",
+                {200: job},
+                (400, 404, 409, 413, 422),
+                parameters=[_ID],
             )
         },
         "/dlq/redrive": {

@@ -326,6 +326,7 @@ class Edge:
 
     def cancel(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
+        request.no_body(self.settings.max_body_bytes)
         job = self.service.cancel(job_id, tenant)
         self.cache.drop(tenant, job_id)
         return self._job(job)
@@ -337,6 +338,7 @@ class Edge:
 
     def redrive(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
+        request.no_body(self.settings.max_body_bytes)
         with self.redrive_room(tenant, exact=1):
             job = self.service.redrive(job_id, tenant)
         self.cache.drop(tenant, job_id)

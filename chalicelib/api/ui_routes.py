@@ -27,7 +27,6 @@ from chalicelib.errors import (
     JobNotFound,
     Misconfigured,
     SpoolError,
-    ValidationFailed,
 )
 from chalicelib.ids import looks_like_job_id
 from chalicelib.logs import job_event
@@ -185,10 +184,8 @@ def ui_job(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
 
 def _no_body(edge: Edge, request: ApiRequest) -> None:
     """Cancel and redrive take nothing (the page sends {}): anything else is a client's
-    mistake, refused before the job is touched."""
-    data = request.json(edge.settings.max_body_bytes, allow_empty=True)
-    if request.body.strip() and data != {}:
-        raise ValidationFailed("this action takes no body: send none, or {}")
+    mistake, refused before the job is touched (ApiRequest.no_body, as the API's own)."""
+    request.no_body(edge.settings.max_body_bytes)
 
 
 def ui_cancel(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
