@@ -91,3 +91,57 @@ def test_a_compressed_or_oversized_body_on_cancel_is_refused(api: Api) -> None:
     big = api.post(f"/jobs/{job_id}/cancel", raw=b"{}" + b" " * 4096)
     assert big.status == 413
     assert _state(api, job_id) == "queued"
+
+
+LATIN1_READ_AS_UTF8 = '{"type": "echo", "payload": {"name": "CafÃ©"}}'.encode("latin-1")
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json; charset=iso-8859-1",
+        "application/json;charset=latin-1",
+        'application/json; charset="windows-1252"',
+        "text/plain; charset=utf-16",
+        "application/json; charset=utf-8; charset=latin-1",
+    ],
+)
+def test_a_body_in_a_declared_charset_other_than_utf8_is_not_misread(
+    api: Api, rt: Runtime, content_type: str
+) -> None:
+    """Was: the charset was ignored and the body read as UTF-8, so Latin-1 text that
+    happens to be valid UTF-8 ("CafÃ©" as bytes) was stored as other text ("Café"),
+    201. JSON is UTF-8 (RFC 8259): a non-ASCII body declared otherwise is refused."""
+    reply = api.post("/enqueue", raw=LATIN1_READ_AS_UTF8, headers={"Content-Type": content_type})
+    assert reply.status == 400, reply.body
+    assert "UTF-8" in reply.json["error"]["message"]
+    assert reply.json["error"]["details"]["header"] == "Content-Type"
+    assert api.get("/jobs").json["jobs"] == []
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/json; charset=UTF8",
+        'application/json; charset="utf-8"',
+        "text/plain",  # any type: Spool reads every body as JSON
+        "application/x-www-form-urlencoded",
+    ],
+)
+def test_a_utf8_body_is_taken_under_any_content_type(api: Api, content_type: str) -> None:
+    body = '{"type": "echo", "payload": {"name": "Café"}}'.encode()
+    reply = api.post("/enqueue", raw=body, headers={"Content-Type": content_type})
+    assert reply.status == 201, reply.body
+    assert api.get(f"/status/{reply.json['id']}").json["payload"] == {"name": "Café"}
+
+
+def test_an_ascii_body_is_taken_whatever_charset_it_is_labelled(api: Api) -> None:
+    """ASCII reads the same in UTF-8 and in every charset a client would name: no
+    misreading is possible, so a client whose library labels it Latin-1 still works."""
+    body = b'{"type": "echo", "payload": {"name": "Caf\\u00e9"}}'
+    headers = {"Content-Type": "application/json; charset=ISO-8859-1"}
+    reply = api.post("/enqueue", raw=body, headers=headers)
+    assert reply.status == 201, reply.body
+    assert api.get(f"/status/{reply.json['id']}").json["payload"] == {"name": "Café"}

@@ -102,6 +102,7 @@ class ApiRequest:
             max_bytes,
             allow_empty=allow_empty,
             encoding=self.header("content-encoding"),
+            charset=other_charset(self.header("content-type")),
         )
 
     def no_body(self, max_bytes: int) -> None:
@@ -151,13 +152,36 @@ def json_response(status: int, data: Any, headers: dict[str, str] | None = None)
     return ApiResponse(status, dumps(data), {"Content-Type": JSON_TYPE, **(headers or {})})
 
 
+UTF8_NAMES = frozenset({"utf-8", "utf8"})
+
+
+def other_charset(content_type: str | None) -> str | None:
+    """The charset a Content-Type declares when it is not UTF-8 (the first such), else
+    None. Any media type is taken (Spool reads every body as JSON); only the charset
+    can make the same bytes mean other text."""
+    for param in (content_type or "").split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset":
+            charset = value.strip().strip('"').strip().lower()
+            if charset not in UTF8_NAMES:
+                return charset[:40]
+    return None
+
+
 def parse_json(
-    body: bytes, max_bytes: int, *, allow_empty: bool = False, encoding: str | None = None
+    body: bytes,
+    max_bytes: int,
+    *,
+    allow_empty: bool = False,
+    encoding: str | None = None,
+    charset: str | None = None,
 ) -> Any:
     """Decode a request body: 413 past the limit, 400 when it is not JSON.
 
     NaN, Infinity and numbers too large for a float (1e999) are not JSON: stored,
-    they would hand every other client a body its parser rejects.
+    they would hand every other client a body its parser rejects. `charset` is a
+    declared charset other than UTF-8 (other_charset): a body that is not ASCII under
+    it is refused, as read as UTF-8 it may be valid and yet other text than was sent.
     """
     if len(body) > max_bytes:
         raise PayloadTooLarge(
@@ -176,6 +200,15 @@ def parse_json(
         if allow_empty:
             return None
         raise BadRequest("request body is empty; send a JSON object")
+    if charset is not None and not body.isascii():
+        # Latin-1's "CafÃ©" is UTF-8's "Café": read as UTF-8 it was stored as text the
+        # client never sent. ASCII reads the same under any charset, so it is taken.
+        shown = charset.encode("ascii", "backslashreplace").decode("ascii")
+        raise BadRequest(
+            f"the body is declared charset={shown}, but JSON is read as UTF-8 only: "
+            "send it encoded as UTF-8 (charset=utf-8, or no charset)",
+            {"header": "Content-Type"},
+        )
     try:
         # UTF-8, strictly (RFC 8259 8.1). Given bytes, json.loads guesses UTF-16 or -32
         # and lets UTF-8-encoded surrogates through, so a name spelled twice (once as
