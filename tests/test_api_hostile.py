@@ -145,3 +145,39 @@ def test_an_ascii_body_is_taken_whatever_charset_it_is_labelled(api: Api) -> Non
     reply = api.post("/enqueue", raw=body, headers=headers)
     assert reply.status == 201, reply.body
     assert api.get(f"/status/{reply.json['id']}").json["payload"] == {"name": "Café"}
+
+
+QUERIED_ROUTES = [
+    ("GET", "/jobs?nope=1"),
+    ("GET", "/dlq?limit=0"),
+    ("GET", "/status/j_00000000000000000000000000000000?wait=abc"),
+    ("POST", "/enqueue?queue=other"),
+    ("POST", "/jobs/j_00000000000000000000000000000000/cancel?x=1"),
+    ("POST", "/dlq/redrive?queue=qa"),
+    ("GET", "/openapi.json?x=1"),
+    ("GET", "/ui/api/jobs?state=bogus"),
+    ("GET", "/ui/api/overview?x=1&x=2"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), QUERIED_ROUTES)
+@pytest.mark.parametrize("key", [None, "not-a-key"])
+def test_without_a_valid_key_a_bad_query_is_401_and_names_no_parameter(
+    api: Api, method: str, path: str, key: str | None
+) -> None:
+    """Was: the query was read before the key, so an anonymous client got 422 naming
+    the route's parameters ("it takes: cursor, limit, queue, state, type") instead of
+    the 401 every other request without a valid key gets."""
+    reply = api.call(method, path, key=key)
+    assert reply.status == 401, reply.body
+    assert reply.error_code == "unauthorized"
+    assert "parameter" not in reply.body.decode()
+
+
+@pytest.mark.parametrize(("method", "path"), QUERIED_ROUTES)
+def test_with_a_valid_key_a_bad_query_is_still_refused_naming_it(
+    api: Api, method: str, path: str
+) -> None:
+    reply = api.call(method, path)
+    assert reply.status in (400, 422), reply.body
+    assert "parameter" in reply.json["error"]["message"]

@@ -56,6 +56,7 @@ from chalicelib.errors import (
     JobNotFound,
     Misconfigured,
     PayloadTooLarge,
+    SpoolError,
     StoreUnavailable,
     Unauthorized,
     ValidationFailed,
@@ -604,7 +605,7 @@ def _answer(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
     except Exception as exc:
         return _failure(exc)
     try:
-        request = _read_query(operation, request)
+        request = _read_query(edge, operation, request)
         response = OPERATIONS[operation](edge, request, **params)
     except Exception as exc:
         response = _failure(exc)
@@ -616,19 +617,25 @@ def _answer(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
     return response
 
 
-def _read_query(operation: str, request: ApiRequest) -> ApiRequest:
+def _read_query(edge: Edge, operation: str, request: ApiRequest) -> ApiRequest:
     """The request with its query string read (chalicelib/api/query.py) into the
-    route's parameters, before anything else: one reader, one set of rules, on every
+    route's parameters, before the route runs: one reader, one set of rules, on every
     route. No POST route reads its query string: its filters are in the body. Ignored,
     a `?queue=X` on a bulk purge or redrive, as the GET listings take it, acted on
-    every queue of the tenant; refused, nothing is done."""
+    every queue of the tenant; refused, nothing is done.
+
+    A query refused is answered only to a valid key: every route read here needs one,
+    and the refusal names the route's parameters, which a client without a key was
+    told (422) where every other request of its gets 401."""
     if operation in IGNORED:
         return request
     method, route = ROUTES.get(operation, ("", operation))
     try:
         params = query.read(QUERIES.get(operation, NoQuery), request.query, route)
-    except ValidationFailed as exc:
-        if method == "POST":
+    except SpoolError as exc:
+        operator_key = ui_routes.OPERATOR_KEY_HERE if operation.startswith("ui_") else None
+        edge.tenant(request, operator_key or OPERATOR_KEY_ON_JOBS)  # 401 (or 429) first
+        if method == "POST" and isinstance(exc, ValidationFailed):
             exc.message += ": send its options in the JSON body"
         raise
     return replace(request, params=params)
