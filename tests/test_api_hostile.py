@@ -5,15 +5,19 @@ same routes."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import requests
 from chalice.test import Client
 
 import app as spool_app
 from chalicelib.runtime import Runtime
 from local.emulator import context, scheduled_event
-from tests.apikit import Api, installed, settings_for
+from tests.apikit import API_KEYS, KEY_A, Api, installed, settings_for
+from tests.procs import guarded_env, spool_serve, stop
 
 
 @pytest.fixture
@@ -181,3 +185,44 @@ def test_with_a_valid_key_a_bad_query_is_still_refused_naming_it(
     reply = api.call(method, path)
     assert reply.status in (400, 422), reply.body
     assert "parameter" in reply.json["error"]["message"]
+
+
+# -- the same over a socket, against a real `spool serve` ---------------------------
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("hostile")
+    env = guarded_env(
+        SPOOL_STORE_URL=f"sqlite:///{folder}/spool.db",
+        SPOOL_API_KEYS=API_KEYS,
+        SPOOL_DEMO_HANDLERS="true",
+    )
+    fd = os.open(folder / "serve.log", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        child = spool_serve("--threads", "4", env=env, stderr=fd)
+    finally:
+        os.close(fd)
+    try:
+        yield child.url
+    finally:
+        stop(child.proc)
+
+
+def _send(url: str, method: str, path: str, key: str | None = KEY_A, **kw: Any) -> Any:
+    headers = {**({"X-API-Key": key} if key else {}), **kw.pop("headers", {})}
+    return requests.request(method, url + path, headers=headers, timeout=10, **kw)
+
+
+def test_over_a_socket_hostile_bodies_and_queries_change_nothing(served: str) -> None:
+    made = _send(served, "POST", "/enqueue", json={"type": "echo", "delay": 600})
+    job_id = made.json()["id"]
+    misrouted = _send(served, "POST", f"/jobs/{job_id}/cancel", data=b'{"type": "echo"}')
+    assert misrouted.status_code == 422, misrouted.text
+    latin1 = {"Content-Type": "application/json; charset=iso-8859-1"}
+    misread = _send(served, "POST", "/enqueue", data=LATIN1_READ_AS_UTF8, headers=latin1)
+    assert misread.status_code == 400, misread.text
+    anonymous = _send(served, "GET", "/jobs?nope=1", key=None)
+    assert anonymous.status_code == 401 and "parameter" not in anonymous.text
+    jobs = _send(served, "GET", "/jobs").json()["jobs"]
+    assert [(j["id"], j["state"]) for j in jobs] == [(job_id, "queued")]
