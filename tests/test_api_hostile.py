@@ -226,3 +226,34 @@ def test_over_a_socket_hostile_bodies_and_queries_change_nothing(served: str) ->
     assert anonymous.status_code == 401 and "parameter" not in anonymous.text
     jobs = _send(served, "GET", "/jobs").json()["jobs"]
     assert [(j["id"], j["state"]) for j in jobs] == [(job_id, "queued")]
+
+
+def test_keys_trusted_by_sign_in_throttling_are_digests_compared_in_constant_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Was: the keys that signed in from an address were kept as they are and a
+    throttled client's credential was looked up among them with ==, which stops at
+    the first differing character: the one comparison of a presented key that was not
+    hmac.compare_digest of digests (auth.Keyring), and raw keys held in memory."""
+    import hmac
+
+    from chalicelib.api import throttle
+    from chalicelib.api.throttle import FailedSignIns
+    from chalicelib.limits import Rate
+
+    gate = FailedSignIns(Rate(1, 3600), timer=lambda: 0.0)
+    for n in range(3):
+        gate.succeeded("10.0.0.1", f"secret-key-{n}")
+    gate.failed("10.0.0.1")
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(throttle.hmac, "compare_digest", spy)
+    assert gate.refusing("10.0.0.1", "secret-key-0") == 0.0
+    assert len(calls) == 3  # every trusted entry, even after the match
+    assert gate.refusing("10.0.0.1", "secret-key-9") > 0
+    assert "secret-key" not in repr(vars(gate))

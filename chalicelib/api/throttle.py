@@ -11,11 +11,13 @@ each guess when each address was counted apart). Past
 its rate the client's credentials are no longer checked at all (429, unchecked),
 so a 200 among the 429s cannot mark a right guess; only a credential that has
 already signed in from that address is still checked, so the key's owner is not
-locked out by a guesser sharing the address (a NAT, a proxy).
+locked out by a guesser sharing the address (a NAT, a proxy). Those credentials are
+remembered as SHA-256 digests and compared in constant time.
 """
 
 from __future__ import annotations
 
+import hmac
 import math
 import threading
 import time
@@ -23,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
+from chalicelib.api.auth import digest
 from chalicelib.errors import PayloadTooLarge, SpoolError
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
@@ -172,7 +175,9 @@ class FailedSignIns:
         self._timer = timer
         self._lock = threading.Lock()
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._trusted: OrderedDict[str, tuple[str, ...]] = OrderedDict()
+        # Digests, never the keys: compared in constant time (trusted), and a key is
+        # not held in this process's memory beyond its request.
+        self._trusted: OrderedDict[str, tuple[bytes, ...]] = OrderedDict()
 
     def refusing(self, client: str, credential: str) -> float:
         """Seconds until this client may have an unknown credential checked again;
@@ -181,7 +186,7 @@ class FailedSignIns:
             return 0.0
         client = address_group(client)
         entry = self._buckets.get(client)  # a dict read: no lock on the common path
-        if entry is None or credential in self._trusted.get(client, ()):
+        if entry is None or self._is_trusted(client, credential):
             return 0.0
         rate, burst = self._per_second()
         tokens = refill(entry[0], self._timer() - entry[1], rate, burst)
@@ -195,14 +200,24 @@ class FailedSignIns:
         if self.rate is None:
             return
         client = address_group(client)
+        signed = digest(credential)
         known = self._trusted.get(client, ())
-        if known and known[-1] == credential:  # the common case: no lock
+        if known and known[-1] == signed:  # the common case: no lock
             return
         with self._lock:
-            known = tuple(c for c in self._trusted.pop(client, ()) if c != credential)
-            self._trusted[client] = (*known, credential)[-TRUSTED_PER_CLIENT:]
+            known = tuple(c for c in self._trusted.pop(client, ()) if c != signed)
+            self._trusted[client] = (*known, signed)[-TRUSTED_PER_CLIENT:]
             while len(self._trusted) > MAX_CLIENTS:
                 self._trusted.popitem(last=False)
+
+    def _is_trusted(self, client: str, credential: str) -> bool:
+        """Whether this credential signed in from this client lately: its digest
+        compared with every one kept, in constant time, as Keyring.match does."""
+        offered = digest(credential)
+        found = False
+        for signed in self._trusted.get(client, ()):
+            found |= hmac.compare_digest(signed, offered)
+        return found
 
     def _per_second(self) -> tuple[float, int]:
         assert self.rate is not None
