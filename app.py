@@ -119,8 +119,15 @@ def spool_error_shape(event: Any, get_response: Callable[[Any], Response]) -> Re
 
         shaped = reshape_gateway_error(response.status_code, response.body)
         if shaped is not None:
+            from chalicelib.api.http import API_HEADERS
+
             response.body = dumps(shaped)
-            response.headers = {**response.headers, "Content-Type": "application/json"}
+            # The headers every answer of the API carries (never cached, never sniffed).
+            response.headers = {
+                **API_HEADERS,
+                **response.headers,
+                "Content-Type": "application/json",
+            }
             if str(event.path).startswith("/ui"):  # the dashboard's own headers, as its errors
                 from chalicelib.api.ui_routes import ERROR_HEADERS
 

@@ -224,6 +224,9 @@ def test_over_a_socket_hostile_bodies_and_queries_change_nothing(served: str) ->
     assert misread.status_code == 400, misread.text
     anonymous = _send(served, "GET", "/jobs?nope=1", key=None)
     assert anonymous.status_code == 401 and "parameter" not in anonymous.text
+    unsupported = _send(served, "PUT", "/enqueue", data=b"{}")
+    assert unsupported.status_code == 405
+    assert unsupported.headers["X-Content-Type-Options"] == "nosniff"
     jobs = _send(served, "GET", "/jobs").json()["jobs"]
     assert [(j["id"], j["state"]) for j in jobs] == [(job_id, "queued")]
 
@@ -257,3 +260,19 @@ def test_keys_trusted_by_sign_in_throttling_are_digests_compared_in_constant_tim
     assert len(calls) == 3  # every trusted entry, even after the match
     assert gate.refusing("10.0.0.1", "secret-key-9") > 0
     assert "secret-key" not in repr(vars(gate))
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("PUT", "/enqueue"), ("GET", "/enqueue"), ("DELETE", "/status/j_x"), ("TRACE", "/jobs")],
+)
+def test_a_method_a_route_lacks_is_405_with_the_api_s_own_headers(
+    api: Api, method: str, path: str
+) -> None:
+    """Was: Chalice's own 405 came without Cache-Control: no-store and nosniff, which
+    every other answer of the API carries (http.API_HEADERS)."""
+    reply = api.call(method, path)
+    assert reply.status == 405 and reply.error_code == "method_not_allowed"
+    assert reply.header("Allow")
+    assert reply.header("Cache-Control") == "no-store"
+    assert reply.header("X-Content-Type-Options") == "nosniff"
