@@ -130,6 +130,7 @@ def test_a_body_in_a_declared_charset_other_than_utf8_is_not_misread(
         "application/json; charset=utf-8",
         "application/json; charset=UTF8",
         'application/json; charset="utf-8"',
+        "application/json; charset=",  # declares nothing
         "text/plain",  # any type: Spool reads every body as JSON
         "application/x-www-form-urlencoded",
     ],

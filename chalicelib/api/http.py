@@ -163,7 +163,7 @@ def other_charset(content_type: str | None) -> str | None:
         name, _, value = param.partition("=")
         if name.strip().lower() == "charset":
             charset = value.strip().strip('"').strip().lower()
-            if charset not in UTF8_NAMES:
+            if charset and charset not in UTF8_NAMES:  # an empty one declares nothing
                 return charset[:40]
     return None
 
