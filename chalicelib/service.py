@@ -30,9 +30,11 @@ from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY, MAX_DELAY_SECONDS, to_u
 
 # RFC 3339's date-time (section 5.6; 'T' and 'Z' may be lower case): the format the
 # OpenAPI document names. pydantic also takes "1800000000" (Unix seconds, no zone
-# asked), a space for 'T', no seconds, "+0530": a client's typo became a time.
+# asked), a space for 'T', no seconds, "+0530": a client's typo became a time. The
+# seconds' fraction has any number of digits (time-secfrac = "." 1*DIGIT), kept to
+# the microsecond: a 10th digit was refused as "not RFC 3339", which it is.
 RFC3339 = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
 
 

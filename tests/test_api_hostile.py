@@ -277,3 +277,20 @@ def test_a_method_a_route_lacks_is_405_with_the_api_s_own_headers(
     assert reply.header("Allow")
     assert reply.header("Cache-Control") == "no-store"
     assert reply.header("X-Content-Type-Options") == "nosniff"
+
+
+@pytest.mark.parametrize("digits", [10, 12, 30])
+def test_rfc_3339_takes_any_number_of_second_fraction_digits(
+    api: Api, rt: Runtime, digits: int
+) -> None:
+    """Was: more than 9 digits after the seconds' point was 422 "run_at must be an RFC
+    3339 date-time", which it is (time-secfrac = "." 1*DIGIT): the fraction is kept to
+    the microsecond, as 7 to 9 digits already were. died_before reads the same way."""
+    stamp = "2026-01-05T00:00:00." + "1234567890" * 3
+    stamp = stamp[: len("2026-01-05T00:00:00.") + digits] + "Z"
+    reply = api.post("/enqueue", {"type": "echo", "run_at": stamp})
+    assert reply.status == 201, reply.body
+    assert api.get(f"/status/{reply.json['id']}").status == 200
+    redrive = api.post("/dlq/redrive", {"died_before": stamp})
+    assert redrive.status == 200, redrive.body
+    assert redrive.json["died_before"].startswith("2026-01-05T00:00:00.123456")
