@@ -26,7 +26,7 @@ from chalicelib.service import NAME_PATTERN, EnqueueRequest
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY_SECONDS
 from chalicelib.webhooks import runner as webhooks
 from chalicelib.worker import Middleware, Worker, WorkerStats
-from local import db, job_commands, remote_cli, serve, tables, top
+from local import cli_help, db, job_commands, remote_cli, serve, tables, top
 from local.builtin_check import check_builtin_settings
 from local.cli_errors import (
     NOT_UTF8,
@@ -600,11 +600,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq = sub.add_parser("dlq", help="dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    dlq_list = dlq_sub.add_parser("list")
+    dlq_list = dlq_sub.add_parser(
+        "list", help="a page of dead jobs, oldest first (--all: every one)"
+    )
     job_commands.list_options(dlq_list)
     _tenant_option(dlq_list)
     remote_cli.add_options(dlq_list)
-    redrive = dlq_sub.add_parser("redrive")
+    redrive = dlq_sub.add_parser(
+        "redrive", help="put a dead job (or --all of them) back to queued with fresh attempts"
+    )
     redrive.add_argument("id", nargs="?", help="the dead job's id (or --all)")
     redrive.add_argument(
         "--all",
@@ -634,6 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve.add_arguments(sub.add_parser("serve", help="serve the API (and an emulated worker)"))
     db.add_arguments(sub.add_parser("db", help="database schema: migrate, status (Postgres)"))
+    cli_help.describe(parser)
     return parser
 
 
