@@ -192,9 +192,13 @@ def _worker_metrics(rt: Runtime, args: argparse.Namespace) -> WorkerMetrics:
     return reporting
 
 
-def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
+def _worker_checks(rt: Runtime) -> None:
     checked_schedules(rt)  # it fires them: a bad one refuses the start, not every tick
     check_builtin_settings(rt)  # not every send_email job dead of a typo
+
+
+def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
+    _worker_checks(rt)
     sync_finish = _sync_finish(rt, args)
     with _worker_metrics(rt, args) as reporting:
         return _run_worker(rt, args, sync_finish, reporting.wanted)
@@ -731,6 +735,36 @@ def _schedules_settings() -> Settings | None:
     return replace(settings, store_url="memory://")
 
 
+def _check_before_creating_the_store(args: argparse.Namespace) -> None:
+    """Where SPOOL_STORE_URL names a SQLite file that does not exist yet, make the
+    checks of settings and input a command would make first on a memory store, so a
+    refusal leaves no empty store behind (`spool enqueue echo` in a new terminal, without
+    SPOOL_URL, used to; `spool top` there then showed an empty store instead of none).
+    build_runtime loads the handler modules before the store for the same reason. A
+    command that passes goes on, and creates the store."""
+    if args.command not in ("enqueue", "worker", "serve"):
+        return
+    from dataclasses import replace
+
+    from chalicelib.config import Settings
+
+    settings = Settings.from_env()
+    if _missing_sqlite_file(settings.store_url) is None:
+        return
+    if args.command == "serve":
+        settings = serve.laptop_handlers(settings)
+    rt = build_runtime(replace(settings, store_url="memory://"))
+    try:
+        if args.command == "enqueue":
+            _enqueue_request(rt, args)
+        elif args.command == "worker":
+            _worker_checks(rt)
+        else:
+            serve.check_worker_side(rt, args)
+    finally:
+        rt.close()
+
+
 def _named_store(rt: Runtime) -> str:
     """The store SPOOL_STORE_URL names, for notes: `schedules` may run on a memory
     store in its place (_schedules_settings), which is not the one to name."""
@@ -761,6 +795,7 @@ def _run(args: argparse.Namespace) -> int:
         from chalicelib.config import Settings
 
         serve.check_keys_before_opening(Settings.from_env())
+    _check_before_creating_the_store(args)
     memory = _schedules_settings() if args.command == "schedules" else None
     rt = build_runtime() if memory is None else build_runtime(memory)
     try:

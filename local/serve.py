@@ -212,10 +212,19 @@ def with_dev_key(rt: Runtime) -> tuple[Runtime, str | None, bool]:
         # One key for the laptop: the same dev key reads /metrics too.
         os.environ[METRICS_KEYS] = key
         settings = dataclasses.replace(settings, extra={**settings.extra, METRICS_KEYS: key})
-    if not rt.settings.extra.get(DEMO_VARIABLE, "").strip():
+    if laptop_handlers(rt.settings) is not rt.settings:
         os.environ[DEMO_VARIABLE] = "true"  # app.py's runtime and the emulator agree
         settings = dataclasses.replace(settings, demo_handlers=True)
     return rt.with_settings(settings), key, True
+
+
+def laptop_handlers(settings: Settings) -> Settings:
+    """The settings with the handlers `spool serve` offers: laptop mode (no keys)
+    turns the demo handlers on unless SPOOL_DEMO_HANDLERS says either way. The
+    checks made before the store is opened (local/cli.py) see what the server will."""
+    if has_keys(settings) or settings.extra.get(DEMO_VARIABLE, "").strip():
+        return settings
+    return dataclasses.replace(settings, demo_handlers=True)
 
 
 def has_keys(settings: Settings) -> bool:
@@ -321,6 +330,18 @@ def check_edge_settings(rt: Runtime) -> None:
         except ValueError as exc:
             message = str(exc) if name in str(exc) else f"{name}: {exc}"
             raise UsageError(message, "Fix the variable and start again") from None
+
+
+def check_worker_side(rt: Runtime, args: argparse.Namespace) -> None:
+    """Refuse, before the banner, what the emulated worker could not work with: it
+    fires the schedules and runs the jobs (nothing to check with --no-worker)."""
+    from local.builtin_check import check_builtin_settings
+    from local.schedule_check import checked_schedules
+
+    if not args.no_worker:
+        checked_schedules(rt)
+        check_builtin_settings(rt)
+        check_emulated_timeouts(rt)
 
 
 def check_emulated_timeouts(rt: Runtime) -> None:
@@ -467,20 +488,15 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
 def _serve(rt: Runtime, args: argparse.Namespace) -> int:
     import app as spool_app
     from chalicelib.api import routes
-    from local.builtin_check import check_builtin_settings
     from local.http_limits import HttpLimits
     from local.quick_routes import quick_requests
-    from local.schedule_check import checked_schedules
     from local.server import DEFAULT_THREADS, ChaliceWSGI, Server
 
     rt, key, generated = with_dev_key(rt)
     threads = args.threads or DEFAULT_THREADS
     rt = with_wait_cap(rt, threads)
     check_edge_settings(rt)
-    if not args.no_worker:  # its emulated worker fires the schedules and runs the jobs
-        checked_schedules(rt)
-        check_builtin_settings(rt)
-        check_emulated_timeouts(rt)
+    check_worker_side(rt, args)
     if args.processes != 1 and args.listen_fd is None:
         return serve_processes(rt, args, threads, key, generated)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime
