@@ -1,7 +1,8 @@
 """The docs against the code: every route app.py declares is in the README with a
 curl line, every curl line in the README names a real route, every chalicelib/ and
-local/ module is on docs/architecture.md's map, and no link in the docs leaves the
-repository or points at a file that is not there.
+local/ module is on docs/architecture.md's map, no link in the docs leaves the
+repository or points at a file that is not there, and a setting a shell block sets on
+a line of its own is exported (pasted as written, it otherwise reached no `spool`).
 """
 
 from __future__ import annotations
@@ -286,3 +287,57 @@ def test_operations_md_lists_every_metric_family() -> None:
         prefix = spans[0].split("_enqueued")[0] if spans else ""
         listed |= {s if s.startswith("spool_") else prefix + s for s in spans}
     assert names and names <= listed, f"docs/operations.md does not list {sorted(names - listed)}"
+
+
+# -- settings in shell blocks ---------------------------------------------------------
+
+
+def shell_blocks(doc: Path) -> list[str]:
+    text = doc.read_text(encoding="utf-8")
+    return re.findall(r"^```(?:sh|bash|shell)\n(.*?)^```", text, flags=re.M | re.S)
+
+
+def unexported_settings(block: str) -> list[str]:
+    """SPOOL_* settings a shell block sets on a line of their own without `export`:
+    pasted as written they are shell variables, and no `spool` process sees them."""
+    found = []
+    for command in _commands(block):
+        words = shlex.split(command, comments=True)
+        if words and all(re.match(r"[A-Za-z_]\w*=", w) for w in words):
+            found += [w.split("=", 1)[0] for w in words if w.startswith("SPOOL_")]
+    return found
+
+
+def test_the_export_check_tells_a_setting_from_a_command_prefix() -> None:
+    block = (
+        "SPOOL_A=1   # alone: not exported\nexport SPOOL_B=2\nSPOOL_C=3 spool worker\n"
+        "H=\"x\"\nSPOOL_D='[1,\n  2]'\n"
+    )
+    assert unexported_settings(block) == ["SPOOL_A", "SPOOL_D"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_settings_shown_in_shell_blocks_are_exported(doc: Path) -> None:
+    found = [name for block in shell_blocks(doc) for name in unexported_settings(block)]
+    assert found == [], f"{doc.relative_to(ROOT)} sets {found} without `export`"
+
+
+def test_the_schedules_example_in_handlers_md_runs_as_written(tmp_path: Path) -> None:
+    """Its block pasted into a shell, then `spool schedules`: the enabled schedule is
+    listed, the disabled one is not, and nothing is refused."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.procs import guarded_env
+
+    [block] = [b for b in shell_blocks(ROOT / "docs" / "handlers.md") if "SPOOL_SCHEDULES" in b]
+    env = guarded_env()
+    for name in [n for n in env if n.startswith("SPOOL_")]:
+        del env[name]  # only what the block sets
+    script = f"{block}\n{shlex.quote(sys.executable)} -m local.cli schedules --json\n"
+    ran = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert [s["name"] for s in json.loads(ran.stdout)] == ["cleanup"]
