@@ -427,15 +427,42 @@ def _worker_line(worker: object) -> str:
     return "emulated (app.py drain_due, invoked on new work)"
 
 
+# Where to listen is not where to connect: a wildcard bind is reached, from this
+# machine, at its loopback address of the same family.
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+
+
+def addresses(host: str, port: int) -> tuple[str, str]:
+    """(the URL the server listens on, the URL to give a client on this machine).
+
+    The banner gave `--host 0.0.0.0`'s clients `http://0.0.0.0:8000` to connect to,
+    and `--host ::1`'s `http://::1:8000`, which no URL parser reads as host and port."""
+    bound = host or "0.0.0.0"
+
+    def url(name: str) -> str:
+        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
+
+    return url(bound), url(WILDCARDS.get(host, host))
+
+
 def banner(
-    url: str, rt: Runtime, key: str | None, generated: bool, worker: object, processes: int = 1
+    url: str,
+    rt: Runtime,
+    key: str | None,
+    generated: bool,
+    worker: object,
+    processes: int = 1,
+    bound: str | None = None,
 ) -> str:
+    """What `spool serve` prints at start. `url` is the address to give clients;
+    `bound`, when another (a wildcard), the one it listens on."""
     shown = key or "<your key>"
     header = shlex.quote("X-API-Key: " + shown)
     demo = "echo" in rt.registry.types()
     served = f" by {processes} server processes" if processes > 1 else ""
+    where = url if bound in (None, url) else f"{bound} (every interface; from here: {url})"
     lines = [
-        f"spool: serving app.py on {url}{served}",
+        f"spool: serving app.py on {where}{served}",
         f"  store   {redact_url(rt.settings.store_url)}",
         "  worker  " + _worker_line(worker),
         "  demo    "
@@ -554,7 +581,8 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
             )
             report_ready(args.ready_fd)
         else:
-            print(banner(server.url, rt, key, generated, emulator), flush=True)
+            bound, url = addresses(server.host, server.port)
+            print(banner(url, rt, key, generated, emulator, bound=bound), flush=True)
         try:
             serve_beside_signals(server)
         finally:
@@ -670,8 +698,8 @@ def serve_processes(
         if emulator is not None:
             emulator.start()
         host, port = sockets[0].getsockname()[:2]
-        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        print(banner(url, rt, key, generated, emulator, args.processes), flush=True)
+        bound, url = addresses(host, port)
+        print(banner(url, rt, key, generated, emulator, args.processes, bound), flush=True)
         try:
             code = supervisor.watch()
         finally:
