@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import os
 import secrets
 import shlex
@@ -53,7 +54,12 @@ STOPPING = "stopping: finishing running requests and jobs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument(
+        "--host",
+        type=_host,
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1, this machine only; 0.0.0.0: every interface)",
+    )
     parser.add_argument(
         "--port",
         type=_port,
@@ -83,6 +89,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heartbeat-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-metrics", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--shared-metrics", default=None, help=argparse.SUPPRESS)
+
+
+def _host(text: str) -> str:
+    """An address or a host name: never one with spaces or control characters, which
+    was handed to the resolver and came back as waitress's "Invalid host/port"."""
+    if not text.strip() or any(c.isspace() or not c.isprintable() for c in text):
+        raise argparse.ArgumentTypeError(
+            f"must be an address (127.0.0.1, 0.0.0.0, ::1) or a host name, not {text!r}"
+        )
+    return text
+
+
+def listen_failure(host: str, port: int, exc: OSError) -> CliFailure:
+    """Why `spool serve` cannot listen, with the fix for that reason: every failure used
+    to say "pick another --port", also when the port was free and the address was the
+    mistake."""
+    problem = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return UsageError(
+            problem,
+            "--host must be an address of this machine: 127.0.0.1 (this machine only), "
+            "0.0.0.0 (every interface) or one of its interfaces' addresses",
+        )
+    if exc.errno == errno.EACCES:
+        return UsageError(
+            problem, "ports below 1024 need root (or CAP_NET_BIND_SERVICE): pick 1024 or above"
+        )
+    return CliFailure(problem, PORT_IN_USE_FIX)
 
 
 def _port(text: str) -> int:
@@ -553,10 +587,7 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         runtime_module.reset(None)
-        raise CliFailure(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-            PORT_IN_USE_FIX,
-        ) from None
+        raise listen_failure(args.host, args.port, exc) from None
     except ValueError as exc:  # a malformed SPOOL_HTTP_* setting, or --host
         runtime_module.reset(None)
         fix = "Fix --host / --port or the SPOOL_HTTP_* variable and start again"
@@ -670,10 +701,7 @@ def serve_processes(
     try:
         sockets = listening_sockets(args.host, args.port, args.processes)
     except OSError as exc:
-        raise CliFailure(
-            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-            PORT_IN_USE_FIX,
-        ) from None
+        raise listen_failure(args.host, args.port, exc) from None
     # The server processes read the same settings from the environment: the dev key
     # and demo switch with_dev_key put there, and this process's cap on long-polls.
     env = {**os.environ, MAX_WAITS: rt.settings.text(MAX_WAITS)}
