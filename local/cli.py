@@ -483,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=job_commands.EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=cli_help.Version)
     remote_cli.add_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -41,10 +41,14 @@ Add a job: on the local store, checked as POST /enqueue checks it; with --url
 
 
 def describe(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> None:
-    """Give every subcommand under `parser` that has no description one."""
+    """Give every subcommand under `parser` that has no description one, and every
+    list of subcommands a name made of its choices: argparse names a missing one by
+    its `dest` otherwise ("the following arguments are required: dlq_command")."""
     for action in parser._actions:
         if not isinstance(action, argparse._SubParsersAction):
             continue
+        if action.metavar is None:  # the same text help shows for it by default
+            action.metavar = "{" + ",".join(action.choices) + "}"
         lines = {choice.dest: choice.help for choice in action._choices_actions}
         for name, child in action.choices.items():
             words = (*path, name)
@@ -55,3 +59,21 @@ def describe(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Non
                     text = f"{line[0].upper()}{line[1:]}."
                 child.description = text
             describe(child, words)
+
+
+class Version(argparse.Action):
+    """`spool --version`: the installed distribution's version, looked up only when
+    asked (importlib.metadata reads files: no cost to every other command)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        import importlib.metadata
+
+        try:
+            version = importlib.metadata.version("spool")
+        except importlib.metadata.PackageNotFoundError:  # run from a checkout not installed
+            version = "(not installed: run `make venv`)"
+        print(f"spool {version}")
+        parser.exit()

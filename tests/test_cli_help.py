@@ -73,3 +73,31 @@ def test_worker_help_says_where_the_jobs_and_handlers_come_from() -> None:
 def test_top_help_says_it_reads_the_local_store_not_the_server() -> None:
     text = " ".join(_help("top").split())
     assert "SPOOL_STORE_URL" in text and "SPOOL_URL" in text
+
+
+def test_version_prints_the_installed_version() -> None:
+    """`spool --version` was "the following arguments are required: command", exit 2."""
+    import importlib.metadata
+
+    ran = subprocess.run(
+        [sys.executable, "-m", "local.cli", "--version"],
+        cwd=ROOT, env=guarded_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout == f"spool {importlib.metadata.version('spool')}\n"
+
+
+@pytest.mark.parametrize(
+    ("words", "names"),
+    [(["dlq"], ["list", "redrive"]), (["db"], ["migrate", "status"]), ([], ["worker", "serve"])],
+)
+def test_a_missing_subcommand_is_named_by_its_choices(words: list[str], names: list[str]) -> None:
+    """`spool dlq` said "the following arguments are required: dlq_command", the name
+    of a variable in local/cli.py."""
+    ran = subprocess.run(
+        [sys.executable, "-m", "local.cli", *words],
+        cwd=ROOT, env=guarded_env(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 2
+    assert "_command" not in ran.stderr and "required: command" not in ran.stderr
+    assert all(name in ran.stderr for name in names), ran.stderr
