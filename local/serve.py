@@ -693,6 +693,16 @@ def serve_processes(
         )
     if sys.platform == "win32":
         raise UsageError("--processes needs a POSIX system", "Run one process per port instead")
+    from chalicelib.storage import store_scheme
+
+    if store_scheme(rt.settings.store_url) == "memory":  # each process would have its own
+        raise UsageError(
+            f"--processes {args.processes} needs a store the processes share, and "
+            "memory:// lives inside one process (a job enqueued through one was unknown "
+            "to the others)",
+            "Set SPOOL_STORE_URL to sqlite:///PATH, postgresql://... or redis://..., "
+            "or serve with one process",
+        )
     try:
         HttpLimits.from_settings(rt.settings)  # refused here, not N times over
     except ValueError as exc:
