@@ -721,6 +721,29 @@ def _refuse_missing_store(command: str) -> None:
     )
 
 
+def _refuse_memory_store(command: str) -> None:
+    """`SPOOL_STORE_URL=memory:// spool enqueue echo` said "created" and lost the job
+    as it exited; the reading commands there always showed an empty store. The store
+    lives inside one process: `serve` and `worker` keep it (they run what is in it)."""
+    if command not in (*READING_COMMANDS, "enqueue"):
+        return
+    from chalicelib.config import Settings
+    from chalicelib.storage import store_scheme
+
+    try:
+        memory = store_scheme(Settings.from_env().store_url) == "memory"
+    except ValueError:  # a malformed URL: build_runtime names the mistake
+        return
+    if memory:
+        action = "store a job and lose it" if command == "enqueue" else "read an empty store"
+        raise UsageError(
+            f"SPOOL_STORE_URL is memory://, a store that lives inside one process: "
+            f"`spool {command}` would {action} as it exits",
+            "Set SPOOL_STORE_URL to the store `spool serve` and your workers use, or "
+            "SPOOL_URL (and SPOOL_API_KEY) to a server",
+        )
+
+
 def _schedules_settings() -> Settings | None:
     """`spool schedules` answers from the settings (SPOOL_SCHEDULES, the handlers) and
     reads no job: where SPOOL_STORE_URL names a SQLite file that does not exist, it runs
@@ -792,6 +815,7 @@ def _run(args: argparse.Namespace) -> int:
             "cd to a directory that exists, then run the command again",
         ) from None
     _refuse_missing_store(args.command)
+    _refuse_memory_store(args.command)
     if args.command == "serve":
         from chalicelib.config import Settings
 
