@@ -1,7 +1,7 @@
 """`spool serve --processes N` refuses a store its processes cannot share.
 
 On `memory://` each server process had a store of its own: a job enqueued through
-one answered 404 from the others (about one status call in two), and the emulated
+one answered 404 from another (one status call in six, in a run by hand), and the emulated
 worker, in the supervisor, saw none of them. It served anyway, with no word.
 """
 
