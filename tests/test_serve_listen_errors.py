@@ -37,7 +37,8 @@ def test_the_fix_follows_the_reason(code: int, expected: str) -> None:
 def _serve(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "local.cli", "serve", *args],
-        cwd=tmp_path, env=guarded_env(SPOOL_STORE_URL="memory://"),
+        # A file store: --processes 2 refuses memory://, which one process alone holds.
+        cwd=tmp_path, env=guarded_env(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db"),
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
