@@ -1,0 +1,354 @@
+"""One HTTP request's cost in `spool serve`, counted in instructions, beside its floor.
+
+    PYTHONPATH=. .venv/bin/python -m bench.http_instructions --n 200
+
+The machine is shared and its speed moves by tens of percent from hour to hour, so
+this counts instructions (valgrind's callgrind), which the neighbours do not change.
+It runs itself again under `valgrind --tool=callgrind --instr-atstart=no`; that
+child drives the WSGI app `spool serve` serves (local/server.py ChaliceWSGI over
+app.py, on a fresh SQLite file, as bench/http_profile.py does, without the socket)
+and bench/http_floor.py's FloorApp, warms each up, then runs each phase N times
+between a zero and a dump of callgrind's counts (bench/callgrind_marks.py), so
+start-up and imports are never counted. Each figure is instructions per request,
+less the cost of an empty phase (the marks themselves).
+
+The breakdown of one enqueue and one cached GET /status, each measured on its own:
+  chalice dispatch + adapter  the WSGI call less Spool's route (routes.handle):
+                              ChaliceWSGI, LocalGateway's event, Chalice's dispatch,
+                              app.py's shell and the response's way back
+  validation                  the body's strict JSON decoding and the job's checks
+  store add                   the store's add of one job already built
+  logging                     the route's log lines (the route with and without them)
+  rest of the route           the route without its lines less validation and add
+                              (auth, the tenant, the job's build, counters, answer)
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import callgrind_marks
+
+JOB = b'{"type": "echo", "payload": {"n": 1}}'
+WARMUP = 50
+
+
+def _environ(method: str, path: str, body: bytes = b"") -> dict[str, Any]:
+    """What waitress hands the app for this request (the headers http_bench sends)."""
+    return {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "REQUEST_URI": path,
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "127.0.0.1:8000",
+        "HTTP_X_API_KEY": "k",
+        "HTTP_USER_AGENT": "wrk",
+        "HTTP_CONNECTION": "keep-alive",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+    }
+
+
+def _ignore(status: str, headers: list[tuple[str, str]]) -> None:
+    pass
+
+
+def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
+    """Each phase: one call that does one request's worth of the thing measured."""
+    os.environ.update(
+        SPOOL_API_KEYS="k=t",
+        SPOOL_STORE_URL=f"sqlite:///{workdir}/spool.db",
+        SPOOL_DEMO_HANDLERS="true",
+    )
+    from chalicelib import logs, runtime
+    from chalicelib.api import routes
+    from chalicelib.api.http import ApiRequest
+    from chalicelib.ids import new_job_id
+    from chalicelib.models import NewJob
+
+    # Lines are formatted and written as `spool serve` writes them, to a sink.
+    logs.configure(default_level="INFO", stream=open(os.devnull, "w"))  # noqa: SIM115
+    import app as spool_app
+    from bench.http_floor import FloorApp
+    from local.server import ChaliceWSGI
+
+    rt = runtime.current()
+    wsgi = ChaliceWSGI(spool_app.app)
+    floor = FloorApp(str(workdir / "floor.db"))
+    done = json.loads(b"".join(wsgi(_environ("POST", "/enqueue", JOB), _ignore)))["id"]
+    rt.worker().drain(rt.store.clock.now().timestamp() + 5)
+    status_path = f"/status/{done}"
+    headers = {"x-api-key": "k", "content-type": "application/json", "host": "127.0.0.1:8000"}
+    edge = routes.current()
+    quiet = [logs.logging.getLogger("spool.http"), logs.logging.getLogger("spool.jobs")]
+
+    def silent(call: Callable[[], Any]) -> Callable[[], Any]:
+        def run() -> Any:
+            for logger in quiet:
+                logger.disabled = True
+            try:
+                return call()
+            finally:
+                for logger in quiet:
+                    logger.disabled = False
+
+        return run
+
+    def enqueue_route() -> Any:
+        return routes.handle("enqueue", ApiRequest(headers=headers, body=JOB))
+
+    def status_route() -> Any:
+        return routes.handle("status", ApiRequest(headers=headers), job_id=done)
+
+    def validate() -> Any:
+        request = ApiRequest(headers=headers, body=JOB)
+        return edge._enqueue_requests(request.json(edge.settings.max_body_bytes))
+
+    def store_add() -> Any:
+        job = NewJob(id=new_job_id(), type="echo", payload={"n": 1}, run_at=rt.store.clock.now())
+        return rt.store.add([job])
+
+    def build_job() -> Any:
+        return NewJob(id=new_job_id(), type="echo", payload={"n": 1}, run_at=rt.store.clock.now())
+
+    served = _served_phases(wsgi, floor, rt.settings, status_path)
+    return {
+        "empty": lambda: None,
+        "enqueue": lambda: wsgi(_environ("POST", "/enqueue", JOB), _ignore),
+        "enqueue.route": enqueue_route,
+        "enqueue.route_quiet": silent(enqueue_route),
+        "enqueue.validation": validate,
+        "enqueue.store_add": store_add,
+        "enqueue.build_job": build_job,  # store_add's own NewJob, taken off it
+        "status": lambda: wsgi(_environ("GET", status_path), _ignore),
+        "status.route": status_route,
+        "status.route_quiet": silent(status_route),
+        "floor.enqueue": lambda: floor(_environ("POST", "/enqueue", JOB), _ignore),
+        "floor.get": lambda: floor(_environ("GET", status_path), _ignore),
+        **served,
+    }
+
+
+# The client of the served phases: its own process, which valgrind does not follow
+# (--trace-children=no), so only the server's side of each request is counted.
+CLIENT = """
+import http.client, sys
+body, conns = sys.argv[1].encode(), {}
+headers = {"X-API-Key": "k", "Content-Type": "application/json"}
+for line in sys.stdin:
+    port, method, path, n = line.split()
+    conn = conns.get(port) or http.client.HTTPConnection("127.0.0.1", int(port))
+    conns[port] = conn
+    for _ in range(int(n)):
+        conn.request(method, path, body=body if method == "POST" else None, headers=headers)
+        answer = conn.getresponse()
+        answer.read()
+        if answer.status >= 300:
+            sys.exit(f"{method} {path}: {answer.status}")
+    print("done", flush=True)
+"""
+
+
+def _served_phases(
+    wsgi: Any, floor: Any, settings: Any, status_path: str
+) -> dict[str, Callable[[], Any]]:
+    """Requests over a socket to `spool serve`'s server (local/server.py: waitress, its
+    guards, quick requests on the loop thread, as _serve builds it) and to the floor's
+    (bench/http_floor.py: the same server), from a client process: each call is one
+    request, counted from the server's side only."""
+    from local.http_limits import HttpLimits
+    from local.quick_routes import quick_requests
+    from local.server import Server
+
+    spool = Server(
+        wsgi,
+        "127.0.0.1",
+        0,
+        8,
+        limits=HttpLimits.from_settings(settings),
+        quick=quick_requests(settings.store_url),
+    )
+    floor_server = Server(floor, "127.0.0.1", 0, 8, quick=lambda *_: True)
+    for server in (spool, floor_server):
+        server.start()
+    client = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, JOB.decode()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdin is not None and client.stdout is not None
+    stdin, stdout = client.stdin, client.stdout
+
+    def stop() -> None:
+        stdin.close()
+        client.wait(10)
+        for server in (spool, floor_server):
+            server.stop()
+
+    atexit.register(stop)
+
+    def requests(server: Any, method: str, path: str, count: int = 1) -> Callable[[], Any]:
+        def one() -> None:
+            stdin.write(f"{server.port} {method} {path} {count}\n")
+            stdin.flush()
+            if stdout.readline().strip() != "done":
+                raise SystemExit(f"the client failed on {method} {path}")
+
+        return one
+
+    return {
+        "served.empty": requests(spool, "GET", status_path, 0),  # the pipe to the client
+        "served.enqueue": requests(spool, "POST", "/enqueue"),
+        "served.status": requests(spool, "GET", status_path),
+        "served.floor.enqueue": requests(floor_server, "POST", "/enqueue"),
+        "served.floor.get": requests(floor_server, "GET", status_path),
+    }
+
+
+def child(n: int) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="spool-http-instructions-"))
+    try:
+        phases = _phases(workdir)
+        for call in phases.values():
+            for _ in range(WARMUP):
+                call()
+        callgrind_marks.start()
+        for name, call in phases.items():
+            callgrind_marks.zero()
+            for _ in range(n):
+                call()
+            callgrind_marks.dump(name)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+_TRIGGER = re.compile(r"^desc: Trigger: Client Request: (\S+)$", re.M)
+_SUMMARY = re.compile(r"^summary: (\d+)$", re.M)
+
+
+def read_dumps(outdir: Path) -> dict[str, int]:
+    """Instructions counted in each labelled dump callgrind wrote."""
+    counts: dict[str, int] = {}
+    for path in sorted(outdir.glob("callgrind.out*")):
+        text = path.read_text(errors="replace")
+        label, summary = _TRIGGER.search(text), _SUMMARY.search(text)
+        if label and summary:
+            counts[label.group(1)] = int(summary.group(1))
+    return counts
+
+
+def per_request(counts: dict[str, int], n: int) -> dict[str, float]:
+    empty = counts.get("empty", 0)
+    return {name: (total - empty) / n for name, total in counts.items() if name != "empty"}
+
+
+def table(each: dict[str, float]) -> list[tuple[str, float, str]]:
+    """(row, instructions per request, note) for the report."""
+    enq, st = each["enqueue"], each["status"]
+    add = each["enqueue.store_add"] - each["enqueue.build_job"]
+    validation = each["enqueue.validation"]
+    quiet = each["enqueue.route_quiet"]
+    floor_enq, floor_get = each["floor.enqueue"], each["floor.get"]
+    return [
+        ("POST /enqueue, one job (WSGI call)", enq, f"floor / spool = {floor_enq / enq:.0%}"),
+        ("  chalice dispatch + adapter", enq - each["enqueue.route"], ""),
+        ("  validation (decode + checks)", validation, ""),
+        ("  store add", add, ""),
+        ("  logging (its lines)", each["enqueue.route"] - quiet, ""),
+        ("  rest of the route", quiet - validation - add, ""),
+        ("floor POST /enqueue (parse + insert)", floor_enq, ""),
+        ("GET /status, cache hit (WSGI call)", st, f"floor GET / spool = {floor_get / st:.0%}"),
+        ("  chalice dispatch + adapter", st - each["status.route"], ""),
+        ("  logging (its line)", each["status.route"] - each["status.route_quiet"], ""),
+        ("  the route", each["status.route_quiet"], ""),
+        ("floor GET (a constant)", floor_get, ""),
+        *_served_rows(each),
+    ]
+
+
+def _share(floor: float, spool: float) -> str:
+    return f"floor / spool = {floor / spool:.0%}"
+
+
+def _served_rows(each: dict[str, float]) -> list[tuple[str, float, str]]:
+    """Whole requests over a socket, waitress included, less the pipe to the client."""
+    pipe = each["served.empty"]
+    spool_enq, spool_st = each["served.enqueue"] - pipe, each["served.status"] - pipe
+    floor_enq, floor_get = each["served.floor.enqueue"] - pipe, each["served.floor.get"] - pipe
+    return [
+        ("served POST /enqueue: spool serve", spool_enq, _share(floor_enq, spool_enq)),
+        ("served POST /enqueue: floor", floor_enq, ""),
+        ("served GET /status cache hit: spool", spool_st, _share(floor_get, spool_st)),
+        ("served GET: floor (a constant)", floor_get, ""),
+    ]
+
+
+def measure(n: int, keep: Path | None = None) -> dict[str, float]:
+    """Run the child under callgrind; instructions per request for each phase."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    outdir = keep or Path(tempfile.mkdtemp(prefix="spool-callgrind-"))
+    outdir.mkdir(parents=True, exist_ok=True)
+    command = [
+        valgrind,
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={outdir}/callgrind.out",
+        sys.executable,
+        "-m",
+        "bench.http_instructions",
+        "--child",
+        "--n",
+        str(n),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"the run under callgrind failed ({done.returncode})")
+    counts = read_dumps(outdir)
+    if keep is None:
+        shutil.rmtree(outdir, ignore_errors=True)
+    if "enqueue" not in counts:
+        raise SystemExit("callgrind wrote no labelled dumps: is this x86-64?")
+    return per_request(counts, n)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=200, help="requests per phase")
+    parser.add_argument("--keep", type=Path, help="keep callgrind's files in this directory")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args.n)
+    each = measure(args.n, args.keep)
+    print(f"instructions per request (callgrind, {args.n} requests a phase, after warm-up)")
+    print(f"{'request / component':40} {'instructions':>13}  note")
+    for row, value, note in table(each):
+        print(f"{row:40} {value:13,.0f}  {note}")
+    if args.json:
+        print(json.dumps({name: round(value) for name, value in each.items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
