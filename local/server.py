@@ -139,12 +139,38 @@ class _EventConverter(LambdaEventConverter):
     def create_lambda_event(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None = None
     ) -> dict[str, Any]:
+        """chalice's LambdaEventConverter.create_lambda_event, key for key and in the
+        same order (tests/test_server_adapter.py compares the two), built in one go:
+        its copy of the headers with every name lower-cased again is skipped when
+        `headers` comes from _headers, whose names are lower-case already."""
         repeated = headers.pop(_REPEATED_KEY, None)
-        event: dict[str, Any] = super().create_lambda_event(method, path, headers, body)
+        view_route = self._route_matcher.match_route(path)
         # The segments' escapes (_path) undone: API Gateway passes `abc;def` and `a/b`.
-        captured = event.get("pathParameters")
+        captured = view_route.captured
         if captured:
-            event["pathParameters"] = {name: unquote(value) for name, value in captured.items()}
+            captured = {name: unquote(value) for name, value in captured.items()}
+        lowered = (
+            headers
+            if type(headers) is _LowerHeaders
+            else {k.lower(): v for k, v in headers.items()}
+        )
+        event: dict[str, Any] = {
+            "requestContext": {
+                "httpMethod": method,
+                "resourcePath": view_route.route,
+                "identity": {"sourceIp": self.LOCAL_SOURCE_IP},
+                "path": path.split("?")[0],
+            },
+            "headers": lowered,
+            "pathParameters": captured,
+            "stageVariables": {},
+            "multiValueQueryStringParameters": view_route.query_params or None,
+        }
+        if self._is_binary(headers) and body is not None:
+            event["body"] = base64.b64encode(body).decode("ascii")
+            event["isBase64Encoded"] = True
+        else:
+            event["body"] = body
         if repeated is not None:
             event["multiValueHeaders"] = {"x-api-key": json.loads(repeated)}
         return event
@@ -256,9 +282,23 @@ def _path(environ: dict[str, Any]) -> str:
     character). _EventConverter undoes the escapes in the captured parameters, so
     the app reads `abc;def`, not `abc%3Bdef`.
     """
-    path = "/".join(_escape_segment(s) for s in _segments(environ)) or "/"
+    path = _plain_path(environ)
+    if path is None:
+        path = "/".join(_escape_segment(s) for s in _segments(environ)) or "/"
     query = environ.get("QUERY_STRING", "")
     return f"{path}?{query}" if query else path
+
+
+def _plain_path(environ: dict[str, Any]) -> str | None:
+    """PATH_INFO itself, when the general reading (_segments, _escape_segment) would
+    give it back unchanged, else None: the client sent it with no escape (no `%`),
+    all ASCII (so reading it as UTF-8 changes nothing) and with no `;` (the one
+    character _escape_segment would escape that a raw path can hold; `?` and `#`
+    end it). Nearly every request's path, read without splitting and decoding it."""
+    decoded = environ.get("PATH_INFO", "/")
+    if not decoded.isascii() or "%" in decoded or ";" in decoded:
+        return None
+    return decoded if _raw_path(environ) == decoded else None
 
 
 def _segments(environ: dict[str, Any]) -> list[str]:
@@ -295,10 +335,14 @@ def _escape_segment(segment: str) -> str:
     return segment.translate(_SEGMENT_ESCAPES)
 
 
+class _LowerHeaders(dict[str, str]):
+    """A request's headers as _headers makes them: every name lower-case already."""
+
+
 def _headers(environ: dict[str, Any]) -> dict[str, str]:
-    headers = {
-        k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")
-    }
+    headers = _LowerHeaders(
+        (k[5:].replace("_", "-").lower(), v) for k, v in environ.items() if k[:5] == "HTTP_"
+    )
     if environ.get("CONTENT_TYPE"):
         headers["content-type"] = environ["CONTENT_TYPE"]
     if environ.get("CONTENT_LENGTH"):
@@ -319,12 +363,18 @@ def _send(
 ) -> list[bytes]:
     data = body.encode("utf-8") if isinstance(body, str) else body
     pairs: list[tuple[str, str]] = []
+    typed = False  # a Content-Type header is among the pairs
     for name, value in headers.items():
-        if name.lower() == "content-length":
+        lower = name.lower()
+        if lower == "content-length":
             continue
-        values = value if isinstance(value, list) else [value]
-        pairs.extend((name, str(v)) for v in values)
-    if data and not any(n.lower() == "content-type" for n, _ in pairs):
+        if isinstance(value, list):
+            pairs.extend((name, str(v)) for v in value)
+            typed = typed or (lower == "content-type" and bool(value))
+        else:
+            pairs.append((name, str(value)))
+            typed = typed or lower == "content-type"
+    if data and not typed:
         pairs.append(("Content-Type", "application/json"))
     pairs.append(("Content-Length", str(len(data))))
     start_response(f"{status} {_reason(status)}", pairs)
