@@ -341,7 +341,7 @@ class _LowerHeaders(dict[str, str]):
 
 def _headers(environ: dict[str, Any]) -> dict[str, str]:
     headers = _LowerHeaders(
-        (k[5:].replace("_", "-").lower(), v) for k, v in environ.items() if k[:5] == "HTTP_"
+        {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k[:5] == "HTTP_"}
     )
     if environ.get("CONTENT_TYPE"):
         headers["content-type"] = environ["CONTENT_TYPE"]

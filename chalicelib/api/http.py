@@ -84,6 +84,17 @@ class ApiRequest:
     # before the route runs; None until then, and on routes that ignore it.
     params: Any = None
 
+    def with_params(self, params: Any) -> ApiRequest:
+        """This request with its query read into `params`: what dataclasses.replace
+        gives, every field carried, without its per-field walk (about a tenth of a
+        cached status request's route). Its fields are copied as they are: a frozen
+        request's values are never changed in place."""
+        request = object.__new__(ApiRequest)
+        fields = request.__dict__
+        fields.update(self.__dict__)
+        fields["params"] = params
+        return request
+
     def header(self, name: str) -> str | None:
         name = name.lower()
         if name in self.repeated:

@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from contextvars import ContextVar
-from dataclasses import replace
 from typing import Any, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -638,7 +637,7 @@ def _read_query(edge: Edge, operation: str, request: ApiRequest) -> ApiRequest:
         if method == "POST" and isinstance(exc, ValidationFailed):
             exc.message += ": send its options in the JSON body"
         raise
-    return replace(request, params=params)
+    return request.with_params(params)
 
 
 def _failure(exc: Exception) -> ApiResponse:
