@@ -125,6 +125,12 @@ class Redactor:
             self._pattern = re.compile("|".join(re.escape(s) for s in alternatives))
             self._known = {}  # after the pattern: a text read from here on meets it
 
+    def secrets_token(self) -> object:
+        """An object that is replaced whenever the secrets change (add, clear): what a
+        cache of masked text keys on, so that nothing masked under other secrets is
+        used again (logs.text_line's pieces)."""
+        return self._known
+
     def add_settings(self, settings: Settings) -> None:
         self.add(secrets_in(settings))
 

@@ -574,6 +574,32 @@ def _utc_stamp(second: int, millis: int) -> str:
     return f"{stamp[1]}.{millis:03d}Z"
 
 
+# `key=value` pieces of short text fields as text_line writes them (masked, quoted),
+# with the redactor's token for the secrets they were masked under: a line's event,
+# method, route, tenant and type recur on every line, and each piece took a masking
+# lookup and a quoting search. A new token (secrets added) starts a new dict.
+PIECES_UP_TO = 64
+PIECES = 4096
+_pieces: tuple[object, dict[tuple[str, str], str]] = (None, {})
+
+
+def _text_piece(key: str, value: str) -> str:
+    global _pieces
+    token = redactor.secrets_token()
+    made_under, pieces = _pieces  # one read: another thread may replace it
+    if made_under is not token:
+        pieces = {}
+        _pieces = (token, pieces)
+    piece = pieces.get((key, value))
+    if piece is None:
+        piece = f"{key}={_text_value(redactor.text(value))}"
+        if len(value) <= PIECES_UP_TO:
+            if len(pieces) >= PIECES:
+                pieces.clear()
+            pieces[(key, value)] = piece
+    return piece
+
+
 def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> str:
     """The line TextFormatter writes for a record of these fields after the redacting
     filter has run on it: time, level, logger, message and the key=value pairs."""
@@ -589,8 +615,9 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
             continue
         kind = type(value)
         if kind is str:
-            value = text(value)
-        elif kind not in _PLAIN:
+            parts.append(_text_piece(key, value))
+            continue
+        if kind not in _PLAIN:
             value = redactor.value(value)
         parts.append(f"{key}={_text_value(value)}")
     request_id = _invocation_id()
