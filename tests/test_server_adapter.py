@@ -23,6 +23,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import app as spool_app
+from chalicelib import logs
+from chalicelib.api import http as api_http
 from local import server
 from local.server import ChaliceWSGI, RouteTable, _escape_segment, _segments
 
@@ -122,8 +124,12 @@ def event_before(env: dict[str, Any]) -> dict[str, Any] | None:
 
 
 @pytest.fixture
-def recorded() -> Iterator[tuple[ChaliceWSGI, list[dict[str, Any]]]]:
+def recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[ChaliceWSGI, list[dict[str, Any]]]]:
     """The adapter, its call into app.py replaced by a recorder of the event."""
+    # ChaliceWSGI trusts its peer header process-wide: undone after the test.
+    monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", api_http.PEER_HEADER_TRUSTED)
     wsgi = ChaliceWSGI(spool_app.app)
     events: list[dict[str, Any]] = []
 
@@ -137,7 +143,10 @@ def recorded() -> Iterator[tuple[ChaliceWSGI, list[dict[str, Any]]]]:
 
 def served_event(wsgi: ChaliceWSGI, events: list[dict[str, Any]], env: dict[str, Any]) -> Any:
     events.clear()
-    wsgi(env, lambda status, headers: None)
+    # The adapter marks its thread as serving requests (no invocation id on its log
+    # lines); restored after, so later tests on this thread are not marked too.
+    with logs.outside_invocation():
+        wsgi(env, lambda status, headers: None)
     return events[0] if events else None
 
 
