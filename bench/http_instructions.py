@@ -29,6 +29,7 @@ import argparse
 import atexit
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -95,7 +96,7 @@ def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
     status_path = f"/status/{done}"
     headers = {"x-api-key": "k", "content-type": "application/json", "host": "127.0.0.1:8000"}
     edge = routes.current()
-    quiet = [logs.logging.getLogger("spool.http"), logs.logging.getLogger("spool.jobs")]
+    quiet = [logging.getLogger("spool.http"), logging.getLogger("spool.jobs")]
 
     def silent(call: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
@@ -267,14 +268,14 @@ def table(each: dict[str, float]) -> list[tuple[str, float, str]]:
     quiet = each["enqueue.route_quiet"]
     floor_enq, floor_get = each["floor.enqueue"], each["floor.get"]
     return [
-        ("POST /enqueue, one job (WSGI call)", enq, f"floor / spool = {floor_enq / enq:.0%}"),
+        ("POST /enqueue, one job (WSGI call)", enq, f"apps: floor / spool = {floor_enq / enq:.0%}"),
         ("  chalice dispatch + adapter", enq - each["enqueue.route"], ""),
         ("  validation (decode + checks)", validation, ""),
         ("  store add", add, ""),
         ("  logging (its lines)", each["enqueue.route"] - quiet, ""),
         ("  rest of the route", quiet - validation - add, ""),
         ("floor POST /enqueue (parse + insert)", floor_enq, ""),
-        ("GET /status, cache hit (WSGI call)", st, f"floor GET / spool = {floor_get / st:.0%}"),
+        ("GET /status, cache hit (WSGI call)", st, f"apps: floor / spool = {floor_get / st:.0%}"),
         ("  chalice dispatch + adapter", st - each["status.route"], ""),
         ("  logging (its line)", each["status.route"] - each["status.route_quiet"], ""),
         ("  the route", each["status.route_quiet"], ""),
@@ -284,7 +285,7 @@ def table(each: dict[str, float]) -> list[tuple[str, float, str]]:
 
 
 def _share(floor: float, spool: float) -> str:
-    return f"floor / spool = {floor / spool:.0%}"
+    return f"served: floor / spool = {floor / spool:.0%} (the issue's ratio)"
 
 
 def _served_rows(each: dict[str, float]) -> list[tuple[str, float, str]]:
