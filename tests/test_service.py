@@ -112,7 +112,6 @@ def test_malformed_requests_are_refused(fields: dict[str, Any]) -> None:
         ("2030-01-01T00:00Z", ""),  # no seconds
         ("2030-01-01T00:00:00+0530", ""),  # no colon in the offset
         ("2030-01-01", ", with a time zone"),
-        ("2030-01-01T00:00:00.1234567890Z", ""),  # ten fractional digits
         ("2030-01-01T00:00:00\u00a0Z", ""),
         ("\uff12030-01-01T00:00:00Z", ""),  # a fullwidth digit
         ("2030-01-01T00:00:00", ", with a time zone"),
