@@ -12,10 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import select
 import socket
 import threading
 
+from chalicelib.fdwait import readable
 from chalicelib.storage.files import private_dirs
 
 
@@ -121,8 +121,7 @@ class SocketDirNotifier:
 
     def wait(self, timeout: float) -> bool:
         sock = self._ensure_socket()
-        ready, _, _ = select.select([sock], [], [], max(0.0, timeout))
-        woke = bool(ready)
+        woke = bool(readable([sock.fileno()], timeout))  # any number: see chalicelib/fdwait.py
         if woke:
             with contextlib.suppress(BlockingIOError, OSError):
                 while sock.recv(64):

@@ -32,7 +32,6 @@ import logging
 import os
 import random
 import re
-import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -56,6 +55,7 @@ from chalicelib.errors import (
     StoreNotMigrated,
     StoreUnavailable,
 )
+from chalicelib.fdwait import readable
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy, Hold
 from chalicelib.models import (
@@ -619,10 +619,11 @@ def _check_connection(conn: Conn) -> None:
     if conn.closed or conn.broken:
         raise psycopg.OperationalError("connection is closed")
     try:
-        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+        # Not select(): a socket numbered past 1023 is no dead one (chalicelib/fdwait.py).
+        unread = readable([conn.fileno()], 0)
     except (OSError, ValueError) as exc:
         raise psycopg.OperationalError(f"connection socket is gone: {exc}") from exc
-    if readable:
+    if unread:
         ConnectionPool.check_connection(conn)
 
 
@@ -1573,8 +1574,7 @@ class PgNotifier:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return False
-                    ready, _, _ = select.select([conn.fileno(), self._rpipe], [], [], remaining)
-                    if self._rpipe in ready:
+                    if self._rpipe in readable([conn.fileno(), self._rpipe], remaining):
                         self._clear_pipe()
                         return True
             except (psycopg.Error, OSError) as exc:
@@ -1583,7 +1583,7 @@ class PgNotifier:
             # Could not listen: wait out the timeout (close still wakes us).
             remaining = deadline - time.monotonic()
             if remaining > 0:
-                select.select([self._rpipe], [], [], remaining)
+                readable([self._rpipe], remaining)
                 self._clear_pipe()
             return False
 
