@@ -15,6 +15,7 @@ its sockets, so they land past 1023.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import threading
@@ -36,19 +37,28 @@ WAIT = 30.0
 def high_fds() -> Iterator[None]:
     """Hold SPARE descriptors open (raising the soft limit to fit), so the next ones
     this process opens are numbered past FD_SETSIZE (1024)."""
+    with open_files(SPARE + 512):
+        held = [os.open(os.devnull, os.O_RDONLY) for _ in range(SPARE)]
+        try:
+            assert max(held) >= 1024
+            yield
+        finally:
+            for fd in held:
+                os.close(fd)
+
+
+@contextlib.contextmanager
+def open_files(wanted: int) -> Iterator[None]:
+    """Raise this process's soft open-file limit to `wanted` (a test environment
+    whose hard limit is lower fails, saying so), and put it back afterwards."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = SPARE + 512
     if hard != resource.RLIM_INFINITY and hard < wanted:
         pytest.fail(f"the hard open-file limit ({hard}) is below the {wanted} this test needs")
     if soft != resource.RLIM_INFINITY and soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(SPARE)]
     try:
-        assert max(held) >= 1024
         yield
     finally:
-        for fd in held:
-            os.close(fd)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
@@ -97,3 +107,52 @@ def test_a_postgres_store_opened_past_1023_serves_and_wakes(high_fds: None) -> N
         finally:
             store.close()
             writer.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_spool_serve_on_postgres_answers_with_a_thousand_idle_clients(tmp_path: Path) -> None:
+    """The symptom, end to end: 1,200 keep-alive clients sit idle on `spool serve`
+    (Postgres), then 20 clients enqueue at once. Each needs a pool connection, opened
+    past descriptor 1023: all were answered 503 "the database cannot be reached"."""
+    import http.client
+    import json
+    import socket
+
+    from tests.pg_support import fresh_schema
+    from tests.procs import guarded_env, spool_serve_logged, stop
+
+    with open_files(1200 + 512), fresh_schema() as url:
+        env = guarded_env(
+            SPOOL_STORE_URL=url, SPOOL_API_KEYS="key-a=tenant-a", SPOOL_DEMO_HANDLERS="true"
+        )
+        served = spool_serve_logged(tmp_path / "serve.log", "--no-worker", env=env)
+        port = int(served.url.rsplit(":", 1)[1])
+        idle: list[socket.socket] = []
+        statuses: list[int | str] = []
+        try:
+            idle = [
+                socket.create_connection(("127.0.0.1", port), timeout=WAIT) for _ in range(1200)
+            ]
+
+            def enqueue(n: int) -> None:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
+                try:
+                    body = json.dumps({"type": "echo", "payload": {"n": n}})
+                    conn.request("POST", "/enqueue", body, {"X-API-Key": "key-a"})
+                    statuses.append(conn.getresponse().status)
+                except OSError as exc:
+                    statuses.append(repr(exc))
+                finally:
+                    conn.close()
+
+            threads = [threading.Thread(target=enqueue, args=(n,)) for n in range(20)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(WAIT * 2)
+            assert statuses == [201] * 20, (tmp_path / "serve.log").read_text()[-3000:]
+        finally:
+            for sock in idle:
+                sock.close()
+            stop(served.proc)
