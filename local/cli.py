@@ -249,13 +249,25 @@ def _run_worker(
     return 0
 
 
+def _status_line(text: str) -> None:
+    """The worker's banner on stderr, or nothing when stderr's reader is gone.
+
+    A BrokenPipeError there reached main(), which reads it as `spool jobs | head`
+    (the reader had all it wanted) and exits 0: a worker whose log pipe was closed
+    as it started ran no job and exited as if done, so a supervisor restarting it
+    only on failure never did. Closed later, the pipe only costs the log lines (the
+    logging module drops what it cannot write) and the worker runs on; now the same
+    holds from the first line."""
+    with contextlib.suppress(BrokenPipeError):
+        print(text, file=sys.stderr, flush=True)
+
+
 def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) -> WorkerStats:
     """`spool worker` without --burst: the pool, the scheduler and webhook delivery."""
     if not args.quiet:
-        print(
+        _status_line(
             f"spool worker: concurrency {worker.config.concurrency}, "
-            f"store {redact_url(rt.settings.store_url)}",
-            file=sys.stderr,
+            f"store {redact_url(rt.settings.store_url)}"
         )
     stop_schedules = threading.Event()
     logs.outside_thread(

@@ -32,3 +32,50 @@ def test_a_worker_nobody_scrapes_or_pushes_builds_no_metrics(tmp_path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     )
     assert out.stdout.split() == ["0", "False"], out.stderr
+
+
+def test_a_worker_whose_log_pipe_is_closed_as_it_starts_still_runs_jobs(tmp_path) -> None:
+    """Its banner hit a closed pipe (a log shipper gone), main() took the BrokenPipeError
+    for `spool jobs | head` and the worker exited 0 at once, running nothing."""
+    import time
+
+    from chalicelib.models import JobQuery, JobState
+    from chalicelib.storage import open_store
+    from tests.procs import ROOT, guarded_env, stop
+
+    url = f"sqlite:///{tmp_path}/spool.db"
+    env = guarded_env(SPOOL_STORE_URL=url, SPOOL_DEMO_HANDLERS="true")
+    added = subprocess.run(
+        [sys.executable, "-m", "local.cli", "enqueue", "echo", "--count", "3"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert added.returncode == 0, added.stderr
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # nobody will ever read what the worker writes
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "local.cli", "worker", "--concurrency", "2"],
+            cwd=ROOT,
+            env=env,
+            stdout=write_end,
+            stderr=write_end,
+        )
+    finally:
+        os.close(write_end)
+    store = open_store(url)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            states = [job.state for job in store.list_jobs(JobQuery()).jobs]
+            if states.count(JobState.SUCCEEDED) == 3 or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, f"the worker exited ({proc.returncode})"
+        assert states.count(JobState.SUCCEEDED) == 3, states
+    finally:
+        stop(proc)
+        store.close()
