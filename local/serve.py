@@ -479,6 +479,17 @@ def addresses(host: str, port: int) -> tuple[str, str]:
     return url(bound), url(WILDCARDS.get(host, host))
 
 
+def _show_banner(text: str) -> None:
+    """The banner on stdout, or nothing when stdout's reader is gone.
+
+    A BrokenPipeError here reached main(), which reads it as `spool jobs | head` and
+    exits 0: a server whose output pipe was closed as it started stopped at once
+    (its emulated worker left running jobs to their leases) and said it was done.
+    Its log lines already go on without a reader; now the banner does too."""
+    with contextlib.suppress(BrokenPipeError):
+        print(text, flush=True)
+
+
 def banner(
     url: str,
     rt: Runtime,
@@ -613,7 +624,7 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
             report_ready(args.ready_fd)
         else:
             bound, url = addresses(server.host, server.port)
-            print(banner(url, rt, key, generated, emulator, bound=bound), flush=True)
+            _show_banner(banner(url, rt, key, generated, emulator, bound=bound))
         try:
             serve_beside_signals(server)
         finally:
@@ -737,7 +748,7 @@ def serve_processes(
             emulator.start()
         host, port = sockets[0].getsockname()[:2]
         bound, url = addresses(host, port)
-        print(banner(url, rt, key, generated, emulator, args.processes, bound), flush=True)
+        _show_banner(banner(url, rt, key, generated, emulator, args.processes, bound))
         try:
             code = supervisor.watch()
         finally:

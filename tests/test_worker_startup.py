@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def test_importing_the_cli_leaves_progress_bars_and_the_metrics_port_out() -> None:
     code = (
@@ -34,9 +36,15 @@ def test_a_worker_nobody_scrapes_or_pushes_builds_no_metrics(tmp_path) -> None:
     assert out.stdout.split() == ["0", "False"], out.stderr
 
 
-def test_a_worker_whose_log_pipe_is_closed_as_it_starts_still_runs_jobs(tmp_path) -> None:
-    """Its banner hit a closed pipe (a log shipper gone), main() took the BrokenPipeError
-    for `spool jobs | head` and the worker exited 0 at once, running nothing."""
+@pytest.mark.parametrize(
+    "command", [["worker", "--concurrency", "2"], ["serve", "--port", "0"]], ids=lambda c: c[0]
+)
+def test_a_command_whose_output_pipe_is_closed_as_it_starts_still_runs_jobs(
+    tmp_path, command: list[str]
+) -> None:
+    """`spool worker`'s and `spool serve`'s banner hit a closed pipe (a log shipper
+    gone), main() took the BrokenPipeError for `spool jobs | head` and the command
+    exited 0 at once, running nothing (serve's own worker included)."""
     import time
 
     from chalicelib.models import JobQuery, JobState
@@ -44,7 +52,7 @@ def test_a_worker_whose_log_pipe_is_closed_as_it_starts_still_runs_jobs(tmp_path
     from tests.procs import ROOT, guarded_env, stop
 
     url = f"sqlite:///{tmp_path}/spool.db"
-    env = guarded_env(SPOOL_STORE_URL=url, SPOOL_DEMO_HANDLERS="true")
+    env = guarded_env(SPOOL_STORE_URL=url, SPOOL_DEMO_HANDLERS="true", SPOOL_API_KEYS="k=t")
     added = subprocess.run(
         [sys.executable, "-m", "local.cli", "enqueue", "echo", "--count", "3"],
         cwd=ROOT,
@@ -58,7 +66,7 @@ def test_a_worker_whose_log_pipe_is_closed_as_it_starts_still_runs_jobs(tmp_path
     os.close(read_end)  # nobody will ever read what the worker writes
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "local.cli", "worker", "--concurrency", "2"],
+            [sys.executable, "-m", "local.cli", *command],
             cwd=ROOT,
             env=env,
             stdout=write_end,
@@ -74,7 +82,7 @@ def test_a_worker_whose_log_pipe_is_closed_as_it_starts_still_runs_jobs(tmp_path
             if states.count(JobState.SUCCEEDED) == 3 or proc.poll() is not None:
                 break
             time.sleep(0.1)
-        assert proc.poll() is None, f"the worker exited ({proc.returncode})"
+        assert proc.poll() is None, f"spool {command[0]} exited ({proc.returncode})"
         assert states.count(JobState.SUCCEEDED) == 3, states
     finally:
         stop(proc)
