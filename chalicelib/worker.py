@@ -59,7 +59,6 @@ from chalicelib.errors import (
     JobUnreadable,
     PermanentError,
     RetryAfter,
-    StoreUnavailable,
     UnknownJobType,
 )
 from chalicelib.handlers import HandlerSpec, JobContext, Registry
@@ -77,6 +76,7 @@ from chalicelib.middleware import Middleware
 from chalicelib.models import Completion, Job, JobState, error_text
 from chalicelib.retry import retry_after_seconds
 from chalicelib.storage.base import JobStore
+from chalicelib.store_outage import Outage, is_fatal
 from chalicelib.timebounds import clamp_delay
 
 __all__ = ["Middleware", "Worker", "WorkerConfig", "WorkerStats"]
@@ -130,6 +130,9 @@ class WorkerConfig:
     heartbeat_seconds: float | None = None
     # Limits and fair turns the store's claim keeps (chalicelib/limits.py); None: none.
     policy: ClaimPolicy | None = None
+    # A stop during a store outage tries this long to write the results it holds,
+    # then exits naming them (their leases lapse and they run again).
+    stop_flush_seconds: float = 5.0
 
 
 @dataclass
@@ -170,6 +173,9 @@ class _State:
     inbox: deque[_Attempt] = field(default_factory=deque)
     running: dict[str, _Attempt] = field(default_factory=dict)
     outbox: list[tuple[_Attempt, Completion, float]] = field(default_factory=list)
+    # Completions whose write failed (a store outage): their middleware has seen them,
+    # so they are written as they are, first, once the store takes writes again.
+    held: list[tuple[_Attempt, Completion, float]] = field(default_factory=list)
     # Timed out under a concurrency limit while the handler still runs: the job keeps
     # its slot (and lease) until the handler returns or the worker closes (_abandon).
     lingering: dict[str, _Attempt] = field(default_factory=dict)
@@ -228,6 +234,9 @@ class Worker:
         self._heartbeat = self.config.heartbeat_seconds or attempt_record.heartbeat_seconds()
         self._started_at = store.clock.now()
         self._next_beat = 0.0
+        # One store outage as this worker sees it: logged when it starts and when it
+        # ends, with the backoff between tries (chalicelib/store_outage.py).
+        self.outage = Outage(log, "the worker")
 
     # -- one attempt -------------------------------------------------------
     def execute(self, attempt: _Attempt) -> Completion:
@@ -354,12 +363,16 @@ class Worker:
             seconds = time.monotonic() - attempt.started
             recorded = False
             if self.config.sync_finish and not attempt.abandoned:
+                # Written now, or held (an outage) for the dispatcher to write later:
+                # never lost with the thread.
+                recorded = True
                 try:
                     self._record([(attempt, completion, seconds)])
-                    recorded = True
-                except Exception:
-                    # Never lose the outcome with the thread: the dispatcher writes it later.
-                    log.exception("could not record %s now; it will be retried", attempt.job.id)
+                except Exception as exc:
+                    if is_fatal(exc):
+                        log.error("could not record %s: %s", attempt.job.id, exc)
+                    else:
+                        self.outage.failed(exc, self._holding())
             done = (attempt, completion, seconds, recorded)
 
     def _outcome(self, attempt: _Attempt) -> Completion:
@@ -559,8 +572,8 @@ class Worker:
                 return
         try:
             self._flush()
-        except Exception:
-            log.exception("could not write the last completions while closing")
+        except Exception as exc:  # held: the caller lets them go, naming each
+            log.warning("could not write the last completions while closing: %s", exc)
 
     def _timeout(self, attempt: _Attempt, note: str = "") -> Completion:
         """A timed-out attempt's completion: failed (retry or dead) with a TimeoutError and
@@ -615,7 +628,8 @@ class Worker:
         try:
             beat(worker_id.process(), self.config.queues, self._started_at)
         except Exception as exc:
-            log.warning("could not record this worker's heartbeat: %s", exc)
+            if not self.outage.down:  # an outage already said so, once
+                log.warning("could not record this worker's heartbeat: %s", exc)
 
     def _extend_leases(self) -> None:
         now = self.store.clock.now()
@@ -634,12 +648,17 @@ class Worker:
             token = attempt.job.lease_token or ""
             try:
                 kept = self.store.extend_lease(attempt.job.id, token, self.config.lease_seconds)
-            except StoreUnavailable as exc:
+            except Exception as exc:
                 # Not a lost lease: the store is down for now. Half the lease is still
                 # left, so the next look (every lease/6 s) tries again. Raised, it ended
                 # process() with the wave's handlers still running (on Lambda, frozen
                 # mid-job, then run again elsewhere), and the others' leases unrenewed.
-                log.warning("cannot renew leases now (%s); trying again shortly", exc)
+                # Said once per outage, not at every look.
+                if is_fatal(exc):
+                    raise
+                if not self.outage.down:
+                    log.warning("cannot renew leases now (%s); trying again shortly", exc)
+                self.outage.failed(exc, self._holding())
                 return
             if kept:
                 attempt.lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
@@ -653,22 +672,38 @@ class Worker:
                     attempt.ctx.cancelled.set()
 
     def _flush(self) -> int:
+        """Write the completions held from an outage and those waiting in the outbox,
+        in one try. If the store fails, all of them are held (nothing is lost) and the
+        error is raised for the caller to back off (run) or ride out (_flush_riding)."""
         with self._lock:
-            batch, self._state.outbox = self._state.outbox, []
-        if not batch:
+            held, fresh = self._state.held, self._state.outbox
+            self._state.held, self._state.outbox = [], []
+        if not held and not fresh:
             return 0
-        self._record(batch)
-        return len(batch)
+        self._observed(fresh)
+        self._write(held + fresh)
+        return len(held) + len(fresh)
 
     def _record(self, batch: list[tuple[_Attempt, Completion, float]]) -> None:
+        self._observed(batch)
+        self._write(batch)
+
+    def _observed(self, batch: list[tuple[_Attempt, Completion, float]]) -> None:
         for attempt, completion, seconds in batch:
             for m in self.middleware:
                 m.after_attempt(attempt.job, completion, seconds)
+
+    def _write(self, batch: list[tuple[_Attempt, Completion, float]]) -> None:
+        """One store write of these completions (their middleware already ran): on any
+        failure they are held for the next write and the error is raised."""
         completions = [c for _, c, _ in batch]
-        applied = self._finish_riding_outages(completions)
-        if applied is None:
-            self._unwritten(batch)
-            return
+        try:
+            applied = self.store.finish(completions)
+        except BaseException:
+            with self._lock:
+                self._state.held[:0] = batch  # oldest first, ahead of any held since
+            raise
+        self.outage.recovered()
         with self._stats_lock:
             for completion, ok in zip(completions, applied, strict=True):
                 if not ok:
@@ -681,6 +716,49 @@ class Worker:
                     self.stats.dead += 1
         for m in self.middleware:
             m.after_flush(completions, applied)
+
+    def _holding(self) -> int:
+        """Completions not yet written: held from an outage or waiting in the outbox."""
+        with self._lock:
+            return len(self._state.held) + len(self._state.outbox)
+
+    def _flush_riding(self, bound: float) -> None:
+        """Write what is held and waiting, retrying a store outage for up to `bound`
+        seconds (the serverless shapes: a lease's length; a stop: stop_flush_seconds).
+        What is still unwritten then is let go, each job logged (outcome_unwritten):
+        no other worker took them, they are still `running` under this worker's lease
+        and run again once it expires, which at-least-once delivery allows."""
+        give_up: float | None = None
+        while True:
+            try:
+                self._flush()
+                return
+            except Exception as exc:
+                now = time.monotonic()
+                if is_fatal(exc):
+                    log.error("the store refuses this worker: %s", exc)
+                    break
+                delay = self.outage.failed(exc, self._holding())
+                give_up = now + bound if give_up is None else give_up
+                if now >= give_up:
+                    break
+                time.sleep(min(delay, give_up - now))
+        self._let_go_unwritten(bound)
+
+    def _let_go_unwritten(self, bound: float) -> None:
+        with self._lock:
+            batch = self._state.held + self._state.outbox
+            self._state.held, self._state.outbox = [], []
+        if not batch:
+            return
+        log.error(
+            "store still unavailable after %gs; %d outcomes not written (their jobs come "
+            "back when their leases expire): %s",
+            bound,
+            len(batch),
+            ", ".join(attempt.job.id for attempt, _, _ in batch),
+        )
+        self._unwritten(batch)
 
     def _unwritten(self, batch: list[tuple[_Attempt, Completion, float]]) -> None:
         """Say, per job, that its outcome was not written because the store was
@@ -709,31 +787,6 @@ class Worker:
                 )
             except Exception:
                 log.warning("the outcome of %s could not be written", job.id)
-
-    def _finish_riding_outages(self, completions: list[Completion]) -> list[bool] | None:
-        """Write completions, retrying while the store is unreachable (it reconnects on
-        its own). Gives up once the leases would have lapsed anyway, answering None
-        (nothing written, no lease lost): those jobs then run again, which at-least-once
-        delivery allows."""
-        give_up: float | None = None
-        delay = 0.05
-        while True:
-            try:
-                return self.store.finish(completions)
-            except StoreUnavailable as exc:
-                now = time.monotonic()
-                give_up = give_up or now + self.config.lease_seconds
-                if now >= give_up:
-                    log.error(
-                        "store still unavailable after %gs; %d outcomes not written (their "
-                        "jobs come back when their leases expire)",
-                        self.config.lease_seconds,
-                        len(completions),
-                    )
-                    return None
-                log.warning("store unavailable (%s); retrying completions", exc.message)
-                time.sleep(min(delay, give_up - now))
-                delay = min(delay * 2, 2.0)
 
     def _wait_for_events(self, timeout: float) -> None:
         with self._lock:
@@ -822,9 +875,12 @@ class Worker:
             )
         return self._flusher.submit(self._flush)
 
-    def _idle(self) -> bool:
+    def _idle(self, held: bool = True) -> bool:
+        """Nothing running or waiting to be written; held=False: completions held from an
+        outage do not count (the caller rides them out afterwards, bounded)."""
         with self._lock:
-            return not self._in_flight() and not self._state.outbox
+            state = self._state
+            return not self._in_flight() and not state.outbox and not (held and state.held)
 
     def drain(self, deadline: float | None = None) -> WorkerStats:
         """Run due jobs until none are left or the deadline (a time.monotonic() value) nears.
@@ -846,14 +902,30 @@ class Worker:
             else:
                 fit = int((deadline - time.monotonic()) // longest)
                 limit = fit if fit <= 2 else max(2, fit - 1)
-            if self._step(limit):
-                continue
-            if self._idle():
-                if self._claimed_nothing(limit):
-                    break
+            try:
+                if self._step(limit):
+                    continue
+                if self._idle():
+                    if self._claimed_nothing(limit):
+                        break
+                    continue
+            except Exception as exc:
+                # Jobs still run here: wait for them, trying the store again meanwhile.
+                # Nothing running: end the drain, writing what is held (bounded below),
+                # or, with nothing held either, raise (the caller backs off).
+                if is_fatal(exc):
+                    raise
+                delay = self.outage.failed(exc, self._holding())
+                with self._lock:
+                    running = self._in_flight()
+                if not running:
+                    if self._holding():
+                        break
+                    raise
+                self._wait_for_events(min(self._next_deadline_in(), delay))
                 continue
             self._wait_for_events(min(self._next_deadline_in(), 0.05))
-        self._flush()
+        self._flush_riding(self.config.lease_seconds)
         return self.stats
 
     def _claimed_nothing(self, limit: int) -> bool:
@@ -925,12 +997,18 @@ class Worker:
         collector = _Collect()
         self.middleware.append(collector)
         try:
-            while not self._idle():
-                self._step(0, flush=self._wave_written())
+            while not self._idle(held=False):
+                pause = 0.05
+                try:
+                    self._step(0, flush=self._wave_written())
+                except Exception as exc:  # the wave's jobs still run: wait them out
+                    if is_fatal(exc):
+                        raise
+                    pause = self.outage.failed(exc, self._holding())
                 if self._in_flight():
                     with self._lock:
-                        self._events.wait(min(self._next_deadline_in(), 0.05))
-            self._flush()
+                        self._events.wait(min(self._next_deadline_in(), pause))
+            self._flush_riding(self.config.lease_seconds)
         finally:
             self.middleware.remove(collector)
         for job in jobs:
@@ -994,7 +1072,7 @@ class Worker:
                 self._bridge, args=(notifier, subscribed), name="spool-wake"
             ).start()
             subscribed.wait()
-        backoff = 0.0
+        fatal: BaseException | None = None
         self._beat(force=True)
         while not self._stop.is_set():
             self._beat()
@@ -1002,19 +1080,27 @@ class Worker:
                 self._woken = False
             try:
                 if self._step(self.config.batch_size):
-                    backoff = 0.0
+                    self.outage.recovered()
                     continue
                 # Completions already waiting: no need to ask the store how long to idle.
                 timeout = self.config.flush_delay if self._state.outbox else self._idle_timeout()
-                backoff = 0.0
-            except StoreUnavailable as exc:
-                # An outage must not end the worker: back off and try again.
-                backoff = min(5.0, max(0.05, backoff * 2))
-                log.warning("store unavailable (%s); retrying in %.2fs", exc.message, backoff)
-                timeout = backoff
-            self._sleep(timeout)
+                self.outage.recovered()
+            except Exception as exc:
+                if is_fatal(exc):
+                    # Waiting cannot fix it (store_outage.is_fatal): finish what is held,
+                    # then end with it.
+                    log.error("the worker stops: %s", exc)
+                    fatal = exc
+                    break
+                # Any other store error is an outage, never the end of the worker: said
+                # once, then tried again with backoff. Results that could not be written
+                # are held (_write) and written first when the store is back.
+                timeout = self.outage.failed(exc, self._holding())
+            self._sleep(timeout, outage=self.outage.down)
         self._shutdown()
         sign_off(self.store)
+        if fatal is not None:
+            raise fatal
         return self.stats
 
     def _wake(self) -> None:
@@ -1026,16 +1112,22 @@ class Worker:
         self._woken = True
         self._events.notify()
 
-    def _sleep(self, timeout: float) -> None:
+    def _sleep(self, timeout: float, outage: bool = False) -> None:
         """Wait for a wake-up, deciding how long in the same critical section as the wait.
 
         The timeout was computed outside the lock (it asks the store when work falls
         due); a completion that landed meanwhile found nobody waiting. Checking the
         wake-up flag and the outbox here closes that gap: pending completions cut the
         wait to flush_delay instead of leaving finished jobs `running` until the idle
-        poll."""
+        poll. During an outage only a stop cuts the backoff short: a wake-up or a
+        completion would only meet the same refusal sooner."""
         with self._lock:
-            if self._woken or self._stop.is_set():
+            if self._stop.is_set():
+                return
+            if outage:
+                self._events.wait_for(self._stop.is_set, timeout)
+                return
+            if self._woken:
                 return
             if self._state.outbox:
                 timeout = min(timeout, self.config.flush_delay)
@@ -1069,14 +1161,34 @@ class Worker:
                     self._wake()
 
     def _shutdown(self) -> None:
-        # Finish what is held: nothing new is claimed once stop is set.
+        """Finish what is held: nothing new is claimed once stop is set. Running handlers
+        are waited for (each up to its timeout); once none runs, results the store will
+        not take are tried for stop_flush_seconds more, then let go, each named in the
+        log (their leases lapse and they run again: at-least-once)."""
+        give_up: float | None = None
         while True:
             self._reap_timeouts()
-            self._flush()
+            pause = 0.05
+            try:
+                self._flush()
+            except Exception as exc:
+                pause = 0.05 if is_fatal(exc) else self.outage.failed(exc, self._holding())
+                with self._lock:
+                    running = self._in_flight()
+                if not running:
+                    now = time.monotonic()
+                    if give_up is None:
+                        give_up = now + self.config.stop_flush_seconds
+                    if now >= give_up or is_fatal(exc):
+                        break
+                    pause = min(pause, give_up - now)
             if self._idle():
                 break
-            self._wait_for_events(min(self._next_deadline_in(), 0.05))
-        self.close()
+            self._wait_for_events(min(self._next_deadline_in(), pause))
+        try:
+            self.close()
+        finally:
+            self._let_go_unwritten(self.config.stop_flush_seconds)
 
     def stop(self) -> None:
         """Stop claiming and finish what is held. Safe to call from a signal handler."""

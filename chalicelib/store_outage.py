@@ -1,0 +1,163 @@
+"""Which store errors a long-running loop waits out, and how it waits.
+
+The stores map the failures they know (a refused connection, a read-only
+Postgres, Redis MISCONF, a locked SQLite file) to StoreUnavailable. Drivers have
+more ways to fail than any list: a psycopg OperationalError of a kind not mapped,
+a redis ResponseError from a proxy, a botocore error, a reset socket. A worker
+that exited on one of those left its finished results unwritten and its jobs
+`running` until their leases lapsed; so the worker, the webhook deliverer and
+`spool serve`'s emulated worker treat ANY error from the store as an outage to
+wait out, except the few that waiting cannot fix (`is_fatal`).
+
+Authentication refused is fatal by choice: the store URL (and its password) is
+read once when the process starts, so a rotated or wrong password is only
+picked up by a restart; waiting would retry the same refused credentials for
+ever while the operator reads "waiting" in the log. Exiting lets the
+supervisor restart the process with the new setting, and says why.
+
+`Outage` turns a run of failures into two log lines (one when it starts, one
+when the store is back) and bounded exponential backoff with jitter, instead
+of one line (or one traceback) per poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from chalicelib.errors import Misconfigured, StoreNotMigrated, StoreUnavailable
+from chalicelib.redact import redact_text
+
+# Backoff between tries while the store is down: BASE doubling up to CAP seconds.
+BASE = 0.05
+CAP = 5.0
+# Modules whose exceptions are the store's (its driver's) rather than Spool's own code.
+_DRIVERS = frozenset({"sqlite3", "psycopg", "psycopg_pool", "redis", "botocore", "boto3"})
+# SQLSTATE class 28: invalid authorization (a wrong password, no such role, pg_hba).
+_PG_AUTH = ("28",)
+# AWS error codes that mean the credentials are refused, not that AWS is busy.
+_AWS_AUTH = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "InvalidClientTokenId",
+        "AccessDeniedException",
+        "AccessDenied",
+        "SignatureDoesNotMatch",
+    }
+)
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Errors that waiting cannot fix: the schema is too old or too new, a setting is
+    bad, or the store refuses this process's credentials (see the module docstring)."""
+    if isinstance(exc, StoreNotMigrated | Misconfigured):
+        return True
+    if isinstance(exc, StoreUnavailable):
+        return False
+    return _auth_refused(exc)
+
+
+def _auth_refused(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:  # the cause may be the driver's
+        seen.add(id(current))
+        names = {cls.__name__ for cls in type(current).__mro__}
+        if "AuthenticationError" in names:  # redis.AuthenticationError and its kin
+            return True
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_PG_AUTH):
+            return True
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            code = response.get("Error", {}).get("Code")
+            if code in _AWS_AUTH:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def is_store_error(exc: BaseException) -> bool:
+    """Did this come from the store (its driver, its socket), not from Spool's own code?
+    The HTTP edge answers these 503 rather than 500."""
+    if isinstance(exc, StoreUnavailable | ConnectionError | TimeoutError):
+        return True
+    return any(cls.__module__.split(".")[0] in _DRIVERS for cls in type(exc).__mro__)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the log: the store's own message, or the error's class and text,
+    with anything shaped like a password or a URL's credentials masked."""
+    if isinstance(exc, StoreUnavailable):
+        return exc.message
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    return redact_text(f"{name}: {text}" if text else name)
+
+
+class Outage:
+    """One store outage at a time, as a loop sees it: logs its start once and its end
+    once, and hands out the pause before the next try (exponential, jittered, at most
+    CAP seconds). Thread-safe: the dispatcher, the flusher and pool threads share one."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        what: str = "the worker",
+        rng: random.Random | None = None,
+        timer: Callable[[], float] = time.monotonic,
+        cap: float = CAP,
+    ) -> None:
+        self.log = log
+        self.what = what
+        self.rng = rng or random.Random()
+        self.timer = timer
+        self.cap = cap
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._failures = 0
+
+    @property
+    def down(self) -> bool:
+        return self._since is not None
+
+    def failed(self, exc: BaseException, holding: int = 0) -> float:
+        """Note a failed store call; the seconds to wait before the next try."""
+        with self._lock:
+            first = self._since is None
+            if first:
+                self._since = self.timer()
+            self._failures += 1
+            ceiling = min(self.cap, BASE * 2.0 ** min(self._failures - 1, 30))
+        if first:
+            held = f"; {holding} finished results held until it is back" if holding else ""
+            self.log.warning(
+                "store unavailable (%s): %s waits it out, retrying with backoff up to %gs%s",
+                describe(exc),
+                self.what,
+                self.cap,
+                held,
+                exc_info=not is_store_error(exc),  # Spool's own bug: show where
+            )
+        # "Equal jitter": never less than half the ceiling, so a down store is not
+        # hammered by a near-zero draw, and many workers do not retry in step.
+        return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
+
+    def recovered(self) -> None:
+        """A store call succeeded: if an outage was on, say it is over (once)."""
+        if self._since is None:
+            return
+        with self._lock:
+            since, self._since = self._since, None
+            failures, self._failures = self._failures, 0
+        if since is not None:
+            self.log.warning(
+                "store is back after %.1fs (%d tries failed); %s carries on",
+                self.timer() - since,
+                failures,
+                self.what,
+            )
