@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from chalicelib.api.metrics import Metrics
     from chalicelib.limits import ClaimPolicy
     from chalicelib.middleware import Middleware
+    from chalicelib.store_outage import Outage
     from chalicelib.worker import Worker
 
 # Each built-in job type and the module that registers it. The modules are imported
@@ -53,6 +54,17 @@ class Runtime:
     registry: Registry
     service: Service
     _metrics: Metrics | None = field(default=None, repr=False, compare=False)
+    _outage: Outage | None = field(default=None, repr=False, compare=False)
+
+    def outage(self) -> Outage:
+        """This process's view of a store outage, shared by its workers and `spool
+        serve`'s emulated one, so an outage is said once, not once per loop."""
+        with _metrics_lock:
+            if self._outage is None:
+                from chalicelib.store_outage import Outage
+
+                self._outage = Outage(logging.getLogger("spool.worker"), "the worker")
+            return self._outage
 
     def metrics(self) -> Metrics:
         """The process's Prometheus metrics, built on first use (prometheus_client loads then)."""
@@ -94,7 +106,9 @@ class Runtime:
         # JobEvents: one log line per attempt's start and applied outcome (docs/operations.md).
         reporting = (self.metrics().middleware,) if metrics else ()
         middleware = (*reporting, JobEvents(), *middleware)
-        return Worker(self.store, self.registry, config, middleware=middleware)
+        worker = Worker(self.store, self.registry, config, middleware=middleware)
+        worker.outage = self.outage()
+        return worker
 
     def _claim_policy(self) -> ClaimPolicy | None:
         """The workers' limits and fair turns; a malformed setting is a ConfigError, so

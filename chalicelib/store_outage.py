@@ -141,7 +141,7 @@ class Outage:
                 self.what,
                 self.cap,
                 held,
-                exc_info=not is_store_error(exc),  # Spool's own bug: show where
+                exc_info=None if is_store_error(exc) else exc,  # Spool's own bug: show where
             )
         # "Equal jitter": never less than half the ceiling, so a down store is not
         # hammered by a near-zero draw, and many workers do not retry in step.

@@ -740,6 +740,8 @@ class Worker:
                     break
                 delay = self.outage.failed(exc, self._holding())
                 give_up = now + bound if give_up is None else give_up
+                if self._stop.is_set():  # asked to stop: a few seconds, not a lease
+                    give_up = min(give_up, now + self.config.stop_flush_seconds)
                 if now >= give_up:
                     break
                 time.sleep(min(delay, give_up - now))

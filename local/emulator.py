@@ -26,8 +26,8 @@ from chalice.local import LambdaContext
 from chalice.test import TestEventsClient
 
 from chalicelib import events
-from chalicelib.errors import StoreUnavailable
 from chalicelib.runtime import Runtime
+from chalicelib.store_outage import describe, is_fatal
 from chalicelib.webhooks.runner import DeliveryThread, start_thread
 from chalicelib.worker import sign_off
 
@@ -38,7 +38,6 @@ SQS_FUNCTION = "run_jobs"
 # Lambda's own maximum; drain claims only what fits before this deadline.
 FUNCTION_TIMEOUT_MS = 900_000
 IDLE_CHECK = 0.5  # seconds between looks at the store when no wake-up arrives
-OUTAGE_BACKOFF = 5.0  # longest pause between tries while the store is unavailable
 
 
 def scheduled_event(app: Chalice, function_name: str = SCHEDULE_FUNCTION) -> dict[str, Any]:
@@ -105,21 +104,27 @@ class Emulator:
         notifier = getattr(self.runtime.store, "notifier", None)
         if notifier is not None:
             notifier.wait(0)  # subscribe before the first drain, so no wake-up is missed
-        backoff = 0.0
+        # Shared with the drains' worker (Runtime.outage): one outage, two lines.
+        outage = self.runtime.outage()
         while not self._stop.is_set():
             try:
                 self.invoke()
+                outage.recovered()
                 self._wait_for_work(notifier)
-                backoff = 0.0
-            except StoreUnavailable as exc:
-                # An outage: one line per try, backing off (a traceback a second
-                # buried the log for as long as the store was down).
-                backoff = min(OUTAGE_BACKOFF, max(1.0, backoff * 2))
-                log.warning("store unavailable (%s); retrying in %.0fs", exc.message, backoff)
-                self._stop.wait(backoff)
-            except Exception:  # a store hiccup must not kill the local worker
-                log.exception("scheduled invocation failed; retrying shortly")
-                self._stop.wait(1.0)
+            except Exception as exc:
+                if is_fatal(exc):
+                    # The schema changed under the server, or its credentials are
+                    # refused: waiting cannot fix it. The server keeps answering (its
+                    # /health says what is wrong); the emulated worker stops.
+                    log.error(
+                        "the built-in worker stops: %s; fix it and restart spool serve",
+                        describe(exc),
+                    )
+                    return
+                # Any other error is an outage, whatever the store raised: said once
+                # (a traceback a second buried the log for as long as the store was
+                # down), tried again with jittered backoff up to a few seconds.
+                self._stop.wait(outage.failed(exc))
 
     def start(self) -> None:
         self._webhooks = start_thread(self.runtime)  # first: a bad setting starts nothing

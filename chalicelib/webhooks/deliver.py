@@ -16,6 +16,13 @@ timeout, 3xx, 4xx, 5xx) is retried with exponential backoff and jitter
 (SPOOL_WEBHOOK_BACKOFF up to SPOOL_WEBHOOK_BACKOFF_MAX, honouring a longer
 Retry-After) until SPOOL_WEBHOOK_MAX_ATTEMPTS attempts, then failed: visible on
 the job (GET /status/{id}?webhooks=true) and in /metrics.
+
+A store that fails (any error: chalicelib/store_outage.py) is an outage: said
+once when it starts and once when it ends, claims paused with jittered backoff,
+and an attempt's outcome the store would not take is held and recorded first
+when it is back (a delivery made is not made again because its record failed).
+A stop during an outage tries once more, then names what it could not record:
+those deliveries' leases run out and they are sent again (at least once).
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from typing import Any
 from chalicelib import logs, ssrf
 from chalicelib.config import Settings
 from chalicelib.storage.base import JobStore
+from chalicelib.store_outage import Outage, is_store_error
 from chalicelib.webhooks import body, config, outbox, signing
 from chalicelib.webhooks.outbox import Delivery
 
@@ -45,6 +53,19 @@ MAX_RETRY_AFTER = 3600.0
 # Called after every attempt with (outcome, seconds): the worker's metrics hook in here.
 Observer = Callable[[str, float], None]
 Sender = Callable[[Delivery, bytes, dict[str, str], config.WebhookSettings], dict[str, Any]]
+
+
+class _Outcome:
+    """One attempt's outcome, to be recorded (held while the store is down)."""
+
+    def __init__(
+        self, delivery: Delivery, outcome: str, retry_at: Any, error: str | None, started: float
+    ) -> None:
+        self.delivery = delivery
+        self.outcome = outcome
+        self.retry_at = retry_at
+        self.error = error
+        self.started = started
 
 
 class Deliverer:
@@ -71,6 +92,10 @@ class Deliverer:
         self.delivered = 0
         self.failed = 0
         self.retried = 0
+        self.outage = Outage(log, "webhook delivery")
+        self._pause = 0.0  # backoff before the next claim while the store is down
+        self._held: list[_Outcome] = []  # outcomes the store did not take yet
+        self._held_lock = threading.Lock()
 
     # -- the loops --------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -78,10 +103,10 @@ class Deliverer:
         inflight: set[concurrent.futures.Future[None]] = set()
         while not stop.is_set():
             free = self.hooks.concurrency - len(inflight)
-            claimed = self._claim(free) if free > 0 else []
+            claimed = self._claim(free) if free > 0 and self._record_held() else []
             inflight.update(self._pool.submit(self.deliver, d) for d in claimed)
             if not inflight:
-                stop.wait(self.hooks.poll)
+                stop.wait(max(self.hooks.poll, self._pause))
                 continue
             done, inflight = concurrent.futures.wait(
                 inflight,
@@ -90,17 +115,19 @@ class Deliverer:
             )
             del done
         concurrent.futures.wait(inflight)
+        self._let_go_held()
 
     def drain(self, deadline: float | None = None) -> int:
         """Deliver what is due now, claiming only while an attempt still fits before the
         deadline (time.monotonic()); returns how many attempts were made."""
         made = 0
         while deadline is None or time.monotonic() + self.hooks.timeout + 1 < deadline:
-            claimed = self._claim(self.hooks.concurrency)
+            claimed = self._claim(self.hooks.concurrency) if self._record_held() else []
             if not claimed:
                 break
             list(self._pool.map(self.deliver, claimed))
             made += len(claimed)
+        self._let_go_held()
         return made
 
     def close(self) -> None:
@@ -108,10 +135,41 @@ class Deliverer:
 
     def _claim(self, limit: int) -> list[Delivery]:
         try:
-            return self.store.claim_webhooks(limit, self.hooks.lease_seconds)
-        except Exception:  # a store outage: try again on the next turn
-            log.warning("claiming webhook deliveries failed", exc_info=True)
+            claimed = self.store.claim_webhooks(limit, self.hooks.lease_seconds)
+        except Exception as exc:  # any store error: an outage, tried again after a pause
+            self._pause = self.outage.failed(exc)
             return []
+        self._pause = 0.0
+        self.outage.recovered()
+        return claimed
+
+    def _record_held(self) -> bool:
+        """Record the outcomes held from an outage, oldest first; False while the
+        store still refuses them (claim nothing more until it takes them)."""
+        with self._held_lock:
+            held, self._held = self._held, []
+        for index, done in enumerate(held):
+            try:
+                self._record(done)
+            except Exception as exc:
+                with self._held_lock:
+                    self._held[:0] = held[index:]
+                self._pause = self.outage.failed(exc)
+                return False
+        return True
+
+    def _let_go_held(self) -> None:
+        """Stopping: one more try at the held outcomes, then name those not recorded
+        (their leases run out and they are delivered again)."""
+        if self._held and not self._record_held():
+            with self._held_lock:
+                held, self._held = self._held, []
+            log.error(
+                "the store is still unavailable; %d webhook outcomes not recorded (they "
+                "are sent again once their leases run out): %s",
+                len(held),
+                ", ".join(done.delivery.id for done in held),
+            )
 
     # -- one attempt ------------------------------------------------------------------
     def deliver(self, delivery: Delivery) -> None:
@@ -119,7 +177,10 @@ class Deliverer:
         try:
             outcome, retry_in, error = self._attempt(delivery)
         except Exception as exc:  # the store failed us (reading the job): the lease runs out
-            log.warning("webhook %s could not be attempted", delivery.id, exc_info=True)
+            if is_store_error(exc):
+                self.outage.failed(exc)  # said once per outage, not per delivery
+            else:
+                log.warning("webhook %s could not be attempted", delivery.id, exc_info=True)
             if delivery.attempts < self.hooks.max_attempts:
                 return  # retried when its lease runs out
             # Its last attempt: record the failure (if the store takes it), so an attempt
@@ -131,13 +192,20 @@ class Deliverer:
         retry_at = None
         if outcome == outbox.RETRYING:
             retry_at = self.store.clock.now() + timedelta(seconds=retry_in)
+        done = _Outcome(delivery, outcome, retry_at, error, started)
         try:
-            applied = self.store.finish_webhook(
-                delivery.id, delivery.lease_token or "", outcome, retry_at, error
-            )
-        except Exception:
-            log.warning("recording webhook %s failed; its lease will expire", delivery.id)
-            return
+            self._record(done)
+        except Exception as exc:  # held, and recorded first once the store is back
+            with self._held_lock:
+                self._held.append(done)
+            self.outage.failed(exc)
+
+    def _record(self, done: _Outcome) -> None:
+        delivery, outcome, error = done.delivery, done.outcome, done.error
+        applied = self.store.finish_webhook(
+            delivery.id, delivery.lease_token or "", outcome, done.retry_at, error
+        )
+        self.outage.recovered()
         if applied:
             self._count(outcome)
         level = logging.WARNING if outcome == outbox.FAILED else logging.INFO
@@ -151,7 +219,7 @@ class Deliverer:
             f" ({error})" if error else "",
         )
         if self.observe is not None:
-            self.observe(outcome, time.monotonic() - started)
+            self.observe(outcome, time.monotonic() - done.started)
 
     def _count(self, outcome: str) -> None:
         if outcome == outbox.DELIVERED:

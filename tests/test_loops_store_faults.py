@@ -1,0 +1,134 @@
+"""Webhook delivery and `spool serve`'s emulated worker ride out any store error.
+
+Delivery logged a traceback per poll while the store was down, and an attempt whose
+outcome the store refused was forgotten: its lease ran out and the receiver got it
+again. The emulator logged a traceback a second for an error the store had not
+mapped. Now both say an outage once when it starts and once when it ends, back off,
+and delivery holds the outcome it could not record and records it when the store
+is back (the receiver is not sent it twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+import app as spool_app
+from chalicelib.models import JobState
+from chalicelib.runtime import Runtime
+from chalicelib.storage.memory import MemoryStore
+from chalicelib.webhooks.deliver import Deliverer
+from local.emulator import Emulator
+from tests.test_events import add, state
+from tests.test_webhook_deliver import finished_job, settings
+from tests.test_worker import WAIT, wait_until
+from tests.test_worker_store_faults import Faulty
+from tests.webhook_receiver import Receiver
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def said(caplog: pytest.LogCaptureFixture, logger: str) -> tuple[int, int]:
+    lines = [r.getMessage() for r in caplog.records if r.name == logger]
+    return (
+        sum(line.startswith("store unavailable") for line in lines),
+        sum(line.startswith("store is back") for line in lines),
+    )
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver().up()
+    yield receiver
+    receiver.released.set()
+    receiver.down()
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    from chalicelib.clock import FakeClock
+
+    return MemoryStore(FakeClock())
+
+
+def delivering(deliverer: Deliverer) -> tuple[threading.Event, threading.Thread]:
+    stop = threading.Event()
+    thread = threading.Thread(target=deliverer.run, args=(stop,), daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def test_a_delivery_whose_outcome_meets_an_outage_is_recorded_later_not_sent_twice(
+    store: MemoryStore, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = finished_job(store, receiver.url)
+    reset = redis.ConnectionError("Connection reset by peer")
+    faulty = Faulty(store, reset, frozenset({"finish_webhook"}))
+    faulty.arm(3)
+    deliverer = Deliverer(faulty, settings(SPOOL_WEBHOOK_POLL="0.05"))  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="spool"):
+        stop, thread = delivering(deliverer)
+        try:
+            assert wait_until(lambda: store.webhooks(job.id)[0].state == "delivered")
+        finally:
+            stop.set()
+            thread.join(WAIT)
+            deliverer.close()
+    assert len(receiver.requests) == 1
+    assert faulty.raised == 3
+    assert said(caplog, "spool.webhooks") == (1, 1)
+
+
+def test_claims_that_meet_an_outage_are_said_once_then_resume(
+    store: MemoryStore, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    io_error = sqlite3.OperationalError("disk I/O error")
+    faulty = Faulty(store, io_error, frozenset({"claim_webhooks"}))
+    faulty.arm(5)
+    deliverer = Deliverer(faulty, settings(SPOOL_WEBHOOK_POLL="0.01"))  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="spool"):
+        stop, thread = delivering(deliverer)
+        try:
+            assert wait_until(lambda: faulty.raised == 5)
+            job = finished_job(store, receiver.url)
+            assert wait_until(lambda: store.webhooks(job.id)[0].state == "delivered")
+        finally:
+            stop.set()
+            thread.join(WAIT)
+            deliverer.close()
+    assert said(caplog, "spool.webhooks") == (1, 1)
+    tracebacks = [r for r in caplog.records if r.exc_info and r.name == "spool.webhooks"]
+    assert tracebacks == []
+
+
+def test_the_emulated_worker_waits_out_an_error_the_store_did_not_map(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    claim = rt.store.claim
+    left = [4]
+
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        if left[0] > 0:
+            left[0] -= 1
+            raise sqlite3.OperationalError("disk I/O error")
+        return claim(*args, **kwargs)
+
+    monkeypatch.setattr(rt.store, "claim", refusing)
+    job_id = add(rt)
+    emulator = Emulator(spool_app.app, rt)
+    with caplog.at_level(logging.INFO, logger="spool"):
+        emulator.start()
+        try:
+            assert wait_until(lambda: state(rt, job_id) is JobState.SUCCEEDED, timeout=30)
+            assert wait_until(lambda: said(caplog, "spool.worker")[1] == 1)
+        finally:
+            emulator.stop()
+    assert left == [0]
+    assert said(caplog, "spool.worker") == (1, 1)
+    assert [r for r in caplog.records if r.exc_info and r.name.startswith("spool")] == []
