@@ -161,3 +161,23 @@ class Outage:
                 failures,
                 self.what,
             )
+
+
+class Quiet:
+    """A store's own line per failed call, quietened: the first failure of a run at
+    WARNING, the rest at DEBUG until a call succeeds. The loops above say the outage
+    once (Outage); a line per retry from the store beneath them was the noise that
+    buried the log for as long as the store was down. A lost race (two threads
+    failing at once) costs at most one extra line."""
+
+    def __init__(self) -> None:
+        self._failing = False
+
+    def level(self) -> int:
+        first = not self._failing
+        self._failing = True
+        return logging.WARNING if first else logging.DEBUG
+
+    def ok(self) -> None:
+        if self._failing:
+            self._failing = False

@@ -628,8 +628,10 @@ class Worker:
         try:
             beat(worker_id.process(), self.config.queues, self._started_at)
         except Exception as exc:
-            if not self.outage.down:  # an outage already said so, once
+            if is_fatal(exc):  # the claim that follows meets it too, and ends the worker
                 log.warning("could not record this worker's heartbeat: %s", exc)
+            else:  # an outage like any other: said once, however many beats it spans
+                self.outage.failed(exc, self._holding())
 
     def _extend_leases(self) -> None:
         now = self.store.clock.now()

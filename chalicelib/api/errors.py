@@ -14,8 +14,18 @@ from pydantic import ValidationError
 
 from chalicelib.api.http import ApiResponse, json_response
 from chalicelib.errors import SpoolError, StoreUnavailable, ValidationFailed
+from chalicelib.store_outage import describe, is_store_error
 
 log = logging.getLogger("spool.api")
+
+# A store error no store mapped (a driver's error of a kind not named, a reset socket):
+# still the store's failure, not a bug to answer 500. Whether a write it cut short was
+# applied is unknown, so the client is told how to retry safely.
+STORE_FAILED = (
+    "the job store failed while answering this request; try again shortly (check a "
+    "change's state before retrying it; an enqueue is safe to retry with the same "
+    "idempotency_key)"
+)
 
 # Sent with every 401 so clients learn where the key goes (RFC 9110 requires a challenge).
 AUTH_CHALLENGE = 'ApiKey header="X-API-Key"'
@@ -56,6 +66,11 @@ def from_exception(exc: BaseException) -> ApiResponse:
         elif exc.status == 503:
             headers["Retry-After"] = "30"
         return error_response(exc.status, exc.code, exc.message, exc.details, headers)
+    if is_store_error(exc):
+        log.warning("the job store failed a request, answered 503: %s", describe(exc))
+        return error_response(
+            503, StoreUnavailable.code, STORE_FAILED, headers={"Retry-After": "5"}
+        )
     log.error("unhandled error in the HTTP edge", exc_info=exc)
     return error_response(500, "internal_error", "an internal error occurred")
 

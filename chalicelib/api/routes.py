@@ -377,8 +377,10 @@ class Edge:
         if now >= self._healthy_until:
             self.runtime.store.get("j_health_probe")
             self._healthy_until = now + self._health_for
-        # Every time: it reads nothing (what this process already knows), and cached
-        # with the read it hid a refused write for up to SPOOL_HEALTH_CACHE_SECONDS.
+        # Every time: cached with the read it hid a refused write for up to
+        # SPOOL_HEALTH_CACHE_SECONDS. SQLite and DynamoDB read nothing here (what this
+        # process already knows); Postgres asks transaction_read_only and Redis sets a
+        # key of its own that expires in a second: one round trip each.
         self.runtime.store.check_writable()
         return json_response(200, {"status": "ok", "store": "ok"})
 

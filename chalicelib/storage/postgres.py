@@ -99,6 +99,7 @@ from chalicelib.storage.base import (
     minute_of,
 )
 from chalicelib.storage.queue_totals import QueueTotals, kept
+from chalicelib.store_outage import Quiet
 from chalicelib.webhooks import outbox as webhook_outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -109,6 +110,11 @@ N = TypeVar("N", int, float)
 Conn = psycopg.Connection[Any]
 
 NOT_MIGRATED = "database is not migrated: run `spool db migrate`"
+# /health's answer for a database that takes no writes (check_writable).
+READ_ONLY_HEALTH = (
+    "the database is read-only (a standby, or default_transaction_read_only is on): "
+    "point SPOOL_STORE_URL at the primary, or turn default_transaction_read_only off"
+)
 # Counter rows per (queue, type, event): concurrent writers pick one at random.
 COUNTER_SHARDS = 16
 # A claim reaps at most this many expired leases; the next claim takes the rest.
@@ -667,6 +673,7 @@ class PostgresStore:
         self, settings: PgSettings, clock: Clock | None = None, attempt_history: int | None = None
     ) -> None:
         self.clock: Clock = clock or SystemClock()
+        self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
         self.settings = settings
         self.history_limit = attempt_history or history.history_limit()
         # One plain connection first: an unreachable server is one clear error
@@ -726,14 +733,22 @@ class PostgresStore:
             try:
                 with self._pool.connection() as conn:
                     if deadline is None:
-                        return fn(conn)
-                    with pg_deadline.watch(conn, deadline) as cut:
-                        return fn(conn)
+                        answer = fn(conn)
+                    else:
+                        with pg_deadline.watch(conn, deadline) as cut:
+                            answer = fn(conn)
+                self._quiet.ok()
+                return answer
             except _ROLLED_BACK as exc:
                 if attempt >= DEADLOCK_RETRIES:
                     # Rolled back every time: nothing applied, so a retry is safe (unlike
                     # a lost reply, which may have committed).
-                    log.warning("write rolled back %d times: %s", attempt, str(exc).strip())
+                    log.log(
+                        self._quiet.level(),
+                        "write rolled back %d times: %s",
+                        attempt,
+                        str(exc).strip(),
+                    )
                     raise StoreUnavailable(
                         "the database rolled the write back (it conflicted with others); "
                         "nothing was applied; try again",
@@ -747,7 +762,11 @@ class PostgresStore:
                 # idle_in_transaction_session_timeout (statement_timeout): paused (SIGSTOP,
                 # a frozen VM, swapping). The server ended the session and rolled the
                 # transaction back; raised as it came, it ended `spool worker`.
-                log.warning("the database ended an idle transaction: %s", str(exc).strip())
+                log.log(
+                    self._quiet.level(),
+                    "the database ended an idle transaction: %s",
+                    str(exc).strip(),
+                )
                 raise StoreUnavailable(
                     "the database ended this call's transaction after it sat idle (this "
                     "process was paused); nothing was applied; try again",
@@ -758,7 +777,8 @@ class PostgresStore:
                 # default_transaction_read_only: the statement was refused and its
                 # transaction rolled back. Raised as it came, it answered 500 and ended
                 # `spool worker` at its first claim.
-                log.warning(
+                log.log(
+                    self._quiet.level(),
                     "the database takes no writes (%s): point SPOOL_STORE_URL at the "
                     "primary, or turn default_transaction_read_only off",
                     str(exc).strip(),
@@ -769,7 +789,7 @@ class PostgresStore:
                 ) from exc
             except PoolTimeout as exc:
                 # The reason (host, port, server message) goes to the log, not to clients.
-                log.warning("no database connection: %s", exc)
+                log.log(self._quiet.level(), "no database connection: %s", exc)
                 raise StoreUnavailable(
                     "the database cannot be reached; try again shortly", retry_after=5
                 ) from exc
@@ -779,7 +799,7 @@ class PostgresStore:
                     raise self._too_slow(exc, read, was_cut) from exc
                 if read and attempt == 1:
                     continue
-                log.warning("database connection failed: %s", str(exc).strip())
+                log.log(self._quiet.level(), "database connection failed: %s", str(exc).strip())
                 raise StoreUnavailable(
                     "the database connection failed; try again shortly"
                     if read
@@ -797,7 +817,7 @@ class PostgresStore:
         else:  # the server's own words: "canceling statement due to statement timeout"
             reason = (str(exc).strip().splitlines() or ["cancelled"])[0]
             said = f"the database cancelled the call ({reason})"
-        log.warning("%s: %s", said, str(exc).strip())
+        log.log(self._quiet.level(), "%s: %s", said, str(exc).strip())
         if read:
             return StoreUnavailable(f"{said}; try again shortly", retry_after=5)
         return StoreUnavailable(
@@ -913,7 +933,12 @@ class PostgresStore:
         return {(r[1], r[14]): AddResult(row_to_job(r), False, _dec(r[-1])) for r in rows}
 
     def check_writable(self) -> None:
-        """Nothing known here that a write would not find out itself (base.py)."""
+        """A standby (a URL pointing at a replica, a failover not yet promoted) or
+        default_transaction_read_only answers reads and refuses every write: /health
+        asks the session (one round trip, nothing written) and says what to fix."""
+        row = self._run(lambda conn: conn.execute("SHOW transaction_read_only").fetchone(), True)
+        if row is not None and str(row[0]).lower() == "on":
+            raise StoreUnavailable(READ_ONLY_HEALTH, retry_after=5)
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         row = self._run(

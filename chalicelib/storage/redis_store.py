@@ -68,6 +68,7 @@ from chalicelib.storage.base import (
 )
 from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.redis_notify import RedisNotifier
+from chalicelib.store_outage import Quiet
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -95,6 +96,28 @@ _NOT_NOW = frozenset(
     {"LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN"}
 )
 _ERRORS = "surrogatepass"  # lone surrogates travel (and come back) exactly
+# /health's own key (check_writable) lives this long: never more than one, never stale.
+HEALTH_KEY_MS = 1000
+_WRITE_FIXES = {
+    "MISCONF": "it cannot save to its disk: free space on the disk that holds its dir, or "
+    "fix that dir's permissions",
+    "READONLY": "it is a read-only replica: point SPOOL_STORE_URL at the primary",
+    "NOREPLICAS": "fewer replicas are connected than its min-replicas-to-write asks: "
+    "reconnect them, or lower min-replicas-to-write",
+    "OOM": "it is out of memory: raise its maxmemory, or free room with `spool purge`",
+}
+
+
+def write_refusal(exc: redis.ResponseError) -> str:
+    """/health's message for a write Redis refused: what to fix, no hosts or paths."""
+    if isinstance(exc, redis.exceptions.ReadOnlyError):  # redis-py strips these words
+        word = "READONLY"
+    elif isinstance(exc, redis.exceptions.OutOfMemoryError):
+        word = "OOM"
+    else:
+        word = str(exc).split(" ", 1)[0]
+    fix = _WRITE_FIXES.get(word, f"it answered {word[:20]!r}: see the Redis server's log")
+    return f"the job store (Redis) refuses writes: {fix}"
 
 
 @dataclass(frozen=True)
@@ -323,6 +346,7 @@ class RedisStore:
             self._scripts[name] = self.client.register_script(getattr(redis_limits_lua, name))
         self.notifier = RedisNotifier(self.client, self._p + "wake")
         self._summaries = False  # QT_INSTALL ran (or found its work done) for this process
+        self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
 
     # -- plumbing ------------------------------------------------------------
     def _call(self, name: str, args: Sequence[Any], read: bool = False) -> Any:
@@ -343,14 +367,20 @@ class RedisStore:
         while True:
             attempt += 1
             try:
-                return fn()
+                answer = fn()
+                self._quiet.ok()
+                return answer
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 # A read meets a refused or reset connection (a restarted server) again
                 # once; not a timeout, which has already cost the caller `timeout`: a
                 # hung server made each read wait twice that before its 503.
                 if read and attempt == 1 and not isinstance(exc, redis.TimeoutError):
                     continue
-                log.warning("redis connection failed: %s", redact_text(str(exc).strip()))
+                log.log(
+                    self._quiet.level(),
+                    "redis connection failed: %s",
+                    redact_text(str(exc).strip()),
+                )
                 raise StoreUnavailable(
                     "the job store connection failed; try again shortly"
                     if read
@@ -362,7 +392,8 @@ class RedisStore:
                 # replicas, its cluster down or resharding, or unable to save: it
                 # refused the whole script; the caller may retry.
                 if isinstance(exc, redis.exceptions.OutOfMemoryError):
-                    log.warning(
+                    log.log(
+                        self._quiet.level(),
                         "redis is out of memory (%s): raise its maxmemory, or free room "
                         "with `spool purge` or by purging dead letters",
                         exc,
@@ -375,7 +406,8 @@ class RedisStore:
                     # stop-writes-on-bgsave-error: every write is refused until a save
                     # succeeds. Was raised as it came: a 500 per enqueue, and the
                     # exception ended `spool worker` at its next beat or claim.
-                    log.warning(
+                    log.log(
+                        self._quiet.level(),
                         "redis refuses writes because it cannot save to its disk (%s): "
                         "free space on the disk that holds its dir, or fix its dir's "
                         "permissions; writes resume once a save succeeds",
@@ -387,7 +419,7 @@ class RedisStore:
                     ) from exc
                 refused = redis.exceptions.ReadOnlyError
                 if isinstance(exc, refused) or str(exc).split(" ", 1)[0] in _NOT_NOW:
-                    log.warning("redis is not ready: %s", exc)
+                    log.log(self._quiet.level(), "redis is not ready: %s", exc)
                     raise StoreUnavailable(
                         "the job store is busy; try again shortly", retry_after=2
                     ) from exc
@@ -453,7 +485,19 @@ class RedisStore:
         return [r for r in results if r is not None]
 
     def check_writable(self) -> None:
-        """Nothing known here that a write would not find out itself (base.py)."""
+        """A Redis that answers reads may refuse writes (a failed save: MISCONF; a
+        replica; too few replicas for min-replicas-to-write; out of memory): /health
+        sets a key of its own that expires at once, and says what to fix."""
+        key = self._p + "health"
+        try:
+            self._run(lambda: self.client.set(key, b"1", px=HEALTH_KEY_MS), read=True)
+        except redis.ResponseError as exc:  # one the store does not map: still refused
+            raise StoreUnavailable(write_refusal(exc), retry_after=5) from exc
+        except StoreUnavailable as exc:
+            refused = exc.__cause__
+            if isinstance(refused, redis.ResponseError):
+                raise StoreUnavailable(write_refusal(refused), retry_after=5) from refused
+            raise
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         row = self._run(lambda: self.client.hmget(self._p + "j:" + job_id, _FIELDS), read=True)
