@@ -1087,7 +1087,8 @@ class Worker:
                     self.outage.recovered()
                     continue
                 # Completions already waiting: no need to ask the store how long to idle.
-                timeout = self.config.flush_delay if self._state.outbox else self._idle_timeout()
+                waiting = self._state.outbox or self._state.held  # a pool thread's, held
+                timeout = self.config.flush_delay if waiting else self._idle_timeout()
                 self.outage.recovered()
             except Exception as exc:
                 if is_fatal(exc):
@@ -1133,7 +1134,7 @@ class Worker:
                 return
             if self._woken:
                 return
-            if self._state.outbox:
+            if self._state.outbox or self._state.held:
                 timeout = min(timeout, self.config.flush_delay)
             self._events.wait(timeout)
 

@@ -28,6 +28,7 @@ import redis
 
 from chalicelib.errors import StoreNotMigrated, StoreUnavailable
 from chalicelib.handlers import Registry
+from chalicelib.middleware import Middleware
 from chalicelib.models import JobState
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.worker import Worker, WorkerConfig
@@ -202,3 +203,28 @@ def test_a_stop_during_an_outage_gives_up_on_held_results_within_its_bound(
     [gave_up] = [r.getMessage() for r in caplog.records if "outcomes not written" in r.getMessage()]
     assert job.id in gave_up
     assert get(mem, job.id).state is JobState.RUNNING  # its lease lapses; it runs again
+
+
+def test_with_sync_finish_a_write_that_meets_an_outage_is_held_and_seen_once(
+    mem, clock, reg, caplog
+) -> None:
+    """sync_finish: a pool thread writes its own completion. One that met an outage
+    went to the outbox and through the middleware again (metrics and job-event
+    lines counted it twice), with a traceback per failure."""
+    store = Faulty(mem, redis.TimeoutError("Timeout reading from socket"), frozenset({"finish"}))
+    store.arm(3)
+    runs = counting(reg)
+    seen: Counter[str] = Counter()
+
+    class Seen(Middleware):
+        def after_attempt(self, job: Any, completion: Any, seconds: float) -> None:
+            seen[job.id] += 1
+
+    jobs = [add(mem, clock, "work") for _ in range(3)]
+    config = WorkerConfig(concurrency=1, idle_poll=0.05, sync_finish=True)
+    worker = Worker(store, reg, config, middleware=[Seen()])  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="spool"), RunInThread(worker):
+        assert wait_until(lambda: all(get(mem, j.id).state is JobState.SUCCEEDED for j in jobs))
+    assert dict(runs) == dict(seen) == {j.id: 1 for j in jobs}
+    assert outage_lines(caplog) == (1, 1)
+    assert [r for r in caplog.records if r.exc_info] == []
