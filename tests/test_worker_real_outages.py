@@ -6,6 +6,8 @@
   held, and every job ran exactly once.
 - A stop (SIGTERM) during such an outage ends the worker within a bound, naming
   the job whose result it could not write.
+- Postgres: the network to it is cut (a forwarder in front of the shared server,
+  which is never stopped) while a job runs, then restored: the same.
 - SQLite: another process holds the database file locked past the store's patience
   while jobs finish; once it lets go, their results are written.
 
@@ -31,6 +33,8 @@ from chalicelib.models import JobState
 from chalicelib.storage import open_store
 from tests.crash_handlers import RECORD_DIR_ENV
 from tests.crash_harness import _enqueue, _executions
+from tests.pg_proxy import PgProxy
+from tests.pg_support import fresh_schema, with_port
 from tests.procs import ROOT, guarded_env
 from tests.redis_support import private_server
 
@@ -163,3 +167,36 @@ def test_a_worker_waits_out_a_sqlite_file_held_locked_by_another_process(
     assert len(lines(log, "store unavailable")) == 1, log.read_text()
     assert len(lines(log, "store is back")) == 1, log.read_text()
     assert os.path.exists(db)
+
+
+def test_a_worker_rides_out_a_cut_to_postgres_and_writes_the_result_it_held(
+    tmp_path: Path,
+) -> None:
+    proxy = PgProxy()
+    try:
+        with fresh_schema() as direct:
+            url = with_port(direct, proxy.port)
+            with spool_worker(url, tmp_path) as (proc, log):
+                [held] = _enqueue(direct, 1, 1.0)  # runs for a second
+                until(lambda: _executions(tmp_path / "records")[held] == 1, "the job starts")
+                proxy.cut()  # it finishes while the database is out of reach
+                until(lambda: bool(lines(log, "store unavailable")), "the outage is said")
+                time.sleep(2.0)  # an outage of several backoff rounds
+                assert proc.poll() is None, log.read_text()
+                proxy.restore()
+                until(lambda: succeeded(direct, [held]), "the held result is written")
+                after = _enqueue(direct, 2, 0.0)
+                until(lambda: succeeded(direct, after), "new jobs run after the outage")
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(BOUND) == 0, log.read_text()
+            runs = _executions(tmp_path / "records")
+            assert runs == Counter({i: 1 for i in [held, *after]})
+    finally:
+        proxy.close()
+    assert len(lines(log, "store unavailable")) == 1, log.read_text()
+    assert len(lines(log, "store is back")) == 1, log.read_text()
+    assert "Traceback" not in log.read_text()
+    # The store's and the driver's own lines are not one per retry either.
+    text = log.read_text()
+    assert text.count("LISTEN connection lost") <= 1, text
+    assert text.count("error connecting in") <= 1, text

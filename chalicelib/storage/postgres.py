@@ -105,6 +105,33 @@ from chalicelib.webhooks.outbox import Delivery
 
 log = logging.getLogger("spool.postgres")
 
+
+class _ReconnectNoise(logging.Filter):
+    """psycopg_pool logs every failed reconnect at WARNING, several a second while
+    the database is down. The first names why (a refused password, a host that does
+    not answer), so one a minute is let through; the outage itself is said by the
+    worker (store_outage.Outage)."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._next = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("error connecting in"):
+            return True
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.EVERY
+        return True
+
+
+_pool_log = logging.getLogger("psycopg.pool")
+if not any(isinstance(f, _ReconnectNoise) for f in _pool_log.filters):
+    _pool_log.addFilter(_ReconnectNoise())
+
 T = TypeVar("T")
 N = TypeVar("N", int, float)
 Conn = psycopg.Connection[Any]
@@ -1541,6 +1568,7 @@ class PgNotifier:
         self._lock = threading.Lock()
         self._closed = False
         self._missed = False  # a listening connection broke: wake-ups may be lost
+        self._quiet = Quiet()  # "LISTEN connection lost" once per outage, not per retry
         self._rpipe, self._wpipe = os.pipe()
         os.set_blocking(self._rpipe, False)
         os.set_blocking(self._wpipe, False)
@@ -1590,6 +1618,7 @@ class PgNotifier:
                 return False
             try:
                 conn = self._listen()
+                self._quiet.ok()
                 if self._missed:
                     self._missed = False
                     return True
@@ -1603,7 +1632,7 @@ class PgNotifier:
                         self._clear_pipe()
                         return True
             except (psycopg.Error, OSError) as exc:
-                log.warning("LISTEN connection lost (%s); will reconnect", exc)
+                log.log(self._quiet.level(), "LISTEN connection lost (%s); will reconnect", exc)
                 self._drop()
             # Could not listen: wait out the timeout (close still wakes us).
             remaining = deadline - time.monotonic()
