@@ -38,6 +38,8 @@ CAP = 5.0
 _DRIVERS = frozenset({"sqlite3", "psycopg", "psycopg_pool", "redis", "botocore", "boto3"})
 # SQLSTATE class 28: invalid authorization (a wrong password, no such role, pg_hba).
 _PG_AUTH = ("28",)
+# Exception classes (by name: no driver is imported here) of refused or missing credentials.
+_REFUSED = frozenset({"AuthenticationError", "NoCredentialsError", "PartialCredentialsError"})
 # AWS error codes that mean the credentials are refused, not that AWS is busy.
 _AWS_AUTH = frozenset(
     {
@@ -56,29 +58,50 @@ def is_fatal(exc: BaseException) -> bool:
     bad, or the store refuses this process's credentials (see the module docstring)."""
     if isinstance(exc, StoreNotMigrated | Misconfigured):
         return True
-    if isinstance(exc, StoreUnavailable):
-        return False
     return _auth_refused(exc)
 
 
+def fatal_error(exc: BaseException) -> BaseException:
+    """What a loop ends with for a fatal `exc`: refused credentials said as such (the
+    store's own message for them reads like any lost connection), else `exc`."""
+    refusal = _refusal(exc)
+    if refusal is None or isinstance(exc, StoreNotMigrated | Misconfigured):
+        return exc
+    error = StoreUnavailable(
+        f"the store refused this process's credentials ({describe(refusal)}): fix them "
+        "(the password in SPOOL_STORE_URL, or the AWS credentials) and start it again; "
+        "they are read only at start"
+    )
+    error.__cause__ = exc
+    return error
+
+
 def _auth_refused(exc: BaseException) -> bool:
+    return _refusal(exc) is not None
+
+
+def _refusal(exc: BaseException) -> BaseException | None:
+    """Credentials refused or missing, seen in `exc` or what it was raised from (a
+    store's StoreUnavailable wraps the driver's error: redis-py's AuthenticationError
+    is a ConnectionError). A Postgres pool that cannot reconnect says only that it
+    timed out (its reason goes to the psycopg.pool log), so that one is waited out."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:  # the cause may be the driver's
         seen.add(id(current))
         names = {cls.__name__ for cls in type(current).__mro__}
-        if "AuthenticationError" in names:  # redis.AuthenticationError and its kin
-            return True
+        if names & _REFUSED:  # redis.AuthenticationError, botocore.NoCredentialsError
+            return current
         sqlstate = getattr(current, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(_PG_AUTH):
-            return True
+            return current
         response = getattr(current, "response", None)
         if isinstance(response, dict):
             code = response.get("Error", {}).get("Code")
             if code in _AWS_AUTH:
-                return True
+                return current
         current = current.__cause__ or current.__context__
-    return False
+    return None
 
 
 def is_store_error(exc: BaseException) -> bool:

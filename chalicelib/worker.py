@@ -76,7 +76,7 @@ from chalicelib.middleware import Middleware
 from chalicelib.models import Completion, Job, JobState, error_text
 from chalicelib.retry import retry_after_seconds
 from chalicelib.storage.base import JobStore
-from chalicelib.store_outage import Outage, is_fatal
+from chalicelib.store_outage import Outage, fatal_error, is_fatal
 from chalicelib.timebounds import clamp_delay
 
 __all__ = ["Middleware", "Worker", "WorkerConfig", "WorkerStats"]
@@ -1094,8 +1094,8 @@ class Worker:
                 if is_fatal(exc):
                     # Waiting cannot fix it (store_outage.is_fatal): finish what is held,
                     # then end with it.
-                    log.error("the worker stops: %s", exc)
-                    fatal = exc
+                    fatal = fatal_error(exc)
+                    log.error("the worker stops: %s", fatal)
                     break
                 # Any other store error is an outage, never the end of the worker: said
                 # once, then tried again with backoff. Results that could not be written

@@ -27,7 +27,7 @@ from chalice.test import TestEventsClient
 
 from chalicelib import events
 from chalicelib.runtime import Runtime
-from chalicelib.store_outage import describe, is_fatal
+from chalicelib.store_outage import fatal_error, is_fatal
 from chalicelib.webhooks.runner import DeliveryThread, start_thread
 from chalicelib.worker import sign_off
 
@@ -117,8 +117,8 @@ class Emulator:
                     # refused: waiting cannot fix it. The server keeps answering (its
                     # /health says what is wrong); the emulated worker stops.
                     log.error(
-                        "the built-in worker stops: %s; fix it and restart spool serve",
-                        describe(exc),
+                        "the built-in worker stops: %s (fix it and restart spool serve)",
+                        fatal_error(exc),
                     )
                     return
                 # Any other error is an outage, whatever the store raised: said once

@@ -20,6 +20,7 @@ import pytest
 import redis
 
 import app as spool_app
+from chalicelib.errors import StoreNotMigrated
 from chalicelib.models import JobState
 from chalicelib.runtime import Runtime
 from chalicelib.storage.memory import MemoryStore
@@ -132,3 +133,27 @@ def test_the_emulated_worker_waits_out_an_error_the_store_did_not_map(
     assert left == [0]
     assert said(caplog, "spool.worker") == (1, 1)
     assert [r for r in caplog.records if r.exc_info and r.name.startswith("spool")] == []
+
+
+def test_the_emulated_worker_stops_on_what_waiting_cannot_fix(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A schema changed under the server: the built-in worker stops, saying the fix,
+    instead of a traceback a second for as long as the server runs."""
+
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        raise StoreNotMigrated("database is not migrated: run `spool db migrate`")
+
+    monkeypatch.setattr(rt.store, "claim", refusing)
+    emulator = Emulator(spool_app.app, rt)
+    with caplog.at_level(logging.INFO, logger="spool"):
+        emulator.start()
+        try:
+            thread = emulator._thread
+            assert thread is not None
+            thread.join(WAIT)
+            assert not thread.is_alive(), "the emulated worker kept retrying"
+        finally:
+            emulator.stop()
+    [line] = [r.getMessage() for r in caplog.records if "built-in worker stops" in r.getMessage()]
+    assert "spool db migrate" in line

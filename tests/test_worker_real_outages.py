@@ -6,6 +6,8 @@
   held, and every job ran exactly once.
 - A stop (SIGTERM) during such an outage ends the worker within a bound, naming
   the job whose result it could not write.
+- Redis starts asking for a password the worker does not have: waiting cannot fix
+  that (a new password is read at start), so the worker exits saying why.
 - Postgres: the network to it is cut (a forwarder in front of the shared server,
   which is never stopped) while a job runs, then restored: the same.
 - SQLite: another process holds the database file locked past the store's patience
@@ -200,3 +202,26 @@ def test_a_worker_rides_out_a_cut_to_postgres_and_writes_the_result_it_held(
     text = log.read_text()
     assert text.count("LISTEN connection lost") <= 1, text
     assert text.count("error connecting in") <= 1, text
+
+
+def test_a_worker_whose_credentials_redis_starts_refusing_exits_saying_why(
+    tmp_path: Path,
+) -> None:
+    import redis
+
+    with private_server(tmp_path / "redis") as server:
+        url = server.url
+        with spool_worker(url, tmp_path) as (proc, log):
+            first = _enqueue(url, 1, 0.0)
+            until(lambda: succeeded(url, first), "a job runs")
+            admin = redis.Redis(port=server.port, socket_timeout=5)
+            try:
+                admin.config_set("requirepass", "rotated")  # a password rotated under it
+                admin.execute_command("CLIENT", "KILL", "TYPE", "normal")  # not this one
+            finally:
+                admin.close()
+            returncode = proc.wait(BOUND)  # raises TimeoutExpired if it waits for ever
+        text = log.read_text()
+        assert returncode != 0, text
+        assert "the store refused this process's credentials" in text
+        assert "rotated" not in text
