@@ -1103,7 +1103,7 @@ class Worker:
                 timeout = self.outage.failed(exc, self._holding())
             self._sleep(timeout, outage=self.outage.down)
         self._shutdown()
-        sign_off(self.store)
+        sign_off(self.store, self.outage)
         if fatal is not None:
             raise fatal
         return self.stats
@@ -1251,13 +1251,17 @@ def _describe(exc: BaseException, prefix: str = "") -> str:
     return error_text(text, f"{prefix}{name}: ") if text else f"{prefix}{name}"
 
 
-def sign_off(store: JobStore) -> None:
+def sign_off(store: JobStore, outage: Outage | None = None) -> None:
     """This process stopped working cleanly (`spool worker`, a burst, `spool serve`'s
     emulated worker): no longer counted live (spool top, spool_workers_live, the
     no-live-workers alert), instead of for SPOOL_WORKER_LIVE_SECONDS after, and its
-    row leaves the store instead of staying for good."""
+    row leaves the store instead of staying for good. Not tried during an outage:
+    it would fail too, after the store's whole timeout, lengthening the stop."""
     forget = getattr(store, "forget_worker", None)
     if forget is None:
+        return
+    if outage is not None and outage.down:
+        log.warning("not signed off: the store is unavailable (it drops out in a minute)")
         return
     try:
         forget(worker_id.process())

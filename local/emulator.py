@@ -137,6 +137,7 @@ class Emulator:
         events.shutdown()
         if self._thread is not None:
             self._thread.join(timeout)
-            sign_off(self.runtime.store)  # the drains beat as this process: it is gone now
+            # The drains beat as this process: it is gone now.
+            sign_off(self.runtime.store, self.runtime.outage())
         if self._webhooks is not None:
             self._webhooks.stop(timeout)
