@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
     from chalicelib.runtime import Runtime
 
+from chalicelib.store_outage import Outage, fatal_error, is_fatal
+
 log = logging.getLogger("spool.sqs_poller")
 
 FUNCTION_TIMEOUT_MS = 900_000
@@ -182,6 +184,9 @@ class SqsPoller:
         self.timeout_ms = timeout_ms
         self.region = region
         self.function = sqs_function(app)
+        # Polls that fail (the queue or the store unreachable): said once per outage,
+        # jittered backoff up to 5 s between tries (chalicelib/store_outage.py).
+        self.outage = Outage(log, "the SQS poller")
         self.handler: Callable[[dict[str, Any], Any], Any] = app.handler_map[self.function]
         attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
         self.queue_arn = attributes["Attributes"]["QueueArn"]
@@ -282,9 +287,12 @@ class SqsPoller:
             try:
                 result = self.poll_once()
             except Exception as exc:  # the queue is unreachable: back off, as Lambda does
-                log.warning("polling %s failed: %s", self.queue_url, exc)
-                stop.wait(1.0)
+                if is_fatal(exc):  # refused credentials: waiting cannot fix them
+                    log.error("the SQS poller stops: %s", fatal_error(exc))
+                    break
+                stop.wait(self.outage.failed(exc))
                 continue
+            self.outage.recovered()
             if result.received:
                 last_work = time.monotonic()
                 deleted += result.deleted

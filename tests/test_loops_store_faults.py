@@ -157,3 +157,66 @@ def test_the_emulated_worker_stops_on_what_waiting_cannot_fix(
             emulator.stop()
     [line] = [r.getMessage() for r in caplog.records if "built-in worker stops" in r.getMessage()]
     assert "spool db migrate" in line
+
+
+class _Queue:
+    """An SQS client whose receive fails `left` times (the queue unreachable), then
+    answers empty; `answered` counts the answers."""
+
+    def __init__(self, error: BaseException, left: int) -> None:
+        self.error = error
+        self.left = left
+        self.answered = 0
+
+    def get_queue_attributes(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:123456789012:q"}}
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        if self.left > 0:
+            self.left -= 1
+            raise self.error
+        self.answered += 1
+        return {"Messages": []}
+
+
+def test_spool_serves_sqs_poller_says_an_outage_once_and_backs_off(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """It logged a line a second for as long as the queue could not be reached."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from local.sqs_poller import SqsPoller
+
+    queue = _Queue(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), 5)
+    poller = SqsPoller(spool_app.app, queue, "http://127.0.0.1:1/q", wait_seconds=0)
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    with caplog.at_level(logging.INFO, logger="spool"):
+        thread.start()
+        try:
+            assert wait_until(lambda: queue.answered >= 2, timeout=60)
+        finally:
+            stop.set()
+            thread.join(WAIT)
+    assert said(caplog, "spool.sqs_poller") == (1, 1)
+
+
+def test_spool_serves_sqs_poller_stops_on_refused_credentials(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from local.sqs_poller import SqsPoller
+
+    refused = ClientError(
+        {"Error": {"Code": "InvalidClientTokenId", "Message": "no such key"}}, "ReceiveMessage"
+    )
+    poller = SqsPoller(
+        spool_app.app, _Queue(refused, 10**9), "http://127.0.0.1:1/q", wait_seconds=0
+    )
+    thread = threading.Thread(target=poller.run, args=(threading.Event(),), daemon=True)
+    with caplog.at_level(logging.INFO, logger="spool"):
+        thread.start()
+        thread.join(WAIT)
+    assert not thread.is_alive(), "the poller kept retrying refused credentials"
+    assert any("refused this process's credentials" in r.getMessage() for r in caplog.records)
