@@ -35,6 +35,13 @@ spent although their handler never ran, and one claimed on its last attempt is
 buried (dead, "lease expired") without running at all: a job that must survive a
 worker crash needs max_attempts of at least 2. A graceful stop (`stop`, SIGTERM)
 runs what it holds first.
+
+A store outage is not a crash. Any error a store call raises (not only the
+StoreUnavailable a store maps) is waited out with jittered backoff and said once
+(`self.outage`, chalicelib/store_outage.py); completions that could not be written
+are held (`_State.held`) and written first when the store is back. Only what
+waiting cannot fix (`store_outage.is_fatal`) ends `run()`. A stop during an outage
+tries the held completions for `stop_flush_seconds`, then lets them go, each named.
 """
 
 from __future__ import annotations
