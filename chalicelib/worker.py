@@ -1091,12 +1091,12 @@ class Worker:
                 self._woken = False
             try:
                 if self._step(self.config.batch_size):
-                    self.outage.recovered()
+                    self._back()
                     continue
                 # Completions already waiting: no need to ask the store how long to idle.
                 waiting = self._state.outbox or self._state.held  # a pool thread's, held
                 timeout = self.config.flush_delay if waiting else self._idle_timeout()
-                self.outage.recovered()
+                self._back()
             except Exception as exc:
                 if is_fatal(exc):
                     # Waiting cannot fix it (store_outage.is_fatal): finish what is held,
@@ -1114,6 +1114,14 @@ class Worker:
         if fatal is not None:
             raise fatal
         return self.stats
+
+    def _back(self) -> None:
+        """A step went through: the outage is over, unless completions are still held
+        (a pool thread's write failed after this step's flush): the store is back when
+        it takes what this worker holds, not when it answers a claim."""
+        with self._lock:  # held: a pool thread's failed write lands between check and say
+            if not self._state.held:
+                self.outage.recovered()
 
     def _wake(self) -> None:
         """Under the lock: tell the dispatcher there is something to do.
