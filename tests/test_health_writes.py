@@ -6,8 +6,8 @@ refuses writes (too few replicas for min-replicas-to-write, a failed save) passe
 /health asks Postgres `SHOW transaction_read_only` and sets a short-lived key of its
 own on Redis, and its 503 says what to fix, naming no host, path or password.
 
-The Postgres case changes the test's own database (SPOOL_TEST_PG_URL, never the
-shared `postgres` one) for new sessions, and resets it before anything else runs.
+The Postgres case makes a database of its own read-only, never SPOOL_TEST_PG_URL's,
+which the rest of the suite is using at the same time.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -27,7 +27,7 @@ from chalice.test import Client
 
 import app as spool_app
 from tests.apikit import Api, installed, settings_for
-from tests.pg_support import BASE_URL, admin_connect, fresh_schema
+from tests.pg_support import BASE_URL, admin_connect, fresh_schema, new_schema_name
 from tests.redis_support import free_port, unavailable
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,20 +46,27 @@ def assert_no_secrets(reply: Any, *words: str) -> None:
 
 @pytest.fixture
 def read_only_database() -> Iterator[str]:
-    """A migrated schema on the test database, with the database read-only for new
-    sessions while the test runs."""
-    database = urlsplit(BASE_URL).path.lstrip("/")
-    assert database and database != "postgres", "never on the shared database"
-    with fresh_schema() as url:
-        admin = admin_connect()
+    """A migrated schema in a database of the test's own, read-only for new sessions
+    while the test runs: the suite's other tests, running in parallel on the test
+    database, never meet a read-only session."""
+    database = new_schema_name()
+    parts = urlsplit(BASE_URL)
+    base = urlunsplit((parts.scheme, parts.netloc, f"/{database}", "", ""))
+    admin = admin_connect()
+    try:
+        admin.execute(f'CREATE DATABASE "{database}"')
         try:
-            admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
-            try:
-                yield url
-            finally:
-                admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+            with fresh_schema(base=base) as url:
+                read_only = f'ALTER DATABASE "{database}" SET default_transaction_read_only'
+                admin.execute(f"{read_only} = on")
+                try:
+                    yield url
+                finally:  # fresh_schema's own clean-up writes
+                    admin.execute(f"{read_only} = off")
         finally:
-            admin.close()
+            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        admin.close()
 
 
 def test_health_is_503_on_a_read_only_postgres_saying_what_to_fix(
