@@ -12,9 +12,6 @@ which the rest of the suite is using at the same time.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +25,7 @@ from chalice.test import Client
 import app as spool_app
 from tests.apikit import Api, installed, settings_for
 from tests.pg_support import BASE_URL, admin_connect, fresh_schema, new_schema_name
-from tests.redis_support import free_port, unavailable
+from tests.redis_support import private_server
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,32 +88,13 @@ def test_health_is_200_on_a_postgres_that_takes_writes(tmp_path: Path) -> None:
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[tuple[str, redis.Redis]]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        unavailable("redis-server is not on PATH (Debian package redis-server)")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-            "--save", "", "--appendonly", "no", "--logfile", str(tmp_path / "redis.log"),
-        ],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    admin = redis.Redis(port=port, socket_timeout=5)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                admin.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
-        yield f"redis://127.0.0.1:{port}/0", admin
-    finally:
-        admin.close()
-        server.kill()
-        server.wait()
+    """A redis-server of the test's own (its settings are changed), with a client."""
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        admin = redis.Redis(port=server.port, socket_timeout=5)
+        try:
+            yield server.url, admin
+        finally:
+            admin.close()
 
 
 def test_health_is_503_on_a_redis_without_the_replicas_it_needs_to_write(
