@@ -44,13 +44,14 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from chalicelib.clock import Clock
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, QUEUE_NAME, Settings
 from chalicelib.durations import parse_seconds
-from chalicelib.errors import IdempotencyConflict, ValidationFailed
+from chalicelib.errors import IdempotencyConflict, StoreUnavailable, ValidationFailed
 from chalicelib.handlers import HandlerFunc, Registry, registry, whole_number
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import Job
 from chalicelib.retry import MAX_ATTEMPTS
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
+from chalicelib.store_outage import Outage, Quiet, describe, is_store_error
 
 log = logging.getLogger("spool.periodic")
 
@@ -452,6 +453,9 @@ class Fired:
     outcome: str  # enqueued | already | skipped | error
     job_id: str | None = None
     error: str | None = None
+    # The tick is still due: its enqueue met a store failure, not a refusal, and the
+    # next call tries the same tick again (a long-running scheduler retries soon).
+    retry: bool = False
 
 
 @dataclass(frozen=True)
@@ -547,8 +551,19 @@ class Scheduler:
             self._settle(schedule, tick)
             return Fired(schedule.name, tick, "already", exc.details["id"])
         except Exception as exc:  # the store may be down: try again on the next call
-            log.exception("periodic %s: enqueue failed; will retry", schedule.name)
-            return Fired(schedule.name, tick, "error", error=f"{type(exc).__name__}: {exc}")
+            store_failed = is_store_error(exc)
+            if store_failed:  # said once a run of failures, no traceback each tick
+                log.log(
+                    _store_quiet.level(),
+                    "periodic %s: enqueue failed, the store is unavailable (%s); will retry",
+                    schedule.name,
+                    describe(exc),
+                )
+            else:
+                log.exception("periodic %s: enqueue failed; will retry", schedule.name)
+            error = f"{type(exc).__name__}: {exc}"
+            return Fired(schedule.name, tick, "error", error=error, retry=store_failed)
+        _store_quiet.ok()
         self._settle(schedule, tick)
         if result.created:
             log.info(
@@ -588,6 +603,7 @@ def describe_problem(exc: ValidationFailed | ValidationError) -> str:
     return exc.message
 
 
+_store_quiet = Quiet()  # a failed tick's line: once a run of store failures
 _reported: set[tuple[str, str]] = set()
 _reported_lock = threading.Lock()
 
@@ -691,10 +707,20 @@ def run_scheduler(
 
     Sleeps until the earliest next tick instead of polling, so an idle worker
     with a nightly schedule wakes once a night (capped at MAX_SCHEDULER_SLEEP).
+    A tick whose enqueue met a store failure is tried again after a jittered backoff
+    (at most store_outage.CAP seconds), not at the next tick: by then `latest_tick`
+    is the next one, and a nightly job was lost to a store down for a second at
+    midnight.
     """
     store = target.store if isinstance(target, Service) else target
+    outage = Outage(log, "the periodic scheduler")
     while not stop.is_set():
-        fire_due(target, handlers, store.clock, settings=settings)
+        fired = fire_due(target, handlers, store.clock, settings=settings)
+        failed = [f for f in fired if f.retry]
+        if failed:
+            stop.wait(outage.failed(StoreUnavailable(failed[0].error or "enqueue failed")))
+            continue
+        outage.recovered()
         try:
             upcoming = next_runs(store.clock, settings=settings)
         except (ValueError, OverflowError):  # a bad SPOOL_SCHEDULES: fire_due logged it

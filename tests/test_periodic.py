@@ -536,3 +536,51 @@ def test_one_schedule_that_fails_to_fire_leaves_the_others_firing(
     fired = Scheduler(store, handlers, [broken, every_minute()]).fire_due()
     assert [(f.name, f.outcome) for f in fired] == [("broken", "error"), ("minutely", "enqueued")]
     assert fired[0].error == "IndexError: list index out of range"
+
+
+def test_a_tick_that_meets_a_store_outage_is_enqueued_when_the_store_is_back(
+    store: JobStore,
+    handlers: Registry,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The long-running scheduler slept to the next tick after a failed enqueue, and
+    then fired that one: a store down for a second at a nightly tick lost the night's
+    job. Now the same tick is tried again with backoff, and the outage is said once."""
+    import sqlite3
+    import time
+
+    monkeypatch.setattr(periodic, "book", ScheduleBook())  # no code schedules here
+    raw = '[{"name": "hourly", "type": "report", "every": 3600, "payload": {"kind": "h"}}]'
+    clock.set(T0 + timedelta(seconds=10))  # 10 s after the tick at 12:00
+    real_add, failures = store.add, iter(range(3))
+
+    def flaky_add(jobs: Any) -> Any:
+        if next(failures, None) is not None:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_add(jobs)
+
+    monkeypatch.setattr(store, "add", flaky_add)
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=periodic.run_scheduler,
+        args=(store, stop, handlers),
+        kwargs={"settings": Settings.from_env({"SPOOL_SCHEDULES": raw})},
+        daemon=True,
+    )
+    with caplog.at_level("DEBUG", logger="spool"):
+        runner.start()
+        try:
+            deadline = time.monotonic() + 20  # the fix retries within ~1 s; before, 30 s
+            while not periodic_jobs(store) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            runner.join(10)
+    assert not runner.is_alive()
+    assert [periodic.tick_of(job) for job in periodic_jobs(store)] == [T0]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("store unavailable" in line for line in said) == 1, said
+    assert sum("store is back" in line for line in said) == 1, said
+    assert all(r.exc_info is None for r in caplog.records if "periodic" in r.getMessage())
