@@ -83,7 +83,7 @@ from chalicelib.middleware import Middleware
 from chalicelib.models import Completion, Job, JobState, error_text
 from chalicelib.retry import retry_after_seconds
 from chalicelib.storage.base import JobStore
-from chalicelib.store_outage import Outage, fatal_error, is_fatal
+from chalicelib.store_outage import Outage, fatal_error, is_fatal, is_store_error
 from chalicelib.timebounds import clamp_delay
 
 __all__ = ["Middleware", "Worker", "WorkerConfig", "WorkerStats"]
@@ -379,7 +379,7 @@ class Worker:
                     if is_fatal(exc):
                         log.error("could not record %s: %s", attempt.job.id, exc)
                     else:
-                        self.outage.failed(exc, self._holding())
+                        self._write_failed(attempt, exc)
             done = (attempt, completion, seconds, recorded)
 
     def _outcome(self, attempt: _Attempt) -> Completion:
@@ -725,6 +725,19 @@ class Worker:
                     self.stats.dead += 1
         for m in self.middleware:
             m.after_flush(completions, applied)
+
+    def _write_failed(self, attempt: _Attempt, exc: BaseException) -> None:
+        """A pool thread's write of `attempt` failed and was held: an outage, unless the
+        dispatcher has written it since. Checked under the lock the dispatcher takes
+        the held list with: a thread descheduled between its failed write and this
+        call began a second outage after the store was back ("store unavailable"
+        said twice for one outage, now and then, on a loaded machine)."""
+        with self._lock:
+            if any(held is attempt for held, _, _ in self._state.held):
+                self.outage.failed(exc, self._holding())
+                return
+        if not is_store_error(exc):  # not the write's: a middleware's after_attempt
+            log.error("could not record %s", attempt.job.id, exc_info=exc)
 
     def _holding(self) -> int:
         """Completions not yet written: held from an outage or waiting in the outbox."""

@@ -277,3 +277,34 @@ def test_a_claim_that_goes_through_while_results_are_held_does_not_end_the_outag
         assert wait_until(lambda: get(mem, job.id).state is JobState.SUCCEEDED)
         assert wait_until(lambda: outage_lines(caplog)[1] >= 1)
     assert outage_lines(caplog) == (1, 1)
+
+
+def test_a_pool_thread_late_to_say_its_write_failed_starts_no_second_outage(
+    mem, clock, reg, caplog
+) -> None:
+    """A pool thread descheduled between its failed write and its word to the Outage
+    spoke after the dispatcher had written the held result and said the store was
+    back: a second `store unavailable` for one outage. Forced here: the pool thread's
+    word waits until the store is back and the job is written (or 2 s)."""
+    store = Faulty(mem, redis.ConnectionError("reset"), frozenset({"finish"}))
+    store.arm(10**9)
+    counting(reg)
+    job = add(mem, clock, "work")
+    config = WorkerConfig(concurrency=1, idle_poll=0.05, sync_finish=True)
+    worker = Worker(store, reg, config)  # type: ignore[arg-type]
+    runner = RunInThread(worker)
+    said = worker.outage.failed
+
+    def late(exc: BaseException, holding: int = 0) -> float:
+        if threading.current_thread() is not runner.thread:  # the pool thread
+            wait_until(lambda: get(mem, job.id).state is JobState.SUCCEEDED, timeout=2)
+        return said(exc, holding)
+
+    worker.outage.failed = late  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="spool"), runner:
+        assert wait_until(lambda: store.raised >= 2)  # the dispatcher's flush failed too
+        store.arm(0)  # the store is back
+        assert wait_until(lambda: get(mem, job.id).state is JobState.SUCCEEDED)
+        assert wait_until(lambda: outage_lines(caplog)[1] >= 1)
+        assert wait_until(lambda: store.calls["finish"] >= 3)  # and after it
+    assert outage_lines(caplog) == (1, 1)
