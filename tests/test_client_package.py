@@ -140,6 +140,18 @@ def _top_level(distribution: str) -> set[str]:
     }  # fmt: skip
 
 
+def httpx_alone(deps: Path) -> Path:
+    """A new folder DEPS holding links to httpx and what it requires, nothing else:
+    put on a path, it is all the client may import beyond the standard library."""
+    deps.mkdir()
+    site = Path(str(importlib.metadata.distribution("httpx").locate_file("")))
+    for distribution in _closure("httpx"):
+        for top in _top_level(distribution):
+            target = site / top if (site / top).exists() else site / f"{top}.py"
+            (deps / target.name).symlink_to(target)
+    return deps
+
+
 def test_the_wheel_imports_with_httpx_alone_beside_the_standard_library(
     wheel: Path, tmp_path: Path
 ) -> None:
@@ -149,13 +161,7 @@ def test_the_wheel_imports_with_httpx_alone_beside_the_standard_library(
     unpacked = tmp_path / "wheel"
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(unpacked)
-    deps = tmp_path / "deps"
-    deps.mkdir()
-    site = Path(str(importlib.metadata.distribution("httpx").locate_file("")))
-    for distribution in _closure("httpx"):
-        for top in _top_level(distribution):
-            target = site / top if (site / top).exists() else site / f"{top}.py"
-            (deps / target.name).symlink_to(target)
+    deps = httpx_alone(tmp_path / "deps")
     probe = (
         "import sys, json;"
         f"sys.path[:0] = [{str(unpacked)!r}, {str(deps)!r}];"

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import ROOT, guarded_env
-from tests.test_client_package import _closure, _top_level
+from tests.test_client_package import httpx_alone
 
 CLIENT_FILES = {p.name for p in (ROOT / "spool_client").iterdir() if p.suffix in {".py", ".typed"}}
 
@@ -105,13 +105,7 @@ def test_the_sdist_installs_into_a_fresh_venv_and_imports(sdist: Path, tmp_path:
     python = fresh / "bin" / "python"
     _run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", str(wheel)],
          cwd=tmp_path)  # fmt: skip
-    deps = tmp_path / "deps"
-    deps.mkdir()
-    site = Path(str(importlib.metadata.distribution("httpx").locate_file("")))
-    for distribution in _closure("httpx"):
-        for top in _top_level(distribution):
-            target = site / top if (site / top).exists() else site / f"{top}.py"
-            (deps / target.name).symlink_to(target)
+    deps = httpx_alone(tmp_path / "deps")
     purelib = _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
                    cwd=tmp_path).strip()  # fmt: skip
     (Path(purelib) / "httpx_deps.pth").write_text(f"{deps}\n", encoding="utf-8")
