@@ -58,6 +58,18 @@ class Served:
     url: str
 
 
+def read_banner(proc: subprocess.Popen[str]) -> str:
+    """What a starting `spool serve` printed up to its last banner line ("Ctrl-C
+    stops."), or all it printed if it ended before that."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Ctrl-C stops"):
+            break
+    return "".join(lines)
+
+
 def spool_serve(*args: str, env: dict[str, str], stderr: int = subprocess.PIPE) -> Served:
     """Start `spool serve --port 0 ARGS` and read its banner (up to "Ctrl-C stops.").
 
@@ -72,13 +84,7 @@ def spool_serve(*args: str, env: dict[str, str], stderr: int = subprocess.PIPE) 
         stderr=stderr,
         text=True,
     )
-    assert proc.stdout is not None
-    lines: list[str] = []
-    for line in proc.stdout:
-        lines.append(line)
-        if line.startswith("Ctrl-C"):
-            break
-    banner = "".join(lines)
+    banner = read_banner(proc)
     found = re.search(r"serving app\.py on (http://127\.0\.0\.1:\d+)", banner)
     if found is None:
         stop(proc)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.procs import ROOT, guarded_env
+from tests.procs import ROOT, guarded_env, read_banner
 
 pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 
@@ -38,13 +38,7 @@ def test_make_run_serves_says_where_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         start_new_session=True,  # its own group: the SIGINT below is a terminal's Ctrl-C
     )  # fmt: skip
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("Ctrl-C stops"):
-                break
-        banner = "".join(lines)
+        banner = read_banner(proc)
         url = re.search(r"serving app\.py on (http://127\.0\.0\.1:\d+)\n", banner)
         key = re.search(r"dev API key \(tenant default\), made for this run: (dev-\S+)", banner)
         assert url and key, banner
