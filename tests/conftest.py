@@ -109,6 +109,7 @@ if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
     from chalicelib.service import Service
     from tests.apikit import Api
+    from tests.webhook_receiver import Receiver
 
 
 @pytest.fixture(autouse=True)
@@ -192,3 +193,15 @@ def svc(
 
     with open_backend(request.param, clock, tmp_path, request) as store:
         yield Service(store, handlers)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on a loopback port, released and shut when the test ends (so a
+    test that left it hanging a request does not hold the teardown)."""
+    from tests.webhook_receiver import Receiver
+
+    receiver = Receiver().up()
+    yield receiver
+    receiver.released.set()
+    receiver.down()

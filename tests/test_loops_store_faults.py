@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -41,14 +40,6 @@ def said(caplog: pytest.LogCaptureFixture, logger: str) -> tuple[int, int]:
         sum(line.startswith("store unavailable") for line in lines),
         sum(line.startswith("store is back") for line in lines),
     )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver().up()
-    yield receiver
-    receiver.released.set()
-    receiver.down()
 
 
 @pytest.fixture

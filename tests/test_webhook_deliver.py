@@ -5,7 +5,6 @@ time, and the signed body a receiver gets."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -35,14 +34,6 @@ def settings(**extra: str) -> Settings:
         **extra,
     }
     return Settings(extra=values)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver().up()
-    yield receiver
-    receiver.released.set()
-    receiver.down()
 
 
 @pytest.fixture

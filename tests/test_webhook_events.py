@@ -22,13 +22,6 @@ SECRET = signing.new_secret()
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver().up()
-    yield receiver
-    receiver.down()
-
-
-@pytest.fixture
 def rt(tmp_path) -> Iterator[Runtime]:
     extra = {
         "SPOOL_WEBHOOKS": json.dumps({TENANT_A: {"secrets": [SECRET]}}),

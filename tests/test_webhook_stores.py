@@ -4,9 +4,6 @@ webhook reaches a loopback receiver, signed, and its delivery is recorded."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-
-import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.config import Settings
@@ -19,13 +16,6 @@ from tests.factories import new_job
 from tests.webhook_receiver import Receiver
 
 SECRET = signing.new_secret()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    receiver = Receiver().up()
-    yield receiver
-    receiver.down()
 
 
 def test_each_store_delivers_and_records(
