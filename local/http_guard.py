@@ -50,6 +50,7 @@ from waitress.utilities import Error, InternalServerError, RequestEntityTooLarge
 from chalicelib.api.errors import error_body
 from chalicelib.api.http import API_HEADERS, dumps
 from local.http_limits import HttpLimits
+from local.http_messages import explain
 
 log = logging.getLogger("spool.http")
 
@@ -101,7 +102,7 @@ def render_error(error: Error) -> tuple[str, bytes]:
         )
         details = {"limit": limit}
     else:
-        message = str(error.body)
+        message = explain(str(error.body))  # waitress's terse reasons, said actionably
     body = dumps(error_body(_CODES.get(status, "bad_request"), message, details))
     return f"{status} {error.reason}", body.encode("utf-8")
 

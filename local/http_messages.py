@@ -1,0 +1,68 @@
+"""waitress's own words for a request it cannot parse, said so a client can act.
+
+waitress refuses a malformed request before Spool sees it, with terse reasons
+("Bad URI", "Start line is invalid", "Invalid header"): true, but a person who
+typed `curl localhost:8000/ui/api/jobs?find=café` cannot tell from "Bad URI" that
+curl sent the é as raw bytes and the fix is to percent-encode it. Every other
+refusal of Spool's says what to send instead; these now do too. The status each
+one had stays as it was (400, or 501 for a coding waitress does not implement).
+local/http_guard.py's render_error asks `explain` for the message.
+"""
+
+from __future__ import annotations
+
+# waitress's message (the whole text) -> what the client should send instead.
+_EXACT = {
+    "Bad URI": (
+        "the request target (path or query string) holds bytes that are not ASCII: "
+        "percent-encode them as UTF-8 (é is %C3%A9; curl -G --data-urlencode does it)"
+    ),
+    "Start line is invalid": (
+        "the request line must be `METHOD /path HTTP/1.1`: a space or control "
+        "character in the path or query string must be percent-encoded (a space is %20)"
+    ),
+    "Invalid header": (
+        "a header line is not `Name: value`: the name is letters, digits and "
+        "!#$%&'*+-.^_`|~ with no space before the colon, and the value holds no "
+        "control character"
+    ),
+    "HTTP message header invalid": (
+        "the request head is malformed: send a request line, then one `Name: value` "
+        "line per header, each ending with CRLF, then an empty line"
+    ),
+    "Content-Length is invalid": (
+        "Content-Length must be given once, as the body's size in bytes in plain "
+        "digits (such as 42)"
+    ),
+    "Invalid chunk size": (
+        "a chunk-size line of the chunked body is not a size in hex digits: send each "
+        "chunk as its size in hex, CRLF, the bytes, CRLF, and end with 0 CRLF CRLF "
+        "(or send the body with Content-Length instead)"
+    ),
+    "Invalid chunk extension": (
+        "a chunk extension of the chunked body is malformed: send chunk-size lines "
+        "without extensions (just the size in hex), or the body with Content-Length"
+    ),
+    "Transfer-Encoding requested is not supported.": (
+        "this Transfer-Encoding is not supported: send the body with Content-Length, "
+        "or chunked alone (Transfer-Encoding: chunked)"
+    ),
+}
+
+_METHOD_PREFIX = 'Malformed HTTP method "'
+
+
+def explain(message: str) -> str:
+    """What to tell the client for waitress's `message`: a sentence that says what
+    to send instead where waitress's own says only what was wrong; any message not
+    known here is returned as it is (Spool's own refusals already say what to do)."""
+    known = _EXACT.get(message)
+    if known is not None:
+        return known
+    if message.startswith(_METHOD_PREFIX) and message.endswith('"'):
+        method = message[len(_METHOD_PREFIX) : -1]
+        return (
+            f"the method {method!r} is not upper case: HTTP methods are case-sensitive; "
+            f"send {method.upper()!r} (Spool's routes take GET, HEAD and POST)"
+        )
+    return message
