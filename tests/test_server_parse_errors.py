@@ -6,49 +6,20 @@ on 127.0.0.1 against a real `spool serve` server."""
 
 from __future__ import annotations
 
-import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import app as spool_app
-from local.http_limits import HttpLimits
-from local.server import ChaliceWSGI, Server
-from tests.apikit import KEY_A, installed, settings_for
+from local.server import Server
+from tests.apikit import KEY_A
+from tests.served import exchange, served
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    with installed(settings_for(tmp_path, demo_handlers=True)):
-        running = Server(
-            ChaliceWSGI(spool_app.app),
-            "127.0.0.1",
-            0,
-            threads=4,
-            limits=HttpLimits(request_timeout=5.0, linger_seconds=1.0),
-        )
-        running.start()
-        try:
-            yield running
-        finally:
-            running.stop()
-
-
-def exchange(server: Server, data: bytes) -> tuple[int, dict[str, object]]:
-    """Send `data` on a new connection; the status and the JSON body of the answer."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(data)
-        received = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
-    return status, json.loads(body)
+    with served(tmp_path) as running:
+        yield running
 
 
 KEY = f"X-API-Key: {KEY_A}\r\n".encode()
