@@ -27,6 +27,7 @@ from chalicelib.errors import Misconfigured, SpoolError, UnknownJobType, Validat
 from chalicelib.limits import Limit, Rate
 from chalicelib.logs import JobLog
 from chalicelib.models import DEFAULT_QUEUE, Job, error_text
+from chalicelib.number_text import validation_message
 from chalicelib.retry import RetryPolicy, finite
 
 DEFAULT_TIMEOUT = 30.0
@@ -240,8 +241,8 @@ def _module_run(func: Callable[..., Any]) -> object:
 
 def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [
-        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False)
+        {"loc": list(e["loc"]), "msg": validation_message(dict(e)), "type": e["type"]}
+        for e in exc.errors(include_url=False)
     ]
 
 

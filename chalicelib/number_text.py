@@ -12,6 +12,9 @@ settings' own numbers, the duration grammar, store URL options), as it refuses
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 _NONZERO_DIGITS = frozenset("123456789")
 
 
@@ -27,3 +30,35 @@ def too_small(text: str) -> str:
     """The refusal's words: what was written, and what it would have become."""
     shown = text if len(text) <= 40 else text[:40] + "..."
     return f"{shown} is too small to hold as a number: it would be read as 0"
+
+
+# pydantic's words when a float field gets a number that overflows a float. JSON bodies
+# refuse NaN, Infinity and 1e999 before pydantic sees them, so what reaches it is an
+# integer of 309 or more digits, or (in a query string) text such as 1e999: a finite
+# number, too large. pydantic said "Input should be a finite number" (a field that
+# refuses infinities: delay, ?wait=) or "Input should be a valid number" (a handler's
+# plain float field): neither told the client what was wrong with a valid number.
+TOO_LARGE = "Input is too large a number (beyond a 64-bit float's range): send a smaller one"
+
+
+def validation_message(error: dict[str, Any]) -> str:
+    """pydantic's message for one of its errors (`exc.errors()` with the input), except a
+    finite number too large for a float: said to be too large."""
+    kind, given = error.get("type"), error.get("input")
+    if isinstance(given, bool):
+        return str(error.get("msg", ""))
+    if kind == "float_type" and isinstance(given, int):
+        return TOO_LARGE  # an int is a number; float() of this one overflowed
+    if kind == "finite_number" and (isinstance(given, int) or _text_overflows(given)):
+        return TOO_LARGE
+    return str(error.get("msg", ""))
+
+
+def _text_overflows(value: Any) -> bool:
+    """Number text (digits, not the words inf or nan) whose float is infinite: 1e999."""
+    if not isinstance(value, str) or not any(ch.isdigit() for ch in value):
+        return False
+    try:
+        return math.isinf(float(value))
+    except ValueError:
+        return False

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from chalicelib.api.http import ApiResponse, json_response
 from chalicelib.errors import SpoolError, StoreUnavailable, ValidationFailed
+from chalicelib.number_text import validation_message
 from chalicelib.store_outage import describe, is_store_error
 
 log = logging.getLogger("spool.api")
@@ -42,10 +43,11 @@ def error_response(
 
 
 def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[Any]:
-    """Pydantic's errors without the offending input (it may be large or secret)."""
+    """Pydantic's errors without the offending input (it may be large or secret): the
+    input is read only to word a number too large for a float as that (number_text)."""
     return [
-        {"loc": [*prefix, *e["loc"]], "msg": e["msg"], "type": e["type"]}
-        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+        {"loc": [*prefix, *e["loc"]], "msg": validation_message(dict(e)), "type": e["type"]}
+        for e in exc.errors(include_url=False, include_context=False)
     ]
 
 
