@@ -236,10 +236,21 @@ def parse_json(
         raise BadRequest("request body is not valid JSON", {"reason": _why_not_json(exc)}) from exc
 
 
+BOM_REASON = (
+    "the body starts with a byte order mark (BOM: the bytes EF BB BF), which JSON "
+    "sent over a network must not have (RFC 8259 8.1): send it without one (a file "
+    'saved as "UTF-8 with BOM": save it as plain UTF-8)'
+)
+
+
 def _why_not_json(exc: Exception) -> str:
     """The parser's reason, in the client's terms (not Python's settings to change)."""
     if isinstance(exc, RecursionError):
         return NESTED_TOO_DEEP
     if "integer string conversion" in str(exc):
         return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    if str(exc).startswith("Unexpected UTF-8 BOM"):
+        # json's words ("decode using utf-8-sig") advise the server's code; the client
+        # sent a file saved "UTF-8 with BOM" (Notepad, PowerShell) and can resave it.
+        return BOM_REASON
     return str(exc)[:200]

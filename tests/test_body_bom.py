@@ -1,0 +1,66 @@
+"""A body that starts with a UTF-8 byte order mark (a file saved "UTF-8 with BOM" by
+Notepad or PowerShell, sent with `curl -d @file.json`) is refused 400 as JSON must be
+(RFC 8259 8.1), with a reason that tells the client to send it without the BOM, not
+Python's advice to its own code ("decode using utf-8-sig"); nothing is stored. Real
+HTTP over a socket to `spool serve`'s server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local.server import Server
+from tests.apikit import KEY_A
+from tests.served import exchange, served
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    with served(tmp_path) as running:
+        yield running
+
+
+def post(server: Server, path: str, body: bytes) -> tuple[int, dict]:
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY_A}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    status, answer = exchange(server, head + body)
+    assert isinstance(answer, dict)
+    return status, answer
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/enqueue", b'{"type": "echo", "payload": {"a": 1}}'),
+        ("/enqueue", b'{"jobs": [{"type": "echo"}]}'),
+        ("/dlq/redrive", b"{}"),
+        ("/ui/api/dead/purge", b'{"all": true}'),
+    ],
+)
+def test_a_body_with_a_bom_is_400_saying_to_send_it_without(
+    server: Server, path: str, body: bytes
+) -> None:
+    status, answer = post(server, path, BOM + body)
+    assert status == 400, answer
+    error = answer["error"]
+    assert error["code"] == "bad_request"
+    reason = error["details"]["reason"]
+    assert "byte order mark" in reason and "send it without one" in reason
+    assert "utf-8-sig" not in str(answer)
+    status, page = exchange(
+        server,
+        f"GET /jobs HTTP/1.1\r\nX-API-Key: {KEY_A}\r\nConnection: close\r\n\r\n".encode(),
+    )
+    assert status == 200 and page["jobs"] == []  # nothing stored
+
+
+def test_the_same_body_without_the_bom_is_taken(server: Server) -> None:
+    status, answer = post(server, "/enqueue", b'{"type": "echo", "payload": {"a": 1}}')
+    assert status == 201, answer
