@@ -262,9 +262,15 @@ def _ui_headers(path: str, headers: dict[str, str]) -> dict[str, str]:
     return {**ERROR_HEADERS, **headers}
 
 
+MAX_SHOWN_PATH = 200
+
+
 def _no_route(method: str, shown: str, why: str = "") -> tuple[dict[str, str], str]:
     """The headers and body of a 404 no route matched (API Gateway's answer to a path
-    holding a control character is no route too)."""
+    holding a control character is no route too). The path is the client's text: an
+    answer echoes at most MAX_SHOWN_PATH characters of it, not all 16 KiB."""
+    if len(shown) > MAX_SHOWN_PATH:
+        shown = f"{shown[:MAX_SHOWN_PATH]}...({len(shown)} chars)"
     payload = dumps(error_body("not_found", f"no route for {method} {shown}{why}"))
     return {**api_http.API_HEADERS, "Content-Type": "application/json"}, payload
 
