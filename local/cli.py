@@ -26,7 +26,7 @@ from chalicelib.service import NAME_PATTERN, EnqueueRequest
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY_SECONDS
 from chalicelib.webhooks import runner as webhooks
 from chalicelib.worker import Middleware, Worker, WorkerStats
-from local import cli_help, db, job_commands, remote_cli, serve, tables, top
+from local import cli_help, db, fresh_store, job_commands, remote_cli, serve, tables, top
 from local.builtin_check import check_builtin_settings
 from local.cli_errors import (
     NOT_UTF8,
@@ -223,6 +223,7 @@ def _run_worker(
         # buried unrun) until their leases lapsed, and itself counted live.
         notice = None if args.quiet else WORKER_STOPPING
         with serve.StopSignals(stop=worker.stop, notice=notice) as signals:
+            fresh_store.started()
             stats = worker.run(burst=True)
             worker.close()
             dead = _dead_since(rt, dead_before, stats.dead)
@@ -277,6 +278,7 @@ def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) ->
         name="spool-periodic",
     ).start()
     hooks = webhooks.start_thread(rt)  # webhook delivery on its own threads
+    fresh_store.started()
     try:
         return worker.run()
     finally:
@@ -834,7 +836,13 @@ def _run(args: argparse.Namespace) -> int:
         serve.check_keys_before_opening(Settings.from_env())
     _check_before_creating_the_store(args)
     memory = _schedules_settings() if args.command == "schedules" else None
-    rt = build_runtime() if memory is None else build_runtime(memory)
+    fresh = _fresh_store(args.command)
+    succeeded = False
+    try:
+        rt = build_runtime() if memory is None else build_runtime(memory)
+    except BaseException:
+        fresh.remove()  # a store half made (opened, then refused): made here, so gone
+        raise
     try:
         note = remote_cli.local_store_note(args.command, _named_store(rt))
         if note is not None:  # SPOOL_URL is set, but this command cannot follow it
@@ -844,9 +852,24 @@ def _run(args: argparse.Namespace) -> int:
             probe = getattr(rt.store, "probe", None)
             if probe is not None:  # a store that connects lazily (DynamoDB): reach it now
                 probe()
-        return COMMANDS[args.command](rt, args)
+        code = COMMANDS[args.command](rt, args)
+        succeeded = code == 0
+        return code
     finally:
         rt.close()
+        if not succeeded:
+            fresh.remove()  # nothing once the command had started (fresh_store.started)
+
+
+def _fresh_store(command: str) -> fresh_store.FreshStore:
+    """`serve` and `worker` open their store before their last start-up checks (a bind,
+    the store's probe, the edge's settings): a start refused there removes the SQLite
+    store it created (local/fresh_store.py). Other commands create none, or keep it."""
+    if command not in ("serve", "worker"):
+        return fresh_store.guard(None)
+    from chalicelib.config import Settings
+
+    return fresh_store.guard(_missing_sqlite_file(Settings.from_env().store_url))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from chalicelib.api.key_source import PARAMETER as KEYS_PARAMETER
 from chalicelib.models import DEFAULT_TENANT
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime
+from local import fresh_store
 from local.cli_errors import EXIT_INTERRUPTED, CliFailure, UsageError
 
 if TYPE_CHECKING:
@@ -609,6 +610,7 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
         notice=None if args.supervisor_pid is not None else STOPPING,
     )
     with signals:
+        fresh_store.started()  # serving from here: the store is kept, whatever follows
         if emulator is not None:
             emulator.start()
         if args.supervisor_pid is not None:
@@ -741,6 +743,7 @@ def serve_processes(
     # request_stop sets a threading.Event: on StopSignals' thread, never in the handler.
     signals = StopSignals(stop=supervisor.request_stop, notice=STOPPING)
     with signals, shared:
+        fresh_store.started()  # the server processes open the store too from here
         supervisor.start()
         runtime_module.reset(rt)
         emulator = None if args.no_worker else local_worker(spool_app.app, rt)

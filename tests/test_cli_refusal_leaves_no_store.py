@@ -10,6 +10,7 @@ schedules, the built-ins' settings and the job itself now are too.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -81,3 +82,58 @@ def test_serve_checks_its_schedules_with_the_demo_handlers_laptop_mode_loads(
         assert "made for this run" in served.banner
     finally:
         stop(served.proc)
+
+
+def _taken_port() -> socket.socket:
+    """A port this test listens on, so a start on it is refused (no SO_REUSEPORT: a
+    `--processes N` supervisor's sockets cannot share it either)."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["serve", "--port", "{port}"], "cannot listen on 127.0.0.1"),
+        (["serve", "--port", "{port}", "--processes", "2"], "cannot listen on 127.0.0.1"),
+        (["serve", "--host", "192.0.2.1", "--port", "0"], "--host must be an address"),
+        (["worker", "--metrics-port", "{port}"], "cannot serve metrics"),
+    ],
+    ids=["serve-port-taken", "serve-processes-port-taken", "serve-foreign-host",
+         "worker-metrics-port-taken"],
+)  # fmt: skip
+def test_a_start_refused_after_opening_the_store_removes_the_store_it_made(
+    tmp_path: Path, argv: list[str], said: str
+) -> None:
+    """A bind is refused only once the store is open: the start removes what it made
+    (the file, its companions, the `.spool` folder), not only the file."""
+    with _taken_port() as taken:
+        port = str(taken.getsockname()[1])
+        ran = _spool(tmp_path, *(a.replace("{port}", port) for a in argv))
+    assert ran.returncode != 0, ran.stdout + ran.stderr
+    assert said in ran.stderr and ran.stderr.startswith("spool: ")
+    assert list(tmp_path.iterdir()) == [], f"`spool {' '.join(argv)}` left a store behind"
+
+
+def test_a_refused_start_never_removes_a_store_that_was_there(tmp_path: Path) -> None:
+    ran = _spool(tmp_path, "enqueue", "echo", SPOOL_DEMO_HANDLERS="true")
+    assert ran.returncode == 0, ran.stderr
+    before = sorted(p.name for p in (tmp_path / ".spool").iterdir())
+    with _taken_port() as taken:
+        ran = _spool(tmp_path, "serve", "--port", str(taken.getsockname()[1]))
+    assert ran.returncode != 0 and "cannot listen" in ran.stderr
+    assert sorted(p.name for p in (tmp_path / ".spool").iterdir()) == before
+    listed = _spool(tmp_path, "jobs", "--json")
+    assert listed.returncode == 0 and '"echo"' in listed.stdout, listed.stderr
+
+
+def test_a_store_folder_that_existed_is_kept_when_the_start_is_refused(tmp_path: Path) -> None:
+    """Only the folders made for the store go: one the user made stays, with what is in it."""
+    (tmp_path / ".spool").mkdir()
+    (tmp_path / ".spool" / "notes.txt").write_text("mine")
+    with _taken_port() as taken:
+        ran = _spool(tmp_path, "serve", "--port", str(taken.getsockname()[1]))
+    assert ran.returncode != 0 and "cannot listen" in ran.stderr
+    assert [p.name for p in (tmp_path / ".spool").iterdir()] == ["notes.txt"]
