@@ -13,7 +13,10 @@ Authentication refused is fatal by choice: the store URL (and its password) is
 read once when the process starts, so a rotated or wrong password is only
 picked up by a restart; waiting would retry the same refused credentials for
 ever while the operator reads "waiting" in the log. Exiting lets the
-supervisor restart the process with the new setting, and says why.
+supervisor restart the process with the new setting, and says why. A Postgres
+database that does not exist (dropped under the worker) or that the role may not
+CONNECT to is refused the same way, every time, and ends the loops too
+(storage/pg_refusals.py reads those refusals, which carry no SQLSTATE).
 
 `Outage` turns a run of failures into two log lines (one when it starts, one
 when the store is back) and bounded exponential backoff with jitter, instead
@@ -30,6 +33,7 @@ from collections.abc import Callable
 
 from chalicelib.errors import Misconfigured, StoreNotMigrated, StoreUnavailable
 from chalicelib.redact import redact_text
+from chalicelib.storage import pg_refusals
 
 # Backoff between tries while the store is down: BASE doubling up to CAP seconds.
 BASE = 0.05
@@ -67,11 +71,18 @@ def fatal_error(exc: BaseException) -> BaseException:
     refusal = _refusal(exc)
     if refusal is None or isinstance(exc, StoreNotMigrated | Misconfigured):
         return exc
-    error = StoreUnavailable(
-        f"the store refused this process's credentials ({describe(refusal)}): fix them "
-        "(the password in SPOOL_STORE_URL, or the AWS credentials) and start it again; "
-        "they are read only at start"
-    )
+    if pg_refusals.refusal(refusal) == "database":
+        error = StoreUnavailable(
+            f"the store refused this process's connection to its database "
+            f"({describe(refusal)}): fix the database in SPOOL_STORE_URL (or restore it, or "
+            "grant its user CONNECT) and start it again; the URL is read only at start"
+        )
+    else:
+        error = StoreUnavailable(
+            f"the store refused this process's credentials ({describe(refusal)}): fix them "
+            "(the user and password in SPOOL_STORE_URL, or the AWS credentials) and start it "
+            "again; they are read only at start"
+        )
     error.__cause__ = exc
     return error
 
@@ -94,6 +105,8 @@ def _refusal(exc: BaseException) -> BaseException | None:
             return current
         sqlstate = getattr(current, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(_PG_AUTH):
+            return current
+        if pg_refusals.refusal(current) is not None:  # a refused connection: no SQLSTATE
             return current
         response = getattr(current, "response", None)
         if isinstance(response, dict):

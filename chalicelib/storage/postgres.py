@@ -82,6 +82,7 @@ from chalicelib.storage import (
     history,
     migrations,
     pg_deadline,
+    pg_refusals,
     postgres_limits,
     postgres_webhooks,
     refuse_repeated,
@@ -706,8 +707,11 @@ class PostgresStore:
         # One plain connection first: an unreachable server is one clear error
         # naming the URL, not a pool retrying (and logging) in the background.
         self._check_migrated()
+        # Why the pool's last new connection failed: a pool timeout says only "timed out".
+        self._connects = pg_refusals.ConnectFailures()
         self._pool: ConnectionPool[Conn] = ConnectionPool(
             settings.conninfo,
+            connection_class=self._connects.connection_class(),
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             kwargs={"autocommit": True},
@@ -815,6 +819,16 @@ class PostgresStore:
                     retry_after=5,
                 ) from exc
             except PoolTimeout as exc:
+                refused = self._connects.refused()
+                if refused is not None:
+                    # The server refuses this URL (a wrong password, a dropped database):
+                    # raised from its reason, so the loops end instead of waiting for ever
+                    # (store_outage.is_fatal); clients are told no more than before.
+                    log.log(self._quiet.level(), "database connection refused: %s", refused)
+                    raise StoreUnavailable(
+                        "the database cannot be reached; try again shortly",
+                        retry_after=5,
+                    ) from refused
                 # The reason (host, port, server message) goes to the log, not to clients.
                 log.log(self._quiet.level(), "no database connection: %s", exc)
                 raise StoreUnavailable(

@@ -1,0 +1,89 @@
+"""Which failed Postgres connections are refusals that waiting cannot fix.
+
+A wrong password, a role that does not exist or may not log in, a database that
+does not exist (never made, or dropped under the worker) or that the role may
+not CONNECT to: the server refuses the connection outright, and it will refuse
+the same URL every time. `spool worker` read those as an outage and waited for
+ever, saying "store unavailable ... waits it out".
+
+libpq gives a connection failure no SQLSTATE (psycopg's OperationalError has
+`sqlstate` None: the server's FATAL message arrives before any result), so the
+server's own words are matched, in English: the server's lc_messages decides
+their language, and a translated one stays an outage, as before.
+
+A pool that cannot reconnect says only that it timed out, so PostgresStore
+keeps the last reason its pool's connections failed (`ConnectFailures`, the
+pool's connection_class) and raises with that reason attached.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # imported on use: store_outage asks `refusal` without loading a driver
+    import psycopg
+
+# (what the server says, what it means), checked in the error's text.
+_REFUSALS = (
+    ("password authentication failed", "credentials"),
+    ("authentication failed for user", "credentials"),  # ident, peer, GSSAPI, ...
+    ("no password supplied", "credentials"),
+    ("no pg_hba.conf entry", "credentials"),
+    ("pg_hba.conf rejects connection", "credentials"),
+    ("is not permitted to log in", "credentials"),
+    ('role "', "credentials"),  # with "does not exist" (checked below)
+    ('database "', "database"),  # with "does not exist"
+    ("permission denied for database", "database"),  # no CONNECT privilege
+)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """`credentials` or `database` when `exc` is psycopg's refused connection, else None."""
+    if not any(
+        cls.__name__ == "OperationalError" and cls.__module__.startswith("psycopg")
+        for cls in type(exc).__mro__
+    ):
+        return None
+    text = str(exc)
+    if "FATAL" not in text and "no password supplied" not in text:
+        return None  # refusals come as the server's FATAL (or libpq's own, for a password)
+    for said, meaning in _REFUSALS:
+        if said in text and (not said.endswith('"') or "does not exist" in text):
+            return meaning
+    return None
+
+
+class ConnectFailures:
+    """The last reason a pool's new connection failed, until one succeeds."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.last: BaseException | None = None
+
+    def refused(self) -> BaseException | None:
+        """The last failure, if it was a refusal (see `refusal`)."""
+        with self._lock:
+            last = self.last
+        return last if last is not None and refusal(last) is not None else None
+
+    def connection_class(self) -> type[psycopg.Connection[Any]]:
+        """A Connection class for ConnectionPool(connection_class=...) that records here."""
+        import psycopg
+
+        failures = self
+
+        class RecordedConnection(psycopg.Connection[Any]):
+            @classmethod
+            def connect(cls, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    conn = super().connect(*args, **kwargs)
+                except psycopg.OperationalError as exc:
+                    with failures._lock:
+                        failures.last = exc
+                    raise
+                with failures._lock:
+                    failures.last = None
+                return conn
+
+        return RecordedConnection
