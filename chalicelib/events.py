@@ -46,9 +46,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("spool.events")
 
 # Outcomes from Worker.process() that mean "deliver this message again": "failed" is
-# handle_sqs's own, for a job whose processing raised (its message comes back after
-# the visibility timeout; a deferred one is handed back at once).
-REDELIVER = frozenset({"deferred", "failed"})
+# handle_sqs's own, for a job whose processing raised; "unwritten", a job that ran but
+# whose outcome the store would not take before the deadline neared (it is `running`
+# under a lease that lapses meanwhile, so the redelivery runs it again). Both come back
+# after the visibility timeout; a deferred one is handed back at once.
+REDELIVER = frozenset({"deferred", "failed", "unwritten"})
 # A job a limit held back goes back to the queue as a fresh message this much later
 # (a fresh message, so holds do not count toward the queue's maxReceiveCount and
 # send a waiting job to the SQS dead-letter queue).
@@ -390,6 +392,7 @@ def _snapshot(stats: WorkerStats) -> dict[str, int]:
         "retried": stats.retried,
         "dead": stats.dead,
         "timed_out": stats.timed_out,
+        "unwritten": stats.unwritten,  # outcomes let go as the deadline neared (an outage)
     }
 
 

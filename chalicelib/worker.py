@@ -92,6 +92,10 @@ log = logging.getLogger("spool.worker")
 
 # Drain leaves this much room past the longest handler timeout before its deadline.
 DRAIN_MARGIN = 1.0
+# drain() and process() stop riding out a store outage this long before their deadline,
+# so the invocation can still answer (handle_sqs names the unwritten jobs' messages in
+# batchItemFailures) before Lambda ends it mid-wait.
+FLUSH_MARGIN = 2.0
 # Hold about this much work per pool thread (judged by recent handler times), so
 # fast jobs are claimed and finished in large batches while slow ones are not hoarded.
 PREFETCH_SECONDS = 0.05
@@ -744,45 +748,55 @@ class Worker:
         with self._lock:
             return len(self._state.held) + len(self._state.outbox)
 
-    def _flush_riding(self, bound: float) -> None:
+    def _flush_riding(self, bound: float, deadline: float | None = None) -> set[str]:
         """Write what is held and waiting, retrying a store outage for up to `bound`
-        seconds (the serverless shapes: a lease's length; a stop: stop_flush_seconds).
+        seconds (the serverless shapes: a lease's length; a stop: stop_flush_seconds),
+        and never past FLUSH_MARGIN before `deadline` (a Lambda invocation's: killed
+        mid-wait, it could not say which outcomes it let go, and its SQS messages
+        were neither acknowledged nor handed back).
         What is still unwritten then is let go, each job logged (outcome_unwritten):
         no other worker took them, they are still `running` under this worker's lease
-        and run again once it expires, which at-least-once delivery allows."""
+        and run again once it expires, which at-least-once delivery allows. Returns
+        the ids of the jobs let go."""
+        started = time.monotonic()
         give_up: float | None = None
         while True:
             try:
                 self._flush()
-                return
+                return set()
             except Exception as exc:
                 now = time.monotonic()
                 if is_fatal(exc):
                     log.error("the store refuses this worker: %s", exc)
                     break
                 delay = self.outage.failed(exc, self._holding())
-                give_up = now + bound if give_up is None else give_up
+                if give_up is None:
+                    give_up = now + bound
+                    if deadline is not None:
+                        give_up = min(give_up, deadline - FLUSH_MARGIN)
                 if self._stop.is_set():  # asked to stop: a few seconds, not a lease
                     give_up = min(give_up, now + self.config.stop_flush_seconds)
                 if now >= give_up:
                     break
                 time.sleep(min(delay, give_up - now))
-        self._let_go_unwritten(bound)
+        return self._let_go_unwritten(time.monotonic() - started)
 
-    def _let_go_unwritten(self, bound: float) -> None:
+    def _let_go_unwritten(self, waited: float) -> set[str]:
+        """Give up on what is held and waiting (see _flush_riding); the ids let go."""
         with self._lock:
             batch = self._state.held + self._state.outbox
             self._state.held, self._state.outbox = [], []
         if not batch:
-            return
+            return set()
         log.error(
             "store still unavailable after %gs; %d outcomes not written (their jobs come "
             "back when their leases expire): %s",
-            bound,
+            round(waited, 1),
             len(batch),
             ", ".join(attempt.job.id for attempt, _, _ in batch),
         )
         self._unwritten(batch)
+        return {attempt.job.id for attempt, _, _ in batch}
 
     def _unwritten(self, batch: list[tuple[_Attempt, Completion, float]]) -> None:
         """Say, per job, that its outcome was not written because the store was
@@ -949,7 +963,7 @@ class Worker:
                 self._wait_for_events(min(self._next_deadline_in(), delay))
                 continue
             self._wait_for_events(min(self._next_deadline_in(), 0.05))
-        self._flush_riding(self.config.lease_seconds)
+        self._flush_riding(self.config.lease_seconds, deadline)
         return self.stats
 
     def _claimed_nothing(self, limit: int) -> bool:
@@ -1032,12 +1046,14 @@ class Worker:
                 if self._in_flight():
                     with self._lock:
                         self._events.wait(min(self._next_deadline_in(), pause))
-            self._flush_riding(self.config.lease_seconds)
+            unwritten = self._flush_riding(self.config.lease_seconds, deadline)
         finally:
             self.middleware.remove(collector)
         for job in jobs:
             # Dropped before it started (lease lost while waiting): not ours any more.
             outcome[job.id] = recorded.get(job.id, "skipped")
+        for job_id in unwritten:  # ran, but the store never took its outcome
+            outcome[job_id] = "unwritten"
         return outcome
 
     def _wave_written(self) -> bool:
