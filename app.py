@@ -21,13 +21,14 @@ if TYPE_CHECKING:
 # and stop it propagating, swallowing every spool.* line; chalicelib/logs.py sets up logging.
 app = Chalice(app_name="spool", configure_logs=False)
 
-# `chalice local` refuses a misspelt SPOOL_* variable, as `spool` does. Only when the
-# chalice command line loads this file: on Lambda (no AWS_CHALICE_CLI_MODE) this is one
+# `chalice local` refuses a misspelt SPOOL_* variable, and a setting the HTTP edge
+# refuses (a malformed SPOOL_API_KEYS), as `spool serve` does. Only when the chalice
+# command line loads this file: on Lambda (no AWS_CHALICE_CLI_MODE) this is one
 # environment lookup, and the settings catalog is never imported.
 if os.environ.get("AWS_CHALICE_CLI_MODE") and not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-    from chalicelib.settings_catalog import refuse_misspelt_under_chalice_local
+    from chalicelib.settings_catalog import refuse_under_chalice_local
 
-    refuse_misspelt_under_chalice_local(os.environ)
+    refuse_under_chalice_local(os.environ)
 
 # Spool parses bodies itself, so any content type reaches the route and a bad
 # body gets Spool's error shape instead of Chalice's 415. A GET carries no body:

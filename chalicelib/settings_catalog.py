@@ -1054,7 +1054,7 @@ def misspelt(names: Iterable[str]) -> list[tuple[str, str]]:
 def misspelt_refusal(names: Iterable[str]) -> tuple[str, str] | None:
     """(problem, fix) naming each misspelt setting among `names`, or None: one wording
     for every local entry point that refuses them (`spool`, local/cli_errors.py; the SQS
-    poller; `chalice local`, refuse_misspelt_under_chalice_local below)."""
+    poller; `chalice local`, refuse_under_chalice_local below)."""
     found = misspelt(names)
     if not found:
         return None
@@ -1067,10 +1067,12 @@ def misspelt_refusal(names: Iterable[str]) -> tuple[str, str] | None:
     )
 
 
-def refuse_misspelt_under_chalice_local(environ: Mapping[str, str]) -> None:
+def refuse_under_chalice_local(environ: Mapping[str, str]) -> None:
     """Under `chalice local`, stop (exit 2, `spool`'s one line) on a misspelt SPOOL_*
     variable, as `spool serve` and `spool worker` do: SPOOL_STORE_UR was read by nothing
-    there, and the local stage served its default SQLite file without a word.
+    there, and the local stage served its default SQLite file without a word. And on a
+    setting whose value the HTTP edge refuses (chalicelib/edge_settings.py), as `spool
+    serve` does: a malformed SPOOL_API_KEYS started and then answered 503 to everything.
 
     app.py calls this only when the chalice command line loads it (AWS_CHALICE_CLI_MODE,
     and never on Lambda), so a cold start neither imports this module nor pays for the
@@ -1091,6 +1093,10 @@ def refuse_misspelt_under_chalice_local(environ: Mapping[str, str]) -> None:
     if not (local or environ.get("CHALICE_WORKER")):
         return
     refusal = misspelt_refusal(environ)
+    if refusal is None:
+        from chalicelib.edge_settings import value_refusal
+
+        refusal = value_refusal(environ)
     if refusal is None:
         return
     problem, fix = refusal

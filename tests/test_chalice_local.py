@@ -143,3 +143,59 @@ def test_importing_app_elsewhere_neither_refuses_nor_pays_for_the_check(
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == ("true" if catalog_loaded else "false")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "said"),
+    [
+        ("SPOOL_API_KEYS", "no-tenant-here", "SPOOL_API_KEYS entries must be key=tenant"),
+        ("SPOOL_METRICS_KEYS", "k=bad name", "SPOOL_METRICS_KEYS"),
+        ("SPOOL_CACHE_BYTES", "lots", "SPOOL_CACHE_BYTES"),
+        ("SPOOL_MAX_WAITS", "0", "SPOOL_MAX_WAITS"),
+        ("SPOOL_TENANT_LIMITS", "{oops", "SPOOL_TENANT_LIMITS"),
+    ],
+    ids=["api-keys", "metrics-keys", "cache-bytes", "max-waits", "tenant-limits"],
+)  # fmt: skip
+def test_chalice_local_refuses_a_setting_the_api_would_refuse_as_spool_serve_does(
+    tmp_path: Path, setting: str, value: str, said: str
+) -> None:
+    """A malformed SPOOL_API_KEYS (or any setting the HTTP edge builds from) let
+    `chalice local` start, and then every request, /health too, was answered 503
+    `misconfigured`. Now it refuses to start with `spool serve`'s one line, having
+    served and stored nothing."""
+    env = {**os.environ, "SPOOL_API_KEYS": "local-key=local", setting: value}
+    proc = start_chalice_local(tmp_path, free_port(), env)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc, 10)
+    text = err.decode()
+    lines = text.strip().splitlines()
+    assert proc.returncode == 2, text
+    assert lines[-1].startswith("spool: ") and said in lines[-1], text
+    assert lines[-1].endswith("Fix the variable and start again.")
+    assert "Traceback" not in text
+    assert not (tmp_path / ".spool").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("sqlite:///x.db?synchronous=sometimes", "synchronous"),
+        ("mysql://localhost/spool", "unknown store URL scheme"),
+        ("postgresql://127.0.0.1/db?pool_timeout=soon", "pool_timeout"),
+    ],
+    ids=["sqlite-option", "scheme", "postgres-option"],
+)
+def test_a_store_url_the_first_request_would_refuse_is_refused_without_connecting(
+    tmp_path: Path, url: str, said: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The local stage sets its own SPOOL_STORE_URL (a shell's is overridden), so this
+    is the check itself, as `chalice local` makes it: no store opened, no file made."""
+    from chalicelib.edge_settings import value_refusal
+
+    monkeypatch.chdir(tmp_path)
+    refusal = value_refusal({"SPOOL_API_KEYS": "local-key=local", "SPOOL_STORE_URL": url})
+    assert refusal is not None and said in refusal[0]
+    assert list(tmp_path.iterdir()) == []
+    assert value_refusal({"SPOOL_API_KEYS": "local-key=local"}) is None

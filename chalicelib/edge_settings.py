@@ -1,0 +1,71 @@
+"""The HTTP edge's settings, checked before anything is served.
+
+`spool serve` builds the edge (keys, result cache, long-poll caps, limits, metrics)
+before its banner, so a malformed SPOOL_API_KEYS stops it with one line. `chalice
+local` built it on the first request instead: it started, said nothing, and then
+answered every request, /health too, 503 `misconfigured`. `value_refusal` is the
+same check for a process that is about to serve app.py without `spool`; app.py
+calls it under `chalice local` only (settings_catalog.refuse_under_chalice_local),
+never on Lambda, where a cold start must not pay for it.
+
+The edge is built on a memory store in place of the one SPOOL_STORE_URL names: a
+check of settings opens no store (and creates no SQLite file). The URL itself is
+checked as far as it can be without connecting: its scheme, and its options where
+the store reads them from the URL alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+FIX = "Fix the variable and start again"
+
+
+def value_refusal(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(problem, fix) for the first setting the HTTP edge would refuse, or None."""
+    from chalicelib.config import Settings
+    from chalicelib.runtime import build_runtime
+
+    try:
+        settings = Settings.from_env(environ)
+        check_store_url(settings.store_url)
+        rt = build_runtime(dataclasses.replace(settings, store_url="memory://"))
+        try:
+            check_edge(rt)
+        finally:
+            rt.close()
+    except ValueError as exc:  # ConfigError, or a parser's ValueError naming the variable
+        return " ".join(str(exc).split()), FIX
+    return None
+
+
+def check_edge(rt: object) -> None:
+    """Build what app.py's routes build on their first request; raise ValueError."""
+    from chalicelib import limit_settings
+    from chalicelib.api.auth import operator_keys
+    from chalicelib.api.metric_labels import QueueLabels
+    from chalicelib.api.routes import Edge
+    from chalicelib.runtime import Runtime
+
+    assert isinstance(rt, Runtime)
+    limit_settings.validate(rt.settings)
+    operator_keys(rt.settings.text("SPOOL_METRICS_KEYS"))
+    QueueLabels.from_settings(rt.settings)
+    Edge(rt)
+
+
+def check_store_url(url: str) -> None:
+    """The URL's scheme, and for SQLite and Postgres its options, without connecting."""
+    from chalicelib.storage import sqlite_path, store_scheme
+
+    scheme = store_scheme(url)
+    if scheme == "sqlite":
+        from chalicelib.storage.sqlite import synchronous_option
+
+        _, options = sqlite_path(url)
+        synchronous_option(options)
+    elif scheme in ("postgres", "postgresql"):
+        from chalicelib.storage.postgres import parse_url
+
+        parse_url(url)
