@@ -28,6 +28,8 @@ from chalicelib.config import ConfigError, Settings
 from chalicelib.handlers import HandlerSpec, Registry
 
 WORKER_TIMEOUT = "SPOOL_WORKER_TIMEOUT"
+VISIBILITY = "SPOOL_SQS_VISIBILITY_TIMEOUT"
+LAMBDA_MAX_TIMEOUT = 900.0
 # What Chalice gives a function without lambda_timeout.
 CHALICE_DEFAULT_TIMEOUT = 60.0
 WORKER_FUNCTION = "run_jobs"
@@ -60,12 +62,33 @@ def too_long(specs: Sequence[HandlerSpec], worker_timeout: float) -> list[str]:
 
 
 def worker_timeout(settings: Settings) -> float | None:
-    """SPOOL_WORKER_TIMEOUT in seconds, or None where no worker function bounds jobs."""
+    """SPOOL_WORKER_TIMEOUT in seconds, or None where no worker function bounds jobs.
+    At most Lambda's own maximum: a larger value would let through handlers no
+    function could ever start."""
     try:
-        value = settings.number(WORKER_TIMEOUT, 0.0, minimum=0.0)
+        value = settings.number(WORKER_TIMEOUT, 0.0, minimum=0.0, maximum=LAMBDA_MAX_TIMEOUT)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (Lambda's longest function timeout)") from None
+    return value or None
+
+
+def check_visibility(settings: Settings, limit: float) -> None:
+    """The jobs queue must hide a message at least as long as run_jobs may run: a
+    message that reappears while its invocation still runs is delivered again (AWS
+    refuses such an SQS trigger when it is created; a setting changed later is not)."""
+    if not settings.text(VISIBILITY):
+        return  # not an SQS deployment: the default visibility is not the queue's
+    try:
+        visibility = settings.checked(VISIBILITY, 30)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    return value or None
+    if visibility < limit:
+        raise ConfigError(
+            f"{VISIBILITY}={visibility:g} is shorter than {WORKER_TIMEOUT}={limit:g}: a "
+            "message would reappear, and its job be delivered again, while the invocation "
+            f"running it may still run. Give the queue a visibility timeout of at least "
+            f"{limit:g}s (infra/ makes it twice the function's)"
+        )
 
 
 def check(registry: Registry, settings: Settings, everything: bool = False) -> None:
@@ -80,6 +103,7 @@ def check(registry: Registry, settings: Settings, everything: bool = False) -> N
     limit = worker_timeout(settings)
     if limit is None:
         return
+    check_visibility(settings, limit)
     specs = registry.specs() if everything else registry.loaded_specs()
     problems = too_long(specs, limit)
     if problems:

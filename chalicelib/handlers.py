@@ -31,6 +31,13 @@ from chalicelib.number_text import validation_message
 from chalicelib.retry import RetryPolicy, finite
 
 DEFAULT_TIMEOUT = 30.0
+# The longest an attempt may be given: 12 hours, the longest SQS keeps a received
+# message hidden (ChangeMessageVisibility cannot reach past 12 h from receipt), so a
+# longer attempt's job is delivered to a second worker while the first still runs,
+# however its heartbeat extends it. Lambda bounds its own workers far lower (900 s;
+# chalicelib/handler_check.py); on SQL stores leases renew, but a timeout past this
+# is no timeout: a hung handler kept its thread, and its concurrency slot, for ever.
+MAX_TIMEOUT = 43_200.0
 
 _log = logging.getLogger("spool.handlers")
 
@@ -246,6 +253,17 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _check_timeout_bound(type_: str, timeout: float) -> None:
+    """Refuse a timeout over MAX_TIMEOUT where the handler is declared (see MAX_TIMEOUT)."""
+    if timeout > MAX_TIMEOUT:
+        raise ValueError(
+            f"handler {type_!r}: timeout={timeout:g}s is over {MAX_TIMEOUT:g}s (12 hours), "
+            "the longest SQS keeps a running job's message hidden: a longer attempt "
+            "would be delivered again while it runs. Split the work into shorter jobs "
+            "(each its own attempt), or give a timeout of at most 43200"
+        )
+
+
 def _check_declaration(type_: object, payload: object, queue: object, priority: object) -> int:
     """What the API would refuse from a client is refused here, at start: a job of a
     type it cannot name could never be enqueued, a payload that is not a pydantic
@@ -417,6 +435,7 @@ class Registry:
             or not finite(timeout)
         ):
             raise ValueError(f"{where}: timeout must be a positive, finite number of seconds")
+        _check_timeout_bound(type_, timeout)
         if admit is not None and not callable(admit):
             raise ValueError(f"{where}: admit={admit!r}: a function (payload, tenant)")
         priority = _check_declaration(type_, payload, queue, priority)
@@ -448,6 +467,7 @@ class Registry:
         or reloaded) replaces itself; a built-in imported after a handler that took
         its name yields to it (see defer)."""
         priority = _check_declaration(spec.type, spec.payload_model, spec.queue, spec.priority)
+        _check_timeout_bound(spec.type, spec.timeout)  # a spec made or replaced in code too
         if type(spec.priority) is not int:  # an IntEnum: stores write the plain number
             spec = dataclasses.replace(spec, priority=priority)
         _check_call(spec.type, spec.func, spec.takes_context)

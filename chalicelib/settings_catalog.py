@@ -502,8 +502,9 @@ CATALOG: tuple[Setting, ...] = (
         default=None,
         read_by="chalicelib/handler_check.py",
         meaning=(
-            "The worker function's timeout in seconds (the deployed template sets it to "
-            "run_jobs'): a handler whose timeout does not fit is refused at start-up, naming "
+            "The worker function's timeout in seconds, at most 900 (the deployed template "
+            "sets it to run_jobs'): a handler whose timeout does not fit, or a "
+            "SPOOL_SQS_VISIBILITY_TIMEOUT shorter than it, is refused at start-up, naming "
             "both numbers. Unset or 0: no check."
         ),
         group=_WORKER,

@@ -8,6 +8,7 @@ a deployment error, refused at start-up (SPOOL_WORKER_TIMEOUT) and by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 import app as spool_app
 from chalicelib import handler_check
 from chalicelib.config import ConfigError, Settings
-from chalicelib.handlers import HandlerSpec, registry
+from chalicelib.handlers import HandlerSpec, Registry, registry
 from chalicelib.models import JobState
 from chalicelib.retry import RetryPolicy
 from chalicelib.runtime import Runtime, build_runtime
@@ -194,3 +195,40 @@ def test_the_shipped_stages_pass_the_check(stage: str) -> None:
         cwd=ROOT, env=guarded_env(), capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("timeout", [43_200.5, 86_400, 1e300])
+def test_a_timeout_over_twelve_hours_is_refused_where_it_is_declared(timeout: float) -> None:
+    """Nothing bounded a timeout from above: timeout=1e300 registered, and meant none (a
+    hung handler kept its thread and its concurrency slot for ever); past 12 hours SQS
+    can no longer hide the job's message, so the job reaches a second worker meanwhile."""
+    registry = Registry()
+    with pytest.raises(ValueError) as caught:
+        registry.handler("etl", timeout=timeout)(_long_report)
+    message = str(caught.value)
+    assert message.startswith("handler 'etl': timeout=") and "over 43200s (12 hours)" in message
+    assert "etl" not in registry.types()
+    registry.handler("etl", timeout=43_200)(_long_report)  # the bound itself is allowed
+    spec = registry.get("etl")
+    with pytest.raises(ValueError, match="over 43200s"):  # a spec replaced in code, too
+        Registry().register(dataclasses.replace(spec, timeout=timeout))
+
+
+def test_a_worker_timeout_over_lambdas_maximum_is_refused() -> None:
+    settings = Settings(extra={"SPOOL_WORKER_TIMEOUT": "1200"})
+    with pytest.raises(ConfigError, match=r"SPOOL_WORKER_TIMEOUT must be .*900"):
+        handler_check.worker_timeout(settings)
+
+
+def test_a_queue_that_hides_a_message_for_less_than_the_worker_may_run_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A message visible again while run_jobs may still run its job is delivered twice."""
+    short = {"SPOOL_WORKER_TIMEOUT": "240", "SPOOL_SQS_VISIBILITY_TIMEOUT": "120"}
+    with pytest.raises(ConfigError) as caught:
+        build_runtime(settings_for(tmp_path, extra=short))
+    assert "SPOOL_SQS_VISIBILITY_TIMEOUT=120 is shorter than SPOOL_WORKER_TIMEOUT=240" in str(
+        caught.value
+    )
+    enough = {"SPOOL_WORKER_TIMEOUT": "240", "SPOOL_SQS_VISIBILITY_TIMEOUT": "480"}
+    build_runtime(settings_for(tmp_path, extra=enough)).close()
