@@ -118,3 +118,34 @@ def test_a_refused_connection_is_fatal_and_an_unreachable_server_is_not(
     assert is_fatal(raised.value) is fatal
     if fatal:
         assert "start it again" in str(fatal_error(raised.value))
+
+
+SERVER = 'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+
+
+@pytest.mark.parametrize(
+    ("said", "meaning"),
+    [
+        ('FATAL:  password authentication failed for user "spool"', "credentials"),
+        ('FATAL:  role "spool" is not permitted to log in', "credentials"),
+        ('FATAL:  no pg_hba.conf entry for host "10.0.0.5", user "spool"', "credentials"),
+        ("fe_sendauth: no password supplied", "credentials"),
+        ('FATAL:  permission denied for database "jobs"', "database"),
+        ('FATAL:  database "jobs" does not exist', "database"),
+        ("FATAL:  the database system is starting up", None),
+        ("FATAL:  the database system is shutting down", None),
+        ("FATAL:  sorry, too many clients already", None),
+        ("FATAL:  terminating connection due to administrator command", None),
+        ('FATAL:  database "jobs" is not currently accepting connections', None),
+        ("Connection refused", None),
+    ],
+)
+def test_which_words_of_the_server_are_a_refusal(said: str, meaning: str | None) -> None:
+    """The words libpq reports (a password is never checked on this test server, whose
+    pg_hba is trust): a refusal ends the worker; a server starting, stopping or full is
+    waited out."""
+    from chalicelib.storage.pg_refusals import refusal
+
+    error = psycopg.OperationalError(SERVER + said)
+    assert refusal(error) == meaning
+    assert is_fatal(error) is (meaning is not None)
