@@ -45,9 +45,11 @@ def _spool(cwd: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str
         (["worker", "--burst"], {"SPOOL_SCHEDULES": BAD_SCHEDULE}, "schedule 'x'"),
         (["serve", "--port", "0"], {"SPOOL_SCHEDULES": BAD_SCHEDULE}, "schedule 'x'"),
         (["worker", "--burst"], {"SPOOL_SMTP_PORT": "0"}, "SPOOL_SMTP_PORT"),
+        # Checked once the store is open (the edge's settings): the store made is removed.
+        (["serve", "--port", "0"], {"SPOOL_CACHE_BYTES": "lots"}, "SPOOL_CACHE_BYTES"),
     ],
     ids=["unknown-type", "bad-payload", "not-an-object", "worker-schedule", "serve-schedule",
-         "worker-builtin-setting"],
+         "worker-builtin-setting", "serve-edge-setting"],
 )  # fmt: skip
 def test_a_refused_command_leaves_no_store_behind(
     tmp_path: Path, argv: list[str], env: dict[str, str], said: str
