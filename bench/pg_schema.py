@@ -6,11 +6,13 @@ keeps their tables apart without a database per run.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-PG_BASE = "postgresql://postgres@127.0.0.1:5432/test"
+# SPOOL_BENCH_PG_URL picks the database (helpers sharing a server each use their own).
+PG_BASE = os.environ.get("SPOOL_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @contextmanager
