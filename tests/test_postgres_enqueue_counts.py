@@ -1,0 +1,111 @@
+"""The Postgres enqueue keeps the dashboard's `queued` counts in its own statement
+(migration 0009), and every other insert into jobs is still counted by 0004's trigger:
+each job exactly once, whoever inserted it, before and after the upgrade."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.models import JobState
+from tests.factories import new_job
+
+pytestmark = pytest.mark.postgres
+
+QUEUED = ("mail", JobState.QUEUED)
+
+
+def _hand_insert(conn: Any, job_id: str) -> None:
+    """An insert by another writer: a process of an earlier release, SQL by hand."""
+    conn.execute(
+        "INSERT INTO jobs (id, tenant, type, queue, priority, payload, state,"
+        " max_attempts, run_at, created_at, updated_at) VALUES"
+        " (%s, 'a', 'echo', 'mail', 0, '{}', 'queued', 3, now(), now(), now())",
+        (job_id,),
+    )
+
+
+def _counted_and_stored(conn: Any) -> tuple[int, int]:
+    """The kept `queued` count of tenant a's queue mail, and its jobs counted."""
+    row = conn.execute(
+        "SELECT (SELECT coalesce(sum(n), 0) FROM job_counts WHERE tenant = 'a'"
+        " AND queue = 'mail' AND state = 'queued'),"
+        " (SELECT count(*) FROM jobs WHERE tenant = 'a' AND queue = 'mail'"
+        " AND state = 'queued')"
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+@pytest.fixture
+def pg() -> Iterator[tuple[Any, Any]]:
+    from chalicelib.storage.postgres import PostgresStore, connect, parse_url
+    from tests.pg_support import fresh_schema
+
+    with fresh_schema() as url:
+        settings = parse_url(url)
+        store = PostgresStore(settings, FakeClock())
+        try:
+            with connect(settings) as conn:
+                yield store, conn
+        finally:
+            store.close()
+
+
+def test_the_enqueue_counts_its_jobs_without_the_insert_trigger(pg: tuple[Any, Any]) -> None:
+    store, conn = pg
+    conn.execute("ALTER TABLE jobs DISABLE TRIGGER jobs_counted_insert")
+    clock = store.clock
+    store.add([new_job(clock, tenant="a", queue="mail")])
+    store.add([new_job(clock, tenant="a", queue="mail") for _ in range(5)])
+    keyed = new_job(clock, tenant="a", queue="mail", idempotency_key="k")
+    store.add([keyed])
+    # A key seen before inserts no row, so counts none.
+    store.add([new_job(clock, tenant="a", queue="mail", idempotency_key="k")])
+    store.add([new_job(clock, tenant="a", queue="mail", idempotency_key="k"), new_job(clock)])
+    assert _counted_and_stored(conn) == (7, 7)
+    assert store.state_counts("a")[QUEUED] == 7
+
+
+def test_each_job_is_counted_once_whoever_inserts_it(pg: tuple[Any, Any]) -> None:
+    store, conn = pg
+    clock = store.clock
+    store.add([new_job(clock, tenant="a", queue="mail")])
+    _hand_insert(conn, "j_" + "1" * 32)
+    store.add([new_job(clock, tenant="a", queue="mail") for _ in range(3)])
+    with conn.transaction():  # the store's flag is its own transaction's, never this one's
+        _hand_insert(conn, "j_" + "2" * 32)
+    assert _counted_and_stored(conn) == (6, 6)
+    # The flag lasts as long as the enqueue's transaction: an insert after one, on the
+    # same session, is counted by the trigger.
+    with conn.transaction():
+        conn.execute("SELECT set_config('spool.inserts_counted', 'on', true)")
+    _hand_insert(conn, "j_" + "3" * 32)
+    assert _counted_and_stored(conn) == (7, 7)
+    assert store.state_counts("a")[QUEUED] == 7
+
+
+def test_an_upgrade_to_0009_keeps_the_counts() -> None:
+    from chalicelib.storage import migrations
+    from chalicelib.storage.postgres import PostgresStore, connect, parse_url
+    from tests.pg_support import fresh_schema, schema_at
+
+    clock = FakeClock()
+    with fresh_schema(migrate=False) as url:
+        settings = parse_url(url)
+        with connect(settings) as conn:
+            schema_at(conn, settings.schema, 8)
+            _hand_insert(conn, "j_" + "1" * 32)
+            _hand_insert(conn, "j_" + "2" * 32)
+            assert [m.version for m in migrations.migrate(conn, settings.schema)] == [9]
+            assert _counted_and_stored(conn) == (2, 2)
+            store = PostgresStore(settings, clock)
+            try:
+                store.add([new_job(clock, tenant="a", queue="mail") for _ in range(2)])
+                store.add([new_job(clock, tenant="a", queue="mail")])
+                _hand_insert(conn, "j_" + "3" * 32)  # a process of the earlier release
+                assert _counted_and_stored(conn) == (6, 6)
+            finally:
+                store.close()
