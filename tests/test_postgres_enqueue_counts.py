@@ -109,3 +109,33 @@ def test_an_upgrade_to_0009_keeps_the_counts() -> None:
                 assert _counted_and_stored(conn) == (6, 6)
             finally:
                 store.close()
+
+
+def test_a_single_enqueue_stores_every_field_as_a_batch_does(pg: tuple[Any, Any]) -> None:
+    """The single enqueue builds its own parameters (PostgresStore._one_params): each
+    column comes back as the batch's path stores it, odd text and all."""
+    store, _ = pg
+    clock = store.clock
+    odd = "nul\x00, lone \ud800, \ufffe, h\xe9llo \U0001f600"
+    fields = {
+        "tenant": "t " + odd,
+        "queue": "q " + odd,
+        "priority": 7,
+        "max_attempts": 9,
+        "payload": {"text": odd, "n": [1, 2.5, None]},
+        "callback_url": "https://example.invalid/hook?x=" + odd,
+    }
+    one = new_job(clock, "type " + odd, idempotency_key="k1 " + odd, delay=30, **fields)
+    pair = [new_job(clock, "type " + odd, idempotency_key=f"k{i} " + odd, delay=30, **fields)
+            for i in (2, 3)]  # fmt: skip
+    [single] = store.add([one])
+    batch = store.add(pair)
+    assert single.created and all(r.created for r in batch)
+    stored = store.get(one.id)
+    from_batch = store.get(pair[0].id)
+    assert stored is not None and from_batch is not None
+    assert stored == single.job
+    for name in ("tenant", "type", "queue", "priority", "max_attempts", "payload", "run_at"):
+        assert getattr(stored, name) == getattr(from_batch, name), name
+    assert store.get_by_key(one.tenant, "k1 " + odd) == stored
+    assert [r.callback_url for r in store.add([one])] == [fields["callback_url"]]

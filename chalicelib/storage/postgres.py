@@ -35,7 +35,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -260,12 +260,6 @@ ADD_SQL = _ADD_TEMPLATE.replace(
 ADD_ONE_SQL = _ADD_TEMPLATE.replace(
     "{rows}", "(VALUES (" + ", ".join(f"%({r})s::{t}" for _, r, t in _ADD_COLUMNS) + "))"
 )
-
-
-def _one_row(params: dict[str, Any]) -> dict[str, Any]:
-    """ADD_SQL's parameters (arrays of one) as ADD_ONE_SQL's scalars."""
-    row = {r: params[a][0] for a, r, _ in _ADD_COLUMNS}
-    return {**row, "now": params["now"], "shard": params["shard"], "channel": params["channel"]}
 
 
 def append_attempt(log: str, entry: str) -> str:
@@ -909,7 +903,7 @@ class PostgresStore:
         candidates = [i for i in range(len(jobs)) if i not in dup_of]
 
         def write(conn: Conn) -> tuple[dict[str, Job], dict[tuple[str, str], AddResult]]:
-            with conn.transaction() if keyed else _nothing():
+            with conn.transaction() if keyed else nullcontext():
                 existing = self._by_keys(conn, keyed) if keyed else {}
                 fresh = [
                     jobs[i]
@@ -924,11 +918,12 @@ class PostgresStore:
                     # sharing keys in different orders each waited for a key the other had
                     # inserted first (a deadlock, retried, then 503 under load).
                     fresh.sort(key=_key_order)
-                    params = self._add_params(fresh, now)
                     if len(fresh) == 1:
-                        rows = conn.execute(ADD_ONE_SQL, _one_row(params)).fetchall()
+                        one = self._one_params(fresh[0], now)
+                        rows = conn.execute(ADD_ONE_SQL, one).fetchall()
                         built = {fresh[0].id: _fresh_job(fresh[0], now)}
                     else:
+                        params = self._add_params(fresh, now)
                         # Pipeline mode sends the statement at once: the server inserts
                         # the batch while this thread builds the answer's jobs.
                         with conn.pipeline():
@@ -974,6 +969,26 @@ class PostgresStore:
             "run_ats": [n.run_at for n in fresh],
             "keys": [_enc_opt(n.idempotency_key) for n in fresh],
             "callback_urls": [_enc_opt(n.callback_url) for n in fresh],
+            "shard": self._shard(),
+            "channel": self.settings.channel,
+        }
+
+    def _one_params(self, new: NewJob, now: datetime) -> dict[str, Any]:
+        """ADD_ONE_SQL's scalars, built directly: the single enqueue is the common call,
+        and ten one-element lists unpacked again cost it a few microseconds."""
+        key, callback = new.idempotency_key, new.callback_url
+        return {
+            "now": now,
+            "id": _enc(new.id),
+            "tenant": _enc(new.tenant),
+            "type": _enc(new.type),
+            "queue": _enc(new.queue),
+            "priority": new.priority,
+            "payload": _dumps(new.payload),
+            "max_attempt": new.max_attempts,
+            "run_at": new.run_at,
+            "key": None if key is None else _enc(key),
+            "callback_url": None if callback is None else _enc(callback),
             "shard": self._shard(),
             "channel": self.settings.channel,
         }
