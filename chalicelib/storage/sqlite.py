@@ -38,7 +38,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -270,6 +270,15 @@ def _reap_sql(limit: int) -> str:
         "WHERE state = 'running' AND lease_expires_at <= ?1 "
         "RETURNING queue, type, state, id, tenant, attempts, max_attempts, callback_url"
     )
+
+
+def _as_stored(when: datetime, micros: int) -> datetime:
+    """`when` as get() reads it back (from_micros(micros)): itself when it is already a
+    plain UTC datetime, which holds microseconds exactly, else rebuilt. A single add
+    rebuilt two (its run_at and now), each dearer than this check."""
+    if type(when) is datetime and when.tzinfo is UTC:
+        return when
+    return from_micros(micros)
 
 
 class _Times:
@@ -570,7 +579,7 @@ class SQLiteStore:
             db.execute(BUMP, (new.queue, new.type, "enqueued", 1))
         self.notifier.notify()
         # Times at the stored precision, as get() would return them.
-        job = queued_job(new, from_micros(run_at), from_micros(now))
+        job = queued_job(new, _as_stored(new.run_at, run_at), _as_stored(now_dt, now))
         return AddResult(job, True)
 
     def check_writable(self) -> None:
