@@ -214,8 +214,8 @@ def measure(url: str, rounds: int) -> list[tuple[str, float, float]]:
 # What the dashboard adds to every write: its triggers and its two indexes.
 SQLITE_EXTRAS = (
     "DROP TRIGGER jobs_count_insert",
-    "DROP TRIGGER jobs_count_update",
-    "DROP TRIGGER jobs_count_delete",
+    "DROP TRIGGER jobs_count_moved",
+    "DROP TRIGGER jobs_count_removed",
     "DROP TRIGGER jobs_minute",
     "DROP INDEX jobs_by_state",
     "DROP INDEX jobs_waiting_by_queue",

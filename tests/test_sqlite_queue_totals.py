@@ -20,6 +20,7 @@ from chalicelib.storage.queue_totals import fold
 from chalicelib.storage.sqlite import SQLiteStore
 from chalicelib.ui import views
 from tests.factories import new_job
+from tests.sqlite_stop39 import old_count_triggers
 
 LEASE = 30.0
 
@@ -89,7 +90,8 @@ def test_a_file_made_before_the_summaries_gets_them_on_open(
     store.close()
     # As an older Spool left it: no summaries, and a count row kept at zero.
     db = sqlite3.connect(path, isolation_level=None)
-    for trigger in ("counters_summed_insert", "counters_summed_update", "job_counts_emptied"):
+    old_count_triggers(path, emptied=False)
+    for trigger in ("counters_summed_insert", "counters_summed_update"):
         db.execute(f"DROP TRIGGER {trigger}")
     db.execute("DROP TABLE queue_volume")
     db.execute("DROP TABLE counter_totals")

@@ -420,6 +420,9 @@ class SQLiteStore:
         if not queue_totals.installed(self._db()):
             with self._write() as db:
                 queue_totals.install(db)
+        if not dashboard.counts_current(self._db()):
+            with self._write() as db:
+                dashboard.upgrade_counts(db)
 
     def _add_columns(self) -> None:
         """Give a file made by an older Spool the columns this one writes. Checked again

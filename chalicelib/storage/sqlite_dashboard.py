@@ -20,6 +20,27 @@ from chalicelib.storage.base import MINUTES_KEPT, from_micros, minute_of, to_mic
 
 MINUTE = 60_000_000  # microseconds
 
+_OLD_ROW = "tenant = OLD.tenant AND queue = OLD.queue AND state = OLD.state"
+# The count triggers of stops 36-39: a decrement, and a trigger on job_counts that
+# deleted a row at zero, which ran (its WHEN tested) on every increment too: about 7,000
+# instructions of each add (bench/store_add_instructions.py). upgrade_counts drops them.
+OLD_COUNT_TRIGGERS = ("jobs_count_update", "jobs_count_delete", "job_counts_emptied")
+COUNT_TRIGGERS = (
+    # A count that reaches zero goes (a gauge: absent reads as zero), by the
+    # trigger that decremented it, so no trigger on job_counts itself runs on
+    # every increment (sqlite_queue_totals.py says why the rows go).
+    "CREATE TRIGGER IF NOT EXISTS jobs_count_moved AFTER UPDATE OF state ON jobs "
+    "WHEN OLD.state IS NOT NEW.state BEGIN "
+    f"UPDATE job_counts SET n = n - 1 WHERE {_OLD_ROW}; "
+    f"DELETE FROM job_counts WHERE {_OLD_ROW} AND n = 0; "
+    "INSERT INTO job_counts (tenant, queue, state, n) "
+    "VALUES (NEW.tenant, NEW.queue, NEW.state, 1) "
+    "ON CONFLICT (tenant, queue, state) DO UPDATE SET n = n + 1; END",
+    "CREATE TRIGGER IF NOT EXISTS jobs_count_removed AFTER DELETE ON jobs BEGIN "
+    f"UPDATE job_counts SET n = n - 1 WHERE {_OLD_ROW}; "
+    f"DELETE FROM job_counts WHERE {_OLD_ROW} AND n = 0; END",
+)
+
 DDL = (
     "CREATE TABLE IF NOT EXISTS job_counts (tenant TEXT NOT NULL, queue TEXT NOT NULL, "
     "state TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (tenant, queue, state)) WITHOUT ROWID",
@@ -29,15 +50,7 @@ DDL = (
     "CREATE TRIGGER IF NOT EXISTS jobs_count_insert AFTER INSERT ON jobs BEGIN "
     "INSERT INTO job_counts (tenant, queue, state, n) VALUES (NEW.tenant, NEW.queue, NEW.state, 1) "
     "ON CONFLICT (tenant, queue, state) DO UPDATE SET n = n + 1; END",
-    "CREATE TRIGGER IF NOT EXISTS jobs_count_update AFTER UPDATE OF state ON jobs "
-    "WHEN OLD.state IS NOT NEW.state BEGIN "
-    "UPDATE job_counts SET n = n - 1 "
-    "WHERE tenant = OLD.tenant AND queue = OLD.queue AND state = OLD.state; "
-    "INSERT INTO job_counts (tenant, queue, state, n) VALUES (NEW.tenant, NEW.queue, NEW.state, 1) "
-    "ON CONFLICT (tenant, queue, state) DO UPDATE SET n = n + 1; END",
-    "CREATE TRIGGER IF NOT EXISTS jobs_count_delete AFTER DELETE ON jobs BEGIN "
-    "UPDATE job_counts SET n = n - 1 "
-    "WHERE tenant = OLD.tenant AND queue = OLD.queue AND state = OLD.state; END",
+    *COUNT_TRIGGERS,
     # An attempt ended: running -> succeeded, retrying or dead (a finish or a reap).
     f"CREATE TRIGGER IF NOT EXISTS jobs_minute AFTER UPDATE OF state ON jobs "
     f"WHEN OLD.state = 'running' AND NEW.state IN ('succeeded', 'retrying', 'dead') BEGIN "
@@ -77,6 +90,33 @@ def install(db: sqlite3.Connection) -> None:
         db.execute(statement)
     if fresh:
         db.execute(BACKFILL)
+
+
+def counts_current(db: sqlite3.Connection) -> bool:
+    """The count triggers are this Spool's: the two that delete at zero, none of the old."""
+    names = {
+        row[0]
+        for row in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name IN (?, ?, ?, ?, ?)",
+            ("jobs_count_moved", "jobs_count_removed", *OLD_COUNT_TRIGGERS),
+        )
+    }
+    return names == {"jobs_count_moved", "jobs_count_removed"}
+
+
+def upgrade_counts(db: sqlite3.Connection) -> None:
+    """Inside the caller's write transaction: the old count triggers out, the new in.
+
+    An older Spool that opens the file afterwards adds its `job_counts_emptied` back
+    (its own install runs when that trigger is missing); both delete a row at zero,
+    so counts stay right, and the next open by this Spool drops it again."""
+    if counts_current(db):
+        return
+    for name in OLD_COUNT_TRIGGERS:
+        db.execute(f"DROP TRIGGER IF EXISTS {name}")
+    for statement in COUNT_TRIGGERS:
+        db.execute(statement)
+    db.execute("DELETE FROM job_counts WHERE n = 0")
 
 
 def state_counts(db: sqlite3.Connection, tenant: str | None) -> dict[tuple[str, JobState], int]:

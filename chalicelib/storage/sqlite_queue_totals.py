@@ -12,8 +12,9 @@ whichever code path wrote it:
   the totals less the named queues' own rows (read by primary key).
 
 And a count row of `job_counts` that reaches zero is deleted (a count is a
-gauge: absent reads as zero), so the per-state counts hold the (tenant, queue,
-state) triples that hold jobs now, not every one there ever was; the dashboard's
+gauge: absent reads as zero) by the dashboard's trigger that decremented it
+(sqlite_dashboard.py), so the per-state counts hold the (tenant, queue, state)
+triples that hold jobs now, not every one there ever was; the dashboard's
 overview reads the same rows. A file made by an older Spool gets the tables,
 triggers and a one-time sum of its counters in one write transaction when it is
 first opened (`install`), as the dashboard's counts do.
@@ -45,9 +46,6 @@ DDL = (
     "UPDATE counter_totals SET n = n + NEW.n - OLD.n WHERE type = NEW.type AND event = NEW.event; "
     "UPDATE queue_volume SET enqueued = enqueued + NEW.n - OLD.n "
     "WHERE queue = NEW.queue AND NEW.event = 'enqueued'; END",
-    "CREATE TRIGGER IF NOT EXISTS job_counts_emptied AFTER UPDATE OF n ON job_counts "
-    "WHEN NEW.n = 0 BEGIN DELETE FROM job_counts "
-    "WHERE tenant = NEW.tenant AND queue = NEW.queue AND state = NEW.state; END",
 )
 BACKFILL = (
     "INSERT INTO queue_volume (queue, enqueued) "
@@ -58,7 +56,7 @@ BACKFILL = (
 )
 # Count rows left at zero by an older Spool, which kept them.
 FORGET_EMPTY = "DELETE FROM job_counts WHERE n = 0"
-LAST_TRIGGER = "job_counts_emptied"
+LAST_TRIGGER = "counters_summed_update"
 
 # The named set: the known queues to keep, and the busiest others off the index.
 _KEPT = "SELECT queue FROM queue_volume WHERE queue IN (SELECT value FROM json_each(?))"
