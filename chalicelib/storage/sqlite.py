@@ -63,15 +63,12 @@ from chalicelib.models import (
     queued_job,
     trusted_job,
 )
-from chalicelib.storage import history, sqlite_limits, sqlite_webhooks
+from chalicelib.storage import history, sqlite_limits, sqlite_lists, sqlite_webhooks
 from chalicelib.storage import sqlite_dashboard as dashboard
 from chalicelib.storage import sqlite_queue_totals as queue_totals
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
-    check_limit,
     completion_events,
-    decode_cursor,
-    encode_cursor,
     from_micros,
     log_buried_by_reap,
     to_micros,
@@ -122,7 +119,6 @@ CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, created_at)
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_by_tenant ON jobs (tenant, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS counters (
     queue TEXT NOT NULL,
@@ -423,6 +419,9 @@ class SQLiteStore:
         if not dashboard.counts_current(self._db()):
             with self._write() as db:
                 dashboard.upgrade_counts(db)
+        if sqlite_lists.has_retired(self._db()):
+            with self._write() as db:
+                sqlite_lists.drop_retired(db)
 
     def _add_columns(self) -> None:
         """Give a file made by an older Spool the columns this one writes. Checked again
@@ -777,36 +776,7 @@ class SQLiteStore:
 
     @_reads
     def list_jobs(self, query: JobQuery) -> JobPage:
-        limit = check_limit(query.limit)
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("tenant", query.tenant),
-            ("state", query.state.value if query.state else None),
-            ("queue", query.queue),
-            ("type", query.type),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        after, order = (">", "") if not query.newest_first else ("<", " DESC")
-        if query.cursor:
-            created, last_id = decode_cursor(query.cursor)
-            where.append(f"(created_at {after} ? OR (created_at = ? AND id {after} ?))")
-            params.extend([created, created, last_id])
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = (
-            self._db()
-            .execute(
-                f"SELECT {COLUMNS} FROM jobs {clause} "
-                f"ORDER BY created_at{order}, id{order} LIMIT ?",
-                [*params, limit + 1],
-            )
-            .fetchall()
-        )
-        jobs = [row_to_job(r) for r in rows[:limit]]
-        cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > limit else None
-        return JobPage(jobs, cursor)
+        return sqlite_lists.list_jobs(self._db(), COLUMNS, query, row_to_job)
 
     def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
         if not job_ids:

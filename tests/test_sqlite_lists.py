@@ -1,0 +1,109 @@
+"""A tenant's list on SQLite walks one state's index per state and merges (stop 40).
+
+The add no longer writes an index on (tenant, created_at, id): the lists it served
+(every state of one tenant) are a merge of the walks of `jobs_by_state`. These tests
+pin that every walk is an index walk in list order (no sort of the tenant's jobs),
+that the merged pages are exactly the jobs in (created_at, id) order in both
+directions across cursors, and that a file made before loses the old index on open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.models import Completion, JobQuery, JobState
+from chalicelib.storage import sqlite_lists
+from chalicelib.storage.sqlite import COLUMNS, SQLiteStore
+from tests.factories import new_job
+
+
+def _plan(db: sqlite3.Connection, sql: str, params: list[object]) -> str:
+    rows = db.execute(f"EXPLAIN QUERY PLAN {sql}", [*params, 11]).fetchall()
+    return " | ".join(row[-1] for row in rows)
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+@pytest.mark.parametrize("cursor", [None, "MTg5MzQ1NjAwMDAwMDAwMHxqXzAx"])
+@pytest.mark.parametrize("state", [None, *JobState])
+def test_every_walk_of_a_tenant_list_is_an_index_walk_in_order(
+    tmp_path: Path, newest_first: bool, cursor: str | None, state: JobState | None
+) -> None:
+    store = SQLiteStore(str(tmp_path / "spool.db"), FakeClock())
+    try:
+        query = JobQuery(tenant="a", limit=10, cursor=cursor, newest_first=newest_first)
+        for walk in [state] if state is not None else list(JobState):
+            sql, params = sqlite_lists.select(COLUMNS, query, walk)
+            plan = _plan(store._db(), sql, params)
+            assert "USING INDEX jobs_by_state (tenant=? AND state=?" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+    finally:
+        store.close()
+
+
+def _reference(store: SQLiteStore, tenant: str, newest_first: bool) -> list[str]:
+    order = " DESC" if newest_first else ""
+    rows = store._db().execute(
+        f"SELECT id FROM jobs WHERE tenant = ? ORDER BY created_at{order}, id{order}", (tenant,)
+    )
+    return [row[0] for row in rows]
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+@pytest.mark.parametrize("limit", [1, 3, 7, 100])
+def test_a_tenant_list_of_every_state_pages_through_the_jobs_in_order(
+    tmp_path: Path, newest_first: bool, limit: int
+) -> None:
+    clock = FakeClock()
+    store = SQLiteStore(str(tmp_path / "spool.db"), clock)
+    try:
+        for round_ in range(4):
+            # Several jobs share each created_at: the id breaks the tie, across states.
+            store.add([new_job(clock, tenant=t) for t in ("a", "a", "a", "b") for _ in (0, 1)])
+            claimed = store.claim(4, 30)  # the fourth stays running
+            states = (JobState.SUCCEEDED, JobState.DEAD, JobState.SUCCEEDED)
+            store.finish(
+                [Completion(j.id, j.lease_token, s) for j, s in zip(claimed, states, strict=False)]
+            )
+            if round_ % 2:
+                clock.advance(1)
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page = store.list_jobs(
+                JobQuery(tenant="a", limit=limit, cursor=cursor, newest_first=newest_first)
+            )
+            assert all(job.tenant == "a" for job in page.jobs)
+            seen.extend(job.id for job in page.jobs)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == _reference(store, "a", newest_first)
+        assert {job.state for job in store.list_jobs(JobQuery(tenant="a")).jobs} >= {
+            JobState.QUEUED,
+            JobState.RUNNING,
+            JobState.SUCCEEDED,
+            JobState.DEAD,
+        }
+    finally:
+        store.close()
+
+
+def test_a_file_made_before_loses_the_index_the_add_no_longer_writes(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = str(tmp_path / "spool.db")
+    store = SQLiteStore(path, clock)
+    store.add([new_job(clock, tenant="a") for _ in range(3)])
+    store.close()
+    db = sqlite3.connect(path, isolation_level=None)  # as stops up to 39 made every file
+    db.execute("CREATE INDEX jobs_by_tenant ON jobs (tenant, created_at, id)")
+    db.close()
+    store = SQLiteStore(path, clock)
+    try:
+        assert not sqlite_lists.has_retired(store._db())
+        assert len(store.list_jobs(JobQuery(tenant="a")).jobs) == 3
+    finally:
+        store.close()
