@@ -8,8 +8,9 @@ Durability: `synchronous=normal` (the default) survives any process crash;
 an OS crash or power loss may lose the last few committed transactions. Use
 `sqlite:///path?synchronous=full` to fsync every commit (slower writes).
 
-New files use 2 KiB pages: a single enqueue dirties about five pages (the
-row, three index leaves, a counter), and every commit copies and checksums
+New files use 2 KiB pages: a single enqueue dirties about twelve pages (the
+row, four index leaves, the counters and the counts and summaries triggers keep
+beside them: bench/store_add_instructions.py), and every commit copies and checksums
 each into the WAL, so smaller pages make commits cheaper (bench/sqlite_bench.py
 measured single enqueues go from about 17,500/s with 4 KiB pages to about
 21,500/s) while typical rows still fit in one page. The WAL is checkpointed every 10,000 pages
