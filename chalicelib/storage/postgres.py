@@ -120,6 +120,8 @@ class _ReconnectNoise(logging.Filter):
         self._next = 0.0
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("reconnection attempt in pool"):
+            return False  # every RECONNECT_WINDOW of an outage; it names no reason
         if not str(record.msg).startswith("error connecting in"):
             return True
         now = time.monotonic()
@@ -149,6 +151,14 @@ COUNTER_SHARDS = 16
 REAP_BATCH = 1000
 PURGE_BATCH = 5000
 DEADLOCK_RETRIES = 5
+# How long the pool keeps trying to make one connection before it gives up on it.
+# psycopg_pool waits 1, 2, 4, 8 ... s between tries, without a ceiling, until this
+# window closes: with a window of a day, an outage of T seconds left its next try up
+# to T seconds after the database was back (minutes of 503s after a long restart).
+# Once a window closes the pool drops the slot, and the next caller that waits for a
+# connection starts a fresh run of tries, the first at once: so the pool tries again
+# whenever it is asked, and never waits more than about a second between tries.
+RECONNECT_WINDOW = 2.0
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,56}$")
 _SPOOL_OPTIONS = (
     "schema",
@@ -726,7 +736,8 @@ class PostgresStore:
             kwargs={"autocommit": True},
             check=_check_connection,
             timeout=settings.pool_timeout,
-            reconnect_timeout=24 * 3600.0,  # keep trying through long outages
+            # Short: a caller waiting for a connection restarts the tries (see above).
+            reconnect_timeout=RECONNECT_WINDOW,
             name="spool",
             open=False,
         )
