@@ -734,7 +734,7 @@ class PostgresStore:
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             kwargs={"autocommit": True},
-            check=_check_connection,
+            check=self._check_connection,
             timeout=settings.pool_timeout,
             # Short: a caller waiting for a connection restarts the tries (see above).
             reconnect_timeout=RECONNECT_WINDOW,
@@ -746,6 +746,23 @@ class PostgresStore:
         self._stats_checked = float("-inf")  # postgres_limits.refresh_statistics
 
     # -- plumbing ------------------------------------------------------------
+    def _check_connection(self, conn: Conn) -> None:
+        """The pool's checkout check; a dead connection also empties the pool.
+
+        psycopg_pool drops a connection that fails its check and sleeps before it
+        checks the next with its reconnect backoff (0, 1, 2, 4 ... s, no ceiling).
+        After a restart of the server or pg_terminate_backend of this process's
+        sessions every idle connection is dead, so a pool of N waited 2**(N-2) s
+        (past pool_timeout: a 503) to reach a live one. One dead connection says the
+        others, made before it died, are likely dead too: drain() closes the idle
+        ones and opens new ones, and those in use are replaced when they come back.
+        """
+        try:
+            _check_connection(conn)
+        except psycopg.Error:
+            self._pool.drain()
+            raise
+
     def _check_migrated(self) -> None:
         with probe(self.settings) as conn:
             current = migrations.status(conn).current
