@@ -177,6 +177,9 @@ class _Attempt:
     failure: BaseException | None = None  # what the handler raised, if it raised
     thread: int | None = None  # the pool thread running it (where a timeout was stuck)
     stuck_at: str | None = None  # that thread's stack when the attempt was abandoned
+    # A write of its outcome failed: the store may have applied it all the same (a
+    # reply lost with its connection), so a refused rewrite is read back (_written).
+    uncertain: bool = False
 
 
 @dataclass
@@ -713,10 +716,16 @@ class Worker:
         try:
             applied = self.store.finish(completions)
         except BaseException:
+            for attempt, _, _ in batch:
+                attempt.uncertain = True
             with self._lock:
                 self._state.held[:0] = batch  # oldest first, ahead of any held since
             raise
         self.outage.recovered()
+        applied = [
+            ok or (attempt.uncertain and self._written(attempt, completion))
+            for (attempt, completion, _), ok in zip(batch, applied, strict=True)
+        ]
         with self._stats_lock:
             for completion, ok in zip(completions, applied, strict=True):
                 if not ok:
@@ -729,6 +738,23 @@ class Worker:
                     self.stats.dead += 1
         for m in self.middleware:
             m.after_flush(completions, applied)
+
+    def _written(self, attempt: _Attempt, completion: Completion) -> bool:
+        """Did an earlier write of this held completion go through, though it raised?
+        Then the store refuses the rewrite (the job left `running` by that very write),
+        which is no lost lease: the job finished once and will not run again. It did
+        if the job is in the completion's state after this attempt, with its error
+        (a reap of a lapsed lease writes its own error; only a finish succeeds)."""
+        try:
+            job = self.store.get(completion.job_id)
+        except Exception:  # unreadable now: counted as lost, as before
+            return False
+        return (
+            job is not None
+            and job.attempts == attempt.job.attempts
+            and job.state is completion.state
+            and (job.state is JobState.SUCCEEDED or job.last_error == completion.error)
+        )
 
     def _write_failed(self, attempt: _Attempt, exc: BaseException) -> None:
         """A pool thread's write of `attempt` failed and was held: an outage, unless the

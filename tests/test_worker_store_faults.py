@@ -308,3 +308,56 @@ def test_a_pool_thread_late_to_say_its_write_failed_starts_no_second_outage(
         assert wait_until(lambda: outage_lines(caplog)[1] >= 1)
         assert wait_until(lambda: store.calls["finish"] >= 3)  # and after it
     assert outage_lines(caplog) == (1, 1)
+
+
+class LostReply(Faulty):
+    """Its next `n` finishes are applied, then raise `error`: the store committed the
+    write and the reply was lost (a connection killed between the two)."""
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._store, name)
+        if name != "finish":
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            answer = target(*args, **kwargs)
+            with self._lock:
+                if self.left > 0:
+                    self.left -= 1
+                    self.raised += 1
+                    raise self._error
+            return answer
+
+        return call
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "dead"])
+def test_a_write_applied_whose_reply_was_lost_is_not_reported_as_a_lost_lease(
+    mem, clock, reg, caplog, outcome: str
+) -> None:
+    """Was: the held completion was written again, the store refused it (the job had
+    left `running`: by this very write), and the worker logged `lease_lost ... another
+    worker may run it again` and counted a lost lease for a job that had finished once
+    and would not run again. Now a refused rewrite of a held completion reads the job
+    back, and one that already holds this attempt's outcome counts as written."""
+    store = LostReply(mem, psycopg.errors.AdminShutdown("terminating connection"))
+    store.arm(1)
+    runs: Counter[str] = Counter()
+
+    @reg.handler("once", max_attempts=1)
+    def once(payload: dict[str, Any], ctx: Any) -> str:
+        runs[ctx.job.id] += 1
+        if outcome == "dead":
+            raise ValueError("no")
+        return "ok"
+
+    job = add(mem, clock, "once", max_attempts=1)
+    worker = Worker(store, reg, WorkerConfig(concurrency=1, idle_poll=0.05))  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="spool"), RunInThread(worker):
+        assert wait_until(lambda: store.raised == 1)
+        assert wait_until(lambda: worker.stats.succeeded + worker.stats.dead == 1)
+    assert get(mem, job.id).state is JobState(outcome)
+    assert dict(runs) == {job.id: 1}
+    assert worker.stats.lost_lease == 0
+    events = [getattr(r, "event", None) for r in caplog.records]
+    assert "lease_lost" not in events
