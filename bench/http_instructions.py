@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import io
 import json
 import logging
@@ -176,15 +177,21 @@ def _served_phases(
     from local.quick_routes import quick_requests
     from local.server import Server
 
+    # The client's connections sit idle while the unserved phases run, which under
+    # valgrind on a busy machine took past the default minute: the server closed them,
+    # and the next phase's request met a broken pipe.
+    idle = {"idle_timeout": 86_400.0}
     spool = Server(
         wsgi,
         "127.0.0.1",
         0,
         8,
-        limits=HttpLimits.from_settings(settings),
+        limits=dataclasses.replace(HttpLimits.from_settings(settings), **idle),
         quick=quick_requests(settings.store_url),
     )
-    floor_server = Server(floor, "127.0.0.1", 0, 8, quick=lambda *_: True)
+    floor_server = Server(
+        floor, "127.0.0.1", 0, 8, limits=HttpLimits(**idle), quick=lambda *_: True
+    )
     for server in (spool, floor_server):
         server.start()
     client = subprocess.Popen(
