@@ -49,6 +49,7 @@ from chalicelib.api import http as api_http
 from chalicelib.api.errors import error_body
 from chalicelib.api.http import dumps
 from chalicelib.api.waits import serving_for
+from local.direct_dispatch import DirectDispatch
 from local.http_guard import guarded_classes
 from local.http_limits import HttpLimits, fit_connections
 from local.inline_dispatch import InlineTaskDispatcher, QuickRequest, TaskDispatcher
@@ -143,8 +144,18 @@ class _EventConverter(LambdaEventConverter):
         same order (tests/test_server_adapter.py compares the two), built in one go:
         its copy of the headers with every name lower-cased again is skipped when
         `headers` comes from _headers, whose names are lower-case already."""
+        return self.event_for(method, path, headers, body, self._route_matcher.match_route(path))
+
+    def event_for(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes | None,
+        view_route: MatchResult,
+    ) -> dict[str, Any]:
+        """create_lambda_event for a path already matched to `view_route`."""
         repeated = headers.pop(_REPEATED_KEY, None)
-        view_route = self._route_matcher.match_route(path)
         # The segments' escapes (_path) undone: API Gateway passes `abc;def` and `a/b`.
         captured = view_route.captured
         if captured:
@@ -185,7 +196,9 @@ class _Gateway(LocalGateway):
         super().__init__(app, config)
         timeout = config.lambda_timeout or self.MAX_LAMBDA_EXECUTION_TIME
         self._context_args = (config.function_name, config.lambda_memory_size, timeout * 1000)
-        self.event_converter = _EventConverter(RouteTable(list(app.routes)), app.api.binary_types)
+        self.routes = RouteTable(list(app.routes))
+        self.converter = _EventConverter(self.routes, app.api.binary_types)
+        self.event_converter = self.converter
 
     def _generate_lambda_context(self) -> LambdaContext:
         name, memory, timeout_ms = self._context_args
@@ -199,13 +212,23 @@ class _Gateway(LocalGateway):
 
 
 class ChaliceWSGI:
-    """A WSGI application that hands every request to a Chalice app."""
+    """A WSGI application that hands every request to a Chalice app.
 
-    def __init__(self, app: Chalice, config: Config | None = None) -> None:
+    With `direct` (the default), a request for one of the app's plain routes runs its
+    view through local/direct_dispatch.py instead of chalice's LocalGateway: the same
+    event, request, view and middleware, without the per-request scaffolding that
+    cannot change the answer. `direct=False` sends every request through the gateway
+    (the reference tests/test_direct_dispatch.py compares against)."""
+
+    def __init__(self, app: Chalice, config: Config | None = None, direct: bool = True) -> None:
         api_http.PEER_HEADER_TRUSTED = True  # _headers puts the socket's peer there
         self.app = make_thread_safe(app)
         self.gateway = _Gateway(
             app, config or Config.create(chalice_stage="local", app_name=app.app_name)
+        )
+        gateway = self.gateway
+        self.direct = (
+            DirectDispatch(app, gateway.routes, gateway.converter.event_for) if direct else None
         )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
@@ -229,6 +252,10 @@ class ChaliceWSGI:
         headers = _headers(environ)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length > 0 else None
+        if self.direct is not None:
+            answer = self.direct.answer(method, path, headers, body)
+            if answer is not None:
+                return send(start_response, answer.status, answer.headers, answer.body)
         try:
             response = self.gateway.handle_request(method, path, headers, body)
         except ForbiddenError:

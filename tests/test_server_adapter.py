@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from chalice.app import Response
 from chalice.local import LambdaEventConverter
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -127,7 +128,8 @@ def event_before(env: dict[str, Any]) -> dict[str, Any] | None:
 def recorded(
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[ChaliceWSGI, list[dict[str, Any]]]]:
-    """The adapter, its call into app.py replaced by a recorder of the event."""
+    """The adapter, its calls into app.py (the gateway's, and local/direct_dispatch.py's
+    for the routes it answers) replaced by a recorder of the event."""
     # ChaliceWSGI trusts its peer header process-wide: undone after the test.
     monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", api_http.PEER_HEADER_TRUSTED)
     wsgi = ChaliceWSGI(spool_app.app)
@@ -137,7 +139,14 @@ def recorded(
         events.append(event)
         return {"statusCode": 200, "headers": {"Content-Type": "text/plain"}, "body": "ok"}
 
+    def direct_call(entry: Any, event: dict[str, Any]) -> Response:
+        events.append(event)
+        return Response(body="ok", headers={"Content-Type": "text/plain"})
+
     wsgi.gateway._app_object = app_object  # type: ignore[assignment]
+    # The routes local/direct_dispatch.py answers get their event there.
+    assert wsgi.direct is not None
+    monkeypatch.setattr(wsgi.direct, "_call", direct_call)
     yield wsgi, events
 
 
