@@ -85,25 +85,36 @@ class RouteTable(RouteMatcher):
     compares the two), without splitting every route template on every request.
 
     chalice tries each template in sorted order and returns the first whose
-    segments match; only templates with as many segments as the path can match,
-    so those are tried, in the same order, already split. A path with nothing
-    urlparse would change (no query, parameters, fragment or `//`) skips it.
+    segments match; only templates with as many segments as the path, and the same
+    first segment or a capture there, can match, so those are tried, in the same
+    order, already split. A path with nothing urlparse would change (no query,
+    parameters, fragment or `//`) skips it.
     """
 
     def __init__(self, route_urls: list[str]) -> None:
         super().__init__(route_urls)
-        self._by_length: dict[int, list[tuple[str, list[str]]]] = {}
-        for url in self.route_urls:
-            parts = url.split("/")
-            self._by_length.setdefault(len(parts), []).append((url, parts))
+        # Templates by (number of segments, first segment), in chalice's order: a path
+        # whose first segment is X can match only templates whose first segment is X
+        # or a capture; those whose first segment is a capture, under (n, None). A
+        # template skipped fails at that segment in chalice's loop, having captured
+        # nothing (the segment before it is the empty one before the leading `/`).
+        self._by_head: dict[tuple[int, str | None], list[tuple[str, list[str]]]] = {}
+        split = [(url, url.split("/")) for url in self.route_urls]
+        for _, parts in split:
+            n = len(parts)
+            self._by_head.setdefault((n, None), [])
+            if n > 1 and not _captures(parts[1]):
+                self._by_head.setdefault((n, parts[1]), [])
+        for (n, head), templates in self._by_head.items():
+            templates.extend(
+                (url, parts)
+                for url, parts in split
+                if len(parts) == n and (n < 2 or _captures(parts[1]) or parts[1] == head)
+            )
 
     def match_route(self, url: str) -> MatchResult:
         query: dict[str, list[str]] = {}
-        if (
-            url.startswith("//")
-            or not url.startswith("/")
-            or any(c in url for c in "?;#\t\r\n")  # urlparse drops tabs and line breaks
-        ):
+        if url.startswith("//") or not url.startswith("/") or _URL_SPECIAL.search(url) is not None:
             parsed = urlparse(url)
             # Bytes that are not UTF-8 become lone surrogates, which the app refuses
             # (400, as a Lambda event's are), not U+FFFD: a `find=%FF` searched for "\ufffd".
@@ -114,8 +125,13 @@ class RouteTable(RouteMatcher):
         if path != "/" and path.endswith("/"):
             path = path[:-1]
         parts = path.split("/")
+        n = len(parts)
+        by_head = self._by_head
+        templates = by_head.get((n, parts[1])) if n > 1 else None
+        if templates is None:
+            templates = by_head.get((n, None), [])
         captured: dict[str, str] = {}
-        for route_url, url_parts in self._by_length.get(len(parts), ()):
+        for route_url, url_parts in templates:
             for i, j in zip(parts, url_parts, strict=True):
                 if j.startswith("{") and j.endswith("}"):
                     captured[j[1:-1]] = i
@@ -125,6 +141,16 @@ class RouteTable(RouteMatcher):
             else:
                 return MatchResult(route_url, captured, query)
         raise ValueError(f"No matching route found for: {url}")
+
+
+def _captures(part: str) -> bool:
+    """A template segment that captures a parameter, as chalice's matcher tells one."""
+    return part.startswith("{") and part.endswith("}")
+
+
+# What urlparse would read as other than path: a query, parameters, a fragment, and
+# the tabs and line breaks it drops.
+_URL_SPECIAL = re.compile("[?;#\t\r\n]")
 
 
 # Carries, from _headers to the event, the values of an X-API-Key sent more than
