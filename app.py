@@ -37,37 +37,58 @@ ANY = ["*/*"]
 JOBS_QUEUE = os.environ.get("SPOOL_SQS_QUEUE") or "spool-jobs"
 
 
-def _handle(operation: str, **params: str) -> Response:
-    from chalicelib.api.http import API_HEADERS, ApiRequest
-    from chalicelib.api.routes import handle
+# The engine's modules, imported by the first request (not by `import app`) and kept:
+# an import statement in _handle cost about 8k instructions a request even with the
+# module loaded (docs/benchmarks.md, stop 40).
+_engine: Any = None
 
+
+def _load_engine() -> Any:
+    global _engine
+    if _engine is None:
+        from chalicelib.api import http, routes
+
+        _engine = (http, routes.handle)
+    return _engine
+
+
+def _handle(operation: str, **params: str) -> Response:
+    http, handle = _engine or _load_engine()
     request = app.current_request
     assert request is not None
     event = request.to_original_event()
     body, body_error = _body(request)
+    headers = request.headers
     result = handle(
         operation,
-        ApiRequest(
-            headers=request.headers,
+        http.ApiRequest(
+            headers=_plain(headers),
             query=request.query_params or {},
             body=body,
             base_path=_base_path(request.context, event.get("path")),
-            client=_client_address(request.context, request.headers),
+            client=_client_address(http, request.context, headers),
             body_error=body_error,
             repeated=_repeated_headers(event),
         ),
         **params,
     )
-    headers: dict[str, str | list[str]] = {**API_HEADERS, **result.headers}
-    return Response(body=result.body, status_code=result.status, headers=headers)
+    return Response(
+        body=result.body, status_code=result.status, headers={**http.API_HEADERS, **result.headers}
+    )
 
 
-def _client_address(context: dict[str, Any], headers: Any) -> str:
+def _plain(headers: Any) -> Any:
+    """The request's headers as a dict of lower-case names, when chalice keeps one: every
+    lookup the routes make (ApiRequest.header) is by a lower-case name, which such a dict
+    answers as chalice's CaseInsensitiveMapping does, without a Python call per lookup."""
+    lowered = getattr(headers, "_dict", None)
+    return lowered if type(lowered) is dict else headers
+
+
+def _client_address(http: Any, context: dict[str, Any], headers: Any) -> str:
     """Who is calling: API Gateway's sourceIp, or, under `spool serve` (whose
     gateway always says 127.0.0.1), the socket's peer that server put in a header
     of its own, replacing whatever a client sent under that name."""
-    from chalicelib.api import http
-
     if http.PEER_HEADER_TRUSTED:
         peer = headers.get(http.PEER_HEADER)
         if peer:
@@ -76,11 +97,17 @@ def _client_address(context: dict[str, Any], headers: Any) -> str:
     return str(identity.get("sourceIp") or "")
 
 
+_NOT_REPEATED: frozenset[str] = frozenset()
+
+
 def _repeated_headers(event: dict[str, Any]) -> frozenset[str]:
     """Header names (lower-case) the event's multiValueHeaders give different values."""
+    given = event.get("multiValueHeaders")
+    if not given:
+        return _NOT_REPEATED
     values: dict[str, set[str]] = {}
-    for name, given in (event.get("multiValueHeaders") or {}).items():
-        values.setdefault(str(name).lower(), set()).update(given or ())
+    for name, each in given.items():
+        values.setdefault(str(name).lower(), set()).update(each or ())
     return frozenset(name for name, seen in values.items() if len(seen) > 1)
 
 
