@@ -398,10 +398,26 @@ class _LowerHeaders(dict[str, str]):
     """A request's headers as _headers makes them: every name lower-case already."""
 
 
+# For each sequence of environ keys seen (a client sends the same headers in the same
+# order on every request), its HTTP_ keys and their header names, in environ's order:
+# one lookup instead of a test of every key and a rewrite of every header's name.
+_HEADER_KEYS: dict[tuple[str, ...], tuple[tuple[str, str], ...]] = {}
+HEADER_KEYS_KEPT = 1024
+
+
+def _header_keys(environ: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    keys = tuple(environ)
+    pairs = _HEADER_KEYS.get(keys)
+    if pairs is None:
+        pairs = tuple((k, k[5:].replace("_", "-").lower()) for k in keys if k[:5] == "HTTP_")
+        if len(_HEADER_KEYS) >= HEADER_KEYS_KEPT:
+            _HEADER_KEYS.clear()
+        _HEADER_KEYS[keys] = pairs
+    return pairs
+
+
 def _headers(environ: dict[str, Any]) -> dict[str, str]:
-    headers = _LowerHeaders(
-        {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k[:5] == "HTTP_"}
-    )
+    headers = _LowerHeaders({name: environ[key] for key, name in _header_keys(environ)})
     if environ.get("CONTENT_TYPE"):
         headers["content-type"] = environ["CONTENT_TYPE"]
     if environ.get("CONTENT_LENGTH"):

@@ -278,3 +278,16 @@ def test_the_answer_is_the_one_sent_before(status: int, headers: dict[str, Any],
     sent: list[Any] = []
     out = server._send(lambda s, h: sent.append((s, h)), status, headers, body)
     assert (sent[0][0], sent[0][1], out) == send_before(status, headers, body)
+
+
+def test_headers_come_from_each_request_though_their_names_are_remembered() -> None:
+    """_headers remembers which environ keys are headers for a sequence of keys it has
+    seen (stop 40): a request with the same keys gets its own values, one with other
+    keys its own headers, each as the reading of every key gave them."""
+    first = environ("POST", "/enqueue", "/enqueue", extra={"HTTP_X_A": "1"})
+    again = environ("POST", "/enqueue", "/enqueue", extra={"HTTP_X_A": "2"})
+    other = environ("POST", "/enqueue", "/enqueue", extra={"HTTP_X_B_C": "3"})
+    for env in (first, again, other, first):
+        assert list(server._headers(env).items()) == list(headers_before(env).items())
+    assert server._headers(again)["x-a"] == "2"
+    assert "x-a" not in server._headers(other) and server._headers(other)["x-b-c"] == "3"
