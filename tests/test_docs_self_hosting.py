@@ -82,7 +82,7 @@ def _write_handler_modules(where: Path, modules: str) -> None:
         parts = name.split(".")
         for i in range(1, len(parts)):
             package = where.joinpath(*parts[:i])
-            package.mkdir(exist_ok=True)
+            package.mkdir(parents=True, exist_ok=True)
             (package / "__init__.py").touch()
         body = (
             "from chalicelib.handlers import handler\n\n\n"
@@ -92,6 +92,7 @@ def _write_handler_modules(where: Path, modules: str) -> None:
             if n == 0
             else ""
         )
+        where.mkdir(parents=True, exist_ok=True)
         where.joinpath(*parts[:-1], parts[-1] + ".py").write_text(body)
 
 
@@ -164,3 +165,76 @@ def test_the_postgres_steps_as_written_run_a_job_of_your_own_handler(tmp_path: P
         finally:
             for proc in procs:
                 stop(proc)
+
+
+# -- the image with your handlers -------------------------------------------------
+
+
+def derived_dockerfile() -> str:
+    """The page's Dockerfile for an image with the user's handlers."""
+    found = re.findall(r"^```dockerfile\n(.*?)^```", PAGE.read_text(encoding="utf-8"), re.M | re.S)
+    assert len(found) == 1, "docs/self-hosting.md shows no image with your own handlers"
+    return found[0]
+
+
+def _instructions(dockerfile: str) -> list[list[str]]:
+    """Each instruction's words, continued lines joined and comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    return [shlex.split(line) for line in joined.splitlines() if line.strip() and line[0] != "#"]
+
+
+def _workdir() -> str:
+    found = re.findall(r"^WORKDIR (\S+)", (ROOT / "deploy" / "Dockerfile").read_text(), re.M)
+    return found[-1]
+
+
+def test_the_image_with_your_handlers_passes_hadolint(tmp_path: Path) -> None:
+    path = tmp_path / "Dockerfile"
+    path.write_text(derived_dockerfile())
+    result = subprocess.run(
+        [str(BIN / "hadolint"), str(path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_image_with_your_handlers_imports_them_from_where_it_copied_them(
+    tmp_path: Path,
+) -> None:
+    """The image's layout on this host: what COPY puts at DEST is put at ROOT/DEST,
+    the ENV's PYTHONPATH is read under ROOT the same way, and `spool` runs in an empty
+    working directory, as under compose's and Kubernetes' empty /tmp. Then
+    `spool enqueue` of the user's type is accepted: SPOOL_HANDLERS found the module."""
+    image = tmp_path / "image"
+    env_lines: dict[str, str] = {}
+    copied: list[str] = []
+    for words in _instructions(derived_dockerfile()):
+        if words[0] == "COPY":
+            copied.append(words[-1])
+        elif words[0] == "ENV":
+            env_lines.update(a for w in words[1:] if (a := _assignment(w)))
+    workdir = _workdir()
+    assert copied, "the image copies no handlers"
+    for dest in copied:
+        assert not (dest + "/").startswith(workdir.rstrip("/") + "/"), (
+            f"{dest} is under {workdir}, the working directory compose and Kubernetes "
+            "mount an empty volume over"
+        )
+    assert "SPOOL_HANDLERS" in env_lines and "PYTHONPATH" in env_lines
+    modules = env_lines["SPOOL_HANDLERS"]
+    top = modules.split(",")[0].strip().split(".")[0]
+    home = next(d for d in copied if Path(d).name == top)
+    _write_handler_modules(image / Path(home).parent.relative_to("/"), modules)
+    path = ":".join(
+        str(image / Path(p).relative_to("/")) for p in env_lines["PYTHONPATH"].split(":")
+    )
+    empty = tmp_path / "workdir"
+    empty.mkdir()
+    env = guarded_env(
+        SPOOL_HANDLERS=modules, PYTHONPATH=path,
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path / 'spool.db'}", SPOOL_DEMO_HANDLERS="false",
+    )  # fmt: skip
+    done = subprocess.run(
+        [str(BIN / "spool"), "enqueue", JOB_TYPE, "--payload", '{"name": "docs"}'],
+        cwd=empty, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
