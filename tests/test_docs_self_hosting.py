@@ -238,3 +238,32 @@ def test_the_image_with_your_handlers_imports_them_from_where_it_copied_them(
         cwd=empty, env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+# -- the secrets files the page has you make ----------------------------------------
+
+
+def copied_secret_files() -> list[str]:
+    """DEST of every `cp SRC.example DEST` on the page (inline or in a block): the
+    files it has the user fill with passwords and keys."""
+    text = PAGE.read_text(encoding="utf-8")
+    return [dest.rstrip("`") for _, dest in re.findall(r"\bcp (\S+)\.example (\S+)", text)]
+
+
+def test_the_secrets_files_the_page_has_you_make_are_ignored_by_git(tmp_path: Path) -> None:
+    """The page says deploy/.env and the overlay's spool.env are never committed: the
+    repository's .gitignore, in a scratch repository holding those files, must keep
+    them out of `git add -A`, or the first commit after following the page holds
+    the database password and every API key."""
+    made = copied_secret_files()
+    assert {"deploy/.env", "deploy/k8s/overlays/example/spool.env"} <= set(made)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, timeout=60)
+    (tmp_path / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    for name in made:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("POSTGRES_PASSWORD=secret\n")
+    listed = subprocess.run(
+        ["git", "-C", str(tmp_path), "status", "--porcelain", "--untracked-files=all"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert not [name for name in made if name in listed], listed
