@@ -267,3 +267,38 @@ def test_the_secrets_files_the_page_has_you_make_are_ignored_by_git(tmp_path: Pa
         capture_output=True, text=True, check=True, timeout=60,
     ).stdout  # fmt: skip
     assert not [name for name in made if name in listed], listed
+
+
+# -- making a key -------------------------------------------------------------------
+
+
+def key_block() -> str:
+    """The page's block that makes a tenant key and its SPOOL_API_KEYS entry."""
+    found = [b for b in _blocks() if "token_urlsafe" in b and "sha256" in b]
+    assert len(found) == 1, "docs/self-hosting.md shows no way to make a key's digest"
+    return found[0]
+
+
+def test_the_key_the_page_makes_opens_a_server_given_its_entry(tmp_path: Path) -> None:
+    """The block run by a shell prints a key and an entry; a `spool serve` given only
+    that entry in SPOOL_API_KEYS answers the key (200), and refuses a wrong one."""
+    from tests.procs import spool_serve
+
+    made = subprocess.run(
+        ["bash", "-euc", key_block()], capture_output=True, text=True, check=True, timeout=60
+    )
+    key, entry = made.stdout.split()
+    assert entry.startswith("sha256:") and entry.endswith("=acme") and key not in entry
+    env = guarded_env(SPOOL_STORE_URL=f"sqlite:///{tmp_path / 'spool.db'}", SPOOL_API_KEYS=entry)
+    served = spool_serve("--no-worker", env=env)
+    try:
+        for sent, code in ((key, 200), (key + "x", 401)):
+            request = urllib.request.Request(f"{served.url}/jobs", headers={"X-API-Key": sent})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    status = reply.status
+            except urllib.error.HTTPError as refused:
+                status = refused.code
+            assert status == code, sent
+    finally:
+        stop(served.proc)
