@@ -7,6 +7,11 @@ with a handler module of their own. The page never said where the processes get
 those handlers, so an API started as shown refused every job of the user's type
 (422 unknown_job_type) while the worker had it. Here only the hosts, ports, keys
 and the database are substituted; every other setting is the page's.
+
+The same page, taken literally, also: shows the image with your handlers (linted
+by hadolint, its layout reproduced here), has you make secrets files that
+.gitignore must keep out of commits, and makes a key and its sha256 entry that a
+server must accept.
 """
 
 from __future__ import annotations
