@@ -225,9 +225,19 @@ _UNAVAILABLE = {
 }
 
 
-def not_created(table: str | None) -> str:
-    """What to do about a missing table: `spool db migrate` is Postgres's, not this store's."""
+def not_created(table: str | None, create: bool = False) -> str:
+    """What to do about a missing table: `spool db migrate` is Postgres's, not this store's.
+
+    With create=1 already in the URL, naming it as the fix was wrong: it acts only when
+    a process opens the store, so a table lost since (a restarted moto_server keeps
+    nothing) comes back only with a new start."""
     named = f"the DynamoDB table {table!r}" if table else "the DynamoDB table"
+    if create:
+        return (
+            f"{named} does not exist: create=1 makes it only when a process starts, and "
+            "the endpoint has lost it since (a restarted moto_server keeps nothing); "
+            "start this process again to create it afresh (the jobs it held are gone)"
+        )
     return (
         f"{named} does not exist: deploy it (infra/, docs/aws.md), or, offline "
         "(moto_server, DynamoDB Local), add create=1 to SPOOL_STORE_URL to create it"
@@ -244,8 +254,10 @@ def aws_errors(method: Callable[P, R]) -> Callable[P, R]:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code == "ResourceNotFoundException":
-                table = getattr(getattr(args[0], "config", None), "table", None) if args else None
-                raise StoreNotMigrated(not_created(table), {"code": code}) from exc
+                config = getattr(args[0], "config", None) if args else None
+                table = getattr(config, "table", None)
+                create = getattr(config, "create", False) is True
+                raise StoreNotMigrated(not_created(table, create), {"code": code}) from exc
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             if code in _UNAVAILABLE or code.startswith("5") or status >= 500:
                 service = "S3" if "Object" in exc.operation_name else "DynamoDB"
