@@ -138,7 +138,7 @@ class Schedule:
         """Invoke each function whose time has come; returns how many were invoked.
         A failed invocation is logged and waits for its next time, as EventBridge's
         rule does once its retries are spent."""
-        from chalicelib.errors import StoreUnavailable
+        from chalicelib.errors import StoreNotMigrated, StoreUnavailable
         from local.emulator import scheduled_event
 
         invoked = 0
@@ -154,6 +154,10 @@ class Schedule:
                 done = self.app.handler_map[name](scheduled_event(self.app, name), context)
             except StoreUnavailable as exc:
                 log.warning("the scheduled %s found the store unavailable: %s", name, exc.message)
+                continue
+            except StoreNotMigrated as exc:  # a table lost (a restarted moto_server): the
+                # store's answer, said in one line, not a traceback a minute as if a bug
+                log.warning("the scheduled %s found no store to use: %s", name, exc.message)
                 continue
             except Exception:
                 log.exception("the scheduled %s raised; it runs again in %gs", name, period)

@@ -331,3 +331,30 @@ def test_a_failing_scheduled_invocation_waits_for_its_next_time(
     assert schedule.run_due() == 0
     ticks[0] = 60.0
     assert schedule.run_due() == 1 and len(calls) == 2
+
+
+def test_a_lost_table_is_one_line_each_scheduled_time_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A moto_server restarted under the poller keeps no table: drain_due's release_due
+    met StoreNotMigrated, and the poller logged it with a 45-line traceback once a
+    minute, as if Spool had a bug. It is a store's answer, said in one line, as a
+    StoreUnavailable is; the next minute tries again."""
+    clock = FakeClock(datetime.now(UTC))
+    settings = settings_for(
+        tmp_path, store_url="dynamodb://jobs?queue=jobs&bucket=jobs-bucket&create=1"
+    )
+    ticks = [0.0]
+    with mock_aws(), installed(settings, clock) as rt:
+        store = rt.store
+        assert isinstance(store, DynamoStore)
+        store.ddb.delete_table(TableName="jobs")  # what a restarted moto_server leaves
+        schedule = Schedule(spool_app.app, clock=lambda: ticks[0])
+        caplog.clear()
+        caplog.set_level("WARNING", logger="spool.sqs_poller")
+        assert schedule.run_due() == 1  # logged, not raised
+        ticks[0] = 60.0
+        assert schedule.run_due() == 1  # and tried again at its next time
+    said = [r for r in caplog.records if r.name == "spool.sqs_poller"]
+    assert len(said) == 2  # one line each time
+    assert all(r.exc_info is None and "'jobs' does not exist" in r.getMessage() for r in said)
