@@ -16,7 +16,13 @@ from __future__ import annotations
 import ctypes
 import mmap
 import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 # unsigned long request(unsigned long *args): rax = args, rdx = default (0), then
 # valgrind's "special instruction preamble" (rol rdi by 3, 13, 61, 51: 128 bits,
@@ -82,3 +88,58 @@ def dump(label: str) -> None:
     `desc: Trigger:` line naming `label` (CALLGRIND_DUMP_STATS_AT)."""
     text = ctypes.create_string_buffer(label.encode("ascii"))
     _call(_DUMP_STATS_AT, ctypes.addressof(text))
+
+
+# The benches that count under callgrind (http_instructions, store_add_instructions)
+# run themselves as a child under valgrind and read its labelled dumps back.
+_TRIGGER = re.compile(r"^desc: Trigger: Client Request: (\S+)$", re.M)
+_SUMMARY = re.compile(r"^summary: (\d+)$", re.M)
+
+
+def run_child(module: str, args: list[str], keep: Path | None, expect: str) -> dict[str, int]:
+    """Run `python -m module --child *args` under callgrind (counting from start(), not
+    from the interpreter's start-up) and return the instructions of each labelled dump;
+    callgrind's files stay in `keep` when given. `expect`: a label the child must dump."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+    outdir = keep or Path(tempfile.mkdtemp(prefix="spool-callgrind-"))
+    outdir.mkdir(parents=True, exist_ok=True)
+    command = [
+        valgrind,
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={outdir}/callgrind.out",
+        sys.executable,
+        "-m",
+        module,
+        "--child",
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr[-4000:])
+        raise SystemExit(f"the run under callgrind failed ({done.returncode})")
+    counts = read_dumps(outdir)
+    if keep is None:
+        shutil.rmtree(outdir, ignore_errors=True)
+    if expect not in counts:
+        raise SystemExit("callgrind wrote no labelled dumps: is this x86-64?")
+    return counts
+
+
+def read_dumps(outdir: Path) -> dict[str, int]:
+    """Instructions counted in each labelled dump callgrind wrote."""
+    counts: dict[str, int] = {}
+    for path in sorted(outdir.glob("callgrind.out*")):
+        text = path.read_text(errors="replace")
+        label, summary = _TRIGGER.search(text), _SUMMARY.search(text)
+        if label and summary:
+            counts[label.group(1)] = int(summary.group(1))
+    return counts
+
+
+def per_request(counts: dict[str, int], n: int) -> dict[str, float]:
+    """Instructions per call of each phase of `n` calls, less the empty loop's."""
+    empty = counts.get("empty", 0)
+    return {name: (total - empty) / n for name, total in counts.items() if name != "empty"}

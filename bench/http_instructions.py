@@ -33,7 +33,6 @@ import io
 import json
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -286,26 +285,6 @@ def child(n: int) -> int:
     return 0
 
 
-_TRIGGER = re.compile(r"^desc: Trigger: Client Request: (\S+)$", re.M)
-_SUMMARY = re.compile(r"^summary: (\d+)$", re.M)
-
-
-def read_dumps(outdir: Path) -> dict[str, int]:
-    """Instructions counted in each labelled dump callgrind wrote."""
-    counts: dict[str, int] = {}
-    for path in sorted(outdir.glob("callgrind.out*")):
-        text = path.read_text(errors="replace")
-        label, summary = _TRIGGER.search(text), _SUMMARY.search(text)
-        if label and summary:
-            counts[label.group(1)] = int(summary.group(1))
-    return counts
-
-
-def per_request(counts: dict[str, int], n: int) -> dict[str, float]:
-    empty = counts.get("empty", 0)
-    return {name: (total - empty) / n for name, total in counts.items() if name != "empty"}
-
-
 def table(each: dict[str, float]) -> list[tuple[str, float, str]]:
     """(row, instructions per request, note) for the report."""
     enq, st = each["enqueue"], each["status"]
@@ -349,33 +328,10 @@ def _served_rows(each: dict[str, float]) -> list[tuple[str, float, str]]:
 
 def measure(n: int, keep: Path | None = None) -> dict[str, float]:
     """Run the child under callgrind; instructions per request for each phase."""
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    outdir = keep or Path(tempfile.mkdtemp(prefix="spool-callgrind-"))
-    outdir.mkdir(parents=True, exist_ok=True)
-    command = [
-        valgrind,
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={outdir}/callgrind.out",
-        sys.executable,
-        "-m",
-        "bench.http_instructions",
-        "--child",
-        "--n",
-        str(n),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"the run under callgrind failed ({done.returncode})")
-    counts = read_dumps(outdir)
-    if keep is None:
-        shutil.rmtree(outdir, ignore_errors=True)
-    if "enqueue" not in counts:
-        raise SystemExit("callgrind wrote no labelled dumps: is this x86-64?")
-    return per_request(counts, n)
+    counts = callgrind_marks.run_child(
+        "bench.http_instructions", ["--n", str(n)], keep, expect="enqueue"
+    )
+    return callgrind_marks.per_request(counts, n)
 
 
 def main() -> int:

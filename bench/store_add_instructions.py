@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -39,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import callgrind_marks
-from bench.http_instructions import per_request, read_dumps
 
 WARMUP = 50
 
@@ -286,32 +284,10 @@ def child(n: int, prefill: int) -> int:
 
 
 def measure(n: int, prefill: int, keep: Path | None) -> dict[str, float]:
-    valgrind = shutil.which("valgrind")
-    if valgrind is None:
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    outdir = keep or Path(tempfile.mkdtemp(prefix="spool-callgrind-"))
-    outdir.mkdir(parents=True, exist_ok=True)
-    command = [
-        valgrind,
-        "--tool=callgrind",
-        "--instr-atstart=no",
-        f"--callgrind-out-file={outdir}/callgrind.out",
-        sys.executable,
-        "-m",
-        "bench.store_add_instructions",
-        "--child",
-        *("--n", str(n), "--prefill", str(prefill)),
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.stderr.write(done.stderr[-4000:])
-        raise SystemExit(f"the run under callgrind failed ({done.returncode})")
-    counts = read_dumps(outdir)
-    if keep is None:
-        shutil.rmtree(outdir, ignore_errors=True)
-    if "add" not in counts:
-        raise SystemExit("callgrind wrote no labelled dumps: is this x86-64?")
-    return per_request(counts, n)
+    """Run the child under callgrind; instructions per add for each phase."""
+    args = ["--n", str(n), "--prefill", str(prefill)]
+    counts = callgrind_marks.run_child("bench.store_add_instructions", args, keep, expect="add")
+    return callgrind_marks.per_request(counts, n)
 
 
 def by_object(outdir: Path, label: str, n: int) -> dict[str, float]:
