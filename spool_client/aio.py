@@ -116,11 +116,16 @@ class AsyncClient:
                 )
                 error.retried_after_send = sent_before
                 raise error
-            if not isinstance(body, dict):  # every route answers a JSON object
+            # Every route answers a JSON object with a 2xx; a 3xx is not followed.
+            if response.status_code >= 300 or not isinstance(body, dict):
+                content_type = response.headers.get("content-type", "")
                 raise UnexpectedResponse(
                     response.status_code,
-                    response.headers.get("content-type", ""),
+                    content_type,
                     calls.shown_url(str(response.url.copy_with(query=None))),
+                    calls.not_an_answer(
+                        response.status_code, content_type, response.headers.get("location")
+                    ),
                 )
             return body
 
@@ -134,7 +139,7 @@ class AsyncClient:
         bound = asyncio.timeout(budget)
         try:
             async with bound:
-                return await self._http.send(request)
+                return await self._http.send(request, follow_redirects=False)
         except httpx.ReadTimeout:  # httpx's per-read timeout, first: "timed out", no bound
             raise httpx.ReadTimeout(calls.no_answer(budget), request=request) from None
         except TimeoutError:

@@ -147,6 +147,19 @@ def shown_url(url: str) -> str:
     return parts._replace(netloc=f"{parts.username}:***@{host}").geturl()
 
 
+def not_an_answer(status: int, content_type: str, location: str | None) -> str:
+    """Why a success-looking answer is not one: a redirect (never followed: the
+    X-API-Key would go to whatever host `Location` names), else not Spool's JSON."""
+    kind = content_type or "no content type"
+    if 300 <= status < 400:
+        where = shown_url(location) if location else "nowhere"
+        return (
+            f"answered {status} redirecting to {where} (not followed: the API key goes "
+            "only to the URL given; give the final URL instead)"
+        )
+    return f"answered {status} ({kind}), not Spool's JSON"
+
+
 def headers(key: str | None) -> dict[str, str]:
     out = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if key:

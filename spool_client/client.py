@@ -131,11 +131,16 @@ class Client:
                 )
                 error.retried_after_send = sent_before
                 raise error
-            if not isinstance(body, dict):  # every route answers a JSON object
+            # Every route answers a JSON object with a 2xx; a 3xx is not followed.
+            if response.status_code >= 300 or not isinstance(body, dict):
+                content_type = response.headers.get("content-type", "")
                 raise UnexpectedResponse(
                     response.status_code,
-                    response.headers.get("content-type", ""),
+                    content_type,
                     calls.shown_url(str(response.url.copy_with(query=None))),
+                    calls.not_an_answer(
+                        response.status_code, content_type, response.headers.get("location")
+                    ),
                 )
             return body
 
@@ -147,7 +152,7 @@ class Client:
         (docs/client.md, "Timeouts")."""
         began = time.monotonic()
         try:
-            response = self._http.send(request, stream=True)
+            response = self._http.send(request, stream=True, follow_redirects=False)
             try:
                 body = bytearray()
                 for chunk in response.iter_bytes():
@@ -183,7 +188,7 @@ class Client:
 
         def run() -> None:
             try:
-                response = self._http.send(request, stream=True)
+                response = self._http.send(request, stream=True, follow_redirects=False)
                 try:
                     body = bytearray()
                     for chunk in response.iter_bytes():
