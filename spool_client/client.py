@@ -426,11 +426,15 @@ class Client:
 
 
 def _json(content: bytes) -> Any:
+    """The answer's JSON, or None for a body that is not (read by status instead).
+
+    RecursionError too: json.loads raises it, not ValueError, for arrays nested past
+    the interpreter's limit, and a hostile server's answer must not escape raw."""
     if not content:
         return None
     try:
         return json.loads(content)
-    except ValueError:  # not JSON, not UTF-8
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
         return None
 
 

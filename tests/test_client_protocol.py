@@ -25,6 +25,7 @@ from spool_client import (
     RetryPolicy,
     ServerError,
     StoreUnavailable,
+    Unavailable,
     UnexpectedResponse,
 )
 from spool_client.retry import retry_after
@@ -157,6 +158,29 @@ def test_an_answer_that_is_not_spools_json_says_so(scripted, reply: Reply) -> No
 
     with pytest.raises(UnexpectedResponse):
         asyncio.run(async_too())
+
+
+DEEP = b"[" * 200_000 + b"]" * 200_000  # JSON nested past Python's recursion limit
+
+
+def test_json_nested_too_deep_is_not_spools_json_not_a_recursion_error(scripted) -> None:
+    """json.loads raises RecursionError (not ValueError) on such a body: it escaped
+    the client raw, and after an enqueue's 503 left no way to know what was stored."""
+    server = scripted([(200, {"Content-Type": "application/json"}, DEEP)])
+    with Client(server.url, "k", retry=FAST) as spool, pytest.raises(UnexpectedResponse):
+        spool.get("j_x")
+
+    async def async_too() -> None:
+        async with AsyncClient(server.url, "k", retry=FAST) as spool:
+            await spool.get("j_x")
+
+    with pytest.raises(UnexpectedResponse):
+        asyncio.run(async_too())
+    busy = scripted([(503, {"Content-Type": "application/json"}, DEEP)])
+    with Client(busy.url, "k", retry=FAST) as spool, pytest.raises(Unavailable) as caught:
+        spool.enqueue("echo", {})
+    assert caught.value.status == 503 and caught.value.retried_after_send
+    assert len(busy.requests) == FAST.attempts  # retried like any 503, then raised by status
 
 
 def test_the_async_client_retries_the_same_way(scripted) -> None:
