@@ -94,10 +94,17 @@ class AsyncClient:
                 wait = self.retry.delay(tries, started, None) if retryable(exc) else None
                 wait = call.retry_within(wait, time.monotonic())
                 if wait is None:
+                    # httpx quotes what the server sent (a broken status line): a cause
+                    # that echoes the key is dropped, and the message scrubbed.
+                    cause = None if calls.holds_key(str(exc), self.key) else exc
                     raise TransportError(
-                        f"cannot reach {calls.shown_url(self.url)}: {type(exc).__name__}: {exc}",
+                        calls.scrub(
+                            f"cannot reach {calls.shown_url(self.url)}: "
+                            f"{type(exc).__name__}: {exc}",
+                            self.key,
+                        ),
                         tries,
-                    ) from exc
+                    ) from cause
                 sent_before = sent_before or maybe_sent(exc)
                 await asyncio.sleep(wait)
                 continue
@@ -112,20 +119,22 @@ class AsyncClient:
                     continue
             if response.status_code >= 400:
                 error = error_for(
-                    response.status_code, body, retry_after(response), response.reason_phrase
+                    response.status_code,
+                    calls.scrub(body, self.key),
+                    retry_after(response),
+                    calls.scrub(response.reason_phrase, self.key),
                 )
                 error.retried_after_send = sent_before
                 raise error
             # Every route answers a JSON object with a 2xx; a 3xx is not followed.
             if response.status_code >= 300 or not isinstance(body, dict):
-                content_type = response.headers.get("content-type", "")
+                content_type = calls.scrub(response.headers.get("content-type", ""), self.key)
+                location = calls.scrub(response.headers.get("location"), self.key)
                 raise UnexpectedResponse(
                     response.status_code,
                     content_type,
                     calls.shown_url(str(response.url.copy_with(query=None))),
-                    calls.not_an_answer(
-                        response.status_code, content_type, response.headers.get("location")
-                    ),
+                    calls.not_an_answer(response.status_code, content_type, location),
                 )
             return body
 

@@ -160,6 +160,32 @@ def not_an_answer(status: int, content_type: str, location: str | None) -> str:
     return f"answered {status} ({kind}), not Spool's JSON"
 
 
+SCRUBBED = "***"
+SCRUB_MIN = 8  # a key shorter than this is not looked for: "k" would mangle every message
+
+
+def scrub(value: Any, key: str | None) -> Any:
+    """`value` (a string, or JSON) with every copy of the API key replaced by ***.
+
+    What a server sends back goes into this client's exceptions, and exceptions go
+    into logs and error trackers: a server or proxy that echoes the key (in an
+    error's message or details, a reason phrase, a Location, a broken status line)
+    must not put it there."""
+    if not key or len(key) < SCRUB_MIN:
+        return value
+    if isinstance(value, str):
+        return value.replace(key, SCRUBBED)
+    if isinstance(value, list):
+        return [scrub(item, key) for item in value]
+    if isinstance(value, dict):
+        return {scrub(name, key): scrub(item, key) for name, item in value.items()}
+    return value
+
+
+def holds_key(text: str, key: str | None) -> bool:
+    return bool(key) and len(key or "") >= SCRUB_MIN and (key or "") in text
+
+
 def headers(key: str | None) -> dict[str, str]:
     out = {"Accept": "application/json", "User-Agent": USER_AGENT}
     if key:
