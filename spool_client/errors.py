@@ -225,7 +225,7 @@ def error_for(
     status: int, body: Any, retry_after: float | None = None, reason: str = ""
 ) -> ApiError:
     """The typed error for a refusal; a body not in Spool's shape (a proxy's HTML
-    page) still gives the right class by status, with a short excerpt as message."""
+    page) still gives the right class by status, with its reason phrase as message."""
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("code"), str):
         code = error["code"]
