@@ -637,10 +637,16 @@ def test_a_server_that_swallows_every_byte_fails_calls_instead_of_holding_them(
     """Keepalives and tcp_user_timeout never fire while the server's kernel acknowledges
     every byte: an enqueue hung for minutes, and a worker's claim for good."""
     with pg_proxy() as proxy:
-        store = from_url(with_port(url, proxy.port) + "&pool_timeout=1&statement_timeout=1")
+        # Two connections, both made before the server goes quiet: the status call's is
+        # given up; the enqueue takes the other (one made after it would hang connecting,
+        # and the enqueue would never be sent: that was a race under load).
+        store = from_url(
+            with_port(url, proxy.port) + "&pool_min=2&pool_timeout=1&statement_timeout=1"
+        )
         service = Service(store, registry)
         try:
             job = service.enqueue([EnqueueRequest(type="echo")], "t")[0].job
+            store._pool.wait(timeout=20)  # both connections made
             proxy.swallow()
             done, raised = run_alone(lambda: service.status(job.id, "t"), 30)
             assert done and isinstance(raised, StoreUnavailable), raised
