@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from waitress import wasyncore
 from waitress.buffers import OverflowableBuffer
 from waitress.receiver import ChunkedReceiver
 
@@ -179,6 +180,68 @@ def test_a_full_server_closes_its_longest_idle_connection_to_admit_a_new_one(
         finally:
             for sock in idle:
                 sock.close()
+
+
+def test_a_full_server_admits_a_crowd_of_waiting_clients_in_a_few_loop_turns(rt: Runtime) -> None:
+    """Was: at the connection cap each loop turn marked one connection to close and
+    the next admitted one client, so N clients waiting in the listen backlog took
+    about 2N turns, each a poll over every open connection and a scan of them all:
+    with 10,000 connections held, a /health sent behind 300 waiting clients was
+    answered after 20 s. The loop is turned here by hand and its turns counted."""
+    server = Server(
+        ChaliceWSGI(spool_app.app),
+        "127.0.0.1",
+        0,
+        threads=2,
+        limits=HttpLimits(max_body_bytes=LIMIT, max_connections=16),
+    )
+    listener = server._server
+    cap = listener.limits.max_connections
+    crowd_size = 40
+
+    def turn() -> None:
+        wasyncore.loop(timeout=0.05, map=listener._map, use_poll=True, count=1)
+
+    def accepted(socks: list[socket.socket]) -> set[int]:
+        """The client ports of `socks` the server holds a connection for now."""
+        ports = {sock.getsockname()[1] for sock in socks}
+        return {ch.addr[1] for ch in list(listener.channels().values())} & ports
+
+    held = [connect(server) for _ in range(cap)]
+    crowd: list[socket.socket] = []
+    try:
+        for _ in range(100):
+            turn()
+            if len(accepted(held)) == cap:
+                break
+        assert len(accepted(held)) == cap
+        crowd = [connect(server) for _ in range(crowd_size)]  # all in the backlog
+        turns = 0
+        seen: set[int] = set()  # each accepted at some turn (some closed since, to admit others)
+        while len(seen) < crowd_size and turns < 4 * crowd_size:
+            turn()
+            turns += 1
+            seen |= accepted(crowd)
+        assert len(seen) == crowd_size
+        assert turns <= 3, f"{turns} loop turns to admit {crowd_size} waiting clients"
+        for _ in range(5):  # the connections closed to make room go at the next turns
+            turn()
+        assert len(listener.channels()) <= cap
+        crowd[-1].sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        crowd[-1].settimeout(0.05)
+        answer = b""
+        for _ in range(200):
+            turn()
+            with suppress(TimeoutError):
+                answer += crowd[-1].recv(65536)
+            if b"\r\n\r\n" in answer:
+                break
+        assert answer.startswith(b"HTTP/1.1 200 ")
+    finally:
+        for sock in held + crowd:
+            sock.close()
+        listener.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
+        wasyncore.close_all(listener._map)
 
 
 def test_half_sent_requests_filling_the_server_do_not_lock_new_clients_out(
