@@ -344,8 +344,12 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
 
 
 # A value with any of these is written as a JSON string, so the line still splits on spaces
-# (and a client's NUL or terminal escape in a job id reaches the log as \u0000, \u001b).
-_NEEDS_QUOTES = re.compile(r'[ "=\\\x00-\x1f\x7f]')
+# (and a client's NUL or terminal escape in a job id reaches the log as \u0000, \u001b),
+# with what json.dumps leaves as it is escaped too (one_line): DEL, the C1 controls (NEL,
+# and U+009B, a terminal's CSI) and U+2028/U+2029, which split a line for Python's
+# splitlines() and many log viewers. A job id from a request's path, key or no key, had
+# them written raw.
+_NEEDS_QUOTES = re.compile('[ "=\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
 
 
 def _text_value(value: Any) -> str:
@@ -361,7 +365,7 @@ def _text_value(value: Any) -> str:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
     if text and _NEEDS_QUOTES.search(text) is None:
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return one_line(json.dumps(text, ensure_ascii=False))
 
 
 # What would end or rewrite a line in a message: line breaks (Unicode's too), CR, and

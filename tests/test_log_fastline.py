@@ -4,6 +4,7 @@ logging machinery would have written: same text, same masking, same fallbacks.""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import sys
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from chalicelib import logs
 from chalicelib.config import Settings
+from tests.served import exchange, served
 
 SECRET = "sk-configured-7f3a9"
 NOW = 1_764_000_123.4567
@@ -324,3 +326,49 @@ def test_a_message_cannot_forge_a_line_or_colour_the_terminal(
     assert "\u2028" not in slow and "\x85" not in slow
     assert "x\\n2026-12-02T00:00:00.000Z ERROR spool.http: FORGED" in slow
     assert "\\r\\u001b[31mRED\\u2028\\u0085" in slow
+
+
+# What a client can put in a job id (the path is percent-decoded): Unicode's line and
+# paragraph separators, NEL and the other C1 controls (U+009B is a terminal's CSI, as
+# ESC [ is), and DEL. A message has them escaped (one_line); a key=value field too.
+CLIENT_ID = "j_\u2028\u2029\x85\x9b31mRED\x9b0m\x7f FORGED tenant=b"
+
+
+@pytest.mark.parametrize("value", [CLIENT_ID, "j_\u2028x", "j_\x85x", "j_\x9b31m", "j_\x7f"])
+def test_a_field_cannot_forge_a_line_or_reach_the_terminal_raw(
+    stream: io.StringIO, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    clock = SimpleNamespace(time=lambda: NOW, strftime=time.strftime, gmtime=time.gmtime)
+    monkeypatch.setattr(logs, "time", clock)
+    extra = {"event": "http_request", "job_id": value}
+    fast = logs.text_line("spool.http", logging.INFO, "GET /status/{id} 401", extra)
+    slow = _through_logging("spool.http", logging.INFO, "GET /status/{id} 401", extra)
+    assert fast == slow
+    assert len(slow.splitlines()) == 1  # splitlines() breaks at U+2028 and NEL too
+    for raw in ("\u2028", "\u2029", "\x85", "\x9b", "\x7f"):
+        assert raw not in slow
+    assert json.loads(slow.split(" job_id=", 1)[1]) == value  # written as a JSON string
+
+
+def test_a_job_id_sent_without_a_key_reaches_the_log_escaped(
+    stream: io.StringIO, tmp_path: Path
+) -> None:
+    """Over a socket: the request line of `GET /status/<id>` logs the id from the path,
+    key or no key (and an unrouted request its path), so anyone who can reach the port
+    wrote U+2028, NEL, U+009B and DEL raw into the operator's log."""
+    with served(tmp_path) as server, alone():
+        routed, _ = exchange(
+            server,
+            b"GET /status/j_%E2%80%A8%C2%85%C2%9B31mRED HTTP/1.1\r\nHost: x\r\n"
+            b"Connection: close\r\n\r\n",
+        )
+        unrouted, _ = exchange(
+            server, b"GET /nope%7F%C2%9B31m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+    assert (routed, unrouted) == (401, 404)
+    lines = [x for x in stream.getvalue().split("\n") if "event=http_request" in x]
+    assert len(lines) == 2
+    for raw in ("\u2028", "\x85", "\x9b", "\x7f"):
+        assert all(raw not in line for line in lines)
+    assert 'job_id="j_\\u2028\\u0085\\u009b31mRED"' in lines[0]
+    assert 'path="/nope\\u007f\\u009b31m"' in lines[1]
