@@ -7,10 +7,10 @@ With SPOOL_API_KEYS unset it is in laptop mode: it makes a dev key for tenant
 same jobs), turns on the demo handlers unless SPOOL_DEMO_HANDLERS says
 otherwise, and prints the key with a curl line that works as pasted. Keys
 from SPOOL_API_KEYS are never printed, and the store URL is shown redacted.
-Ctrl-C (or SIGTERM) stops accepting, lets running requests and jobs finish,
-and exits 0; a second Ctrl-C stops at once, exit 130 (StopSignals). `--processes
-N` serves the port from N such server processes under a supervisor that runs
-the emulated worker once (local/multiproc.py).
+Ctrl-C (or SIGTERM, or SIGHUP unless ignored) stops accepting, lets running
+requests and jobs finish, and exits 0; a second Ctrl-C stops at once, exit 130
+(StopSignals). `--processes N` serves the port from N such server processes
+under a supervisor that runs the emulated worker once (local/multiproc.py).
 """
 
 from __future__ import annotations
@@ -144,7 +144,13 @@ def _threads(text: str) -> int:
 
 
 class StopSignals:
-    """Ctrl-C and SIGTERM for a command that runs until stopped (serve, worker).
+    """Ctrl-C, SIGTERM and SIGHUP for a command that runs until stopped (serve, worker).
+
+    SIGHUP is what a closed terminal or a dropped ssh session sends: left to its
+    default it killed the process at once, as SIGKILL would (the running job kept
+    `running`, its attempt spent, until its lease lapsed; held outcomes lost). It
+    stops gracefully like SIGTERM instead, unless the process was started with it
+    ignored (`nohup`), which is kept: such a command runs on.
 
     The first asks for a graceful stop: one line says so, `stop` runs once, the
     command finishes what is running and exits 0. A second Ctrl-C stops at once,
@@ -183,6 +189,8 @@ class StopSignals:
         logs.outside_thread(self._relay, name="spool-stop").start()
         for signum in (signal.SIGINT, signal.SIGTERM):
             self._previous[signum] = signal.signal(signum, self._handle)
+        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup's choice stands
+            self._previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._handle)
         return self
 
     def __exit__(
