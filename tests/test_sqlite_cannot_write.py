@@ -204,3 +204,51 @@ def test_a_file_this_process_may_not_write_is_a_store_that_is_down(
     assert store_down(rt)
     health = api.get("/health")
     assert health.status == 503 and "read-only" in health.json["error"]["message"]
+
+
+# A child that may write files of at most LIMIT bytes adds jobs until one is refused
+# and prints what it was told. Past the limit, write() fails with EFBIG (Python
+# ignores SIGXFSZ) and SQLite reports SQLITE_IOERR_WRITE, as for a failing disk.
+FSIZE_CHILD = """
+import resource, sys
+from datetime import UTC, datetime
+from chalicelib.errors import StoreUnavailable
+from chalicelib.ids import new_job_id
+from chalicelib.models import NewJob
+from chalicelib.storage.sqlite import SQLiteStore
+
+store = SQLiteStore(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+for _ in range(10_000):
+    job = NewJob(id=new_job_id(), type="echo", payload={"pad": "x" * 4000},
+                 run_at=datetime.now(UTC))
+    try:
+        store.add([job])
+    except StoreUnavailable as exc:
+        print(exc.message)
+        break
+"""
+
+
+def test_a_write_past_the_process_file_size_limit_names_that_limit(tmp_path: Path) -> None:
+    """`ulimit -f` on a worker (helper E's chaos run, stop 41): the refusal said only
+    "the disk ... reported an I/O error", sending the operator to a disk that is fine."""
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT, guarded_env
+
+    limit = 1 << 20
+    child = subprocess.run(
+        [sys.executable, "-c", FSIZE_CHILD, str(tmp_path / "spool.db"), str(limit)],
+        cwd=ROOT,
+        env=guarded_env(PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.returncode == 0, child.stderr
+    said = child.stdout.strip()
+    assert said.startswith("the disk holding the SQLite database reported an I/O error"), said
+    assert f"file-size limit ({limit} bytes, ulimit -f)" in said
+    assert said.endswith("nothing was written")

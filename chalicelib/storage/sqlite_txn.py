@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sqlite3
 import threading
 import time
@@ -33,6 +34,7 @@ from chalicelib.storage.sqlite_gate import GateTimeout, WriteGate
 log = logging.getLogger("spool.storage")
 
 SQLITE_CANTOPEN = 14
+SQLITE_IOERR = 10
 
 # A damaged file is the machine's (or a bad copy's) doing, not the request's: like a
 # full disk, the operator's to mend (from a backup, or `sqlite3 FILE .recover`), so a
@@ -46,13 +48,13 @@ _DAMAGED = {
 _CANNOT_WRITE = {
     13: "the disk holding the SQLite database is full: free space on it",  # SQLITE_FULL
     8: "the SQLite database cannot be written (its file or file system is read-only)",
-    10: "the disk holding the SQLite database reported an I/O error",  # SQLITE_IOERR
+    SQLITE_IOERR: "the disk holding the SQLite database reported an I/O error",
     **_DAMAGED,
 }
 # ... and for a file this process cannot read now (whatever it was asked).
 _CANNOT_READ = {
     SQLITE_CANTOPEN: "the SQLite database file cannot be opened",
-    10: "the disk holding the SQLite database reported an I/O error",  # SQLITE_IOERR
+    SQLITE_IOERR: "the disk holding the SQLite database reported an I/O error",
     **_DAMAGED,
 }
 RETRY_AFTER = 30  # seconds: freeing space or remounting takes a person
@@ -67,7 +69,21 @@ def cannot_write(exc: BaseException) -> StoreUnavailable | None:
     reason = _CANNOT_WRITE.get(code & 0xFF)
     if reason is None:
         return None
+    if code & 0xFF == SQLITE_IOERR:
+        reason += _file_size_limit()
     return StoreUnavailable(f"{reason}; nothing was written", retry_after=RETRY_AFTER)
+
+
+def _file_size_limit() -> str:
+    """What else an I/O error on a write may be: this process's own file-size limit.
+
+    A write past RLIMIT_FSIZE (`ulimit -f`, a service manager's LimitFSIZE) fails with
+    EFBIG, which SQLite reports as SQLITE_IOERR_WRITE, the code of a failing disk: the
+    refusal named only the disk, and sent the operator to one that was fine."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY:
+        return ""
+    return f", or a file reached this process's file-size limit ({soft} bytes, ulimit -f)"
 
 
 def cannot_read(exc: BaseException, watch: FileWatch | None) -> StoreUnavailable | None:
