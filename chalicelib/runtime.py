@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from chalicelib import handler_check, logs
+from chalicelib import handler_check, handler_modules, logs
 from chalicelib.clock import Clock
 from chalicelib.config import ConfigError, Settings
 from chalicelib.errors import UnknownJobType
@@ -209,6 +209,7 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
     A SPOOL_HANDLERS module that cannot be imported is a ConfigError naming it
     and where modules are looked for, not a traceback from importlib.
     """
+    handler_modules.check(settings.handlers)  # a file path or a list: imports none
     target.defer(BUILTIN_HANDLERS)
     if demo_enabled(settings):
         target.defer(DEMO_HANDLERS)

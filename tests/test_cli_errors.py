@@ -63,6 +63,38 @@ def test_a_handler_module_that_cannot_be_imported_is_named(tmp_path: Path) -> No
     assert "working directory" in line and "PYTHONPATH" in line
 
 
+@pytest.mark.parametrize(
+    ("entry", "module"),
+    [("myjobs.py", "myjobs"), ("./pkg/myjobs.py", "pkg.myjobs"), ("pkg/myjobs", "pkg.myjobs")],
+)
+def test_a_file_path_on_spool_handlers_is_named_with_the_module_meant(
+    tmp_path: Path, entry: str, module: str
+) -> None:
+    """A new user names the file they wrote; importlib would run `myjobs` for "myjobs.py"
+    before failing, and "Fix the module" pointed at a module that was fine."""
+    (tmp_path / "pkg").mkdir()
+    for where in (tmp_path / "myjobs.py", tmp_path / "pkg" / "myjobs.py"):
+        where.write_text("open('imported', 'w').close()\n")
+    result = spool("worker", "--burst", cwd=tmp_path, SPOOL_HANDLERS=f"other,{entry}")
+    assert result.returncode == 2
+    line = one_line(result)
+    assert f"SPOOL_HANDLERS: {entry!r} is a file path" in line
+    assert f"SPOOL_HANDLERS=other,{module}" in line
+    assert "Fix the module" not in line
+    assert not (tmp_path / "imported").exists()  # checked before anything is imported
+
+
+@pytest.mark.parametrize("value", ["myjobs; other", "myjobs other"])
+def test_modules_on_spool_handlers_separated_otherwise_than_by_commas_are_named(
+    tmp_path: Path, value: str
+) -> None:
+    result = spool("worker", "--burst", cwd=tmp_path, SPOOL_HANDLERS=value)
+    assert result.returncode == 2
+    line = one_line(result)
+    assert f"SPOOL_HANDLERS: {value!r} is not a module name" in line
+    assert "separate modules with commas" in line and "SPOOL_HANDLERS=myjobs,other" in line
+
+
 def test_handler_modules_load_from_the_working_directory(tmp_path: Path) -> None:
     (tmp_path / "myjobs.py").write_text(
         "from chalicelib.handlers import handler\n"
