@@ -118,9 +118,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     try:
         client = Client(url, key, retry=RetryPolicy(**RETRY))
     except ValueError as exc:  # a URL without http://, a key no server could hold
-        raise UsageError(
-            str(exc), f"Fix --url / {URL_VARIABLE} or --key / {KEY_VARIABLE}"
-        ) from None
+        raise _client_refusal(str(exc), url) from None
     with client:
         try:
             return REMOTE[args.command](client, args)
@@ -128,6 +126,32 @@ def run(args: argparse.Namespace, url: str) -> int:
             raise UsageError(NOT_UTF8, NOT_UTF8_FIX) from None
         except ValueError as exc:  # an empty job id, a payload that is not an object
             raise UsageError(str(exc)) from None
+
+
+def _client_refusal(message: str, url: str) -> UsageError:
+    """The Client's refusal of its URL or key, with the fix for the one it refused.
+
+    A store's URL given as the server's (SPOOL_URL=sqlite:///...) is named as such, and
+    shown redacted (it may hold the database's password); a URL without its scheme gets
+    the one it most likely lacks."""
+    if "API key" in message:
+        return UsageError(message, f"Fix --key / {KEY_VARIABLE}")
+    from chalicelib.config import ConfigError
+    from chalicelib.storage import store_scheme
+
+    try:
+        store_scheme(url)
+    except ConfigError:
+        pass
+    else:
+        return UsageError(
+            f"{redact_url(url)!r} is a store's URL, not a server's",
+            f"{URL_VARIABLE} names a Spool server (http://HOST:PORT); the store's URL goes "
+            f"in SPOOL_STORE_URL, and without {URL_VARIABLE} the job commands open it directly",
+        )
+    if "://" not in url and url.strip():
+        return UsageError(message, f"Fix --url / {URL_VARIABLE}: http://{url.strip()}")
+    return UsageError(message, f"Fix --url / {URL_VARIABLE}")
 
 
 # -- commands ------------------------------------------------------------------------------

@@ -414,3 +414,27 @@ def test_local_status_wait(local) -> None:
     assert local("worker", "--burst", "--quiet")[0] == 0
     code, out, _ = local("status", done, "--wait", "5")
     assert code == 0 and "state     succeeded" in out
+
+
+@pytest.mark.parametrize(
+    ("url", "fix"),
+    [
+        ("127.0.0.1:8000", "Fix --url / SPOOL_URL: http://127.0.0.1:8000"),
+        ("sqlite:///.spool/spool.db", "SPOOL_URL names a Spool server (http://HOST:PORT)"),
+        ("postgresql://db/spool", "the store's URL goes in SPOOL_STORE_URL"),
+    ],
+)
+def test_a_server_url_that_is_not_http_says_what_to_give(
+    url: str, fix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The fix named the key too ("Fix --url / SPOOL_URL or --key / SPOOL_API_KEY") for a
+    URL without its scheme, and a store URL given as the server's was not told apart."""
+    assert cli.main(["--url", url, "--key", "k", "jobs"]) == 2
+    err = capsys.readouterr().err
+    assert fix in err and "SPOOL_API_KEY" not in err and err.count("\n") == 1
+
+
+def test_a_key_no_server_could_hold_names_the_key_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--url", "http://127.0.0.1:9", "--key", "two words", "jobs"]) == 2
+    err = capsys.readouterr().err
+    assert "Fix --key / SPOOL_API_KEY" in err and "--url" not in err
