@@ -369,6 +369,8 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
             + (" and that the server behind the proxy is running" if proxy else ""),
         )
     if isinstance(exc, client_errors.Unauthorized | client_errors.Forbidden):
+        if exc.message.startswith("missing API key"):  # "send it in the X-API-Key header"
+            return CliFailure("no API key given: the server needs one", _KEY_FIX, EXIT_USAGE)
         return CliFailure(exc.message, _KEY_FIX, EXIT_USAGE)
     if isinstance(exc, client_errors.UnknownJobType):
         known = ", ".join((exc.details or {}).get("known", [])) or "none"

@@ -454,7 +454,7 @@ def test_an_empty_spool_api_key_is_a_missing_key(
         timeout=60,
     )
     assert result.returncode == 2
-    assert result.stderr.startswith("spool: missing API key")
+    assert result.stderr.startswith("spool: no API key given")
     assert "visible ASCII" not in result.stderr
 
 

@@ -438,3 +438,16 @@ def test_a_key_no_server_could_hold_names_the_key_only(capsys: pytest.CaptureFix
     assert cli.main(["--url", "http://127.0.0.1:9", "--key", "two words", "jobs"]) == 2
     err = capsys.readouterr().err
     assert "Fix --key / SPOOL_API_KEY" in err and "--url" not in err
+
+
+def test_no_key_at_all_says_none_was_given_not_which_header_to_send(
+    served: Served, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command-line user sends no header: the server's "send it in the X-API-Key header"
+    told them how to write HTTP, not that SPOOL_API_KEY was unset."""
+    monkeypatch.delenv("SPOOL_API_KEY", raising=False)
+    assert cli.main(["--url", served.url, "jobs"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("spool: no API key given: the server needs one.")
+    assert "X-API-Key" not in err
+    assert "Pass the key with --key or SPOOL_API_KEY" in err and err.count("\n") == 1
