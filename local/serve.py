@@ -462,8 +462,8 @@ class IntervalPush:
 
 
 def _worker_line(worker: object) -> str:
-    if not worker:
-        return "off"
+    if not worker:  # said, so a job left queued has its reason on screen
+        return "off (--no-worker: jobs wait for a `spool worker` on this store)"
     describe = getattr(worker, "describe", None)
     if describe is not None:
         return f"emulated ({describe()})"

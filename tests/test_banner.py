@@ -186,3 +186,11 @@ def test_a_dev_key_is_made_only_for_a_store_on_this_machine(url: str, local: boo
     else:
         with pytest.raises(ConfigError, match="needs API keys"):
             refuse_laptop_mode_on_a_shared_store(url)
+
+
+def test_without_a_worker_the_banner_says_what_runs_the_jobs(tmp_path: Path) -> None:
+    """README's `spool serve --processes 4 --no-worker`: the banner offered `?wait=5` on an
+    echo job and said only "worker off"; the job stayed queued with nothing to say why."""
+    with serving("--no-worker", SPOOL_STORE_URL=f"sqlite:///{tmp_path}/s.db") as (banner, _):
+        line = next(x for x in banner.splitlines() if x.startswith("  worker  "))
+        assert line == "  worker  off (--no-worker: jobs wait for a `spool worker` on this store)"
