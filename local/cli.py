@@ -322,7 +322,10 @@ def _job_problem(exc: ValidationFailed) -> str:
 
 def _enqueue_request(rt: Runtime, args: argparse.Namespace) -> EnqueueRequest:
     """The job, checked as `POST /enqueue` checks it (api/routes.py): strictly, with
-    the handler's payload model, so this stores nothing the API would refuse."""
+    the handler's payload model and its admit check for --tenant, so this stores
+    nothing the API would refuse, and a refusal is made before a new store is created
+    (_check_before_creating_the_store): the admit check ran only in the service, once
+    the SQLite file had been made."""
     from chalicelib.api import routes
 
     fields: dict[str, Any] = {"type": args.type, "payload": _payload(args.payload)}
@@ -333,6 +336,7 @@ def _enqueue_request(rt: Runtime, args: argparse.Namespace) -> EnqueueRequest:
     try:
         request = routes._enqueue_request(fields, ())
         routes._check_payload(rt.registry, request, ())
+        rt.registry.get(request.type).validate(request.payload, args.tenant)
     except UnknownJobType:
         raise  # a ValidationFailed too; cli_errors names the known types and SPOOL_HANDLERS
     except ValidationFailed as exc:

@@ -42,13 +42,17 @@ def _spool(cwd: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str
         (["enqueue", "sleep", "--payload", '{"seconds": "x"}'], {"SPOOL_DEMO_HANDLERS": "true"},
          "seconds"),
         (["enqueue", "echo", "--payload", "[1]"], {"SPOOL_DEMO_HANDLERS": "true"}, "payload"),
+        # A handler's admit check (here: no allowlist, so no URL is reachable).
+        (["enqueue", "http_request", "--payload", '{"url": "https://x.example/"}'], {},
+         "SPOOL_HTTP_ALLOWLIST"),
         (["worker", "--burst"], {"SPOOL_SCHEDULES": BAD_SCHEDULE}, "schedule 'x'"),
         (["serve", "--port", "0"], {"SPOOL_SCHEDULES": BAD_SCHEDULE}, "schedule 'x'"),
         (["worker", "--burst"], {"SPOOL_SMTP_PORT": "0"}, "SPOOL_SMTP_PORT"),
         # Checked once the store is open (the edge's settings): the store made is removed.
         (["serve", "--port", "0"], {"SPOOL_CACHE_BYTES": "lots"}, "SPOOL_CACHE_BYTES"),
     ],
-    ids=["unknown-type", "bad-payload", "not-an-object", "worker-schedule", "serve-schedule",
+    ids=["unknown-type", "bad-payload", "not-an-object", "admit-check", "worker-schedule",
+         "serve-schedule",
          "worker-builtin-setting", "serve-edge-setting"],
 )  # fmt: skip
 def test_a_refused_command_leaves_no_store_behind(
