@@ -473,11 +473,10 @@ def send(
 ) -> dict[str, Any]:
     """`deadline` (time.monotonic()) ends the whole SMTP conversation; `cancelled`,
     once set, stops it before any further command (DATA above all)."""
+    refusal = sender_refusal(payload, config)  # a job stored before admit, or other settings
+    if refusal:
+        raise PermanentError(refusal)
     sender = payload.sender or config.sender
-    if not sender:
-        raise PermanentError("no sender: give `from` in the payload or set SPOOL_SMTP_FROM")
-    if payload.sender and not config.sender_allowed(payload.sender):
-        raise PermanentError(config.sender_refused(payload.sender))
     msg_id = message_id(job_id, sender, config.message_id_domain)
     try:
         message = build_message(payload, sender, msg_id, job_id)
@@ -494,7 +493,37 @@ def send(
     }
 
 
-@handler("send_email", payload=EmailPayload, max_attempts=8, backoff=(30.0, 3600.0), timeout=60)
+def sender_refusal(payload: EmailPayload, config: SmtpSettings) -> str | None:
+    """Why no attempt could send this payload under these settings, or None: no sender
+    at all, or a `from` outside the senders payloads may use."""
+    if not (payload.sender or config.sender):
+        return "no sender: give `from` in the payload or set SPOOL_SMTP_FROM"
+    if payload.sender and not config.sender_allowed(payload.sender):
+        return config.sender_refused(payload.sender)
+    return None
+
+
+def admit(payload: EmailPayload, tenant: str) -> None:
+    """Refuse at enqueue (422) a job whose sender the settings refuse, as every attempt
+    would: the API reads the worker's settings (Chalice stages share them), so the job
+    would otherwise be stored only to go dead on its first attempt."""
+    try:
+        config = SmtpSettings.from_settings(Settings.from_env())
+    except PermanentError as exc:
+        raise ValueError(str(exc)) from None
+    refusal = sender_refusal(payload, config)
+    if refusal:
+        raise ValueError(refusal)
+
+
+@handler(
+    "send_email",
+    payload=EmailPayload,
+    max_attempts=8,
+    backoff=(30.0, 3600.0),
+    timeout=60,
+    admit=admit,
+)
 def send_email(payload: EmailPayload, ctx: JobContext) -> dict[str, Any]:
     """Backoff starts at 30 s and caps at an hour: greylisting servers ask for minutes."""
     config = SmtpSettings.from_settings(Settings.from_env())
