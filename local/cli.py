@@ -37,6 +37,7 @@ from local.cli_errors import (
     check_debugging,
     check_setting_names,
     debugging,
+    payload_fix,
     report,
     validation_problem,
 )
@@ -311,7 +312,7 @@ def _payload(text: str) -> Any:
     except BadRequest as exc:
         reason = exc.details.get("reason") if isinstance(exc.details, dict) else None
         problem = exc.message.split(":")[0].replace("request body", "--payload")
-        fix = """Quote it for the shell: --payload '{"a": 1}'"""
+        fix = payload_fix(text)
         raise UsageError(f"{problem}: {reason}" if reason else problem, fix) from None
 
 

@@ -76,6 +76,20 @@ def line(problem: str, fix: str = "") -> str:
     return "spool: " + redact_text(text) + ("" if text.endswith(("?", "!")) else ".")
 
 
+def payload_fix(text: str) -> str:
+    """The fix for a --payload that is not JSON: curl's `-d @file` habit, or a file's
+    name, gets the shell's way of passing the file's JSON; anything else, quoting."""
+    import shlex
+
+    path = text.strip()
+    path = path[1:] if path.startswith("@") else path
+    if path and (text.strip().startswith("@") or os.path.isfile(path)):
+        return (
+            f'--payload takes the JSON itself, not a file: --payload "$(cat {shlex.quote(path)})"'
+        )
+    return """Quote it for the shell: --payload '{"a": 1}'"""
+
+
 def validation_problem(message: str, details: Any, where: str = "payload") -> str:
     """A 422 worded as spool_client words it, imported only when one is: the client
     package brings httpx, which `spool worker` never needs."""

@@ -27,6 +27,7 @@ from local.cli_errors import (
     NOT_UTF8_FIX,
     CliFailure,
     UsageError,
+    payload_fix,
     validation_problem,
 )
 from local.job_commands import wait_exit, wait_limit
@@ -164,8 +165,7 @@ def cmd_enqueue(client: Client, args: argparse.Namespace) -> int:
     try:
         payload = loads_strict(args.payload)
     except ValueError as exc:
-        fix = """Quote it for the shell: --payload '{"a": 1}'"""
-        raise UsageError(f"--payload is not valid JSON: {exc}", fix) from None
+        raise UsageError(f"--payload is not valid JSON: {exc}", payload_fix(args.payload)) from None
     if not isinstance(payload, dict):
         raise UsageError("--payload must be a JSON object", """e.g. --payload '{"a": 1}'""")
     options: dict[str, Any] = {
