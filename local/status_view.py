@@ -103,7 +103,9 @@ def render(job: Job, attempts: list[Attempt], tenant: str | None = None) -> str:
         last = failed[-1]
         lines.append("")
         if last.log_tail:  # the handler's last ctx.log lines (SPOOL_LOG_TAIL_LINES)
-            lines.append(f"log of attempt {last.number} (its last {len(last.log_tail)} lines):")
+            count = len(last.log_tail)
+            tail = "its last line" if count == 1 else f"its last {count} lines"
+            lines.append(f"log of attempt {last.number} ({tail}):")
             lines.extend("  " + printable(line) for line in last.log_tail)
         if last.traceback:
             lines.append(f"traceback of attempt {last.number} ({last.outcome}, {last.worker}):")

@@ -36,6 +36,12 @@ def chatty(payload, ctx):
     ctx.log.info("connecting to smtp.example.test")
     ctx.log.warning("relay said 451, giving up")
     raise RuntimeError("relay refused")
+
+
+@handler("terse", max_attempts=1)
+def terse(payload, ctx):
+    ctx.log.info("one line only")
+    raise RuntimeError("refused")
 """
 
 
@@ -107,6 +113,17 @@ def test_status_prints_the_last_failures_log_lines(workdir: Path) -> None:
         "  WARNING relay said 451, giving up",
     ]
     assert lines[start + 3].startswith("traceback of attempt 1 (dead,")
+
+
+def test_status_says_one_log_line_in_the_singular(workdir: Path) -> None:
+    added = spool(workdir, "enqueue", "terse", "--json")
+    assert added.returncode == 0, added.stderr
+    assert spool(workdir, "worker", "--burst", "--quiet").returncode == 0
+    shown = spool(workdir, "status", json.loads(added.stdout)["id"])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    start = lines.index("log of attempt 1 (its last line):")
+    assert lines[start + 1] == "  INFO one line only"
 
 
 def test_status_json_keeps_machine_output_with_the_history(workdir: Path) -> None:
