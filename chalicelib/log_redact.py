@@ -94,6 +94,11 @@ def _has_shape_word(folded: str) -> bool:
     return any(word in folded for word in SHAPE_WORDS)
 
 
+def has_shape_word(text: str) -> bool:
+    """True when a shape word is in `text`'s casefold: only then can a shape be masked."""
+    return _has_shape_word(text.casefold())
+
+
 # Short texts recur on every line (event names, tenants, types, queues): their masked
 # form is remembered, up to REMEMBERED of them (then forgotten all at once), and
 # forgotten whenever the secrets change.
@@ -109,6 +114,7 @@ class Redactor:
         self._secrets: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
         self._known: dict[str, str] = {}
+        self._spaced = False  # a secret (in some form) holds a space
 
     def add(self, secrets: Iterable[str]) -> None:
         """Mask these values from now on (each also as JSON writes it inside a string)."""
@@ -123,6 +129,7 @@ class Redactor:
             # Longest first, so a secret containing another is masked whole.
             alternatives = sorted(forms, key=len, reverse=True)
             self._pattern = re.compile("|".join(re.escape(s) for s in alternatives))
+            self._spaced = any(" " in form for form in forms)
             self._known = {}  # after the pattern: a text read from here on meets it
 
     def secrets_token(self) -> object:
@@ -130,6 +137,26 @@ class Redactor:
         cache of masked text keys on, so that nothing masked under other secrets is
         used again (logs.text_line's pieces)."""
         return self._known
+
+    def spans_spaces(self) -> bool:
+        """True when a configured secret holds a space. When none does, nothing text()
+        masks can span a space: no secret, and no shape word (SHAPE_WORDS hold none,
+        and casefold maps no other character to one). So a text made by joining parts
+        with spaces is left as it is when each part `leaves` alone
+        (logs.text_line skips its whole line's pass on that ground)."""
+        return self._spaced
+
+    def leaves(self, text: str) -> bool:
+        """True when no configured secret occurs in `text` and no shape word in its
+        casefold: text() returns such a text unchanged, and so it does any text
+        joined from such parts with spaces while `spans_spaces()` is False."""
+        return not self.finds_secret(text) and not has_shape_word(text)
+
+    def finds_secret(self, text: str) -> bool:
+        """True when a configured secret occurs in `text` (leaves' first half, for a
+        text known to hold no shape word)."""
+        pattern = self._pattern
+        return pattern is not None and pattern.search(text) is not None
 
     def add_settings(self, settings: Settings) -> None:
         self.add(secrets_in(settings))
@@ -201,6 +228,7 @@ class Redactor:
         with self._lock:
             self._secrets = set()
             self._pattern = None
+            self._spaced = False
             self._known = {}
 
 
