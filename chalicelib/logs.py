@@ -614,15 +614,15 @@ _Kept = dict[tuple[Any, ...], tuple[str, bool]]
 _pieces: tuple[object, _Kept] = (None, {})
 
 
-def _kept_pieces() -> _Kept:
-    """The pieces kept under the redactor's present secrets."""
+def _kept_pieces() -> tuple[object, _Kept]:
+    """The redactor's token for its present secrets, and the pieces kept under it."""
     global _pieces
     token = redactor.secrets_token()
     made_under, pieces = _pieces  # one read: another thread may replace it
     if made_under is not token:
         pieces = {}
         _pieces = (token, pieces)
-    return pieces
+    return token, pieces
 
 
 def _keep(pieces: _Kept, key: tuple[Any, ...], piece: str) -> tuple[str, bool]:
@@ -634,7 +634,7 @@ def _keep(pieces: _Kept, key: tuple[Any, ...], piece: str) -> tuple[str, bool]:
 
 
 def _text_piece(key: str, value: str) -> str:
-    return _piece(_kept_pieces(), key, value)[0]
+    return _piece(_kept_pieces()[1], key, value)[0]
 
 
 def _piece(pieces: _Kept, key: str, value: str | int) -> tuple[str, bool]:
@@ -683,10 +683,11 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
     When no configured secret holds a space, neither can span a join
     (Redactor.spans_spaces); so when every part is clean on its own (the kept parts
     carry their verdict, the rest are looked at here together), the line is what
-    the pass would leave, and the pass (a fifth of a line's cost) is skipped."""
+    the pass would leave, and the pass (two fifths of this function's cost) is
+    skipped. Secrets added meanwhile (a new token) take the pass, as before."""
     now = time.time()
     second = int(now)
-    pieces = _kept_pieces()
+    token, pieces = _kept_pieces()
     head, clean = _head(pieces, name, level, message)
     stamp = _utc_stamp(second, int((now - second) * 1000))
     parts = [stamp, head]
@@ -720,7 +721,12 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
         parts.append(piece)
         clean = clean and redactor.leaves(piece)
     line = " ".join(parts)
-    if clean and not redactor.spans_spaces() and not redactor.finds_secret(" ".join(unsure)):
+    if (
+        clean
+        and not redactor.spans_spaces()
+        and not redactor.finds_secret(" ".join(unsure))
+        and redactor.secrets_token() is token  # the verdicts were made under these secrets
+    ):
         return line
     return redactor.text(line)
 

@@ -167,3 +167,19 @@ def test_any_line_is_the_line_logging_writes(
 @pytest.mark.parametrize("millis", [0, 7, 45, 999, 1000])
 def test_the_stamp_is_written_as_before(millis: int) -> None:
     assert logs._utc_stamp(1_764_000_123, millis) == f"2025-11-24T16:02:03.{millis:03d}Z"
+
+
+def test_a_secret_added_while_a_line_is_made_is_masked_in_it(
+    stream: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another thread adds a secret after this line's pieces were judged clean."""
+    logs.text_line("spool.http", logging.INFO, "POST /enqueue 201", CLEAN)  # keeps its pieces
+    real = redactor.spans_spaces
+
+    def meanwhile() -> bool:
+        redactor.add({"tenant=acme"})
+        return real()
+
+    monkeypatch.setattr(redactor, "spans_spaces", meanwhile)
+    line = logs.text_line("spool.http", logging.INFO, "POST /enqueue 201", CLEAN)
+    assert "tenant=acme" not in line
