@@ -99,7 +99,8 @@ def test_an_upgrade_to_0009_keeps_the_counts() -> None:
             schema_at(conn, settings.schema, 8)
             _hand_insert(conn, "j_" + "1" * 32)
             _hand_insert(conn, "j_" + "2" * 32)
-            assert [m.version for m in migrations.migrate(conn, settings.schema)] == [9]
+            ran = [m.version for m in migrations.migrate(conn, settings.schema)]
+            assert ran == list(range(9, migrations.latest_version() + 1))
             assert _counted_and_stored(conn) == (2, 2)
             store = PostgresStore(settings, clock)
             try:
