@@ -206,8 +206,8 @@ def _pg_floor(url: str, n: int, batch: int) -> float:
 
 
 def _pg_statement(url: str, n: int, batch: int) -> float:
-    """Spool's own enqueue statement (the row, the counter bump, the dashboard counts,
-    the wake-up) sent by the floor's loop: what Spool's SQL costs the server
+    """Spool's own enqueue statement (the row, its enqueued_log row, the dashboard
+    counts, the wake-up) sent by the floor's loop: what Spool's SQL costs the server
     with none of Spool's Python around it."""
     import json
     import random
@@ -320,8 +320,8 @@ same INSERT and counter bump on the store's schema and pragmas. Postgres: {pg_si
 single, {pg_many:,} in batches of {pg_size:,}; its floor is psycopg inserting into a table
 with the columns and indexes of `jobs` (one row per transaction, or one
 `INSERT ... SELECT FROM unnest` per batch); "Spool's SQL alone" is the store's own
-enqueue statement (the row, the counter bump, the dashboard counts, the
-wake-up) sent by that same loop, so it is what the server's share of Spool costs with
+enqueue statement (the row, its `enqueued_log` row, the dashboard counts,
+the wake-up) sent by that same loop, so it is what the server's share of Spool costs with
 none of Spool's Python. Spool is `Service.enqueue`: validation
 against the handler's payload model, ids, idempotency rules, counters and wake-ups
 included; "INFO logs" adds the one `enqueued` line per job that `spool` and

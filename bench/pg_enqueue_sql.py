@@ -10,7 +10,7 @@ statement. Here both statements run with synchronous_commit off (the flush is th
 same for both, and left out), prepared, on one connection each, in alternating
 rounds of `n`: the floor's plain insert into a copy of `jobs` (its columns and
 indexes, none of its triggers) and the checkout's own ADD_ONE_SQL (the row, the
-counter bump, the dashboard counts, the wake-up). It prints microseconds per
+enqueued count, the dashboard counts, the wake-up). It prints microseconds per
 statement, the best round and the median, and the difference: Spool's SQL over the
 floor. Run it from each of two checkouts (PYTHONPATH=. in each) to compare them.
 """
