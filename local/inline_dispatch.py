@@ -35,6 +35,7 @@ from waitress import wasyncore
 from waitress.task import ThreadedTaskDispatcher
 
 from chalicelib import logs
+from local.fair_queue import FairQueue
 
 log = logging.getLogger("spool.http")
 
@@ -53,7 +54,15 @@ IDLE_WAKE = 1.0
 
 class TaskDispatcher(ThreadedTaskDispatcher):
     """waitress's thread pool, whose threads serve requests beside the emulated
-    worker's invocation, not in it: their lines (waitress's own too) carry no id."""
+    worker's invocation, not in it: their lines (waitress's own too) carry no id.
+
+    Its queue takes turns between callers (local/fair_queue.py) instead of first
+    come, first served; waitress's own add_task, handler_thread and shutdown use
+    it unchanged, under the same lock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue: Any = FairQueue()
 
     def handler_thread(self, thread_no: int) -> None:
         logs.not_in_invocation()
@@ -157,6 +166,8 @@ class InlineTaskDispatcher(TaskDispatcher):
                 self.own_loop()
 
     def drain_to_pool(self) -> None:
+        """Hand the requests queued for the loop to the pool (into its fair queue:
+        the base class's add_task, not ours, which would queue them here again)."""
         while True:
             try:
                 channel = self.pending.popleft()
