@@ -17,7 +17,7 @@ the store reads them from the URL alone.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 FIX = "Fix the variable and start again"
 
@@ -41,18 +41,33 @@ def value_refusal(environ: Mapping[str, str]) -> tuple[str, str] | None:
 
 
 def check_edge(rt: object) -> None:
-    """Build what app.py's routes build on their first request; raise ValueError."""
+    """Build what app.py's routes build on their first request; raise ValueError.
+
+    The one check of the edge's settings: `chalice local` (value_refusal above) and
+    `spool serve` (local/serve.py) both run it. A refusal reads "NAME: reason": a
+    reason that does not name its variable is given the name of the one checked."""
     from chalicelib import limit_settings
-    from chalicelib.api.auth import operator_keys
+    from chalicelib.api.auth import API_KEYS, METRICS_KEYS, Keyring, operator_keys
     from chalicelib.api.metric_labels import QueueLabels
     from chalicelib.api.routes import Edge
     from chalicelib.runtime import Runtime
 
     assert isinstance(rt, Runtime)
-    limit_settings.validate(rt.settings)
-    operator_keys(rt.settings.text("SPOOL_METRICS_KEYS"))
-    QueueLabels.from_settings(rt.settings)
-    Edge(rt)
+    settings = rt.settings
+    checks: tuple[tuple[str | None, Callable[[], object]], ...] = (
+        (None, lambda: limit_settings.validate(settings)),  # SPOOL_LIMITS, the tenants'...
+        (API_KEYS, lambda: Keyring.parse(settings.api_keys)),
+        (METRICS_KEYS, lambda: operator_keys(settings.text(METRICS_KEYS))),
+        ("SPOOL_METRICS_MAX_QUEUES", lambda: QueueLabels.from_settings(settings)),
+        (None, lambda: Edge(rt)),  # the cache, waits, webhooks; each error names its variable
+    )
+    for name, check in checks:
+        try:
+            check()
+        except ValueError as exc:
+            if name is None or "SPOOL_" in str(exc):  # it names its variable already
+                raise
+            raise ValueError(f"{name}: {exc}") from None
 
 
 def check_store_url(url: str) -> None:

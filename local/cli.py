@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib import limit_settings, logs, periodic
 from chalicelib.durations import EXAMPLES, parse_seconds
+from chalicelib.edge_settings import FIX
 from chalicelib.errors import BadRequest, UnknownJobType, ValidationFailed
 from chalicelib.jsonstrict import is_utf8
 from chalicelib.models import DEFAULT_TENANT, JobState
@@ -853,7 +854,10 @@ def _run(args: argparse.Namespace) -> int:
         if note is not None:  # SPOOL_URL is set, but this command cannot follow it
             print(note, file=sys.stderr, flush=True)
         if args.command in ("serve", "worker"):
-            limit_settings.validate(rt.settings)
+            try:  # before the probe: a typo needs no connection to the store
+                limit_settings.validate(rt.settings)
+            except ValueError as exc:
+                raise UsageError(str(exc), FIX) from None
             probe = getattr(rt.store, "probe", None)
             if probe is not None:  # a store that connects lazily (DynamoDB): reach it now
                 probe()

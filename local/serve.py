@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from chalicelib import logs
 from chalicelib import runtime as runtime_module
 from chalicelib.api.key_source import PARAMETER as KEYS_PARAMETER
+from chalicelib.edge_settings import FIX
 from chalicelib.models import DEFAULT_TENANT
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime
@@ -344,7 +345,7 @@ def with_wait_cap(rt: Runtime, threads: int) -> Runtime:
         try:
             cap = rt.settings.integer(MAX_WAITS, 1, minimum=1)
         except ValueError as exc:
-            raise UsageError(str(exc), "Fix the variable and start again") from None
+            raise UsageError(str(exc), FIX) from None
         if cap >= threads:
             raise UsageError(
                 f"{MAX_WAITS}={rt.settings.text(MAX_WAITS)} lets long-polls (?wait=) hold all "
@@ -358,21 +359,15 @@ def with_wait_cap(rt: Runtime, threads: int) -> Runtime:
 
 
 def check_edge_settings(rt: Runtime) -> None:
-    """Refuse malformed keys and metric settings at start-up, not with a 500 per request."""
-    from chalicelib.api.auth import Keyring, operator_keys
-    from chalicelib.api.metric_labels import QueueLabels
+    """Refuse at start-up, not with a 503 per request, every setting app.py's edge would
+    refuse (keys, metrics, the result cache, waits, limits, webhooks): the check `chalice
+    local` makes (chalicelib/edge_settings.check_edge), so the two never drift apart."""
+    from chalicelib.edge_settings import check_edge
 
-    checks: list[tuple[str, Any]] = [
-        ("SPOOL_API_KEYS", lambda: Keyring.parse(rt.settings.api_keys)),
-        (METRICS_KEYS, lambda: operator_keys(rt.settings.text(METRICS_KEYS))),
-        ("SPOOL_METRICS_MAX_QUEUES", lambda: QueueLabels.from_settings(rt.settings)),
-    ]
-    for name, check in checks:
-        try:
-            check()
-        except ValueError as exc:
-            message = str(exc) if name in str(exc) else f"{name}: {exc}"
-            raise UsageError(message, "Fix the variable and start again") from None
+    try:
+        check_edge(rt)
+    except ValueError as exc:  # ConfigError, or a parser's ValueError naming the variable
+        raise UsageError(" ".join(str(exc).split()), FIX) from None
 
 
 def check_worker_side(rt: Runtime, args: argparse.Namespace) -> None:
@@ -672,14 +667,14 @@ def serve_beside_signals(server: Server) -> None:
 
 
 def check_api_settings(build: Callable[[], object]) -> None:
-    """Build the API's edge now (keys, result cache, long-poll caps, limits, metrics),
-    so a bad setting stops `spool serve` before its banner. Built on the first
-    request instead, it answered every request, /health too, 503 `misconfigured`
-    while the banner said all was well."""
+    """Build the edge app.py's routes will use now, not on the first request: built
+    there, a bad setting answered every request, /health too, 503 `misconfigured`
+    while the banner said all was well. check_edge_settings has refused the settings
+    already; this is the edge itself, on the runtime app.py now serves."""
     try:
         build()
     except ValueError as exc:  # ConfigError, or a parser's ValueError naming the variable
-        raise UsageError(str(exc), "Fix the variable and start again") from None
+        raise UsageError(str(exc), FIX) from None
 
 
 def store_down(rt: Runtime) -> bool:
@@ -702,7 +697,6 @@ def serve_processes(
 ) -> int:
     """`--processes N`: N server processes on one port, the emulated worker here, once."""
     import app as spool_app
-    from chalicelib.api.routes import Edge
     from local.http_limits import HttpLimits
     from local.multiproc import MAX_PROCESSES, Supervisor, hang_seconds, listening_sockets
     from local.shared_metrics import SharedMetrics
@@ -727,8 +721,7 @@ def serve_processes(
     try:
         HttpLimits.from_settings(rt.settings)  # refused here, not N times over
     except ValueError as exc:
-        raise UsageError(str(exc), "Fix the variable and start again") from None
-    check_api_settings(lambda: Edge(rt))  # each server process builds its own
+        raise UsageError(str(exc), FIX) from None
     try:
         sockets = listening_sockets(args.host, args.port, args.processes)
     except OSError as exc:
