@@ -588,9 +588,6 @@ def test_on_lambda_the_runtime_handler_is_reformatted_not_doubled(
     captured: io.StringIO, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "spool-worker")
-    # An earlier test in this process may have left Spool's own handler on the root
-    # (configure without reset): configure removes it, which is not what this checks.
-    logs.reset()
     root = logging.getLogger()
     lambdas = logging.StreamHandler(captured)  # stands for the Lambda runtime's handler
     root.addHandler(lambdas)
