@@ -48,7 +48,7 @@ from pathlib import Path
 from bench.plotting import pyplot, save
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "bench-key"
+KEY = "bench-key-0123456789"
 JOB = '{"type": "echo", "payload": {"n": 1}}'
 DOCS = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- section:http -->", "<!-- /section:http -->"

@@ -58,7 +58,7 @@ def _environ(method: str, path: str, body: bytes = b"") -> dict[str, Any]:
         "SERVER_PROTOCOL": "HTTP/1.1",
         "REMOTE_ADDR": "127.0.0.1",
         "HTTP_HOST": "127.0.0.1:8000",
-        "HTTP_X_API_KEY": "k",
+        "HTTP_X_API_KEY": "k-0123456789abcdef",
         "HTTP_USER_AGENT": "wrk",
         "HTTP_CONNECTION": "keep-alive",
         "CONTENT_TYPE": "application/json",
@@ -74,7 +74,7 @@ def _ignore(status: str, headers: list[tuple[str, str]]) -> None:
 def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
     """Each phase: one call that does one request's worth of the thing measured."""
     os.environ.update(
-        SPOOL_API_KEYS="k=t",
+        SPOOL_API_KEYS="k-0123456789abcdef=t",
         SPOOL_STORE_URL=f"sqlite:///{workdir}/spool.db",
         SPOOL_DEMO_HANDLERS="true",
     )
@@ -96,7 +96,11 @@ def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
     done = json.loads(b"".join(wsgi(_environ("POST", "/enqueue", JOB), _ignore)))["id"]
     rt.worker().drain(rt.store.clock.now().timestamp() + 5)
     status_path = f"/status/{done}"
-    headers = {"x-api-key": "k", "content-type": "application/json", "host": "127.0.0.1:8000"}
+    headers = {
+        "x-api-key": "k-0123456789abcdef",
+        "content-type": "application/json",
+        "host": "127.0.0.1:8000",
+    }
     edge = routes.current()
     quiet = [logging.getLogger("spool.http"), logging.getLogger("spool.jobs")]
 
@@ -162,7 +166,7 @@ for line in sys.stdin:
     conns[port] = sock
     sent = body if method == "POST" else b""
     head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Accept-Encoding: identity",
-            "X-API-Key: k", "Content-Type: application/json"]
+            "X-API-Key: k-0123456789abcdef", "Content-Type: application/json"]
     if method == "POST":
         head.append(f"Content-Length: {len(sent)}")
     request = ("\\r\\n".join(head) + "\\r\\n\\r\\n").encode() + sent

@@ -36,7 +36,7 @@ def _environ(method: str, path: str, body: bytes = b"") -> dict[str, Any]:
         "REQUEST_METHOD": method,
         "PATH_INFO": path,
         "QUERY_STRING": "",
-        "HTTP_X_API_KEY": "k",
+        "HTTP_X_API_KEY": "k-0123456789abcdef",
         "CONTENT_TYPE": "application/json",
         "CONTENT_LENGTH": str(len(body)),
         "wsgi.input": io.BytesIO(body),
@@ -57,7 +57,7 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="spool-http-profile-"))
     os.environ.update(
-        SPOOL_API_KEYS="k=t",
+        SPOOL_API_KEYS="k-0123456789abcdef=t",
         SPOOL_STORE_URL=f"sqlite:///{workdir}/profile.db",
         SPOOL_DEMO_HANDLERS="true",
     )
@@ -93,7 +93,7 @@ def main() -> int:
         print(profiler.output_text(color=False, show_all=False))
         return 0
 
-    headers = {"x-api-key": "k", "content-type": "application/json"}
+    headers = {"x-api-key": "k-0123456789abcdef", "content-type": "application/json"}
     http_log = logging.getLogger("spool.http")
     jobs_log = logging.getLogger("spool.jobs")
     n = args.n

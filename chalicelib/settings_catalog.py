@@ -150,7 +150,9 @@ CATALOG: tuple[Setting, ...] = (
         default="",
         read_by="chalicelib/api/auth.py",
         meaning=(
-            "Comma-separated `key=tenant` or `sha256:<hex digest>=tenant` pairs. Empty: "
+            "Comma-separated `key=tenant` or `sha256:<hex digest>=tenant` pairs. A plain key "
+            'has at least 16 characters (`python -c "import secrets; '
+            'print(secrets.token_urlsafe(32))"` makes one). Empty: '
             "every request is refused (`spool serve` then makes a development key), unless "
             "SPOOL_API_KEYS_PARAMETER names where to read them."
         ),
@@ -266,7 +268,8 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/auth.py",
         meaning=(
             "Operator keys for `/metrics` (comma-separated `key`, `sha256:<hex>`, either with "
-            "an optional `=name`), sent as `X-API-Key` or `Authorization: Bearer`. A tenant's "
+            "an optional `=name`), sent as `X-API-Key` or `Authorization: Bearer`; a plain key "
+            "has at least 16 characters. A tenant's "
             "key gets 403. `spool serve` in laptop mode sets it to its dev key."
         ),
         group=_API,

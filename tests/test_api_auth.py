@@ -21,23 +21,29 @@ from chalicelib.runtime import Runtime
 from local.emulator import context, scheduled_event
 from tests.apikit import KEY_A, KEY_B, Api, installed, settings_for
 
+# Keys of the minimum length (chalicelib.api.auth.MIN_KEY_LENGTH) and more.
+K1, K2, K3 = "key-1-0123456789", "key-2-0123456789", "key-3-0123456789"
+SAME = "same-key-0123456789"
+
 
 def test_plain_and_hashed_keys_name_their_tenants() -> None:
-    ring = Keyring.parse(f"alpha-key=alpha, {hashed_entry('beta-key', 'beta')} ,")
-    assert ring.tenant_for("alpha-key") == "alpha"
-    assert ring.tenant_for("beta-key") == "beta"
-    assert hashed_entry("beta-key", "beta").startswith("sha256:")
-    assert "beta-key" not in hashed_entry("beta-key", "beta")
+    ring = Keyring.parse(f"alpha-key-0123456=alpha, {hashed_entry('beta-key-01234567', 'beta')} ,")
+    assert ring.tenant_for("alpha-key-0123456") == "alpha"
+    assert ring.tenant_for("beta-key-01234567") == "beta"
+    assert hashed_entry("beta-key-01234567", "beta").startswith("sha256:")
+    assert "beta-key-01234567" not in hashed_entry("beta-key-01234567", "beta")
 
 
 def test_keys_may_contain_equals_signs() -> None:
-    assert Keyring.parse("abc==x=t1").tenant_for("abc==x") == "t1"
+    assert Keyring.parse("abc==x-0123456789=t1").tenant_for("abc==x-0123456789") == "t1"
 
 
-@pytest.mark.parametrize("presented", [None, "", "alpha-ke", "alpha-key ", "ALPHA-KEY", "beta"])
+@pytest.mark.parametrize(
+    "presented", [None, "", "alpha-ke", "alpha-key-0123456 ", "ALPHA-KEY-0123456", "beta"]
+)
 def test_anything_but_the_exact_key_is_refused(presented: str | None) -> None:
     with pytest.raises(Unauthorized):
-        Keyring.parse("alpha-key=alpha").tenant_for(presented)
+        Keyring.parse("alpha-key-0123456=alpha").tenant_for(presented)
 
 
 def test_no_keys_configured_refuses_everyone() -> None:
@@ -69,8 +75,8 @@ def test_comparison_uses_hmac_compare_digest(monkeypatch: pytest.MonkeyPatch) ->
         return real(a, b)
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    ring = Keyring.parse("k1=t1,k2=t2,k3=t3")
-    assert ring.tenant_for("k1") == "t1"
+    ring = Keyring.parse(f"{K1}=t1,{K2}=t2,{K3}=t3")
+    assert ring.tenant_for(K1) == "t1"
     assert len(calls) == 3  # every entry is compared, even after the match
 
 
@@ -114,7 +120,7 @@ def test_a_tenant_sees_lists_cancels_and_redrives_only_its_own_jobs(api: Api, rt
 
 # -- the forms a key may take in the config ------------------------------------
 
-DIGEST = hashed_entry("beta-key", "beta").split("=")[0].removeprefix("sha256:")
+DIGEST = hashed_entry("beta-key-01234567", "beta").split("=")[0].removeprefix("sha256:")
 
 
 @pytest.mark.parametrize(
@@ -128,7 +134,7 @@ DIGEST = hashed_entry("beta-key", "beta").split("=")[0].removeprefix("sha256:")
 )
 def test_a_digest_works_in_any_letter_case(entry: str) -> None:
     ring = Keyring.parse(entry)
-    assert ring.tenant_for("beta-key") == "beta"
+    assert ring.tenant_for("beta-key-01234567") == "beta"
     # Read as a plain key, the digest itself would open the door to anyone who reads the config.
     for literal in (entry.split("=")[0].strip(), f"sha256:{DIGEST}"):
         with pytest.raises(Unauthorized):
@@ -136,9 +142,9 @@ def test_a_digest_works_in_any_letter_case(entry: str) -> None:
 
 
 def test_whitespace_around_key_and_tenant_is_not_part_of_them() -> None:
-    ring = Keyring.parse(" alpha-key = alpha ,\tbeta-key=beta\n")
-    assert ring.tenant_for("alpha-key") == "alpha"
-    assert ring.tenant_for("beta-key") == "beta"
+    ring = Keyring.parse(" alpha-key-0123456 = alpha ,\tbeta-key-01234567=beta\n")
+    assert ring.tenant_for("alpha-key-0123456") == "alpha"
+    assert ring.tenant_for("beta-key-01234567") == "beta"
 
 
 @pytest.mark.parametrize("key", ["two words", "tab\there", "cl\u00e9", "nul\x00", "del\x7f"])
@@ -152,31 +158,31 @@ def test_a_key_no_header_can_carry_is_refused_without_echoing_it(key: str) -> No
 @pytest.mark.parametrize(
     "spec",
     [
-        "same-key=alpha,same-key=beta",
-        f"same-key=alpha,{hashed_entry('same-key', 'beta')}",
-        f"{hashed_entry('same-key', 'alpha')},SHA256:{hashed_entry('same-key', 'x')[7:71]}=beta",
+        f"{SAME}=alpha,{SAME}=beta",
+        f"{SAME}=alpha,{hashed_entry(SAME, 'beta')}",
+        f"{hashed_entry(SAME, 'alpha')},SHA256:{hashed_entry(SAME, 'x')[7:71]}=beta",
     ],
 )
 def test_one_key_for_two_tenants_is_refused(spec: str) -> None:
     with pytest.raises(ValueError, match="alpha and to beta") as raised:
         Keyring.parse(spec)
-    assert "same-key" not in str(raised.value)
+    assert SAME not in str(raised.value)
 
 
 def test_one_key_listed_twice_for_the_same_tenant_is_one_entry() -> None:
-    ring = Keyring.parse(f"k=alpha,{hashed_entry('k', 'alpha')},k=alpha")
-    assert ring.tenant_for("k") == "alpha" and len(ring.entries) == 1
+    ring = Keyring.parse(f"{K1}=alpha,{hashed_entry(K1, 'alpha')},{K1}=alpha")
+    assert ring.tenant_for(K1) == "alpha" and len(ring.entries) == 1
 
 
 @pytest.mark.parametrize("tenant", ["a", "A.b:c-d_e", "t" * 64])
 def test_tenant_names_within_the_pattern_are_kept_exactly(tenant: str) -> None:
-    assert Keyring.parse(f"k={tenant}").tenant_for("k") == tenant
+    assert Keyring.parse(f"{K1}={tenant}").tenant_for(K1) == tenant
 
 
 @pytest.mark.parametrize("tenant", ["t" * 65, "a/b", "a b", "caf\u00e9", "a\nb"])
 def test_tenant_names_outside_the_pattern_are_refused(tenant: str) -> None:
     with pytest.raises(ValueError, match="key=tenant"):
-        Keyring.parse(f"k={tenant}")
+        Keyring.parse(f"{K1}={tenant}")
 
 
 def test_the_last_entry_matches_and_all_are_compared(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -192,10 +198,10 @@ def test_the_last_entry_matches_and_all_are_compared(monkeypatch: pytest.MonkeyP
         return real(a, b)
 
     monkeypatch.setattr(auth.hmac, "compare_digest", spy)
-    ring = Keyring.parse("k1=t1,k2=t2,k3=t3")
-    assert ring.tenant_for("k3") == "t3"
+    ring = Keyring.parse(f"{K1}=t1,{K2}=t2,{K3}=t3")
+    assert ring.tenant_for(K3) == "t3"
     with pytest.raises(Unauthorized):
-        ring.tenant_for("k4")
+        ring.tenant_for(K1 + "4")
     assert len(compared) == 6
     # Digests are compared, never the key text (whose length would leak through timing).
     assert all(len(a) == len(b) == 32 for a, b in compared)
@@ -207,13 +213,13 @@ def test_the_last_entry_matches_and_all_are_compared(monkeypatch: pytest.MonkeyP
 @pytest.mark.parametrize("presented", [None, ""])
 def test_a_missing_key_is_told_where_the_key_goes(presented: str | None) -> None:
     with pytest.raises(Unauthorized, match="X-API-Key header"):
-        Keyring.parse("k=t").tenant_for(presented)
+        Keyring.parse(f"{K1}=t").tenant_for(presented)
 
 
 @pytest.mark.parametrize("presented", ["wrong", "\udc80", "\x00"])
 def test_a_wrong_key_is_invalid_never_a_crash(presented: str) -> None:
     with pytest.raises(Unauthorized, match=r"^invalid API key$"):
-        Keyring.parse("k=t").tenant_for(presented)
+        Keyring.parse(f"{K1}=t").tenant_for(presented)
 
 
 @pytest.mark.parametrize("presented", [None, "", "some-key"])
@@ -268,7 +274,7 @@ def refusal(
         hashed_entry(OPERATOR_KEY, "prometheus"),
         OPERATOR_KEY,  # the name is optional for operator keys
         hashed_entry(OPERATOR_KEY, "x").removesuffix("=x").upper(),
-        f"other-key, {OPERATOR_KEY} ,",
+        f"other-key-0123456789, {OPERATOR_KEY} ,",
     ],
 )
 def test_metrics_opens_to_an_operator_key_plain_or_hashed(operators: str) -> None:
@@ -285,9 +291,9 @@ def test_metrics_reads_only_a_bearer_token_from_authorization(sent: str) -> None
 
 
 def test_an_operator_key_holding_equals_signs_needs_its_name() -> None:
-    assert operator_keys("abc===ops").match("abc==") == "ops"
+    assert operator_keys("abcdefghijklmno===ops").match("abcdefghijklmno==") == "ops"
     with pytest.raises(ValueError, match="key=name"):
-        operator_keys("abc==")
+        operator_keys("abcdefghijklmno==")
 
 
 def test_metrics_refuses_a_tenant_key_with_403_saying_what_it_needs() -> None:

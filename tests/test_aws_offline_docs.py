@@ -206,8 +206,11 @@ def test_the_offline_commands_run_an_echo_job_as_written(shell: Shell) -> None:
     [
         ({}, True),  # laptop mode, as the doc runs it
         ({"SPOOL_DEMO_HANDLERS": "false"}, False),
-        ({"SPOOL_API_KEYS": "k=acme"}, False),  # `spool serve` offers none then either
-        ({"SPOOL_API_KEYS": "k=acme", "SPOOL_DEMO_HANDLERS": "1"}, True),
+        (
+            {"SPOOL_API_KEYS": "k-0123456789abcdef=acme"},
+            False,
+        ),  # `spool serve` offers none then either
+        ({"SPOOL_API_KEYS": "k-0123456789abcdef=acme", "SPOOL_DEMO_HANDLERS": "1"}, True),
     ],
 )
 def test_the_poller_offers_the_demo_handlers_when_spool_serve_does(

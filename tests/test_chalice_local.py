@@ -57,7 +57,7 @@ def start_chalice_local(tmp_path: Path, port: int, env: dict[str, str]) -> subpr
 
 def test_chalice_local_answers_over_a_socket(tmp_path) -> None:
     port = free_port()
-    env = {**os.environ, "SPOOL_API_KEYS": "local-key=local"}
+    env = {**os.environ, "SPOOL_API_KEYS": "local-key-0123456789=local"}
     proc = start_chalice_local(tmp_path, port, env)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -72,7 +72,10 @@ def test_chalice_local_answers_over_a_socket(tmp_path) -> None:
         assert health is not None, proc.stderr.read().decode() if proc.stderr else ""
         assert health.status_code == 200 and health.json() == {"status": "ok", "store": "ok"}
         created = requests.post(
-            f"{base}/enqueue", json={"type": "echo"}, headers={"X-API-Key": "local-key"}, timeout=10
+            f"{base}/enqueue",
+            json={"type": "echo"},
+            headers={"X-API-Key": "local-key-0123456789"},
+            timeout=10,
         )
         assert created.status_code == 201
         assert (tmp_path / ".spool" / "spool.db").exists()  # the local stage's SQLite store
@@ -93,7 +96,11 @@ def test_chalice_local_refuses_a_misspelt_setting_as_spool_does(
     the app loads in a child's server thread; the child ends, and chalice with it (its
     parent process exits 0 whatever the child's code, so only --no-autoreload's 2 is
     checked)."""
-    env = {**os.environ, "SPOOL_API_KEYS": "local-key=local", "SPOOL_STORE_UR": "memory://"}
+    env = {
+        **os.environ,
+        "SPOOL_API_KEYS": "local-key-0123456789=local",
+        "SPOOL_STORE_UR": "memory://",
+    }
     proc = start_chalice_local(tmp_path, free_port(), env)
     if reloader:  # the helper starts it with --no-autoreload; this one without
         stop(proc, 10)
@@ -163,7 +170,7 @@ def test_chalice_local_refuses_a_setting_the_api_would_refuse_as_spool_serve_doe
     `chalice local` start, and then every request, /health too, was answered 503
     `misconfigured`. Now it refuses to start with `spool serve`'s one line, having
     served and stored nothing."""
-    env = {**os.environ, "SPOOL_API_KEYS": "local-key=local", setting: value}
+    env = {**os.environ, "SPOOL_API_KEYS": "local-key-0123456789=local", setting: value}
     proc = start_chalice_local(tmp_path, free_port(), env)
     try:
         _, err = proc.communicate(timeout=60)
@@ -195,7 +202,9 @@ def test_a_store_url_the_first_request_would_refuse_is_refused_without_connectin
     from chalicelib.edge_settings import value_refusal
 
     monkeypatch.chdir(tmp_path)
-    refusal = value_refusal({"SPOOL_API_KEYS": "local-key=local", "SPOOL_STORE_URL": url})
+    refusal = value_refusal(
+        {"SPOOL_API_KEYS": "local-key-0123456789=local", "SPOOL_STORE_URL": url}
+    )
     assert refusal is not None and said in refusal[0]
     assert list(tmp_path.iterdir()) == []
-    assert value_refusal({"SPOOL_API_KEYS": "local-key=local"}) is None
+    assert value_refusal({"SPOOL_API_KEYS": "local-key-0123456789=local"}) is None

@@ -281,7 +281,9 @@ def test_the_container_commands_start_against_postgres() -> None:
     assert {c[0] for c in distinct} == {"serve", "worker", "db"}
     with fresh_schema(migrate=False) as url:
         env = guarded_env(
-            SPOOL_STORE_URL=url, SPOOL_API_KEYS="k-0123456789=acme", SPOOL_METRICS_KEYS="ops-key"
+            SPOOL_STORE_URL=url,
+            SPOOL_API_KEYS="k-0123456789abcdef=acme",
+            SPOOL_METRICS_KEYS="ops-key-0123456789",
         )
         # Migrations first, as compose and the Job run them.
         for command in sorted(c for c in distinct if c[0] == "db"):

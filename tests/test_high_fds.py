@@ -124,7 +124,9 @@ def test_spool_serve_on_postgres_answers_with_a_thousand_idle_clients(tmp_path: 
 
     with open_files(1200 + 512), fresh_schema() as url:
         env = guarded_env(
-            SPOOL_STORE_URL=url, SPOOL_API_KEYS="key-a=tenant-a", SPOOL_DEMO_HANDLERS="true"
+            SPOOL_STORE_URL=url,
+            SPOOL_API_KEYS="key-a-0123456789=tenant-a",
+            SPOOL_DEMO_HANDLERS="true",
         )
         served = spool_serve_logged(tmp_path / "serve.log", "--no-worker", env=env)
         port = int(served.url.rsplit(":", 1)[1])
@@ -139,7 +141,7 @@ def test_spool_serve_on_postgres_answers_with_a_thousand_idle_clients(tmp_path: 
                 conn = http.client.HTTPConnection("127.0.0.1", port, timeout=WAIT)
                 try:
                     body = json.dumps({"type": "echo", "payload": {"n": n}})
-                    conn.request("POST", "/enqueue", body, {"X-API-Key": "key-a"})
+                    conn.request("POST", "/enqueue", body, {"X-API-Key": "key-a-0123456789"})
                     statuses.append(conn.getresponse().status)
                 except OSError as exc:
                     statuses.append(repr(exc))

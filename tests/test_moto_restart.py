@@ -24,7 +24,7 @@ from tests.procs import guarded_env, spool_serve, stop
 pytestmark = [pytest.mark.slow, pytest.mark.aws, pytest.mark.timeout(120)]
 
 BIN = Path(sys.executable).parent
-KEY = "k-restart"
+KEY = "k-restart-0123456789"
 
 
 def start_moto(port: int = 0) -> tuple[subprocess.Popen[str], int]:

@@ -38,17 +38,26 @@ def refused(message: str) -> pytest.RaisesExc[ValueError]:
     return pytest.raises(ValueError, match=f"^{re.escape(message)}$")
 
 
+# Keys of the minimum length (chalicelib.api.auth.MIN_KEY_LENGTH).
+K1, K2 = "k1-0123456789abc", "k2-0123456789abc"
+
+
 @pytest.mark.parametrize(
-    "spec", ["k1=a,,k2=b", "k1=a, ,k2=b", ",k1=a,k2=b", "k1=a,k2=b,", " , k1=a ,\t, k2=b , "]
+    "spec",
+    [
+        s.replace("k1", K1).replace("k2", K2)
+        for s in ("k1=a,,k2=b", "k1=a, ,k2=b", ",k1=a,k2=b", "k1=a,k2=b,", " , k1=a ,\t, k2=b , ")
+    ],
+    ids=["double", "blank", "leading", "trailing", "spaced"],
 )
 def test_an_empty_entry_anywhere_in_the_list_is_skipped(spec: str) -> None:
     ring = Keyring.parse(spec)
-    assert ring.match("k1") == "a"
-    assert ring.match("k2") == "b"
+    assert ring.match(K1) == "a"
+    assert ring.match(K2) == "b"
     assert len(ring.entries) == 2
 
 
-@pytest.mark.parametrize("spec", ["no-tenant", "=tenant", "key=", "key=bad tenant", "k=a,=b"])
+@pytest.mark.parametrize("spec", ["no-tenant", "=tenant", "key=", "key=bad tenant", f"{K1}=a,=b"])
 def test_a_malformed_tenant_entry_names_the_form(spec: str) -> None:
     with refused(TENANT_FORM):
         Keyring.parse(spec)
@@ -70,8 +79,8 @@ def test_a_key_no_header_can_carry_is_refused_saying_why(key: str) -> None:
 
 
 def test_a_keyring_is_true_exactly_when_it_holds_a_key() -> None:
-    assert Keyring.parse("k=a")
-    assert operator_keys("ops-key")
+    assert Keyring.parse(f"{K1}=a")
+    assert operator_keys("ops-key-0123456789")
     assert not Keyring.parse("")
     assert not Keyring.parse(" , ")
 
@@ -97,3 +106,17 @@ def test_metrics_refusals_say_how_when_no_operator_key_is_configured() -> None:
     settings = metrics_settings()
     assert message(refusal(settings, None)) == f"missing API key: {WITHOUT_OPERATORS}"
     assert message(refusal(settings, "nobody's-key")) == f"invalid API key: {WITHOUT_OPERATORS}"
+
+
+def test_a_key_one_short_of_the_minimum_is_refused_with_the_exact_message() -> None:
+    with refused(
+        "the key for alpha in SPOOL_API_KEYS is shorter than 16 characters, which can be "
+        'guessed: make one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+    ):
+        Keyring.parse(f"{K1[:-1]}=alpha")
+    with refused(
+        "the key for operator in SPOOL_METRICS_KEYS is shorter than 16 characters, which can "
+        'be guessed: make one with `python -c "import secrets; print(secrets.token_urlsafe(32))"`'
+    ):
+        operator_keys(K1[:-1])
+    assert Keyring.parse(f"{K1}=alpha").match(K1) == "alpha"  # exactly 16: enough

@@ -78,7 +78,7 @@ FAULTS = {
     "admit-type-error": "TypeError: admit met a None",
     "admit-recursion": "RecursionError: maximum recursion depth exceeded",
 }
-KEY = "k-payload-check"
+KEY = "k-payload-check-0123"
 
 
 def job(mode: str) -> dict[str, object]:

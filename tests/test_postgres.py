@@ -788,7 +788,7 @@ def test_http_clients_get_a_plain_503_when_the_store_cannot_be_opened(monkeypatc
 
     url, port = _unreachable_url()
     monkeypatch.setenv("SPOOL_STORE_URL", url)
-    monkeypatch.setenv("SPOOL_API_KEYS", "k-0123456789=t")
+    monkeypatch.setenv("SPOOL_API_KEYS", "k-0123456789abcdef=t")
     runtime_module.reset(None)  # a cold start: the runtime is built by this request
     try:
         reply = routes.handle("health", ApiRequest())

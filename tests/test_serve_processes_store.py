@@ -17,7 +17,8 @@ from tests.procs import guarded_env
 def _serve(tmp_path: Path, store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "local.cli", "serve", "--port", "0", *args],
-        cwd=tmp_path, env=guarded_env(SPOOL_STORE_URL=store_url, SPOOL_API_KEYS="k=t"),
+        cwd=tmp_path,
+        env=guarded_env(SPOOL_STORE_URL=store_url, SPOOL_API_KEYS="k-0123456789abcdef=t"),
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 

@@ -27,7 +27,7 @@ from tests.procs import ROOT, guarded_env, spool_serve, stop
 pytestmark = [pytest.mark.slow, pytest.mark.aws, pytest.mark.timeout(240)]
 
 BIN = Path(sys.executable).parent
-KEY = "k-sqs-stop"
+KEY = "k-sqs-stop-0123456789"
 # Longer than the 30 s the poller used to be given at a stop.
 JOB_SECONDS = 35
 

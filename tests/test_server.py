@@ -496,11 +496,13 @@ def test_a_long_poll_running_when_spool_serve_stops_gets_its_answer(tmp_path: Pa
     """SIGTERM closed a running `?wait=20` with no answer at all (curl: empty reply):
     the loop that sends answers had stopped before the request's thread was done."""
     env = {k: v for k, v in os.environ.items() if k != "SPOOL_API_KEYS"}
-    env.update(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db", SPOOL_API_KEYS="k-0123456789=t")
+    env.update(
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db", SPOOL_API_KEYS="k-0123456789abcdef=t"
+    )
     served = spool_serve("--no-worker", env=env)
     proc = served.proc
     try:
-        headers = {"X-API-Key": "k-0123456789"}
+        headers = {"X-API-Key": "k-0123456789abcdef"}
         made = requests.post(
             served.url + "/enqueue", json={"type": "echo"}, headers=headers, timeout=10
         )
@@ -571,10 +573,12 @@ def test_a_long_poll_whose_client_hung_up_frees_its_wait_slot(tmp_path: Path) ->
     """Four `?wait=20` whose clients closed the connection held all four of the tenant's
     wait slots for the full 20 s: the next `?wait` was a 429 until they ran out."""
     env = {k: v for k, v in os.environ.items() if k != "SPOOL_API_KEYS"}
-    env.update(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db", SPOOL_API_KEYS="k-0123456789=t")
+    env.update(
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/serve.db", SPOOL_API_KEYS="k-0123456789abcdef=t"
+    )
     served = spool_serve("--no-worker", env=env)
     try:
-        headers = {"X-API-Key": "k-0123456789"}
+        headers = {"X-API-Key": "k-0123456789abcdef"}
         made = requests.post(
             served.url + "/enqueue", json={"type": "echo"}, headers=headers, timeout=10
         )
@@ -584,7 +588,7 @@ def test_a_long_poll_whose_client_hung_up_frees_its_wait_slot(tmp_path: Path) ->
             with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
                 conn.sendall(
                     f"GET /status/{job_id}?wait=20 HTTP/1.1\r\nHost: x\r\n"
-                    "X-API-Key: k-0123456789\r\n\r\n".encode()
+                    "X-API-Key: k-0123456789abcdef\r\n\r\n".encode()
                 )
                 threading.Event().wait(0.2)  # its wait has begun; then the client leaves
         threading.Event().wait(2.0)  # each wait looks again every 0.25 s at most

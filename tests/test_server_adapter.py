@@ -69,7 +69,7 @@ def environ(
         "REMOTE_ADDR": "10.1.2.3",
         "SERVER_PROTOCOL": "HTTP/1.1",
         "HTTP_HOST": "127.0.0.1:8000",
-        "HTTP_X_API_KEY": "k-0123456789",
+        "HTTP_X_API_KEY": "k-0123456789abcdef",
         "CONTENT_TYPE": "application/json",
         "CONTENT_LENGTH": str(len(body)),
         "wsgi.input": io.BytesIO(body),

@@ -52,7 +52,9 @@ def test_a_command_whose_output_pipe_is_closed_as_it_starts_still_runs_jobs(
     from tests.procs import ROOT, guarded_env, stop
 
     url = f"sqlite:///{tmp_path}/spool.db"
-    env = guarded_env(SPOOL_STORE_URL=url, SPOOL_DEMO_HANDLERS="true", SPOOL_API_KEYS="k=t")
+    env = guarded_env(
+        SPOOL_STORE_URL=url, SPOOL_DEMO_HANDLERS="true", SPOOL_API_KEYS="k-0123456789abcdef=t"
+    )
     added = subprocess.run(
         [sys.executable, "-m", "local.cli", "enqueue", "echo", "--count", "3"],
         cwd=ROOT,

@@ -12,6 +12,10 @@ takes an operator key from SPOOL_METRICS_KEYS (the same forms, with the
 `=name` optional: `key`, `sha256:<hex>`, `key=prometheus`), sent in X-API-Key
 or as `Authorization: Bearer <key>` (what Prometheus sends), or
 SPOOL_METRICS_PUBLIC=true, the operator's choice to publish queue names.
+
+A plain key of either list has at least MIN_KEY_LENGTH (16) characters, or the
+list is refused where it is read (`spool serve` and `chalice local` at start, a
+key list read from SSM on the request that reads it).
 """
 
 from __future__ import annotations
@@ -40,11 +44,27 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 # never match what a client can send, so it is refused when the config is read.
 _KEY_CHARS = re.compile(r"[\x21-\x7e]+")
 
+# A key shorter than this is refused when the config is read: keys are bearer secrets
+# compared by digest, and a short one (`k`, `dev-key`) can be guessed. A sha256: entry
+# is a digest, not the key, and is exempt. MAKE_KEY prints a 43-character key.
+MIN_KEY_LENGTH = 16
+MAKE_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+
+
+def short_key(name: str, setting: str) -> str:
+    """The refusal of a short key: names the entry's tenant (or name), never the key."""
+    return (
+        f"the key for {name} in {setting} is shorter than {MIN_KEY_LENGTH} characters, "
+        f"which can be guessed: make one with `{MAKE_KEY}`"
+    )
+
+
 # Said on every 401 of a server with no keys at all (a fresh `chalice local`),
 # so the first request tells the developer what to set.
 NO_KEYS_HINT = (
     "this server has no API keys configured, so it refuses every request: set "
-    f"{API_KEYS} to key=tenant pairs (e.g. {API_KEYS}=my-secret-key=my-tenant) in the "
+    f"{API_KEYS} to key=tenant pairs (e.g. {API_KEYS}=KEY=my-tenant, a KEY of at least "
+    f"{MIN_KEY_LENGTH} characters: `{MAKE_KEY}` makes one) in the "
     "environment, or in .chalice/config.json under the stage's environment_variables, "
     "then send the key in the X-API-Key header; `spool serve` makes a dev key when none is set"
 )
@@ -106,6 +126,8 @@ class Keyring:
                     raise ValueError(f"a sha256: key in {setting} needs 64 hex digits")
                 stored = bytes.fromhex(hex_digest)
             elif _KEY_CHARS.fullmatch(key):
+                if len(key) < MIN_KEY_LENGTH:
+                    raise ValueError(short_key(tenant, setting))
                 stored = digest(key)
             else:
                 raise ValueError(
