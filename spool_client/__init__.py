@@ -19,6 +19,7 @@ from spool_client.aio import AsyncClient
 from spool_client.calls import JobSpec
 from spool_client.client import Client
 from spool_client.errors import (
+    AnswerTooLarge,
     ApiError,
     BadRequest,
     Conflict,
@@ -47,6 +48,7 @@ from spool_client.webhooks import WebhookVerificationError, verify
 
 __all__ = [
     "NO_RETRY",
+    "AnswerTooLarge",
     "ApiError",
     "AsyncClient",
     "BadRequest",

@@ -50,11 +50,13 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         batch_size: int | None = None,
+        max_answer_bytes: int = calls.DEFAULT_MAX_ANSWER_BYTES,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        options = calls.client_options(url, key, timeout, retry, batch_size)
+        options = calls.client_options(url, key, timeout, retry, batch_size, max_answer_bytes)
         self.url, self.key, self.timeout = options.url, options.key, options.timeout
         self.retry, self.batch_size = options.retry, options.batch_size
+        self.max_answer_bytes = options.max_answer_bytes
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout)
         self._headers = calls.headers(self.key)
@@ -85,7 +87,7 @@ class AsyncClient:
                     headers=self._headers,
                     timeout=timeout,
                 )
-                response = await self._exchange(
+                response, content = await self._exchange(
                     request, *call.budget(self.timeout, time.monotonic())
                 )
             except httpx.InvalidURL as exc:  # an argument too long for any URL
@@ -108,7 +110,7 @@ class AsyncClient:
                 sent_before = sent_before or maybe_sent(exc)
                 await asyncio.sleep(wait)
                 continue
-            body = _json(response.content)
+            body = _json(content)
             if retried_answer(response.status_code, body):  # not a 503 `misconfigured`
                 wait = call.retry_within(
                     self.retry.delay(tries, started, retry_after(response)), time.monotonic()
@@ -138,17 +140,28 @@ class AsyncClient:
                 )
             return body
 
-    async def _exchange(self, request: httpx.Request, budget: float, cut: bool) -> httpx.Response:
+    async def _exchange(
+        self, request: httpx.Request, budget: float, cut: bool
+    ) -> tuple[httpx.Response, bytes]:
         """One try, the whole answer read, cancelled after `budget` seconds (httpx's
         timeouts bound each read, not the answer): httpx.ReadTimeout, retried as a
         dropped connection is, or DeadlinePassed when a wait's deadline set the budget
-        (see Client._exchange)."""
+        (see Client._exchange). The body is read as it streams in, at most
+        max_answer_bytes of it (AnswerTooLarge past that, as Client does)."""
         if cut and budget <= 0:
             raise calls.DeadlinePassed
         bound = asyncio.timeout(budget)
         try:
             async with bound:
-                return await self._http.send(request, follow_redirects=False)
+                response = await self._http.send(request, stream=True, follow_redirects=False)
+                try:
+                    limit = self.max_answer_bytes
+                    body = calls.answer_buffer(response.headers, limit, self.url)
+                    async for chunk in response.aiter_bytes():
+                        calls.take(body, chunk, limit, self.url)
+                finally:
+                    await response.aclose()
+                return response, bytes(body)
         except httpx.ReadTimeout:  # httpx's per-read timeout, first: "timed out", no bound
             raise httpx.ReadTimeout(calls.no_answer(budget), request=request) from None
         except TimeoutError:

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from spool_client.errors import UnexpectedResponse
+from spool_client.errors import AnswerTooLarge, UnexpectedResponse
 from spool_client.retry import RetryPolicy
 
 URL_VARIABLE = "SPOOL_URL"
@@ -409,6 +409,36 @@ def early_nap(asked: float, took: float, nap: float) -> float:
     return 0.0 if took >= asked / 2 else nap
 
 
+# The most of one answer a client reads (its body, decoded): Spool's largest answers (a
+# page of jobs with 256 KiB results) stay well below; a wrong URL's file or an endless
+# body is cut here instead of filling the process's memory.
+DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+
+def answer_bound(value: int) -> int:
+    """`max_answer_bytes` checked: a whole number of bytes above 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_answer_bytes is a whole number of bytes above 0, not {value!r}")
+    return value
+
+
+def answer_buffer(headers: Mapping[str, str], limit: int, url: str) -> bytearray:
+    """The buffer for an answer's body; AnswerTooLarge at once if its Content-Length is
+    past `limit` (nothing of the body is read)."""
+    declared = headers.get("content-length", "").strip()
+    if declared.isdigit() and int(declared) > limit:
+        raise AnswerTooLarge(shown_url(url), limit)
+    return bytearray()
+
+
+def take(body: bytearray, chunk: bytes, limit: int, url: str) -> None:
+    """Add a piece of the body; AnswerTooLarge once it passes `limit`: an answer without
+    a length, or longer than it said, is cut as it streams in, never read whole."""
+    body += chunk
+    if len(body) > limit:
+        raise AnswerTooLarge(shown_url(url), limit)
+
+
 @dataclass(frozen=True)
 class Options:
     """What Client and AsyncClient are built from, checked once for both."""
@@ -418,6 +448,7 @@ class Options:
     timeout: float
     retry: RetryPolicy
     batch_size: int
+    max_answer_bytes: int
 
 
 def client_options(
@@ -426,11 +457,17 @@ def client_options(
     timeout: float,
     retry: RetryPolicy | None,
     batch_size: int | None,
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
 ) -> Options:
     base, key = settings(url, key)
     checked = seconds("timeout", timeout, allow_none=False) or 0.0
     if not 0 < checked < float("inf"):
         raise ValueError(f"timeout is a number of seconds above 0, not {timeout!r}")
     return Options(
-        base, key, checked, retry or RetryPolicy(), positive_batch(batch_size) or DEFAULT_BATCH
+        base,
+        key,
+        checked,
+        retry or RetryPolicy(),
+        positive_batch(batch_size) or DEFAULT_BATCH,
+        answer_bound(max_answer_bytes),
     )

@@ -49,8 +49,10 @@ class Client:
     top); a try that runs out is retried like a dropped connection. wait() ends
     within its own timeout however the server answers (docs/client.md,
     "Timeouts"). retry decides which failures are tried again; pass
-    `RetryPolicy(attempts=1)` to see every failure at once. http lets you bring
-    your own httpx.Client (proxies, TLS, a test transport); it is not closed here.
+    `RetryPolicy(attempts=1)` to see every failure at once. max_answer_bytes
+    bounds each answer's body (64 MiB by default): one past it is AnswerTooLarge,
+    read no further. http lets you bring your own httpx.Client (proxies, TLS, a
+    test transport); it is not closed here.
     """
 
     def __init__(
@@ -61,11 +63,13 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         retry: RetryPolicy | None = None,
         batch_size: int | None = None,
+        max_answer_bytes: int = calls.DEFAULT_MAX_ANSWER_BYTES,
         http: httpx.Client | None = None,
     ) -> None:
-        options = calls.client_options(url, key, timeout, retry, batch_size)
+        options = calls.client_options(url, key, timeout, retry, batch_size, max_answer_bytes)
         self.url, self.key, self.timeout = options.url, options.key, options.timeout
         self.retry, self.batch_size = options.retry, options.batch_size
+        self.max_answer_bytes = options.max_answer_bytes
         self._own_http = http is None
         self._http = http or httpx.Client(timeout=timeout)
         self._headers = calls.headers(self.key)
@@ -163,9 +167,9 @@ class Client:
         try:
             response = self._http.send(request, stream=True, follow_redirects=False)
             try:
-                body = bytearray()
+                body = calls.answer_buffer(response.headers, self.max_answer_bytes, self.url)
                 for chunk in response.iter_bytes():
-                    body += chunk
+                    calls.take(body, chunk, self.max_answer_bytes, self.url)
                     if time.monotonic() - began > budget:
                         raise httpx.ReadTimeout("", request=request)
             finally:
@@ -199,11 +203,11 @@ class Client:
             try:
                 response = self._http.send(request, stream=True, follow_redirects=False)
                 try:
-                    body = bytearray()
+                    body = calls.answer_buffer(response.headers, self.max_answer_bytes, self.url)
                     for chunk in response.iter_bytes():
                         if abandoned.is_set():
                             return  # closed below: the connection is dropped, not reused
-                        body += chunk
+                        calls.take(body, chunk, self.max_answer_bytes, self.url)
                 finally:
                     response.close()
                 outcome.append((response, bytes(body)))

@@ -42,6 +42,19 @@ class UnexpectedResponse(SpoolClientError):
         return cls(None, "application/json", "the server", what)
 
 
+class AnswerTooLarge(SpoolClientError):
+    """An answer longer than the client's `max_answer_bytes`, refused as it streamed in
+    (or at once when its Content-Length said so), never retried: no route answers that
+    much, so the URL is probably not a Spool server, or the server misbehaves."""
+
+    def __init__(self, url: str, limit: int) -> None:
+        super().__init__(
+            f"{url} sent an answer of more than {limit} bytes, the client's max_answer_bytes: "
+            "is it a Spool server's address? (pass a larger max_answer_bytes if it is)"
+        )
+        self.limit = limit
+
+
 class WaitTimeout(SpoolClientError):
     """`wait()` ran out of time before the job finished; `.job` is its last state,
     None when the server gave no answer in time (`.job_id` names the job either way)."""
