@@ -354,7 +354,7 @@ def test_no_input_answers_500(api: Api, body: bytes) -> None:
     "overrides",
     [
         {"api_keys": "key-a-0123456789=tenant a"},  # a tenant name with a space
-        {"api_keys": "same-key-000000=one,same-key-000000=two"},  # one key, two tenants
+        {"api_keys": "same-key-0000000000=one,same-key-0000000000=two"},  # one key, two tenants
         {"extra": {"SPOOL_CACHE_RECHECK": "soon"}},  # a number that is not one
     ],
     ids=["bad-tenant", "duplicate-key", "bad-number"],

@@ -310,7 +310,7 @@ def sched_api(tmp_path) -> Iterator[tuple[Api, Runtime]]:
 
     settings = settings_for(
         tmp_path,
-        api_keys=f"{KEY_A}=tenant-a,sys-key-123456=_system",
+        api_keys=f"{KEY_A}=tenant-a,sys-key-0123456789=_system",
         extra={"SPOOL_SCHEDULES": SCHEDULES},
     )
     with installed(settings) as rt, Client(spool_app.app, stage_name="local") as client:
@@ -333,7 +333,7 @@ def test_schedules_show_next_run_and_last_jobs_to_the_system_tenant(
     tenant_view = api.get("/ui/api/schedules").json
     # Was: every tenant's key listed the operator's schedules (name, type, queue, cadence).
     assert tenant_view == {"schedules": [], "jobs_visible": False, "system_tenant": "_system"}
-    system = api.get("/ui/api/schedules", key="sys-key-123456").json
+    system = api.get("/ui/api/schedules", key="sys-key-0123456789").json
     [row] = system["schedules"]
     assert (row["name"], row["type"], row["when"]) == ("nightly", "echo", "every 60s")
     assert row["next_run"] and system["jobs_visible"] and len(row["last_runs"]) == 5
