@@ -250,3 +250,31 @@ def test_the_schedule_releases_due_jobs_to_sqs_instead_of_draining(tmp_path: Pat
         assert attrs["ApproximateNumberOfMessages"] == "1"  # now_job, at once
         assert attrs["ApproximateNumberOfMessagesDelayed"] == "1"  # far, when due
         assert state(rt, far) is JobState.QUEUED
+
+
+def test_a_batch_whose_claim_is_throttled_part_way_runs_every_job_once(rt: Runtime) -> None:
+    """DynamoDB throttles the claim of the second job of a batch, after the first was
+    claimed: the first still runs in this invocation (it was left `running`, unrun,
+    its attempt spent by the reaper) and the second, whose message the batch
+    acknowledges, runs from the id the store sent again; one attempt each."""
+    from botocore.exceptions import ClientError
+
+    first, second = enqueue(rt), enqueue(rt)
+    throttled: list[str] = []
+
+    def throttle(params: dict[str, Any], **_: Any) -> None:
+        if "ConditionExpression" in params and second in str(params.get("Key")) and not throttled:
+            throttled.append(second)
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
+            raise ClientError({"Error": error}, "UpdateItem")
+
+    store_of(rt).ddb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", throttle)
+    p = poller(rt)
+    batch = p.poll_once()
+    assert throttled and (batch.received, batch.deleted, batch.failed) == (2, 2, 0)
+    assert state(rt, first) is JobState.SUCCEEDED
+    again = p.poll_once()  # the second job's id, sent again by the store
+    assert again.received == 1 and state(rt, second) is JobState.SUCCEEDED
+    for job_id in (first, second):
+        job = rt.store.get(job_id)
+        assert job is not None and job.attempts == 1

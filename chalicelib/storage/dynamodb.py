@@ -1066,7 +1066,15 @@ class DynamoStore:
         else:
             candidates = iter(dict.fromkeys(ids))
         for job_id in candidates:
-            job = self._claim_one(job_id, now, expires, queues, by_id=ids is not None)
+            try:
+                job = self._claim_one(job_id, now, expires, queues, by_id=ids is not None)
+            except Exception as exc:
+                if not claimed:
+                    raise
+                # Not consumed for a due claim: the rest of that iterator is more reads.
+                unclaimed = [job_id, *candidates] if ids is not None else []
+                self._claim_cut_short(exc, claimed, unclaimed, now)
+                break
             if job is not None:
                 claimed.append(job)
                 if len(claimed) >= limit:
@@ -1138,13 +1146,38 @@ class DynamoStore:
                         claimed.append(job)
                 else:
                     one_by_one.append(job_id)  # changed since the read: decide on a fresh look
-        for job_id in [*one_by_one, *expired]:
+        rest = [*one_by_one, *expired]
+        for position, job_id in enumerate(rest):
             if len(claimed) >= limit:
                 break
-            job = self._claim_one(job_id, now, expires, queues, by_id=True)
+            try:
+                job = self._claim_one(job_id, now, expires, queues, by_id=True)
+            except Exception as exc:
+                if not claimed:
+                    raise
+                self._claim_cut_short(exc, claimed, rest[position:], now)
+                break
             if job is not None:
                 claimed.append(job)
         return claimed
+
+    def _claim_cut_short(
+        self, exc: Exception, claimed: Sequence[Job], unclaimed: Sequence[str], now: int
+    ) -> None:
+        """A claim's later write failed (throttled, say) after earlier ones had claimed
+        jobs: those are handed to the worker rather than lost with a raise (each is
+        `running`, an attempt spent; raised, no worker ran them, their redelivered
+        messages were dropped as leased, and the reaper spent the attempt, dead at the
+        last one with its handler never run). The named jobs not yet claimed get their
+        ids sent again, since the caller acknowledges the messages of jobs it did not
+        claim as redundant; a send SQS refuses is left to release_due."""
+        log.warning(
+            "a claim stopped after %d jobs (%s); %d named jobs not claimed are sent again",
+            len(claimed),
+            _why(exc),
+            len(unclaimed),
+        )
+        self._send([(job_id, now) for job_id in unclaimed], now)
 
     def _claim_update(
         self, job_id: str, item: Mapping[str, AttributeValueTypeDef], now: int, expires: int
