@@ -84,3 +84,30 @@ def test_a_held_job_is_sent_back_while_its_batch_mates_still_run(rt: Runtime) ->
     assert results[0].received == 3 and results[0].failed == 0
     held = [i for i in ids if state(rt, i) is JobState.QUEUED]
     assert len(held) == 1 and rt.store.get(held[0]).attempts == 0  # type: ignore[union-attr]
+
+
+def test_a_throttled_read_after_a_limited_claim_does_not_strand_its_jobs(rt: Runtime) -> None:
+    """A claim under a limit writes its jobs `running` in one transaction, then reads them
+    back. DynamoDB throttling that read once raised out of the claim: the job sat
+    `running`, its attempt spent and its handler never run, its message redelivered
+    only to be dropped as leased, until the reaper spent the attempt. Found driving
+    run_jobs on moto_server with a fault-injecting botocore hook."""
+    from botocore.exceptions import ClientError
+
+    job_id = enqueue(rt)
+    last = {"op": "", "throttled": False}
+
+    def throttle(model: Any, **_: Any) -> None:
+        after_claim = model.name == "BatchGetItem" and last["op"] == "TransactWriteItems"
+        if after_claim and not last["throttled"]:
+            last["throttled"] = True
+            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}
+            raise ClientError({"Error": error}, "BatchGetItem")
+        last["op"] = model.name
+
+    store_of(rt).ddb.meta.events.register("before-call.dynamodb.*", throttle)
+    batch = poller(rt).poll_once()
+    assert last["throttled"]
+    assert (batch.received, batch.deleted, batch.failed) == (1, 1, 0)
+    job = rt.store.get(job_id)
+    assert job is not None and job.state is JobState.SUCCEEDED and job.attempts == 1

@@ -15,7 +15,9 @@ and limits.fair_pick choose, then writes the claimed jobs and every limit or
 turns item it took room from in ONE TransactWriteItems, each item conditional
 on the version read and each job on still being due and waiting. Two workers
 that read the same version cannot both commit, so together they never exceed a
-concurrency limit or a rate; the loser reads again (bounded retries).
+concurrency limit or a rate; the loser reads again (bounded retries). The winner
+reads its claimed jobs back (a transaction returns no items), trying that read
+again when it fails: the claim has committed, and a raise would strand its jobs.
 
 Finish, reap and cancel do not touch the limit items: ``run`` is pruned lazily.
 A claim that could be held back by a concurrency limit first checks the jobs in
@@ -47,7 +49,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import StoreNotMigrated, StoreUnavailable
 from chalicelib.limits import (
@@ -111,6 +113,8 @@ BUCKET_KEEP_SECONDS = 3600  # a bucket item outlives the moment it is full again
 # A claim with limits writes its jobs and the limit items in one transaction; up to
 # two limit keys per job, so 32 jobs always fit, and most policies leave room for more.
 MIN_ROUND = 32
+# Tries of the read that follows a committed claim (see PolicyClaim._read_claimed).
+READ_BACK_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -610,7 +614,7 @@ class PolicyClaim:
     def _read_back(self, chosen: list[Candidate], tokens: list[str]) -> list[Job]:
         """The claimed records (a transaction returns none): one consistent BatchGetItem."""
         self.skip.update(c.id for c in chosen)
-        found = self.store._batch_get([job_key(c.id) for c in chosen])
+        found = self._read_claimed([job_key(c.id) for c in chosen])
         by_id = {job_id_of(i): i for i in found.values()}
         jobs: list[Job] = []
         for candidate, token in zip(chosen, tokens, strict=True):
@@ -622,6 +626,20 @@ class PolicyClaim:
             if job is not None:
                 jobs.append(job)
         return jobs
+
+    def _read_claimed(self, keys: Sequence[Mapping[str, AttributeValueTypeDef]]) -> dict[str, Item]:
+        """The read-back, tried again (with the transactions' backoff) when DynamoDB
+        throttles or fails it: the claim has committed, an attempt spent on each job,
+        and a raise here stranded them all (`running` with no worker to run them, their
+        redelivered messages dropped as leased, until the reaper spent the attempt:
+        dead at the last one, the handler never run)."""
+        for attempt in range(READ_BACK_ATTEMPTS - 1):
+            try:
+                return self.store._batch_get(keys)
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("reading %d claimed jobs back failed (%s); again", len(keys), exc)
+                self.store._tx.backoff(attempt)
+        return self.store._batch_get(keys)
 
 
 def _key_after(
