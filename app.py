@@ -9,6 +9,7 @@ loads this module stays cheap (`python -X importtime -c "import app"`).
 from __future__ import annotations
 
 import os
+from base64 import b64decode
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, CloudWatchEvent, Rate, Response, SQSEvent
@@ -57,7 +58,7 @@ def _handle(operation: str, **params: str) -> Response:
     request = app.current_request
     assert request is not None
     event = request.to_original_event()
-    body, body_error = _body(request)
+    body, body_error = _body(request, event)
     headers = request.headers
     result = handle(
         operation,
@@ -111,15 +112,20 @@ def _repeated_headers(event: dict[str, Any]) -> frozenset[str]:
     return frozenset(name for name, seen in values.items() if len(seen) > 1)
 
 
-def _body(request: Any) -> tuple[bytes, str | None]:
-    """The body's bytes, or why there are none: chalice decodes a body the event marks
-    isBase64Encoded when asked for it, and raises (a 500) when it is not base64."""
+def _body(request: Any, event: dict[str, Any]) -> tuple[bytes, str | None]:
+    """The body's bytes, or why there are none. A body the event marks isBase64Encoded
+    is decoded strictly: chalice's b64decode drops every character outside the
+    alphabet, so "!!!" read as an empty body and junk around a valid body was ignored."""
+    if event.get("isBase64Encoded"):
+        given = event.get("body")
+        try:
+            return (b64decode(given, validate=True) if given is not None else b""), None
+        except ValueError:  # binascii.Error, or a str holding more than ASCII
+            return b"", "the request body is marked base64-encoded but is not valid base64"
     try:
         raw = request.raw_body or b""
     except UnicodeError:  # a text body holding a lone surrogate: no UTF-8 spells it
         return b"", "request body is not UTF-8: send JSON encoded as UTF-8"
-    except ValueError:  # binascii.Error is a ValueError
-        return b"", "the request body is marked base64-encoded but is not valid base64"
     return (raw.encode("utf-8") if isinstance(raw, str) else raw), None
 
 
