@@ -18,9 +18,51 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 
+_event_checks: Any = None
+
+
+class SpoolChalice(Chalice):
+    """Chalice, refusing with a 400 an API Gateway event its routes cannot read
+    (chalicelib/api/gateway_event.py) instead of raising or answering 500 on it. The
+    values inside it are looked at only when the answer was already a refusal or a
+    failure: a well-formed request pays for the few steps of shape_problem alone."""
+
+    def __call__(self, event: Any, context: Any) -> dict[str, Any]:
+        global _event_checks
+        if _event_checks is None:
+            from chalicelib.api import gateway_event
+
+            _event_checks = gateway_event
+        why = _event_checks.shape_problem(event, self.routes)
+        if why is None:
+            try:
+                answer: dict[str, Any] = super().__call__(event, context)
+            except Exception:
+                why = _event_checks.value_problem(event)
+                if why is None:
+                    raise
+            else:
+                if answer["statusCode"] < 400:
+                    return answer
+                why = _event_checks.value_problem(event)
+                if why is None:
+                    return answer
+        return self._refuse(why)
+
+    def _refuse(self, why: str) -> dict[str, Any]:
+        from chalicelib.api.errors import error_body, log
+        from chalicelib.api.http import API_HEADERS, dumps
+
+        log.warning("refused a Lambda event: %s", why)
+        headers: dict[str, str | list[str]] = {**API_HEADERS, "Content-Type": "application/json"}
+        refusal = Response(dumps(error_body("bad_request", why)), headers, status_code=400)
+        answer: dict[str, Any] = refusal.to_dict(self.api.binary_types)
+        return answer
+
+
 # configure_logs=False: Chalice would give the "spool" logger a stdout handler of its own
 # and stop it propagating, swallowing every spool.* line; chalicelib/logs.py sets up logging.
-app = Chalice(app_name="spool", configure_logs=False)
+app = SpoolChalice(app_name="spool", configure_logs=False)
 
 # `chalice local` refuses a misspelt SPOOL_* variable, and a setting the HTTP edge
 # refuses (a malformed SPOOL_API_KEYS), as `spool serve` does. Only when the chalice
@@ -60,16 +102,17 @@ def _handle(operation: str, **params: str) -> Response:
     event = request.to_original_event()
     body, body_error = _body(request, event)
     headers = request.headers
+    plain = _plain(headers)
     result = handle(
         operation,
         http.ApiRequest(
-            headers=_plain(headers),
+            headers=plain,
             query=request.query_params or {},
             body=body,
             base_path=_base_path(request.context, event.get("path")),
             client=_client_address(http, request.context, headers),
             body_error=body_error,
-            repeated=_repeated_headers(event),
+            repeated=_repeated_headers(event, plain),
         ),
         **params,
     )
@@ -101,15 +144,25 @@ def _client_address(http: Any, context: dict[str, Any], headers: Any) -> str:
 _NOT_REPEATED: frozenset[str] = frozenset()
 
 
-def _repeated_headers(event: dict[str, Any]) -> frozenset[str]:
-    """Header names (lower-case) the event's multiValueHeaders give different values."""
+def _repeated_headers(event: dict[str, Any], headers: Any) -> frozenset[str]:
+    """Header names (lower-case) the event's multiValueHeaders give different values,
+    and the key's when `headers` holds another than multiValueHeaders: API Gateway puts
+    the last of a header's values there, so an event whose two disagree names two keys,
+    as a key given twice does. (The key alone is compared: it picks the tenant, and a
+    walk of every header cost each request more than the rest of this shell.)"""
     given = event.get("multiValueHeaders")
     if not given:
         return _NOT_REPEATED
     values: dict[str, set[str]] = {}
     for name, each in given.items():
         values.setdefault(str(name).lower(), set()).update(each or ())
+    keys = values.get(_KEY)
+    if keys is not None:
+        keys.add(headers.get(_KEY) or "")
     return frozenset(name for name, seen in values.items() if len(seen) > 1)
+
+
+_KEY = "x-api-key"
 
 
 def _body(request: Any, event: dict[str, Any]) -> tuple[bytes, str | None]:
