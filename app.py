@@ -142,27 +142,36 @@ def _client_address(http: Any, context: dict[str, Any], headers: Any) -> str:
 
 
 _NOT_REPEATED: frozenset[str] = frozenset()
+_KEY = "x-api-key"
 
 
 def _repeated_headers(event: dict[str, Any], headers: Any) -> frozenset[str]:
-    """Header names (lower-case) the event's multiValueHeaders give different values,
-    and the key's when `headers` holds another than multiValueHeaders: API Gateway puts
-    the last of a header's values there, so an event whose two disagree names two keys,
-    as a key given twice does. (The key alone is compared: it picks the tenant, and a
-    walk of every header cost each request more than the rest of this shell.)"""
+    """Header names (lower-case) the event gives different values. API Gateway puts
+    the last of a header's values in `headers` and all of them in multiValueHeaders;
+    for the key, which picks the tenant, `headers` is compared too (an event whose two
+    disagree names two keys) and a value holding commas is that many keys, as `spool
+    serve` reads one (its server cannot tell one line "a, b" from two lines): one key
+    given more than once is taken as once, different keys are refused."""
     given = event.get("multiValueHeaders")
-    if not given:
+    key = headers.get(_KEY)
+    if not given and (key is None or "," not in key):
         return _NOT_REPEATED
     values: dict[str, set[str]] = {}
-    for name, each in given.items():
-        values.setdefault(str(name).lower(), set()).update(each or ())
-    keys = values.get(_KEY)
-    if keys is not None:
-        keys.add(headers.get(_KEY) or "")
+    keys: set[str] = set()
+    for name, each in (given or {}).items():
+        lower = str(name).lower()
+        if lower == _KEY:
+            for value in each or ():
+                keys.update(part.strip() for part in str(value).split(","))
+        else:
+            values.setdefault(lower, set()).update(each or ())
+    if key is not None:
+        parts = [part.strip() for part in key.split(",")]
+        keys.update(parts)
+        if len(parts) > 1 and isinstance(headers, dict):
+            headers[_KEY] = parts[-1]  # the one `spool serve` reads
+    values[_KEY] = keys
     return frozenset(name for name, seen in values.items() if len(seen) > 1)
-
-
-_KEY = "x-api-key"
 
 
 def _body(request: Any, event: dict[str, Any]) -> tuple[bytes, str | None]:
