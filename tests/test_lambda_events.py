@@ -121,6 +121,7 @@ MALFORMED = {
         ),
         "identity",
     ),
+    "a resource no route has": (proxy_event(resource="/nowhere"), "resourcePath"),
     "no body key": (_without("body"), "body"),
     "no headers key": (_without("headers"), "headers"),
     "no query key": (

@@ -56,7 +56,10 @@ def shape_problem(event: Any, routes: Mapping[str, Mapping[str, Any]]) -> str | 
         return PREFIX + f"body is {type(body).__name__}, not a string or null"
     if type(event.get("isBase64Encoded", False)) is not bool:
         return PREFIX + "isBase64Encoded is not true or false"
-    entry = routes.get(resource, {}).get(method)
+    entries = routes.get(resource)
+    if entries is None:  # chalice answered 405 with an empty Allow
+        return PREFIX + f"requestContext.resourcePath {resource[:200]!r} is no route of this API"
+    entry = entries.get(method)
     if entry is not None and entry.view_args:
         params = event["pathParameters"] or {}
         for name in entry.view_args:
