@@ -162,16 +162,22 @@ def _repeated_headers(event: dict[str, Any], headers: Any) -> frozenset[str]:
         lower = str(name).lower()
         if lower == _KEY:
             for value in each or ():
-                keys.update(part.strip() for part in str(value).split(","))
+                keys.update(_keys(value))
         else:
             values.setdefault(lower, set()).update(each or ())
     if key is not None:
-        parts = [part.strip() for part in key.split(",")]
+        parts = _keys(key)
         keys.update(parts)
         if len(parts) > 1 and isinstance(headers, dict):
             headers[_KEY] = parts[-1]  # the one `spool serve` reads
     values[_KEY] = keys
     return frozenset(name for name, seen in values.items() if len(seen) > 1)
+
+
+def _keys(value: Any) -> list[str]:
+    """The keys one X-API-Key value names: several when it holds commas."""
+    text = str(value)
+    return [part.strip() for part in text.split(",")] if "," in text else [text]
 
 
 def _body(request: Any, event: dict[str, Any]) -> tuple[bytes, str | None]:

@@ -23,8 +23,7 @@ from typing import Any
 PREFIX = "not an API Gateway REST proxy event: "
 # The keys chalice's Request reads with event[...]: each must be present, maybe null.
 _REQUIRED = ("headers", "multiValueQueryStringParameters", "pathParameters", "stageVariables")
-# The parts that are null or an object.
-_OBJECTS = (*_REQUIRED, "multiValueHeaders")
+_MISSING: Any = object()
 
 
 def shape_problem(event: Any, routes: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -43,12 +42,14 @@ def shape_problem(event: Any, routes: Mapping[str, Mapping[str, Any]]) -> str | 
     if identity is not None and not isinstance(identity, dict):
         return PREFIX + "requestContext.identity is not an object"
     for name in _REQUIRED:
-        if name not in event:
-            return PREFIX + f"it has no {name} (null when empty)"
-    for name in _OBJECTS:
-        part = event.get(name)
+        part = event.get(name, _MISSING)
         if part is not None and not isinstance(part, dict):
+            if part is _MISSING:
+                return PREFIX + f"it has no {name} (null when empty)"
             return PREFIX + f"{name} is not an object"
+    many = event.get("multiValueHeaders")
+    if many is not None and not isinstance(many, dict):
+        return PREFIX + "multiValueHeaders is not an object"
     if "body" not in event:
         return PREFIX + "it has no body (null when empty)"
     body = event["body"]
