@@ -97,6 +97,32 @@ def test_backlog_quota_counts_waiting_jobs_only(limited: tuple[Api, Runtime]) ->
     assert stored(rt) == 4
 
 
+BACKLOG_3 = {"SPOOL_TENANT_LIMITS": json.dumps({TENANT_A: {"backlog": 3}})}
+
+
+@pytest.mark.parametrize("limited", [BACKLOG_3], indirect=True)
+def test_a_batch_that_does_not_fit_the_backlog_s_room_says_so(
+    limited: tuple[Api, Runtime],
+) -> None:
+    """One job waiting of 3: the backlog is not full, a batch of 3 just does not fit.
+    The refusal names the batch and the room left (a client can send the 2 that fit),
+    and stores none of the batch."""
+    api, rt = limited
+    api.enqueue({"type": "echo", "payload": {}})
+    over = api.post("/enqueue", {"jobs": [{"type": "echo", "payload": {}}] * 3})
+    assert over.status == 429 and over.header("Retry-After")
+    error = over.json["error"]
+    assert "full" not in error["message"]
+    assert "3 jobs" in error["message"] and "room for 2" in error["message"]
+    assert error["details"] == {"waiting": 1, "backlog": 3, "jobs": 3}
+    assert stored(rt) == 1
+    assert api.post("/enqueue", {"jobs": [{"type": "echo", "payload": {}}] * 2}).status == 201
+    full = api.post("/enqueue", {"type": "echo", "payload": {}})
+    assert full.status == 429 and "backlog is full" in full.json["error"]["message"]
+    assert full.json["error"]["details"] == {"waiting": 3, "backlog": 3}
+    assert stored(rt) == 3
+
+
 def dead_jobs(rt: Runtime, n: int) -> list[str]:
     """n dead jobs of tenant A (enqueued past the HTTP edge: the quota holds 2)."""
     from chalicelib.service import EnqueueRequest

@@ -102,7 +102,7 @@ class EnqueueGate:
             waiting = self._waiting(tenant)
             room = limit.backlog - waiting
             if room < max(1, exact or 0):
-                raise self._backlog_full(waiting, limit.backlog)
+                raise self._backlog_full(waiting, limit.backlog, exact or 1)
             yield room
 
     def _waiting(self, tenant: str) -> int:
@@ -110,12 +110,24 @@ class EnqueueGate:
         return sum(n for (_, state), n in counts.items() if state in WAITING)
 
     @staticmethod
-    def _backlog_full(waiting: int, backlog: int) -> RateLimited:
+    def _backlog_full(waiting: int, backlog: int, jobs: int = 1) -> RateLimited:
+        """The 429 for a request the backlog has no room for. A batch refused while
+        some room is left says so, with the room: "backlog is full" there sent users
+        looking for jobs that were not waiting, when the fix was a smaller batch."""
+        room = backlog - waiting
+        if room <= 0 or jobs <= 1:
+            return RateLimited(
+                f"tenant backlog is full: {waiting} jobs waiting, at most "
+                f"{backlog}; retry when some have run",
+                retry_after=5,
+                details={"waiting": waiting, "backlog": backlog},
+            )
         return RateLimited(
-            f"tenant backlog is full: {waiting} jobs waiting, at most "
-            f"{backlog}; retry when some have run",
+            f"this request's {jobs} jobs do not fit the tenant's backlog: {waiting} "
+            f"waiting, at most {backlog} (room for {room}); send at most {room}, or "
+            "retry when some have run",
             retry_after=5,
-            details={"waiting": waiting, "backlog": backlog},
+            details={"waiting": waiting, "backlog": backlog, "jobs": jobs},
         )
 
     def _backlog_lock(self, tenant: str) -> threading.Lock:
@@ -148,7 +160,7 @@ class EnqueueGate:
         if limit.backlog is not None:
             waiting = self._waiting(tenant)
             if waiting + jobs > limit.backlog:
-                raise self._backlog_full(waiting, limit.backlog)
+                raise self._backlog_full(waiting, limit.backlog, jobs)
         if bucket is None:
             return
         rate, burst = bucket
