@@ -104,7 +104,9 @@ def claim_policy(settings: Settings, declared: tuple[Limit, ...] = ()) -> ClaimP
             table[key] = _limit(key, body)
     weights: dict[str, int] = {}
     for tenant, weight in _object(settings, WEIGHTS).items():
-        weights[tenant] = _whole(WEIGHTS, repr(tenant), "the weight", weight, 1000)
+        weights[_tenant(WEIGHTS, tenant)] = _whole(
+            WEIGHTS, repr(tenant), "the weight", weight, 1000
+        )
     policy = ClaimPolicy(tuple(table.values()), settings.flag(FAIR), weights)
     return policy if policy.active else None
 
@@ -165,12 +167,26 @@ def _tenant_limit(where: str, body: Any, base: TenantLimit) -> TenantLimit:
     return out
 
 
+def _tenant(name: str, tenant: str) -> str:
+    """An entry's tenant, which must be a name SPOOL_API_KEYS could give a key (the
+    queue names' alphabet): "acme " with a stray space was taken, never matched, and
+    left the tenant it meant without its limit or weight."""
+    if not QUEUE_NAME.fullmatch(tenant):
+        raise ValueError(
+            f"{name}: {tenant!r} is no tenant's name: a key's tenant is 1-64 of [A-Za-z0-9_.:-]"
+        )
+    return tenant
+
+
 def tenant_limits(settings: Settings) -> TenantLimits:
     data = _object(settings, TENANT_LIMITS)
     default = _tenant_limit('"*"', data.pop("*", {}), TenantLimit())
     return TenantLimits(
         default,
-        {tenant: _tenant_limit(repr(tenant), body, default) for tenant, body in data.items()},
+        {
+            _tenant(TENANT_LIMITS, tenant): _tenant_limit(repr(tenant), body, default)
+            for tenant, body in data.items()
+        },
     )
 
 

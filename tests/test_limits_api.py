@@ -480,3 +480,26 @@ def test_concurrent_enqueues_cannot_pass_the_backlog_quota(tmp_path: Path) -> No
     assert sorted(answers) == ["refused"] * 3 + ["stored"] * 5
     assert sum(store.state_counts("t").values()) == 5
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("SPOOL_TENANT_LIMITS", {"acme ": {"backlog": 5}}, "'acme '"),
+        ("SPOOL_TENANT_LIMITS", {"": {"rate": "1/s"}}, "''"),
+        ("SPOOL_TENANT_WEIGHTS", {"acme corp": 3}, "'acme corp'"),
+    ],
+)
+def test_a_tenant_no_key_could_belong_to_is_refused_at_start(
+    tmp_path: Path, name: str, value: dict[str, Any], named: str
+) -> None:
+    """An entry for a tenant name SPOOL_API_KEYS refuses ("acme " with its stray space)
+    could never apply: it was taken silently, and the tenant it meant had no limit."""
+    from chalicelib.config import ConfigError
+    from chalicelib.limit_settings import validate
+
+    settings = settings_for(tmp_path, extra={name: json.dumps(value)})
+    with pytest.raises(ConfigError) as refused:
+        validate(settings)
+    message = str(refused.value)
+    assert name in message and named in message and "A-Za-z0-9_.:-" in message
