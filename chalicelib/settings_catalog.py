@@ -343,7 +343,9 @@ CATALOG: tuple[Setting, ...] = (
             "checked one request at a time per API process, so across processes it can be "
             "passed by the jobs of requests arriving together). A job whose idempotency key "
             "is already stored is a repeat: it spends no token and no backlog room, and is "
-            'answered even past the limits. `"*"` is every tenant without an entry of its own.'
+            'answered even past the limits. `"*"` is every tenant without an entry of its own; '
+            "an entry for a name no tenant can have (SPOOL_API_KEYS' alphabet) is refused "
+            "at start."
         ),
         group=_API,
     ),
@@ -577,7 +579,10 @@ CATALOG: tuple[Setting, ...] = (
         type=JSON,
         default=None,
         read_by="chalicelib/limit_settings.py",
-        meaning='Turns per round under SPOOL_FAIR_TENANTS: `{"acme": 3}` (1-1000; default 1).',
+        meaning=(
+            'Turns per round under SPOOL_FAIR_TENANTS: `{"acme": 3}` (1-1000; default 1). '
+            "A name no tenant can have (SPOOL_API_KEYS' alphabet) is refused at start."
+        ),
         group=_WORKER,
     ),
     Setting(
