@@ -13,6 +13,14 @@ not resolved to a tenant here (that costs a store read on the loop thread, and a
 wrong key is a caller of its own), and no raw key is kept. Requests without a key
 share one lane. It is a deque for waitress's ThreadedTaskDispatcher: `append`,
 `popleft`, `len`; every call is made under the dispatcher's lock.
+
+Turns alone still let a flood hold every thread: another caller's request then
+waits for one of the flood's slow requests to end (0.3 to 1.1 s behind 200 pages
+of 1,000 jobs on 16 threads). So a lane may also run at most `cap` requests at
+once (`threads - reserve_for(threads)`): the pool's handler takes only from lanes
+below it (`take`, `ready`), and a lane's finished request (`done`) makes it
+eligible again. `popleft`, `len` and `bool` ignore the cap: they are what a
+shutdown's cancel uses, and it must reach every waiting request.
 """
 
 from __future__ import annotations
@@ -43,14 +51,28 @@ def lane_of(channel: Any) -> bytes:
     return hashlib.blake2b(raw, digest_size=16, key=_SALT).digest()
 
 
+def reserve_for(threads: int) -> int:
+    """Threads no one lane may hold, so another caller's request starts at once.
+
+    One of a small pool (up to 4: one is already a quarter of it), two of a larger
+    one (16 by default: two other callers start at once, a lone flood keeps 14);
+    none of a single thread, which must serve everything."""
+    if threads <= 1:
+        return 0
+    return 1 if threads <= 4 else 2
+
+
 class FairQueue:
     """A FIFO per lane, popped round robin: the lane served last goes to the back."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int | None = None) -> None:
         self._lanes: collections.OrderedDict[bytes, collections.deque[Any]] = (
             collections.OrderedDict()
         )
         self._size = 0
+        # At most this many running per lane (None: no cap); lane -> running now.
+        self.cap = cap
+        self._running: dict[bytes, int] = {}
 
     def append(self, task: Any) -> None:
         lane = lane_of(task)
@@ -61,11 +83,47 @@ class FairQueue:
         self._size += 1
 
     def popleft(self) -> Any:
-        """The head of the first lane; that lane then waits behind the others.
-        IndexError when empty, as a deque's."""
+        """The head of the first lane, cap or not; that lane then waits behind the
+        others. IndexError when empty, as a deque's."""
         if not self._lanes:
             raise IndexError("pop from an empty FairQueue")
-        lane, waiting = next(iter(self._lanes.items()))
+        return self._pop(next(iter(self._lanes)))
+
+    def _eligible(self) -> bytes | None:
+        """The first lane in turn that is below the cap, or None."""
+        for lane in self._lanes:
+            if self.cap is None or self._running.get(lane, 0) < self.cap:
+                return lane
+        return None
+
+    def ready(self) -> bool:
+        """Whether `take` has a request to give: a waiting one in a lane below the cap."""
+        return self._eligible() is not None
+
+    def take(self) -> tuple[bytes, Any]:
+        """The next request a pool thread is to run, with its lane, counted as
+        running until `done(lane)`. IndexError when none is ready."""
+        lane = self._eligible()
+        if lane is None:
+            raise IndexError("no lane below the cap has a request waiting")
+        task = self._pop(lane)
+        self._running[lane] = self._running.get(lane, 0) + 1
+        return lane, task
+
+    def done(self, lane: bytes) -> None:
+        """A request `take` gave has ended: its lane may run another."""
+        left = self._running.get(lane, 0) - 1
+        if left > 0:
+            self._running[lane] = left
+        else:
+            self._running.pop(lane, None)
+
+    def running(self, lane: bytes) -> int:
+        """How many of a lane's requests pool threads are running now."""
+        return self._running.get(lane, 0)
+
+    def _pop(self, lane: bytes) -> Any:
+        waiting = self._lanes[lane]
         task = waiting.popleft()
         self._size -= 1
         if waiting:

@@ -35,7 +35,7 @@ from waitress import wasyncore
 from waitress.task import ThreadedTaskDispatcher
 
 from chalicelib import logs
-from local.fair_queue import FairQueue
+from local.fair_queue import FairQueue, reserve_for
 
 log = logging.getLogger("spool.http")
 
@@ -57,16 +57,54 @@ class TaskDispatcher(ThreadedTaskDispatcher):
     worker's invocation, not in it: their lines (waitress's own too) carry no id.
 
     Its queue takes turns between callers (local/fair_queue.py) instead of first
-    come, first served; waitress's own add_task, handler_thread and shutdown use
-    it unchanged, under the same lock."""
+    come, first served, and keeps a reserve of threads no one caller may hold, so
+    another's request starts without waiting for one of a flood's to end.
+    waitress's own add_task and shutdown use it unchanged, under the same lock
+    (a shutdown's cancel reaches capped requests too: `popleft` ignores the cap);
+    handler_thread is waitress's loop, taking only what is below the cap."""
 
     def __init__(self) -> None:
         super().__init__()
         self.queue: Any = FairQueue()
+        # Times a pool thread went to wait for work: a thread that found only
+        # capped requests waits like an idle one, and this shows it (no spinning).
+        self.waits = 0
+
+    def set_thread_count(self, count: int) -> None:
+        with self.lock:
+            if count > 0:
+                self.queue.cap = count - reserve_for(count)
+        super().set_thread_count(count)
 
     def handler_thread(self, thread_no: int) -> None:
+        """waitress's handler_thread, but waiting while no lane below the cap has a
+        request (not merely while the queue is empty), and counting what it runs
+        as its lane's until it ends, when a waiting thread is woken to look again."""
         logs.not_in_invocation()
-        super().handler_thread(thread_no)
+        while True:
+            with self.lock:
+                while not self.queue.ready() and self.stop_count == 0:
+                    self.active_count -= 1
+                    self.waits += 1
+                    self.queue_cv.wait()
+                    self.active_count += 1
+                if self.stop_count > 0:
+                    self.active_count -= 1
+                    self.stop_count -= 1
+                    self.threads.discard(thread_no)
+                    self.thread_exit_cv.notify()
+                    break
+                lane, task = self.queue.take()
+            try:
+                task.service()
+            except BaseException:
+                self.logger.exception("Exception when servicing %r", task)
+            finally:
+                with self.lock:
+                    self.queue.done(lane)
+                    if self.queue.ready():
+                        # This thread may be told to stop before it looks again.
+                        self.queue_cv.notify()
 
 
 class InlineTaskDispatcher(TaskDispatcher):

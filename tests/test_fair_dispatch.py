@@ -26,6 +26,8 @@ from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, installed, settings_for
 
 THREADS = 2
+# Of THREADS, how many one caller may hold (local/fair_queue.py, reserve_for).
+CAP = 1
 FLOOD = 12
 
 
@@ -142,8 +144,8 @@ def get(server: Server, path: str, key: str) -> int:
 
 
 @contextmanager
-def running(app: Callable[..., Iterable[bytes]]) -> Iterator[Server]:
-    server = Server(app, "127.0.0.1", 0, threads=THREADS, limits=HttpLimits(request_timeout=30))
+def running(app: Callable[..., Iterable[bytes]], threads: int = THREADS) -> Iterator[Server]:
+    server = Server(app, "127.0.0.1", 0, threads=threads, limits=HttpLimits(request_timeout=30))
     thread = server.start()
     try:
         yield server
@@ -158,19 +160,20 @@ def test_another_callers_request_is_served_before_a_floods_tail() -> None:
         try:
             for _ in range(FLOOD):
                 send_and_hang_up(server, "/hold", "A")
-            wait_for(lambda: queued(server) == FLOOD - THREADS, "the flood to queue")
+            wait_for(lambda: queued(server) == FLOOD - CAP, "the flood to queue")
             answered: list[int] = []
             caller_b = threading.Thread(target=lambda: answered.append(get(server, "/b", "B")))
             caller_b.start()
-            wait_for(lambda: queued(server) == FLOOD - THREADS + 1, "B's request to queue")
+            # The reserve's thread takes it: A holds only CAP of the pool.
+            wait_for(lambda: "B" in app.started, "B's request to start")
         finally:
             app.release.set()
         caller_b.join(30)
         assert answered == [200]
         wait_for(lambda: len(app.started) == FLOOD + 1, "every request to be served")
-    # Round robin: B's turn comes after at most one more of A's (first come, first
-    # served, it came after all twelve).
-    assert app.started.index("B") <= THREADS + 1, app.started
+    # B started while A's first held ones still held their threads (first come,
+    # first served, it came after all twelve).
+    assert app.started.index("B") == CAP, app.started
 
 
 def test_a_tenants_flood_of_big_pages_does_not_hold_back_another_tenants_page(
@@ -208,3 +211,165 @@ def test_a_tenants_flood_of_big_pages_does_not_hold_back_another_tenants_page(
     # At most: the pool's threads' pages, one more turn of A's, and what the other
     # thread finishes while B's page is made. First come, first served: >= FLOOD/2.
     assert before_b <= 2 * THREADS + 1, served
+
+
+# -- the reserve: threads no one caller may hold -------------------------------
+
+
+def test_a_lane_at_the_cap_is_skipped_until_one_of_its_requests_ends() -> None:
+    queue = FairQueue(cap=2)
+    for name in ("a1", "a2", "a3", "a4"):
+        queue.append(Channel("key-a", name))
+    lane_a, first = queue.take()
+    assert first.name == "a1" and queue.take()[1].name == "a2"
+    assert queue.running(lane_a) == 2 and not queue.ready() and len(queue) == 2
+    queue.append(Channel("key-b", "b1"))
+    assert queue.ready() and queue.take()[1].name == "b1" and not queue.ready()
+    queue.done(lane_a)
+    assert queue.ready() and queue.take()[1].name == "a3" and not queue.ready()
+    # A shutdown's cancel pops what the cap holds back.
+    assert queue and queue.popleft().name == "a4" and not queue
+
+
+def test_the_reserve_leaves_a_single_thread_everything() -> None:
+    from local.fair_queue import reserve_for
+
+    assert [reserve_for(n) for n in (1, 2, 3, 4, 5, 16)] == [0, 1, 1, 1, 2, 2]
+
+
+class Held(Channel):
+    """A request whose service waits for `release`, noting who ran and how many at once."""
+
+    def __init__(self, key: str | None, name: str, pool: Pool) -> None:
+        super().__init__(key, name)
+        self.pool = pool
+
+    def service(self) -> None:
+        pool = self.pool
+        with pool.guard:
+            pool.started.append(self.name)
+            pool.now += 1
+            pool.most = max(pool.most, pool.now)
+        try:
+            pool.release.wait(30)
+        finally:
+            with pool.guard:
+                pool.now -= 1
+                pool.finished.append(self.name)
+
+
+class Pool:
+    """A TaskDispatcher with `threads` threads and a record of what its tasks did."""
+
+    def __init__(self, threads: int) -> None:
+        self.dispatcher = TaskDispatcher()
+        self.release = threading.Event()
+        self.guard = threading.Lock()
+        self.started: list[str] = []
+        self.finished: list[str] = []
+        self.now = self.most = 0
+        self.dispatcher.set_thread_count(threads)
+
+    def add(self, key: str | None, *names: str) -> list[Held]:
+        tasks = [Held(key, name, self) for name in names]
+        for task in tasks:
+            self.dispatcher.add_task(task)
+        return tasks
+
+    def idle(self) -> int:
+        """Threads inside the dispatcher's condition wait."""
+        dispatcher = self.dispatcher
+        with dispatcher.lock:
+            return len(dispatcher.threads) - dispatcher.stop_count - dispatcher.active_count
+
+    def waits(self) -> int:
+        with self.dispatcher.lock:
+            return int(self.dispatcher.waits)
+
+    def close(self) -> None:
+        self.release.set()
+        self.dispatcher.shutdown(cancel_pending=True, timeout=10)
+
+
+@contextmanager
+def pool_of(threads: int) -> Iterator[Pool]:
+    pool = Pool(threads)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def test_a_caller_holding_all_it_may_leaves_a_thread_for_another() -> None:
+    with pool_of(4) as pool:
+        pool.add("A", *(f"a{n}" for n in range(8)))
+        wait_for(lambda: len(pool.started) == 3 and pool.idle() == 1, "A to reach its cap")
+        pool.add("B", "b1")
+        wait_for(lambda: "b1" in pool.started, "B's request to start")
+        assert pool.finished == [] and pool.started == ["a0", "a1", "a2", "b1"]
+
+
+def test_a_lone_caller_at_the_cap_still_gets_every_request_served() -> None:
+    with pool_of(4) as pool:
+        names = [f"a{n}" for n in range(10)]
+        pool.add("A", *names)
+        wait_for(lambda: len(pool.started) == 3 and pool.idle() == 1, "A to reach its cap")
+        pool.release.set()
+        wait_for(lambda: len(pool.finished) == 10, "A's requests to be served")
+        assert pool.started == names and pool.most == 3
+
+
+def test_one_thread_serves_every_caller() -> None:
+    with pool_of(1) as pool:
+        pool.release.set()
+        pool.add("A", "a1", "a2")
+        pool.add("B", "b1")
+        wait_for(lambda: len(pool.finished) == 3, "every request to be served")
+        assert sorted(pool.started) == ["a1", "a2", "b1"]
+
+
+def test_a_thread_with_only_capped_requests_waiting_waits_instead_of_spinning() -> None:
+    with pool_of(4) as pool:
+        pool.add("A", "a0", "a1", "a2", "a3")
+        wait_for(lambda: len(pool.started) == 3 and pool.idle() == 1, "A to reach its cap")
+        before = pool.waits()
+        pool.add("A", "a4")  # wakes the idle thread: it finds nothing it may take
+        wait_for(lambda: pool.waits() == before + 1, "the idle thread to wait again")
+        assert pool.idle() == 1 and queued_in(pool) == 2 and pool.started == ["a0", "a1", "a2"]
+
+
+def queued_in(pool: Pool) -> int:
+    with pool.dispatcher.lock:
+        return len(pool.dispatcher.queue)
+
+
+def test_a_shutdown_cancels_requests_the_cap_holds_back() -> None:
+    pool = Pool(4)
+    try:
+        waiting = pool.add("A", "a0", "a1", "a2", "a3", "a4", "a5")[3:]
+        wait_for(lambda: len(pool.started) == 3 and pool.idle() == 1, "A to reach its cap")
+        # The three running hold their threads through the shutdown's wait.
+        assert pool.dispatcher.shutdown(cancel_pending=True, timeout=0.2)
+        assert all(task.cancelled for task in waiting) and not pool.dispatcher.queue
+    finally:
+        pool.release.set()
+    wait_for(lambda: not pool.dispatcher.threads, "the pool's threads to end")
+    assert pool.started == ["a0", "a1", "a2"] and len(pool.finished) == 3
+
+
+def test_another_caller_starts_while_a_flood_holds_a_real_servers_threads() -> None:
+    app = GatedApp()
+    with running(app, threads=4) as server:
+        try:
+            for _ in range(8):
+                send_and_hang_up(server, "/hold", "A")
+            wait_for(lambda: queued(server) == 8 - 3, "the flood to queue")
+            answered: list[int] = []
+            caller_b = threading.Thread(target=lambda: answered.append(get(server, "/b", "B")))
+            caller_b.start()
+            caller_b.join(30)
+            # Answered while all of A's held requests still hold their threads.
+            assert answered == [200] and app.started == ["A", "A", "A", "B"]
+        finally:
+            app.release.set()
+        wait_for(lambda: len(app.started) == 9, "every request to be served")
