@@ -1,7 +1,8 @@
 """How long one tenant's small request waits behind another tenant's flood of slow
 ones in `spool serve`'s thread pool (local/fair_queue.py).
 
-    SPOOL_API_KEYS=key-a=a,key-b=b SPOOL_DEMO_HANDLERS=1 spool serve --no-worker --port P &
+    SPOOL_API_KEYS=fair-bench-key-a-0001=a,fair-bench-key-b-0001=b SPOOL_DEMO_HANDLERS=1 \
+        spool serve --no-worker --port P &
     python -m bench.fair_http --port P [--jobs 1000] [--flood 200] [--rounds 3]
 
 Enqueues --jobs echo jobs as tenant A (once), then per round: B's GET /jobs?limit=1
@@ -53,8 +54,8 @@ def flood(port: int, count: int, path: str, key: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--key-a", default="key-a")
-    parser.add_argument("--key-b", default="key-b")
+    parser.add_argument("--key-a", default="fair-bench-key-a-0001")
+    parser.add_argument("--key-b", default="fair-bench-key-b-0001")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--flood", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
