@@ -19,14 +19,12 @@ import httpx
 
 from spool_client import calls
 from spool_client.calls import DEFAULT_TIMEOUT, Call, JobSpec
-from spool_client.client import _json, _smaller
+from spool_client.client import _answer, _json, _smaller
 from spool_client.errors import (
     Conflict,
     PayloadTooLarge,
     TransportError,
-    UnexpectedResponse,
     WaitTimeout,
-    error_for,
 )
 from spool_client.models import Enqueued, Job, Page, Redriven
 from spool_client.retry import (
@@ -119,26 +117,7 @@ class AsyncClient:
                     sent_before = sent_before or response.status_code != 429
                     await asyncio.sleep(wait)
                     continue
-            if response.status_code >= 400:
-                error = error_for(
-                    response.status_code,
-                    calls.scrub(body, self.key),
-                    retry_after(response),
-                    calls.scrub(response.reason_phrase, self.key),
-                )
-                error.retried_after_send = sent_before
-                raise error
-            # Every route answers a JSON object with a 2xx; a 3xx is not followed.
-            if response.status_code >= 300 or not isinstance(body, dict):
-                content_type = calls.scrub(response.headers.get("content-type", ""), self.key)
-                location = calls.scrub(response.headers.get("location"), self.key)
-                raise UnexpectedResponse(
-                    response.status_code,
-                    content_type,
-                    calls.shown_url(str(response.url.copy_with(query=None))),
-                    calls.not_an_answer(response.status_code, content_type, location),
-                )
-            return body
+            return _answer(response, body, self.key, sent_before)
 
     async def _exchange(
         self, request: httpx.Request, budget: float, cut: bool

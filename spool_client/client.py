@@ -136,26 +136,7 @@ class Client:
                     sent_before = sent_before or response.status_code != 429
                     time.sleep(wait)
                     continue
-            if response.status_code >= 400:
-                error = error_for(
-                    response.status_code,
-                    calls.scrub(body, self.key),
-                    retry_after(response),
-                    calls.scrub(response.reason_phrase, self.key),
-                )
-                error.retried_after_send = sent_before
-                raise error
-            # Every route answers a JSON object with a 2xx; a 3xx is not followed.
-            if response.status_code >= 300 or not isinstance(body, dict):
-                content_type = calls.scrub(response.headers.get("content-type", ""), self.key)
-                location = calls.scrub(response.headers.get("location"), self.key)
-                raise UnexpectedResponse(
-                    response.status_code,
-                    content_type,
-                    calls.shown_url(str(response.url.copy_with(query=None))),
-                    calls.not_an_answer(response.status_code, content_type, location),
-                )
-            return body
+            return _answer(response, body, self.key, sent_before)
 
     def _exchange_here(self, request: httpx.Request, budget: float) -> tuple[httpx.Response, bytes]:
         """One try of a call without a deadline, on this thread: each connect and read
@@ -436,6 +417,32 @@ class Client:
         """GET /health (no key needed): {"status": "ok", "store": "ok"}, or Unavailable."""
         body: dict[str, Any] = self._send(Call("GET", "/health"))
         return body
+
+
+def _answer(response: httpx.Response, body: Any, key: str | None, sent_before: bool) -> Any:
+    """The JSON object a final answer carries, or the error it is (the sync and async
+    clients' last step). What the server sent is scrubbed of the key before it goes
+    into an exception. Every route answers a JSON object with a 2xx; a 3xx is not
+    followed."""
+    if response.status_code >= 400:
+        error = error_for(
+            response.status_code,
+            calls.scrub(body, key),
+            retry_after(response),
+            calls.scrub(response.reason_phrase, key),
+        )
+        error.retried_after_send = sent_before
+        raise error
+    if response.status_code >= 300 or not isinstance(body, dict):
+        content_type = calls.scrub(response.headers.get("content-type", ""), key)
+        location = calls.scrub(response.headers.get("location"), key)
+        raise UnexpectedResponse(
+            response.status_code,
+            content_type,
+            calls.shown_url(str(response.url.copy_with(query=None))),
+            calls.not_an_answer(response.status_code, content_type, location),
+        )
+    return body
 
 
 def _json(content: bytes) -> Any:
