@@ -6,7 +6,8 @@ so this module writes that instruction sequence into one executable page and cal
 it through ctypes: no compiler, no C extension. Outside valgrind (or on another
 architecture, where `available()` is False) every call does nothing.
 
-bench/http_instructions.py brackets each measured loop with zero() and dump(label),
+Each callgrind bench (http_instructions, store_add_instructions, group_add_instructions)
+brackets each measured loop with zero() and dump(label) through count_phases,
 so one run under `valgrind --tool=callgrind` counts every phase separately and
 the interpreter's start-up and imports are never counted.
 """
@@ -14,6 +15,7 @@ the interpreter's start-up and imports are never counted.
 from __future__ import annotations
 
 import ctypes
+import gc
 import mmap
 import platform
 import re
@@ -88,6 +90,35 @@ def dump(label: str) -> None:
     `desc: Trigger:` line naming `label` (CALLGRIND_DUMP_STATS_AT)."""
     text = ctypes.create_string_buffer(label.encode("ascii"))
     _call(_DUMP_STATS_AT, ctypes.addressof(text))
+
+
+def count_phases(
+    phases: dict[str, Callable[[], object]],
+    n: int,
+    warmup: int,
+    freeze_heap: bool = False,
+    before_each: Callable[[], object] | None = None,
+) -> None:
+    """The child's side of every callgrind bench: warm each phase up, then count each
+    apart (zero, `n` calls, dump under its name), instrumenting from the first only.
+
+    freeze_heap: collect and freeze what the warm-up made, so a full collection, which
+    walks the whole heap (tens of millions of instructions), cannot land in a phase.
+    before_each: run before each phase's zero, not counted (a WAL emptied, say)."""
+    for call in phases.values():
+        for _ in range(warmup):
+            call()
+    if freeze_heap:
+        gc.collect()
+        gc.freeze()
+    start()
+    for name, call in phases.items():
+        if before_each is not None:
+            before_each()
+        zero()
+        for _ in range(n):
+            call()
+        dump(name)
 
 
 # The benches that count under callgrind (http_instructions, store_add_instructions)

@@ -22,7 +22,6 @@ store_add_instructions' parts) would be shared too; it is not counted here.
 from __future__ import annotations
 
 import argparse
-import gc
 import shutil
 import sys
 import tempfile
@@ -82,17 +81,7 @@ def child(n: int, group: int) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="spool-group-add-"))
     try:
         phases = _phases(workdir, n, group)
-        for call in phases.values():
-            for _ in range(single.WARMUP):
-                call()
-        gc.collect()
-        gc.freeze()
-        callgrind_marks.start()
-        for name, call in phases.items():
-            callgrind_marks.zero()
-            for _ in range(n):
-                call()
-            callgrind_marks.dump(name)
+        callgrind_marks.count_phases(phases, n, single.WARMUP, freeze_heap=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import atexit
 import dataclasses
-import gc
 import io
 import json
 import logging
@@ -269,21 +268,11 @@ def child(n: int) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="spool-http-instructions-"))
     try:
         phases = _phases(workdir)
-        for call in phases.values():
-            for _ in range(WARMUP):
-                call()
-        # Every object made so far is kept for good: a full collection no longer walks
-        # the process's whole heap (chalice, pydantic, the floor's too), tens of
-        # millions of instructions landing in whichever phase it fell in.
-        gc.collect()
-        gc.freeze()
-        callgrind_marks.start()
-        for name, call in phases.items():
-            _settle(workdir)
-            callgrind_marks.zero()
-            for _ in range(n):
-                call()
-            callgrind_marks.dump(name)
+        # The heap frozen after the warm-up: a full collection would walk the whole of
+        # it (chalice, pydantic, the floor's too) in whichever phase it fell in.
+        callgrind_marks.count_phases(
+            phases, n, WARMUP, freeze_heap=True, before_each=lambda: _settle(workdir)
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -268,16 +268,7 @@ def _phases(workdir: Path, n: int, prefill: int) -> dict[str, Callable[[], Any]]
 def child(n: int, prefill: int) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="spool-add-instructions-"))
     try:
-        phases = _phases(workdir, n, prefill)
-        for call in phases.values():
-            for _ in range(WARMUP):
-                call()
-        callgrind_marks.start()
-        for name, call in phases.items():
-            callgrind_marks.zero()
-            for _ in range(n):
-                call()
-            callgrind_marks.dump(name)
+        callgrind_marks.count_phases(_phases(workdir, n, prefill), n, WARMUP)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
