@@ -8,7 +8,8 @@ keeps one FIFO per caller and hands out the next request round robin across them
 so a caller waits for at most one turn of each other caller's, however many those
 have queued. One caller alone sees the same order as before.
 
-The caller is the X-API-Key header as the request carries it, digested: the key is
+The caller is the X-API-Key header as the request carries it, digested, a list of
+one key repeated (`k, k`, which the app reads as k) taken as that key: the key is
 not resolved to a tenant here (that costs a store read on the loop thread, and a
 wrong key is a caller of its own), and no raw key is kept. Requests without a key
 share one lane. It is a deque for waitress's ThreadedTaskDispatcher: `append`,
@@ -46,8 +47,18 @@ def lane_of(channel: Any) -> bytes:
     value = headers.get("X_API_KEY")
     if not value:
         return ANONYMOUS
+    text = str(value)
+    if "," in text:
+        # The app reads `k, k` (the header sent twice: waitress joins the lines with
+        # ", ") and `k,k` as the one key k (app.py _keys): one lane for every such
+        # spelling, or a caller spelling its key N ways got N turns and N caps.
+        keys = {part.strip() for part in text.split(",")}
+        keys.discard("")
+        if not keys:
+            return ANONYMOUS
+        text = ",".join(sorted(keys))
     # waitress decoded the header's bytes as latin-1: this gives them back as sent.
-    raw = str(value).encode("latin-1", "replace")
+    raw = text.encode("latin-1", "replace")
     return hashlib.blake2b(raw, digest_size=16, key=_SALT).digest()
 
 

@@ -75,6 +75,19 @@ def test_a_lane_is_a_digest_of_the_key_as_sent_and_no_key_is_anonymous() -> None
     assert lane_of(Channel(KEY_A + " ")) != lane  # the header as carried, not resolved
 
 
+def test_one_key_spelt_as_a_list_of_itself_is_one_lane() -> None:
+    """Found by an attacker's pass: the app reads `k, k` (the header sent twice, which
+    waitress joins with ", ") and `k,k` as the one key k, so each spelling of a valid
+    key was a lane of its own, with its own turn and its own cap of threads: one
+    tenant spelling its key N ways held every thread of the pool."""
+    lane = lane_of(Channel(KEY_A))
+    for spelt in (f"{KEY_A}, {KEY_A}", f"{KEY_A},{KEY_A}", f"{KEY_A} ,{KEY_A}, {KEY_A}"):
+        assert lane_of(Channel(spelt)) == lane, spelt
+    # Two different keys stay a caller of their own (the app refuses them with 400).
+    assert lane_of(Channel(f"{KEY_A}, {KEY_B}")) not in (lane, lane_of(Channel(KEY_B)))
+    assert lane_of(Channel(",")) == lane_of(Channel(" , ")) == ANONYMOUS
+
+
 def test_requests_the_inline_watchdog_hands_over_take_turns_too() -> None:
     dispatcher = InlineTaskDispatcher(lambda *_: True)  # no threads: nothing pops
     for channel in (Channel("a", "a1"), Channel("a", "a2"), Channel("a", "a3"), Channel("b", "b1")):
@@ -303,6 +316,16 @@ def pool_of(threads: int) -> Iterator[Pool]:
 def test_a_caller_holding_all_it_may_leaves_a_thread_for_another() -> None:
     with pool_of(4) as pool:
         pool.add("A", *(f"a{n}" for n in range(8)))
+        wait_for(lambda: len(pool.started) == 3 and pool.idle() == 1, "A to reach its cap")
+        pool.add("B", "b1")
+        wait_for(lambda: "b1" in pool.started, "B's request to start")
+        assert pool.finished == [] and pool.started == ["a0", "a1", "a2", "b1"]
+
+
+def test_a_caller_spelling_its_key_many_ways_still_leaves_a_thread_for_another() -> None:
+    with pool_of(4) as pool:
+        for n, spelt in enumerate(("A", "A, A", "A,A", "A, A, A", "A,A,A", "A ,A")):
+            pool.add(spelt, f"a{n}")
         wait_for(lambda: len(pool.started) == 3 and pool.idle() == 1, "A to reach its cap")
         pool.add("B", "b1")
         wait_for(lambda: "b1" in pool.started, "B's request to start")
