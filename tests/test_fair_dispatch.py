@@ -396,3 +396,23 @@ def test_another_caller_starts_while_a_flood_holds_a_real_servers_threads() -> N
         finally:
             app.release.set()
         wait_for(lambda: len(app.started) == 9, "every request to be served")
+
+
+def test_a_flood_spelling_its_key_many_ways_still_leaves_a_real_servers_thread() -> None:
+    """The attacker's pass over real sockets: one key sent as `A`, `A, A`, `A,A`... (each
+    read by the app as A) held all four threads where `A` alone holds three."""
+    app = GatedApp()
+    spellings = ["A", "A, A", "A,A", "A,A,A", "A ,A", "A, A, A", "A,A,A,A", "A,  A"]
+    with running(app, threads=4) as server:
+        try:
+            for key in spellings:
+                send_and_hang_up(server, "/hold", key)
+            wait_for(lambda: queued(server) == len(spellings) - 3, "the flood to queue")
+            answered: list[int] = []
+            caller_b = threading.Thread(target=lambda: answered.append(get(server, "/b", "B")))
+            caller_b.start()
+            caller_b.join(30)
+            assert answered == [200] and len(app.started) == 4 and app.started[3] == "B"
+        finally:
+            app.release.set()
+        wait_for(lambda: len(app.started) == len(spellings) + 1, "every request to be served")
