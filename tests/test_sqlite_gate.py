@@ -7,13 +7,14 @@ each test decides who holds it and when, without timing a real worker.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,89 @@ gate.release()
         if waiter.poll() is None:
             waiter.kill()
         gate.close()
+
+
+class _Clock:
+    """time for sqlite_gate: sleeping advances a fake clock and lets `on_sleep` act."""
+
+    def __init__(self, on_sleep: Callable[[float], None]) -> None:
+        self.now = 0.0
+        self.on_sleep = on_sleep
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.on_sleep(self.now)
+
+
+def _lock(path: str, how: int) -> int:
+    """A descriptor of its own on path holding flock `how`: another owner, as another
+    process's would be."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, how)
+    return fd
+
+
+def test_a_newcomer_waits_for_a_late_waiter_to_have_its_turn(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker arrives again just after its write, while an API process waits for the
+    gate; the API process's wake-up comes late (descheduled on a busy machine). The
+    worker must not take the turn back meanwhile: the waiter goes first."""
+    order: list[str] = []
+    waiting = _lock(db_path + ".waiting", fcntl.LOCK_SH)  # someone waits for the gate
+    writer = os.open(db_path + ".writer", os.O_RDWR | os.O_CREAT, 0o600)
+
+    def waiter_wakes(now: float) -> None:
+        if now >= 0.001 and not order:  # a millisecond late: its turn now
+            fcntl.flock(writer, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(waiting, fcntl.LOCK_UN)
+            order.append("waiter")
+            fcntl.flock(writer, fcntl.LOCK_UN)
+
+    monkeypatch.setattr(sqlite_gate, "time", _Clock(waiter_wakes))
+    gate = WriteGate(db_path)
+    try:
+        gate.acquire()
+        order.append("newcomer")
+        gate.release()
+        assert order == ["waiter", "newcomer"]
+    finally:
+        gate.close()
+        os.close(waiting)
+        os.close(writer)
+
+
+def test_a_waiter_that_never_comes_holds_a_newcomer_back_for_the_courtesy_only(
+    db_path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiter stopped while waiting (SIGSTOP, or a process that is never scheduled)
+    must not stall the writers arriving after it: they go after COURTESY."""
+    waiting = _lock(db_path + ".waiting", fcntl.LOCK_SH)
+    clock = _Clock(lambda now: None)
+    monkeypatch.setattr(sqlite_gate, "time", clock)
+    gate = WriteGate(db_path)
+    try:
+        gate.acquire()
+        assert not _exclusive_free(db_path + ".writer")  # it holds the gate
+        assert sqlite_gate.COURTESY <= clock.now < sqlite_gate.COURTESY + 0.001
+        gate.release()
+    finally:
+        gate.close()
+        os.close(waiting)
+
+
+def _exclusive_free(path: str) -> bool:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def test_no_one_waiting_is_told_apart_from_someone_waiting(db_path: str) -> None:

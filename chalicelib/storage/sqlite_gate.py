@@ -12,7 +12,11 @@ So every Spool process takes this gate before BEGIN IMMEDIATE: an exclusive floc
 a companion file (`<db>.writer`), tried at once and then every few tens of
 microseconds. A waiter also holds a shared flock on a second companion
 (`<db>.waiting`); a process about to write that finds someone else waiting lets
-them go first for a moment instead of taking the gate straight back. SQLite's own
+them all go first (up to COURTESY) instead of taking the gate straight back: a
+draining worker arrives at the gate again microseconds after each write, and an API
+process's one-job add that waited through the worker's claim would otherwise race
+it for the next turn, and lose it whenever its wake-up came late (a descheduled
+process on a busy machine). SQLite's own
 lock and busy timeout stay underneath, for writers that are not Spool (the sqlite3
 shell, an older Spool) and for the WAL switch.
 
@@ -42,9 +46,11 @@ BUSY_TIMEOUT_MS = int(PATIENCE * 1000)  # every connection's busy_timeout (sqlit
 # between tries. time.sleep adds the kernel's timer slack (~50 us) to each.
 FIRST_STEP = 20e-6
 LONGEST_STEP = 200e-6
-# A process arriving while another waits steps aside for this long first (the waiter
-# retries faster than this), instead of taking the gate it may have just released.
-COURTESY = 300e-6
+# A process arriving while others wait steps aside until none is left waiting, for
+# at most this long (a waiter stopped or descheduled must not stall every writer),
+# instead of taking the gate it may have just released. Checked every DEFER_STEP.
+COURTESY = 2e-3
+DEFER_STEP = 20e-6
 
 
 log = logging.getLogger("spool.storage")
@@ -67,10 +73,11 @@ class WriteGate:
         if fcntl is None or not self._open():
             return
         try:
-            others = self._others_waiting()
-            if not others and self._try():
+            if self._others_waiting():
+                self._defer()
+            elif self._try():
                 return
-            self._wait(PATIENCE if patience is None else patience, courteous=others)
+            self._wait(PATIENCE if patience is None else patience)
         except OSError as exc:
             # flock refused outright (ENOLCK: a file system without locks). SQLite's
             # own lock still keeps writers apart, as before the gate existed.
@@ -123,12 +130,18 @@ class WriteGate:
         fcntl.flock(self._waiting, fcntl.LOCK_UN)
         return False
 
-    def _wait(self, patience: float, courteous: bool) -> None:
+    def _defer(self) -> None:
+        """Let those already waiting go first: return once none is left waiting, or
+        after COURTESY. Not marked as waiting meanwhile, so two processes arriving
+        together never defer to each other; they race in _wait as before."""
+        until = time.monotonic() + COURTESY  # read at call time: tests change it
+        while self._others_waiting() and time.monotonic() < until:
+            time.sleep(DEFER_STEP)
+
+    def _wait(self, patience: float) -> None:
         deadline = time.monotonic() + patience
         fcntl.flock(self._waiting, fcntl.LOCK_SH)  # shared: never blocks
         try:
-            if courteous:
-                time.sleep(COURTESY)  # read at call time: tests lengthen it
             step = FIRST_STEP
             while not self._try():
                 if time.monotonic() >= deadline:
