@@ -132,6 +132,8 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
             break
         time.sleep(0.05)
     left = sum(n for (_, state), n in store.counts().items() if state is JobState.QUEUED)
+    # A's drain while B enqueued and waited: what B's turns cost the backlog.
+    drained_per_second = (backlog - left) / (time.perf_counter() - began)
     worker.stop()
     runner.join(60)
     store.close()
@@ -143,6 +145,7 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
         "start_p50_ms": statistics.median(started),
         "start_p99_ms": started[int(0.99 * (len(started) - 1))],
         "backlog_left": left,
+        "backlog_drained_per_second": drained_per_second,
         "enqueue_p50_ms": statistics.median(enqueue_ms),
         "enqueue_p99_ms": enqueue_ms[int(0.99 * (len(enqueue_ms) - 1))],
         "worker_writing": writing,
