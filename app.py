@@ -102,7 +102,7 @@ def _handle(operation: str, **params: str) -> Response:
     event = request.to_original_event()
     body, body_error = _body(request, event)
     headers = request.headers
-    plain = _plain(headers)
+    repeated, plain = _repeated_headers(event, _plain(headers))
     result = handle(
         operation,
         http.ApiRequest(
@@ -112,7 +112,7 @@ def _handle(operation: str, **params: str) -> Response:
             base_path=_base_path(request.context, event.get("path")),
             client=_client_address(http, request.context, headers),
             body_error=body_error,
-            repeated=_repeated_headers(event, plain),
+            repeated=repeated,
         ),
         **params,
     )
@@ -145,17 +145,22 @@ _NOT_REPEATED: frozenset[str] = frozenset()
 _KEY = "x-api-key"
 
 
-def _repeated_headers(event: dict[str, Any], headers: Any) -> frozenset[str]:
-    """Header names (lower-case) the event gives different values. API Gateway puts
-    the last of a header's values in `headers` and all of them in multiValueHeaders;
-    for the key, which picks the tenant, `headers` is compared too (an event whose two
-    disagree names two keys) and a value holding commas is that many keys, as `spool
-    serve` reads one (its server cannot tell one line "a, b" from two lines): one key
-    given more than once is taken as once, different keys are refused."""
+def _repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str], Any]:
+    """Header names (lower-case) the event gives different values, and the headers the
+    route is to read. API Gateway puts the last of a header's values in `headers` and
+    all of them in multiValueHeaders; for the key, which picks the tenant, `headers` is
+    compared too (an event whose two disagree names two keys) and a value holding
+    commas is that many keys, as `spool serve` reads one (its server cannot tell one
+    line "a, b" from two lines): one key given more than once is taken as once,
+    different keys are refused.
+
+    `headers` is never changed: it is chalice's own dict, which the request (and a
+    middleware reading it) keeps. Where a key line names several keys, a copy whose
+    key is the last of them (the one `spool serve` reads) is returned instead."""
     given = event.get("multiValueHeaders")
     key = headers.get(_KEY)
     if not given and (key is None or "," not in key):
-        return _NOT_REPEATED
+        return _NOT_REPEATED, headers
     values: dict[str, set[str]] = {}
     keys: set[str] = set()
     for name, each in (given or {}).items():
@@ -169,9 +174,9 @@ def _repeated_headers(event: dict[str, Any], headers: Any) -> frozenset[str]:
         parts = _keys(key)
         keys.update(parts)
         if len(parts) > 1 and isinstance(headers, dict):
-            headers[_KEY] = parts[-1]  # the one `spool serve` reads
+            headers = {**headers, _KEY: parts[-1]}  # the one `spool serve` reads
     values[_KEY] = keys
-    return frozenset(name for name, seen in values.items() if len(seen) > 1)
+    return frozenset(name for name, seen in values.items() if len(seen) > 1), headers
 
 
 def _keys(value: Any) -> list[str]:

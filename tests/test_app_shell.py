@@ -95,3 +95,31 @@ def test_headers_that_are_not_chalice_s_mapping_are_handed_on_as_they_are() -> N
     assert spool_app._plain(mapping) is mapping
     chalice = CaseInsensitiveMapping({"X-A": "1"})
     assert spool_app._plain(chalice) == {"x-a": "1"}
+
+
+def test_repeated_headers_leaves_the_callers_dict_as_it_was() -> None:
+    """A key line naming two keys ("a, b") is read as its last, as `spool serve` reads
+    it: the dict handed on says so, and the caller's (chalice's own, which the
+    request keeps) is not rewritten behind its back."""
+    given = {"x-api-key": "key-one-0123456789, key-two-0123456789", "accept": "a"}
+    before = dict(given)
+    repeated, headers = spool_app._repeated_headers({"multiValueHeaders": None}, given)
+    assert given == before
+    assert repeated == frozenset({"x-api-key"})
+    assert headers["x-api-key"] == "key-two-0123456789"
+    assert headers["accept"] == "a"
+    same = {"x-api-key": "key-one-0123456789"}
+    assert spool_app._repeated_headers({}, same) == (frozenset(), same)
+
+
+def test_a_two_key_line_reaches_the_route_as_its_last_key_and_chalice_keeps_it(
+    handed: list[tuple[str, Any, dict[str, str]]],
+) -> None:
+    given = event()
+    given["headers"]["X-API-Key"] = "key-one-0123456789,key-two-0123456789"
+    request_in = Request(given)
+    spool_app.app.current_request = request_in
+    spool_app.cancel("j_1")
+    request = handed[0][1]
+    assert request.repeated == frozenset({"x-api-key"})
+    assert request_in.headers["x-api-key"] == "key-one-0123456789,key-two-0123456789"
