@@ -1022,9 +1022,14 @@ BY_NAME: dict[str, Setting] = {s.name: s for s in CATALOG}
 # may be from one and still be taken for a misspelling of it. Two catches the typos
 # people make (SPOOL_CONCURENCY, SPOOL_STORE_UR, SPOOL_DEMO_HANDLER) and leaves alone the
 # names of other programs and of handlers' own settings: the nearest of those in this
-# repository (SPOOL_TEST_REDIS_URL to SPOOL_STORE_URL, SPOOL_HTTP_ALLOW to
-# SPOOL_HTTP_ALLOWLIST) are four or more away.
+# repository (SPOOL_TEST_REDIS_URL to SPOOL_STORE_URL) are four or more away.
 MISSPELT_DISTANCE = 2
+# A name cut short (SPOOL_STORE for SPOOL_STORE_URL, SPOOL_DEMO for SPOOL_DEMO_HANDLERS)
+# is as far from its setting as the letters it lacks, so the distance alone let it
+# through: any SPOOL_* name a setting's name begins with is taken for it too. When
+# several settings begin so, at most this many (the shortest) are named.
+CUT_SHORT_SHOWN = 3
+_PREFIX = "SPOOL_"
 
 
 def _distance(a: str, b: str) -> int:
@@ -1045,19 +1050,38 @@ def _distance(a: str, b: str) -> int:
 
 def misspelt(names: Iterable[str]) -> list[tuple[str, str]]:
     """(name, the setting it resembles) for each name that looks like a setting but is
-    none: a SPOOL_* name within MISSPELT_DISTANCE of one, or a setting's name in the
-    wrong case (`spool_store_url`). Such a variable is read by nothing, so the setting
-    it was meant to be keeps its default without a word: a job enqueued into the local
-    SQLite file instead of SPOOL_STORE_URL's Postgres, a worker on 8 threads, not 32."""
+    none: a SPOOL_* name within MISSPELT_DISTANCE of one, the start of one's name cut
+    short (SPOOL_STORE), or a setting's name in the wrong case (`spool_store_url`).
+    Such a variable is read by nothing, so the setting it was meant to be keeps its
+    default without a word: a job enqueued into the local SQLite file instead of
+    SPOOL_STORE_URL's Postgres, a worker on 8 threads, not 32. A name cut short that
+    several settings begin with names the shortest few ("A, B or C")."""
     found = []
     for name in sorted(names):
         upper = name.upper()
-        if name in BY_NAME or not upper.startswith("SPOOL_"):
+        if name in BY_NAME or not upper.startswith(_PREFIX):
             continue
         best = min(CATALOG, key=lambda s: (_distance(upper, s.name), s.name)).name
         if _distance(upper, best) <= MISSPELT_DISTANCE:
             found.append((name, best))
+            continue
+        begun = _begun_by(upper)
+        if begun:
+            found.append((name, begun))
     return found
+
+
+def _begun_by(upper: str) -> str:
+    """The settings whose names begin with `upper` (more than the bare prefix), as a
+    suggestion: "SPOOL_STORE_URL", or the shortest few, "A, B or C"; "" for none."""
+    if len(upper) <= len(_PREFIX):
+        return ""
+    begun = (s.name for s in CATALOG if s.name.startswith(upper))
+    names = sorted(begun, key=lambda n: (len(n), n))
+    shown = names[:CUT_SHORT_SHOWN]
+    if len(shown) < 2:
+        return "".join(shown)
+    return f"{', '.join(shown[:-1])} or {shown[-1]}"
 
 
 def misspelt_refusal(names: Iterable[str]) -> tuple[str, str] | None:
@@ -1151,11 +1175,15 @@ def render() -> str:
         "from the environment `spool` runs in.",
         "",
         "A `SPOOL_*` variable that is no setting but one or two letters away from one",
-        "(`SPOOL_CONCURENCY`), or a setting's name in lower case, stops every `spool`",
-        "command with exit code 2 and a line naming the setting it resembles: nothing",
-        "reads it, so the setting it was meant to be would silently keep its default.",
-        "Names further from every setting are left alone (other programs' and your",
-        "handlers' own).",
+        "(`SPOOL_CONCURENCY`), a setting's name cut short (`SPOOL_STORE` for",
+        "`SPOOL_STORE_URL`, `SPOOL_DEMO` for `SPOOL_DEMO_HANDLERS`), or a setting's name",
+        "in lower case, stops every `spool` command (`spool serve` and `spool worker`",
+        "too), the SQS poller and `chalice local` with exit code 2 and a line naming the",
+        "setting it resembles: nothing reads it, so the setting it was meant to be would",
+        "silently keep its default. Lambda never checks (a cold start does not pay for",
+        "it; the deployed variables come from `.chalice/config.json` and `infra/`). Names",
+        "further from every setting, and beginning none, are left alone (other programs'",
+        "and your handlers' own).",
         "",
         "A test (tests/test_settings_catalog.py) fails when the code reads a setting",
         "this page does not list, when a listed one is no longer read, or when a",

@@ -177,8 +177,9 @@ def check_setting_names(env: Mapping[str, str] | None = None) -> None:
     Nothing reads SPOOL_STORE_URL with its last letter dropped, so the setting meant
     keeps its default without a word: `spool enqueue` stored the job in the local SQLite
     file, not the Postgres it was meant for, and SPOOL_URL misspelt did the same to a job
-    meant for a server. Names far from every setting are left alone: other programs'
-    and handlers' own (settings_catalog.misspelt says how far is far)."""
+    meant for a server; the name cut short (no _URL) did the same. Names far from
+    every setting, and beginning none, are left alone: other programs' and handlers'
+    own (settings_catalog.misspelt says how far is far)."""
     from chalicelib.settings_catalog import misspelt_refusal
 
     refusal = misspelt_refusal(os.environ if env is None else env)

@@ -120,6 +120,23 @@ def test_chalice_local_refuses_a_misspelt_setting_as_spool_does(
     assert not (tmp_path / ".spool").exists()
 
 
+def test_chalice_local_refuses_a_setting_s_name_cut_short(tmp_path: Path) -> None:
+    """SPOOL_DEMO (meant: SPOOL_DEMO_HANDLERS) was left alone on every road, being
+    more than two letters from the setting it begins; refused now as `spool` does."""
+    env = {**os.environ, "SPOOL_API_KEYS": "local-key-0123456789=local", "SPOOL_DEMO": "true"}
+    proc = start_chalice_local(tmp_path, free_port(), env)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc, 10)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, err.decode()
+    assert lines[0].startswith(
+        "spool: SPOOL_DEMO (did you mean SPOOL_DEMO_HANDLERS?) is not a Spool setting"
+    )
+    assert not (tmp_path / ".spool").exists()
+
+
 IMPORT_APP = (
     "import json, sys; import app; print(json.dumps('chalicelib.settings_catalog' in sys.modules))"
 )

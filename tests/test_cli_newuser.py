@@ -74,6 +74,9 @@ def enqueue(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
         # A misspelt name, read by nothing: before, the worker ran on 8 threads, exit 0.
         ("SPOOL_CONCURENCY", "32", "SPOOL_CONCURENCY (did you mean SPOOL_CONCURRENCY?) is not"),
         ("spool_lease_seconds", "30", "spool_lease_seconds (did you mean SPOOL_LEASE_SECONDS?)"),
+        # A name cut short, read by nothing: before, left alone however far from the meant.
+        ("SPOOL_DEMO", "false", "SPOOL_DEMO (did you mean SPOOL_DEMO_HANDLERS?) is not"),
+        ("SPOOL_STORE", "memory://", "SPOOL_STORE (did you mean SPOOL_STORE_URL?) is not"),
     ],
 )
 def test_a_burst_worker_refuses_what_it_cannot_work_with(
@@ -112,6 +115,22 @@ def test_a_misspelt_store_url_stores_nothing_anywhere(
     assert not db.exists() and not meant.exists()
 
 
+def test_spool_serve_refuses_a_setting_s_name_cut_short(tmp_path: Path) -> None:
+    """`spool serve` with SPOOL_STORE (meant: SPOOL_STORE_URL) served the default
+    SQLite file under the working directory; now it stops before serving, in one line."""
+    env = {**guarded_env(), "SPOOL_STORE": f"sqlite:///{tmp_path / 'meant.db'}"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(ROOT)]))
+    done = subprocess.run(
+        [sys.executable, "-m", "local.cli", "serve", "--port", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(
+        "spool: SPOOL_STORE (did you mean SPOOL_STORE_URL?) is not a Spool setting"
+    ), done.stderr
+    assert not (tmp_path / ".spool").exists() and not (tmp_path / "meant.db").exists()
+
+
 @pytest.mark.parametrize("spaced", ["{url} ", " {url}\t", "{url}\n"])
 def test_a_store_url_with_spaces_around_it_names_the_same_store(
     db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, spaced: str
@@ -138,8 +157,9 @@ def test_names_far_from_every_setting_are_left_alone(
     db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Other programs' and handlers' own SPOOL_* names (the nearest in this repository
-    are four edits from a setting) are not taken for misspellings."""
-    for name in ("SPOOL_TEST_REDIS_URL", "SPOOL_HTTP_ALLOW", "SPOOL_PARTNER_API_KEY", "SPOOL_X"):
+    are four edits from a setting, and begin none) are not taken for misspellings.
+    SPOOL_HTTP_ALLOW was one of them: it is SPOOL_HTTP_ALLOWLIST cut short, refused now."""
+    for name in ("SPOOL_TEST_REDIS_URL", "SPOOL_HTTPS_PROXY", "SPOOL_PARTNER_API_KEY", "SPOOL_X"):
         monkeypatch.setenv(name, "1")
     job_id = enqueue(capsys, "echo")
     assert state_of(db, job_id) is JobState.QUEUED

@@ -415,6 +415,7 @@ def test_no_variable_of_the_suite_or_the_benchmarks_reads_as_a_misspelt_setting(
         "tests/test_cli_newuser.py:",
         "tests/test_aws_offline_docs.py:",
         "tests/test_chalice_local.py:",
+        "tests/test_docs.py:",  # SPOOL_A, SPOOL_B, SPOOL_D: text of a shell block, never set
     )
     near = catalog.misspelt(
         name
@@ -437,3 +438,28 @@ def test_no_variable_of_the_suite_or_the_benchmarks_reads_as_a_misspelt_setting(
 )
 def test_a_name_a_letter_or_two_from_a_setting_is_taken_for_it(name: str, meant: str) -> None:
     assert catalog.misspelt([name, *BY_NAME]) == [(name, meant)]
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [
+        ("SPOOL_STORE", "SPOOL_STORE_URL"),  # four letters short: the distance missed it
+        ("SPOOL_DEMO", "SPOOL_DEMO_HANDLERS"),
+        ("SPOOL_LEASE", "SPOOL_LEASE_SECONDS"),
+        ("spool_store", "SPOOL_STORE_URL"),  # cut short and in the wrong case
+        ("SPOOL_STOR", "SPOOL_STORE_URL"),  # cut mid-word
+        # Several settings begin so: the three shortest are named.
+        ("SPOOL_CACHE", "SPOOL_CACHE_TTL, SPOOL_CACHE_SIZE or SPOOL_CACHE_BYTES"),
+    ],
+)
+def test_a_setting_s_name_cut_short_is_taken_for_it(name: str, meant: str) -> None:
+    """SPOOL_STORE and SPOOL_DEMO were left alone, read by nothing, because a name
+    cut short is more than two letters from the setting it begins: the store meant
+    stayed the default SQLite file without a word."""
+    assert catalog.misspelt([name, *BY_NAME]) == [(name, meant)]
+
+
+def test_names_that_begin_no_setting_are_still_left_alone() -> None:
+    """Other programs' and handlers' own names, and the suite's (TEST_ONLY)."""
+    others = ["SPOOL_DIR", "SPOOL_PARTNER_TOKEN", "SPOOL_STORE_URL_BACKUP", "SPOOL_", *TEST_ONLY]
+    assert catalog.misspelt(others) == []
