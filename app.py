@@ -28,6 +28,15 @@ class SpoolChalice(Chalice):
     failure: a well-formed request pays for the few steps of shape_problem alone."""
 
     def __call__(self, event: Any, context: Any) -> dict[str, Any]:
+        answer = self._answer(event, context)
+        if _is_head(event):
+            # HEAD is GET without the body (RFC 9110 9.3.2), as `spool serve` answers
+            # it: the GET's status and headers. Every GET route takes HEAD (GET
+            # below), so API Gateway hands it to this function instead of its 404.
+            answer = {**answer, "body": "", "isBase64Encoded": False}
+        return answer
+
+    def _answer(self, event: Any, context: Any) -> dict[str, Any]:
         global _event_checks
         if _event_checks is None:
             from chalicelib.api import gateway_event
@@ -60,6 +69,15 @@ class SpoolChalice(Chalice):
         return answer
 
 
+def _is_head(event: Any) -> bool:
+    """Whether a Lambda event is an API Gateway HEAD request (where chalice reads the
+    method: requestContext.httpMethod)."""
+    if not isinstance(event, dict):
+        return False
+    context = event.get("requestContext")
+    return isinstance(context, dict) and context.get("httpMethod") == "HEAD"
+
+
 # configure_logs=False: Chalice would give the "spool" logger a stdout handler of its own
 # and stop it propagating, swallowing every spool.* line; chalicelib/logs.py sets up logging.
 app = SpoolChalice(app_name="spool", configure_logs=False)
@@ -77,6 +95,10 @@ if os.environ.get("AWS_CHALICE_CLI_MODE") and not os.environ.get("AWS_LAMBDA_FUN
 # body gets Spool's error shape instead of Chalice's 415. A GET carries no body:
 # its Content-Type means nothing (a probe sending text/plain got 415 from /health).
 ANY = ["*/*"]
+# The methods of a route that reads: GET, and HEAD, which SpoolChalice answers as GET
+# without the body. Without HEAD here API Gateway had no HEAD method on the resource and
+# answered a load balancer's `HEAD /health` 404, where `spool serve` answers 200.
+GET = ["GET", "HEAD"]
 JOBS_QUEUE = os.environ.get("SPOOL_SQS_QUEUE") or "spool-jobs"
 
 
@@ -247,12 +269,12 @@ def enqueue() -> Response:
     return _handle("enqueue")
 
 
-@app.route("/status/{id}", methods=["GET"], content_types=ANY)
+@app.route("/status/{id}", methods=GET, content_types=ANY)
 def status(id: str) -> Response:
     return _handle("status", job_id=id)
 
 
-@app.route("/jobs", methods=["GET"], content_types=ANY)
+@app.route("/jobs", methods=GET, content_types=ANY)
 def list_jobs() -> Response:
     return _handle("list_jobs")
 
@@ -262,7 +284,7 @@ def cancel(id: str) -> Response:
     return _handle("cancel", job_id=id)
 
 
-@app.route("/dlq", methods=["GET"], content_types=ANY)
+@app.route("/dlq", methods=GET, content_types=ANY)
 def dlq() -> Response:
     return _handle("dlq")
 
@@ -277,23 +299,23 @@ def redrive_all() -> Response:
     return _handle("redrive_all")
 
 
-@app.route("/health", methods=["GET"], content_types=ANY)
+@app.route("/health", methods=GET, content_types=ANY)
 def health() -> Response:
     return _handle("health")
 
 
-@app.route("/metrics", methods=["GET"], content_types=ANY)
+@app.route("/metrics", methods=GET, content_types=ANY)
 def metrics() -> Response:
     return _handle("metrics")
 
 
-@app.route("/openapi.json", methods=["GET"], content_types=ANY)
+@app.route("/openapi.json", methods=GET, content_types=ANY)
 def openapi() -> Response:
     return _handle("openapi")
 
 
 # The dashboard (chalicelib/ui/, docs/dashboard.md): a page, its files, its JSON.
-@app.route("/ui", methods=["GET"], content_types=ANY)
+@app.route("/ui", methods=GET, content_types=ANY)
 def ui_page() -> Response:
     # "/ui/" reaches this route too; the page's relative URLs need "/ui" (a redirect).
     request = app.current_request
@@ -301,22 +323,22 @@ def ui_page() -> Response:
     return _handle("ui_page", slash="/" if path.endswith("/") else "")
 
 
-@app.route("/ui/static/{name}", methods=["GET"], content_types=ANY)
+@app.route("/ui/static/{name}", methods=GET, content_types=ANY)
 def ui_static(name: str) -> Response:
     return _handle("ui_static", name=name)
 
 
-@app.route("/ui/api/overview", methods=["GET"], content_types=ANY)
+@app.route("/ui/api/overview", methods=GET, content_types=ANY)
 def ui_overview() -> Response:
     return _handle("ui_overview")
 
 
-@app.route("/ui/api/jobs", methods=["GET"], content_types=ANY)
+@app.route("/ui/api/jobs", methods=GET, content_types=ANY)
 def ui_jobs() -> Response:
     return _handle("ui_jobs")
 
 
-@app.route("/ui/api/jobs/{id}", methods=["GET"], content_types=ANY)
+@app.route("/ui/api/jobs/{id}", methods=GET, content_types=ANY)
 def ui_job(id: str) -> Response:
     return _handle("ui_job", job_id=id)
 
@@ -341,7 +363,7 @@ def ui_dead_purge() -> Response:
     return _handle("ui_dead_purge")
 
 
-@app.route("/ui/api/schedules", methods=["GET"], content_types=ANY)
+@app.route("/ui/api/schedules", methods=GET, content_types=ANY)
 def ui_schedules() -> Response:
     return _handle("ui_schedules")
 

@@ -21,9 +21,19 @@ DOCS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def declared_routes() -> set[tuple[str, str]]:
-    """(method, path) of every @app.route in app.py, read from its source."""
+    """(method, path) of every @app.route in app.py, read from its source. HEAD, which
+    every GET route takes (app.py's GET: the GET without its body), is left out: the
+    README's table and curls list the GET, and say HEAD is answered too."""
+    tree = ast.parse((ROOT / "app.py").read_text(encoding="utf-8"))
+    named = {  # module-level NAME = [...] (methods=GET)
+        target.id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
     routes: set[tuple[str, str]] = set()
-    for node in ast.walk(ast.parse((ROOT / "app.py").read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         if not isinstance(node, ast.FunctionDef):
             continue
         for deco in node.decorator_list:
@@ -34,10 +44,16 @@ def declared_routes() -> set[tuple[str, str]]:
             ):
                 path = ast.literal_eval(deco.args[0])
                 methods = next(
-                    (ast.literal_eval(k.value) for k in deco.keywords if k.arg == "methods"),
+                    (
+                        ast.literal_eval(named.get(k.value.id, k.value))
+                        if isinstance(k.value, ast.Name)
+                        else ast.literal_eval(k.value)
+                        for k in deco.keywords
+                        if k.arg == "methods"
+                    ),
                     ["GET"],
                 )
-                routes.update((m.upper(), path) for m in methods)
+                routes.update((m.upper(), path) for m in methods if m.upper() != "HEAD")
     return routes
 
 

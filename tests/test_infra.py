@@ -590,6 +590,20 @@ def test_api_keys_come_from_the_stages_ssm_parameter(
         ]
 
 
+def test_every_get_resource_hands_head_to_the_function(template: dict[str, Any]) -> None:
+    """HEAD /health was API Gateway's own 404 (no HEAD method on the resource) where
+    `spool serve` answers 200: every GET resource now has a HEAD method integrated with
+    the API function, which answers it as GET without the body (app.py)."""
+    paths = template["Resources"]["RestAPI"]["Properties"]["DefinitionBody"]["paths"]
+    gets = {path for path, ops in paths.items() if "get" in ops}
+    assert "/health" in gets
+    for path in gets:
+        head, get = paths[path].get("head"), paths[path]["get"]
+        assert head is not None, path
+        integration = head["x-amazon-apigateway-integration"]
+        assert integration == get["x-amazon-apigateway-integration"], path
+
+
 def test_the_gateways_own_refusals_answer_in_the_apps_error_shape(
     template: dict[str, Any],
 ) -> None:

@@ -4,8 +4,9 @@ Each request is sent over a socket to `spool serve`'s server (local/server.py) a
 as the API Gateway REST proxy event API Gateway would make of it, to app.py's
 `app` as Lambda calls it; each side on a fresh SQLite store at the same fake time
 with the same job ids. Status and body must be the same. Requests API Gateway
-answers itself (no route, a method a route lacks: HEAD, OPTIONS) are not here:
-tests/test_infra.py checks its answers' shape.
+answers itself (no route, a method a route lacks: OPTIONS) are not here:
+tests/test_infra.py checks its answers' shape. HEAD is here: every GET route takes it
+(app.py), answered as GET without a body on both sides.
 """
 
 from __future__ import annotations
@@ -212,3 +213,75 @@ def test_lambda_answers_hostile_requests_as_spool_serve_does(
     assert {status for status, _ in served} >= {200, 201, 400, 401, 404, 413, 422}
     for request, want, got in zip(CORPUS, served, on_lambda, strict=True):
         assert got == want, request
+
+
+J1 = "j_" + "0" * 31 + "1"
+# HEAD of GET routes: found, missing, refused, unauthenticated, no key needed.
+HEADS: list[Request] = [
+    _req("HEAD", "/health"),
+    _req("HEAD", "/health", key=None),
+    _req("HEAD", f"/status/{J1}"),
+    _req("HEAD", f"/status/{J1}", key=KEY_B),  # another tenant's job: 404
+    _req("HEAD", f"/status/{J1}", key="wrong-key-0123456789"),  # 401
+    _req("HEAD", "/jobs?state=queued"),
+    _req("HEAD", "/jobs?limit=0"),  # 422
+    _req("HEAD", "/dlq"),
+    _req("HEAD", "/openapi.json"),
+    _req("HEAD", "/metrics", key=None),  # 401: an operator key is needed
+    _req("HEAD", "/ui/api/overview"),
+]
+
+
+def _exchange_head(port: int, request: Request) -> tuple[int, str, bytes]:
+    """Status, Content-Type and the bytes after the head of one answer, as sent."""
+    method, path, headers, _ = request
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall("\r\n".join(lines).encode("latin-1") + b"\r\n\r\n")
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    fields = dict(
+        line.decode("latin-1").split(": ", 1) for line in head.split(b"\r\n")[1:] if b": " in line
+    )
+    kind = {k.lower(): v for k, v in fields.items()}.get("content-type", "")
+    return int(head.split(b" ", 2)[1]), kind, payload
+
+
+def test_head_of_a_get_route_is_answered_as_get_without_a_body_on_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HEAD /health was 200 under `spool serve` and 405 from app.py on Lambda (404 as
+    deployed: API Gateway had no HEAD method to route). Now each side answers HEAD
+    with the status and Content-Type its GET gets, and no body."""
+    create = _req("POST", "/enqueue", JOB)
+    gets = [(("GET", *rest[1:]) if rest[0] == "HEAD" else rest) for rest in HEADS]
+    monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", api_http.PEER_HEADER_TRUSTED)
+    with _fresh(tmp_path, "served", monkeypatch):
+        server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=2)
+        server.start()
+        try:
+            assert _exchange(server.port, create)[0] == 201
+            served = [_exchange_head(server.port, request) for request in HEADS]
+            served_gets = [_exchange_head(server.port, request) for request in gets]
+        finally:
+            server.stop()
+    monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", False)  # as on Lambda
+    with _fresh(tmp_path, "lambda", monkeypatch):
+        assert spool_app.app(gateway_event(create), context("api_handler"))["statusCode"] == 201
+        on_lambda = []
+        for request in [*HEADS, *gets]:
+            answer = spool_app.app(gateway_event(request), context("api_handler"))
+            kind = (answer.get("headers") or {}).get("Content-Type", "")
+            on_lambda.append((answer["statusCode"], kind, (answer.get("body") or "").encode()))
+    lambda_heads, lambda_gets = on_lambda[: len(HEADS)], on_lambda[len(HEADS) :]
+    assert {status for status, _, _ in served} >= {200, 401, 404, 422}
+    for request, head, get, lam_head, lam_get in zip(
+        HEADS, served, served_gets, lambda_heads, lambda_gets, strict=True
+    ):
+        assert head[2] == b"" and lam_head[2] == b"", request
+        assert head[:2] == get[:2], request  # served: HEAD is its GET without the body
+        assert lam_head[:2] == lam_get[:2], request  # Lambda: the same
+        assert lam_head[:2] == head[:2], request  # and the two sides agree
