@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chalicelib.api.routes import Edge
 
 FIX = "Fix the variable and start again"
 
@@ -40,12 +44,14 @@ def value_refusal(environ: Mapping[str, str]) -> tuple[str, str] | None:
     return None
 
 
-def check_edge(rt: object) -> None:
+def check_edge(rt: object) -> Edge:
     """Build what app.py's routes build on their first request; raise ValueError.
 
     The one check of the edge's settings: `chalice local` (value_refusal above) and
     `spool serve` (local/serve.py) both run it. A refusal reads "NAME: reason": a
-    reason that does not name its variable is given the name of the one checked."""
+    reason that does not name its variable is given the name of the one checked.
+    Returns the edge built: `spool serve` serves that one (routes.install) rather
+    than build it again."""
     from chalicelib import limit_settings
     from chalicelib.api.auth import API_KEYS, METRICS_KEYS, Keyring, operator_keys
     from chalicelib.api.metric_labels import QueueLabels
@@ -59,8 +65,9 @@ def check_edge(rt: object) -> None:
         (API_KEYS, lambda: Keyring.parse(settings.api_keys)),
         (METRICS_KEYS, lambda: operator_keys(settings.text(METRICS_KEYS))),
         ("SPOOL_METRICS_MAX_QUEUES", lambda: QueueLabels.from_settings(settings)),
-        (None, lambda: Edge(rt)),  # the cache, waits, webhooks; each error names its variable
+        (None, lambda: built.append(Edge(rt))),  # cache, waits, webhooks: each names its own
     )
+    built: list[Edge] = []
     for name, check in checks:
         try:
             check()
@@ -68,6 +75,7 @@ def check_edge(rt: object) -> None:
             if name is None or "SPOOL_" in str(exc):  # it names its variable already
                 raise
             raise ValueError(f"{name}: {exc}") from None
+    return built[0]
 
 
 def check_store_url(url: str) -> None:

@@ -40,6 +40,7 @@ from local import fresh_store
 from local.cli_errors import EXIT_INTERRUPTED, CliFailure, UsageError
 
 if TYPE_CHECKING:
+    from chalicelib.api.routes import Edge
     from chalicelib.config import Settings
     from local.server import Server
 
@@ -358,14 +359,17 @@ def with_wait_cap(rt: Runtime, threads: int) -> Runtime:
     return rt.with_settings(dataclasses.replace(rt.settings, extra=extra))
 
 
-def check_edge_settings(rt: Runtime) -> None:
+def check_edge_settings(rt: Runtime) -> Edge:
     """Refuse at start-up, not with a 503 per request, every setting app.py's edge would
     refuse (keys, metrics, the result cache, waits, limits, webhooks): the check `chalice
-    local` makes (chalicelib/edge_settings.check_edge), so the two never drift apart."""
+    local` makes (chalicelib/edge_settings.check_edge), so the two never drift apart.
+    Returns the edge the check built, which `_serve` then serves (routes.install): built
+    here, before the banner, a bad setting never reaches a request as 503
+    `misconfigured`, and the edge is built once."""
     from chalicelib.edge_settings import check_edge
 
     try:
-        check_edge(rt)
+        return check_edge(rt)
     except ValueError as exc:  # ConfigError, or a parser's ValueError naming the variable
         raise UsageError(" ".join(str(exc).split()), FIX) from None
 
@@ -571,20 +575,16 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
     rt, key, generated = with_dev_key(rt)
     threads = args.threads or DEFAULT_THREADS
     rt = with_wait_cap(rt, threads)
-    check_edge_settings(rt)
+    edge = check_edge_settings(rt)
     check_worker_side(rt, args)
     if args.processes != 1 and args.listen_fd is None:
         return serve_processes(rt, args, threads, key, generated)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime
+    routes.install(edge)  # the edge the check built: not built again on the first request
     if args.shared_metrics is not None:  # one of --processes N's: metrics shared with them
         from local.shared_metrics import share_metrics
 
         share_metrics(rt, args.shared_metrics, args.worker_metrics)
-    try:
-        check_api_settings(routes.current)  # the edge app.py's routes will use
-    except UsageError:
-        runtime_module.reset(None)
-        raise
     sock = None
     if args.listen_fd is not None:  # one of `--processes N`'s server processes
         from local.multiproc import inherited_socket
@@ -664,17 +664,6 @@ def serve_beside_signals(server: Server) -> None:
         thread.join(0.25)
     if failed:
         raise failed[0]
-
-
-def check_api_settings(build: Callable[[], object]) -> None:
-    """Build the edge app.py's routes will use now, not on the first request: built
-    there, a bad setting answered every request, /health too, 503 `misconfigured`
-    while the banner said all was well. check_edge_settings has refused the settings
-    already; this is the edge itself, on the runtime app.py now serves."""
-    try:
-        build()
-    except ValueError as exc:  # ConfigError, or a parser's ValueError naming the variable
-        raise UsageError(str(exc), FIX) from None
 
 
 def store_down(rt: Runtime) -> bool:

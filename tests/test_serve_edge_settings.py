@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -94,3 +95,52 @@ def test_serve_names_the_limit_setting_and_the_fix(tmp_path: Path, name: str, va
     assert ran.returncode == 2, ran.stderr
     [line] = ran.stderr.splitlines()
     assert line.startswith(f"spool: {name}") and line.endswith(f"{FIX}."), line
+
+
+class _NoServer:
+    """Stands for local.server.Server: binds nothing, serves nothing, returns at once."""
+
+    host, port, last_turn = "127.0.0.1", 1, 0.0
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def serve(self) -> None:
+        pass
+
+    def stop(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+def test_serve_builds_app_py_s_edge_once_and_serves_that_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, `spool serve` built the edge (keyring, result cache, limits) in its
+    start-up check and again for app.py's routes: twice the work, and two caches of
+    which the check's was thrown away. Now the check's edge is the one served."""
+    from chalicelib import runtime as runtime_module
+    from chalicelib.api import routes
+    from local import cli, serve
+
+    built: list[routes.Edge] = []
+
+    class Counted(routes.Edge):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(routes, "Edge", Counted)
+    monkeypatch.setattr("local.server.Server", _NoServer)
+    served: list[routes.Edge] = []
+    monkeypatch.setattr(
+        serve, "serve_beside_signals", lambda server: served.append(routes.current())
+    )
+    args = cli.build_parser().parse_args(["serve", "--port", "0", "--no-worker"])
+    rt = build_runtime(Settings(store_url="memory://", api_keys=API_KEYS))
+    try:
+        assert serve._serve(rt, args) == 0
+    finally:
+        runtime_module.reset(None)
+        rt.close()
+    assert len(built) == 1
+    assert served == built

@@ -527,6 +527,17 @@ def current() -> Edge:
         return _edge
 
 
+def install(edge: Edge) -> None:
+    """Serve `edge`, built for the current runtime: `spool serve` built it in its
+    start-up check (chalicelib/edge_settings.check_edge), and building it again on
+    the first request would repeat that work and throw its result cache away."""
+    global _edge
+    if edge.runtime is not runtime_module.current():
+        raise ValueError("the edge was built for another runtime than the current one")
+    with _edge_lock:
+        _edge = edge
+
+
 OPERATIONS: Mapping[str, Callable[..., ApiResponse]] = {
     "enqueue": Edge.enqueue,
     "status": Edge.status,
