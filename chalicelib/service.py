@@ -116,9 +116,19 @@ class Service:
         self.registry = registry
         self.settings = settings  # None: the process environment's (read when needed)
 
-    def build(self, request: EnqueueRequest, tenant: str, job_id: str | None = None) -> NewJob:
+    def build(
+        self,
+        request: EnqueueRequest,
+        tenant: str,
+        job_id: str | None = None,
+        admitted: bool = False,
+    ) -> NewJob:
+        """The job to store for `request`. `admitted`: the caller has run the handler's
+        admit check for this request and tenant already (`spool enqueue` does, before it
+        opens the store), so it is not run again: a hook with an effect (a quota each
+        admitted job spends) was charged twice for one job."""
         spec = self.registry.get(request.type)
-        payload = spec.validate(request.payload, tenant)
+        payload = spec.validate(request.payload, None if admitted else tenant)
         if not is_finite_json(payload):
             # HTTP bodies are refused earlier (400); this guards every other caller.
             raise ValidationFailed(
@@ -165,7 +175,9 @@ class Service:
 
         return callback_for(requested, tenant, settings)
 
-    def enqueue(self, requests: Sequence[EnqueueRequest], tenant: str) -> list[AddResult]:
+    def enqueue(
+        self, requests: Sequence[EnqueueRequest], tenant: str, admitted: bool = False
+    ) -> list[AddResult]:
         """Validate every job, then store them; an idempotency key reused for a
         different request is refused with IdempotencyConflict (409).
 
@@ -182,12 +194,15 @@ class Service:
         the batch. A batch without keys is one all-or-nothing add; a batch of keyed
         jobs alone stores those whose keys were free, as above.
         """
-        return self.add_prepared(requests, self.prepare(requests, tenant))
+        return self.add_prepared(requests, self.prepare(requests, tenant, admitted))
 
-    def prepare(self, requests: Sequence[EnqueueRequest], tenant: str) -> list[NewJob]:
+    def prepare(
+        self, requests: Sequence[EnqueueRequest], tenant: str, admitted: bool = False
+    ) -> list[NewJob]:
         """The jobs enqueue would store, or the 422/409 it would refuse them with: the
-        HTTP route checks them before a tenant's enqueue limit spends a token on them."""
-        built = self._build_all(requests, tenant)
+        HTTP route checks them before a tenant's enqueue limit spends a token on them.
+        Each job's admit check runs here, once, unless the caller ran it (`admitted`)."""
+        built = self._build_all(requests, tenant, admitted)
         _refuse_keys_reused_in_batch(requests, built)
         return built
 
@@ -210,13 +225,15 @@ class Service:
                     _refuse_conflicts(requests, built, results)
         return [r for r in results if r is not None]
 
-    def _build_all(self, requests: Sequence[EnqueueRequest], tenant: str) -> list[NewJob]:
+    def _build_all(
+        self, requests: Sequence[EnqueueRequest], tenant: str, admitted: bool = False
+    ) -> list[NewJob]:
         problems: list[dict[str, Any]] = []
         built: list[NewJob] = []
         ids = new_job_ids(len(requests))
         for index, request in enumerate(requests):
             try:
-                built.append(self.build(request, tenant, ids[index]))
+                built.append(self.build(request, tenant, ids[index], admitted))
             except ValidationFailed as exc:
                 if len(requests) == 1:
                     raise  # keep the precise error (e.g. UnknownJobType) for a single job

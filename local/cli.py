@@ -327,8 +327,17 @@ def _enqueue_request(rt: Runtime, args: argparse.Namespace) -> EnqueueRequest:
     the handler's payload model and its admit check for --tenant, so this stores
     nothing the API would refuse, and a refusal is made before a new store is created
     (_check_before_creating_the_store): the admit check ran only in the service, once
-    the SQLite file had been made."""
+    the SQLite file had been made.
+
+    The check runs once per command: the job it passes is kept on `args`
+    (CHECKED_JOB), which cmd_enqueue then stores with the service told it is admitted.
+    It ran two or three times (here on the memory store, here again, in the service),
+    and an admit hook with an effect, a quota each job spends, was charged for each."""
     from chalicelib.api import routes
+
+    checked: EnqueueRequest | None = getattr(args, CHECKED_JOB, None)
+    if checked is not None:
+        return checked
 
     fields: dict[str, Any] = {"type": args.type, "payload": _payload(args.payload)}
     for name in ("queue", "priority", "delay", "idempotency_key", "max_attempts"):
@@ -343,13 +352,20 @@ def _enqueue_request(rt: Runtime, args: argparse.Namespace) -> EnqueueRequest:
         raise  # a ValidationFailed too; cli_errors names the known types and SPOOL_HANDLERS
     except ValidationFailed as exc:
         raise UsageError(_job_problem(exc), "Fix the job and try again") from None
+    setattr(args, CHECKED_JOB, request)
     return request
 
 
+# Where _enqueue_request keeps the job it checked (and admitted) on the command's args.
+CHECKED_JOB = "checked_job"
+
+
 def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
+    """Store the job, or `--count` copies of it: one command, one admit check (the
+    copies are the same job for the same tenant), made by _enqueue_request."""
     request = _enqueue_request(rt, args)
     if args.count == 1:
-        result = rt.service.enqueue([request], args.tenant)[0]
+        result = rt.service.enqueue([request], args.tenant, admitted=True)[0]
         tables.print_enqueued(
             {
                 "id": result.job.id,
@@ -366,7 +382,7 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
     with _progress_bar()(total=args.count, unit="job", disable=not sys.stderr.isatty()) as bar:
         for start in range(0, args.count, ENQUEUE_CHUNK):
             n = min(ENQUEUE_CHUNK, args.count - start)
-            results = rt.service.enqueue([request] * n, args.tenant)
+            results = rt.service.enqueue([request] * n, args.tenant, admitted=True)
             if args.json:  # the ids, as remotely (local/remote_cli.py)
                 added += (
                     {"id": r.job.id, "state": r.job.state.value, "created": r.created}

@@ -90,9 +90,9 @@ def test_many_copies_let_each_stored_chunk_go(
     alive_at_each_call: list[int] = []
     sizes: list[int] = []
 
-    def watched(self: Service, requests: Any, tenant: str) -> Any:
+    def watched(self: Service, requests: Any, tenant: str, admitted: bool = False) -> Any:
         alive_at_each_call.append(sum(ref() is not None for ref in seen))
-        results = original(self, requests, tenant)
+        results = original(self, requests, tenant, admitted)
         sizes.append(len(results))
         seen.extend(weakref.ref(r) for r in results)
         return results
