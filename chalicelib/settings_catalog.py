@@ -454,6 +454,20 @@ CATALOG: tuple[Setting, ...] = (
         meaning="Largest request line plus headers (431 past it).",
         group=_SERVER,
     ),
+    Setting(
+        name="SPOOL_HTTP_RESERVE_THREADS",
+        type=INTEGER,
+        default=None,
+        read_by="local/http_limits.py",
+        meaning=(
+            "Threads of `spool serve`'s pool no one tenant may hold, so another tenant's "
+            "request starts while one tenant's flood runs; each tenant (all its keys "
+            "together) may run at most `--threads` minus this at once, and requests wait "
+            "their turn per tenant. Unset: 1 of up to 4 threads, 2 of more, none of 1. "
+            "It must leave a tenant at least one thread (refused at start)."
+        ),
+        group=_SERVER,
+    ),
     # -- Worker --------------------------------------------------------------------------
     Setting(
         name="SPOOL_CONCURRENCY",

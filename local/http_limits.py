@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 
 from chalicelib.config import Settings
+from local.fair_queue import RESERVE_THREADS
 
 log = logging.getLogger("spool.http")
 
@@ -34,6 +35,9 @@ class HttpLimits:
     request_timeout: float = 30.0
     send_timeout: float = 60.0
     linger_seconds: float = 5.0
+    # Pool threads no one tenant may hold (SPOOL_HTTP_RESERVE_THREADS); None: the
+    # pool's own choice (local/fair_queue.py, reserve_for).
+    reserve_threads: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
@@ -57,6 +61,11 @@ class HttpLimits:
             ),
             send_timeout=settings.number(
                 "SPOOL_HTTP_SEND_TIMEOUT", cls.send_timeout, minimum=0.05, maximum=86_400
+            ),
+            reserve_threads=(
+                settings.integer(RESERVE_THREADS, 0, minimum=0, maximum=1024)
+                if (settings.extra.get(RESERVE_THREADS) or "").strip()
+                else None
             ),
         )
 

@@ -35,7 +35,7 @@ from waitress import wasyncore
 from waitress.task import ThreadedTaskDispatcher
 
 from chalicelib import logs
-from local.fair_queue import FairQueue, reserve_for
+from local.fair_queue import FairQueue, TenantOf, reserve_for
 
 log = logging.getLogger("spool.http")
 
@@ -63,9 +63,10 @@ class TaskDispatcher(ThreadedTaskDispatcher):
     (a shutdown's cancel reaches capped requests too: `popleft` ignores the cap);
     handler_thread is waitress's loop, taking only what is below the cap."""
 
-    def __init__(self) -> None:
+    def __init__(self, tenant_of: TenantOf | None = None, reserve: int | None = None) -> None:
         super().__init__()
-        self.queue: Any = FairQueue()
+        self.queue: Any = FairQueue(tenant_of=tenant_of)
+        self.reserve = reserve  # SPOOL_HTTP_RESERVE_THREADS; None: reserve_for's own
         # Times a pool thread went to wait for work: a thread that found only
         # capped requests waits like an idle one, and this shows it (no spinning).
         self.waits = 0
@@ -73,7 +74,7 @@ class TaskDispatcher(ThreadedTaskDispatcher):
     def set_thread_count(self, count: int) -> None:
         with self.lock:
             if count > 0:
-                self.queue.cap = count - reserve_for(count)
+                self.queue.cap = count - reserve_for(count, self.reserve)
         super().set_thread_count(count)
 
     def handler_thread(self, thread_no: int) -> None:
@@ -111,8 +112,14 @@ class InlineTaskDispatcher(TaskDispatcher):
     """waitress's thread pool (TaskDispatcher), plus a queue of channels the loop
     owner serves itself."""
 
-    def __init__(self, quick: QuickRequest, stall_after: float = STALL_AFTER) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        quick: QuickRequest,
+        stall_after: float = STALL_AFTER,
+        tenant_of: TenantOf | None = None,
+        reserve: int | None = None,
+    ) -> None:
+        super().__init__(tenant_of, reserve)
         self.quick = quick
         self.stall_after = stall_after
         self.pending: collections.deque[Any] = collections.deque()

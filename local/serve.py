@@ -568,6 +568,7 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
 def _serve(rt: Runtime, args: argparse.Namespace) -> int:
     import app as spool_app
     from chalicelib.api import routes
+    from local.fair_queue import key_tenants
     from local.http_limits import HttpLimits
     from local.quick_routes import quick_requests
     from local.server import DEFAULT_THREADS, ChaliceWSGI, Server
@@ -599,6 +600,7 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
             limits=HttpLimits.from_settings(rt.settings),
             sock=sock,
             quick=quick_requests(rt.settings.store_url),
+            tenant_of=key_tenants(rt.settings),  # the pool's turns: per tenant, not key
         )
     except OSError as exc:
         runtime_module.reset(None)

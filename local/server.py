@@ -50,6 +50,7 @@ from chalicelib.api.errors import error_body
 from chalicelib.api.http import dumps
 from chalicelib.api.waits import serving_for
 from local.direct_dispatch import DirectDispatch
+from local.fair_queue import TenantOf
 from local.http_guard import guarded_classes
 from local.http_limits import HttpLimits, fit_connections
 from local.inline_dispatch import InlineTaskDispatcher, QuickRequest, TaskDispatcher
@@ -486,7 +487,11 @@ class Server:
         limits: HttpLimits | None = None,
         sock: socket.socket | None = None,
         quick: QuickRequest | None = None,
+        tenant_of: TenantOf | None = None,
     ) -> None:
+        """`tenant_of` names the tenant of a request's X-API-Key, for the pool's turns
+        (local/fair_queue.py: per tenant; without it, per key). ValueError for a
+        limit the pool cannot keep (SPOOL_HTTP_RESERVE_THREADS past --threads)."""
         limits = limits or HttpLimits()
         limits = dataclasses.replace(
             limits,
@@ -510,7 +515,12 @@ class Server:
             # request may be read ahead meanwhile, not run.
             channel_request_lookahead=1,
         )
-        dispatcher = TaskDispatcher() if quick is None else InlineTaskDispatcher(quick)
+        reserve = limits.reserve_threads
+        dispatcher = (
+            TaskDispatcher(tenant_of, reserve)
+            if quick is None
+            else InlineTaskDispatcher(quick, tenant_of=tenant_of, reserve=reserve)
+        )
         dispatcher.set_thread_count(threads)
         self._inline = dispatcher if isinstance(dispatcher, InlineTaskDispatcher) else None
         server_class, _ = guarded_classes(limits)

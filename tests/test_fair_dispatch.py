@@ -18,6 +18,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 import app as spool_app
 from local.fair_queue import ANONYMOUS, FairQueue, lane_of
 from local.http_limits import HttpLimits
@@ -157,8 +159,20 @@ def get(server: Server, path: str, key: str) -> int:
 
 
 @contextmanager
-def running(app: Callable[..., Iterable[bytes]], threads: int = THREADS) -> Iterator[Server]:
-    server = Server(app, "127.0.0.1", 0, threads=threads, limits=HttpLimits(request_timeout=30))
+def running(
+    app: Callable[..., Iterable[bytes]],
+    threads: int = THREADS,
+    tenant_of: Callable[[str], str | None] | None = None,
+    limits: HttpLimits | None = None,
+) -> Iterator[Server]:
+    server = Server(
+        app,
+        "127.0.0.1",
+        0,
+        threads=threads,
+        limits=limits or HttpLimits(request_timeout=30),
+        tenant_of=tenant_of,
+    )
     thread = server.start()
     try:
         yield server
@@ -416,3 +430,115 @@ def test_a_flood_spelling_its_key_many_ways_still_leaves_a_real_servers_thread()
         finally:
             app.release.set()
         wait_for(lambda: len(app.started) == len(spellings) + 1, "every request to be served")
+
+
+# -- turns per tenant, not per key ----------------------------------------------
+
+# Two keys of tenant "acme", one of "beta" (as SPOOL_API_KEYS names them).
+TENANTS = {"acme-key-one-0123456789": "acme", "acme-key-two-0123456789": "acme", "beta-key": "beta"}
+A1, A2 = "acme-key-one-0123456789", "acme-key-two-0123456789"
+
+
+def test_two_keys_of_one_tenant_share_one_lane() -> None:
+    """Before: a lane per key, so a tenant with two keys had two turns to another's
+    one, and twice the cap of the pool's threads."""
+    queue = FairQueue(tenant_of=TENANTS.get)
+    for key, name in ((A1, "a1"), (A2, "a2"), (A1, "a3"), ("beta-key", "b1")):
+        queue.append(Channel(key, name))
+    assert queue.lanes() == 2
+    assert names(queue) == ["a1", "b1", "a2", "a3"]
+    lane = lane_of(Channel(A1), TENANTS.get)
+    assert lane == lane_of(Channel(A2), TENANTS.get) != lane_of(Channel("beta-key"), TENANTS.get)
+    assert b"0123456789" not in lane  # names the tenant, holds no key
+
+
+def test_a_key_no_tenant_owns_is_a_caller_of_its_own() -> None:
+    """A wrong key is not resolved: its own lane (as before), never a tenant's."""
+    wrong = lane_of(Channel("wrong-key-0123456789"), TENANTS.get)
+    assert wrong not in (ANONYMOUS, lane_of(Channel(A1), TENANTS.get))
+    assert wrong == lane_of(Channel("wrong-key-0123456789"))
+    assert lane_of(Channel(None), TENANTS.get) == ANONYMOUS
+
+
+def test_the_cap_is_per_tenant_across_its_keys() -> None:
+    queue = FairQueue(cap=2, tenant_of=TENANTS.get)
+    for key, name in ((A1, "a1"), (A2, "a2"), (A1, "a3"), (A2, "a4")):
+        queue.append(Channel(key, name))
+    lane, _ = queue.take()
+    queue.take()
+    assert queue.running(lane) == 2 and not queue.ready()  # the second key is capped too
+    queue.append(Channel("beta-key", "b1"))
+    assert queue.take()[1].name == "b1"
+
+
+def test_a_tenants_second_key_does_not_take_the_reserve_on_a_real_server() -> None:
+    """With 4 threads one tenant may hold 3; its flood split over two keys took all 4
+    (3 each), and another tenant's request waited for one of the flood's to end."""
+    app = GatedApp()
+    with running(app, threads=4, tenant_of=TENANTS.get) as server:
+        try:
+            for n in range(8):
+                send_and_hang_up(server, "/hold", (A1, A2)[n % 2])
+            wait_for(lambda: queued(server) == 8 - 3, "the flood to queue")
+            answered: list[int] = []
+            caller_b = threading.Thread(
+                target=lambda: answered.append(get(server, "/b", "beta-key"))
+            )
+            caller_b.start()
+            caller_b.join(30)
+            assert answered == [200] and app.started[-1] == "beta-key"
+            assert len(app.started) == 4
+        finally:
+            app.release.set()
+        wait_for(lambda: len(app.started) == 9, "every request to be served")
+
+
+def test_the_reserve_is_a_setting() -> None:
+    """SPOOL_HTTP_RESERVE_THREADS: threads no one tenant may hold (default: 1 of up
+    to 4, 2 of more, 0 of 1); at least one thread must be left to a tenant."""
+    from chalicelib.config import Settings
+    from local.fair_queue import reserve_for
+
+    def limits(value: str) -> HttpLimits:
+        return HttpLimits.from_settings(Settings(extra={"SPOOL_HTTP_RESERVE_THREADS": value}))
+
+    assert HttpLimits.from_settings(Settings()).reserve_threads is None
+    assert limits("3").reserve_threads == 3
+    with pytest.raises(ValueError, match="SPOOL_HTTP_RESERVE_THREADS"):
+        limits("-1")
+    assert [reserve_for(n, 3) for n in (1, 4, 16)] == [0, 3, 3]
+    with pytest.raises(ValueError, match="SPOOL_HTTP_RESERVE_THREADS"):
+        reserve_for(4, 4)  # no thread left to any tenant
+    with running(GatedApp(), threads=8, limits=limits("5")) as server:
+        assert server._server.task_dispatcher.queue.cap == 3
+
+
+def test_spool_serve_names_a_keys_tenant_from_the_key_list_it_holds() -> None:
+    """key_tenants: SPOOL_API_KEYS as parsed; from SSM only what was read already,
+    so the loop thread never waits on SSM (before the first read: per key lanes)."""
+    from chalicelib.api import key_source
+    from chalicelib.config import Settings
+    from local.fair_queue import key_tenants
+
+    tenant_of = key_tenants(Settings(api_keys=f"{A1}=acme,{A2}=acme,beta-key-0123456789=beta"))
+    assert tenant_of(A1) == tenant_of(A2) == "acme"
+    assert tenant_of("beta-key-0123456789") == "beta" and tenant_of("wrong") is None
+
+    def no_ssm(settings: Settings) -> Any:
+        raise AssertionError("the loop thread read SSM")
+
+    key_source.reset(client=no_ssm)
+    try:
+        from_ssm = Settings(extra={"SPOOL_API_KEYS_PARAMETER": "/spool/test/api-keys"})
+        assert key_tenants(from_ssm)(A1) is None
+    finally:
+        key_source.reset()
+
+
+def test_a_tenants_key_spelt_as_a_list_of_itself_is_the_tenants_lane() -> None:
+    """Turns per tenant and one key spelt `k, k` (read by the app as k) together: the
+    spelling resolves to k's tenant, not to a lane of its own beside it."""
+    lane = lane_of(Channel(A1), TENANTS.get)
+    for spelling in (f"{A1}, {A1}", f"{A1},{A1}", f"{A1} ,{A1},"):
+        assert lane_of(Channel(spelling), TENANTS.get) == lane
+    assert lane_of(Channel(f"{A1}, {A2}"), TENANTS.get) not in (lane, ANONYMOUS)

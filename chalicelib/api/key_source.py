@@ -137,6 +137,17 @@ class KeySource:
             return _parse(settings.api_keys)
         return self._entry(settings, name).keys
 
+    def cached_keyring(self, settings: Settings) -> Keyring | None:
+        """The parsed keys as this process holds them now, without reading SSM (and
+        without waiting on a read under way): for `spool serve`'s loop thread, which
+        names a request's tenant to give it its turn (local/fair_queue.py). None
+        before the parameter was first read."""
+        name = parameter_name(settings)
+        if name is None:
+            return _parse(settings.api_keys)
+        entry = self._entries.get(name)  # one dict read: no lock needed to look
+        return None if entry is None else entry.keys
+
     def _entry(self, settings: Settings, name: str) -> _Entry:
         with self._lock:  # one read at a time; the others wait and share it
             entry = self._entries.get(name)
