@@ -542,3 +542,39 @@ def test_a_tenants_key_spelt_as_a_list_of_itself_is_the_tenants_lane() -> None:
     for spelling in (f"{A1}, {A1}", f"{A1},{A1}", f"{A1} ,{A1},"):
         assert lane_of(Channel(spelling), TENANTS.get) == lane
     assert lane_of(Channel(f"{A1}, {A2}"), TENANTS.get) not in (lane, ANONYMOUS)
+
+def test_spool_serve_gives_its_pool_the_tenants_of_its_keys(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The wiring: `spool serve` builds its Server with key_tenants of its settings."""
+    from chalicelib import runtime as runtime_module
+    from chalicelib.config import Settings
+    from chalicelib.runtime import build_runtime
+    from local import cli, serve
+
+    given: dict[str, Any] = {}
+
+    class NoServer:
+        host, port, last_turn = "127.0.0.1", 1, 0.0
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            given.update(kwargs)
+
+        def serve(self) -> None:
+            pass
+
+        def stop(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    monkeypatch.setattr("local.server.Server", NoServer)
+    monkeypatch.setattr(serve, "serve_beside_signals", lambda server: None)
+    args = cli.build_parser().parse_args(["serve", "--port", "0", "--no-worker"])
+    keys = f"{A1}=acme,{A2}=acme"
+    rt = build_runtime(Settings(store_url="memory://", api_keys=keys))
+    try:
+        assert serve._serve(rt, args) == 0
+    finally:
+        runtime_module.reset(None)
+        rt.close()
+    tenant_of = given["tenant_of"]
+    assert tenant_of(A1) == tenant_of(A2) == "acme" and tenant_of("wrong") is None
