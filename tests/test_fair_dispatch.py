@@ -543,6 +543,7 @@ def test_a_tenants_key_spelt_as_a_list_of_itself_is_the_tenants_lane() -> None:
         assert lane_of(Channel(spelling), TENANTS.get) == lane
     assert lane_of(Channel(f"{A1}, {A2}"), TENANTS.get) not in (lane, ANONYMOUS)
 
+
 def test_spool_serve_gives_its_pool_the_tenants_of_its_keys(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
