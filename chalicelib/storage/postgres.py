@@ -20,7 +20,9 @@ How it keeps the JobStore contract with many claimers:
   (postgres_limits), so workers never together exceed a limit. Claims without
   one never take it and read nothing more.
 - Times come from the injected Clock and are passed as parameters; SQL never
-  calls now(), so tests drive time with a FakeClock.
+  calls now(), so tests drive time with a FakeClock. Without one the clock is
+  the server's (store_clock.ServerClock: clock_timestamp() read every 30 s on a
+  held connection), so hosts whose clocks disagree still agree on leases and beats.
 - A lost connection surfaces as StoreUnavailable (HTTP 503, worker backs off);
   the pool replaces dead connections on its own.
 """
@@ -101,6 +103,7 @@ from chalicelib.storage.base import (
     minute_of,
 )
 from chalicelib.storage.queue_totals import QueueTotals, kept
+from chalicelib.storage.store_clock import ServerClock
 from chalicelib.store_outage import Quiet
 from chalicelib.webhooks import outbox as webhook_outbox
 from chalicelib.webhooks.outbox import Delivery
@@ -736,7 +739,9 @@ class PostgresStore:
     def __init__(
         self, settings: PgSettings, clock: Clock | None = None, attempt_history: int | None = None
     ) -> None:
-        self.clock: Clock = clock or SystemClock()
+        # The server's clock unless a test brings its own (store_clock.py says why).
+        self._server_clock = ServerClock() if clock is None else None
+        self.clock: Clock = clock or self._server_clock or SystemClock()
         self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
         self.settings = settings
         self.history_limit = attempt_history or history.history_limit()
@@ -783,8 +788,24 @@ class PostgresStore:
     def _check_migrated(self) -> None:
         with probe(self.settings) as conn:
             current = migrations.status(conn).current
+            self._read_server_clock(conn)
         if current < migrations.latest_version():
             raise StoreNotMigrated(self._not_migrated(current), {"schema": self.settings.schema})
+
+    def _read_server_clock(self, conn: Conn) -> None:
+        """Read the server's time into self.clock when it is due (every
+        store_clock.REFRESH_SECONDS): one round trip on a connection already held.
+        A failed read keeps the last one; the caller's own statement meets the fault."""
+        server = self._server_clock
+        if server is None or not server.due():
+            return
+        before = server.ticks()
+        try:
+            row = conn.execute("SELECT clock_timestamp()").fetchone()
+        except psycopg.Error:
+            return
+        if row is not None:
+            server.observe(row[0], before, server.ticks())
 
     def _not_migrated(self, current: int) -> str:
         """NOT_MIGRATED, and for a schema with no Spool tables at all, which one was
@@ -817,6 +838,7 @@ class PostgresStore:
             cut: pg_deadline.Watch | None = None
             try:
                 with self._pool.connection() as conn:
+                    self._read_server_clock(conn)
                     if deadline is None:
                         answer = fn(conn)
                     else:

@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 
 from chalicelib import worker_id
-from chalicelib.clock import Clock, SystemClock
+from chalicelib.clock import Clock, SystemClock, from_epoch
 from chalicelib.errors import UNCERTAIN_WRITE, InvalidTransition, JobNotFound, StoreUnavailable
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy
@@ -68,6 +68,7 @@ from chalicelib.storage.base import (
 )
 from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.redis_notify import RedisNotifier
+from chalicelib.storage.store_clock import ServerClock
 from chalicelib.store_outage import Quiet
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
@@ -322,7 +323,9 @@ class RedisStore:
         clock: Clock | None = None,
         attempt_history: int | None = None,
     ) -> None:
-        self.clock: Clock = clock or SystemClock()
+        # The server's clock unless a test brings its own (store_clock.py says why).
+        self._server_clock = ServerClock() if clock is None else None
+        self.clock: Clock = clock or self._server_clock or SystemClock()
         self.settings = settings
         self.history_limit = attempt_history or history.history_limit()
         # Any: redis-py's stubs type replies as bytes | str; with decode_responses off
@@ -333,6 +336,7 @@ class RedisStore:
         except redis.RedisError as exc:
             self.client.close()
             raise StoreUnreachable(unreachable_message(settings, exc), retry_after=5) from exc
+        self._read_server_clock()
         self._p = settings.keys
         self._scripts = {
             name: self.client.register_script(getattr(redis_lua, name))
@@ -349,11 +353,29 @@ class RedisStore:
         self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
 
     # -- plumbing ------------------------------------------------------------
+    def _read_server_clock(self) -> None:
+        """Read the server's TIME into self.clock when it is due (every
+        store_clock.REFRESH_SECONDS). A failed read keeps the last one: the call that
+        follows meets the fault and says it."""
+        server = self._server_clock
+        if server is None or not server.due():
+            return
+        before = server.ticks()
+        try:
+            reply = self.client.time()
+        except redis.RedisError:
+            return
+        if isinstance(reply, (tuple, list)) and len(reply) == 2:
+            seconds, micros = reply
+            when = from_epoch(int(seconds)) + timedelta(microseconds=int(micros))
+            server.observe(when, before, server.ticks())
+
     def _call(self, name: str, args: Sequence[Any], read: bool = False) -> Any:
         """Run one script; outages become StoreUnavailable.
 
         Only reads are retried: a write whose reply was lost may have been applied.
         """
+        self._read_server_clock()
         script = self._scripts[name]
         # KEYS[1] routes the call (Cluster) to the slot of every key the script touches.
         return self._run(lambda: script(keys=[self._p + "epoch"], args=[self._p, *args]), read)
