@@ -66,6 +66,14 @@ def context(function_name: str, timeout_ms: int = FUNCTION_TIMEOUT_MS) -> Lambda
     return LambdaContext(function_name, memory_size=1024, max_runtime_ms=timeout_ms)
 
 
+def _let_go(done: Any) -> bool:
+    """Whether a drain that returned let results go unwritten: it rode a store outage
+    to its bound and gave up, so the store is not back (its own writes said so when
+    it was). Saying "store is back" then, the next drain's failed claim said the
+    outage began again: two lines per lease for as long as it lasted."""
+    return isinstance(done, dict) and bool(done.get("unwritten"))
+
+
 class Emulator:
     """Invokes app.py's scheduled handler whenever there may be work, in one thread."""
 
@@ -108,8 +116,9 @@ class Emulator:
         outage = self.runtime.outage()
         while not self._stop.is_set():
             try:
-                self.invoke()
-                outage.recovered()
+                done = self.invoke()
+                if not _let_go(done):
+                    outage.recovered()
                 self._wait_for_work(notifier)
             except Exception as exc:
                 if is_fatal(exc):
