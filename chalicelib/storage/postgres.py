@@ -1133,6 +1133,12 @@ class PostgresStore:
             # paying an fsync each, which is most of a pickup's latency.
             # Completions and enqueues stay fully durable. durability=full makes
             # claims wait for the flush too.
+            # The clock is read once a connection is held: a lease dated from before
+            # a wait for one (up to pool_timeout, an outage's end) could be over when
+            # written, and the job dropped unstarted with an attempt spent.
+            now = self.clock.now()
+            params.update(now=now, expires=now + timedelta(seconds=lease_seconds))
+            reap_params["now"] = now
             with conn.pipeline(), conn.transaction():
                 if fast_claims:
                     conn.execute(SYNC_OFF)
@@ -1188,7 +1194,7 @@ class PostgresStore:
                 if fast_claims:  # as in claim(): a crash undoes the claim and its starts
                     conn.execute(SYNC_OFF)
                 postgres_limits.lock(conn, self.settings.schema)
-                reaped = conn.execute(REAP_SQL, reap_params).fetchall()
+                reaped = conn.execute(REAP_SQL, {**reap_params, "now": self.clock.now()}).fetchall()
                 # The lock may have waited for other claims (0.4 s seen under load): the
                 # clock is read once it is held, so the starts recorded and the windows
                 # counted are those of now. A start stamped at when the claim began to

@@ -621,17 +621,14 @@ class SQLiteStore:
             return []
         if policy is not None and policy.active:
             return self._claim_within(limit, lease_seconds, queues, ids, policy)
-        now = to_micros(self.clock.now())
-        expires = now + int(lease_seconds * 1_000_000)
         where = ["state IN ('queued', 'retrying')", "run_at <= ?"]
-        params: list[Any] = [new_lease_token(), expires, now, now, worker_id.current(), now]
+        filters: list[Any] = []
         if queues is not None:
             where.append(f"queue IN ({','.join('?' * len(queues))})")
-            params.extend(queues)
+            filters.extend(queues)
         if ids is not None:
             where.append(f"id IN ({','.join('?' * len(ids))})")
-            params.extend(ids)
-        params.append(limit)
+            filters.extend(ids)
         sql = (
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, "
             "lease_expires_at = ?, started_at = ?, updated_at = ?, lease_worker = ? WHERE id IN ("
@@ -639,8 +636,14 @@ class SQLiteStore:
             f"ORDER BY priority DESC, run_at, created_at LIMIT ?) RETURNING {COLUMNS}"
         )
         with self._write() as db:
+            # The clock is read once the turn to write is held: a lease dated from before
+            # a wait behind other writers could be over before the claim was written,
+            # and the job dropped unstarted with an attempt spent.
+            now = to_micros(self.clock.now())
+            expires = now + int(lease_seconds * 1_000_000)
+            params = [new_lease_token(), expires, now, now, worker_id.current(), now]
             self._reap(db, now)
-            rows = db.execute(sql, params).fetchall()
+            rows = db.execute(sql, [*params, *filters, limit]).fetchall()
         times = _Times()
         jobs = [row_to_job(r, times) for r in rows]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
