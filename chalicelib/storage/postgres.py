@@ -1273,9 +1273,11 @@ class PostgresStore:
         return applied
 
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
-        now = self.clock.now()
-        row = self._run(
-            lambda conn: conn.execute(
+        def extend(conn: Conn) -> Any:
+            # The clock is read once a connection is held, as in claim(): an expiry
+            # dated from before the wait could be over when written.
+            now = self.clock.now()
+            return conn.execute(
                 "UPDATE jobs SET lease_expires_at = %(expires)s, updated_at = %(now)s"
                 " WHERE id = %(id)s AND lease_token = %(token)s AND state = 'running'"
                 " AND lease_expires_at > %(now)s RETURNING id",
@@ -1286,8 +1288,8 @@ class PostgresStore:
                     "token": _enc(lease_token),
                 },
             ).fetchone()
-        )
-        return row is not None
+
+        return self._run(extend) is not None
 
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         now = self.clock.now()

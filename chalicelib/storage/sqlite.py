@@ -752,8 +752,8 @@ class SQLiteStore:
         return applied
 
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
-        now = to_micros(self.clock.now())
         with self._write() as db:
+            now = to_micros(self.clock.now())  # once the turn is held, as in claim()
             row = db.execute(
                 "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ? "
                 "AND lease_token = ? AND state = 'running' AND lease_expires_at > ? RETURNING id",
