@@ -116,6 +116,13 @@ class MemoryStore:
             created_at=now,
         )
         self._deliveries[delivery.id] = delivery
+        finished = [
+            d.id
+            for d in self._deliveries.values()
+            if d.job_id == job.id and d.state != outbox.PENDING
+        ]
+        for gone in finished[: max(0, len(finished) - outbox.KEPT_FINISHED)]:
+            del self._deliveries[gone]
 
     def _forget_webhooks(self, job_id: str) -> None:
         """A deleted job's callback URL and deliveries go with it."""

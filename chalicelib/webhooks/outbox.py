@@ -24,6 +24,12 @@ COUNTED = (PENDING, FAILED)
 RETRYING = "retrying"  # stays pending, due again at retry_at
 OUTCOMES = (DELIVERED, RETRYING, FAILED)
 
+# A job keeps its newest KEPT_FINISHED delivered or failed deliveries (as many as the
+# attempt history keeps by default); each new delivery's write drops older finished
+# ones, so a job cycled dead -> redrive -> dead cannot grow its outbox without limit.
+# Pending ones (owed to the receiver, or in flight under a lease) are never dropped.
+KEPT_FINISHED = 25
+
 ID_PREFIX = "msg_"
 MAX_ERROR_CHARS = 500
 
