@@ -25,13 +25,24 @@ COLUMNS = (
 def outbox_cte(source: str, where: str) -> str:
     """A data-modifying CTE: one pending delivery per row of `source` (a CTE that
     RETURNs id, tenant, state and callback_url) that has a URL and matches `where`.
-    Uses the statement's %(now)s; ids are msg_ + 128 random bits."""
+    Uses the statement's %(now)s; ids are msg_ + 128 random bits.
+
+    A second CTE deletes each such job's finished deliveries beyond its newest
+    outbox.KEPT_FINISHED in the same statement. It sees the rows as they were
+    before the statement, which is all it needs: the new delivery is pending,
+    and pending ones are never deleted."""
     return (
         f" hooks_{source} AS (INSERT INTO webhook_deliveries"
         " (id, job_id, tenant, url, event, state, attempts, next_at, created_at)"
         " SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), id, tenant,"
         " callback_url, 'job.' || state, 'pending', 0, %(now)s, %(now)s"
         f" FROM {source} WHERE callback_url IS NOT NULL AND {where} RETURNING 1),"
+        f" pruned_{source} AS (DELETE FROM webhook_deliveries WHERE id IN ("
+        f" SELECT old.hook FROM {source} CROSS JOIN LATERAL ("
+        " SELECT x.id AS hook FROM webhook_deliveries x"
+        f" WHERE x.job_id = {source}.id AND x.state <> 'pending'"
+        f" ORDER BY x.created_at DESC, x.id DESC OFFSET {outbox.KEPT_FINISHED:d}) old"
+        f" WHERE {source}.callback_url IS NOT NULL AND {where}) RETURNING 1),"
     )
 
 
