@@ -59,6 +59,8 @@ format them; only small counts (attempts, counter deltas) are computed in Lua.
 
 from __future__ import annotations
 
+from chalicelib.webhooks import outbox
+
 # Lua shared by every script. ARGV[1] is always P. Scripts that may end attempts set
 # MINUTE (the throughput minute of `now`); those that may write a webhook delivery
 # set IDBASE (24 random hex digits: delivery ids are IDBASE and a counter).
@@ -259,6 +261,30 @@ local function outbox(id, tenant, state, now, url)
   redis.call('RPUSH', P .. 'dj:' .. id, did)
   redis.call('ZADD', P .. 'dp', now, did)
   redis.call('HINCRBY', P .. 'dc', 'pending', 1)
+  -- The job keeps its newest KEPT_FINISHED finished deliveries; pending ones all stay.
+  local dj = P .. 'dj:' .. id
+  local dids = redis.call('LRANGE', dj, 0, -1)
+  local dropped, finished = {}, 0
+  for i = #dids, 1, -1 do
+    local dstate = redis.call('HGET', P .. 'd:' .. dids[i], 'state')
+    if dstate ~= 'pending' then
+      finished = finished + 1
+      if finished > KEPT_FINISHED then
+        dropped[dids[i]] = true
+        if dstate == 'failed' then redis.call('HINCRBY', P .. 'dc', 'failed', -1) end
+        redis.call('DEL', P .. 'd:' .. dids[i])
+      end
+    end
+  end
+  if finished <= KEPT_FINISHED then return end
+  local kept = {}
+  for _, kid in ipairs(dids) do
+    if not dropped[kid] then kept[#kept + 1] = kid end
+  end
+  redis.call('DEL', dj)
+  for i = 1, #kept, 1000 do
+    redis.call('RPUSH', dj, unpack(kept, i, math.min(i + 999, #kept)))
+  end
 end
 -- Delete a finished job with everything kept beside it.
 local function delete_job(id)
@@ -289,6 +315,8 @@ local function bump_epochs(tenants)
   for tenant in pairs(tenants) do redis.call('HINCRBY', P .. 'te', tenant, 1) end
 end
 """
+# Spliced in as a literal: the Lua chunk already holds many locals.
+_PRELUDE = _PRELUDE.replace("KEPT_FINISHED", str(outbox.KEPT_FINISHED))
 
 _WRITE = "#!lua\n"
 _READ = "#!lua flags=no-writes\n"
