@@ -153,7 +153,14 @@ from chalicelib.storage.dynamodb_schema import (
     worker_key,
 )
 from chalicelib.storage.dynamodb_txn import TRANSACTION_ATTEMPTS, Cancelled, Transactions, Unit
-from chalicelib.storage.dynamodb_webhooks import DynamoOutbox, hook_ids, hook_key
+from chalicelib.storage.dynamodb_webhooks import (
+    PRUNE_PROJECTION,
+    DynamoOutbox,
+    Pruning,
+    hook_ids,
+    hook_key,
+    pruning,
+)
 from chalicelib.storage.queue_totals import QueueTotals, fold
 from chalicelib.storage.s3_blobs import S3Blobs
 from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, SqsDispatch, delay_for
@@ -1509,7 +1516,10 @@ class DynamoStore:
             if dead and st.callback_url is not None:
                 tenant = need_s(item, "tenant")
                 url, expires = st.callback_url, self._expires(now)
-                hooks.append(self._outbox.stage(expr, st.id, tenant, url, "dead", now, expires))
+                prune = self._prunings({st.id: hook_ids(item)})[st.id]  # item: a full read
+                hooks.extend(
+                    self._outbox.stage(expr, st.id, tenant, url, "dead", now, expires, prune)
+                )
             if dead:
                 self._finished_attrs(expr, st.id, now)
                 buried[st.id] = (
@@ -1539,6 +1549,33 @@ class DynamoStore:
                 log_buried_by_reap(*buried[job_id])
         return len(done)
 
+    def _prunings(self, listed: Mapping[str, Sequence[str]]) -> dict[str, Pruning]:
+        """What each job's next delivery drops (dynamodb_webhooks.pruning), from its
+        delivery ids as read; only a job listing more than KEPT_FINISHED costs a read."""
+        kept = webhook_outbox.KEPT_FINISHED
+        full = [i for ids in listed.values() if len(ids) > kept for i in ids]
+        found = self._batch_get([hook_key(i) for i in full], PRUNE_PROJECTION) if full else {}
+        return {job_id: pruning(ids, found) for job_id, ids in listed.items()}
+
+    def _finish_prunings(
+        self, completions: Sequence[Completion], statics: Mapping[str, _Static]
+    ) -> dict[str, Pruning]:
+        """_prunings for the completions that write a delivery. Their `hooks` are read
+        here, after the claim their lease token names: the finish's condition on that
+        token fails if another terminal transition (the only writer of `hooks`) came
+        between, so the set read is the set written over."""
+        ids = [
+            c.job_id
+            for c in completions
+            if c.state is not JobState.RETRYING
+            and (st := statics.get(c.job_id)) is not None
+            and st.callback_url is not None
+        ]
+        if not ids:
+            return {}
+        items = self._batch_get([job_key(i) for i in ids], ("hooks",))
+        return self._prunings({i: hook_ids(items.get(_key_str(job_key(i)), {})) for i in ids})
+
     def _update(self, job_id: str, expr: Expr, condition: str) -> TransactWriteItemTypeDef:
         return {
             "Update": {
@@ -1558,6 +1595,7 @@ class DynamoStore:
         now = self._now()
         statics = self._statics_for([c.job_id for c in completions])
         seqs = self._seqs_for([c for c in completions if c.attempt is not None])
+        prunes = self._finish_prunings(completions, statics)
         units: list[Unit] = []
         positions: list[int] = []
         written: dict[int, str] = {}
@@ -1621,8 +1659,10 @@ class DynamoStore:
             hooks: list[tuple[TransactWriteItemTypeDef, str]] = []
             if state is not JobState.RETRYING and st.callback_url is not None:
                 url, expires = st.callback_url, self._expires(now)
-                hooks.append(
-                    self._outbox.stage(expr, st.id, st.tenant, url, state.value, now, expires)
+                hooks.extend(
+                    self._outbox.stage(
+                        expr, st.id, st.tenant, url, state.value, now, expires, prunes.get(st.id)
+                    )
                 )
             unit = Unit(
                 [self._update(st.id, expr, condition), *(h[0] for h in hooks)],
@@ -1709,8 +1749,12 @@ class DynamoStore:
             hooks: list[tuple[TransactWriteItemTypeDef, str]] = []
             if st.callback_url is not None:
                 url, expires = st.callback_url, self._expires(now)
-                hooks.append(
-                    self._outbox.stage(expr, job_id, st.tenant, url, "cancelled", now, expires)
+                # After the read `ver` rests on: a transition between fails the write.
+                prune = self._prunings({job_id: hook_ids(item)})[job_id]
+                hooks.extend(
+                    self._outbox.stage(
+                        expr, job_id, st.tenant, url, "cancelled", now, expires, prune
+                    )
                 )
             unit = Unit(
                 [self._update(job_id, expr, condition), *(h[0] for h in hooks)],

@@ -7,6 +7,17 @@ whose update also ADDs the delivery's id to the job's ``hooks`` string set, so
 a job's deliveries are one GetItem and one BatchGetItem away and a purge
 deletes them with the job.
 
+A job keeps its newest outbox.KEPT_FINISHED finished deliveries: when its set
+lists more ids than that, the transition first reads them (consistently, after
+the read its own condition rests on) and its unit also Deletes the finished
+ones beyond the newest KEPT_FINISHED (at most MAX_DROPS at a time) and SETs
+``hooks`` to the ids that stay plus the new one. SET, not ADD and DELETE: one
+update may not name an attribute twice. The set read is still the set written
+over, because only a terminal transition changes it and the transition's
+condition (the lease token, or the version a cancel read) fails if another
+came between. Pending deliveries are never dropped, so the set stays within
+KEPT_FINISHED + pending + 1 ids, far from the 400 KB item limit.
+
 The sparse ``timer`` index finds them: a pending delivery sits in partition
 ``H#<shard>`` at the time it next needs a worker (when due, or when its lease
 runs out, so a delivery whose worker died comes back by itself); a failed one
@@ -20,6 +31,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -54,6 +66,39 @@ HOOK_SK = "H"
 TIMER_PENDING = "H"  # timer partitions: pending deliveries ...
 TIMER_FAILED = "HF"  # ... and failed ones
 MICRO = 1_000_000
+# Deletes one transition adds to its unit, at most: a job that piled up deliveries
+# before they were pruned sheds them over its next few transitions, each unit
+# staying far inside TransactWriteItems' 100 actions.
+MAX_DROPS = outbox.KEPT_FINISHED
+PRUNE_PROJECTION = ("id", "state", "created_at")
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """A job's delivery ids as read before its transition, and those its new
+    delivery's unit deletes (finished ones beyond the newest KEPT_FINISHED, and ids
+    whose item is gone)."""
+
+    listed: tuple[str, ...]
+    dropped: tuple[str, ...] = ()
+
+
+def pruning(listed: Sequence[str], deliveries: Mapping[str, Mapping[str, Any]]) -> Pruning:
+    """What to drop from `listed`, given its delivery items keyed 'pk|sk' (a
+    BatchGetItem of PRUNE_PROJECTION); oldest first, at most MAX_DROPS."""
+    if len(listed) <= outbox.KEPT_FINISHED:
+        return Pruning(tuple(listed))  # too few finished ones to drop any
+    gone: list[str] = []
+    finished: list[tuple[int, str]] = []
+    for delivery_id in listed:
+        item = deliveries.get(f"H#{delivery_id}|{HOOK_SK}")
+        if item is None:
+            gone.append(delivery_id)
+        elif get_s(item, "state") != outbox.PENDING:
+            finished.append((need_n(item, "created_at"), delivery_id))
+    finished.sort()
+    extra = [i for _, i in finished[: max(0, len(finished) - outbox.KEPT_FINISHED)]]
+    return Pruning(tuple(listed), tuple((gone + extra)[:MAX_DROPS]))
 
 
 def hook_key(delivery_id: str) -> Item:
@@ -105,11 +150,19 @@ class DynamoOutbox:
         state: str,
         now: int,
         expires_at: int | None = None,
-    ) -> tuple[TransactWriteItemTypeDef, str]:
-        """The Put of a new pending delivery (and its id ADDed to the job's update):
-        the caller adds the action to the transition's unit. Returns (action, key)."""
+        prune: Pruning | None = None,
+    ) -> list[tuple[TransactWriteItemTypeDef, str]]:
+        """The Put of a new pending delivery (and its id ADDed to the job's update),
+        then the Deletes of what `prune` drops (the job's `hooks` then SET to the ids
+        that stay): the caller adds the actions to the transition's unit. Returns
+        (action, key) pairs."""
         delivery_id = outbox.new_delivery_id()
-        job_expr.add_to_set("hooks", delivery_id)
+        dropped = prune.dropped if prune is not None else ()
+        if prune is not None and dropped:
+            stay = [i for i in prune.listed if i not in set(dropped)]
+            job_expr.set("hooks", {"SS": [*stay, delivery_id]})
+        else:
+            job_expr.add_to_set("hooks", delivery_id)
         key = hook_key(delivery_id)
         item: Item = {
             **key,
@@ -134,7 +187,11 @@ class DynamoOutbox:
                 "ConditionExpression": "attribute_not_exists(pk)",
             }
         }
-        return action, f"H#{delivery_id}|{HOOK_SK}"
+        deletes = zip(self.deletes(dropped), dropped, strict=True)
+        return [
+            (action, f"H#{delivery_id}|{HOOK_SK}"),
+            *((delete, f"H#{gone}|{HOOK_SK}") for delete, gone in deletes),
+        ]
 
     def deletes(self, delivery_ids: Sequence[str]) -> list[TransactWriteItemTypeDef]:
         """A purge's deletes of a job's deliveries (in the job's unit)."""
