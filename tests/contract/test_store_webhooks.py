@@ -221,3 +221,53 @@ def test_an_unknown_outcome_is_a_programming_error(store: JobStore, clock: FakeC
     [d] = store.claim_webhooks(1, LEASE)
     with pytest.raises(ValueError):
         store.finish_webhook(d.id, d.lease_token or "", "exploded")
+
+
+def test_a_job_keeps_its_last_finished_deliveries_and_every_owed_one(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """Cycling one job dead -> redrive -> dead must not grow its outbox without limit:
+    each new delivery drops the job's finished ones beyond the newest
+    outbox.KEPT_FINISHED, in its own write, and never a pending one (in flight under
+    a lease, or owed a retry), which is still delivered afterwards."""
+    job = add(store, clock, max_attempts=1)
+
+    def die() -> None:
+        clock.advance(1)
+        assert finish(store, claim_one(store), JobState.DEAD, error="x")
+
+    die()
+    [in_flight] = store.claim_webhooks(1, 3600)  # a worker is delivering it, slowly
+    store.redrive([job.id])
+    die()
+    [owed] = store.claim_webhooks(1, LEASE)  # the receiver was down: due again tomorrow
+    tomorrow = clock.now() + timedelta(days=1)
+    assert store.finish_webhook(owed.id, owed.lease_token or "", "retrying", tomorrow, "503")
+    finished = []
+    for i in range(outbox.KEPT_FINISHED + 5):
+        store.redrive([job.id])
+        die()
+        [d] = store.claim_webhooks(10, LEASE)
+        outcome = "failed" if i % 3 == 0 else "delivered"
+        assert store.finish_webhook(d.id, d.lease_token or "", outcome, error="x")
+        finished.append((d.id, outcome))
+    store.redrive([job.id])
+    die()  # its delivery's write drops the finished ones beyond the newest KEPT_FINISHED
+    [newest] = [d for d in store.webhooks(job.id) if d.created_at == clock.now()]
+
+    kept = finished[-outbox.KEPT_FINISHED :]
+    listed = store.webhooks(job.id)
+    assert [d.id for d in listed] == ([in_flight.id, owed.id] + [i for i, _ in kept] + [newest.id])
+    assert [d.state for d in listed[2:-1]] == [outcome for _, outcome in kept]
+    failed = sum(outcome == "failed" for _, outcome in kept)
+    assert store.webhook_counts() == {"pending": 3, "failed": failed}
+
+    # Every owed delivery is still delivered.
+    assert store.finish_webhook(in_flight.id, in_flight.lease_token or "", "delivered")
+    [now_due] = store.claim_webhooks(10, LEASE)
+    assert now_due.id == newest.id
+    assert store.finish_webhook(now_due.id, now_due.lease_token or "", "delivered")
+    clock.advance(86400)
+    [retried] = store.claim_webhooks(10, LEASE)
+    assert retried.id == owed.id and retried.attempts == 2
+    assert store.finish_webhook(retried.id, retried.lease_token or "", "delivered")
