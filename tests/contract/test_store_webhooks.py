@@ -271,3 +271,26 @@ def test_a_job_keeps_its_last_finished_deliveries_and_every_owed_one(
     [retried] = store.claim_webhooks(10, LEASE)
     assert retried.id == owed.id and retried.attempts == 2
     assert store.finish_webhook(retried.id, retried.lease_token or "", "delivered")
+
+
+def test_a_reap_and_a_cancel_drop_old_finished_deliveries_too(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """The other two transitions that write a delivery prune in the same write."""
+    job = add(store, clock, max_attempts=1)
+    delivered = []
+    for _ in range(outbox.KEPT_FINISHED + 3):
+        clock.advance(1)
+        claim_one(store)
+        clock.advance(LEASE + 1)
+        assert store.claim(1, LEASE) == []  # the claim reaps: last attempt, so dead
+        [d] = store.claim_webhooks(10, LEASE)
+        assert store.finish_webhook(d.id, d.lease_token or "", "delivered")
+        delivered.append(d.id)
+        assert store.redrive([job.id])
+    assert len(store.webhooks(job.id)) == outbox.KEPT_FINISHED + 1  # the reaps pruned
+    clock.advance(1)
+    store.cancel(job.id)
+    *finished, cancelled = store.webhooks(job.id)
+    assert [d.id for d in finished] == delivered[-outbox.KEPT_FINISHED :]
+    assert (cancelled.event, cancelled.state) == ("job.cancelled", "pending")
