@@ -19,7 +19,7 @@ from chalicelib.number_text import too_small, underflows
 from chalicelib.service import NAME_PATTERN, EnqueueRequest, parse_rfc3339
 from chalicelib.storage.base import BAD_CURSOR, decode_cursor, from_micros
 from chalicelib.timebounds import to_utc
-from chalicelib.webhooks.outbox import Delivery
+from chalicelib.webhooks.outbox import KEPT_FINISHED, Delivery
 
 MAX_WAIT_SECONDS = 20.0
 MAX_PAGE = 1000
@@ -132,7 +132,10 @@ class WebhookView(BaseModel):
 class JobWithWebhooks(JobView):
     """A job with its completion webhooks, oldest first (GET /status/{id}?webhooks=true)."""
 
-    webhooks: list[WebhookView]
+    webhooks: list[WebhookView] = Field(
+        description=f"Every pending one and the last {KEPT_FINISHED} delivered or failed, "
+        "oldest first (older finished ones are dropped as new ones are written)."
+    )
     attempt_history: list[AttemptView] | None = Field(
         default=None, description="With attempts=true as well: as in JobWithAttempts."
     )
