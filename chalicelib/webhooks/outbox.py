@@ -17,7 +17,7 @@ DELIVERED = "delivered"  # the receiver answered 2xx
 FAILED = "failed"  # its attempts ran out, or the URL can never be reached
 DELIVERY_STATES = (PENDING, DELIVERED, FAILED)
 # What JobStore.webhook_counts counts: the deliveries an operator watches. Delivered
-# ones are the normal case and pile up until purged, so no store counts them.
+# ones are the normal case (up to KEPT_FINISHED per job), so no store counts them.
 COUNTED = (PENDING, FAILED)
 
 # How an attempt ended, as `JobStore.finish_webhook` takes it.
