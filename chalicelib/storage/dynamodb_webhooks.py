@@ -159,7 +159,8 @@ class DynamoOutbox:
         delivery_id = outbox.new_delivery_id()
         dropped = prune.dropped if prune is not None else ()
         if prune is not None and dropped:
-            stay = [i for i in prune.listed if i not in set(dropped)]
+            gone = set(dropped)
+            stay = [i for i in prune.listed if i not in gone]
             job_expr.set("hooks", {"SS": [*stay, delivery_id]})
         else:
             job_expr.add_to_set("hooks", delivery_id)
