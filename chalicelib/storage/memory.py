@@ -70,6 +70,7 @@ class MemoryStore:
         self._epochs: dict[str, int] = {}  # tenant -> its JobStore.cache_epoch
         self._callbacks: dict[str, str] = {}  # job id -> callback URL
         self._deliveries: dict[str, Delivery] = {}  # the webhook outbox, in write order
+        self._job_deliveries: dict[str, list[str]] = {}  # job id -> its delivery ids, in order
         self._lock = threading.RLock()
         # Limits and fair turns (chalicelib/limits.py): start times per rate-limited
         # key, each tenant's stride pass and the pass of the last turn taken.
@@ -116,18 +117,19 @@ class MemoryStore:
             created_at=now,
         )
         self._deliveries[delivery.id] = delivery
-        finished = [
-            d.id
-            for d in self._deliveries.values()
-            if d.job_id == job.id and d.state != outbox.PENDING
-        ]
-        for gone in finished[: max(0, len(finished) - outbox.KEPT_FINISHED)]:
-            del self._deliveries[gone]
+        ids = self._job_deliveries.setdefault(job.id, [])
+        ids.append(delivery.id)
+        finished = [i for i in ids if self._deliveries[i].state != outbox.PENDING]
+        dropped = set(finished[: max(0, len(finished) - outbox.KEPT_FINISHED)])
+        if dropped:
+            for gone in dropped:
+                del self._deliveries[gone]
+            ids[:] = [i for i in ids if i not in dropped]
 
     def _forget_webhooks(self, job_id: str) -> None:
         """A deleted job's callback URL and deliveries go with it."""
         self._callbacks.pop(job_id, None)
-        for gone in [d.id for d in self._deliveries.values() if d.job_id == job_id]:
+        for gone in self._job_deliveries.pop(job_id, ()):
             del self._deliveries[gone]
 
     def _reap(self, now: datetime) -> None:
@@ -632,7 +634,7 @@ class MemoryStore:
         with self._lock:
             if self.get(job_id, tenant) is None:
                 return []
-            return [d for d in self._deliveries.values() if d.job_id == job_id]
+            return [self._deliveries[i] for i in self._job_deliveries.get(job_id, ())]
 
     def webhook_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
