@@ -133,8 +133,8 @@ class JobWithWebhooks(JobView):
     """A job with its completion webhooks, oldest first (GET /status/{id}?webhooks=true)."""
 
     webhooks: list[WebhookView] = Field(
-        description=f"Every pending one and the last {KEPT_FINISHED} delivered or failed, "
-        "oldest first (older finished ones are dropped as new ones are written)."
+        description="Oldest first. Each new webhook drops the job's delivered or failed "
+        f"ones beyond the newest {KEPT_FINISHED}; pending ones are never dropped."
     )
     attempt_history: list[AttemptView] | None = Field(
         default=None, description="With attempts=true as well: as in JobWithAttempts."
