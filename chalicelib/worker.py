@@ -457,6 +457,14 @@ class Worker:
                 self._spawn()
 
     # -- dispatcher pieces ---------------------------------------------------
+    @property
+    def held_back(self) -> bool:
+        """Did the last claim find due jobs that limits held back, and take none?
+
+        After a drain (`spool worker --burst`) that is why due jobs are left queued:
+        the command says so rather than a summary that reads as lost jobs."""
+        return self._held
+
     def _in_flight(self) -> int:
         return len(self._state.inbox) + len(self._state.running)
 

@@ -227,6 +227,7 @@ def _run_worker(
         with serve.StopSignals(stop=worker.stop, notice=notice) as signals:
             fresh_store.started()
             stats = worker.run(burst=True)
+            held_back = worker.held_back and not signals.requested
             worker.close()
             dead = _dead_since(rt, dead_before, stats.dead)
             if deliverer is not None:
@@ -243,13 +244,25 @@ def _run_worker(
         with serve.StopSignals(stop=worker.stop, notice=notice):
             stats = _run_until_stopped(rt, args, worker)
         dead = stats.dead
+        held_back = False
     if not args.quiet:
         print(
             f"done: {stats.succeeded} succeeded, {stats.retried} retried, {dead} dead, "
             f"{stats.timed_out} timed out",
             file=sys.stderr,
         )
+        if held_back:
+            print(HELD_BACK, file=sys.stderr)
     return 0
+
+
+# A burst ends when only jobs a limit holds back are due (docs/handlers.md): said, so
+# a summary of fewer jobs than were due does not read as jobs lost.
+HELD_BACK = (
+    "spool: due jobs are left queued: a concurrency or rate limit held them back "
+    "(the handler's @handler(concurrency=, rate=) or SPOOL_LIMITS). "
+    "Run the worker again once the limit has room, or without --burst to wait for it."
+)
 
 
 def _status_line(text: str) -> None:
@@ -534,7 +547,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--burst",
         action="store_true",
         help="exit when nothing is due: a job retrying later, even a moment later, or "
-        "delayed, is left for the next run (spool jobs --state retrying lists them)",
+        "delayed, is left for the next run (spool jobs --state retrying lists them), "
+        "and so are due jobs a concurrency or rate limit holds back (the summary says so)",
     )
     worker.add_argument(
         "--quiet",

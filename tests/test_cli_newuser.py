@@ -197,6 +197,27 @@ def test_the_burst_summary_counts_jobs_the_store_buried(
     assert state_of(db, job_id) is JobState.DEAD
 
 
+def test_a_burst_that_leaves_jobs_a_limit_held_says_so(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--burst` ends when only held jobs are left (docs/handlers.md). Its summary said
+    "done: 2 succeeded, 0 retried, 0 dead" and nothing of the 3 due jobs it left
+    queued, so a new user with `rate="2/h"` read it as a worker that lost jobs."""
+    monkeypatch.setenv("SPOOL_LIMITS", '{"type:echo": {"rate": "2/h"}}')
+    ids = [enqueue(capsys, "echo") for _ in range(5)]
+    code, _, err = run(capsys, "worker", "--burst")
+    assert code == 0 and "done: 2 succeeded, 0 retried, 0 dead" in err
+    assert sorted(state_of(db, i).value for i in ids).count("queued") == 3
+    assert (
+        "spool: due jobs are left queued: a concurrency or rate limit held them back "
+        "(the handler's @handler(concurrency=, rate=) or SPOOL_LIMITS). "
+        "Run the worker again once the limit has room, or without --burst to wait for it."
+    ) in err.splitlines()
+    monkeypatch.delenv("SPOOL_LIMITS")
+    code, _, err = run(capsys, "worker", "--burst")
+    assert code == 0 and "done: 3 succeeded" in err and "held them back" not in err
+
+
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
 
 
