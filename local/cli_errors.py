@@ -78,9 +78,13 @@ def line(problem: str, fix: str = "") -> str:
 
 def payload_fix(text: str) -> str:
     """The fix for a --payload that is not JSON: curl's `-d @file` habit, or a file's
-    name, gets the shell's way of passing the file's JSON; anything else, quoting."""
+    name, gets the shell's way of passing the file's JSON; `-` (standard input, as
+    for many commands) the shell's way of passing what is piped in; anything else,
+    quoting."""
     import shlex
 
+    if text.strip() == "-":
+        return '--payload takes the JSON itself, not standard input: --payload "$(cat)"'
     path = text.strip()
     path = path[1:] if path.startswith("@") else path
     if path and (text.strip().startswith("@") or os.path.isfile(path)):

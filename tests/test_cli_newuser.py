@@ -218,6 +218,23 @@ def test_a_burst_that_leaves_jobs_a_limit_held_says_so(
     assert code == 0 and "done: 3 succeeded" in err and "held them back" not in err
 
 
+@pytest.mark.parametrize("remote", [False, True])
+def test_a_payload_of_a_dash_is_told_the_json_goes_in_the_argument(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, remote: bool
+) -> None:
+    """`echo '{...}' | spool enqueue echo --payload -` (stdin, as `-` is for many
+    commands) was told to quote its JSON for the shell, which it had not given."""
+    if remote:  # refused before any request: nothing listens on port 9
+        monkeypatch.setenv("SPOOL_URL", "http://127.0.0.1:9")
+        monkeypatch.setenv("SPOOL_API_KEY", "dev-key-of-sixteen-chars")
+    code, out, err = run(capsys, "enqueue", "echo", "--payload", "-")
+    assert (code, out) == (2, "")
+    assert err.endswith(
+        '--payload takes the JSON itself, not standard input: --payload "$(cat)".\n'
+    ), err
+    assert not db.exists()
+
+
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
 
 
