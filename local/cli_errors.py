@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
 from pydantic import ValidationError
@@ -65,6 +65,18 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         report(UsageError(message, f"See `{self.prog} --help`"))
         raise SystemExit(EXIT_USAGE)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """A command's parser refuses what it does not know itself. argparse hands a
+        subcommand's leftovers up to `spool`, whose refusal said `See spool --help`:
+        a page that lists no command's options. (Nothing after a command is parsed
+        by `spool` itself, so refusing here refuses exactly what it would.)"""
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and " " in self.prog:  # a command's parser: `spool jobs`, `spool dlq list`
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return parsed, extras
 
 
 def line(problem: str, fix: str = "") -> str:

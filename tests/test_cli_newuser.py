@@ -235,6 +235,29 @@ def test_a_payload_of_a_dash_is_told_the_json_goes_in_the_argument(
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "helped"),
+    [
+        (["jobs", "--bogus"], "spool jobs"),
+        (["enqueue", "echo", "--run-at", "5"], "spool enqueue"),
+        (["dlq", "list", "--state", "dead"], "spool dlq list"),
+        (["top", "--once", "--url", "http://127.0.0.1:9"], "spool top"),
+    ],
+)
+def test_an_option_a_command_lacks_points_at_that_command_s_help(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], helped: str
+) -> None:
+    """Every other usage error names the command's own help; an unknown option named
+    `spool --help`, which lists no command's options, so the fix was one more lookup."""
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    extra = " ".join(argv[argv.index(next(a for a in argv if a.startswith("--"))) :])
+    if argv[0] == "top":
+        extra = "--url http://127.0.0.1:9"
+    assert err == f"spool: unrecognized arguments: {extra}. See `{helped} --help`.\n"
+    assert not db.exists()
+
+
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
 
 
