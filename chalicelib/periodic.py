@@ -48,6 +48,7 @@ from chalicelib.errors import IdempotencyConflict, StoreUnavailable, ValidationF
 from chalicelib.handlers import HandlerFunc, Registry, registry, whole_number
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import Job
+from chalicelib.number_text import validation_message
 from chalicelib.retry import MAX_ATTEMPTS
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
@@ -399,6 +400,21 @@ book = ScheduleBook()
 periodic = book.periodic
 
 
+def _worded(exc: ValidationError) -> str:
+    """A schedule's refusal as `field: what is wrong`, each error once. str(exc) is
+    pydantic's report: a count, the model's name, `[type=..., input_value=...]` and
+    an errors.pydantic.dev address, all on the operator's one line."""
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in error["loc"]) or "schedule"
+        if error["type"] == "extra_forbidden":
+            said = f"not a schedule field ({', '.join(ScheduleSpec.model_fields)})"
+        else:
+            said = validation_message(dict(error)).removeprefix("Value error, ")
+        parts.append(f"{where}: {said}")
+    return "; ".join(parts)
+
+
 @lru_cache(maxsize=8)
 def _parse_schedules(raw: str) -> tuple[Schedule, ...]:
     try:
@@ -418,7 +434,9 @@ def _parse_schedules(raw: str) -> tuple[Schedule, ...]:
     for index, item in enumerate(data):
         try:
             schedules.append(ScheduleSpec.model_validate(item).build())
-        except (ValidationError, ValueError) as exc:
+        except ValidationError as exc:
+            raise ValueError(f"SPOOL_SCHEDULES[{index}] is invalid: {_worded(exc)}") from None
+        except ValueError as exc:
             raise ValueError(f"SPOOL_SCHEDULES[{index}] is invalid: {exc}") from None
         if any(s.name == schedules[-1].name for s in schedules[:-1]):
             # The last would have won, silently: which one the operator meant is theirs.

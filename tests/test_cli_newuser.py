@@ -258,6 +258,41 @@ def test_an_option_a_command_lacks_points_at_that_command_s_help(
     assert not db.exists()
 
 
+@pytest.mark.parametrize(
+    ("entry", "said"),
+    [
+        (
+            '{"name": "tick", "type": "echo", "every": "15x"}',
+            "every: '15x' is not a duration like 90, '90s', '15m', '2h', '1d', '1w' or '1h30m'",
+        ),
+        (
+            '{"name": "tick", "type": "echo", "every": "15m", "evry": 1}',
+            "evry: not a schedule field (name, type, cron, every, tz, payload, queue, "
+            "priority, max_attempts, catch_up, start, enabled)",
+        ),
+        ('{"type": "echo", "every": "15m"}', "name: Field required"),
+    ],
+)
+def test_a_malformed_schedule_is_one_worded_line(
+    db: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    entry: str,
+    said: str,
+) -> None:
+    """`spool schedules` put pydantic's whole report on the line: "1 validation error
+    for ScheduleSpec every Value error, ... [type=value_error, input_value='15x',
+    input_type=str] For further information visit https://errors.pydantic.dev/...".
+    Now the field and what is wrong with it, as a payload's refusal says them."""
+    monkeypatch.setenv("SPOOL_SCHEDULES", f"[{entry}]")
+    code, out, err = run(capsys, "schedules")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"spool: SPOOL_SCHEDULES[0] is invalid: {said}. "
+        "Fix SPOOL_SCHEDULES (JSON: a list, or an object by name).\n"
+    )
+
+
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
 
 
