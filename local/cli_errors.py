@@ -63,8 +63,29 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one `spool:` line naming the fix (exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        report(UsageError(message, f"See `{self.prog} --help`"))
+        report(UsageError(message + self._meant(message), f"See `{self.prog} --help`"))
         raise SystemExit(EXIT_USAGE)
+
+    def _meant(self, message: str) -> str:
+        """`: did you mean X?` for a command, choice or option a letter or two off,
+        as a misspelt setting's name is told the one meant; else nothing."""
+        import difflib
+        import re
+
+        choice = re.search(r"invalid choice: '(.*)' \(choose from (.*)\)$", message)
+        if choice:
+            options = re.findall(r"'([^']*)'", choice.group(2))
+            close = difflib.get_close_matches(choice.group(1), options, n=1, cutoff=0.75)
+            return f": did you mean {close[0]!r}?" if close else ""
+        if message.startswith("unrecognized arguments: "):
+            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            for word in message.removeprefix("unrecognized arguments: ").split():
+                name = word.split("=", 1)[0]
+                if name.startswith("--"):
+                    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+                    if close:
+                        return f": did you mean {close[0]}?"
+        return ""
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None

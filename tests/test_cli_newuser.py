@@ -293,6 +293,45 @@ def test_a_malformed_schedule_is_one_worded_line(
     )
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["enqeue", "echo"],
+            "spool: argument {worker,enqueue,status,jobs,cancel,dlq,purge,schedules,top,serve,"
+            "db}: invalid choice: 'enqeue' (choose from 'worker', 'enqueue', 'status', 'jobs', "
+            "'cancel', 'dlq', 'purge', 'schedules', 'top', 'serve', 'db'): did you mean "
+            "'enqueue'? See `spool --help`.",
+        ),
+        (
+            ["jobs", "--state", "suceeded"],
+            "spool: argument --state: invalid choice: 'suceeded' (choose from 'queued', "
+            "'running', 'retrying', 'succeeded', 'dead', 'cancelled'): did you mean "
+            "'succeeded'? See `spool jobs --help`.",
+        ),
+        (
+            ["enqueue", "echo", "--paylod", "{}"],
+            "spool: unrecognized arguments: --paylod {}: did you mean --payload? "
+            "See `spool enqueue --help`.",
+        ),
+        (
+            ["worker", "--concurency", "2"],
+            "spool: unrecognized arguments: --concurency 2: did you mean --concurrency? "
+            "See `spool worker --help`.",
+        ),
+    ],
+)
+def test_a_misspelt_command_choice_or_option_is_told_the_one_meant(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """A letter off: `spool enqeue` was shown all eleven commands to pick from, and
+    `--paylod` only that it was not known, where a misspelt setting's name is told
+    the one meant (SPOOL_CONCURENCY: did you mean SPOOL_CONCURRENCY?)."""
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == said + "\n"
+
+
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
 
 
