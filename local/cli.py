@@ -182,10 +182,13 @@ def _worker_metrics(rt: Runtime, args: argparse.Namespace) -> WorkerMetrics:
     try:
         reporting = WorkerMetrics(rt, args.metrics_host, args.metrics_port)
     except OSError as exc:
-        raise CliFailure(
-            f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
-            f"{exc.strerror or exc}",
-            "Pick another --metrics-port (0 picks a free one) or stop what is using it",
+        raise serve.listen_failure(
+            args.metrics_host,
+            args.metrics_port,
+            exc,
+            what="serve metrics",
+            host_option="--metrics-host",
+            port_fix="Pick another --metrics-port (0 picks a free one) or stop what is using it",
         ) from None
     except ValueError as exc:  # a malformed SPOOL_PUSH_INTERVAL or metrics setting
         raise UsageError(str(exc), "Fix the variable and start again") from None

@@ -23,6 +23,7 @@ import os
 import secrets
 import shlex
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -104,22 +105,31 @@ def _host(text: str) -> str:
     return text
 
 
-def listen_failure(host: str, port: int, exc: OSError) -> CliFailure:
-    """Why `spool serve` cannot listen, with the fix for that reason: every failure used
+def listen_failure(
+    host: str,
+    port: int,
+    exc: OSError,
+    *,
+    what: str = "listen",
+    host_option: str = "--host",
+    port_fix: str = PORT_IN_USE_FIX,
+) -> CliFailure:
+    """Why a port cannot be bound, with the fix for that reason: every failure used
     to say "pick another --port", also when the port was free and the address was the
-    mistake."""
-    problem = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-    if exc.errno == errno.EADDRNOTAVAIL:
+    mistake. `spool serve` (--host) and `spool worker`'s metrics port (--metrics-host,
+    `what="serve metrics"`) both bind through it."""
+    problem = f"cannot {what} on {host}:{port}: {exc.strerror or exc}"
+    if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
         return UsageError(
             problem,
-            "--host must be an address of this machine: 127.0.0.1 (this machine only), "
-            "0.0.0.0 (every interface) or one of its interfaces' addresses",
+            f"{host_option} must be an address of this machine: 127.0.0.1 (this machine "
+            "only), 0.0.0.0 (every interface) or one of its interfaces' addresses",
         )
     if exc.errno == errno.EACCES:
         return UsageError(
             problem, "ports below 1024 need root (or CAP_NET_BIND_SERVICE): pick 1024 or above"
         )
-    return CliFailure(problem, PORT_IN_USE_FIX)
+    return CliFailure(problem, port_fix)
 
 
 def _port(text: str) -> int:

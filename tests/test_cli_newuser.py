@@ -332,6 +332,23 @@ def test_a_misspelt_command_choice_or_option_is_told_the_one_meant(
     assert err == said + "\n"
 
 
+def test_a_metrics_host_not_of_this_machine_is_told_to_fix_the_host(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """192.0.2.1 (TEST-NET: bound, never sent to) is no address of this machine. The
+    worker said to pick another --metrics-port, a port that was free all along;
+    `spool serve --host` already says to fix the address (serve.listen_failure)."""
+    code, out, err = run(
+        capsys, "worker", "--burst", "--metrics-port", "0", "--metrics-host", "192.0.2.1"
+    )
+    assert (code, out) == (2, "")
+    assert err == (
+        "spool: cannot serve metrics on 192.0.2.1:0: Cannot assign requested address. "
+        "--metrics-host must be an address of this machine: 127.0.0.1 (this machine only), "
+        "0.0.0.0 (every interface) or one of its interfaces' addresses.\n"
+    )
+
+
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
 
 
