@@ -37,11 +37,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cmd_db(args: argparse.Namespace) -> int:
     url = args.store_url or Settings.from_env().store_url
-    scheme = store_scheme(url)  # an unknown one: ConfigError
+    source = "--url" if args.store_url else "SPOOL_STORE_URL"  # named as the user gave it
+    scheme = store_scheme(url, source)  # an unknown one: ConfigError
     if scheme not in ("postgres", "postgresql"):
         print(
-            "nothing to migrate: only Postgres stores have migrations "
-            f"(SPOOL_STORE_URL is {scheme}://...)",
+            f"nothing to migrate: only Postgres stores have migrations ({source} is {scheme}://...)",
             file=sys.stderr,
         )
         return 0

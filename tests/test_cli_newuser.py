@@ -349,6 +349,22 @@ def test_a_metrics_host_not_of_this_machine_is_told_to_fix_the_host(
     )
 
 
+def test_spool_db_names_its_url_option_when_the_url_came_from_it(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`spool db --url URL` blamed SPOOL_STORE_URL, a variable this user never set."""
+    code, _, err = run(capsys, "db", "--url", "mysql://127.0.0.1/x", "status")
+    assert code == 2
+    assert err.startswith("spool: --url 'mysql://127.0.0.1/x': unknown store URL scheme 'mysql'")
+    code, _, err = run(capsys, "db", "--url", f"sqlite:///{db}", "migrate")
+    assert code == 0
+    assert (
+        err == "nothing to migrate: only Postgres stores have migrations (--url is sqlite://...)\n"
+    )
+    code, _, err = run(capsys, "db", "migrate")  # from the variable, as before
+    assert err.endswith("(SPOOL_STORE_URL is sqlite://...)\n")
+
+
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
 
 

@@ -56,22 +56,22 @@ def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobS
     return store
 
 
-def store_scheme(url: str) -> str:
-    """The URL's store kind; ConfigError naming the ones there are if it names none."""
+def store_scheme(url: str, source: str = "SPOOL_STORE_URL") -> str:
+    """The URL's store kind; ConfigError naming the ones there are if it names none.
+    `source` is where the URL came from, as the refusal names it (`spool db --url`)."""
     from chalicelib.config import ConfigError
     from chalicelib.redact import redact_url
 
     try:
         scheme = urlsplit(url).scheme.split("+", 1)[0]
     except ValueError as exc:  # "Invalid IPv6 URL": an unclosed [ in the host
-        raise ConfigError(f"SPOOL_STORE_URL {redact_url(url)!r}: {exc}") from exc
+        raise ConfigError(f"{source} {redact_url(url)!r}: {exc}") from exc
     if scheme not in _BACKENDS:
         known = ", ".join(f"{name}://" for name in sorted(_BACKENDS))
         shown = redact_url(url)
         what = f"unknown store URL scheme {scheme!r}" if scheme else "a store URL needs a scheme"
         raise ConfigError(
-            f"SPOOL_STORE_URL {shown!r}: {what}. Use one of {known} "
-            f"(for example {DEFAULT_STORE_URL})"
+            f"{source} {shown!r}: {what}. Use one of {known} (for example {DEFAULT_STORE_URL})"
         )
     return scheme
 
