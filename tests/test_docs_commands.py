@@ -9,6 +9,7 @@ parser, placeholders (`j_...`, `URL`, `KEY`) filled in.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shlex
 
@@ -54,3 +55,35 @@ def test_each_spool_line_parses(where: str, argv: list[str]) -> None:
         cli.build_parser().parse_args(argv)
     except SystemExit as refused:
         pytest.fail(f"{where}: spool refuses its arguments (exit {refused.code})")
+
+
+def undocumented_options(
+    parser: argparse.ArgumentParser, docs: str, path: str = "spool"
+) -> list[str]:
+    """`spool ... --option` for each option in the --help tree that no page names."""
+    missing = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += undocumented_options(sub, docs, f"{path} {name}")
+        elif action.help != argparse.SUPPRESS:
+            for option in action.option_strings:
+                if option.startswith("--") and option != "--help" and option not in docs:
+                    missing.append(f"{path} {option}")
+    return missing
+
+
+def test_every_option_of_the_command_line_is_named_in_the_docs() -> None:
+    """The docs showed no `enqueue --priority` or `--idempotency-key`, no `worker
+    --quiet` and no `top --iterations`: a reader learnt of them only from --help."""
+    docs = "".join(page.read_text(encoding="utf-8") for page in DOCS)
+    missing = undocumented_options(cli.build_parser(), docs)
+    assert not missing, f"no page of README.md or docs/ names {missing}"
+
+
+def test_the_option_check_sees_an_option_left_out() -> None:
+    parser = argparse.ArgumentParser(prog="spool")
+    sub = parser.add_subparsers()
+    sub.add_parser("jobs").add_argument("--state")
+    assert undocumented_options(parser, "spool jobs --stat") == ["spool jobs --state"]
+    assert undocumented_options(parser, "spool jobs --state queued") == []
