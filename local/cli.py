@@ -674,8 +674,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="every job dead when the command starts, each once (one that dies again "
         "meanwhile is left for the next run)",
     )
-    redrive.add_argument("--queue", help="with --all: only dead jobs of this queue")
-    redrive.add_argument("--type", help="with --all: only dead jobs of this type")
+    redrive.add_argument(
+        "--queue",
+        type=job_commands.filter_name("queue"),
+        help="with --all: only dead jobs of this queue",
+    )
+    redrive.add_argument(
+        "--type",
+        type=job_commands.filter_name("type"),
+        help="with --all: only dead jobs of this type",
+    )
     redrive.add_argument("--json", action="store_true", help="machine output")
     _tenant_option(redrive)
     remote_cli.add_options(redrive)

@@ -6,11 +6,14 @@ the JSON a job prints as, exit codes.
 from __future__ import annotations
 
 import argparse
+import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from chalicelib.models import Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
+from chalicelib.service import NAME_PATTERN
 from local import tables
 from local.cli_errors import UsageError
 
@@ -82,9 +85,26 @@ def wait_local(rt: Runtime, job_id: str, tenant: str | None, timeout: float | No
     return job
 
 
+def filter_name(kind: str) -> Callable[[str], str]:
+    """--queue or --type as a filter: a name a job can have (NAME_PATTERN), as the
+    API's listings hold them to. An empty one (`--type "$TYPE"`, TYPE unset) listed
+    "0 job(s)" and redrove nothing on the local store, exit 0, where a server
+    refuses it (exit 2)."""
+
+    def name(text: str) -> str:
+        if re.fullmatch(NAME_PATTERN, text) is None:
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            raise argparse.ArgumentTypeError(
+                f"a {kind} is 1 to 64 letters, digits, '_', '.', ':' or '-', not {shown!r}"
+            )
+        return text
+
+    return name
+
+
 def list_options(parser: argparse.ArgumentParser, page: int = 100) -> None:
-    parser.add_argument("--queue", help="only jobs on this queue")
-    parser.add_argument("--type", help="only jobs of this type")
+    parser.add_argument("--queue", type=filter_name("queue"), help="only jobs on this queue")
+    parser.add_argument("--type", type=filter_name("type"), help="only jobs of this type")
     parser.add_argument(
         "--limit", type=_page_size, default=page, help=f"jobs per page (1-1000, default {page})"
     )

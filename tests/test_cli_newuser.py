@@ -365,6 +365,31 @@ def test_spool_db_names_its_url_option_when_the_url_came_from_it(
     assert err.endswith("(SPOOL_STORE_URL is sqlite://...)\n")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["jobs", "--type", ""],
+        ["jobs", "--queue", "bad queue"],
+        ["dlq", "list", "--queue", ""],
+        ["dlq", "redrive", "--all", "--type", ""],
+    ],
+)
+def test_an_empty_or_impossible_filter_is_refused_locally_as_remotely(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """`--type "$TYPE"` with TYPE unset: a server refuses the empty filter (exit 2,
+    "query parameter 'type' is empty"); the local store listed "0 job(s)" and
+    redrove nothing, exit 0, as if there were no such jobs."""
+    open_store(f"sqlite:///{db}").close()
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    option = next(a for a in argv if a in ("--type", "--queue"))
+    kind = option.removeprefix("--")
+    assert err.startswith(
+        f"spool: argument {option}: a {kind} is 1 to 64 letters, digits, '_', '.', ':' or '-', not "
+    ), err
+
+
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
 
 
