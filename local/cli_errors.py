@@ -118,6 +118,14 @@ def payload_fix(text: str) -> str:
 
     if text.strip() == "-":
         return '--payload takes the JSON itself, not standard input: --payload "$(cat)"'
+    import json
+
+    try:
+        json.loads(text)  # the lenient reader: NaN, 1e999 and a name twice pass it
+    except (ValueError, RecursionError):  # nested too deep for it, too
+        pass
+    else:  # the strict reader refused a value, not the shell's quoting
+        return "The JSON is well formed: change the value the message names"
     path = text.strip()
     path = path[1:] if path.startswith("@") else path
     if path and (text.strip().startswith("@") or os.path.isfile(path)):

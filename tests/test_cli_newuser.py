@@ -390,6 +390,28 @@ def test_an_empty_or_impossible_filter_is_refused_locally_as_remotely(
     ), err
 
 
+@pytest.mark.parametrize("remote", [False, True])
+@pytest.mark.parametrize(
+    "payload", ['{"a": 1e999}', '{"a": NaN}', '{"a": 1e-400}', '{"a": 1, "a": 2}']
+)
+def test_a_payload_refused_for_its_values_is_not_told_to_quote_it(
+    db: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    remote: bool,
+    payload: str,
+) -> None:
+    """Well-formed JSON the strict reader refuses (a number out of range, NaN, a name
+    twice) was told "Quote it for the shell", which it was: the fix is the value."""
+    if remote:  # refused before any request: nothing listens on port 9
+        monkeypatch.setenv("SPOOL_URL", "http://127.0.0.1:9")
+        monkeypatch.setenv("SPOOL_API_KEY", "dev-key-of-sixteen-chars")
+    code, out, err = run(capsys, "enqueue", "echo", "--payload", payload)
+    assert (code, out) == (2, "")
+    assert "Quote it" not in err
+    assert err.endswith("The JSON is well formed: change the value the message names.\n"), err
+
+
 # -- 6: commands that work on the local store say so when SPOOL_URL is set ------------------
 
 
