@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from typing import Any, get_args
 
@@ -120,7 +120,7 @@ class Edge:
         """The key's tenant. An operator key (SPOOL_METRICS_KEYS) is refused 403 with
         `operator_key`, saying what the route needs: it is a valid key, so it is no
         failed sign-in (it was one, answered "invalid API key")."""
-        with self._sign_in(request, lambda: self._refuse_operator_key(request, operator_key)):
+        with _SignIn(self, request, operator_key):
             tenant = self.keys.tenant_for(request.header("x-api-key"))
         _request_tenant.set(tenant)  # for the request's log line (handle)
         return tenant
@@ -131,32 +131,9 @@ class Edge:
         if presented and operators.match(presented) is not None:
             raise auth.Forbidden(message) from None
 
-    @contextmanager
-    def _sign_in(
-        self, request: ApiRequest, valid_elsewhere: Callable[[], None] | None = None
-    ) -> Iterator[None]:
-        """Count a failed authentication against the client; past its rate, answer 429,
-        and check no credential it has not signed in with before (FailedSignIns).
-
-        A credential that has signed in from this address is always checked, so a
-        guesser on the same address cannot lock the key's owner out."""
-        # The key the routes read (X-API-Key, else a Bearer token for /metrics), not the
-        # raw headers: one valid key sent with eight Authorization headers no route reads
-        # took all eight places an address has for trusted keys, and locked their owners out.
-        credential = metrics_key(request.header) or ""
-        wait = self.sign_ins.refusing(request.client, credential)
-        if wait > 0:
-            raise self._too_many_failures(wait)
-        try:
-            yield
-        except Unauthorized:
-            if valid_elsewhere is not None:
-                valid_elsewhere()
-            wait = self.sign_ins.failed(request.client)
-            if wait > 0:
-                raise self._too_many_failures(wait) from None
-            raise
-        self.sign_ins.succeeded(request.client, credential)
+    def _sign_in(self, request: ApiRequest) -> _SignIn:
+        """Count a failed authentication against the client (_SignIn)."""
+        return _SignIn(self, request)
 
     @staticmethod
     def _too_many_failures(wait: float) -> RateLimited:
@@ -401,6 +378,50 @@ class Edge:
         from chalicelib.api.openapi import document
 
         return json_response(200, document(self.settings, self.runtime.registry))
+
+
+class _SignIn:
+    """Count a failed authentication against the client; past its rate, answer 429,
+    and check no credential it has not signed in with before (FailedSignIns).
+
+    A credential that has signed in from this address is always checked, so a
+    guesser on the same address cannot lock the key's owner out. A key refused as no
+    tenant's is first offered to `Edge._refuse_operator_key` with `operator_key`
+    (the 403 that says what the route needs), when given.
+
+    A class, not a @contextmanager generator: every request with a key enters one,
+    and the generator's machinery cost about as much as the checks (stop 42)."""
+
+    __slots__ = ("_credential", "_edge", "_operator_key", "_request")
+
+    def __init__(self, edge: Edge, request: ApiRequest, operator_key: str | None = None) -> None:
+        self._edge = edge
+        self._request = request
+        self._operator_key = operator_key
+        self._credential = ""
+
+    def __enter__(self) -> None:
+        request = self._request
+        # The key the routes read (X-API-Key, else a Bearer token for /metrics), not the
+        # raw headers: one valid key sent with eight Authorization headers no route reads
+        # took all eight places an address has for trusted keys, and locked their owners out.
+        self._credential = credential = metrics_key(request.header) or ""
+        wait = self._edge.sign_ins.refusing(request.client, credential)
+        if wait > 0:
+            raise Edge._too_many_failures(wait)
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        edge, request = self._edge, self._request
+        if exc is None:
+            edge.sign_ins.succeeded(request.client, self._credential)
+            return
+        if isinstance(exc, Unauthorized):
+            if self._operator_key is not None:
+                edge._refuse_operator_key(request, self._operator_key)
+            wait = edge.sign_ins.failed(request.client)
+            if wait > 0:
+                raise Edge._too_many_failures(wait) from None
+        # Otherwise the exception goes on as it is.
 
 
 def _enqueue_request(item: Any, loc: tuple[str | int, ...]) -> EnqueueRequest:
