@@ -1,7 +1,9 @@
-"""http.dumps calls the C JSON encoder itself (stop 42) and answers, and refuses,
-exactly as JSONEncoder.encode did: the same text, the same exception and message,
-for any JSON-like value, datetimes (the default), NaN and infinities, str
-subclasses, keys of every kind JSON takes, and values it cannot take."""
+"""http.dumps and SQLite's payload encoding call the C JSON encoder themselves
+(chalicelib/json_encode.py, stop 42) and answer, and refuse, exactly as
+JSONEncoder.encode did: the same text, the same exception and message, for any
+JSON-like value, datetimes (http's default), NaN and infinities (refused by http,
+written by the store), str subclasses, keys of every kind JSON takes, and values it
+cannot take."""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalicelib.api import http
+from chalicelib.storage import sqlite
 
 BEFORE = json.JSONEncoder(separators=(",", ":"), default=http._default, allow_nan=False).encode
+STORE_BEFORE = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def outcome(encode: Any, value: Any) -> tuple[str, Any]:
@@ -57,6 +61,7 @@ values = st.recursive(
 @given(values)
 def test_the_same_text_or_the_same_refusal_as_the_encoder(value: Any) -> None:
     assert outcome(http._strict, value) == outcome(BEFORE, value)
+    assert outcome(sqlite._dumps, value) == outcome(STORE_BEFORE, value)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +80,7 @@ def test_the_same_text_or_the_same_refusal_as_the_encoder(value: Any) -> None:
 )
 def test_known_shapes(value: Any) -> None:
     assert outcome(http._strict, value) == outcome(BEFORE, value)
+    assert outcome(sqlite._dumps, value) == outcome(STORE_BEFORE, value)
 
 
 def test_a_value_holding_itself_is_refused_the_same_way_every_time() -> None:
@@ -103,6 +109,7 @@ def test_no_python_frame_of_the_encoder_runs() -> None:
     sys.setprofile(watch)
     try:
         http.dumps({"id": "j_1", "created": True})
+        sqlite._dumps({"n": 1})
     finally:
         sys.setprofile(None)
     assert called == []

@@ -6,16 +6,15 @@ oversized body gets Spool's own error shape, whatever its content type.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 from chalicelib.errors import BadRequest, PayloadTooLarge, ValidationFailed
+from chalicelib.json_encode import compact_encoder
 from chalicelib.jsonstrict import (
     NESTED_TOO_DEEP,
     finite_or_null,
@@ -166,25 +165,9 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-_encoder = json.JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False)
-
-
-def _strict(data: Any) -> str:
-    """What `_encoder.encode(data)` returns or raises, without its two Python frames
-    (encode, then iterencode defining a float formatter the C encoder never calls):
-    the same C encoder, made with the same arguments and a fresh circular-reference
-    memo each call, as iterencode makes it (tests/test_http_dumps.py compares them).
-    Three of these run per enqueue: the job and its payload re-encoded for pydantic,
-    and the answer."""
-    if isinstance(data, str):
-        return encode_basestring_ascii(data)
-    if c_make_encoder is None:  # a Python built without _json
-        return _encoder.encode(data)
-    return "".join(
-        c_make_encoder({}, _default, encode_basestring_ascii, None, ":", ",", False, False, False)(
-            data, 0
-        )
-    )
+# JSONEncoder(separators=(",", ":"), default=_default, allow_nan=False).encode, without
+# its Python frames (chalicelib/json_encode.py).
+_strict = compact_encoder(_default, allow_nan=False)
 
 
 def dumps(data: Any) -> str:

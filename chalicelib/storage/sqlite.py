@@ -47,6 +47,7 @@ from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import InvalidTransition, JobNotFound, StoreUnavailable
 from chalicelib.ids import new_lease_token
+from chalicelib.json_encode import compact_encoder
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
     STATE_BY_VALUE,
@@ -195,7 +196,8 @@ INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)"
 )
 # Compact JSON; one encoder, not one built per call as json.dumps(separators=...) does.
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+# JSONEncoder(separators=(",", ":")).encode without its Python frames (json_encode.py).
+_dumps = compact_encoder()
 
 # Completions per finish statement: 8 parameters each, well under SQLite's limit.
 FINISH_CHUNK = 500
