@@ -210,6 +210,12 @@ class Service:
         self, requests: Sequence[EnqueueRequest], built: Sequence[NewJob]
     ) -> list[AddResult]:
         """Store what `prepare` made of `requests` (enqueue's second half)."""
+        if len(built) == 1:  # a single enqueue: no parts to split, no lines to hold
+            [result] = self.store.add([built[0]])
+            _log_enqueued(result)
+            if built[0].idempotency_key is not None:
+                _refuse_conflicts(requests, built, [result])
+            return [result]
         keyed = [i for i, new in enumerate(built) if new.idempotency_key is not None]
         plain = [i for i, new in enumerate(built) if new.idempotency_key is None]
         results: list[AddResult | None] = [None] * len(built)
