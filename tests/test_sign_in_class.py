@@ -75,3 +75,20 @@ def test_an_error_inside_the_check_goes_on_as_it_is(edge: routes.Edge) -> None:
         raise KeyError("not a sign-in")
     with pytest.raises(Unauthorized), edge._sign_in(keyed("guess-1")):
         raise Unauthorized("refused")
+
+
+def test_one_sha256_per_key_check_and_the_owner_is_still_trusted(edge: routes.Edge) -> None:
+    """The key check and the sign-in's record of the trusted key share one digest."""
+    hashed: list[str] = []
+
+    def watch(frame: Any, event: str, arg: Any) -> None:
+        if event == "c_call" and "sha256" in getattr(arg, "__name__", ""):
+            hashed.append(arg.__name__)
+
+    sys.setprofile(watch)
+    try:
+        assert edge.tenant(keyed(KEY_A)) == TENANT_A
+    finally:
+        sys.setprofile(None)
+    assert len(hashed) == 1
+    assert edge.sign_ins._trusted["10.1.1.1"][-1] == auth.digest(KEY_A)

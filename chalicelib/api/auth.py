@@ -143,22 +143,25 @@ class Keyring:
                 raise ValueError(f"{setting} gives the same key to {owner} and to {tenant}")
         return cls(tuple(entries))
 
-    def match(self, presented: str) -> str | None:
-        """The name owning this key, or None; every entry is compared, in constant time."""
-        offered = digest(presented)
+    def match(self, presented: str, offered: bytes | None = None) -> str | None:
+        """The name owning this key, or None; every entry is compared, in constant time.
+        `offered`: digest(presented), when the caller has it already."""
+        if offered is None:
+            offered = digest(presented)
         found: str | None = None
         for stored, tenant in self.entries:
             if hmac.compare_digest(stored, offered):
                 found = tenant
         return found
 
-    def tenant_for(self, presented: str | None) -> str:
-        """The tenant owning this key, or Unauthorized (the same answer for missing and wrong)."""
+    def tenant_for(self, presented: str | None, offered: bytes | None = None) -> str:
+        """The tenant owning this key, or Unauthorized (the same answer for missing and wrong).
+        `offered`: digest(presented), when the caller has it already."""
         if not self.entries:
             raise Unauthorized(NO_KEYS_HINT)
         if not presented:
             raise Unauthorized(MISSING_KEY)
-        found = self.match(presented)
+        found = self.match(presented, offered)
         if found is None:
             raise Unauthorized(INVALID_KEY)
         return found

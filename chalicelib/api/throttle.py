@@ -204,7 +204,7 @@ class FailedSignIns:
         tokens = refill(entry[0], self._timer() - entry[1], rate, burst)
         return 0.0 if tokens >= 1 else (1 - tokens) / rate
 
-    def succeeded(self, client: str, credential: str) -> None:
+    def succeeded(self, client: str, credential: str, signed: bytes | None = None) -> None:
         """Remember that this credential signed in from this client, as its newest: the
         keys in use stay, and the one forgotten past TRUSTED_PER_CLIENT is the one
         unused longest (a key kept its first place, however often it signed in, and
@@ -212,7 +212,8 @@ class FailedSignIns:
         if self.rate is None:
             return
         client = address_group(client)
-        signed = digest(credential)
+        if signed is None:  # else the caller's digest(credential), made for the key check
+            signed = digest(credential)
         known = self._trusted.get(client, ())
         if known and known[-1] == signed:  # the common case: no lock
             return
