@@ -443,8 +443,8 @@ class _SignIn:
 def _enqueue_request(item: Any, loc: tuple[str | int, ...]) -> EnqueueRequest:
     if not isinstance(item, dict):
         raise ValidationFailed("a job must be a JSON object", {"loc": list(loc)})
-    owned = sorted(SERVER_OWNED.intersection(item))
-    if owned:
+    if not SERVER_OWNED.isdisjoint(item):
+        owned = sorted(SERVER_OWNED.intersection(item))
         raise ValidationFailed(
             "these fields are set by the server and cannot be sent: " + ", ".join(owned),
             {"fields": owned},
@@ -498,11 +498,16 @@ def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...]) -> None
 
 def integral_floats(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     """JSON Schema counts 144.0 as an integer and pydantic's strict mode does not:
-    turn integral floats into ints for the model's int fields, and nothing else."""
-    out = dict(data)
+    turn integral floats into ints for the model's int fields, and nothing else.
+
+    `data` itself when there is none to turn (no copy: every caller only reads it),
+    else a copy with them turned."""
+    out = data
     for name in _int_fields(model):
-        value = out.get(name)
+        value = data.get(name)
         if isinstance(value, float) and value.is_integer():
+            if out is data:
+                out = dict(data)
             out[name] = int(value)
     return out
 
@@ -540,7 +545,7 @@ def _check_payload(
                 f"payload does not match the {job.type!r} handler's model",
                 {"type": job.type, "errors": errors.validation_details(exc, (*loc, "payload"))},
             ) from exc
-    if all(payload[name] is value for name, value in job.payload.items()):
+    if payload is job.payload:
         return job  # the common case: no float made an int, nothing to copy
     return job.model_copy(update={"payload": payload})
 
