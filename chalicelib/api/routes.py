@@ -31,6 +31,7 @@ from chalicelib.api.http import (
 )
 from chalicelib.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from chalicelib.api.pages import page_body
+from chalicelib.api.plain_job import plain_job
 from chalicelib.api.query import NoQuery
 from chalicelib.api.schemas import (
     SERVER_OWNED,
@@ -449,6 +450,9 @@ def _enqueue_request(item: Any, loc: tuple[str | int, ...]) -> EnqueueRequest:
             "these fields are set by the server and cannot be sent: " + ", ".join(owned),
             {"fields": owned},
         )
+    plain = plain_job(item)  # the commonest body, read without a second parse
+    if plain is not None:
+        return plain
     # Strict JSON validation: "5" is not a number here, exactly as /openapi.json says.
     try:
         return EnqueueRequest.model_validate_json(
