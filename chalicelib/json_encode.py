@@ -41,3 +41,8 @@ def compact_encoder(
         )
 
     return encode
+
+
+def quoted(text: str) -> str:
+    """A text as the compact encoders write it: JSON string, non-ASCII escaped."""
+    return encode_basestring_ascii(text)  # type: ignore[no-any-return]
