@@ -226,8 +226,10 @@ _source_lock = threading.Lock()
 
 
 def source() -> KeySource:
-    with _source_lock:
-        return _source
+    """The source in force. Read without the lock: reset() replaces it in one
+    assignment (the new source built first), so a reader sees the old source or the
+    new one, as one that queued for the lock did; every keyed request reads it."""
+    return _source
 
 
 def reset(
