@@ -98,21 +98,7 @@ def _document(text: str | bytes) -> str:
         raise TypeError(
             f"the JSON object must be str, bytes or bytearray, not {text.__class__.__name__}"
         )
-    return text.decode(_encoding(text), "surrogatepass")
-
-
-# First bytes after which json.detect_encoding may answer other than "utf-8": NUL (UTF-16
-# and UTF-32 without a BOM) and the first bytes of the UTF-8, UTF-16 and UTF-32 BOMs.
-_NOT_PLAIN_UTF8_LEAD = frozenset({0x00, 0xEF, 0xFE, 0xFF})
-
-
-def _encoding(text: bytes | bytearray) -> str:
-    """json.detect_encoding(text), answered without its call for what nearly every body
-    is: a first byte that is not NUL and starts no BOM, then a byte that is not NUL
-    (tests/test_jsonstrict_decoder.py checks the two agree on any bytes)."""
-    if len(text) > 1 and text[1] and text[0] not in _NOT_PLAIN_UTF8_LEAD:
-        return "utf-8"
-    return json.detect_encoding(text)
+    return text.decode(json.detect_encoding(text), "surrogatepass")
 
 
 def loads_strict(text: str | bytes) -> Any:

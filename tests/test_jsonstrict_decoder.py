@@ -108,32 +108,3 @@ def test_the_decoder_is_built_once_not_per_call(monkeypatch: pytest.MonkeyPatch)
     for _ in range(3):
         assert loads_strict(b'{"type": "echo"}') == {"type": "echo"}
     assert built == []
-
-
-BOMS_AND_NULS = [
-    b"\xef\xbb\xbf",
-    b"\xff\xfe",
-    b"\xfe\xff",
-    b"\xff\xfe\x00\x00",
-    b"\x00\x00\xfe\xff",
-]
-
-
-@settings(max_examples=500, deadline=None)
-@given(
-    st.binary(max_size=8)
-    | st.tuples(st.sampled_from(BOMS_AND_NULS), st.binary(max_size=6)).map(lambda p: p[0] + p[1])
-    | st.binary(max_size=8).map(lambda b: bytes(x if x % 3 else 0 for x in b))
-)
-def test_the_quick_encoding_is_detect_encodings(raw: bytes) -> None:
-    """Stop 42: _document skips json.detect_encoding's call for a plain UTF-8 start."""
-    assert jsonstrict._encoding(raw) == json.detect_encoding(raw)
-    assert jsonstrict._encoding(bytearray(raw)) == json.detect_encoding(bytearray(raw))
-
-
-def test_a_plain_body_is_read_without_detect_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(_: Any) -> str:
-        raise AssertionError("detect_encoding called")
-
-    monkeypatch.setattr(json, "detect_encoding", refuse)
-    assert loads_strict(b'{"type": "echo", "payload": {"n": 1}}')["type"] == "echo"
