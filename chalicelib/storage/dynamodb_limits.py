@@ -11,13 +11,17 @@ State, in the store's own table (dynamodb_schema.py):
 - one item for fair turns (``T``): each tenant's pass and the clock, versioned.
 
 A claim reads those items (one consistent BatchGetItem), lets limits.Admission
-and limits.fair_pick choose, then writes the claimed jobs and every limit or
-turns item it took room from in ONE TransactWriteItems, each item conditional
-on the version read and each job on still being due and waiting. Two workers
-that read the same version cannot both commit, so together they never exceed a
+and limits.fair_pick choose, reads the chosen jobs' items (one consistent
+BatchGetItem), then writes the claimed jobs and every limit or turns item it took
+room from in ONE TransactWriteItems, each item conditional on the version read
+(a job's version also means it is still due and waiting). Two workers that read
+the same version cannot both commit, so together they never exceed a
 concurrency limit or a rate; the loser reads again (bounded retries). The winner
-reads its claimed jobs back (a transaction returns no items), trying that read
-again when it fails: the claim has committed, and a raise would strand its jobs.
+builds its claimed jobs from the items it read with its own changes applied: a
+transaction returns no items, and a read after the commit that failed would
+strand the jobs it claimed (running, an attempt spent, no worker to run them
+until their leases lapse). Every read comes before the write, which claims
+nothing if it fails.
 
 Finish, reap and cancel do not touch the limit items: ``run`` is pruned lazily.
 A claim that could be held back by a concurrency limit first checks the jobs in
@@ -49,7 +53,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from chalicelib.errors import StoreNotMigrated, StoreUnavailable
 from chalicelib.limits import (
@@ -113,8 +117,6 @@ BUCKET_KEEP_SECONDS = 3600  # a bucket item outlives the moment it is full again
 # A claim with limits writes its jobs and the limit items in one transaction; up to
 # two limit keys per job, so 32 jobs always fit, and most policies leave room for more.
 MIN_ROUND = 32
-# Tries of the read that follows a committed claim (see PolicyClaim._read_claimed).
-READ_BACK_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -261,10 +263,10 @@ class PolicyClaim:
             if not decision.chosen:
                 self._report(decision.holds)
                 return []
-            tokens = self._commit(state, decision, attempt)
-            if tokens is not None:
+            claimed = self._commit(state, decision, attempt)
+            if claimed is not None:
                 self._report(decision.holds)
-                return self._read_back(decision.chosen, tokens)
+                return claimed
         raise StoreUnavailable("DynamoDB limit state kept changing under this claim; try again")
 
     def _report(self, holds: list[Hold]) -> None:
@@ -527,15 +529,25 @@ class PolicyClaim:
         return False
 
     # -- committing ------------------------------------------------------------------------
-    def _commit(self, state: State, decision: Decision, attempt: int) -> list[str] | None:
-        """The claims and the state they change, in one transaction; the lease tokens, or
-        None when it was refused (jobs taken meanwhile are skipped from then on)."""
+    def _commit(self, state: State, decision: Decision, attempt: int) -> list[Job] | None:
+        """The claims and the state they change, in one transaction; the claimed jobs, or
+        None when it was refused (jobs taken meanwhile are skipped from then on).
+
+        The chosen jobs are read (consistently) before the write, and each claim is
+        conditional on the version read, so the claimed records are those items with
+        the claim's changes applied and nothing is read after the commit: a read
+        after it that failed left its jobs `running` with an attempt spent and no
+        worker to run them until their leases lapsed (stop 42). A failure now comes
+        before the write, when it has claimed nothing."""
+        items = self._read_chosen(decision.chosen)
+        if items is None:
+            return None
         actions: list[TransactWriteItemTypeDef] = []
-        tokens: list[str] = []
+        updated: list[Item] = []
         for candidate in decision.chosen:
-            action, token = self._claim_action(candidate)
+            action, new_item = self._claim_action(candidate, items[candidate.id])
             actions.append(action)
-            tokens.append(token)
+            updated.append(new_item)
         actions.extend(self._state_actions(state, decision))
         try:
             self.store.ddb.transact_write_items(TransactItems=actions)
@@ -560,7 +572,32 @@ class PolicyClaim:
             if "ConditionalCheckFailed" not in codes:
                 self.store._tx.backoff(attempt)  # a conflict with a transaction in flight
             return None
-        return tokens
+        self.skip.update(c.id for c in decision.chosen)
+        jobs = (self.store._claimed_job(item) for item in updated)
+        return [job for job in jobs if job is not None]  # None: settled, payload unreadable
+
+    def _read_chosen(self, chosen: Sequence[Candidate]) -> dict[str, Item] | None:
+        """The chosen jobs' items, read consistently; None when one of them can no longer
+        be claimed (gone, taken, not due, not in the claim's queues, or in a shape no
+        worker could run, which is buried): skipped from now on, the round decides
+        again without it (its limit room and fair turn go to another job)."""
+        found = self.store._batch_get([job_key(c.id) for c in chosen])
+        items = {job_id_of(item): item for item in found.values()}
+        gone: list[str] = []
+        for candidate in chosen:
+            item = items.get(candidate.id)
+            if (
+                item is None
+                or get_s(item, "state") not in WAITING
+                or self.store._buried_if_damaged(item)
+                or not self._wanted(item)
+                or need_n(item, "run_at") > self.now
+            ):
+                gone.append(candidate.id)
+        if gone:
+            self.skip.update(gone)
+            return None
+        return items
 
     def _bury_damaged_chosen(self, ids: Sequence[str]) -> bool:
         """Bury those of these jobs no worker could run, skipped from now on; True if any."""
@@ -568,19 +605,22 @@ class PolicyClaim:
         self.skip.update(buried)
         return bool(buried)
 
-    def _claim_action(self, candidate: Candidate) -> tuple[TransactWriteItemTypeDef, str]:
-        """The same update a claim without a policy writes, conditional on the job
-        still being due and waiting (an index may lag)."""
+    def _claim_action(
+        self, candidate: Candidate, item: Mapping[str, AttributeValueTypeDef]
+    ) -> tuple[TransactWriteItemTypeDef, Item]:
+        """The same update a claim without a policy writes, conditional on the job being
+        as read (its version) and so still due and waiting (an index may lag); and the
+        item as that update leaves it."""
         store = self.store
-        values = store._claim_values(candidate.id, self.now, self.expires)
-        expr = store._claim_expr(values)
+        expr, new_item = store._claim_update(candidate.id, item, self.now, self.expires)
         condition = (
+            f"{expr.name('ver')} = {expr.value(n(need_n(item, 'ver')))} AND "
             f"{expr.one_of('state', [s(w) for w in WAITING])} AND "
             f"{expr.name('run_at')} <= {expr.value(n(self.now))}"
         )
         if self.queues is not None:
             condition += " AND " + expr.one_of("queue", [s(q) for q in sorted(self.queues)])
-        return store._update(candidate.id, expr, condition), need_s(values, "lease_token")
+        return store._update(candidate.id, expr, condition), new_item
 
     def _state_actions(self, state: State, decision: Decision) -> list[TransactWriteItemTypeDef]:
         """Versioned writes of each limit item the claim took room from, and of the turns."""
@@ -610,36 +650,6 @@ class PolicyClaim:
             update = versioned_update(table, turns_key(), fields, state.turns.ver)
             actions.append({"Update": update})
         return actions
-
-    def _read_back(self, chosen: list[Candidate], tokens: list[str]) -> list[Job]:
-        """The claimed records (a transaction returns none): one consistent BatchGetItem."""
-        self.skip.update(c.id for c in chosen)
-        found = self._read_claimed([job_key(c.id) for c in chosen])
-        by_id = {job_id_of(i): i for i in found.values()}
-        jobs: list[Job] = []
-        for candidate, token in zip(chosen, tokens, strict=True):
-            item = by_id.get(candidate.id)
-            if item is None or get_s(item, "lease_token") != token:
-                log.warning("job %s changed right after its claim", candidate.id)
-                continue
-            job = self.store._claimed_job(item)  # None: settled, its payload unreadable
-            if job is not None:
-                jobs.append(job)
-        return jobs
-
-    def _read_claimed(self, keys: Sequence[Mapping[str, AttributeValueTypeDef]]) -> dict[str, Item]:
-        """The read-back, tried again (with the transactions' backoff) when DynamoDB
-        throttles or fails it: the claim has committed, an attempt spent on each job,
-        and a raise here stranded them all (`running` with no worker to run them, their
-        redelivered messages dropped as leased, until the reaper spent the attempt:
-        dead at the last one, the handler never run)."""
-        for attempt in range(READ_BACK_ATTEMPTS - 1):
-            try:
-                return self.store._batch_get(keys)
-            except (ClientError, BotoCoreError) as exc:
-                log.warning("reading %d claimed jobs back failed (%s); again", len(keys), exc)
-                self.store._tx.backoff(attempt)
-        return self.store._batch_get(keys)
 
 
 def _key_after(
