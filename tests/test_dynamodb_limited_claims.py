@@ -135,3 +135,61 @@ def test_a_large_limited_claim_fits_each_transaction_and_keeps_the_limit(
     assert sizes and max(sizes) <= TRANSACTION_ACTIONS and len(sizes) >= 3
     assert states(store, ids) == Counter({"running": 230, "queued": 20})
     assert store.claim(250, 30, policy=policy) == []  # full: nothing more starts
+
+
+def test_a_later_transaction_failing_keeps_the_earlier_ones_claims(
+    aws: Aws, clock: FakeClock
+) -> None:
+    """A claim of 150 under a limit: the first transaction (98 jobs) commits, the
+    second is throttled. The 98 reach the worker; the other 52 wait, no attempt spent."""
+    store = aws.store(clock)
+    ids = add_many(store, clock, 150, type_="resize")
+    policy = ClaimPolicy(limits=(Limit("type", "resize", concurrency=500),))
+    sent: list[int] = []
+
+    def second_refused(params: dict[str, Any], **_: Any) -> None:
+        sent.append(len(params["TransactItems"]))
+        if len(sent) >= 2:
+            raise throttled("TransactWriteItems")
+
+    aws.ddb.meta.events.register(
+        "provide-client-params.dynamodb.TransactWriteItems", second_refused
+    )
+
+    claimed = store.claim(150, 30, policy=policy)
+
+    assert len(claimed) == 98 and len(sent) >= 2
+    running = {i for i in ids if store.get(i).state is JobState.RUNNING}  # type: ignore[union-attr]
+    assert running == {j.id for j in claimed}
+    waiting = [store.get(i) for i in ids if i not in running]
+    assert {(j.state, j.attempts) for j in waiting} == {(JobState.QUEUED, 0)}  # type: ignore[union-attr]
+    aws.ddb.meta.events.unregister(
+        "provide-client-params.dynamodb.TransactWriteItems", second_refused
+    )
+    assert len(store.claim(150, 30, policy=policy)) == 52  # the rest, later
+
+
+def test_a_named_claim_cut_short_sends_the_unclaimed_ids_again(aws: Aws, clock: FakeClock) -> None:
+    """An SQS batch of 150 ids under a limit, the second transaction throttled: the
+    caller acknowledges the messages of jobs it did not claim as redundant, so those
+    jobs' ids are sent again (as the claim without a policy does)."""
+    store = aws.store(clock)
+    ids = add_many(store, clock, 150, type_="resize")
+    aws.messages()  # the enqueue's messages, received: out of the way
+    policy = ClaimPolicy(limits=(Limit("type", "resize", concurrency=500),))
+    sent: list[int] = []
+
+    def second_refused(params: dict[str, Any], **_: Any) -> None:
+        sent.append(len(params["TransactItems"]))
+        if len(sent) >= 2:
+            raise throttled("TransactWriteItems")
+
+    aws.ddb.meta.events.register(
+        "provide-client-params.dynamodb.TransactWriteItems", second_refused
+    )
+
+    claimed = store.claim(150, 30, ids=ids, policy=policy)
+
+    assert len(claimed) == 98
+    again = set(aws.messages())
+    assert again == set(ids) - {j.id for j in claimed}

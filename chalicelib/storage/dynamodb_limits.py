@@ -23,6 +23,12 @@ strand the jobs it claimed (running, an attempt spent, no worker to run them
 until their leases lapse). Every read comes before the write, which claims
 nothing if it fails.
 
+A claim of more jobs than one transaction holds (round_size: 100 actions less one
+per limit item and the turns item, so 98 jobs under one limit) runs in rounds, each
+its own read, decision and transaction. When a later round fails (throttled, say),
+the jobs earlier rounds claimed are returned to run, not lost with a raise, and
+the named jobs not claimed are sent again (PolicyClaim._cut_short).
+
 Finish, reap and cancel do not touch the limit items: ``run`` is pruned lazily.
 A claim that could be held back by a concurrency limit first checks the jobs in
 its ``run`` with one consistent read (state and lease), and counts only those
@@ -243,12 +249,33 @@ class PolicyClaim:
         claimed: list[Job] = []
         while len(claimed) < limit:
             want = min(round_size(self.policy), limit - len(claimed))
-            got = self._round(want, named, fair)
+            try:
+                got = self._round(want, named, fair)
+            except Exception as exc:
+                if not claimed:
+                    raise
+                self._cut_short(exc, claimed, named)
+                break
             claimed.extend(got)
             if len(got) < want:
                 break
         claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
         return claimed
+
+    def _cut_short(
+        self, exc: Exception, claimed: Sequence[Job], named: list[Candidate] | None
+    ) -> None:
+        """A later round failed (throttled, say) after earlier ones committed: a claim of
+        more jobs than one transaction holds (round_size, 98 under one limit) runs in
+        rounds, each its own transaction. The jobs claimed so far are handed to the
+        worker, not lost with a raise (each `running`, an attempt spent, their limit
+        slots taken: raised, no worker ran them until their leases lapsed). The named
+        jobs neither claimed nor held get their ids sent again, as the claim without a
+        policy does (DynamoStore._claim_cut_short): the caller acknowledges the
+        messages of the jobs it did not claim."""
+        done = {job.id for job in claimed}
+        unclaimed = [c.id for c in named or () if c.id not in done and c.id not in self.reported]
+        self.store._claim_cut_short(exc, claimed, unclaimed, self.now)
 
     def _round(self, want: int, named: list[Candidate] | None, fair: bool) -> list[Job]:
         """Claim up to `want` jobs in one transaction, reading again after a conflict."""
