@@ -140,13 +140,13 @@ def test_batches_sharing_keys_in_other_orders_do_not_deadlock(
 
     outcome: dict[str, object] = {}
     tries = []
-    connection = store._pool.connection
+    getconn = store._pool.getconn  # _run takes one connection per try
 
     def counted(*args: object, **kwargs: object) -> object:
         tries.append(1)  # a deadlock rolls the add back whole, and _run tries it again
-        return connection(*args, **kwargs)
+        return getconn(*args, **kwargs)
 
-    store._pool.connection = counted  # type: ignore[method-assign]
+    store._pool.getconn = counted  # type: ignore[method-assign]
 
     def add_batch() -> None:
         try:
