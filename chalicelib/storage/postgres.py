@@ -1040,7 +1040,7 @@ class PostgresStore:
         once the statement returns, and the answer is built from what was sent."""
         now = self.clock.now()
         params = self._one_params(new, now)
-        self._run(lambda conn: conn.execute(ADD_ONE_SQL, params))
+        self._run(lambda conn: _kept_cursor(conn).execute(ADD_ONE_SQL, params))
         return _fresh_job(new, now)
 
     def _add_params(self, fresh: Sequence[NewJob], now: datetime) -> dict[str, Any]:
@@ -1681,6 +1681,21 @@ class PostgresStore:
     def close(self) -> None:
         self.notifier.close()
         self._pool.close()
+
+
+def _kept_cursor(conn: Conn) -> psycopg.Cursor[Any]:
+    """The connection's own cursor for the single enqueue, made on its first use.
+
+    conn.execute makes a cursor per call, and with it a Transformer that looks up a
+    dumper for each of the 13 parameters' types again: 10-25 us of CPU a call, against
+    a kept cursor whose Transformer has them cached. It holds its last result (one
+    row) until the next call; a pooled connection is one thread's at a time, and the
+    cursor leaves with its connection when the pool closes or replaces it."""
+    cursor: psycopg.Cursor[Any] | None = getattr(conn, "_spool_cursor", None)
+    if cursor is None or cursor.closed:
+        cursor = conn.cursor()
+        conn._spool_cursor = cursor  # type: ignore[attr-defined]
+    return cursor
 
 
 @contextmanager
