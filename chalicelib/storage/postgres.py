@@ -996,7 +996,7 @@ class PostgresStore:
                     fresh.sort(key=_key_order)
                     if len(fresh) == 1:
                         one = self._one_params(fresh[0], now)
-                        rows = conn.execute(ADD_ONE_SQL, one).fetchall()
+                        rows = _kept_cursor(conn).execute(ADD_ONE_SQL, one).fetchall()
                         built = {fresh[0].id: _fresh_job(fresh[0], now)}
                     else:
                         params = self._add_params(fresh, now)
