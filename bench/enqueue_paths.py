@@ -182,6 +182,9 @@ def _pg_floor(url: str, n: int, batch: int) -> float:
 
     conn = connect(parse_url(url))
     conn.autocommit = True
+    # One cursor for the loop, as Spool's single enqueue keeps one per connection:
+    # conn.execute makes a cursor, and looks its parameters' dumpers up, every call.
+    cursor = conn.cursor()
     try:
         start = time.perf_counter()
         for base in range(0, n, batch):
@@ -189,7 +192,8 @@ def _pg_floor(url: str, n: int, batch: int) -> float:
             now = datetime.now(UTC)
             if batch == 1:
                 payload = json.dumps({"n": base})
-                conn.execute(_PG_FLOOR_ONE, (new_job_id(), payload, now, now, now), prepare=True)
+                row = (new_job_id(), payload, now, now, now)
+                cursor.execute(_PG_FLOOR_ONE, row, prepare=True)
                 continue
             with conn.transaction():
                 conn.execute(
@@ -217,6 +221,7 @@ def _pg_statement(url: str, n: int, batch: int) -> float:
 
     settings = parse_url(url)
     conn = connect(settings)
+    cursor = conn.cursor()  # kept, as the floor's and Spool's single enqueue keep one
     try:
         start = time.perf_counter()
         for base in range(0, n, batch):
@@ -231,7 +236,7 @@ def _pg_statement(url: str, n: int, batch: int) -> float:
                     "priority": 0, "payload": payloads[0], "max_attempt": 3, "run_at": now,
                     "key": None, "callback_url": None,
                 }  # fmt: skip
-                conn.execute(ADD_ONE_SQL, {**shared, **one}, prepare=True).fetchall()
+                cursor.execute(ADD_ONE_SQL, {**shared, **one}, prepare=True).fetchall()
                 continue
             many = {
                 "ids": ids, "tenants": ["bench"] * count, "types": ["bench.noop"] * count,

@@ -59,10 +59,12 @@ def measure(rounds: int, n: int) -> dict[str, list[float]]:
 
     with scratch_schema("bench_enqueue_sql", query=NO_FLUSH) as url:
         settings = parse_url(url)
-        with connect(settings) as floor, connect(settings) as spool:
-            floor.execute(
+        with connect(settings) as floor_conn, connect(settings) as spool_conn:
+            floor_conn.execute(
                 "CREATE TABLE floor_jobs (LIKE jobs INCLUDING DEFAULTS INCLUDING INDEXES)"
             )
+            # A cursor kept for each loop, as the store's single enqueue keeps one.
+            floor, spool = floor_conn.cursor(), spool_conn.cursor()
 
             def plain(i: int) -> None:
                 now = datetime.now(UTC)
