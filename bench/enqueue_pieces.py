@@ -13,7 +13,6 @@ what stood in their place (the answer body: http.dumps before enqueued_json).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -32,16 +31,10 @@ VIEW = {
 
 
 def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
-    os.environ.update(
-        SPOOL_API_KEYS="k-0123456789abcdef=t",
-        SPOOL_STORE_URL=f"sqlite:///{workdir}/spool.db",
-        SPOOL_DEMO_HANDLERS="true",
-    )
-    from chalicelib import logs
+    from bench.http_instructions import JOB, _environ, _ignore, app_settings
 
-    logs.configure(default_level="INFO", stream=open(os.devnull, "w"))  # noqa: SIM115
+    app_settings(workdir)
     import app as spool_app
-    from bench.http_instructions import JOB, _environ, _ignore
     from chalicelib.api import routes
     from chalicelib.api.http import ApiRequest, dumps
     from chalicelib.ids import new_job_ids

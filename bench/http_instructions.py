@@ -70,23 +70,30 @@ def _ignore(status: str, headers: list[tuple[str, str]]) -> None:
     pass
 
 
-def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
-    """Each phase: one call that does one request's worth of the thing measured."""
+def app_settings(workdir: Path) -> None:
+    """The app's settings for a bench process, its store in `workdir`; lines are
+    formatted and written as `spool serve` writes them, to a sink. Call before
+    importing app.py (it reads them at import)."""
     os.environ.update(
         SPOOL_API_KEYS="k-0123456789abcdef=t",
         SPOOL_STORE_URL=f"sqlite:///{workdir}/spool.db",
         SPOOL_DEMO_HANDLERS="true",
     )
-    from chalicelib import logs, runtime
+    from chalicelib import logs
+
+    logs.configure(default_level="INFO", stream=open(os.devnull, "w"))  # noqa: SIM115
+
+
+def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
+    """Each phase: one call that does one request's worth of the thing measured."""
+    app_settings(workdir)
+    import app as spool_app
+    from bench.http_floor import FloorApp
+    from chalicelib import runtime
     from chalicelib.api import routes
     from chalicelib.api.http import ApiRequest
     from chalicelib.ids import new_job_id
     from chalicelib.models import NewJob
-
-    # Lines are formatted and written as `spool serve` writes them, to a sink.
-    logs.configure(default_level="INFO", stream=open(os.devnull, "w"))  # noqa: SIM115
-    import app as spool_app
-    from bench.http_floor import FloorApp
     from local.server import ChaliceWSGI
 
     rt = runtime.current()

@@ -17,6 +17,7 @@ from chalicelib.api.http import ApiRequest
 from chalicelib.api.throttle import RateLimited
 from chalicelib.errors import Unauthorized
 from tests.apikit import KEY_A, OPERATOR_KEY, TENANT_A, installed, settings_for
+from tests.frame_watch import frames_entered
 
 
 @pytest.fixture
@@ -30,17 +31,9 @@ def keyed(key: str | None, client: str = "10.1.1.1") -> ApiRequest:
 
 
 def test_a_key_check_runs_no_contextlib_frame(edge: routes.Edge) -> None:
-    called: list[str] = []
-
-    def watch(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code.co_filename.endswith("contextlib.py"):
-            called.append(frame.f_code.co_name)
-
-    sys.setprofile(watch)
-    try:
-        assert edge.tenant(keyed(KEY_A)) == TENANT_A
-    finally:
-        sys.setprofile(None)
+    tenants: list[str] = []
+    called = frames_entered(lambda: tenants.append(edge.tenant(keyed(KEY_A))), "contextlib.py")
+    assert tenants == [TENANT_A]
     assert called == []
 
 

@@ -6,13 +6,13 @@ created, no second row) and with another (409 naming the job)."""
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Any
 
 import pytest
 
 from chalicelib.errors import IdempotencyConflict
 from chalicelib.service import EnqueueRequest, Service
+from tests.frame_watch import frames_entered
 
 
 def req(**fields: Any) -> EnqueueRequest:
@@ -21,17 +21,7 @@ def req(**fields: Any) -> EnqueueRequest:
 
 
 def test_a_single_job_runs_no_contextlib_frame(svc: Service) -> None:
-    called: list[str] = []
-
-    def watch(frame: Any, event: str, arg: Any) -> None:
-        if event == "call" and frame.f_code.co_filename.endswith("contextlib.py"):
-            called.append(frame.f_code.co_name)
-
-    sys.setprofile(watch)
-    try:
-        svc.enqueue([req(payload={"n": 1})], "acme")
-    finally:
-        sys.setprofile(None)
+    called = frames_entered(lambda: svc.enqueue([req(payload={"n": 1})], "acme"), "contextlib.py")
     assert called == []
 
 
