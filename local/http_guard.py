@@ -24,6 +24,8 @@ its size limit before the app can refuse it. Here, per connection:
   served is closed to admit the new one (then the oldest request still arriving;
   a client that has just connected only last), so a full server still answers.
 
+An HTTP/1.1 request without a Host header, or with more than one, is answered 400
+and the connection closed (RFC 9112 3.2; HTTP/1.0 needs none).
 Ambiguous framing is answered 400 and the connection closed: Content-Length
 beside Transfer-Encoding, Transfer-Encoding under HTTP/1.0, a Transfer-Encoding
 other than one `chunked` (`chunked, chunked`), bare LF or CR line ends, folded
@@ -153,6 +155,7 @@ OBS_FOLD = (
 )
 _TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:", re.IGNORECASE)
+_HOST = re.compile(rb"\r\nhost:", re.IGNORECASE)
 # Every Transfer-Encoding line's value (obs-fold is refused first, so a line is whole).
 _TRANSFER_ENCODING_VALUE = re.compile(rb"\r\ntransfer-encoding:([^\r\n]*)", re.IGNORECASE)
 # LF without its CR, or CR followed by anything but LF (a CR last in what has arrived
@@ -222,6 +225,8 @@ class GuardedParser(HTTPRequestParser):
         if self.transfer_encoding and _CONTENT_LENGTH.search(header_plus) is None:
             _check_transfer_encoding(header_plus)  # beside Content-Length: AMBIGUOUS_LENGTH
         super().parse_header(header_plus)
+        if self.version == "1.1":
+            _check_host(header_plus)
         if self.chunked and isinstance(self.body_rcv, ChunkedReceiver):
             self.body_rcv = LineCheckedChunkedReceiver(self.body_rcv.buf)
 
@@ -309,6 +314,27 @@ class GuardedParser(HTTPRequestParser):
         self.completed = True
         self.expect_continue = False
         self.close()  # drop whatever of the body was buffered, now
+
+
+def _check_host(header_plus: bytes) -> None:
+    """ParsingError (400, then close) unless an HTTP/1.1 head has one Host line.
+
+    waitress served a request with none, and joined two into one value ("a, b"): a
+    proxy in front may route by one Host while the app (links, the dashboard) reads
+    another. RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request lacking
+    Host or with more than one. HTTP/1.0 has no such rule, and stays served."""
+    count = len(_HOST.findall(header_plus))
+    if count == 1:
+        return
+    if count == 0:
+        raise ParsingError(
+            "an HTTP/1.1 request must carry a Host header, and this one has no Host header "
+            "(RFC 9112 3.2): send `Host: <host>:<port>` as the address you connect to"
+        )
+    raise ParsingError(
+        f"an HTTP/1.1 request must carry one Host header, and this one has the Host header "
+        f"{count} times (RFC 9112 3.2): send it once"
+    )
 
 
 def _check_transfer_encoding(header_plus: bytes) -> None:

@@ -56,7 +56,8 @@ def test_a_body_with_a_bom_is_400_saying_to_send_it_without(
     assert "utf-8-sig" not in str(answer)
     status, page = exchange(
         server,
-        f"GET /jobs HTTP/1.1\r\nX-API-Key: {KEY_A}\r\nConnection: close\r\n\r\n".encode(),
+        f"GET /jobs HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY_A}\r\n"
+        "Connection: close\r\n\r\n".encode(),
     )
     assert status == 200 and page["jobs"] == []  # nothing stored
 

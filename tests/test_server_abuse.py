@@ -949,3 +949,44 @@ def test_a_dashboard_path_holding_a_control_character_gets_the_dashboard_s_heade
     assert status == 404
     assert headers["content-security-policy"].startswith("default-src 'none'")
     assert headers["x-frame-options"] == "DENY"
+
+
+@pytest.mark.parametrize(
+    ("hosts", "said"),
+    [
+        (b"", "no Host header"),
+        (b"Host: x\r\nHost: x\r\n", "Host header 2 times"),
+        (b"Host: x\r\nHost: y\r\n", "Host header 2 times"),
+        (b"host: x\r\nX-Note: a\r\nHOST: y\r\n", "Host header 2 times"),
+    ],
+    ids=["none", "twice-same", "twice-different", "twice-apart"],
+)
+def test_an_http11_request_without_one_host_is_refused(
+    server: Server, hosts: bytes, said: str
+) -> None:
+    """Was: served. RFC 9112 3.2: a server MUST answer 400 to an HTTP/1.1 request
+    without a Host header, or with more than one (a proxy in front may route by one
+    Host and the app see another). Nothing is stored, and the connection closes."""
+    doc = b'{"type":"echo","payload":{"n":1}}'
+    with connect(server) as sock:
+        sock.sendall(
+            b"POST /enqueue HTTP/1.1\r\n" + hosts
+            + b"Content-Length: " + str(len(doc)).encode() + b"\r\n"
+            + b"X-API-Key: " + KEY_A.encode() + b"\r\n\r\n" + doc
+        )  # fmt: skip
+        status, headers, answer = read_response(sock)
+        assert read_until_closed(sock) == b""
+    assert status == 400 and headers["content-type"] == "application/json"
+    error = json.loads(answer)["error"]
+    assert error["code"] == "bad_request" and said in error["message"]
+    assert "RFC 9112" in error["message"]
+    listed = requests.get(f"{server.url}/jobs", headers={"X-API-Key": KEY_A}, timeout=10)
+    assert listed.status_code == 200 and listed.json()["jobs"] == []
+
+
+def test_an_http10_request_without_host_is_still_served(server: Server) -> None:
+    """HTTP/1.0 has no Host requirement: such a client is answered as before."""
+    with connect(server) as sock:
+        sock.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+        status, _, answer = parse(read_until_closed(sock))
+    assert status == 200 and json.loads(answer)["status"] == "ok"

@@ -23,7 +23,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 KEY = f"X-API-Key: {KEY_A}\r\n".encode()
-CLOSE = b"Connection: close\r\n"
+# Every request names its Host: an HTTP/1.1 one without is refused (RFC 9112 3.2).
+CLOSE = b"Host: x\r\nConnection: close\r\n"
 
 # (what was sent, its status, words the message must hold: what to do about it)
 CASES = [
