@@ -83,13 +83,18 @@ def _is_head(event: Any) -> bool:
 app = SpoolChalice(app_name="spool", configure_logs=False)
 
 # `chalice local` refuses a misspelt SPOOL_* variable, and a setting the HTTP edge
-# refuses (a malformed SPOOL_API_KEYS), as `spool serve` does. Only when the chalice
+# refuses (a malformed SPOOL_API_KEYS), as `spool serve` does, and reads a repeated
+# X-API-Key and Content-Length as it does (chalicelib/chalice_local_http.py). Only when the chalice
 # command line loads this file: on Lambda (no AWS_CHALICE_CLI_MODE) this is one
 # environment lookup, and the settings catalog is never imported.
 if os.environ.get("AWS_CHALICE_CLI_MODE") and not os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
     from chalicelib.settings_catalog import refuse_under_chalice_local
 
-    refuse_under_chalice_local(os.environ)
+    if refuse_under_chalice_local(os.environ):
+        # chalice's own server, made to read a request's head as `spool serve` does.
+        from chalicelib.chalice_local_http import install
+
+        install(os.environ)
 
 # Spool parses bodies itself, so any content type reaches the route and a bad
 # body gets Spool's error shape instead of Chalice's 415. A GET carries no body:

@@ -1114,7 +1114,7 @@ def misspelt_refusal(names: Iterable[str]) -> tuple[str, str] | None:
     )
 
 
-def refuse_under_chalice_local(environ: Mapping[str, str]) -> None:
+def refuse_under_chalice_local(environ: Mapping[str, str]) -> bool:
     """Under `chalice local`, stop (exit 2, `spool`'s one line) on a misspelt SPOOL_*
     variable, as `spool serve` and `spool worker` do: SPOOL_STORE_UR was read by nothing
     there, and the local stage served its default SQLite file without a word. And on a
@@ -1130,7 +1130,10 @@ def refuse_under_chalice_local(environ: Mapping[str, str]) -> None:
     (CHALICE_WORKER set) that loads app.py on a thread of its own, outside the click
     command: there a SystemExit would end only that thread and leave the child
     watching files with nothing served, so the child ends at once (os._exit); chalice's
-    parent then exits too (with 0: it reports only its own restarts)."""
+    parent then exits too (with 0: it reports only its own restarts).
+
+    True when this is `chalice local` (and nothing was refused): app.py then has
+    chalice's server read requests as `spool serve` does (chalice_local_http)."""
     import threading
 
     import click
@@ -1138,14 +1141,14 @@ def refuse_under_chalice_local(environ: Mapping[str, str]) -> None:
     context = click.get_current_context(silent=True)
     local = context is not None and context.info_name == "local"
     if not (local or environ.get("CHALICE_WORKER")):
-        return
+        return False
     refusal = misspelt_refusal(environ)
     if refusal is None:
         from chalicelib.edge_settings import value_refusal
 
         refusal = value_refusal(environ)
     if refusal is None:
-        return
+        return True
     problem, fix = refusal
     print(f"spool: {problem}. {fix}.", file=sys.stderr, flush=True)
     if threading.current_thread() is not threading.main_thread():

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -225,3 +228,120 @@ def test_a_store_url_the_first_request_would_refuse_is_refused_without_connectin
     assert refusal is not None and said in refusal[0]
     assert list(tmp_path.iterdir()) == []
     assert value_refusal({"SPOOL_API_KEYS": "local-key-0123456789=local"}) is None
+
+
+LOCAL_KEY = "local-key-0123456789"
+OTHER_KEY = "other-key-0123456789"
+LOCAL_LIMIT = 262144  # .chalice/config.json's SPOOL_MAX_BODY_BYTES
+
+
+@pytest.fixture(scope="module")
+def chalice_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """One `chalice local --stage local` for the request-reading tests: its port."""
+    tmp_path = tmp_path_factory.mktemp("chalice-local")
+    port = free_port()
+    env = {**os.environ, "SPOOL_API_KEYS": f"{LOCAL_KEY}=local,{OTHER_KEY}=other"}
+    proc = start_chalice_local(tmp_path, port, env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(proc.stderr.read().decode() if proc.stderr else "chalice local ended")
+        yield port
+    finally:
+        stop(proc, 10)
+
+
+def local_exchange(port: int, head: bytes, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+    """Send a request (the head's lines, then `body`) and read until chalice local
+    closes: the status and the JSON body. A request chalice dropped fails here."""
+    raw = head + b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n" + body
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data, "chalice local closed the connection without an answer"
+    status_line, _, rest = data.partition(b"\r\n")
+    answer = rest.partition(b"\r\n\r\n")[2]
+    return int(status_line.split()[1]), json.loads(answer) if answer else {}
+
+
+def local_jobs(port: int) -> list[Any]:
+    listed = requests.get(
+        f"http://127.0.0.1:{port}/jobs", headers={"X-API-Key": LOCAL_KEY}, timeout=10
+    )
+    assert listed.status_code == 200
+    jobs: list[Any] = listed.json()["jobs"]
+    return jobs
+
+
+def test_chalice_local_refuses_two_different_api_keys_as_spool_serve_does(
+    chalice_local: int,
+) -> None:
+    """Was: chalice's handler kept the first X-API-Key line, so two different keys
+    enqueued as the first one's tenant; `spool serve` and Lambda answer 400. The same
+    key twice is one key, there as here."""
+    doc = b'{"type":"echo","payload":{"n":1}}'
+    head = b"POST /enqueue HTTP/1.1\r\nContent-Length: %d\r\n" % len(doc)
+    two = b"X-API-Key: %s\r\nX-API-Key: %s\r\n"
+    status, answer = local_exchange(
+        chalice_local, head + two % (LOCAL_KEY.encode(), OTHER_KEY.encode()), doc
+    )
+    assert status == 400, answer
+    assert answer["error"]["code"] == "bad_request"
+    assert "more than once, with different values" in answer["error"]["message"]
+    assert local_jobs(chalice_local) == []
+    status, answer = local_exchange(
+        chalice_local, head + two % (LOCAL_KEY.encode(), LOCAL_KEY.encode()), doc
+    )
+    assert status == 201, answer
+    assert [job["id"] for job in local_jobs(chalice_local)] == [answer["id"]]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "status", "said"),
+    [
+        (b"Content-Length: 2, 2\r\n", 400, "Content-Length must be given once"),
+        (b"Content-Length: 2\r\nContent-Length: 2\r\n", 400, "Content-Length must be given once"),
+        (b"Content-Length: -1\r\n", 400, "plain digits"),
+        (b"Content-Length: 99999999999999999999\r\n", 413, "the limit is 262144"),
+        (b"Content-Length: %d\r\n" % (LOCAL_LIMIT + 1), 413, "the limit is 262144"),
+    ],
+    ids=["listed", "twice", "negative", "huge", "over-limit"],
+)
+def test_chalice_local_answers_a_bad_or_over_limit_content_length_before_the_body(
+    chalice_local: int, lengths: bytes, status: int, said: str
+) -> None:
+    """Was: `int(Content-Length)` raised on `2, 2` and chalice dropped the connection
+    unanswered; a huge one raised in read(); one over the limit had its whole body
+    read into memory before the app refused it (here no body is sent: chalice waited
+    for it). Now 400 or 413 in Spool's shape, from the head alone, as `spool serve`."""
+    head = b"POST /enqueue HTTP/1.1\r\nX-API-Key: " + LOCAL_KEY.encode() + b"\r\n" + lengths
+    got, answer = local_exchange(chalice_local, head)
+    assert got == status, answer
+    assert said in answer["error"]["message"]
+    assert answer["error"]["code"] == ("bad_request" if status == 400 else "payload_too_large")
+
+
+def test_chalice_local_s_413_reaches_a_client_that_sent_the_whole_body(
+    chalice_local: int,
+) -> None:
+    """The refusal by Content-Length leaves the body unread: it is read and dropped
+    before the close, so a client that sent it all reads the 413, not a reset."""
+    body = b"x" * (LOCAL_LIMIT + 1)
+    head = b"POST /enqueue HTTP/1.1\r\nX-API-Key: " + LOCAL_KEY.encode() + b"\r\n"
+    status, answer = local_exchange(
+        chalice_local, head + b"Content-Length: %d\r\n" % len(body), body
+    )
+    assert status == 413 and answer["error"]["details"] == {
+        "limit": LOCAL_LIMIT,
+        "size": LOCAL_LIMIT + 1,
+    }
+    health = requests.get(f"http://127.0.0.1:{chalice_local}/health", timeout=10)
+    assert health.status_code == 200  # and it goes on serving

@@ -1,0 +1,151 @@
+"""`chalice local`'s HTTP handler, brought in line with `spool serve` where it read
+requests otherwise.
+
+Chalice's development server (chalice.local.ChaliceRequestHandler, on Python's
+http.server) offers no hook for how it reads a request, and three things it did
+differently from `spool serve` (local/http_guard.py) mattered:
+
+- of an X-API-Key header sent twice it kept the first line, so two different keys
+  were served as the first one's tenant, where `spool serve` (whose server joins the
+  lines with commas) and Lambda (multiValueHeaders) refuse different keys with 400;
+- `int(Content-Length)` raised on `2, 2`, on two Content-Length lines or on `-1`
+  read as no body, and a huge one raised in `read`: the connection was dropped
+  with a traceback and no answer;
+- the whole body was read into memory before the app's body limit
+  (SPOOL_MAX_BODY_BYTES) could refuse it.
+
+`install` (called by app.py only under `chalice local`, never on Lambda, where this
+module is not imported) swaps the handler class of the server chalice builds for
+SpoolRequestHandler, a subclass that changes only how the head is read before the
+request reaches chalice's own code: the key lines joined as `spool serve` joins
+them (app.py then refuses different keys, and takes the same key twice as once),
+and a Content-Length that is not one size in plain digits answered 400, one over
+the limit 413 before any of the body is read, both in Spool's error shape, then
+the connection closed. It wraps chalice.local.create_local_server, which chalice's
+command line looks up at call time, and sets the built server's
+RequestHandlerClass: chalice's LocalDevServer binds its handler class when
+defined, so there is no other seam short of copying it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+# A refused body the client already sent is read and dropped (up to this much, for
+# up to DRAIN_SECONDS) before the close, so it reads the answer rather than a reset.
+DRAIN_BYTES = 4 * 1024 * 1024
+DRAIN_SECONDS = 2.0
+_DIGITS = re.compile(r"[0-9]+")
+_INVALID_LENGTH = (
+    "Content-Length must be given once, as the body's size in bytes in plain "
+    "digits (such as 42)"
+)  # `spool serve`'s words (local/http_messages.py)
+
+
+def length_refusal(
+    lengths: list[str], limit: int
+) -> tuple[int, str, str, dict[str, int] | None] | None:
+    """(status, code, message, details) refusing a request by its Content-Length
+    lines (`lengths`, as sent), or None when it may be read: one line of plain
+    digits, at most `limit`. No line is no body, as before."""
+    if not lengths:
+        return None
+    value = lengths[0].strip(" \t")
+    if len(lengths) > 1 or _DIGITS.fullmatch(value) is None:
+        return 400, "bad_request", _INVALID_LENGTH, None
+    size = int(value)
+    if size > limit:  # the app's own wording (chalicelib/api/http.py parse_json)
+        return (
+            413,
+            "payload_too_large",
+            f"request body is {size} bytes; the limit is {limit}",
+            {"limit": limit, "size": size},
+        )
+    return None
+
+
+def install(environ: Mapping[str, str]) -> None:
+    """Have `chalice local`'s server use SpoolRequestHandler (see the module's
+    docstring); the body limit is read from `environ` once, as the app reads it."""
+    from chalice import local
+
+    from chalicelib.config import Settings
+
+    limit = Settings.from_env(environ).max_body_bytes
+    handler: Callable[..., Any] = _handler_class(local.ChaliceRequestHandler, limit)
+    original = local.create_local_server
+    if getattr(original, "spool_handler", False):
+        return  # installed already (app.py imported twice)
+
+    @functools.wraps(original)
+    def create_local_server(app_obj: Any, config: Any, host: str, port: int) -> Any:
+        server = original(app_obj, config, host, port)
+        server.server.RequestHandlerClass = functools.partial(
+            handler, app_object=app_obj, config=config
+        )
+        return server
+
+    create_local_server.spool_handler = True  # type: ignore[attr-defined]
+    local.create_local_server = create_local_server
+
+
+def _handler_class(base: type[Any], limit: int) -> type[Any]:
+    """chalice's request handler with Spool's reading of the head (the module's
+    docstring): built here, so that chalice.local is imported by install only."""
+    from chalicelib.api.errors import error_body
+    from chalicelib.api.http import API_HEADERS, dumps
+
+    class SpoolRequestHandler(base):  # type: ignore[misc, valid-type]
+        body_limit = limit
+
+        def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
+            headers, body = super()._parse_payload()
+            keys = self.headers.get_all("x-api-key") or []
+            if len(keys) > 1:  # as `spool serve`'s server joins them: app.py reads each
+                for name in headers:
+                    if name.lower() == "x-api-key":
+                        headers[name] = ", ".join(keys)
+            return headers, body
+
+        def _spool_handle(self) -> None:
+            refusal = length_refusal(self.headers.get_all("content-length") or [], self.body_limit)
+            if refusal is None:
+                self._generic_handle()
+                return
+            status, code, message, details = refusal
+            self.close_connection = True
+            body = dumps(error_body(code, message, details))
+            self._send_http_response(status, {**API_HEADERS, "Connection": "close"}, body)
+            self._drain()
+
+        def _drain(self) -> None:
+            """Read and drop what the client still sends of a refused body, for a
+            while, so that closing with it unread does not reset the connection
+            before the client has read its answer."""
+            self.wfile.flush()
+            connection: socket.socket = self.connection
+            try:
+                connection.shutdown(socket.SHUT_WR)
+                until = time.monotonic() + DRAIN_SECONDS
+                dropped = 0
+                while dropped < DRAIN_BYTES:
+                    left = until - time.monotonic()
+                    if left <= 0:
+                        break
+                    connection.settimeout(left)
+                    chunk = connection.recv(65536)
+                    if not chunk:
+                        break
+                    dropped += len(chunk)
+            except OSError:
+                pass  # the client went: nothing more to do
+
+        # chalice binds every do_<METHOD> to its _generic_handle when its class is made.
+        do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _spool_handle
+
+    return SpoolRequestHandler
