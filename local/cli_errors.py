@@ -60,32 +60,111 @@ class UsageError(CliFailure):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one `spool:` line naming the fix (exit 2)."""
+    """argparse, but a usage error is one `spool:` line naming the fix (exit 2).
+
+    An option argparse does not know is named as such wherever it stands (before
+    the command, between a command and its subcommand, after either), with the one
+    meant when it is a letter or two off, and the help that lists it: this parser's
+    own, or that of the (sub)command the option belongs to when it was typed before
+    that command's name."""
+
+    _argv: list[str] = []
 
     def error(self, message: str) -> NoReturn:
-        report(UsageError(message + self._meant(message), f"See `{self.prog} --help`"))
+        unknown = self._unknown_option(message)
+        if unknown is not None:  # argparse took the option's value for a command
+            message = "unrecognized arguments: " + " ".join(unknown)
+        elif message.startswith("the following arguments are required"):
+            # `spool --urll` was told only that a command is missing: the typo first.
+            strays = [w for w in self._argv if self._unknown(w)]
+            if strays:
+                message = "unrecognized arguments: " + " ".join(strays)
+        meant, fix = self._meant(message)
+        report(UsageError(message + meant, fix))
         raise SystemExit(EXIT_USAGE)
 
-    def _meant(self, message: str) -> str:
-        """`: did you mean X?` for a command, choice or option a letter or two off,
-        as a misspelt setting's name is told the one meant; else nothing."""
+    def _unknown_option(self, message: str) -> list[str] | None:
+        """[option, value] when `message` refuses a value as a choice (a command's
+        name) that argparse read only because the option before it is unknown:
+        `spool --urll URL jobs` was "invalid choice: 'URL'", about the URL."""
+        import re
+
+        choice = re.search(r"invalid choice: '(.*)' \(choose from", message)
+        if choice is None or choice.group(1) not in self._argv:
+            return None
+        at = self._argv.index(choice.group(1))
+        if at == 0:
+            return None
+        before = self._argv[at - 1]
+        if "=" in before or not self._unknown(before):  # `=`: it had its own value
+            return None
+        return [before, choice.group(1)]
+
+    def _unknown(self, word: str) -> bool:
+        """Whether `word` is an option this parser knows neither whole nor as the
+        unique abbreviation argparse takes (`--ur` for `--url`)."""
+        name = word.split("=", 1)[0]
+        if not name.startswith("-") or name == "-" or name == "--":
+            return False
+        if name in self._option_string_actions:
+            return False
+        return not (
+            name.startswith("--") and any(o.startswith(name) for o in self._option_string_actions)
+        )
+
+    def _meant(self, message: str) -> tuple[str, str]:
+        """(`: did you mean X?` or "", the fix): for a command, choice or option a
+        letter or two off, the one meant, as a misspelt setting's name is told it;
+        for an option of a (sub)command typed before that command's name, the help
+        that lists it (argparse hands such an option to the parser before it)."""
         import difflib
         import re
 
+        fix = f"See `{self.prog} --help`"
         choice = re.search(r"invalid choice: '(.*)' \(choose from (.*)\)$", message)
         if choice:
             options = re.findall(r"'([^']*)'", choice.group(2))
             close = difflib.get_close_matches(choice.group(1), options, n=1, cutoff=0.75)
-            return f": did you mean {close[0]!r}?" if close else ""
-        if message.startswith("unrecognized arguments: "):
-            known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
-            for word in message.removeprefix("unrecognized arguments: ").split():
-                name = word.split("=", 1)[0]
-                if name.startswith("--"):
-                    close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-                    if close:
-                        return f": did you mean {close[0]}?"
-        return ""
+            return (f": did you mean {close[0]!r}?" if close else ""), fix
+        if not message.startswith("unrecognized arguments: "):
+            return "", fix
+        for word in message.removeprefix("unrecognized arguments: ").split():
+            name = word.split("=", 1)[0]
+            if not name.startswith("-") or name == "--":
+                continue
+            for parser in (self, *self._commands_named()):
+                known = [o for a in parser._actions for o in a.option_strings if o != "-h"]
+                close = (
+                    [name]
+                    if name in known
+                    else difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+                )
+                if not close:
+                    continue
+                meant = "" if close[0] == name else f": did you mean {close[0]}?"
+                if parser is not self:
+                    fix = f"Give it after `{parser.prog}`: see `{parser.prog} --help`"
+                return meant, fix
+            return "", fix
+        return "", fix
+
+    def _commands_named(self) -> list[argparse.ArgumentParser]:
+        """The (sub)command parsers the words after this one's name name, outermost
+        first: for `spool --tenant x dlq list`, `spool dlq` and `spool dlq list`."""
+        chain: list[argparse.ArgumentParser] = []
+        parser: argparse.ArgumentParser = self
+        words = list(self._argv)
+        while True:
+            actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+            if not actions:
+                return chain
+            choices = actions[0].choices
+            at = next((i for i, w in enumerate(words) if w in choices), None)
+            if at is None:
+                return chain
+            parser = choices[words[at]]
+            chain.append(parser)
+            words = words[at + 1 :]
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
@@ -93,7 +172,10 @@ class Parser(argparse.ArgumentParser):
         """A command's parser refuses what it does not know itself. argparse hands a
         subcommand's leftovers up to `spool`, whose refusal said `See spool --help`:
         a page that lists no command's options. (Nothing after a command is parsed
-        by `spool` itself, so refusing here refuses exactly what it would.)"""
+        by `spool` itself, so refusing here refuses exactly what it would.)
+
+        The words are kept for error(): argparse tells it only its message."""
+        self._argv = list(sys.argv[1:] if args is None else args)
         parsed, extras = super().parse_known_args(args, namespace)
         if extras and " " in self.prog:  # a command's parser: `spool jobs`, `spool dlq list`
             self.error("unrecognized arguments: " + " ".join(extras))

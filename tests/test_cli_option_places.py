@@ -1,0 +1,143 @@
+"""Options typed in the wrong place, or a letter off, wherever they stand on the line.
+
+A new user's pass found three: `spool --urll URL jobs` was told the URL was not a
+command (argparse took the unknown option's value for the command); `spool db
+migrate --url X` was pointed at `spool db migrate --help`, which had no --url; and
+`spool top` exited 0 on Ctrl-C where every other command exits 130. Each case here
+is what is said now: one `spool:` line, exit 2, the help that lists the option.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from local import cli
+
+
+@pytest.fixture
+def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "spool.db"
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{path}")
+    for name in ("SPOOL_URL", "SPOOL_API_KEY", "SPOOL_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+URL = "http://127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        # Before the command: argparse took the URL for the command's name.
+        (
+            ["--urll", URL, "jobs"],
+            f"spool: unrecognized arguments: --urll {URL}: did you mean --url? See `spool --help`.",
+        ),
+        (
+            ["--kye", "k" * 16, "jobs"],
+            f"spool: unrecognized arguments: --kye {'k' * 16}: did you mean --key? "
+            "See `spool --help`.",
+        ),
+        # After the command: `jobs` took the URL for its hidden `list` action.
+        (
+            ["jobs", "--urll", URL],
+            f"spool: unrecognized arguments: --urll {URL}: did you mean --url? "
+            "See `spool jobs --help`.",
+        ),
+        # Between a command and its subcommand: the URL was taken for the subcommand.
+        (
+            ["dlq", "--urll", URL, "list"],
+            f"spool: unrecognized arguments: --urll {URL}: did you mean --url? "
+            "Give it after `spool dlq list`: see `spool dlq list --help`.",
+        ),
+        (
+            ["db", "--urll", "postgresql://127.0.0.1:1/x", "status"],
+            "spool: unrecognized arguments: --urll postgresql://127.0.0.1:1/x: "
+            "did you mean --url? See `spool db --help`.",
+        ),
+        # After the subcommand.
+        (
+            ["dlq", "list", "--urll", URL],
+            f"spool: unrecognized arguments: --urll {URL}: did you mean --url? "
+            "See `spool dlq list --help`.",
+        ),
+        (
+            ["db", "migrate", "--urll", "postgresql://127.0.0.1:1/x"],
+            "spool: unrecognized arguments: --urll postgresql://127.0.0.1:1/x: "
+            "did you mean --url? See `spool db migrate --help`.",
+        ),
+    ],
+)
+def test_a_misspelt_option_is_named_wherever_it_stands(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == said + "\n"
+    assert "Traceback" not in err and "invalid choice" not in err
+    assert not db.exists()
+
+
+def test_a_subcommand_s_option_before_it_points_at_the_subcommand_s_help(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`spool dlq --url X list`: --url is `dlq list`'s, not `dlq`'s. Before: "argument
+    dlq_command: invalid choice: 'X'", about the URL."""
+    code, out, err = run(capsys, "dlq", "--url", URL, "list")
+    assert (code, out) == (2, "")
+    assert err == (
+        f"spool: unrecognized arguments: --url {URL}. "
+        "Give it after `spool dlq list`: see `spool dlq list --help`.\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        # A command's option before the command: `spool --help` does not list it.
+        (["--json", "jobs"], "--json. Give it after `spool jobs`: see `spool jobs --help`."),
+        (
+            ["--jsn", "jobs"],
+            "--jsn: did you mean --json? Give it after `spool jobs`: see `spool jobs --help`.",
+        ),
+        (
+            ["--tenant", "acme", "dlq", "list"],
+            "--tenant acme. Give it after `spool dlq list`: see `spool dlq list --help`.",
+        ),
+        # Nothing else typed: it was "the following arguments are required: {worker,...}".
+        (["--urll"], "--urll: did you mean --url? See `spool --help`."),
+        (["status", "--urll"], "--urll: did you mean --url? See `spool status --help`."),
+    ],
+)
+def test_an_option_typed_before_its_command_or_alone_is_named(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == f"spool: unrecognized arguments: {said}\n"
+
+
+def test_an_unknown_option_before_a_real_command_is_still_refused(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the value-as-command case changed: `spool --urll jobs` kept its message."""
+    code, _, err = run(capsys, "--urll", "jobs")
+    assert code == 2
+    assert err == "spool: unrecognized arguments: --urll: did you mean --url? See `spool --help`.\n"
+
+
+def test_a_misspelt_command_is_still_told_the_one_meant(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "--url", URL, "jbos")
+    assert code == 2
+    assert "invalid choice: 'jbos'" in err and "did you mean 'jobs'?" in err
