@@ -20,19 +20,29 @@ from local.cli_errors import CliFailure
 EXIT_PENDING = 3
 
 
+URL_HELP = "the store's URL, e.g. postgresql://host/db (default: SPOOL_STORE_URL)"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """--url on `spool db` and on each of its subcommands (either place works, as
+    --url does for the job commands): `spool db migrate --url X` was refused and
+    pointed at `spool db migrate --help`, a page with no --url on it."""
     parser.add_argument(
         "--url",
-        help="the store's URL, e.g. postgresql://host/db (default: SPOOL_STORE_URL); "
-        "give it after `db`: before it, --url names a Spool server",
+        help=URL_HELP + "; give it after `db`: before it, --url names a Spool server",
         default=None,
         dest="store_url",
     )
     sub = parser.add_subparsers(dest="db_command", required=True)
-    sub.add_parser("migrate", help="apply pending migrations")
-    sub.add_parser(
-        "status", help=f"show applied and pending migrations (exit {EXIT_PENDING} if any)"
+    commands = (
+        sub.add_parser("migrate", help="apply pending migrations"),
+        sub.add_parser(
+            "status", help=f"show applied and pending migrations (exit {EXIT_PENDING} if any)"
+        ),
     )
+    for command in commands:
+        # SUPPRESS: unset here leaves what `spool db --url` set; set here, it wins.
+        command.add_argument("--url", help=URL_HELP, default=argparse.SUPPRESS, dest="store_url")
 
 
 def cmd_db(args: argparse.Namespace) -> int:

@@ -78,7 +78,8 @@ def target(args: argparse.Namespace) -> str | None:
             fix = "Drop them, or run a job command"
             if args.command == "db":  # its own --url, after `db`, names a store
                 fix = (
-                    "Name the store after `db`: spool db --url STORE_URL migrate "
+                    "Name the store after `db`: spool db --url STORE_URL migrate, "
+                    "or after its subcommand: spool db migrate --url STORE_URL "
                     "(or set SPOOL_STORE_URL)"
                 )
             raise UsageError(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from local import cli
+from tests.test_cli_help import commands
 
 
 @pytest.fixture
@@ -141,3 +142,35 @@ def test_a_misspelt_command_is_still_told_the_one_meant(
     code, _, err = run(capsys, "--url", URL, "jbos")
     assert code == 2
     assert "invalid choice: 'jbos'" in err and "did you mean 'jobs'?" in err
+
+
+# -- db: --url after the subcommand too ---------------------------------------------------
+
+
+@pytest.mark.parametrize("sub", ["migrate", "status"])
+def test_db_takes_url_after_its_subcommand_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sub: str
+) -> None:
+    """`spool db migrate --url X` was pointed at `spool db migrate --help`, which
+    had no --url; now it names the store as `spool db --url X migrate` does."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    code, out, err = run(capsys, "db", sub, "--url", url)
+    assert (code, out) == (0, "")
+    assert (
+        err == "nothing to migrate: only Postgres stores have migrations (--url is sqlite://...)\n"
+    )
+
+
+def test_db_url_after_the_subcommand_wins_over_one_before(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "db", "--url", "postgresql://127.0.0.1:1/x", "migrate", "--url",
+                       f"sqlite:///{tmp_path}/s.db")  # fmt: skip
+    assert code == 0 and "sqlite://" in err
+
+
+@pytest.mark.parametrize("sub", ["migrate", "status"])
+def test_db_subcommand_help_lists_url(sub: str) -> None:
+    """The help a db usage error points at shows the option it is about."""
+    (parser,) = [p for path, p, _ in commands(cli.build_parser()) if path == ("db", sub)]
+    assert "--url STORE_URL" in parser.format_help()
