@@ -44,8 +44,8 @@ exit codes:
   {EXIT_WAIT_TIMEOUT}    status --wait: the time ran out before the job finished;
        db status: migrations are pending (run `spool db migrate`)
   {EXIT_JOB_FAILED}    status --wait: the job finished but did not succeed (dead or cancelled)
-  130  interrupted (Ctrl-C). `spool worker` and `spool serve` finish what is
-       running on the first Ctrl-C and exit 0; a second Ctrl-C stops at once (130)
+  130  interrupted (Ctrl-C; `spool top` too). `spool worker` and `spool serve` finish
+       what is running on the first and exit 0; a second Ctrl-C stops at once (130)
 
 remote: with --url URL (or SPOOL_URL) the job commands (enqueue, status, jobs,
 cancel, dlq) talk to that server with --key KEY (or SPOOL_API_KEY) instead of

@@ -180,7 +180,11 @@ def frames(
             out.flush()
             drawn += 1
     except KeyboardInterrupt:
+        # The frame ends on a line of its own, then Ctrl-C is what it is for every
+        # command (cli_errors: `spool: interrupted.`, exit 130): it exited 0 here.
         out.write("\n")
+        out.flush()
+        raise
     return drawn
 
 

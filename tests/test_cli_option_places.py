@@ -9,11 +9,16 @@ is what is said now: one `spool:` line, exit 2, the help that lists the option.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from local import cli
+from tests.procs import ROOT, guarded_env, stop
 from tests.test_cli_help import commands
 
 
@@ -174,3 +179,31 @@ def test_db_subcommand_help_lists_url(sub: str) -> None:
     """The help a db usage error points at shows the option it is about."""
     (parser,) = [p for path, p, _ in commands(cli.build_parser()) if path == ("db", sub)]
     assert "--url STORE_URL" in parser.format_help()
+
+
+# -- top: Ctrl-C is 130, as for every command ----------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_top_ctrl_c_exits_130_with_the_interrupted_line(tmp_path: Path) -> None:
+    env = guarded_env(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/top.db", SPOOL_DEMO_HANDLERS="true")
+    spool = [sys.executable, "-m", "local.cli"]
+    subprocess.run([*spool, "enqueue", "echo"], env=env, cwd=ROOT, check=True, capture_output=True)
+    proc = subprocess.Popen(
+        [*spool, "top", "--interval", "0.2"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        deadline = time.monotonic() + 30
+        while not proc.stdout.readline().startswith("spool top"):  # a frame is drawn
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 130
+        assert proc.stderr.read() == "spool: interrupted.\n"
+    finally:
+        stop(proc)
