@@ -7,6 +7,14 @@ export AWS_SECRET_ACCESS_KEY ?= testing
 
 PYTHON ?= python3
 VENV := .venv
+# PYTHON given (`PYTHON=python3.12 make run`, or exported) names .venv's interpreter:
+# a .venv of another Python version is made again with it (infra/make_venv.sh; its
+# --stale drops the install stamps, or make would see nothing to do). Not given, .venv
+# stays on whichever Python made it.
+PYTHON_GIVEN := $(if $(filter environment command override,$(origin PYTHON)),1)
+ifeq ($(PYTHON_GIVEN),1)
+VENV_STALE := $(shell PYTHON='$(PYTHON)' bash infra/make_venv.sh --stale $(VENV))
+endif
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # `make run` needs only what serving needs (the package, its runtime dependencies and
@@ -20,14 +28,14 @@ SAM := .tools/sam-venv/bin/sam
 # infra/make_venv.sh makes .venv, or makes it again when an earlier try left it
 # without pip (Debian without python3-venv) or on a Python older than 3.11.
 $(STAMP): pyproject.toml
-	PYTHON=$(PYTHON) bash infra/make_venv.sh $(VENV)
+	PYTHON=$(PYTHON) PYTHON_GIVEN=$(PYTHON_GIVEN) bash infra/make_venv.sh $(VENV)
 	$(BIN)/python -m pip install --quiet "pip<26.3"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP) $(SERVE_STAMP)
 
 # pip stays below 26.3 for chalice 1.34 (see $(STAMP)).
 $(SERVE_STAMP): pyproject.toml
-	PYTHON=$(PYTHON) bash infra/make_venv.sh $(VENV)
+	PYTHON=$(PYTHON) PYTHON_GIVEN=$(PYTHON_GIVEN) bash infra/make_venv.sh $(VENV)
 	$(BIN)/python -m pip install --quiet "pip<26.3"
 	$(BIN)/python -m pip install --quiet -e ".[images]"
 	touch $(SERVE_STAMP)
