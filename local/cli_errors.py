@@ -74,6 +74,8 @@ class Parser(argparse.ArgumentParser):
         unknown = self._unknown_option(message)
         if unknown is not None:  # argparse took the option's value for a command
             message = "unrecognized arguments: " + " ".join(unknown)
+        elif (stray := self._hidden_choice(message)) is not None:
+            message = "unrecognized arguments: " + stray
         elif message.startswith("the following arguments are required"):
             # `spool --urll` was told only that a command is missing: the typo first.
             strays = [w for w in self._argv if self._unknown(w)]
@@ -99,6 +101,21 @@ class Parser(argparse.ArgumentParser):
         if "=" in before or not self._unknown(before):  # `=`: it had its own value
             return None
         return [before, choice.group(1)]
+
+    def _hidden_choice(self, message: str) -> str | None:
+        """The word refused as a choice of an argument --help does not show (`spool
+        jobs`'s optional `list`): a stray word, not a wrong value of something the
+        user can look up. `spool jobs --json x` said "argument action: invalid
+        choice: 'x' (choose from 'list')"."""
+        import re
+
+        choice = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from", message)
+        if choice is None:
+            return None
+        hidden = any(
+            a.dest == choice.group(1) and a.help == argparse.SUPPRESS for a in self._actions
+        )
+        return choice.group(2) if hidden else None
 
     def _unknown(self, word: str) -> bool:
         """Whether `word` is an option this parser knows neither whole nor as the
@@ -145,8 +162,18 @@ class Parser(argparse.ArgumentParser):
                 if parser is not self:
                     fix = f"Give it after `{parser.prog}`: see `{parser.prog} --help`"
                 return meant, fix
-            return "", fix
+            return self._server_option(name), fix
         return "", fix
+
+    def _server_option(self, name: str) -> str:
+        """Where --url/--key work, for a command that has neither: the same mistake
+        typed before the command is refused in those words (remote_cli.target)."""
+        from local.remote_cli import COMMANDS, SERVER_OPTIONS
+
+        words = self.prog.split()
+        if name not in SERVER_OPTIONS or len(words) < 2 or words[1] in COMMANDS:
+            return ""
+        return f": {name} works with the job commands only ({', '.join(COMMANDS)})"
 
     def _commands_named(self) -> list[argparse.ArgumentParser]:
         """The (sub)command parsers the words after this one's name name, outermost

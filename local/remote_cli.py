@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # spool_client (httpx) is imported when a command goes remote
     from spool_client.models import Page
 
 COMMANDS = ("enqueue", "status", "jobs", "cancel", "dlq")
+# The options add_options gives `spool` and each of COMMANDS: a server and its key.
+SERVER_OPTIONS = ("--url", "--key")
 URL_VARIABLE = "SPOOL_URL"  # the same names spool_client reads
 KEY_VARIABLE = "SPOOL_API_KEY"
 REDRIVE_CHUNK = 1000

@@ -132,6 +132,38 @@ def test_an_option_typed_before_its_command_or_alone_is_named(
     assert err == f"spool: unrecognized arguments: {said}\n"
 
 
+def test_a_stray_word_is_not_blamed_on_a_hidden_argument(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`spool jobs --json V`: V was refused as "argument action: invalid choice: 'V'
+    (choose from 'list')", an argument `spool jobs --help` does not show."""
+    code, out, err = run(capsys, "jobs", "--json", "extra")
+    assert (code, out) == (2, "")
+    assert err == "spool: unrecognized arguments: extra. See `spool jobs --help`.\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["worker", "--url", URL], "worker"),
+        (["top", "--key", "k" * 16], "top"),
+        (["db", "migrate", "--key", "k" * 16], "db migrate"),
+    ],
+)
+def test_a_server_option_after_a_local_command_says_where_it_works(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], command: str
+) -> None:
+    """Before the command it was "--url and --key work with the job commands (...)";
+    after it, only "unrecognized arguments". Now both say where it works."""
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    option = argv[-2]
+    assert err == (
+        f"spool: unrecognized arguments: {option} {argv[-1]}: {option} works with the job "
+        f"commands only (enqueue, status, jobs, cancel, dlq). See `spool {command} --help`.\n"
+    )
+
+
 def test_an_unknown_option_before_a_real_command_is_still_refused(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
