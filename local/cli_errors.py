@@ -145,25 +145,47 @@ class Parser(argparse.ArgumentParser):
             return (f": did you mean {close[0]!r}?" if close else ""), fix
         if not message.startswith("unrecognized arguments: "):
             return "", fix
+
+        def closest(name: str, parser: argparse.ArgumentParser) -> str | None:
+            known = [o for a in parser._actions for o in a.option_strings if o != "-h"]
+            if name in known:
+                return name
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+            return close[0] if close else None
+
         for word in message.removeprefix("unrecognized arguments: ").split():
             name = word.split("=", 1)[0]
             if not name.startswith("-") or name == "--":
                 continue
-            for parser in (self, *self._commands_named()):
-                known = [o for a in parser._actions for o in a.option_strings if o != "-h"]
-                close = (
-                    [name]
-                    if name in known
-                    else difflib.get_close_matches(name, known, n=1, cutoff=0.75)
-                )
-                if not close:
+            named = self._commands_named()
+            for parser in (self, *named):
+                option = closest(name, parser)
+                if option is None:
                     continue
-                meant = "" if close[0] == name else f": did you mean {close[0]}?"
+                meant = "" if option == name else f": did you mean {option}?"
                 if parser is not self:
                     fix = f"Give it after `{parser.prog}`: see `{parser.prog} --help`"
                 return meant, fix
+            # No subcommand typed yet (`spool dlq --urll URL`): look in each of them.
+            subs = self._subcommands() if not named else {}
+            found = {sub: closest(name, parser) for sub, parser in subs.items()}
+            having = [sub for sub, option in found.items() if option is not None]
+            if having:
+                option = found[having[0]]
+                meant = "" if option == name else f": did you mean {option}?"
+                fix = (
+                    f"Give it after the subcommand ({', '.join(having)}): {fix[0].lower()}{fix[1:]}"
+                )
+                return meant, fix
             return self._server_option(name), fix
         return "", fix
+
+    def _subcommands(self) -> dict[str, argparse.ArgumentParser]:
+        """This parser's subcommands by name (none for a command without any)."""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
 
     def _server_option(self, name: str) -> str:
         """Where --url/--key work, for a command that has neither: the same mistake

@@ -132,6 +132,26 @@ def test_an_option_typed_before_its_command_or_alone_is_named(
     assert err == f"spool: unrecognized arguments: {said}\n"
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["dlq", "--urll", URL], f"--urll {URL}: did you mean --url?"),
+        (["dlq", "--json"], "--json."),
+    ],
+)
+def test_a_subcommand_s_option_with_no_subcommand_names_the_subcommands(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """`spool dlq --urll URL`: no subcommand named yet, so the option meant is looked
+    for in each; before, neither the one meant nor where it goes was said."""
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == (
+        f"spool: unrecognized arguments: {said} Give it after the subcommand "
+        "(list, redrive): see `spool dlq --help`.\n"
+    )
+
+
 def test_a_stray_word_is_not_blamed_on_a_hidden_argument(
     db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
