@@ -243,10 +243,39 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:MAX_WHY_CHARS]
 
 
+_JSON_KINDS: dict[type, str] = {
+    list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+    type(None): "null",
+}  # fmt: skip
+
+
+class NotAnObject(ValueError):
+    """A payload that is JSON but not a JSON object."""
+
+
 def _not_json(exc: BaseException) -> str:
     if isinstance(exc, json.JSONDecodeError):
         return f"{exc.msg} at character {exc.pos}"
     return type(exc).__name__
+
+
+def _unreadable_why(exc: BaseException) -> str:
+    """Why a stored value cannot be used: "is not valid JSON (...)", or, for a payload
+    that is JSON of another kind, "is not a JSON object (...)"."""
+    if isinstance(exc, NotAnObject):
+        return f"is not a JSON object ({exc})"
+    return f"is not valid JSON ({_not_json(exc)})"
+
+
+def _payload_checked(kind: str, value: Any) -> Any:
+    """`value`, unless it is a payload that is not a JSON object (an S3 object overwritten
+    with `[1, 2]`, a record edited by hand): the models' payload is an object, and a
+    handler given a list or a number would fail every attempt on a TypeError naming
+    nothing of the cause. Raised as a ValueError, it reads as `payload_unreadable`
+    and a claim settles the job without running it, as for a value that is not JSON."""
+    if kind == "payload" and not isinstance(value, dict):
+        raise NotAnObject(f"it holds a JSON {_JSON_KINDS.get(type(value), type(value).__name__)}")
+    return value
 
 
 def _item_id(item: Mapping[str, AttributeValueTypeDef]) -> str:
@@ -611,7 +640,8 @@ class DynamoStore:
         run the handler on the marker (see _claimed_job).
 
         A value that is not JSON (an object overwritten or cut short, a record edited
-        by hand) reads as `*_unreadable` too, saying so. An item in any other bad
+        by hand), or a payload that is JSON but not an object, reads as
+        `*_unreadable` too, saying so. An item in any other bad
         shape (an attribute missing or of the wrong type, an unknown state) raises
         JobUnreadable naming the job and what is wrong: get and cancel answer with
         it, and listings skip the item with a warning (_readable).
@@ -661,9 +691,9 @@ class DynamoStore:
         if raw is None:
             return {} if kind == "payload" else None
         try:
-            return json.loads(raw or "{}" if kind == "payload" else raw)
+            return _payload_checked(kind, json.loads(raw or "{}" if kind == "payload" else raw))
         except (ValueError, RecursionError) as exc:
-            message = f"its {kind}, kept in the job's record, is not valid JSON ({_not_json(exc)})"
+            message = f"its {kind}, kept in the job's record, {_unreadable_why(exc)}"
             if problems is not None:
                 problems.append(_BlobProblem("the job's record", False, message, exc))
             log.warning("job %s: %s", _item_id(item), message)
@@ -708,9 +738,9 @@ class DynamoStore:
             suffix = "missing" if missing else "unreadable"
             return {"error": f"{kind}_{suffix}", "object": url, "message": message}
         try:
-            return json.loads(raw)
+            return _payload_checked(kind, json.loads(raw))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-            message = f"its {kind} object {url} is not valid JSON ({_not_json(exc)})"
+            message = f"its {kind} object {url} {_unreadable_why(exc)}"
             if problems is not None:
                 problems.append(_BlobProblem(url, False, message, exc))
             log.warning("job %s: %s", _job_of_ref(ref), message)
