@@ -80,7 +80,7 @@ from chalicelib.jsonstrict import (
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
 from chalicelib.logs import job_event, payload_text
 from chalicelib.middleware import Middleware
-from chalicelib.models import Completion, Job, JobState, error_text
+from chalicelib.models import WAITING_STATES, Completion, Job, JobState, error_text
 from chalicelib.retry import retry_after_seconds
 from chalicelib.storage.base import JobStore
 from chalicelib.store_outage import Outage, fatal_error, is_fatal, is_store_error
@@ -121,6 +121,15 @@ _SMALL_SCALARS = (bool,)
 HOLD_POLL = 0.05
 # NaN and Infinity are not JSON; one encoder, not one per call.
 _strict_json = json.JSONEncoder(allow_nan=False).encode
+
+
+def _claimable(job: Job, now: datetime) -> bool:
+    """Whether a claim made `now` could take the job: waiting and due, or running
+    under a lease that has lapsed (a claim reaps it)."""
+    if job.state in WAITING_STATES:
+        return job.run_at <= now
+    expires = job.lease_expires_at
+    return job.state is JobState.RUNNING and expires is not None and expires <= now
 
 
 @dataclass
@@ -1109,18 +1118,23 @@ class Worker:
         longest timeout fits, nothing is read; otherwise each job is read once to
         learn its type. A job that cannot be read is left to the claim (which
         skips what is gone or not due, and buries a damaged record); an unknown
-        type is claimed and buried.
+        type is claimed and buried. So is a job no claim would take (finished, not
+        due, or running under another worker's live lease): its message is redundant
+        however little time is left, and deferring it only handed it back to count
+        another receive. A running job whose lease has lapsed is claimable (a claim
+        reaps it and runs it again), so it is deferred like a waiting one.
         """
         left = deadline - time.monotonic() - DRAIN_MARGIN
         if self.registry.max_timeout() <= left:
             return {}
         deferred: dict[str, str] = {}
+        now = self.store.clock.now()
         for job_id in job_ids:
             try:
                 job = self.store.get(job_id)
             except JobUnreadable:  # a damaged record: the claim buries it
                 continue
-            if job is None:
+            if job is None or not _claimable(job, now):
                 continue
             try:
                 timeout = self.registry.get(job.type).timeout

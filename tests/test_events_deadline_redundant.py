@@ -1,0 +1,87 @@
+"""Near the Lambda deadline the SQS worker defers only jobs it could still run: a
+message naming a job that is already finished (succeeded, dead, cancelled), not due
+yet, or held by another worker's lease is redundant whatever the time left, and is acknowledged
+as it is with time to spare. Deferring it reported the message failed and handed it
+straight back, a receive counted toward the queue's maxReceiveCount for a job that
+will never run again. Against DynamoDB, SQS and S3 in moto, as tests/test_aws_events.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+import app as spool_app
+from chalicelib.clock import FakeClock
+from chalicelib.models import JobState
+from chalicelib.runtime import Runtime
+from local.emulator import context
+from tests.apikit import TENANT_A
+from tests.test_aws_events import enqueue, open_runtime
+
+NEAR_MS = 50  # less than any handler's timeout: every waiting job is deferred
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    with mock_aws(), open_runtime(tmp_path) as runtime:
+        yield runtime
+
+
+def run_jobs(ids: list[str], timeout_ms: int = 900_000) -> set[str]:
+    """The message ids the SQS handler reports failed (message m-i names ids[i])."""
+    event = {
+        "Records": [
+            {"messageId": f"m-{i}", "receiptHandle": f"rh-{i}", "body": job_id}
+            for i, job_id in enumerate(ids)
+        ]
+    }
+    answer: dict[str, Any] = spool_app.app.handler_map["run_jobs"](
+        event, context("run_jobs", timeout_ms)
+    )
+    return {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+
+
+def test_near_the_deadline_redundant_messages_are_acknowledged_and_waiting_jobs_deferred(
+    rt: Runtime,
+) -> None:
+    done = enqueue(rt)
+    dead = enqueue(rt, type_="fail", payload={"always": True}, max_attempts=1)
+    assert run_jobs([done, dead]) == set()
+    cancelled = enqueue(rt)
+    rt.service.cancel(cancelled, TENANT_A)
+    running = enqueue(rt)
+    [claimed] = rt.store.claim(1, 300.0, ids=[running])
+    later = enqueue(rt, delay=600)  # not due: its own delayed message brings it
+    waiting = enqueue(rt)
+    states = {j: rt.store.get(j).state for j in (done, dead, cancelled, running)}  # type: ignore[union-attr]
+    assert list(states.values()) == [
+        JobState.SUCCEEDED,
+        JobState.DEAD,
+        JobState.CANCELLED,
+        JobState.RUNNING,
+    ]
+
+    failed = run_jobs([done, dead, cancelled, running, later, waiting], NEAR_MS)
+
+    assert failed == {"m-5"}  # only the waiting job goes back, for a later invocation
+    job = rt.store.get(waiting)
+    assert job is not None and job.state is JobState.QUEUED and job.attempts == 0
+    still = rt.store.get(running)
+    assert still is not None and still.lease_token == claimed.lease_token
+
+
+def test_near_the_deadline_a_job_whose_lease_lapsed_is_deferred_not_run(tmp_path: Path) -> None:
+    """A running job whose lease has expired is one a claim would take (and run):
+    near the deadline it is deferred like a waiting job, with no attempt spent."""
+    clock = FakeClock()
+    with mock_aws(), open_runtime(tmp_path, clock=clock) as rt:
+        lapsed = enqueue(rt)
+        [first] = rt.store.claim(1, 30.0, ids=[lapsed])
+        clock.advance(31)
+        assert run_jobs([lapsed], NEAR_MS) == {"m-0"}
+        job = rt.store.get(lapsed)
+        assert job is not None and job.attempts == 1 and job.lease_token == first.lease_token
