@@ -209,8 +209,14 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
             with _run_lock:
                 outcomes = _process_in_waves(rt, by_job, receipts, deadline_from(context), resent)
         except Exception:
-            log.exception("processing an SQS batch failed; all of it will be redelivered")
-            outcomes = dict.fromkeys(by_job, "deferred")
+            # "failed", not "deferred": back after the visibility timeout, as a crashed
+            # function's batch, so a lasting fault does not spin every message round
+            # the queue (to the dead-letter queue) as fast as Lambda can invoke.
+            log.exception(
+                "processing an SQS batch failed; all of it will be redelivered after "
+                "the visibility timeout"
+            )
+            outcomes = dict.fromkeys(by_job, "failed")
         _log_dropped(rt, by_job, outcomes)
         dispatch = _sqs_dispatch(rt)
         held = [j for j in by_job if outcomes.get(j) == "held" and j not in resent]
