@@ -20,6 +20,7 @@ import pytest
 from local import cli
 from tests.procs import ROOT, guarded_env, stop
 from tests.test_cli_help import commands
+from tests.test_cli_newuser import run
 
 
 @pytest.fixture
@@ -29,12 +30,6 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in ("SPOOL_URL", "SPOOL_API_KEY", "SPOOL_DEBUG"):
         monkeypatch.delenv(name, raising=False)
     return path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 URL = "http://127.0.0.1:1"
