@@ -302,6 +302,38 @@ def connect(settings: RedisSettings) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
+def eviction_warning(policy: str) -> str | None:
+    """The warning for a maxmemory-policy that lets Redis delete Spool's keys, or None.
+
+    allkeys-* deletes any key once Redis is full: jobs, leases, indexes, idempotency
+    keys, silently, so an acknowledged job can vanish or run twice. volatile-* only
+    deletes keys with a TTL, and Spool's keys carry none (but /health's own, gone in
+    a second anyway): to Spool it is noeviction, a full server refuses writes.
+    """
+    if not policy.startswith("allkeys-"):
+        return None
+    return (
+        f"redis maxmemory-policy is {policy}: once Redis is full it deletes any key "
+        "without a word, Spool's jobs, leases and idempotency keys among them. Set "
+        "maxmemory-policy noeviction (CONFIG SET and redis.conf): a full Redis then "
+        "refuses writes and Spool answers 503"
+    )
+
+
+def warn_if_evicting(client: Any) -> None:
+    """Log eviction_warning at start. A server that refuses CONFIG (managed Redis
+    often renames or disables it) is not asked again: the docs say what to set."""
+    try:
+        reply = client.config_get("maxmemory-policy")
+    except redis.RedisError:
+        return
+    value = reply.get(b"maxmemory-policy", reply.get("maxmemory-policy", b""))
+    policy = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    warning = eviction_warning(policy)
+    if warning is not None:
+        log.warning("%s", warning)
+
+
 def unreachable_message(settings: RedisSettings, exc: BaseException) -> str:
     reason = redact_text(" ".join(str(exc).split()).rstrip(".") or type(exc).__name__)
     return (
@@ -351,6 +383,7 @@ class RedisStore:
         self.notifier = RedisNotifier(self.client, self._p + "wake")
         self._summaries = False  # QT_INSTALL ran (or found its work done) for this process
         self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
+        warn_if_evicting(self.client)
 
     # -- plumbing ------------------------------------------------------------
     def _read_server_clock(self) -> None:

@@ -1,0 +1,86 @@
+"""The Redis store against a private redis-server configured the ways an operator
+might get wrong: an evicting maxmemory-policy, a SCRIPT FLUSH under a running
+store, two deployments sharing one database."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.storage.redis_store import from_url
+from tests.factories import new_job
+from tests.redis_support import admin, private_server, with_prefix
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-lfu", "allkeys-random"])
+def test_an_evicting_policy_is_warned_about_at_start(
+    tmp_path: Path, policy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """allkeys-* deletes any key once Redis is full, jobs and idempotency keys among
+    them, silently; docs say to set noeviction, but a store on such a server opened
+    without a word."""
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        control = admin(server.url)
+        control.config_set("maxmemory", str(64 * 1024 * 1024))
+        control.config_set("maxmemory-policy", policy)
+        control.close()
+        with caplog.at_level(logging.WARNING, logger="spool.redis"):
+            store = from_url(with_prefix(server.url, "evict"))
+            store.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "spool.redis"]
+    assert any(policy in m and "noeviction" in m for m in said), said
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("policy", ["noeviction", "volatile-lru", "volatile-ttl"])
+def test_a_policy_that_spares_spools_keys_opens_without_a_warning(
+    tmp_path: Path, policy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """volatile-* evicts only keys with a TTL; Spool's keys carry none."""
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        control = admin(server.url)
+        control.config_set("maxmemory", str(64 * 1024 * 1024))
+        control.config_set("maxmemory-policy", policy)
+        control.close()
+        with caplog.at_level(logging.WARNING, logger="spool.redis"):
+            store = from_url(with_prefix(server.url, "quiet"))
+            store.close()
+    assert not [r for r in caplog.records if r.name == "spool.redis"]
+
+
+@pytest.mark.timeout(60)
+def test_a_script_flush_is_survived(tmp_path: Path) -> None:
+    """SCRIPT FLUSH (or a restart) drops the loaded scripts: the next EVALSHA meets
+    NOSCRIPT, and the store loads the script again rather than failing the call."""
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        store = from_url(with_prefix(server.url, "flush"))
+        try:
+            clock = FakeClock(store.clock.now())
+            store.add([new_job(clock)])
+            admin(server.url).script_flush()
+            store.add([new_job(clock)])
+            admin(server.url).script_flush()
+            claimed = store.claim(10, 30)
+            assert len(claimed) == 2
+        finally:
+            store.close()
+
+
+@pytest.mark.timeout(60)
+def test_two_prefixes_in_one_database_do_not_see_each_other(tmp_path: Path) -> None:
+    """'a' and 'a:b' share a start, but the hash tag's braces keep their keys apart."""
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        one = from_url(with_prefix(server.url, "a"))
+        two = from_url(with_prefix(server.url, "a:b"))
+        try:
+            clock = FakeClock(one.clock.now())
+            one.add([new_job(clock)])
+            assert two.claim(10, 30) == []
+            assert len(one.claim(10, 30)) == 1
+        finally:
+            one.close()
+            two.close()
