@@ -84,3 +84,61 @@ def test_two_prefixes_in_one_database_do_not_see_each_other(tmp_path: Path) -> N
         finally:
             one.close()
             two.close()
+
+
+def _emptied(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "spool.redis" and r.levelno >= logging.ERROR and "emptied" in r.getMessage()
+    ]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("check", ["health", "beat"])
+def test_a_store_emptied_under_a_running_process_is_noticed(
+    tmp_path: Path, check: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Redis without persistence restarted under `spool serve` and `spool worker`
+    comes back empty: every acknowledged job gone, and nothing said so. /health
+    (check_writable) and the worker's beat now log it, once per emptying."""
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        store = from_url(with_prefix(server.url, "wiped"))
+        try:
+            clock = FakeClock(store.clock.now())
+            store.add([new_job(clock)])
+
+            def look() -> None:
+                if check == "health":
+                    store.check_writable()
+                else:
+                    store.beat("w1", None, clock.now())
+
+            with caplog.at_level(logging.WARNING, logger="spool.redis"):
+                look()
+                assert _emptied(caplog) == []
+                server.kill()
+                server.start()  # the same port, nothing on disk: an empty server
+                look()
+                assert len(_emptied(caplog)) == 1, caplog.text
+                look()  # said once, not at every check
+                assert len(_emptied(caplog)) == 1
+        finally:
+            store.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_restart_that_kept_its_data_is_not_called_emptied(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with private_server(tmp_path / "redis", appendfsync="always") as server:
+        store = from_url(with_prefix(server.url, "kept"))
+        try:
+            with caplog.at_level(logging.WARNING, logger="spool.redis"):
+                store.check_writable()
+                server.kill()
+                server.start()  # the AOF brings every key back
+                store.check_writable()
+            assert _emptied(caplog) == []
+        finally:
+            store.close()

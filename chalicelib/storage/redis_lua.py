@@ -47,6 +47,8 @@ lives in one slot, so every script touches one slot):
                    reads 0). A store made before it keeps its old `P epoch`, unused.
     P wk / P wb    hash worker -> beat JSON / zset worker -> last beat
     P wake         the pub/sub channel idle workers listen on
+    P born         a random token set once (SET NX, redis_store._mark_birth): gone or
+                   changed means the store was emptied under a running process
     P ix, lt:, rq:, rf:, rs:, fp, tb ...   claims under a policy (limits, fair turns) and
                    token buckets: see redis_limits_lua.py. The indexes among them are
                    kept (by index_due/index_running below) only once a policy needs them.

@@ -384,6 +384,8 @@ class RedisStore:
         self._summaries = False  # QT_INSTALL ran (or found its work done) for this process
         self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
         warn_if_evicting(self.client)
+        self._birth: bytes | None = None  # the store's birth mark, as this process saw it
+        self._mark_birth()
 
     # -- plumbing ------------------------------------------------------------
     def _read_server_clock(self) -> None:
@@ -539,6 +541,40 @@ class RedisStore:
             results[i] = first.repeated(jobs[j])
         return [r for r in results if r is not None]
 
+    def _mark_birth(self) -> bytes | None:
+        """Set the store's birth mark (`<prefix>born`, a random token) unless it is
+        there, and return the one that is. A Redis restarted without persistence, a
+        FLUSHDB or a failover to an empty replica drops it with every job: a mark
+        other than the one this process saw means the store was emptied under it.
+        None when the server refuses the write (full, a replica): asked again later."""
+        key = self._p + "born"
+        token = secrets.token_hex(8).encode()
+        try:
+            before = self.client.set(key, token, nx=True, get=True)
+        except redis.RedisError:
+            return None
+        mark = before if isinstance(before, bytes) else token
+        if self._birth is None:
+            self._birth = mark
+        return mark
+
+    def _check_birth(self) -> None:
+        """Log, once per emptying, that the store lost every key since this process
+        last looked (see _mark_birth). Called by /health and the worker's beat."""
+        seen = self._birth
+        mark = self._mark_birth()
+        if seen is None or mark is None or mark == seen:
+            return
+        self._birth = mark
+        log.error(
+            "the Redis store was emptied since this process last looked (its birth "
+            "mark %sborn changed): a restart without persistence, FLUSHDB/FLUSHALL, "
+            "or a failover to an empty replica. Every job, result and idempotency "
+            "key from before is gone, though clients saw them acknowledged; see "
+            "docs/self-hosting.md, 'Durability on Redis'",
+            self._p,
+        )
+
     def check_writable(self) -> None:
         """A Redis that answers reads may refuse writes (a failed save: MISCONF; a
         replica; too few replicas for min-replicas-to-write; out of memory): /health
@@ -553,6 +589,7 @@ class RedisStore:
             if isinstance(refused, redis.ResponseError):
                 raise StoreUnavailable(write_refusal(refused), retry_after=5) from refused
             raise
+        self._check_birth()
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         row = self._run(lambda: self.client.hmget(self._p + "j:" + job_id, _FIELDS), read=True)
@@ -861,6 +898,7 @@ class RedisStore:
             {"q": history.queues_text(queues), "s": to_micros(started_at), "b": to_micros(now)}
         )
         self._call("BEAT", [worker, record, now_s, cutoff])
+        self._check_birth()
 
     def forget_worker(self, worker: str) -> None:
         def forget() -> None:
