@@ -142,3 +142,65 @@ def test_a_restart_that_kept_its_data_is_not_called_emptied(
             assert _emptied(caplog) == []
         finally:
             store.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_slow_server_times_out_and_leaves_no_stray_reply(tmp_path: Path) -> None:
+    """A server that answers slowly (CLIENT PAUSE, as DEBUG SLEEP or a long script
+    would) past `timeout`: the read ends in StoreUnavailable, and the reply it gave
+    up on must not be read by the next call on the same pooled connection (a stale
+    reply would answer another job's lookup)."""
+    from chalicelib.errors import StoreUnavailable
+
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        store = from_url(with_prefix(server.url, "slow") + "&timeout=0.5&pool_max=1")
+        try:
+            clock = FakeClock(store.clock.now())
+            one, two = new_job(clock), new_job(clock)
+            store.add([one, two])
+            control = admin(server.url)
+            control.client_pause(1500, all=True)  # returns at once; the rest wait
+            with pytest.raises(StoreUnavailable):
+                store.get(one.id)
+            with pytest.raises(StoreUnavailable):
+                store.claim(1, 30)
+            control.client_unpause()
+            control.close()
+            got = store.get(two.id)
+            assert got is not None and got.id == two.id
+            claimed = store.claim(10, 30)
+            assert sorted(j.id for j in claimed) == sorted([one.id, two.id])
+        finally:
+            store.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_connection_mid_finish_ends_the_job_once(tmp_path: Path) -> None:
+    """CLIENT KILL of Spool's connections before a finish: the finish fails as
+    StoreUnavailable (never retried blind: it may have been applied), a second
+    finish under the same lease applies once, a third is refused."""
+    from chalicelib.errors import StoreUnavailable
+    from chalicelib.models import Completion, JobState
+
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        store = from_url(with_prefix(server.url, "killed"))
+        try:
+            clock = FakeClock(store.clock.now())
+            store.add([new_job(clock)])
+            (job,) = store.claim(1, 30)
+            done = Completion(job.id, job.lease_token or "", JobState.SUCCEEDED)
+            control = admin(server.url)
+            control.client_kill_filter(_type="normal", skipme=True)
+            control.close()
+            try:
+                first = store.finish([done])
+            except StoreUnavailable:
+                first = [False]
+            again = store.finish([done])
+            assert first.count(True) + again.count(True) == 1
+            assert store.finish([done]) == [False]
+            final = store.get(job.id)
+            assert final is not None and final.state is JobState.SUCCEEDED
+            assert final.attempts == 1
+        finally:
+            store.close()
