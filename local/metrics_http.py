@@ -2,6 +2,13 @@
 
 Its own module so `spool worker` without --metrics-port never imports http.server
 (start-up to the first job is paid on every deploy and scale-out).
+
+http.server alone waits for a request forever and starts a thread per connection
+without limit: 200 connections that sent nothing held 200 of the worker's threads
+for as long as they stayed open. So each connection's socket reads and writes give
+up after `request_timeout` seconds (the connection is closed), and past
+`max_connections` open at once a new one is closed unanswered, with no thread: a
+scrape is one short request, and Prometheus opens one connection per target.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from chalicelib.redact import redact_text
 log = logging.getLogger("spool.worker_metrics")
 
 METRICS_PATH = "/metrics"
+REQUEST_TIMEOUT = 10.0  # seconds a socket read or write may wait: a scrape takes milliseconds
+MAX_CONNECTIONS = 16  # open at once; Prometheus keeps one per target
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -25,6 +34,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     server: MetricsServer
     server_version = "spool-worker-metrics"
+
+    def setup(self) -> None:
+        """Every read and write on the connection gives up after the server's timeout."""
+        super().setup()
+        self.connection.settimeout(self.server.request_timeout)
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != METRICS_PATH:
@@ -62,17 +76,41 @@ class MetricsServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(
-        self, host: str, port: int, exposition: Callable[[], bytes], content_type: str
+        self,
+        host: str,
+        port: int,
+        exposition: Callable[[], bytes],
+        content_type: str,
+        request_timeout: float = REQUEST_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         super().__init__((host, port), _Handler)
         self.exposition = exposition
         self.content_type = content_type
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
         self._thread: threading.Thread | None = None
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread for the connection if one of `max_connections` slots is free; else
+        the connection is closed at once (the client sees end-of-file, no thread)."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: nothing else frees the slot
+            self._slots.release()
+            raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         """A scrape's thread (socketserver starts one a request): not an invocation's."""
-        logs.not_in_invocation()
-        super().process_request_thread(request, client_address)
+        try:
+            logs.not_in_invocation()
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     @property
     def url(self) -> str:
