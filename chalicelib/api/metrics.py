@@ -69,7 +69,11 @@ _COUNTER_HELP = {
     "dead": "Jobs moved to the dead-letter store, system-wide.",
     "cancelled": "Jobs cancelled before they ran, system-wide.",
 }
-_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+_WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+# A handler's timeout may be 12 hours (handlers.MAX_TIMEOUT): with 900 s the last finite
+# bound, every attempt past 15 minutes fell into +Inf alone and a quantile over them
+# read 900, however long they ran.
+_DURATION_BUCKETS = (*_WEBHOOK_BUCKETS, 3600, 4 * 3600, 43_200)
 _WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
 # Enqueue to finish includes every retry's backoff: hours are normal.
 _END_TO_END_BUCKETS = (
@@ -428,7 +432,7 @@ class Metrics:
             "Webhook delivery attempts made by this process, by outcome "
             "(delivered, retrying, failed).",
             ["outcome"],
-            buckets=_DURATION_BUCKETS,
+            buckets=_WEBHOOK_BUCKETS,
             registry=self.push_registry,
         )
         self.holds = Counter(
