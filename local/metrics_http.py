@@ -30,10 +30,11 @@ MAX_CONNECTIONS = 16  # open at once; Prometheus keeps one per target
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """GET /metrics and nothing else; the exposition comes from the server."""
+    """GET (or HEAD) /metrics and nothing else; the exposition comes from the server."""
 
     server: MetricsServer
     server_version = "spool-worker-metrics"
+    _head_only = False  # this request is a HEAD (do_HEAD): headers, no body
 
     def setup(self) -> None:
         """Every read and write on the connection gives up after the server's timeout."""
@@ -52,8 +53,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._reply(200, body, self.server.content_type)
 
+    def do_HEAD(self) -> None:
+        """GET's status and headers, no body: a probe's HEAD was 501, a broken target."""
+        self._head_only = True
+        self.do_GET()
+
     def do_POST(self) -> None:
-        self._reply(405, b"method not allowed: GET /metrics\n")
+        self._reply(405, b"method not allowed: GET (or HEAD) /metrics\n")
 
     do_PUT = do_DELETE = do_PATCH = do_POST
 
@@ -62,9 +68,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if status == 405:
-            self.send_header("Allow", "GET")
+            self.send_header("Allow", "GET, HEAD")
         self.end_headers()
-        self.wfile.write(body)
+        if not self._head_only:
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:
         """Scrapes every few seconds would drown the worker's log."""

@@ -92,3 +92,12 @@ def test_the_defaults_bound_the_wait_and_the_connections(server: MetricsServer) 
     assert 0 < server.request_timeout <= 30
     assert 0 < server.max_connections <= 64
     assert _scrapes(server)
+
+
+def test_head_answers_as_get_does_without_a_body(server: MetricsServer) -> None:
+    """A probe's HEAD was 501 Unsupported method, which reads as a broken target."""
+    request = urllib.request.Request(server.url, method="HEAD")
+    with urllib.request.urlopen(request, timeout=GUARD) as reply:
+        assert reply.status == 200
+        assert int(reply.headers["Content-Length"]) == len(_exposition())
+        assert reply.read() == b""
