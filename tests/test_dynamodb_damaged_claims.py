@@ -28,13 +28,16 @@ from chalicelib.limits import ClaimPolicy
 from chalicelib.models import Completion, CounterKey, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.storage.dynamodb import DynamoStore
-from chalicelib.storage.dynamodb_aws import DynamoConfig
 from chalicelib.worker import Worker, WorkerConfig
+from tests import test_dynamodb
 from tests.apikit import Api
 from tests.test_aws_events import open_runtime, store_of
 from tests.test_dynamodb import LEASE, Aws, add
 from tests.test_dynamodb_damaged_records import SHAPES, damage
 from tests.test_dynamodb_missing_objects import run_jobs
+
+# The store on moto, with its queue and bucket: tests/test_dynamodb.py's fixtures.
+aws, store = test_dynamodb.aws, test_dynamodb.store
 
 # The bad shapes a claim's condition (state queued or retrying, run_at due) still
 # lets through. Left out: "no state" and "state bogus" (no claim takes them) and
@@ -59,17 +62,6 @@ PATHS = {
     "batch, fair turns": lambda store, ids: store.claim(10, LEASE, ids=ids, policy=FAIR),
     "due, fair turns": lambda store, ids: store.claim(10, LEASE, policy=FAIR),
 }
-
-
-@pytest.fixture
-def aws() -> Iterator[Aws]:
-    with mock_aws():
-        yield Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket"))
-
-
-@pytest.fixture
-def store(aws: Aws, clock: FakeClock) -> DynamoStore:
-    return aws.store(clock)
 
 
 def state_of(aws: Aws, job_id: str) -> str | None:

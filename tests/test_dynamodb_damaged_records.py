@@ -22,12 +22,15 @@ from chalicelib.errors import JobUnreadable
 from chalicelib.models import Completion, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.storage.dynamodb import DynamoStore
-from chalicelib.storage.dynamodb_aws import DynamoConfig
 from chalicelib.storage.dynamodb_schema import job_key
+from tests import test_dynamodb
 from tests.apikit import Api
 from tests.test_aws_events import open_runtime, store_of
 from tests.test_dynamodb import LEASE, Aws, add
 from tests.test_dynamodb_missing_objects import payload_key, run_jobs
+
+# The store on moto, with its queue and bucket: tests/test_dynamodb.py's fixtures.
+aws, store = test_dynamodb.aws, test_dynamodb.store
 
 BIG = {"blob": "x" * 150_000}  # over offload_bytes: kept in S3
 SECRET = "s3cr3t-payload-value"
@@ -35,17 +38,6 @@ NOT_JSON: dict[str, bytes] = {
     "cut short": b'{"blob": "xxxxxxxx',
     "not utf-8": b"\xff\xfe\xfa not json",
 }
-
-
-@pytest.fixture
-def aws() -> Iterator[Aws]:
-    with mock_aws():
-        yield Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket"))
-
-
-@pytest.fixture
-def store(aws: Aws, clock: FakeClock) -> DynamoStore:
-    return aws.store(clock)
 
 
 def marker(value: Any) -> dict[str, str]:

@@ -13,27 +13,22 @@ claims that race through transactions are not tested against moto).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from chalicelib.clock import FakeClock
 from chalicelib.limits import ClaimPolicy, Limit, Rate
 from chalicelib.models import JobState
 from chalicelib.storage.dynamodb import DynamoStore
-from chalicelib.storage.dynamodb_aws import DynamoConfig
 from chalicelib.storage.dynamodb_txn import TRANSACTION_ACTIONS
+from tests import test_dynamodb
 from tests.factories import new_job
 from tests.test_dynamodb import Aws
 
-
-@pytest.fixture
-def aws() -> Iterator[Aws]:
-    with mock_aws():
-        yield Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket"))
+# The store on moto, with its queue and bucket: tests/test_dynamodb.py's fixture.
+aws = test_dynamodb.aws
 
 
 def throttled(operation: str) -> ClientError:

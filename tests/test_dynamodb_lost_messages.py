@@ -4,27 +4,18 @@ and a send the store knows failed is tried again on the next release, not
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
-from moto import mock_aws
 
 from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.dynamodb import DynamoStore
-from chalicelib.storage.dynamodb_aws import DynamoConfig
+from tests import test_dynamodb
 from tests.test_dynamodb import Aws, add
 
-
-@pytest.fixture
-def aws() -> Iterator[Aws]:
-    with mock_aws():
-        yield Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket"))
-
-
-@pytest.fixture
-def store(aws: Aws, clock: FakeClock) -> DynamoStore:
-    return aws.store(clock)
+# The store on moto, with its queue and bucket: tests/test_dynamodb.py's fixtures.
+aws, store = test_dynamodb.aws, test_dynamodb.store
 
 
 def run_from_the_queue(aws: Aws, store: DynamoStore, lease: float) -> list[str]:

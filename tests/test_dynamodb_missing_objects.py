@@ -19,24 +19,16 @@ from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.storage.dynamodb import DynamoStore
-from chalicelib.storage.dynamodb_aws import DynamoConfig
 from local.emulator import context
+from tests import test_dynamodb
 from tests.apikit import Api
 from tests.test_aws_events import enqueue, open_runtime, store_of
 from tests.test_dynamodb import LEASE, Aws, add
 
+# The store on moto, with its queue and bucket: tests/test_dynamodb.py's fixtures.
+aws, store = test_dynamodb.aws, test_dynamodb.store
+
 BIG = {"blob": "x" * 150_000}  # over offload_bytes: kept in S3
-
-
-@pytest.fixture
-def aws() -> Iterator[Aws]:
-    with mock_aws():
-        yield Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket"))
-
-
-@pytest.fixture
-def store(aws: Aws, clock: FakeClock) -> DynamoStore:
-    return aws.store(clock)
 
 
 def payload_key(job_id: str) -> str:

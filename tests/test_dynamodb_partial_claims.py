@@ -12,24 +12,19 @@ tests/test_dynamodb.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 from chalicelib.clock import FakeClock
 from chalicelib.models import JobState
 from chalicelib.storage.dynamodb import DynamoStore
-from chalicelib.storage.dynamodb_aws import DynamoConfig
+from tests import test_dynamodb
 from tests.test_dynamodb import Aws, add
 
-
-@pytest.fixture
-def aws() -> Iterator[Aws]:
-    with mock_aws():
-        yield Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket"))
+# The store on moto, with its queue and bucket: tests/test_dynamodb.py's fixture.
+aws = test_dynamodb.aws
 
 
 def throttle_update(aws: Aws, nth: int) -> None:

@@ -7,31 +7,20 @@ reads show the `payload_unreadable` marker. Against moto in-process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-from moto import mock_aws
 
 from chalicelib.clock import FakeClock
 from chalicelib.models import JobState
 from chalicelib.storage.dynamodb import DynamoStore
-from chalicelib.storage.dynamodb_aws import DynamoConfig
 from chalicelib.storage.dynamodb_schema import job_key
+from tests import test_dynamodb
 from tests.test_dynamodb import LEASE, Aws, add
 from tests.test_dynamodb_missing_objects import BIG, payload_key
 
+# The store on moto, with its queue and bucket: tests/test_dynamodb.py's fixtures.
+aws, store = test_dynamodb.aws, test_dynamodb.store
+
 NOT_OBJECTS = ["[1, 2]", '"text"', "5", "null", "true"]
-
-
-@pytest.fixture
-def aws() -> Iterator[Aws]:
-    with mock_aws():
-        yield Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket"))
-
-
-@pytest.fixture
-def store(aws: Aws, clock: FakeClock) -> DynamoStore:
-    return aws.store(clock)
 
 
 def _assert_settled_unrun(store: DynamoStore, job_id: str, other: str) -> None:
