@@ -7,33 +7,21 @@ the scrape's fold and each worker's beat move the log into `counters`."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.models import CounterKey
+from tests import test_postgres_enqueue_counts
 from tests.factories import new_job
 
 pytestmark = pytest.mark.postgres
 
 MAIL = CounterKey("mail", "echo", "enqueued")
 
-
-@pytest.fixture
-def pg() -> Iterator[tuple[Any, Any]]:
-    from chalicelib.storage.postgres import PostgresStore, connect, parse_url
-    from tests.pg_support import fresh_schema
-
-    with fresh_schema() as url:
-        settings = parse_url(url)
-        store = PostgresStore(settings, FakeClock())
-        try:
-            with connect(settings) as conn:
-                yield store, conn
-        finally:
-            store.close()
+# A store on a fresh schema and a connection of its own: the count tests' fixture.
+pg = test_postgres_enqueue_counts.pg
 
 
 def _enqueue_rows(conn: Any) -> tuple[int, int]:
