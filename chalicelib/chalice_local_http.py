@@ -12,7 +12,9 @@ differently from `spool serve` (local/http_guard.py) mattered:
   read as no body, and a huge one raised in `read`: the connection was dropped
   with a traceback and no answer;
 - the whole body was read into memory before the app's body limit
-  (SPOOL_MAX_BODY_BYTES) could refuse it.
+  (SPOOL_MAX_BODY_BYTES) could refuse it;
+- a chunked body (Transfer-Encoding) was read as empty, beside a Content-Length
+  framed by the length alone, and its unread chunks taken for the next request.
 
 `install` (called by app.py only under `chalice local`, never on Lambda, where this
 module is not imported) swaps the handler class of the server chalice builds for
@@ -20,8 +22,9 @@ SpoolRequestHandler, a subclass that changes only how the head is read before th
 request reaches chalice's own code: the key lines joined as `spool serve` joins
 them (app.py then refuses different keys, and takes the same key twice as once),
 and a Content-Length that is not one size in plain digits answered 400, one over
-the limit 413 before any of the body is read, both in Spool's error shape, then
-the connection closed. It wraps chalice.local.create_local_server, which chalice's
+the limit 413 before any of the body is read, and any Transfer-Encoding refused
+(411; 400 beside a Content-Length), all in Spool's error shape, then the
+connection closed. It wraps chalice.local.create_local_server, which chalice's
 command line looks up at call time, and sets the built server's
 RequestHandlerClass: chalice's LocalDevServer binds its handler class when
 defined, so there is no other seam short of copying it.
@@ -69,6 +72,28 @@ def length_refusal(
     return None
 
 
+_BOTH = "a request may carry Content-Length or Transfer-Encoding: chunked, not both"
+_NO_CHUNKED = (
+    "chalice local's server does not read a Transfer-Encoding (chunked) body: send "
+    "the body with Content-Length (`spool serve` reads chunked bodies)"
+)
+
+
+def framing_refusal(
+    lengths: list[str], encodings: list[str], limit: int
+) -> tuple[int, str, str, dict[str, int] | None] | None:
+    """length_refusal, and first the Transfer-Encoding lines (`encodings`): chalice's
+    handler frames by Content-Length alone, so a chunked body was read as empty (a
+    cancel with a body `spool serve` refuses went through) and its chunks were then
+    read as the connection's next request. Any Transfer-Encoding is refused: 400
+    beside a Content-Length (ambiguous, as `spool serve` answers it), else 411."""
+    if encodings:
+        if lengths:
+            return 400, "bad_request", _BOTH, None
+        return 411, "length_required", _NO_CHUNKED, None
+    return length_refusal(lengths, limit)
+
+
 def install(environ: Mapping[str, str]) -> None:
     """Have `chalice local`'s server use SpoolRequestHandler (see the module's
     docstring); the body limit is read from `environ` once, as the app reads it."""
@@ -113,7 +138,11 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
             return headers, body
 
         def _spool_handle(self) -> None:
-            refusal = length_refusal(self.headers.get_all("content-length") or [], self.body_limit)
+            refusal = framing_refusal(
+                self.headers.get_all("content-length") or [],
+                self.headers.get_all("transfer-encoding") or [],
+                self.body_limit,
+            )
             if refusal is None:
                 self._generic_handle()
                 return
