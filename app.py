@@ -9,6 +9,7 @@ loads this module stays cheap (`python -X importtime -c "import app"`).
 from __future__ import annotations
 
 import os
+import re
 from base64 import b64decode
 from typing import TYPE_CHECKING, Any
 
@@ -229,18 +230,27 @@ def _body(request: Any, event: dict[str, Any]) -> tuple[bytes, str | None]:
     return (raw.encode("utf-8") if isinstance(raw, str) else raw), None
 
 
+# A stage name or a custom domain's base path mapping: non-empty segments of what API
+# Gateway lets either hold (letters, digits and $-_.+!*'()).
+_BASE_PATH = re.compile(r"(?:/[A-Za-z0-9$\-_.+!*'()]+)+")
+
+
 def _base_path(context: dict[str, Any], route_path: str | None) -> str:
     """What the URL the client used has before the route's own path, so links work
     behind it: the stage on execute-api URLs ("/api"), or a custom domain's base path
     mapping ("/v1"). API Gateway's requestContext.path is the whole path the client
-    sent; the event's own path is the route's."""
+    sent; the event's own path is the route's. A prefix no stage or mapping could be
+    is not echoed into status_url and Location: "//evil.example" linked to another
+    host, a space or a line break made an invalid header value."""
     path = str(context.get("path", ""))
     stage = context.get("stage")
     if route_path and path.endswith(route_path) and len(path) > len(route_path):
         prefix = path[: -len(route_path)]
-        if prefix.startswith("/") and not prefix.endswith("/"):
+        if _BASE_PATH.fullmatch(prefix):
             return prefix
-    return f"/{stage}" if stage and path.startswith(f"/{stage}/") else ""
+    if stage and path.startswith(f"/{stage}/") and _BASE_PATH.fullmatch(f"/{stage}"):
+        return f"/{stage}"
+    return ""
 
 
 @app.middleware("http")

@@ -383,6 +383,23 @@ def test_links_carry_a_custom_domain_s_base_path(api: Api) -> None:
     assert json.loads(plain["body"])["status_url"].startswith("/status/j_")
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    ["//evil.example", "/\\evil.example", "/a b", "/v1\r\nSet-Cookie: x=1", '/x"y', "/v1//v2"],
+)
+def test_a_base_path_no_mapping_could_have_is_not_echoed_into_links(api: Api, prefix: str) -> None:
+    """Was: whatever the event's requestContext.path held before the route's path went
+    into status_url and Location as sent: "//evil.example" made a link to another host
+    (a browser reads "/\\evil.example" the same way), a space or a line break an
+    invalid header value. A stage or base path mapping is letters, digits and
+    $-_.+!*'() in non-empty segments; anything else links from the root."""
+    event = _gateway_event(context_path=f"{prefix}/enqueue")
+    response = spool_app.app(event, context("api_handler"))
+    assert response["statusCode"] == 201, response["body"]
+    assert json.loads(response["body"])["status_url"].startswith("/status/j_")
+    assert response["headers"]["Location"].startswith("/status/j_")
+
+
 @pytest.mark.parametrize("body", ["abc", "!!!not base64***", "\u00e9"])
 def test_a_body_marked_base64_that_is_not_is_400_not_500(api: Api, body: str) -> None:
     event = _gateway_event(body=body.encode().decode("unicode_escape"), base64=True)
