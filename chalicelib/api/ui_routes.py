@@ -44,6 +44,10 @@ ACTION_IDS_MAX = 1000
 # "All" acts on at most this many jobs per request; the page repeats while more remain,
 # so no single request outlives an API Gateway or Lambda deadline.
 ALL_PER_REQUEST = 5000
+# Whole jobs one store call hands back to these routes: a job may carry a 256 KiB
+# payload (and a result), and what the routes keep of it is a short row or an id, so
+# a list of 200 or an action on 5000 holds at most this many whole jobs at a time.
+READ_STEP = 50
 NO_STORE = {"Cache-Control": "no-store"}
 # What every /ui answer carries unless it set its own (routes.py adds them to errors).
 ERROR_HEADERS = {**NO_STORE, **page.SECURITY_HEADERS}
@@ -164,10 +168,24 @@ def ui_jobs(edge: Edge, request: ApiRequest) -> ApiResponse:
         job = store.get(needle, tenant) if looks_like_job_id(needle) else None
         job = job or store.get_by_key(tenant, needle)
         return _json({"jobs": [views.job_row(job)] if job else [], "next_cursor": None})
-    page_ = edge.service.list_jobs(
-        JobQuery(tenant, q.state, q.queue, q.type, q.limit, q.cursor, newest_first=True)
-    )
-    return _json({"jobs": [views.job_row(j) for j in page_.jobs], "next_cursor": page_.next_cursor})
+    rows: list[dict[str, Any]] = []
+    cursor = q.cursor
+    while True:  # READ_STEP whole jobs at a time, each kept as its short row
+        page_ = edge.service.list_jobs(
+            JobQuery(
+                tenant,
+                q.state,
+                q.queue,
+                q.type,
+                min(READ_STEP, q.limit - len(rows)),
+                cursor,
+                newest_first=True,
+            )
+        )
+        rows.extend(views.job_row(j) for j in page_.jobs)
+        cursor = page_.next_cursor
+        if cursor is None or not page_.jobs or len(rows) >= q.limit:
+            return _json({"jobs": rows, "next_cursor": cursor})
 
 
 def _detail(edge: Edge, tenant: str, job_id: str) -> ApiResponse:
@@ -230,7 +248,7 @@ def _dead_ids(
                 JobState.DEAD,
                 action.queue,
                 action.type,
-                min(500, limit - len(ids)),
+                min(READ_STEP, limit - len(ids)),
                 cursor,
             )
         )
@@ -245,14 +263,15 @@ def ui_dead_redrive(edge: Edge, request: ApiRequest) -> ApiResponse:
     tenant = _tenant(edge, request)
     action = _action(edge, request)
     exact = None if action.ids is None else len(set(action.ids))
+    moved: list[str] = []
     with edge.redrive_room(tenant, exact) as room:  # the backlog quota holds redrives too
         ids, more = _dead_ids(edge, tenant, action, room)
-        moved = edge.runtime.store.redrive(ids, tenant)
-    for job in moved:
-        edge.cache.drop(tenant, job.id)
-    for job in moved:
-        job_event(logging.INFO, "redriven", job)
-    return _json({"done": len(moved), "ids": [j.id for j in moved], "more": more})
+        for start in range(0, len(ids), READ_STEP):  # each redrive hands its jobs back whole
+            for job in edge.runtime.store.redrive(ids[start : start + READ_STEP], tenant):
+                edge.cache.drop(tenant, job.id)
+                job_event(logging.INFO, "redriven", job)
+                moved.append(job.id)
+    return _json({"done": len(moved), "ids": moved, "more": more})
 
 
 def ui_dead_purge(edge: Edge, request: ApiRequest) -> ApiResponse:
