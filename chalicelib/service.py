@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +27,10 @@ from chalicelib.logs import job_event, together
 from chalicelib.models import AddResult, Job, JobPage, JobQuery, JobState, NewJob
 from chalicelib.storage.base import JobStore
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY, MAX_DELAY_SECONDS, to_utc
+
+# Whole dead jobs one store call of a bulk redrive hands back (listed, then redriven):
+# a job may carry a 256 KiB payload, and a redrive of 1000 read 500 at a time.
+REDRIVE_STEP = 50
 
 # RFC 3339's date-time (section 5.6; 'T' and 'Z' may be lower case): the format the
 # OpenAPI document names. pydantic also takes "1800000000" (Unix seconds, no zone
@@ -295,7 +299,21 @@ class Service:
         limit: int = 1000,
         died_before: datetime | None = None,
     ) -> list[Job]:
-        """Redrive dead jobs matching the filter, a page at a time, up to `limit`.
+        """Redrive dead jobs matching the filter, a page at a time, up to `limit`
+        (the jobs redriving() yields, kept)."""
+        return list(self.redriving(tenant, queue, type_, limit, died_before=died_before))
+
+    def redriving(
+        self,
+        tenant: str | None,
+        queue: str | None = None,
+        type_: str | None = None,
+        limit: int = 1000,
+        died_before: datetime | None = None,
+    ) -> Iterator[Job]:
+        """Redrive dead jobs matching the filter, REDRIVE_STEP at a time, up to
+        `limit`, yielding each as it is redriven: a caller that keeps only ids holds
+        at most a step of whole jobs, never the `limit`.
 
         With `died_before`, only jobs that became dead strictly before it (their
         finished_at) are redriven; later ones are skipped and the listing goes on
@@ -304,10 +322,10 @@ class Service:
         so none is redriven twice and none dead at its start is left behind.
         None: every dead job listed, whenever it died.
         """
-        moved: list[Job] = []
+        moved = 0
         cursor: str | None = None
         skipped = 0
-        while len(moved) < limit:
+        while moved < limit:
             page = self.store.list_jobs(
                 JobQuery(
                     tenant=tenant,
@@ -316,7 +334,7 @@ class Service:
                     type=type_,
                     # Skipped jobs grow the page (to the most a page holds), so a run
                     # of newer dead jobs costs a few listings, not one per job.
-                    limit=min(500, limit - len(moved) + skipped),
+                    limit=min(REDRIVE_STEP, limit - moved + skipped),
                     cursor=cursor,
                 )
             )
@@ -324,16 +342,16 @@ class Service:
                 break
             due = [j for j in page.jobs if died_before is None or _died_at(j) < died_before]
             skipped += len(page.jobs) - len(due)
-            due = due[: limit - len(moved)]
+            due = due[: limit - moved]
             if due:
                 redriven = self.store.redrive([j.id for j in due], tenant)
                 for job in redriven:
                     job_event(logging.INFO, "redriven", job)
-                moved.extend(redriven)
+                moved += len(redriven)
+                yield from redriven
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
-        return moved
 
 
 def _died_at(job: Job) -> datetime:

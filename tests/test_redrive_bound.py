@@ -85,25 +85,26 @@ def state(store: JobStore, job_id: str) -> JobState:
 
 
 class DiesAgain:
-    """Service.redrive_all, and then every job it redrove dies again a second later
-    (a handler that fails at once, run by a worker while the caller is between
-    calls). Records what each call redrove and the bound it was given."""
+    """Service.redriving (what POST /dlq/redrive calls), and then every job it
+    redrove dies again a second later (a handler that fails at once, run by a worker
+    while the caller is between calls). Records what each call redrove and the bound
+    it was given."""
 
     def __init__(self, clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
         self.clock = clock
         self.calls: list[tuple[datetime | None, list[str]]] = []
-        original = Service.redrive_all
+        original = Service.redriving
 
-        def redrive_all(service: Service, *args: Any, **kwargs: Any) -> Any:
-            moved = original(service, *args, **kwargs)
+        def redriving(service: Service, *args: Any, **kwargs: Any) -> Any:
+            moved = list(original(service, *args, **kwargs))
             ids = [j.id for j in moved]
             self.calls.append((kwargs.get("died_before"), ids))
             self.clock.advance(1)
             kill(service.store, claim(service.store, ids), ids)
             self.clock.advance(1)
-            return moved
+            return iter(moved)
 
-        monkeypatch.setattr(Service, "redrive_all", redrive_all)
+        monkeypatch.setattr(Service, "redriving", redriving)
 
     def counts(self) -> collections.Counter[str]:
         return collections.Counter(i for _, ids in self.calls for i in ids)

@@ -344,16 +344,15 @@ class Edge:
         # Echoed, so a client calling again (as `spool dlq redrive --all` does) passes
         # the server's own bound back and never reads its own clock.
         bound = filters.died_before or self.service.redrive_bound()
+        moved: list[str] = []  # ids only: a whole job may carry a 256 KiB payload
         with self.redrive_room(tenant) as room:
             limit = filters.limit if room is None else min(filters.limit, room)
-            moved = self.service.redrive_all(
+            for job in self.service.redriving(
                 tenant, filters.queue, filters.type, limit, died_before=bound
-            )
-        for job in moved:
-            self.cache.drop(tenant, job.id)
-        return json_response(
-            200, {"redriven": len(moved), "ids": [j.id for j in moved], "died_before": bound}
-        )
+            ):
+                self.cache.drop(tenant, job.id)
+                moved.append(job.id)
+        return json_response(200, {"redriven": len(moved), "ids": moved, "died_before": bound})
 
     def health(self, request: ApiRequest) -> ApiResponse:
         # One cheap read proves the store answers; a down store makes this a 503, and
