@@ -14,6 +14,15 @@ plus the text) and `views.overview(store, None, ...)` (the dashboard's
 overview for every tenant), in process, ROUNDS times after one warm-up call,
 and prints the median and the worst.
 
+`--due` (Redis only) leaves every job waiting and due instead: N queues with a
+due job each, the case where a store that walks the queues holding waiting jobs
+walks all N. It also times the store's `oldest_due()` alone (every queue's) and
+the overview of the one tenant that owns them (`views.overview(store, tenant,
+...)`, what the dashboard serves), and reads the Redis server's own time for one
+call of each from INFO commandstats (the "worst" column: the longest single
+command, the time the server served no other client; the average per command
+for a command run more than once).
+
 Postgres: SPOOL_BENCH_PG_URL (default postgresql://postgres@127.0.0.1:5432/test),
 in the schema `bench_scrape`, dropped at the end. Its summaries are folded at each
 scrape (migration 0008): one scrape folds what the fill changed, as the scrapes
@@ -42,16 +51,24 @@ SCHEMA = "bench_scrape"
 ROUNDS = 5
 BATCH = 1000
 BUSY = ("default", "emails", "images")
+TENANT = "bench"
 
 
-def fill(store: Any, queues: int) -> None:
+def fill(store: Any, queues: int, tenant: str = "default") -> None:
     """N made-up queue names with one job each, and the busy queues with more."""
     now = datetime.now(UTC)
     names = [f"made-up-{i:07d}" for i in range(queues)] + [q for q in BUSY for _ in range(200)]
     for start in range(0, len(names), BATCH):
         store.add(
             [
-                NewJob(id=f"job_{start + i:012d}", type="echo", payload={}, run_at=now, queue=q)
+                NewJob(
+                    id=f"job_{start + i:012d}",
+                    type="echo",
+                    payload={},
+                    run_at=now,
+                    tenant=tenant,
+                    queue=q,
+                )
                 for i, q in enumerate(names[start : start + BATCH])
             ]
         )
@@ -105,7 +122,7 @@ def timed(call: Callable[[], Any], rounds: int) -> tuple[float, float]:
     return statistics.median(samples), max(samples)
 
 
-def measure(store: Any, rounds: int) -> list[tuple[str, float, float]]:
+def measure(store: Any, rounds: int, due: bool = False) -> list[tuple[str, float, float]]:
     from chalicelib.api.metrics import Metrics
     from chalicelib.config import Settings
     from chalicelib.ui import views
@@ -113,10 +130,67 @@ def measure(store: Any, rounds: int) -> list[tuple[str, float, float]]:
     metrics = Metrics(store, Settings())
     text = metrics.exposition()
     lines = sum(1 for line in text.splitlines() if line and not line.startswith(b"#"))
-    return [
+    rows = [
         (f"scrape ({lines} samples)", *timed(metrics.exposition, rounds)),
         ("overview", *timed(lambda: views.overview(store, None, 60.0), rounds)),
     ]
+    if due:
+        rows += [
+            ("oldest_due() (every queue)", *timed(store.oldest_due, rounds)),
+            (
+                f"overview of tenant {TENANT!r}",
+                *timed(lambda: views.overview(store, TENANT, 60.0), rounds),
+            ),
+        ]
+        # What Redis itself spent on one call (INFO commandstats): time it served no one
+        # else. The scrape's oldest-due read is oldest_due() before this change and
+        # oldest_due_named(the named queues) after it.
+        keep, busiest = metrics.queue_labels.store_request()
+        named = sorted(store.queue_totals(keep, busiest).named)
+        scrape_read = getattr(store, "oldest_due_named", None)
+        rows += [
+            (f"  server: {what}", *server_ms(store, call))
+            for what, call in (
+                (
+                    "the scrape's oldest-due read",
+                    store.oldest_due if scrape_read is None else lambda: scrape_read(named),
+                ),
+                ("oldest_due()", store.oldest_due),
+                (f"overview of {TENANT!r}", lambda: views.overview(store, TENANT, 60.0)),
+            )
+        ]
+    return rows
+
+
+# The commands these reads send themselves. A script's own calls are counted inside its
+# EVALSHA and again under their names, so the total counts some twice (ZRANGE, HGETALL
+# inside a script): the longest command is the figure that says how long the server
+# served no one else.
+TOP_LEVEL = ("evalsha", "evalsha_ro", "zrange", "zrangebyscore", "zmscore", "hgetall")
+
+
+def server_ms(store: Any, call: Callable[[], Any]) -> tuple[float, float]:
+    """(the Redis server's time for one call, the longest single command in it) in ms,
+    from INFO commandstats (`usec`: time on the server's one thread), over the
+    TOP_LEVEL commands; the longest is the average of its kind when a kind ran twice.
+    Meaningful on a server nothing else uses (its counts are the server's, not ours)."""
+
+    def stats() -> dict[str, tuple[int, int]]:
+        raw = store.client.info("commandstats")
+        return {k: (int(v["calls"]), int(v["usec"])) for k, v in raw.items()}
+
+    call()
+    before = stats()
+    call()
+    after = stats()
+    total, longest = 0, 0.0
+    for name in TOP_LEVEL:
+        calls, usec = after.get(f"cmdstat_{name}", (0, 0))
+        was_calls, was_usec = before.get(f"cmdstat_{name}", (0, 0))
+        if calls > was_calls:
+            total += usec - was_usec
+            longest = max(longest, (usec - was_usec) / (calls - was_calls))
+    return total / 1000, longest / 1000
 
 
 def run_sqlite(queues: int, rounds: int) -> list[tuple[str, float, float]]:
@@ -161,13 +235,17 @@ def run_postgres(queues: int, rounds: int) -> list[tuple[str, float, float]]:
             conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
 
 
-def run_redis(queues: int, rounds: int) -> list[tuple[str, float, float]]:
+def run_redis(queues: int, rounds: int, due: bool = False) -> list[tuple[str, float, float]]:
     from chalicelib.models import Completion, JobState
     from chalicelib.storage.redis_store import from_url
 
     url = f"{REDIS_URL}{'&' if '?' in REDIS_URL else '?'}prefix={SCHEMA}"
     store = from_url(url)
     try:
+        if due:
+            store.queue_totals([], 0)  # the summaries, as a store that was scraped has them
+            fill(store, queues, TENANT)
+            return measure(store, rounds, due=True)
         fill(store, queues)
         while claimed := store.claim(BATCH, 60):
             store.finish(
@@ -190,16 +268,29 @@ def main() -> None:
     parser.add_argument(
         "--stores", nargs="+", default=["sqlite"], choices=["sqlite", "postgres", "redis"]
     )
+    parser.add_argument(
+        "--due", action="store_true", help="leave every job waiting and due (Redis only)"
+    )
     args = parser.parse_args()
+    if args.due and args.stores != ["redis"]:
+        parser.error("--due is for --stores redis only")
     runners = {"sqlite": run_sqlite, "postgres": run_postgres, "redis": run_redis}
     for name in args.stores:
         started = time.perf_counter()
-        rows = runners[name](args.queues, args.rounds)
+        if args.due:
+            rows = run_redis(args.queues, args.rounds, due=True)
+        else:
+            rows = runners[name](args.queues, args.rounds)
+        what = "queues with a due job each" if args.due else "queue names"
         print(
-            f"{name}, {args.queues:,} queue names (filled in {time.perf_counter() - started:.0f} s)"
+            f"{name}, {args.queues:,} {what} (filled in {time.perf_counter() - started:.0f} s), "
+            f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
         for what, median, worst in rows:
-            print(f"  {what:<32} median {median:9.1f} ms   worst {worst:9.1f} ms")
+            if what.startswith("  server"):
+                print(f"  {what:<32} longest command {worst:7.2f} ms (all: {median:.1f} ms)")
+            else:
+                print(f"  {what:<32} median {median:9.1f} ms   worst {worst:9.1f} ms")
 
 
 if __name__ == "__main__":
