@@ -1,12 +1,13 @@
 """Redis: a scrape's work does not grow with the queue names ever used.
 
 queue_totals reads the ranking (a sorted set) and the named queues' fields, kept by
-the same scripts that bump the counters; oldest_due walks the queues that may hold
-waiting jobs, not every queue ever used. The work is counted on a private server
-(nothing else talks to it), never timed: the commands it ran, those the scripts
-called included (INFO commandstats), and the bytes it sent back (INFO stats), which
-is what grew with every name ever used (the scrape read two whole hashes, and
-walked every queue ever used for the oldest due job).
+the same scripts that bump the counters; oldest_due reads the queues holding waiting
+jobs by their oldest (qd; tests/test_redis_oldest_due.py), not every queue ever
+used. The work is counted on a private server (nothing else talks to it), never
+timed: the commands it ran, those the scripts called included (INFO commandstats),
+and the bytes it sent back (INFO stats), which is what grew with every name ever
+used (the scrape read two whole hashes, and walked every queue ever used for the
+oldest due job).
 """
 
 from __future__ import annotations
@@ -75,6 +76,11 @@ def test_a_scrape_does_not_grow_with_made_up_queue_names(tmp_path: Path, clock: 
             store.close()
 
 
+def queues_kept(store: RedisStore) -> set[str]:
+    """The queues in qd (those holding waiting jobs, by their oldest)."""
+    return {q.decode() for q in store.client.zrange(store._p + "qd", 0, -1)}
+
+
 def test_oldest_due_names_every_queue_with_due_jobs_and_forgets_emptied_ones(
     clock: FakeClock,
 ) -> None:
@@ -86,8 +92,8 @@ def test_oldest_due_names_every_queue_with_due_jobs_and_forgets_emptied_ones(
             assert set(store.oldest_due()) == {"a", "b"}
             [claimed] = store.claim(10, LEASE, queues=["a"])
             assert set(store.oldest_due()) == {"b"}
-            # a's only job runs: a leaves the queues walked; c waits, not yet due.
-            assert store.client.smembers(store._p + "wq") == {b"b", b"c"}
+            # a's only job runs: a leaves the queues by oldest job; c waits, not yet due.
+            assert queues_kept(store) == {"b", "c"}
             # A failed attempt waits again: its queue is back.
             retry_at = clock.now()
             store.finish(
@@ -105,13 +111,13 @@ def test_oldest_due_names_every_queue_with_due_jobs_and_forgets_emptied_ones(
             assert set(store.oldest_due()) == {"a", "b", "c"}
             store.cancel(later.job.id)
             assert set(store.oldest_due()) == {"a", "b"}
-            assert store.client.smembers(store._p + "wq") == {b"a", b"b"}
+            assert queues_kept(store) == {"a", "b"}
         finally:
             store.close()
 
 
 def test_a_keyspace_of_an_older_spool_gets_exact_summaries_once(clock: FakeClock) -> None:
-    """A keyspace written before the summaries (no qv, ctot, qc, st, wq) is summed once,
+    """A keyspace written before the summaries (no qv, ctot, qc, st, qd) is summed once,
     exactly, by the first scrape; the scripts keep them from then on."""
     with fresh_prefix() as url:
         writer = from_url(url, clock)
@@ -121,7 +127,7 @@ def test_a_keyspace_of_an_older_spool_gets_exact_summaries_once(clock: FakeClock
             claimed = writer.claim(2, LEASE, queues=["big"])
             writer.finish([Completion(claimed[0].id, claimed[0].lease_token, JobState.SUCCEEDED)])
             p = writer._p
-            writer.client.delete(*(p + k for k in ("qv", "ctot", "qc", "st", "wq", "qt")))
+            writer.client.delete(*(p + k for k in ("qv", "ctot", "qc", "st", "qd", "qt")))
         finally:
             writer.close()
         store = from_url(url, clock)

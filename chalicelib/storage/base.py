@@ -111,8 +111,11 @@ its reference):
   reaches zero; Postgres folds the counter and count rows changed since the
   last scrape into the same summaries at each scrape (migration 0008), so no
   enqueue writes or waits on a per-queue row; Redis keeps them in the scripts
-  that bump the counters (a sorted set of volumes, hashes of totals) and its
-  `oldest_due()` walks the queues that may hold waiting jobs; the memory and
+  that bump the counters (a sorted set of volumes, hashes of totals) and
+  keeps each queue's (and each tenant's queue's) oldest waiting job in sorted
+  sets, so its `oldest_due` reads entries, never walks queues, and its
+  `oldest_due_named(named)` answers a scrape with the named queues' entries
+  and only the oldest other (what `_other` shows); the memory and
   DynamoDB stores fold their full reading (`fold`).
 
 The dashboard's reads (chalicelib/ui/), each answered without scanning jobs:

@@ -14,8 +14,11 @@ lives in one slot, so every script touches one slot):
     P h:<id>       list: its attempt history (storage/history.py entries), last N
     P idem         hash: "<len>:<tenant><key>" -> job id
     P queues       set: every queue ever used
-    P wq           set: the queues that may hold waiting jobs (a queue leaves when its
-                   w: empties), so oldest_due walks those, not every queue ever used
+    P qd           zset: queue -> the run_at of its oldest waiting job (queued/retrying);
+                   absent when none waits. Moved by the script that changes the queue's
+                   w: (flush_waits), so oldest_due reads one range or a few scores, never
+                   a walk over queues (a tenant can make any number of them)
+    P qdt:<tenant> zset: the same over one tenant's jobs (its wt: sets)
     P w:<queue>    zset: waiting jobs (queued/retrying), score run_at
     P W            zset: the same for every queue (when is work next due)
     P wt:<tq>      zset: the same for one tenant's jobs of one queue
@@ -42,7 +45,7 @@ lives in one slot, so every script touches one slot):
                    busiest first, ties by name): the ranking of JobStore.queue_totals
     P qc / P st    hash: "<len>:<queue><state>" / state -> jobs in that state, summed
                    over tenants / over every queue
-    P qt           set once qv, ctot, qc, st and wq hold everything (QT_INSTALL)
+    P qt           '2' once qv, ctot, qc, st, qd and qdt: hold everything (QT_INSTALL)
     P te           hash: tenant -> its invalidation epoch (JobStore.cache_epoch; absent
                    reads 0). A store made before it keeps its old `P epoch`, unused.
     P wk / P wb    hash worker -> beat JSON / zset worker -> last beat
@@ -116,8 +119,50 @@ local function flush_z()
   end
   ZQ = {}
 end
+-- The (tenant, queue) pairs whose waiting jobs this script changed: flush() sets their
+-- entries in qd and qdt:<tenant> (the oldest waiting run_at) once each, after the
+-- deferred ZADDs. {tenant, queue, lowest run_at added, whether one left}: a pair only
+-- added to takes ZADD LT (the new oldest is the lower of the two); one a job left is
+-- read back from its w: and wt: (what left may have been the oldest).
+local function tq(tenant, queue) return #tenant .. ':' .. tenant .. #queue .. ':' .. queue end
+local WAITS = {}
+local function waits(tenant, queue, run_at)
+  local key = tq(tenant, queue)
+  local t = WAITS[key]
+  if not t then
+    t = {tenant, queue, false, false}
+    WAITS[key] = t
+  end
+  if not run_at then
+    t[4] = true
+  elseif not t[3] or tonumber(run_at) < tonumber(t[3]) then
+    t[3] = run_at
+  end
+end
+local function oldest_into(zset, queue, from)
+  local first = redis.call('ZRANGE', from, 0, 0, 'WITHSCORES')
+  if first[2] then
+    redis.call('ZADD', zset, first[2], queue)
+  else
+    redis.call('ZREM', zset, queue)
+  end
+end
+local function flush_waits()
+  for key, t in pairs(WAITS) do
+    local tenant, queue = t[1], t[2]
+    if t[4] then
+      oldest_into(P .. 'qd', queue, P .. 'w:' .. queue)
+      oldest_into(P .. 'qdt:' .. tenant, queue, P .. 'wt:' .. key)
+    else
+      redis.call('ZADD', P .. 'qd', 'LT', t[3], queue)
+      redis.call('ZADD', P .. 'qdt:' .. tenant, 'LT', t[3], queue)
+    end
+  end
+  WAITS = {}
+end
 local function flush()
   flush_z()
+  flush_waits()
   local qv = P .. 'qv'
   for key, t in pairs(DELTAS) do
     for field, n in pairs(t) do
@@ -142,7 +187,6 @@ local function pad(s) return string.rep('0', 20 - #s) .. s end
 local function rmember(run_at, created, id) return pad(run_at) .. pad(created) .. id end
 local function row(id) return redis.call('HMGET', jkey(id), unpack(FIELDS)) end
 local function opt(s) if s == '-' then return nil end return string.sub(s, 2) end
-local function tq(tenant, queue) return #tenant .. ':' .. tenant .. #queue .. ':' .. queue end
 -- Optional indexes for claims under a policy (storage/redis_limits_lua.py): kept only
 -- once a policy claim has asked for them (P ix), so a store that never sees a policy
 -- pays one GET per script. 'a': running jobs per type; 'b': due jobs per queue and
@@ -218,22 +262,19 @@ local function unready(queue, member, tenant, type_)
   redis.call('ZREM', P .. 'R', member)
   unindex_due(queue, member, tenant, type_)
 end
--- A job leaves its queue's waiting set; the queue leaves wq when none is left (and is
--- not added back by this script's pending marks).
-local function unwait(queue, id)
-  local key = P .. 'w:' .. queue
-  redis.call('ZREM', key, id)
-  if redis.call('ZCARD', key) == 0 then
-    redis.call('SREM', P .. 'wq', queue)
-    local marks = MARKS[P .. 'wq']
-    if marks then marks[queue] = nil end
-  end
+-- A job leaves the waiting sets (its queue's, every queue's, its tenant's); flush()
+-- then moves the queue's entries in qd and qdt:<tenant>.
+local function unwait(tenant, queue, id)
+  redis.call('ZREM', P .. 'w:' .. queue, id)
+  redis.call('ZREM', P .. 'W', id)
+  redis.call('ZREM', P .. 'wt:' .. tq(tenant, queue), id)
+  waits(tenant, queue, false)
 end
 local function wait_at(id, tenant, queue, prio, run_at, created, now, type_)
   zadd(P .. 'w:' .. queue, run_at, id)
-  mark(P .. 'wq', queue)
   zadd(P .. 'W', run_at, id)
   zadd(P .. 'wt:' .. tq(tenant, queue), run_at, id)
+  waits(tenant, queue, run_at)
   if tonumber(run_at) <= tonumber(now) then
     ready(queue, -tonumber(prio), rmember(run_at, created, id), tenant, type_)
   else
@@ -241,9 +282,7 @@ local function wait_at(id, tenant, queue, prio, run_at, created, now, type_)
   end
 end
 local function stop_waiting(id, tenant, queue, run_at, created, type_)
-  unwait(queue, id)
-  redis.call('ZREM', P .. 'W', id)
-  redis.call('ZREM', P .. 'wt:' .. tq(tenant, queue), id)
+  unwait(tenant, queue, id)
   redis.call('ZREM', P .. 'S', id)
   unready(queue, rmember(run_at, created, id), tenant, type_)
 end
@@ -521,9 +560,7 @@ for i = 1, math.min(limit, #picked) do
   local attempts = tostring(tonumber(r[8]) + 1)
   unready(q, p[2], tenant, r[3])
   if ids then redis.call('ZREM', P .. 'S', id) end  -- a ready job is in r:/R only
-  unwait(q, id)
-  redis.call('ZREM', P .. 'W', id)
-  redis.call('ZREM', P .. 'wt:' .. tq(tenant, q), id)
+  unwait(tenant, q, id)
   redis.call('HSET', jkey(id), 'state', 'running', 'attempts', attempts, 'lease_token', token,
     'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'lease_worker', worker)
   redis.call('ZADD', P .. 'l:' .. q, expires, id)
@@ -803,33 +840,6 @@ return best
 """
 )
 
-# ARGV: P, now, tenant ('-' or '+tenant'), then '*' or '=' and the queues.
-# Returns queue, earliest due run_at, ...
-OLDEST_DUE = (
-    _READ
-    + _PRELUDE
-    + r"""
-local tenant = opt(ARGV[3])
-local queues
--- Every queue: those that may hold waiting jobs (wq), not every queue ever used.
-if ARGV[4] == '*' then queues = redis.call('SMEMBERS', P .. 'wq') else
-  queues = {}
-  for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
-end
-local out = {}
-for _, q in ipairs(queues) do
-  local key = P .. 'w:' .. q
-  if tenant then key = P .. 'wt:' .. tq(tenant, q) end
-  local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-  if first[2] and tonumber(first[2]) <= tonumber(ARGV[2]) then
-    out[#out + 1] = q
-    out[#out + 1] = first[2]
-  end
-end
-return out
-"""
-)
-
 # ARGV: P, worker, beat JSON, now, cutoff (exclusive).
 BEAT = (
     _WRITE
@@ -940,24 +950,31 @@ return out
 
 # -- the scrape's summaries (JobStore.queue_totals) ---------------------------------
 
-# ARGV: P. Once per keyspace (P qt marks it done): builds qv, ctot, qc, st and wq from
-# the full counters, tcounts and queues, which a keyspace of an older Spool has without
-# them. Linear in the names ever used, once; every script keeps them from then on.
-# What this Spool's scripts wrote to them before is dropped first: it is in the full
-# hashes too, so nothing counts twice. Returns 1 when it built them, 0 when done before.
+# ARGV: P. Once per keyspace (P qt = '2' marks it done): builds qv, ctot, qc and st
+# from the full counters and tcounts, and qd and qdt:<tenant> from the waiting sets of
+# the (tenant, queue) pairs tcounts says hold waiting jobs, which a keyspace of an older
+# Spool has without them (qt = '1': it has the first four, and a set wq instead of the
+# last two, dropped here). Linear in the names ever used, once; every script keeps them
+# from then on. What this Spool's scripts wrote to them before is dropped or
+# overwritten first: it is in the full hashes and the waiting sets too, so nothing
+# counts twice. Returns 1 when it built them, 0 when done before.
 QT_INSTALL = (
     _WRITE
     + _PRELUDE
     + r"""
-if redis.call('EXISTS', P .. 'qt') == 1 then return 0 end
-redis.call('DEL', P .. 'qv', P .. 'ctot', P .. 'qc', P .. 'st', P .. 'wq')
+local was = redis.call('GET', P .. 'qt')
+if was == '2' then return 0 end
+local sums = not was
+redis.call('DEL', P .. 'qd', P .. 'wq')
+if sums then redis.call('DEL', P .. 'qv', P .. 'ctot', P .. 'qc', P .. 'st') end
 -- "<len>:<name>" at pos: the name and the position after it
 local function piece(s, pos)
   local colon = string.find(s, ':', pos, true)
   local len = tonumber(string.sub(s, pos, colon - 1))
   return string.sub(s, colon + 1, colon + len), colon + len + 1
 end
-local raw = redis.call('HGETALL', P .. 'counters')
+local raw = {}
+if sums then raw = redis.call('HGETALL', P .. 'counters') end
 for i = 1, #raw, 2 do
   local queue, pos = piece(raw[i], 1)
   local type_, rest = piece(raw[i], pos)
@@ -967,19 +984,24 @@ for i = 1, #raw, 2 do
   if event == 'enqueued' then delta(P .. 'qv', queue, -n) else delta(P .. 'qv', queue, 0) end
 end
 raw = redis.call('HGETALL', P .. 'tcounts')
+local tenants = {}
 for i = 1, #raw, 2 do
-  local _, pos = piece(raw[i], 1)
+  local tenant, pos = piece(raw[i], 1)
   local queue, rest = piece(raw[i], pos)
   local state = string.sub(raw[i], rest)
   local n = tonumber(raw[i + 1])
-  delta(P .. 'qc', #queue .. ':' .. queue .. state, n)
-  delta(P .. 'st', state, n)
+  if sums then
+    delta(P .. 'qc', #queue .. ':' .. queue .. state, n)
+    delta(P .. 'st', state, n)
+  end
+  tenants[tenant] = true
+  if n > 0 and (state == 'queued' or state == 'retrying') then waits(tenant, queue, false) end
 end
-for _, queue in ipairs(redis.call('SMEMBERS', P .. 'queues')) do
-  if redis.call('ZCARD', P .. 'w:' .. queue) > 0 then mark(P .. 'wq', queue) end
-end
+-- Every tenant with a count (tcounts keeps zeros) starts over: what an older process
+-- left stale in its qdt: goes; flush() writes the waiting pairs back.
+for tenant in pairs(tenants) do redis.call('DEL', P .. 'qdt:' .. tenant) end
 flush()
-redis.call('SET', P .. 'qt', '1')
+redis.call('SET', P .. 'qt', '2')
 return 1
 """
 )

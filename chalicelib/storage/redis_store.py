@@ -93,6 +93,7 @@ MAX_TIMEOUT = 3600.0
 FINISH_CHUNK = 500
 REDRIVE_CHUNK = 1000
 LIST_SCAN_BUDGET = 5000  # index entries one list call may scan before yielding
+DUE_PAGE = 1000  # queues per read of every queue's oldest due job (oldest_due)
 _NOT_NOW = frozenset(
     {"LOADING", "BUSY", "OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN"}
 )
@@ -374,7 +375,7 @@ class RedisStore:
             name: self.client.register_script(getattr(redis_lua, name))
             for name in (
                 "ADD", "CLAIM", "FINISH", "EXTEND", "CANCEL", "REDRIVE", "PURGE", "DISCARD",
-                "LIST", "NEXT_DUE", "OLDEST_DUE", "BEAT", "ATTEMPTS", "CLAIM_WEBHOOKS",
+                "LIST", "NEXT_DUE", "BEAT", "ATTEMPTS", "CLAIM_WEBHOOKS",
                 "FINISH_WEBHOOK", "WEBHOOKS", "QT_INSTALL", "QUEUE_TOTALS",
             )
         }  # fmt: skip
@@ -742,7 +743,7 @@ class RedisStore:
         return out
 
     def _ensure_summaries(self) -> None:
-        """The scrape's summaries (qv, ctot, qc, st, wq: redis_lua.QT_INSTALL) built once
+        """The scrape's summaries (qv, ctot, qc, st, qd, qdt:: redis_lua.QT_INSTALL) built once
         per keyspace from the full hashes, for a keyspace an older Spool wrote; then one
         EXISTS per process, and every script keeps them."""
         if not self._summaries:
@@ -816,16 +817,78 @@ class RedisStore:
     def oldest_due(
         self, queues: Sequence[str] | None = None, tenant: str | None = None
     ) -> dict[str, datetime]:
+        """From qd (or the tenant's qdt:), each queue's oldest waiting run_at, kept by the
+        scripts: named queues are one ZMSCORE, every queue one range of the due ones.
+        No script walks the queues (a tenant can make any number), so Redis is never
+        held by this read for more than one command."""
         if queues is not None and not queues:
             return {}
+        self._ensure_summaries()
+        key = self._p + ("qd" if tenant is None else "qdt:" + tenant)
+        now = to_micros(self.clock.now())
         if queues is None:
-            self._ensure_summaries()  # '*' walks wq, the queues that may hold waiting jobs
-        _, now_s = self._now()
-        args = [now_s, _opt(tenant), *(["*"] if queues is None else ["=", *queues])]
-        flat = self._call("OLDEST_DUE", args, read=True)
+            return self._due_pages(key, now)
+        names = list(dict.fromkeys(queues))
+        scores = self._run(lambda: self.client.zmscore(key, names), read=True)
         return {
-            _text(flat[i]): from_micros(int(float(flat[i + 1]))) for i in range(0, len(flat), 2)
+            q: from_micros(int(at))
+            for q, at in zip(names, scores, strict=True)
+            if at is not None and at <= now
         }
+
+    def _due_pages(self, key: str, now: int) -> dict[str, datetime]:
+        """Every queue of a qd set whose oldest waiting job is due, a page of DUE_PAGE at
+        a time by rank (the due ones come first): each command O(log N + page), so a set
+        of any size never holds the server for long. Pages are separate reads: a queue
+        whose entry moves meanwhile may show its old or its new oldest job."""
+        out: dict[str, datetime] = {}
+        start = 0
+        while True:
+            page = self._run(
+                lambda first=start: self.client.zrange(  # type: ignore[misc]
+                    key, first, first + DUE_PAGE - 1, withscores=True
+                ),
+                read=True,
+            )
+            for queue, at in page:
+                if at > now:
+                    return out
+                out[_text(queue)] = from_micros(int(at))
+            if len(page) < DUE_PAGE:
+                return out
+            start += DUE_PAGE
+
+    def oldest_due_named(self, named: Sequence[str]) -> dict[str, datetime]:
+        """What a scrape needs of oldest_due(): the `named` queues' entries, and of every
+        other queue only the one whose due job is oldest (its age is `_other`'s, the
+        oldest of the queues folded there). Two commands, bounded by len(named), however
+        many queues hold due jobs: oldest_due() answers one entry per such queue."""
+        self._ensure_summaries()
+        key = self._p + "qd"
+        names = list(dict.fromkeys(named))
+        now = to_micros(self.clock.now())
+
+        def read() -> list[Any]:
+            with self.client.pipeline(transaction=True) as pipe:
+                if names:
+                    pipe.zmscore(key, names)
+                # The oldest len(names) + 1 due: at least one is not named, if any is.
+                pipe.zrangebyscore(key, "-inf", now, start=0, num=len(names) + 1, withscores=True)
+                return list(pipe.execute())
+
+        *scores, first = self._run(read, read=True)
+        out = {
+            q: from_micros(int(at))
+            for q, at in zip(names, scores[0] if scores else [], strict=True)
+            if at is not None and at <= now
+        }
+        wanted = set(names)
+        for queue, at in first:
+            name = _text(queue)
+            if name not in wanted:
+                out[name] = from_micros(int(at))
+                break
+        return out
 
     # -- the dashboard's reads (see base.py) -----------------------------------
     def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
