@@ -265,3 +265,16 @@ def test_a_keyspace_without_the_queues_by_oldest_job_gets_them_once(clock: FakeC
             ]
         finally:
             store.close()
+
+
+def test_one_batch_may_use_more_queues_than_lua_unpacks(
+    store: RedisStore, clock: FakeClock
+) -> None:
+    """A batch of SPOOL_MAX_BATCH (up to 10,000) jobs, each in a queue of its own: the
+    script's set of queues used went to one SADD of them all, past Lua's unpack limit
+    (8,000), and failed after the jobs were written: a half-written batch."""
+    names = [f"q-{i:05d}" for i in range(9000)]
+    results = store.add([new_job(clock, queue=q) for q in names])
+    assert len(results) == 9000
+    assert store.client.scard(store._p + "queues") == 9000
+    assert set(store.oldest_due()) == set(names)

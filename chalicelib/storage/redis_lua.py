@@ -89,7 +89,10 @@ local function flush_marks()
   for key, members in pairs(MARKS) do
     local list = {}
     for m in pairs(members) do list[#list + 1] = m end
-    if #list > 0 then redis.call('SADD', key, unpack(list)) end
+    -- In chunks: unpack() takes at most 8,000 (a batch may hold 10,000 queues).
+    for i = 1, #list, 1000 do
+      redis.call('SADD', key, unpack(list, i, math.min(i + 999, #list)))
+    end
   end
   MARKS = {}
 end
