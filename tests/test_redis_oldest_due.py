@@ -23,7 +23,7 @@ from chalicelib.api.metrics import Metrics
 from chalicelib.clock import FakeClock
 from chalicelib.config import Settings
 from chalicelib.models import Completion, Job, JobQuery, JobState
-from chalicelib.storage.base import from_micros
+from chalicelib.storage.base import MINUTES_KEPT, from_micros
 from chalicelib.storage.redis_store import RedisStore, from_url
 from tests.factories import new_job
 from tests.redis_support import fresh_prefix, private_server, with_prefix
@@ -278,3 +278,71 @@ def test_one_batch_may_use_more_queues_than_lua_unpacks(
     assert len(results) == 9000
     assert store.client.scard(store._p + "queues") == 9000
     assert set(store.oldest_due()) == set(names)
+
+
+def test_a_tenants_chart_does_not_read_other_tenants_queues(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """throughput(tenant) (the overview's chart) reads the tenant's own tallies: a tenant
+    whose jobs end in 2,000 queues within the hour does not grow another's read."""
+    with private_server(tmp_path, appendfsync="no") as server:
+        store = from_url(with_prefix(server.url, "chart"), clock)
+        try:
+
+            def run(tenant: str, queues: list[str]) -> None:
+                for start in range(0, len(queues), 500):
+                    store.add(
+                        [new_job(clock, tenant=tenant, queue=q) for q in queues[start:][:500]]
+                    )
+                while claimed := store.claim(500, LEASE):
+                    done = [
+                        Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in claimed
+                    ]
+                    store.finish(done)
+
+            def sent() -> int:
+                return int(store.client.info("stats")["total_net_output_bytes"])
+
+            since = clock.now() - timedelta(minutes=59)
+            run("acme", ["mail", "mail", "images"])
+            store.throughput(since, "acme")
+            before = sent()
+            mine = store.throughput(since, "acme")
+            small = sent() - before
+            run("t2", [f"made-up-{i:04d}" for i in range(2000)])
+            before = sent()
+            assert store.throughput(since, "acme") == mine
+            large = sent() - before
+            assert large <= small + 200, (small, large)  # before: 2,000 fields more
+            assert [(t.queue, t.succeeded) for t in mine] == [("images", 1), ("mail", 2)]
+            assert len(store.throughput(since, "t2")) == 2000
+            assert len(store.throughput(since)) == 2002
+        finally:
+            store.close()
+
+
+def test_a_tenants_tallies_go_with_their_minute_and_older_minutes_still_read(
+    store: RedisStore, clock: FakeClock
+) -> None:
+    """The purge that drops a stale minute drops its per-tenant tallies; a minute kept
+    before those existed (no tn: set) is read from the shared tallies, filtered."""
+    since = clock.now() - timedelta(minutes=1)
+    store.add([new_job(clock, tenant="acme", queue="mail"), new_job(clock, queue="x")])
+    for job in store.claim(10, LEASE):
+        store.finish([Completion(job.id, job.lease_token or "", JobState.SUCCEEDED)])
+    [minute] = store.client.zrange(store._p + "tpm", 0, -1)
+    p, m = store._p, minute.decode()
+    assert store.client.exists(p + "tn:" + m, p + "tt:" + m + ":acme") == 2
+    mine = store.throughput(since, "acme")
+    assert [(t.queue, t.succeeded) for t in mine] == [("mail", 1)]
+    store.client.delete(p + "tn:" + m, p + "tt:" + m + ":acme", p + "tt:" + m + ":default")
+    assert store.throughput(since, "acme") == mine
+    clock.advance((MINUTES_KEPT + timedelta(minutes=2)).total_seconds())
+    store.add([new_job(clock, tenant="acme", queue="mail")])
+    for job in store.claim(10, LEASE):
+        store.finish([Completion(job.id, job.lease_token or "", JobState.SUCCEEDED)])
+    [later] = [x for x in store.client.zrange(p + "tpm", 0, -1) if x != minute]
+    store.purge(clock.now(), 10)
+    assert store.client.zrange(p + "tpm", 0, -1) == [later]
+    keys = {k.decode() for k in store.client.scan_iter(match=p + "t[tn]:*")}
+    assert keys == {p + "tn:" + later.decode(), p + "tt:" + later.decode() + ":acme"}

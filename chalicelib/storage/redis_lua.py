@@ -36,6 +36,9 @@ lives in one slot, so every script touches one slot):
                    reads only its own, however many queues other tenants use)
     P tp:<minute> / P tpm   hash "<tq>s|f" -> attempts that ended in that minute /
                    zset of the minutes kept (JobStore.throughput)
+    P tt:<minute>:<tenant> / P tn:<minute>   hash "<len>:<queue>s|f": the same for one
+                   tenant (its chart reads its own, however many queues others use) /
+                   set of the tenants that have one (the purge of a minute drops them)
     P d:<id> / P dj:<job>   hash: a webhook delivery / list: a job's deliveries
     P dp           zset: pending deliveries, score next_at
     P dc           hash: deliveries per counted state (pending, failed)
@@ -251,6 +254,8 @@ local function bump(tenant, queue, type_, event)
     local which = 'f'
     if event == 'succeeded' then which = 's' end
     delta(P .. 'tp:' .. MINUTE, tq(tenant, queue) .. which, 1)
+    delta(P .. 'tt:' .. MINUTE .. ':' .. tenant, #queue .. ':' .. queue .. which, 1)
+    mark(P .. 'tn:' .. MINUTE, tenant)
   end
 end
 -- A due job: in its queue's ready set and in the one of every queue (claims of any
@@ -748,7 +753,10 @@ flush()
 bump_epochs(touched)
 local stale = redis.call('ZRANGEBYSCORE', P .. 'tpm', '-inf', '(' .. ARGV[4])
 for _, minute in ipairs(stale) do
-  redis.call('DEL', P .. 'tp:' .. minute)
+  for _, tenant in ipairs(redis.call('SMEMBERS', P .. 'tn:' .. minute)) do
+    redis.call('DEL', P .. 'tt:' .. minute .. ':' .. tenant)
+  end
+  redis.call('DEL', P .. 'tp:' .. minute, P .. 'tn:' .. minute)
   redis.call('ZREM', P .. 'tpm', minute)
 end
 return #doomed
