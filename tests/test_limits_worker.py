@@ -8,7 +8,9 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -438,3 +440,98 @@ def test_a_limit_on_a_type_no_handler_registers_is_named_in_a_warning(
         assert "'sned_email'" in warning and "send_email" in warning
     finally:
         rt.store.close()
+
+
+def test_under_fair_turns_announced_work_starts_while_the_dispatcher_is_mid_step(
+    tmp_path: Path,
+) -> None:
+    """The dispatcher is held inside a step (its write of a's completions does not
+    return); b's job is announced meanwhile. The wake-up bridge claims it itself, so
+    b's handler starts before that step ends, instead of after the whole step (the
+    largest part of b's wait behind a's draining backlog on SQLite)."""
+    url = f"sqlite:///{tmp_path}/spool.db"
+    store = open_store(url)
+    in_finish, release, b_started = threading.Event(), threading.Event(), threading.Event()
+    finish = store.finish
+
+    def held_finish(completions: Any) -> Any:
+        if completions and not release.is_set():
+            in_finish.set()
+            release.wait(30)
+        return finish(completions)
+
+    store.finish = held_finish
+    registry = Registry()
+
+    @registry.handler("a_job")
+    def a_job(payload: dict[str, Any]) -> None: ...
+
+    @registry.handler("b_job")
+    def b_job(payload: dict[str, Any]) -> None:
+        b_started.set()
+
+    store.add(_jobs(20, "a_job", tenant="a"))
+    config = WorkerConfig(concurrency=2, policy=ClaimPolicy(fair=True))
+    worker = Worker(store, registry, config)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    other = open_store(url)  # b's enqueue, as an API process's
+    try:
+        assert in_finish.wait(10), "the dispatcher never wrote a's completions"
+        [added] = other.add(_jobs(1, "b_job", tenant="b"))
+        started = b_started.wait(10)
+        still_held = not release.is_set()
+        release.set()
+        assert started and still_held, "b's job waited for the dispatcher's step to end"
+    finally:
+        release.set()
+        worker.stop()
+        runner.join(30)
+        other.close()
+    assert not runner.is_alive()
+    job = store.get(added.job.id)
+    assert job is not None and job.state is JobState.SUCCEEDED
+    # Stopped with a's backlog left queued; nothing claimed was left running.
+    counts = store.state_counts()
+    assert counts.get(("default", JobState.RUNNING), 0) == 0
+    assert sum(counts.values()) == 21
+    store.close()
+
+
+def test_the_bridge_claims_nothing_once_the_worker_shuts_down(sqlite_store: Any) -> None:
+    """A job the bridge claimed after shutdown began would sit in a closed pool's inbox
+    until its lease lapsed (an attempt spent): once shutdown starts it leaves announced
+    work to the dispatcher, which claims nothing more."""
+    sqlite_store.add(_jobs(3, "echo", tenant="a"))
+    worker = _fair_worker(sqlite_store)
+    worker.stop()
+    worker._shutdown()
+    assert not worker._claim_announced()
+    assert worker._state.inbox == deque()
+    counts = sqlite_store.state_counts()
+    assert counts.get(("default", JobState.QUEUED)) == 3
+
+
+def test_under_a_rate_limit_the_bridge_leaves_announced_work_to_the_dispatcher(
+    sqlite_store: Any,
+) -> None:
+    """A rate limit wants nothing claimed beyond the free threads, which only the
+    dispatcher counts: the bridge does not claim, the dispatcher's quick claim does."""
+    sqlite_store.add(_jobs(3, "echo", tenant="a"))
+    policy = ClaimPolicy((Limit("type", "echo", rate=Rate.parse("5/s")),), fair=True)
+    worker = Worker(sqlite_store, Registry(), WorkerConfig(policy=policy))
+    assert not worker._claim_announced()
+    assert not worker._state.inbox
+
+
+def test_the_bridge_claims_at_most_concurrency_beyond_the_prefetch(sqlite_store: Any) -> None:
+    """Every add is announced: under a stream of them the bridge would take a few jobs
+    per announcement, held `running` out of other workers' reach. It stops at one
+    worker's prefetch plus `concurrency`, and leaves the rest to the dispatcher."""
+    sqlite_store.add(_jobs(100, "echo", tenant="a"))
+    config = WorkerConfig(concurrency=2, batch_size=100, policy=ClaimPolicy(fair=True))
+    worker = Worker(sqlite_store, Registry(), config)  # no pool threads: the inbox stays put
+    most = config.concurrency * (worker._depth() + 1)
+    while worker._claim_announced():
+        assert len(worker._state.inbox) <= most
+    assert len(worker._state.inbox) == most
