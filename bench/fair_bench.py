@@ -146,12 +146,48 @@ def main() -> None:
         bar.close()
         for (store, name), measured in runs.items():
             results.setdefault(store, {})[name] = {
-                key: statistics.median(r[key] for r in measured) for key in measured[0]
+                key: statistics.median(r[key] for r in measured)
+                for key in measured[0]
+                if all(key in r for r in measured)  # a stage no job of B passed through
             }
     text = report(results, args, load)
     print(text)
     if args.write:
         write_section(SECTION, text)
+
+
+# Where B's wait goes (bench/fair_child.py _stages), in the order it is spent.
+STAGES = (
+    ("add", "its add (B's write, after the worker's write in progress)"),
+    ("notice", "add returned -> the worker's claim called"),
+    ("claim_wait", "-> the claim holds the writer (started_at)"),
+    ("claim_txn", "-> the claim returned"),
+    ("dispatch", "-> its handler started (inbox, a pool thread)"),
+)
+
+
+def _stage_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    """B's wait by stage, empty queue against A's backlog with fair turns. Each stage's
+    quantile is its own: they do not add up to the total's."""
+    lines = [
+        "",
+        "Where B's wait goes, by stage (ms; each stage's own p50 / p99, so they do not "
+        "add up to the total's):",
+        "",
+        "| store | stage | empty queue p50 / p99 | A's backlog, fair turns p50 / p99 |",
+        "|---|---|---|---|",
+    ]
+    for store, r in results.items():
+        empty, fair = r["empty"], r["fair_backlog"]
+        for stage, what in STAGES:
+            keys = (f"stage_{stage}_50", f"stage_{stage}_99")
+            if not all(k in empty and k in fair for k in keys):
+                continue
+            lines.append(
+                f"| {store} | {what} | {empty[keys[0]]:.1f} / {empty[keys[1]]:.1f} "
+                f"| {fair[keys[0]]:.1f} / {fair[keys[1]]:.1f} |"
+            )
+    return lines
 
 
 def _ms(value: float) -> str:
@@ -207,6 +243,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace, load: f
                 f"| {_ms(plain[p + 'p50_ms'])} / {_ms(plain[p + 'p99_ms'])} "
                 f"| {fair[p + 'p99_ms'] / max(empty[p + 'p99_ms'], 1e-9):.2f}x |"
             )
+    lines += _stage_table(results)
     if "sqlite" in results:  # one writer: claims and finishes never overlap there
         r = results["sqlite"]
         lines += [

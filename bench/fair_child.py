@@ -105,6 +105,8 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
         store.add(_jobs(min(1000, backlog - start), "a", WORK))
     worker = Worker(store, _registry(), _config(mode))
     busy = _time_writes(store)
+    claims = _time_claims(store)
+    wakes = _time_wakes(store, worker)
     runner = threading.Thread(target=worker.run, daemon=True)
     began = time.perf_counter()
     runner.start()
@@ -118,10 +120,12 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
     )
     b = json.loads(out.stdout.strip().splitlines()[-1])
     ids, enqueue_ms = b["ids"], sorted(b["enqueue_ms"])
+    took = dict(zip(ids, b.get("took_ms", []), strict=False))
     writing = sum(busy) / (time.perf_counter() - began)  # while B enqueued
     deadline = time.monotonic() + 600
     claimed: list[float] = []
     started: list[float] = []
+    stages: dict[str, list[float]] = {}
     while time.monotonic() < deadline:
         jobs = [store.get(i) for i in ids]
         if all(j is not None and j.state is JobState.SUCCEEDED for j in jobs):
@@ -129,6 +133,7 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
                 assert j is not None and j.started_at is not None and j.result is not None
                 claimed.append((j.started_at - j.created_at).total_seconds() * 1000)
                 started.append((j.result["t"] - j.created_at.timestamp()) * 1000)
+                _stages(stages, j, took.get(j.id), claims, wakes)
             break
         time.sleep(0.05)
     left = sum(n for (_, state), n in store.counts().items() if state is JobState.QUEUED)
@@ -149,7 +154,100 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
         "enqueue_p50_ms": statistics.median(enqueue_ms),
         "enqueue_p99_ms": enqueue_ms[int(0.99 * (len(enqueue_ms) - 1))],
         "worker_writing": writing,
+        **{
+            f"stage_{name}_{q}": _quantile(values, q)
+            for name, values in stages.items()
+            for q in (50, 90, 99)
+            if values
+        },
     }
+
+
+def _quantile(values: list[float], q: int) -> float:
+    ordered = sorted(values)
+    return ordered[int(q / 100 * (len(ordered) - 1))]
+
+
+def _time_claims(store: Any) -> list[tuple[float, float, set[str]]]:
+    """Each claim the worker made: when it was called and returned (wall clock), and
+    the ids it took, to place each of B's jobs' wait in a stage (_stages)."""
+    made: list[tuple[float, float, set[str]]] = []
+    call = store.claim
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = time.time()
+        jobs = call(*args, **kwargs)
+        made.append((start, time.time(), {j.id for j in jobs}))
+        return jobs
+
+    store.claim = timed
+    return made
+
+
+def _time_wakes(store: Any, worker: Any) -> dict[str, list[float]]:
+    """When the worker's wake-up bridge heard of new work, and when its steps began."""
+    seen: dict[str, list[float]] = {"woke": [], "step": []}
+    notifier = getattr(store, "notifier", None)
+    if notifier is not None:
+        wait = notifier.wait
+
+        def timed_wait(timeout: float) -> bool:
+            woke = bool(wait(timeout))
+            if woke:
+                seen["woke"].append(time.time())
+            return woke
+
+        notifier.wait = timed_wait
+    step = worker._step
+
+    def timed_step(*args: Any, **kwargs: Any) -> Any:
+        seen["step"].append(time.time())
+        return step(*args, **kwargs)
+
+    worker._step = timed_step
+    return seen
+
+
+def _after(times: list[float], t: float) -> float | None:
+    return next((x for x in times if x >= t), None)
+
+
+def _stages(
+    stages: dict[str, list[float]],
+    job: Any,
+    took_ms: float | None,
+    claims: list[tuple[float, float, set[str]]],
+    wakes: dict[str, list[float]],
+) -> None:
+    """Where one of B's jobs waited, in ms: its add (B's write), from the add's return
+    to the call of the claim that took it (the worker noticing), that claim's wait for
+    the writer (to the store's started_at), the claim's transaction, and from the
+    claim's return to its handler starting (the inbox and a pool thread)."""
+    created = job.created_at.timestamp()
+    found = [(call, back) for call, back, ids in claims if job.id in ids]
+    if took_ms is None or not found:
+        return
+    call, back = found[-1]
+    added = created + took_ms / 1000
+    claimed = job.started_at.timestamp()
+    before = sum(1 for c, _, _ in claims if added <= c < call)
+    committed = added - 0.0002  # the add notifies just after its commit
+    woke = _after(wakes["woke"], committed)
+    if woke is not None and woke <= call:
+        stages.setdefault("bridge", []).append((woke - added) * 1000)
+        stepped = _after(wakes["step"], woke)
+        if stepped is not None and stepped <= call:
+            stages.setdefault("to_step", []).append((stepped - woke) * 1000)
+            stages.setdefault("step_to_claim", []).append((call - stepped) * 1000)
+    for name, ms in (
+        ("add", took_ms),
+        ("notice", (call - added) * 1000),
+        ("claim_wait", (claimed - call) * 1000),
+        ("claim_txn", (back - claimed) * 1000),
+        ("dispatch", (job.result["t"] - back) * 1000),
+        ("claims_between", float(before)),
+    ):
+        stages.setdefault(name, []).append(ms)
 
 
 def _time_writes(store: Any) -> list[float]:
@@ -181,7 +279,7 @@ def enqueue(url: str, mode: str, n: int) -> dict[str, list[Any]]:
         took.append((time.perf_counter() - start) * 1000)
         time.sleep(B_EVERY)
     store.close()
-    return {"ids": ids, "enqueue_ms": took[1:]}
+    return {"ids": ids, "enqueue_ms": took[1:], "took_ms": took}
 
 
 if __name__ == "__main__":
