@@ -252,3 +252,71 @@ def test_a_write_past_the_process_file_size_limit_names_that_limit(tmp_path: Pat
     assert said.startswith("the disk holding the SQLite database reported an I/O error"), said
     assert f"file-size limit ({limit} bytes, ulimit -f)" in said
     assert said.endswith("nothing was written")
+
+
+# A child whose files may grow to LIMIT bytes adds COUNT small jobs one at a time, each
+# retried while refused (for up to BOUND seconds, as a client retries a 503), and
+# prints how many it stored. The limit binds the WAL first: the jobs themselves take
+# a small part of it.
+WAL_FULL_CHILD = """
+import resource, sys, time
+from datetime import UTC, datetime
+from chalicelib.errors import StoreUnavailable
+from chalicelib.ids import new_job_id
+from chalicelib.models import NewJob
+from chalicelib.storage.sqlite import SQLiteStore
+
+path, limit, count, bound = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+store = SQLiteStore(path)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+stored = refused = 0
+for _ in range(count):
+    before = stored
+    job = NewJob(id=new_job_id(), type="echo", payload={"n": 1}, run_at=datetime.now(UTC))
+    give_up = time.monotonic() + bound
+    while True:
+        try:
+            store.add([job])
+        except StoreUnavailable:
+            refused += 1
+            if time.monotonic() > give_up:
+                break
+            time.sleep(0.01)
+        else:
+            stored += 1
+            break
+    if stored == before:  # refused for the whole bound: the rest would be too
+        break
+print(stored, refused)
+"""
+
+
+def test_a_wal_that_meets_a_full_disk_is_checkpointed_and_its_space_used_again(
+    tmp_path: Path,
+) -> None:
+    """Helper F's chaos run (stop 43), a store on a small tmpfs: the WAL grew toward its
+    10,000-page checkpoint mark until the disk was full, and from then on every write
+    was refused, for good: a checkpoint ran only after a commit that succeeded, and
+    none did, though copying the WAL's few pages back would have let SQLite write the
+    WAL again from its start. 300 jobs need far less than the WAL's 2 MB; every one is
+    stored once the refusal has set off a checkpoint."""
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT, guarded_env
+
+    path = tmp_path / "spool.db"
+    count = 300
+    child = subprocess.run(
+        [sys.executable, "-c", WAL_FULL_CHILD, str(path), str(2 << 20), str(count), "20"],
+        cwd=ROOT,
+        env=guarded_env(PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert child.returncode == 0, child.stderr
+    stored, refused = map(int, child.stdout.split())
+    assert refused > 0  # the limit was met: the test tested something
+    assert stored == count, f"stored {stored} of {count}, then refused for good"
+    assert _stored(path) == count

@@ -10,6 +10,14 @@ documented file format: https://www.sqlite.org/walformat.html), and past
 CHECKPOINT_PAGES one daemon thread runs `PRAGMA wal_checkpoint(PASSIVE)` on a
 connection of its own. SQLite's autocheckpoint stays on at a higher mark
 (SAFETY_NET_PAGES), so the WAL stays bounded even if that read ever misleads.
+
+A commit the disk refused (full, or an I/O error such as a file-size limit) sets off
+a checkpoint too, whatever the backlog, and so does every commit after it until one
+checkpoint has copied the whole WAL back. On a disk with less room than the mark's
+40 MB the WAL otherwise filled it, and since only a commit that succeeded could set
+off a checkpoint, none ever ran again: every write was refused for good, even after
+room was made (the WAL took that too), though a checkpoint would have let SQLite
+write the WAL again from its start in the room it already had.
 """
 
 from __future__ import annotations
@@ -53,11 +61,24 @@ class Checkpointer:
         self._owner = os.getpid()
         self._failures = 0  # checkpoints failed in a row
         self._warned_at = 0.0
+        self._pressed = False  # a commit was refused for room: checkpoint until whole
 
     def after_commit(self) -> None:
         """Called by a writer once it has let go of the gate. Never raises: the write
         has committed, and its caller must hear so."""
-        if self.backlog() >= CHECKPOINT_PAGES and self._running.acquire(blocking=False):
+        if self._pressed or self.backlog() >= CHECKPOINT_PAGES:
+            self._start()
+
+    def after_refused_commit(self) -> None:
+        """Called by a writer whose commit the disk refused, once it has let go of the
+        gate: copy the WAL back so SQLite can write it again from its start. Never
+        raises: the caller raises the refusal."""
+        self._pressed = True
+        self._start()
+
+    def _start(self) -> None:
+        """A checkpoint on its thread, unless one is already running."""
+        if self._running.acquire(blocking=False):
             try:
                 _Thread(target=self._run, name="spool-checkpoint", daemon=True).start()
             except RuntimeError as exc:  # no thread to be had (interpreter exit, limits)
@@ -115,11 +136,14 @@ class Checkpointer:
         try:
             if self._db is None:
                 self._db = self._connect()  # closes what it opened if it fails
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            rows = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:  # the next commit past the mark tries again
             self._failed(exc)
         else:
             self._failures = 0
+            # (busy, frames in the WAL, frames copied back): whole when all were copied.
+            if rows and rows[0][0] == 0 and rows[0][1] == rows[0][2]:
+                self._pressed = False
 
     def _failed(self, exc: sqlite3.Error) -> None:
         """Warn of the first failure in a row, then at most every WARN_EVERY seconds:

@@ -35,6 +35,7 @@ log = logging.getLogger("spool.storage")
 
 SQLITE_CANTOPEN = 14
 SQLITE_IOERR = 10
+SQLITE_FULL = 13
 
 # A damaged file is the machine's (or a bad copy's) doing, not the request's: like a
 # full disk, the operator's to mend (from a backup, or `sqlite3 FILE .recover`), so a
@@ -72,6 +73,13 @@ def cannot_write(exc: BaseException) -> StoreUnavailable | None:
     if code & 0xFF == SQLITE_IOERR:
         reason += _file_size_limit()
     return StoreUnavailable(f"{reason}; nothing was written", retry_after=RETRY_AFTER)
+
+
+def _no_room(exc: BaseException) -> bool:
+    """Whether a failed COMMIT may have met a full disk or a file-size limit (an I/O
+    error is how SQLite reports the limit's EFBIG): a checkpoint may make room."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (SQLITE_FULL, SQLITE_IOERR)
 
 
 def _file_size_limit() -> str:
@@ -312,6 +320,8 @@ class Transaction:
             if self.checkpointer is not None:
                 self.checkpointer.after_commit()
             return
+        if self.checkpointer is not None and _no_room(failed):
+            self.checkpointer.after_refused_commit()
         self._raise_if_cannot_write(failed)
         if exc is None:  # COMMIT failed for another reason
             raise failed
