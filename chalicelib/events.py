@@ -38,6 +38,7 @@ from chalicelib import runtime as runtime_module
 from chalicelib.errors import StoreUnavailable
 from chalicelib.ids import looks_like_job_id
 from chalicelib.runtime import Runtime
+from chalicelib.storage.base import job_timings
 from chalicelib.worker import Worker, WorkerStats
 
 if TYPE_CHECKING:
@@ -374,15 +375,25 @@ def _log_dropped(rt: Runtime, by_job: Mapping[str, list[str]], outcomes: Mapping
     """Warn of each message acknowledged for a job that does not exist (see handle_sqs).
 
     Only skipped jobs are looked up (a redundant delivery: a job finished, running
-    elsewhere, not due yet, or gone), one read each; a failed read is not logged."""
-    for job_id, message_ids in by_job.items():
-        if outcomes.get(job_id) != "skipped":
+    elsewhere, not due yet, or gone), by their timings (job_timings: never a payload
+    or result, which DynamoDB may keep in S3); one that has none (gone, or a damaged
+    record) is read once more to tell which. A failed read is not logged."""
+    skipped = [job_id for job_id in by_job if outcomes.get(job_id) == "skipped"]
+    if not skipped:
+        return
+    try:
+        found = job_timings(rt.store, skipped)
+    except Exception:
+        return
+    for job_id in skipped:
+        if job_id in found:
             continue
         try:
             gone = rt.store.get(job_id) is None
         except Exception:
             continue
         if gone:
+            message_ids = by_job[job_id]
             log.warning(
                 "SQS message %s names job %s, which does not exist (purged, or never "
                 "enqueued in this store); the message is dropped",

@@ -250,6 +250,21 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class JobTiming:
+    """What a worker needs to know of a job to judge whether it can run it in the time
+    left (worker._defer_what_cannot_finish): its type and when a claim could take it.
+
+    Never the payload or result, so a store that keeps those apart (DynamoDB's S3
+    objects) answers without reading them (JobStore rules: `timings`)."""
+
+    id: str
+    type: str
+    state: JobState
+    run_at: datetime
+    lease_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
 class WorkerBeat:
     """A worker's last sign of life (JobStore.beat / live_workers)."""
 

@@ -65,7 +65,6 @@ from pydantic import BaseModel, ValidationError
 
 from chalicelib import attempt_record, logs, worker_id
 from chalicelib.errors import (
-    JobUnreadable,
     PermanentError,
     RetryAfter,
     UnknownJobType,
@@ -82,9 +81,9 @@ from chalicelib.jsonstrict import (
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
 from chalicelib.logs import job_event, payload_text
 from chalicelib.middleware import Middleware
-from chalicelib.models import WAITING_STATES, Completion, Job, JobState, error_text
+from chalicelib.models import WAITING_STATES, Completion, Job, JobState, JobTiming, error_text
 from chalicelib.retry import retry_after_seconds
-from chalicelib.storage.base import JobStore
+from chalicelib.storage.base import JobStore, job_timings
 from chalicelib.store_outage import Outage, fatal_error, is_fatal, is_store_error
 from chalicelib.timebounds import clamp_delay
 
@@ -125,7 +124,7 @@ HOLD_POLL = 0.05
 _strict_json = json.JSONEncoder(allow_nan=False).encode
 
 
-def _claimable(job: Job, now: datetime) -> bool:
+def _claimable(job: Job | JobTiming, now: datetime) -> bool:
     """Whether a claim made `now` could take the job: waiting and due, or running
     under a lease that has lapsed (a claim reaps it)."""
     if job.state in WAITING_STATES:
@@ -1133,7 +1132,8 @@ class Worker:
         Each job is judged by its own handler's timeout, not the longest one
         registered: one 900 s handler must not hold back an echo. When even the
         longest timeout fits, nothing is read; otherwise each job is read once to
-        learn its type. A job that cannot be read is left to the claim (which
+        learn its type (its timing only, `job_timings`: never its payload or result). A
+        job that cannot be read is left to the claim (which
         skips what is gone or not due, and buries a damaged record); an unknown
         type is claimed and buried. So is a job no claim would take (finished, not
         due, or running under another worker's live lease): its message is redundant
@@ -1146,11 +1146,11 @@ class Worker:
             return {}
         deferred: dict[str, str] = {}
         now = self.store.clock.now()
+        # Type, state and times only: never a payload or result (on DynamoDB, an S3 GET
+        # each) to decide whether there is time to run the job.
+        timings = job_timings(self.store, job_ids)
         for job_id in job_ids:
-            try:
-                job = self.store.get(job_id)
-            except JobUnreadable:  # a damaged record: the claim buries it
-                continue
+            job = timings.get(job_id)  # absent: gone, or a damaged record the claim buries
             if job is None or not _claimable(job, now):
                 continue
             try:

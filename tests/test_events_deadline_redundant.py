@@ -20,7 +20,7 @@ from chalicelib.models import JobState
 from chalicelib.runtime import Runtime
 from local.emulator import context
 from tests.apikit import TENANT_A
-from tests.test_aws_events import enqueue, open_runtime
+from tests.test_aws_events import count_calls, enqueue, open_runtime, store_of
 
 NEAR_MS = 50  # less than any handler's timeout: every waiting job is deferred
 
@@ -85,3 +85,30 @@ def test_near_the_deadline_a_job_whose_lease_lapsed_is_deferred_not_run(tmp_path
         assert run_jobs([lapsed], NEAR_MS) == {"m-0"}
         job = rt.store.get(lapsed)
         assert job is not None and job.attempts == 1 and job.lease_token == first.lease_token
+
+
+BIG = "x" * (120 * 1024)  # over the store's offload_bytes (100 KiB): kept in S3
+
+
+def test_the_deadline_check_reads_no_payload_or_result_from_s3(rt: Runtime) -> None:
+    """Whether there is time to run a job depends on its type and state alone: near
+    the deadline, the check reads neither a payload nor a result kept in S3 (it did:
+    one GetObject per payload and per result, for a job it then did not run)."""
+    done = enqueue(rt, payload={"blob": BIG})  # echo: its result is the payload, in S3 too
+    assert run_jobs([done]) == set()
+    waiting = enqueue(rt, payload={"blob": BIG})
+    store = store_of(rt)
+    assert store.blobs is not None
+    s3_calls = count_calls(store.blobs.client)
+    ddb_calls = count_calls(store.ddb)
+
+    failed = run_jobs([done, waiting], NEAR_MS)
+
+    assert failed == {"m-1"}  # the finished job's message acknowledged, the waiting one deferred
+    assert s3_calls["GetObject"] == 0, s3_calls
+    # One read of both jobs' timings for the check, one of the skipped one's afterwards
+    # (is it gone? chalicelib/events.py _log_dropped), never a GetItem of a whole job.
+    assert ddb_calls["GetItem"] == 0 and ddb_calls["BatchGetItem"] == 2, ddb_calls
+    job = rt.store.get(waiting)
+    assert job is not None and job.state is JobState.QUEUED and job.attempts == 0
+    assert job.payload == {"blob": BIG}

@@ -163,8 +163,12 @@ Limits and fair turns (`claim(..., policy=...)`, chalicelib/limits.py):
   there (cost <= burst is the caller's to check). Atomic across processes.
 
 Optional attributes a worker looks for: `notifier` (a Notifier, for prompt
-wake-ups) and `concurrent_writes = True` (calls from two threads run on
-separate connections, so completions may be written while a claim runs).
+wake-ups), `concurrent_writes = True` (calls from two threads run on
+separate connections, so completions may be written while a claim runs) and
+`timings(ids)` (a JobTiming per id that names a readable job, read without the
+payload or result: the SQS worker's deadline check, worker._defer_what_cannot_finish,
+needs only a job's type, state and times, and DynamoDB's `get` would fetch a payload
+or result kept in S3 for it; `job_timings` below falls back to `get`).
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from chalicelib.clock import Clock
-from chalicelib.errors import BadRequest, StoreUnavailable
+from chalicelib.errors import BadRequest, JobUnreadable, StoreUnavailable
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
     AddResult,
@@ -188,6 +192,7 @@ from chalicelib.models import (
     JobPage,
     JobQuery,
     JobState,
+    JobTiming,
     MinuteTally,
     NewJob,
     WorkerBeat,
@@ -360,6 +365,28 @@ class Notifier(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def job_timings(store: JobStore, job_ids: Sequence[str]) -> dict[str, JobTiming]:
+    """Each readable job's JobTiming, by the store's own `timings` where it has one
+    (no payload or result read), else one `get` per id. A job that is gone is absent;
+    a record a store cannot read raises JobUnreadable from `get` (the fallback) and is
+    absent from `timings`, as the caller leaves both to the claim."""
+    read = getattr(store, "timings", None)
+    if callable(read):
+        found: dict[str, JobTiming] = read(job_ids)
+        return found
+    timings: dict[str, JobTiming] = {}
+    for job_id in job_ids:
+        try:
+            job = store.get(job_id)
+        except JobUnreadable:
+            continue
+        if job is not None:
+            timings[job_id] = JobTiming(
+                job.id, job.type, job.state, job.run_at, job.lease_expires_at
+            )
+    return timings
 
 
 def completion_events(state: JobState) -> tuple[str, ...]:

@@ -86,6 +86,7 @@ from chalicelib.models import (
     JobPage,
     JobQuery,
     JobState,
+    JobTiming,
     MinuteTally,
     NewJob,
     WorkerBeat,
@@ -139,6 +140,7 @@ from chalicelib.storage.dynamodb_schema import (
     get_s,
     idem_key,
     item_to_job,
+    item_to_timing,
     job_id_of,
     job_key,
     minute_event,
@@ -288,6 +290,15 @@ def _job_of_ref(ref: str) -> str:
     """The job id in a payload or result key (spool/payloads/ID.json, spool/results/ID/T.json)."""
     parts = ref.split("/")
     return parts[-1].removesuffix(".json") if "payloads" in parts else parts[-2]
+
+
+# Every attribute _shape_problem reads: a projection of these is enough to tell whether
+# a claim could take a job (DynamoStore.timings) without its payload, result, error
+# message, attempt history or webhook ids.
+SHAPE_ATTRS = (
+    *STATIC_ATTRS, "state", "attempts", "max_attempts", "run_at", "lease_token", "lease_exp",
+    "updated_at", "started_at", "finished_at", "ver", "att_seq",
+)  # fmt: skip
 
 
 def _shape_problem(item: Mapping[str, AttributeValueTypeDef]) -> str | None:
@@ -1069,6 +1080,21 @@ class DynamoStore:
         if item is None or (tenant is not None and get_s(item, "tenant") != tenant):
             return None
         return self._load(item)
+
+    @aws_errors
+    def timings(self, job_ids: Sequence[str]) -> dict[str, JobTiming]:
+        """Each job's type, state and times (base.job_timings), a hundred to a consistent
+        BatchGetItem with a projection (SHAPE_ATTRS): never the payload or result, so
+        no S3 GET for one kept there and no 400 KB item read to learn a job's type. An
+        item in a shape `get` would refuse (JobUnreadable) is left out, as `get`'s
+        caller leaves it: to the claim, which buries it."""
+        found: dict[str, JobTiming] = {}
+        for item in self._batch_get([job_key(j) for j in job_ids], SHAPE_ATTRS).values():
+            if _shape_problem(item) is not None:
+                continue
+            timing = item_to_timing(item)
+            found[timing.id] = timing
+        return found
 
     # -- claim ------------------------------------------------------------------------------------
     @aws_errors

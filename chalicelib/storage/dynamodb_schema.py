@@ -76,7 +76,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.models import STATE_BY_VALUE, Job, JobState, trusted_job
+from chalicelib.models import STATE_BY_VALUE, Job, JobState, JobTiming, trusted_job
 from chalicelib.storage.base import from_micros, to_micros
 
 if TYPE_CHECKING:
@@ -327,6 +327,18 @@ def dumps(value: Any) -> str:
 def _time(item: Mapping[str, AttributeValueTypeDef], attr: str) -> datetime | None:
     micros = get_n(item, attr)
     return None if micros is None else from_micros(micros)
+
+
+def item_to_timing(item: Mapping[str, AttributeValueTypeDef]) -> JobTiming:
+    """The JobTiming of an item (id, type, state, run_at and lease_exp are all it
+    reads: a projection may leave out the payload, the result and their S3 keys)."""
+    return JobTiming(
+        id=need_s(item, "id"),
+        type=need_s(item, "type"),
+        state=STATE_BY_VALUE[need_s(item, "state")],
+        run_at=from_micros(need_n(item, "run_at")),
+        lease_expires_at=_time(item, "lease_exp"),
+    )
 
 
 def item_to_job(item: Mapping[str, AttributeValueTypeDef], payload: Any, result: Any) -> Job:
