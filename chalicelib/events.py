@@ -13,7 +13,8 @@
 - `handle_schedule`: a scheduled invocation first enqueues due periodic ticks
   (chalicelib/periodic.py), then drains due jobs until the Lambda
   deadline nears; with a store that delivers through SQS it instead releases
-  due jobs to the queue (DynamoStore.release_due).
+  due jobs to the queue (DynamoStore.release_due), a chunk at a time while the
+  invocation has time left for one.
 
 Both take the raw event dict and the Lambda context (only
 get_remaining_time_in_millis and aws_request_id, when it has one, are used:
@@ -98,6 +99,15 @@ def deadline_from(context: LambdaContext | None) -> float | None:
     if context is None:
         return None
     return time.monotonic() + max(0.0, float(context.get_remaining_time_in_millis())) / 1000.0
+
+
+def time_left_of(context: LambdaContext | None) -> Callable[[], float] | None:
+    """Seconds left in the invocation, asked of the context at each call (None: no
+    deadline), for work that checks as it goes: the scheduled release
+    (DynamoStore.release_due) stops before Lambda would cut it off."""
+    if context is None:
+        return None
+    return lambda: max(0.0, float(context.get_remaining_time_in_millis())) / 1000.0
 
 
 def message_job_id(body: str) -> str | None:
@@ -253,7 +263,7 @@ def handle_schedule(event: Mapping[str, Any], context: LambdaContext | None) -> 
         fired = periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
         release = getattr(rt.store, "release_due", None)
         if _sqs_dispatch(rt) is not None and callable(release):
-            done: dict[str, int] = {"released": release()}
+            done: dict[str, int] = {"released": release(time_left=time_left_of(context))}
         else:
             worker = worker_for(rt)
             before = _snapshot(worker.stats)

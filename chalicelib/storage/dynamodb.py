@@ -187,6 +187,11 @@ QUEUE_FAILURE_SHOWN = 60.0
 log = logging.getLogger("spool.dynamodb")
 
 MICRO = 1_000_000
+# release_due marks and sends this many jobs at a time (one SendMessageBatch), and
+# begins no chunk with less than RELEASE_MARGIN seconds of its invocation left: a
+# chunk is about 11 requests, and the unsent marks of one cut off wait lost_after.
+RELEASE_CHUNK = 10
+RELEASE_MARGIN = 2.0
 BATCH_GET = 100  # BatchGetItem limit
 STATIC_CACHE = 10_000
 # Room a job's item keeps for its attempt history, shared by its N entries (less
@@ -2087,7 +2092,7 @@ class DynamoStore:
 
     # -- delivery: the scheduled release ----------------------------------------------------------
     @aws_errors
-    def release_due(self, limit: int = 10_000) -> int:
+    def release_due(self, limit: int = 10_000, time_left: Callable[[], float] | None = None) -> int:
         """Send ids for due-soon jobs that have no message on the way; returns how many.
 
         Run by the scheduled function. It first reaps expired leases (whose
@@ -2096,27 +2101,55 @@ class DynamoStore:
         when written) gets one now; one still waiting `lost_after` seconds past
         its planned message is presumed lost and sent again. A duplicate is
         harmless: the second claim finds the job taken and the message is dropped.
+
+        `time_left` (seconds left in the invocation; Lambda's context) bounds the
+        run: jobs are marked and sent RELEASE_CHUNK at a time, and no shard is read
+        nor chunk begun with less than RELEASE_MARGIN left. A marked job is sent
+        within its chunk, so an invocation cut off at its deadline leaves at most one
+        chunk marked unsent (each waits `lost_after` to be presumed lost), not every
+        job marked so far; what is left is released by the next run.
         """
         if self.dispatch is None:
             return 0
+
+        def out_of_time() -> bool:
+            return time_left is not None and time_left() < RELEASE_MARGIN
+
         now = self._now()
         self.reap_expired(now)
         horizon = now + MAX_DELAY_SECONDS * MICRO
         lost_before = now - int(self.config.lost_after * MICRO)
-        # (job id, when it is due, msg_at before, msg_at written): what the release sends
-        to_send: list[tuple[str, int, int | None, int]] = []
+        # (job id, when it is due, msg_at before, msg_at written): a chunk being sent
+        chunk: list[tuple[str, int, int | None, int]] = []
         overdue: list[tuple[int, str, int]] = []  # (msg_at, job id, run_at): maybe lost
         messaged = 0  # waiting jobs whose message should be on the queue by now
+        marked = unsent = 0
+        cut_short = False
 
-        def mark(job_id: str, before: int | None, run_at: int) -> None:
-            if len(to_send) >= limit:
-                return
+        def mark(job_id: str, before: int | None, run_at: int) -> bool:
+            """Mark (and, a chunk at a time, send) one job; False once no more may be."""
+            nonlocal marked, unsent, cut_short
+            if marked >= limit:
+                return False
+            if not chunk and out_of_time():
+                cut_short = True
+                return False
             at = max(run_at, now)
             written = self._mark_sent(job_id, before, at, now)
             if written is not None:
-                to_send.append((job_id, at, before, written))
+                chunk.append((job_id, at, before, written))
+                marked += 1
+            if len(chunk) >= RELEASE_CHUNK:
+                unsent += self._release(chunk, now)
+                chunk.clear()
+            return True
 
         for shard in self._shards():
+            if cut_short or marked >= limit:
+                break
+            if out_of_time():
+                cut_short = True
+                break
             expr = Expr()
             key = (
                 f"{expr.name('tm_pk')} = {expr.value(s(timer_partition(TIMER_WAITING, shard)))}"
@@ -2126,15 +2159,35 @@ class DynamoStore:
                 run_at = need_n(item, "tm_at")  # a waiting job's timer is its run_at
                 planned = get_n(item, "msg_at")
                 if planned is None:
-                    mark(job_id_of(item), None, run_at)
+                    if not mark(job_id_of(item), None, run_at):
+                        break
                     continue
                 messaged += planned <= now
                 if run_at <= lost_before and planned <= lost_before:
                     overdue.append((planned, job_id_of(item), run_at))
-        overdue.sort()
-        for planned, job_id, run_at in overdue[: self._presumed_lost(len(overdue), messaged)]:
-            mark(job_id, planned, run_at)
-        return self._release(to_send, now)
+        if not cut_short:
+            # Only a full reading can say how many are lost (_presumed_lost).
+            overdue.sort()
+            for planned, job_id, run_at in overdue[: self._presumed_lost(len(overdue), messaged)]:
+                if not mark(job_id, planned, run_at):
+                    break
+        if chunk:
+            unsent += self._release(chunk, now)
+        released = marked - unsent
+        if unsent:
+            log.error(
+                "%d of %d job ids could not be sent to SQS (see the warning before); "
+                "the scheduled function tries again on its next run",
+                unsent,
+                marked,
+            )
+        if cut_short:
+            log.warning(
+                "the scheduled release stopped as the invocation's deadline neared, "
+                "after sending %d job ids; the next run releases the rest",
+                released,
+            )
+        return released
 
     def _presumed_lost(self, overdue: int, messaged: int) -> int:
         """How many of the jobs still waiting long after their message to send again.
@@ -2206,19 +2259,12 @@ class DynamoStore:
 
     def _release(self, to_send: list[tuple[str, int, int | None, int]], now: int) -> int:
         """Send what release_due marked; a mark whose send failed is taken back, so the
-        next run tries again instead of waiting `lost_after`. Returns how many went."""
+        next run tries again instead of waiting `lost_after`. Returns how many failed."""
         failed = set(self._send([(job_id, at) for job_id, at, _, _ in to_send], now))
         for job_id, _, before, written in to_send:
             if job_id in failed:
                 self._unmark_sent(job_id, written, before)
-        if failed:
-            log.error(
-                "%d of %d job ids could not be sent to SQS (see the warning before); "
-                "the scheduled function tries again on its next run",
-                len(failed),
-                len(to_send),
-            )
-        return len(to_send) - len(failed)
+        return len(failed)
 
     def _unmark_sent(self, job_id: str, planned: int, before: int | None) -> None:
         """Put msg_at back as it was, unless something else has changed it since."""
