@@ -1018,6 +1018,19 @@ CATALOG: tuple[Setting, ...] = (
         group=_WEBHOOKS,
     ),
     Setting(
+        name="SPOOL_WEBHOOK_HISTORY",
+        type=INTEGER,
+        default=25,
+        read_by="chalicelib/webhooks/outbox.py",
+        meaning=(
+            "Finished (delivered or failed) webhook deliveries kept per job, the newest N "
+            "(1-100); pending ones are always kept. Each new delivery's write drops the "
+            "older ones, so `GET /status/{id}?webhooks=true` lists at most N finished. "
+            "Read by every store when it opens."
+        ),
+        group=_WEBHOOKS,
+    ),
+    Setting(
         name="SPOOL_WEBHOOK_MAX_RESULT_BYTES",
         type=INTEGER,
         default=65536,

@@ -74,7 +74,7 @@ def test_a_piled_up_job_sheds_its_old_deliveries_a_few_at_a_time(
     job = store.add([new_job(clock, callback_url=URL, max_attempts=1)])[0].job.id
     piled = outbox.KEPT_FINISHED + MAX_DROPS + 10
     with monkeypatch.context() as before_pruning:
-        before_pruning.setattr(outbox, "KEPT_FINISHED", 10_000)
+        before_pruning.setattr(store, "webhook_history", 10_000)  # a store of before pruning
         for _ in range(piled):
             die_and_deliver(store, clock, [job])
     assert len(hooks(aws, job)) == piled

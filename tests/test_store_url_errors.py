@@ -119,3 +119,16 @@ def test_a_bad_setting_the_store_reads_is_blamed_on_itself(
     with pytest.raises(ConfigError) as refused:
         open_store(f"sqlite:///{tmp_path}/spool.db")
     assert str(refused.value).startswith("SPOOL_ATTEMPT_HISTORY must be")
+
+
+@pytest.mark.parametrize("value", ["0", "101", "2.5", "many"])
+def test_a_bad_webhook_history_refuses_the_store_naming_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, value: str
+) -> None:
+    """SPOOL_WEBHOOK_HISTORY (finished webhook deliveries kept per job) is checked as the
+    store opens, so `spool serve`, `spool worker` and a Lambda refuse to start on it."""
+    monkeypatch.setenv("SPOOL_WEBHOOK_HISTORY", value)
+    with pytest.raises(ConfigError) as refused:
+        open_store(f"sqlite:///{tmp_path}/spool.db")
+    assert str(refused.value).startswith("SPOOL_WEBHOOK_HISTORY must be"), str(refused.value)
+    assert not (tmp_path / "spool.db").exists()

@@ -134,7 +134,8 @@ class JobWithWebhooks(JobView):
 
     webhooks: list[WebhookView] = Field(
         description="Oldest first. Each new webhook drops the job's delivered or failed "
-        f"ones beyond the newest {KEPT_FINISHED}; pending ones are never dropped."
+        "ones beyond the newest SPOOL_WEBHOOK_HISTORY (default "
+        f"{KEPT_FINISHED}); pending ones are never dropped."
     )
     attempt_history: list[AttemptView] | None = Field(
         default=None, description="With attempts=true as well: as in JobWithAttempts."

@@ -90,11 +90,13 @@ The webhook outbox (chalicelib/webhooks/outbox.py defines a Delivery):
   none, an unknown job or another tenant's); `webhook_counts()` maps
   "pending" and "failed" to how many deliveries are in that state (absent when
   none). Delivered ones are not counted: they are the normal case (up to
-  KEPT_FINISHED per job, until purged), and counting them would cost a
+  webhook_history per job, until purged), and counting them would cost a
   DynamoDB scrape a scan.
-- A job keeps its newest outbox.KEPT_FINISHED (25) delivered or failed
-  deliveries (newest by created_at): the transition that writes a new one
-  deletes the job's finished ones beyond those in the same transaction. A
+- A job keeps its newest `webhook_history` delivered or failed deliveries
+  (newest by created_at; SPOOL_WEBHOOK_HISTORY read when the store opens,
+  outbox.kept_finished, default 25, or the constructor's `webhook_history`): the
+  transition that writes a new one deletes the job's finished ones beyond those
+  in the same transaction. A
   pending one is never deleted, so every delivery owed is still made.
 - A purge deletes the deliveries of the jobs it deletes, in its transaction.
 

@@ -367,9 +367,11 @@ class DynamoStore:
         sqs: SQSClient | None = None,
         s3: S3Client | None = None,
         attempt_history: int | None = None,
+        webhook_history: int | None = None,
     ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.history_limit = attempt_history or history.history_limit()
+        self.webhook_history = webhook_history or webhook_outbox.kept_finished()
         # lease token -> (the job's claim count, att_seq, from that claim; whether its
         # item has an attempt_log map): the slot its attempt goes to, known without
         # reading the item at finish time.
@@ -1612,11 +1614,12 @@ class DynamoStore:
 
     def _prunings(self, listed: Mapping[str, Sequence[str]]) -> dict[str, Pruning]:
         """What each job's next delivery drops (dynamodb_webhooks.pruning), from its
-        delivery ids as read; only a job listing more than KEPT_FINISHED costs a read."""
-        kept = webhook_outbox.KEPT_FINISHED
+        delivery ids as read; only a job listing more than it keeps (webhook_history)
+        costs a read."""
+        kept = self.webhook_history
         full = [i for ids in listed.values() if len(ids) > kept for i in ids]
         found = self._batch_get([hook_key(i) for i in full], PRUNE_PROJECTION) if full else {}
-        return {job_id: pruning(ids, found) for job_id, ids in listed.items()}
+        return {job_id: pruning(ids, found, kept) for job_id, ids in listed.items()}
 
     def _finish_prunings(
         self, completions: Sequence[Completion], statics: Mapping[str, _Static]

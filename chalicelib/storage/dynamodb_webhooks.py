@@ -7,16 +7,16 @@ whose update also ADDs the delivery's id to the job's ``hooks`` string set, so
 a job's deliveries are one GetItem and one BatchGetItem away and a purge
 deletes them with the job.
 
-A job keeps its newest outbox.KEPT_FINISHED finished deliveries: when its set
-lists more ids than that, the transition first reads them (consistently, after
-the read its own condition rests on) and its unit also Deletes the finished
-ones beyond the newest KEPT_FINISHED (at most MAX_DROPS at a time) and SETs
+A job keeps its newest N finished deliveries (SPOOL_WEBHOOK_HISTORY, the store's
+webhook_history): when its set lists more ids than that, the transition first reads
+them (consistently, after the read its own condition rests on) and its unit also
+Deletes the finished ones beyond the newest N (at most MAX_DROPS at a time) and SETs
 ``hooks`` to the ids that stay plus the new one. SET, not ADD and DELETE: one
 update may not name an attribute twice. The set read is still the set written
 over, because only a terminal transition changes it and the transition's
 condition (the lease token, or the version a cancel read) fails if another
 came between. Pending deliveries are never dropped, so the set stays within
-KEPT_FINISHED + pending + 1 ids, far from the 400 KB item limit.
+N + pending + 1 ids (N at most outbox.MAX_KEPT_FINISHED), far from the 400 KB item limit.
 
 The sparse ``timer`` index finds them: a pending delivery sits in partition
 ``H#<shard>`` at the time it next needs a worker (when due, or when its lease
@@ -69,24 +69,27 @@ MICRO = 1_000_000
 # Deletes one transition adds to its unit, at most: a job that piled up deliveries
 # before they were pruned sheds them over its next few transitions, each unit
 # staying far inside TransactWriteItems' 100 actions.
-MAX_DROPS = outbox.KEPT_FINISHED
+MAX_DROPS = 25
 PRUNE_PROJECTION = ("id", "state", "created_at")
 
 
 @dataclass(frozen=True)
 class Pruning:
     """A job's delivery ids as read before its transition, and those its new
-    delivery's unit deletes (finished ones beyond the newest KEPT_FINISHED, and ids
+    delivery's unit deletes (finished ones beyond the newest it keeps, and ids
     whose item is gone)."""
 
     listed: tuple[str, ...]
     dropped: tuple[str, ...] = ()
 
 
-def pruning(listed: Sequence[str], deliveries: Mapping[str, Mapping[str, Any]]) -> Pruning:
-    """What to drop from `listed`, given its delivery items keyed 'pk|sk' (a
-    BatchGetItem of PRUNE_PROJECTION); oldest first, at most MAX_DROPS."""
-    if len(listed) <= outbox.KEPT_FINISHED:
+def pruning(
+    listed: Sequence[str], deliveries: Mapping[str, Mapping[str, Any]], kept: int
+) -> Pruning:
+    """What to drop from `listed` so that `kept` finished deliveries stay, given its
+    delivery items keyed 'pk|sk' (a BatchGetItem of PRUNE_PROJECTION); oldest first, at
+    most MAX_DROPS."""
+    if len(listed) <= kept:
         return Pruning(tuple(listed))  # too few finished ones to drop any
     gone: list[str] = []
     finished: list[tuple[int, str]] = []
@@ -97,7 +100,7 @@ def pruning(listed: Sequence[str], deliveries: Mapping[str, Mapping[str, Any]]) 
         elif get_s(item, "state") != outbox.PENDING:
             finished.append((need_n(item, "created_at"), delivery_id))
     finished.sort()
-    extra = [i for _, i in finished[: max(0, len(finished) - outbox.KEPT_FINISHED)]]
+    extra = [i for _, i in finished[: max(0, len(finished) - kept)]]
     return Pruning(tuple(listed), tuple((gone + extra)[:MAX_DROPS]))
 
 

@@ -55,9 +55,15 @@ from chalicelib.webhooks.outbox import Delivery
 
 
 class MemoryStore:
-    def __init__(self, clock: Clock | None = None, attempt_history: int | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        attempt_history: int | None = None,
+        webhook_history: int | None = None,
+    ) -> None:
         self.clock: Clock = clock or SystemClock()
         self.history_limit = attempt_history or history.history_limit()
+        self.webhook_history = webhook_history or outbox.kept_finished()
         self._history: dict[str, deque[Attempt]] = {}
         self._lease_worker: dict[str, str] = {}  # job id -> who claimed it
         self._beats: dict[str, WorkerBeat] = {}
@@ -120,7 +126,7 @@ class MemoryStore:
         ids = self._job_deliveries.setdefault(job.id, [])
         ids.append(delivery.id)
         finished = [i for i in ids if self._deliveries[i].state != outbox.PENDING]
-        dropped = set(finished[: max(0, len(finished) - outbox.KEPT_FINISHED)])
+        dropped = set(finished[: max(0, len(finished) - self.webhook_history)])
         if dropped:
             for gone in dropped:
                 del self._deliveries[gone]

@@ -737,7 +737,11 @@ class PostgresStore:
     concurrent_writes = True
 
     def __init__(
-        self, settings: PgSettings, clock: Clock | None = None, attempt_history: int | None = None
+        self,
+        settings: PgSettings,
+        clock: Clock | None = None,
+        attempt_history: int | None = None,
+        webhook_history: int | None = None,
     ) -> None:
         # The server's clock unless a test brings its own (store_clock.py says why).
         self._server_clock = ServerClock() if clock is None else None
@@ -745,6 +749,7 @@ class PostgresStore:
         self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
         self.settings = settings
         self.history_limit = attempt_history or history.history_limit()
+        self.webhook_history = webhook_history or webhook_outbox.kept_finished()
         # One plain connection first: an unreachable server is one clear error
         # naming the URL, not a pool retrying (and logging) in the background.
         self._check_migrated()
@@ -1141,6 +1146,7 @@ class PostgresStore:
             "error": LEASE_EXPIRED_ERROR,
             "shard": self._shard(),
             "keep": self.history_limit,
+            "hooks_kept": self.webhook_history,
         }
 
         fast_claims = self.settings.durability != "full"
@@ -1272,6 +1278,7 @@ class PostgresStore:
                     for c in cs
                 ],
                 "keep": self.history_limit,
+                "hooks_kept": self.webhook_history,
                 "shard": self._shard(),
             }
 
@@ -1318,6 +1325,7 @@ class PostgresStore:
             "id": _enc(job_id),
             "tenant": _enc_opt(tenant),
             "shard": self._shard(),
+            "hooks_kept": self.webhook_history,
         }
 
         def write(conn: Conn) -> tuple[Any, Any]:

@@ -28,7 +28,7 @@ def outbox_cte(source: str, where: str) -> str:
     Uses the statement's %(now)s; ids are msg_ + 128 random bits.
 
     A second CTE deletes each such job's finished deliveries beyond its newest
-    outbox.KEPT_FINISHED in the same statement. It sees the rows as they were
+    %(hooks_kept)s (SPOOL_WEBHOOK_HISTORY) in the same statement. It sees the rows as they were
     before the statement, which is all it needs: the new delivery is pending,
     and pending ones are never deleted."""
     return (
@@ -41,7 +41,7 @@ def outbox_cte(source: str, where: str) -> str:
         f" SELECT old.hook FROM {source} CROSS JOIN LATERAL ("
         " SELECT x.id AS hook FROM webhook_deliveries x"
         f" WHERE x.job_id = {source}.id AND x.state <> 'pending'"
-        f" ORDER BY x.created_at DESC, x.id DESC OFFSET {outbox.KEPT_FINISHED:d}) old"
+        f" ORDER BY x.created_at DESC, x.id DESC OFFSET %(hooks_kept)s) old"
         f" WHERE {source}.callback_url IS NOT NULL AND {where}) RETURNING 1),"
     )
 

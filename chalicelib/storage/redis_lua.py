@@ -67,8 +67,6 @@ format them; only small counts (attempts, counter deltas) are computed in Lua.
 
 from __future__ import annotations
 
-from chalicelib.webhooks import outbox
-
 # Lua shared by every script. ARGV[1] is always P. Scripts that may end attempts set
 # MINUTE (the throughput minute of `now`); those that may write a webhook delivery
 # set IDBASE (24 random hex digits: delivery ids are IDBASE and a counter).
@@ -364,8 +362,14 @@ local function bump_epochs(tenants)
   for tenant in pairs(tenants) do redis.call('HINCRBY', P .. 'te', tenant, 1) end
 end
 """
-# Spliced in as a literal: the Lua chunk already holds many locals.
-_PRELUDE = _PRELUDE.replace("KEPT_FINISHED", str(outbox.KEPT_FINISHED))
+
+
+def with_kept(script: str, kept: int) -> str:
+    """A script with the store's SPOOL_WEBHOOK_HISTORY spliced in for KEPT_FINISHED: a
+    literal, as the Lua chunk already holds many locals (each store registers its own
+    scripts, so two stores that keep different numbers each run theirs)."""
+    return script.replace("KEPT_FINISHED", str(int(kept)))
+
 
 _WRITE = "#!lua\n"
 _READ = "#!lua flags=no-writes\n"

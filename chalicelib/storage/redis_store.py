@@ -355,12 +355,14 @@ class RedisStore:
         settings: RedisSettings,
         clock: Clock | None = None,
         attempt_history: int | None = None,
+        webhook_history: int | None = None,
     ) -> None:
         # The server's clock unless a test brings its own (store_clock.py says why).
         self._server_clock = ServerClock() if clock is None else None
         self.clock: Clock = clock or self._server_clock or SystemClock()
         self.settings = settings
         self.history_limit = attempt_history or history.history_limit()
+        self.webhook_history = webhook_history or outbox.kept_finished()
         # Any: redis-py's stubs type replies as bytes | str; with decode_responses off
         # (as here) they are bytes.
         self.client: Any = connect(settings)
@@ -372,7 +374,7 @@ class RedisStore:
         self._read_server_clock()
         self._p = settings.keys
         self._scripts = {
-            name: self.client.register_script(getattr(redis_lua, name))
+            name: self.client.register_script(self._script(getattr(redis_lua, name)))
             for name in (
                 "ADD", "CLAIM", "FINISH", "EXTEND", "CANCEL", "REDRIVE", "PURGE", "DISCARD",
                 "LIST", "NEXT_DUE", "BEAT", "ATTEMPTS", "CLAIM_WEBHOOKS",
@@ -380,7 +382,9 @@ class RedisStore:
             )
         }  # fmt: skip
         for name in ("CLAIM_POLICY", "TAKE_TOKENS"):
-            self._scripts[name] = self.client.register_script(getattr(redis_limits_lua, name))
+            self._scripts[name] = self.client.register_script(
+                self._script(getattr(redis_limits_lua, name))
+            )
         self.notifier = RedisNotifier(self.client, self._p + "wake")
         self._summaries = False  # QT_INSTALL ran (or found its work done) for this process
         self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
@@ -389,6 +393,9 @@ class RedisStore:
         self._mark_birth()
 
     # -- plumbing ------------------------------------------------------------
+    def _script(self, text: str) -> str:
+        return redis_lua.with_kept(text, self.webhook_history)
+
     def _read_server_clock(self) -> None:
         """Read the server's TIME into self.clock when it is due (every
         store_clock.REFRESH_SECONDS). A failed read keeps the last one: the call that

@@ -381,11 +381,13 @@ class SQLiteStore:
         clock: Clock | None = None,
         synchronous: str = "normal",
         attempt_history: int | None = None,
+        webhook_history: int | None = None,
     ) -> None:
         if synchronous.lower() not in ("normal", "full", "off"):
             raise ValueError("synchronous must be normal, full or off")
         self.clock: Clock = clock or SystemClock()
         self.history_limit = attempt_history or history.history_limit()
+        self.webhook_history = webhook_history or outbox.kept_finished()
         self._finish_one = _finish_one_sql(self.history_limit)
         self._reap_sql = _reap_sql(self.history_limit)
         self.path = path
@@ -607,7 +609,9 @@ class SQLiteStore:
                 BUMP, _tally(expired, lambda r: ("failed", "dead" if r[2] == "dead" else "retried"))
             )
             buried = [r for r in expired if r[2] == "dead"]
-            sqlite_webhooks.write_deliveries(db, ((r[3], r[4], r[7], "dead") for r in buried), now)
+            sqlite_webhooks.write_deliveries(
+                db, ((r[3], r[4], r[7], "dead") for r in buried), now, self.webhook_history
+            )
             for queue, type_, _, job_id, tenant, attempts, max_attempts, _ in buried:
                 log_buried_by_reap(job_id, tenant, type_, queue, attempts, max_attempts)
 
@@ -748,7 +752,7 @@ class SQLiteStore:
                     done.append((row[0], row[1], state))
                     if row[3] is not None and state != "retrying":
                         ended.append((job_id, row[2], row[3], state))
-            sqlite_webhooks.write_deliveries(db, ended, now)
+            sqlite_webhooks.write_deliveries(db, ended, now, self.webhook_history)
             if done:
                 db.executemany(BUMP, _tally(done, lambda r: completion_events(JobState(r[2]))))
         return applied
@@ -777,7 +781,9 @@ class SQLiteStore:
                 (now, now, job_id),
             ).fetchone()
             db.execute(BUMP, (row[3], row[2], "cancelled", 1))
-            sqlite_webhooks.write_deliveries(db, [(job_id, row[1], updated[-1], "cancelled")], now)
+            sqlite_webhooks.write_deliveries(
+                db, [(job_id, row[1], updated[-1], "cancelled")], now, self.webhook_history
+            )
         return row_to_job(updated)
 
     @_reads

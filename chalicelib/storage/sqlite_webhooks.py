@@ -53,7 +53,7 @@ INSERT = (
     "next_at, created_at) VALUES (?, ?, ?, ?, ?, 'pending', 0, ?, ?)"
 )
 
-# A job's finished deliveries beyond its newest outbox.KEPT_FINISHED (pending ones stay).
+# A job's finished deliveries beyond its newest `kept` (pending ones stay).
 PRUNE = (
     "DELETE FROM webhook_deliveries WHERE job_id = ? AND state != 'pending' AND id NOT IN "
     "(SELECT id FROM webhook_deliveries WHERE job_id = ? AND state != 'pending' "
@@ -62,11 +62,14 @@ PRUNE = (
 
 
 def write_deliveries(
-    db: sqlite3.Connection, terminal: Iterable[tuple[str, str, str | None, str]], now: int
+    db: sqlite3.Connection,
+    terminal: Iterable[tuple[str, str, str | None, str]],
+    now: int,
+    kept: int,
 ) -> None:
     """One pending delivery per (job id, tenant, callback URL, terminal state) that
-    has a URL, and each such job's finished deliveries beyond the newest
-    outbox.KEPT_FINISHED dropped; called inside the transition's transaction."""
+    has a URL, and each such job's finished deliveries beyond the newest `kept`
+    (SPOOL_WEBHOOK_HISTORY) dropped; called inside the transition's transaction."""
     rows = [
         (outbox.new_delivery_id(), job_id, tenant, url, outbox.event_for(state), now, now)
         for job_id, tenant, url, state in terminal
@@ -74,7 +77,7 @@ def write_deliveries(
     ]
     if rows:
         db.executemany(INSERT, rows)
-        db.executemany(PRUNE, [(r[1], r[1], outbox.KEPT_FINISHED) for r in rows])
+        db.executemany(PRUNE, [(r[1], r[1], kept) for r in rows])
 
 
 def row_to_delivery(row: Sequence[Any]) -> Delivery:

@@ -6,7 +6,9 @@ free of HTTP: the rules the stores keep are in chalicelib/storage/base.py.
 
 from __future__ import annotations
 
+import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,14 +26,31 @@ COUNTED = (PENDING, FAILED)
 RETRYING = "retrying"  # stays pending, due again at retry_at
 OUTCOMES = (DELIVERED, RETRYING, FAILED)
 
-# A job keeps its newest KEPT_FINISHED delivered or failed deliveries (as many as the
-# attempt history keeps by default); each new delivery's write drops older finished
-# ones, so a job cycled dead -> redrive -> dead cannot grow its outbox without limit.
-# Pending ones (owed to the receiver, or in flight under a lease) are never dropped.
-KEPT_FINISHED = 25
+# A job keeps its newest N delivered or failed deliveries (SPOOL_WEBHOOK_HISTORY; by
+# default as many as the attempt history keeps); each new delivery's write drops older
+# finished ones, so a job cycled dead -> redrive -> dead cannot grow its outbox without
+# limit. Pending ones (owed to the receiver, or in flight under a lease) are never dropped.
+_SETTING = "SPOOL_WEBHOOK_HISTORY"
+KEPT_FINISHED = 25  # the default
+# At most: DynamoDB lists a job's delivery ids in its item (about 37 bytes each), and
+# reads them all at each terminal transition once there are more than N.
+MAX_KEPT_FINISHED = 100
 
 ID_PREFIX = "msg_"
 MAX_ERROR_CHARS = 500
+
+
+def kept_finished(env: Mapping[str, str] | None = None) -> int:
+    """SPOOL_WEBHOOK_HISTORY: how many finished deliveries a store keeps per job.
+
+    Stores are opened from a URL alone, so they read the variable themselves (as
+    SPOOL_ATTEMPT_HISTORY); a bad value is a ConfigError naming it as the store opens,
+    so `spool serve`, `spool worker` and a Lambda refuse to start on it."""
+    from chalicelib.config import Settings  # here: config imports the stores, which import this
+
+    source = os.environ if env is None else env
+    settings = Settings(extra={name: value for name, value in source.items() if name == _SETTING})
+    return settings.integer("SPOOL_WEBHOOK_HISTORY", KEPT_FINISHED, 1, MAX_KEPT_FINISHED)
 
 
 def new_delivery_id() -> str:

@@ -11,6 +11,7 @@ from chalicelib.errors import InvalidTransition
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.base import JobStore
 from chalicelib.webhooks import outbox
+from tests.backends import BACKENDS, open_backend
 from tests.factories import new_job
 
 LEASE = 30.0
@@ -273,13 +274,28 @@ def test_a_job_keeps_its_last_finished_deliveries_and_every_owed_one(
     assert store.finish_webhook(retried.id, retried.lease_token or "", "delivered")
 
 
+KEPT = 4  # SPOOL_WEBHOOK_HISTORY for store_keeping_4: not the default
+
+
+@pytest.fixture(params=BACKENDS)
+def store_keeping_4(
+    request: pytest.FixtureRequest, clock: FakeClock, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    """Every backend opened with SPOOL_WEBHOOK_HISTORY=4."""
+    monkeypatch.setenv("SPOOL_WEBHOOK_HISTORY", str(KEPT))
+    with open_backend(request.param, clock, tmp_path, request) as opened:
+        yield opened
+
+
 def test_a_reap_and_a_cancel_drop_old_finished_deliveries_too(
-    store: JobStore, clock: FakeClock
+    store_keeping_4: JobStore, clock: FakeClock
 ) -> None:
-    """The other two transitions that write a delivery prune in the same write."""
+    """The other two transitions that write a delivery prune in the same write, to the
+    number SPOOL_WEBHOOK_HISTORY sets (every store read it as a constant, 25)."""
+    store = store_keeping_4
     job = add(store, clock, max_attempts=1)
     delivered = []
-    for _ in range(outbox.KEPT_FINISHED + 3):
+    for _ in range(KEPT + 3):
         clock.advance(1)
         claim_one(store)
         clock.advance(LEASE + 1)
@@ -288,9 +304,9 @@ def test_a_reap_and_a_cancel_drop_old_finished_deliveries_too(
         assert store.finish_webhook(d.id, d.lease_token or "", "delivered")
         delivered.append(d.id)
         assert store.redrive([job.id])
-    assert len(store.webhooks(job.id)) == outbox.KEPT_FINISHED + 1  # the reaps pruned
+    assert len(store.webhooks(job.id)) == KEPT + 1  # the reaps pruned
     clock.advance(1)
     store.cancel(job.id)
     *finished, cancelled = store.webhooks(job.id)
-    assert [d.id for d in finished] == delivered[-outbox.KEPT_FINISHED :]
+    assert [d.id for d in finished] == delivered[-KEPT:]
     assert (cancelled.event, cancelled.state) == ("job.cancelled", "pending")
