@@ -155,11 +155,18 @@ class Shell:
             output.expect(r"polling ")
 
 
+# A new user's laptop has no AWS settings (tests/procs.py's guard sets these): the doc
+# must give them. Without, `spool serve` said "unexpected error: NoCredentialsError".
+AWS_UNSET = ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
 @pytest.fixture
-def shell() -> Iterator[Shell]:
+def shell(tmp_path: Path) -> Iterator[Shell]:
     env = guarded_env()
-    for name in UNSET:
+    for name in (*UNSET, *AWS_UNSET):
         env.pop(name, None)
+    # ...and no ~/.aws to fall back on (metadata stays off: tests/procs.py's guard).
+    env["AWS_SHARED_CREDENTIALS_FILE"] = env["AWS_CONFIG_FILE"] = str(tmp_path / "no-aws")
     sh = Shell(env)
     try:
         yield sh

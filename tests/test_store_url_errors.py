@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chalicelib.config import ConfigError
+from chalicelib.errors import StoreUnavailable
 from chalicelib.storage import open_store
 
 
@@ -132,3 +133,49 @@ def test_a_bad_webhook_history_refuses_the_store_naming_the_setting(
         open_store(f"sqlite:///{tmp_path}/spool.db")
     assert str(refused.value).startswith("SPOOL_WEBHOOK_HISTORY must be"), str(refused.value)
     assert not (tmp_path / "spool.db").exists()
+
+
+def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A shell with a region and no AWS credentials anywhere (a new user's laptop)."""
+    from chalicelib.storage import dynamodb_aws
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setattr(dynamodb_aws, "_session", None)  # no credentials found before
+
+
+def test_no_aws_credentials_is_said_as_what_to_set(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """docs/aws.md's offline try on a laptop without AWS credentials: `spool serve`
+    said "unexpected error: NoCredentialsError: Unable to locate credentials"."""
+    no_aws_credentials(monkeypatch, tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        # Port 9 is never asked: the request is refused for want of credentials first.
+        open_store("dynamodb://jobs?queue=jobs&endpoint=http://127.0.0.1:9&create=1")
+    message = str(refused.value)
+    assert "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in message
+    assert message.startswith("SPOOL_STORE_URL 'dynamodb://jobs?"), message
+
+
+def test_no_aws_credentials_met_by_a_later_request_says_so_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without create=1 the first request comes later (`spool serve`'s probe): it said
+    "AWS is unreachable: NoCredentialsError. Check ... that the store is running"."""
+    from local.cli_errors import explain
+
+    no_aws_credentials(monkeypatch, tmp_path)
+    store = open_store("dynamodb://jobs?queue=jobs&endpoint=http://127.0.0.1:9")
+    try:
+        with pytest.raises(StoreUnavailable) as refused:
+            store.probe()  # type: ignore[attr-defined]
+    finally:
+        store.close()
+    assert "no AWS credentials: set AWS_ACCESS_KEY_ID" in refused.value.message
+    assert refused.value.public == "the job store cannot be reached; try again shortly"
+    assert explain(refused.value).fix == ""  # not "Check ... that the store is running"

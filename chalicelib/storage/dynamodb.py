@@ -107,6 +107,7 @@ from chalicelib.storage.base import (
 )
 from chalicelib.storage.dynamodb_aws import (
     INLINE_LIMIT,
+    NO_CREDENTIALS,
     RECORD_LIMIT,
     DynamoConfig,
     aws_errors,
@@ -2578,7 +2579,7 @@ def state_event(state: JobState) -> str:
 
 
 def from_url(url: str, clock: Clock | None = None) -> DynamoStore:
-    from botocore.exceptions import NoRegionError
+    from botocore.exceptions import NoCredentialsError, NoRegionError
 
     config = DynamoConfig.from_url(url)
     if config.queue is None and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
@@ -2596,6 +2597,10 @@ def from_url(url: str, clock: Clock | None = None) -> DynamoStore:
         raise ValueError(
             "no AWS region: set AWS_DEFAULT_REGION (or AWS_REGION), or add ?region=... to the URL"
         ) from None
+    except NoCredentialsError:
+        # Met by the first request (create=1 makes one here): said as what to set, not
+        # as "unexpected error: NoCredentialsError".
+        raise ValueError(NO_CREDENTIALS) from None
 
 
 __all__ = [

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from chalicelib.errors import StoreNotMigrated, StoreUnavailable
 from chalicelib.number_text import too_small, underflows
@@ -244,6 +244,13 @@ def not_created(table: str | None, create: bool = False) -> str:
     )
 
 
+# What a process without AWS credentials is told (DynamoStore's first request met it).
+NO_CREDENTIALS = (
+    "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE); "
+    "against moto_server or DynamoDB Local (?endpoint=...) any values will do"
+)
+
+
 def aws_errors(method: Callable[P, R]) -> Callable[P, R]:
     """Map AWS failures to the store's errors, so the edge answers 503, not 500."""
 
@@ -263,6 +270,11 @@ def aws_errors(method: Callable[P, R]) -> Callable[P, R]:
                 service = "S3" if "Object" in exc.operation_name else "DynamoDB"
                 raise StoreUnavailable(f"{service} is unavailable: {code}") from exc
             raise
+        except NoCredentialsError as exc:  # a setting to fix, not AWS being away
+            raise StoreUnavailable(
+                f"the store (SPOOL_STORE_URL) cannot sign its AWS requests: {NO_CREDENTIALS}",
+                public="the job store cannot be reached; try again shortly",
+            ) from exc
         except BotoCoreError as exc:
             raise StoreUnavailable(f"AWS is unreachable: {type(exc).__name__}") from exc
 
