@@ -51,7 +51,29 @@ def validation_message(error: dict[str, Any]) -> str:
         return TOO_LARGE  # an int is a number; float() of this one overflowed
     if kind == "finite_number" and (isinstance(given, int) or _text_overflows(given)):
         return TOO_LARGE
+    if kind in _NUMBER_TYPES and isinstance(given, str):
+        return _text_for_a_number(error, given)
     return str(error.get("msg", ""))
+
+
+# pydantic's kinds for "this is not a number" given text in strict mode, as JSON bodies
+# are read ("30" too). Lax mode (query strings, settings) reads text and says
+# *_parsing instead, where text is the only way to write a number.
+_NUMBER_TYPES = frozenset({"float_type", "int_type"})
+
+
+def _text_for_a_number(error: dict[str, Any], given: str) -> str:
+    """Text where a number belongs: "30" (a number in quotes) or "1h" (a duration) got
+    pydantic's "Input should be a valid number", which named neither the quotes nor
+    the unit. A job's delay is seconds; a client that meant a time has run_at."""
+    said = str(error.get("msg", ""))
+    loc = error.get("loc") or ()
+    if loc and loc[-1] == "delay":
+        return (
+            f"{said}: delay is a JSON number of seconds (3600 for an hour), not text;"
+            " for a time, give run_at"
+        )
+    return f"{said}: send a JSON number, not text in quotes"
 
 
 def _text_overflows(value: Any) -> bool:

@@ -112,8 +112,10 @@ def print_enqueued(answer: Mapping[str, Any], as_json: bool) -> None:
 
 
 def print_job_state(job: Mapping[str, Any], as_json: bool, verb: str) -> None:
-    """The answer to cancel or redrive: the job (JSON), or `<id>  <state>`."""
+    """The answer to cancel or redrive: the job (JSON), or `<id>  <state>  (<verb>)`,
+    the verb left out where the state says it already ("cancelled  (cancelled)")."""
     if as_json:
         print_json(job)
         return
-    print(printable(f"{job['id']}  {job['state']}  ({verb})"))
+    said = "" if job["state"] == verb else f"  ({verb})"
+    print(printable(f"{job['id']}  {job['state']}{said}"))

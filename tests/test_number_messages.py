@@ -94,3 +94,31 @@ def test_a_number_that_is_not_finite_is_still_said_to_be_so() -> None:
         Model.model_validate({"x": float("inf")})
     [detail] = validation_details(caught.value)
     assert detail["msg"] == "Input should be a finite number"
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ('{"type": "echo", "delay": "1h"}', "delay is a JSON number of seconds"),
+        ('{"type": "echo", "delay": "3600"}', "delay is a JSON number of seconds"),
+        ('{"jobs": [{"type": "echo"}, {"type": "echo", "delay": "5m"}]}', "give run_at"),
+        ('{"type": "echo", "priority": "3"}', "send a JSON number, not text in quotes"),
+        ('{"type": "floaty", "payload": {"x": "2.5"}}', "send a JSON number, not text"),
+    ],
+)
+def test_text_where_a_number_belongs_is_said_to_be_text(
+    server: Server, body: str, words: str
+) -> None:
+    """ "1h" or "3600" for delay got "Input should be a valid number", which named
+    neither the quotes nor the unit (seconds); nothing is stored."""
+    status, answer = request(server, "POST", "/enqueue", body.encode())
+    assert status == 422, answer
+    assert words in json.dumps(answer)
+    assert jobs(server) == []
+
+
+def test_a_query_number_keeps_its_own_words(server: Server) -> None:
+    """A query string's numbers can only be text: no "not text in quotes" there."""
+    status, answer = request(server, "GET", "/jobs?limit=abc")
+    assert status == 422, answer
+    assert "quotes" not in json.dumps(answer)
