@@ -18,6 +18,18 @@ Rules every backend keeps:
   lease token and counts the attempt. A running job whose lease expired is
   first *reaped*: back to retrying (due now), or to dead when that was its
   last attempt; the expired attempt counts as a failure.
+- An attempt is spent only once its handler may have started. `claim(...,
+  started=False)` (what the worker does) leases the jobs *unstarted*, and the
+  claimer calls `start([(id, lease_token), ...])` just before it runs each one
+  (False for a job whose lease is not the caller's or has lapsed: do not run
+  it). A reaped lease that was never started gives its attempt back, with no
+  counter, tally, history entry or webhook: attempts - 1, back to queued (no
+  attempt left spent) or retrying, due now (`unstarted_reap`). So a job that
+  sat in a dead worker's prefetch, or whose claim's reply was lost, is not
+  spent, while one whose handler crashed the worker is (else a poison job
+  would loop for ever). A claim with started=True (the default) counts as
+  started at once, as before; so does a running job the store cannot tell
+  (one claimed before the store kept the mark).
 - `finish` applies a completion only while the lease token still matches and
   the job is running; otherwise it returns False and changes nothing.
 - Counters (enqueued, succeeded, failed, retried, dead, cancelled per queue
@@ -243,11 +255,18 @@ class JobStore(Protocol):
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
         policy: ClaimPolicy | None = None,
+        started: bool = True,
     ) -> list[Job]:
         """Lease up to `limit` due jobs; with `ids`, only those (used by SQS delivery).
 
         With a `policy` (chalicelib/limits.py), only jobs its limits let start
-        now, taken in fair turns by tenant when it says so (not with `ids`)."""
+        now, taken in fair turns by tenant when it says so (not with `ids`).
+        With started=False the jobs are leased unstarted until `start`."""
+        ...
+
+    def start(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
+        """Mark claimed jobs started, each (job id, lease token): from now on a lapse
+        of that lease spends the attempt. False where the lease is not live."""
         ...
 
     def finish(self, completions: Sequence[Completion]) -> list[bool]: ...
@@ -401,6 +420,20 @@ def completion_events(state: JobState) -> tuple[str, ...]:
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def unstarted_reap(attempts: int, now: datetime) -> dict[str, object]:
+    """The fields of a job whose lease lapsed before its claimer started it: the
+    attempt the claim counted is given back, and the job waits again, due now.
+    Queued when that leaves no attempt spent (it never ran), else retrying."""
+    left = max(attempts - 1, 0)
+    return {
+        "state": JobState.QUEUED if left == 0 else JobState.RETRYING,
+        "attempts": left,
+        "run_at": now,
+        "lease_token": None,
+        "lease_expires_at": None,
+    }
 
 
 def log_buried_by_reap(

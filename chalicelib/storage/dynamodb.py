@@ -203,6 +203,14 @@ WAITING = [s(JobState.QUEUED.value), s(JobState.RETRYING.value)]
 WAITING_VALUES = frozenset({JobState.QUEUED.value, JobState.RETRYING.value})
 FINISHED_OR_RUNNING = frozenset(st.value for st in JobState) - WAITING_VALUES
 CLAIM_REMOVES = ("due_pk", "due_sk", "msg_at")  # a running job leaves the due index
+
+
+def _claim_removes(values: Mapping[str, object]) -> tuple[str, ...]:
+    """What a claim REMOVEs: the due index entry, and the `unstarted` mark of an earlier
+    claim unless this one sets it (JobStore.start)."""
+    return CLAIM_REMOVES if "unstarted" in values else (*CLAIM_REMOVES, "unstarted")
+
+
 # From this many named ids (an SQS batch), claim with one read and one transaction
 # instead of one UpdateItem each: two requests however many jobs, at one more write
 # unit per job (a transaction's) and one read unit.
@@ -1113,6 +1121,7 @@ class DynamoStore:
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
         policy: ClaimPolicy | None = None,
+        started: bool = True,
     ) -> list[Job]:
         now = self._now()
         if self.config.reap_every <= 0 or (
@@ -1123,12 +1132,12 @@ class DynamoStore:
             return []
         expires = now + int(lease_seconds * MICRO)
         if policy is not None and policy.active:  # limits and fair turns: dynamodb_limits.py
-            return claim_with_policy(self, policy, limit, now, expires, queues, ids)
+            return claim_with_policy(self, policy, limit, now, expires, queues, ids, started)
         claimed: list[Job] = []
         if ids is not None:
             wanted = list(dict.fromkeys(ids))
             if len(wanted) >= BATCH_CLAIM_FROM or len(wanted) > limit:
-                claimed = self._claim_ids(wanted, limit, now, expires, queues)
+                claimed = self._claim_ids(wanted, limit, now, expires, queues, started)
                 claimed.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
                 return claimed
         candidates: Iterator[str]
@@ -1138,7 +1147,9 @@ class DynamoStore:
             candidates = iter(dict.fromkeys(ids))
         for job_id in candidates:
             try:
-                job = self._claim_one(job_id, now, expires, queues, by_id=ids is not None)
+                job = self._claim_one(
+                    job_id, now, expires, queues, by_id=ids is not None, started=started
+                )
             except Exception as exc:
                 if not claimed:
                     raise
@@ -1154,7 +1165,13 @@ class DynamoStore:
         return claimed
 
     def _claim_ids(
-        self, ids: list[str], limit: int, now: int, expires: int, queues: Sequence[str] | None
+        self,
+        ids: list[str],
+        limit: int,
+        now: int,
+        expires: int,
+        queues: Sequence[str] | None,
+        started: bool = True,
     ) -> list[Job]:
         """Claim named jobs (an SQS batch) in two requests, not one per job.
 
@@ -1199,7 +1216,7 @@ class DynamoStore:
             units: list[Unit] = []
             updated: list[Item] = []
             for _, job_id, item in chosen:
-                expr, new_item = self._claim_update(job_id, item, now, expires)
+                expr, new_item = self._claim_update(job_id, item, now, expires, started)
                 condition = (
                     f"{expr.name('ver')} = {expr.value(n(need_n(item, 'ver')))} AND "
                     f"{expr.one_of('state', WAITING)} AND "
@@ -1222,7 +1239,7 @@ class DynamoStore:
             if len(claimed) >= limit:
                 break
             try:
-                job = self._claim_one(job_id, now, expires, queues, by_id=True)
+                job = self._claim_one(job_id, now, expires, queues, by_id=True, started=started)
             except Exception as exc:
                 if not claimed:
                     raise
@@ -1251,15 +1268,20 @@ class DynamoStore:
         self._send([(job_id, now) for job_id in unclaimed], now)
 
     def _claim_update(
-        self, job_id: str, item: Mapping[str, AttributeValueTypeDef], now: int, expires: int
+        self,
+        job_id: str,
+        item: Mapping[str, AttributeValueTypeDef],
+        now: int,
+        expires: int,
+        started: bool = True,
     ) -> tuple[Expr, Item]:
         """The claim's update of this job, and the item as that update leaves it."""
-        values = self._claim_values(job_id, now, expires)
+        values = self._claim_values(job_id, now, expires, started)
         new_item: Item = {**item, **values}
         new_item["attempts"] = n(need_n(item, "attempts") + 1)
         new_item["ver"] = n(need_n(item, "ver") + 1)
         new_item["att_seq"] = n((get_n(item, "att_seq") or 0) + 1)
-        for attr in CLAIM_REMOVES:
+        for attr in _claim_removes(values):
             new_item.pop(attr, None)
         return self._claim_expr(values), new_item
 
@@ -1273,13 +1295,16 @@ class DynamoStore:
         expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
         seq = expr.name("att_seq")
         expr.set_raw(f"{seq} = if_not_exists({seq}, {expr.value(n(0))}) + {expr.value(n(1))}")
-        expr.remove(*CLAIM_REMOVES)
+        expr.remove(*_claim_removes(values))
         return expr
 
-    def _claim_values(self, job_id: str, now: int, expires: int) -> Item:
-        """The plain values a claim SETs, a fresh lease token among them."""
+    def _claim_values(self, job_id: str, now: int, expires: int, started: bool = True) -> Item:
+        """The plain values a claim SETs, a fresh lease token among them (and the
+        `unstarted` mark, for a claim whose holder will call start)."""
         shard = self._shard(job_id)
+        marks: Item = {} if started else {"unstarted": n(1)}
         return {
+            **marks,
             "state": s(JobState.RUNNING.value),
             "lease_token": s(new_lease_token()),
             "lease_exp": n(expires),
@@ -1456,10 +1481,16 @@ class DynamoStore:
         return (job_id for _, job_id in merged)
 
     def _claim_one(
-        self, job_id: str, now: int, expires: int, queues: Sequence[str] | None, by_id: bool
+        self,
+        job_id: str,
+        now: int,
+        expires: int,
+        queues: Sequence[str] | None,
+        by_id: bool,
+        started: bool = True,
     ) -> Job | None:
         for _ in range(2):
-            values = self._claim_values(job_id, now, expires)
+            values = self._claim_values(job_id, now, expires, started)
             expr = self._claim_expr(values)
             condition = (
                 f"{expr.one_of('state', WAITING)} AND {expr.name('run_at')} <= {expr.value(n(now))}"
@@ -1550,6 +1581,11 @@ class DynamoStore:
                     _why(exc),
                 )
                 continue
+            if get_n(item, "unstarted") is not None:
+                units.append(self._give_back(item, st, token, now))
+                unit_ids.append(st.id)
+                retried.add(st.id)
+                continue
             state = JobState.DEAD if dead else JobState.RETRYING
             expr = Expr()
             condition = (
@@ -1612,6 +1648,48 @@ class DynamoStore:
             if job_id in buried:
                 log_buried_by_reap(*buried[job_id])
         return len(done)
+
+    def _give_back(
+        self, item: Mapping[str, AttributeValueTypeDef], st: _Static, token: str, now: int
+    ) -> Unit:
+        """The reap of a lease its claimer never started (JobStore.start): the claim's
+        attempt (and its history slot, att_seq) is given back and the job waits again,
+        due now, with its message sent; nothing ended, so nothing is counted. Conditional
+        on the mark still being there: a start that landed since makes it a reap."""
+        expr = Expr()
+        condition = (
+            f"{expr.name('state')} = {expr.value(s(JobState.RUNNING.value))} AND "
+            f"{expr.name('lease_token')} = {expr.value(s(token))} AND "
+            f"{expr.name('lease_exp')} <= {expr.value(n(now))} AND "
+            f"attribute_exists({expr.name('unstarted')})"
+        )
+        one = expr.value(n(1))
+        attempts = max(need_n(item, "attempts") - 1, 0)
+        expr.set("state", s(JobState.QUEUED.value))
+        expr.set("attempts", n(attempts))
+        expr.set("updated_at", n(now))
+        expr.set("st_pk", s(state_partition(JobState.QUEUED, self._shard(st.id))))
+        expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {one}")
+        if get_n(item, "att_seq"):
+            expr.set_raw(f"{expr.name('att_seq')} = {expr.name('att_seq')} - {one}")
+        expr.remove("lease_token", "lease_exp", "lease_worker", "unstarted")
+        self._waiting_attrs(expr, st, now, now)
+        return Unit([self._update(st.id, expr, condition)], [_key_str(job_key(st.id))])
+
+    @aws_errors
+    def start(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
+        now = self._now()
+        marked = []
+        for job_id, token in leases:
+            expr = Expr()
+            condition = (
+                f"{expr.name('state')} = {expr.value(s(JobState.RUNNING.value))} AND "
+                f"{expr.name('lease_token')} = {expr.value(s(token))} AND "
+                f"{expr.name('lease_exp')} > {expr.value(n(now))}"
+            )
+            expr.remove("unstarted")
+            marked.append(self._update_if(job_id, expr, condition))
+        return marked
 
     def _prunings(self, listed: Mapping[str, Sequence[str]]) -> dict[str, Pruning]:
         """What each job's next delivery drops (dynamodb_webhooks.pruning), from its

@@ -228,9 +228,11 @@ class PolicyClaim:
         now: int,
         expires: int,
         queues: Sequence[str] | None,
+        started: bool = True,
     ) -> None:
         self.store = store
         self.policy = policy
+        self.started = started  # False: leased unstarted until JobStore.start
         self.now = now  # read again for each try of a round's transaction (_round)
         self.lease = expires - now
         self.queues = None if queues is None else set(queues)
@@ -639,7 +641,9 @@ class PolicyClaim:
         as read (its version) and so still due and waiting (an index may lag); and the
         item as that update leaves it."""
         store = self.store
-        expr, new_item = store._claim_update(candidate.id, item, self.now, self.expires)
+        expr, new_item = store._claim_update(
+            candidate.id, item, self.now, self.expires, self.started
+        )
         condition = (
             f"{expr.name('ver')} = {expr.value(n(need_n(item, 'ver')))} AND "
             f"{expr.one_of('state', [s(w) for w in WAITING])} AND "
@@ -735,9 +739,10 @@ def claim_with_policy(
     expires: int,
     queues: Sequence[str] | None,
     ids: Sequence[str] | None,
+    started: bool = True,
 ) -> list[Job]:
     """`DynamoStore.claim` with an active policy (see the module docstring)."""
-    return PolicyClaim(store, policy, now, expires, queues).run(limit, ids)
+    return PolicyClaim(store, policy, now, expires, queues, started).run(limit, ids)
 
 
 __all__ = ["claim_with_policy", "take_tokens"]

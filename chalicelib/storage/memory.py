@@ -47,6 +47,7 @@ from chalicelib.storage.base import (
     log_buried_by_reap,
     minute_of,
     to_micros,
+    unstarted_reap,
 )
 from chalicelib.storage.notify import LocalNotifier
 from chalicelib.storage.queue_totals import QueueTotals, fold
@@ -66,6 +67,8 @@ class MemoryStore:
         self.webhook_history = webhook_history or outbox.kept_finished()
         self._history: dict[str, deque[Attempt]] = {}
         self._lease_worker: dict[str, str] = {}  # job id -> who claimed it
+        # Jobs claimed with started=False whose claimer has not yet called start().
+        self._unstarted: set[str] = set()
         self._beats: dict[str, WorkerBeat] = {}
         self.notifier = LocalNotifier()
         self._jobs: dict[str, Job] = {}
@@ -145,8 +148,12 @@ class MemoryStore:
                 and job.lease_expires_at
                 and job.lease_expires_at <= now
             ):
-                dead = job.attempts >= job.max_attempts
                 holder = self._lease_worker.pop(job.id, None)
+                if job.id in self._unstarted:
+                    self._unstarted.discard(job.id)
+                    self._update(job, **unstarted_reap(job.attempts, now), updated_at=now)
+                    continue
+                dead = job.attempts >= job.max_attempts
                 self._record(
                     job.id,
                     history.lease_expired(
@@ -233,6 +240,7 @@ class MemoryStore:
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
         policy: ClaimPolicy | None = None,
+        started: bool = True,
     ) -> list[Job]:
         now = self.clock.now()
         expires = now + timedelta(seconds=lease_seconds)
@@ -257,6 +265,10 @@ class MemoryStore:
             claimer = worker_id.current()
             for job in due[:limit]:
                 self._lease_worker[job.id] = claimer
+                if started:
+                    self._unstarted.discard(job.id)
+                else:
+                    self._unstarted.add(job.id)
                 claimed.append(
                     self._update(
                         job,
@@ -356,12 +368,31 @@ class MemoryStore:
                 )
                 self._bump(job, *completion_events(c.state))
                 self._lease_worker.pop(job.id, None)
+                self._unstarted.discard(job.id)
                 if c.attempt is not None:
                     self._record(job.id, c.attempt)
                 if terminal:
                     self._outbox(job, c.state, now)
                 applied.append(True)
         return applied
+
+    def start(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
+        now = self.clock.now()
+        marked = []
+        with self._lock:
+            for job_id, lease_token in leases:
+                job = self._jobs.get(job_id)
+                live = (
+                    job is not None
+                    and job.state is JobState.RUNNING
+                    and job.lease_token == lease_token
+                    and job.lease_expires_at is not None
+                    and job.lease_expires_at > now
+                )
+                if live:
+                    self._unstarted.discard(job_id)
+                marked.append(live)
+        return marked
 
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
         now = self.clock.now()

@@ -321,8 +321,15 @@ _REAPED_ATTEMPT = (
 
 REAP_SQL = (
     "WITH picked AS ("
-    " SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= %(now)s"
+    " SELECT id, unstarted FROM jobs WHERE state = 'running' AND lease_expires_at <= %(now)s"
     f" ORDER BY lease_expires_at LIMIT {REAP_BATCH} FOR UPDATE SKIP LOCKED),"
+    # A lease its claimer never started (JobStore.start) gives its attempt back: the
+    # job waits again, due now, and nothing ended, so nothing is counted or recorded.
+    " given_back AS ("
+    " UPDATE jobs j SET state = 'queued', attempts = greatest(j.attempts - 1, 0),"
+    " run_at = %(now)s, lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL,"
+    " unstarted = NULL, updated_at = %(now)s"
+    " FROM picked WHERE j.id = picked.id AND picked.unstarted RETURNING j.id),"
     " expired AS ("
     " UPDATE jobs j SET"
     " state = CASE WHEN j.attempts >= j.max_attempts THEN 'dead' ELSE 'retrying' END,"
@@ -330,7 +337,7 @@ REAP_SQL = (
     " finished_at = CASE WHEN j.attempts >= j.max_attempts THEN %(now)s::timestamptz END,"
     " lease_token = NULL, lease_expires_at = NULL, last_error = %(error)s, updated_at = %(now)s,"
     f" attempt_log = {append_attempt('j.attempt_log', _REAPED_ATTEMPT)}, lease_worker = NULL"
-    " FROM picked WHERE j.id = picked.id"
+    " FROM picked WHERE j.id = picked.id AND picked.unstarted IS NOT TRUE"
     " RETURNING j.id, j.tenant, j.queue, j.type, j.state, j.attempts, j.max_attempts,"
     " j.callback_url),"
     + postgres_webhooks.outbox_cte("expired", "state = 'dead'")
@@ -347,11 +354,20 @@ REAP_SQL = (
 
 SYNC_OFF = "SET LOCAL synchronous_commit = off"
 
+# JobStore.start: the claimed jobs whose handlers are about to run, while each
+# lease is still the caller's and live.
+START_SQL = (
+    "UPDATE jobs j SET unstarted = NULL"
+    " FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS s(id, token)"
+    " WHERE j.id = s.id AND j.lease_token = s.token AND j.state = 'running'"
+    " AND j.lease_expires_at > %(now)s RETURNING j.id"
+)
+
 # Moves the rows of `picked` to running: both claims below share it.
 _CLAIM_PICKED = (
     " UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_token = %(token)s,"
     " lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s,"
-    " lease_worker = %(worker)s"
+    " lease_worker = %(worker)s, unstarted = %(unstarted)s::boolean"
     f" FROM picked WHERE j.id = picked.id RETURNING {J_COLUMNS}"
 )
 
@@ -1122,6 +1138,7 @@ class PostgresStore:
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
         policy: ClaimPolicy | None = None,
+        started: bool = True,
     ) -> list[Job]:
         if limit <= 0 or (ids is not None and not ids) or (queues is not None and not queues):
             return []
@@ -1129,6 +1146,7 @@ class PostgresStore:
         filters = ""
         params: dict[str, Any] = {
             "now": now,
+            "unstarted": None if started else True,
             "limit": limit,
             "token": new_lease_token(),
             "expires": now + timedelta(seconds=lease_seconds),
@@ -1298,6 +1316,28 @@ class PostgresStore:
             occurrence[c.job_id] = n + 1
             applied.append((n, _enc(c.job_id)) in done)
         return applied
+
+    def start(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
+        if not leases:
+            return []
+        fast = self.settings.durability != "full"
+
+        def mark(conn: Conn) -> set[str]:
+            # Read once a connection is held, as in claim(); as durable as a claim,
+            # whose commit a server crash would undo along with this one.
+            params = {
+                "ids": [_enc(i) for i, _ in leases],
+                "tokens": [_enc(t) for _, t in leases],
+                "now": self.clock.now(),
+            }
+            with conn.pipeline(), conn.transaction():
+                if fast:
+                    conn.execute(SYNC_OFF)
+                cur = conn.execute(START_SQL, params)
+            return {_dec_str(r[0]) for r in cur.fetchall()}
+
+        marked = self._run(mark)
+        return [job_id in marked for job_id, _ in leases]
 
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
         def extend(conn: Conn) -> Any:

@@ -94,9 +94,10 @@ def claim(
     queues: Sequence[str] | None,
     ids: Sequence[str] | None,
     policy: ClaimPolicy,
+    started: bool = True,
 ) -> list[Job]:
     """RedisStore.claim with an active policy: one CLAIM_POLICY script."""
-    now, args = store.claim_args(limit, lease_seconds, queues, ids)
+    now, args = store.claim_args(limit, lease_seconds, queues, ids, started)
     args.append(policy_arg(policy, now, ids is not None))
     reply: list[Any] = store.run_script("CLAIM_POLICY", args)
     claimed, buried, holds = reply

@@ -439,8 +439,9 @@ return {table.concat(flags), rows}
 
 # Reap expired leases (every queue), promote due jobs, then lease the best.
 # ARGV: P, now, minute, idbase, expires, token, worker (JSON), lease-expired error
-# (JSON), keep, limit, queue filter ('*' for every queue, else '=', a count and the
-# names), ids ('*' for none, else '=' and the ids, up to ARGV[LAST]). Returns {claimed
+# (JSON), keep, limit, unstarted ('1': leased unstarted until START, '0': started),
+# queue filter ('*' for every queue, else '=', a count and the names), ids ('*' for
+# none, else '=' and the ids, up to ARGV[LAST]). Returns {claimed
 # rows, buried jobs}. The parts are shared with the claim under a policy
 # (redis_limits_lua.CLAIM_POLICY), which passes one more argument after the ids.
 _CLAIM_REAP = r"""
@@ -449,7 +450,8 @@ MINUTE, IDBASE = ARGV[3], ARGV[4]
 local expires, token, worker = ARGV[5], ARGV[6], ARGV[7]
 local errjson, keep, limit = ARGV[8], ARGV[9], tonumber(ARGV[10])
 local nnow = tonumber(now)
-local pos = 11
+local unstarted = ARGV[11]
+local pos = 12
 local queues = nil
 if ARGV[pos] == '*' then
   pos = pos + 1
@@ -473,19 +475,27 @@ do
     local jk = jkey(id)
     local j = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'started_at',
       'lease_expires_at', 'lease_worker', 'type', 'priority', 'created_at', 'tenant',
-      'callback_url', 'queue')
+      'callback_url', 'queue', 'unstarted')
     local q = j[11]
+    redis.call('ZREM', P .. 'l:' .. q, id)
+    redis.call('ZREM', P .. 'L', id)
+    unindex_running(j[6], id)
+    redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
+    count(j[9], q, 'running', -1)
+    if j[12] == '1' then
+      -- never started (START): the attempt is given back and the job waits again,
+      -- due now; nothing ended, so nothing is counted or recorded
+      redis.call('HSET', jk, 'state', 'queued', 'run_at', now, 'updated_at', now,
+        'attempts', tostring(math.max(tonumber(j[1]) - 1, 0)), 'unstarted', '0')
+      wait_at(id, j[9], q, j[7], now, j[8], now, j[6])
+      count(j[9], q, 'queued', 1)
+    else
     local dead = tonumber(j[1]) >= tonumber(j[2])
     local entry = '{"n":' .. j[1] .. ',"s":' .. (j[3] or j[4]) .. ',"f":' .. j[4] ..
       ',"w":' .. (j[5] or '"unknown"') .. ',"o":"lease_expired","e":' .. errjson
     if dead then entry = entry .. '}' else entry = entry .. ',"d":0.0}' end
     record(id, entry, keep)
-    redis.call('ZREM', P .. 'l:' .. q, id)
-    redis.call('ZREM', P .. 'L', id)
-    unindex_running(j[6], id)
-    redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
     redis.call('HSET', jk, 'last_error', cjson.decode(errjson), 'updated_at', now)
-    count(j[9], q, 'running', -1)
     bump(j[9], q, j[6], 'failed')
     if dead then
       redis.call('HSET', jk, 'state', 'dead', 'finished_at', now)
@@ -499,6 +509,7 @@ do
       wait_at(id, j[9], q, j[7], now, j[8], now, j[6])
       count(j[9], q, 'retrying', 1)
       bump(j[9], q, j[6], 'retried')
+    end
     end
   end
 end
@@ -574,7 +585,8 @@ for i = 1, math.min(limit, #picked) do
   if ids then redis.call('ZREM', P .. 'S', id) end  -- a ready job is in r:/R only
   unwait(tenant, q, id)
   redis.call('HSET', jkey(id), 'state', 'running', 'attempts', attempts, 'lease_token', token,
-    'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'lease_worker', worker)
+    'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'lease_worker', worker,
+    'unstarted', unstarted)
   redis.call('ZADD', P .. 'l:' .. q, expires, id)
   redis.call('ZADD', P .. 'L', expires, id)
   index_running(r[3], id, expires)
@@ -683,6 +695,28 @@ redis.call('ZADD', P .. 'l:' .. j[4], expires, id)
 redis.call('ZADD', P .. 'L', expires, id)
 index_running(j[5], id, expires)
 return 1
+"""
+)
+
+# JobStore.start. ARGV: P, now, then (id, lease token) pairs. Marks each job whose
+# lease is that token and still live as started; returns '1'/'0' per pair.
+START = (
+    _WRITE
+    + _PRELUDE
+    + r"""
+local now = tonumber(ARGV[2])
+local flags = {}
+for i = 3, #ARGV - 1, 2 do
+  local jk = jkey(ARGV[i])
+  local j = redis.call('HMGET', jk, 'state', 'lease_token', 'lease_expires_at')
+  if j[1] == 'running' and j[2] == ARGV[i + 1] and tonumber(j[3]) > now then
+    redis.call('HSET', jk, 'unstarted', '0')
+    flags[#flags + 1] = '1'
+  else
+    flags[#flags + 1] = '0'
+  end
+end
+return table.concat(flags)
 """
 )
 

@@ -376,8 +376,8 @@ class RedisStore:
         self._scripts = {
             name: self.client.register_script(self._script(getattr(redis_lua, name)))
             for name in (
-                "ADD", "CLAIM", "FINISH", "EXTEND", "CANCEL", "REDRIVE", "PURGE", "DISCARD",
-                "LIST", "NEXT_DUE", "BEAT", "ATTEMPTS", "CLAIM_WEBHOOKS",
+                "ADD", "CLAIM", "FINISH", "START", "EXTEND", "CANCEL", "REDRIVE", "PURGE",
+                "DISCARD", "LIST", "NEXT_DUE", "BEAT", "ATTEMPTS", "CLAIM_WEBHOOKS",
                 "FINISH_WEBHOOK", "WEBHOOKS", "QT_INSTALL", "QUEUE_TOTALS",
             )
         }  # fmt: skip
@@ -615,10 +615,11 @@ class RedisStore:
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
         policy: ClaimPolicy | None = None,
+        started: bool = True,
     ) -> list[Job]:
         if policy is not None and policy.active:
-            return redis_limits.claim(self, limit, lease_seconds, queues, ids, policy)
-        _, args = self.claim_args(limit, lease_seconds, queues, ids)
+            return redis_limits.claim(self, limit, lease_seconds, queues, ids, policy, started)
+        _, args = self.claim_args(limit, lease_seconds, queues, ids, started)
         claimed, buried = self._call("CLAIM", args)
         return self.claimed_jobs(claimed, buried)
 
@@ -628,6 +629,7 @@ class RedisStore:
         lease_seconds: float,
         queues: Sequence[str] | None,
         ids: Sequence[str] | None,
+        started: bool = True,
     ) -> tuple[datetime, list[Any]]:
         """The claim's time and CLAIM's arguments (CLAIM_POLICY takes one more)."""
         now, now_s = self._now()
@@ -638,6 +640,7 @@ class RedisStore:
             now_s, self._minute(now), self._idbase(), expires, new_lease_token(),
             json.dumps(worker_id.current()),
             json.dumps(LEASE_EXPIRED_ERROR), self.history_limit, max(0, limit),
+            "0" if started else "1",
         ]  # fmt: skip
         args += ["*"] if queues is None else ["=", len(queues), *queues]
         args += ["*"] if ids is None else ["=", *ids]
@@ -677,6 +680,18 @@ class RedisStore:
                 ]  # fmt: skip
             applied.extend(bool(n) for n in self._call("FINISH", args))
         return applied
+
+    def start(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
+        if not leases:
+            return []
+        _, now_s = self._now()
+        marked: list[bool] = []
+        for first in range(0, len(leases), FINISH_CHUNK):
+            args: list[Any] = [now_s]
+            for job_id, token in leases[first : first + FINISH_CHUNK]:
+                args += [job_id, token]
+            marked.extend(flag == ord("1") for flag in self._call("START", args))
+        return marked
 
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
         now, now_s = self._now()

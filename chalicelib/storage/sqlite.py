@@ -145,7 +145,14 @@ CREATE TABLE IF NOT EXISTS workers (
 # attempt_log: the job's last N attempts as a JSON array (storage/history.py);
 # lease_worker: who holds the lease, for the attempt a reap records.
 # callback_url: where the job's completion webhook goes (sqlite_webhooks.py).
-ADDED_COLUMNS = (("attempt_log", "TEXT"), ("lease_worker", "TEXT"), ("callback_url", "TEXT"))
+# unstarted: 1 while a claim made with started=False waits for start(); NULL once
+# started (and on every row a file made before it had), so a lapse spends the attempt.
+ADDED_COLUMNS = (
+    ("attempt_log", "TEXT"),
+    ("lease_worker", "TEXT"),
+    ("callback_url", "TEXT"),
+    ("unstarted", "INTEGER"),
+)
 
 # JobStore.cache_epoch(tenant): a row per tenant, made by its first bump (no row reads
 # 0), bumped in the transaction of a redrive or purge that changed one of its jobs. A
@@ -201,6 +208,8 @@ _dumps = compact_encoder()
 
 # Completions per finish statement: 8 parameters each, well under SQLite's limit.
 FINISH_CHUNK = 500
+# start() marks at most this many jobs a statement (2 parameters each).
+START_CHUNK = 400
 
 
 def append_attempt(log: str, entry: str, limit: int) -> str:
@@ -249,6 +258,25 @@ def _finish_sql(n: int, limit: int) -> str:
         f"FROM (VALUES {values}) AS v WHERE jobs.id = v.column1 "
         "AND jobs.lease_token = v.column2 AND jobs.state = 'running' "
         "RETURNING jobs.id, jobs.queue, jobs.type, jobs.state, jobs.tenant, jobs.callback_url"
+    )
+
+
+# A lapsed lease whose claimer never started the job gives its attempt back: the job
+# waits again (queued, due now), and nothing ended, so no counter, tally or history.
+GIVE_BACK_SQL = (
+    "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), run_at = ?1, "
+    "lease_token = NULL, lease_expires_at = NULL, lease_worker = NULL, unstarted = NULL, "
+    "updated_at = ?1 WHERE state = 'running' AND lease_expires_at <= ?1 AND unstarted = 1"
+)
+
+
+def _start_sql(n: int) -> str:
+    """Mark n claimed jobs started, each by (id, lease token), while its lease is live."""
+    rows = ",".join("(?, ?)" for _ in range(n))
+    return (
+        f"UPDATE jobs SET unstarted = NULL FROM (VALUES {rows}) AS v "
+        "WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 "
+        "AND jobs.state = 'running' AND jobs.lease_expires_at > ? RETURNING jobs.id"
     )
 
 
@@ -603,6 +631,7 @@ class SQLiteStore:
         return row_to_job(row)
 
     def _reap(self, db: sqlite3.Connection, now: int) -> None:
+        db.execute(GIVE_BACK_SQL, (now,))
         expired = db.execute(self._reap_sql, (now, LEASE_EXPIRED_ERROR)).fetchall()
         if expired:
             db.executemany(
@@ -622,11 +651,13 @@ class SQLiteStore:
         queues: Sequence[str] | None = None,
         ids: Sequence[str] | None = None,
         policy: ClaimPolicy | None = None,
+        started: bool = True,
     ) -> list[Job]:
         if limit <= 0 or (ids is not None and not ids) or (queues is not None and not queues):
             return []
+        unstarted = None if started else 1
         if policy is not None and policy.active:
-            return self._claim_within(limit, lease_seconds, queues, ids, policy)
+            return self._claim_within(limit, lease_seconds, queues, ids, policy, unstarted)
         where = ["state IN ('queued', 'retrying')", "run_at <= ?"]
         filters: list[Any] = []
         if queues is not None:
@@ -637,7 +668,8 @@ class SQLiteStore:
             filters.extend(ids)
         sql = (
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, "
-            "lease_expires_at = ?, started_at = ?, updated_at = ?, lease_worker = ? WHERE id IN ("
+            "lease_expires_at = ?, started_at = ?, updated_at = ?, lease_worker = ?, unstarted = ? "
+            "WHERE id IN ("
             f"SELECT id FROM jobs WHERE {' AND '.join(where)} "
             f"ORDER BY priority DESC, run_at, created_at LIMIT ?) RETURNING {COLUMNS}"
         )
@@ -647,7 +679,7 @@ class SQLiteStore:
             # and the job dropped unstarted with an attempt spent.
             now = to_micros(self.clock.now())
             expires = now + int(lease_seconds * 1_000_000)
-            params = [new_lease_token(), expires, now, now, worker_id.current(), now]
+            params = [new_lease_token(), expires, now, now, worker_id.current(), unstarted, now]
             self._reap(db, now)
             rows = db.execute(sql, [*params, *filters, limit]).fetchall()
         times = _Times()
@@ -662,6 +694,7 @@ class SQLiteStore:
         queues: Sequence[str] | None,
         ids: Sequence[str] | None,
         policy: ClaimPolicy,
+        unstarted: int | None,
     ) -> list[Job]:
         """Claim under limits and fair turns: decided and taken in one write transaction.
 
@@ -678,9 +711,9 @@ class SQLiteStore:
                 return []
             rows = db.execute(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_token = ?, "
-                "lease_expires_at = ?, started_at = ?, updated_at = ?, lease_worker = ? "
-                f"WHERE id IN ({','.join('?' * len(chosen))}) RETURNING {COLUMNS}",
-                [new_lease_token(), expires, now, now, worker_id.current(), *chosen],
+                "lease_expires_at = ?, started_at = ?, updated_at = ?, lease_worker = ?, "
+                f"unstarted = ? WHERE id IN ({','.join('?' * len(chosen))}) RETURNING {COLUMNS}",
+                [new_lease_token(), expires, now, now, worker_id.current(), unstarted, *chosen],
             ).fetchall()
             # COLUMNS puts type third and queue fourth.
             sqlite_limits.record_starts(db, admission, [(r[3], r[2]) for r in rows], now)
@@ -756,6 +789,18 @@ class SQLiteStore:
             if done:
                 db.executemany(BUMP, _tally(done, lambda r: completion_events(JobState(r[2]))))
         return applied
+
+    def start(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
+        if not leases:
+            return []
+        marked: set[str] = set()
+        with self._write() as db:
+            now = to_micros(self.clock.now())
+            for first in range(0, len(leases), START_CHUNK):
+                chunk = leases[first : first + START_CHUNK]
+                params = [v for lease in chunk for v in lease]
+                marked.update(r[0] for r in db.execute(_start_sql(len(chunk)), [*params, now]))
+        return [job_id in marked for job_id, _ in leases]
 
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
         with self._write() as db:
