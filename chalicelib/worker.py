@@ -83,6 +83,7 @@ from chalicelib.logs import job_event, payload_text
 from chalicelib.middleware import Middleware
 from chalicelib.models import WAITING_STATES, Completion, Job, JobState, JobTiming, error_text
 from chalicelib.retry import retry_after_seconds
+from chalicelib.start_marks import StartMarks
 from chalicelib.storage.base import JobStore, job_timings
 from chalicelib.store_outage import Outage, fatal_error, is_fatal, is_store_error
 from chalicelib.timebounds import clamp_delay
@@ -228,6 +229,9 @@ class Worker:
         self._work = threading.Condition(self._lock)  # pool threads wait here
         self._events = threading.Condition(self._lock)  # the dispatcher waits here
         self._state = _State()
+        # Claims are unstarted: each job is marked started just before its handler runs
+        # (chalicelib/start_marks.py), so a job lost from the prefetch keeps its attempt.
+        self._marks = StartMarks(store.start)
         self._stop = threading.Event()
         self._woken = False
         self._held = False  # the last claim took nothing because limits held every due job
@@ -387,6 +391,9 @@ class Worker:
                     state.threads -= 1
                     self._wake()
                     return
+            if not self._marks.mark(attempt.job.id, attempt.job.lease_token or ""):
+                self._not_started(attempt)
+                continue
             completion = self._outcome(attempt)
             seconds = time.monotonic() - attempt.started
             recorded = False
@@ -465,6 +472,16 @@ class Worker:
             state.running[attempt.job.id] = attempt
             return attempt
 
+    def _not_started(self, attempt: _Attempt) -> None:
+        """The store refused to mark the job started: its lease lapsed while it waited
+        (another worker may hold it now), so its handler is not run here."""
+        with self._lock:
+            if self._state.running.get(attempt.job.id) is attempt:
+                del self._state.running[attempt.job.id]
+            self._wake()
+        with self._stats_lock:
+            self.stats.lost_lease += 1
+
     def _ensure_threads(self) -> None:
         with self._lock:
             while self._state.threads < self.config.concurrency:
@@ -489,9 +506,12 @@ class Worker:
         policy = self.config.policy
         queues = self.config.queues if ids is None else None
         if policy is None or not policy.active:
-            return self.store.claim(want, self.config.lease_seconds, queues, ids=ids), []
+            lease = self.config.lease_seconds
+            return self.store.claim(want, lease, queues, ids=ids, started=False), []
         with policy.holds.watch() as holds:
-            jobs = self.store.claim(want, self.config.lease_seconds, queues, ids=ids, policy=policy)
+            jobs = self.store.claim(
+                want, self.config.lease_seconds, queues, ids=ids, policy=policy, started=False
+            )
         for mw in self.middleware:
             mw.after_claim(jobs, holds)
         return jobs, holds

@@ -37,7 +37,6 @@ from chalicelib.limits import ClaimPolicy, Limit, Rate
 from chalicelib.middleware import Middleware
 from chalicelib.models import Job, JobState
 from chalicelib.retry import RetryPolicy
-from chalicelib.storage.base import LEASE_EXPIRED_ERROR
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.timebounds import MAX_DELAY
 from chalicelib.worker import Worker, WorkerConfig, WorkerStats, _Attempt
@@ -717,11 +716,12 @@ def test_a_finish_refused_for_a_lost_lease_is_still_logged_as_one(mem, clock, re
 # -- 6. What a hard kill costs (the docs' claim) -------------------------------------
 
 
-def test_a_job_claimed_ahead_by_a_worker_that_dies_comes_back_an_attempt_short(
+def test_a_job_claimed_ahead_by_a_worker_that_dies_comes_back_with_its_attempt(
     mem, clock, reg
 ) -> None:
     """A worker holds jobs it has not started; killed, it leaves them to lease expiry,
-    which spends their attempt: one on its last attempt is buried without running."""
+    which gives their attempt back (they never started): one on its last attempt is
+    claimed again, not buried without running."""
     started, release = threading.Event(), threading.Event()
     ran: list[str] = []
 
@@ -742,20 +742,16 @@ def test_a_job_claimed_ahead_by_a_worker_that_dies_comes_back_an_attempt_short(
     runner.start()
     try:
         assert started.wait(WAIT)
-        # Claimed into the worker's inbox behind the running job: its attempt is spent.
+        # Claimed into the worker's inbox behind the running job, not started.
         assert wait_until(lambda: get(mem, ahead.id).state is JobState.RUNNING)
         # The worker dies here (its leases are never extended again): the next claim
-        # anywhere, once the lease has expired, reaps the job.
+        # anywhere, once the lease has expired, reaps the job and takes it again.
         clock.advance(LEASE + 1)
-        assert mem.claim(10, LEASE, ids=[ahead.id]) == []
+        [again] = mem.claim(10, LEASE, ids=[ahead.id])
+        assert again.attempts == 1
     finally:
         release.set()
         runner.join(WAIT)
         worker.close()
-    buried = get(mem, ahead.id)
-    assert (buried.state, buried.attempts, buried.last_error) == (
-        JobState.DEAD,
-        1,
-        LEASE_EXPIRED_ERROR,
-    )
+    assert mem.attempts(ahead.id) == []  # nothing ran: no lease_expired attempt
     assert ran == []  # its handler never ran

@@ -1,0 +1,61 @@
+"""Telling the store a claimed job's handler is about to run (JobStore.start).
+
+A worker claims ahead of its free threads, unstarted. An attempt is spent only
+once its handler may have run, so each pool thread marks its job started, and
+waits for that write, before it calls the handler: a worker that dies with jobs
+still in its prefetch buffer (or whose claim's reply was lost) leaves them
+unstarted, and their lapsed leases give the attempts back; one whose handler
+killed it has spent the attempt, so a poison job still ends dead.
+
+One store write per job would cost a drain dearly, so the marks are written as
+a group commit: the thread that finds no write in flight writes every mark
+asked for so far in one `start` call, and the threads that asked meanwhile wait
+for it (or for the next one), each for its own answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("spool.worker")
+
+Lease = tuple[str, str]  # (job id, lease token)
+
+
+class StartMarks:
+    def __init__(self, start: Callable[[Sequence[Lease]], list[bool]]) -> None:
+        self._start = start
+        self._cond = threading.Condition(threading.Lock())
+        self._asked: list[Lease] = []
+        self._answers: dict[Lease, bool] = {}
+        self._writing = False
+
+    def mark(self, job_id: str, lease_token: str) -> bool:
+        """Mark one job started; block until it is written. False: the store refused
+        it (the lease lapsed or is another's), so the handler must not run.
+
+        A write that fails (a store outage) counts as marked: the job runs as a
+        claimed job always did in an outage, its outcome held until the store is
+        back. Only the mark is lost: were the handler to kill the worker before
+        then, that attempt would be given back."""
+        lease = (job_id, lease_token)
+        with self._cond:
+            self._asked.append(lease)
+            while self._writing and lease not in self._answers:
+                self._cond.wait()
+            if lease in self._answers:
+                return self._answers.pop(lease)
+            batch, self._asked = self._asked, []
+            self._writing = True
+        try:
+            answers = dict(zip(batch, self._start(batch), strict=True))
+        except Exception as exc:
+            log.warning("could not mark %d jobs started (%s); running them", len(batch), exc)
+            answers = dict.fromkeys(batch, True)
+        with self._cond:
+            self._writing = False
+            self._answers.update(answers)
+            self._cond.notify_all()
+            return self._answers.pop(lease)
