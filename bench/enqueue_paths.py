@@ -217,7 +217,10 @@ def _pg_statement(url: str, n: int, batch: int) -> float:
     import random
 
     from chalicelib.ids import new_job_id
-    from chalicelib.storage.postgres import ADD_ONE_SQL, ADD_SQL, connect, parse_url
+    from chalicelib.storage.postgres import ADD_ONE_SQL, add_sql, connect, parse_url
+
+    one_value = {"tenant", "type", "queue", "priority", "max_attempt", "key", "callback_url"}
+    batch_sql = add_sql(frozenset(one_value), keyless=True)
 
     settings = parse_url(url)
     conn = connect(settings)
@@ -238,13 +241,15 @@ def _pg_statement(url: str, n: int, batch: int) -> float:
                 }  # fmt: skip
                 cursor.execute(ADD_ONE_SQL, {**shared, **one}, prepare=True).fetchall()
                 continue
+            # As the store sends a batch without keys (PostgresStore._add_keyless): the
+            # columns one value for every job once, the ids, payloads and times (each
+            # job's own, from Service.build) as arrays, no ids read back.
             many = {
-                "ids": ids, "tenants": ["bench"] * count, "types": ["bench.noop"] * count,
-                "queues": ["default"] * count, "priorities": [0] * count, "payloads": payloads,
-                "max_attempts": [3] * count, "run_ats": [now] * count, "keys": [None] * count,
-                "callback_urls": [None] * count,
+                "ids": ids, "tenant": "bench", "type": "bench.noop", "queue": "default",
+                "priority": 0, "payloads": payloads, "max_attempt": 3,
+                "run_ats": [now] * count, "key": None, "callback_url": None,
             }  # fmt: skip
-            conn.execute(ADD_SQL, {**shared, **many}).fetchall()
+            conn.execute(batch_sql, {**shared, **many}).fetchall()
         return n / (time.perf_counter() - start)
     finally:
         conn.close()

@@ -30,6 +30,7 @@ How it keeps the JobStore contract with many claimers:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -231,9 +232,6 @@ _ADD_COLUMNS = (
     ("keys", "key", "text"),
     ("callback_urls", "callback_url", "text"),
 )
-_ADD_ALIAS = (
-    "u(id, tenant, type, queue, priority, payload, max_attempts, run_at, key, callback_url)"
-)
 # The dashboard's `queued` counts for the rows inserted, in the enqueue's own statement
 # (migration 0009): cheaper than 0004's statement trigger, which the set_config in
 # _ADD_TEMPLATE turns off for this transaction. Shards as the triggers pick them.
@@ -269,27 +267,63 @@ _ADD_TEMPLATE = (
     "WITH ins AS ("
     " INSERT INTO jobs (id, tenant, type, queue, priority, payload, state, max_attempts,"
     " run_at, idempotency_key, created_at, updated_at, callback_url)"
-    " SELECT u.id, u.tenant, u.type, u.queue, u.priority, u.payload, 'queued', u.max_attempts,"
-    " u.run_at, u.key, %(now)s, %(now)s, u.callback_url"
-    " FROM {rows} AS "
-    + _ADD_ALIAS
-    + " WHERE set_config('spool.inserts_counted', 'on', true) = 'on'"
+    " SELECT {id}, {tenant}, {type}, {queue}, {priority}, {payload}, 'queued', {max_attempt},"
+    " {run_at}, {key}, %(now)s, %(now)s, {callback_url}"
+    " FROM {rows}"
+    " WHERE set_config('spool.inserts_counted', 'on', true) = 'on'"
     " ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
     " RETURNING id, tenant, queue, type),"
     "{counts}"
-    " SELECT id, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM ins"
+    "{answer}"
 )
-# A batch: one row per element of parallel arrays, sent in binary: psycopg dumps a
-# text array element by element through a quoting regex (~15 us a job for the ten
-# columns), a binary one without (~2.5 us).
-ADD_SQL = _ADD_TEMPLATE.replace(
-    "{rows}", "unnest(" + ", ".join(f"%({a})b::{t}[]" for a, _, t in _ADD_COLUMNS) + ")"
-).replace("{counts}", _COUNT_MANY)
+# What add reads back: the ids stored (a keyed row another process stored first is
+# not), with the wake-up sent when any was.
+_ANSWER_IDS = " SELECT id, (SELECT pg_notify(%(channel)s, '')) IS NULL FROM ins"
+# A batch without keys: nothing can conflict, so every row is stored or the statement
+# fails; no ids come back, only the wake-up (WITH's inserts run whether read or not).
+_ANSWER_NONE = " SELECT pg_notify(%(channel)s, '')"
+
+
+@functools.cache
+def add_sql(shared: frozenset[str] = frozenset(), keyless: bool = False) -> str:
+    """A batch's statement: one row per element of parallel arrays, sent in binary
+    (psycopg dumps a text array element by element through a quoting regex, ~15 us a
+    job for the ten columns; a binary one without). The columns named in `shared`
+    (row names; never the id or the payload) hold one value for every job of the
+    batch and go as one scalar each instead: psycopg dumps a binary array's elements
+    one by one in Python (about 1-2 us each), and a batch's tenant is always one, its
+    unkeyed part has no keys, and its jobs mostly share their type, queue, priority
+    and attempts. At most 2**9 statements, each prepared once per connection.
+    `keyless`: a batch without keys, which reads no ids back (_ANSWER_NONE)."""
+    arrays = [(a, r, t) for a, r, t in _ADD_COLUMNS if r not in shared]
+    alias = ", ".join(r for _, r, _ in arrays)
+    values = {r: f"%({r})s::{t}" if r in shared else f"u.{r}" for _, r, t in _ADD_COLUMNS}
+    rows = "unnest(" + ", ".join(f"%({a})b::{t}[]" for a, _, t in arrays) + f") AS u({alias})"
+    answer = _ANSWER_NONE if keyless else _ANSWER_IDS
+    return _fill(_ADD_TEMPLATE, rows=rows, counts=_COUNT_MANY, answer=answer, **values)
+
+
+def _fill(template: str, **parts: str) -> str:
+    """`template` with each {name} replaced (not str.format: the SQL has other braces)."""
+    for name, text in parts.items():
+        template = template.replace("{" + name + "}", text)
+    return template
+
+
+ADD_SQL = add_sql()  # every column an array
 # One job (the common single enqueue): a VALUES row of scalars. Postgres parses no
 # arrays and plans no function scan, about a third less server time per statement.
-ADD_ONE_SQL = _ADD_TEMPLATE.replace(
-    "{rows}", "(VALUES (" + ", ".join(f"%({r})s::{t}" for _, r, t in _ADD_COLUMNS) + "))"
-).replace("{counts}", _COUNT_ONE)
+ADD_ONE_SQL = _fill(
+    _ADD_TEMPLATE,
+    rows="(VALUES ("
+    + ", ".join(f"%({r})s::{t}" for _, r, t in _ADD_COLUMNS)
+    + ")) AS u("
+    + ", ".join(r for _, r, _ in _ADD_COLUMNS)
+    + ")",
+    counts=_COUNT_ONE,
+    answer=_ANSWER_IDS,
+    **{r: f"u.{r}" for _, r, _ in _ADD_COLUMNS},
+)
 
 
 def append_attempt(log: str, entry: str) -> str:
@@ -982,8 +1016,10 @@ class PostgresStore:
     def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
         if not jobs:
             return []
-        if len(jobs) == 1 and jobs[0].idempotency_key is None:
-            return [AddResult(self._add_one(jobs[0]), True)]
+        if all(new.idempotency_key is None for new in jobs):
+            if len(jobs) == 1:
+                return [AddResult(self._add_one(jobs[0]), True)]
+            return self._add_keyless(jobs)
         now = self.clock.now()
         # Resolve repeated keys inside the batch here: the first one wins.
         first_of: dict[tuple[str, str], int] = {}
@@ -1020,11 +1056,11 @@ class PostgresStore:
                         rows = _kept_cursor(conn).execute(ADD_ONE_SQL, one).fetchall()
                         built = {fresh[0].id: _fresh_job(fresh[0], now)}
                     else:
-                        params = self._add_params(fresh, now)
+                        shared, params = self._add_params(fresh, now)
                         # Pipeline mode sends the statement at once: the server inserts
                         # the batch while this thread builds the answer's jobs.
                         with conn.pipeline():
-                            cursor = conn.execute(ADD_SQL, params)
+                            cursor = conn.execute(add_sql(shared), params)
                             built = {n.id: _fresh_job(n, now) for n in fresh}
                             rows = cursor.fetchall()
                     inserted = {r[0] for r in rows}
@@ -1064,21 +1100,58 @@ class PostgresStore:
         self._run(lambda conn: _kept_cursor(conn).execute(ADD_ONE_SQL, params))
         return _fresh_job(new, now)
 
-    def _add_params(self, fresh: Sequence[NewJob], now: datetime) -> dict[str, Any]:
-        return {
+    def _add_keyless(self, jobs: Sequence[NewJob]) -> list[AddResult]:
+        """A batch without keys (Service.enqueue sends its unkeyed jobs apart), without
+        add's key bookkeeping. As in _add_one, nothing can conflict, so every row is
+        stored once the statement returns (a repeated id fails it whole); the statement
+        sends no ids back, which were read into a set and matched against the batch
+        again (about 2 us a job), and the answer is built from what was sent."""
+        now = self.clock.now()
+        shared, params = self._add_params(jobs, now)
+        sql = add_sql(shared, keyless=True)
+
+        def write(conn: Conn) -> list[AddResult]:
+            # Pipeline mode sends the statement at once: the server inserts the batch
+            # while this thread builds the answer's jobs.
+            with conn.pipeline():
+                cursor = conn.execute(sql, params)
+                answer = [AddResult(_fresh_job(new, now), True) for new in jobs]
+                cursor.fetchall()
+            return answer
+
+        return self._run(write)
+
+    def _add_params(
+        self, fresh: Sequence[NewJob], now: datetime
+    ) -> tuple[frozenset[str], dict[str, Any]]:
+        """add_sql's parameters for `fresh`, and the columns sent once (see add_sql)."""
+        columns: dict[str, tuple[str, list[Any], Callable[[Any], Any] | None]] = {
+            "tenant": ("tenants", [n.tenant for n in fresh], _enc),
+            "type": ("types", [n.type for n in fresh], _enc),
+            "queue": ("queues", [n.queue for n in fresh], _enc),
+            "priority": ("priorities", [n.priority for n in fresh], None),
+            "max_attempt": ("max_attempts", [n.max_attempts for n in fresh], None),
+            "run_at": ("run_ats", [n.run_at for n in fresh], None),
+            "key": ("keys", [n.idempotency_key for n in fresh], _enc_opt),
+            "callback_url": ("callback_urls", [n.callback_url for n in fresh], _enc_opt),
+        }
+        params: dict[str, Any] = {
             "now": now,
             "ids": [_enc(n.id) for n in fresh],
-            "tenants": [_enc(n.tenant) for n in fresh],
-            "types": [_enc(n.type) for n in fresh],
-            "queues": [_enc(n.queue) for n in fresh],
-            "priorities": [n.priority for n in fresh],
             "payloads": [_dumps(n.payload) for n in fresh],
-            "max_attempts": [n.max_attempts for n in fresh],
-            "run_ats": [n.run_at for n in fresh],
-            "keys": [_enc_opt(n.idempotency_key) for n in fresh],
-            "callback_urls": [_enc_opt(n.callback_url) for n in fresh],
             "channel": self.settings.channel,
         }
+        shared = []
+        for row, (array, values, encode) in columns.items():
+            first = values[0]
+            # Equal values store alike here: equal text, equal instants, equal numbers
+            # (the payload, where {"a": 1} == {"a": 1.0}, is always an array).
+            if values.count(first) == len(values):
+                shared.append(row)
+                params[row] = first if encode is None else encode(first)
+            else:
+                params[array] = values if encode is None else [encode(v) for v in values]
+        return frozenset(shared), params
 
     def _one_params(self, new: NewJob, now: datetime) -> dict[str, Any]:
         """ADD_ONE_SQL's scalars, built directly: the single enqueue is the common call,
