@@ -217,7 +217,7 @@ def _pg_statement(url: str, n: int, batch: int) -> float:
     import random
 
     from chalicelib.ids import new_job_id
-    from chalicelib.storage.postgres import ADD_ONE_SQL, add_sql, connect, parse_url
+    from chalicelib.storage.postgres import ADD_KEYLESS_ONE_SQL, add_sql, connect, parse_url
 
     one_value = {"tenant", "type", "queue", "priority", "max_attempt", "key", "callback_url"}
     batch_sql = add_sql(frozenset(one_value), keyless=True)
@@ -239,7 +239,7 @@ def _pg_statement(url: str, n: int, batch: int) -> float:
                     "priority": 0, "payload": payloads[0], "max_attempt": 3, "run_at": now,
                     "key": None, "callback_url": None,
                 }  # fmt: skip
-                cursor.execute(ADD_ONE_SQL, {**shared, **one}, prepare=True).fetchall()
+                cursor.execute(ADD_KEYLESS_ONE_SQL, {**shared, **one}, prepare=True).fetchall()
                 continue
             # As the store sends a batch without keys (PostgresStore._add_keyless): the
             # columns one value for every job once, the ids, payloads and times (each

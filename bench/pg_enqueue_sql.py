@@ -9,7 +9,7 @@ milliseconds between runs and hides a change of tens of microseconds in the
 statement. Here both statements run with synchronous_commit off (the flush is the
 same for both, and left out), prepared, on one connection each, in alternating
 rounds of `n`: the floor's plain insert into a copy of `jobs` (its columns and
-indexes, none of its triggers) and the checkout's own ADD_ONE_SQL (the row, the
+indexes, none of its triggers) and the checkout's own single-enqueue statement (the row, the
 enqueued count, the dashboard counts, the wake-up). It prints microseconds per
 statement, the best round and the median, and the difference: Spool's SQL over the
 floor. Run it from each of two checkouts (PYTHONPATH=. in each) to compare them.
@@ -55,7 +55,12 @@ def _rounds(
 
 def measure(rounds: int, n: int) -> dict[str, list[float]]:
     from chalicelib.ids import new_job_id
-    from chalicelib.storage.postgres import ADD_ONE_SQL, connect, parse_url
+    from chalicelib.storage import postgres
+    from chalicelib.storage.postgres import connect, parse_url
+
+    # What the store's single enqueue without a key sends (a checkout before stop 43
+    # sent ADD_ONE_SQL), so two checkouts can be compared.
+    one_sql = getattr(postgres, "ADD_KEYLESS_ONE_SQL", postgres.ADD_ONE_SQL)
 
     with scratch_schema("bench_enqueue_sql", query=NO_FLUSH) as url:
         settings = parse_url(url)
@@ -79,7 +84,7 @@ def measure(rounds: int, n: int) -> dict[str, list[float]]:
                     "max_attempt": 3, "run_at": now, "key": None, "callback_url": None,
                     "shard": random.randrange(16), "channel": settings.channel,
                 }  # fmt: skip
-                spool.execute(ADD_ONE_SQL, params, prepare=True).fetchall()
+                spool.execute(one_sql, params, prepare=True).fetchall()
 
             return _rounds({"floor": plain, "spool": spools}, rounds, n)
 

@@ -326,6 +326,30 @@ ADD_ONE_SQL = _fill(
 )
 
 
+# One job without a key (PostgresStore._add_one, the common call): nothing can conflict
+# (a repeated id fails the statement whole), so the row goes in with a plain INSERT of
+# scalars, and the two counts take the call's own values instead of reading the row
+# back: no ON CONFLICT arbiter on jobs, no RETURNING and no CTE scan of it, about
+# 20-30 us of server time (docs/benchmarks.md, stop 43). set_config sits in the jobs
+# insert's own SELECT, so it runs before that insert ends and the trigger's WHEN is
+# checked (see _ADD_TEMPLATE). Nothing is read back: the wake-up is the answer.
+ADD_KEYLESS_ONE_SQL = (
+    "WITH ins AS ("
+    " INSERT INTO jobs (id, tenant, type, queue, priority, payload, state, max_attempts,"
+    " run_at, created_at, updated_at, callback_url)"
+    " SELECT %(id)s::text, %(tenant)s::text, %(type)s::text, %(queue)s::text,"
+    " %(priority)s::int, %(payload)s::text, 'queued', %(max_attempt)s::int,"
+    " %(run_at)s::timestamptz, %(now)s, %(now)s, %(callback_url)s::text"
+    " WHERE set_config('spool.inserts_counted', 'on', true) = 'on'),"
+    " logged AS (INSERT INTO enqueued_log (queue, type, n) VALUES (%(queue)s, %(type)s, 1)),"
+    " counted AS (INSERT INTO job_counts (tenant, queue, state, shard, n, pending, dirty)"
+    " VALUES (%(tenant)s, %(queue)s, 'queued', pg_backend_pid() %% 16, 1, 1, true)"
+    " ON CONFLICT (tenant, queue, state, shard) DO UPDATE SET n = job_counts.n + 1,"
+    " pending = job_counts.pending + 1, dirty = true)"
+    " SELECT pg_notify(%(channel)s, '')"
+)
+
+
 def append_attempt(log: str, entry: str) -> str:
     """SQL for `log` (a jsonb array or NULL) with `entry` (jsonb, or NULL for nothing)
     appended, keeping the last %(keep)s entries: one `||` until the history is full,
@@ -1092,12 +1116,12 @@ class PostgresStore:
     def _add_one(self, new: NewJob) -> Job:
         """The common call, one job without a key, without add's batch bookkeeping
         (repeated keys, keys already stored, the answer's order), about 20 us of CPU a
-        call. Without a key nothing can conflict (ADD_ONE_SQL's ON CONFLICT names the
+        call. Without a key nothing can conflict (add's ON CONFLICT names the
         key's index; a repeated id is an error, as in a batch), so the row is stored
         once the statement returns, and the answer is built from what was sent."""
         now = self.clock.now()
         params = self._one_params(new, now)
-        self._run(lambda conn: _kept_cursor(conn).execute(ADD_ONE_SQL, params))
+        self._run(lambda conn: _kept_cursor(conn).execute(ADD_KEYLESS_ONE_SQL, params))
         return _fresh_job(new, now)
 
     def _add_keyless(self, jobs: Sequence[NewJob]) -> list[AddResult]:
