@@ -203,8 +203,8 @@ def _rig(settings: Deployed) -> Iterator[_Rig]:
             def count(model: Any, **_: Any) -> None:
                 calls[(model.service_model.service_name, model.name)] += 1
 
-            for client in (store.ddb, store.dispatch.client, store.blobs.client):
-                client.meta.events.register("before-call.*.*", count)
+            for aws_client in (store.ddb, store.dispatch.client, store.blobs.client):
+                aws_client.meta.events.register("before-call.*.*", count)
             with Client(spool_app.app) as client:
                 yield _Rig(rt, poller, client, calls)
         finally:

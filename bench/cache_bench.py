@@ -70,6 +70,7 @@ def finished_job(store_url: str) -> str:
         now = SystemClock().now()
         rt.store.add([NewJob(id=job_id, type="echo", payload={"n": 1}, run_at=now, tenant=TENANT)])
         [claimed] = rt.store.claim(1, 30, ids=[job_id])
+        assert claimed.lease_token is not None
         done = Completion(job_id, claimed.lease_token, JobState.SUCCEEDED, result={"ok": True})
         assert rt.store.finish([done]) == [True]
         return job_id

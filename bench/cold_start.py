@@ -30,6 +30,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 LAMBDA_PYTHON = ROOT / ".tools" / "lambda-venv" / "bin" / "python"
@@ -117,14 +118,14 @@ def child_env(task: Path) -> dict[str, str]:
     return env
 
 
-def run_once(python: Path, task: Path, code: str) -> dict[str, float]:
+def run_once(python: Path, task: Path, code: str) -> dict[str, Any]:
     result = subprocess.run(
         [str(python), "-c", code], cwd=task, env=child_env(task),
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     if result.returncode != 0:
         raise SystemExit(f"cold start run failed:\n{result.stderr}")
-    data: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    data: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return data
 
 

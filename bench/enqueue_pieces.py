@@ -57,7 +57,7 @@ def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
         "body_decode": lambda: request.json(edge.settings.max_body_bytes),
         "validation_checks": lambda: edge._enqueue_requests(data),
         "prepare_build_ids": lambda: edge.service.prepare(jobs, "t"),
-        "build": lambda: edge.service.build(jobs[0], "t", VIEW["id"]),
+        "build": lambda: edge.service.build(jobs[0], "t", str(VIEW["id"])),
         "ids": lambda: new_job_ids(1),
         "is_finite_json": lambda: is_finite_json({"n": 1}),
         "answer_body": lambda: answer_body(VIEW),

@@ -132,7 +132,8 @@ def latency(url: str, mode: str, backlog: int) -> dict[str, Any]:
             for j in jobs:
                 assert j is not None and j.started_at is not None and j.result is not None
                 claimed.append((j.started_at - j.created_at).total_seconds() * 1000)
-                started.append((j.result["t"] - j.created_at.timestamp()) * 1000)
+                handler_t = float(j.result["t"])  # type: ignore[arg-type,index,call-overload]
+                started.append((handler_t - j.created_at.timestamp()) * 1000)
                 _stages(stages, j, took.get(j.id), claims, wakes)
             break
         time.sleep(0.05)

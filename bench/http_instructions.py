@@ -201,7 +201,7 @@ def _served_phases(
     # The client's connections sit idle while the unserved phases run, which under
     # valgrind on a busy machine took past the default minute: the server closed them,
     # and the next phase's request met a broken pipe.
-    idle = {"idle_timeout": 86_400.0}
+    idle: dict[str, Any] = {"idle_timeout": 86_400.0}
     spool = Server(
         wsgi,
         "127.0.0.1",

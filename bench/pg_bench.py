@@ -217,7 +217,7 @@ def role_procrastinate_worker(schema: str, stamp: bool) -> None:
 # -- clients: setup, enqueue --------------------------------------------------
 
 
-def _timed(fn: Callable[[], None]) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
@@ -298,9 +298,19 @@ def role_raw_client(schema: str, action: str, n: int) -> None:
         ).fetchall()
 
     if action == "single":
-        seconds = _timed(lambda: [add(1) for _ in range(n)])
+
+        def singles() -> None:
+            for _ in range(n):
+                add(1)
+
+        seconds = _timed(singles)
     elif action == "batch":
-        seconds = _timed(lambda: [add(min(1000, n - s)) for s in range(0, n, 1000)])
+
+        def batches() -> None:
+            for s in range(0, n, 1000):
+                add(min(1000, n - s))
+
+        seconds = _timed(batches)
     else:
         sent = {}
         for i in range(n):
