@@ -93,6 +93,20 @@ def fresh_schema(migrate: bool = True, *, base: str = BASE_URL, **options: str) 
             admin.close()
 
 
+@contextlib.contextmanager
+def fresh_store() -> Iterator[Any]:
+    """A PostgresStore on a fresh migrated schema, on a FakeClock; closed afterwards."""
+    from chalicelib.clock import FakeClock
+    from chalicelib.storage.postgres import PostgresStore, parse_url
+
+    with fresh_schema() as url:
+        store = PostgresStore(parse_url(url), FakeClock())
+        try:
+            yield store
+        finally:
+            store.close()
+
+
 def with_port(url: str, port: int) -> str:
     """The same URL through another port (a PgProxy in front of the server)."""
     parts = urlsplit(url)

@@ -24,6 +24,7 @@ from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
 from local.emulator import context, scheduled_event
 from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY, Api, installed, settings_for
+from tests.handed_jobs import count_handed
 
 
 def drain() -> dict[str, int]:
@@ -275,21 +276,7 @@ def test_redrive_all_reads_and_redrives_whole_jobs_a_few_at_a_time(
     step = service.REDRIVE_STEP
     dead = [_dead_job(api) for _ in range(step * 2 + 3)]
     drain()
-    handed: list[int] = []
-    listing, redriving = rt.store.list_jobs, rt.store.redrive
-
-    def list_jobs(query: JobQuery) -> Any:
-        page = listing(query)
-        handed.append(len(page.jobs))
-        return page
-
-    def redrive(ids: Any, tenant: str | None = None) -> Any:
-        moved = redriving(ids, tenant)
-        handed.append(len(moved))
-        return moved
-
-    monkeypatch.setattr(rt.store, "list_jobs", list_jobs)
-    monkeypatch.setattr(rt.store, "redrive", redrive)
+    handed = count_handed(monkeypatch, rt.store)
     reply = api.post("/dlq/redrive")
     assert reply.status == 200, reply.body
     assert sorted(reply.json["ids"]) == sorted(dead) and reply.json["redriven"] == len(dead)

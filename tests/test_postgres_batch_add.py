@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from chalicelib.clock import FakeClock
 from chalicelib.models import CounterKey, JobState
 from tests.factories import new_job
 
@@ -24,15 +23,10 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def store() -> Iterator[Any]:
-    from chalicelib.storage.postgres import PostgresStore, parse_url
-    from tests.pg_support import fresh_schema
+    from tests.pg_support import fresh_store
 
-    with fresh_schema() as url:
-        pg = PostgresStore(parse_url(url), FakeClock())
-        try:
-            yield pg
-        finally:
-            pg.close()
+    with fresh_store() as pg:
+        yield pg
 
 
 def test_columns_every_job_shares_are_sent_once(store: Any) -> None:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from chalicelib.clock import FakeClock
 from chalicelib.models import CounterKey, JobState
 from tests.factories import new_job
 
@@ -21,15 +20,10 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture
 def store() -> Iterator[Any]:
-    from chalicelib.storage.postgres import PostgresStore, parse_url
-    from tests.pg_support import fresh_schema
+    from tests.pg_support import fresh_store
 
-    with fresh_schema() as url:
-        pg = PostgresStore(parse_url(url), FakeClock())
-        try:
-            yield pg
-        finally:
-            pg.close()
+    with fresh_store() as pg:
+        yield pg
 
 
 def test_the_answer_of_a_single_unkeyed_add_is_the_stored_job(store: Any) -> None:

@@ -14,6 +14,7 @@ import pytest
 
 from chalicelib.runtime import Runtime
 from tests.apikit import KEY_A, KEY_B, Api, installed, settings_for
+from tests.handed_jobs import count_handed
 
 DEAD_JOB = {"type": "fail", "payload": {"always": True, "message": "boom"}, "max_attempts": 1}
 
@@ -410,21 +411,7 @@ def test_dashboard_reads_and_redrives_jobs_a_few_at_a_time(
         reply = api.post("/enqueue", {"jobs": [DEAD_JOB] * min(50, made - start)})
         assert reply.status == 201, reply.body
     run_due(rt)
-    handed: list[int] = []
-    listing, redriving = rt.store.list_jobs, rt.store.redrive
-
-    def list_jobs(query: Any) -> Any:
-        page = listing(query)
-        handed.append(len(page.jobs))
-        return page
-
-    def redrive(ids: Any, tenant: str | None = None) -> Any:
-        moved = redriving(ids, tenant)
-        handed.append(len(moved))
-        return moved
-
-    monkeypatch.setattr(rt.store, "list_jobs", list_jobs)
-    monkeypatch.setattr(rt.store, "redrive", redrive)
+    handed = count_handed(monkeypatch, rt.store)
     rows = api.get("/ui/api/jobs?state=dead&limit=200").json
     assert len(rows["jobs"]) == made and rows["next_cursor"] is None
     first = api.get(f"/ui/api/jobs?state=dead&limit={step + 3}").json
