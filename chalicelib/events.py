@@ -74,7 +74,9 @@ def worker_for(rt: Runtime) -> Worker:
     with _lock:
         if _cached is not None and _cached[0] is rt:
             return _cached[1]
-        stale, _cached = _cached, (rt, rt.worker())
+        # No start marks: each would be one more DynamoDB request per job on AWS; an
+        # SQS message's job counts its attempt when claimed (docs/aws.md).
+        stale, _cached = _cached, (rt, rt.worker(start_marks=False))
         fresh = _cached[1]
     if stale is not None:
         stale[1].stop()

@@ -81,6 +81,7 @@ class Runtime:
         concurrency: int | None = None,
         middleware: tuple[Middleware, ...] = (),
         metrics: bool = True,
+        start_marks: bool = True,
     ) -> Worker:
         """A worker whose attempts also feed the metrics' histograms and the job-event logs.
 
@@ -102,6 +103,7 @@ class Runtime:
             traceback_bytes=attempt_record.traceback_bytes(self.settings.extra),
             heartbeat_seconds=attempt_record.heartbeat_seconds(self.settings.extra),
             policy=self._claim_policy(),
+            start_marks=start_marks,
         )
         # JobEvents: one log line per attempt's start and applied outcome (docs/operations.md).
         reporting = (self.metrics().middleware,) if metrics else ()

@@ -152,6 +152,11 @@ class WorkerConfig:
     heartbeat_seconds: float | None = None
     # Limits and fair turns the store's claim keeps (chalicelib/limits.py); None: none.
     policy: ClaimPolicy | None = None
+    # Claim unstarted and mark each job started just before its handler (start_marks.py),
+    # so a crash spends no attempt of a job still waiting in this worker. Off: claims
+    # count the attempt at once, as the Lambda functions do, where a mark would be one
+    # more DynamoDB request for every job (docs/aws.md, "Requests per job").
+    start_marks: bool = True
     # A stop during a store outage tries this long to write the results it holds,
     # then exits naming them (their leases lapse and they run again).
     stop_flush_seconds: float = 5.0
@@ -391,7 +396,9 @@ class Worker:
                     state.threads -= 1
                     self._wake()
                     return
-            if not self._marks.mark(attempt.job.id, attempt.job.lease_token or ""):
+            if self.config.start_marks and not self._marks.mark(
+                attempt.job.id, attempt.job.lease_token or ""
+            ):
                 self._not_started(attempt)
                 continue
             completion = self._outcome(attempt)
@@ -507,10 +514,16 @@ class Worker:
         queues = self.config.queues if ids is None else None
         if policy is None or not policy.active:
             lease = self.config.lease_seconds
-            return self.store.claim(want, lease, queues, ids=ids, started=False), []
+            started = not self.config.start_marks
+            return self.store.claim(want, lease, queues, ids=ids, started=started), []
         with policy.holds.watch() as holds:
             jobs = self.store.claim(
-                want, self.config.lease_seconds, queues, ids=ids, policy=policy, started=False
+                want,
+                self.config.lease_seconds,
+                queues,
+                ids=ids,
+                policy=policy,
+                started=not self.config.start_marks,
             )
         for mw in self.middleware:
             mw.after_claim(jobs, holds)
