@@ -308,7 +308,14 @@ def perform(
     ctx: JobContext | None = None,
     ca_file: str | None = None,
     resolver: ssrf.Resolver = ssrf.system_resolver,
+    *,
+    read_body: bool = True,
 ) -> dict[str, Any]:
+    """One request through the guard, redirects followed as the payload says.
+
+    read_body=False (webhook deliveries) answers with the status and headers alone:
+    the body is not read at all, so a receiver that answers 200 and then sends its
+    body slowly, endlessly or never cannot turn a delivery it took into a timeout."""
     deadline = time.monotonic() + payload.timeout
     if ctx is not None:
         deadline = min(deadline, ctx.deadline)
@@ -345,7 +352,9 @@ def perform(
                 if _origin_of(url) != first_origin:
                     headers = _cross_origin_headers(headers, body is not None)
                 continue
-            data, truncated = _read_capped(response, payload.max_body_bytes, deadline, ctx)
+            data, truncated = b"", False
+            if read_body:
+                data, truncated = _read_capped(response, payload.max_body_bytes, deadline, ctx)
             result = _result(payload, target, visited, response, data, truncated)
         finally:
             conn.close()

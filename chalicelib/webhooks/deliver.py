@@ -275,7 +275,9 @@ class Deliverer:
         hooks: config.WebhookSettings,
     ) -> dict[str, Any]:
         """One POST through http_request's pinned, deadline-bounded connection: the
-        guard resolves the name and every address is checked before connecting."""
+        guard resolves the name and every address is checked before connecting. The
+        answer is its status line and headers: the body is never read (a 2xx whose
+        body stalls or never ends was retried as a timeout, sent again and again)."""
         from chalicelib.builtin.http_request import HttpRequestPayload, perform
 
         request = HttpRequestPayload(
@@ -285,11 +287,11 @@ class Deliverer:
             body=payload.decode(),
             timeout=hooks.timeout,
             follow_redirects=False,  # a redirect is an answer: retried, never followed
-            max_body_bytes=1024,
+            max_body_bytes=0,
             response_headers=["retry-after"],
             retry_on_status=[],
         )
-        return perform(request, hooks.policy, None, hooks.ca_file, self._resolver)
+        return perform(request, hooks.policy, None, hooks.ca_file, self._resolver, read_body=False)
 
 
 def _describe(exc: BaseException) -> str:
