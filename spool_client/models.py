@@ -31,6 +31,23 @@ def _text(data: dict[str, Any], name: str) -> str:
     return value
 
 
+# Spool's cursors are a few dozen characters (the API takes at most 200 back).
+MAX_CURSOR_CHARS = 1024
+
+
+def _cursor(value: Any) -> str | None:
+    """next_cursor as the next page's ?cursor=, checked before it is sent back: a
+    broken server's object or list went out as a query value, and one of 100,000
+    characters made the next request a ValueError blaming the caller's arguments."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CURSOR_CHARS:
+        shown = f"{len(value)} characters" if isinstance(value, str) else type(value).__name__
+        what = f"answered a page whose next_cursor is not a cursor ({shown})"
+        raise UnexpectedResponse(None, "application/json", "the server", what)
+    return value
+
+
 def _answer(kind: str) -> Callable[[Callable[..., _Model]], Callable[..., _Model]]:
     """from_json that turns JSON of another shape (a wrong --url answering its own
     JSON) into UnexpectedResponse, instead of a KeyError deep in the caller."""
@@ -137,7 +154,7 @@ class Page:
         jobs = data["jobs"]
         if not isinstance(jobs, list):
             raise TypeError("jobs is not a list")
-        return cls([Job.from_json(j) for j in jobs], data.get("next_cursor"))
+        return cls([Job.from_json(j) for j in jobs], _cursor(data.get("next_cursor")))
 
 
 @dataclass(frozen=True)
