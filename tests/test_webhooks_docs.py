@@ -67,3 +67,29 @@ def test_the_client_receiver_answers_as_its_comments_say() -> None:
     assert receive(signed) == 200 and len(handled) == 1  # a repeat is dropped
     forged = SimpleNamespace(body=BODY, headers=_signed([new_secret()]))
     assert receive(forged) == 401
+
+
+def test_the_standard_library_check_says_false_to_anything_a_sender_writes() -> None:
+    """The page's check is `-> bool`: whatever a sender puts in the headers, a receiver
+    copied from it refuses (False), never raises (a 500 on every odd delivery). It
+    raised TypeError for a non-ASCII signature (compare_digest of str), ValueError for
+    a timestamp that is no number, OverflowError for one of 400 digits, KeyError for a
+    missing header, and verified a forgery signed with the empty key of "whsec_"."""
+    namespace: dict[str, Any] = {}
+    exec(_block("def verify(raw_body: bytes"), namespace)
+    verify = namespace["verify"]
+    secret = new_secret()
+    good = _signed([secret])
+    hostile = [
+        {**good, "webhook-signature": "v1,é"},
+        {**good, "webhook-timestamp": "soon"},
+        {**good, "webhook-timestamp": "9" * 400},
+        {**good, "webhook-timestamp": "1" * 300},
+        {k: v for k, v in good.items() if k != "webhook-signature"},
+        {k: v for k, v in good.items() if k != "webhook-timestamp"},
+    ]
+    for sent in hostile:
+        assert verify(BODY, sent, secret) is False, sent
+    empty = headers("msg_1", int(time.time()), BODY, [b""])
+    assert verify(BODY, empty, "whsec_") is False  # "whsec_" + an unset variable
+    assert verify(BODY, good, secret) is True
