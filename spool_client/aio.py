@@ -134,13 +134,14 @@ class AsyncClient:
             async with bound:
                 response = await self._http.send(request, stream=True, follow_redirects=False)
                 try:
-                    limit = self.max_answer_bytes
-                    body = calls.answer_buffer(response.headers, limit, self.url)
-                    async for chunk in response.aiter_bytes():
-                        calls.take(body, chunk, limit, self.url)
+                    # Raw bytes, inflated here within the limit (calls.Inflater).
+                    body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
+                    async for chunk in response.aiter_raw():
+                        body.feed(chunk)
+                    content = body.finish()
                 finally:
                     await response.aclose()
-                return response, bytes(body)
+                return response, content
         except httpx.ReadTimeout:  # httpx's per-read timeout, first: "timed out", no bound
             raise httpx.ReadTimeout(calls.no_answer(budget), request=request) from None
         except TimeoutError:

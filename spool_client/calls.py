@@ -11,11 +11,14 @@ import math
 import os
 import re
 import uuid
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
+
+import httpx
 
 from spool_client.errors import AnswerTooLarge, UnexpectedResponse
 from spool_client.retry import RetryPolicy
@@ -429,6 +432,63 @@ def answer_buffer(headers: Mapping[str, str], limit: int, url: str) -> bytearray
     if declared.isdigit() and int(declared) > limit:
         raise AnswerTooLarge(shown_url(url), limit)
     return bytearray()
+
+
+class Inflater:
+    """An answer's body as it arrives on the wire (httpx's iter_raw), decoded by its
+    Content-Encoding into a buffer held to `limit` as it is inflated.
+
+    httpx's own decoders inflate each piece whole: 64 KiB of gzipped zeros became
+    64 MiB before a byte of it was counted, so a server's "bomb" made a client with
+    max_answer_bytes of 1 MiB hold 150 MiB. Here no inflation yields more than the
+    room left plus one byte. Spool never compresses its answers; a proxy may, with
+    gzip or deflate. Any other coding cannot be read: httpx.DecodingError, as a
+    corrupt body is (a failed try)."""
+
+    def __init__(self, headers: Mapping[str, str], limit: int, url: str) -> None:
+        self.body = answer_buffer(headers, limit, url)
+        self.limit, self.url = limit, url
+        codings = [c.strip().lower() for c in headers.get("content-encoding", "").split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        if len(codings) > 1 or (codings and codings[0] not in _WBITS):
+            raise httpx.DecodingError(f"Content-Encoding {', '.join(codings)!r} is not supported")
+        self.coding = codings[0] if codings else None
+        self._zlib: Any = None
+        if self.coding is not None:
+            self._zlib = zlib.decompressobj(_WBITS[self.coding])
+        self._started = False
+
+    def feed(self, data: bytes) -> None:
+        if self._zlib is None:
+            take(self.body, data, self.limit, self.url)
+            return
+        try:
+            while data:
+                room = self.limit - len(self.body) + 1  # one byte past the limit tells
+                try:
+                    out = self._zlib.decompress(data, room)
+                except zlib.error:
+                    if self.coding != "deflate" or self._started:
+                        raise
+                    # "deflate" is zlib-wrapped by the standard, raw by some servers.
+                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                    out = self._zlib.decompress(data, room)
+                self._started = True
+                take(self.body, out, self.limit, self.url)
+                data = self._zlib.unconsumed_tail
+        except zlib.error as exc:
+            raise httpx.DecodingError(str(exc)) from None
+
+    def finish(self) -> bytes:
+        if self._zlib is not None:
+            try:
+                take(self.body, self._zlib.flush(), self.limit, self.url)
+            except zlib.error as exc:
+                raise httpx.DecodingError(str(exc)) from None
+        return bytes(self.body)
+
+
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
 def take(body: bytearray, chunk: bytes, limit: int, url: str) -> None:

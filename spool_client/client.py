@@ -148,18 +148,20 @@ class Client:
         try:
             response = self._http.send(request, stream=True, follow_redirects=False)
             try:
-                body = calls.answer_buffer(response.headers, self.max_answer_bytes, self.url)
-                for chunk in response.iter_bytes():
-                    calls.take(body, chunk, self.max_answer_bytes, self.url)
+                # Raw bytes, inflated here within the limit (calls.Inflater).
+                body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
+                for chunk in response.iter_raw():
+                    body.feed(chunk)
                     if time.monotonic() - began > budget:
                         raise httpx.ReadTimeout("", request=request)
+                content = body.finish()
             finally:
                 response.close()
         except httpx.ReadTimeout:
             # httpx's own per-read timeout (a silent server) says only "timed out": say
             # the bound, as the async client and docs/client.md do.
             raise httpx.ReadTimeout(calls.no_answer(budget), request=request) from None
-        return response, bytes(body)
+        return response, content
 
     def _exchange(
         self, request: httpx.Request, budget: float, cut: bool
@@ -184,14 +186,15 @@ class Client:
             try:
                 response = self._http.send(request, stream=True, follow_redirects=False)
                 try:
-                    body = calls.answer_buffer(response.headers, self.max_answer_bytes, self.url)
-                    for chunk in response.iter_bytes():
+                    body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
+                    for chunk in response.iter_raw():
                         if abandoned.is_set():
                             return  # closed below: the connection is dropped, not reused
-                        calls.take(body, chunk, self.max_answer_bytes, self.url)
+                        body.feed(chunk)
+                    content = body.finish()
                 finally:
                     response.close()
-                outcome.append((response, bytes(body)))
+                outcome.append((response, content))
             except httpx.ReadTimeout:  # httpx's per-read timeout: "timed out", no bound
                 outcome.append(httpx.ReadTimeout(calls.no_answer(budget), request=request))
             except Exception as exc:

@@ -1,0 +1,138 @@
+"""A compressed answer is held to max_answer_bytes as it is inflated, not after.
+
+httpx inflates each piece of a gzip or deflate body whole: one 64 KiB piece of
+zeros becomes 64 MiB before the client counts a byte of it, so a server answering
+a 1 MiB gzip "bomb" made a client with max_answer_bytes=1 MiB hold 130 MiB and
+more. Real loopback servers; memory measured with tracemalloc (allocations, not
+time), both clients."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import socket
+import threading
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from spool_client import AnswerTooLarge, AsyncClient, Client, RetryPolicy, TransportError
+
+LIMIT = 1 << 20
+
+
+def _bomb(wbits: int) -> bytes:
+    """256 MiB of zeros, compressed (about 256 KiB)."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    zeros = b"\0" * (1 << 20)
+    return b"".join(comp.compress(zeros) for _ in range(256)) + comp.flush()
+
+
+class Answering:
+    """Answers every request with this body under this Content-Encoding."""
+
+    def __init__(self, body: bytes, encoding: str) -> None:
+        self.answer = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Encoding: {encoding}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    conn.sendall(self.answer)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(params=[("gzip", 31), ("deflate", 15), ("deflate", -15)], ids=str)
+def bomb(request: pytest.FixtureRequest) -> Iterator[Answering]:
+    encoding, wbits = request.param
+    server = Answering(_bomb(wbits), encoding)
+    yield server
+    server.close()
+
+
+def _peak(call: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        call()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_compressed_bomb_is_refused_within_the_limit(bomb: Answering) -> None:
+    def call() -> None:
+        client = Client(bomb.url, "k", retry=RetryPolicy(attempts=1), max_answer_bytes=LIMIT)
+        with client, pytest.raises(AnswerTooLarge):
+            client.health()
+
+    assert _peak(call) < 8 * LIMIT
+
+
+def test_a_wait_try_on_its_own_thread_is_bounded_too(bomb: Answering) -> None:
+    """wait() runs each try on a thread of its own (Client._exchange)."""
+
+    def call() -> None:
+        client = Client(bomb.url, "k", retry=RetryPolicy(attempts=1), max_answer_bytes=LIMIT)
+        with client, pytest.raises(AnswerTooLarge):
+            client.wait("j_" + "a" * 32, timeout=5)
+
+    assert _peak(call) < 8 * LIMIT
+
+
+def test_the_async_client_is_bounded_too(bomb: Answering) -> None:
+    async def go() -> None:
+        async with AsyncClient(
+            bomb.url, "k", retry=RetryPolicy(attempts=1), max_answer_bytes=LIMIT
+        ) as c:
+            with pytest.raises(AnswerTooLarge):
+                await c.health()
+
+    assert _peak(lambda: asyncio.run(go())) < 8 * LIMIT
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity"])
+def test_a_compressed_answer_within_the_limit_is_read(encoding: str) -> None:
+    answer = json.dumps({"status": "ok", "pad": "x" * 100_000}).encode()
+    body = {
+        "gzip": gzip.compress(answer),
+        "deflate": zlib.compress(answer),
+        "identity": answer,
+    }[encoding]
+    server = Answering(body, encoding)
+    try:
+        with Client(server.url, "k", retry=RetryPolicy(attempts=1)) as c:
+            assert c.health()["status"] == "ok"
+    finally:
+        server.close()
+
+
+def test_a_corrupt_or_unknown_coding_is_a_transport_error() -> None:
+    for body, encoding in [(b"not gzip", "gzip"), (b"{}", "x-unknown"), (b"{}", "br, gzip")]:
+        server = Answering(body, encoding)
+        try:
+            client = Client(server.url, "k", retry=RetryPolicy(attempts=1))
+            with client, pytest.raises(TransportError, match="DecodingError"):
+                client.health()
+        finally:
+            server.close()
