@@ -190,7 +190,13 @@ def holds_key(text: str, key: str | None) -> bool:
 
 
 def headers(key: str | None) -> dict[str, str]:
-    out = {"Accept": "application/json", "User-Agent": USER_AGENT}
+    # Only the codings calls.Inflater reads (httpx would add br and zstd when their
+    # packages are installed).
+    out = {
+        "Accept": "application/json",
+        "Accept-Encoding": "gzip, deflate",
+        "User-Agent": USER_AGENT,
+    }
     if key:
         out["X-API-Key"] = key
     return out

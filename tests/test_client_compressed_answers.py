@@ -17,6 +17,7 @@ import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from spool_client import AnswerTooLarge, AsyncClient, Client, RetryPolicy, TransportError
@@ -136,3 +137,29 @@ def test_a_corrupt_or_unknown_coding_is_a_transport_error() -> None:
                 client.health()
         finally:
             server.close()
+
+
+def test_the_client_asks_only_for_the_codings_it_reads() -> None:
+    """httpx adds br and zstd to Accept-Encoding when their packages are installed;
+    an answer in one of them could not be read (above), so they are not asked for."""
+    heads: list[bytes] = []
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            heads.append(data)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with Client(url, "k", http=httpx.Client(headers={"Accept-Encoding": "br, zstd"})) as c:
+            c.health()
+    finally:
+        sock.close()
+    [head] = heads
+    assert b"\r\naccept-encoding: gzip, deflate\r\n" in head.lower()
