@@ -24,9 +24,10 @@ _event_checks: Any = None
 
 class SpoolChalice(Chalice):
     """Chalice, refusing with a 400 an API Gateway event its routes cannot read
-    (chalicelib/api/gateway_event.py) instead of raising or answering 500 on it. The
-    values inside it are looked at only when the answer was already a refusal or a
-    failure: a well-formed request pays for the few steps of shape_problem alone."""
+    (chalicelib/api/gateway_event.py) instead of raising or answering 500 on it. Both
+    checks run before chalice reads the event: a header or query value that is not a
+    string once reached a route, which raised on it (an ERROR with a traceback for a
+    client's mistake) or stored the job it came with."""
 
     def __call__(self, event: Any, context: Any) -> dict[str, Any]:
         answer = self._answer(event, context)
@@ -43,20 +44,10 @@ class SpoolChalice(Chalice):
             from chalicelib.api import gateway_event
 
             _event_checks = gateway_event
-        why = _event_checks.shape_problem(event, self.routes)
+        why = _event_checks.shape_problem(event, self.routes) or _event_checks.value_problem(event)
         if why is None:
-            try:
-                answer: dict[str, Any] = super().__call__(event, context)
-            except Exception:
-                why = _event_checks.value_problem(event)
-                if why is None:
-                    raise
-            else:
-                if answer["statusCode"] < 400:
-                    return answer
-                why = _event_checks.value_problem(event)
-                if why is None:
-                    return answer
+            answer: dict[str, Any] = super().__call__(event, context)
+            return answer
         return self._refuse(why)
 
     def _refuse(self, why: str) -> dict[str, Any]:
