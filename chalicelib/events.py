@@ -57,6 +57,7 @@ REDELIVER = frozenset({"deferred", "failed", "unwritten"})
 # (a fresh message, so holds do not count toward the queue's maxReceiveCount and
 # send a waiting job to the SQS dead-letter queue).
 HELD_REDELIVERY_SECONDS = 2.0
+_SQS_SOURCE = "aws:sqs"  # a record's eventSource, when it has one
 
 
 class LambdaContext(Protocol):
@@ -142,11 +143,30 @@ def parse_message(body: str) -> tuple[str | None, str]:
 
 
 def _records(event: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+    """The records of an SQS batch that can be answered for: objects with a messageId
+    (a non-empty string, the only thing batchItemFailures may name: an empty or
+    unknown one there makes Lambda deliver the whole batch again) and no eventSource
+    other than SQS's. The rest come from a direct invocation, not from the queue, so
+    there is no message to deliver again: each kind is a WARNING and is skipped."""
     records = event.get("Records") if isinstance(event, Mapping) else None
     if isinstance(records, list):
-        kept = [r for r in records if isinstance(r, Mapping)]
+        kept = [
+            r
+            for r in records
+            if isinstance(r, Mapping)
+            and type(r.get("messageId")) is str
+            and r["messageId"]
+            and r.get("eventSource", _SQS_SOURCE) == _SQS_SOURCE
+        ]
         if len(kept) < len(records):
-            log.warning("%d SQS records are not objects; skipped", len(records) - len(kept))
+            log.warning(
+                "%d of %d SQS records are not objects with a messageId string, or name "
+                "an eventSource other than %s: not SQS messages, so skipped and none is "
+                "reported failed",
+                len(records) - len(kept),
+                len(records),
+                _SQS_SOURCE,
+            )
         return kept
     # Not an SQS event (a test invocation, a wrong trigger): say so rather than
     # answer "nothing failed" in silence.
@@ -200,7 +220,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
     receipts: dict[str, str] = {}  # message id -> receipt handle
     failures: list[str] = []
     for record in _records(event):
-        message_id = str(record.get("messageId", ""))
+        message_id: str = record["messageId"]  # a non-empty string (_records)
         receipt = record.get("receiptHandle")
         if isinstance(receipt, str) and receipt:
             receipts[message_id] = receipt
@@ -245,7 +265,8 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
             # Hand deferred messages back now, not after the visibility timeout.
             dispatch.change_visibility(deferred, 0)
     push_metrics(rt)
-    return {"batchItemFailures": [{"itemIdentifier": m} for m in failures]}
+    # Each id once, in the batch's order: a hand-made event may repeat one.
+    return {"batchItemFailures": [{"itemIdentifier": m} for m in dict.fromkeys(failures)]}
 
 
 @_invocation
@@ -257,6 +278,15 @@ def handle_schedule(event: Mapping[str, Any], context: LambdaContext | None) -> 
     ahead for an SQS delay, and of jobs whose message was lost, so every job
     reaches the SQS worker and is run in one place.
     """
+    if not _is_scheduled_event(event):
+        # Nothing in the event is read: a drain invoked by hand (the console's test
+        # event) does what the minute's rule would, and says it was not the rule's.
+        log.warning(
+            "the scheduled function was invoked with an event that is not a scheduled "
+            "event (EventBridge's, source aws.events, detail-type Scheduled Event): %.200r; "
+            "draining as the schedule would",
+            event,
+        )
     rt = runtime_module.current()
     from chalicelib.webhooks.runner import beside_drain
 
@@ -274,6 +304,19 @@ def handle_schedule(event: Mapping[str, Any], context: LambdaContext | None) -> 
         done["periodic_enqueued"] = sum(1 for f in fired if f.outcome == "enqueued")
     push_metrics(rt)
     return done
+
+
+def _is_scheduled_event(event: Any) -> bool:
+    """Whether `event` is the one an EventBridge schedule sends, with each part
+    chalice's CloudWatchEvent reads of the type it has there."""
+    return (
+        isinstance(event, Mapping)
+        and event.get("source") == "aws.events"
+        and event.get("detail-type") == "Scheduled Event"
+        and isinstance(event.get("detail"), Mapping)
+        and isinstance(event.get("resources"), list)
+        and isinstance(event.get("time"), str)
+    )
 
 
 # -- SQS plumbing (only with a store that delivers through SQS) ----------------------
