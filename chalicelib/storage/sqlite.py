@@ -87,6 +87,7 @@ from chalicelib.storage.sqlite_txn import (
     WriteHealth,
     cannot_read,
     check_room,
+    write_turn,
 )
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
@@ -435,7 +436,8 @@ class SQLiteStore:
         self._watch: FileWatch | None = None
         # ... and processes at this gate, which hands the turn over in microseconds.
         self._gate = WriteGate(absolute) if on_disk else None
-        self._checkpointer = Checkpointer(absolute, self._connect) if on_disk else None
+        turn = functools.partial(write_turn, self._write_lock, self._gate)
+        self._checkpointer = Checkpointer(absolute, self._connect, turn) if on_disk else None
         self._health = WriteHealth()
         self.notifier = SocketDirNotifier(absolute + ".wake")
         first = self._keep(self._connect(create=True))
@@ -1047,11 +1049,11 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.notifier.close()
+        if self._checkpointer is not None:  # first: one in flight may hold the gate
+            self._checkpointer.close()
         if self._gate is not None:
             with self._write_lock:  # not while a writer of this process holds it
                 self._gate.close()
-        if self._checkpointer is not None:
-            self._checkpointer.close()
         with self._all_lock:
             for db in self._all:
                 db.close()

@@ -17,7 +17,22 @@ checkpoint has copied the whole WAL back. On a disk with less room than the mark
 40 MB the WAL otherwise filled it, and since only a commit that succeeded could set
 off a checkpoint, none ever ran again: every write was refused for good, even after
 room was made (the WAL took that too), though a checkpoint would have let SQLite
-write the WAL again from its start in the room it already had.
+write the WAL again from its start in the room it already had. Such a checkpoint
+also truncates the WAL (TRUNCATE, below), giving its room back to the disk.
+
+A passive checkpoint copies frames back but cannot make SQLite write the WAL again
+from its start: that happens only when a writer begins and finds every frame copied
+and no reader on a snapshot in the WAL. Beside writers that never stop, with readers
+that overlap (HTTP reads, workers), it never held: the WAL grew past the mark for as
+long as the load lasted (59.7 MB beside 7.2 MB of data on a 64 MB disk, a chaos run).
+So once the WAL is RESTART_MARKS marks long, the checkpoint thread takes the turn to
+write (the gate, sqlite_txn.write_turn), so no frame is added meanwhile, and runs
+`PRAGMA wal_checkpoint(RESTART)`: it copies what the passive one left and waits, at
+most RESTART_WAIT_MS, for the readers still on older snapshots to finish, so the next
+writer starts the WAL again. Writers wait at the gate for that long at most. A reader
+that holds its snapshot longer (a `sqlite3` shell left inside BEGIN) defeats it, as it
+defeats SQLite's own checkpoints; then the next try waits until the WAL has grown
+another RETRY_MARKS of a mark, rather than holding the writers after every commit.
 """
 
 from __future__ import annotations
@@ -30,11 +45,17 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from chalicelib import logs
+from chalicelib.errors import StoreUnavailable
 
 CHECKPOINT_PAGES = 10_000  # as before: each checkpoint costs fsyncs and rewrites hot pages
 SAFETY_NET_PAGES = 40_000  # PRAGMA wal_autocheckpoint: only if ours never runs
+RESTART_MARKS = 2  # a WAL this many CHECKPOINT_PAGES long is started again (RESTART)
+RETRY_MARKS = 0.25  # after a restart a reader defeated: grow this much more first
+RESTART_WAIT_MS = 200  # a restart's wait for readers, and so the writers' for it
+TURN_PATIENCE = 1.0  # seconds a restart waits for its turn among the writers
 # WalIndexHdr.mxFrame (frames in the WAL) and WalCkptInfo.nBackfill (frames copied
 # back), native byte order, in the first 100 bytes of the -shm file.
 MX_FRAME_AT = 16
@@ -50,10 +71,20 @@ log = logging.getLogger("spool.storage")
 _Thread = logs.inherited_thread  # by this name, so a test can refuse it without touching others
 
 
+# The turn to write, with no transaction, given a patience (sqlite_txn.write_turn).
+Turn = Callable[[float], AbstractContextManager[None]]
+
+
 class Checkpointer:
-    def __init__(self, db_path: str, connect: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self,
+        db_path: str,
+        connect: Callable[[], sqlite3.Connection],
+        turn: Turn | None = None,
+    ) -> None:
         self.shm_path = db_path + "-shm"
         self._connect = connect
+        self._turn = turn  # None: passive checkpoints only
         self._db: sqlite3.Connection | None = None
         self._running = threading.Lock()
         self._fd = -1  # the -shm file, read for the backlog
@@ -62,11 +93,18 @@ class Checkpointer:
         self._failures = 0  # checkpoints failed in a row
         self._warned_at = 0.0
         self._pressed = False  # a commit was refused for room: checkpoint until whole
+        self._retry_at = 0  # WAL frames a restart waits for after one a reader defeated
+        self._restart_warned_at: float | None = None
 
     def after_commit(self) -> None:
         """Called by a writer once it has let go of the gate. Never raises: the write
         has committed, and its caller must hear so."""
-        if self._pressed or self.backlog() >= CHECKPOINT_PAGES:
+        frames, copied = self._counters()
+        if (
+            self._pressed
+            or frames - copied >= CHECKPOINT_PAGES
+            or (self._turn is not None and frames >= self._restart_mark())
+        ):
             self._start()
 
     def after_refused_commit(self) -> None:
@@ -87,19 +125,30 @@ class Checkpointer:
 
     def backlog(self) -> int:
         """WAL frames not yet copied into the database file (0 when unknown)."""
+        frames, copied = self._counters()
+        return max(frames - copied, 0)
+
+    def _counters(self) -> tuple[int, int]:
+        """(frames in the WAL since it last began again, frames copied back); (0, 0)
+        when unknown."""
         self._adopt()
         fd = self._shm()
         if fd < 0:
-            return 0
+            return 0, 0
         try:
             head = os.pread(fd, HEAD, 0)
         except OSError:
-            return 0
+            return 0, 0
         if len(head) < HEAD:
-            return 0
+            return 0, 0
         (frames,) = struct.unpack_from("=I", head, MX_FRAME_AT)
         (copied,) = struct.unpack_from("=I", head, BACKFILL_AT)
-        return max(int(frames) - int(copied), 0)
+        return int(frames), int(copied)
+
+    def _restart_mark(self) -> int:
+        """WAL frames past which the WAL is started again (read at call time: tests
+        lower CHECKPOINT_PAGES)."""
+        return max(RESTART_MARKS * CHECKPOINT_PAGES, self._retry_at)
 
     def run_now(self) -> None:
         """One passive checkpoint on the calling thread (waits for a running one)."""
@@ -136,14 +185,41 @@ class Checkpointer:
         try:
             if self._db is None:
                 self._db = self._connect()  # closes what it opened if it fails
-            rows = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            busy, frames, copied = _result(self._db, "PASSIVE")
+            if frames < RESTART_MARKS * CHECKPOINT_PAGES:  # the WAL began again since
+                self._retry_at = 0
+            if self._turn is not None and (self._pressed or frames >= self._restart_mark()):
+                busy, frames, copied = self._restart(self._db)
         except sqlite3.Error as exc:  # the next commit past the mark tries again
             self._failed(exc)
         else:
             self._failures = 0
-            # (busy, frames in the WAL, frames copied back): whole when all were copied.
-            if rows and rows[0][0] == 0 and rows[0][1] == rows[0][2]:
+            # Whole when every frame in the WAL was copied back.
+            if busy == 0 and frames == copied:
                 self._pressed = False
+
+    def _restart(self, db: sqlite3.Connection) -> tuple[int, int, int]:
+        """Copy the rest back, with the writers held at the gate, and see the WAL
+        started again (RESTART), or emptied (TRUNCATE) after a refused commit, to give
+        its room back; or, when readers or the turn take too long, the WAL's counts
+        as they are, and the next try put off until it has grown RETRY_MARKS more."""
+        mode = "TRUNCATE" if self._pressed else "RESTART"
+        assert self._turn is not None
+        try:
+            with self._turn(TURN_PATIENCE):
+                db.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")  # read at call time
+                busy, frames, copied = _result(db, mode)
+        except StoreUnavailable:  # other writers kept the turn: try again later
+            busy, frames, copied = 1, *self._counters()
+        if busy == 0:
+            self._retry_at = 0
+        else:
+            self._retry_at = frames + max(int(RETRY_MARKS * CHECKPOINT_PAGES), 1)
+            self._warn(
+                f"the WAL could not be started again ({frames} frames): a reader held "
+                "its snapshot, or writers the turn, too long"
+            )
+        return busy, frames, copied
 
     def _failed(self, exc: sqlite3.Error) -> None:
         """Warn of the first failure in a row, then at most every WARN_EVERY seconds:
@@ -153,6 +229,14 @@ class Checkpointer:
         if self._failures == 1 or now - self._warned_at >= WARN_EVERY:
             self._warned_at = now
             log.warning("WAL checkpoint failed: %s (%d in a row)", exc, self._failures)
+
+    def _warn(self, message: str) -> None:
+        """At most every WARN_EVERY seconds."""
+        now = time.monotonic()
+        last = self._restart_warned_at
+        if last is None or now - last >= WARN_EVERY:
+            self._restart_warned_at = now
+            log.warning("%s", message)
 
     def _shm(self) -> int:
         self._reads += 1
@@ -168,6 +252,16 @@ class Checkpointer:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _result(db: sqlite3.Connection, mode: str) -> tuple[int, int, int]:
+    """`PRAGMA wal_checkpoint(mode)`: (1 if it could not finish, frames in the WAL,
+    frames copied back); -1s for a file not in WAL mode."""
+    row = db.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+    if row is None:
+        return 1, 0, 0
+    busy, frames, copied = row
+    return int(busy), int(frames), int(copied)
 
 
 def _unlinked(fd: int) -> bool:

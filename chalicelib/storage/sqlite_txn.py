@@ -19,12 +19,14 @@ would each wait it in turn, the Nth for N times as long.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 
 from chalicelib.errors import StoreUnavailable
 from chalicelib.storage import sqlite_gate
@@ -328,25 +330,9 @@ class Transaction:
         # Otherwise the body's own exception goes on as it is.
 
     def _take_turn(self) -> float:
-        """This process's lock, then the gate, both within the gate's one PATIENCE;
-        the seconds of it left, for BEGIN's own wait (_begin).
-
-        Waiting for the lock counts: a writer stalled at the gate (or in its
-        transaction) makes the threads behind it give up with it, not one patience
-        after another, so no HTTP thread waits much past PATIENCE for its 503."""
-        patience = sqlite_gate.PATIENCE  # read at call time: tests shorten it
-        deadline = time.monotonic() + patience
-        if not self.lock.acquire(timeout=patience):
-            raise stayed_locked()
-        try:
-            if self.gate is not None:
-                self.gate.acquire(patience=max(deadline - time.monotonic(), 0.0))
-        except BaseException as exc:
-            self.lock.release()
-            if isinstance(exc, GateTimeout):
-                raise stayed_locked() from exc
-            raise
-        return deadline - time.monotonic()
+        """This process's lock, then the gate, within the gate's one PATIENCE (read at
+        call time: tests shorten it); the seconds of it left, for BEGIN's own wait."""
+        return take_turn(self.lock, self.gate, sqlite_gate.PATIENCE)
 
     def _begin(self, left: float) -> None:
         """BEGIN IMMEDIATE, its wait for a writer outside the gate (another program,
@@ -379,8 +365,46 @@ class Transaction:
             log.warning("a SQLite rollback failed: %s", exc)
 
     def _let_go(self) -> None:
-        try:
-            if self.gate is not None:
-                self.gate.release()
-        finally:
-            self.lock.release()
+        let_go(self.lock, self.gate)
+
+
+def take_turn(lock: threading.Lock, gate: WriteGate | None, patience: float) -> float:
+    """This process's lock, then the gate, both within one `patience`; the seconds of
+    it left. StoreUnavailable (stayed_locked) when it runs out.
+
+    Waiting for the lock counts: a writer stalled at the gate (or in its
+    transaction) makes the threads behind it give up with it, not one patience
+    after another, so no HTTP thread waits much past PATIENCE for its 503."""
+    deadline = time.monotonic() + patience
+    if not lock.acquire(timeout=patience):
+        raise stayed_locked()
+    try:
+        if gate is not None:
+            gate.acquire(patience=max(deadline - time.monotonic(), 0.0))
+    except BaseException as exc:
+        lock.release()
+        if isinstance(exc, GateTimeout):
+            raise stayed_locked() from exc
+        raise
+    return deadline - time.monotonic()
+
+
+def let_go(lock: threading.Lock, gate: WriteGate | None) -> None:
+    try:
+        if gate is not None:
+            gate.release()
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def write_turn(lock: threading.Lock, gate: WriteGate | None, patience: float) -> Iterator[None]:
+    """The turn to write with no transaction in it: what a checkpoint that starts the
+    WAL again holds, so that Spool's writers wait their turn behind it at the gate
+    rather than SQLite's busy handler waiting, in steps of milliseconds, for a gap
+    between writers that lasts microseconds (sqlite_checkpoint.py)."""
+    take_turn(lock, gate, patience)
+    try:
+        yield
+    finally:
+        let_go(lock, gate)
