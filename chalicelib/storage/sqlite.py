@@ -16,8 +16,9 @@ measured single enqueues go from about 17,500/s with 4 KiB pages to about
 21,500/s) while typical rows still fit in one page. The WAL is checkpointed every 10,000 pages
 instead of SQLite's 1,000: each checkpoint costs two fsyncs and rewrites hot
 pages (counters, index leaves) that a longer interval writes once. It runs on a
-thread of its own, beside the writers (sqlite_checkpoint.py). The WAL
-file is truncated back to 64 MB after a checkpoint.
+thread of its own, beside the writers (sqlite_checkpoint.py), which also starts
+the WAL again once it is two marks long: beside writers that never pause SQLite
+never did so itself. The WAL file is truncated back to 64 MB when it starts again.
 
 Each thread has a connection of its own, opened on its first call, and each
 connection keeps its own page cache: at most 2 MiB (`cache_size`, SQLite's own default
