@@ -214,10 +214,12 @@ class Checkpointer:
         if busy == 0:
             self._retry_at = 0
         else:
-            self._retry_at = frames + max(int(RETRY_MARKS * CHECKPOINT_PAGES), 1)
+            self._retry_at = max(frames, 0) + max(int(RETRY_MARKS * CHECKPOINT_PAGES), 1)
+            # frames is -1 when the copy itself failed (a full disk): no reader to blame.
+            size = f"{frames} frames" if frames >= 0 else "the copy back failed"
             self._warn(
-                f"the WAL could not be started again ({frames} frames): a reader held "
-                "its snapshot, or writers the turn, too long"
+                f"the WAL could not be started again ({mode}, {size}): a reader held "
+                "its snapshot or writers the turn too long, or the disk refused the copy"
             )
         return busy, frames, copied
 
