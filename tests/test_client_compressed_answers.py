@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from spool_client import AnswerTooLarge, AsyncClient, Client, RetryPolicy, TransportError
+from tests.canned_http import CannedServer
 
 LIMIT = 1 << 20
 
@@ -32,42 +33,19 @@ def _bomb(wbits: int) -> bytes:
     return b"".join(comp.compress(zeros) for _ in range(256)) + comp.flush()
 
 
-class Answering:
+def answering(body: bytes, encoding: str) -> CannedServer:
     """Answers every request with this body under this Content-Encoding."""
-
-    def __init__(self, body: bytes, encoding: str) -> None:
-        self.answer = (
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-            + f"Content-Encoding: {encoding}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                try:
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        data += conn.recv(65536)
-                    conn.sendall(self.answer)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.sock.close()
+    return CannedServer(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        + f"Content-Encoding: {encoding}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
 
 
 @pytest.fixture(params=[("gzip", 31), ("deflate", 15), ("deflate", -15)], ids=str)
-def bomb(request: pytest.FixtureRequest) -> Iterator[Answering]:
+def bomb(request: pytest.FixtureRequest) -> Iterator[CannedServer]:
     encoding, wbits = request.param
-    server = Answering(_bomb(wbits), encoding)
+    server = answering(_bomb(wbits), encoding)
     yield server
     server.close()
 
@@ -81,7 +59,7 @@ def _peak(call: Callable[[], object]) -> int:
         tracemalloc.stop()
 
 
-def test_a_compressed_bomb_is_refused_within_the_limit(bomb: Answering) -> None:
+def test_a_compressed_bomb_is_refused_within_the_limit(bomb: CannedServer) -> None:
     def call() -> None:
         client = Client(bomb.url, "k", retry=RetryPolicy(attempts=1), max_answer_bytes=LIMIT)
         with client, pytest.raises(AnswerTooLarge):
@@ -90,7 +68,7 @@ def test_a_compressed_bomb_is_refused_within_the_limit(bomb: Answering) -> None:
     assert _peak(call) < 8 * LIMIT
 
 
-def test_a_wait_try_on_its_own_thread_is_bounded_too(bomb: Answering) -> None:
+def test_a_wait_try_on_its_own_thread_is_bounded_too(bomb: CannedServer) -> None:
     """wait() runs each try on a thread of its own (Client._exchange)."""
 
     def call() -> None:
@@ -101,7 +79,7 @@ def test_a_wait_try_on_its_own_thread_is_bounded_too(bomb: Answering) -> None:
     assert _peak(call) < 8 * LIMIT
 
 
-def test_the_async_client_is_bounded_too(bomb: Answering) -> None:
+def test_the_async_client_is_bounded_too(bomb: CannedServer) -> None:
     async def go() -> None:
         async with AsyncClient(
             bomb.url, "k", retry=RetryPolicy(attempts=1), max_answer_bytes=LIMIT
@@ -120,7 +98,7 @@ def test_a_compressed_answer_within_the_limit_is_read(encoding: str) -> None:
         "deflate": zlib.compress(answer),
         "identity": answer,
     }[encoding]
-    server = Answering(body, encoding)
+    server = answering(body, encoding)
     try:
         with Client(server.url, "k", retry=RetryPolicy(attempts=1)) as c:
             assert c.health()["status"] == "ok"
@@ -130,7 +108,7 @@ def test_a_compressed_answer_within_the_limit_is_read(encoding: str) -> None:
 
 def test_a_corrupt_or_unknown_coding_is_a_transport_error() -> None:
     for body, encoding in [(b"not gzip", "gzip"), (b"{}", "x-unknown"), (b"{}", "br, gzip")]:
-        server = Answering(body, encoding)
+        server = answering(body, encoding)
         try:
             client = Client(server.url, "k", retry=RetryPolicy(attempts=1))
             with client, pytest.raises(TransportError, match="DecodingError"):

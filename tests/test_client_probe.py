@@ -39,6 +39,7 @@ from chalicelib.webhooks.deliver import Deliverer
 from local import cli
 from spool_client import AsyncClient, Client, RetryPolicy, TransportError, UnexpectedResponse
 from spool_client.webhooks import WebhookVerificationError, sign, verify
+from tests.canned_http import CannedServer
 from tests.factories import new_job
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -109,37 +110,6 @@ def script() -> Iterator[Any]:
     yield start
     for server in made:
         server.close()
-
-
-class RawReceiver:
-    """A socket that reads one request and answers it with exactly these bytes."""
-
-    def __init__(self, answer: bytes) -> None:
-        self.answer = answer
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hooks"
-        self.requests = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                conn.settimeout(5)
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.requests += 1
-                conn.sendall(self.answer)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 # -- the Python client: a wrong server, arguments no request can carry ----------------------
@@ -490,7 +460,9 @@ def test_a_retry_after_in_superscript_digits_is_retried_with_backoff() -> None:
     """`Retry-After: \\xb2` reads as "²" (latin-1), which str.isdigit() takes and float()
     refuses: before, every attempt raised, was never recorded, and the delivery was
     claimed again at each lease's end, forever."""
-    receiver = RawReceiver(b"HTTP/1.1 503 No\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n")
+    receiver = CannedServer(
+        b"HTTP/1.1 503 No\r\nRetry-After: \xb2\r\nContent-Length: 0\r\n\r\n", "/hooks"
+    )
     store = MemoryStore(FakeClock())
     try:
         job_id = _finished(store, receiver.url)
@@ -526,7 +498,7 @@ def test_an_attempt_that_fails_every_time_is_failed_after_its_attempts() -> None
 
 
 def test_a_receivers_first_line_is_not_echoed_into_the_job() -> None:
-    receiver = RawReceiver(b"+OK internal-service-banner v9.9 token=abc\r\n\r\n")
+    receiver = CannedServer(b"+OK internal-service-banner v9.9 token=abc\r\n\r\n", "/hooks")
     store = MemoryStore(FakeClock())
     try:
         job_id = _finished(store, receiver.url)
