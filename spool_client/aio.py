@@ -134,11 +134,13 @@ class AsyncClient:
             async with bound:
                 response = await self._http.send(request, stream=True, follow_redirects=False)
                 try:
-                    # Raw bytes, inflated here within the limit (calls.Inflater).
-                    body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
-                    async for chunk in response.aiter_raw():
-                        body.feed(chunk)
-                    content = body.finish()
+                    content = calls.read_already(response, self.max_answer_bytes, self.url)
+                    if content is None:
+                        # Raw bytes, inflated here within the limit (calls.Inflater).
+                        body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
+                        async for chunk in response.aiter_raw():
+                            body.feed(chunk)
+                        content = body.finish()
                 finally:
                     await response.aclose()
                 return response, content

@@ -440,6 +440,18 @@ def answer_buffer(headers: Mapping[str, str], limit: int, url: str) -> bytearray
     return bytearray()
 
 
+def read_already(response: httpx.Response, limit: int, url: str) -> bytes | None:
+    """The body of an answer its transport handed over already read (an httpx.Response
+    made with its content, as httpx.MockTransport's are), held to `limit`; None for one
+    still to stream. iter_raw() refuses the first kind (StreamConsumed), and httpx has
+    decoded it already, so there is nothing left for an Inflater to do."""
+    if not response.is_stream_consumed:
+        return None
+    body = bytearray()
+    take(body, response.content, limit, url)
+    return bytes(body)
+
+
 class Inflater:
     """An answer's body as it arrives on the wire (httpx's iter_raw), decoded by its
     Content-Encoding into a buffer held to `limit` as it is inflated.

@@ -148,13 +148,15 @@ class Client:
         try:
             response = self._http.send(request, stream=True, follow_redirects=False)
             try:
-                # Raw bytes, inflated here within the limit (calls.Inflater).
-                body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
-                for chunk in response.iter_raw():
-                    body.feed(chunk)
-                    if time.monotonic() - began > budget:
-                        raise httpx.ReadTimeout("", request=request)
-                content = body.finish()
+                content = calls.read_already(response, self.max_answer_bytes, self.url)
+                if content is None:
+                    # Raw bytes, inflated here within the limit (calls.Inflater).
+                    body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
+                    for chunk in response.iter_raw():
+                        body.feed(chunk)
+                        if time.monotonic() - began > budget:
+                            raise httpx.ReadTimeout("", request=request)
+                    content = body.finish()
             finally:
                 response.close()
         except httpx.ReadTimeout:
@@ -186,12 +188,14 @@ class Client:
             try:
                 response = self._http.send(request, stream=True, follow_redirects=False)
                 try:
-                    body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
-                    for chunk in response.iter_raw():
-                        if abandoned.is_set():
-                            return  # closed below: the connection is dropped, not reused
-                        body.feed(chunk)
-                    content = body.finish()
+                    content = calls.read_already(response, self.max_answer_bytes, self.url)
+                    if content is None:
+                        body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
+                        for chunk in response.iter_raw():
+                            if abandoned.is_set():
+                                return  # closed below: the connection is dropped, not reused
+                            body.feed(chunk)
+                        content = body.finish()
                 finally:
                     response.close()
                 outcome.append((response, content))

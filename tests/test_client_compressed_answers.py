@@ -141,3 +141,20 @@ def test_the_client_asks_only_for_the_codings_it_reads() -> None:
         sock.close()
     [head] = heads
     assert b"\r\naccept-encoding: gzip, deflate\r\n" in head.lower()
+
+
+def test_an_answer_its_transport_read_already_is_read_and_held_to_the_limit() -> None:
+    """httpx.MockTransport (and any transport answering with whole content) hands over a
+    body already read, which iter_raw() refuses (StreamConsumed): it is taken as it is,
+    and still held to max_answer_bytes."""
+    pad = {"size": 10}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"status": "ok", "pad": "x" * pad["size"]})
+
+    with httpx.Client(transport=httpx.MockTransport(answer)) as http:
+        client = Client("http://spool.test", "k", http=http, max_answer_bytes=LIMIT)
+        assert client.health()["status"] == "ok"
+        pad["size"] = 2 * LIMIT
+        with pytest.raises(AnswerTooLarge):
+            client.health()
