@@ -883,7 +883,7 @@ def test_pipelined_requests_then_a_half_close_are_all_answered(server: Server) -
     statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", got)]
     assert statuses == [201, 200, 201]  # the unfinished fourth one is never answered
     listed = requests.get(f"{server.url}/jobs", headers={"X-API-Key": KEY_A}, timeout=10)
-    assert len(listed.json()["jobs"]) == 2
+    assert len(listed.json()["jobs"]) == 2, listed.json()["jobs"]
 
 
 def test_a_long_poll_that_half_closes_is_answered_at_once(server: Server) -> None:

@@ -107,3 +107,37 @@ def test_a_file_made_before_loses_the_index_the_add_no_longer_writes(tmp_path: P
         assert len(store.list_jobs(JobQuery(tenant="a")).jobs) == 3
     finally:
         store.close()
+
+
+def test_a_job_that_changes_state_between_walks_is_listed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each state's walk is a statement of its own. Read outside a transaction, a job a
+    worker claimed and finished between two walks was in the queued walk and again in
+    the succeeded one: `GET /jobs` listed 3 or 4 jobs where 2 existed (seen in
+    tests/test_server_abuse.py, with the emulator running the jobs it listed)."""
+    clock = FakeClock()
+    store = SQLiteStore(str(tmp_path / "spool.db"), clock)
+    worker = SQLiteStore(str(tmp_path / "spool.db"), clock)  # another connection
+    try:
+        [added] = store.add([new_job(clock, tenant="a")])
+        walked: list[JobState | None] = []
+        rows = sqlite_lists._rows
+
+        def walk(db: sqlite3.Connection, columns: str, query: JobQuery, state, limit):  # type: ignore[no-untyped-def]
+            walked.append(state)
+            if state is JobState.QUEUED:  # the worker runs the job right after this walk
+                found = rows(db, columns, query, state, limit)
+                [claimed] = worker.claim(1, 30)
+                done = Completion(claimed.id, claimed.lease_token or "", JobState.SUCCEEDED)
+                assert worker.finish([done]) == [True]
+                return found
+            return rows(db, columns, query, state, limit)
+
+        monkeypatch.setattr(sqlite_lists, "_rows", walk)
+        page = store.list_jobs(JobQuery(tenant="a", limit=10))
+        assert JobState.QUEUED in walked and JobState.SUCCEEDED in walked
+        assert [job.id for job in page.jobs] == [added.job.id]
+    finally:
+        worker.close()
+        store.close()

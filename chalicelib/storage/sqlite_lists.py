@@ -19,10 +19,12 @@ from __future__ import annotations
 import heapq
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from chalicelib.models import Job, JobPage, JobQuery, JobState
 from chalicelib.storage.base import check_limit, decode_cursor, encode_cursor
+
+_T = TypeVar("_T")
 
 # The index that stops 36-39 wrote on every add; a file that has it loses it on open.
 RETIRED_INDEX = "jobs_by_tenant"
@@ -49,7 +51,9 @@ def list_jobs(
 ) -> JobPage:
     limit = check_limit(query.limit)
     if query.tenant is not None and query.state is None:
-        walks = [_rows(db, columns, query, state, limit) for state in JobState]
+        walks = _in_one_snapshot(
+            db, lambda: [_rows(db, columns, query, s, limit) for s in JobState]
+        )
         key = lambda row: (row[CREATED_AT], row[ID])  # noqa: E731
         merged = heapq.merge(*walks, key=key, reverse=query.newest_first)
         rows = [row for _, row in zip(range(limit + 1), merged, strict=False)]
@@ -58,6 +62,20 @@ def list_jobs(
     jobs = [to_job(r) for r in rows[:limit]]
     cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > limit else None
     return JobPage(jobs, cursor)
+
+
+def _in_one_snapshot(db: sqlite3.Connection, read: Callable[[], _T]) -> _T:
+    """`read`'s statements in one read transaction. Each walk above is a statement of
+    its own, and outside a transaction each reads the file as it is then: a job a
+    worker moved from queued to running to succeeded between two walks was listed by
+    each of them, twice or three times in one page."""
+    if db.in_transaction:  # the caller's transaction is the snapshot already
+        return read()
+    db.execute("BEGIN")
+    try:
+        return read()
+    finally:
+        db.execute("COMMIT")
 
 
 def select(columns: str, query: JobQuery, state: JobState | None) -> tuple[str, list[Any]]:
