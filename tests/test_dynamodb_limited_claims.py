@@ -132,14 +132,9 @@ def test_a_large_limited_claim_fits_each_transaction_and_keeps_the_limit(
     assert store.claim(250, 30, policy=policy) == []  # full: nothing more starts
 
 
-def test_a_later_transaction_failing_keeps_the_earlier_ones_claims(
-    aws: Aws, clock: FakeClock
-) -> None:
-    """A claim of 150 under a limit: the first transaction (98 jobs) commits, the
-    second is throttled. The 98 reach the worker; the other 52 wait, no attempt spent."""
-    store = aws.store(clock)
-    ids = add_many(store, clock, 150, type_="resize")
-    policy = ClaimPolicy(limits=(Limit("type", "resize", concurrency=500),))
+def _refuse_from_the_second_transaction(aws: Aws) -> tuple[list[int], Any]:
+    """Throttle every TransactWriteItems after the first; the sizes of those sent, and
+    the hook (to unregister)."""
     sent: list[int] = []
 
     def second_refused(params: dict[str, Any], **_: Any) -> None:
@@ -150,6 +145,18 @@ def test_a_later_transaction_failing_keeps_the_earlier_ones_claims(
     aws.ddb.meta.events.register(
         "provide-client-params.dynamodb.TransactWriteItems", second_refused
     )
+    return sent, second_refused
+
+
+def test_a_later_transaction_failing_keeps_the_earlier_ones_claims(
+    aws: Aws, clock: FakeClock
+) -> None:
+    """A claim of 150 under a limit: the first transaction (98 jobs) commits, the
+    second is throttled. The 98 reach the worker; the other 52 wait, no attempt spent."""
+    store = aws.store(clock)
+    ids = add_many(store, clock, 150, type_="resize")
+    policy = ClaimPolicy(limits=(Limit("type", "resize", concurrency=500),))
+    sent, second_refused = _refuse_from_the_second_transaction(aws)
 
     claimed = store.claim(150, 30, policy=policy)
 
@@ -172,16 +179,7 @@ def test_a_named_claim_cut_short_sends_the_unclaimed_ids_again(aws: Aws, clock: 
     ids = add_many(store, clock, 150, type_="resize")
     aws.messages()  # the enqueue's messages, received: out of the way
     policy = ClaimPolicy(limits=(Limit("type", "resize", concurrency=500),))
-    sent: list[int] = []
-
-    def second_refused(params: dict[str, Any], **_: Any) -> None:
-        sent.append(len(params["TransactItems"]))
-        if len(sent) >= 2:
-            raise throttled("TransactWriteItems")
-
-    aws.ddb.meta.events.register(
-        "provide-client-params.dynamodb.TransactWriteItems", second_refused
-    )
+    _refuse_from_the_second_transaction(aws)
 
     claimed = store.claim(150, 30, ids=ids, policy=policy)
 

@@ -15,6 +15,18 @@ from tests.factories import new_job
 from tests.redis_support import admin, private_server, with_prefix
 
 
+def _opened_under(tmp_path: Path, policy: str, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Open a store on a private server with this eviction policy; what spool.redis said."""
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        control = admin(server.url)
+        control.config_set("maxmemory", str(64 * 1024 * 1024))
+        control.config_set("maxmemory-policy", policy)
+        control.close()
+        with caplog.at_level(logging.WARNING, logger="spool.redis"):
+            from_url(with_prefix(server.url, "evict")).close()
+    return [r.getMessage() for r in caplog.records if r.name == "spool.redis"]
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("policy", ["allkeys-lru", "allkeys-lfu", "allkeys-random"])
 def test_an_evicting_policy_is_warned_about_at_start(
@@ -23,15 +35,7 @@ def test_an_evicting_policy_is_warned_about_at_start(
     """allkeys-* deletes any key once Redis is full, jobs and idempotency keys among
     them, silently; docs say to set noeviction, but a store on such a server opened
     without a word."""
-    with private_server(tmp_path / "redis", appendfsync="no") as server:
-        control = admin(server.url)
-        control.config_set("maxmemory", str(64 * 1024 * 1024))
-        control.config_set("maxmemory-policy", policy)
-        control.close()
-        with caplog.at_level(logging.WARNING, logger="spool.redis"):
-            store = from_url(with_prefix(server.url, "evict"))
-            store.close()
-    said = [r.getMessage() for r in caplog.records if r.name == "spool.redis"]
+    said = _opened_under(tmp_path, policy, caplog)
     assert any(policy in m and "noeviction" in m for m in said), said
 
 
@@ -41,15 +45,7 @@ def test_a_policy_that_spares_spools_keys_opens_without_a_warning(
     tmp_path: Path, policy: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """volatile-* evicts only keys with a TTL; Spool's keys carry none."""
-    with private_server(tmp_path / "redis", appendfsync="no") as server:
-        control = admin(server.url)
-        control.config_set("maxmemory", str(64 * 1024 * 1024))
-        control.config_set("maxmemory-policy", policy)
-        control.close()
-        with caplog.at_level(logging.WARNING, logger="spool.redis"):
-            store = from_url(with_prefix(server.url, "quiet"))
-            store.close()
-    assert not [r for r in caplog.records if r.name == "spool.redis"]
+    assert not _opened_under(tmp_path, policy, caplog)
 
 
 @pytest.mark.timeout(60)
