@@ -31,7 +31,7 @@ from chalicelib.errors import (
 from chalicelib.ids import looks_like_job_id
 from chalicelib.logs import job_event
 from chalicelib.models import JobQuery, JobState
-from chalicelib.service import NAME_PATTERN
+from chalicelib.service import NAME_PATTERN, REDRIVE_STEP
 from chalicelib.ui import page, views
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ ALL_PER_REQUEST = 5000
 # Whole jobs one store call hands back to these routes: a job may carry a 256 KiB
 # payload (and a result), and what the routes keep of it is a short row or an id, so
 # a list of 200 or an action on 5000 holds at most this many whole jobs at a time.
-READ_STEP = 50
+# The API's bulk redrive keeps to the same step (service.REDRIVE_STEP).
+READ_STEP = REDRIVE_STEP
 NO_STORE = {"Cache-Control": "no-store"}
 # What every /ui answer carries unless it set its own (routes.py adds them to errors).
 ERROR_HEADERS = {**NO_STORE, **page.SECURITY_HEADERS}
