@@ -955,6 +955,19 @@ CATALOG: tuple[Setting, ...] = (
         group=_WEBHOOKS,
     ),
     Setting(
+        name="SPOOL_WEBHOOK_PORTS",
+        type=LIST,
+        default=("80", "443", "1024-65535"),
+        read_by="chalicelib/webhooks/config.py",
+        meaning=(
+            "Ports callback URLs may name: ports and ranges (`443, 8000-8999`). The "
+            "default leaves out the privileged ports of other protocols (SMTP 25, SSH 22, "
+            "LDAP 389 ...): a POST there is never a webhook. Refused at enqueue (422), in "
+            "a tenant's default `url` at start, and at each delivery."
+        ),
+        group=_WEBHOOKS,
+    ),
+    Setting(
         name="SPOOL_WEBHOOK_CA_FILE",
         type=TEXT,
         default=None,

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
 from chalicelib.errors import PermanentError
+from chalicelib.ports import PortSet
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -147,6 +148,8 @@ class Policy:
     networks: tuple[IPNetwork, ...] = ()
     allow_private: bool = False
     setting: str = HTTP_ALLOWLIST  # where the list comes from, for refusals to name
+    ports: PortSet | None = None  # None: any port (the list names the hosts one by one)
+    ports_setting: str = ""  # where the ports come from, for refusals to name
 
     @classmethod
     def parse(
@@ -488,6 +491,11 @@ def check_static(url: str, policy: Policy) -> Target:
     if policy.empty:
         raise Refused(f"the allowlist ({policy.setting}) is empty, so no URL is reachable")
     target = parse_url(url)
+    if policy.ports is not None and target.port not in policy.ports:
+        raise Refused(
+            f"port {target.port} is not one this service may reach "
+            f"({policy.ports_setting}: {policy.ports.text})"
+        )
     if target.ip is not None:
         if not policy.explicitly_allows(target.ip):
             reason = why_refused(target.ip, policy)

@@ -121,6 +121,7 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
             "SPOOL_SQS_VISIBILITY_TIMEOUT": "30",
             "SPOOL_WEBHOOKS": json.dumps({TENANT_A: {"secrets": [SECRET]}}),
             "SPOOL_WEBHOOK_ALLOW_PRIVATE": "true",
+            "SPOOL_WEBHOOK_PORTS": "9",  # the discard port: nothing listens there
             "SPOOL_LIMITS": json.dumps({"type:sleep": {"concurrency": 2, "rate": "100/s"}}),
         },
     )

@@ -48,7 +48,11 @@ def svc(store: JobStore, handlers: Registry, clock: FakeClock) -> Service:
     """Tenant "plain" has webhooks but no default endpoint; "hooked" has one."""
     hooks = {"plain": {"secrets": [SECRET]}, "hooked": {"url": DEFAULT, "secrets": [SECRET]}}
     settings = Settings(
-        extra={"SPOOL_WEBHOOKS": json.dumps(hooks), "SPOOL_WEBHOOK_ALLOW_PRIVATE": "true"}
+        extra={
+            "SPOOL_WEBHOOKS": json.dumps(hooks),
+            "SPOOL_WEBHOOK_ALLOW_PRIVATE": "true",
+            "SPOOL_WEBHOOK_PORTS": "9",  # the discard port: nothing is ever delivered
+        }
     )
     return Service(store, handlers, settings)
 
@@ -139,6 +143,7 @@ def rt(tmp_path: Path) -> Iterator[Runtime]:
     extra = {
         "SPOOL_WEBHOOKS": json.dumps({TENANT_A: {"secrets": [SECRET]}}),
         "SPOOL_WEBHOOK_ALLOW_PRIVATE": "true",
+        "SPOOL_WEBHOOK_PORTS": "9",
     }
     with installed(settings_for(tmp_path, extra=extra)) as runtime:
         yield runtime

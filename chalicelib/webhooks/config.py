@@ -18,6 +18,7 @@ for the JSON once per process.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -26,9 +27,15 @@ from dataclasses import dataclass
 
 from chalicelib import ssrf
 from chalicelib.config import ConfigError, Settings
+from chalicelib.ports import PortSet
 from chalicelib.webhooks.signing import SECRET_PREFIX, decode_secret
 
 ALLOWLIST = "SPOOL_WEBHOOK_ALLOWLIST"
+PORTS = "SPOOL_WEBHOOK_PORTS"
+# A receiver is a web server: the web ports and the unprivileged ones (where development
+# and alternative HTTP servers listen). The privileged ports of other protocols (SMTP 25,
+# SSH 22, LDAP 389 ...) are never a webhook, and a POST there is abuse from our address.
+DEFAULT_PORTS = "80, 443, 1024-65535"
 
 MAX_SECRETS = 2
 MAX_URL_LENGTH = 2048
@@ -70,6 +77,7 @@ def from_settings(settings: Settings) -> WebhookSettings:
             policy=_policy(
                 settings.extra.get(ALLOWLIST, ""),
                 settings.flag("SPOOL_WEBHOOK_ALLOW_PRIVATE"),
+                settings.text(PORTS) or DEFAULT_PORTS,
             ),
             ca_file=settings.text("SPOOL_WEBHOOK_CA_FILE") or None,
             max_attempts=settings.integer("SPOOL_WEBHOOK_MAX_ATTEMPTS", 10, 1, 100),
@@ -84,6 +92,7 @@ def from_settings(settings: Settings) -> WebhookSettings:
         raise
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    _check_default_ports(hooks)
     given = bool(settings.text("SPOOL_WEBHOOK_BACKOFF"))
     if given and hooks.backoff_base > hooks.backoff_cap:
         # As a handler's backoff=(600, 5): every retry waited the cap, the base meant
@@ -165,12 +174,37 @@ def _shown(name: str) -> str:
     return repr(SECRET_PREFIX + "...") if name.startswith(SECRET_PREFIX) else repr(name)
 
 
+def _check_default_ports(hooks: WebhookSettings) -> None:
+    """A tenant's default endpoint on a port the guard refuses would fail every
+    delivery: refused at start, as a malformed one is (its URL is not shown)."""
+    ports = hooks.policy.ports
+    for tenant, entry in hooks.tenants.items():
+        if entry.url is None or ports is None:
+            continue
+        port = ssrf.parse_url(entry.url).port
+        if port not in ports:
+            raise ConfigError(
+                f"SPOOL_WEBHOOKS[{_shown(tenant)}]: url: port {port} is not one "
+                f"{PORTS} allows ({ports.text})"
+            )
+
+
 @functools.lru_cache(maxsize=8)
-def _policy(allowlist: str, allow_private: bool) -> ssrf.Policy:
+def _ports(raw: str) -> PortSet:
+    try:
+        return PortSet.parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{PORTS}: {exc}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(allowlist: str, allow_private: bool, ports_text: str) -> ssrf.Policy:
     """Empty allowlist: any public host (callback URLs point at the tenant's own
     systems, which Spool cannot list in advance); private, loopback and the other
     non-public ranges only with SPOOL_WEBHOOK_ALLOW_PRIVATE or an allowlisted CIDR;
-    metadata addresses never. A list narrows it to those hosts."""
+    metadata addresses never. A list narrows it to those hosts. Either way only
+    the ports SPOOL_WEBHOOK_PORTS names (by default 80, 443 and 1024-65535)."""
+    ports = _ports(ports_text)
     entries = [e for e in (p.strip() for p in allowlist.split(",")) if e]
     if not entries:
         return ssrf.Policy(
@@ -179,8 +213,11 @@ def _policy(allowlist: str, allow_private: bool) -> ssrf.Policy:
             networks=(ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")),
             allow_private=allow_private,
             setting=ALLOWLIST,
+            ports=ports,
+            ports_setting=PORTS,
         )
     try:
-        return ssrf.Policy.parse(entries, allow_private, ALLOWLIST)
+        policy = ssrf.Policy.parse(entries, allow_private, ALLOWLIST)
     except ValueError as exc:
         raise ConfigError(f"{ALLOWLIST}: {exc}") from None
+    return dataclasses.replace(policy, ports=ports, ports_setting=PORTS)
