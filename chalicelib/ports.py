@@ -13,6 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+# The default of SPOOL_WEBHOOK_PORTS and SPOOL_HTTP_PORTS: the web ports and the
+# unprivileged ones (where development and alternative HTTP servers listen). The
+# privileged ports of other protocols (SMTP 25, SSH 22, LDAP 389 ...) never serve
+# HTTP a tenant should reach, and a request there is abuse traced to the operator.
+WEB_PORTS = "80, 443, 1024-65535"
+
 _ENTRY = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$", re.ASCII)
 
 

@@ -826,6 +826,19 @@ CATALOG: tuple[Setting, ...] = (
         group=_HTTP,
     ),
     Setting(
+        name="SPOOL_HTTP_PORTS",
+        type=LIST,
+        default=("80", "443", "1024-65535"),
+        read_by="chalicelib/builtin/http_request.py",
+        meaning=(
+            "Ports `http_request` URLs (and each redirect) may name: ports and ranges "
+            "(`443, 8000-8999`). A `*.suffix` or CIDR entry of the allowlist opens no "
+            "other port; the default leaves out the privileged ports of other protocols "
+            "(SMTP 25, SSH 22, LDAP 389 ...)."
+        ),
+        group=_HTTP,
+    ),
+    Setting(
         name="SPOOL_HTTP_CA_FILE",
         type=TEXT,
         default=None,

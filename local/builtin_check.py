@@ -41,7 +41,12 @@ CHECKS: tuple[tuple[str, tuple[str, ...], Callable[[Settings], None]], ...] = (
     ("send_email", ("SPOOL_SMTP_",), _smtp),
     (
         "http_request",
-        ("SPOOL_HTTP_ALLOWLIST", "SPOOL_HTTP_ALLOW_PRIVATE", "SPOOL_HTTP_CA_FILE"),
+        (
+            "SPOOL_HTTP_ALLOWLIST",
+            "SPOOL_HTTP_ALLOW_PRIVATE",
+            "SPOOL_HTTP_CA_FILE",
+            "SPOOL_HTTP_PORTS",
+        ),
         _http,
     ),
     ("resize_image", ("SPOOL_IMAGE_",), _images),

@@ -566,6 +566,7 @@ def test_worker_concurrency_is_held_to_the_setting_s_range(
         ({"SPOOL_SMTP_FROM": "not an address"}, "SPOOL_SMTP_FROM: "),
         ({"SPOOL_SMTP_CA_FILE": "/nonexistent/ca.pem"}, "SPOOL_SMTP_CA_FILE: '/nonexistent"),
         ({"SPOOL_HTTP_CA_FILE": "/nonexistent/ca.pem"}, "SPOOL_HTTP_CA_FILE: '/nonexistent"),
+        ({"SPOOL_HTTP_PORTS": "443-80"}, "SPOOL_HTTP_PORTS: '443-80'"),
     ],
 )
 @pytest.mark.timeout(60)

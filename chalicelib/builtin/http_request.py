@@ -8,7 +8,8 @@ No proxy settings from the environment apply.
 
 Settings: SPOOL_HTTP_ALLOWLIST (names, *.suffixes, IPs and CIDRs; empty means
 nothing is reachable), SPOOL_HTTP_ALLOW_PRIVATE (reach loopback, private and
-CGNAT addresses of allowlisted hosts), SPOOL_HTTP_CA_FILE (extra CA bundle).
+CGNAT addresses of allowlisted hosts), SPOOL_HTTP_PORTS (ports URLs may name; by
+default 80, 443 and 1024-65535), SPOOL_HTTP_CA_FILE (extra CA bundle).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import dataclasses
 import email.utils
 import functools
 import http.client
@@ -37,11 +39,13 @@ from chalicelib import ssrf
 from chalicelib.config import Settings
 from chalicelib.errors import PermanentError, RetryAfter
 from chalicelib.handlers import JobContext, handler
+from chalicelib.ports import WEB_PORTS, PortSet
 
 if TYPE_CHECKING:
     pass
 
 log = logging.getLogger("spool.handlers.http_request")
+HTTP_PORTS = "SPOOL_HTTP_PORTS"
 
 MAX_TIMEOUT = 50.0
 MAX_BODY_CAP = 128 * 1024
@@ -206,10 +210,13 @@ def policy_from(settings: Settings) -> tuple[ssrf.Policy, str | None]:
             lambda _: ssrf.Policy.parse(settings.items(ssrf.HTTP_ALLOWLIST), allow_private),
             "",
         )
+        ports_text = settings.text(HTTP_PORTS) or WEB_PORTS
+        ports = named(HTTP_PORTS, PortSet.parse, ports_text)
         bundle = named("SPOOL_HTTP_CA_FILE", ca_file, settings.text("SPOOL_HTTP_CA_FILE"))
     except ValueError as exc:
         raise PermanentError(f"http_request is misconfigured: {exc}") from None
-    return policy, bundle
+    # A `*.suffix` or CIDR entry opens every port of the hosts it holds: ports apart.
+    return dataclasses.replace(policy, ports=ports, ports_setting=HTTP_PORTS), bundle
 
 
 # -- connections pinned to a checked address, bounded by the request's deadline --

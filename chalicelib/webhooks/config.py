@@ -27,15 +27,11 @@ from dataclasses import dataclass
 
 from chalicelib import ssrf
 from chalicelib.config import ConfigError, Settings
-from chalicelib.ports import PortSet
+from chalicelib.ports import WEB_PORTS, PortSet
 from chalicelib.webhooks.signing import SECRET_PREFIX, decode_secret
 
 ALLOWLIST = "SPOOL_WEBHOOK_ALLOWLIST"
 PORTS = "SPOOL_WEBHOOK_PORTS"
-# A receiver is a web server: the web ports and the unprivileged ones (where development
-# and alternative HTTP servers listen). The privileged ports of other protocols (SMTP 25,
-# SSH 22, LDAP 389 ...) are never a webhook, and a POST there is abuse from our address.
-DEFAULT_PORTS = "80, 443, 1024-65535"
 
 MAX_SECRETS = 2
 MAX_URL_LENGTH = 2048
@@ -77,7 +73,7 @@ def from_settings(settings: Settings) -> WebhookSettings:
             policy=_policy(
                 settings.extra.get(ALLOWLIST, ""),
                 settings.flag("SPOOL_WEBHOOK_ALLOW_PRIVATE"),
-                settings.text(PORTS) or DEFAULT_PORTS,
+                settings.text(PORTS) or WEB_PORTS,
             ),
             ca_file=settings.text("SPOOL_WEBHOOK_CA_FILE") or None,
             max_attempts=settings.integer("SPOOL_WEBHOOK_MAX_ATTEMPTS", 10, 1, 100),
