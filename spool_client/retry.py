@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import ssl
 import time
 from dataclasses import dataclass
@@ -142,18 +143,24 @@ def maybe_sent(exc: httpx.TransportError | httpx.DecodingError) -> bool:
     return not isinstance(exc, _NOT_SENT)
 
 
+_DELAY_SECONDS = re.compile(r"-?[0-9]+(\.[0-9]+)?", re.ASCII)
+# Longer than any wait a caller would make; keeps a 400-digit value or the year 9999 finite.
+MAX_RETRY_AFTER = 366 * 86400.0
+
+
 def retry_after(response: httpx.Response) -> float | None:
     """Retry-After in seconds: a number, or an HTTP date (RFC 9110 allows both)."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    # RFC 9110 delay-seconds is ASCII digits. float() also took "inf", "1e999" (an
+    # error whose retry_after was inf: time.sleep() raises on it), "nan", "1_0" and
+    # other scripts' digits; those are as if absent. A leading "-" reads as 0.
+    if _DELAY_SECONDS.fullmatch(value):
+        return min(max(0.0, float(value)), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)

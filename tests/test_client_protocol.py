@@ -121,6 +121,14 @@ def test_a_retry_after_past_the_limit_is_raised_with_its_value(scripted) -> None
     assert caught.value.retry_after == 3600 and len(server.requests) == 1
 
 
+def test_an_infinite_retry_after_is_ignored_and_the_backoff_retries(scripted) -> None:
+    """It raised at once, the error's retry_after inf."""
+    server = scripted([unavailable("1e999"), unavailable("inf"), json_reply(201, JOB)])
+    with Client(server.url, "k", retry=FAST) as spool:
+        assert spool.enqueue("echo", {"a": 1}).id == JOB["id"]
+    assert len(server.requests) == 3
+
+
 def test_a_proxys_html_502_is_retried_then_raised_by_status(scripted) -> None:
     page = (502, {"Content-Type": "text/html"}, b"<html>Bad Gateway</html>")
     server = scripted([page])
@@ -234,6 +242,30 @@ def test_retry_after_reads_seconds_dates_and_nonsense() -> None:
     past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
     assert after(past) == 0.0
     assert retry_after(httpx.Response(503)) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"nan", b"inf", b"1e999", b"1e3", b"1_0", b"\xd9\xa5", b"\xef\xbc\x95", b"+5", b"0x10"],
+)
+def test_retry_after_is_plain_ascii_digits_or_ignored(value: bytes) -> None:
+    """A hostile or broken server's Retry-After: float() took `inf` and `1e999` (an
+    error whose retry_after was inf: time.sleep() on it raises OverflowError),
+    `nan`, `1_0` and non-ASCII digits (U+0665, U+FF15). RFC 9110 delay-seconds is ASCII
+    digits; anything else is as if absent, and the backoff applies."""
+    import httpx
+
+    assert retry_after(httpx.Response(503, headers=[(b"Retry-After", value)])) is None
+
+
+def test_a_retry_after_too_long_to_hold_stays_finite() -> None:
+    import math
+
+    import httpx
+
+    for value in ("9" * 400, "Fri, 31 Dec 9999 23:59:59 GMT"):
+        after = retry_after(httpx.Response(503, headers={"Retry-After": value}))
+        assert after is not None and math.isfinite(after) and after <= 366 * 86400, value
 
 
 def test_the_cli_names_a_wrong_url_or_a_missing_id(
