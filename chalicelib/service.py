@@ -86,7 +86,8 @@ class EnqueueRequest(BaseModel):
         max_length=2048,
         description="Where to POST a signed webhook when the job finishes (succeeded, "
         "dead or cancelled); see docs/webhooks.md. Without it, the tenant's default "
-        "endpoint, if the operator set one.",
+        "endpoint, if the operator set one. http or https, a public host, and by default "
+        "port 80, 443 or 1024-65535 (SPOOL_WEBHOOK_PORTS).",
     )
 
     @field_validator("run_at", mode="before")
