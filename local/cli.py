@@ -60,7 +60,8 @@ WORKER_STOPPING = "stopping: finishing running jobs"
 # keeps that near 100 MB. A typo such as 99999999999 is refused, not run for hours.
 MAX_COUNT = 100_000
 ENQUEUE_CHUNK = 500
-# `dlq redrive --all` asks the service for this many dead jobs a call.
+# `dlq redrive --all` asks the service for this many dead jobs a call (it holds their
+# ids; the whole jobs pass a service.REDRIVE_STEP at a time).
 REDRIVE_CHUNK = 500
 
 
@@ -478,14 +479,19 @@ def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
         with _progress_bar()(total=total, unit="job", disable=not sys.stderr.isatty()) as bar:
             seen: set[str] = set()
             while True:
-                batch = rt.service.redrive_all(
-                    args.tenant,
-                    queue=args.queue,
-                    type_=args.type,
-                    limit=REDRIVE_CHUNK,
-                    died_before=bound,
-                )
-                fresh = [job.id for job in batch if job.id not in seen]
+                # Ids only, as each step is redriven: service.redriving hands whole
+                # jobs (each may carry a 256 KiB payload) a REDRIVE_STEP at a time.
+                batch = [
+                    job.id
+                    for job in rt.service.redriving(
+                        args.tenant,
+                        queue=args.queue,
+                        type_=args.type,
+                        limit=REDRIVE_CHUNK,
+                        died_before=bound,
+                    )
+                ]
+                fresh = [job_id for job_id in batch if job_id not in seen]
                 seen.update(fresh)
                 moved.extend(fresh)
                 bar.update(len(fresh))

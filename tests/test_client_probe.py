@@ -750,7 +750,7 @@ def test_local_redrive_all_stops_when_the_same_jobs_come_back(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The local twin: a worker beside it killing the jobs again as fast as they are
-    redriven (played here by a redrive_all that keeps answering the same jobs)."""
+    redriven (played here by a Service.redriving that keeps answering the same jobs)."""
     from types import SimpleNamespace
 
     from chalicelib.service import Service
@@ -761,18 +761,18 @@ def test_local_redrive_all_stops_when_the_same_jobs_come_back(
     same = [SimpleNamespace(id=f"j_{n:032x}") for n in range(500)]
     calls: list[int] = []
 
-    def redrive_all(
+    def redriving(
         self: Any,
         tenant: Any,
         queue: Any = None,
         type_: Any = None,
         limit: int = 0,
         died_before: Any = None,
-    ) -> list[Any]:
+    ) -> Iterator[Any]:
         calls.append(limit)
-        return same
+        return iter(same)
 
-    monkeypatch.setattr(Service, "redrive_all", redrive_all)
+    monkeypatch.setattr(Service, "redriving", redriving)
     assert cli.main(["dlq", "redrive", "--all", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["redriven"] == 500
     assert len(calls) == 2

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
@@ -28,11 +29,12 @@ import app as spool_app
 from chalicelib.api.schemas import RedriveAllResult
 from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry
-from chalicelib.models import Completion, JobState
+from chalicelib.models import Completion, Job, JobState
 from chalicelib.runtime import build_runtime
-from chalicelib.service import Service
+from chalicelib.service import REDRIVE_STEP, Service
 from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
+from chalicelib.storage.sqlite import SQLiteStore
 from local import cli, remote_cli
 from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, TENANT_A, TENANT_B, Api, installed, settings_for
@@ -198,6 +200,47 @@ def test_local_redrive_all_redrives_every_job_dead_at_its_start_once(
     assert len(dies.calls) >= 2 and len(bounds) == 1  # one bound, from the start
     [bound] = bounds
     assert bound is not None and bound <= clock.now()
+
+
+def live_jobs() -> int:
+    """Whole Job objects alive in this process right now."""
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, Job))
+
+
+def test_local_redrive_all_holds_a_few_steps_of_whole_jobs_not_a_chunk(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Was: each call of the command's loop (service.redrive_all) kept REDRIVE_CHUNK
+    (500) whole redriven jobs in a list to read their ids, each job possibly with a
+    256 KiB payload. Now it walks service.redriving and keeps ids: when the store is
+    asked to redrive a step, the whole jobs alive are the page listed, its due part
+    and the step yielded before it, never the chunk."""
+    url = f"sqlite:///{tmp_path}/local.db"
+    monkeypatch.setenv("SPOOL_STORE_URL", url)
+    monkeypatch.delenv("SPOOL_URL", raising=False)
+    clock = FakeClock()
+    store = open_store(url, clock)
+    try:
+        jobs = dead(store, clock, "default", cli.REDRIVE_CHUNK + 20)
+    finally:
+        store.close()
+    clock.advance(1)
+    monkeypatch.setattr(cli, "build_runtime", lambda: build_runtime(None, clock))
+    alive: list[int] = []
+    original = SQLiteStore.redrive
+
+    def redrive(self: SQLiteStore, ids: Any, tenant: str | None = None) -> Any:
+        alive.append(live_jobs())
+        return original(self, ids, tenant)
+
+    monkeypatch.setattr(SQLiteStore, "redrive", redrive)
+    assert cli.main(["dlq", "redrive", "--all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ids"] == jobs
+    assert len(alive) >= len(jobs) // REDRIVE_STEP
+    assert max(alive) <= 3 * REDRIVE_STEP, alive
 
 
 # -- over HTTP: the route, the remote CLI and both clients ---------------------------
