@@ -39,26 +39,32 @@ class SpoolChalice(Chalice):
         return answer
 
     def _answer(self, event: Any, context: Any) -> dict[str, Any]:
-        global _event_checks
-        if _event_checks is None:
-            from chalicelib.api import gateway_event
-
-            _event_checks = gateway_event
-        why = _event_checks.shape_problem(event, self.routes) or _event_checks.value_problem(event)
+        checks = _event_checks or _load_event_checks()
+        why = checks.shape_problem(event, self.routes) or checks.value_problem(event)
         if why is None:
             answer: dict[str, Any] = super().__call__(event, context)
             return answer
-        return self._refuse(why)
+        refused: dict[str, Any] = _refusal(why).to_dict(self.api.binary_types)
+        return refused
 
-    def _refuse(self, why: str) -> dict[str, Any]:
-        from chalicelib.api.errors import error_body, log
-        from chalicelib.api.http import API_HEADERS, dumps
 
-        log.warning("refused a Lambda event: %s", why)
-        headers: dict[str, str | list[str]] = {**API_HEADERS, "Content-Type": "application/json"}
-        refusal = Response(dumps(error_body("bad_request", why)), headers, status_code=400)
-        answer: dict[str, Any] = refusal.to_dict(self.api.binary_types)
-        return answer
+def _load_event_checks() -> Any:
+    global _event_checks
+    if _event_checks is None:
+        from chalicelib.api import gateway_event
+
+        _event_checks = gateway_event
+    return _event_checks
+
+
+def _refusal(why: str) -> Response:
+    """The 400 an event no route can read gets (gateway_event says why)."""
+    from chalicelib.api.errors import error_body, log
+    from chalicelib.api.http import API_HEADERS, dumps
+
+    log.warning("refused a Lambda event: %s", why)
+    headers: dict[str, str | list[str]] = {**API_HEADERS, "Content-Type": "application/json"}
+    return Response(dumps(error_body("bad_request", why)), headers, status_code=400)
 
 
 def _is_head(event: Any) -> bool:
@@ -121,7 +127,11 @@ def _handle(operation: str, **params: str) -> Response:
     event = request.to_original_event()
     body, body_error = _body(request, event)
     headers = request.headers
-    repeated, plain = _repeated_headers(event, _plain(headers))
+    checks = _event_checks or _load_event_checks()
+    try:
+        repeated, plain = checks.repeated_headers(event, _plain(headers))
+    except checks.BadEvent as exc:
+        return _refusal(str(exc))
     result = handle(
         operation,
         http.ApiRequest(
@@ -158,50 +168,6 @@ def _client_address(http: Any, context: dict[str, Any], headers: Any) -> str:
             return str(peer)
     identity = context.get("identity") or {}
     return str(identity.get("sourceIp") or "")
-
-
-_NOT_REPEATED: frozenset[str] = frozenset()
-_KEY = "x-api-key"
-
-
-def _repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str], Any]:
-    """Header names (lower-case) the event gives different values, and the headers the
-    route is to read. API Gateway puts the last of a header's values in `headers` and
-    all of them in multiValueHeaders; for the key, which picks the tenant, `headers` is
-    compared too (an event whose two disagree names two keys) and a value holding
-    commas is that many keys, as `spool serve` reads one (its server cannot tell one
-    line "a, b" from two lines): one key given more than once is taken as once,
-    different keys are refused.
-
-    `headers` is never changed: it is chalice's own dict, which the request (and a
-    middleware reading it) keeps. Where a key line names several keys, a copy whose
-    key is the last of them (the one `spool serve` reads) is returned instead."""
-    given = event.get("multiValueHeaders")
-    key = headers.get(_KEY)
-    if not given and (key is None or "," not in key):
-        return _NOT_REPEATED, headers
-    values: dict[str, set[str]] = {}
-    keys: set[str] = set()
-    for name, each in (given or {}).items():
-        lower = str(name).lower()
-        if lower == _KEY:
-            for value in each or ():
-                keys.update(_keys(value))
-        else:
-            values.setdefault(lower, set()).update(each or ())
-    if key is not None:
-        parts = _keys(key)
-        keys.update(parts)
-        if len(parts) > 1 and isinstance(headers, dict):
-            headers = {**headers, _KEY: parts[-1]}  # the one `spool serve` reads
-    values[_KEY] = keys
-    return frozenset(name for name, seen in values.items() if len(seen) > 1), headers
-
-
-def _keys(value: Any) -> list[str]:
-    """The keys one X-API-Key value names: several when it holds commas."""
-    text = str(value)
-    return [part.strip() for part in text.split(",")] if "," in text else [text]
 
 
 def _body(request: Any, event: dict[str, Any]) -> tuple[bytes, str | None]:

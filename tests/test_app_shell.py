@@ -15,6 +15,7 @@ import pytest
 from chalice.app import CaseInsensitiveMapping, Request
 
 import app as spool_app
+from chalicelib.api import gateway_event
 from chalicelib.api import http as api_http
 
 HEADERS = {"X-API-Key": "k-1", "Content-Type": "application/json", "X-Forwarded-For": "1.2.3.4"}
@@ -103,13 +104,13 @@ def test_repeated_headers_leaves_the_callers_dict_as_it_was() -> None:
     request keeps) is not rewritten behind its back."""
     given = {"x-api-key": "key-one-0123456789, key-two-0123456789", "accept": "a"}
     before = dict(given)
-    repeated, headers = spool_app._repeated_headers({"multiValueHeaders": None}, given)
+    repeated, headers = gateway_event.repeated_headers({"multiValueHeaders": None}, given)
     assert given == before
     assert repeated == frozenset({"x-api-key"})
     assert headers["x-api-key"] == "key-two-0123456789"
     assert headers["accept"] == "a"
     same = {"x-api-key": "key-one-0123456789"}
-    assert spool_app._repeated_headers({}, same) == (frozenset(), same)
+    assert gateway_event.repeated_headers({}, same) == (frozenset(), same)
 
 
 def test_a_two_key_line_reaches_the_route_as_its_last_key_and_chalice_keeps_it(

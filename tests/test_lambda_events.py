@@ -201,3 +201,33 @@ def test_headers_and_multi_value_headers_that_disagree_are_a_repeated_header(
 
 
 JSON = "application/json"
+
+
+class CountedWalks(dict[str, Any]):
+    """multiValueHeaders that count how often a check or a route walks them."""
+
+    walks = 0
+
+    def items(self) -> Any:
+        CountedWalks.walks += 1
+        return super().items()
+
+    def values(self) -> Any:
+        CountedWalks.walks += 1
+        return super().values()
+
+
+def test_multi_value_headers_are_walked_once_a_request(rt: Runtime) -> None:
+    """Was: gateway_event's value check walked them (are they lists of strings?) and
+    app.py's _repeated_headers walked them again (which names repeat?). One walk now
+    answers both, and the answers are as before."""
+    CountedWalks.walks = 0
+    many = CountedWalks({"X-API-Key": [KEY_A], "Accept": ["a", "b"], "Content-Type": [JSON]})
+    status, answer = invoke(proxy_event(multiValueHeaders=many))
+    assert status == 201, answer
+    assert CountedWalks.walks == 1
+    CountedWalks.walks = 0
+    bad = CountedWalks({"X-API-Key": [KEY_A], "Accept": [1]})
+    status, answer = invoke(proxy_event(multiValueHeaders=bad))
+    assert status == 400 and "multiValueHeaders" in answer["error"]["message"], answer
+    assert stored(rt) == 1

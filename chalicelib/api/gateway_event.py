@@ -11,6 +11,8 @@ what is wrong, before chalice or a route reads any of it.
 Two checks, both run on every event before chalice reads it: `shape_problem` (types
 and presence of the event's parts: a few steps whatever the event holds) and
 `value_problem` (the names and values inside headers, query and path parameters).
+multiValueHeaders, which chalice never reads, is checked by the one walk that reads
+it: `repeated_headers`, which app.py's _handle runs before a route sees the request.
 The second once ran only after a request had failed, so a header or query value that
 was not a string reached the routes first: it raised there (an ERROR line with a
 traceback for a client's mistake, then the 400), or was stored with the job. It
@@ -109,14 +111,71 @@ def _lists(given: dict[Any, Any]) -> bool:
 
 def value_problem(event: dict[str, Any]) -> str | None:
     """What inside an event shape_problem passed chalice or the routes cannot read
-    (a header that is not a string, a query value that is not a list of them), or None."""
+    (a header that is not a string, a query value that is not a list of them), or None.
+    Not multiValueHeaders: repeated_headers checks them as it reads them."""
     for name, fits, wanted in (
         ("headers", _strings, "strings"),
         ("pathParameters", _strings, "strings"),
-        ("multiValueHeaders", _lists, "non-empty lists of strings"),
         ("multiValueQueryStringParameters", _lists, "non-empty lists of strings"),
     ):
         part = event.get(name)
         if part and not fits(part):
             return PREFIX + f"{name} does not map names to {wanted}"
     return None
+
+
+class BadEvent(ValueError):
+    """An event part found unreadable while it is read (its message says what)."""
+
+
+_NOT_REPEATED: frozenset[str] = frozenset()
+_KEY = "x-api-key"
+_BAD_MANY = PREFIX + "multiValueHeaders does not map names to non-empty lists of strings"
+
+
+def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str], Any]:
+    """Header names (lower-case) the event gives different values, and the headers the
+    route is to read; BadEvent when multiValueHeaders is not a map of names to
+    non-empty lists of strings (the one walk of them both checks and reads).
+
+    API Gateway puts the last of a header's values in `headers` and all of them in
+    multiValueHeaders; for the key, which picks the tenant, `headers` is compared too
+    (an event whose two disagree names two keys) and a value holding commas is that
+    many keys, as `spool serve` reads one (its server cannot tell one line "a, b" from
+    two lines): one key given more than once is taken as once, different keys are
+    refused.
+
+    `headers` is never changed: it is chalice's own dict, which the request (and a
+    middleware reading it) keeps. Where a key line names several keys, a copy whose
+    key is the last of them (the one `spool serve` reads) is returned instead."""
+    given = event.get("multiValueHeaders")
+    key = headers.get(_KEY)
+    if not given and (key is None or "," not in key):
+        return _NOT_REPEATED, headers
+    values: dict[str, set[str]] = {}
+    keys: set[str] = set()
+    for name, each in (given or {}).items():
+        if type(each) is not list or not each:
+            raise BadEvent(_BAD_MANY)
+        try:
+            "".join(each)  # every value a str, checked in C
+        except TypeError:
+            raise BadEvent(_BAD_MANY) from None
+        lower = str(name).lower()
+        if lower == _KEY:
+            for value in each:
+                keys.update(_keys(value))
+        else:
+            values.setdefault(lower, set()).update(each)
+    if key is not None:
+        parts = _keys(key)
+        keys.update(parts)
+        if len(parts) > 1 and isinstance(headers, dict):
+            headers = {**headers, _KEY: parts[-1]}  # the one `spool serve` reads
+    values[_KEY] = keys
+    return frozenset(name for name, seen in values.items() if len(seen) > 1), headers
+
+
+def _keys(value: str) -> list[str]:
+    """The keys one X-API-Key value names: several when it holds commas."""
+    return [part.strip() for part in value.split(",")] if "," in value else [value]
