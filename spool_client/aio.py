@@ -134,13 +134,7 @@ class AsyncClient:
             async with bound:
                 response = await self._http.send(request, stream=True, follow_redirects=False)
                 try:
-                    content = calls.read_already(response, self.max_answer_bytes, self.url)
-                    if content is None:
-                        # Raw bytes, inflated here within the limit (calls.Inflater).
-                        body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
-                        async for chunk in response.aiter_raw():
-                            body.feed(chunk)
-                        content = body.finish()
+                    content = await calls.aread_answer(response, self.max_answer_bytes, self.url)
                 finally:
                     await response.aclose()
                 return response, content

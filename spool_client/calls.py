@@ -12,7 +12,7 @@ import os
 import re
 import uuid
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -450,6 +450,36 @@ def read_already(response: httpx.Response, limit: int, url: str) -> bytes | None
     body = bytearray()
     take(body, response.content, limit, url)
     return bytes(body)
+
+
+def read_answer(
+    response: httpx.Response, limit: int, url: str, go_on: Callable[[], bool] = lambda: True
+) -> bytes | None:
+    """An answer's whole body, at most `limit` bytes of it decoded (AnswerTooLarge past
+    that), read as it streams in; `go_on` is asked after each piece (it may raise, as
+    a spent budget does), and None is the answer once it says no: the caller
+    abandons the answer and closes the response. Client's two ways of trying read
+    with it; AsyncClient with aread_answer, its twin."""
+    content = read_already(response, limit, url)
+    if content is not None:
+        return content
+    body = Inflater(response.headers, limit, url)  # raw bytes, inflated within the limit
+    for chunk in response.iter_raw():
+        body.feed(chunk)
+        if not go_on():
+            return None
+    return body.finish()
+
+
+async def aread_answer(response: httpx.Response, limit: int, url: str) -> bytes:
+    """read_answer for an answer read in an event loop (cancelled from outside)."""
+    content = read_already(response, limit, url)
+    if content is not None:
+        return content
+    body = Inflater(response.headers, limit, url)
+    async for chunk in response.aiter_raw():
+        body.feed(chunk)
+    return body.finish()
 
 
 class Inflater:

@@ -145,18 +145,17 @@ class Client:
         per try, as `_exchange` runs, cost 25-45% of Client.enqueue's rate
         (docs/client.md, "Timeouts")."""
         began = time.monotonic()
+
+        def in_budget() -> bool:
+            if time.monotonic() - began > budget:
+                raise httpx.ReadTimeout("", request=request)
+            return True
+
         try:
             response = self._http.send(request, stream=True, follow_redirects=False)
             try:
-                content = calls.read_already(response, self.max_answer_bytes, self.url)
-                if content is None:
-                    # Raw bytes, inflated here within the limit (calls.Inflater).
-                    body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
-                    for chunk in response.iter_raw():
-                        body.feed(chunk)
-                        if time.monotonic() - began > budget:
-                            raise httpx.ReadTimeout("", request=request)
-                    content = body.finish()
+                content = calls.read_answer(response, self.max_answer_bytes, self.url, in_budget)
+                assert content is not None  # in_budget raises, never says no
             finally:
                 response.close()
         except httpx.ReadTimeout:
@@ -188,14 +187,14 @@ class Client:
             try:
                 response = self._http.send(request, stream=True, follow_redirects=False)
                 try:
-                    content = calls.read_already(response, self.max_answer_bytes, self.url)
+                    content = calls.read_answer(
+                        response,
+                        self.max_answer_bytes,
+                        self.url,
+                        lambda: not abandoned.is_set(),
+                    )
                     if content is None:
-                        body = calls.Inflater(response.headers, self.max_answer_bytes, self.url)
-                        for chunk in response.iter_raw():
-                            if abandoned.is_set():
-                                return  # closed below: the connection is dropped, not reused
-                            body.feed(chunk)
-                        content = body.finish()
+                        return  # closed below: the connection is dropped, not reused
                 finally:
                     response.close()
                 outcome.append((response, content))
