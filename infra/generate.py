@@ -11,12 +11,14 @@ Outputs (all checked in, all reviewed as JSON):
   and to its own log group, the functions' store settings, the API keys'
   SSM parameter, ReportBatchItemFailures, a batching window and a concurrency
   cap on the SQS event source, log groups with a retention, the API stage's throttling
-  and access log, and API Gateway's own refusals in the app's error shape.
+  and access log, API Gateway's own refusals in the app's error shape, and alarms
+  on the dead-letter queue, the dead jobs (a metric filter on the workers' logs)
+  and each function's errors.
   Deploy-time choices are stack parameters (PARAMETERS).
   infra/finalize.py then sets what depends on the build: runtime, architecture,
   the stage's parameter name.
 - infra/data-stack.json: the same table, queues and bucket (and the log groups
-  of `chalice deploy`'s function names) as a stack of their own, with names
+  and alarms of `chalice deploy`'s function names) as a stack of their own, with names
   fixed by stage, for `chalice deploy` (which cannot create them).
 - .chalice/policy-<stage>-<role>.json: the role policies `chalice deploy`
   attaches (autogen_policy is off), scoped to the data stack's names in the
@@ -405,6 +407,109 @@ def _log_group(name: Any) -> dict[str, Any]:
     }
 
 
+# -- alarms (both templates) ------------------------------------------------------------
+
+# Where the alarms say so: an SNS topic of the operator's (email, chat, a pager behind
+# it). Empty: the alarms still change state in the console, and notify nobody.
+ALARM_TOPIC = {
+    "Type": "String",
+    "Default": "",
+    "Description": "ARN of an SNS topic the alarms notify (dead letters, dead jobs, "
+    "function errors); empty: none",
+}
+ALARM_CONDITIONS = {
+    "HasAlarmTopic": {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]},
+}
+ALARM_PERIOD = 300
+# The functions that bury jobs (a worker's `dead` line, or the store's for a job a
+# claim's reap buried): run_jobs and drain_due; the API never buries one.
+BURYING = ("run_jobs", "drain_due")
+# Lambda writes JSON lines (SPOOL_LOG_FORMAT's default there, chalicelib/logs.py): a
+# job event's name is the line's top-level `event`.
+DEAD_PATTERN = '{ $.event = "dead" }'
+DEAD_METRIC = "JobsDead"
+
+
+def _alarm(description: str, metric: dict[str, Any], statistic: str = "Sum") -> dict[str, Any]:
+    """An alarm that fires on the first one seen in a period (a message, a dead job, an
+    error) and reads no data as all clear (a quiet queue is a healthy one)."""
+    return {
+        "Type": "AWS::CloudWatch::Alarm",
+        "Properties": {
+            "AlarmDescription": description,
+            **metric,
+            "Statistic": statistic,
+            "Period": ALARM_PERIOD,
+            "EvaluationPeriods": 1,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+            "Threshold": 1,
+            "TreatMissingData": "notBreaching",
+            "AlarmActions": [
+                {"Fn::If": ["HasAlarmTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AWS::NoValue"}]}
+            ],
+        },
+    }
+
+
+def _alarms(function_names: dict[str, Any]) -> dict[str, Any]:
+    """The dead-letter queue, the dead jobs in the table and each function's errors.
+
+    `function_names`: each function's (chalice's name) FunctionName as the template
+    knows it. The roles gain nothing: CloudWatch reads its own metrics and Logs
+    counts lines it already holds."""
+    namespace = {"Fn::Sub": "Spool/${AWS::StackName}"}
+    out: dict[str, Any] = {
+        "DeadLetterQueueAlarm": _alarm(
+            "A message reached the jobs' SQS dead-letter queue: its delivery kept "
+            "failing. The job is still in the table and is sent again (docs/aws.md, "
+            "Poison messages); look at run_jobs' errors",
+            {
+                "Namespace": "AWS/SQS",
+                "MetricName": "ApproximateNumberOfMessagesVisible",
+                "Dimensions": [
+                    {
+                        "Name": "QueueName",
+                        "Value": {"Fn::GetAtt": ["JobsDeadLetterQueue", "QueueName"]},
+                    }
+                ],
+            },
+            statistic="Maximum",
+        ),
+        "DeadJobsAlarm": _alarm(
+            "A job went to the dead letters (state dead in the table): `spool dlq list` "
+            "or GET /dlq lists them with their last error",
+            {"Namespace": namespace, "MetricName": DEAD_METRIC},
+        ),
+    }
+    for function in BURYING:
+        logical_id = FUNCTIONS[function][0]
+        out[f"{logical_id}DeadJobsFilter"] = {
+            "Type": "AWS::Logs::MetricFilter",
+            "Properties": {
+                "LogGroupName": {"Ref": f"{logical_id}LogGroup"},
+                "FilterPattern": DEAD_PATTERN,
+                "MetricTransformations": [
+                    {
+                        "MetricNamespace": namespace,
+                        "MetricName": DEAD_METRIC,
+                        "MetricValue": "1",
+                        "Unit": "Count",
+                    }
+                ],
+            },
+        }
+    for function, (logical_id, _, _) in FUNCTIONS.items():
+        out[f"{logical_id}ErrorsAlarm"] = _alarm(
+            f"{function} failed (an invocation raised or timed out)",
+            {
+                "Namespace": "AWS/Lambda",
+                "MetricName": "Errors",
+                "Dimensions": [{"Name": "FunctionName", "Value": function_names[function]}],
+            },
+        )
+    return out
+
+
 # -- the three outputs ------------------------------------------------------------------
 
 # Deploy-time choices: `aws cloudformation deploy --parameter-overrides Name=value`.
@@ -435,6 +540,7 @@ PARAMETERS: dict[str, Any] = {
     },
     "LogRetentionDays": LOG_RETENTION,
     "RetentionDays": RETENTION,
+    "AlarmTopicArn": ALARM_TOPIC,
     "WorkerConcurrency": {
         "Type": "Number",
         "Default": 8,
@@ -452,6 +558,7 @@ PARAMETERS: dict[str, Any] = {
     },
 }
 CONDITIONS = {
+    **ALARM_CONDITIONS,
     "HasApiKeysKmsKey": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiKeysKmsKeyArn"}, ""]}]},
     "ReservesWorkerConcurrency": {"Fn::Equals": [{"Ref": "ReserveWorkerConcurrency"}, "true"]},
 }
@@ -566,6 +673,9 @@ def merge_template(visibility: int) -> dict[str, Any]:
         }
     }
     resources.update(_api_stage())
+    resources.update(
+        _alarms({f: {"Ref": logical_id} for f, (logical_id, _, _) in FUNCTIONS.items()})
+    )
     return {
         "Parameters": PARAMETERS,
         "Mappings": {"RetentionRules": RETENTION_MAP},
@@ -709,6 +819,9 @@ def data_stack(visibility: int) -> dict[str, Any]:
     for function, (logical_id, _, _) in FUNCTIONS.items():
         name = chalice_function_name("${Stage}", function)
         resources[f"{logical_id}LogGroup"] = _log_group({"Fn::Sub": f"/aws/lambda/{name}"})
+    resources.update(
+        _alarms({f: {"Fn::Sub": chalice_function_name("${Stage}", f)} for f in FUNCTIONS})
+    )
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "Spool's table, queues and bucket, for `chalice deploy --stage <Stage>`",
@@ -716,8 +829,10 @@ def data_stack(visibility: int) -> dict[str, Any]:
             "Stage": {"Type": "String", "AllowedValues": list(STAGES), "Default": "dev"},
             "LogRetentionDays": LOG_RETENTION,
             "RetentionDays": RETENTION,
+            "AlarmTopicArn": ALARM_TOPIC,
         },
         "Mappings": {"RetentionRules": RETENTION_MAP},
+        "Conditions": ALARM_CONDITIONS,
         "Resources": resources,
         "Outputs": OUTPUTS,
     }

@@ -652,3 +652,135 @@ def test_the_gateways_own_refusals_answer_in_the_apps_error_shape(
     throttled = responses["THROTTLED"]
     assert throttled["statusCode"] == "429"
     assert int(throttled["responseParameters"]["gatewayresponse.header.Retry-After"].strip("'")) > 0
+
+
+# -- alarms: the dead letters and the functions' errors reach someone ---------------------
+
+
+def _alarm_documents() -> dict[str, dict[str, Any]]:
+    """Both templates: the merge template `make package` adds to chalice's, and the
+    data stack `chalice deploy` needs (its functions' names fixed by stage)."""
+    return {
+        name: json.loads((ROOT / "infra" / name).read_text())
+        for name in ("resources.json", "data-stack.json")
+    }
+
+
+def _alarms(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: v["Properties"] for k, v in resources(document, "AWS::CloudWatch::Alarm").items()}
+
+
+def _fires_on_one(alarm: dict[str, Any]) -> bool:
+    """Whether the alarm fires on the first one (a message, a dead job, an error)."""
+    operator, threshold = alarm["ComparisonOperator"], alarm["Threshold"]
+    return (operator, threshold) in {
+        ("GreaterThanThreshold", 0),
+        ("GreaterThanOrEqualToThreshold", 1),
+    }
+
+
+@pytest.mark.parametrize("name", ["resources.json", "data-stack.json"])
+def test_a_message_in_the_dead_letter_queue_raises_an_alarm(name: str) -> None:
+    document = _alarm_documents()[name]
+    watching = [
+        alarm
+        for alarm in _alarms(document).values()
+        if alarm.get("Namespace") == "AWS/SQS"
+        and alarm.get("MetricName") == "ApproximateNumberOfMessagesVisible"
+        and any("JobsDeadLetterQueue" in refs(d["Value"]) for d in alarm["Dimensions"])
+    ]
+    assert len(watching) == 1, _alarms(document)
+    [alarm] = watching
+    assert _fires_on_one(alarm) and alarm["TreatMissingData"] == "notBreaching"
+
+
+@pytest.mark.parametrize("name", ["resources.json", "data-stack.json"])
+def test_a_job_buried_in_the_table_raises_an_alarm(name: str) -> None:
+    """The dead-letter store on AWS is the table (a job's state `dead`): no AWS metric
+    counts it, so the workers' `dead` log lines (a worker's, or the store's for a job
+    its reap buried) are counted by a metric filter on each function that buries jobs,
+    and an alarm watches that count."""
+    document = _alarm_documents()[name]
+    filters = resources(document, "AWS::Logs::MetricFilter")
+    groups = {g for f in filters.values() for g in refs(f["Properties"]["LogGroupName"])}
+    assert groups == {"RunJobsLogGroup", "DrainDueLogGroup"}
+    metrics = set()
+    for spec in filters.values():
+        props = spec["Properties"]
+        assert props["FilterPattern"] == '{ $.event = "dead" }'
+        [transform] = props["MetricTransformations"]
+        assert transform["MetricValue"] == "1"
+        metrics.add((json.dumps(transform["MetricNamespace"]), transform["MetricName"]))
+    assert len(metrics) == 1  # both functions' deaths in one metric
+    [(namespace, metric)] = metrics
+    watching = [
+        a
+        for a in _alarms(document).values()
+        if json.dumps(a.get("Namespace")) == namespace and a.get("MetricName") == metric
+    ]
+    assert len(watching) == 1
+    [alarm] = watching
+    assert alarm["Statistic"] == "Sum" and _fires_on_one(alarm)
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_the_dead_filter_matches_the_line_lambda_writes() -> None:
+    """The pattern `{ $.event = "dead" }` reads the JSON line's top-level `event`: the
+    format Lambda logs in (SPOOL_LOG_FORMAT's default there), for a job a worker buried
+    and one a reap buried alike."""
+    import io
+
+    from chalicelib import logs
+    from chalicelib.config import Settings
+    from chalicelib.storage.base import log_buried_by_reap
+
+    assert logs.format_of(Settings(), {"AWS_LAMBDA_FUNCTION_NAME": "spool-dev"}) == "json"
+    stream = io.StringIO()
+    logs.configure(Settings(extra={"SPOOL_LOG_FORMAT": "json"}), stream=stream, force=True)
+    try:
+        log_buried_by_reap("j_1", "t", "echo", "default", 3, 3)
+    finally:
+        logs.reset()
+    [line] = stream.getvalue().splitlines()
+    assert json.loads(line)["event"] == "dead"
+
+
+@pytest.mark.parametrize("name", ["resources.json", "data-stack.json"])
+def test_each_function_s_errors_raise_an_alarm(name: str) -> None:
+    document = _alarm_documents()[name]
+    lambda_alarms = [a for a in _alarms(document).values() if a.get("Namespace") == "AWS/Lambda"]
+    watched: list[Any] = []
+    for alarm in lambda_alarms:
+        assert alarm["MetricName"] == "Errors" and alarm["Statistic"] == "Sum"
+        assert _fires_on_one(alarm) and alarm["TreatMissingData"] == "notBreaching"
+        [dimension] = alarm["Dimensions"]
+        assert dimension["Name"] == "FunctionName"
+        watched.append(dimension["Value"])
+    if name == "resources.json":
+        assert sorted(refs(watched)) == sorted(ROLE_OF)  # the SAM functions, by Ref
+    else:
+        subs = sorted(v["Fn::Sub"] for v in watched)
+        assert subs == sorted(
+            generate.chalice_function_name("${Stage}", f) for f in generate.FUNCTIONS
+        )
+
+
+@pytest.mark.parametrize("name", ["resources.json", "data-stack.json"])
+def test_every_alarm_notifies_the_topic_given_and_no_role_gains_anything(name: str) -> None:
+    """An alarm nobody hears is no alarm: the stack takes an SNS topic's ARN
+    (AlarmTopicArn; empty, the default, leaves the alarms in the console only). The
+    alarms need no permission of the functions' roles: those stay as they were."""
+    document = _alarm_documents()[name]
+    parameter = document["Parameters"]["AlarmTopicArn"]
+    assert parameter["Type"] == "String" and parameter["Default"] == ""
+    assert document["Conditions"]["HasAlarmTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
+    }
+    alarms = _alarms(document)
+    assert len(alarms) == 5  # the DLQ, the dead jobs, each of the three functions' errors
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [
+            {"Fn::If": ["HasAlarmTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AWS::NoValue"}]}
+        ]
+    actions = {a for _, s in statements(document) for a in as_list(s["Action"])}
+    assert not {a for a in actions if a.startswith(("cloudwatch:", "sns:"))}
