@@ -14,7 +14,7 @@ plus the text) and `views.overview(store, None, ...)` (the dashboard's
 overview for every tenant), in process, ROUNDS times after one warm-up call,
 and prints the median and the worst.
 
-`--due` (Redis only) leaves every job waiting and due instead: N queues with a
+`--due` (Redis and memory) leaves every job waiting and due instead: N queues with a
 due job each, the case where a store that walks the queues holding waiting jobs
 walks all N. It also times the store's `oldest_due()` alone (every queue's) and
 the overview of the one tenant that owns them (`views.overview(store, tenant,
@@ -148,17 +148,21 @@ def measure(store: Any, rounds: int, due: bool = False) -> list[tuple[str, float
         keep, busiest = metrics.queue_labels.store_request()
         named = sorted(store.queue_totals(keep, busiest).named)
         scrape_read = getattr(store, "oldest_due_named", None)
-        rows += [
-            (f"  server: {what}", *server_ms(store, call))
-            for what, call in (
-                (
-                    "the scrape's oldest-due read",
-                    store.oldest_due if scrape_read is None else lambda: scrape_read(named),
-                ),
-                ("oldest_due()", store.oldest_due),
-                (f"overview of {TENANT!r}", lambda: views.overview(store, TENANT, 60.0)),
-            )
-        ]
+        rows += (
+            []
+            if not hasattr(store, "client")
+            else [
+                (f"  server: {what}", *server_ms(store, call))
+                for what, call in (
+                    (
+                        "the scrape's oldest-due read",
+                        store.oldest_due if scrape_read is None else lambda: scrape_read(named),
+                    ),
+                    ("oldest_due()", store.oldest_due),
+                    (f"overview of {TENANT!r}", lambda: views.overview(store, TENANT, 60.0)),
+                )
+            ]
+        )
     return rows
 
 
@@ -235,6 +239,22 @@ def run_postgres(queues: int, rounds: int) -> list[tuple[str, float, float]]:
             conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
 
 
+def run_memory(queues: int, rounds: int, due: bool = False) -> list[tuple[str, float, float]]:
+    from chalicelib.models import Completion, JobState
+    from chalicelib.storage.memory import MemoryStore
+
+    store = MemoryStore()
+    if due:
+        fill(store, queues, TENANT)
+        return measure(store, rounds, due=True)
+    fill(store, queues)
+    while claimed := store.claim(BATCH, 60):
+        store.finish([Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in claimed])
+    while store.purge(datetime.now(UTC), 10_000):
+        pass
+    return measure(store, rounds)
+
+
 def run_redis(queues: int, rounds: int, due: bool = False) -> list[tuple[str, float, float]]:
     from chalicelib.models import Completion, JobState
     from chalicelib.storage.redis_store import from_url
@@ -266,19 +286,24 @@ def main() -> None:
     parser.add_argument("--queues", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument(
-        "--stores", nargs="+", default=["sqlite"], choices=["sqlite", "postgres", "redis"]
+        "--stores", nargs="+", default=["sqlite"], choices=["sqlite", "postgres", "redis", "memory"]
     )
     parser.add_argument(
-        "--due", action="store_true", help="leave every job waiting and due (Redis only)"
+        "--due", action="store_true", help="leave every job waiting and due (Redis, memory)"
     )
     args = parser.parse_args()
-    if args.due and args.stores != ["redis"]:
-        parser.error("--due is for --stores redis only")
-    runners = {"sqlite": run_sqlite, "postgres": run_postgres, "redis": run_redis}
+    if args.due and not set(args.stores) <= {"redis", "memory"}:
+        parser.error("--due is for --stores redis and memory only")
+    runners = {
+        "sqlite": run_sqlite,
+        "postgres": run_postgres,
+        "redis": run_redis,
+        "memory": run_memory,
+    }
     for name in args.stores:
         started = time.perf_counter()
         if args.due:
-            rows = run_redis(args.queues, args.rounds, due=True)
+            rows = (run_memory if name == "memory" else run_redis)(args.queues, args.rounds, True)
         else:
             rows = runners[name](args.queues, args.rounds)
         what = "queues with a due job each" if args.due else "queue names"

@@ -49,8 +49,9 @@ from chalicelib.storage.base import (
     to_micros,
     unstarted_reap,
 )
+from chalicelib.storage.memory_totals import QueueLedger
 from chalicelib.storage.notify import LocalNotifier
-from chalicelib.storage.queue_totals import QueueTotals, fold
+from chalicelib.storage.queue_totals import QueueTotals
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -74,6 +75,7 @@ class MemoryStore:
         self._jobs: dict[str, Job] = {}
         self._idem: dict[tuple[str, str], str] = {}
         self._counters: dict[CounterKey, int] = {}
+        self._ledger = QueueLedger()  # queue_totals, kept as jobs move (memory_totals.py)
         # (tenant, queue, minute) -> [succeeded, failed] attempts (JobStore.throughput)
         self._minutes: dict[tuple[str, str, datetime], list[int]] = {}
         self._epochs: dict[str, int] = {}  # tenant -> its JobStore.cache_epoch
@@ -93,6 +95,7 @@ class MemoryStore:
         for event in events:
             key = CounterKey(job.queue, job.type, event)
             self._counters[key] = self._counters.get(key, 0) + 1
+            self._ledger.bumped(job.queue, job.type, event)
             if event in ("succeeded", "failed"):  # an attempt ended: the throughput chart
                 minute = minute_of(self.clock.now())
                 tally = self._minutes.setdefault((job.tenant, job.queue, minute), [0, 0])
@@ -100,7 +103,9 @@ class MemoryStore:
 
     def _update(self, job: Job, **changes: object) -> Job:
         changed = job.model_copy(update=changes)
+        held = self._jobs.get(job.id)  # the state it leaves is the stored one
         self._jobs[job.id] = changed
+        self._ledger.moved(job.queue, None if held is None else held.state, changed.state)
         return changed
 
     def _record(self, job_id: str, attempt: Attempt) -> None:
@@ -214,6 +219,7 @@ class MemoryStore:
             for result in results:
                 if result.created:
                     self._jobs[result.job.id] = result.job
+                    self._ledger.moved(result.job.queue, None, result.job.state)
                     if callbacks.get(result.job.id):
                         self._callbacks[result.job.id] = callbacks[result.job.id]
                     if result.job.idempotency_key:
@@ -484,10 +490,11 @@ class MemoryStore:
             return dict(self._counters)
 
     def queue_totals(self, keep: Sequence[str], busiest: int) -> QueueTotals:
-        # In process, the whole reading is a copy of a dict and a pass over the jobs,
-        # under the (reentrant) lock so counters and counts are of one moment.
+        # Read from the ledger the transitions keep, under the lock, so counters and
+        # counts are of one moment; counters() and counts() stay full readings (the
+        # reference fold the contract tests compare this with).
         with self._lock:
-            return fold(self.counters(), self.counts(), keep, busiest)
+            return self._ledger.totals(keep, busiest)
 
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
         with self._lock:
@@ -509,6 +516,7 @@ class MemoryStore:
             ][:limit]
             for job in doomed:
                 del self._jobs[job.id]
+                self._ledger.moved(job.queue, job.state, None)
                 self._history.pop(job.id, None)
                 self._forget_webhooks(job.id)
                 if job.idempotency_key:
@@ -563,6 +571,7 @@ class MemoryStore:
                 if job is None or job.state is not JobState.DEAD:
                     continue
                 del self._jobs[job_id]
+                self._ledger.moved(job.queue, job.state, None)
                 self._history.pop(job_id, None)
                 self._forget_webhooks(job_id)
                 if job.idempotency_key:
@@ -592,6 +601,30 @@ class MemoryStore:
                     and (job.queue not in out or job.run_at < out[job.queue])
                 ):
                     out[job.queue] = job.run_at
+        return out
+
+    def oldest_due_named(self, named: Sequence[str]) -> dict[str, datetime]:
+        """What a scrape needs of oldest_due() (see RedisStore.oldest_due_named): the
+        `named` queues' oldest due jobs and, of every other queue, only the one whose
+        due job is oldest (ties by name): an answer of len(named) + 1 entries however
+        many queues hold due jobs. Still one pass over the jobs: this store keeps no
+        index of them by time."""
+        wanted = set(named)
+        now = self.clock.now()
+        out: dict[str, datetime] = {}
+        other: tuple[datetime, str] | None = None
+        with self._lock:
+            for job in self._jobs.values():
+                if job.state not in WAITING_STATES or job.run_at > now:
+                    continue
+                queue, at = job.queue, job.run_at
+                if queue in wanted:
+                    if queue not in out or at < out[queue]:
+                        out[queue] = at
+                elif other is None or (at, queue) < other:
+                    other = (at, queue)
+        if other is not None:
+            out[other[1]] = other[0]
         return out
 
     def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:

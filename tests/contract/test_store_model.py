@@ -32,6 +32,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.errors import InvalidTransition, JobNotFound
 from chalicelib.models import Attempt, Completion, CounterKey, JobQuery, JobState
 from chalicelib.storage.base import JobStore
+from chalicelib.storage.queue_totals import fold
 from tests.backends import BACKENDS, open_backend
 from tests.factories import new_job
 
@@ -424,6 +425,11 @@ class StoreMachine(RuleBasedStateMachine):
         for job in self.jobs.values():
             expected[(job.queue, job.state)] = expected.get((job.queue, job.state), 0) + 1
         assert self.store.counts() == expected
+        # A scrape's totals (kept by the store as jobs move, in memory) are the fold.
+        for keep, busiest in (([], 0), (["a"], 0), ([], 1), (["b", "_other"], 2)):
+            assert self.store.queue_totals(keep, busiest) == fold(
+                self.store.counters(), expected, keep, busiest
+            )
         # The dashboard's kept counts (JobStore.state_counts) equal counting, per tenant too.
         assert self.store.state_counts() == expected
         for tenant in TENANTS:
