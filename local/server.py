@@ -100,6 +100,12 @@ class RouteTable(RouteMatcher):
         # template skipped fails at that segment in chalice's loop, having captured
         # nothing (the segment before it is the empty one before the leading `/`).
         self._by_head: dict[tuple[int, str | None], list[tuple[str, list[str]]]] = {}
+        # Paths (with nothing urlparse would change, as sent) that matched a template
+        # without captures, and that template: the same path always matches it, with
+        # nothing captured and no query, so the loop below runs once per such path.
+        # Only a template without captures captures nothing, so this holds at most
+        # two paths a template (with and without a trailing `/`); bounded all the same.
+        self._static: dict[str, str] = {}
         split = [(url, url.split("/")) for url in self.route_urls]
         for _, parts in split:
             n = len(parts)
@@ -114,8 +120,14 @@ class RouteTable(RouteMatcher):
             )
 
     def match_route(self, url: str) -> MatchResult:
+        static = self._static.get(url)
+        if static is not None:  # a path seen before that matched a template without captures
+            return MatchResult(static, {}, {})
         query: dict[str, list[str]] = {}
-        if url.startswith("//") or not url.startswith("/") or _URL_SPECIAL.search(url) is not None:
+        plain = not (
+            url.startswith("//") or not url.startswith("/") or _URL_SPECIAL.search(url) is not None
+        )
+        if not plain:
             parsed = urlparse(url)
             # Bytes that are not UTF-8 become lone surrogates, which the app refuses
             # (400, as a Lambda event's are), not U+FFFD: a `find=%FF` searched for "\ufffd".
@@ -140,8 +152,13 @@ class RouteTable(RouteMatcher):
                 if i != j:
                     break
             else:
+                if plain and not captured and len(self._static) < STATIC_KEPT:
+                    self._static[url] = route_url
                 return MatchResult(route_url, captured, query)
         raise ValueError(f"No matching route found for: {url}")
+
+
+STATIC_KEPT = 256
 
 
 def _captures(part: str) -> bool:

@@ -62,3 +62,35 @@ def test_known_paths() -> None:
     assert found.query_params == {"state": ["dead", "queued"], "limit": [""]}
     assert table.match_route("/dlq/redrive").route == "/dlq/redrive"
     assert table.match_route("/dlq/j_2/redrive").captured == {"id": "j_2"}
+
+
+# One table for every example, as a server keeps one: paths that matched a template
+# without captures are remembered, and a remembered answer must be the loop's.
+_SHARED = {extra: RouteTable(APP_ROUTES + (EXTRA_ROUTES if extra else [])) for extra in (0, 1)}
+
+
+@settings(max_examples=600, deadline=None)
+@given(url=urls(), extra=st.booleans())
+@example(url="/enqueue", extra=False)
+@example(url="/enqueue/", extra=False)
+@example(url="/a/b", extra=True)
+def test_a_remembered_path_is_answered_as_chalice_does(url: str, extra: bool) -> None:
+    routes = APP_ROUTES + (EXTRA_ROUTES if extra else [])
+    table = _SHARED[int(extra)]
+    expected = answer(RouteMatcher(routes), url)
+    assert answer(table, url) == expected
+    assert answer(table, url) == expected  # the second time from what it remembered
+
+
+def test_a_remembered_answer_is_a_new_result_each_time() -> None:
+    """What a match hands out is the caller's to change (the event holds its dicts)."""
+    table = RouteTable(APP_ROUTES)
+    first = table.match_route("/enqueue")
+    first.captured["x"] = "y"
+    first.query_params["q"] = ["1"]
+    second = table.match_route("/enqueue")
+    assert (second.route, second.captured, second.query_params) == ("/enqueue", {}, {})
+    assert table._static == {"/enqueue": "/enqueue"}
+    table.match_route("/status/j_1")  # a capture: not remembered
+    table.match_route("/jobs?state=dead")  # a query: not remembered
+    assert table._static == {"/enqueue": "/enqueue"}
