@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 from chalice.app import (
     CaseInsensitiveMapping,
     Chalice,
+    MultiDict,
     Request,
     Response,
     RestAPIEventHandler,
@@ -48,7 +49,8 @@ from chalice.app import (
 )
 from chalice.local import MatchResult, RouteMatcher
 
-# (method, path, headers, body, the matched route) -> the event chalice's converter makes
+# (method, path, headers, body, the matched route) -> the event chalice's converter makes,
+# its header names all lower-case (as that converter's are; lowered_request counts on it)
 EventFor = Callable[[str, str, dict[str, str], "bytes | None", MatchResult], dict[str, Any]]
 
 
@@ -114,7 +116,7 @@ class DirectDispatch:
         """Chalice.__call__ and RestAPIEventHandler.__call__ for this route: the same
         request object, middleware (app.py's spool_error_shape) around the view, and
         chalice's own handling of a view that raises (500) or sets a bad header."""
-        request = Request(event)
+        request = lowered_request(event)
         self._app.current_request = request  # per thread: make_thread_safe
         handler = self._local.__dict__.get("handler")
         if handler is None:
@@ -142,12 +144,14 @@ class DirectDispatch:
                 raw = base64.b64decode(raw)
             return Answer(int(shaped["statusCode"]), out, raw or b"")
         headers = response.headers
-        if any(isinstance(value, list) for value in headers.values()):
-            # to_dict's single headers first, then the repeated ones
-            headers = {
-                **{k: v for k, v in headers.items() if not isinstance(v, list)},
-                **{k: v for k, v in headers.items() if isinstance(v, list)},
-            }
+        for value in headers.values():  # a loop: a generator in any() cost a frame
+            if isinstance(value, list):
+                # to_dict's single headers first, then the repeated ones
+                headers = {
+                    **{k: v for k, v in headers.items() if not isinstance(v, list)},
+                    **{k: v for k, v in headers.items() if isinstance(v, list)},
+                }
+                break
         return Answer(int(response.status_code), headers, body or b"")
 
     def _maybe_binary(self, headers: dict[str, Any]) -> bool:
@@ -177,6 +181,38 @@ class DirectDispatch:
             if len(self._binary) < _REMEMBERED:
                 self._binary[content_type] = known
         return known
+
+
+_new = object.__new__
+
+
+def lowered_request(event: dict[str, Any]) -> Request:
+    """chalice's Request(event), for an event whose header names are all lower-case
+    (what EventFor gives): the same object, attribute for attribute, without
+    CaseInsensitiveMapping lower-casing every name again (a comprehension and a call
+    per header). tests/test_direct_dispatch.py compares the two over many events, so a
+    chalice that adds or changes an attribute is caught there."""
+    request: Request = _new(Request)
+    headers: CaseInsensitiveMapping = _new(CaseInsensitiveMapping)
+    headers._dict = dict(event["headers"])  # a copy, as chalice's is
+    query = event["multiValueQueryStringParameters"]
+    context = event["requestContext"]
+    request.__dict__.update(
+        query_params=None if query is None else MultiDict(query),
+        headers=headers,
+        uri_params=event["pathParameters"],
+        method=context["httpMethod"],
+        _is_base64_encoded=event.get("isBase64Encoded", False),
+        _body=event["body"],
+        _json_body=None,
+        _raw_body=b"",
+        context=context,
+        stage_vars=event["stageVariables"],
+        path=context["resourcePath"],
+        lambda_context=None,
+        _event_dict=event,
+    )
+    return request
 
 
 class _ViewHandler(RestAPIEventHandler):
