@@ -43,7 +43,9 @@ def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
     environ = _environ("POST", "/enqueue", JOB)
     headers = server._headers(environ)
     match = wsgi.gateway.routes.match_route("/enqueue")
-    event = wsgi.gateway.converter.event_for("POST", "/enqueue", dict(headers), JOB, match)
+    event = wsgi.gateway.converter.event_for(
+        "POST", "/enqueue", server._LowerHeaders(headers), JOB, match
+    )
     answered = http.ApiResponse(201, '{"id": "x"}', {"Content-Type": "application/json"})
     response = Response(
         body=answered.body, status_code=201, headers={**http.API_HEADERS, **answered.headers}
@@ -82,8 +84,9 @@ def _phases(workdir: Path) -> dict[str, Callable[[], Any]]:
         "headers": lambda: server._headers(environ),
         "path": lambda: server._path(environ),
         "match_route": lambda: wsgi.gateway.routes.match_route("/enqueue"),
+        # a fresh copy of _headers' dict, its type kept (event_for pops a name from it)
         "event": lambda: wsgi.gateway.converter.event_for(
-            "POST", "/enqueue", dict(headers), JOB, match
+            "POST", "/enqueue", server._LowerHeaders(headers), JOB, match
         ),
         # the Request the served path builds (chalice's own before lowered_request)
         "request": lambda: make_request(event),
