@@ -280,6 +280,29 @@ def test_the_answer_is_the_one_sent_before(status: int, headers: dict[str, Any],
     assert (sent[0][0], sent[0][1], out) == send_before(status, headers, body)
 
 
+_ANSWER_HEADER_NAMES = [
+    *("Content-Type", "content-type", "CONTENT-TYPE", "Content-Length", "content-length"),
+    *("Location", "X-Cache", "Cache-Control", "Set-Cookie"),
+]
+_ANSWER_VALUES = st.text(max_size=5) | st.integers() | st.lists(st.text(max_size=3), max_size=2)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    status=st.sampled_from([200, 201, 204, 400, 404, 299]),
+    headers=st.dictionaries(st.sampled_from(_ANSWER_HEADER_NAMES), _ANSWER_VALUES, max_size=5),
+    body=st.sampled_from(["", "{}", "é", b"", b"x"]),
+)
+def test_any_answer_is_the_one_sent_before(status: int, headers: dict[str, Any], body: Any) -> None:
+    """Over any mix of names, cases, repeated (list) and non-text values, and twice
+    over (a cut that remembers what an answer's names hold was tried in stop 44)."""
+    sent: list[Any] = []
+    for _ in range(2):
+        sent.clear()
+        out = server._send(lambda s, h: sent.append((s, h)), status, headers, body)
+        assert (sent[0][0], sent[0][1], out) == send_before(status, headers, body)
+
+
 def test_headers_come_from_each_request_though_their_names_are_remembered() -> None:
     """_headers remembers which environ keys are headers for a sequence of keys it has
     seen (stop 40): a request with the same keys gets its own values, one with other
