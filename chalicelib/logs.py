@@ -645,10 +645,38 @@ def _piece(pieces: _Kept, key: str, value: str | int) -> tuple[str, bool]:
         return kept
     if isinstance(value, int):  # the caller passes no bool
         return _keep(pieces, (key, value), f"{key}={value}")
+    if len(value) <= PIECES_UP_TO and value and _ID_CHARS.issuperset(value):
+        kept = _id_piece(pieces, key, value)
+        if kept is not None:
+            return kept
     piece = f"{key}={_text_value(redactor.text(value))}"
     if len(value) > PIECES_UP_TO:
         return piece, False  # not kept (memory), nor looked at: the whole line's pass
     return _keep(pieces, (key, value), piece)
+
+
+# A job id's characters ("j_" and hex digits; lease tokens' too). A text of these alone
+# holds no shape word (each word has a character outside them: tests/test_log_id_piece.py
+# checks), no separator _SEPARATOR looks for and nothing _NEEDS_QUOTES quotes, and no
+# shape word spans the `=` a piece joins key and value with (none holds one).
+_ID_CHARS = frozenset("0123456789abcdefj_")
+
+
+def _id_piece(pieces: _Kept, key: str, value: str) -> tuple[str, bool] | None:
+    """The piece of a new job id (every enqueue's line has one), with one search for the
+    secrets where the general way masked the value (a search and a shape test), quoted
+    it, and looked at the piece again (another search and a shape test). When no secret
+    occurs in `key=value`, none occurs in the value, so masking leaves it as it is, as
+    quoting does (_ID_CHARS): the piece is `key=value`, clean unless its key holds a
+    shape word. A piece holding a secret takes the general way (None)."""
+    piece = f"{key}={value}"
+    if redactor.finds_secret(piece):
+        return None
+    kept = (piece, _shape_free(pieces, key))
+    if len(pieces) >= PIECES:
+        pieces.clear()
+    pieces[(key, value)] = kept
+    return kept
 
 
 def _shape_free(pieces: _Kept, key: str) -> bool:
