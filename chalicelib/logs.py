@@ -728,7 +728,9 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
             continue
         kind = type(value)
         if kind is str or kind is int:  # ints too (a status, an attempt): they recur
-            piece, ok = _piece(pieces, key, value)
+            # _piece's first step here: a kept piece (most of a line's) costs no frame
+            kept = pieces.get((key, value))
+            piece, ok = kept if kept is not None else _piece(pieces, key, value)
             parts.append(piece)
             clean = clean and ok
             continue
@@ -743,7 +745,7 @@ def text_line(name: str, level: int, message: str, extra: Mapping[str, Any]) -> 
         piece = f"{key}={_text_value(value)}"
         parts.append(piece)
         clean = clean and redactor.leaves(piece)
-    request_id = _invocation_id()
+    request_id = None if _request_id is None else _invocation_id()  # no frame outside one
     if request_id is not None and "aws_request_id" not in extra:
         piece = f"aws_request_id={_text_value(request_id)}"
         parts.append(piece)

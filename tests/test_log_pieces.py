@@ -70,3 +70,18 @@ def test_pieces_are_the_pieces_written_without_them() -> None:
     kept = logs._pieces[1]
     assert ("event", "x") in kept
     assert ("long", "y" * 200) not in kept  # only short texts are kept (memory)
+
+
+def test_a_line_of_kept_pieces_makes_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop 44: text_line reads a kept piece itself; _piece (a frame a field) runs
+    only for a piece not kept yet, and the line is the same bytes either way."""
+    fields = {**FIELDS, "status": 200}
+    first = logs.text_line("spool.http", 20, "GET /status/{id} 200", fields)
+    made: list[Any] = []
+    real = logs._piece
+    monkeypatch.setattr(logs, "_piece", lambda *a: made.append(a[1:]) or real(*a))
+    again = logs.text_line("spool.http", 20, "GET /status/{id} 200", fields)
+    assert fields_of(again) == fields_of(first)
+    assert made == []
+    other = logs.text_line("spool.http", 20, "GET /status/{id} 200", {**fields, "tenant": "b"})
+    assert made == [("tenant", "b")] and " tenant=b " in f"{other} "
