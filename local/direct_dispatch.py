@@ -190,7 +190,7 @@ def lowered_request(event: dict[str, Any]) -> Request:
     """chalice's Request(event), for an event whose header names are all lower-case
     (what EventFor gives): the same object, attribute for attribute, without
     CaseInsensitiveMapping lower-casing every name again (a comprehension and a call
-    per header). tests/test_direct_dispatch.py compares the two over many events, so a
+    per header). tests/test_lowered_request.py compares the two over many events, so a
     chalice that adds or changes an attribute is caught there."""
     request: Request = _new(Request)
     headers: CaseInsensitiveMapping = _new(CaseInsensitiveMapping)
