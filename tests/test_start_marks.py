@@ -52,3 +52,39 @@ def test_a_failed_write_lets_the_jobs_run() -> None:
         raise ConnectionError("store down")
 
     assert StartMarks(start).mark("a", "t") is True
+
+
+def test_marks_asked_while_the_writer_makes_way_join_its_write() -> None:
+    """The thread that will write gives way once before it takes the batch: pool
+    threads that were about to ask (ready to run, waiting only for the interpreter)
+    join this write rather than each waiting for the next one."""
+    calls: list[list[tuple[str, str]]] = []
+    answers: dict[str, bool] = {}
+
+    def start(leases: Sequence[tuple[str, str]]) -> list[bool]:
+        calls.append(list(leases))
+        return [True] * len(leases)
+
+    def ask(job_id: str) -> None:
+        answers[job_id] = marks.mark(job_id, "t")
+
+    late: list[threading.Thread] = []
+
+    def make_way() -> None:  # stands for the threads the real yield lets run
+        if late:
+            return
+        late.extend(threading.Thread(target=ask, args=(f"j{i}",)) for i in range(3))
+        for thread in late:
+            thread.start()
+        for _ in range(500):
+            if len(marks._asked) == 4:
+                break
+            threading.Event().wait(0.01)
+
+    marks = StartMarks(start, make_way=make_way)
+    ask("a")
+    for thread in late:
+        thread.join(5)
+    assert len(calls) == 1  # one write for all four, not "a" alone and then three
+    assert sorted(calls[0]) == [("a", "t"), ("j0", "t"), ("j1", "t"), ("j2", "t")]
+    assert answers == {"a": True, "j0": True, "j1": True, "j2": True}
