@@ -196,6 +196,8 @@ class _Attempt:
     # A write of its outcome failed: the store may have applied it all the same (a
     # reply lost with its connection), so a refused rewrite is read back (_written).
     uncertain: bool = False
+    # Claimed started, for a pool thread that was idle at the claim: no mark to write.
+    marked: bool = False
 
 
 @dataclass
@@ -210,6 +212,7 @@ class _State:
     # its slot (and lease) until the handler returns or the worker closes (_abandon).
     lingering: dict[str, _Attempt] = field(default_factory=dict)
     threads: int = 0
+    idle: int = 0  # pool threads waiting in _take for a job
     closing: bool = False
 
 
@@ -396,8 +399,10 @@ class Worker:
                     state.threads -= 1
                     self._wake()
                     return
-            if self.config.start_marks and not self._marks.mark(
-                attempt.job.id, attempt.job.lease_token or ""
+            if (
+                self.config.start_marks
+                and not attempt.marked
+                and not self._marks.mark(attempt.job.id, attempt.job.lease_token or "")
             ):
                 self._not_started(attempt)
                 continue
@@ -458,7 +463,11 @@ class Worker:
         state = self._state
         while True:
             while not state.inbox and not state.closing:
-                self._work.wait()
+                state.idle += 1
+                try:
+                    self._work.wait()
+                finally:
+                    state.idle -= 1
             if not state.inbox:
                 return None
             attempt = state.inbox.popleft()
@@ -529,9 +538,35 @@ class Worker:
             mw.after_claim(jobs, holds)
         return jobs, holds
 
+    def _claim_for_free_threads(self, want: int) -> int:
+        """Claim started as many jobs as there are pool threads idle with nothing waiting
+        for them (each goes straight to one: its mark would be one more write for
+        nothing), and the rest unstarted, marked as threads take them; how many.
+
+        A worker that waits for work (an idle `run`, light load) then writes one claim
+        per job, not a claim and a mark. In a drain the inbox is seldom empty, so
+        nearly every claim is the one unstarted claim it was. The started jobs go to
+        their threads before the second claim, which is made only when the first took
+        all it asked (fewer: nothing more is due)."""
+        lease, queues = self.config.lease_seconds, self.config.queues
+        with self._lock:
+            free = 0 if self._state.inbox else min(self._state.idle, want)
+        if free <= 0:
+            return self._accept(self.store.claim(want, lease, queues, started=False))
+        jobs = self.store.claim(free, lease, queues, started=True)
+        taken = self._accept(jobs, started=len(jobs))
+        if taken == free < want:
+            taken += self._accept(self.store.claim(want - free, lease, queues, started=False))
+        return taken
+
     def _claim(self, want: int) -> int:
         if want <= 0:
             return 0
+        policy = self.config.policy
+        if self.config.start_marks and (policy is None or not policy.active):
+            # Limits and fair turns are left to the policy's claim: one claim, unstarted.
+            self._held = False
+            return self._claim_for_free_threads(want)
         jobs, holds = self._claim_store(want)
         self._held = bool(holds) and not jobs
         return self._accept(jobs)
@@ -542,17 +577,19 @@ class Worker:
         jobs, _ = self._claim_store(want)
         return self._accept(jobs)
 
-    def _accept(self, jobs: list[Job]) -> int:
-        """Queue claimed jobs for the pool; how many."""
+    def _accept(self, jobs: list[Job], started: int = 0) -> int:
+        """Queue claimed jobs for the pool, the first `started` claimed started; how many."""
         if not jobs:
             return 0
         attempts = []
-        for job in jobs:
+        for i, job in enumerate(jobs):
             try:
                 spec: HandlerSpec | None = self.registry.get(job.type)
             except UnknownJobType:
                 spec = None
-            attempts.append(_Attempt(job, spec, lease_expires_at=job.lease_expires_at))
+            attempts.append(
+                _Attempt(job, spec, lease_expires_at=job.lease_expires_at, marked=i < started)
+            )
         with self._lock:
             if self._fair:
                 self._queue_fairly(attempts)
