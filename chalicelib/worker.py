@@ -25,18 +25,22 @@ attempts; by default completions are batched for speed, and the window is up
 to `concurrency` plus the unflushed batch (at most `batch_size`, usually only
 the last `flush_delay` worth of completions).
 
-A crash also costs attempts that never ran. An attempt is counted when its job
-is claimed, and a worker claims ahead of its pool (`_depth`) while handlers are
-quick: about PREFETCH_SECONDS of work per thread, at least two jobs per thread and
-at most about `batch_size` in all (or twice `concurrency` where that is more), plus
-up to `concurrency` claimed early under fair turns. Handlers slower than
-PREFETCH_SECONDS, a worker that has timed none yet and a rate limit get one job
-per thread. After a hard kill (SIGKILL, the OOM killer, a lost machine) the jobs
-it held but had not started come back through lease expiry with that attempt
-spent although their handler never ran, and one claimed on its last attempt is
-buried (dead, "lease expired") without running at all: a job that must survive a
-worker crash needs max_attempts of at least 2. A graceful stop (`stop`, SIGTERM)
-runs what it holds first.
+A worker claims ahead of its pool (`_depth`) while handlers are quick: about
+PREFETCH_SECONDS of work per thread, at least two jobs per thread and at most about
+`batch_size` in all (or twice `concurrency` where that is more), plus up to
+`concurrency` claimed early under fair turns. Handlers slower than PREFETCH_SECONDS,
+a worker that has timed none yet and a rate limit get one job per thread. With
+`WorkerConfig.start_marks` (the default) a crash costs no attempt of a job that
+never ran: what goes straight to an idle pool thread is claimed started, what is
+claimed beyond that unstarted, and each pool thread marks its job started just
+before the handler (chalicelib/start_marks.py, the marks of several threads in one
+write). After a hard kill (SIGKILL, the OOM killer, a lost machine) the unstarted
+jobs come back through lease expiry with their attempts given back; a started one
+spends its attempt, so a handler that kills its worker still ends dead. Without
+marks (the Lambda functions, chalicelib/events.py) an attempt is spent at the claim,
+and one claimed on its last attempt is buried (dead, "lease expired") without
+running if the invocation dies first. A graceful stop (`stop`, SIGTERM) runs what
+it holds first.
 
 A store outage is not a crash. Any error a store call raises (not only the
 StoreUnavailable a store maps) is waited out with jittered backoff and said once
@@ -153,7 +157,8 @@ class WorkerConfig:
     # Limits and fair turns the store's claim keeps (chalicelib/limits.py); None: none.
     policy: ClaimPolicy | None = None
     # Claim unstarted and mark each job started just before its handler (start_marks.py),
-    # so a crash spends no attempt of a job still waiting in this worker. Off: claims
+    # so a crash spends no attempt of a job still waiting in this worker; jobs for
+    # threads idle at the claim are claimed started (_claim_for_free_threads). Off: claims
     # count the attempt at once, as the Lambda functions do, where a mark would be one
     # more DynamoDB request for every job (docs/aws.md, "Requests per job").
     start_marks: bool = True
