@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from chalicelib.clock import FakeClock
+from chalicelib.clock import Clock
 from chalicelib.ids import new_job_id
-from chalicelib.models import NewJob
+from chalicelib.models import Attempt, Job, NewJob
+from chalicelib.storage.base import JobStore
 
 
 def new_job(
-    clock: FakeClock,
+    clock: Clock,
     type_: str = "echo",
     *,
     payload: dict[str, Any] | None = None,
@@ -26,3 +27,25 @@ def new_job(
         run_at=run_at or clock.now() + timedelta(seconds=delay),
         **fields,
     )
+
+
+def stored(store: JobStore, job_id: str, tenant: str | None = None) -> Job:
+    """`store.get` for a job the test knows is there: a missing job fails here, by name,
+    instead of as an AttributeError on None a line later (and mypy sees a `Job`)."""
+    job = store.get(job_id, tenant=tenant)
+    assert job is not None, f"{job_id} is not in the store"
+    return job
+
+
+def token(job: Job) -> str:
+    """The lease token of a claimed job (a `Completion` needs one): a job that holds no
+    lease fails here instead of sending a finish with no token."""
+    assert job.lease_token is not None, f"{job.id} holds no lease"
+    return job.lease_token
+
+
+def history(store: JobStore, job_id: str, tenant: str | None = None) -> list[Attempt]:
+    """`store.attempts` for a job the test knows is there (None means unknown job)."""
+    attempts = store.attempts(job_id, tenant)
+    assert attempts is not None, f"{job_id} is not in the store"
+    return attempts

@@ -129,11 +129,14 @@ def terminate(application_name: str) -> int:
         admin.close()
 
 
-def schema_at(conn: Any, schema: str, version: int) -> None:
+def schema_at(conn: Any, schema: str | None, version: int) -> None:
     """Create `schema` as a Spool of migration `version` left it (upgrade tests): the
     migrations up to it applied and recorded, none after. `conn`'s search_path must
-    already name `schema` (chalicelib.storage.postgres.connect sets it)."""
+    already name `schema` (chalicelib.storage.postgres.connect sets it). `schema` is a
+    fresh_schema URL's (parse_url types it optional: a URL may name none; these do)."""
     from chalicelib.storage import migrations
+
+    assert schema is not None, "schema_at needs a URL that names its schema"
 
     conn.execute(f'CREATE SCHEMA "{schema}"')
     conn.execute(

@@ -19,6 +19,7 @@ from chalicelib.runtime import Runtime
 from chalicelib.storage.sqlite import SQLiteStore
 from local.emulator import context, scheduled_event
 from tests.apikit import KEY_B, OPERATOR_KEY, Api, installed, settings_for
+from tests.factories import token
 
 
 @pytest.fixture
@@ -306,7 +307,7 @@ def test_running_and_retrying_jobs_are_never_cached(api: Api, rt: Runtime) -> No
         reply = api.get(f"/status/{job_id}")
         assert (reply.header("X-Cache"), reply.json["state"]) == ("miss", "running")
     retry = Completion(
-        job_id, running.lease_token, JobState.RETRYING, error="x", retry_at=rt.store.clock.now()
+        job_id, token(running), JobState.RETRYING, error="x", retry_at=rt.store.clock.now()
     )
     assert rt.store.finish([retry]) == [True]
     for _ in range(2):

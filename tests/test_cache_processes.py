@@ -21,7 +21,7 @@ import requests
 from chalicelib.clock import SystemClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage import open_store
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.procs import guarded_env, spool_serve, stop
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +67,7 @@ def bury(store_url: str) -> str:
     try:
         job = store.add([new_job(SystemClock(), "fail", tenant=TENANT, max_attempts=1)])[0].job  # type: ignore[arg-type]
         [claimed] = store.claim(1, 30, ids=[job.id])
-        done = Completion(job.id, claimed.lease_token, JobState.DEAD, error="boom")
+        done = Completion(job.id, token(claimed), JobState.DEAD, error="boom")
         assert store.finish([done]) == [True]
         return job.id
     finally:

@@ -21,6 +21,7 @@ from chalicelib.models import Completion, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.storage.sqlite import SQLiteStore
 from tests.apikit import KEY_A, KEY_B, TENANT_B, Api, installed, settings_for
+from tests.factories import token
 from tests.test_api_cache import Tick, drain
 
 
@@ -82,7 +83,7 @@ def test_another_tenants_redrive_elsewhere_leaves_this_tenants_answers_cached(
         for _ in range(5):  # a tenant redriving in a loop
             assert [j.id for j in other.redrive([theirs], TENANT_B)] == [theirs]
             [claimed] = other.claim(1, 30, ids=[theirs])  # and it dies again
-            other.finish([Completion(theirs, claimed.lease_token, JobState.DEAD, error="x")])
+            other.finish([Completion(theirs, token(claimed), JobState.DEAD, error="x")])
             tick.now += 1.0
             reply = api.get(f"/status/{mine}")
             assert (reply.header("X-Cache"), reply.json["state"]) == ("hit", "dead")

@@ -30,7 +30,7 @@ from chalicelib.clock import SystemClock
 from chalicelib.models import Job
 from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.pg_proxy import PgProxy
 from tests.pg_support import fresh_schema, with_port
 
@@ -51,9 +51,7 @@ def _extend_after_wait(store: JobStore, job: Job, release: threading.Event) -> l
     """Extend `job`'s lease by LEASE while the store is held up; the job as it is then."""
     assert job.lease_token is not None
     extended: list[bool] = []
-    _after_wait(
-        lambda: extended.append(store.extend_lease(job.id, job.lease_token, LEASE)), release
-    )
+    _after_wait(lambda: extended.append(store.extend_lease(job.id, token(job), LEASE)), release)
     assert extended == [True]
     now = store.get(job.id)
     assert now is not None

@@ -12,7 +12,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.sqlite import SQLiteStore
 from chalicelib.storage.sqlite_dashboard import DDL
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 
 def test_an_old_sqlite_file_is_counted_once_when_opened(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_an_old_sqlite_file_is_counted_once_when_opened(tmp_path: Path) -> None:
     store = SQLiteStore(path, clock)
     store.add([new_job(clock, tenant="a", queue="mail") for _ in range(3)])
     [job] = store.claim(1, 30)
-    store.finish([Completion(job.id, job.lease_token, JobState.SUCCEEDED)])
+    store.finish([Completion(job.id, token(job), JobState.SUCCEEDED)])
     store.close()
     # What a file from before the dashboard looks like: no triggers, tables or indexes.
     db = sqlite3.connect(path)

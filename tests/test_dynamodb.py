@@ -31,7 +31,7 @@ from chalicelib.storage.dynamodb_aws import (
 )
 from chalicelib.storage.dynamodb_schema import idem_key, job_key
 from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, delay_for
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 LEASE = 30.0
 
@@ -857,7 +857,7 @@ def test_a_claim_whose_retry_met_its_own_write_is_claimed(
     stored = store.get(job_id)
     assert stored is not None and stored.state is JobState.RUNNING
     assert stored.lease_token == job.lease_token and stored.attempts == 1
-    assert store.finish([Completion(job_id, job.lease_token, JobState.SUCCEEDED, "ok")]) == [True]
+    assert store.finish([Completion(job_id, token(job), JobState.SUCCEEDED, "ok")]) == [True]
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,13 @@ import pytest
 from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.base import JobStore
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 
 def _bury(store: JobStore, clock: FakeClock, tenant: str) -> str:
     [added] = store.add([new_job(clock, tenant=tenant, max_attempts=1)])
     [claimed] = store.claim(1, 30, ids=[added.job.id])
-    store.finish([Completion(claimed.id, claimed.lease_token, JobState.DEAD, error="x")])
+    store.finish([Completion(claimed.id, token(claimed), JobState.DEAD, error="x")])
     return claimed.id
 
 

@@ -21,7 +21,7 @@ from chalicelib.config import Settings
 from chalicelib.models import OTHER_QUEUE, JobState
 from chalicelib.storage.postgres import PostgresStore, from_url
 from chalicelib.storage.queue_totals import fold
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.pg_support import admin_connect, fresh_schema
 
 
@@ -234,7 +234,7 @@ def test_scrapes_beside_enqueues_and_finishes_keep_the_sums_exact(clock: FakeClo
                     )
                     ids = [a.job.id for a in added[:2]]
                     for job in store.claim(2, 30, ids=ids):
-                        store.finish([Completion(job.id, job.lease_token, JobState.SUCCEEDED)])
+                        store.finish([Completion(job.id, token(job), JobState.SUCCEEDED)])
             except BaseException as exc:
                 errors.append(exc)
 

@@ -22,7 +22,7 @@ from chalicelib.config import Settings
 from chalicelib.models import OTHER_QUEUE, Completion, JobState
 from chalicelib.storage.queue_totals import fold
 from chalicelib.storage.redis_store import RedisStore, from_url
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.redis_support import fresh_prefix, private_server, with_prefix
 
 LEASE = 30.0
@@ -48,7 +48,7 @@ def run_all(store: RedisStore, clock: FakeClock, queues: list[str]) -> None:
     for start in range(0, len(queues), 500):
         store.add([new_job(clock, queue=q) for q in queues[start : start + 500]])
     while claimed := store.claim(500, LEASE):
-        store.finish([Completion(j.id, j.lease_token, JobState.SUCCEEDED) for j in claimed])
+        store.finish([Completion(j.id, token(j), JobState.SUCCEEDED) for j in claimed])
     clock.advance(10)
     while store.purge(clock.now(), 1000):
         pass
@@ -100,7 +100,7 @@ def test_oldest_due_names_every_queue_with_due_jobs_and_forgets_emptied_ones(
                 [
                     Completion(
                         claimed.id,
-                        claimed.lease_token,
+                        token(claimed),
                         JobState.RETRYING,
                         error="x",
                         retry_at=retry_at,
@@ -125,7 +125,7 @@ def test_a_keyspace_of_an_older_spool_gets_exact_summaries_once(clock: FakeClock
             writer.add([new_job(clock, queue=q) for q in ("big", "big", "big", "aaa", "zzz")])
             writer.add([new_job(clock, "fail", queue="zzz", delay=60)])
             claimed = writer.claim(2, LEASE, queues=["big"])
-            writer.finish([Completion(claimed[0].id, claimed[0].lease_token, JobState.SUCCEEDED)])
+            writer.finish([Completion(claimed[0].id, token(claimed[0]), JobState.SUCCEEDED)])
             p = writer._p
             writer.client.delete(*(p + k for k in ("qv", "ctot", "qc", "st", "qd", "qt")))
         finally:

@@ -13,7 +13,7 @@ from pathlib import Path
 from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.sqlite import SQLiteStore
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.sqlite_stop39 import OLD_EMPTIED_TRIGGER, old_count_triggers, triggers
 
 LEASE = 30.0
@@ -50,7 +50,7 @@ def _lifecycle(store: SQLiteStore, clock: FakeClock) -> None:
         [
             Completion(
                 job.id,
-                job.lease_token,
+                token(job),
                 state,
                 retry_at=clock.now() if state is JobState.RETRYING else None,
             )
@@ -63,7 +63,7 @@ def _lifecycle(store: SQLiteStore, clock: FakeClock) -> None:
     store.redrive(_ids(store, "dead"))
     _counts_match_the_jobs(store)
     again = store.claim(10, LEASE)
-    store.finish([Completion(j.id, j.lease_token, JobState.DEAD) for j in again])
+    store.finish([Completion(j.id, token(j), JobState.DEAD) for j in again])
     _counts_match_the_jobs(store)
     store.discard([j.id for j in again[:1]])
     _counts_match_the_jobs(store)
@@ -95,7 +95,7 @@ def test_a_file_made_by_the_old_code_gets_the_new_count_triggers(tmp_path: Path)
     store = SQLiteStore(path, clock)
     store.add([new_job(clock, tenant="a", queue="x") for _ in range(3)])
     [job] = store.claim(1, LEASE)
-    store.finish([Completion(job.id, job.lease_token, JobState.SUCCEEDED)])
+    store.finish([Completion(job.id, token(job), JobState.SUCCEEDED)])
     store.close()
     old_count_triggers(path)  # as stops 36-39 left it
 

@@ -18,7 +18,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobQuery, JobState
 from chalicelib.storage import sqlite_lists
 from chalicelib.storage.sqlite import COLUMNS, SQLiteStore
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 
 def _plan(db: sqlite3.Connection, sql: str, params: list[object]) -> str:
@@ -66,7 +66,7 @@ def test_a_tenant_list_of_every_state_pages_through_the_jobs_in_order(
             claimed = store.claim(4, 30)  # the fourth stays running
             states = (JobState.SUCCEEDED, JobState.DEAD, JobState.SUCCEEDED)
             store.finish(
-                [Completion(j.id, j.lease_token, s) for j, s in zip(claimed, states, strict=False)]
+                [Completion(j.id, token(j), s) for j, s in zip(claimed, states, strict=False)]
             )
             if round_ % 2:
                 clock.advance(1)

@@ -19,7 +19,7 @@ from chalicelib.models import OTHER_QUEUE, Completion, CounterKey, JobState
 from chalicelib.storage.queue_totals import fold
 from chalicelib.storage.sqlite import SQLiteStore
 from chalicelib.ui import views
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.sqlite_stop39 import old_count_triggers
 
 LEASE = 30.0
@@ -31,7 +31,7 @@ def run_all(store: SQLiteStore, clock: FakeClock, queues: list[str]) -> None:
     for start in range(0, len(queues), 500):
         store.add([new_job(clock, queue=q) for q in queues[start : start + 500]])
     while claimed := store.claim(500, LEASE):
-        store.finish([Completion(j.id, j.lease_token, JobState.SUCCEEDED) for j in claimed])
+        store.finish([Completion(j.id, token(j), JobState.SUCCEEDED) for j in claimed])
     clock.advance(10)
     while store.purge(clock.now(), 1000):
         pass
@@ -86,7 +86,7 @@ def test_a_file_made_before_the_summaries_gets_them_on_open(
     store.add([new_job(clock, queue=q) for q in ("a", "a", "b", "c")])
     store.add([new_job(clock, "fail", queue="c")])
     claimed = store.claim(10, LEASE, queues=["b"])
-    store.finish([Completion(j.id, j.lease_token, JobState.SUCCEEDED) for j in claimed])
+    store.finish([Completion(j.id, token(j), JobState.SUCCEEDED) for j in claimed])
     store.close()
     # As an older Spool left it: no summaries, and a count row kept at zero.
     db = sqlite3.connect(path, isolation_level=None)

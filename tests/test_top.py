@@ -17,7 +17,7 @@ from chalicelib.storage import open_store
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.ui.views import overview
 from local.top import CLEAR, frames, render, spark
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.procs import guarded_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +36,7 @@ def test_one_frame_shows_each_queue_by_state() -> None:
     store.add([new_job(clock, queue="mail", run_at=old) for _ in range(2)])
     store.add([new_job(clock, queue="img", max_attempts=1)])
     [job] = store.claim(1, 30, queues=["img"])
-    store.finish([Completion(job.id, job.lease_token, JobState.DEAD, error="x")])
+    store.finish([Completion(job.id, token(job), JobState.DEAD, error="x")])
     store.beat("w:1", None, clock.now())
     text = render(overview(store, None, 60))
     lines = text.splitlines()

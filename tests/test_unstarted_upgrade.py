@@ -13,7 +13,7 @@ import pytest
 from chalicelib.clock import FakeClock
 from chalicelib.models import JobState
 from chalicelib.storage.base import JobStore
-from tests.factories import new_job
+from tests.factories import new_job, stored, token
 
 LEASE = 30.0
 
@@ -24,10 +24,10 @@ def _unstarted_lapse_gives_back(store: JobStore, clock: FakeClock) -> None:
     clock.advance(LEASE + 1)
     [again] = store.claim(1, LEASE, ids=[added.job.id], started=False)
     assert again.attempts == 1
-    assert store.start([(again.id, again.lease_token)]) == [True]
+    assert store.start([(again.id, token(again))]) == [True]
     clock.advance(LEASE + 1)
     store.claim(1, LEASE, ids=[added.job.id])
-    assert store.get(claimed.id).state is JobState.DEAD
+    assert stored(store, claimed.id).state is JobState.DEAD
 
 
 def test_an_old_sqlite_file_gets_the_mark_and_its_running_jobs_count_as_started(
@@ -49,7 +49,7 @@ def test_an_old_sqlite_file_gets_the_mark_and_its_running_jobs_count_as_started(
     try:
         clock.advance(LEASE + 1)
         store.claim(1, LEASE, started=False)
-        assert store.get(old.job.id).state is JobState.DEAD  # its attempt was spent
+        assert stored(store, old.job.id).state is JobState.DEAD  # its attempt was spent
         _unstarted_lapse_gives_back(store, clock)
     finally:
         store.close()
@@ -84,7 +84,7 @@ def test_a_postgres_schema_of_0010_gets_the_mark_from_migrate() -> None:
         try:
             clock.advance(1)
             store.claim(1, LEASE, started=False)
-            assert store.get("old").state is JobState.DEAD  # claimed before: started
+            assert stored(store, "old").state is JobState.DEAD  # claimed before: started
             _unstarted_lapse_gives_back(store, clock)
         finally:
             store.close()

@@ -26,6 +26,7 @@ from chalicelib.runtime import build_runtime
 from chalicelib.service import EnqueueRequest
 from chalicelib.webhooks import signing
 from spool_client.webhooks import verify
+from tests.factories import stored
 from tests.procs import ROOT, guarded_env, stop
 from tests.webhook_receiver import Receiver
 
@@ -87,7 +88,7 @@ def test_a_worker_killed_mid_delivery_is_delivered_by_the_next(tmp_path: Path, k
             first.wait(10)
             receiver.hang.clear()  # from now on, answer 204
             receiver.released.set()  # the held request ends with no answer
-            assert rt.store.get(job_id).state is JobState.SUCCEEDED
+            assert stored(rt.store, job_id).state is JobState.SUCCEEDED
             [pending] = rt.store.webhooks(job_id)
             assert pending.state == "pending" and pending.attempts == 1
             killed_at = time.monotonic()

@@ -11,7 +11,7 @@ from datetime import timedelta
 from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobQuery, JobState, MinuteTally
 from chalicelib.storage.base import JobStore, minute_of
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 LEASE = 30.0
 Q, R, S, D, C = (
@@ -54,8 +54,8 @@ def test_dashboard_state_counts_follow_every_transition(store: JobStore, clock: 
     assert len(claimed) == 4  # three of acme's, one of other's
     assert store.state_counts("acme") == {("mail", C): 1, ("mail", R): 3, ("img", Q): 1}
     one, two, _three = (claimed[j.id] for j in jobs[1:])  # _three: its lease runs out
-    store.finish([Completion(one.id, one.lease_token, S, result={"ok": 1})])
-    store.finish([Completion(two.id, two.lease_token, D, error="boom")])
+    store.finish([Completion(one.id, token(one), S, result={"ok": 1})])
+    store.finish([Completion(two.id, token(two), D, error="boom")])
     assert store.state_counts("acme") == {
         ("mail", C): 1,
         ("mail", S): 1,
@@ -92,19 +92,19 @@ def test_dashboard_throughput_tallies_attempts_per_minute(
     first, second, third = (claimed[j.id] for j in jobs)
     store.finish(
         [
-            Completion(first.id, first.lease_token, S, result=None),
+            Completion(first.id, token(first), S, result=None),
             Completion(
-                second.id, second.lease_token, JobState.RETRYING, error="x", retry_at=clock.now()
+                second.id, token(second), JobState.RETRYING, error="x", retry_at=clock.now()
             ),
         ]
     )
     other = next(j for j in claimed.values() if j.tenant == "other")
-    store.finish([Completion(other.id, other.lease_token, S)])
+    store.finish([Completion(other.id, token(other), S)])
     minute_one = minute_of(clock.now())
     clock.advance(LEASE + 61)  # third's lease expires; the reap is a failed attempt
     again = {j.id: j for j in store.claim(10, LEASE)}
     assert set(again) == {second.id, third.id}
-    store.finish([Completion(second.id, again[second.id].lease_token, D, error="y")])
+    store.finish([Completion(second.id, token(again[second.id]), D, error="y")])
     minute_two = minute_of(clock.now())
     assert minute_two > minute_one
     tallies = store.throughput(start - timedelta(minutes=5), "acme")
@@ -176,8 +176,8 @@ def test_dashboard_discard_deletes_only_the_tenants_dead_jobs(
     theirs = add(store, clock, tenant="other", max_attempts=1)
     claimed = {j.id: j for j in store.claim(10, LEASE)}
     for job in (jobs[0], jobs[1], theirs):
-        store.finish([Completion(job.id, claimed[job.id].lease_token, D, error="x")])
-    store.finish([Completion(jobs[2].id, claimed[jobs[2].id].lease_token, S)])
+        store.finish([Completion(job.id, token(claimed[job.id]), D, error="x")])
+    store.finish([Completion(jobs[2].id, token(claimed[jobs[2].id]), S)])
     epochs = {t: store.cache_epoch(t) for t in ("acme", "other")}
     assert store.discard([jobs[2].id, theirs.id, "j_" + "0" * 32], "acme") == []
     assert {t: store.cache_epoch(t) for t in ("acme", "other")} == epochs

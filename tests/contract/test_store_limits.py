@@ -13,7 +13,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.limits import ClaimPolicy, Limit, Rate
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.base import JobStore
-from tests.factories import new_job
+from tests.factories import new_job, stored
 from tests.threads import run_together
 
 LEASE = 30.0
@@ -135,7 +135,7 @@ def test_claim_by_ids_keeps_limits_and_reports_holds(store: JobStore, clock: Fak
         assert store.claim(10, LEASE, ids=ids, policy=policy) == []
     # The limit was full before the claim began (job_id ""), and both jobs were held.
     assert sorted(h.job_id for h in holds) == sorted(["", *(set(ids) - {claimed[0].id})])
-    assert [store.get(i).attempts for i in ids if i != claimed[0].id] == [0, 0]
+    assert [stored(store, i).attempts for i in ids if i != claimed[0].id] == [0, 0]
 
 
 def test_fair_turns_alternate_between_tenants(store: JobStore, clock: FakeClock) -> None:

@@ -13,7 +13,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.models import OTHER_QUEUE, Completion, CounterKey, JobState
 from chalicelib.storage.base import JobStore
 from chalicelib.storage.queue_totals import QueueTotals, fold
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 LEASE = 30.0
 Q, R, S = JobState.QUEUED, JobState.RUNNING, JobState.SUCCEEDED
@@ -83,13 +83,13 @@ def test_counts_follow_the_jobs_and_counters_stay(store: JobStore, clock: FakeCl
     fill(store, clock, {"big": 3, "small": 1})
     claimed = store.claim(10, LEASE)
     assert len(claimed) == 4
-    store.finish([Completion(j.id, j.lease_token, S) for j in claimed if j.queue == "small"])
+    store.finish([Completion(j.id, token(j), S) for j in claimed if j.queue == "small"])
     totals = same_as_reference(store, [], 1)
     assert totals.named == {"big"}
     assert totals.counts == {("big", R): 3, (OTHER_QUEUE, S): 1}
     assert totals.counters[CounterKey(OTHER_QUEUE, "echo", "succeeded")] == 1
 
-    store.finish([Completion(j.id, j.lease_token, S) for j in claimed if j.queue == "big"])
+    store.finish([Completion(j.id, token(j), S) for j in claimed if j.queue == "big"])
     clock.advance(10)
     store.purge(clock.now(), 1000)
     totals = same_as_reference(store, [], 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, CounterKey, JobState
 from chalicelib.storage.base import JobStore
-from tests.factories import new_job
+from tests.factories import history, new_job, stored, token
 
 LEASE = 30.0
 
@@ -36,21 +36,21 @@ def test_a_lapsed_lease_spends_only_the_started_jobs_attempt(
     assert sorted(j.id for j in claimed) == sorted(j.id for j in jobs)
     assert all(j.attempts == 1 for j in claimed)  # the claim counts it, for the handler
     ran, *waited = claimed
-    assert store.start([(ran.id, ran.lease_token)]) == [True]
+    assert store.start([(ran.id, token(ran))]) == [True]
     clock.advance(LEASE + 1)
     # A job of higher priority is what the reaping claim takes, so the others are
     # left as the reap put them.
     urgent = _add(store, clock, priority=9)
     [taken] = store.claim(1, LEASE, started=False)
     assert taken.id == urgent.id
-    after = {j.id: store.get(j.id) for j in claimed}
+    after = {j.id: stored(store, j.id) for j in claimed}
     assert (after[ran.id].state, after[ran.id].attempts) == (JobState.RETRYING, 1)
     for job in waited:
         assert (after[job.id].state, after[job.id].attempts) == (JobState.QUEUED, 0)
         assert after[job.id].run_at <= clock.now()
         assert after[job.id].lease_token is None
         assert store.attempts(job.id) == []  # nothing ran: nothing to record
-    assert [a.outcome for a in store.attempts(ran.id)] == ["lease_expired"]
+    assert [a.outcome for a in history(store, ran.id)] == ["lease_expired"]
     events = _events(store)
     assert (events.get("failed"), events.get("retried")) == (1, 1)
     # Taken again, each is on its first attempt (the started one on its second).
@@ -69,10 +69,10 @@ def test_a_job_lost_unstarted_more_times_than_its_attempts_still_runs(
         clock.advance(LEASE + 1)
     [last] = store.claim(1, LEASE, started=False)
     assert last.attempts == 1
-    assert store.start([(last.id, last.lease_token)]) == [True]
-    done = Completion(last.id, last.lease_token, JobState.SUCCEEDED, result=1)
+    assert store.start([(last.id, token(last))]) == [True]
+    done = Completion(last.id, token(last), JobState.SUCCEEDED, result=1)
     assert store.finish([done]) == [True]
-    assert store.get(job.id).state is JobState.SUCCEEDED
+    assert stored(store, job.id).state is JobState.SUCCEEDED
     assert _events(store).get("failed") is None
 
 
@@ -81,10 +81,8 @@ def test_a_retrying_job_lost_unstarted_keeps_its_spent_attempts(
 ) -> None:
     job = _add(store, clock, max_attempts=3)
     [first] = store.claim(1, LEASE, started=False)
-    assert store.start([(first.id, first.lease_token)]) == [True]
-    failed = Completion(
-        first.id, first.lease_token, JobState.RETRYING, error="x", retry_at=clock.now()
-    )
+    assert store.start([(first.id, token(first))]) == [True]
+    failed = Completion(first.id, token(first), JobState.RETRYING, error="x", retry_at=clock.now())
     assert store.finish([failed]) == [True]
     [second] = store.claim(1, LEASE, started=False)
     assert second.attempts == 2
@@ -102,12 +100,12 @@ def test_a_started_job_whose_lease_lapses_spends_its_attempts_and_dies(
     for number in (1, 2):
         [claimed] = store.claim(1, LEASE, started=False)
         assert claimed.attempts == number
-        assert store.start([(claimed.id, claimed.lease_token)]) == [True]
+        assert store.start([(claimed.id, token(claimed))]) == [True]
         clock.advance(LEASE + 1)
     assert store.claim(1, LEASE, started=False) == []
-    buried = store.get(job.id)
+    buried = stored(store, job.id)
     assert (buried.state, buried.attempts) == (JobState.DEAD, 2)
-    assert [a.outcome for a in store.attempts(job.id)] == ["lease_expired"] * 2
+    assert [a.outcome for a in history(store, job.id)] == ["lease_expired"] * 2
     assert store.counters()[CounterKey("default", "echo", "dead")] == 1
 
 
@@ -118,7 +116,7 @@ def test_a_claim_that_starts_by_default_spends_its_attempt(
     store.claim(1, LEASE)
     clock.advance(LEASE + 1)
     assert store.claim(1, LEASE) == []
-    assert store.get(job.id).state is JobState.DEAD
+    assert stored(store, job.id).state is JobState.DEAD
 
 
 def test_start_takes_only_the_callers_live_leases(store: JobStore, clock: FakeClock) -> None:
@@ -127,7 +125,7 @@ def test_start_takes_only_the_callers_live_leases(store: JobStore, clock: FakeCl
     claimed = {j.id: j for j in store.claim(3, LEASE, started=False)}
     ca, cb = claimed[a.id], claimed[b.id]
     marks = [
-        (ca.id, ca.lease_token),
+        (ca.id, token(ca)),
         (cb.id, "not-the-token"),
         (waiting.id, "x"),
         ("no-such-job", "x"),
@@ -136,10 +134,10 @@ def test_start_takes_only_the_callers_live_leases(store: JobStore, clock: FakeCl
     assert store.start([]) == []
     clock.advance(LEASE + 1)
     cc = claimed[c.id]
-    assert store.start([(cc.id, cc.lease_token)]) == [False]  # lapsed: not the caller's now
+    assert store.start([(cc.id, token(cc))]) == [False]  # lapsed: not the caller's now
     # b was never started (its mark was refused), so its attempt comes back.
     store.claim(10, LEASE, started=False)
-    assert {j: store.get(j).attempts for j in (a.id, b.id, c.id)} == {
+    assert {j: stored(store, j).attempts for j in (a.id, b.id, c.id)} == {
         a.id: 2,
         b.id: 1,
         c.id: 1,
