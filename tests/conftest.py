@@ -51,7 +51,12 @@ def _install_network_guard() -> None:
         return
     fd, log_path = tempfile.mkstemp(prefix="spool-netguard-", suffix=".log")
     os.close(fd)
-    atexit.register(lambda: os.path.exists(log_path) and os.remove(log_path))
+
+    def remove_log() -> None:
+        if os.path.exists(log_path):
+            os.remove(log_path)
+
+    atexit.register(remove_log)
     netguard.install(log_path)
     os.environ.update(netguard.child_env(os.environ))
     real_init = subprocess.Popen.__init__

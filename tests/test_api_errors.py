@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -360,7 +361,7 @@ def test_no_input_answers_500(api: Api, body: bytes) -> None:
     ids=["bad-tenant", "duplicate-key", "bad-number"],
 )
 def test_a_malformed_setting_answers_503_naming_no_secret(
-    tmp_path, overrides: dict, caplog: pytest.LogCaptureFixture
+    tmp_path, overrides: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every request would fail the same way: a 503 the operator can find in the log,
     never a 500 per request, and the body names neither the setting's value nor a key."""

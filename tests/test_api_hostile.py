@@ -241,7 +241,6 @@ def test_keys_trusted_by_sign_in_throttling_are_digests_compared_in_constant_tim
     hmac.compare_digest of digests (auth.Keyring), and raw keys held in memory."""
     import hmac
 
-    from chalicelib.api import throttle
     from chalicelib.api.throttle import FailedSignIns
     from chalicelib.limits import Rate
 
@@ -256,7 +255,7 @@ def test_keys_trusted_by_sign_in_throttling_are_digests_compared_in_constant_tim
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(throttle.hmac, "compare_digest", spy)
+    monkeypatch.setattr("chalicelib.api.throttle.hmac.compare_digest", spy)
     assert gate.refusing("10.0.0.1", "secret-key-0") == 0.0
     assert len(calls) == 3  # every trusted entry, even after the match
     assert gate.refusing("10.0.0.1", "secret-key-9") > 0

@@ -265,8 +265,8 @@ def test_a_batch_whose_claim_is_throttled_part_way_runs_every_job_once(rt: Runti
     def throttle(params: dict[str, Any], **_: Any) -> None:
         if "ConditionExpression" in params and second in str(params.get("Key")) and not throttled:
             throttled.append(second)
-            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
-            raise ClientError({"Error": error}, "UpdateItem")
+            code = "ProvisionedThroughputExceededException"
+            raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, "UpdateItem")
 
     store_of(rt).ddb.meta.events.register("before-parameter-build.dynamodb.UpdateItem", throttle)
     p = poller(rt)

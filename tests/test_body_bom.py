@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield running
 
 
-def post(server: Server, path: str, body: bytes) -> tuple[int, dict]:
+def post(server: Server, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
     head = (
         f"POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY_A}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"

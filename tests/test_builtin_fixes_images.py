@@ -52,7 +52,9 @@ def test_orientation_is_still_applied(
     result = run(store, key="t1/o.png", widths=[100])
     output = decoded(store, result["outputs"][0]["key"]).convert("RGB")
     assert output.size == (100, 75)
-    r, g, b = output.getpixel(red_at)  # photo() paints its top-left quarter red
+    pixel = output.getpixel(red_at)  # photo() paints its top-left quarter red
+    assert isinstance(pixel, tuple)
+    r, g, b = pixel
     assert r > 150 and g < 80 and b < 80, (orientation, output.getpixel(red_at))
 
 

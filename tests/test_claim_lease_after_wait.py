@@ -87,7 +87,12 @@ def test_a_postgres_lease_written_after_a_wait_for_a_connection_runs_from_then(c
                 claimed = store.claim(1, 60) if call == "extend_lease" else []
                 proxy.cut()  # the pool's connection is gone; a new one is refused
                 restored = threading.Event()
-                waiter = threading.Thread(target=lambda: (restored.wait(30), proxy.restore()))
+
+                def restore_when_set() -> None:
+                    restored.wait(30)
+                    proxy.restore()
+
+                waiter = threading.Thread(target=restore_when_set)
                 waiter.start()
                 if claimed:
                     jobs = _extend_after_wait(store, claimed[0], restored)

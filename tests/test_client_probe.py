@@ -832,7 +832,7 @@ def test_status_wait_exits_by_the_state_it_shows(capsys: pytest.CaptureFixture[s
     ).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        code = cli.main(["status", JOB["id"], "--wait", "1s", "--url", url, "--key", "k"])
+        code = cli.main(["status", str(JOB["id"]), "--wait", "1s", "--url", url, "--key", "k"])
     finally:
         server.shutdown()
         server.server_close()

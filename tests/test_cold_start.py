@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.handlers import Registry, registry
+from chalicelib.handlers import HandlerSpec, Registry, registry
 from chalicelib.runtime import BUILTIN_HANDLERS, DEMO_HANDLERS
 from tests.procs import guarded_env
 
@@ -107,7 +107,7 @@ def _write(folder: Path, name: str, body: str) -> str:
     return name
 
 
-def _spec(type_: str, origin: str) -> object:
+def _spec(type_: str, origin: str) -> HandlerSpec:
     from chalicelib.handlers import HandlerSpec
     from chalicelib.retry import RetryPolicy
 

@@ -179,7 +179,7 @@ def derived_dockerfile() -> str:
     """The page's Dockerfile for an image with the user's handlers."""
     found = re.findall(r"^```dockerfile\n(.*?)^```", PAGE.read_text(encoding="utf-8"), re.M | re.S)
     assert len(found) == 1, "docs/self-hosting.md shows no image with your own handlers"
-    return found[0]
+    return str(found[0])
 
 
 def _instructions(dockerfile: str) -> list[list[str]]:
@@ -190,7 +190,7 @@ def _instructions(dockerfile: str) -> list[list[str]]:
 
 def _workdir() -> str:
     found = re.findall(r"^WORKDIR (\S+)", (ROOT / "deploy" / "Dockerfile").read_text(), re.M)
-    return found[-1]
+    return str(found[-1])
 
 
 def test_the_image_with_your_handlers_passes_hadolint(tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ class _Recording:
 
 
 @contextlib.contextmanager
-def recorded_pg_store(**options: str) -> Iterator[tuple[Any, list[str]]]:
+def recorded_pg_store(**options: Any) -> Iterator[tuple[Any, list[str]]]:
     from chalicelib.storage.postgres import PostgresStore, from_url
     from tests.pg_support import fresh_schema
 

@@ -32,8 +32,8 @@ aws = test_dynamodb.aws
 
 
 def throttled(operation: str) -> ClientError:
-    error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
-    return ClientError({"Error": error}, operation)
+    code = "ProvisionedThroughputExceededException"
+    return ClientError({"Error": {"Code": code, "Message": "slow down"}}, operation)
 
 
 def add_many(store: DynamoStore, clock: FakeClock, count: int, **fields: Any) -> list[str]:

@@ -36,8 +36,8 @@ def throttle_update(aws: Aws, nth: int) -> None:
             return
         seen["n"] += 1
         if seen["n"] == nth:
-            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
-            raise ClientError({"Error": error}, "UpdateItem")
+            code = "ProvisionedThroughputExceededException"
+            raise ClientError({"Error": {"Code": code, "Message": "slow down"}}, "UpdateItem")
 
     aws.ddb.meta.events.register("before-call.dynamodb.UpdateItem", refuse)
 

@@ -26,7 +26,7 @@ NOT_OBJECTS = ["[1, 2]", '"text"', "5", "null", "true"]
 def _assert_settled_unrun(store: DynamoStore, job_id: str, other: str) -> None:
     shown = store.get(job_id)
     assert shown is not None and shown.payload["error"] == "payload_unreadable"
-    assert "not a JSON object" in shown.payload["message"]
+    assert "not a JSON object" in str(shown.payload["message"])
     claimed = store.claim(10, LEASE, ids=[job_id, other])
     assert [j.id for j in claimed] == [other]
     job = store.get(job_id)

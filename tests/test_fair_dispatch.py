@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from waitress.task import Task
 
 import app as spool_app
 from local.fair_queue import ANONYMOUS, FairQueue, lane_of
@@ -103,7 +104,7 @@ def test_a_shutdown_still_cancels_every_pending_request() -> None:
     dispatcher = TaskDispatcher()
     queued = [Channel("a"), Channel("a"), Channel("b"), Channel(None)]
     for channel in queued:
-        dispatcher.add_task(channel)
+        dispatcher.add_task(cast(Task, channel))
     assert dispatcher.shutdown(cancel_pending=True, timeout=1)
     assert all(channel.cancelled for channel in queued) and not dispatcher.queue
 
@@ -300,7 +301,7 @@ class Pool:
     def add(self, key: str | None, *names: str) -> list[Held]:
         tasks = [Held(key, name, self) for name in names]
         for task in tasks:
-            self.dispatcher.add_task(task)
+            self.dispatcher.add_task(cast(Task, task))
         return tasks
 
     def idle(self) -> int:
@@ -386,7 +387,8 @@ def test_a_shutdown_cancels_requests_the_cap_holds_back() -> None:
         waiting = pool.add("A", "a0", "a1", "a2", "a3", "a4", "a5")[3:]
         wait_for(lambda: len(pool.started) == 3 and pool.idle() == 1, "A to reach its cap")
         # The three running hold their threads through the shutdown's wait.
-        assert pool.dispatcher.shutdown(cancel_pending=True, timeout=0.2)
+        # types-waitress says int; waitress only compares and adds it to time.time().
+        assert pool.dispatcher.shutdown(cancel_pending=True, timeout=0.2)  # type: ignore[arg-type]
         assert all(task.cancelled for task in waiting) and not pool.dispatcher.queue
     finally:
         pool.release.set()

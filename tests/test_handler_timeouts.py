@@ -12,7 +12,7 @@ import dataclasses
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -144,7 +144,7 @@ def test_stage_config_follows_chalices_precedence() -> None:
 
 
 def check_script(
-    tmp_path: Path, config: dict[str, object], stage: str
+    tmp_path: Path, config: Mapping[str, object], stage: str
 ) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))

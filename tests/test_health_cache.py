@@ -11,6 +11,7 @@ import pytest
 from chalicelib.api.http import ApiRequest
 from chalicelib.api.routes import Edge
 from chalicelib.errors import StoreUnavailable
+from chalicelib.models import Job
 from tests.apikit import installed, settings_for
 
 
@@ -34,9 +35,12 @@ def test_health_remembers_a_good_probe_for_a_few_seconds(
         edge = Edge(rt, timer=timer)
         reads: list[str] = []
         real_get = rt.store.get
-        monkeypatch.setattr(
-            rt.store, "get", lambda job_id: reads.append(job_id) or real_get(job_id)
-        )
+
+        def counted(job_id: str) -> Job | None:
+            reads.append(job_id)
+            return real_get(job_id)
+
+        monkeypatch.setattr(rt.store, "get", counted)
         assert [probe(edge) for _ in range(100)] == [200] * 100
         assert len(reads) == 1  # one store read, not one per call
         timer.now += 4.9
@@ -71,9 +75,12 @@ def test_health_cache_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.Monk
         edge = Edge(rt, timer=Timer())
         reads: list[str] = []
         real_get = rt.store.get
-        monkeypatch.setattr(
-            rt.store, "get", lambda job_id: reads.append(job_id) or real_get(job_id)
-        )
+
+        def counted(job_id: str) -> Job | None:
+            reads.append(job_id)
+            return real_get(job_id)
+
+        monkeypatch.setattr(rt.store, "get", counted)
         for _ in range(3):
             probe(edge)
         assert len(reads) == 3

@@ -100,7 +100,7 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    real = botocore.client.BaseClient._make_api_call
+    real = botocore.client.BaseClient._make_api_call  # type: ignore[attr-defined]  # not in the stubs
 
     def recording(self: Any, operation: str, params: dict[str, Any]) -> Any:
         recorder.record(self, operation, params)
@@ -202,7 +202,9 @@ def _allowed(role: str, service: str) -> set[str]:
 
 
 def test_a_put_inside_a_transaction_needs_put_item_and_a_batch_its_single_action() -> None:
-    params = {"TransactItems": [{"Update": {}}, {"Put": {}}, {"ConditionCheck": {}}]}
+    params: dict[str, Any] = {
+        "TransactItems": [{"Update": {}}, {"Put": {}}, {"ConditionCheck": {}}]
+    }
     assert iam_actions("dynamodb", "TransactWriteItems", params) == {
         "dynamodb:UpdateItem",
         "dynamodb:PutItem",

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib import ids
 from chalicelib.clock import FakeClock
 from chalicelib.ids import looks_like_job_id, new_job_id
 from chalicelib.models import NewJob
@@ -48,7 +47,7 @@ def test_ids_sort_in_the_order_of_the_milliseconds_they_were_made(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [1_700_000_000_000_000_000]  # ns
-    monkeypatch.setattr(ids.time, "time_ns", lambda: now[0])
+    monkeypatch.setattr("chalicelib.ids.time.time_ns", lambda: now[0])
     made = []
     for _ in range(200):
         made.append(new_job_id())
@@ -60,7 +59,7 @@ def test_ids_sort_in_the_order_of_the_milliseconds_they_were_made(
 def test_ids_of_one_millisecond_differ_in_80_random_bits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(ids.time, "time_ns", lambda: 1_700_000_000_000_000_000)
+    monkeypatch.setattr("chalicelib.ids.time.time_ns", lambda: 1_700_000_000_000_000_000)
     made = [new_job_id() for _ in range(5000)]
     assert len(set(made)) == len(made)
     tails = [int(job_id[14:], 16) for job_id in made]

@@ -195,7 +195,7 @@ def test_a_stored_job_over_the_limits_dies_without_decoding(
 ) -> None:
     """Jobs stored before the limits (or by a path without admission) meet them at run time."""
     monkeypatch.setenv("SPOOL_IMAGE_MAX_OUTPUTS", "2")
-    payloads = [
+    payloads: list[dict[str, Any]] = [
         {"key": "tenant-a/dot.png", "sizes": [{"width": 10000, "height": 10000}], "upscale": True},
         {"key": "tenant-a/square.png", "widths": [10, 20, 30]},
     ]

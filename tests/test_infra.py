@@ -522,9 +522,9 @@ def test_every_log_group_has_a_retention_and_every_function_logs_to_one(
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
     retention = template["Parameters"]["LogRetentionDays"]
     assert retention["Default"] in retention["AllowedValues"]
-    for function, group in LOG_GROUPS.items():
+    for function, group_name in LOG_GROUPS.items():
         logging_config = template["Resources"][function]["Properties"]["LoggingConfig"]
-        assert logging_config["LogGroup"] == {"Ref": group}
+        assert logging_config["LogGroup"] == {"Ref": group_name}
     data = json.loads((ROOT / "infra" / "data-stack.json").read_text())
     data_groups = resources(data, "AWS::Logs::LogGroup")
     names = {g["Properties"]["LogGroupName"]["Fn::Sub"] for g in data_groups.values()}

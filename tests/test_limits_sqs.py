@@ -103,8 +103,8 @@ def test_a_throttled_read_after_a_limited_claim_does_not_strand_its_jobs(rt: Run
         claimed = ops.count("TransactWriteItems") == 1  # after the claim, before the finish
         ops.append(model.name)
         if claimed and model.name in ("BatchGetItem", "GetItem", "Query"):
-            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow"}
-            raise ClientError({"Error": error}, model.name)
+            code = "ProvisionedThroughputExceededException"
+            raise ClientError({"Error": {"Code": code, "Message": "slow"}}, model.name)
 
     store_of(rt).ddb.meta.events.register("before-call.dynamodb.*", throttle)
     batch = poller(rt).poll_once()

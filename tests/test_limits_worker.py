@@ -35,10 +35,10 @@ def test_handler_declares_limits_and_settings_override_them() -> None:
     registry = Registry()
 
     @registry.handler("resize", concurrency=4, rate="10/s")
-    def resize(payload: dict) -> None: ...
+    def resize(payload: dict[str, Any]) -> None: ...
 
     @registry.handler("plain")
-    def plain(payload: dict) -> None: ...
+    def plain(payload: dict[str, Any]) -> None: ...
 
     assert registry.limits() == (Limit("type", "resize", 4, Rate(10, 1.0)),)
     settings = Settings(extra={"SPOOL_LIMITS": json.dumps({"type:resize": {"concurrency": 1}})})
@@ -101,7 +101,9 @@ class ClaimCounter(Middleware):
         self.holds += len(holds)
 
 
-def _jobs(n: int, type_: str, tenant: str = "t", payload: dict | None = None) -> list[NewJob]:
+def _jobs(
+    n: int, type_: str, tenant: str = "t", payload: dict[str, Any] | None = None
+) -> list[NewJob]:
     from datetime import UTC, datetime
 
     now = datetime.now(UTC)
@@ -121,7 +123,7 @@ def test_a_worker_keeps_a_concurrency_limit_and_does_not_spin_while_held(tmp_pat
     release = threading.Event()
 
     @registry.handler("gated", concurrency=2)
-    def gated(payload: dict) -> None:
+    def gated(payload: dict[str, Any]) -> None:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
@@ -161,7 +163,7 @@ def test_a_rate_limit_spaces_starts_across_the_window(tmp_path: Path) -> None:
     registry = Registry()
 
     @registry.handler("partner", rate="4/s")
-    def partner(payload: dict) -> None: ...
+    def partner(payload: dict[str, Any]) -> None: ...
 
     store = open_store(f"sqlite:///{tmp_path}/spool.db")
     ids = [r.job.id for r in store.add(_jobs(10, "partner"))]
@@ -354,7 +356,7 @@ def test_holds_and_full_limits_are_shown_in_metrics(tmp_path: Path) -> None:
     registry = Registry()
 
     @registry.handler("gated", concurrency=1)
-    def gated(payload: dict) -> None: ...
+    def gated(payload: dict[str, Any]) -> None: ...
 
     store = open_store(f"sqlite:///{tmp_path}/spool.db")
     try:
@@ -443,7 +445,7 @@ def test_a_limit_on_a_type_no_handler_registers_is_named_in_a_warning(
 
 
 def test_under_fair_turns_announced_work_starts_while_the_dispatcher_is_mid_step(
-    store_url: str,
+    store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The dispatcher is held inside a step (its write of a's completions does not
     return); b's job is announced meanwhile. The wake-up bridge claims it itself, so
@@ -461,7 +463,7 @@ def test_under_fair_turns_announced_work_starts_while_the_dispatcher_is_mid_step
             release.wait(30)
         return finish(completions)
 
-    store.finish = held_finish
+    monkeypatch.setattr(store, "finish", held_finish)
     registry = Registry()
 
     @registry.handler("a_job")

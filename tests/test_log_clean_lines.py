@@ -55,7 +55,12 @@ def test_a_clean_line_is_not_masked_again_as_a_whole(
     logs.text_line("spool.http", logging.INFO, "POST /enqueue 201", CLEAN)  # keeps its pieces
     whole: list[str] = []
     real = redactor._masked
-    monkeypatch.setattr(redactor, "_masked", lambda text: whole.append(text) or real(text))
+
+    def counted(text: str) -> str:
+        whole.append(text)
+        return real(text)
+
+    monkeypatch.setattr(redactor, "_masked", counted)
     line = logs.text_line("spool.http", logging.INFO, "POST /enqueue 201", CLEAN)
     assert line not in whole
     assert line == _through_logging("spool.http", logging.INFO, "POST /enqueue 201", CLEAN)

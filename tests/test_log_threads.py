@@ -15,10 +15,11 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
+from waitress.task import Task as WaitressTask
 
 from chalicelib import logs
 from chalicelib.config import Settings
@@ -170,7 +171,7 @@ def test_waitress_s_request_threads_are_outside(lines: io.StringIO) -> None:
     dispatcher = TaskDispatcher()
     dispatcher.set_thread_count(1)
     try:
-        dispatcher.add_task(Task())
+        dispatcher.add_task(cast(WaitressTask, Task()))
         assert done.wait(10)
     finally:
         dispatcher.shutdown(timeout=5)

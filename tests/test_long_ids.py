@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield running
 
 
-def send(server: Server, method: str, target: str, key: bool = True) -> tuple[int, dict]:
+def send(server: Server, method: str, target: str, key: bool = True) -> tuple[int, dict[str, Any]]:
     auth = f"X-API-Key: {KEY_A}\r\n" if key else ""
     head = f"{method} {target} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
     status, answer = exchange(server, head.encode())

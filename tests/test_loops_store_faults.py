@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -179,7 +179,7 @@ def test_spool_serves_sqs_poller_says_an_outage_once_and_backs_off(
     from local.sqs_poller import SqsPoller
 
     queue = _Queue(EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), 5)
-    poller = SqsPoller(spool_app.app, queue, "http://127.0.0.1:1/q", wait_seconds=0)
+    poller = SqsPoller(spool_app.app, cast(Any, queue), "http://127.0.0.1:1/q", wait_seconds=0)
     stop = threading.Event()
     thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
     with caplog.at_level(logging.INFO, logger="spool"):
@@ -203,7 +203,7 @@ def test_spool_serves_sqs_poller_stops_on_refused_credentials(
         {"Error": {"Code": "InvalidClientTokenId", "Message": "no such key"}}, "ReceiveMessage"
     )
     poller = SqsPoller(
-        spool_app.app, _Queue(refused, 10**9), "http://127.0.0.1:1/q", wait_seconds=0
+        spool_app.app, cast(Any, _Queue(refused, 10**9)), "http://127.0.0.1:1/q", wait_seconds=0
     )
     thread = threading.Thread(target=poller.run, args=(threading.Event(),), daemon=True)
     with caplog.at_level(logging.INFO, logger="spool"):

@@ -54,6 +54,7 @@ def test_make_run_serves_says_where_and_stops_on_ctrl_c(tmp_path: Path) -> None:
                             timeout=30)  # fmt: skip
         assert done.json()["state"] == "succeeded"
         os.killpg(proc.pid, signal.SIGINT)
+        assert proc.stdout is not None
         rest = proc.stdout.read()
         proc.wait(timeout=30)
     finally:

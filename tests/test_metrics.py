@@ -192,8 +192,8 @@ def test_a_tenant_key_is_refused_and_sees_no_queue_names(api: Api) -> None:
         assert reply.status == 403 and reply.error_code == "forbidden"
         assert "operator key" in reply.json["error"]["message"]
         assert b"acme-payroll-secret" not in reply.body and b"spool_jobs" not in reply.body
-    for key in (None, "not-a-key"):
-        reply = api.get("/metrics", key=key)
+    for no_key in (None, "not-a-key"):
+        reply = api.get("/metrics", key=no_key)
         assert reply.status == 401 and b"acme-payroll-secret" not in reply.body
         assert reply.header("WWW-Authenticate") == 'ApiKey header="X-API-Key"'
     assert 'queue="acme-payroll-secret"' in scrape(api)
@@ -712,7 +712,12 @@ def test_the_pusher_pushes_once_more_when_it_stops() -> None:
     from local.worker_metrics import Pusher
 
     pushes: list[int] = []
-    pusher = Pusher(lambda: pushes.append(1) is None, interval=3600)
+
+    def push() -> bool:
+        pushes.append(1)
+        return True
+
+    pusher = Pusher(push, interval=3600)
     pusher.start()
     assert pushes == []
     assert pusher.stop() is True

@@ -365,10 +365,11 @@ def test_the_system_resolver_asks_for_tcp_stream_addresses_once_each(
 ) -> None:
     """Through the real getaddrinfo, for a numeric host only (no DNS traffic)."""
 
-    def numeric_only(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+    def numeric_only(
+        host: str, port: Any, family: int = 0, type: int = 0, proto: int = 0, flags: int = 0
+    ) -> Any:
         assert host == "127.0.0.1"
-        flags = kwargs.pop("flags", 0) | socket.AI_NUMERICHOST
-        return _REAL_GETADDRINFO(host, port, *args, flags=flags, **kwargs)
+        return _REAL_GETADDRINFO(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
 
     monkeypatch.setattr(socket, "getaddrinfo", numeric_only)
     assert ssrf.system_resolver("127.0.0.1", 80) == ["127.0.0.1"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -33,7 +34,9 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield running
 
 
-def request(server: Server, method: str, target: str, body: bytes = b"") -> tuple[int, dict]:
+def request(
+    server: Server, method: str, target: str, body: bytes = b""
+) -> tuple[int, dict[str, Any]]:
     head = (
         f"{method} {target} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY_A}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -43,10 +46,10 @@ def request(server: Server, method: str, target: str, body: bytes = b"") -> tupl
     return status, answer
 
 
-def jobs(server: Server) -> list[dict]:
+def jobs(server: Server) -> list[dict[str, Any]]:
     status, page = request(server, "GET", "/jobs")
     assert status == 200
-    listed: list[dict] = page["jobs"]
+    listed: list[dict[str, Any]] = page["jobs"]
     return listed
 
 

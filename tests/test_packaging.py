@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_TREES = ("chalicelib", "local", "spool_client")
 
 
-def _config() -> dict:  # type: ignore[type-arg]
-    return tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+def _config() -> dict[str, Any]:
+    pyproject: dict[str, Any] = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    setuptools: dict[str, Any] = pyproject["tool"]["setuptools"]
+    return setuptools
 
 
 def test_every_package_in_the_tree_is_listed() -> None:

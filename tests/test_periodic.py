@@ -252,7 +252,7 @@ def test_a_schedule_edited_after_its_tick_fired_settles_that_tick_without_retryi
     clock.advance(60)
     [next_tick] = edited.fire_due()
     assert next_tick.outcome == "enqueued"
-    payloads = sorted(j.payload["kind"] for j in periodic_jobs(store))
+    payloads = sorted(str(j.payload["kind"]) for j in periodic_jobs(store))
     assert payloads == ["edited", "minutely"]
 
 

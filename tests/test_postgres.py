@@ -6,8 +6,9 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -38,13 +39,15 @@ def schema_of(url: str) -> str:
     return schema
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05) -> bool:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05
+) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return True
         time.sleep(interval)
-    return predicate()
+    return bool(predicate())
 
 
 @pytest.fixture
@@ -414,7 +417,7 @@ def test_purge_deletes_in_bounded_batches(store: PostgresStore, monkeypatch) -> 
 # -- LISTEN / NOTIFY --------------------------------------------------------------
 
 
-def _wait_in_thread(notifier: pg.PgNotifier, timeout: float) -> tuple[threading.Thread, list]:
+def _wait_in_thread(notifier: pg.PgNotifier, timeout: float) -> tuple[threading.Thread, list[Any]]:
     woke: list[bool] = []
     thread = threading.Thread(target=lambda: woke.append(notifier.wait(timeout)))
     thread.start()

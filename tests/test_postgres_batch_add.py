@@ -45,7 +45,7 @@ def test_each_job_is_stored_with_its_own_values_whatever_was_shared(store: Any) 
     later = (clock.now() + timedelta(seconds=90)).astimezone(timezone(timedelta(hours=5)))
     # Every column varies in one batch, and each alone in another: arrays and scalars
     # mixed in every way the statement can be built.
-    varied = {
+    varied: dict[str, list[Any]] = {
         "queue": ["a", "b\ud800"],
         "priority": [3, -4],
         "max_attempts": [2, 9],

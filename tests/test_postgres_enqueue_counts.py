@@ -118,7 +118,7 @@ def test_a_single_enqueue_stores_every_field_as_a_batch_does(pg: tuple[Any, Any]
     store, _ = pg
     clock = store.clock
     odd = "nul\x00, lone \ud800, \ufffe, h\xe9llo \U0001f600"
-    fields = {
+    fields: dict[str, Any] = {
         "tenant": "t " + odd,
         "queue": "q " + odd,
         "priority": 7,

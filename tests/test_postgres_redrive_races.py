@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -142,7 +143,7 @@ def test_batches_sharing_keys_in_other_orders_do_not_deadlock(
     tries = []
     getconn = store._pool.getconn  # _run takes one connection per try
 
-    def counted(*args: object, **kwargs: object) -> object:
+    def counted(*args: Any, **kwargs: Any) -> Any:
         tries.append(1)  # a deadlock rolls the add back whole, and _run tries it again
         return getconn(*args, **kwargs)
 

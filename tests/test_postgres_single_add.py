@@ -94,7 +94,9 @@ def test_a_single_unkeyed_add_reads_nothing_back(store: Any, monkeypatch: Any) -
     store.add([new_job(store.clock, queue="mail")])
     [(sql, params)] = sent
     with postgres.connect(store.settings) as conn:
-        [[plan]] = conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()
+        row = conn.execute("EXPLAIN (FORMAT JSON) " + sql, params).fetchone()
+        assert row is not None
+        [[plan]] = row
     nodes = list(_nodes(plan["Plan"]))
     assert not [n for n in nodes if n["Node Type"] == "CTE Scan"], nodes
     inserts = [n for n in nodes if n.get("Relation Name") == "jobs"]

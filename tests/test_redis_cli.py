@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -38,10 +39,12 @@ def spool(*args: str, url: str, timeout: float = 60) -> subprocess.CompletedProc
     )
 
 
-def wait_for(session: requests.Session, url: str, state: str, seconds: float = 20) -> dict:
+def wait_for(
+    session: requests.Session, url: str, state: str, seconds: float = 20
+) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while True:
-        body = session.get(url, params={"wait": 5}, timeout=10).json()
+        body: dict[str, Any] = session.get(url, params={"wait": 5}, timeout=10).json()
         if body.get("state") == state or time.monotonic() > deadline:
             return body
 

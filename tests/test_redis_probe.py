@@ -246,7 +246,7 @@ def test_a_tenants_counts_do_not_read_every_other_tenants_queues() -> None:
             real = store.client.hgetall
 
             def counting(key: str) -> dict[bytes, bytes]:
-                reply = real(key)
+                reply: dict[bytes, bytes] = real(key)
                 read.append(len(reply))
                 return reply
 

@@ -4,6 +4,7 @@ writes, URLs, and keys kept apart per prefix."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,7 +138,7 @@ def test_a_write_whose_reply_was_lost_says_it_may_have_been_applied() -> None:
             clock = FakeClock(store.clock.now())
             real = store._scripts["ADD"]
 
-            def applied_then_timed_out(*args: object, **kwargs: object) -> object:
+            def applied_then_timed_out(*args: Any, **kwargs: Any) -> object:
                 real(*args, **kwargs)
                 raise redis.TimeoutError("Timeout reading from socket")
 

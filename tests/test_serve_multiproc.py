@@ -159,8 +159,8 @@ def test_every_process_serves_every_job_and_the_worker_runs_once(sqlite_url: str
         # has a cache of its own, and a scrape adds the others' counts (written each
         # second) to its own: every scrape reads the sum, which used to go up and down
         # with the process that answered (Prometheus took each drop for a reset).
-        reads = SPREAD + 1  # the reads above: one miss in each process, then hits
-        assert wait_for(lambda: cache_counts(served.url) == (reads - PROCESSES, PROCESSES))
+        read_count = SPREAD + 1  # the reads above: one miss in each process, then hits
+        assert wait_for(lambda: cache_counts(served.url) == (read_count - PROCESSES, PROCESSES))
         totals = set()
         for _ in range(SPREAD):
             text = requests.get(f"{served.url}/metrics", headers=HEADERS, timeout=10).text
@@ -169,7 +169,7 @@ def test_every_process_serves_every_job_and_the_worker_runs_once(sqlite_url: str
             )
             assert enqueued is not None, text[:2000]
             totals.add(float(enqueued.group(1)))
-            assert counts_in(text) == (reads - PROCESSES, PROCESSES)
+            assert counts_in(text) == (read_count - PROCESSES, PROCESSES)
         assert totals == {float(SPREAD)}
 
 
@@ -338,7 +338,11 @@ def test_a_replaced_process_s_cache_counts_are_kept_in_one_retired_file(
             assert wait_for(replaced, timeout=15)
             live = children_of(served.proc.pid)
             expected = {f"cache-{pid}.counts" for pid in live}
-            assert wait_for(lambda names=expected: set(os.listdir(shared)) >= names)
+
+            def all_written(names: set[str] = expected) -> bool:
+                return set(os.listdir(shared)) >= names
+
+            assert wait_for(all_written)
             files = {name for name in os.listdir(shared) if name.endswith(".counts")}
             assert files == expected | {"retired.counts"}
             for _ in range(SPREAD // 3):
@@ -364,7 +368,8 @@ def test_the_supervisor_s_lines_carry_no_job_run_s_request_id(sqlite_url: str) -
 
         def running() -> bool:
             url = f"{served.url}/status/{job}"
-            return requests.get(url, headers=HEADERS, timeout=10).json()["state"] == "running"
+            state = requests.get(url, headers=HEADERS, timeout=10).json()["state"]
+            return bool(state == "running")
 
         assert wait_for(running, timeout=30)  # an invocation is under way, its id set
         os.kill(kids[0], signal.SIGKILL)

@@ -149,7 +149,7 @@ def _read_in(text: str, name: str, field: str | None, constants: dict[str, str])
     docs = _docstrings(tree)
     for node in ast.walk(tree):
         literal = isinstance(node, ast.Constant) and isinstance(node.value, str)
-        if literal and id(node) not in docs and name in node.value:
+        if literal and id(node) not in docs and name in getattr(node, "value", ""):
             return True
         label = node.id if isinstance(node, ast.Name) else getattr(node, "attr", None)
         if isinstance(node, ast.Name | ast.Attribute) and constants.get(str(label)) == name:

@@ -112,7 +112,8 @@ def _folding_before_read(nth: int) -> Any:
             try:
                 metrics.retire_cache_counts(path.parent, 11)
             finally:
-                Path.read_text = read_text  # type: ignore[method-assign]
+                # mypy takes a function set on a class for one taking self twice.
+                Path.read_text = read_text  # type: ignore[method-assign, assignment]
         return real_read(path, *args, **kwargs)
 
     return read_text
@@ -148,7 +149,7 @@ def test_a_scrape_overlapping_a_fold_counts_every_file_once(
 
         return run
 
-    monkeypatch.setattr(metrics.os, "replace", scrape_around(real_replace))
+    monkeypatch.setattr("chalicelib.api.metrics.os.replace", scrape_around(real_replace))
     monkeypatch.setattr(Path, "unlink", scrape_around(real_unlink))
     metrics.retire_cache_counts(directory, 11)
     assert len(seen) == 4 + 8  # the fold removes twice and renames twice: a scrape around each

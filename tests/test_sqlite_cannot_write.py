@@ -169,7 +169,6 @@ def test_health_says_a_full_disk_before_any_write_fails(
     """/health knew of a full disk only from a write this process had had refused in
     the last 10 s: a process that had written nothing answered 200 (and under
     --processes N, 200 and 503 in turn). It now looks at the free space itself."""
-    from chalicelib.storage import sqlite_txn
 
     real = os.statvfs
     free = {"bytes": 10 << 30}
@@ -179,7 +178,7 @@ def test_health_says_a_full_disk_before_any_write_fails(
             self.f_frsize = real(path).f_frsize
             self.f_bavail = free["bytes"] // self.f_frsize
 
-    monkeypatch.setattr(sqlite_txn.os, "statvfs", Fs)
+    monkeypatch.setattr("chalicelib.storage.sqlite_txn.os.statvfs", Fs)
     assert api.get("/health").status == 200
     free["bytes"] = 64 << 10  # 64 KiB left: SQLite's next checkpoint or WAL frame fails
     health = api.get("/health")
@@ -195,12 +194,13 @@ def test_a_file_this_process_may_not_write_is_a_store_that_is_down(
     """A chmod 0400 file still answered reads, so `spool serve --processes N` took a
     server process that could not start on it for a broken one, and after four tries
     stopped every process. os.access stands in for the mode: root may write anyway."""
-    from chalicelib.storage import sqlite_txn
     from local.serve import store_down
 
     assert not store_down(rt)
     real = os.access
-    monkeypatch.setattr(sqlite_txn.os, "access", lambda p, mode: mode != os.W_OK and real(p, mode))
+    monkeypatch.setattr(
+        "chalicelib.storage.sqlite_txn.os.access", lambda p, mode: mode != os.W_OK and real(p, mode)
+    )
     assert store_down(rt)
     health = api.get("/health")
     assert health.status == 503 and "read-only" in health.json["error"]["message"]

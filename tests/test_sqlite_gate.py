@@ -378,7 +378,7 @@ def test_a_file_system_without_flock_falls_back_to_sqlites_lock(
     def no_locks(fd: int, operation: int) -> None:
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(sqlite_gate.fcntl, "flock", no_locks)
+    monkeypatch.setattr("chalicelib.storage.sqlite_gate.fcntl.flock", no_locks)
     jobs = [new_job(), new_job()]
     for job in jobs:
         assert store.add([job])[0].created

@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from chalicelib.clock import FakeClock
 from chalicelib.limits import ClaimPolicy, Limit, Rate
-from chalicelib.models import NewJob
-from chalicelib.storage import open_store
+from chalicelib.models import Job, NewJob
+from chalicelib.storage.sqlite import from_url as sqlite_from_url
 
 
 class _Watched(FakeClock):
@@ -29,12 +29,12 @@ def test_a_claim_that_waited_for_the_write_lock_stamps_its_start_when_it_took_th
     tmp_path,
 ) -> None:
     clock = _Watched()
-    store = open_store(f"sqlite:///{tmp_path}/rate.db", clock)
+    store = sqlite_from_url(f"sqlite:///{tmp_path}/rate.db", clock)
     try:
         due = clock.now() - timedelta(seconds=1)
         store.add([NewJob(id=f"j_{i:032x}", type="r", payload={}, run_at=due) for i in range(3)])
         policy = ClaimPolicy(limits=(Limit("type", "r", rate=Rate(1, 1.0)),))
-        got: list = []
+        got: list[Job] = []
         store._write_lock.acquire()  # another writer is in the middle of a transaction
         clock.read.clear()
         waiting = threading.Thread(target=lambda: got.extend(store.claim(1, 30, policy=policy)))

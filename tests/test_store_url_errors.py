@@ -34,12 +34,11 @@ def test_a_read_only_file_system_is_named_as_the_cause(
 ) -> None:
     """SQLite says only "unable to open database file"; the folder says why. (A real
     read-only mount needs root and a mount: the file system's answer stands in.)"""
-    from chalicelib.storage import sqlite
 
     class ReadOnly:
         f_flag = os.ST_RDONLY
 
-    monkeypatch.setattr(sqlite.os, "statvfs", lambda folder: ReadOnly())
+    monkeypatch.setattr("chalicelib.storage.sqlite.os.statvfs", lambda folder: ReadOnly())
     with pytest.raises(ConfigError, match="cannot be opened as a SQLite database") as caught:
         open_store(f"sqlite:///{tmp_path}")  # a folder: SQLite cannot open it
     assert "is mounted read-only" in str(caught.value)

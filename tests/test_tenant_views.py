@@ -134,7 +134,7 @@ def test_another_tenants_job_id_answers_as_an_unknown_one(
 ) -> None:
     """Not "forbidden", not "dead", not its queue: the same 404 body as a made-up id."""
     made_up = "j_" + "0" * 32
-    body = {} if method == "POST" else None
+    body: dict[str, Any] | None = {} if method == "POST" else None
     theirs = _call(served["url"], method, template.format(id=served["b"]), KEY_A, json=body)
     unknown = _call(served["url"], method, template.format(id=made_up), KEY_A, json=body)
     assert theirs.status_code == unknown.status_code == 404, theirs.text

@@ -388,7 +388,11 @@ def test_filter_and_page_through_500_jobs(browser: Any, server: str, shots: Path
     until(browser, lambda d: "queue=bulk" in view_of(d) and "state=queued" in view_of(d))
     seen: list[str] = []
     for page in range(1, 11):
-        until(browser, lambda d, p=page: d.find_element("id", "page-number").text == f"Page {p}")
+
+        def on_page(d: Any, p: int = page) -> bool:
+            return bool(d.find_element("id", "page-number").text == f"Page {p}")
+
+        until(browser, on_page)
         rows = until(browser, lambda d: table_rows(d, "jobs"))
         assert len(rows) == 50 and {state for _, state in rows} == {"queued"}
         seen += [job_id for job_id, _ in rows]

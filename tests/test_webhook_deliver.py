@@ -87,11 +87,13 @@ def test_a_failing_receiver_is_retried_with_backoff_then_failed(
     clock.advance(10)
     assert deliverer.drain() == 1
     [d] = store.webhooks(job.id)
+    assert d.next_at is not None
     assert timedelta(seconds=10) <= d.next_at - clock.now() <= timedelta(seconds=20)
     clock.advance(20)
     assert deliverer.drain() == 1  # the third and last attempt
     [d] = store.webhooks(job.id)
     assert d.state == "failed" and d.attempts == 3 and d.next_at is None
+    assert d.last_error is not None
     assert d.last_error.startswith("gave up after 3 attempts: HTTP 503")
     assert store.webhook_counts() == {"failed": 1}
     assert len(receiver.requests) == 3
@@ -109,6 +111,7 @@ def test_retry_after_is_honoured_when_longer(store: MemoryStore, receiver: Recei
 
     LongRetryAfter(store, settings()).drain()
     [d] = store.webhooks(job.id)
+    assert d.next_at is not None
     assert d.next_at - store.clock.now() == timedelta(seconds=600)
 
 

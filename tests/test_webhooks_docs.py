@@ -55,8 +55,15 @@ def test_the_client_receiver_answers_as_its_comments_say() -> None:
     code = code.replace("whsec_NEW...", new).replace("whsec_OLD...", old)
     seen: set[str] = set()
     handled: list[tuple[str, Any]] = []
+
+    def already_seen(msg_id: str) -> bool:
+        if msg_id in seen:
+            return True
+        seen.add(msg_id)
+        return False
+
     namespace: dict[str, Any] = {
-        "already_seen": lambda msg_id: msg_id in seen or seen.add(msg_id),
+        "already_seen": already_seen,
         "handle": lambda kind, data: handled.append((kind, data)),
     }
     exec(code, namespace)

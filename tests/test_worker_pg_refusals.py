@@ -27,8 +27,9 @@ import pytest
 from chalicelib.storage import migrations
 from chalicelib.storage.postgres import connect, parse_url
 from chalicelib.store_outage import fatal_error, is_fatal
+from tests.crash_harness import _enqueue
 from tests.pg_support import BASE_URL, admin_connect, url_for
-from tests.test_worker_real_outages import BOUND, _enqueue, spool_worker, succeeded, until
+from tests.test_worker_real_outages import BOUND, spool_worker, succeeded, until
 
 pytestmark = pytest.mark.timeout(240)
 
