@@ -28,14 +28,28 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Protocol, cast
 
 __all__ = ["DEFAULT_TOLERANCE", "WebhookVerificationError", "sign", "verify"]
 
 SECRET_PREFIX = "whsec_"
 DEFAULT_TOLERANCE = 300  # seconds, as the specification recommends
 _SECONDS = re.compile(r"[0-9]{1,12}")  # Unix seconds, ASCII digits (up to the year 33658)
+
+
+class HeaderItems(Protocol):
+    """Headers with items(): a dict of str or bytes names, or http.server's
+    email.message.Message (no Mapping, but it has items())."""
+
+    def items(self) -> Iterable[tuple[Any, Any]]: ...
+
+
+# What verify takes as headers, as frameworks hand them over: anything with items(), or
+# (name, value) pairs such as ASGI's list of bytes pairs. Was `Mapping[str, str] | ...`:
+# a typed receiver passing http.server's headers or a bytes dict failed mypy, though
+# verify reads both.
+Headers = HeaderItems | Iterable[tuple[Any, Any]]
 
 
 class WebhookVerificationError(Exception):
@@ -78,11 +92,11 @@ def _text(value: object) -> str:
     return value.decode("latin-1") if isinstance(value, bytes | bytearray) else str(value)
 
 
-def _header(headers: Mapping[str, str] | Iterable[tuple[Any, Any]], name: str) -> str:
+def _header(headers: Headers, name: str) -> str:
     # A mapping, or anything with items() (http.server's email.message.Message is no
     # Mapping: iterated as pairs it raised ValueError); ASGI hands over a list of pairs.
     items = getattr(headers, "items", None)
-    pairs: Iterable[Any] = items() if callable(items) else headers
+    pairs: Iterable[Any] = items() if callable(items) else cast("Iterable[Any]", headers)
     try:
         found = [(pair[0], pair[1]) for pair in pairs if len(pair) == 2]
     except (TypeError, ValueError):
@@ -98,7 +112,7 @@ def _header(headers: Mapping[str, str] | Iterable[tuple[Any, Any]], name: str) -
 
 def verify(
     body: bytes | str,
-    headers: Mapping[str, str] | Iterable[tuple[Any, Any]],
+    headers: Headers,
     secrets: str | bytes | Iterable[str | bytes],
     tolerance: float = DEFAULT_TOLERANCE,
     now: float | None = None,
