@@ -58,7 +58,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy app.py chalicelib local spool_client bench
+	$(BIN)/mypy app.py chalicelib local spool_client bench tests
 
 # The suite on PYTEST_WORKERS parallel workers (pytest-xdist): most tests wait on
 # processes, sockets, Postgres, Redis and moto rather than on the CPU. `--dist
