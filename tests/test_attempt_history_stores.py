@@ -23,7 +23,7 @@ from chalicelib.models import Attempt, Completion, JobState
 from chalicelib.storage import migrations
 from chalicelib.storage.base import LEASE_EXPIRED_ERROR, to_micros
 from chalicelib.storage.sqlite import SQLiteStore
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.threads import run_together
 
 LEASE = 30.0
@@ -95,7 +95,7 @@ def test_an_sqlite_file_from_before_attempt_history_gains_it_on_open(
             LEASE_EXPIRED_ERROR,
         )
         done = attempt(2, "succeeded", clock)
-        completion = Completion(again.id, again.lease_token or "", JobState.SUCCEEDED, attempt=done)
+        completion = Completion(again.id, token(again), JobState.SUCCEEDED, attempt=done)
         assert store.finish([completion]) == [True]
         assert store.attempts("j_old") == [lost, done]
     finally:
@@ -192,7 +192,7 @@ def test_a_dynamodb_job_claimed_before_the_upgrade_still_finishes(
     upgraded = dynamo(moto, clock)  # a new process: it never saw that claim
     done = Completion(
         job.id,
-        claimed.lease_token or "",
+        token(claimed),
         JobState.RETRYING,
         error="x",
         retry_at=clock.now(),
@@ -202,9 +202,9 @@ def test_a_dynamodb_job_claimed_before_the_upgrade_still_finishes(
     assert upgraded.attempts(job.id) == []  # nothing to put it in: recorded from now on
     [again] = upgraded.claim(1, LEASE)
     ok = attempt(2, "succeeded", clock)
-    assert upgraded.finish(
-        [Completion(job.id, again.lease_token or "", JobState.SUCCEEDED, attempt=ok)]
-    ) == [True]
+    assert upgraded.finish([Completion(job.id, token(again), JobState.SUCCEEDED, attempt=ok)]) == [
+        True
+    ]
     assert upgraded.attempts(job.id) == [ok]
 
 
@@ -218,7 +218,7 @@ def test_a_dynamodb_item_stays_under_400_kb_however_long_its_history(
         [claimed] = store.claim(1, LEASE)
         failed = Completion(
             job.id,
-            claimed.lease_token or "",
+            token(claimed),
             JobState.RETRYING,
             error="e" * 30_000,
             retry_at=clock.now(),

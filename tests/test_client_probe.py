@@ -41,7 +41,7 @@ from spool_client import AsyncClient, Client, RetryPolicy, TransportError, Unexp
 from spool_client.retry import MAX_RETRY_AFTER
 from spool_client.webhooks import WebhookVerificationError, sign, verify
 from tests.canned_http import CannedServer
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 Reply = tuple[int, dict[str, str], bytes]
 FAST = RetryPolicy(attempts=3, base=0.01, cap=0.02)
@@ -454,7 +454,7 @@ def _finished(store: MemoryStore, url: str) -> str:
     assert isinstance(clock, FakeClock)
     job = store.add([new_job(clock, tenant="acme", callback_url=url)])[0].job
     [running] = store.claim(1, 30)
-    store.finish([Completion(job.id, running.lease_token or "", JobState.SUCCEEDED, result={})])
+    store.finish([Completion(job.id, token(running), JobState.SUCCEEDED, result={})])
     return job.id
 
 
@@ -699,7 +699,7 @@ def test_a_huge_error_is_cut_so_the_webhook_still_goes_out() -> None:
         assert isinstance(clock, FakeClock)
         job = store.add([new_job(clock, tenant="acme", callback_url=receiver.url)])[0].job
         [running] = store.claim(1, 30)
-        done = Completion(job.id, running.lease_token or "", JobState.DEAD, error="e" * 200_000)
+        done = Completion(job.id, token(running), JobState.DEAD, error="e" * 200_000)
         store.finish([done])
         Deliverer(store, _hooks()).drain()
     finally:

@@ -227,7 +227,7 @@ def test_a_retry_sends_the_id_with_its_backoff(store: DynamoStore, clock: FakeCl
     job_id = add(store, clock)
     [job] = store.claim(1, LEASE)
     retry_at = clock.now() + timedelta(seconds=42)
-    store.finish([Completion(job.id, job.lease_token or "", JobState.RETRYING, retry_at=retry_at)])
+    store.finish([Completion(job.id, token(job), JobState.RETRYING, retry_at=retry_at)])
     assert [(i, delay_for(d)) for i, d in sent] == [(job_id, 0), (job_id, 42)]
 
 
@@ -407,7 +407,7 @@ def test_two_stores_adding_one_key_at_once_store_one_job(aws: Aws, clock: FakeCl
 def test_a_purged_jobs_key_can_be_used_again(store: DynamoStore, clock: FakeClock) -> None:
     first = store.add([new_job(clock, idempotency_key="k")])[0].job
     [claimed] = store.claim(1, LEASE)
-    store.finish([Completion(first.id, claimed.lease_token or "", JobState.SUCCEEDED)])
+    store.finish([Completion(first.id, token(claimed), JobState.SUCCEEDED)])
     clock.advance(10)
     assert store.purge(clock.now()) == 1
     again = store.add([new_job(clock, idempotency_key="k")])[0]
@@ -503,7 +503,7 @@ def test_a_redriven_job_keeps_its_key_until_it_finishes_again(
     The key item's expires_at now moves with the job's, in the same transaction."""
     first = store.add([new_job(clock, idempotency_key="k")])[0].job
     [job] = store.claim(1, LEASE)
-    store.finish([Completion(first.id, job.lease_token or "", JobState.DEAD, error="x")])
+    store.finish([Completion(first.id, token(job), JobState.DEAD, error="x")])
     assert key_item(aws, "k")["expires_at"] == aws.item(first.id)["expires_at"]
     clock.advance(20 * DAY)
     store.redrive([first.id])
@@ -513,7 +513,7 @@ def test_a_redriven_job_keeps_its_key_until_it_finishes_again(
     assert not again.created and again.job.id == first.id
     assert "expires_at" not in key_item(aws, "k")
     [job] = store.claim(1, LEASE)
-    store.finish([Completion(first.id, job.lease_token or "", JobState.SUCCEEDED)])
+    store.finish([Completion(first.id, token(job), JobState.SUCCEEDED)])
     assert key_item(aws, "k")["expires_at"] == aws.item(first.id)["expires_at"]
     again = store.add([new_job(clock, idempotency_key="k")])[0]
     assert not again.created and again.job.id == first.id
@@ -549,7 +549,7 @@ def test_every_end_of_a_keyed_job_dates_its_key_with_it(
                 written.append(kind["Key"]["pk"]["S"] if "Key" in kind else "")
 
     aws.ddb.meta.events.register("before-parameter-build.dynamodb.TransactWriteItems", keys_written)
-    store.finish([Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in claimed])
+    store.finish([Completion(j.id, token(j), JobState.SUCCEEDED) for j in claimed])
     assert written.count("I#default") == 3  # one per keyed job, none for the plain one
     for i, r in enumerate(batch):
         assert key_item(aws, f"b{i}")["expires_at"] == aws.item(r.job.id)["expires_at"]
@@ -568,10 +568,7 @@ def test_a_key_item_gone_or_held_by_another_job_never_fails_the_finish(
     aws.ddb.delete_item(TableName="jobs", Key=idem_key("default", "g"))
     claimed = {j.id: j for j in store.claim(3, LEASE)}
     done = store.finish(
-        [
-            Completion(i, claimed[i].lease_token or "", JobState.SUCCEEDED)
-            for i in (first.id, gone.id)
-        ]
+        [Completion(i, token(claimed[i]), JobState.SUCCEEDED) for i in (first.id, gone.id)]
     )
     assert done == [True, True]
     assert key_item(aws, "k")["job_id"]["S"] == second.id
@@ -594,7 +591,7 @@ def test_big_payloads_and_results_live_in_s3_and_come_back(
     [job] = store.claim(1, LEASE)
     assert job.payload == big
     result = {"out": "y" * (store.config.offload_bytes + 10)}
-    assert store.finish([Completion(job_id, job.lease_token or "", JobState.SUCCEEDED, result)])
+    assert store.finish([Completion(job_id, token(job), JobState.SUCCEEDED, result)])
     assert "result_ref" in aws.item(job_id) and "result" not in aws.item(job_id)
     assert store.get(job_id).result == result  # type: ignore[union-attr]
     assert len(aws.objects()) == 2
@@ -627,7 +624,7 @@ def test_without_a_bucket_oversized_values_are_refused_clearly(aws: Aws, clock: 
     assert store.counts() == {}
     job_id = add(store, clock)
     [job] = store.claim(1, LEASE)
-    huge = Completion(job_id, job.lease_token or "", JobState.SUCCEEDED, "z" * RECORD_LIMIT)
+    huge = Completion(job_id, token(job), JobState.SUCCEEDED, "z" * RECORD_LIMIT)
     assert store.finish([huge]) == [True]
     done = store.get(job_id)
     assert done is not None and done.state is JobState.DEAD
@@ -643,7 +640,7 @@ def test_finished_jobs_carry_a_ttl_that_redrive_removes(
     job_id = add(store, clock)
     assert "expires_at" not in aws.item(job_id)
     [job] = store.claim(1, LEASE)
-    store.finish([Completion(job_id, job.lease_token or "", JobState.DEAD, error="x")])
+    store.finish([Completion(job_id, token(job), JobState.DEAD, error="x")])
     expires = int(aws.item(job_id)["expires_at"]["N"])
     assert expires == int(clock.now().timestamp()) + 30 * 86400
     store.redrive([job_id])
@@ -662,8 +659,8 @@ def test_without_a_bucket_a_result_gets_the_room_its_payload_leaves(
     result = "r" * 150_000
     done = store.finish(
         [
-            Completion(small, jobs[small].lease_token or "", JobState.SUCCEEDED, result),
-            Completion(big, jobs[big].lease_token or "", JobState.SUCCEEDED, result),
+            Completion(small, token(jobs[small]), JobState.SUCCEEDED, result),
+            Completion(big, token(jobs[big]), JobState.SUCCEEDED, result),
         ]
     )
     assert done == [True, True]
@@ -699,9 +696,7 @@ def test_a_batch_of_named_jobs_is_claimed_with_one_read_and_one_transaction(
     # What the claim answers is what it wrote: nothing was read back.
     assert claimed == [store.get(j.id) for j in claimed]
     assert all(j.state is JobState.RUNNING and j.attempts == 1 for j in claimed)
-    applied = store.finish(
-        [Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in claimed]
-    )
+    applied = store.finish([Completion(j.id, token(j), JobState.SUCCEEDED) for j in claimed])
     assert applied == [True] * 8
     assert store.claim(10, LEASE, ids=ids) == []  # finished: redundant messages
 
@@ -714,7 +709,7 @@ def test_a_batch_claim_settles_what_it_cannot_claim_without_writing(
     store.claim(1, LEASE, ids=[leased])
     done = add(store, clock)
     [job] = store.claim(1, LEASE, ids=[done])
-    store.finish([Completion(done, job.lease_token or "", JobState.SUCCEEDED)])
+    store.finish([Completion(done, token(job), JobState.SUCCEEDED)])
     early = add(store, clock, delay=30)
     sent = record_sends(store, really=False)
     aws.calls.clear()

@@ -31,6 +31,7 @@ from chalicelib.storage.dynamodb import DynamoStore
 from chalicelib.worker import Worker, WorkerConfig
 from tests import test_dynamodb
 from tests.apikit import Api
+from tests.factories import token
 from tests.test_aws_events import open_runtime, store_of
 from tests.test_dynamodb import LEASE, Aws, add
 from tests.test_dynamodb_damaged_records import SHAPES, damage
@@ -105,15 +106,13 @@ def test_a_claim_buries_a_damaged_job_and_claims_the_others(
     if "type" in item and "S" in item["type"]:
         assert store.counters().get(CounterKey("default", "echo", "dead")) == 1
     # The claimed ones finish; no later claim or reap meets the damaged one again.
-    done = [
-        Completion(j.id, j.lease_token or "", JobState.SUCCEEDED, {"ok": True}) for j in claimed
-    ]
+    done = [Completion(j.id, token(j), JobState.SUCCEEDED, {"ok": True}) for j in claimed]
     assert store.finish(done) == [True] * len(done)
     later = store.claim(10, LEASE)
     assert bad not in {j.id for j in later}
-    assert store.finish(
-        [Completion(j.id, j.lease_token or "", JobState.SUCCEEDED, None) for j in later]
-    ) == [True] * len(later)
+    assert store.finish([Completion(j.id, token(j), JobState.SUCCEEDED, None) for j in later]) == [
+        True
+    ] * len(later)
     clock.advance(LEASE + 1)
     store.reap_expired()
     assert state_of(aws, bad) == "dead"

@@ -25,6 +25,7 @@ from chalicelib.storage.dynamodb import DynamoStore
 from chalicelib.storage.dynamodb_schema import job_key
 from tests import test_dynamodb
 from tests.apikit import Api
+from tests.factories import token
 from tests.test_aws_events import open_runtime, store_of
 from tests.test_dynamodb import LEASE, Aws, add
 from tests.test_dynamodb_missing_objects import payload_key, run_jobs
@@ -77,7 +78,7 @@ def test_a_result_object_that_is_not_json_is_shown_as_unreadable(
 ) -> None:
     job_id = add(store, clock)
     [job] = store.claim(1, LEASE, ids=[job_id])
-    assert store.finish([Completion(job_id, job.lease_token or "", JobState.SUCCEEDED, BIG)])
+    assert store.finish([Completion(job_id, token(job), JobState.SUCCEEDED, BIG)])
     [key] = [k for k in aws.objects() if k.startswith(f"spool/results/{job_id}/")]
     overwrite(aws, key, NOT_JSON["cut short"])
     done = store.get(job_id)

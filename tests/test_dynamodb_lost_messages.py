@@ -12,6 +12,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.dynamodb import DynamoStore
 from tests import test_dynamodb
+from tests.factories import token
 from tests.test_dynamodb import Aws, add
 
 # The store on moto, with its queue and bucket: tests/test_dynamodb.py's fixtures.
@@ -105,7 +106,7 @@ def _retried(store: DynamoStore, clock: FakeClock) -> str:
     job_id = add(store, clock)
     [job] = store.claim(1, 30.0, ids=[job_id])
     restore = fail_sends(store)
-    retry = Completion(job_id, job.lease_token or "", JobState.RETRYING, retry_at=clock.now())
+    retry = Completion(job_id, token(job), JobState.RETRYING, retry_at=clock.now())
     assert store.finish([retry]) == [True]
     restore()
     return job_id
@@ -124,7 +125,7 @@ def _reaped(store: DynamoStore, clock: FakeClock) -> str:
 def _redriven(store: DynamoStore, clock: FakeClock) -> str:
     job_id = add(store, clock, max_attempts=1)
     [job] = store.claim(1, 30.0, ids=[job_id])
-    assert store.finish([Completion(job_id, job.lease_token or "", JobState.DEAD)]) == [True]
+    assert store.finish([Completion(job_id, token(job), JobState.DEAD)]) == [True]
     restore = fail_sends(store)
     assert [j.id for j in store.redrive([job_id])] == [job_id]
     restore()

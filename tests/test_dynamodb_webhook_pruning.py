@@ -16,7 +16,7 @@ from chalicelib.storage.dynamodb import DynamoStore
 from chalicelib.storage.dynamodb_aws import DynamoConfig
 from chalicelib.storage.dynamodb_webhooks import MAX_DROPS
 from chalicelib.webhooks import outbox
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.test_dynamodb import Aws
 
 LEASE = 30.0
@@ -39,10 +39,10 @@ def die_and_deliver(store: DynamoStore, clock: FakeClock, job_ids: list[str]) ->
     clock.advance(1)
     running = store.claim(len(job_ids), LEASE)
     assert sorted(j.id for j in running) == sorted(job_ids)
-    done = [Completion(j.id, j.lease_token or "", JobState.DEAD, error="x") for j in running]
+    done = [Completion(j.id, token(j), JobState.DEAD, error="x") for j in running]
     assert all(store.finish(done))
     for d in store.claim_webhooks(10, LEASE):
-        assert store.finish_webhook(d.id, d.lease_token or "", "delivered")
+        assert store.finish_webhook(d.id, token(d), "delivered")
     assert len(store.redrive(job_ids)) == len(job_ids)
 
 

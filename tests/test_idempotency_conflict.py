@@ -21,6 +21,7 @@ from chalicelib.runtime import Runtime
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
 from tests.apikit import Api, installed, settings_for
+from tests.factories import token
 
 
 def req(**fields: Any) -> EnqueueRequest:
@@ -158,9 +159,7 @@ def test_once_the_job_ran_its_schedule_is_no_longer_compared(
     clock.advance(10)
     [claimed] = svc.store.claim(1, 30)
     retry_at = clock.now() + timedelta(minutes=20)
-    svc.store.finish(
-        [Completion(claimed.id, claimed.lease_token or "", JobState.RETRYING, retry_at=retry_at)]
-    )
+    svc.store.finish([Completion(claimed.id, token(claimed), JobState.RETRYING, retry_at=retry_at)])
     [again] = svc.enqueue([ask], "t1")  # its run_at is now the retry's, not the request's
     assert not again.created and again.job.id == first.job.id
     assert again.job.state is JobState.RETRYING

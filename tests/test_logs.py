@@ -40,7 +40,7 @@ from chalicelib.storage.memory import MemoryStore
 from chalicelib.worker import Worker, WorkerConfig
 from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY, TENANT_A, installed, settings_for
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 ROOT = Path(__file__).resolve().parent.parent
 SMTP_PASSWORD = "smtp-Pa55word-q7"
@@ -518,7 +518,7 @@ def test_a_refused_completion_is_logged_as_lease_lost_not_as_its_outcome(
     clock = FakeClock()
     job = new_job_model(clock)
     events_mw = JobEvents()
-    done = Completion(job.id, job.lease_token or "", JobState.SUCCEEDED)
+    done = Completion(job.id, token(job), JobState.SUCCEEDED)
     events_mw.after_attempt(job, done, 0.5)
     events_mw.after_flush([done], [False])
     [line] = lines_of(captured)

@@ -23,6 +23,7 @@ from chalicelib.models import Completion, Job, JobQuery, JobState
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.timebounds import MAX_DELAY, MAX_DELAY_SECONDS
+from tests.factories import token
 
 
 def req(**fields: Any) -> EnqueueRequest:
@@ -71,7 +72,7 @@ def make_dead(svc: Service, tenant: str, count: int, type_: str = "echo") -> lis
     ids = {r.job.id for r in results}
     claimed = svc.store.claim(count, 30, ids=sorted(ids))
     assert {j.id for j in claimed} == ids
-    svc.store.finish([Completion(j.id, j.lease_token or "", JobState.DEAD) for j in claimed])
+    svc.store.finish([Completion(j.id, token(j), JobState.DEAD) for j in claimed])
     return sorted(ids)
 
 

@@ -23,7 +23,7 @@ from chalicelib.storage import migrations, open_store
 from chalicelib.storage import postgres as pg
 from chalicelib.storage.postgres import PostgresStore, from_url, parse_url
 from chalicelib.worker import Worker, WorkerConfig
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.pg_proxy import pg_proxy
 from tests.pg_support import admin_connect, fresh_schema, terminate, with_port
 from tests.threads import run_alone, run_together
@@ -289,7 +289,7 @@ def test_concurrent_claimers_never_take_the_same_job(url: str) -> None:
                 if not jobs:
                     return
                 claimed[n].extend(j.id for j in jobs)
-                results = [Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in jobs]
+                results = [Completion(j.id, token(j), JobState.SUCCEEDED) for j in jobs]
                 assert store.finish(results) == [True] * len(jobs)
         except BaseException as exc:
             errors.append(exc)
@@ -319,7 +319,7 @@ def _claim_in_process(url: str, out: multiprocessing.Queue) -> None:  # type: ig
     try:
         while jobs := store.claim(5, 60):
             ids.extend(j.id for j in jobs)
-            store.finish([Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in jobs])
+            store.finish([Completion(j.id, token(j), JobState.SUCCEEDED) for j in jobs])
     finally:
         store.close()
         out.put(ids)
@@ -387,7 +387,7 @@ def test_text_postgres_refuses_round_trips(store: PostgresStore) -> None:
     [job] = store.claim(1, 30)
     assert job.idempotency_key == odd and job.tenant == "t\x00"
     error = "ValueError: bad byte \x00 in \udcff"
-    store.finish([Completion(job.id, job.lease_token or "", JobState.DEAD, error=error)])
+    store.finish([Completion(job.id, token(job), JobState.DEAD, error=error)])
     done = store.get(job.id, tenant="t\x00")
     assert done is not None and done.last_error == error
     assert store.get(job.id, tenant="t") is None
@@ -407,7 +407,7 @@ def test_purge_deletes_in_bounded_batches(store: PostgresStore, monkeypatch) -> 
     store.clock = clock
     store.add([new_job(clock) for _ in range(10)])
     jobs = store.claim(10, 30)
-    store.finish([Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in jobs])
+    store.finish([Completion(j.id, token(j), JobState.SUCCEEDED) for j in jobs])
     clock.advance(60)
     assert store.purge(clock.now(), limit=7) == 7
     assert store.purge(clock.now(), limit=100) == 3
@@ -454,7 +454,7 @@ def test_redrive_wakes_and_notify_wakes(store: PostgresStore, url: str) -> None:
     clock = FakeClock(store.clock.now())
     store.add([new_job(clock)])
     [job] = store.claim(1, 30)
-    store.finish([Completion(job.id, job.lease_token or "", JobState.DEAD, error="x")])
+    store.finish([Completion(job.id, token(job), JobState.DEAD, error="x")])
     other = from_url(url)
     try:
         other.notifier.wait(0)

@@ -11,7 +11,7 @@ import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.storage.redis_store import from_url
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.redis_support import admin, private_server, with_prefix
 
 
@@ -184,7 +184,7 @@ def test_a_killed_connection_mid_finish_ends_the_job_once(tmp_path: Path) -> Non
             clock = FakeClock(store.clock.now())
             store.add([new_job(clock)])
             (job,) = store.claim(1, 30)
-            done = Completion(job.id, job.lease_token or "", JobState.SUCCEEDED)
+            done = Completion(job.id, token(job), JobState.SUCCEEDED)
             control = admin(server.url)
             control.client_kill_filter(_type="normal", skipme=True)
             control.close()

@@ -13,7 +13,7 @@ import pytest
 from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.redis_store import RedisStore, from_url
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.redis_support import admin, fresh_prefix
 
 
@@ -58,7 +58,7 @@ def test_a_redrive_wakes_the_waiter_and_a_finish_does_not(
     [added] = producer.add([new_job(clock, max_attempts=1)])
     [job] = producer.claim(1, 30)
     waiter.notifier.wait(0)
-    assert producer.finish([Completion(job.id, job.lease_token or "", JobState.DEAD)]) == [True]
+    assert producer.finish([Completion(job.id, token(job), JobState.DEAD)]) == [True]
     assert waiter.notifier.wait(0.3) is False
     assert [j.id for j in producer.redrive([added.job.id])] == [added.job.id]
     assert waiter.notifier.wait(10) is True

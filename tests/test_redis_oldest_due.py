@@ -25,7 +25,7 @@ from chalicelib.config import Settings
 from chalicelib.models import Completion, Job, JobQuery, JobState
 from chalicelib.storage.base import MINUTES_KEPT, from_micros
 from chalicelib.storage.redis_store import RedisStore, from_url
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.redis_support import fresh_prefix, private_server, with_prefix
 
 LEASE = 30.0
@@ -207,9 +207,7 @@ def test_the_queues_by_oldest_job_follow_every_transition(
             state = rng.choice([JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD])
             later = clock.now() + timedelta(seconds=rng.choice([0, 10]))
             retry_at = later if state is JobState.RETRYING else None
-            store.finish(
-                [Completion(job.id, job.lease_token or "", state, error="x", retry_at=retry_at)]
-            )
+            store.finish([Completion(job.id, token(job), state, error="x", retry_at=retry_at)])
         elif step == "cancel":
             waiting = [j for j in every_job(store) if j.state in WAITING]
             if waiting:
@@ -295,9 +293,7 @@ def test_a_tenants_chart_does_not_read_other_tenants_queues(
                         [new_job(clock, tenant=tenant, queue=q) for q in queues[start:][:500]]
                     )
                 while claimed := store.claim(500, LEASE):
-                    done = [
-                        Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in claimed
-                    ]
+                    done = [Completion(j.id, token(j), JobState.SUCCEEDED) for j in claimed]
                     store.finish(done)
 
             def sent() -> int:
@@ -329,7 +325,7 @@ def test_a_tenants_tallies_go_with_their_minute_and_older_minutes_still_read(
     since = clock.now() - timedelta(minutes=1)
     store.add([new_job(clock, tenant="acme", queue="mail"), new_job(clock, queue="x")])
     for job in store.claim(10, LEASE):
-        store.finish([Completion(job.id, job.lease_token or "", JobState.SUCCEEDED)])
+        store.finish([Completion(job.id, token(job), JobState.SUCCEEDED)])
     [minute] = store.client.zrange(store._p + "tpm", 0, -1)
     p, m = store._p, minute.decode()
     assert store.client.exists(p + "tn:" + m, p + "tt:" + m + ":acme") == 2
@@ -340,7 +336,7 @@ def test_a_tenants_tallies_go_with_their_minute_and_older_minutes_still_read(
     clock.advance((MINUTES_KEPT + timedelta(minutes=2)).total_seconds())
     store.add([new_job(clock, tenant="acme", queue="mail")])
     for job in store.claim(10, LEASE):
-        store.finish([Completion(job.id, job.lease_token or "", JobState.SUCCEEDED)])
+        store.finish([Completion(job.id, token(job), JobState.SUCCEEDED)])
     [later] = [x for x in store.client.zrange(p + "tpm", 0, -1) if x != minute]
     store.purge(clock.now(), 10)
     assert store.client.zrange(p + "tpm", 0, -1) == [later]

@@ -19,7 +19,7 @@ from chalicelib.errors import StoreUnavailable
 from chalicelib.models import Completion, JobState
 from chalicelib.storage import open_store
 from chalicelib.storage.redis_store import from_url
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.procs import guarded_env
 from tests.redis_support import admin, private_server, with_prefix
 
@@ -121,9 +121,7 @@ def test_a_full_server_can_still_be_emptied(tmp_path: Path) -> None:
             done = store.claim(400, 30)
             store.finish(
                 [
-                    Completion(
-                        j.id, j.lease_token or "", JobState.DEAD if i % 2 else JobState.SUCCEEDED
-                    )
+                    Completion(j.id, token(j), JobState.DEAD if i % 2 else JobState.SUCCEEDED)
                     for i, j in enumerate(done)
                 ]
             )
@@ -209,9 +207,7 @@ def test_a_claim_costs_the_same_however_many_queues_were_ever_used(tmp_path: Pat
             for start in range(0, 2000, 500):
                 store.add([new_job(clock, queue=f"q{start + i}") for i in range(500)])
             while jobs := store.claim(500, 30):
-                store.finish(
-                    [Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in jobs]
-                )
+                store.finish([Completion(j.id, token(j), JobState.SUCCEEDED) for j in jobs])
             store.add([new_job(clock, queue="q7", delay=3600)])  # one waiting, not due
             [due] = [r.job for r in store.add([new_job(clock, queue="q1999")])]
 

@@ -13,7 +13,7 @@ from chalicelib.errors import StoreUnavailable
 from chalicelib.models import JobQuery
 from chalicelib.storage import open_store
 from chalicelib.storage.redis_store import RedisStore, from_url, parse_url
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.redis_support import admin, fresh_prefix, private_server, with_prefix
 
 
@@ -78,7 +78,7 @@ def test_every_key_of_a_store_carries_its_hash_tag() -> None:
             store.beat("w:1", None, clock.now())
             from chalicelib.models import Completion, JobState
 
-            store.finish([Completion(job.id, job.lease_token or "", JobState.SUCCEEDED)])
+            store.finish([Completion(job.id, token(job), JobState.SUCCEEDED)])
             client = admin()
             try:
                 keys = [k.decode() for k in client.scan_iter(match=f"*{prefix}*", count=1000)]

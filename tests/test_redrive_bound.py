@@ -38,7 +38,7 @@ from chalicelib.storage.sqlite import SQLiteStore
 from local import cli, remote_cli
 from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, TENANT_A, TENANT_B, Api, installed, settings_for
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 MICRO = timedelta(microseconds=1)
 
@@ -64,7 +64,7 @@ def claim(store: JobStore, ids: Sequence[str]) -> dict[str, str]:
         if len(tokens) == len(want):
             break
         for job in store.claim(len(want) - len(tokens), 300):
-            tokens[job.id] = job.lease_token or ""
+            tokens[job.id] = token(job)
     assert set(tokens) == want
     return tokens
 

@@ -19,6 +19,7 @@ from chalicelib.errors import (
 from chalicelib.models import Completion, JobQuery, JobState
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
+from tests.factories import token
 
 
 def req(**fields: Any) -> EnqueueRequest:
@@ -192,7 +193,7 @@ def test_idempotency_key_reused_for_another_payload_is_a_conflict(svc: Service) 
 def test_idempotency_survives_the_job_running(svc: Service) -> None:
     [first] = svc.enqueue([req(idempotency_key="k")], "default")
     [claimed] = svc.store.claim(1, 30)
-    svc.store.finish([Completion(claimed.id, claimed.lease_token or "", JobState.SUCCEEDED)])
+    svc.store.finish([Completion(claimed.id, token(claimed), JobState.SUCCEEDED)])
     [again] = svc.enqueue([req(idempotency_key="k")], "default")
     assert not again.created
     assert again.job.id == first.job.id
@@ -239,7 +240,7 @@ def test_cancel_and_redrive(svc: Service) -> None:
     [doomed] = svc.enqueue([req()], "t1")
     [claimed] = svc.store.claim(1, 30)
     assert claimed.id == doomed.job.id
-    svc.store.finish([Completion(claimed.id, claimed.lease_token or "", JobState.DEAD)])
+    svc.store.finish([Completion(claimed.id, token(claimed), JobState.DEAD)])
     with pytest.raises(JobNotFound):
         svc.redrive(doomed.job.id, "t2")
     back = svc.redrive(doomed.job.id, "t1")
@@ -254,7 +255,7 @@ def test_of_two_racing_redrives_only_the_one_that_moved_the_job_answers_it(
     whose call redrove it. Now it is 409, as SQLite and memory answered."""
     [doomed] = svc.enqueue([req()], "t1")
     [claimed] = svc.store.claim(1, 30)
-    svc.store.finish([Completion(claimed.id, claimed.lease_token or "", JobState.DEAD)])
+    svc.store.finish([Completion(claimed.id, token(claimed), JobState.DEAD)])
     real = svc.store.redrive
 
     def winner_first(ids: Any, tenant: Any) -> Any:
@@ -272,7 +273,7 @@ def test_of_two_racing_redrives_only_the_one_that_moved_the_job_answers_it(
 def test_redrive_all_pages_through_dead_jobs(svc: Service) -> None:
     svc.enqueue([req(payload={"i": i}) for i in range(12)], "t1")
     claimed = svc.store.claim(12, 30)
-    svc.store.finish([Completion(j.id, j.lease_token or "", JobState.DEAD) for j in claimed])
+    svc.store.finish([Completion(j.id, token(j), JobState.DEAD) for j in claimed])
     assert len(svc.redrive_all("t2")) == 0
     moved = svc.redrive_all("t1", limit=5)
     assert len(moved) == 5

@@ -129,7 +129,7 @@ def test_a_job_that_changes_state_between_walks_is_listed_once(
             if state is JobState.QUEUED:  # the worker runs the job right after this walk
                 found = rows(db, columns, query, state, limit)
                 [claimed] = worker.claim(1, 30)
-                done = Completion(claimed.id, claimed.lease_token or "", JobState.SUCCEEDED)
+                done = Completion(claimed.id, token(claimed), JobState.SUCCEEDED)
                 assert worker.finish([done]) == [True]
                 return found
             return rows(db, columns, query, state, limit)

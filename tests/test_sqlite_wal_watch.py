@@ -36,6 +36,7 @@ from chalicelib.runtime import Runtime
 from chalicelib.storage.sqlite import SQLiteStore
 from chalicelib.worker import Worker, WorkerConfig
 from tests.apikit import Api, installed, settings_for
+from tests.factories import token
 
 
 def _job() -> NewJob:
@@ -140,7 +141,7 @@ def test_finishes_into_a_deleted_wal_are_refused_not_reported_applied(
     done = [
         Completion(
             job_id=job.id,
-            lease_token=job.lease_token or "",
+            lease_token=token(job),
             state=JobState.SUCCEEDED,
             result={"ok": True},
         )

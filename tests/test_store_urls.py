@@ -36,7 +36,7 @@ from chalicelib.storage.dynamodb_aws import (
 from chalicelib.storage.postgres import parse_url
 from infra import generate  # what the deployed stacks get
 from local.cli_errors import explain, line
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.procs import guarded_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,7 +266,7 @@ def test_a_store_without_bucket_shows_s3_values_as_unreadable_never_empty(
         clock.advance(3600)  # the writer, with the bucket, runs it and keeps its result in S3
         claimed = writer.claim(1, 60)
         assert [c.payload for c in claimed] == [BIG]
-        done = Completion(job_id, claimed[0].lease_token or "", JobState.SUCCEEDED, BIG)
+        done = Completion(job_id, token(claimed[0]), JobState.SUCCEEDED, BIG)
         assert writer.finish([done]) == [True]
         assert job_of(writer, job_id).result == BIG
         result: Any = job_of(reader, job_id).result

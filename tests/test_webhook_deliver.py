@@ -16,7 +16,7 @@ from chalicelib.storage.memory import MemoryStore
 from chalicelib.webhooks import signing
 from chalicelib.webhooks.deliver import Deliverer
 from spool_client.webhooks import verify
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.webhook_receiver import Receiver
 
 NEW, OLD = signing.new_secret(), signing.new_secret()
@@ -47,7 +47,7 @@ def finished_job(store: MemoryStore, url: str, result: object = None, state=JobS
     assert isinstance(clock, FakeClock)
     job = store.add([new_job(clock, tenant="acme", callback_url=url)])[0].job
     [running] = store.claim(1, 30)
-    store.finish([Completion(job.id, running.lease_token or "", state, result=result, error="x")])
+    store.finish([Completion(job.id, token(running), state, result=result, error="x")])
     return store.get(job.id)
 
 

@@ -17,7 +17,7 @@ from chalicelib.models import Completion, JobState
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.webhooks import signing
 from chalicelib.webhooks.deliver import Deliverer
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 SECRET = signing.new_secret()
 
@@ -98,7 +98,7 @@ def finished_job(store: MemoryStore, url: str) -> str:
     assert isinstance(clock, FakeClock)
     job = store.add([new_job(clock, tenant="acme", callback_url=url)])[0].job
     [running] = store.claim(1, 30)
-    store.finish([Completion(job.id, running.lease_token or "", JobState.SUCCEEDED, result=1)])
+    store.finish([Completion(job.id, token(running), JobState.SUCCEEDED, result=1)])
     return job.id
 
 

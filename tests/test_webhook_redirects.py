@@ -18,7 +18,7 @@ from chalicelib.models import Completion, JobState
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.webhooks import signing
 from chalicelib.webhooks.deliver import Deliverer
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.webhook_receiver import Receiver
 
 
@@ -56,7 +56,7 @@ def test_a_redirect_is_an_answer_retried_never_followed(target: Receiver, status
         url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
         job = store.add([new_job(clock, tenant="acme", callback_url=url)])[0].job
         [running] = store.claim(1, 30)
-        store.finish([Completion(job.id, running.lease_token or "", JobState.SUCCEEDED)])
+        store.finish([Completion(job.id, token(running), JobState.SUCCEEDED)])
         settings = Settings(
             extra={
                 "SPOOL_WEBHOOKS": json.dumps({"acme": {"secrets": [signing.new_secret()]}}),

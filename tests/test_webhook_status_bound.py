@@ -15,6 +15,7 @@ from chalicelib.models import Completion, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.webhooks import outbox
 from tests.apikit import Api, installed, settings_for
+from tests.factories import token
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 HOOKS = json.dumps({"tenant-a": {"secrets": [SECRET]}})
@@ -42,10 +43,10 @@ def test_status_lists_every_pending_webhook_and_the_last_finished_ones(
     cycles = outbox.KEPT_FINISHED + 10
     for cycle in range(cycles):
         [job] = store.claim(1, 30.0)
-        assert store.finish([Completion(job.id, job.lease_token or "", JobState.DEAD)]) == [True]
+        assert store.finish([Completion(job.id, token(job), JobState.DEAD)]) == [True]
         if cycle < cycles - 1:
             [d] = store.claim_webhooks(1, 30.0)
-            assert store.finish_webhook(d.id, d.lease_token or "", "delivered")
+            assert store.finish_webhook(d.id, token(d), "delivered")
             assert store.redrive([job_id])
     reply = api.get(f"/status/{job_id}?webhooks=true")
     assert reply.status == 200

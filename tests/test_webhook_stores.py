@@ -12,7 +12,7 @@ from chalicelib.storage.base import JobStore
 from chalicelib.webhooks import signing
 from chalicelib.webhooks.deliver import Deliverer
 from spool_client.webhooks import verify
-from tests.factories import new_job
+from tests.factories import new_job, token
 from tests.webhook_receiver import Receiver
 
 SECRET = signing.new_secret()
@@ -29,7 +29,7 @@ def test_each_store_delivers_and_records(
     )
     job = store.add([new_job(clock, tenant="acme", callback_url=receiver.url)])[0].job
     [running] = store.claim(1, 30)
-    done = Completion(job.id, running.lease_token or "", JobState.SUCCEEDED, result={"n": 7})
+    done = Completion(job.id, token(running), JobState.SUCCEEDED, result={"n": 7})
     assert store.finish([done]) == [True]
     assert store.webhook_counts() == {"pending": 1}
     deliverer = Deliverer(store, settings)

@@ -28,7 +28,7 @@ from chalicelib.models import CounterKey, Job, JobState
 from chalicelib.retry import RetryPolicy
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.worker import DRAIN_MARGIN, Worker, WorkerConfig, WorkerStats
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 WAIT = 10.0  # generous bound for anything that waits on another thread
 
@@ -721,7 +721,7 @@ def test_lost_lease_means_the_result_is_not_applied(mem, clock, reg) -> None:
 def _success(job: Job, result: Any) -> Any:
     from chalicelib.models import Completion
 
-    return Completion(job.id, job.lease_token or "", JobState.SUCCEEDED, result=result)
+    return Completion(job.id, token(job), JobState.SUCCEEDED, result=result)
 
 
 # -- process(ids): SQS-style delivery ------------------------------------------

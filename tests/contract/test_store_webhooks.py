@@ -12,7 +12,7 @@ from chalicelib.models import Completion, JobState
 from chalicelib.storage.base import JobStore
 from chalicelib.webhooks import outbox
 from tests.backends import BACKENDS, open_backend
-from tests.factories import new_job
+from tests.factories import new_job, token
 
 LEASE = 30.0
 URL = "https://hooks.example.com/spool"
@@ -83,7 +83,7 @@ def test_a_batch_finish_writes_one_per_terminal_job(store: JobStore, clock: Fake
     completions = [
         Completion(
             j.id,
-            j.lease_token or "",
+            token(j),
             states.get(j.id, JobState.RETRYING),
             retry_at=clock.now() + timedelta(seconds=9),
         )
@@ -134,8 +134,8 @@ def test_claim_leases_and_counts_each_attempt(store: JobStore, clock: FakeClock)
     clock.advance(LEASE)  # the worker died mid-delivery: the lease runs out
     [again] = store.claim_webhooks(10, LEASE)
     assert again.id == d.id and again.attempts == 2 and again.lease_token != d.lease_token
-    assert not store.finish_webhook(d.id, d.lease_token or "", "delivered")  # the old lease
-    assert store.finish_webhook(again.id, again.lease_token or "", "delivered")
+    assert not store.finish_webhook(d.id, token(d), "delivered")  # the old lease
+    assert store.finish_webhook(again.id, token(again), "delivered")
     [done] = store.webhooks(job.id)
     assert (done.state, done.finished_at, done.next_at, done.lease_token) == (
         "delivered",
@@ -144,7 +144,7 @@ def test_claim_leases_and_counts_each_attempt(store: JobStore, clock: FakeClock)
         None,
     )
     assert store.claim_webhooks(10, LEASE) == []
-    assert not store.finish_webhook(again.id, again.lease_token or "", "failed")
+    assert not store.finish_webhook(again.id, token(again), "failed")
     assert store.webhook_counts() == {}  # delivered ones are not counted
 
 
@@ -153,7 +153,7 @@ def test_a_retry_waits_until_retry_at(store: JobStore, clock: FakeClock) -> None
     store.cancel(job.id)
     [d] = store.claim_webhooks(1, LEASE)
     later = clock.now() + timedelta(seconds=10)
-    assert store.finish_webhook(d.id, d.lease_token or "", "retrying", later, "HTTP 503")
+    assert store.finish_webhook(d.id, token(d), "retrying", later, "HTTP 503")
     [pending] = store.webhooks(job.id)
     assert (pending.state, pending.next_at, pending.lease_token, pending.last_error) == (
         "pending",
@@ -166,7 +166,7 @@ def test_a_retry_waits_until_retry_at(store: JobStore, clock: FakeClock) -> None
     clock.advance(1)
     [again] = store.claim_webhooks(1, LEASE)
     assert again.id == d.id and again.attempts == 2
-    assert store.finish_webhook(again.id, again.lease_token or "", "failed", error="gave up")
+    assert store.finish_webhook(again.id, token(again), "failed", error="gave up")
     [failed] = store.webhooks(job.id)
     assert (failed.state, failed.last_error, failed.attempts) == ("failed", "gave up", 2)
     assert store.webhook_counts() == {"failed": 1}
@@ -221,7 +221,7 @@ def test_an_unknown_outcome_is_a_programming_error(store: JobStore, clock: FakeC
     store.cancel(job.id)
     [d] = store.claim_webhooks(1, LEASE)
     with pytest.raises(ValueError):
-        store.finish_webhook(d.id, d.lease_token or "", "exploded")
+        store.finish_webhook(d.id, token(d), "exploded")
 
 
 def test_a_job_keeps_its_last_finished_deliveries_and_every_owed_one(
@@ -243,14 +243,14 @@ def test_a_job_keeps_its_last_finished_deliveries_and_every_owed_one(
     die()
     [owed] = store.claim_webhooks(1, LEASE)  # the receiver was down: due again tomorrow
     tomorrow = clock.now() + timedelta(days=1)
-    assert store.finish_webhook(owed.id, owed.lease_token or "", "retrying", tomorrow, "503")
+    assert store.finish_webhook(owed.id, token(owed), "retrying", tomorrow, "503")
     finished = []
     for i in range(outbox.KEPT_FINISHED + 5):
         store.redrive([job.id])
         die()
         [d] = store.claim_webhooks(10, LEASE)
         outcome = "failed" if i % 3 == 0 else "delivered"
-        assert store.finish_webhook(d.id, d.lease_token or "", outcome, error="x")
+        assert store.finish_webhook(d.id, token(d), outcome, error="x")
         finished.append((d.id, outcome))
     store.redrive([job.id])
     die()  # its delivery's write drops the finished ones beyond the newest KEPT_FINISHED
@@ -264,14 +264,14 @@ def test_a_job_keeps_its_last_finished_deliveries_and_every_owed_one(
     assert store.webhook_counts() == {"pending": 3, "failed": failed}
 
     # Every owed delivery is still delivered.
-    assert store.finish_webhook(in_flight.id, in_flight.lease_token or "", "delivered")
+    assert store.finish_webhook(in_flight.id, token(in_flight), "delivered")
     [now_due] = store.claim_webhooks(10, LEASE)
     assert now_due.id == newest.id
-    assert store.finish_webhook(now_due.id, now_due.lease_token or "", "delivered")
+    assert store.finish_webhook(now_due.id, token(now_due), "delivered")
     clock.advance(86400)
     [retried] = store.claim_webhooks(10, LEASE)
     assert retried.id == owed.id and retried.attempts == 2
-    assert store.finish_webhook(retried.id, retried.lease_token or "", "delivered")
+    assert store.finish_webhook(retried.id, token(retried), "delivered")
 
 
 KEPT = 4  # SPOOL_WEBHOOK_HISTORY for store_keeping_4: not the default
@@ -301,7 +301,7 @@ def test_a_reap_and_a_cancel_drop_old_finished_deliveries_too(
         clock.advance(LEASE + 1)
         assert store.claim(1, LEASE) == []  # the claim reaps: last attempt, so dead
         [d] = store.claim_webhooks(10, LEASE)
-        assert store.finish_webhook(d.id, d.lease_token or "", "delivered")
+        assert store.finish_webhook(d.id, token(d), "delivered")
         delivered.append(d.id)
         assert store.redrive([job.id])
     assert len(store.webhooks(job.id)) == KEPT + 1  # the reaps pruned
