@@ -49,7 +49,7 @@ def url_for(schema: str, base: str = BASE_URL, **options: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, extra, ""))
 
 
-def admin_connect(base: str = BASE_URL):  # type: ignore[no-untyped-def]
+def admin_connect(base: str = BASE_URL):
     """A plain autocommit connection (no schema), or skip/fail when unreachable."""
     import psycopg
 

@@ -45,7 +45,7 @@ def with_prefix(url: str, prefix: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}prefix={prefix}"
 
 
-def admin(url: str = BASE_URL):  # type: ignore[no-untyped-def]
+def admin(url: str = BASE_URL):
     import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=10)

@@ -179,7 +179,9 @@ def test_spool_serve_alone_runs_jobs_on_a_store_that_delivers_by_sqs(moto_endpoi
     try:
         # The banner's worker line comes after the address: read up to it, then both.
         shown = started(api, r"^  worker  (.*)$", keep=True)
-        base = re.search(r"serving app\.py on (http://\S+)", shown.string).group(1)  # type: ignore[union-attr]
+        served = re.search(r"serving app\.py on (http://\S+)", shown.string)
+        assert served is not None, shown.string
+        base = served.group(1)
         assert re.search(r"emulated \(app\.py \S+ fed from \S+/solo;", shown.group(1)), shown
         reply = call("POST", f"{base}/enqueue", json={"type": "echo", "payload": {"n": 1}})
         assert reply.status_code == 201, reply.text

@@ -65,7 +65,7 @@ def bury(store_url: str) -> str:
     """A dead job of TENANT, written by this (third) process."""
     store = open_store(store_url)
     try:
-        job = store.add([new_job(SystemClock(), "fail", tenant=TENANT, max_attempts=1)])[0].job  # type: ignore[arg-type]
+        job = store.add([new_job(SystemClock(), "fail", tenant=TENANT, max_attempts=1)])[0].job
         [claimed] = store.claim(1, 30, ids=[job.id])
         done = Completion(job.id, token(claimed), JobState.DEAD, error="boom")
         assert store.finish([done]) == [True]

@@ -21,7 +21,7 @@ from chalicelib.models import Completion, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.storage.sqlite import SQLiteStore
 from tests.apikit import KEY_A, KEY_B, TENANT_B, Api, installed, settings_for
-from tests.factories import token
+from tests.factories import stored, token
 from tests.test_api_cache import Tick, drain
 
 
@@ -100,7 +100,7 @@ def test_another_tenants_purge_leaves_this_tenants_answers_cached(
     _cached(api, mine)
     other = _other_handle(rt)
     try:
-        mine_finished = other.get(mine).finished_at  # type: ignore[union-attr]
+        mine_finished = stored(other, mine).finished_at
         assert mine_finished is not None
         assert other.purge(mine_finished) == 1  # theirs only: mine finished at the bound
         assert other.get(theirs) is None

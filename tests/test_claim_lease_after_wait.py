@@ -83,7 +83,7 @@ def test_a_postgres_lease_written_after_a_wait_for_a_connection_runs_from_then(c
         with fresh_schema() as direct:
             store = open_store(with_port(direct, proxy.port))
             try:
-                store.add([new_job(SystemClock(), "echo")])  # type: ignore[arg-type]
+                store.add([new_job(SystemClock(), "echo")])
                 claimed = store.claim(1, 60) if call == "extend_lease" else []
                 proxy.cut()  # the pool's connection is gone; a new one is refused
                 restored = threading.Event()
@@ -113,7 +113,7 @@ def test_a_sqlite_lease_written_after_a_wait_for_the_turn_runs_from_then(
     db = tmp_path / "spool.db"
     store = open_store(f"sqlite:///{db}")
     try:
-        store.add([new_job(SystemClock(), "echo")])  # type: ignore[arg-type]
+        store.add([new_job(SystemClock(), "echo")])
         claimed = store.claim(1, 60) if call == "extend_lease" else []
         # Another Spool process holding the turn to write (sqlite_gate: a flock).
         gate = os.open(f"{db}.writer", os.O_RDWR | os.O_CREAT, 0o600)

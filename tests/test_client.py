@@ -339,7 +339,7 @@ class socket_free_port:
 
 def test_payloads_must_be_objects() -> None:
     with Client("http://127.0.0.1:9", "k") as spool, pytest.raises(TypeError):
-        spool.enqueue("echo", [1, 2])  # type: ignore[arg-type]
+        spool.enqueue("echo", [1, 2])
 
 
 def test_a_validation_failure_says_what_was_invalid_in_its_message() -> None:

@@ -31,7 +31,7 @@ from chalicelib.storage.dynamodb_aws import (
 )
 from chalicelib.storage.dynamodb_schema import idem_key, job_key
 from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, delay_for
-from tests.factories import new_job, token
+from tests.factories import new_job, stored, token
 
 LEASE = 30.0
 
@@ -347,7 +347,7 @@ def test_two_deliveries_of_one_message_never_both_finish(aws: Aws, clock: FakeCl
     ]
     assert done == [True, False]
     assert first.counters()[CounterKey("default", "echo", "succeeded")] == 1
-    assert first.get(job_id).attempts == 1  # type: ignore[union-attr]
+    assert stored(first, job_id).attempts == 1
 
 
 def test_a_redelivered_message_reaps_an_expired_lease_itself(aws: Aws, clock: FakeClock) -> None:
@@ -468,9 +468,9 @@ def expire_items(aws: Aws, clock: FakeClock) -> list[str]:
     now = clock.now().timestamp()
     gone: list[str] = []
     for item in aws.ddb.scan(TableName="jobs")["Items"]:
-        if "expires_at" in item and int(item["expires_at"]["N"]) < now:  # type: ignore[arg-type]
+        if "expires_at" in item and int(item["expires_at"]["N"]) < now:
             aws.ddb.delete_item(TableName="jobs", Key={"pk": item["pk"], "sk": item["sk"]})
-            gone.append(item["pk"]["S"])  # type: ignore[typeddict-item]
+            gone.append(item["pk"]["S"])
     return gone
 
 
@@ -587,13 +587,13 @@ def test_big_payloads_and_results_live_in_s3_and_come_back(
     job_id = add(store, clock, payload=big)
     item = aws.item(job_id)
     assert "payload" not in item and "payload_ref" in item
-    assert store.get(job_id).payload == big  # type: ignore[union-attr]
+    assert stored(store, job_id).payload == big
     [job] = store.claim(1, LEASE)
     assert job.payload == big
     result = {"out": "y" * (store.config.offload_bytes + 10)}
     assert store.finish([Completion(job_id, token(job), JobState.SUCCEEDED, result)])
     assert "result_ref" in aws.item(job_id) and "result" not in aws.item(job_id)
-    assert store.get(job_id).result == result  # type: ignore[union-attr]
+    assert stored(store, job_id).result == result
     assert len(aws.objects()) == 2
     clock.advance(10)
     assert store.purge(clock.now()) == 1
@@ -664,7 +664,7 @@ def test_without_a_bucket_a_result_gets_the_room_its_payload_leaves(
         ]
     )
     assert done == [True, True]
-    assert store.get(small).result == result  # type: ignore[union-attr]
+    assert stored(store, small).result == result
     buried = store.get(big)
     assert buried is not None and buried.state is JobState.DEAD and buried.result is None
 
@@ -717,7 +717,7 @@ def test_a_batch_claim_settles_what_it_cannot_claim_without_writing(
     assert sorted(j.id for j in claimed) == sorted(due)
     assert aws.calls["UpdateItem"] == 0 and aws.calls["TransactWriteItems"] == 1
     assert [job_id for job_id, _ in sent] == [early]  # again, for when it is due
-    assert store.get(leased).attempts == 1  # type: ignore[union-attr]
+    assert stored(store, leased).attempts == 1
 
 
 def test_a_batch_claim_reaps_an_expired_lease_and_takes_the_best_first(
@@ -755,7 +755,7 @@ def test_two_deliveries_of_one_batch_claim_each_job_once(aws: Aws, clock: FakeCl
         t.join(30)
     won = [j.id for r in results for j in r]
     assert sorted(won) == sorted(ids)  # each once, by one container or the other
-    assert all(first.get(i).attempts == 1 for i in ids)  # type: ignore[union-attr]
+    assert all(stored(first, i).attempts == 1 for i in ids)
 
 
 def test_the_worker_roles_table_actions_cover_what_a_worker_calls(

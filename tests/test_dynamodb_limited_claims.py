@@ -24,7 +24,7 @@ from chalicelib.models import JobState
 from chalicelib.storage.dynamodb import DynamoStore
 from chalicelib.storage.dynamodb_txn import TRANSACTION_ACTIONS
 from tests import test_dynamodb
-from tests.factories import new_job
+from tests.factories import new_job, stored
 from tests.test_dynamodb import Aws
 
 # The store on moto, with its queue and bucket: tests/test_dynamodb.py's fixture.
@@ -45,7 +45,7 @@ def add_many(store: DynamoStore, clock: FakeClock, count: int, **fields: Any) ->
 
 
 def states(store: DynamoStore, ids: list[str]) -> Counter[str]:
-    return Counter(store.get(i).state.value for i in ids)  # type: ignore[union-attr]
+    return Counter(stored(store, i).state.value for i in ids)
 
 
 def watch_transactions(aws: Aws) -> list[int]:
@@ -81,7 +81,7 @@ def test_reads_failing_after_the_claim_commits_strand_nothing(aws: Aws, clock: F
     assert committed  # the claim did write its jobs
     assert sorted(j.id for j in claimed) == sorted(ids)  # and handed every one over
     assert all(j.state is JobState.RUNNING and j.attempts == 1 for j in claimed)
-    assert all(j.lease_token == store.get(j.id).lease_token for j in claimed)  # type: ignore[union-attr]
+    assert all(j.lease_token == stored(store, j.id).lease_token for j in claimed)
     aws.ddb.meta.events.unregister("before-call.dynamodb.BatchGetItem", refuse_reads)
     assert store.claim(3, 30, policy=policy) == []  # the limit counts them: full
 
@@ -103,7 +103,7 @@ def test_a_claim_whose_read_before_the_write_fails_claims_nothing(
         store.claim(3, 30, policy=policy)
     aws.ddb.meta.events.unregister("before-call.dynamodb.BatchGetItem", refuse_reads)
     assert states(store, ids) == Counter({"queued": 3})
-    assert {store.get(i).attempts for i in ids} == {0}  # type: ignore[union-attr]
+    assert {stored(store, i).attempts for i in ids} == {0}
     assert len(store.claim(3, 30, policy=policy)) == 3
 
 
@@ -161,10 +161,10 @@ def test_a_later_transaction_failing_keeps_the_earlier_ones_claims(
     claimed = store.claim(150, 30, policy=policy)
 
     assert len(claimed) == 98 and len(sent) >= 2
-    running = {i for i in ids if store.get(i).state is JobState.RUNNING}  # type: ignore[union-attr]
+    running = {i for i in ids if stored(store, i).state is JobState.RUNNING}
     assert running == {j.id for j in claimed}
-    waiting = [store.get(i) for i in ids if i not in running]
-    assert {(j.state, j.attempts) for j in waiting} == {(JobState.QUEUED, 0)}  # type: ignore[union-attr]
+    waiting = [stored(store, i) for i in ids if i not in running]
+    assert {(j.state, j.attempts) for j in waiting} == {(JobState.QUEUED, 0)}
     aws.ddb.meta.events.unregister(
         "provide-client-params.dynamodb.TransactWriteItems", second_refused
     )

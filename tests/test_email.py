@@ -78,7 +78,7 @@ class Mailbox:
         return "250 Message accepted for delivery"
 
 
-class LoopbackController(Controller):  # type: ignore[misc]
+class LoopbackController(Controller):
     """Listens on 127.0.0.1 on a port the kernel picks (no port guessing, no races)."""
 
     def __init__(self, handler: Any, **kwargs: Any) -> None:

@@ -20,6 +20,7 @@ from chalicelib.models import JobState
 from chalicelib.runtime import Runtime
 from local.emulator import context
 from tests.apikit import TENANT_A
+from tests.factories import stored
 from tests.test_aws_events import count_calls, enqueue, open_runtime, store_of
 
 NEAR_MS = 50  # less than any handler's timeout: every waiting job is deferred
@@ -57,7 +58,7 @@ def test_near_the_deadline_redundant_messages_are_acknowledged_and_waiting_jobs_
     [claimed] = rt.store.claim(1, 300.0, ids=[running])
     later = enqueue(rt, delay=600)  # not due: its own delayed message brings it
     waiting = enqueue(rt)
-    states = {j: rt.store.get(j).state for j in (done, dead, cancelled, running)}  # type: ignore[union-attr]
+    states = {j: stored(rt.store, j).state for j in (done, dead, cancelled, running)}
     assert list(states.values()) == [
         JobState.SUCCEEDED,
         JobState.DEAD,

@@ -27,6 +27,7 @@ from chalicelib.runtime import Runtime, build_runtime
 from chalicelib.service import EnqueueRequest
 from local.emulator import context, sqs_event
 from tests.apikit import TENANT_A, settings_for
+from tests.factories import stored
 from tests.procs import guarded_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def test_nothing_is_read_when_every_timeout_fits(
         "batchItemFailures": []
     }
     monkeypatch.undo()
-    assert rt.store.get(job_id).state == JobState.SUCCEEDED  # type: ignore[union-attr]
+    assert stored(rt.store, job_id).state == JobState.SUCCEEDED
 
 
 def test_start_up_refuses_a_handler_longer_than_the_worker_function(

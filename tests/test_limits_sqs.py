@@ -18,6 +18,7 @@ from chalicelib import events
 from chalicelib.models import JobState
 from chalicelib.runtime import Runtime
 from tests.apikit import installed, settings_for
+from tests.factories import stored
 from tests.test_aws_events import QUEUE, enqueue, poller, state, store_of, visible
 
 
@@ -50,7 +51,7 @@ def test_held_messages_come_back_delayed_without_spending_attempts(rt: Runtime) 
     states = sorted(state(rt, i).value for i in ids)
     assert states == ["queued", "queued", "succeeded"]
     held = [i for i in ids if state(rt, i) is JobState.QUEUED]
-    assert all(rt.store.get(i).attempts == 0 for i in held)  # type: ignore[union-attr]
+    assert all(stored(rt.store, i).attempts == 0 for i in held)
     assert delayed(rt) == 2
     time.sleep(events.HELD_REDELIVERY_SECONDS + 0.5)
     deadline = time.monotonic() + 20
@@ -83,7 +84,7 @@ def test_a_held_job_is_sent_back_while_its_batch_mates_still_run(rt: Runtime) ->
     assert resent == 1 and running_then, "the held job's message waited for the long job"
     assert results[0].received == 3 and results[0].failed == 0
     held = [i for i in ids if state(rt, i) is JobState.QUEUED]
-    assert len(held) == 1 and rt.store.get(held[0]).attempts == 0  # type: ignore[union-attr]
+    assert len(held) == 1 and stored(rt.store, held[0]).attempts == 0
 
 
 def test_a_throttled_read_after_a_limited_claim_does_not_strand_its_jobs(rt: Runtime) -> None:

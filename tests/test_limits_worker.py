@@ -96,7 +96,7 @@ class ClaimCounter(Middleware):
         self.claims = 0
         self.holds = 0
 
-    def after_claim(self, claimed, holds) -> None:  # type: ignore[no-untyped-def]
+    def after_claim(self, claimed, holds) -> None:
         self.claims += 1
         self.holds += len(holds)
 
@@ -394,7 +394,7 @@ def test_a_fair_claim_on_postgres_refreshes_stale_planner_statistics() -> None:
             store.add(_jobs(3000, "echo", tenant="a"))
 
             def estimate() -> float:
-                def read(conn):  # type: ignore[no-untyped-def]
+                def read(conn):
                     row = conn.execute(
                         "SELECT reltuples FROM pg_class WHERE oid = 'jobs'::regclass"
                     ).fetchone()

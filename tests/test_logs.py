@@ -40,7 +40,7 @@ from chalicelib.storage.memory import MemoryStore
 from chalicelib.worker import Worker, WorkerConfig
 from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY, TENANT_A, installed, settings_for
-from tests.factories import new_job, token
+from tests.factories import new_job, stored, token
 
 ROOT = Path(__file__).resolve().parent.parent
 SMTP_PASSWORD = "smtp-Pa55word-q7"
@@ -220,7 +220,7 @@ def test_a_full_scenario_logs_each_event_once_with_its_fields_and_no_secret(
     work(rt, clock, rounds=3)
     assert target.seen == [f"Bearer {BEARER}"] * 2  # the header did go out, twice
     for job_id in (hook, mail, doomed):
-        assert rt.store.get(job_id).state is JobState.DEAD  # type: ignore[union-attr]
+        assert stored(rt.store, job_id).state is JobState.DEAD
     assert api.call("POST", f"/dlq/{doomed}/redrive").status_code == 200
     redriven = api.call("POST", "/dlq/redrive", json={}).json()
     assert sorted(redriven["ids"]) == sorted([hook, mail])

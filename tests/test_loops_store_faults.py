@@ -63,7 +63,7 @@ def test_a_delivery_whose_outcome_meets_an_outage_is_recorded_later_not_sent_twi
     reset = redis.ConnectionError("Connection reset by peer")
     faulty = Faulty(store, reset, frozenset({"finish_webhook"}))
     faulty.arm(3)
-    deliverer = Deliverer(faulty, settings(SPOOL_WEBHOOK_POLL="0.05"))  # type: ignore[arg-type]
+    deliverer = Deliverer(faulty, settings(SPOOL_WEBHOOK_POLL="0.05"))
     with caplog.at_level(logging.INFO, logger="spool"):
         stop, thread = delivering(deliverer)
         try:
@@ -83,7 +83,7 @@ def test_claims_that_meet_an_outage_are_said_once_then_resume(
     io_error = sqlite3.OperationalError("disk I/O error")
     faulty = Faulty(store, io_error, frozenset({"claim_webhooks"}))
     faulty.arm(5)
-    deliverer = Deliverer(faulty, settings(SPOOL_WEBHOOK_POLL="0.01"))  # type: ignore[arg-type]
+    deliverer = Deliverer(faulty, settings(SPOOL_WEBHOOK_POLL="0.01"))
     with caplog.at_level(logging.INFO, logger="spool"):
         stop, thread = delivering(deliverer)
         try:

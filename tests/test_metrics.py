@@ -630,7 +630,7 @@ def test_one_store_read_of_each_kind_per_scrape(any_store: JobStore) -> None:
     any_store.add([new_job(clock, queue=q) for q in ("a", "b", "c")])
     any_store.beat("w:1", None, clock.now())
     counting = _Counting(any_store)
-    metrics = Metrics(counting, Settings())  # type: ignore[arg-type]
+    metrics = Metrics(counting, Settings())
     metrics.exposition()
     # The counters and counts come folded (queue_totals), never as a row per queue name;
     # the oldest due jobs by one read: of the named queues where the store can answer
@@ -688,7 +688,7 @@ def test_the_worker_metrics_server_serves_metrics_only(store: JobStore) -> None:
 
     store.add([new_job(fake_clock(store), queue="emails")])
     metrics = Metrics(store, Settings())
-    broken = Metrics(_BrokenStore(store), Settings())  # type: ignore[arg-type]
+    broken = Metrics(_BrokenStore(store), Settings())
     servers = [MetricsServer("127.0.0.1", 0, m.exposition, CONTENT_TYPE) for m in (metrics, broken)]
     for server in servers:
         server.start()

@@ -37,7 +37,7 @@ LEASE = 30.0
 DURATION_HELP = "is not a duration like 90, '90s', '15m', '2h', '1d', '1w' or '1h30m'"
 
 
-def refused(message: str):  # type: ignore[no-untyped-def]
+def refused(message: str):
     return pytest.raises(ValueError, match=f"^{re.escape(message)}$")
 
 

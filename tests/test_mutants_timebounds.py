@@ -89,7 +89,7 @@ def test_to_utc_is_utc_whatever_the_local_zone() -> None:
 
 @pytest.mark.usefixtures("local_zone_ahead_of_utc")
 def test_a_run_at_is_stored_in_utc_whatever_the_local_zone() -> None:
-    request = EnqueueRequest(type="echo", run_at="2030-01-01T02:00:00+02:00")  # type: ignore[arg-type]
+    request = EnqueueRequest(type="echo", run_at="2030-01-01T02:00:00+02:00")
     assert request.run_at is not None
     assert request.run_at.tzinfo is UTC
     assert request.run_at.isoformat() == "2030-01-01T00:00:00+00:00"

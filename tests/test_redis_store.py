@@ -175,7 +175,7 @@ def test_a_read_is_tried_again_after_a_reset_connection_not_after_a_timeout(
                     raise redis.TimeoutError("Timeout reading from socket")
                 raise redis.ConnectionError("Connection reset by peer")
 
-            store.client.hmget = failing  # type: ignore[method-assign]
+            store.client.hmget = failing
             with pytest.raises(StoreUnavailable, match="try again shortly"):
                 store.get("j_" + "0" * 32)
             assert len(calls) == tries

@@ -124,7 +124,7 @@ def test_a_job_that_changes_state_between_walks_is_listed_once(
         walked: list[JobState | None] = []
         rows = sqlite_lists._rows
 
-        def walk(db: sqlite3.Connection, columns: str, query: JobQuery, state, limit):  # type: ignore[no-untyped-def]
+        def walk(db: sqlite3.Connection, columns: str, query: JobQuery, state, limit):
             walked.append(state)
             if state is JobState.QUEUED:  # the worker runs the job right after this walk
                 found = rows(db, columns, query, state, limit)

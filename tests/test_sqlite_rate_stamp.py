@@ -20,7 +20,7 @@ class _Watched(FakeClock):
         super().__init__()
         self.read = threading.Event()
 
-    def now(self):  # type: ignore[no-untyped-def]
+    def now(self):
         self.read.set()
         return super().now()
 

@@ -14,6 +14,7 @@ import pytest
 
 from chalicelib.runtime import Runtime
 from tests.apikit import KEY_A, KEY_B, Api, installed, settings_for
+from tests.factories import stored
 from tests.handed_jobs import count_handed
 
 DEAD_JOB = {"type": "fail", "payload": {"always": True, "message": "boom"}, "max_attempts": 1}
@@ -101,8 +102,8 @@ def test_a_tenant_sees_and_touches_only_its_own_jobs(api: Api, rt: Runtime) -> N
     assert api.post(f"/ui/api/jobs/{delayed}/cancel", key=KEY_B).status == 404
     assert api.post("/ui/api/dead/redrive", {"ids": [mine]}, key=KEY_B).json["done"] == 0
     assert api.post("/ui/api/dead/purge", {"all": True}, key=KEY_B).json["done"] == 0
-    assert rt.store.get(mine) is not None and rt.store.get(mine).state.value == "dead"  # type: ignore[union-attr]
-    assert rt.store.get(delayed).state.value == "queued"  # type: ignore[union-attr]
+    assert rt.store.get(mine) is not None and stored(rt.store, mine).state.value == "dead"
+    assert stored(rt.store, delayed).state.value == "queued"
 
 
 # -- overview ----------------------------------------------------------------------------
@@ -250,7 +251,7 @@ def test_dead_letters_redrive_some_then_purge_all(api: Api, rt: Runtime) -> None
     ids = dead_jobs(api, rt, 5)
     some = api.post("/ui/api/dead/redrive", {"ids": ids[:2] + ids[:1]})
     assert some.status == 200 and some.json["done"] == 2 and not some.json["more"]
-    assert {rt.store.get(i).state.value for i in ids[:2]} == {"queued"}  # type: ignore[union-attr]
+    assert {stored(rt.store, i).state.value for i in ids[:2]} == {"queued"}
     purged = api.post("/ui/api/dead/purge", {"all": True})
     assert purged.json["done"] == 3 and not purged.json["more"]
     assert all(rt.store.get(i) is None for i in ids[2:])
@@ -264,7 +265,7 @@ def test_redrive_all_of_one_queue(api: Api, rt: Runtime) -> None:
     run_due(rt)
     reply = api.post("/ui/api/dead/redrive", {"all": True, "queue": "mail"})
     assert reply.json["done"] == 2 and sorted(reply.json["ids"]) == sorted(mail)
-    assert rt.store.get(other).state.value == "dead"  # type: ignore[union-attr]
+    assert stored(rt.store, other).state.value == "dead"
 
 
 BAD_ACTIONS: list[Any] = [
@@ -295,7 +296,7 @@ def test_bad_dead_letter_actions_change_nothing(api: Api, rt: Runtime, verb: str
     for raw in (b"{", b"\xff\xfe", b'{"all": NaN}', b"x" * 70_000):
         reply = api.call("POST", f"/ui/api/dead/{verb}", raw=raw)
         assert 400 <= reply.status < 500, (raw[:10], reply.status)
-    assert {rt.store.get(i).state.value for i in ids} == {"dead"}  # type: ignore[union-attr]
+    assert {stored(rt.store, i).state.value for i in ids} == {"dead"}
 
 
 # -- schedules ---------------------------------------------------------------------------------

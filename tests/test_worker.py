@@ -497,7 +497,7 @@ def test_drain_stops_claiming_when_the_longest_timeout_no_longer_fits(
     # Each claim costs the worker 0.5 s of its clock; the handlers cost none, so no
     # attempt can time out and only the deadline decides when claiming stops.
     spy = ClaimSpy(mem, mono, step=0.5)
-    worker = Worker(spy, reg, WorkerConfig(concurrency=2))  # type: ignore[arg-type]
+    worker = Worker(spy, reg, WorkerConfig(concurrency=2))
     longest = timeout + DRAIN_MARGIN  # 6 s
     start = mono.monotonic()
     deadline = start + 10.0
@@ -559,7 +559,7 @@ def test_run_wakes_when_a_job_is_added(mem, clock, reg) -> None:
 
     spy = ClaimSpy(mem)
     # A fallback poll far longer than the wait below: only the notification can wake it.
-    worker = Worker(spy, reg, WorkerConfig(concurrency=2, idle_poll=3600))  # type: ignore[arg-type]
+    worker = Worker(spy, reg, WorkerConfig(concurrency=2, idle_poll=3600))
     with RunInThread(worker):
         assert spy.due_checks.wait(WAIT), "the worker never went idle"
         add(mem, clock, "ping")
@@ -597,7 +597,7 @@ def test_run_picks_up_a_delayed_job_when_it_falls_due(mem, reg) -> None:
 
     worker = Worker(store, reg, WorkerConfig(concurrency=1, idle_poll=3600))
     with RunInThread(worker):
-        store.add([new_job(store.clock, "later", delay=0.2)])  # type: ignore[arg-type]
+        store.add([new_job(store.clock, "later", delay=0.2)])
         assert picked.wait(WAIT)
     store.close()
 
@@ -1036,7 +1036,7 @@ def test_completion_landing_while_the_dispatcher_plans_its_sleep_is_not_lost(
     job = add(mem, clock, "quick")
     gap = GapStore(mem, started, release)
     config = WorkerConfig(concurrency=2, idle_poll=3600, flush_delay=flush_delay)
-    worker = Worker(gap, reg, config)  # type: ignore[arg-type]
+    worker = Worker(gap, reg, config)
     gap.worker = worker
     with RunInThread(worker):
         assert gap.gated.wait(WAIT), "the dispatcher never planned an idle sleep"

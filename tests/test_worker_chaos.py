@@ -40,6 +40,7 @@ from chalicelib.retry import RetryPolicy
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.timebounds import MAX_DELAY
 from chalicelib.worker import Worker, WorkerConfig, WorkerStats, _Attempt
+from tests.factories import stored
 from tests.test_worker import WAIT, ClaimSpy, FakeMonotonic, RunInThread, add, get, wait_until
 
 LEASE = 30.0
@@ -587,7 +588,7 @@ def test_a_handler_whose_lease_is_lost_is_told_to_stop(mem, clock, reg) -> None:
 
     add(mem, clock, "long")
     config = WorkerConfig(concurrency=1, lease_seconds=lease)
-    worker = Worker(LeaseGone(mem), reg, config)  # type: ignore[arg-type]
+    worker = Worker(LeaseGone(mem), reg, config)
     try:
         with RunInThread(worker):
             assert told.wait(WAIT)
@@ -626,7 +627,7 @@ def test_a_store_outage_while_renewing_leases_does_not_end_an_sqs_wave(
 
     job = add(mem, clock, "long")
     store = LeaseOutage(mem)
-    worker = Worker(store, reg, WorkerConfig(concurrency=1, lease_seconds=lease))  # type: ignore[arg-type]
+    worker = Worker(store, reg, WorkerConfig(concurrency=1, lease_seconds=lease))
     outcome: dict[str, str] = {}
     wave = threading.Thread(target=lambda: outcome.update(worker.process([job.id])))
     try:
@@ -641,7 +642,7 @@ def test_a_store_outage_while_renewing_leases_does_not_end_an_sqs_wave(
         release.set()
         worker.close()
     assert outcome == {job.id: "succeeded"}
-    assert mem.get(job.id).attempts == 1  # type: ignore[union-attr]
+    assert stored(mem, job.id).attempts == 1
     assert any("cannot renew leases now" in r.getMessage() for r in caplog.records)
 
 
@@ -675,7 +676,7 @@ def test_outcomes_an_outage_kept_out_of_the_store_are_not_logged_as_lost_leases(
     job = add(mem, clock, "fine", max_attempts=max_attempts)
     store = Outage(mem, mono)
     config = WorkerConfig(concurrency=1, lease_seconds=LEASE)
-    worker = Worker(store, reg, config, middleware=[JobEvents()])  # type: ignore[arg-type]
+    worker = Worker(store, reg, config, middleware=[JobEvents()])
     try:
         with caplog.at_level(logging.DEBUG, logger="spool"):
             stats = drained(worker)
@@ -702,7 +703,7 @@ def test_a_finish_refused_for_a_lost_lease_is_still_logged_as_one(mem, clock, re
             return [False] * len(completions)
 
     store = Refuses(mem)
-    worker = Worker(store, reg, WorkerConfig(concurrency=1), middleware=[JobEvents()])  # type: ignore[arg-type]
+    worker = Worker(store, reg, WorkerConfig(concurrency=1), middleware=[JobEvents()])
     try:
         with caplog.at_level(logging.DEBUG, logger="spool"):
             stats = drained(worker)

@@ -58,7 +58,7 @@ def own_database() -> Iterator[tuple[str, str, str]]:
         admin.close()
 
 
-def _cut_sessions(admin: psycopg.Connection, role: str) -> None:  # type: ignore[type-arg]
+def _cut_sessions(admin: psycopg.Connection, role: str) -> None:
     """End the role's sessions: the worker's pool must connect again."""
     admin.execute(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (role,)

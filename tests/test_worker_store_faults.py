@@ -129,7 +129,7 @@ def test_the_worker_waits_out_any_store_error_and_every_job_succeeds_once(
     # The outage begins as the first job finishes, so its result meets it (held).
     runs = counting(reg, on_first=lambda: store.arm(4))
     jobs = [add(mem, clock, "work") for _ in range(5)]
-    worker = Worker(store, reg, WorkerConfig(concurrency=2, idle_poll=0.05))  # type: ignore[arg-type]
+    worker = Worker(store, reg, WorkerConfig(concurrency=2, idle_poll=0.05))
     with caplog.at_level(logging.INFO, logger="spool"), RunInThread(worker) as running:
         assert wait_until(lambda: all(get(mem, j.id).state is JobState.SUCCEEDED for j in jobs))
         assert running.thread.is_alive()
@@ -148,7 +148,7 @@ def test_results_finished_during_an_outage_are_held_and_written_when_it_ends(
     store.arm(10**9)  # down until the test says
     runs = counting(reg)
     jobs = [add(mem, clock, "work") for _ in range(3)]
-    worker = Worker(store, reg, WorkerConfig(concurrency=3, idle_poll=0.05))  # type: ignore[arg-type]
+    worker = Worker(store, reg, WorkerConfig(concurrency=3, idle_poll=0.05))
     with caplog.at_level(logging.INFO, logger="spool"), RunInThread(worker):
         assert wait_until(lambda: sum(runs.values()) == 3 and store.raised >= 3)
         assert all(get(mem, j.id).state is JobState.RUNNING for j in jobs)  # held
@@ -177,7 +177,7 @@ def test_results_finished_during_an_outage_are_held_and_written_when_it_ends(
 def test_errors_waiting_cannot_fix_end_the_worker(mem, clock, reg, error: BaseException) -> None:
     store = Faulty(mem, error, only=frozenset({"claim"}))
     store.arm(10**9)
-    worker = Worker(store, reg, WorkerConfig(concurrency=1, idle_poll=0.05))  # type: ignore[arg-type]
+    worker = Worker(store, reg, WorkerConfig(concurrency=1, idle_poll=0.05))
     ended: list[BaseException] = []
 
     def run() -> None:
@@ -207,7 +207,7 @@ def test_a_stop_during_an_outage_gives_up_on_held_results_within_its_bound(
     runs = counting(reg)
     job = add(mem, clock, "work")
     config = WorkerConfig(concurrency=1, idle_poll=0.05, stop_flush_seconds=0.5)
-    worker = Worker(store, reg, config)  # type: ignore[arg-type]
+    worker = Worker(store, reg, config)
     thread = threading.Thread(target=worker.run, daemon=True)
     with caplog.at_level(logging.INFO, logger="spool"):
         thread.start()
@@ -240,7 +240,7 @@ def test_with_sync_finish_a_write_that_meets_an_outage_is_held_and_seen_once(
 
     jobs = [add(mem, clock, "work") for _ in range(3)]
     config = WorkerConfig(concurrency=1, idle_poll=0.05, sync_finish=True)
-    worker = Worker(store, reg, config, middleware=[Seen()])  # type: ignore[arg-type]
+    worker = Worker(store, reg, config, middleware=[Seen()])
     with caplog.at_level(logging.INFO, logger="spool"), RunInThread(worker):
         assert wait_until(lambda: all(get(mem, j.id).state is JobState.SUCCEEDED for j in jobs))
     assert dict(runs) == dict(seen) == {j.id: 1 for j in jobs}
@@ -270,7 +270,7 @@ def test_a_claim_that_goes_through_while_results_are_held_does_not_end_the_outag
     counting(reg)
     job = add(mem, clock, "work")
     config = WorkerConfig(concurrency=2, idle_poll=0.05, sync_finish=True)
-    worker = Worker(store, reg, config)  # type: ignore[arg-type]
+    worker = Worker(store, reg, config)
     with caplog.at_level(logging.INFO, logger="spool"), RunInThread(worker):
         assert wait_until(lambda: store.claims >= 2 and store.raised >= 2)  # flushed again
         store.arm(0)  # the store is back
@@ -291,7 +291,7 @@ def test_a_pool_thread_late_to_say_its_write_failed_starts_no_second_outage(
     counting(reg)
     job = add(mem, clock, "work")
     config = WorkerConfig(concurrency=1, idle_poll=0.05, sync_finish=True)
-    worker = Worker(store, reg, config)  # type: ignore[arg-type]
+    worker = Worker(store, reg, config)
     runner = RunInThread(worker)
     said = worker.outage.failed
 
@@ -352,7 +352,7 @@ def test_a_write_applied_whose_reply_was_lost_is_not_reported_as_a_lost_lease(
         return "ok"
 
     job = add(mem, clock, "once", max_attempts=1)
-    worker = Worker(store, reg, WorkerConfig(concurrency=1, idle_poll=0.05))  # type: ignore[arg-type]
+    worker = Worker(store, reg, WorkerConfig(concurrency=1, idle_poll=0.05))
     with caplog.at_level(logging.INFO, logger="spool"), RunInThread(worker):
         assert wait_until(lambda: store.raised == 1)
         assert wait_until(lambda: worker.stats.succeeded + worker.stats.dead == 1)
