@@ -84,7 +84,12 @@ def test_a_line_of_kept_pieces_makes_none(monkeypatch: pytest.MonkeyPatch) -> No
     first = logs.text_line("spool.http", 20, "GET /status/{id} 200", fields)
     made: list[Any] = []
     real = logs._piece
-    monkeypatch.setattr(logs, "_piece", lambda *a: made.append(a[1:]) or real(*a))
+
+    def counted(*a: Any) -> tuple[str, bool]:
+        made.append(a[1:])
+        return real(*a)
+
+    monkeypatch.setattr(logs, "_piece", counted)
     again = logs.text_line("spool.http", 20, "GET /status/{id} 200", fields)
     assert fields_of(again) == fields_of(first)
     assert made == []
