@@ -16,12 +16,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import limit_settings, logs, periodic
+from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY
 from chalicelib.durations import EXAMPLES, parse_seconds
 from chalicelib.edge_settings import FIX
 from chalicelib.errors import BadRequest, UnknownJobType, ValidationFailed
 from chalicelib.jsonstrict import is_utf8
 from chalicelib.models import DEFAULT_TENANT, JobState
 from chalicelib.redact import redact_url
+from chalicelib.retry import MAX_ATTEMPTS
 from chalicelib.runtime import Runtime, build_runtime
 from chalicelib.service import NAME_PATTERN, EnqueueRequest
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY_SECONDS
@@ -94,6 +96,25 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def whole_number(low: int, high: int) -> Callable[[str], int]:
+    """An option holding a whole number the API bounds (--priority, --max-attempts):
+    refused here in words, not as argparse's "invalid int value" or, once parsed,
+    pydantic's "Input should be less than or equal to 1000"."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"must be a whole number from {low} to {high}, not {text!r}"
+            )
+        return value
+
+    return parse
 
 
 def thread_count(text: str) -> int:
@@ -592,7 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enqueue.add_argument("--queue", help="the queue to put it on (default: the handler's)")
     enqueue.add_argument(
-        "--priority", type=int, help="higher runs first (default: the handler's, usually 0)"
+        "--priority",
+        type=whole_number(MIN_PRIORITY, MAX_PRIORITY),
+        help=f"higher runs first, {MIN_PRIORITY} to {MAX_PRIORITY} "
+        "(default: the handler's, usually 0)",
     )
     enqueue.add_argument(
         "--delay", type=delay, help=f"run no sooner than this ({BOUND_TEXT}): {EXAMPLES}"
@@ -605,8 +629,8 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument(
         "--max-attempts",
         dest="max_attempts",
-        type=int,
-        help="tries before the job goes dead (default: the handler's)",
+        type=whole_number(1, MAX_ATTEMPTS),
+        help=f"tries before the job goes dead, 1 to {MAX_ATTEMPTS} (default: the handler's)",
     )
     enqueue.add_argument(
         "--tenant",

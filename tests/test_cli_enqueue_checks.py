@@ -136,6 +136,37 @@ def test_tenant_names_keys_can_have_are_taken(
     assert tenants(db) == [tenant, tenant]
 
 
+# -- --priority and --max-attempts are read as the other numeric options are -----------------
+@pytest.mark.parametrize(
+    "option, value, bound",
+    [
+        ("--priority", "abc", "a whole number from -1000 to 1000"),
+        ("--priority", "1.5", "a whole number from -1000 to 1000"),
+        ("--priority", "1001", "a whole number from -1000 to 1000"),
+        ("--priority", "-99999999999", "a whole number from -1000 to 1000"),
+        ("--max-attempts", "abc", "a whole number from 1 to 100"),
+        ("--max-attempts", "0", "a whole number from 1 to 100"),
+        ("--max-attempts", "101", "a whole number from 1 to 100"),
+    ],
+)
+def test_a_priority_or_attempt_count_out_of_reach_is_refused_naming_its_bound(
+    db: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, bound: str
+) -> None:
+    """They said argparse's "invalid int value: 'abc'", or pydantic's "Input should be
+    less than or equal to 1000" once parsed, where every other option names its range."""
+    err = refused(*run(capsys, "enqueue", "echo", option, value), db)
+    assert f"argument {option}: must be {bound}, not {value!r}" in err
+    assert "invalid int value" not in err and "Input should be" not in err
+
+
+@pytest.mark.parametrize("option, value", [("--priority", "-1000"), ("--max-attempts", "100")])
+def test_the_bounds_of_priority_and_attempts_are_taken(
+    db: Path, capsys: pytest.CaptureFixture[str], option: str, value: str
+) -> None:
+    code, _, err = run(capsys, "enqueue", "echo", option, value)
+    assert code == 0, err
+
+
 # -- the payload and fields are checked as POST /enqueue checks them -----------------------
 @pytest.mark.parametrize(
     "payload, message",
