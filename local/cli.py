@@ -607,11 +607,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     enqueue = sub.add_parser("enqueue", help="add a job")
-    enqueue.add_argument("type", help="the job type: a registered handler's name")
+    enqueue.add_argument(
+        "type",
+        type=job_commands.filter_name("job type"),
+        help="the job type: a registered handler's name",
+    )
     enqueue.add_argument(
         "--payload", default="{}", help="the job's payload, a JSON object (default {})"
     )
-    enqueue.add_argument("--queue", help="the queue to put it on (default: the handler's)")
+    enqueue.add_argument(
+        "--queue",
+        type=job_commands.filter_name("queue"),
+        help="the queue to put it on (default: the handler's)",
+    )
     enqueue.add_argument(
         "--priority",
         type=whole_number(MIN_PRIORITY, MAX_PRIORITY),

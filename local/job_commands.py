@@ -86,10 +86,10 @@ def wait_local(rt: Runtime, job_id: str, tenant: str | None, timeout: float | No
 
 
 def filter_name(kind: str) -> Callable[[str], str]:
-    """--queue or --type as a filter: a name a job can have (NAME_PATTERN), as the
-    API's listings hold them to. An empty one (`--type "$TYPE"`, TYPE unset) listed
-    "0 job(s)" and redrove nothing on the local store, exit 0, where a server
-    refuses it (exit 2)."""
+    """--queue or --type as a filter, or enqueue's type and --queue: a name a job can
+    have (NAME_PATTERN), as the API holds them to. An empty filter (`--type "$TYPE"`,
+    TYPE unset) listed "0 job(s)" and redrove nothing on the local store, exit 0, where
+    a server refuses it (exit 2); enqueue said pydantic's "String should match pattern"."""
 
     def name(text: str) -> str:
         if re.fullmatch(NAME_PATTERN, text) is None:

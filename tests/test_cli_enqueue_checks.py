@@ -167,6 +167,28 @@ def test_the_bounds_of_priority_and_attempts_are_taken(
     assert code == 0, err
 
 
+# -- a queue or type name no job can have is refused in the words `spool jobs` uses --------
+@pytest.mark.parametrize(
+    "argv, kind",
+    [
+        (["echo", "--queue", "a b"], "queue"),
+        (["echo", "--queue", ""], "queue"),
+        (["echo", "--queue", "q" * 65], "queue"),
+        (["bad type"], "job type"),
+        ([""], "job type"),
+    ],
+    ids=["queue-space", "queue-empty", "queue-65", "type-space", "type-empty"],
+)
+def test_a_queue_or_type_name_no_job_can_have_is_refused_in_words(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], kind: str
+) -> None:
+    """They said pydantic's "String should match pattern '^[A-Za-z0-9_.:-]{1,64}$'",
+    where `spool jobs --queue 'a b'` says which characters a name may hold."""
+    err = refused(*run(capsys, "enqueue", *argv), db)
+    assert f"a {kind} is 1 to 64 letters, digits, '_', '.', ':' or '-'" in err
+    assert "String should match pattern" not in err
+
+
 # -- the payload and fields are checked as POST /enqueue checks them -----------------------
 @pytest.mark.parametrize(
     "payload, message",
