@@ -19,13 +19,16 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import ipaddress
 import os
+import re
 import secrets
 import shlex
 import signal
 import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -96,12 +99,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _host(text: str) -> str:
-    """An address or a host name: never one with spaces or control characters, which
-    was handed to the resolver and came back as waitress's "Invalid host/port"."""
+    """An address or a host name: never one with spaces or control characters, a URL
+    (SPOOL_URL pasted), a host:port or a dotted number that is no IPv4 address, which
+    were handed to the resolver and came back as waitress's "Invalid host/port
+    specified.", naming neither the host nor the mistake."""
     if not text.strip() or any(c.isspace() or not c.isprintable() for c in text):
         raise argparse.ArgumentTypeError(
             f"must be an address (127.0.0.1, 0.0.0.0, ::1) or a host name, not {text!r}"
         )
+    if "://" in text:
+        host = urllib.parse.urlsplit(text).hostname or "127.0.0.1"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a URL: give its host alone (--host {host}), its port as --port"
+        )
+    name, colon, port = text.rpartition(":")
+    if colon and port.isdigit() and name and ":" not in name:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a host and a port: give the port as --port (--host {name} --port {port})"
+        )
+    if re.fullmatch(r"[0-9.]+", text):
+        try:
+            ipaddress.IPv4Address(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an IPv4 address: four numbers from 0 to 255 (127.0.0.1, 0.0.0.0)"
+            ) from None
     return text
 
 
@@ -120,16 +142,34 @@ def listen_failure(
     `what="serve metrics"`) both bind through it."""
     problem = f"cannot {what} on {host}:{port}: {exc.strerror or exc}"
     if exc.errno == errno.EADDRNOTAVAIL or isinstance(exc, socket.gaierror):
-        return UsageError(
-            problem,
-            f"{host_option} must be an address of this machine: 127.0.0.1 (this machine "
-            "only), 0.0.0.0 (every interface) or one of its interfaces' addresses",
-        )
+        return UsageError(problem, _host_fix(host_option))
     if exc.errno == errno.EACCES:
         return UsageError(
             problem, "ports below 1024 need root (or CAP_NET_BIND_SERVICE): pick 1024 or above"
         )
     return CliFailure(problem, port_fix)
+
+
+def _host_fix(host_option: str) -> str:
+    return (
+        f"{host_option} must be an address of this machine: 127.0.0.1 (this machine "
+        "only), 0.0.0.0 (every interface) or one of its interfaces' addresses"
+    )
+
+
+# What waitress raises, as a ValueError, for a host name the resolver does not know.
+_WAITRESS_NO_ADDRESS = "Invalid host/port specified."
+
+
+def server_failure(host: str, port: int, exc: ValueError) -> UsageError:
+    """The server refused its settings: waitress's words for a host name that resolves
+    to nothing named neither the host nor the fix; a SPOOL_HTTP_* setting's keep theirs."""
+    if str(exc) == _WAITRESS_NO_ADDRESS:
+        return UsageError(
+            f"cannot listen on {host}:{port}: the name resolves to no address of this machine",
+            _host_fix("--host"),
+        )
+    return UsageError(str(exc), "Fix --host / --port or the SPOOL_HTTP_* variable and start again")
 
 
 def _port(text: str) -> int:
@@ -617,8 +657,7 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
         raise listen_failure(args.host, args.port, exc) from None
     except ValueError as exc:  # a malformed SPOOL_HTTP_* setting, or --host
         runtime_module.reset(None)
-        fix = "Fix --host / --port or the SPOOL_HTTP_* variable and start again"
-        raise UsageError(str(exc), fix) from None
+        raise server_failure(args.host, args.port, exc) from None
     emulator = None if args.no_worker else local_worker(spool_app.app, rt)
     signals = StopSignals(
         wake=lambda: server.stop(wait=None),  # lock-free: see Server.stop

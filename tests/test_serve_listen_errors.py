@@ -70,3 +70,41 @@ def test_a_host_that_is_no_address_is_named(tmp_path: Path) -> None:
     ran = _serve(tmp_path, "--host", "a b", "--port", "0")
     assert ran.returncode == 2, ran.stderr
     assert "argument --host" in ran.stderr and "'a b'" in ran.stderr
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("http://127.0.0.1", "a URL: give its host alone (--host 127.0.0.1)"),
+        ("http://[::1]:8000/", "a URL: give its host alone (--host ::1)"),
+        ("127.0.0.1:8000", "give the port as --port"),
+        ("1.2.3.4.5", "not an IPv4 address"),
+        ("999.0.0.1", "not an IPv4 address"),
+    ],
+)
+def test_a_url_or_a_malformed_address_as_host_is_named_without_a_lookup(
+    tmp_path: Path, host: str, expected: str
+) -> None:
+    """They went to the resolver and came back as waitress's "Invalid host/port
+    specified.", naming neither the host nor what was wrong with it."""
+    ran = _serve(tmp_path, "--host", host, "--port", "0")
+    assert ran.returncode == 2, ran.stderr
+    assert f"argument --host: {host!r} is " in ran.stderr and expected in ran.stderr
+    assert "Invalid host/port" not in ran.stderr
+
+
+def test_a_host_name_that_resolves_to_nothing_is_named() -> None:
+    """Waitress's own words for a name the resolver does not know named no host: the
+    failure names it and says what --host takes."""
+    failure = serve.server_failure(
+        "nosuch.example", 8000, ValueError("Invalid host/port specified.")
+    )
+    assert failure.problem == (
+        "cannot listen on nosuch.example:8000: the name resolves to no address of this machine"
+    )
+    assert "--host must be an address of this machine" in failure.fix
+
+
+def test_other_server_errors_keep_their_words() -> None:
+    failure = serve.server_failure("127.0.0.1", 8000, ValueError("SPOOL_HTTP_X is wrong"))
+    assert failure.problem == "SPOOL_HTTP_X is wrong" and "SPOOL_HTTP_*" in failure.fix
