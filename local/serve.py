@@ -173,13 +173,16 @@ def server_failure(host: str, port: int, exc: ValueError) -> UsageError:
 
 
 def _port(text: str) -> int:
-    """0-65535: a bigger number was bound modulo 65536, another port than asked."""
+    """0-65535: a bigger number was bound modulo 65536, another port than asked. The
+    refusal names PORT too: `PORT=abc make run` said only "argument --port"."""
     try:
         port = int(text)
     except ValueError:
         port = -1
     if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535 (0 picks a free one), not {text!r}")
+        raise argparse.ArgumentTypeError(  # `make run` passes PORT as --port: name both
+            f"must be 0-65535 (0 picks a free one; under make run: PORT=N make run), not {text!r}"
+        )
     return port
 
 

@@ -65,3 +65,22 @@ def test_make_run_serves_says_where_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     assert "Traceback" not in rest
     with pytest.raises(ProcessLookupError):  # make and the server both gone
         os.killpg(proc.pid, 0)
+
+
+@pytest.mark.parametrize("port", ["abc", "99999", "-1"])
+def test_make_run_with_a_port_it_cannot_use_names_port(tmp_path: Path, port: str) -> None:
+    """`PORT=abc make run` said "argument --port: must be 0-65535", an option the user
+    never typed: the refusal names PORT too, as the port-in-use one does."""
+    env = guarded_env(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db", PORT=port)
+    bin_dir = Path(sys.executable).parent
+    ran = subprocess.run(
+        ["make", "--no-print-directory", "-o", ".venv/.installed-serve", "run",
+         f"BIN={bin_dir}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode != 0
+    assert (
+        f"must be 0-65535 (0 picks a free one; under make run: PORT=N make run), not {port!r}"
+        in ran.stderr
+    )
+    assert "Traceback" not in ran.stderr
