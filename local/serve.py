@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--processes",
-        type=int,
+        type=_processes,
         default=1,
         help="server processes sharing the port (default 1; see docs/self-hosting.md)",
     )
@@ -184,6 +184,24 @@ def _port(text: str) -> int:
             f"must be 0-65535 (0 picks a free one; under make run: PORT=N make run), not {text!r}"
         )
     return port
+
+
+def _processes(text: str) -> int:
+    """1 to MAX_PROCESSES, checked as the other numbers are: a word or a fraction said
+    argparse's "invalid int value", and a count out of range was refused only after
+    the store had been opened."""
+    from local.multiproc import MAX_PROCESSES
+
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(
+            f"must be between 1 and {MAX_PROCESSES} (about one per core is the useful "
+            f"number), not {text!r}"
+        )
+    return count
 
 
 def _threads(text: str) -> int:
@@ -741,14 +759,9 @@ def serve_processes(
     """`--processes N`: N server processes on one port, the emulated worker here, once."""
     import app as spool_app
     from local.http_limits import HttpLimits
-    from local.multiproc import MAX_PROCESSES, Supervisor, hang_seconds, listening_sockets
+    from local.multiproc import Supervisor, hang_seconds, listening_sockets
     from local.shared_metrics import SharedMetrics
 
-    if not 1 <= args.processes <= MAX_PROCESSES:
-        raise UsageError(
-            f"--processes must be between 1 and {MAX_PROCESSES}, not {args.processes}",
-            "About one per core is the useful number",
-        )
     if sys.platform == "win32":
         raise UsageError("--processes needs a POSIX system", "Run one process per port instead")
     from chalicelib.storage import store_scheme

@@ -445,7 +445,7 @@ def test_a_bad_process_count_is_a_usage_error(sqlite_url: str, count: str) -> No
         timeout=60,
     )
     assert result.returncode == 2, result.stderr
-    assert "--processes must be between 1 and 64" in result.stderr
+    assert "--processes: must be between 1 and 64" in result.stderr
 
 
 @pytest.mark.skipif(not reuse_port_available(), reason="SO_REUSEPORT balancing is Linux's")

@@ -46,6 +46,9 @@ def serve(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         # Too many: "unexpected error: RuntimeError: can't start new thread".
         (["--threads", "100000"], "--threads: must be 1-1024"),
         (["--processes", "2", "--threads", "x"], "--threads: must be 1-1024"),
+        # argparse's own "invalid int value: 'abc'", unlike every other number here.
+        (["--processes", "abc"], "--processes: must be between 1 and 64"),
+        (["--processes", "1.5"], "--processes: must be between 1 and 64"),
     ],
 )
 def test_numbers_out_of_range_are_usage_errors(args: list[str], says: str, tmp_path: Path) -> None:
