@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import math
 import os
 import re
 import signal
@@ -373,16 +374,62 @@ def check_timeouts(rt: Runtime) -> None:
         )
 
 
+def _long_poll(text: str) -> int:
+    """--wait: SQS's WaitTimeSeconds, 0 to 20. A larger one started the poller and then
+    logged "store unavailable ... WaitTimeSeconds is invalid" at every receive, a usage
+    mistake shown as an outage."""
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = -1
+    if not 0 <= seconds <= 20:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number from 0 to 20 (SQS's long poll), not {text!r}"
+        )
+    return seconds
+
+
+def _window(text: str) -> float:
+    """--window: the event source's MaximumBatchingWindowInSeconds, 0 to 300."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= 300:  # nan too
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from 0 to 300 (the event source's), not {text!r}"
+        )
+    return seconds
+
+
+def _seconds(text: str) -> float:
+    """--idle-exit, --max-seconds: a finite time; nan or a negative one was taken."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
+    return seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Feed SQS messages to app.py's SQS handler, and invoke its scheduled "
         "handler at its rate, as Lambda does."
     )
-    parser.add_argument("--idle-exit", type=float, default=None, help="stop after N idle seconds")
-    parser.add_argument("--max-seconds", type=float, default=None, help="stop after N seconds")
-    parser.add_argument("--wait", type=int, default=1, help="long-poll seconds per receive")
     parser.add_argument(
-        "--window", type=float, default=0.0, help="batching window seconds, as the event source's"
+        "--idle-exit", type=_seconds, default=None, help="stop after N idle seconds"
+    )
+    parser.add_argument("--max-seconds", type=_seconds, default=None, help="stop after N seconds")
+    parser.add_argument(
+        "--wait", type=_long_poll, default=1, help="long-poll seconds per receive (0-20)"
+    )
+    parser.add_argument(
+        "--window",
+        type=_window,
+        default=0.0,
+        help="batching window seconds (0-300), as the event source's",
     )
     parser.add_argument(
         "--no-schedule",
