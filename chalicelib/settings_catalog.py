@@ -944,7 +944,8 @@ CATALOG: tuple[Setting, ...] = (
             'Per tenant, its signing secrets and default endpoint: `{"TENANT": {"url": '
             '"https://...", "secrets": ["whsec_NEW", "whsec_OLD"]}}`. One or two secrets '
             "(two while rotating: both sign). A tenant without one cannot ask for webhooks "
-            "(422). Unset: no webhooks, and no delivery thread."
+            "(422). A name no tenant can have (SPOOL_API_KEYS' alphabet) is refused at "
+            "start. Unset: no webhooks, and no delivery thread."
         ),
         group=_WEBHOOKS,
     ),

@@ -174,3 +174,32 @@ def test_a_malformed_webhook_setting_answers_503_naming_no_secret(tmp_path) -> N
         reply = Api(client).post("/enqueue", {"type": "echo"})
     assert reply.status == 503 and reply.error_code == "misconfigured"
     assert "SPOOL_WEBHOOKS" not in reply.body.decode()
+
+
+@pytest.mark.parametrize(
+    "tenant", ["a b", "acme ", "", "*", "x" * 65, "whsec_pasted+here="], ids=repr
+)
+def test_an_entry_for_a_name_no_tenant_can_have_is_refused(tenant: str) -> None:
+    """ "acme " with a stray space was taken and never matched a key's tenant: acme's jobs
+    could not ask for webhooks (422) and the operator had no word why. The tenant limits
+    and weights already refuse such names; SPOOL_WEBHOOKS names it the same way, and a
+    secret pasted where the tenant goes is not echoed."""
+    from chalicelib.config import ConfigError, Settings
+    from chalicelib.webhooks import config
+
+    raw = json.dumps({tenant: {"secrets": [SECRET]}})
+    with pytest.raises(ConfigError) as raised:
+        config.from_settings(Settings(extra={"SPOOL_WEBHOOKS": raw}))
+    message = str(raised.value)
+    assert message.startswith("SPOOL_WEBHOOKS: ") and "is no tenant's name" in message
+    assert "1-64 of [A-Za-z0-9_.:-]" in message and SECRET not in message
+    assert "pasted-here" not in message
+
+
+@pytest.mark.parametrize("tenant", ["acme", "x" * 64, "acme.eu:prod-1_A"])
+def test_an_entry_for_a_tenant_name_is_taken(tenant: str) -> None:
+    from chalicelib.config import Settings
+    from chalicelib.webhooks import config
+
+    raw = json.dumps({tenant: {"secrets": [SECRET]}})
+    assert config.from_settings(Settings(extra={"SPOOL_WEBHOOKS": raw})).tenant(tenant)
