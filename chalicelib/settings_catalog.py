@@ -177,7 +177,8 @@ CATALOG: tuple[Setting, ...] = (
         default=60.0,
         read_by="chalicelib/api/key_source.py",
         meaning=(
-            "Seconds each process caches the keys read from SSM, so a rotation lands within it."
+            "Seconds each process caches the keys read from SSM, so a rotation lands within it "
+            "(0 to 3600)."
         ),
         group=_API,
     ),
@@ -196,7 +197,7 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/routes.py",
         meaning=(
             "Seconds a successful `/health` store probe is remembered (failures never are): "
-            "on DynamoDB each probe is a billed read."
+            "on DynamoDB each probe is a billed read (0 to 60)."
         ),
         group=_API,
     ),
@@ -281,7 +282,8 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/metric_labels.py",
         meaning=(
             "Most queue names that keep their own metric label when SPOOL_QUEUES is unset "
-            "(the busiest, ranked at each scrape, so every process names the same ones; for "
+            "(0 to 10000; the busiest, ranked at each scrape, "
+            "so every process names the same ones; for "
             "a process's timing histograms the first it ran, at most a fifth per tenant), "
             "besides the handlers' own queues and `default`; the rest are summed into "
             '`queue="_other"`, whose counters fall or jump when the ranking moves (sum '
@@ -299,7 +301,7 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/metric_labels.py",
         meaning=(
             "Most live workers that get a `spool_worker_last_heartbeat_timestamp_seconds` "
-            "series (the most recent beats); `spool_workers_live` counts them all."
+            "series (the most recent beats), 0 to 10000; `spool_workers_live` counts them all."
         ),
         group=_API,
     ),
@@ -324,7 +326,7 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             "Seconds between one process's reads of a tenant's invalidation epoch; a redrive "
             "or purge of a tenant's jobs in any process empties that tenant's share of the "
-            "result cache within this time."
+            "result cache within this time (0 to 60)."
         ),
         group=_API,
     ),
@@ -401,7 +403,7 @@ CATALOG: tuple[Setting, ...] = (
         read_by="local/http_limits.py",
         meaning=(
             "Open client connections; past it the longest-idle one is closed to admit a new "
-            "client. Lowered, with a warning, to what the open-file limit allows."
+            "client (16 to 1000000). Lowered, with a warning, to what the open-file limit allows."
         ),
         group=_SERVER,
     ),
@@ -422,7 +424,9 @@ CATALOG: tuple[Setting, ...] = (
         type=NUMBER,
         default=60.0,
         read_by="local/http_limits.py",
-        meaning="Seconds a keep-alive connection may sit with no request under way.",
+        meaning=(
+            "Seconds a keep-alive connection may sit with no request under way (0.05 to 86400)."
+        ),
         group=_SERVER,
     ),
     Setting(
@@ -432,7 +436,7 @@ CATALOG: tuple[Setting, ...] = (
         read_by="local/http_limits.py",
         meaning=(
             "Seconds from a request's first byte until its head and body have arrived; "
-            "slower clients get 408 and are closed."
+            "slower clients get 408 and are closed (0.05 to 3600)."
         ),
         group=_SERVER,
     ),
@@ -442,7 +446,8 @@ CATALOG: tuple[Setting, ...] = (
         default=60.0,
         read_by="local/http_limits.py",
         meaning=(
-            "Seconds a client has to take a finished response before the connection is closed."
+            "Seconds a client has to take a finished response before the connection is closed "
+            "(0.05 to 86400)."
         ),
         group=_SERVER,
     ),
@@ -451,7 +456,7 @@ CATALOG: tuple[Setting, ...] = (
         type=INTEGER,
         default=16_384,
         read_by="local/http_limits.py",
-        meaning="Largest request line plus headers (431 past it).",
+        meaning="Largest request line plus headers, 1024 to 1048576 bytes (431 past it).",
         group=_SERVER,
     ),
     Setting(
@@ -718,7 +723,10 @@ CATALOG: tuple[Setting, ...] = (
         type=INTEGER,
         default=25,
         read_by="chalicelib/builtin/email.py",
-        meaning="SMTP port; unset: 25, or 587 with SPOOL_SMTP_STARTTLS, 465 with SPOOL_SMTP_SSL.",
+        meaning=(
+            "SMTP port, 1 to 65535; unset: 25, or 587 with SPOOL_SMTP_STARTTLS, 465 with "
+            "SPOOL_SMTP_SSL."
+        ),
         group=_EMAIL,
     ),
     Setting(
@@ -1003,7 +1011,8 @@ CATALOG: tuple[Setting, ...] = (
         default=5.0,
         read_by="chalicelib/webhooks/config.py",
         meaning=(
-            "Seconds of the first retry's backoff step; doubles each attempt, with jitter "
+            "Seconds of the first retry's backoff step (0 to 3600); "
+            "doubles each attempt, with jitter "
             "(half to all of the step). A longer `Retry-After` wins. At most "
             "`SPOOL_WEBHOOK_BACKOFF_MAX` (a larger one is refused at start)."
         ),
@@ -1014,7 +1023,7 @@ CATALOG: tuple[Setting, ...] = (
         type=NUMBER,
         default=3600.0,
         read_by="chalicelib/webhooks/config.py",
-        meaning="The largest backoff step, in seconds.",
+        meaning="The largest backoff step, in seconds (0 to 86400).",
         group=_WEBHOOKS,
     ),
     Setting(
@@ -1041,7 +1050,9 @@ CATALOG: tuple[Setting, ...] = (
         type=NUMBER,
         default=1.0,
         read_by="chalicelib/webhooks/config.py",
-        meaning="Seconds an idle delivery thread waits before looking for due deliveries.",
+        meaning=(
+            "Seconds an idle delivery thread waits before looking for due deliveries (0.01 to 60)."
+        ),
         group=_WEBHOOKS,
     ),
     Setting(
@@ -1064,7 +1075,7 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/webhooks/config.py",
         meaning=(
             "A job result larger than this (as JSON) is left out of the webhook body "
-            "(`result_omitted: true`); the receiver reads it from `GET /status`."
+            "(`result_omitted: true`); the receiver reads it from `GET /status`. 0 to 100000."
         ),
         group=_WEBHOOKS,
     ),
