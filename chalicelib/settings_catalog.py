@@ -902,9 +902,9 @@ CATALOG: tuple[Setting, ...] = (
         default="INFO",
         read_by="chalicelib/logs.py",
         meaning=(
-            "Level of Spool's log lines (DEBUG, INFO, WARNING, ERROR): INFO has one line per "
-            "job event and HTTP request, DEBUG adds each attempt's start; one-shot CLI "
-            "commands (`spool enqueue`, `status`, ...) default to WARNING."
+            "Level of Spool's log lines (DEBUG, INFO, WARNING, ERROR, CRITICAL): INFO has "
+            "one line per job event and HTTP request, DEBUG adds each attempt's start; "
+            "one-shot CLI commands (`spool enqueue`, `status`, ...) default to WARNING."
         ),
         group=_STORE,
     ),

@@ -105,3 +105,13 @@ def test_the_range_the_code_keeps_is_the_one_the_docs_give(name: str) -> None:
             read(Settings(extra={name: _n(outside)}))
     documented = rf"(?<![\d.]){re.escape(_n(low))}(-| to ){_n(high)}(?![\d.]\d)"
     assert re.search(documented, _meaning(name)), (name, _meaning(name))
+
+
+def test_every_log_level_the_code_takes_is_documented() -> None:
+    """SPOOL_LOG_LEVEL=CRITICAL was taken, and named in the refusal of a wrong level,
+    while the settings page listed DEBUG, INFO, WARNING and ERROR only."""
+    from chalicelib import logs
+
+    for level in logs.LEVELS:
+        logs.level_of(Settings(extra={"SPOOL_LOG_LEVEL": level}))
+        assert level in _meaning("SPOOL_LOG_LEVEL"), level
