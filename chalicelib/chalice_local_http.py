@@ -32,12 +32,16 @@ defined, so there is no other seam short of copying it.
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import re
 import socket
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 # A refused body the client already sent is read and dropped (up to this much, for
 # up to DRAIN_SECONDS) before the close, so it reads the answer rather than a reset.
@@ -109,7 +113,10 @@ def install(environ: Mapping[str, str]) -> None:
 
     @functools.wraps(original)
     def create_local_server(app_obj: Any, config: Any, host: str, port: int) -> Any:
-        server = original(app_obj, config, host, port)
+        try:
+            server = original(app_obj, config, host, port)
+        except OSError as exc:  # it was a traceback ending in "Address already in use"
+            _refuse_to_listen(host, port, exc)
         server.server.RequestHandlerClass = functools.partial(
             handler, app_object=app_obj, config=config
         )
@@ -117,6 +124,21 @@ def install(environ: Mapping[str, str]) -> None:
 
     create_local_server.spool_handler = True  # type: ignore[attr-defined]
     local.create_local_server = create_local_server
+
+
+def _refuse_to_listen(host: str, port: int, exc: OSError) -> NoReturn:
+    """`spool serve`'s one line and exit 2 where chalice's server cannot bind: README's
+    `chalice local` takes port 8000, as `make run` does, and a port already taken
+    printed chalice's traceback instead."""
+    if exc.errno == errno.EADDRINUSE:
+        fix = "Pick another port (chalice local --port N) or stop what is using it"
+    else:
+        fix = "--host must be an address of this machine (127.0.0.1: this machine only)"
+    print(f"spool: cannot listen on {host}:{port}: {exc.strerror or exc}. {fix}.", file=sys.stderr)
+    sys.stderr.flush()
+    if threading.current_thread() is not threading.main_thread():
+        os._exit(2)  # the autoreloader's child serves from a thread: end the process
+    raise SystemExit(2)
 
 
 def _handler_class(base: type[Any], limit: int) -> type[Any]:

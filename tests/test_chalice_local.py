@@ -409,3 +409,27 @@ def test_chalice_local_refuses_a_chunked_body_it_cannot_read(
         timeout=10,
     )
     assert job.json()["state"] == "queued"
+
+
+def test_chalice_local_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> None:
+    """README's `chalice local` takes port 8000, as `make run` does; where that port was
+    taken, chalice's server printed a traceback ending in "OSError: [Errno 98] Address
+    already in use". Now it is spool's one line, naming the address and the fix, and
+    nothing is stored."""
+    env = {**os.environ, "SPOOL_API_KEYS": "local-key-0123456789=local"}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        proc = start_chalice_local(tmp_path, port, env)
+        try:
+            _, err = proc.communicate(timeout=60)
+        finally:
+            stop(proc, 10)
+    text = err.decode()
+    assert proc.returncode == 2, text
+    assert "Traceback" not in text
+    last = text.strip().splitlines()[-1]
+    assert last.startswith(f"spool: cannot listen on 127.0.0.1:{port}: "), text
+    assert "chalice local --port N" in last and "stop what is using it" in last
+    assert not (tmp_path / ".spool").exists()
