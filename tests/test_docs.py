@@ -357,3 +357,21 @@ def test_the_schedules_example_in_handlers_md_runs_as_written(tmp_path: Path) ->
     )
     assert ran.returncode == 0, ran.stderr
     assert [s["name"] for s in json.loads(ran.stdout)] == ["cleanup"]
+
+
+def test_the_readme_names_every_setting_chalice_local_takes_from_its_config() -> None:
+    """Under `chalice local` the variables .chalice/config.json sets for the local stage
+    replace the shell's: `SPOOL_MAX_BATCH=2 chalice local ...` took a batch of 3, with
+    nothing saying the shell's 2 was never read. The README names each of them."""
+    import json
+
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text(encoding="utf-8"))
+    names = set(config.get("environment_variables", {}))
+    names |= set(config["stages"]["local"].get("environment_variables", {}))
+    text = README.read_text(encoding="utf-8")
+    said = re.search(r"replace the shell's[^.]*\.", text)
+    assert said, "README.md does not say which settings chalice local takes from its config"
+    start = text.rfind("\n\n", 0, said.start())
+    paragraph = text[start : said.end()]
+    missing = sorted(name for name in names if f"`{name}`" not in paragraph)
+    assert not missing, f"README.md's chalice local paragraph lacks {missing}"
