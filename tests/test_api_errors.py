@@ -138,6 +138,31 @@ def test_invalid_jobs_are_422_and_write_nothing(
     assert stored(rt) == 0
 
 
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"type": "echo", "queue": "a b"}, "queue"),
+        ({"type": "echo", "queue": ""}, "queue"),
+        ({"type": "bad type"}, "type"),
+        ({"jobs": [{"type": "echo", "queue": "q/1"}]}, "queue"),
+    ],
+)
+def test_a_name_no_job_can_have_is_refused_in_words(
+    api: Api, rt: Runtime, body: dict[str, object], field: str
+) -> None:
+    """It said pydantic's "String should match pattern '^[A-Za-z0-9_.:-]{1,64}$'", and so
+    did the Python client's exception and `spool enqueue`'s line that carried it."""
+    reply = api.post("/enqueue", body)
+    assert reply.status == 422, reply.body
+    [detail] = reply.json["error"]["details"]
+    if "jobs" in body:  # a batch: each bad job's index and its own details
+        assert detail["index"] == 0
+        [detail] = detail["details"]
+    assert detail["loc"][-1] == field and detail["type"] == "string_pattern_mismatch"
+    assert detail["msg"] == "a name is 1 to 64 letters, digits, '_', '.', ':' or '-'"
+    assert stored(rt) == 0
+
+
 @pytest.mark.parametrize("field", ["state", "attempts", "tenant", "id", "result", "created_at"])
 def test_server_owned_fields_are_refused_by_name(api: Api, rt: Runtime, field: str) -> None:
     reply = api.post("/enqueue", {"type": "echo", field: "x"})
