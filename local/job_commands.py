@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from chalicelib.jsonstrict import is_utf8
 from chalicelib.models import Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.service import NAME_PATTERN
 from local import tables
-from local.cli_errors import UsageError
+from local.cli_errors import NOT_UTF8, UsageError
 
 EXIT_WAIT_TIMEOUT = 3
 EXIT_JOB_FAILED = 4
@@ -92,6 +93,8 @@ def filter_name(kind: str) -> Callable[[str], str]:
     a server refuses it (exit 2); enqueue said pydantic's "String should match pattern"."""
 
     def name(text: str) -> str:
+        if not is_utf8(text):  # argument bytes that are not UTF-8 (surrogate-escaped)
+            raise argparse.ArgumentTypeError(NOT_UTF8)
         if re.fullmatch(NAME_PATTERN, text) is None:
             shown = text if len(text) <= 40 else text[:40] + "..."
             raise argparse.ArgumentTypeError(
@@ -108,9 +111,23 @@ def list_options(parser: argparse.ArgumentParser, page: int = 100) -> None:
     parser.add_argument(
         "--limit", type=_page_size, default=page, help=f"jobs per page (1-1000, default {page})"
     )
-    parser.add_argument("--cursor", help="start after this page (the next_cursor printed last)")
+    parser.add_argument(
+        "--cursor", type=_cursor, help="start after this page (the next_cursor printed last)"
+    )
     parser.add_argument("--all", action="store_true", help="follow every page to the end")
     parser.add_argument("--json", action="store_true", help="machine output")
+
+
+def _cursor(text: str) -> str:
+    """Not empty, as the server holds `cursor` to: on the local store `--cursor "$NEXT"`
+    with NEXT unset listed the first page again, and a script paging until no cursor
+    came back read page one for ever."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "empty: give the next_cursor the page before printed, or leave --cursor out "
+            "for the first page"
+        )
+    return text
 
 
 def _page_size(text: str) -> int:
