@@ -4,7 +4,8 @@ tests/test_old_release_upgrade.py runs this file in a child process whose PYTHON
 starts with an earlier release's source tree (git archive of a pinned commit), so every
 row, key and trigger is written by the old code itself, not by today's code imitating
 it. It prints one JSON object: the job id of each state it left, and the old code's own
-counts, for today's code to check against.
+counts, for today's code to check against. `claim URL NOW` is instead one claim of an
+old worker that then dies (what a rolling upgrade leaves).
 
 Only the store API every release since 0007 has (add, claim, finish, cancel) is used,
 with arguments that release took, so the same file fills any of the pinned releases.
@@ -82,5 +83,18 @@ def main(url: str) -> None:
     print(json.dumps({"ids": ids, "counts": counts, "code": code}))
 
 
+def claim_one(url: str, now: str) -> None:
+    """An old worker's one claim at `now` (its reap first, as every claim does), then it
+    dies with the job running: prints the claimed ids."""
+    store = open_store(url, FakeClock(datetime.fromisoformat(now)))
+    jobs = store.claim(1, LEASE)
+    store.close()
+    code = sys.modules["chalicelib"].__file__
+    print(json.dumps({"claimed": [job.id for job in jobs], "code": code}))
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "claim":
+        claim_one(sys.argv[2], sys.argv[3])
+    else:
+        main(sys.argv[1])

@@ -60,11 +60,11 @@ def old_tree(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     return where
 
 
-def fill(old_tree: Path, url: str) -> dict[str, Any]:
-    """Run old_release_fill.py under the old release; its ids and counts."""
+def fill(old_tree: Path, *args: str) -> dict[str, Any]:
+    """Run old_release_fill.py under the old release; what it printed."""
     env = {**os.environ, "PYTHONPATH": str(old_tree)}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "old_release_fill.py"), url],
+        [sys.executable, str(ROOT / "tests" / "old_release_fill.py"), *args],
         env=env,
         capture_output=True,
         text=True,
@@ -198,5 +198,50 @@ def test_a_postgres_schema_of_an_earlier_release(old_tree: Path, pg_url: str, ma
     store = PostgresStore(settings, clock)
     try:
         check_upgraded(store, clock, filled)
+    finally:
+        store.close()
+
+
+def old_worker_runs_what_a_new_one_left(old_tree: Path, url: str, store: JobStore) -> None:
+    """Rolling upgrade: a new worker claims a job unstarted and dies; an old worker's
+    claim reaps that lease (spending the attempt, as it always did), takes the job, starts
+    its handler and dies too. The handler ran, so today's reap must spend that attempt:
+    a job that kills every worker still ends dead after max_attempts."""
+    clock = store.clock
+    assert isinstance(clock, FakeClock)
+    [added] = store.add([NewJob(id="j_rolling", type="echo", payload={}, run_at=clock.now())])
+    store.claim(1, LEASE, started=False)  # the new worker dies before starting it
+    clock.advance(LEASE + 1)
+    old = fill(old_tree, "claim", url, clock.now().isoformat())
+    assert old["claimed"] == [added.job.id]
+    clock.advance(LEASE + 1)
+    store.claim(1, LEASE, started=False)  # today's reap of the old worker's lease
+    job = store.get(added.job.id)
+    assert job is not None
+    assert job.attempts == 3  # the new claim's given back, the old run's and this one
+
+
+def test_sqlite_an_old_worker_beside_a_new_one(old_tree: Path, tmp_path: Path) -> None:
+    from chalicelib.storage.sqlite import SQLiteStore
+
+    path = tmp_path / "rolling.db"
+    store = SQLiteStore(str(path), FakeClock(START))
+    try:
+        old_worker_runs_what_a_new_one_left(old_tree, f"sqlite:///{path}", store)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_an_old_worker_beside_a_new_one(old_tree: Path, pg_url: str) -> None:
+    from chalicelib.storage import migrations
+    from chalicelib.storage.postgres import PostgresStore, connect, parse_url
+
+    settings = parse_url(pg_url)
+    with connect(settings) as conn:
+        migrations.migrate(conn, settings.schema)
+    store = PostgresStore(settings, FakeClock(START))
+    try:
+        old_worker_runs_what_a_new_one_left(old_tree, pg_url, store)
     finally:
         store.close()

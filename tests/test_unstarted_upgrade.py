@@ -42,7 +42,8 @@ def test_an_old_sqlite_file_gets_the_mark_and_its_running_jobs_count_as_started(
     store.claim(1, LEASE)  # as the previous release claimed
     store.close()
     db = sqlite3.connect(path)
-    db.execute("ALTER TABLE jobs DROP COLUMN unstarted")  # a file from before the column
+    db.execute("DROP TRIGGER jobs_unstarted_cleared")  # a file from before the column
+    db.execute("ALTER TABLE jobs DROP COLUMN unstarted")
     db.commit()
     db.close()
     store = SQLiteStore(path, clock)

@@ -156,6 +156,16 @@ ADDED_COLUMNS = (
     ("unstarted", "INTEGER"),
 )
 
+# A job that leaves `running` never keeps an unstarted mark, whoever moved it: an
+# earlier release's process sharing the file (a rolling upgrade) reaps and claims
+# without knowing the mark, and a stale one would later give back the attempt of a
+# handler that ran (Postgres migration 0012 says more). Made after ADDED_COLUMNS.
+UNSTARTED_CLEARED = (
+    "CREATE TRIGGER IF NOT EXISTS jobs_unstarted_cleared AFTER UPDATE OF state ON jobs "
+    "WHEN NEW.state <> 'running' AND NEW.unstarted IS NOT NULL BEGIN "
+    "UPDATE jobs SET unstarted = NULL WHERE id = NEW.id; END"
+)
+
 # JobStore.cache_epoch(tenant): a row per tenant, made by its first bump (no row reads
 # 0), bumped in the transaction of a redrive or purge that changed one of its jobs. A
 # file made before epochs were per tenant gets the table on open (the schema above)
@@ -446,6 +456,9 @@ class SQLiteStore:
         # After the schema, so the file exists: from now on the path must keep naming it.
         self._watch = FileWatch(absolute) if on_disk else None
         self._add_columns()
+        if not self._has_trigger("jobs_unstarted_cleared"):
+            with self._write() as db:
+                db.execute(UNSTARTED_CLEARED)
         if not dashboard.installed(self._db()):
             with self._write() as db:
                 dashboard.install(db)
@@ -467,6 +480,12 @@ class SQLiteStore:
         with self._write() as db:
             for name, kind in self._missing_columns():
                 db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
+
+    def _has_trigger(self, name: str) -> bool:
+        found = self._db().execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?", (name,)
+        )
+        return found.fetchone() is not None
 
     def _missing_columns(self) -> list[tuple[str, str]]:
         have = {row[1] for row in self._db().execute("PRAGMA table_info(jobs)")}
