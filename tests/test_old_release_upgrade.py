@@ -245,3 +245,38 @@ def test_postgres_an_old_worker_beside_a_new_one(old_tree: Path, pg_url: str) ->
         old_worker_runs_what_a_new_one_left(old_tree, pg_url, store)
     finally:
         store.close()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    from tests.redis_support import fresh_prefix
+
+    with fresh_prefix() as url:
+        yield url
+
+
+@pytest.mark.parametrize("made_by", ["old", "today"])
+def test_a_redis_key_space_of_an_earlier_release(
+    old_tree: Path, redis_url: str, made_by: str
+) -> None:
+    from chalicelib.storage.redis_store import from_url
+
+    if made_by == "today":
+        from_url(redis_url, FakeClock(START)).close()
+    filled = fill(old_tree, redis_url)
+    clock = FakeClock(START)
+    store = from_url(redis_url, clock)
+    try:
+        check_upgraded(store, clock, filled)
+    finally:
+        store.close()
+
+
+def test_redis_an_old_worker_beside_a_new_one(old_tree: Path, redis_url: str) -> None:
+    from chalicelib.storage.redis_store import from_url
+
+    store = from_url(redis_url, FakeClock(START))
+    try:
+        old_worker_runs_what_a_new_one_left(old_tree, redis_url, store)
+    finally:
+        store.close()

@@ -439,7 +439,8 @@ return {table.concat(flags), rows}
 
 # Reap expired leases (every queue), promote due jobs, then lease the best.
 # ARGV: P, now, minute, idbase, expires, token, worker (JSON), lease-expired error
-# (JSON), keep, limit, unstarted ('1': leased unstarted until START, '0': started),
+# (JSON), keep, limit, unstarted ('1': leased unstarted until START, kept in the job's
+# 'unstarted' field as the lease token; '0': started),
 # queue filter ('*' for every queue, else '=', a count and the names), ids ('*' for
 # none, else '=' and the ids, up to ARGV[LAST]). Returns {claimed
 # rows, buried jobs}. The parts are shared with the claim under a policy
@@ -475,16 +476,19 @@ do
     local jk = jkey(id)
     local j = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'started_at',
       'lease_expires_at', 'lease_worker', 'type', 'priority', 'created_at', 'tenant',
-      'callback_url', 'queue', 'unstarted')
+      'callback_url', 'queue', 'unstarted', 'lease_token')
     local q = j[11]
     redis.call('ZREM', P .. 'l:' .. q, id)
     redis.call('ZREM', P .. 'L', id)
     unindex_running(j[6], id)
     redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
     count(j[9], q, 'running', -1)
-    if j[12] == '1' then
+    if j[12] and j[12] ~= '0' and j[12] == j[13] then
       -- never started (START): the attempt is given back and the job waits again,
-      -- due now; nothing ended, so nothing is counted or recorded
+      -- due now; nothing ended, so nothing is counted or recorded. The mark is the
+      -- lease token it was claimed under: an earlier release's claim (a rolling
+      -- upgrade) leaves the field alone but takes a new token, so a mark it left
+      -- behind never matches, and that run's attempt is spent
       redis.call('HSET', jk, 'state', 'queued', 'run_at', now, 'updated_at', now,
         'attempts', tostring(math.max(tonumber(j[1]) - 1, 0)), 'unstarted', '0')
       wait_at(id, j[9], q, j[7], now, j[8], now, j[6])
@@ -586,7 +590,7 @@ for i = 1, math.min(limit, #picked) do
   unwait(tenant, q, id)
   redis.call('HSET', jkey(id), 'state', 'running', 'attempts', attempts, 'lease_token', token,
     'lease_expires_at', expires, 'started_at', now, 'updated_at', now, 'lease_worker', worker,
-    'unstarted', unstarted)
+    'unstarted', unstarted == '1' and token or '0')
   redis.call('ZADD', P .. 'l:' .. q, expires, id)
   redis.call('ZADD', P .. 'L', expires, id)
   index_running(r[3], id, expires)
