@@ -35,6 +35,11 @@ def main(url: str) -> None:
         settings = parse_url(url)
         with connect(settings) as conn:
             migrations.migrate(conn, settings.schema)
+    if url.startswith("dynamodb"):
+        from chalicelib.storage.dynamodb_aws import DynamoConfig, create_resources, make_clients
+
+        config = DynamoConfig.from_url(url)
+        create_resources(config, *make_clients(config))
     clock = FakeClock(START)
     store = open_store(url, clock)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tarfile
@@ -278,5 +279,69 @@ def test_redis_an_old_worker_beside_a_new_one(old_tree: Path, redis_url: str) ->
     store = from_url(redis_url, FakeClock(START))
     try:
         old_worker_runs_what_a_new_one_left(old_tree, redis_url, store)
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """moto_server on a port it chose: the old release's process and this one share it."""
+    from tests.procs import guarded_env, stop
+    from tests.test_aws_e2e import started
+
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
+        env=guarded_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        port = started(process, r"Running on http://127\.0\.0\.1:(\d+)").group(1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(process)
+
+
+def dynamo_url(endpoint: str) -> str:
+    name = f"old{secrets.token_hex(4)}"
+    return f"dynamodb://{name}?queue={name}&bucket={name}&endpoint={endpoint}"
+
+
+def dynamo_store(url: str, clock: FakeClock, create: bool = False) -> JobStore:
+    from chalicelib.storage.dynamodb import (
+        DynamoConfig,
+        DynamoStore,
+        create_resources,
+        make_clients,
+    )
+
+    config = DynamoConfig.from_url(url)
+    ddb, sqs, s3 = make_clients(config)
+    if create:
+        create_resources(config, ddb, sqs, s3)
+    return DynamoStore(config, clock, ddb=ddb, sqs=sqs, s3=s3)
+
+
+@pytest.mark.aws
+@pytest.mark.parametrize("made_by", ["old", "today"])
+def test_a_dynamodb_table_of_an_earlier_release(
+    old_tree: Path, moto_endpoint: str, made_by: str
+) -> None:
+    url = dynamo_url(moto_endpoint)
+    if made_by == "today":
+        dynamo_store(url, FakeClock(START), create=True).close()
+    filled = fill(old_tree, url)
+    clock = FakeClock(START)
+    store = dynamo_store(url, clock)
+    try:
+        check_upgraded(store, clock, filled)
+    finally:
+        store.close()
+
+
+@pytest.mark.aws
+def test_dynamodb_an_old_worker_beside_a_new_one(old_tree: Path, moto_endpoint: str) -> None:
+    url = dynamo_url(moto_endpoint)
+    store = dynamo_store(url, FakeClock(START), create=True)
+    try:
+        old_worker_runs_what_a_new_one_left(old_tree, url, store)
     finally:
         store.close()

@@ -1300,13 +1300,17 @@ class DynamoStore:
 
     def _claim_values(self, job_id: str, now: int, expires: int, started: bool = True) -> Item:
         """The plain values a claim SETs, a fresh lease token among them (and the
-        `unstarted` mark, for a claim whose holder will call start)."""
+        `unstarted` mark, for a claim whose holder will call start). The mark is that
+        token: an earlier release's reap and claim (a rolling upgrade) leave the mark
+        alone but replace the token, so a mark they left never matches a later lease,
+        and the reap spends the attempt of the run the old claim started."""
         shard = self._shard(job_id)
-        marks: Item = {} if started else {"unstarted": n(1)}
+        token = s(new_lease_token())
+        marks: Item = {} if started else {"unstarted": token}
         return {
             **marks,
             "state": s(JobState.RUNNING.value),
-            "lease_token": s(new_lease_token()),
+            "lease_token": token,
             "lease_exp": n(expires),
             "started_at": n(now),
             "updated_at": n(now),
@@ -1581,7 +1585,7 @@ class DynamoStore:
                     _why(exc),
                 )
                 continue
-            if get_n(item, "unstarted") is not None:
+            if get_s(item, "unstarted") == token:
                 units.append(self._give_back(item, st, token, now))
                 unit_ids.append(st.id)
                 retried.add(st.id)
@@ -1655,13 +1659,13 @@ class DynamoStore:
         """The reap of a lease its claimer never started (JobStore.start): the claim's
         attempt (and its history slot, att_seq) is given back and the job waits again,
         due now, with its message sent; nothing ended, so nothing is counted. Conditional
-        on the mark still being there: a start that landed since makes it a reap."""
+        on the mark still being this lease's: a start that landed since makes it a reap."""
         expr = Expr()
         condition = (
             f"{expr.name('state')} = {expr.value(s(JobState.RUNNING.value))} AND "
             f"{expr.name('lease_token')} = {expr.value(s(token))} AND "
             f"{expr.name('lease_exp')} <= {expr.value(n(now))} AND "
-            f"attribute_exists({expr.name('unstarted')})"
+            f"{expr.name('unstarted')} = {expr.value(s(token))}"
         )
         one = expr.value(n(1))
         attempts = max(need_n(item, "attempts") - 1, 0)
