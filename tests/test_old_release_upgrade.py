@@ -179,11 +179,18 @@ def pg_url() -> Iterator[str]:
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("made_by", ["old", "today"])
-def test_a_postgres_schema_of_an_earlier_release(old_tree: Path, pg_url: str, made_by: str) -> None:
+def test_a_postgres_schema_of_an_earlier_release(
+    old_tree: Path,
+    pg_url: str,
+    made_by: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """made_by today: migrated first (the deploy order), an old worker still running."""
     from chalicelib.errors import StoreNotMigrated
     from chalicelib.storage import migrations
     from chalicelib.storage.postgres import PostgresStore, connect, parse_url
+    from local.cli import main
 
     settings = parse_url(pg_url)
     if made_by == "today":
@@ -194,6 +201,17 @@ def test_a_postgres_schema_of_an_earlier_release(old_tree: Path, pg_url: str, ma
     if made_by == "old":
         with pytest.raises(StoreNotMigrated):
             PostgresStore(settings, clock)
+        # As docs/self-hosting.md says: a new worker refuses, saying what to run.
+        monkeypatch.setenv("SPOOL_STORE_URL", pg_url)
+        assert main(["worker", "--burst", "--quiet"]) == 1
+        err = capsys.readouterr().err
+        assert "database is not migrated: run `spool db migrate`" in err
+        assert "Traceback" not in err
+        assert main(["db", "status"]) == 3
+        status = capsys.readouterr().out.splitlines()
+        assert ["0012_unstarted_cleared", "pending"] in [line.split() for line in status]
+        assert main(["db", "migrate"]) == 0
+        assert main(["db", "status"]) == 0
     with connect(settings) as conn:
         migrations.migrate(conn, settings.schema)
     store = PostgresStore(settings, clock)
