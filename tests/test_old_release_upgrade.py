@@ -93,6 +93,10 @@ def agree(store: JobStore) -> None:
     for (queue, state), n in store.state_counts().items():
         dashboard[(queue, state)] += n
     assert {k: n for k, n in dashboard.items() if n} == dict(rows)
+    scraped = store.queue_totals(["default"], 10)  # the metrics scrape's reading
+    assert {k: n for k, n in scraped.counts.items() if n} == dict(rows)
+    enqueued = sum(n for key, n in store.counters().items() if key.event == "enqueued")
+    assert enqueued == sum(rows.values())  # every job was enqueued once, old or new
 
 
 def run_due(store: JobStore) -> list[str]:
