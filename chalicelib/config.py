@@ -74,18 +74,20 @@ MIN_PRIORITY, MAX_PRIORITY = -1000, 1000  # a job's priority, from a client or a
 QUEUE_NAME = re.compile(NAME_PATTERN)
 
 
-def _queues(value: str | None) -> tuple[str, ...]:
-    """SPOOL_QUEUES: a worker given a name no job can carry claimed nothing, silently."""
+def _queues(value: str | None, setting: str = "SPOOL_QUEUES") -> tuple[str, ...]:
+    """SPOOL_QUEUES: a worker given a name no job can carry claimed nothing, silently.
+    SPOOL_METRICS_QUEUES is read by the same rule (queue_list)."""
     names = _list(value)
     if value and value.strip() and not names:  # ",," served every queue, silently
+        unset = "serve every queue" if setting == "SPOOL_QUEUES" else "go back to the default"
         raise ConfigError(
-            f"SPOOL_QUEUES={value!r} names no queue; unset it to serve every queue, or "
+            f"{setting}={value!r} names no queue; unset it to {unset}, or "
             "list the queues (comma-separated)"
         )
     for name in names:
         if not QUEUE_NAME.match(name):
             raise ConfigError(
-                f"SPOOL_QUEUES holds {name!r}, which no queue can be named: queue names are "
+                f"{setting} holds {name!r}, which no queue can be named: queue names are "
                 "1-64 letters, digits and . _ : - (comma-separated)"
             )
     return names
@@ -240,3 +242,7 @@ class Settings:
 
     def items(self, name: str) -> tuple[str, ...]:
         return _list(self.extra.get(name))
+
+    def queue_list(self, name: str) -> tuple[str, ...]:
+        """A list of queue names, each one a queue could be named (ConfigError if not)."""
+        return _queues(self.extra.get(name), name)

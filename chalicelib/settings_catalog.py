@@ -281,16 +281,31 @@ CATALOG: tuple[Setting, ...] = (
         default=50,
         read_by="chalicelib/api/metric_labels.py",
         meaning=(
-            "Most queue names that keep their own metric label when SPOOL_QUEUES is unset "
-            "(0 to 10000; the busiest, ranked at each scrape, "
+            "Most queue names that keep their own metric label when SPOOL_METRICS_QUEUES is "
+            "unset (0 to 10000; the busiest, ranked at each scrape, "
             "so every process names the same ones; for "
             "a process's timing histograms the first it ran, at most a fifth per tenant), "
             "besides the handlers' own queues and `default`; the rest are summed into "
             '`queue="_other"`, whose counters fall or jump when the ranking moves (sum '
             "over `queue` for totals). The busiest are ranked across tenants: "
             "one tenant's volume can fold another's small queues into `_other`, so where "
-            "tenants share a store and alerts watch named queues, list them in SPOOL_QUEUES "
-            "or cap tenants with SPOOL_TENANT_LIMITS."
+            "tenants share a store and alerts watch named queues, list them in "
+            "SPOOL_METRICS_QUEUES or cap tenants with SPOOL_TENANT_LIMITS."
+        ),
+        group=_API,
+    ),
+    Setting(
+        name="SPOOL_METRICS_QUEUES",
+        type=LIST,
+        default=None,
+        read_by="chalicelib/api/metric_labels.py",
+        meaning=(
+            "Comma-separated queues that are the only metric labels (every other queue is "
+            'summed into `queue="_other"`); unset: the busiest, SPOOL_METRICS_MAX_QUEUES. '
+            "Give every process (the API and each worker) the same list: Prometheus takes "
+            "one copy of each system-wide series, so processes naming different queues "
+            "count the same jobs twice. SPOOL_QUEUES (the queues a worker claims from) "
+            "does not change the labels."
         ),
         group=_API,
     ),

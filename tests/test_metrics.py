@@ -306,7 +306,7 @@ def run(store: JobStore, metrics: Metrics, queues: dict[str, int]) -> str:
 
 
 def test_declared_queues_are_the_only_labels(store: JobStore) -> None:
-    metrics = Metrics(store, Settings(queues=("emails", "reports", OTHER)))
+    metrics = Metrics(store, Settings(extra={"SPOOL_METRICS_QUEUES": f"emails,reports,{OTHER}"}))
     text = run(store, metrics, {"emails": 3, "reports": 1, "made-up-1": 2, "made-up-2": 4})
     for family in (
         "spool_jobs_enqueued_total",
@@ -318,6 +318,60 @@ def test_declared_queues_are_the_only_labels(store: JobStore) -> None:
     assert sample(text, "spool_jobs_enqueued_total", queue=OTHER, type="echo") == 6
     assert sample(text, "spool_jobs", queue=OTHER, state="succeeded") == 6
     assert "made-up" not in text
+
+
+def test_a_worker_serving_some_queues_names_the_same_queues_as_the_api(store: JobStore) -> None:
+    """Was: SPOOL_QUEUES, which picks the queues a worker claims from, also picked its
+    labels, so a worker given SPOOL_QUEUES=emails reported `reports` as `_other` while
+    the API named it. Prometheus then held the same jobs under two labels: the
+    dashboard's `sum(max by (queue, state) (spool_jobs))` counted them twice, and the
+    backlog alert fired for `_other` as well. Every process must name the same queues
+    in the system-wide families, whatever queues it serves."""
+    clock = store.clock
+    assert isinstance(clock, FakeClock)
+    store.add([new_job(clock, queue="emails") for _ in range(3)])
+    store.add([new_job(clock, queue="reports") for _ in range(2)])
+    clock.advance(400)
+    api = Metrics(store, Settings()).exposition().decode()
+    worker = Metrics(store, Settings(queues=("emails",))).exposition().decode()
+    for family in ("spool_jobs", "spool_jobs_enqueued_total", "spool_queue_oldest_due_age_seconds"):
+        assert queue_labels(worker, family) == queue_labels(api, family), family
+    # The dashboard's "Waiting jobs": one copy of each (queue, state) series, summed.
+    copies: dict[str, float] = {}
+    for text in (api, worker):
+        for line in series(text):
+            if line.startswith("spool_jobs{") and 'state="queued"' in line:
+                labels, _, value = line.rpartition(" ")
+                copies[labels] = max(copies.get(labels, 0.0), float(value))
+    assert sum(copies.values()) == 5
+    # The backlog alert: only the queues that wait.
+    aged = {
+        queue
+        for text in (api, worker)
+        for queue in queue_labels(text, "spool_queue_oldest_due_age_seconds")
+        if sample(text, "spool_queue_oldest_due_age_seconds", queue=queue) > 300
+    }
+    assert aged == {"emails", "reports"}
+
+
+def test_declared_metric_queues_are_the_same_labels_in_every_process(store: JobStore) -> None:
+    """SPOOL_METRICS_QUEUES (not SPOOL_QUEUES) pins the label set, so a worker serving one
+    queue and the API given the same list report the same series."""
+    clock = store.clock
+    assert isinstance(clock, FakeClock)
+    store.add([new_job(clock, queue=q) for q in ("emails", "reports", "made-up")])
+    pinned = {"SPOOL_METRICS_QUEUES": "emails,reports"}
+    api = Metrics(store, Settings(extra=pinned)).exposition().decode()
+    worker = Metrics(store, Settings(queues=("emails",), extra=pinned)).exposition().decode()
+    for text in (api, worker):
+        assert queue_labels(text, "spool_jobs") == {"emails", "reports", OTHER}
+        assert sample(text, "spool_jobs", queue="reports", state="queued") == 1
+
+
+@pytest.mark.parametrize("value", [",", "no spaces allowed", "x" * 65])
+def test_a_bad_metric_queue_list_is_refused_naming_the_setting(store: JobStore, value: str) -> None:
+    with pytest.raises(ValueError, match="SPOOL_METRICS_QUEUES"):
+        Metrics(store, Settings(extra={"SPOOL_METRICS_QUEUES": value}))
 
 
 def test_the_cap_keeps_the_busiest_and_a_queue_named_other_folds(store: JobStore) -> None:

@@ -5,13 +5,13 @@ become a label value in every family, forever (the store's counters outlive
 the jobs), so a tenant that made up 300 names grew /metrics to 14,000 lines.
 The label set is bounded here:
 
-- SPOOL_QUEUES declared: those names, and no others, are labels.
+- SPOOL_METRICS_QUEUES declared: those names, and no others, are labels.
 - Otherwise at most SPOOL_METRICS_MAX_QUEUES names (default 50): for the
   system-wide totals, the busiest (most jobs ever enqueued, then by name, so
   a burst of new names cannot push out the queues that carry the work); for a
   process's own timings, the first it ran.
 
-Unless SPOOL_QUEUES is declared, the queues the handlers declare (and `default`)
+Unless SPOOL_METRICS_QUEUES is declared, the queues the handlers declare (and `default`)
 keep their names besides the limit's, and one tenant may take at most a fifth
 of a process's first-seen labels: one tenant's batch of 50 made-up queue names,
 sent just after a restart, used to take every timing label for the life of the
@@ -31,6 +31,13 @@ over `queue` first (deploy/prometheus/alerts.yml). A queue that is itself named
 `_other` always folds, so no series is ever written twice.
 Job types need no bound: only registered types can be enqueued, and state
 and outcome labels are enum values.
+
+The rule must be the same in every process, since Prometheus takes one copy of each
+system-wide series (`max by (queue, ...)`): SPOOL_QUEUES, the queues one worker
+claims from, is not part of it. It was, and a worker given SPOOL_QUEUES=emails
+reported every other queue as `_other` where the API named it: the same jobs under
+two labels, counted twice by the dashboard's sums, and the backlog alert raised for
+`_other` too.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ OTHER = OTHER_QUEUE
 # One tenant may name at most 1/TENANT_SHARE of a process's first-seen timing labels.
 TENANT_SHARE = 5
 MAX_QUEUES = "SPOOL_METRICS_MAX_QUEUES"
+DECLARED_QUEUES = "SPOOL_METRICS_QUEUES"
 DEFAULT_MAX_QUEUES = 50
 # A ceiling on the ceiling: past this the exposition is the problem being fixed.
 _MAX_MAX_QUEUES = 10_000
@@ -66,12 +74,13 @@ class QueueLabels:
     @classmethod
     def from_settings(cls, settings: Settings, reserved: Iterable[str] = ()) -> QueueLabels:
         limit = settings.integer(MAX_QUEUES, DEFAULT_MAX_QUEUES, minimum=0, maximum=_MAX_MAX_QUEUES)
-        declared = frozenset(settings.queues) if settings.queues else None
+        named = settings.queue_list(DECLARED_QUEUES)
+        declared = frozenset(named) if named else None
         return cls(declared, limit, tuple(sorted({DEFAULT_QUEUE, *reserved} - {OTHER})))
 
     def store_request(self) -> tuple[tuple[str, ...], int]:
         """What to ask JobStore.queue_totals for: the queues always named, and how many
-        of the busiest others (none when SPOOL_QUEUES is declared)."""
+        of the busiest others (none when SPOOL_METRICS_QUEUES is declared)."""
         if self.declared is not None:
             return tuple(sorted(self.declared)), 0
         return self.reserved, self.limit
