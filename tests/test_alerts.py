@@ -216,6 +216,24 @@ def test_the_dashboard_is_importable_and_filters_by_queue() -> None:
     assert queued and all('queue=~"$queue"' in e for e in queued)
 
 
+def test_every_panel_on_a_family_with_a_queue_label_follows_the_queue_variable() -> None:
+    """Was: "Attempts per second by outcome" summed every queue's attempts whichever
+    queue the variable picked, beside panels that showed that queue alone. Every
+    selector of a family that carries `queue` must filter by it."""
+    unqueued = {
+        "spool_workers_live",
+        "spool_worker_last_heartbeat_timestamp_seconds",
+        "spool_cache_hits_total",
+        "spool_cache_misses_total",
+    }
+    for expr in dashboard_exprs():
+        for name in metric_names(expr) - unqueued:
+            selectors = re.findall(rf"\b{name}(\{{[^}}]*\}})?", expr)
+            assert selectors, (name, expr)
+            for selector in selectors:
+                assert 'queue=~"$queue"' in selector, f"{name} without the queue filter: {expr!r}"
+
+
 def test_workers_in_containers_serve_metrics_where_prometheus_looks() -> None:
     """The CLI binds loopback by default; the containers must bind all interfaces on the
     port Prometheus (and the pod's probes and Service) use, or scraping fails silently."""
