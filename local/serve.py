@@ -506,12 +506,13 @@ class IntervalPush:
     (events.push_each_invocation): those come many times a second here."""
 
     def __init__(self, worker: Any, rt: Runtime) -> None:
-        from local.worker_metrics import Pusher, push_interval
+        from local.worker_metrics import Pusher, push_interval, warn_scraped_and_pushed
 
         url = rt.settings.pushgateway_url or ""
         metrics = rt.metrics()
         self.worker = worker
         self.pusher = Pusher(lambda: metrics.push(url), push_interval(rt))
+        warn_scraped_and_pushed(url, "this server's /metrics")
 
     def start(self) -> None:
         from chalicelib import events

@@ -21,6 +21,7 @@ attempts before a SIGTERM are not lost. A failed push is logged, never fatal.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
     from local.metrics_http import MetricsServer
 
+
+log = logging.getLogger("spool.metrics")
 
 PUSH_INTERVAL = "SPOOL_PUSH_INTERVAL"
 DEFAULT_PUSH_INTERVAL = 15.0
@@ -61,6 +64,21 @@ class Pusher:
         return self.push()
 
 
+def warn_scraped_and_pushed(url: str, scraped: str) -> None:
+    """One line at start where a process both serves its timings and pushes them:
+    Prometheus then holds each attempt twice (the scraped series and the pushed
+    group), and every sum over the histograms doubles. Allowed (a move from one to
+    the other runs both for a while), but never silently."""
+    log.warning(
+        "this process's job timings are served on %s and pushed to %s: a Prometheus "
+        "that scrapes both has them twice, and sums over the histograms count each "
+        "attempt twice; unset SPOOL_PUSHGATEWAY_URL where the process is scraped "
+        "(docs/operations.md)",
+        scraped,
+        url,
+    )
+
+
 def push_interval(rt: Runtime) -> float:
     return rt.settings.number(PUSH_INTERVAL, DEFAULT_PUSH_INTERVAL, minimum=0.5, maximum=86400.0)
 
@@ -86,6 +104,8 @@ class WorkerMetrics:
 
             self.server = MetricsServer(host, port, metrics.exposition, CONTENT_TYPE)
         self.pusher = Pusher(lambda: metrics.push(url), push_interval(rt)) if url else None
+        if self.server is not None and url:
+            warn_scraped_and_pushed(url, "the metrics port")
 
     @property
     def wanted(self) -> bool:

@@ -778,6 +778,33 @@ def test_the_pusher_pushes_once_more_when_it_stops() -> None:
     assert pushes == [1]
 
 
+@pytest.mark.parametrize("reporting", ["worker", "serve"])
+def test_a_process_both_scraped_and_pushing_is_told_its_timings_count_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, reporting: str
+) -> None:
+    """Was: `spool worker --metrics-port` (or `spool serve`, whose /metrics reports its own
+    worker) with SPOOL_PUSHGATEWAY_URL set sent the same histograms to Prometheus twice,
+    scraped and pushed, and every sum over them counted each attempt twice, silently."""
+    from local.serve import IntervalPush
+    from local.worker_metrics import WorkerMetrics
+
+    settings = metrics_settings(tmp_path, pushgateway_url="http://127.0.0.1:9")
+    with installed(settings) as runtime, caplog.at_level(logging.WARNING):
+        if reporting == "worker":
+            built = WorkerMetrics(runtime, "127.0.0.1", 0)
+            assert built.server is not None
+            built.server.stop()
+        else:
+            IntervalPush(object(), runtime)
+        warned = [r.getMessage() for r in caplog.records if "twice" in r.getMessage()]
+        assert len(warned) == 1, caplog.text
+        assert "http://127.0.0.1:9" in warned[0]
+        caplog.clear()
+        if reporting == "worker":  # pushing alone, or scraped alone: nothing to say
+            WorkerMetrics(runtime, "127.0.0.1", None)
+            assert "twice" not in caplog.text
+
+
 def _gateway() -> tuple[http.server.ThreadingHTTPServer, str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Gateway)
     threading.Thread(target=server.serve_forever, daemon=True).start()
