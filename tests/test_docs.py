@@ -305,6 +305,62 @@ def test_operations_md_lists_every_metric_family() -> None:
     assert names and names <= listed, f"docs/operations.md does not list {sorted(names - listed)}"
 
 
+def _table_rows() -> list[tuple[list[str], str, set[str]]]:
+    """docs/operations.md's metric table: (family names, type, label names) per row."""
+    table = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    rows = []
+    for line in table.splitlines():
+        if not line.startswith("| `spool_"):
+            continue
+        first, kind, labels = (cell.strip() for cell in line.split("|")[1:4])
+        spans = re.findall(r"`([a-z_]+)`", first)
+        prefix = spans[0].split("_enqueued")[0]
+        names = [s if s.startswith("spool_") else prefix + s for s in spans]
+        rows.append((names, kind, {label.strip() for label in labels.split(",") if label.strip()}))
+    return rows
+
+
+def test_operations_md_gives_each_family_its_real_type_and_labels() -> None:
+    """The table's Type and Labels columns are what /metrics carries: an operator writes
+    `by (...)` and `{...}` from them. Every family is given a sample first (a job run,
+    a worker beat, a limit hold), so each one's label names show."""
+    from chalicelib.api.metrics import Metrics
+    from chalicelib.config import Settings
+    from chalicelib.storage.memory import MemoryStore
+    from tests.factories import new_job
+
+    store = MemoryStore()
+    metrics = Metrics(store, Settings())
+    job = new_job(store.clock)
+    store.add([job])
+    store.beat("host:1", None, store.clock.now())
+    metrics.run_duration.labels("default", "echo", "succeeded").observe(0.1)
+    metrics.queue_wait.labels("default", "echo").observe(0.1)
+    metrics.end_to_end.labels("default", "echo", "succeeded").observe(0.1)
+    metrics.observe_webhook("delivered", 0.1)
+    metrics.holds.labels("queue:default", "rate").inc()
+    metrics.limit_full.labels("queue:default").set(1)
+    exposition = metrics.exposition().decode()
+    kinds = dict(re.findall(r"^# TYPE (spool_\w+) (\w+)$", exposition, flags=re.M))
+    labels: dict[str, set[str]] = {}
+    for line in exposition.splitlines():
+        match = re.match(r"(spool_\w+?)(?:_bucket|_count|_sum)?(?:\{(.*)\})? ", line)
+        if match and not line.startswith("#"):
+            family = match.group(1)
+            family = family if family in kinds else family.removesuffix("_total")
+            found = set(re.findall(r'(\w+)="', match.group(2) or "")) - {"le"}
+            labels.setdefault(family, set()).update(found)
+    for names, kind, listed in _table_rows():
+        for name in names:
+            family = name.removesuffix("_total") if name not in kinds else name
+            assert family in kinds, f"{name} is listed but not exported"
+            assert kinds[family] == kind, f"{name}: the table says {kind}, /metrics {kinds[family]}"
+            assert labels.get(family, set()) == listed, (
+                f"{name}: the table says labels {sorted(listed)}, /metrics has "
+                f"{sorted(labels.get(family, set()))}"
+            )
+
+
 # -- settings in shell blocks ---------------------------------------------------------
 
 
