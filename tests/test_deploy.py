@@ -92,6 +92,53 @@ def test_kustomizations_list_exactly_the_files_beside_them() -> None:
         assert target["metadata"]["name"] in _by_kind(target["kind"]), patch
 
 
+def _template_labels_after_kustomize() -> dict[str, dict[str, str]]:
+    """Each pod template's labels as `kubectl kustomize` renders the base: the
+    kustomization's `labels` reach pod templates only with includeSelectors or
+    includeTemplates (kustomize's defaults leave templates alone)."""
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    added: dict[str, str] = {}
+    for entry in kustomization.get("labels", []):
+        if entry.get("includeSelectors") or entry.get("includeTemplates"):
+            added.update(entry["pairs"])
+    rendered = {}
+    for kind in ("Deployment", "Job"):
+        for name, doc in _by_kind(kind).items():
+            own = doc["spec"]["template"]["metadata"].get("labels", {})
+            rendered[name] = {**own, **added}
+    return rendered
+
+
+def test_the_network_policy_selects_every_pod() -> None:
+    """Was: the policy selected pods by app.kubernetes.io/part-of, which the kustomization
+    added to each object's own labels but not to its pod template, so it selected no
+    pod: every pod, the workers' unauthenticated metrics port included, took traffic
+    from the whole cluster and sent it anywhere."""
+    (policy,) = _by_kind("NetworkPolicy").values()
+    wanted = policy["spec"]["podSelector"]["matchLabels"]
+    for name, labels in _template_labels_after_kustomize().items():
+        assert wanted.items() <= labels.items(), f"the NetworkPolicy does not select {name}"
+
+
+def test_kubectl_kustomize_renders_pods_the_network_policy_selects() -> None:
+    """The same, as kubectl's own kustomize renders the example overlay."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; the test above checks the same offline")
+    result = _run(kubectl, "kustomize", OVERLAY)
+    if result.returncode != 0 and "spool.env" in result.stderr:
+        result = _run(kubectl, "kustomize", BASE)  # the overlay's Secret file is local only
+    assert result.returncode == 0, result.stderr
+    docs = [d for d in yaml.safe_load_all(result.stdout) if d]
+    (policy,) = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    wanted = policy["spec"]["podSelector"]["matchLabels"]
+    pods = [d for d in docs if d["kind"] in ("Deployment", "Job")]
+    assert pods
+    for doc in pods:
+        labels = doc["spec"]["template"]["metadata"]["labels"]
+        assert wanted.items() <= labels.items(), doc["metadata"]["name"]
+
+
 def test_pods_run_as_non_root_on_a_read_only_root_filesystem() -> None:
     for name, spec in _pod_specs().items():
         assert spec["securityContext"]["runAsNonRoot"] is True, name
