@@ -236,7 +236,7 @@ class Attempt:
     number: int  # the job's attempt count when it ran (1-based; restarts after a redrive)
     started_at: datetime
     finished_at: datetime
-    worker: str  # "host:pid" or "lambda:<aws request id>"
+    worker: str  # "host:pid:tag" or "lambda:<aws request id>"
     outcome: str  # one of ATTEMPT_OUTCOMES
     error_type: str | None = None
     error: str | None = None
@@ -268,7 +268,7 @@ class JobTiming:
 class WorkerBeat:
     """A worker's last sign of life (JobStore.beat / live_workers)."""
 
-    worker: str  # "host:pid" / "lambda:<...>"
+    worker: str  # "host:pid:tag" / "lambda:<...>"
     queues: tuple[str, ...] | None  # None: every queue
     started_at: datetime
     last_beat: datetime

@@ -1,8 +1,14 @@
-"""Who is running an attempt: "host:pid", or "lambda:<aws request id>" on Lambda.
+"""Who is running an attempt: "host:pid:tag", or "lambda:<aws request id>" on Lambda.
 
 Attempt history and worker beats name the worker with this id, so a person can
 go from a failed attempt to the machine and process (or the Lambda
 invocation, whose request id finds its CloudWatch log stream) that ran it.
+
+host:pid alone is not unique: with host networking (docker --network host,
+Kubernetes hostNetwork) every container's worker can be PID 1 on one hostname,
+and they would share a heartbeat, a Pushgateway group and a lease name. The tag
+is a few random hex digits made once per process start (and again in a forked
+child), so the id stays readable and still leads to host and pid.
 
 The events path sets the request id at the start of each invocation and
 clears it at the end; Lambda runs one invocation per process at a time, so a
@@ -12,10 +18,22 @@ process-wide value is right there.
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 
 _request_id: str | None = None
 _host: str | None = None
+_tag: str | None = None
+
+
+def _forget_tag() -> None:
+    """A forked child is another worker: it makes a tag of its own when first asked."""
+    global _tag
+    _tag = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_tag)
 
 
 def set_lambda_request(request_id: str | None) -> None:
@@ -24,24 +42,28 @@ def set_lambda_request(request_id: str | None) -> None:
     _request_id = request_id or None
 
 
+def host_process() -> str:
+    """host:pid:tag for this process (the pid is read each time: forks)."""
+    global _host, _tag
+    if _host is None:
+        _host = socket.gethostname()
+    if _tag is None:
+        _tag = secrets.token_hex(3)
+    return f"{_host}:{os.getpid()}:{_tag}"
+
+
 def process() -> str:
     """This process's name for heartbeats: stable across invocations, so a warm
     Lambda container counts as one live worker, not one per request. On Lambda
-    the log stream names the container (and finds its logs); elsewhere host:pid."""
-    global _host
+    the log stream names the container (and finds its logs); elsewhere host:pid:tag."""
     stream = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME")
     if stream:
         return f"lambda:{stream}"
-    if _host is None:
-        _host = socket.gethostname()
-    return f"{_host}:{os.getpid()}"
+    return host_process()
 
 
 def current() -> str:
-    """The worker id for what this process runs now (the pid is read each time: forks)."""
-    global _host
+    """The worker id for what this process runs now: the invocation on Lambda."""
     if _request_id is not None:
         return f"lambda:{_request_id}"
-    if _host is None:
-        _host = socket.gethostname()
-    return f"{_host}:{os.getpid()}"
+    return host_process()

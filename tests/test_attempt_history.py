@@ -6,7 +6,9 @@ suite runs the store side on every backend); the worker's pool is real threads.
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -388,7 +390,8 @@ def test_settings_read_by_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_lambda_invocation_names_the_worker() -> None:
     host = worker_id.current()
-    assert host.rsplit(":", 1)[1].isdigit()
+    name, pid, tag = host.rsplit(":", 2)  # host:pid:tag
+    assert (name, pid) == (socket.gethostname(), str(os.getpid())) and tag
     worker_id.set_lambda_request("8f1c2b7e-0000-4a7e-9d3c-1234567890ab")
     try:
         assert worker_id.current() == "lambda:8f1c2b7e-0000-4a7e-9d3c-1234567890ab"

@@ -4,13 +4,13 @@ and as a program reads it (--json), from real `spool` processes on a SQLite file
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from chalicelib import worker_id
 from local.status_view import HEADERS
 from tests.procs import guarded_env
 
@@ -91,8 +91,8 @@ def test_status_prints_a_table_of_attempts_and_the_last_traceback(workdir: Path)
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
     outcomes = [next(c for c in r if c in ("retrying", "dead")) for r in rows]
     assert outcomes == ["retrying", "retrying", "retrying", "dead"]
-    host = worker_id.current().rsplit(":", 1)[0]
-    assert all(any(c.startswith(host + ":") for c in r) for r in rows)  # where: host:pid
+    host = socket.gethostname()
+    assert all(any(c.startswith(host + ":") for c in r) for r in rows)  # where: host:pid:tag
     assert "ConnectionRefusedError: smtp.example.test:25 refused (try 4)" in lines[header + 4]
     assert "traceback of attempt 4 (dead," in out
     assert out.rstrip().endswith("ConnectionRefusedError: smtp.example.test:25 refused (try 4)")

@@ -890,7 +890,7 @@ def test_spool_worker_serves_metrics_beats_and_pushes_at_exit(tmp_path: Path) ->
             text + "".join(seen) + "".join(_drained(lines))
         )
         assert sample(text, "spool_workers_live") == 1
-        assert f':{proc.pid}"' in text  # its own heartbeat series, named host:pid
+        assert f":{proc.pid}:" in text  # its own heartbeat series, named host:pid:tag
         assert (
             sample(
                 text,

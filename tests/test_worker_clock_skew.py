@@ -88,7 +88,7 @@ def _live(url: str, pid: int) -> bool:
     """Whether the worker of process `pid` beat within the last 3 s (six beats)."""
     store = open_store(url)
     try:
-        return any(beat.worker.endswith(f":{pid}") for beat in store.live_workers(3.0))
+        return any(f":{pid}:" in beat.worker for beat in store.live_workers(3.0))
     finally:
         store.close()
 

@@ -126,7 +126,7 @@ DEFAULT_MAX_WORKERS = 50
 def max_workers(settings: Settings) -> int:
     """How many live workers get a heartbeat series of their own.
 
-    Worker ids are host:pid (a new one per restart) or one per Lambda
+    Worker ids are host:pid:tag (a new one per process start) or one per Lambda
     invocation, so they come and go; only live ones are reported, and at most
     this many (the most recent beats first). `spool_workers_live` still counts
     them all.

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 
-from chalicelib import logs
+from chalicelib import logs, worker_id
 from chalicelib.api.metric_labels import OTHER, FirstSeen, QueueLabels, max_workers
 from chalicelib.attempt_record import LIVE_SECONDS, live_seconds
 from chalicelib.config import Settings
@@ -581,7 +580,9 @@ class Metrics:
 
 
 def instance_name(env: Any = None) -> str:
-    """A stable name for this worker process: the Lambda log stream, else host:pid."""
+    """A stable name for this worker process: the Lambda log stream, else host:pid:tag
+    (worker_id.host_process(): unique per process start, so two PID 1 containers on one
+    host push to two groups, and a restart never takes over an old group)."""
     env = os.environ if env is None else env
     stream = env.get("AWS_LAMBDA_LOG_STREAM_NAME")
-    return str(stream) if stream else f"{socket.gethostname()}:{os.getpid()}"
+    return str(stream) if stream else worker_id.host_process()

@@ -90,7 +90,7 @@ class AttemptView(BaseModel):
     seconds: float = Field(
         description="How long it ran (for lease_expired: how long it held the lease)."
     )
-    worker: str = Field(description='"host:pid", "lambda:<request id>", or "unknown".')
+    worker: str = Field(description='"host:pid:tag", "lambda:<request id>", or "unknown".')
     outcome: Literal["succeeded", "retrying", "dead", "lease_expired"]
     error_type: str | None = None
     error: str | None = None
