@@ -87,7 +87,7 @@ from chalicelib.logs import job_event, payload_text
 from chalicelib.middleware import Middleware
 from chalicelib.models import WAITING_STATES, Completion, Job, JobState, JobTiming, error_text
 from chalicelib.retry import retry_after_seconds
-from chalicelib.start_marks import StartMarks
+from chalicelib.start_marks import StartMarks, give_way
 from chalicelib.storage.base import JobStore, job_timings
 from chalicelib.store_outage import Outage, fatal_error, is_fatal, is_store_error
 from chalicelib.timebounds import clamp_delay
@@ -110,6 +110,10 @@ PREFETCH_SECONDS = 0.05
 # at concurrency 2 claimed all 4: two sat `running` in its inbox for 15 s, their
 # attempt spent, while another worker stood idle beside them.
 FIRST_GUESS_SECONDS = 1.0
+# Handlers quicker than this have pool threads ready to ask for their next start mark
+# together, so the thread about to write the marks gives way for them first; behind
+# slower ones it would only wait out the dispatcher's turn with the interpreter lock.
+QUICK_HANDLER_SECONDS = 0.001
 # process() (SQS delivery) holds a finished job's completion this long at most while
 # others of its wave still run, so a wave's completions are written in one request.
 WAVE_HOLD = 1.0
@@ -244,7 +248,7 @@ class Worker:
         self._state = _State()
         # Claims are unstarted: each job is marked started just before its handler runs
         # (chalicelib/start_marks.py), so a job lost from the prefetch keeps its attempt.
-        self._marks = StartMarks(store.start)
+        self._marks = StartMarks(store.start, make_way=self._give_way_if_quick)
         self._stop = threading.Event()
         self._woken = False
         self._held = False  # the last claim took nothing because limits held every due job
@@ -979,6 +983,12 @@ class Worker:
         return max(0.0, min(deadlines) - time.monotonic())
 
     # -- public shapes -------------------------------------------------------
+    def _give_way_if_quick(self) -> None:
+        """Before a write of start marks: let the pool threads that are ready join it,
+        when handlers are quick enough for some to be (chalicelib/start_marks.py)."""
+        if self._busy_seconds < QUICK_HANDLER_SECONDS:
+            give_way()
+
     def _depth(self) -> int:
         """Jobs to hold per pool thread: one running plus ~PREFETCH_SECONDS of waiting work.
         Only the running one under a rate limit (so a claimed job starts at once), and

@@ -8,6 +8,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry
 from chalicelib.models import JobState
@@ -85,3 +87,49 @@ def test_jobs_claimed_beyond_the_idle_threads_are_marked_when_taken(
         worker.close()
     marked = [job_id for call in calls for job_id, _ in call]
     assert len(marked) == 2 and first not in marked
+
+
+def _drain_counting_way_given(
+    monkeypatch: pytest.MonkeyPatch, seconds: float, jobs: int
+) -> tuple[int, int]:
+    """Drain `jobs` jobs whose handlers take `seconds`: (times the marks' writer gave
+    way, start writes)."""
+    given: list[int] = []
+    monkeypatch.setattr("chalicelib.worker.give_way", lambda: given.append(1))
+    reg = Registry()
+
+    @reg.handler("work")
+    def work(payload: dict[str, Any]) -> None:
+        if seconds:
+            threading.Event().wait(seconds)
+
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    store.add([new_job(clock, "work") for _ in range(jobs)])
+    starts = _counting_starts(store)
+    worker = Worker(store, reg, WorkerConfig(concurrency=4))
+    try:
+        stats = worker.drain()
+    finally:
+        worker.close()
+    assert stats.succeeded == jobs
+    return len(given), len(starts)
+
+
+def test_the_marks_writer_gives_way_behind_quick_handlers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No-op handlers: the threads are ready to ask together, so the writer gives way
+    (once the worker has timed enough of them to know they are quick)."""
+    given, writes = _drain_counting_way_given(monkeypatch, 0.0, 600)
+    assert writes > 0 and given > 0
+
+
+def test_the_marks_writer_does_not_give_way_behind_slow_handlers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """10 ms handlers: nobody is ready to join a write; giving way there only waits out
+    another thread's turn with the interpreter lock before the handler starts."""
+    given, writes = _drain_counting_way_given(monkeypatch, 0.01, 60)
+    assert writes > 0  # marks were written, each without giving way
+    assert given == 0
