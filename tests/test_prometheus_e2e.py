@@ -270,7 +270,7 @@ def test_prometheus_sees_every_spool_series(stack: tuple[str, Prometheus]) -> No
     # The worker's heartbeat, read back from the store by the API.
     prom.wait('spool_workers_live{job="spool-api"}', lambda v: v == 1, "live workers")
     beat = prom.query('spool_worker_last_heartbeat_timestamp_seconds{job="spool-api"}')
-    assert len(beat) == 1 and re.fullmatch(r".+:\d+", beat[0]["metric"]["worker"])
+    assert len(beat) == 1 and re.fullmatch(r".+:\d+:[0-9a-f]{6}", beat[0]["metric"]["worker"])
     assert abs(float(beat[0]["value"][1]) - time.time()) < 120
 
 
