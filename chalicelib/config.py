@@ -74,6 +74,13 @@ MIN_PRIORITY, MAX_PRIORITY = -1000, 1000  # a job's priority, from a client or a
 QUEUE_NAME = re.compile(NAME_PATTERN)
 
 
+def not_a_tenant(shown: str) -> str:
+    """Why a settings entry for the tenant `shown` (already quoted for a message) is
+    refused: SPOOL_API_KEYS gives keys tenants in the queue names' alphabet only, so
+    an entry for any other name ("acme " with a stray space) would match no key."""
+    return f"{shown} is no tenant's name: a key's tenant is 1-64 of [A-Za-z0-9_.:-]"
+
+
 def _queues(value: str | None, setting: str = "SPOOL_QUEUES") -> tuple[str, ...]:
     """SPOOL_QUEUES: a worker given a name no job can carry claimed nothing, silently.
     SPOOL_METRICS_QUEUES is read by the same rule (queue_list)."""

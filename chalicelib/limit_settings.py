@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from chalicelib.config import QUEUE_NAME, Settings
+from chalicelib.config import QUEUE_NAME, Settings, not_a_tenant
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.limits import MAX_CONCURRENCY, ClaimPolicy, Limit, Rate
 
@@ -172,9 +172,7 @@ def _tenant(name: str, tenant: str) -> str:
     queue names' alphabet): "acme " with a stray space was taken, never matched, and
     left the tenant it meant without its limit or weight."""
     if not QUEUE_NAME.fullmatch(tenant):
-        raise ValueError(
-            f"{name}: {tenant!r} is no tenant's name: a key's tenant is 1-64 of [A-Za-z0-9_.:-]"
-        )
+        raise ValueError(f"{name}: {not_a_tenant(repr(tenant))}")
     return tenant
 
 

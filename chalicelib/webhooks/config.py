@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chalicelib import ssrf
-from chalicelib.config import QUEUE_NAME, ConfigError, Settings
+from chalicelib.config import QUEUE_NAME, ConfigError, Settings, not_a_tenant
 from chalicelib.ports import WEB_PORTS, PortSet
 from chalicelib.webhooks.signing import SECRET_PREFIX, decode_secret
 
@@ -125,10 +125,7 @@ def parse_tenants(raw: str) -> Mapping[str, TenantHooks]:
     out: dict[str, TenantHooks] = {}
     for tenant, entry in data.items():
         if not QUEUE_NAME.fullmatch(tenant):  # "acme " was taken and matched no key's tenant
-            raise ConfigError(
-                f"SPOOL_WEBHOOKS: {_shown(tenant)} is no tenant's name: a key's tenant is "
-                "1-64 of [A-Za-z0-9_.:-]"
-            )
+            raise ConfigError(f"SPOOL_WEBHOOKS: {not_a_tenant(_shown(tenant))}")
         where = f"SPOOL_WEBHOOKS[{_shown(tenant)}]"
         if not isinstance(entry, dict) or set(entry) - {"url", "secrets", "secret"}:
             raise ConfigError(f'{where} must be an object with "url" and "secrets"')
