@@ -16,16 +16,7 @@ from typing import Any
 import pytest
 
 from spool_client import AsyncClient, Client, RetryPolicy, UnexpectedResponse
-
-JOB = {
-    "id": "j_" + "a" * 32,
-    "type": "echo",
-    "queue": "default",
-    "priority": 0,
-    "state": "running",
-    "attempts": 1,
-    "max_attempts": 3,
-}
+from tests.test_client_probe import JOB
 
 
 class PageServer:
