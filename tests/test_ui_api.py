@@ -168,6 +168,30 @@ def test_jobs_list_filters_finds_and_pages_newest_first(api: Api, rt: Runtime) -
     assert "payload" not in row and row["error"] == "RuntimeError: boom (attempt 1)"
 
 
+def test_a_cursor_of_one_order_is_refused_by_the_listing_in_the_other(api: Api) -> None:
+    """GET /jobs and GET /dlq list oldest first, the dashboard newest first: a cursor of
+    one read by the other named the jobs on the wrong side of its place (a /jobs cursor
+    gave the dashboard the jobs already seen, or an empty page), without an error.
+    Either way round it is a 400 that says so, and each listing still takes its own."""
+    for i in range(5):
+        api.enqueue({"type": "echo", "payload": {"i": i}, "delay": 60})
+    oldest_first = api.get("/jobs?limit=2").json["next_cursor"]
+    newest_first = api.get("/ui/api/jobs?limit=2").json["next_cursor"]
+    assert oldest_first and newest_first
+    assert len(api.get(f"/jobs?limit=2&cursor={oldest_first}").json["jobs"]) == 2
+    assert len(api.get(f"/ui/api/jobs?limit=2&cursor={newest_first}").json["jobs"]) == 2
+    for path, cursor in [
+        ("/ui/api/jobs", oldest_first),
+        ("/jobs", newest_first),
+        ("/dlq", newest_first),
+    ]:
+        reply = api.get(f"{path}?cursor={cursor}")
+        assert reply.status == 400, (path, reply.json)
+        error = reply.json["error"]
+        assert error["code"] == "bad_request" and "order" in error["message"], error
+        assert error["details"] == {"cursor": cursor}
+
+
 @pytest.mark.parametrize(
     "query",
     [

@@ -47,7 +47,7 @@ def page_body(
             text = dumps(job_view(job))
             cost = _carried_size(text)
             if last is not None and size + cost > budget:
-                return _body(encoded, encode_cursor(last.created_at, last.id))
+                return _body(encoded, encode_cursor(last.created_at, last.id, query.newest_first))
             encoded.append(text)
             size += cost + 1
             last = job

@@ -176,13 +176,24 @@ class JobList(BaseModel):
 
 
 def cursor_in_range(value: str | None) -> str | None:
-    """A cursor names the (created_at, id) of the last job seen. One whose time no
-    datetime can hold was not made by Spool, and would overflow a store's integer
-    column (a 500): 400, like any other malformed cursor. Raised as BadRequest, which
+    """cursor_in_order for an oldest-first list (GET /jobs, GET /dlq)."""
+    return cursor_in_order(value, newest_first=False)
+
+
+def newest_cursor_in_range(value: str | None) -> str | None:
+    """cursor_in_order for a newest-first list (the dashboard's)."""
+    return cursor_in_order(value, newest_first=True)
+
+
+def cursor_in_order(value: str | None, newest_first: bool) -> str | None:
+    """A cursor names the (created_at, id) of the last job seen, in one list's order.
+    One whose time no datetime can hold was not made by Spool, and would overflow a
+    store's integer column (a 500): 400, like any other malformed cursor, and like one
+    made by a list in the other order (decode_cursor). Raised as BadRequest, which
     pydantic lets through rather than turning into a 422."""
     if value is None:
         return None
-    created, _ = decode_cursor(value)
+    created, _ = decode_cursor(value, newest_first)
     try:
         from_micros(created)
     except OverflowError:

@@ -22,7 +22,7 @@ from chalicelib.api.http import (
     ApiResponse,
     json_response,
 )
-from chalicelib.api.schemas import cursor_in_range, plain_digits
+from chalicelib.api.schemas import newest_cursor_in_range, plain_digits
 from chalicelib.errors import (
     JobNotFound,
     Misconfigured,
@@ -73,7 +73,7 @@ class JobsQuery(BaseModel):
     cursor: str | None = Field(default=None, min_length=1, max_length=200)
     find: str | None = Field(default=None, min_length=1, max_length=200)
 
-    _cursor = field_validator("cursor")(cursor_in_range)
+    _cursor = field_validator("cursor")(newest_cursor_in_range)
     # Read as GET /jobs reads its limit: "1_0", " 1", "+5" and "1.0" were ten, one, five, one.
     _limit = field_validator("limit", mode="before")(plain_digits)
 

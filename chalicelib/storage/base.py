@@ -498,28 +498,39 @@ def from_micros(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=micros)
 
 
-def encode_cursor(created_at: datetime, job_id: str) -> str:
-    """Lists are ordered by (created_at, id); the cursor is the last pair seen."""
-    raw = f"{to_micros(created_at)}|{job_id}".encode()
+def encode_cursor(created_at: datetime, job_id: str, newest_first: bool = False) -> str:
+    """Lists are ordered by (created_at, id); the cursor is the last pair seen, and
+    the order it was seen in: newest-first cursors end in NEWEST_MARK."""
+    mark = NEWEST_MARK if newest_first else ""
+    raw = f"{to_micros(created_at)}|{job_id}{mark}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> tuple[int, str]:
+def decode_cursor(cursor: str, newest_first: bool = False) -> tuple[int, str]:
     """Parse an opaque cursor; a malformed one is the client's error, not ours.
 
     Only a cursor as encode_cursor writes it is taken: int() and base64 would also
     read " 1", "1_000", other scripts' digits, padding and stray characters, so a
     made-up cursor must encode back to itself, with plain digits and an id of
-    printable characters."""
+    printable characters. One made for the other order is refused too: read in this
+    one it named the jobs on the wrong side of its place (GET /jobs lists oldest first,
+    the dashboard newest first), a page of jobs already seen or none, without an error."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        created, job_id = base64.urlsafe_b64decode(padded.encode()).decode().split("|", 1)
+        text = base64.urlsafe_b64decode(padded.encode()).decode()
+        made_newest = text.endswith(NEWEST_MARK)
+        if made_newest:
+            text = text[: -len(NEWEST_MARK)]
+        created, job_id = text.split("|", 1)
         micros = int(created)
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise BadRequest(BAD_CURSOR, {"cursor": cursor}) from exc
-    canonical = base64.urlsafe_b64encode(f"{micros}|{job_id}".encode()).decode().rstrip("=")
-    if canonical != cursor or micros < 0 or not _CURSOR_ID.fullmatch(job_id):
+    mark = NEWEST_MARK if made_newest else ""
+    canonical = base64.urlsafe_b64encode(f"{micros}|{job_id}{mark}".encode()).decode()
+    if canonical.rstrip("=") != cursor or micros < 0 or not _CURSOR_ID.fullmatch(job_id):
         raise BadRequest(BAD_CURSOR, {"cursor": cursor})
+    if made_newest != newest_first:
+        raise BadRequest(OTHER_ORDER, {"cursor": cursor})
     return micros, job_id
 
 
@@ -527,6 +538,13 @@ def decode_cursor(cursor: str) -> tuple[int, str]:
 _CURSOR_ID = re.compile(r"[!-{}~]{1,200}")
 # The fix is in the message: a cursor is only ever one a listing handed out, unchanged.
 BAD_CURSOR = "invalid cursor: give back a next_cursor from the page before, as it was sent"
+# What ends the text of a newest-first list's cursor: "|" is in no cursor's job id.
+NEWEST_MARK = "|newest"
+OTHER_ORDER = (
+    "this cursor is from a list in the other order (GET /jobs and GET /dlq list oldest "
+    "first, the dashboard's GET /ui/api/jobs newest first): give back a next_cursor "
+    "this list handed out"
+)
 
 
 def check_limit(limit: int) -> int:

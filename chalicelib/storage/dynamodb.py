@@ -1962,7 +1962,7 @@ class DynamoStore:
     @aws_errors
     def list_jobs(self, query: JobQuery) -> JobPage:
         limit = check_limit(query.limit)
-        after = decode_cursor(query.cursor) if query.cursor else None
+        after = decode_cursor(query.cursor, query.newest_first) if query.cursor else None
         after_sk = created_sort_key(after[0], after[1]) if after else None
 
         def partition(index: str, value: str) -> Iterator[tuple[str, str]]:
@@ -2019,7 +2019,7 @@ class DynamoStore:
                     jobs.append(job)
         cursor = None
         if jobs and len(jobs) >= limit and next(ids, None) is not None:
-            cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id)
+            cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id, query.newest_first)
         return JobPage(jobs, cursor)
 
     # -- counts, counters, timing -----------------------------------------------------------------

@@ -429,7 +429,7 @@ class MemoryStore:
 
     def list_jobs(self, query: JobQuery) -> JobPage:
         limit = check_limit(query.limit)
-        after = decode_cursor(query.cursor) if query.cursor else None
+        after = decode_cursor(query.cursor, query.newest_first) if query.cursor else None
         with self._lock:
             jobs = [
                 j
@@ -450,7 +450,11 @@ class MemoryStore:
         jobs.sort(key=lambda j: (j.created_at, j.id), reverse=query.newest_first)
         page = jobs[:limit]
         more = len(jobs) > limit
-        cursor = encode_cursor(page[-1].created_at, page[-1].id) if more and page else None
+        cursor = (
+            encode_cursor(page[-1].created_at, page[-1].id, query.newest_first)
+            if more and page
+            else None
+        )
         return JobPage(page, cursor)
 
     def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:

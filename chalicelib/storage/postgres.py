@@ -1496,7 +1496,7 @@ class PostgresStore:
                 params.append(_enc(value))
         after, order = (">", "") if not query.newest_first else ("<", " DESC")
         if query.cursor:
-            created, last_id = decode_cursor(query.cursor)
+            created, last_id = decode_cursor(query.cursor, query.newest_first)
             where.append(f"(created_at, id) {after} (%s, %s)")
             params.extend([from_micros(created), _enc(last_id)])
         clause = f"WHERE {' AND '.join(where)}" if where else ""
@@ -1505,7 +1505,11 @@ class PostgresStore:
             lambda conn: conn.execute(text, [*params, limit + 1]).fetchall(), read=True
         )
         jobs = [row_to_job(r) for r in rows[:limit]]
-        cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > limit else None
+        cursor = (
+            encode_cursor(jobs[-1].created_at, jobs[-1].id, query.newest_first)
+            if len(rows) > limit
+            else None
+        )
         return JobPage(jobs, cursor)
 
     def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:

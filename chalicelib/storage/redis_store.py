@@ -712,7 +712,7 @@ class RedisStore:
         limit = check_limit(query.limit)
         start = "+" if query.newest_first else "-"
         if query.cursor:
-            created, last_id = decode_cursor(query.cursor)
+            created, last_id = decode_cursor(query.cursor, query.newest_first)
             start = f"({max(0, created):020d}{last_id}"
         index = "c" if query.tenant is None else "ct:" + query.tenant
         direction = "desc" if query.newest_first else "asc"
@@ -734,7 +734,11 @@ class RedisStore:
                 break
             start = "(" + _text(last)
         jobs = [row_to_job(r) for r in rows[:limit]]
-        cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > limit else None
+        cursor = (
+            encode_cursor(jobs[-1].created_at, jobs[-1].id, query.newest_first)
+            if len(rows) > limit
+            else None
+        )
         return JobPage(jobs, cursor)
 
     def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:

@@ -60,7 +60,11 @@ def list_jobs(
     else:
         rows = _rows(db, columns, query, query.state, limit)
     jobs = [to_job(r) for r in rows[:limit]]
-    cursor = encode_cursor(jobs[-1].created_at, jobs[-1].id) if len(rows) > limit else None
+    cursor = (
+        encode_cursor(jobs[-1].created_at, jobs[-1].id, query.newest_first)
+        if len(rows) > limit
+        else None
+    )
     return JobPage(jobs, cursor)
 
 
@@ -94,7 +98,7 @@ def select(columns: str, query: JobQuery, state: JobState | None) -> tuple[str, 
             params.append(value)
     after, order = (">", "") if not query.newest_first else ("<", " DESC")
     if query.cursor:
-        created, last_id = decode_cursor(query.cursor)
+        created, last_id = decode_cursor(query.cursor, query.newest_first)
         where.append(f"(created_at {after} ? OR (created_at = ? AND id {after} ?))")
         params.extend([created, created, last_id])
     clause = f"WHERE {' AND '.join(where)}" if where else ""

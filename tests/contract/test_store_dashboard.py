@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from chalicelib.clock import FakeClock
+from chalicelib.errors import BadRequest
 from chalicelib.models import Completion, JobQuery, JobState, MinuteTally
 from chalicelib.storage.base import JobStore, minute_of
 from tests.factories import new_job, token
@@ -165,6 +168,27 @@ def test_dashboard_newest_first_pages_down_without_gaps(store: JobStore, clock: 
         JobQuery(tenant="acme", state=Q, queue="mail", limit=2, newest_first=True)
     )
     assert [j.id for j in newest_queued.jobs] == expected[:2]
+
+
+def test_a_cursor_is_refused_by_a_listing_in_the_other_order(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """A cursor marks a place in one order: read in the other it named the jobs on the
+    wrong side of that place (a GET /jobs cursor at the dashboard's newest-first list
+    answered the jobs already seen, or an empty page), with no sign of the mistake."""
+    for _ in range(5):
+        add(store, clock, tenant="acme")
+        clock.advance(1)
+    for newest_first in (False, True):
+        made = store.list_jobs(JobQuery(tenant="acme", limit=2, newest_first=newest_first))
+        assert made.next_cursor is not None
+        again = JobQuery(tenant="acme", limit=2, cursor=made.next_cursor, newest_first=newest_first)
+        assert len(store.list_jobs(again).jobs) == 2  # its own order takes it
+        other = JobQuery(
+            tenant="acme", limit=2, cursor=made.next_cursor, newest_first=not newest_first
+        )
+        with pytest.raises(BadRequest, match="order"):
+            store.list_jobs(other)
 
 
 def test_dashboard_discard_deletes_only_the_tenants_dead_jobs(
