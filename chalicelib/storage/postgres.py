@@ -1215,18 +1215,15 @@ class PostgresStore:
             raise StoreUnavailable(READ_ONLY_HEALTH, retry_after=5)
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
-        row = self._run(
-            lambda conn: conn.execute(
-                f"SELECT {COLUMNS} FROM jobs WHERE id = %s", (_enc(job_id),)
-            ).fetchone(),
-            read=True,
-        )
-        if row is None:
-            return None
-        job = row_to_job(row)
-        if tenant is not None and job.tenant != tenant:
-            return None
-        return job
+        # The tenant in the query: another tenant's job is no row, as an unknown id is,
+        # never a record sent over and decoded (or failing to decode) before the check.
+        params: tuple[str, ...] = (_enc(job_id),)
+        sql = f"SELECT {COLUMNS} FROM jobs WHERE id = %s"
+        if tenant is not None:
+            sql += " AND tenant = %s"
+            params += (_enc(tenant),)
+        row = self._run(lambda conn: conn.execute(sql, params).fetchone(), read=True)
+        return None if row is None else row_to_job(row)
 
     def claim(
         self,

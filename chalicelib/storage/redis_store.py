@@ -603,10 +603,11 @@ class RedisStore:
         row = self._run(lambda: self.client.hmget(self._p + "j:" + job_id, _FIELDS), read=True)
         if row[0] is None:
             return None
-        job = row_to_job(row)
-        if tenant is not None and job.tenant != tenant:
+        # The tenant first, as read: another tenant's job is None, as an unknown id is,
+        # without its payload and result decoded (or failing to decode) before the check.
+        if tenant is not None and row[1] != tenant.encode("utf-8", _ERRORS):
             return None
-        return job
+        return row_to_job(row)
 
     def claim(
         self,
