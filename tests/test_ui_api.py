@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -166,6 +167,22 @@ def test_jobs_list_filters_finds_and_pages_newest_first(api: Api, rt: Runtime) -
     assert api.get("/ui/api/jobs?find=nothing-like-it").json["jobs"] == []
     row = api.get("/ui/api/jobs?type=fail").json["jobs"][0]
     assert "payload" not in row and row["error"] == "RuntimeError: boom (attempt 1)"
+
+
+def test_find_takes_a_key_exactly_before_it_trims_one_pasted_with_spaces(api: Api) -> None:
+    """Find trimmed what it was given before looking it up: a job whose idempotency key
+    ends in a space could not be found, and asking for it answered the job of the key
+    without the space, another job. The key as given is looked up first."""
+    plain = api.enqueue({"type": "echo", "payload": {}, "idempotency_key": "order-7"})
+    spaced = api.enqueue({"type": "echo", "payload": {}, "idempotency_key": "order-7 "})
+
+    def found(needle: str) -> list[str]:
+        return [j["id"] for j in api.get(f"/ui/api/jobs?find={quote(needle)}").json["jobs"]]
+
+    assert found("order-7 ") == [spaced]
+    assert found("order-7") == [plain]
+    assert found("  order-7\t") == [plain]  # pasted with blanks around it: still found
+    assert found(f" {plain} ") == [plain]
 
 
 def test_a_cursor_of_one_order_is_refused_by_the_listing_in_the_other(api: Api) -> None:

@@ -30,12 +30,13 @@ from chalicelib.errors import (
 )
 from chalicelib.ids import looks_like_job_id
 from chalicelib.logs import job_event
-from chalicelib.models import JobQuery, JobState
+from chalicelib.models import Job, JobQuery, JobState
 from chalicelib.service import NAME_PATTERN, REDRIVE_STEP
 from chalicelib.ui import page, views
 
 if TYPE_CHECKING:
     from chalicelib.api.routes import Edge
+    from chalicelib.storage.base import JobStore
 
 JOB_ID = r"^j_[0-9a-f]{32}$"
 PAGE_DEFAULT = 50
@@ -165,10 +166,8 @@ def ui_jobs(edge: Edge, request: ApiRequest) -> ApiResponse:
     q: JobsQuery = request.params
     store = edge.runtime.store
     if q.find is not None:
-        needle = q.find.strip()
-        job = store.get(needle, tenant) if looks_like_job_id(needle) else None
-        job = job or store.get_by_key(tenant, needle)
-        return _json({"jobs": [views.job_row(job)] if job else [], "next_cursor": None})
+        found = [views.job_row(job) for job in _find(store, tenant, q.find)]
+        return _json({"jobs": found, "next_cursor": None})
     rows: list[dict[str, Any]] = []
     cursor = q.cursor
     while True:  # READ_STEP whole jobs at a time, each kept as its short row
@@ -187,6 +186,21 @@ def ui_jobs(edge: Edge, request: ApiRequest) -> ApiResponse:
         cursor = page_.next_cursor
         if cursor is None or not page_.jobs or len(rows) >= q.limit:
             return _json({"jobs": rows, "next_cursor": cursor})
+
+
+def _find(store: JobStore, tenant: str, given: str) -> list[Job]:
+    """The job `given` names: a job id, else an idempotency key, as given first and then
+    without the blanks around it (pasted with a space). Trimmed first, a key ending in a
+    space could not be found, and asking for it answered the job of the key without it."""
+    for needle in dict.fromkeys((given, given.strip())):
+        if looks_like_job_id(needle):
+            job = store.get(needle, tenant)
+            if job is not None:
+                return [job]
+        job = store.get_by_key(tenant, needle) if needle else None
+        if job is not None:
+            return [job]
+    return []
 
 
 def _detail(edge: Edge, tenant: str, job_id: str) -> ApiResponse:

@@ -430,7 +430,7 @@
       "form",
       { class: "filters", id: "job-filters", onsubmit: (event) => {
         event.preventDefault();
-        location.hash = jobsHash({ state: state.value, queue: queue.value.trim(), type: type.value.trim(), find: find.value.trim() }, "");
+        location.hash = jobsHash({ state: state.value, queue: queue.value.trim(), type: type.value.trim(), find: find.value.trim() ? find.value : "" }, "");
       } },
       state, queue, type, find,
       h("button", { type: "submit", id: "apply-filters" }, "Apply"),
