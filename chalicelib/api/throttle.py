@@ -29,7 +29,6 @@ from chalicelib.api.auth import digest
 from chalicelib.errors import PayloadTooLarge, SpoolError
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
-from chalicelib.models import JobState
 from chalicelib.storage.base import JobStore
 
 # Addresses remembered for failed sign-ins; the oldest is forgotten past this, so a
@@ -37,7 +36,6 @@ from chalicelib.storage.base import JobStore
 MAX_CLIENTS = 10_000
 # Credentials remembered per address as having signed in from it (the newest kept).
 TRUSTED_PER_CLIENT = 8
-WAITING = (JobState.QUEUED, JobState.RETRYING)
 
 
 class RateLimited(SpoolError):
@@ -106,8 +104,7 @@ class EnqueueGate:
             yield room
 
     def _waiting(self, tenant: str) -> int:
-        counts = self.store.state_counts(tenant)
-        return sum(n for (_, state), n in counts.items() if state in WAITING)
+        return self.store.waiting_count(tenant)
 
     @staticmethod
     def _backlog_full(waiting: int, backlog: int, jobs: int = 1) -> RateLimited:

@@ -137,6 +137,10 @@ The dashboard's reads (chalicelib/ui/), each answered without scanning jobs:
   zero counts absent. It is kept as counts that move in the same transaction
   as every insert, state change and delete (SQL stores: triggers), so it always
   equals a count of the jobs.
+- `waiting_count(tenant)` is the tenant's queued and retrying jobs, what the
+  backlog quota of SPOOL_TENANT_LIMITS caps, asked on every enqueue of a capped
+  tenant: it reads kept counts, or (DynamoDB, which keeps none per tenant) counts
+  the tenant's waiting index, never the entries of its finished jobs.
 - `throughput(since, tenant)` is, per (queue, UTC minute) from `since`'s minute
   on, the attempts that ended in that minute by the store's clock: succeeded,
   and failed (a finish to retrying or dead, or a reaped lease). Recorded with
@@ -190,7 +194,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -198,6 +202,7 @@ from chalicelib.clock import Clock
 from chalicelib.errors import BadRequest, JobUnreadable, StoreUnavailable
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
+    WAITING_STATES,
     AddResult,
     Attempt,
     Completion,
@@ -319,6 +324,12 @@ class JobStore(Protocol):
 
     def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
         """Jobs per (queue, state) of one tenant (None: every tenant), from kept counts."""
+        ...
+
+    def waiting_count(self, tenant: str) -> int:
+        """The tenant's waiting jobs (queued or retrying, delayed ones too): what a
+        backlog quota caps. Its cost grows with those jobs, never with the tenant's
+        finished ones (kept counts; on DynamoDB a count of its waiting index)."""
         ...
 
     def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
@@ -551,3 +562,8 @@ def check_limit(limit: int) -> int:
     if limit < 1 or limit > MAX_LIST_LIMIT:
         raise BadRequest(f"limit must be between 1 and {MAX_LIST_LIMIT}", {"limit": limit})
     return limit
+
+
+def waiting_in(counts: Mapping[tuple[str, JobState], int]) -> int:
+    """The waiting jobs among state_counts' counts."""
+    return sum(n for (_, state), n in counts.items() if state in WAITING_STATES)

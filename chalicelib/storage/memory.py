@@ -555,6 +555,12 @@ class MemoryStore:
                     out[key] = out.get(key, 0) + 1
         return out
 
+    def waiting_count(self, tenant: str) -> int:
+        with self._lock:
+            return sum(
+                1 for j in self._jobs.values() if j.tenant == tenant and j.state in WAITING_STATES
+            )
+
     def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
         start = minute_of(since)
         totals: dict[tuple[datetime, str], list[int]] = {}

@@ -102,6 +102,7 @@ from chalicelib.storage.base import (
     from_micros,
     log_buried_by_reap,
     minute_of,
+    waiting_in,
 )
 from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.store_clock import ServerClock
@@ -1666,6 +1667,9 @@ class PostgresStore:
         params = {"tenant": _enc_opt(tenant)}
         rows = self._run(lambda conn: conn.execute(text, params).fetchall(), read=True)
         return {(_dec_str(q), JobState(s)): int(n) for q, s, n in rows}
+
+    def waiting_count(self, tenant: str) -> int:
+        return waiting_in(self.state_counts(tenant))
 
     def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
         where = " AND tenant = %(tenant)s" if tenant is not None else ""

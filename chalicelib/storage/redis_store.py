@@ -65,6 +65,7 @@ from chalicelib.storage.base import (
     log_buried_by_reap,
     minute_of,
     to_micros,
+    waiting_in,
 )
 from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.redis_notify import RedisNotifier
@@ -920,6 +921,9 @@ class RedisStore:
     # -- the dashboard's reads (see base.py) -----------------------------------
     def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
         return self._state_counts(tenant)
+
+    def waiting_count(self, tenant: str) -> int:
+        return waiting_in(self.state_counts(tenant))
 
     def _state_counts(self, tenant: str | None) -> dict[tuple[str, JobState], int]:
         """Jobs per (queue, state), of one tenant (its own hash: the cost does not grow

@@ -76,6 +76,7 @@ from chalicelib.storage.base import (
     log_buried_by_reap,
     to_micros,
     utf8_text,
+    waiting_in,
 )
 from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
@@ -944,6 +945,9 @@ class SQLiteStore:
     @_reads
     def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
         return dashboard.state_counts(self._db(), tenant)
+
+    def waiting_count(self, tenant: str) -> int:
+        return waiting_in(self.state_counts(tenant))
 
     @_reads
     def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:

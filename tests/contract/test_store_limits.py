@@ -321,3 +321,31 @@ def test_a_rate_window_reopens_after_the_clock_steps_back(
     store.claim(10, LEASE, queues=["mail"], policy=policy)  # the first claim after the step
     clock.advance(60)  # six windows of 10 s
     assert len(store.claim(10, LEASE, queues=["mail"], policy=policy)) == 2
+
+
+def test_waiting_count_is_the_tenant_s_queued_and_retrying_jobs(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """What the backlog quota caps: queued jobs (delayed ones too) and retrying ones of
+    that tenant; running, finished and cancelled jobs and other tenants' are not."""
+    from datetime import timedelta
+
+    add(store, clock, 4, tenant="acme")
+    add(store, clock, 2, tenant="other")
+    claimed = [j for j in store.claim(10, LEASE) if j.tenant == "acme"]
+    assert len(claimed) == 4  # one stays running
+    ok, retry, dead = claimed[:3]
+    later = clock.now() + timedelta(seconds=600)
+    assert store.finish(
+        [
+            Completion(ok.id, ok.lease_token or "", JobState.SUCCEEDED),
+            Completion(retry.id, retry.lease_token or "", JobState.RETRYING, retry_at=later),
+            Completion(dead.id, dead.lease_token or "", JobState.DEAD, error="no"),
+        ]
+    ) == [True, True, True]
+    store.cancel(add(store, clock, 1, tenant="acme")[0], "acme")
+    add(store, clock, 1, tenant="acme", delay=3600)
+    add(store, clock, 2, tenant="acme", queue="b")
+    assert store.waiting_count("acme") == 4  # retrying, delayed, two queued
+    assert store.waiting_count("other") == 0  # both running
+    assert store.waiting_count("nobody") == 0
