@@ -242,10 +242,72 @@ def test_a_concurrency_limit_holds_across_worker_processes(store_url: str, tmp_p
     assert len(os.listdir(log_dir)) >= 1
 
 
-def _all_done(url: str) -> bool:
+def _running_pids(log_dir: Path) -> list[int]:
+    """Processes with an attempt of the limited type that logged its start, not its end."""
+    pids = []
+    for log in log_dir.iterdir():
+        lines = log.read_text().split()
+        if lines.count("start") > lines.count("end"):
+            pids.append(int(log.stem.removeprefix("attempts-")))
+    return pids
+
+
+@pytest.mark.timeout(120)
+def test_a_slot_held_by_a_killed_worker_comes_back_when_its_lease_lapses(
+    store_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL a worker process while it runs the limited type: its slots stay taken
+    (the limit still holds: never more than 2 at once, the killed attempts counted
+    until the kill) and come back once the leases lapse, so every job still runs."""
+    url = store_url
+    log_dir = tmp_path / "attempts"
+    log_dir.mkdir()
     store = open_store(url)
     try:
-        return store.state_counts().get(("default", JobState.SUCCEEDED)) == 16
+        store.add(_jobs(6, LIMITED_TYPE, payload={"seconds": 1.0}))
+    finally:
+        store.close()
+    env = guarded_env(
+        SPOOL_STORE_URL=url,
+        SPOOL_HANDLERS="tests.limit_handlers",
+        SPOOL_LEASE_SECONDS="3",
+        **{LOG_DIR_ENV: str(log_dir)},
+    )
+    workers = {}
+    for _ in range(3):
+        w = subprocess.Popen(
+            [sys.executable, "-m", "local.cli", "worker", "--concurrency", "4"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        workers[w.pid] = w
+    killed: dict[int, float] = {}
+    try:
+        deadline = time.monotonic() + 90
+        while not _all_done(url, 6):
+            assert time.monotonic() < deadline, "the jobs never all ran: a slot leaked"
+            if not killed:
+                running = [pid for pid in _running_pids(log_dir) if pid in workers]
+                if running:
+                    workers[running[0]].kill()
+                    killed[running[0]] = time.time()
+                    workers[running[0]].wait(10)
+            time.sleep(0.05)
+    finally:
+        for w in workers.values():
+            stop(w)
+    assert killed, "no worker was seen running a job"
+    peak, attempts = most_at_once(str(log_dir), killed)
+    assert peak <= 2
+    assert attempts >= 7  # the killed worker's jobs ran again
+
+
+def _all_done(url: str, jobs: int = 16) -> bool:
+    store = open_store(url)
+    try:
+        return store.state_counts().get(("default", JobState.SUCCEEDED)) == jobs
     finally:
         store.close()
 
