@@ -79,6 +79,9 @@ _END_TO_END_BUCKETS = (
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400,
 )  # fmt: skip
 _FINAL = (JobState.SUCCEEDED, JobState.DEAD)
+# Final outcomes a worker keeps for their write's answer (those whose write raised
+# never get one): the oldest go first past this many.
+MAX_PENDING_FINAL = 10_000
 
 
 @dataclass(frozen=True)
@@ -360,6 +363,10 @@ class _WrittenElsewhere:
 class _Timing(Middleware):
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # Final outcomes waiting for their write: (job id, lease token) -> the
+        # end-to-end labels and seconds, observed only once the store applied them.
+        self._final: dict[tuple[str, str], tuple[str, str, str, float]] = {}
+        self._final_lock = threading.Lock()
 
     def before_attempt(self, job: Job) -> None:
         if job.started_at is not None:
@@ -391,8 +398,26 @@ class _Timing(Middleware):
         self.metrics.run_duration.labels(queue, job.type, outcome).observe(seconds)
         if completion.state in _FINAL:
             # Enqueue to finish: waiting, every attempt and every backoff between them.
+            # Observed in after_flush, if the store takes it: an outcome refused (the
+            # lease lapsed and another worker took the job, which ends it there) or
+            # never written (an outage until the worker stopped; the job runs again)
+            # is no final outcome, and counted here it was a second finished job.
             total = (self.metrics.store.clock.now() - job.created_at).total_seconds()
-            self.metrics.end_to_end.labels(queue, job.type, outcome).observe(max(0.0, total))
+            with self._final_lock:
+                if len(self._final) >= MAX_PENDING_FINAL:  # writes that raised never flush
+                    self._final.pop(next(iter(self._final)))
+                key = (completion.job_id, completion.lease_token)
+                self._final[key] = (queue, job.type, outcome, max(0.0, total))
+
+    def after_flush(self, completions: Sequence[Completion], applied: Sequence[bool]) -> None:
+        for completion, ok in zip(completions, applied, strict=True):
+            if completion.state not in _FINAL:
+                continue
+            with self._final_lock:
+                final = self._final.pop((completion.job_id, completion.lease_token), None)
+            if final is not None and ok:
+                queue, type_, outcome, total = final
+                self.metrics.end_to_end.labels(queue, type_, outcome).observe(total)
 
 
 class Metrics:
