@@ -496,30 +496,37 @@ def cmd_dlq(rt: Runtime, args: argparse.Namespace) -> int:
         # is not met again, so none is redriven twice and none dead at the start is
         # left behind by a stop that took it for done. The same bound as POST
         # /dlq/redrive's first call (remote_cli.cmd_dlq passes that one back).
-        bound = rt.service.redrive_bound()
+        # --died-before: a run cut short names its bound, to go on under it.
+        bound = args.died_before or rt.service.redrive_bound()
         with _progress_bar()(total=total, unit="job", disable=not sys.stderr.isatty()) as bar:
             seen: set[str] = set()
-            while True:
-                # Ids only, as each step is redriven: service.redriving hands whole
-                # jobs (each may carry a 256 KiB payload) a REDRIVE_STEP at a time.
-                batch = [
-                    job.id
+            try:
+                while True:
+                    # Ids only, as each step is redriven: service.redriving hands whole
+                    # jobs (each may carry a 256 KiB payload) a REDRIVE_STEP at a time;
+                    # kept as each is yielded, so a failure later in the chunk loses none.
+                    batch = fresh = 0
                     for job in rt.service.redriving(
                         args.tenant,
                         queue=args.queue,
                         type_=args.type,
                         limit=REDRIVE_CHUNK,
                         died_before=bound,
-                    )
-                ]
-                fresh = [job_id for job_id in batch if job_id not in seen]
-                seen.update(fresh)
-                moved.extend(fresh)
-                bar.update(len(fresh))
-                # A short batch: the listing ended. Nothing new: a guard, should a
-                # store ever answer the same jobs again (this would loop forever).
-                if len(batch) < REDRIVE_CHUNK or not fresh:
-                    break
+                    ):
+                        batch += 1
+                        if job.id not in seen:
+                            fresh += 1
+                            seen.add(job.id)
+                            moved.append(job.id)
+                            bar.update(1)
+                    # A short batch: the listing ended. Nothing new: a guard, should a
+                    # store ever answer the same jobs again (this would loop forever).
+                    if batch < REDRIVE_CHUNK or not fresh:
+                        break
+            except (Exception, KeyboardInterrupt):
+                # The steps before the failure (or Ctrl-C) stay redriven: say so, and the bound.
+                job_commands.redrive_cut_short(args, moved, bound)
+                raise
         if args.json:
             _print({"redriven": len(moved), "ids": moved})
         print(f"redriven {len(moved)} job(s)", file=sys.stderr)
@@ -721,6 +728,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--type",
         type=job_commands.filter_name("type"),
         help="with --all: only dead jobs of this type",
+    )
+    redrive.add_argument(
+        "--died-before",
+        type=job_commands.died_before,
+        metavar="TIME",
+        help="with --all: only jobs that died before TIME (ISO 8601 with its offset), "
+        "in place of the time the command starts: the bound a run cut short printed, so "
+        "running it again redrives none of its jobs twice",
     )
     redrive.add_argument("--json", action="store_true", help="machine output")
     _tenant_option(redrive)

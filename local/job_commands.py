@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from chalicelib.jsonstrict import is_utf8
@@ -33,6 +35,60 @@ def check_redrive_args(args: argparse.Namespace) -> None:
             "--queue and --type choose among dead jobs with --all; a job id names one job",
             "Drop them, or drop the id and add --all",
         )
+    if args.id and args.died_before is not None:
+        raise UsageError(
+            "--died-before bounds a redrive with --all; a job id names one job",
+            "Drop it, or drop the id and add --all",
+        )
+
+
+def died_before(text: str) -> datetime:
+    """`dlq redrive --all --died-before`: a time with its offset, as a run cut short
+    printed its bound (the server's or the store's clock, never this machine's)."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise argparse.ArgumentTypeError(
+            f"give an ISO 8601 time with its offset, as a redrive cut short printed it "
+            f"(2030-01-31T12:00:00.000001+00:00), not {shown!r}"
+        ) from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise argparse.ArgumentTypeError(
+            f"give the time with its offset (Z or +00:00), as a redrive cut short "
+            f"printed it: {text!r} names no time zone"
+        )
+    return when
+
+
+def redrive_cut_short(args: argparse.Namespace, ids: list[str], bound: datetime | None) -> None:
+    """`dlq redrive --all` failed part-way: the steps before the failure stay redriven.
+    Say how many (with --json, which, on stdout) and how to go on under the same bound,
+    so a job those steps redrove that has died again since is not redriven twice. The
+    failure's own line follows (the caller raises it on)."""
+    if args.json:
+        when = None if bound is None else bound.isoformat()
+        tables.print_json({"redriven": len(ids), "ids": ids, "died_before": when})
+    if bound is None:  # a remote run whose first call failed: the server's bound is unknown
+        print(
+            "spool: the redrive failed before the server answered its first call, which "
+            "may have been applied in part: look at `spool dlq list` before running it again",
+            file=sys.stderr,
+        )
+        return
+    again = ["spool dlq redrive --all"]
+    for option, value in (("--queue", args.queue), ("--type", args.type)):
+        if value is not None:
+            again.append(f"{option} {value}")
+    if getattr(args, "tenant", None) is not None:
+        again.append(f"--tenant {args.tenant}")
+    again.append(f"--died-before {bound.isoformat()}")
+    print(
+        f"spool: redriven {len(ids)} job(s) before it stopped (the last call may "
+        f"have moved more); to redrive the rest and none of them twice, run: "
+        f"{' '.join(again)}",
+        file=sys.stderr,
+    )
 
 
 EXIT_CODES = f"""\

@@ -258,25 +258,31 @@ def cmd_dlq(client: Client, args: argparse.Namespace) -> int:
     if args.all:
         ids: list[str] = []
         seen: set[str] = set()
-        bound: datetime | None = None
-        while True:
-            moved = client.redrive_all(
-                queue=args.queue, type=args.type, limit=REDRIVE_CHUNK, died_before=bound
-            )
-            # Every call after the first passes back the first one's bound (the server's
-            # clock at its start): a job this run redrove that died again since is not
-            # redriven twice, and no job dead at the start is left behind.
-            bound = bound or moved.died_before
-            fresh = [i for i in moved.ids if i not in seen]
-            seen.update(fresh)
-            ids.extend(fresh)
-            # Done at a short batch. Nothing new is a guard against a server that always
-            # answers a full batch (this would loop forever); one too old to answer a
-            # bound brings back jobs that died again, and that ends the run as before.
-            if moved.redriven < REDRIVE_CHUNK or not fresh:
-                break
-            if bound is None and len(fresh) < len(moved.ids):
-                break
+        # --died-before: the bound a run cut short printed, to go on under it.
+        bound: datetime | None = args.died_before
+        try:
+            while True:
+                moved = client.redrive_all(
+                    queue=args.queue, type=args.type, limit=REDRIVE_CHUNK, died_before=bound
+                )
+                # Every call after the first passes back the first one's bound (the
+                # server's clock at its start): a job this run redrove that died again
+                # since is not redriven twice, and no job dead at the start is left behind.
+                bound = bound or moved.died_before
+                fresh = [i for i in moved.ids if i not in seen]
+                seen.update(fresh)
+                ids.extend(fresh)
+                # Done at a short batch. Nothing new is a guard against a server that
+                # always answers a full batch (this would loop forever); one too old to
+                # answer a bound brings back jobs that died again, and that ends the run.
+                if moved.redriven < REDRIVE_CHUNK or not fresh:
+                    break
+                if bound is None and len(fresh) < len(moved.ids):
+                    break
+        except (Exception, KeyboardInterrupt):
+            # The calls before the failure (or Ctrl-C) stay redriven: say so, and the bound.
+            job_commands.redrive_cut_short(args, ids, bound)
+            raise
         if args.json:
             tables.print_json({"redriven": len(ids), "ids": ids})
         print(f"redriven {len(ids)} job(s)", file=sys.stderr)
