@@ -417,17 +417,24 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
         return 0
     # Only --json keeps anything, and only the ids: a stored chunk's jobs are let go.
     added: list[dict[str, Any]] = []
+    stored = 0
     with _progress_bar()(total=args.count, unit="job", disable=not sys.stderr.isatty()) as bar:
-        for start in range(0, args.count, ENQUEUE_CHUNK):
-            n = min(ENQUEUE_CHUNK, args.count - start)
-            results = rt.service.enqueue([request] * n, args.tenant, admitted=True)
-            if args.json:  # the ids, as remotely (local/remote_cli.py)
-                added += (
-                    {"id": r.job.id, "state": r.job.state.value, "created": r.created}
-                    for r in results
-                )
-            del results
-            bar.update(n)
+        try:
+            for start in range(0, args.count, ENQUEUE_CHUNK):
+                n = min(ENQUEUE_CHUNK, args.count - start)
+                results = rt.service.enqueue([request] * n, args.tenant, admitted=True)
+                if args.json:  # the ids, as remotely (local/remote_cli.py)
+                    added += (
+                        {"id": r.job.id, "state": r.job.state.value, "created": r.created}
+                        for r in results
+                    )
+                del results
+                stored += n
+                bar.update(n)
+        except (Exception, KeyboardInterrupt):
+            # The chunks before the failure (or Ctrl-C) stay stored: say how many.
+            job_commands.enqueue_cut_short(args, stored, added)
+            raise
     if args.json:
         _print(added)
     print(f"enqueued {args.count} jobs (tenant {args.tenant})", file=sys.stderr)

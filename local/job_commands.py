@@ -61,6 +61,21 @@ def died_before(text: str) -> datetime:
     return when
 
 
+def enqueue_cut_short(args: argparse.Namespace, stored: int, kept: list[Any]) -> None:
+    """`enqueue --count N` failed part-way: the chunks before the failure stay stored,
+    and the copies carry no idempotency key, so the same command again would store
+    them twice. Say how many are stored (with --json, their ids on stdout) and how
+    many are left; the failure's own line follows (the caller raises it on)."""
+    if args.json:
+        tables.print_json(kept)
+    print(
+        f"spool: enqueued {stored} of {args.count} job(s) before it stopped (the last "
+        f"call may have stored more: look at `spool jobs` first); the same command again "
+        f"would add {args.count} more: for the rest, use --count {args.count - stored}",
+        file=sys.stderr,
+    )
+
+
 def redrive_cut_short(args: argparse.Namespace, ids: list[str], bound: datetime | None) -> None:
     """`dlq redrive --all` failed part-way: the steps before the failure stay redriven.
     Say how many (with --json, which, on stdout) and how to go on under the same bound,

@@ -195,12 +195,19 @@ def cmd_enqueue(client: Client, args: argparse.Namespace) -> int:
     spec = {"type": args.type, "payload": payload, **options}
     kept: list[dict[str, Any]] = []
     sent = 0
-    while sent < args.count:
-        part = min(REMOTE_SLICE, args.count - sent)
-        done = client.enqueue_many([spec] * part)
-        if args.json:
-            kept += ({"id": d.id, "state": d.state, "created": d.created} for d in done)
-        sent += len(done)
+    try:
+        while sent < args.count:
+            # One batch a call (the client's size, as the server's 413s taught it), so a
+            # failure leaves at most that call's jobs unaccounted for.
+            part = min(REMOTE_SLICE, client.batch_size, args.count - sent)
+            done = client.enqueue_many([spec] * part)
+            if args.json:
+                kept += ({"id": d.id, "state": d.state, "created": d.created} for d in done)
+            sent += len(done)
+    except (Exception, KeyboardInterrupt):
+        # The slices before the failure (or Ctrl-C) stay stored: say how many.
+        job_commands.enqueue_cut_short(args, sent, kept)
+        raise
     if args.json:
         tables.print_json(kept)
     print(f"enqueued {sent} jobs", file=sys.stderr)

@@ -11,6 +11,9 @@ same `died_before` again; the command line had no way to.
 
 Now the command names what it redrove and the bound before the failure's own line
 (with --json, prints them too), and takes `--died-before` to run again under it.
+
+`spool enqueue --count N` is cut short the same way, chunk by chunk, and its copies
+carry no idempotency key: it now says how many it stored and the `--count` left.
 """
 
 from __future__ import annotations
@@ -204,3 +207,77 @@ def test_a_remote_redrive_all_cut_short_says_what_it_did_and_a_rerun_redrives_no
     assert cli.main([*argv, "--died-before", found[1]]) == 0
     capsys.readouterr()
     assert redriven.counts == dict.fromkeys(jobs, 1)
+
+
+# -- the same for `spool enqueue --count N` --------------------------------------------
+
+ENQUEUED = re.compile(r"enqueued (\d+) of (\d+) job\(s\) before it stopped.*--count (\d+)")
+
+
+def test_a_local_enqueue_count_cut_short_says_how_many_are_stored(
+    local_store: tuple[str, FakeClock],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The copies carry no idempotency key: run again whole, the command stored the
+    chunks before the failure a second time, and it had not said how many there were."""
+    url, clock = local_store
+    open_store(url, clock).close()
+    calls = 0
+    original = Service.enqueue
+
+    def enqueue(service: Service, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise StoreUnavailable("the database connection failed; try again")
+        return original(service, *args, **kwargs)
+
+    monkeypatch.setattr(Service, "enqueue", enqueue)
+    count = 2 * cli.ENQUEUE_CHUNK + 100
+    argv = ["enqueue", "echo", "--count", str(count), "--json"]
+    monkeypatch.setenv("SPOOL_DEMO_HANDLERS", "true")
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    stored = 2 * cli.ENQUEUE_CHUNK
+    assert len(json.loads(out)) == stored
+    found = ENQUEUED.search(err)
+    assert found is not None, err
+    assert [int(n) for n in found.groups()] == [stored, count, count - stored]
+    assert "the database connection failed" in err
+    store = open_store(url, clock)
+    try:
+        assert sum(store.counts().values()) == stored
+    finally:
+        store.close()
+
+
+def test_a_remote_enqueue_count_cut_short_says_how_many_are_stored(
+    served: tuple[str, JobStore, FakeClock],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url, store, _ = served
+    monkeypatch.delenv("SPOOL_URL", raising=False)
+    monkeypatch.delenv("SPOOL_API_KEY", raising=False)
+    calls = 0
+    original = Service.enqueue
+
+    def enqueue(service: Service, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 4:  # the fourth batch: a 500, raised at once
+            raise RuntimeError("planned failure")
+        return original(service, *args, **kwargs)
+
+    monkeypatch.setattr(Service, "enqueue", enqueue)
+    count = 450
+    argv = ["enqueue", "echo", "--count", str(count), "--json", "--url", url, "--key", KEY_A]
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    stored = sum(store.counts().values())
+    assert stored == 300  # three batches of the client's 100
+    assert len(json.loads(out)) == stored
+    found = ENQUEUED.search(err)
+    assert found is not None, err
+    assert [int(n) for n in found.groups()] == [stored, count, count - stored]
