@@ -17,6 +17,7 @@ The outage is a cut in a forwarder in front of the shared server (never stopped)
 
 from __future__ import annotations
 
+import threading
 import time
 from urllib.parse import parse_qs, urlsplit
 
@@ -97,3 +98,39 @@ def test_a_pool_whose_connections_were_all_ended_answers_the_next_call() -> None
             assert store.get(added.job.id) is not None
         finally:
             store.close()
+
+
+@pytest.mark.parametrize("back_after", [2.6, 3.6])
+def test_a_call_waiting_through_the_outage_gets_the_connection_once_it_is_back(
+    back_after: float,
+) -> None:
+    """A restart of 2 to 5 s (pg_ctl restart, a failover): a call that began during it
+    waited for a connection for its whole pool_timeout (5 s) and failed with a 503,
+    though the database had been back for seconds. Its wait began before the pool's
+    run of tries closed (RECONNECT_WINDOW, 2 s); a fresh run starts only for a caller
+    that asks again, and the waiting one never did. Now it asks again each window."""
+    proxy = PgProxy()
+    try:
+        with fresh_schema() as direct:
+            name = parse_qs(urlsplit(direct).query)["application_name"][0]
+            store = open_store(with_port(direct, proxy.port) + "&pool_timeout=8")
+            try:
+                assert store.get("j_" + "0" * 32) is None  # the pool is up
+                proxy.cut()
+                terminate(name)  # its idle connections die with the "server"
+                deadline = time.monotonic() + 30
+                while _sessions(name):  # bounded wait for the server to end them
+                    assert time.monotonic() < deadline, "the sessions were never ended"
+                    time.sleep(0.05)
+                timer = threading.Timer(back_after, proxy.restore)
+                timer.start()
+                try:
+                    # Within pool_timeout (8 s) once the database is back: the pool's
+                    # first run of tries is over by then, so this needs a fresh one.
+                    assert store.get("j_" + "0" * 32) is None
+                finally:
+                    timer.cancel()
+            finally:
+                store.close()
+    finally:
+        proxy.close()

@@ -163,7 +163,8 @@ DEADLOCK_RETRIES = 5
 # to T seconds after the database was back (minutes of 503s after a long restart).
 # Once a window closes the pool drops the slot, and the next caller that waits for a
 # connection starts a fresh run of tries, the first at once: so the pool tries again
-# whenever it is asked, and never waits more than about a second between tries.
+# whenever it is asked, and never waits more than about a second between tries. A
+# caller already waiting asks again each window (_getconn), which starts one too.
 RECONNECT_WINDOW = 2.0
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,56}$")
 _SPOOL_OPTIONS = (
@@ -904,6 +905,23 @@ class PostgresStore:
             " name is a typo, fix schema= in SPOOL_STORE_URL instead)"
         )
 
+    def _getconn(self) -> Conn:
+        """A pooled connection within pool_timeout, asked for again each RECONNECT_WINDOW.
+
+        The pool makes a new connection only when a caller asks and none is free; a
+        caller already waiting when a run of tries closes (the database down for longer
+        than the window) started no other, and waited out its whole timeout after the
+        database was back. Asking again starts a fresh run, whose first try is at once.
+        Bounded by pool_timeout in all, as one wait was."""
+        deadline = time.monotonic() + self.settings.pool_timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self._pool.getconn(timeout=max(0.001, min(left, RECONNECT_WINDOW)))
+            except PoolTimeout:
+                if deadline - time.monotonic() <= 0:
+                    raise
+
     def _run(self, fn: Callable[[Conn], T], read: bool = False) -> T:
         """Run `fn` on a pooled connection, mapping outages to StoreUnavailable.
 
@@ -921,7 +939,7 @@ class PostgresStore:
                 # back an autocommit connection, which has nothing to end (a transaction
                 # block ends itself; putconn rolls back one left open, or closes a broken
                 # connection), and the generator and the usage stats cost about 4 us a call.
-                conn = self._pool.getconn()
+                conn = self._getconn()
                 try:
                     self._read_server_clock(conn)
                     if deadline is None:
