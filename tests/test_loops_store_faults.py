@@ -211,3 +211,77 @@ def test_spool_serves_sqs_poller_stops_on_refused_credentials(
         thread.join(WAIT)
     assert not thread.is_alive(), "the poller kept retrying refused credentials"
     assert any("refused this process's credentials" in r.getMessage() for r in caplog.records)
+
+
+def test_an_outcome_refused_for_a_lapsed_lease_is_not_logged_as_the_deliverys(
+    store: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery thread stalled past its lease (SIGSTOP, a POST that hung): another
+    worker claims the delivery and delivers it, and the store refuses the stale outcome.
+    The stale worker logged its own outcome as the delivery's, a WARNING that it had
+    "failed: gave up" beside the store's `delivered`."""
+    from chalicelib.clock import FakeClock
+
+    clock = cast(FakeClock, store.clock)
+    job = finished_job(store, "http://127.0.0.1:9/hook")
+
+    def stalled(*args: Any) -> dict[str, Any]:
+        clock.advance(3600)  # its lease lapses; another worker takes the delivery
+        [other] = store.claim_webhooks(1, 30)
+        assert store.finish_webhook(other.id, other.lease_token or "", "delivered")
+        return {"status": 500}
+
+    deliverer = Deliverer(store, settings(SPOOL_WEBHOOK_MAX_ATTEMPTS="1"), send=stalled)
+    try:
+        with caplog.at_level(logging.INFO, logger="spool.webhooks"):
+            deliverer.drain()
+    finally:
+        deliverer.close()
+    [delivery] = store.webhooks(job.id)
+    assert delivery.state == "delivered"
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "spool.webhooks"]
+    assert [level for level, _ in lines] == [logging.INFO], lines
+    assert "gave up" not in lines[0][1]
+    assert "not recorded" in lines[0][1] and "another worker" in lines[0][1]
+    assert deliverer.failed == 0
+
+
+class _ReplyLost:
+    """finish_webhook applied, but its reply lost the first time (the connection cut
+    after the commit): the deliverer holds the outcome and writes it again."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self.lost = 0
+
+    def finish_webhook(self, *args: Any, **kwargs: Any) -> bool:
+        applied: bool = self._store.finish_webhook(*args, **kwargs)
+        if not self.lost:
+            self.lost += 1
+            raise redis.ConnectionError("Connection reset by peer")
+        return applied
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_an_outcome_whose_reply_was_lost_is_logged_and_counted_as_written(
+    store: MemoryStore, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = finished_job(store, receiver.url)
+    faulty = _ReplyLost(store)
+    deliverer = Deliverer(cast(Any, faulty), settings(SPOOL_WEBHOOK_POLL="0.05"))
+    with caplog.at_level(logging.INFO, logger="spool"):
+        stop, thread = delivering(deliverer)
+        try:
+            assert wait_until(lambda: faulty.lost == 1 and not deliverer._held)
+        finally:
+            stop.set()
+            thread.join(WAIT)
+            deliverer.close()
+    assert store.webhooks(job.id)[0].state == "delivered"
+    assert len(receiver.requests) == 1
+    assert deliverer.delivered == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "spool.webhooks"]
+    assert any(" delivered: job " in line for line in lines), lines
+    assert not any("not recorded" in line for line in lines), lines

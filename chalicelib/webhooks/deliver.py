@@ -206,8 +206,21 @@ class Deliverer:
             delivery.id, delivery.lease_token or "", outcome, done.retry_at, error
         )
         self.outage.recovered()
-        if applied:
-            self._count(outcome)
+        if self.observe is not None:  # the attempt was made, whoever records its outcome
+            self.observe(outcome, time.monotonic() - done.started)
+        if not applied and not self._written(done):
+            # The lease lapsed (a stalled thread, a hung POST) and another worker holds
+            # the delivery now: its outcome is the delivery's, not this attempt's.
+            log.info(
+                "webhook %s: attempt %d of job %s not recorded (%s): its lease lapsed, "
+                "and another worker took the delivery",
+                delivery.id,
+                delivery.attempts,
+                delivery.job_id,
+                outcome,
+            )
+            return
+        self._count(outcome)
         level = logging.WARNING if outcome == outbox.FAILED else logging.INFO
         log.log(
             level,
@@ -218,8 +231,21 @@ class Deliverer:
             delivery.attempts,
             f" ({error})" if error else "",
         )
-        if self.observe is not None:
-            self.observe(outcome, time.monotonic() - done.started)
+
+    def _written(self, done: _Outcome) -> bool:
+        """Did an earlier write of this held outcome go through, though it raised (its
+        reply lost)? Then the store refuses the rewrite, and the delivery stands as this
+        attempt left it: no other worker claimed it since (a claim counts an attempt)."""
+        delivery = done.delivery
+        want = outbox.PENDING if done.outcome == outbox.RETRYING else done.outcome
+        try:
+            found = [d for d in self.store.webhooks(delivery.job_id) if d.id == delivery.id]
+        except Exception:  # unreadable now: taken for another worker's, as it likely is
+            return False
+        return any(
+            d.state == want and d.attempts == delivery.attempts and d.lease_token is None
+            for d in found
+        )
 
     def _count(self, outcome: str) -> None:
         if outcome == outbox.DELIVERED:
