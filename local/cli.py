@@ -29,7 +29,17 @@ from chalicelib.service import NAME_PATTERN, EnqueueRequest
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY_SECONDS
 from chalicelib.webhooks import runner as webhooks
 from chalicelib.worker import Middleware, Worker, WorkerStats
-from local import cli_help, db, fresh_store, job_commands, remote_cli, serve, tables, top
+from local import (
+    cli_help,
+    cli_ranges,
+    db,
+    fresh_store,
+    job_commands,
+    remote_cli,
+    serve,
+    tables,
+    top,
+)
 from local.builtin_check import check_builtin_settings
 from local.cli_errors import (
     NOT_UTF8,
@@ -89,13 +99,9 @@ def delay(text: str) -> float:
 
 
 def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
+    return cli_ranges.whole(
+        text, 1, None, "must be at least 1, not {value}", not_whole="{text!r} is not a whole number"
+    )
 
 
 def whole_number(low: int, high: int) -> Callable[[str], int]:
@@ -104,15 +110,9 @@ def whole_number(low: int, high: int) -> Callable[[str], int]:
     pydantic's "Input should be less than or equal to 1000"."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"must be a whole number from {low} to {high}, not {text!r}"
-            )
-        return value
+        return cli_ranges.whole(
+            text, low, high, "must be a whole number from {low} to {high}, not {text!r}"
+        )
 
     return parse
 
@@ -190,13 +190,13 @@ def _sync_finish(rt: Runtime, args: argparse.Namespace) -> bool:
 
 def port_number(text: str) -> int:
     """A TCP port: 0 (pick a free one) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, not {value}")
-    return value
+    return cli_ranges.whole(
+        text,
+        0,
+        65535,
+        "a port is 0 to 65535, not {value}",
+        not_whole="{text!r} is not a port number",
+    )
 
 
 def _worker_metrics(rt: Runtime, args: argparse.Namespace) -> WorkerMetrics:

@@ -17,7 +17,7 @@ from chalicelib.jsonstrict import is_utf8
 from chalicelib.models import Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.service import NAME_PATTERN
-from local import tables
+from local import cli_ranges, tables
 from local.cli_errors import NOT_UTF8, UsageError
 
 EXIT_WAIT_TIMEOUT = 3
@@ -202,13 +202,13 @@ def _cursor(text: str) -> str:
 
 
 def _page_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be at least 1 and at most 1000, not {value}")
-    return value
+    return cli_ranges.whole(
+        text,
+        1,
+        1000,
+        "must be at least {low} and at most {high}, not {value}",
+        not_whole="{text!r} is not a whole number",
+    )
 
 
 def state_choices() -> list[str]:

@@ -40,7 +40,7 @@ from chalicelib.edge_settings import FIX
 from chalicelib.models import DEFAULT_TENANT
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime
-from local import fresh_store
+from local import cli_ranges, fresh_store
 from local.cli_errors import EXIT_INTERRUPTED, CliFailure, UsageError
 
 if TYPE_CHECKING:
@@ -175,15 +175,12 @@ def server_failure(host: str, port: int, exc: ValueError) -> UsageError:
 def _port(text: str) -> int:
     """0-65535: a bigger number was bound modulo 65536, another port than asked. The
     refusal names PORT too: `PORT=abc make run` said only "argument --port"."""
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(  # `make run` passes PORT as --port: name both
-            f"must be 0-65535 (0 picks a free one; under make run: PORT=N make run), not {text!r}"
-        )
-    return port
+    return cli_ranges.whole(  # `make run` passes PORT as --port: name both
+        text,
+        0,
+        65535,
+        "must be 0-65535 (0 picks a free one; under make run: PORT=N make run), not {text!r}",
+    )
 
 
 def _processes(text: str) -> int:
@@ -192,28 +189,18 @@ def _processes(text: str) -> int:
     the store had been opened."""
     from local.multiproc import MAX_PROCESSES
 
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_PROCESSES:
-        raise argparse.ArgumentTypeError(
-            f"must be between 1 and {MAX_PROCESSES} (about one per core is the useful "
-            f"number), not {text!r}"
-        )
-    return count
+    return cli_ranges.whole(
+        text,
+        1,
+        MAX_PROCESSES,
+        "must be between {low} and {high} (about one per core is the useful number), not {text!r}",
+    )
 
 
 def _threads(text: str) -> int:
     """At least one (with none the server accepted and never answered), at most
     MAX_THREADS (more failed with "can't start new thread")."""
-    try:
-        threads = int(text)
-    except ValueError:
-        threads = 0
-    if not 1 <= threads <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be 1-{MAX_THREADS}, not {text!r}")
-    return threads
+    return cli_ranges.whole(text, 1, MAX_THREADS, "must be 1-{high}, not {text!r}")
 
 
 class StopSignals:

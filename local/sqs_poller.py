@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import math
 import os
 import re
 import signal
@@ -51,6 +50,7 @@ if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
 
 from chalicelib.store_outage import Outage, fatal_error, is_fatal
+from local import cli_ranges
 
 log = logging.getLogger("spool.sqs_poller")
 
@@ -378,39 +378,26 @@ def _long_poll(text: str) -> int:
     """--wait: SQS's WaitTimeSeconds, 0 to 20. A larger one started the poller and then
     logged "store unavailable ... WaitTimeSeconds is invalid" at every receive, a usage
     mistake shown as an outage."""
-    try:
-        seconds = int(text)
-    except ValueError:
-        seconds = -1
-    if not 0 <= seconds <= 20:
-        raise argparse.ArgumentTypeError(
-            f"must be a whole number from 0 to 20 (SQS's long poll), not {text!r}"
-        )
-    return seconds
+    return cli_ranges.whole(
+        text, 0, 20, "must be a whole number from {low} to {high} (SQS's long poll), not {text!r}"
+    )
 
 
 def _window(text: str) -> float:
     """--window: the event source's MaximumBatchingWindowInSeconds, 0 to 300."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 <= seconds <= 300:  # nan too
-        raise argparse.ArgumentTypeError(
-            f"must be a number of seconds from 0 to 300 (the event source's), not {text!r}"
-        )
-    return seconds
+    return cli_ranges.seconds(
+        text,
+        0,
+        300,
+        "must be a number of seconds from {low} to {high} (the event source's), not {text!r}",
+    )
 
 
 def _seconds(text: str) -> float:
     """--idle-exit, --max-seconds: a finite time; nan or a negative one was taken."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text!r}")
-    return seconds
+    return cli_ranges.seconds(
+        text, 0, None, "must be a number of seconds above {low}, not {text!r}", above=True
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

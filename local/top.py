@@ -10,7 +10,6 @@ unless --tenant narrows it. Ctrl-C stops it.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import sys
@@ -23,6 +22,7 @@ from chalicelib.attempt_record import live_seconds
 from chalicelib.errors import StoreUnavailable
 from chalicelib.service import NAME_PATTERN
 from chalicelib.ui.views import STATES, overview
+from local import cli_ranges
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
@@ -39,25 +39,16 @@ INTERVAL_MIN, INTERVAL_MAX = 0.1, 3600.0
 
 def _interval(text: str) -> float:
     """Seconds between frames: a finite number in range (inf or nan would crash the sleep)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not INTERVAL_MIN <= value <= INTERVAL_MAX:  # also false for nan
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number of seconds from {INTERVAL_MIN:g} to {INTERVAL_MAX:g}"
-        )
-    return value
+    return cli_ranges.seconds(
+        text,
+        INTERVAL_MIN,
+        INTERVAL_MAX,
+        "{text!r} is not a number of seconds from {low:g} to {high:g}",
+    )
 
 
 def _iterations(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number, 0 or more")
-    return value
+    return cli_ranges.whole(text, 0, None, "{text!r} is not a whole number, 0 or more")
 
 
 def _tenant(text: str) -> str:
