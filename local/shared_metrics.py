@@ -18,6 +18,7 @@ were that process's alone:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -27,36 +28,62 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from chalicelib import logs
+from chalicelib import logs, worker_id
 from chalicelib.runtime import Runtime
 
 log = logging.getLogger("spool.serve")
 
 WRITE_INTERVAL = 1.0  # seconds: well under any scrape interval
 PREFIX = "spool-serve-metrics-"
-OWNER = "supervisor.pid"
+# The supervisor holds an exclusive flock on this file for as long as it runs; the
+# kernel lets go of it when the process ends, however it ends. It holds the owner's
+# host:pid:tag (chalicelib/worker_id.py), for a person to read.
+OWNER = "owner.lock"
 
 
 def sweep_orphans() -> None:
     """Remove the directories of supervisors that are gone without cleaning up (kill -9):
-    one is left per such stop, and nothing else would ever remove it."""
+    one is left per such stop, and nothing else would ever remove it.
+
+    Gone is an owner lock this sweep can take. The owner's pid does not tell: it was
+    checked here, and two containers sharing a temporary volume each have pids of
+    their own, so one removed the other's live directory; and a pid given again to
+    another process kept a dead supervisor's directory for ever."""
+    import fcntl
+
     for directory in Path(tempfile.gettempdir()).glob(PREFIX + "*"):
         try:
-            owner = int((directory / OWNER).read_text("ascii"))
-        except (OSError, ValueError):  # not ours, or being made this moment: leave it
+            owner = os.open(directory / OWNER, os.O_RDONLY)
+        except OSError:  # not ours, or being made this moment: leave it
             continue
-        if not _alive(owner):
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: its supervisor runs (or no locks here: cannot tell)
+            continue
+        else:
             shutil.rmtree(directory, ignore_errors=True)
+        finally:
+            os.close(owner)
 
 
-def _alive(pid: int) -> bool:
+def _own(directory: Path) -> int:
+    """Lock `directory`'s OWNER file for this process's life (the descriptor returned):
+    made and locked under another name, then renamed, so a sweep never finds it
+    unlocked. Where the file system has no locks, a sweep cannot take one either, and
+    leaves the directory (its supervisor removes it at a clean stop)."""
+    import fcntl
+
+    part = directory / (OWNER + ".part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, worker_id.host_process().encode())
+        os.replace(part, directory / OWNER)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 class SharedMetrics:
@@ -69,7 +96,7 @@ class SharedMetrics:
         self.interval = interval
         sweep_orphans()
         self.directory = Path(tempfile.mkdtemp(prefix=PREFIX))
-        (self.directory / OWNER).write_text(str(os.getpid()), "ascii")
+        self._owner = _own(self.directory)
         self.path = self.directory / "worker.prom"
         self._stop = threading.Event()
         self._thread = logs.outside_thread(self._run, name="spool-worker-metrics")
@@ -117,6 +144,7 @@ class SharedMetrics:
         if self._thread.is_alive():
             self._thread.join()
         shutil.rmtree(self.directory, ignore_errors=True)
+        os.close(self._owner)  # last: a sweep meanwhile finds it still owned
 
 
 class CacheCounts:

@@ -13,6 +13,8 @@ import pytest
 
 from local import shared_metrics
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture
 def tmp_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -31,18 +33,80 @@ def test_a_killed_supervisor_s_directory_is_swept_at_the_next_start(tmp_root: Pa
     supervisor removes those whose owner is gone, and only those."""
     orphan = tmp_root / f"{shared_metrics.PREFIX}orphan"
     orphan.mkdir()
-    (orphan / shared_metrics.OWNER).write_text(str(_dead_pid()))
+    (orphan / shared_metrics.OWNER).write_text("box:1:abcdef")  # no process locks it
     (orphan / "worker.prom").write_text("")
     living = tmp_root / f"{shared_metrics.PREFIX}living"
     living.mkdir()
-    (living / shared_metrics.OWNER).write_text(str(os.getpid()))
+    owner = shared_metrics._own(living)  # locked, as a running supervisor's
     unowned = tmp_root / f"{shared_metrics.PREFIX}unowned"  # not (yet) marked: left alone
     unowned.mkdir()
 
-    shared_metrics.sweep_orphans()
+    try:
+        shared_metrics.sweep_orphans()
+    finally:
+        os.close(owner)
 
     assert not orphan.exists()
     assert living.exists() and unowned.exists()
+
+
+# A supervisor in a child process, with os.getpid faked: argv[1] the temporary root,
+# argv[2] the pid it believes it has. It prints its directory, then runs until its
+# standard input closes, and ends without cleaning up (as kill -9 would).
+SUPERVISOR = """
+import os, sys, tempfile
+os.getpid = lambda: int(sys.argv[2])
+tempfile.tempdir = sys.argv[1]
+from local import shared_metrics
+shared = shared_metrics.SharedMetrics(None, worker=False)
+print(shared.directory, flush=True)
+sys.stdin.read()
+os._exit(0)
+"""
+
+
+def _supervisor(root: Path, pid: int) -> tuple[subprocess.Popen[str], Path]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, str(root), str(pid)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    return child, Path(child.stdout.readline().strip())
+
+
+def _end(child: subprocess.Popen[str]) -> None:
+    assert child.stdin is not None
+    child.stdin.close()
+    assert child.wait(60) == 0
+
+
+def test_a_live_supervisor_whose_pid_is_not_seen_here_keeps_its_directory(
+    tmp_root: Path,
+) -> None:
+    """Two containers sharing a temporary volume each have their own pids: the other's
+    supervisor's pid is dead (or another process) here. Was: its live directory was
+    removed by this side's sweep, and its server processes lost their shared files."""
+    child, directory = _supervisor(tmp_root, _dead_pid())
+    try:
+        shared_metrics.sweep_orphans()
+        assert directory.is_dir()
+    finally:
+        _end(child)
+    shared_metrics.sweep_orphans()  # gone now, without cleaning up: swept
+    assert not directory.exists()
+
+
+def test_a_dead_supervisor_whose_pid_was_given_again_is_swept(tmp_root: Path) -> None:
+    """Was: a directory was kept while any process had its owner's pid, so one left by
+    a killed supervisor whose pid went to another process was never removed."""
+    child, directory = _supervisor(tmp_root, os.getpid())  # the pid of a live process
+    _end(child)
+    assert directory.is_dir()
+    shared_metrics.sweep_orphans()
+    assert not directory.exists()
 
 
 # -- the cache counts of server processes that are gone -----------------------------
