@@ -42,14 +42,22 @@ def set_lambda_request(request_id: str | None) -> None:
     _request_id = request_id or None
 
 
-def host_process() -> str:
-    """host:pid:tag for this process (the pid is read each time: forks)."""
-    global _host, _tag
-    if _host is None:
-        _host = socket.gethostname()
+def process_tag() -> str:
+    """This process's tag: made at its first use, and again in a forked child. With the
+    pid it names one process start, where a pid alone is reused (pid namespaces,
+    wrap-around); chalicelib/api/metrics.py names the per-process cache counts by both."""
+    global _tag
     if _tag is None:
         _tag = secrets.token_hex(3)
-    return f"{_host}:{os.getpid()}:{_tag}"
+    return _tag
+
+
+def host_process() -> str:
+    """host:pid:tag for this process (the pid is read each time: forks)."""
+    global _host
+    if _host is None:
+        _host = socket.gethostname()
+    return f"{_host}:{os.getpid()}:{process_tag()}"
 
 
 def process() -> str:

@@ -115,11 +115,16 @@ LIVE = {11: (10, 1), 12: (20, 2)}  # pid: (hits, misses) as last written
 TOTAL = (30, 3)
 
 
+def _name(pid: int, tag: str = "a1b2c3") -> str:
+    """A server process's file: its pid and the tag of its start (worker_id.process_tag)."""
+    return f"cache-{pid}-{tag}.counts"
+
+
 def _counts_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "shared"
     directory.mkdir(parents=True, exist_ok=True)
     for pid, (hits, misses) in LIVE.items():
-        (directory / f"cache-{pid}.counts").write_text(f"{hits} {misses}", "ascii")
+        (directory / _name(pid)).write_text(f"{hits} {misses}", "ascii")
     return directory
 
 
@@ -131,19 +136,19 @@ def test_a_dead_process_s_counts_are_folded_into_one_file_and_the_sum_kept(
     from chalicelib.api.metrics import retire_cache_counts, shared_cache_counts
 
     directory = _counts_dir(tmp_path)
-    (directory / "cache-11.counts.part").write_text("99", "ascii")  # killed mid-write
+    (directory / (_name(11) + ".part")).write_text("99", "ascii")  # killed mid-write
     retire_cache_counts(directory, 11)
     assert shared_cache_counts(directory) == TOTAL
     # Process after process exits and is replaced: one file a live process, plus one.
     for pid in range(100, 110):
-        (directory / f"cache-{pid}.counts").write_text("1 1", "ascii")
+        (directory / _name(pid)).write_text("1 1", "ascii")
         retire_cache_counts(directory, pid)
         assert shared_cache_counts(directory) == (TOTAL[0] + pid - 99, TOTAL[1] + pid - 99)
-    assert sorted(p.name for p in directory.iterdir()) == ["cache-12.counts", "retired.counts"]
+    assert sorted(p.name for p in directory.iterdir()) == [_name(12), "retired.counts"]
     retire_cache_counts(directory, 4242)  # one that exited before its first write
     assert shared_cache_counts(directory) == (TOTAL[0] + 10, TOTAL[1] + 10)
     # A new process given a retired one's pid is counted (the pids wrap around).
-    (directory / "cache-11.counts").write_text("5 5", "ascii")
+    (directory / _name(11, "d4e5f6")).write_text("5 5", "ascii")
     assert shared_cache_counts(directory) == (TOTAL[0] + 15, TOTAL[1] + 15)
 
 
@@ -156,9 +161,9 @@ def test_shared_metrics_folds_a_reaped_process_s_file(
     # in the checkout, shared with every other run and parallel worker.
     monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_root}/spool.db")
     with shared_metrics.SharedMetrics(build_runtime(), worker=False) as shared:
-        (shared.directory / "cache-11.counts").write_text("3 4", "ascii")
+        (shared.directory / _name(11)).write_text("3 4", "ascii")
         shared.retire(11)
-        assert not (shared.directory / "cache-11.counts").exists()
+        assert not (shared.directory / _name(11)).exists()
         assert (shared.directory / "retired.counts").exists()
 
 
@@ -198,7 +203,7 @@ def test_a_scrape_overlapping_a_fold_counts_every_file_once(
         monkeypatch.setattr(Path, "read_text", _folding_before_read(k + 1))
         seen.append(metrics.shared_cache_counts(directory))
         monkeypatch.undo()
-        assert not (directory / "cache-11.counts").exists()  # the fold did happen
+        assert not (directory / _name(11)).exists()  # the fold did happen
 
     # A scrape, whole, at each point of a fold: before and after each rename and removal.
     directory = _counts_dir(tmp_path / "fold")
@@ -216,5 +221,50 @@ def test_a_scrape_overlapping_a_fold_counts_every_file_once(
     monkeypatch.setattr("chalicelib.api.metrics.os.replace", scrape_around(real_replace))
     monkeypatch.setattr(Path, "unlink", scrape_around(real_unlink))
     metrics.retire_cache_counts(directory, 11)
-    assert len(seen) == 4 + 8  # the fold removes twice and renames twice: a scrape around each
+    assert len(seen) == 4 + 6  # the fold renames twice and removes one file: a scrape around each
     assert set(seen) == {TOTAL}
+
+
+# A server process in a child process, with os.getpid faked: it writes its cache counts
+# (argv[3] hits, argv[4] misses) to the shared directory argv[1] as process argv[2].
+SERVER = """
+import os, sys
+os.getpid = lambda: int(sys.argv[2])
+from pathlib import Path
+from types import SimpleNamespace
+from chalicelib.api.metrics import Metrics
+from chalicelib.config import Settings
+from chalicelib.storage.memory import MemoryStore
+metrics = Metrics(MemoryStore(), Settings())
+metrics.cache = SimpleNamespace(hits=int(sys.argv[3]), misses=int(sys.argv[4]))
+metrics.write_cache_counts(Path(sys.argv[1]))
+"""
+
+
+def _server_writes(directory: Path, pid: int, hits: int, misses: int) -> None:
+    args = [str(directory), str(pid), str(hits), str(misses)]
+    done = subprocess.run(
+        [sys.executable, "-c", SERVER, *args], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_server_process_given_a_dead_one_s_pid_keeps_both_counts(tmp_path: Path) -> None:
+    """A fold that failed (an unreadable total) leaves the exited process's file, to be
+    counted. Was: files were named by pid alone, so a process later given the same pid
+    wrote over it: the dead process's counts vanished and the sum fell (a counter reset
+    to Prometheus)."""
+    from chalicelib.api.metrics import retire_cache_counts, shared_cache_counts
+
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    _server_writes(directory, 7, 3, 4)
+    (directory / "retired.counts").mkdir()  # unreadable: the fold fails, the file stays
+    with pytest.raises(OSError):
+        retire_cache_counts(directory, 7)
+    (directory / "retired.counts").rmdir()
+    _server_writes(directory, 7, 1, 1)  # the pids wrapped around to 7 again
+    assert shared_cache_counts(directory) == (4, 5)
+    retire_cache_counts(directory, 7)  # that one exits too: both are folded
+    assert shared_cache_counts(directory) == (4, 5)
+    assert [p.name for p in directory.iterdir()] == ["retired.counts"]

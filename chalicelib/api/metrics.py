@@ -236,10 +236,19 @@ def _write_whole(path: Path, data: bytes) -> None:
     os.replace(part, path)
 
 
-def _cache_file(directory: Path, pid: int | None = None) -> Path:
-    """This process's file (or process `pid`'s): by pid, so a restarted process's last
-    counts stay counted (retire_cache_counts folds them into _RETIRED)."""
-    return directory / f"cache-{os.getpid() if pid is None else pid}.counts"
+def _cache_file(directory: Path) -> Path:
+    """This process's file: cache-<pid>-<tag>.counts. By pid, so the supervisor, which
+    knows its server processes by pid, can fold an exited one's last counts into
+    _RETIRED (retire_cache_counts); and by the tag of this process start
+    (worker_id.process_tag), because a pid is given again: a process given an exited
+    one's pid, whose file was not folded (a fold that failed), wrote over that file,
+    and the sum fell."""
+    return directory / f"cache-{os.getpid()}-{worker_id.process_tag()}.counts"
+
+
+def _cache_files_of(directory: Path, pid: int, suffix: str = "") -> list[Path]:
+    """The files of every process start that had `pid` (one, unless a fold failed)."""
+    return sorted(directory.glob(f"cache-{pid}-*.counts{suffix}"))
 
 
 # The counts of server processes that are gone, folded into one file by the supervisor
@@ -306,29 +315,41 @@ def retire_cache_counts(directory: Path, pid: int) -> None:
     """Fold the counts of server process `pid`, which has exited (the supervisor reaped
     it), into the retired total and remove its file: the files stay as many as the
     live processes, plus one, and the sum every scrape reads is unchanged (a counter
-    must never fall). Only the supervisor calls this, one fold at a time. Raises
-    OSError or ValueError (an unreadable total): the file is then left, and counted."""
-    path = _cache_file(directory, pid)
+    must never fall). Only the supervisor calls this, one fold at a time, before it
+    starts another process, so every file of `pid` is an exited process's (an earlier
+    one's too, if its fold failed). Raises OSError or ValueError (an unreadable
+    total): the files are then left, and counted."""
     # Killed while writing: the unfinished file was never read; its counts since the
     # last whole write are lost with the process.
-    path.with_name(path.name + ".part").unlink(missing_ok=True)
-    try:
-        text = path.read_text("ascii")
-    except FileNotFoundError:  # it exited before its first write
+    for part in _cache_files_of(directory, pid, ".part"):
+        part.unlink(missing_ok=True)
+    paths: list[Path] = []
+    hits = misses = 0
+    for path in _cache_files_of(directory, pid):
+        try:
+            text = path.read_text("ascii")
+        except FileNotFoundError:
+            continue
+        paths.append(path)
+        try:
+            file_hits, file_misses = (int(n) for n in text.split())
+        except ValueError:  # never read by a scrape either
+            continue
+        hits += file_hits
+        misses += file_misses
+    if not paths:  # it exited before its first write
         return
-    try:
-        hits, misses = (int(n) for n in text.split())
-    except ValueError:  # never read by a scrape either
-        hits = misses = 0
     _, generation, total_hits, total_misses, names = _retired(directory, strict=True)
     # A file named by an earlier fold that could not remove it is still to be skipped.
     kept = [name for name in names if (directory / name).exists()]
     total_hits += hits
     total_misses += misses
-    # First the total with its counts, naming its file (a scrape that reads both skips it)
-    _write_retired(directory, generation + 1, total_hits, total_misses, [*kept, path.name])
-    path.unlink(missing_ok=True)
-    # Then named no longer: a process started later may be given the same pid.
+    # First the total with its counts, naming its files (a scrape that reads both skips
+    # them), then the files go, then the total names them no longer.
+    folded = [path.name for path in paths]
+    _write_retired(directory, generation + 1, total_hits, total_misses, [*kept, *folded])
+    for path in paths:
+        path.unlink(missing_ok=True)
     _write_retired(directory, generation + 2, total_hits, total_misses, kept)
 
 
