@@ -52,6 +52,15 @@ def process_tag() -> str:
     return _tag
 
 
+def this_process() -> tuple[int, str]:
+    """This process start, for an object that must know whether it was made in this
+    process or came along through a fork: the pid alone does not tell, where a child
+    is given a pid it has inherited objects from (a grandparent's, since exited). The
+    tag is made again in every fork child (os.register_at_fork), the pid in one
+    forked from C code."""
+    return os.getpid(), process_tag()
+
+
 def host_process() -> str:
     """host:pid:tag for this process (the pid is read each time: forks)."""
     global _host

@@ -156,15 +156,25 @@ def test_a_writer_killed_holding_the_gate_leaves_it_open(store: SQLiteStore, db_
     assert len(outcome) == 1 and isinstance(outcome[0], str)
 
 
-def test_a_forked_child_takes_its_own_turn(db_path: str) -> None:
+# A forked child with its own pid, and one whose pid is its parent's: a pid given again
+# (a grandchild given the pid of a grandparent that has exited since). The child of a
+# fork is told by the fork, not by its pid (worker_id.this_process).
+CHILD_PIDS = pytest.mark.parametrize("same_pid", [False, True], ids=["own-pid", "pid-given-again"])
+
+
+@CHILD_PIDS
+def test_a_forked_child_takes_its_own_turn(db_path: str, same_pid: bool) -> None:
     """After a fork the child must not share the parent's open file description,
     or flock would count parent and child as one owner and let both write."""
     gate = WriteGate(db_path)
     gate.acquire()
+    parent = os.getpid()
     try:
         pid = os.fork()
         if pid == 0:  # the child: the parent holds the gate, so this must time out
             code = 0
+            if same_pid:
+                os.getpid = lambda: parent
             try:
                 gate.acquire(patience=0.3)
                 code = 1
@@ -386,17 +396,21 @@ def test_a_file_system_without_flock_falls_back_to_sqlites_lock(
     assert "no write gate" in caplog.text
 
 
+@CHILD_PIDS
 def test_a_forked_child_checkpoints_although_the_parent_was_checkpointing(
-    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch, same_pid: bool
 ) -> None:
     checkpointer = store._checkpointer
     assert checkpointer is not None
     store.add([new_job()])
     checkpointer._running.acquire()  # the parent's checkpoint thread is mid-way
+    parent = os.getpid()
     try:
         pid = os.fork()
         if pid == 0:
             code = 1
+            if same_pid:
+                os.getpid = lambda: parent
             try:
                 checkpointer.run_now()  # would wait forever on the inherited lock
                 checkpointer.close()

@@ -49,6 +49,7 @@ from contextlib import AbstractContextManager
 
 from chalicelib import logs
 from chalicelib.errors import StoreUnavailable
+from chalicelib.worker_id import this_process
 
 CHECKPOINT_PAGES = 10_000  # as before: each checkpoint costs fsyncs and rewrites hot pages
 SAFETY_NET_PAGES = 40_000  # PRAGMA wal_autocheckpoint: only if ours never runs
@@ -89,7 +90,7 @@ class Checkpointer:
         self._running = threading.Lock()
         self._fd = -1  # the -shm file, read for the backlog
         self._reads = 0
-        self._owner = os.getpid()
+        self._owner = this_process()
         self._failures = 0  # checkpoints failed in a row
         self._warned_at = 0.0
         self._pressed = False  # a commit was refused for room: checkpoint until whole
@@ -169,8 +170,8 @@ class Checkpointer:
         """In a forked child: the parent's checkpoint thread did not come along, but its
         lock may have, held; and its connection must not be used here. Start afresh
         (the -shm descriptor came along as the child's own copy: close it)."""
-        if self._owner != os.getpid():
-            self._owner = os.getpid()
+        if self._owner != this_process():
+            self._owner = this_process()
             self._running = threading.Lock()
             self._db = None
             self._close_shm()

@@ -39,6 +39,7 @@ except ImportError:  # Windows: SQLite's own lock alone, as before the gate
     fcntl = None  # type: ignore[assignment]
 
 from chalicelib.storage.files import PRIVATE_FILE
+from chalicelib.worker_id import this_process
 
 PATIENCE = 10.0  # seconds: SQLite's busy_timeout, so both give up alike
 BUSY_TIMEOUT_MS = int(PATIENCE * 1000)  # every connection's busy_timeout (sqlite.PRAGMAS)
@@ -65,7 +66,7 @@ class WriteGate:
 
     def __init__(self, db_path: str) -> None:
         self.paths = (db_path + ".writer", db_path + ".waiting")
-        self._pid = -1
+        self._owner: tuple[int, str] | None = None  # the process the descriptors are for
         self._gate = -1
         self._waiting = -1
 
@@ -85,31 +86,31 @@ class WriteGate:
             self._disable()
 
     def release(self) -> None:
-        if self._gate >= 0 and self._pid == os.getpid():
+        if self._gate >= 0 and self._owner == this_process():
             try:
                 fcntl.flock(self._gate, fcntl.LOCK_UN)
             except OSError:  # closing the descriptor lets go of it all the same
                 self._disable()
 
     def close(self) -> None:
-        if self._pid == os.getpid():
+        if self._owner == this_process():
             for fd in (self._gate, self._waiting):
                 if fd >= 0:
                     os.close(fd)
-        self._pid, self._gate, self._waiting = -1, -1, -1
+        self._owner, self._gate, self._waiting = None, -1, -1
 
     # -- inside ------------------------------------------------------------
     def _disable(self) -> None:
         """Close the descriptors and keep them closed for this process."""
         self.close()
-        self._pid = os.getpid()
+        self._owner = this_process()
 
     def _open(self) -> bool:
-        if self._pid == os.getpid():
+        if self._owner == this_process():
             return self._gate >= 0
         # A new process (or a forked child, which must not share its parent's open
         # file descriptions: flock would then count them as one owner).
-        self._pid = os.getpid()
+        self._owner = this_process()
         try:
             self._gate = os.open(self.paths[0], os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
             self._waiting = os.open(self.paths[1], os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
