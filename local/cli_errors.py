@@ -215,6 +215,67 @@ class Parser(argparse.ArgumentParser):
             chain.append(parser)
             words = words[at + 1 :]
 
+    def _values_joined(self, words: list[str]) -> list[str]:
+        """`--option VALUE` as `--option=VALUE` where VALUE begins with one '-'.
+
+        argparse decides whether a word is an option before it knows what precedes
+        it, so a value beginning with '-' was taken for an unknown option: `spool
+        status ID --wait -1s` said "unrecognized arguments: -1s" and `spool --key
+        "$KEY" jobs`, with a key from secrets.token_urlsafe that began with '-' (one
+        in 64), "argument --key: expected one argument". An option that takes a value
+        now takes the next word as it, unless that word is an option this parser
+        knows (`--wait --json`: the flag; `--wait -h`: the help) or begins with '--'
+        (`--wait --jsn` is still named as a misspelt option). The value then meets
+        the option's own check, which names the option and the value.
+
+        Only this parser's options are joined, and only up to the word that names
+        one of its subcommands: the rest is that subcommand's, whose parser joins
+        its own."""
+        commands = self._subcommands()
+        joined: list[str] = []
+        at = 0
+        while at < len(words):
+            word = words[at]
+            if word == "--" or (commands and word in commands):
+                return joined + words[at:]
+            action = self._option_string_actions.get(word) or self._abbreviated(word)
+            if (
+                action is not None
+                and action.nargs in (None, argparse.OPTIONAL)
+                and at + 1 < len(words)
+            ):
+                value = words[at + 1]
+                if self._dash_value(value):
+                    joined.append(f"{word}={value}")
+                    at += 2
+                    continue
+                if action.nargs is None:  # its value, whatever it says (a command's name)
+                    joined += [word, value]
+                    at += 2
+                    continue
+            joined.append(word)
+            at += 1
+        return joined
+
+    def _abbreviated(self, word: str) -> argparse.Action | None:
+        """The action a long option's unique abbreviation (`--wai`) names, as argparse
+        takes it; None for anything else."""
+        if not word.startswith("--") or "=" in word:
+            return None
+        found = [a for o, a in self._option_string_actions.items() if o.startswith(word)]
+        return found[0] if len({id(a) for a in found}) == 1 else None
+
+    def _dash_value(self, word: str) -> bool:
+        """Whether `word`, after an option that takes a value, is that value although
+        it begins with '-': not '-' alone, not '--...', not an option of this parser."""
+        if not word.startswith("-") or word.startswith("--") or word == "-":
+            return False
+        if word in self._option_string_actions:
+            return False
+        # `-n3`: a short option that takes a value, with its value attached.
+        short = self._option_string_actions.get(word[:2])
+        return short is None or short.nargs == 0
+
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
@@ -224,7 +285,8 @@ class Parser(argparse.ArgumentParser):
         by `spool` itself, so refusing here refuses exactly what it would.)
 
         The words are kept for error(): argparse tells it only its message."""
-        self._argv = list(sys.argv[1:] if args is None else args)
+        args = self._values_joined(list(sys.argv[1:] if args is None else args))
+        self._argv = args
         parsed, extras = super().parse_known_args(args, namespace)
         if extras and " " in self.prog:  # a command's parser: `spool jobs`, `spool dlq list`
             self.error("unrecognized arguments: " + " ".join(extras))
