@@ -82,8 +82,31 @@ class Parser(argparse.ArgumentParser):
             if strays:
                 message = "unrecognized arguments: " + " ".join(strays)
         meant, fix = self._meant(message)
-        report(UsageError(message + meant, fix))
+        worded = self._command_words(message, meant)
+        report(UsageError(worded or message + meant, fix))
         raise SystemExit(EXIT_USAGE)
+
+    def _command_words(self, message: str, meant: str) -> str | None:
+        """argparse's refusal of this parser's command slot, in words: `spool enqeue`
+        was "argument {worker,enqueue,...}: invalid choice: 'enqeue' (choose from
+        'worker', ...)", `spool` alone "the following arguments are required:
+        {worker,enqueue,...}". None for any other message."""
+        import re
+
+        action = next((a for a in self._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if action is None:
+            return None
+        slot = argparse._get_action_name(action)
+        names = ", ".join(action.choices)
+        if message == f"the following arguments are required: {slot}":
+            return f"`{self.prog}` needs a command: {names}"
+        typed = re.fullmatch(
+            rf"argument {re.escape(str(slot))}: invalid choice: '(.*)' \(.*", message
+        )
+        if typed is None:
+            return None
+        said = f"{typed.group(1)!r} is not a command of `{self.prog}`"
+        return said + meant if meant else f"{said} (its commands: {names})"
 
     def _unknown_option(self, message: str) -> list[str] | None:
         """[option, value] when `message` refuses a value as a choice (a command's

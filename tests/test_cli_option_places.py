@@ -193,7 +193,7 @@ def test_a_misspelt_command_is_still_told_the_one_meant(
 ) -> None:
     code, _, err = run(capsys, "--url", URL, "jbos")
     assert code == 2
-    assert "invalid choice: 'jbos'" in err and "did you mean 'jobs'?" in err
+    assert "'jbos' is not a command of `spool`: did you mean 'jobs'?" in err
 
 
 # -- db: --url after the subcommand too ---------------------------------------------------
