@@ -400,19 +400,47 @@ book = ScheduleBook()
 periodic = book.periodic
 
 
+# What each SPOOL_SCHEDULES field takes, said when a value is of the wrong kind or out
+# of bounds: pydantic's own sentences ("Input should be a valid integer, unable to
+# parse string as an integer", one per member of `int | str`) named neither.
+FIELD_TAKES = {
+    "name": "1 to 64 of A-Z a-z 0-9 _ . -",
+    "type": "a job type, 1 to 64 characters",
+    "cron": "a cron expression in quotes",
+    "every": "seconds, or text such as 90s, 15m or 1h30m",
+    "tz": "an IANA time zone name such as Europe/Paris",
+    "payload": "a JSON object",
+    "queue": "a queue name in quotes",
+    "priority": f"an integer from {MIN_PRIORITY} to {MAX_PRIORITY}",
+    "max_attempts": f"a whole number from 1 to {MAX_ATTEMPTS}",
+    "catch_up": "seconds, or text such as 90s, 15m or 1h30m",
+    "start": "a date and time with its offset, such as 2026-01-01T00:00:00Z",
+    "enabled": "true or false",
+}
+
+
 def _worded(exc: ValidationError) -> str:
-    """A schedule's refusal as `field: what is wrong`, each error once. str(exc) is
+    """A schedule's refusal as `field: what is wrong`, each field once. str(exc) is
     pydantic's report: a count, the model's name, `[type=..., input_value=...]` and
-    an errors.pydantic.dev address, all on the operator's one line."""
-    parts = []
+    an errors.pydantic.dev address, all on the operator's one line. A field's own
+    check (a duration, a cron) says its message; a value of the wrong kind, or out
+    of bounds, what the field takes and the value given; a field left out,
+    `missing`."""
+    parts: dict[str, str] = {}
     for error in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in error["loc"]) or "schedule"
+        field = str(error["loc"][0]) if error["loc"] else "schedule"
+        if field in parts:  # `every: int | str` refused once per member of the union
+            continue
         if error["type"] == "extra_forbidden":
             said = f"not a schedule field ({', '.join(ScheduleSpec.model_fields)})"
-        else:
+        elif error["type"] == "missing":
+            said = "missing"
+        elif error["type"] == "value_error" or field not in FIELD_TAKES:
             said = validation_message(dict(error)).removeprefix("Value error, ")
-        parts.append(f"{where}: {said}")
-    return "; ".join(parts)
+        else:
+            said = f"{FIELD_TAKES[field]}, not {reprlib.repr(error['input'])}"
+        parts[field] = f"{field}: {said}"
+    return "; ".join(parts.values())
 
 
 @lru_cache(maxsize=8)
@@ -421,27 +449,35 @@ def _parse_schedules(raw: str) -> tuple[Schedule, ...]:
         data = loads_strict(raw)  # a name given twice in an object is refused, not dropped
     except json.JSONDecodeError as exc:
         raise ValueError(f"SPOOL_SCHEDULES is not valid JSON: {exc}") from None
+    # Each entry as the operator wrote it: SPOOL_SCHEDULES[2] in a list, and in an
+    # object by name SPOOL_SCHEDULES['nightly'] (it was [0], [1]... there too).
+    entries: list[tuple[str, Any]]
     if isinstance(data, dict):
-        odd = [name for name, spec in data.items() if not isinstance(spec, dict)]
-        if odd:
-            raise ValueError(
-                f"SPOOL_SCHEDULES[{odd[0][:64]!r}] must be an object (type, every or cron, ...)"
-            )
-        data = [{"name": name, **spec} for name, spec in data.items()]
-    if not isinstance(data, list):
+        entries = [(f"{name[:64]!r}", spec) for name, spec in data.items()]
+    elif isinstance(data, list):
+        entries = [(str(index), spec) for index, spec in enumerate(data)]
+    else:
         raise ValueError("SPOOL_SCHEDULES must be a JSON list of schedules or an object by name")
+    odd = [where for where, spec in entries if not isinstance(spec, dict)]
+    if odd:  # pydantic said "Input should be a valid dictionary or instance of ScheduleSpec"
+        raise ValueError(f"SPOOL_SCHEDULES[{odd[0]}] must be an object (type, every or cron, ...)")
+    if isinstance(data, dict):
+        entries = [
+            (where, {"name": name, **spec})
+            for (where, spec), name in zip(entries, data, strict=True)
+        ]
     schedules: list[Schedule] = []
-    for index, item in enumerate(data):
+    for where, item in entries:
         try:
             schedules.append(ScheduleSpec.model_validate(item).build())
         except ValidationError as exc:
-            raise ValueError(f"SPOOL_SCHEDULES[{index}] is invalid: {_worded(exc)}") from None
+            raise ValueError(f"SPOOL_SCHEDULES[{where}] is invalid: {_worded(exc)}") from None
         except ValueError as exc:
-            raise ValueError(f"SPOOL_SCHEDULES[{index}] is invalid: {exc}") from None
+            raise ValueError(f"SPOOL_SCHEDULES[{where}] is invalid: {exc}") from None
         if any(s.name == schedules[-1].name for s in schedules[:-1]):
             # The last would have won, silently: which one the operator meant is theirs.
             raise ValueError(
-                f"SPOOL_SCHEDULES[{index}] names schedule {schedules[-1].name!r} again"
+                f"SPOOL_SCHEDULES[{where}] names schedule {schedules[-1].name!r} again"
             )
     return tuple(schedules)
 

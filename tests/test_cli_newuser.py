@@ -271,7 +271,7 @@ def test_an_option_a_command_lacks_points_at_that_command_s_help(
             "evry: not a schedule field (name, type, cron, every, tz, payload, queue, "
             "priority, max_attempts, catch_up, start, enabled)",
         ),
-        ('{"type": "echo", "every": "15m"}', "name: Field required"),
+        ('{"type": "echo", "every": "15m"}', "name: missing"),
     ],
 )
 def test_a_malformed_schedule_is_one_worded_line(
