@@ -130,8 +130,9 @@ class Schedule:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not NAME_PATTERN.match(self.name):
+        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
             raise ValueError(f"schedule name {self.name!r} must match {NAME_PATTERN.pattern}")
+        self._check_kinds()
         if (self.cron is None) == (self.every is None):
             raise ValueError(f"schedule {self.name!r} needs exactly one of cron and every")
         if self.cron is not None:
@@ -171,6 +172,26 @@ class Schedule:
                     f"schedule {self.name!r}: start {self.start.isoformat()} is too late: "
                     "its ticks fall past the year 9999"
                 ) from None
+
+    def _check_kinds(self) -> None:
+        """Each field of the kind the checks below read: @periodic passes its
+        arguments on as written, and `cron=5` or `start="2026-01-01"` failed inside
+        them (AttributeError: 'int' object has no attribute 'strip'), not as a line
+        naming the schedule and the argument; `type=3` passed and failed every tick."""
+        where = f"schedule {self.name!r}"
+        if not isinstance(self.type, str) or not self.type:
+            raise ValueError(f"{where}: type={reprlib.repr(self.type)}: a job type (its name)")
+        if self.cron is not None and not isinstance(self.cron, str):
+            raise ValueError(f"{where}: cron={reprlib.repr(self.cron)}: a cron expression, as text")
+        for name in ("every", "catch_up"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{where}: {name}={reprlib.repr(value)}: whole seconds")
+        if self.start is not None and not isinstance(self.start, datetime):
+            raise ValueError(
+                f"{where}: start={reprlib.repr(self.start)}: a datetime with its time zone "
+                "(datetime(2026, 1, 1, tzinfo=UTC))"
+            )
 
     def latest_tick(self, now: datetime) -> datetime | None:
         """The most recent tick at or before now (UTC), or None before the first."""

@@ -14,10 +14,13 @@ SPOOL_SCHEDULES[0], an index the user never wrote, where its name says which.
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
+
 import pytest
 
 from chalicelib import periodic
 from chalicelib.config import Settings
+from chalicelib.handlers import Registry
 
 
 def refusal(raw: str) -> str:
@@ -80,3 +83,51 @@ def test_no_pydantic_wording_is_left_for_any_field() -> None:
         message = refusal(entry(**fields))
         assert "Input should" not in message and "Field required" not in message, message
         assert "ScheduleSpec" not in message and ".int" not in message, message
+
+
+# -- @periodic: every argument checked where it is written --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "said"),
+    [
+        ({"cron": 5}, "schedule 'tick': cron=5: a cron expression, as text"),
+        ({"every": "5m", "start": "yesterday"}, "schedule 'tick': start='yesterday': a datetime"),
+        ({"every": "5m", "start": 5}, "schedule 'tick': start=5: a datetime"),
+        ({"every": "5m", "start": date(2026, 1, 1)}, "start=datetime.date(2026, 1, 1): a datetime"),
+        ({"every": "5m", "type": 3}, "schedule 'tick': type=3: a job type"),
+        ({"name": 3, "every": "5m"}, "schedule name 3 must match"),
+    ],
+)
+def test_a_periodic_argument_no_schedule_could_take_stops_the_import_in_words(
+    arguments: dict[str, object], said: str
+) -> None:
+    """docs/handlers.md: every argument of @periodic is checked where it is written,
+    with one line naming the schedule and the argument. These raised AttributeError
+    ("'str' object has no attribute 'tzinfo'", "'int' object has no attribute
+    'strip'") or TypeError ("expected string or bytes-like object, got 'int'") from
+    inside the module, or (type=3) passed and failed every tick."""
+    local = Registry()
+    book = periodic.ScheduleBook()
+    name = arguments.pop("name", "tick")
+
+    @local.handler("report")
+    def report(payload: dict[str, object]) -> None:
+        return None
+
+    with pytest.raises(ValueError) as refused:
+        book.periodic(name, registry=local, **arguments)(report)  # type: ignore[arg-type]
+    assert said in str(refused.value)
+
+
+def test_a_periodic_start_with_its_zone_is_taken() -> None:
+    local = Registry()
+    book = periodic.ScheduleBook()
+
+    @local.handler("report")
+    def report(payload: dict[str, object]) -> None:
+        return None
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    book.periodic("tick", every="5m", start=start, registry=local)(report)
+    assert [s.start for s in book.all()] == [start]
