@@ -95,14 +95,42 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     a built package, a browser) in one xdist group named after their module, unless a
     test names its group itself. `--dist loadgroup` runs a group on one worker, so
     the fixture is set up once; every other test goes wherever a worker is free.
-    Without xdist (a plain `pytest`, or `-p no:xdist`) the marks change nothing."""
+    Without xdist (a plain `pytest`, or `-p no:xdist`) the marks change nothing.
+
+    It also marks `postgres` and `aws` (docs/testing.md) the tests whose id names
+    Postgres or AWS (_STORE_MARKS), so `-m "not postgres and not aws"` leaves them out:
+    marked by hand on a few modules, those marks missed most such tests."""
     for item in items:
+        _mark_by_store(item)
         module = getattr(item, "module", None)
         info = getattr(item, "_fixtureinfo", None)
         if module is None or info is None or item.get_closest_marker("xdist_group"):
             continue
         if any(_shared_fixture(defs[-1]) for defs in info.name2fixturedefs.values() if defs):
             item.add_marker(pytest.mark.xdist_group(module.__name__))
+
+
+# A word of a test's id (its module, its name, its parameters: tests/backends.py's
+# store names) and the mark it gets: what the test needs running or emulated.
+_STORE_MARKS = {
+    "postgres": "postgres",
+    "postgresql": "postgres",
+    "pg": "postgres",
+    "dynamodb": "aws",
+    "aws": "aws",
+    "moto": "aws",
+    "sqs": "aws",
+    "lambda": "aws",
+}
+
+
+def _mark_by_store(item: pytest.Item) -> None:
+    import re
+
+    words = set(re.split(r"[^a-z0-9]+", item.nodeid.lower()))
+    for mark in sorted({_STORE_MARKS[w] for w in words & _STORE_MARKS.keys()}):
+        if item.get_closest_marker(mark) is None:
+            item.add_marker(getattr(pytest.mark, mark))
 
 
 def _shared_fixture(fixturedef: Any) -> bool:
