@@ -92,7 +92,16 @@ def target(args: argparse.Namespace) -> str | None:
         return None
     # Stripped as the client strips them: a .env file with CRLF line endings, or a
     # blank SPOOL_URL, worked with Client() and was refused by the command line.
-    return (getattr(args, "url", None) or os.environ.get(URL_VARIABLE) or "").strip() or None
+    url = (getattr(args, "url", None) or os.environ.get(URL_VARIABLE) or "").strip() or None
+    if url is None and (getattr(args, "key", None) or "").strip():
+        # Dropped, it sent the job to the local store under tenant `default` (and
+        # listed every tenant's local jobs) where the user meant their server.
+        raise UsageError(
+            f"--key is a server's API key, but no server is named: without --url or "
+            f"{URL_VARIABLE}, `spool {args.command}` works on the local store",
+            f"Give --url URL too (or export {URL_VARIABLE}), or drop --key to use the local store",
+        )
+    return url
 
 
 def local_store_note(command: str, store_url: str) -> str | None:
