@@ -225,6 +225,37 @@ class _State:
     closing: bool = False
 
 
+def no_handler_error(job_type: str) -> str:
+    """A claimed job whose type this worker has no handler for: why, and the way out
+    (docs/handlers.md). It said only "no handler for 'TYPE'"."""
+    return (
+        f"no handler for {job_type!r} in this worker: give it the module that registers "
+        f"{job_type!r} (SPOOL_HANDLERS), then redrive the job"
+    )
+
+
+SHOWN_PAYLOAD_ERRORS = 3
+
+
+def invalid_payload_error(job_type: str, exc: ValidationError) -> str:
+    """A stored payload the handler's model no longer takes, field by field as the API
+    words a refused one. str(exc) was pydantic's report: a count, the model's name,
+    `[type=..., input_value=..., input_type=...]` and an errors.pydantic.dev address."""
+    from chalicelib.number_text import validation_message
+
+    errors = exc.errors(include_url=False)
+    parts = [
+        f"{'.'.join(str(p) for p in ('payload', *e['loc']))}: {validation_message(dict(e))}"
+        for e in errors[:SHOWN_PAYLOAD_ERRORS]
+    ]
+    if len(errors) > SHOWN_PAYLOAD_ERRORS:
+        parts.append(f"and {len(errors) - SHOWN_PAYLOAD_ERRORS} more")
+    return (
+        f"invalid payload: the {job_type!r} handler's model does not take the stored "
+        f"payload ({'; '.join(parts)}); fix the handler or the job, then redrive it"
+    )
+
+
 class Worker:
     def __init__(
         self,
@@ -297,12 +328,13 @@ class Worker:
         spec = attempt.spec
         token = job.lease_token or ""
         if spec is None:
-            return Completion(job.id, token, JobState.DEAD, error=f"no handler for {job.type!r}")
+            return Completion(job.id, token, JobState.DEAD, error=no_handler_error(job.type))
         try:
             payload = spec.parse(job.payload)
         except ValidationError as exc:
             attempt.failure = exc
-            return Completion(job.id, token, JobState.DEAD, error=f"invalid payload: {exc}")
+            error = invalid_payload_error(job.type, exc)
+            return Completion(job.id, token, JobState.DEAD, error=error)
         assert attempt.ctx is not None
         for m in self.middleware:
             m.before_attempt(job)
