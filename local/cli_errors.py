@@ -216,7 +216,9 @@ class Parser(argparse.ArgumentParser):
         from local.remote_cli import COMMANDS, SERVER_OPTIONS
 
         words = self.prog.split()
-        if name not in SERVER_OPTIONS or len(words) < 2 or words[1] in COMMANDS:
+        if name not in SERVER_OPTIONS or len(words) < 2 or words[0] != "spool":
+            return ""
+        if words[1] in COMMANDS:
             return ""
         return f": {name} works with the job commands only ({', '.join(COMMANDS)})"
 

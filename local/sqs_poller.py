@@ -27,7 +27,6 @@ it offers the demo handlers unless SPOOL_DEMO_HANDLERS says otherwise, as
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import os
@@ -401,9 +400,14 @@ def _seconds(text: str) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    from local.cli_errors import Parser
+
+    # spool's parser: a usage mistake is one `spool:` line, and a value beginning
+    # with '-' reaches the option's own check (argparse's: "expected one argument").
+    parser = Parser(
+        prog="python -m local.sqs_poller",
         description="Feed SQS messages to app.py's SQS handler, and invoke its scheduled "
-        "handler at its rate, as Lambda does."
+        "handler at its rate, as Lambda does.",
     )
     parser.add_argument(
         "--idle-exit", type=_seconds, default=None, help="stop after N idle seconds"

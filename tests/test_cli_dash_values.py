@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from local import cli, job_commands
+from local import cli, job_commands, sqs_poller
 from tests.test_cli_help import commands
 from tests.test_cli_newuser import run
 
@@ -131,3 +131,24 @@ def test_an_idempotency_key_and_a_queue_beginning_with_a_dash_are_stored(
     code, out, err = run(capsys, "jobs", "--queue", "-q", "--json")
     assert code == 0, err
     assert [j["id"] for j in json.loads(out)["jobs"]] == [made["id"]]
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--window", "-x"], "argument --window: must be a number of seconds from 0 to 300"),
+        (["--wait", "-5s"], "argument --wait: must be a whole number from 0 to 20"),
+        (["--wiat", "3"], "unrecognized arguments: --wiat 3: did you mean --wait?"),
+    ],
+)
+def test_the_sqs_poller_reads_its_options_as_spool_does(
+    capsys: pytest.CaptureFixture[str], argv: list[str], said: str
+) -> None:
+    """`python -m local.sqs_poller` (docs/aws.md) had argparse's own parser: `--window
+    -x` was "expected one argument", after a usage block, where `spool` says one line."""
+    with pytest.raises(SystemExit) as stopped:
+        sqs_poller.main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"spool: {said}"), err
+    assert len(err.splitlines()) == 1 and "usage:" not in err
