@@ -67,5 +67,13 @@ def _parse_text(text: str) -> float:
         total += float(term.group(1)) * UNITS[unit]
         position = term.end()
     if position == 0 or position != len(stripped):
+        unsigned = text.strip().removeprefix("-")
+        if unsigned != text.strip() and not unsigned.startswith("-"):
+            try:  # "-1s", "-5": a duration of the right form, negative
+                _parse_text(unsigned)
+            except ValueError:
+                pass
+            else:
+                raise ValueError(f"{text!r}: a duration cannot be negative")
         raise ValueError(f"{text!r} is not a duration like {EXAMPLES}")
     return total

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from chalicelib.durations import parse_seconds
 from local import cli, job_commands, sqs_poller
 from tests.test_cli_help import commands
 from tests.test_cli_newuser import run
@@ -95,7 +96,7 @@ def test_a_negative_wait_is_named_as_the_wait_s_value(
     misspelt option."""
     code, out, err = run(capsys, "status", "j_" + "0" * 32, "--wait", "-1s")
     assert (code, out) == (2, "")
-    assert err.startswith("spool: argument --wait: '-1s' is not a duration"), err
+    assert err.startswith("spool: argument --wait: '-1s': a duration cannot be negative"), err
     assert not db.exists()
 
 
@@ -152,3 +153,13 @@ def test_the_sqs_poller_reads_its_options_as_spool_does(
     err = capsys.readouterr().err
     assert err.startswith(f"spool: {said}"), err
     assert len(err.splitlines()) == 1 and "usage:" not in err
+
+
+@pytest.mark.parametrize("text", ["-1s", "-5", " -1h30m", "-0.5"])
+def test_a_negative_duration_is_said_to_be_negative(text: str) -> None:
+    """Text such as "-1s" was "not a duration like 90, '90s', ...", as if the form were
+    wrong, where -1 (a number) was "a duration cannot be negative"."""
+    with pytest.raises(ValueError, match="a duration cannot be negative"):
+        parse_seconds(text)
+    with pytest.raises(ValueError, match="is not a duration like"):
+        parse_seconds("-x")
