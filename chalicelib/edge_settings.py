@@ -40,7 +40,10 @@ def value_refusal(environ: Mapping[str, str]) -> tuple[str, str] | None:
         finally:
             rt.close()
     except ValueError as exc:  # ConfigError, or a parser's ValueError naming the variable
-        return " ".join(str(exc).split()), FIX
+        from chalicelib.runtime import HandlerModuleError
+
+        # A module's refusal says its own fix ("Fix the module; see docs/handlers.md").
+        return " ".join(str(exc).split()), "" if isinstance(exc, HandlerModuleError) else FIX
     return None
 
 

@@ -205,6 +205,11 @@ def demo_enabled(settings: Settings) -> bool:
     return settings.demo_handlers or DEMO_HANDLER_MODULE in settings.handlers
 
 
+class HandlerModuleError(ConfigError):
+    """A SPOOL_HANDLERS module that cannot be imported: the message says the fix (the
+    module, or where modules are found), so no "fix the variable" goes after it."""
+
+
 def load_handlers(target: Registry, settings: Settings) -> Registry:
     """Import the built-in handlers, the demo ones if enabled, then SPOOL_HANDLERS.
 
@@ -220,12 +225,12 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
             target.load((name,))
         except ModuleNotFoundError as exc:
             if not _is_the_module(exc, name):  # found; what it imports is missing
-                raise ConfigError(
+                raise HandlerModuleError(
                     f"SPOOL_HANDLERS: importing {name!r} failed: it imports {exc.name!r}, "
                     f"which cannot be imported ({type(exc).__name__}: {exc}). Install it "
                     "where the command runs (its virtualenv, the Lambda package)"
                 ) from exc
-            raise ConfigError(
+            raise HandlerModuleError(
                 f"SPOOL_HANDLERS: cannot import {name!r} ({type(exc).__name__}: {exc}). "
                 "Handler modules are imported like any Python module: from the working "
                 "directory (the `spool` command adds it) or a directory on PYTHONPATH; "
@@ -233,7 +238,7 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
             ) from exc
         except (Exception, SystemExit) as exc:  # found, but failed while importing
             # (an ImportError too: `from x import missing_name`, a relative import)
-            raise ConfigError(
+            raise HandlerModuleError(
                 f"SPOOL_HANDLERS: importing {name!r} failed ({type(exc).__name__}: {exc}). "
                 "Fix the module; see docs/handlers.md"
             ) from exc

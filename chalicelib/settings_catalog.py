@@ -1215,13 +1215,18 @@ def refuse_under_chalice_local(environ: Mapping[str, str]) -> bool:
         refusal = value_refusal(environ)
     if refusal is None:
         return True
-    problem, fix = refusal
-    print(f"spool: {problem}. {fix}.", file=sys.stderr, flush=True)
+    print(refusal_line(*refusal), file=sys.stderr, flush=True)
     if threading.current_thread() is not threading.main_thread():
         import os
 
         os._exit(2)
     raise SystemExit(2)
+
+
+def refusal_line(problem: str, fix: str) -> str:
+    """`spool: <problem>. <fix>.` as `spool` prints a refusal; no fix: the problem alone."""
+    text = "spool: " + problem.rstrip(". ") + "."
+    return text + (f" {fix.rstrip('. ')}." if fix else "")
 
 
 def shown(value: object) -> str:
