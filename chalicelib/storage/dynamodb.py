@@ -849,8 +849,9 @@ class DynamoStore:
             else:
                 raise StoreUnavailable("idempotency keys kept changing under this add; try again")
         except BaseException:
-            if self.blobs is not None and offloaded:
-                self.blobs.delete(list(offloaded.values()))
+            # A write that raised may have landed (its reply lost): delete only the
+            # payloads no job record names.
+            self._drop_unreferenced([(jobs[i].id, ref) for i, ref in offloaded.items()])
             raise
         # A key held by the very job this add made is this add's own write: applied,
         # its reply lost, and the call sent again and refused on its own conditions
@@ -1830,8 +1831,7 @@ class DynamoStore:
         try:
             outcome = self._tx.apply(units)
         except BaseException:
-            if self.blobs is not None and written:
-                self.blobs.delete(list(written.values()))
+            self._drop_unreferenced([(completions[i].job_id, ref) for i, ref in written.items()])
             raise
         for index, ok in zip(positions, outcome, strict=True):
             applied[index] = ok
@@ -1839,10 +1839,11 @@ class DynamoStore:
             for c, ok in zip(completions, applied, strict=True):
                 if ok:
                     self._seqs.pop(c.lease_token, None)
-        if self.blobs is not None:
-            refused = [ref for index, ref in written.items() if not applied[index]]
-            if refused:
-                self.blobs.delete(refused)
+        # Refused: another worker's job now, or this very completion written before by a
+        # call whose reply was lost (the worker writes it again), whose result it keeps.
+        self._drop_unreferenced(
+            [(completions[i].job_id, ref) for i, ref in written.items() if not applied[i]]
+        )
         self._send_marked(
             [(completions[i].job_id, at) for i, at in retries.items() if applied[i]], now
         )
@@ -2177,6 +2178,39 @@ class DynamoStore:
                 if ok:
                     self._statics.pop(job_id, None)
         return [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]
+
+    def _drop_unreferenced(self, refs: Sequence[tuple[str, str]]) -> None:
+        """Delete the S3 objects of (job id, object key) pairs that were written for a
+        record write that failed or was refused, unless the job's record names them.
+
+        A write that failed without an answer (a read timeout, a reset connection, past
+        botocore's retries) may have been applied, and one refused may have been refused
+        because the same write had landed before (a completion the worker held through
+        an outage and sends again). Their objects were deleted all the same, and the
+        record pointed at nothing: `payload_missing`, the job buried unrun, or a
+        succeeded job's `result_missing`. So the records are read back first
+        (consistently), and an object stays when its job's record names it; when the
+        read fails every object stays, for the bucket's lifecycle rule to sweep."""
+        if self.blobs is None or not refs:
+            return
+        try:
+            found = self._batch_get(
+                [job_key(job_id) for job_id, _ in refs], ("payload_ref", "result_ref")
+            )
+        except Exception as exc:
+            log.warning(
+                "%d S3 objects of a failed write are kept (the lifecycle rule removes them): "
+                "could not read back whether their records name them: %s",
+                len(refs),
+                exc,
+            )
+            return
+        named: set[str] = set()
+        for item in found.values():
+            named.update(r for r in (get_s(item, "payload_ref"), get_s(item, "result_ref")) if r)
+        orphans = [ref for _, ref in refs if ref not in named]
+        if orphans:
+            self.blobs.delete(orphans)
 
     # -- delivery: the scheduled release ----------------------------------------------------------
     @aws_errors

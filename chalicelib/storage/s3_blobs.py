@@ -3,8 +3,10 @@
 The record keeps the object key instead of the value; the store writes the
 object before the record that points at it, so a reader never follows a key to
 nothing. Objects whose record was never written (a refused finish, a rolled
-back add) are deleted at once where possible; the bucket's lifecycle rule
-sweeps any that a crash leaves behind.
+back add) are deleted at once where possible, once a read of the record shows it
+does not name them (a write whose reply was lost may have landed:
+DynamoStore._drop_unreferenced); the bucket's lifecycle rule sweeps any that a
+crash, or a read that failed too, leaves behind.
 
 Everything lives under INTERNAL_PREFIX. Handler blobs (chalicelib.blobs) may share
 the bucket only in a folder apart from it: tenants name keys there, and must
