@@ -66,6 +66,26 @@ def error_text(message: str, prefix: str = "") -> str:
 
 # Room for "[... N characters trimmed]" with N of up to 20 digits.
 _MARKER_ROOM = 48
+_MARKER_PREFIX = "[... "
+_MARKER_SUFFIX = " characters trimmed]"
+
+
+def error_within_bytes(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text` in at most `limit` bytes of UTF-8, with the marker saying how many
+    characters are not kept (those cut here and any an earlier marker counted).
+
+    For a store that budgets its record in bytes (DynamoDB's 400 KB item): a message
+    of MAX_ERROR_CHARS characters is up to four times as many bytes. `text` must
+    encode as UTF-8 (no lone surrogates: storage.base.utf8_text)."""
+    if (text.isascii() and len(text) <= limit) or len(text.encode()) <= limit:
+        return text
+    left = 0
+    if text.endswith(_MARKER_SUFFIX) and _MARKER_PREFIX in text:
+        body, _, count = text[: -len(_MARKER_SUFFIX)].rpartition(_MARKER_PREFIX)
+        if count.isascii() and count.isdigit():
+            text, left = body, int(count)
+    kept = text.encode()[: max(0, limit - _MARKER_ROOM)].decode(errors="ignore")
+    return f"{kept}{_MARKER_PREFIX}{left + len(text) - len(kept)}{_MARKER_SUFFIX}"
 
 
 class Job(BaseModel):

@@ -90,6 +90,7 @@ from chalicelib.models import (
     MinuteTally,
     NewJob,
     WorkerBeat,
+    error_within_bytes,
     queued_job,
 )
 from chalicelib.retry import RetryPolicy
@@ -1786,7 +1787,8 @@ class DynamoStore:
             if error is None:
                 expr.remove("last_error")
             else:
-                expr.set("last_error", s(utf8_text(error[:MAX_ERROR_CHARS]) or ""))
+                # In bytes: the record's room for it is MAX_ERROR_CHARS bytes (`room`).
+                expr.set("last_error", s(error_within_bytes(utf8_text(error) or "")))
             size = 2048
             if result_json is None:
                 expr.remove("result", "result_ref")
