@@ -131,9 +131,13 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
     "worker": {
         "table": [
             "dynamodb:BatchGetItem",
-            "dynamodb:GetItem",
             # A finish or a reap that ends a job with a callback_url writes its webhook
-            # delivery (a Put) in the same transaction (tests/test_iam_actions.py).
+            # delivery (a Put) in the same transaction, and deletes there the job's
+            # oldest finished deliveries beyond SPOOL_WEBHOOK_HISTORY (Deletes): the
+            # 26th death of a redriven job was refused without DeleteItem
+            # (tests/test_iam_actions.py).
+            "dynamodb:DeleteItem",
+            "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:Query",
             "dynamodb:Scan",

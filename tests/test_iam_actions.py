@@ -25,10 +25,12 @@ from moto import mock_aws
 import app as spool_app
 from chalicelib import events
 from chalicelib.runtime import Runtime
+from chalicelib.storage.dynamodb import DynamoStore
 from chalicelib.webhooks import signing
 from infra.generate import ACTIONS, BUCKET_ACTIONS, FUNCTIONS, KEY_ACTIONS
 from local.emulator import context, scheduled_event
 from tests.apikit import OPERATOR_KEY, TENANT_A, Api, installed, settings_for
+from tests.factories import token
 from tests.test_aws_events import QUEUE, poller
 
 SECRET = signing.new_secret()
@@ -211,3 +213,31 @@ def test_a_put_inside_a_transaction_needs_put_item_and_a_batch_its_single_action
         "dynamodb:ConditionCheckItem",
     }
     assert iam_actions("sqs", "DeleteMessageBatch", {}) == {"sqs:DeleteMessage"}
+
+
+def test_a_worker_s_finish_that_drops_old_deliveries_is_allowed(
+    rt: Runtime, api: Api, recorder: Recorder
+) -> None:
+    """A job with a callback_url keeps its newest SPOOL_WEBHOOK_HISTORY finished
+    deliveries: the finish that adds one past them deletes the oldest in its own
+    transaction (a Delete inside TransactWriteItems: dynamodb:DeleteItem). The worker
+    writes that finish, and its role had no DeleteItem: on AWS the 26th death of a
+    redriven job was refused on every try, and the job never finished."""
+    store = rt.store
+    assert isinstance(store, DynamoStore)
+    store.webhook_history = 1  # keep one: the third death drops the first delivery
+    hook = "http://127.0.0.1:9/hook"
+    job_id = api.enqueue(
+        {"type": "fail", "payload": {"always": True}, "max_attempts": 1, "callback_url": hook}
+    )
+    for _ in range(3):
+        with recorder.acting_as(_role("run_jobs")):
+            poller(rt).poll_once()
+        assert api.get(f"/status/{job_id}").json["state"] == "dead"
+        for delivery in store.claim_webhooks(10, 30):
+            assert store.finish_webhook(delivery.id, token(delivery), "delivered")
+        assert api.post(f"/dlq/{job_id}/redrive").status == 200
+    assert len(store.webhooks(job_id)) == 2  # the first was dropped by the third death
+    worker = recorder.calls["worker"]
+    assert ("dynamodb", "dynamodb:DeleteItem") in worker
+    assert sorted(a for s, a in worker if a.split(":", 1)[1] not in _allowed("worker", s)) == []
