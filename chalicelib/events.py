@@ -2,14 +2,16 @@
 
 - `handle_sqs`: SQS delivers job ids; each message body is {"id": "..."} or the
   bare id. The ids go to worker.process() in waves no larger than its pool;
-  messages whose job was deferred (too little time left for that job's own
-  handler timeout) or could not be processed are reported in
-  `batchItemFailures`, so SQS redelivers only those.
-  With a store that delivers through SQS, deferred messages are handed back at
-  once and the messages of jobs still running are kept hidden (a visibility
-  heartbeat). A job a limit held back (chalicelib/limits.py) is sent again as a
-  new message delayed HELD_REDELIVERY_SECONDS; without SQS delivery its message
-  is reported failed and comes back after the visibility timeout.
+  messages whose job could not be processed, or was deferred (too little time
+  left for that job's own handler timeout) and could not be sent again, are
+  reported in `batchItemFailures`, so SQS redelivers only those.
+  With a store that delivers through SQS, a deferred job is sent again at once as a
+  new message (its old one acknowledged, so deferrals never count toward the
+  queue's maxReceiveCount) and the messages of jobs still running are kept hidden
+  (a visibility heartbeat). A job a limit held back (chalicelib/limits.py) is sent
+  again as a new message delayed HELD_REDELIVERY_SECONDS. Without SQS delivery, or
+  when that send fails, the old message is reported failed instead (a deferred one
+  handed back at once, a held one after the visibility timeout).
 - `handle_schedule`: a scheduled invocation first enqueues due periodic ticks
   (chalicelib/periodic.py), then drains due jobs until the Lambda
   deadline nears; with a store that delivers through SQS it instead releases
@@ -51,8 +53,9 @@ log = logging.getLogger("spool.events")
 # handle_sqs's own, for a job whose processing raised; "unwritten", a job that ran but
 # whose outcome the store would not take before the deadline neared (it is `running`
 # under a lease that lapses meanwhile, so the redelivery runs it again). Both come back
-# after the visibility timeout; a deferred one is handed back at once.
-REDELIVER = frozenset({"deferred", "failed", "unwritten"})
+# after the visibility timeout. A deferred job (and a held one) goes back as a new
+# message instead, and its message is redelivered only when that send fails.
+REDELIVER = frozenset({"failed", "unwritten"})
 # A job a limit held back goes back to the queue as a fresh message this much later
 # (a fresh message, so holds do not count toward the queue's maxReceiveCount and
 # send a waiting job to the SQS dead-letter queue).
@@ -253,16 +256,22 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
         _log_dropped(rt, by_job, outcomes)
         dispatch = _sqs_dispatch(rt)
         held = [j for j in by_job if outcomes.get(j) == "held" and j not in resent]
-        unsent = _resend_held(dispatch, held)
+        unsent = _resend(dispatch, held, HELD_REDELIVERY_SECONDS)
+        # A deferred job goes back as a new message, due now: handing its message back
+        # counted one more receive, and a job deferred maxReceiveCount times went to the
+        # SQS dead-letter queue (and raised its alarm) with nothing wrong with it.
+        deferred_ids = [j for j in by_job if outcomes.get(j, "deferred") == "deferred"]
+        unsent |= _resend(dispatch, deferred_ids, 0)
         deferred: list[str] = []
         for job_id, message_ids in by_job.items():
             outcome = outcomes.get(job_id, "deferred")
-            if outcome in REDELIVER or (outcome == "held" and job_id in unsent):
+            if outcome in REDELIVER or (outcome in ("held", "deferred") and job_id in unsent):
                 failures.extend(message_ids)
                 if outcome == "deferred":
                     deferred.extend(receipts[m] for m in message_ids if m in receipts)
         if dispatch is not None and deferred:
-            # Hand deferred messages back now, not after the visibility timeout.
+            # Its new message was not sent: hand the old one back now, not after the
+            # visibility timeout.
             dispatch.change_visibility(deferred, 0)
     push_metrics(rt)
     # Each id once, in the batch's order: a hand-made event may repeat one.
@@ -365,7 +374,7 @@ def _process_in_waves(
 
     def send_held(known: Mapping[str, str]) -> None:
         held = [j for j, outcome in known.items() if outcome == "held" and j not in resent]
-        unsent = _resend_held(dispatch, held)
+        unsent = _resend(dispatch, held, HELD_REDELIVERY_SECONDS)
         sent = [j for j in held if j not in unsent]
         resent.update(sent)
         if heartbeat is not None and sent:
@@ -382,13 +391,13 @@ def _process_in_waves(
     return outcomes
 
 
-def _resend_held(dispatch: SqsDispatch | None, held: list[str]) -> set[str]:
-    """Send held jobs back to the queue HELD_REDELIVERY_SECONDS from now; the ids that
+def _resend(dispatch: SqsDispatch | None, job_ids: list[str], delay: float) -> set[str]:
+    """Send jobs back to the queue as new messages `delay` seconds from now; the ids that
     could not be sent (all of them without a queue), whose old messages must then be
     redelivered instead."""
-    if dispatch is None or not held:
-        return set(held)
-    return set(dispatch.send([(j, HELD_REDELIVERY_SECONDS) for j in held]))
+    if dispatch is None or not job_ids:
+        return set(job_ids)
+    return set(dispatch.send([(j, delay) for j in job_ids]))
 
 
 def _process_isolated(
