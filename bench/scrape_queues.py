@@ -29,6 +29,10 @@ scrape (migration 0008): one scrape folds what the fill changed, as the scrapes
 during a real fill would have, and VACUUM runs, as autovacuum would, before timing.
 Redis: SPOOL_BENCH_REDIS_URL (default redis://127.0.0.1:6379/0), under the key
 prefix `bench_scrape`, deleted at the end; its jobs are run through the store.
+DynamoDB (`--stores dynamodb`): moto in process, whose times are its own; the line
+`reads:` says what one scrape reads (requests, items, bytes, read units), which is
+what carries over to DynamoDB. moto slows down with every item in the counter
+partition: a few thousand names take minutes to fill (run_dynamodb).
 """
 
 from __future__ import annotations
@@ -281,12 +285,93 @@ def run_redis(queues: int, rounds: int, due: bool = False) -> list[tuple[str, fl
         store.close()
 
 
+def run_dynamodb(queues: int, rounds: int) -> list[tuple[str, float, float]]:
+    """Against moto in process: the time is moto's, not DynamoDB's; what carries over is
+    the requests, items and bytes one scrape reads (its `reads:` line).
+
+    The history is written through the store's own counter machinery
+    (Transactions.counter_actions: the keys, shards and attributes a finish writes):
+    an `enqueued` and a `succeeded` counter per name, as the add and the finish of its
+    one job leave them once it is purged (the busy queues get theirs by the hundred)."""
+    from moto import mock_aws
+
+    from chalicelib.clock import SystemClock
+    from chalicelib.storage.dynamodb import DynamoStore
+    from chalicelib.storage.dynamodb_aws import DynamoConfig
+    from chalicelib.storage.dynamodb_txn import Unit
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        store = DynamoStore(DynamoConfig(table="bench", create=True), SystemClock())
+        names = [f"made-up-{i:07d}" for i in range(queues)]
+        per_transaction = 50  # two counters each: 100 actions, a transaction's most
+        for start in range(0, len(names), per_transaction):
+            counts = [
+                (q, "echo", event, 1)
+                for q in names[start : start + per_transaction]
+                for event in ("enqueued", "succeeded")
+            ]
+            store._tx.once([Unit([], [], counts)])
+        store._tx.once(
+            [Unit([], [], [(q, "echo", e, 200) for q in BUSY for e in ("enqueued", "succeeded")])]
+        )
+        reads = {"requests": 0, "items": 0, "bytes": 0}
+
+        def count(parsed: Any, model: Any, **_: Any) -> None:
+            if model.name in ("Query", "Scan"):
+                reads["requests"] += 1
+                items = parsed.get("Items", [])
+                reads["items"] += len(items)
+                reads["bytes"] += sum(item_bytes(item) for item in items)
+
+        from chalicelib.api.metrics import Metrics
+        from chalicelib.config import Settings
+
+        Metrics(store, Settings()).exposition()  # a first scrape, as measure() makes
+        store.ddb.meta.events.register("after-call.dynamodb.*", count)
+        Metrics(store, Settings()).exposition()  # one scrape, counted
+        store.ddb.meta.events.unregister("after-call.dynamodb.*", count)
+        units = reads["bytes"] / 4096  # consistent reads: 1 unit per 4 KB read
+        rows = measure(store, rounds)
+        rows.insert(
+            1,
+            (
+                f"  reads: {reads['requests']} requests, {reads['items']:,} items, "
+                f"{reads['bytes'] / 1e6:.2f} MB, about {units:,.0f} read units",
+                0.0,
+                0.0,
+            ),
+        )
+        store.close()
+        return rows
+
+
+def item_bytes(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it, near enough: names, and values' bytes
+    (a number about one byte per two digits, plus one)."""
+    size = 0
+    for name, value in item.items():
+        size += len(name.encode())
+        if "S" in value:
+            size += len(value["S"].encode())
+        elif "N" in value:
+            size += len(value["N"]) // 2 + 1
+        else:
+            size += len(str(value))
+    return size
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--queues", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument(
-        "--stores", nargs="+", default=["sqlite"], choices=["sqlite", "postgres", "redis", "memory"]
+        "--stores",
+        nargs="+",
+        default=["sqlite"],
+        choices=["sqlite", "postgres", "redis", "memory", "dynamodb"],
     )
     parser.add_argument(
         "--due", action="store_true", help="leave every job waiting and due (Redis, memory)"
@@ -299,6 +384,7 @@ def main() -> None:
         "postgres": run_postgres,
         "redis": run_redis,
         "memory": run_memory,
+        "dynamodb": run_dynamodb,
     }
     for name in args.stores:
         started = time.perf_counter()
@@ -312,7 +398,9 @@ def main() -> None:
             f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
         )
         for what, median, worst in rows:
-            if what.startswith("  server"):
+            if what.startswith("  reads"):
+                print(f"  {what}")
+            elif what.startswith("  server"):
                 print(f"  {what:<32} longest command {worst:7.2f} ms (all: {median:.1f} ms)")
             else:
                 print(f"  {what:<32} median {median:9.1f} ms   worst {worst:9.1f} ms")
