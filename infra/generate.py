@@ -140,7 +140,8 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:Query",
-            "dynamodb:Scan",
+            # No Scan: only the API's /metrics and all-tenant overview scan
+            # (DynamoStore.counts); tests/test_iam_actions.py checks each grant is used.
             "dynamodb:UpdateItem",
         ],
         "queue": [
@@ -160,8 +161,7 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
             "dynamodb:GetItem",
             "dynamodb:PutItem",
             "dynamodb:Query",
-            "dynamodb:Scan",
-            "dynamodb:UpdateItem",
+            "dynamodb:UpdateItem",  # no Scan either, as the worker's
         ],
         # GetQueueAttributes: the release asks the queue's depth before presuming
         # messages lost (DynamoStore._presumed_lost).

@@ -190,6 +190,36 @@ def test_each_function_calls_only_what_its_role_allows(
         for role, calls in recorder.calls.items()
     }
     assert missing == {"api": [], "worker": [], "scheduler": []}
+    # ...and least privilege the other way: a table action a role is granted is one
+    # this walk through its function's work calls, or one of the calls below, which
+    # are made on paths it does not take (each named). dynamodb:Scan was granted to
+    # the worker and the scheduler, which never scan (only the API's /metrics and
+    # the all-tenant overview do: DynamoStore.counts).
+    unused = {
+        role: sorted(
+            action.split(":", 1)[1]
+            for action in ACTIONS[role]["table"]
+            if ("dynamodb", action) not in recorder.calls[role]
+        )
+        for role in ("api", "worker", "scheduler")
+    }
+    for role, actions in unused.items():
+        assert set(actions) <= set(UNWALKED_TABLE_ACTIONS[role]), (role, actions)
+
+
+# Table actions a role is granted for paths the walk above does not take.
+UNWALKED_TABLE_ACTIONS: dict[str, dict[str, str]] = {
+    "api": {},
+    "worker": {
+        "DeleteItem": "a finish dropping old deliveries (the test below)",
+        "GetItem": "a dropped message's job looked up (events._log_dropped)",
+    },
+    "scheduler": {
+        "BatchGetItem": "a reap's read of a job's deliveries past SPOOL_WEBHOOK_HISTORY",
+        "DeleteItem": "that reap dropping them; a periodic tick's add rolled back",
+        "PutItem": "a periodic tick's add (SPOOL_SCHEDULES); a reap's webhook delivery",
+    },
+}
 
 
 def _allowed(role: str, service: str) -> set[str]:
