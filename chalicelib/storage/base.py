@@ -14,8 +14,10 @@ Rules every backend keeps:
   repeated within one batch (the first job's URL). A created result's
   `callback_url` is None.
 - `claim` takes due jobs (queued/retrying with run_at <= now), highest
-  priority first, then earliest run_at, moves them to running under a fresh
-  lease token and counts the attempt. A running job whose lease expired is
+  priority first, then earliest run_at, then earliest created_at, then lowest id
+  (so every store takes exact ties, a batch's jobs, in one order), moves them to
+  running under a fresh lease token and counts the attempt. It answers them in
+  that order, each job once however often `ids` names it. A running job whose lease expired is
   first *reaped*: back to retrying (due now), or to dead when that was its
   last attempt; the expired attempt counts as a failure.
 - An attempt is spent only once its handler may have started. `claim(...,

@@ -119,7 +119,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_worker TEXT,
     callback_url TEXT
 );
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, created_at)
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, created_at, id)
     WHERE state IN ('queued', 'retrying');
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key)
@@ -472,6 +472,9 @@ class SQLiteStore:
         if sqlite_lists.has_retired(self._db()):
             with self._write() as db:
                 sqlite_lists.drop_retired(db)
+        if sqlite_limits.tie_blind_indexes(self._db()):
+            with self._write() as db:
+                sqlite_limits.rebuild_tie_blind(db)
 
     def _add_columns(self) -> None:
         """Give a file made by an older Spool the columns this one writes. Checked again
@@ -694,7 +697,7 @@ class SQLiteStore:
             "lease_expires_at = ?, started_at = ?, updated_at = ?, lease_worker = ?, unstarted = ? "
             "WHERE id IN ("
             f"SELECT id FROM jobs WHERE {' AND '.join(where)} "
-            f"ORDER BY priority DESC, run_at, created_at LIMIT ?) RETURNING {COLUMNS}"
+            f"ORDER BY priority DESC, run_at, created_at, id LIMIT ?) RETURNING {COLUMNS}"
         )
         with self._write() as db:
             # The clock is read once the turn to write is held: a lease dated from before
@@ -707,7 +710,7 @@ class SQLiteStore:
             rows = db.execute(sql, [*params, *filters, limit]).fetchall()
         times = _Times()
         jobs = [row_to_job(r, times) for r in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
         return jobs
 
     def _claim_within(
@@ -743,7 +746,7 @@ class SQLiteStore:
         # Built once the write lock is let go: ~10 us a job the other writers need not wait for.
         times = _Times()
         jobs = [row_to_job(r, times) for r in rows]
-        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at))
+        jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
         return jobs
 
     def take_tokens(self, key: str, rate: float, burst: int, cost: int = 1) -> float:

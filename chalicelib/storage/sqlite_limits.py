@@ -37,14 +37,41 @@ CREATE TABLE IF NOT EXISTS fair_turns (tenant TEXT PRIMARY KEY, pass REAL NOT NU
     WITHOUT ROWID;
 """
 FAIR_INDEX = (
-    "CREATE INDEX IF NOT EXISTS jobs_fair ON jobs (tenant, priority DESC, run_at, created_at) "
+    "CREATE INDEX IF NOT EXISTS jobs_fair ON jobs (tenant, priority DESC, run_at, created_at, id) "
+    "WHERE state IN ('queued', 'retrying')"
+)
+# The claim's order ends with the id, so that every store hands out jobs that tie on
+# priority, run_at and created_at (one batch, or adds within one clock tick) in one
+# order; an index without it made SQLite take them in insertion order instead. Files
+# made before it was added have these indexes without the id: rebuilt on open.
+DUE_INDEX = (
+    "CREATE INDEX IF NOT EXISTS jobs_due ON jobs (priority DESC, run_at, created_at, id) "
     "WHERE state IN ('queued', 'retrying')"
 )
 # The clock of the turns (the pass of the last turn taken) is the row under this name.
 CLOCK_ROW = "\x00clock"
 WAITING = "state IN ('queued', 'retrying')"
-ORDER = "ORDER BY priority DESC, run_at, created_at"
+ORDER = "ORDER BY priority DESC, run_at, created_at, id"
 _MICRO = 1_000_000
+
+
+def tie_blind_indexes(db: sqlite3.Connection) -> list[str]:
+    """The claim's indexes that a file made before kept without the id (see DUE_INDEX)."""
+    blind = []
+    for name in ("jobs_due", "jobs_fair"):
+        columns = [row[2] for row in db.execute(f"PRAGMA index_info({name})")]
+        if columns and "id" not in columns:
+            blind.append(name)
+    return blind
+
+
+def rebuild_tie_blind(db: sqlite3.Connection) -> None:
+    """Inside the caller's write transaction: jobs_due made again with the id (a pass
+    over the waiting jobs); jobs_fair dropped, and made again by the next fair claim."""
+    for name in tie_blind_indexes(db):
+        db.execute(f"DROP INDEX {name}")
+        if name == "jobs_due":
+            db.execute(DUE_INDEX)
 
 
 def _in(column: str, values: Sequence[str], negate: bool = False) -> tuple[str, list[Any]]:

@@ -1,0 +1,78 @@
+"""Where the stores could each give a different answer to the same calls, one answer.
+
+Every backend was driven with the same operations on the same test clock and its
+answers compared with the memory store's: these pin what differed (ties broken by
+id, answers in the order asked, a claim that takes nothing still reaps, durations
+exact to the microsecond, empty lists meaning none) and what a store-specific test
+checked for one backend only (an add's answer is what get reads back, a tenant's
+list pages across states and ties, an idempotency key's life, concurrent claims).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.limits import ClaimPolicy, Limit
+from chalicelib.models import Completion, JobState, NewJob
+from chalicelib.storage.base import JobStore
+from tests.factories import new_job, token
+
+LEASE = 30.0
+
+
+def named(clock: FakeClock, number: int, **fields) -> NewJob:
+    """A job whose id sorts by `number` (ids are otherwise random within a millisecond)."""
+    job = new_job(clock, **fields)
+    return NewJob(**{**job.__dict__, "id": f"j_{number:032x}"})
+
+
+def bury(store: JobStore, job_ids: list[str]) -> None:
+    claimed = store.claim(len(job_ids), LEASE, ids=job_ids)
+    done = [Completion(j.id, token(j), JobState.DEAD, error="x") for j in claimed]
+    assert store.finish(done) == [True] * len(job_ids)
+
+
+# -- ties: priority, run_at and created_at equal --------------------------------
+
+
+def _add_tied(store: JobStore, clock: FakeClock, numbers: list[int], **fields) -> None:
+    """One at a time, in the order given, on a clock that does not move: every job
+    shares its priority, run_at and created_at, and only the id tells them apart."""
+    run_at = clock.now()
+    for number in numbers:
+        store.add([named(clock, number, run_at=run_at, **fields)])
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [None, ClaimPolicy((Limit("type", "echo", concurrency=100),)), ClaimPolicy(fair=True)],
+    ids=["plain", "limited", "fair"],
+)
+def test_exact_ties_are_claimed_lowest_id_first(
+    store: JobStore, clock: FakeClock, policy: ClaimPolicy | None
+) -> None:
+    _add_tied(store, clock, [5, 2, 4, 1, 3])
+    first = store.claim(2, LEASE, policy=policy)
+    assert [j.id for j in first] == [f"j_{n:032x}" for n in (1, 2)]
+    rest = store.claim(10, LEASE, policy=policy)
+    assert [j.id for j in rest] == [f"j_{n:032x}" for n in (3, 4, 5)]
+
+
+def test_exact_ties_named_by_id_are_claimed_lowest_id_first(
+    store: JobStore, clock: FakeClock
+) -> None:
+    _add_tied(store, clock, [3, 1, 2], priority=2)
+    ids = [f"j_{n:032x}" for n in (3, 1, 2)]
+    assert [j.id for j in store.claim(2, LEASE, ids=ids)] == sorted(ids)[:2]
+
+
+def test_ties_within_a_priority_fall_back_to_created_at_then_id(
+    store: JobStore, clock: FakeClock
+) -> None:
+    run_at = clock.now()
+    store.add([named(clock, 9, run_at=run_at)])  # created first, largest id
+    clock.advance(1)
+    store.add([named(clock, 7, run_at=run_at), named(clock, 8, run_at=run_at, priority=1)])
+    claimed = store.claim(3, LEASE)
+    assert [j.id for j in claimed] == [f"j_{n:032x}" for n in (8, 9, 7)]
