@@ -155,7 +155,8 @@ The dashboard's reads (chalicelib/ui/), each answered without scanning jobs:
   tenant, when given), with their history and idempotency key, bumping the
   `cache_epoch` of each tenant it deleted from in the same transaction (as
   purge does);
-  it returns the ids it deleted. Any other job is left alone.
+  it returns the ids it deleted, in the order asked, each once. Any other job is
+  left alone.
 - `JobQuery.newest_first` lists in (created_at, id) descending order; the
   cursor then continues below the last row returned.
 
@@ -287,7 +288,8 @@ class JobStore(Protocol):
     def list_jobs(self, query: JobQuery) -> JobPage: ...
 
     def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
-        """Move dead jobs back to queued with a fresh attempt budget; skips others."""
+        """Move dead jobs back to queued with a fresh attempt budget; skips others.
+        Answers the jobs it moved in the order asked, each once."""
         ...
 
     def counts(self) -> dict[tuple[str, JobState], int]:

@@ -253,7 +253,7 @@ class MemoryStore:
         with self._lock:
             self._reap(now)
             pool = (
-                [self._jobs[i] for i in ids if i in self._jobs]
+                [self._jobs[i] for i in dict.fromkeys(ids) if i in self._jobs]
                 if ids is not None
                 else self._jobs.values()
             )

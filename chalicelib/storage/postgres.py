@@ -1716,7 +1716,8 @@ class PostgresStore:
         )
         params = {"ids": wanted, "tenant": _enc_opt(tenant)}
         rows = self._run(lambda conn: conn.execute(text, params).fetchall())
-        return [_dec_str(r[0]) for r in rows]
+        deleted = {r[0] for r in rows}  # locked in id order: answer in the order asked
+        return [_dec_str(i) for i in wanted if i in deleted]
 
     def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
         text = f"SELECT {COLUMNS} FROM jobs WHERE tenant = %s AND idempotency_key = %s"

@@ -865,10 +865,11 @@ class SQLiteStore:
         if not job_ids:
             return []
         now = to_micros(self.clock.now())
+        wanted = list(dict.fromkeys(job_ids))
         moved: list[Job] = []
         with self._write() as db:
-            for start in range(0, len(job_ids), 500):
-                chunk = list(job_ids[start : start + 500])
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 tenant_clause = " AND tenant = ?" if tenant is not None else ""
                 rows = db.execute(
@@ -881,7 +882,9 @@ class SQLiteStore:
             bump_epochs(db, (job.tenant for job in moved))
         if moved:
             self.notifier.notify()
-        return moved
+        # RETURNING gives rows in the table's order: answer in the order asked.
+        by_id = {job.id: job for job in moved}
+        return [by_id[i] for i in wanted if i in by_id]
 
     @_reads
     def counts(self) -> dict[tuple[str, JobState], int]:
@@ -972,7 +975,8 @@ class SQLiteStore:
                 gone.extend(r[0] for r in rows)
                 touched.update(r[1] for r in rows)
             bump_epochs(db, touched)
-        return gone
+        deleted = set(gone)  # RETURNING's order is the table's: answer in the order asked
+        return [i for i in wanted if i in deleted]
 
     @_reads
     def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:

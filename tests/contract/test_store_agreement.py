@@ -16,7 +16,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.limits import ClaimPolicy, Limit
 from chalicelib.models import Completion, JobState, NewJob
 from chalicelib.storage.base import JobStore
-from tests.factories import new_job, token
+from tests.factories import new_job, stored, token
 
 LEASE = 30.0
 
@@ -76,3 +76,32 @@ def test_ties_within_a_priority_fall_back_to_created_at_then_id(
     store.add([named(clock, 7, run_at=run_at), named(clock, 8, run_at=run_at, priority=1)])
     claimed = store.claim(3, LEASE)
     assert [j.id for j in claimed] == [f"j_{n:032x}" for n in (8, 9, 7)]
+
+
+# -- answers in the order asked, each job once ---------------------------------
+
+
+def test_a_job_named_twice_in_one_claim_is_claimed_once(store: JobStore, clock: FakeClock) -> None:
+    a, b = (store.add([new_job(clock)])[0].job for _ in range(2))
+    claimed = store.claim(10, LEASE, ids=[a.id, b.id, a.id, a.id])
+    assert sorted(j.id for j in claimed) == sorted([a.id, b.id])
+    assert stored(store, a.id).attempts == 1
+    assert stored(store, a.id).lease_token == {j.id: j for j in claimed}[a.id].lease_token
+
+
+def test_redrive_answers_in_the_order_asked_and_each_job_once(
+    store: JobStore, clock: FakeClock
+) -> None:
+    jobs = [store.add([named(clock, n)])[0].job.id for n in (1, 2, 3)]
+    bury(store, jobs)
+    asked = [jobs[2], jobs[0], jobs[2], jobs[1]]
+    assert [j.id for j in store.redrive(asked)] == [jobs[2], jobs[0], jobs[1]]
+
+
+def test_discard_answers_in_the_order_asked_and_each_job_once(
+    store: JobStore, clock: FakeClock
+) -> None:
+    jobs = [store.add([named(clock, n)])[0].job.id for n in (1, 2, 3)]
+    bury(store, jobs)
+    asked = [jobs[2], jobs[0], jobs[2], jobs[1]]
+    assert store.discard(asked) == [jobs[2], jobs[0], jobs[1]]
