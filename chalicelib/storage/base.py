@@ -17,9 +17,10 @@ Rules every backend keeps:
   priority first, then earliest run_at, then earliest created_at, then lowest id
   (so every store takes exact ties, a batch's jobs, in one order), moves them to
   running under a fresh lease token and counts the attempt. It answers them in
-  that order, each job once however often `ids` names it. A running job whose lease expired is
-  first *reaped*: back to retrying (due now), or to dead when that was its
-  last attempt; the expired attempt counts as a failure.
+  that order, each job once however often `ids` names it. A running job whose
+  lease expired is first *reaped* (by every claim, one that can take nothing too:
+  limit 0, no queues, no ids): back to retrying (due now), or to dead when that
+  was its last attempt; the expired attempt counts as a failure.
 - An attempt is spent only once its handler may have started. `claim(...,
   started=False)` (what the worker does) leases the jobs *unstarted*, and the
   claimer calls `start([(id, lease_token), ...])` just before it runs each one
@@ -304,7 +305,8 @@ class JobStore(Protocol):
         ...
 
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
-        """When the next waiting job or lease expiry falls due, so idle workers sleep exactly."""
+        """When the next waiting job or lease expiry falls due, so idle workers sleep exactly
+        (of the queues named: None when `queues` is empty)."""
         ...
 
     def purge(self, finished_before: datetime, limit: int = 1000) -> int:

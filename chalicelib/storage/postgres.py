@@ -1253,8 +1253,8 @@ class PostgresStore:
         policy: ClaimPolicy | None = None,
         started: bool = True,
     ) -> list[Job]:
-        if limit <= 0 or (ids is not None and not ids) or (queues is not None and not queues):
-            return []
+        # A claim that can take nothing still reaps (base.py: expired leases first).
+        nothing = limit <= 0 or (ids is not None and not ids) or (queues is not None and not queues)
         now = self.clock.now()
         filters = ""
         params: dict[str, Any] = {
@@ -1300,12 +1300,12 @@ class PostgresStore:
                 if fast_claims:
                     conn.execute(SYNC_OFF)
                 reaped = conn.execute(REAP_SQL, reap_params)
-                cur = conn.execute(claim_sql, params)
+                cur = None if nothing else conn.execute(claim_sql, params)
             buried.extend(reaped.fetchall())
-            return cur.fetchall()
+            return [] if cur is None else cur.fetchall()
 
         buried: list[Any] = []
-        if policy is not None and policy.active:
+        if policy is not None and policy.active and not nothing:
             rows = self._claim_within(policy, limit, queues, ids, params, reap_params, buried)
         else:
             rows = self._run(claim)
@@ -1626,6 +1626,8 @@ class PostgresStore:
         return QueueTotals(frozenset(_dec_str(q) for q in named), counters, counts, other)
 
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
+        if queues is not None and not queues:
+            return None  # no queue named: none falls due (not every queue)
         queue_clause = " AND queue = ANY(%(queues)s::text[])" if queues else ""
         params = {"queues": [_enc(q) for q in queues or []]}
         text = (

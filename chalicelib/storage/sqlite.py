@@ -680,6 +680,8 @@ class SQLiteStore:
         started: bool = True,
     ) -> list[Job]:
         if limit <= 0 or (ids is not None and not ids) or (queues is not None and not queues):
+            with self._write() as db:  # nothing to take, but expired leases are reaped
+                self._reap(db, to_micros(self.clock.now()))
             return []
         unstarted = None if started else 1
         if policy is not None and policy.active:
@@ -905,6 +907,8 @@ class SQLiteStore:
 
     @_reads
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
+        if queues is not None and not queues:
+            return None  # no queue named: none falls due (not every queue)
         queue_clause = f" AND queue IN ({','.join('?' * len(queues))})" if queues else ""
         params = list(queues or [])
         db = self._db()

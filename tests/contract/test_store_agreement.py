@@ -10,6 +10,9 @@ list pages across states and ties, an idempotency key's life, concurrent claims)
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 import pytest
 
 from chalicelib.clock import FakeClock
@@ -105,3 +108,42 @@ def test_discard_answers_in_the_order_asked_and_each_job_once(
     bury(store, jobs)
     asked = [jobs[2], jobs[0], jobs[2], jobs[1]]
     assert store.discard(asked) == [jobs[2], jobs[0], jobs[1]]
+
+
+# -- a claim that takes nothing ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        {"limit": 0},
+        {"queues": []},
+        {"ids": []},
+        {"queues": ["no-such-queue"]},
+        {"ids": ["j_" + "0" * 32]},
+    ],
+    ids=["limit-0", "no-queues", "no-ids", "other-queue", "other-id"],
+)
+def test_a_claim_that_takes_nothing_still_reaps_expired_leases(
+    store: JobStore, clock: FakeClock, how: dict[str, Any]
+) -> None:
+    """A running job whose lease expired is reaped by the next claim, whatever that
+    claim then takes (base.py: "first *reaped*")."""
+    dead = store.add([new_job(clock, max_attempts=1)])[0].job
+    retried = store.add([new_job(clock, max_attempts=2)])[0].job
+    store.claim(2, LEASE)
+    clock.advance(LEASE + 1)
+    assert store.claim(how.get("limit", 5), LEASE, how.get("queues"), how.get("ids")) == []
+    assert stored(store, dead.id).state is JobState.DEAD
+    assert stored(store, retried.id).state is JobState.RETRYING
+
+
+def test_no_queues_have_no_next_due_time(store: JobStore, clock: FakeClock) -> None:
+    store.add([new_job(clock, queue="a")])
+    store.claim(1, LEASE)
+    store.add([new_job(clock, queue="b", delay=10)])
+    assert store.next_due_at([]) is None
+    assert store.next_due_at(["zz"]) is None
+    assert store.next_due_at(["b"]) == clock.now() + timedelta(seconds=10)
+    assert store.next_due_at() == clock.now() + timedelta(seconds=10)
+    assert store.oldest_due([]) == {}
