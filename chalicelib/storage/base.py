@@ -511,6 +511,13 @@ def to_micros(when: datetime) -> int:
     return (when - EPOCH) // _MICROSECOND
 
 
+def micros_of(seconds: float) -> int:
+    """A duration in seconds as whole microseconds, rounded as timedelta(seconds=...)
+    rounds it: `int(seconds * 1_000_000)` truncated, and 2.01 * 1e6 is 2009999.99...,
+    so a lease of 2.01 s ended a microsecond early on the stores that counted so."""
+    return timedelta(seconds=seconds) // _MICROSECOND
+
+
 def from_micros(micros: int) -> datetime:
     return EPOCH + timedelta(microseconds=micros)
 

@@ -103,6 +103,7 @@ from chalicelib.storage.base import (
     encode_cursor,
     from_micros,
     log_buried_by_reap,
+    micros_of,
     to_micros,
     utf8_text,
     waiting_in,
@@ -1134,7 +1135,7 @@ class DynamoStore:
             self.reap_expired(now)
         if limit <= 0 or (queues is not None and not queues) or (ids is not None and not ids):
             return []
-        expires = now + int(lease_seconds * MICRO)
+        expires = now + micros_of(lease_seconds)
         if policy is not None and policy.active:  # limits and fair turns: dynamodb_limits.py
             return claim_with_policy(self, policy, limit, now, expires, queues, ids, started)
         claimed: list[Job] = []
@@ -1854,7 +1855,7 @@ class DynamoStore:
     @aws_errors
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
         now = self._now()
-        expires = now + int(lease_seconds * MICRO)
+        expires = now + micros_of(lease_seconds)
         expr = Expr()
         condition = (
             f"{expr.name('state')} = {expr.value(s(JobState.RUNNING.value))} AND "
@@ -2242,7 +2243,7 @@ class DynamoStore:
         now = self._now()
         self.reap_expired(now)
         horizon = now + MAX_DELAY_SECONDS * MICRO
-        lost_before = now - int(self.config.lost_after * MICRO)
+        lost_before = now - micros_of(self.config.lost_after)
         # (job id, when it is due, msg_at before, msg_at written): a chunk being sent
         chunk: list[tuple[str, int, int | None, int]] = []
         overdue: list[tuple[int, str, int]] = []  # (msg_at, job id, run_at): maybe lost
@@ -2639,7 +2640,7 @@ class DynamoStore:
 
     @aws_errors
     def live_workers(self, within: float) -> list[WorkerBeat]:
-        since = self._now() - int(within * MICRO)
+        since = self._now() - micros_of(within)
         expr = Expr()
         key = f"{expr.name('pk')} = {expr.value(s(WORKER_PK))}"
         live = [

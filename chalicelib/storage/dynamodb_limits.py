@@ -76,6 +76,7 @@ from chalicelib.limits import (
     take,
 )
 from chalicelib.models import Job, JobState
+from chalicelib.storage.base import micros_of
 from chalicelib.storage.dynamodb_schema import (
     GSI_DUE,
     GSI_DUE_TENANTS,
@@ -321,7 +322,7 @@ class PolicyClaim:
         for limit in self.policy.rate_limits():
             assert limit.rate is not None
             state = limits[limit.key]
-            window_start = self.now - int(limit.rate.window * MICRO)
+            window_start = self.now - micros_of(limit.rate.window)
             state.starts = [(at, count) for at, count in state.starts if at > window_start]
             self._restamp_starts(state)
             started[limit.key] = sum(count for _, count in state.starts)
@@ -334,7 +335,7 @@ class PolicyClaim:
         clock stepped back: they count as starting now, not until the clock is back
         where it was. Written at once (not only with the claim's own starts), or every
         claim that takes nothing would date them now again and the window never pass."""
-        ahead = self.now + int(STEP_BACK * MICRO)
+        ahead = self.now + micros_of(STEP_BACK)
         if not any(at > ahead for at, _ in state.starts):
             return
         starts = [(min(at, self.now), count) for at, count in state.starts]

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from chalicelib.ids import new_lease_token
-from chalicelib.storage.base import from_micros, utf8_text
+from chalicelib.storage.base import from_micros, micros_of, utf8_text
 from chalicelib.storage.dynamodb_aws import counted, pages
 from chalicelib.storage.dynamodb_schema import (
     GSI_TIMER,
@@ -205,7 +205,7 @@ class DynamoOutbox:
     def claim(self, limit: int, lease_seconds: float, now: int) -> list[Delivery]:
         if limit <= 0:
             return []
-        expires = now + int(lease_seconds * MICRO)
+        expires = now + micros_of(lease_seconds)
         due = itertools.islice(
             heapq.merge(*(self._due(shard, now) for shard in range(self.shards))), limit * 2
         )

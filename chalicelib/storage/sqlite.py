@@ -74,6 +74,7 @@ from chalicelib.storage.base import (
     completion_events,
     from_micros,
     log_buried_by_reap,
+    micros_of,
     to_micros,
     utf8_text,
     waiting_in,
@@ -706,7 +707,7 @@ class SQLiteStore:
             # a wait behind other writers could be over before the claim was written,
             # and the job dropped unstarted with an attempt spent.
             now = to_micros(self.clock.now())
-            expires = now + int(lease_seconds * 1_000_000)
+            expires = now + micros_of(lease_seconds)
             params = [new_lease_token(), expires, now, now, worker_id.current(), unstarted, now]
             self._reap(db, now)
             rows = db.execute(sql, [*params, *filters, limit]).fetchall()
@@ -731,7 +732,7 @@ class SQLiteStore:
         not from when the claim began to wait (a later claim's window would miss them)."""
         with self._write() as db:
             now = to_micros(self.clock.now())
-            expires = now + int(lease_seconds * 1_000_000)
+            expires = now + micros_of(lease_seconds)
             self._reap(db, now)
             admission = sqlite_limits.usage(db, policy, now)
             chosen = sqlite_limits.choose(db, admission, limit, now, queues, ids)
@@ -836,7 +837,7 @@ class SQLiteStore:
             row = db.execute(
                 "UPDATE jobs SET lease_expires_at = ?, updated_at = ? WHERE id = ? "
                 "AND lease_token = ? AND state = 'running' AND lease_expires_at > ? RETURNING id",
-                (now + int(lease_seconds * 1_000_000), now, job_id, lease_token, now),
+                (now + micros_of(lease_seconds), now, job_id, lease_token, now),
             ).fetchone()
         return row is not None
 
@@ -1034,7 +1035,7 @@ class SQLiteStore:
 
     @_reads
     def live_workers(self, within: float) -> list[WorkerBeat]:
-        since = to_micros(self.clock.now()) - int(within * 1_000_000)
+        since = to_micros(self.clock.now()) - micros_of(within)
         rows = (
             self._db()
             .execute(
@@ -1055,7 +1056,7 @@ class SQLiteStore:
             return []
         now = to_micros(self.clock.now())
         with self._write() as db:
-            return sqlite_webhooks.claim(db, limit, now, now + int(lease_seconds * 1_000_000))
+            return sqlite_webhooks.claim(db, limit, now, now + micros_of(lease_seconds))
 
     def finish_webhook(
         self,

@@ -27,6 +27,7 @@ from chalicelib.limits import (
     refill,
     take,
 )
+from chalicelib.storage.base import micros_of
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS job_starts (key TEXT NOT NULL, at INTEGER NOT NULL);
@@ -93,13 +94,13 @@ def usage(db: sqlite3.Connection, policy: ClaimPolicy, now: int) -> Admission:
     started: dict[str, int] = {}
     for limit in policy.rate_limits():
         assert limit.rate is not None
-        since = now - int(limit.rate.window * _MICRO)
+        since = now - micros_of(limit.rate.window)
         db.execute("DELETE FROM job_starts WHERE key = ? AND at <= ?", (limit.key, since))
         # Starts dated ahead of now were recorded before the clock stepped back: they
         # count as starting now, not until the clock is back where it was.
         db.execute(
             "UPDATE job_starts SET at = ? WHERE key = ? AND at > ?",
-            (now, limit.key, now + int(STEP_BACK * _MICRO)),
+            (now, limit.key, now + micros_of(STEP_BACK)),
         )
         started[limit.key] = db.execute(
             "SELECT COUNT(*) FROM job_starts WHERE key = ?", (limit.key,)

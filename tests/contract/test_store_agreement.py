@@ -147,3 +147,45 @@ def test_no_queues_have_no_next_due_time(store: JobStore, clock: FakeClock) -> N
     assert store.next_due_at(["b"]) == clock.now() + timedelta(seconds=10)
     assert store.next_due_at() == clock.now() + timedelta(seconds=10)
     assert store.oldest_due([]) == {}
+
+
+# -- durations in seconds, to the microsecond ----------------------------------
+
+# Seconds whose float times 1e6 falls just below the whole microseconds they are
+# (2.01 * 1e6 == 2009999.9999999998): truncated, each came out a microsecond short.
+SHORT_BY_TRUNCATION = (2.01, 4.1, 0.000001)
+
+
+@pytest.mark.parametrize("seconds", SHORT_BY_TRUNCATION)
+def test_a_lease_lasts_exactly_the_seconds_asked(
+    store: JobStore, clock: FakeClock, seconds: float
+) -> None:
+    length = timedelta(seconds=seconds)
+    job = store.add([new_job(clock)])[0].job
+    [claimed] = store.claim(1, seconds)
+    assert claimed.lease_expires_at == clock.now() + length
+    assert store.next_due_at() == clock.now() + length
+    clock.advance(0.5 if seconds > 1 else 0)
+    assert store.extend_lease(job.id, token(claimed), seconds)
+    assert stored(store, job.id).lease_expires_at == clock.now() + length
+
+
+@pytest.mark.parametrize("seconds", SHORT_BY_TRUNCATION[:2])
+def test_a_worker_is_live_for_exactly_the_seconds_asked(
+    store: JobStore, clock: FakeClock, seconds: float
+) -> None:
+    store.beat("w", None, clock.now())
+    clock.advance(seconds)
+    assert [b.worker for b in store.live_workers(seconds)] == ["w"]
+    clock.advance(0.000001)
+    assert store.live_workers(seconds) == []
+
+
+@pytest.mark.parametrize("seconds", SHORT_BY_TRUNCATION[:2])
+def test_a_webhook_lease_lasts_exactly_the_seconds_asked(
+    store: JobStore, clock: FakeClock, seconds: float
+) -> None:
+    job = store.add([new_job(clock, callback_url="http://127.0.0.1:9/hook")])[0].job
+    store.cancel(job.id)
+    [delivery] = store.claim_webhooks(1, seconds)
+    assert delivery.lease_expires_at == clock.now() + timedelta(seconds=seconds)
