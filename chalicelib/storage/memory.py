@@ -192,12 +192,12 @@ class MemoryStore:
         with self._lock:
             staged: dict[tuple[str, str], Job] = {}
             for new in jobs:
-                key = (new.tenant, new.idempotency_key) if new.idempotency_key else None
-                if key and key in self._idem:
+                key = (new.tenant, new.idempotency_key) if new.idempotency_key is not None else None
+                if key is not None and key in self._idem:
                     held = self._jobs[self._idem[key]]
                     results.append(AddResult(held, False, self._callbacks.get(held.id)))
                     continue
-                if key and key in staged:
+                if key is not None and key in staged:
                     results.append(AddResult(staged[key], False, callbacks.get(staged[key].id)))
                     continue
                 job = Job(
@@ -213,7 +213,7 @@ class MemoryStore:
                     created_at=now,
                     updated_at=now,
                 )
-                if key:
+                if key is not None:
                     staged[key] = job
                 results.append(AddResult(job, True))
             for result in results:
@@ -222,7 +222,7 @@ class MemoryStore:
                     self._ledger.moved(result.job.queue, None, result.job.state)
                     if callbacks.get(result.job.id):
                         self._callbacks[result.job.id] = callbacks[result.job.id]
-                    if result.job.idempotency_key:
+                    if result.job.idempotency_key is not None:
                         self._idem[(result.job.tenant, result.job.idempotency_key)] = result.job.id
                     self._bump(result.job, "enqueued")
         if any(r.created for r in results):
@@ -523,7 +523,7 @@ class MemoryStore:
                 self._ledger.moved(job.queue, job.state, None)
                 self._history.pop(job.id, None)
                 self._forget_webhooks(job.id)
-                if job.idempotency_key:
+                if job.idempotency_key is not None:
                     self._idem.pop((job.tenant, job.idempotency_key), None)
             self._bump_epochs(job.tenant for job in doomed)
             stale = minute_of(self.clock.now()) - MINUTES_KEPT
@@ -584,7 +584,7 @@ class MemoryStore:
                 self._ledger.moved(job.queue, job.state, None)
                 self._history.pop(job_id, None)
                 self._forget_webhooks(job_id)
-                if job.idempotency_key:
+                if job.idempotency_key is not None:
                     self._idem.pop((job.tenant, job.idempotency_key), None)
                 gone.append(job_id)
                 touched.add(job.tenant)

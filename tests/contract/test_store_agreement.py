@@ -10,16 +10,18 @@ list pages across states and ties, an idempotency key's life, concurrent claims)
 
 from __future__ import annotations
 
-from datetime import timedelta
+import threading
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.limits import ClaimPolicy, Limit
-from chalicelib.models import Completion, JobState, NewJob
+from chalicelib.models import Completion, JobQuery, JobState, NewJob
 from chalicelib.storage.base import JobStore
 from tests.factories import new_job, stored, token
+from tests.threads import run_together
 
 LEASE = 30.0
 
@@ -189,3 +191,158 @@ def test_a_webhook_lease_lasts_exactly_the_seconds_asked(
     store.cancel(job.id)
     [delivery] = store.claim_webhooks(1, seconds)
     assert delivery.lease_expires_at == clock.now() + timedelta(seconds=seconds)
+
+
+# -- the add's answer ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("clock_zone", [UTC, timezone(timedelta(hours=-5))])
+@pytest.mark.parametrize("kind", ["single", "keyed", "batch"])
+def test_an_add_answers_the_job_get_reads_back(
+    store: JobStore, clock: FakeClock, clock_zone: timezone, kind: str
+) -> None:
+    """Whatever zone the clock and run_at are given in, the add's answer is the job
+    get reads back, field for field, at the instants given (SQLite's single add,
+    Postgres's keyless batch and Redis build their answers from what was sent, not
+    from a read)."""
+    clock.set(datetime(2030, 1, 1, 0, 0, 1, 654321, tzinfo=UTC).astimezone(clock_zone))
+    run_at = datetime(2030, 1, 1, 2, 0, 5, 123456, tzinfo=timezone(timedelta(hours=2)))
+    batch = [new_job(clock, run_at=run_at, payload={"k": "h\xe9llo \U0001f600", "n": [1.5]})]
+    if kind == "keyed":
+        batch = [new_job(clock, run_at=run_at, idempotency_key="k\x00\U0001f600")]
+    elif kind == "batch":
+        batch.append(new_job(clock, run_at=run_at, queue="other", priority=-3, max_attempts=9))
+    added = store.add(batch)
+    for result in added:
+        assert result.created
+        got = stored(store, result.job.id)
+        assert result.job.model_dump() == got.model_dump()
+        assert got.run_at == run_at and got.created_at == got.updated_at == clock.now()
+
+
+# -- a tenant's list across states and ties ------------------------------------
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+@pytest.mark.parametrize("limit", [1, 3, 7])
+def test_a_tenant_list_of_every_state_pages_through_ties_in_order(
+    store: JobStore, clock: FakeClock, newest_first: bool, limit: int
+) -> None:
+    """Jobs of every state, several sharing each created_at (the id breaks the tie
+    across states): the pages are exactly the jobs in (created_at, id) order."""
+    for round_ in range(3):
+        batch = [new_job(clock, tenant=t) for t in ("a", "a", "a", "b") for _ in (0, 1)]
+        store.add(batch)
+        claimed = store.claim(4, LEASE, ids=[j.id for j in batch[:5]])  # the fourth runs on
+        states = (JobState.SUCCEEDED, JobState.DEAD, JobState.SUCCEEDED)
+        store.finish([Completion(j.id, token(j), s) for j, s in zip(claimed, states, strict=False)])
+        if round_ % 2:
+            clock.advance(1)
+    every = store.list_jobs(JobQuery(tenant="a", limit=1000)).jobs
+    assert {j.state for j in every} >= {
+        JobState.QUEUED,
+        JobState.RUNNING,
+        JobState.SUCCEEDED,
+        JobState.DEAD,
+    }
+    expected = sorted(every, key=lambda j: (j.created_at, j.id), reverse=newest_first)
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = store.list_jobs(
+            JobQuery(tenant="a", limit=limit, cursor=cursor, newest_first=newest_first)
+        )
+        assert len(page.jobs) <= limit
+        seen.extend(job.id for job in page.jobs)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert seen == [j.id for j in expected]
+
+
+def test_pages_after_a_change_continue_where_they_stopped(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """A job added with the same created_at as the last row listed lands by its id;
+    one that changed state between pages is listed where its (created_at, id) puts it,
+    once; the cursor never repeats or skips a job that stayed."""
+    store.add([named(clock, n, tenant="t") for n in (10, 20, 30, 40)])
+    first = store.list_jobs(JobQuery(tenant="t", limit=2))
+    assert [j.id for j in first.jobs] == [f"j_{n:032x}" for n in (10, 20)]
+    store.add([named(clock, 15, tenant="t"), named(clock, 25, tenant="t")])
+    store.claim(10, LEASE, ids=[f"j_{30:032x}"])
+    rest = store.list_jobs(JobQuery(tenant="t", limit=10, cursor=first.next_cursor))
+    assert [j.id for j in rest.jobs] == [f"j_{n:032x}" for n in (25, 30, 40)]
+    queued = store.list_jobs(
+        JobQuery(tenant="t", state=JobState.QUEUED, limit=10, cursor=first.next_cursor)
+    )
+    assert [j.id for j in queued.jobs] == [f"j_{n:032x}" for n in (25, 40)]
+
+
+# -- an idempotency key's life -------------------------------------------------
+
+
+def test_a_key_stays_with_its_job_until_the_job_is_deleted(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """Held while the job waits, runs, retries, dies and is redriven; free again once
+    the job is discarded or purged (a key names a stored job, not a used word)."""
+    first = store.add([new_job(clock, tenant="t", idempotency_key="k", max_attempts=2)])[0].job
+
+    def again() -> tuple[str, bool]:
+        result = store.add([new_job(clock, tenant="t", idempotency_key="k")])[0]
+        return result.job.id, result.created
+
+    [claimed] = store.claim(1, LEASE)
+    assert again() == (first.id, False)
+    retry = Completion(first.id, token(claimed), JobState.RETRYING, retry_at=clock.now())
+    store.finish([retry])
+    assert again() == (first.id, False)
+    bury(store, [first.id])
+    assert again() == (first.id, False)
+    assert [j.id for j in store.redrive([first.id])] == [first.id]
+    assert again() == (first.id, False)
+    bury(store, [first.id])
+    assert store.discard([first.id]) == [first.id]
+    assert store.get_by_key("t", "k") is None
+    second_id, created = again()
+    assert created and second_id != first.id
+    assert stored(store, second_id).idempotency_key == "k"
+    store.cancel(second_id)
+    clock.advance(10)
+    assert store.purge(clock.now()) == 1
+    third_id, created = again()
+    assert created and third_id not in (first.id, second_id)
+    assert store.get_by_key("t", "k") == stored(store, third_id)
+
+
+def test_an_empty_idempotency_key_is_a_key(store: JobStore, clock: FakeClock) -> None:
+    """None is "no key"; "" is a key like any other (the API refuses it, the store
+    does not tell it apart)."""
+    a, b = new_job(clock, idempotency_key=""), new_job(clock, idempotency_key="")
+    results = store.add([a])
+    results += store.add([b])
+    assert [(r.job.id, r.created) for r in results] == [(a.id, True), (a.id, False)]
+    assert sum(store.counts().values()) == 1
+    assert store.get_by_key("default", "") == stored(store, a.id)
+
+
+# -- claims from many threads ----------------------------------------------------
+
+
+def test_claims_from_many_threads_hand_each_job_out_once(store: JobStore, clock: FakeClock) -> None:
+    store.add([new_job(clock) for _ in range(60)])
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def claimer() -> None:
+        while True:
+            got = store.claim(3, LEASE)
+            if not got:
+                return
+            with lock:
+                taken.extend(j.id for j in got)
+
+    assert run_together(claimer, 4) == []
+    assert len(taken) == 60 and len(set(taken)) == 60
+    assert store.counts() == {("default", JobState.RUNNING): 60}
