@@ -94,9 +94,9 @@ The webhook outbox (chalicelib/webhooks/outbox.py defines a Delivery):
   callback URL never gets one.
 - `claim_webhooks(limit, lease_seconds)` leases up to `limit` pending
   deliveries due now (next_at <= now, and no lease or an expired one),
-  earliest next_at first, counting the attempt; a lease that expired (the
-  worker died mid-delivery) makes the delivery claimable again under the same
-  id, so it is delivered at least once and never lost.
+  earliest next_at first (then created_at, then id), counting the attempt; a
+  lease that expired (the worker died mid-delivery) makes the delivery claimable
+  again under the same id, so it is delivered at least once and never lost.
 - `finish_webhook(id, lease_token, outcome, retry_at, error)` applies only
   while the lease token matches a pending delivery (else False, nothing
   changes): "delivered" and "failed" end it (finished_at = now), "retrying"

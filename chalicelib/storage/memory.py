@@ -670,7 +670,7 @@ class MemoryStore:
                 and d.next_at <= now
                 and (d.lease_expires_at is None or d.lease_expires_at <= now)
             ]
-            due.sort(key=lambda d: (d.next_at or now, d.created_at))
+            due.sort(key=lambda d: (d.next_at or now, d.created_at, d.id))
             claimed = []
             for d in due[: max(0, limit)]:
                 leased = replace(

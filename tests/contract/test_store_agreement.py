@@ -346,3 +346,19 @@ def test_claims_from_many_threads_hand_each_job_out_once(store: JobStore, clock:
     assert run_together(claimer, 4) == []
     assert len(taken) == 60 and len(set(taken)) == 60
     assert store.counts() == {("default", JobState.RUNNING): 60}
+
+
+# -- webhook deliveries that tie -------------------------------------------------
+
+
+def test_deliveries_that_tie_are_claimed_lowest_id_first(store: JobStore, clock: FakeClock) -> None:
+    """Deliveries due at one moment and written at one moment go out in id order on
+    every store (the memory store took them in the order written)."""
+    jobs = [new_job(clock, callback_url="http://127.0.0.1:9/hook") for _ in range(5)]
+    store.add(jobs)
+    for job in jobs:
+        store.cancel(job.id)
+    written = sorted(d.id for job in jobs for d in store.webhooks(job.id))
+    assert len(written) == 5
+    assert [d.id for d in store.claim_webhooks(2, LEASE)] == written[:2]
+    assert [d.id for d in store.claim_webhooks(5, LEASE)] == written[2:]
