@@ -454,7 +454,13 @@ def test_remote_dlq_redrive_all_sends_the_type() -> None:
             return SimpleNamespace(ids=["j_1"], redriven=1, died_before=None)
 
     args = argparse.Namespace(
-        dlq_command="redrive", all=True, id=None, queue=None, type="fail", json=True
+        dlq_command="redrive",
+        all=True,
+        id=None,
+        queue=None,
+        type="fail",
+        json=True,
+        died_before=None,
     )
     assert remote_cli.cmd_dlq(Stub(), args) == 0  # type: ignore[arg-type]
     chunk = remote_cli.REDRIVE_CHUNK
