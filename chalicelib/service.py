@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +26,7 @@ from chalicelib.ids import looks_like_job_id, new_job_id, new_job_ids
 from chalicelib.jsonstrict import is_finite_json
 from chalicelib.logs import job_event, together
 from chalicelib.models import AddResult, Job, JobPage, JobQuery, JobState, NewJob
-from chalicelib.storage.base import JobStore
+from chalicelib.storage.base import Backlog, BacklogFull, JobStore
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY, MAX_DELAY_SECONDS, to_utc
 
 # Whole dead jobs one store call of a bulk redrive hands back (listed, then redriven):
@@ -195,9 +196,11 @@ class Service:
         in the error. Sending the corrected batch again then creates every job
         exactly once (the stored keyed jobs come back as created=False), so
         nothing is lost and nothing doubled. The same holds if the store fails
-        between the two steps (503): the keyed jobs stand, and a retry completes
-        the batch. A batch without keys is one all-or-nothing add; a batch of keyed
-        jobs alone stores those whose keys were free, as above.
+        between the two steps (503), or a backlog cap finds no room left for the
+        unkeyed jobs there (429: another process took it in between): the keyed
+        jobs stand, and a retry completes the batch. A batch without keys is one
+        all-or-nothing add; a batch of keyed jobs alone stores those whose keys
+        were free, as above.
         """
         return self.add_prepared(requests, self.prepare(requests, tenant, admitted))
 
@@ -212,11 +215,18 @@ class Service:
         return built
 
     def add_prepared(
-        self, requests: Sequence[EnqueueRequest], built: Sequence[NewJob]
+        self,
+        requests: Sequence[EnqueueRequest],
+        built: Sequence[NewJob],
+        cap: Backlog | None = None,
     ) -> list[AddResult]:
-        """Store what `prepare` made of `requests` (enqueue's second half)."""
+        """Store what `prepare` made of `requests` (enqueue's second half). With a
+        backlog `cap` (the HTTP edge's quota) the store refuses, storing nothing, an add
+        that would take the tenant's waiting jobs past it (BacklogFull). A mixed batch's
+        keyed part must leave room for its unkeyed part too (Backlog.more); should the
+        backlog fill between the two adds, the keyed jobs stand, as after a 503 there."""
         if len(built) == 1:  # a single enqueue: no parts to split, no lines to hold
-            [result] = self.store.add([built[0]])
+            [result] = self._add([built[0]], cap)
             _log_enqueued(result)
             if built[0].idempotency_key is not None:
                 _refuse_conflicts(requests, built, [result])
@@ -228,13 +238,27 @@ class Service:
             for part in (keyed, plain):
                 if not part:
                     continue
-                added = self.store.add([built[i] for i in part])
+                more = len(plain) if part is keyed and cap is not None else 0
+                added = self._add(
+                    [built[i] for i in part], None if cap is None else replace(cap, more=more)
+                )
                 for index, result in zip(part, added, strict=True):
                     results[index] = result
                     _log_enqueued(result)  # before a conflict is raised: these are stored
                 if part is keyed:
                     _refuse_conflicts(requests, built, results)
         return [r for r in results if r is not None]
+
+    def redrive_ids(self, ids: Sequence[str], tenant: str | None, cap: Backlog | None) -> list[Job]:
+        """The store's redrive of these ids, given the cap only when there is one (the
+        call as it always was without: wrappers and fakes take ids and tenant alone)."""
+        return (
+            self.store.redrive(ids, tenant) if cap is None else self.store.redrive(ids, tenant, cap)
+        )
+
+    def _add(self, jobs: Sequence[NewJob], cap: Backlog | None) -> list[AddResult]:
+        # No cap: the call as it always was (wrappers and fakes of add take jobs alone).
+        return self.store.add(jobs) if cap is None else self.store.add(jobs, cap)
 
     def _build_all(
         self, requests: Sequence[EnqueueRequest], tenant: str, admitted: bool = False
@@ -267,10 +291,11 @@ class Service:
     def list_jobs(self, query: JobQuery) -> JobPage:
         return self.store.list_jobs(query)
 
-    def redrive(self, job_id: str, tenant: str | None) -> Job:
+    def redrive(self, job_id: str, tenant: str | None, cap: Backlog | None = None) -> Job:
         """Back to queued; 409 unless this call moved it. Of concurrent redrives of one
         job exactly one answers 200 on every store (a loser used to answer 200 with
-        the winner's job on some, so no caller could tell whether its call did it)."""
+        the winner's job on some, so no caller could tell whether its call did it).
+        With a backlog `cap`, BacklogFull when the tenant's backlog has no room for it."""
         for _ in range(2):  # a second try only if the job died again in between
             job = self.status(job_id, tenant)
             if job.state is not JobState.DEAD:
@@ -280,7 +305,7 @@ class Service:
                     f"only dead jobs can be redriven; this one is {job.state.value}",
                     {"state": job.state.value},
                 )
-            moved = self.store.redrive([job_id], tenant)
+            moved = self.redrive_ids([job_id], tenant, cap)
             if moved:
                 job_event(logging.INFO, "redriven", moved[0])
                 return moved[0]
@@ -311,6 +336,7 @@ class Service:
         type_: str | None = None,
         limit: int = 1000,
         died_before: datetime | None = None,
+        cap: Backlog | None = None,
     ) -> Iterator[Job]:
         """Redrive dead jobs matching the filter, REDRIVE_STEP at a time, up to
         `limit`, yielding each as it is redriven: a caller that keeps only ids holds
@@ -322,6 +348,10 @@ class Service:
         redrive --all` does) never meets the jobs it redrove that died again since,
         so none is redriven twice and none dead at its start is left behind.
         None: every dead job listed, whenever it died.
+
+        With a backlog `cap` each step moves only what fits beside the tenant's waiting
+        jobs (counted by the store in the step's own transaction): the first step that
+        finds no room raises BacklogFull, a later one ends the redrive there.
         """
         moved = 0
         cursor: str | None = None
@@ -345,7 +375,12 @@ class Service:
             skipped += len(page.jobs) - len(due)
             due = due[: limit - moved]
             if due:
-                redriven = self.store.redrive([j.id for j in due], tenant)
+                try:
+                    redriven = self.redrive_ids([j.id for j in due], tenant, cap)
+                except BacklogFull:
+                    if moved == 0:
+                        raise
+                    return
                 for job in redriven:
                     job_event(logging.INFO, "redriven", job)
                 moved += len(redriven)

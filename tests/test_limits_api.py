@@ -180,6 +180,47 @@ def test_a_redrive_is_held_to_the_backlog_quota_on_every_route(
     assert api.post("/dlq/redrive", key=KEY_B).status == 200
 
 
+@pytest.mark.parametrize("limited", [BACKLOG], indirect=True)
+def test_the_store_s_own_backlog_refusal_is_the_same_429_on_every_route(
+    limited: tuple[Api, Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edge's count is read before the write, so another process may fill the
+    backlog in between; the store counts again in the write's own step. Here the
+    edge's count is made to miss every waiting job (as it misses another process's
+    that commit just after it read): the store refuses, with the same 429 and
+    details, and stores none of the request."""
+    from chalicelib.api.throttle import EnqueueGate
+
+    api, rt = limited
+    dead = dead_jobs(rt, 2)
+    api.enqueue({"type": "echo", "delay": 600})
+    monkeypatch.setattr(EnqueueGate, "_waiting", lambda self, tenant: 0)
+    # Room for one: a batch of two (one keyed, one not) does not fit, whole.
+    mixed = {"jobs": [{"type": "echo", "idempotency_key": "k"}, {"type": "echo"}]}
+    over = api.post("/enqueue", mixed)
+    assert over.status == 429 and over.header("Retry-After"), over.body
+    assert over.json["error"]["details"] == {"waiting": 1, "backlog": 2, "jobs": 2}
+    assert "room for 1" in over.json["error"]["message"]
+    assert stored(rt) == 3 and rt.store.get_by_key(TENANT_A, "k") is None
+    api.enqueue({"type": "echo", "delay": 600})  # full
+    refused = [
+        api.post("/enqueue", {"type": "echo"}),
+        api.post("/enqueue", {"type": "echo", "idempotency_key": "k2"}),
+        api.post("/enqueue", {"jobs": [{"type": "echo"}] * 2}),
+        api.post(f"/dlq/{dead[0]}/redrive"),
+        api.post("/dlq/redrive"),
+        api.post(f"/ui/api/jobs/{dead[0]}/redrive"),
+        api.post("/ui/api/dead/redrive", {"all": True}),
+        api.post("/ui/api/dead/redrive", {"ids": dead[:1]}),
+    ]
+    for reply in refused:
+        assert reply.status == 429 and reply.header("Retry-After"), reply.body
+        assert "backlog is full" in reply.json["error"]["message"], reply.body
+        assert reply.json["error"]["details"] == {"waiting": 2, "backlog": 2}, reply.body
+    assert stored(rt) == 4 and states(rt, dead) == ["dead"] * 2
+    assert rt.store.waiting_count(TENANT_A) == 2
+
+
 BACKLOG_AND_BURST = {
     "SPOOL_TENANT_LIMITS": json.dumps({TENANT_A: {"rate": "100/s", "burst": 3, "backlog": 5}})
 }
@@ -453,9 +494,9 @@ def test_concurrent_enqueues_cannot_pass_the_backlog_quota(tmp_path: Path) -> No
     service = Service(store, registry)
     real_add = store.add
 
-    def slow_add(jobs: Any) -> Any:
+    def slow_add(jobs: Any, cap: Any = None) -> Any:
         time.sleep(0.05)
-        return real_add(jobs)
+        return real_add(jobs, cap)
 
     store.add = slow_add  # type: ignore[method-assign]
     gate = EnqueueGate(store, TenantLimits(TenantLimit(), {"t": TenantLimit(backlog=5)}))

@@ -21,6 +21,7 @@ from chalicelib.errors import IdempotencyConflict, InvalidTransition, JobNotFoun
 from chalicelib.handlers import Registry
 from chalicelib.models import Completion, Job, JobQuery, JobState
 from chalicelib.service import EnqueueRequest, Service
+from chalicelib.storage.base import Backlog
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.timebounds import MAX_DELAY, MAX_DELAY_SECONDS
 from tests.factories import token
@@ -105,8 +106,10 @@ def test_redrive_all_pages_past_500_and_stops_at_its_limit(svc: Service) -> None
 class LosesTheRace(MemoryStore):
     """A redrive that another process's redrive beat: the job moved, not by us."""
 
-    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
-        super().redrive(job_ids, tenant)
+    def redrive(
+        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+    ) -> list[Job]:
+        super().redrive(job_ids, tenant, cap)
         return []
 
 

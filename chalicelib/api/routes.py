@@ -68,7 +68,7 @@ from chalicelib.limit_settings import auth_failures, tenant_limits
 from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.service import EnqueueRequest
-from chalicelib.storage.base import StoreUnreachable
+from chalicelib.storage.base import Backlog, StoreUnreachable
 
 # Long-polling: start with a short nap so fast jobs answer fast, back off to this.
 _POLL_FIRST = 0.01
@@ -159,8 +159,8 @@ class Edge:
             results = self.service.enqueue(jobs, tenant)
         else:  # refused before anything is stored; an invalid job spends no token
             built = self.service.prepare(jobs, tenant)
-            with self.gate.admitted(tenant, [job.idempotency_key for job in jobs]):
-                results = self.service.add_prepared(jobs, built)
+            with self.gate.admitted(tenant, [job.idempotency_key for job in jobs]) as cap:
+                results = self.service.add_prepared(jobs, built, cap)
         views = [self._enqueued(r, request.base_path) for r in results]
         created = any(r.created for r in results)
         status = 201 if created else 200
@@ -321,11 +321,15 @@ class Edge:
         EnqueueGate.redrive_room, or no limit when no tenant limit is set."""
         return nullcontext(None) if self.gate is None else self.gate.redrive_room(tenant, exact)
 
+    def backlog_cap(self, tenant: str) -> Backlog | None:
+        """The backlog cap the store keeps on the tenant's redrives (None: no quota)."""
+        return None if self.gate is None else self.gate.cap(tenant)
+
     def redrive(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
         request.no_body(self.settings.max_body_bytes)
         with self.redrive_room(tenant, exact=1):
-            job = self.service.redrive(job_id, tenant)
+            job = self.service.redrive(job_id, tenant, self.backlog_cap(tenant))
         self.cache.drop(tenant, job_id)
         return self._job(job)
 
@@ -348,7 +352,12 @@ class Edge:
         with self.redrive_room(tenant) as room:
             limit = filters.limit if room is None else min(filters.limit, room)
             for job in self.service.redriving(
-                tenant, filters.queue, filters.type, limit, died_before=bound
+                tenant,
+                filters.queue,
+                filters.type,
+                limit,
+                died_before=bound,
+                cap=self.backlog_cap(tenant),
             ):
                 self.cache.drop(tenant, job.id)
                 moved.append(job.id)

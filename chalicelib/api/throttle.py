@@ -3,7 +3,9 @@
 Enqueue rate and backlog are checked before anything is stored, so a refused
 request (429 with Retry-After) leaves no job behind. The enqueue bucket lives in
 the store (JobStore.take_tokens), so every API process, `spool serve
---processes N` and Lambda containers alike, draws from the same one.
+--processes N` and Lambda containers alike, draws from the same one. The backlog is
+counted again by the store's add in the insert's own atomic step (base.Backlog), so
+it is one cap across those processes too (except on DynamoDB: EnqueueGate).
 
 Failed authentication is counted per client address in this process only (an
 IPv6 address per /64: one host is given a whole /64, and took a fresh address for
@@ -23,13 +25,13 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 from chalicelib.api.auth import digest
 from chalicelib.errors import PayloadTooLarge, SpoolError
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
-from chalicelib.storage.base import JobStore
+from chalicelib.storage.base import Backlog, BacklogFull, JobStore
 
 # Addresses remembered for failed sign-ins; the oldest is forgotten past this, so a
 # flood from many addresses cannot grow the table without bound.
@@ -53,9 +55,13 @@ class EnqueueGate:
     A job whose idempotency key is already stored is a repeat, not a new job: it
     takes no token and no backlog room, so a client retrying after a lost answer is
     given its job, never a 429. A tenant with a backlog quota enqueues one request
-    at a time in this process, so concurrent requests cannot each find the last
-    room; across processes (`--processes N`, Lambda) the count is not reserved and
-    may pass the quota by the jobs of requests in flight together.
+    at a time in this process, and the count read here refuses a full backlog before
+    a token is spent. Across processes (`--processes N`, Lambda) that count is not
+    reserved, so the store's add is given the cap (`admitted` yields a Backlog) and
+    counts again in the same atomic step as its insert: on SQLite, Postgres, Redis
+    and the memory store the quota is a hard cap across every process. DynamoDB
+    counts its eventually consistent waiting index before it writes, so there the
+    quota holds per process only. Redrives likewise (`redrive_room`, `cap`).
     """
 
     def __init__(self, store: JobStore, limits: TenantLimits) -> None:
@@ -65,15 +71,26 @@ class EnqueueGate:
         self._locks_lock = threading.Lock()
 
     @contextmanager
-    def admitted(self, tenant: str, keys: Sequence[str | None]) -> Iterator[None]:
+    def admitted(self, tenant: str, keys: Sequence[str | None]) -> Iterator[Backlog | None]:
         """Raise before storing when the tenant may not enqueue these jobs now (one
-        idempotency key or None per job); otherwise store them inside the block."""
+        idempotency key or None per job); otherwise store them inside the block, giving
+        the store's add the cap this yields (None: the tenant has no backlog quota).
+        The store's refusal of a capped add (BacklogFull) leaves here as the same 429."""
         limit = self.limits.of(tenant)
-        with self._backlog_lock(tenant) if limit.backlog is not None else nullcontext():
+        if limit.backlog is None:
             fresh = self._fresh(tenant, keys)
             if fresh:
                 self._admit(limit, tenant, fresh)
-            yield
+            yield None
+            return
+        with self._backlog_lock(tenant):
+            fresh = self._fresh(tenant, keys)
+            if fresh:
+                self._admit(limit, tenant, fresh)
+            try:
+                yield self.cap(tenant)
+            except BacklogFull as full:
+                raise self._backlog_full(full.waiting, limit.backlog, full.jobs) from None
 
     @contextmanager
     def redrive_room(self, tenant: str, exact: int | None = None) -> Iterator[int | None]:
@@ -85,7 +102,9 @@ class EnqueueGate:
         quota, let them die and redrove thousands at once. `exact` names how many must
         all fit (jobs named by id): more than the backlog is 413, more than the room
         429; a bulk redrive (None) takes at most the room. One request of the tenant at
-        a time in this process, as for enqueues."""
+        a time in this process, as for enqueues. The block gives the store's redrive
+        `cap(tenant)`, so the store counts again in the redrive's own atomic step (other
+        processes may have filled the room since); its BacklogFull leaves as the 429."""
         limit = self.limits.of(tenant)
         if limit.backlog is None:
             yield None
@@ -101,7 +120,15 @@ class EnqueueGate:
             room = limit.backlog - waiting
             if room < max(1, exact or 0):
                 raise self._backlog_full(waiting, limit.backlog, exact or 1)
-            yield room
+            try:
+                yield room
+            except BacklogFull as full:
+                raise self._backlog_full(full.waiting, limit.backlog, exact or 1) from None
+
+    def cap(self, tenant: str) -> Backlog | None:
+        """The cap a store's add or redrive keeps for the tenant (None: no quota)."""
+        backlog = self.limits.of(tenant).backlog
+        return None if backlog is None else Backlog(tenant, backlog)
 
     def _waiting(self, tenant: str) -> int:
         return self.store.waiting_count(tenant)

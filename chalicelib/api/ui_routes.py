@@ -32,6 +32,7 @@ from chalicelib.ids import looks_like_job_id
 from chalicelib.logs import job_event
 from chalicelib.models import Job, JobQuery, JobState
 from chalicelib.service import NAME_PATTERN, REDRIVE_STEP
+from chalicelib.storage.base import BacklogFull
 from chalicelib.ui import page, views
 
 if TYPE_CHECKING:
@@ -233,7 +234,7 @@ def ui_redrive(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
     tenant = _tenant(edge, request)
     _no_body(edge, request)
     with edge.redrive_room(tenant, exact=1):
-        edge.service.redrive(job_id, tenant)
+        edge.service.redrive(job_id, tenant, edge.backlog_cap(tenant))
     edge.cache.drop(tenant, job_id)
     return _detail(edge, tenant, job_id)
 
@@ -281,8 +282,16 @@ def ui_dead_redrive(edge: Edge, request: ApiRequest) -> ApiResponse:
     moved: list[str] = []
     with edge.redrive_room(tenant, exact) as room:  # the backlog quota holds redrives too
         ids, more = _dead_ids(edge, tenant, action, room)
+        cap = edge.backlog_cap(tenant)
         for start in range(0, len(ids), READ_STEP):  # each redrive hands its jobs back whole
-            for job in edge.runtime.store.redrive(ids[start : start + READ_STEP], tenant):
+            step = ids[start : start + READ_STEP]
+            try:  # capped: the store moves what still fits (others may have filled it)
+                redriven = edge.service.redrive_ids(step, tenant, cap)
+            except BacklogFull:
+                if moved:
+                    break
+                raise
+            for job in redriven:
                 edge.cache.drop(tenant, job.id)
                 job_event(logging.INFO, "redriven", job)
                 moved.append(job.id)

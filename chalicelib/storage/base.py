@@ -13,6 +13,13 @@ Rules every backend keeps:
   from a different one (chalicelib/idempotency.py); the same holds for a key
   repeated within one batch (the first job's URL). A created result's
   `callback_url` is None.
+- `add(jobs, cap)` and `redrive(ids, tenant, cap)` with a `Backlog` (a tenant's
+  backlog quota) count the tenant's waiting jobs in the same atomic step as the
+  write: an add whose new jobs (repeats of stored keys are none) do not fit raises
+  BacklogFull and stores none of them; a redrive moves the dead jobs that fit, in
+  the order named, and raises BacklogFull when none does. Without a cap neither
+  reads or runs anything more than before. DynamoDB counts before it writes, not
+  atomically (see Backlog).
 - `claim` takes due jobs (queued/retrying with run_at <= now), highest
   priority first, then earliest run_at, then earliest created_at, then lowest id
   (so every store takes exact ties, a batch's jobs, in one order), moves them to
@@ -199,11 +206,12 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 from chalicelib.clock import Clock
-from chalicelib.errors import BadRequest, JobUnreadable, StoreUnavailable
+from chalicelib.errors import BadRequest, JobUnreadable, SpoolError, StoreUnavailable
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
     WAITING_STATES,
@@ -242,11 +250,70 @@ class StoreUnreachable(StoreUnavailable):
     public_message = "the job store cannot be reached; try again shortly"
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """A cap an add (and a redrive) keeps on one tenant's waiting jobs: SPOOL_TENANT_LIMITS'
+    backlog. `more` counts jobs of the same request that a later add will store (the
+    unkeyed half of a mixed batch, Service.add_prepared), so the first add refuses a
+    batch that cannot fit whole.
+
+    The count and the insert are one atomic step wherever the store allows it, so
+    the cap holds across every process: SQLite counts the tenant's kept counts in the
+    add's BEGIN IMMEDIATE transaction; Postgres takes a transaction-level advisory
+    lock keyed by the tenant, then counts and inserts; Redis counts inside its add
+    script; the memory store under its lock. DynamoDB counts its waiting index (an
+    eventually consistent GSI) and then adds, with no transaction spanning both: there
+    the cap holds per process only (docs/architecture.md)."""
+
+    tenant: str
+    most: int
+    more: int = 0
+
+    def refuses(self, waiting: int, fresh: int) -> BacklogFull | None:
+        """The refusal for adding `fresh` jobs beside `waiting` ones, or None: fits."""
+        jobs = fresh + self.more
+        if jobs == 0 or waiting + jobs <= self.most:
+            return None
+        return BacklogFull(waiting, jobs, self.most)
+
+
+class BacklogFull(SpoolError):
+    """An add or redrive that would take a tenant's waiting jobs past its Backlog cap:
+    nothing of it was stored. The HTTP edge answers it as the backlog's 429
+    (chalicelib/api/throttle.py)."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, waiting: int, jobs: int, backlog: int) -> None:
+        super().__init__(
+            f"tenant backlog is full: {waiting} jobs waiting, at most {backlog}",
+            {"waiting": waiting, "backlog": backlog, "jobs": jobs},
+        )
+        self.waiting = waiting
+        self.jobs = jobs
+        self.backlog = backlog
+
+
+def redrive_fit(cap: Backlog, waiting: int, dead: Sequence[str]) -> list[str]:
+    """The ids a capped redrive moves: of the dead jobs named (in the caller's order),
+    as many as the room left beside `waiting`. BacklogFull when there is no room for
+    even one of them, so a redrive refused whole says why."""
+    room = cap.most - waiting
+    if dead and room < 1:
+        raise BacklogFull(waiting, len(dead), cap.most)
+    return list(dead[: max(room, 0)])
+
+
 @runtime_checkable
 class JobStore(Protocol):
     clock: Clock
 
-    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]: ...
+    def add(self, jobs: Sequence[NewJob], cap: Backlog | None = None) -> list[AddResult]:
+        """Store the jobs, all or none (the rules above). With a `cap`, the jobs this
+        add would create (repeats of stored keys are none) must fit the cap's tenant's
+        backlog: else BacklogFull is raised and nothing is stored (see Backlog)."""
+        ...
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None: ...
 
@@ -288,9 +355,14 @@ class JobStore(Protocol):
 
     def list_jobs(self, query: JobQuery) -> JobPage: ...
 
-    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+    def redrive(
+        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+    ) -> list[Job]:
         """Move dead jobs back to queued with a fresh attempt budget; skips others.
-        Answers the jobs it moved in the order asked, each once."""
+        Answers the jobs it moved in the order asked, each once. With a `cap` (the jobs
+        are the cap's tenant's), only the first of the dead ones that fit its backlog
+        move, counted in the same atomic step (redrive_fit); BacklogFull when there is a
+        dead one and no room."""
         ...
 
     def counts(self) -> dict[tuple[str, JobState], int]:

@@ -97,6 +97,7 @@ from chalicelib.retry import RetryPolicy
 from chalicelib.storage import history
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
+    Backlog,
     check_limit,
     completion_events,
     decode_cursor,
@@ -104,6 +105,7 @@ from chalicelib.storage.base import (
     from_micros,
     log_buried_by_reap,
     micros_of,
+    redrive_fit,
     to_micros,
     utf8_text,
     waiting_in,
@@ -801,7 +803,7 @@ class DynamoStore:
 
     # -- add --------------------------------------------------------------------------------------
     @aws_errors
-    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
+    def add(self, jobs: Sequence[NewJob], cap: Backlog | None = None) -> list[AddResult]:
         now = self._now()
         first_of: dict[tuple[str, str], int] = {}
         duplicate_of: dict[int, int] = {}
@@ -814,6 +816,8 @@ class DynamoStore:
                     continue
                 first_of[key] = i
             fresh.append(i)
+        if cap is not None:
+            self._check_backlog(cap, [jobs[i] for i in fresh])
         payloads = {i: dumps(jobs[i].payload) for i in fresh}
         too_big = [i for i in fresh if len(payloads[i]) > INLINE_LIMIT and self.blobs is None]
         if too_big:
@@ -1926,14 +1930,30 @@ class DynamoStore:
         raise StoreUnavailable("the job kept changing while being cancelled; try again")
 
     @aws_errors
-    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+    def redrive(
+        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+    ) -> list[Job]:
         """Conditional updates (still dead) packed into transactions that also bump
         the moved jobs' tenants' invalidation epochs, so no cache can miss a redrive;
-        the moved jobs are then read back (consistently) for the answer."""
+        the moved jobs are then read back (consistently) for the answer. A cap is
+        checked as add checks it (_check_backlog): before, per process only."""
         if not job_ids:
             return []
         now = self._now()
         wanted = list(dict.fromkeys(job_ids))
+        if cap is not None:
+            # The cap's tenant's dead jobs only, as every store counts them: another
+            # tenant's id takes no room and cannot turn a redrive into a 429.
+            items = self._batch_get([job_key(j) for j in wanted], SHAPE_ATTRS).values()
+            theirs = {
+                need_s(item, "id")
+                for item in items
+                if _shape_problem(item) is None
+                and need_s(item, "tenant") == cap.tenant
+                and need_s(item, "state") == JobState.DEAD.value
+            }
+            dead = [i for i in wanted if i in theirs]
+            wanted = redrive_fit(cap, self.waiting_count(cap.tenant), dead)
         statics = self._statics_for(wanted)
         units: list[Unit] = []
         unit_ids: list[str] = []
@@ -2475,6 +2495,21 @@ class DynamoStore:
                 continue
             out[bucket] = out.get(bucket, 0) + 1
         return out
+
+    def _check_backlog(self, cap: Backlog, jobs: Sequence[NewJob]) -> None:
+        """Raise BacklogFull when these jobs (their keys not yet stored) do not fit the
+        cap. Counted from the waiting index, then written, with no transaction spanning
+        both (the index is eventually consistent, and a count is no condition a write
+        can carry): the cap holds per process here, not across processes."""
+        held = sum(
+            1
+            for new in jobs
+            if new.idempotency_key is not None
+            and self.get_by_key(new.tenant, new.idempotency_key) is not None
+        )
+        refused = cap.refuses(self.waiting_count(cap.tenant), len(jobs) - held)
+        if refused is not None:
+            raise refused
 
     @aws_errors
     def waiting_count(self, tenant: str) -> int:

@@ -40,12 +40,14 @@ from chalicelib.storage import history
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     MINUTES_KEPT,
+    Backlog,
     check_limit,
     completion_events,
     decode_cursor,
     encode_cursor,
     log_buried_by_reap,
     minute_of,
+    redrive_fit,
     to_micros,
     unstarted_reap,
 )
@@ -185,7 +187,7 @@ class MemoryStore:
                     self._outbox(job, JobState.DEAD, now)
 
     # -- contract ----------------------------------------------------------
-    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
+    def add(self, jobs: Sequence[NewJob], cap: Backlog | None = None) -> list[AddResult]:
         now = self.clock.now()
         results: list[AddResult] = []
         callbacks = {new.id: new.callback_url for new in jobs if new.callback_url}
@@ -216,6 +218,11 @@ class MemoryStore:
                 if key is not None:
                     staged[key] = job
                 results.append(AddResult(job, True))
+            if cap is not None:  # under the lock every write takes
+                fresh = sum(1 for r in results if r.created)
+                refused = cap.refuses(self.waiting_count(cap.tenant), fresh)
+                if refused is not None:
+                    raise refused
             for result in results:
                 if result.created:
                     self._jobs[result.job.id] = result.job
@@ -457,10 +464,20 @@ class MemoryStore:
         )
         return JobPage(page, cursor)
 
-    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+    def redrive(
+        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+    ) -> list[Job]:
         now = self.clock.now()
         moved = []
         with self._lock:
+            if cap is not None:  # under the lock every write takes
+                dead = [
+                    i
+                    for i in dict.fromkeys(job_ids)
+                    if (found := self.get(i, cap.tenant)) is not None
+                    and found.state is JobState.DEAD
+                ]
+                job_ids = redrive_fit(cap, self.waiting_count(cap.tenant), dead)
             for job_id in job_ids:
                 job = self.get(job_id, tenant)
                 if job is None or job.state is not JobState.DEAD:

@@ -95,6 +95,7 @@ from chalicelib.storage import (
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     MINUTES_KEPT,
+    Backlog,
     StoreUnreachable,
     check_limit,
     decode_cursor,
@@ -102,6 +103,7 @@ from chalicelib.storage.base import (
     from_micros,
     log_buried_by_reap,
     minute_of,
+    redrive_fit,
     waiting_in,
 )
 from chalicelib.storage.queue_totals import QueueTotals, kept
@@ -439,6 +441,9 @@ CLAIM_SQL = (
 )
 # A claim under a policy: postgres_limits.choose picked (and locked) the rows.
 CLAIM_CHOSEN_SQL = postgres_limits.claim_chosen_sql(_CLAIM_PICKED)
+# The backlog lock's space (postgres_limits.LOCK_SPACE + 1; migrations use 0x5B001).
+BACKLOG_LOCK_SPACE = 0x5B003
+LOCK_SQL = postgres_limits.LOCK_SQL
 
 FINISH_SQL = (
     "WITH c AS ("
@@ -1056,10 +1061,10 @@ class PostgresStore:
         return random.randrange(COUNTER_SHARDS)
 
     # -- contract ------------------------------------------------------------
-    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
+    def add(self, jobs: Sequence[NewJob], cap: Backlog | None = None) -> list[AddResult]:
         if not jobs:
             return []
-        if all(new.idempotency_key is None for new in jobs):
+        if cap is None and all(new.idempotency_key is None for new in jobs):
             if len(jobs) == 1:
                 return [AddResult(self._add_one(jobs[0]), True)]
             return self._add_keyless(jobs)
@@ -1079,7 +1084,9 @@ class PostgresStore:
         candidates = [i for i in range(len(jobs)) if i not in dup_of]
 
         def write(conn: Conn) -> tuple[dict[str, Job], dict[tuple[str, str], AddResult]]:
-            with conn.transaction() if keyed else nullcontext():
+            with conn.transaction() if keyed or cap is not None else nullcontext():
+                if cap is not None:  # every capped add of the tenant waits here in turn
+                    self._hold_backlog(conn, cap.tenant)
                 existing = self._by_keys(conn, keyed) if keyed else {}
                 fresh = [
                     jobs[i]
@@ -1087,6 +1094,10 @@ class PostgresStore:
                     if jobs[i].idempotency_key is None
                     or (_enc(jobs[i].tenant), _enc(jobs[i].idempotency_key or "")) not in existing
                 ]
+                if cap is not None:
+                    refused = cap.refuses(self._waiting_in(conn, cap.tenant), len(fresh))
+                    if refused is not None:
+                        raise refused
                 built: dict[str, Job] = {}
                 inserted: set[str] = set()
                 if fresh:
@@ -1214,6 +1225,24 @@ class PostgresStore:
             "callback_url": None if callback is None else _enc(callback),
             "channel": self.settings.channel,
         }
+
+    def _hold_backlog(self, conn: Conn, tenant: str) -> None:
+        """Take the tenant's backlog lock (a transaction-level advisory lock keyed by
+        the schema and the tenant) until the caller's transaction ends: a capped add
+        or redrive then counts and writes with no other one of the tenant's between.
+        The count that follows is a statement of its own, so under READ COMMITTED it
+        sees what the lock's previous holder committed."""
+        conn.execute(LOCK_SQL, (BACKLOG_LOCK_SPACE, f"{self.settings.schema or ''}:{_enc(tenant)}"))
+
+    @staticmethod
+    def _waiting_in(conn: Conn, tenant: str) -> int:
+        """The tenant's waiting jobs from its kept counts, in the caller's transaction."""
+        row = conn.execute(
+            "SELECT coalesce(sum(n), 0)::bigint FROM job_counts WHERE tenant = %s"
+            " AND state IN ('queued', 'retrying')",
+            (_enc(tenant),),
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     @staticmethod
     def _by_keys(conn: Conn, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], AddResult]:
@@ -1528,7 +1557,9 @@ class PostgresStore:
         )
         return JobPage(jobs, cursor)
 
-    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+    def redrive(
+        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+    ) -> list[Job]:
         if not job_ids:
             return []
         now = self.clock.now()
@@ -1536,8 +1567,21 @@ class PostgresStore:
 
         def write(conn: Conn) -> list[Any]:
             rows: list[Any] = []
-            ordered = sorted(wanted)  # chunks lock in one global order too
             with conn.transaction():
+                fit = wanted
+                if cap is not None:  # as a capped add: the tenant's lock, then the count
+                    self._hold_backlog(conn, cap.tenant)
+                    dead = {
+                        r[0]
+                        for r in conn.execute(
+                            "SELECT id FROM jobs WHERE id = ANY(%s::text[]) AND state = 'dead'"
+                            " AND tenant = %s",
+                            (wanted, _enc(cap.tenant)),
+                        ).fetchall()
+                    }
+                    waiting = self._waiting_in(conn, cap.tenant)
+                    fit = redrive_fit(cap, waiting, [i for i in wanted if i in dead])
+                ordered = sorted(fit)  # chunks lock in one global order too
                 for start in range(0, len(ordered), 1000):
                     rows.extend(
                         conn.execute(

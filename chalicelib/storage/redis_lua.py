@@ -371,6 +371,22 @@ def with_kept(script: str, kept: int) -> str:
     return script.replace("KEPT_FINISHED", str(int(kept)))
 
 
+# The tenant's waiting jobs (queued and retrying) from its kept counts: the hash
+# tc:<tenant>, fields <len>:<queue><state> (count() in the prelude).
+_WAITING_OF = r"""
+local function waiting_of(tenant)
+  local all = redis.call('HGETALL', P .. 'tc:' .. tenant)
+  local n = 0
+  for i = 1, #all, 2 do
+    local f = all[i]
+    local c = string.find(f, ':', 1, true)
+    local state = string.sub(f, c + 1 + tonumber(string.sub(f, 1, c - 1)))
+    if state == 'queued' or state == 'retrying' then n = n + tonumber(all[i + 1]) end
+  end
+  return n
+end
+"""
+
 _WRITE = "#!lua\n"
 _READ = "#!lua flags=no-writes\n"
 # Scripts that only delete: a server out of memory still runs them, so an operator can
@@ -384,15 +400,36 @@ _FREE = "#!lua flags=allow-oom\n"
 # repeats). Returns {flags, rows}: per job '1' (stored) or '0' (its key was held), and
 # for each '0' in order the job that already holds the key: its callback URL (nil when
 # it has none), then its row.
+# With a backlog cap, ARGV[4..6] are its tenant, its most and its more (base.Backlog):
+# the jobs the batch would create, counted first, must fit beside the tenant's waiting
+# ones, else nothing is written and the answer is {'!', {waiting, fresh}}.
 ADD = (
     _WRITE
     + _PRELUDE
+    + _WAITING_OF
     + r"""
 local now = ARGV[2]
 local jobs = cjson.decode(ARGV[3])
 local flags, rows = {}, {}
 local created = 0
 ZQ = {}
+if ARGV[4] then
+  local fresh = 0
+  for i = 1, #jobs do
+    local j = jobs[i]
+    local key, held = opt(j[9]), nil
+    if key then
+      held = redis.call('HGET', P .. 'idem', #j[2] .. ':' .. j[2] .. key)
+      if held and redis.call('EXISTS', jkey(held)) == 0 then held = nil end
+    end
+    if not held then fresh = fresh + 1 end
+  end
+  local waiting = waiting_of(ARGV[4])
+  local jobs_in = fresh + tonumber(ARGV[6])
+  if jobs_in > 0 and waiting + jobs_in > tonumber(ARGV[5]) then
+    return {'!', {tostring(waiting), tostring(fresh)}}
+  end
+end
 for i = 1, #jobs do
   local j = jobs[i]
   local id, tenant, type_, queue = j[1], j[2], j[3], j[4]
@@ -749,18 +786,35 @@ return {'ok', row(id)}
 """
 )
 
-# ARGV: P, now, tenant ('-' or '+tenant'), ids. Returns the rows of the jobs moved.
+# ARGV: P, now, tenant ('-' or '+tenant'), the backlog cap ('*' for none, else its most,
+# the tenant's: base.Backlog), ids. Returns the rows of the jobs moved; with a cap, the
+# dead ones that fit only, and {'!', {waiting, dead}} when none does.
 REDRIVE = (
     _WRITE
     + _PRELUDE
+    + _WAITING_OF
     + r"""
 local now, tenant = ARGV[2], opt(ARGV[3])
 local moved, touched = {}, {}
-for i = 4, #ARGV do
+local room, waiting, full = nil, 0, 0
+if ARGV[4] ~= '*' then
+  waiting = waiting_of(tenant)
+  room = tonumber(ARGV[4]) - waiting
+end
+for i = 5, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
   local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'priority', 'created_at', 'type')
-  if j[1] == 'dead' and (not tenant or j[2] == tenant) then
+  local fits = j[1] == 'dead' and (not tenant or j[2] == tenant)
+  if fits and room then
+    if room < 1 then
+      fits = false
+      full = full + 1
+    else
+      room = room - 1
+    end
+  end
+  if fits then
     redis.call('HDEL', jk, 'result', 'finished_at')
     redis.call('HSET', jk, 'state', 'queued', 'attempts', '0', 'run_at', now, 'updated_at', now)
     redis.call('ZREM', P .. 'fin', id)
@@ -771,6 +825,7 @@ for i = 4, #ARGV do
     if j[2] then touched[j[2]] = true end
   end
 end
+if #moved == 0 and full > 0 then return {'!', {tostring(waiting), tostring(full)}} end
 flush()
 bump_epochs(touched)
 if #moved > 0 then redis.call('PUBLISH', P .. 'wake', '') end

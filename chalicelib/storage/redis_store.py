@@ -57,6 +57,8 @@ from chalicelib.storage import history, redis_limits, redis_limits_lua, redis_lu
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     MINUTES_KEPT,
+    Backlog,
+    BacklogFull,
     StoreUnreachable,
     check_limit,
     decode_cursor,
@@ -507,8 +509,9 @@ class RedisStore:
         return secrets.token_hex(12)
 
     # -- contract ------------------------------------------------------------
-    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
-        """One script for the whole batch: all of it is stored, or none."""
+    def add(self, jobs: Sequence[NewJob], cap: Backlog | None = None) -> list[AddResult]:
+        """One script for the whole batch: all of it is stored, or none (with a cap,
+        the script counts the tenant's waiting jobs before it writes anything)."""
         if not jobs:
             return []
         now, now_s = self._now()
@@ -536,7 +539,15 @@ class RedisStore:
         # Raw UTF-8 (not \u escapes): text redis-py could not encode fails here, before
         # the script, as it did when each value was an argument of its own.
         packed = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-        flags, held = self._call("ADD", [now_s, packed])
+        args: list[Any] = [now_s, packed]
+        if cap is not None:
+            args += [cap.tenant, str(cap.most), str(cap.more)]
+        flags, held = self._call("ADD", args)
+        if flags == b"!":
+            waiting, fresh = (int(n) for n in held)
+            refused = cap.refuses(waiting, fresh) if cap is not None else None
+            assert refused is not None, "the script refuses only a capped add"
+            raise refused
         holders = iter(held)
         for i, run_at, flag in zip(candidates, run_ats, flags, strict=True):
             if flag == ord("1"):
@@ -743,16 +754,26 @@ class RedisStore:
         )
         return JobPage(jobs, cursor)
 
-    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+    def redrive(
+        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+    ) -> list[Job]:
         if not job_ids:
             return []
         _, now_s = self._now()
         wanted = list(dict.fromkeys(job_ids))
         moved: dict[str, Job] = {}
+        # With a cap, the script counts the tenant's waiting jobs and moves what fits.
+        most = "*" if cap is None else str(cap.most)
+        owner = tenant if cap is None else cap.tenant
         for start in range(0, len(wanted), REDRIVE_CHUNK):
             rows = self._call(
-                "REDRIVE", [now_s, _opt(tenant), *wanted[start : start + REDRIVE_CHUNK]]
+                "REDRIVE", [now_s, _opt(owner), most, *wanted[start : start + REDRIVE_CHUNK]]
             )
+            if rows and rows[0] == b"!":
+                if moved or cap is None:  # a later chunk found the room gone: done
+                    break
+                waiting, dead = (int(n) for n in rows[1])
+                raise BacklogFull(waiting, dead, cap.most)
             for row in rows:
                 job = row_to_job(row)
                 moved[job.id] = job

@@ -71,10 +71,12 @@ from chalicelib.storage import sqlite_dashboard as dashboard
 from chalicelib.storage import sqlite_queue_totals as queue_totals
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
+    Backlog,
     completion_events,
     from_micros,
     log_buried_by_reap,
     micros_of,
+    redrive_fit,
     to_micros,
     utf8_text,
     waiting_in,
@@ -224,6 +226,32 @@ _dumps = compact_encoder()
 FINISH_CHUNK = 500
 # start() marks at most this many jobs a statement (2 parameters each).
 START_CHUNK = 400
+
+
+def _waiting(db: sqlite3.Connection, tenant: str) -> int:
+    """The tenant's waiting jobs from its kept counts (job_counts, moved by triggers in
+    every write's own transaction), read inside the caller's transaction."""
+    row = db.execute(
+        "SELECT COALESCE(SUM(n), 0) FROM job_counts WHERE tenant = ?"
+        " AND state IN ('queued', 'retrying')",
+        (tenant,),
+    ).fetchone()
+    return int(row[0])
+
+
+def _dead(db: sqlite3.Connection, job_ids: Sequence[str], cap: Backlog) -> list[str]:
+    """The cap's tenant's dead jobs among these ids, in their order."""
+    wanted = list(dict.fromkeys(job_ids))
+    dead: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = db.execute(
+            f"SELECT id FROM jobs WHERE state = 'dead' AND tenant = ? AND id IN"
+            f" ({','.join('?' * len(chunk))})",
+            [cap.tenant, *chunk],
+        ).fetchall()
+        dead.update(r[0] for r in rows)
+    return [i for i in wanted if i in dead]
 
 
 def append_attempt(log: str, entry: str, limit: int) -> str:
@@ -557,8 +585,8 @@ class SQLiteStore:
         )
 
     # -- contract ----------------------------------------------------------
-    def add(self, jobs: Sequence[NewJob]) -> list[AddResult]:
-        if len(jobs) == 1 and jobs[0].idempotency_key is None:
+    def add(self, jobs: Sequence[NewJob], cap: Backlog | None = None) -> list[AddResult]:
+        if len(jobs) == 1 and jobs[0].idempotency_key is None and cap is None:
             return [self._add_one(jobs[0])]
         now = to_micros(self.clock.now())
         results: list[AddResult | None] = [None] * len(jobs)
@@ -604,6 +632,10 @@ class SQLiteStore:
                 fresh[i] = job
                 if new.idempotency_key is not None:
                     staged[(new.tenant, new.idempotency_key)] = (job, new.callback_url)
+            if cap is not None:  # counted in this BEGIN IMMEDIATE: no writer in between
+                refused = cap.refuses(_waiting(db, cap.tenant), len(rows))
+                if refused is not None:
+                    raise refused
             if len(rows) == 1:  # the common single enqueue: plain execute is cheaper
                 row = rows[0]
                 db.execute(INSERT, row)
@@ -864,13 +896,17 @@ class SQLiteStore:
     def list_jobs(self, query: JobQuery) -> JobPage:
         return sqlite_lists.list_jobs(self._db(), COLUMNS, query, row_to_job)
 
-    def redrive(self, job_ids: Sequence[str], tenant: str | None = None) -> list[Job]:
+    def redrive(
+        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+    ) -> list[Job]:
         if not job_ids:
             return []
         now = to_micros(self.clock.now())
         wanted = list(dict.fromkeys(job_ids))
         moved: list[Job] = []
         with self._write() as db:
+            if cap is not None:  # counted in this BEGIN IMMEDIATE: no writer in between
+                wanted = redrive_fit(cap, _waiting(db, cap.tenant), _dead(db, wanted, cap))
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
