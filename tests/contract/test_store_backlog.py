@@ -108,3 +108,18 @@ def test_a_capped_redrive_moves_what_fits_and_refuses_when_nothing_does(
     assert store.waiting_count("acme") == 4
     assert store.redrive(dead[:2], "acme", cap) == []  # none of them dead: nothing to refuse
     assert len(store.redrive(dead[2:], "acme", Backlog("acme", 6))) == 2
+
+
+def test_another_tenant_s_dead_jobs_take_no_room_in_a_capped_redrive(
+    store: JobStore, clock: FakeClock
+) -> None:
+    theirs = dead_jobs(store, clock, "other", 2)
+    mine = dead_jobs(store, clock, "acme", 1)
+    store.add([new_job(clock, tenant="acme")])  # 1 waiting of 2: room for one
+    cap = Backlog("acme", 2)
+    # Named first, the other tenant's dead jobs neither fill the room nor, with none
+    # left, turn the redrive into a refusal: they are no job of this tenant's.
+    moved = store.redrive([*theirs, *mine], "acme", cap)
+    assert [j.id for j in moved] == mine
+    assert store.redrive(theirs, "acme", cap) == []
+    assert store.waiting_count("other") == 0
