@@ -2361,18 +2361,27 @@ class DynamoStore:
     def _count_running(self) -> int:
         """Jobs holding a lease: the timer index's running partitions, counted (a
         Query with Select=COUNT, which returns no items)."""
-        total = 0
+        return sum(
+            counted(self.ddb.query, request)
+            for request in self._partition_counts(
+                GSI_TIMER, "tm_pk", lambda shard: timer_partition(TIMER_RUNNING, shard)
+            )
+        )
+
+    def _partition_counts(
+        self, index: str, key: str, partition: Callable[[int], str]
+    ) -> Iterator[dict[str, Any]]:
+        """One Select=COUNT query a shard of an index's partition (`counted` runs
+        each): the entries are all the answer needs, so no item is sent back."""
         for shard in self._shards():
             expr = Expr()
-            key = f"{expr.name('tm_pk')} = {expr.value(s(timer_partition(TIMER_RUNNING, shard)))}"
-            request: dict[str, Any] = {
+            condition = f"{expr.name(key)} = {expr.value(s(partition(shard)))}"
+            yield {
                 "TableName": self.table,
-                "IndexName": GSI_TIMER,
-                "KeyConditionExpression": key,
+                "IndexName": index,
+                "KeyConditionExpression": condition,
                 **expr.placeholders(),
             }
-            total += counted(self.ddb.query, request)
-        return total
 
     def _send_marked(self, items: Sequence[tuple[str, int]], now: int) -> None:
         """Send ids of jobs due at the given times whose write just now set their msg_at
@@ -2518,15 +2527,9 @@ class DynamoStore:
         every job the tenant has, finished ones too. A table made before that index
         (fair turns deploy it) is counted the old way."""
         total = 0
-        for shard in self._shards():
-            expr = Expr()
-            key = f"{expr.name('tn_pk')} = {expr.value(s(tenant_partition(tenant, shard)))}"
-            request: dict[str, Any] = {
-                "TableName": self.table,
-                "IndexName": GSI_TENANT_DUE,
-                "KeyConditionExpression": key,
-                **expr.placeholders(),
-            }
+        for request in self._partition_counts(
+            GSI_TENANT_DUE, "tn_pk", lambda shard: tenant_partition(tenant, shard)
+        ):
             try:
                 total += counted(self.ddb.query, request)
             except ClientError as exc:
