@@ -63,7 +63,7 @@ class Rate:
         if not 1 <= self.count <= MAX_RATE_COUNT:
             raise ValueError(f"a rate's count must be 1 to {MAX_RATE_COUNT}, not {self.count}")
         if not (math.isfinite(self.per) and 0.001 <= self.per <= 86400):
-            raise ValueError("a rate's window must be from 1 ms to one day")
+            raise ValueError("a rate's window must be from 0.001s (1 ms) to 1d (one day)")
 
     @property
     def window(self) -> float:

@@ -62,7 +62,10 @@ def declared(**arguments: Any) -> str:
         ({"concurrency": "2"}, "concurrency='2': a whole number from 1 to"),
         ({"rate": "0/s"}, "rate='0/s': a rate's count must be 1 to 10000, not 0"),
         ({"rate": "10"}, "rate: '10' is not a rate: write it as count/window"),
-        ({"rate": "10/0s"}, "rate='10/0s': a rate's window must be from 1 ms to one day"),
+        (
+            {"rate": "10/0s"},
+            "rate='10/0s': a rate's window must be from 0.001s (1 ms) to 1d (one day)",
+        ),
         ({"rate": 10}, "rate=10: a rate is text such as '10/s', not int"),
         ({"rate": "5/fortnight"}, "rate: '5/fortnight': 'fortnight' is not a duration"),
         ({"rate": "5/s", "concurrency": 0}, "concurrency=0: a whole number"),

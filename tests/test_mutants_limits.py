@@ -52,7 +52,7 @@ def test_a_rate_takes_its_largest_count_and_windows_of_exactly_1_ms_and_one_day(
     with refused(f"a rate's count must be 1 to {MAX_RATE_COUNT}, not 10001"):
         Rate(MAX_RATE_COUNT + 1, 1.0)
     for per in (86400.5, 86401, 0.0009, 0.0, float("inf"), float("nan")):
-        with refused("a rate's window must be from 1 ms to one day"):
+        with refused("a rate's window must be from 0.001s (1 ms) to 1d (one day)"):
             Rate(1, per)
 
 
@@ -231,3 +231,11 @@ def test_a_bucket_stamped_exactly_a_step_ahead_is_a_take_that_read_the_clock_ear
     assert store.take_tokens("enqueue:acme", 2.0, 2) == 0.5
     clock.advance(0.5)  # t - 0.5: still before the bucket's stamp, nothing refilled
     assert store.take_tokens("enqueue:acme", 2.0, 2) == 0.5
+
+
+def test_the_window_bounds_named_in_the_refusal_are_written_as_it_names_them() -> None:
+    # The refusal names its bounds as a rate's window is written: both ends parse.
+    assert Rate.parse("5/0.001s").per == 0.001
+    assert Rate.parse("5/1d").per == 86400
+    with refused("a rate's window must be from 0.001s (1 ms) to 1d (one day)"):
+        Rate.parse("5/0.0009s")
