@@ -108,17 +108,19 @@ The webhook outbox (chalicelib/webhooks/outbox.py defines a Delivery):
   while the lease token matches a pending delivery (else False, nothing
   changes): "delivered" and "failed" end it (finished_at = now), "retrying"
   leaves it pending, due at retry_at, without a lease.
-- `webhooks(job_id, tenant)` lists the job's deliveries, oldest first ([] for
-  none, an unknown job or another tenant's); `webhook_counts()` maps
-  "pending" and "failed" to how many deliveries are in that state (absent when
-  none). Delivered ones are not counted: they are the normal case (up to
-  webhook_history per job, until purged), and counting them would cost a
-  DynamoDB scrape a scan.
+- `webhooks(job_id, tenant)` lists the job's deliveries, oldest first: by
+  created_at, ties by id, never by the order they were written (a job that dies,
+  is redriven and succeeds on one clock reading has two deliveries in one
+  microsecond) ([] for none, an unknown job or another tenant's);
+  `webhook_counts()` maps "pending" and "failed" to how many deliveries are in
+  that state (absent when none). Delivered ones are not counted: they are the
+  normal case (up to webhook_history per job, until purged), and counting them
+  would cost a DynamoDB scrape a scan.
 - A job keeps its newest `webhook_history` delivered or failed deliveries
-  (newest by created_at; SPOOL_WEBHOOK_HISTORY read when the store opens,
-  outbox.kept_finished, default 25, or the constructor's `webhook_history`): the
-  transition that writes a new one deletes the job's finished ones beyond those
-  in the same transaction. A
+  (newest in the listing's order: by created_at, ties by id;
+  SPOOL_WEBHOOK_HISTORY read when the store opens, outbox.kept_finished, default
+  25, or the constructor's `webhook_history`): the transition that writes a new
+  one deletes the job's finished ones beyond those in the same transaction. A
   pending one is never deleted, so every delivery owed is still made.
 - A purge deletes the deliveries of the jobs it deletes, in its transaction.
 
@@ -455,7 +457,7 @@ class JobStore(Protocol):
         ...
 
     def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
-        """The job's webhook deliveries, oldest first."""
+        """The job's webhook deliveries, oldest first (by created_at, then id)."""
         ...
 
     def webhook_counts(self) -> dict[str, int]:

@@ -82,8 +82,8 @@ class MemoryStore:
         self._minutes: dict[tuple[str, str, datetime], list[int]] = {}
         self._epochs: dict[str, int] = {}  # tenant -> its JobStore.cache_epoch
         self._callbacks: dict[str, str] = {}  # job id -> callback URL
-        self._deliveries: dict[str, Delivery] = {}  # the webhook outbox, in write order
-        self._job_deliveries: dict[str, list[str]] = {}  # job id -> its delivery ids, in order
+        self._deliveries: dict[str, Delivery] = {}  # the webhook outbox
+        self._job_deliveries: dict[str, list[str]] = {}  # job id -> its delivery ids
         self._lock = threading.RLock()
         # Limits and fair turns (chalicelib/limits.py): start times per rate-limited
         # key, each tenant's stride pass and the pass of the last turn taken.
@@ -135,12 +135,18 @@ class MemoryStore:
         self._deliveries[delivery.id] = delivery
         ids = self._job_deliveries.setdefault(job.id, [])
         ids.append(delivery.id)
-        finished = [i for i in ids if self._deliveries[i].state != outbox.PENDING]
+        finished = sorted(
+            (i for i in ids if self._deliveries[i].state != outbox.PENDING), key=self._age
+        )
         dropped = set(finished[: max(0, len(finished) - self.webhook_history)])
         if dropped:
             for gone in dropped:
                 del self._deliveries[gone]
             ids[:] = [i for i in ids if i not in dropped]
+
+    def _age(self, delivery_id: str) -> tuple[datetime, str]:
+        """A delivery's place among its job's: by created_at, ties by id (see base.py)."""
+        return self._deliveries[delivery_id].created_at, delivery_id
 
     def _forget_webhooks(self, job_id: str) -> None:
         """A deleted job's callback URL and deliveries go with it."""
@@ -731,7 +737,8 @@ class MemoryStore:
         with self._lock:
             if self.get(job_id, tenant) is None:
                 return []
-            return [self._deliveries[i] for i in self._job_deliveries.get(job_id, ())]
+            ids = sorted(self._job_deliveries.get(job_id, ()), key=self._age)
+            return [self._deliveries[i] for i in ids]
 
     def webhook_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

@@ -39,7 +39,8 @@ lives in one slot, so every script touches one slot):
     P tt:<minute>:<tenant> / P tn:<minute>   hash "<len>:<queue>s|f": the same for one
                    tenant (its chart reads its own, however many queues others use) /
                    set of the tenants that have one (the purge of a minute drops them)
-    P d:<id> / P dj:<job>   hash: a webhook delivery / list: a job's deliveries
+    P d:<id> / P dj:<job>   hash: a webhook delivery / list: a job's delivery ids, in
+                   write order (listed and pruned by created_at, then id)
     P dp           zset: pending deliveries, score next_at
     P dc           hash: deliveries per counted state (pending, failed)
     P counters     hash: "<len>:<queue><len>:<type><event>" -> total
@@ -187,6 +188,11 @@ local FIELDS = {'id', 'tenant', 'type', 'queue', 'priority', 'payload', 'state',
 local DFIELDS = {'id', 'job_id', 'tenant', 'url', 'event', 'state', 'attempts', 'next_at',
   'created_at', 'lease_token', 'lease_expires_at', 'finished_at', 'last_error'}
 local function jkey(id) return P .. 'j:' .. id end
+-- A job's deliveries as {created_at (a number), id, ...}: oldest first, ties by id.
+local function by_age(a, b)
+  if a[1] ~= b[1] then return a[1] < b[1] end
+  return a[2] < b[2]
+end
 local function pad(s) return string.rep('0', 20 - #s) .. s end
 local function rmember(run_at, created, id) return pad(run_at) .. pad(created) .. id end
 local function row(id) return redis.call('HMGET', jkey(id), unpack(FIELDS)) end
@@ -308,22 +314,24 @@ local function outbox(id, tenant, state, now, url)
   redis.call('RPUSH', P .. 'dj:' .. id, did)
   redis.call('ZADD', P .. 'dp', now, did)
   redis.call('HINCRBY', P .. 'dc', 'pending', 1)
-  -- The job keeps its newest KEPT_FINISHED finished deliveries; pending ones all stay.
+  -- The job keeps its newest KEPT_FINISHED finished deliveries (by created_at, ties by
+  -- id: by_age); pending ones all stay.
   local dj = P .. 'dj:' .. id
   local dids = redis.call('LRANGE', dj, 0, -1)
-  local dropped, finished = {}, 0
-  for i = #dids, 1, -1 do
-    local dstate = redis.call('HGET', P .. 'd:' .. dids[i], 'state')
-    if dstate ~= 'pending' then
-      finished = finished + 1
-      if finished > KEPT_FINISHED then
-        dropped[dids[i]] = true
-        if dstate == 'failed' then redis.call('HINCRBY', P .. 'dc', 'failed', -1) end
-        redis.call('DEL', P .. 'd:' .. dids[i])
-      end
-    end
+  local finished = {}
+  for _, fid in ipairs(dids) do
+    local d = redis.call('HMGET', P .. 'd:' .. fid, 'state', 'created_at')
+    if d[1] ~= 'pending' then finished[#finished + 1] = {tonumber(d[2]), fid, d[1]} end
   end
-  if finished <= KEPT_FINISHED then return end
+  if #finished <= KEPT_FINISHED then return end
+  table.sort(finished, by_age)
+  local dropped = {}
+  for i = 1, #finished - KEPT_FINISHED do
+    local gone = finished[i]
+    dropped[gone[2]] = true
+    if gone[3] == 'failed' then redis.call('HINCRBY', P .. 'dc', 'failed', -1) end
+    redis.call('DEL', P .. 'd:' .. gone[2])
+  end
   local kept = {}
   for _, kid in ipairs(dids) do
     if not dropped[kid] then kept[#kept + 1] = kid end
@@ -1040,7 +1048,8 @@ return 1
 """
 )
 
-# ARGV: P, job id, tenant ('-' or '+tenant'). The job's deliveries, oldest first.
+# ARGV: P, job id, tenant ('-' or '+tenant'). The job's deliveries, oldest first (by
+# created_at, ties by id).
 WEBHOOKS = (
     _READ
     + _PRELUDE
@@ -1048,10 +1057,14 @@ WEBHOOKS = (
 local tenant = opt(ARGV[3])
 local owner = redis.call('HGET', jkey(ARGV[2]), 'tenant')
 if not owner or (tenant and owner ~= tenant) then return {} end
-local out = {}
+local rows = {}
 for _, did in ipairs(redis.call('LRANGE', P .. 'dj:' .. ARGV[2], 0, -1)) do
-  out[#out + 1] = redis.call('HMGET', P .. 'd:' .. did, unpack(DFIELDS))
+  local d = redis.call('HMGET', P .. 'd:' .. did, unpack(DFIELDS))
+  rows[#rows + 1] = {tonumber(d[9]), did, d}  -- d[9]: created_at (DFIELDS)
 end
+table.sort(rows, by_age)
+local out = {}
+for i, r in ipairs(rows) do out[i] = r[3] end
 return out
 """
 )

@@ -57,7 +57,7 @@ INSERT = (
 PRUNE = (
     "DELETE FROM webhook_deliveries WHERE job_id = ? AND state != 'pending' AND id NOT IN "
     "(SELECT id FROM webhook_deliveries WHERE job_id = ? AND state != 'pending' "
-    "ORDER BY created_at DESC, rowid DESC LIMIT ?)"
+    "ORDER BY created_at DESC, id DESC LIMIT ?)"
 )
 
 
@@ -144,7 +144,7 @@ def finish(
 
 def for_job(db: sqlite3.Connection, job_id: str) -> list[Delivery]:
     rows = db.execute(
-        f"SELECT {COLUMNS} FROM webhook_deliveries WHERE job_id = ? ORDER BY created_at, rowid",
+        f"SELECT {COLUMNS} FROM webhook_deliveries WHERE job_id = ? ORDER BY created_at, id",
         (job_id,),
     ).fetchall()
     return [row_to_delivery(r) for r in rows]

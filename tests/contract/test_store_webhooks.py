@@ -310,3 +310,44 @@ def test_a_reap_and_a_cancel_drop_old_finished_deliveries_too(
     *finished, cancelled = store.webhooks(job.id)
     assert [d.id for d in finished] == delivered[-KEPT:]
     assert (cancelled.event, cancelled.state) == ("job.cancelled", "pending")
+
+
+TIED = 6  # deliveries of one job in one microsecond: write order is id order once in 720
+
+
+def test_deliveries_written_in_one_microsecond_list_by_id(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """On a frozen clock one job's dead, redrive, dead... deliveries share a created_at:
+    the listing orders those ties by id on every store, as it orders claims, whatever
+    order they were written in."""
+    job = add(store, clock, max_attempts=1)
+    written = []
+    for _ in range(TIED):
+        assert finish(store, claim_one(store), JobState.DEAD, error="x")
+        assert store.redrive([job.id])
+        [newest] = [d for d in store.webhooks(job.id) if d.id not in written]
+        written.append(newest.id)
+    listed = store.webhooks(job.id)
+    assert {d.created_at for d in listed} == {clock.now()}
+    assert [d.id for d in listed] == sorted(written)
+
+
+def test_a_prune_among_tied_deliveries_keeps_the_greatest_ids(
+    store_keeping_4: JobStore, clock: FakeClock
+) -> None:
+    """Finished deliveries that share a created_at are newest by id (the listing's
+    order), so a prune drops the least ids among them on every store."""
+    store = store_keeping_4
+    job = add(store, clock, max_attempts=1)
+    finished = []
+    for _ in range(KEPT + 4):
+        assert finish(store, claim_one(store), JobState.DEAD, error="x")
+        [d] = store.claim_webhooks(10, LEASE)
+        assert store.finish_webhook(d.id, token(d), "delivered")
+        finished.append(d.id)
+        assert store.redrive([job.id])
+    assert finish(store, claim_one(store), JobState.DEAD, error="x")  # this write prunes
+    listed = store.webhooks(job.id)
+    [pending] = [d.id for d in listed if d.state == outbox.PENDING]
+    assert [d.id for d in listed] == sorted([*sorted(finished)[-KEPT:], pending])
