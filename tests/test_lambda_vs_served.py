@@ -67,6 +67,12 @@ CORPUS: list[Request] = [
     _req("POST", "/enqueue", JOB, key=f"{KEY_A}, {KEY_B}"),  # one line, two keys
     _req("POST", "/enqueue", JOB, key=None, headers=(JSON, ("x-API-kEY", KEY_A))),
     _req("POST", "/enqueue", JOB, key="wrong-key-0123456789"),
+    # Blanks around a field's value are no part of it (RFC 9110 5.5): waitress drops
+    # them, and API Gateway may hand them to the function.
+    _req("POST", "/enqueue", JOB, key=f"{KEY_A}  "),
+    _req("POST", "/enqueue", JOB, key=f"\t{KEY_A} \t"),
+    _req("GET", "/status/j_" + "0" * 31 + "1", key=f" {KEY_B}"),
+    _req("POST", "/enqueue", JOB, headers=(("Content-Type", "application/json  "),)),
     _req("POST", "/enqueue", JOB, key=None),
     _req("POST", "/enqueue", JOB, headers=(("Content-Type", "APPLICATION/JSON"),)),
     _req("POST", "/enqueue", JOB, headers=(("content-type", "application/json; charset=UTF-8"),)),

@@ -127,7 +127,11 @@ class ApiRequest:
                 f"the {name} header is given more than once, with different values: send it once",
                 {"header": name},
             )
-        return self.headers.get(name)
+        value = self.headers.get(name)
+        # Blanks around a field's value are no part of it (RFC 9110 5.5). `spool serve`'s
+        # waitress drops them; an API Gateway event may keep them, and a key sent as
+        # "key " was refused there (401) and taken by `spool serve`.
+        return value.strip(" \t") if value is not None else None
 
     def json(self, max_bytes: int, *, allow_empty: bool = False) -> Any:
         """The body as JSON (parse_json), its Content-Encoding checked."""
