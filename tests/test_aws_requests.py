@@ -51,8 +51,11 @@ def test_full_batches_cost_at_most_two_and_a_half_requests_per_job() -> None:
     assert ops["dynamodb:BatchGetItem"] == 4
     # + 1: the worker's heartbeat, an upsert at most every SPOOL_HEARTBEAT_SECONDS.
     assert ops["dynamodb:UpdateItem"] == 8 + HEARTBEAT
-    # 4 enqueues, 4 claims, and one finish per wave.
-    assert ops["dynamodb:TransactWriteItems"] == 4 + 4 + 8
+    # 4 enqueues, 4 claims, and one finish per wave. A wave of 2 is claimed a job at a
+    # time (above): when its first job ends before the second's claim has returned, as
+    # on a loaded machine (seen once in CI), nothing else of the wave is in flight and
+    # its completion is written alone, so each such wave may write twice.
+    assert 4 + 4 + 8 <= ops["dynamodb:TransactWriteItems"] <= 4 + 4 + 8 + 4
     assert result.s3 == 0  # small payloads stay in the record
 
 
