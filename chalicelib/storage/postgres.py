@@ -104,7 +104,6 @@ from chalicelib.storage.base import (
     log_buried_by_reap,
     minute_of,
     redrive_fit,
-    waiting_in,
 )
 from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.store_clock import ServerClock
@@ -1733,7 +1732,8 @@ class PostgresStore:
         return {(_dec_str(q), JobState(s)): int(n) for q, s, n in rows}
 
     def waiting_count(self, tenant: str) -> int:
-        return waiting_in(self.state_counts(tenant))
+        # The count a capped add takes under the tenant's lock, here outside one.
+        return self._run(lambda conn: self._waiting_in(conn, tenant), read=True)
 
     def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
         where = " AND tenant = %(tenant)s" if tenant is not None else ""

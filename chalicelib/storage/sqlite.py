@@ -79,7 +79,6 @@ from chalicelib.storage.base import (
     redrive_fit,
     to_micros,
     utf8_text,
-    waiting_in,
 )
 from chalicelib.storage.files import private_file
 from chalicelib.storage.notify import SocketDirNotifier
@@ -993,8 +992,9 @@ class SQLiteStore:
     def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
         return dashboard.state_counts(self._db(), tenant)
 
+    @_reads
     def waiting_count(self, tenant: str) -> int:
-        return waiting_in(self.state_counts(tenant))
+        return _waiting(self._db(), tenant)  # the count a capped add takes in its write
 
     @_reads
     def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
