@@ -191,7 +191,18 @@ def click(driver: Any, selector: str) -> None:
 
 
 def text_of(driver: Any, selector: str) -> str:
-    return str(css(driver, selector).text)
+    """The element's text, found and read in one step (a redraw between them goes stale)."""
+    from selenium.webdriver.common.by import By
+
+    return str(until(driver, lambda d: [d.find_element(By.CSS_SELECTOR, selector).text])[0])
+
+
+def attribute_of(driver: Any, selector: str, name: str) -> str | None:
+    """An attribute of what the selector names now, found and read in one step."""
+    from selenium.webdriver.common.by import By
+
+    found = until(driver, lambda d: [d.find_element(By.CSS_SELECTOR, selector).get_attribute(name)])
+    return None if found[0] is None else str(found[0])
 
 
 def go(driver: Any, server: str, hash_: str) -> None:
@@ -265,8 +276,7 @@ def test_sign_in_refuses_a_wrong_key_then_shows_the_overview(
         browser,
         lambda d: "4" in d.find_element("css selector", "#totals [data-state=succeeded] .n").text,
     )
-    row = css(browser, "#queues tr[data-queue=mail]")
-    assert row.find_element("css selector", "td[data-state=succeeded]").text == "4"
+    assert text_of(browser, "#queues tr[data-queue=mail] td[data-state=succeeded]") == "4"
     until(browser, lambda d: len(all_css(d, "#chart svg rect.bad")) >= 1)
     assert "live worker" in text_of(browser, "#workers")
     browser.save_screenshot(str(shots / "dashboard-overview.png"))
@@ -298,14 +308,14 @@ def test_find_a_dead_job_open_its_attempts_and_redrive_it(
     )
     until(browser, lambda d: state_of(server, job_id) == "dead")
     go(browser, server, "#/dead")
-    link = css(browser, f"#dead tr[data-id='{job_id}'] a")
+    css(browser, f"#dead tr[data-id='{job_id}'] a")
     click(browser, f"#dead tr[data-id='{job_id}'] input.pick")
     assert "Redrive selected (1)" in text_of(browser, "#redrive-selected")
     browser.save_screenshot(str(shots / "dashboard-dead-letters.png"))
-    link.click()
+    click(browser, f"#dead tr[data-id='{job_id}'] a")
     until(browser, lambda d: d.find_element("id", "job-state").text == "dead")
-    attempt = css(browser, "#attempts tr.outcome-dead")
-    assert "RuntimeError: card declined (attempt 1)" in attempt.text
+    attempt = text_of(browser, "#attempts tr.outcome-dead")
+    assert "RuntimeError: card declined (attempt 1)" in attempt
     click(browser, "#attempts details.traceback summary")
     trace = text_of(browser, "#attempts details.traceback pre")
     assert "Traceback" in trace and "RuntimeError: card declined" in trace
@@ -400,7 +410,7 @@ def test_filter_and_page_through_500_jobs(browser: Any, server: str, shots: Path
             browser.save_screenshot(str(shots / "dashboard-jobs.png"))
         if page < 10:
             click(browser, "#older")
-    assert css(browser, "#older").get_attribute("disabled") is not None
+    assert attribute_of(browser, "#older", "disabled") is not None
     # Newest first, no gaps, no repeats: a batch shares its created_at, the id breaks ties.
     assert seen == [i for batch in reversed(batches) for i in sorted(batch, reverse=True)]
     click(browser, "#newer")
@@ -537,8 +547,8 @@ def test_schedules_page_shows_next_run_and_last_jobs(
     assert not all_css(browser, "#schedules tr[data-schedule]")
     sign_in(browser, server, SYSTEM_KEY)
     go(browser, server, "#/schedules")
-    row = css(browser, "#schedules tr[data-schedule=hourly-report]")
-    assert "every 3600s" in row.text and "in " in row.text  # its next run, relative
+    row = text_of(browser, "#schedules tr[data-schedule=hourly-report]")
+    assert "every 3600s" in row and "in " in row  # its next run, relative
     # The emulated worker fires the current tick; the system tenant sees its job.
     until(browser, lambda d: d.find_elements("css selector", "#schedules ul.runs a"), timeout=30)
     browser.save_screenshot(str(shots / "dashboard-schedules.png"))
