@@ -27,8 +27,8 @@ from chalicelib.errors import Misconfigured, SpoolError, UnknownJobType, Validat
 from chalicelib.limits import Limit, Rate
 from chalicelib.logs import JobLog
 from chalicelib.models import DEFAULT_QUEUE, Job, error_text
-from chalicelib.number_text import validation_message
 from chalicelib.retry import RetryPolicy, finite
+from chalicelib.validation_text import validation_details
 
 DEFAULT_TIMEOUT = 30.0
 # The longest an attempt may be given: 12 hours, the longest SQS keeps a received
@@ -131,7 +131,7 @@ class HandlerSpec:
             except ValidationError as exc:
                 raise ValidationFailed(
                     f"payload does not match the {self.type!r} handler's model",
-                    {"type": self.type, "errors": _errors(exc)},
+                    {"type": self.type, "errors": validation_details(exc)},
                 ) from exc
             # By alias: the names the client sent and the docs give (http_request's
             # "json", send_email's "from"), which the model reads back at run time
@@ -244,13 +244,6 @@ def _module_run(func: Callable[..., Any]) -> object:
     definitions met in one run are a pasted copy, and in two runs a reload."""
     namespace = getattr(inspect.unwrap(func), "__globals__", None)
     return None if namespace is None else namespace.get("__spec__")
-
-
-def _errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": list(e["loc"]), "msg": validation_message(dict(e)), "type": e["type"]}
-        for e in exc.errors(include_url=False)
-    ]
 
 
 def _check_timeout_bound(type_: str, timeout: float) -> None:

@@ -241,18 +241,12 @@ def invalid_payload_error(job_type: str, exc: ValidationError) -> str:
     """A stored payload the handler's model no longer takes, field by field as the API
     words a refused one. str(exc) was pydantic's report: a count, the model's name,
     `[type=..., input_value=..., input_type=...]` and an errors.pydantic.dev address."""
-    from chalicelib.number_text import validation_message
+    from chalicelib.validation_text import validation_summary
 
-    errors = exc.errors(include_url=False)
-    parts = [
-        f"{'.'.join(str(p) for p in ('payload', *e['loc']))}: {validation_message(dict(e))}"
-        for e in errors[:SHOWN_PAYLOAD_ERRORS]
-    ]
-    if len(errors) > SHOWN_PAYLOAD_ERRORS:
-        parts.append(f"and {len(errors) - SHOWN_PAYLOAD_ERRORS} more")
+    said = validation_summary(exc, ("payload",), SHOWN_PAYLOAD_ERRORS)
     return (
         f"invalid payload: the {job_type!r} handler's model does not take the stored "
-        f"payload ({'; '.join(parts)}); fix the handler or the job, then redrive it"
+        f"payload ({said}); fix the handler or the job, then redrive it"
     )
 
 

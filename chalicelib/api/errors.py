@@ -13,10 +13,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from chalicelib.api.http import ApiResponse, json_response
-from chalicelib.config import NAME_PATTERN
 from chalicelib.errors import SpoolError, StoreUnavailable, ValidationFailed
-from chalicelib.number_text import validation_message
 from chalicelib.store_outage import describe, is_store_error
+
+# Re-exported: the edge's callers (routes, query) read it here.
+from chalicelib.validation_text import validation_details as validation_details
 
 log = logging.getLogger("spool.api")
 
@@ -41,26 +42,6 @@ def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> ApiResponse:
     return json_response(status, error_body(code, message, details), headers)
-
-
-# A type's, queue's or tenant's name refused: pydantic says "String should match pattern
-# '^[A-Za-z0-9_.:-]{1,64}$'", which the client's exception and `spool enqueue` carried on.
-NAME_MISMATCH = f"String should match pattern '{NAME_PATTERN}'"
-NAME_RULE = "a name is 1 to 64 letters, digits, '_', '.', ':' or '-'"
-
-
-def validation_details(exc: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[Any]:
-    """Pydantic's errors without the offending input (it may be large or secret): the
-    input is read only to word a number too large for a float as that (number_text)."""
-    return [
-        {"loc": [*prefix, *e["loc"]], "msg": _message(dict(e)), "type": e["type"]}
-        for e in exc.errors(include_url=False, include_context=False)
-    ]
-
-
-def _message(error: dict[str, Any]) -> str:
-    said = validation_message(error)
-    return NAME_RULE if said == NAME_MISMATCH else said
 
 
 def from_validation(exc: ValidationError, message: str = "request is invalid") -> ValidationFailed:
