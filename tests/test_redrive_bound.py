@@ -17,7 +17,7 @@ import asyncio
 import collections
 import gc
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -29,61 +29,16 @@ import app as spool_app
 from chalicelib.api.schemas import RedriveAllResult
 from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry
-from chalicelib.models import Completion, Job, JobState
-from chalicelib.runtime import build_runtime
+from chalicelib.models import Job, JobState
 from chalicelib.service import REDRIVE_STEP, Service
 from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
 from chalicelib.storage.sqlite import SQLiteStore
 from local import cli, remote_cli
-from local.server import ChaliceWSGI, Server
 from tests.apikit import KEY_A, KEY_B, TENANT_A, TENANT_B, Api, installed, settings_for
-from tests.factories import new_job, token
-
-MICRO = timedelta(microseconds=1)
-
+from tests.redrive_support import MICRO, add, claim, dead, kill, local_cli, serving, state
 
 # -- helpers ---------------------------------------------------------------------
-
-
-def add(store: JobStore, clock: FakeClock, tenant: str, n: int) -> list[str]:
-    """n queued jobs of `tenant`, oldest first: lists are ordered by (created_at,
-    id), and jobs added at one instant would be ordered by their random ids."""
-    ids: list[str] = []
-    for _ in range(n):
-        [added] = store.add([new_job(clock, tenant=tenant)])
-        ids.append(added.job.id)
-        clock.advance(MICRO.total_seconds())
-    return ids
-
-
-def claim(store: JobStore, ids: Sequence[str]) -> dict[str, str]:
-    """Lease exactly these jobs (nothing else is due in these tests): id -> token."""
-    want, tokens = set(ids), dict[str, str]()
-    for _ in range(100):  # DynamoDB hands them over a few SQS messages at a time
-        if len(tokens) == len(want):
-            break
-        for job in store.claim(len(want) - len(tokens), 300):
-            tokens[job.id] = token(job)
-    assert set(tokens) == want
-    return tokens
-
-
-def kill(store: JobStore, tokens: dict[str, str], ids: Sequence[str]) -> None:
-    done = store.finish([Completion(i, tokens[i], JobState.DEAD) for i in ids])
-    assert all(done)
-
-
-def dead(store: JobStore, clock: FakeClock, tenant: str, n: int) -> list[str]:
-    ids = add(store, clock, tenant, n)
-    kill(store, claim(store, ids), ids)
-    return ids
-
-
-def state(store: JobStore, job_id: str) -> JobState:
-    job = store.get(job_id)
-    assert job is not None
-    return job.state
 
 
 class DiesAgain:
@@ -179,17 +134,13 @@ def test_local_redrive_all_redrives_every_job_dead_at_its_start_once(
     """More dead jobs than one chunk (500); each redriven job dies again at once.
     Before: the second call redrove the first 500 again, saw nothing new and
     stopped; the last 100 were never redriven."""
-    url = f"sqlite:///{tmp_path}/local.db"
-    monkeypatch.setenv("SPOOL_STORE_URL", url)
-    monkeypatch.delenv("SPOOL_URL", raising=False)
-    clock = FakeClock()
+    url, clock = local_cli(tmp_path, monkeypatch)
     store = open_store(url, clock)
     try:
         jobs = dead(store, clock, "default", 600)  # cli.REDRIVE_CHUNK is 500
     finally:
         store.close()
     clock.advance(1)
-    monkeypatch.setattr(cli, "build_runtime", lambda: build_runtime(None, clock))
     dies = DiesAgain(clock, monkeypatch)
 
     assert cli.main(["dlq", "redrive", "--all", "--json"]) == 0
@@ -218,17 +169,13 @@ def test_local_redrive_all_holds_a_few_steps_of_whole_jobs_not_a_chunk(
     256 KiB payload. Now it walks service.redriving and keeps ids: when the store is
     asked to redrive a step, the whole jobs alive are the page listed, its due part
     and the step yielded before it, never the chunk."""
-    url = f"sqlite:///{tmp_path}/local.db"
-    monkeypatch.setenv("SPOOL_STORE_URL", url)
-    monkeypatch.delenv("SPOOL_URL", raising=False)
-    clock = FakeClock()
+    url, clock = local_cli(tmp_path, monkeypatch)
     store = open_store(url, clock)
     try:
         jobs = dead(store, clock, "default", cli.REDRIVE_CHUNK + 20)
     finally:
         store.close()
     clock.advance(1)
-    monkeypatch.setattr(cli, "build_runtime", lambda: build_runtime(None, clock))
     alive: list[int] = []
     original = SQLiteStore.redrive
 
@@ -247,16 +194,11 @@ def test_local_redrive_all_holds_a_few_steps_of_whole_jobs_not_a_chunk(
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, JobStore, FakeClock]]:
-    """app.py behind a real socket in this process, on a FakeClock, with no worker."""
-    clock = FakeClock()
-    with installed(settings_for(tmp_path), clock) as rt:
-        server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=2)
-        server.start()
-        try:
-            yield server.url, rt.store, clock
-        finally:
-            server.stop()
+def served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, JobStore, FakeClock]]:
+    with serving(tmp_path, monkeypatch) as served:
+        yield served
 
 
 def test_remote_redrive_all_passes_the_first_answers_bound_back(
@@ -265,8 +207,6 @@ def test_remote_redrive_all_passes_the_first_answers_bound_back(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, store, clock = served
-    monkeypatch.delenv("SPOOL_URL", raising=False)
-    monkeypatch.delenv("SPOOL_API_KEY", raising=False)
     jobs = dead(store, clock, TENANT_A, remote_cli.REDRIVE_CHUNK + 50)
     theirs = dead(store, clock, TENANT_B, 2)
     clock.advance(1)

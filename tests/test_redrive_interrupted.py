@@ -28,18 +28,15 @@ from typing import Any
 
 import pytest
 
-import app as spool_app
 from chalicelib.clock import FakeClock
 from chalicelib.errors import StoreUnavailable
-from chalicelib.runtime import build_runtime
 from chalicelib.service import REDRIVE_STEP, Service
 from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
 from chalicelib.storage.sqlite import SQLiteStore
 from local import cli, remote_cli
-from local.server import ChaliceWSGI, Server
-from tests.apikit import KEY_A, TENANT_A, installed, settings_for
-from tests.test_redrive_bound import claim, dead, kill
+from tests.apikit import KEY_A, TENANT_A
+from tests.redrive_support import claim, dead, fail_on_call, kill, local_cli, serving
 
 RERUN = re.compile(r"spool dlq redrive --all .*--died-before (\S+)")
 
@@ -79,12 +76,7 @@ def _die_again(store: JobStore, clock: FakeClock, ids: list[str]) -> None:
 
 @pytest.fixture
 def local_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, FakeClock]]:
-    url = f"sqlite:///{tmp_path}/local.db"
-    monkeypatch.setenv("SPOOL_STORE_URL", url)
-    monkeypatch.delenv("SPOOL_URL", raising=False)
-    clock = FakeClock()
-    monkeypatch.setattr(cli, "build_runtime", lambda: build_runtime(None, clock))
-    yield url, clock
+    yield local_cli(tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize(
@@ -159,15 +151,11 @@ def test_died_before_goes_with_all_only(
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, JobStore, FakeClock]]:
-    clock = FakeClock()
-    with installed(settings_for(tmp_path), clock) as rt:
-        server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=2)
-        server.start()
-        try:
-            yield server.url, rt.store, clock
-        finally:
-            server.stop()
+def served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[str, JobStore, FakeClock]]:
+    with serving(tmp_path, monkeypatch) as served:
+        yield served
 
 
 def test_a_remote_redrive_all_cut_short_says_what_it_did_and_a_rerun_redrives_none_twice(
@@ -176,21 +164,10 @@ def test_a_remote_redrive_all_cut_short_says_what_it_did_and_a_rerun_redrives_no
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, store, clock = served
-    monkeypatch.delenv("SPOOL_URL", raising=False)
-    monkeypatch.delenv("SPOOL_API_KEY", raising=False)
     jobs = dead(store, clock, TENANT_A, remote_cli.REDRIVE_CHUNK + 50)
     clock.advance(1)
-    calls = 0
-    original = Service.redriving
-
-    def redriving(service: Service, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 2:  # the second POST /dlq/redrive: a 500, raised at once
-            raise RuntimeError("planned failure")
-        return original(service, *args, **kwargs)
-
-    monkeypatch.setattr(Service, "redriving", redriving)
+    # The second POST /dlq/redrive: a 500, raised at once.
+    fail_on_call(monkeypatch, Service, "redriving", 2, RuntimeError("planned failure"))
     redriven = Redriven(monkeypatch)
     argv = ["dlq", "redrive", "--all", "--json", "--queue", "default", "--url", url, "--key", KEY_A]
     assert cli.main(argv) == 1
@@ -223,17 +200,8 @@ def test_a_local_enqueue_count_cut_short_says_how_many_are_stored(
     chunks before the failure a second time, and it had not said how many there were."""
     url, clock = local_store
     open_store(url, clock).close()
-    calls = 0
-    original = Service.enqueue
-
-    def enqueue(service: Service, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 3:
-            raise StoreUnavailable("the database connection failed; try again")
-        return original(service, *args, **kwargs)
-
-    monkeypatch.setattr(Service, "enqueue", enqueue)
+    failure = StoreUnavailable("the database connection failed; try again")
+    fail_on_call(monkeypatch, Service, "enqueue", 3, failure)
     count = 2 * cli.ENQUEUE_CHUNK + 100
     argv = ["enqueue", "echo", "--count", str(count), "--json"]
     monkeypatch.setenv("SPOOL_DEMO_HANDLERS", "true")
@@ -258,19 +226,8 @@ def test_a_remote_enqueue_count_cut_short_says_how_many_are_stored(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url, store, _ = served
-    monkeypatch.delenv("SPOOL_URL", raising=False)
-    monkeypatch.delenv("SPOOL_API_KEY", raising=False)
-    calls = 0
-    original = Service.enqueue
-
-    def enqueue(service: Service, *args: Any, **kwargs: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls == 4:  # the fourth batch: a 500, raised at once
-            raise RuntimeError("planned failure")
-        return original(service, *args, **kwargs)
-
-    monkeypatch.setattr(Service, "enqueue", enqueue)
+    # The fourth batch: a 500, raised at once.
+    fail_on_call(monkeypatch, Service, "enqueue", 4, RuntimeError("planned failure"))
     count = 450
     argv = ["enqueue", "echo", "--count", str(count), "--json", "--url", url, "--key", KEY_A]
     assert cli.main(argv) == 1
