@@ -155,19 +155,29 @@ class Progress:
         return now - self.since > self.stall_limit
 
 
-def working_slots(pids: list[int], record_dir: Path) -> list[int]:
-    """The slots whose worker (by pid) has run at least one job: a kill there can
-    interrupt work; one still importing holds nothing to lose."""
+def record_dir_of(record_dir: Path, slot: int, generation: int) -> Path:
+    """The folder one worker process records its executions in: its own, named by the
+    slot and the start that made it. Named by pid (executions-PID.log in one folder), a
+    restarted worker given its killed predecessor's pid (pids are reused) was taken
+    for one that had run a job, and its record and the predecessor's were one file."""
+    return record_dir / f"worker-{slot}-{generation}"
+
+
+def working_slots(records: list[Path]) -> list[int]:
+    """The slots whose worker (by its own record folder) has run at least one job: a
+    kill there can interrupt work; one still importing holds nothing to lose."""
     return [
         slot
-        for slot, pid in enumerate(pids)
-        if (path := record_dir / f"executions-{pid}.log").exists() and path.stat().st_size
+        for slot, folder in enumerate(records)
+        if any(path.stat().st_size for path in folder.glob("executions-*.log"))
     ]
 
 
 def _executions(record_dir: Path) -> Counter[str]:
+    """Every execution recorded below record_dir: in one folder per worker (run_crash's,
+    record_dir_of), or in record_dir itself (tests that start their own workers)."""
     counts: Counter[str] = Counter()
-    for path in record_dir.glob("executions-*.log"):
+    for path in record_dir.rglob("executions-*.log"):
         for line in path.read_text().splitlines():
             if line:
                 counts[line] += 1
@@ -198,7 +208,6 @@ def run_crash(
         "SPOOL_HANDLERS": "tests.crash_handlers",
         "SPOOL_LEASE_SECONDS": str(lease_seconds),
         "SPOOL_SYNC_FINISH": "1",
-        RECORD_DIR_ENV: str(record_dir),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         **(extra_env or {}),
     }
@@ -208,8 +217,11 @@ def run_crash(
     logs.mkdir(exist_ok=True)
 
     def start(slot: int, generation: int) -> subprocess.Popen[bytes]:
+        records = record_dir_of(record_dir, slot, generation)
+        records.mkdir()
+        own = {**env, RECORD_DIR_ENV: str(records)}
         log = open(logs / f"worker-{slot}-{generation}.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        proc = subprocess.Popen(command, cwd=REPO, env=own, stdout=subprocess.DEVNULL, stderr=log)
         log.close()  # the child holds its own descriptor
         return proc
 
@@ -244,7 +256,9 @@ def run_crash(
                     procs[slot] = start(slot, generations[slot])
             if done - done_at_kill < jobs_per_kill:
                 continue  # too little work done since the last kill
-            working = working_slots([p.pid for p in procs], record_dir)
+            working = working_slots(
+                [record_dir_of(record_dir, n, g) for n, g in enumerate(generations)]
+            )
             if not working:
                 continue  # every worker is still starting: nothing a kill could lose
             done_at_kill = done

@@ -16,6 +16,7 @@ from tests.crash_harness import (
     Progress,
     check_crash,
     duplicates,
+    record_dir_of,
     run_crash,
     working_slots,
 )
@@ -114,8 +115,25 @@ def test_progress_lets_a_slow_run_go_on_and_ends_a_stalled_one() -> None:
 
 
 def test_kills_land_only_on_workers_that_have_run_a_job(tmp_path: Path) -> None:
-    (tmp_path / "executions-101.log").write_text("j_1\n")
-    (tmp_path / "executions-103.log").write_text("")  # opened, nothing run yet
-    (tmp_path / "executions-104.log").write_text("j_2\n")
-    assert working_slots([101, 102, 103, 104], tmp_path) == [0, 3]
-    assert working_slots([102, 103], tmp_path) == []
+    folders = [record_dir_of(tmp_path, slot, 0) for slot in range(4)]
+    for folder in folders:
+        folder.mkdir()
+    (folders[0] / "executions-101.log").write_text("j_1\n")
+    (folders[2] / "executions-103.log").write_text("")  # opened, nothing run yet
+    (folders[3] / "executions-104.log").write_text("j_2\n")
+    assert working_slots(folders) == [0, 3]
+    assert working_slots(folders[1:3]) == []
+
+
+def test_a_worker_restarted_on_its_predecessors_pid_is_not_taken_for_a_working_one(
+    tmp_path: Path,
+) -> None:
+    """Slot 0's first worker (pid 101) ran a job and was killed; its successor, still
+    importing, was given pid 101 again (pids are reused). Keyed by pid, the harness
+    read the predecessor's record as the successor's (red before)."""
+    first, second = record_dir_of(tmp_path, 0, 0), record_dir_of(tmp_path, 0, 1)
+    first.mkdir()
+    second.mkdir()
+    (first / "executions-101.log").write_text("j_1\n")
+    assert working_slots([second]) == []
+    assert working_slots([first]) == [0]
