@@ -55,6 +55,8 @@ for _name, _value in (
 
 from moto import mock_aws  # noqa: E402
 
+from bench.dynamodb_sizes import item_size  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_KEY, BENCH_TENANT = "bench-key-0123456789", "bench"
 LIGHT_INTERVAL = 1.0  # seconds between jobs under "light load"
@@ -141,18 +143,6 @@ class Measurement:
     @property
     def per_invocation(self) -> float:
         return self.jobs / self.invocations if self.invocations else 0.0
-
-
-def item_size(item: Mapping[str, Any]) -> int:
-    """DynamoDB's item size: attribute names plus values (strings, numbers ~ digits)."""
-    size = 0
-    for name, value in item.items():
-        size += len(name.encode())
-        if "S" in value:
-            size += len(value["S"].encode())
-        elif "N" in value:
-            size += (len(value["N"].lstrip("-")) + 1) // 2 + 1
-    return size
 
 
 @dataclass

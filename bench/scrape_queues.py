@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.dynamodb_sizes import item_size
 from chalicelib.models import NewJob
 
 PG_URL = os.environ.get("SPOOL_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -324,7 +325,7 @@ def run_dynamodb(queues: int, rounds: int) -> list[tuple[str, float, float]]:
                 reads["requests"] += 1
                 items = parsed.get("Items", [])
                 reads["items"] += len(items)
-                reads["bytes"] += sum(item_bytes(item) for item in items)
+                reads["bytes"] += sum(item_size(item) for item in items)
 
         from chalicelib.api.metrics import Metrics
         from chalicelib.config import Settings
@@ -346,21 +347,6 @@ def run_dynamodb(queues: int, rounds: int) -> list[tuple[str, float, float]]:
         )
         store.close()
         return rows
-
-
-def item_bytes(item: dict[str, Any]) -> int:
-    """An item's size as DynamoDB counts it, near enough: names, and values' bytes
-    (a number about one byte per two digits, plus one)."""
-    size = 0
-    for name, value in item.items():
-        size += len(name.encode())
-        if "S" in value:
-            size += len(value["S"].encode())
-        elif "N" in value:
-            size += len(value["N"]) // 2 + 1
-        else:
-            size += len(str(value))
-    return size
 
 
 def main() -> None:
