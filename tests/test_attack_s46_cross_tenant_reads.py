@@ -1,0 +1,145 @@
+"""Another tenant's job is never read beyond its owner: the store compares the tenant
+before it fetches the record's payload, result or attempt history.
+
+Found from outside (stop 46): with tenant B's finished job holding a 250 KB payload
+(and so a 250 KB result), tenant A's `GET /status/{B's id}` answered the same 404 as
+an unknown id but took longer, 1,500 alternating requests each over one keep-alive
+connection to `spool serve`: on SQLite a median of 528 us against 404 us for an
+unknown id, on Redis 1,277 us against 826 us (Postgres, which compares the tenant in
+its query: 839 us against 837 us). The 404's time told whether a job id was another
+tenant's. SQLite fetched the whole row (payload and result: overflow pages) and
+Redis sent every field of the record over the socket before either compared the
+tenant; `?attempts=true` and the dashboard's job page read the attempt history the
+same way, and SQLite's cancel read the whole row too.
+
+Timing is not asserted here. What made it is: on SQLite a record whose payload or
+history cannot even be fetched (bytes that are not UTF-8: sqlite3 refuses to hand
+them over) shows whether the row is fetched for another tenant (it made their
+404 an error); on Redis, everything the server answers is recorded, and none of
+another tenant's payload or history may be among it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.errors import JobNotFound
+from chalicelib.models import Attempt, Completion, JobState
+from chalicelib.storage.base import JobStore
+from tests.backends import open_backend
+from tests.factories import new_job, token
+
+T = TypeVar("T")
+MARK = "owner-only-0d9f3a"  # in the payload, the result and the attempt's error
+OWNER, OTHER = "acme", "other"
+
+
+def _finished_job(store: JobStore, clock: FakeClock, copies: int = 500) -> str:
+    """A job of OWNER's that ran once (so it has an error and an attempt recorded)."""
+    job = store.add([new_job(clock, tenant=OWNER, payload={"secret": MARK * copies})])[0].job
+    (claimed,) = store.claim(1, 30.0)
+    attempt = Attempt(
+        number=1,
+        started_at=clock.now(),
+        finished_at=clock.now(),
+        worker="host:1",
+        outcome="failed",
+        error=f"boom {MARK}",
+    )
+    retry = Completion(
+        job.id, token(claimed), JobState.RETRYING, error=MARK, retry_at=clock.now(), attempt=attempt
+    )
+    assert store.finish([retry]) == [True]
+    return job.id
+
+
+def _queued_job(store: JobStore, clock: FakeClock) -> str:
+    return store.add([new_job(clock, tenant=OWNER, payload={"secret": MARK})])[0].job.id
+
+
+def _not_utf8(store: Any, job_id: str, column: str) -> None:
+    """Make a column of the job's SQLite row bytes sqlite3 cannot hand over as text."""
+    with store._write() as db:
+        db.execute(f"UPDATE jobs SET {column} = CAST(X'ff00fe' AS TEXT) WHERE id = ?", (job_id,))
+
+
+@pytest.mark.parametrize("column", ["payload", "result", "attempt_log"])
+def test_sqlite_reads_of_another_tenants_job_never_fetch_its_row(
+    clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest, column: str
+) -> None:
+    with open_backend("sqlite", clock, tmp_path, request) as store:
+        done = _finished_job(store, clock)
+        _not_utf8(store, done, column)
+        with pytest.raises(Exception, match="UTF-8"):  # the owner's read meets the damage
+            store.get(done, OWNER) if column != "attempt_log" else store.attempts(done, OWNER)
+        assert store.get(done, OTHER) is None
+        assert store.attempts(done, OTHER) is None
+        assert store.webhooks(done, OTHER) == []
+        with pytest.raises(JobNotFound):
+            store.cancel(done, OTHER)
+
+
+def test_sqlite_cancel_of_another_tenants_waiting_job_never_fetches_its_row(
+    clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    with open_backend("sqlite", clock, tmp_path, request) as store:
+        waiting = _queued_job(store, clock)
+        _not_utf8(store, waiting, "payload")
+        with pytest.raises(JobNotFound):
+            store.cancel(waiting, OTHER)
+        with pytest.raises(Exception, match="UTF-8"):
+            store.cancel(waiting, OWNER)
+
+
+@contextmanager
+def _answers(store: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
+    """Every reply the Redis server sends the store while the block runs."""
+    seen: list[object] = []
+    original: Callable[..., Any] = store._run
+
+    def recording(fn: Callable[[], T], read: bool = False) -> T:
+        answer: T = original(fn, read)
+        seen.append(answer)
+        return answer
+
+    with monkeypatch.context() as patch:
+        patch.setattr(store, "_run", recording)
+        yield seen
+
+
+# Payloads each side of GET_INLINE_BYTES: the script hands a small job's fields back
+# itself, and leaves a large one's to a plain read once it has compared the tenant.
+@pytest.mark.parametrize("copies", [1, 2000])
+def test_redis_reads_of_another_tenants_job_receive_none_of_it(
+    clock: FakeClock,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    copies: int,
+) -> None:
+    with open_backend("redis", clock, tmp_path, request) as store:
+        done = _finished_job(store, clock, copies)
+        waiting = _queued_job(store, clock)
+        with _answers(store, monkeypatch) as seen:  # the owner's reads do bring it
+            owned = store.get(done, OWNER)
+            assert owned is not None and owned.payload == {"secret": MARK * copies}
+            assert MARK in str(store.attempts(done, OWNER))
+        assert MARK.encode() in repr(seen).encode()
+        with _answers(store, monkeypatch) as seen:
+            assert store.get(done, OTHER) is None
+            assert store.attempts(done, OTHER) is None
+            assert store.webhooks(done, OTHER) == []
+            with pytest.raises(JobNotFound):
+                store.cancel(waiting, OTHER)
+            with pytest.raises(JobNotFound):
+                store.cancel(done, OTHER)
+            assert store.get("j_" + "0" * 32, OTHER) is None
+        assert seen, "the reads went through the store's calls"
+        assert MARK not in repr(seen)
+        assert store.get(done, None) is not None  # the worker's reads (no tenant) unchanged
