@@ -21,6 +21,8 @@ another tenant's payload or history may be among it.
 
 from __future__ import annotations
 
+import threading
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +32,7 @@ import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.errors import JobNotFound
-from chalicelib.models import Attempt, Completion, JobState
+from chalicelib.models import Attempt, Completion, JobPage, JobQuery, JobState
 from chalicelib.storage.base import JobStore
 from tests.backends import open_backend
 from tests.factories import new_job, token
@@ -143,3 +145,58 @@ def test_redis_reads_of_another_tenants_job_receive_none_of_it(
         assert seen, "the reads went through the store's calls"
         assert MARK not in repr(seen)
         assert store.get(done, None) is not None  # the worker's reads (no tenant) unchanged
+
+
+def _script_reads(store: Any, call: Callable[[], object]) -> list[str]:
+    """The commands Redis runs inside scripts (MONITOR's `lua` lines) on this store's
+    keys while `call` runs."""
+    sentinel = f"done-{uuid.uuid4().hex}"
+    prefix = store._p
+    seen: list[str] = []
+    with store.client.monitor() as monitor:
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                call()
+            finally:
+                store.client.echo(sentinel)
+                done.set()
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        while True:
+            entry = monitor.next_command()
+            command = str(entry["command"])
+            if sentinel in command:
+                break
+            if entry.get("client_type") == "lua" and prefix in command:
+                seen.append(command)
+        worker.join(timeout=30)
+    assert done.is_set()
+    return seen
+
+
+def test_redis_list_reads_only_the_jobs_it_lists_whole(
+    clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """GET /jobs and /dlq with a filter: found from outside on Redis, tenant B's 120 jobs
+    of 250 KB payloads and results and `GET /jobs?state=dead` (none dead) held one
+    EVALSHA for 77 ms (SLOWLOG), all of Redis with it, for every tenant and worker: the
+    LIST script read each scanned job's whole record to compare four short fields.
+    Up to 5,000 (LIST_SCAN_BUDGET) are scanned per call."""
+    with open_backend("redis", clock, tmp_path, request) as store:
+        store.add(
+            [new_job(clock, tenant=OWNER, queue="other", payload={"n": i}) for i in range(30)]
+        )
+        wanted = [store.add([new_job(clock, tenant=OWNER, queue="wanted")])[0].job.id]
+        wanted.append(store.add([new_job(clock, tenant=OWNER, queue="wanted")])[0].job.id)
+        pages: list[JobPage] = []
+        reads = _script_reads(
+            store,
+            lambda: pages.append(store.list_jobs(JobQuery(OWNER, queue="wanted", limit=10))),
+        )
+        assert sorted(j.id for j in pages[0].jobs) == sorted(wanted)
+        whole = [c for c in reads if c.startswith("HMGET") and " payload " in f"{c} "]
+        assert whole, reads  # the listed jobs themselves are read whole
+        assert all(any(job_id in c for job_id in wanted) for c in whole), whole

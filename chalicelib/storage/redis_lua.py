@@ -920,10 +920,15 @@ while true do
   for _, member in ipairs(chunk) do
     last = member
     scanned = scanned + 1
-    local r = row(string.sub(member, 21))
-    if r[1] and (not fstate or r[7] == fstate) and (not fqueue or r[4] == fqueue)
-      and (not ftype or r[3] == ftype) and (not ftenant or r[2] == ftenant) then
-      rows[#rows + 1] = r
+    -- The filter reads the fields it compares; only a job it takes is read whole.
+    -- Each scanned job's whole record (payload and result, up to 256 KiB each) held
+    -- Redis, for every client, 77 ms for a tenant's 120 such jobs and a filter
+    -- matching none (up to LIST_SCAN_BUDGET of them per call).
+    local id = string.sub(member, 21)
+    local f = redis.call('HMGET', jkey(id), 'id', 'tenant', 'type', 'queue', 'state')
+    if f[1] and (not fstate or f[5] == fstate) and (not fqueue or f[4] == fqueue)
+      and (not ftype or f[3] == ftype) and (not ftenant or f[2] == ftenant) then
+      rows[#rows + 1] = row(id)
       if #rows >= wanted then return {rows, last, 0} end
     end
   end
