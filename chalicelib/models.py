@@ -325,6 +325,12 @@ class JobQuery:
     cursor: str | None = None
     # Newest first (created_at, id descending); the cursor then continues downward.
     newest_first: bool = False
+    # False: the caller reads no payload or result (the dashboard's lists, which show
+    # neither, and its bulk actions, which want ids). A store may then leave them out,
+    # as {} and None, so a list of large jobs is not read whole to show a line of
+    # each; SQLite, Postgres and Redis do (200 jobs of 250 KB payloads and results
+    # were 100 MB read per dashboard page). Others read them all the same.
+    bodies: bool = True
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ def ui_jobs(edge: Edge, request: ApiRequest) -> ApiResponse:
         return _json({"jobs": found, "next_cursor": None})
     rows: list[dict[str, Any]] = []
     cursor = q.cursor
-    while True:  # READ_STEP whole jobs at a time, each kept as its short row
+    while True:  # READ_STEP jobs at a time (no payloads or results), each as its short row
         page_ = edge.service.list_jobs(
             JobQuery(
                 tenant,
@@ -181,6 +181,7 @@ def ui_jobs(edge: Edge, request: ApiRequest) -> ApiResponse:
                 min(READ_STEP, q.limit - len(rows)),
                 cursor,
                 newest_first=True,
+                bodies=False,  # a row shows neither payload nor result
             )
         )
         rows.extend(views.job_row(j) for j in page_.jobs)
@@ -266,6 +267,7 @@ def _dead_ids(
                 action.type,
                 min(READ_STEP, limit - len(ids)),
                 cursor,
+                bodies=False,  # ids only
             )
         )
         ids.extend(j.id for j in found.jobs)

@@ -190,6 +190,8 @@ COLUMNS = (
     "updated_at, started_at, finished_at"
 )
 J_COLUMNS = ", ".join(f"j.{c.strip()}" for c in COLUMNS.split(","))
+# COLUMNS without the payload and result (JobQuery.bodies), in the same places.
+SUMMARY_COLUMNS = COLUMNS.replace("payload", "'{}'").replace("result", "NULL")
 
 # `pending` and `dirty` (migration 0008): what the next scrape folds into its summaries.
 UPSERT_COUNTERS = (
@@ -1544,7 +1546,8 @@ class PostgresStore:
             where.append(f"(created_at, id) {after} (%s, %s)")
             params.extend([from_micros(created), _enc(last_id)])
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        text = f"SELECT {COLUMNS} FROM jobs {clause} ORDER BY created_at{order}, id{order} LIMIT %s"
+        columns = COLUMNS if query.bodies else SUMMARY_COLUMNS
+        text = f"SELECT {columns} FROM jobs {clause} ORDER BY created_at{order}, id{order} LIMIT %s"
         rows = self._run(
             lambda conn: conn.execute(text, [*params, limit + 1]).fetchall(), read=True
         )

@@ -909,6 +909,14 @@ LIST = (
 local index, desc, start = P .. ARGV[2], ARGV[3] == 'desc', ARGV[4]
 local budget, wanted = tonumber(ARGV[5]), tonumber(ARGV[6])
 local fstate, fqueue, ftype, ftenant = opt(ARGV[7]), opt(ARGV[8]), opt(ARGV[9]), opt(ARGV[10])
+-- ARGV[11] '0': no payload or result (JobQuery.bodies); a field no record has is nil.
+local fields = FIELDS
+if ARGV[11] == '0' then
+  fields = {}
+  for i, name in ipairs(FIELDS) do
+    fields[i] = (name == 'payload' or name == 'result') and '-' or name
+  end
+end
 local rows, last, scanned = {}, false, 0
 while true do
   local chunk
@@ -928,7 +936,7 @@ while true do
     local f = redis.call('HMGET', jkey(id), 'id', 'tenant', 'type', 'queue', 'state')
     if f[1] and (not fstate or f[5] == fstate) and (not fqueue or f[4] == fqueue)
       and (not ftype or f[3] == ftype) and (not ftenant or f[2] == ftenant) then
-      rows[#rows + 1] = row(id)
+      rows[#rows + 1] = redis.call('HMGET', jkey(id), unpack(fields))
       if #rows >= wanted then return {rows, last, 0} end
     end
   end

@@ -216,6 +216,8 @@ COLUMNS = (
     "lease_token, lease_expires_at, result, last_error, idempotency_key, created_at, "
     "updated_at, started_at, finished_at"
 )
+# COLUMNS without the payload and result (JobQuery.bodies), in the same places.
+SUMMARY_COLUMNS = COLUMNS.replace("payload", "'{}'").replace("result", "NULL")
 
 BUMP = (
     "INSERT INTO counters (queue, type, event, n) VALUES (?, ?, ?, ?) "
@@ -902,7 +904,8 @@ class SQLiteStore:
 
     @_reads
     def list_jobs(self, query: JobQuery) -> JobPage:
-        return sqlite_lists.list_jobs(self._db(), COLUMNS, query, row_to_job)
+        columns = COLUMNS if query.bodies else SUMMARY_COLUMNS
+        return sqlite_lists.list_jobs(self._db(), columns, query, row_to_job)
 
     def redrive(
         self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
