@@ -169,6 +169,9 @@ The dashboard's reads (chalicelib/ui/), each answered without scanning jobs:
   left alone.
 - `JobQuery.newest_first` lists in (created_at, id) descending order; the
   cursor then continues below the last row returned.
+- `JobQuery.bodies=False` lists the same jobs in the same pages, every other
+  field as stored; the payload and result may be left out ({} and None) and a
+  store that can should not read them (the dashboard's lists show neither).
 
 Limits and fair turns (`claim(..., policy=...)`, chalicelib/limits.py):
 - A job whose queue or type has a concurrency limit starts only while fewer
