@@ -367,6 +367,7 @@ class Service:
                     # of newer dead jobs costs a few listings, not one per job.
                     limit=min(REDRIVE_STEP, limit - moved + skipped),
                     cursor=cursor,
+                    bodies=False,  # ids and times: the redrive reads what it moves
                 )
             )
             if not page.jobs:

@@ -32,8 +32,10 @@ import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.errors import JobNotFound
-from chalicelib.models import Attempt, Completion, JobPage, JobQuery, JobState
+from chalicelib.handlers import Registry
+from chalicelib.models import Attempt, Completion, Job, JobPage, JobQuery, JobState
 from chalicelib.runtime import Runtime
+from chalicelib.service import Service
 from chalicelib.storage.base import JobStore
 from tests.apikit import Api
 from tests.backends import open_backend
@@ -266,4 +268,27 @@ def test_redis_lists_without_bodies_read_no_payload(
             store, lambda: pages.append(store.list_jobs(JobQuery(OWNER, bodies=False)))
         )
         assert sorted(j.id for j in pages[0].jobs) == sorted(ids)
+        assert reads and not [c for c in reads if " payload " in f"{c} "], reads
+
+
+def test_redis_redrive_all_lists_dead_jobs_without_their_payloads(
+    clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest, handlers: Registry
+) -> None:
+    """POST /dlq/redrive lists the tenant's dead jobs to learn their ids and when they
+    died, REDRIVE_STEP at a time, and the redrive then reads what it moves: the listing
+    read each one's payload too. Here every dead job died after the bound, so none is
+    moved and none should be read whole."""
+    with open_backend("redis", clock, tmp_path, request) as store:
+        bound = clock.now()
+        clock.advance(1)
+        for _ in range(3):
+            job = store.add([new_job(clock, tenant=OWNER, payload={"secret": MARK})])[0].job
+            (claimed,) = store.claim(1, 30.0, ids=[job.id])
+            assert store.finish([Completion(job.id, token(claimed), JobState.DEAD, error="x")])
+        service = Service(store, handlers)
+        moved: list[Job] = []
+        reads = _script_reads(
+            store, lambda: moved.extend(service.redrive_all(OWNER, died_before=bound))
+        )
+        assert moved == []
         assert reads and not [c for c in reads if " payload " in f"{c} "], reads
