@@ -143,6 +143,11 @@ class Supervisor:
     # Called with the pid of a server process that exited (reaped), before its
     # replacement starts: SharedMetrics.retire folds its cache counts.
     reaped: Callable[[int], None] = lambda pid: None
+    # The folder the command was started in, where every server process starts: the
+    # emulated worker runs handlers in this process, and a handler's os.chdir moved a
+    # replacement started after it, whose relative store URL (the default
+    # sqlite:///.spool/spool.db) then named a new, empty store in the handler's folder.
+    cwd: str = field(default_factory=os.getcwd)
     children: list[Child] = field(init=False)
     _stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -174,7 +179,9 @@ class Supervisor:
         try:
             # Its own session: a terminal's Ctrl-C reaches the supervisor alone, which
             # then stops every server process in order (stop()).
-            child.proc = subprocess.Popen(args, env=self.env, pass_fds=fds, start_new_session=True)
+            child.proc = subprocess.Popen(
+                args, env=self.env, cwd=self.cwd, pass_fds=fds, start_new_session=True
+            )
         finally:
             os.close(beat_end)
         if child.beats >= 0:

@@ -1,0 +1,117 @@
+"""A handler that changes the working directory must not move what Spool opens later.
+
+The working directory is the process's, and a handler may change it (to run a tool
+in a scratch folder, say) without putting it back. Spool's relative paths (the
+default store, sqlite:///.spool/spool.db, and SPOOL_BLOB_DIR's .spool/blobs) name
+files under the folder the command was started in, for as long as it runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.procs import ROOT, Served, guarded_env, read_banner, stop
+from tests.test_serve_multiproc import children_of, wait_for
+
+KEY = "chaos-cwd-key-0123456789"
+HEADERS = {"X-API-Key": KEY}
+PROCESSES = 2
+# A handler module the worker imports: it moves the process to the folder it is given.
+WANDERER = """
+import os
+
+from chalicelib.handlers import handler
+
+
+@handler("wander", max_attempts=1)
+def wander(payload, ctx):
+    os.chdir(payload["to"])
+    return os.getcwd()
+"""
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
+]
+
+
+@contextmanager
+def serving_from(start: Path, modules: Path) -> Iterator[Served]:
+    """`spool serve --processes 2` started in `start`, on the default relative store."""
+    env = guarded_env(
+        SPOOL_API_KEYS=f"{KEY}=chaos",
+        SPOOL_DEMO_HANDLERS="true",
+        SPOOL_HANDLERS="chaos_wanderer",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(modules)]),
+    )
+    env.pop("SPOOL_STORE_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.cli", "serve", "--port", "0", "--processes", "2"],
+        cwd=start,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    banner = read_banner(proc)
+    url = next((w for w in banner.split() if w.startswith("http://127.0.0.1:")), "")
+    served = Served(proc, banner, url.rstrip("/"))
+    try:
+        assert url, banner
+        yield served
+    finally:
+        stop(proc, timeout=30)
+
+
+def _state(base: str, job: str) -> str:
+    reply = requests.get(f"{base}/status/{job}", headers=HEADERS, timeout=10)
+    return str(reply.json().get("state", reply.status_code))
+
+
+def _enqueue(base: str, kind: str, payload: dict[str, str]) -> str:
+    body = {"type": kind, "payload": payload}
+    reply = requests.post(f"{base}/enqueue", json=body, headers=HEADERS, timeout=10)
+    assert reply.status_code == 201, reply.text
+    return str(reply.json()["id"])
+
+
+@pytest.mark.timeout(180)
+def test_a_replaced_server_process_opens_the_store_the_supervisor_started_with(
+    tmp_path: Path,
+) -> None:
+    """Was: the supervisor ran the worker, a handler's os.chdir moved the supervisor,
+    and a server process started after that (a crash, a hang) inherited the new
+    folder: it opened a new, empty .spool/spool.db there and acknowledged jobs into
+    it that no worker would ever run, answering 404 for every job made before."""
+    start, elsewhere, modules = tmp_path / "start", tmp_path / "elsewhere", tmp_path / "mods"
+    for folder in (start, elsewhere, modules):
+        folder.mkdir()
+    (modules / "chaos_wanderer.py").write_text(WANDERER)
+    with serving_from(start, modules) as served:
+        before = _enqueue(served.url, "echo", {})
+        moved = _enqueue(served.url, "wander", {"to": str(elsewhere)})
+        assert wait_for(lambda: _state(served.url, moved) == "succeeded", timeout=60)
+        kids = children_of(served.proc.pid)
+        assert len(kids) == PROCESSES
+        for victim in kids:
+            os.kill(victim, signal.SIGKILL)
+
+        def replaced() -> bool:
+            now = children_of(served.proc.pid)
+            return len(now) == PROCESSES and not set(now) & set(kids)
+
+        assert wait_for(replaced, timeout=30)
+        # Every answer now comes from a replaced process, whichever the kernel picks.
+        assert _state(served.url, before) == "succeeded"
+        after = _enqueue(served.url, "echo", {})
+        assert wait_for(lambda: _state(served.url, after) == "succeeded", timeout=60)
+    assert not (elsewhere / ".spool").exists()
