@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from chalicelib.config import Settings
+from chalicelib.config import STARTED_IN, Settings
 from chalicelib.storage.s3_blobs import INTERNAL_PREFIX
 
 if TYPE_CHECKING:
@@ -294,7 +294,10 @@ def open_blob_store(settings: Settings | None = None) -> BlobStore:
             settings.text("SPOOL_BLOB_REGION") or None,
         )
         return S3BlobStore(client, bucket, prefix)
-    return LocalBlobStore(settings.text("SPOOL_BLOB_DIR", DEFAULT_BLOB_DIR))
+    # Anchored where the process started (os.path.join keeps an absolute one as it is).
+    return LocalBlobStore(
+        os.path.join(STARTED_IN, settings.text("SPOOL_BLOB_DIR", DEFAULT_BLOB_DIR))
+    )
 
 
 def _check_apart(settings: Settings, bucket: str, prefix: str) -> None:

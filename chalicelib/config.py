@@ -11,6 +11,22 @@ from chalicelib.number_text import too_small, underflows
 from chalicelib.storage import DEFAULT_STORE_URL
 
 
+def _started_in() -> str:
+    """The working directory as this module is first imported, at the process's start.
+
+    Relative paths in settings (SPOOL_BLOB_DIR's default, .spool/blobs) mean the folder
+    the command was started in for as long as it runs: a handler may os.chdir and not
+    come back, and the next job must not find its files under that handler's folder.
+    The SQLite store does the same by opening its file by absolute path once."""
+    try:
+        return os.getcwd()
+    except OSError:  # started in a folder since deleted: relative paths stay relative
+        return ""
+
+
+STARTED_IN = _started_in()
+
+
 class ConfigError(ValueError):
     """A setting is wrong. The message names the variable and how to fix it, so a
     command line can print it as one line and a deployment fails where it is set."""

@@ -688,7 +688,11 @@ CATALOG: tuple[Setting, ...] = (
         type=TEXT,
         default=".spool/blobs",
         read_by="chalicelib/blobs.py",
-        meaning="Folder that holds handlers' files when SPOOL_BLOB_BUCKET is unset.",
+        meaning=(
+            "Folder that holds handlers' files when SPOOL_BLOB_BUCKET is unset. A "
+            "relative one is under the folder the process started in, even after a "
+            "handler changes the working directory."
+        ),
         group=_BLOBS,
     ),
     Setting(

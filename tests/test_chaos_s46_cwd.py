@@ -8,6 +8,7 @@ files under the folder the command was started in, for as long as it runs.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,6 +28,7 @@ HEADERS = {"X-API-Key": KEY}
 PROCESSES = 2
 # A handler module the worker imports: it moves the process to the folder it is given.
 WANDERER = """
+import json
 import os
 
 from chalicelib.handlers import handler
@@ -114,4 +116,52 @@ def test_a_replaced_server_process_opens_the_store_the_supervisor_started_with(
         assert _state(served.url, before) == "succeeded"
         after = _enqueue(served.url, "echo", {})
         assert wait_for(lambda: _state(served.url, after) == "succeeded", timeout=60)
+    assert not (elsewhere / ".spool").exists()
+
+
+def _png(path: Path) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True)
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(path, "PNG")
+
+
+@pytest.mark.timeout(120)
+def test_blobs_stay_in_the_folder_the_worker_started_in_after_a_handler_moves(
+    tmp_path: Path,
+) -> None:
+    """Was: SPOOL_BLOB_DIR (default .spool/blobs) was read against the working directory
+    of the moment, so after one handler's os.chdir every later resize_image looked for
+    its source, and wrote its outputs, under the folder that handler left the process in."""
+    start, elsewhere, modules = tmp_path / "start", tmp_path / "elsewhere", tmp_path / "mods"
+    for folder in (elsewhere, modules):
+        folder.mkdir()
+    (modules / "chaos_wanderer.py").write_text(WANDERER)
+    _png(start / ".spool" / "blobs" / "default" / "in.png")
+    env = guarded_env(
+        SPOOL_HANDLERS="chaos_wanderer",
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(modules)]),
+    )
+    env.pop("SPOOL_BLOB_DIR", None)
+
+    def spool(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "local.cli", *args],
+            cwd=start,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    spool("enqueue", "wander", "--payload", json.dumps({"to": str(elsewhere)}), "--priority", "9")
+    resize = {"key": "default/in.png", "widths": [4]}
+    job = spool("enqueue", "resize_image", "--payload", json.dumps(resize), "--max-attempts", "1")
+    spool("worker", "--burst", "--concurrency", "1")
+    shown = spool("status", job.split()[0])
+    assert "succeeded" in shown, shown
+    assert list((start / ".spool" / "blobs" / "default" / "resized").rglob("*.png"))
     assert not (elsewhere / ".spool").exists()
