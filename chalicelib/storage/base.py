@@ -342,7 +342,9 @@ class JobStore(Protocol):
 
         With a `policy` (chalicelib/limits.py), only jobs its limits let start
         now, taken in fair turns by tenant when it says so (not with `ids`).
-        With started=False the jobs are leased unstarted until `start`."""
+        With started=False the jobs are leased unstarted until `start`.
+        Each job's payload is the claimer's own: a handler that writes into it changes
+        nothing stored (tests/test_chaos_s46_payloads.py)."""
         ...
 
     def start(self, leases: Sequence[tuple[str, str]]) -> list[bool]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
+from copy import deepcopy
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -288,17 +289,19 @@ class MemoryStore:
                     self._unstarted.discard(job.id)
                 else:
                     self._unstarted.add(job.id)
-                claimed.append(
-                    self._update(
-                        job,
-                        state=JobState.RUNNING,
-                        attempts=job.attempts + 1,
-                        lease_token=new_lease_token(),
-                        lease_expires_at=expires,
-                        started_at=now,
-                        updated_at=now,
-                    )
+                leased = self._update(
+                    job,
+                    state=JobState.RUNNING,
+                    attempts=job.attempts + 1,
+                    lease_token=new_lease_token(),
+                    lease_expires_at=expires,
+                    started_at=now,
+                    updated_at=now,
                 )
+                # The claimer's own payload, as every other store decodes one per claim:
+                # a handler writing into its payload (or ctx.job's) wrote into the kept
+                # job, and the next attempt and GET /status saw the writes.
+                claimed.append(leased.model_copy(update={"payload": deepcopy(leased.payload)}))
             return claimed
 
     def _admit(
