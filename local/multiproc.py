@@ -180,7 +180,7 @@ class Supervisor:
             # Its own session: a terminal's Ctrl-C reaches the supervisor alone, which
             # then stops every server process in order (stop()).
             child.proc = subprocess.Popen(
-                args, env=self.env, cwd=self.cwd, pass_fds=fds, start_new_session=True
+                args, env=self.env, cwd=self._start_folder(), pass_fds=fds, start_new_session=True
             )
         finally:
             os.close(beat_end)
@@ -189,6 +189,11 @@ class Supervisor:
         child.beats = beats
         child.started = child.heard = time.monotonic()
         child.beating = False
+
+    def _start_folder(self) -> str | None:
+        """`cwd`, or None (this process's own) once it is gone: Popen would refuse to
+        start anything there, and a server on an absolute store URL still starts."""
+        return self.cwd if os.path.isdir(self.cwd) else None
 
     def start(self) -> None:
         """Start every process; return once each is serving (else stop all, raise)."""

@@ -61,7 +61,7 @@ def serving_from(start: Path, modules: Path) -> Iterator[Served]:
         cwd=start,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=(start.parent / "serve.log").open("w"),
         text=True,
     )
     banner = read_banner(proc)
@@ -101,7 +101,10 @@ def test_a_replaced_server_process_opens_the_store_the_supervisor_started_with(
     with serving_from(start, modules) as served:
         before = _enqueue(served.url, "echo", {})
         moved = _enqueue(served.url, "wander", {"to": str(elsewhere)})
-        assert wait_for(lambda: _state(served.url, moved) == "succeeded", timeout=60)
+        assert wait_for(lambda: _state(served.url, moved) == "succeeded", timeout=60), (
+            _state(served.url, moved),
+            (tmp_path / "serve.log").read_text()[-3000:],
+        )
         kids = children_of(served.proc.pid)
         assert len(kids) == PROCESSES
         for victim in kids:
@@ -165,3 +168,34 @@ def test_blobs_stay_in_the_folder_the_worker_started_in_after_a_handler_moves(
     assert "succeeded" in shown, shown
     assert list((start / ".spool" / "blobs" / "default" / "resized").rglob("*.png"))
     assert not (elsewhere / ".spool").exists()
+
+
+def test_a_server_process_starts_in_the_supervisor_s_first_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder is the one the supervisor was made in, whatever the working directory
+    is when a process is (re)started; and once that folder is gone a process still
+    starts (in the working directory of the moment) instead of Popen raising in the
+    supervisor's watch loop."""
+    from local.multiproc import Supervisor, listening_sockets
+
+    first, later, out = tmp_path / "first", tmp_path / "later", tmp_path / "cwd.txt"
+    first.mkdir()
+    later.mkdir()
+    tell = [sys.executable, "-c", "import os; open(os.environ['OUT'], 'w').write(os.getcwd())"]
+    monkeypatch.chdir(first)
+    made = listening_sockets("127.0.0.1", 0, 1)
+    supervisor = Supervisor(made, 2, guarded_env(OUT=str(out)), command=tell)
+    monkeypatch.chdir(later)
+    [child] = supervisor.children
+    try:
+        for folder in (first, later):
+            supervisor.spawn(child)
+            assert child.proc is not None
+            assert child.proc.wait(30) == 0
+            assert out.read_text() == str(folder)
+            if folder == first:
+                first.rmdir()  # the second round: the first folder is gone
+    finally:
+        for sock in made:
+            sock.close()
