@@ -111,7 +111,13 @@ class Emulator:
     def _loop(self) -> None:
         notifier = getattr(self.runtime.store, "notifier", None)
         if notifier is not None:
-            notifier.wait(0)  # subscribe before the first drain, so no wake-up is missed
+            try:
+                notifier.wait(0)  # subscribe before the first drain, so no wake-up is missed
+            except OSError as exc:
+                # This thread is the server's only worker: ending here left `spool serve`
+                # answering 201 for jobs nothing ran. Without wake-ups it polls instead.
+                log.warning("the built-in worker gets no wake-ups (%s); it polls instead", exc)
+                notifier = None
         # Shared with the drains' worker (Runtime.outage): one outage, two lines.
         outage = self.runtime.outage()
         while not self._stop.is_set():

@@ -18,8 +18,13 @@ from pathlib import Path
 import pytest
 import requests
 
+import app as spool_app
+from chalicelib.models import JobState
+from chalicelib.runtime import Runtime
 from chalicelib.storage.notify import SUN_PATH, SocketDirNotifier
+from local.emulator import Emulator
 from tests.procs import guarded_env, spool_serve, stop
+from tests.test_events import add, state
 
 KEY = "chaos-wake-key-0123456789"
 
@@ -98,3 +103,27 @@ def test_without_a_short_name_for_the_folder_a_waiter_still_waits_and_stops(
         waiter.close()
         sender.close()
     assert "too deep for a Unix socket's address" in caplog.text
+
+
+def test_the_built_in_worker_lives_on_when_its_wake_ups_cannot_start(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever else refuses the wake-up socket (no descriptors left, the folder taken
+    away), the emulator is `spool serve`'s only worker: it polls instead of ending."""
+    notifier = rt.store.notifier  # type: ignore[attr-defined]
+
+    def refused(timeout: float) -> bool:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(notifier, "wait", refused)
+    emulator = Emulator(spool_app.app, rt)
+    emulator.start()
+    try:
+        job_id = add(rt)
+        deadline = time.monotonic() + 30
+        while state(rt, job_id) != JobState.SUCCEEDED and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        emulator.stop()
+    assert state(rt, job_id) == JobState.SUCCEEDED
+    assert "the built-in worker gets no wake-ups" in caplog.text
