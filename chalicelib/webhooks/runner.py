@@ -39,6 +39,10 @@ def deliverer(rt: Runtime) -> Deliverer:
     return Deliverer(rt.store, rt.settings, observe=metrics.observe_webhook)
 
 
+RESTART_PAUSE = 1.0  # before the delivery loop starts again after an error; doubles
+MAX_RESTART_PAUSE = 60.0
+
+
 class DeliveryThread:
     """`spool worker` and `spool serve`: deliver continuously until stopped."""
 
@@ -50,10 +54,18 @@ class DeliveryThread:
         self._thread = logs.outside_thread(self._run, name="spool-webhooks")
 
     def _run(self) -> None:
-        try:
-            self._deliverer.run(self._stop)
-        except Exception:  # never takes the worker down; the outbox keeps the deliveries
-            log.exception("webhook delivery stopped")
+        """Deliver until stopped. An error out of the loop (not a store outage, which it
+        rides out itself: a thread that cannot be started for a delivery, say) never
+        takes the worker down, and no longer ends delivery for the rest of the
+        process's life either, every later webhook left pending: it starts again."""
+        pause = RESTART_PAUSE
+        while not self._stop.is_set():
+            try:
+                self._deliverer.run(self._stop)
+            except Exception:  # the outbox keeps the deliveries
+                log.exception("webhook delivery failed; starting again in %.0f s", pause)
+                self._stop.wait(pause)
+                pause = min(pause * 2, MAX_RESTART_PAUSE)
 
     def start(self) -> DeliveryThread:
         global _threads
