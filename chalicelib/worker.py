@@ -399,8 +399,17 @@ class Worker:
 
     # -- the pool ----------------------------------------------------------
     def _spawn(self) -> None:
+        """One more pool thread, counted only if it starts: a start refused (the
+        process at its thread limit, as a handler leaking threads makes it) was
+        counted anyway, and a worker of concurrency 1 then claimed jobs for a thread
+        it did not have, its drains holding them `running` forever."""
+        thread = logs.inherited_thread(self._pool_loop, name="spool-pool")
         self._state.threads += 1
-        logs.inherited_thread(self._pool_loop, name="spool-pool").start()
+        try:
+            thread.start()
+        except BaseException:
+            self._state.threads -= 1
+            raise
 
     def _pool_loop(self) -> None:
         state = self._state
