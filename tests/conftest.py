@@ -110,6 +110,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.xdist_group(module.__name__))
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` starts the `heavy` group first (tests/xdist_order.py): the
+    longest unit of work, it ended the run when it was queued behind the rest."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from tests.xdist_order import HeavyFirstScheduling
+
+    return HeavyFirstScheduling(config, log)
+
+
 # A word of a test's id (its module, its name, its parameters: tests/backends.py's
 # store names) and the mark it gets: what the test needs running or emulated.
 _STORE_MARKS = {
