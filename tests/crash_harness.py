@@ -23,6 +23,13 @@ every `kill_every` seconds on a fast machine, as before, and never more kills
 than the work can carry on a slow one. Why a stall, not a clock, ends a failing
 run: a lost or stuck job shows as no progress once the rest is done, however
 slow the machine; a slow but healthy run is not a failure.
+
+The crash tests run 5,000 jobs with a kill at most every 0.25 s and 50 jobs: the
+same most kills (jobs / jobs_per_kill = 100) and about as many as 10,000 jobs at
+0.5 s and 100 gave alone (SQLite 30 kills for 33, Redis 53 for 57, Postgres 70 for
+64), in half the jobs: the kills are the crash points a run samples, the jobs only
+the work between them. SQLite ran in 11 s instead of 19, Redis 27 instead of 39,
+Postgres 50 instead of 60 (alone, a 2-core machine, stop 46).
 """
 
 from __future__ import annotations

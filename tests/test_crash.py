@@ -32,10 +32,17 @@ def test_sigkilled_workers_lose_nothing_on_sqlite(tmp_path: Path) -> None:
     # ends when it stalls (tests/crash_harness.py), and kills land only on working
     # workers; the time limit is a backstop inside the test's timeout.
     run = run_crash(
-        url, tmp_path, jobs=10_000, workers=4, kill_every=0.5, work=0.001, time_limit=480
+        url,
+        tmp_path,
+        jobs=5_000,
+        workers=4,
+        kill_every=0.25,
+        jobs_per_kill=50,
+        work=0.001,
+        time_limit=480,
     )
     assert run.kills >= 3, f"too few kills to mean anything ({run.kills} in {run.seconds:.1f}s)"
-    assert len(run.states) == 10_000
+    assert len(run.states) == 5_000
     problems = check_crash(run)
     assert not problems, "\n".join(problems)
     print(f"\n{run.kills} kills, {duplicates(run)} duplicate executions, {run.seconds:.1f}s")
