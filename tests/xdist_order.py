@@ -29,7 +29,10 @@ class HeavyFirstScheduling(LoadGroupScheduling):  # type: ignore[misc]  # xdist 
     def _assign_work_unit(self, node: Any) -> None:
         if not self._reordered:
             self._reordered = True
+            # xdist's own queue (an OrderedDict of units); a release that renames it
+            # loses the order, not the run.
+            queue = getattr(self, "workqueue", None)
             for group in reversed(FIRST):
-                if group in self.workqueue:
-                    self.workqueue.move_to_end(group, last=False)
+                if queue is not None and group in queue:
+                    queue.move_to_end(group, last=False)
         super()._assign_work_unit(node)
