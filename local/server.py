@@ -47,6 +47,7 @@ from waitress.adjustments import Adjustments
 from chalicelib import logs
 from chalicelib.api import http as api_http
 from chalicelib.api.errors import error_body
+from chalicelib.api.gateway_event import LISTED, listed_values
 from chalicelib.api.http import dumps
 from chalicelib.api.waits import serving_for
 from local.direct_dispatch import DirectDispatch
@@ -171,15 +172,16 @@ def _captures(part: str) -> bool:
 _URL_SPECIAL = re.compile("[?;#\t\r\n]")
 
 
-# Carries, from _headers to the event, the values of an X-API-Key sent more than
-# once: waitress joins repeated headers with commas (a key never holds one).
-_REPEATED_KEY = "x-spool-repeated-api-key"
+# Carries, from _headers to the event, the values of a LISTED header (the X-API-Key,
+# the Content-Type) sent more than once: waitress joins repeated headers with commas,
+# which neither holds of its own (chalicelib/api/gateway_event.py LISTED).
+_REPEATED_KEY = "x-spool-repeated-headers"
 
 
 class _EventConverter(LambdaEventConverter):
-    """chalice's event, with multiValueHeaders for a repeated X-API-Key, as API
-    Gateway's event has: app.py answers different values 400 there, and the same
-    value twice as once. Path parameters arrive decoded, as API Gateway's do."""
+    """chalice's event, with multiValueHeaders for a repeated X-API-Key or
+    Content-Type, as API Gateway's event has: app.py answers different values 400
+    there, and the same value twice as once. Path parameters arrive decoded, as API Gateway's do."""
 
     def create_lambda_event(
         self, method: str, path: str, headers: dict[str, str], body: bytes | None = None
@@ -227,7 +229,7 @@ class _EventConverter(LambdaEventConverter):
         else:
             event["body"] = body
         if repeated is not None:
-            event["multiValueHeaders"] = {"x-api-key": json.loads(repeated)}
+            event["multiValueHeaders"] = json.loads(repeated)
         return event
 
 
@@ -443,11 +445,16 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
     # Ours, never the client's: the gateway below says 127.0.0.1 for everyone.
     headers[api_http.PEER_HEADER] = str(environ.get("REMOTE_ADDR") or "")
     headers.pop(_REPEATED_KEY, None)
-    key = headers.get("x-api-key")
-    if key is not None and "," in key:
-        values = [part.strip() for part in key.split(",")]
-        headers["x-api-key"] = values[-1]  # API Gateway keeps the last
-        headers[_REPEATED_KEY] = json.dumps(values)
+    repeated: dict[str, list[str]] | None = None
+    for name in LISTED:
+        line = headers.get(name)
+        if line is not None and "," in line:
+            values = listed_values(name, line)
+            if len(values) > 1:
+                headers[name] = values[-1]  # API Gateway keeps the last
+                repeated = {**(repeated or {}), name: values}
+    if repeated is not None:
+        headers[_REPEATED_KEY] = json.dumps(repeated)
     return headers
 
 

@@ -73,6 +73,12 @@ CORPUS: list[Request] = [
     _req("POST", "/enqueue", JOB, key=f"\t{KEY_A} \t"),
     _req("GET", "/status/j_" + "0" * 31 + "1", key=f" {KEY_B}"),
     _req("POST", "/enqueue", JOB, headers=(("Content-Type", "application/json  "),)),
+    # A Content-Type given twice: waitress joins the lines with a comma, API Gateway
+    # keeps both; different ones are two answers to what the body is, the same one once.
+    _req("POST", "/enqueue", JOB, headers=(JSON, ("Content-Type", "text/plain; charset=latin-1"))),
+    _req("POST", "/enqueue", JOB, headers=(JSON, JSON)),
+    _req("POST", "/enqueue", JOB, headers=(("Content-Type", "application/json, text/plain"),)),
+    _req("POST", "/enqueue", JOB, headers=(("Content-Type", 'application/json; x="a,b"'),)),
     _req("POST", "/enqueue", JOB, key=None),
     _req("POST", "/enqueue", JOB, headers=(("Content-Type", "APPLICATION/JSON"),)),
     _req("POST", "/enqueue", JOB, headers=(("content-type", "application/json; charset=UTF-8"),)),

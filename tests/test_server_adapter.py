@@ -94,12 +94,17 @@ def headers_before(env: dict[str, Any]) -> dict[str, str]:
     if env.get("CONTENT_LENGTH"):
         headers["content-length"] = env["CONTENT_LENGTH"]
     headers["x-spool-peer"] = str(env.get("REMOTE_ADDR") or "")
-    headers.pop("x-spool-repeated-api-key", None)
-    key = headers.get("x-api-key")
-    if key is not None and "," in key:
-        values = [part.strip() for part in key.split(",")]
-        headers["x-api-key"] = values[-1]
-        headers["x-spool-repeated-api-key"] = json.dumps(values)
+    headers.pop("x-spool-repeated-headers", None)
+    repeated = {}
+    for name in ("x-api-key", "content-type"):  # a comma is no part of either
+        line = headers.get(name)
+        if line is None or "," not in line or (name == "content-type" and '"' in line):
+            continue  # a Content-Type's quoted parameter may hold a comma
+        values = [part.strip() for part in line.split(",")]
+        headers[name] = values[-1]
+        repeated[name] = values
+    if repeated:
+        headers["x-spool-repeated-headers"] = json.dumps(repeated)
     return headers
 
 
@@ -108,7 +113,7 @@ def event_before(env: dict[str, Any]) -> dict[str, Any] | None:
     app = spool_app.app
     converter = LambdaEventConverter(RouteTable(list(app.routes)), app.api.binary_types)
     headers = headers_before(env)
-    repeated = headers.pop("x-spool-repeated-api-key", None)
+    repeated = headers.pop("x-spool-repeated-headers", None)
     length = int(env.get("CONTENT_LENGTH") or 0)
     body = env["wsgi.input"].getvalue()[:length] if length > 0 else None
     method = "GET" if env["REQUEST_METHOD"] == "HEAD" else env["REQUEST_METHOD"]
@@ -120,7 +125,7 @@ def event_before(env: dict[str, Any]) -> dict[str, Any] | None:
     if captured:
         event["pathParameters"] = {name: unquote(value) for name, value in captured.items()}
     if repeated is not None:
-        event["multiValueHeaders"] = {"x-api-key": json.loads(repeated)}
+        event["multiValueHeaders"] = json.loads(repeated)
     return event
 
 
@@ -185,7 +190,10 @@ def test_the_app_gets_the_event_it_got_before(
     [
         {"HTTP_X_API_KEY": "k-a, k-b"},  # repeated: multiValueHeaders
         {"HTTP_X_API_KEY": "k-a,k-a"},
-        {"HTTP_X_SPOOL_REPEATED_API_KEY": '["forged"]'},  # never the client's
+        {"HTTP_X_SPOOL_REPEATED_HEADERS": '{"x-api-key": ["forged"]}'},  # never the client's
+        {"CONTENT_TYPE": "application/json, text/plain"},  # repeated: multiValueHeaders
+        {"CONTENT_TYPE": "application/json, application/json", "HTTP_X_API_KEY": "k-a, k-b"},
+        {"CONTENT_TYPE": 'application/json; x="a,b"'},  # a quoted comma: one value
         {"HTTP_X_SPOOL_PEER": "6.6.6.6"},  # never the client's
         {"HTTP_ACCEPT": "application/octet-stream", "HTTP_X_CUSTOM": "caf\xc3\xa9"},
         {"CONTENT_TYPE": "application/octet-stream"},  # a binary type: a base64 body

@@ -130,6 +130,11 @@ class BadEvent(ValueError):
 
 _NOT_REPEATED: frozenset[str] = frozenset()
 _KEY = "x-api-key"
+# Headers whose value cannot hold a comma of its own (outside a quoted string), so a
+# line holding one names that many values. `spool serve`'s server joins a header given
+# on two lines into one line "a, b" and cannot tell it from one line: read the same way
+# here, both edges answer it alike (tests/test_lambda_vs_served.py).
+LISTED = (_KEY, "content-type")
 _BAD_MANY = PREFIX + "multiValueHeaders does not map names to non-empty lists of strings"
 
 
@@ -139,21 +144,20 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
     non-empty lists of strings (the one walk of them both checks and reads).
 
     API Gateway puts the last of a header's values in `headers` and all of them in
-    multiValueHeaders; for the key, which picks the tenant, `headers` is compared too
-    (an event whose two disagree names two keys) and a value holding commas is that
-    many keys, as `spool serve` reads one (its server cannot tell one line "a, b" from
-    two lines): one key given more than once is taken as once, different keys are
-    refused.
+    multiValueHeaders; for a LISTED header (the key, which picks the tenant, and the
+    Content-Type, which says how to read the body) `headers` is compared too (an event
+    whose two disagree names two values) and a value holding commas is that many
+    values, as `spool serve` reads one: one value given more than once is taken as
+    once, different values are refused when the route reads the header.
 
     `headers` is never changed: it is chalice's own dict, which the request (and a
-    middleware reading it) keeps. Where a key line names several keys, a copy whose
-    key is the last of them (the one `spool serve` reads) is returned instead."""
+    middleware reading it) keeps. Where a LISTED line names several values, a copy
+    holding the last of them (the one `spool serve` reads) is returned instead."""
     given = event.get("multiValueHeaders")
-    key = headers.get(_KEY)
-    if not given and (key is None or "," not in key):
+    lines = [(name, headers.get(name)) for name in LISTED]
+    if not given and not any(line is not None and "," in line for _, line in lines):
         return _NOT_REPEATED, headers
     values: dict[str, set[str]] = {}
-    keys: set[str] = set()
     for name, each in (given or {}).items():
         if type(each) is not list or not each:
             raise BadEvent(_BAD_MANY)
@@ -162,20 +166,25 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
         except TypeError:
             raise BadEvent(_BAD_MANY) from None
         lower = str(name).lower()
-        if lower == _KEY:
+        seen = values.setdefault(lower, set())
+        if lower in LISTED:
             for value in each:
-                keys.update(_keys(value))
+                seen.update(listed_values(lower, value))
         else:
-            values.setdefault(lower, set()).update(each)
-    if key is not None:
-        parts = _keys(key)
-        keys.update(parts)
+            seen.update(each)
+    for name, line in lines:
+        if line is None:
+            continue
+        parts = listed_values(name, line)
+        values.setdefault(name, set()).update(parts)
         if len(parts) > 1 and isinstance(headers, dict):
-            headers = {**headers, _KEY: parts[-1]}  # the one `spool serve` reads
-    values[_KEY] = keys
+            headers = {**headers, name: parts[-1]}  # the one `spool serve` reads
     return frozenset(name for name, seen in values.items() if len(seen) > 1), headers
 
 
-def _keys(value: str) -> list[str]:
-    """The keys one X-API-Key value names: several when it holds commas."""
-    return [part.strip() for part in value.split(",")] if "," in value else [value]
+def listed_values(name: str, value: str) -> list[str]:
+    """The values one line of a LISTED header names: several when it holds commas (a
+    Content-Type's only outside a quoted parameter, so a line with a quote is one)."""
+    if "," not in value or (name != _KEY and '"' in value):
+        return [value]
+    return [part.strip() for part in value.split(",")]
