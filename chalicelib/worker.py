@@ -1379,9 +1379,20 @@ class Worker:
         return max(0.001, timeout)
 
     def _bridge(self, notifier: Any, subscribed: threading.Event) -> None:
-        """Turn store notifications into dispatcher wake-ups."""
+        """Turn store notifications into dispatcher wake-ups.
+
+        A first wait refused (no descriptors left, the wake-up folder taken away) ends
+        the bridge with a line, not a traceback: the dispatcher polls every idle_poll
+        without it, as it does between wake-ups anyway."""
         try:
             notifier.wait(0)
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "the worker gets no wake-ups (%s); it polls every %ss instead",
+                exc,
+                self.config.idle_poll,
+            )
+            return
         finally:
             subscribed.set()
         while not self._stop.is_set():

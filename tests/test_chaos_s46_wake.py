@@ -127,3 +127,43 @@ def test_the_built_in_worker_lives_on_when_its_wake_ups_cannot_start(
         emulator.stop()
     assert state(rt, job_id) == JobState.SUCCEEDED
     assert "the built-in worker gets no wake-ups" in caplog.text
+
+
+def test_spool_worker_lives_on_without_wake_ups_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`spool worker`'s wake thread (Worker._bridge) whose first wait is refused: it
+    ended with a traceback on stderr; it says once that the worker polls, and the
+    worker polls."""
+    import threading
+
+    from chalicelib.clock import SystemClock
+    from chalicelib.handlers import Registry
+    from chalicelib.storage.memory import MemoryStore
+    from chalicelib.worker import Worker, WorkerConfig
+    from tests.factories import new_job
+
+    escaped: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args.exc_value))
+    store = MemoryStore(SystemClock())
+
+    def refused(timeout: float) -> bool:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(store.notifier, "wait", refused)
+    reg = Registry()
+    ran = threading.Event()
+    reg.handler("mark")(lambda payload: ran.set())
+    worker = Worker(store, reg, WorkerConfig(concurrency=1, idle_poll=0.05))
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        store.add([new_job(store.clock, "mark")])
+        assert ran.wait(30)
+    finally:
+        worker.stop()
+        thread.join(30)
+        store.close()
+    assert not thread.is_alive()
+    assert escaped == []
+    assert "the worker gets no wake-ups" in caplog.text
