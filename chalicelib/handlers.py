@@ -257,6 +257,17 @@ def _check_timeout_bound(type_: str, timeout: float) -> None:
         )
 
 
+def bare_decorator(decorator: str, func: object, example: str) -> str:
+    """The refusal for `@handler` or `@periodic` written without its arguments: Python
+    then passes the function where the job type (or schedule name) goes, and the check
+    of that name printed the function's repr (`<function f at 0x...>`), naming no fix."""
+    name = getattr(func, "__name__", "the function")
+    return (
+        f"@{decorator} above {name} has no arguments: write @{decorator}({example}), "
+        "with its parentheses (docs/handlers.md)"
+    )
+
+
 def _check_declaration(type_: object, payload: object, queue: object, priority: object) -> int:
     """What the API would refuse from a client is refused here, at start: a job of a
     type it cannot name could never be enqueued, a payload that is not a pydantic
@@ -415,6 +426,9 @@ class Registry:
         running at once) and rate ('10/s': starts per window) hold across every
         worker; a job they hold back waits without spending an attempt.
         """
+        if callable(type_):  # `@handler` bare: the function came where the type goes
+            example = f'"{getattr(type_, "__name__", "TYPE")}"'
+            raise ValueError(bare_decorator("handler", type_, example))
         where = f"handler {type_!r}"
         try:  # RetryPolicy's and Limit's own refusals, said of this handler
             policy = _policy(backoff, max_attempts)

@@ -45,7 +45,7 @@ from chalicelib.clock import Clock
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, QUEUE_NAME, Settings
 from chalicelib.durations import parse_seconds
 from chalicelib.errors import IdempotencyConflict, StoreUnavailable, ValidationFailed
-from chalicelib.handlers import HandlerFunc, Registry, registry, whole_number
+from chalicelib.handlers import HandlerFunc, Registry, bare_decorator, registry, whole_number
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import Job
 from chalicelib.number_text import validation_message
@@ -343,7 +343,8 @@ class ScheduleBook:
         registry: Registry = registry,
     ) -> Callable[[HandlerFunc], HandlerFunc]:
         """Schedule the handler below it: put @periodic above @handler(...)."""
-
+        if callable(name):  # `@periodic` bare: the function came where the name goes
+            raise ValueError(bare_decorator("periodic", name, '"nightly", cron="0 3 * * *"'))
         _check_job_fields(name, payload, queue, priority, max_attempts)
 
         def declare(func: HandlerFunc) -> HandlerFunc:

@@ -69,7 +69,8 @@ CATALOG: tuple[Setting, ...] = (
         default="sqlite:///.spool/spool.db",
         read_by="chalicelib/runtime.py",
         meaning=(
-            "Where jobs live: `sqlite:///PATH`, `memory://`, "
+            "Where jobs live: `sqlite:///PATH` (three slashes before a relative path, four "
+            "before an absolute one; one, `sqlite:/PATH`, is refused), `memory://`, "
             "`postgresql://user@host/db?schema=...`, `redis://host:6379/0` (`rediss://` for "
             "TLS) or `dynamodb://TABLE?queue=QUEUE&bucket=BUCKET`."
         ),

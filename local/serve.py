@@ -40,6 +40,7 @@ from chalicelib.edge_settings import FIX
 from chalicelib.models import DEFAULT_TENANT
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime
+from chalicelib.storage import store_scheme
 from local import cli_ranges, fresh_store
 from local.cli_errors import EXIT_INTERRUPTED, CliFailure, UsageError
 
@@ -353,7 +354,10 @@ def refuse_laptop_mode_on_a_shared_store(store_url: str) -> None:
     serve` started without keys made its own key and offered `echo`, `sleep` and
     `fail` to whoever held it, writing into the shared store as the `dev` tenant.
     A store on this machine (a local Postgres or Redis, moto_server, DynamoDB
-    Local: docs/aws.md runs the AWS shape offline so) is still a laptop's."""
+    Local: docs/aws.md runs the AWS shape offline so) is still a laptop's. A URL of
+    no known store is refused for that first: its host said nothing about sharing,
+    and asking for keys sent the user to fix what was not wrong."""
+    store_scheme(store_url)
     if _on_this_machine(store_url):
         return
     from chalicelib.config import ConfigError

@@ -91,6 +91,14 @@ def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
             "a SQLite URL names its file (sqlite:///relative.db, sqlite:////abs/x.db); "
             "leave SPOOL_STORE_URL unset for the default, sqlite:///.spool/spool.db"
         )
+    if not url.partition(":")[2].startswith("//"):
+        # sqlite:/var/x.db (one slash, as file:/ URLs have) read as the relative
+        # var/x.db, made quietly under the working directory: refused, as two are.
+        raise ValueError(
+            f"a SQLite URL has three slashes before a relative path (sqlite:///"
+            f"{parts.path.lstrip('/')}) and four before an absolute one "
+            f"(sqlite:///{parts.path if parts.path.startswith('/') else '/' + parts.path})"
+        )
     return path, options
 
 

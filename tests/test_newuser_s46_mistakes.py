@@ -1,0 +1,112 @@
+"""A new user's mistakes (stop 46), each refused with one line that says what to do.
+
+Found from outside, by running `spool` as a reader of the README would:
+- `SPOOL_STORE_URL=sqlite:/var/spool.db` (one slash, as in `file:/path`) was taken as
+  the relative path `var/spool.db`: the server started, and its jobs went into a folder
+  the user never named, under whatever directory the command ran in.
+- `SPOOL_STORE_URL=mysql://db.example/spool` without `SPOOL_API_KEYS` told the user to
+  set API keys; with keys set, the next start said the scheme was unknown. The scheme is
+  the first thing wrong, so it is the first thing said.
+- `@handler` written without its parentheses (and so without a job type) stopped the
+  import with `handler <function f at 0x...>: a job type is 1-64 of ...`, naming no
+  fix; it now says to write `@handler("TYPE")` above the function.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chalicelib.config import ConfigError
+from chalicelib.storage import open_store
+from tests.procs import ROOT, guarded_env
+
+
+def _spool(cwd: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`spool ARGV` run from CWD as a shell would, with this checkout's code."""
+    child = guarded_env(PYTHONPATH=str(ROOT), **env)
+    for name in ("SPOOL_API_KEYS", "SPOOL_URL", "SPOOL_API_KEY", "SPOOL_HANDLERS"):
+        if name not in env:
+            child.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "local.cli", *argv],
+        cwd=cwd,
+        env=child,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("url", ["sqlite:/var/spool.db", "sqlite:var/spool.db"])
+def test_a_sqlite_url_without_its_slashes_is_refused_not_made_relative(
+    tmp_path: Path, url: str
+) -> None:
+    ran = _spool(tmp_path, "serve", "--port", "0", SPOOL_STORE_URL=url)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert ran.stderr.count("\n") == 1 and "Traceback" not in ran.stderr
+    assert ran.stderr.startswith(f"spool: SPOOL_STORE_URL {url!r}: ")
+    assert "sqlite:///var/spool.db" in ran.stderr and "sqlite:////var/spool.db" in ran.stderr
+    assert not (tmp_path / "var").exists()  # nothing made where it was not asked for
+
+
+def test_open_store_refuses_a_sqlite_url_with_one_slash(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="three slashes"):
+        open_store(f"sqlite:{tmp_path}/x.db")
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_the_sqlite_urls_the_docs_give_still_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url in ("sqlite:///rel.db", f"sqlite:///{tmp_path}/abs.db", "sqlite:///:memory:"):
+        open_store(url).close()
+    assert (tmp_path / "rel.db").exists() and (tmp_path / "abs.db").exists()
+
+
+@pytest.mark.parametrize("url", ["mysql://db.example/spool", "postgress://db.example/spool"])
+def test_an_unknown_scheme_is_named_before_any_word_on_keys(tmp_path: Path, url: str) -> None:
+    ran = _spool(tmp_path, "serve", "--port", "0", SPOOL_STORE_URL=url)
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert "unknown store URL scheme" in ran.stderr, ran.stderr
+    assert "API keys" not in ran.stderr and ran.stderr.count("\n") == 1
+
+
+def test_a_shared_store_without_keys_is_still_refused_for_its_keys(tmp_path: Path) -> None:
+    ran = _spool(tmp_path, "serve", "--port", "0", SPOOL_STORE_URL="postgresql://db.example/spool")
+    assert ran.returncode == 2 and "needs API keys" in ran.stderr, ran.stderr
+
+
+def test_handler_without_parentheses_says_to_give_the_type(tmp_path: Path) -> None:
+    (tmp_path / "jobs.py").write_text(
+        "from chalicelib.handlers import handler\n\n\n"
+        "@handler\n"
+        "def send_report(payload):\n"
+        "    return 1\n",
+        encoding="utf-8",
+    )
+    ran = _spool(
+        tmp_path,
+        "worker",
+        "--burst",
+        SPOOL_HANDLERS="jobs",
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
+    )
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert ran.stderr.count("\n") == 1 and "0x" not in ran.stderr, ran.stderr
+    assert '@handler("send_report")' in ran.stderr, ran.stderr
+
+
+def test_periodic_without_parentheses_says_to_give_its_arguments() -> None:
+    from chalicelib.periodic import periodic
+
+    def nightly() -> None:
+        """A function the decorator is mistakenly applied to bare."""
+
+    with pytest.raises(ValueError) as caught:
+        periodic(nightly)  # type: ignore[call-arg, arg-type]
+    assert "0x" not in str(caught.value) and "@periodic(" in str(caught.value)
