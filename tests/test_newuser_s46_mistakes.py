@@ -14,6 +14,7 @@ Found from outside, by running `spool` as a reader of the README would:
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,22 @@ def test_periodic_without_parentheses_says_to_give_its_arguments() -> None:
     with pytest.raises(ValueError) as caught:
         periodic(nightly)  # type: ignore[call-arg, arg-type]
     assert "0x" not in str(caught.value) and "@periodic(" in str(caught.value)
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (bound, then let go)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_dynamodb_endpoint_that_is_down_is_said_so_with_create(tmp_path: Path) -> None:
+    """docs/aws.md's moto flow with moto_server not (yet) running: with create=1 every
+    command said "unexpected error: EndpointConnectionError ... SPOOL_DEBUG=1", where
+    the same URL without create=1 said the store is unreachable and what to check."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    url = f"dynamodb://jobs?queue=jobs&bucket=jobs-bucket&endpoint={endpoint}&create=1"
+    ran = _spool(tmp_path, "jobs", SPOOL_STORE_URL=url)
+    assert ran.returncode != 0 and "unexpected error" not in ran.stderr, ran.stderr
+    assert "unreachable" in ran.stderr and "SPOOL_STORE_URL" in ran.stderr, ran.stderr
+    assert ran.stderr.count("\n") == 1 and "Traceback" not in ran.stderr

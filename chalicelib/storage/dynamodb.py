@@ -2763,7 +2763,7 @@ def state_event(state: JobState) -> str:
 
 
 def from_url(url: str, clock: Clock | None = None) -> DynamoStore:
-    from botocore.exceptions import NoCredentialsError, NoRegionError
+    from botocore.exceptions import BotoCoreError, NoCredentialsError, NoRegionError
 
     config = DynamoConfig.from_url(url)
     if config.queue is None and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
@@ -2785,6 +2785,11 @@ def from_url(url: str, clock: Clock | None = None) -> DynamoStore:
         # Met by the first request (create=1 makes one here): said as what to set, not
         # as "unexpected error: NoCredentialsError".
         raise ValueError(NO_CREDENTIALS) from None
+    except BotoCoreError as exc:
+        # create=1's first requests, with nothing answering at the endpoint (moto_server
+        # not started): said as the same URL without create=1 says it at its first
+        # request, not as "unexpected error: EndpointConnectionError".
+        raise StoreUnavailable(f"AWS is unreachable: {type(exc).__name__}") from exc
 
 
 __all__ = [
