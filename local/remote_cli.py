@@ -369,8 +369,10 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
     from spool_client import errors as client_errors
 
     if isinstance(exc, client_errors.TransportError):
-        from spool_client.retry import untrusted_certificate
+        from spool_client.retry import plain_http_answer, untrusted_certificate
 
+        if plain_http_answer(exc):  # the message says to use http://: one try, one fix
+            return CliFailure(str(exc), f"Fix --url / {URL_VARIABLE}")
         if untrusted_certificate(exc):
             return CliFailure(
                 f"{exc} (the server's TLS certificate is not trusted)",

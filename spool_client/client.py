@@ -37,6 +37,7 @@ from spool_client.retry import (
     retried_answer,
     retry_after,
     retryable,
+    transport_hint,
 )
 
 
@@ -120,7 +121,8 @@ class Client:
                     raise TransportError(
                         calls.scrub(
                             f"cannot reach {calls.shown_url(self.url)}: "
-                            f"{type(exc).__name__}: {exc}",
+                            f"{type(exc).__name__}: {exc}"
+                            f"{transport_hint(exc, calls.shown_url(self.url))}",
                             self.key,
                         ),
                         tries,

@@ -123,7 +123,40 @@ TRY_FAILED: tuple[type[httpx.TransportError], type[httpx.DecodingError]] = (
 
 
 def retryable(exc: httpx.TransportError | httpx.DecodingError) -> bool:
-    return not isinstance(exc, _HOPELESS) and not untrusted_certificate(exc)
+    return (
+        not isinstance(exc, _HOPELESS)
+        and not untrusted_certificate(exc)
+        and not plain_http_answer(exc)
+    )
+
+
+# OpenSSL's reasons when what answers its ClientHello is not TLS (a plain-HTTP
+# server's "HTTP/1.1 400 ..." read as a TLS record): 1.1 and 3.0 say
+# WRONG_VERSION_NUMBER; later releases RECORD_LAYER_FAILURE or PACKET_LENGTH_TOO_LONG.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE", "PACKET_LENGTH_TOO_LONG"})
+
+
+def plain_http_answer(exc: BaseException) -> bool:
+    """An https:// URL whose server answered in plain HTTP (`make run`, `spool
+    serve`): the server is up and answered at once, so retrying only delayed the
+    one fix, the URL's scheme, by the whole backoff."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # httpx -> httpcore -> ssl
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError) and getattr(seen, "reason", None) in _NOT_TLS:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def transport_hint(exc: BaseException, url: str) -> str:
+    """What to add to a transport failure's message when its cause is the URL."""
+    if url.startswith("https://") and plain_http_answer(exc):
+        return (
+            f" (the server there answers plain HTTP, not TLS: use http://{url[len('https://') :]})"
+        )
+    return ""
 
 
 def untrusted_certificate(exc: BaseException) -> bool:
