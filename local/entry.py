@@ -23,6 +23,6 @@ def console() -> None:
         from local import cli
     except KeyboardInterrupt:
         with contextlib.suppress(OSError):  # no stderr left to say it on
-            os.write(2, b"spool: interrupted\n")
+            os.write(2, b"spool: interrupted.\n")  # as cli_errors says it later on
         sys.exit(EXIT_INTERRUPTED)
     cli.console()

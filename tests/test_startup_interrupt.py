@@ -4,7 +4,7 @@ Found by a chaos run (helper E, stop 41): SIGINT in the first half second of `sp
 serve` or `spool worker` arrived while local/cli.py was still importing the engine
 (pydantic, the stores), before main() could catch it, and printed a 20-line traceback
 of an import ending in KeyboardInterrupt. The command's entry point now loads the
-command line inside its own guard: "spool: interrupted", exit 130, as a Ctrl-C later on.
+command line inside its own guard: "spool: interrupted.", exit 130, as a Ctrl-C later on.
 (The interpreter's own start-up and the script pip writes, the first few tens of
 milliseconds, come before any code of Spool's and stay unguarded.)
 
@@ -53,7 +53,7 @@ def test_ctrl_c_while_the_command_loads_says_one_line_and_exits_130() -> None:
         timeout=60,
     )
     assert "Traceback" not in child.stderr, child.stderr
-    assert child.stderr == "spool: interrupted\n"
+    assert child.stderr == "spool: interrupted.\n"  # with its period, as every later Ctrl-C
     assert child.returncode == 130
 
 
