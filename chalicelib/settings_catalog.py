@@ -188,7 +188,10 @@ CATALOG: tuple[Setting, ...] = (
         type=TEXT,
         default=None,
         read_by="chalicelib/api/key_source.py",
-        meaning="Region of SPOOL_API_KEYS_PARAMETER (empty: the SDK's region).",
+        meaning=(
+            "Region of SPOOL_API_KEYS_PARAMETER (empty: the SDK's region); a name the SDK "
+            "would refuse (`us_east_1`) stops the start."
+        ),
         group=_API,
     ),
     Setting(

@@ -130,3 +130,47 @@ def test_a_dynamodb_endpoint_that_is_down_is_said_so_with_create(tmp_path: Path)
     assert ran.returncode != 0 and "unexpected error" not in ran.stderr, ran.stderr
     assert "unreachable" in ran.stderr and "SPOOL_STORE_URL" in ran.stderr, ran.stderr
     assert ran.stderr.count("\n") == 1 and "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize("region", ["bogus!", "us_east_1", "-1"])
+def test_a_keys_region_no_sdk_takes_is_refused_at_start(region: str) -> None:
+    """SPOOL_API_KEYS_REGION=us_east_1 beside SPOOL_API_KEYS_PARAMETER: `spool serve`
+    started (exit 0, a banner), and every request then answered 503 "the API keys
+    cannot be read right now; retry shortly", a wait that no retry ends: the SDK
+    refuses such a region before sending anything. Now refused at start, named."""
+    from chalicelib.api import key_source
+    from chalicelib.config import Settings
+
+    settings = Settings(
+        api_keys="",
+        extra={
+            "SPOOL_API_KEYS_PARAMETER": "/spool/dev/api-keys",
+            "SPOOL_API_KEYS_REGION": region,
+        },
+    )
+    with pytest.raises(ValueError, match="SPOOL_API_KEYS_REGION") as caught:
+        key_source.validate(settings)
+    assert "us-east-1" in str(caught.value) and repr(region) in str(caught.value)
+
+
+def test_a_region_an_sdk_takes_is_left_alone() -> None:
+    from chalicelib.api import key_source
+    from chalicelib.config import Settings
+
+    for region in ("us-east-1", "eu-central-2", "us-gov-west-1", ""):
+        extra = {"SPOOL_API_KEYS_PARAMETER": "/spool/dev/api-keys", "SPOOL_API_KEYS_REGION": region}
+        key_source.validate(Settings(api_keys="", extra=extra))
+
+
+def test_serve_refuses_the_region_before_its_banner(tmp_path: Path) -> None:
+    ran = _spool(
+        tmp_path,
+        "serve",
+        "--port",
+        "0",
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
+        SPOOL_API_KEYS_PARAMETER="/spool/dev/api-keys",
+        SPOOL_API_KEYS_REGION="us_east_1",
+    )
+    assert ran.returncode == 2 and "serving app.py" not in ran.stdout, ran.stdout + ran.stderr
+    assert ran.stderr.startswith("spool: SPOOL_API_KEYS_REGION") and ran.stderr.count("\n") == 1

@@ -43,6 +43,7 @@ log = logging.getLogger("spool.api.keys")
 
 PARAMETER = "SPOOL_API_KEYS_PARAMETER"
 TTL = "SPOOL_API_KEYS_TTL"
+REGION = "SPOOL_API_KEYS_REGION"
 DEFAULT_TTL = 60.0
 MAX_TTL = 3600.0
 # After a failed refresh, try again this soon (not a full TTL later)...
@@ -72,7 +73,7 @@ class SsmClient(Protocol):
 def _boto3_client(settings: Settings) -> SsmClient:
     import boto3
 
-    region = settings.text("SPOOL_API_KEYS_REGION") or None
+    region = settings.text(REGION) or None
     return cast(SsmClient, boto3.client("ssm", region_name=region))
 
 
@@ -253,9 +254,21 @@ def keyring(settings: Settings) -> Keyring:
     return source().keyring(settings)
 
 
+# The region names the AWS SDK takes (botocore's own check): anything else it refuses
+# before sending a request, so every read of the keys failed, and every request was
+# 503 "retry shortly" though no retry could succeed.
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?")
+
+
 def validate(settings: Settings) -> None:
     """Check the key settings without reading SSM (at start-up, so a malformed
-    SPOOL_API_KEYS or parameter name fails the deployment loudly)."""
+    SPOOL_API_KEYS, parameter name or region fails the deployment loudly)."""
     if parameter_name(settings) is None:
         _parse(settings.api_keys)
+    region = settings.text(REGION)
+    if region and not _REGION.fullmatch(region):
+        raise ValueError(
+            f"{REGION} must be an AWS region name such as us-east-1 (letters, digits and "
+            f"-), not {region!r}; leave it unset for the SDK's own region"
+        )
     ttl(settings)
