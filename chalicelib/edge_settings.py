@@ -60,6 +60,7 @@ def check_edge(rt: object) -> Edge:
     from chalicelib.api.metric_labels import QueueLabels
     from chalicelib.api.routes import Edge
     from chalicelib.runtime import Runtime
+    from chalicelib.webhooks import config as webhook_config
 
     assert isinstance(rt, Runtime)
     settings = rt.settings
@@ -68,6 +69,9 @@ def check_edge(rt: object) -> Edge:
         (API_KEYS, lambda: Keyring.parse(settings.api_keys)),
         (METRICS_KEYS, lambda: operator_keys(settings.text(METRICS_KEYS))),
         ("SPOOL_METRICS_MAX_QUEUES", lambda: QueueLabels.from_settings(settings)),
+        # Read by the edge only at the first enqueue with a callback_url: a malformed
+        # one started the server, and that enqueue answered 500. Each names its own.
+        (None, lambda: webhook_config.from_settings(settings)),
         (None, lambda: built.append(Edge(rt))),  # cache, waits, webhooks: each names its own
     )
     built: list[Edge] = []

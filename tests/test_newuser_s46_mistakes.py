@@ -174,3 +174,30 @@ def test_serve_refuses_the_region_before_its_banner(tmp_path: Path) -> None:
     )
     assert ran.returncode == 2 and "serving app.py" not in ran.stdout, ran.stdout + ran.stderr
     assert ran.stderr.startswith("spool: SPOOL_API_KEYS_REGION") and ran.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SPOOL_WEBHOOK_ALLOW_PRIVATE", "bogus"),
+        ("SPOOL_WEBHOOK_MAX_ATTEMPTS", "ten"),
+        ("SPOOL_WEBHOOK_TIMEOUT", "-1"),
+        ("SPOOL_WEBHOOK_PORTS", "http"),
+    ],
+)
+def test_serve_refuses_a_bad_webhook_setting_before_its_banner(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    """Found from outside: `SPOOL_WEBHOOK_ALLOW_PRIVATE=bogus spool serve` started, and
+    the first `POST /enqueue` with a `callback_url` answered 500 internal_error (the
+    setting was read there for the first time). Now refused at start, one line."""
+    ran = _spool(
+        tmp_path,
+        "serve",
+        "--port",
+        "0",
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
+        **{variable: value},
+    )
+    assert ran.returncode == 2 and "serving app.py" not in ran.stdout, ran.stdout + ran.stderr
+    assert ran.stderr.startswith(f"spool: {variable}") and ran.stderr.count("\n") == 1, ran.stderr
