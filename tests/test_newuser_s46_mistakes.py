@@ -201,3 +201,33 @@ def test_serve_refuses_a_bad_webhook_setting_before_its_banner(
     )
     assert ran.returncode == 2 and "serving app.py" not in ran.stdout, ran.stdout + ran.stderr
     assert ran.stderr.startswith(f"spool: {variable}") and ran.stderr.count("\n") == 1, ran.stderr
+
+
+def test_a_malformed_smtp_setting_at_enqueue_is_the_server_s_not_the_job_s(
+    tmp_path: Path,
+) -> None:
+    """`SPOOL_SMTP_PORT=bogus spool enqueue send_email ...` said "payload refused for
+    the 'send_email' handler: ... Fix the job and try again" (exit 2; over HTTP a 422),
+    though no job could be right: the setting is what to fix. Now it is the server's
+    misconfiguration (503 `misconfigured` over HTTP; exit 1 here), naming the setting."""
+    from chalicelib.builtin import email
+    from chalicelib.errors import Misconfigured
+
+    payload = email.EmailPayload.model_validate(
+        {"to": ["a@example.com"], "subject": "x", "text": "y", "from": "b@example.com"}
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPOOL_SMTP_PORT", "bogus")
+        with pytest.raises(Misconfigured, match="SPOOL_SMTP_PORT"):
+            email.admit(payload, "acme")
+    ran = _spool(
+        tmp_path,
+        "enqueue",
+        "send_email",
+        "--payload",
+        '{"to": ["a@example.com"], "subject": "x", "text": "y", "from": "b@example.com"}',
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
+        SPOOL_SMTP_PORT="bogus",
+    )
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    assert "SPOOL_SMTP_PORT" in ran.stderr and "Fix the job" not in ran.stderr, ran.stderr

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from chalicelib.builtin import email_headers
 from chalicelib.config import Settings
-from chalicelib.errors import PermanentError
+from chalicelib.errors import Misconfigured, PermanentError
 from chalicelib.handlers import JobContext, handler
 
 if TYPE_CHECKING:
@@ -510,7 +510,11 @@ def admit(payload: EmailPayload, tenant: str) -> None:
     try:
         config = SmtpSettings.from_settings(Settings.from_env())
     except PermanentError as exc:
-        raise ValueError(str(exc)) from None
+        # A setting no job can mend: the server's to fix (503 misconfigured), not a
+        # refusal of this payload (it was 422 "payload refused ... Fix the job").
+        raise Misconfigured(
+            f"{exc}: the server's operator must fix it; nothing was stored"
+        ) from None
     refusal = sender_refusal(payload, config)
     if refusal:
         raise ValueError(refusal)
