@@ -31,10 +31,10 @@ from pydantic import ValidationError
 from chalicelib import ssrf
 from chalicelib.builtin import http_request as hr
 from chalicelib.clock import FakeClock
-from chalicelib.errors import PermanentError, RetryAfter, ValidationFailed
+from chalicelib.errors import Misconfigured, PermanentError, RetryAfter, ValidationFailed
 from chalicelib.handlers import JobContext, registry
 from chalicelib.ids import new_job_id
-from chalicelib.models import Job, JobState
+from chalicelib.models import Job, JobQuery, JobState
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.worker import Worker, WorkerConfig
@@ -626,7 +626,6 @@ def _enqueue(url: str) -> tuple[MemoryStore, Any]:
         ("0.0.0.0/0, ::/0", "http://10.0.0.1/", "private"),
         ("0.0.0.0/0, ::/0", "http://[::1]/", "loopback"),
         ("169.254.0.0/16", "http://169.254.169.254/", "metadata"),
-        ("10.0.0.0/33", "https://api.example.com/", "misconfigured"),
     ],
 )
 def test_jobs_that_could_never_be_allowed_are_refused_at_enqueue(
@@ -636,6 +635,21 @@ def test_jobs_that_could_never_be_allowed_are_refused_at_enqueue(
     with pytest.raises(ValidationFailed, match=reason) as refused:
         _enqueue(url)
     assert refused.value.status == 422
+    assert jail.lookups == []
+
+
+def test_a_malformed_allowlist_is_the_server_s_fault_and_stores_nothing(
+    monkeypatch: pytest.MonkeyPatch, jail: Jail
+) -> None:
+    """The operator's setting, not the job, is wrong: 503 misconfigured naming it (it
+    was a 422 telling the client to fix its job), and nothing stored."""
+    monkeypatch.setenv("SPOOL_HTTP_ALLOWLIST", "10.0.0.0/33")
+    store = MemoryStore(FakeClock())
+    request = EnqueueRequest(type="http_request", payload={"url": "https://api.example.com/"})
+    with pytest.raises(Misconfigured, match="SPOOL_HTTP_ALLOWLIST") as refused:
+        Service(store, registry).enqueue([request], tenant="t1")
+    assert refused.value.status == 503
+    assert store.list_jobs(JobQuery(tenant="t1")).jobs == []
     assert jail.lookups == []
 
 

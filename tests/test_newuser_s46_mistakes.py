@@ -231,3 +231,23 @@ def test_a_malformed_smtp_setting_at_enqueue_is_the_server_s_not_the_job_s(
     )
     assert ran.returncode == 1, ran.stdout + ran.stderr
     assert "SPOOL_SMTP_PORT" in ran.stderr and "Fix the job" not in ran.stderr, ran.stderr
+
+
+def test_http_request_and_resize_image_say_a_bad_setting_is_the_server_s() -> None:
+    """As send_email's: a malformed SPOOL_HTTP_* or SPOOL_IMAGE_* setting met by the
+    enqueue-time check was a 422 "payload refused", which no client can mend."""
+    from chalicelib.builtin import http_request, images
+    from chalicelib.errors import Misconfigured
+
+    request = http_request.HttpRequestPayload.model_validate({"url": "https://example.com/"})
+    resize = images.ResizePayload.model_validate(
+        {"key": "acme/in.png", "sizes": [{"width": 10, "height": 10}]}
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPOOL_HTTP_ALLOW_PRIVATE", "bogus")
+        with pytest.raises(Misconfigured, match="SPOOL_HTTP_ALLOW_PRIVATE"):
+            http_request.admit(request, "acme")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPOOL_IMAGE_MAX_PIXELS", "bogus")
+        with pytest.raises(Misconfigured, match="SPOOL_IMAGE_MAX_PIXELS"):
+            images.admit_resize(resize, "acme")

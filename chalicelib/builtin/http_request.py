@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, m
 
 from chalicelib import ssrf
 from chalicelib.config import Settings
-from chalicelib.errors import PermanentError, RetryAfter
+from chalicelib.errors import Misconfigured, PermanentError, RetryAfter
 from chalicelib.handlers import JobContext, handler
 from chalicelib.ports import WEB_PORTS, PortSet
 
@@ -192,8 +192,10 @@ def admit(payload: HttpRequestPayload, tenant: str) -> None:
     the worker; names are still resolved and checked at run time."""
     try:
         policy, _ = policy_from(Settings.from_env())
-    except PermanentError as exc:
-        raise ValueError(str(exc)) from None
+    except PermanentError as exc:  # a setting no payload can mend: the server's to fix
+        raise Misconfigured(
+            f"{exc}: the server's operator must fix it; nothing was stored"
+        ) from None
     try:
         ssrf.check_static(payload.url, policy)
     except ssrf.Refused as exc:

@@ -51,7 +51,7 @@ from chalicelib.builtin.image_limits import (
     Limits,
 )
 from chalicelib.config import Settings
-from chalicelib.errors import PermanentError
+from chalicelib.errors import Misconfigured, PermanentError
 from chalicelib.handlers import JobContext, handler
 
 if TYPE_CHECKING:
@@ -174,13 +174,17 @@ def admit_resize(payload: ResizePayload, tenant: str) -> None:
     """Enqueue-time check (the handler's admit hook): the tenant's blobs only, within limits.
 
     Raises ValueError (a 422 for the client): a key or output folder outside the
-    tenant's namespace, or more work than the SPOOL_IMAGE_* limits allow.
+    tenant's namespace, or more work than the SPOOL_IMAGE_* limits allow;
+    Misconfigured (a 503) when a SPOOL_IMAGE_* setting is malformed.
     """
     _check_tenancy(payload, tenant)
     try:
         limits = Limits.from_settings(Settings.from_env())
-    except ValueError as exc:
-        raise ValueError(f"resize_image is misconfigured: {exc}") from None
+    except ValueError as exc:  # a setting no payload can mend: the server's to fix
+        raise Misconfigured(
+            f"resize_image is misconfigured: {exc}: the server's operator must fix it; "
+            "nothing was stored"
+        ) from None
     limits.check_request([(b.width, b.height) for b in payload.boxes()], payload.upscale)
 
 
