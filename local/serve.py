@@ -523,8 +523,14 @@ class IntervalPush:
         return getattr(self.worker, name)
 
 
-def _worker_line(worker: object) -> str:
+def _worker_line(worker: object, rt: Runtime) -> str:
     if not worker:  # said, so a job left queued has its reason on screen
+        if getattr(rt.store, "dispatch", None) is not None:
+            # Jobs travel by SQS: `spool worker` would only hand them to the queue.
+            return (
+                "off (--no-worker: jobs wait for the SQS worker, app.py's SQS function; "
+                "here `python -m local.sqs_poller`)"
+            )
         return "off (--no-worker: jobs wait for a `spool worker` on this store)"
     describe = getattr(worker, "describe", None)
     if describe is not None:
@@ -580,7 +586,7 @@ def banner(
     lines = [
         f"spool: serving app.py on {where}{served}",
         f"  store   {redact_url(rt.settings.store_url)}",
-        "  worker  " + _worker_line(worker),
+        "  worker  " + _worker_line(worker, rt),
         "  demo    "
         + ("echo, sleep, fail" if demo else "off")
         + f" ({DEMO_VARIABLE}={'true' if demo else 'false'})",

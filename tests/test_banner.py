@@ -194,3 +194,17 @@ def test_without_a_worker_the_banner_says_what_runs_the_jobs(tmp_path: Path) -> 
     with serving("--no-worker", SPOOL_STORE_URL=f"sqlite:///{tmp_path}/s.db") as (banner, _):
         line = next(x for x in banner.splitlines() if x.startswith("  worker  "))
         assert line == "  worker  off (--no-worker: jobs wait for a `spool worker` on this store)"
+
+
+def test_without_a_worker_on_a_store_fed_by_sqs_the_banner_names_the_sqs_worker() -> None:
+    """On DynamoDB jobs travel by SQS: a `spool worker` there only hands them to the
+    queue (docs/aws.md), so the banner named the wrong program to start."""
+    from types import SimpleNamespace
+
+    from local.serve import _worker_line
+
+    fed_by_sqs = SimpleNamespace(store=SimpleNamespace(dispatch=object()))
+    line = _worker_line(None, fed_by_sqs)  # type: ignore[arg-type]
+    assert "local.sqs_poller" in line and "spool worker" not in line, line
+    plain = SimpleNamespace(store=SimpleNamespace())
+    assert "`spool worker`" in _worker_line(None, plain)  # type: ignore[arg-type]
