@@ -1501,6 +1501,13 @@ def _on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+RESULT_TYPES_HINT = (
+    "return a dict, list, str, number, bool or None, or a pydantic model as the whole "
+    "result; convert anything else first: a datetime with .isoformat(), a set with "
+    "list(), a model inside a list or dict with .model_dump(mode='json')"
+)
+
+
 def _why_not_json(result: Any, exc: Exception) -> str:
     """The encoder's refusal in the terms of whoever wrote the handler."""
     if is_circular(result):
@@ -1513,6 +1520,9 @@ def _why_not_json(result: Any, exc: Exception) -> str:
         # Python's advice (sys.set_int_max_str_digits) would not reach the API's readers.
         digits = sys.get_int_max_str_digits()
         return f"it holds an integer of more than {digits} digits (return it as a string)"
+    if isinstance(exc, TypeError):
+        # The encoder names the type but not the fix: the handler's author needs both.
+        return f"{exc} ({RESULT_TYPES_HINT})"
     return str(exc)
 
 

@@ -208,6 +208,31 @@ def new_key() -> str:
     return "spool-client-" + uuid.uuid4().hex
 
 
+NOT_JSON_HINT = (
+    "send JSON's own types (dict, list, str, number, bool, None): convert a date or "
+    "datetime with .isoformat(), a set with list(), or pass the handler's pydantic model, "
+    "which the client sends as model_dump(mode='json')"
+)
+
+
+def build_request(
+    http: httpx.Client | httpx.AsyncClient,
+    call: Call,
+    url: str,
+    headers: dict[str, str],
+    timeout: httpx.Timeout,
+) -> httpx.Request:
+    """The request for a call. A body JSON cannot hold (a date in a payload dict) is
+    refused here with the fix: httpx's own TypeError named the type and nothing else."""
+    try:
+        return http.build_request(
+            call.method, url, params=call.params, json=call.json, headers=headers, timeout=timeout
+        )
+    except TypeError as exc:
+        what = "payload" if call.path == "/enqueue" else "request"
+        raise TypeError(f"{what} is not JSON: {exc}; {NOT_JSON_HINT}") from None
+
+
 def payload_json(payload: Any) -> dict[str, Any]:
     """A payload as JSON: a mapping, or a pydantic model (a handler's payload model)."""
     if payload is None:

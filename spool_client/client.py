@@ -96,13 +96,8 @@ class Client:
         while True:
             tries += 1
             try:
-                request = self._http.build_request(
-                    call.method,
-                    self.url + call.path,
-                    params=call.params,
-                    json=call.json,
-                    headers=self._headers,
-                    timeout=timeout,
+                request = calls.build_request(
+                    self._http, call, self.url + call.path, self._headers, timeout
                 )
                 budget, cut = call.budget(self.timeout, time.monotonic())
                 if call.deadline is None:

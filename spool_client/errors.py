@@ -176,6 +176,19 @@ def _located(error: Mapping[str, Any], where: str, skip: Sequence[Any] = ()) -> 
 class UnknownJobType(ValidationFailed):
     """422: no handler is registered for this job type."""
 
+    def __str__(self) -> str:
+        # The answer lists the server's types in details; a traceback showed only
+        # "unknown job type 'adds'", leaving a misspelling to be guessed at.
+        known = self.details.get("known") if isinstance(self.details, dict) else None
+        if not isinstance(known, list):
+            return super().__str__()
+        listed = ", ".join(str(name) for name in known) or "none"
+        return (
+            f"{self.status} {self.code}: {self.message} (this server's types: {listed}; "
+            "a type of your own needs the module that registers it on the server's "
+            "SPOOL_HANDLERS)"
+        )
+
 
 class TooManyRequests(ApiError):
     """429: too many long-polls held at once (retried after Retry-After)."""

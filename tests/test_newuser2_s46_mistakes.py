@@ -1,0 +1,117 @@
+"""A Python developer's mistakes with handlers and the client (stop 46, second round).
+
+Found from outside, by writing a handler module as docs/handlers.md shows, serving it
+with `spool serve` and calling it with spool_client as docs/client.md shows:
+- a handler returning a datetime (or a set, or any object) sent its job to dead with
+  "result is not JSON: Object of type datetime is not JSON serializable": what was wrong,
+  never what to return instead;
+- `Client.enqueue("add", {"n": date.today()})` raised httpx's bare
+  "TypeError: Object of type date is not JSON serializable", naming neither the payload
+  nor the fix (or the pydantic model the docs say a payload may be);
+- a misspelt type raised `UnknownJobType: 422 unknown_job_type: unknown job type 'adds'`:
+  the server's answer lists its types (details["known"]) but a traceback showed none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.handlers import Registry
+from chalicelib.models import JobState
+from chalicelib.storage.memory import MemoryStore
+from chalicelib.worker import Worker, WorkerConfig
+from spool_client import AsyncClient, Client, RetryPolicy, UnknownJobType
+from tests.factories import new_job
+
+
+@pytest.mark.parametrize(
+    ("result", "named"),
+    [
+        ({"when": datetime.datetime(2026, 12, 5, 10, 0)}, "datetime"),
+        ({"tags": {"a", "b"}}, "set"),
+        (object(), "object"),
+    ],
+    ids=["datetime", "set", "object"],
+)
+def test_a_result_json_cannot_hold_says_what_to_return(
+    mem: MemoryStore, clock: FakeClock, result: Any, named: str
+) -> None:
+    reg = Registry()
+
+    @reg.handler("report", max_attempts=3)
+    def report(payload: dict[str, Any]) -> Any:
+        return result
+
+    added = mem.add([new_job(clock, "report", max_attempts=3)])[0].job
+    worker = Worker(mem, reg, WorkerConfig(concurrency=1))
+    try:
+        worker.drain()
+    finally:
+        worker.close()
+    job = mem.get(added.id)
+    assert job is not None and job.state is JobState.DEAD
+    error = job.last_error or ""
+    assert error.startswith("result is not JSON: ") and named in error
+    # What to do: return JSON's own types (or a pydantic model, which is dumped).
+    assert "return a dict, list, str, number, bool or None" in error, error
+    assert "pydantic model" in error and "isoformat()" in error, error
+
+
+def _refuse_every_request(request: httpx.Request) -> httpx.Response:
+    raise AssertionError("nothing should be sent")
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"n": datetime.date(2026, 12, 5)}, {"ids": {1, 2}}, {"rows": [{"at": object()}]}],
+    ids=["date", "set", "nested-object"],
+)
+def test_a_payload_json_cannot_hold_is_refused_before_it_is_sent(payload: Any) -> None:
+    http = httpx.Client(transport=httpx.MockTransport(_refuse_every_request))
+    c = Client("http://127.0.0.1:9", "k", http=http, retry=RetryPolicy(attempts=1))
+    with http, c, pytest.raises(TypeError) as refused:
+        c.enqueue("add", payload)
+    said = str(refused.value)
+    assert said.startswith("payload is not JSON"), said
+    assert "pydantic model" in said and "isoformat()" in said, said
+
+
+def test_the_async_client_refuses_it_the_same() -> None:
+    async def run() -> str:
+        http = httpx.AsyncClient(transport=httpx.MockTransport(_refuse_every_request))
+        async with http, AsyncClient("http://127.0.0.1:9", "k", http=http) as c:
+            try:
+                await c.enqueue("add", {"n": datetime.date(2026, 12, 5)})
+            except TypeError as exc:
+                return str(exc)
+        return "sent"
+
+    assert asyncio.run(run()).startswith("payload is not JSON")
+
+
+def _unknown_type(request: httpx.Request) -> httpx.Response:
+    sent = json.loads(request.content)
+    error = {
+        "code": "unknown_job_type",
+        "message": f"unknown job type {sent['type']!r}",
+        "details": {"type": sent["type"], "known": ["add", "echo"]},
+    }
+    return httpx.Response(422, json={"error": error})
+
+
+def test_a_wrong_type_name_names_the_server_s_types() -> None:
+    http = httpx.Client(transport=httpx.MockTransport(_unknown_type))
+    c = Client("http://127.0.0.1:9", "k", http=http)
+    with http, c, pytest.raises(UnknownJobType) as refused:
+        c.enqueue("adds", {"n": 1})
+    said = str(refused.value)
+    assert "unknown job type 'adds'" in said
+    assert "this server's types: add, echo" in said, said
+    assert "SPOOL_HANDLERS" in said, said
