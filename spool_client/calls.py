@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
@@ -231,6 +232,27 @@ def build_request(
     except TypeError as exc:
         what = "payload" if call.path == "/enqueue" else "request"
         raise TypeError(f"{what} is not JSON: {exc}; {NOT_JSON_HINT}") from None
+
+
+IN_EVENT_LOOP = (
+    "spool_client.Client called inside a running asyncio event loop: each call blocks "
+    "the event loop (wait() for up to its timeout), and every other task with it; use "
+    "spool_client.AsyncClient and await its methods, or run the call in a thread "
+    "(await asyncio.to_thread(spool.enqueue, ...))"
+)
+
+
+def in_event_loop() -> bool:
+    """Whether this thread runs an asyncio event loop now (asyncio is not imported for
+    the question: a program that never imported it runs none)."""
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return False
+    try:
+        aio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def payload_json(payload: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import contextvars
 import json
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +90,9 @@ class Client:
     # -- sending -----------------------------------------------------------
     def _send(self, call: Call) -> Any:
         """Send with retries; the JSON answer, or the typed error of the last try."""
+        if calls.in_event_loop():
+            # A sync call in an async def stalls every task of the loop, silently.
+            warnings.warn(calls.IN_EVENT_LOOP, RuntimeWarning, stacklevel=3)
         started = time.monotonic()
         tries = 0
         sent_before = False

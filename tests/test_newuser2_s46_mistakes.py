@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import warnings
 from typing import Any
 
 import httpx
@@ -115,3 +116,36 @@ def test_a_wrong_type_name_names_the_server_s_types() -> None:
     assert "unknown job type 'adds'" in said
     assert "this server's types: add, echo" in said, said
     assert "SPOOL_HANDLERS" in said, said
+
+
+def _enqueued(request: httpx.Request) -> httpx.Response:
+    answer = {"id": "j_1", "state": "queued", "status_url": "/status/j_1", "created": True}
+    return httpx.Response(201, json=answer)
+
+
+def test_the_sync_client_inside_a_running_event_loop_says_to_use_async_client() -> None:
+    """Each call blocks the loop (wait() for up to its timeout): every other task
+    stops meanwhile, silently. The call still works; a RuntimeWarning says the fix."""
+    http = httpx.Client(transport=httpx.MockTransport(_enqueued))
+
+    async def inside() -> str:
+        with http, Client("http://127.0.0.1:9", "k", http=http) as c:
+            return c.enqueue("add", {"n": 1}).state
+
+    with pytest.warns(RuntimeWarning, match="AsyncClient") as warned:
+        assert asyncio.run(inside()) == "queued"
+    said = str(warned[0].message)
+    assert "blocks the event loop" in said and "asyncio.to_thread" in said, said
+
+
+def test_the_sync_client_outside_a_loop_or_in_a_thread_says_nothing() -> None:
+    http = httpx.Client(transport=httpx.MockTransport(_enqueued))
+
+    async def in_a_thread(c: Client) -> str:
+        return (await asyncio.to_thread(c.enqueue, "add", {"n": 1})).state
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with http, Client("http://127.0.0.1:9", "k", http=http) as c:
+            assert c.enqueue("add", {"n": 1}).state == "queued"
+            assert asyncio.run(in_a_thread(c)) == "queued"
