@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chalicelib import handler_check, handler_modules, logs
@@ -239,10 +241,29 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
         except (Exception, SystemExit) as exc:  # found, but failed while importing
             # (an ImportError too: `from x import missing_name`, a relative import)
             raise HandlerModuleError(
-                f"SPOOL_HANDLERS: importing {name!r} failed ({type(exc).__name__}: {exc}). "
-                "Fix the module; see docs/handlers.md"
+                f"SPOOL_HANDLERS: importing {name!r} failed ({type(exc).__name__}: {exc})"
+                f"{_where_in_module(exc, name)}. Fix the module; see docs/handlers.md"
             ) from exc
     return target
+
+
+def _where_in_module(exc: BaseException, name: str) -> str:
+    """` at FILE, line N`: the module's own line the failure came through (the deepest
+    one), so "KeyError: 'BILLING_KEY'" says which line of which file to fix. Empty when
+    no frame of the module is in the traceback (a SyntaxError names its own line)."""
+    found = None
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        module = frame.f_globals.get("__name__")
+        if isinstance(module, str) and (module == name or module.startswith(name + ".")):
+            found = (frame.f_code.co_filename, line)
+    if found is None:
+        return ""
+    path = Path(found[0])
+    try:
+        shown = str(path.relative_to(Path.cwd()))
+    except ValueError:  # outside the working directory: the full path says where
+        shown = str(path)
+    return f" at {shown}, line {found[1]}"
 
 
 def _is_the_module(exc: ModuleNotFoundError, name: str) -> bool:

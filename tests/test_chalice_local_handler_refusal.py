@@ -27,7 +27,7 @@ def test_a_module_that_fails_to_import_is_refused_with_its_own_fix_only(
     assert refusal is not None
     assert refusal_line(*refusal) == (
         "spool: SPOOL_HANDLERS: importing 'boom_jobs_c' failed (RuntimeError: boom at "
-        "import). Fix the module; see docs/handlers.md."
+        f"import) at {tmp_path / 'boom_jobs_c.py'}, line 1. Fix the module; see docs/handlers.md."
     )
 
 

@@ -17,15 +17,19 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import uuid
 import warnings
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from chalicelib.clock import FakeClock
+from chalicelib.config import ConfigError, Settings
 from chalicelib.handlers import Registry
 from chalicelib.models import JobState
+from chalicelib.runtime import load_handlers
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.worker import Worker, WorkerConfig
 from spool_client import AsyncClient, Client, RetryPolicy, UnknownJobType
@@ -149,3 +153,37 @@ def test_the_sync_client_outside_a_loop_or_in_a_thread_says_nothing() -> None:
         with http, Client("http://127.0.0.1:9", "k", http=http) as c:
             assert c.enqueue("add", {"n": 1}).state == "queued"
             assert asyncio.run(in_a_thread(c)) == "queued"
+
+
+def test_a_handler_module_raising_at_import_names_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`os.environ["BILLING_KEY"]` at a module's top said only "(KeyError: 'BILLING_KEY')":
+    not which file or line of the module to fix."""
+    stem = f"billing_jobs_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{stem}.py").write_text('import os\n\nKEY = os.environ["BILLING_KEY_XYZ"]\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as refused:
+        load_handlers(Registry(), Settings.from_env({"SPOOL_HANDLERS": stem}))
+    said = str(refused.value)
+    assert f"importing '{stem}' failed (KeyError: 'BILLING_KEY_XYZ')" in said
+    assert f"at {stem}.py, line 3" in said, said
+    assert said.endswith("Fix the module; see docs/handlers.md"), said
+
+
+def test_a_decorator_refusal_names_the_module_s_line_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stem = f"limited_jobs_{uuid.uuid4().hex[:8]}"
+    body = (
+        "from chalicelib.handlers import handler\n\n\n"
+        '@handler("add", concurrency=0)\n'
+        "def add(payload):\n    return payload\n"
+    )
+    (tmp_path / f"{stem}.py").write_text(body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ConfigError) as refused:
+        load_handlers(Registry(), Settings.from_env({"SPOOL_HANDLERS": stem}))
+    said = str(refused.value)
+    assert "concurrency=0" in said and f"{stem}.py, line 4" in said, said
