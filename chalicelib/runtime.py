@@ -261,7 +261,7 @@ def _where_in_module(exc: BaseException, name: str) -> str:
     path = Path(found[0])
     try:
         shown = str(path.relative_to(Path.cwd()))
-    except ValueError:  # outside the working directory: the full path says where
+    except (ValueError, OSError):  # outside the working directory (or it is gone)
         shown = str(path)
     return f" at {shown}, line {found[1]}"
 
