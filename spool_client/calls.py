@@ -255,6 +255,18 @@ def in_event_loop() -> bool:
     return True
 
 
+def caller_stacklevel() -> int:
+    """warnings.warn's stacklevel, from the caller of this, for the first frame outside
+    this package: a warning then names the user's line, not a listing's generator."""
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(here):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def payload_json(payload: Any) -> dict[str, Any]:
     """A payload as JSON: a mapping, or a pydantic model (a handler's payload model)."""
     if payload is None:

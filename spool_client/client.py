@@ -92,7 +92,7 @@ class Client:
         """Send with retries; the JSON answer, or the typed error of the last try."""
         if calls.in_event_loop():
             # A sync call in an async def stalls every task of the loop, silently.
-            warnings.warn(calls.IN_EVENT_LOOP, RuntimeWarning, stacklevel=3)
+            warnings.warn(calls.IN_EVENT_LOOP, RuntimeWarning, stacklevel=calls.caller_stacklevel())
         started = time.monotonic()
         tries = 0
         sent_before = False

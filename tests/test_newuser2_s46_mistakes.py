@@ -140,6 +140,23 @@ def test_the_sync_client_inside_a_running_event_loop_says_to_use_async_client() 
         assert asyncio.run(inside()) == "queued"
     said = str(warned[0].message)
     assert "blocks the event loop" in said and "asyncio.to_thread" in said, said
+    assert warned[0].filename == __file__  # the caller's line, not the client's own
+
+
+def _one_page(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"jobs": [], "next_cursor": None})
+
+
+def test_a_listing_s_warning_names_the_caller_s_line_too() -> None:
+    http = httpx.Client(transport=httpx.MockTransport(_one_page))
+
+    async def inside() -> int:
+        with http, Client("http://127.0.0.1:9", "k", http=http) as c:
+            return len(list(c.list(state="queued")))
+
+    with pytest.warns(RuntimeWarning, match="AsyncClient") as warned:
+        assert asyncio.run(inside()) == 0
+    assert warned[0].filename == __file__, warned[0].filename
 
 
 def test_the_sync_client_outside_a_loop_or_in_a_thread_says_nothing() -> None:
