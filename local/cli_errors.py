@@ -33,6 +33,7 @@ from chalicelib.errors import (
 )
 from chalicelib.jsonstrict import is_utf8
 from chalicelib.redact import redact_text
+from local.tables import printable
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -319,12 +320,16 @@ class Parser(argparse.ArgumentParser):
 
 
 def line(problem: str, fix: str = "") -> str:
-    """`spool: <problem>. <fix>` on one line, secrets masked."""
+    """`spool: <problem>. <fix>` on one line, secrets masked, control characters escaped.
+
+    The words may be a server's (a remote command's error message and details): a
+    hostile one's escape sequences, printed raw, retitled, cleared and recoloured the
+    terminal, so they are shown escaped as the tables show them (tables.printable)."""
     text = " ".join(problem.split()).rstrip(". ")
     if fix:
         text += ("" if text.endswith(("?", "!")) else ".") + " " + " ".join(fix.split())
     text = text.rstrip(".")
-    return "spool: " + redact_text(text) + ("" if text.endswith(("?", "!")) else ".")
+    return "spool: " + printable(redact_text(text)) + ("" if text.endswith(("?", "!")) else ".")
 
 
 def payload_fix(text: str) -> str:
