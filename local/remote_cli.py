@@ -56,6 +56,8 @@ RETRY: dict[str, Any] = {
     "deadline": 30.0,
     "max_retry_after": 30.0,
 }
+# Each try's bound, head included (see _client): the client's own default.
+TIMEOUT = 15.0
 
 
 def add_options(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
@@ -117,6 +119,27 @@ def local_store_note(command: str, store_url: str) -> str | None:
     )
 
 
+def _client() -> type[Client]:
+    """The client the remote commands use: each try bounded whole, its head included.
+
+    The sync client reads a plain call on the calling thread and bounds each read, so
+    a server that sent its answer's head a byte a second held `spool status` for as
+    long as it liked (hours: h11 reads heads of up to 16 KiB). A library caller keeps
+    that trade for speed (docs/client.md, Timeouts); a command makes a call or a few,
+    so each of its tries runs as a wait's do, on a thread bounded by TIMEOUT."""
+    import httpx
+
+    from spool_client import Client
+
+    class WholeTries(Client):
+        def _exchange_here(
+            self, request: httpx.Request, budget: float
+        ) -> tuple[httpx.Response, bytes]:
+            return self._exchange(request, budget, cut=False)
+
+    return WholeTries
+
+
 def run(args: argparse.Namespace, url: str) -> int:
     # enqueue's --tenant defaults to the local default tenant: only another one is a mistake.
     unset = DEFAULT_TENANT if args.command == "enqueue" else None
@@ -125,11 +148,11 @@ def run(args: argparse.Namespace, url: str) -> int:
             "--tenant is for the local store; a server's jobs belong to your key's tenant",
             "Drop --tenant, or use the key of the tenant you mean",
         )
-    from spool_client import Client, RetryPolicy
+    from spool_client import RetryPolicy
 
     key = (getattr(args, "key", None) or os.environ.get(KEY_VARIABLE) or "").strip() or None
     try:
-        client = Client(url, key, retry=RetryPolicy(**RETRY))
+        client = _client()(url, key, timeout=TIMEOUT, retry=RetryPolicy(**RETRY))
     except ValueError as exc:  # a URL without http://, a key no server could hold
         raise _client_refusal(str(exc), url) from None
     with client:
