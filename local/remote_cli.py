@@ -261,7 +261,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     else:
         from local import status_view  # its API schemas only when a job is shown
 
-        print(status_view.render(_as_job(job.raw), _attempts(job.raw), tenant="(your key's)"))
+        print(status_view.render(*_shown(job.raw), tenant="(your key's)"))
     # The job as read and shown decides: one that finished as the wait ran out, or whose
     # long-polls were lost on the way, exited 3 ("still waiting") beside its result.
     finished = finished or job.terminal
@@ -357,6 +357,20 @@ def _print_pages(pages: Iterator[Page], args: argparse.Namespace, noun: str) -> 
 
 
 # -- the API's JSON as the models status_view renders ------------------------------------------
+
+
+def _shown(raw: dict[str, Any]) -> tuple[Job, list[Attempt]]:
+    """The job and attempts to show, or UnexpectedResponse as the client words JSON of
+    another shape: a field missing or malformed ended in pydantic's dump (exit 2, as if
+    the person had typed something wrong) or "unexpected error: KeyError"."""
+    from pydantic import ValidationError
+
+    from spool_client.errors import UnexpectedResponse
+
+    try:
+        return _as_job(raw), _attempts(raw)
+    except (ValidationError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UnexpectedResponse.shape("a job", exc) from None
 
 
 def _as_job(raw: dict[str, Any]) -> Job:
