@@ -16,11 +16,13 @@ import secrets
 import shutil
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import pytest
@@ -166,3 +168,34 @@ def private_server(directory: Path, appendfsync: str = "always") -> Iterator[Pri
 
 def port_of(url: str) -> int:
     return urlsplit(url).port or 6379
+
+
+def script_commands(store: Any, call: Callable[[], object]) -> list[str]:
+    """The commands Redis runs inside scripts (MONITOR's `lua` lines) on this store's
+    keys while `call` runs: what a script reads is what it copies, and every client
+    waits while it does."""
+    sentinel = f"done-{uuid.uuid4().hex}"
+    prefix = store._p
+    seen: list[str] = []
+    with store.client.monitor() as monitor:
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                call()
+            finally:
+                store.client.echo(sentinel)
+                done.set()
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        while True:
+            entry = monitor.next_command()
+            command = str(entry["command"])
+            if sentinel in command:
+                break
+            if entry.get("client_type") == "lua" and prefix in command:
+                seen.append(command)
+        worker.join(timeout=30)
+    assert done.is_set()
+    return seen

@@ -21,8 +21,6 @@ another tenant's payload or history may be among it.
 
 from __future__ import annotations
 
-import threading
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +38,7 @@ from chalicelib.storage.base import JobStore
 from tests.apikit import Api
 from tests.backends import open_backend
 from tests.factories import new_job, token
+from tests.redis_support import script_commands
 
 T = TypeVar("T")
 MARK = "owner-only-0d9f3a"  # in the payload, the result and the attempt's error
@@ -151,36 +150,6 @@ def test_redis_reads_of_another_tenants_job_receive_none_of_it(
         assert store.get(done, None) is not None  # the worker's reads (no tenant) unchanged
 
 
-def _script_reads(store: Any, call: Callable[[], object]) -> list[str]:
-    """The commands Redis runs inside scripts (MONITOR's `lua` lines) on this store's
-    keys while `call` runs."""
-    sentinel = f"done-{uuid.uuid4().hex}"
-    prefix = store._p
-    seen: list[str] = []
-    with store.client.monitor() as monitor:
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                call()
-            finally:
-                store.client.echo(sentinel)
-                done.set()
-
-        worker = threading.Thread(target=run)
-        worker.start()
-        while True:
-            entry = monitor.next_command()
-            command = str(entry["command"])
-            if sentinel in command:
-                break
-            if entry.get("client_type") == "lua" and prefix in command:
-                seen.append(command)
-        worker.join(timeout=30)
-    assert done.is_set()
-    return seen
-
-
 def test_redis_list_reads_only_the_jobs_it_lists_whole(
     clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -196,7 +165,7 @@ def test_redis_list_reads_only_the_jobs_it_lists_whole(
         wanted = [store.add([new_job(clock, tenant=OWNER, queue="wanted")])[0].job.id]
         wanted.append(store.add([new_job(clock, tenant=OWNER, queue="wanted")])[0].job.id)
         pages: list[JobPage] = []
-        reads = _script_reads(
+        reads = script_commands(
             store,
             lambda: pages.append(store.list_jobs(JobQuery(OWNER, queue="wanted", limit=10))),
         )
@@ -264,7 +233,7 @@ def test_redis_lists_without_bodies_read_no_payload(
     with open_backend("redis", clock, tmp_path, request) as store:
         ids = [store.add([new_job(clock, tenant=OWNER)])[0].job.id for _ in range(3)]
         pages: list[JobPage] = []
-        reads = _script_reads(
+        reads = script_commands(
             store, lambda: pages.append(store.list_jobs(JobQuery(OWNER, bodies=False)))
         )
         assert sorted(j.id for j in pages[0].jobs) == sorted(ids)
@@ -287,7 +256,7 @@ def test_redis_redrive_all_lists_dead_jobs_without_their_payloads(
             assert store.finish([Completion(job.id, token(claimed), JobState.DEAD, error="x")])
         service = Service(store, handlers)
         moved: list[Job] = []
-        reads = _script_reads(
+        reads = script_commands(
             store, lambda: moved.extend(service.redrive_all(OWNER, died_before=bound))
         )
         assert moved == []

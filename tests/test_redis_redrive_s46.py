@@ -10,9 +10,7 @@ whole job, in the order asked.
 
 from __future__ import annotations
 
-import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from chalicelib.models import Completion, JobState
 from chalicelib.storage.base import JobStore
 from tests.backends import open_backend
 from tests.factories import new_job
+from tests.redis_support import script_commands
 
 LEASE = 30.0
 BIG = "x" * 4096  # a payload whose every copy is easy to see in MONITOR's lines
@@ -52,42 +51,12 @@ def _dead(store: JobStore, clock: FakeClock, tenant: str, n: int) -> list[str]:
     return ids
 
 
-def _script_commands(store: Any, call: Callable[[], object]) -> list[str]:
-    """The commands Redis runs inside scripts (MONITOR's `lua` lines) on this store's
-    keys while `call` runs: what the scripts read is what they copy."""
-    sentinel = f"done-{uuid.uuid4().hex}"
-    prefix = store._p
-    seen: list[str] = []
-    with store.client.monitor() as monitor:
-        done = threading.Event()
-
-        def run() -> None:
-            try:
-                call()
-            finally:
-                store.client.echo(sentinel)
-                done.set()
-
-        worker = threading.Thread(target=run)
-        worker.start()
-        while True:
-            entry = monitor.next_command()
-            command = str(entry["command"])
-            if sentinel in command:
-                break
-            if entry.get("client_type") == "lua" and prefix in command:
-                seen.append(command)
-        worker.join(timeout=30)
-    assert done.is_set()
-    return seen
-
-
 def test_the_redrive_script_reads_no_payload_or_result(store: Any, clock: FakeClock) -> None:
     """The script's commands name neither payload nor result to read: its time does not
     grow with them (it only deletes the result, as a redrive must)."""
     ids = _dead(store, clock, "acme", 8)
     moved: list[Any] = []
-    commands = _script_commands(store, lambda: moved.extend(store.redrive(ids, "acme")))
+    commands = script_commands(store, lambda: moved.extend(store.redrive(ids, "acme")))
     assert [j.id for j in moved] == ids
     assert commands, "the redrive ran a script"
     reads = [c for c in commands if c.startswith(("HMGET", "HGET", "HGETALL", "HVALS"))]
