@@ -117,6 +117,12 @@ class Misconfigured(SpoolError):
     ) -> None:
         super().__init__(message)
 
+    @classmethod
+    def setting(cls, why: object) -> Misconfigured:
+        """A malformed setting found while admitting a job: the server's to fix, not the
+        job's (a 503, where a refusal of the payload would be a 422 saying "fix the job")."""
+        return cls(f"{why}: the server's operator must fix it; nothing was stored")
+
 
 class StoreNotMigrated(SpoolError):
     code = "store_not_migrated"

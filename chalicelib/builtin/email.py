@@ -512,9 +512,7 @@ def admit(payload: EmailPayload, tenant: str) -> None:
     except PermanentError as exc:
         # A setting no job can mend: the server's to fix (503 misconfigured), not a
         # refusal of this payload (it was 422 "payload refused ... Fix the job").
-        raise Misconfigured(
-            f"{exc}: the server's operator must fix it; nothing was stored"
-        ) from None
+        raise Misconfigured.setting(exc) from None
     refusal = sender_refusal(payload, config)
     if refusal:
         raise ValueError(refusal)

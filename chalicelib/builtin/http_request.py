@@ -193,9 +193,7 @@ def admit(payload: HttpRequestPayload, tenant: str) -> None:
     try:
         policy, _ = policy_from(Settings.from_env())
     except PermanentError as exc:  # a setting no payload can mend: the server's to fix
-        raise Misconfigured(
-            f"{exc}: the server's operator must fix it; nothing was stored"
-        ) from None
+        raise Misconfigured.setting(exc) from None
     try:
         ssrf.check_static(payload.url, policy)
     except ssrf.Refused as exc:

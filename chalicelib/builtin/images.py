@@ -181,10 +181,7 @@ def admit_resize(payload: ResizePayload, tenant: str) -> None:
     try:
         limits = Limits.from_settings(Settings.from_env())
     except ValueError as exc:  # a setting no payload can mend: the server's to fix
-        raise Misconfigured(
-            f"resize_image is misconfigured: {exc}: the server's operator must fix it; "
-            "nothing was stored"
-        ) from None
+        raise Misconfigured.setting(f"resize_image is misconfigured: {exc}") from None
     limits.check_request([(b.width, b.height) for b in payload.boxes()], payload.upscale)
 
 
