@@ -768,7 +768,7 @@ class RedisStore:
                 break
             start = "(" + _text(last)
         if not query.bodies:  # the script left the payload out: {} in its place
-            rows = [[*r[:5], b"{}", *r[6:]] for r in rows]
+            rows = [_with_payload(r, b"{}") for r in rows]
         jobs = [row_to_job(r) for r in rows[:limit]]
         cursor = (
             encode_cursor(jobs[-1].created_at, jobs[-1].id, query.newest_first)
@@ -821,7 +821,7 @@ class RedisStore:
 
             payloads = self._run(read, read=True)
             for row, payload in zip(part, payloads, strict=True):
-                jobs.append(row_to_job([*row[:5], payload or b"{}", *row[6:]]))
+                jobs.append(row_to_job(_with_payload(row, payload or b"{}")))
         return jobs
 
     def counts(self) -> dict[tuple[str, JobState], int]:
@@ -1157,6 +1157,15 @@ _FIELDS = [
     "max_attempts", "run_at", "lease_token", "lease_expires_at", "result", "last_error",
     "idempotency_key", "created_at", "updated_at", "started_at", "finished_at",
 ]  # fmt: skip
+
+
+_PAYLOAD = _FIELDS.index("payload")
+
+
+def _with_payload(row: Sequence[bytes | None], payload: bytes) -> list[bytes | None]:
+    """A row read in _FIELDS' order with its payload put in: a script that leaves the
+    payload out (LIST without bodies, REDRIVE) answers nil in its place."""
+    return [*row[:_PAYLOAD], payload, *row[_PAYLOAD + 1 :]]
 
 
 def from_url(url: str, clock: Clock | None = None) -> RedisStore:
