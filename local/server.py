@@ -445,15 +445,15 @@ def _headers(environ: dict[str, Any]) -> dict[str, str]:
     # Ours, never the client's: the gateway below says 127.0.0.1 for everyone.
     headers[api_http.PEER_HEADER] = str(environ.get("REMOTE_ADDR") or "")
     headers.pop(_REPEATED_KEY, None)
-    repeated: dict[str, list[str]] | None = None
+    repeated: dict[str, list[str]] = {}
     for name in LISTED:
         line = headers.get(name)
         if line is not None and "," in line:
             values = listed_values(name, line)
             if len(values) > 1:
                 headers[name] = values[-1]  # API Gateway keeps the last
-                repeated = {**(repeated or {}), name: values}
-    if repeated is not None:
+                repeated[name] = values
+    if repeated:
         headers[_REPEATED_KEY] = json.dumps(repeated)
     return headers
 
