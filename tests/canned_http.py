@@ -3,8 +3,32 @@ how the client and the webhook tests meet a server that says what no real server
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
+from typing import Any
+
+
+def json_answer(data: Any) -> bytes:
+    """A whole 200 answer carrying `data` as JSON, the connection closed after it."""
+    body = json.dumps(data).encode()
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )
+
+
+def read_head(conn: socket.socket) -> bytes | None:
+    """A request's head, read up to its blank line; None if the client left before it."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    return data
 
 
 class CannedServer:
@@ -27,12 +51,7 @@ class CannedServer:
             with conn:
                 try:
                     conn.settimeout(5)
-                    data = b""
-                    while b"\r\n\r\n" not in data:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        data += chunk
+                    read_head(conn)
                     self.requests += 1
                     conn.sendall(self.answer)
                 except OSError:  # the client left before the whole answer was read

@@ -12,13 +12,12 @@ exit 1, for what only the table needs.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from local import cli
-from tests.canned_http import CannedServer
+from tests.canned_http import CannedServer, json_answer
 
 JOB_ID = "j_" + "0" * 32
 JOB: dict[str, Any] = {
@@ -43,13 +42,7 @@ ATTEMPT = {
 
 
 def status_against(job: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    body = json.dumps(job).encode()
-    server = CannedServer(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-        + str(len(body)).encode()
-        + b"\r\nConnection: close\r\n\r\n"
-        + body
-    )
+    server = CannedServer(json_answer(job))
     try:
         code = cli.main(["status", JOB_ID, "--url", server.url, "--key", "k" * 32])
     finally:

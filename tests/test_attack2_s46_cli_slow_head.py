@@ -21,6 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from local import cli, remote_cli
+from tests.canned_http import CannedServer, json_answer, read_head
 
 JOB_ID = "j_" + "0" * 32
 JOB = {
@@ -65,12 +66,8 @@ class DripHead:
     def _answer(self, conn: socket.socket) -> None:
         with conn:
             try:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    data += chunk
+                if read_head(conn) is None:
+                    return
                 for byte in self.head:
                     if self.closed.is_set():
                         return
@@ -109,15 +106,7 @@ def test_a_head_sent_a_byte_at_a_time_is_a_timeout(
 
 def test_a_prompt_server_is_answered_as_before(capsys: pytest.CaptureFixture[str]) -> None:
     # The whole-try bound changes nothing for a server that answers at once.
-    from tests.canned_http import CannedServer
-
-    body = json.dumps(JOB).encode()
-    server = CannedServer(
-        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-        + str(len(body)).encode()
-        + b"\r\nConnection: close\r\n\r\n"
-        + body
-    )
+    server = CannedServer(json_answer(JOB))
     try:
         code = cli.main(["status", JOB_ID, "--url", server.url, "--key", "k" * 32])
     finally:
