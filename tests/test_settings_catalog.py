@@ -39,6 +39,7 @@ TEST_ONLY = {
     "SPOOL_BENCH_PG_URL": ("bench",),
     "SPOOL_BENCH_REDIS_URL": ("bench",),
     "SPOOL_CRASH_RECORD_DIR": ("tests",),
+    "SPOOL_HYPOTHESIS_PROFILE": ("tests", ".ci"),
 }
 HOW_TO_ADD = (
     "add a Setting(name=..., type=..., default=..., read_by=..., meaning=..., group=...) "
