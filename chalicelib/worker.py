@@ -67,7 +67,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import attempt_record, logs, worker_id
+from chalicelib import attempt_record, forked_child, logs, worker_id
 from chalicelib.errors import (
     PermanentError,
     RetryAfter,
@@ -333,7 +333,7 @@ class Worker:
         for m in self.middleware:
             m.before_attempt(job)
         try:
-            result = spec.call(payload, attempt.ctx)
+            result = _call_here(spec, payload, attempt.ctx)
         except PermanentError as exc:
             attempt.failure = exc
             return Completion(job.id, token, JobState.DEAD, error=_describe(exc))
@@ -1495,6 +1495,21 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+
+def _call_here(spec: HandlerSpec, payload: Any, ctx: JobContext) -> Any:
+    """Call the handler; a child it forked that comes back here ends here
+    (chalicelib/forked_child.py), never running on as a worker with no dispatcher."""
+    watch = forked_child.Watch()
+    try:
+        result = spec.call(payload, ctx)
+    except BaseException as exc:
+        if watch.forked():
+            forked_child.leave(exc)
+        raise
+    if watch.forked():
+        forked_child.leave(None)
+    return result
 
 
 def _on_main_thread() -> bool:
