@@ -426,10 +426,19 @@ START_SQL = (
     " AND j.lease_expires_at > %(now)s RETURNING j.id"
 )
 
+# A lease's end, moved on by what its transaction waited on the server: a claim or
+# an extension reads its clock before it sends its statements, which may then wait
+# on a lock (a migration's ALTER TABLE, a CREATE INDEX, LOCK TABLE) past the lease,
+# and wrote an end already over when they returned (tests/test_chaos_s47_pg_lock.py).
+# %(late)s is 1 on the server's clock, 0 on a test's, whose times stay exact.
+LEASE_END = (
+    "(%(expires)s::timestamptz + (clock_timestamp() - transaction_timestamp()) * %(late)s::int)"
+)
+
 # Moves the rows of `picked` to running: both claims below share it.
 _CLAIM_PICKED = (
     " UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_token = %(token)s,"
-    " lease_expires_at = %(expires)s, started_at = %(now)s, updated_at = %(now)s,"
+    f" lease_expires_at = {LEASE_END}, started_at = %(now)s, updated_at = %(now)s,"
     " lease_worker = %(worker)s, unstarted = %(unstarted)s::boolean"
     f" FROM picked WHERE j.id = picked.id RETURNING {J_COLUMNS}"
 )
@@ -1293,6 +1302,7 @@ class PostgresStore:
             "limit": limit,
             "token": new_lease_token(),
             "expires": now + timedelta(seconds=lease_seconds),
+            "late": self._lease_late(),
             "worker": _enc(worker_id.current()),
         }
         if queues is not None:
@@ -1482,17 +1492,23 @@ class PostgresStore:
         marked = self._run(mark)
         return [job_id in marked for job_id, _ in leases]
 
+    def _lease_late(self) -> int:
+        """1 when leases are dated by the server's clock, so a lease's end also counts
+        the time its statement waited on the server (LEASE_END); 0 under a test clock."""
+        return 1 if self.clock is self._server_clock else 0
+
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
         def extend(conn: Conn) -> Any:
             # The clock is read once a connection is held, as in claim(): an expiry
             # dated from before the wait could be over when written.
             now = self.clock.now()
             return conn.execute(
-                "UPDATE jobs SET lease_expires_at = %(expires)s, updated_at = %(now)s"
+                f"UPDATE jobs SET lease_expires_at = {LEASE_END}, updated_at = %(now)s"
                 " WHERE id = %(id)s AND lease_token = %(token)s AND state = 'running'"
                 " AND lease_expires_at > %(now)s RETURNING id",
                 {
                     "expires": now + timedelta(seconds=lease_seconds),
+                    "late": self._lease_late(),
                     "now": now,
                     "id": _enc(job_id),
                     "token": _enc(lease_token),
