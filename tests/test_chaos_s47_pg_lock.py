@@ -22,6 +22,7 @@ from chalicelib.handlers import Registry
 from chalicelib.models import Job
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.postgres import PostgresStore, from_url, parse_url
+from tests.factories import new_job
 from tests.pg_support import admin_connect, fresh_schema, wait_until_blocked_by
 
 pytestmark = pytest.mark.postgres
@@ -97,3 +98,39 @@ def test_a_lease_extension_that_waited_on_a_lock_writes_a_live_end(
     lease_end = store.get(job.id)
     assert lease_end is not None and lease_end.lease_expires_at is not None
     assert lease_end.lease_expires_at > returned
+
+
+@pytest.mark.timeout(60)
+def test_a_webhook_claim_that_waited_on_a_lock_returns_a_live_lease(
+    store: PostgresStore, url: str
+) -> None:
+    """A delivery whose lease is over when claimed is claimed again by the next
+    worker while the first still sends it: the receiver gets it twice."""
+    [added] = store.add([new_job(store.clock, callback_url="https://example.com/hook")])
+    store.cancel(added.job.id)  # one pending delivery
+    holder = admin_connect()
+    watcher = admin_connect()
+    answer: dict[str, Any] = {}
+
+    def claim() -> None:
+        answer["value"] = store.claim_webhooks(10, LEASE)
+        answer["at"] = datetime.now(UTC)
+
+    try:
+        holder.execute(f"SET search_path = {parse_url(url).schema}")
+        with holder.transaction():
+            holder.execute("LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE")
+            [(pid,)] = holder.execute("SELECT pg_backend_pid()").fetchall()
+            thread = threading.Thread(target=claim, daemon=True)
+            thread.start()
+            wait_until_blocked_by(watcher, pid)
+            time.sleep(LEASE * 1.5)  # the lock outlasts the lease: the point of the test
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        holder.close()
+        watcher.close()
+    [delivery] = answer["value"]
+    assert delivery.lease_expires_at is not None
+    assert delivery.lease_expires_at > answer["at"]
+    assert store.claim_webhooks(10, LEASE) == []

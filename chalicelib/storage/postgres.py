@@ -105,6 +105,7 @@ from chalicelib.storage.base import (
     minute_of,
     redrive_fit,
 )
+from chalicelib.storage.pg_lease import LEASE_END
 from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.store_clock import ServerClock
 from chalicelib.store_outage import Quiet
@@ -424,15 +425,6 @@ START_SQL = (
     " FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS s(id, token)"
     " WHERE j.id = s.id AND j.lease_token = s.token AND j.state = 'running'"
     " AND j.lease_expires_at > %(now)s RETURNING j.id"
-)
-
-# A lease's end, moved on by what its transaction waited on the server: a claim or
-# an extension reads its clock before it sends its statements, which may then wait
-# on a lock (a migration's ALTER TABLE, a CREATE INDEX, LOCK TABLE) past the lease,
-# and wrote an end already over when they returned (tests/test_chaos_s47_pg_lock.py).
-# %(late)s is 1 on the server's clock, 0 on a test's, whose times stay exact.
-LEASE_END = (
-    "(%(expires)s::timestamptz + (clock_timestamp() - transaction_timestamp()) * %(late)s::int)"
 )
 
 # Moves the rows of `picked` to running: both claims below share it.
@@ -1870,14 +1862,23 @@ class PostgresStore:
     def claim_webhooks(self, limit: int, lease_seconds: float) -> list[Delivery]:
         if limit <= 0:
             return []
+        token = new_lease_token()
+
+        def claim(conn: Conn) -> list[Any]:
+            # As in claim(): the clock is read once a connection is held, and the
+            # lease's end counts what the statement waited on the server (LEASE_END).
+            now = self.clock.now()
+            params = {
+                "now": now,
+                "expires": now + timedelta(seconds=lease_seconds),
+                "late": self._lease_late(),
+                "limit": limit,
+                "token": token,
+            }
+            return conn.execute(postgres_webhooks.CLAIM_SQL, params).fetchall()
+
+        rows = self._run(claim)
         now = self.clock.now()
-        params = {
-            "now": now,
-            "expires": now + timedelta(seconds=lease_seconds),
-            "limit": limit,
-            "token": new_lease_token(),
-        }
-        rows = self._run(lambda conn: conn.execute(postgres_webhooks.CLAIM_SQL, params).fetchall())
         found = [postgres_webhooks.row_to_delivery(r, _dec_str) for r in rows]
         found.sort(key=lambda d: (d.next_at or now, d.created_at, d.id))
         return found

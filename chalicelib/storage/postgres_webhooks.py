@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from chalicelib.storage.pg_lease import LEASE_END
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -52,7 +53,7 @@ CLAIM_SQL = (
     " AND (lease_expires_at IS NULL OR lease_expires_at <= %(now)s)"
     " ORDER BY next_at, created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
     " UPDATE webhook_deliveries d SET attempts = d.attempts + 1, lease_token = %(token)s,"
-    " lease_expires_at = %(expires)s FROM picked WHERE d.id = picked.id"
+    f" lease_expires_at = {LEASE_END} FROM picked WHERE d.id = picked.id"
     f" RETURNING {', '.join('d.' + c.strip() for c in COLUMNS.split(','))}"
 )
 
