@@ -1010,6 +1010,25 @@ class Worker:
                 timeout = min(timeout, self.config.flush_delay)
             self._events.wait(timeout)
 
+    def _next_renewal_in(self) -> float:
+        """Seconds until a held lease is due for renewal (half of it left, as
+        _extend_leases renews), but not before the next look at leases may run (one
+        every lease/6). Without it an idle dispatcher woken just before a lease's half
+        slept on to about its end (idle_poll is 1 s, half of the shortest lease), and
+        another worker's claim reaped the job while its handler ran
+        (tests/test_chaos_s47_short_lease.py)."""
+        now = self.store.clock.now()
+        with self._lock:
+            state = self._state
+            held = [*state.running.values(), *state.inbox, *state.lingering.values()]
+        ends = [a.lease_expires_at for a in held if not a.lost and a.lease_expires_at]
+        if not ends:
+            return self.config.idle_poll
+        half = self.config.lease_seconds / 2
+        due = (min(ends) - now).total_seconds() - half
+        spacing = self._last_lease_check + self.config.lease_seconds / 6 - time.monotonic()
+        return max(due, spacing + 0.001, 0.0)
+
     def _next_deadline_in(self) -> float:
         with self._lock:
             deadlines = [a.deadline for a in self._state.running.values() if a.deadline]
@@ -1368,7 +1387,7 @@ class Worker:
             self._events.wait(timeout)
 
     def _idle_timeout(self) -> float:
-        timeout = min(self.config.idle_poll, self._next_deadline_in())
+        timeout = min(self.config.idle_poll, self._next_deadline_in(), self._next_renewal_in())
         due = self.store.next_due_at(self.config.queues)
         if due is not None:
             until = (due - self.store.clock.now()).total_seconds()
