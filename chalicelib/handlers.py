@@ -25,7 +25,8 @@ from pydantic import BaseModel, ValidationError
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, QUEUE_NAME
 from chalicelib.errors import Misconfigured, SpoolError, UnknownJobType, ValidationFailed
 from chalicelib.limits import Limit, Rate
-from chalicelib.logs import JobLog
+from chalicelib.log_redact import redactor
+from chalicelib.logs import JobLog, payload_text
 from chalicelib.models import DEFAULT_QUEUE, Job, error_text
 from chalicelib.retry import RetryPolicy, finite
 from chalicelib.validation_text import validation_details
@@ -118,7 +119,7 @@ class HandlerSpec:
         """
         if not isinstance(payload, dict):
             raise ValidationFailed("payload must be a JSON object", {"type": self.type})
-        with PayloadCheck(self.type):
+        with PayloadCheck(self.type, payload):
             return self._checked(payload, tenant)
 
     def _checked(self, payload: dict[str, Any], tenant: str | None) -> dict[str, Any]:
@@ -131,7 +132,7 @@ class HandlerSpec:
             except ValidationError as exc:
                 raise ValidationFailed(
                     f"payload does not match the {self.type!r} handler's model",
-                    {"type": self.type, "errors": validation_details(exc)},
+                    {"type": self.type, "errors": told_details(exc, payload)},
                 ) from exc
             # By alias: the names the client sent and the docs give (http_request's
             # "json", send_email's "from"), which the model reads back at run time
@@ -144,7 +145,8 @@ class HandlerSpec:
                 raise
             except ValueError as exc:
                 raise ValidationFailed(
-                    f"payload refused for the {self.type!r} handler: {_text_of(exc)}",
+                    f"payload refused for the {self.type!r} handler: "
+                    f"{told(_text_of(exc), payload)}",
                     {"type": self.type},
                 ) from exc
             if answer is not None:
@@ -180,8 +182,9 @@ class PayloadCheck:
     server, and a TypeError or RecursionError answered a bare 500. Only a
     KeyboardInterrupt on the main thread, where Ctrl-C arrives, goes through."""
 
-    def __init__(self, job_type: str) -> None:
+    def __init__(self, job_type: str, payload: Any = None) -> None:
         self.job_type = job_type
+        self.payload = payload  # what the tenant sent: its own words come back unmasked
 
     def __enter__(self) -> None:
         return None
@@ -195,7 +198,8 @@ class PayloadCheck:
             return  # the main thread's Ctrl-C ends the program, as ever
         _log.error("the %r handler's payload check raised", self.job_type, exc_info=exc)
         raise Misconfigured(
-            f"the {self.job_type!r} handler's payload check failed ({_said(exc)}): its "
+            f"the {self.job_type!r} handler's payload check failed "
+            f"({told(_said(exc), self.payload)}): its "
             "payload model and admit check must raise ValueError to refuse a job; "
             "nothing was stored"
         ) from None
@@ -223,6 +227,27 @@ def _said(exc: BaseException) -> str:
 
 
 _SAID_CHARS = 300
+
+
+def told(text: str, payload: Any) -> str:
+    """A handler's words about a payload, as the tenant who sent it reads them (a 422
+    or 503 at enqueue): masked by the configured secrets' values, not by shape alone.
+    An admit check that raised with a setting in its message put that setting (the SMTP
+    password, a SPOOL_SECRET_VARIABLES value) into the answer as it was. Values the
+    tenant sent itself stay, as in the worker's record of an attempt
+    (Redactor.text_beside): a `***` there would tell a guesser its guess was right."""
+    return redactor.text_beside(text, lambda: payload_text(payload))
+
+
+def told_details(
+    exc: ValidationError, payload: Any, prefix: tuple[str | int, ...] = ()
+) -> list[Any]:
+    """validation_details with each message masked as told() masks it: a validator's
+    ValueError is the handler author's text too."""
+    details = validation_details(exc, prefix)
+    for detail in details:
+        detail["msg"] = told(detail["msg"], payload)
+    return details
 
 
 def _where(func: Callable[..., Any]) -> str:

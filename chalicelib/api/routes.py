@@ -61,7 +61,7 @@ from chalicelib.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from chalicelib.handlers import PayloadCheck, Registry
+from chalicelib.handlers import PayloadCheck, Registry, told_details
 from chalicelib.json_encode import quoted
 from chalicelib.jsonstrict import NESTED_TOO_DEEP
 from chalicelib.limit_settings import auth_failures, tenant_limits
@@ -564,14 +564,14 @@ def _check_payload(
     if spec.payload_model is None:
         return job
     payload = integral_floats(spec.payload_model, job.payload)
-    with PayloadCheck(job.type):  # the model is the handler author's code
+    with PayloadCheck(job.type, payload):  # the model is the handler author's code
         try:
             spec.payload_model.model_validate_json(dumps(payload), strict=True)
         except ValidationError as exc:
             _refuse_unreadable(exc, (*loc, "payload"))
             raise ValidationFailed(
                 f"payload does not match the {job.type!r} handler's model",
-                {"type": job.type, "errors": errors.validation_details(exc, (*loc, "payload"))},
+                {"type": job.type, "errors": told_details(exc, payload, (*loc, "payload"))},
             ) from exc
     if payload is job.payload:
         return job  # the common case: no float made an int, nothing to copy
