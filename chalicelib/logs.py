@@ -80,6 +80,16 @@ def on_lambda(env: Mapping[str, str] | None = None) -> bool:
     return bool((os.environ if env is None else env).get("AWS_LAMBDA_FUNCTION_NAME"))
 
 
+def _host_logs(env: Mapping[str, str] | None) -> bool:
+    """Whether the root logger's handlers are a host's, to format and mask through
+    rather than to add a handler beside: the Lambda runtime's (it frames each line),
+    and the chalice command's (`chalice local` gives the root a bare stdout handler
+    before it loads app.py; a handler of Spool's beside it wrote every line twice, and
+    the bare copy before the masking filter had run)."""
+    found = os.environ if env is None else env
+    return on_lambda(env) or bool(found.get("AWS_CHALICE_CLI_MODE"))
+
+
 def level_of(settings: Settings, default: str = DEFAULT_LEVEL) -> int:
     name = settings.text("SPOOL_LOG_LEVEL", default).upper()
     if name == "WARN":
@@ -123,8 +133,8 @@ def configure(
         _undo()
         formatter = json_formatter() if chosen == "json" else TextFormatter()
         root = logging.getLogger()
-        if stream is None and on_lambda(env) and root.handlers:
-            for handler in root.handlers:  # the Lambda runtime's: keep its framing
+        if stream is None and _host_logs(env) and root.handlers:
+            for handler in root.handlers:  # the host's: keep its framing and stream
                 _touched.append((handler, False, handler.formatter))
                 handler.setFormatter(formatter)
                 handler.addFilter(_filter)
