@@ -37,6 +37,10 @@ MIN_SECRET = 4
 # `_KEY` at the end too (SPOOL_API_KEY, a handler's own SPOOL_ name for its key), not
 # the key lists below.
 _SECRET_SETTING = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|_KEY$", re.IGNORECASE)
+# Named like a secret but holding the names of secrets (named_secrets reads their
+# values): masked, `KeyError: 'PARTNER_TOKEN'` read `KeyError: '***'` for a worker
+# whose shell lacked the variable.
+NAMES_OF_SECRETS = "SPOOL_SECRET_VARIABLES"
 # Settings holding comma-separated `key[=name]` entries (chalicelib/api/auth.py).
 KEY_LISTS = ("SPOOL_API_KEYS", "SPOOL_METRICS_KEYS")
 HASHED = "sha256:"
@@ -249,7 +253,7 @@ def secrets_in(settings: Settings) -> set[str]:
     if password:
         found.add(password)
     for name, value in settings.extra.items():
-        if _SECRET_SETTING.search(name) and value.strip():
+        if _SECRET_SETTING.search(name) and value.strip() and name != NAMES_OF_SECRETS:
             found.add(value.strip())
     found |= _webhook_secrets(settings.extra.get("SPOOL_WEBHOOKS", ""))
     found |= named_secrets(settings)

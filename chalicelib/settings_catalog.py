@@ -963,7 +963,9 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             "Names of environment variables (any names, e.g. `PARTNER_API_KEY`) whose values "
             "are secrets your handlers use: masked by value, as Spool's own secrets are, in "
-            "logs, `last_error`, tracebacks and `log_tail`, which reach the job's tenant."
+            "logs, `last_error`, tracebacks and `log_tail`, which reach the job's tenant. "
+            "The names are not masked: a variable a worker lacks is named in its "
+            "`KeyError`."
         ),
         group=_WORKER,
     ),
