@@ -26,6 +26,7 @@ from spool_client.errors import (
     Conflict,
     PayloadTooLarge,
     TransportError,
+    Unauthorized,
     UnexpectedResponse,
     WaitTimeout,
     error_for,
@@ -439,6 +440,8 @@ def _answer(response: httpx.Response, body: Any, key: str | None, sent_before: b
             calls.scrub(response.reason_phrase, key),
         )
         error.retried_after_send = sent_before
+        if isinstance(error, Unauthorized) and not key:
+            error.keyless = True
         raise error
     if response.status_code >= 300 or not isinstance(body, dict):
         content_type = calls.scrub(response.headers.get("content-type", ""), key)

@@ -101,6 +101,18 @@ class BadRequest(ApiError):
 class Unauthorized(ApiError):
     """401: no API key, or one the server does not know."""
 
+    # Set by the client that sent no key: the server's "send it in the X-API-Key
+    # header" names a header a client's caller never writes.
+    keyless = False
+
+    def __str__(self) -> str:
+        if not self.keyless:
+            return super().__str__()
+        return (
+            f"{super().__str__()} (this client sends no API key: give it as "
+            "Client(url, key) or in SPOOL_API_KEY)"
+        )
+
 
 class Forbidden(ApiError):
     """403: a valid key that this route does not accept (a tenant key on /metrics)."""
