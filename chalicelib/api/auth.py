@@ -51,12 +51,24 @@ MIN_KEY_LENGTH = 16
 MAKE_KEY = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
-def short_key(name: str, setting: str) -> str:
-    """The refusal of a short key: names the entry's tenant (or name), never the key."""
+def short_key(name: str, setting: str, swapped: bool = False) -> str:
+    """The refusal of a short key: names the entry's tenant (or name), never the key.
+    An entry written tenant=key (`swapped`) names neither: its "tenant" is the key."""
+    if swapped:
+        return (
+            f"an entry of {setting} reads as a key of fewer than {MIN_KEY_LENGTH} "
+            "characters for a name as long as a key: entries are key=tenant, the key "
+            "first (written tenant=key? swap the two)"
+        )
     return (
         f"the key for {name} in {setting} is shorter than {MIN_KEY_LENGTH} characters, "
         f"which can be guessed: make one with `{MAKE_KEY}`"
     )
+
+
+def _swapped(key: str, tenant: str) -> bool:
+    """A short key before a name that would pass as a key: `default=dev-my-own-key`."""
+    return len(key) < MIN_KEY_LENGTH <= len(tenant)
 
 
 # Said on every 401 of a server with no keys at all (a fresh `chalice local`),
@@ -127,7 +139,7 @@ class Keyring:
                 stored = bytes.fromhex(hex_digest)
             elif _KEY_CHARS.fullmatch(key):
                 if len(key) < MIN_KEY_LENGTH:
-                    raise ValueError(short_key(tenant, setting))
+                    raise ValueError(short_key(tenant, setting, swapped=_swapped(key, tenant)))
                 stored = digest(key)
             else:
                 raise ValueError(
