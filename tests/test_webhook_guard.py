@@ -153,7 +153,8 @@ def test_misconfigured_secrets_are_a_clear_error_without_the_secret(tmp_path) ->
         '{"acme": {"secret": "whsec_c2hvcnQ="}}': "24 to 64 bytes",
         '{"acme": {"secrets": ["plain-text"]}}': "whsec_",
         f'{{"acme": {{"url": 5, "secrets": ["{SECRET}"]}}}}': "url",
-        '{"acme": {"extra": 1}}': "must be an object",
+        '{"acme": {"extra": 1}}': "unknown field(s) 'extra'",
+        '{"acme": [1]}': "must be an object",
         "[1, 2]": "JSON object",
         "{not json": "JSON object",
     }

@@ -127,8 +127,9 @@ def parse_tenants(raw: str) -> Mapping[str, TenantHooks]:
         if not QUEUE_NAME.fullmatch(tenant):  # "acme " was taken and matched no key's tenant
             raise ConfigError(f"SPOOL_WEBHOOKS: {not_a_tenant(_shown(tenant))}")
         where = f"SPOOL_WEBHOOKS[{_shown(tenant)}]"
-        if not isinstance(entry, dict) or set(entry) - {"url", "secrets", "secret"}:
+        if not isinstance(entry, dict):
             raise ConfigError(f'{where} must be an object with "url" and "secrets"')
+        _refuse_unknown_fields(where, entry)
         secrets = entry.get("secrets", [entry["secret"]] if "secret" in entry else [])
         if not isinstance(secrets, list) or not 1 <= len(secrets) <= MAX_SECRETS:
             raise ConfigError(f"{where}: give 1 or {MAX_SECRETS} secrets (two while rotating)")
@@ -165,6 +166,18 @@ def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
             raise _Repeated(name)
         out[name] = value
     return out
+
+
+ENTRY_FIELDS = ("url", "secrets", "secret")
+
+
+def _refuse_unknown_fields(where: str, entry: Mapping[str, object]) -> None:
+    """A misspelt field (`urll`) named, as SPOOL_LIMITS names one: "must be an object
+    with url and secrets" left the newcomer to find the letter."""
+    unknown = [name for name in entry if name not in ENTRY_FIELDS]
+    if unknown:
+        shown = ", ".join(_shown(name) for name in unknown)
+        raise ConfigError(f"{where}: unknown field(s) {shown}; use url, secrets")
 
 
 def _shown(name: str) -> str:
