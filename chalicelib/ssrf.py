@@ -151,6 +151,13 @@ class Policy:
     ports: PortSet | None = None  # None: any port (the list names the hosts one by one)
     ports_setting: str = ""  # where the ports come from, for refusals to name
 
+    @property
+    def private_setting(self) -> str:
+        """The flag beside the allowlist that opens the private ranges, for refusals to
+        name (SPOOL_HTTP_ALLOW_PRIVATE, SPOOL_WEBHOOK_ALLOW_PRIVATE): a newcomer's
+        callback to 127.0.0.1 was refused without a word of what opens it."""
+        return self.setting.replace("ALLOWLIST", "ALLOW_PRIVATE")
+
     @classmethod
     def parse(
         cls, entries: Iterable[str], allow_private: bool = False, setting: str = HTTP_ALLOWLIST
@@ -429,7 +436,21 @@ def why_refused(ip: IPAddress, policy: Policy) -> str | None:
 def check_address(ip: IPAddress, policy: Policy) -> None:
     reason = why_refused(ip, policy)
     if reason is not None:
-        raise Refused(f"address refused: {reason}")
+        raise Refused(f"address refused: {reason}{_opener(ip, policy)}")
+
+
+def _opener(ip: IPAddress, policy: Policy) -> str:
+    """What opens a refused address the allowlist let through: the private flag, for
+    loopback, private and CGNAT ranges (and an address embedding one); nothing else
+    opens the others. Not said of an address off the allowlist, which the flag alone
+    does not open."""
+    inner = embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    candidates = [ip] if inner is None else [ip, inner]
+    for candidate in candidates:
+        for _, block, private in _RANGES:
+            if private and candidate.version == block.version and candidate in block:
+                return f"; {policy.private_setting} opens it"
+    return ""
 
 
 def system_resolver(host: str, port: int) -> list[str]:
@@ -471,6 +492,7 @@ def resolve(
     for ip in addresses:
         reason = why_refused(ip, policy)
         if reason is not None:
+            reason += _opener(ip, policy)
             detail = f"host {target.host!r} resolves to a refused address: {reason}"
             raise _unreachable_name(target.host, detail)
     return addresses

@@ -227,7 +227,9 @@ def test_an_ip_literal_off_the_allowlist_says_what_it_would_be() -> None:
     )
     everything = ssrf.Policy.parse(["0.0.0.0/0"])
     error = refusal(ssrf.check_static, "http://127.0.0.1/", everything)
-    assert str(error) == "address refused: 127.0.0.1 is a loopback address"
+    assert str(error) == (
+        "address refused: 127.0.0.1 is a loopback address; SPOOL_HTTP_ALLOW_PRIVATE opens it"
+    )
 
 
 # -- addresses -------------------------------------------------------------------
@@ -312,7 +314,8 @@ def _answers(*answers: str) -> ssrf.Resolver:
         ([], "host 'x.allowed.test' resolved to no address"),
         (
             [PUBLIC, "10.0.0.1"],
-            "host 'x.allowed.test' resolves to a refused address: 10.0.0.1 is a private address",
+            "host 'x.allowed.test' resolves to a refused address: 10.0.0.1 is a private "
+            "address; SPOOL_HTTP_ALLOW_PRIVATE opens it",
         ),
         (
             ["fe80::1%eth0"],
