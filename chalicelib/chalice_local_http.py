@@ -2,7 +2,7 @@
 requests otherwise.
 
 Chalice's development server (chalice.local.ChaliceRequestHandler, on Python's
-http.server) offers no hook for how it reads a request, and three things it did
+http.server) offers no hook for how it reads a request, and things it did
 differently from `spool serve` (local/http_guard.py) mattered:
 
 - of an X-API-Key header sent twice it kept the first line, so two different keys
@@ -14,15 +14,19 @@ differently from `spool serve` (local/http_guard.py) mattered:
 - the whole body was read into memory before the app's body limit
   (SPOOL_MAX_BODY_BYTES) could refuse it;
 - a chunked body (Transfer-Encoding) was read as empty, beside a Content-Length
-  framed by the length alone, and its unread chunks taken for the next request.
+  framed by the length alone, and its unread chunks taken for the next request;
+- a header line that is not `Name: value` (`X-Note : y`) ended the head as Python's
+  parser reads it: the headers after it were dropped unsaid, their Content-Length
+  too, and the body left unread was served as the connection's next request.
 
 `install` (called by app.py only under `chalice local`, never on Lambda, where this
 module is not imported) swaps the handler class of the server chalice builds for
 SpoolRequestHandler, a subclass that changes only how the head is read before the
 request reaches chalice's own code: the key lines joined as `spool serve` joins
 them (app.py then refuses different keys, and takes the same key twice as once),
-and a Content-Length that is not one size in plain digits answered 400, one over
-the limit 413 before any of the body is read, and any Transfer-Encoding refused
+a head holding a line that is no header (or a folded one) answered 400, a
+Content-Length that is not one size in plain digits answered 400, one over the
+limit 413 before any of the body is read, and any Transfer-Encoding refused
 (411; 400 beside a Content-Length), all in Spool's error shape, then the
 connection closed. It wraps chalice.local.create_local_server, which chalice's
 command line looks up at call time, and sets the built server's
@@ -81,6 +85,30 @@ _NO_CHUNKED = (
     "chalice local's server does not read a Transfer-Encoding (chunked) body: send "
     "the body with Content-Length (`spool serve` reads chunked bodies)"
 )
+
+
+_INVALID_HEADER = (
+    "a header line is not `Name: value`: the name is letters, digits and "
+    "!#$%&'*+-.^_`|~ with no space before the colon, and the value holds no "
+    "control character"
+)  # `spool serve`'s words (local/http_messages.py)
+
+
+def head_refusal(headers: Any) -> tuple[int, str, str, None] | None:
+    """The 400 for a head Python's parser could not read whole (`headers`: the
+    http.client.HTTPMessage chalice's handler made), or None.
+
+    That parser stops at the first line that is not `Name: value` (`X-Note : y`, a
+    bare word) and keeps the lines after it as a payload http.server ignores: their
+    X-API-Key and Content-Length were dropped unsaid, and a body left unread was
+    taken for the connection's next request (a body that was itself a request got
+    served). A nameless line is skipped and a folded one joined to the line before;
+    `spool serve` refuses all of these, and so does this."""
+    payload = headers.get_payload()
+    folded = any("\n" in value or "\r" in value for value in headers.values())
+    if headers.defects or payload or folded:
+        return 400, "bad_request", _INVALID_HEADER, None
+    return None
 
 
 def framing_refusal(
@@ -160,7 +188,7 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
             return headers, body
 
         def _spool_handle(self) -> None:
-            refusal = framing_refusal(
+            refusal = head_refusal(self.headers) or framing_refusal(
                 self.headers.get_all("content-length") or [],
                 self.headers.get_all("transfer-encoding") or [],
                 self.body_limit,
