@@ -92,6 +92,10 @@ _INVALID_HEADER = (
     "!#$%&'*+-.^_`|~ with no space before the colon, and the value holds no "
     "control character"
 )  # `spool serve`'s words (local/http_messages.py)
+_FOLDED = (
+    "a header line starts with a space or tab (line folding, obsolete since RFC 7230): "
+    "send each header on one line"
+)  # `spool serve`'s words (local/http_guard.py)
 
 
 def head_refusal(headers: Any) -> tuple[int, str, str, None] | None:
@@ -104,9 +108,14 @@ def head_refusal(headers: Any) -> tuple[int, str, str, None] | None:
     taken for the connection's next request (a body that was itself a request got
     served). A nameless line is skipped and a folded one joined to the line before;
     `spool serve` refuses all of these, and so does this."""
-    payload = headers.get_payload()
-    folded = any("\n" in value or "\r" in value for value in headers.values())
-    if headers.defects or payload or folded:
+    from email.errors import FirstHeaderLineIsContinuationDefect
+
+    defects = headers.defects
+    if any(isinstance(d, FirstHeaderLineIsContinuationDefect) for d in defects) or any(
+        "\n" in value or "\r" in value for value in headers.values()
+    ):
+        return 400, "bad_request", _FOLDED, None
+    if defects or headers.get_payload():
         return 400, "bad_request", _INVALID_HEADER, None
     return None
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from local.http_guard import OBS_FOLD
 from local.http_messages import explain
 from tests.procs import stop
 from tests.test_chalice_local import free_port, start_chalice_local
@@ -82,6 +83,18 @@ def _jobs(port: int, queue: str) -> list[object]:
 MALFORMED = [b"X-Note : y\r\n", b"NoColonHere\r\n", b":no-name\r\n", b"X-Note: a\r\n folded\r\n"]
 
 
+def test_a_first_header_line_that_starts_with_a_blank_is_folding(local_port: int) -> None:
+    """A continuation with nothing before it: `spool serve` calls it folding too."""
+    body = b'{"type": "echo"}'
+    data = _exchange(
+        local_port,
+        b"POST /enqueue HTTP/1.1\r\n Host: 127.0.0.1\r\nX-API-Key: %s\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (KEY.encode(), len(body), body),
+    )
+    assert data.startswith(b"HTTP/1.1 400 "), data
+    assert json.loads(data.partition(b"\r\n\r\n")[2])["error"]["message"] == OBS_FOLD
+
+
 @pytest.mark.parametrize(
     "bad_line", MALFORMED, ids=["space-before-colon", "no-colon", "no-name", "folded"]
 )
@@ -107,7 +120,8 @@ def test_a_head_with_a_line_that_is_no_header_is_refused_and_its_body_never_serv
     assert int(status_line.split()[1]) == 400, data
     answer = json.loads(after[: sized[0]])
     assert answer["error"]["code"] == "bad_request"
-    assert answer["error"]["message"] == explain("Invalid header")
+    folded = bad_line.startswith(b"X-Note: a\r\n ")
+    assert answer["error"]["message"] == (OBS_FOLD if folded else explain("Invalid header"))
     assert _jobs(local_port, queue) == []  # neither the outer nor the smuggled job
 
 
@@ -125,6 +139,7 @@ def test_a_well_formed_head_is_still_served(local_port: int) -> None:
 def test_the_refusal_s_words_are_spool_serve_s() -> None:
     """chalicelib cannot import local/ (only chalicelib ships to Lambda), so the text
     is a copy: this keeps the two the same."""
-    from chalicelib.chalice_local_http import _INVALID_HEADER
+    from chalicelib.chalice_local_http import _FOLDED, _INVALID_HEADER
 
     assert explain("Invalid header") == _INVALID_HEADER
+    assert OBS_FOLD == _FOLDED
