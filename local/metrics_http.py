@@ -5,17 +5,22 @@ Its own module so `spool worker` without --metrics-port never imports http.serve
 
 http.server alone waits for a request forever and starts a thread per connection
 without limit: 200 connections that sent nothing held 200 of the worker's threads
-for as long as they stayed open. So each connection's socket reads and writes give
-up after `request_timeout` seconds (the connection is closed), and past
-`max_connections` open at once a new one is closed unanswered, with no thread: a
-scrape is one short request, and Prometheus opens one connection per target.
+for as long as they stayed open. So the whole request must arrive within
+`request_timeout` seconds of the connection (a timeout on each read was not enough:
+a client sending a byte at a time, each just inside it, held its thread for days),
+its answer's write gives up after as long, and past `max_connections` open at once a
+new connection is closed unanswered, with no thread: a scrape is one short request,
+and Prometheus opens one connection per target.
 """
 
 from __future__ import annotations
 
 import http.server
+import io
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +34,23 @@ REQUEST_TIMEOUT = 10.0  # seconds a socket read or write may wait: a scrape take
 MAX_CONNECTIONS = 16  # open at once; Prometheus keeps one per target
 
 
+class _DeadlineReader(socket.SocketIO):
+    """The connection's reads, each given only what is left of the request's time, so
+    the request as a whole is bounded, not each read (BaseHTTPRequestHandler ends the
+    connection on the TimeoutError)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__(sock, "rb")
+        self._deadline = deadline
+
+    def readinto(self, b: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the request did not arrive in time")
+        self._sock.settimeout(left)  # type: ignore[attr-defined]
+        return super().readinto(b)
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     """GET (or HEAD) /metrics and nothing else; the exposition comes from the server."""
 
@@ -37,9 +59,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     _head_only = False  # this request is a HEAD (do_HEAD): headers, no body
 
     def setup(self) -> None:
-        """Every read and write on the connection gives up after the server's timeout."""
+        """The request must arrive within the server's timeout of the connection, and
+        the answer's write gets as long."""
         super().setup()
-        self.connection.settimeout(self.server.request_timeout)
+        timeout = self.server.request_timeout
+        self.connection.settimeout(timeout)
+        reader = _DeadlineReader(self.connection, time.monotonic() + timeout)
+        self.rfile.close()  # StreamRequestHandler's, replaced before any read
+        self.rfile = io.BufferedReader(reader)
 
     def do_GET(self) -> None:
         if self.path.split("?", 1)[0] != METRICS_PATH:
@@ -64,6 +91,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_POST
 
     def _reply(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
+        self.connection.settimeout(self.server.request_timeout)  # reads left it shorter
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

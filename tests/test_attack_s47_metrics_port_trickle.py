@@ -1,0 +1,76 @@
+"""The worker's scrape port (local/metrics_http.py) against a client that trickles.
+
+Was: its timeout bounded each socket read, not the request. A client sending one
+byte of the request line at a time, each a little before the timeout, held its
+connection and its thread for as long as it liked (a 64 KiB request line at one
+byte per 9 s: almost a week), and sixteen of them, the cap, kept every scrape out.
+Now the whole request must arrive within `request_timeout` of the connection.
+"""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from local.metrics_http import MetricsServer
+
+GUARD = 10.0
+
+
+def _exposition() -> bytes:
+    return b"# HELP up x\n# TYPE up gauge\nup 1\n"
+
+
+@pytest.fixture
+def server() -> Iterator[MetricsServer]:
+    served = MetricsServer(
+        "127.0.0.1", 0, _exposition, "text/plain", request_timeout=0.5, max_connections=2
+    )
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def _trickle_until_closed(server: MetricsServer, request: bytes) -> bool:
+    """Send `request` one byte at a time, each well within the per-read timeout, for
+    many times that timeout; True when the server closed the connection first."""
+    host, port = server.server_address[:2]
+    with socket.create_connection((str(host), int(port)), timeout=GUARD) as sock:
+        for byte in request:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # reset or broken pipe: the server closed it
+                return True
+            sock.settimeout(0.1)  # also the pause between bytes
+            try:
+                if sock.recv(1) == b"":
+                    return True
+            except TimeoutError:
+                pass
+            except OSError:
+                return True
+    return False
+
+
+def _scrapes(server: MetricsServer) -> bool:
+    try:
+        with urllib.request.urlopen(server.url, timeout=GUARD) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
+
+
+def test_a_request_trickled_a_byte_at_a_time_is_cut_off(server: MetricsServer) -> None:
+    # 100 bytes at ~0.1 s each: twenty times the 0.5 s the whole request may take.
+    request = b"GET /metrics?" + b"x" * 80 + b" HTTP/1.0\r\n\r\n"
+    assert _trickle_until_closed(server, request)
+    assert _scrapes(server)
+
+
+def test_prompt_scrapes_are_answered(server: MetricsServer) -> None:
+    assert all(_scrapes(server) for _ in range(5))
