@@ -72,9 +72,12 @@ def test_one_job_larger_than_the_budget_is_still_answered_alone() -> None:
     assert seen == [[_id(0)], [_id(1)], [_id(2)]]
 
 
-def test_small_jobs_fill_the_limit_in_two_reads_and_large_ones_are_read_in_small_steps() -> None:
+def test_small_jobs_fill_the_limit_in_steps_and_large_ones_are_read_in_small_steps() -> None:
+    # Small jobs: the first read, then steps of MAX_STEP (no read holds more, as the
+    # jobs after these could be large: tests/test_attack_s47_pages_memory.py).
     _, asked = _read_all(_store_with([10] * 300), limit=300, budget=pages.PAGE_BYTES)
-    assert asked == [pages.FIRST_STEP, 300 - pages.FIRST_STEP]
+    steps, rest = divmod(300 - pages.FIRST_STEP, pages.MAX_STEP)
+    assert asked == [pages.FIRST_STEP] + [pages.MAX_STEP] * steps + ([rest] if rest else [])
     # Large jobs (~4 kB): after the first read, a read asks for what would fit the
     # rest of the budget (~30 more of 200 kB), not for the whole limit.
     _, asked = _read_all(_store_with([4000] * 100), limit=1000, budget=200_000)

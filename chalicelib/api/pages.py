@@ -3,9 +3,10 @@
 A page may ask for 1000 jobs, and each job may carry a payload and a result of
 256 KiB: read and encoded at once, one request of one tenant could make the
 server build half a gigabyte, and Lambda refuses any answer over 6 MB. So the
-store is read in small steps, each job is encoded once, and the page ends at the
-last job that fits PAGE_BYTES, with `next_cursor` there; a client following cursors
-reads every job all the same.
+store is read in small steps (at most MAX_STEP jobs each, fewer when the jobs read
+so far say fewer fit), each job is encoded once, and the page ends at the last job
+that fits PAGE_BYTES, with `next_cursor` there; a client following cursors reads
+every job all the same.
 
 Lambda measures the answer as it hands it to API Gateway: the body inside a JSON
 document, so every `"` and `\\` in it counts twice (a payload of quotes is double
@@ -26,8 +27,13 @@ from chalicelib.storage.base import encode_cursor
 # Under Lambda's 6 MB answer with room for headers; one job alone may pass it.
 PAGE_BYTES = 4 * 1024 * 1024
 # The first read: small enough that large jobs cost little memory before the next
-# step's size is planned from them, large enough that small jobs take two reads.
+# step's size is planned from them.
 FIRST_STEP = 20
+# The most jobs one later read holds, whatever the ones before suggest: planned from
+# 20 small jobs alone, the next read asked for every job up to the limit, and a
+# tenant whose small jobs came before hundreds of large ones had one GET /jobs hold
+# them all (800 MB over HTTP for a 4 MB page, stop 47). As the dashboard's READ_STEP.
+MAX_STEP = 50
 
 
 def page_body(
@@ -56,7 +62,7 @@ def page_body(
             return _body(encoded, page.next_cursor)
         cursor = page.next_cursor
         per_job = size / len(encoded)
-        step = max(1, min(left, int((budget - size) / per_job)))
+        step = max(1, min(left, int((budget - size) / per_job), MAX_STEP))
 
 
 def _carried_size(text: str) -> int:
