@@ -11,6 +11,8 @@ local/http_guard.py's render_error asks `explain` for the message.
 
 from __future__ import annotations
 
+from chalicelib.api.http import INVALID_HEADER
+
 # waitress's message (the whole text) -> what the client should send instead.
 _EXACT = {
     "Bad URI": (
@@ -21,11 +23,9 @@ _EXACT = {
         "the request line must be `METHOD /path HTTP/1.1`: a space or control "
         "character in the path or query string must be percent-encoded (a space is %20)"
     ),
-    "Invalid header": (
-        "a header line is not `Name: value`: the name is letters, digits and "
-        "!#$%&'*+-.^_`|~ with no space before the colon, and the value holds no "
-        "control character"
-    ),
+    # app.py answers a key holding a control character, which an API Gateway event
+    # can carry, in the same words (chalicelib/api/http.py ApiRequest.header).
+    "Invalid header": INVALID_HEADER,
     "HTTP message header invalid": (
         "the request head is malformed: send a request line, then one `Name: value` "
         "line per header, each ending with CRLF, then an empty line"

@@ -30,7 +30,7 @@ from chalicelib.api import http as api_http
 from chalicelib.clock import FakeClock
 from local.emulator import context
 from local.server import ChaliceWSGI, Server
-from tests.apikit import KEY_A, KEY_B, installed, settings_for
+from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY, installed, settings_for
 
 JOB = b'{"type": "echo", "payload": {"n": 1}}'
 JSON = ("Content-Type", "application/json")
@@ -133,7 +133,12 @@ def _exchange(port: int, request: Request) -> tuple[int, Any]:
         while chunk := conn.recv(65536):
             chunks.append(chunk)
     head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), json.loads(payload)
+    return int(head.split(b" ", 2)[1]), _decoded(payload.decode("utf-8"))
+
+
+def _decoded(body: str) -> Any:
+    """A JSON answer's value, or the text of another (/metrics' exposition)."""
+    return json.loads(body) if body.startswith("{") else body
 
 
 def _route(path: str) -> tuple[str, dict[str, str] | None]:
@@ -205,26 +210,99 @@ def _fresh(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
         yield
 
 
-def test_lambda_answers_hostile_requests_as_spool_serve_does(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus: list[Request]
+) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
+    """Each request's status and body from `spool serve`, then from app.py on Lambda."""
     monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", api_http.PEER_HEADER_TRUSTED)
     with _fresh(tmp_path, "served", monkeypatch):
         server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=2)
         server.start()
         try:
-            served = [_exchange(server.port, request) for request in CORPUS]
+            served = [_exchange(server.port, request) for request in corpus]
         finally:
             server.stop()
     monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", False)  # as on Lambda
     with _fresh(tmp_path, "lambda", monkeypatch):
         on_lambda = []
-        for request in CORPUS:
+        for request in corpus:
             answer = spool_app.app(gateway_event(request), context("api_handler"))
-            on_lambda.append((answer["statusCode"], json.loads(answer["body"])))
+            on_lambda.append((answer["statusCode"], _decoded(answer["body"])))
+    return served, on_lambda
+
+
+def test_lambda_answers_hostile_requests_as_spool_serve_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served, on_lambda = _both(tmp_path, monkeypatch, CORPUS)
     assert {status for status, _ in served} >= {200, 201, 400, 401, 404, 413, 422}
     for request, want, got in zip(CORPUS, served, on_lambda, strict=True):
         assert got == want, request
+
+
+def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("Authorization", f"Bearer {token}"),)
+
+
+# A key (or a /metrics Bearer token) holding a control character: C0 but the tab,
+# or DEL. `spool serve`'s server refuses such a header line 400 before app.py sees
+# it; on Lambda the event carries the value, and app.py refused it as a wrong key
+# (401, a failed sign-in counted).
+CONTROL_KEYS: list[Request] = [
+    _req("GET", "/jobs", key=KEY_A + "\x01"),
+    _req("GET", "/jobs", key="\x01"),
+    _req("GET", "/jobs", key=KEY_A + "\x00"),
+    _req("GET", "/jobs", key=KEY_A[:5] + "\x1b" + KEY_A[5:]),
+    _req("GET", "/jobs", key=KEY_A + "\x7f"),
+    _req("GET", "/jobs", key="\x0b" + KEY_A),  # VT is no blank around a value
+    _req("POST", "/enqueue", JOB, key=KEY_A + "\x0c"),
+    _req("GET", f"/status/{'j_' + '0' * 31 + '1'}", key=KEY_B + "\x1f"),
+    _req("GET", "/metrics", key=OPERATOR_KEY + "\x01"),
+    _req("GET", "/metrics", key=None, headers=_bearer(OPERATOR_KEY + "\x7f")),
+]
+# Its neighbours, which HTTP carries in a header value: a tab or space inside, C1
+# controls and other latin-1 letters (obs-text) are a wrong key on both (401), and
+# blanks (space and tab, RFC 9110 5.5) around the key are no part of it on both. A
+# Bearer token was stripped of every Unicode space (str.strip), so a no-break space
+# after an operator key opened /metrics on both.
+KEY_NEIGHBOURS: list[Request] = [
+    _req("GET", "/jobs", key=KEY_A[:5] + "\t" + KEY_A[5:]),
+    _req("GET", "/jobs", key=KEY_A[:5] + " " + KEY_A[5:]),
+    _req("GET", "/jobs", key=KEY_A + "\x85"),
+    _req("GET", "/jobs", key=KEY_A + "\xe9"),
+    _req("GET", "/jobs", key="\xff"),
+    _req("GET", "/jobs", key=f"\t {KEY_A}\t "),
+    _req("GET", "/metrics", key=None, headers=_bearer(OPERATOR_KEY + "\xa0")),
+]
+
+
+def test_a_key_holding_a_control_character_is_400_on_both_edges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A control character in X-API-Key was 400 under `spool serve` (a malformed header
+    line) and 401 on Lambda (a wrong key). Both now answer 400, with the same body;
+    a key a header can carry but no tenant owns stays 401 on both."""
+    served, on_lambda = _both(tmp_path, monkeypatch, CONTROL_KEYS + KEY_NEIGHBOURS)
+    for request, want, got in zip(CONTROL_KEYS + KEY_NEIGHBOURS, served, on_lambda, strict=True):
+        assert got == want, request
+    statuses = [status for status, _ in served]
+    assert statuses == [400] * len(CONTROL_KEYS) + [401, 401, 401, 401, 401, 200, 401]
+
+
+@pytest.mark.parametrize("character", ["\r", "\n", "\r\n", "\x00", "\x7f"])
+def test_a_key_only_an_event_can_carry_is_400_on_lambda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, character: str
+) -> None:
+    """CR and LF cannot sit inside a header line `spool serve` reads (they end it); an
+    event can hold them, and they are refused as every control character is: 400, not
+    a failed sign-in."""
+    monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", False)
+    with _fresh(tmp_path, "lambda", monkeypatch):
+        for key in (KEY_A + character, character + KEY_A, KEY_A[:4] + character + KEY_A[4:]):
+            event = gateway_event(_req("GET", "/jobs", key=key))
+            answer = spool_app.app(event, context("api_handler"))
+            assert answer["statusCode"] == 400, repr(key)
+            assert "control character" in json.loads(answer["body"])["error"]["message"]
 
 
 J1 = "j_" + "0" * 31 + "1"

@@ -44,6 +44,19 @@ def test_keyed_routes_document_401_and_public_ones_do_not(doc: dict[str, Any]) -
     assert public["paths"]["/metrics"]["get"]["security"] == []
 
 
+def test_keyed_routes_document_the_400_of_a_key_no_header_may_hold(doc: dict[str, Any]) -> None:
+    """A key given twice with different values, or holding a control character, is
+    400 on every keyed route, on both edges (tests/test_lambda_vs_served.py): /metrics
+    and /openapi.json named no 400 at all."""
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            if op.get("security") == []:
+                continue
+            description = op["responses"]["400"]["description"]
+            assert "control character" in description, path
+            assert "different values" in description, path
+
+
 def test_status_documents_its_cache_header_and_limits(doc: dict[str, Any]) -> None:
     status = doc["paths"]["/status/{id}"]["get"]
     assert status["responses"]["200"]["headers"]["X-Cache"]["schema"]["enum"] == ["hit", "miss"]

@@ -193,10 +193,12 @@ def metrics_key(header: Callable[[str], str | None]) -> str | None:
     key = header("x-api-key")
     if key:
         return key
-    scheme, _, token = (header("authorization") or "").strip().partition(" ")
+    # Blanks (space, tab) only, as around any header value: str.strip() also took a
+    # no-break space or U+0085 off a token, so "Bearer <key>\xa0" opened /metrics.
+    scheme, _, token = (header("authorization") or "").strip(" \t").partition(" ")
     if scheme.lower() != "bearer":
         return None
-    return token.strip() or None
+    return token.strip(" \t") or None
 
 
 def authorize_metrics(

@@ -36,7 +36,9 @@ _MODELS: list[type[BaseModel]] = [
 
 _ERRORS = {
     400: "Malformed JSON (NaN, Infinity and numbers too large for a float are not JSON), "
-    "an invalid cursor or died_before, or a query parameter given more than once.",
+    "an invalid cursor or died_before, a query parameter given more than once, or an "
+    "X-API-Key (or Authorization) header given twice with different values or holding a "
+    "control character (C0 but the tab, or DEL).",
     401: "Missing or wrong X-API-Key.",
     404: "No such job for this tenant (another tenant's job looks the same).",
     409: "The job is in a state where this makes no sense.",
@@ -112,7 +114,7 @@ def _operation(
     notes: dict[int, str] | None = None,
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(code): r for code, r in ok.items()}
-    for code in dict.fromkeys((*errors, *(() if public else (401, 429)), 503)):
+    for code in dict.fromkeys((*errors, *(() if public else (400, 401, 429)), 503)):
         description = (notes or {}).get(code)
         if code == 429 and not public:
             own = description or (_ERRORS[429] if 429 in errors else None)
