@@ -158,7 +158,8 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
         "table": [
             "dynamodb:BatchGetItem",
             "dynamodb:DeleteItem",
-            "dynamodb:GetItem",
+            # No GetItem: its one use, a webhook delivery reading its job, is a Query
+            # filtered on the tenant (DynamoStore._owned_item).
             "dynamodb:PutItem",
             "dynamodb:Query",
             "dynamodb:UpdateItem",  # no Scan either, as the worker's

@@ -261,3 +261,59 @@ def test_redis_redrive_all_lists_dead_jobs_without_their_payloads(
         )
         assert moved == []
         assert reads and not [c for c in reads if " payload " in f"{c} "], reads
+
+
+@contextmanager
+def _aws_answers(store: Any) -> Iterator[list[tuple[str, object]]]:
+    """Every answer moto's DynamoDB and S3 give the store while the block runs, parsed
+    as botocore hands them to it: (operation, answer)."""
+    seen: list[tuple[str, object]] = []
+
+    def record(http_response: object, parsed: object, model: Any, **_: object) -> None:
+        seen.append((model.name, parsed))
+
+    clients = [store.ddb, store.blobs.client]
+    for client in clients:
+        client.meta.events.register("after-call", record, unique_id="cross-tenant-answers")
+    try:
+        yield seen
+    finally:
+        for client in clients:
+            client.meta.events.unregister("after-call", unique_id="cross-tenant-answers")
+
+
+# A payload kept in the record and one kept in S3 (over DynamoConfig.offload_bytes).
+@pytest.mark.parametrize("copies", [1, 2000])
+def test_dynamodb_reads_of_another_tenants_job_receive_none_of_it(
+    clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest, copies: int
+) -> None:
+    """DynamoDB's GetItem compares nothing: get, cancel, the attempt history and the
+    webhooks read the record whole (its inline payload, result, error and attempts)
+    and compared the tenant afterwards. Now the read itself compares it (a Query of
+    the one key, filtered on the tenant): another tenant's job answers as an unknown
+    id does, with nothing of the record."""
+    with open_backend("dynamodb", clock, tmp_path, request) as store:
+        done = _finished_job(store, clock, copies)
+        waiting = _queued_job(store, clock)
+        with _aws_answers(store) as seen:  # the owner's reads do bring it
+            owned = store.get(done, OWNER)
+            assert owned is not None and owned.payload == {"secret": MARK * copies}
+            assert MARK in str(store.attempts(done, OWNER))
+        assert MARK in repr(seen)
+        with _aws_answers(store) as seen:
+            assert store.get(done, OTHER) is None
+            assert store.attempts(done, OTHER) is None
+            assert store.webhooks(done, OTHER) == []
+            with pytest.raises(JobNotFound):
+                store.cancel(waiting, OTHER)
+            with pytest.raises(JobNotFound):
+                store.cancel(done, OTHER)
+            assert store.discard([done], OTHER) == []
+        assert seen, "the reads went through the store's clients"
+        assert MARK not in repr(seen)
+        assert not [op for op, _ in seen if op == "GetObject"]
+        with _aws_answers(store) as unknown:
+            assert store.get("j_" + "0" * 32, OTHER) is None
+        assert [op for op, _ in seen[:1]] == [op for op, _ in unknown]  # the same read
+        assert store.get(done, None) is not None  # the worker's reads (no tenant) unchanged
+        assert store.cancel(waiting, OWNER).state is JobState.CANCELLED

@@ -1097,14 +1097,41 @@ class DynamoStore:
             )
 
     # -- get --------------------------------------------------------------------------------------
+    def _owned_item(
+        self, job_id: str, tenant: str | None, attrs: Sequence[str] = ()
+    ) -> Item | None:
+        """The job's record (only `attrs`, when given), or None when there is none or,
+        with `tenant`, when it is another tenant's.
+
+        A GetItem compares nothing: it handed back another tenant's record whole (its
+        inline payload, result, error and attempts) for the caller to compare the
+        tenant afterwards, so another tenant's job answered its 404 later than an
+        unknown id, by the time it took to receive and parse that record. A Query of
+        the one key filtered on the tenant compares it in the read, as SQLite's and
+        Postgres's WHERE and Redis's scripts do: DynamoDB still reads (and bills) the
+        item, but answers another tenant's with no item, as it answers an unknown id.
+        Consistent, and the same read capacity as the GetItem it replaces."""
+        expr = Expr()
+        request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True}
+        if attrs:
+            request["ProjectionExpression"] = ", ".join(expr.name(a) for a in attrs)
+        key = job_key(job_id)
+        if tenant is None:  # the worker's reads: no tenant to compare
+            if attrs:
+                request["ExpressionAttributeNames"] = expr.names
+            return self.ddb.get_item(Key=key, **request).get("Item")
+        request["KeyConditionExpression"] = (
+            f"{expr.name('pk')} = {expr.value(key['pk'])} AND "
+            f"{expr.name('sk')} = {expr.value(key['sk'])}"
+        )
+        request["FilterExpression"] = f"{expr.name('tenant')} = {expr.value(s(tenant))}"
+        items = self.ddb.query(**request, **expr.placeholders()).get("Items", [])
+        return items[0] if items else None
+
     @aws_errors
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
-        item = self.ddb.get_item(
-            TableName=self.table, Key=job_key(job_id), ConsistentRead=True
-        ).get("Item")
-        if item is None or (tenant is not None and get_s(item, "tenant") != tenant):
-            return None
-        return self._load(item)
+        item = self._owned_item(job_id, tenant)
+        return None if item is None else self._load(item)
 
     @aws_errors
     def timings(self, job_ids: Sequence[str]) -> dict[str, JobTiming]:
@@ -1874,10 +1901,8 @@ class DynamoStore:
     @aws_errors
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         for _ in range(TRANSACTION_ATTEMPTS):
-            item = self.ddb.get_item(
-                TableName=self.table, Key=job_key(job_id), ConsistentRead=True
-            ).get("Item")
-            if item is None or (tenant is not None and get_s(item, "tenant") != tenant):
+            item = self._owned_item(job_id, tenant)
+            if item is None:
                 raise JobNotFound("job not found", {"id": job_id})
             state = get_s(item, "state")
             if state in FINISHED_OR_RUNNING:  # refused before any payload object is read
@@ -2133,7 +2158,9 @@ class DynamoStore:
     @aws_errors
     def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
         wanted = list(dict.fromkeys(job_ids))
-        found = self._batch_get([job_key(i) for i in wanted])
+        # The two attributes compared, not the record: BatchGetItem filters on nothing,
+        # and another tenant's ids would bring their payloads and results back.
+        found = self._batch_get([job_key(i) for i in wanted], ("tenant", "state"))
         mine = [
             i
             for i in wanted
@@ -2465,15 +2492,8 @@ class DynamoStore:
     # -- attempt history, due work, workers ------------------------------------------------------
     @aws_errors
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
-        expr = Expr()
-        item = self.ddb.get_item(
-            TableName=self.table,
-            Key=job_key(job_id),
-            ConsistentRead=True,
-            ProjectionExpression=f"{expr.name('tenant')}, {expr.name('attempt_log')}",
-            ExpressionAttributeNames=expr.names,
-        ).get("Item")
-        if item is None or (tenant is not None and get_s(item, "tenant") != tenant):
+        item = self._owned_item(job_id, tenant, ("pk", "attempt_log"))
+        if item is None:
             return None
         slots = item.get("attempt_log", {}).get("M", {})
         entries = [json.loads(v["S"]) for v in slots.values() if "S" in v]
@@ -2728,15 +2748,8 @@ class DynamoStore:
 
     @aws_errors
     def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
-        expr = Expr()
-        item = self.ddb.get_item(
-            TableName=self.table,
-            Key=job_key(job_id),
-            ConsistentRead=True,
-            ProjectionExpression=f"{expr.name('tenant')}, {expr.name('hooks')}",
-            ExpressionAttributeNames=expr.names,
-        ).get("Item")
-        if item is None or (tenant is not None and get_s(item, "tenant") != tenant):
+        item = self._owned_item(job_id, tenant, ("pk", "hooks"))
+        if item is None:
             return []
         ids = hook_ids(item)
         return self._outbox.for_ids(self._batch_get([hook_key(i) for i in ids])) if ids else []

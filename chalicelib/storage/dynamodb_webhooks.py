@@ -4,7 +4,8 @@ A delivery is ``pk = "H#<delivery id>"``, ``sk = "H"``, holding the Delivery's
 fields (times as integer microseconds). It is Put in the same
 TransactWriteItems as the job's terminal transition (finish, reap, cancel),
 whose update also ADDs the delivery's id to the job's ``hooks`` string set, so
-a job's deliveries are one GetItem and one BatchGetItem away and a purge
+a job's deliveries are one keyed read (a Query filtered on the tenant where a
+tenant asks, DynamoStore._owned_item) and one BatchGetItem away and a purge
 deletes them with the job.
 
 A job keeps its newest N finished deliveries (SPOOL_WEBHOOK_HISTORY, the store's
