@@ -33,6 +33,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -331,11 +332,58 @@ def _is_scheduled_event(event: Any) -> bool:
 # -- SQS plumbing (only with a store that delivers through SQS) ----------------------
 
 DEFAULT_VISIBILITY_TIMEOUT = 30  # SQS's own default, if the queue's is not configured
+VISIBILITY_SETTING = "SPOOL_SQS_VISIBILITY_TIMEOUT"
+# The dispatches (one per store, so per process) whose disagreement was said.
+_visibility_warned: weakref.WeakSet[SqsDispatch] = weakref.WeakSet()
 
 
 def _sqs_dispatch(rt: Runtime) -> SqsDispatch | None:
     dispatch = getattr(rt.store, "dispatch", None)
     return dispatch if dispatch is not None and hasattr(dispatch, "change_visibility") else None
+
+
+def _visibility_timeout(rt: Runtime, dispatch: SqsDispatch | None) -> int:
+    """How long the heartbeat keeps a running job's message hidden: the shorter of
+    SPOOL_SQS_VISIBILITY_TIMEOUT and the queue's own VisibilityTimeout (the queue's,
+    when the setting is unset).
+
+    The heartbeat extends every third of this; going by a setting longer than the
+    queue's timeout, a message reappeared, and its job was delivered a second time,
+    before the first extension. The queue's attribute is read once per process
+    (SqsDispatch.visibility_timeout), and a disagreement is said once with it."""
+    setting = int(rt.settings.checked(VISIBILITY_SETTING, DEFAULT_VISIBILITY_TIMEOUT))
+    queue = dispatch.visibility_timeout() if dispatch is not None else None
+    if dispatch is None or queue is None or queue == setting:
+        return setting
+    if not rt.settings.text(VISIBILITY_SETTING):
+        return queue  # unset, its 30 is SQS's default, no claim about this queue
+    if dispatch not in _visibility_warned:
+        _visibility_warned.add(dispatch)
+        log.warning(
+            "%s=%d but the jobs queue's VisibilityTimeout is %d s: the setting is to be the "
+            "queue's (docs/settings.md). %s Set %s=%d, or give the queue the setting's timeout",
+            VISIBILITY_SETTING,
+            setting,
+            queue,
+            _disagreement(setting, queue),
+            VISIBILITY_SETTING,
+            queue,
+        )
+    return min(setting, queue)
+
+
+def _disagreement(setting: int, queue: int) -> str:
+    """What a setting that is not the queue's timeout did, and what the worker does now."""
+    if setting > queue:
+        return (
+            f"Going by the setting, a running job's message would reappear after {queue} s, "
+            f"before its first extension ({setting // 3} s), and its job be delivered twice; "
+            f"the worker extends it every {max(1, queue // 3)} s instead."
+        )
+    return (
+        f"The worker keeps running jobs' messages hidden {setting} s at a time, and a "
+        f"crashed invocation's come back after {setting} s, not {queue}."
+    )
 
 
 def _process_in_waves(
@@ -363,7 +411,7 @@ def _process_in_waves(
     size = max(1, worker.config.concurrency)
     outcomes: dict[str, str] = {}
     dispatch = _sqs_dispatch(rt)
-    timeout = int(rt.settings.checked("SPOOL_SQS_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT))
+    timeout = _visibility_timeout(rt, dispatch)
 
     def receipts_of(job_ids: list[str]) -> list[str]:
         return [receipts[m] for j in job_ids for m in by_job[j] if m in receipts]

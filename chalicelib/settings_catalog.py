@@ -682,7 +682,9 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             "The jobs queue's visibility timeout in seconds (1-43200, as the queue is "
             "configured); `run_jobs` keeps the messages of running jobs hidden by "
-            "extending it."
+            "extending it. Its first batch reads the queue's own VisibilityTimeout "
+            "(once per process) and, when the two differ, logs a warning naming both and "
+            "extends by the shorter; unset, it goes by the queue's own."
         ),
         group=_AWS,
     ),

@@ -65,6 +65,9 @@ class SqsDispatch:
         # jobs are stored either way, but a queue that refuses every id (deleted, the
         # wrong URL) must show somewhere other than a warning per enqueue (/health).
         self.failing: tuple[float, str] | None = None
+        self._visibility: int | None = None
+        self._visibility_read = False
+        self._visibility_lock = threading.Lock()
 
     @property
     def queue_url(self) -> str:
@@ -107,6 +110,32 @@ class SqsDispatch:
             log.warning("could not read the SQS queue's depth: %s", exc)
             return None
         return QueueDepth(visible, in_flight)
+
+    def visibility_timeout(self) -> int | None:
+        """The queue's own VisibilityTimeout in seconds, read once per process (the
+        worker asks on every batch; a queue's attribute changes with a deployment, which
+        starts new processes). None, said once, when SQS will not say (no
+        sqs:GetQueueAttributes, the service down)."""
+        with self._visibility_lock:  # not self._lock: queue_url may take that one
+            if not self._visibility_read:
+                self._visibility = self._read_visibility()
+                self._visibility_read = True
+            return self._visibility
+
+    def _read_visibility(self) -> int | None:
+        try:
+            found = self.client.get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["VisibilityTimeout"]
+            )
+            return int(found["Attributes"]["VisibilityTimeout"])
+        except Exception as exc:
+            log.warning(
+                "could not read the SQS queue's VisibilityTimeout (sqs:GetQueueAttributes; "
+                "asked once per process): %s. The worker goes by "
+                "SPOOL_SQS_VISIBILITY_TIMEOUT alone",
+                exc,
+            )
+            return None
 
     def _send_batch(self, entries: list[SendMessageBatchRequestEntryTypeDef]) -> list[str]:
         for _ in range(2):  # one retry for the entries SQS refused
@@ -156,7 +185,8 @@ class VisibilityHeartbeat:
     messages still in progress by a full timeout; messages whose jobs are done
     are dropped with `done()`. With the queue's timeout at six times the
     function's (infra/), it rarely fires on AWS; it matters wherever the
-    timeout is shorter than a job (a local queue, a changed setting).
+    timeout is shorter than a job (a local queue, a changed setting). `timeout` is
+    the shorter of the setting and the queue's own (events._visibility_timeout).
     """
 
     def __init__(self, dispatch: SqsDispatch, receipts: Sequence[str], timeout: int) -> None:
