@@ -44,8 +44,10 @@ def store(url: str) -> Iterator[PostgresStore]:
     opened.close()
 
 
-def _behind_a_table_lock(url: str, call: Callable[[], Any]) -> tuple[Any, datetime]:
-    """Run `call` while another session holds jobs locked for longer than LEASE;
+def _behind_a_table_lock(
+    url: str, call: Callable[[], Any], table: str = "jobs"
+) -> tuple[Any, datetime]:
+    """Run `call` while another session holds `table` locked for longer than LEASE;
     answer what it returned and when it returned."""
     holder = admin_connect()
     watcher = admin_connect()
@@ -58,7 +60,7 @@ def _behind_a_table_lock(url: str, call: Callable[[], Any]) -> tuple[Any, dateti
     try:
         holder.execute(f"SET search_path = {parse_url(url).schema}")
         with holder.transaction():
-            holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+            holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
             [(pid,)] = holder.execute("SELECT pg_backend_pid()").fetchall()
             thread = threading.Thread(target=run, daemon=True)
             thread.start()
@@ -108,29 +110,10 @@ def test_a_webhook_claim_that_waited_on_a_lock_returns_a_live_lease(
     worker while the first still sends it: the receiver gets it twice."""
     [added] = store.add([new_job(store.clock, callback_url="https://example.com/hook")])
     store.cancel(added.job.id)  # one pending delivery
-    holder = admin_connect()
-    watcher = admin_connect()
-    answer: dict[str, Any] = {}
-
-    def claim() -> None:
-        answer["value"] = store.claim_webhooks(10, LEASE)
-        answer["at"] = datetime.now(UTC)
-
-    try:
-        holder.execute(f"SET search_path = {parse_url(url).schema}")
-        with holder.transaction():
-            holder.execute("LOCK TABLE webhook_deliveries IN ACCESS EXCLUSIVE MODE")
-            [(pid,)] = holder.execute("SELECT pg_backend_pid()").fetchall()
-            thread = threading.Thread(target=claim, daemon=True)
-            thread.start()
-            wait_until_blocked_by(watcher, pid)
-            time.sleep(LEASE * 1.5)  # the lock outlasts the lease: the point of the test
-        thread.join(30)
-        assert not thread.is_alive()
-    finally:
-        holder.close()
-        watcher.close()
-    [delivery] = answer["value"]
+    claimed, returned = _behind_a_table_lock(
+        url, lambda: store.claim_webhooks(10, LEASE), table="webhook_deliveries"
+    )
+    [delivery] = claimed
     assert delivery.lease_expires_at is not None
-    assert delivery.lease_expires_at > answer["at"]
+    assert delivery.lease_expires_at > returned
     assert store.claim_webhooks(10, LEASE) == []
