@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,8 +23,7 @@ import requests
 
 from local.http_guard import OBS_FOLD
 from local.http_messages import explain
-from tests.procs import stop
-from tests.test_chalice_local import free_port, start_chalice_local
+from tests.test_chalice_local import serving_chalice_local
 
 KEY = "s47-local-key-0123456789"
 
@@ -34,21 +32,8 @@ KEY = "s47-local-key-0123456789"
 def local_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """One `chalice local --stage local` with one tenant key: its port."""
     tmp_path: Path = tmp_path_factory.mktemp("chalice-local-head")
-    port = free_port()
-    proc = start_chalice_local(tmp_path, port, {**os.environ, "SPOOL_API_KEYS": f"{KEY}=s47"})
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(proc.stderr.read().decode() if proc.stderr else "chalice local ended")
+    with serving_chalice_local(tmp_path, {**os.environ, "SPOOL_API_KEYS": f"{KEY}=s47"}) as port:
         yield port
-    finally:
-        stop(proc, 10)
 
 
 def _exchange(port: int, request: bytes) -> bytes:

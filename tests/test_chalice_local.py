@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,26 @@ def chalice_command() -> list[str]:
     if which is None:
         pytest.fail("the chalice command is missing (it ships with the chalice package)")
     return [which]
+
+
+@contextmanager
+def serving_chalice_local(tmp_path: Path, env: dict[str, str]) -> Iterator[int]:
+    """`chalice local` on a free port for the block, once its /health answers: the port."""
+    port = free_port()
+    proc = start_chalice_local(tmp_path, port, env)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        else:
+            pytest.fail(proc.stderr.read().decode() if proc.stderr else "chalice local ended")
+        yield port
+    finally:
+        stop(proc, 10)
 
 
 def start_chalice_local(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -239,22 +260,9 @@ LOCAL_LIMIT = 262144  # .chalice/config.json's SPOOL_MAX_BODY_BYTES
 def chalice_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """One `chalice local --stage local` for the request-reading tests: its port."""
     tmp_path = tmp_path_factory.mktemp("chalice-local")
-    port = free_port()
     env = {**os.environ, "SPOOL_API_KEYS": f"{LOCAL_KEY}=local,{OTHER_KEY}=other"}
-    proc = start_chalice_local(tmp_path, port, env)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
-                break
-            except requests.ConnectionError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(proc.stderr.read().decode() if proc.stderr else "chalice local ended")
+    with serving_chalice_local(tmp_path, env) as port:
         yield port
-    finally:
-        stop(proc, 10)
 
 
 def local_exchange(port: int, head: bytes, body: bytes = b"") -> tuple[int, dict[str, Any]]:
