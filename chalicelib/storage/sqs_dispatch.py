@@ -183,10 +183,11 @@ class VisibilityHeartbeat:
     A message reappears once its visibility timeout passes, even while a job
     it named is still running. Every third of the timeout this extends the
     messages still in progress by a full timeout; messages whose jobs are done
-    are dropped with `done()`. With the queue's timeout at six times the
-    function's (infra/), it rarely fires on AWS; it matters wherever the
-    timeout is shorter than a job (a local queue, a changed setting). `timeout` is
-    the shorter of the setting and the queue's own (events._visibility_timeout).
+    are dropped with `done()`. With the queue's timeout at twice the function's
+    (infra/generate.py VISIBILITY_FACTOR), it rarely fires on AWS; it matters
+    wherever the timeout is shorter than a job (a local queue, a changed setting).
+    `timeout` is the shorter of the setting and the queue's own
+    (events._visibility_timeout).
     """
 
     def __init__(self, dispatch: SqsDispatch, receipts: Sequence[str], timeout: int) -> None:
