@@ -12,6 +12,7 @@ operator's passwords, without one failed authentication.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any
 
 from chalicelib.log_redact import redactor
@@ -33,45 +34,99 @@ NAME_FIELDS = ("name", "key", "header", "Name", "Key")
 VALUE_FIELDS = ("value", "Value")
 MAX_DEPTH = 64  # deeper than this is shown as a marker, not walked (no RecursionError)
 DEEPER = "[nested too deep to show]"
+# Values (objects, arrays, strings, numbers...) the job view shows of one payload or
+# result. A 256 KiB payload can hold 60,000 of them (`[[],[],...]`), and each costs a
+# Python call here: unbounded, one tenant's job view cost a tenth of a second of server
+# CPU per read, and reads are not rate-limited. Past this many, an array ends with a
+# MORE_ITEMS marker and an object with a MORE_KEYS entry; what is cut is never shown,
+# so nothing unmasked leaves either way. The whole value stays readable through
+# GET /status/{id}, which sends the tenant's own payload as stored.
+SHOWN_VALUES = 5_000
+MORE_ITEMS = "[{} more items not shown]"
+MORE_KEYS = "[more keys not shown]"
+_NAMES = frozenset(NAME_FIELDS)
 
 
-def mask(value: Any, depth: int = 0) -> Any:
-    """A JSON value with credentials masked; the shape is kept so people can read it."""
-    if isinstance(value, str):
-        return redactor.shapes(value)
-    if isinstance(value, dict):
-        if depth >= MAX_DEPTH:
-            return DEEPER
-        named = _names_a_secret(value)
-        return {
-            k: MASK
-            if v is not None and (SECRET_KEY.search(str(k)) or (named and k in VALUE_FIELDS))
-            else mask(v, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        if depth >= MAX_DEPTH:
-            return DEEPER
-        return _pairs(value, depth)
-    return value
+def mask(value: Any, shown: int = SHOWN_VALUES) -> Any:
+    """A JSON value with credentials masked; the shape is kept so people can read it.
+
+    At most `shown` values are walked (SHOWN_VALUES says why); the rest is cut."""
+    return _Walk(shown).value(value, 0)
+
+
+class _Walk:
+    """One masking walk and the values it may still show (`left`)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, left: int) -> None:
+        self.left = left
+
+    def value(self, value: Any, depth: int) -> Any:
+        self.left -= 1
+        if isinstance(value, str):
+            return redactor.shapes(value)
+        if isinstance(value, dict):
+            return DEEPER if depth >= MAX_DEPTH else self._object(value, depth)
+        if isinstance(value, list):
+            return DEEPER if depth >= MAX_DEPTH else self._pairs(value, depth)
+        return value
+
+    def _object(self, item: dict[Any, Any], depth: int) -> dict[Any, Any]:
+        # The set test is one C call; most objects name no NAME_FIELDS at all.
+        named = not _NAMES.isdisjoint(item) and _names_a_secret(item)
+        shown: dict[Any, Any] = {}
+        for k, v in item.items():
+            if self.left <= 0:
+                shown[MORE_KEYS] = f"{len(item) - len(shown)} more"
+                break
+            if v is not None and (_secret_key(str(k)) or (named and k in VALUE_FIELDS)):
+                self.left -= 1
+                shown[k] = MASK
+            else:
+                shown[k] = self.value(v, depth + 1)
+        return shown
+
+    def _pairs(self, items: list[Any], depth: int) -> list[Any]:
+        """Lists, with ["Authorization", "Basic x"]-style header pairs masked too."""
+        if (
+            len(items) == 2
+            and isinstance(items[0], str)
+            and isinstance(items[1], str)
+            and _secret_key(items[0])
+        ):
+            self.left -= 2
+            return [items[0], MASK]
+        shown: list[Any] = []
+        for v in items:
+            if self.left <= 0:
+                shown.append(MORE_ITEMS.format(len(items) - len(shown)))
+                break
+            shown.append(self.value(v, depth + 1))
+        return shown
+
+
+def _secret_key(name: str) -> bool:
+    """Whether a key names a credential. Short names are cached, as payloads repeat
+    their keys; a long one is not, so the cache holds at most 4096 x CACHED_NAME
+    characters whatever tenants send."""
+    if len(name) > CACHED_NAME:
+        return SECRET_KEY.search(name) is not None
+    return _short_secret_key(name)
+
+
+CACHED_NAME = 64
+
+
+@lru_cache(maxsize=4096)
+def _short_secret_key(name: str) -> bool:
+    return SECRET_KEY.search(name) is not None
 
 
 def _names_a_secret(item: dict[Any, Any]) -> bool:
     return any(
-        isinstance(item.get(field), str) and SECRET_KEY.search(item[field]) for field in NAME_FIELDS
+        isinstance(item.get(field), str) and _secret_key(item[field]) for field in NAME_FIELDS
     )
-
-
-def _pairs(items: list[Any], depth: int) -> list[Any]:
-    """Lists, with ["Authorization", "Basic x"]-style header pairs masked too."""
-    if (
-        len(items) == 2
-        and isinstance(items[0], str)
-        and isinstance(items[1], str)
-        and SECRET_KEY.search(items[0])
-    ):
-        return [items[0], MASK]
-    return [mask(v, depth + 1) for v in items]
 
 
 def text(value: str | None) -> str | None:
