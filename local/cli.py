@@ -303,12 +303,18 @@ def _status_line(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def _types_text(rt: Runtime) -> str:
+    """The start line's job types: whether the SPOOL_HANDLERS module was picked up."""
+    types = rt.registry.types()
+    return f"{len(types)} job types: {serve.listed_types(types)}"
+
+
 def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) -> WorkerStats:
     """`spool worker` without --burst: the pool, the scheduler and webhook delivery."""
     if not args.quiet:
         _status_line(
             f"spool worker: concurrency {worker.config.concurrency}, "
-            f"store {redact_url(rt.settings.store_url)}"
+            f"store {redact_url(rt.settings.store_url)}, {_types_text(rt)}"
         )
     stop_schedules = threading.Event()
     logs.outside_thread(

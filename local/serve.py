@@ -582,6 +582,32 @@ def addresses(host: str, port: int) -> tuple[str, str]:
     return url(bound), url(WILDCARDS.get(host, host))
 
 
+# Past this many a start line names the first few and counts the rest: a module of
+# fifty handlers would otherwise fill the screen the URL and key are read from.
+MOST_TYPES_NAMED = 12
+NAMED_WHEN_SHORTENED = 10
+
+
+def listed_types(types: list[str]) -> str:
+    """The job types a start line names, sorted, shortened past MOST_TYPES_NAMED.
+
+    Nothing said which types loaded, so a user could not tell whether their
+    SPOOL_HANDLERS module was picked up until an enqueue was refused."""
+    names = sorted(types)
+    if not names:
+        return "none"
+    if len(names) <= MOST_TYPES_NAMED:
+        return ", ".join(names)
+    shown = ", ".join(names[:NAMED_WHEN_SHORTENED])
+    return f"{shown}, ... and {len(names) - NAMED_WHEN_SHORTENED} more"
+
+
+def _types_line(types: list[str]) -> str:
+    if not types:
+        return "  types   none loaded (name your handler modules in SPOOL_HANDLERS)"
+    return f"  types   {len(types)} loaded: {listed_types(types)}"
+
+
 def _show_banner(text: str) -> None:
     """The banner on stdout, or nothing when stdout's reader is gone.
 
@@ -606,7 +632,8 @@ def banner(
     `bound`, when another (a wildcard), the one it listens on."""
     shown = key or "<your key>"
     header = shlex.quote("X-API-Key: " + shown)
-    demo = "echo" in rt.registry.types()
+    types = rt.registry.types()
+    demo = "echo" in types
     served = f" by {processes} server processes" if processes > 1 else ""
     where = url if bound in (None, url) else f"{bound} (every interface; from here: {url})"
     lines = [
@@ -616,6 +643,7 @@ def banner(
         "  demo    "
         + ("echo, sleep, fail" if demo else "off")
         + f" ({DEMO_VARIABLE}={'true' if demo else 'false'})",
+        _types_line(types),
         f"  ui      {url}/ui (the dashboard: paste the API key)",
     ]
     if generated:

@@ -208,3 +208,53 @@ def test_without_a_worker_on_a_store_fed_by_sqs_the_banner_names_the_sqs_worker(
     assert "local.sqs_poller" in line and "spool worker" not in line, line
     plain = SimpleNamespace(store=SimpleNamespace())
     assert "`spool worker`" in _worker_line(None, plain)  # type: ignore[arg-type]
+
+
+def test_the_banner_names_the_job_types_it_loaded(tmp_path: Path) -> None:
+    """A user whose SPOOL_HANDLERS module was or was not picked up could not tell from
+    the banner: it named only the demo's three. It now counts and names every type."""
+    store = f"sqlite:///{tmp_path}/local.db"
+    drop = ("SPOOL_API_KEYS", "SPOOL_DEMO_HANDLERS")
+    with serving("--no-worker", drop=drop, SPOOL_STORE_URL=store) as (banner, _):
+        line = next(x for x in banner.splitlines() if x.startswith("  types   "))
+        names = line.split(": ", 1)[1].split(", ")
+        assert names == sorted(names) and {"echo", "fail", "sleep"} <= set(names), line
+        assert line.startswith(f"  types   {len(names)} loaded: "), line
+
+
+def test_the_worker_start_line_names_the_job_types_it_loaded(tmp_path: Path) -> None:
+    env = guarded_env(SPOOL_STORE_URL=f"sqlite:///{tmp_path}/w.db", SPOOL_DEMO_HANDLERS="true")
+    proc = subprocess.Popen(  # -m: this checkout's code, not the one `spool` was installed from
+        [sys.executable, "-m", "local.cli", "worker", "--concurrency", "1"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    finally:
+        stop(proc)
+    shown = re.search(r", (\d+) job types: (.*)$", first.rstrip("\n"))
+    assert shown, first
+    names = shown.group(2).split(", ")
+    assert int(shown.group(1)) == len(names) and names == sorted(names), first
+    assert {"echo", "fail", "sleep"} <= set(names), first
+
+
+@pytest.mark.parametrize("count", [0, 1, 12, 13, 40])
+def test_a_long_list_of_job_types_is_shortened_but_counted(count: int) -> None:
+    from local.serve import listed_types
+
+    types = [f"t{i:02d}" for i in range(count)]
+    text = listed_types(types)
+    if count == 0:
+        assert text == "none"
+    elif count <= 12:
+        assert text == ", ".join(types)
+    else:
+        assert text.startswith(", ".join(types[:10]) + ", ")
+        assert text.endswith(f"and {count - 10} more") and types[-1] not in text
