@@ -13,7 +13,7 @@ import math
 import re
 from datetime import timedelta
 
-from chalicelib.number_text import too_small, underflows
+from .number_text import too_small, underflows  # relative: spool_client links this file
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NUMBER = r"[0-9]+(?:\.[0-9]+)?"  # ASCII digits: \d would read "٣s" as 3 s

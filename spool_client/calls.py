@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from spool_client import durations
 from spool_client.errors import AnswerTooLarge, UnexpectedResponse
 from spool_client.retry import RetryPolicy
 
@@ -89,7 +90,7 @@ class JobSpec:
     payload: Any = None
     queue: str | None = None
     priority: int | None = None
-    delay: float | timedelta | None = None
+    delay: float | timedelta | str | None = None
     run_at: datetime | None = None
     max_attempts: int | None = None
     idempotency_key: str | None = None
@@ -283,6 +284,23 @@ def payload_json(payload: Any) -> dict[str, Any]:
     return data
 
 
+def delay_seconds(delay: float | timedelta | str) -> float:
+    """A delay as the API takes it: seconds. Text is read as `spool enqueue --delay`
+    reads it ("30s", "1h30m"): sent as it was, the server refused "1h" with a 422.
+    A number goes as it is, so the server's bounds answer for it as before."""
+    if isinstance(delay, timedelta):
+        return delay.total_seconds()
+    if not isinstance(delay, str):
+        return delay
+    try:
+        return durations.parse_seconds(delay)
+    except ValueError as exc:
+        said = str(exc)
+        if durations.EXAMPLES not in said:  # "-5s": right form, negative
+            said += f"; give seconds or text like {durations.EXAMPLES}"
+        raise ValueError(f"delay: {said}") from None
+
+
 def job_body(spec: JobSpec) -> dict[str, Any]:
     """The JSON of one job, with its idempotency key (generated when absent)."""
     body: dict[str, Any] = {"type": spec.type, "payload": payload_json(spec.payload)}
@@ -291,8 +309,7 @@ def job_body(spec: JobSpec) -> dict[str, Any]:
     if spec.priority is not None:
         body["priority"] = spec.priority
     if spec.delay is not None:
-        delay = spec.delay
-        body["delay"] = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        body["delay"] = delay_seconds(spec.delay)
     if isinstance(spec.run_at, datetime):
         body["run_at"] = spec.run_at.isoformat()
     elif spec.run_at is not None:

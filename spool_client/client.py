@@ -232,7 +232,7 @@ class Client:
         *,
         queue: str | None = None,
         priority: int | None = None,
-        delay: float | timedelta | None = None,
+        delay: float | timedelta | str | None = None,
         run_at: datetime | None = None,
         max_attempts: int | None = None,
         idempotency_key: str | None = None,

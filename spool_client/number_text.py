@@ -1,0 +1,1 @@
+../chalicelib/number_text.py
