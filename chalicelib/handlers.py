@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import difflib
 import importlib
 import inspect
 import logging
@@ -417,6 +418,24 @@ def _check_call(type_: str, func: object, takes_context: bool) -> None:
         ) from None
 
 
+# How alike a misspelt type and a known one must be to be offered (difflib's ratio).
+CLOSE_TYPE_CUTOFF = 0.6
+
+
+def unknown_type(type_: str, known: list[str]) -> UnknownJobType:
+    """The refusal of a type no handler is registered for: the known types in its
+    details and, when one is close, "did you mean 'send_email'?" in its message.
+
+    The 422 listed every type, but a misspelling ("send_emial") was left for the
+    user to find in the list by eye; the HTTP answer, the Lambda path and the CLI
+    all show this message."""
+    message = f"unknown job type {type_!r}"
+    close = difflib.get_close_matches(type_, known, n=1, cutoff=CLOSE_TYPE_CUTOFF)
+    if close:
+        message += f"; did you mean {close[0]!r}?"
+    return UnknownJobType(message, {"type": type_, "known": known})
+
+
 class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, HandlerSpec] = {}
@@ -532,9 +551,7 @@ class Registry:
             self._import_deferred(self._deferred[type_])
             spec = self._specs.get(type_)
         if spec is None:
-            raise UnknownJobType(
-                f"unknown job type {type_!r}", {"type": type_, "known": self.types()}
-            )
+            raise unknown_type(type_, self.types())
         return spec
 
     def limits(self) -> tuple[Limit, ...]:

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 from chalicelib import handler_check, handler_modules, logs
 from chalicelib.clock import Clock
 from chalicelib.config import ConfigError, Settings
-from chalicelib.errors import UnknownJobType
-from chalicelib.handlers import DEFAULT_TIMEOUT, HandlerSpec, Registry, registry
+from chalicelib.handlers import DEFAULT_TIMEOUT, HandlerSpec, Registry, registry, unknown_type
 from chalicelib.service import Service
 from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
@@ -188,9 +187,7 @@ class HandlerView(Registry):
     def get(self, type_: str) -> HandlerSpec:
         spec = self._base.get(type_)
         if not self._offered(spec):
-            raise UnknownJobType(
-                f"unknown job type {type_!r}", {"type": type_, "known": self.types()}
-            )
+            raise unknown_type(type_, self.types())
         return spec
 
     def types(self) -> list[str]:

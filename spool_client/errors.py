@@ -8,6 +8,7 @@ mean (`except NotFound`) instead of comparing status numbers.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -148,6 +149,9 @@ class ValidationFailed(ApiError):
 
 
 SHOWN_PROBLEMS = 3
+# How alike a misspelt type and a known one must be to be offered: the server's own
+# cutoff (chalicelib/handlers.py CLOSE_TYPE_CUTOFF).
+CLOSE_TYPE_CUTOFF = 0.6
 
 
 def validation_problem(message: str, details: Any, where: str = "payload") -> str:
@@ -194,12 +198,23 @@ class UnknownJobType(ValidationFailed):
         known = self.details.get("known") if isinstance(self.details, dict) else None
         if not isinstance(known, list):
             return super().__str__()
-        listed = ", ".join(str(name) for name in known) or "none"
+        names = [str(name) for name in known]
+        listed = ", ".join(names) or "none"
         return (
-            f"{self.status} {self.code}: {self.message} (this server's types: {listed}; "
+            f"{self.status} {self.code}: {self.message}{self._guess(names)} "
+            f"(this server's types: {listed}; "
             "a type of your own needs the module that registers it on the server's "
             "SPOOL_HANDLERS)"
         )
+
+    def _guess(self, known: list[str]) -> str:
+        """The hint ("; did you mean 'send_email'?") when one known type is close to the
+        one sent and the server (one older than the hint) did not already give it."""
+        sent = self.details.get("type") if isinstance(self.details, dict) else None
+        if not isinstance(sent, str) or "did you mean" in self.message:
+            return ""
+        close = difflib.get_close_matches(sent, known, n=1, cutoff=CLOSE_TYPE_CUTOFF)
+        return f"; did you mean {close[0]!r}?" if close else ""
 
 
 class TooManyRequests(ApiError):
