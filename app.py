@@ -27,7 +27,8 @@ class SpoolChalice(Chalice):
     (chalicelib/api/gateway_event.py) instead of raising or answering 500 on it. Both
     checks run before chalice reads the event: a header or query value that is not a
     string once reached a route, which raised on it (an ERROR with a traceback for a
-    client's mistake) or stored the job it came with."""
+    client's mistake) or stored the job it came with. So does the refusal of a header
+    value holding a control character, as `spool serve`'s server refuses its line."""
 
     def __call__(self, event: Any, context: Any) -> dict[str, Any]:
         answer = self._answer(event, context)
@@ -41,11 +42,14 @@ class SpoolChalice(Chalice):
     def _answer(self, event: Any, context: Any) -> dict[str, Any]:
         checks = _event_checks or _load_event_checks()
         why = checks.shape_problem(event, self.routes) or checks.value_problem(event)
-        if why is None:
-            answer: dict[str, Any] = super().__call__(event, context)
-            return answer
-        refused: dict[str, Any] = _refusal(why).to_dict(self.api.binary_types)
-        return refused
+        if why is not None:
+            refused: dict[str, Any] = _refusal(why).to_dict(self.api.binary_types)
+            return refused
+        if checks.control_in_headers(event):
+            invalid: dict[str, Any] = _invalid_header(event).to_dict(self.api.binary_types)
+            return invalid
+        answer: dict[str, Any] = super().__call__(event, context)
+        return answer
 
 
 def _load_event_checks() -> Any:
@@ -65,6 +69,27 @@ def _refusal(why: str) -> Response:
     log.warning("refused a Lambda event: %s", why)
     headers: dict[str, str | list[str]] = {**API_HEADERS, "Content-Type": "application/json"}
     return Response(dumps(error_body("bad_request", why)), headers, status_code=400)
+
+
+def _invalid_header(event: dict[str, Any]) -> Response:
+    """The 400 of a header value holding a control character, in `spool serve`'s words
+    (http.INVALID_HEADER), before chalice or a route reads a header: no key is checked,
+    so no failed sign-in is counted. A client's request, not a malformed event: logged
+    as any answered request is (one INFO line), not as a refused event's WARNING."""
+    from chalicelib import logs
+    from chalicelib.api.errors import error_body
+    from chalicelib.api.http import API_HEADERS, INVALID_HEADER, dumps
+
+    context = event["requestContext"]
+    route = context["resourcePath"]
+    logs.http_request(context["httpMethod"], route, 400, 0.0, None)
+    headers: dict[str, str | list[str]] = {**API_HEADERS, "Content-Type": "application/json"}
+    if route.startswith("/ui"):  # the dashboard's headers, as on its other errors
+        from chalicelib.api.ui_routes import ERROR_HEADERS
+
+        headers = {**ERROR_HEADERS, **headers}
+    body = dumps(error_body("bad_request", INVALID_HEADER))
+    return Response(body, headers, status_code=400)
 
 
 def _is_head(event: Any) -> bool:
@@ -132,6 +157,8 @@ def _handle(operation: str, **params: str) -> Response:
         repeated, plain = checks.repeated_headers(event, _plain(headers))
     except checks.BadEvent as exc:
         return _refusal(str(exc))
+    except checks.InvalidHeader:  # in multiValueHeaders; _answer checked `headers`
+        return _invalid_header(event)
     result = handle(
         operation,
         http.ApiRequest(

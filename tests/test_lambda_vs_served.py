@@ -211,9 +211,14 @@ def _fresh(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def _both(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, corpus: list[Request]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    corpus: list[Request],
+    as_event: Callable[[Request], dict[str, Any]] | None = None,
 ) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
-    """Each request's status and body from `spool serve`, then from app.py on Lambda."""
+    """Each request's status and body from `spool serve`, then from app.py on Lambda
+    (each request made an event by `as_event`, gateway_event unless given)."""
+    event_for = as_event or gateway_event
     monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", api_http.PEER_HEADER_TRUSTED)
     with _fresh(tmp_path, "served", monkeypatch):
         server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=2)
@@ -226,7 +231,7 @@ def _both(
     with _fresh(tmp_path, "lambda", monkeypatch):
         on_lambda = []
         for request in corpus:
-            answer = spool_app.app(gateway_event(request), context("api_handler"))
+            answer = spool_app.app(event_for(request), context("api_handler"))
             on_lambda.append((answer["statusCode"], _decoded(answer["body"])))
     return served, on_lambda
 
@@ -306,6 +311,159 @@ def test_a_key_only_an_event_can_carry_is_400_on_lambda(
 
 
 J1 = "j_" + "0" * 31 + "1"
+INVALID_HEADER = {
+    "error": {"code": "bad_request", "message": api_http.INVALID_HEADER, "details": None}
+}
+
+
+def _note(value: str, name: str = "X-Note") -> tuple[tuple[str, str], ...]:
+    return (JSON, (name, value))
+
+
+# A control character (C0 but the tab, or DEL) in any other header's value, read by a
+# route or not. `spool serve`'s server refuses the line, 400, before app.py sees it;
+# on Lambda the event carried it past app.py: served (201, 200), or a wrong key's
+# 401 counted as a failed sign-in, and a Content-Encoding of "identity\x0b" was taken
+# for identity (str.strip() took the VT off).
+CONTROL_HEADERS: list[Request] = [
+    _req("POST", "/enqueue", JOB, headers=(("Content-Type", "application/json\x01"),)),
+    _req("POST", "/enqueue", JOB, headers=(("Content-Type", "\x0bapplication/json"),)),
+    _req("POST", "/enqueue", JOB, headers=_note("identity\x0b", "Content-Encoding")),
+    _req("POST", "/enqueue", JOB, headers=_note("k-1\x1b[2J", "Idempotency-Key")),
+    _req("GET", "/jobs", headers=_note("203.0.113.7\x00", "X-Forwarded-For")),
+    _req("GET", f"/status/{J1}", headers=_note("application/json\x7f", "Accept")),
+    _req("GET", "/jobs", key="wrong-key-0123456789", headers=_note("curl/8\x08", "User-Agent")),
+    _req("GET", "/jobs", key=None, headers=_note("\x1f", "Accept-Language")),
+    _req("GET", "/health", key=None, headers=_note("a\x0cb")),
+    _req("GET", "/openapi.json", headers=_note("en\x19", "Accept-Language")),
+    _req("GET", "/metrics", key=OPERATOR_KEY, headers=_note("\x04")),
+    _req("GET", "/dlq", headers=_note("http://a.example\x05", "Origin")),
+    _req("POST", f"/jobs/{J1}/cancel", headers=_note("r\x7f", "X-Request-Id")),
+    _req("GET", "/ui/api/overview", headers=_note("s=\x02", "Cookie")),
+    # Given twice, the character in the first line: API Gateway keeps the last in
+    # `headers` and both in multiValueHeaders.
+    _req("GET", "/jobs", headers=(JSON, ("X-Note", "a\x01"), ("X-Note", "b"))),
+]
+# Their neighbours, a header value HTTP carries: tabs and spaces inside, latin-1
+# letters, C1 controls and a no-break space (obs-text), blanks around, an empty value.
+HEADER_NEIGHBOURS: list[Request] = [
+    _req("POST", "/enqueue", JOB, headers=_note("a\tb c")),
+    _req("POST", "/enqueue", JOB, headers=_note("caf\xe9 \xff")),
+    _req("POST", "/enqueue", JOB, headers=_note("\x85\x9f\xa0")),
+    _req("POST", "/enqueue", JOB, headers=_note("k\t1", "Idempotency-Key")),
+    _req("POST", "/enqueue", JOB, headers=(("Content-Type", "application/json; x=\xe9"),)),
+    _req("GET", "/jobs", headers=_note("\t */* \t", "Accept")),
+    _req("GET", "/jobs", headers=_note("")),
+    _req("GET", "/health", key=None, headers=_note("\xe9\t\xe9")),
+]
+
+
+def test_a_header_holding_a_control_character_is_400_on_both_edges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any header value holding a control character was 400 under `spool serve` and
+    served on Lambda (only a key's was refused, stop 47). Both now answer 400 in the
+    same words; values a header line can carry are answered alike as before."""
+    corpus = CONTROL_HEADERS + HEADER_NEIGHBOURS
+    served, on_lambda = _both(tmp_path, monkeypatch, corpus)
+    for request, want, got in zip(corpus, served, on_lambda, strict=True):
+        assert got == want, request
+    assert served[: len(CONTROL_HEADERS)] == [(400, INVALID_HEADER)] * len(CONTROL_HEADERS)
+    assert [status for status, _ in served[len(CONTROL_HEADERS) :]] == [201] * 5 + [200] * 3
+
+
+def _utf8_text(request: Request) -> Request:
+    """`request` with each header value read as UTF-8: what API Gateway hands the
+    function for the bytes `spool serve` is sent (_exchange sends each character as
+    one latin-1 byte)."""
+    method, path, headers, body = request
+    pairs = tuple((name, value.encode("latin-1").decode("utf-8")) for name, value in headers)
+    return (method, path, pairs, body)
+
+
+def _utf8(text: str) -> str:
+    """`text`'s UTF-8 bytes, one character each, as _exchange sends them."""
+    return text.encode("utf-8").decode("latin-1")
+
+
+def test_utf8_header_values_are_served_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UTF-8 text in a header value: bytes over 0x7F, which `spool serve`'s server takes
+    (obs-text), and characters past U+00FF in the event; none is a control character,
+    though U+0085 and U+2028 are line breaks to str.splitlines()."""
+    corpus = [
+        _req("POST", "/enqueue", JOB, headers=_note(_utf8("café ☃ \u2028 \u0085 日本"))),
+        _req("GET", "/jobs", headers=_note(_utf8("naïve"), "Idempotency-Key")),
+        _req("GET", "/jobs", key=_utf8("clé")),  # a wrong key: 401 on both
+        _req("GET", "/health", key=None, headers=_note(_utf8("\u200b\ufeff"))),
+    ]
+    served, on_lambda = _both(tmp_path, monkeypatch, corpus, lambda r: gateway_event(_utf8_text(r)))
+    for request, want, got in zip(corpus, served, on_lambda, strict=True):
+        assert got == want, request
+    assert [status for status, _ in served] == [201, 200, 401, 200]
+
+
+def test_a_control_character_elsewhere_counts_no_failed_sign_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong key sent with a control character in another header is refused 400
+    before the key is read: it counts as no failed sign-in (SPOOL_AUTH_FAILURES,
+    20 a minute), so the next wrong key is 401, not 429, on both edges."""
+    refused = _req("GET", "/jobs", key="wrong-key-0123456789", headers=_note("\x01", "User-Agent"))
+    corpus = [refused] * 20 + [_req("GET", "/jobs", key="wrong-key-0123456789")]
+    served, on_lambda = _both(tmp_path, monkeypatch, corpus)
+    assert on_lambda == served
+    assert [status for status, _ in served] == [400] * 20 + [401]
+
+
+@pytest.mark.parametrize("character", ["\r", "\n", "\r\n"])
+@pytest.mark.parametrize("name", ["Content-Type", "X-Forwarded-For", "X-Note"])
+def test_a_header_only_an_event_can_carry_is_400_on_lambda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, character: str, name: str
+) -> None:
+    """CR and LF end a header line `spool serve` reads; an event can hold them inside
+    a value, in `headers` or only in multiValueHeaders, and they are refused as every
+    control character is, in the same words."""
+    monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", False)
+    with _fresh(tmp_path, "lambda", monkeypatch):
+        for value in (f"v{character}", f"{character}v", f"a{character}X-API-Key: {KEY_B}"):
+            event = gateway_event(_req("POST", "/enqueue", JOB, headers=(JSON, (name, value))))
+            answer = spool_app.app(event, context("api_handler"))
+            assert (answer["statusCode"], json.loads(answer["body"])) == (400, INVALID_HEADER)
+            event["multiValueHeaders"][name] = [value, "v"]
+            event["headers"][name] = "v"
+            answer = spool_app.app(event, context("api_handler"))
+            assert (answer["statusCode"], json.loads(answer["body"])) == (400, INVALID_HEADER)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("GET", "/jobs", None), ("HEAD", "/jobs", None), ("GET", "/ui/api/overview", None)],
+)
+def test_a_header_refused_on_lambda_carries_every_answer_s_headers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, path: str, body: bytes | None
+) -> None:
+    """The refusal is made before chalice and the routes, which add the headers every
+    answer carries (never cached, never sniffed; the dashboard's CSP and framing rules
+    under /ui): it carries them itself, and HEAD gets it without the body."""
+    from chalicelib.api.ui_routes import ERROR_HEADERS
+
+    monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", False)
+    with _fresh(tmp_path, "lambda", monkeypatch):
+        event = gateway_event(_req(method, path, body, headers=_note("\x01")))
+        answer = spool_app.app(event, context("api_handler"))
+    assert answer["statusCode"] == 400
+    want = {**api_http.API_HEADERS, "Content-Type": "application/json"}
+    if path.startswith("/ui"):
+        want.update(ERROR_HEADERS)
+    assert answer["headers"].items() >= want.items()
+    if method == "HEAD":
+        assert answer["body"] == ""
+    else:
+        assert json.loads(answer["body"]) == INVALID_HEADER
+
+
 # HEAD of GET routes: found, missing, refused, unauthenticated, no key needed.
 HEADS: list[Request] = [
     _req("HEAD", "/health"),

@@ -19,10 +19,17 @@ traceback for a client's mistake, then the 400), or was stored with the job. It
 walks each part in C (str.join), no Python step per header: about 36,000
 instructions for an event of twenty headers, against some 500,000 for the request
 (docs/benchmarks.md, stop 43).
+
+A third runs on an event the two passed, still before chalice reads it:
+`control_in_headers`, whether a value in `headers` holds a control character, which
+app.py answers 400 in the words `spool serve`'s server uses for such a line;
+repeated_headers's walk refuses one in multiValueHeaders (InvalidHeader), before a
+route reads a header.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from itertools import chain
 from typing import Any
@@ -124,8 +131,38 @@ def value_problem(event: dict[str, Any]) -> str | None:
     return None
 
 
+# What header values may hold (RFC 9110 5.5): every character but the control ones,
+# C0 but the tab and DEL. Tabs and spaces, C1 controls and other latin-1 bytes
+# (obs-text), and in an event any character past U+00FF (UTF-8 text, which `spool
+# serve`'s server takes as bytes) are a value HTTP carries. Matched whole, the allowed
+# characters: a third fewer instructions than searching for a control one.
+_VALUES = re.compile(r"[\t\x20-\x7e\x80-\U0010ffff]*")
+
+
+def control_in_headers(event: dict[str, Any]) -> bool:
+    """Whether a value in the event's `headers` (the ones chalice reads) holds a control
+    character (_VALUES). `spool serve`'s server refuses such a line, 400, before app.py
+    sees the request; an event can carry one (CR and LF too), and it was served, or
+    read as a wrong key or a Content-Encoding that str.strip() made `identity`.
+    multiValueHeaders, where API Gateway keeps a repeated header's every value, are
+    checked in the one walk of them, repeated_headers (InvalidHeader).
+
+    Run after value_problem: `headers` maps names to strings. One str.join and one
+    regex match, in C, no Python step per header: about 19,000 instructions for an
+    event of twenty headers (bench/lambda_event_checks.py, stop 47)."""
+    headers = event.get("headers")
+    if not headers:
+        return False
+    return _VALUES.fullmatch("".join(headers.values())) is None
+
+
 class BadEvent(ValueError):
     """An event part found unreadable while it is read (its message says what)."""
+
+
+class InvalidHeader(ValueError):
+    """A header value in multiValueHeaders holds a control character: what
+    control_in_headers finds in `headers`, found while repeated_headers walks them."""
 
 
 _NOT_REPEATED: frozenset[str] = frozenset()
@@ -141,7 +178,8 @@ _BAD_MANY = PREFIX + "multiValueHeaders does not map names to non-empty lists of
 def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str], Any]:
     """Header names (lower-case) the event gives different values, and the headers the
     route is to read; BadEvent when multiValueHeaders is not a map of names to
-    non-empty lists of strings (the one walk of them both checks and reads).
+    non-empty lists of strings, InvalidHeader when a value there holds a control
+    character (the one walk of them both checks and reads).
 
     API Gateway puts the last of a header's values in `headers` and all of them in
     multiValueHeaders; for a LISTED header (the key, which picks the tenant, and the
@@ -158,11 +196,12 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
     if not given and not any(line is not None and "," in line for _, line in lines):
         return _NOT_REPEATED, headers
     values: dict[str, set[str]] = {}
+    walked: list[str] = []
     for name, each in (given or {}).items():
         if type(each) is not list or not each:
             raise BadEvent(_BAD_MANY)
         try:
-            "".join(each)  # every value a str, checked in C
+            walked.append("".join(each))  # every value a str, checked in C
         except TypeError:
             raise BadEvent(_BAD_MANY) from None
         lower = str(name).lower()
@@ -172,6 +211,9 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
                 seen.update(listed_values(lower, value))
         else:
             seen.update(each)
+    if walked and _VALUES.fullmatch("".join(walked)) is None:
+        # A header's earlier line, which API Gateway leaves out of `headers`.
+        raise InvalidHeader
     for name, line in lines:
         if line is None:
             continue
