@@ -34,11 +34,13 @@ _MODELS: list[type[BaseModel]] = [
     schemas.Health,
 ]
 
+# Every route answers this 400, public ones too, on both edges: `spool serve`'s server
+# refuses such a header line, and app.py such an event (gateway_event.control_in_headers).
+_CONTROL_400 = "any header value holding a control character (C0 but the tab, or DEL)."
 _ERRORS = {
     400: "Malformed JSON (NaN, Infinity and numbers too large for a float are not JSON), "
-    "an invalid cursor or died_before, a query parameter given more than once, or an "
-    "X-API-Key (or Authorization) header given twice with different values or holding a "
-    "control character (C0 but the tab, or DEL).",
+    "an invalid cursor or died_before, a query parameter given more than once, an "
+    "X-API-Key (or Authorization) header given twice with different values, or " + _CONTROL_400,
     401: "Missing or wrong X-API-Key.",
     404: "No such job for this tenant (another tenant's job looks the same).",
     409: "The job is in a state where this makes no sense.",
@@ -120,6 +122,8 @@ def _operation(
             own = description or (_ERRORS[429] if 429 in errors else None)
             description = f"{own} Or: {_SIGN_IN_429}" if own else _SIGN_IN_429
         responses[str(code)] = _error(code, description)
+    if "400" not in responses:  # a public route's only 400
+        responses["400"] = _error(400, _CONTROL_400[0].upper() + _CONTROL_400[1:])
     operation: dict[str, Any] = {"summary": summary, "responses": dict(sorted(responses.items()))}
     if public:
         operation["security"] = []
