@@ -6,15 +6,16 @@
         .venv/bin/python -m bench.lambda_event_checks
     grep -h "^desc: Trigger\\|^summary" /tmp/cg.* | paste - -   # then divide by N
 
-Phases (N calls each): gateway_event.value_problem on a GET /status/{id} event of
-twenty headers as API Gateway sends them (headers and multiValueHeaders, a query),
-and `app.app(event, context)` for that request with the check and with it replaced
-by one that finds nothing.
+Phases (N calls each): gateway_event.value_problem, then control_in_headers, on a
+GET /status/{id} event of twenty headers as API Gateway sends them (headers and
+multiValueHeaders, a query), and `app.app(event, context)` for that request with
+both checks, and with either replaced by one that finds nothing.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from bench import callgrind_marks
@@ -36,20 +37,27 @@ def main() -> None:
     event["multiValueHeaders"] = {k: [v] for k, v in event["headers"].items()}
     event["multiValueQueryStringParameters"] = {"wait": ["0"]}
     assert app.app(event, lr.Context(30_000))["statusCode"] == 200
-    checked = gateway_event.value_problem
 
-    def unchecked() -> Any:
-        gateway_event.value_problem = lambda _event: None  # type: ignore[assignment]
-        try:
-            return app.app(event, lr.Context(30_000))
-        finally:
-            gateway_event.value_problem = checked  # type: ignore[assignment]
+    def without(check: str, finding: Any) -> Callable[[], Any]:
+        """The request with gateway_event's `check` replaced by one finding nothing."""
+        kept = getattr(gateway_event, check)
+
+        def request() -> Any:
+            setattr(gateway_event, check, lambda _event: finding)
+            try:
+                return app.app(event, lr.Context(30_000))
+            finally:
+                setattr(gateway_event, check, kept)
+
+        return request
 
     callgrind_marks.count_phases(
         {
-            "value_problem": lambda: checked(event),
+            "value_problem": lambda: gateway_event.value_problem(event),
+            "control_in_headers": lambda: gateway_event.control_in_headers(event),
             "request_with_check": lambda: app.app(event, lr.Context(30_000)),
-            "request_without_check": unchecked,
+            "request_without_check": without("value_problem", None),
+            "request_without_control_check": without("control_in_headers", False),
         },
         n=N,
         warmup=50,
