@@ -23,8 +23,8 @@ _EXACT = {
         "the request line must be `METHOD /path HTTP/1.1`: a space or control "
         "character in the path or query string must be percent-encoded (a space is %20)"
     ),
-    # app.py answers a key holding a control character, which an API Gateway event
-    # can carry, in the same words (chalicelib/api/http.py ApiRequest.header).
+    # app.py answers a header value holding a control character, which an API Gateway
+    # event can carry, in the same words (chalicelib/api/gateway_event.py).
     "Invalid header": INVALID_HEADER,
     "HTTP message header invalid": (
         "the request head is malformed: send a request line, then one `Name: value` "
