@@ -14,6 +14,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import CheckFunction
 from schemathesis.config import SchemathesisConfig
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -154,6 +155,27 @@ def _over_the_body_limit(response: Any) -> bool:
     return error["code"] == "payload_too_large" and isinstance(limit, int) and size > limit
 
 
+def _not_blank(case: schemathesis.Case[Any]) -> bool:
+    """False for a body of whitespace alone: the API reads it as no body
+    (chalicelib/api/http.py parse_json), which a route whose body is optional takes,
+    so it is no invalid data there (POST /dlq/redrive's "\\n", found at 1,500 examples)."""
+    body = case.body
+    return not (isinstance(body, (bytes, str)) and not body.strip())
+
+
+def _signed_in(case: schemathesis.Case[Any]) -> dict[str, str] | None:
+    """The key to send over the case's own headers: none when the case negates its
+    headers. A case that left out the required X-API-Key got it back from our
+    override, so a request whose other negation serialized away (an extra query
+    parameter) was valid and answered 200, which schemathesis then counts as invalid
+    data accepted (GET /dlq, found at 1,500 examples; a helper's run met GET /jobs)."""
+    meta = case.meta
+    headers = meta.components.get(ParameterLocation.HEADER) if meta is not None else None
+    if headers is not None and headers.mode.is_negative:
+        return None
+    return AUTH
+
+
 def a_413_is_over_the_limit(ctx: Any, response: Any, case: schemathesis.Case[Any]) -> None:
     """A schemathesis check: 413 only for a body over the limit."""
     if response.status_code == 413:
@@ -213,7 +235,7 @@ def drive(
         [positive_data_acceptance] if label in OPAQUE_CURSOR or handler_checked else []
     )
 
-    @given(case=operation.as_strategy(generation_mode=mode).map(alter))
+    @given(case=operation.as_strategy(generation_mode=mode).filter(_not_blank).map(alter))
     @settings(
         max_examples=40,
         deadline=None,
@@ -223,7 +245,7 @@ def drive(
     )
     def check(case: schemathesis.Case[Any]) -> None:
         response = case.call_and_validate(
-            headers=AUTH,
+            headers=_signed_in(case),
             excluded_checks=excluded,
             additional_checks=[a_413_is_over_the_limit],
             timeout=30,
