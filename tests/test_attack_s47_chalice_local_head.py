@@ -23,7 +23,7 @@ import requests
 
 from local.http_guard import OBS_FOLD
 from local.http_messages import explain
-from tests.test_chalice_local import serving_chalice_local
+from tests.test_chalice_local import _one_exchange_kept_alive, serving_chalice_local
 
 KEY = "s47-local-key-0123456789"
 
@@ -34,23 +34,6 @@ def local_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     tmp_path: Path = tmp_path_factory.mktemp("chalice-local-head")
     with serving_chalice_local(tmp_path, {**os.environ, "SPOOL_API_KEYS": f"{KEY}=s47"}) as port:
         yield port
-
-
-def _exchange(port: int, request: bytes) -> bytes:
-    """Send `request` on a keep-alive connection; every byte answered until the
-    server closes or goes quiet."""
-    import socket
-
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        sock.settimeout(3)
-        data = b""
-        try:
-            while chunk := sock.recv(65536):
-                data += chunk
-        except TimeoutError:
-            pass
-    return data
 
 
 def _jobs(port: int, queue: str) -> list[object]:
@@ -71,7 +54,7 @@ MALFORMED = [b"X-Note : y\r\n", b"NoColonHere\r\n", b":no-name\r\n", b"X-Note: a
 def test_a_first_header_line_that_starts_with_a_blank_is_folding(local_port: int) -> None:
     """A continuation with nothing before it: `spool serve` calls it folding too."""
     body = b'{"type": "echo"}'
-    data = _exchange(
+    data = _one_exchange_kept_alive(
         local_port,
         b"POST /enqueue HTTP/1.1\r\n Host: 127.0.0.1\r\nX-API-Key: %s\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (KEY.encode(), len(body), body),
@@ -97,7 +80,7 @@ def test_a_head_with_a_line_that_is_no_header_is_refused_and_its_body_never_serv
         b"POST /enqueue HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: %s\r\n%s"
         b"Content-Length: %d\r\n\r\n%s" % (KEY.encode(), bad_line, len(inner), inner)
     )
-    data = _exchange(local_port, outer)
+    data = _one_exchange_kept_alive(local_port, outer)
     head, _, after = data.partition(b"\r\n\r\n")
     status_line, *lines = head.split(b"\r\n")
     sized = [int(ln.split(b":")[1]) for ln in lines if ln.lower().startswith(b"content-length:")]
@@ -116,7 +99,7 @@ def test_a_well_formed_head_is_still_served(local_port: int) -> None:
         b"POST /enqueue HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: %s\r\nX-Note: a b\r\n"
         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (KEY.encode(), len(body), body)
     )
-    data = _exchange(local_port, request)
+    data = _one_exchange_kept_alive(local_port, request)
     assert data.startswith(b"HTTP/1.1 201 "), data
     assert len(_jobs(local_port, "plain")) == 1
 
