@@ -298,13 +298,15 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
             raise
 
 
-def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+def _tls_context(ca_file: str | None, ca_setting: str) -> ssl.SSLContext:
+    """The TLS context, with the extra CA bundle `ca_setting` names loaded: the error
+    names that setting, as webhooks (SPOOL_WEBHOOK_CA_FILE) share this client."""
     context = ssl.create_default_context()
     if ca_file:
         try:
             context.load_verify_locations(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
-            raise PermanentError(f"SPOOL_HTTP_CA_FILE cannot be loaded: {exc}") from None
+            raise PermanentError(f"{ca_setting} cannot be loaded: {exc}") from None
     return context
 
 
@@ -317,6 +319,7 @@ def perform(
     resolver: ssrf.Resolver = ssrf.system_resolver,
     *,
     read_body: bool = True,
+    ca_setting: str = "SPOOL_HTTP_CA_FILE",
 ) -> dict[str, Any]:
     """One request through the guard, redirects followed as the payload says.
 
@@ -341,7 +344,7 @@ def perform(
         target, addresses = ssrf.check_url(url, policy, resolver)
         first_origin = first_origin or target.origin
         if target.scheme == "https" and context is None:
-            context = _tls_context(ca_file)
+            context = _tls_context(ca_file, ca_setting)
         visited.append(target.url)
         conn, response = _send(target, addresses, method, headers, body, deadline, context)
         try:

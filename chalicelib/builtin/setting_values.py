@@ -1,4 +1,5 @@
-"""Checks the built-in handlers run on their settings, each failure naming its setting.
+"""Checks the built-in handlers (and webhooks, SPOOL_WEBHOOK_CA_FILE) run on their
+settings, each failure naming its setting.
 
 One `except ValueError` around all of a handler's settings reported "'bad host' is not
 a host name" for either of two host-name settings, and a CA file that did not exist

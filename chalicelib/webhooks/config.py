@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from chalicelib import ssrf
+from chalicelib.builtin import setting_values
 from chalicelib.config import QUEUE_NAME, ConfigError, Settings, not_a_tenant
 from chalicelib.ports import WEB_PORTS, PortSet
 from chalicelib.webhooks.signing import SECRET_PREFIX, decode_secret
@@ -65,6 +66,9 @@ class WebhookSettings:
         return self.tenants.get(tenant)
 
 
+CA_FILE = "SPOOL_WEBHOOK_CA_FILE"
+
+
 def from_settings(settings: Settings) -> WebhookSettings:
     """Every webhook setting, checked; a malformed one is a ConfigError naming it."""
     try:
@@ -75,7 +79,9 @@ def from_settings(settings: Settings) -> WebhookSettings:
                 settings.flag("SPOOL_WEBHOOK_ALLOW_PRIVATE"),
                 settings.text(PORTS) or WEB_PORTS,
             ),
-            ca_file=settings.text("SPOOL_WEBHOOK_CA_FILE") or None,
+            # Checked as SPOOL_HTTP_CA_FILE is: one naming no file started the worker
+            # without a word, and every https delivery then failed.
+            ca_file=setting_values.named(CA_FILE, setting_values.ca_file, settings.text(CA_FILE)),
             max_attempts=settings.integer("SPOOL_WEBHOOK_MAX_ATTEMPTS", 10, 1, 100),
             backoff_base=settings.number("SPOOL_WEBHOOK_BACKOFF", 5.0, 0.0, 3600.0),
             backoff_cap=settings.number("SPOOL_WEBHOOK_BACKOFF_MAX", 3600.0, 0.0, 86400.0),

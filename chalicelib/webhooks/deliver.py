@@ -317,7 +317,15 @@ class Deliverer:
             response_headers=["retry-after"],
             retry_on_status=[],
         )
-        return perform(request, hooks.policy, None, hooks.ca_file, self._resolver, read_body=False)
+        return perform(
+            request,
+            hooks.policy,
+            None,
+            hooks.ca_file,
+            self._resolver,
+            read_body=False,
+            ca_setting="SPOOL_WEBHOOK_CA_FILE",
+        )
 
 
 def _describe(exc: BaseException) -> str:
