@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
+from chalicelib import shell_paths
+
 T = TypeVar("T")
 
 
@@ -29,6 +31,9 @@ def ca_file(path: str) -> str | None:
     if not path:
         return None
     if not os.path.isfile(path):
+        unexpanded = shell_paths.refusal(path)
+        if unexpanded is not None:  # ~/ca.pem: "not a file" did not say why
+            raise ValueError(unexpanded)
         raise ValueError(f"{path!r} is not a file (a PEM bundle of CA certificates)")
     if not os.access(path, os.R_OK):
         raise ValueError(f"{path!r} cannot be read by this process")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from importlib import import_module
 from urllib.parse import parse_qsl, urlsplit
 
+from chalicelib import shell_paths
 from chalicelib.clock import Clock
 from chalicelib.storage.base import JobStore
 
@@ -91,6 +92,9 @@ def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
             "a SQLite URL names its file (sqlite:///relative.db, sqlite:////abs/x.db); "
             "leave SPOOL_STORE_URL unset for the default, sqlite:///.spool/spool.db"
         )
+    unexpanded = shell_paths.refusal(path, "sqlite:///{}")
+    if unexpanded is not None:  # sqlite:///~/x.db: a folder named `~` here, held quietly
+        raise ValueError(unexpanded)
     if not url.partition(":")[2].startswith("//"):
         # sqlite:/var/x.db (one slash, as file:/ URLs have) read as the relative
         # var/x.db, made quietly under the working directory: refused, as two are.
