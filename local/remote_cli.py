@@ -44,8 +44,10 @@ URL_VARIABLE = "SPOOL_URL"  # the same names spool_client reads
 KEY_VARIABLE = "SPOOL_API_KEY"
 REDRIVE_CHUNK = 1000
 # Commands that work on the local store whatever SPOOL_URL says (`--url` is refused
-# for them): with SPOOL_URL exported for the job commands, they say so on stderr.
-LOCAL_ONLY = ("top", "schedules", "purge")
+# for them): with SPOOL_URL exported for the job commands, they say so on stderr. The
+# worker too: in a folder without the server's store it made a new one and ran nothing,
+# "done: 0 succeeded", as if the server had no jobs.
+LOCAL_ONLY = ("top", "schedules", "purge", "worker")
 # A person waits at a terminal: keep trying through a restart, not for minutes. Six
 # tries, the pauses between them about 0.25, 0.5, 1, 2 and 4 s (each jittered down
 # to half): a server that stays down is reported after 4 to 8 s (docs/client.md).

@@ -1,0 +1,39 @@
+"""`spool worker` run with SPOOL_URL exported says which store it works on.
+
+Found following the README: after `export SPOOL_URL=... SPOOL_API_KEY=...` (as
+`make run` prints it), `spool worker` in another folder made a new SQLite store
+there and ran nothing, with "done: 0 succeeded" and no word that it had not asked
+the server at SPOOL_URL, while `spool top`, `spool schedules` and `spool purge`
+print a note saying so (tests/test_cli_newuser.py). A worker never follows
+SPOOL_URL; now it says so too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from local import cli
+
+
+@pytest.mark.parametrize("quiet", [[], ["--quiet"]])
+def test_a_worker_with_spool_url_set_notes_the_store_it_works_on(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    quiet: list[str],
+) -> None:
+    db = tmp_path / "spool.db"
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("SPOOL_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SPOOL_API_KEY", "dev-key-of-sixteen-chars")
+    assert cli.main(["worker", "--burst", *quiet]) == 0
+    note = (
+        "spool: note: `spool worker` works on the local store named by SPOOL_STORE_URL "
+        f"(sqlite:///{db}), not on the server at SPOOL_URL."
+    )
+    assert note in capsys.readouterr().err.splitlines()
+    monkeypatch.delenv("SPOOL_URL")
+    assert cli.main(["worker", "--burst", *quiet]) == 0
+    assert "note:" not in capsys.readouterr().err
