@@ -401,6 +401,12 @@ def _attempts(raw: dict[str, Any]) -> list[Attempt]:
 # -- failures ----------------------------------------------------------------------------------
 
 _KEY_FIX = f"Pass the key with --key or {KEY_VARIABLE}"
+# A refused key is most often the one an earlier `make run` printed: without
+# SPOOL_API_KEYS each start makes a new one, and the exported key is refused.
+_REFUSED_KEY_FIX = (
+    f"Pass the server's key with --key or {KEY_VARIABLE}: `spool serve` (make run) "
+    "without SPOOL_API_KEYS makes a new key at each start, so use the one it printed last"
+)
 
 
 def explain(exc: client_errors.SpoolClientError) -> CliFailure:
@@ -415,7 +421,8 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
         if untrusted_certificate(exc):
             return CliFailure(
                 f"{exc} (the server's TLS certificate is not trusted)",
-                "Point SSL_CERT_FILE at the CA bundle that signed it, or check --url",
+                "Point SSL_CERT_FILE at the CA bundle that signed it, "
+                f"or check --url / {URL_VARIABLE}",
             )
         return CliFailure(
             f"{exc} (after {exc.attempts} tries)",
@@ -437,6 +444,8 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
     if isinstance(exc, client_errors.Unauthorized | client_errors.Forbidden):
         if exc.message.startswith("missing API key"):  # "send it in the X-API-Key header"
             return CliFailure("no API key given: the server needs one", _KEY_FIX, EXIT_USAGE)
+        if exc.message.startswith("invalid API key"):
+            return CliFailure(exc.message, _REFUSED_KEY_FIX, EXIT_USAGE)
         return CliFailure(exc.message, _KEY_FIX, EXIT_USAGE)
     if isinstance(exc, client_errors.UnknownJobType):
         known = ", ".join((exc.details or {}).get("known", [])) or "none"
@@ -455,7 +464,7 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
             )
         return CliFailure(
             f"job {job_id} not found",
-            "Check the id, and that --key is the key of the tenant that owns it",
+            f"Check the id, and that --key / {KEY_VARIABLE} is the key of the tenant that owns it",
         )
     if isinstance(exc, client_errors.Misconfigured):
         # Its message says the operator must fix a setting: no retry or wait helps.
