@@ -136,7 +136,7 @@ def parse_tenants(raw: str) -> Mapping[str, TenantHooks]:
         if not isinstance(entry, dict):
             raise ConfigError(f'{where} must be an object with "url" and "secrets"')
         _refuse_unknown_fields(where, entry)
-        secrets = entry.get("secrets", [entry["secret"]] if "secret" in entry else [])
+        secrets = _secrets(where, entry)
         if not isinstance(secrets, list) or not 1 <= len(secrets) <= MAX_SECRETS:
             raise ConfigError(f"{where}: give 1 or {MAX_SECRETS} secrets (two while rotating)")
         keys = []
@@ -175,6 +175,25 @@ def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
 
 
 ENTRY_FIELDS = ("url", "secrets", "secret")
+
+
+def _secrets(where: str, entry: Mapping[str, object]) -> object:
+    """An entry's secrets: "secrets" (a list), or "secret" (one, a string). A list
+    given as "secret" was refused as "secret 1 must be a string" (it was, inside the
+    list), and "secret" beside "secrets" was dropped without a word."""
+    if "secret" not in entry:
+        return entry.get("secrets", [])
+    if "secrets" in entry:
+        raise ConfigError(
+            f'{where}: give "secrets" (a list) or "secret" (one), not both: '
+            'put every secret in "secrets"'
+        )
+    if isinstance(entry["secret"], list):
+        raise ConfigError(
+            f'{where}: "secret" takes one secret, as a string; '
+            'give a list as "secrets": ["whsec_..."]'
+        )
+    return [entry["secret"]]
 
 
 def _refuse_unknown_fields(where: str, entry: Mapping[str, object]) -> None:
