@@ -37,3 +37,24 @@ def test_a_worker_with_spool_url_set_notes_the_store_it_works_on(
     monkeypatch.delenv("SPOOL_URL")
     assert cli.main(["worker", "--burst", *quiet]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+DOCS = [Path(__file__).resolve().parent.parent / "README.md"]
+DOCS += sorted((DOCS[0].parent / "docs").glob("*.md"))
+
+
+def test_no_doc_says_a_local_only_command_works_on_the_server() -> None:
+    """docs/dashboard.md said "`spool schedules` lists them on the server": it lists the
+    schedules of the machine it runs on (its settings and handler modules), and with
+    SPOOL_URL set it notes that it does not ask the server."""
+    from local.remote_cli import LOCAL_ONLY
+
+    said = []
+    for doc in DOCS:
+        text = " ".join(doc.read_text(encoding="utf-8").split())
+        for sentence in text.split(". "):
+            for command in LOCAL_ONLY:
+                told = f"`spool {command}`" in sentence and "on the server" in sentence
+                if told and "not on the server" not in sentence:
+                    said.append(f"{doc.name}: {sentence}")
+    assert not said, said
