@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from chalicelib import shell_paths
 from chalicelib.config import STARTED_IN, Settings
 from chalicelib.storage.s3_blobs import INTERNAL_PREFIX
 
@@ -281,23 +282,44 @@ def open_blob_store(settings: Settings | None = None) -> BlobStore:
     settings = settings or Settings.from_env()
     bucket = settings.text("SPOOL_BLOB_BUCKET")
     if bucket:
-        raw_prefix = settings.text("SPOOL_BLOB_PREFIX")
-        try:
-            prefix = check_folder(raw_prefix)
-        except InvalidKey as exc:
-            raise BlobConfigError(
-                f"SPOOL_BLOB_PREFIX {raw_prefix!r} is not a folder: {exc}"
-            ) from None
-        _check_apart(settings, bucket, prefix)
+        prefix = _bucket_prefix(settings, bucket)
         client = _s3_client(
             settings.text("SPOOL_BLOB_ENDPOINT_URL") or None,
             settings.text("SPOOL_BLOB_REGION") or None,
         )
         return S3BlobStore(client, bucket, prefix)
     # Anchored where the process started (os.path.join keeps an absolute one as it is).
-    return LocalBlobStore(
-        os.path.join(STARTED_IN, settings.text("SPOOL_BLOB_DIR", DEFAULT_BLOB_DIR))
-    )
+    return LocalBlobStore(os.path.join(STARTED_IN, _blob_dir(settings)))
+
+
+def check_settings(settings: Settings) -> None:
+    """BlobConfigError for blob settings no store could open with, checked without
+    opening one (no boto3 client): a worker's start runs it (local/builtin_check.py),
+    as a bad SPOOL_BLOB_PREFIX otherwise showed only as every resize_image job dead."""
+    bucket = settings.text("SPOOL_BLOB_BUCKET")
+    if bucket:
+        _bucket_prefix(settings, bucket)
+    else:
+        _blob_dir(settings)
+
+
+def _bucket_prefix(settings: Settings, bucket: str) -> str:
+    raw_prefix = settings.text("SPOOL_BLOB_PREFIX")
+    try:
+        prefix = check_folder(raw_prefix)
+    except InvalidKey as exc:
+        raise BlobConfigError(f"SPOOL_BLOB_PREFIX {raw_prefix!r} is not a folder: {exc}") from None
+    _check_apart(settings, bucket, prefix)
+    return prefix
+
+
+def _blob_dir(settings: Settings) -> str:
+    """SPOOL_BLOB_DIR; `~/blobs` (no shell expands it) wrote under a folder named `~`."""
+    folder = settings.text("SPOOL_BLOB_DIR", DEFAULT_BLOB_DIR)
+    unexpanded = shell_paths.refusal(folder)
+    if unexpanded is not None:
+        raise BlobConfigError(f"SPOOL_BLOB_DIR: {unexpanded}")
+    return folder
 
 
 def _check_apart(settings: Settings, bucket: str, prefix: str) -> None:

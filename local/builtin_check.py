@@ -30,9 +30,11 @@ def _http(settings: Settings) -> None:
 
 
 def _images(settings: Settings) -> None:
+    from chalicelib import blobs
     from chalicelib.builtin.image_limits import Limits
 
     Limits.from_settings(settings)
+    blobs.check_settings(settings)  # where its images are read and written
 
 
 # A built-in's type, the beginnings of its settings' names, and what reads them as its
@@ -49,7 +51,7 @@ CHECKS: tuple[tuple[str, tuple[str, ...], Callable[[Settings], None]], ...] = (
         ),
         _http,
     ),
-    ("resize_image", ("SPOOL_IMAGE_",), _images),
+    ("resize_image", ("SPOOL_IMAGE_", "SPOOL_BLOB_"), _images),
 )
 
 
