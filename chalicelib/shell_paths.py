@@ -4,7 +4,8 @@ Nothing expands a setting's `~` or `$NAME`: a URL is not shell text, and a `.env
 systemd environment file passes `$HOME` on as it is. `sqlite:///~/spool.db` made a
 folder named `~` in the working directory and kept the store there without a word
 (and `rm -rf ~` to clean it up removes a home). The settings that name a path refuse
-such text with the path meant (storage.sqlite_path, builtin/setting_values.ca_file).
+such text with the path meant (storage.sqlite_path, blobs.check_settings,
+builtin/setting_values.ca_file).
 """
 
 from __future__ import annotations
