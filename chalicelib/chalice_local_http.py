@@ -47,15 +47,20 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+# `spool serve`'s words for each refusal, from their one source (stop 48: copies).
+from chalicelib.api.http import (
+    FOLDED_HEADER,
+    INVALID_HEADER,
+    INVALID_LENGTH,
+    LENGTH_AND_CHUNKED,
+    body_too_large,
+)
+
 # A refused body the client already sent is read and dropped (up to this much, for
 # up to DRAIN_SECONDS) before the close, so it reads the answer rather than a reset.
 DRAIN_BYTES = 4 * 1024 * 1024
 DRAIN_SECONDS = 2.0
 _DIGITS = re.compile(r"[0-9]+")
-_INVALID_LENGTH = (
-    "Content-Length must be given once, as the body's size in bytes in plain "
-    "digits (such as 42)"
-)  # `spool serve`'s words (local/http_messages.py)
 
 
 def length_refusal(
@@ -68,34 +73,22 @@ def length_refusal(
         return None
     value = lengths[0].strip(" \t")
     if len(lengths) > 1 or _DIGITS.fullmatch(value) is None:
-        return 400, "bad_request", _INVALID_LENGTH, None
+        return 400, "bad_request", INVALID_LENGTH, None
     size = int(value)
-    if size > limit:  # the app's own wording (chalicelib/api/http.py parse_json)
+    if size > limit:
         return (
             413,
             "payload_too_large",
-            f"request body is {size} bytes; the limit is {limit}",
+            body_too_large(size, limit),
             {"limit": limit, "size": size},
         )
     return None
 
 
-_BOTH = "a request may carry Content-Length or Transfer-Encoding: chunked, not both"
 _NO_CHUNKED = (
     "chalice local's server does not read a Transfer-Encoding (chunked) body: send "
     "the body with Content-Length (`spool serve` reads chunked bodies)"
 )
-
-
-_INVALID_HEADER = (
-    "a header line is not `Name: value`: the name is letters, digits and "
-    "!#$%&'*+-.^_`|~ with no space before the colon, and the value holds no "
-    "control character"
-)  # `spool serve`'s words (local/http_messages.py)
-_FOLDED = (
-    "a header line starts with a space or tab (line folding, obsolete since RFC 7230): "
-    "send each header on one line"
-)  # `spool serve`'s words (local/http_guard.py)
 
 
 def head_refusal(headers: Any) -> tuple[int, str, str, None] | None:
@@ -114,9 +107,9 @@ def head_refusal(headers: Any) -> tuple[int, str, str, None] | None:
     if any(isinstance(d, FirstHeaderLineIsContinuationDefect) for d in defects) or any(
         "\n" in value or "\r" in value for value in headers.values()
     ):
-        return 400, "bad_request", _FOLDED, None
+        return 400, "bad_request", FOLDED_HEADER, None
     if defects or headers.get_payload():
-        return 400, "bad_request", _INVALID_HEADER, None
+        return 400, "bad_request", INVALID_HEADER, None
     return None
 
 
@@ -130,7 +123,7 @@ def framing_refusal(
     beside a Content-Length (ambiguous, as `spool serve` answers it), else 411."""
     if encodings:
         if lengths:
-            return 400, "bad_request", _BOTH, None
+            return 400, "bad_request", LENGTH_AND_CHUNKED, None
         return 411, "length_required", _NO_CHUNKED, None
     return length_refusal(lengths, limit)
 

@@ -52,7 +52,13 @@ from waitress.task import ErrorTask
 from waitress.utilities import Error, InternalServerError, RequestEntityTooLarge
 
 from chalicelib.api.errors import error_body
-from chalicelib.api.http import API_HEADERS, dumps
+from chalicelib.api.http import (
+    API_HEADERS,
+    FOLDED_HEADER,
+    LENGTH_AND_CHUNKED,
+    body_too_large,
+    dumps,
+)
 from local.http_limits import HttpLimits
 from local.http_messages import explain
 
@@ -115,17 +121,13 @@ def too_large(limit: int, size: int | None = None) -> SpoolHttpError:
     if size is None:
         message = f"request body exceeds the limit of {limit} bytes"
         details: dict[str, int] = {"limit": limit}
-    else:  # the app's own wording (chalicelib/api/http.py parse_json)
-        message = f"request body is {size} bytes; the limit is {limit}"
+    else:  # the app's own wording (parse_json's)
+        message = body_too_large(size, limit)
         details = {"limit": limit, "size": size}
     return SpoolHttpError(413, "Payload Too Large", message, details)
 
 
-AMBIGUOUS_LENGTH = SpoolHttpError(
-    400,
-    "Bad Request",
-    "a request may carry Content-Length or Transfer-Encoding: chunked, not both",
-)
+AMBIGUOUS_LENGTH = SpoolHttpError(400, "Bad Request", LENGTH_AND_CHUNKED)
 
 # waitress reads Transfer-Encoding in HTTP/1.1 only: an HTTP/1.0 request kept alive
 # with one had an empty body, and its chunked body was read as the next request.
@@ -149,10 +151,7 @@ BARE_LF_IN_CHUNKS = SpoolHttpError(
 )
 # A header line that starts with a space or tab continues the one before (obs-fold).
 _OBS_FOLD = re.compile(rb"\r\n[ \t]")
-OBS_FOLD = (
-    "a header line starts with a space or tab (line folding, obsolete since RFC 7230): "
-    "send each header on one line"
-)
+OBS_FOLD = FOLDED_HEADER
 _TRANSFER_ENCODING = re.compile(rb"\r\ntransfer-encoding:", re.IGNORECASE)
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:", re.IGNORECASE)
 _HOST = re.compile(rb"\r\nhost:", re.IGNORECASE)

@@ -11,7 +11,7 @@ local/http_guard.py's render_error asks `explain` for the message.
 
 from __future__ import annotations
 
-from chalicelib.api.http import INVALID_HEADER
+from chalicelib.api.http import INVALID_HEADER, INVALID_LENGTH
 
 # waitress's message (the whole text) -> what the client should send instead.
 _EXACT = {
@@ -30,10 +30,7 @@ _EXACT = {
         "the request head is malformed: send a request line, then one `Name: value` "
         "line per header, each ending with CRLF, then an empty line"
     ),
-    "Content-Length is invalid": (
-        "Content-Length must be given once, as the body's size in bytes in plain "
-        "digits (such as 42)"
-    ),
+    "Content-Length is invalid": INVALID_LENGTH,
     "Invalid chunk size": (
         "a chunk-size line of the chunked body is not a size in hex digits: send each "
         "chunk as its size in hex, CRLF, the bytes, CRLF, and end with 0 CRLF CRLF "

@@ -102,12 +102,3 @@ def test_a_well_formed_head_is_still_served(local_port: int) -> None:
     data = _one_exchange_kept_alive(local_port, request)
     assert data.startswith(b"HTTP/1.1 201 "), data
     assert len(_jobs(local_port, "plain")) == 1
-
-
-def test_the_refusal_s_words_are_spool_serve_s() -> None:
-    """chalicelib cannot import local/ (only chalicelib ships to Lambda), so the text
-    is a copy: this keeps the two the same."""
-    from chalicelib.chalice_local_http import _FOLDED, _INVALID_HEADER
-
-    assert explain("Invalid header") == _INVALID_HEADER
-    assert OBS_FOLD == _FOLDED

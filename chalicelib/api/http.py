@@ -60,13 +60,31 @@ def single_values(query: Mapping[str, str]) -> dict[str, str]:
 
 # What `spool serve` answers (400) to a header line waitress cannot parse, a value
 # holding a control character among them (local/http_messages.py says it too), and
-# app.py to an event whose header value holds one (gateway_event.control_in_headers),
+# app.py to an event whose header value holds one (gateway_event.malformed_headers),
 # before any route reads a header.
 INVALID_HEADER = (
     "a header line is not `Name: value`: the name is letters, digits and "
     "!#$%&'*+-.^_`|~ with no space before the colon, and the value holds no "
     "control character"
 )
+# The other refusals of a request head `spool serve`'s server (local/http_guard.py,
+# local/http_messages.py) and `chalice local`'s (chalicelib/chalice_local_http.py)
+# make: one text each, here, as chalicelib ships to Lambda and local/ does not (stop
+# 48: each edge kept a copy, and a test compared two of them).
+FOLDED_HEADER = (
+    "a header line starts with a space or tab (line folding, obsolete since RFC 7230): "
+    "send each header on one line"
+)
+INVALID_LENGTH = (
+    "Content-Length must be given once, as the body's size in bytes in plain digits (such as 42)"
+)
+LENGTH_AND_CHUNKED = "a request may carry Content-Length or Transfer-Encoding: chunked, not both"
+
+
+def body_too_large(size: int, limit: int) -> str:
+    """The 413's words for a body of `size` bytes over `limit`, on every edge."""
+    return f"request body is {size} bytes; the limit is {limit}"
+
 
 # `spool serve` sets this header to the socket's peer address (overwriting any a
 # client sent) and PEER_HEADER_TRUSTED to True; anywhere else the header is ignored.
@@ -239,7 +257,7 @@ def parse_json(
     """
     if len(body) > max_bytes:
         raise PayloadTooLarge(
-            f"request body is {len(body)} bytes; the limit is {max_bytes}",
+            body_too_large(len(body), max_bytes),
             {"limit": max_bytes, "size": len(body)},
         )
     if encoding is not None and encoding.strip().lower() not in ("", "identity"):
