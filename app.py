@@ -28,7 +28,8 @@ class SpoolChalice(Chalice):
     checks run before chalice reads the event: a header or query value that is not a
     string once reached a route, which raised on it (an ERROR with a traceback for a
     client's mistake) or stored the job it came with. So does the refusal of a header
-    value holding a control character, as `spool serve`'s server refuses its line."""
+    line `spool serve`'s server refuses (a value holding a control character, a name
+    that is no token), in its words."""
 
     def __call__(self, event: Any, context: Any) -> dict[str, Any]:
         answer = self._answer(event, context)
@@ -45,7 +46,7 @@ class SpoolChalice(Chalice):
         if why is not None:
             refused: dict[str, Any] = _refusal(why).to_dict(self.api.binary_types)
             return refused
-        if checks.control_in_headers(event):
+        if checks.malformed_headers(event):
             invalid: dict[str, Any] = _invalid_header(event).to_dict(self.api.binary_types)
             return invalid
         answer: dict[str, Any] = super().__call__(event, context)
@@ -72,10 +73,11 @@ def _refusal(why: str) -> Response:
 
 
 def _invalid_header(event: dict[str, Any]) -> Response:
-    """The 400 of a header value holding a control character, in `spool serve`'s words
-    (http.INVALID_HEADER), before chalice or a route reads a header: no key is checked,
-    so no failed sign-in is counted. A client's request, not a malformed event: logged
-    as any answered request is (one INFO line), not as a refused event's WARNING."""
+    """The 400 of a header value holding a control character or a name that is no
+    token, in `spool serve`'s words (http.INVALID_HEADER), before chalice or a route
+    reads a header: no key is checked, so no failed sign-in is counted. A client's
+    request, not a malformed event: logged as any answered request is (one INFO
+    line), not as a refused event's WARNING."""
     from chalicelib import logs
     from chalicelib.api.errors import error_body
     from chalicelib.api.http import API_HEADERS, INVALID_HEADER, dumps

@@ -6,7 +6,7 @@
         .venv/bin/python -m bench.lambda_event_checks
     grep -h "^desc: Trigger\\|^summary" /tmp/cg.* | paste - -   # then divide by N
 
-Phases (N calls each): gateway_event.value_problem, then control_in_headers, on a
+Phases (N calls each): gateway_event.value_problem, then malformed_headers, on a
 GET /status/{id} event of twenty headers as API Gateway sends them (headers and
 multiValueHeaders, a query), and `app.app(event, context)` for that request with
 both checks, and with either replaced by one that finds nothing.
@@ -54,10 +54,10 @@ def main() -> None:
     callgrind_marks.count_phases(
         {
             "value_problem": lambda: gateway_event.value_problem(event),
-            "control_in_headers": lambda: gateway_event.control_in_headers(event),
+            "malformed_headers": lambda: gateway_event.malformed_headers(event),
             "request_with_check": lambda: app.app(event, lr.Context(30_000)),
             "request_without_check": without("value_problem", None),
-            "request_without_control_check": without("control_in_headers", False),
+            "request_without_control_check": without("malformed_headers", False),
         },
         n=N,
         warmup=50,

@@ -21,10 +21,10 @@ instructions for an event of twenty headers, against some 500,000 for the reques
 (docs/benchmarks.md, stop 43).
 
 A third runs on an event the two passed, still before chalice reads it:
-`control_in_headers`, whether a value in `headers` holds a control character, which
-app.py answers 400 in the words `spool serve`'s server uses for such a line;
-repeated_headers's walk refuses one in multiValueHeaders (InvalidHeader), before a
-route reads a header.
+`malformed_headers`, whether a value in `headers` holds a control character or a
+name is no HTTP token, which app.py answers 400 in the words `spool serve`'s server
+uses for such a line; repeated_headers's walk refuses either in multiValueHeaders
+(InvalidHeader), before a route reads a header.
 """
 
 from __future__ import annotations
@@ -139,21 +139,32 @@ def value_problem(event: dict[str, Any]) -> str | None:
 _VALUES = re.compile(r"[\t\x20-\x7e\x80-\U0010ffff]*")
 
 
-def control_in_headers(event: dict[str, Any]) -> bool:
-    """Whether a value in the event's `headers` (the ones chalice reads) holds a control
-    character (_VALUES). `spool serve`'s server refuses such a line, 400, before app.py
-    sees the request; an event can carry one (CR and LF too), and it was served, or
-    read as a wrong key or a Content-Encoding that str.strip() made `identity`.
-    multiValueHeaders, where API Gateway keeps a repeated header's every value, are
-    checked in the one walk of them, repeated_headers (InvalidHeader).
+# What a header name is (RFC 9110 5.1, 5.6.2): a token, one or more of these. A space,
+# a colon, a separator such as `(` `@` `/`, a control character or a letter past
+# ASCII is none; `spool serve`'s server refuses the line ("Invalid header").
+_NAMES = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
-    Run after value_problem: `headers` maps names to strings. One str.join and one
-    regex match, in C, no Python step per header: about 19,000 instructions for an
-    event of twenty headers (bench/lambda_event_checks.py, stop 47)."""
+
+def malformed_headers(event: dict[str, Any]) -> bool:
+    """Whether the event's `headers` (the ones chalice reads) hold a line `spool serve`'s
+    server refuses, 400, before app.py sees the request: a value holding a control
+    character (_VALUES) or a name that is no token (_NAMES; the empty name too). An
+    event can carry either (CR and LF, a colon in a name too): a bad value was served,
+    or read as a wrong key or a Content-Encoding that str.strip() made `identity`
+    (stop 47); a bad name was served, its job stored (stop 48). multiValueHeaders,
+    where API Gateway keeps a repeated header's every line, are checked in the one
+    walk of them, repeated_headers (InvalidHeader).
+
+    Run after value_problem: `headers` maps names to strings. Two str.joins and two
+    regex matches, in C, no Python step per header (bench/lambda_event_checks.py)."""
     headers = event.get("headers")
     if not headers:
         return False
-    return _VALUES.fullmatch("".join(headers.values())) is None
+    return (
+        _VALUES.fullmatch("".join(headers.values())) is None
+        or _NAMES.fullmatch("".join(headers)) is None
+        or "" in headers
+    )
 
 
 class BadEvent(ValueError):
@@ -161,8 +172,9 @@ class BadEvent(ValueError):
 
 
 class InvalidHeader(ValueError):
-    """A header value in multiValueHeaders holds a control character: what
-    control_in_headers finds in `headers`, found while repeated_headers walks them."""
+    """A header in multiValueHeaders holds a control character in its value, or its
+    name is no token: what malformed_headers finds in `headers`, found while
+    repeated_headers walks them."""
 
 
 _NOT_REPEATED: frozenset[str] = frozenset()
@@ -179,7 +191,7 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
     """Header names (lower-case) the event gives different values, and the headers the
     route is to read; BadEvent when multiValueHeaders is not a map of names to
     non-empty lists of strings, InvalidHeader when a value there holds a control
-    character (the one walk of them both checks and reads).
+    character or a name is no token (the one walk of them both checks and reads).
 
     API Gateway puts the last of a header's values in `headers` and all of them in
     multiValueHeaders; for a LISTED header (the key, which picks the tenant, and the
@@ -191,13 +203,13 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
     `headers` is never changed: it is chalice's own dict, which the request (and a
     middleware reading it) keeps. Where a LISTED line names several values, a copy
     holding the last of them (the one `spool serve` reads) is returned instead."""
-    given = event.get("multiValueHeaders")
+    given: dict[Any, Any] = event.get("multiValueHeaders") or {}
     lines = [(name, headers.get(name)) for name in LISTED]
     if not given and not any(line is not None and "," in line for _, line in lines):
         return _NOT_REPEATED, headers
     values: dict[str, set[str]] = {}
     walked: list[str] = []
-    for name, each in (given or {}).items():
+    for name, each in given.items():
         if type(each) is not list or not each:
             raise BadEvent(_BAD_MANY)
         try:
@@ -211,8 +223,12 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
                 seen.update(listed_values(lower, value))
         else:
             seen.update(each)
-    if walked and _VALUES.fullmatch("".join(walked)) is None:
-        # A header's earlier line, which API Gateway leaves out of `headers`.
+    if walked and (
+        _VALUES.fullmatch("".join(walked)) is None
+        or _NAMES.fullmatch("".join(map(str, given))) is None
+        or "" in given
+    ):
+        # A header's earlier line, or a name, which API Gateway leaves out of `headers`.
         raise InvalidHeader
     for name, line in lines:
         if line is None:

@@ -35,8 +35,11 @@ _MODELS: list[type[BaseModel]] = [
 ]
 
 # Every route answers this 400, public ones too, on both edges: `spool serve`'s server
-# refuses such a header line, and app.py such an event (gateway_event.control_in_headers).
-_CONTROL_400 = "any header value holding a control character (C0 but the tab, or DEL)."
+# refuses such a header line, and app.py such an event (gateway_event.malformed_headers).
+_CONTROL_400 = (
+    "any header value holding a control character (C0 but the tab, or DEL), or a header "
+    "name that is not letters, digits and !#$%&'*+-.^_`|~."
+)
 _ERRORS = {
     400: "Malformed JSON (NaN, Infinity and numbers too large for a float are not JSON), "
     "an invalid cursor or died_before, a query parameter given more than once, an "
