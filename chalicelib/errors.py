@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from chalicelib.retry import retry_after_seconds
@@ -56,6 +57,20 @@ class IdempotencyConflict(SpoolError):
 class PayloadTooLarge(SpoolError):
     code = "payload_too_large"
     status = 413
+
+
+class RateLimited(SpoolError):
+    """Over a limit a wait lifts: 429, with Retry-After in whole seconds (at least 1).
+    Here, not at the HTTP edge that raises most of them, so the service can tell the
+    refusal of a redrive's tokens (api/throttle.py's redrive_charge) from a store's
+    failure."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: float, details: object = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class ValidationFailed(SpoolError):

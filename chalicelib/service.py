@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, Settings
 from chalicelib.config import NAME_PATTERN as NAME_PATTERN  # its users import it from here
-from chalicelib.errors import IdempotencyConflict, JobNotFound, ValidationFailed
+from chalicelib.errors import IdempotencyConflict, JobNotFound, RateLimited, ValidationFailed
 from chalicelib.handlers import Registry
 from chalicelib.idempotency import batch_differences, differences
 from chalicelib.ids import looks_like_job_id, new_job_id, new_job_ids
@@ -32,6 +32,9 @@ from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY, MAX_DELAY_SECONDS, to_u
 # Whole dead jobs one store call of a bulk redrive hands back (listed, then redriven):
 # a job may carry a 256 KiB payload, and a redrive of 1000 read 500 at a time.
 REDRIVE_STEP = 50
+# What a redrive takes before it moves n jobs (the HTTP edge's enqueue bucket,
+# EnqueueGate.redrive_charge); it raises to refuse them.
+Charge = Callable[[int], None]
 
 # RFC 3339's date-time (section 5.6; 'T' and 'Z' may be lower case): the format the
 # OpenAPI document names. pydantic also takes "1800000000" (Unix seconds, no zone
@@ -249,9 +252,20 @@ class Service:
                     _refuse_conflicts(requests, built, results)
         return [r for r in results if r is not None]
 
-    def redrive_ids(self, ids: Sequence[str], tenant: str | None, cap: Backlog | None) -> list[Job]:
+    def redrive_ids(
+        self,
+        ids: Sequence[str],
+        tenant: str | None,
+        cap: Backlog | None,
+        charge: Charge | None = None,
+    ) -> list[Job]:
         """The store's redrive of these ids, given the cap only when there is one (the
-        call as it always was without: wrappers and fakes take ids and tenant alone)."""
+        call as it always was without: wrappers and fakes take ids and tenant alone).
+        `charge`, when given, is handed the number of ids first and raises to refuse
+        them all (the HTTP edge's enqueue bucket: a redrive takes a token a job, on
+        every store, since every redrive comes through here)."""
+        if charge is not None:
+            charge(len(ids))
         return (
             self.store.redrive(ids, tenant) if cap is None else self.store.redrive(ids, tenant, cap)
         )
@@ -291,11 +305,18 @@ class Service:
     def list_jobs(self, query: JobQuery) -> JobPage:
         return self.store.list_jobs(query)
 
-    def redrive(self, job_id: str, tenant: str | None, cap: Backlog | None = None) -> Job:
+    def redrive(
+        self,
+        job_id: str,
+        tenant: str | None,
+        cap: Backlog | None = None,
+        charge: Charge | None = None,
+    ) -> Job:
         """Back to queued; 409 unless this call moved it. Of concurrent redrives of one
         job exactly one answers 200 on every store (a loser used to answer 200 with
         the winner's job on some, so no caller could tell whether its call did it).
-        With a backlog `cap`, BacklogFull when the tenant's backlog has no room for it."""
+        With a backlog `cap`, BacklogFull when the tenant's backlog has no room for it;
+        `charge` as redrive_ids takes it, before the job moves."""
         for _ in range(2):  # a second try only if the job died again in between
             job = self.status(job_id, tenant)
             if job.state is not JobState.DEAD:
@@ -305,7 +326,7 @@ class Service:
                     f"only dead jobs can be redriven; this one is {job.state.value}",
                     {"state": job.state.value},
                 )
-            moved = self.redrive_ids([job_id], tenant, cap)
+            moved = self.redrive_ids([job_id], tenant, cap, charge)
             if moved:
                 job_event(logging.INFO, "redriven", moved[0])
                 return moved[0]
@@ -337,6 +358,7 @@ class Service:
         limit: int = 1000,
         died_before: datetime | None = None,
         cap: Backlog | None = None,
+        charge: Charge | None = None,
     ) -> Iterator[Job]:
         """Redrive dead jobs matching the filter, REDRIVE_STEP at a time, up to
         `limit`, yielding each as it is redriven: a caller that keeps only ids holds
@@ -351,7 +373,9 @@ class Service:
 
         With a backlog `cap` each step moves only what fits beside the tenant's waiting
         jobs (counted by the store in the step's own transaction): the first step that
-        finds no room raises BacklogFull, a later one ends the redrive there.
+        finds no room raises BacklogFull, a later one ends the redrive there. So with
+        `charge` (redrive_ids), handed each step's jobs before they move: its refusal
+        of the first step leaves here, of a later one ends the redrive.
         """
         moved = 0
         cursor: str | None = None
@@ -377,8 +401,8 @@ class Service:
             due = due[: limit - moved]
             if due:
                 try:
-                    redriven = self.redrive_ids([j.id for j in due], tenant, cap)
-                except BacklogFull:
+                    redriven = self.redrive_ids([j.id for j in due], tenant, cap, charge)
+                except (BacklogFull, RateLimited):  # the cap's or the charge's refusal
                     if moved == 0:
                         raise
                     return

@@ -357,8 +357,10 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             'Enqueue limits per tenant: `{"*": {"rate": "50/s", "burst": 100, "backlog": '
             '100000}, "acme": {"rate": "500/s"}}`. `rate`/`burst` is a token bucket shared by '
-            "every API process (over it: 429 with Retry-After, nothing stored; a batch "
-            "larger than the burst: 413); `backlog` caps the tenant's waiting jobs, redriven "
+            "every API process, which a redrive draws on too, a token a job (over it: 429 "
+            "with Retry-After, nothing stored or moved; a batch, or a redrive of named jobs, "
+            "larger than the burst: 413; a bulk redrive moves at most the burst); `backlog` "
+            "caps the tenant's waiting jobs, redriven "
             "dead jobs too (429; a batch, or a redrive of named jobs, larger than the backlog: "
             "413; a bulk redrive takes what fits; a hard cap across every API process on "
             "SQLite, Postgres and Redis, where the store counts and stores in one atomic "

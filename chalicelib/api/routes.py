@@ -325,11 +325,17 @@ class Edge:
         """The backlog cap the store keeps on the tenant's redrives (None: no quota)."""
         return None if self.gate is None else self.gate.cap(tenant)
 
+    def redrive_charge(self, tenant: str) -> Callable[[int], None] | None:
+        """What a redrive takes from the tenant's enqueue bucket, a token a job (None:
+        no rate): EnqueueGate.redrive_charge."""
+        return None if self.gate is None else self.gate.redrive_charge(tenant)
+
     def redrive(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
         request.no_body(self.settings.max_body_bytes)
         with self.redrive_room(tenant, exact=1):
-            job = self.service.redrive(job_id, tenant, self.backlog_cap(tenant))
+            charge = self.redrive_charge(tenant)
+            job = self.service.redrive(job_id, tenant, self.backlog_cap(tenant), charge)
         self.cache.drop(tenant, job_id)
         return self._job(job)
 
@@ -358,6 +364,7 @@ class Edge:
                 limit,
                 died_before=bound,
                 cap=self.backlog_cap(tenant),
+                charge=self.redrive_charge(tenant),
             ):
                 self.cache.drop(tenant, job.id)
                 moved.append(job.id)

@@ -20,7 +20,6 @@ remembered as SHA-256 digests and compared in constant time.
 from __future__ import annotations
 
 import hmac
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -28,7 +27,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from chalicelib.api.auth import digest
-from chalicelib.errors import PayloadTooLarge, SpoolError
+from chalicelib.errors import PayloadTooLarge
+from chalicelib.errors import RateLimited as RateLimited  # its users import it from here
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
 from chalicelib.storage.base import Backlog, BacklogFull, JobStore
@@ -38,15 +38,6 @@ from chalicelib.storage.base import Backlog, BacklogFull, JobStore
 MAX_CLIENTS = 10_000
 # Credentials remembered per address as having signed in from it (the newest kept).
 TRUSTED_PER_CLIENT = 8
-
-
-class RateLimited(SpoolError):
-    code = "rate_limited"
-    status = 429
-
-    def __init__(self, message: str, retry_after: float, details: object = None) -> None:
-        super().__init__(message, details)
-        self.retry_after = max(1, math.ceil(retry_after))
 
 
 class EnqueueGate:
@@ -95,19 +86,28 @@ class EnqueueGate:
     @contextmanager
     def redrive_room(self, tenant: str, exact: int | None = None) -> Iterator[int | None]:
         """How many dead jobs the tenant may redrive inside the block: None without a
-        backlog quota, else the room its backlog has left (429 when none).
+        backlog quota or a rate, else the room its backlog has left (429 when none),
+        at most its burst (a redrive takes a token a job: redrive_charge).
 
         A redrive puts dead jobs back among the waiting ones, which the backlog caps:
         uncapped, a tenant held to 100 waiting jobs enqueued failing jobs within its
         quota, let them die and redrove thousands at once. `exact` names how many must
-        all fit (jobs named by id): more than the backlog is 413, more than the room
-        429; a bulk redrive (None) takes at most the room. One request of the tenant at
-        a time in this process, as for enqueues. The block gives the store's redrive
-        `cap(tenant)`, so the store counts again in the redrive's own atomic step (other
-        processes may have filled the room since); its BacklogFull leaves as the 429."""
+        all fit (jobs named by id): more than the backlog or the burst is 413, more
+        than the room 429; a bulk redrive (None) takes at most the room. One request of
+        the tenant at a time in this process, as for enqueues. The block gives the
+        store's redrive `cap(tenant)`, so the store counts again in the redrive's own
+        atomic step (other processes may have filled the room since); its BacklogFull
+        leaves as the 429."""
         limit = self.limits.of(tenant)
+        burst = None if limit.bucket is None else limit.bucket[1]
+        if exact is not None and burst is not None and exact > burst:
+            raise PayloadTooLarge(  # no wait lets it in: 413 before any 429
+                f"this request redrives {exact} jobs; the tenant may enqueue at most "
+                f"{burst} at once: split it",
+                {"jobs": exact, "burst": burst},
+            )
         if limit.backlog is None:
-            yield None
+            yield burst  # a bulk redrive moves at most what one take of the bucket holds
             return
         with self._backlog_lock(tenant):
             if exact is not None and exact > limit.backlog:
@@ -121,9 +121,36 @@ class EnqueueGate:
             if room < max(1, exact or 0):
                 raise self._backlog_full(waiting, limit.backlog, exact or 1)
             try:
-                yield room
+                yield room if burst is None else min(room, burst)
             except BacklogFull as full:
                 raise self._backlog_full(full.waiting, limit.backlog, exact or 1) from None
+
+    def redrive_charge(self, tenant: str) -> Callable[[int], None] | None:
+        """What a redrive of the tenant takes from its enqueue bucket before moving
+        jobs: one token per job (None: the tenant has no rate). A redrive puts dead
+        jobs back to work as an enqueue does: untaken, a tenant held to a few jobs an
+        hour let failing jobs die and redrove them all, again and again (stop 48).
+        An empty bucket raises the enqueue's own 429, with Retry-After."""
+        bucket = self.limits.of(tenant).bucket
+        if bucket is None:
+            return None
+        rate, burst = bucket
+
+        def charge(jobs: int) -> None:
+            wait = self.store.take_tokens(f"enqueue:{tenant}", rate, burst, jobs)
+            if wait > 0:
+                raise self._rate_limited(wait, rate, burst)
+
+        return charge
+
+    @staticmethod
+    def _rate_limited(wait: float, rate: float, burst: int) -> RateLimited:
+        return RateLimited(
+            f"enqueue rate limit reached ({burst} jobs at once, {rate:g} per second; "
+            "redrives count too); retry after the time in Retry-After",
+            retry_after=wait,
+            details={"rate_per_second": rate, "burst": burst},
+        )
 
     def cap(self, tenant: str) -> Backlog | None:
         """The cap a store's add or redrive keeps for the tenant (None: no quota)."""
@@ -190,12 +217,7 @@ class EnqueueGate:
         rate, burst = bucket
         wait = self.store.take_tokens(f"enqueue:{tenant}", rate, burst, jobs)
         if wait > 0:
-            raise RateLimited(
-                f"enqueue rate limit reached ({burst} jobs at once, {rate:g} per second); "
-                "retry after the time in Retry-After",
-                retry_after=wait,
-                details={"rate_per_second": rate, "burst": burst},
-            )
+            raise self._rate_limited(wait, rate, burst)
 
 
 class FailedSignIns:

@@ -23,6 +23,7 @@ from chalicelib.api.http import (
     json_response,
 )
 from chalicelib.api.schemas import newest_cursor_in_range, plain_digits
+from chalicelib.api.throttle import RateLimited
 from chalicelib.errors import (
     JobNotFound,
     Misconfigured,
@@ -235,7 +236,7 @@ def ui_redrive(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
     tenant = _tenant(edge, request)
     _no_body(edge, request)
     with edge.redrive_room(tenant, exact=1):
-        edge.service.redrive(job_id, tenant, edge.backlog_cap(tenant))
+        edge.service.redrive(job_id, tenant, edge.backlog_cap(tenant), edge.redrive_charge(tenant))
     edge.cache.drop(tenant, job_id)
     return _detail(edge, tenant, job_id)
 
@@ -284,12 +285,12 @@ def ui_dead_redrive(edge: Edge, request: ApiRequest) -> ApiResponse:
     moved: list[str] = []
     with edge.redrive_room(tenant, exact) as room:  # the backlog quota holds redrives too
         ids, more = _dead_ids(edge, tenant, action, room)
-        cap = edge.backlog_cap(tenant)
+        cap, charge = edge.backlog_cap(tenant), edge.redrive_charge(tenant)
         for start in range(0, len(ids), READ_STEP):  # each redrive hands its jobs back whole
             step = ids[start : start + READ_STEP]
             try:  # capped: the store moves what still fits (others may have filled it)
-                redriven = edge.service.redrive_ids(step, tenant, cap)
-            except BacklogFull:
+                redriven = edge.service.redrive_ids(step, tenant, cap, charge)
+            except (BacklogFull, RateLimited):
                 if moved:
                     break
                 raise
