@@ -95,6 +95,15 @@ _ENQUEUE_ERRORS = {
     "Retry-After seconds.",
 }
 
+# A redrive puts dead jobs back to work: the tenant's limits hold it as they hold an
+# enqueue (chalicelib/api/throttle.py redrive_room, redrive_charge).
+_REDRIVE_NOTES = {
+    413: "A body over the size limit: a redrive of one job takes none.",
+    429: "Over the tenant's enqueue rate (a redrive takes a token a job; a bulk one moves "
+    "at most the burst) or its backlog of waiting jobs: nothing was moved (rate_limited); "
+    "retry after Retry-After seconds.",
+}
+
 
 def _error(status: int, description: str | None = None) -> dict[str, Any]:
     response: dict[str, Any] = {
@@ -281,15 +290,17 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
             "post": _operation(
                 "Move a dead job back to queued (no body, or {})",
                 {200: job},
-                (400, 404, 409, 413, 422),
+                (400, 404, 409, 413, 422, 429),
                 parameters=[_ID],
+                notes=_REDRIVE_NOTES,
             )
         },
         "/dlq/redrive": {
             "post": _operation(
                 "Redrive dead jobs (optionally one queue or type) that died before a bound",
                 {200: _ok(_ref("RedriveAllResult"))},
-                (400, 413, 422),
+                (400, 413, 422, 429),
+                notes={429: _REDRIVE_NOTES[429]},
                 body={"required": False, "content": _json(_ref("RedriveAllRequest"))},
             )
         },
