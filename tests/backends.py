@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from chalicelib.clock import FakeClock
 from chalicelib.storage.base import JobStore
+from tests import moto_rollback
 
 
 @contextlib.contextmanager
@@ -45,6 +46,7 @@ def _dynamodb(clock: FakeClock, tmp_path: Path, request: Any) -> Iterator[JobSto
         make_clients,
     )
 
+    moto_rollback.install()
     with mock_aws():
         config = DynamoConfig(table="spool", queue="spool", bucket="spool")
         ddb, sqs, s3 = make_clients(config)

@@ -21,6 +21,7 @@ import atexit
 import logging
 import os
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry, registry
 from chalicelib.runtime import BUILTIN_HANDLER_MODULES, DEMO_HANDLER_MODULE
 from chalicelib.storage.memory import MemoryStore
+from tests import moto_rollback
 from tests.backends import BACKENDS, open_backend
 from tests.netguard import spool_netguard as netguard
 
@@ -119,6 +121,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             continue
         if any(_shared_fixture(defs[-1]) for defs in info.name2fixturedefs.values() if defs):
             item.add_marker(pytest.mark.xdist_group(module.__name__))
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """In-process moto undoes a cancelled transaction item by item once a test has
+    loaded its DynamoDB (tests/moto_rollback.py): its own undo copied whole tables.
+    Checked before each test, so a run that never loads moto never pays for it."""
+    if "moto.dynamodb.models" in sys.modules:
+        moto_rollback.install()
 
 
 @pytest.hookimpl(optionalhook=True)
