@@ -50,7 +50,7 @@ BOUNDS: Mapping[str, tuple[float, float, str]] = {
     "SPOOL_CACHE_SIZE": (0, 1_000_000, "answers"),  # 0: no cache
     "SPOOL_CACHE_TTL": (0, 86_400, "seconds"),  # 0: no cache
     "SPOOL_CONCURRENCY": (1, 1024, "threads"),  # more: "can't start new thread"
-    # A running worker renews its leases when half is left, looking at least every
+    # A running worker renews its leases when two thirds are left, looking at least every
     # second (WorkerConfig.idle_poll): a shorter lease could lapse between two looks.
     "SPOOL_LEASE_SECONDS": (2, 86_400, "seconds"),
 }

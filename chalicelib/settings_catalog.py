@@ -516,7 +516,7 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/runtime.py",
         meaning=(
             "How long a claim holds a job, 2 to 86400 seconds; the worker extends it while "
-            "the job runs (when half is left), and a lease that lapses (a dead worker) lets "
+            "the job runs (when two thirds are left), and a lease that lapses (a dead worker) lets "
             "another worker retry the job."
         ),
         group=_WORKER,

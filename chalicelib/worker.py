@@ -102,6 +102,12 @@ DRAIN_MARGIN = 1.0
 # so the invocation can still answer (handle_sqs names the unwritten jobs' messages in
 # batchItemFailures) before Lambda ends it mid-wait.
 FLUSH_MARGIN = 2.0
+# A held lease is renewed once this share of it or less is left, at the first look at
+# leases after (one every lease/6): so with between 2/3 and 1/2 of it left, at least a
+# second of a 2 s lease for the renewal's own write to wait out a busy machine. Renewed
+# with half left, at worst a third (0.67 s) was left, less than one write took when a
+# dispatcher was starved by CPU-bound handlers (tests/test_chaos_s48_lease_renewal.py).
+RENEW_LEFT = 2 / 3
 # Hold about this much work per pool thread (judged by recent handler times), so
 # fast jobs are claimed and finished in large batches while slow ones are not hoarded.
 PREFETCH_SECONDS = 0.05
@@ -795,8 +801,14 @@ class Worker:
                 self.outage.failed(exc, self._holding())
 
     def _extend_leases(self) -> None:
+        """Renew, in one store write, every held lease with RENEW_LEFT of it or less left.
+
+        One write for all: renewed one write each, a dispatcher starved by CPU-bound
+        handlers and queued behind other processes' writes took longer than a 2 s lease
+        to renew 16 of them, and the last ones were reaped with their handlers running
+        (tests/test_chaos_s48_lease_renewal.py)."""
         now = self.store.clock.now()
-        margin = timedelta(seconds=self.config.lease_seconds / 2)
+        margin = timedelta(seconds=self.config.lease_seconds * RENEW_LEFT)
         with self._lock:
             # Prefetched jobs waiting in the inbox hold leases too, and so do timed-out
             # jobs kept for a concurrency limit while their handlers still run.
@@ -807,23 +819,25 @@ class Worker:
             for a in held
             if not a.lost and a.lease_expires_at is not None and a.lease_expires_at - now <= margin
         ]
-        for attempt in due:
-            token = attempt.job.lease_token or ""
-            try:
-                kept = self.store.extend_lease(attempt.job.id, token, self.config.lease_seconds)
-            except Exception as exc:
-                # Not a lost lease: the store is down for now. Half the lease is still
-                # left, so the next look (every lease/6 s) tries again. Raised, it ended
-                # process() with the wave's handlers still running (on Lambda, frozen
-                # mid-job, then run again elsewhere), and the others' leases unrenewed.
-                # Said once per outage, not at every look.
-                if is_fatal(exc):
-                    raise
-                if not self.outage.down:
-                    log.warning("cannot renew leases now (%s); trying again shortly", exc)
-                self.outage.failed(exc, self._holding())
-                return
-            if kept:
+        if not due:
+            return
+        leases = [(a.job.id, a.job.lease_token or "") for a in due]
+        try:
+            kept = self.store.extend_leases(leases, self.config.lease_seconds)
+        except Exception as exc:
+            # Not a lost lease: the store is down for now. Most of the lease is still
+            # left, so the next look (every lease/6 s) tries again. Raised, it ended
+            # process() with the wave's handlers still running (on Lambda, frozen
+            # mid-job, then run again elsewhere), and the others' leases unrenewed.
+            # Said once per outage, not at every look.
+            if is_fatal(exc):
+                raise
+            if not self.outage.down:
+                log.warning("cannot renew leases now (%s); trying again shortly", exc)
+            self.outage.failed(exc, self._holding())
+            return
+        for attempt, ok in zip(due, kept, strict=True):
+            if ok:
                 attempt.lease_expires_at = now + timedelta(seconds=self.config.lease_seconds)
             else:
                 # Lost: a running attempt's finish will be refused; a waiting one is dropped.
@@ -1011,7 +1025,7 @@ class Worker:
             self._events.wait(timeout)
 
     def _next_renewal_in(self) -> float:
-        """Seconds until a held lease is due for renewal (half of it left, as
+        """Seconds until a held lease is due for renewal (RENEW_LEFT of it left, as
         _extend_leases renews), but not before the next look at leases may run (one
         every lease/6). Without it an idle dispatcher woken just before a lease's half
         slept on to about its end (idle_poll is 1 s, half of the shortest lease), and
@@ -1024,8 +1038,8 @@ class Worker:
         ends = [a.lease_expires_at for a in held if not a.lost and a.lease_expires_at]
         if not ends:
             return self.config.idle_poll
-        half = self.config.lease_seconds / 2
-        due = (min(ends) - now).total_seconds() - half
+        left = self.config.lease_seconds * RENEW_LEFT
+        due = (min(ends) - now).total_seconds() - left
         spacing = self._last_lease_check + self.config.lease_seconds / 6 - time.monotonic()
         return max(due, spacing + 0.001, 0.0)
 

@@ -572,13 +572,16 @@ class LeaseGone(ClaimSpy):
     def extend_lease(self, *args: Any, **kwargs: Any) -> bool:
         return False
 
+    def extend_leases(self, leases: Any, lease_seconds: float) -> list[bool]:
+        return [False for _ in leases]
+
 
 def test_a_handler_whose_lease_is_lost_is_told_to_stop(mem, clock, reg) -> None:
     """A worker stalled past its lease (SIGSTOP, a long GC) finds on resuming that its
     job is another worker's now: its handler is cancelled, not left to run beside it."""
     told = threading.Event()
 
-    lease = 1.2  # looked at every lease/6 s, renewed when half is left
+    lease = 1.2  # looked at every lease/6 s, renewed when two thirds are left
 
     @reg.handler("long", timeout=60)
     def long(payload: dict[str, Any], ctx: JobContext) -> None:
@@ -603,11 +606,11 @@ class LeaseOutage(ClaimSpy):
         super().__init__(store)
         self.refused = 0
 
-    def extend_lease(self, *args: Any, **kwargs: Any) -> bool:
+    def extend_leases(self, *args: Any, **kwargs: Any) -> list[bool]:
         if not self.refused:
             self.refused += 1
             raise StoreUnavailable("the database connection failed; try again shortly")
-        return bool(self._store.extend_lease(*args, **kwargs))
+        return list(self._store.extend_leases(*args, **kwargs))
 
 
 def test_a_store_outage_while_renewing_leases_does_not_end_an_sqs_wave(
@@ -617,7 +620,7 @@ def test_a_store_outage_while_renewing_leases_does_not_end_an_sqs_wave(
     that found the store down raised out of process(), which returned with the handler
     still running: on Lambda the container froze mid-job and the job ran a second time."""
     release = threading.Event()
-    lease = 1.2  # looked at every lease/6 s, renewed when half is left
+    lease = 1.2  # looked at every lease/6 s, renewed when two thirds are left
 
     @reg.handler("long", timeout=60)
     def long(payload: dict[str, Any]) -> str:

@@ -55,7 +55,7 @@ FAULTS = [
     OSError(errno.ENOSPC, "No space left on device"),
 ]
 # The store calls a running worker makes: each may be the one that meets the fault.
-CALLS = frozenset({"claim", "finish", "next_due_at", "extend_lease", "beat"})
+CALLS = frozenset({"claim", "finish", "next_due_at", "extend_leases", "beat"})
 
 
 class Faulty:

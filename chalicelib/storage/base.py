@@ -356,6 +356,13 @@ class JobStore(Protocol):
 
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool: ...
 
+    def extend_leases(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[bool]:
+        """`extend_lease` for each (job id, lease token), in one write where the store
+        can (SQLite, Postgres, memory, Redis; DynamoDB one conditional write each): a
+        worker renews all the leases it holds at once, so a slow write turn is waited
+        out once, not once per job. Each answer is what extend_lease would answer."""
+        ...
+
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         """Cancel a waiting job. Raises JobNotFound, or InvalidTransition if running/finished."""
         ...

@@ -1897,6 +1897,11 @@ class DynamoStore:
         expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")
         return self._update_if(job_id, expr, condition)
 
+    def extend_leases(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[bool]:
+        """One conditional write per lease: a transaction would refuse them all for one
+        lapsed lease, and a worker here (the Lambda functions) holds few at a time."""
+        return [self.extend_lease(job_id, token, lease_seconds) for job_id, token in leases]
+
     # -- cancel and redrive -----------------------------------------------------------------------
     @aws_errors
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:

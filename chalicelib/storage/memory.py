@@ -417,17 +417,22 @@ class MemoryStore:
         return marked
 
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
+        return self.extend_leases([(job_id, lease_token)], lease_seconds)[0]
+
+    def extend_leases(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[bool]:
         now = self.clock.now()
         with self._lock:
-            job = self._jobs.get(job_id)
-            if job is None or job.state is not JobState.RUNNING or job.lease_token != lease_token:
-                return False
-            if job.lease_expires_at is not None and job.lease_expires_at <= now:
-                return False
-            self._update(
-                job, lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now
-            )
-            return True
+            return [self._extend(job_id, token, lease_seconds, now) for job_id, token in leases]
+
+    def _extend(self, job_id: str, lease_token: str, lease_seconds: float, now: datetime) -> bool:
+        """Under the lock: renew one lease while it is live and the token's."""
+        job = self._jobs.get(job_id)
+        if job is None or job.state is not JobState.RUNNING or job.lease_token != lease_token:
+            return False
+        if job.lease_expires_at is not None and job.lease_expires_at <= now:
+            return False
+        self._update(job, lease_expires_at=now + timedelta(seconds=lease_seconds), updated_at=now)
+        return True
 
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         now = self.clock.now()

@@ -427,6 +427,14 @@ START_SQL = (
     " AND j.lease_expires_at > %(now)s RETURNING j.id"
 )
 
+# Renews leases, each by (id, token), while live: extend_lease's rule for many at once.
+EXTEND_SQL = (
+    f"UPDATE jobs j SET lease_expires_at = {LEASE_END}, updated_at = %(now)s"
+    " FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS s(id, token)"
+    " WHERE j.id = s.id AND j.lease_token = s.token AND j.state = 'running'"
+    " AND j.lease_expires_at > %(now)s RETURNING j.id"
+)
+
 # Moves the rows of `picked` to running: both claims below share it.
 _CLAIM_PICKED = (
     " UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_token = %(token)s,"
@@ -1508,6 +1516,24 @@ class PostgresStore:
             ).fetchone()
 
         return self._run(extend) is not None
+
+    def extend_leases(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[bool]:
+        if not leases:
+            return []
+
+        def extend(conn: Conn) -> set[str]:
+            now = self.clock.now()  # once a connection is held, as in extend_lease
+            params = {
+                "expires": now + timedelta(seconds=lease_seconds),
+                "late": self._lease_late(),
+                "now": now,
+                "ids": [_enc(i) for i, _ in leases],
+                "tokens": [_enc(t) for _, t in leases],
+            }
+            return {_dec_str(r[0]) for r in conn.execute(EXTEND_SQL, params).fetchall()}
+
+        kept = self._run(extend)
+        return [job_id in kept for job_id, _ in leases]
 
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         now = self.clock.now()

@@ -724,6 +724,9 @@ class RedisStore:
         expires = to_micros(now + timedelta(seconds=lease_seconds))
         return bool(self._call("EXTEND", [now_s, job_id, lease_token, expires]))
 
+    def extend_leases(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[bool]:
+        return [self.extend_lease(job_id, token, lease_seconds) for job_id, token in leases]
+
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         _, now_s = self._now()
         reply = self._call("CANCEL", [now_s, self._idbase(), job_id, _opt(tenant)])

@@ -334,6 +334,16 @@ def _start_sql(n: int) -> str:
     )
 
 
+def _extend_sql(n: int) -> str:
+    """Renew n leases, each by (id, lease token), while it is live: extend_lease's rule."""
+    rows = ",".join("(?, ?)" for _ in range(n))
+    return (
+        "UPDATE jobs SET lease_expires_at = ?, updated_at = ? FROM (VALUES "
+        f"{rows}) AS v WHERE jobs.id = v.column1 AND jobs.lease_token = v.column2 "
+        "AND jobs.state = 'running' AND jobs.lease_expires_at > ? RETURNING jobs.id"
+    )
+
+
 def _reap_sql(limit: int) -> str:
     """Expired leases back to retrying (or dead), each recording a lease_expired attempt."""
     entry = (
@@ -882,6 +892,21 @@ class SQLiteStore:
                 (now + micros_of(lease_seconds), now, job_id, lease_token, now),
             ).fetchone()
         return row is not None
+
+    def extend_leases(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[bool]:
+        if not leases:
+            return []
+        kept: set[str] = set()
+        with self._write() as db:
+            now = to_micros(self.clock.now())  # once the turn is held, as in claim()
+            for first in range(0, len(leases), START_CHUNK):
+                chunk = leases[first : first + START_CHUNK]
+                params = [v for lease in chunk for v in lease]
+                ends = (now + micros_of(lease_seconds), now)
+                kept.update(
+                    r[0] for r in db.execute(_extend_sql(len(chunk)), [*ends, *params, now])
+                )
+        return [job_id in kept for job_id, _ in leases]
 
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         now = to_micros(self.clock.now())

@@ -325,6 +325,27 @@ def test_extend_lease(store: JobStore, clock: FakeClock) -> None:
     assert not store.extend_lease(job.id, token(job), LEASE)  # too late: expired
 
 
+def test_extend_leases_renews_each_live_lease_of_the_caller_in_one_call(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """The worker's renewal (one write for every lease it holds): each answer is what
+    extend_lease would answer, in the order asked."""
+    for _ in range(4):
+        add_one(store, clock)
+    a, b, c, d = store.claim(4, LEASE)
+    assert store.finish([succeed(c)]) == [True]  # no longer running
+    clock.advance(LEASE - 5)
+    leases = [(a.id, token(a)), (b.id, "wrong"), (c.id, token(c)), ("j_unknown", "x")]
+    assert store.extend_leases([*leases, (d.id, token(d))], LEASE) == [
+        True, False, False, False, True,
+    ]  # fmt: skip
+    assert stored(store, a.id).lease_expires_at == clock.now() + timedelta(seconds=LEASE)
+    assert stored(store, d.id).lease_expires_at == clock.now() + timedelta(seconds=LEASE)
+    clock.advance(10)  # b's lease (not renewed) has lapsed, a's and d's have not
+    assert store.extend_leases([(b.id, token(b)), (a.id, token(a))], LEASE) == [False, True]
+    assert store.extend_leases([], LEASE) == []
+
+
 # -- cancel ------------------------------------------------------------------
 
 
