@@ -358,7 +358,8 @@ class JobStore(Protocol):
 
     def extend_leases(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[bool]:
         """`extend_lease` for each (job id, lease token), in one write where the store
-        can (SQLite, Postgres, memory, Redis; DynamoDB one conditional write each): a
+        can (SQLite, Postgres, memory, one script on Redis; DynamoDB one conditional write
+        each): a
         worker renews all the leases it holds at once, so a slow write turn is waited
         out once, not once per job. Each answer is what extend_lease would answer."""
         ...

@@ -737,20 +737,29 @@ return out
 """
 )
 
-# ARGV: P, now, id, token, expires. Returns 1 when the lease was extended.
+# JobStore.extend_leases. ARGV: P, now, expires, then (id, lease token) pairs. Renews
+# each lease that is that token's and still live; returns '1'/'0' per pair.
 EXTEND = (
     _WRITE
     + _PRELUDE
     + r"""
-local now, id, token, expires = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local j = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_expires_at', 'queue',
-  'type')
-if j[1] ~= 'running' or j[2] ~= token or tonumber(j[3]) <= tonumber(now) then return 0 end
-redis.call('HSET', jkey(id), 'lease_expires_at', expires, 'updated_at', now)
-redis.call('ZADD', P .. 'l:' .. j[4], expires, id)
-redis.call('ZADD', P .. 'L', expires, id)
-index_running(j[5], id, expires)
-return 1
+local now, expires = ARGV[2], ARGV[3]
+local flags = {}
+for i = 4, #ARGV - 1, 2 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local j = redis.call('HMGET', jkey(id), 'state', 'lease_token', 'lease_expires_at', 'queue',
+    'type')
+  if j[1] ~= 'running' or j[2] ~= token or tonumber(j[3]) <= tonumber(now) then
+    flags[#flags + 1] = '0'
+  else
+    redis.call('HSET', jkey(id), 'lease_expires_at', expires, 'updated_at', now)
+    redis.call('ZADD', P .. 'l:' .. j[4], expires, id)
+    redis.call('ZADD', P .. 'L', expires, id)
+    index_running(j[5], id, expires)
+    flags[#flags + 1] = '1'
+  end
+end
+return table.concat(flags)
 """
 )
 

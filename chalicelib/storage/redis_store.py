@@ -720,12 +720,20 @@ class RedisStore:
         return marked
 
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
-        now, now_s = self._now()
-        expires = to_micros(now + timedelta(seconds=lease_seconds))
-        return bool(self._call("EXTEND", [now_s, job_id, lease_token, expires]))
+        return self.extend_leases([(job_id, lease_token)], lease_seconds)[0]
 
     def extend_leases(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> list[bool]:
-        return [self.extend_lease(job_id, token, lease_seconds) for job_id, token in leases]
+        if not leases:
+            return []
+        now, now_s = self._now()
+        expires = to_micros(now + timedelta(seconds=lease_seconds))
+        kept: list[bool] = []
+        for first in range(0, len(leases), FINISH_CHUNK):
+            args: list[Any] = [now_s, expires]
+            for job_id, token in leases[first : first + FINISH_CHUNK]:
+                args += [job_id, token]
+            kept.extend(flag == ord("1") for flag in self._call("EXTEND", args))
+        return kept
 
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         _, now_s = self._now()
