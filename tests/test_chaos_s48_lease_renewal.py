@@ -21,13 +21,17 @@ waiting for a contended write turn would), so nothing here races a real clock.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry
 from chalicelib.models import JobState
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.worker import Worker, WorkerConfig
+from tests.backends import open_backend
 from tests.factories import new_job
 
 LEASE = 2.0
@@ -115,3 +119,34 @@ def test_the_next_renewal_is_planned_for_when_a_third_of_the_lease_has_passed() 
     clock.advance(LEASE / 3)
     worker._extend_leases()
     assert store.writes == 1
+
+
+# The method each store makes one round trip (one write turn, one statement, one
+# script call) through.
+ROUND_TRIP = {"sqlite": "_write", "postgres": "_run", "redis": "_run"}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("backend", sorted(ROUND_TRIP))
+def test_a_store_renews_many_leases_in_one_round_trip(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Per lease, each round trip of a starved dispatcher costs what one write costs:
+    on Redis, 16 CPU-bound threads made one round trip take 0.5 s on average."""
+    clock = FakeClock()
+    with open_backend(backend, clock, tmp_path, request) as store:
+        store.add([new_job(clock, "t.noop") for _ in range(8)])
+        claimed = store.claim(8, LEASE)
+        through = getattr(store, ROUND_TRIP[backend])
+        trips = 0
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal trips
+            trips += 1
+            return through(*args, **kwargs)
+
+        setattr(store, ROUND_TRIP[backend], counted)
+        clock.advance(LEASE / 2)
+        kept = store.extend_leases([(j.id, j.lease_token or "") for j in claimed], LEASE)
+        assert kept == [True] * 8
+        assert trips == 1
