@@ -39,7 +39,11 @@ Rules every backend keeps:
   spent, while one whose handler crashed the worker is (else a poison job
   would loop for ever). A claim with started=True (the default) counts as
   started at once, as before; so does a running job the store cannot tell
-  (one claimed before the store kept the mark).
+  (one claimed before the store kept the mark). So a started claim whose reply
+  was lost does spend its jobs' attempts, though no handler ran: the worker
+  claims started what goes straight to an idle pool thread, and a job claimed
+  so on its last attempt is buried when the reply is lost (found with
+  pg_terminate_backend under load; not yet fixed).
 - `finish` applies a completion only while the lease token still matches and
   the job is running; otherwise it returns False and changes nothing.
 - Counters (enqueued, succeeded, failed, retried, dead, cancelled per queue
