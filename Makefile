@@ -65,9 +65,10 @@ typecheck: $(STAMP)
 # loadgroup` sends each test wherever a worker is free, except the groups in
 # docs/testing.md (a module's tests sharing a server or a built package; the "heavy"
 # crash and model tests, one at a time). PYTEST_WORKERS=0: serially, in one process.
+# --durations: the 25 slowest steps close the report, where the suite's time goes.
 PYTEST_WORKERS ?= 3
 pytest: $(STAMP) $(SAM) lambda-wheels lambda-venv
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=25
 
 test: lint typecheck pytest
 
