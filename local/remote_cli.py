@@ -455,13 +455,13 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
     if isinstance(exc, client_errors.BadRequest | client_errors.PayloadTooLarge):
         return UsageError(exc.message)
     if isinstance(exc, client_errors.NotFound):
-        job_id = (exc.details or {}).get("id") if isinstance(exc.details, dict) else None
-        if job_id is None:  # no such route: --url has a path the server does not serve
+        if exc.no_route:  # --url has a path the server does not serve
             return CliFailure(
                 exc.message,
-                f"Check that --url / {URL_VARIABLE} is the server's base address, the one "
-                "under which /health answers (and the job id, if the command took one)",
+                f"Check that --url / {URL_VARIABLE} is {client_errors.BASE_ADDRESS} "
+                "(and the job id, if the command took one)",
             )
+        job_id = exc.details["id"]
         return CliFailure(
             f"job {job_id} not found",
             f"Check the id, and that --key / {KEY_VARIABLE} is the key of the tenant that owns it",

@@ -119,8 +119,25 @@ class Forbidden(ApiError):
     """403: a valid key that this route does not accept (a tenant key on /metrics)."""
 
 
+# What a URL with a path the server does not serve (`http://host:8000/ui`) is told to
+# be instead; the `spool` CLI's hint for --url says it in these words too.
+BASE_ADDRESS = "the server's base address, the one under which /health answers"
+
+
 class NotFound(ApiError):
-    """404: no such job for this key's tenant (another tenant's job looks the same)."""
+    """404: no such job for this key's tenant (another tenant's job looks the same),
+    or no such route: the client's URL has a path the server does not serve."""
+
+    @property
+    def no_route(self) -> bool:
+        """True when no route matched: a job not found names its id in details."""
+        return not isinstance(self.details, dict) or self.details.get("id") is None
+
+    def __str__(self) -> str:
+        # "no route for POST /ui/enqueue" alone left the caller to guess the cause.
+        if not self.no_route:
+            return super().__str__()
+        return f"{super().__str__()} (check that the client's URL is {BASE_ADDRESS})"
 
 
 class RequestTimeout(ApiError):
