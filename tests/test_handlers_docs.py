@@ -2,9 +2,10 @@
 in a module named on SPOOL_HANDLERS, then `spool enqueue`, `spool worker --burst`,
 `spool status` and `spool schedules` in that folder.
 
-The samples name a few things the page leaves to the reader (a billing client, the
-payload models of the later examples); PRELUDE supplies them, and nothing else, so a
-sample whose import, decorator argument or context attribute rots fails here.
+The samples name a few things the page leaves to the reader (a billing client, which
+the first sample imports from `myapp.billing`, and the payload models of the later
+examples); BILLING and PRELUDE supply them, and nothing else, so a sample whose
+import, decorator argument or context attribute rots fails here.
 """
 
 from __future__ import annotations
@@ -22,13 +23,9 @@ from tests.procs import ROOT, guarded_env
 PAGE = ROOT / "docs" / "handlers.md"
 SCRIPT_START = "from chalicelib import periodic, runtime"
 
-PRELUDE = '''\
+BILLING = '''\
 import os
 from types import SimpleNamespace
-
-from pydantic import BaseModel
-
-from chalicelib.handlers import JobContext, handler
 
 
 class _Billing:
@@ -42,6 +39,14 @@ class _Billing:
 
 
 billing = _Billing()
+'''
+
+PRELUDE = """\
+from pydantic import BaseModel
+
+from chalicelib.handlers import JobContext, handler
+
+
 DOMAINS = {"acme": "acme.example"}
 
 
@@ -55,7 +60,7 @@ class ResizePayload(BaseModel):
 
 class ReportPayload(BaseModel):
     kind: str
-'''
+"""
 
 
 def python_blocks() -> list[str]:
@@ -67,6 +72,9 @@ def folder(tmp_path: Path) -> Path:
     declarations = [b for b in python_blocks() if not b.startswith(SCRIPT_START)]
     module = "\n\n".join([PRELUDE, *declarations])
     (tmp_path / "docs_handlers.py").write_text(module, encoding="utf-8")
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("", encoding="utf-8")
+    (tmp_path / "myapp" / "billing.py").write_text(BILLING, encoding="utf-8")
     return tmp_path
 
 
