@@ -20,7 +20,7 @@ def _unbound_names(source: str) -> set[str]:
     """Names the code reads that it never imports, defines or assigns."""
     tree = ast.parse(source)
     bound = set(dir(builtins))
-    read = set()
+    read: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import | ast.ImportFrom):
             bound.update((a.asname or a.name).split(".")[0] for a in node.names)
