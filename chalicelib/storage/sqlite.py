@@ -66,7 +66,7 @@ from chalicelib.models import (
     queued_job,
     trusted_job,
 )
-from chalicelib.storage import history, sqlite_limits, sqlite_lists, sqlite_webhooks
+from chalicelib.storage import history, sqlite_limits, sqlite_lists, sqlite_refused, sqlite_webhooks
 from chalicelib.storage import sqlite_dashboard as dashboard
 from chalicelib.storage import sqlite_queue_totals as queue_totals
 from chalicelib.storage.base import (
@@ -502,7 +502,19 @@ class SQLiteStore:
         turn = functools.partial(write_turn, self._write_lock, self._gate)
         self._checkpointer = Checkpointer(absolute, self._connect, turn) if on_disk else None
         self._health = WriteHealth()
+        before = sqlite_refused.present(absolute) if on_disk else set()
         self.notifier = SocketDirNotifier(absolute + ".wake")
+        try:
+            self._open_schema()
+        except BaseException:
+            self.close()
+            if on_disk:  # a text file or a directory: take back the companions made
+                sqlite_refused.remove_made(absolute, before)
+            raise
+
+    def _open_schema(self) -> None:
+        """The first connection, and the schema this Spool writes, made or upgraded."""
+        absolute, on_disk = os.path.abspath(self.path), self.path != ":memory:"
         first = self._keep(self._connect(create=True))
         first.executescript(SCHEMA + sqlite_webhooks.SCHEMA + sqlite_limits.SCHEMA)
         # After the schema, so the file exists: from now on the path must keep naming it.
