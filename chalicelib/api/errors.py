@@ -7,6 +7,7 @@ into a logged 500 that reveals nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -68,6 +69,25 @@ def from_exception(exc: BaseException) -> ApiResponse:
         )
     log.error("unhandled error in the HTTP edge", exc_info=exc)
     return error_response(500, "internal_error", "an internal error occurred")
+
+
+def answered_error(response: ApiResponse) -> dict[str, str]:
+    """A 5xx answer's error code and message, for its request's log line; {} otherwise.
+
+    Store errors Spool maps (a locked SQLite file, a lost DynamoDB table, a refused
+    Redis write) are answered without a line of their own, so an API-only process's
+    log said "POST /enqueue 503" and never why. The message is what the client read:
+    nothing in it is secret."""
+    if response.status < 500:
+        return {}
+    try:
+        error = json.loads(response.body)["error"]
+        code, message = error["code"], error["message"]
+    except (ValueError, TypeError, KeyError):
+        return {}
+    if not isinstance(code, str) or not isinstance(message, str):
+        return {}
+    return {"error_code": code, "reason": message}
 
 
 # Chalice answers a few requests itself (405 for a method a route lacks, 500 when

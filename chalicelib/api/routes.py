@@ -675,6 +675,7 @@ def handle(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
             time.monotonic() - started,
             _request_tenant.get(),
             job_id=params.get("job_id"),
+            **errors.answered_error(response),
         )
         return response
     finally:
