@@ -9,6 +9,10 @@ in exactly two ways: a redrive (dead -> queued) or a purge (deleted); cancel
 and finish start from waiting and running states. DynamoDB's TTL also deletes
 finished jobs, on its own schedule (up to days after `expires_at`), so there a
 cached answer may outlive the item by up to the TTL, as a read may anyway.
+A store emptied under the process (a Redis restarted without persistence,
+FLUSHDB) would read a never-touched tenant's epoch as 0 again, the value the
+cache already held; Redis's epoch is therefore read with its birth mark and
+differs while the mark is not the one the process saw (storage/redis_store.py).
 
 How it stays true (the design, and why): every store keeps an invalidation
 epoch per tenant (JobStore.cache_epoch(tenant)), bumped in the same transaction
