@@ -16,17 +16,14 @@ more than the burst are 413 ("split it"), as a batch is.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from chalicelib.runtime import Runtime
 from tests.apikit import KEY_B, Api
+from tests.test_limits_api import TENANT_RATE as RATE
 from tests.test_limits_api import dead_jobs, limited, states
 
 assert limited  # the fixture, imported for the tests below
-
-RATE = {"SPOOL_TENANT_LIMITS": json.dumps({"*": {"rate": "1/h", "burst": 3}})}
 
 
 @pytest.mark.parametrize("limited", [RATE], indirect=True)

@@ -17,7 +17,7 @@ import pytest
 
 from chalicelib.builtin.setting_values import ca_file
 from chalicelib.storage import sqlite_path
-from local import cli
+from tests.test_newuser_s48_webhook_ca_file import worker_refusal
 
 
 @pytest.mark.parametrize(
@@ -43,12 +43,7 @@ def test_spool_worker_refuses_it_and_makes_no_tilde_folder(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SPOOL_STORE_URL", "sqlite:///~/spool.db")
-    for name in ("SPOOL_URL", "SPOOL_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    code = cli.main(["worker", "--burst", "--quiet"])
-    err = capsys.readouterr().err
-    assert code == 2
-    [line] = err.splitlines()
+    line = worker_refusal(monkeypatch, capsys)
     assert line.startswith("spool: SPOOL_STORE_URL 'sqlite:///~/spool.db': "), line
     assert not (tmp_path / "~").exists()
 
