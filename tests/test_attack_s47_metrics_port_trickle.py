@@ -10,14 +10,12 @@ Now the whole request must arrive within `request_timeout` of the connection.
 from __future__ import annotations
 
 import socket
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
 from local.metrics_http import MetricsServer
-
-GUARD = 10.0
+from tests.test_metrics_port import GUARD, scrapes
 
 
 def _exposition() -> bytes:
@@ -57,22 +55,14 @@ def _trickle_until_closed(server: MetricsServer, request: bytes) -> bool:
     return False
 
 
-def _scrapes(server: MetricsServer) -> bool:
-    try:
-        with urllib.request.urlopen(server.url, timeout=GUARD) as reply:
-            return bool(reply.status == 200)
-    except OSError:
-        return False
-
-
 def test_a_request_trickled_a_byte_at_a_time_is_cut_off(server: MetricsServer) -> None:
     # 100 bytes at ~0.1 s each: over three times the 3 s the whole request may take.
     # (At 0.5 s, a prompt scrape was cut on a loaded CI machine: the client's request
     # had not all arrived half a second after the server's handler started.)
     request = b"GET /metrics?" + b"x" * 80 + b" HTTP/1.0\r\n\r\n"
     assert _trickle_until_closed(server, request)
-    assert _scrapes(server)
+    assert scrapes(server)
 
 
 def test_prompt_scrapes_are_answered(server: MetricsServer) -> None:
-    assert all(_scrapes(server) for _ in range(5))
+    assert all(scrapes(server) for _ in range(5))

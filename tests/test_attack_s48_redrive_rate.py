@@ -21,7 +21,7 @@ import pytest
 from chalicelib.runtime import Runtime
 from tests.apikit import KEY_B, Api
 from tests.test_limits_api import TENANT_RATE as RATE
-from tests.test_limits_api import dead_jobs, limited, states
+from tests.test_limits_api import dead_jobs, every_redrive_route, limited, states
 
 assert limited  # the fixture, imported for the tests below
 
@@ -34,13 +34,7 @@ def test_an_empty_bucket_refuses_every_redrive_route_and_moves_nothing(
     dead = dead_jobs(rt, 4)
     for _ in range(3):  # the burst, spent
         api.enqueue({"type": "echo", "delay": 600})
-    refused = [
-        api.post(f"/dlq/{dead[0]}/redrive"),
-        api.post("/dlq/redrive"),
-        api.post(f"/ui/api/jobs/{dead[0]}/redrive"),
-        api.post("/ui/api/dead/redrive", {"all": True}),
-        api.post("/ui/api/dead/redrive", {"ids": dead[:1]}),
-    ]
+    refused = every_redrive_route(api, dead[0])
     for reply in refused:
         assert reply.status == 429 and reply.error_code == "rate_limited", reply.body
         # Until the tokens its jobs take are back: an hour a job (a bulk one, three).

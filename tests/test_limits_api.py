@@ -14,7 +14,7 @@ from chalice.test import Client
 import app as spool_app
 from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
-from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY, TENANT_A, Api, installed, settings_for
+from tests.apikit import KEY_A, KEY_B, OPERATOR_KEY, TENANT_A, Api, Reply, installed, settings_for
 
 
 @pytest.fixture
@@ -138,6 +138,18 @@ def states(rt: Runtime, ids: list[str]) -> list[str]:
     return [job.state.value if job is not None else "gone" for job in found]
 
 
+def every_redrive_route(api: Api, job_id: str) -> list[Reply]:
+    """One call of each redrive route (API and dashboard, one job and bulk), all of
+    `job_id`'s tenant, for tests that hold every route to one limit."""
+    return [
+        api.post(f"/dlq/{job_id}/redrive"),
+        api.post("/dlq/redrive"),
+        api.post(f"/ui/api/jobs/{job_id}/redrive"),
+        api.post("/ui/api/dead/redrive", {"all": True}),
+        api.post("/ui/api/dead/redrive", {"ids": [job_id]}),
+    ]
+
+
 @pytest.mark.parametrize("limited", [BACKLOG], indirect=True)
 def test_a_redrive_is_held_to_the_backlog_quota_on_every_route(
     limited: tuple[Api, Runtime],
@@ -147,13 +159,7 @@ def test_a_redrive_is_held_to_the_backlog_quota_on_every_route(
     api, rt = limited
     dead = dead_jobs(rt, 3)
     waiting = [api.enqueue({"type": "echo", "delay": 600}) for _ in range(2)]  # full
-    refused = [
-        api.post(f"/dlq/{dead[0]}/redrive"),
-        api.post("/dlq/redrive"),
-        api.post(f"/ui/api/jobs/{dead[0]}/redrive"),
-        api.post("/ui/api/dead/redrive", {"all": True}),
-        api.post("/ui/api/dead/redrive", {"ids": dead[:1]}),
-    ]
+    refused = every_redrive_route(api, dead[0])
     for reply in refused:
         assert reply.status == 429 and "backlog" in reply.json["error"]["message"], reply.body
         assert reply.header("Retry-After")

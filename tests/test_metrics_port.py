@@ -55,7 +55,7 @@ def _eventually(check: Callable[[], bool]) -> bool:
     return False
 
 
-def _scrapes(server: MetricsServer) -> bool:
+def scrapes(server: MetricsServer) -> bool:
     try:
         with urllib.request.urlopen(server.url, timeout=GUARD) as reply:
             return bool(reply.status == 200)
@@ -70,7 +70,7 @@ def test_a_connection_that_sends_nothing_is_closed(server: MetricsServer) -> Non
     with _connect(server) as partial:  # half a request line, then nothing
         partial.sendall(b"GET /metr")
         assert _closed_by_server(partial)
-    assert _scrapes(server)
+    assert scrapes(server)
 
 
 @pytest.mark.parametrize("server", [{"max_connections": 3}], indirect=True)
@@ -85,13 +85,13 @@ def test_connections_past_the_cap_are_closed_and_a_freed_slot_serves_again(
     finally:
         for sock in held + extra:
             sock.close()
-    assert _eventually(lambda: _scrapes(server))
+    assert _eventually(lambda: scrapes(server))
 
 
 def test_the_defaults_bound_the_wait_and_the_connections(server: MetricsServer) -> None:
     assert 0 < server.request_timeout <= 30
     assert 0 < server.max_connections <= 64
-    assert _scrapes(server)
+    assert scrapes(server)
 
 
 def test_head_answers_as_get_does_without_a_body(server: MetricsServer) -> None:
