@@ -124,6 +124,44 @@ def test_the_wal_stays_within_a_few_marks_under_writes_and_overlapping_readers(
     assert sum(store.counts().values()) == added  # every job stayed
 
 
+class Late:
+    """A checkpoint thread that starts its work a while after it is started, as one
+    descheduled on a loaded machine does while the writers keep the CPU."""
+
+    def __init__(self, target: Callable[[], None], **kwargs: object) -> None:
+        self.thread = threading.Thread(target=self._late, args=(target,), daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    @staticmethod
+    def _late(target: Callable[[], None]) -> None:
+        threading.Event().wait(0.2)  # a descheduled thread's delay, not a timing check
+        target()
+
+
+def test_a_late_checkpoint_thread_holds_the_writer_rather_than_let_the_wal_grow(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: past the restart mark a writer only started the checkpoint's thread and went
+    on writing; on a loaded CI machine that thread came late and the WAL passed three
+    marks (6,263,688 bytes against a bound of 6,216,032). A writer now past the hold
+    mark waits for the checkpoint in progress before it goes on."""
+    monkeypatch.setattr(sqlite_checkpoint, "_Thread", Late)
+    path = store.path
+    page = store._db().execute("PRAGMA page_size").fetchone()[0]
+    limit = 32 + K * MARK * (page + 24)
+    clock = FakeClock()
+    written, last = 0, wal_frames(path)
+    while written < 6 * MARK:
+        store.add([factories.new_job(clock) for _ in range(20)])
+        frames = wal_frames(path)
+        written += frames - last if frames >= last else frames
+        last = frames
+        size = os.path.getsize(path + "-wal")
+        assert size < limit, f"the WAL reached {size / limit * K:.1f} marks"
+
+
 def test_a_reader_that_never_lets_go_costs_writers_few_waits(
     store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

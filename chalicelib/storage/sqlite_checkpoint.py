@@ -33,6 +33,11 @@ writer starts the WAL again. Writers wait at the gate for that long at most. A r
 that holds its snapshot longer (a `sqlite3` shell left inside BEGIN) defeats it, as it
 defeats SQLite's own checkpoints; then the next try waits until the WAL has grown
 another RETRY_MARKS of a mark, rather than holding the writers after every commit.
+
+The checkpoint's thread must get the CPU first, though, and on a loaded machine it
+came late while the writers went on appending: a test's WAL passed three marks. So a
+writer whose commit leaves the WAL HOLD_MARKS past the restart mark waits (at most
+the restart's own patience) for the checkpoint in progress before it goes on.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ RESTART_MARKS = 2  # a WAL this many CHECKPOINT_PAGES long is started again (RES
 RETRY_MARKS = 0.25  # after a restart a reader defeated: grow this much more first
 RESTART_WAIT_MS = 200  # a restart's wait for readers, and so the writers' for it
 TURN_PATIENCE = 1.0  # seconds a restart waits for its turn among the writers
+HOLD_MARKS = 0.5  # past the restart mark by this much, a writer waits for the checkpoint
 # WalIndexHdr.mxFrame (frames in the WAL) and WalCkptInfo.nBackfill (frames copied
 # back), native byte order, in the first 100 bytes of the -shm file.
 MX_FRAME_AT = 16
@@ -107,6 +113,8 @@ class Checkpointer:
             or (self._turn is not None and frames >= self._restart_mark())
         ):
             self._start()
+        if self._turn is not None and frames >= self._hold_mark():
+            self._wait_for_checkpoint()
 
     def after_refused_commit(self) -> None:
         """Called by a writer whose commit the disk refused, once it has let go of the
@@ -150,6 +158,17 @@ class Checkpointer:
         """WAL frames past which the WAL is started again (read at call time: tests
         lower CHECKPOINT_PAGES)."""
         return max(RESTART_MARKS * CHECKPOINT_PAGES, self._retry_at)
+
+    def _hold_mark(self) -> int:
+        """WAL frames past which a writer waits for the checkpoint in progress."""
+        return self._restart_mark() + max(int(HOLD_MARKS * CHECKPOINT_PAGES), 1)
+
+    def _wait_for_checkpoint(self) -> None:
+        """Until the running checkpoint ends, or the restart's patience is spent: the
+        writer's thread then yields the CPU to it instead of adding more frames."""
+        patience = TURN_PATIENCE + RESTART_WAIT_MS / 1000
+        if self._running.acquire(timeout=patience):
+            self._running.release()
 
     def run_now(self) -> None:
         """One passive checkpoint on the calling thread (waits for a running one)."""
