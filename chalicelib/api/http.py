@@ -7,6 +7,7 @@ oversized body gets Spool's own error shape, whatever its content type.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,15 +48,32 @@ def single_values(query: Mapping[str, str]) -> dict[str, str]:
             )
     values = dict(query)
     for name, value in values.items():
-        if not is_utf8(name) or not is_utf8(value):
-            # A Lambda event's query can hold a lone surrogate (and `spool serve` turns
-            # bytes that are not UTF-8 into them); no store can look one up.
-            shown = name[:64].encode("ascii", "backslashreplace").decode("ascii")
+        if _unreadable(name) or _unreadable(value):
+            # Bytes that were not UTF-8: `spool serve` reads them as lone surrogates (as
+            # a Lambda event's JSON can spell them), API Gateway and `chalice local` as
+            # U+FFFD. Each is refused alike, and the name shown as every edge can show
+            # it: with U+FFFD for what it could not read.
+            readable = _SURROGATES.sub(REPLACEMENT, name[:64])
+            shown = readable.encode("ascii", "backslashreplace").decode("ascii")
             raise BadRequest(
                 f"query parameter {shown!r} is not UTF-8: percent-encode UTF-8 bytes",
                 {"parameter": shown},
             )
     return values
+
+
+# U+FFFD, the character API Gateway's event and `chalice local` put in a query for
+# bytes that are not UTF-8 (`spool serve` keeps them as lone surrogates). No query
+# parameter Spool takes holds it (states, names, numbers, cursors and job ids are
+# ASCII), so it is read as those bytes: `?state=%FF` is the same 400 on every edge,
+# where it was a 422 on two of them and `?find=%FF` a search for U+FFFD (stop 49).
+REPLACEMENT = "\ufffd"
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _unreadable(text: str) -> bool:
+    """Whether a query name or value stands for bytes that were not UTF-8."""
+    return REPLACEMENT in text or not is_utf8(text)
 
 
 # What `spool serve` answers (400) to a header line waitress cannot parse, a value
