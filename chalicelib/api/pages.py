@@ -51,7 +51,7 @@ def page_body(
         page = list_jobs(replace(query, limit=step, cursor=cursor))
         for job in page.jobs:
             text = dumps(job_view(job))
-            cost = _carried_size(text)
+            cost = carried_size(text)
             if last is not None and size + cost > budget:
                 return _body(encoded, encode_cursor(last.created_at, last.id, query.newest_first))
             encoded.append(text)
@@ -65,7 +65,7 @@ def page_body(
         step = max(1, min(left, int((budget - size) / per_job), MAX_STEP))
 
 
-def _carried_size(text: str) -> int:
+def carried_size(text: str) -> int:
     """Bytes `text` takes inside Lambda's answer document: each quote and backslash
     is escaped once more there."""
     return len(text) + text.count('"') + text.count("\\")

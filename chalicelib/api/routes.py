@@ -30,7 +30,7 @@ from chalicelib.api.http import (
     json_response,
 )
 from chalicelib.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from chalicelib.api.pages import page_body
+from chalicelib.api.pages import carried_size, page_body
 from chalicelib.api.plain_job import plain_job
 from chalicelib.api.query import NoQuery
 from chalicelib.api.schemas import (
@@ -155,6 +155,8 @@ class Edge:
         tenant = self.tenant(request)
         data = request.json(self.settings.max_body_bytes)
         jobs, batch = self._enqueue_requests(data)
+        if len(request.body) * ANSWER_GROWTH > PAYLOAD_ANSWER_BYTES:
+            _check_answer_sizes(jobs, batch)
         if self.gate is None:
             results = self.service.enqueue(jobs, tenant)
         else:  # refused before anything is stored; an invalid job spends no token
@@ -458,6 +460,40 @@ class _SignIn:
             if wait > 0:
                 raise Edge._too_many_failures(wait) from None
         # Otherwise the exception goes on as it is.
+
+
+# The most a job's payload may take in the answers that return it (GET /status, GET
+# /jobs, the dashboard's job, cancel's and redrive's), counted as Lambda counts its
+# answer (pages.carried_size). Lambda refuses an answer over 6 MB (API Gateway then
+# answers 502), and the answer holds the result too (at most worker.MAX_RESULT_BYTES,
+# twice that carried) and the rest of the job: SPOOL_MAX_BODY_BYTES goes up to
+# 10 MiB, and an 8 MB body of "é" made 29 MB answers, a job no one could read (stop 49).
+PAYLOAD_ANSWER_BYTES = 4 * 1024 * 1024
+# How much larger than its request body a payload can grow in an answer, at most:
+# "é" (2 bytes) is `\u00e9` there and its backslash is escaped again (7), `1e15`
+# (4 bytes) is 1000000000000000.0 (18). Bodies below PAYLOAD_ANSWER_BYTES / this
+# (every body at the default limit) are not measured.
+ANSWER_GROWTH = 5
+
+
+def _check_answer_sizes(jobs: list[EnqueueRequest], batch: bool) -> None:
+    """Refuse (413, before anything is stored) a job whose payload the answers that
+    return it could not carry on Lambda."""
+    for index, job in enumerate(jobs):
+        size = carried_size(dumps(job.payload))
+        if size > PAYLOAD_ANSWER_BYTES:
+            where = f"job {index} of the batch: its " if batch else "the job's "
+            details: dict[str, Any] = {"limit": PAYLOAD_ANSWER_BYTES, "size": size}
+            if batch:
+                details["index"] = index
+            raise PayloadTooLarge(
+                f"{where}payload takes {size} bytes in the answers that return it "
+                f"(GET /status, GET /jobs); the limit is {PAYLOAD_ANSWER_BYTES}, so that "
+                "they fit the 6 MB Lambda can answer: send a smaller payload, or keep the "
+                "data elsewhere (a file or an S3 object) and send where it is"
+                + ("; none of the batch's jobs were stored" if batch else ""),
+                details,
+            )
 
 
 def enqueued_json(view: dict[str, Any]) -> str:
