@@ -213,7 +213,7 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             "Largest request body accepted (1024 to 10485760 bytes, API Gateway's own "
             "limit); a bigger one gets 413 and nothing is stored. Whatever it is, one "
-            "job's payload may take at most 4 MiB in the answers that return it "
+            "job's payload may take at most 2 MiB in the answers that return it "
             "(GET /status: escaped as JSON and again by Lambda, so under Lambda's 6 MB "
             "answer), 413 past it."
         ),

@@ -90,7 +90,7 @@ _ENQUEUE_ERRORS = {
     "name each invalid job's index and nothing is stored.",
     413: "Body over the size limit, a batch over its job limit, a batch larger than "
     "the tenant's enqueue burst (SPOOL_TENANT_LIMITS; details.burst): split it, or a "
-    "payload over 4 MiB as the answers that return it carry it (details.index names "
+    "payload over 2 MiB as the answers that return it carry it (details.index names "
     "a batch's job); nothing is stored.",
     429: "Over the tenant's enqueue rate (a token bucket, SPOOL_TENANT_LIMITS rate/burst) or "
     "its backlog of waiting jobs: nothing was stored (rate_limited); retry after "

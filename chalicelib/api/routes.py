@@ -465,10 +465,12 @@ class _SignIn:
 # The most a job's payload may take in the answers that return it (GET /status, GET
 # /jobs, the dashboard's job, cancel's and redrive's), counted as Lambda counts its
 # answer (pages.carried_size). Lambda refuses an answer over 6 MB (API Gateway then
-# answers 502), and the answer holds the result too (at most worker.MAX_RESULT_BYTES,
-# twice that carried) and the rest of the job: SPOOL_MAX_BODY_BYTES goes up to
-# 10 MiB, and an 8 MB body of "é" made 29 MB answers, a job no one could read (stop 49).
-PAYLOAD_ANSWER_BYTES = 4 * 1024 * 1024
+# answers 502): SPOOL_MAX_BODY_BYTES goes up to 10 MiB, and an 8 MB body of "é" made
+# 29 MB answers, a job no one could read (stop 49). The rest of the answer needs room
+# too: the result (at most worker.MAX_RESULT_BYTES, twice that carried) and the
+# attempts `?attempts=true` and the dashboard's job add (at the default settings, 25
+# of them, each with a traceback and a log tail: up to about 2 MiB carried).
+PAYLOAD_ANSWER_BYTES = 2 * 1024 * 1024
 # How much larger than its request body a payload can grow in an answer, at most:
 # "é" (2 bytes) is `\u00e9` there and its backslash is escaped again (7), `1e15`
 # (4 bytes) is 1000000000000000.0 (18). Bodies below PAYLOAD_ANSWER_BYTES / this
