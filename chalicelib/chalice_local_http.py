@@ -100,17 +100,44 @@ def head_refusal(headers: Any) -> tuple[int, str, str, None] | None:
     X-API-Key and Content-Length were dropped unsaid, and a body left unread was
     taken for the connection's next request (a body that was itself a request got
     served). A nameless line is skipped and a folded one joined to the line before;
-    `spool serve` refuses all of these, and so does this."""
+    `spool serve` refuses all of these, and so does this.
+
+    The parser reads the (empty) body too, as the Content-Type says: a `multipart/*`
+    one leaves defects about its missing boundaries, a `message/*` one an empty
+    sub-message as the payload. Neither is a line of the head: such a Content-Type
+    was refused as one (stop 49), where `spool serve` and Lambda read the body as
+    JSON whatever its type."""
     from email.errors import FirstHeaderLineIsContinuationDefect
 
-    defects = headers.defects
+    defects = [d for d in headers.defects if type(d).__name__ not in _BODY_DEFECTS]
     if any(isinstance(d, FirstHeaderLineIsContinuationDefect) for d in defects) or any(
         "\n" in value or "\r" in value for value in headers.values()
     ):
         return 400, "bad_request", FOLDED_HEADER, None
-    if defects or headers.get_payload():
+    if defects or _holds_lines(headers.get_payload()):
         return 400, "bad_request", INVALID_HEADER, None
     return None
+
+
+# What the parser says of a multipart body it finds empty (email.errors): not the head's.
+_BODY_DEFECTS = frozenset(
+    {
+        "NoBoundaryInMultipartDefect",
+        "StartBoundaryNotFoundDefect",
+        "CloseBoundaryNotFoundDefect",
+        "MultipartInvariantViolationDefect",
+    }
+)
+
+
+def _holds_lines(payload: Any) -> bool:
+    """Whether the parser's payload holds any of the head's lines: text, or (for a
+    `message/*` Content-Type) a sub-message with a header or text of its own."""
+    if isinstance(payload, list):
+        return any(
+            part.keys() or part.defects or _holds_lines(part.get_payload()) for part in payload
+        )
+    return bool(payload)
 
 
 def framing_refusal(
