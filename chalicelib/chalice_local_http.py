@@ -253,7 +253,46 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
             except OSError:
                 pass  # the client went: nothing more to do
 
+        def _send_error_response(self, error: Any) -> None:
+            """chalice's imitation of API Gateway's default for a path no route has
+            (`403 {"message": "Missing Authentication Token"}`, or another 403 about
+            AWS signatures when an Authorization header came) told a new user who
+            mistyped a path of a key they had sent. The deployed API's gateway
+            responses answer it 404 in Spool's shape (infra/generate.py
+            GATEWAY_ERRORS), as `spool serve` does: so does this."""
+            if error.headers.get("x-amzn-ErrorType") == "UnauthorizedException":
+                body = dumps(error_body("not_found", no_route_message(self.command)))
+                headers = {**API_HEADERS, "Content-Type": "application/json"}
+                if self.path.startswith("/ui"):  # the dashboard's headers, as its errors
+                    from chalicelib.api.ui_routes import ERROR_HEADERS
+
+                    headers = {**ERROR_HEADERS, **headers}
+                if self.command == "HEAD":  # no body: it would be read as the next answer
+                    self._send_http_response_no_body(404, headers)
+                else:
+                    self._send_http_response(404, headers, body)
+                return
+            super()._send_error_response(error)
+
+        def __getattr__(self, name: str) -> Any:
+            """A method http.server has no do_<METHOD> for (TRACE, any other token)
+            was its HTML `501 Unsupported method`: chalice answers it as any method
+            a route lacks (405 with Allow, Spool's shape), as `spool serve` does."""
+            if name.startswith("do_") and _TOKEN.fullmatch(name[3:]):
+                return self._spool_handle
+            raise AttributeError(name)
+
         # chalice binds every do_<METHOD> to its _generic_handle when its class is made.
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _spool_handle
 
     return SpoolRequestHandler
+
+
+# An HTTP method is a token (RFC 9110 9.1).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def no_route_message(method: str) -> str:
+    """What the deployed API answers (404 not_found) for a path no route has: its
+    gateway response's words (infra/generate.py GATEWAY_ERRORS), the method filled in."""
+    return f"no route for {method} on this path"
