@@ -52,7 +52,9 @@ from chalicelib.api.http import (
     FOLDED_HEADER,
     INVALID_HEADER,
     INVALID_LENGTH,
+    INVALID_START_LINE,
     LENGTH_AND_CHUNKED,
+    NON_ASCII_TARGET,
     body_too_large,
 )
 
@@ -217,10 +219,14 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
             return headers, body
 
         def _spool_handle(self) -> None:
-            refusal = head_refusal(self.headers) or framing_refusal(
-                self.headers.get_all("content-length") or [],
-                self.headers.get_all("transfer-encoding") or [],
-                self.body_limit,
+            refusal = (
+                target_refusal(self.path)
+                or head_refusal(self.headers)
+                or framing_refusal(
+                    self.headers.get_all("content-length") or [],
+                    self.headers.get_all("transfer-encoding") or [],
+                    self.body_limit,
+                )
             )
             if refusal is None:
                 self._generic_handle()
@@ -252,6 +258,27 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
                     dropped += len(chunk)
             except OSError:
                 pass  # the client went: nothing more to do
+
+        def send_error(self, code: int, message: str | None = None, explain: Any = None) -> None:
+            """http.server's own refusals of a request line or head it cannot read (a
+            fourth word, a version that is not HTTP/1.x, a line over 64 KiB, too many
+            headers) were its HTML page: in Spool's shape now, with its status, and
+            the connection closed as it closes it."""
+            words = _LINE_ERRORS.get(code, message or "the request cannot be read")
+            kind = "headers_too_large" if code == 431 else "bad_request"
+            body = dumps(error_body(kind, words)).encode()
+            self.close_connection = True
+            version: str = getattr(self, "request_version", "")
+            if version == "HTTP/0.9":  # not read yet: answer as HTTP/1.0, with a head
+                self.request_version = "HTTP/1.0"
+            self.send_response(code)  # its own reason phrase, not the client's words
+            for name, value in {**API_HEADERS, "Content-Type": "application/json"}.items():
+                self.send_header(name, value)
+            self.send_header("Connection", "close")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def _send_error_response(self, error: Any) -> None:
             """chalice's imitation of API Gateway's default for a path no route has
@@ -286,6 +313,30 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _spool_handle
 
     return SpoolRequestHandler
+
+
+def target_refusal(path: str) -> tuple[int, str, str, None] | None:
+    """The 400 for a request target holding bytes past ASCII (what curl sends for
+    `?find=café`), which http.server reads as latin-1: the dashboard searched for
+    "cafÃ©" and found nothing, where `spool serve` refuses the target saying to
+    percent-encode it (stop 49)."""
+    if path.isascii():
+        return None
+    return 400, "bad_request", NON_ASCII_TARGET, None
+
+
+# What http.server's send_error codes mean for a request it could not read, said so a
+# client can act (its own words are "Bad request version ('x')" and the like).
+_LINE_ERRORS = {
+    400: INVALID_START_LINE,
+    414: ("the request line is over 65536 bytes: shorten the URL (its path and query string)"),
+    431: (
+        "the request head is too large (a header line over 65536 bytes, or over 100 "
+        "headers): shorten the headers or send fewer"
+    ),
+    501: "the method is not an HTTP method token (letters, such as GET or POST)",
+    505: "the HTTP version must be HTTP/1.1 (or HTTP/1.0): send `METHOD /path HTTP/1.1`",
+}
 
 
 # An HTTP method is a token (RFC 9110 9.1).

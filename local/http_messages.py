@@ -11,18 +11,17 @@ local/http_guard.py's render_error asks `explain` for the message.
 
 from __future__ import annotations
 
-from chalicelib.api.http import INVALID_HEADER, INVALID_LENGTH
+from chalicelib.api.http import (
+    INVALID_HEADER,
+    INVALID_LENGTH,
+    INVALID_START_LINE,
+    NON_ASCII_TARGET,
+)
 
 # waitress's message (the whole text) -> what the client should send instead.
 _EXACT = {
-    "Bad URI": (
-        "the request target (path or query string) holds bytes that are not ASCII: "
-        "percent-encode them as UTF-8 (é is %C3%A9; curl -G --data-urlencode does it)"
-    ),
-    "Start line is invalid": (
-        "the request line must be `METHOD /path HTTP/1.1`: a space or control "
-        "character in the path or query string must be percent-encoded (a space is %20)"
-    ),
+    "Bad URI": NON_ASCII_TARGET,
+    "Start line is invalid": INVALID_START_LINE,
     # app.py answers a header value holding a control character, which an API Gateway
     # event can carry, in the same words (chalicelib/api/gateway_event.py).
     "Invalid header": INVALID_HEADER,

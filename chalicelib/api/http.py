@@ -97,6 +97,19 @@ INVALID_LENGTH = (
     "Content-Length must be given once, as the body's size in bytes in plain digits (such as 42)"
 )
 LENGTH_AND_CHUNKED = "a request may carry Content-Length or Transfer-Encoding: chunked, not both"
+# A request target (path or query string) holding raw bytes past ASCII: waitress's
+# "Bad URI", which `spool serve` explains so (local/http_messages.py); chalice local's
+# server read them as latin-1, and `?find=café` searched for "cafÃ©" (stop 49).
+NON_ASCII_TARGET = (
+    "the request target (path or query string) holds bytes that are not ASCII: "
+    "percent-encode them as UTF-8 (é is %C3%A9; curl -G --data-urlencode does it)"
+)
+# A request line that is not three words, the last an HTTP version: waitress's "Start
+# line is invalid", explained so, and chalice local's server's 400s on the line.
+INVALID_START_LINE = (
+    "the request line must be `METHOD /path HTTP/1.1`: a space or control "
+    "character in the path or query string must be percent-encoded (a space is %20)"
+)
 
 
 def body_too_large(size: int, limit: int) -> str:
