@@ -211,11 +211,12 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
 
         def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
             headers, body = super()._parse_payload()
-            keys = self.headers.get_all("x-api-key") or []
-            if len(keys) > 1:  # as `spool serve`'s server joins them: app.py reads each
-                for name in headers:
-                    if name.lower() == "x-api-key":
-                        headers[name] = ", ".join(keys)
+            for joined in _JOINED:
+                lines = self.headers.get_all(joined) or []
+                if len(lines) > 1:  # as `spool serve`'s server joins them: app.py reads each
+                    for name in headers:
+                        if name.lower() == joined:
+                            headers[name] = ", ".join(lines)
             return headers, body
 
         def _spool_handle(self) -> None:
@@ -337,6 +338,11 @@ _LINE_ERRORS = {
     501: "the method is not an HTTP method token (letters, such as GET or POST)",
     505: "the HTTP version must be HTTP/1.1 (or HTTP/1.0): send `METHOD /path HTTP/1.1`",
 }
+
+
+# Headers whose lines are joined as `spool serve`'s server joins them, for app.py to
+# read each value (gateway_event.LISTED): http.server's dict kept one line of each.
+_JOINED = ("x-api-key", "authorization")
 
 
 # An HTTP method is a token (RFC 9110 9.1).

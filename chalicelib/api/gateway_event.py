@@ -182,8 +182,12 @@ _KEY = "x-api-key"
 # Headers whose value cannot hold a comma of its own (outside a quoted string), so a
 # line holding one names that many values. `spool serve`'s server joins a header given
 # on two lines into one line "a, b" and cannot tell it from one line: read the same way
-# here, both edges answer it alike (tests/test_lambda_vs_served.py).
-LISTED = (_KEY, "content-type")
+# here, both edges answer it alike (tests/test_lambda_vs_served.py). Authorization
+# too (every route reads a Bearer key when no X-API-Key came): sent twice, it was one
+# wrong token under `spool serve` (401) and two values on Lambda (200 or 400, stop 49).
+LISTED = (_KEY, "content-type", "authorization")
+# One credential of an Authorization line: a scheme, blanks, a token (RFC 9110 11.4).
+_CREDENTIAL = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+[ \t]+[^ \t,]+")
 _BAD_MANY = PREFIX + "multiValueHeaders does not map names to non-empty lists of strings"
 
 
@@ -242,7 +246,12 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
 
 def listed_values(name: str, value: str) -> list[str]:
     """The values one line of a LISTED header names: several when it holds commas (a
-    Content-Type's only outside a quoted parameter, so a line with a quote is one)."""
+    Content-Type's only outside a quoted parameter, so a line with a quote is one; an
+    Authorization's only when each part is a whole credential, so AWS's
+    `AWS4-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=...` is one)."""
     if "," not in value or (name != _KEY and '"' in value):
         return [value]
+    if name == "authorization":
+        parts = [part.strip(" \t") for part in value.split(",")]
+        return parts if all(_CREDENTIAL.fullmatch(part) for part in parts) else [value]
     return [part.strip() for part in value.split(",")]
