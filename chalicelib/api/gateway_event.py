@@ -204,15 +204,22 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
     values, as `spool serve` reads one: one value given more than once is taken as
     once, different values are refused when the route reads the header.
 
+    Any other header given on several lines is read as `spool serve` reads it: its
+    lines joined with ", " (its server's reading), so that `Content-Encoding: identity`
+    twice is `identity, identity` on both edges (Spool takes no such coding), where on
+    Lambda it was one `identity` and the job stored (stop 49).
+
     `headers` is never changed: it is chalice's own dict, which the request (and a
     middleware reading it) keeps. Where a LISTED line names several values, a copy
-    holding the last of them (the one `spool serve` reads) is returned instead."""
+    holding the last of them (the one `spool serve` reads) is returned instead, and
+    one holding the joined lines of any other header given on several."""
     given: dict[Any, Any] = event.get("multiValueHeaders") or {}
     lines = [(name, headers.get(name)) for name in LISTED]
     if not given and not any(line is not None and "," in line for _, line in lines):
         return _NOT_REPEATED, headers
     values: dict[str, set[str]] = {}
     walked: list[str] = []
+    joined: dict[str, list[str]] = {}
     for name, each in given.items():
         if type(each) is not list or not each:
             raise BadEvent(_BAD_MANY)
@@ -226,7 +233,7 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
             for value in each:
                 seen.update(listed_values(lower, value))
         else:
-            seen.update(each)
+            joined.setdefault(lower, []).extend(each)
     if walked and (
         _VALUES.fullmatch("".join(walked)) is None
         or _NAMES.fullmatch("".join(map(str, given))) is None
@@ -241,6 +248,13 @@ def repeated_headers(event: dict[str, Any], headers: Any) -> tuple[frozenset[str
         values.setdefault(name, set()).update(parts)
         if len(parts) > 1 and isinstance(headers, dict):
             headers = {**headers, name: parts[-1]}  # the one `spool serve` reads
+    for name, each in joined.items():
+        if len(each) < 2:
+            continue
+        if isinstance(headers, dict):
+            headers = {**headers, name: ", ".join(each)}  # as `spool serve`'s server joins them
+        elif len(set(each)) > 1:
+            values[name] = set(each)  # no copy to give: refused when a route reads it
     return frozenset(name for name, seen in values.items() if len(seen) > 1), headers
 
 
