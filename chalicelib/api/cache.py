@@ -13,6 +13,9 @@ A store emptied under the process (a Redis restarted without persistence,
 FLUSHDB) would read a never-touched tenant's epoch as 0 again, the value the
 cache already held; Redis's epoch is therefore read with its birth mark and
 differs while the mark is not the one the process saw (storage/redis_store.py).
+Postgres's is read with its tables' storage identity, new after a TRUNCATE or a
+schema or database made again (storage/postgres.py, EPOCH_SQL); SQLite's is
+refused once the path names another file than the one opened (storage/sqlite.py).
 
 How it stays true (the design, and why): every store keeps an invalidation
 epoch per tenant (JobStore.cache_epoch(tenant)), bumped in the same transaction

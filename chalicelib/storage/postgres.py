@@ -521,6 +521,20 @@ BUMP_EPOCHS_SQL = (
 )
 
 
+# JobStore.cache_epoch(tenant) reads the tenant's row and the identity of the storage
+# of the jobs and tenant_epochs tables: TRUNCATE gives a table a new file, and so does a
+# schema or database dropped and migrated again. Those empty the store under a running
+# process and leave a never-touched tenant's epoch at 0, what its caches already held:
+# they kept answering "succeeded" for jobs the store no longer had, for their whole TTL
+# (found by a chaos run, s49). VACUUM FULL and CLUSTER give new files too: a cache
+# emptied for nothing, once. to_regclass resolves the names as the statements do.
+EPOCH_SQL = (
+    "SELECT (SELECT n FROM tenant_epochs WHERE tenant = %s),"
+    " pg_relation_filenode(to_regclass('jobs')),"
+    " pg_relation_filenode(to_regclass('tenant_epochs'))"
+)
+
+
 def _bump_epochs_after(rows: str) -> str:
     """A CTE that bumps the epoch of each tenant among the `tenant`s of CTE `rows`."""
     return (
@@ -862,6 +876,9 @@ class PostgresStore:
         self._pool.open(wait=False)
         self.notifier = PgNotifier(settings, self._notify)
         self._stats_checked = float("-inf")  # postgres_limits.refresh_statistics
+        # The storage identities of the epoch's tables seen by cache_epoch (EPOCH_SQL).
+        self._tables_seen: set[tuple[object, object]] = set()
+        self._tables_lock = threading.Lock()
 
     # -- plumbing ------------------------------------------------------------
     def _check_connection(self, conn: Conn) -> None:
@@ -1739,13 +1756,28 @@ class PostgresStore:
         return total
 
     def cache_epoch(self, tenant: str) -> int:
-        row = self._run(
-            lambda conn: conn.execute(
-                "SELECT n FROM tenant_epochs WHERE tenant = %s", (_enc(tenant),)
-            ).fetchone(),
-            read=True,
-        )
-        return int(row[0]) if row else 0
+        """The tenant's epoch; negative once the tables' storage is not what this process
+        first saw (EPOCH_SQL says why), distinct for each (storages seen, epoch)."""
+        row = self._run(lambda conn: conn.execute(EPOCH_SQL, (_enc(tenant),)).fetchone(), read=True)
+        if row is None:  # one row always; kept for the type
+            return 0
+        epoch = int(row[0] or 0)
+        tables = (row[1], row[2])
+        with self._tables_lock:
+            known = self._tables_seen
+            if not known:
+                known.add(tables)
+            elif tables not in known:
+                known.add(tables)
+                log.warning(
+                    "the Postgres store's jobs or tenant_epochs table has new storage since "
+                    "this process last looked: its tables were truncated, its schema or "
+                    "database dropped and migrated again (every job from before is gone), "
+                    "or VACUUM FULL/CLUSTER rewrote them; answers cached by this process "
+                    "are let go"
+                )
+            emptied = len(known) - 1
+        return epoch if emptied == 0 else -(emptied << 40) - 1 - epoch
 
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
         row = self._run(

@@ -1021,6 +1021,14 @@ class SQLiteStore:
 
     @_reads
     def cache_epoch(self, tenant: str) -> int:
+        """Refused (StoreUnavailable) once the path no longer names the file this store
+        opened: a connection still open on the old file reads its epoch as before, so a
+        file removed and made again by another process (a never-touched tenant reads 0
+        there too) left the caches answering for jobs the file at the path never had,
+        for their whole TTL (found by a chaos run, s49). One stat per file, about once
+        a second per tenant (chalicelib/api/cache.py); the cache then vouches for nothing."""
+        if self._watch is not None:
+            self._watch.check()
         row = self._db().execute("SELECT n FROM tenant_epochs WHERE tenant = ?", (tenant,))
         found = row.fetchone()
         return int(found[0]) if found is not None else 0
