@@ -346,6 +346,25 @@ def warn_if_evicting(client: Any) -> None:
         log.warning("%s", warning)
 
 
+# How redis-py words a failure to open a connection (utils.format_error_message, and
+# Connection.connect_check_health's timeout): raised before the command was sent.
+_CONNECT_FAILED = re.compile(r"(Error( \S+)? connecting to |Timeout connecting to server)")
+
+
+def never_connected(exc: BaseException) -> bool:
+    """True when `exc` is a connection that never opened (refused, unreachable, timed out
+    while connecting, no free connection in the pool, a wrong password), so the command
+    was never sent and nothing was applied. A write's 503 said "may have been applied"
+    for a stopped server too, where nothing could have been (found by a chaos run, s49).
+    Anything not known to come before the send keeps that wording: unsure is safe."""
+    if isinstance(exc, redis.AuthenticationError):
+        return True
+    if not isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
+        return False
+    text = str(exc)
+    return text.startswith("No connection available") or bool(_CONNECT_FAILED.match(text))
+
+
 def unreachable_message(settings: RedisSettings, exc: BaseException) -> str:
     reason = redact_text(" ".join(str(exc).split()).rstrip(".") or type(exc).__name__)
     return (
@@ -458,6 +477,14 @@ class RedisStore:
                     "redis connection failed: %s",
                     redact_text(str(exc).strip()),
                 )
+                if never_connected(exc):
+                    raise StoreUnavailable(
+                        "the job store cannot be reached; try again shortly"
+                        if read
+                        else "the job store cannot be reached, so nothing was applied; "
+                        "try again shortly",
+                        retry_after=2,
+                    ) from exc
                 raise StoreUnavailable(
                     "the job store connection failed; try again shortly"
                     if read
