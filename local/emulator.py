@@ -63,7 +63,15 @@ def sqs_event(app: Chalice, job_ids: list[str], queue: str = "spool-jobs") -> di
 
 
 def context(function_name: str, timeout_ms: int = FUNCTION_TIMEOUT_MS) -> LambdaContext:
-    return LambdaContext(function_name, memory_size=1024, max_runtime_ms=timeout_ms)
+    """The context of an invocation this process makes itself (the emulator, the local
+    SQS poller): the function's deadline, and no aws_request_id. chalice's makes up a
+    uuid4, which the events path took for a Lambda invocation's: the built-in worker
+    named itself "lambda:<uuid>" in attempts and put aws_request_id on every line of
+    the drain, for a Lambda that never ran (found by a chaos run, s48/s49). Without
+    one the worker is host:pid:tag, as `spool worker` is."""
+    made = LambdaContext(function_name, memory_size=1024, max_runtime_ms=timeout_ms)
+    made.aws_request_id = ""
+    return made
 
 
 def _let_go(done: Any) -> bool:

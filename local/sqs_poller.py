@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chalice.app import Chalice, Rate, ScheduledEventConfig, SQSEventConfig
-from chalice.local import LambdaContext
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -50,6 +49,7 @@ if TYPE_CHECKING:
 
 from chalicelib.store_outage import Outage, fatal_error, is_fatal
 from local import cli_ranges
+from local.emulator import context as local_context  # no Lambda request id: a local run
 
 log = logging.getLogger("spool.sqs_poller")
 
@@ -147,7 +147,7 @@ class Schedule:
             if now < self.next_at[name]:
                 continue
             self.next_at[name] = now + period
-            context = LambdaContext(name, memory_size=1024, max_runtime_ms=self.timeout_ms)
+            context = local_context(name, self.timeout_ms)
             self.invocations += 1
             invoked += 1
             try:
@@ -245,7 +245,7 @@ class SqsPoller:
         if not messages:
             return BatchResult()
         event = {"Records": [self.record(m) for m in messages]}
-        context = LambdaContext(self.function, memory_size=1024, max_runtime_ms=self.timeout_ms)
+        context = local_context(self.function, self.timeout_ms)
         self.invocations += 1
         try:
             result = self.handler(event, context)
