@@ -49,7 +49,6 @@ if TYPE_CHECKING:
 
 from chalicelib.store_outage import Outage, fatal_error, is_fatal
 from local import cli_ranges
-from local.emulator import context as local_context  # no Lambda request id: a local run
 
 log = logging.getLogger("spool.sqs_poller")
 
@@ -139,6 +138,7 @@ class Schedule:
         A failed invocation is logged and waits for its next time, as EventBridge's
         rule does once its retries are spent."""
         from chalicelib.errors import StoreNotMigrated, StoreUnavailable
+        from local.emulator import context as local_context  # no Lambda request id
         from local.emulator import scheduled_event
 
         invoked = 0
@@ -244,6 +244,8 @@ class SqsPoller:
         as failed (all of them unless it raised), as the event source mapping does."""
         if not messages:
             return BatchResult()
+        from local.emulator import context as local_context  # no Lambda request id
+
         event = {"Records": [self.record(m) for m in messages]}
         context = local_context(self.function, self.timeout_ms)
         self.invocations += 1
