@@ -947,6 +947,7 @@ class Worker:
         the ids of the jobs let go."""
         started = time.monotonic()
         give_up: float | None = None
+        refused: BaseException | None = None
         while True:
             try:
                 self._flush()
@@ -955,6 +956,7 @@ class Worker:
                 now = time.monotonic()
                 if is_fatal(exc):
                     log.error("the store refuses this worker: %s", exc)
+                    refused = exc
                     break
                 delay = self.outage.failed(exc, self._holding())
                 if give_up is None:
@@ -966,30 +968,50 @@ class Worker:
                 if now >= give_up:
                     break
                 time.sleep(min(delay, give_up - now))
-        return self._let_go_unwritten(time.monotonic() - started)
+        return self._let_go_unwritten(time.monotonic() - started, refused)
 
-    def _let_go_unwritten(self, waited: float) -> set[str]:
-        """Give up on what is held and waiting (see _flush_riding); the ids let go."""
+    def _let_go_unwritten(self, waited: float, refused: BaseException | None = None) -> set[str]:
+        """Give up on what is held and waiting (see _flush_riding); the ids let go.
+        `refused`: the store refused this worker (store_outage.is_fatal, said already
+        where the worker stopped) rather than being unavailable."""
         with self._lock:
             batch = self._state.held + self._state.outbox
             self._state.held, self._state.outbox = [], []
         if not batch:
             return set()
-        log.error(
-            "store still unavailable after %gs; %d outcomes not written (their jobs come "
-            "back when their leases expire): %s",
-            round(waited, 1),
-            len(batch),
-            ", ".join(attempt.job.id for attempt, _, _ in batch),
-        )
-        self._unwritten(batch)
+        ids = ", ".join(attempt.job.id for attempt, _, _ in batch)
+        if refused is None:
+            log.error(
+                "store still unavailable after %gs; %d outcomes not written (their jobs "
+                "come back when their leases expire): %s",
+                round(waited, 1),
+                len(batch),
+                ids,
+            )
+        else:
+            # Found by a chaos run (s49, a DynamoDB table deleted under the worker): this
+            # said "store still unavailable after 5s" (no wait was made: a refusal ends
+            # the tries) and that the jobs come back, which they do not from a store
+            # that lost them.
+            log.error(
+                "%d outcome%s not written: the store refused them (the reason the worker "
+                "stopped); their jobs run again when their leases expire only if the "
+                "store still holds them: %s",
+                len(batch),
+                "" if len(batch) == 1 else "s",
+                ids,
+            )
+        self._unwritten(batch, refused is not None)
         return {attempt.job.id for attempt, _, _ in batch}
 
-    def _unwritten(self, batch: list[tuple[_Attempt, Completion, float]]) -> None:
+    def _unwritten(
+        self, batch: list[tuple[_Attempt, Completion, float]], refused: bool = False
+    ) -> None:
         """Say, per job, that its outcome was not written because the store was
-        unavailable. Not through after_flush, where a refusal reads as a lost lease:
-        no other worker took these jobs, they are still `running` under this worker's
-        lease, and come back when it expires (a reap, which spends the attempt)."""
+        unavailable (or `refused` this worker). Not through after_flush, where a
+        refusal reads as a lost lease: no other worker took these jobs, they are still
+        `running` under this worker's lease, and come back when it expires (a reap,
+        which spends the attempt), if the store still holds them."""
         with self._stats_lock:
             self.stats.unwritten += len(batch)
         for attempt, completion, seconds in batch:
@@ -999,12 +1021,16 @@ class Worker:
                 if job.attempts < job.max_attempts
                 else "it was the last attempt, so the job is dead once its lease expires"
             )
+            why = "the store is unavailable"
+            if refused:
+                why = "the store refused it (the reason the worker stopped)"
+                then = f"if the store still holds the job, {then}"
             try:
                 job_event(
                     logging.WARNING,
                     "outcome_unwritten",
                     job,
-                    f"job outcome_unwritten: the store is unavailable, so this attempt's "
+                    f"job outcome_unwritten: {why}, so this attempt's "
                     f"outcome ({completion.state.value}) could not be written; {then}",
                     outcome=completion.state.value,
                     error=completion.error,
@@ -1357,7 +1383,7 @@ class Worker:
                 timeout = self.outage.failed(exc, self._holding())
             self._sleep(timeout, outage=self.outage.down)
         self._shutdown()
-        sign_off(self.store, self.outage)
+        sign_off(self.store, self.outage, said=fatal)
         if fatal is not None:
             raise fatal
         return self.stats
@@ -1480,20 +1506,25 @@ class Worker:
         with self._side_claim:  # waits for a claim the bridge has begun
             self._side_claims_closed = True
         give_up: float | None = None
+        refused: BaseException | None = None
+        tried_from: float | None = None  # the first failed write once nothing ran
         while True:
             self._reap_timeouts()
             pause = 0.05
             try:
                 self._flush()
             except Exception as exc:
-                pause = 0.05 if is_fatal(exc) else self.outage.failed(exc, self._holding())
+                fatal = is_fatal(exc)
+                refused = exc if fatal else None
+                pause = 0.05 if fatal else self.outage.failed(exc, self._holding())
                 with self._lock:
                     running = self._in_flight()
                 if not running:
                     now = time.monotonic()
                     if give_up is None:
+                        tried_from = now
                         give_up = now + self.config.stop_flush_seconds
-                    if now >= give_up or is_fatal(exc):
+                    if now >= give_up or fatal:
                         break
                     pause = min(pause, give_up - now)
             if self._idle():
@@ -1502,7 +1533,8 @@ class Worker:
         try:
             self.close()
         finally:
-            self._let_go_unwritten(self.config.stop_flush_seconds)
+            waited = 0.0 if tried_from is None else time.monotonic() - tried_from
+            self._let_go_unwritten(waited, refused)
 
     def stop(self) -> None:
         """Stop claiming and finish what is held. Safe to call from a signal handler."""
@@ -1585,12 +1617,20 @@ def _describe(exc: BaseException, prefix: str = "") -> str:
     return error_text(text, f"{prefix}{name}: ") if text else f"{prefix}{name}"
 
 
-def sign_off(store: JobStore, outage: Outage | None = None) -> None:
+def sign_off(
+    store: JobStore, outage: Outage | None = None, said: BaseException | None = None
+) -> None:
     """This process stopped working cleanly (`spool worker`, a burst, `spool serve`'s
     emulated worker): no longer counted live (spool top, spool_workers_live, the
     no-live-workers alert), instead of for SPOOL_WORKER_LIVE_SECONDS after, and its
     row leaves the store instead of staying for good. Not tried during an outage:
-    it would fail too, after the store's whole timeout, lengthening the stop."""
+    it would fail too, after the store's whole timeout, lengthening the stop.
+
+    `said`: the error the worker stopped on, already logged. A sign-off the store
+    refuses (store_outage.is_fatal: a table lost, a schema of another release,
+    refused credentials) is no outage: its beat may be gone with the table, so
+    "it drops out in a minute" was not true, and the whole reason came a third
+    time (found by a chaos run, s49)."""
     forget = getattr(store, "forget_worker", None)
     if forget is None:
         return
@@ -1600,4 +1640,9 @@ def sign_off(store: JobStore, outage: Outage | None = None) -> None:
     try:
         forget(worker_id.process())
     except Exception as exc:
-        log.warning("could not sign this worker off (it drops out in a minute): %s", exc)
+        if not is_fatal(exc):
+            log.warning("could not sign this worker off (it drops out in a minute): %s", exc)
+        elif said is not None and str(exc) == str(said):
+            log.warning("not signed off: the store refused it too, for the reason above")
+        else:
+            log.warning("not signed off: the store refused it: %s", exc)

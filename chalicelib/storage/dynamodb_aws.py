@@ -235,7 +235,8 @@ def not_created(table: str | None, create: bool = False) -> str:
     if create:
         return (
             f"{named} does not exist: create=1 makes it only when a process starts, and "
-            "the endpoint has lost it since (a restarted moto_server keeps nothing); "
+            "the endpoint has lost it since (deleted, or a restarted moto_server, which "
+            "keeps nothing); "
             "start this process again to create it afresh (the jobs it held are gone)"
         )
     return (
