@@ -15,8 +15,10 @@ Postgres's epoch now also reads the identity of the jobs and epoch tables'
 storage (TRUNCATE, a schema or database made again, all give them new files) and
 differs once that is not what the process saw first; SQLite's epoch is refused
 (a 503, which makes the cache vouch for nothing) once the file is not the one the
-process opened. No timing is involved in the store-level tests; the end-to-end
-ones poll (bounded) for the cache's one-second re-check.
+process opened. DynamoDB (a table deleted and made again by another process with
+create=1) had the same fault; its epoch item now carries a birth mark. No timing
+is involved in the store-level tests; the end-to-end ones poll (bounded) for the
+cache's one-second re-check.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from chalicelib.api.cache import ResultCache
 from chalicelib.clock import FakeClock
 from chalicelib.errors import StoreUnavailable
 from chalicelib.storage import migrations
+from chalicelib.storage.base import JobStore
 from chalicelib.storage.postgres import PostgresStore, connect, parse_url
 from chalicelib.storage.sqlite import SQLiteStore
 from tests.factories import new_job
@@ -47,7 +50,7 @@ pytestmark = pytest.mark.timeout(120)
 TENANT = "default"
 
 
-def _cached(store: PostgresStore | SQLiteStore) -> tuple[ResultCache, str]:
+def _cached(store: JobStore) -> tuple[ResultCache, str]:
     """A cache holding one finished job of the store's (the status route's own steps)."""
     [added] = store.add([new_job(FakeClock(store.clock.now()))])
     cache = ResultCache(10, 600, epoch=store.cache_epoch, recheck=0)
@@ -239,3 +242,39 @@ def test_spool_serve_on_a_sqlite_file_made_again_stops_answering_from_its_cache(
         # A thread whose connection is still open on the old file reads it (a miss);
         # any other answers 503 until Spool is restarted (tests/test_sqlite_chaos.py).
         assert cache != "hit" and code in (200, 503)
+
+
+# -- DynamoDB ------------------------------------------------------------------------
+
+
+def test_a_dynamodb_table_made_again_empties_the_cache_at_the_next_check() -> None:
+    """The same on DynamoDB: the table deleted and made again (create=1 by another
+    process, as `spool enqueue` does at its start) read a never-touched tenant's
+    epoch as 0 again. Against moto in-process, as tests/test_dynamodb.py."""
+    from moto import mock_aws
+
+    from chalicelib.storage.dynamodb_aws import DynamoConfig, create_resources
+    from chalicelib.storage.dynamodb_schema import epoch_key
+    from tests.test_dynamodb import Aws
+
+    with mock_aws():
+        aws = Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket"))
+        store = aws.store(FakeClock())
+        assert store.cache_epoch(TENANT) == 0  # a tenant never touched reads as before
+        cache, job_id = _cached(store)
+        aws.ddb.delete_table(TableName="jobs")
+        create_resources(aws.config, aws.ddb, aws.sqs, aws.s3)  # another process, create=1
+        assert store.get(job_id) is None
+        assert cache.lookup(TENANT, job_id) is None  # was the cached "succeeded"
+        emptied = store.cache_epoch(TENANT)
+        assert emptied != 0 and store.cache_epoch(TENANT) == emptied
+        other = aws.store(FakeClock())  # a process started after: reads the new table
+        before = other.cache_epoch(TENANT)
+        aws.ddb.update_item(  # what a redrive's transaction does to the epoch
+            TableName="jobs",
+            Key=epoch_key(TENANT),
+            UpdateExpression="ADD n :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+        assert store.cache_epoch(TENANT) not in (0, emptied)
+        assert other.cache_epoch(TENANT) > before

@@ -15,7 +15,8 @@ cache already held; Redis's epoch is therefore read with its birth mark and
 differs while the mark is not the one the process saw (storage/redis_store.py).
 Postgres's is read with its tables' storage identity, new after a TRUNCATE or a
 schema or database made again (storage/postgres.py, EPOCH_SQL); SQLite's is
-refused once the path names another file than the one opened (storage/sqlite.py).
+refused once the path names another file than the one opened (storage/sqlite.py);
+DynamoDB's epoch item carries a birth mark, new in a table made again (dynamodb.py).
 
 How it stays true (the design, and why): every store keeps an invalidation
 epoch per tenant (JobStore.cache_epoch(tenant)), bumped in the same transaction

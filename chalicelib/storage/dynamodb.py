@@ -55,6 +55,7 @@ import json
 import logging
 import os
 import random
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -412,6 +413,11 @@ class DynamoStore:
         self._rng = random.Random()
         self._tx = Transactions(ddb, self.table, config.counter_shards, self._rng)
         self._outbox = DynamoOutbox(ddb, self.table, config.shards)
+        # cache_epoch: each tenant's epoch item's birth mark as this process first saw
+        # it, and how many times it has changed since.
+        self._births: dict[str, str] = {}
+        self._rebirths: dict[str, int] = {}
+        self._births_lock = threading.Lock()
 
     # -- small helpers ----------------------------------------------------------------------------
     def _now(self) -> int:
@@ -2728,9 +2734,36 @@ class DynamoStore:
 
     @aws_errors
     def cache_epoch(self, tenant: str) -> int:
+        """The tenant's epoch (`n` of its epoch item); negative once the item's birth
+        mark is not the one this process first saw. A table deleted and made again
+        (create=1 by another process) read a never-touched tenant's epoch as 0 again,
+        what the caches held: they answered for jobs the table no longer had, for their
+        whole TTL (found by a chaos run, s49). So the first read of a tenant's epoch
+        that finds no mark on its item writes one (`born`, with `n` 0 when the item is
+        new): once per tenant per table, never again while the table lives; a bump
+        (ADD n) keeps it. A read finds it in the same GetItem as before."""
         key = epoch_key(tenant)
         item = self.ddb.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
-        return (get_n(item, "n") or 0) if item is not None else 0
+        born = get_s(item, "born") if item is not None else None
+        if item is None or born is None:
+            item = self.ddb.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression=(
+                    "SET born = if_not_exists(born, :born), n = if_not_exists(n, :zero)"
+                ),
+                ExpressionAttributeValues={":born": s(secrets.token_hex(8)), ":zero": n(0)},
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+            born = get_s(item, "born") or ""
+        epoch = get_n(item, "n") or 0
+        with self._births_lock:
+            seen = self._births.setdefault(tenant, born)
+            if seen != born:
+                self._births[tenant] = born
+                self._rebirths[tenant] = self._rebirths.get(tenant, 0) + 1
+            emptied = self._rebirths.get(tenant, 0)
+        return epoch if emptied == 0 else -(emptied << 40) - 1 - epoch
 
     # -- the webhook outbox (see base.py; dynamodb_webhooks.py) ------------------------------------
     @aws_errors

@@ -19,7 +19,8 @@ One table, three kinds of item, told apart by the partition key:
 - a tenant's invalidation epoch (JobStore.cache_epoch(tenant)):
   ``pk = "E#<tenant>"``, ``sk = "E"`` holding ``n``, bumped with ADD in the
   transaction of every redrive or purge that changes one of the tenant's jobs
-  (made by its first bump; no item reads 0). An item per tenant, each in its own
+  (made by its first bump or its first read, which also sets ``born``, a random
+  birth mark, once: DynamoStore.cache_epoch). An item per tenant, each in its own
   partition, so one tenant's redrives contend with no other's. A table made
   before keeps its old store-wide ``pk = sk = "E"`` item, which nothing reads.
 - a worker's beat: ``pk = "W"``, ``sk = <worker id>`` holding its queues
