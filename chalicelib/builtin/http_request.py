@@ -140,8 +140,14 @@ class HttpRequestPayload(BaseModel):
                 raise ValueError(f"invalid header name {name!r}")
             if name.lower() in FORBIDDEN_REQUEST_HEADERS:
                 raise ValueError(f"header {name!r} is set by the handler, not the payload")
-            if any(c in text for c in "\r\n\0") or len(text) > 8192:
-                raise ValueError(f"invalid value for header {name!r}")
+            if len(text) > 8192:
+                raise ValueError(f"header {name!r} is longer than 8192 characters")
+            bad = _unsendable(text)
+            if bad is not None:
+                raise ValueError(
+                    f"header {name!r} holds {bad}, which a header value cannot carry "
+                    "(visible characters, spaces, tabs and Latin-1 letters only)"
+                )
         return value
 
     @field_validator("response_headers")
@@ -179,6 +185,19 @@ class HttpRequestPayload(BaseModel):
         if self.json_body is not None:
             return json.dumps(self.json_body).encode(), "application/json"
         return None, None
+
+
+def _unsendable(text: str) -> str | None:
+    """The first character of a header value that cannot go on the wire, as an escape.
+
+    RFC 9110 allows visible ASCII, space, tab and obs-text (bytes 0x80-0xFF, which
+    http.client writes as Latin-1) in a field value: a control character went out raw
+    to the target, and one beyond U+00FF made every attempt die in http.client's
+    Latin-1 encoding, after connecting, until the job was dead."""
+    for c in text:
+        if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F or ord(c) > 0xFF:
+            return f"U+{ord(c):04X}"
+    return None
 
 
 class RetryableStatus(Exception):
