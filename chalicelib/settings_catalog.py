@@ -1066,7 +1066,7 @@ CATALOG: tuple[Setting, ...] = (
         default=10.0,
         read_by="chalicelib/webhooks/config.py",
         meaning=(
-            "Seconds one delivery attempt may take, connect to answer (0.1-50). A delivery "
+            "Seconds one delivery attempt may take, DNS lookup to answer (0.1-50). A delivery "
             "is leased for twice this plus 5 s: a worker killed mid-delivery delays it by that."
         ),
         group=_WEBHOOKS,

@@ -27,8 +27,9 @@ import logging
 import re
 import socket
 import ssl
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urljoin
@@ -360,7 +361,7 @@ def perform(
     context: ssl.SSLContext | None = None
     first_origin: tuple[str, str, int] | None = None
     while True:
-        target, addresses = ssrf.check_url(url, policy, resolver)
+        target, addresses = ssrf.check_url(url, policy, _by_deadline(resolver, deadline))
         first_origin = first_origin or target.origin
         if target.scheme == "https" and context is None:
             context = _tls_context(ca_file, ca_setting)
@@ -390,6 +391,39 @@ def perform(
         if response.status in payload.retry_on_status:
             _retry_for(response, result)
         return result
+
+
+def _by_deadline(resolver: ssrf.Resolver, deadline: float) -> ssrf.Resolver:
+    """The resolver, waited for only until the request's deadline.
+
+    The URL's name is the enqueuer's choice, and so are its DNS servers: one that never
+    answers held getaddrinfo (which takes no timeout) for as long as the system resolver
+    kept asking, past the payload's timeout and SPOOL_WEBHOOK_TIMEOUT. The lookup runs
+    on a thread of its own; past the deadline the request ends (TimeoutError: retried)
+    and the lookup's eventual answer goes to no one."""
+
+    def lookup(host: str, port: int) -> list[str]:
+        answer: list[Sequence[str]] = []
+        failure: list[BaseException] = []
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                answer.append(resolver(host, port))
+            except BaseException as exc:  # handed to the caller, who decides
+                failure.append(exc)
+            finally:
+                done.set()
+
+        threading.Thread(target=run, name="spool-dns", daemon=True).start()
+        left = deadline - time.monotonic()
+        if not done.wait(max(left, 0.0)):
+            raise TimeoutError(f"http_request ran out of time looking up {host!r} in DNS")
+        if failure:
+            raise failure[0]
+        return list(answer[0])
+
+    return lookup
 
 
 def _cross_origin_headers(headers: Mapping[str, str], with_body: bool) -> dict[str, str]:
