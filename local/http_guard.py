@@ -59,6 +59,7 @@ from chalicelib.api.http import (
     body_too_large,
     dumps,
 )
+from chalicelib.ui.page import SECURITY_HEADERS
 from local.http_limits import HttpLimits
 from local.http_messages import explain
 
@@ -83,6 +84,13 @@ _CODES = {
 
 
 _API_HEAD = "".join(f"{name}: {value}\r\n" for name, value in API_HEADERS.items())
+# Under /ui a refusal is an answer of the dashboard's origin: it carries the page's
+# CSP and framing rules as every other dashboard answer does (ui_routes.ERROR_HEADERS).
+_UI_HEADERS = {**API_HEADERS, **SECURITY_HEADERS}
+_UI_HEAD = "".join(f"{name}: {value}\r\n" for name, value in _UI_HEADERS.items())
+# How much of a request's first bytes is kept to read its target from (the request
+# line is at most the head's limit, but a path that long is not the dashboard's).
+_START_BYTES = 512
 
 
 class SpoolHttpError(Error):
@@ -207,6 +215,21 @@ class GuardedParser(HTTPRequestParser):
         self.started: float | None = None  # first byte that is not a blank line
         self.raw_body_bytes = 0
         self.transfer_encoding = False  # the head names one, whatever its value
+        self._start = b""  # the request's first bytes, as sent
+
+    @property
+    def under_ui(self) -> bool:
+        """The request line names a dashboard path (/ui...), read from the bytes as sent:
+        a head refused before it was parsed (431, a bad line) has no path of its own."""
+        text = self._start.lstrip(b"\r\n").split(b"\n", 1)[0]
+        parts = text.split(b" ")
+        if len(parts) < 2:
+            return False
+        target = parts[1]
+        if not target.startswith(b"/"):  # absolute-form: http://host/ui
+            scheme, _, rest = target.partition(b"://")
+            target = b"/" + rest.partition(b"/")[2] if scheme and rest else b""
+        return target.startswith(b"/ui")
 
     def parse_header(self, header_plus: bytes) -> None:
         # waitress joins a folded line to the one before: `Transfer-Encoding:` folded
@@ -232,6 +255,8 @@ class GuardedParser(HTTPRequestParser):
     def received(self, data: bytes) -> int:
         if self.completed:
             return 0
+        if len(self._start) < _START_BYTES:
+            self._start += data[: _START_BYTES - len(self._start)]
         if self.started is None and data.strip():
             self.started = time.monotonic()
         if self.body_rcv is None:
@@ -368,10 +393,11 @@ class GuardedErrorTask(ErrorTask):
         self.status = status
         # Every answer's headers (chalicelib/api/http.py), these too: no cache keeps a
         # refusal, and no browser reads one (it may quote the method or a header) as a page.
+        under_ui = isinstance(request, GuardedParser) and request.under_ui
         self.response_headers = [
             *self.response_headers,
             ("Content-Type", "application/json"),
-            *API_HEADERS.items(),
+            *(_UI_HEADERS if under_ui else API_HEADERS).items(),
         ]
         self.set_close_on_finish()
         # An HTTP/1.0 client's `Connection: keep-alive` made waitress add "Connection:
@@ -578,8 +604,10 @@ class GuardedChannel(HTTPChannel):
             {"timeout": seconds},
         )
         status, body = render_error(error)
+        under_ui = isinstance(partial, GuardedParser) and partial.under_ui
         head = (
-            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{_API_HEAD}"
+            f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+            f"{_UI_HEAD if under_ui else _API_HEAD}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode("latin-1")
         raw: Any = self
