@@ -235,8 +235,21 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
             status, code, message, details = refusal
             self.close_connection = True
             body = dumps(error_body(code, message, details))
-            self._send_http_response(status, {**API_HEADERS, "Connection": "close"}, body)
+            headers = {**self._refusal_headers(), "Connection": "close"}
+            self._send_http_response(status, headers, body)
             self._drain()
+
+        def _refusal_headers(self) -> dict[str, str]:
+            """Every answer's headers; under /ui the dashboard's too (its CSP and framing
+            rules), as its other answers carry. The target is read from the request line
+            as sent: one http.server could not read has set no path."""
+            line: bytes = getattr(self, "raw_requestline", b"") or b""
+            words = line.split()
+            if len(words) >= 2 and words[1].startswith(b"/ui"):
+                from chalicelib.api.ui_routes import ERROR_HEADERS
+
+                return {**ERROR_HEADERS, **API_HEADERS}
+            return dict(API_HEADERS)
 
         def _drain(self) -> None:
             """Read and drop what the client still sends of a refused body, for a
@@ -273,7 +286,10 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
             if version == "HTTP/0.9":  # not read yet: answer as HTTP/1.0, with a head
                 self.request_version = "HTTP/1.0"
             self.send_response(code)  # its own reason phrase, not the client's words
-            for name, value in {**API_HEADERS, "Content-Type": "application/json"}.items():
+            for name, value in {
+                **self._refusal_headers(),
+                "Content-Type": "application/json",
+            }.items():
                 self.send_header(name, value)
             self.send_header("Connection", "close")
             self.send_header("Content-Length", str(len(body)))
