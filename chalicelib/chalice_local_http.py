@@ -15,6 +15,8 @@ differently from `spool serve` (local/http_guard.py) mattered:
   (SPOOL_MAX_BODY_BYTES) could refuse it;
 - a chunked body (Transfer-Encoding) was read as empty, beside a Content-Length
   framed by the length alone, and its unread chunks taken for the next request;
+- OPTIONS was answered by chalice itself as a CORS preflight (200 to anyone, no key
+  asked), where `spool serve` and app.py on Lambda answer 405 with Allow (stop 49);
 - a header line that is not `Name: value` (`X-Note : y`) ended the head as Python's
   parser reads it: the headers after it were dropped unsaid, their Content-Length
   too, and the body left unread was served as the connection's next request.
@@ -45,6 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler
 from typing import Any, NoReturn
 
 # `spool serve`'s words for each refusal, from their one source (stop 48: copies).
@@ -203,11 +206,28 @@ def _refuse_to_listen(host: str, port: int, exc: OSError) -> NoReturn:
 def _handler_class(base: type[Any], limit: int) -> type[Any]:
     """chalice's request handler with Spool's reading of the head (the module's
     docstring): built here, so that chalice.local is imported by install only."""
+    from chalice.local import LocalGateway
+
     from chalicelib.api.errors import error_body
     from chalicelib.api.http import API_HEADERS, dumps
 
+    class NoPreflightGateway(LocalGateway):  # type: ignore[misc]
+        def _has_user_defined_options_method(self, lambda_event: Any) -> bool:
+            """Send OPTIONS to the app as any other method, as `spool serve` does
+            (local/server.py's _Gateway): LocalGateway answered it itself as a CORS
+            preflight, 200 to anyone with no key asked; Spool enables no CORS, so the
+            app's 405 with Allow is the answer, as app.py gives a Lambda event."""
+            return True
+
     class SpoolRequestHandler(base):  # type: ignore[misc, valid-type]
         body_limit = limit
+
+        def __init__(
+            self, request: Any, client_address: Any, server: Any, app_object: Any, config: Any
+        ) -> None:
+            # chalice's __init__ makes its LocalGateway, then serves the connection.
+            self.local_gateway = NoPreflightGateway(app_object, config)
+            BaseHTTPRequestHandler.__init__(self, request, client_address, server)
 
         def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
             headers, body = super()._parse_payload()
