@@ -57,8 +57,10 @@ from chalicelib.api.http import (
     INVALID_LENGTH,
     INVALID_START_LINE,
     LENGTH_AND_CHUNKED,
+    MAX_HEADER_BYTES,
     NON_ASCII_TARGET,
     body_too_large,
+    head_too_large,
 )
 
 # A refused body the client already sent is read and dropped (up to this much, for
@@ -165,10 +167,13 @@ def install(environ: Mapping[str, str]) -> None:
     docstring); the body limit is read from `environ` once, as the app reads it."""
     from chalice import local
 
+    from chalicelib.api.http import max_header_bytes
     from chalicelib.config import Settings
 
-    limit = Settings.from_env(environ).max_body_bytes
-    handler: Callable[..., Any] = _handler_class(local.ChaliceRequestHandler, limit)
+    settings = Settings.from_env(environ)
+    handler: Callable[..., Any] = _handler_class(
+        local.ChaliceRequestHandler, settings.max_body_bytes, max_header_bytes(settings)
+    )
     original = local.create_local_server
     if getattr(original, "spool_handler", False):
         return  # installed already (app.py imported twice)
@@ -203,13 +208,15 @@ def _refuse_to_listen(host: str, port: int, exc: OSError) -> NoReturn:
     raise SystemExit(2)
 
 
-def _handler_class(base: type[Any], limit: int) -> type[Any]:
+def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYTES) -> type[Any]:
     """chalice's request handler with Spool's reading of the head (the module's
     docstring): built here, so that chalice.local is imported by install only."""
     from chalice.local import LocalGateway
 
     from chalicelib.api.errors import error_body
     from chalicelib.api.http import API_HEADERS, dumps
+
+    head_limit_ = head_limit
 
     class NoPreflightGateway(LocalGateway):  # type: ignore[misc]
         def _has_user_defined_options_method(self, lambda_event: Any) -> bool:
@@ -221,6 +228,7 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
 
     class SpoolRequestHandler(base):  # type: ignore[misc, valid-type]
         body_limit = limit
+        head_limit = head_limit_
 
         def __init__(
             self, request: Any, client_address: Any, server: Any, app_object: Any, config: Any
@@ -293,6 +301,17 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
             except OSError:
                 pass  # the client went: nothing more to do
 
+        def parse_request(self) -> bool:
+            """http.server's reading of the request line and head, then `spool serve`'s
+            limit on them together (SPOOL_HTTP_MAX_HEADER_BYTES): http.server took a
+            line of up to 64 KiB and 100 header lines of as much each."""
+            if not super().parse_request():
+                return False
+            if head_size(self.raw_requestline, self.headers) >= self.head_limit:
+                self.send_error(431, _OVER_HEAD_LIMIT)
+                return False
+            return True
+
         def send_error(self, code: int, message: str | None = None, explain: Any = None) -> None:
             """http.server's own refusals of a request line or head it cannot read (a
             fourth word, a version that is not HTTP/1.x, a line over 64 KiB, too many
@@ -300,7 +319,13 @@ def _handler_class(base: type[Any], limit: int) -> type[Any]:
             the connection closed as it closes it."""
             words = _LINE_ERRORS.get(code, message or "the request cannot be read")
             kind = "headers_too_large" if code == 431 else "bad_request"
-            body = dumps(error_body(kind, words)).encode()
+            details = None
+            over = code == 414 or (code == 431 and message == "Line too long")
+            if message == _OVER_HEAD_LIMIT or (over and self.head_limit <= _LINE_MAX):
+                # Over `spool serve`'s limit too: its 431, in its words (stop 49).
+                code, kind, words = 431, "headers_too_large", head_too_large(self.head_limit)
+                details = {"limit": self.head_limit}
+            body = dumps(error_body(kind, words, details)).encode()
             self.close_connection = True
             version: str = getattr(self, "request_version", "")
             if version == "HTTP/0.9":  # not read yet: answer as HTTP/1.0, with a head
@@ -364,6 +389,19 @@ def target_refusal(path: str) -> tuple[int, str, str, None] | None:
 
 # What http.server's send_error codes mean for a request it could not read, said so a
 # client can act (its own words are "Bad request version ('x')" and the like).
+# What http.server reads of one line before its own refusal (414, 431 Line too long).
+_LINE_MAX = 65536
+_OVER_HEAD_LIMIT = "over the head limit"
+
+
+def head_size(request_line: bytes, headers: Any) -> int:
+    """The bytes of a request line and head as sent, near enough (`Name: value` and
+    CRLF a line, and the blank line's CRLF): what `spool serve`'s server counts
+    against SPOOL_HTTP_MAX_HEADER_BYTES."""
+    lines = sum(len(name) + len(value) + 4 for name, value in headers.raw_items())
+    return len(request_line) + lines + 2
+
+
 _LINE_ERRORS = {
     400: INVALID_START_LINE,
     414: ("the request line is over 65536 bytes: shorten the URL (its path and query string)"),

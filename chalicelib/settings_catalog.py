@@ -481,8 +481,11 @@ CATALOG: tuple[Setting, ...] = (
         name="SPOOL_HTTP_MAX_HEADER_BYTES",
         type=INTEGER,
         default=16_384,
-        read_by="local/http_limits.py",
-        meaning="Largest request line plus headers, 1024 to 1048576 bytes (431 past it).",
+        read_by="chalicelib/api/http.py",
+        meaning=(
+            "Largest request line plus headers, 1024 to 1048576 bytes (431 past it), under "
+            "`spool serve` and `chalice local`."
+        ),
         group=_SERVER,
     ),
     Setting(

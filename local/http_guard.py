@@ -58,6 +58,7 @@ from chalicelib.api.http import (
     LENGTH_AND_CHUNKED,
     body_too_large,
     dumps,
+    head_too_large,
 )
 from chalicelib.ui.page import SECURITY_HEADERS
 from local.http_limits import HttpLimits
@@ -114,10 +115,7 @@ def render_error(error: Error) -> tuple[str, bytes]:
         # URL (a path id, a query string) counts too, and is what it most often sent.
         found = re.search(r"\d+", str(error.body))
         limit = int(found.group()) if found else None
-        message = (
-            f"the request line and headers are over {limit} bytes together: "
-            "shorten the URL (its path and query string) or the headers"
-        )
+        message = head_too_large(limit) if limit is not None else str(error.body)
         details = {"limit": limit}
     else:
         message = explain(str(error.body))  # waitress's terse reasons, said actionably

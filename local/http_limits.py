@@ -12,6 +12,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
+from chalicelib.api.http import MAX_HEADER_BYTES, max_header_bytes
 from chalicelib.config import Settings
 from local.fair_queue import RESERVE_THREADS
 
@@ -29,7 +30,7 @@ class HttpLimits:
     """Per-connection limits of the HTTP server (see from_settings for the names)."""
 
     max_body_bytes: int = 256 * 1024
-    max_header_bytes: int = 16 * 1024
+    max_header_bytes: int = MAX_HEADER_BYTES
     max_connections: int = 10_000
     idle_timeout: float = 60.0
     request_timeout: float = 30.0
@@ -44,9 +45,7 @@ class HttpLimits:
         """Raises ValueError naming the variable when one is malformed."""
         return cls(
             max_body_bytes=settings.max_body_bytes,
-            max_header_bytes=settings.integer(
-                "SPOOL_HTTP_MAX_HEADER_BYTES", cls.max_header_bytes, minimum=1024, maximum=1 << 20
-            ),
+            max_header_bytes=max_header_bytes(settings),
             max_connections=settings.integer(
                 "SPOOL_HTTP_MAX_CONNECTIONS",
                 cls.max_connections,

@@ -86,7 +86,8 @@ def test_the_same_target_percent_encoded_is_served(port: int) -> None:
         (b"GET /jobs HTTP/1.1 x", 400),
         (b"GET /jobs HTTP/2.0", 505),
         (b"GET /jobs HTTQ/1.1", 400),
-        (b"GET /" + b"a" * 70000 + b" HTTP/1.1", 414),
+        # Over `spool serve`'s head limit too: its 431 (test_attack_s49d_*_head_limit.py).
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1", 431),
     ],
     ids=["extra-word", "http2", "bad-version", "long-line"],
 )
@@ -97,5 +98,5 @@ def test_a_request_line_http_server_cannot_read_is_answered_in_spool_s_shape(
     assert got == status
     assert b"Content-Type: application/json" in head
     assert isinstance(body, dict)
-    assert body["error"]["code"] == "bad_request"
+    assert body["error"]["code"] == ("headers_too_large" if status == 431 else "bad_request")
     assert body["error"]["message"]

@@ -117,6 +117,32 @@ def body_too_large(size: int, limit: int) -> str:
     return f"request body is {size} bytes; the limit is {limit}"
 
 
+# The request line and headers together (SPOOL_HTTP_MAX_HEADER_BYTES), for `spool
+# serve` (local/http_limits.py) and `chalice local` (chalicelib/chalice_local_http.py).
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_BYTES_RANGE = (1024, 1 << 20)
+
+
+def max_header_bytes(settings: Any) -> int:
+    """SPOOL_HTTP_MAX_HEADER_BYTES as both local servers read it (a config.Settings);
+    ValueError naming the variable when it is malformed."""
+    low, high = MAX_HEADER_BYTES_RANGE
+    limit: int = settings.integer(
+        "SPOOL_HTTP_MAX_HEADER_BYTES", MAX_HEADER_BYTES, minimum=low, maximum=high
+    )
+    return limit
+
+
+def head_too_large(limit: int) -> str:
+    """The 431's words for a request line and headers over `limit` bytes together
+    (SPOOL_HTTP_MAX_HEADER_BYTES), under `spool serve` and `chalice local`: a long URL
+    (a path id, a query string) counts too, and is what a client most often sent."""
+    return (
+        f"the request line and headers are over {limit} bytes together: "
+        "shorten the URL (its path and query string) or the headers"
+    )
+
+
 # `spool serve` sets this header to the socket's peer address (overwriting any a
 # client sent) and PEER_HEADER_TRUSTED to True; anywhere else the header is ignored.
 PEER_HEADER = "x-spool-peer"
