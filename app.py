@@ -49,6 +49,10 @@ class SpoolChalice(Chalice):
         if checks.malformed_headers(event):
             invalid: dict[str, Any] = _invalid_header(event).to_dict(self.api.binary_types)
             return invalid
+        path = checks.control_in_path(event)
+        if path is not None:
+            lost: dict[str, Any] = _no_route(event, path).to_dict(self.api.binary_types)
+            return lost
         answer: dict[str, Any] = super().__call__(event, context)
         return answer
 
@@ -92,6 +96,26 @@ def _invalid_header(event: dict[str, Any]) -> Response:
         headers = {**ERROR_HEADERS, **headers}
     body = dumps(error_body("bad_request", INVALID_HEADER))
     return Response(body, headers, status_code=400)
+
+
+def _no_route(event: dict[str, Any], path: str) -> Response:
+    """The 404 of a path holding a control character, in `spool serve`'s words, before
+    a route reads the id (it looked the job up: `job not found`)."""
+    from chalicelib import logs
+    from chalicelib.api.errors import error_body
+    from chalicelib.api.http import API_HEADERS, CONTROL_IN_PATH, dumps, no_route, shown_path
+
+    context = event["requestContext"]
+    route = context["resourcePath"]
+    method = "GET" if context["httpMethod"] == "HEAD" else context["httpMethod"]
+    logs.http_request(method, route, 404, 0.0, None)
+    headers: dict[str, str | list[str]] = {**API_HEADERS, "Content-Type": "application/json"}
+    if route.startswith("/ui"):  # the dashboard's headers, as on its other errors
+        from chalicelib.api.ui_routes import ERROR_HEADERS
+
+        headers = {**ERROR_HEADERS, **headers}
+    body = dumps(error_body("not_found", no_route(method, shown_path(path), CONTROL_IN_PATH)))
+    return Response(body, headers, status_code=404)
 
 
 def _is_head(event: Any) -> bool:

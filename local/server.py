@@ -289,11 +289,10 @@ class ChaliceWSGI:
             method = "GET"
         send = _send_head if head else _send
         path = _path(environ)
-        if _CONTROL.search(path) is not None:
+        if api_http.CONTROL.search(path) is not None:
             logs.http_request(method, "-", 404, 0.0, None, path=path.split("?")[0])
-            shown = path.split("?")[0].encode("unicode_escape").decode("ascii")
-            why = ": a path holds no control character"
-            headers, payload = _no_route(method, shown, why)
+            shown = api_http.shown_path(path.split("?")[0])
+            headers, payload = _no_route(method, shown, api_http.CONTROL_IN_PATH)
             return send(start_response, 404, _ui_headers(path, headers), payload)
         headers = _headers(environ)
         length = int(environ.get("CONTENT_LENGTH") or 0)
@@ -322,7 +321,6 @@ class ChaliceWSGI:
 
 # A control character in the path (sent as %09, %0A, %0D, %00...): urlparse drops
 # tabs and line breaks, so `/met%09rics` reached /metrics past a proxy's rule for it.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _ui_headers(path: str, headers: dict[str, str]) -> dict[str, str]:
@@ -335,16 +333,11 @@ def _ui_headers(path: str, headers: dict[str, str]) -> dict[str, str]:
     return {**ERROR_HEADERS, **headers}
 
 
-MAX_SHOWN_PATH = 200
-
-
 def _no_route(method: str, shown: str, why: str = "") -> tuple[dict[str, str], str]:
     """The headers and body of a 404 no route matched (API Gateway's answer to a path
-    holding a control character is no route too). The path is the client's text: an
-    answer echoes at most MAX_SHOWN_PATH characters of it, not all 16 KiB."""
-    if len(shown) > MAX_SHOWN_PATH:
-        shown = f"{shown[:MAX_SHOWN_PATH]}...({len(shown)} chars)"
-    payload = dumps(error_body("not_found", f"no route for {method} {shown}{why}"))
+    holding a control character is no route too; app.py answers such an event so).
+    The path is the client's text: api_http.no_route echoes only the start of it."""
+    payload = dumps(error_body("not_found", api_http.no_route(method, shown, why)))
     return {**api_http.API_HEADERS, "Content-Type": "application/json"}, payload
 
 

@@ -167,6 +167,24 @@ def malformed_headers(event: dict[str, Any]) -> bool:
     )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def control_in_path(event: dict[str, Any]) -> str | None:
+    """The path (decoded) of an event whose path parameters hold a control character,
+    or None: `spool serve` answers such a path 404 no route before a route reads it,
+    where the route looked the id up (`job not found`, stop 49). The path is the
+    resource with the parameters put in, as API Gateway decoded them. Run after
+    value_problem: pathParameters maps names to strings; one str.join and one search."""
+    params = event.get("pathParameters")
+    if not params or _CONTROL.search("".join(params.values())) is None:
+        return None
+    path: str = event["requestContext"]["resourcePath"]
+    for name, value in params.items():
+        path = path.replace("{" + name + "}", value)
+    return path
+
+
 class BadEvent(ValueError):
     """An event part found unreadable while it is read (its message says what)."""
 

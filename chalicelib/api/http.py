@@ -143,6 +143,26 @@ def head_too_large(limit: int) -> str:
     )
 
 
+# A path no route matched: its answer echoes at most this many characters of it.
+MAX_SHOWN_PATH = 200
+# Why a path holding a control character is no route (`spool serve`, app.py on Lambda).
+CONTROL_IN_PATH = ": a path holds no control character"
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def no_route(method: str, shown: str, why: str = "") -> str:
+    """The 404's words for a path no route matched (`shown`: the client's path, as
+    shown), at most MAX_SHOWN_PATH characters of it, not all 16 KiB."""
+    if len(shown) > MAX_SHOWN_PATH:
+        shown = f"{shown[:MAX_SHOWN_PATH]}...({len(shown)} chars)"
+    return f"no route for {method} {shown}{why}"
+
+
+def shown_path(path: str) -> str:
+    """A path as a no-route answer shows it: control characters escaped (`\\x00`)."""
+    return path.encode("unicode_escape").decode("ascii")
+
+
 # `spool serve` sets this header to the socket's peer address (overwriting any a
 # client sent) and PEER_HEADER_TRUSTED to True; anywhere else the header is ignored.
 PEER_HEADER = "x-spool-peer"
