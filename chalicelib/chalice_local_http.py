@@ -17,6 +17,9 @@ differently from `spool serve` (local/http_guard.py) mattered:
   framed by the length alone, and its unread chunks taken for the next request;
 - OPTIONS was answered by chalice itself as a CORS preflight (200 to anyone, no key
   asked), where `spool serve` and app.py on Lambda answer 405 with Allow (stop 49);
+- its route matcher captured path segments undecoded (`/status/a%2Fb` was the id
+  `a%2Fb`, not `a/b`) and dropped a `;` and what follows (`/health;x` was /health;
+  stop 49);
 - a header line that is not `Name: value` (`X-Note : y`) ended the head as Python's
   parser reads it: the headers after it were dropped unsaid, their Content-Length
   too, and the body left unread was served as the connection's next request.
@@ -49,6 +52,7 @@ import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any, NoReturn
+from urllib.parse import parse_qs, unquote, urlsplit
 
 # `spool serve`'s words for each refusal, from their one source (stop 48: copies).
 from chalicelib.api.http import (
@@ -211,7 +215,35 @@ def _refuse_to_listen(host: str, port: int, exc: OSError) -> NoReturn:
 def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYTES) -> type[Any]:
     """chalice's request handler with Spool's reading of the head (the module's
     docstring): built here, so that chalice.local is imported by install only."""
-    from chalice.local import LocalGateway
+    from chalice.local import LambdaEventConverter, LocalGateway, MatchResult, RouteMatcher
+
+    class DecodingRouteMatcher(RouteMatcher):  # type: ignore[misc]
+        """chalice's RouteMatcher, reading the path as `spool serve` and API Gateway do
+        (stop 49): split where the client put a `/`, each segment matched and captured
+        decoded (`/status/a%2Fb` is the id `a/b`, `/%68ealth` is /health, `%00` a control
+        character app.py answers 404 no route), and a `;` part of the path (urlparse
+        dropped it and what follows: `/health;x` was served as /health)."""
+
+        def match_route(self, url: str) -> Any:
+            parts = urlsplit(url)
+            path = parts.path
+            if path != "/" and path.endswith("/"):  # as chalice's, and API Gateway
+                path = path[:-1]
+            segments = [unquote(segment, errors="replace") for segment in path.split("/")]
+            for route_url in self.route_urls:
+                template = route_url.split("/")
+                if len(template) != len(segments):
+                    continue
+                captured = {}
+                for segment, part in zip(segments, template, strict=True):
+                    if part.startswith("{") and part.endswith("}"):
+                        captured[part[1:-1]] = segment
+                    elif segment != part:
+                        break
+                else:
+                    query = parse_qs(parts.query, keep_blank_values=True)
+                    return MatchResult(route_url, captured, query)
+            raise ValueError(f"No matching route found for: {url}")
 
     from chalicelib.api.errors import error_body
     from chalicelib.api.http import API_HEADERS, dumps
@@ -219,6 +251,12 @@ def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYT
     head_limit_ = head_limit
 
     class NoPreflightGateway(LocalGateway):  # type: ignore[misc]
+        def __init__(self, app_object: Any, config: Any) -> None:
+            super().__init__(app_object, config)
+            self.event_converter = LambdaEventConverter(
+                DecodingRouteMatcher(list(app_object.routes)), app_object.api.binary_types
+            )
+
         def _has_user_defined_options_method(self, lambda_event: Any) -> bool:
             """Send OPTIONS to the app as any other method, as `spool serve` does
             (local/server.py's _Gateway): LocalGateway answered it itself as a CORS
