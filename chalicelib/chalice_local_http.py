@@ -62,6 +62,7 @@ from chalicelib.api.http import (
     INVALID_START_LINE,
     LENGTH_AND_CHUNKED,
     MAX_HEADER_BYTES,
+    MAX_SHOWN_PATH,
     NON_ASCII_TARGET,
     body_too_large,
     head_too_large,
@@ -346,6 +347,9 @@ def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYT
             if not super().parse_request():
                 return False
             if head_size(self.raw_requestline, self.headers) >= self.head_limit:
+                # The answer's log line shows the start of the line, not all 16 KiB or more.
+                if len(self.requestline) > MAX_SHOWN_PATH:
+                    self.requestline = f"{self.requestline[:MAX_SHOWN_PATH]}..."
                 self.send_error(431, _OVER_HEAD_LIMIT)
                 return False
             return True
