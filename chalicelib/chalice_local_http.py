@@ -348,8 +348,9 @@ def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYT
                 return False
             if head_size(self.raw_requestline, self.headers) >= self.head_limit:
                 # The answer's log line shows the start of the line, not all 16 KiB or more.
-                if len(self.requestline) > MAX_SHOWN_PATH:
-                    self.requestline = f"{self.requestline[:MAX_SHOWN_PATH]}..."
+                line: str = getattr(self, "requestline", "")
+                if len(line) > MAX_SHOWN_PATH:
+                    self.requestline = f"{line[:MAX_SHOWN_PATH]}..."
                 self.send_error(431, _OVER_HEAD_LIMIT)
                 return False
             return True

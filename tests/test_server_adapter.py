@@ -181,7 +181,7 @@ def test_the_app_gets_the_event_it_got_before(
     for method, body in (("GET", b""), ("POST", b'{"type": "echo", "payload": {"n": "\xc3\xa9"}}')):
         env = environ(method, raw, path_info, query, body)
         want = event_before(environ(method, raw, path_info, query, body))
-        if server._CONTROL.search(path_before(env)) is None:
+        if api_http.CONTROL.search(path_before(env)) is None:
             same(served_event(wsgi, events, env), want)
 
 
