@@ -20,6 +20,8 @@ differently from `spool serve` (local/http_guard.py) mattered:
 - its route matcher captured path segments undecoded (`/status/a%2Fb` was the id
   `a%2Fb`, not `a/b`) and dropped a `;` and what follows (`/health;x` was /health;
   stop 49);
+- a request line with two blanks together (`GET  /health`) was read, and a method
+  not in upper case (`get`) was 405, where `spool serve` refuses both 400 (stop 49);
 - a header line that is not `Name: value` (`X-Note : y`) ended the head as Python's
   parser reads it: the headers after it were dropped unsaid, their Content-Length
   too, and the body left unread was served as the connection's next request.
@@ -66,6 +68,7 @@ from chalicelib.api.http import (
     NON_ASCII_TARGET,
     body_too_large,
     head_too_large,
+    method_not_upper,
 )
 
 # A refused body the client already sent is read and dropped (up to this much, for
@@ -288,7 +291,8 @@ def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYT
 
         def _spool_handle(self) -> None:
             refusal = (
-                target_refusal(self.path)
+                line_refusal(self.raw_requestline)
+                or target_refusal(self.path)
                 or head_refusal(self.headers)
                 or framing_refusal(
                     self.headers.get_all("content-length") or [],
@@ -418,6 +422,28 @@ def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYT
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _spool_handle
 
     return SpoolRequestHandler
+
+
+# `spool serve`'s server's reading of a request line (waitress.parser.first_line_re):
+# one space between the method, the target and the version, none inside the target.
+_START_LINE = re.compile(
+    rb"(?P<method>[!#$%&'*+\-.^_`|~0-9A-Za-z]+) "
+    rb"(?:[^ :?#]+://[^ ?#/]*(?:[0-9]{1,5})?)?[^ ]+"
+    rb"(?: HTTP/[0-9]\.[0-9])?"
+)
+
+
+def line_refusal(raw: bytes) -> tuple[int, str, str, None] | None:
+    """The 400 for a request line `spool serve`'s server refuses, or None: http.server
+    split it on any run of blanks (`GET  /health`, a path's unencoded space first,
+    was served) and took a method in any case (`get` was 405). In its words."""
+    found = _START_LINE.fullmatch(raw.rstrip(b"\r\n"))
+    if found is None:
+        return 400, "bad_request", INVALID_START_LINE, None
+    method = found.group("method")
+    if method != method.upper():
+        return 400, "bad_request", method_not_upper(method.decode("latin-1")), None
+    return None
 
 
 def target_refusal(path: str) -> tuple[int, str, str, None] | None:

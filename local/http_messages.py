@@ -16,6 +16,7 @@ from chalicelib.api.http import (
     INVALID_LENGTH,
     INVALID_START_LINE,
     NON_ASCII_TARGET,
+    method_not_upper,
 )
 
 # waitress's message (the whole text) -> what the client should send instead.
@@ -57,8 +58,5 @@ def explain(message: str) -> str:
         return known
     if message.startswith(_METHOD_PREFIX) and message.endswith('"'):
         method = message[len(_METHOD_PREFIX) : -1]
-        return (
-            f"the method {method!r} is not upper case: HTTP methods are case-sensitive; "
-            f"send {method.upper()!r} (Spool's routes take GET, HEAD and POST)"
-        )
+        return method_not_upper(method)
     return message

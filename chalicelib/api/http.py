@@ -112,6 +112,14 @@ INVALID_START_LINE = (
 )
 
 
+def method_not_upper(method: str) -> str:
+    """The 400's words for a method not in upper case (`get`), on both local servers."""
+    return (
+        f"the method {method!r} is not upper case: HTTP methods are case-sensitive; "
+        f"send {method.upper()!r} (Spool's routes take GET, HEAD and POST)"
+    )
+
+
 def body_too_large(size: int, limit: int) -> str:
     """The 413's words for a body of `size` bytes over `limit`, on every edge."""
     return f"request body is {size} bytes; the limit is {limit}"
