@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_lambda_vs_served import J1, JOB, JSON, Request, _both, _req
+from tests.test_lambda_vs_served import J1, JOB, JSON, Request, _req, answered_alike
 
 
 def _encodings(*values: str) -> tuple[tuple[str, str], ...]:
@@ -39,9 +39,5 @@ CASES: list[tuple[Request, int]] = [
 def test_a_repeated_content_encoding_is_answered_alike(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    corpus = [request for request, _ in CASES]
-    served, on_lambda = _both(tmp_path, monkeypatch, corpus)
-    for (request, status), want, got in zip(CASES, served, on_lambda, strict=True):
-        assert got == want, request
-        assert want[0] == status, (request, want)
+    served = answered_alike(tmp_path, monkeypatch, CASES)
     assert served[0][1]["error"]["details"] == {"header": "Content-Encoding"}

@@ -236,6 +236,18 @@ def _both(
     return served, on_lambda
 
 
+def answered_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cases: list[tuple[Request, int]]
+) -> list[tuple[int, Any]]:
+    """`spool serve`'s answers to each case's request, after checking app.py on Lambda
+    gave each the same answer and `spool serve` each the case's status."""
+    served, on_lambda = _both(tmp_path, monkeypatch, [request for request, _ in cases])
+    for (request, status), want, got in zip(cases, served, on_lambda, strict=True):
+        assert got == want, request
+        assert want[0] == status, (request, want)
+    return served
+
+
 def test_lambda_answers_hostile_requests_as_spool_serve_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
