@@ -36,7 +36,7 @@ from urllib.parse import urljoin
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from chalicelib import ssrf
+from chalicelib import logs, ssrf
 from chalicelib.config import Settings
 from chalicelib.errors import Misconfigured, PermanentError, RetryAfter
 from chalicelib.handlers import JobContext, handler
@@ -415,7 +415,7 @@ def _by_deadline(resolver: ssrf.Resolver, deadline: float) -> ssrf.Resolver:
             finally:
                 done.set()
 
-        threading.Thread(target=run, name="spool-dns", daemon=True).start()
+        logs.inherited_thread(run, name="spool-dns").start()  # the job's, as its lines
         left = deadline - time.monotonic()
         if not done.wait(max(left, 0.0)):
             raise TimeoutError(f"http_request ran out of time looking up {host!r} in DNS")
