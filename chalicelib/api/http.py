@@ -258,6 +258,7 @@ class ApiRequest:
             allow_empty=allow_empty,
             encoding=self.header("content-encoding"),
             charset=other_charset(self.header("content-type")),
+            media_type=self.header("content-type"),
         )
 
     def no_body(self, max_bytes: int) -> None:
@@ -332,6 +333,7 @@ def parse_json(
     allow_empty: bool = False,
     encoding: str | None = None,
     charset: str | None = None,
+    media_type: str | None = None,
 ) -> Any:
     """Decode a request body: 413 past the limit, 400 when it is not JSON.
 
@@ -339,6 +341,7 @@ def parse_json(
     they would hand every other client a body its parser rejects. `charset` is a
     declared charset other than UTF-8 (other_charset): a body that is not ASCII under
     it is refused, as read as UTF-8 it may be valid and yet other text than was sent.
+    `media_type`: the Content-Type, named in the refusal of a body that is form data.
     """
     if len(body) > max_bytes:
         raise PayloadTooLarge(
@@ -379,7 +382,25 @@ def parse_json(
     try:
         return loads_strict(text)
     except (ValueError, RecursionError) as exc:
-        raise BadRequest("request body is not valid JSON", {"reason": _why_not_json(exc)}) from exc
+        message = "request body is not valid JSON" + _form_hint(media_type)
+        raise BadRequest(message, {"reason": _why_not_json(exc)}) from exc
+
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def _form_hint(media_type: str | None) -> str:
+    """What to do when the body that is not JSON was sent as form data: `curl -d
+    type=echo` (application/x-www-form-urlencoded) or `curl -F` (multipart/form-data).
+    The parser's reason alone ("Expecting value: line 1 column 1") never said so. JSON
+    under those types is taken (curl -d labels every body so): only the body counts."""
+    named = (media_type or "").split(";")[0].strip().lower()
+    if named not in FORM_TYPES:
+        return ""
+    return (
+        f": it was sent as form data (Content-Type: {named}); send a JSON object, "
+        """e.g. curl -d '{"type": "echo"}' -H 'Content-Type: application/json'"""
+    )
 
 
 BOM_REASON = (
