@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.api.auth import INVALID_TENANT_KEY
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import DEFAULT_TENANT, Attempt, Job
 from chalicelib.redact import redact_url
@@ -445,7 +446,10 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
         if exc.message.startswith("missing API key"):  # "send it in the X-API-Key header"
             return CliFailure("no API key given: the server needs one", _KEY_FIX, EXIT_USAGE)
         if exc.message.startswith("invalid API key"):
-            return CliFailure(exc.message, _REFUSED_KEY_FIX, EXIT_USAGE)
+            # The server's own advice (for curl) is _REFUSED_KEY_FIX in HTTP's terms:
+            # said once, in the command line's (--key, SPOOL_API_KEY).
+            problem = "invalid API key" if exc.message == INVALID_TENANT_KEY else exc.message
+            return CliFailure(problem, _REFUSED_KEY_FIX, EXIT_USAGE)
         return CliFailure(exc.message, _KEY_FIX, EXIT_USAGE)
     if isinstance(exc, client_errors.UnknownJobType):
         known = ", ".join((exc.details or {}).get("known", [])) or "none"

@@ -82,6 +82,14 @@ NO_KEYS_HINT = (
 )
 MISSING_KEY = "missing API key: send it in the X-API-Key header"
 INVALID_KEY = "invalid API key"
+# A tenant route's answer to a key no tenant has. Alone, "invalid API key" left a
+# newcomer whose `spool serve` had restarted (a new dev key at each start) guessing;
+# the command line said it (local/remote_cli.py), curl and the dashboard did not.
+INVALID_TENANT_KEY = (
+    f"{INVALID_KEY}: send one of the keys in the server's {API_KEYS}, in the X-API-Key "
+    "header (the dev key `spool serve` makes without it is new at each start: use the "
+    "one it printed last)"
+)
 
 
 class Forbidden(SpoolError):
@@ -175,7 +183,7 @@ class Keyring:
             raise Unauthorized(MISSING_KEY)
         found = self.match(presented, offered)
         if found is None:
-            raise Unauthorized(INVALID_KEY)
+            raise Unauthorized(INVALID_TENANT_KEY)
         return found
 
     def __bool__(self) -> bool:
