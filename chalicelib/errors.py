@@ -82,6 +82,12 @@ class UnknownJobType(ValidationFailed):
     code = "unknown_job_type"
 
 
+# What follows "unknown job type 'T'" in an HTTP answer for a type no known one is close
+# to (chalicelib/handlers.py unknown_type): curl users had only the name. The command
+# lines cut the message here and say the fix in their own terms, once.
+UNKNOWN_TYPE_FIX_START = ": no handler is registered for it"
+
+
 class JobUnreadable(SpoolError):
     """A job's stored record cannot be read (edited by hand into a bad shape, written
     by a broken release): the server's fault, not the request's, and not a passing

@@ -24,7 +24,13 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, QUEUE_NAME
-from chalicelib.errors import Misconfigured, SpoolError, UnknownJobType, ValidationFailed
+from chalicelib.errors import (
+    UNKNOWN_TYPE_FIX_START,
+    Misconfigured,
+    SpoolError,
+    UnknownJobType,
+    ValidationFailed,
+)
 from chalicelib.limits import Limit, Rate
 from chalicelib.log_redact import redactor
 from chalicelib.logs import JobLog, payload_text
@@ -433,6 +439,12 @@ def unknown_type(type_: str, known: list[str]) -> UnknownJobType:
     close = difflib.get_close_matches(type_, known, n=1, cutoff=CLOSE_TYPE_CUTOFF)
     if close:
         message += f"; did you mean {close[0]!r}?"
+    else:
+        message += (
+            f"{UNKNOWN_TYPE_FIX_START}: register one with @handler({type_!r}) in a module "
+            "on the server's SPOOL_HANDLERS (docs/handlers.md); details.known lists the "
+            "types it has"
+        )
     return UnknownJobType(message, {"type": type_, "known": known})
 
 

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from chalicelib.config import ConfigError, parse_flag
 from chalicelib.errors import (
+    UNKNOWN_TYPE_FIX_START,
     BadRequest,
     InvalidTransition,
     JobNotFound,
@@ -383,7 +384,7 @@ def explain(exc: BaseException) -> CliFailure:
     if isinstance(exc, UnknownJobType):
         known = ", ".join((exc.details or {}).get("known", [])) or "none"
         return UsageError(
-            exc.message,
+            exc.message.partition(UNKNOWN_TYPE_FIX_START)[0],
             f"Known types: {known}; add yours with SPOOL_HANDLERS "
             "(the demo types need SPOOL_DEMO_HANDLERS=1). Without SPOOL_URL (or --url) "
             "this command uses the local store and this process's handlers; to send the "

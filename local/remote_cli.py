@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.api.auth import INVALID_TENANT_KEY
+from chalicelib.errors import UNKNOWN_TYPE_FIX_START
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import DEFAULT_TENANT, Attempt, Job
 from chalicelib.redact import redact_url
@@ -453,7 +454,8 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
         return CliFailure(exc.message, _KEY_FIX, EXIT_USAGE)
     if isinstance(exc, client_errors.UnknownJobType):
         known = ", ".join((exc.details or {}).get("known", [])) or "none"
-        return UsageError(exc.message, f"The server's job types: {known}")
+        problem = exc.message.partition(UNKNOWN_TYPE_FIX_START)[0]  # its own fix below
+        return UsageError(problem, f"The server's job types: {known}")
     if isinstance(exc, client_errors.ValidationFailed):  # a job, or a listing's filters
         return UsageError(_first_problem(exc), "Fix the arguments and try again")
     if isinstance(exc, client_errors.BadRequest | client_errors.PayloadTooLarge):

@@ -36,7 +36,9 @@ def test_a_close_misspelling_is_answered_with_the_type_meant(api: Api, rt: Runti
 def test_a_type_like_none_of_them_gets_no_guess(api: Api, rt: Runtime) -> None:
     reply = api.post("/enqueue", {"type": "zzzzzz", "payload": {}})
     assert reply.status == 422 and reply.error_code == "unknown_job_type", reply.body
-    assert reply.json["error"]["message"] == "unknown job type 'zzzzzz'"
+    message = reply.json["error"]["message"]
+    assert message.startswith("unknown job type 'zzzzzz': no handler")  # how to add one
+    assert "did you mean" not in message
 
 
 def test_a_misspelling_in_a_batch_is_answered_the_same(api: Api, rt: Runtime) -> None:
