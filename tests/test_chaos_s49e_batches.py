@@ -9,31 +9,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
 import app as spool_app
 from chalicelib import events
 from chalicelib.models import JobState
 from chalicelib.runtime import Runtime
-from chalicelib.service import EnqueueRequest
 from local.emulator import context, sqs_event
-from tests.apikit import TENANT_A, TENANT_B, installed, settings_for
+from tests.apikit import TENANT_A, TENANT_B
+from tests.sqs_chaos_kit import enqueue, failed, moto_runtime
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
-    settings = settings_for(
-        tmp_path, store_url="dynamodb://jobs?queue=jobs&bucket=jobs-bucket&create=1"
-    )
-    with mock_aws(), installed(settings) as runtime:
+    with moto_runtime(tmp_path) as runtime:
         yield runtime
-
-
-def enqueue(rt: Runtime, tenant: str = TENANT_A, type_: str = "echo", **fields: Any) -> str:
-    request = EnqueueRequest.model_validate({"type": type_, **fields})
-    return rt.service.enqueue([request], tenant)[0].job.id
 
 
 def job(rt: Runtime, job_id: str) -> Any:
@@ -42,13 +33,9 @@ def job(rt: Runtime, job_id: str) -> Any:
     return found
 
 
-def failed(answer: dict[str, Any]) -> list[str]:
-    return [item["itemIdentifier"] for item in answer["batchItemFailures"]]
-
-
 def test_a_mixed_batch_runs_each_good_job_once_and_names_only_the_poison(rt: Runtime) -> None:
     good = enqueue(rt, payload={"n": 1})
-    other = enqueue(rt, TENANT_B, payload={"n": 2})
+    other = enqueue(rt, tenant=TENANT_B, payload={"n": 2})
     done = enqueue(rt, payload={"n": 3})
     cancelled = enqueue(rt, payload={"n": 4})
     rt.service.cancel(cancelled, TENANT_A)

@@ -6,20 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from chalice.test import Client
-from moto import mock_aws
 
 import app as spool_app
 from chalicelib import events
 from chalicelib.models import JobState
 from chalicelib.runtime import Runtime
-from chalicelib.service import EnqueueRequest
 from chalicelib.storage.dynamodb import DynamoStore
 from local.emulator import context, sqs_event
-from tests.apikit import TENANT_A, Api, installed, settings_for
+from tests.apikit import Api
+from tests.sqs_chaos_kit import enqueue, failed, moto_runtime
 
 BIG = {"blob": "x" * 150_000}  # over offload_bytes: kept in S3
 
@@ -29,20 +27,8 @@ pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
-    settings = settings_for(
-        tmp_path, store_url="dynamodb://jobs?queue=jobs&bucket=jobs-bucket&create=1"
-    )
-    with mock_aws(), installed(settings) as runtime:
+    with moto_runtime(tmp_path) as runtime:
         yield runtime
-
-
-def enqueue(rt: Runtime, type_: str = "echo", **fields: Any) -> str:
-    request = EnqueueRequest.model_validate({"type": type_, **fields})
-    return rt.service.enqueue([request], TENANT_A)[0].job.id
-
-
-def failed(answer: dict[str, Any]) -> list[str]:
-    return [item["itemIdentifier"] for item in answer["batchItemFailures"]]
 
 
 def test_a_deleted_payload_is_buried_once_through_duplicates_and_a_redrive(rt: Runtime) -> None:

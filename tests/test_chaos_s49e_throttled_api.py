@@ -11,22 +11,19 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from chalice.test import Client
-from moto import mock_aws
 
 import app as spool_app
 from chalicelib.runtime import Runtime
 from chalicelib.storage.dynamodb import DynamoStore
-from tests.apikit import Api, installed, settings_for
+from tests.apikit import Api
+from tests.sqs_chaos_kit import moto_runtime
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
-    settings = settings_for(
-        tmp_path, store_url="dynamodb://jobs?queue=jobs&bucket=jobs-bucket&create=1"
-    )
-    with mock_aws(), installed(settings) as runtime:
+    with moto_runtime(tmp_path) as runtime:
         yield runtime
 
 

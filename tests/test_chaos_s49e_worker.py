@@ -12,36 +12,23 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from moto import mock_aws
 
 import app as spool_app
 from chalicelib import events
 from chalicelib.models import JobState
 from chalicelib.runtime import Runtime
-from chalicelib.service import EnqueueRequest
 from chalicelib.storage.dynamodb import DynamoStore
 from local.emulator import context, sqs_event
-from tests.apikit import TENANT_A, installed, settings_for
+from tests.apikit import TENANT_A
+from tests.sqs_chaos_kit import enqueue, failed, moto_runtime
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(60)]
 
 
 @pytest.fixture
 def rt(tmp_path: Path) -> Iterator[Runtime]:
-    settings = settings_for(
-        tmp_path, store_url="dynamodb://jobs?queue=jobs&bucket=jobs-bucket&create=1"
-    )
-    with mock_aws(), installed(settings) as runtime:
+    with moto_runtime(tmp_path) as runtime:
         yield runtime
-
-
-def enqueue(rt: Runtime, type_: str = "echo", **fields: Any) -> str:
-    request = EnqueueRequest.model_validate({"type": type_, **fields})
-    return rt.service.enqueue([request], TENANT_A)[0].job.id
-
-
-def failed(answer: dict[str, Any]) -> list[str]:
-    return [item["itemIdentifier"] for item in answer["batchItemFailures"]]
 
 
 def test_a_throttled_store_hands_the_whole_batch_back(rt: Runtime) -> None:
@@ -104,12 +91,7 @@ def test_a_batch_cut_short_by_the_deadline_sends_the_rest_back_once(tmp_path: Pa
     """Concurrency 1, two `sleep` jobs (timeout 60 s) and time for one: the first
     runs, the second is deferred (sent again as a new message, its old one
     acknowledged); nothing is reported failed, nothing runs twice."""
-    settings = settings_for(
-        tmp_path,
-        store_url="dynamodb://jobs?queue=jobs&bucket=jobs-bucket&create=1",
-        concurrency=1,
-    )
-    with mock_aws(), installed(settings) as rt:
+    with moto_runtime(tmp_path, concurrency=1) as rt:
         assert isinstance(rt.store, DynamoStore) and rt.store.dispatch is not None
         dispatch = rt.store.dispatch
         first = enqueue(rt, "sleep", payload={"seconds": 2.5})
@@ -145,13 +127,8 @@ def test_a_job_outliving_its_lease_is_renewed_and_a_second_claim_finds_it_taken(
     import threading
     import time
 
-    settings = settings_for(
-        tmp_path,
-        store_url="dynamodb://jobs?queue=jobs&bucket=jobs-bucket&create=1",
-        lease_seconds=2.0,
-        extra={"SPOOL_SQS_VISIBILITY_TIMEOUT": "3"},
-    )
-    with mock_aws(), installed(settings) as rt:
+    visibility = {"SPOOL_SQS_VISIBILITY_TIMEOUT": "3"}
+    with moto_runtime(tmp_path, lease_seconds=2.0, extra=visibility) as rt:
         job_id = enqueue(rt, "sleep", payload={"seconds": 4})
         answers: list[dict[str, Any]] = []
         first = threading.Thread(
