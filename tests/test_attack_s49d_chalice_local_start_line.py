@@ -15,37 +15,26 @@ Now `chalice local` reads the line as `spool serve` does, with the same answers.
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-import app as spool_app
-from local.server import ChaliceWSGI, Server
-from tests.apikit import API_KEYS, KEY_A, installed, settings_for
-from tests.test_chalice_local import serving_chalice_local
+from tests.apikit import KEY_A
+from tests.edge_servers import chalice_local_port, spool_serve_port
 
 
 @pytest.fixture(scope="module")
 def local_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    tmp_path: Path = tmp_path_factory.mktemp("s49d-chalice-local-line")
-    with serving_chalice_local(tmp_path, {**os.environ, "SPOOL_API_KEYS": API_KEYS}) as port:
+    with chalice_local_port(tmp_path_factory.mktemp("s49d-chalice-local-line")) as port:
         yield port
 
 
 @pytest.fixture(scope="module")
 def served_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    folder = tmp_path_factory.mktemp("s49d-served-line")
-    with installed(settings_for(folder)):
-        server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=2)
-        server.start()
-        try:
-            yield server.port
-        finally:
-            server.stop()
+    with spool_serve_port(tmp_path_factory.mktemp("s49d-served-line")) as port:
+        yield port
 
 
 def _exchange(port: int, line: bytes) -> tuple[int, Any]:
