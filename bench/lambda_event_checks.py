@@ -9,7 +9,8 @@
 Phases (N calls each): gateway_event.value_problem, then malformed_headers, on a
 GET /status/{id} event of twenty headers as API Gateway sends them (headers and
 multiValueHeaders, a query), and `app.app(event, context)` for that request with
-both checks, and with either replaced by one that finds nothing.
+every check, and with value_problem or malformed_headers replaced by one that finds
+nothing; then control_in_path (stop 49) and the request without it.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
             "request_with_check": lambda: app.app(event, lr.Context(30_000)),
             "request_without_check": without("value_problem", None),
             "request_without_control_check": without("malformed_headers", False),
+            "control_in_path": lambda: gateway_event.control_in_path(event),
+            "request_without_path_check": without("control_in_path", None),
         },
         n=N,
         warmup=50,
