@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import app as spool_app
-from local.server import ChaliceWSGI, Server
-from tests.apikit import API_KEYS, installed, settings_for
+from tests.apikit import API_KEYS
+from tests.served import served
 from tests.test_chalice_local import serving_chalice_local
 
 
@@ -23,11 +22,6 @@ def chalice_local_port(folder: Path) -> Iterator[int]:
 
 @contextmanager
 def spool_serve_port(folder: Path) -> Iterator[int]:
-    """The port of `spool serve`'s server on a store in `folder`."""
-    with installed(settings_for(folder)):
-        server = Server(ChaliceWSGI(spool_app.app), "127.0.0.1", 0, threads=2)
-        server.start()
-        try:
-            yield server.port
-        finally:
-            server.stop()
+    """The port of `spool serve`'s server on a store in `folder` (tests/served.py)."""
+    with served(folder) as server:
+        yield server.port

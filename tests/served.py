@@ -13,7 +13,7 @@ from typing import Any
 import app as spool_app
 from local.http_limits import HttpLimits
 from local.server import ChaliceWSGI, Server
-from tests.apikit import installed, settings_for
+from tests.apikit import KEY_A, installed, settings_for
 
 
 @contextmanager
@@ -48,3 +48,18 @@ def exchange(server: Server, data: bytes) -> tuple[int, Any]:
     head, _, body = received.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, json.loads(body)
+
+
+def post(
+    server: Server, path: str, body: bytes, content_type: str = "application/json"
+) -> tuple[int, dict[str, Any]]:
+    """POST `body` to `path` with tenant A's key and `content_type`: the answer's status
+    and its JSON object."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY_A}\r\n"
+        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    status, answer = exchange(server, head + body)
+    assert isinstance(answer, dict)
+    return status, answer

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from local.server import Server
 from tests.apikit import KEY_A
-from tests.served import exchange, served
+from tests.served import exchange, post, served
 
 BOM = b"\xef\xbb\xbf"
 
@@ -23,17 +22,6 @@ BOM = b"\xef\xbb\xbf"
 def server(tmp_path: Path) -> Iterator[Server]:
     with served(tmp_path) as running:
         yield running
-
-
-def post(server: Server, path: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY_A}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
-    status, answer = exchange(server, head + body)
-    assert isinstance(answer, dict)
-    return status, answer
 
 
 @pytest.mark.parametrize(

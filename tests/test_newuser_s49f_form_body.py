@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from local.server import Server
 from tests.apikit import KEY_A
-from tests.served import exchange, served
+from tests.served import exchange, post, served
 
 BOUNDARY = "------------------------s49f"
 MULTIPART = (
@@ -30,17 +29,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield running
 
 
-def post(server: Server, content_type: str, body: bytes) -> tuple[int, dict[str, Any]]:
-    head = (
-        f"POST /enqueue HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY_A}\r\n"
-        f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
-    ).encode()
-    status, answer = exchange(server, head + body)
-    assert isinstance(answer, dict)
-    return status, answer
-
-
 @pytest.mark.parametrize(
     ("content_type", "body", "named"),
     [
@@ -51,7 +39,7 @@ def post(server: Server, content_type: str, body: bytes) -> tuple[int, dict[str,
 def test_a_form_body_is_400_saying_to_send_json(
     server: Server, content_type: str, body: bytes, named: str
 ) -> None:
-    status, answer = post(server, content_type, body)
+    status, answer = post(server, "/enqueue", body, content_type)
     assert status == 400, answer
     error = answer["error"]
     assert error["code"] == "bad_request"
@@ -70,10 +58,12 @@ def test_a_form_body_is_400_saying_to_send_json(
 
 def test_json_sent_with_curls_default_form_type_is_still_taken(server: Server) -> None:
     """curl -d '{...}' labels JSON as form data: the body is what counts."""
-    status, answer = post(server, "application/x-www-form-urlencoded", b'{"type": "echo"}')
+    status, answer = post(
+        server, "/enqueue", b'{"type": "echo"}', "application/x-www-form-urlencoded"
+    )
     assert status == 201, answer
 
 
 def test_text_that_is_not_json_under_a_json_type_keeps_its_plain_refusal(server: Server) -> None:
-    status, answer = post(server, "application/json", b"type=echo")
+    status, answer = post(server, "/enqueue", b"type=echo", "application/json")
     assert status == 400 and answer["error"]["message"] == "request body is not valid JSON"
