@@ -34,6 +34,8 @@ from collections.abc import Mapping
 from itertools import chain
 from typing import Any
 
+from chalicelib.api.http import CONTROL
+
 PREFIX = "not an API Gateway REST proxy event: "
 # The keys chalice's Request reads with event[...]: each must be present, maybe null.
 _REQUIRED = ("headers", "multiValueQueryStringParameters", "pathParameters", "stageVariables")
@@ -167,9 +169,6 @@ def malformed_headers(event: dict[str, Any]) -> bool:
     )
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
 def control_in_path(event: dict[str, Any]) -> str | None:
     """The path (decoded) of an event whose path parameters hold a control character,
     or None: `spool serve` answers such a path 404 no route before a route reads it,
@@ -177,7 +176,7 @@ def control_in_path(event: dict[str, Any]) -> str | None:
     resource with the parameters put in, as API Gateway decoded them. Run after
     value_problem: pathParameters maps names to strings; one str.join and one search."""
     params = event.get("pathParameters")
-    if not params or _CONTROL.search("".join(params.values())) is None:
+    if not params or CONTROL.search("".join(params.values())) is None:
         return None
     path: str = event["requestContext"]["resourcePath"]
     for name, value in params.items():
