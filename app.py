@@ -82,40 +82,38 @@ def _invalid_header(event: dict[str, Any]) -> Response:
     reads a header: no key is checked, so no failed sign-in is counted. A client's
     request, not a malformed event: logged as any answered request is (one INFO
     line), not as a refused event's WARNING."""
-    from chalicelib import logs
-    from chalicelib.api.errors import error_body
-    from chalicelib.api.http import API_HEADERS, INVALID_HEADER, dumps
+    from chalicelib.api.http import INVALID_HEADER
 
-    context = event["requestContext"]
-    route = context["resourcePath"]
-    logs.http_request(context["httpMethod"], route, 400, 0.0, None)
-    headers: dict[str, str | list[str]] = {**API_HEADERS, "Content-Type": "application/json"}
-    if route.startswith("/ui"):  # the dashboard's headers, as on its other errors
-        from chalicelib.api.ui_routes import ERROR_HEADERS
-
-        headers = {**ERROR_HEADERS, **headers}
-    body = dumps(error_body("bad_request", INVALID_HEADER))
-    return Response(body, headers, status_code=400)
+    method = event["requestContext"]["httpMethod"]
+    return _answered_early(event, method, 400, "bad_request", INVALID_HEADER)
 
 
 def _no_route(event: dict[str, Any], path: str) -> Response:
     """The 404 of a path holding a control character, in `spool serve`'s words, before
     a route reads the id (it looked the job up: `job not found`)."""
+    from chalicelib.api.http import CONTROL_IN_PATH, no_route, shown_path
+
+    method = event["requestContext"]["httpMethod"]
+    method = "GET" if method == "HEAD" else method
+    message = no_route(method, shown_path(path), CONTROL_IN_PATH)
+    return _answered_early(event, method, 404, "not_found", message)
+
+
+def _answered_early(
+    event: dict[str, Any], method: str, status: int, code: str, message: str
+) -> Response:
+    """A client's request answered before chalice reads it: logged as any answered
+    request is (one INFO line), with every answer's headers (the dashboard's too under
+    /ui, as on its other errors)."""
     from chalicelib import logs
     from chalicelib.api.errors import error_body
-    from chalicelib.api.http import API_HEADERS, CONTROL_IN_PATH, dumps, no_route, shown_path
+    from chalicelib.api.http import API_HEADERS, dumps, with_ui_headers
 
-    context = event["requestContext"]
-    route = context["resourcePath"]
-    method = "GET" if context["httpMethod"] == "HEAD" else context["httpMethod"]
-    logs.http_request(method, route, 404, 0.0, None)
-    headers: dict[str, str | list[str]] = {**API_HEADERS, "Content-Type": "application/json"}
-    if route.startswith("/ui"):  # the dashboard's headers, as on its other errors
-        from chalicelib.api.ui_routes import ERROR_HEADERS
-
-        headers = {**ERROR_HEADERS, **headers}
-    body = dumps(error_body("not_found", no_route(method, shown_path(path), CONTROL_IN_PATH)))
-    return Response(body, headers, status_code=404)
+    route = event["requestContext"]["resourcePath"]
+    logs.http_request(method, route, status, 0.0, None)
+    plain: dict[str, str | list[str]] = {**API_HEADERS, "Content-Type": "application/json"}
+    headers = with_ui_headers(route, plain)
+    return Response(dumps(error_body(code, message)), headers, status_code=status)
 
 
 def _is_head(event: Any) -> bool:
@@ -273,7 +271,7 @@ def spool_error_shape(event: Any, get_response: Callable[[Any], Response]) -> Re
 
         shaped = reshape_gateway_error(response.status_code, response.body)
         if shaped is not None:
-            from chalicelib.api.http import API_HEADERS
+            from chalicelib.api.http import API_HEADERS, with_ui_headers
 
             response.body = dumps(shaped)
             # The headers every answer of the API carries (never cached, never sniffed).
@@ -282,10 +280,8 @@ def spool_error_shape(event: Any, get_response: Callable[[Any], Response]) -> Re
                 **response.headers,
                 "Content-Type": "application/json",
             }
-            if str(event.path).startswith("/ui"):  # the dashboard's own headers, as its errors
-                from chalicelib.api.ui_routes import ERROR_HEADERS
-
-                response.headers = {**ERROR_HEADERS, **response.headers}
+            # Under /ui the dashboard's own headers too, as on its errors.
+            response.headers = with_ui_headers(str(event.path), response.headers)
     return response
 
 

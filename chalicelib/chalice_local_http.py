@@ -250,7 +250,7 @@ def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYT
             raise ValueError(f"No matching route found for: {url}")
 
     from chalicelib.api.errors import error_body
-    from chalicelib.api.http import API_HEADERS, dumps
+    from chalicelib.api.http import API_HEADERS, dumps, with_ui_headers
 
     head_limit_ = head_limit
 
@@ -316,11 +316,8 @@ def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYT
             as sent: one http.server could not read has set no path."""
             line: bytes = getattr(self, "raw_requestline", b"") or b""
             words = line.split()
-            if len(words) >= 2 and words[1].startswith(b"/ui"):
-                from chalicelib.api.ui_routes import ERROR_HEADERS
-
-                return {**ERROR_HEADERS, **API_HEADERS}
-            return dict(API_HEADERS)
+            target = words[1].decode("latin-1") if len(words) >= 2 else ""
+            return with_ui_headers(target, API_HEADERS)
 
         def _drain(self) -> None:
             """Read and drop what the client still sends of a refused body, for a
@@ -398,11 +395,8 @@ def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYT
             GATEWAY_ERRORS), as `spool serve` does: so does this."""
             if error.headers.get("x-amzn-ErrorType") == "UnauthorizedException":
                 body = dumps(error_body("not_found", no_route_message(self.command)))
-                headers = {**API_HEADERS, "Content-Type": "application/json"}
-                if self.path.startswith("/ui"):  # the dashboard's headers, as its errors
-                    from chalicelib.api.ui_routes import ERROR_HEADERS
-
-                    headers = {**ERROR_HEADERS, **headers}
+                plain = {**API_HEADERS, "Content-Type": "application/json"}
+                headers = with_ui_headers(self.path, plain)  # as the dashboard's errors
                 if self.command == "HEAD":  # no body: it would be read as the next answer
                     self._send_http_response_no_body(404, headers)
                 else:

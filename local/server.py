@@ -293,7 +293,7 @@ class ChaliceWSGI:
             logs.http_request(method, "-", 404, 0.0, None, path=path.split("?")[0])
             shown = api_http.shown_path(path.split("?")[0])
             headers, payload = _no_route(method, shown, api_http.CONTROL_IN_PATH)
-            return send(start_response, 404, _ui_headers(path, headers), payload)
+            return send(start_response, 404, api_http.with_ui_headers(path, headers), payload)
         headers = _headers(environ)
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length) if length > 0 else None
@@ -308,7 +308,7 @@ class ChaliceWSGI:
             # paths (API Gateway's 403 "Missing Authentication Token"); a real
             # server says 404.
             headers, payload = _no_route(method, path.split("?")[0])
-            return send(start_response, 404, _ui_headers(path, headers), payload)
+            return send(start_response, 404, api_http.with_ui_headers(path, headers), payload)
         except LocalGatewayException as exc:
             return send(start_response, exc.CODE, dict(exc.headers), exc.body or b"")
         out: dict[str, Any] = dict(response.get("headers") or {})
@@ -321,16 +321,6 @@ class ChaliceWSGI:
 
 # A control character in the path (sent as %09, %0A, %0D, %00...): urlparse drops
 # tabs and line breaks, so `/met%09rics` reached /metrics past a proxy's rule for it.
-
-
-def _ui_headers(path: str, headers: dict[str, str]) -> dict[str, str]:
-    """Under /ui, what every other dashboard answer carries (its CSP and framing rules)
-    besides `headers`: the no-route answers echo the path."""
-    if not path.startswith("/ui"):
-        return headers
-    from chalicelib.api.ui_routes import ERROR_HEADERS
-
-    return {**ERROR_HEADERS, **headers}
 
 
 def _no_route(method: str, shown: str, why: str = "") -> tuple[dict[str, str], str]:

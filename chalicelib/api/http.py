@@ -171,6 +171,18 @@ def shown_path(path: str) -> str:
     return path.encode("unicode_escape").decode("ascii")
 
 
+def with_ui_headers(path: str, headers: Mapping[str, Any]) -> dict[str, Any]:
+    """Under /ui, what every other dashboard answer carries (its CSP and framing rules)
+    besides `headers`: for the answers made before a dashboard route runs (refusals, no
+    route), on every edge. Elsewhere `headers` as given. ui_routes is imported only
+    for such a path."""
+    if not path.startswith("/ui"):
+        return dict(headers)
+    from chalicelib.api.ui_routes import ERROR_HEADERS
+
+    return {**ERROR_HEADERS, **headers}
+
+
 # `spool serve` sets this header to the socket's peer address (overwriting any a
 # client sent) and PEER_HEADER_TRUSTED to True; anywhere else the header is ignored.
 PEER_HEADER = "x-spool-peer"
