@@ -195,10 +195,11 @@ def _unsendable(text: str) -> str | None:
     http.client writes as Latin-1) in a field value: a control character went out raw
     to the target, and one beyond U+00FF made every attempt die in http.client's
     Latin-1 encoding, after connecting, until the job was dead."""
-    for c in text:
-        if (ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F or ord(c) > 0xFF:
-            return f"U+{ord(c):04X}"
-    return None
+    found = _UNSENDABLE.search(text)
+    return None if found is None else f"U+{ord(found.group()):04X}"
+
+
+_UNSENDABLE = re.compile(r"[^\t\x20-\x7e\x80-\xff]")
 
 
 class RetryableStatus(Exception):
