@@ -314,6 +314,15 @@ def redrive_fit(cap: Backlog, waiting: int, dead: Sequence[str]) -> list[str]:
     return list(dead[: max(room, 0)])
 
 
+def epoch_after_emptyings(epoch: int, emptied: int) -> int:
+    """JobStore.cache_epoch's answer once the store was emptied under this process
+    `emptied` times (Redis restarted empty, Postgres's tables made anew, DynamoDB's
+    table made again): a never-touched tenant reads 0 again there, the value the
+    caches held, so after an emptying the epoch is negative and distinct for each
+    (emptied, epoch)."""
+    return epoch if emptied == 0 else -(emptied << 40) - 1 - epoch
+
+
 @runtime_checkable
 class JobStore(Protocol):
     clock: Clock

@@ -103,6 +103,7 @@ from chalicelib.storage.base import (
     completion_events,
     decode_cursor,
     encode_cursor,
+    epoch_after_emptyings,
     from_micros,
     log_buried_by_reap,
     micros_of,
@@ -2763,7 +2764,7 @@ class DynamoStore:
                 self._births[tenant] = born
                 self._rebirths[tenant] = self._rebirths.get(tenant, 0) + 1
             emptied = self._rebirths.get(tenant, 0)
-        return epoch if emptied == 0 else -(emptied << 40) - 1 - epoch
+        return epoch_after_emptyings(epoch, emptied)
 
     # -- the webhook outbox (see base.py; dynamodb_webhooks.py) ------------------------------------
     @aws_errors

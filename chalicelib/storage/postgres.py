@@ -100,6 +100,7 @@ from chalicelib.storage.base import (
     check_limit,
     decode_cursor,
     encode_cursor,
+    epoch_after_emptyings,
     from_micros,
     log_buried_by_reap,
     minute_of,
@@ -1777,7 +1778,7 @@ class PostgresStore:
                     "are let go"
                 )
             emptied = len(known) - 1
-        return epoch if emptied == 0 else -(emptied << 40) - 1 - epoch
+        return epoch_after_emptyings(epoch, emptied)
 
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
         row = self._run(

@@ -63,6 +63,7 @@ from chalicelib.storage.base import (
     check_limit,
     decode_cursor,
     encode_cursor,
+    epoch_after_emptyings,
     from_micros,
     log_buried_by_reap,
     minute_of,
@@ -957,7 +958,7 @@ class RedisStore:
         # Emptyings this process knows of: those /health or a beat logged (they take
         # the new mark as seen) and one not yet noticed. Distinct for each (count, epoch).
         emptied = self._emptied + (0 if seen is None or born == seen else 1)
-        return epoch if emptied == 0 else -(emptied << 40) - 1 - epoch
+        return epoch_after_emptyings(epoch, emptied)
 
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
         owner, entries = self._call("ATTEMPTS", [job_id, _opt(tenant)], read=True)
