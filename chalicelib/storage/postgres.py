@@ -511,9 +511,10 @@ REDRIVE_SQL = (
 )
 
 # JobStore.cache_epoch(tenant), migration 0007: a row per tenant, made by its first
-# bump. Redrive bumps last in its transaction, purge and discard after their rows are
-# locked, so all lock jobs before epoch rows, and epoch rows in tenant order: no
-# deadlock. GROUP BY: one statement may not update a row twice.
+# bump. Redrive bumps last in its transaction; a delete's trigger (migration 0013)
+# bumps at the end of the deleting statement, after its rows are locked, for purge,
+# discard and a DELETE by hand alike. So all lock jobs before epoch rows, and epoch
+# rows in tenant order: no deadlock. GROUP BY: one statement may not update a row twice.
 BUMP_EPOCHS_SQL = (
     "INSERT INTO tenant_epochs (tenant, n)"
     " SELECT tenant, 1 FROM unnest(%(tenants)s::text[]) AS t (tenant)"
@@ -536,23 +537,12 @@ EPOCH_SQL = (
 )
 
 
-def _bump_epochs_after(rows: str) -> str:
-    """A CTE that bumps the epoch of each tenant among the `tenant`s of CTE `rows`."""
-    return (
-        " bump AS (INSERT INTO tenant_epochs (tenant, n)"
-        f' SELECT tenant, 1 FROM {rows} GROUP BY tenant ORDER BY tenant COLLATE "C"'
-        " ON CONFLICT (tenant) DO UPDATE SET n = tenant_epochs.n + 1)"
-    )
-
-
 PURGE_SQL = (
     "WITH doomed AS ("
     " SELECT id FROM jobs WHERE finished_at < %(before)s"
     " AND state IN ('succeeded', 'dead', 'cancelled')"
     " ORDER BY finished_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED),"
-    " gone AS (DELETE FROM jobs j USING doomed WHERE j.id = doomed.id"
-    " RETURNING j.id, j.tenant),"
-    f"{_bump_epochs_after('gone')}"
+    " gone AS (DELETE FROM jobs j USING doomed WHERE j.id = doomed.id RETURNING j.id)"
     " SELECT count(*) FROM gone"
 )
 
@@ -1826,8 +1816,7 @@ class PostgresStore:
             "WITH locked AS MATERIALIZED (SELECT id FROM jobs WHERE id = ANY(%(ids)s::text[])"
             f" AND state = 'dead'{tenant_clause} ORDER BY id COLLATE \"C\" FOR UPDATE),"
             " gone AS (DELETE FROM jobs WHERE id IN (SELECT id FROM locked)"
-            " AND state = 'dead' RETURNING id, tenant),"
-            f"{_bump_epochs_after('gone')}"
+            " AND state = 'dead' RETURNING id)"
             " SELECT id FROM gone"
         )
         params = {"ids": wanted, "tenant": _enc_opt(tenant)}

@@ -170,12 +170,24 @@ UNSTARTED_CLEARED = (
 )
 
 # JobStore.cache_epoch(tenant): a row per tenant, made by its first bump (no row reads
-# 0), bumped in the transaction of a redrive or purge that changed one of its jobs. A
-# file made before epochs were per tenant gets the table on open (the schema above)
-# and keeps its old one-row cache_epoch table, which nothing reads any more.
+# 0), bumped in the transaction of a redrive that moved one of its jobs, and by
+# EPOCH_ON_DELETE for each of its jobs deleted. A file made before epochs were per
+# tenant gets the table on open (the schema above) and keeps its old one-row
+# cache_epoch table, which nothing reads any more.
 BUMP_EPOCH = (
     "INSERT INTO tenant_epochs (tenant, n) VALUES (?, 1)"
     " ON CONFLICT (tenant) DO UPDATE SET n = n + 1"
+)
+
+
+# A job deleted by any writer moves its tenant's epoch, in the deleting transaction:
+# purge and discard, and a DELETE by hand (the sqlite3 shell), which moved none, so
+# the result cache answered "succeeded" for the gone job for its whole TTL. One upsert
+# a deleted row; a file made before it gets it on open.
+EPOCH_ON_DELETE = (
+    "CREATE TRIGGER IF NOT EXISTS jobs_deleted_epoch AFTER DELETE ON jobs BEGIN "
+    "INSERT INTO tenant_epochs (tenant, n) VALUES (OLD.tenant, 1)"
+    " ON CONFLICT (tenant) DO UPDATE SET n = n + 1; END"
 )
 
 
@@ -523,6 +535,9 @@ class SQLiteStore:
         if not self._has_trigger("jobs_unstarted_cleared"):
             with self._write() as db:
                 db.execute(UNSTARTED_CLEARED)
+        if not self._has_trigger("jobs_deleted_epoch"):
+            with self._write() as db:
+                db.execute(EPOCH_ON_DELETE)
         if not dashboard.installed(self._db()):
             with self._write() as db:
                 dashboard.install(db)
@@ -1012,10 +1027,9 @@ class SQLiteStore:
             owners = db.execute(
                 "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finished_at IS NOT NULL "
                 "AND finished_at < ? AND state IN ('succeeded', 'dead', 'cancelled') LIMIT ?)"
-                " RETURNING tenant",
+                " RETURNING id",  # each row's tenant's epoch moves (EPOCH_ON_DELETE)
                 (to_micros(finished_before), limit),
             ).fetchall()
-            bump_epochs(db, (row[0] for row in owners))
             dashboard.forget_old_minutes(db, self.clock.now())
             return len(owners)
 
@@ -1055,7 +1069,6 @@ class SQLiteStore:
 
     def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
         gone: list[str] = []
-        touched: set[str] = set()
         wanted = list(dict.fromkeys(job_ids))
         tenant_clause = " AND tenant = ?" if tenant is not None else ""
         with self._write() as db:
@@ -1063,12 +1076,10 @@ class SQLiteStore:
                 chunk = wanted[start : start + 500]
                 rows = db.execute(
                     f"DELETE FROM jobs WHERE id IN ({','.join('?' * len(chunk))}) "
-                    f"AND state = 'dead'{tenant_clause} RETURNING id, tenant",
+                    f"AND state = 'dead'{tenant_clause} RETURNING id",  # EPOCH_ON_DELETE
                     [*chunk, *([tenant] if tenant is not None else [])],
                 ).fetchall()
                 gone.extend(r[0] for r in rows)
-                touched.update(r[1] for r in rows)
-            bump_epochs(db, touched)
         deleted = set(gone)  # RETURNING's order is the table's: answer in the order asked
         return [i for i in wanted if i in deleted]
 
