@@ -10,7 +10,8 @@ jobs_deleted_epoch), and purge and discard rely on it.
 
 Also found: on Postgres a DELETE naming the table by its schema under another
 search path failed ("relation job_counts does not exist"): the trigger's function
-now keeps the search path the store migrated with.
+now keeps the search path the store migrated with, and so do the insert and update
+triggers' functions, which failed the same way for an INSERT or UPDATE by hand.
 """
 
 from __future__ import annotations
@@ -83,6 +84,36 @@ def test_a_postgres_delete_naming_the_schema_under_another_search_path() -> None
             assert cache.lookup(TENANT, job_id) is None
             counts = store.state_counts(TENANT)
             assert sum(counts.values()) == 0  # the dashboard's counts followed the delete
+        finally:
+            store.close()
+
+
+def test_postgres_updates_and_inserts_by_hand_under_another_search_path() -> None:
+    """The same for an UPDATE (a job moved to another queue, or finished by hand) and
+    an INSERT naming the schema: each failed on a trigger's unqualified table."""
+    with fresh_schema() as url:
+        schema = parse_url(url).schema
+        store = PostgresStore(parse_url(url))
+        try:
+            [added] = store.add([new_job(FakeClock(store.clock.now()))])
+            admin = admin_connect()
+            try:
+                jobs = f'"{schema}".jobs'
+                admin.execute(f"UPDATE {jobs} SET priority = 3 WHERE id = %s", (added.job.id,))
+                admin.execute(
+                    f"UPDATE {jobs} SET state = 'cancelled', finished_at = now() WHERE id = %s",
+                    (added.job.id,),
+                )
+                admin.execute(
+                    f"INSERT INTO {jobs} SELECT * FROM {jobs} WHERE id = %s ON CONFLICT DO NOTHING",
+                    (added.job.id,),
+                )
+            finally:
+                admin.close()
+            job = store.get(added.job.id)
+            assert job is not None and job.state.value == "cancelled" and job.priority == 3
+            counts = {state.value: n for (_, state), n in store.state_counts(TENANT).items() if n}
+            assert counts == {"cancelled": 1}  # the dashboard's counts followed the move
         finally:
             store.close()
 

@@ -10,9 +10,12 @@
 -- locked, and takes the epoch rows in tenant order, as every bump does: no deadlock.
 --
 -- `SET search_path FROM CURRENT` keeps the search path the store migrated with, so
--- the function finds job_counts and tenant_epochs beside the jobs it was called for
--- when the DELETE names them by schema under another search path (before, such a
--- DELETE failed: relation "job_counts" does not exist).
+-- the trigger functions that write other tables (job_counts, job_minutes,
+-- tenant_epochs) find them beside the jobs they were called for when a statement
+-- names `<schema>.jobs` under another search path, as psql's default one. Before,
+-- every such INSERT, UPDATE or DELETE by hand failed: relation "job_counts" does not
+-- exist. Spool's own sessions use that same search path, so their statements keep
+-- their cached plans; the setting costs a trigger call a few microseconds.
 
 CREATE OR REPLACE FUNCTION spool_jobs_deleted() RETURNS trigger LANGUAGE plpgsql
 SET search_path FROM CURRENT AS $$
@@ -27,3 +30,6 @@ BEGIN
     ON CONFLICT (tenant) DO UPDATE SET n = tenant_epochs.n + 1;
     RETURN NULL;
 END $$;
+
+ALTER FUNCTION spool_jobs_inserted() SET search_path FROM CURRENT;
+ALTER FUNCTION spool_jobs_updated() SET search_path FROM CURRENT;
