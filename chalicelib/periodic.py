@@ -18,7 +18,10 @@ scheduler first sees it. The finest useful resolution is how often `fire_due`
 is called (every minute on AWS).
 
 Keys live as long as their job: purge finished jobs no sooner than the
-longest schedule period (or catch_up), or a purged tick could fire again.
+longest schedule period (or catch_up), or a purged tick could fire again. A store
+that deletes finished jobs by itself (DynamoDB's retention_days) says how long it
+keeps them (`finished_kept_seconds`), and a tick at least that late is not fired:
+its job may have run and expired already.
 
 Schedules come from code (`@periodic` above `@handler`, or `book.add`) and
 from SPOOL_SCHEDULES (JSON); a settings entry replaces a code schedule of the
@@ -614,6 +617,20 @@ class Scheduler:
                 schedule.catch_up,
             )
             return Fired(schedule.name, tick, "skipped")
+        kept = _kept_for(self.service.store)
+        if kept is not None and lateness >= kept:
+            # Its job, had it fired, may be deleted by now, and its key with it: firing
+            # would run the same tick again (a @yearly job every 30 days on DynamoDB).
+            self._settle(schedule, tick)
+            log.info(
+                "periodic %s: tick %s not fired, %.0fs late: the store deletes finished "
+                "jobs %.0fs after they finish, so it may have fired already",
+                schedule.name,
+                _tick_text(tick),
+                lateness,
+                kept,
+            )
+            return Fired(schedule.name, tick, "skipped")
         try:
             [result] = self.service.enqueue([_request(schedule, tick)], SYSTEM_TENANT)
         except (ValidationFailed, ValidationError) as exc:
@@ -652,6 +669,14 @@ class Scheduler:
     def next_runs(self) -> dict[str, datetime]:
         now = self.clock.now()
         return {s.name: s.next_tick(now) for s in self.schedules if s.enabled}
+
+
+def _kept_for(store: JobStore) -> float | None:
+    """Seconds the store keeps a finished job (and so its tick's key), when it deletes
+    them by itself (DynamoDB's TTL: `finished_kept_seconds`, storage/base.py); None
+    when only an operator's purge does."""
+    kept = getattr(store, "finished_kept_seconds", None)
+    return float(kept) if isinstance(kept, int | float) else None
 
 
 def _request(schedule: Schedule, tick: datetime) -> EnqueueRequest:

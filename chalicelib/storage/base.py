@@ -207,6 +207,10 @@ separate connections, so completions may be written while a claim runs) and
 payload or result: the SQS worker's deadline check, worker._defer_what_cannot_finish,
 needs only a job's type, state and times, and DynamoDB's `get` would fetch a payload
 or result kept in S3 for it; `job_timings` below falls back to `get`).
+And one the periodic scheduler looks for: `finished_kept_seconds` (a store that
+deletes finished jobs, with their idempotency keys, that long after they finish, as
+DynamoDB's TTL does): a tick at least that late is not fired, as its job may have
+been deleted already (chalicelib/periodic.py).
 """
 
 from __future__ import annotations

@@ -420,6 +420,12 @@ class DynamoStore:
         self._rebirths: dict[str, int] = {}
         self._births_lock = threading.Lock()
 
+    @property
+    def finished_kept_seconds(self) -> float:
+        """How long a finished job and its idempotency key outlive it (TTL, `_expires`):
+        the periodic scheduler fires no tick this late (storage/base.py)."""
+        return float(int(self.config.retention_days * 86400))
+
     # -- small helpers ----------------------------------------------------------------------------
     def _now(self) -> int:
         return to_micros(self.clock.now())
