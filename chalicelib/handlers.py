@@ -51,6 +51,44 @@ _log = logging.getLogger("spool.handlers")
 
 
 _CANCEL_LOCK = threading.Lock()
+# How often a wait on a leased attempt's ctx.cancelled reads the lease again: a renewal
+# moves its end, and a test's clock moves without waking anyone.
+LEASE_RECHECK = 0.25
+
+
+class LeaseCancel(threading.Event):
+    """ctx.cancelled of an attempt held under a lease: set by the worker, and read as
+    set once the lease has run out unrenewed (`lease_left()` <= 0).
+
+    A renewal is refused exactly when the lease has run out, and the worker tells the
+    handler then; but in an outage, or while another process holds a SQLite file's
+    write lock, nothing is refused and nothing told, while the store's next claim
+    reaps the job and another worker starts it beside this handler (two at once under
+    concurrency 1). The worker knows when the lease ends without asking the store."""
+
+    def __init__(self, lease_left: Callable[[], float]) -> None:
+        super().__init__()
+        self._lease_left = lease_left
+
+    def is_set(self) -> bool:
+        if super().is_set():
+            return True
+        if self._lease_left() <= 0:
+            self.set()
+            return True
+        return False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            pause = min(max(self._lease_left(), 0.0), LEASE_RECHECK)
+            if end is not None:
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                pause = min(pause, left)
+            super().wait(pause)
+        return True
 
 
 @dataclass
@@ -61,6 +99,8 @@ class JobContext:
     deadline: float  # time.monotonic() value after which the worker abandons the attempt
     _cancelled: threading.Event | None = field(default=None, repr=False, compare=False)
     _log: JobLog | None = field(default=None, repr=False, compare=False)
+    # Seconds until the attempt's lease runs out (the worker's; see LeaseCancel).
+    _lease_left: Callable[[], float] | None = field(default=None, repr=False, compare=False)
 
     @property
     def log(self) -> JobLog:
@@ -79,11 +119,15 @@ class JobContext:
 
     @property
     def cancelled(self) -> threading.Event:
-        """Set when the worker abandons the attempt (timeout). Made on first use:
-        most handlers never look, and an Event per job is a measurable cost."""
+        """Set when the worker abandons the attempt (timeout) or its lease has run out
+        (LeaseCancel). Made on first use: most handlers never look, and an Event per
+        job is a measurable cost."""
         with _CANCEL_LOCK:
             if self._cancelled is None:
-                self._cancelled = threading.Event()
+                lease_left = self._lease_left
+                self._cancelled = (
+                    threading.Event() if lease_left is None else LeaseCancel(lease_left)
+                )
             return self._cancelled
 
     @property

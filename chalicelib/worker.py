@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import sys
 import threading
@@ -63,6 +64,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -534,9 +536,21 @@ class Worker:
             attempt.thread = threading.get_ident()
             timeout = attempt.spec.timeout if attempt.spec else 1.0
             attempt.deadline = now + timeout
-            attempt.ctx = JobContext(attempt.job, attempt.deadline)
+            attempt.ctx = JobContext(
+                attempt.job, attempt.deadline, _lease_left=partial(self._lease_left, attempt)
+            )
             state.running[attempt.job.id] = attempt
             return attempt
+
+    def _lease_left(self, attempt: _Attempt) -> float:
+        """Seconds until the attempt's lease runs out by the store's clock, as this worker
+        last renewed it (a renewal is refused from then on): its handler's ctx.cancelled
+        reads as set from then, whether or not the store could be asked (LeaseCancel).
+        A lease found lost is None, and its ctx.cancelled set already."""
+        expires = attempt.lease_expires_at
+        if expires is None:
+            return math.inf
+        return (expires - self.store.clock.now()).total_seconds()
 
     def _not_started(self, attempt: _Attempt) -> None:
         """The store refused to mark the job started: its lease lapsed while it waited
