@@ -33,7 +33,9 @@ Finish, reap and cancel do not touch the limit items: ``run`` is pruned lazily.
 A claim that could be held back by a concurrency limit first checks the jobs in
 its ``run`` with one consistent read (state and lease), and counts only those
 still running under a live lease (an expired one is reaped, or is about to be).
-So finish stays one write, and the check costs a read only near the limit.
+So finish stays one write, and the check costs a read only near the limit, or
+once `run` holds RUN_PRUNE_AT ids (else a limit far above what runs grew its item
+past DynamoDB's 400 KB, and every claim under it failed).
 Those checks are safe against races: between the check and the commit a job can
 only stop running (which frees room), and a job can only start running through
 a claim, which bumps the version this one is conditional on.
@@ -118,6 +120,12 @@ EXAMINE_PER_TENANT = 250
 DISCOVERY_PAGE = 100  # due_tenants entries per query when finding tenants
 TENANT_PAGE = 50  # tenant_due entries per query: a turn or two, or a run of held jobs
 BATCH_GET = 100  # BatchGetItem's limit
+# A limit item's `run` is pruned once it holds this many ids, however high the limit:
+# pruned only near the limit, a limit far above what runs (50,000) kept every id its
+# claims started, 37 bytes each, and at ~10,600 the item passed DynamoDB's 400 KB and
+# every claim under the limit failed. 1000 ids: 37 KB, one prune (10 reads of 100)
+# every 1000 starts.
+RUN_PRUNE_AT = 1000
 MICRO = 1_000_000
 BUCKET_ATTEMPTS = 20  # takes of one bucket that may race before giving up
 BUCKET_KEEP_SECONDS = 3600  # a bucket item outlives the moment it is full again by this
@@ -354,14 +362,15 @@ class PolicyClaim:
 
     def _prune_run(self, limits: dict[str, LimitState], want: int) -> None:
         """Drop the ids no longer running from the `run` of every limit this claim could
-        fill; one consistent read of those jobs. A limit with room for `want` more even
-        counting every id is left as it is: checking could not change what it admits."""
+        fill, or whose `run` has grown to RUN_PRUNE_AT ids; one consistent read of those
+        jobs. A limit with room for `want` more even counting every id is otherwise left
+        as it is: checking could not change what it admits."""
         by_key = self.policy.by_key()
         doubtful: list[LimitState] = []
         for key in self.policy.concurrency_keys():
             concurrency = by_key[key].concurrency
             assert concurrency is not None
-            if len(limits[key].run) + want > concurrency:
+            if len(limits[key].run) + want > min(concurrency, RUN_PRUNE_AT):
                 doubtful.append(limits[key])
         ids = {job_id for state in doubtful for job_id in state.run}
         if not ids:
