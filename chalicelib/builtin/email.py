@@ -53,11 +53,17 @@ from chalicelib.handlers import JobContext, handler
 if TYPE_CHECKING:
     from typing_extensions import Buffer
 
+    from chalicelib.builtin.socket_reads import DeadlineReader
+
 logger = logging.getLogger(__name__)
 
 MAX_RECIPIENTS = 100
 MAX_LINE = 998
 MAX_BODY_CHARS = 2_000_000
+# One server reply, all its lines: smtplib keeps every line of a multi-line reply,
+# so a server answering "250-..." forever filled the worker's memory until the
+# deadline. Real EHLO answers are a few hundred bytes.
+MAX_REPLY_BYTES = 64 * 1024
 # Headers a payload may add. Routing, identity and MIME structure stay the handler's.
 SAFE_HEADERS = frozenset(
     {
@@ -357,6 +363,7 @@ class _BoundedSMTP(smtplib.SMTP):
         self, config: SmtpSettings, bound: _Bound, implicit_tls: ssl.SSLContext | None
     ) -> None:
         self._bound = bound  # before __init__, which connects
+        self._reader: DeadlineReader | None = None
         self._implicit_tls = implicit_tls
         super().__init__(
             config.host,
@@ -388,7 +395,11 @@ class _BoundedSMTP(smtplib.SMTP):
             # Imported here: enqueueing (the API) loads this module for its payload model only.
             from chalicelib.builtin.socket_reads import DeadlineReader
 
-            self.file = io.BufferedReader(DeadlineReader(self.sock, self._bound.timeout))
+            self._reader = DeadlineReader(self.sock, self._bound.timeout)
+            self.file = io.BufferedReader(self._reader)
+        if self._reader is not None:
+            # smtplib does not pipeline: what arrives now is this reply.
+            self._reader.limit(MAX_REPLY_BYTES, f"the server's reply ({MAX_REPLY_BYTES} bytes)")
         reply = super().getreply()
         if self.sock is not None:
             # STARTTLS wraps the socket after this reply: bound its handshake too.
