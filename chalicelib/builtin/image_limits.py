@@ -26,6 +26,11 @@ DEFAULT_MAX_OUTPUT_PIXELS = 40_000_000
 DEFAULT_MAX_TOTAL_PIXELS = 100_000_000
 DEFAULT_MAX_BYTES = 40 * 1024 * 1024
 MAX_OUTPUTS = 20  # the payload model's ceiling; SPOOL_IMAGE_MAX_OUTPUTS may only lower it
+# A JPEG decoder passes over the whole image once per scan, and a scan may be a few
+# dozen bytes: the pixel and byte limits alone let a 90 KB file cost seconds of CPU
+# and a 40 MB one hours. Encoders write 1 (baseline) to ~20 (progressive).
+MAX_JPEG_SCANS = 100
+_SOS = b"\xff\xda"  # start of scan
 
 
 class LimitExceeded(ValueError):
@@ -81,6 +86,20 @@ class Limits:
             raise LimitExceeded(
                 f"image is {width}x{height} = {width * height} pixels, over the limit of "
                 f"{self.max_pixels} (a decompression bomb, or simply too big)"
+            )
+
+    @staticmethod
+    def check_jpeg_scans(data: bytes) -> None:
+        """Refuse a JPEG with more than MAX_JPEG_SCANS scans, before decoding it.
+
+        Every start-of-scan marker is the bytes FF DA, which coded data never holds
+        (an FF there is followed by 00 or a restart marker): counting the pair may
+        count one inside metadata (an EXIF thumbnail's own scan), never miss a scan."""
+        scans = data.count(_SOS)
+        if scans > MAX_JPEG_SCANS:
+            raise LimitExceeded(
+                f"the JPEG has {scans} start-of-scan markers, more than {MAX_JPEG_SCANS} "
+                "scans: each scan costs a pass over the whole image (a decompression bomb)"
             )
 
     def check_outputs(self, sizes: Iterable[tuple[int, int]]) -> None:

@@ -254,6 +254,8 @@ def resize(
             source_format = opened.format or "unknown"
             width, height = opened.size
             limits.check_source(width, height)
+            if source_format in ("JPEG", "MPO"):  # MPO: JPEG frames, opened by the JPEG plugin
+                limits.check_jpeg_scans(data)
             # Sizes come from the upright source, as the EXIF orientation shows it.
             turned = opened.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)
             upright = (height, width) if turned else (width, height)
