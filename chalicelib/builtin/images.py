@@ -69,6 +69,9 @@ OUTPUT_FORMATS = {
     "png": ("PNG", "png", "image/png"),
     "webp": ("WEBP", "webp", "image/webp"),
 }
+# The longest side each output format's encoder takes. Boxes stop at MAX_SIDE, but a
+# side the aspect ratio keeps from the source (a 20000x100 PNG at height 100) does not.
+FORMAT_MAX_SIDE = {"jpeg": 65_500, "webp": 16_383}
 SOURCE_TO_OUTPUT = {"JPEG": "jpeg", "PNG": "png", "WEBP": "webp"}
 ORIENTATION_TAG = 0x0112
 
@@ -332,6 +335,7 @@ def _plan(
     bad key never leaves some outputs written and the job half done."""
     fmt = payload.format or SOURCE_TO_OUTPUT.get(source_format, "png")
     extension = OUTPUT_FORMATS[fmt][1]
+    _check_sides(fmt, sizes)
     prefix = payload.prefix()
     outputs: dict[str, tuple[int, int]] = {}
     for size in sizes:
@@ -342,6 +346,20 @@ def _plan(
             raise PermanentError(f"output key {key!r} is invalid: {exc}") from None
         outputs.setdefault(key, size)
     return _Plan(fmt, extension, [(size, key) for key, size in outputs.items()])
+
+
+def _check_sides(fmt: str, sizes: list[tuple[int, int]]) -> None:
+    """Refuse (permanently) an output side the format cannot encode: the encoder's
+    own error came only after the decode, and was retried as if it might pass."""
+    longest = FORMAT_MAX_SIDE.get(fmt)
+    if longest is None:
+        return
+    for width, height in sizes:
+        if max(width, height) > longest:
+            raise PermanentError(
+                f"output {width}x{height} cannot be written as {fmt}: its sides are at most "
+                f"{longest} pixels; ask for a smaller size or another format (png)"
+            )
 
 
 def _scaled(image: Image, size: tuple[int, int], fit: str) -> Image:
