@@ -9,7 +9,8 @@ Reply-To header on the wire. So the check here does not trust the interpreter:
 - `check_value` refuses a value whose raw text, or whatever any encoded word
   in it decodes to (q or b, any charset Python knows, unknown ones read byte
   for byte, nested words decoded again), holds a control character: C0, DEL,
-  C1 (U+0085 included), or the Unicode line and paragraph separators. A
+  C1 (U+0085 included), the Unicode line and paragraph separators, or a
+  lone surrogate (no encoding writes one). A
   value with more than MAX_WORDS encoded words in all is refused as well:
   overlapping nested words multiply at every level of decoding. The
   payload model calls it for every header-like field, at enqueue and again
@@ -48,11 +49,18 @@ class UnsafeHeader(ValueError):
 
 
 def control_in(text: str) -> str | None:
-    """The first character that may end or corrupt a header line, or None."""
+    """The first character that may end or corrupt a header line, or None. A lone
+    surrogate (Cs: a JSON "\\ud800" escape) is one: no encoding writes it, so the
+    message could not be built, or (U+DC80-U+DCFF) went out as an "unknown-8bit"
+    byte the client never wrote."""
     for char in text:
-        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp", "Cs"):
             return char
     return None
+
+
+def _kind(char: str) -> str:
+    return "lone surrogate" if unicodedata.category(char) == "Cs" else "control character"
 
 
 def _cte_decode(cte: str, text: str) -> bytes | None:
@@ -138,7 +146,7 @@ def check_value(value: str, what: str) -> str:
         if char is not None:
             where = "" if view is value else " once its encoded words are decoded"
             raise UnsafeHeader(
-                f"{what} holds a control character (U+{ord(char):04X}){where}; "
+                f"{what} holds a {_kind(char)} (U+{ord(char):04X}){where}; "
                 "header values must be one line of text"
             )
     return value
