@@ -5,7 +5,9 @@ a line without the dash: a server answering EHLO with "250-" lines forever had
 every one of them kept in the worker's memory until the job's deadline (at
 loopback speed, gigabytes within the 60 s). A reply is now read up to
 MAX_REPLY_BYTES; past that the attempt ends (retried, as for a dropped
-connection) with the reason, and the connection is closed.
+connection) with the reason, and the connection is closed. A single line over
+smtplib's 8192 bytes, which smtplib reported as a "500" the server never sent
+(dead), is retried the same way.
 
 Against a raw socket server on 127.0.0.1 that sends up to 64 MiB of "250-" lines
 and sees the worker hang up."""
@@ -30,10 +32,11 @@ class EndlessReplyServer:
     """Greets, then answers EHLO with continuation lines until the client goes away
     (or CEILING is sent, then holds the connection open without ending the reply)."""
 
-    def __init__(self, reply_to: bytes) -> None:
+    def __init__(self, reply_to: bytes, flood: bytes = LINE * 64) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._reply_to = reply_to
+        self._chunk = flood
         self.sent = 0
         self.done = threading.Event()
         threading.Thread(target=self._serve, daemon=True).start()
@@ -55,10 +58,9 @@ class EndlessReplyServer:
             self.done.set()
 
     def _flood(self, conn: socket.socket) -> None:
-        chunk = LINE * 64
         while self.sent < CEILING:
-            conn.sendall(chunk)
-            self.sent += len(chunk)
+            conn.sendall(self._chunk)
+            self.sent += len(self._chunk)
         conn.recv(1)  # the client's close ends this
 
     def close(self) -> None:
@@ -93,3 +95,19 @@ def test_an_ordinary_multiline_ehlo_reply_is_read_whole() -> None:
     assert len(b"".join(b"250-EXTENSION-%02d PARAMETER\r\n" % i for i in range(40))) < (
         mail.MAX_REPLY_BYTES
     )
+
+
+@pytest.mark.parametrize("verb", [b"EHLO", b"RCPT"])
+def test_an_overlong_reply_line_is_retried_not_blamed_on_the_server(
+    verb: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """smtplib refuses a reply line over 8192 bytes by raising the reply it never got,
+    "500 Line too long.": the job went dead as if the server had refused it. It is the
+    same fault as a reply that never ends: retried, with what happened."""
+    server = EndlessReplyServer(verb, flood=b"250 " + b"y" * 20000 + b"\r\n")
+    point_at(monkeypatch, server.port)
+    try:
+        with pytest.raises(mail.TemporaryFailure, match=r"line .* longer than"):
+            send(ctx_for())
+    finally:
+        server.close()

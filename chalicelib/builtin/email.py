@@ -275,6 +275,10 @@ def _hostname(value: str) -> str:
     return value
 
 
+class SMTPReplyTooLong(smtplib.SMTPException):
+    """A reply line longer than smtplib reads: retried, as a dropped connection is."""
+
+
 class TemporaryFailure(Exception):
     """The server said "not now" (4xx) or the connection failed: retried with backoff."""
 
@@ -400,7 +404,16 @@ class _BoundedSMTP(smtplib.SMTP):
         if self._reader is not None:
             # smtplib does not pipeline: what arrives now is this reply.
             self._reader.limit(MAX_REPLY_BYTES, f"the server's reply ({MAX_REPLY_BYTES} bytes)")
-        reply = super().getreply()
+        try:
+            reply = super().getreply()
+        except smtplib.SMTPResponseException as exc:
+            # Raised, never returned, only for a line over smtplib's 8192 bytes: a reply
+            # the server did not send ("500 Line too long."), which made the job dead
+            # as if the server had refused it. The same fault as an endless reply.
+            self.close()
+            raise SMTPReplyTooLong(
+                f"a line of the server's reply is longer than smtplib reads ({exc.smtp_error!r})"
+            ) from None
         if self.sock is not None:
             # STARTTLS wraps the socket after this reply: bound its handshake too.
             # Never raises: a reply that arrived in time (250 to DATA) stands.
