@@ -10,11 +10,10 @@ Reply-To header on the wire. So the check here does not trust the interpreter:
   in it decodes to (q or b, any charset Python knows, unknown ones read byte
   for byte, nested words decoded again), holds a control character: C0, DEL,
   C1 (U+0085 included), the Unicode line and paragraph separators, or a
-  lone surrogate (no encoding writes one). A
-  value with more than MAX_WORDS encoded words in all is refused as well:
-  overlapping nested words multiply at every level of decoding. The
-  payload model calls it for every header-like field, at enqueue and again
-  when the worker parses the payload.
+  lone surrogate (no encoding writes one). A value with more than MAX_WORDS
+  encoded words in all is refused as well: overlapping nested words multiply
+  at every level of decoding. The payload model calls it for every
+  header-like field, at enqueue and again when the worker parses the payload.
 - `check_wire` looks at the bytes about to be sent: exactly the headers the
   message was built with, each line ending in CRLF, and no header that a
   receiver would decode to a control character. A miss above is then a
@@ -140,7 +139,9 @@ def check_value(value: str, what: str) -> str:
     try:
         views = decoded_views(value)
     except UnsafeHeader as exc:
-        raise UnsafeHeader(f"{what} {exc}; header values must be one line of text") from None
+        raise UnsafeHeader(
+            f"{what} {exc}; send the text itself: the handler encodes what needs it"
+        ) from None
     for view in views:
         char = control_in(view)
         if char is not None:
