@@ -22,6 +22,12 @@ from collections.abc import Iterator
 import pytest
 
 from chalicelib.builtin import email as mail
+from chalicelib.clock import FakeClock
+from chalicelib.handlers import registry
+from chalicelib.models import JobState
+from chalicelib.service import EnqueueRequest, Service
+from chalicelib.storage.memory import MemoryStore
+from chalicelib.worker import Worker, WorkerConfig
 from tests.test_email import ctx_for, point_at, send
 
 LINE = b"250-" + b"x" * 1000 + b"\r\n"
@@ -111,3 +117,23 @@ def test_an_overlong_reply_line_is_retried_not_blamed_on_the_server(
             send(ctx_for())
     finally:
         server.close()
+
+
+@pytest.mark.timeout(60)
+def test_through_the_worker_an_endless_reply_leaves_the_job_retrying_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    server = EndlessReplyServer(b"EHLO")
+    point_at(monkeypatch, server.port)
+    store = MemoryStore(clock)
+    payload = {"to": ["alice@example.org"], "subject": "s", "text": "t"}
+    try:
+        [added] = Service(store, registry).enqueue(
+            [EnqueueRequest(type="send_email", payload=payload)], tenant="t1"
+        )
+        Worker(store, registry, WorkerConfig(concurrency=1)).drain()
+    finally:
+        server.close()
+    job = store.get(added.job.id)
+    assert job is not None and job.state is JobState.RETRYING
+    assert job.attempts == 1 and "longer than the limit" in (job.last_error or "")
