@@ -16,7 +16,15 @@ import pytest
 from PIL import Image
 
 from chalicelib.blobs import LocalBlobStore
+from chalicelib.builtin.image_limits import MAX_JPEG_SCANS
+from chalicelib.clock import FakeClock
 from chalicelib.errors import PermanentError
+from chalicelib.handlers import registry
+from chalicelib.models import JobState
+from chalicelib.service import EnqueueRequest, Service
+from chalicelib.storage.memory import MemoryStore
+from chalicelib.worker import Worker, WorkerConfig
+from tests.test_attack_s50a_jpeg_scans import many_scans
 from tests.test_images import encode, run
 
 
@@ -49,3 +57,29 @@ def test_a_webp_output_at_the_limit_is_written(store: LocalBlobStore) -> None:
     store.put("t1/edge.png", encode(Image.new("L", (16383, 10)), "PNG"))
     result = run(store, key="t1/edge.png", sizes=[{"height": 10}], format="webp")
     assert result["outputs"][0]["width"] == 16383
+
+
+def test_through_the_worker_both_image_bombs_go_dead_on_the_first_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    """The wide WebP output and the JPEG of many scans: dead once, not retried."""
+    monkeypatch.setenv("SPOOL_BLOB_DIR", str(tmp_path / "blobs"))
+    folder = LocalBlobStore(tmp_path / "blobs")
+    folder.put("t1/long.png", encode(Image.new("L", (20000, 100)), "PNG"))
+    folder.put("t1/scans.jpg", many_scans(MAX_JPEG_SCANS + 1, side=64))
+    store = MemoryStore(clock)
+    wide, scans = Service(store, registry).enqueue(
+        [
+            EnqueueRequest(
+                type="resize_image",
+                payload={"key": "t1/long.png", "sizes": [{"height": 100}], "format": "webp"},
+            ),
+            EnqueueRequest(type="resize_image", payload={"key": "t1/scans.jpg", "widths": [32]}),
+        ],
+        tenant="t1",
+    )
+    Worker(store, registry, WorkerConfig(concurrency=2)).drain()
+    for added, reason in ((wide, "16383"), (scans, "scans")):
+        job = store.get(added.job.id)
+        assert job is not None and job.state is JobState.DEAD
+        assert job.attempts == 1 and reason in (job.last_error or "")
