@@ -96,6 +96,10 @@ RESULT_BUDGET = 240 * 1024
 MAX_HEADER_JSON = 8 * 1024  # one response header's value, encoded
 MAX_HEADERS_JSON = 32 * 1024  # all of them
 MAX_REASON_JSON = 1024
+# Python codecs that are no charset a server may name: punycode's decoder is quadratic
+# (a 128 KiB body held an attempt ~4 s), and the escape codecs turn the bytes into
+# other text ("\\u0041" read as "A"). A body in one of them is returned as base64.
+NOT_CHARSETS = frozenset({"punycode", "idna", "unicode-escape", "raw-unicode-escape"})
 
 
 class HttpRequestPayload(BaseModel):
@@ -577,6 +581,8 @@ def _decode(data: bytes, charset: str, complete: bool) -> tuple[str | None, int]
     not text in its charset. A body cut short may end inside a character: that
     partial character is left out rather than turning the whole body to base64."""
     try:
+        if codecs.lookup(charset).name in NOT_CHARSETS:
+            return None, len(data)
         b"".decode(charset)  # LookupError for a name that is not a text encoding (rot13, hex)
         decoder = codecs.getincrementaldecoder(charset)("strict")
         text = decoder.decode(data, final=complete)
