@@ -25,6 +25,12 @@ class TransportError(SpoolClientError):
         self.attempts = attempts
 
 
+class WrongType(TypeError):
+    """A field of an answer holds JSON of another type (models.py raises it, and
+    UnexpectedResponse.shape names it). The message names the field and never repeats
+    its value: what a server sends may echo the API key."""
+
+
 class UnexpectedResponse(SpoolClientError):
     """A success status whose body is not the JSON the route answers: the URL is
     probably not a Spool server (or a proxy answered for it)."""
@@ -38,7 +44,12 @@ class UnexpectedResponse(SpoolClientError):
     @classmethod
     def shape(cls, kind: str, exc: Exception) -> UnexpectedResponse:
         """A JSON answer without the fields of `kind` (another service's JSON at that URL)."""
-        problem = f"missing {exc}" if isinstance(exc, KeyError) else type(exc).__name__
+        if isinstance(exc, KeyError):
+            problem = f"missing {exc}"
+        elif isinstance(exc, WrongType):  # its text names the field
+            problem = str(exc)
+        else:
+            problem = type(exc).__name__
         what = f"answered JSON that is not {kind} ({problem})"
         return cls(None, "application/json", "the server", what)
 

@@ -12,7 +12,7 @@ from datetime import datetime
 from functools import wraps
 from typing import Any, TypeVar
 
-from spool_client.errors import UnexpectedResponse
+from spool_client.errors import UnexpectedResponse, WrongType
 
 TERMINAL = frozenset({"succeeded", "dead", "cancelled"})
 _Model = TypeVar("_Model")
@@ -27,7 +27,38 @@ def _when(value: Any) -> datetime | None:
 def _text(data: dict[str, Any], name: str) -> str:
     value = data[name]
     if not isinstance(value, str):
-        raise TypeError(f"{name} is not a string")
+        raise WrongType(f"{name} is not a string")
+    return value
+
+
+def _maybe_text(data: dict[str, Any], name: str) -> str | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, str):
+        raise WrongType(f"{name} is not a string or null")
+    return value
+
+
+def _whole(data: dict[str, Any], name: str) -> int:
+    """An integer field: a bool (JSON true) or 2.5 is not a count, and None read as one
+    failed later, in the caller's arithmetic."""
+    value = data[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WrongType(f"{name} is not a whole number")
+    return value
+
+
+def _maybe_list(data: dict[str, Any], name: str) -> list[Any] | None:
+    value = data.get(name)
+    if value is not None and not isinstance(value, list):
+        raise WrongType(f"{name} is not a list or null")
+    return value
+
+
+def _flag(data: dict[str, Any], name: str) -> bool:
+    """A boolean field: bool("false") is True, so a string is refused, not read."""
+    value = data[name]
+    if not isinstance(value, bool):
+        raise WrongType(f"{name} is not true or false")
     return value
 
 
@@ -63,6 +94,16 @@ def _answer(kind: str) -> Callable[[Callable[..., _Model]], Callable[..., _Model
         return parse
 
     return decorate
+
+
+def _payload(data: dict[str, Any]) -> dict[str, Any]:
+    """The job's payload: an object (null or absent reads as {})."""
+    value = data.get("payload")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise WrongType("payload is not an object")
+    return value
 
 
 @dataclass(frozen=True)
@@ -101,23 +142,23 @@ class Job:
     def from_json(cls, data: dict[str, Any]) -> Job:
         return cls(
             id=_text(data, "id"),
-            type=data["type"],
-            queue=data["queue"],
-            priority=data["priority"],
+            type=_text(data, "type"),
+            queue=_text(data, "queue"),
+            priority=_whole(data, "priority"),
             state=_text(data, "state"),
-            attempts=data["attempts"],
-            max_attempts=data["max_attempts"],
-            payload=data.get("payload") or {},
+            attempts=_whole(data, "attempts"),
+            max_attempts=_whole(data, "max_attempts"),
+            payload=_payload(data),
             result=data.get("result"),
-            last_error=data.get("last_error"),
-            idempotency_key=data.get("idempotency_key"),
+            last_error=_maybe_text(data, "last_error"),
+            idempotency_key=_maybe_text(data, "idempotency_key"),
             run_at=_when(data.get("run_at")),
             created_at=_when(data.get("created_at")),
             updated_at=_when(data.get("updated_at")),
             started_at=_when(data.get("started_at")),
             finished_at=_when(data.get("finished_at")),
-            attempt_history=data.get("attempt_history"),
-            webhooks=data.get("webhooks"),
+            attempt_history=_maybe_list(data, "attempt_history"),
+            webhooks=_maybe_list(data, "webhooks"),
             raw=data,
         )
 
@@ -137,7 +178,11 @@ class Enqueued:
     @_answer("an enqueued job")
     def from_json(cls, data: dict[str, Any], key: str) -> Enqueued:
         return cls(
-            _text(data, "id"), _text(data, "state"), data["status_url"], bool(data["created"]), key
+            _text(data, "id"),
+            _text(data, "state"),
+            _text(data, "status_url"),
+            _flag(data, "created"),
+            key,
         )
 
 
@@ -153,7 +198,7 @@ class Page:
     def from_json(cls, data: dict[str, Any]) -> Page:
         jobs = data["jobs"]
         if not isinstance(jobs, list):
-            raise TypeError("jobs is not a list")
+            raise WrongType("jobs is not a list")
         return cls([Job.from_json(j) for j in jobs], _cursor(data.get("next_cursor")))
 
 
@@ -174,6 +219,6 @@ class Redriven:
     @_answer("a redrive answer")
     def from_json(cls, data: dict[str, Any]) -> Redriven:
         redriven, ids = data["redriven"], data["ids"]
-        if not isinstance(redriven, int) or not isinstance(ids, list):
-            raise TypeError("redriven is not a count or ids not a list")
+        if isinstance(redriven, bool) or not isinstance(redriven, int) or not isinstance(ids, list):
+            raise WrongType("redriven is not a count or ids not a list")
         return cls(redriven, list(ids), _when(data.get("died_before")))

@@ -1,0 +1,143 @@
+"""Answers whose fields have the wrong JSON type, from a broken or hostile server on
+loopback: the client raises UnexpectedResponse naming the field, never hands back a
+Job whose `attempts` is None, whose `payload` is a list or whose `type` is a number,
+nor an Enqueued whose `created` is the string "false" read as True. Both clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from spool_client import AsyncClient, Client, RetryPolicy, UnexpectedResponse
+from tests.test_client_probe import JOB
+
+KEY = "attack-s50d-key-0123456789"
+JOB_ID = "j_" + "a" * 32
+
+
+class OneAnswer:
+    """Answers every request with 200 and the given JSON."""
+
+    def __init__(self, answer: Any) -> None:
+        body = json.dumps(answer).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def _reply(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _reply
+
+            def log_message(self, *args: object) -> None:
+                return None
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+
+
+@pytest.fixture
+def answering() -> Iterator[Any]:
+    made: list[OneAnswer] = []
+
+    def start(answer: Any) -> str:
+        made.append(OneAnswer(answer))
+        return made[-1].url
+
+    yield start
+    for server in made:
+        server.close()
+
+
+ONCE = RetryPolicy(attempts=1)
+
+WRONG_JOB_FIELDS = [
+    ("type", 5),
+    ("queue", ["default"]),
+    ("priority", "high"),
+    ("priority", True),
+    ("attempts", None),
+    ("max_attempts", 2.5),
+    ("payload", [1, 2]),
+    ("last_error", {"message": "x"}),
+    ("idempotency_key", 7),
+    ("attempt_history", "none"),
+    ("webhooks", {"id": "w"}),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), WRONG_JOB_FIELDS)
+def test_a_job_field_of_the_wrong_type_is_an_unexpected_response(
+    answering: Any, name: str, value: Any
+) -> None:
+    url = answering({**JOB, name: value})
+    with (
+        Client(url, KEY, timeout=5, retry=ONCE) as spool,
+        pytest.raises(UnexpectedResponse) as caught,
+    ):
+        spool.get(JOB_ID)
+    assert name in str(caught.value)
+
+
+@pytest.mark.parametrize(("name", "value"), WRONG_JOB_FIELDS[:3])
+def test_the_async_client_refuses_them_too(answering: Any, name: str, value: Any) -> None:
+    url = answering({**JOB, name: value})
+
+    async def get() -> None:
+        async with AsyncClient(url, KEY, timeout=5, retry=ONCE) as spool:
+            await spool.get(JOB_ID)
+
+    with pytest.raises(UnexpectedResponse) as caught:
+        asyncio.run(asyncio.wait_for(get(), 10))
+    assert name in str(caught.value)
+
+
+ENQUEUED = {"id": JOB_ID, "state": "queued", "status_url": f"/status/{JOB_ID}", "created": True}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("created", "false"), ("created", 0), ("status_url", None)]
+)
+def test_an_enqueue_answer_of_the_wrong_type_is_an_unexpected_response(
+    answering: Any, name: str, value: Any
+) -> None:
+    url = answering({**ENQUEUED, name: value})
+    with (
+        Client(url, KEY, timeout=5, retry=ONCE) as spool,
+        pytest.raises(UnexpectedResponse) as caught,
+    ):
+        spool.enqueue("echo", {})
+    assert name in str(caught.value)
+
+
+def test_well_typed_answers_still_read(answering: Any) -> None:
+    """The fields' real types, nulls where the API allows them, pass as before."""
+    job = {
+        **JOB,
+        "payload": {"a": 1},
+        "result": [1, "two"],
+        "last_error": None,
+        "idempotency_key": None,
+        "attempt_history": [],
+        "webhooks": None,
+    }
+    with Client(answering(job), KEY, timeout=5, retry=ONCE) as spool:
+        got = spool.get(JOB_ID)
+    assert (got.payload, got.result, got.attempts) == ({"a": 1}, [1, "two"], 1)
+    with Client(answering(ENQUEUED), KEY, timeout=5, retry=ONCE) as spool:
+        assert spool.enqueue("echo", {}).created is True
