@@ -194,6 +194,6 @@ def retry_after(response: httpx.Response) -> float | None:
         return min(max(0.0, float(value)), MAX_RETRY_AFTER)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 20-digit hour or year
         return None
     return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER)

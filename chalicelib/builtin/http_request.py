@@ -666,7 +666,7 @@ def _retry_after_seconds(value: str | None) -> float | None:
         return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 20-digit hour or year
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
