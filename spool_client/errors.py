@@ -211,7 +211,10 @@ def validation_problem(message: str, details: Any, where: str = "payload") -> st
 def _located(error: Mapping[str, Any], where: str, skip: Sequence[Any] = ()) -> str:
     """`place: what` for one error; its place less a leading `skip` (a batch entry's
     own `jobs.N`), or `where` when nothing is left."""
-    place = list(error.get("loc") or ())
+    loc = error.get("loc")
+    # A list as the API sends it; any other value (a number, true) is one place, not
+    # something to iterate: list(5) raised in __str__, and the error had no text.
+    place = list(loc) if isinstance(loc, list | tuple) else ([] if loc is None else [loc])
     if skip and place[: len(skip)] == list(skip):
         place = place[len(skip) :]
     return f"{'.'.join(str(p) for p in place) or where}: {error.get('msg')}"
