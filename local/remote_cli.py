@@ -453,7 +453,7 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
             return CliFailure(problem, _REFUSED_KEY_FIX, EXIT_USAGE)
         return CliFailure(exc.message, _KEY_FIX, EXIT_USAGE)
     if isinstance(exc, client_errors.UnknownJobType):
-        known = ", ".join((exc.details or {}).get("known", [])) or "none"
+        known = _known_types(exc.details)
         problem = exc.message.partition(UNKNOWN_TYPE_FIX_START)[0]  # its own fix below
         return UsageError(problem, f"The server's job types: {known}")
     if isinstance(exc, client_errors.ValidationFailed):  # a job, or a listing's filters
@@ -478,6 +478,16 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
     if isinstance(exc, client_errors.Unavailable | client_errors.TooManyRequests):
         return CliFailure(exc.message, "The server is busy or its store is down: try again later")
     return CliFailure(exc.message)
+
+
+def _known_types(details: Any) -> str:
+    """The server's job types an unknown_job_type refusal lists, as text: a broken
+    server's details (a list, types that are not strings) ended the command in a
+    traceback from the join that was meant to explain it."""
+    known = details.get("known") if isinstance(details, dict) else None
+    if not isinstance(known, list):
+        return "none"
+    return ", ".join(str(name) for name in known) or "none"
 
 
 def _first_problem(exc: client_errors.ApiError) -> str:
