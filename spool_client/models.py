@@ -221,4 +221,6 @@ class Redriven:
         redriven, ids = data["redriven"], data["ids"]
         if isinstance(redriven, bool) or not isinstance(redriven, int) or not isinstance(ids, list):
             raise WrongType("redriven is not a count or ids not a list")
+        if not all(isinstance(one, str) for one in ids):
+            raise WrongType("ids holds something that is not a job id (a string)")
         return cls(redriven, list(ids), _when(data.get("died_before")))

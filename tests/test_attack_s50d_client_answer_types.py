@@ -141,3 +141,14 @@ def test_well_typed_answers_still_read(answering: Any) -> None:
     assert (got.payload, got.result, got.attempts) == ({"a": 1}, [1, "two"], 1)
     with Client(answering(ENQUEUED), KEY, timeout=5, retry=ONCE) as spool:
         assert spool.enqueue("echo", {}).created is True
+
+
+@pytest.mark.parametrize("ids", [[["j_1"]], [{"id": "j_1"}], [1], ["j_1", None]])
+def test_a_redrive_answer_whose_ids_are_not_strings_is_an_unexpected_response(
+    answering: Any, ids: list[Any]
+) -> None:
+    """`spool dlq redrive --all` keeps the ids in a set: a list or an object among them
+    ended it as "unexpected error: TypeError: unhashable type"."""
+    url = answering({"redriven": len(ids), "ids": ids})
+    with Client(url, KEY, timeout=5, retry=ONCE) as spool, pytest.raises(UnexpectedResponse):
+        spool.redrive_all()
