@@ -641,7 +641,8 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             "Prometheus Pushgateway for the worker timings: each Lambda invocation pushes "
             "at its end; `spool worker` every SPOOL_PUSH_INTERVAL seconds and once as it "
-            "exits. Unset: no push."
+            "exits. A user:password in it (http://user:password@host:9091) is sent as basic "
+            "auth. Unset: no push."
         ),
         group=_WORKER,
         field="pushgateway_url",

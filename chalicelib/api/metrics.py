@@ -22,6 +22,7 @@ duration and queue wait.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -48,6 +50,7 @@ from chalicelib.models import (
     JobState,
     WorkerBeat,
 )
+from chalicelib.redact import redact_url
 
 if TYPE_CHECKING:
     from chalicelib.api.cache import ResultCache
@@ -580,7 +583,14 @@ class Metrics:
         answering a byte every few seconds held `spool worker`'s exit push (after
         SIGTERM) forever, and would hold a Lambda invocation to its timeout. So the push
         runs on a thread of its own that is waited for `timeout` seconds, then left
-        behind (a daemon); while one is still stuck, later pushes are skipped."""
+        behind (a daemon); while one is still stuck, later pushes are skipped.
+
+        Credentials in the URL (http://user:password@gateway, a gateway behind basic
+        auth) go in an Authorization header: left in the URL, urllib took
+        "user:password@gateway" for the host and asked the resolver for it, so every
+        push failed and the password went to DNS. Log lines show the URL masked."""
+        target, credentials = gateway_credentials(url)
+        url = redact_url(url)
         with self._push_lock:
             stuck = self._pushing is not None and self._pushing.is_alive()
             if stuck:
@@ -588,7 +598,9 @@ class Metrics:
                 return False
             outcome: list[BaseException | None] = []
             thread = logs.inherited_thread(
-                self._push_now, args=(url, grouping, timeout, outcome), name="spool-push-request"
+                self._push_now,
+                args=(target, grouping, timeout, outcome, credentials),
+                name="spool-push-request",
             )
             self._pushing = thread
             thread.start()
@@ -608,9 +620,16 @@ class Metrics:
         grouping: dict[str, str] | None,
         timeout: float,
         outcome: list[BaseException | None],
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         from prometheus_client import push_to_gateway
+        from prometheus_client.exposition import basic_auth_handler, default_handler
 
+        handler: Any = default_handler
+        if credentials is not None:
+            handler = functools.partial(
+                basic_auth_handler, username=credentials[0], password=credentials[1]
+            )
         try:
             push_to_gateway(
                 url,
@@ -618,11 +637,30 @@ class Metrics:
                 registry=self.push_registry,
                 grouping_key=grouping or {"instance": instance_name()},
                 timeout=timeout,
+                handler=handler,
             )
         except Exception as exc:
             outcome.append(exc)
         else:
             outcome.append(None)
+
+
+def gateway_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The Pushgateway URL without its user:password, and the pair (decoded); the URL
+    as given when it holds none. Without a scheme it is read as http://, as
+    prometheus_client reads it."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):  # urlsplit lowercases the scheme
+            url = f"http://{url}"
+            parts = urlsplit(url)
+    except ValueError:  # push_to_gateway says what is wrong with it
+        return url, None
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=hostport)), (unquote(user), unquote(password))
 
 
 def instance_name(env: Any = None) -> str:

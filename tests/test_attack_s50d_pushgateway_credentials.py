@@ -1,0 +1,66 @@
+"""SPOOL_PUSHGATEWAY_URL with credentials (http://user:password@gateway:9091, a gateway
+behind basic auth): every push failed with "Name or service not known", because
+urllib took "user:password@gateway" for the host name and asked the resolver for it,
+password and all. Now the credentials go in an Authorization header to the gateway
+named, and no log line carries the password. A real gateway on loopback."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import logging
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from chalicelib.api.metrics import Metrics
+from chalicelib.clock import FakeClock
+from chalicelib.config import Settings
+from chalicelib.storage.memory import MemoryStore
+
+USER, PASSWORD = "spool", "s3cret-pw-0123"
+
+
+class _Guarded(http.server.BaseHTTPRequestHandler):
+    """A gateway that takes a push only with USER:PASSWORD (202), else 401."""
+
+    status_without = 401
+    seen: list[str | None] = []
+
+    def do_PUT(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        given = self.headers.get("Authorization")
+        _Guarded.seen.append(given)
+        want = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        self.send_response(202 if given == want else self.status_without)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def gateway() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Guarded)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Guarded.seen = []
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_push_to_a_url_with_credentials_authenticates(gateway: int) -> None:
+    metrics = Metrics(MemoryStore(FakeClock()), Settings())
+    assert metrics.push(f"http://{USER}:{PASSWORD}@127.0.0.1:{gateway}", timeout=5) is True
+    assert _Guarded.seen and _Guarded.seen[-1] is not None
+
+
+def test_a_failed_push_logs_no_password(gateway: int, caplog: pytest.LogCaptureFixture) -> None:
+    metrics = Metrics(MemoryStore(FakeClock()), Settings())
+    url = f"http://{USER}:wrong-{PASSWORD}@127.0.0.1:{gateway}"
+    with caplog.at_level(logging.WARNING, logger="spool"):
+        assert metrics.push(url, timeout=5) is False
+    said = [r.getMessage() for r in caplog.records]
+    assert said and all(PASSWORD not in line for line in said)
+    assert any(f"127.0.0.1:{gateway}" in line and "401" in line for line in said)
