@@ -28,6 +28,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from chalicelib import logs
+from chalicelib.redact import redact_url
 
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
@@ -75,7 +76,7 @@ def warn_scraped_and_pushed(url: str, scraped: str) -> None:
         "attempt twice; unset SPOOL_PUSHGATEWAY_URL where the process is scraped "
         "(docs/operations.md)",
         scraped,
-        url,
+        redact_url(url),  # a gateway behind basic auth: its password masked here
     )
 
 

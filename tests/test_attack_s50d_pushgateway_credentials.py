@@ -64,3 +64,18 @@ def test_a_failed_push_logs_no_password(gateway: int, caplog: pytest.LogCaptureF
     said = [r.getMessage() for r in caplog.records]
     assert said and all(PASSWORD not in line for line in said)
     assert any(f"127.0.0.1:{gateway}" in line and "401" in line for line in said)
+
+
+def test_the_scraped_and_pushed_warning_masks_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The start-up line naming the gateway (a process both scraped and pushing) shows
+    the URL as the push's own lines do, masked where it is written, not only by the
+    log handler Spool installs."""
+    from local.worker_metrics import warn_scraped_and_pushed
+
+    with caplog.at_level(logging.WARNING, logger="spool"):
+        warn_scraped_and_pushed(f"http://{USER}:{PASSWORD}@gateway:9091", "the metrics port")
+    said = [r.getMessage() for r in caplog.records]
+    assert said and all(PASSWORD not in line for line in said)
+    assert any(f"http://{USER}:" in line and "@gateway:9091" in line for line in said)
