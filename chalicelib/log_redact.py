@@ -2,10 +2,11 @@
 
 Two kinds of secret reach a process. Some it is configured with: API keys
 (SPOOL_API_KEYS, SPOOL_METRICS_KEYS, or the SSM parameter), the SMTP password,
-the store URL's password, any SPOOL_* setting named like a password, secret or
-token (or ending in _KEY), and the variables SPOOL_SECRET_VARIABLES names. Those
-are masked wherever their exact text appears, whatever logged it (an exception
-that quotes a header, a handler printing its config). Others
+the store's and the Pushgateway's URL passwords, any SPOOL_* setting named like a
+password, secret or token (or ending in _KEY), and the variables
+SPOOL_SECRET_VARIABLES names. Those are masked wherever their exact text appears,
+whatever logged it (an exception that quotes a header, a handler printing its
+config). Others
 arrive with requests and payloads: an `Authorization` header of an http_request
 job, an `X-API-Key`, a password in a URL. Those are masked by shape (the value
 after a header name, `Bearer <token>`, `scheme://user:password@`, `password=`),
@@ -240,18 +241,20 @@ class Redactor:
 
 def secrets_in(settings: Settings) -> set[str]:
     """Every secret these settings hold: API and metrics keys (not their sha256 forms),
-    the store URL's password, and each SPOOL_* setting named like a password or token."""
+    the store's and the Pushgateway's URL passwords, and each SPOOL_* setting named
+    like a password or token."""
     found: set[str] = set()
     lists = {name: settings.extra.get(name, "") for name in KEY_LISTS}
     lists["SPOOL_API_KEYS"] = settings.api_keys or lists["SPOOL_API_KEYS"]
     for text in lists.values():
         found |= key_entries(text)
-    try:
-        password = urlsplit(settings.store_url).password
-    except ValueError:
-        password = None
-    if password:
-        found.add(password)
+    for url in (settings.store_url, settings.pushgateway_url or ""):
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            password = None
+        if password:
+            found.add(password)
     for name, value in settings.extra.items():
         if _SECRET_SETTING.search(name) and value.strip() and name != NAMES_OF_SECRETS:
             found.add(value.strip())

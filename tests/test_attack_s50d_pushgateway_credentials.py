@@ -79,3 +79,12 @@ def test_the_scraped_and_pushed_warning_masks_the_password(
     said = [r.getMessage() for r in caplog.records]
     assert said and all(PASSWORD not in line for line in said)
     assert any(f"http://{USER}:" in line and "@gateway:9091" in line for line in said)
+
+
+def test_the_gateway_password_is_masked_by_value_in_every_log_line() -> None:
+    """As the store URL's password is: whatever later quotes it (an exception's text
+    that is no URL) writes *** instead."""
+    from chalicelib.log_redact import secrets_in
+
+    settings = Settings(pushgateway_url=f"http://{USER}:{PASSWORD}@gateway:9091")
+    assert PASSWORD in secrets_in(settings)
