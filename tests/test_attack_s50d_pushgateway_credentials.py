@@ -88,3 +88,46 @@ def test_the_gateway_password_is_masked_by_value_in_every_log_line() -> None:
 
     settings = Settings(pushgateway_url=f"http://{USER}:{PASSWORD}@gateway:9091")
     assert PASSWORD in secrets_in(settings)
+
+
+def test_a_redirecting_gateway_gets_the_credentials_sent_nowhere_else() -> None:
+    """A gateway that answers 307 to another host: the push fails and the other host
+    is never asked (urllib follows no redirect of a PUT), so the basic-auth pair
+    stays with the gateway named."""
+    asked: list[str | None] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            asked.append(self.headers.get("Authorization"))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    there = f"http://127.0.0.1:{other.server_address[1]}/metrics"
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(307)
+            self.send_header("Location", there)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    gateway = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=gateway.serve_forever, daemon=True).start()
+    try:
+        metrics = Metrics(MemoryStore(FakeClock()), Settings())
+        url = f"http://{USER}:{PASSWORD}@127.0.0.1:{gateway.server_address[1]}"
+        assert metrics.push(url, timeout=5) is False
+        assert asked == []
+    finally:
+        for server in (gateway, other):
+            server.shutdown()
+            server.server_close()
