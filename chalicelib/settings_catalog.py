@@ -1203,6 +1203,97 @@ def misspelt_refusal(names: Iterable[str]) -> tuple[str, str] | None:
     )
 
 
+# Variables of Spool's own test suite and benchmarks (docs/testing.md): never unread.
+RESERVED_PREFIXES = ("SPOOL_TEST_", "SPOOL_REQUIRE_", "SPOOL_BENCH_")
+RESERVED_NAMES = frozenset({"SPOOL_HYPOTHESIS_PROFILE"})
+# A word of a variable's name (HANDLER, a trailing S dropped) hints at the settings
+# whose names have it only when at most this many do: HANDLERS (2) and STORE (1) hint,
+# while API, KEY, URL, HTTP or SMTP name too many settings to point at one.
+HINT_WORD_SETTINGS = 3
+
+
+def _stems(name: str) -> set[str]:
+    """The words of a SPOOL_* name after the prefix, a plural's S dropped."""
+    words = name.upper()[len(_PREFIX) :].split("_")
+    return {w[:-1] if len(w) > 3 and w.endswith("S") else w for w in words if w}
+
+
+def _hint_words() -> dict[str, list[str]]:
+    """Each word that hints, with the settings whose names have it."""
+    named: dict[str, list[str]] = {}
+    for setting in CATALOG:
+        for stem in _stems(setting.name):
+            named.setdefault(stem, []).append(setting.name)
+    return {w: names for w, names in named.items() if len(names) <= HINT_WORD_SETTINGS}
+
+
+def _hinted(name: str) -> str:
+    """The setting sharing the most hinting words with `name`, or "" for none; on a
+    tie, the one with the fewest words of its own besides (SPOOL_WORKER_CONCURRENCY:
+    SPOOL_CONCURRENCY, not SPOOL_WEBHOOK_CONCURRENCY), then the nearer."""
+    hints = _hint_words()
+    shared: dict[str, int] = {}
+    for stem in _stems(name) & hints.keys():
+        for setting in hints[stem]:
+            shared[setting] = shared.get(setting, 0) + 1
+    if not shared:
+        return ""
+    upper = name.upper()
+    return min(shared, key=lambda s: (-shared[s], len(_stems(s)), _distance(upper, s), s))
+
+
+def unread(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(name, the setting it may have meant or "") for each SPOOL_* variable of
+    `environ` that nothing in Spool reads and misspelt() does not refuse.
+
+    SPOOL_HANDLER_MODULES=myapp.jobs (meant: SPOOL_HANDLERS) is too far from every
+    setting to be refused as a typo, as other programs' and handlers' own SPOOL_* names
+    are, so `spool worker` started on the built-in types without a word. Left out: the
+    suite's and benchmarks' variables (RESERVED_*), and names SPOOL_SECRET_VARIABLES
+    lists (declared as a handler's own)."""
+    refused = {name for name, _ in misspelt(environ)}
+    declared = {v.strip().upper() for v in environ.get("SPOOL_SECRET_VARIABLES", "").split(",")}
+    found = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if (
+            not upper.startswith(_PREFIX)
+            or upper in BY_NAME
+            or name in refused
+            or upper in declared
+            or upper in RESERVED_NAMES
+            or upper.startswith(RESERVED_PREFIXES)
+        ):
+            continue
+        found.append((name, _hinted(name)))
+    return found
+
+
+def unread_warning(environ: Mapping[str, str]) -> str | None:
+    """The one start-up line naming each unread SPOOL_* variable (None: none): printed,
+    not refused, by `spool serve`, `spool worker`, the SQS poller and `chalice local`,
+    whose handlers and store would silently be the defaults when one was meant for a
+    setting, while a handler's own SPOOL_* name keeps working."""
+    found = unread(environ)
+    if not found:
+        return None
+    named = ", ".join(f"{n} (did you mean {s}?)" if s else n for n, s in found)
+    one = len(found) == 1
+    return (
+        f"spool: warning: {named} {'is not a Spool setting' if one else 'are not Spool settings'}"
+        f", so nothing in Spool reads {'it' if one else 'them'}. Rename "
+        f"{'it' if one else 'them'} to the setting meant (docs/settings.md lists every "
+        "setting); for a variable your handlers read, drop the SPOOL_ prefix to silence this."
+    )
+
+
+def warn_unread(environ: Mapping[str, str]) -> None:
+    """Print unread_warning's line on stderr, if there is one."""
+    line = unread_warning(environ)
+    if line is not None:
+        print(line, file=sys.stderr, flush=True)
+
+
 def refuse_under_chalice_local(environ: Mapping[str, str]) -> bool:
     """Under `chalice local`, stop (exit 2, `spool`'s one line) on a misspelt SPOOL_*
     variable, as `spool serve` and `spool worker` do: SPOOL_STORE_UR was read by nothing
@@ -1237,6 +1328,7 @@ def refuse_under_chalice_local(environ: Mapping[str, str]) -> bool:
 
         refusal = value_refusal(environ)
     if refusal is None:
+        warn_unread(environ)  # SPOOL_HANDLER_MODULES: too far to refuse, still unread
         return True
     print(refusal_line(*refusal), file=sys.stderr, flush=True)
     if threading.current_thread() is not threading.main_thread():
@@ -1292,9 +1384,20 @@ def render() -> str:
         "too), the SQS poller and `chalice local` with exit code 2 and a line naming the",
         "setting it resembles: nothing reads it, so the setting it was meant to be would",
         "silently keep its default. Lambda never checks (a cold start does not pay for",
-        "it; the deployed variables come from `.chalice/config.json` and `infra/`). Names",
-        "further from every setting, and beginning none, are left alone (other programs'",
-        "and your handlers' own).",
+        "it; the deployed variables come from `.chalice/config.json` and `infra/`).",
+        "",
+        "Any other `SPOOL_*` variable that is no setting is not refused (your handlers",
+        "may read names of their own) but named at start-up: `spool serve`, `spool",
+        "worker`, the SQS poller and `chalice local` print one line, `spool: warning:",
+        "SPOOL_HANDLER_MODULES (did you mean SPOOL_HANDLERS?) is not a Spool setting, so",
+        "nothing in Spool reads it. ...`, and go on. The setting is suggested when the",
+        "name shares a word with few settings (HANDLER, STORE, LEASE; not API, KEY or",
+        "URL, which many settings have). One-shot commands (`spool enqueue`, `status`,",
+        "...) say nothing. A variable your handlers read is silenced by dropping the",
+        "`SPOOL_` prefix from its name, or by listing it in `SPOOL_SECRET_VARIABLES`",
+        "when it is a secret; the test suite's and benchmarks' `SPOOL_TEST_*`,",
+        "`SPOOL_REQUIRE_*`, `SPOOL_BENCH_*` and `SPOOL_HYPOTHESIS_PROFILE`",
+        "(docs/testing.md) are never named.",
         "",
         "A test (tests/test_settings_catalog.py) fails when the code reads a setting",
         "this page does not list, when a listed one is no longer read, or when a",

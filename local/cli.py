@@ -53,6 +53,7 @@ from local.cli_errors import (
     payload_fix,
     report,
     validation_problem,
+    warn_unread_settings,
 )
 from local.schedule_check import checked_schedules
 from local.worker_metrics import WorkerMetrics
@@ -1002,6 +1003,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # command prints its answer, and logs only warnings unless SPOOL_LOG_LEVEL asks.
         logs.configure(default_level="INFO" if args.command in LOGGING_COMMANDS else "WARNING")
         if args.command in LOGGING_COMMANDS:
+            warn_unread_settings()  # a SPOOL_* name too far from any setting to refuse
             # A handler that crashes the interpreter (a C extension's segfault) took
             # `spool serve` or `spool worker` down without a line naming it: the fault
             # now prints every thread's stack, the handler's frame among them.

@@ -456,6 +456,17 @@ def check_setting_names(env: Mapping[str, str] | None = None) -> None:
         raise UsageError(*refusal)
 
 
+def warn_unread_settings(env: Mapping[str, str] | None = None) -> None:
+    """Name, on stderr, each SPOOL_* variable nothing in Spool reads and too far from
+    every setting to be refused (settings_catalog.unread): SPOOL_HANDLERS written with
+    _MODULES for its S started `spool worker` on the built-in types, silently. A
+    notice, not a refusal: handlers may read SPOOL_* names of their own. Only where a
+    process that loads handlers starts (`spool serve`, `spool worker`, the poller)."""
+    from chalicelib.settings_catalog import warn_unread
+
+    warn_unread(os.environ if env is None else env)
+
+
 def debugging() -> bool:
     """SPOOL_DEBUG, on the error path: never raises (check_debugging refused a bad one)."""
     try:

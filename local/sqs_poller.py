@@ -432,11 +432,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     from chalicelib import logs
-    from local.cli_errors import check_setting_names, report
+    from local.cli_errors import check_setting_names, report, warn_unread_settings
 
     demo = demo_default(os.environ)
     try:
         check_setting_names()  # a misspelt SPOOL_* name stops it, as it stops `spool`
+        warn_unread_settings()  # one too far to refuse is named, and it goes on
         # One handler, Spool's (a basicConfig beside it printed every line twice).
         logs.configure(default_level="INFO")
         import app as spool_app
