@@ -12,7 +12,8 @@ the job itself waits forever. That is a deployment mistake, refused twice:
 - by `make package`, before anything is built:
   `python -m chalicelib.handler_check --stage dev` reads .chalice/config.json
   (the stage's environment and run_jobs' lambda_timeout) and loads the same
-  handlers a deployed function would.
+  handlers a deployed function would. It checks the stage's SPOOL_* names too
+  (check_names), since Lambda never does.
 """
 
 from __future__ import annotations
@@ -128,6 +129,34 @@ def stage_config(config: Mapping[str, Any], stage: str) -> tuple[dict[str, str],
     return {k: str(v) for k, v in env.items()}, float(timeout)
 
 
+def deployed_variables(config: Mapping[str, Any], stage: str) -> dict[str, str]:
+    """Every environment variable the stage gives any of its functions: the app's and
+    the stage's, and each function's own (`lambda_functions.NAME.environment_variables`
+    at either level), a function's value winning."""
+    staged = config.get("stages", {}).get(stage, {})
+    env = {**config.get("environment_variables", {}), **staged.get("environment_variables", {})}
+    for level in (config, staged):
+        for function in level.get("lambda_functions", {}).values():
+            env.update(function.get("environment_variables", {}))
+    return {k: str(v) for k, v in env.items()}
+
+
+def check_names(env: Mapping[str, str]) -> None:
+    """Refuse a misspelt setting among the deployed variables (ConfigError), as `spool`
+    and `chalice local` refuse one, and print a warning naming any other SPOOL_* name
+    no setting has: Lambda never checks names (a cold start does not pay for it), so
+    SPOOL_STORE_URL without its L, or SPOOL_HANDLERS written with _MODULES for its S,
+    in .chalice/config.json was packaged and deployed, and every function ran on the
+    default store or without the handlers."""
+    from chalicelib.settings_catalog import misspelt_refusal, warn_unread
+
+    refusal = misspelt_refusal(env)
+    if refusal is not None:
+        problem, fix = refusal
+        raise ConfigError(f"{problem}. {fix}")
+    warn_unread(env)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from chalicelib.handlers import registry
     from chalicelib.runtime import load_handlers, offered
@@ -137,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path(".chalice/config.json"))
     args = parser.parse_args(argv)
     try:
-        env, timeout = stage_config(json.loads(args.config.read_text()), args.stage)
+        config = json.loads(args.config.read_text())
+        env, timeout = stage_config(config, args.stage)
+        check_names(deployed_variables(config, args.stage))
         declared = worker_timeout(Settings.from_env(env))
         if declared is not None and declared != timeout:
             raise ConfigError(

@@ -10,6 +10,7 @@ distinctive word with one (HANDLER ~ HANDLERS).
 
 from __future__ import annotations
 
+import json
 import select
 import subprocess
 import sys
@@ -35,7 +36,7 @@ MEANT = (
 
 def _project(tmp_path: Path) -> Path:
     """A scratch project with a handler module, as docs/handlers.md has one write."""
-    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp").mkdir(exist_ok=True)
     (tmp_path / "myapp" / "__init__.py").write_text("")
     (tmp_path / "myapp" / "jobs.py").write_text(HANDLERS)
     return tmp_path
@@ -161,3 +162,56 @@ def test_chalice_local_names_it_and_serves(tmp_path: Path) -> None:
         assert proc.poll() is None  # a notice, not a refusal
     finally:
         stop(proc, 10)
+
+
+def _package_check(
+    tmp_path: Path, env: dict[str, str], api_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`make package`'s first step on a stage whose environment is `env`, and
+    api_handler's own `api_env`."""
+    config = {
+        "stages": {
+            "prod": {
+                "environment_variables": env,
+                "lambda_functions": {
+                    "api_handler": {"environment_variables": api_env or {}},
+                    "run_jobs": {"lambda_timeout": 300},
+                },
+            }
+        }
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    check = ["-m", "chalicelib.handler_check", "--stage", "prod", "--config", str(path)]
+    return subprocess.run(
+        [sys.executable, *check],
+        cwd=_project(tmp_path), env=guarded_env(PYTHONPATH=f"{tmp_path}:{ROOT}"),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_make_package_refuses_a_misspelt_setting_in_the_stage(tmp_path: Path) -> None:
+    """Lambda never checks names (a cold start does not pay for it), so SPOOL_STORE_UR in
+    .chalice/config.json was packaged and deployed: every function ran on the default
+    store. The package step, which reads that file, refuses it as `spool` does."""
+    done = _package_check(tmp_path, {"SPOOL_STORE_UR": "dynamodb://t?queue=q"})
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        "handler_check (prod): SPOOL_STORE_UR (did you mean SPOOL_STORE_URL?) is not a Spool "
+        "setting, so nothing reads it. Rename or unset it; docs/settings.md lists every setting"
+    ), done.stderr
+
+
+def test_make_package_names_an_unread_variable_in_the_stage_and_goes_on(tmp_path: Path) -> None:
+    """SPOOL_HANDLER_MODULES in the stage deployed functions without the handlers: every
+    job of theirs refused at enqueue (422 unknown_job_type), silently at package time."""
+    done = _package_check(tmp_path, {"SPOOL_HANDLER_MODULES": "myapp.jobs"})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith(MEANT), done.stderr
+
+
+def test_make_package_checks_a_function_s_own_variables_too(tmp_path: Path) -> None:
+    done = _package_check(tmp_path, {"SPOOL_HANDLERS": "myapp.jobs"}, {"SPOOL_CACHE_TTI": "9"})
+    assert done.returncode == 1 and "SPOOL_CACHE_TTI (did you mean" in done.stderr
+    done = _package_check(tmp_path, {"SPOOL_HANDLERS": "myapp.jobs"}, {"SPOOL_CACHE_TTL": "9"})
+    assert (done.returncode, done.stderr) == (0, "")
