@@ -1003,7 +1003,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         # command prints its answer, and logs only warnings unless SPOOL_LOG_LEVEL asks.
         logs.configure(default_level="INFO" if args.command in LOGGING_COMMANDS else "WARNING")
         if args.command in LOGGING_COMMANDS:
-            warn_unread_settings()  # a SPOOL_* name too far from any setting to refuse
+            # A SPOOL_* name too far from any setting to refuse; once, by the process
+            # started: not again by each server process of `spool serve --processes N`.
+            if getattr(args, "supervisor_pid", None) is None:
+                warn_unread_settings()
             # A handler that crashes the interpreter (a C extension's segfault) took
             # `spool serve` or `spool worker` down without a line naming it: the fault
             # now prints every thread's stack, the handler's frame among them.

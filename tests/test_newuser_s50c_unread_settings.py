@@ -215,3 +215,18 @@ def test_make_package_checks_a_function_s_own_variables_too(tmp_path: Path) -> N
     assert done.returncode == 1 and "SPOOL_CACHE_TTI (did you mean" in done.stderr
     done = _package_check(tmp_path, {"SPOOL_HANDLERS": "myapp.jobs"}, {"SPOOL_CACHE_TTL": "9"})
     assert (done.returncode, done.stderr) == (0, "")
+
+
+def test_spool_serve_processes_names_it_once_not_once_per_server_process(
+    tmp_path: Path,
+) -> None:
+    """The supervisor warned, then each server process (`spool serve --no-worker`
+    started by it) again, and again at each restart: three lines for --processes 2."""
+    log = tmp_path / "serve.log"
+    env = _env(tmp_path, SPOOL_HANDLER_MODULES="myapp.jobs")
+    served = spool_serve_logged(log, "--no-worker", "--processes", "2", env=env)
+    try:
+        # Both server processes answer before the banner, so they have spoken by now.
+        assert log.read_text().count(MEANT) == 1, log.read_text()
+    finally:
+        stop(served.proc)
