@@ -690,18 +690,32 @@ def _request(schedule: Schedule, tick: datetime) -> EnqueueRequest:
     )
 
 
+# Most payload fields one problem line names; past it, "and N more".
+PROBLEM_FIELDS_SHOWN = 5
+
+
 def describe_problem(exc: ValidationFailed | ValidationError) -> str:
-    """One line: the refusal and its first precise reason (which field, what is wrong)."""
+    """One line: the refusal and its precise reasons (which field, what is wrong).
+
+    Every field the payload gets wrong, up to PROBLEM_FIELDS_SHOWN, as `spool enqueue`
+    names them: the first alone ("customer_id: Field required") had the user fix it
+    and run again to learn of the next ("customer: Extra inputs are not permitted")."""
     if isinstance(exc, ValidationError):
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "job"
         return f"{where}: {first['msg']}"
     details = exc.details if isinstance(exc.details, dict) else {}
-    errors = details.get("errors") or []
-    if errors and isinstance(errors[0], dict):
-        where = ".".join(str(p) for p in errors[0].get("loc", ())) or "payload"
-        return f"{exc.message} ({where}: {errors[0].get('msg')})"
-    return exc.message
+    errors = [e for e in details.get("errors") or [] if isinstance(e, dict)]
+    if not errors:
+        return exc.message
+    reasons = [
+        f"{'.'.join(str(p) for p in e.get('loc', ())) or 'payload'}: {e.get('msg')}"
+        for e in errors[:PROBLEM_FIELDS_SHOWN]
+    ]
+    more = len(errors) - PROBLEM_FIELDS_SHOWN
+    if more > 0:
+        reasons.append(f"and {more} more")
+    return f"{exc.message} ({'; '.join(reasons)})"
 
 
 _store_quiet = Quiet()  # a failed tick's line: once a run of store failures
