@@ -602,10 +602,15 @@ def listed_types(types: list[str]) -> str:
     return f"{shown}, ... and {len(names) - NAMED_WHEN_SHORTENED} more"
 
 
-def _types_line(types: list[str]) -> str:
+def types_loaded(types: list[str]) -> str:
+    """A start line's job types, after its label: `spool serve`'s and the SQS poller's."""
     if not types:
-        return "  types   none loaded (name your handler modules in SPOOL_HANDLERS)"
-    return f"  types   {len(types)} loaded: {listed_types(types)}"
+        return "none loaded (name your handler modules in SPOOL_HANDLERS)"
+    return f"{len(types)} loaded: {listed_types(types)}"
+
+
+def _types_line(types: list[str]) -> str:
+    return f"  types   {types_loaded(types)}"
 
 
 def _show_banner(text: str) -> None:

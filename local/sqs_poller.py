@@ -433,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from chalicelib import logs
     from local.cli_errors import check_setting_names, report, warn_unread_settings
+    from local.serve import types_loaded
 
     demo = demo_default(os.environ)
     try:
@@ -475,7 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         + (schedule.describe() if schedule is not None else "off (--no-schedule)")
         + "\n  demo       "
         + ("echo, sleep, fail" if demo else "off")
-        + f" ({DEMO_VARIABLE}={'true' if demo else 'false'})",
+        + f" ({DEMO_VARIABLE}={'true' if demo else 'false'})"
+        # Whether SPOOL_HANDLERS was picked up, as `spool serve` and `spool worker` say.
+        + f"\n  types      {types_loaded(rt.registry.types())}",
         flush=True,
     )
     handled = poller.run(
