@@ -157,6 +157,39 @@ def make_clients(config: DynamoConfig) -> tuple[DynamoDBClient, SQSClient, S3Cli
     return ddb, sqs, s3
 
 
+# What AWS answers when `create=1` asks for a resource under a name it never takes,
+# with the URL option that named it and the rule (SQS's and S3's naming rules).
+REFUSED_NAMES = {
+    "InvalidBucketName": (
+        "bucket",
+        "S3 bucket",
+        "3-63 lowercase letters, digits, dots and hyphens, beginning and ending with a "
+        "letter or digit",
+    ),
+    "InvalidParameterValue": (
+        "queue",
+        "SQS queue",
+        "1-76 letters, digits, hyphens and _: create=1 also makes QUEUE-dlq",
+    ),
+}
+
+
+@contextlib.contextmanager
+def _named_by_url(config: DynamoConfig) -> Iterator[None]:
+    """A name AWS refuses as `create=1` makes the resource, as the URL error it is:
+    `bucket=b` was "unexpected error: ClientError: ... InvalidBucketName ... Rerun
+    with SPOOL_DEBUG=1", naming neither the setting nor the option to change."""
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code not in REFUSED_NAMES:
+            raise
+        option, kind, rule = REFUSED_NAMES[code]
+        name = getattr(config, option)
+        raise config_error(f"{option} {name!r} is no {kind} name AWS takes ({rule})") from None
+
+
 def create_resources(
     config: DynamoConfig,
     ddb: DynamoDBClient,
@@ -188,7 +221,8 @@ def create_resources(
         try:
             sqs.get_queue_url(QueueName=config.queue)
         except sqs.exceptions.QueueDoesNotExist:
-            dlq = sqs.create_queue(QueueName=config.queue + "-dlq")["QueueUrl"]
+            with _named_by_url(config):
+                dlq = sqs.create_queue(QueueName=config.queue + "-dlq")["QueueUrl"]
             dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])
             redrive = {
                 "deadLetterTargetArn": dlq_arn["Attributes"]["QueueArn"],
@@ -202,7 +236,7 @@ def create_resources(
                 },
             )
     if s3 is not None and config.bucket:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou), _named_by_url(config):
             s3.create_bucket(Bucket=config.bucket)
 
 
