@@ -7,6 +7,8 @@ local path are built the same way.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import traceback
 from collections.abc import Iterable, Mapping
@@ -231,9 +233,12 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
                 ) from exc
             raise HandlerModuleError(
                 f"SPOOL_HANDLERS: cannot import {name!r} ({type(exc).__name__}: {exc}). "
-                "Handler modules are imported like any Python module: from the working "
-                "directory (the `spool` command adds it) or a directory on PYTHONPATH; "
-                "see docs/handlers.md"
+                + (
+                    _shadowed(name)
+                    or "Handler modules are imported like any Python module: from the "
+                    "working directory (the `spool` command adds it) or a directory on "
+                    "PYTHONPATH; see docs/handlers.md"
+                )
             ) from exc
         except (Exception, SystemExit) as exc:  # found, but failed while importing
             # (an ImportError too: `from x import missing_name`, a relative import)
@@ -242,6 +247,35 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
                 f"{_where_in_module(exc, name)}. Fix the module; see docs/handlers.md"
             ) from exc
     return target
+
+
+def _shadowed(name: str) -> str:
+    """Why `pkg.mod` is not found although ./pkg/mod.py is there, or "": `pkg` was
+    already imported from elsewhere (an installed checkout's `chalicelib`, which the
+    `spool` command imports before it looks at SPOOL_HANDLERS), so the working
+    directory's `pkg` is never read. The error said only to look in the working
+    directory, where the file was."""
+    package, _, module = name.partition(".")
+    loaded = sys.modules.get(package)
+    if not module or loaded is None:
+        return ""
+    try:
+        here = os.path.join(os.getcwd(), package)
+    except FileNotFoundError:
+        return ""
+    relative = os.path.join(here, *module.split("."))
+    if not (os.path.exists(relative + ".py") or os.path.isdir(relative)):
+        return ""
+    paths = [os.path.realpath(p) for p in getattr(loaded, "__path__", [])]
+    if os.path.realpath(here) in paths:
+        return ""
+    where = ", ".join(getattr(loaded, "__path__", [])) or "elsewhere"
+    return (
+        f"{package!r} is imported from {where}, not {here}, so the working directory's "
+        f"copy is not read: run from the checkout this environment's Spool was "
+        f"installed from, or give the module a package of its own (myapp/jobs.py, "
+        f"SPOOL_HANDLERS=myapp.jobs); see docs/handlers.md"
+    )
 
 
 def _where_in_module(exc: BaseException, name: str) -> str:
