@@ -182,6 +182,15 @@ LOG_ACTIONS = ["logs:CreateLogStream", "logs:PutLogEvents"]
 KEY_ACTIONS = ["ssm:GetParameter"]
 DECRYPT_ACTIONS = ["kms:Decrypt"]
 KEY_ROLES = ("api",)
+# Handlers' files (resize_image's sources and outputs: chalicelib/blobs.py) live in the
+# payload bucket under BLOB_PREFIX/, a folder apart from Spool's own spool/ (blobs.py
+# refuses an overlap). Only the worker runs handlers, so only its role may read and
+# write there (no delete: no handler deletes). Without it the Lambda zip shipped Pillow
+# for a resize_image that could reach no file: the worker opened .spool/blobs under
+# /var/task, and every such job went dead (tests/test_newuser_s50g_aws_blobs.py).
+BLOB_PREFIX = "blobs"
+BLOB_ACTIONS = ["s3:GetObject", "s3:PutObject"]
+BLOB_ROLES = ("worker",)
 
 
 def api_keys_parameter(stage: str) -> str:
@@ -235,6 +244,12 @@ def _statements(role: str, arns: dict[str, Any]) -> list[dict[str, Any]]:
     if "objects_condition" in arns:
         objects["Condition"] = bucket["Condition"] = arns["objects_condition"]
     statements.append(bucket)
+    if role in BLOB_ROLES:
+        blobs = {"Sid": "Blobs", "Effect": "Allow", "Action": BLOB_ACTIONS,
+                 "Resource": arns["blobs"]}  # fmt: skip
+        if "objects_condition" in arns:
+            blobs["Condition"] = arns["objects_condition"]
+        statements.append(blobs)
     statements.append(
         {"Sid": "Logs", "Effect": "Allow", "Action": LOG_ACTIONS, "Resource": arns["logs"][role]}
     )
@@ -598,6 +613,7 @@ def merge_template(visibility: int) -> dict[str, Any]:
         ],
         "queue": [{"Fn::GetAtt": ["JobsQueue", "Arn"]}],
         "objects": [{"Fn::Sub": "${PayloadBucket.Arn}/spool/*"}],
+        "blobs": [{"Fn::Sub": "${PayloadBucket.Arn}/" + BLOB_PREFIX + "/*"}],
         "bucket": [{"Fn::GetAtt": ["PayloadBucket", "Arn"]}],
         # Each role writes to its own function's log group, nothing else.
         "logs": {
@@ -647,6 +663,9 @@ def merge_template(visibility: int) -> dict[str, Any]:
         }
         if role in KEY_ROLES:
             variables["SPOOL_API_KEYS_PARAMETER"] = {"Ref": "ApiKeysParameter"}
+        if role in BLOB_ROLES:
+            variables["SPOOL_BLOB_BUCKET"] = {"Ref": "PayloadBucket"}
+            variables["SPOOL_BLOB_PREFIX"] = BLOB_PREFIX
         resources[function] = {
             "Properties": {
                 "Environment": {"Variables": variables},
@@ -866,6 +885,7 @@ def policy_file(stage: str, role: str) -> dict[str, Any]:
         "queue": [f"arn:aws:sqs:*:{account}:{prefix}-jobs"],
         # The data stack names it spool-<stage>-payloads-<account>-<region>.
         "objects": [f"arn:aws:s3:::{prefix}-payloads-{account}-*/spool/*"],
+        "blobs": [f"arn:aws:s3:::{prefix}-payloads-{account}-*/{BLOB_PREFIX}/*"],
         "bucket": [f"arn:aws:s3:::{prefix}-payloads-{account}-*"],
         "objects_condition": {"StringEquals": {"s3:ResourceAccount": account}},
         "logs": {role: [log_group, f"{log_group}:*"]},
