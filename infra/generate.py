@@ -362,6 +362,10 @@ def _bucket(name: Any = None) -> dict[str, Any]:
         },
         "PayloadBucketPolicy": {
             "Type": "AWS::S3::BucketPolicy",
+            # Kept with the bucket: deleted with the stack, it left the kept bucket (every
+            # tenant's offloaded payloads) answering plain HTTP.
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
             "Properties": {
                 "Bucket": {"Ref": "PayloadBucket"},
                 "PolicyDocument": {
