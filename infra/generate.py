@@ -547,6 +547,11 @@ PARAMETERS: dict[str, Any] = {
     "ApiKeysKmsKeyArn": {
         "Type": "String",
         "Default": "",
+        # The Resource of the API role's kms:Decrypt: an alias (ARN or not) or a bare key
+        # id there never matches, and the API answered 503 keys_unavailable for good.
+        "AllowedPattern": "^(arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{12}:key/[A-Za-z0-9-]+)?$",
+        "ConstraintDescription": "a key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID), not an "
+        "alias or a bare key id; empty for the aws/ssm key",
         "Description": "ARN of the KMS key encrypting that parameter; empty: the default "
         "key, aws/ssm",
     },
