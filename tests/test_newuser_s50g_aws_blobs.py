@@ -97,8 +97,11 @@ def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
         monkeypatch.setenv(name, value)
     # The worker is started from a folder with no blobs in it, as /var/task has none.
     monkeypatch.setenv("SPOOL_BLOB_DIR", str(tmp_path / "no-blobs-here"))
-    settings = settings_for(tmp_path, store_url=f"dynamodb://jobs?queue={QUEUE}"
-                            f"&bucket={BUCKET}&create=1")  # fmt: skip
+    store_url = f"dynamodb://jobs?queue={QUEUE}&bucket={BUCKET}&create=1"
+    # In the environment too, as on Lambda: the blob store checks its folder is apart
+    # from the store's own objects when the bucket is the store's.
+    monkeypatch.setenv("SPOOL_STORE_URL", store_url)
+    settings = settings_for(tmp_path, store_url=store_url)
     with mock_aws(), installed(settings) as runtime:
         yield runtime
 
