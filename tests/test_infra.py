@@ -217,6 +217,33 @@ def test_no_wildcard_actions_and_no_unscoped_resources(template: dict[str, Any])
             assert statement["Effect"] == "Deny"
 
 
+def test_no_role_carries_a_managed_policy_but_api_gateways_logging_role(
+    template: dict[str, Any],
+) -> None:
+    """The check above reads inline statements only. A managed policy on a function's
+    role (AWSLambdaBasicExecutionRole, say) would bring back logs:CreateLogGroup on `*`,
+    so Lambda could make a log group without a retention. The one managed policy is the
+    one AWS prescribes for the region's API Gateway logging role, which only API Gateway
+    may assume (docs/aws.md, Logs)."""
+    roles = resources(template, "AWS::IAM::Role")
+    assert set(ROLE_IDS.values()) | {"ApiGatewayLogsRole"} <= set(roles)
+    for name, role in roles.items():
+        managed = role["Properties"].get("ManagedPolicyArns", [])
+        if name != "ApiGatewayLogsRole":
+            assert managed == [], name
+            continue
+        assert managed == [
+            {
+                "Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/"
+                "AmazonAPIGatewayPushToCloudWatchLogs"
+            }
+        ]
+        trust = role["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+        assert [s["Principal"] for s in trust] == [{"Service": "apigateway.amazonaws.com"}]
+    for name, function in resources(template, "AWS::Serverless::Function").items():
+        assert "Policies" not in function["Properties"], name  # SAM's policy templates
+
+
 def test_each_function_has_its_own_role_scoped_to_the_data(template: dict[str, Any]) -> None:
     functions = resources(template, "AWS::Serverless::Function")
     assert set(functions) == set(ROLE_OF)
