@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from chalicelib.limits import (
     STEP_BACK,
@@ -190,9 +190,11 @@ def _choose_fair(
     turns = dict(db.execute("SELECT tenant, pass FROM fair_turns"))
     clock = turns.pop(CLOCK_ROW, 0.0)
 
-    def fetch(tenant: str) -> list[tuple[str, str, str, str]]:
-        rows = _due(db, admission, now, queues, None, (), skip_full=True, tenant=tenant)
-        return [row for _, row in zip(range(limit), rows, strict=False)]
+    Row = tuple[str, str, str, str]
+
+    def fetch(tenant: str) -> Sequence[Row]:
+        # fair_pick only iterates what it is given, once, as it takes turns.
+        return cast("Sequence[Row]", _tenant_due(db, admission, now, queues, tenant))
 
     pick = fair_pick(
         tenants,
@@ -210,6 +212,30 @@ def _choose_fair(
             [*pick.passes.items(), (CLOCK_ROW, pick.clock)],
         )
     return [row[0] for row in pick.chosen]
+
+
+def _tenant_due(
+    db: sqlite3.Connection,
+    admission: Admission,
+    now: int,
+    queues: Sequence[str] | None,
+    tenant: str,
+) -> Iterator[tuple[str, str, str, str]]:
+    """One tenant's due jobs best first, for fair_pick, which takes them one at a time.
+
+    When a limit fills, the rows still to come are read again without that limit's
+    jobs (as `choose` does): a page cut at the claim's size left the tenant's other
+    jobs for the next claim whenever its first page all fell under that limit."""
+    given: list[str] = []
+    while True:
+        full = set(admission.full_keys())
+        for row in _due(db, admission, now, queues, None, given, skip_full=True, tenant=tenant):
+            given.append(row[0])
+            yield row
+            if set(admission.full_keys()) != full:
+                break  # a limit just filled: ask again without its jobs
+        else:
+            return
 
 
 def record_starts(

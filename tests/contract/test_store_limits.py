@@ -349,3 +349,22 @@ def test_waiting_count_is_the_tenant_s_queued_and_retrying_jobs(
     assert store.waiting_count("acme") == 4  # retrying, delayed, two queued
     assert store.waiting_count("other") == 0  # both running
     assert store.waiting_count("nobody") == 0
+
+
+def test_a_limit_that_fills_mid_claim_does_not_end_its_tenant_s_turns(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """Under fair turns a tenant's due jobs were read a claim's worth at a time: when
+    all of those fell under a limit that filled with the first, the tenant's other
+    jobs waited for the next claim, and while the limited jobs finished between claims
+    (a type at concurrency 1 whose jobs are quick) they waited for its whole backlog."""
+    add(store, clock, 20, type="slow", tenant="a", priority=5)
+    add(store, clock, 5, type="fast", tenant="a")
+    add(store, clock, 1, type="fast", tenant="b")
+    policy = ClaimPolicy((Limit("type", "slow", concurrency=1),), fair=True)
+    claimed = store.claim(10, LEASE, policy=policy)
+    assert Counter((j.tenant, j.type) for j in claimed) == {
+        ("a", "slow"): 1,
+        ("a", "fast"): 5,
+        ("b", "fast"): 1,
+    }
