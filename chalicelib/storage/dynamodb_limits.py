@@ -47,7 +47,11 @@ few tenants, skipping past each tenant's entries) and ``tenant_due`` gives one
 tenant's waiting jobs best first, read only when that tenant's turn comes. Both
 readers leave a priority as soon as they meet a job not yet due (run_at orders
 the rest of it), and each gives up after a bounded number of entries, so a
-backlog held back by a full limit costs a bounded read, not a scan.
+backlog held back by a limit that fills during the claim costs a bounded read,
+not a scan. The due jobs of a limit full before the claim's decision are filtered
+out of those reads (while a type's limit is full, the due index, which has no
+type, gives way to every waiting tenant's `tenant_due`): a run of more of them
+than the bound hid every job behind it for as long as the limit stayed full.
 """
 
 from __future__ import annotations
@@ -119,6 +123,9 @@ EXAMINE = 1000
 EXAMINE_PER_TENANT = 250
 DISCOVERY_PAGE = 100  # due_tenants entries per query when finding tenants
 TENANT_PAGE = 50  # tenant_due entries per query: a turn or two, or a run of held jobs
+# Entries per query when full limits' due jobs are filtered out (DynamoDB's Limit counts
+# the entries it reads, not those it returns): a run of held jobs in few requests.
+FILTERED_PAGE = 1000
 BATCH_GET = 100  # BatchGetItem's limit
 # A limit item's `run` is pruned once it holds this many ids, however high the limit:
 # pruned only near the limit, a limit far above what runs (50,000) kept every id its
@@ -247,6 +254,10 @@ class PolicyClaim:
         self.queues = None if queues is None else set(queues)
         self.skip: set[str] = set()  # claimed here, or found taken by someone else
         self.reported: set[str] = set()  # ids whose hold is already in policy.holds
+        # Queues and types whose limits were full when the decision began: their due
+        # jobs are left out of the index reads (_due_run), so they cost none of EXAMINE.
+        self.full_queues: list[str] = []
+        self.full_types: list[str] = []
 
     @property
     def expires(self) -> int:
@@ -394,6 +405,7 @@ class PolicyClaim:
         private = dataclasses.replace(self.policy, holds=HoldLog())
         with private.holds.watch() as holds:
             admission = Admission(private, state.running, state.started)
+            self.full_queues, self.full_types = admission.full("queue"), admission.full("type")
 
             def admit(candidate: Candidate) -> bool:
                 return admission.admit(candidate.id, candidate.queue, candidate.type)
@@ -463,14 +475,15 @@ class PolicyClaim:
 
         Within a priority, entries go by run_at: the first one not yet due means
         the rest of that priority is not due either, so the read jumps to the next
-        priority instead of paging through delayed jobs."""
+        priority instead of paging through delayed jobs. Due jobs of a full limit
+        are filtered out (_filter), so a long run of them cannot use up EXAMINE."""
         after: str | None = None
+        if self.full_queues or (self.full_types and index == GSI_TENANT_DUE):
+            page = max(page, FILTERED_PAGE)  # a page may be mostly filtered out
         while True:
             expr = Expr()
             key = _key_after(expr, hash_attr, hash_value, "due_sk", after)
-            filter_ = None
-            if self.queues is not None:
-                filter_ = expr.one_of("queue", [s(q) for q in sorted(self.queues)])
+            filter_ = self._filter(expr, index)
             jumped = False
             for entry in self.store._query(index, expr, key, filter_, page=page):
                 if need_n(entry, "run_at") > self.now:
@@ -481,12 +494,41 @@ class PolicyClaim:
             if not jumped:
                 return
 
+    def _filter(self, expr: Expr, index: str) -> str | None:
+        """The queues asked for, less the due jobs of limits full before the decision
+        (entries not yet due still come back: they end their priority's read). Only
+        `tenant_due` holds the type; `due` leaves full types to the claim's admission."""
+        parts: list[str] = []
+        if self.queues is not None:
+            parts.append(expr.one_of("queue", [s(q) for q in sorted(self.queues)]))
+        full = []
+        if self.full_queues:
+            full.append(expr.one_of("queue", [s(q) for q in self.full_queues]))
+        if self.full_types and index == GSI_TENANT_DUE:
+            full.append(expr.one_of("type", [s(t) for t in self.full_types]))
+        if full:
+            due = f"{expr.name('run_at')} > {expr.value(n(self.now))}"
+            parts.append(f"({due} OR NOT ({' OR '.join(full)}))")
+        return " AND ".join(parts) or None
+
     def _best_first(self, want: int) -> Iterator[Candidate]:
         """Due jobs of every tenant, best first, from the due index; types (which the
         index does not hold) from the store's static cache, read in blocks when missing.
 
         Index pages are generous (index entries are small); the blocks of statics,
-        whole-item reads, start at what the claim wants and double while jobs are held."""
+        whole-item reads, start at what the claim wants and double while jobs are held.
+
+        While a type's limit is full, the due index (which has no type) would hand back
+        that type's due jobs, and a run of more than EXAMINE of them hid every job
+        behind it for as long as the limit stayed full: the jobs are then read from
+        each waiting tenant's `tenant_due` instead (a query per tenant, as fair turns
+        cost), without the full types' jobs."""
+        if self.full_types:
+            try:
+                yield from self._best_first_by_tenant()
+                return
+            except StoreNotMigrated:
+                pass  # a table made before the fair indexes: the due index, as before
         page = min(1000, 4 * want + 50)
         runs = [
             self._due_run(GSI_DUE, "due_pk", due_partition(shard), page)
@@ -502,6 +544,14 @@ class PolicyClaim:
                 if st is not None:
                     yield Candidate(st.id, st.tenant, st.queue, st.type, need_s(entry, "due_sk"))
             size = min(BATCH_GET, 2 * size)
+
+    def _best_first_by_tenant(self) -> Iterator[Candidate]:
+        """Due jobs of every tenant best first, merged from the tenants' `tenant_due`."""
+        runs = [
+            self._tenant_run(tenant, EXAMINE, TENANT_PAGE) for tenant in sorted(self._tenants())
+        ]
+        merged = heapq.merge(*runs, key=lambda c: c.due_sk)
+        yield from itertools.islice(merged, EXAMINE)
 
     def _tenants(self) -> set[str]:
         """Tenants with waiting jobs: per shard, a page of due_tenants at a time, each
@@ -543,20 +593,24 @@ class PolicyClaim:
     def _fetch(self, tenant: str) -> Sequence[Candidate]:
         """One tenant's due jobs, best first, read only as fair_pick takes them (it only
         iterates what it is given, once), so a tenant's turn costs a page, not its backlog."""
-        page = TENANT_PAGE
+        return cast("Sequence[Candidate]", self._tenant_run(tenant, EXAMINE_PER_TENANT))
+
+    def _tenant_run(
+        self, tenant: str, examine: int, page: int = TENANT_PAGE
+    ) -> Iterator[Candidate]:
+        """One tenant's due jobs best first, at most `examine` entries of them, lazily."""
         runs = [
             self._due_run(GSI_TENANT_DUE, "tn_pk", tenant_partition(tenant, shard), page)
             for shard in self.store._shards()
         ]
         merged = heapq.merge(*runs, key=lambda e: need_s(e, "due_sk"))
-        lazy = (
+        return (
             Candidate(
                 job_id_of(e), tenant, need_s(e, "queue"), need_s(e, "type"), need_s(e, "due_sk")
             )
-            for e in itertools.islice(merged, EXAMINE_PER_TENANT)
+            for e in itertools.islice(merged, examine)
             if job_id_of(e) not in self.skip and self._entry_readable(e)
         )
-        return cast("Sequence[Candidate]", lazy)
 
     def _entry_readable(self, entry: Mapping[str, AttributeValueTypeDef]) -> bool:
         """An index entry without the queue or type a turn needs comes from a damaged

@@ -351,6 +351,37 @@ def test_waiting_count_is_the_tenant_s_queued_and_retrying_jobs(
     assert store.waiting_count("nobody") == 0
 
 
+# -- a long run of held jobs ahead of ones that may start ------------------------------
+#
+# A claim that reads due jobs best first and stops after so many (DynamoDB looked at
+# 1000 in all, 250 per tenant under fair turns) found nothing but held jobs when a full
+# limit held more than that ahead of the rest: the jobs behind them, of a type or queue
+# with room, never started while the limit stayed full (a `slow` type at concurrency 1
+# with a backlog starved every other type of lower priority). A full limit's jobs are
+# left out of what a claim reads, so they cost it nothing.
+
+HELD_RUN = 1100  # past DynamoDB's EXAMINE (1000) and EXAMINE_PER_TENANT (250)
+
+
+def _held_run_then_free(store: JobStore, clock: FakeClock, fair: bool) -> None:
+    store.add([new_job(clock, "slow", tenant="a", priority=5) for _ in range(HELD_RUN)])
+    add(store, clock, 5, type="fast", tenant="a")
+    policy = ClaimPolicy((Limit("type", "slow", concurrency=1),), fair=fair)
+    first = store.claim(10, LEASE, policy=policy)
+    claimed = [*first, *store.claim(10, LEASE, policy=policy)]  # slow is full from the start
+    assert Counter(j.type for j in claimed) == {"slow": 1, "fast": 5}
+
+
+def test_jobs_behind_a_long_held_run_start(store: JobStore, clock: FakeClock) -> None:
+    _held_run_then_free(store, clock, fair=False)
+
+
+def test_jobs_behind_a_long_held_run_start_under_fair_turns(
+    store: JobStore, clock: FakeClock
+) -> None:
+    _held_run_then_free(store, clock, fair=True)
+
+
 def test_a_limit_that_fills_mid_claim_does_not_end_its_tenant_s_turns(
     store: JobStore, clock: FakeClock
 ) -> None:
