@@ -254,6 +254,7 @@ class PolicyClaim:
         self.queues = None if queues is None else set(queues)
         self.skip: set[str] = set()  # claimed here, or found taken by someone else
         self.reported: set[str] = set()  # ids whose hold is already in policy.holds
+        self.reported_full: set[str] = set()  # limit keys whose "" hold is in it
         # Queues and types whose limits were full when the decision began: their due
         # jobs are left out of the index reads (_due_run), so they cost none of EXAMINE.
         self.full_queues: list[str] = []
@@ -319,9 +320,15 @@ class PolicyClaim:
         raise StoreUnavailable("DynamoDB limit state kept changing under this claim; try again")
 
     def _report(self, holds: list[Hold]) -> None:
-        """Record each held job once per claim, and only for the attempt that counted."""
+        """Record each held job once per claim, and only for the attempt that counted;
+        and each full limit (job id "") once per claim: kept by id alone, every "" after
+        the first was dropped, and of two full limits /metrics showed one."""
         for hold in holds:
-            if hold.job_id not in self.reported:
+            if not hold.job_id:
+                if hold.key not in self.reported_full:
+                    self.reported_full.add(hold.key)
+                    self.policy.holds.record(hold)
+            elif hold.job_id not in self.reported:
                 self.reported.add(hold.job_id)
                 self.policy.holds.record(hold)
 

@@ -399,3 +399,20 @@ def test_a_limit_that_fills_mid_claim_does_not_end_its_tenant_s_turns(
         ("a", "fast"): 5,
         ("b", "fast"): 1,
     }
+
+
+def test_a_claim_reports_every_limit_it_found_full(store: JobStore, clock: FakeClock) -> None:
+    """What spool_limit_full and spool_job_holds_total are made of: one hold with no job
+    id per full limit. DynamoDB kept each held job id once per claim, "" included, so
+    of two full limits only the first was reported: the other's gauge read 0 (and its
+    counter stood still) while its jobs waited."""
+    add(store, clock, 3, type="slow")
+    add(store, clock, 3, queue="rq")
+    policy = ClaimPolicy(
+        (Limit("type", "slow", concurrency=1), Limit("queue", "rq", rate=Rate(1, 60)))
+    )
+    assert len(store.claim(10, LEASE, policy=policy)) == 2
+    with policy.holds.watch() as holds:
+        assert store.claim(10, LEASE, policy=policy) == []
+    full = {(h.key, h.kind) for h in holds if not h.job_id}
+    assert full == {("type:slow", "concurrency"), ("queue:rq", "rate")}
