@@ -2312,7 +2312,10 @@ class DynamoStore:
         # (job id, when it is due, msg_at before, msg_at written): a chunk being sent
         chunk: list[tuple[str, int, int | None, int]] = []
         overdue: list[tuple[int, str, int]] = []  # (msg_at, job id, run_at): maybe lost
-        messaged = 0  # waiting jobs whose message should be on the queue by now
+        # Waiting jobs whose message should be on the queue, delayed or not: a held job's
+        # new message is delayed, and so is a job's due within SQS's 15 minutes (the
+        # depth counts delayed messages too, so like is compared with like).
+        messaged = 0
         marked = unsent = 0
         cut_short = False
 
@@ -2352,7 +2355,7 @@ class DynamoStore:
                     if not mark(job_id_of(item), None, run_at):
                         break
                     continue
-                messaged += planned <= now
+                messaged += 1
                 if run_at <= lost_before and planned <= lost_before:
                     overdue.append((planned, job_id_of(item), run_at))
         if not cut_short:

@@ -41,16 +41,18 @@ class QueueDepth(NamedTuple):
     """What GetQueueAttributes counts, approximately. A message is `visible` until a
     consumer receives it, then `in_flight` (received, not yet deleted) while its job
     is claimed and runs: the visibility heartbeat keeps a running job's message
-    hidden for the whole run. Messages sent with DelaySeconds are in neither."""
+    hidden for the whole run. A message sent with DelaySeconds is `delayed` until its
+    delay passes (a job due within 15 minutes, or one a limit held back)."""
 
     visible: int
     in_flight: int
+    delayed: int = 0
 
     def for_waiting(self, running: int) -> int:
-        """Messages that may still be for waiting jobs: all visible ones, and the in
-        flight ones beyond those the `running` jobs hold (a job claimed without a
-        message, by a polling worker, holds none: never below zero)."""
-        return self.visible + max(0, self.in_flight - running)
+        """Messages that may still be for waiting jobs: all visible and delayed ones,
+        and the in flight ones beyond those the `running` jobs hold (a job claimed
+        without a message, by a polling worker, holds none: never below zero)."""
+        return self.visible + self.delayed + max(0, self.in_flight - running)
 
 
 class SqsDispatch:
@@ -97,19 +99,20 @@ class SqsDispatch:
         return failed
 
     def depth(self) -> QueueDepth | None:
-        """Messages on the queue now, visible and in flight (not those still delayed);
-        None when SQS cannot say."""
+        """Messages on the queue now, visible, in flight and delayed; None when SQS
+        cannot say."""
         names: list[QueueAttributeNameType] = [
             "ApproximateNumberOfMessages",
             "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
         ]
         try:
             found = self.client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
-            visible, in_flight = (int(found["Attributes"][name]) for name in names)
+            visible, in_flight, delayed = (int(found["Attributes"][name]) for name in names)
         except Exception as exc:  # the network, the service, a queue gone: not known
             log.warning("could not read the SQS queue's depth: %s", exc)
             return None
-        return QueueDepth(visible, in_flight)
+        return QueueDepth(visible, in_flight, delayed)
 
     def visibility_timeout(self) -> int | None:
         """The queue's own VisibilityTimeout in seconds, read once per process (the
