@@ -49,9 +49,10 @@ readers leave a priority as soon as they meet a job not yet due (run_at orders
 the rest of it), and each gives up after a bounded number of entries, so a
 backlog held back by a limit that fills during the claim costs a bounded read,
 not a scan. The due jobs of a limit full before the claim's decision are filtered
-out of those reads (while a type's limit is full, the due index, which has no
-type, gives way to every waiting tenant's `tenant_due`): a run of more of them
-than the bound hid every job behind it for as long as the limit stayed full.
+out of those reads (the due index has no type: when its read ends at the bound
+with a type's limit full, it goes on from every waiting tenant's `tenant_due`): a
+run of more of them than the bound hid every job behind it for as long as the
+limit stayed full.
 """
 
 from __future__ import annotations
@@ -525,40 +526,48 @@ class PolicyClaim:
         Index pages are generous (index entries are small); the blocks of statics,
         whole-item reads, start at what the claim wants and double while jobs are held.
 
-        While a type's limit is full, the due index (which has no type) would hand back
-        that type's due jobs, and a run of more than EXAMINE of them hid every job
-        behind it for as long as the limit stayed full: the jobs are then read from
-        each waiting tenant's `tenant_due` instead (a query per tenant, as fair turns
-        cost), without the full types' jobs."""
-        if self.full_types:
-            try:
-                yield from self._best_first_by_tenant()
-                return
-            except StoreNotMigrated:
-                pass  # a table made before the fair indexes: the due index, as before
+        The due index has no type, so it hands back the due jobs of a type whose limit
+        is full, and a run of more than EXAMINE of them hid every job behind it for as
+        long as the limit stayed full. When the read ends at EXAMINE with a type full,
+        it goes on from each waiting tenant's `tenant_due` (a query per tenant, as fair
+        turns cost), without the full types' jobs."""
+        given: set[str] = set()
+        examined = 0
+
+        def counted(entries: Iterator[Item]) -> Iterator[Item]:
+            nonlocal examined
+            for entry in entries:
+                examined += 1
+                yield entry
+
         page = min(1000, 4 * want + 50)
         runs = [
             self._due_run(GSI_DUE, "due_pk", due_partition(shard), page)
             for shard in self.store._shards()
         ]
         merged = heapq.merge(*runs, key=lambda e: need_s(e, "due_sk"))
-        entries = (e for e in itertools.islice(merged, EXAMINE) if job_id_of(e) not in self.skip)
+        entries = (
+            e for e in counted(itertools.islice(merged, EXAMINE)) if job_id_of(e) not in self.skip
+        )
         size = min(BATCH_GET, want + 2)
         while block := list(itertools.islice(entries, size)):
             statics = self.store._statics_for([job_id_of(e) for e in block])
             for entry in block:
                 st = statics.get(job_id_of(entry))
                 if st is not None:
+                    given.add(st.id)
                     yield Candidate(st.id, st.tenant, st.queue, st.type, need_s(entry, "due_sk"))
             size = min(BATCH_GET, 2 * size)
-
-    def _best_first_by_tenant(self) -> Iterator[Candidate]:
-        """Due jobs of every tenant best first, merged from the tenants' `tenant_due`."""
-        runs = [
-            self._tenant_run(tenant, EXAMINE, TENANT_PAGE) for tenant in sorted(self._tenants())
-        ]
-        merged = heapq.merge(*runs, key=lambda c: c.due_sk)
-        yield from itertools.islice(merged, EXAMINE)
+        if examined < EXAMINE or not self.full_types:
+            return
+        try:
+            tenants = sorted(self._tenants())
+        except StoreNotMigrated:
+            return  # a table made before the fair indexes: the due index alone, as before
+        runs_by_tenant = [self._tenant_run(tenant, EXAMINE, TENANT_PAGE) for tenant in tenants]
+        merged_by_tenant = heapq.merge(*runs_by_tenant, key=lambda c: c.due_sk)
+        fresh = (c for c in merged_by_tenant if c.id not in given)
+        yield from itertools.islice(fresh, EXAMINE)
 
     def _tenants(self) -> set[str]:
         """Tenants with waiting jobs: per shard, a page of due_tenants at a time, each
