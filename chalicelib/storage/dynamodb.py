@@ -643,8 +643,13 @@ class DynamoStore:
         ascending: bool = True,
         page: int | None = None,
         consistent: bool = False,
+        grow_to: int | None = None,
     ) -> Iterator[Item]:
-        """Every matching item, page by page, as late as the caller asks for them."""
+        """Every matching item, page by page, as late as the caller asks for them.
+
+        `grow_to`: each page after the first asks for twice as many entries, up to that
+        many (a filter that drops most of a long run then costs few round trips, and a
+        read that the first page answers costs no more than before)."""
         request: QueryInputTypeDef = {
             "TableName": self.table,
             "KeyConditionExpression": key_condition,
@@ -659,8 +664,11 @@ class DynamoStore:
             request["Limit"] = page
         if consistent:
             request["ConsistentRead"] = True
-        for response in pages(self.ddb.query, dict(request)):
+        paged: dict[str, Any] = dict(request)
+        for response in pages(self.ddb.query, paged):
             yield from response.get("Items", [])
+            if grow_to is not None and page is not None:
+                paged["Limit"] = min(grow_to, 2 * int(paged["Limit"]))
 
     def _load(
         self,

@@ -124,8 +124,9 @@ EXAMINE = 1000
 EXAMINE_PER_TENANT = 250
 DISCOVERY_PAGE = 100  # due_tenants entries per query when finding tenants
 TENANT_PAGE = 50  # tenant_due entries per query: a turn or two, or a run of held jobs
-# Entries per query when full limits' due jobs are filtered out (DynamoDB's Limit counts
-# the entries it reads, not those it returns): a run of held jobs in few requests.
+# While full limits' due jobs are filtered out (DynamoDB's Limit counts the entries it
+# reads, not those it returns), each further page of a read doubles, up to this many
+# entries: a long run of held jobs in few requests.
 FILTERED_PAGE = 1000
 BATCH_GET = 100  # BatchGetItem's limit
 # A limit item's `run` is pruned once it holds this many ids, however high the limit:
@@ -486,14 +487,14 @@ class PolicyClaim:
         priority instead of paging through delayed jobs. Due jobs of a full limit
         are filtered out (_filter), so a long run of them cannot use up EXAMINE."""
         after: str | None = None
-        if self.full_queues or (self.full_types and index == GSI_TENANT_DUE):
-            page = max(page, FILTERED_PAGE)  # a page may be mostly filtered out
+        filtering = bool(self.full_queues or (self.full_types and index == GSI_TENANT_DUE))
+        grow_to = FILTERED_PAGE if filtering else None  # a page may be mostly filtered out
         while True:
             expr = Expr()
             key = _key_after(expr, hash_attr, hash_value, "due_sk", after)
             filter_ = self._filter(expr, index)
             jumped = False
-            for entry in self.store._query(index, expr, key, filter_, page=page):
+            for entry in self.store._query(index, expr, key, filter_, page=page, grow_to=grow_to):
                 if need_n(entry, "run_at") > self.now:
                     priority = need_s(entry, "due_sk").split("#", 1)[0]
                     after, jumped = priority + "#~", True  # '~' sorts after every digit
