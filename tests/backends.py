@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -50,6 +51,9 @@ def _dynamodb(clock: FakeClock, tmp_path: Path, request: Any) -> Iterator[JobSto
     with mock_aws():
         config = DynamoConfig(table="spool", queue="spool", bucket="spool")
         ddb, sqs, s3 = make_clients(config)
+        lock = threading.Lock()
+        for client in (ddb, sqs, s3):
+            _atomic_requests(client, lock)
         create_resources(config, ddb, sqs, s3)
         store = DynamoStore(config, clock, ddb=ddb, sqs=sqs, s3=s3)
         with _ShallowStack(store) as proxied:
@@ -57,8 +61,31 @@ def _dynamodb(clock: FakeClock, tmp_path: Path, request: Any) -> Iterator[JobSto
         store.close()
 
 
+def _atomic_requests(client: Any, lock: threading.Lock) -> None:
+    """Each request of a moto client runs whole before the next begins.
+
+    DynamoDB applies a conditional write or a transaction atomically; moto in-process
+    does not (its check and its write interleave between threads: a job claimed twice,
+    an item read half written). With every request atomic, the contract's tests from
+    many threads interleave the store's requests as DynamoDB would, and test its
+    conditional writes: before, every call went through one thread (_ShallowStack),
+    and those tests ran their claims one after another on DynamoDB."""
+    real = client._make_api_call
+
+    def atomic(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return real(*args, **kwargs)
+
+    client._make_api_call = atomic
+
+
+# Threads of _ShallowStack's pool: as many as the contract's tests run store calls at once
+# (tests/threads.run_together), so those calls interleave, one request at a time.
+SHALLOW_THREADS = 8
+
+
 class _ShallowStack:
-    """Runs every call of the wrapped store on one thread of its own.
+    """Runs every call of the wrapped store on a thread of its own pool.
 
     Under Python 3.11 a deep stack (pytest + Hypothesis + moto's recursive
     serializer) keeps crossing a frame-stack chunk boundary, and CPython maps and
@@ -68,7 +95,9 @@ class _ShallowStack:
 
     def __init__(self, target: object) -> None:
         self._target = target
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="moto")
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            SHALLOW_THREADS, thread_name_prefix="moto"
+        )
 
     def __enter__(self) -> _ShallowStack:
         return self
