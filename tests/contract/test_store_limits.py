@@ -416,3 +416,52 @@ def test_a_claim_reports_every_limit_it_found_full(store: JobStore, clock: FakeC
         assert store.claim(10, LEASE, policy=policy) == []
     full = {(h.key, h.kind) for h in holds if not h.job_id}
     assert full == {("type:slow", "concurrency"), ("queue:rq", "rate")}
+
+
+# -- held jobs meet the rest of the lifecycle (guards: these held on every store) -------
+
+
+def test_a_limit_lowered_below_what_runs_starts_nothing_until_it_has_room(
+    store: JobStore, clock: FakeClock
+) -> None:
+    add(store, clock, 10, type="r")
+    assert (
+        len(store.claim(10, LEASE, policy=ClaimPolicy((Limit("type", "r", concurrency=3),)))) == 3
+    )
+    lowered = ClaimPolicy((Limit("type", "r", concurrency=1),))
+    assert store.claim(10, LEASE, policy=lowered) == []
+    raised = ClaimPolicy((Limit("type", "r", concurrency=5),))
+    assert len(store.claim(10, LEASE, policy=raised)) == 2
+
+
+def test_held_jobs_cancel_redrive_and_retry_keep_their_attempts(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """A held job can be cancelled; a job redriven into a full limit waits like any
+    other; a retry due while its limit is full waits without spending an attempt."""
+    from datetime import timedelta
+
+    ids = add(store, clock, 3, type="r", max_attempts=2)
+    policy = ClaimPolicy((Limit("type", "r", concurrency=1),))
+    [first] = store.claim(10, LEASE, policy=policy)
+    held = [i for i in ids if i != first.id]
+    assert store.cancel(held[0]).state is JobState.CANCELLED
+    retry_at = clock.now() + timedelta(seconds=1)
+    assert store.finish(
+        [Completion(first.id, first.lease_token or "", JobState.RETRYING, retry_at=retry_at)]
+    ) == [True]
+    clock.advance(2)
+    [second] = store.claim(10, LEASE, policy=policy)  # the retry or the other: one
+    for _ in range(3):
+        assert store.claim(10, LEASE, policy=policy) == []
+    waiting = next(i for i in (first.id, held[1]) if i != second.id)
+    assert stored(store, waiting).attempts == (1 if waiting == first.id else 0)
+    dead = Completion(second.id, second.lease_token or "", JobState.DEAD, error="no")
+    assert store.finish([dead]) == [True]
+    [third] = store.claim(10, LEASE, policy=policy)
+    assert third.id == waiting
+    assert [j.id for j in store.redrive([second.id])] == [second.id]
+    assert store.claim(10, LEASE, policy=policy) == []  # redriven into a full limit
+    finish(store, third)
+    [again] = store.claim(10, LEASE, policy=policy)
+    assert again.id == second.id and again.attempts == 1
