@@ -128,6 +128,9 @@ TENANT_PAGE = 50  # tenant_due entries per query: a turn or two, or a run of hel
 # reads, not those it returns), each further page of a read doubles, up to this many
 # entries: a long run of held jobs in few requests.
 FILTERED_PAGE = 1000
+# Full queues (and types) a read filters out, at most: DynamoDB takes 100 values in an IN
+# list and 4 KB of expression. The jobs of any more are left to the claim's admission.
+FILTER_MOST = 40
 BATCH_GET = 100  # BatchGetItem's limit
 # A limit item's `run` is pruned once it holds this many ids, however high the limit:
 # pruned only near the limit, a limit far above what runs (50,000) kept every id its
@@ -512,9 +515,9 @@ class PolicyClaim:
             parts.append(expr.one_of("queue", [s(q) for q in sorted(self.queues)]))
         full = []
         if self.full_queues:
-            full.append(expr.one_of("queue", [s(q) for q in self.full_queues]))
+            full.append(expr.one_of("queue", [s(q) for q in self.full_queues[:FILTER_MOST]]))
         if self.full_types and index == GSI_TENANT_DUE:
-            full.append(expr.one_of("type", [s(t) for t in self.full_types]))
+            full.append(expr.one_of("type", [s(t) for t in self.full_types[:FILTER_MOST]]))
         if full:
             due = f"{expr.name('run_at')} > {expr.value(n(self.now))}"
             parts.append(f"({due} OR NOT ({' OR '.join(full)}))")
