@@ -31,7 +31,6 @@ import hashlib
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -54,6 +53,7 @@ log = logging.getLogger("spool.sqs_poller")
 
 FUNCTION_TIMEOUT_MS = 900_000
 DEMO_VARIABLE = "SPOOL_DEMO_HANDLERS"  # as local/serve.py's
+STOPPING = "stopping: finishing the batch in hand"
 RATE_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
 
 
@@ -468,8 +468,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     schedule = Schedule(spool_app.app) if args.schedule else None
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     print(f"spool: polling {dispatch.queue_url} for {poller.function}", flush=True)
     print(
         "  scheduled  "
@@ -481,9 +479,16 @@ def main(argv: list[str] | None = None) -> int:
         + f"\n  types      {types_loaded(rt.registry.types())}",
         flush=True,
     )
-    handled = poller.run(
-        stop, idle_exit=args.idle_exit, max_seconds=args.max_seconds, schedule=schedule
-    )
+    # As `spool serve` and `spool worker` stop (serve.StopSignals): SIGHUP too (it was
+    # left to its default, and a closed terminal killed the poller mid-batch, its jobs
+    # `running` until their leases lapsed), a line on the first signal, and a second
+    # Ctrl-C stops at once (it was taken as the first, and waited for the jobs).
+    from local.serve import StopSignals
+
+    with StopSignals(stop=stop.set, notice=STOPPING):
+        handled = poller.run(
+            stop, idle_exit=args.idle_exit, max_seconds=args.max_seconds, schedule=schedule
+        )
     print(f"spool: handled {handled} message(s)", flush=True)
     rt.close()
     return 0
