@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator
 
 from chalicelib.fdwait import readable
-from chalicelib.storage.files import private_dirs
+from chalicelib.storage.files import PRIVATE_DIR, private_dirs
 
 log = logging.getLogger("spool.notify")
 
@@ -205,7 +205,38 @@ class SocketDirNotifier:
             with contextlib.suppress(BlockingIOError, OSError):
                 while sock.recv(64):
                     pass
+        elif self._unreachable():
+            self._bind_again()
         return woke
+
+    def _unreachable(self) -> bool:
+        """Whether this waiter's socket file is gone from the folder (removed by hand, or
+        by a cleaner of old files): no wake-up reaches it again, and it woke only on its
+        fallback timeout, until restarted, without a word. One stat, on a wait that
+        ended with no wake-up only."""
+        path = self._path
+        return path is not None and not os.path.lexists(path)
+
+    def _bind_again(self) -> None:
+        """Make the folder again and bind a new socket in it, now: a wake-up sent before
+        the next wait reaches it. Not its
+        parents: the database's own folder gone is the store's to report (an empty
+        folder where it was would say otherwise); the waiter keeps its fallback
+        timeout meanwhile, and looks again after the next one."""
+        try:
+            os.mkdir(self.directory, PRIVATE_DIR)
+        except FileExistsError:
+            pass  # another process made it again first
+        except OSError:
+            return
+        log.warning(
+            "the wake-up folder %s, or this worker's socket in it, was removed while Spool "
+            "ran; made it again (only this user's processes may wake workers)",
+            self.directory,
+        )
+        self.close()
+        with contextlib.suppress(OSError):  # else the next wait binds it, or says why
+            self._ensure_socket()
 
     def close(self) -> None:
         with self._lock:
