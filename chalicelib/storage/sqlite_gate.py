@@ -22,7 +22,11 @@ shell, an older Spool) and for the WAL switch.
 
 flock locks belong to an open file description: the descriptors are opened per
 process (after a fork the child opens its own), and the kernel drops them when a
-process dies, so a crashed writer never leaves the gate shut. A writer stopped
+process dies, so a crashed writer never leaves the gate shut. The files removed
+while Spool runs (by hand, a cleaner of old files) are made again by the next
+process to open them; each running process looks once a second whether the files
+at the paths are still those it holds, and opens them again if not, so the
+processes do not split into groups that each take a gate of their own. A writer stopped
 while holding it (SIGSTOP) shuts it until it resumes; waiters give up after the
 same 10 s as SQLite's busy timeout.
 """
@@ -52,6 +56,8 @@ LONGEST_STEP = 200e-6
 # instead of taking the gate it may have just released. Checked every DEFER_STEP.
 COURTESY = 2e-3
 DEFER_STEP = 20e-6
+# How often a process looks whether its gate files are still the ones at the paths.
+LOOK_EVERY = 1.0
 
 
 log = logging.getLogger("spool.storage")
@@ -69,6 +75,7 @@ class WriteGate:
         self._owner: tuple[int, str] | None = None  # the process the descriptors are for
         self._gate = -1
         self._waiting = -1
+        self._next_look = 0.0  # time.monotonic() of the next look at the files (_replaced)
 
     def acquire(self, patience: float | None = None) -> None:
         if fcntl is None or not self._open():
@@ -107,7 +114,9 @@ class WriteGate:
 
     def _open(self) -> bool:
         if self._owner == this_process():
-            return self._gate >= 0
+            if self._gate < 0 or not self._due_a_look() or not self._replaced():
+                return self._gate >= 0
+            self.close()  # opened again below: the files the other processes take now
         # A new process (or a forked child, which must not share its parent's open
         # file descriptions: flock would then count them as one owner).
         self._owner = this_process()
@@ -120,6 +129,30 @@ class WriteGate:
             self._disable()
             return False
         return True
+
+    def _due_a_look(self) -> bool:
+        """At most one look at the files a LOOK_EVERY: the stats cost a few percent of
+        a one-job write, and a process started after a removal is met within it."""
+        now = time.monotonic()
+        if now < self._next_look:
+            return False
+        self._next_look = now + LOOK_EVERY
+        return True
+
+    def _replaced(self) -> bool:
+        """Whether a file at the paths is not the one this process holds (removed by
+        hand or by a cleaner, or replaced): a process started since opens the new one,
+        and each group then took a gate of its own, two writers at once meeting in
+        SQLite's busy handler again."""
+        for path, fd in zip(self.paths, (self._gate, self._waiting), strict=True):
+            try:
+                there = os.stat(path)
+            except OSError:
+                return True
+            held = os.fstat(fd)
+            if (there.st_ino, there.st_dev) != (held.st_ino, held.st_dev):
+                return True
+        return False
 
     def _try(self) -> bool:
         return _exclusive_now(self._gate)
