@@ -123,6 +123,9 @@ class Child:
     beats: int = -1  # the read end of its heartbeat pipe
     heard: float = 0.0  # when it last beat, or was started (time.monotonic())
     beating: bool = False  # it has beaten since it was started
+    # Why the system refused to start it again (EMFILE, EAGAIN, ENOMEM), None when it
+    # started: `proc` is then still the one that exited, reaped already.
+    refused: OSError | None = None
 
 
 @dataclass
@@ -182,6 +185,9 @@ class Supervisor:
             child.proc = subprocess.Popen(
                 args, env=self.env, cwd=self._start_folder(), pass_fds=fds, start_new_session=True
             )
+        except BaseException:
+            os.close(beats)
+            raise
         finally:
             os.close(beat_end)
         if child.beats >= 0:
@@ -243,39 +249,59 @@ class Supervisor:
                 proc = child.proc
                 if proc is None or proc.poll() is None:
                     continue
-                self.reaped(proc.pid)
+                refused, child.refused = child.refused, None
+                if refused is None:  # else reaped already, before the start it refused
+                    self.reaped(proc.pid)
                 lived = time.monotonic() - child.started
                 # A process cannot start while the store does not answer (it opens the
                 # store first): that says nothing of the process, so it is restarted
                 # without counting. Giving up here stopped the whole server over a
                 # store outage the other processes rode out with 503s.
-                down = lived < QUICK_EXIT and self.store_down()
+                down = refused is None and lived < QUICK_EXIT and self.store_down()
                 if lived >= QUICK_EXIT:
                     child.quick_exits = 0
                 elif not down:
                     child.quick_exits += 1
                 if child.quick_exits > QUICK_EXITS_ALLOWED:
-                    message = (
-                        f"server process {child.index} keeps exiting "
-                        f"(code {proc.returncode}); stopping"
+                    why = (
+                        f"cannot be started again ({refused})"
+                        if refused is not None
+                        else f"keeps exiting (code {proc.returncode})"
                     )
+                    message = f"server process {child.index} {why}; stopping"
                     log.error("%s", message)
                     if on_give_up is not None:
                         on_give_up(message)
                     self.stop()
                     return 1
-                log.warning(
-                    "server process %d (pid %d) exited with code %d; restarting it%s",
-                    child.index,
-                    proc.pid,
-                    proc.returncode,
-                    " (the store does not answer: trying again)" if down else "",
-                )
+                if refused is None:
+                    log.warning(
+                        "server process %d (pid %d) exited with code %d; restarting it%s",
+                        child.index,
+                        proc.pid,
+                        proc.returncode,
+                        " (the store does not answer: trying again)" if down else "",
+                    )
                 pause = STORE_DOWN_PAUSE if down else RESTART_PAUSE * max(1, child.quick_exits)
                 if self._stopping.wait(pause):
                     break
-                self.spawn(child)
+                self._start_again(child)
         return 0
+
+    def _start_again(self, child: Child) -> None:
+        """spawn(child); a start the system refuses now (out of descriptors, processes
+        or memory) is said and tried again by watch() as a quick exit, so a lasting
+        refusal ends in its give-up line. It raised out of watch(): the whole server,
+        the healthy processes and the worker too, stopped at the first refusal with
+        "unexpected error: OSError"."""
+        try:
+            self.spawn(child)
+        except OSError as exc:
+            child.refused = exc
+            child.started = time.monotonic()
+            log.warning(
+                "server process %d cannot be started again (%s); trying again", child.index, exc
+            )
 
     def _kill_the_silent(self) -> None:
         """Read the heartbeats; kill a running process silent for hang_seconds (watch()
