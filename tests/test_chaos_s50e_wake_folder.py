@@ -64,6 +64,22 @@ def test_the_folder_is_made_again_but_not_its_parents(tmp_path: Path) -> None:
         waiter.close()
 
 
+def test_a_file_where_the_folder_was_never_fails_a_wait(tmp_path: Path) -> None:
+    """A wait that raised would be taken for a store outage by the built-in worker."""
+    folder = tmp_path / "spool.db.wake"
+    waiter = SocketDirNotifier(str(folder))
+    try:
+        waiter.wait(0)
+        shutil.rmtree(folder)
+        folder.write_text("not a folder")
+        for _ in range(3):
+            assert waiter.wait(0.01) is False
+        waiter.interrupt()
+        assert waiter.wait(5) is True  # Worker.stop still wakes it
+    finally:
+        waiter.close()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_spool_serve_s_worker_binds_again_in_a_removed_folder(tmp_path: Path) -> None:

@@ -235,8 +235,13 @@ class SocketDirNotifier:
             self.directory,
         )
         self.close()
-        with contextlib.suppress(OSError):  # else the next wait binds it, or says why
+        try:
             self._ensure_socket()
+        except OSError as exc:  # a file where the folder was: wait must not raise
+            log.warning("no wake-ups in %s (%s): waits end on their timeout", self.directory, exc)
+            with self._lock:
+                self._sock, self._pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
 
     def close(self) -> None:
         with self._lock:
