@@ -54,6 +54,7 @@ log = logging.getLogger("spool.sqs_poller")
 FUNCTION_TIMEOUT_MS = 900_000
 DEMO_VARIABLE = "SPOOL_DEMO_HANDLERS"  # as local/serve.py's
 STOPPING = "stopping: finishing the batch in hand"
+READ_SLACK = 5  # seconds an SQS answer may take past a receive's long poll
 RATE_SECONDS = {Rate.MINUTES: 60, Rate.HOURS: 3600, Rate.DAYS: 86400}
 
 
@@ -63,6 +64,30 @@ class BatchResult:
     deleted: int = 0
     failed: int = 0  # left on the queue: listed in batchItemFailures, or the handler raised
     crashed: bool = False
+
+
+def answering_promptly(sqs: SQSClient, wait_seconds: int) -> SQSClient:
+    """The store's SQS client, made again to give up on a queue that stopped answering
+    within READ_SLACK seconds past a receive's long poll, and to try a second time only.
+
+    The store's client waits 20 s for an answer and tries five times: a queue that hung
+    (an endpoint stopped, a network gone quiet) held a receive for about 2 minutes, and
+    a stop asked meanwhile waited for it, past a service manager's stop timeout
+    (systemd's 90 s), which then SIGKILLs, whatever batch is in hand. A receive holds
+    nothing: one given up on is tried again with the poller's backoff."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    bounded = BotoConfig(
+        read_timeout=wait_seconds + READ_SLACK, retries={"mode": "standard", "max_attempts": 2}
+    )
+    client: SQSClient = boto3.session.Session().client(
+        "sqs",
+        endpoint_url=sqs.meta.endpoint_url,
+        region_name=sqs.meta.region_name,
+        config=sqs.meta.config.merge(bounded),
+    )
+    return client
 
 
 def sqs_function(app: Chalice) -> str:
@@ -313,7 +338,7 @@ class PollerThread:
     on a thread of `spool serve`'s process; the same start and stop as the Emulator."""
 
     def __init__(self, app: Chalice, dispatch: Any) -> None:
-        self.poller = SqsPoller(app, dispatch.client, dispatch.queue_url)
+        self.poller = SqsPoller(app, answering_promptly(dispatch.client, 1), dispatch.queue_url)
         self.schedule = Schedule(app)
         self.queue_url = dispatch.queue_url
         self._stop = threading.Event()
@@ -461,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     poller = SqsPoller(
         spool_app.app,
-        dispatch.client,
+        answering_promptly(dispatch.client, args.wait),
         dispatch.queue_url,
         wait_seconds=args.wait,
         batching_window=args.window,

@@ -40,7 +40,7 @@ JOB_SECONDS = 4
 
 
 @pytest.fixture
-def moto_endpoint() -> Iterator[str]:
+def moto_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
     process = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
         env=guarded_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -53,9 +53,15 @@ def moto_endpoint() -> Iterator[str]:
                 break
         else:
             pytest.fail("moto_server exited before it ran")
-        yield f"http://127.0.0.1:{found.group(1)}"
+        yield process, f"http://127.0.0.1:{found.group(1)}"
     finally:
+        process.send_signal(signal.SIGCONT)
         stop(process)
+
+
+@pytest.fixture
+def moto_endpoint(moto_process: tuple[subprocess.Popen[str], str]) -> str:
+    return moto_process[1]
 
 
 @pytest.fixture
@@ -130,3 +136,25 @@ def test_a_second_ctrl_c_stops_at_once_and_the_first_says_so(
     finally:
         stop(proc)
     assert code == 130
+
+
+def test_a_stop_is_not_held_up_by_a_queue_that_stopped_answering(
+    store: tuple[str, Runtime], moto_process: tuple[subprocess.Popen[str], str], tmp_path: Path
+) -> None:
+    """SQS hung (moto_server stopped with SIGSTOP) while the poller waits on a receive,
+    no batch in hand: SIGTERM took 119 s, boto's 20 s read timeout tried five times,
+    past a service manager's stop timeout (systemd's 90 s), which then SIGKILLs."""
+    url, _ = store
+    proc = start_poller(url, tmp_path)
+    try:
+        moto_process[0].send_signal(signal.SIGSTOP)
+        time.sleep(2)  # a receive is under way (each lasts --wait, 1 s): no event tells
+        proc.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = proc.wait(90)
+        took = time.monotonic() - started
+    finally:
+        moto_process[0].send_signal(signal.SIGCONT)
+        stop(proc)
+    assert code == 0
+    assert took < 30
