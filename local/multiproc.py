@@ -219,9 +219,11 @@ class Supervisor:
                 os.close(write_end)
 
     def _wait_ready(self, read_end: int) -> None:
+        """Until every process says it serves, or a stop is asked (stop_requested):
+        the stop waited for the start, up to READY_TIMEOUT with slow handler imports."""
         waiting = len(self.children)
         deadline = time.monotonic() + READY_TIMEOUT
-        while waiting > 0:
+        while waiting > 0 and not self._stopping.is_set():
             for child in self.children:
                 if child.proc is not None and child.proc.poll() is not None:
                     raise CliFailure(
@@ -335,6 +337,10 @@ class Supervisor:
     def request_stop(self) -> None:
         """From a signal handler: watch() returns and the caller calls stop()."""
         self._stopping.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stopping.is_set()
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """SIGTERM every process, wait for them (SIGKILL past `grace`), close sockets."""

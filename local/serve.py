@@ -859,6 +859,10 @@ def serve_processes(
     with signals, shared:
         fresh_store.started()  # the server processes open the store too from here
         supervisor.start()
+        if supervisor.stop_requested:  # during start-up: nothing served, no banner
+            supervisor.stop()
+            print("spool: stopped", file=sys.stderr, flush=True)
+            return 0
         runtime_module.reset(rt)
         emulator = None if args.no_worker else local_worker(spool_app.app, rt)
         if emulator is not None:
