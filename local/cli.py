@@ -849,6 +849,28 @@ def _refuse_missing_store(command: str) -> None:
     )
 
 
+def _refuse_store_gone_from_under_a_supervisor(args: argparse.Namespace) -> None:
+    """A server process of `spool serve --processes N` (started with --listen-fd) never
+    makes a SQLite store: its supervisor opened the store (making it if need be) before
+    starting it. A file missing by then was deleted or moved while Spool ran; a
+    replacement server process made a new, empty one at the path and answered 201 for
+    jobs no worker ran, beside the others' 503s. Refused instead: the supervisor
+    restarts it while its own store says the file is gone (store_down)."""
+    if args.command != "serve" or getattr(args, "listen_fd", None) is None:
+        return
+    from chalicelib.config import Settings
+
+    path = _missing_sqlite_file(Settings.from_env().store_url)
+    if path is None:
+        return
+    raise CliFailure(
+        f"the SQLite file {os.path.abspath(path)} this server opened is gone from its "
+        "path (deleted, or its folder moved or renamed, while Spool ran): a server "
+        "process makes no new, empty store there",
+        "Put the file back, or stop spool serve and start it again (docs/operations.md)",
+    )
+
+
 def _refuse_memory_store(command: str) -> None:
     """`SPOOL_STORE_URL=memory:// spool enqueue echo` said "created" and lost the job
     as it exited; the reading commands there always showed an empty store. The store
@@ -943,6 +965,7 @@ def _run(args: argparse.Namespace) -> int:
             "cd to a directory that exists, then run the command again",
         ) from None
     _refuse_missing_store(args.command)
+    _refuse_store_gone_from_under_a_supervisor(args)
     _refuse_memory_store(args.command)
     if args.command == "serve":
         from chalicelib.config import Settings
