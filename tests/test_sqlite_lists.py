@@ -128,15 +128,15 @@ def test_a_job_that_changes_state_between_walks_is_listed_once(
         walked: list[JobState | None] = []
         rows = sqlite_lists._rows
 
-        def walk(db: sqlite3.Connection, columns: str, query: JobQuery, state, limit):
+        def walk(db: sqlite3.Connection, columns: str, query: JobQuery, state, limit, until=None):
             walked.append(state)
             if state is JobState.QUEUED:  # the worker runs the job right after this walk
-                found = rows(db, columns, query, state, limit)
+                found = rows(db, columns, query, state, limit, until)
                 [claimed] = worker.claim(1, 30)
                 done = Completion(claimed.id, token(claimed), JobState.SUCCEEDED)
                 assert worker.finish([done]) == [True]
                 return found
-            return rows(db, columns, query, state, limit)
+            return rows(db, columns, query, state, limit, until)
 
         monkeypatch.setattr(sqlite_lists, "_rows", walk)
         page = store.list_jobs(JobQuery(tenant="a", limit=10))
