@@ -304,9 +304,14 @@ def ui_dead_redrive(edge: Edge, request: ApiRequest) -> ApiResponse:
 def ui_dead_purge(edge: Edge, request: ApiRequest) -> ApiResponse:
     tenant = _tenant(edge, request)
     ids, more = _dead_ids(edge, tenant, _action(edge, request))
-    gone = edge.runtime.store.discard(ids, tenant)
-    for job_id in gone:
-        edge.cache.drop(tenant, job_id)
+    gone: list[str] = []
+    # A step per store call, as the redrive above: each is its own write transaction,
+    # so another tenant's enqueue waits for one step, not for up to ALL_PER_REQUEST
+    # deletions (5,000 jobs of 20 KB held SQLite's write lock for 1.1 s).
+    for start in range(0, len(ids), READ_STEP):
+        for job_id in edge.runtime.store.discard(ids[start : start + READ_STEP], tenant):
+            edge.cache.drop(tenant, job_id)
+            gone.append(job_id)
     return _json({"done": len(gone), "ids": gone, "more": more})
 
 
