@@ -9,7 +9,8 @@
   new message (its old one acknowledged, so deferrals never count toward the
   queue's maxReceiveCount) and the messages of jobs still running are kept hidden
   (a visibility heartbeat). A job a limit held back (chalicelib/limits.py) is sent
-  again as a new message delayed HELD_REDELIVERY_SECONDS. Without SQS delivery, or
+  again as a new message, delayed until a rate would admit it, or for a concurrency
+  limit longer each time it is held (`held_delay`). Without SQS delivery, or
   when that send fails, the old message is reported failed instead (a deferred one
   handed back at once, a held one after the visibility timeout).
 - `handle_schedule`: a scheduled invocation first enqueues due periodic ticks
@@ -31,16 +32,19 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import random
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from chalicelib import logs, periodic, worker_id
 from chalicelib import runtime as runtime_module
 from chalicelib.errors import StoreUnavailable
 from chalicelib.ids import looks_like_job_id
+from chalicelib.limits import Hold
 from chalicelib.runtime import Runtime
 from chalicelib.storage.base import job_timings
 from chalicelib.worker import Worker, WorkerStats
@@ -57,10 +61,18 @@ log = logging.getLogger("spool.events")
 # after the visibility timeout. A deferred job (and a held one) goes back as a new
 # message instead, and its message is redelivered only when that send fails.
 REDELIVER = frozenset({"failed", "unwritten"})
-# A job a limit held back goes back to the queue as a fresh message this much later
-# (a fresh message, so holds do not count toward the queue's maxReceiveCount and
-# send a waiting job to the SQS dead-letter queue).
+# A job a limit held back goes back to the queue as a fresh message (so holds do not
+# count toward the queue's maxReceiveCount and send a waiting job to the SQS
+# dead-letter queue), delayed by `held_delay`: a rate's hold says when its window has
+# room again; a concurrency hold cannot know when a running job ends, so it waits
+# HELD_REDELIVERY_SECONDS the first time and twice as long each time it is held again,
+# up to CONCURRENCY_HOLD_CAP. Nothing wakes a held job earlier (a finish sends no
+# message, and release_due counts delayed messages as on their way), so that cap is
+# also how long a job may wait after its limit has room: a minute, not SQS's 15.
 HELD_REDELIVERY_SECONDS = 2.0
+CONCURRENCY_HOLD_CAP = 60.0
+MAX_HELD_DELAY = 900.0  # SQS's DelaySeconds ceiling (sqs_dispatch.MAX_DELAY_SECONDS)
+HOLDS_FIELD = "holds"  # the message body's count of the holds before it
 _SQS_SOURCE = "aws:sqs"  # a record's eventSource, when it has one
 
 
@@ -115,6 +127,36 @@ def time_left_of(context: LambdaContext | None) -> Callable[[], float] | None:
     if context is None:
         return None
     return lambda: max(0.0, float(context.get_remaining_time_in_millis())) / 1000.0
+
+
+def held_delay(hold: Hold | None, holds: int, jitter: Callable[[], float] = random.random) -> float:
+    """Seconds a held job's new message waits, never under 1 (0 made it a busy loop).
+
+    Under a rate: until the window has room (Hold.wait), a tenth more at most so the
+    jobs it held together do not all come back in the same second, capped at SQS's
+    900 s (a longer wait is held once more when it comes back). Otherwise (a
+    concurrency limit, or a store that cannot tell): HELD_REDELIVERY_SECONDS doubled
+    for each hold before (`holds`, which the message carries), capped at
+    CONCURRENCY_HOLD_CAP, with jitter down to half, so jobs held together spread out.
+    Before, every hold waited 2 s: under "1/h" one job was refused 1,800 times an hour.
+    """
+    if hold is not None and hold.wait is not None:
+        return min(MAX_HELD_DELAY, max(1.0, hold.wait) * (1.0 + 0.1 * jitter()))
+    full = min(CONCURRENCY_HOLD_CAP, HELD_REDELIVERY_SECONDS * 2.0 ** min(max(0, holds), 32))
+    return max(1.0, full * (0.5 + 0.5 * jitter()))
+
+
+def message_holds(body: str) -> int:
+    """How many times the job of a message was held before it (0 for a bare id, or a
+    count that is not a whole number from 0)."""
+    text = body.strip()
+    if not text.startswith("{"):
+        return 0
+    try:
+        value = json.loads(text).get(HOLDS_FIELD)
+    except (ValueError, RecursionError, AttributeError):
+        return 0
+    return value if type(value) is int and value >= 0 else 0
 
 
 def message_job_id(body: str) -> str | None:
@@ -221,6 +263,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
     """
     rt = runtime_module.current()
     by_job: dict[str, list[str]] = {}
+    holds: dict[str, int] = {}  # job id -> the times its message says it was held
     receipts: dict[str, str] = {}  # message id -> receipt handle
     failures: list[str] = []
     for record in _records(event):
@@ -240,11 +283,17 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
             failures.append(message_id)
             continue
         by_job.setdefault(job_id, []).append(message_id)
+        held_before = message_holds(str(record.get("body", "")))
+        holds[job_id] = max(holds.get(job_id, 0), held_before)
     if by_job:
         resent: set[str] = set()  # held jobs whose new message went out as they were held
+        held_by: dict[str, Hold] = {}  # the limit that held each held job
+        deadline = deadline_from(context)
         try:
             with _run_lock:
-                outcomes = _process_in_waves(rt, by_job, receipts, deadline_from(context), resent)
+                outcomes = _process_in_waves(
+                    rt, by_job, receipts, deadline, Held(resent, held_by, holds)
+                )
         except Exception:
             # "failed", not "deferred": back after the visibility timeout, as a crashed
             # function's batch, so a lasting fault does not spin every message round
@@ -257,7 +306,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
         _log_dropped(rt, by_job, outcomes)
         dispatch = _sqs_dispatch(rt)
         held = [j for j in by_job if outcomes.get(j) == "held" and j not in resent]
-        unsent = _resend(dispatch, held, HELD_REDELIVERY_SECONDS)
+        unsent = _send_held(dispatch, held, Held(resent, held_by, holds))
         # A deferred job goes back as a new message, due now: handing its message back
         # counted one more receive, and a job deferred maxReceiveCount times went to the
         # SQS dead-letter queue (and raised its alarm) with nothing wrong with it.
@@ -386,21 +435,32 @@ def _disagreement(setting: int, queue: int) -> str:
     )
 
 
+@dataclass
+class Held:
+    """What handle_sqs knows of a batch's held jobs while it runs: those whose new
+    message went out (`resent`), the hold of each (`by`, from worker.process) and how
+    many times each was held before this message (`before`, from the message)."""
+
+    resent: set[str]
+    by: dict[str, Hold]
+    before: Mapping[str, int]
+
+
 def _process_in_waves(
     rt: Runtime,
     by_job: Mapping[str, list[str]],
     receipts: Mapping[str, str],
     deadline: float | None,
-    resent: set[str],
+    held: Held,
 ) -> dict[str, str]:
     """Hand the worker no more jobs at once than its pool runs, checking the deadline
     before each wave, so a batch larger than the pool never starts a job that cannot
     finish before the Lambda deadline (worker.process defers each job whose own
     handler's timeout would not fit; the others in the wave run).
     Meanwhile the messages of jobs not yet finished are kept hidden from other consumers.
-    A job a limit held back is sent again (HELD_REDELIVERY_SECONDS later) as soon as
-    its wave's claim holds it, not once the wave's running jobs end; its id goes into
-    `resent`, and its old message is acknowledged with the batch.
+    A job a limit held back is sent again (`held_delay` later) as soon as its wave's
+    claim holds it, not once the wave's running jobs end; its id goes into
+    `held.resent`, and its old message is acknowledged with the batch.
     """
     from contextlib import nullcontext
 
@@ -421,10 +481,10 @@ def _process_in_waves(
     )
 
     def send_held(known: Mapping[str, str]) -> None:
-        held = [j for j, outcome in known.items() if outcome == "held" and j not in resent]
-        unsent = _resend(dispatch, held, HELD_REDELIVERY_SECONDS)
-        sent = [j for j in held if j not in unsent]
-        resent.update(sent)
+        ids = [j for j, outcome in known.items() if outcome == "held" and j not in held.resent]
+        unsent = _send_held(dispatch, ids, held)
+        sent = [j for j in ids if j not in unsent]
+        held.resent.update(sent)
         if heartbeat is not None and sent:
             heartbeat.done(receipts_of(sent))
 
@@ -432,11 +492,23 @@ def _process_in_waves(
         for start in range(0, len(ids), size):
             wave = ids[start : start + size]
             try:
-                outcomes.update(_process_isolated(worker, wave, deadline, send_held))
+                outcomes.update(_process_isolated(worker, wave, deadline, send_held, held.by))
             finally:
                 if heartbeat is not None:
                     heartbeat.done(receipts_of(wave))
     return outcomes
+
+
+def _send_held(dispatch: SqsDispatch | None, job_ids: list[str], held: Held) -> set[str]:
+    """Send held jobs back to the queue as new messages, each `held_delay` from now and
+    counting one hold more; the ids that could not be sent (see _resend)."""
+    if dispatch is None or not job_ids:
+        return set(job_ids)
+    items = []
+    for job_id in job_ids:
+        before = held.before.get(job_id, 0)
+        items.append((job_id, held_delay(held.by.get(job_id), before), before + 1))
+    return set(dispatch.send_held(items))
 
 
 def _resend(dispatch: SqsDispatch | None, job_ids: list[str], delay: float) -> set[str]:
@@ -453,6 +525,7 @@ def _process_isolated(
     wave: list[str],
     deadline: float | None,
     on_claimed: Callable[[Mapping[str, str]], None] | None = None,
+    held_by: dict[str, Hold] | None = None,
 ) -> dict[str, str]:
     """worker.process(wave), with a failure kept to the jobs it concerns.
 
@@ -464,7 +537,7 @@ def _process_isolated(
     alone it is "skipped" (its lease expires and the reaper sends it again).
     """
     try:
-        return worker.process(wave, deadline, on_claimed)
+        return worker.process(wave, deadline, on_claimed, held_by)
     except StoreUnavailable:
         log.exception("the store is unavailable; the wave's %d jobs will be redelivered", len(wave))
         return dict.fromkeys(wave, "failed")
@@ -476,7 +549,7 @@ def _process_isolated(
     outcomes: dict[str, str] = {}
     for job_id in wave:
         try:
-            outcomes.update(worker.process([job_id], deadline, on_claimed))
+            outcomes.update(worker.process([job_id], deadline, on_claimed, held_by))
         except Exception:
             log.exception("processing job %s failed; its message will be redelivered", job_id)
             outcomes[job_id] = "failed"

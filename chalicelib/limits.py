@@ -140,11 +140,16 @@ class Hold:
 
     job_id "" says only that the limit was full when the claim began, or filled
     during it (its other jobs, if any are due, may not have been looked at).
+    `wait` is the seconds until the limit admits a job again, where the store could
+    tell (a rate's recorded starts say when the oldest leaves its window; a
+    concurrency limit frees a slot whenever a job ends): the SQS worker sends a held
+    job back to the queue that much later (chalicelib/events.py).
     """
 
     job_id: str
     key: str
     kind: Literal["concurrency", "rate"]
+    wait: float | None = field(default=None, compare=False)
 
 
 class HoldLog:
@@ -223,14 +228,21 @@ class Admission:
 
     `running` is jobs running now per limit key; `started` is starts recorded in
     each rate limit's window (ending now). `admit` takes room from every limit a
-    job falls under, or records the hold and takes nothing.
+    job falls under, or records the hold and takes nothing. `leaving`, when the
+    store gives it, is per rate limit key the (seconds from now until it leaves the
+    window, count) of each recorded start: a rate hold then says when it ends.
     """
 
     def __init__(
-        self, policy: ClaimPolicy, running: Mapping[str, int], started: Mapping[str, int]
+        self,
+        policy: ClaimPolicy,
+        running: Mapping[str, int],
+        started: Mapping[str, int],
+        leaving: Mapping[str, Sequence[tuple[float, int]]] | None = None,
     ) -> None:
         self.policy = policy
         self._limits = policy.by_key()
+        self._leaving = leaving or {}
         self._room: dict[str, tuple[int, Literal["concurrency", "rate"]]] = {}
         for key, limit in self._limits.items():
             options: list[tuple[int, Literal["concurrency", "rate"]]] = []
@@ -239,12 +251,11 @@ class Admission:
             if limit.rate is not None:
                 options.append((limit.rate.count - started.get(key, 0), "rate"))
             self._room[key] = min(options)
-            room, kind = self._room[key]
-            if room <= 0:
-                # Full before this claim looked at any job: a store may leave the key's
-                # jobs out of its query, so say so once (job_id "") for the worker.
-                policy.holds.record(Hold("", key, kind))
         self.taken: dict[str, int] = {}
+        for key in self.full_keys():
+            # Full before this claim looked at any job: a store may leave the key's
+            # jobs out of its query, so say so once (job_id "") for the worker.
+            policy.holds.record(self._hold("", key))
 
     def full_keys(self) -> list[str]:
         """Limits with no room at all: a store may leave their jobs out of its query."""
@@ -257,17 +268,26 @@ class Admission:
     def admit(self, job_id: str, queue: str, type_: str) -> bool:
         keys = [k for k in limit_keys(queue, type_) if k in self._room]
         for key in keys:
-            room, kind = self._room[key]
+            room, _ = self._room[key]
             if room <= 0:
-                self.policy.holds.record(Hold(job_id, key, kind))
+                self.policy.holds.record(self._hold(job_id, key))
                 return False
         for key in keys:
             room, kind = self._room[key]
             self._room[key] = (room - 1, kind)
             self.taken[key] = self.taken.get(key, 0) + 1
             if room == 1:  # this job filled it: the rest of its jobs may go unread
-                self.policy.holds.record(Hold("", key, kind))
+                self.policy.holds.record(self._hold("", key))
         return True
+
+    def _hold(self, job_id: str, key: str) -> Hold:
+        """The hold of a full limit, with when it admits again where that is known."""
+        _, kind = self._room[key]
+        rate = self._limits[key].rate
+        wait = None
+        if kind == "rate" and rate is not None and key in self._leaving:
+            wait = rate_wait(self._leaving[key], self.taken.get(key, 0), rate)
+        return Hold(job_id, key, kind, wait)
 
     def rate_starts(self, queue: str, type_: str) -> list[str]:
         """The rate-limited keys a start of this job must be recorded under."""
@@ -276,6 +296,18 @@ class Admission:
             for k in limit_keys(queue, type_)
             if k in self._limits and self._limits[k].rate is not None
         ]
+
+
+def rate_wait(leaving: Sequence[tuple[float, int]], taken: int, rate: Rate) -> float:
+    """Seconds until a rate's window, holding starts that leave it after `leaving`
+    (seconds from now, count) and `taken` more made now, has room for one more start:
+    when enough of the oldest have left it. Never below 0."""
+    excess = sum(count for _, count in leaving) + taken - rate.count + 1
+    for at, count in [*sorted(leaving), (rate.window, taken)]:
+        excess -= count
+        if excess <= 0:
+            return max(0.0, at)
+    return rate.window
 
 
 C = TypeVar("C")

@@ -1234,6 +1234,7 @@ class Worker:
         job_ids: Sequence[str],
         deadline: float | None = None,
         on_claimed: Callable[[Mapping[str, str]], None] | None = None,
+        held_by: dict[str, Hold] | None = None,
     ) -> dict[str, str]:
         """Run specific jobs (SQS delivery). Returns job id -> outcome.
 
@@ -1257,6 +1258,8 @@ class Worker:
         jobs, holds = self._claim_store(len(wanted), ids=wanted)
         claimed = {j.id for j in jobs}
         held = {h.job_id for h in holds}
+        if held_by is not None:
+            held_by.update((h.job_id, h) for h in holds if h.job_id in wanted)
         for job_id in wanted:
             if job_id not in claimed:
                 # Held back by a limit: the caller returns it to the queue for later.

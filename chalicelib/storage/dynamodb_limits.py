@@ -201,6 +201,9 @@ class State:
     turns: TurnsState | None
     running: dict[str, int]
     started: dict[str, int]
+    # Per rate limit key, (seconds from now until it leaves the window, count) of each
+    # recorded start: when a held job's limit admits again (limits.Hold.wait).
+    leaving: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -350,16 +353,18 @@ class PolicyClaim:
         }
         self._prune_run(limits, want)
         started: dict[str, int] = {}
+        leaving: dict[str, list[tuple[float, int]]] = {}
         for limit in self.policy.rate_limits():
             assert limit.rate is not None
             state = limits[limit.key]
-            window_start = self.now - micros_of(limit.rate.window)
-            state.starts = [(at, count) for at, count in state.starts if at > window_start]
+            window = micros_of(limit.rate.window)
+            state.starts = [(at, count) for at, count in state.starts if at > self.now - window]
             self._restamp_starts(state)
             started[limit.key] = sum(count for _, count in state.starts)
+            leaving[limit.key] = [((at + window - self.now) / MICRO, c) for at, c in state.starts]
         running = {key: len(limits[key].run) for key in self.policy.concurrency_keys()}
         turns = TurnsState.of(items.get(TURNS_PK)) if fair else None
-        return State(limits, turns, running, started)
+        return State(limits, turns, running, started, leaving)
 
     def _restamp_starts(self, state: LimitState) -> None:
         """Starts dated more than STEP_BACK ahead of now were recorded before the wall
@@ -416,7 +421,7 @@ class PolicyClaim:
         that is retried are not reported (they are reported once it commits)."""
         private = dataclasses.replace(self.policy, holds=HoldLog())
         with private.holds.watch() as holds:
-            admission = Admission(private, state.running, state.started)
+            admission = Admission(private, state.running, state.started, state.leaving)
             self.full_queues, self.full_types = admission.full("queue"), admission.full("type")
 
             def admit(candidate: Candidate) -> bool:

@@ -9,6 +9,7 @@ due jobs whose message went missing (`DynamoStore.release_due`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
@@ -35,6 +36,11 @@ BATCH = 10  # SendMessageBatch / ChangeMessageVisibilityBatch entry limit
 def delay_for(seconds: float) -> int:
     """Round up, so a message never arrives before its job is due."""
     return max(0, min(MAX_DELAY_SECONDS, math.ceil(seconds - 1e-6)))
+
+
+def body_for(job_id: str, holds: int) -> str:
+    """A message's body: the bare id, or with the count of holds a held job has had."""
+    return json.dumps({"id": job_id, "holds": holds}) if holds > 0 else job_id
 
 
 class QueueDepth(NamedTuple):
@@ -86,12 +92,22 @@ class SqsDispatch:
         An unsent id is not an error for the caller: its job is stored, and the
         scheduled release re-sends it once it is overdue.
         """
+        return self.send_held([(job_id, delay, 0) for job_id, delay in items])
+
+    def send_held(self, items: Sequence[tuple[str, float, int]]) -> list[str]:
+        """Send (job id, delay seconds, holds) triples, as `send`. A job a limit held
+        back (holds > 0) goes as {"id": ID, "holds": N}, N the times it was held, so
+        the worker waits longer each time it holds it again (events.held_delay)."""
         failed: list[str] = []
         for start in range(0, len(items), BATCH):
             chunk = items[start : start + BATCH]
             entries: list[SendMessageBatchRequestEntryTypeDef] = [
-                {"Id": str(i), "MessageBody": job_id, "DelaySeconds": delay_for(delay)}
-                for i, (job_id, delay) in enumerate(chunk)
+                {
+                    "Id": str(i),
+                    "MessageBody": body_for(job_id, holds),
+                    "DelaySeconds": delay_for(delay),
+                }
+                for i, (job_id, delay, holds) in enumerate(chunk)
             ]
             failed.extend(self._send_batch(entries))
         if not failed:
