@@ -134,14 +134,18 @@ def held_delay(hold: Hold | None, holds: int, jitter: Callable[[], float] = rand
 
     Under a rate: until the window has room (Hold.wait), a tenth more at most so the
     jobs it held together do not all come back in the same second, capped at SQS's
-    900 s (a longer wait is held once more when it comes back). Otherwise (a
+    900 s (a longer wait is held once more when it comes back), and never under
+    HELD_REDELIVERY_SECONDS: under a fast rate ("10/s") the window has room again
+    within a second, but all but ten of a thousand held jobs are held again, so a
+    1 s delay made a receive per held job a second, twice the 2 s it had. Otherwise (a
     concurrency limit, or a store that cannot tell): HELD_REDELIVERY_SECONDS doubled
     for each hold before (`holds`, which the message carries), capped at
     CONCURRENCY_HOLD_CAP, with jitter down to half, so jobs held together spread out.
     Before, every hold waited 2 s: under "1/h" one job was refused 1,800 times an hour.
     """
     if hold is not None and hold.wait is not None:
-        return min(MAX_HELD_DELAY, max(1.0, hold.wait) * (1.0 + 0.1 * jitter()))
+        wait = max(HELD_REDELIVERY_SECONDS, hold.wait)
+        return min(MAX_HELD_DELAY, wait * (1.0 + 0.1 * jitter()))
     full = min(CONCURRENCY_HOLD_CAP, HELD_REDELIVERY_SECONDS * 2.0 ** min(max(0, holds), 32))
     return max(1.0, full * (0.5 + 0.5 * jitter()))
 
