@@ -1,7 +1,8 @@
 """The worker's two entry points, behind app.py's event handlers.
 
 - `handle_sqs`: SQS delivers job ids; each message body is {"id": "..."} or the
-  bare id. The ids go to worker.process() in waves no larger than its pool;
+  bare id (a held job's new message also says how many times it was held:
+  {"id": "...", "holds": N}). The ids go to worker.process() in waves no larger than its pool;
   messages whose job could not be processed, or was deferred (too little time
   left for that job's own handler timeout) and could not be sent again, are
   reported in `batchItemFailures`, so SQS redelivers only those.
