@@ -13,7 +13,8 @@ SO_REUSEPORT, so the kernel spreads new connections across the processes;
 elsewhere one socket shared by all (whichever process is free accepts). The
 supervisor keeps them open, so a server process that crashes is restarted on
 its own socket and the connections waiting in its backlog are served, not
-reset.
+reset. One that cannot start (the store down) would leave them waiting for as
+long as that lasts: the supervisor answers them 503 itself meanwhile.
 
 Stopping: SIGTERM or Ctrl-C stops the server processes (each finishes its
 running requests, as the single server does), then the emulated worker; every
@@ -24,6 +25,7 @@ left behind even after a SIGKILL.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import select
@@ -126,6 +128,11 @@ class Child:
     # Why the system refused to start it again (EMFILE, EAGAIN, ENOMEM), None when it
     # started: `proc` is then still the one that exited, reaped already.
     refused: OSError | None = None
+    # Its process exited before it served (its first beat): it cannot be started, and
+    # the supervisor answers its socket until a replacement beats (_answer_for_the_down).
+    # A process that served and crashed is not: its replacement serves the connections
+    # waiting on its socket a moment later. Set on watch()'s thread.
+    down: bool = False
 
 
 @dataclass
@@ -153,6 +160,7 @@ class Supervisor:
     cwd: str = field(default_factory=os.getcwd)
     children: list[Child] = field(init=False)
     _stopping: threading.Event = field(default_factory=threading.Event)
+    _stand_in: threading.Thread | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.children = [Child(i, sock) for i, sock in enumerate(self.sockets)]
@@ -245,6 +253,9 @@ class Supervisor:
 
     def watch(self, on_give_up: Callable[[str], None] | None = None) -> int:
         """Until stop(): restart any process that exits; 1 if one keeps failing."""
+        if self._stand_in is None:
+            self._stand_in = logs.outside_thread(self._answer_for_the_down, name="spool-stand-in")
+            self._stand_in.start()
         while not self._stopping.wait(0.2):
             self._kill_the_silent()
             for child in self.children:
@@ -252,6 +263,8 @@ class Supervisor:
                 if proc is None or proc.poll() is None:
                     continue
                 refused, child.refused = child.refused, None
+                if refused is None and not child.beating:
+                    child.down = True  # it could not start: _answer_for_the_down answers for it
                 if refused is None:  # else reaped already, before the start it refused
                     self.reaped(proc.pid)
                 lived = time.monotonic() - child.started
@@ -317,6 +330,7 @@ class Supervisor:
             with contextlib.suppress(BlockingIOError):
                 if os.read(child.beats, 4096):
                     child.heard, child.beating = now, True
+                    child.down = False  # it serves its socket again
             proc = child.proc
             allowed = self.hang_seconds if child.beating else max(self.hang_seconds, READY_TIMEOUT)
             silent = now - child.heard
@@ -357,6 +371,8 @@ class Supervisor:
                 log.warning("server process %d did not stop in %g s; killing it", proc.pid, grace)
                 proc.kill()
                 proc.wait(5)
+        if self._stand_in is not None:
+            self._stand_in.join(STAND_IN_READ + STAND_IN_DRAIN + 1.0)
         for sock in {id(s): s for s in self.sockets}.values():
             sock.close()
         for child in self.children:
@@ -367,6 +383,87 @@ class Supervisor:
     @property
     def pids(self) -> list[int]:
         return [c.proc.pid for c in self.children if c.proc is not None]
+
+    def _answer_for_the_down(self) -> None:
+        """Answer 503 on a socket whose processes are all down, until one serves again:
+        the socket of a down process (SO_REUSEPORT), or the shared one when all are down.
+
+        The kernel gives each SO_REUSEPORT socket its share of new connections whether
+        or not anyone accepts on it. The supervisor keeps a dead process's socket open
+        so its restart finds the connections waiting there; but a process that cannot
+        start (the store down, the SQLite file moved) left them waiting until the
+        client's own timeout while the other processes answered at once. Closing the
+        socket instead would reset the connections queued on it (a client could not
+        tell whether its POST was applied) and give the port up when all are down."""
+        while not self._stopping.is_set():
+            served = {id(c.sock) for c in self.children if not c.down}
+            down = list(
+                {id(c.sock): c.sock for c in self.children if id(c.sock) not in served}.values()
+            )
+            if not down:
+                self._stopping.wait(0.1)
+                continue
+            with contextlib.suppress(OSError, ValueError):  # a socket closed by stop()
+                readable, _, _ = select.select(down, [], [], 0.1)
+                for sock in readable:
+                    answer_unavailable(sock)
+
+
+STAND_IN_READ = 1.0  # for a request's head, on a connection the supervisor answers
+STAND_IN_DRAIN = 0.5  # for the client to read the answer and close, before we do
+UNAVAILABLE = {
+    "error": {
+        "code": "store_unavailable",
+        "message": "the server process this connection reached could not start (the "
+        "store did not answer it) and is being started again; nothing was done: retry "
+        "shortly",
+        "details": None,
+    }
+}
+
+
+def answer_unavailable(listening: socket.socket) -> None:
+    """Accept one connection (if a starting process did not take it) and answer 503.
+
+    The request's head is read first, and the client's rest after the answer: closing
+    with its bytes unread would reset the connection and could lose the answer."""
+    listening.setblocking(False)
+    try:
+        conn, _ = listening.accept()
+    except (BlockingIOError, InterruptedError):
+        return  # the starting process accepted it
+    body = json.dumps(UNAVAILABLE).encode()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+        f"Retry-After: {int(STORE_DOWN_PAUSE)}\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode("latin-1")
+    with conn, contextlib.suppress(OSError):
+        received = b""
+        deadline = time.monotonic() + STAND_IN_READ  # a slow client holds it no longer
+        while b"\r\n\r\n" not in received and len(received) < 65536:
+            chunk = _recv_by(conn, deadline)
+            if not chunk:
+                break
+            received += chunk
+        conn.settimeout(STAND_IN_READ)
+        conn.sendall(head + body)
+        conn.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + STAND_IN_DRAIN
+        while _recv_by(conn, deadline):
+            pass
+
+
+def _recv_by(conn: socket.socket, deadline: float) -> bytes:
+    """What the client sent; b"" at its end, or once `deadline` has passed."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return b""
+    conn.settimeout(left)
+    try:
+        return conn.recv(65536)
+    except TimeoutError:
+        return b""
 
 
 # -- in each server process --------------------------------------------------------
