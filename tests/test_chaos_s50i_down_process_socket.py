@@ -88,6 +88,10 @@ def test_connections_routed_to_a_process_that_cannot_start_are_answered(
                 assert answered["error"]["code"] == "store_unavailable", answered
             statuses.append(status)
         assert 503 in statuses  # 16 tries: the supervisor's answer came too
+        os.rename(tmp_path / "moved", data)  # the file is back: the next start serves
+        deadline = time.monotonic() + 30
+        while [ask(port, "GET", "/status/j_missing")[0] for _ in range(16)] != [404] * 16:
+            assert time.monotonic() < deadline, "the supervisor still answers for it"
         assert served.proc.poll() is None
     finally:
         stop(served.proc, timeout=30)
