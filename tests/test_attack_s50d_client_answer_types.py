@@ -6,62 +6,24 @@ nor an Enqueued whose `created` is the string "false" read as True. Both clients
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from spool_client import AsyncClient, Client, RetryPolicy, UnexpectedResponse
+from tests.canned_answers import canned_servers
 from tests.test_client_probe import JOB
 
 KEY = "attack-s50d-key-0123456789"
 JOB_ID = "j_" + "a" * 32
 
 
-class OneAnswer:
-    """Answers every request with 200 and the given JSON."""
-
-    def __init__(self, answer: Any) -> None:
-        body = json.dumps(answer).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _reply
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
 @pytest.fixture
-def answering() -> Iterator[Any]:
-    made: list[OneAnswer] = []
-
-    def start(answer: Any) -> str:
-        made.append(OneAnswer(answer))
-        return made[-1].url
-
-    yield start
-    for server in made:
-        server.close()
+def answering() -> Iterator[Callable[[Any], str]]:
+    """A server answering 200 with the given JSON, on every request."""
+    with canned_servers() as start:
+        yield lambda answer: start(200, answer)
 
 
 ONCE = RetryPolicy(attempts=1)

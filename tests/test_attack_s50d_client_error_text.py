@@ -6,59 +6,22 @@ Real loopback servers."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from spool_client import ApiError, Client, RetryPolicy
+from tests.canned_answers import canned_servers
 
 KEY = "attack-s50d-key-0123456789"
 
 
-class Refusing:
-    """Answers every request with 422 and the given error JSON."""
-
-    def __init__(self, error: Any) -> None:
-        body = json.dumps({"error": error}).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(422)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _reply
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
 @pytest.fixture
-def refusing() -> Iterator[Any]:
-    made: list[Refusing] = []
-
-    def start(error: Any) -> str:
-        made.append(Refusing(error))
-        return made[-1].url
-
-    yield start
-    for server in made:
-        server.close()
+def refusing() -> Iterator[Callable[[Any], str]]:
+    """A server answering 422 with the given error JSON, on every request."""
+    with canned_servers() as start:
+        yield lambda error: start(422, {"error": error})
 
 
 ODD_LOCS = [5, True, 2.5, {"a": 1}, "payload"]

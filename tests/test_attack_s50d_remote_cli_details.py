@@ -6,62 +6,25 @@ Real loopback server; local.cli.main in this process."""
 
 from __future__ import annotations
 
-import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from local import cli
 from local.cli_errors import EXIT_USAGE
+from tests.canned_answers import canned_servers
 
 KEY = "attack-s50d-key-0123456789"
 
 
-class Refusing:
-    """Answers every request with `status` and the given error JSON."""
-
-    def __init__(self, status: int, error: Any) -> None:
-        body = json.dumps({"error": error}).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def _reply(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = _reply
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
 @pytest.fixture
-def refusing(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def refusing(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[int, Any], str]]:
+    """A server answering `status` with the given error JSON, on every request."""
     monkeypatch.delenv("SPOOL_URL", raising=False)
     monkeypatch.delenv("SPOOL_API_KEY", raising=False)
-    made: list[Refusing] = []
-
-    def start(status: int, error: Any) -> str:
-        made.append(Refusing(status, error))
-        return made[-1].url
-
-    yield start
-    for server in made:
-        server.close()
+    with canned_servers() as start:
+        yield lambda status, error: start(status, {"error": error})
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,13 @@ Now such a date is as if absent, as other unreadable values are. Real loopback s
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from spool_client import AsyncClient, BadRequest, Client, RetryPolicy, Unavailable
+from tests.canned_answers import canned_servers
 from tests.test_http_request import Served, jail, run, served  # noqa: F401 (fixtures)
 
 OVERFLOWING = [
@@ -27,44 +26,12 @@ OVERFLOWING = [
 KEY = "attack-s50d-key-0123456789"
 
 
-class Refusing:
-    """Answers every request with `status`, a JSON error and the given Retry-After."""
-
-    def __init__(self, status: int, retry_after: str) -> None:
-        body = b'{"error": {"code": "x", "message": "no"}}'
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Retry-After", retry_after)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
 @pytest.fixture
-def refusing() -> Iterator[Any]:
-    made: list[Refusing] = []
-
-    def start(status: int, retry_after: str) -> str:
-        made.append(Refusing(status, retry_after))
-        return made[-1].url
-
-    yield start
-    for server in made:
-        server.close()
+def refusing() -> Iterator[Callable[[int, str], str]]:
+    """A server answering `status`, a JSON error and the given Retry-After."""
+    error = {"error": {"code": "x", "message": "no"}}
+    with canned_servers() as start:
+        yield lambda status, retry_after: start(status, error, {"Retry-After": retry_after})
 
 
 RETRY = RetryPolicy(attempts=2, base=0.01, cap=0.01, deadline=5)
