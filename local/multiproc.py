@@ -25,7 +25,6 @@ left behind even after a SIGKILL.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -411,15 +410,10 @@ class Supervisor:
 
 STAND_IN_READ = 1.0  # for a request's head, on a connection the supervisor answers
 STAND_IN_DRAIN = 0.5  # for the client to read the answer and close, before we do
-UNAVAILABLE = {
-    "error": {
-        "code": "store_unavailable",
-        "message": "the server process this connection reached could not start (the "
-        "store did not answer it) and is being started again; nothing was done: retry "
-        "shortly",
-        "details": None,
-    }
-}
+UNAVAILABLE = (
+    "the server process this connection reached could not start (the store did not "
+    "answer it) and is being started again; nothing was done: retry shortly"
+)
 
 
 def answer_unavailable(listening: socket.socket) -> None:
@@ -432,10 +426,15 @@ def answer_unavailable(listening: socket.socket) -> None:
         conn, _ = listening.accept()
     except (BlockingIOError, InterruptedError):
         return  # the starting process accepted it
-    body = json.dumps(UNAVAILABLE).encode()
+    from chalicelib.api.errors import error_body
+    from chalicelib.api.http import API_HEADERS, dumps
+
+    body = dumps(error_body("store_unavailable", UNAVAILABLE)).encode()
+    # The headers every API answer carries, as the 503 of a process that serves.
+    common = "".join(f"{name}: {value}\r\n" for name, value in API_HEADERS.items())
     head = (
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-        f"Retry-After: {int(STORE_DOWN_PAUSE)}\r\nContent-Length: {len(body)}\r\n"
+        f"{common}Retry-After: {int(STORE_DOWN_PAUSE)}\r\nContent-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     ).encode("latin-1")
     with conn, contextlib.suppress(OSError):
