@@ -39,7 +39,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from chalicelib import logs, periodic, worker_id
 from chalicelib import runtime as runtime_module
@@ -151,46 +151,53 @@ def held_delay(hold: Hold | None, holds: int, jitter: Callable[[], float] = rand
     return max(1.0, full * (0.5 + 0.5 * jitter()))
 
 
+class ParsedMessage(NamedTuple):
+    """What one SQS message body says: the job it names (None, and `why`, when it
+    names none) and how many times that job was held before (0 for a bare id)."""
+
+    job_id: str | None
+    why: str
+    holds: int
+
+
+def read_message(body: str) -> ParsedMessage:
+    """A message body is {"id": "...", "holds": N} or the bare id, parsed once.
+
+    The id must have a job id's form (chalicelib/ids.py), checked before any store
+    call: a body is not passed to DynamoDB as a key (whose limit is 2048 bytes)
+    unless it could be one. A hold count that is not a whole number from 0 counts 0.
+    """
+    text = body.strip()
+    if not text:
+        return ParsedMessage(None, "its body is empty", 0)
+    holds = 0
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
+            # RecursionError: nested past Python's limit. Uncaught, it would fail the
+            # whole batch instead of this one message.
+            return ParsedMessage(None, "its body is not JSON", 0)
+        value = data.get("id") if isinstance(data, dict) else None
+        if not isinstance(value, str) or not value:
+            return ParsedMessage(None, 'its body has no string "id"', 0)
+        count = data.get(HOLDS_FIELD)
+        holds = count if type(count) is int and count >= 0 else 0
+        text = value
+    if not looks_like_job_id(text):
+        return ParsedMessage(None, "it does not name a job id (j_ and 32 hex digits)", 0)
+    return ParsedMessage(text, "", holds)
+
+
 def message_holds(body: str) -> int:
     """How many times the job of a message was held before it (0 for a bare id, or a
     count that is not a whole number from 0)."""
-    text = body.strip()
-    if not text.startswith("{"):
-        return 0
-    try:
-        value = json.loads(text).get(HOLDS_FIELD)
-    except (ValueError, RecursionError, AttributeError):
-        return 0
-    return value if type(value) is int and value >= 0 else 0
+    return read_message(body).holds
 
 
 def message_job_id(body: str) -> str | None:
     """A message body is {"id": "..."} or the bare id; anything else is None."""
-    return parse_message(body)[0]
-
-
-def parse_message(body: str) -> tuple[str | None, str]:
-    """(the job id a message body names, "") or (None, why it names none).
-
-    The id must have a job id's form (chalicelib/ids.py), checked before any store
-    call: a body is not passed to DynamoDB as a key (whose limit is 2048 bytes)
-    unless it could be one.
-    """
-    text = body.strip()
-    if not text:
-        return None, "its body is empty"
-    if text.startswith("{"):
-        try:
-            data = json.loads(text)
-        except (ValueError, RecursionError):  # nested past Python's limit: the whole
-            return None, "its body is not JSON"  # batch failed, not this message alone
-        value = data.get("id") if isinstance(data, dict) else None
-        if not isinstance(value, str) or not value:
-            return None, 'its body has no string "id"'
-        text = value
-    if not looks_like_job_id(text):
-        return None, "it does not name a job id (j_ and 32 hex digits)"
-    return text, ""
+    return read_message(body).job_id
 
 
 def _records(event: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
@@ -276,7 +283,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
         receipt = record.get("receiptHandle")
         if isinstance(receipt, str) and receipt:
             receipts[message_id] = receipt
-        job_id, why = parse_message(str(record.get("body", "")))
+        job_id, why, held_before = read_message(str(record.get("body", "")))
         if job_id is None:
             log.warning(
                 "SQS message %s names no job (%s); reported failed, so it goes to the "
@@ -288,7 +295,6 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
             failures.append(message_id)
             continue
         by_job.setdefault(job_id, []).append(message_id)
-        held_before = message_holds(str(record.get("body", "")))
         holds[job_id] = max(holds.get(job_id, 0), held_before)
     if by_job:
         resent: set[str] = set()  # held jobs whose new message went out as they were held
