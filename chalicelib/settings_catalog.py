@@ -384,7 +384,11 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/limit_settings.py",
         meaning=(
             "Failed authentications one client address (an IPv6 address: its /64) may make, as "
-            "a rate (`20/m`); past it that client's keys are not checked (429) until "
+            "a rate (`20/m`); an IPv6 /48 may make 16 times that and a /32 256 times (a /32 "
+            "then has what an IPv4 /24 has), however many /64s the guesses come from, and an "
+            "address that carries an IPv4 one (IPv4-mapped, 6to4, Teredo, NAT64) counts as "
+            "that IPv4 client, every link-local address as one. Past it that client's keys "
+            "are not checked (429) until "
             "Retry-After, except a key that has already signed in from that address, so its "
             "owner keeps access (the 8 keys that signed in from it most lately are remembered)."
             " A valid operator key on a tenant's route is answered 403 and is no failure. `off`"

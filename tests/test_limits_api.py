@@ -386,7 +386,7 @@ def test_an_ipv6_client_is_counted_by_its_64_so_fresh_addresses_do_not_reset_it(
     assert gate.refusing("2001:db8:0:2::1", "guess") == 0.0  # the next /64 is another client
     assert address_group("::ffff:10.0.0.1") == "10.0.0.1"
     assert address_group("10.0.0.1") == "10.0.0.1"
-    assert address_group("fe80::1%eth0") == "fe80::/64"
+    assert address_group("fe80::1%eth0") == "fe80::/10"  # one link: stop 51
     assert address_group("not an address") == "not an address"
 
 

@@ -8,8 +8,8 @@ counted again by the store's add in the insert's own atomic step (base.Backlog),
 it is one cap across those processes too (except on DynamoDB: EnqueueGate).
 
 Failed authentication is counted per client address in this process only (an
-IPv6 address per /64: one host is given a whole /64, and took a fresh address for
-each guess when each address was counted apart). Past
+IPv6 address per /64, and per /48 and /32 too, each allowed a fixed multiple of
+one address's rate: client_groups.address_groups). Past
 its rate the client's credentials are no longer checked at all (429, unchecked),
 so a 200 among the 429s cannot mark a right guess; only a credential that has
 already signed in from that address is still checked, so the key's owner is not
@@ -27,6 +27,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from chalicelib.api.auth import digest
+from chalicelib.api.client_groups import WIDER_IPV6 as WIDER_IPV6
+from chalicelib.api.client_groups import address_group as address_group
+from chalicelib.api.client_groups import address_groups
 from chalicelib.errors import PayloadTooLarge
 from chalicelib.errors import RateLimited as RateLimited  # its users import it from here
 from chalicelib.limit_settings import TenantLimit, TenantLimits
@@ -239,16 +242,28 @@ class FailedSignIns:
 
     def refusing(self, client: str, credential: str) -> float:
         """Seconds until this client may have an unknown credential checked again;
-        0.0 when it may now (not throttled, or the credential signed in from here)."""
+        0.0 when it may now (not throttled, or the credential signed in from here).
+        Its /48 and /32 (an IPv6 client) refuse it too while their allowance is spent,
+        except a credential that signed in from the client's own group."""
         if self.rate is None:
             return 0.0
-        client = address_group(client)
-        entry = self._buckets.get(client)  # a dict read: no lock on the common path
-        if entry is None or self._is_trusted(client, credential):
+        groups = address_groups(client)
+        buckets = self._buckets
+        if all(group not in buckets for group, _ in groups):  # no lock on the common path
             return 0.0
-        rate, burst = self._per_second()
-        tokens = refill(entry[0], self._timer() - entry[1], rate, burst)
-        return 0.0 if tokens >= 1 else (1 - tokens) / rate
+        if self._is_trusted(groups[0][0], credential):
+            return 0.0
+        now = self._timer()
+        wait = 0.0
+        for group, multiple in groups:
+            entry = buckets.get(group)
+            if entry is None:
+                continue
+            rate, burst = self._per_second(multiple)
+            tokens = refill(entry[0], now - entry[1], rate, burst)
+            if tokens < 1:
+                wait = max(wait, (1 - tokens) / rate)
+        return wait
 
     def succeeded(self, client: str, credential: str, signed: bytes | None = None) -> None:
         """Remember that this credential signed in from this client, as its newest: the
@@ -278,40 +293,28 @@ class FailedSignIns:
             found |= hmac.compare_digest(signed, offered)
         return found
 
-    def _per_second(self) -> tuple[float, int]:
+    def _per_second(self, multiple: int = 1) -> tuple[float, int]:
+        """(tokens a second, capacity) of a group allowed `multiple` clients' rate."""
         assert self.rate is not None
-        return self.rate.count / self.rate.per, self.rate.count
+        return multiple * self.rate.count / self.rate.per, multiple * self.rate.count
 
     def failed(self, client: str) -> float:
-        """Count one failure; the seconds this client must now wait (0.0: none)."""
+        """Count one failure against each of the client's groups; the seconds it must
+        now wait (0.0: none), the longest any group asks."""
         if self.rate is None:
             return 0.0
-        client = address_group(client)
-        rate, burst = self._per_second()
         now = self._timer()
+        wait = 0.0
         with self._lock:
-            tokens, at = self._buckets.pop(client, (float(burst), now))
-            tokens = refill(tokens, now - at, rate, burst)
-            # The count-th failure in a window still takes a token (a plain 401); the
-            # one after finds none and waits (429), so "20/m" allows 20.
-            left, wait = take(tokens, rate, 1)
-            self._buckets[client] = (left, now)
+            for group, multiple in address_groups(client):
+                rate, burst = self._per_second(multiple)
+                tokens, at = self._buckets.pop(group, (float(burst), now))
+                tokens = refill(tokens, now - at, rate, burst)
+                # The count-th failure in a window still takes a token (a plain 401); the
+                # one after finds none and waits (429), so "20/m" allows 20.
+                left, waits = take(tokens, rate, 1)
+                self._buckets[group] = (left, now)
+                wait = max(wait, waits)
             while len(self._buckets) > MAX_CLIENTS:
                 self._buckets.popitem(last=False)
             return wait
-
-
-def address_group(client: str) -> str:
-    """The address failures are counted under: an IPv4 address as it is, an IPv6
-    address as its /64 (an IPv4-mapped one as its IPv4 address)."""
-    if ":" not in client:
-        return client
-    import ipaddress  # IPv6 clients only: not on every request's path
-
-    try:
-        address = ipaddress.IPv6Address(client.partition("%")[0])
-    except ValueError:
-        return client
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
