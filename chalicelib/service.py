@@ -17,6 +17,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
+from chalicelib.attempt_ceiling import DEFAULT_ATTEMPTS_CEILING as DEFAULT_ATTEMPTS_CEILING
+from chalicelib.attempt_ceiling import attempts_ceiling as read_ceiling
+from chalicelib.attempt_ceiling import attempts_for
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, Settings
 from chalicelib.config import NAME_PATTERN as NAME_PATTERN  # its users import it from here
 from chalicelib.errors import IdempotencyConflict, JobNotFound, RateLimited, ValidationFailed
@@ -82,7 +85,13 @@ class EnqueueRequest(BaseModel):
         description=f"When to run, with a time zone; {BOUND_TEXT} of now (as delay). "
         "A time already past means at once.",
     )
-    max_attempts: int | None = Field(default=None, ge=1, le=100)
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        description="Tries before the job goes dead; default: the handler's. At most "
+        "SPOOL_MAX_ATTEMPTS (25 unless the operator set it), or the handler's own default "
+        "when that is higher: more is 422 naming the ceiling.",
+    )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
     callback_url: str | None = Field(
         default=None,
@@ -124,6 +133,7 @@ class Service:
         self.store = store
         self.registry = registry
         self.settings = settings  # None: the process environment's (read when needed)
+        self._attempts_ceiling: int | None = None
 
     def build(
         self,
@@ -168,10 +178,24 @@ class Service:
             tenant=tenant,
             queue=request.queue or spec.queue,
             priority=spec.priority if request.priority is None else request.priority,
-            max_attempts=request.max_attempts or spec.retry.max_attempts,
+            max_attempts=attempts_for(
+                request.max_attempts, spec.type, spec.retry.max_attempts, self.attempts_ceiling()
+            ),
             idempotency_key=request.idempotency_key,
             callback_url=self._callback_url(request.callback_url, tenant),
         )
+
+    def attempts_ceiling(self) -> int:
+        """The operator's attempts ceiling (attempt_ceiling), read once. The HTTP edge
+        reads it as it starts, so a malformed SPOOL_MAX_ATTEMPTS is its misconfigured
+        answer (and `spool serve`'s start-up error), not a 500 on every enqueue."""
+        ceiling = self._attempts_ceiling
+        if ceiling is None:
+            settings = self.settings
+            if settings is None:  # read the environment once, not once per job
+                settings = self.settings = Settings.from_env()
+            ceiling = self._attempts_ceiling = read_ceiling(settings)
+        return ceiling
 
     def _callback_url(self, requested: str | None, tenant: str) -> str | None:
         """The job's webhook endpoint (chalicelib/webhooks/enqueue.py decides)."""

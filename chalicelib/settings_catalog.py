@@ -402,6 +402,20 @@ CATALOG: tuple[Setting, ...] = (
         group=_API,
     ),
     Setting(
+        name="SPOOL_MAX_ATTEMPTS",
+        type=INTEGER,
+        default=25,
+        read_by="chalicelib/attempt_ceiling.py",
+        meaning=(
+            "The most attempts a request may ask one job to have (`max_attempts`, 1-100): "
+            "more is 422 naming this ceiling, on `POST /enqueue` (one job or a batch), the "
+            "Python client, `spool enqueue` and schedules alike. A handler's own "
+            "`max_attempts` above it may still be asked for, and is what a job gets without "
+            "asking. Each attempt is worker time: before it, one enqueue could buy 100."
+        ),
+        group=_API,
+    ),
+    Setting(
         name="SPOOL_MAX_WAITS_PER_TENANT",
         type=INTEGER,
         default=4,

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from chalicelib.api import query, schemas
+from chalicelib.attempt_ceiling import attempts_ceiling
 from chalicelib.config import Settings
 from chalicelib.handlers import Registry
 from chalicelib.models import JobState
@@ -175,14 +176,21 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
-def _job_variants(registry: Registry, base: dict[str, Any], defs: dict[str, Any]) -> list[Any]:
-    """EnqueueRequest once per job type, its payload replaced by the handler's model."""
+def _job_variants(
+    registry: Registry, base: dict[str, Any], defs: dict[str, Any], ceiling: int
+) -> list[Any]:
+    """EnqueueRequest once per job type, its payload replaced by the handler's model
+    and its max_attempts bounded as this server bounds it for the type (the operator's
+    ceiling, or the handler's own default when higher: attempt_ceiling)."""
     variants = []
     for spec in registry.specs():
         variant = copy.deepcopy(base)
         variant["title"] = f"Enqueue {spec.type}"
         variant.pop("description", None)
         variant["properties"]["type"] = {"type": "string", "const": spec.type}
+        for branch in variant["properties"]["max_attempts"]["anyOf"]:
+            if branch.get("type") == "integer":
+                branch["maximum"] = max(ceiling, spec.retry.max_attempts)
         if spec.payload_model is not None:
             payload = spec.payload_model.model_json_schema(ref_template=REF)
             defs.update(payload.pop("$defs", {}))
@@ -203,7 +211,8 @@ def document(settings: Settings, registry: Registry) -> dict[str, Any]:
     defs: dict[str, Any] = dict(top.get("$defs", {}))
     base = EnqueueRequest.model_json_schema(ref_template=REF)
     defs.update(base.pop("$defs", {}))
-    defs["EnqueueJob"] = {"oneOf": _job_variants(registry, base, defs)}
+    ceiling = attempts_ceiling(settings)
+    defs["EnqueueJob"] = {"oneOf": _job_variants(registry, base, defs, ceiling)}
     defs["BatchEnqueueRequest"] = {
         "type": "object",
         "additionalProperties": False,

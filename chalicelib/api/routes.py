@@ -111,6 +111,7 @@ class Edge:
         limits = tenant_limits(settings)
         self.gate = EnqueueGate(runtime.store, limits) if limits.active else None
         self.sign_ins = FailedSignIns(auth_failures(settings), timer)
+        runtime.service.attempts_ceiling()  # a malformed SPOOL_MAX_ATTEMPTS: 503, not 500s
 
     # -- helpers -----------------------------------------------------------
     @property
