@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from chalicelib.api.throttle import WIDER_IPV6, FailedSignIns, address_groups
+from chalicelib.api.client_groups import WIDER_IPV6, address_groups
+from chalicelib.api.throttle import FailedSignIns
 from chalicelib.limits import Rate
 from tests.apikit import KEY_A
 from tests.served import served
