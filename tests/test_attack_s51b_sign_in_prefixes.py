@@ -148,3 +148,30 @@ def test_spool_serve_counts_the_socket_peer_whatever_forwarded_headers_say(
         assert statuses == [401, 401, 429, 429]
         # A right key that never signed in from this address is not even checked.
         assert _sign_in(server.port, "", KEY_A) == 429
+
+
+def test_on_lambda_no_header_a_client_sends_names_the_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """API Gateway's sourceIp is the client there: a forwarded header or the peer
+    header `spool serve` writes for itself, sent by the client, changes nothing."""
+    from chalice.test import Client
+
+    import app as spool_app
+    from chalicelib.api import http as api_http
+    from tests.apikit import Api, installed, settings_for
+
+    monkeypatch.setattr(api_http, "PEER_HEADER_TRUSTED", False)  # as on Lambda
+
+    settings = settings_for(tmp_path, extra={"SPOOL_AUTH_FAILURES": "2/h"})
+    with installed(settings), Client(spool_app.app, stage_name="local") as client:
+        api = Api(client)
+        statuses = [
+            api.get(
+                "/jobs",
+                key="wrong-key",
+                headers={"X-Forwarded-For": f"198.51.100.{n}", "X-Spool-Peer": f"10.9.9.{n}"},
+            ).status
+            for n in range(4)
+        ]
+    assert statuses == [401, 401, 429, 429]
