@@ -18,6 +18,7 @@ client, the link: a host on it picks such addresses freely.
 from __future__ import annotations
 
 import ipaddress
+from functools import lru_cache
 
 # (prefix length, how many times one client's allowance it has), finest first.
 WIDER_IPV6: tuple[tuple[int, int], ...] = ((48, 16), (32, 256))
@@ -26,6 +27,7 @@ _LINK_LOCAL = ipaddress.IPv6Network("fe80::/10")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
+@lru_cache(maxsize=4096)  # every request with a key asks; IPv6 parsing is not free
 def address_groups(client: str) -> tuple[tuple[str, int], ...]:
     """(group, multiple of the allowance) for each count this client's failures are
     drawn from, its own group first: the one a key that signs in is trusted under."""
