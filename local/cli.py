@@ -659,7 +659,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-attempts",
         dest="max_attempts",
         type=whole_number(1, MAX_ATTEMPTS),
-        help=f"tries before the job goes dead, 1 to {MAX_ATTEMPTS} (default: the handler's)",
+        help=f"tries before the job goes dead, 1 to {MAX_ATTEMPTS} (default: the handler's); "
+        "more than SPOOL_MAX_ATTEMPTS (25 unless set) or the handler's own is refused",
     )
     enqueue.add_argument(
         "--tenant",
