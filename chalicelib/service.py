@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
@@ -22,7 +22,13 @@ from chalicelib.attempt_ceiling import attempts_ceiling as read_ceiling
 from chalicelib.attempt_ceiling import attempts_for
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, Settings
 from chalicelib.config import NAME_PATTERN as NAME_PATTERN  # its users import it from here
-from chalicelib.errors import IdempotencyConflict, JobNotFound, RateLimited, ValidationFailed
+from chalicelib.errors import (
+    IdempotencyConflict,
+    JobNotFound,
+    RateLimited,
+    StoreUnavailable,
+    ValidationFailed,
+)
 from chalicelib.handlers import Registry
 from chalicelib.idempotency import batch_differences, differences
 from chalicelib.ids import looks_like_job_id, new_job_id, new_job_ids
@@ -35,9 +41,18 @@ from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY, MAX_DELAY_SECONDS, to_u
 # Whole dead jobs one store call of a bulk redrive hands back (listed, then redriven):
 # a job may carry a 256 KiB payload, and a redrive of 1000 read 500 at a time.
 REDRIVE_STEP = 50
-# What a redrive takes before it moves n jobs (the HTTP edge's enqueue bucket,
-# EnqueueGate.redrive_charge); it raises to refuse them.
-Charge = Callable[[int], None]
+
+
+class Charge(Protocol):
+    """What a redrive takes before it moves jobs (the HTTP edge's enqueue bucket,
+    EnqueueGate.redrive_charge): `take(n)` raises to refuse n jobs; `give_back(n)`
+    returns what was taken for jobs the store did not move, so a redrive costs the
+    jobs it moved, never the ids it was handed."""
+
+    def take(self, jobs: int) -> None: ...
+
+    def give_back(self, jobs: int) -> None: ...
+
 
 # RFC 3339's date-time (section 5.6; 'T' and 'Z' may be lower case): the format the
 # OpenAPI document names. pydantic also takes "1800000000" (Unix seconds, no zone
@@ -285,11 +300,27 @@ class Service:
     ) -> list[Job]:
         """The store's redrive of these ids, given the cap only when there is one (the
         call as it always was without: wrappers and fakes take ids and tenant alone).
-        `charge`, when given, is handed the number of ids first and raises to refuse
-        them all (the HTTP edge's enqueue bucket: a redrive takes a token a job, on
-        every store, since every redrive comes through here)."""
-        if charge is not None:
-            charge(len(ids))
+        `charge`, when given, takes a token for each distinct id first and raises to
+        refuse them all (the HTTP edge's enqueue bucket: a redrive takes a token a job,
+        on every store, since every redrive comes through here); the tokens of ids the
+        store did not move (unknown, another tenant's, not dead, held back by the cap)
+        are given back at once. Taken per id moved after the move, a refusal would come
+        too late; taken per id named and kept, a list with a typo in it cost the
+        tenant allowance for jobs that never moved."""
+        ids = list(dict.fromkeys(ids))  # an id named twice moves (and costs) once
+        if charge is None:
+            return self._redrive(ids, tenant, cap)
+        charge.take(len(ids))
+        try:
+            moved = self._redrive(ids, tenant, cap)
+        except BacklogFull:  # refused whole: nothing moved
+            _give_back(charge, len(ids))
+            raise
+        _give_back(charge, len(ids) - len(moved))
+        return moved
+
+    def _redrive(self, ids: Sequence[str], tenant: str | None, cap: Backlog | None) -> list[Job]:
+        # No cap: the call as it always was (wrappers and fakes take ids and tenant alone).
         return (
             self.store.redrive(ids, tenant) if cap is None else self.store.redrive(ids, tenant, cap)
         )
@@ -437,6 +468,20 @@ class Service:
             if page.next_cursor is None:
                 break
             cursor = page.next_cursor
+
+
+def _give_back(charge: Charge, jobs: int) -> None:
+    """Return the tokens of jobs a redrive did not move. The jobs it moved are moved:
+    a store that cannot take the tokens back now fails the refund, not the redrive
+    (the tenant waits a refill it need not have, the caller is told what moved)."""
+    if jobs <= 0:
+        return
+    try:
+        charge.give_back(jobs)
+    except StoreUnavailable as exc:
+        logging.getLogger("spool.service").warning(
+            "a redrive's unspent tokens were not given back: %s", exc
+        )
 
 
 def _died_at(job: Job) -> datetime:

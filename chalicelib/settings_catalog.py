@@ -360,7 +360,8 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             'Enqueue limits per tenant: `{"*": {"rate": "50/s", "burst": 100, "backlog": '
             '100000}, "acme": {"rate": "500/s"}}`. `rate`/`burst` is a token bucket shared by '
-            "every API process, which a redrive draws on too, a token a job (over it: 429 "
+            "every API process, which a redrive draws on too, a token a job it moves (one per "
+            "id named is taken first, and those of ids not moved given back; over it: 429 "
             "with Retry-After, nothing stored or moved; a batch, or a redrive of named jobs, "
             "larger than the burst: 413; a bulk redrive moves at most the burst); `backlog` "
             "caps the tenant's waiting jobs, redriven "

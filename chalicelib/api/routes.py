@@ -67,7 +67,7 @@ from chalicelib.jsonstrict import NESTED_TOO_DEEP
 from chalicelib.limit_settings import auth_failures, tenant_limits
 from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
-from chalicelib.service import EnqueueRequest
+from chalicelib.service import Charge, EnqueueRequest
 from chalicelib.storage.base import Backlog, StoreUnreachable
 
 # Long-polling: start with a short nap so fast jobs answer fast, back off to this.
@@ -328,7 +328,7 @@ class Edge:
         """The backlog cap the store keeps on the tenant's redrives (None: no quota)."""
         return None if self.gate is None else self.gate.cap(tenant)
 
-    def redrive_charge(self, tenant: str) -> Callable[[int], None] | None:
+    def redrive_charge(self, tenant: str) -> Charge | None:
         """What a redrive takes from the tenant's enqueue bucket, a token a job (None:
         no rate): EnqueueGate.redrive_charge."""
         return None if self.gate is None else self.gate.redrive_charge(tenant)

@@ -25,6 +25,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from chalicelib.api.auth import digest
 from chalicelib.api.client_groups import WIDER_IPV6 as WIDER_IPV6
@@ -35,6 +37,9 @@ from chalicelib.errors import RateLimited as RateLimited  # its users import it 
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
 from chalicelib.storage.base import Backlog, BacklogFull, JobStore
+
+if TYPE_CHECKING:
+    from chalicelib.service import Charge
 
 # Addresses remembered for failed sign-ins; the oldest is forgotten past this, so a
 # flood from many addresses cannot grow the table without bound.
@@ -128,23 +133,17 @@ class EnqueueGate:
             except BacklogFull as full:
                 raise self._backlog_full(full.waiting, limit.backlog, exact or 1) from None
 
-    def redrive_charge(self, tenant: str) -> Callable[[int], None] | None:
+    def redrive_charge(self, tenant: str) -> Charge | None:
         """What a redrive of the tenant takes from its enqueue bucket before moving
         jobs: one token per job (None: the tenant has no rate). A redrive puts dead
         jobs back to work as an enqueue does: untaken, a tenant held to a few jobs an
         hour let failing jobs die and redrove them all, again and again (stop 48).
-        An empty bucket raises the enqueue's own 429, with Retry-After."""
+        An empty bucket raises the enqueue's own 429, with Retry-After; the tokens of
+        ids the store then did not move come back (Service.redrive_ids)."""
         bucket = self.limits.of(tenant).bucket
         if bucket is None:
             return None
-        rate, burst = bucket
-
-        def charge(jobs: int) -> None:
-            wait = self.store.take_tokens(f"enqueue:{tenant}", rate, burst, jobs)
-            if wait > 0:
-                raise self._rate_limited(wait, rate, burst)
-
-        return charge
+        return _BucketCharge(self, f"enqueue:{tenant}", *bucket)
 
     @staticmethod
     def _rate_limited(wait: float, rate: float, burst: int) -> RateLimited:
@@ -318,3 +317,23 @@ class FailedSignIns:
             while len(self._buckets) > MAX_CLIENTS:
                 self._buckets.popitem(last=False)
             return wait
+
+
+@dataclass(frozen=True)
+class _BucketCharge:
+    """A redrive's charge (service.Charge) on the tenant's enqueue bucket: a take of
+    n tokens, refused whole with the enqueue's 429; a give-back is a take of -n (every
+    store's bucket arithmetic adds it, and refills never past the burst)."""
+
+    gate: EnqueueGate
+    key: str
+    rate: float
+    burst: int
+
+    def take(self, jobs: int) -> None:
+        wait = self.gate.store.take_tokens(self.key, self.rate, self.burst, jobs)
+        if wait > 0:
+            raise self.gate._rate_limited(wait, self.rate, self.burst)
+
+    def give_back(self, jobs: int) -> None:
+        self.gate.store.take_tokens(self.key, self.rate, self.burst, -jobs)

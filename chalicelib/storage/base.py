@@ -199,6 +199,8 @@ Limits and fair turns (`claim(..., policy=...)`, chalicelib/limits.py):
   holds at least `cost` tokens they are taken and 0.0 is returned; otherwise
   nothing is taken and the answer is the seconds until `cost` tokens will be
   there (cost <= burst is the caller's to check). Atomic across processes.
+  A negative cost gives -cost tokens back (0.0): a redrive returns those of ids
+  it did not move; the next take's refill keeps the bucket at most `burst`.
 
 Optional attributes a worker looks for: `notifier` (a Notifier, for prompt
 wake-ups), `concurrent_writes = True` (calls from two threads run on

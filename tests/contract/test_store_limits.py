@@ -465,3 +465,18 @@ def test_held_jobs_cancel_redrive_and_retry_keep_their_attempts(
     finish(store, third)
     [again] = store.claim(10, LEASE, policy=policy)
     assert again.id == second.id and again.attempts == 1
+
+
+def test_a_negative_cost_gives_tokens_back_never_past_the_burst(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """A redrive takes a token per id named and gives back those of ids it did not
+    move (Service.redrive_ids) as a take of -n: every store must add them, at once,
+    and a bucket given back more than it lacked still holds only its burst."""
+    assert store.take_tokens("tenant:g", 1 / 3600, 4, cost=4) == 0.0  # empty
+    assert store.take_tokens("tenant:g", 1 / 3600, 4, cost=-3) == 0.0
+    assert store.take_tokens("tenant:g", 1 / 3600, 4, cost=3) == 0.0  # the 3 are there
+    assert store.take_tokens("tenant:g", 1 / 3600, 4) > 0  # and no more
+    assert store.take_tokens("tenant:g", 1 / 3600, 4, cost=-10) == 0.0
+    assert store.take_tokens("tenant:g", 1 / 3600, 4, cost=4) == 0.0  # the burst, no more
+    assert store.take_tokens("tenant:g", 1 / 3600, 4) > 0
