@@ -24,7 +24,14 @@ from types import FrameType
 
 from chalicelib import worker_id
 from chalicelib.config import Settings
-from chalicelib.models import Attempt, Completion, JobState, error_text, within_error_limit
+from chalicelib.models import (
+    Attempt,
+    Completion,
+    JobState,
+    error_text,
+    error_type_name,
+    within_error_limit,
+)
 from chalicelib.redact import redact_text
 
 DEFAULT_TRACEBACK_BYTES = 4096
@@ -133,7 +140,7 @@ def record(
     error: str | None = None
     if completion.state is not JobState.SUCCEEDED:
         if failure is not None:
-            error_type = type(failure).__name__
+            error_type = error_type_name(failure)
             try:
                 error = error_text(str(failure)) or completion.error
                 traceback = format_failure(failure, traceback_limit)

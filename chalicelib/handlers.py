@@ -34,7 +34,7 @@ from chalicelib.errors import (
 from chalicelib.limits import Limit, Rate
 from chalicelib.log_redact import redactor
 from chalicelib.logs import JobLog, payload_text
-from chalicelib.models import DEFAULT_QUEUE, Job, error_text
+from chalicelib.models import DEFAULT_QUEUE, Job, error_text, error_type_name
 from chalicelib.retry import RetryPolicy, finite
 from chalicelib.validation_text import validation_details
 
@@ -274,7 +274,8 @@ def _said(exc: BaseException) -> str:
     text = _text_of(exc)
     if len(text) > _SAID_CHARS:
         text = f"{text[:_SAID_CHARS]}[... {len(text) - _SAID_CHARS} characters trimmed]"
-    return error_text(text, f"{type(exc).__name__}: ") if text else type(exc).__name__
+    name = error_type_name(exc)  # a class made at run time may be named anything
+    return error_text(text, f"{name}: ") if text else name
 
 
 _SAID_CHARS = 300

@@ -41,6 +41,22 @@ WAITING_STATES = frozenset({JobState.QUEUED, JobState.RETRYING})
 MAX_ERROR_CHARS = 32 * 1024
 
 
+# The most of a failure's class name a job keeps (an attempt's error_type, the start of
+# its last_error). A class made at run time can be named anything (an error factory
+# naming it after a remote service's words): a 2 MB name was kept whole, in every
+# /status answer, and on DynamoDB put the job's item past 400 KB, so its outcome could
+# not be written at all (tests/test_chaos_s51e_error_type_name.py).
+MAX_ERROR_TYPE_CHARS = 200
+
+
+def error_type_name(exc: BaseException) -> str:
+    """The name of `exc`'s class, cut to MAX_ERROR_TYPE_CHARS (an ellipsis says so)."""
+    name = type(exc).__name__
+    if len(name) <= MAX_ERROR_TYPE_CHARS:
+        return name
+    return name[: MAX_ERROR_TYPE_CHARS - 1] + "\u2026"
+
+
 def within_error_limit(text: str) -> str:
     """`text`, or its first MAX_ERROR_CHARS characters and how many more there were."""
     if len(text) <= MAX_ERROR_CHARS:

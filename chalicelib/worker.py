@@ -87,7 +87,15 @@ from chalicelib.jsonstrict import (
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
 from chalicelib.logs import job_event, payload_text
 from chalicelib.middleware import Middleware
-from chalicelib.models import WAITING_STATES, Completion, Job, JobState, JobTiming, error_text
+from chalicelib.models import (
+    WAITING_STATES,
+    Completion,
+    Job,
+    JobState,
+    JobTiming,
+    error_text,
+    error_type_name,
+)
 from chalicelib.retry import retry_after_seconds
 from chalicelib.start_marks import StartMarks, give_way
 from chalicelib.storage.base import JobStore, job_timings
@@ -733,7 +741,7 @@ class Worker:
             return  # recorded when it was abandoned, or when the worker closed
         del self._state.lingering[attempt.job.id]
         failure = attempt.failure
-        ended = f"raised {type(failure).__name__}" if failure is not None else "returned"
+        ended = f"raised {error_type_name(failure)}" if failure is not None else "returned"
         note = f"the handler {ended} after {seconds:.1f}s"
         self._state.outbox.append((attempt, self._timeout(attempt, note), seconds))
         self._wake()
@@ -1630,7 +1638,7 @@ def _describe(exc: BaseException, prefix: str = "") -> str:
         text = str(exc)
     except Exception:  # a handler's exception whose __str__ fails must not kill the pool thread
         text = "<the exception's message could not be read>"
-    name = type(exc).__name__
+    name = error_type_name(exc)
     return error_text(text, f"{prefix}{name}: ") if text else f"{prefix}{name}"
 
 
