@@ -45,8 +45,11 @@ second.
 Races, per tenant: a status read that started before the tenant's epoch moved
 must not land in the cache after the tenant's share emptied itself. `ticket()`
 is taken before the store read and `put` refuses a ticket from an older
-generation of that tenant's share. When a tenant's epoch cannot be read (store
-down) nothing of that tenant's is served or stored until a read of it works.
+generation of that tenant's share. This process's own changes (a redrive, purge or
+cancel route's `drop`) start a new generation too, so a read racing the change in
+this process cannot put its old answer back after the route has answered. When a
+tenant's epoch cannot be read (store down) nothing of that tenant's is served or
+stored until a read of it works.
 
 Each tenant has a share of its own: at most `size` answers and about
 `max_bytes` characters of them, least recently used first out. One shared LRU
@@ -221,9 +224,16 @@ class ResultCache:
             return True
 
     def drop(self, tenant: str, job_id: str) -> None:
+        """Forget a job's answer after this process changed the job (a redrive, a
+        purge, a cancel), and void the tenant's outstanding tickets: a status read that
+        took one before the change may hold the old answer, and its put after this drop
+        served `dead` for a job just redriven, until the epoch's next read."""
         with self._lock:
             share = self._shares.get(tenant)
-            if share is not None and share.entries is not None:
+            if share is None:
+                return
+            share.generation += 1
+            if share.entries is not None:
                 share.entries.pop(job_id, None)
 
     def __len__(self) -> int:
