@@ -50,8 +50,12 @@ MAX_ERROR_TYPE_CHARS = 200
 
 
 def error_type_name(exc: BaseException) -> str:
-    """The name of `exc`'s class, cut to MAX_ERROR_TYPE_CHARS (an ellipsis says so)."""
-    name = type(exc).__name__
+    """The name of `exc`'s class, cut to MAX_ERROR_TYPE_CHARS (short_error_type)."""
+    return short_error_type(type(exc).__name__)
+
+
+def short_error_type(name: str) -> str:
+    """`name`, or its first MAX_ERROR_TYPE_CHARS - 1 characters and an ellipsis."""
     if len(name) <= MAX_ERROR_TYPE_CHARS:
         return name
     return name[: MAX_ERROR_TYPE_CHARS - 1] + "\u2026"

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.config import Settings
-from chalicelib.models import Attempt
+from chalicelib.models import Attempt, short_error_type
 from chalicelib.storage.base import LEASE_EXPIRED_ERROR, from_micros, to_micros
 
 _SETTING = "SPOOL_ATTEMPT_HISTORY"
@@ -166,14 +166,19 @@ def _shrink(text: str, budget: int, trim: Callable[[str, int], str]) -> str:
 def fit(attempt: Attempt, max_bytes: int = MAX_ENTRY_BYTES) -> Attempt:
     """The attempt shrunk to encode in at most about max_bytes.
 
-    The error message may keep up to a quarter (its start), the log tail a
-    quarter (its last lines), the traceback the rest (its end: the frame that
-    raised and the exception's own line).
+    The error type keeps its start (models.short_error_type), the error
+    message up to a quarter (its start), the log tail a quarter (its last lines),
+    the traceback the rest (its end: the frame that raised and the exception's
+    own line).
     """
     from dataclasses import replace
 
     if size(attempt) <= max_bytes:
         return attempt
+    if attempt.error_type is not None:
+        # The worker cuts it (models.error_type_name); held here too, as the entry's own
+        # bound: kept whole, a 2 MB name put a DynamoDB item past 400 KB.
+        attempt = replace(attempt, error_type=short_error_type(attempt.error_type))
     quarter = max(64, max_bytes // 4)
     error = attempt.error
     if error is not None and _encoded(error) > quarter:

@@ -11,7 +11,15 @@ import pytest
 from chalicelib import worker_id
 from chalicelib.clock import FakeClock
 from chalicelib.errors import BadRequest, InvalidTransition, JobNotFound
-from chalicelib.models import Attempt, Completion, CounterKey, JobQuery, JobState, WorkerBeat
+from chalicelib.models import (
+    MAX_ERROR_TYPE_CHARS,
+    Attempt,
+    Completion,
+    CounterKey,
+    JobQuery,
+    JobState,
+    WorkerBeat,
+)
 from chalicelib.storage.base import LEASE_EXPIRED_ERROR, JobStore
 from tests.backends import BACKENDS, open_backend
 from tests.factories import history, new_job, stored, token
@@ -890,6 +898,21 @@ def test_an_oversized_attempt_keeps_the_end_of_its_traceback(
     assert "trimmed" in kept.traceback
     assert kept.error.startswith("eeee") and len(kept.error) < 100_000
     assert (kept.number, kept.outcome, kept.worker) == (1, "dead", "host-a:4242")
+
+
+def test_an_attempt_with_a_huge_error_type_is_held_to_the_entry_s_size(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """history.fit held an entry to its size by its error, log tail and traceback only:
+    a 2 MB error_type (a class named at run time) was kept whole on every store, and
+    on DynamoDB put the item past 400 KB, so the finish could not be written at all."""
+    job = add_one(store, clock)
+    [claimed] = store.claim(1, LEASE)
+    finish_with(store, clock, claimed, "dead", error_type="Fault" + "N" * 2_000_000)
+    [kept] = history(store, job.id)
+    assert kept.error_type is not None and kept.error_type.startswith("FaultNNN")
+    assert len(kept.error_type) <= MAX_ERROR_TYPE_CHARS
+    assert (kept.number, kept.outcome, kept.error) == (1, "dead", "boom on 1")
 
 
 # -- due work and workers -----------------------------------------------------
