@@ -25,11 +25,13 @@ from types import FrameType
 from chalicelib import worker_id
 from chalicelib.config import Settings
 from chalicelib.models import (
+    UNREADABLE_MESSAGE,
     Attempt,
     Completion,
     JobState,
     error_text,
     error_type_name,
+    exception_text,
     within_error_limit,
 )
 from chalicelib.redact import redact_text
@@ -141,11 +143,12 @@ def record(
     if completion.state is not JobState.SUCCEEDED:
         if failure is not None:
             error_type = error_type_name(failure)
+            text = exception_text(failure)  # its __str__ may fail, with anything
+            error = (None if text == UNREADABLE_MESSAGE else error_text(text)) or completion.error
             try:
-                error = error_text(str(failure)) or completion.error
                 traceback = format_failure(failure, traceback_limit)
-            except Exception:  # its __str__ failed: the completion's words will do
-                error = completion.error
+            except Exception:  # traceback's own reading of it failed: none kept
+                traceback = None
         else:
             error = completion.error
     else:

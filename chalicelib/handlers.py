@@ -34,7 +34,7 @@ from chalicelib.errors import (
 from chalicelib.limits import Limit, Rate
 from chalicelib.log_redact import redactor
 from chalicelib.logs import JobLog, payload_text
-from chalicelib.models import DEFAULT_QUEUE, Job, error_text, error_type_name
+from chalicelib.models import DEFAULT_QUEUE, Job, error_text, error_type_name, exception_text
 from chalicelib.retry import RetryPolicy, finite
 from chalicelib.validation_text import validation_details
 
@@ -261,11 +261,9 @@ def _on_main_thread() -> bool:
 
 
 def _text_of(exc: BaseException) -> str:
-    """An exception's message; one whose __str__ itself fails must not fail the request."""
-    try:
-        return str(exc)
-    except Exception:
-        return "<the exception's message could not be read>"
+    """An exception's message; one whose __str__ itself fails (with anything, SystemExit
+    too) must not fail the request (models.exception_text)."""
+    return exception_text(exc)
 
 
 def _said(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -47,6 +48,25 @@ MAX_ERROR_CHARS = 32 * 1024
 # /status answer, and on DynamoDB put the job's item past 400 KB, so its outcome could
 # not be written at all (tests/test_chaos_s51e_error_type_name.py).
 MAX_ERROR_TYPE_CHARS = 200
+
+
+UNREADABLE_MESSAGE = "<the exception's message could not be read>"
+
+
+def exception_text(exc: BaseException) -> str:
+    """str(exc), or UNREADABLE_MESSAGE when its __str__ fails, with whatever it raises:
+    SystemExit or KeyboardInterrupt from a handler's __str__ escaped `except Exception`
+    and turned the handler's failure into Spool's (a "worker error", or a payload
+    check's SystemExit ending the serving thread). Only a KeyboardInterrupt on the
+    main thread, where Ctrl-C arrives, goes through."""
+    try:
+        return str(exc)
+    except BaseException as failed:
+        if isinstance(failed, KeyboardInterrupt) and (
+            threading.current_thread() is threading.main_thread()
+        ):
+            raise
+        return UNREADABLE_MESSAGE
 
 
 def error_type_name(exc: BaseException) -> str:

@@ -95,6 +95,7 @@ from chalicelib.models import (
     JobTiming,
     error_text,
     error_type_name,
+    exception_text,
 )
 from chalicelib.retry import retry_after_seconds
 from chalicelib.start_marks import StartMarks, give_way
@@ -1634,10 +1635,7 @@ def _why_not_json(result: Any, exc: Exception) -> str:
 def _describe(exc: BaseException, prefix: str = "") -> str:
     """The job's `last_error`: masked as its attempt's error is (a message quoting a
     database URL must not show its password on /status), within the stores' limit."""
-    try:
-        text = str(exc)
-    except Exception:  # a handler's exception whose __str__ fails must not kill the pool thread
-        text = "<the exception's message could not be read>"
+    text = exception_text(exc)  # its __str__ may fail, with anything: not the pool thread's end
     name = error_type_name(exc)
     return error_text(text, f"{prefix}{name}: ") if text else f"{prefix}{name}"
 
