@@ -13,15 +13,22 @@ jobs it moved, whatever else the list held.
 
 from __future__ import annotations
 
+import pytest
+
 from chalicelib.api.throttle import EnqueueGate
 from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate
 from chalicelib.models import Completion, JobState
+from chalicelib.runtime import Runtime
 from chalicelib.service import Service
 from chalicelib.storage.base import Backlog, JobStore
+from tests.apikit import KEY_B, Api
 from tests.factories import new_job, token
+from tests.test_limits_api import TENANT_RATE, dead_jobs, limited
+
+assert limited  # the fixture, imported for the test at the end
 
 BURST = 4
 RATE = Rate.parse("1/h")  # the test clock stands still: nothing refills
@@ -92,3 +99,20 @@ def test_a_redrive_of_nothing_dead_leaves_the_bucket_full(
     # Raced by another redrive: the job is no longer dead when this one comes.
     assert service.redrive_ids([mine], "t1", None, gate.redrive_charge("t1")) == []
     assert _tokens_left(store, "t1") == BURST - 1
+
+
+@pytest.mark.parametrize("limited", [TENANT_RATE], indirect=True)
+def test_a_user_s_list_with_mistakes_costs_only_the_job_it_moved(
+    limited: tuple[Api, Runtime],
+) -> None:
+    """As a user sees it: a burst of 3, a redrive of one dead job named beside a typo
+    and another tenant's job, and the 2 tokens the two took are still there."""
+    api, rt = limited
+    [mine] = dead_jobs(rt, 1)
+    theirs = api.enqueue({"type": "echo", "delay": 600}, key=KEY_B)
+    unknown = "j_" + "f" * 32
+    moved = api.post("/ui/api/dead/redrive", {"ids": [mine, unknown, theirs]})
+    assert moved.status == 200 and moved.json["ids"] == [mine], moved.body
+    for _ in range(2):
+        assert api.post("/enqueue", {"type": "echo", "delay": 600}).status == 201
+    assert api.post("/enqueue", {"type": "echo", "delay": 600}).status == 429
