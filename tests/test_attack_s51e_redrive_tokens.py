@@ -23,7 +23,7 @@ from chalicelib.limits import Rate
 from chalicelib.models import Completion, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.service import Service
-from chalicelib.storage.base import Backlog, JobStore
+from chalicelib.storage.base import Backlog, BacklogFull, JobStore
 from tests.apikit import KEY_B, Api
 from tests.factories import new_job, token
 from tests.test_limits_api import TENANT_RATE, dead_jobs, limited
@@ -88,6 +88,19 @@ def test_jobs_the_backlog_cap_holds_back_cost_no_token(
     moved = service.redrive_ids(dead, "t1", Backlog("t1", 2), charge)
     assert [j.id for j in moved] == dead[:1]
     assert _tokens_left(store, "t1") == BURST - 1
+
+
+def test_a_redrive_the_full_backlog_refuses_whole_costs_no_token(
+    store: JobStore, clock: FakeClock, handlers: Registry
+) -> None:
+    """The store's BacklogFull (another process filled the room since the edge
+    counted it) moves nothing: the 429 must not cost the tokens either."""
+    service, gate = Service(store, handlers), _gate(store)
+    dead = [_dead(store, clock, "t1") for _ in range(2)]
+    store.add([new_job(clock, tenant="t1")])  # the one waiting job fills the backlog
+    with pytest.raises(BacklogFull):
+        service.redrive_ids(dead, "t1", Backlog("t1", 1), gate.redrive_charge("t1"))
+    assert _tokens_left(store, "t1") == BURST
 
 
 def test_a_redrive_of_nothing_dead_leaves_the_bucket_full(
