@@ -13,6 +13,8 @@ jobs it moved, whatever else the list held.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from chalicelib.api.throttle import EnqueueGate
@@ -111,6 +113,29 @@ def test_a_redrive_of_nothing_dead_leaves_the_bucket_full(
     assert service.redrive_ids([mine], "t1", None, gate.redrive_charge("t1"))
     # Raced by another redrive: the job is no longer dead when this one comes.
     assert service.redrive_ids([mine], "t1", None, gate.redrive_charge("t1")) == []
+    assert _tokens_left(store, "t1") == BURST - 1
+
+
+def test_concurrent_redrives_of_one_job_cost_one_token_in_all(
+    store: JobStore, clock: FakeClock, handlers: Registry
+) -> None:
+    """Four requests redrive the same job at once: one moves it, and the tokens the
+    other three took for it come back."""
+    service, gate = Service(store, handlers), _gate(store)
+    mine = _dead(store, clock, "t1")
+    moved: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def redrive() -> None:
+        barrier.wait(10)
+        moved.append(len(service.redrive_ids([mine], "t1", None, gate.redrive_charge("t1"))))
+
+    threads = [threading.Thread(target=redrive) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(moved) == [0, 0, 0, 1]
     assert _tokens_left(store, "t1") == BURST - 1
 
 
