@@ -620,6 +620,8 @@ class PgSettings:
     url: str = ""  # as given, for messages (always shown through redact_url)
     durability: str = "normal"
     statement_timeout: float = STATEMENT_TIMEOUT  # 0: no bound, on either side
+    # False when the URL's options set idle_session_timeout: theirs wins (session_setup).
+    idle_session_off: bool = True
 
     @property
     def call_deadline(self) -> float | None:
@@ -705,6 +707,7 @@ def parse_url(url: str) -> PgSettings:
         pool_timeout=pool_timeout,
         url=url,
         statement_timeout=statement_timeout,
+        idle_session_off=not any("idle_session_timeout" in v for k, v in query if k == "options"),
     )
 
 
@@ -796,9 +799,34 @@ def _check_connection(conn: Conn) -> None:
         ConnectionPool.check_connection(conn)
 
 
+# idle_session_timeout came with Postgres 14; naming it to an older server is an error.
+IDLE_SESSION_SINCE = 140000
+
+
+def session_setup(settings: PgSettings, conn: Conn) -> None:
+    """What the startup packet cannot carry: idle_session_timeout off for this session.
+
+    Spool's sessions are idle by design: the worker's LISTEN connection waits for
+    wake-ups, a pooled one for the next call (the pool closes those it does not need,
+    max_idle). An operator's idle_session_timeout on the role or database ended
+    them: the LISTEN connection was cut and logged as lost every time, and a pooled
+    one ended as a call took it failed that call (an enqueue answered 503 "may have
+    been applied"). Not in the startup packet's options: Postgres 13 refuses a
+    connection naming a setting it does not know. One round trip per new connection;
+    a URL whose options set idle_session_timeout keeps its own value."""
+    if settings.idle_session_off and conn.info.server_version >= IDLE_SESSION_SINCE:
+        conn.execute("SET idle_session_timeout = 0")
+
+
 def connect(settings: PgSettings, timeout: float = 5.0) -> Conn:
     """One autocommit connection with the store's session settings (migrations, LISTEN)."""
-    return psycopg.connect(settings.conninfo, autocommit=True, connect_timeout=max(1, int(timeout)))
+    conn = psycopg.connect(settings.conninfo, autocommit=True, connect_timeout=max(1, int(timeout)))
+    try:
+        session_setup(settings, conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def probe(settings: PgSettings) -> Conn:
@@ -857,6 +885,7 @@ class PostgresStore:
             min_size=settings.pool_min,
             max_size=settings.pool_max,
             kwargs={"autocommit": True},
+            configure=functools.partial(session_setup, settings),
             check=self._check_connection,
             timeout=settings.pool_timeout,
             # Short: a caller waiting for a connection restarts the tries (see above).

@@ -98,7 +98,14 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str | None) ->
     # migrator's lock, or building an index over millions of jobs, may take longer.
     conn.execute("SET statement_timeout = 0")
     conn.execute("SET idle_in_transaction_session_timeout = 0")
+    # Another host's migration holds the turn for as long as it runs: an operator's
+    # lock_timeout on the role failed the second of two deploys started at once
+    # instead of making it wait. Only the turn is waited for without a bound: the
+    # migrations' own statements keep that lock_timeout (RESET: the role's value),
+    # so DDL does not queue behind a long transaction, blocking every worker.
+    conn.execute("SET lock_timeout = 0")
     conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_SPACE, lock_key))
+    conn.execute("RESET lock_timeout")
     try:
         if schema is not None:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
