@@ -128,3 +128,70 @@ def _connect_to(db: str) -> psycopg.Connection[tuple[object, ...]]:
     """An admin connection to the test's own database (advisory locks are per database)."""
     parts = urlsplit(BASE_URL)
     return admin_connect(urlunsplit((parts.scheme, parts.netloc, f"/{db}", "", "")))
+
+
+# Output formats an operator may set on the role or database (a DateStyle to the
+# local taste, say). psycopg parses timestamps in ISO DateStyle only, intervals in
+# the `postgres` IntervalStyle only, and reads floats as the server prints them:
+# under `SQL, DMY` every store opened with NotImplementedError ("can't parse
+# timestamptz with DateStyle 'SQL, DMY'"), a traceback at `spool serve`'s start.
+OUTPUT_STYLES = {
+    "datestyle": "SQL, DMY",
+    "intervalstyle": "sql_standard",
+    "extra_float_digits": "-3",
+    "bytea_output": "escape",
+}
+
+
+def test_a_role_s_own_output_styles_do_not_break_the_store() -> None:
+    with own_database() as (role, _db, url):
+        for setting, value in OUTPUT_STYLES.items():
+            _set_on_role(role, setting, value)
+        store = from_url(url)
+        try:
+            [added] = store.add([new_job(store.clock)])
+            got = store.get(added.job.id)
+            assert got is not None and got.created_at == added.job.created_at
+            [claimed] = store.claim(1, 30.0)
+            assert claimed.lease_expires_at is not None
+            assert store.take_tokens("k", 1000.0, 5) == 0.0
+        finally:
+            store.close()
+
+
+def test_a_role_s_default_isolation_is_not_the_store_s() -> None:
+    """A role whose transactions default to SERIALIZABLE: claims racing enqueues failed
+    as serialization failures, retried and then answered "rolled back" (503)."""
+    with own_database() as (role, _db, url):
+        _set_on_role(role, "default_transaction_isolation", "serializable")
+        store = from_url(url + "&pool_max=6")
+        failed: list[BaseException] = []
+
+        def enqueue() -> None:
+            try:
+                for _ in range(60):
+                    store.add([new_job(store.clock) for _ in range(3)])
+            except BaseException as exc:
+                failed.append(exc)
+
+        def claim() -> None:
+            try:
+                for _ in range(60):
+                    jobs = store.claim(3, 30.0)
+                    store.start([(j.id, j.lease_token or "") for j in jobs])
+            except BaseException as exc:
+                failed.append(exc)
+
+        threads = [threading.Thread(target=f) for f in (enqueue, enqueue, claim, claim, claim)]
+        try:
+            [isolation] = store._run(
+                lambda conn: conn.execute("SHOW transaction_isolation").fetchone() or (), read=True
+            )
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(45)
+        finally:
+            store.close()
+    assert isolation == "read committed"
+    assert failed == []

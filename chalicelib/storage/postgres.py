@@ -634,6 +634,16 @@ class PgSettings:
         return f"spool_{self.schema}" if self.schema else "spool"
 
 
+# What Spool's code and psycopg's parsers expect the server to print, and the
+# isolation its statements are written for (each names its locks and re-checks rows
+# it waited on as READ COMMITTED does; a role's default of SERIALIZABLE turned them
+# into serialization failures).
+SESSION_DEFAULTS = (
+    "-c timezone=UTC -c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=1"
+    " -c bytea_output=hex -c default_transaction_isolation=read\\ committed"
+)
+
+
 def parse_url(url: str) -> PgSettings:
     """Split Spool's options off a postgresql:// URL; pass the rest to libpq.
 
@@ -674,7 +684,10 @@ def parse_url(url: str) -> PgSettings:
         # enqueue waits on the counters it locked: end such a session too.
         options.append(f"-c statement_timeout={ms} -c idle_in_transaction_session_timeout={ms}")
     options.extend(v for k, v in query if k == "options")
-    options.append("-c timezone=UTC")
+    # After the URL's: the code reads what these settings print, whatever the role's or
+    # database's defaults (ALTER ROLE ... SET datestyle = 'SQL, DMY' made every store
+    # fail to open: psycopg parses ISO dates and `postgres` intervals only).
+    options.append(SESSION_DEFAULTS)
     if schema is not None:
         options.append(f"-c search_path={schema}")
     rest.append(("options", " ".join(options)))
