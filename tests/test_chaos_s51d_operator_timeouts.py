@@ -28,6 +28,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
+from chalicelib.errors import StoreUnavailable
+from chalicelib.handlers import Registry
+from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage import migrations
 from chalicelib.storage.postgres import connect, from_url, parse_url
 from tests.factories import new_job
@@ -195,3 +198,32 @@ def test_a_role_s_default_isolation_is_not_the_store_s() -> None:
             store.close()
     assert isolation == "read committed"
     assert failed == []
+
+
+def test_an_operator_s_lock_timeout_is_said_as_a_cancellation_not_a_lost_connection(
+    handlers: Registry,
+) -> None:
+    """A call the role's lock_timeout cancelled was reported as "the database connection
+    failed before it answered" (LockNotAvailable is an OperationalError): the log and
+    the 503 sent the operator to look at the network, when a lock held too long was
+    the cause and the connection was fine."""
+    with own_database() as (role, db, url):
+        _set_on_role(role, "lock_timeout", "100ms")
+        store = from_url(url)
+        holder = _connect_to(db)
+        try:
+            holder.execute("SET search_path = spool")
+            with holder.transaction():
+                holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+                with pytest.raises(StoreUnavailable) as held:
+                    Service(store, handlers).enqueue([EnqueueRequest(type="echo")], "t")
+                with pytest.raises(StoreUnavailable) as read:
+                    store.get("j_0")
+            said = held.value.message
+            assert "cancelled the call (canceling statement due to lock timeout)" in said
+            assert "connection failed" not in said
+            assert "lock timeout" in read.value.message
+            assert sum(store.counts().values()) == 0
+        finally:
+            holder.close()
+            store.close()

@@ -794,6 +794,11 @@ _ROLLED_BACK = (
 )
 
 
+# The server cancelled the statement: its statement_timeout, an operator's lock_timeout
+# on the role or database, or pg_cancel_backend. The connection itself is fine.
+_CANCELLED = (pg_errors.QueryCanceled, pg_errors.LockNotAvailable)
+
+
 def _check_connection(conn: Conn) -> None:
     """Pool check, cheap enough for every checkout.
 
@@ -1082,7 +1087,9 @@ class PostgresStore:
                 ) from exc
             except _UNAVAILABLE as exc:
                 was_cut = cut is not None and cut.cut
-                if was_cut or isinstance(exc, pg_errors.QueryCanceled):
+                # LockNotAvailable: the role's lock_timeout (55P03, not a QueryCanceled),
+                # said before as a failed connection, which sent operators to the network.
+                if was_cut or isinstance(exc, _CANCELLED):
                     raise self._too_slow(exc, read, was_cut) from exc
                 if read and attempt == 1:
                     continue
