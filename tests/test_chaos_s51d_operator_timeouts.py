@@ -23,9 +23,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
 
 from chalicelib.errors import StoreUnavailable
@@ -127,7 +127,7 @@ def test_a_migration_waits_its_turn_past_an_operator_s_lock_timeout() -> None:
     assert failed == []
 
 
-def _connect_to(db: str) -> psycopg.Connection[tuple[object, ...]]:
+def _connect_to(db: str) -> Any:
     """An admin connection to the test's own database (advisory locks are per database)."""
     parts = urlsplit(BASE_URL)
     return admin_connect(urlunsplit((parts.scheme, parts.netloc, f"/{db}", "", "")))
@@ -187,9 +187,10 @@ def test_a_role_s_default_isolation_is_not_the_store_s() -> None:
 
         threads = [threading.Thread(target=f) for f in (enqueue, enqueue, claim, claim, claim)]
         try:
-            [isolation] = store._run(
-                lambda conn: conn.execute("SHOW transaction_isolation").fetchone() or (), read=True
+            row = store._run(
+                lambda conn: conn.execute("SHOW transaction_isolation").fetchone(), read=True
             )
+            isolation = None if row is None else row[0]
             for thread in threads:
                 thread.start()
             for thread in threads:
