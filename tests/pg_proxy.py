@@ -4,7 +4,9 @@
 and closed at once, as a dead server's port would behave); `swallow()` keeps
 every connection open and throws away what either side sends (a server that is
 up but frozen: its kernel acknowledges every byte, nothing comes back);
-`restore()` lets them through again. It is the network outage a worker or API process sees,
+`restore()` lets them through again. `drop_silently()` makes the connections open
+now go dead without a word (no FIN, no RST: a NAT or firewall that lost their state,
+an address that moved) while new ones pass. It is the network outage a worker or API process sees,
 without stopping the shared server.
 """
 
@@ -28,6 +30,7 @@ class PgProxy:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._dead: set[int] = set()  # id() of the client side of pairs dropped silently
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -60,7 +63,7 @@ class PgProxy:
                     data = sock.recv(65536)
                     if not data:
                         return
-                    if not self._swallowing:
+                    if not self._swallowing and id(a) not in self._dead:
                         peers[sock].sendall(data)
         except (OSError, ValueError):  # cut() closed the sockets under us
             return
@@ -83,6 +86,10 @@ class PgProxy:
 
     def swallow(self) -> None:
         self._swallowing = True
+
+    def drop_silently(self) -> None:
+        with self._lock:
+            self._dead.update(id(a) for a, _ in self._pairs)
 
     def restore(self) -> None:
         self._up = True

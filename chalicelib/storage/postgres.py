@@ -1090,6 +1090,8 @@ class PostgresStore:
                 # LockNotAvailable: the role's lock_timeout (55P03, not a QueryCanceled),
                 # said before as a failed connection, which sent operators to the network.
                 if was_cut or isinstance(exc, _CANCELLED):
+                    if was_cut:
+                        self._forget_connections()
                     raise self._too_slow(exc, read, was_cut) from exc
                 if read and attempt == 1:
                     continue
@@ -1100,6 +1102,19 @@ class PostgresStore:
                     else UNCERTAIN_WRITE.format(store="database"),
                     retry_after=2,
                 ) from exc
+
+    def _forget_connections(self) -> None:
+        """After a call cut for getting no answer, replace every connection made before it.
+
+        A network that dropped connections without a word (a NAT or firewall that lost
+        their state, an address moved to another host) leaves each looking alive: the
+        checkout check finds nothing to read, so every pooled one was met by a call
+        that waited out the whole deadline, one after another (a worker took minutes
+        to claim again). One silent connection says those made before it are likely
+        silent too, as a dead one at checkout does (_check_connection); the LISTEN
+        connection as well: its wake-ups would never come."""
+        self._pool.drain()
+        self.notifier.reconnect()
 
     def _too_slow(self, exc: BaseException, read: bool, cut: bool) -> StoreUnavailable:
         """A call the server cancelled (its statement_timeout, a lock_timeout, an admin)
@@ -2058,6 +2073,7 @@ class PgNotifier:
         self._lock = threading.Lock()
         self._closed = False
         self._missed = False  # a listening connection broke: wake-ups may be lost
+        self._stale = False  # reconnect(): the next wait replaces the connection
         self._quiet = Quiet()  # "LISTEN connection lost" once per outage, not per retry
         self._rpipe, self._wpipe = os.pipe()
         os.set_blocking(self._rpipe, False)
@@ -2106,6 +2122,9 @@ class PgNotifier:
             if self._closed:
                 time.sleep(max(0.0, timeout))
                 return False
+            if self._stale:
+                self._stale = False
+                self._drop()
             try:
                 conn = self._listen()
                 self._quiet.ok()
@@ -2130,6 +2149,12 @@ class PgNotifier:
                 readable([self._rpipe], remaining)
                 self._clear_pipe()
             return False
+
+    def reconnect(self) -> None:
+        """Replace the listening connection at the next wait (it may be dead without a
+        word: PostgresStore._forget_connections); that wait reports a wake-up, since
+        notifications may have been lost. Any thread; no lock: a waiter holds it."""
+        self._stale = True
 
     def interrupt(self) -> None:
         """Wake this process's waiter now (Worker.stop; signal-safe: no lock, one write)."""
