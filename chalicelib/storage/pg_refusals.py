@@ -67,6 +67,16 @@ class ConnectFailures:
             last = self.last
         return last if last is not None and refusal(last) is not None else None
 
+    def reason(self) -> str | None:
+        """The last failure's words on one line, for the log (None: no failure since
+        the last success). A server that is full ("too many clients already") or
+        starting up is named here: the pool's own line is let through once a minute."""
+        with self._lock:
+            last = self.last
+        if last is None:
+            return None
+        return " ".join(str(last).split()) or type(last).__name__
+
     def connection_class(self) -> type[psycopg.Connection[Any]]:
         """A Connection class for ConnectionPool(connection_class=...) that records here."""
         import psycopg

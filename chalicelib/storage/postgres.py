@@ -1081,7 +1081,13 @@ class PostgresStore:
                         retry_after=5,
                     ) from refused
                 # The reason (host, port, server message) goes to the log, not to clients.
-                log.log(self._quiet.level(), "no database connection: %s", exc)
+                reason = self._connects.reason()
+                log.log(
+                    self._quiet.level(),
+                    "no database connection: %s%s",
+                    exc,
+                    f" (the last try: {redact_text(reason)})" if reason else "",
+                )
                 raise StoreUnavailable(
                     "the database cannot be reached; try again shortly", retry_after=5
                 ) from exc
