@@ -44,7 +44,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry, registry
 from chalicelib.runtime import BUILTIN_HANDLER_MODULES, DEMO_HANDLER_MODULE
 from chalicelib.storage.memory import MemoryStore
-from tests import moto_rollback
+from tests import isolation, moto_rollback
 from tests.backends import BACKENDS, open_backend
 from tests.netguard import spool_netguard as netguard
 
@@ -180,7 +180,29 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(autouse=True)
-def aws_guard(monkeypatch: pytest.MonkeyPatch) -> None:
+def process_state_restored(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test leaves the process-wide handler registry and os.environ as it found
+    them (tests/isolation.py): what it left is put back, and the test fails naming it.
+
+    A handler registered by one test (tests/limit_handlers.py's `limits.slow`, with a
+    concurrency limit) was met by later tests on the same xdist worker: in-process
+    runtimes claimed under its limit and counted other AWS requests. Set up before
+    any test's monkeypatch (aws_guard asks for it), so monkeypatch's undo runs first."""
+    registry_before = isolation.snapshot(registry)
+    environ_before = dict(os.environ)
+    yield
+    left = isolation.restore(registry, registry_before) + isolation.environ_changes(environ_before)
+    if left:
+        pytest.fail(
+            f"{request.node.nodeid} left process-wide state behind (now put back): "
+            + "; ".join(left)
+            + ". Use a Registry() of the test's own and monkeypatch.setenv, or undo it.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(autouse=True)
+def aws_guard(process_state_restored: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_DEFAULT_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
@@ -235,6 +257,16 @@ def mem(clock: FakeClock) -> Iterator[MemoryStore]:
 def reg() -> Registry:
     """An empty registry a test fills with the handlers it needs."""
     return Registry()
+
+
+@pytest.fixture
+def registry_restored() -> Iterator[Registry]:
+    """The process-wide registry, for a test that must register on it (a handler
+    module's own `@handler`, a runtime built with SPOOL_HANDLERS): what the test
+    registers is taken off again after it, and its module forgotten."""
+    before = isolation.snapshot(registry)
+    yield registry
+    isolation.restore(registry, before)
 
 
 @pytest.fixture

@@ -297,7 +297,7 @@ def test_demo_handlers(handlers: Registry) -> None:
 
 
 def test_spool_handlers_modules_are_imported_and_register(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry_restored: Registry
 ) -> None:
     name = f"user_handlers_{uuid.uuid4().hex[:8]}"
     job_type = f"user.{name}"
