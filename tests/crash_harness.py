@@ -102,13 +102,16 @@ def duplicates(run: CrashRun) -> int:
 
 
 def _enqueue(store_url: str, jobs: int, work: float) -> list[str]:
-    from chalicelib.handlers import registry
+    from chalicelib.handlers import Registry, registry
     from chalicelib.service import EnqueueRequest, Service
 
-    registry.load(["tests.crash_handlers"])
+    # A registry of its own: loading tests.crash_handlers into the process-wide one
+    # left it there for every later test of the pytest process (tests/isolation.py).
+    own = Registry()
+    own.register(registry.get(CRASH_JOB_TYPE))  # registered as this module imported it
     store = open_store(store_url)
     try:
-        service = Service(store, registry)
+        service = Service(store, own)
         ids: list[str] = []
         request = EnqueueRequest(type=CRASH_JOB_TYPE, payload={"work": work}, max_attempts=100)
         for start in range(0, jobs, 500):

@@ -15,6 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from chalicelib import runtime
+from chalicelib.handlers import Registry
 from chalicelib.number_text import TOO_LARGE
 from local.server import Server
 from tests.apikit import KEY_A
@@ -28,7 +29,9 @@ class Floaty(BaseModel):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def server(tmp_path: Path, registry_restored: Registry) -> Iterator[Server]:
+    """`floaty` goes on the process-wide registry (the served runtime's) for the test
+    alone: registry_restored takes it off after."""
     with served(tmp_path) as running:
         runtime.current().registry.handler("floaty", payload=Floaty)(lambda payload: {})
         yield running
