@@ -39,7 +39,8 @@ WAITING = (JobState.QUEUED, JobState.RUNNING, JobState.RETRYING)
 
 
 @pytest.fixture
-def registry(handlers: Registry) -> Registry:
+def registry(handlers: Registry, registry_restored: Registry) -> Registry:
+    """The process-wide registry with the crash handler, put back after the test."""
     handlers.load(["tests.crash_handlers"])
     return handlers
 
