@@ -86,6 +86,7 @@ from chalicelib.storage import (
     history,
     migrations,
     pg_deadline,
+    pg_pooler,
     pg_refusals,
     postgres_limits,
     postgres_webhooks,
@@ -622,6 +623,8 @@ class PgSettings:
     statement_timeout: float = STATEMENT_TIMEOUT  # 0: no bound, on either side
     # False when the URL's options set idle_session_timeout: theirs wins (session_setup).
     idle_session_off: bool = True
+    # What the startup options set, for a connection through a pooler that dropped them.
+    startup: tuple[tuple[str, str], ...] = ()
 
     @property
     def call_deadline(self) -> float | None:
@@ -721,6 +724,7 @@ def parse_url(url: str) -> PgSettings:
         url=url,
         statement_timeout=statement_timeout,
         idle_session_off=not any("idle_session_timeout" in v for k, v in query if k == "options"),
+        startup=pg_pooler.startup_settings(" ".join(options)),
     )
 
 
@@ -821,8 +825,9 @@ def _check_connection(conn: Conn) -> None:
 IDLE_SESSION_SINCE = 140000
 
 
-def session_setup(settings: PgSettings, conn: Conn) -> None:
-    """What the startup packet cannot carry: idle_session_timeout off for this session.
+def session_setup(settings: PgSettings, conn: Conn) -> bool:
+    """What the startup packet cannot carry: idle_session_timeout off for this session;
+    through a pooler, the startup options too (pg_pooler). True when behind one.
 
     Spool's sessions are idle by design: the worker's LISTEN connection waits for
     wake-ups, a pooled one for the next call (the pool closes those it does not need,
@@ -831,16 +836,26 @@ def session_setup(settings: PgSettings, conn: Conn) -> None:
     one ended as a call took it failed that call (an enqueue answered 503 "may have
     been applied"). Not in the startup packet's options: Postgres 13 refuses a
     connection naming a setting it does not know. One round trip per new connection;
-    a URL whose options set idle_session_timeout keeps its own value."""
-    if settings.idle_session_off and conn.info.server_version >= IDLE_SESSION_SINCE:
-        conn.execute("SET idle_session_timeout = 0")
+    a URL whose options set idle_session_timeout keeps its own value. The same round
+    trip reads the server's backend pid, which tells a pooler apart (pg_pooler)."""
+    idle = settings.idle_session_off and conn.info.server_version >= IDLE_SESSION_SINCE
+    off = ", set_config('idle_session_timeout', '0', false)" if idle else ""
+    row = conn.execute(f"SELECT pg_backend_pid(){off}").fetchone()
+    pooled = row is not None and pg_pooler.behind_pooler(conn, row[0])
+    if pooled:
+        pg_pooler.apply_settings(conn, settings.startup)
+    return pooled
 
 
 def connect(settings: PgSettings, timeout: float = 5.0) -> Conn:
-    """One autocommit connection with the store's session settings (migrations, LISTEN)."""
+    """One autocommit connection with the store's session settings (migrations, LISTEN).
+
+    Through a pooler that shares server sessions (PgBouncer's transaction mode) a
+    ConfigError naming the fix: LISTEN, the settings and migrate's lock need a session."""
     conn = psycopg.connect(settings.conninfo, autocommit=True, connect_timeout=max(1, int(timeout)))
     try:
-        session_setup(settings, conn)
+        if session_setup(settings, conn):
+            pg_pooler.refuse_shared_sessions(settings.conninfo, conn, max(1, int(timeout)))
     except BaseException:
         conn.close()
         raise
@@ -861,8 +876,12 @@ def unreachable_message(settings: PgSettings, exc: BaseException) -> str:
     # libpq's own hint repeats what the sentence below says, for every host tried.
     reasons = [line for line in lines if line and not line.startswith("Is the server running")]
     reason = redact_text("; ".join(reasons) or type(exc).__name__)
+    where = redact_url(settings.url or settings.conninfo)
+    hint = pg_pooler.refused_parameter_hint(reason)
+    if hint is not None:
+        return f"cannot connect to the Postgres store at {where}: {hint}"
     return (
-        f"cannot reach the Postgres store at {redact_url(settings.url or settings.conninfo)}: "
+        f"cannot reach the Postgres store at {where}: "
         f"{reason}. Check that the server is running and accepts connections on that host "
         "and port, and that the user, password and database in SPOOL_STORE_URL are right."
     )
