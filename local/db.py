@@ -58,7 +58,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
     import psycopg
 
-    from chalicelib.storage import migrations
+    from chalicelib.storage import migrations, pg_pooler
     from chalicelib.storage.postgres import connect, parse_url
 
     settings = parse_url(url)
@@ -79,6 +79,9 @@ def cmd_db(args: argparse.Namespace) -> int:
     except psycopg.Error as exc:
         verb = "migrate" if args.db_command == "migrate" else "read"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        hint = pg_pooler.refused_parameter_hint(str(exc))
+        if hint is not None:  # a pooler's refusal is no unreachable server
+            raise CliFailure(f"cannot {verb} the schema at {redact_url(url)}: {hint}") from None
         raise CliFailure(
             f"cannot {verb} the schema at {redact_url(url)}: {reason}",
             "Check SPOOL_STORE_URL (or --url) and that Postgres is running and reachable",

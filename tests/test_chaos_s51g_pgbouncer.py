@@ -15,6 +15,13 @@ settings: a process refuses to start there, naming `pool_mode = session`.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
 import pytest
 
 from chalicelib.clock import FakeClock
@@ -25,6 +32,7 @@ from chalicelib.storage.postgres import PostgresStore, connect, parse_url, probe
 from tests.factories import new_job
 from tests.pg_support import fresh_schema, with_port
 from tests.pgbouncer_support import pgbouncer
+from tests.procs import ROOT, guarded_env, spool_serve, stop
 
 
 def _through(direct: str, bouncer: str) -> str:
@@ -78,3 +86,68 @@ def test_transaction_pooling_is_refused_at_start_naming_session_mode(mode: str) 
             PostgresStore(parse_url(_through(direct, bouncer)), FakeClock())
         assert "pool_mode = session" in str(caught.value)
         assert mode in str(caught.value)
+
+
+KEY, TENANT = "pgb-key-0123456789", "pgb-tenant"
+
+
+def _spool_env(store_url: str) -> dict[str, str]:
+    return guarded_env(
+        SPOOL_STORE_URL=store_url, SPOOL_API_KEYS=f"{KEY}={TENANT}", SPOOL_DEMO_HANDLERS="true"
+    )
+
+
+def _call(base: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{base}{path}", data=data, method=method)
+    request.add_header("x-api-key", KEY)
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=30) as reply:
+        return json.loads(reply.read())
+
+
+def test_serve_and_worker_processes_run_a_job_through_session_mode() -> None:
+    """`spool serve` enqueues and a `spool worker` runs the job, both through PgBouncer;
+    the job is in the URL's schema, not the database's default one."""
+    with fresh_schema() as direct, pgbouncer("session") as bouncer:
+        url = _through(direct, bouncer)
+        env = _spool_env(url)
+        served = spool_serve("--no-worker", "--threads", "2", env=env)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "local.cli", "worker", "--quiet", "--concurrency", "1"],
+            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            job = _call(served.url, "POST", "/enqueue", {"type": "echo", "payload": {"n": 1}})
+            deadline = time.monotonic() + 60
+            while (state := _call(served.url, "GET", f"/status/{job['id']}")["state"]) != (
+                "succeeded"
+            ):
+                assert worker.poll() is None, worker.stderr.read() if worker.stderr else ""
+                assert time.monotonic() < deadline, f"the job is still {state}"
+                time.sleep(0.05)
+        finally:
+            stop(worker)
+            stop(served.proc)
+        with connect(parse_url(direct)) as conn:
+            assert conn.execute("SELECT state FROM jobs").fetchall() == [("succeeded",)]
+
+
+@pytest.mark.parametrize(
+    ("mode", "ignore", "fix"),
+    [
+        ("transaction", "options", "pool_mode = session"),
+        ("session", "", "ignore_startup_parameters = options"),
+    ],
+)
+def test_spool_processes_refuse_to_start_naming_the_fix(mode: str, ignore: str, fix: str) -> None:
+    with fresh_schema() as direct, pgbouncer(mode, ignore=ignore) as bouncer:
+        env = _spool_env(_through(direct, bouncer))
+        for args in (["db", "status"], ["db", "migrate"], ["worker", "--burst", "--quiet"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "local.cli", *args],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert done.returncode != 0, (args, done.stderr)
+            assert fix in done.stderr, (args, done.stderr)
+            assert "Check that the server is running" not in done.stderr
