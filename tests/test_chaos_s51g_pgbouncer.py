@@ -151,3 +151,26 @@ def test_spool_processes_refuse_to_start_naming_the_fix(mode: str, ignore: str, 
             assert done.returncode != 0, (args, done.stderr)
             assert fix in done.stderr, (args, done.stderr)
             assert "Check that the server is running" not in done.stderr
+
+
+def _documented_settings() -> dict[str, str]:
+    """The [pgbouncer] settings of docs/self-hosting.md's tested example."""
+    text = (ROOT / "docs" / "self-hosting.md").read_text()
+    block = text.split("### PgBouncer", 1)[1].split("```ini\n", 1)[1].split("```", 1)[0]
+    section = block.split("[pgbouncer]", 1)[1]
+    pairs = (line.split("=", 1) for line in section.splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+def test_the_documented_pgbouncer_settings_work() -> None:
+    documented = _documented_settings()
+    assert documented["pool_mode"] == "session"
+    with (
+        fresh_schema() as direct,
+        pgbouncer(documented["pool_mode"], documented["ignore_startup_parameters"]) as bouncer,
+    ):
+        store = PostgresStore(parse_url(_through(direct, bouncer)), FakeClock())
+        try:
+            assert store.counts() == {}
+        finally:
+            store.close()
