@@ -86,6 +86,7 @@ from chalicelib.storage import (
     history,
     migrations,
     pg_deadline,
+    pg_noise,
     pg_pooler,
     pg_refusals,
     postgres_limits,
@@ -141,6 +142,7 @@ class _ReconnectNoise(logging.Filter):
         return True
 
 
+pg_noise.install()
 _pool_log = logging.getLogger("psycopg.pool")
 if not any(isinstance(f, _ReconnectNoise) for f in _pool_log.filters):
     _pool_log.addFilter(_ReconnectNoise())
@@ -1048,7 +1050,7 @@ class PostgresStore:
                         self._quiet.level(),
                         "write rolled back %d times: %s",
                         attempt,
-                        str(exc).strip(),
+                        pg_noise.reason(exc),
                     )
                     raise StoreUnavailable(
                         "the database rolled the write back (it conflicted with others); "
@@ -1066,7 +1068,7 @@ class PostgresStore:
                 log.log(
                     self._quiet.level(),
                     "the database ended an idle transaction: %s",
-                    str(exc).strip(),
+                    pg_noise.reason(exc),
                 )
                 raise StoreUnavailable(
                     "the database ended this call's transaction after it sat idle (this "
@@ -1082,7 +1084,7 @@ class PostgresStore:
                     self._quiet.level(),
                     "the database takes no writes (%s): point SPOOL_STORE_URL at the "
                     "primary, or turn default_transaction_read_only off",
-                    str(exc).strip(),
+                    pg_noise.reason(exc),
                 )
                 raise StoreUnavailable(
                     "the database is read-only now; nothing was applied; try again later",
@@ -1094,7 +1096,11 @@ class PostgresStore:
                     # The server refuses this URL (a wrong password, a dropped database):
                     # raised from its reason, so the loops end instead of waiting for ever
                     # (store_outage.is_fatal); clients are told no more than before.
-                    log.log(self._quiet.level(), "database connection refused: %s", refused)
+                    log.log(
+                        self._quiet.level(),
+                        "database connection refused: %s",
+                        pg_noise.reason(refused),
+                    )
                     raise StoreUnavailable(
                         "the database cannot be reached; try again shortly",
                         retry_after=5,
@@ -1120,7 +1126,7 @@ class PostgresStore:
                     raise self._too_slow(exc, read, was_cut) from exc
                 if read and attempt == 1:
                     continue
-                log.log(self._quiet.level(), "database connection failed: %s", str(exc).strip())
+                log.log(self._quiet.level(), "database connection failed: %s", pg_noise.reason(exc))
                 raise StoreUnavailable(
                     "the database connection failed; try again shortly"
                     if read
@@ -1151,7 +1157,7 @@ class PostgresStore:
         else:  # the server's own words: "canceling statement due to statement timeout"
             reason = (str(exc).strip().splitlines() or ["cancelled"])[0]
             said = f"the database cancelled the call ({reason})"
-        log.log(self._quiet.level(), "%s: %s", said, str(exc).strip())
+        log.log(self._quiet.level(), "%s: %s", said, pg_noise.reason(exc))
         if read:
             return StoreUnavailable(f"{said}; try again shortly", retry_after=5)
         return StoreUnavailable(
@@ -2166,7 +2172,11 @@ class PgNotifier:
                         self._clear_pipe()
                         return True
             except (psycopg.Error, OSError) as exc:
-                log.log(self._quiet.level(), "LISTEN connection lost (%s); will reconnect", exc)
+                log.log(
+                    self._quiet.level(),
+                    "LISTEN connection lost (%s); will reconnect",
+                    pg_noise.reason(exc),
+                )
                 self._drop()
             # Could not listen: wait out the timeout (close still wakes us).
             remaining = deadline - time.monotonic()
