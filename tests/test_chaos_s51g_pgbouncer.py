@@ -46,11 +46,11 @@ def test_session_mode_keeps_the_schema_and_the_session_settings() -> None:
     with fresh_schema() as direct, pgbouncer("session") as bouncer:
         settings = parse_url(_through(direct, bouncer) + "&statement_timeout=7")
         with connect(settings) as conn:
-            path, timeout, zone, style = conn.execute(
+            row = conn.execute(
                 "SELECT current_setting('search_path'), current_setting('statement_timeout'),"
                 " current_setting('TimeZone'), current_setting('IntervalStyle')"
             ).fetchone()
-            assert (path, timeout, zone, style) == (settings.schema, "7s", "UTC", "postgres")
+            assert row == (settings.schema, "7s", "UTC", "postgres")
             assert migrations.status(conn).current == migrations.latest_version()
 
 

@@ -827,7 +827,12 @@ def _check_connection(conn: Conn) -> None:
 IDLE_SESSION_SINCE = 140000
 
 
-def session_setup(settings: PgSettings, conn: Conn) -> bool:
+def session_setup(settings: PgSettings, conn: Conn) -> None:
+    """The pool's configure callback: settle_session, its answer unused."""
+    settle_session(settings, conn)
+
+
+def settle_session(settings: PgSettings, conn: Conn) -> bool:
     """What the startup packet cannot carry: idle_session_timeout off for this session;
     through a pooler, the startup options too (pg_pooler). True when behind one.
 
@@ -856,7 +861,7 @@ def connect(settings: PgSettings, timeout: float = 5.0) -> Conn:
     ConfigError naming the fix: LISTEN, the settings and migrate's lock need a session."""
     conn = psycopg.connect(settings.conninfo, autocommit=True, connect_timeout=max(1, int(timeout)))
     try:
-        if session_setup(settings, conn):
+        if settle_session(settings, conn):
             pg_pooler.refuse_shared_sessions(settings.conninfo, conn, max(1, int(timeout)))
     except BaseException:
         conn.close()
