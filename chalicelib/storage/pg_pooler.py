@@ -68,28 +68,33 @@ def apply_settings(conn: Any, settings: tuple[tuple[str, str], ...]) -> None:
     conn.execute(f"SELECT {calls}", [v for pair in settings for v in pair])
 
 
-def pooling_mode(conninfo: str, conn: Any, timeout: int) -> str:
+def pooling_mode(conninfo: str, conn: Any, timeout: int, rounds: int = 5) -> str:
     """ "session", or the pooling that shares one server session between clients
     ("transaction" or "statement"). Two clients connected at once never share a
     server session in session mode: one that sees the other's backend, or `conn`
-    seen on another backend from one statement to the next, is pooled finer."""
+    seen on another backend from one statement to the next, is pooled finer. Other
+    clients' traffic can hide that in one round (the pooler hands out another idle
+    server), so a few are tried; session mode answers the same every time."""
     first = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
     try:
         other = psycopg.connect(conninfo, autocommit=False, connect_timeout=timeout)
     except psycopg.OperationalError:
         return "session"  # cannot tell; the caller's own connection works
     try:
-        try:
-            # A transaction holds its server session until it ends, in every mode.
-            theirs = other.execute("SELECT pg_backend_pid()").fetchone()
-        except psycopg.Error as exc:
-            if "statement pool" in str(exc):
-                return "statement"  # PgBouncer: "transaction blocks not allowed in ..."
-            raise
-        if theirs is not None and theirs[0] == first:
-            return "transaction"
-        again = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
-        return "transaction" if again != first else "session"
+        for _ in range(rounds):
+            try:
+                # A transaction holds its server session until it ends, in every mode.
+                theirs = other.execute("SELECT pg_backend_pid()").fetchone()
+            except psycopg.Error as exc:
+                if "statement pool" in str(exc):
+                    return "statement"  # PgBouncer: "transaction blocks not allowed in ..."
+                raise
+            if theirs is not None and theirs[0] == first:
+                return "transaction"
+            if conn.execute("SELECT pg_backend_pid()").fetchone()[0] != first:
+                return "transaction"
+            other.rollback()
+        return "session"
     finally:
         other.close()
 
