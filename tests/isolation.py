@@ -27,8 +27,11 @@ from chalicelib.runtime import BUILTIN_HANDLER_MODULES, DEMO_HANDLER_MODULE
 # Modules whose handlers the registry itself registers on first use (Registry.defer):
 # a test that asks for `send_email` imports chalicelib.builtin.email, by design.
 OWN_MODULES = frozenset({*BUILTIN_HANDLER_MODULES, DEMO_HANDLER_MODULE})
-# pytest's own: it names the running test and phase there.
-PYTEST_ENV = frozenset({"PYTEST_CURRENT_TEST"})
+# Set by others than the test, whichever test is running: pytest names the running
+# test and phase in PYTEST_CURRENT_TEST, and chalice's Chalice() appends itself to
+# AWS_EXECUTION_ENV when an app is made (the first `import app` of the process, in
+# whichever test asks first). Neither reported nor put back.
+SET_BY_OTHERS = frozenset({"PYTEST_CURRENT_TEST", "AWS_EXECUTION_ENV"})
 
 
 @dataclass(frozen=True)
@@ -103,7 +106,9 @@ def environ_changes(before: Mapping[str, str]) -> list[str]:
     (names only: a value may be a secret)."""
     now = dict(os.environ)
     changed = sorted(
-        k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k not in PYTEST_ENV
+        k
+        for k in before.keys() | now.keys()
+        if before.get(k) != now.get(k) and k not in SET_BY_OTHERS
     )
     said = []
     for key in changed:
