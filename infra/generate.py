@@ -276,6 +276,9 @@ def _table(name: Any = None) -> dict[str, Any]:
         "TimeToLiveSpecification": {"AttributeName": "expires_at", "Enabled": True},
         "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
         "SSESpecification": {"SSEEnabled": True},
+        # DeleteTable is refused (by hand, a script, another stack's mistake) until
+        # someone turns this off on purpose: docs/aws.md, "Deleting the data".
+        "DeletionProtectionEnabled": True,
     }
     if name is not None:
         properties = {"TableName": name, **properties}
@@ -308,9 +311,33 @@ def _queues(visibility: int, name: Any = None, dlq_name: Any = None) -> dict[str
     # Kept when the stack goes, as the table and bucket are: a queue holds ids of
     # jobs still waiting, and the dead-letter queue what a person has yet to read.
     kept = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+    queues = ("JobsQueue", "JobsDeadLetterQueue")
     return {
         "JobsDeadLetterQueue": {"Type": "AWS::SQS::Queue", **kept, "Properties": dlq},
         "JobsQueue": {"Type": "AWS::SQS::Queue", **kept, "Properties": queue},
+        # Without it SQS answers plain http:// too (message bodies and receipt handles in
+        # clear). It grants nothing: each role's own statements do. Kept with the queues,
+        # as the bucket's policy is with the bucket.
+        "JobsQueuesPolicy": {
+            "Type": "AWS::SQS::QueuePolicy",
+            **kept,
+            "Properties": {
+                "Queues": [{"Ref": q} for q in queues],
+                "PolicyDocument": {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "TlsOnly",
+                            "Effect": "Deny",
+                            "Principal": "*",
+                            "Action": "sqs:*",  # a deny narrows access: all is the point
+                            "Resource": [{"Fn::GetAtt": [q, "Arn"]} for q in queues],
+                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                        }
+                    ],
+                },
+            },
+        },
     }
 
 
@@ -747,7 +774,19 @@ GATEWAY_ERRORS: dict[str, tuple[int | None, str, str]] = {
     "DEFAULT_4XX": (None, "bad_request", "$context.error.messageString"),
     "DEFAULT_5XX": (None, "unavailable", "$context.error.messageString"),
 }
-GATEWAY_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# The app's API headers, and the dashboard's guards (chalicelib/ui/page.py): the gateway
+# answers /ui too (403 without a token, 429, 5xx), before any route can add them. Its
+# Content-Security-Policy is `sandbox` (no script, no form, no origin), not the page's:
+# an error body is never a page, and a static header value is one '...' literal, which
+# the page's 'self' and 'none' would end early.
+GATEWAY_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 RETRY_AFTER_SECONDS = {"THROTTLED": 1}
 
 
