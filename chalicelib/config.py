@@ -97,6 +97,12 @@ def not_a_tenant(shown: str) -> str:
     return f"{shown} is no tenant's name: a key's tenant is 1-64 of [A-Za-z0-9_.:-]"
 
 
+# Most queues one SPOOL_QUEUES names: DynamoDB's expression limits bound a claim's list
+# (chalicelib/storage/dynamodb_schema.py, Expr.one_of). Every store keeps the same bound,
+# so a worker's settings work on each; past it the worker refuses to start, naming it.
+MAX_QUEUES_LISTED = 300
+
+
 def _queues(value: str | None, setting: str = "SPOOL_QUEUES") -> tuple[str, ...]:
     """SPOOL_QUEUES: a worker given a name no job can carry claimed nothing, silently.
     SPOOL_METRICS_QUEUES is read by the same rule (queue_list)."""
@@ -113,6 +119,12 @@ def _queues(value: str | None, setting: str = "SPOOL_QUEUES") -> tuple[str, ...]
                 f"{setting} holds {name!r}, which no queue can be named: queue names are "
                 "1-64 letters, digits and . _ : - (comma-separated)"
             )
+    if setting == "SPOOL_QUEUES" and len(set(names)) > MAX_QUEUES_LISTED:
+        raise ConfigError(
+            f"SPOOL_QUEUES names {len(set(names))} queues: a worker claims from at most "
+            f"{MAX_QUEUES_LISTED} (DynamoDB's limits on one expression); split them "
+            "between workers, or unset it to serve every queue"
+        )
     return names
 
 

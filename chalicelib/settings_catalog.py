@@ -553,7 +553,8 @@ CATALOG: tuple[Setting, ...] = (
         default=None,
         read_by="chalicelib/runtime.py",
         meaning="Comma-separated queues this worker claims from (names as enqueue takes them: "
-        "1-64 letters, digits and . _ : -); unset: every queue.",
+        "1-64 letters, digits and . _ : -), at most 300 (DynamoDB's limits on one "
+        "expression; more is refused at start); unset: every queue.",
         group=_WORKER,
         field="queues",
     ),

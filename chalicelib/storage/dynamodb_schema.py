@@ -77,6 +77,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.config import MAX_QUEUES_LISTED
 from chalicelib.models import STATE_BY_VALUE, Job, JobState, JobTiming, trusted_job
 from chalicelib.storage.base import from_micros, to_micros
 
@@ -376,6 +377,16 @@ def micros(when: datetime) -> int:
     return to_micros(when)
 
 
+# DynamoDB takes at most 100 operands in one IN, 300 operators and 4 KB in one
+# expression. A longer list is split into ORed INs of IN_MOST (one operator each);
+# past MAX_LISTED names (about 2.1 KB of placeholders, leaving room for the rest of
+# a claim's condition or a limited claim's filter) no expression holds it, and one_of
+# refuses it by name instead of DynamoDB refusing the request mid-claim. SPOOL_QUEUES
+# is held to the same bound at start (chalicelib/config.py).
+IN_MOST = 100
+MAX_LISTED = MAX_QUEUES_LISTED
+
+
 class Expr:
     """Collects attribute-name and value placeholders for one expression set.
 
@@ -432,7 +443,19 @@ class Expr:
         return " ".join(parts)
 
     def one_of(self, attr: str, options: list[AttributeValueTypeDef]) -> str:
-        return f"{self.name(attr)} IN ({', '.join(self.value(o) for o in options)})"
+        """`attr IN (...)` for any number of options up to MAX_LISTED (repeats are one)."""
+        unique = list({repr(o): o for o in options}.values())
+        if len(unique) > MAX_LISTED:
+            raise ValueError(
+                f"{len(unique)} {attr} values in one DynamoDB expression: at most "
+                f"{MAX_LISTED} fit (DynamoDB takes 100 operands in an IN and 4 KB of "
+                "expression); list fewer"
+            )
+        groups = [
+            f"{self.name(attr)} IN ({', '.join(self.value(o) for o in unique[i : i + IN_MOST])})"
+            for i in range(0, len(unique), IN_MOST)
+        ]
+        return groups[0] if len(groups) == 1 else f"({' OR '.join(groups)})"
 
     def placeholders(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
