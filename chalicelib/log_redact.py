@@ -256,7 +256,14 @@ def secrets_in(settings: Settings) -> set[str]:
         if password:
             found.add(password)
     for name, value in settings.extra.items():
-        if _SECRET_SETTING.search(name) and value.strip() and name != NAMES_OF_SECRETS:
+        # A `<SECRET>_PARAMETER` holds where the secret is (an SSM name), not the secret:
+        # chalicelib/secret_parameters.py masks the value it reads.
+        if (
+            _SECRET_SETTING.search(name)
+            and value.strip()
+            and name != NAMES_OF_SECRETS
+            and not name.endswith("_PARAMETER")
+        ):
             found.add(value.strip())
     found |= _webhook_secrets(settings.extra.get("SPOOL_WEBHOOKS", ""))
     found |= named_secrets(settings)

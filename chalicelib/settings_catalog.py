@@ -816,7 +816,19 @@ CATALOG: tuple[Setting, ...] = (
         type=TEXT,
         default="",
         read_by="chalicelib/builtin/email.py",
-        meaning="SMTP AUTH password.",
+        meaning="SMTP AUTH password; on AWS prefer SPOOL_SMTP_PASSWORD_PARAMETER. Set, it wins "
+        "over the parameter.",
+        group=_EMAIL,
+    ),
+    Setting(
+        name="SPOOL_SMTP_PASSWORD_PARAMETER",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/secret_parameters.py",
+        meaning="SSM SecureString parameter holding the SMTP password (e.g. "
+        "/spool/prod/smtp-password), read by the worker at its first login and kept 5 "
+        "minutes, so the password is not in the Lambda environment (docs/aws.md). Needs "
+        "AWS credentials allowed ssm:GetParameter on it.",
         group=_EMAIL,
     ),
     Setting(

@@ -188,6 +188,11 @@ KEY_ROLES = ("api",)
 # write there (no delete: no handler deletes). Without it the Lambda zip shipped Pillow
 # for a resize_image that could reach no file: the worker opened .spool/blobs under
 # /var/task, and every such job went dead (tests/test_newuser_s50g_aws_blobs.py).
+# The worker reads the SMTP password from an SSM SecureString (chalicelib/secret_parameters.py,
+# SPOOL_SMTP_PASSWORD_PARAMETER), not from its environment, where anyone who may read the
+# function's configuration read it. Only the worker sends mail; the API's admit of a
+# send_email job never needs the password.
+SMTP_ROLES = ("worker",)
 BLOB_PREFIX = "blobs"
 BLOB_ACTIONS = ["s3:GetObject", "s3:PutObject"]
 BLOB_ROLES = ("worker",)
@@ -196,6 +201,11 @@ BLOB_ROLES = ("worker",)
 def api_keys_parameter(stage: str) -> str:
     """The SSM parameter holding a stage's API keys (SPOOL_API_KEYS_PARAMETER)."""
     return f"/spool/{stage}/api-keys"
+
+
+def smtp_password_parameter(stage: str) -> str:
+    """The SSM parameter a `chalice deploy` stage's worker may read the SMTP password from."""
+    return f"/spool/{stage}/smtp-password"
 
 
 def chalice_function_name(stage: str, function: str) -> str:
@@ -253,6 +263,14 @@ def _statements(role: str, arns: dict[str, Any]) -> list[dict[str, Any]]:
     statements.append(
         {"Sid": "Logs", "Effect": "Allow", "Action": LOG_ACTIONS, "Resource": arns["logs"][role]}
     )
+    if role in SMTP_ROLES:
+        secret = [
+            {"Sid": "SmtpPassword", "Effect": "Allow", "Action": KEY_ACTIONS,
+             "Resource": arns["smtp_password"]},
+            {"Sid": "SmtpPasswordDecrypt", "Effect": "Allow", "Action": DECRYPT_ACTIONS,
+             "Resource": arns["smtp_password_key"], "Condition": arns["smtp_password_decrypt"]},
+        ]  # fmt: skip
+        statements += secret
     if role in KEY_ROLES:
         statements += [
             {"Sid": "ApiKeys", "Effect": "Allow", "Action": KEY_ACTIONS,
@@ -582,6 +600,14 @@ PARAMETERS: dict[str, Any] = {
         "Description": "ARN of the KMS key encrypting that parameter; empty: the default "
         "key, aws/ssm",
     },
+    "SmtpPasswordParameter": {
+        "Type": "String",
+        "Default": "",
+        # A name, not an ARN: the grant and the encryption context are built from it.
+        "AllowedPattern": "^(/[A-Za-z0-9_./-]+)?$",
+        "Description": "SSM SecureString parameter holding send_email's SMTP password "
+        "(SPOOL_SMTP_PASSWORD_PARAMETER, read by the worker only); empty: none",
+    },
     "ApiThrottleRateLimit": {
         "Type": "Number",
         "Default": 100,
@@ -616,11 +642,21 @@ PARAMETERS: dict[str, Any] = {
 CONDITIONS = {
     **ALARM_CONDITIONS,
     "HasApiKeysKmsKey": {"Fn::Not": [{"Fn::Equals": [{"Ref": "ApiKeysKmsKeyArn"}, ""]}]},
+    "HasSmtpPasswordParameter": {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "SmtpPasswordParameter"}, ""]}]
+    },
     "ReservesWorkerConcurrency": {"Fn::Equals": [{"Ref": "ReserveWorkerConcurrency"}, "true"]},
 }
 PARAMETER_ARN = {
     "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
     ":parameter${ApiKeysParameter}"
+}
+# Without SmtpPasswordParameter this is `...:parameter` (no name), which names no
+# parameter: the worker's grant then reaches nothing (a statement under Fn::If would
+# leave every reader of the policy a statement that is not one).
+SMTP_PARAMETER_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
+    ":parameter${SmtpPasswordParameter}"
 }
 # API Gateway's access log: one JSON line per request, no headers, no keys.
 ACCESS_LOG_FORMAT = json.dumps(
@@ -674,6 +710,17 @@ def merge_template(visibility: int) -> dict[str, Any]:
                 "kms:EncryptionContext:PARAMETER_ARN": PARAMETER_ARN,
             }
         },
+        "smtp_password": [SMTP_PARAMETER_ARN],
+        # Any key of this account, only through SSM and only for that parameter.
+        "smtp_password_key": [
+            {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"}
+        ],
+        "smtp_password_decrypt": {
+            "StringEquals": {
+                "kms:ViaService": {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"},
+                "kms:EncryptionContext:PARAMETER_ARN": SMTP_PARAMETER_ARN,
+            }
+        },
     }
     resources = _data_resources(visibility)
     for function, role_id, role in FUNCTIONS.values():
@@ -699,6 +746,14 @@ def merge_template(visibility: int) -> dict[str, Any]:
         }
         if role in KEY_ROLES:
             variables["SPOOL_API_KEYS_PARAMETER"] = {"Ref": "ApiKeysParameter"}
+        if role in SMTP_ROLES:
+            variables["SPOOL_SMTP_PASSWORD_PARAMETER"] = {
+                "Fn::If": [
+                    "HasSmtpPasswordParameter",
+                    {"Ref": "SmtpPasswordParameter"},
+                    {"Ref": "AWS::NoValue"},
+                ]
+            }
         if role in BLOB_ROLES:
             variables["SPOOL_BLOB_BUCKET"] = {"Ref": "PayloadBucket"}
             variables["SPOOL_BLOB_PREFIX"] = BLOB_PREFIX
@@ -925,6 +980,7 @@ def policy_file(stage: str, role: str) -> dict[str, Any]:
         stage, function
     )
     parameter = f"arn:aws:ssm:*:{account}:parameter{api_keys_parameter(stage)}"
+    smtp = f"arn:aws:ssm:*:{account}:parameter{smtp_password_parameter(stage)}"
     arns: dict[str, Any] = {
         "table": [
             f"arn:aws:dynamodb:*:{account}:table/{prefix}-jobs",
@@ -943,6 +999,14 @@ def policy_file(stage: str, role: str) -> dict[str, Any]:
             "StringLike": {
                 "kms:ViaService": "ssm.*.amazonaws.com",
                 "kms:EncryptionContext:PARAMETER_ARN": parameter,
+            }
+        },
+        "smtp_password": [smtp],
+        "smtp_password_key": [f"arn:aws:kms:*:{account}:key/*"],
+        "smtp_password_decrypt": {
+            "StringLike": {
+                "kms:ViaService": "ssm.*.amazonaws.com",
+                "kms:EncryptionContext:PARAMETER_ARN": smtp,
             }
         },
     }

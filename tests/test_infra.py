@@ -267,10 +267,22 @@ def test_each_function_has_its_own_role_scoped_to_the_data(template: dict[str, A
                     "Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"
                 }
                 assert condition["kms:EncryptionContext:PARAMETER_ARN"] == generate.PARAMETER_ARN
+            elif statement["Sid"] == "SmtpPassword":  # that one parameter (none: no name)
+                assert statement["Action"] == ["ssm:GetParameter"]
+                assert statement["Resource"] == [generate.SMTP_PARAMETER_ARN]
+            elif statement["Sid"] == "SmtpPasswordDecrypt":  # through SSM, for it only
+                condition = statement["Condition"]["StringEquals"]
+                assert condition["kms:ViaService"] == {
+                    "Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"
+                }
+                context = condition["kms:EncryptionContext:PARAMETER_ARN"]
+                assert context == generate.SMTP_PARAMETER_ARN
             else:
                 assert len(targets) == 1 and targets <= set(DATA), (function, statement)
-        # Only the API function reads the tenant keys.
+        # Only the API function reads the tenant keys; only the worker the SMTP password.
         assert ({"ApiKeys", "ApiKeysDecrypt"} <= sids) == (function == "APIHandler"), function
+        smtp = {"SmtpPassword", "SmtpPasswordDecrypt"} <= sids
+        assert smtp == (function == "RunJobs"), function
 
 
 def test_every_role_that_reads_objects_may_list_the_bucket_and_no_more(

@@ -189,6 +189,10 @@ class SmtpSettings:
     ssl: bool = False
     username: str = ""
     password: str = ""
+    # SPOOL_SMTP_PASSWORD_PARAMETER: the SSM SecureString holding the password, read at
+    # the first login (chalicelib/secret_parameters.py), so neither the API's admit nor
+    # the Lambda environment ever holds it.
+    password_parameter: str = ""
     sender: str = ""
     allowed_senders: tuple[str, ...] = ()
     timeout: float = 30.0
@@ -200,6 +204,7 @@ class SmtpSettings:
     def from_settings(cls, settings: Settings) -> SmtpSettings:
         """Read and check the settings; a misconfiguration is reported, not retried."""
         from chalicelib.builtin.setting_values import ca_file, named
+        from chalicelib.secret_parameters import parameter_of
 
         try:
             starttls = settings.flag("SPOOL_SMTP_STARTTLS")
@@ -215,6 +220,7 @@ class SmtpSettings:
                 ssl=implicit,
                 username=settings.text("SPOOL_SMTP_USERNAME"),
                 password=settings.extra.get("SPOOL_SMTP_PASSWORD", ""),
+                password_parameter=parameter_of(settings, "SPOOL_SMTP_PASSWORD"),
                 sender=named("SPOOL_SMTP_FROM", normalize_address, sender) if sender else "",
                 allowed_senders=tuple(s.lower() for s in settings.items("SPOOL_SMTP_ALLOWED_FROM")),
                 timeout=settings.number("SPOOL_SMTP_TIMEOUT", 30.0, 0.1, 600),
@@ -239,6 +245,15 @@ class SmtpSettings:
                 "SPOOL_SMTP_STARTTLS nor SPOOL_SMTP_SSL is, so they would be sent in clear"
             )
         return config
+
+    def login_password(self) -> str:
+        """The password to log in with: the plain setting, else its parameter's value
+        (SecretUnavailable when it cannot be read: the attempt is retried)."""
+        if self.password or not self.password_parameter:
+            return self.password
+        from chalicelib.secret_parameters import read
+
+        return read(self.password_parameter)
 
     @property
     def senders(self) -> tuple[str, ...]:
@@ -450,6 +465,7 @@ def deliver(
 ) -> dict[str, tuple[int, str]]:
     """Send once; map every failure to retry-later or give-up. Returns refused recipients."""
     context = _tls_context(config) if (config.starttls or config.ssl) else None
+    password = config.login_password() if config.username else ""  # before connecting
     try:
         smtp = _BoundedSMTP(config, bound, context if config.ssl else None)
         try:
@@ -458,7 +474,7 @@ def deliver(
                 smtp.starttls(context=context)
                 smtp.ehlo()
             if config.username:
-                smtp.login(config.username, config.password)
+                smtp.login(config.username, password)
             refused = smtp.sendmail(envelope_from, recipients, message)
         finally:
             _close(smtp)
