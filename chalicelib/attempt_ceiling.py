@@ -17,6 +17,7 @@ import reprlib  # 10**400 in a message is not 401 digits long
 
 from chalicelib.config import Settings
 from chalicelib.errors import ValidationFailed
+from chalicelib.redrive_attempts import RedriveAttempts as RedriveAttempts
 from chalicelib.retry import MAX_ATTEMPTS
 
 SETTING = "SPOOL_MAX_ATTEMPTS"

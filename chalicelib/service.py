@@ -18,8 +18,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from chalicelib.attempt_ceiling import DEFAULT_ATTEMPTS_CEILING as DEFAULT_ATTEMPTS_CEILING
+from chalicelib.attempt_ceiling import RedriveAttempts, attempts_for
 from chalicelib.attempt_ceiling import attempts_ceiling as read_ceiling
-from chalicelib.attempt_ceiling import attempts_for
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, Settings
 from chalicelib.config import NAME_PATTERN as NAME_PATTERN  # its users import it from here
 from chalicelib.errors import (
@@ -320,10 +320,19 @@ class Service:
         return moved
 
     def _redrive(self, ids: Sequence[str], tenant: str | None, cap: Backlog | None) -> list[Job]:
-        # No cap: the call as it always was (wrappers and fakes take ids and tenant alone).
-        return (
-            self.store.redrive(ids, tenant) if cap is None else self.store.redrive(ids, tenant, cap)
-        )
+        return self.store.redrive(ids, tenant, cap, attempts=self.redrive_attempts())
+
+    def redrive_attempts(self) -> RedriveAttempts:
+        """What a redriven job's max_attempts is cut to: attempts_for's bound, the larger
+        of the ceiling and the handler's default (its loaded handlers': a deferred
+        built-in is not imported for a redrive, and none defaults above 25)."""
+        ceiling = self.attempts_ceiling()
+        above = {
+            spec.type: spec.retry.max_attempts
+            for spec in self.registry.loaded_specs()
+            if spec.retry.max_attempts > ceiling
+        }
+        return RedriveAttempts(ceiling, above)
 
     def _add(self, jobs: Sequence[NewJob], cap: Backlog | None) -> list[AddResult]:
         # No cap: the call as it always was (wrappers and fakes of add take jobs alone).

@@ -412,7 +412,8 @@ CATALOG: tuple[Setting, ...] = (
             "more is 422 naming this ceiling, on `POST /enqueue` (one job or a batch), the "
             "Python client, `spool enqueue` and schedules alike. A handler's own "
             "`max_attempts` above it may still be asked for, and is what a job gets without "
-            "asking. Each attempt is worker time: before it, one enqueue could buy 100."
+            "asking. Each attempt is worker time: before it, one enqueue could buy 100. A "
+            "redrive gives a dead job at most the same (its own `max_attempts` when lower)."
         ),
         group=_API,
     ),

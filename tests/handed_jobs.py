@@ -20,8 +20,8 @@ def count_handed(monkeypatch: pytest.MonkeyPatch, store: Any) -> list[int]:
         handed.append(len(page.jobs))
         return page
 
-    def redrive(ids: Any, tenant: str | None = None) -> Any:
-        moved = redriving(ids, tenant)
+    def redrive(ids: Any, tenant: str | None = None, *more: Any, **kw: Any) -> Any:
+        moved = redriving(ids, tenant, *more, **kw)
         handed.append(len(moved))
         return moved
 

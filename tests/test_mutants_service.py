@@ -20,6 +20,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.errors import IdempotencyConflict, InvalidTransition, JobNotFound, ValidationFailed
 from chalicelib.handlers import Registry
 from chalicelib.models import Completion, Job, JobQuery, JobState
+from chalicelib.redrive_attempts import RedriveAttempts
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import Backlog
 from chalicelib.storage.memory import MemoryStore
@@ -107,9 +108,13 @@ class LosesTheRace(MemoryStore):
     """A redrive that another process's redrive beat: the job moved, not by us."""
 
     def redrive(
-        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+        self,
+        job_ids: Sequence[str],
+        tenant: str | None = None,
+        cap: Backlog | None = None,
+        attempts: RedriveAttempts | None = None,
     ) -> list[Job]:
-        super().redrive(job_ids, tenant, cap)
+        super().redrive(job_ids, tenant, cap, attempts)
         return []
 
 

@@ -195,9 +195,11 @@ def test_local_redrive_all_holds_a_few_steps_of_whole_jobs_not_a_chunk(
     alive: list[int] = []
     original = SQLiteStore.redrive
 
-    def redrive(self: SQLiteStore, ids: Any, tenant: str | None = None) -> Any:
+    def redrive(
+        self: SQLiteStore, ids: Any, tenant: str | None = None, *more: Any, **kw: Any
+    ) -> Any:
         alive.append(live_jobs())
-        return original(self, ids, tenant)
+        return original(self, ids, tenant, *more, **kw)
 
     monkeypatch.setattr(SQLiteStore, "redrive", redrive)
     with counting_from_here():

@@ -56,11 +56,13 @@ class Redriven:
         self.failure = failure or StoreUnavailable("the database connection failed; try again")
         original = SQLiteStore.redrive
 
-        def redrive(store: SQLiteStore, ids: Any, tenant: str | None = None) -> Any:
+        def redrive(
+            store: SQLiteStore, ids: Any, tenant: str | None = None, *more: Any, **kw: Any
+        ) -> Any:
             self.calls += 1
             if self.calls == self.fail_at:
                 raise self.failure
-            moved = original(store, ids, tenant)
+            moved = original(store, ids, tenant, *more, **kw)
             self.counts.update(job.id for job in moved)
             return moved
 

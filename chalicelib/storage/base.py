@@ -243,6 +243,7 @@ from chalicelib.models import (
     NewJob,
     WorkerBeat,
 )
+from chalicelib.redrive_attempts import RedriveAttempts
 from chalicelib.storage.queue_totals import QueueTotals
 from chalicelib.webhooks.outbox import Delivery
 
@@ -390,13 +391,18 @@ class JobStore(Protocol):
     def list_jobs(self, query: JobQuery) -> JobPage: ...
 
     def redrive(
-        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+        self,
+        job_ids: Sequence[str],
+        tenant: str | None = None,
+        cap: Backlog | None = None,
+        attempts: RedriveAttempts | None = None,
     ) -> list[Job]:
         """Move dead jobs back to queued with a fresh attempt budget; skips others.
         Answers the jobs it moved in the order asked, each once. With a `cap` (the jobs
         are the cap's tenant's), only the first of the dead ones that fit its backlog
         move, counted in the same atomic step (redrive_fit); BacklogFull when there is a
-        dead one and no room."""
+        dead one and no room. With `attempts`, each moved job's max_attempts is cut to
+        its bound (RedriveAttempts.cut) in the same write."""
         ...
 
     def counts(self) -> dict[tuple[str, JobState], int]:

@@ -94,6 +94,7 @@ from chalicelib.models import (
     error_within_bytes,
     queued_job,
 )
+from chalicelib.redrive_attempts import RedriveAttempts
 from chalicelib.retry import RetryPolicy
 from chalicelib.storage import history
 from chalicelib.storage.base import (
@@ -1982,7 +1983,11 @@ class DynamoStore:
 
     @aws_errors
     def redrive(
-        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+        self,
+        job_ids: Sequence[str],
+        tenant: str | None = None,
+        cap: Backlog | None = None,
+        attempts: RedriveAttempts | None = None,
     ) -> list[Job]:
         """Conditional updates (still dead) packed into transactions that also bump
         the moved jobs' tenants' invalidation epochs, so no cache can miss a redrive;
@@ -2006,6 +2011,12 @@ class DynamoStore:
             dead = [i for i in wanted if i in theirs]
             wanted = redrive_fit(cap, self.waiting_count(cap.tenant), dead)
         statics = self._statics_for(wanted)
+        # max_attempts changes only here, and only from dead: read now, it is the
+        # job's own when the write's condition (still dead) holds.
+        budgets: dict[str, int | None] = {}
+        if attempts is not None:
+            read = self._batch_get([job_key(j) for j in wanted], ("id", "max_attempts"))
+            budgets = {get_s(i, "id") or "": get_n(i, "max_attempts") for i in read.values()}
         units: list[Unit] = []
         unit_ids: list[str] = []
         for job_id in wanted:
@@ -2016,6 +2027,9 @@ class DynamoStore:
             condition = f"{expr.name('state')} = {expr.value(s(JobState.DEAD.value))}"
             expr.set("state", s(JobState.QUEUED.value))
             expr.set("attempts", n(0))
+            had = budgets.get(job_id)
+            if attempts is not None and had is not None and had > attempts.most(st.type):
+                expr.set("max_attempts", n(attempts.most(st.type)))
             expr.set("updated_at", n(now))
             expr.set("st_pk", s(state_partition(JobState.QUEUED, self._shard(job_id))))
             expr.set_raw(f"{expr.name('ver')} = {expr.name('ver')} + {expr.value(n(1))}")

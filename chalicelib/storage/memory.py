@@ -37,6 +37,7 @@ from chalicelib.models import (
     NewJob,
     WorkerBeat,
 )
+from chalicelib.redrive_attempts import RedriveAttempts
 from chalicelib.storage import history
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
@@ -479,7 +480,11 @@ class MemoryStore:
         return JobPage(page, cursor)
 
     def redrive(
-        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+        self,
+        job_ids: Sequence[str],
+        tenant: str | None = None,
+        cap: Backlog | None = None,
+        attempts: RedriveAttempts | None = None,
     ) -> list[Job]:
         now = self.clock.now()
         moved = []
@@ -501,6 +506,9 @@ class MemoryStore:
                         job,
                         state=JobState.QUEUED,
                         attempts=0,
+                        max_attempts=job.max_attempts
+                        if attempts is None
+                        else attempts.cut(job.type, job.max_attempts),
                         run_at=now,
                         result=None,
                         finished_at=None,

@@ -81,6 +81,7 @@ from chalicelib.models import (
 )
 from chalicelib.number_text import too_small, underflows
 from chalicelib.redact import redact_text, redact_url
+from chalicelib.redrive_attempts import RedriveAttempts
 from chalicelib.storage import (
     config_error,
     history,
@@ -507,6 +508,10 @@ REDRIVE_SQL = (
     ' ORDER BY id COLLATE "C" FOR UPDATE),'
     " moved AS ("
     " UPDATE jobs SET state = 'queued', attempts = 0, run_at = %(now)s, result = NULL,"
+    # RedriveAttempts.cut: the type's bound from the listed types, else the ceiling.
+    " max_attempts = CASE WHEN %(ceiling)s::int IS NULL THEN max_attempts ELSE LEAST("
+    " max_attempts, COALESCE((SELECT b.most FROM unnest(%(types)s::text[], %(mosts)s::int[])"
+    " AS b (type, most) WHERE b.type = jobs.type), %(ceiling)s::int)) END,"
     " finished_at = NULL, updated_at = %(now)s"
     " WHERE id IN (SELECT id FROM locked) AND state = 'dead'"
     f" RETURNING {COLUMNS})"
@@ -1702,7 +1707,11 @@ class PostgresStore:
         return JobPage(jobs, cursor)
 
     def redrive(
-        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+        self,
+        job_ids: Sequence[str],
+        tenant: str | None = None,
+        cap: Backlog | None = None,
+        attempts: RedriveAttempts | None = None,
     ) -> list[Job]:
         if not job_ids:
             return []
@@ -1735,6 +1744,7 @@ class PostgresStore:
                                 "ids": ordered[start : start + 1000],
                                 "tenant": _enc_opt(tenant),
                                 "channel": self.settings.channel,
+                                **_redrive_most(attempts),
                             },
                         ).fetchall()
                     )
@@ -2218,3 +2228,15 @@ class PgNotifier:
 
 def from_url(url: str, clock: Clock | None = None) -> PostgresStore:
     return PostgresStore(parse_url(url), clock)
+
+
+def _redrive_most(attempts: RedriveAttempts | None) -> dict[str, Any]:
+    """REDRIVE_SQL's parameters for RedriveAttempts.cut (a NULL ceiling: no cut)."""
+    if attempts is None:
+        return {"ceiling": None, "types": [], "mosts": []}
+    above = list(attempts.above)
+    return {
+        "ceiling": attempts.ceiling,
+        "types": [_enc(t) for t in above],
+        "mosts": [attempts.most(t) for t in above],
+    }

@@ -835,10 +835,15 @@ if ARGV[4] ~= '*' then
   waiting = waiting_of(tenant)
   room = tonumber(ARGV[4]) - waiting
 end
-for i = 5, #ARGV do
+-- ARGV[5]: the attempts ceiling ('*': no cut), ARGV[6]: the bounds of the types above
+-- it, as JSON (RedriveAttempts.cut).
+local ceiling = ARGV[5] ~= '*' and tonumber(ARGV[5]) or nil
+local above = ceiling and cjson.decode(ARGV[6]) or {}
+for i = 7, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
-  local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'priority', 'created_at', 'type')
+  local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'priority', 'created_at', 'type',
+    'max_attempts')
   local fits = j[1] == 'dead' and (not tenant or j[2] == tenant)
   if fits and room then
     if room < 1 then
@@ -851,6 +856,11 @@ for i = 5, #ARGV do
   if fits then
     redis.call('HDEL', jk, 'result', 'finished_at')
     redis.call('HSET', jk, 'state', 'queued', 'attempts', '0', 'run_at', now, 'updated_at', now)
+    if ceiling then
+      local most = above[j[6]] or ceiling
+      local had = tonumber(j[7])
+      if had and had > most then redis.call('HSET', jk, 'max_attempts', tostring(most)) end
+    end
     redis.call('ZREM', P .. 'fin', id)
     wait_at(id, j[2], j[3], j[4], now, j[5], now, j[6])
     count(j[2], j[3], 'dead', -1)

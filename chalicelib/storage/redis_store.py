@@ -53,6 +53,7 @@ from chalicelib.models import (
     trusted_job,
 )
 from chalicelib.redact import redact_text, redact_url
+from chalicelib.redrive_attempts import RedriveAttempts
 from chalicelib.storage import history, redis_limits, redis_limits_lua, redis_lua, refuse_repeated
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
@@ -819,7 +820,11 @@ class RedisStore:
         return JobPage(jobs, cursor)
 
     def redrive(
-        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+        self,
+        job_ids: Sequence[str],
+        tenant: str | None = None,
+        cap: Backlog | None = None,
+        attempts: RedriveAttempts | None = None,
     ) -> list[Job]:
         if not job_ids:
             return []
@@ -829,9 +834,14 @@ class RedisStore:
         # With a cap, the script counts the tenant's waiting jobs and moves what fits.
         most = "*" if cap is None else str(cap.most)
         owner = tenant if cap is None else cap.tenant
+        ceiling, above = "*", "{}"
+        if attempts is not None:
+            ceiling = str(attempts.ceiling)
+            above = json.dumps({t: attempts.most(t) for t in attempts.above})
         for start in range(0, len(wanted), REDRIVE_CHUNK):
             rows = self._call(
-                "REDRIVE", [now_s, _opt(owner), most, *wanted[start : start + REDRIVE_CHUNK]]
+                "REDRIVE",
+                [now_s, _opt(owner), most, ceiling, above, *wanted[start : start + REDRIVE_CHUNK]],
             )
             if rows and rows[0] == b"!":
                 if moved or cap is None:  # a later chunk found the room gone: done

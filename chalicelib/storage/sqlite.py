@@ -66,6 +66,7 @@ from chalicelib.models import (
     queued_job,
     trusted_job,
 )
+from chalicelib.redrive_attempts import RedriveAttempts
 from chalicelib.storage import history, sqlite_limits, sqlite_lists, sqlite_refused, sqlite_webhooks
 from chalicelib.storage import sqlite_dashboard as dashboard
 from chalicelib.storage import sqlite_queue_totals as queue_totals
@@ -960,7 +961,11 @@ class SQLiteStore:
         return sqlite_lists.list_jobs(self._db(), columns, query, row_to_job)
 
     def redrive(
-        self, job_ids: Sequence[str], tenant: str | None = None, cap: Backlog | None = None
+        self,
+        job_ids: Sequence[str],
+        tenant: str | None = None,
+        cap: Backlog | None = None,
+        attempts: RedriveAttempts | None = None,
     ) -> list[Job]:
         if not job_ids:
             return []
@@ -974,11 +979,19 @@ class SQLiteStore:
                 chunk = wanted[start : start + 500]
                 marks = ",".join("?" * len(chunk))
                 tenant_clause = " AND tenant = ?" if tenant is not None else ""
+                most, most_params = _redrive_most(attempts)
                 rows = db.execute(
                     "UPDATE jobs SET state = 'queued', attempts = 0, run_at = ?, result = NULL, "
+                    f"max_attempts = {most}, "
                     f"finished_at = NULL, updated_at = ? WHERE state = 'dead' AND id IN ({marks})"
                     f"{tenant_clause} RETURNING {COLUMNS}",
-                    [now, now, *chunk, *([tenant] if tenant is not None else [])],
+                    [
+                        now,
+                        *most_params,
+                        now,
+                        *chunk,
+                        *([tenant] if tenant is not None else []),
+                    ],
                 ).fetchall()
                 moved.extend(row_to_job(r) for r in rows)
             bump_epochs(db, (job.tenant for job in moved))
@@ -1247,3 +1260,13 @@ def synchronous_option(options: dict[str, str]) -> str:
     if "synchronous" in options and options["synchronous"].lower() != durability.lower():
         raise ValueError("give durability= or synchronous=, not two different ones")
     return durability
+
+
+def _redrive_most(attempts: RedriveAttempts | None) -> tuple[str, list[Any]]:
+    """SQL for a redriven row's max_attempts (RedriveAttempts.cut) and its parameters."""
+    if attempts is None:
+        return "max_attempts", []
+    cases = "".join(" WHEN ? THEN ?" for _ in attempts.above)
+    bound = f"CASE type{cases} ELSE ? END" if cases else "?"
+    params: list[Any] = [p for t in attempts.above for p in (t, attempts.most(t))]
+    return f"MIN(max_attempts, {bound})", [*params, attempts.ceiling]
