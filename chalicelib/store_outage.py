@@ -117,6 +117,36 @@ def _refusal(exc: BaseException) -> BaseException | None:
     return None
 
 
+# SQLSTATE classes of a value Postgres cannot hold (22: data exception, e.g. a NUL in
+# text, 22P05 an untranslatable character; 54: a program limit, e.g. a row too big).
+_PG_DATA = ("22", "54")
+# AWS error codes for a request whose content DynamoDB refuses (an item over 400 KB, an
+# expression too large): the same request is refused every time.
+_AWS_DATA = frozenset({"ValidationException"})
+
+
+def refuses_the_write(exc: BaseException) -> bool:
+    """Did the store refuse what was written rather than fail to take writes? A
+    refusal of the data (too big, a value it cannot hold) comes back on every try:
+    waiting it out as an outage held every other outcome written with it, for
+    nothing. Read in `exc` and what it was raised from (a store may wrap it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(_PG_DATA):
+            return True
+        names = {(cls.__module__.split(".")[0], cls.__name__) for cls in type(current).__mro__}
+        if ("sqlite3", "DataError") in names:  # "string or blob too big"
+            return True
+        response = getattr(current, "response", None)
+        if isinstance(response, dict) and response.get("Error", {}).get("Code") in _AWS_DATA:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 def is_store_error(exc: BaseException) -> bool:
     """Did this come from the store (its driver, its socket), not from Spool's own code?
     The HTTP edge answers these 503 rather than 500."""

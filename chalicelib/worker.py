@@ -62,7 +62,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -100,7 +100,14 @@ from chalicelib.models import (
 from chalicelib.retry import retry_after_seconds
 from chalicelib.start_marks import StartMarks, give_way
 from chalicelib.storage.base import JobStore, job_timings
-from chalicelib.store_outage import Outage, fatal_error, is_fatal, is_store_error
+from chalicelib.store_outage import (
+    Outage,
+    describe,
+    fatal_error,
+    is_fatal,
+    is_store_error,
+    refuses_the_write,
+)
 from chalicelib.timebounds import clamp_delay
 
 __all__ = ["Middleware", "Worker", "WorkerConfig", "WorkerStats"]
@@ -893,12 +900,24 @@ class Worker:
             for m in self.middleware:
                 m.after_attempt(attempt.job, completion, seconds)
 
-    def _write(self, batch: list[tuple[_Attempt, Completion, float]]) -> None:
+    def _write(
+        self, batch: list[tuple[_Attempt, Completion, float]], reduced: bool = False
+    ) -> None:
         """One store write of these completions (their middleware already ran): on any
-        failure they are held for the next write and the error is raised."""
+        failure they are held for the next write and the error is raised. A refusal of
+        what was written (store_outage.refuses_the_write) is no outage: see _refused."""
         completions = [c for _, c, _ in batch]
         try:
             applied = self.store.finish(completions)
+        except Exception as exc:
+            if not refuses_the_write(exc):
+                for attempt, _, _ in batch:
+                    attempt.uncertain = True
+                with self._lock:
+                    self._state.held[:0] = batch  # oldest first, ahead of any held since
+                raise
+            self._refused(batch, exc, reduced)
+            return
         except BaseException:
             for attempt, _, _ in batch:
                 attempt.uncertain = True
@@ -922,6 +941,43 @@ class Worker:
                     self.stats.dead += 1
         for m in self.middleware:
             m.after_flush(completions, applied)
+
+    def _refused(
+        self, batch: list[tuple[_Attempt, Completion, float]], exc: Exception, reduced: bool
+    ) -> None:
+        """The store refused this write for what it holds (a result too big for its
+        record, a value it cannot hold), as it will on every try. Held as an outage, the
+        whole batch waited a lease's length and was let go, every job run again (found
+        by review, s51). So: written job by job, and the one refused alone is written
+        reduced (_reduced: dead, no result, the store's reason as its error); refused
+        even so, it is let go, logged, and runs again once its lease expires."""
+        if len(batch) > 1:
+            for index, item in enumerate(batch):
+                try:
+                    self._write([item], reduced)
+                except BaseException:  # an outage now: the rest is held with it
+                    with self._lock:
+                        self._state.held[1:1] = batch[index + 1 :]
+                    raise
+            return
+        attempt, completion, seconds = batch[0]
+        if reduced:
+            with self._stats_lock:
+                self.stats.unwritten += 1
+            log.error(
+                "job %s: the store refused even its reduced outcome (%s); it runs again "
+                "once its lease expires",
+                attempt.job.id,
+                describe(exc),
+            )
+            return
+        log.warning(
+            "job %s: the store refused this attempt's outcome (%s): written without its "
+            "result, the job dead",
+            attempt.job.id,
+            describe(exc),
+        )
+        self._write([(attempt, _reduced(completion, exc), seconds)], reduced=True)
 
     def _written(self, attempt: _Attempt, completion: Completion) -> bool:
         """Did an earlier write of this held completion go through, though it raised?
@@ -1669,3 +1725,26 @@ def sign_off(
             log.warning("not signed off: the store refused it too, for the reason above")
         else:
             log.warning("not signed off: the store refused it: %s", exc)
+
+
+# The most of the store's reason, and of the first error, a reduced outcome keeps.
+REFUSAL_CHARS = 500
+
+
+def _reduced(completion: Completion, exc: BaseException) -> Completion:
+    """An outcome the store refused, in a form it takes: dead (a run again would make
+    the same result, or the same error, and be refused again), no result, and an error
+    in plain ASCII naming the store's reason and the outcome it refused."""
+    reason = ascii(describe(exc))[1:-1][:REFUSAL_CHARS]
+    error = (
+        f"the store refused this attempt's outcome ({completion.state.value}): {reason}; "
+        "the job is dead so it does not run again"
+    )
+    if completion.error is not None:
+        error += f"; its error was: {ascii(completion.error)[1:-1][:REFUSAL_CHARS]}"
+    attempt = completion.attempt
+    if attempt is not None:
+        attempt = replace(attempt, outcome="dead", error=error, traceback=None)
+    return Completion(
+        completion.job_id, completion.lease_token, JobState.DEAD, error=error, attempt=attempt
+    )
