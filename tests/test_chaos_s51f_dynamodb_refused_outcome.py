@@ -14,7 +14,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry
 from chalicelib.models import JobState
 from chalicelib.storage.base import JobStore
-from chalicelib.storage.dynamodb import job_key
+from chalicelib.storage.dynamodb_schema import job_key
 from chalicelib.worker import Worker, WorkerConfig
 from tests.backends import open_backend
 from tests.factories import new_job

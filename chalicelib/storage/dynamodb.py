@@ -2015,8 +2015,8 @@ class DynamoStore:
         # job's own when the write's condition (still dead) holds.
         budgets: dict[str, int | None] = {}
         if attempts is not None:
-            read = self._batch_get([job_key(j) for j in wanted], ("id", "max_attempts"))
-            budgets = {get_s(i, "id") or "": get_n(i, "max_attempts") for i in read.values()}
+            had_items = self._batch_get([job_key(j) for j in wanted], ("id", "max_attempts"))
+            budgets = {get_s(i, "id") or "": get_n(i, "max_attempts") for i in had_items.values()}
         units: list[Unit] = []
         unit_ids: list[str] = []
         for job_id in wanted:

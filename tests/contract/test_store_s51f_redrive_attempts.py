@@ -6,6 +6,8 @@ redrive, past the ceiling meant to bound the worker time one request buys."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from chalicelib.attempt_ceiling import RedriveAttempts
 from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobState
@@ -15,7 +17,7 @@ from tests.factories import new_job
 LEASE = 30.0
 
 
-def dead(store: JobStore, clock: FakeClock, **fields: object) -> str:
+def dead(store: JobStore, clock: FakeClock, **fields: Any) -> str:
     [added] = store.add([new_job(clock, **fields)])
     [job] = store.claim(1, LEASE, ids=[added.job.id])
     done = Completion(job.id, job.lease_token or "", JobState.DEAD, error="no")
