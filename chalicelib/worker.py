@@ -48,6 +48,9 @@ StoreUnavailable a store maps) is waited out with jittered backoff and said once
 are held (`_State.held`) and written first when the store is back. Only what
 waiting cannot fix (`store_outage.is_fatal`) ends `run()`. A stop during an outage
 tries the held completions for `stop_flush_seconds`, then lets them go, each named.
+A refusal of what was written (`store_outage.refuses_the_write`: too big for the
+store, a value it cannot hold) is no outage: that batch is written job by job and
+the refused job's outcome written reduced (`_refused`), holding no other.
 """
 
 from __future__ import annotations
