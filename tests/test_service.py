@@ -258,10 +258,10 @@ def test_of_two_racing_redrives_only_the_one_that_moved_the_job_answers_it(
     svc.store.finish([Completion(claimed.id, token(claimed), JobState.DEAD)])
     real = svc.store.redrive
 
-    def winner_first(ids: Any, tenant: Any) -> Any:
+    def winner_first(ids: Any, tenant: Any, *more: Any, **kw: Any) -> Any:
         monkeypatch.setattr(svc.store, "redrive", real)
-        assert len(real(ids, tenant)) == 1  # the other caller's redrive lands first
-        return real(ids, tenant)
+        assert len(real(ids, tenant, *more, **kw)) == 1  # the other caller's lands first
+        return real(ids, tenant, *more, **kw)
 
     monkeypatch.setattr(svc.store, "redrive", winner_first)
     with pytest.raises(InvalidTransition) as info:
