@@ -308,6 +308,25 @@ def _table(name: Any = None) -> dict[str, Any]:
     }
 
 
+def _tls_only(action: str, resources: list[Any]) -> dict[str, Any]:
+    """A resource policy that refuses every request not made over TLS, and grants
+    nothing (each role's own statements do). A deny narrows access, so the service's
+    every action (`sqs:*`, `s3:*`) is the point here, not a wide grant."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "TlsOnly",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": action,
+                "Resource": resources,
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }
+
+
 def _queues(visibility: int, name: Any = None, dlq_name: Any = None) -> dict[str, Any]:
     dlq: dict[str, Any] = {
         "MessageRetentionPeriod": 14 * 86400,
@@ -341,19 +360,7 @@ def _queues(visibility: int, name: Any = None, dlq_name: Any = None) -> dict[str
             **kept,
             "Properties": {
                 "Queues": [{"Ref": q} for q in queues],
-                "PolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Sid": "TlsOnly",
-                            "Effect": "Deny",
-                            "Principal": "*",
-                            "Action": "sqs:*",  # a deny narrows access: all is the point
-                            "Resource": [{"Fn::GetAtt": [q, "Arn"]} for q in queues],
-                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                        }
-                    ],
-                },
+                "PolicyDocument": _tls_only("sqs:*", [{"Fn::GetAtt": [q, "Arn"]} for q in queues]),
             },
         },
     }
@@ -413,23 +420,13 @@ def _bucket(name: Any = None) -> dict[str, Any]:
             "UpdateReplacePolicy": "Retain",
             "Properties": {
                 "Bucket": {"Ref": "PayloadBucket"},
-                "PolicyDocument": {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            # A deny narrows access: here s3:* is the point.
-                            "Sid": "TlsOnly",
-                            "Effect": "Deny",
-                            "Principal": "*",
-                            "Action": "s3:*",
-                            "Resource": [
-                                {"Fn::GetAtt": ["PayloadBucket", "Arn"]},
-                                {"Fn::Sub": "${PayloadBucket.Arn}/*"},
-                            ],
-                            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-                        }
+                "PolicyDocument": _tls_only(
+                    "s3:*",
+                    [
+                        {"Fn::GetAtt": ["PayloadBucket", "Arn"]},
+                        {"Fn::Sub": "${PayloadBucket.Arn}/*"},
                     ],
-                },
+                ),
             },
         },
     }
