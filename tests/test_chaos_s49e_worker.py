@@ -163,7 +163,7 @@ def test_a_job_outliving_its_lease_is_renewed_and_a_second_claim_finds_it_taken(
 
 
 def test_a_retry_goes_back_delayed_past_its_backoff_and_an_early_copy_is_dropped(
-    rt: Runtime,
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failed attempt's retry is a new message delayed at least until the job is due
     (never before: the claim would drop it as not due, and the job would wait for the
@@ -171,6 +171,12 @@ def test_a_retry_goes_back_delayed_past_its_backoff_and_an_early_copy_is_dropped
     runs once from its own message."""
     from datetime import UTC, datetime
 
+    from chalicelib.retry import RetryPolicy
+
+    # The backoff's whole ceiling, 30 s: `fail`'s first retry jitters over [0, 1 s], and
+    # a draw near 0 made the job due again before the early copy below was handled on a
+    # loaded machine (that copy then ran it: a flaky failure, not the behaviour tested).
+    monkeypatch.setattr(RetryPolicy, "delay", lambda self, attempt, rng=None: 30.0)
     assert isinstance(rt.store, DynamoStore) and rt.store.dispatch is not None
     dispatch = rt.store.dispatch
     job_id = enqueue(rt, "fail", payload={"times": 1})
