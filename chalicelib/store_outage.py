@@ -29,7 +29,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from chalicelib.errors import Misconfigured, StoreNotMigrated, StoreUnavailable
 from chalicelib.redact import redact_text
@@ -96,10 +96,7 @@ def _refusal(exc: BaseException) -> BaseException | None:
     store's StoreUnavailable wraps the driver's error: redis-py's AuthenticationError
     is a ConnectionError). A Postgres pool that cannot reconnect says only that it
     timed out (its reason goes to the psycopg.pool log), so that one is waited out."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:  # the cause may be the driver's
-        seen.add(id(current))
+    for current in _raised_from(exc):  # the cause may be the driver's
         names = {cls.__name__ for cls in type(current).__mro__}
         if names & _REFUSED:  # redis.AuthenticationError, botocore.NoCredentialsError
             return current
@@ -113,8 +110,18 @@ def _refusal(exc: BaseException) -> BaseException | None:
             code = response.get("Error", {}).get("Code")
             if code in _AWS_AUTH:
                 return current
-        current = current.__cause__ or current.__context__
     return None
+
+
+def _raised_from(exc: BaseException) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from (its cause, else its context), each once: a
+    store wraps its driver's error, and the driver's is the one that says why."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 # SQLSTATE classes of a value Postgres cannot hold (22: data exception, e.g. a NUL in
@@ -130,10 +137,7 @@ def refuses_the_write(exc: BaseException) -> bool:
     refusal of the data (too big, a value it cannot hold) comes back on every try:
     waiting it out as an outage held every other outcome written with it, for
     nothing. Read in `exc` and what it was raised from (a store may wrap it)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in _raised_from(exc):
         sqlstate = getattr(current, "sqlstate", None)
         if isinstance(sqlstate, str) and sqlstate.startswith(_PG_DATA):
             return True
@@ -143,7 +147,6 @@ def refuses_the_write(exc: BaseException) -> bool:
         response = getattr(current, "response", None)
         if isinstance(response, dict) and response.get("Error", {}).get("Code") in _AWS_DATA:
             return True
-        current = current.__cause__ or current.__context__
     return False
 
 
