@@ -21,6 +21,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
+from chalicelib.storage import pg_noise
+
 if TYPE_CHECKING:  # imported on use: store_outage asks `refusal` without loading a driver
     import psycopg
 
@@ -73,9 +75,7 @@ class ConnectFailures:
         starting up is named here: the pool's own line is let through once a minute."""
         with self._lock:
             last = self.last
-        if last is None:
-            return None
-        return " ".join(str(last).split()) or type(last).__name__
+        return None if last is None else pg_noise.reason(last)
 
     def connection_class(self) -> type[psycopg.Connection[Any]]:
         """A Connection class for ConnectionPool(connection_class=...) that records here."""
