@@ -197,7 +197,7 @@ class HandlerSpec:
             except ValueError as exc:
                 raise ValidationFailed(
                     f"payload refused for the {self.type!r} handler: "
-                    f"{told(_text_of(exc), payload)}",
+                    f"{told(exception_text(exc), payload)}",
                     {"type": self.type},
                 ) from exc
             if answer is not None:
@@ -260,16 +260,10 @@ def _on_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _text_of(exc: BaseException) -> str:
-    """An exception's message; one whose __str__ itself fails (with anything, SystemExit
-    too) must not fail the request (models.exception_text)."""
-    return exception_text(exc)
-
-
 def _said(exc: BaseException) -> str:
     """The exception's name and message, masked and shortened: a handler's message is
     written for its author and may be of any length."""
-    text = _text_of(exc)
+    text = exception_text(exc)
     if len(text) > _SAID_CHARS:
         text = f"{text[:_SAID_CHARS]}[... {len(text) - _SAID_CHARS} characters trimmed]"
     name = error_type_name(exc)  # a class made at run time may be named anything

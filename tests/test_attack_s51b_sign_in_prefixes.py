@@ -3,7 +3,7 @@ carry an IPv4 one (stop 51, helper b).
 
 Each /64 had its own allowance, so a holder of a /48 (an ordinary allocation, 65,536
 /64s) guessed 65,536 times as fast as one host. Now each /48 and each /32 also has
-an allowance, a fixed multiple of the per-address one (throttle.WIDER_IPV6), and a
+an allowance, a fixed multiple of the per-address one (client_groups.WIDER_IPV6), and a
 key that has signed in from its /64 is still checked while its /48 is refused."""
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chalicelib.api.auth import digest
-from chalicelib.api.client_groups import WIDER_IPV6 as WIDER_IPV6
 from chalicelib.api.client_groups import address_group as address_group
 from chalicelib.api.client_groups import address_groups
 from chalicelib.errors import PayloadTooLarge
