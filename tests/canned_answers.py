@@ -13,14 +13,18 @@ from typing import Any
 
 class CannedServer:
     """Answers every GET and POST with `status`, `answer` as JSON and `headers`; a
-    request's body is read first, so closing never resets the connection."""
+    request's body is read first, so closing never resets the connection. `paths`:
+    the path of each request, in the order they came."""
 
     def __init__(self, status: int, answer: Any, headers: Mapping[str, str] | None = None) -> None:
         body = json.dumps(answer).encode()
         extra = dict(headers or {})
+        self.paths: list[str] = []
+        paths = self.paths
 
         class Handler(BaseHTTPRequestHandler):
             def _reply(self) -> None:
+                paths.append(self.path)
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

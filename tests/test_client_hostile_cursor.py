@@ -7,53 +7,24 @@ reported as "the cursor it was asked for"). Real loopback servers, both clients.
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from spool_client import AsyncClient, Client, RetryPolicy, UnexpectedResponse
+from tests.canned_answers import CannedServer
 from tests.test_client_probe import JOB
-
-
-class PageServer:
-    """Answers every GET with one page of one job and the given next_cursor."""
-
-    def __init__(self, cursor: Any) -> None:
-        self.paths: list[str] = []
-        body = json.dumps({"jobs": [JOB], "next_cursor": cursor}).encode()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.paths.append(self.path)
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
 
 
 @pytest.fixture
 def pages() -> Iterator[Any]:
-    made: list[PageServer] = []
+    """start(cursor) -> a CannedServer answering every GET with one page of one job
+    and that next_cursor; each is closed at the test's end."""
+    made: list[CannedServer] = []
 
-    def start(cursor: Any) -> PageServer:
-        made.append(PageServer(cursor))
+    def start(cursor: Any) -> CannedServer:
+        made.append(CannedServer(200, {"jobs": [JOB], "next_cursor": cursor}))
         return made[-1]
 
     yield start
