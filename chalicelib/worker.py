@@ -881,13 +881,20 @@ class Worker:
                 if attempt.ctx is not None:
                     attempt.ctx.cancelled.set()
 
-    def _flush(self) -> int:
+    def _flush(self, hold_wave: bool = False) -> int:
         """Write the completions held from an outage and those waiting in the outbox,
         in one try. If the store fails, all of them are held (nothing is lost) and the
-        error is raised for the caller to back off (run) or ride out (_flush_riding)."""
+        error is raised for the caller to back off (run) or ride out (_flush_riding).
+
+        hold_wave (process()): the outbox stays while _wave_held says so, decided as it
+        is taken. Decided before the dispatcher's turn, on an outbox still empty, a
+        finish handed in during the turn was written alone (seen in CI, under load)."""
         with self._lock:
-            held, fresh = self._state.held, self._state.outbox
-            self._state.held, self._state.outbox = [], []
+            held, self._state.held = self._state.held, []
+            if hold_wave and self._wave_held():
+                fresh: list[tuple[_Attempt, Completion, float]] = []
+            else:
+                fresh, self._state.outbox = self._state.outbox, []
         if not held and not fresh:
             return 0
         self._observed(fresh)
@@ -1178,11 +1185,11 @@ class Worker:
         most = max(2, self.config.batch_size // self.config.concurrency)
         return max(2, min(most, 1 + ahead))
 
-    def _step(self, depth_limit: int, flush: bool = True) -> int:
+    def _step(self, depth_limit: int, hold_wave: bool = False) -> int:
         """One dispatcher turn: record timeouts, write completions, claim if there is room.
 
-        depth_limit caps the jobs held per pool thread (0: claim nothing); flush=False
-        leaves completions in the outbox for a later turn.
+        depth_limit caps the jobs held per pool thread (0: claim nothing); hold_wave
+        (process()) leaves a wave's first completions in the outbox (see _flush).
         """
         self._reap_timeouts()
         quick = 0
@@ -1197,9 +1204,9 @@ class Worker:
                 with self._lock:
                     want = min(want, self.config.concurrency - self._in_flight())
             quick = self._claim(want)
-        flushing = self._flush_beside() if self._overlap and flush else None
-        if flushing is None and flush:
-            self._flush()
+        flushing = self._flush_beside(hold_wave) if self._overlap else None
+        if flushing is None:
+            self._flush(hold_wave)
         try:
             if time.monotonic() - self._last_lease_check > self.config.lease_seconds / 6:
                 self._extend_leases()
@@ -1222,7 +1229,7 @@ class Worker:
             if flushing is not None:
                 flushing.result()  # one flush at a time; its errors surface here
 
-    def _flush_beside(self) -> Future[int] | None:
+    def _flush_beside(self, hold_wave: bool) -> Future[int] | None:
         """Write the outbox on the flusher thread, so the claim that follows overlaps it."""
         with self._lock:
             if not self._state.outbox:
@@ -1231,7 +1238,7 @@ class Worker:
             self._flusher = ThreadPoolExecutor(
                 1, thread_name_prefix="spool-flush", initializer=logs.inherited_pool()
             )
-        return self._flusher.submit(self._flush)
+        return self._flusher.submit(self._flush, hold_wave)
 
     def _idle(self, held: bool = True) -> bool:
         """Nothing running or waiting to be written; held=False: completions held from an
@@ -1361,7 +1368,7 @@ class Worker:
             while not self._idle(held=False):
                 pause = 0.05
                 try:
-                    self._step(0, flush=self._wave_written())
+                    self._step(0, hold_wave=True)
                 except Exception as exc:  # the wave's jobs still run: wait them out
                     if is_fatal(exc):
                         raise
@@ -1379,16 +1386,16 @@ class Worker:
             outcome[job_id] = "unwritten"
         return outcome
 
-    def _wave_written(self) -> bool:
-        """In process(): write completions once the whole wave has finished (one store
-        write for all of it), or once one has waited WAVE_HOLD seconds for slower jobs
-        (so its lease cannot lapse and its status is not stale for long)."""
-        with self._lock:
-            outbox = self._state.outbox
-            if not outbox or not self._in_flight():
-                return True
-            oldest = min(a.started + seconds for a, _, seconds in outbox)
-        return time.monotonic() - oldest >= WAVE_HOLD
+    def _wave_held(self) -> bool:
+        """Under the lock, in process(): keep the outbox's finishes while others of the
+        wave run, so the whole wave is one store write, but no longer than WAVE_HOLD
+        seconds after the first ended (so its lease cannot lapse and its status is not
+        stale for long)."""
+        outbox = self._state.outbox
+        if not outbox or not self._in_flight():
+            return False
+        oldest = min(a.started + seconds for a, _, seconds in outbox)
+        return time.monotonic() - oldest < WAVE_HOLD
 
     def _defer_what_cannot_finish(self, job_ids: list[str], deadline: float) -> dict[str, str]:
         """Job id -> "deferred" for each job whose own timeout does not fit before the deadline.

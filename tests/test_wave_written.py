@@ -10,11 +10,16 @@ worker has decided, with the first job's finish in hand, whether to write it. No
 runs before the claim returns (process() hands the whole wave to the pool in one step,
 under the lock), and a job waiting in the inbox or running counts as in flight, so the
 first finish waits for the second.
+
+What did write a wave twice in CI was the decision's timing: it was made before the
+dispatcher's turn, on an outbox still empty, and a finish handed in during the turn was
+then written alone. The last test plays that order.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,15 +70,13 @@ class Watched(Worker):
         self.release = release
         self.decisions: list[tuple[int, int, bool]] = []  # outbox, in flight, write now
 
-    def _wave_written(self) -> bool:
-        with self._lock:
-            outbox, in_flight = len(self._state.outbox), self._in_flight()
-        written = super()._wave_written()
-        if outbox:
-            self.decisions.append((outbox, in_flight, written))
-            if not written:
+    def _wave_held(self) -> bool:  # called under the worker's lock
+        held = super()._wave_held()
+        if self._state.outbox:
+            self.decisions.append((len(self._state.outbox), self._in_flight(), not held))
+            if held:
                 self.release.set()
-        return written
+        return held
 
 
 @pytest.mark.parametrize("quick_first", [True, False], ids=["quick-claimed-first", "slow-first"])
@@ -111,3 +114,58 @@ def test_a_wave_whose_first_job_ends_while_the_other_waits_is_written_once(
     assert worker.decisions[0] == (1, 1, False)  # the quick one's finish held for the slow
     assert store.finishes == [2]  # one write for the wave
     assert {get(store, i).state for i in wave} == {JobState.SUCCEEDED}
+
+
+class LateFinish(Worker):
+    """Lets the wave's quick job run only inside the dispatcher's turn, after the turn
+    began and before it writes (its first step, the timeout reaping): the order that
+    wrote a wave twice in CI, where a loaded machine left time between the two."""
+
+    def __init__(self, *args: Any, go: threading.Event, ended: threading.Event, **kw: Any):
+        super().__init__(*args, **kw)
+        self.go, self.ended = go, ended
+
+    def _reap_timeouts(self) -> None:
+        if not self.go.is_set():
+            self.go.set()
+            assert self.ended.wait(30), "the quick job never ended"
+            deadline = time.monotonic() + 30
+            while not self._state.outbox and time.monotonic() < deadline:
+                time.sleep(0.001)  # its pool thread hands its finish in just after
+        super()._reap_timeouts()
+
+
+def test_a_finish_handed_in_during_the_dispatchers_turn_waits_for_the_wave(
+    clock: FakeClock, reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision to write is made on the outbox as it is taken: made first, on an
+    empty outbox, it let a finish handed in meanwhile be written alone."""
+    monkeypatch.setattr(worker_module, "WAVE_HOLD", 3600.0)
+    store = OneAtATime(clock)
+    go, ended, release = threading.Event(), threading.Event(), threading.Event()
+
+    @reg.handler("quick")
+    def quick(payload: dict[str, Any]) -> str:
+        assert go.wait(30), "the dispatcher never took a turn"
+        ended.set()
+        return "done"
+
+    @reg.handler("slow")
+    def slow(payload: dict[str, Any]) -> str:
+        assert release.wait(30), "the wave never got past the quick job's finish"
+        return "done"
+
+    a, b = add(store, clock, "quick"), add(store, clock, "slow")
+    worker = LateFinish(
+        store, reg, WorkerConfig(concurrency=2, start_marks=False), go=go, ended=ended
+    )
+    threading.Timer(0.5, release.set).start()  # the slow job ends once the turn is over
+    try:
+        outcome = worker.process([a.id, b.id])
+    finally:
+        release.set()
+        go.set()
+        worker.close()
+
+    assert outcome == {a.id: "succeeded", b.id: "succeeded"}
+    assert store.finishes == [2]  # one write for the wave

@@ -1060,11 +1060,11 @@ def test_drain_ends_only_when_a_claim_finds_nothing(mem, clock, reg) -> None:
     real_step = worker._step
     skipped: list[int] = []
 
-    def step(depth_limit: int, flush: bool = True) -> int:
+    def step(depth_limit: int, hold_wave: bool = False) -> int:
         if not skipped:
             skipped.append(depth_limit)
             return 0  # what a step that found no room returns, with nothing in flight now
-        return real_step(depth_limit, flush)
+        return real_step(depth_limit, hold_wave)
 
     worker._step = step  # type: ignore[method-assign]
     try:
