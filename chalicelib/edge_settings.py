@@ -71,7 +71,8 @@ def check_edge(rt: object) -> Edge:
         ("SPOOL_METRICS_MAX_QUEUES", lambda: QueueLabels.from_settings(settings)),
         # Read by the edge only at the first enqueue with a callback_url: a malformed
         # one started the server, and that enqueue answered 500. Each names its own.
-        (None, lambda: webhook_config.from_settings(settings)),
+        # From SPOOL_WEBHOOKS_PARAMETER the tenants are read at the first enqueue instead.
+        (None, lambda: webhook_config.validate(settings)),
         (None, lambda: built.append(Edge(rt))),  # cache, waits, webhooks: each names its own
     )
     built: list[Edge] = []

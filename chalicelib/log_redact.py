@@ -265,7 +265,9 @@ def secrets_in(settings: Settings) -> set[str]:
             and not name.endswith("_PARAMETER")
         ):
             found.add(value.strip())
-    found |= _webhook_secrets(settings.extra.get("SPOOL_WEBHOOKS", ""))
+    # SPOOL_WEBHOOKS_PARAMETER's secrets are masked when the parameter is read
+    # (chalicelib/webhooks/source.py): reading it here would call SSM at start.
+    found |= webhook_secrets(settings.extra.get("SPOOL_WEBHOOKS", ""))
     found |= named_secrets(settings)
     return found
 
@@ -278,9 +280,10 @@ def named_secrets(settings: Settings, env: Mapping[str, str] | None = None) -> s
     return {value.strip() for name in names if (value := env.get(name, "")).strip()}
 
 
-def _webhook_secrets(raw: str) -> set[str]:
-    """The signing secrets in SPOOL_WEBHOOKS ({"tenant": {"secrets": [...]}}), read
-    leniently: a malformed value is webhooks/config.py's to refuse, not the logs'."""
+def webhook_secrets(raw: str) -> set[str]:
+    """The signing secrets in SPOOL_WEBHOOKS or its parameter's value
+    ({"tenant": {"secrets": [...]}}), read leniently: a malformed value is
+    webhooks/config.py's to refuse, not the logs'."""
     try:
         tenants = json.loads(raw) if raw.strip() else {}
     except ValueError:

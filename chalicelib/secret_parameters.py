@@ -22,14 +22,17 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 if TYPE_CHECKING:
     from chalicelib.config import Settings
 
 # The settings that may come from a parameter -> the setting naming it (docs/settings.md).
-PARAMETER_OF = {"SPOOL_SMTP_PASSWORD": "SPOOL_SMTP_PASSWORD_PARAMETER"}
+PARAMETER_OF = {
+    "SPOOL_SMTP_PASSWORD": "SPOOL_SMTP_PASSWORD_PARAMETER",
+    "SPOOL_WEBHOOKS": "SPOOL_WEBHOOKS_PARAMETER",  # chalicelib/webhooks/source.py
+}
 TTL = 300.0
 # SSM parameter names: letters, digits, _.-/ , or a full parameter ARN.
 _NAME = re.compile(r"(arn:[a-z-]+:ssm:[a-z0-9-]+:\d{12}:parameter)?/?[A-Za-z0-9_./-]{1,2048}")
@@ -78,7 +81,9 @@ class ParameterCache:
         self._values: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
 
-    def read(self, name: str) -> str:
+    def read(self, name: str, parts: Callable[[str], Iterable[str]] | None = None) -> str:
+        """The value of `name`; `parts` names the secrets inside a value that holds
+        several (SPOOL_WEBHOOKS' JSON), each masked in the logs with the whole."""
         with self._lock:  # one read at a time; the others wait and share it
             held = self._values.get(name)
             if held is not None and self._now() < held[1]:
@@ -96,7 +101,7 @@ class ParameterCache:
                 raise SecretUnavailable(f"the SSM parameter {name} holds no value")
             from chalicelib.log_redact import redactor
 
-            redactor.add([value])
+            redactor.add([value, *(parts(value) if parts is not None else ())])
             self._values[name] = (value, self._now() + TTL)
             return value
 
@@ -123,9 +128,10 @@ def reset(client: Callable[[], SsmClient] | None = None) -> None:
     _cache = ParameterCache(client or _boto3_client)
 
 
-def read(name: str) -> str:
-    """The value of parameter `name`, through the process's cache."""
-    return _cache.read(name)
+def read(name: str, parts: Callable[[str], Iterable[str]] | None = None) -> str:
+    """The value of parameter `name`, through the process's cache (`parts`: see
+    ParameterCache.read)."""
+    return _cache.read(name, parts)
 
 
 def secret(settings: Settings, setting: str) -> str:

@@ -217,7 +217,9 @@ class Service:
         settings = self.settings
         if settings is None:  # read the environment once, not once per job
             settings = self.settings = Settings.from_env()
-        if requested is None and not settings.extra.get("SPOOL_WEBHOOKS"):
+        from chalicelib.webhooks import source
+
+        if requested is None and not source.configured(settings):
             return None
         from chalicelib.webhooks.enqueue import callback_for  # only when webhooks are used
 

@@ -1019,14 +1019,28 @@ CATALOG: tuple[Setting, ...] = (
         name="SPOOL_WEBHOOKS",
         type=JSON,
         default=None,
-        read_by="chalicelib/webhooks/config.py",
+        read_by="chalicelib/webhooks/source.py",
         meaning=(
             'Per tenant, its signing secrets and default endpoint: `{"TENANT": {"url": '
             '"https://...", "secrets": ["whsec_NEW", "whsec_OLD"]}}`. One or two secrets '
             "(two while rotating: both sign). A tenant without one cannot ask for webhooks "
             "(422). A name no tenant can have (SPOOL_API_KEYS' alphabet) is refused at "
-            "start. Unset: no webhooks, and no delivery thread."
+            "start. Unset (and no SPOOL_WEBHOOKS_PARAMETER): no webhooks, and no delivery "
+            "thread. On AWS prefer SPOOL_WEBHOOKS_PARAMETER; set, this one wins over it."
         ),
+        group=_WEBHOOKS,
+    ),
+    Setting(
+        name="SPOOL_WEBHOOKS_PARAMETER",
+        type=TEXT,
+        default="",
+        read_by="chalicelib/webhooks/source.py",
+        meaning="SSM SecureString parameter holding what SPOOL_WEBHOOKS would (e.g. "
+        "/spool/prod/webhooks), so the signing secrets are not in the Lambda environment "
+        "(docs/webhooks.md). Read when first needed (the first enqueue, a delivery) and "
+        "kept 5 minutes; each secret in it is masked in the logs. Unreadable: enqueues "
+        "answer 503 naming it and deliveries wait. Needs AWS credentials allowed "
+        "ssm:GetParameter on it.",
         group=_WEBHOOKS,
     ),
     Setting(

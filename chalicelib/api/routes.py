@@ -69,6 +69,7 @@ from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.service import Charge, EnqueueRequest
 from chalicelib.storage.base import Backlog, StoreUnreachable
+from chalicelib.webhooks import source as webhook_source
 
 # Long-polling: start with a short nap so fast jobs answer fast, back off to this.
 _POLL_FIRST = 0.01
@@ -85,10 +86,12 @@ class Edge:
         self.settings = settings = runtime.settings
         self.service = runtime.service
         key_source.validate(settings)  # a malformed SPOOL_API_KEYS still fails loudly here
-        if settings.extra.get("SPOOL_WEBHOOKS", "").strip():  # and a malformed webhook setting
+        # And a malformed webhook setting; one from SPOOL_WEBHOOKS_PARAMETER is read (and
+        # refused) at the first enqueue, so a request that needs no webhook needs no SSM.
+        if webhook_source.configured(settings):
             from chalicelib.webhooks import config as webhook_config
 
-            webhook_config.from_settings(settings)
+            webhook_config.validate(settings)
         self._timer = timer
         # /health needs no key: on DynamoDB every probe is a billed read, so a probe
         # that succeeded answers for this long (failures are never remembered).

@@ -1,7 +1,8 @@
 """What webhooks read from the settings: per-tenant endpoints and secrets, the
 guard's allowlist, and the delivery knobs.
 
-SPOOL_WEBHOOKS is a JSON object keyed by tenant:
+SPOOL_WEBHOOKS (or the SSM parameter SPOOL_WEBHOOKS_PARAMETER names: source.py) is a
+JSON object keyed by tenant:
 
     {"acme": {"url": "https://acme.example/hooks/spool",
               "secrets": ["whsec_NEW...", "whsec_OLD..."]}}
@@ -29,6 +30,7 @@ from chalicelib import ssrf
 from chalicelib.builtin import setting_values
 from chalicelib.config import QUEUE_NAME, ConfigError, Settings, not_a_tenant
 from chalicelib.ports import WEB_PORTS, PortSet
+from chalicelib.webhooks import source
 from chalicelib.webhooks.signing import SECRET_PREFIX, decode_secret
 
 ALLOWLIST = "SPOOL_WEBHOOK_ALLOWLIST"
@@ -56,6 +58,8 @@ class WebhookSettings:
     concurrency: int
     poll: float
     max_result_bytes: int
+    # What messages call the tenants' setting (source.label).
+    source: str = source.SETTING
 
     @property
     def lease_seconds(self) -> float:
@@ -69,11 +73,15 @@ class WebhookSettings:
 CA_FILE = "SPOOL_WEBHOOK_CA_FILE"
 
 
-def from_settings(settings: Settings) -> WebhookSettings:
-    """Every webhook setting, checked; a malformed one is a ConfigError naming it."""
+def from_settings(settings: Settings, tenants: bool = True) -> WebhookSettings:
+    """Every webhook setting, checked; a malformed one is a ConfigError naming it.
+
+    The tenants come from SPOOL_WEBHOOKS or its parameter (source.text: an SSM read,
+    cached; WebhooksUnavailable when it fails). `tenants=False` leaves them out (an
+    empty map) and reads nothing: what `validate` checks at start."""
     try:
         hooks = WebhookSettings(
-            tenants=parse_tenants(settings.extra.get("SPOOL_WEBHOOKS", "")),
+            tenants={},
             policy=_policy(
                 settings.extra.get(ALLOWLIST, ""),
                 settings.flag("SPOOL_WEBHOOK_ALLOW_PRIVATE"),
@@ -106,12 +114,38 @@ def from_settings(settings: Settings) -> WebhookSettings:
             "retry's wait, the second the most any retry waits; lower the first or raise "
             "the second"
         )
+    if tenants:
+        hooks = _with_tenants(hooks, settings)
+    return hooks
+
+
+def validate(settings: Settings) -> WebhookSettings:
+    """What can be checked without reading SSM, for a process that starts (the API's
+    edge, `spool serve`, a worker's deliverer): every knob, the parameter's name, and
+    the tenants when SPOOL_WEBHOOKS holds them. From the parameter, the tenants are
+    left out (empty) and read when first needed."""
+    return from_settings(settings, tenants=not source.parameter(settings))
+
+
+def _with_tenants(hooks: WebhookSettings, settings: Settings) -> WebhookSettings:
+    """`hooks` with the tenants in force, checked (their default endpoints' ports too)."""
+    name = source.parameter(settings)
+    label = source.label(settings)
+    raw = source.text(settings)
+    try:
+        hooks = dataclasses.replace(hooks, tenants=parse_tenants(raw, label), source=label)
+        _check_default_ports(hooks)
+    except ConfigError as exc:
+        if not name:
+            raise
+        raise ConfigError(f"{exc} (the SSM parameter {name})") from None
     return hooks
 
 
 @functools.lru_cache(maxsize=8)
-def parse_tenants(raw: str) -> Mapping[str, TenantHooks]:
-    """SPOOL_WEBHOOKS as {tenant: TenantHooks}; ConfigError saying what is wrong.
+def parse_tenants(raw: str, label: str = source.SETTING) -> Mapping[str, TenantHooks]:
+    """SPOOL_WEBHOOKS as {tenant: TenantHooks}; ConfigError saying what is wrong, under
+    `label` (source.label: the parameter's value, when it comes from there).
 
     Secrets never appear in the message: only which tenant's entry is bad."""
     if not raw.strip():
@@ -120,19 +154,19 @@ def parse_tenants(raw: str) -> Mapping[str, TenantHooks]:
         data = json.loads(raw, object_pairs_hook=_unique)
     except _Repeated as exc:  # two entries for one tenant: which one was meant?
         name = _shown(exc.name)
-        raise ConfigError(f"SPOOL_WEBHOOKS gives {name} twice in one object; keep one") from None
+        raise ConfigError(f"{label} gives {name} twice in one object; keep one") from None
     except ValueError:
         raise ConfigError(
-            'SPOOL_WEBHOOKS must be a JSON object: {"tenant": {"url": "https://...", '
+            f'{label} must be a JSON object: {{"tenant": {{"url": "https://...", '
             '"secrets": ["whsec_..."]}}'
         ) from None
     if not isinstance(data, dict):
-        raise ConfigError("SPOOL_WEBHOOKS must be a JSON object keyed by tenant")
+        raise ConfigError(f"{label} must be a JSON object keyed by tenant")
     out: dict[str, TenantHooks] = {}
     for tenant, entry in data.items():
         if not QUEUE_NAME.fullmatch(tenant):  # "acme " was taken and matched no key's tenant
-            raise ConfigError(f"SPOOL_WEBHOOKS: {not_a_tenant(_shown(tenant))}")
-        where = f"SPOOL_WEBHOOKS[{_shown(tenant)}]"
+            raise ConfigError(f"{label}: {not_a_tenant(_shown(tenant))}")
+        where = f"{label}[{_shown(tenant)}]"
         if not isinstance(entry, dict):
             raise ConfigError(f'{where} must be an object with "url" and "secrets"')
         _refuse_unknown_fields(where, entry)
@@ -220,7 +254,7 @@ def _check_default_ports(hooks: WebhookSettings) -> None:
         port = ssrf.parse_url(entry.url).port
         if port not in ports:
             raise ConfigError(
-                f"SPOOL_WEBHOOKS[{_shown(tenant)}]: url: port {port} is not one "
+                f"{hooks.source}[{_shown(tenant)}]: url: port {port} is not one "
                 f"{PORTS} allows ({ports.text})"
             )
 

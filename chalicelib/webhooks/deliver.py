@@ -23,6 +23,12 @@ and an attempt's outcome the store would not take is held and recorded first
 when it is back (a delivery made is not made again because its record failed).
 A stop during an outage tries once more, then names what it could not record:
 those deliveries' leases run out and they are sent again (at least once).
+
+The tenants' secrets may live in SSM (SPOOL_WEBHOOKS_PARAMETER: source.py), read on
+first need and kept a while. Before each claim they are read (from the cache, mostly):
+while SSM will not give them, or gives a malformed value, nothing is claimed (a claim
+spends one of a delivery's attempts), so every delivery waits in the outbox and is
+made once they read again; said once when that starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -40,15 +46,17 @@ from datetime import timedelta
 from typing import Any
 
 from chalicelib import logs, ssrf
-from chalicelib.config import Settings
+from chalicelib.config import ConfigError, Settings
 from chalicelib.storage.base import JobStore
 from chalicelib.store_outage import Outage, is_store_error
-from chalicelib.webhooks import body, config, outbox, signing
+from chalicelib.webhooks import body, config, outbox, signing, source
 from chalicelib.webhooks.outbox import Delivery
 
 log = logging.getLogger("spool.webhooks")
 
 USER_AGENT = "spool-webhooks/1"
+# Between tries at the tenants' secrets while their parameter cannot be read.
+SECRETS_PAUSE = 5.0
 MAX_RETRY_AFTER = 3600.0
 # Called after every attempt with (outcome, seconds): the worker's metrics hook in here.
 Observer = Callable[[str, float], None]
@@ -79,7 +87,11 @@ class Deliverer:
     ) -> None:
         self.store = store
         self.settings = settings
-        self.hooks = config.from_settings(settings)
+        # The knobs (and SPOOL_WEBHOOKS' tenants), checked now; the tenants from a
+        # parameter are read per attempt, through its cache.
+        self.hooks = config.validate(settings)
+        self._from_parameter = bool(source.parameter(settings))
+        self._secrets_missing = False  # their parameter could not be read last time
         self.observe = observe
         self._resolver = resolver
         self._send = send or self._post
@@ -103,7 +115,8 @@ class Deliverer:
         inflight: set[concurrent.futures.Future[None]] = set()
         while not stop.is_set():
             free = self.hooks.concurrency - len(inflight)
-            claimed = self._claim(free) if free > 0 and self._record_held() else []
+            ready = free > 0 and self._record_held() and self._secrets_ready()
+            claimed = self._claim(free) if ready else []
             inflight.update(self._pool.submit(self.deliver, d) for d in claimed)
             if not inflight:
                 stop.wait(max(self.hooks.poll, self._pause))
@@ -122,7 +135,8 @@ class Deliverer:
         deadline (time.monotonic()); returns how many attempts were made."""
         made = 0
         while deadline is None or time.monotonic() + self.hooks.timeout + 1 < deadline:
-            claimed = self._claim(self.hooks.concurrency) if self._record_held() else []
+            ready = self._record_held() and self._secrets_ready()
+            claimed = self._claim(self.hooks.concurrency) if ready else []
             if not claimed:
                 break
             list(self._pool.map(self.deliver, claimed))
@@ -142,6 +156,29 @@ class Deliverer:
         self._pause = 0.0
         self.outage.recovered()
         return claimed
+
+    def _secrets_ready(self) -> bool:
+        """Can the tenants' secrets be read now? Always, from SPOOL_WEBHOOKS; from its
+        parameter, not while SSM refuses or the value is malformed: then claim nothing
+        (see the module docstring) and try again after a pause."""
+        if not self._from_parameter:
+            return True
+        try:
+            config.from_settings(self.settings)
+        except (source.WebhooksUnavailable, ConfigError) as exc:
+            self._pause = max(self._pause, SECRETS_PAUSE)
+            if not self._secrets_missing:
+                self._secrets_missing = True
+                log.error(
+                    "webhook delivery paused: %s; deliveries wait in the outbox until it "
+                    "can be read",
+                    exc.message if isinstance(exc, source.WebhooksUnavailable) else exc,
+                )
+            return False
+        if self._secrets_missing:
+            self._secrets_missing = False
+            log.warning("webhook delivery resumed: the webhook settings read again")
+        return True
 
     def _record_held(self) -> bool:
         """Record the outcomes held from an outage, oldest first; False while the
@@ -260,7 +297,7 @@ class Deliverer:
         hooks = config.from_settings(self.settings)  # cached: a rotation applies at once
         tenant = hooks.tenant(delivery.tenant)
         if tenant is None or not tenant.keys:
-            return outbox.FAILED, 0, "the tenant has no webhook secret (SPOOL_WEBHOOKS)"
+            return outbox.FAILED, 0, f"the tenant has no webhook secret ({hooks.source})"
         job = self.store.get(delivery.job_id, delivery.tenant)
         payload = body.build(delivery, job, hooks.max_result_bytes)
         now = int(self.store.clock.now().timestamp())

@@ -1,7 +1,8 @@
 """Where delivery runs: a thread beside a long-running worker, and a pass beside
-the scheduled function's drain. Both start only when SPOOL_WEBHOOKS is set
-(without a secret no delivery can exist), so a deployment without webhooks
-pays nothing: not a thread, not a store query.
+the scheduled function's drain. Both start only when SPOOL_WEBHOOKS (or
+SPOOL_WEBHOOKS_PARAMETER) is set (without a secret no delivery can exist), so a
+deployment without webhooks pays nothing: not a thread, not a store query, not an
+SSM read.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ _threads_lock = threading.Lock()
 
 
 def enabled(settings: Settings) -> bool:
-    return bool(settings.extra.get("SPOOL_WEBHOOKS", "").strip())
+    """Whether webhooks are configured (source.configured: nothing is read from SSM)."""
+    from chalicelib.webhooks import source
+
+    return source.configured(settings)
 
 
 def deliverer(rt: Runtime) -> Deliverer:
