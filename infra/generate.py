@@ -193,6 +193,11 @@ KEY_ROLES = ("api",)
 # function's configuration read it. Only the worker sends mail; the API's admit of a
 # send_email job never needs the password.
 SMTP_ROLES = ("worker",)
+# The tenants' webhook signing secrets the same way (SPOOL_WEBHOOKS_PARAMETER,
+# chalicelib/webhooks/source.py): the API reads them to check a tenant's webhook at
+# enqueue, the scheduled function to sign deliveries (and to enqueue periodic jobs);
+# the SQS worker only writes a finished job's delivery to the outbox, which needs none.
+WEBHOOK_ROLES = ("api", "scheduler")
 BLOB_PREFIX = "blobs"
 BLOB_ACTIONS = ["s3:GetObject", "s3:PutObject"]
 BLOB_ROLES = ("worker",)
@@ -206,6 +211,11 @@ def api_keys_parameter(stage: str) -> str:
 def smtp_password_parameter(stage: str) -> str:
     """The SSM parameter a `chalice deploy` stage's worker may read the SMTP password from."""
     return f"/spool/{stage}/smtp-password"
+
+
+def webhooks_parameter(stage: str) -> str:
+    """The SSM parameter a `chalice deploy` stage may keep SPOOL_WEBHOOKS in."""
+    return f"/spool/{stage}/webhooks"
 
 
 def chalice_function_name(stage: str, function: str) -> str:
@@ -271,6 +281,13 @@ def _statements(role: str, arns: dict[str, Any]) -> list[dict[str, Any]]:
              "Resource": arns["smtp_password_key"], "Condition": arns["smtp_password_decrypt"]},
         ]  # fmt: skip
         statements += secret
+    if role in WEBHOOK_ROLES:
+        statements += [
+            {"Sid": "Webhooks", "Effect": "Allow", "Action": KEY_ACTIONS,
+             "Resource": arns["webhooks"]},
+            {"Sid": "WebhooksDecrypt", "Effect": "Allow", "Action": DECRYPT_ACTIONS,
+             "Resource": arns["webhooks_key"], "Condition": arns["webhooks_decrypt"]},
+        ]  # fmt: skip
     if role in KEY_ROLES:
         statements += [
             {"Sid": "ApiKeys", "Effect": "Allow", "Action": KEY_ACTIONS,
@@ -605,6 +622,15 @@ PARAMETERS: dict[str, Any] = {
         "Description": "SSM SecureString parameter holding send_email's SMTP password "
         "(SPOOL_SMTP_PASSWORD_PARAMETER, read by the worker only); empty: none",
     },
+    "WebhooksParameter": {
+        "Type": "String",
+        "Default": "",
+        # A name, not an ARN: the grant and the encryption context are built from it.
+        "AllowedPattern": "^(/[A-Za-z0-9_./-]+)?$",
+        "Description": "SSM SecureString parameter holding SPOOL_WEBHOOKS, the tenants' "
+        "webhook URLs and signing secrets (SPOOL_WEBHOOKS_PARAMETER, read by the API and "
+        "the scheduled function); empty: none",
+    },
     "ApiThrottleRateLimit": {
         "Type": "Number",
         "Default": 100,
@@ -642,6 +668,7 @@ CONDITIONS = {
     "HasSmtpPasswordParameter": {
         "Fn::Not": [{"Fn::Equals": [{"Ref": "SmtpPasswordParameter"}, ""]}]
     },
+    "HasWebhooksParameter": {"Fn::Not": [{"Fn::Equals": [{"Ref": "WebhooksParameter"}, ""]}]},
     "ReservesWorkerConcurrency": {"Fn::Equals": [{"Ref": "ReserveWorkerConcurrency"}, "true"]},
 }
 PARAMETER_ARN = {
@@ -654,6 +681,11 @@ PARAMETER_ARN = {
 SMTP_PARAMETER_ARN = {
     "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
     ":parameter${SmtpPasswordParameter}"
+}
+# The same for WebhooksParameter: without it the grant reaches nothing.
+WEBHOOKS_PARAMETER_ARN = {
+    "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}"
+    ":parameter${WebhooksParameter}"
 }
 # API Gateway's access log: one JSON line per request, no headers, no keys.
 ACCESS_LOG_FORMAT = json.dumps(
@@ -718,6 +750,17 @@ def merge_template(visibility: int) -> dict[str, Any]:
                 "kms:EncryptionContext:PARAMETER_ARN": SMTP_PARAMETER_ARN,
             }
         },
+        "webhooks": [WEBHOOKS_PARAMETER_ARN],
+        # As the SMTP password's: any key of this account, through SSM, for that parameter.
+        "webhooks_key": [
+            {"Fn::Sub": "arn:${AWS::Partition}:kms:${AWS::Region}:${AWS::AccountId}:key/*"}
+        ],
+        "webhooks_decrypt": {
+            "StringEquals": {
+                "kms:ViaService": {"Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"},
+                "kms:EncryptionContext:PARAMETER_ARN": WEBHOOKS_PARAMETER_ARN,
+            }
+        },
     }
     resources = _data_resources(visibility)
     for function, role_id, role in FUNCTIONS.values():
@@ -748,6 +791,14 @@ def merge_template(visibility: int) -> dict[str, Any]:
                 "Fn::If": [
                     "HasSmtpPasswordParameter",
                     {"Ref": "SmtpPasswordParameter"},
+                    {"Ref": "AWS::NoValue"},
+                ]
+            }
+        if role in WEBHOOK_ROLES:
+            variables["SPOOL_WEBHOOKS_PARAMETER"] = {
+                "Fn::If": [
+                    "HasWebhooksParameter",
+                    {"Ref": "WebhooksParameter"},
                     {"Ref": "AWS::NoValue"},
                 ]
             }
@@ -978,6 +1029,7 @@ def policy_file(stage: str, role: str) -> dict[str, Any]:
     )
     parameter = f"arn:aws:ssm:*:{account}:parameter{api_keys_parameter(stage)}"
     smtp = f"arn:aws:ssm:*:{account}:parameter{smtp_password_parameter(stage)}"
+    hooks = f"arn:aws:ssm:*:{account}:parameter{webhooks_parameter(stage)}"
     arns: dict[str, Any] = {
         "table": [
             f"arn:aws:dynamodb:*:{account}:table/{prefix}-jobs",
@@ -1004,6 +1056,14 @@ def policy_file(stage: str, role: str) -> dict[str, Any]:
             "StringLike": {
                 "kms:ViaService": "ssm.*.amazonaws.com",
                 "kms:EncryptionContext:PARAMETER_ARN": smtp,
+            }
+        },
+        "webhooks": [hooks],
+        "webhooks_key": [f"arn:aws:kms:*:{account}:key/*"],
+        "webhooks_decrypt": {
+            "StringLike": {
+                "kms:ViaService": "ssm.*.amazonaws.com",
+                "kms:EncryptionContext:PARAMETER_ARN": hooks,
             }
         },
     }

@@ -277,12 +277,25 @@ def test_each_function_has_its_own_role_scoped_to_the_data(template: dict[str, A
                 }
                 context = condition["kms:EncryptionContext:PARAMETER_ARN"]
                 assert context == generate.SMTP_PARAMETER_ARN
+            elif statement["Sid"] == "Webhooks":  # SPOOL_WEBHOOKS' parameter (none: no name)
+                assert statement["Action"] == ["ssm:GetParameter"]
+                assert statement["Resource"] == [generate.WEBHOOKS_PARAMETER_ARN]
+            elif statement["Sid"] == "WebhooksDecrypt":  # through SSM, for it only
+                condition = statement["Condition"]["StringEquals"]
+                assert condition["kms:ViaService"] == {
+                    "Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"
+                }
+                context = condition["kms:EncryptionContext:PARAMETER_ARN"]
+                assert context == generate.WEBHOOKS_PARAMETER_ARN
             else:
                 assert len(targets) == 1 and targets <= set(DATA), (function, statement)
         # Only the API function reads the tenant keys; only the worker the SMTP password.
         assert ({"ApiKeys", "ApiKeysDecrypt"} <= sids) == (function == "APIHandler"), function
         smtp = {"SmtpPassword", "SmtpPasswordDecrypt"} <= sids
         assert smtp == (function == "RunJobs"), function
+        # The webhook secrets: the API (enqueue's check) and the scheduled function (delivery).
+        hooks = {"Webhooks", "WebhooksDecrypt"} <= sids
+        assert hooks == (function in ("APIHandler", "DrainDue")), function
 
 
 def test_every_role_that_reads_objects_may_list_the_bucket_and_no_more(

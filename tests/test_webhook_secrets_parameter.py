@@ -31,11 +31,13 @@ from chalicelib.models import Completion, JobState
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.webhooks import config, runner, signing
 from chalicelib.webhooks.deliver import Deliverer
+from infra import generate
 from spool_client.webhooks import verify
 from tests.apikit import KEY_A, KEY_B, Api, installed, settings_for
 from tests.factories import new_job, token
 from tests.webhook_receiver import Receiver
 
+ROOT = Path(__file__).resolve().parent.parent
 NAME = "/spool/test/webhooks"
 
 
@@ -283,3 +285,41 @@ def test_an_unreadable_parameter_loses_no_delivery(
     assert d.state == "delivered" and d.attempts == 1
     [got] = receiver.requests
     verify(got.body, got.headers, secret, now=int(got.headers["webhook-timestamp"]))
+
+
+# -- the stack: the parameter's name in the functions' environment, a grant to read it ---
+
+
+def _template() -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((ROOT / "infra" / "resources.json").read_text())
+    return document
+
+
+def test_the_stack_names_the_parameter_and_only_its_readers_may_read_it() -> None:
+    template = _template()
+    resources = template["Resources"]
+    assert template["Parameters"]["WebhooksParameter"]["Default"] == ""
+    readers = {}
+    for function, role_id, role in generate.FUNCTIONS.values():
+        env = resources[function]["Properties"]["Environment"]["Variables"]
+        assert "SPOOL_WEBHOOKS" not in env
+        statements = resources[role_id]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        readers[role] = "WebhooksParameter" in json.dumps(statements)
+        if role in generate.WEBHOOK_ROLES:
+            given = env["SPOOL_WEBHOOKS_PARAMETER"]["Fn::If"]
+            assert given == ["HasWebhooksParameter", {"Ref": "WebhooksParameter"},
+                             {"Ref": "AWS::NoValue"}]  # fmt: skip
+        else:
+            assert "SPOOL_WEBHOOKS_PARAMETER" not in env
+    # The API checks a tenant's webhook at enqueue; the scheduled function delivers
+    # (and enqueues periodic jobs); the SQS worker does neither.
+    assert readers == {"api": True, "worker": False, "scheduler": True}
+
+
+def test_each_chalice_stage_policy_grants_its_webhook_parameter_to_its_readers() -> None:
+    for stage in generate.STAGES:
+        for role in ("api", "scheduler", "worker"):
+            policy = json.loads((ROOT / ".chalice" / f"policy-{stage}-{role}.json").read_text())
+            text = json.dumps(policy)
+            named = f"parameter/spool/{stage}/webhooks" in text
+            assert named == (role in generate.WEBHOOK_ROLES), (stage, role)
