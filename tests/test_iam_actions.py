@@ -18,16 +18,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import boto3
 import botocore.client
 import pytest
+from chalice.test import Client
 from moto import mock_aws
 
 import app as spool_app
-from chalicelib import events
+from chalicelib import events, secret_parameters
 from chalicelib.runtime import Runtime
 from chalicelib.storage.dynamodb import DynamoStore
 from chalicelib.webhooks import signing
-from infra.generate import ACTIONS, BUCKET_ACTIONS, FUNCTIONS, KEY_ACTIONS
+from infra.generate import ACTIONS, BUCKET_ACTIONS, FUNCTIONS, KEY_ACTIONS, WEBHOOK_ROLES
 from local.emulator import context, scheduled_event
 from tests.apikit import OPERATOR_KEY, TENANT_A, Api, installed, settings_for
 from tests.factories import token
@@ -271,3 +273,58 @@ def test_a_worker_s_finish_that_drops_old_deliveries_is_allowed(
     worker = recorder.calls["worker"]
     assert ("dynamodb", "dynamodb:DeleteItem") in worker
     assert sorted(a for s, a in worker if a.split(":", 1)[1] not in _allowed("worker", s)) == []
+
+
+WEBHOOKS_NAME = "/spool/test/webhooks"
+
+
+@pytest.fixture
+def hooks_in_ssm(tmp_path: Path) -> Iterator[Runtime]:
+    """The webhook settings in an SSM parameter (SPOOL_WEBHOOKS_PARAMETER), not the
+    environment; the parameter cache starts empty."""
+    settings = settings_for(
+        tmp_path,
+        store_url=f"dynamodb://jobs?queue={QUEUE}&bucket=jobs-bucket&create=1",
+        extra={
+            "SPOOL_SQS_VISIBILITY_TIMEOUT": "30",
+            "SPOOL_WEBHOOKS_PARAMETER": WEBHOOKS_NAME,
+            "SPOOL_WEBHOOK_ALLOW_PRIVATE": "true",
+            "SPOOL_WEBHOOK_PORTS": "9",  # the discard port: nothing listens there
+        },
+    )
+    with mock_aws():
+        value = json.dumps({TENANT_A: {"secrets": [SECRET]}})
+        boto3.client("ssm").put_parameter(Name=WEBHOOKS_NAME, Value=value, Type="SecureString")
+        secret_parameters.reset()
+        try:
+            with installed(settings) as runtime:
+                yield runtime
+        finally:
+            secret_parameters.reset()
+
+
+def test_the_webhook_parameter_is_read_by_the_roles_granted_it_alone(
+    hooks_in_ssm: Runtime, recorder: Recorder
+) -> None:
+    """The API reads it at enqueue (does this tenant have a webhook?), the scheduled
+    function to sign the delivery; the SQS worker runs the job and writes its delivery
+    without it. Each function is a process of its own on AWS: the cache starts empty."""
+    rt = hooks_in_ssm
+    with Client(spool_app.app, stage_name="local") as client:
+        api = Api(client)
+        with recorder.acting_as(_role("api_handler")):
+            job_id = api.enqueue({"type": "echo", "callback_url": "http://127.0.0.1:9/hook"})
+    secret_parameters.reset()
+    with recorder.acting_as(_role("run_jobs")):
+        poller(rt).poll_once()
+    secret_parameters.reset()
+    with recorder.acting_as(_role("drain_due")):
+        handler = spool_app.app.handler_map["drain_due"]
+        handler(scheduled_event(spool_app.app), context("drain_due", 20_000))
+    [delivery] = rt.store.webhooks(job_id)
+    assert delivery.attempts == 1  # signed and tried (nothing listens on port 9)
+    reads = {
+        role: sorted(a for s, a in calls if s == "ssm") for role, calls in recorder.calls.items()
+    }
+    assert reads == {role: ["ssm:GetParameter"] if role in WEBHOOK_ROLES else [] for role in reads}
+    assert set(reads) == {"api", "worker", "scheduler"}
