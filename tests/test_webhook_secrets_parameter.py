@@ -287,6 +287,34 @@ def test_an_unreadable_parameter_loses_no_delivery(
     verify(got.body, got.headers, secret, now=int(got.headers["webhook-timestamp"]))
 
 
+def test_a_malformed_parameter_pauses_delivery_and_says_why_once(
+    ssm: tuple[Any, Counting], receiver: Receiver, captured: io.StringIO
+) -> None:
+    """A value the API would refuse is refused by the worker too, without spending an
+    attempt: the delivery waits for the operator's fix, which lands within the TTL."""
+    client, _ = ssm
+    secret = signing.new_secret()
+    put(client, json.dumps({"tenant-a": {"secrets": [secret, secret, secret]}}))
+    store = MemoryStore(FakeClock())
+    job_id = finished_job(store, receiver.url)
+    deliverer = Deliverer(store, Settings(extra=from_parameter()))
+    try:
+        assert deliverer.drain() == 0 and deliverer.drain() == 0
+        [d] = store.webhooks(job_id)
+        assert d.state == "pending" and d.attempts == 0
+        put(client, hooks_of(secret))
+        secret_parameters.reset(lambda: client)  # as the TTL running out would
+        assert deliverer.drain() == 1
+    finally:
+        deliverer.close()
+    assert [d.state for d in store.webhooks(job_id)] == ["delivered"]
+    said = captured.getvalue()
+    assert said.count("webhook delivery paused") == 1
+    assert "SPOOL_WEBHOOKS_PARAMETER's value['tenant-a']: give 1 or 2 secrets" in said
+    assert NAME in said and "webhook delivery resumed" in said
+    assert secret not in said
+
+
 # -- the stack: the parameter's name in the functions' environment, a grant to read it ---
 
 
