@@ -274,28 +274,22 @@ def _statements(role: str, arns: dict[str, Any]) -> list[dict[str, Any]]:
         {"Sid": "Logs", "Effect": "Allow", "Action": LOG_ACTIONS, "Resource": arns["logs"][role]}
     )
     if role in SMTP_ROLES:
-        secret = [
-            {"Sid": "SmtpPassword", "Effect": "Allow", "Action": KEY_ACTIONS,
-             "Resource": arns["smtp_password"]},
-            {"Sid": "SmtpPasswordDecrypt", "Effect": "Allow", "Action": DECRYPT_ACTIONS,
-             "Resource": arns["smtp_password_key"], "Condition": arns["smtp_password_decrypt"]},
-        ]  # fmt: skip
-        statements += secret
+        statements += _parameter_grant("SmtpPassword", arns, "smtp_password")
     if role in WEBHOOK_ROLES:
-        statements += [
-            {"Sid": "Webhooks", "Effect": "Allow", "Action": KEY_ACTIONS,
-             "Resource": arns["webhooks"]},
-            {"Sid": "WebhooksDecrypt", "Effect": "Allow", "Action": DECRYPT_ACTIONS,
-             "Resource": arns["webhooks_key"], "Condition": arns["webhooks_decrypt"]},
-        ]  # fmt: skip
+        statements += _parameter_grant("Webhooks", arns, "webhooks")
     if role in KEY_ROLES:
-        statements += [
-            {"Sid": "ApiKeys", "Effect": "Allow", "Action": KEY_ACTIONS,
-             "Resource": arns["api_keys"]},
-            {"Sid": "ApiKeysDecrypt", "Effect": "Allow", "Action": DECRYPT_ACTIONS,
-             "Resource": arns["api_keys_key"], "Condition": arns["api_keys_decrypt"]},
-        ]  # fmt: skip
+        statements += _parameter_grant("ApiKeys", arns, "api_keys")
     return statements
+
+
+def _parameter_grant(sid: str, arns: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """ssm:GetParameter on one SecureString parameter, and kms:Decrypt of its value
+    only when SSM asks, for that parameter (the encryption context names it)."""
+    return [
+        {"Sid": sid, "Effect": "Allow", "Action": KEY_ACTIONS, "Resource": arns[name]},
+        {"Sid": f"{sid}Decrypt", "Effect": "Allow", "Action": DECRYPT_ACTIONS,
+         "Resource": arns[f"{name}_key"], "Condition": arns[f"{name}_decrypt"]},
+    ]  # fmt: skip
 
 
 # -- the data resources (shared by both templates) -------------------------------------

@@ -24,6 +24,7 @@ from chalicelib.builtin import email as mail
 from chalicelib.errors import PermanentError
 from chalicelib.log_redact import redactor
 from infra import generate
+from tests.ssm_clients import Counting
 from tests.test_email import (  # noqa: F401 (fixtures)
     Mailbox,
     _authenticator,
@@ -36,17 +37,6 @@ from tests.test_email import (  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "/spool/test/smtp-password"
-
-
-class Counting:
-    """An SSM client that counts its reads."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.reads = inner, 0
-
-    def get_parameter(self, *, Name: str, WithDecryption: bool) -> Any:
-        self.reads += 1
-        return self.inner.get_parameter(Name=Name, WithDecryption=WithDecryption)
 
 
 @pytest.fixture

@@ -244,6 +244,14 @@ def test_no_role_carries_a_managed_policy_but_api_gateways_logging_role(
         assert "Policies" not in function["Properties"], name  # SAM's policy templates
 
 
+# The statements granting one SSM parameter's read (each with its "...Decrypt" twin).
+PARAMETER_GRANTS = {
+    "ApiKeys": generate.PARAMETER_ARN,  # the tenant keys
+    "SmtpPassword": generate.SMTP_PARAMETER_ARN,
+    "Webhooks": generate.WEBHOOKS_PARAMETER_ARN,  # SPOOL_WEBHOOKS' parameter
+}
+
+
 def test_each_function_has_its_own_role_scoped_to_the_data(template: dict[str, Any]) -> None:
     functions = resources(template, "AWS::Serverless::Function")
     assert set(functions) == set(ROLE_OF)
@@ -258,35 +266,17 @@ def test_each_function_has_its_own_role_scoped_to_the_data(template: dict[str, A
             if statement["Sid"] == "Logs":  # its own log group, and no other
                 assert targets == {LOG_GROUPS[function]}, (function, statement)
                 assert "logs:CreateLogGroup" not in statement["Action"]
-            elif statement["Sid"] == "ApiKeys":
+            elif statement["Sid"] in PARAMETER_GRANTS:  # that one parameter (none: no name)
                 assert statement["Action"] == ["ssm:GetParameter"]
-                assert statement["Resource"] == [generate.PARAMETER_ARN]
-            elif statement["Sid"] == "ApiKeysDecrypt":
+                assert statement["Resource"] == [PARAMETER_GRANTS[statement["Sid"]]]
+            elif statement["Sid"].removesuffix("Decrypt") in PARAMETER_GRANTS:
+                # Its value decrypted through SSM only, for that parameter only.
+                arn = PARAMETER_GRANTS[statement["Sid"].removesuffix("Decrypt")]
                 condition = statement["Condition"]["StringEquals"]
                 assert condition["kms:ViaService"] == {
                     "Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"
                 }
-                assert condition["kms:EncryptionContext:PARAMETER_ARN"] == generate.PARAMETER_ARN
-            elif statement["Sid"] == "SmtpPassword":  # that one parameter (none: no name)
-                assert statement["Action"] == ["ssm:GetParameter"]
-                assert statement["Resource"] == [generate.SMTP_PARAMETER_ARN]
-            elif statement["Sid"] == "SmtpPasswordDecrypt":  # through SSM, for it only
-                condition = statement["Condition"]["StringEquals"]
-                assert condition["kms:ViaService"] == {
-                    "Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"
-                }
-                context = condition["kms:EncryptionContext:PARAMETER_ARN"]
-                assert context == generate.SMTP_PARAMETER_ARN
-            elif statement["Sid"] == "Webhooks":  # SPOOL_WEBHOOKS' parameter (none: no name)
-                assert statement["Action"] == ["ssm:GetParameter"]
-                assert statement["Resource"] == [generate.WEBHOOKS_PARAMETER_ARN]
-            elif statement["Sid"] == "WebhooksDecrypt":  # through SSM, for it only
-                condition = statement["Condition"]["StringEquals"]
-                assert condition["kms:ViaService"] == {
-                    "Fn::Sub": "ssm.${AWS::Region}.amazonaws.com"
-                }
-                context = condition["kms:EncryptionContext:PARAMETER_ARN"]
-                assert context == generate.WEBHOOKS_PARAMETER_ARN
+                assert condition["kms:EncryptionContext:PARAMETER_ARN"] == arn
             else:
                 assert len(targets) == 1 and targets <= set(DATA), (function, statement)
         # Only the API function reads the tenant keys; only the worker the SMTP password.

@@ -18,7 +18,6 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError
 from chalice.test import Client
 from moto import mock_aws
 
@@ -35,26 +34,11 @@ from infra import generate
 from spool_client.webhooks import verify
 from tests.apikit import KEY_A, KEY_B, Api, installed, settings_for
 from tests.factories import new_job, token
+from tests.ssm_clients import Counting, Denied
 from tests.webhook_receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = "/spool/test/webhooks"
-
-
-class Counting:
-    """An SSM client (moto's) that counts its reads."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.reads = inner, 0
-
-    def get_parameter(self, *, Name: str, WithDecryption: bool) -> Any:
-        self.reads += 1
-        return self.inner.get_parameter(Name=Name, WithDecryption=WithDecryption)
-
-
-class Denied:
-    def get_parameter(self, *, Name: str, WithDecryption: bool) -> Any:
-        raise ClientError({"Error": {"Code": "AccessDeniedException"}}, "GetParameter")
 
 
 def hooks_of(secret: str, url: str | None = None) -> str:
