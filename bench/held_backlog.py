@@ -12,10 +12,11 @@ and so claimed, before it runs.
 
 Time is a test clock (chalicelib/clock.py FakeClock) shared by the store, whose
 rate windows it stamps, and by moto's SQS, whose delays and visibility it
-decides: the poller drains every visible message, then the clock moves on by
-`tick` seconds. Nothing sleeps, and the counts are the same on any machine.
-One poller, one invocation at a time: Lambda would run several at once, which
-changes when a message is received, not how many times.
+decides: each invocation moves it on by a time drawn from `batch_seconds`
+(BATCH_SECONDS, seeded: the same run every time), and when the poller finds no
+visible message it moves on by `tick` seconds. Nothing sleeps, and the counts do
+not depend on the machine. One poller, one invocation at a time: Lambda would run
+several at once, which changes when a message is received, not how many times.
 
 What it reports: messages received (each one an SQS receive of a job id and a
 claim of it), runs (jobs started), receives per run, and the start rate the
@@ -28,10 +29,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,6 +49,14 @@ from moto import mock_aws  # noqa: E402
 
 QUEUE = "held"
 TICK = 0.1  # seconds of test clock between polls of the queue
+# Test-clock seconds one invocation takes (a batch's claims, runs and sends: tens to
+# hundreds of milliseconds on AWS), drawn from this range by a seeded generator.
+# With none, every held job was sent on the same instants as the first, and SQS's
+# whole-second delays brought every job back on one grid of whole seconds: a "10/s"
+# window of 1.1 s (limits.Rate.window) then starts at most 10 every 2 s, however
+# the delays are chosen. On AWS, invocations end when they end.
+BATCH_SECONDS = (0.02, 0.2)
+SEED = 52
 START = datetime(2030, 1, 1, tzinfo=UTC)
 
 
@@ -59,6 +69,7 @@ class HeldRun:
     seconds: float  # test-clock seconds from the first start to the last
     busiest: int  # the most starts in any window of the rate
     limit: int  # the rate's count: `busiest` never exceeds it
+    starts: tuple[float, ...] = field(default=(), repr=False)  # test-clock seconds
 
     @property
     def per_run(self) -> float:
@@ -109,6 +120,8 @@ def measure(
     jobs: int = 200,
     rate: str = "10/s",
     tick: float = TICK,
+    batch_seconds: tuple[float, float] = BATCH_SECONDS,
+    seed: int = SEED,
     concurrency: int = 8,
     on_batch: Callable[[int], None] | None = None,
 ) -> HeldRun:
@@ -126,6 +139,7 @@ def measure(
     from local.sqs_poller import SqsPoller
 
     clock = FakeClock(START)
+    draw = random.Random(seed)
     limit = Rate.parse(rate)
     with mock_aws(), _moto_sqs_on(clock):
         settings = Settings(
@@ -162,6 +176,7 @@ def measure(
                 if on_batch is not None and batch.received:
                     on_batch(received)
                 if batch.received:
+                    clock.advance(draw.uniform(*batch_seconds))
                     continue
                 idle = 0.0 if stats.succeeded > done else idle + tick
                 done = stats.succeeded
@@ -178,6 +193,7 @@ def measure(
                 seconds=max(starts) - min(starts),
                 busiest=busiest_window(starts, limit.per),
                 limit=limit.count,
+                starts=tuple(sorted(at - START.timestamp() for at in starts)),
             )
         finally:
             events.shutdown()
