@@ -198,7 +198,9 @@ Limits and fair turns (`claim(..., policy=...)`, chalicelib/limits.py):
   refills at `rate` per second by the store's clock, and starts full. If it
   holds at least `cost` tokens they are taken and 0.0 is returned; otherwise
   nothing is taken and the answer is the seconds until `cost` tokens will be
-  there (cost <= burst is the caller's to check). Atomic across processes.
+  there. A cost above the burst is never granted and takes nothing: its answer,
+  (cost - tokens) / rate, says how far the bucket is from full (chalicelib/held_line.py
+  reads a rate's line of held jobs so). Atomic across processes.
   A negative cost gives -cost tokens back (0.0): a redrive returns those of ids
   it did not move; the next take's refill keeps the bucket at most `burst`.
 

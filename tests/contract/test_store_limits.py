@@ -239,6 +239,19 @@ def test_token_bucket_starts_full_refills_and_never_overflows(
     assert store.take_tokens("tenant:a", 2.0, 5) == 0.5
 
 
+def test_a_take_of_more_than_the_burst_says_how_far_the_bucket_is_from_full(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """Never granted, and it takes nothing: (cost - tokens) / rate, the look that a rate's
+    line of held jobs takes before it joins (chalicelib/held_line.py)."""
+    assert store.take_tokens("held:a", 2.0, 5, cost=6) == 0.5  # full: one short
+    assert store.take_tokens("held:a", 2.0, 5, cost=3) == 0.0  # 3 places taken
+    assert store.take_tokens("held:a", 2.0, 5, cost=6) == 2.0  # 4 short: 3 taken, + 1
+    assert store.take_tokens("held:a", 2.0, 5, cost=6) == 2.0  # the look took nothing
+    clock.advance(1)  # two places leave a second
+    assert store.take_tokens("held:a", 2.0, 5, cost=6) == 1.0
+
+
 def test_a_take_that_read_the_clock_early_does_not_refill_time_twice(
     store: JobStore, clock: FakeClock
 ) -> None:
