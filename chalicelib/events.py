@@ -145,9 +145,10 @@ def held_delay(
     but most of a held backlog is held again, and 1 s made twice the receives), and
     then as long as the jobs ahead of it in its rate's line take to start (`place`,
     chalicelib/held_line.py), capped at SQS's 900 s (a longer wait is held once more
-    when it comes back). Without that line every held job came back about 2 s later
-    whatever stood ahead of it: 1,000 held under "10/s" made about 500 receives a
-    second to start 10, about 50 each before it ran. The jitter is on the first part
+    when it comes back). Without that line every held job came back 2-3 s later
+    whatever stood ahead of it: 1,000 jobs under "10/s" enqueued at once were received
+    9.2 times each before they ran (up to about 330 receives a second), 2.3 with it
+    (bench/held_backlog.py; docs/aws.md, "Held jobs"). The jitter is on the first part
     only: on the line's part it would send a job back before the ones ahead of it.
     A store that does not say when its window has room waits one place of the line.
 

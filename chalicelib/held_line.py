@@ -23,6 +23,9 @@ A place is two store calls per batch and limit (a look, then the take), not per
 job. The line is an estimate, never a limit: a job that comes back to a window
 still full (the claim decides, as before) is held again and takes a new place at
 the back, and jobs the rate admits without being held (fresh ones) are not in it.
+The look and the take are two steps: two invocations joining at once may be given
+the same places, and of two jobs back in one place one is held again. Looking
+first errs that way, never toward a place no job comes back to (an idle rate).
 The line is at most SQS's 900 s of the rate's starts long; past that a held job
 waits the 900 s and asks again.
 """
