@@ -2,12 +2,13 @@
 handler fed by the local poller as Lambda feeds it, DynamoDB and SQS in moto, and one
 test clock for the store's rate windows and moto's SQS delays.
 
-Every held job used to come back about 2 s later whatever stood ahead of it, so a
-backlog of B jobs under N/s was received about B / N / 2 times per job before it
-ran: 4.6 receives per job for 100 jobs under "10/s" (5.3 for 200, each one an SQS
-receive and a claim), while the rate started 3.9 jobs a second. A held job now takes a place in its
-rate's line (chalicelib/held_line.py) and comes back when the jobs ahead of it have
-started. Counts, not timings: the clock only moves when the poller finds nothing."""
+Every held job used to come back 2-3 s later whatever stood ahead of it, so it was
+received once every 2-3 s of its wait: 4.6 receives per job for 100 jobs under
+"10/s" enqueued at once (9.2 for 1,000), each an SQS receive and a claim, while the
+rate started 3.9 jobs a second. A held job now takes a place in its rate's line
+(chalicelib/held_line.py) and comes back when the jobs ahead of it have started.
+Counts, not timings: the test clock moves by seeded steps, never by the
+machine's time."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from bench.held_backlog import busiest_window, measure
+
+pytestmark = pytest.mark.aws  # DynamoDB and SQS in moto (docs/testing.md)
 
 
 @pytest.fixture(autouse=True)
