@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,17 +44,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-for _name, _value in (
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_DEFAULT_REGION", "us-east-1"),
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-):
-    os.environ[_name] = _value  # moto only: nothing may reach real AWS
+from moto import mock_aws
 
-from moto import mock_aws  # noqa: E402
-
-from bench.dynamodb_sizes import item_size  # noqa: E402
+import bench.moto_env  # noqa: F401  (first: moto only, nothing may reach real AWS)
+from bench.dynamodb_sizes import item_size
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_KEY, BENCH_TENANT = "bench-key-0123456789", "bench"

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
 from collections.abc import Callable, Iterator
@@ -37,15 +36,9 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-for _name, _value in (
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_DEFAULT_REGION", "us-east-1"),
-    ("AWS_ACCESS_KEY_ID", "testing"),
-    ("AWS_SECRET_ACCESS_KEY", "testing"),
-):
-    os.environ[_name] = _value  # moto only: nothing may reach real AWS
+from moto import mock_aws
 
-from moto import mock_aws  # noqa: E402
+import bench.moto_env  # noqa: F401  (first: moto only, nothing may reach real AWS)
 
 QUEUE = "held"
 TICK = 0.1  # seconds of test clock between polls of the queue
