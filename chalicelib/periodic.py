@@ -47,7 +47,12 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, f
 from chalicelib.clock import Clock
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, QUEUE_NAME, Settings
 from chalicelib.durations import parse_seconds
-from chalicelib.errors import IdempotencyConflict, StoreUnavailable, ValidationFailed
+from chalicelib.errors import (
+    IdempotencyConflict,
+    Misconfigured,
+    StoreUnavailable,
+    ValidationFailed,
+)
 from chalicelib.handlers import HandlerFunc, Registry, bare_decorator, registry, whole_number
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.models import Job
@@ -56,6 +61,7 @@ from chalicelib.retry import MAX_ATTEMPTS
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
 from chalicelib.store_outage import Outage, Quiet, describe, is_store_error
+from chalicelib.webhooks.source import WebhooksUnavailable
 
 log = logging.getLogger("spool.periodic")
 
@@ -644,18 +650,24 @@ class Scheduler:
             self._settle(schedule, tick)
             return Fired(schedule.name, tick, "already", exc.details["id"])
         except Exception as exc:  # the store may be down: try again on the next call
-            store_failed = is_store_error(exc)
-            if store_failed:  # said once a run of failures, no traceback each tick
+            # So may a setting the enqueue reads be malformed (SPOOL_WEBHOOKS_PARAMETER's
+            # value, read at the first enqueue): the operator's to fix, and the tick is
+            # fired once it is, as after an outage, not lost to the next one.
+            passing = is_store_error(exc) or isinstance(exc, Misconfigured)
+            if passing:  # said once a run of failures, no traceback each tick
+                why = describe(exc)
+                if not isinstance(exc, Misconfigured | WebhooksUnavailable):
+                    why = f"the store is unavailable ({why})"
                 log.log(
                     _store_quiet.level(),
-                    "periodic %s: enqueue failed, the store is unavailable (%s); will retry",
+                    "periodic %s: enqueue failed, %s; will retry",
                     schedule.name,
-                    describe(exc),
+                    why,
                 )
             else:
                 log.exception("periodic %s: enqueue failed; will retry", schedule.name)
             error = f"{type(exc).__name__}: {exc}"
-            return Fired(schedule.name, tick, "error", error=error, retry=store_failed)
+            return Fired(schedule.name, tick, "error", error=error, retry=passing)
         _store_quiet.ok()
         self._settle(schedule, tick)
         if result.created:

@@ -335,3 +335,39 @@ def test_each_chalice_stage_policy_grants_its_webhook_parameter_to_its_readers()
             text = json.dumps(policy)
             named = f"parameter/spool/{stage}/webhooks" in text
             assert named == (role in generate.WEBHOOK_ROLES), (stage, role)
+
+
+# -- the periodic scheduler: its enqueues read the parameter too ----------------------
+
+
+@pytest.mark.parametrize("trouble", ["malformed", "unreadable"])
+def test_a_tick_whose_enqueue_cannot_read_the_webhook_settings_is_retried_without_a_traceback(
+    ssm: tuple[Any, Counting], caplog: pytest.LogCaptureFixture, trouble: str
+) -> None:
+    """A schedule's enqueue reads the webhook settings (a tenant's default endpoint):
+    a malformed or unreadable parameter is the operator's to fix and passes. The tick
+    is retried (lost, a nightly job skipped a night) and said in a line per run of
+    failures, not a traceback per try; once fixed, the same tick fires."""
+    from chalicelib.handlers import Registry
+    from chalicelib.periodic import Schedule, Scheduler
+    from chalicelib.service import Service
+
+    client, _ = ssm
+    if trouble == "malformed":
+        put(client, '{"tenant-a": {"secrets": "not a list"}}')
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    handlers = Registry()
+    handlers.handler("report")(lambda payload: None)
+    service = Service(store, handlers, Settings(extra=from_parameter()))
+    scheduler = Scheduler(service, handlers, [Schedule(name="nightly", type="report", every=60)])
+    with caplog.at_level(logging.INFO):
+        [failed] = scheduler.fire_due()
+        [again] = scheduler.fire_due()
+    assert failed.outcome == again.outcome == "error"
+    assert failed.retry and again.retry  # tried again soon, not at the next tick
+    assert not [r for r in caplog.records if r.exc_info], "a traceback for a passing failure"
+    put(client, hooks_of(signing.new_secret()))
+    secret_parameters.reset(lambda: client)  # the value fixed (no 5 minutes' wait here)
+    [fired] = scheduler.fire_due()
+    assert (fired.outcome, fired.tick) == ("enqueued", failed.tick)
