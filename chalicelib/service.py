@@ -384,19 +384,25 @@ class Service:
         With a backlog `cap`, BacklogFull when the tenant's backlog has no room for it;
         `charge` as redrive_ids takes it, before the job moves."""
         for _ in range(2):  # a second try only if the job died again in between
-            job = self.status(job_id, tenant)
-            if job.state is not JobState.DEAD:
-                from chalicelib.errors import InvalidTransition
-
-                raise InvalidTransition(
-                    f"only dead jobs can be redriven; this one is {job.state.value}",
-                    {"state": job.state.value},
-                )
+            self.redrivable(job_id, tenant)
             moved = self.redrive_ids([job_id], tenant, cap, charge)
             if moved:
                 job_event(logging.INFO, "redriven", moved[0])
                 return moved[0]
         return self.status(job_id, tenant)
+
+    def redrivable(self, job_id: str, tenant: str | None) -> Job:
+        """The job, when it may be redriven (it is dead); NotFound (unknown, or another
+        tenant's) or InvalidTransition (409) otherwise."""
+        job = self.status(job_id, tenant)
+        if job.state is not JobState.DEAD:
+            from chalicelib.errors import InvalidTransition
+
+            raise InvalidTransition(
+                f"only dead jobs can be redriven; this one is {job.state.value}",
+                {"state": job.state.value},
+            )
+        return job
 
     def redrive_bound(self) -> datetime:
         """The `died_before` of a bulk redrive whose caller gave none: the first instant

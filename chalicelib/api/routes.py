@@ -339,11 +339,23 @@ class Edge:
     def redrive(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
         request.no_body(self.settings.max_body_bytes)
+        return self._job(self.redrive_one(tenant, job_id))
+
+    def redrive_one(self, tenant: str, job_id: str) -> Job:
+        """One dead job back to the queue, for the API's route and the dashboard's.
+
+        Under tenant limits the job is read first: one that cannot be redriven is 404
+        or 409 whatever the backlog. Asked only inside the quota's room, a queued job
+        met with the backlog full answered 429 with a Retry-After, and the client that
+        waited as told got the 409 it could have had at once. (service.redrive reads it
+        again, for a job redriven or gone in between; without limits once is enough.)"""
+        if self.gate is not None:
+            self.service.redrivable(job_id, tenant)
         with self.redrive_room(tenant, exact=1):
             charge = self.redrive_charge(tenant)
             job = self.service.redrive(job_id, tenant, self.backlog_cap(tenant), charge)
         self.cache.drop(tenant, job_id)
-        return self._job(job)
+        return job
 
     def redrive_all(self, request: ApiRequest) -> ApiResponse:
         tenant = self.tenant(request)

@@ -235,9 +235,7 @@ def ui_cancel(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
 def ui_redrive(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:
     tenant = _tenant(edge, request)
     _no_body(edge, request)
-    with edge.redrive_room(tenant, exact=1):
-        edge.service.redrive(job_id, tenant, edge.backlog_cap(tenant), edge.redrive_charge(tenant))
-    edge.cache.drop(tenant, job_id)
+    edge.redrive_one(tenant, job_id)
     return _detail(edge, tenant, job_id)
 
 
