@@ -1230,9 +1230,11 @@ class Worker:
                 flushing.result()  # one flush at a time; its errors surface here
 
     def _flush_beside(self, hold_wave: bool) -> Future[int] | None:
-        """Write the outbox on the flusher thread, so the claim that follows overlaps it."""
+        """Write the outbox on the flusher thread, so the claim that follows overlaps it.
+        None when there is nothing to write there, a wave's held finishes included: the
+        caller's own _flush then writes what an outage held, with no hop to a thread."""
         with self._lock:
-            if not self._state.outbox:
+            if not self._state.outbox or (hold_wave and self._wave_held()):
                 return None
         if self._flusher is None:
             self._flusher = ThreadPoolExecutor(
