@@ -25,6 +25,7 @@ from chalicelib.api.http import (
 from chalicelib.api.schemas import newest_cursor_in_range, plain_digits
 from chalicelib.api.throttle import RateLimited
 from chalicelib.errors import (
+    InvalidTransition,
     JobNotFound,
     Misconfigured,
     SpoolError,
@@ -287,11 +288,10 @@ def _dead_named(edge: Edge, tenant: str, ids: list[str]) -> list[str]:
     dead: list[str] = []
     for job_id in ids:
         try:
-            job = edge.service.status(job_id, tenant)
-        except JobNotFound:
+            edge.service.redrivable(job_id, tenant)
+        except (JobNotFound, InvalidTransition):
             continue
-        if job.state is JobState.DEAD:
-            dead.append(job_id)
+        dead.append(job_id)
     return dead
 
 
