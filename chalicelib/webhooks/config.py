@@ -130,8 +130,8 @@ def validate(settings: Settings) -> WebhookSettings:
 def _with_tenants(hooks: WebhookSettings, settings: Settings) -> WebhookSettings:
     """`hooks` with the tenants in force, checked (their default endpoints' ports too)."""
     name = source.parameter(settings)
-    label = source.label(settings)
-    raw = source.text(settings)
+    label = source.label(name)
+    raw = source.text(settings, name)
     try:
         hooks = dataclasses.replace(hooks, tenants=parse_tenants(raw, label), source=label)
         _check_default_ports(hooks)

@@ -58,15 +58,16 @@ def parameter(settings: Settings) -> str:
         raise ConfigError(str(exc)) from None
 
 
-def label(settings: Settings) -> str:
-    """What messages call the value: SPOOL_WEBHOOKS, or the parameter's value."""
-    return f"{PARAMETER}'s value" if parameter(settings) else SETTING
+def label(name: str) -> str:
+    """What messages call the value read from parameter `name` (parameter()'s answer,
+    "" for none): the parameter's value, or SPOOL_WEBHOOKS."""
+    return f"{PARAMETER}'s value" if name else SETTING
 
 
-def text(settings: Settings) -> str:
-    """The SPOOL_WEBHOOKS JSON in force: the plain setting, else the parameter's value
-    (read through the cache; WebhooksUnavailable when it cannot be), else ""."""
-    name = parameter(settings)
+def text(settings: Settings, name: str) -> str:
+    """The SPOOL_WEBHOOKS JSON in force, given parameter()'s answer `name`: the plain
+    setting, else the parameter's value (read through the cache; WebhooksUnavailable
+    when it cannot be), else ""."""
     if not name:
         return settings.extra.get(SETTING, "")
     from chalicelib.log_redact import webhook_secrets
