@@ -323,6 +323,7 @@ class Worker:
         # Recent handler time per job (moving average): sets how deep to prefetch.
         self._busy_seconds = FIRST_GUESS_SECONDS
         self._last_lease_check = time.monotonic()
+        self._claim_due = True  # the last step's claim left room for another at once
         # A store whose writes run on their own connections (a server database, not
         # one SQLite file) can write a batch of completions while the next claim runs.
         self._overlap = bool(getattr(store, "concurrent_writes", False))
@@ -1223,7 +1224,10 @@ class Worker:
             # (without prefetch a thread freed is a thread idle: claim for it at once).
             batch = 1 if depth == 1 else max(1, capacity // 2)
             if room >= batch or (room > 0 and not in_flight):
-                return quick + self._claim(min(room, self.config.batch_size))
+                want = min(room, self.config.batch_size)
+                claimed = self._claim(want)
+                self._claim_due = claimed == want and room - claimed >= batch
+                return quick + claimed
             return quick
         finally:
             if flushing is not None:
@@ -1271,6 +1275,8 @@ class Worker:
                 limit = fit if fit <= 2 else max(2, fit - 1)
             try:
                 if self._step(limit):
+                    if not self._claim_due:
+                        self._wait_for_events(min(self._next_deadline_in(), 0.05))
                     continue
                 if self._idle():
                     if self._claimed_nothing(limit):
