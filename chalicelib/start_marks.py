@@ -10,7 +10,10 @@ killed it has spent the attempt, so a poison job still ends dead.
 One store write per job would cost a drain dearly, so the marks are written as
 a group commit: the thread that finds no write in flight writes every mark
 asked for so far in one `start` call, and the threads that asked meanwhile wait
-for it (or for the next one), each for its own answer.
+for it (or for the next one), each for its own answer: each sleeps on a lock of its
+own, released once its answer is in, and the first of those who asked during a write
+is woken to write the next. (With one condition for all, each write woke every
+waiting thread, those still waiting for the next write too, to sleep again.)
 
 Before it takes the batch, that thread gives way once (`make_way`: a zero sleep,
 which hands the interpreter lock to any thread ready to run). With quick handlers
@@ -42,6 +45,19 @@ def give_way() -> None:
     time.sleep(0)
 
 
+class _Ask:
+    """One thread's mark, and the lock it sleeps on until it is answered."""
+
+    __slots__ = ("answer", "done", "lease", "write")
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.answer = False
+        self.write = False  # woken to write the next group itself, not with an answer
+        self.done = threading.Lock()
+        self.done.acquire()
+
+
 class StartMarks:
     def __init__(
         self,
@@ -50,9 +66,8 @@ class StartMarks:
     ) -> None:
         self._start = start
         self._make_way = make_way
-        self._cond = threading.Condition(threading.Lock())
-        self._asked: list[Lease] = []
-        self._answers: dict[Lease, bool] = {}
+        self._lock = threading.Lock()
+        self._asked: list[_Ask] = []  # waiting for the next write
         self._writing = False
 
     def mark(self, job_id: str, lease_token: str) -> bool:
@@ -63,26 +78,40 @@ class StartMarks:
         claimed job always did in an outage, its outcome held until the store is
         back. Only the mark is lost: were the handler to kill the worker before
         then, that attempt would be given back."""
-        lease = (job_id, lease_token)
-        with self._cond:
-            self._asked.append(lease)
-            while self._writing and lease not in self._answers:
-                self._cond.wait()
-            if lease in self._answers:
-                return self._answers.pop(lease)
+        ask = _Ask((job_id, lease_token))
+        with self._lock:
+            self._asked.append(ask)
+            wait = self._writing
             self._writing = True  # from here, a thread that asks waits for this write
+        if wait:
+            ask.done.acquire()
+            if not ask.write:
+                return ask.answer
         try:
             self._make_way()
         finally:
-            with self._cond:
+            with self._lock:
                 batch, self._asked = self._asked, []
+        answers = self._write(batch)
+        with self._lock:
+            if self._asked:  # asked during the write: the first of them writes the next
+                self._asked[0].write = True
+                self._asked[0].done.release()
+            else:
+                self._writing = False
+        for other, answer in zip(batch, answers, strict=True):
+            other.answer = answer
+            if other is not ask:
+                other.done.release()
+        return ask.answer
+
+    def _write(self, batch: list[_Ask]) -> list[bool]:
+        leases = [a.lease for a in batch]
         try:
-            answers = dict(zip(batch, self._start(batch), strict=True))
+            answers = self._start(leases)
+            if len(answers) != len(leases):
+                raise ValueError(f"{len(answers)} answers for {len(leases)} marks")
         except Exception as exc:
             log.warning("could not mark %d jobs started (%s); running them", len(batch), exc)
-            answers = dict.fromkeys(batch, True)
-        with self._cond:
-            self._writing = False
-            self._answers.update(answers)
-            self._cond.notify_all()
-            return self._answers.pop(lease)
+            answers = [True] * len(batch)
+        return answers
