@@ -21,14 +21,20 @@ import os
 import traceback
 from typing import NoReturn
 
+from chalicelib import worker_id
+
 
 class Watch:
-    """Around one handler call: `forked()` is True in a child it forked."""
+    """Around one handler call: `forked()` is True in a child it forked.
+
+    The pid before the call is this process's as worker_id keeps it (read at start and
+    in each fork child, no system call per job); the one after is asked of the system,
+    so a child forked by C code that runs no fork hooks is caught too."""
 
     __slots__ = ("pid",)
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
+        self.pid = worker_id.pid()
 
     def forked(self) -> bool:
         return os.getpid() != self.pid

@@ -91,3 +91,21 @@ def test_a_forked_child_gets_its_own_id() -> None:
     os.close(read)
     assert child and child != parent
     assert worker_id.process() == parent  # the parent's own id does not move
+
+
+def test_a_forked_child_reads_its_own_pid() -> None:
+    """The pid is kept, not asked of the system each time (worker_id.pid): a forked
+    child's is its own, in its worker id and its process start too."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only reports back
+        said = f"{os.getpid()} {worker_id.pid()} {worker_id.this_process()[0]}"
+        said += f" {worker_id.host_process().split(':')[1]}"
+        os.write(write, said.encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode().split()
+    os.close(read)
+    assert len(child) == 4 and len(set(child)) == 1 and child[0] == str(pid)
+    assert worker_id.pid() == os.getpid()
