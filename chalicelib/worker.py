@@ -323,7 +323,10 @@ class Worker:
         # Recent handler time per job (moving average): sets how deep to prefetch.
         self._busy_seconds = FIRST_GUESS_SECONDS
         self._last_lease_check = time.monotonic()
-        self._claim_due = True  # the last step's claim left room for another at once
+        # Whether the last step's claim left room for another at once: if not, drain()
+        # waits for its pool before the next step (a step straight after would write
+        # only what finished during the claim, in a finish of its own).
+        self._claim_due = True
         # A store whose writes run on their own connections (a server database, not
         # one SQLite file) can write a batch of completions while the next claim runs.
         self._overlap = bool(getattr(store, "concurrent_writes", False))
@@ -1193,6 +1196,7 @@ class Worker:
         (process()) leaves a wave's first completions in the outbox (see _flush).
         """
         self._reap_timeouts()
+        self._claim_due = True  # unless this step's own claim leaves no room (below)
         quick = 0
         if self._announced and self._fair and depth_limit > 0 and not self._stop.is_set():
             # New work was announced under fair turns: take a few jobs now, before
