@@ -388,10 +388,22 @@ _REAPED_ATTEMPT = (
     " 'd', CASE WHEN j.attempts >= j.max_attempts THEN NULL ELSE 0.0 END)"
 )
 
-REAP_SQL = (
-    "WITH picked AS ("
-    " SELECT id, unstarted FROM jobs WHERE state = 'running' AND lease_expires_at <= %(now)s"
-    f" ORDER BY lease_expires_at LIMIT {REAP_BATCH} FOR UPDATE SKIP LOCKED),"
+# A claim under a policy may send its reap before it knows it holds the limits' lock
+# (postgres_limits.try_lock): gated (postgres_limits.LOCK_GATE), the reap runs only
+# under the lock, so it never holds rows or counters locked while that claim goes on
+# to wait for the lock.
+
+
+def _reap_pick(gate: str) -> str:
+    return (
+        "WITH picked AS ("
+        f" SELECT id, unstarted FROM jobs WHERE {gate}state = 'running'"
+        f" AND lease_expires_at <= %(now)s"
+        f" ORDER BY lease_expires_at LIMIT {REAP_BATCH} FOR UPDATE SKIP LOCKED),"
+    )
+
+
+_REAP_REST = (
     # A lease its claimer never started (JobStore.start) gives its attempt back: the
     # job waits again, due now, and nothing ended, so nothing is counted or recorded.
     " given_back AS ("
@@ -420,8 +432,36 @@ REAP_SQL = (
     + ") SELECT id, tenant, type, queue, attempts, max_attempts FROM expired"
     " WHERE state = 'dead'"
 )
+REAP_SQL = _reap_pick("") + _REAP_REST
+GATED_REAP_SQL = _reap_pick(postgres_limits.LOCK_GATE + " AND ") + _REAP_REST
 
 SYNC_OFF = "SET LOCAL synchronous_commit = off"
+
+
+@contextmanager
+def pipelined_transaction(conn: Conn) -> Iterator[None]:
+    """A transaction whose BEGIN, statements and COMMIT go out in one pipeline, ended by
+    one Sync: the block's round trips are only the reads it waits for (a cursor read in
+    pipeline mode flushes, it does not sync), plus the commit's.
+
+    `with conn.pipeline(), conn.transaction()` pays three more on an autocommit
+    connection (psycopg syncs after BEGIN so the block starts in a transaction, syncs
+    its inner pipeline on the way out, sends COMMIT with a sync of its own, then syncs
+    the outer one). A block that raises is rolled back here: nothing it sent commits.
+    """
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            yield
+            conn.execute("COMMIT")
+    except BaseException:
+        if conn.pgconn.transaction_status in _OPEN:
+            with suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+_OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 
 # JobStore.start: the claimed jobs whose handlers are about to run, while each
 # lease is still the caller's and live.
@@ -1495,26 +1535,41 @@ class PostgresStore:
             None if ids is None else [_enc(i) for i in ids],
             _enc,
             _dec_str,
+            self.settings.schema,
         )
         fast_claims = self.settings.durability != "full"
         lease = params["expires"] - params["now"]
 
         def claim(conn: Conn) -> tuple[list[Any], list[Any], list[Hold]]:
-            with conn.pipeline(), conn.transaction():
+            schema = self.settings.schema
+            gate = postgres_limits.gate_params(schema)
+            with pipelined_transaction(conn):
                 if fast_claims:  # as in claim(): a crash undoes the claim and its starts
                     conn.execute(SYNC_OFF)
-                postgres_limits.lock(conn, self.settings.schema)
-                reaped = conn.execute(REAP_SQL, {**reap_params, "now": self.clock.now()}).fetchall()
-                # The lock may have waited for other claims (0.4 s seen under load): the
-                # clock is read once it is held, so the starts recorded and the windows
-                # counted are those of now. A start stamped at when the claim began to
-                # wait fell out of a later claim's window, which then let the rate pass.
+                # One round trip when no other claim holds the lock: it is taken without
+                # waiting, then the reap (gated on the lock) and the reads are sent, none
+                # read before all are sent.
                 now = self.clock.now()
-                choice = postgres_limits.choose(conn, dataclasses.replace(ask, now=now))
+                taken = postgres_limits.try_lock(conn, schema)
+                reaps = [conn.execute(GATED_REAP_SQL, {**reap_params, **gate, "now": now})]
+                state = postgres_limits.send_state(conn, dataclasses.replace(ask, now=now))
+                if not postgres_limits.locked(taken):
+                    # Another claim holds it: wait, then reap and read again with the
+                    # clock read anew (what was read meanwhile wrote and locked nothing).
+                    # A wait (0.4 s seen under load) must not date the starts recorded and
+                    # the windows counted from before it: a start stamped at when the
+                    # claim began to wait fell out of a later claim's window, which then
+                    # let the rate pass.
+                    postgres_limits.lock(conn, schema)
+                    now = self.clock.now()
+                    reaps.append(conn.execute(REAP_SQL, {**reap_params, "now": now}))
+                    state = postgres_limits.send_state(conn, dataclasses.replace(ask, now=now))
+                choice = postgres_limits.choose(conn, state)
                 cur = None
                 if choice.ids:
                     chosen = {"chosen": choice.ids, "now": now, "expires": now + lease}
                     cur = conn.execute(CLAIM_CHOSEN_SQL, {**params, **chosen})
+            reaped = [row for reap in reaps for row in reap.fetchall()]
             return reaped, [] if cur is None else cur.fetchall(), choice.holds
 
         reaped, rows, holds = self._run(claim)

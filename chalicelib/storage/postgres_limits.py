@@ -61,6 +61,16 @@ LOCK_SPACE = 0x5B002
 WAITING = "state IN ('queued', 'retrying')"
 
 LOCK_SQL = "SELECT pg_advisory_xact_lock(%s::int, hashtext(%s::text))"
+TRY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(%s::int, hashtext(%s::text))"
+# True once this transaction holds the lock (taken here if it is free now: a
+# transaction may take it again, and keeps it to its end). A statement sent before
+# the claim knows whether `try_lock` took it does its work only under it.
+LOCK_GATE = "(SELECT pg_try_advisory_xact_lock(%(gate_space)s::int, hashtext(%(gate_key)s::text)))"
+
+
+def gate_params(schema: str | None) -> dict[str, Any]:
+    return {"gate_space": LOCK_SPACE, "gate_key": schema or "public"}
+
 
 RUNNING_SQL = (
     "SELECT 'queue', queue, count(*) FROM jobs"
@@ -149,9 +159,9 @@ _NEXT_KIND = (
 _IN_QUEUES = "(%(queues)s::text[] IS NULL OR c.queue = ANY(%(queues)s::text[]))"
 
 
-def _streams_sql(pairs: str, tail: str) -> str:
+def _streams_sql(pairs: str, tail: str, before: str = "") -> str:
     return (
-        f"WITH RECURSIVE pairs AS ({pairs}),"
+        f"WITH RECURSIVE {before}pairs AS ({pairs}),"
         " kinds AS (SELECT p.tenant, p.queue, f.type, p.n FROM pairs p"
         + _NEXT_KIND.format(after="(j.tenant, j.queue) >= (p.tenant, p.queue)", prev="p")
         + " UNION ALL SELECT k.tenant, k.queue, f.type, k.n FROM kinds k"
@@ -187,6 +197,41 @@ TENANT_STREAMS_SQL = _streams_sql(
     " WHERE x.r <= x.n ORDER BY x.tenant, x.priority DESC, x.run_at, x.created_at, x.id",
 )
 
+# The first read of a fair claim, sent with the state reads before they are read (so
+# the quotas that `_quotas` works out in Python from them are worked out here, the
+# same stride turns): each tenant's turns start at max(its pass, the clock) and step
+# by 1/weight; the claim's `n` earliest say how many of its jobs to read. Only the
+# turns that can be among them are made: none after the n-th tenant's first turn, nor
+# after one tenant's n-th. One row per (tenant, quota) with no job, or per job read
+# (a tenant with a quota and no row read has nothing due). Gated on the limits' lock
+# (the reap's REAP_GATE): sent before the claim knows it holds it, it locks no row
+# unless it does. A guess, as _quotas is: ties may go another way, and a tenant that
+# needs more reads more.
+_FAIR_TURNS = (
+    "state AS (SELECT w.tenant, greatest(COALESCE(w.pass, k.clock), k.clock) AS s,"
+    " COALESCE(x.w, 1)::float8 AS w FROM ({tenants}) w"
+    " CROSS JOIN (SELECT COALESCE((SELECT clock FROM fair_clock), 0)::float8 AS clock) k"
+    " LEFT JOIN unnest(%(weighted)s::text[], %(weights)s::int[]) AS x(tenant, w)"
+    " ON x.tenant = w.tenant),"
+    " cut AS (SELECT least((SELECT s FROM state ORDER BY s LIMIT 1 OFFSET %(n)s - 1),"
+    " (SELECT min(s + (%(n)s - 1) / w) FROM state)) AS c),"
+    " quotas AS (SELECT tenant, count(*)::int AS n FROM (SELECT t.tenant FROM state t"
+    " CROSS JOIN cut CROSS JOIN LATERAL generate_series(0,"
+    " least(%(n)s - 1, floor((cut.c - t.s) * t.w)::int + 1)) g(k)"
+    " ORDER BY t.s + g.k / t.w, t.tenant LIMIT %(n)s) x GROUP BY tenant),"
+)
+FIRST_STREAMS_SQL = _streams_sql(
+    "SELECT c.tenant, c.queue, q.n FROM job_counts c JOIN quotas q ON q.tenant = c.tenant"
+    f" WHERE {{gate}} AND c.{WAITING} AND {_IN_QUEUES}"
+    " GROUP BY c.tenant, c.queue, q.n HAVING sum(c.n) > 0",
+    " SELECT q.tenant, q.n, x.id, x.queue, x.type FROM quotas q LEFT JOIN (SELECT s.*,"
+    " row_number() OVER (PARTITION BY s.tenant"
+    " ORDER BY s.priority DESC, s.run_at, s.created_at, s.id) AS r FROM streams s) x"
+    " ON x.tenant = q.tenant AND x.r <= x.n"
+    " ORDER BY q.tenant, x.priority DESC, x.run_at, x.created_at, x.id",
+    _FAIR_TURNS,
+)
+
 
 @dataclass(frozen=True)
 class Ask:
@@ -199,6 +244,7 @@ class Ask:
     ids: list[str] | None
     enc: Text
     dec: Text
+    schema: str | None = None  # the store's, which names the limits' lock
 
 
 @dataclass(frozen=True)
@@ -219,8 +265,21 @@ class Choice:
 
 
 def lock(conn: Conn, schema: str | None) -> None:
-    """Serialize the claims with a policy of this schema until the transaction ends."""
-    conn.execute(LOCK_SQL, (LOCK_SPACE, schema or "public"))
+    """Serialize the claims with a policy of this schema until the transaction ends:
+    returns once the lock is held (in a pipeline too, so a clock read next is of then)."""
+    conn.execute(LOCK_SQL, (LOCK_SPACE, schema or "public")).fetchone()
+
+
+def try_lock(conn: Conn, schema: str | None) -> psycopg.Cursor[Any]:
+    """`lock` if no other claim holds it, without waiting: the cursor's one row says
+    whether it was taken. Sent, not read, so the reads that follow share its round trip."""
+    return conn.execute(TRY_LOCK_SQL, (LOCK_SPACE, schema or "public"))
+
+
+def locked(cur: psycopg.Cursor[Any]) -> bool:
+    """What `try_lock` answered (reading it ends the round trip)."""
+    row = cur.fetchone()
+    return bool(row and row[0])
 
 
 def claim_chosen_sql(update: str) -> str:
@@ -228,20 +287,56 @@ def claim_chosen_sql(update: str) -> str:
     return "WITH picked AS (SELECT unnest(%(chosen)s::text[]) AS id)" + update
 
 
-def choose(conn: Conn, ask: Ask) -> Choice:
+def send_state(conn: Conn, ask: Ask) -> State:
+    """Send what `choose` reads (running counts, starts in each window, the fair state),
+    none of it read yet and nothing written: in the claim's pipeline these share a round
+    trip with the lock's `try_lock` and the reap, and are simply sent again, with the
+    clock read anew, when the lock had to be waited for."""
+    fair = ask.policy.fair and ask.ids is None
+    return State(
+        ask,
+        _send_running(conn, ask),
+        _send_started(conn, ask),
+        conn.execute(_tenants_sql(ask), _tenants_params(ask)) if fair else None,
+        conn.execute(CLOCK_SQL) if fair else None,
+        _send_first(conn, ask) if fair else None,
+    )
+
+
+def _send_first(conn: Conn, ask: Ask) -> psycopg.Cursor[Any]:
+    """FIRST_STREAMS_SQL: the jobs of the tenants whose turns the claim expects, read
+    as if no limit were full (used only if none is)."""
+    sql = FIRST_STREAMS_SQL.replace("{tenants}", _tenants_sql(ask)).replace("{gate}", LOCK_GATE)
+    weights = ask.policy.weights
+    params = {
+        **_tenants_params(ask),
+        **gate_params(ask.schema),
+        "n": ask.limit,
+        "seen": [],
+        "full_types": [],
+        "weighted": [ask.enc(t) for t in weights],
+        "weights": list(weights.values()),
+    }
+    return conn.execute(sql, params)
+
+
+def choose(conn: Conn, state: State) -> Choice:
     """The ids the policy lets start now, their starts and turns already recorded.
 
-    Call inside the claim's transaction, after `lock` and the reap. Holds go to
-    a log of this attempt only: the caller records them once the claim commits.
+    Call inside the claim's transaction once `lock` is held (or `try_lock` took it)
+    and the reap and `send_state` were sent after it. Holds go to a log of this
+    attempt only: the caller records them once the claim commits.
     """
+    ask = state.ask
     attempt = dataclasses.replace(ask.policy, holds=HoldLog())
     ask = dataclasses.replace(ask, policy=attempt)
     with attempt.holds.watch() as holds:
-        admission, turns = _read_state(conn, ask)
+        admission, turns = _read_state(ask, state)
+        _tidy_starts(conn, ask)
         if ask.ids is not None:
             chosen = _by_ids(conn, ask, admission)
         elif turns is not None:
-            chosen = _fair(conn, ask, admission, turns)
+            chosen = _fair(conn, ask, admission, turns, state.first)
         else:
             chosen = _in_order(conn, ask, admission)
         _record_starts(conn, ask, admission, chosen)
@@ -252,27 +347,32 @@ def choose(conn: Conn, ask: Ask) -> Choice:
 
 
 @dataclass
+class State:
+    """What `send_state` sent for `ask`: one cursor per read, None when not needed."""
+
+    ask: Ask
+    running: psycopg.Cursor[Any] | None
+    started: psycopg.Cursor[Any] | None
+    tenants: psycopg.Cursor[Any] | None
+    clock: psycopg.Cursor[Any] | None
+    first: psycopg.Cursor[Any] | None  # _send_first's
+
+
+@dataclass
 class _Turns:
     tenants: list[str]
     passes: dict[str, float]
     clock: float
 
 
-def _read_state(conn: Conn, ask: Ask) -> tuple[Admission, _Turns | None]:
-    """Running counts, starts in each window and the fair state: sent together, so
-    in the claim's pipeline they share one round trip (the lock and the reap take
-    one before it: the claim reads its clock once it holds the lock)."""
-    policy = ask.policy
-    running = _send_running(conn, ask)
-    started = _send_started(conn, ask)
-    fair = policy.fair and ask.ids is None
-    tenants = conn.execute(_tenants_sql(ask), _tenants_params(ask)) if fair else None
-    clock = conn.execute(CLOCK_SQL) if fair else None
-    admission = Admission(policy, _running_counts(ask, running), _started_counts(ask, started))
-    if tenants is None or clock is None:
+def _read_state(ask: Ask, state: State) -> tuple[Admission, _Turns | None]:
+    """The reads `send_state` sent, as the rules take them."""
+    running = _running_counts(ask, state.running)
+    admission = Admission(ask.policy, running, _started_counts(ask, state.started))
+    if state.tenants is None or state.clock is None:
         return admission, None
-    rows = tenants.fetchall()
-    clock_row = clock.fetchone()
+    rows = state.tenants.fetchall()
+    clock_row = state.clock.fetchone()
     turns = _Turns(
         [ask.dec(t) for t, _ in rows],
         {ask.dec(t): float(p) for t, p in rows if p is not None},
@@ -298,18 +398,35 @@ def _running_counts(ask: Ask, cur: psycopg.Cursor[Any] | None) -> dict[str, int]
     return {f"{scope}:{ask.dec(name)}": int(n) for scope, name, n in cur.fetchall()}
 
 
-def _send_started(conn: Conn, ask: Ask) -> psycopg.Cursor[Any] | None:
+def _window_params(ask: Ask) -> dict[str, Any] | None:
     rated = ask.policy.rate_limits()
     if not rated:
         return None
-    params = {
+    return {
         "keys": [ask.enc(lim.key) for lim in rated],
         "since": [ask.now - timedelta(seconds=lim.rate.window) for lim in rated if lim.rate],
     }
+
+
+def _send_started(conn: Conn, ask: Ask) -> psycopg.Cursor[Any] | None:
+    # Counted before the prune and the restamp (_tidy_starts) that the old order ran
+    # first, to the same sums: the prune drops only starts at or before a window's
+    # start, which are not counted, and the restamp moves starts from ahead of now to
+    # now, counted either way (no upper bound). So the count needs no lock, and the
+    # writes wait for it.
+    params = _window_params(ask)
+    return None if params is None else conn.execute(STARTED_SQL, params)
+
+
+def _tidy_starts(conn: Conn, ask: Ask) -> None:
+    """Drop the starts out of every window, and bring those dated from before a step
+    back of the clock to now. Writes: only once the lock is held."""
+    params = _window_params(ask)
+    if params is None:
+        return
     conn.execute(PRUNE_STARTS_SQL, params)
     ahead = ask.now + timedelta(seconds=STEP_BACK)
     conn.execute(RESTAMP_STARTS_SQL, {**params, "now": ask.now, "ahead": ahead})
-    return conn.execute(STARTED_SQL, params)
 
 
 def _started_counts(ask: Ask, cur: psycopg.Cursor[Any] | None) -> dict[str, int]:
@@ -471,11 +588,33 @@ def _quotas(turns: _Turns, policy: ClaimPolicy, limit: int) -> dict[str, int]:
     return dict(quotas)
 
 
-def _fair(conn: Conn, ask: Ask, admission: Admission, turns: _Turns) -> list[Candidate]:
+def _first(ask: Ask, cur: psycopg.Cursor[Any]) -> tuple[dict[str, int], dict[str, list[Candidate]]]:
+    """What _send_first read: each tenant's quota, and the jobs read for it."""
+    quotas: dict[str, int] = {}
+    found: dict[str, list[Candidate]] = {}
+    for tenant, n, job, queue, type_ in cur.fetchall():
+        quotas[ask.dec(tenant)] = int(n)
+        if job is not None:
+            (candidate,) = _candidates([(job, tenant, queue, type_)], ask)
+            found.setdefault(candidate.tenant, []).append(candidate)
+    return quotas, found
+
+
+def _fair(
+    conn: Conn,
+    ask: Ask,
+    admission: Admission,
+    turns: _Turns,
+    sent: psycopg.Cursor[Any] | None = None,
+) -> list[Candidate]:
     """Stride turns by tenant (limits.fair_pick). The jobs of every tenant expected
-    to take a turn are read in one statement; anything more, page by page."""
-    quotas = _quotas(turns, ask.policy, ask.limit)
-    first = _tenant_streams(conn, ask, admission, quotas, []) if quotas else {}
+    to take a turn are read in one statement (`sent` with the state, when no limit is
+    full yet); anything more, page by page."""
+    if sent is not None and not admission.full_keys():
+        quotas, first = _first(ask, sent)
+    else:
+        quotas = _quotas(turns, ask.policy, ask.limit)
+        first = _tenant_streams(conn, ask, admission, quotas, []) if quotas else {}
 
     def more(tenant: str) -> Callable[[list[str]], list[Candidate]]:
         def page(seen: list[str]) -> list[Candidate]:
