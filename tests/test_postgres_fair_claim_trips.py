@@ -27,7 +27,7 @@ from chalicelib.storage.postgres import (
     parse_url,
     pipelined_transaction,
 )
-from chalicelib.storage.postgres_limits import LOCK_SPACE
+from chalicelib.storage.postgres_limits import LOCK_SPACE, locked, try_lock
 from tests.pg_support import admin_connect, fresh_schema, wait_until_blocked_by
 
 pytestmark = pytest.mark.postgres
@@ -95,5 +95,21 @@ def test_a_pipelined_transaction_that_fails_leaves_nothing(url: str) -> None:
             conn.execute("INSERT INTO fair_passes (tenant, pass) VALUES ('c', 1)")
         rows = conn.execute("SELECT tenant FROM fair_passes ORDER BY tenant").fetchall()
         assert rows == [("c",)]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("sync_off", [True, False])
+def test_the_try_lock_turns_the_commits_wait_off_for_its_transaction_only(
+    url: str, sync_off: bool
+) -> None:
+    conn = connect(parse_url(url))
+    try:
+        with pipelined_transaction(conn):
+            taken = try_lock(conn, parse_url(url).schema, sync_off=sync_off)
+            assert locked(taken)
+            row = conn.execute("SHOW synchronous_commit").fetchone()
+            assert row == (("off",) if sync_off else ("on",))
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
     finally:
         conn.close()

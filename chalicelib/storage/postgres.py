@@ -435,6 +435,35 @@ _REAP_REST = (
 REAP_SQL = _reap_pick("") + _REAP_REST
 GATED_REAP_SQL = _reap_pick(postgres_limits.LOCK_GATE + " AND ") + _REAP_REST
 
+
+def numbered(query: str) -> tuple[str, tuple[str, ...]]:
+    """`query` with its %(name)s placeholders as $1, $2...: the names, in that order.
+
+    For a statement longer than psycopg caches the parse of (4,096 characters; the
+    gated reap is just over): sent by a RawCursor, it is not split into its parts
+    again on every call (~60-90 us of a claim's CPU)."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    assert "%%" not in query
+    return re.sub(r"%\((\w+)\)s", number, query), tuple(names)
+
+
+_GATED_REAP = numbered(GATED_REAP_SQL)
+
+
+def gated_reap(conn: Conn, params: dict[str, Any]) -> psycopg.RawCursor[Any]:
+    """GATED_REAP_SQL with `params`, sent as numbered placeholders."""
+    query, names = _GATED_REAP
+    cur = psycopg.RawCursor(conn)
+    cur.execute(query, [params[name] for name in names])
+    return cur
+
+
 SYNC_OFF = "SET LOCAL synchronous_commit = off"
 
 
@@ -1544,14 +1573,15 @@ class PostgresStore:
             schema = self.settings.schema
             gate = postgres_limits.gate_params(schema)
             with pipelined_transaction(conn):
-                if fast_claims:  # as in claim(): a crash undoes the claim and its starts
-                    conn.execute(SYNC_OFF)
                 # One round trip when no other claim holds the lock: it is taken without
                 # waiting, then the reap (gated on the lock) and the reads are sent, none
-                # read before all are sent.
+                # read before all are sent. fast_claims as in claim() (SYNC_OFF): a crash
+                # undoes the claim and its starts.
                 now = self.clock.now()
-                taken = postgres_limits.try_lock(conn, schema)
-                reaps = [conn.execute(GATED_REAP_SQL, {**reap_params, **gate, "now": now})]
+                taken = postgres_limits.try_lock(conn, schema, sync_off=fast_claims)
+                reaps: list[psycopg.Cursor[Any] | psycopg.RawCursor[Any]] = [
+                    gated_reap(conn, {**reap_params, **gate, "now": now})
+                ]
                 state = postgres_limits.send_state(conn, dataclasses.replace(ask, now=now))
                 if not postgres_limits.locked(taken):
                     # Another claim holds it: wait, then reap and read again with the

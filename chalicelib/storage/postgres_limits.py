@@ -62,6 +62,12 @@ WAITING = "state IN ('queued', 'retrying')"
 
 LOCK_SQL = "SELECT pg_advisory_xact_lock(%s::int, hashtext(%s::text))"
 TRY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(%s::int, hashtext(%s::text))"
+# The same, in the statement that turns the commit's wait for the WAL flush off
+# (postgres.SYNC_OFF, as SET LOCAL does): one statement fewer to send and parse.
+TRY_LOCK_SYNC_OFF_SQL = (
+    "SELECT pg_try_advisory_xact_lock(%s::int, hashtext(%s::text)),"
+    " set_config('synchronous_commit', 'off', true)"
+)
 # True once this transaction holds the lock (taken here if it is free now: a
 # transaction may take it again, and keeps it to its end). A statement sent before
 # the claim knows whether `try_lock` took it does its work only under it.
@@ -128,13 +134,16 @@ TENANTS_SQL = (
     " WHERE f.tenant = c.tenant AND f.queue = c.queue AND f.run_at <= %(now)s) w"
     " LEFT JOIN fair_passes p ON p.tenant = w.tenant"
 )
-CLOCK_SQL = "SELECT clock FROM fair_clock"
-SAVE_PASSES_SQL = (
-    "INSERT INTO fair_passes (tenant, pass)"
+_CLOCK = "(SELECT COALESCE((SELECT clock FROM fair_clock), 0)::float8 AS clock)"
+# The tenants with a due job, each with its pass and the clock (no row: no turn to take).
+TURNS_SQL = f"SELECT w.tenant, w.pass, k.clock FROM ({{tenants}}) w CROSS JOIN {_CLOCK} k"
+# The passes and the clock of the last turn, in one statement.
+SAVE_TURNS_SQL = (
+    "WITH saved AS (INSERT INTO fair_passes (tenant, pass)"
     " SELECT * FROM unnest(%(tenants)s::text[], %(passes)s::float8[])"
-    " ON CONFLICT (tenant) DO UPDATE SET pass = excluded.pass"
+    " ON CONFLICT (tenant) DO UPDATE SET pass = excluded.pass)"
+    " UPDATE fair_clock SET clock = %(clock)s"
 )
-SAVE_CLOCK_SQL = "UPDATE fair_clock SET clock = %(clock)s"
 
 # Due jobs best first, in the order of the plain claim (index jobs_due): used
 # while no limit is full, so every row it reads is one the claim can start, or
@@ -210,7 +219,7 @@ TENANT_STREAMS_SQL = _streams_sql(
 _FAIR_TURNS = (
     "state AS (SELECT w.tenant, greatest(COALESCE(w.pass, k.clock), k.clock) AS s,"
     " COALESCE(x.w, 1)::float8 AS w FROM ({tenants}) w"
-    " CROSS JOIN (SELECT COALESCE((SELECT clock FROM fair_clock), 0)::float8 AS clock) k"
+    f" CROSS JOIN {_CLOCK} k"
     " LEFT JOIN unnest(%(weighted)s::text[], %(weights)s::int[]) AS x(tenant, w)"
     " ON x.tenant = w.tenant),"
     " cut AS (SELECT least((SELECT s FROM state ORDER BY s LIMIT 1 OFFSET %(n)s - 1),"
@@ -270,10 +279,12 @@ def lock(conn: Conn, schema: str | None) -> None:
     conn.execute(LOCK_SQL, (LOCK_SPACE, schema or "public")).fetchone()
 
 
-def try_lock(conn: Conn, schema: str | None) -> psycopg.Cursor[Any]:
+def try_lock(conn: Conn, schema: str | None, sync_off: bool = False) -> psycopg.Cursor[Any]:
     """`lock` if no other claim holds it, without waiting: the cursor's one row says
-    whether it was taken. Sent, not read, so the reads that follow share its round trip."""
-    return conn.execute(TRY_LOCK_SQL, (LOCK_SPACE, schema or "public"))
+    whether it was taken. Sent, not read, so the reads that follow share its round trip.
+    `sync_off`: also SET LOCAL synchronous_commit = off, in the same statement."""
+    sql = TRY_LOCK_SYNC_OFF_SQL if sync_off else TRY_LOCK_SQL
+    return conn.execute(sql, (LOCK_SPACE, schema or "public"))
 
 
 def locked(cur: psycopg.Cursor[Any]) -> bool:
@@ -297,8 +308,7 @@ def send_state(conn: Conn, ask: Ask) -> State:
         ask,
         _send_running(conn, ask),
         _send_started(conn, ask),
-        conn.execute(_tenants_sql(ask), _tenants_params(ask)) if fair else None,
-        conn.execute(CLOCK_SQL) if fair else None,
+        conn.execute(_turns_sql(ask), _tenants_params(ask)) if fair else None,
         _send_first(conn, ask) if fair else None,
     )
 
@@ -353,8 +363,7 @@ class State:
     ask: Ask
     running: psycopg.Cursor[Any] | None
     started: psycopg.Cursor[Any] | None
-    tenants: psycopg.Cursor[Any] | None
-    clock: psycopg.Cursor[Any] | None
+    turns: psycopg.Cursor[Any] | None  # TURNS_SQL's
     first: psycopg.Cursor[Any] | None  # _send_first's
 
 
@@ -369,14 +378,13 @@ def _read_state(ask: Ask, state: State) -> tuple[Admission, _Turns | None]:
     """The reads `send_state` sent, as the rules take them."""
     running = _running_counts(ask, state.running)
     admission = Admission(ask.policy, running, _started_counts(ask, state.started))
-    if state.tenants is None or state.clock is None:
+    if state.turns is None:
         return admission, None
-    rows = state.tenants.fetchall()
-    clock_row = state.clock.fetchone()
+    rows = state.turns.fetchall()
     turns = _Turns(
-        [ask.dec(t) for t, _ in rows],
-        {ask.dec(t): float(p) for t, p in rows if p is not None},
-        float(clock_row[0]) if clock_row else 0.0,
+        [ask.dec(t) for t, _, _ in rows],
+        {ask.dec(t): float(p) for t, p, _ in rows if p is not None},
+        float(rows[0][2]) if rows else 0.0,  # no tenant: no turn, the clock stays
     )
     return admission, turns
 
@@ -438,6 +446,10 @@ def _started_counts(ask: Ask, cur: psycopg.Cursor[Any] | None) -> dict[str, int]
 def _tenants_sql(ask: Ask) -> str:
     queues = " AND queue = ANY(%(queues)s::text[])" if ask.queues is not None else ""
     return TENANTS_SQL.format(queues=queues)
+
+
+def _turns_sql(ask: Ask) -> str:
+    return TURNS_SQL.replace("{tenants}", _tenants_sql(ask))
 
 
 def _tenants_params(ask: Ask) -> dict[str, Any]:
@@ -640,10 +652,13 @@ def _fair(
     )
     if pick.chosen:
         conn.execute(
-            SAVE_PASSES_SQL,
-            {"tenants": [ask.enc(t) for t in pick.passes], "passes": list(pick.passes.values())},
+            SAVE_TURNS_SQL,
+            {
+                "tenants": [ask.enc(t) for t in pick.passes],
+                "passes": list(pick.passes.values()),
+                "clock": pick.clock,
+            },
         )
-        conn.execute(SAVE_CLOCK_SQL, {"clock": pick.clock})
     return pick.chosen
 
 
