@@ -17,7 +17,8 @@ How it keeps the JobStore contract with many claimers:
   `pg_notify` inside the same statement: delivered only once it commits.
 - A claim with a limits or fairness policy first takes a per-schema advisory
   lock, then counts, chooses and claims in the same transaction
-  (postgres_limits), so workers never together exceed a limit. Claims without
+  (postgres_limits), so workers never together exceed a limit: two round trips
+  when the lock is free (pipelined_transaction). Claims without
   one never take it and read nothing more.
 - Times come from the injected Clock and are passed as parameters; SQL never
   calls now(), so tests drive time with a FakeClock. Without one the clock is

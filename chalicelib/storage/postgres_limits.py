@@ -2,11 +2,14 @@
 (migration 0006_limits.sql holds the tables; chalicelib/limits.py decides).
 
 Atomicity: the claim transaction first takes one transaction-level advisory
-lock per schema (`lock`), so the claims that carry a policy run one at a time
-across every process. Under READ COMMITTED each later statement takes a fresh
-snapshot, so a claim counts the running jobs and recorded starts that every
-earlier claim committed, and its own reap. The lock goes with the commit, after
-the claim and its starts are visible. Candidate rows are still read with
+lock per schema, so the claims that carry a policy run one at a time across
+every process. It tries it without waiting (`try_lock`) in the same round trip
+as the reap and the reads (`send_state`), which act only under it (LOCK_GATE);
+when another claim holds it, it waits (`lock`) and reaps and reads again. Under
+READ COMMITTED each later statement takes a fresh snapshot, so a claim counts
+the running jobs and recorded starts that every earlier claim committed, and
+its own reap. The lock goes with the commit, after the claim and its starts are
+visible. Candidate rows are still read with
 `FOR UPDATE SKIP LOCKED`, so claims without a policy (which never take the lock)
 cannot take the same job.
 
