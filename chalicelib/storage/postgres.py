@@ -450,8 +450,9 @@ def numbered(query: str) -> tuple[str, tuple[str, ...]]:
             names.append(match.group(1))
         return f"${names.index(match.group(1)) + 1}"
 
-    assert "%%" not in query
-    return re.sub(r"%\((\w+)\)s", number, query), tuple(names)
+    numbered = re.sub(r"%\((\w+)\)s", number, query)
+    assert "%" not in numbered, "only %(name)s placeholders, and no literal %, are numbered"
+    return numbered, tuple(names)
 
 
 _GATED_REAP = numbered(GATED_REAP_SQL)
