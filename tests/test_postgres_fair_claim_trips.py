@@ -1,6 +1,6 @@
 """A claim under a policy on Postgres sends its lock, reap and reads in one round trip
 before it knows it holds the limits' lock (postgres_limits.try_lock), and its
-transaction in one pipeline (postgres.pipelined_transaction).
+transaction in one pipeline (pg_pipeline.pipelined_transaction).
 
 What was sent before the lock was known must not act without it: a claim that then
 waits for the lock holds no job and no counter meanwhile (the reap and the first read
@@ -20,13 +20,8 @@ import pytest
 from chalicelib.clock import FakeClock
 from chalicelib.limits import ClaimPolicy, Limit
 from chalicelib.models import Job, JobState, NewJob
-from chalicelib.storage.postgres import (
-    PostgresStore,
-    connect,
-    from_url,
-    parse_url,
-    pipelined_transaction,
-)
+from chalicelib.storage.pg_pipeline import pipelined_transaction
+from chalicelib.storage.postgres import PostgresStore, connect, from_url, parse_url
 from chalicelib.storage.postgres_limits import LOCK_SPACE, locked, try_lock
 from tests.pg_support import admin_connect, fresh_schema, wait_until_blocked_by
 

@@ -18,7 +18,7 @@ How it keeps the JobStore contract with many claimers:
 - A claim with a limits or fairness policy first takes a per-schema advisory
   lock, then counts, chooses and claims in the same transaction
   (postgres_limits), so workers never together exceed a limit: two round trips
-  when the lock is free (pipelined_transaction). Claims without
+  when the lock is free (pg_pipeline.py). Claims without
   one never take it and read nothing more.
 - Times come from the injected Clock and are passed as parameters; SQL never
   calls now(), so tests drive time with a FakeClock. Without one the clock is
@@ -111,6 +111,7 @@ from chalicelib.storage.base import (
     redrive_fit,
 )
 from chalicelib.storage.pg_lease import LEASE_END
+from chalicelib.storage.pg_pipeline import pipelined_transaction
 from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.store_clock import ServerClock
 from chalicelib.store_outage import Quiet
@@ -468,31 +469,6 @@ def gated_reap(conn: Conn, params: dict[str, Any]) -> psycopg.RawCursor[Any]:
 
 SYNC_OFF = "SET LOCAL synchronous_commit = off"
 
-
-@contextmanager
-def pipelined_transaction(conn: Conn) -> Iterator[None]:
-    """A transaction whose BEGIN, statements and COMMIT go out in one pipeline, ended by
-    one Sync: the block's round trips are only the reads it waits for (a cursor read in
-    pipeline mode flushes, it does not sync), plus the commit's.
-
-    `with conn.pipeline(), conn.transaction()` pays three more on an autocommit
-    connection (psycopg syncs after BEGIN so the block starts in a transaction, syncs
-    its inner pipeline on the way out, sends COMMIT with a sync of its own, then syncs
-    the outer one). A block that raises is rolled back here: nothing it sent commits.
-    """
-    try:
-        with conn.pipeline():
-            conn.execute("BEGIN")
-            yield
-            conn.execute("COMMIT")
-    except BaseException:
-        if conn.pgconn.transaction_status in _OPEN:
-            with suppress(psycopg.Error):
-                conn.execute("ROLLBACK")
-        raise
-
-
-_OPEN = (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR)
 
 # JobStore.start: the claimed jobs whose handlers are about to run, while each
 # lease is still the caller's and live.
@@ -1520,7 +1496,7 @@ class PostgresStore:
             now = self.clock.now()
             params.update(now=now, expires=now + timedelta(seconds=lease_seconds))
             reap_params["now"] = now
-            with conn.pipeline(), conn.transaction():
+            with pipelined_transaction(conn):
                 if fast_claims:
                     conn.execute(SYNC_OFF)
                 reaped = conn.execute(REAP_SQL, reap_params)
@@ -1683,7 +1659,7 @@ class PostgresStore:
                 "tokens": [_enc(t) for _, t in leases],
                 "now": self.clock.now(),
             }
-            with conn.pipeline(), conn.transaction():
+            with pipelined_transaction(conn):  # one round trip
                 if fast:
                     conn.execute(SYNC_OFF)
                 cur = conn.execute(START_SQL, params)

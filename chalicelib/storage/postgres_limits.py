@@ -55,6 +55,7 @@ from chalicelib.limits import (
     refill,
     take,
 )
+from chalicelib.storage.pg_pipeline import pipelined_transaction
 
 Conn = psycopg.Connection[Any]
 Text = Callable[[str], str]
@@ -692,7 +693,7 @@ def take_tokens(conn: Conn, key: str, rate: float, burst: int, cost: int, now: d
     Call with a connection in autocommit mode: this opens its own transaction.
     """
     params: dict[str, Any] = {"key": key, "burst": float(burst), "now": now}
-    with conn.pipeline(), conn.transaction():
+    with pipelined_transaction(conn):
         conn.execute(BUCKET_SEED_SQL, params)
         row = conn.execute(BUCKET_READ_SQL, params).fetchone()
         assert row is not None  # seeded above, and buckets are never deleted
