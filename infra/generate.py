@@ -282,6 +282,11 @@ def _statements(role: str, arns: dict[str, Any]) -> list[dict[str, Any]]:
     return statements
 
 
+def _ref_if(condition: str, name: str) -> dict[str, Any]:
+    """`name`'s value where the stack's `condition` holds; the property left out elsewhere."""
+    return {"Fn::If": [condition, {"Ref": name}, {"Ref": "AWS::NoValue"}]}
+
+
 def _parameter_grant(sid: str, arns: dict[str, Any], name: str) -> list[dict[str, Any]]:
     """ssm:GetParameter on one SecureString parameter, and kms:Decrypt of its value
     only when SSM asks, for that parameter (the encryption context names it)."""
@@ -521,9 +526,7 @@ def _alarm(description: str, metric: dict[str, Any], statistic: str = "Sum") -> 
             "ComparisonOperator": "GreaterThanOrEqualToThreshold",
             "Threshold": 1,
             "TreatMissingData": "notBreaching",
-            "AlarmActions": [
-                {"Fn::If": ["HasAlarmTopic", {"Ref": "AlarmTopicArn"}, {"Ref": "AWS::NoValue"}]}
-            ],
+            "AlarmActions": [_ref_if("HasAlarmTopic", "AlarmTopicArn")],
         },
     }
 
@@ -781,21 +784,13 @@ def merge_template(visibility: int) -> dict[str, Any]:
         if role in KEY_ROLES:
             variables["SPOOL_API_KEYS_PARAMETER"] = {"Ref": "ApiKeysParameter"}
         if role in SMTP_ROLES:
-            variables["SPOOL_SMTP_PASSWORD_PARAMETER"] = {
-                "Fn::If": [
-                    "HasSmtpPasswordParameter",
-                    {"Ref": "SmtpPasswordParameter"},
-                    {"Ref": "AWS::NoValue"},
-                ]
-            }
+            variables["SPOOL_SMTP_PASSWORD_PARAMETER"] = _ref_if(
+                "HasSmtpPasswordParameter", "SmtpPasswordParameter"
+            )
         if role in WEBHOOK_ROLES:
-            variables["SPOOL_WEBHOOKS_PARAMETER"] = {
-                "Fn::If": [
-                    "HasWebhooksParameter",
-                    {"Ref": "WebhooksParameter"},
-                    {"Ref": "AWS::NoValue"},
-                ]
-            }
+            variables["SPOOL_WEBHOOKS_PARAMETER"] = _ref_if(
+                "HasWebhooksParameter", "WebhooksParameter"
+            )
         if role in BLOB_ROLES:
             variables["SPOOL_BLOB_BUCKET"] = {"Ref": "PayloadBucket"}
             variables["SPOOL_BLOB_PREFIX"] = BLOB_PREFIX
@@ -808,13 +803,9 @@ def merge_template(visibility: int) -> dict[str, Any]:
             }
         }
     function, event = SQS_EVENT
-    resources[function]["Properties"]["ReservedConcurrentExecutions"] = {
-        "Fn::If": [
-            "ReservesWorkerConcurrency",
-            {"Ref": "WorkerConcurrency"},
-            {"Ref": "AWS::NoValue"},
-        ]
-    }
+    resources[function]["Properties"]["ReservedConcurrentExecutions"] = _ref_if(
+        "ReservesWorkerConcurrency", "WorkerConcurrency"
+    )
     resources[function]["Properties"]["Events"] = {
         event: {
             "Properties": {
