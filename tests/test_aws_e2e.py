@@ -20,6 +20,7 @@ import pytest
 import requests
 
 from chalicelib.storage.dynamodb import DynamoConfig, create_resources, make_clients
+from tests.moto_proc import moto_server
 from tests.procs import guarded_env, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.aws, pytest.mark.timeout(240)]
@@ -31,19 +32,9 @@ STARTUP = 60.0
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """moto_server on a port it chose (-p 0) and printed: a port chosen here could be
-    taken by another process (a test on another worker) before moto bound it, and a
-    probe of that port would then have found the other server answering."""
-    process = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
-        env=guarded_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        port = started(process, r"Running on http://127\.0\.0\.1:(\d+)").group(1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as moto:
+        yield moto.endpoint
 
 
 @pytest.fixture(scope="module")

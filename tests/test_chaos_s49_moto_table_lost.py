@@ -24,7 +24,6 @@ pointing at the reason already given.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 import time
@@ -37,38 +36,16 @@ import pytest
 from chalicelib.models import JobState
 from chalicelib.storage import open_store
 from tests.factories import new_job
+from tests.moto_proc import moto_server
 from tests.procs import ROOT, guarded_env, stop
 
 pytestmark = [pytest.mark.aws, pytest.mark.timeout(120)]
 
-BIN = Path(sys.executable).parent
-
 
 @pytest.fixture
 def moto_port(tmp_path: Path) -> Iterator[int]:
-    """moto_server on a free 127.0.0.1 port; its output goes to a file (a pipe nobody
-    reads would fill and stall it)."""
-    out = (tmp_path / "moto.log").open("w")
-    process = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
-        env=guarded_env(), stdout=out, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        port = None
-        for _ in range(300):
-            found = re.search(
-                r"Running on http://127\.0\.0\.1:(\d+)", (tmp_path / "moto.log").read_text()
-            )
-            if found:
-                port = int(found.group(1))
-                break
-            assert process.poll() is None, (tmp_path / "moto.log").read_text()
-            time.sleep(0.1)
-        assert port is not None, "moto_server did not say it runs"
-        yield port
-    finally:
-        stop(process)
-        out.close()
+    with moto_server(tmp_path / "moto.log") as moto:
+        yield moto.port
 
 
 def _until(check: object, what: str, timeout: float = 30) -> None:

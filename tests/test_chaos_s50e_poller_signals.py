@@ -12,7 +12,6 @@ Real processes: moto_server on loopback, the poller, a job of the demo `sleep` t
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import pytest
 from chalicelib.models import Job
 from chalicelib.runtime import Runtime
 from tests.apikit import installed, settings_for
+from tests.moto_proc import MotoServer, moto_server
 from tests.procs import ROOT, guarded_env, stop
 from tests.sqs_chaos_kit import enqueue
 
@@ -35,33 +35,18 @@ pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals"),
 ]
 
-BIN = Path(sys.executable).parent
 JOB_SECONDS = 4
 
 
 @pytest.fixture
-def moto_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
-    process = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
-        env=guarded_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
-            if found:
-                break
-        else:
-            pytest.fail("moto_server exited before it ran")
-        yield process, f"http://127.0.0.1:{found.group(1)}"
-    finally:
-        process.send_signal(signal.SIGCONT)
-        stop(process)
+def moto(tmp_path: Path) -> Iterator[MotoServer]:
+    with moto_server(tmp_path / "moto.log") as server:  # SIGCONT before its stop
+        yield server
 
 
 @pytest.fixture
-def moto_endpoint(moto_process: tuple[subprocess.Popen[str], str]) -> str:
-    return moto_process[1]
+def moto_endpoint(moto: MotoServer) -> str:
+    return moto.endpoint
 
 
 @pytest.fixture
@@ -139,7 +124,7 @@ def test_a_second_ctrl_c_stops_at_once_and_the_first_says_so(
 
 
 def test_a_stop_is_not_held_up_by_a_queue_that_stopped_answering(
-    store: tuple[str, Runtime], moto_process: tuple[subprocess.Popen[str], str], tmp_path: Path
+    store: tuple[str, Runtime], moto: MotoServer, tmp_path: Path
 ) -> None:
     """SQS hung (moto_server stopped with SIGSTOP) while the poller waits on a receive,
     no batch in hand: SIGTERM took 119 s, boto's 20 s read timeout tried five times,
@@ -147,14 +132,14 @@ def test_a_stop_is_not_held_up_by_a_queue_that_stopped_answering(
     url, _ = store
     proc = start_poller(url, tmp_path)
     try:
-        moto_process[0].send_signal(signal.SIGSTOP)
+        moto.process.send_signal(signal.SIGSTOP)
         time.sleep(2)  # a receive is under way (each lasts --wait, 1 s): no event tells
         proc.send_signal(signal.SIGTERM)
         started = time.monotonic()
         code = proc.wait(90)
         took = time.monotonic() - started
     finally:
-        moto_process[0].send_signal(signal.SIGCONT)
+        moto.process.send_signal(signal.SIGCONT)
         stop(proc)
     assert code == 0
     assert took < 30

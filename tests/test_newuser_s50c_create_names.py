@@ -16,17 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT, guarded_env, stop
-from tests.test_moto_restart import start_moto
+from tests.moto_proc import moto_server
+from tests.procs import ROOT, guarded_env
 
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    moto, port = start_moto()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(moto)
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as moto:
+        yield moto.endpoint
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.procs import ROOT, guarded_env, stop
-from tests.test_moto_restart import start_moto
+from tests.moto_proc import moto_server
+from tests.procs import ROOT, guarded_env
 
 
 def test_the_poller_names_the_job_types_it_loaded(tmp_path: Path) -> None:
@@ -25,9 +25,8 @@ def test_the_poller_names_the_job_types_it_loaded(tmp_path: Path) -> None:
         "def send_report(payload: dict) -> dict:\n"
         "    return {}\n"
     )
-    moto, port = start_moto()
-    try:
-        url = f"dynamodb://jobs?queue=jobs&bucket=jobs-bucket&endpoint=http://127.0.0.1:{port}&create=1"
+    with moto_server(tmp_path / "moto.log") as moto:
+        url = f"dynamodb://jobs?queue=jobs&bucket=jobs-bucket&endpoint={moto.endpoint}&create=1"
         env = guarded_env(
             PYTHONPATH=f"{tmp_path}:{ROOT}",
             SPOOL_STORE_URL=url,
@@ -38,8 +37,6 @@ def test_the_poller_names_the_job_types_it_loaded(tmp_path: Path) -> None:
             [sys.executable, "-m", "local.sqs_poller", "--max-seconds", "1", "--no-schedule"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
         )  # fmt: skip
-    finally:
-        stop(moto)
     assert done.returncode == 0, done.stderr
     assert "  types      4 loaded: http_request, resize_image, send_email, send_report\n" in (
         done.stdout

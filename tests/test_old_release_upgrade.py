@@ -306,20 +306,12 @@ def test_redis_an_old_worker_beside_a_new_one(old_tree: Path, redis_url: str) ->
 
 
 @pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto_server on a port it chose: the old release's process and this one share it."""
-    from tests.procs import guarded_env, stop
-    from tests.test_aws_e2e import started
+    from tests.moto_proc import moto_server
 
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
-        env=guarded_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        port = started(process, r"Running on http://127\.0\.0\.1:(\d+)").group(1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop(process)
+    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as moto:
+        yield moto.endpoint
 
 
 def dynamo_url(endpoint: str) -> str:

@@ -9,10 +9,8 @@ the process exited (it printed "finishing running requests and jobs", then
 
 from __future__ import annotations
 
-import re
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -22,11 +20,11 @@ import httpx
 import pytest
 
 from chalicelib.storage.dynamodb import DynamoConfig, create_resources, make_clients
+from tests.moto_proc import moto_server
 from tests.procs import ROOT, guarded_env, spool_serve, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.aws, pytest.mark.timeout(240)]
 
-BIN = Path(sys.executable).parent
 KEY = "k-sqs-stop-0123456789"
 # Longer than the 30 s the poller used to be given at a stop.
 JOB_SECONDS = 35
@@ -50,24 +48,9 @@ HANDLERS = textwrap.dedent(
 
 
 @pytest.fixture
-def moto_endpoint() -> Iterator[str]:
-    process = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", "0"],
-        env=guarded_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 60
-        for line in process.stdout:
-            found = re.search(r"Running on http://127\.0\.0\.1:(\d+)", line)
-            if found:
-                break
-            assert time.monotonic() < deadline, "moto_server did not start"
-        else:
-            pytest.fail("moto_server exited before it ran")
-        yield f"http://127.0.0.1:{found.group(1)}"
-    finally:
-        stop(process)
+def moto_endpoint(tmp_path: Path) -> Iterator[str]:
+    with moto_server(tmp_path / "moto.log") as moto:
+        yield moto.endpoint
 
 
 def test_sigterm_lets_a_long_sqs_job_finish(tmp_path: Path, moto_endpoint: str) -> None:
