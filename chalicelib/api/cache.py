@@ -4,9 +4,12 @@ has made untrue for more than about a second.
 
 What is cached: finished jobs only (succeeded, dead, cancelled). Nothing reads
 a queued, running or retrying job's status twice with the same answer, so
-caching those would only serve stale states. A finished job's answer changes
-in exactly two ways: a redrive (dead -> queued) or a purge (deleted); cancel
-and finish start from waiting and running states. DynamoDB's TTL also deletes
+caching those would only serve stale states. Spool changes a finished job's
+answer in exactly two ways: a redrive (dead -> queued) or a purge (deleted); cancel
+and finish start from waiting and running states. On the SQL stores SQL by hand may
+change or delete one too: their update and delete triggers bump the epoch for every
+writer (Postgres migrations 0013 and 0014, SQLite's jobs_deleted_epoch and
+jobs_finished_changed_epoch). DynamoDB's TTL also deletes
 finished jobs, on its own schedule (up to days after `expires_at`), so there a
 cached answer may outlive the item by up to the TTL, as a read may anyway.
 A store emptied under the process (a Redis restarted without persistence,

@@ -548,6 +548,7 @@ CANCEL_SQL = (
 # overlapping dead jobs could each hold a row the other waits for (deadlock detected:
 # 503 after deadlock_timeout). Waiting on a locked row re-checks state = 'dead', so a
 # job a racing redrive (or discard) moved is skipped.
+REDRIVE_CHUNK = 1000  # ids per statement
 REDRIVE_SQL = (
     "WITH locked AS MATERIALIZED ("
     " SELECT id FROM jobs WHERE id = ANY(%(ids)s::text[]) AND state = 'dead'"
@@ -566,15 +567,17 @@ REDRIVE_SQL = (
 )
 
 # JobStore.cache_epoch(tenant), migration 0007: a row per tenant, made by its first
-# bump. Redrive bumps last in its transaction; a delete's trigger (migration 0013)
-# bumps at the end of the deleting statement, after its rows are locked, for purge,
-# discard and a DELETE by hand alike. So all lock jobs before epoch rows, and epoch
-# rows in tenant order: no deadlock. GROUP BY: one statement may not update a row twice.
-BUMP_EPOCHS_SQL = (
-    "INSERT INTO tenant_epochs (tenant, n)"
-    " SELECT tenant, 1 FROM unnest(%(tenants)s::text[]) AS t (tenant)"
-    ' GROUP BY tenant ORDER BY tenant COLLATE "C"'
-    " ON CONFLICT (tenant) DO UPDATE SET n = tenant_epochs.n + 1"
+# bump. The update and delete triggers (migrations 0014, 0013) bump it at the end of
+# each statement that changed a finished job or deleted one, after its rows are locked,
+# for redrive, purge, discard and SQL by hand alike, taking the epoch rows in tenant
+# order. So all lock jobs before epoch rows, and epoch rows in tenant order: no
+# deadlock. A redrive of more ids than one statement takes locks them all first
+# (REDRIVE_LOCK_SQL): its first statement's bump must not hold an epoch row while a
+# later one waits for a job a purge holds, whose own bump waits for that epoch row.
+REDRIVE_LOCK_SQL = (
+    "SELECT id FROM jobs WHERE id = ANY(%(ids)s::text[]) AND state = 'dead'"
+    " AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)"
+    ' ORDER BY id COLLATE "C" FOR UPDATE'
 )
 
 
@@ -1798,22 +1801,25 @@ class PostgresStore:
                     waiting = self._waiting_in(conn, cap.tenant)
                     fit = redrive_fit(cap, waiting, [i for i in wanted if i in dead])
                 ordered = sorted(fit)  # chunks lock in one global order too
-                for start in range(0, len(ordered), 1000):
+                chunks = range(0, len(ordered), REDRIVE_CHUNK)
+                if len(chunks) > 1:  # every row before the first bump (REDRIVE_LOCK_SQL)
+                    for start in chunks:
+                        chunk = ordered[start : start + REDRIVE_CHUNK]
+                        conn.execute(REDRIVE_LOCK_SQL, {"ids": chunk, "tenant": _enc_opt(tenant)})
+                for start in chunks:
                     rows.extend(
                         conn.execute(
                             REDRIVE_SQL,
                             {
                                 "now": now,
-                                "ids": ordered[start : start + 1000],
+                                "ids": ordered[start : start + REDRIVE_CHUNK],
                                 "tenant": _enc_opt(tenant),
                                 "channel": self.settings.channel,
                                 **_redrive_most(attempts),
                             },
                         ).fetchall()
                     )
-                if rows:  # r[1]: the tenant, as stored
-                    conn.execute(BUMP_EPOCHS_SQL, {"tenants": sorted({r[1] for r in rows})})
-            return rows
+            return rows  # the update trigger moved the epochs (migration 0014)
 
         moved = {r[0]: row_to_job(r) for r in self._run(write)}
         return [moved[i] for i in wanted if i in moved]
