@@ -501,6 +501,9 @@ CLAIM_SQL = (
     " ORDER BY priority DESC, run_at, created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
     + _CLAIM_PICKED
 )
+# The jobs a claim took, found by its lease token after its reply was lost
+# (PostgresStore._claimed_before): the running rows, by the jobs_leases index.
+CLAIMED_BY_SQL = f"SELECT {COLUMNS} FROM jobs WHERE state = 'running' AND lease_token = %s"
 # A claim under a policy: postgres_limits.choose picked (and locked) the rows.
 CLAIM_CHOSEN_SQL = postgres_limits.claim_chosen_sql(_CLAIM_PICKED)
 # The backlog lock's space (postgres_limits.LOCK_SPACE + 1; migrations use 0x5B001).
@@ -858,6 +861,13 @@ _ROLLED_BACK = (
 # The server cancelled the statement: its statement_timeout, an operator's lock_timeout
 # on the role or database, or pg_cancel_backend. The connection itself is fine.
 _CANCELLED = (pg_errors.QueryCanceled, pg_errors.LockNotAvailable)
+# Failures of a write that certainly did not apply (never sent, or rolled back).
+_NOT_APPLIED = (
+    PoolTimeout,
+    *_ROLLED_BACK,
+    pg_errors.IdleInTransactionSessionTimeout,
+    pg_errors.ReadOnlySqlTransaction,
+)
 
 
 def _check_connection(conn: Conn) -> None:
@@ -1511,7 +1521,10 @@ class PostgresStore:
         if policy is not None and policy.active and not nothing:
             rows = self._claim_within(policy, limit, queues, ids, params, reap_params, buried)
         else:
-            rows = self._run(claim)
+            try:
+                rows = self._run(claim)
+            except StoreUnavailable as lost:
+                rows = self._claimed_before(lost, params["token"])
         for job_id, tenant, type_, queue, attempts, max_attempts in buried:
             log_buried_by_reap(
                 _dec_str(job_id), _dec_str(tenant), _dec_str(type_), _dec_str(queue),
@@ -1520,6 +1533,41 @@ class PostgresStore:
         jobs = [row_to_job(r) for r in rows]
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
         return jobs
+
+    def _claimed_before(self, lost: StoreUnavailable, lease_token: str) -> list[Any]:
+        """The rows a claim whose reply was lost took, or `lost` raised again.
+
+        The connection failed (or was cut) after the claim was sent: it may have
+        committed, leaving its jobs `running` with an attempt spent under a lease no
+        one holds, until the reap moved them on without their having run (a job at its
+        last attempt went dead). The token is this claim's alone, made before it was
+        sent, so the jobs holding it are exactly what it took: one read (retried once,
+        as reads are) answers them. None hold it when it did not commit; a claim that
+        was never sent (no connection) or that the server rolled back is not asked
+        about."""
+        cause = lost.__cause__
+        # (A refused connection is raised from its reason while the PoolTimeout is
+        # handled: never sent either.)
+        if (
+            not isinstance(cause, _UNAVAILABLE)
+            or isinstance(cause, _NOT_APPLIED)
+            or isinstance(lost.__context__, PoolTimeout)
+        ):
+            raise lost
+        try:
+            rows = self._run(
+                lambda conn: conn.execute(CLAIMED_BY_SQL, (lease_token,)).fetchall(), read=True
+            )
+        except StoreUnavailable:
+            raise lost from cause
+        if not rows:
+            raise lost
+        log.warning(
+            "a claim's reply was lost after it committed: answering the %d job(s) holding "
+            "its lease",
+            len(rows),
+        )
+        return rows
 
     def _claim_within(
         self,
@@ -1583,7 +1631,12 @@ class PostgresStore:
             reaped = [row for reap in reaps for row in reap.fetchall()]
             return reaped, [] if cur is None else cur.fetchall(), choice.holds
 
-        reaped, rows, holds = self._run(claim)
+        try:
+            reaped, rows, holds = self._run(claim)
+        except StoreUnavailable as lost:
+            # The jobs are recovered exactly (the recorded starts committed with them);
+            # the holds, what it passed over, only this process kept, and are lost.
+            reaped, rows, holds = [], self._claimed_before(lost, params["token"]), []
         buried.extend(reaped)
         for hold in holds:
             policy.holds.record(hold)
