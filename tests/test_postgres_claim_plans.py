@@ -20,6 +20,7 @@ import pytest
 
 from chalicelib.clock import FakeClock
 from chalicelib.models import NewJob
+from chalicelib.storage import postgres
 from chalicelib.storage.postgres import PostgresStore, from_url
 from tests.pg_support import fresh_schema
 
@@ -77,3 +78,24 @@ def test_a_plain_claim_refreshes_stale_planner_statistics(store: PostgresStore) 
     assert _reltuples(store) < BACKLOG / 2  # nothing has analyzed the burst yet
     assert len(store.claim(5, 30, started=False)) == 5
     assert _reltuples(store) >= BACKLOG / 2
+
+
+def test_a_plain_claim_walks_the_due_index_and_updates_by_primary_key(
+    store: PostgresStore,
+) -> None:
+    _backlog(store)
+    store.claim(5, 30)  # analyzes the burst (above)
+    now = store.clock.now()
+    params = {
+        "now": now,
+        "unstarted": True,
+        "limit": 55,
+        "token": "t",
+        "expires": now + timedelta(seconds=30),
+        "late": 0,
+        "worker": "w",
+    }
+    plan = _plan(store, postgres.CLAIM_SQL.format(filters=""), params)
+    assert "Index Scan using jobs_due" in plan
+    assert "Seq Scan" not in plan and "Sort" not in plan, plan
+    assert "Index Scan using jobs_pkey on jobs j" in plan, plan
