@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from chalicelib.clock import FakeClock
-from chalicelib.models import NewJob
+from chalicelib.models import Job, NewJob
 from chalicelib.storage import postgres
 from chalicelib.storage.postgres import PostgresStore, from_url
 from tests.pg_support import fresh_schema
@@ -99,3 +99,40 @@ def test_a_plain_claim_walks_the_due_index_and_updates_by_primary_key(
     assert "Index Scan using jobs_due" in plan
     assert "Seq Scan" not in plan and "Sort" not in plan, plan
     assert "Index Scan using jobs_pkey on jobs j" in plan, plan
+
+
+def test_a_start_mark_finds_its_jobs_by_primary_key_beside_many_running(
+    store: PostgresStore,
+) -> None:
+    """Statistics taken before the claims (the claim's own analyze of the burst) say
+    almost nothing runs; the marks must not scan the running jobs for their ids."""
+    _backlog(store)
+    running: list[Job] = []
+    while len(running) < 2000:
+        running += store.claim(100, 300, started=False)
+    leases = running[1000:1005]
+    params = {
+        "ids": [j.id for j in leases],
+        "tokens": [j.lease_token for j in leases],
+        "now": store.clock.now(),
+    }
+    plan = _plan(store, postgres.START_SQL, params)
+    assert "jobs_leases" not in plan, plan
+    assert "Index Scan using jobs_pkey on jobs j" in plan, plan
+    assert store.start([(j.id, j.lease_token or "") for j in leases]) == [True] * 5
+
+
+def test_a_start_mark_refuses_a_job_moved_out_of_running_by_hand(store: PostgresStore) -> None:
+    """The mark reads `running` from the row it wrote, not from its WHERE (START_SQL):
+    a job another writer moved on without clearing its lease is still refused."""
+    _backlog(store, 3)
+    a, b, c = store.claim(3, 300, started=False)
+
+    def by_hand(conn: Any) -> None:
+        conn.execute("UPDATE jobs SET state = 'cancelled' WHERE id = %s", (b.id,))
+
+    store._run(by_hand)
+    marks = [(j.id, j.lease_token or "") for j in (a, b, c)]
+    assert store.start(marks) == [True, False, True]
+    after = store.get(b.id)
+    assert after is not None and after.state.value == "cancelled"
