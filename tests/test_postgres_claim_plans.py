@@ -116,10 +116,34 @@ def test_a_start_mark_finds_its_jobs_by_primary_key_beside_many_running(
         "tokens": [j.lease_token for j in leases],
         "now": store.clock.now(),
     }
-    plan = _plan(store, postgres.START_SQL, params)
-    assert "jobs_leases" not in plan, plan
-    assert "Index Scan using jobs_pkey on jobs j" in plan, plan
+    for sql in (postgres.START_FAST_SQL, postgres.START_SQL):  # durability normal, full
+        plan = _plan(store, sql, params)
+        assert "jobs_leases" not in plan, plan
+        assert "Index Scan using jobs_pkey on jobs j" in plan, plan
     assert store.start([(j.id, j.lease_token or "") for j in leases]) == [True] * 5
+
+
+def test_a_start_mark_commits_without_waiting_for_the_flush(store: PostgresStore) -> None:
+    """As durable as a claim (SYNC_OFF): the one statement turns the wait off for its
+    own transaction, and for that transaction only."""
+    _backlog(store, 2)
+    (job,) = store.claim(1, 300, started=False)
+    params = {"ids": [job.id], "tokens": [job.lease_token], "now": store.clock.now()}
+
+    def mark(conn: Any) -> tuple[Any, ...]:
+        before = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        conn.execute("BEGIN")
+        try:
+            rows = conn.execute(postgres.START_FAST_SQL, params).fetchall()
+            inside = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        finally:
+            conn.execute("ROLLBACK")
+        after = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        return rows, inside, after == before
+
+    rows, inside, unchanged = store._run(mark)
+    assert rows == [(job.id, "running")]
+    assert inside == "off" and unchanged
 
 
 def test_a_start_mark_refuses_a_job_moved_out_of_running_by_hand(store: PostgresStore) -> None:

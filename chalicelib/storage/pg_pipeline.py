@@ -1,13 +1,15 @@
 """A Postgres transaction sent as one pipeline, for the store's short write steps.
 
-A claim, a group of start marks or a token take is a few statements in one
-transaction, on an autocommit connection. psycopg's own `with conn.pipeline(),
+A claim or a token take is a few statements in one transaction, on an autocommit
+connection. psycopg's own `with conn.pipeline(),
 conn.transaction()` syncs after BEGIN (so the block starts inside a transaction),
 on the inner pipeline's exit, with its COMMIT and on the outer exit: four round trips
 for a block that reads nothing. Sent here as BEGIN, the block's statements and
 COMMIT in one pipeline with a single Sync, the block's round trips are only the reads
 it waits for, plus the commit's (stop 53: a claim under a policy 7 -> 2, the plain
-claim and the start marks 4 -> 1).
+claim and the start marks 4 -> 1). The start marks have since become one statement
+of their own (postgres.START_FAST_SQL, stop 54): a pipeline still costs psycopg's
+work to queue each of its statements.
 """
 
 from __future__ import annotations

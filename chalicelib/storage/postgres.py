@@ -481,10 +481,20 @@ SYNC_OFF = "SET LOCAL synchronous_commit = off"
 # unstarted is NULL there, whoever moved it (migration 0012's trigger).
 START_SQL = (
     "UPDATE jobs j SET unstarted = NULL"
-    " FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS s(id, token)"
+    " FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS s(id, token){sync_off}"
     " WHERE j.id = s.id AND j.lease_token = s.token"
     " AND j.lease_expires_at > %(now)s RETURNING j.id, j.state"
 )
+# The marks as one statement, its own transaction on the autocommit connection, whose
+# commit waits for no WAL flush (as SYNC_OFF: set_config(..., true) lasts to the
+# transaction's end; a mark that wrote a row read it, joined to every row written). One
+# statement to send instead of BEGIN, SET LOCAL, the UPDATE and COMMIT: the marks are
+# the drain's critical path, and psycopg's work to queue four statements was ~0.4 ms of
+# a ~1.3 ms write in a no-op drain (stop 54).
+START_FAST_SQL = START_SQL.format(
+    sync_off=", (SELECT set_config('synchronous_commit', 'off', true)) AS sync_off"
+)
+START_SQL = START_SQL.format(sync_off="")
 
 # Renews leases, each by (id, token), while live: extend_lease's rule for many at once.
 EXTEND_SQL = (
@@ -1737,10 +1747,7 @@ class PostgresStore:
                 "tokens": [_enc(t) for _, t in leases],
                 "now": self.clock.now(),
             }
-            with pipelined_transaction(conn):  # one round trip
-                if fast:
-                    conn.execute(SYNC_OFF)
-                cur = conn.execute(START_SQL, params)
+            cur = conn.execute(START_FAST_SQL if fast else START_SQL, params)  # one round trip
             return {_dec_str(r[0]) for r in cur.fetchall() if r[1] == "running"}
 
         marked = self._run(mark)
