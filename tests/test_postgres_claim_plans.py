@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from chalicelib.clock import FakeClock
-from chalicelib.models import Job, NewJob
+from chalicelib.models import Completion, Job, JobState, NewJob
 from chalicelib.storage import postgres
 from chalicelib.storage.postgres import PostgresStore, from_url
 from tests.pg_support import fresh_schema
@@ -160,3 +160,59 @@ def test_a_start_mark_refuses_a_job_moved_out_of_running_by_hand(store: Postgres
     assert store.start(marks) == [True, False, True]
     after = store.get(b.id)
     assert after is not None and after.state.value == "cancelled"
+
+
+def _running(store: PostgresStore, n: int = 2000) -> list[Job]:
+    _backlog(store)
+    running: list[Job] = []
+    while len(running) < n:
+        running += store.claim(100, 300, started=False)
+    return running
+
+
+def test_a_finish_and_a_lease_extension_find_their_jobs_by_primary_key(
+    store: PostgresStore,
+) -> None:
+    """Their `running` guard stays in the WHERE (a finish moves the job, an extension
+    writes its lease), as a join clause the partial index's predicate does not follow
+    from: with the statistics as above, both scanned every running job."""
+    leases = _running(store)[1000:1020]
+    now = store.clock.now()
+    ids, tokens = [j.id for j in leases], [j.lease_token for j in leases]
+    extend = {"ids": ids, "tokens": tokens, "now": now, "late": 0}
+    extend["expires"] = now + timedelta(seconds=300)
+    finish = {
+        "now": now,
+        "ids": ids,
+        "tokens": tokens,
+        "states": ["succeeded"] * 20,
+        "results": [None] * 20,
+        "errors": [None] * 20,
+        "retry_ats": [None] * 20,
+        "attempts": [None] * 20,
+        "keep": 25,
+        "hooks_kept": 25,
+        "shard": 0,
+    }
+    for sql, params in ((postgres.EXTEND_SQL, extend), (postgres.FINISH_SQL, finish)):
+        plan = _plan(store, sql, params)
+        assert "jobs_leases" not in plan, plan
+        assert "Index Scan using jobs_pkey on jobs j" in plan, plan
+
+
+def test_a_finish_and_an_extension_refuse_a_job_moved_out_of_running_by_hand(
+    store: PostgresStore,
+) -> None:
+    _backlog(store, 2)
+    a, b = store.claim(2, 300)
+
+    def by_hand(conn: Any) -> None:
+        conn.execute("UPDATE jobs SET state = 'cancelled' WHERE id = %s", (b.id,))
+
+    store._run(by_hand)
+    leases = [(j.id, j.lease_token or "") for j in (a, b)]
+    assert store.extend_leases(leases, 300) == [True, False]
+    done = [Completion(j.id, j.lease_token or "", JobState.SUCCEEDED) for j in (a, b)]
+    assert store.finish(done) == [True, False]
+    after = store.get(b.id)
+    assert after is not None and after.state is JobState.CANCELLED

@@ -496,11 +496,21 @@ START_FAST_SQL = START_SQL.format(
 )
 START_SQL = START_SQL.format(sync_off="")
 
+# The finish and the lease extension keep their `running` guard in the WHERE (one moves
+# the job, the other writes its lease), but as `j.state = <list>.was`, a column of the
+# MATERIALIZED list they join: a join clause, which the partial index jobs_leases'
+# predicate (state = 'running') does not follow from, so only the primary key finds
+# their rows. Written `j.state = 'running'`, with statistics from before the jobs were
+# claimed, the planner took jobs_leases for one row and read every running job: an
+# extension of 20 beside 5,000 running 2.95 ms against 0.47 (stop 54, as START_SQL).
+_RUNNING_COLUMN = "'running'::text AS was"
+
 # Renews leases, each by (id, token), while live: extend_lease's rule for many at once.
 EXTEND_SQL = (
-    f"UPDATE jobs j SET lease_expires_at = {LEASE_END}, updated_at = %(now)s"
-    " FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS s(id, token)"
-    " WHERE j.id = s.id AND j.lease_token = s.token AND j.state = 'running'"
+    f"WITH s AS MATERIALIZED (SELECT *, {_RUNNING_COLUMN}"
+    " FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS s(id, token))"
+    f" UPDATE jobs j SET lease_expires_at = {LEASE_END}, updated_at = %(now)s"
+    " FROM s WHERE j.id = s.id AND j.lease_token = s.token AND j.state = s.was"
     " AND j.lease_expires_at > %(now)s RETURNING j.id"
 )
 
@@ -531,8 +541,8 @@ BACKLOG_LOCK_SPACE = 0x5B003
 LOCK_SQL = postgres_limits.LOCK_SQL
 
 FINISH_SQL = (
-    "WITH c AS ("
-    " SELECT * FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(states)b::text[],"
+    f"WITH c AS MATERIALIZED (SELECT *, {_RUNNING_COLUMN}"
+    " FROM unnest(%(ids)b::text[], %(tokens)b::text[], %(states)b::text[],"
     " %(results)b::text[], %(errors)b::text[], %(retry_ats)b::timestamptz[],"
     " %(attempts)b::text[])"
     " AS c(id, token, state, result, error, retry_at, attempt)),"
@@ -542,7 +552,7 @@ FINISH_SQL = (
     " updated_at = %(now)s,"
     " finished_at = CASE WHEN c.state = 'retrying' THEN NULL ELSE %(now)s::timestamptz END,"
     f" attempt_log = {append_attempt('j.attempt_log', 'c.attempt::jsonb')}"
-    " FROM c WHERE j.id = c.id AND j.lease_token = c.token AND j.state = 'running'"
+    " FROM c WHERE j.id = c.id AND j.lease_token = c.token AND j.state = c.was"
     " RETURNING j.id, j.queue, j.type, j.state, j.tenant, j.callback_url),"
     + postgres_webhooks.outbox_cte("done", "state <> 'retrying'")
     + " bump AS ("
