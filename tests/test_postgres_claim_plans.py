@@ -8,6 +8,7 @@ analyzed (the claim under a policy analyzed it first: postgres_limits.refresh_st
 its UPDATE hashed the picked ids and scanned the whole table for them, and a start mark,
 with statistics taken before the jobs were claimed, scanned every running job through
 the partial index jobs_leases for its few ids. The marks are the drain's critical path.
+The finish and the lease extension had the third plan's shape too.
 """
 
 from __future__ import annotations
