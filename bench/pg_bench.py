@@ -97,6 +97,7 @@ def role_raw_worker(schema: str, stamp: bool) -> None:
 
     from chalicelib.ids import new_lease_token
     from chalicelib.storage import postgres as pg
+    from chalicelib.storage.history import history_limit
 
     settings = pg.parse_url(_spool_url(schema))
     conn = pg.connect(settings)
@@ -114,11 +115,20 @@ def role_raw_worker(schema: str, stamp: bool) -> None:
     _wait_for_go()
     while not stop:
         now = datetime.now(UTC)
+        kept = {"keep": history_limit(), "hooks_kept": 0}
         with conn.pipeline():
-            conn.execute(pg.REAP_SQL, {"now": now, "error": "expired", "shard": 0})
+            conn.execute(pg.REAP_SQL, {"now": now, "error": "expired", "shard": 0, **kept})
             cur = conn.execute(
                 claim_sql,
-                {"now": now, "limit": 100, "token": new_lease_token(), "expires": now + lease},
+                {
+                    "now": now,
+                    "limit": 100,
+                    "token": new_lease_token(),
+                    "expires": now + lease,
+                    "unstarted": None,  # claimed started, as a claim for idle threads
+                    "late": 0,
+                    "worker": "raw",
+                },
             )
         rows = cur.fetchall()
         if not rows:
@@ -138,7 +148,9 @@ def role_raw_worker(schema: str, stamp: bool) -> None:
                 "results": ["null"] * len(rows),
                 "errors": [None] * len(rows),
                 "retry_ats": [None] * len(rows),
+                "attempts": [None] * len(rows),
                 "shard": os.getpid() % pg.COUNTER_SHARDS,
+                **kept,
             },
         )
     conn.close()
@@ -418,8 +430,9 @@ REMAINING_SQL = {
     " WHERE status IN ('todo', 'doing')",
 }
 CLEAR_SQL = {
-    "spool": "TRUNCATE bench_spool.jobs, bench_spool.counters",
-    "raw": "TRUNCATE bench_raw.jobs, bench_raw.counters",
+    # CASCADE: webhook_deliveries (migration 0005) references jobs.
+    "spool": "TRUNCATE bench_spool.jobs, bench_spool.counters CASCADE",
+    "raw": "TRUNCATE bench_raw.jobs, bench_raw.counters CASCADE",
     "pgqueuer": "TRUNCATE bench_pgqueuer.pgqueuer, bench_pgqueuer.pgqueuer_log,"
     " bench_pgqueuer.pgqueuer_statistics",
     "procrastinate": "TRUNCATE bench_procrastinate.procrastinate_jobs CASCADE",
