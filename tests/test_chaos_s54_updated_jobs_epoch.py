@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -160,24 +161,6 @@ def _psql(url: str) -> Callable[[str], None]:
     return write
 
 
-def test_a_postgres_redrive_by_hand_empties_the_cache_for_its_tenant_only() -> None:
-    with fresh_schema() as url:
-        store = PostgresStore(parse_url(url))
-        try:
-            _redrive_by_hand_is_seen(store, _psql(url))
-        finally:
-            store.close()
-
-
-def test_a_postgres_result_changed_by_hand_empties_the_cache() -> None:
-    with fresh_schema() as url:
-        store = PostgresStore(parse_url(url))
-        try:
-            _result_by_hand_is_seen(store, _psql(url))
-        finally:
-            store.close()
-
-
 def test_a_postgres_update_naming_the_schema_under_another_search_path() -> None:
     """psql's default search path and `UPDATE <schema>.jobs`: the trigger finds the
     epochs where the store keeps them (the function keeps its search path)."""
@@ -194,38 +177,6 @@ def test_a_postgres_update_naming_the_schema_under_another_search_path() -> None
 
         try:
             _redrive_by_hand_is_seen(store, write)
-        finally:
-            store.close()
-
-
-@pytest.mark.parametrize("column", SHOWN)
-def test_postgres_each_shown_column_changed_by_hand_moves_the_epoch(column: str) -> None:
-    with fresh_schema() as url:
-        store = PostgresStore(parse_url(url))
-        try:
-            interval = "{column} + interval '1 second'"
-            _each_shown_column_is_seen(store, _psql(url), column, interval)
-        finally:
-            store.close()
-
-
-def test_postgres_workers_writes_move_no_epoch() -> None:
-    with fresh_schema() as url:
-        store = PostgresStore(parse_url(url))
-        try:
-            _workers_move_no_epoch(store, _psql(url))
-        finally:
-            store.close()
-
-
-def test_postgres_redrive_still_moves_the_epoch() -> None:
-    with fresh_schema() as url:
-        store = PostgresStore(parse_url(url))
-        try:
-            job_id = _finished(store, JobState.DEAD)
-            before = store.cache_epoch(TENANT)
-            assert [job.id for job in store.redrive([job_id], TENANT)] == [job_id]
-            assert store.cache_epoch(TENANT) != before
         finally:
             store.close()
 
@@ -281,54 +232,57 @@ def _shell(path: Path) -> Callable[[str], None]:
     return write
 
 
-def test_a_sqlite_redrive_by_hand_empties_the_cache_for_its_tenant_only(tmp_path: Path) -> None:
-    path = tmp_path / "spool.db"
-    store = SQLiteStore(str(path))
-    try:
-        _redrive_by_hand_is_seen(store, _shell(path))
-    finally:
-        store.close()
+@dataclass(frozen=True)
+class ByHand:
+    """A store, an operator's session writing to it by hand, and how its SQL moves a
+    column's value one step on ({column} stands for the column)."""
+
+    store: JobStore
+    write: Callable[[str], None]
+    later: str
 
 
-def test_a_sqlite_result_changed_by_hand_empties_the_cache(tmp_path: Path) -> None:
+@pytest.fixture(params=["postgres", "sqlite"])
+def by_hand(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ByHand]:
+    if request.param == "postgres":
+        with fresh_schema() as url:
+            pg = PostgresStore(parse_url(url))
+            try:
+                yield ByHand(pg, _psql(url), "{column} + interval '1 second'")
+            finally:
+                pg.close()
+        return
     path = tmp_path / "spool.db"
-    store = SQLiteStore(str(path))
+    lite = SQLiteStore(str(path))
     try:
-        _result_by_hand_is_seen(store, _shell(path))
+        yield ByHand(lite, _shell(path), "{column} + 1")
     finally:
-        store.close()
+        lite.close()
+
+
+def test_a_redrive_by_hand_empties_the_cache_for_its_tenant_only(by_hand: ByHand) -> None:
+    _redrive_by_hand_is_seen(by_hand.store, by_hand.write)
+
+
+def test_a_result_changed_by_hand_empties_the_cache(by_hand: ByHand) -> None:
+    _result_by_hand_is_seen(by_hand.store, by_hand.write)
 
 
 @pytest.mark.parametrize("column", SHOWN)
-def test_sqlite_each_shown_column_changed_by_hand_moves_the_epoch(
-    tmp_path: Path, column: str
-) -> None:
-    path = tmp_path / "spool.db"
-    store = SQLiteStore(str(path))
-    try:
-        _each_shown_column_is_seen(store, _shell(path), column, "{column} + 1")
-    finally:
-        store.close()
+def test_each_shown_column_changed_by_hand_moves_the_epoch(by_hand: ByHand, column: str) -> None:
+    _each_shown_column_is_seen(by_hand.store, by_hand.write, column, by_hand.later)
 
 
-def test_sqlite_workers_writes_move_no_epoch(tmp_path: Path) -> None:
-    path = tmp_path / "spool.db"
-    store = SQLiteStore(str(path))
-    try:
-        _workers_move_no_epoch(store, _shell(path))
-    finally:
-        store.close()
+def test_workers_writes_move_no_epoch(by_hand: ByHand) -> None:
+    _workers_move_no_epoch(by_hand.store, by_hand.write)
 
 
-def test_sqlite_redrive_still_moves_the_epoch(tmp_path: Path) -> None:
-    store = SQLiteStore(str(tmp_path / "spool.db"))
-    try:
-        job_id = _finished(store, JobState.DEAD)
-        before = store.cache_epoch(TENANT)
-        assert [job.id for job in store.redrive([job_id], TENANT)] == [job_id]
-        assert store.cache_epoch(TENANT) != before
-    finally:
-        store.close()
+def test_redrive_still_moves_the_epoch(by_hand: ByHand) -> None:
+    store = by_hand.store
+    job_id = _finished(store, JobState.DEAD)
+    before = store.cache_epoch(TENANT)
+    assert [job.id for job in store.redrive([job_id], TENANT)] == [job_id]
+    assert store.cache_epoch(TENANT) != before
 
 
 def test_a_sqlite_file_made_before_the_update_trigger_gets_it_on_open(tmp_path: Path) -> None:
