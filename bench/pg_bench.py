@@ -112,10 +112,10 @@ def role_raw_worker(schema: str, stamp: bool) -> None:
     signal.signal(signal.SIGTERM, on_term)
     claim_sql = pg.CLAIM_SQL.format(filters="")
     lease = timedelta(seconds=60)
+    kept = {"keep": history_limit(), "hooks_kept": 0}  # read once, not in the floor's loop
     _wait_for_go()
     while not stop:
         now = datetime.now(UTC)
-        kept = {"keep": history_limit(), "hooks_kept": 0}
         with conn.pipeline():
             conn.execute(pg.REAP_SQL, {"now": now, "error": "expired", "shard": 0, **kept})
             cur = conn.execute(

@@ -479,7 +479,7 @@ SYNC_OFF = "SET LOCAL synchronous_commit = off"
 # the 5 ids: 0.3 ms beside 150 running jobs, 13 ms beside 5,000. Without it only the
 # primary key finds the rows. The SET changes nothing on a row that is not running:
 # unstarted is NULL there, whoever moved it (migration 0012's trigger).
-START_SQL = (
+_START = (
     "UPDATE jobs j SET unstarted = NULL"
     " FROM unnest(%(ids)b::text[], %(tokens)b::text[]) AS s(id, token){sync_off}"
     " WHERE j.id = s.id AND j.lease_token = s.token"
@@ -491,10 +491,10 @@ START_SQL = (
 # statement to send instead of BEGIN, SET LOCAL, the UPDATE and COMMIT: the marks are
 # the drain's critical path, and psycopg's work to queue four statements was ~0.4 ms of
 # a ~1.3 ms write in a no-op drain (stop 54).
-START_FAST_SQL = START_SQL.format(
+START_FAST_SQL = _START.format(
     sync_off=", (SELECT set_config('synchronous_commit', 'off', true)) AS sync_off"
 )
-START_SQL = START_SQL.format(sync_off="")
+START_SQL = _START.format(sync_off="")
 
 # The finish and the lease extension keep their `running` guard in the WHERE (one moves
 # the job, the other writes its lease), but as `j.state = <list>.was`, a column of the
