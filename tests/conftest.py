@@ -98,8 +98,20 @@ def _local_stage_by_default() -> None:
     chalice_test.Client.__init__ = init  # type: ignore[method-assign]
 
 
+def _moto_reaches_every_session() -> None:
+    """moto's in-process mock intercepts through a handler it adds to botocore's
+    BUILTIN_HANDLERS when moto.core is first imported, and a botocore session copies
+    that list when it is made. The store keeps one session per process, so one made
+    before moto's import (a moto_server test first on an xdist worker) left every later
+    `mock_aws()` test's requests going to AWS (tests/test_moto_session_order.py).
+    Imported here, before any test, the handler is in every session; outside a mock it
+    lets each request through untouched."""
+    import moto.core.models  # noqa: F401
+
+
 _install_network_guard()
 _local_stage_by_default()
+_moto_reaches_every_session()
 
 
 @pytest.hookimpl(tryfirst=True)
