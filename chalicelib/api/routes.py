@@ -8,6 +8,7 @@ the result cache and the metrics.
 from __future__ import annotations
 
 import functools
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -544,7 +545,7 @@ def _enqueue_request(item: Any, loc: tuple[str | int, ...]) -> EnqueueRequest:
             dumps(integral_floats(EnqueueRequest, item)), strict=True
         )
     except ValidationError as exc:
-        _refuse_unreadable(exc, loc)
+        _refuse_unreadable(exc, loc, item)
         raise ValidationFailed("the job is invalid", errors.validation_details(exc, loc)) from exc
 
 
@@ -567,22 +568,56 @@ def _read_batch(items: list[Any]) -> list[EnqueueRequest] | None:
         return None
 
 
-def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...]) -> None:
+def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...], data: Any) -> None:
     """pydantic's JSON parser refuses two things json.loads took: an unpaired UTF-16
     surrogate ("\\ud800") and very deep nesting. Its words ("unexpected end of hex
-    escape at line 1 column 38") point into Spool's re-encoded copy, not the request."""
+    escape at line 1 column 38") point into Spool's re-encoded copy, not the request.
+
+    `data` is what was re-encoded (the job, or its payload at `loc`): a surrogate's
+    refusal names the string (or the name) holding it, as every other 422 names its
+    field; it said only [] or ["jobs", N], whatever the size of the payload."""
     for error in exc.errors():
         if error["type"] != "json_invalid":
             continue
+        where = list(loc)
         if "recursion" in error["msg"]:
             reason = f"its {NESTED_TOO_DEEP}"
         elif "escape" in error["msg"] or "surrogate" in error["msg"]:
             reason = (
                 "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), not a character"
             )
+            place = _surrogate_place(data)
+            if place is not None:
+                where += place
+                # Escaped: a name holding the surrogate would put it in the message too.
+                shown = ".".join(str(step) for step in place)
+                reason += " (at " + shown.encode("utf-8", "backslashreplace").decode() + ")"
         else:
             reason = "it cannot be read as JSON"
-        raise ValidationFailed(f"the job is invalid: {reason}", {"loc": list(loc)}) from exc
+        raise ValidationFailed(f"the job is invalid: {reason}", {"loc": where}) from exc
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _surrogate_place(data: Any) -> list[str | int] | None:
+    """The path to the first string, or object name, holding a lone surrogate (json.loads
+    joins a pair into one character, so any left is unpaired); None when none does.
+    Depth-first without recursion: the body's nesting is bounded where it is read. A
+    name is looked at just before its value, so the first in the text is the one found."""
+    stack: list[tuple[list[str | int], Any]] = [([], data)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if _LONE_SURROGATE.search(value):
+                return path
+        elif isinstance(value, dict):
+            for name, item in reversed(list(value.items())):
+                stack.append(([*path, name], item))
+                stack.append(([*path, name], name))  # popped first: the name, then its value
+        elif isinstance(value, list):
+            stack.extend(([*path, index], item) for index, item in reversed(list(enumerate(value))))
+    return None
 
 
 def integral_floats(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
@@ -629,7 +664,7 @@ def _check_payload(
         try:
             spec.payload_model.model_validate_json(dumps(payload), strict=True)
         except ValidationError as exc:
-            _refuse_unreadable(exc, (*loc, "payload"))
+            _refuse_unreadable(exc, (*loc, "payload"), payload)
             raise ValidationFailed(
                 f"payload does not match the {job.type!r} handler's model",
                 {"type": job.type, "errors": told_details(exc, payload, (*loc, "payload"))},
