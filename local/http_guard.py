@@ -81,6 +81,7 @@ _CODES = {
     431: "headers_too_large",
     500: "internal_error",
     501: "not_implemented",
+    505: "http_version_not_supported",
 }
 
 
@@ -108,7 +109,7 @@ def render_error(error: Error) -> tuple[str, bytes]:
     """Any waitress error as a status line and a body in Spool's error shape."""
     status = int(error.code)
     details = getattr(error, "details", None)
-    if isinstance(error, InternalServerError) or (status >= 500 and status != 501):
+    if isinstance(error, InternalServerError) or (status >= 500 and status not in (501, 505)):
         message = "an internal error occurred"  # waitress would put a traceback here
     elif status == 431:
         # waitress says "exceeds max_header of N": the client cannot tell that a long
@@ -142,6 +143,17 @@ TRANSFER_ENCODING_BEFORE_HTTP11 = SpoolHttpError(
     "Bad Request",
     "Transfer-Encoding needs HTTP/1.1: send an HTTP/1.0 body with Content-Length",
 )
+
+
+def version_not_supported(version: str) -> SpoolHttpError:
+    """505 for a request line's HTTP version of another major than 1: waitress reads
+    any DIGIT.DIGIT and served HTTP/2.0 or HTTP/9.9 as HTTP/1.0 (RFC 9110 15.6.6)."""
+    return SpoolHttpError(
+        505,
+        "HTTP Version Not Supported",
+        f"this server speaks HTTP/1.1 (and HTTP/1.0), not HTTP/{version}: "
+        "send the request as HTTP/1.1",
+    )
 
 
 BARE_LF = SpoolHttpError(
@@ -269,6 +281,13 @@ class GuardedParser(HTTPRequestParser):
                 return len(data)
             limit = self.limits.max_body_bytes
             if (
+                self.headers_finished
+                and self.version.partition(".")[0] != "1"
+                and self.error is None
+            ):
+                # Before anything else is read of it: a request in another protocol.
+                self._refuse(version_not_supported(self.version))
+            elif (
                 self.headers_finished
                 and self.version != "1.1"
                 and "TRANSFER_ENCODING" in self.headers
