@@ -144,6 +144,17 @@ def _client() -> type[Client]:
     return WholeTries
 
 
+def _changed_nothing(exc: BaseException) -> bool:
+    """Whether the call that failed surely changed nothing on the server: it answered a
+    refusal (a 4xx: a wrong or missing key, an unknown job type, too many requests) and
+    no earlier try of that call may have reached it. A command whose first call failed
+    so has nothing left behind to report: its "may have been applied in part" note
+    (`enqueue --count`, `dlq redrive --all`) said the opposite of the refusal below it."""
+    from spool_client.errors import ApiError
+
+    return isinstance(exc, ApiError) and 400 <= exc.status < 500 and not exc.retried_after_send
+
+
 def run(args: argparse.Namespace, url: str) -> int:
     # enqueue's --tenant defaults to the local default tenant: only another one is a mistake.
     unset = DEFAULT_TENANT if args.command == "enqueue" else None
@@ -240,9 +251,10 @@ def cmd_enqueue(client: Client, args: argparse.Namespace) -> int:
             if args.json:
                 kept += ({"id": d.id, "state": d.state, "created": d.created} for d in done)
             sent += len(done)
-    except (Exception, KeyboardInterrupt):
+    except (Exception, KeyboardInterrupt) as exc:
         # The slices before the failure (or Ctrl-C) stay stored: say how many.
-        job_commands.enqueue_cut_short(args, sent, kept)
+        if sent or not _changed_nothing(exc):
+            job_commands.enqueue_cut_short(args, sent, kept)
         raise
     if args.json:
         tables.print_json(kept)
@@ -322,9 +334,10 @@ def cmd_dlq(client: Client, args: argparse.Namespace) -> int:
                     break
                 if bound is None and len(fresh) < len(moved.ids):
                     break
-        except (Exception, KeyboardInterrupt):
+        except (Exception, KeyboardInterrupt) as exc:
             # The calls before the failure (or Ctrl-C) stay redriven: say so, and the bound.
-            job_commands.redrive_cut_short(args, ids, bound)
+            if ids or bound is not None or not _changed_nothing(exc):
+                job_commands.redrive_cut_short(args, ids, bound)
             raise
         if args.json:
             tables.print_json({"redriven": len(ids), "ids": ids})
