@@ -141,8 +141,10 @@ def job_count(text: str) -> int:
 
 
 def tenant_name(text: str) -> str:
-    """--tenant of a new job: a name an API key's tenant can have (chalicelib/api/auth.py
-    holds SPOOL_API_KEYS to NAME_PATTERN). Any other would own jobs no key ever sees."""
+    """--tenant: a name an API key's tenant can have (chalicelib/api/auth.py holds
+    SPOOL_API_KEYS to NAME_PATTERN). Any other would own a new job no key ever sees, and
+    as the filter of status, jobs, cancel or dlq it matched nothing: `--tenant ''` (an
+    unset variable) listed "0 job(s)", exit 0, as if that tenant had none."""
     if not is_utf8(text):  # argument bytes that are not UTF-8 (surrogate-escaped)
         raise argparse.ArgumentTypeError(NOT_UTF8)
     if re.fullmatch(NAME_PATTERN, text) is None:
@@ -570,6 +572,7 @@ def cmd_purge(rt: Runtime, args: argparse.Namespace) -> int:
 def _tenant_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tenant",
+        type=tenant_name,
         default=None,
         help=f"only this tenant's jobs (default: every tenant; the CLI and `spool serve` "
         f"use {DEFAULT_TENANT!r})",
