@@ -1143,6 +1143,26 @@ class Worker:
                 timeout = min(timeout, self.config.flush_delay)
             self._events.wait(timeout)
 
+    def _renew_leases_if_due(self) -> None:
+        """Renew what is due, at most once every lease/6 (the cadence _next_renewal_in
+        plans the dispatcher's waits by)."""
+        if time.monotonic() - self._last_lease_check > self.config.lease_seconds / 6:
+            self._extend_leases()
+            self._last_lease_check = time.monotonic()
+
+    def _outage_pause(self, exc: BaseException) -> float:
+        """The wait after a failed store call: the outage's backoff (up to
+        store_outage.CAP, 5 s), but no later than the next lease renewal while this
+        worker holds leases. A backoff longer than a short lease let a running handler's
+        lease lapse while the store still answered renewals, and another worker ran the
+        job beside it (tests/test_chaos_s55_renew_in_outage.py). Never under lease/6:
+        a renewal the store refuses leaves its lease due, and the worker must not spin."""
+        pause = self.outage.failed(exc, self._holding())
+        renewal = self._next_renewal_in()
+        if math.isinf(renewal):
+            return pause
+        return min(pause, max(renewal, self.config.lease_seconds / 6))
+
     def _next_renewal_in(self) -> float:
         """Seconds until a held lease is due for renewal (RENEW_LEFT of it left, as
         _extend_leases renews), but not before the next look at leases may run (one
@@ -1156,7 +1176,7 @@ class Worker:
             held = [*state.running.values(), *state.inbox, *state.lingering.values()]
         ends = [a.lease_expires_at for a in held if not a.lost and a.lease_expires_at]
         if not ends:
-            return self.config.idle_poll
+            return math.inf  # no lease to renew
         left = self.config.lease_seconds * RENEW_LEFT
         due = (min(ends) - now).total_seconds() - left
         spacing = self._last_lease_check + self.config.lease_seconds / 6 - time.monotonic()
@@ -1209,13 +1229,14 @@ class Worker:
                 with self._lock:
                     want = min(want, self.config.concurrency - self._in_flight())
             quick = self._claim(want)
+        # Leases before completions: a write of held completions that fails ends the
+        # step, and with the renewal after it no lease was renewed while finishes
+        # failed (tests/test_chaos_s55_renew_in_outage.py).
+        self._renew_leases_if_due()
         flushing = self._flush_beside(hold_wave) if self._overlap else None
         if flushing is None:
             self._flush(hold_wave)
         try:
-            if time.monotonic() - self._last_lease_check > self.config.lease_seconds / 6:
-                self._extend_leases()
-                self._last_lease_check = time.monotonic()
             if depth_limit <= 0 or self._stop.is_set():
                 return quick
             concurrency = self.config.concurrency
@@ -1292,7 +1313,7 @@ class Worker:
                 # or, with nothing held either, raise (the caller backs off).
                 if is_fatal(exc):
                     raise
-                delay = self.outage.failed(exc, self._holding())
+                delay = self._outage_pause(exc)
                 with self._lock:
                     running = self._in_flight()
                 if not running:
@@ -1384,7 +1405,7 @@ class Worker:
                 except Exception as exc:  # the wave's jobs still run: wait them out
                     if is_fatal(exc):
                         raise
-                    pause = self.outage.failed(exc, self._holding())
+                    pause = self._outage_pause(exc)
                 if self._in_flight():
                     with self._lock:
                         self._events.wait(min(self._next_deadline_in(), pause))
@@ -1484,7 +1505,7 @@ class Worker:
                 # Any other store error is an outage, never the end of the worker: said
                 # once, then tried again with backoff. Results that could not be written
                 # are held (_write) and written first when the store is back.
-                timeout = self.outage.failed(exc, self._holding())
+                timeout = self._outage_pause(exc)
             self._sleep(timeout, outage=self.outage.down)
         self._shutdown()
         sign_off(self.store, self.outage, said=fatal)
@@ -1616,11 +1637,15 @@ class Worker:
             self._reap_timeouts()
             pause = 0.05
             try:
+                # The handlers waited for keep their leases: without renewals here, one
+                # running past its lease was told to stop (ctx.cancelled) and another
+                # worker ran the job beside it (tests/test_chaos_s55_renew_in_outage.py).
+                self._renew_leases_if_due()
                 self._flush()
             except Exception as exc:
                 fatal = is_fatal(exc)
                 refused = exc if fatal else None
-                pause = 0.05 if fatal else self.outage.failed(exc, self._holding())
+                pause = 0.05 if fatal else self._outage_pause(exc)
                 with self._lock:
                     running = self._in_flight()
                 if not running:
