@@ -1153,28 +1153,36 @@ class Worker:
     def _outage_pause(self, exc: BaseException) -> float:
         """The wait after a failed store call: the outage's backoff (up to
         store_outage.CAP, 5 s), but no later than the next lease renewal while this
-        worker holds leases. A backoff longer than a short lease let a running handler's
-        lease lapse while the store still answered renewals, and another worker ran the
-        job beside it (tests/test_chaos_s55_renew_in_outage.py). Never under lease/6:
-        a renewal the store refuses leaves its lease due, and the worker must not spin."""
+        worker holds leases a renewal can still keep. A backoff longer than a short lease
+        let a running handler's lease lapse while the store still answered renewals, and
+        another worker ran the job beside it (tests/test_chaos_s55_renew_in_outage.py).
+        Never under lease/6: a renewal the store refuses leaves its lease due, and the
+        worker must not spin. A lease already run out is not waited for: its handler
+        was told (LeaseCancel), and trying sooner would only race the claim that reaps
+        it with this attempt's outcome."""
         pause = self.outage.failed(exc, self._holding())
-        renewal = self._next_renewal_in()
+        renewal = self._next_renewal_in(lapsed=False)
         if math.isinf(renewal):
             return pause
         return min(pause, max(renewal, self.config.lease_seconds / 6))
 
-    def _next_renewal_in(self) -> float:
+    def _next_renewal_in(self, lapsed: bool = True) -> float:
         """Seconds until a held lease is due for renewal (RENEW_LEFT of it left, as
         _extend_leases renews), but not before the next look at leases may run (one
         every lease/6). Without it an idle dispatcher woken just before a lease's half
         slept on to about its end (idle_poll is 1 s, half of the shortest lease), and
         another worker's claim reaped the job while its handler ran
-        (tests/test_chaos_s47_short_lease.py)."""
+        (tests/test_chaos_s47_short_lease.py). `lapsed=False`: only leases that have
+        not run out yet, which a renewal can still keep."""
         now = self.store.clock.now()
         with self._lock:
             state = self._state
             held = [*state.running.values(), *state.inbox, *state.lingering.values()]
-        ends = [a.lease_expires_at for a in held if not a.lost and a.lease_expires_at]
+        ends = [
+            a.lease_expires_at
+            for a in held
+            if not a.lost and a.lease_expires_at and (lapsed or a.lease_expires_at > now)
+        ]
         if not ends:
             return math.inf  # no lease to renew
         left = self.config.lease_seconds * RENEW_LEFT
@@ -1229,14 +1237,18 @@ class Worker:
                 with self._lock:
                     want = min(want, self.config.concurrency - self._in_flight())
             quick = self._claim(want)
-        # Leases before completions: a write of held completions that fails ends the
-        # step, and with the renewal after it no lease was renewed while finishes
-        # failed (tests/test_chaos_s55_renew_in_outage.py).
-        self._renew_leases_if_due()
         flushing = self._flush_beside(hold_wave) if self._overlap else None
         if flushing is None:
-            self._flush(hold_wave)
+            try:
+                self._flush(hold_wave)
+            except Exception:
+                # A write of held completions that fails ends the step: the leases are
+                # looked at all the same, or none was renewed while finishes failed
+                # (tests/test_chaos_s55_renew_in_outage.py).
+                self._renew_leases_if_due()
+                raise
         try:
+            self._renew_leases_if_due()
             if depth_limit <= 0 or self._stop.is_set():
                 return quick
             concurrency = self.config.concurrency
