@@ -178,6 +178,8 @@
 
   // -- the API ---------------------------------------------------------------------
   class SignedOut extends Error {}
+  // A step of an action confirmed before the latest sign-in (or sign-out): not sent.
+  class Superseded extends Error {}
   class ApiError extends Error {
     constructor(status, message) {
       super(message);
@@ -185,7 +187,11 @@
     }
   }
 
-  async function api(path, body) {
+  // `session`: the sign-in an action was confirmed under (see confirmBar). "Purge all"
+  // takes a request per 5,000 jobs, and each read the key afresh: signed out and in
+  // again as another tenant while it ran, its next steps went out with the new key.
+  async function api(path, body, session) {
+    if (session !== undefined && session !== sessions) throw new Superseded("");
     const key = sessionStorage.getItem(KEY);
     if (!key) throw new SignedOut("");
     const headers = { "X-API-Key": key, Accept: "application/json" };
@@ -214,6 +220,7 @@
   let page = null; // { refresh: async () => void }
   let generation = 0;
   let busy = false;
+  let sessions = 0; // bumped by every sign-in form shown (a sign-out, a 401, a new tab)
 
   function route() {
     const hash = location.hash.replace(/^#/, "") || "/";
@@ -303,6 +310,7 @@
   // -- sign in -----------------------------------------------------------------------
   function signIn(message) {
     page = null;
+    sessions += 1;
     generation += 1;
     replace(nav);
     replace(who);
@@ -507,9 +515,12 @@
       h("span", { id: "confirm-message" }, message),
       h("button", { type: "button", id: "confirm-yes", class: "danger", onclick: async () => {
         close();
+        // Every request of the action is made as this sign-in, or not at all.
+        const session = sessions;
         try {
-          await action();
+          await action((path, body) => api(path, body, session));
         } catch (err) {
+          if (err instanceof Superseded) return; // signed out meanwhile: the new page is not its
           if (err instanceof SignedOut) return signIn(err.message);
           setStatus(err.message || String(err));
         }
@@ -545,7 +556,7 @@
 
     function act(path, label, past) {
       return h("button", { type: "button", id: label.toLowerCase(), class: "danger", onclick: () =>
-        confirmBar(label + " job " + id + "?", label + " job", async () => {
+        confirmBar(label + " job " + id + "?", label + " job", async (api) => {
           const job = await api("jobs/" + encodeURIComponent(id) + "/" + path, {});
           draw(job);
           drawnFinal = false;
@@ -645,7 +656,7 @@
       const count = ids ? ids.length : total;
       const what = count + " dead job" + (count === 1 ? "" : "s");
       const message = verb === "purge" ? "Purge " + what + "? They are deleted for good." : "Redrive " + what + "? They go back to the queue with a fresh attempt budget.";
-      confirmBar(message, verb === "purge" ? "Purge" : "Redrive", async () => {
+      confirmBar(message, verb === "purge" ? "Purge" : "Redrive", async (api) => {
         let done = 0;
         if (ids) {
           done = (await api("dead/" + verb, { ids })).done;
