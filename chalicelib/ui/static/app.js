@@ -48,11 +48,20 @@
   }
 
   // Bidirectional overrides and isolates (U+202A-202E, U+2066-2069) in a payload or an
-  // error reordered the text around them as shown (an address read backwards): they
-  // are shown as their escapes instead, and obeyed nowhere.
-  const BIDI = /[\u202A-\u202E\u2066-\u2069]/g;
+  // error reordered the text around them as shown (an address read backwards), and the
+  // other invisible format characters (Unicode Cf) did their work unseen: a right-to-left
+  // mark (U+200F, U+061C) swapped "12 34" to "34 12", a zero-width space or joiner, U+FEFF
+  // or a tag character (U+E0000-E007F: a whole hidden message) made "admin\u200B" look
+  // like "admin". Each is shown as its escape instead, and obeyed nowhere; only the
+  // zero-width joiner between two emoji stays (it draws them as one picture).
+  const INVISIBLE = /\p{Cf}/gu;
+  const EMOJI = /[\p{Extended_Pictographic}\p{Emoji_Modifier}\uFE0F]/u;
   function visible(text) {
-    return text.replace(BIDI, (c) => "\\u" + c.charCodeAt(0).toString(16).toUpperCase());
+    return text.replace(INVISIBLE, (c, at, whole) => {
+      if (c === "\u200D" && EMOJI.test(whole.slice(Math.max(0, at - 2), at)) && EMOJI.test(whole.slice(at + 1, at + 3))) return c;
+      const hex = c.codePointAt(0).toString(16).toUpperCase();
+      return hex.length > 4 ? "\\u{" + hex + "}" : "\\u" + hex.padStart(4, "0");
+    });
   }
 
   // Polling redraws a page every second while its data moves (jobs dying, say). Built
@@ -279,7 +288,7 @@
   function setStatus(text) {
     let bar = document.getElementById("status");
     if (!bar) return;
-    bar.textContent = text;
+    bar.textContent = visible(text);
     bar.hidden = !text;
   }
 
