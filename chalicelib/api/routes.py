@@ -473,6 +473,11 @@ class _SignIn:
         if isinstance(exc, Unauthorized):
             if self._operator_key is not None:
                 edge._refuse_operator_key(request, self._operator_key)
+            if not self._credential:
+                # No key at all guesses nothing. Counted, it let any web page the
+                # operator opened (an <img>, a no-cors fetch: neither can add a header)
+                # spend this address's allowance and shut its sign-in (stop 55).
+                return
             wait = edge.sign_ins.failed(request.client)
             if wait > 0:
                 raise Edge._too_many_failures(wait) from None
