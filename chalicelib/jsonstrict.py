@@ -231,3 +231,24 @@ def is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def surrogate_path(value: Any) -> list[str | int] | None:
+    """The path to the first string, or object name, no UTF-8 spells (a lone surrogate:
+    json.loads joins a pair into one character, so any left is unpaired); None when
+    none is. Depth-first with its own stack, to any depth. A name is looked at just
+    before its value, so the first in the text is the one found."""
+    stack: list[tuple[list[str | int], Any]] = [([], value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if not is_utf8(item):
+                return path
+        elif isinstance(item, dict):
+            for name, child in reversed(list(item.items())):
+                stack.append(([*path, name], child))
+                stack.append(([*path, name], name))  # popped first: the name, then its value
+        elif isinstance(item, list):
+            pairs = reversed(list(enumerate(item)))
+            stack.extend(([*path, index], child) for index, child in pairs)
+    return None

@@ -8,7 +8,6 @@ the result cache and the metrics.
 from __future__ import annotations
 
 import functools
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -64,7 +63,7 @@ from chalicelib.errors import (
 )
 from chalicelib.handlers import PayloadCheck, Registry, told_details
 from chalicelib.json_encode import quoted
-from chalicelib.jsonstrict import NESTED_TOO_DEEP
+from chalicelib.jsonstrict import NESTED_TOO_DEEP, surrogate_path
 from chalicelib.limit_settings import auth_failures, tenant_limits
 from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
@@ -591,7 +590,7 @@ def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...], data: A
             reason = (
                 "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), not a character"
             )
-            place = _surrogate_place(data)
+            place = surrogate_path(data)
             if place is not None:
                 where += place
                 # Escaped: a name holding the surrogate would put it in the message too.
@@ -600,29 +599,6 @@ def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...], data: A
         else:
             reason = "it cannot be read as JSON"
         raise ValidationFailed(f"the job is invalid: {reason}", {"loc": where}) from exc
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _surrogate_place(data: Any) -> list[str | int] | None:
-    """The path to the first string, or object name, holding a lone surrogate (json.loads
-    joins a pair into one character, so any left is unpaired); None when none does.
-    Depth-first without recursion: the body's nesting is bounded where it is read. A
-    name is looked at just before its value, so the first in the text is the one found."""
-    stack: list[tuple[list[str | int], Any]] = [([], data)]
-    while stack:
-        path, value = stack.pop()
-        if isinstance(value, str):
-            if _LONE_SURROGATE.search(value):
-                return path
-        elif isinstance(value, dict):
-            for name, item in reversed(list(value.items())):
-                stack.append(([*path, name], item))
-                stack.append(([*path, name], name))  # popped first: the name, then its value
-        elif isinstance(value, list):
-            stack.extend(([*path, index], item) for index, item in reversed(list(enumerate(value))))
-    return None
 
 
 def integral_floats(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
