@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +93,16 @@ def spool_serve(*args: str, env: dict[str, str], stderr: int = subprocess.PIPE) 
         errors = proc.stderr.read() if proc.stderr else ""
         raise AssertionError(f"spool serve did not start:\n{banner}{errors}")
     return Served(proc, banner, found.group(1))
+
+
+@contextlib.contextmanager
+def serving_url(*args: str, env: dict[str, str], stderr: int = subprocess.DEVNULL) -> Iterator[str]:
+    """`spool_serve`'s URL for a `with` (a fixture's life), the server stopped after."""
+    served = spool_serve(*args, env=env, stderr=stderr)
+    try:
+        yield served.url
+    finally:
+        stop(served.proc)
 
 
 def spool_serve_logged(log: Path, *args: str, env: dict[str, str]) -> Served:

@@ -22,7 +22,7 @@ from chalicelib.clock import SystemClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage import open_store
 from tests.factories import new_job, token
-from tests.procs import guarded_env, spool_serve, stop
+from tests.procs import guarded_env, serving_url
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY, TENANT = "proc-key-0123456789", "proc-tenant"
@@ -41,13 +41,10 @@ def _env(store_url: str) -> dict[str, str]:
 @contextmanager
 def serving(store_url: str) -> Iterator[str]:
     """`spool serve --no-worker` in its own process; yields its base URL."""
-    served = spool_serve(
+    with serving_url(
         "--no-worker", "--threads", "4", env=_env(store_url), stderr=subprocess.STDOUT
-    )
-    try:
-        yield served.url
-    finally:
-        stop(served.proc)
+    ) as url:
+        yield url
 
 
 def spool(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:

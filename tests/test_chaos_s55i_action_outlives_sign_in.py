@@ -16,7 +16,6 @@ page asks for a key as after any sign-out.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.procs import guarded_env, spool_serve, stop
+from tests.procs import guarded_env, serving_url
 from tests.test_ui_browser import (
     _require_chromium,
     browser,
@@ -57,11 +56,8 @@ def server(db: Path) -> Iterator[str]:
         SPOOL_DEMO_HANDLERS="true",
         SPOOL_LOG_LEVEL="WARNING",
     )
-    served = spool_serve("--threads", "8", env=env, stderr=subprocess.DEVNULL)
-    try:
-        yield served.url
-    finally:
-        stop(served.proc)
+    with serving_url("--threads", "8", env=env) as url:
+        yield url
 
 
 def dead_jobs(server: str, db: Path, key: str, n: int) -> list[str]:

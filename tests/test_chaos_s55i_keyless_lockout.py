@@ -17,7 +17,6 @@ answered 401 every time.
 from __future__ import annotations
 
 import http.server
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from chalice.test import Client
 
 import app as spool_app
 from tests.apikit import KEY_A, KEY_B, Api, installed, settings_for
-from tests.procs import guarded_env, spool_serve, stop
+from tests.procs import guarded_env, serving_url
 from tests.test_ui_browser import _require_chromium, browser, css, sign_in
 
 __all__ = ["browser"]  # the fixture, used here against this module's server
@@ -83,11 +82,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         SPOOL_API_KEYS=f"{KEY}=s55i-lock,{OTHER}=s55i-first",
         SPOOL_LOG_LEVEL="WARNING",
     )
-    served = spool_serve("--threads", "8", env=env, stderr=subprocess.DEVNULL)
-    try:
-        yield served.url
-    finally:
-        stop(served.proc)
+    with serving_url("--threads", "8", env=env) as url:
+        yield url
 
 
 def _hostile_site(target: str) -> tuple[http.server.ThreadingHTTPServer, str]:

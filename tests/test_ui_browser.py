@@ -15,7 +15,6 @@ from __future__ import annotations
 import http.server
 import json
 import os
-import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from urllib.parse import quote, urlencode
 import pytest
 import requests
 
-from tests.procs import guarded_env, spool_serve, stop
+from tests.procs import guarded_env, serving_url
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -81,11 +80,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         SPOOL_SCHEDULES=SCHEDULES,
         SPOOL_LOG_LEVEL="WARNING",
     )
-    served = spool_serve("--threads", "8", env=env, stderr=subprocess.DEVNULL)
-    try:
-        yield served.url
-    finally:
-        stop(served.proc)
+    with serving_url("--threads", "8", env=env) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
