@@ -310,6 +310,29 @@ def test_expired_lease_makes_job_claimable_and_counts_attempt(
     assert store.finish([succeed(second)]) == [True]
 
 
+def test_a_lapsed_lease_no_claim_has_reaped_still_takes_its_outcome(
+    store: JobStore, clock: FakeClock
+) -> None:
+    """Nothing ran beside a late attempt until a claim reaps its lease, so its
+    outcome is the job's one run and keeping it spares a second; once a claim has
+    reaped the lease (and buried the job here, its attempts spent) it is refused."""
+    kept = add_one(store, clock, max_attempts=3)
+    [late] = store.claim(1, LEASE)
+    clock.advance(LEASE + 5)
+    assert store.finish([succeed(late, {"late": True})]) == [True]
+    done = stored(store, kept.id)
+    assert done.state is JobState.SUCCEEDED and done.result == {"late": True}
+    assert done.attempts == 1
+
+    buried = add_one(store, clock, max_attempts=1)
+    [reaped] = store.claim(1, LEASE)
+    assert reaped.id == buried.id
+    clock.advance(LEASE + 5)
+    assert store.claim(1, LEASE) == []
+    assert store.finish([succeed(reaped)]) == [False]
+    assert stored(store, buried.id).state is JobState.DEAD
+
+
 def test_lease_expiry_on_last_attempt_buries_the_job(store: JobStore, clock: FakeClock) -> None:
     job = add_one(store, clock, max_attempts=1)
     store.claim(1, LEASE)
