@@ -52,13 +52,29 @@
   // other invisible format characters (Unicode Cf) did their work unseen: a right-to-left
   // mark (U+200F, U+061C) swapped "12 34" to "34 12", a zero-width space or joiner, U+FEFF
   // or a tag character (U+E0000-E007F: a whole hidden message) made "admin\u200B" look
-  // like "admin". Each is shown as its escape instead, and obeyed nowhere; only the
-  // zero-width joiner between two emoji stays (it draws them as one picture).
-  const INVISIBLE = /\p{Cf}/gu;
+  // like "admin". Characters of other categories draw as nothing too: the Hangul fillers
+  // (U+115F, U+1160, U+3164, U+FFA0, letters), the braille blank (U+2800), the combining
+  // grapheme joiner and the rest Unicode calls default-ignorable, so "admin\u3164" looked
+  // like "admin" and an error of fillers looked empty. Each is shown as its escape
+  // instead, and obeyed nowhere; only the zero-width joiner between two emoji stays (it
+  // draws them as one picture), and a variation selector on what it varies: an emoji
+  // (a keycap's digit, #, * before U+20E3), a CJK ideograph or a Mongolian letter.
+  const INVISIBLE = /[\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu;
   const EMOJI = /[\p{Extended_Pictographic}\p{Emoji_Modifier}\uFE0F]/u;
+  const SELECTOR = /^\p{Variation_Selector}$/u;
+  const VARIED = /^[\p{Extended_Pictographic}\p{Emoji_Presentation}\p{Script=Han}\p{Script=Mongolian}]$/u;
+  const KEYCAP = /^[0-9#*]$/u;
+  function before(whole, at) {  // the code point that ends where `at` begins
+    const low = whole.charCodeAt(at - 1);
+    return low >= 0xDC00 && low <= 0xDFFF && at >= 2 ? whole.slice(at - 2, at) : whole.slice(at - 1, at);
+  }
   function visible(text) {
     return text.replace(INVISIBLE, (c, at, whole) => {
       if (c === "\u200D" && EMOJI.test(whole.slice(Math.max(0, at - 2), at)) && EMOJI.test(whole.slice(at + 1, at + 3))) return c;
+      if (SELECTOR.test(c)) {
+        const base = before(whole, at);
+        if (VARIED.test(base) || (KEYCAP.test(base) && whole.charAt(at + c.length) === "\u20E3")) return c;
+      }
       const hex = c.codePointAt(0).toString(16).toUpperCase();
       return hex.length > 4 ? "\\u{" + hex + "}" : "\\u" + hex.padStart(4, "0");
     });
