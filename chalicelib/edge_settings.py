@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from chalicelib.api.routes import Edge
+    from chalicelib.config import Settings
 
 FIX = "Fix the variable and start again"
 
@@ -34,6 +35,8 @@ def value_refusal(environ: Mapping[str, str]) -> tuple[str, str] | None:
     try:
         settings = Settings.from_env(environ)
         check_store_url(settings.store_url)
+        if not has_keys(settings):
+            refuse_server_keys_in_the_client_variable(settings)
         rt = build_runtime(dataclasses.replace(settings, store_url="memory://"))
         try:
             check_edge(rt)
@@ -45,6 +48,40 @@ def value_refusal(environ: Mapping[str, str]) -> tuple[str, str] | None:
         # A module's refusal says its own fix ("Fix the module; see docs/handlers.md").
         return " ".join(str(exc).split()), "" if isinstance(exc, HandlerModuleError) else FIX
     return None
+
+
+def has_keys(settings: Settings) -> bool:
+    """Keys read from SSM at request time (chalicelib/api/key_source.py) are keys too."""
+    from chalicelib.api.key_source import PARAMETER
+
+    return bool(settings.api_keys.strip() or settings.text(PARAMETER))
+
+
+CLIENT_KEY = "SPOOL_API_KEY"
+
+
+def refuse_server_keys_in_the_client_variable(settings: Settings) -> None:
+    """SPOOL_API_KEY=KEY=TENANT with no server keys: the server's keys were meant
+    (README, Try it: `SPOOL_API_KEYS=dev-my-own-laptop-key=default make run`).
+    SPOOL_API_KEY is a setting (the command line's and the client's key), so the
+    misspelling check let it be: `spool serve` made a dev key as if none were given,
+    and `chalice local` served with no keys, answering every request 401 without
+    naming the variable. Both refuse it now (`spool serve` through local/serve.py,
+    `chalice local` through value_refusal). A plain key there (the banner's export
+    line, in the same shell) is the client's: left alone. The value is never shown."""
+    import re
+
+    from chalicelib.config import NAME_PATTERN, ConfigError
+
+    key, sep, tenant = settings.text(CLIENT_KEY).strip().rpartition("=")
+    if not (sep and key and re.fullmatch(NAME_PATTERN, tenant)):
+        return
+    raise ConfigError(
+        f"{CLIENT_KEY} holds a key=tenant entry, but it is the key the command line and "
+        "the Python client send; the server reads its keys from SPOOL_API_KEYS. "
+        f"Give the entry as SPOOL_API_KEYS=KEY=TENANT (and {CLIENT_KEY}=KEY for "
+        "the command line)"
+    )
 
 
 def check_edge(rt: object) -> Edge:

@@ -35,8 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from chalicelib import logs
 from chalicelib import runtime as runtime_module
-from chalicelib.api.key_source import PARAMETER as KEYS_PARAMETER
-from chalicelib.edge_settings import FIX
+from chalicelib.edge_settings import FIX, has_keys, refuse_server_keys_in_the_client_variable
 from chalicelib.models import DEFAULT_TENANT
 from chalicelib.redact import redact_url
 from chalicelib.runtime import Runtime
@@ -331,43 +330,12 @@ def laptop_handlers(settings: Settings) -> Settings:
     return dataclasses.replace(settings, demo_handlers=True)
 
 
-def has_keys(settings: Settings) -> bool:
-    """Keys read from SSM at request time (chalicelib/api/key_source.py) are keys too:
-    a dev key and the demo handlers beside them were a second way in."""
-    return bool(settings.api_keys.strip() or settings.text(KEYS_PARAMETER))
-
-
 def check_keys_before_opening(settings: Settings) -> None:
     """The refusals below, before the store is opened: a connection to a shared store
     is no part of refusing to serve it."""
     if not has_keys(settings):
         refuse_server_keys_in_the_client_variable(settings)
         refuse_laptop_mode_on_a_shared_store(settings.store_url)
-
-
-CLIENT_KEY = "SPOOL_API_KEY"
-
-
-def refuse_server_keys_in_the_client_variable(settings: Settings) -> None:
-    """SPOOL_API_KEY=KEY=TENANT with SPOOL_API_KEYS unset: the server's keys were
-    meant (README, Try it: `SPOOL_API_KEYS=dev-my-own-laptop-key=default make run`).
-    SPOOL_API_KEY is a setting (the command line's and the client's key), so the
-    misspelling check let it be, and a dev key was made as if none were given: the
-    newcomer's own key then got 401. A plain key there (the banner's export line, in
-    the same shell) is the client's: left alone. The value is never shown."""
-    import re
-
-    from chalicelib.config import NAME_PATTERN, ConfigError
-
-    key, sep, tenant = settings.text(CLIENT_KEY).strip().rpartition("=")
-    if not (sep and key and re.fullmatch(NAME_PATTERN, tenant)):
-        return
-    raise ConfigError(
-        f"{CLIENT_KEY} holds a key=tenant entry, but it is the key the command line and "
-        "the Python client send; the server reads its keys from SPOOL_API_KEYS. "
-        f"Give the entry as SPOOL_API_KEYS=KEY=TENANT (and {CLIENT_KEY}=KEY for "
-        "the command line)"
-    )
 
 
 # Stores a dev key may serve: one machine's own file, or this process's memory.

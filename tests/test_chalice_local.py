@@ -441,3 +441,42 @@ def test_chalice_local_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> N
     assert last.startswith(f"spool: cannot listen on 127.0.0.1:{port}: "), text
     assert "chalice local --port N" in last and "stop what is using it" in last
     assert not (tmp_path / ".spool").exists()
+
+
+def test_chalice_local_refuses_server_keys_in_the_client_variable_as_spool_serve_does(
+    tmp_path: Path,
+) -> None:
+    """`SPOOL_API_KEY=KEY=TENANT chalice local ...` (the client's variable, one S short
+    of the server's, as README's Try it warns): `spool serve` refuses it in one line, but
+    `chalice local` started with no keys at all and answered every request 401 "this
+    server has no API keys configured", never naming the variable that held them. Now
+    it refuses to start with `spool serve`'s line, the key never shown."""
+    env = {k: v for k, v in os.environ.items() if k != "SPOOL_API_KEYS"}
+    env["SPOOL_API_KEY"] = "dev-key-for-chalice-local=demo"
+    proc = start_chalice_local(tmp_path, free_port(), env)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc, 10)
+    text = err.decode()
+    lines = text.strip().splitlines()
+    assert proc.returncode == 2, text
+    assert lines[-1].startswith("spool: SPOOL_API_KEY holds a key=tenant entry"), text
+    assert "SPOOL_API_KEYS=KEY=TENANT" in lines[-1]
+    assert "dev-key-for-chalice-local" not in text
+    assert "Traceback" not in text
+
+
+def test_a_plain_client_key_beside_the_server_keys_is_no_refusal() -> None:
+    from chalicelib.edge_settings import value_refusal
+
+    plain = {
+        "SPOOL_API_KEYS": "local-key-0123456789=local",
+        "SPOOL_API_KEY": "local-key-0123456789",
+    }
+    assert value_refusal(plain) is None
+    both = {"SPOOL_API_KEYS": "local-key-0123456789=local", "SPOOL_API_KEY": "k-0123456789abcdef=x"}
+    assert value_refusal(both) is None  # the server's keys are set: the client's is its own
+    refusal = value_refusal({"SPOOL_API_KEY": "k-0123456789abcdef=x"})
+    assert refusal is not None and refusal[0].startswith("SPOOL_API_KEY holds a key=tenant")
+    assert "k-0123456789abcdef" not in " ".join(refusal)
