@@ -20,15 +20,41 @@ def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
 
 
+# Printable to Python, drawn as nothing: the Hangul fillers (letters), the braille
+# blank, the combining grapheme joiner and the Khmer inherent vowels (the dashboard's
+# app.js escapes the same class: Unicode's default-ignorable characters, and U+2800).
+BLANK = frozenset((0x115F, 0x1160, 0x3164, 0xFFA0, 0x2800, 0x034F, 0x17B4, 0x17B5))
+
+
+def _variation_selector(point: int) -> bool:
+    return 0xFE00 <= point <= 0xFE0F or 0xE0100 <= point <= 0xE01EF or 0x180B <= point <= 0x180F
+
+
+def _shown(c: str, before: str) -> bool:
+    """Whether `c` is drawn as itself: printable and not blank, and a variation selector
+    only on a character it can vary (past ASCII: an emoji, an ideograph)."""
+    point = ord(c)
+    if not c.isprintable() or point in BLANK:
+        return False
+    if _variation_selector(point):
+        return before > "\x7f" and _shown(before, "")
+    return True
+
+
 def printable(text: str) -> str:
-    """Text for a terminal: control and format characters shown escaped (\x1b, \u202e).
+    """Text for a terminal: control, format and blank characters shown escaped (\x1b,
+    \u202e, \u3164).
 
     Errors and results hold whatever a job's payload put there: printed raw, an
     escape sequence from another tenant could retitle, recolour or rewrite the
-    operator's terminal, and a bidi override could make one id read as another."""
-    if text.isprintable():
+    operator's terminal, a bidi override could make one id read as another, and a
+    Hangul filler made "admin\u3164" look like "admin"."""
+    if text.isprintable() and text.isascii():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return "".join(
+        c if _shown(c, text[i - 1] if i else "") else c.encode("unicode_escape").decode()
+        for i, c in enumerate(text)
+    )
 
 
 def one_line(text: str, width: int = MESSAGE_WIDTH) -> str:
