@@ -5,6 +5,7 @@ a 503 naming no setting), never an "unexpected error"."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -24,9 +25,17 @@ def test_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     assert path.read_text().startswith("not a database")  # left as it was
 
 
-def test_a_directory_where_the_file_should_be(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot be opened as a SQLite database"):
-        open_store(f"sqlite:///{tmp_path}")
+@pytest.mark.parametrize("slash", ["", "/"], ids=["folder", "folder-slash"])
+def test_a_directory_where_the_file_should_be(tmp_path: Path, slash: str) -> None:
+    """A folder named for the file said "cannot be opened as a SQLite database: unable
+    to open database file" (or, with a trailing slash, "cannot create ...: Is a
+    directory; give a path in a folder this user can write", a folder it could write).
+    Now it says the path is a folder and names a file in it."""
+    with pytest.raises(ConfigError) as caught:
+        open_store(f"sqlite:///{tmp_path}{slash}")
+    said = str(caught.value)
+    assert f"{tmp_path} is a folder: name the database file in it ({tmp_path}/spool.db)" in said
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_read_only_file_system_is_named_as_the_cause(
@@ -38,9 +47,13 @@ def test_a_read_only_file_system_is_named_as_the_cause(
     class ReadOnly:
         f_flag = os.ST_RDONLY
 
+    def unable(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("unable to open database file")  # as SQLite says it
+
     monkeypatch.setattr("chalicelib.storage.sqlite.os.statvfs", lambda folder: ReadOnly())
+    monkeypatch.setattr("chalicelib.storage.sqlite.SQLiteStore", unable)
     with pytest.raises(ConfigError, match="cannot be opened as a SQLite database") as caught:
-        open_store(f"sqlite:///{tmp_path}")  # a folder: SQLite cannot open it
+        open_store(f"sqlite:///{tmp_path}/spool.db")
     assert "is mounted read-only" in str(caught.value)
 
 

@@ -1256,6 +1256,9 @@ def from_url(url: str, clock: Clock | None = None) -> SQLiteStore:
     from chalicelib.storage import sqlite_path
 
     path, options = sqlite_path(url)
+    if os.path.isdir(path):  # else "unable to open database file", or "Is a directory"
+        folder = os.path.normpath(path)
+        raise ValueError(f"{folder} is a folder: name the database file in it ({folder}/spool.db)")
     try:
         return SQLiteStore(path, clock, synchronous=synchronous_option(options))
     except sqlite3.DatabaseError as exc:
