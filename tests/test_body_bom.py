@@ -54,3 +54,18 @@ def test_a_body_with_a_bom_is_400_saying_to_send_it_without(
 def test_the_same_body_without_the_bom_is_taken(server: Server) -> None:
     status, answer = post(server, "/enqueue", b'{"type": "echo", "payload": {"a": 1}}')
     assert status == 201, answer
+
+
+def test_a_bom_sent_with_curls_default_form_type_is_not_called_form_data(
+    server: Server,
+) -> None:
+    """`curl -d @file.json` of a file saved with a BOM labels it form data (curl's
+    default type): the message said "it was sent as form data ...; send a JSON object",
+    though the body was a JSON object and form-typed JSON is taken. The BOM was the
+    trouble, and the message now says so, with the fix."""
+    body = BOM + b'{"type": "echo", "payload": {"a": 1}}'
+    status, answer = post(server, "/enqueue", body, "application/x-www-form-urlencoded")
+    assert status == 400, answer
+    message = answer["error"]["message"]
+    assert "form data" not in message
+    assert "byte order mark" in message and "plain UTF-8" in message

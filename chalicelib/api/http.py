@@ -394,8 +394,10 @@ def parse_json(
     try:
         return loads_strict(text)
     except (ValueError, RecursionError) as exc:
-        message = "request body is not valid JSON" + _form_hint(media_type)
-        raise BadRequest(message, {"reason": _why_not_json(exc)}) from exc
+        reason = _why_not_json(exc)
+        # A BOM is the trouble whatever the type (curl -d @file.json labels it form data).
+        hint = BOM_HINT if reason == BOM_REASON else _form_hint(media_type)
+        raise BadRequest("request body is not valid JSON" + hint, {"reason": reason}) from exc
 
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -420,6 +422,9 @@ BOM_REASON = (
     "sent over a network must not have (RFC 8259 8.1): send it without one (a file "
     'saved as "UTF-8 with BOM": save it as plain UTF-8)'
 )
+
+
+BOM_HINT = ": it starts with a byte order mark; save the file as plain UTF-8 and send it again"
 
 
 def _why_not_json(exc: Exception) -> str:
