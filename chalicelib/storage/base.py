@@ -348,7 +348,8 @@ class JobStore(Protocol):
         """Raise StoreUnavailable when the store already knows a write would fail now
         (SQLite: the disk is full, the file was deleted). /health calls it after a read,
         so a store that still answers reads but cannot take jobs is not reported healthy.
-        A store that learns this only by writing does nothing here."""
+        A store that learns this only by writing does nothing here, or asks cheaply
+        (SQLite takes and lets go its write lock, waiting at most a second)."""
         ...
 
     def claim(

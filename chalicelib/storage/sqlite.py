@@ -92,6 +92,7 @@ from chalicelib.storage.sqlite_txn import (
     WriteHealth,
     cannot_read,
     check_room,
+    probe_turn,
     write_turn,
 )
 from chalicelib.webhooks import outbox
@@ -774,6 +775,7 @@ class SQLiteStore:
             self._watch.check()
         self._health.check()
         check_room(self.path)
+        probe_turn(self._db(), self._write_lock, self._gate)
 
     @_reads
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:

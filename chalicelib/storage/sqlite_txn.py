@@ -389,6 +389,50 @@ def take_turn(lock: threading.Lock, gate: WriteGate | None, patience: float) -> 
     return deadline - time.monotonic()
 
 
+# /health's patience for the turn to write: well under a writer's (PATIENCE, 10 s), so
+# a load balancer's probe is answered within about a second, and well over the
+# milliseconds Spool's own writers hold the turn.
+HEALTH_PATIENCE = 1.0
+
+
+def held_by_another() -> StoreUnavailable:
+    """/health's answer when the turn to write did not come within HEALTH_PATIENCE."""
+    return StoreUnavailable(
+        "the SQLite database stayed locked: another connection has held its write lock "
+        f"for over {HEALTH_PATIENCE:g} s (a transaction left open, a writer stopped), so "
+        f"enqueues wait {sqlite_gate.PATIENCE:g} s and fail until it is let go",
+        retry_after=1,
+    )
+
+
+def probe_turn(db: sqlite3.Connection, lock: threading.Lock, gate: WriteGate | None) -> None:
+    """Take the turn to write and let it go, writing nothing (BEGIN IMMEDIATE, then
+    ROLLBACK), within HEALTH_PATIENCE: StoreUnavailable (held_by_another) when a
+    writer in this process, another Spool process or another program (a `BEGIN
+    IMMEDIATE` left open in a `sqlite3` shell) keeps it. /health answered 200 while
+    every enqueue waited its 10 s for such a lock and then failed."""
+    try:
+        left = take_turn(lock, gate, HEALTH_PATIENCE)
+    except StoreUnavailable as exc:
+        raise held_by_another() from exc
+    try:
+        db.execute(f"PRAGMA busy_timeout={max(1, int(left * 1000))}")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise held_by_another() from exc
+            unavailable = cannot_write(exc)
+            if unavailable is not None:
+                raise unavailable from exc
+            raise
+        finally:
+            db.execute(f"PRAGMA busy_timeout={sqlite_gate.BUSY_TIMEOUT_MS}")
+        db.execute("ROLLBACK")
+    finally:
+        let_go(lock, gate)
+
+
 def let_go(lock: threading.Lock, gate: WriteGate | None) -> None:
     try:
         if gate is not None:
