@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
@@ -97,6 +98,7 @@ class Edge:
         # that succeeded answers for this long (failures are never remembered).
         self._health_for = settings.number("SPOOL_HEALTH_CACHE_SECONDS", 5.0, 0, 60)
         self._healthy_until = float("-inf")
+        self._health_probe = HealthProbe(self._check_store)
         self.cache = ResultCache(
             settings.cache_size,
             settings.cache_ttl,
@@ -389,6 +391,13 @@ class Edge:
         return json_response(200, {"redriven": len(moved), "ids": moved, "died_before": bound})
 
     def health(self, request: ApiRequest) -> ApiResponse:
+        # The store's check on a thread of its own, answered within HEALTH_DEADLINE: a
+        # store that took the connection and said nothing held the probe for its whole
+        # call deadline (Postgres 35 s, DynamoDB's retries about two minutes).
+        self._health_probe.run(HEALTH_DEADLINE)
+        return json_response(200, {"status": "ok", "store": "ok"})
+
+    def _check_store(self) -> None:
         # One cheap read proves the store answers; a down store makes this a 503, and
         # so does one that answers reads but already knows it cannot take a job.
         now = self._timer()
@@ -400,7 +409,6 @@ class Edge:
         # process already knows); Postgres asks transaction_read_only and Redis sets a
         # key of its own that expires in a second: one round trip each.
         self.runtime.store.check_writable()
-        return json_response(200, {"status": "ok", "store": "ok"})
 
     def metrics_text(self, request: ApiRequest) -> ApiResponse:
         # Public metrics check no key, so none signs in: every string sent as one was
@@ -419,6 +427,76 @@ class Edge:
         from chalicelib.api.openapi import document
 
         return json_response(200, document(self.settings, self.runtime.registry))
+
+
+# Seconds /health waits for the store's check: under a load balancer's usual probe
+# timeout (5 s), over a healthy check's milliseconds and SQLite's 1 s for its lock.
+HEALTH_DEADLINE = 3.0
+# Seconds the check's thread waits for work before it looks whether its Edge is gone.
+_PROBE_IDLE = 60.0
+
+
+class HealthProbe:
+    """Run `check` (a bound method) on a thread of its own, at most one run at a time,
+    each caller waiting for a run up to a deadline: StoreUnavailable when it overruns.
+
+    A caller that finds a run in flight waits for that run instead of starting
+    another, so a frozen store holds one thread, not one per probe. The thread is
+    kept (a SQLite store gives each thread a connection of its own, kept until the
+    store closes) and ends once the check's owner is gone."""
+
+    def __init__(self, check: Callable[[], None]) -> None:
+        self._check = weakref.WeakMethod(check)  # type: ignore[arg-type]
+        self._cond = threading.Condition()
+        self._wanted = False
+        self._busy = False
+        self._runs = 0  # runs finished
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def run(self, deadline: float) -> None:
+        with self._cond:
+            if not self._busy:
+                self._busy = self._wanted = True
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._loop, name="spool-health", daemon=True
+                    )
+                    self._thread.start()
+                self._cond.notify_all()
+            goal = self._runs + 1
+            if not self._cond.wait_for(lambda: self._runs >= goal, deadline):
+                raise StoreUnavailable(
+                    f"the job store gave no answer to /health's check within {deadline:g} s; "
+                    "try again shortly",
+                    retry_after=5,
+                )
+            error = self._error
+        if error is not None:
+            raise error
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._cond.wait_for(lambda: self._wanted, _PROBE_IDLE):
+                    if self._check() is None:
+                        self._thread = None
+                        return
+                    continue
+                self._wanted = False
+            check = self._check()
+            error: BaseException | None = None
+            try:
+                if check is not None:
+                    check()
+            except BaseException as exc:  # handed to the callers, raised there
+                error = exc
+            del check
+            with self._cond:
+                self._error = error
+                self._runs += 1
+                self._busy = False
+                self._cond.notify_all()
 
 
 class _SignIn:
