@@ -35,6 +35,8 @@ from chalicelib.errors import Misconfigured, StoreNotMigrated, StoreUnavailable
 from chalicelib.redact import redact_text
 from chalicelib.storage import pg_refusals
 
+# Most reasons one outage says (Outage.failed): each new one once, then no more.
+MAX_REASONS = 5
 # Backoff between tries while the store is down: BASE doubling up to CAP seconds.
 BASE = 0.05
 CAP = 5.0
@@ -189,6 +191,11 @@ class Outage:
         self._lock = threading.Lock()
         self._since: float | None = None
         self._failures = 0
+        # The reasons this outage has given, each said once: its first line named only
+        # the first, and an endpoint back without its queue or table (a restarted
+        # moto_server, a deleted queue) then failed for a new reason no wait fixes, in
+        # silence. Capped, so a reason carrying something new each time stays quiet.
+        self._reasons: set[str] = set()
 
     @property
     def down(self) -> bool:
@@ -196,17 +203,29 @@ class Outage:
 
     def failed(self, exc: BaseException, holding: int = 0) -> float:
         """Note a failed store call; the seconds to wait before the next try."""
+        reason = describe(exc)
         with self._lock:
             first = self._since is None
             if first:
                 self._since = self.timer()
+                self._reasons = {reason}
+            new = reason not in self._reasons and len(self._reasons) < MAX_REASONS
+            if new:
+                self._reasons.add(reason)
             self._failures += 1
             ceiling = min(self.cap, BASE * 2.0 ** min(self._failures - 1, 30))
+        if new:
+            self.log.warning(
+                "store still unavailable, now for another reason (%s): %s waits it out",
+                reason,
+                self.what,
+                exc_info=None if is_store_error(exc) else exc,
+            )
         if first:
             held = f"; {holding} finished results held until it is back" if holding else ""
             self.log.warning(
                 "store unavailable (%s): %s waits it out, retrying with backoff up to %gs%s",
-                describe(exc),
+                reason,
                 self.what,
                 self.cap,
                 held,
