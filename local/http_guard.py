@@ -25,7 +25,8 @@ its size limit before the app can refuse it. Here, per connection:
   a client that has just connected only last), so a full server still answers.
 
 An HTTP/1.1 request without a Host header, or with more than one, is answered 400
-and the connection closed (RFC 9112 3.2; HTTP/1.0 needs none).
+and the connection closed (RFC 9112 3.2; HTTP/1.0 needs none). HTTP/1.2 .. 1.9 is
+read as HTTP/1.1 (RFC 9112 2.3), another major than 1 answered 505.
 Ambiguous framing is answered 400 and the connection closed: Content-Length
 beside Transfer-Encoding, Transfer-Encoding under HTTP/1.0, a Transfer-Encoding
 other than one `chunked` (`chunked, chunked`), bare LF or CR line ends, folded
@@ -175,6 +176,9 @@ _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:", re.IGNORECASE)
 _HOST = re.compile(rb"\r\nhost:", re.IGNORECASE)
 # Every Transfer-Encoding line's value (obs-fold is refused first, so a line is whole).
 _TRANSFER_ENCODING_VALUE = re.compile(rb"\r\ntransfer-encoding:([^\r\n]*)", re.IGNORECASE)
+# A request line ending in a higher minor version of HTTP/1: group 1 is the line up to
+# the minor digit, group 2 the blanks after it (waitress strips them).
+_HIGHER_MINOR = re.compile(rb"(.* HTTP/1\.)[2-9](\s*)", re.DOTALL)
 # LF without its CR, or CR followed by anything but LF (a CR last in what has arrived
 # may still get its LF in the next read).
 _BARE_LF = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
@@ -256,7 +260,7 @@ class GuardedParser(HTTPRequestParser):
         self.transfer_encoding = _TRANSFER_ENCODING.search(header_plus) is not None
         if self.transfer_encoding and _CONTENT_LENGTH.search(header_plus) is None:
             _check_transfer_encoding(header_plus)  # beside Content-Length: AMBIGUOUS_LENGTH
-        super().parse_header(header_plus)
+        super().parse_header(_as_highest_minor(header_plus))
         if self.version == "1.1":
             _check_host(header_plus)
         if self.chunked and isinstance(self.body_rcv, ChunkedReceiver):
@@ -355,6 +359,20 @@ class GuardedParser(HTTPRequestParser):
         self.completed = True
         self.expect_continue = False
         self.close()  # drop whatever of the body was buffered, now
+
+
+def _as_highest_minor(header_plus: bytes) -> bytes:
+    """The head with a request line's `HTTP/1.2` .. `HTTP/1.9` read as `HTTP/1.1`.
+
+    waitress serves every version but 1.1 as 1.0: HTTP/1.2 got no keep-alive, its
+    chunked body was refused and it needed no Host. RFC 9112 2.3 (RFC 9110 2.5): a
+    higher minor version of a major the server speaks is treated as the highest minor
+    it speaks, so such a request is HTTP/1.1 in everything (and answered as HTTP/1.1)."""
+    line, crlf, rest = header_plus.partition(b"\r\n")
+    found = _HIGHER_MINOR.fullmatch(line)
+    if found is None:
+        return header_plus
+    return found.group(1) + b"1" + found.group(2) + crlf + rest
 
 
 def _check_host(header_plus: bytes) -> None:
