@@ -171,6 +171,11 @@ def _finite_walked(value: Any) -> bool:
     return True
 
 
+# The deepest nesting pydantic's JSON parser (jiter) reads: a document whose arrays and
+# objects nest deeper is refused "recursion limit exceeded" (a scalar is level 0).
+MAX_NESTING = 201
+
+
 def nested_deeper_than(value: Any, limit: int) -> bool:
     """True when dicts, lists and tuples inside `value` nest more than `limit` levels
     (a scalar is level 0, `[]` level 1). Walks with its own stack, to any depth."""
@@ -183,6 +188,25 @@ def nested_deeper_than(value: Any, limit: int) -> bool:
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return False
+
+
+def deep_path(value: Any, limit: int) -> list[str | int] | None:
+    """The path to the first array or object (in the text's order) nested deeper than
+    `limit` (a scalar is level 0, `value` itself, a container, level 1): where a parser
+    with that limit gives up. None when none is. Walks with its own stack, to any depth."""
+    stack: list[tuple[list[str | int], Any]] = [([], value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, dict):
+            pairs: Any = reversed(list(item.items()))
+        elif isinstance(item, list | tuple):
+            pairs = reversed(list(enumerate(item)))
+        else:
+            continue
+        if len(path) + 1 > limit:
+            return path
+        stack.extend(([*path, step], child) for step, child in pairs)
+    return None
 
 
 def is_circular(value: Any) -> bool:

@@ -168,7 +168,7 @@ def test_server_owned_fields_are_refused_by_name(api: Api, rt: Runtime, field: s
     reply = api.post("/enqueue", {"type": "echo", field: "x"})
     assert reply.status == 422
     assert field in reply.json["error"]["message"]
-    assert reply.json["error"]["details"] == {"fields": [field]}
+    assert reply.json["error"]["details"] == {"fields": [field], "loc": [field]}
     assert stored(rt) == 0
 
 

@@ -20,6 +20,7 @@ from chalicelib.api.schemas import (
     JobView,
     RedriveAllResult,
 )
+from chalicelib.jsonstrict import MAX_NESTING
 from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
 from local.emulator import context, scheduled_event
@@ -214,8 +215,10 @@ def test_json_the_job_model_cannot_read_is_refused_in_words_about_the_request(
     if batch:  # the batch's summary, then each job's problem
         [error] = error["details"]
     assert reason in error["message"] and "column" not in error["message"]
-    # A surrogate is found down to its string (tests/test_chaos_s55g_surrogate_place.py).
-    where = ["payload", "text"] if "surrogate" in reason else []
+    # A surrogate is found down to its string (tests/test_chaos_s55g_surrogate_place.py),
+    # nesting down to the array past the limit (tests/test_attack_s56j_refusal_places.py).
+    depth = ["payload", "deep", *[0] * (MAX_NESTING - 2)]
+    where = ["payload", "text"] if "surrogate" in reason else depth
     assert error["details"]["loc"] == (["jobs", 0] if batch else []) + where
     assert api.get("/jobs").json["jobs"] == []
 

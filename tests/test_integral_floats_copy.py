@@ -56,7 +56,7 @@ def test_server_owned_fields_are_still_refused_by_name() -> None:
         routes._enqueue_request({"type": "echo", "state": "done", "id": "x"}, ())
     except ValidationFailed as exc:
         assert exc.message.endswith(": id, state")
-        assert exc.details == {"fields": ["id", "state"]}
+        assert exc.details == {"fields": ["id", "state"], "loc": ["id"]}
     else:
         raise AssertionError("not refused")
 

@@ -91,7 +91,10 @@ def test_the_api_takes_the_tenants_from_the_parameter(
         job = {"type": "echo", "callback_url": receiver.url}
         refused = api.post("/enqueue", job, key=KEY_B)
         assert refused.status == 422, refused.body
-        assert refused.json["error"]["details"] == {"field": "callback_url"}
+        assert refused.json["error"]["details"] == {
+            "field": "callback_url",
+            "loc": ["callback_url"],
+        }
         accepted = api.post("/enqueue", job, key=KEY_A)
         assert accepted.status == 201, accepted.body
         again = api.post("/enqueue", job, key=KEY_A)

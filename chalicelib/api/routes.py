@@ -60,11 +60,12 @@ from chalicelib.errors import (
     SpoolError,
     StoreUnavailable,
     Unauthorized,
+    UnknownJobType,
     ValidationFailed,
 )
 from chalicelib.handlers import PayloadCheck, Registry, told_details
 from chalicelib.json_encode import quoted
-from chalicelib.jsonstrict import NESTED_TOO_DEEP, surrogate_path
+from chalicelib.jsonstrict import MAX_NESTING, NESTED_TOO_DEEP, deep_path, surrogate_path
 from chalicelib.limit_settings import auth_failures, tenant_limits
 from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
@@ -163,12 +164,16 @@ class Edge:
         jobs, batch = self._enqueue_requests(data)
         if len(request.body) * ANSWER_GROWTH > PAYLOAD_ANSWER_BYTES:
             _check_answer_sizes(jobs, batch)
-        if self.gate is None:
-            results = self.service.enqueue(jobs, tenant)
-        else:  # refused before anything is stored; an invalid job spends no token
-            built = self.service.prepare(jobs, tenant)
-            with self.gate.admitted(tenant, [job.idempotency_key for job in jobs]) as cap:
-                results = self.service.add_prepared(jobs, built, cap)
+        try:
+            if self.gate is None:
+                results = self.service.enqueue(jobs, tenant)
+            else:  # refused before anything is stored; an invalid job spends no token
+                built = self.service.prepare(jobs, tenant)
+                with self.gate.admitted(tenant, [job.idempotency_key for job in jobs]) as cap:
+                    results = self.service.add_prepared(jobs, built, cap)
+        except ValidationFailed as exc:
+            _placed(exc, batch)
+            raise
         views = [self._enqueued(r, request.base_path) for r in results]
         created = any(r.created for r in results)
         status = 201 if created else 200
@@ -616,7 +621,7 @@ def _enqueue_request(item: Any, loc: tuple[str | int, ...]) -> EnqueueRequest:
         owned = sorted(SERVER_OWNED.intersection(item))
         raise ValidationFailed(
             "these fields are set by the server and cannot be sent: " + ", ".join(owned),
-            {"fields": owned},
+            {"fields": owned, "loc": [*loc, owned[0]]},
         )
     plain = plain_job(item)  # the commonest body, read without a second parse
     if plain is not None:
@@ -629,6 +634,29 @@ def _enqueue_request(item: Any, loc: tuple[str | int, ...]) -> EnqueueRequest:
     except ValidationError as exc:
         _refuse_unreadable(exc, loc, item)
         raise ValidationFailed("the job is invalid", errors.validation_details(exc, loc)) from exc
+
+
+def _placed(exc: ValidationFailed, batch: bool) -> None:
+    """`loc` put in the details of `exc`, a refusal the service made of a job's field, as
+    every refusal of the edge's own has: the service names the field (`field`, or the
+    `type` no handler has) but knows nothing of a batch's ["jobs", N]."""
+    details = exc.details
+    if isinstance(details, dict):  # one job (a batch of one is re-raised as it was)
+        _place(details, ("jobs", 0) if batch else ())
+    elif isinstance(details, list):
+        for problem in details:
+            if isinstance(problem, dict) and isinstance(problem.get("details"), dict):
+                _place(problem["details"], ("jobs", problem["index"]))
+
+
+def _place(details: dict[str, Any], prefix: tuple[str | int, ...]) -> None:
+    if "loc" in details:
+        return
+    field = details.get("field")
+    if isinstance(field, str):
+        details["loc"] = [*prefix, field]
+    elif "known" in details and "type" in details:  # UnknownJobType's
+        details["loc"] = [*prefix, "type"]
 
 
 @functools.cache
@@ -663,7 +691,12 @@ def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...], data: A
             continue
         where = list(loc)
         if "recursion" in error["msg"]:
-            reason = f"its {NESTED_TOO_DEEP}"
+            # Where the limit was crossed, as a surrogate's place: [] said nothing of it.
+            reason = f"its {NESTED_TOO_DEEP}: more than {MAX_NESTING} levels"
+            place = deep_path(data, MAX_NESTING)
+            if place is not None:
+                where += place
+                reason += f" (at {_shown_path(place)})"
         elif "escape" in error["msg"] or "surrogate" in error["msg"]:
             reason = (
                 "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), not a character"
@@ -671,12 +704,28 @@ def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...], data: A
             place = surrogate_path(data)
             if place is not None:
                 where += place
-                # Escaped: a name holding the surrogate would put it in the message too.
-                shown = ".".join(str(step) for step in place)
-                reason += " (at " + shown.encode("utf-8", "backslashreplace").decode() + ")"
+                reason += f" (at {_shown_path(place)})"
         else:
             reason = "it cannot be read as JSON"
         raise ValidationFailed(f"the job is invalid: {reason}", {"loc": where}) from exc
+
+
+# A path longer than this is shown by its first steps and its last (a loc too deep has
+# 200): the details' loc holds it whole.
+_SHOWN_STEPS = 6
+
+
+def _shown_path(place: list[str | int]) -> str:
+    """`place` as "a.b.1" for a message, escaped: a name holding a lone surrogate would
+    put it in the answer too (the loc's JSON escapes it)."""
+    steps = [str(step) for step in place]
+    if len(steps) > 2 * _SHOWN_STEPS:
+        steps = [
+            *steps[:_SHOWN_STEPS],
+            f"...({len(steps) - 2 * _SHOWN_STEPS} more)...",
+            *steps[-_SHOWN_STEPS:],
+        ]
+    return ".".join(steps).encode("utf-8", "backslashreplace").decode()
 
 
 def integral_floats(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
@@ -715,7 +764,12 @@ def _check_payload(
     handed on as sent, 9.3e18 in an int field (an integer, as JSON Schema counts) was
     refused by the lenient reading as "Unable to parse input string as an integer",
     at a loc without "payload", where 9300000000000000000 was taken."""
-    spec = registry.get(job.type)
+    try:
+        spec = registry.get(job.type)
+    except UnknownJobType as exc:
+        if isinstance(exc.details, dict):
+            _place(exc.details, loc)
+        raise
     if spec.payload_model is None:
         return job
     payload = integral_floats(spec.payload_model, job.payload)
