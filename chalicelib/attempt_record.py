@@ -24,6 +24,7 @@ from types import FrameType
 
 from chalicelib import worker_id
 from chalicelib.config import Settings
+from chalicelib.jsonstrict import is_utf8, replaced_surrogates
 from chalicelib.models import (
     UNREADABLE_MESSAGE,
     Attempt,
@@ -156,6 +157,13 @@ def record(
     if told is not None:
         error, traceback = _beside(error, told), _beside(traceback, told)
         completion = replace(completion, error=_beside(completion.error, told))
+    # A handler's text (its exception's message, the traceback quoting it, its log
+    # lines) may hold a lone surrogate: U+FFFD instead, on every store and answer.
+    error, traceback = _utf8(error), _utf8(traceback)
+    error_type = _utf8(error_type)
+    log_tail = tuple(replaced_surrogates(line) for line in log_tail)
+    if completion.error is not None and not is_utf8(completion.error):
+        completion = replace(completion, error=replaced_surrogates(completion.error))
     next_delay = None
     if completion.retry_at is not None:
         next_delay = max(0.0, (completion.retry_at - finished_at).total_seconds())
@@ -174,6 +182,10 @@ def record(
         log_tail=log_tail if completion.state is not JobState.SUCCEEDED else (),
     )
     return replace(completion, attempt=attempt)
+
+
+def _utf8(text: str | None) -> str | None:
+    return None if text is None else replaced_surrogates(text)
 
 
 def _beside(text: str | None, told: Callable[[], str]) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from chalicelib.number_text import too_small, underflows
@@ -255,6 +256,18 @@ def is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def replaced_surrogates(text: str) -> str:
+    """`text` with each lone surrogate made U+FFFD (the replacement character): what
+    a handler's own text (an exception's message, a traceback, a log line) becomes
+    before any store or answer holds it (storage.base.utf8_text does the same)."""
+    if text.isascii() or is_utf8(text):
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def surrogate_path(value: Any) -> list[str | int] | None:

@@ -86,6 +86,8 @@ from chalicelib.jsonstrict import (
     is_finite_json,
     loads_strict,
     nested_deeper_than,
+    replaced_surrogates,
+    surrogate_path,
 )
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
 from chalicelib.logs import job_event, payload_text
@@ -413,6 +415,13 @@ class Worker:
         except ValueError as exc:  # two keys the encoder wrote as one name: 1 and "1"
             error = f"result is not JSON: two keys of one object become one name in JSON ({exc})"
             return Completion(job.id, token, JobState.DEAD, error=error)
+        # A lone surrogate is written as a `\udXXX` escape (ASCII JSON): no character,
+        # refused in a payload (422), so a result holding one is not stored either. An
+        # escape in `encoded` (a pair of one too) is rare enough to look closer at.
+        if "\\ud" in encoded:
+            place = surrogate_path(snapshot)
+            if place is not None:
+                return Completion(job.id, token, JobState.DEAD, error=_surrogate_error(place))
         return Completion(job.id, token, JobState.SUCCEEDED, result=snapshot)
 
     def _retry(
@@ -1747,12 +1756,24 @@ def _why_not_json(result: Any, exc: Exception) -> str:
     return str(exc)
 
 
+def _surrogate_error(place: list[str | int]) -> str:
+    shown = ".".join(str(step) for step in place) or "the result itself"
+    return (
+        "result is not JSON: a string in it holds an unpaired UTF-16 surrogate "
+        "(\\ud800-\\udfff), which is no character, at "
+        + shown.encode("utf-8", "backslashreplace").decode()
+        + " (return text, or encode bytes as base64)"
+    )
+
+
 def _describe(exc: BaseException, prefix: str = "") -> str:
     """The job's `last_error`: masked as its attempt's error is (a message quoting a
-    database URL must not show its password on /status), within the stores' limit."""
+    database URL must not show its password on /status), within the stores' limit,
+    each lone surrogate in it made U+FFFD (no UTF-8 store or JSON answer holds one)."""
     text = exception_text(exc)  # its __str__ may fail, with anything: not the pool thread's end
     name = error_type_name(exc)
-    return error_text(text, f"{prefix}{name}: ") if text else f"{prefix}{name}"
+    said = error_text(text, f"{prefix}{name}: ") if text else f"{prefix}{name}"
+    return replaced_surrogates(said)
 
 
 def sign_off(
