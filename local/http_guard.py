@@ -179,6 +179,8 @@ _TRANSFER_ENCODING_VALUE = re.compile(rb"\r\ntransfer-encoding:([^\r\n]*)", re.I
 # A request line ending in a higher minor version of HTTP/1: group 1 is the line up to
 # the minor digit, group 2 the blanks after it (waitress strips them).
 _HIGHER_MINOR = re.compile(rb"(.* HTTP/1\.)[2-9](\s*)", re.DOTALL)
+# A request line of HTTP/1 as sent (group 1: the minor digit), whatever else is in it.
+_HTTP1_LINE = re.compile(rb".* HTTP/1\.([0-9])\s*", re.DOTALL)
 # LF without its CR, or CR followed by anything but LF (a CR last in what has arrived
 # may still get its LF in the next read).
 _BARE_LF = re.compile(rb"(?<!\r)\n|\r(?=[^\n])")
@@ -282,6 +284,7 @@ class GuardedParser(HTTPRequestParser):
                 # or CR inside a finished head is the answer here too, at once.
                 self.parse_header(b"GET / HTTP/1.0\r\n")  # as waitress before its own 431
                 self._refuse(BARE_LF)
+                self._answer_as_asked()
                 return len(data)
             limit = self.limits.max_body_bytes
             if (
@@ -320,6 +323,7 @@ class GuardedParser(HTTPRequestParser):
                 self._refuse(too_large(limit, self.content_length))
             if self.error is not None:
                 self.expect_continue = False  # never invite a body we refuse
+                self._answer_as_asked()
                 return len(data)  # what follows a refused head is not a request
             return consumed
         return self._received_body(data)
@@ -353,6 +357,16 @@ class GuardedParser(HTTPRequestParser):
                 headers: dict[str, str] = self.headers  # type: ignore[assignment]
                 headers["CONTENT_LENGTH"] = str(len(receiver))
         return consumed
+
+    def _answer_as_asked(self) -> None:
+        """A refused head is answered in the version its request line asks for (RFC
+        9110 6.2), read from the bytes as sent: one refused before waitress read that
+        line (a 431, a folded line, a faulty Transfer-Encoding) kept waitress's
+        default, and an HTTP/1.1 client was answered as HTTP/1.0."""
+        line = self._start.lstrip(b"\r\n").split(b"\n", 1)[0].rstrip(b"\r")
+        found = _HTTP1_LINE.fullmatch(line)
+        if found is not None:
+            self.version = "1.0" if found.group(1) == b"0" else "1.1"
 
     def _refuse(self, error: Error) -> None:
         self.error = error

@@ -108,3 +108,32 @@ def test_http_1_0_stays_http_1_0(server: Server) -> None:
         status_line, _, _, _ = read_answer(sock, b"")
         assert status_line.startswith(b"HTTP/1.0 200"), status_line
         assert sock.recv(1) == b""  # closed after the answer
+
+
+def refused_heads(version: str) -> list[bytes]:
+    """Heads refused before waitress reads their request line: a Transfer-Encoding
+    other than chunked alone, a folded line, a head over the size limit."""
+    start = f"POST /enqueue {version}\r\nHost: x\r\nX-API-Key: {KEY_A}\r\n"
+    return [
+        (start + "Transfer-Encoding: chunked, identity\r\n\r\n").encode(),
+        (start + "X-A: 1\r\n  folded\r\nContent-Length: 0\r\n\r\n").encode(),
+        (start + f"X-Big: {'a' * 100_000}\r\nContent-Length: 0\r\n\r\n").encode(),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("version", "answered"),
+    [("HTTP/1.1", b"HTTP/1.1 "), ("HTTP/1.3", b"HTTP/1.1 "), ("HTTP/1.0", b"HTTP/1.0 ")],
+)
+def test_a_refused_head_is_answered_in_the_clients_version(
+    server: Server, version: str, answered: bytes
+) -> None:
+    """RFC 9110 6.2: the answer's version is the highest the server speaks of the
+    request's major. These refusals answered an HTTP/1.1 client as HTTP/1.0."""
+    for head in refused_heads(version):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(head)
+            status_line, _, body, _ = read_answer(sock, b"")
+        assert status_line.startswith(answered), (head[:60], status_line)
+        assert status_line.split(b" ")[1] in (b"400", b"431"), status_line
+        assert json.loads(body)["error"]["message"]
