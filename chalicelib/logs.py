@@ -38,6 +38,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO
 
 from chalicelib.config import ConfigError, Settings
+from chalicelib.jsonstrict import replaced_surrogates
 from chalicelib.log_redact import has_shape_word, redactor
 
 if TYPE_CHECKING:
@@ -420,7 +421,9 @@ def json_formatter() -> logging.Formatter:
 
     class _Json(JsonFormatter):
         def format(self, record: logging.LogRecord) -> str:
-            return redactor.text(super().format(record))
+            # A lone surrogate (a handler's text) left raw went out as a `\ud800` escape
+            # (the stream's backslashreplace): a lone surrogate again to a JSON reader.
+            return replaced_surrogates(redactor.text(super().format(record)))
 
     return _Json(
         "%(levelname)s %(name)s %(message)s",

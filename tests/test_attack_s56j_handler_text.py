@@ -16,6 +16,7 @@ replaced by U+FFFD (storage.base.utf8_text), before any store sees it.
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 from collections.abc import Iterator
@@ -24,12 +25,14 @@ from typing import Any
 
 import pytest
 
-from chalicelib import runtime
+from chalicelib import logs, runtime
 from chalicelib.clock import FakeClock
+from chalicelib.config import Settings
 from chalicelib.handlers import JobContext, Registry
 from chalicelib.jsonstrict import surrogate_path
 from chalicelib.models import Job, JobState
 from chalicelib.storage.base import JobStore
+from chalicelib.storage.memory import MemoryStore
 from chalicelib.worker import Worker, WorkerConfig
 from local.server import Server
 from tests.apikit import KEY_A
@@ -166,3 +169,31 @@ def test_get_status_serves_no_lone_surrogate_escape(server: Server, job_type: st
         text = body.decode("utf-8")  # strict: no stray bytes
         # A `\\ud800` escape reads back as a lone surrogate: every string must be UTF-8.
         assert surrogate_path(json.loads(text)) is None, text
+
+
+@pytest.fixture
+def captured() -> Iterator[io.StringIO]:
+    buf = io.StringIO()
+    yield buf
+    logs.reset()
+
+
+def test_a_json_log_line_of_handler_text_holds_no_lone_surrogate(
+    captured: io.StringIO, clock: FakeClock, reg: Registry
+) -> None:
+    """A JSON line holding the raw surrogate went out as a `\\ud800` escape (stderr's
+    backslashreplace): a lone surrogate again, to whatever parses the log."""
+    logs.configure(Settings(extra={"SPOOL_LOG_FORMAT": "json"}), stream=captured, force=True)
+    store = MemoryStore(clock)
+
+    @reg.handler("chatty", max_attempts=1)
+    def chatty(payload: dict[str, Any], ctx: JobContext) -> None:
+        ctx.log.info("working on \ud800 now")
+        raise ValueError("bad \udfff value")
+
+    add(store, clock, "chatty")
+    drain(store, reg)
+    lines = [json.loads(line) for line in captured.getvalue().splitlines() if line]
+    said = [line for line in lines if "\ufffd" in json.dumps(line, ensure_ascii=False)]
+    assert said, lines
+    assert all(surrogate_path(line) is None for line in lines), lines
