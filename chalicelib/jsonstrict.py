@@ -102,6 +102,76 @@ def _document(text: str | bytes) -> str:
     return text.decode(json.detect_encoding(text), "surrogatepass")
 
 
+class StrictRefusal(json.JSONDecodeError):
+    """loads_strict's refusal of a token json.loads reads (NaN, 1e999, a repeated
+    name...): `refused_path(doc)` finds where it is."""
+
+
+# What refused_path's parse makes of a token loads_strict refuses.
+_MARK = object()
+
+
+class _Repeated(list[tuple[str, Any]]):
+    """An object naming a member twice, as refused_path's parse keeps it."""
+
+
+def _float_or_mark(text: str) -> Any:
+    try:
+        return _finite_float(text)
+    except Refused:
+        return _MARK
+
+
+def _int_or_mark(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:  # more digits than the interpreter converts
+        return _MARK
+
+
+def _pairs_or_marked(pairs: list[tuple[str, Any]]) -> Any:
+    obj = dict(pairs)
+    return obj if len(obj) == len(pairs) else _Repeated(pairs)
+
+
+_MARKING = json.JSONDecoder(
+    parse_constant=lambda name: _MARK,
+    parse_float=_float_or_mark,
+    parse_int=_int_or_mark,
+    object_pairs_hook=_pairs_or_marked,
+)
+
+
+def refused_path(text: str) -> list[str | int] | None:
+    """The path to the first token loads_strict refuses in `text`, in the order the
+    parser meets them (a value before the object holding it); a repeated name's path
+    ends in that name. None when there is none, or `text` is not JSON at all."""
+    try:
+        value = _MARKING.decode(text)
+    except (ValueError, RecursionError):
+        return None
+    # Depth-first, each container's members before the container itself (its own
+    # hook runs once they are parsed), with a stack of its own.
+    stack: list[tuple[list[str | int], Any, bool]] = [([], value, False)]
+    while stack:
+        path, item, done = stack.pop()
+        if item is _MARK:
+            return path
+        if isinstance(item, _Repeated):
+            if done:
+                names = [name for name, _ in item]
+                return [*path, next(n for i, n in enumerate(names) if n in names[:i])]
+            stack.append((path, item, True))
+            stack.extend(([*path, name], child, False) for name, child in reversed(item))
+        elif isinstance(item, dict):
+            pairs = reversed(list(item.items()))
+            stack.extend(([*path, name], child, False) for name, child in pairs)
+        elif isinstance(item, list):
+            indexed = reversed(list(enumerate(item)))
+            stack.extend(([*path, index], child, False) for index, child in indexed)
+    return None
+
+
 def loads_strict(text: str | bytes) -> Any:
     """json.loads, but NaN, Infinity, -Infinity, overflowing numbers, numbers that
     underflow to 0 (1e-400) and objects naming one member twice are refused.
@@ -115,7 +185,7 @@ def loads_strict(text: str | bytes) -> Any:
         doc = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
         # The parser does not say where the token was; its first occurrence is a
         # close enough pointer for a person reading the message.
-        raise json.JSONDecodeError(str(exc), doc, max(0, doc.find(exc.token))) from None
+        raise StrictRefusal(str(exc), doc, max(0, doc.find(exc.token))) from None
 
 
 def is_finite_json(value: Any) -> bool:

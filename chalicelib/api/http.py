@@ -18,10 +18,12 @@ from chalicelib.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from chalicelib.json_encode import compact_encoder
 from chalicelib.jsonstrict import (
     NESTED_TOO_DEEP,
+    StrictRefusal,
     finite_or_null,
     is_finite_json,
     is_utf8,
     loads_strict,
+    refused_path,
 )
 
 JSON_TYPE = "application/json"
@@ -397,7 +399,19 @@ def parse_json(
         reason = _why_not_json(exc)
         # A BOM is the trouble whatever the type (curl -d @file.json labels it form data).
         hint = BOM_HINT if reason == BOM_REASON else _form_hint(media_type)
-        raise BadRequest("request body is not valid JSON" + hint, {"reason": reason}) from exc
+        details: dict[str, Any] = {"reason": reason}
+        # A refused token's column is where its text first appears, not always the
+        # one refused: the path says which value it is (as a 422's loc does).
+        place = refused_path(text) if _refused_token(exc) else None
+        if place is not None:
+            details["loc"] = place
+        raise BadRequest("request body is not valid JSON" + hint, details) from exc
+
+
+def _refused_token(exc: Exception) -> bool:
+    """A token strict JSON refuses, or an integer too long to convert: json.loads
+    reads the text otherwise, so refused_path can find it."""
+    return isinstance(exc, StrictRefusal) or "integer string conversion" in str(exc)
 
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
