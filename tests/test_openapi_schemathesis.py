@@ -142,7 +142,8 @@ def _run_at_out_of_bounds(error: dict[str, Any]) -> bool:
 def _callback_refused(error: dict[str, Any]) -> bool:
     """A callback_url the tenant may not use: no webhook secret configured, or a URL
     the SSRF guard refuses. Server settings decide both, which JSON Schema cannot state."""
-    return error.get("details") == {"field": "callback_url"}
+    details = error.get("details")
+    return isinstance(details, dict) and details.get("field") == "callback_url"
 
 
 def _over_the_body_limit(response: Any) -> bool:
