@@ -70,7 +70,7 @@ def stored(api: Api) -> list[object]:
 def test_a_privileged_port_other_than_80_and_443_is_a_422(api: Api, url: str) -> None:
     reply = api.post("/enqueue", {"type": "echo", "callback_url": url})
     assert reply.status == 422, (url, reply.body)
-    assert reply.json["error"]["details"] == {"field": "callback_url"}
+    assert reply.json["error"]["details"] == {"field": "callback_url", "loc": ["callback_url"]}
     assert "SPOOL_WEBHOOK_PORTS" in reply.json["error"]["message"]
     assert stored(api) == []
 
