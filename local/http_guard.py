@@ -383,6 +383,8 @@ def _as_highest_minor(header_plus: bytes) -> bytes:
     higher minor version of a major the server speaks is treated as the highest minor
     it speaks, so such a request is HTTP/1.1 in everything (and answered as HTTP/1.1)."""
     line, crlf, rest = header_plus.partition(b"\r\n")
+    if line.endswith((b" HTTP/1.1", b" HTTP/1.0")):
+        return header_plus  # nearly every request: no regex run over its line
     found = _HIGHER_MINOR.fullmatch(line)
     if found is None:
         return header_plus
