@@ -38,7 +38,7 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO
 
 from chalicelib.config import ConfigError, Settings
-from chalicelib.jsonstrict import replaced_surrogates
+from chalicelib.jsonstrict import is_utf8, replaced_surrogates
 from chalicelib.log_redact import has_shape_word, redactor
 
 if TYPE_CHECKING:
@@ -782,6 +782,30 @@ def payload_text(payload: Any) -> str:
         return str(payload)
 
 
+class _ValidText(logging.Filter):
+    """A handler's line with each lone surrogate made U+FFFD, before any log handler
+    sees it: its message, arguments and the exception it logs are the handler's own
+    text. Only the JSON format cleaned it, so every other handler (an app's UTF-8 file,
+    a collector, pytest's capture) got the raw surrogate, and a strict UTF-8 writer
+    failed on it and lost the line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:  # logging reports a bad format itself, as it always has
+            return True
+        if not is_utf8(text):
+            record.msg, record.args = replaced_surrogates(text), None
+        if record.exc_info and record.exc_text is None:
+            told = logging.Formatter().formatException(record.exc_info)
+            if not is_utf8(told):
+                record.exc_text = replaced_surrogates(told)  # what every Formatter prints
+        return True
+
+
+_VALID_TEXT = _ValidText()
+
+
 class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """A handler's logger (`ctx.log`): every line carries the job id, attempt, type,
     queue and tenant, and the last SPOOL_LOG_TAIL_LINES lines (INFO and up, or DEBUG
@@ -791,6 +815,7 @@ class JobLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         fields = job_fields(job)
         del fields["max_attempts"]
         super().__init__(logging.getLogger(HANDLER_LOGGER), fields)
+        self.logger.addFilter(_VALID_TEXT)  # once: a logger keeps one of each filter
         self._tail: deque[str] = deque(maxlen=tail_lines() if keep is None else keep)
         self._tail_lock = threading.Lock()
         self._payload = job.payload

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,3 +198,46 @@ def test_a_json_log_line_of_handler_text_holds_no_lone_surrogate(
     said = [line for line in lines if "\ufffd" in json.dumps(line, ensure_ascii=False)]
     assert said, lines
     assert all(surrogate_path(line) is None for line in lines), lines
+
+
+class _Formatted(logging.Handler):
+    """A plain handler, as an app's own file or collector handler would be."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
+
+
+def test_every_log_handler_gets_a_handler_line_without_a_lone_surrogate(
+    clock: FakeClock, reg: Registry
+) -> None:
+    """Only the JSON format made U+FFFD of a handler's lone surrogate: every other
+    handler (pytest's capture, an app's UTF-8 file, a collector) got the raw one from
+    ctx.log, its message, its arguments or the exception it logged, and a strict
+    UTF-8 writer failed on it ("--- Logging error ---", the line lost)."""
+    seen = _Formatted()
+    root = logging.getLogger()
+    root.addHandler(seen)
+    store = MemoryStore(clock)
+
+    @reg.handler("chatty", max_attempts=1)
+    def chatty(payload: dict[str, Any], ctx: JobContext) -> None:
+        ctx.log.error("working on \ud800 now")
+        ctx.log.warning("argument %s", "x\udc00y")
+        try:
+            raise ValueError("bad \udfff value")
+        except ValueError:
+            ctx.log.exception("caught")
+
+    try:
+        add(store, clock, "chatty")
+        drain(store, reg)
+    finally:
+        root.removeHandler(seen)
+    said = [line for line in seen.lines if "\ufffd" in line]
+    assert len(said) == 3, seen.lines
+    assert all(utf8(line) for line in seen.lines), seen.lines

@@ -464,9 +464,8 @@ class HealthProbe:
             if not self._busy:
                 self._busy = self._wanted = True
                 if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._loop, name="spool-health", daemon=True
-                    )
+                    # Outside any one invocation: it runs the checks of later ones too.
+                    self._thread = logs.outside_thread(self._loop, name="spool-health")
                     self._thread.start()
                 self._cond.notify_all()
             goal = self._runs + 1
