@@ -231,6 +231,11 @@ TERMINAL = [s(JobState.SUCCEEDED.value), s(JobState.DEAD.value), s(JobState.CANC
 MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 # ...and of one S3 refused: without s3:ListBucket a missing key reads as AccessDenied.
 REFUSED_OBJECT_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
+# ...and of one whose bucket does not exist (deleted, or SPOOL_STORE_URL names the wrong
+# one). Not an outage to wait out: a read shows the job with a marker saying so, as for
+# a refused object (a 503 for good made a tenant's listings and dead letters unreadable);
+# a claim retries the job, never buries it as missing (tests/test_chaos_s56m_bucket_gone.py).
+NO_BUCKET_CODES = frozenset({"NoSuchBucket"})
 # Backoff for a claimed job whose payload object could not be read (not missing).
 UNREADABLE_RETRY = RetryPolicy(base=2.0, cap=300.0)
 
@@ -688,7 +693,8 @@ class DynamoStore:
         ``{"error": "payload_missing" | "result_missing", "object": "s3://B/K",
         "message": "..."}``, or ``*_unreadable`` when S3 refused the read
         (AccessDenied: S3 answers that, not NoSuchKey, for a missing key to a role
-        that may not s3:ListBucket). Other failures (S3 unavailable) still raise.
+        that may not s3:ListBucket; NoSuchBucket, when the bucket itself is gone or
+        misnamed). Other failures (S3 unavailable) still raise.
 
         With `payload_problem` (a claim, about to run the job), any failure to read
         the payload object is appended there instead of raised: the caller must not
@@ -785,9 +791,14 @@ class DynamoStore:
                 message = f"its {kind} object {url} could not be read: {code or type(exc).__name__}"
                 if code in REFUSED_OBJECT_CODES:
                     message += " (S3 says so of a missing object to a role without s3:ListBucket)"
+                elif code in NO_BUCKET_CODES:
+                    message += (
+                        f" (the bucket {self.blobs.bucket} does not exist: deleted, or "
+                        "SPOOL_STORE_URL names another than the one that wrote it)"
+                    )
             if problems is not None:
                 problems.append(_BlobProblem(url, missing, message, exc))
-            elif not missing and code not in REFUSED_OBJECT_CODES:
+            elif not missing and code not in REFUSED_OBJECT_CODES | NO_BUCKET_CODES:
                 raise
             log.warning("job %s: %s", _job_of_ref(ref), message)
             suffix = "missing" if missing else "unreadable"
