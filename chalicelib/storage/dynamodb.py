@@ -174,7 +174,7 @@ from chalicelib.storage.dynamodb_webhooks import (
     pruning,
 )
 from chalicelib.storage.queue_totals import QueueTotals, fold
-from chalicelib.storage.s3_blobs import S3Blobs
+from chalicelib.storage.s3_blobs import ObjectTooLarge, S3Blobs
 from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, SqsDispatch, delay_for
 from chalicelib.webhooks import outbox as webhook_outbox
 from chalicelib.webhooks.outbox import Delivery
@@ -236,6 +236,14 @@ REFUSED_OBJECT_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
 # a refused object (a 503 for good made a tenant's listings and dead letters unreadable);
 # a claim retries the job, never buries it as missing (tests/test_chaos_s56m_bucket_gone.py).
 NO_BUCKET_CODES = frozenset({"NoSuchBucket"})
+# The most of a payload or result object the store reads: what it writes is never more
+# (a payload enqueue admits takes at most routes.PAYLOAD_ANSWER_BYTES in the answers
+# that return it, never fewer than the object's bytes; a result at most
+# worker.MAX_RESULT_BYTES). A bigger one (overwritten by hand or by another program)
+# was read whole by every status, listing page and claim of it, and answered whole, past
+# the 6 MB Lambda can answer: it reads as *_unreadable, and no more of it is fetched
+# (tests/test_chaos_s56m_object_size.py).
+MAX_OBJECT_BYTES = 2 * 1024 * 1024
 # Backoff for a claimed job whose payload object could not be read (not missing).
 UNREADABLE_RETRY = RetryPolicy(base=2.0, cap=300.0)
 
@@ -778,7 +786,16 @@ class DynamoStore:
             return {"error": f"{kind}_unreadable", "object": ref, "message": message}
         url = f"s3://{self.blobs.bucket}/{ref}"
         try:
-            raw = self.blobs.get(ref)
+            raw = self.blobs.get(ref, MAX_OBJECT_BYTES)
+        except ObjectTooLarge as exc:
+            message = (
+                f"its {kind} object {url} is {exc.size} bytes, more than any {kind} Spool "
+                f"writes (at most {exc.limit}): overwritten by hand or by another program"
+            )
+            if problems is not None:
+                problems.append(_BlobProblem(url, False, message, exc))
+            log.warning("job %s: %s", _job_of_ref(ref), message)
+            return {"error": f"{kind}_unreadable", "object": url, "message": message}
         except Exception as exc:
             code = _error_code(exc)
             missing = code in MISSING_OBJECT_CODES

@@ -29,6 +29,15 @@ DELETE_BATCH = 1000  # DeleteObjects limit
 INTERNAL_PREFIX = "spool/"  # the folder Spool's own objects live in; infra scopes roles to it
 
 
+class ObjectTooLarge(ValueError):
+    """An object holds more bytes than any the store writes there (S3Blobs.get)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"it is {size} bytes, more than {limit}")
+        self.size = size
+        self.limit = limit
+
+
 class S3Blobs:
     def __init__(self, client: S3Client, bucket: str, prefix: str = INTERNAL_PREFIX) -> None:
         self.client = client
@@ -47,10 +56,19 @@ class S3Blobs:
             Bucket=self.bucket, Key=key, Body=data, ContentType="application/json"
         )
 
-    def get(self, key: str) -> bytes:
-        body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+    def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        """The object's bytes; ObjectTooLarge, reading none or no more than `max_bytes`
+        + 1 of them, when it holds more than `max_bytes`."""
+        response = self.client.get_object(Bucket=self.bucket, Key=key)
+        body = response["Body"]
         try:
-            return body.read()
+            if max_bytes is None:
+                return body.read()
+            size = int(response.get("ContentLength") or 0)
+            data = b"" if size > max_bytes else body.read(max_bytes + 1)
+            if size > max_bytes or len(data) > max_bytes:
+                raise ObjectTooLarge(max(size, len(data)), max_bytes)
+            return data
         finally:
             body.close()
 
