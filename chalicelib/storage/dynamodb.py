@@ -236,14 +236,19 @@ REFUSED_OBJECT_CODES = frozenset({"AccessDenied", "403", "Forbidden"})
 # a refused object (a 503 for good made a tenant's listings and dead letters unreadable);
 # a claim retries the job, never buries it as missing (tests/test_chaos_s56m_bucket_gone.py).
 NO_BUCKET_CODES = frozenset({"NoSuchBucket"})
-# The most of a payload or result object the store reads: what it writes is never more
-# (a payload enqueue admits takes at most routes.PAYLOAD_ANSWER_BYTES in the answers
-# that return it, never fewer than the object's bytes; a result at most
-# worker.MAX_RESULT_BYTES). A bigger one (overwritten by hand or by another program)
-# was read whole by every status, listing page and claim of it, and answered whole, past
-# the 6 MB Lambda can answer: it reads as *_unreadable, and no more of it is fetched
+# The most of a payload or result object a read for an answer takes: no answer carries
+# more (POST /enqueue admits a payload taking at most routes.PAYLOAD_ANSWER_BYTES in the
+# answers that return it, never fewer than the object's bytes; a result is at most
+# worker.MAX_RESULT_BYTES). A bigger object (overwritten by hand or by another program)
+# was read whole by every status and listing page and answered whole, past the 6 MB
+# Lambda can answer (API Gateway's 502): it reads as *_unreadable, and no more of it is
+# fetched. A claim, about to run the job, reads up to MAX_CLAIMED_OBJECT_BYTES
+# (SPOOL_MAX_BODY_BYTES' ceiling, API Gateway's request limit), so a payload enqueued in
+# code (rt.service.enqueue, which has no answer to fit) still runs; past it the job is
+# retried unrun, dead after its last attempt, never read whole into the worker's memory
 # (tests/test_chaos_s56m_object_size.py).
 MAX_OBJECT_BYTES = 2 * 1024 * 1024
+MAX_CLAIMED_OBJECT_BYTES = 10 * 1024 * 1024
 # Backoff for a claimed job whose payload object could not be read (not missing).
 UNREADABLE_RETRY = RetryPolicy(base=2.0, cap=300.0)
 
@@ -786,11 +791,13 @@ class DynamoStore:
             return {"error": f"{kind}_unreadable", "object": ref, "message": message}
         url = f"s3://{self.blobs.bucket}/{ref}"
         try:
-            raw = self.blobs.get(ref, MAX_OBJECT_BYTES)
+            raw = self.blobs.get(
+                ref, MAX_OBJECT_BYTES if problems is None else MAX_CLAIMED_OBJECT_BYTES
+            )
         except ObjectTooLarge as exc:
             message = (
-                f"its {kind} object {url} is {exc.size} bytes, more than any {kind} Spool "
-                f"writes (at most {exc.limit}): overwritten by hand or by another program"
+                f"its {kind} object {url} is {exc.size} bytes, more than the {exc.limit} "
+                f"a {kind} may take here: overwritten by hand or by another program?"
             )
             if problems is not None:
                 problems.append(_BlobProblem(url, False, message, exc))
