@@ -20,6 +20,7 @@ remembered as SHA-256 digests and compared in constant time.
 from __future__ import annotations
 
 import hmac
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING
 from chalicelib.api.auth import digest
 from chalicelib.api.client_groups import address_group as address_group
 from chalicelib.api.client_groups import address_groups
-from chalicelib.errors import PayloadTooLarge
+from chalicelib.errors import PayloadTooLarge, StoreUnavailable
 from chalicelib.errors import RateLimited as RateLimited  # its users import it from here
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
@@ -83,11 +84,14 @@ class EnqueueGate:
             return
         with self._backlog_lock(tenant):
             fresh = self._fresh(tenant, keys)
-            if fresh:
-                self._admit(limit, tenant, fresh)
+            taken = self._admit(limit, tenant, fresh) if fresh else 0
             try:
                 yield self.cap(tenant)
             except BacklogFull as full:
+                # Nothing was stored: the tokens go back, as a refusal by the count
+                # above spends none (another process filled the room in between).
+                if taken:
+                    self._give_back(tenant, limit, taken)
                 raise self._backlog_full(full.waiting, limit.backlog, full.jobs) from None
 
     @contextmanager
@@ -193,9 +197,23 @@ class EnqueueGate:
         keyed = {k for k in keys if k is not None}
         return plain + sum(1 for k in keyed if self.store.get_by_key(tenant, k) is None)
 
-    def _admit(self, limit: TenantLimit, tenant: str, jobs: int) -> None:
-        # A request no wait can let in is refused 413 before any check whose 429 would
-        # send the client back to retry it (the backlog's, the bucket's).
+    def _give_back(self, tenant: str, limit: TenantLimit, jobs: int) -> None:
+        """Return `jobs` tokens to the tenant's enqueue bucket (a take of -jobs, as a
+        redrive's refund is); a store that cannot take them back now (an outage)
+        leaves them spent, and the refusal stands."""
+        assert limit.bucket is not None
+        rate, burst = limit.bucket
+        try:
+            self.store.take_tokens(f"enqueue:{tenant}", rate, burst, -jobs)
+        except StoreUnavailable as exc:
+            logging.getLogger("spool.api").warning(
+                "a refused enqueue's tokens were not given back: %s", exc
+            )
+
+    def _admit(self, limit: TenantLimit, tenant: str, jobs: int) -> int:
+        """Refuse the request (413, 429) or let it in, returning the tokens it took.
+        A request no wait can let in is refused 413 before any check whose 429 would
+        send the client back to retry it (the backlog's, the bucket's)."""
         bucket = limit.bucket
         if limit.backlog is not None and jobs > limit.backlog:
             raise PayloadTooLarge(
@@ -214,11 +232,12 @@ class EnqueueGate:
             if waiting + jobs > limit.backlog:
                 raise self._backlog_full(waiting, limit.backlog, jobs)
         if bucket is None:
-            return
+            return 0
         rate, burst = bucket
         wait = self.store.take_tokens(f"enqueue:{tenant}", rate, burst, jobs)
         if wait > 0:
             raise self._rate_limited(wait, rate, burst)
+        return jobs
 
 
 class FailedSignIns:

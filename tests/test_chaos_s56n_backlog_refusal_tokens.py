@@ -1,0 +1,76 @@
+"""A request the store refuses for a full backlog gives back the enqueue tokens it took.
+
+The edge counts a tenant's waiting jobs, takes the request's tokens from the shared
+bucket, then stores the jobs; the store counts the backlog again in the insert's own
+step, since another API process may have filled it in between. A request refused
+there stored nothing, but kept its tokens: under `spool serve --processes 2` on
+Postgres (rate "1/h", burst 60, backlog 5; 60 single enqueues at once, five rounds)
+each round stored 5 jobs and left 54 tokens instead of 55 (helper n, stop 56). With
+more processes, or a tenant pressing at its cap, every such refusal drained the rate
+the tenant had paid for nothing, and later enqueues got 429 "rate limit" while the
+bucket should have held room.
+
+The edge's count is made to miss the waiting job here (as it misses another
+process's that commits just after it read), so the store is the one that refuses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from chalice.test import Client
+
+import app as spool_app
+from tests.apikit import TENANT_A, Api, installed, settings_for
+
+LIMITS = {"SPOOL_TENANT_LIMITS": json.dumps({TENANT_A: {"rate": "1/h", "burst": 3, "backlog": 1}})}
+
+
+@contextlib.contextmanager
+def _store_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/spool.db"
+    else:
+        from tests.pg_support import fresh_schema
+
+        with fresh_schema() as url:
+            yield url
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_store_refusal_for_the_backlog_spends_no_enqueue_token(
+    backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chalicelib.api.throttle import EnqueueGate
+
+    with (
+        _store_url(backend, tmp_path) as url,
+        installed(settings_for(tmp_path, store_url=url, extra=LIMITS)) as rt,
+        Client(spool_app.app, stage_name="local") as client,
+    ):
+        api = Api(client)
+        first = api.enqueue({"type": "echo", "delay": 600})  # one token spent, 2 left
+        real_waiting = EnqueueGate._waiting
+        monkeypatch.setattr(EnqueueGate, "_waiting", lambda self, tenant: 0)
+        for body in (
+            {"type": "echo"},
+            {"type": "echo", "idempotency_key": "k"},
+            {"type": "echo"},
+        ):
+            over = api.post("/enqueue", body)
+            assert over.status == 429 and over.header("Retry-After"), over.body
+            assert "backlog is full" in over.json["error"]["message"], over.body
+        monkeypatch.setattr(EnqueueGate, "_waiting", real_waiting)
+        # The two tokens left before the refusals are still there: with room made
+        # each time, two enqueues pass; a third finds the bucket empty.
+        rt.store.cancel(first, TENANT_A)
+        rt.store.cancel(api.enqueue({"type": "echo", "delay": 600}), TENANT_A)
+        rt.store.cancel(api.enqueue({"type": "echo", "delay": 600}), TENANT_A)
+        empty = api.post("/enqueue", {"type": "echo", "delay": 600})
+        assert empty.status == 429 and "enqueue rate limit" in empty.json["error"]["message"]
