@@ -74,3 +74,48 @@ def test_a_store_refusal_for_the_backlog_spends_no_enqueue_token(
         rt.store.cancel(api.enqueue({"type": "echo", "delay": 600}), TENANT_A)
         empty = api.post("/enqueue", {"type": "echo", "delay": 600})
         assert empty.status == 429 and "enqueue rate limit" in empty.json["error"]["message"]
+
+
+REPEAT_LIMITS = [
+    {TENANT_A: {"rate": "1/h", "burst": 3}},
+    {TENANT_A: {"rate": "1/h", "burst": 3, "backlog": 10}},
+]
+
+
+@pytest.mark.parametrize("limits", REPEAT_LIMITS, ids=["rate", "rate-and-backlog"])
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_repeat_that_raced_its_first_request_gives_its_token_back(
+    backend: str, limits: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same idempotency key sent to two API processes at once (a client retrying
+    while its first request is still under way): both find the key unstored and take
+    a token, one stores the job and the other is answered the job as a repeat (200).
+    A repeat spends no token, so that one goes back (30 such requests at once under
+    `--processes 2` on Postgres left 58 tokens of 60, not 59)."""
+    from chalicelib.api.throttle import EnqueueGate
+
+    extra = {"SPOOL_TENANT_LIMITS": json.dumps(limits)}
+    with (
+        _store_url(backend, tmp_path) as url,
+        installed(settings_for(tmp_path, store_url=url, extra=extra)),
+        Client(spool_app.app, stage_name="local") as client,
+    ):
+        api = Api(client)
+        job = {"type": "echo", "idempotency_key": "k", "delay": 600}
+        first = api.enqueue(job)  # one token spent, 2 left
+        real_fresh = EnqueueGate._fresh
+        monkeypatch.setattr(EnqueueGate, "_fresh", lambda self, tenant, keys: len(keys))
+        for body in (job, {"jobs": [job, {"type": "echo", "delay": 600}]}):
+            again = api.post("/enqueue", body)
+            assert again.status in (200, 201), again.body
+            ids = (
+                [again.json["id"]] if "id" in again.json else [j["id"] for j in again.json["jobs"]]
+            )
+            assert ids[0] == first
+        monkeypatch.setattr(EnqueueGate, "_fresh", real_fresh)
+        # The batch's new job took the one token it needed: one left.
+        assert api.post("/enqueue", {"type": "echo", "delay": 600}).status == 201
+        empty = api.post("/enqueue", {"type": "echo", "delay": 600})
+        assert empty.status == 429 and "enqueue rate limit" in empty.json["error"]["message"]

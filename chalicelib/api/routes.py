@@ -169,8 +169,10 @@ class Edge:
                 results = self.service.enqueue(jobs, tenant)
             else:  # refused before anything is stored; an invalid job spends no token
                 built = self.service.prepare(jobs, tenant)
-                with self.gate.admitted(tenant, [job.idempotency_key for job in jobs]) as cap:
-                    results = self.service.add_prepared(jobs, built, cap)
+                keys = [job.idempotency_key for job in jobs]
+                results = []  # filled in the block: a repeat gives its token back
+                with self.gate.admitted(tenant, keys, results) as cap:
+                    results.extend(self.service.add_prepared(jobs, built, cap))
         except ValidationFailed as exc:
             _placed(exc, batch)
             raise

@@ -36,6 +36,7 @@ from chalicelib.errors import PayloadTooLarge, StoreUnavailable
 from chalicelib.errors import RateLimited as RateLimited  # its users import it from here
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
+from chalicelib.models import AddResult
 from chalicelib.storage.base import Backlog, BacklogFull, JobStore
 
 if TYPE_CHECKING:
@@ -70,17 +71,25 @@ class EnqueueGate:
         self._locks_lock = threading.Lock()
 
     @contextmanager
-    def admitted(self, tenant: str, keys: Sequence[str | None]) -> Iterator[Backlog | None]:
+    def admitted(
+        self,
+        tenant: str,
+        keys: Sequence[str | None],
+        stored: list[AddResult] | None = None,
+    ) -> Iterator[Backlog | None]:
         """Raise before storing when the tenant may not enqueue these jobs now (one
         idempotency key or None per job); otherwise store them inside the block, giving
         the store's add the cap this yields (None: the tenant has no backlog quota).
-        The store's refusal of a capped add (BacklogFull) leaves here as the same 429."""
+        The store's refusal of a capped add (BacklogFull) leaves here as the same 429,
+        its tokens given back. `stored` is the list the block fills with the add's
+        results: a job it found already stored (a repeat whose first request another
+        process was storing as this one counted) gives its token back."""
         limit = self.limits.of(tenant)
         if limit.backlog is None:
             fresh = self._fresh(tenant, keys)
-            if fresh:
-                self._admit(limit, tenant, fresh)
+            taken = self._admit(limit, tenant, fresh) if fresh else 0
             yield None
+            self._settle(tenant, limit, taken, stored)
             return
         with self._backlog_lock(tenant):
             fresh = self._fresh(tenant, keys)
@@ -93,6 +102,17 @@ class EnqueueGate:
                 if taken:
                     self._give_back(tenant, limit, taken)
                 raise self._backlog_full(full.waiting, limit.backlog, full.jobs) from None
+            self._settle(tenant, limit, taken, stored)
+
+    def _settle(
+        self, tenant: str, limit: TenantLimit, taken: int, stored: list[AddResult] | None
+    ) -> None:
+        """Give back the tokens of jobs counted new that the add found stored."""
+        if not taken or stored is None:
+            return
+        unspent = taken - sum(1 for result in stored if result.created)
+        if unspent > 0:
+            self._give_back(tenant, limit, unspent)
 
     @contextmanager
     def redrive_room(self, tenant: str, exact: int | None = None) -> Iterator[int | None]:
