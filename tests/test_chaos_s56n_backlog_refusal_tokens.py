@@ -1,4 +1,5 @@
-"""A request the store refuses for a full backlog gives back the enqueue tokens it took.
+"""Enqueue tokens a request took come back when the store stores none of its jobs
+(refused for a full backlog) or finds them already stored (a raced repeat).
 
 The edge counts a tenant's waiting jobs, takes the request's tokens from the shared
 bucket, then stores the jobs; the store counts the backlog again in the insert's own
