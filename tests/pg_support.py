@@ -19,6 +19,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -91,6 +92,17 @@ def fresh_schema(migrate: bool = True, *, base: str = BASE_URL, **options: str) 
             admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         finally:
             admin.close()
+
+
+@contextlib.contextmanager
+def sqlite_or_postgres(backend: str, tmp_path: Path) -> Iterator[str]:
+    """A store URL several processes can share, for a test parameterized over both:
+    a SQLite file in `tmp_path`, or a fresh migrated schema (dropped afterwards)."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path}/spool.db"
+        return
+    with fresh_schema() as url:
+        yield url
 
 
 @contextlib.contextmanager

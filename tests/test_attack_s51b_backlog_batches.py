@@ -9,9 +9,7 @@ together, round after round: no round ends with more jobs waiting than the backl
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,22 +23,12 @@ from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage import open_store
 from chalicelib.storage.base import JobStore
 from tests.apikit import installed, settings_for
+from tests.pg_support import sqlite_or_postgres
 
 BACKLOG = 10
 BATCH = 6
 THREADS = 4  # per process
 ROUNDS = 6
-
-
-@contextlib.contextmanager
-def _url(backend: str, tmp_path: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path}/spool.db"
-    else:
-        from tests.pg_support import fresh_schema
-
-        with fresh_schema() as url:
-            yield url
 
 
 def _process(store: JobStore, registry: Registry) -> tuple[EnqueueGate, Service]:
@@ -74,7 +62,7 @@ def _send(
     "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
 def test_batches_from_two_processes_never_pass_the_backlog(backend: str, tmp_path: Path) -> None:
-    with _url(backend, tmp_path) as url:
+    with sqlite_or_postgres(backend, tmp_path) as url:
         stores = [open_store(url), open_store(url)]
         try:
             with installed(settings_for(tmp_path, store_url=url)) as rt:  # the handlers

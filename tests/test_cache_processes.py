@@ -22,6 +22,7 @@ from chalicelib.clock import SystemClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage import open_store
 from tests.factories import new_job, token
+from tests.pg_support import sqlite_or_postgres
 from tests.procs import guarded_env, serving_url
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,12 +97,7 @@ def settles(base: str, job_id: str, expected: tuple[int, str | None]) -> tuple[i
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/spool.db"
-        return
-    from tests.pg_support import fresh_schema
-
-    with fresh_schema() as url:
+    with sqlite_or_postgres(request.param, tmp_path) as url:
         yield url
 
 

@@ -58,6 +58,20 @@ def serving_chalice_local(tmp_path: Path, env: dict[str, str]) -> Iterator[int]:
         stop(proc, 10)
 
 
+def refused_at_start(tmp_path: Path, env: dict[str, str]) -> tuple[str, list[str]]:
+    """Start `chalice local` with `env`, expecting it to refuse (exit 2, no traceback)
+    before it serves: its stderr, whole and as lines."""
+    proc = start_chalice_local(tmp_path, free_port(), env)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:
+        stop(proc, 10)
+    text = err.decode()
+    assert proc.returncode == 2, text
+    assert "Traceback" not in text
+    return text, text.strip().splitlines()
+
+
 def start_chalice_local(tmp_path: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     """`chalice local --stage local` on `port`, from a copy of the project files it
     needs: the stage's relative sqlite:///.spool/spool.db lands under the working
@@ -148,13 +162,8 @@ def test_chalice_local_refuses_a_setting_s_name_cut_short(tmp_path: Path) -> Non
     """SPOOL_DEMO (meant: SPOOL_DEMO_HANDLERS) was left alone on every road, being
     more than two letters from the setting it begins; refused now as `spool` does."""
     env = {**os.environ, "SPOOL_API_KEYS": "local-key-0123456789=local", "SPOOL_DEMO": "true"}
-    proc = start_chalice_local(tmp_path, free_port(), env)
-    try:
-        _, err = proc.communicate(timeout=60)
-    finally:
-        stop(proc, 10)
-    lines = err.decode().strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, err.decode()
+    text, lines = refused_at_start(tmp_path, env)
+    assert len(lines) == 1, text
     assert lines[0].startswith(
         "spool: SPOOL_DEMO (did you mean SPOOL_DEMO_HANDLERS?) is not a Spool setting"
     )
@@ -212,17 +221,9 @@ def test_chalice_local_refuses_a_setting_the_api_would_refuse_as_spool_serve_doe
     `misconfigured`. Now it refuses to start with `spool serve`'s one line, having
     served and stored nothing."""
     env = {**os.environ, "SPOOL_API_KEYS": "local-key-0123456789=local", setting: value}
-    proc = start_chalice_local(tmp_path, free_port(), env)
-    try:
-        _, err = proc.communicate(timeout=60)
-    finally:
-        stop(proc, 10)
-    text = err.decode()
-    lines = text.strip().splitlines()
-    assert proc.returncode == 2, text
+    text, lines = refused_at_start(tmp_path, env)
     assert lines[-1].startswith("spool: ") and said in lines[-1], text
     assert lines[-1].endswith("Fix the variable and start again.")
-    assert "Traceback" not in text
     assert not (tmp_path / ".spool").exists()
 
 
@@ -453,18 +454,10 @@ def test_chalice_local_refuses_server_keys_in_the_client_variable_as_spool_serve
     it refuses to start with `spool serve`'s line, the key never shown."""
     env = {k: v for k, v in os.environ.items() if k != "SPOOL_API_KEYS"}
     env["SPOOL_API_KEY"] = "dev-key-for-chalice-local=demo"
-    proc = start_chalice_local(tmp_path, free_port(), env)
-    try:
-        _, err = proc.communicate(timeout=60)
-    finally:
-        stop(proc, 10)
-    text = err.decode()
-    lines = text.strip().splitlines()
-    assert proc.returncode == 2, text
+    text, lines = refused_at_start(tmp_path, env)
     assert lines[-1].startswith("spool: SPOOL_API_KEY holds a key=tenant entry"), text
     assert "SPOOL_API_KEYS=KEY=TENANT" in lines[-1]
     assert "dev-key-for-chalice-local" not in text
-    assert "Traceback" not in text
 
 
 def test_a_plain_client_key_beside_the_server_keys_is_no_refusal() -> None:

@@ -17,9 +17,7 @@ process's that commits just after it read), so the store is the one that refuses
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,19 +25,9 @@ from chalice.test import Client
 
 import app as spool_app
 from tests.apikit import TENANT_A, Api, installed, settings_for
+from tests.pg_support import sqlite_or_postgres
 
 LIMITS = {"SPOOL_TENANT_LIMITS": json.dumps({TENANT_A: {"rate": "1/h", "burst": 3, "backlog": 1}})}
-
-
-@contextlib.contextmanager
-def _store_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path}/spool.db"
-    else:
-        from tests.pg_support import fresh_schema
-
-        with fresh_schema() as url:
-            yield url
 
 
 @pytest.mark.parametrize(
@@ -51,7 +39,7 @@ def test_a_store_refusal_for_the_backlog_spends_no_enqueue_token(
     from chalicelib.api.throttle import EnqueueGate
 
     with (
-        _store_url(backend, tmp_path) as url,
+        sqlite_or_postgres(backend, tmp_path) as url,
         installed(settings_for(tmp_path, store_url=url, extra=LIMITS)) as rt,
         Client(spool_app.app, stage_name="local") as client,
     ):
@@ -99,7 +87,7 @@ def test_a_repeat_that_raced_its_first_request_gives_its_token_back(
 
     extra = {"SPOOL_TENANT_LIMITS": json.dumps(limits)}
     with (
-        _store_url(backend, tmp_path) as url,
+        sqlite_or_postgres(backend, tmp_path) as url,
         installed(settings_for(tmp_path, store_url=url, extra=extra)),
         Client(spool_app.app, stage_name="local") as client,
     ):

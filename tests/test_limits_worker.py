@@ -27,7 +27,7 @@ from chalicelib.models import Job, JobState, NewJob
 from chalicelib.storage import open_store
 from chalicelib.worker import Worker, WorkerConfig, _Attempt
 from tests.limit_log import LIMITED_TYPE, LOG_DIR_ENV, most_at_once
-from tests.pg_support import fresh_schema
+from tests.pg_support import fresh_schema, sqlite_or_postgres
 from tests.procs import ROOT, guarded_env, stop
 
 
@@ -194,11 +194,8 @@ def test_a_rate_limit_spaces_starts_across_the_window(tmp_path: Path) -> None:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/spool.db"
-    else:
-        with fresh_schema() as url:
-            yield url
+    with sqlite_or_postgres(request.param, tmp_path) as url:
+        yield url
 
 
 def test_a_concurrency_limit_holds_across_worker_processes(store_url: str, tmp_path: Path) -> None:

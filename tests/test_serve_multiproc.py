@@ -25,6 +25,7 @@ import pytest
 import requests
 
 from local.multiproc import listening_sockets, reuse_port_available
+from tests.pg_support import sqlite_or_postgres
 from tests.procs import Served, guarded_env, spool_serve, stop
 from tests.test_cache_processes import TENANT, bury
 
@@ -230,12 +231,7 @@ def test_a_redrive_through_one_process_reaches_the_cache_of_every_other(
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/spool.db"
-        return
-    from tests.pg_support import fresh_schema
-
-    with fresh_schema() as url:
+    with sqlite_or_postgres(request.param, tmp_path) as url:
         yield url
 
 

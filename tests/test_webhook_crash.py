@@ -27,6 +27,7 @@ from chalicelib.service import EnqueueRequest
 from chalicelib.webhooks import signing
 from spool_client.webhooks import verify
 from tests.factories import stored
+from tests.pg_support import sqlite_or_postgres
 from tests.procs import ROOT, guarded_env, stop
 from tests.webhook_receiver import Receiver
 
@@ -38,12 +39,7 @@ HOOKS = json.dumps({"crash": {"secrets": [SECRET]}})
 
 @contextlib.contextmanager
 def store_url(kind: str, tmp_path: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path}/spool.db"
-        return
-    from tests.pg_support import fresh_schema
-
-    with fresh_schema() as url:
+    with sqlite_or_postgres(kind, tmp_path) as url:
         yield url
 
 
