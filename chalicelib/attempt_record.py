@@ -36,6 +36,7 @@ from chalicelib.models import (
     within_error_limit,
 )
 from chalicelib.redact import redact_text
+from chalicelib.storage.base import utf8_text
 
 DEFAULT_TRACEBACK_BYTES = 4096
 DEFAULT_HEARTBEAT_SECONDS = 15.0
@@ -159,11 +160,11 @@ def record(
         completion = replace(completion, error=_beside(completion.error, told))
     # A handler's text (its exception's message, the traceback quoting it, its log
     # lines) may hold a lone surrogate: U+FFFD instead, on every store and answer.
-    error, traceback = _utf8(error), _utf8(traceback)
-    error_type = _utf8(error_type)
+    error, traceback = utf8_text(error), utf8_text(traceback)
+    error_type = utf8_text(error_type)
     log_tail = tuple(replaced_surrogates(line) for line in log_tail)
     if completion.error is not None and not is_utf8(completion.error):
-        completion = replace(completion, error=replaced_surrogates(completion.error))
+        completion = replace(completion, error=utf8_text(completion.error))
     next_delay = None
     if completion.retry_at is not None:
         next_delay = max(0.0, (completion.retry_at - finished_at).total_seconds())
@@ -182,10 +183,6 @@ def record(
         log_tail=log_tail if completion.state is not JobState.SUCCEEDED else (),
     )
     return replace(completion, attempt=attempt)
-
-
-def _utf8(text: str | None) -> str | None:
-    return None if text is None else replaced_surrogates(text)
 
 
 def _beside(text: str | None, told: Callable[[], str]) -> str | None:

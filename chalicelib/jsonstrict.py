@@ -334,7 +334,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def replaced_surrogates(text: str) -> str:
     """`text` with each lone surrogate made U+FFFD (the replacement character): what
     a handler's own text (an exception's message, a traceback, a log line) becomes
-    before any store or answer holds it (storage.base.utf8_text does the same)."""
+    before any store or answer holds it (storage.base.utf8_text, for text or None)."""
     if text.isascii() or is_utf8(text):
         return text
     return _SURROGATE.sub("\ufffd", text)

@@ -229,6 +229,7 @@ from typing import Protocol, runtime_checkable
 
 from chalicelib.clock import Clock
 from chalicelib.errors import BadRequest, JobUnreadable, SpoolError, StoreUnavailable
+from chalicelib.jsonstrict import replaced_surrogates
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
     WAITING_STATES,
@@ -551,9 +552,6 @@ def completion_events(state: JobState) -> tuple[str, ...]:
     return ("failed", "dead")
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def unstarted_reap(attempts: int, now: datetime) -> dict[str, object]:
     """The fields of a job whose lease lapsed before its claimer started it: the
     attempt the claim counted is given back, and the job waits again, due now.
@@ -607,9 +605,7 @@ def utf8_text(text: str | None) -> str | None:
     """Text a UTF-8 store can hold. A handler's error message may carry a lone
     surrogate, which UTF-8 cannot encode: each becomes U+FFFD, rather than the
     whole finish failing (SQLite) or being refused forever (DynamoDB)."""
-    if text is None or text.isascii():
-        return text
-    return _SURROGATE.sub("\ufffd", text)
+    return None if text is None else replaced_surrogates(text)
 
 
 def minute_of(when: datetime) -> datetime:
