@@ -287,9 +287,7 @@ class Transaction:
             self._begin(left)
         except BaseException as exc:
             self._let_go()
-            if isinstance(exc, sqlite3.OperationalError) and (
-                "locked" in str(exc) or "busy" in str(exc)
-            ):
+            if is_locked(exc):
                 # Other writers held the file past busy_timeout: retryable, not a bug.
                 raise stayed_locked() from exc
             self._raise_if_cannot_write(exc)
@@ -335,19 +333,7 @@ class Transaction:
         return take_turn(self.lock, self.gate, sqlite_gate.PATIENCE)
 
     def _begin(self, left: float) -> None:
-        """BEGIN IMMEDIATE, its wait for a writer outside the gate (another program,
-        SQLite's busy handler) bounded by what is `left` of the patience: a write
-        that had waited its patience at the lock and gate then waited another whole
-        busy_timeout here, ~20 s in all."""
-        budget_ms = sqlite_gate.BUSY_TIMEOUT_MS
-        shortened = left * 1000 < budget_ms - 50  # only after a real wait: it costs two pragmas
-        if shortened:
-            self.db.execute(f"PRAGMA busy_timeout={max(1, int(left * 1000))}")
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        finally:
-            if shortened:
-                self.db.execute(f"PRAGMA busy_timeout={budget_ms}")
+        begin_immediate(self.db, left)
 
     def _raise_if_cannot_write(self, exc: BaseException) -> None:
         """Raise the StoreUnavailable `exc` stands for, remembered for /health."""
@@ -366,6 +352,29 @@ class Transaction:
 
     def _let_go(self) -> None:
         let_go(self.lock, self.gate)
+
+
+def begin_immediate(db: sqlite3.Connection, left: float) -> None:
+    """BEGIN IMMEDIATE, its wait for a writer outside the gate (another program,
+    SQLite's busy handler) bounded by what is `left` of the patience: a write
+    that had waited its patience at the lock and gate then waited another whole
+    busy_timeout here, ~20 s in all."""
+    budget_ms = sqlite_gate.BUSY_TIMEOUT_MS
+    shortened = left * 1000 < budget_ms - 50  # only after a real wait: it costs two pragmas
+    if shortened:
+        db.execute(f"PRAGMA busy_timeout={max(1, int(left * 1000))}")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    finally:
+        if shortened:
+            db.execute(f"PRAGMA busy_timeout={budget_ms}")
+
+
+def is_locked(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite's busy handler giving up on another writer's lock."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
 
 
 def take_turn(lock: threading.Lock, gate: WriteGate | None, patience: float) -> float:
@@ -416,18 +425,15 @@ def probe_turn(db: sqlite3.Connection, lock: threading.Lock, gate: WriteGate | N
     except StoreUnavailable as exc:
         raise held_by_another() from exc
     try:
-        db.execute(f"PRAGMA busy_timeout={max(1, int(left * 1000))}")
         try:
-            db.execute("BEGIN IMMEDIATE")
+            begin_immediate(db, left)  # left is at most HEALTH_PATIENCE: always shortened
         except sqlite3.OperationalError as exc:
-            if "locked" in str(exc) or "busy" in str(exc):
+            if is_locked(exc):
                 raise held_by_another() from exc
             unavailable = cannot_write(exc)
             if unavailable is not None:
                 raise unavailable from exc
             raise
-        finally:
-            db.execute(f"PRAGMA busy_timeout={sqlite_gate.BUSY_TIMEOUT_MS}")
         db.execute("ROLLBACK")
     finally:
         let_go(lock, gate)
