@@ -1003,11 +1003,16 @@ def policy_file(stage: str, role: str) -> dict[str, Any]:
 
     A policy file is plain JSON (no CloudFormation to fill the account in), so
     the account is the IAM policy variable ${aws:PrincipalAccount}: the role's
-    own account, wherever it is deployed. S3 ARNs carry no account, so the
-    bucket is also held to one the account owns (s3:ResourceAccount).
+    own account, wherever it is deployed, and the bucket's region is
+    ${aws:RequestedRegion}. S3 ARNs carry no account, so the bucket is also held
+    to one the account owns (s3:ResourceAccount).
     """
     prefix = f"spool-{stage}"
     account = "${aws:PrincipalAccount}"
+    # Not `-*`: a wildcard in the bucket's name runs across the slash, so `...-*/spool/*`
+    # also granted every key with /spool/ anywhere in it. botocore follows S3's region
+    # redirect, so a call reaches the bucket's own region even from another one.
+    bucket = f"{prefix}-payloads-{account}-${{aws:RequestedRegion}}"
     function = next(f for f, (_, _, r) in FUNCTIONS.items() if r == role)
     log_group = f"arn:aws:logs:*:{account}:log-group:/aws/lambda/" + chalice_function_name(
         stage, function
@@ -1022,9 +1027,9 @@ def policy_file(stage: str, role: str) -> dict[str, Any]:
         ],
         "queue": [f"arn:aws:sqs:*:{account}:{prefix}-jobs"],
         # The data stack names it spool-<stage>-payloads-<account>-<region>.
-        "objects": [f"arn:aws:s3:::{prefix}-payloads-{account}-*/spool/*"],
-        "blobs": [f"arn:aws:s3:::{prefix}-payloads-{account}-*/{BLOB_PREFIX}/*"],
-        "bucket": [f"arn:aws:s3:::{prefix}-payloads-{account}-*"],
+        "objects": [f"arn:aws:s3:::{bucket}/spool/*"],
+        "blobs": [f"arn:aws:s3:::{bucket}/{BLOB_PREFIX}/*"],
+        "bucket": [f"arn:aws:s3:::{bucket}"],
         "objects_condition": {"StringEquals": {"s3:ResourceAccount": account}},
         "logs": {role: [log_group, f"{log_group}:*"]},
         "api_keys": [parameter],

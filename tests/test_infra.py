@@ -310,7 +310,7 @@ def test_every_role_that_reads_objects_may_list_the_bucket_and_no_more(
             path = ROOT / ".chalice" / f"policy-{stage}-{role}.json"
             by_sid = {s["Sid"]: s for s in json.loads(path.read_text())["Statement"]}
             assert by_sid["Bucket"]["Resource"] == [
-                f"arn:aws:s3:::spool-{stage}-payloads-{OWN}-*"
+                f"arn:aws:s3:::spool-{stage}-payloads-{OWN}-{REGION}"
             ], (stage, role)
 
 
@@ -339,6 +339,7 @@ def test_policy_files_grant_what_the_template_grants(template: dict[str, Any]) -
 
 
 OWN = "${aws:PrincipalAccount}"  # the IAM policy variable: the role's own account
+REGION = "${aws:RequestedRegion}"  # and the region the call was made to (the bucket's)
 
 
 def test_policy_files_name_this_accounts_resources_only() -> None:
@@ -350,10 +351,12 @@ def test_policy_files_name_this_accounts_resources_only() -> None:
             path = ROOT / ".chalice" / f"policy-{stage}-{role}.json"
             for statement in json.loads(path.read_text())["Statement"]:
                 for arn in as_list(statement["Resource"]):
-                    parts = arn.replace(OWN, "OWN").split(":")
+                    parts = arn.replace(OWN, "OWN").replace(REGION, "REGION").split(":")
                     if parts[2] == "s3":
+                        # No wildcard in the bucket's name: `-*/spool/*` also matched
+                        # any key with /spool/ in it (the * ran across the slash).
                         bucket = parts[5].split("/")[0]
-                        assert bucket == f"spool-{stage}-payloads-OWN-*", arn
+                        assert bucket == f"spool-{stage}-payloads-OWN-REGION", arn
                         assert statement["Condition"] == {
                             "StringEquals": {"s3:ResourceAccount": OWN}
                         }
