@@ -99,6 +99,39 @@ def test_a_worker_whose_connections_postgres_starts_refusing_exits_saying_why(
         assert "start it again" in text
 
 
+@pytest.mark.timeout(45)
+@pytest.mark.parametrize("refusal", sorted(REFUSALS))
+def test_a_refusal_is_answered_without_waiting_out_the_pool_timeout(refusal: str) -> None:
+    """A refused connection was waited for until pool_timeout (5 s by default): /health,
+    bounded at 3 s, said "no answer within 3 s" instead of the refusal, and every API
+    call held its client that long. The server refuses the same URL every time, so one
+    reconnect window of tries is enough. pool_timeout is 120 s here: waited out, the
+    test's own 45 s timeout fails it."""
+    from chalicelib.errors import StoreUnavailable
+    from chalicelib.storage.pg_refusals import refusal as refusal_of
+    from chalicelib.storage.postgres import from_url
+
+    with own_database() as (role, db, url):
+        store = from_url(f"{url}&pool_timeout=120")
+        try:
+            assert store.get("j_" + "0" * 32) is None
+            admin = admin_connect()
+            try:
+                for statement in REFUSALS[refusal]:
+                    admin.execute(statement.format(role=role, db=db))
+                _cut_sessions(admin, role)
+            finally:
+                admin.close()
+            for _ in range(2):  # the first call may meet the cut session instead
+                with pytest.raises(StoreUnavailable) as refused:
+                    store.get("j_" + "0" * 32)
+            assert refused.value.message == "the database cannot be reached; try again shortly"
+            assert refused.value.__cause__ is not None
+            assert refusal_of(refused.value.__cause__) is not None
+        finally:
+            store.close()
+
+
 @pytest.mark.parametrize(
     ("url", "fatal"),
     [

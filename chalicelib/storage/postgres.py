@@ -1103,14 +1103,17 @@ class PostgresStore:
         caller already waiting when a run of tries closes (the database down for longer
         than the window) started no other, and waited out its whole timeout after the
         database was back. Asking again starts a fresh run, whose first try is at once.
-        Bounded by pool_timeout in all, as one wait was."""
+        Bounded by pool_timeout in all, as one wait was; a window whose last try the
+        server refused (pg_refusals) ends the wait: it refuses the same URL every time,
+        and waiting out pool_timeout held /health past its deadline and every client
+        that long."""
         deadline = time.monotonic() + self.settings.pool_timeout
         while True:
             left = deadline - time.monotonic()
             try:
                 return self._pool.getconn(timeout=max(0.001, min(left, RECONNECT_WINDOW)))
             except PoolTimeout:
-                if deadline - time.monotonic() <= 0:
+                if deadline - time.monotonic() <= 0 or self._connects.refused() is not None:
                     raise
 
     def _run(self, fn: Callable[[Conn], T], read: bool = False) -> T:
