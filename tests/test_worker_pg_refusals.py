@@ -65,6 +65,17 @@ def _cut_sessions(admin: psycopg.Connection, role: str) -> None:
     )
 
 
+def _start_refusing(refusal: str, role: str, db: str) -> None:
+    """Make the server refuse the role's new connections, and end its sessions."""
+    admin = admin_connect()
+    try:
+        for statement in REFUSALS[refusal]:
+            admin.execute(statement.format(role=role, db=db))
+        _cut_sessions(admin, role)
+    finally:
+        admin.close()
+
+
 REFUSALS = {
     "role-may-not-log-in": ['ALTER ROLE "{role}" NOLOGIN'],
     "no-connect-privilege": ['REVOKE CONNECT ON DATABASE "{db}" FROM PUBLIC, "{role}"'],
@@ -85,13 +96,7 @@ def test_a_worker_whose_connections_postgres_starts_refusing_exits_saying_why(
         with spool_worker(url, tmp_path) as (proc, log):
             first = _enqueue(url, 1, 0.0)
             until(lambda: succeeded(url, first), "a job runs")
-            admin = admin_connect()
-            try:
-                for statement in REFUSALS[refusal]:
-                    admin.execute(statement.format(role=role, db=db))
-                _cut_sessions(admin, role)
-            finally:
-                admin.close()
+            _start_refusing(refusal, role, db)
             returncode = proc.wait(BOUND)  # raises TimeoutExpired if it waits for ever
         text = log.read_text()
         assert returncode != 0, text
@@ -115,13 +120,7 @@ def test_a_refusal_is_answered_without_waiting_out_the_pool_timeout(refusal: str
         store = from_url(f"{url}&pool_timeout=120")
         try:
             assert store.get("j_" + "0" * 32) is None
-            admin = admin_connect()
-            try:
-                for statement in REFUSALS[refusal]:
-                    admin.execute(statement.format(role=role, db=db))
-                _cut_sessions(admin, role)
-            finally:
-                admin.close()
+            _start_refusing(refusal, role, db)
             for _ in range(2):  # the first call may meet the cut session instead
                 with pytest.raises(StoreUnavailable) as refused:
                     store.get("j_" + "0" * 32)
