@@ -187,6 +187,7 @@ def _shared_fixture(fixturedef: Any) -> bool:
 if TYPE_CHECKING:
     from chalicelib.runtime import Runtime
     from chalicelib.service import Service
+    from local.server import Server
     from tests.apikit import Api
     from tests.webhook_receiver import Receiver
 
@@ -336,3 +337,13 @@ def receiver() -> Iterator[Receiver]:
     yield receiver
     receiver.released.set()
     receiver.down()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """app.py behind `spool serve`'s server on a fresh SQLite file, no worker
+    (tests.served.served); a module that needs another server defines its own."""
+    from tests.served import served
+
+    with served(tmp_path) as running:
+        yield running

@@ -14,22 +14,14 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from local.server import Server
 from tests.apikit import KEY_A
-from tests.served import exchange, served
+from tests.served import exchange
 
 MINORS = ["HTTP/1.2", "HTTP/1.9"]
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with served(tmp_path) as running:
-        yield running
 
 
 def read_answer(sock: socket.socket, pending: bytes) -> tuple[bytes, dict[str, str], bytes, bytes]:

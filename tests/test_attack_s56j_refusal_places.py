@@ -14,8 +14,6 @@ Real HTTP to `spool serve`'s server over a socket, as a client sends it.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,13 +21,7 @@ import pytest
 from chalicelib.jsonstrict import MAX_NESTING
 from local.server import Server
 from tests.apikit import KEY_A
-from tests.served import exchange, post, served
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with served(tmp_path) as running:
-        yield running
+from tests.served import exchange, post
 
 
 def no_jobs(server: Server) -> bool:

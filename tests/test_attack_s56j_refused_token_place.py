@@ -12,21 +12,12 @@ Real HTTP to `spool serve`'s server over a socket, as a client sends it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from local.server import Server
-from tests.served import post, served
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with served(tmp_path) as running:
-        yield running
-
+from tests.served import post
 
 CASES = [
     ('{"type": "echo", "payload": {"a": {"y": 1}, "b": {"y": 1, "y": 2}}}', ["payload", "b", "y"]),

@@ -7,23 +7,15 @@ over a socket to `spool serve`'s server."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from local.server import Server
 from tests.apikit import KEY_A
-from tests.served import exchange, served
+from tests.served import exchange
 
 LONG = "a" * 10_000
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with served(tmp_path) as running:
-        yield running
 
 
 def send(server: Server, method: str, target: str, key: bool = True) -> tuple[int, dict[str, Any]]:

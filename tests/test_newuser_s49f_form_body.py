@@ -8,25 +8,16 @@ nothing is stored. Real HTTP over a socket to `spool serve`'s server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from local.server import Server
 from tests.apikit import KEY_A
-from tests.served import exchange, post, served
+from tests.served import exchange, post
 
 BOUNDARY = "------------------------s49f"
 MULTIPART = (
     f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="type"\r\n\r\necho\r\n--{BOUNDARY}--\r\n'
 ).encode()
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with served(tmp_path) as running:
-        yield running
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,6 @@ and that a dev key is new at each start; the command line still says it once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from chalicelib.api.auth import INVALID_KEY, Keyring
@@ -18,13 +15,7 @@ from local import remote_cli
 from local.server import Server
 from spool_client import errors as client_errors
 from tests.apikit import KEY_A
-from tests.served import exchange, served
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with served(tmp_path) as running:
-        yield running
+from tests.served import exchange
 
 
 def test_a_wrong_key_over_http_says_which_key_to_send(server: Server) -> None:

@@ -6,21 +6,11 @@ on 127.0.0.1 against a real `spool serve` server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from local.server import Server
 from tests.apikit import KEY_A
-from tests.served import exchange, served
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with served(tmp_path) as running:
-        yield running
-
+from tests.served import exchange
 
 KEY = f"X-API-Key: {KEY_A}\r\n".encode()
 # Every request names its Host: an HTTP/1.1 one without is refused (RFC 9112 3.2).
