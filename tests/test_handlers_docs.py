@@ -2,15 +2,17 @@
 in a module named on SPOOL_HANDLERS, then `spool enqueue`, `spool worker --burst`,
 `spool status` and `spool schedules` in that folder.
 
-The samples name a few things the page leaves to the reader (a billing client, which
-the first sample imports from `myapp.billing`, and the payload models of the later
-examples); BILLING and PRELUDE supply them, and nothing else, so a sample whose
-import, decorator argument or context attribute rots fails here.
+The page's blocks marked `<!-- handler module -->` (tests/doc_samples.py) are that
+module, in page order. The one thing they leave to the reader is a billing client,
+which the first sample imports from `myapp.billing`; BILLING supplies it, and nothing
+else, so a sample whose import, decorator argument or context attribute rots fails
+here. tests/test_doc_samples.py checks that every type they declare is registered.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -18,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT, guarded_env
+from spool_client import Client, ValidationFailed
+from tests import doc_samples
+from tests.procs import ROOT, guarded_env, serving_url
 
 PAGE = ROOT / "docs" / "handlers.md"
 SCRIPT_START = "from chalicelib import periodic, runtime"
@@ -41,36 +45,14 @@ class _Billing:
 billing = _Billing()
 '''
 
-PRELUDE = """\
-from pydantic import BaseModel
-
-from chalicelib.handlers import JobContext, handler
-
-
-DOMAINS = {"acme": "acme.example"}
-
-
-class EmailPayload(BaseModel):
-    sender: str | None = None
-
-
-class ResizePayload(BaseModel):
-    key: str
-
-
-class ReportPayload(BaseModel):
-    kind: str
-"""
-
 
 def python_blocks() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", PAGE.read_text(encoding="utf-8"), re.M | re.S)
+    return [block.code for block in doc_samples.page_blocks(PAGE)]
 
 
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
-    declarations = [b for b in python_blocks() if not b.startswith(SCRIPT_START)]
-    module = "\n\n".join([PRELUDE, *declarations])
+    module = doc_samples.handler_module(PAGE)  # the page's handler-module blocks
     (tmp_path / "docs_handlers.py").write_text(module, encoding="utf-8")
     (tmp_path / "myapp").mkdir()
     (tmp_path / "myapp" / "__init__.py").write_text("", encoding="utf-8")
@@ -159,3 +141,44 @@ def test_the_fire_due_entry_point_runs(folder: Path) -> None:
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
     assert "nightly_report" in ran.stdout
+
+
+def test_the_admit_check_refuses_another_tenants_domain_over_http(folder: Path) -> None:
+    """own_domain_only, as `spool serve` runs it for a request with acme's key: a sender
+    outside @acme.example is a 422 with the check's message and nothing stored."""
+    key = "acme-docs-key-0123456789"
+    env = guarded_env(
+        SPOOL_HANDLERS="docs_handlers", SPOOL_STORE_URL=f"sqlite:///{folder}/served.db",
+        SPOOL_API_KEYS=f"{key}=acme",
+    )  # fmt: skip
+    env["PYTHONPATH"] = f"{folder}{os.pathsep}{env.get('PYTHONPATH', '')}"  # the guard's kept
+    with serving_url(env=env) as url, Client(url, key) as spool:
+        with pytest.raises(ValidationFailed, match=r"tenant acme sends from @acme\.example only"):
+            spool.enqueue("welcome_email", {"sender": "ops@elsewhere.example"})
+        admitted = spool.enqueue("welcome_email", {"sender": "ops@acme.example"})
+        assert admitted.created
+        assert [job.id for job in spool.list(type="welcome_email")] == [admitted.id]
+
+
+LIMITS = """
+import json
+from chalicelib import runtime
+specs = runtime.current().registry.loaded_specs()
+rates = {s.type: s.limit.rate and [s.limit.rate.count, s.limit.rate.per] for s in specs if s.limit}
+print(json.dumps({s.type: [s.limit.concurrency, rates[s.type]] for s in specs if s.limit}))
+"""
+
+
+def test_the_declared_limits_are_the_ones_a_worker_holds(folder: Path) -> None:
+    env = guarded_env(SPOOL_HANDLERS="docs_handlers", SPOOL_STORE_URL="sqlite:///spool.db")
+    ran = subprocess.run(
+        [sys.executable, "-c", LIMITS],
+        cwd=folder, env={**env, "PYTHONPATH": f"{folder}:{env.get('PYTHONPATH', '')}"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout) == {
+        "resize_image": [4, None],  # concurrency=4
+        "partner_sync": [None, [10, 1]],  # rate="10/s"
+        "send_report": [2, [100, 3600]],  # concurrency=2, rate="100/h"
+    }
