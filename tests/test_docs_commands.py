@@ -4,18 +4,26 @@ tests/test_client_docs.py runs docs/client.md's and the README's "Try it" lines
 against a server; the rest (the README's command-line reference, self-hosting,
 handlers, operations, AWS) were read by nobody but people, so an option renamed
 or dropped left them naming one `spool` refuses. Each is parsed here by the real
-parser, placeholders (`j_...`, `URL`, `KEY`) filled in.
+parser, placeholders (`j_...`, `URL`, `KEY`) filled in. The blocks' other commands
+of this checkout are held to it too: a `make` target the Makefile has, a `python -m`
+module that exists and declares each option given it, a script that is there, and a
+`python -c` line that runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from local import cli
+from tests.procs import guarded_env
 from tests.test_docs import DOCS, ROOT, _commands, shell_blocks
 
 PLACEHOLDERS = {"j_...": "j_" + "0" * 32, "URL": "http://127.0.0.1:8000", "KEY": "dev-key"}
@@ -87,3 +95,94 @@ def test_the_option_check_sees_an_option_left_out() -> None:
     sub.add_parser("jobs").add_argument("--state")
     assert undocumented_options(parser, "spool jobs --stat") == ["spool jobs --state"]
     assert undocumented_options(parser, "spool jobs --state queued") == []
+
+
+# -- the other commands of the shell blocks: make targets, python -m, python -c -------
+
+
+def shell_commands() -> list[tuple[str, list[str]]]:
+    """(where, words) of every command in the pages' shell blocks, leading VAR=value
+    assignments skipped, each piece of a pipe or `&&`/`;` list a command of its own."""
+    found = []
+    for doc in DOCS:
+        for block in shell_blocks(doc):
+            for command in _commands(block):
+                words = shlex.split(command, comments=True)
+                piece: list[str] = []
+                for word in [*words, ";"]:
+                    if word not in ("|", "||", "&&", ";", "&"):
+                        piece.append(word)
+                        continue
+                    while piece and re.match(r"[A-Za-z_]\w*=", piece[0]):
+                        piece = piece[1:]
+                    if piece:
+                        found.append((f"{doc.relative_to(ROOT)}: {' '.join(piece)}", piece))
+                    piece = []
+    return found
+
+
+COMMANDS = shell_commands()
+PYTHONS = ("python", "python3", ".venv/bin/python")
+
+
+def makefile_targets() -> set[str]:
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return set(re.findall(r"^([A-Za-z][\w-]*)\s*:(?!=)", text, flags=re.M))
+
+
+def test_each_make_target_the_docs_name_is_in_the_makefile() -> None:
+    targets = makefile_targets()
+    assert {"run", "venv", "pytest"} <= targets  # the reading sees the Makefile
+    named = [(where, w[1:]) for where, w in COMMANDS if w[0] == "make"]
+    assert len(named) >= 5
+    for where, args in named:
+        goals = [a for a in args if not a.startswith("-") and "=" not in a]
+        assert set(goals) <= targets, f"{where}: no such make target {set(goals) - targets}"
+
+
+def _module_file(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__main__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def test_each_python_module_the_docs_run_is_there_and_takes_its_options() -> None:
+    """`python -m bench.X --flag`: the module is in the checkout and its source
+    declares every option the line gives it (a renamed flag left the line failing)."""
+    runs = [(where, w) for where, w in COMMANDS if w[0] in PYTHONS and w[1:2] == ["-m"]]
+    assert len(runs) >= 10
+    for where, words in runs:
+        module = words[2]
+        if module.split(".")[0] not in ("bench", "local", "chalicelib", "tests"):
+            continue  # another project's (build, pip): not ours to check
+        source = _module_file(module)
+        assert source is not None, f"{where}: no module {module} in the checkout"
+        text = source.read_text(encoding="utf-8")
+        for option in (w.split("=")[0] for w in words[3:] if w.startswith("--")):
+            assert f'"{option}"' in text, f"{where}: {module} declares no {option}"
+
+
+def test_each_script_the_docs_run_is_there() -> None:
+    scripts = [(where, w) for where, w in COMMANDS if w[0].startswith("bench/")]
+    scripts += [(where, w[1:]) for where, w in COMMANDS if w[0] in PYTHONS and w[1].endswith(".py")]
+    assert scripts
+    for where, words in scripts:
+        assert (ROOT / words[0]).is_file(), f"{where}: no file {words[0]}"
+
+
+def test_each_python_one_liner_runs(tmp_path: Path) -> None:
+    """`python -c CODE` lines (a key, a webhook secret) run as written."""
+    lines = [(where, w[2]) for where, w in COMMANDS if w[0] in PYTHONS and w[1:2] == ["-c"]]
+    fed = [(where, code) for where, code in lines if "sys.stdin" not in code]
+    assert any("new_secret" in code for _, code in fed)
+    env = guarded_env()
+    env["PYTHONPATH"] = f"{env.get('PYTHONPATH', '')}{os.pathsep}{ROOT}"  # the guard's kept
+    for where, code in fed:
+        ran = subprocess.run(
+            [sys.executable, "-c", code],
+            cwd=tmp_path, env=env,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert ran.returncode == 0 and ran.stdout.strip(), f"{where}: {ran.stderr}"
