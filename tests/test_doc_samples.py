@@ -165,9 +165,11 @@ READERS_MODULES = {
 }
 
 REGISTERED = """
+import json
 from chalicelib import runtime
 rt = runtime.current()
-print(sorted(s.type for s in rt.registry.loaded_specs() if s.func.__module__ == "docs_handlers"))
+print(json.dumps(sorted(s.type for s in rt.registry.loaded_specs()
+                        if s.func.__module__ == "docs_handlers")))
 """
 
 
@@ -192,4 +194,4 @@ def test_a_pages_handler_module_loads_in_a_worker(page: Path, tmp_path: Path) ->
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
-    assert json.loads(listed.stdout.replace("'", '"')) == sorted(_declared_types(module))
+    assert json.loads(listed.stdout) == sorted(_declared_types(module))
