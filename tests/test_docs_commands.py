@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from local import cli
+from chalicelib.models import DEFAULT_TENANT
+from local import cli, remote_cli
+from local.cli_errors import UsageError
 from tests.procs import guarded_env
 from tests.test_docs import DOCS, ROOT, _commands, shell_blocks
 
@@ -58,11 +60,24 @@ def test_the_docs_show_spool_lines_from_several_pages() -> None:
 
 
 @pytest.mark.parametrize(("where", "argv"), LINES, ids=[w for w, _ in LINES])
-def test_each_spool_line_parses(where: str, argv: list[str]) -> None:
+def test_each_spool_line_parses(
+    where: str, argv: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parsed, and past the checks `spool` makes before it runs anything: `--url`/`--key`
+    on a command that only works locally, `--key` with no server named (SPOOL_URL unset,
+    as in a fresh shell) and `--tenant` on a server's jobs are refused (exit 2)."""
+    monkeypatch.delenv("SPOOL_URL", raising=False)
     try:
-        cli.build_parser().parse_args(argv)
+        args = cli.build_parser().parse_args(argv)
     except SystemExit as refused:
         pytest.fail(f"{where}: spool refuses its arguments (exit {refused.code})")
+    try:
+        url = remote_cli.target(args)
+    except UsageError as refused:
+        pytest.fail(f"{where}: spool refuses it: {refused}")
+    local_tenant = DEFAULT_TENANT if args.command == "enqueue" else None
+    if url is not None:
+        assert getattr(args, "tenant", None) in (None, local_tenant), f"{where}: --tenant"
 
 
 def undocumented_options(
