@@ -182,3 +182,24 @@ def test_the_declared_limits_are_the_ones_a_worker_holds(folder: Path) -> None:
         "partner_sync": [None, [10, 1]],  # rate="10/s"
         "send_report": [2, [100, 3600]],  # concurrency=2, rate="100/h"
     }
+
+
+def test_every_declared_handler_runs_its_job(folder: Path) -> None:
+    """The limits and periodic samples' handlers (bodies of `...`) run under their
+    limits in a real worker: each job succeeds, its result the None they return."""
+    payloads = {
+        "resize_image": {"key": "k"},
+        "partner_sync": {},
+        "send_report": {},
+        "report": {"kind": "daily"},
+    }
+    ids = {}
+    for job_type, payload in payloads.items():
+        added = spool(folder, "enqueue", job_type, "--payload", json.dumps(payload), "--json")
+        assert added.returncode == 0, added.stderr
+        ids[job_type] = json.loads(added.stdout)["id"]
+    ran = spool(folder, "worker", "--burst", "--quiet")
+    assert ran.returncode == 0, ran.stderr
+    for job_type, job in ids.items():
+        seen = json.loads(spool(folder, "status", job, "--json").stdout)
+        assert (seen["state"], seen["result"]) == ("succeeded", None), (job_type, seen)
