@@ -250,6 +250,23 @@ def test_the_page_at_ui_slash_lands_on_ui(browser: Any, server: str) -> None:
     assert browser.current_url == f"{server}/ui"
 
 
+def test_html_from_a_string_is_refused_by_the_page_itself(browser: Any, server: str) -> None:
+    """Trusted Types: the page's policy lets no string become HTML or script, so a
+    mistake in app.js that set innerHTML from a server value would throw instead of
+    parsing it (the script's own rule, textContent only, enforced by the browser)."""
+    sign_in(browser, server)
+    tried = browser.execute_script(
+        "const out = [];"
+        "for (const f of [() => { document.body.insertAdjacentHTML('beforeend', '<b>x</b>') },"
+        "                 () => { document.createElement('div').innerHTML = '<i>y</i>' },"
+        "                 () => { document.createElement('script').text = 'void 0' }]) {"
+        "  try { f(); out.push('ran') } catch (e) { out.push(e.name) } }"
+        "return out"
+    )
+    assert tried == ["TypeError", "TypeError", "TypeError"], tried
+    browser.get_log("browser")  # the refusals' own reports, not the next test's
+
+
 def test_sign_in_refuses_a_wrong_key_then_shows_the_overview(
     browser: Any, server: str, shots: Path
 ) -> None:
