@@ -13,10 +13,20 @@ from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
+from chalicelib import client_text
 from chalicelib.attempt_ceiling import DEFAULT_ATTEMPTS_CEILING as DEFAULT_ATTEMPTS_CEILING
 from chalicelib.attempt_ceiling import RedriveAttempts, attempts_for
 from chalicelib.attempt_ceiling import attempts_ceiling as read_ceiling
@@ -78,6 +88,23 @@ def parse_rfc3339(value: str, name: str) -> datetime:
         raise ValueError(f"{name} is not a date-time that exists: {exc}") from None
 
 
+MAX_KEY_LENGTH = 200
+# An idempotency key: 1 to 200 characters, none of them a control character (the
+# document's pattern; the field's validator enforces it and names the character).
+KeyText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_KEY_LENGTH),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": MAX_KEY_LENGTH,
+            "pattern": client_text.SCHEMA_PATTERN,
+        }
+    ),
+]
+
+
 class EnqueueRequest(BaseModel):
     """One job as a client may describe it. Server-owned fields (state, attempts,
     tenant, id, ...) are refused, not ignored, so a client never thinks it set them."""
@@ -107,7 +134,11 @@ class EnqueueRequest(BaseModel):
         "SPOOL_MAX_ATTEMPTS (25 unless the operator set it), or the handler's own default "
         "when that is higher: more is 422 naming the ceiling.",
     )
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+    idempotency_key: KeyText | None = Field(
+        default=None,
+        description=f"1 to {MAX_KEY_LENGTH} characters: the same key again answers the job "
+        f"it first made. Text only: {client_text.REFUSED_TEXT} (422).",
+    )
     callback_url: str | None = Field(
         default=None,
         min_length=1,
@@ -117,6 +148,19 @@ class EnqueueRequest(BaseModel):
         "endpoint, if the operator set one. http or https, a public host, and by default "
         "port 80, 443 or 1024-65535 (SPOOL_WEBHOOK_PORTS).",
     )
+
+    @field_validator("idempotency_key")
+    @classmethod
+    def _key_text(cls, value: str | None) -> str | None:
+        """No control character (chalicelib/client_text.py): a key is stored, logged,
+        shown and looked up as it came. The refusal names the character by its code
+        point, in its own error type, under the field's loc."""
+        if value is None:
+            return None
+        refused = client_text.refusal(value)
+        if refused is not None:  # loc names the field; the message says what it holds
+            raise PydanticCustomError(refused.kind, refused.message("the idempotency key"))
+        return value
 
     @field_validator("run_at", mode="before")
     @classmethod

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import limit_settings, logs, periodic
+from chalicelib import client_text, limit_settings, logs, periodic
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY
 from chalicelib.durations import EXAMPLES, parse_seconds
 from chalicelib.edge_settings import FIX
@@ -25,7 +25,7 @@ from chalicelib.models import DEFAULT_TENANT, JobState
 from chalicelib.redact import redact_url
 from chalicelib.retry import MAX_ATTEMPTS
 from chalicelib.runtime import Runtime, build_runtime
-from chalicelib.service import NAME_PATTERN, EnqueueRequest
+from chalicelib.service import MAX_KEY_LENGTH, NAME_PATTERN, EnqueueRequest
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY_SECONDS
 from chalicelib.webhooks import runner as webhooks
 from chalicelib.worker import Middleware, Worker, WorkerStats
@@ -152,6 +152,24 @@ def tenant_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "a tenant is 1 to 64 letters, digits, '_', '.', ':' or '-' (the names "
             f"SPOOL_API_KEYS gives keys), not {shown!r}"
+        )
+    return text
+
+
+def idempotency_key(text: str) -> str:
+    """--idempotency-key: a key the API takes (chalicelib/service.py KeyText), refused
+    here as a usage error naming the option, on the local store and through a server
+    alike, before a store is made or a request sent. A control character is named by
+    its code point (chalicelib/client_text.py): written out, it is what the terminal
+    showing the error obeys."""
+    if not is_utf8(text):  # argument bytes that are not UTF-8 (surrogate-escaped)
+        raise argparse.ArgumentTypeError(NOT_UTF8)
+    refused = client_text.refusal(text)
+    if refused is not None:
+        raise argparse.ArgumentTypeError(refused.message("the key"))
+    if not 1 <= len(text) <= MAX_KEY_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"a key is 1 to {MAX_KEY_LENGTH} characters, not {len(text)}"
         )
     return text
 
@@ -656,7 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument(
         "--idempotency-key",
         dest="idempotency_key",
-        help="the same key again answers the job it first made instead of adding another",
+        type=idempotency_key,
+        help="the same key again answers the job it first made instead of adding another "
+        f"(1 to {MAX_KEY_LENGTH} characters, no control character)",
     )
     enqueue.add_argument(
         "--max-attempts",

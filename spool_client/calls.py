@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from spool_client import durations
+from spool_client import client_text, durations
 from spool_client.errors import AnswerTooLarge, UnexpectedResponse
 from spool_client.retry import RetryPolicy
 
@@ -319,14 +319,23 @@ def job_body(spec: JobSpec) -> dict[str, Any]:
     if spec.callback_url is not None:
         body["callback_url"] = spec.callback_url
     body.update(spec.extra)
-    # Only a key not given is made up: an empty one (a field that came out blank) made
-    # a new key on every call, the very doubles the caller's key was meant to prevent.
-    if spec.idempotency_key is not None and not (
-        isinstance(spec.idempotency_key, str) and spec.idempotency_key
-    ):
-        raise ValueError(f"idempotency_key is a non-empty str, not {spec.idempotency_key!r}")
-    body["idempotency_key"] = new_key() if spec.idempotency_key is None else spec.idempotency_key
+    key = spec.idempotency_key
+    body["idempotency_key"] = new_key() if key is None else _key(key)
     return body
+
+
+def _key(key: object) -> str:
+    """A caller's idempotency key as the server takes it, refused here (before any job of
+    the call is sent) otherwise. Only a key not given is made up: an empty one (a field
+    that came out blank) made a new key on every call, the very doubles the caller's key
+    was meant to prevent. A control character (client_text.py, the server's own rule)
+    is named by its code point: the key itself would put it in the traceback."""
+    if not (isinstance(key, str) and key):
+        raise ValueError(f"idempotency_key is a non-empty str, not {key!r}")
+    refused = client_text.refusal(key)
+    if refused is not None:
+        raise ValueError(refused.message("idempotency_key"))
+    return key
 
 
 def as_spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:

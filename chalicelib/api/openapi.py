@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from chalicelib import client_text
 from chalicelib.api import query, schemas
 from chalicelib.attempt_ceiling import attempts_ceiling
 from chalicelib.config import Settings
@@ -86,9 +87,11 @@ _ENQUEUE_ERRORS = {
     "key is stored, and the keyed jobs that were are listed in details.stored, so sending "
     "the corrected batch again creates every job exactly once. The same request sent again "
     "answers 200 with created=false.",
-    422: "Well-formed but invalid: unknown job type, bad payload, server-owned fields, or a "
-    f"run_at or delay more than {MAX_DELAY_SECONDS} s (366 days) ahead; a batch's details "
-    "name each invalid job's index and nothing is stored.",
+    422: "Well-formed but invalid: unknown job type, bad payload, server-owned fields, a "
+    f"run_at or delay more than {MAX_DELAY_SECONDS} s (366 days) ahead, or an idempotency_key "
+    f"holding a control character ({client_text.REFUSED_TEXT}; details[].type "
+    "control_character); a batch's details name each invalid job's index and nothing is "
+    "stored.",
     413: "Body over the size limit, a batch over its job limit, a batch larger than "
     "the tenant's enqueue burst (SPOOL_TENANT_LIMITS; details.burst): split it, or a "
     "payload over 2 MiB as the answers that return it carry it (details.index names "

@@ -1,0 +1,1 @@
+../chalicelib/client_text.py
