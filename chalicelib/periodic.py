@@ -139,7 +139,9 @@ class Schedule:
     enabled: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
+        # fullmatch: match's `$` also matches before a final "\n", and "nightly\n" made
+        # every tick's idempotency key hold a line break (refused at enqueue).
+        if not isinstance(self.name, str) or not NAME_PATTERN.fullmatch(self.name):
             raise ValueError(f"schedule name {self.name!r} must match {NAME_PATTERN.pattern}")
         self._check_kinds()
         if (self.cron is None) == (self.every is None):
