@@ -113,3 +113,29 @@ def test_the_async_client_refuses_it_too(server: Server) -> None:
     with pytest.raises(ValueError, match=r"idempotency_key holds a control character, U\+000D"):
         asyncio.run(scenario())
     assert jobs_on(server) == []
+
+
+def test_the_client_refuses_a_lone_surrogate_by_name(server: Server) -> None:
+    """Before: httpx's bare UnicodeEncodeError ("'utf-8' codec can't encode character
+    '\\ud800' in position 21"), naming neither the field nor the job."""
+    surrogate = r"^idempotency_key holds an unpaired surrogate, U\+D800"
+    with (
+        Client(server.url, KEY_A, retry=FAST) as client,
+        pytest.raises(ValueError, match=surrogate),
+    ):
+        client.enqueue("echo", {}, idempotency_key="k\ud800")
+    assert jobs_on(server) == []
+
+
+def test_spool_enqueue_names_the_option_of_a_key_that_is_not_utf8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Argument bytes that are not UTF-8 arrive surrogate-escaped ("k\\udcff")."""
+    db = tmp_path / "spool.db"
+    monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("SPOOL_DEMO_HANDLERS", "true")
+    monkeypatch.delenv("SPOOL_URL", raising=False)
+    code, out, err = spool(capsys, "enqueue", "echo", "--idempotency-key", "k\udcff")
+    assert (code, out) == (2, "")
+    assert "argument --idempotency-key: an argument holds bytes that are not UTF-8" in err
+    assert not db.exists()
