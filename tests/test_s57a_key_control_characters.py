@@ -24,8 +24,10 @@ from urllib.parse import quote
 import pytest
 
 from chalicelib import runtime as runtime_module
+from chalicelib.models import JobQuery
+from chalicelib.runtime import Runtime
 from local.server import Server
-from tests.apikit import KEY_A
+from tests.apikit import KEY_A, Api
 from tests.factories import new_job
 from tests.served import exchange, post, served
 
@@ -129,3 +131,17 @@ def test_a_job_stored_before_the_rule_is_still_read_listed_and_found(server: Ser
     status, answer = enqueue(server, {"type": "echo", "idempotency_key": key})
     assert status == 422, answer
     assert job_ids(server) == [job_id]
+
+
+def test_the_lambda_path_refuses_it_alike(api: Api, rt: Runtime) -> None:
+    """app.py's handler as API Gateway calls it (chalice's test client): the same 422,
+    one job and a batch, and nothing stored."""
+    reply = api.post("/enqueue", {"type": "echo", "idempotency_key": "a\u0085b"})
+    assert reply.status == 422, reply.body
+    refusal_of(reply.json["error"]["details"], ["idempotency_key"], "\u0085")
+    batch = [{"type": "echo", "idempotency_key": "ok"}, {"type": "echo", "idempotency_key": "\n"}]
+    reply = api.post("/enqueue", {"jobs": batch})
+    assert reply.status == 422, reply.body
+    [problem] = reply.json["error"]["details"]
+    refusal_of(problem["details"], ["jobs", 1, "idempotency_key"], "\n")
+    assert rt.store.list_jobs(JobQuery()).jobs == []
