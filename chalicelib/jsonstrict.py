@@ -340,6 +340,23 @@ def replaced_surrogates(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
+# A path longer than this many steps at each end is shown by its first steps and its
+# last (a loc too deep has 200): an answer's details.loc holds it whole.
+SHOWN_STEPS = 6
+
+
+def shown_path(place: list[str | int]) -> str:
+    """`place` as "a.b.1" for a message, cut in the middle when long, and escaped: a
+    name holding a lone surrogate would put it in the message too."""
+    steps = [str(step) for step in place]
+    shown = ".".join(steps)
+    if len(steps) > 2 * SHOWN_STEPS:  # "a.b...(9 more)...y.z", not "b....(9 more)....y"
+        cut = len(steps) - 2 * SHOWN_STEPS
+        head, tail = ".".join(steps[:SHOWN_STEPS]), ".".join(steps[-SHOWN_STEPS:])
+        shown = f"{head}...({cut} more)...{tail}"
+    return shown.encode("utf-8", "backslashreplace").decode()
+
+
 def surrogate_path(value: Any) -> list[str | int] | None:
     """The path to the first string, or object name, no UTF-8 spells (a lone surrogate:
     json.loads joins a pair into one character, so any left is unpaired); None when

@@ -87,6 +87,7 @@ from chalicelib.jsonstrict import (
     loads_strict,
     nested_deeper_than,
     replaced_surrogates,
+    shown_path,
     surrogate_path,
 )
 from chalicelib.limits import ClaimPolicy, Hold, limit_keys
@@ -1757,12 +1758,13 @@ def _why_not_json(result: Any, exc: Exception) -> str:
 
 
 def _surrogate_error(place: list[str | int]) -> str:
-    shown = ".".join(str(step) for step in place) or "the result itself"
+    # Cut in the middle as the API's refusals are: a result nested 200 deep made a
+    # dead job's error, and every screen showing it, 200 steps long.
+    shown = shown_path(place) if place else "the result itself"
     return (
         "result is not JSON: a string in it holds an unpaired UTF-16 surrogate "
-        "(\\ud800-\\udfff), which is no character, at "
-        + shown.encode("utf-8", "backslashreplace").decode()
-        + " (return text, or encode bytes as base64)"
+        f"(\\ud800-\\udfff), which is no character, at {shown}"
+        " (return text, or encode bytes as base64)"
     )
 
 

@@ -47,6 +47,11 @@ RESULTS = [
     ({"ok": 1, "\udfff": 1}, "\\udfff"),
     ("\udc00", "the result itself"),
     ([1, {"a": ["ok", "x\ud800y"]}], "1.a.1"),
+    # 40 lists deep: shown as the API shows a deep place, by its ends (s57).
+    (
+        [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["\ud800"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
+        "0.0.0.0.0.0...(28 more)...0.0.0.0.0.0 ",
+    ),
 ]
 
 
@@ -76,7 +81,9 @@ def drain(store: JobStore, reg: Registry) -> None:
         worker.close()
 
 
-@pytest.mark.parametrize(("result", "where"), RESULTS, ids=["value", "name", "str", "nested"])
+@pytest.mark.parametrize(
+    ("result", "where"), RESULTS, ids=["value", "name", "str", "nested", "deep"]
+)
 def test_a_result_with_a_lone_surrogate_is_not_json_on_every_store(
     store: JobStore, clock: FakeClock, reg: Registry, result: Any, where: str
 ) -> None:

@@ -72,6 +72,9 @@ def test_one_job_is_refused_naming_the_place(
     assert error["details"]["loc"] == where
     if "payload" in where:
         assert f"more than {MAX_NESTING} levels" in error["message"]
+        # The message shows the place by its ends (loc holds it whole): six steps each.
+        shown = ".".join(map(str, where[:6])), ".".join(map(str, where[-6:]))
+        assert f"(at {shown[0]}...({len(where) - 12} more)...{shown[1]})" in error["message"]
     assert no_jobs(server)
 
 

@@ -65,7 +65,13 @@ from chalicelib.errors import (
 )
 from chalicelib.handlers import PayloadCheck, Registry, told_details
 from chalicelib.json_encode import quoted
-from chalicelib.jsonstrict import MAX_NESTING, NESTED_TOO_DEEP, deep_path, surrogate_path
+from chalicelib.jsonstrict import (
+    MAX_NESTING,
+    NESTED_TOO_DEEP,
+    deep_path,
+    shown_path,
+    surrogate_path,
+)
 from chalicelib.limit_settings import auth_failures, tenant_limits
 from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
@@ -697,7 +703,7 @@ def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...], data: A
             place = deep_path(data, MAX_NESTING)
             if place is not None:
                 where += place
-                reason += f" (at {_shown_path(place)})"
+                reason += f" (at {shown_path(place)})"
         elif "escape" in error["msg"] or "surrogate" in error["msg"]:
             reason = (
                 "a string holds an unpaired UTF-16 surrogate (\\ud800-\\udfff), not a character"
@@ -705,28 +711,10 @@ def _refuse_unreadable(exc: ValidationError, loc: tuple[str | int, ...], data: A
             place = surrogate_path(data)
             if place is not None:
                 where += place
-                reason += f" (at {_shown_path(place)})"
+                reason += f" (at {shown_path(place)})"
         else:
             reason = "it cannot be read as JSON"
         raise ValidationFailed(f"the job is invalid: {reason}", {"loc": where}) from exc
-
-
-# A path longer than this is shown by its first steps and its last (a loc too deep has
-# 200): the details' loc holds it whole.
-_SHOWN_STEPS = 6
-
-
-def _shown_path(place: list[str | int]) -> str:
-    """`place` as "a.b.1" for a message, escaped: a name holding a lone surrogate would
-    put it in the answer too (the loc's JSON escapes it)."""
-    steps = [str(step) for step in place]
-    if len(steps) > 2 * _SHOWN_STEPS:
-        steps = [
-            *steps[:_SHOWN_STEPS],
-            f"...({len(steps) - 2 * _SHOWN_STEPS} more)...",
-            *steps[-_SHOWN_STEPS:],
-        ]
-    return ".".join(steps).encode("utf-8", "backslashreplace").decode()
 
 
 def integral_floats(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
