@@ -307,14 +307,18 @@ class Service:
         requests: Sequence[EnqueueRequest],
         built: Sequence[NewJob],
         cap: Backlog | None = None,
+        answered: list[AddResult] | None = None,
     ) -> list[AddResult]:
         """Store what `prepare` made of `requests` (enqueue's second half). With a
         backlog `cap` (the HTTP edge's quota) the store refuses, storing nothing, an add
         that would take the tenant's waiting jobs past it (BacklogFull). A mixed batch's
         keyed part must leave room for its unkeyed part too (Backlog.more); should the
-        backlog fill between the two adds, the keyed jobs stand, as after a 503 there."""
+        backlog fill between the two adds, the keyed jobs stand, as after a 503 there.
+        `answered`, when given, gets each add's results as the store answers, before a
+        409 or the second add's failure ends the call: what the edge's enqueue tokens
+        pay for (EnqueueGate.admitted)."""
         if len(built) == 1:  # a single enqueue: no parts to split, no lines to hold
-            [result] = self._add([built[0]], cap)
+            [result] = self._add([built[0]], cap, answered)
             _log_enqueued(result)
             if built[0].idempotency_key is not None:
                 _refuse_conflicts(requests, built, [result])
@@ -328,7 +332,9 @@ class Service:
                     continue
                 more = len(plain) if part is keyed and cap is not None else 0
                 added = self._add(
-                    [built[i] for i in part], None if cap is None else replace(cap, more=more)
+                    [built[i] for i in part],
+                    None if cap is None else replace(cap, more=more),
+                    answered,
                 )
                 for index, result in zip(part, added, strict=True):
                     results[index] = result
@@ -380,9 +386,17 @@ class Service:
         }
         return RedriveAttempts(ceiling, above)
 
-    def _add(self, jobs: Sequence[NewJob], cap: Backlog | None) -> list[AddResult]:
+    def _add(
+        self,
+        jobs: Sequence[NewJob],
+        cap: Backlog | None,
+        answered: list[AddResult] | None = None,
+    ) -> list[AddResult]:
         # No cap: the call as it always was (wrappers and fakes of add take jobs alone).
-        return self.store.add(jobs) if cap is None else self.store.add(jobs, cap)
+        added = self.store.add(jobs) if cap is None else self.store.add(jobs, cap)
+        if answered is not None:
+            answered.extend(added)
+        return added
 
     def _build_all(
         self, requests: Sequence[EnqueueRequest], tenant: str, admitted: bool = False

@@ -175,10 +175,11 @@ class Edge:
                 results = self.service.enqueue(jobs, tenant)
             else:  # refused before anything is stored; an invalid job spends no token
                 built = self.service.prepare(jobs, tenant)
-                keys = [job.idempotency_key for job in jobs]
-                results = []  # filled in the block: a repeat gives its token back
-                with self.gate.admitted(tenant, keys, results) as cap:
-                    results.extend(self.service.add_prepared(jobs, built, cap))
+                keys = [new.idempotency_key for new in built]
+                ids = [new.id for new in built]
+                answered: list[AddResult] = []  # the store's answers: what the tokens buy
+                with self.gate.admitted(tenant, keys, answered, ids) as cap:
+                    results = self.service.add_prepared(jobs, built, cap, answered)
         except ValidationFailed as exc:
             _placed(exc, batch)
             raise

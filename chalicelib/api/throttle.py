@@ -32,12 +32,12 @@ from typing import TYPE_CHECKING
 from chalicelib.api.auth import digest
 from chalicelib.api.client_groups import address_group as address_group
 from chalicelib.api.client_groups import address_groups
-from chalicelib.errors import PayloadTooLarge, StoreUnavailable
+from chalicelib.errors import IdempotencyConflict, PayloadTooLarge, StoreUnavailable
 from chalicelib.errors import RateLimited as RateLimited  # its users import it from here
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
 from chalicelib.models import AddResult
-from chalicelib.storage.base import Backlog, BacklogFull, JobStore
+from chalicelib.storage.base import Backlog, BacklogFull, JobStore, job_timings
 
 if TYPE_CHECKING:
     from chalicelib.service import Charge
@@ -76,43 +76,78 @@ class EnqueueGate:
         tenant: str,
         keys: Sequence[str | None],
         stored: list[AddResult] | None = None,
+        ids: Sequence[str] = (),
     ) -> Iterator[Backlog | None]:
         """Raise before storing when the tenant may not enqueue these jobs now (one
         idempotency key or None per job); otherwise store them inside the block, giving
         the store's add the cap this yields (None: the tenant has no backlog quota).
-        The store's refusal of a capped add (BacklogFull) leaves here as the same 429,
-        its tokens given back. `stored` is the list the block fills with the add's
-        results: a job it found already stored (a repeat whose first request another
-        process was storing as this one counted) gives its token back."""
+        The store's refusal of a capped add (BacklogFull) leaves here as the same 429.
+
+        The request costs the jobs it stored, each once, however the block ends
+        (_settling): `stored` is the list the block fills with each add's results as
+        the store answers, and `ids` the ids its jobs are stored under, read back when
+        an add's outcome is unknown. Without `stored` a block that ends normally keeps
+        every token it took."""
         limit = self.limits.of(tenant)
         if limit.backlog is None:
             fresh = self._fresh(tenant, keys)
             taken = self._admit(limit, tenant, fresh) if fresh else 0
-            yield None
-            self._settle(tenant, limit, taken, stored)
+            with self._settling(tenant, limit, taken, stored, ids):
+                yield None
             return
         with self._backlog_lock(tenant):
             fresh = self._fresh(tenant, keys)
             taken = self._admit(limit, tenant, fresh) if fresh else 0
             try:
-                yield self.cap(tenant)
-            except BacklogFull as full:
-                # Nothing was stored: the tokens go back, as a refusal by the count
-                # above spends none (another process filled the room in between).
-                if taken:
-                    self._give_back(tenant, limit, taken)
+                with self._settling(tenant, limit, taken, stored, ids):
+                    yield self.cap(tenant)
+            except BacklogFull as full:  # another process filled the room in between
                 raise self._backlog_full(full.waiting, limit.backlog, full.jobs) from None
-            self._settle(tenant, limit, taken, stored)
 
-    def _settle(
-        self, tenant: str, limit: TenantLimit, taken: int, stored: list[AddResult] | None
-    ) -> None:
-        """Give back the tokens of jobs counted new that the add found stored."""
-        if not taken or stored is None:
-            return
-        unspent = taken - sum(1 for result in stored if result.created)
-        if unspent > 0:
-            self._give_back(tenant, limit, unspent)
+    @contextmanager
+    def _settling(
+        self,
+        tenant: str,
+        limit: TenantLimit,
+        taken: int,
+        stored: list[AddResult] | None,
+        ids: Sequence[str],
+    ) -> Iterator[None]:
+        """Give back, as the block ends, the tokens of the jobs it did not store: a
+        key the add found stored (a repeat another process was storing as this one
+        counted), and every job of a block that fails. A failure the store answered
+        (BacklogFull, a 409 after the add) stored what `stored` holds; any other (a
+        503, "may have been applied" or not; an exception) is read back by `ids`, so
+        a write that landed costs its jobs once and the client's retry with the same
+        key, a repeat, costs nothing; a write that did not land costs nothing and the
+        retry that stores the job pays for it. When the read fails too, the jobs not
+        known stored are given back: an outcome nobody can see is not charged."""
+        try:
+            yield
+        except Exception as exc:
+            if taken:
+                self._give_back(tenant, limit, taken - self._stored_after(exc, stored, ids))
+            raise
+        if taken and stored is not None:
+            self._give_back(tenant, limit, taken - _created(stored))
+
+    def _stored_after(
+        self, failure: Exception, stored: list[AddResult] | None, ids: Sequence[str]
+    ) -> int:
+        """How many of the block's jobs the store holds after `failure` ended it."""
+        known = _created(stored)
+        if isinstance(failure, (BacklogFull, IdempotencyConflict)) or not ids:
+            return known  # the store answered every add: `stored` says what it did
+        try:
+            return max(known, len(job_timings(self.store, ids)))
+        except Exception as exc:  # the store is still out: count what it answered
+            logging.getLogger("spool.api").warning(
+                "could not read back which jobs a failed enqueue stored; its tokens for "
+                "the %d not known stored are given back: %s",
+                len(ids) - known,
+                exc,
+            )
+            return known
 
     @contextmanager
     def redrive_room(self, tenant: str, exact: int | None = None) -> Iterator[int | None]:
@@ -219,15 +254,20 @@ class EnqueueGate:
 
     def _give_back(self, tenant: str, limit: TenantLimit, jobs: int) -> None:
         """Return `jobs` tokens to the tenant's enqueue bucket (a take of -jobs, as a
-        redrive's refund is); a store that cannot take them back now (an outage)
-        leaves them spent, and the refusal stands."""
+        redrive's refund is); none when `jobs` is not positive (a key counted stored
+        that the add stored anew took none to give). A store that cannot take them back
+        now (an outage) leaves them spent, and the request's answer stands."""
+        if jobs <= 0:
+            return
         assert limit.bucket is not None
         rate, burst = limit.bucket
         try:
             self.store.take_tokens(f"enqueue:{tenant}", rate, burst, -jobs)
         except StoreUnavailable as exc:
             logging.getLogger("spool.api").warning(
-                "a refused enqueue's tokens were not given back: %s", exc
+                "%d tokens of an enqueue that did not store its jobs were not given back: %s",
+                jobs,
+                exc,
             )
 
     def _admit(self, limit: TenantLimit, tenant: str, jobs: int) -> int:
@@ -258,6 +298,11 @@ class EnqueueGate:
         if wait > 0:
             raise self._rate_limited(wait, rate, burst)
         return jobs
+
+
+def _created(stored: list[AddResult] | None) -> int:
+    """The jobs an add's results say it stored anew (not a repeat of a stored key)."""
+    return 0 if stored is None else sum(1 for result in stored if result.created)
 
 
 class FailedSignIns:
