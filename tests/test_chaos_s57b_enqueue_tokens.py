@@ -300,3 +300,31 @@ def test_a_request_refused_before_the_store_costs_nothing(
         assert reply.status == status, reply.body
         assert stored(rt) == 0
         assert_each_stored_job_paid_once(api, rt)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_outcome_nobody_can_read_back_is_not_charged(
+    backend: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The write landed but its reply was lost, and the read that would tell fails
+    too: the edge cannot know, so it charges nothing and says so in its log (the
+    client's retry with its key is answered by the stored job, free)."""
+    with edge(backend, RATE_ONLY, tmp_path) as (api, rt):
+        failing_add(monkeypatch, rt, lost, True)
+
+        def unreadable(job_id: str, tenant: str | None = None) -> None:
+            raise lost()
+
+        monkeypatch.setattr(rt.store, "get", unreadable)
+        monkeypatch.setattr(rt.store, "timings", unreadable, raising=False)
+        with caplog.at_level("WARNING", logger="spool.api"):
+            reply = api.post("/enqueue", KEYED)
+        assert reply.status == 503, reply.body
+        assert "could not read back which jobs a failed enqueue stored" in caplog.text
+        monkeypatch.undo()
+        assert api.post("/enqueue", KEYED).status == 200
+        assert stored(rt) == 1
+        assert tokens_left(api) == BURST
