@@ -100,10 +100,8 @@ class JobUnreadable(SpoolError):
 
 # What a 503 says when a write's reply was lost: the store may have applied it, so a
 # client retrying it blindly (an enqueue without an idempotency key) may make it twice.
-UNCERTAIN_WRITE = (
-    "the {store} connection failed before it answered, so this change may have been "
-    "applied: check its state before retrying (an enqueue is safe to retry with the same "
-    "idempotency_key)"
+UNCERTAIN_ADVICE = (
+    "check its state before retrying (an enqueue is safe to retry with the same idempotency_key)"
 )
 
 
@@ -123,6 +121,20 @@ class StoreUnavailable(SpoolError):
         super().__init__(message, details)
         self.retry_after = retry_after
         self.public = public
+
+
+class UncertainWrite(StoreUnavailable):
+    """A write whose reply was lost: the store may have applied it. Its message is for
+    whoever sent the request (the API's 503, the command line): check, or retry an
+    enqueue with its idempotency key. `reason` is what happened without that advice:
+    a worker, which sent no request, says what becomes of its jobs instead
+    (store_outage.lost_write)."""
+
+    def __init__(self, reason: str, retry_after: int = 5) -> None:
+        super().__init__(
+            f"{reason}, so this change may have been applied: {UNCERTAIN_ADVICE}", retry_after
+        )
+        self.reason = reason
 
 
 class Misconfigured(SpoolError):

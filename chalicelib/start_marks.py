@@ -35,6 +35,8 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from chalicelib.store_outage import lost_write
+
 log = logging.getLogger("spool.worker")
 
 Lease = tuple[str, str]  # (job id, lease token)
@@ -108,7 +110,12 @@ class StartMarks:
     def _write(self, batch: list[_Ask]) -> list[bool]:
         leases = [a.lease for a in batch]
         try:
-            answers = self._start(leases)
+            with lost_write(
+                f"a start mark of {len(leases)} job{'' if len(leases) == 1 else 's'}",
+                "they run now either way (one whose mark was not taken gets its attempt "
+                "back should this worker die running it)",
+            ):
+                answers = self._start(leases)
             if len(answers) != len(leases):
                 raise ValueError(f"{len(answers)} answers for {len(leases)} marks")
         except Exception as exc:

@@ -30,8 +30,9 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
-from chalicelib.errors import Misconfigured, StoreNotMigrated, StoreUnavailable
+from chalicelib.errors import Misconfigured, StoreNotMigrated, StoreUnavailable, UncertainWrite
 from chalicelib.redact import redact_text
 from chalicelib.storage import pg_refusals
 
@@ -168,6 +169,22 @@ def describe(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     name = type(exc).__name__
     return redact_text(f"{name}: {text}" if text else name)
+
+
+@contextmanager
+def lost_write(call: str, then: str) -> Iterator[None]:
+    """Say a write whose reply was lost (UncertainWrite) as a loop's operator reads it:
+    which `call` it was and what becomes of its jobs (`then`). The store's message is
+    advice for whoever sent a request ("check its state before retrying (an enqueue is
+    safe to retry with the same idempotency_key)"), and a worker's log carried it as it
+    was, where the operator has no request to retry and was not told the jobs' fate.
+    Raised from the store's error, so what reads its cause (is_fatal) still sees it."""
+    try:
+        yield
+    except UncertainWrite as exc:
+        raise StoreUnavailable(
+            f"{call}: {exc.reason}, so it may have been applied; {then}", exc.retry_after
+        ) from exc
 
 
 class Outage:

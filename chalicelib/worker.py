@@ -65,6 +65,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -112,6 +113,7 @@ from chalicelib.store_outage import (
     fatal_error,
     is_fatal,
     is_store_error,
+    lost_write,
     refuses_the_write,
 )
 from chalicelib.timebounds import clamp_delay
@@ -660,18 +662,29 @@ class Worker:
         if want <= 0:
             return 0
         policy = self.config.policy
-        if self.config.start_marks and (policy is None or not policy.active):
-            # Limits and fair turns are left to the policy's claim: one claim, unstarted.
-            self._held = False
-            return self._claim_for_free_threads(want)
-        jobs, holds = self._claim_store(want)
+        with self._claiming():
+            if self.config.start_marks and (policy is None or not policy.active):
+                # Limits and fair turns are left to the policy's claim: one claim, unstarted.
+                self._held = False
+                return self._claim_for_free_threads(want)
+            jobs, holds = self._claim_store(want)
         self._held = bool(holds) and not jobs
         return self._accept(jobs)
+
+    def _claiming(self) -> AbstractContextManager[None]:
+        """Around a claim: a lost reply is said as what it means for the jobs (a claim
+        that was applied leased them to this worker, which never got them)."""
+        return lost_write(
+            "a claim",
+            "the jobs it may have leased to this worker run again once their leases lapse "
+            f"(in at most {self.config.lease_seconds:g}s), as after a crash",
+        )
 
     def _claim_store_accept(self, want: int) -> int:
         """A claim off the dispatcher's thread (_claim_announced): its holds are not the
         dispatcher's to act on (`_held` paces the dispatcher's own idle wait)."""
-        jobs, _ = self._claim_store(want)
+        with self._claiming():
+            jobs, _ = self._claim_store(want)
         return self._accept(jobs)
 
     def _accept(self, jobs: list[Job], started: int = 0) -> int:
@@ -840,7 +853,8 @@ class Worker:
         if beat is None:
             return
         try:
-            beat(worker_id.process(), self.config.queues, self._started_at)
+            with lost_write("this worker's heartbeat", "the next beat records it"):
+                beat(worker_id.process(), self.config.queues, self._started_at)
         except Exception as exc:
             if is_fatal(exc):  # the claim that follows meets it too, and ends the worker
                 log.warning("could not record this worker's heartbeat: %s", exc)
@@ -870,7 +884,12 @@ class Worker:
             return
         leases = [(a.job.id, a.job.lease_token or "") for a in due]
         try:
-            kept = self.store.extend_leases(leases, self.config.lease_seconds)
+            with lost_write(
+                f"a renewal of {len(leases)} lease{'' if len(leases) == 1 else 's'}",
+                "it is tried again shortly; a lease that lapses meanwhile lets another "
+                "worker run its job (the handler here is told)",
+            ):
+                kept = self.store.extend_leases(leases, self.config.lease_seconds)
         except Exception as exc:
             # Not a lost lease: the store is down for now. Most of the lease is still
             # left, so the next look (every lease/6 s) tries again. Raised, it ended
@@ -932,7 +951,12 @@ class Worker:
         what was written (store_outage.refuses_the_write) is no outage: see _refused."""
         completions = [c for _, c, _ in batch]
         try:
-            applied = self.store.finish(completions)
+            with lost_write(
+                f"a write of {len(completions)} outcome{'' if len(completions) == 1 else 's'}",
+                "the outcomes are held and written again once the store answers (one it took "
+                "already is not applied twice)",
+            ):
+                applied = self.store.finish(completions)
         except Exception as exc:
             if not refuses_the_write(exc):
                 for attempt, _, _ in batch:
@@ -1385,7 +1409,8 @@ class Worker:
             if not wanted:
                 return outcome
         self._ensure_threads()
-        jobs, holds = self._claim_store(len(wanted), ids=wanted)
+        with self._claiming():
+            jobs, holds = self._claim_store(len(wanted), ids=wanted)
         claimed = {j.id for j in jobs}
         held = {h.job_id for h in holds}
         if held_by is not None:
@@ -1799,7 +1824,8 @@ def sign_off(
         log.warning("not signed off: the store is unavailable (it drops out in a minute)")
         return
     try:
-        forget(worker_id.process())
+        with lost_write("the sign-off", "if it was not, the worker drops out in a minute"):
+            forget(worker_id.process())
     except Exception as exc:
         if not is_fatal(exc):
             log.warning("could not sign this worker off (it drops out in a minute): %s", exc)

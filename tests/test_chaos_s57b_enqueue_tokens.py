@@ -37,7 +37,7 @@ import pytest
 from chalice.test import Client
 
 import app as spool_app
-from chalicelib.errors import UNCERTAIN_WRITE, PayloadTooLarge, StoreUnavailable
+from chalicelib.errors import PayloadTooLarge, StoreUnavailable, UncertainWrite
 from chalicelib.models import AddResult, NewJob
 from chalicelib.runtime import Runtime
 from chalicelib.storage.base import Backlog, BacklogFull
@@ -113,7 +113,7 @@ def failing_add(
 
 
 def lost() -> StoreUnavailable:
-    return StoreUnavailable(UNCERTAIN_WRITE.format(store="database"), retry_after=2)
+    return UncertainWrite("the database connection failed before it answered", retry_after=2)
 
 
 def refused() -> StoreUnavailable:

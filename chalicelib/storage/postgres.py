@@ -54,11 +54,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import (
-    UNCERTAIN_WRITE,
     InvalidTransition,
     JobNotFound,
     StoreNotMigrated,
     StoreUnavailable,
+    UncertainWrite,
 )
 from chalicelib.fdwait import readable
 from chalicelib.ids import new_lease_token
@@ -1230,11 +1230,12 @@ class PostgresStore:
                 if read and attempt == 1:
                     continue
                 log.log(self._quiet.level(), "database connection failed: %s", pg_noise.reason(exc))
+                if not read:
+                    raise UncertainWrite(
+                        "the database connection failed before it answered", retry_after=2
+                    ) from exc
                 raise StoreUnavailable(
-                    "the database connection failed; try again shortly"
-                    if read
-                    else UNCERTAIN_WRITE.format(store="database"),
-                    retry_after=2,
+                    "the database connection failed; try again shortly", retry_after=2
                 ) from exc
 
     def _forget_connections(self) -> None:
@@ -1263,11 +1264,7 @@ class PostgresStore:
         log.log(self._quiet.level(), "%s: %s", said, pg_noise.reason(exc))
         if read:
             return StoreUnavailable(f"{said}; try again shortly", retry_after=5)
-        return StoreUnavailable(
-            f"{said}, so this change may have been applied: check its state before retrying "
-            "(an enqueue is safe to retry with the same idempotency_key)",
-            retry_after=5,
-        )
+        return UncertainWrite(said, retry_after=5)
 
     def _notify(self) -> None:
         self._run(lambda conn: conn.execute("SELECT pg_notify(%s, '')", (self.settings.channel,)))

@@ -32,7 +32,7 @@ import redis
 
 from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock, from_epoch
-from chalicelib.errors import UNCERTAIN_WRITE, InvalidTransition, JobNotFound, StoreUnavailable
+from chalicelib.errors import InvalidTransition, JobNotFound, StoreUnavailable, UncertainWrite
 from chalicelib.ids import new_lease_token
 from chalicelib.limits import ClaimPolicy
 from chalicelib.models import (
@@ -487,11 +487,12 @@ class RedisStore:
                         "try again shortly",
                         retry_after=2,
                     ) from exc
+                if not read:
+                    raise UncertainWrite(
+                        "the job store connection failed before it answered", retry_after=2
+                    ) from exc
                 raise StoreUnavailable(
-                    "the job store connection failed; try again shortly"
-                    if read
-                    else UNCERTAIN_WRITE.format(store="job store"),
-                    retry_after=2,
+                    "the job store connection failed; try again shortly", retry_after=2
                 ) from exc
             except redis.ResponseError as exc:
                 # The server is loading, busy, out of memory, a replica, without its

@@ -48,7 +48,7 @@ from typing import Any
 from chalicelib import logs, ssrf
 from chalicelib.config import ConfigError, Settings
 from chalicelib.storage.base import JobStore
-from chalicelib.store_outage import Outage, is_store_error
+from chalicelib.store_outage import Outage, is_store_error, lost_write
 from chalicelib.webhooks import body, config, outbox, signing, source
 from chalicelib.webhooks.outbox import Delivery
 
@@ -149,7 +149,12 @@ class Deliverer:
 
     def _claim(self, limit: int) -> list[Delivery]:
         try:
-            claimed = self.store.claim_webhooks(limit, self.hooks.lease_seconds)
+            with lost_write(
+                "a claim of webhook deliveries",
+                "the deliveries it may have leased are sent once their leases lapse "
+                f"(in at most {self.hooks.lease_seconds:g}s)",
+            ):
+                claimed = self.store.claim_webhooks(limit, self.hooks.lease_seconds)
         except Exception as exc:  # any store error: an outage, tried again after a pause
             self._pause = self.outage.failed(exc)
             return []
@@ -239,9 +244,13 @@ class Deliverer:
 
     def _record(self, done: _Outcome) -> None:
         delivery, outcome, error = done.delivery, done.outcome, done.error
-        applied = self.store.finish_webhook(
-            delivery.id, delivery.lease_token or "", outcome, done.retry_at, error
-        )
+        with lost_write(
+            f"the outcome of webhook {delivery.id}",
+            "it is held and recorded again once the store answers",
+        ):
+            applied = self.store.finish_webhook(
+                delivery.id, delivery.lease_token or "", outcome, done.retry_at, error
+            )
         self.outage.recovered()
         if self.observe is not None:  # the attempt was made, whoever records its outcome
             self.observe(outcome, time.monotonic() - done.started)
