@@ -60,7 +60,7 @@ from chalicelib.number_text import validation_message
 from chalicelib.retry import MAX_ATTEMPTS
 from chalicelib.service import EnqueueRequest, Service
 from chalicelib.storage.base import JobStore
-from chalicelib.store_outage import Outage, Quiet, describe, is_store_error
+from chalicelib.store_outage import Outage, Quiet, describe, is_store_error, lost_write
 from chalicelib.webhooks.source import WebhooksUnavailable
 
 log = logging.getLogger("spool.periodic")
@@ -640,7 +640,12 @@ class Scheduler:
             )
             return Fired(schedule.name, tick, "skipped")
         try:
-            [result] = self.service.enqueue([_request(schedule, tick)], SYSTEM_TENANT)
+            with lost_write(
+                "the tick's enqueue",
+                "the tick's job is enqueued again under its own key at the next try, "
+                "which finds the job if this one stored it",
+            ):
+                [result] = self.service.enqueue([_request(schedule, tick)], SYSTEM_TENANT)
         except (ValidationFailed, ValidationError) as exc:
             # The schedule itself is wrong: the same error would repeat every tick,
             # so it is logged once per process (`spool schedules` reports it too).

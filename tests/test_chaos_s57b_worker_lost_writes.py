@@ -174,3 +174,30 @@ def test_a_webhook_claim_whose_reply_was_lost_says_when_its_deliveries_are_sent(
     assert "a claim of webhook deliveries" in said[0], said[0]
     assert "sent once their leases lapse (in at most 25s)" in said[0], said[0]
     assert_no_client_advice(lines)
+
+
+def test_a_tick_whose_enqueue_reply_was_lost_says_it_is_fired_again_under_its_key(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The periodic scheduler (in `spool worker` and `spool serve`) enqueues each tick
+    under a key of its own and tries it again after a failure: the line says so, not
+    the client's "safe to retry with the same idempotency_key"."""
+    from chalicelib.periodic import Schedule, Scheduler
+
+    caplog.set_level(logging.WARNING)
+    store = MemoryStore(FakeClock())
+    registry = Registry()
+    registry.handler("report")(lambda payload: payload)
+
+    def lost(jobs: object, cap: object = None) -> list[object]:
+        raise UncertainWrite("the job store connection failed before it answered")
+
+    monkeypatch.setattr(store, "add", lost)
+    schedule = Schedule(name="minutely", type="report", every=60)
+    [fired] = Scheduler(store, registry, [schedule]).fire_due()
+    assert fired.outcome == "error" and fired.retry, fired
+    lines = worker_lines(caplog)
+    said = [line for line in lines if "periodic minutely: enqueue failed" in line]
+    assert said, lines
+    assert "the tick's job is enqueued again under its own key" in said[0], said[0]
+    assert_no_client_advice(lines)
