@@ -212,6 +212,33 @@ def test_a_failed_add_costs_the_jobs_it_stored(
         assert_each_stored_job_paid_once(api, rt)
 
 
+@pytest.mark.parametrize("fault", ["refused-at-connect", "refused-413"])
+def test_a_refusal_that_wrote_nothing_is_not_read_back(
+    fault: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that refused the add before writing (no connection, a payload too big)
+    says what it stored: nothing. Reading the jobs back would meet the same outage and
+    hold the 503 for a second pool timeout."""
+    from chalicelib.api import throttle
+
+    reads: list[Any] = []
+    make, _, status = FAULTS[fault]
+    with edge("sqlite", RATE_ONLY, tmp_path) as (api, rt):
+        failing_add(monkeypatch, rt, make, False)
+
+        def counted(*args: Any) -> dict[str, Any]:
+            reads.append(args)
+            return {}
+
+        monkeypatch.setattr(throttle, "job_timings", counted)
+        reply = api.post("/enqueue", KEYED)
+        assert reply.status == status, reply.body
+        monkeypatch.undo()
+        assert reads == []
+        assert stored(rt) == 0
+        assert_each_stored_job_paid_once(api, rt)
+
+
 @pytest.mark.parametrize("limits", LIMITS, ids=LIMIT_IDS)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("applied", [True, False], ids=["applied", "not-applied"])

@@ -32,7 +32,12 @@ from typing import TYPE_CHECKING
 from chalicelib.api.auth import digest
 from chalicelib.api.client_groups import address_group as address_group
 from chalicelib.api.client_groups import address_groups
-from chalicelib.errors import IdempotencyConflict, PayloadTooLarge, StoreUnavailable
+from chalicelib.errors import (
+    IdempotencyConflict,
+    PayloadTooLarge,
+    StoreUnavailable,
+    UncertainWrite,
+)
 from chalicelib.errors import RateLimited as RateLimited  # its users import it from here
 from chalicelib.limit_settings import TenantLimit, TenantLimits
 from chalicelib.limits import Rate, refill, take
@@ -116,8 +121,9 @@ class EnqueueGate:
         """Give back, as the block ends, the tokens of the jobs it did not store: a
         key the add found stored (a repeat another process was storing as this one
         counted), and every job of a block that fails. A failure the store answered
-        (BacklogFull, a 409 after the add) stored what `stored` holds; any other (a
-        503, "may have been applied" or not; an exception) is read back by `ids`, so
+        (BacklogFull, a 409 after the add, a 413, a 503 refused before writing) stored
+        what `stored` holds; one whose outcome is unknown (a 503 "may have been
+        applied", UncertainWrite; an exception) is read back by `ids`, so
         a write that landed costs its jobs once and the client's retry with the same
         key, a repeat, costs nothing; a write that did not land costs nothing and the
         retry that stores the job pays for it. When the read fails too, the jobs not
@@ -136,8 +142,12 @@ class EnqueueGate:
     ) -> int:
         """How many of the block's jobs the store holds after `failure` ended it."""
         known = _created(stored)
-        if isinstance(failure, (BacklogFull, IdempotencyConflict)) or not ids:
+        if isinstance(failure, _ANSWERED) or not ids:
             return known  # the store answered every add: `stored` says what it did
+        if isinstance(failure, StoreUnavailable) and not isinstance(failure, UncertainWrite):
+            # Refused before anything was written (no connection, a lock, read-only):
+            # a read now would meet the same outage and hold the 503 for as long again.
+            return known
         try:
             return max(known, len(job_timings(self.store, ids)))
         except Exception as exc:  # the store is still out: count what it answered
@@ -298,6 +308,10 @@ class EnqueueGate:
         if wait > 0:
             raise self._rate_limited(wait, rate, burst)
         return jobs
+
+
+# Failures the store answered, having written nothing of the add that raised them.
+_ANSWERED = (BacklogFull, IdempotencyConflict, PayloadTooLarge)
 
 
 def _created(stored: list[AddResult] | None) -> int:
