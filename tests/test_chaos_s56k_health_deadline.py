@@ -43,7 +43,10 @@ def through(url: str, proxy: PgProxy) -> str:
 
 @pytest.fixture
 def pg_served() -> Iterator[tuple[str, PgProxy]]:
-    with fresh_schema() as url, pg_proxy() as proxy:
+    """The server's store calls bounded at statement_timeout + 5 s (10 s here, 35 s by
+    default): the check left behind by the 503 holds /health that long once the proxy
+    answers again. The 503 must still come from /health's own 3 s, and says so."""
+    with fresh_schema(statement_timeout="5") as url, pg_proxy() as proxy:
         env = guarded_env(SPOOL_STORE_URL=through(url, proxy), SPOOL_HEALTH_CACHE_SECONDS="0")
         with serving_url("--threads", "4", "--no-worker", env=env) as served:
             yield served, proxy
