@@ -58,10 +58,12 @@ def serving_chalice_local(tmp_path: Path, env: dict[str, str]) -> Iterator[int]:
         stop(proc, 10)
 
 
-def refused_at_start(tmp_path: Path, env: dict[str, str]) -> tuple[str, list[str]]:
-    """Start `chalice local` with `env`, expecting it to refuse (exit 2, no traceback)
-    before it serves: its stderr, whole and as lines."""
-    proc = start_chalice_local(tmp_path, free_port(), env)
+def refused_at_start(
+    tmp_path: Path, env: dict[str, str], port: int | None = None
+) -> tuple[str, list[str]]:
+    """Start `chalice local` with `env` (on `port`, else a free one), expecting it to
+    refuse (exit 2, no traceback) before it serves: its stderr, whole and as lines."""
+    proc = start_chalice_local(tmp_path, free_port() if port is None else port, env)
     try:
         _, err = proc.communicate(timeout=60)
     finally:
@@ -430,15 +432,8 @@ def test_chalice_local_on_a_port_in_use_says_so_in_one_line(tmp_path: Path) -> N
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = int(taken.getsockname()[1])
-        proc = start_chalice_local(tmp_path, port, env)
-        try:
-            _, err = proc.communicate(timeout=60)
-        finally:
-            stop(proc, 10)
-    text = err.decode()
-    assert proc.returncode == 2, text
-    assert "Traceback" not in text
-    last = text.strip().splitlines()[-1]
+        text, lines = refused_at_start(tmp_path, env, port)
+    last = lines[-1]
     assert last.startswith(f"spool: cannot listen on 127.0.0.1:{port}: "), text
     assert "chalice local --port N" in last and "stop what is using it" in last
     assert not (tmp_path / ".spool").exists()
