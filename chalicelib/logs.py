@@ -354,13 +354,28 @@ def fields_of(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and v is not None}
 
 
-# A value with any of these is written as a JSON string, so the line still splits on spaces
-# (and a client's NUL or terminal escape in a job id reaches the log as \u0000, \u001b),
-# with what json.dumps leaves as it is escaped too (one_line): DEL, the C1 controls (NEL,
-# and U+009B, a terminal's CSI) and U+2028/U+2029, which split a line for Python's
-# splitlines() and many log viewers. A job id from a request's path, key or no key, had
-# them written raw.
-_NEEDS_QUOTES = re.compile('[ "=\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+# What a reader's screen obeys or draws as nothing, past what json.dumps escapes (C0):
+# DEL, the C1 controls (NEL, and U+009B, a terminal's CSI), U+2028/U+2029, which split
+# a line for Python's splitlines() and many log viewers; every format character
+# (Unicode category Cf: the bidi overrides and isolates, which made a viewer draw the
+# rest of a line backwards, zero-width spaces and joiners, U+FEFF, the tag characters
+# that spell hidden text) and the letters drawn as nothing (local/tables.py BLANK: the
+# Hangul fillers, U+034F, U+17B4/U+17B5, the braille blank), as the dashboard and the
+# command line show them. Each is written as its JSON escape (\u202e, \udb40\udc41):
+# the line reads as what was sent, and a JSON reader decodes the same text.
+# tests/test_attack_s58c_log_hidden_text.py checks the Cf ranges against unicodedata.
+_UNSEEN = (
+    "\x7f-\x9f\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2"
+    "\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064"
+    "\u2066-\u206f\u2800\u3164\ufeff\uffa0\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
+    "\U000e0020-\U000e007f"
+)
+# A value with any of these, or a space, quote, `=` or backslash, is written as a JSON
+# string, so the line still splits on spaces (and a client's NUL or terminal escape in a
+# job id reaches the log as \u0000, \u001b), with _UNSEEN escaped too (one_line). A job
+# id from a request's path, key or no key, had them written raw.
+_NEEDS_QUOTES = re.compile(f'[ "=\\\\\x00-\x1f{_UNSEEN}]')
 
 
 def _text_value(value: Any) -> str:
@@ -379,9 +394,23 @@ def _text_value(value: Any) -> str:
     return one_line(json.dumps(text, ensure_ascii=False))
 
 
-# What would end or rewrite a line in a message: line breaks (Unicode's too), CR, and
-# the other C0/C1 controls a terminal obeys (ESC starts its colour codes). Tab stays.
-_LINE_BREAKING = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# What would end or rewrite a line in a message: line breaks (Unicode's too), CR, the
+# other C0/C1 controls a terminal obeys (ESC starts its colour codes), and the rest of
+# _UNSEEN (a bidi override, a zero-width space). Tab stays.
+_LINE_BREAKING = re.compile(f"[\x00-\x08\x0a-\x1f{_UNSEEN}]")
+# What json.dumps(ensure_ascii=False) leaves raw in a JSON line and a reader must not
+# meet raw: only inside a JSON string can such a character occur, where its escape
+# reads back as the same text.
+_UNSEEN_JSON = re.compile(f"[{_UNSEEN}]")
+
+
+def _json_escaped(line: str) -> str:
+    """A JSON line with each _UNSEEN character written as its JSON escape. The JSON
+    format (Lambda's default) wrote them raw: NEL and U+2028 broke the line for readers
+    splitting on them, U+009B reached a terminal as CSI, U+202E turned the line around."""
+    if _UNSEEN_JSON.search(line) is None:
+        return line
+    return _UNSEEN_JSON.sub(lambda m: json.dumps(m.group())[1:-1], line)
 
 
 def one_line(message: str) -> str:
@@ -423,7 +452,7 @@ def json_formatter() -> logging.Formatter:
         def format(self, record: logging.LogRecord) -> str:
             # A lone surrogate (a handler's text) left raw went out as a `\ud800` escape
             # (the stream's backslashreplace): a lone surrogate again to a JSON reader.
-            return replaced_surrogates(redactor.text(super().format(record)))
+            return _json_escaped(replaced_surrogates(redactor.text(super().format(record))))
 
     return _Json(
         "%(levelname)s %(name)s %(message)s",
