@@ -548,22 +548,27 @@ class SQLiteStore:
         # meet at SQLite's own lock.
         self._write_lock = threading.Lock()
         absolute, on_disk = os.path.abspath(path), path != ":memory:"
+        # The file SQLite opens: it follows a symbolic link, and keeps the -wal and -shm
+        # beside the file the link names, not beside the link. Spool's own companions go
+        # there too, so every process shares them whichever path it was given (a
+        # `.spool/spool.db` linked to a data disk's file, a worker given the disk's path).
+        self.file = os.path.realpath(absolute) if on_disk else path
         # Every connection after the first: the file must exist (mode=rw), none is made.
         self._uri = f"{Path(absolute).as_uri()}?mode=rw" if on_disk else None
         self._watch: FileWatch | None = None
         # ... and processes at this gate, which hands the turn over in microseconds.
-        self._gate = WriteGate(absolute) if on_disk else None
+        self._gate = WriteGate(self.file) if on_disk else None
         turn = functools.partial(write_turn, self._write_lock, self._gate)
-        self._checkpointer = Checkpointer(absolute, self._connect, turn) if on_disk else None
+        self._checkpointer = Checkpointer(self.file, self._connect, turn) if on_disk else None
         self._health = WriteHealth()
-        before = sqlite_refused.present(absolute) if on_disk else set()
-        self.notifier = SocketDirNotifier(absolute + ".wake")
+        before = sqlite_refused.present(self.file) if on_disk else set()
+        self.notifier = SocketDirNotifier(self.file + ".wake")
         try:
             self._open_schema()
         except BaseException:
             self.close()
             if on_disk:  # a text file or a directory: take back the companions made
-                sqlite_refused.remove_made(absolute, before)
+                sqlite_refused.remove_made(self.file, before)
             raise
 
     def _open_schema(self) -> None:
@@ -571,8 +576,10 @@ class SQLiteStore:
         absolute, on_disk = os.path.abspath(self.path), self.path != ":memory:"
         first = self._keep(self._connect(create=True))
         first.executescript(SCHEMA + sqlite_webhooks.SCHEMA + sqlite_limits.SCHEMA)
-        # After the schema, so the file exists: from now on the path must keep naming it.
-        self._watch = FileWatch(absolute) if on_disk else None
+        # After the schema, so the file exists: from now on the path must keep naming it
+        # (a link, too: retargeted, it names another file), and SQLite's companions
+        # beside the file it opened must stay those it holds.
+        self._watch = FileWatch(absolute, beside=self.file) if on_disk else None
         self._add_columns()
         if not self._has_trigger("jobs_unstarted_cleared"):
             with self._write() as db:
@@ -774,7 +781,7 @@ class SQLiteStore:
         if self._watch is not None:
             self._watch.check()
         self._health.check()
-        check_room(self.path)
+        check_room(self.file)
         probe_turn(self._db(), self._write_lock, self._gate)
 
     @_reads
@@ -1281,7 +1288,7 @@ def _folder_trouble(path: str) -> str:
     """What the folder says when SQLite says only "unable to open database file": a WAL
     database makes its -wal and -shm files beside it, so even a reader needs to write
     there, and a read-only mount or a folder of another user's is the usual cause."""
-    folder = os.path.dirname(os.path.abspath(path))
+    folder = os.path.dirname(os.path.realpath(path))  # where SQLite puts them: past a link
     try:
         if os.statvfs(folder).f_flag & os.ST_RDONLY:
             return f" (the file system holding {folder} is mounted read-only)"

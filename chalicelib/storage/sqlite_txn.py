@@ -145,10 +145,15 @@ class FileWatch:
 
     COMPANIONS = (("-wal", "write-ahead log"), ("-shm", "shared-memory index"))
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, beside: str | None = None) -> None:
         self.path = path
+        # Where SQLite keeps the companions: beside the file it opened, which is the
+        # file a symbolic link at `path` names (SQLiteStore.file), not beside the link.
+        self.beside = beside or path
         self._identity = _identity(path)
-        self._companions = {suffix: _identity(path + suffix) for suffix, _ in self.COMPANIONS}
+        self._companions = {
+            suffix: _identity(self.beside + suffix) for suffix, _ in self.COMPANIONS
+        }
 
     def unavailable(self) -> StoreUnavailable | None:
         """What to say if a path no longer names its file, else None."""
@@ -166,7 +171,7 @@ class FileWatch:
             )
         for suffix, what in self.COMPANIONS:
             seen = self._companions[suffix]
-            now = _identity(self.path + suffix)
+            now = _identity(self.beside + suffix)
             if seen is None:
                 if now is not None:  # made since the store opened: watched from now on
                     self._companions[suffix] = now
@@ -179,9 +184,9 @@ class FileWatch:
                     "since the last checkpoint and copies them into the database file as "
                     "it stops); nothing was written"
                 )
-                name = os.path.basename(self.path) + suffix
+                name = os.path.basename(self.beside) + suffix
                 return StoreUnavailable(
-                    f"the SQLite {what} file {self.path}{suffix} {said}",
+                    f"the SQLite {what} file {self.beside}{suffix} {said}",
                     retry_after=RETRY_AFTER,
                     public=f"the SQLite {what} file {name} {said}",
                 )
