@@ -1078,6 +1078,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 STRAY_THREAD_GRACE = 5.0
 
 
+def escape_what_the_terminal_cannot_show() -> None:
+    """Print a character stdout's encoding cannot hold as a backslash escape (\\xe9).
+
+    A terminal or pipe in ASCII or Latin-1 (PYTHONIOENCODING, a non-UTF-8 LC_ALL, a
+    Windows console's output sent to a file) refused any job text past it, and `spool
+    top`'s own sparkline: the command failed with "unexpected error:
+    UnicodeEncodeError" (against a server, with "an argument holds bytes that are not
+    UTF-8 text") instead of showing the job. stderr already escapes (Python's default
+    there); `--json` is ASCII whatever the encoding."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        with contextlib.suppress(ValueError, OSError):  # a closed or unusual stream
+            reconfigure(errors="backslashreplace")
+
+
 def console() -> None:
     """The `spool` command: main(), then an exit that does not wait forever.
 
@@ -1086,6 +1101,7 @@ def console() -> None:
     then hung, saying nothing, until a second signal. Such threads get
     STRAY_THREAD_GRACE seconds, then are named and left behind. (main() alone, as
     tests call it in process, never exits the interpreter.)"""
+    escape_what_the_terminal_cannot_show()
     code = main()
     stray = [
         t

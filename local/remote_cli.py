@@ -173,7 +173,10 @@ def run(args: argparse.Namespace, url: str) -> int:
     with client:
         try:
             return REMOTE[args.command](client, args)
-        except UnicodeEncodeError:  # bytes in argv that are not UTF-8 (surrogate-escaped)
+        except UnicodeEncodeError as exc:
+            if exc.reason != "surrogates not allowed":
+                raise  # not an argument's: cli_errors.report names it as it is
+            # bytes in argv that are not UTF-8 (surrogate-escaped)
             raise UsageError(NOT_UTF8, NOT_UTF8_FIX) from None
         except ValueError as exc:  # an empty job id, a payload that is not an object
             raise UsageError(str(exc)) from None
