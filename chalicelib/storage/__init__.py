@@ -74,11 +74,40 @@ def store_scheme(url: str, source: str = "SPOOL_STORE_URL") -> str:
         raise ConfigError(
             f"{source} {shown!r}: {what}. Use one of {known} (for example {DEFAULT_STORE_URL})"
         )
+    refused = fragment_refusal(url, scheme)
+    if refused is not None:
+        raise ConfigError(f"{source} (a {scheme}:// URL) {refused}")
     return scheme
+
+
+def fragment_refusal(url: str, scheme: str) -> str | None:
+    """Why a store URL holding `#` is refused, else None.
+
+    A URL's fragment begins at `#` and every parser drops it: `sqlite:////data/a#b/x.db`
+    opened (and made) the file /data/a, quietly; a password holding `#` lost its rest,
+    the host and the options with it (redis-py then read part of the password as the
+    port, libpq part of the user name as the host). The URL is not shown, since what
+    follows `#` may be a password's rest, which no redaction would recognise."""
+    if "#" not in url:
+        return None
+    if scheme == "sqlite":
+        return (
+            "holds '#', where a URL's fragment begins: everything after it would be "
+            "dropped, and another file opened. A SQLite path is read as written, so name "
+            "the file by a path without '#' (a symbolic link to it works)"
+        )
+    return (
+        "holds '#', where a URL's fragment begins: everything after it (the rest of a "
+        "password, the host, the options) would be dropped unread. Write '#' in a user "
+        "name or password as %23"
+    )
 
 
 def sqlite_path(url: str) -> tuple[str, dict[str, str]]:
     """sqlite:///relative.db, sqlite:////absolute.db, sqlite:///:memory:"""
+    refused = fragment_refusal(url, "sqlite")
+    if refused is not None:
+        raise ValueError(f"the URL {refused}")
     parts = urlsplit(url)
     if parts.netloc:  # sqlite://name.db: the name parsed as a host, the path empty
         raise ValueError(
