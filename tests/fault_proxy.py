@@ -6,7 +6,9 @@ and drops the server's first reply ("after": the server did the work, the
 client never hears). Either way a hook runs at that instant (kill -9 the
 server, say) and the connection is closed under the client, as a crash would.
 The upstream port can be changed while it runs, so a restarted server on a new
-port is reached through the same address.
+port is reached through the same address. `losing_replies` keeps the "after" fault
+armed for a block: every request carrying the marker is applied and its answer lost,
+a client's own resends too (botocore's retries).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import select
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 
@@ -34,6 +36,7 @@ class FaultProxy:
         self.port: int = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._fault: _Fault | None = None
+        self._losing = False
         self.fired = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -44,6 +47,36 @@ class FaultProxy:
         assert when in ("before", "after")
         self.fired.clear()
         self._fault = _Fault(marker, when, hook)
+
+    def lose_replies(self, marker: bytes) -> list[int]:
+        """From now until `disarm`, forward each request carrying `marker` and drop its
+        reply; returns a one-item list counting the replies dropped."""
+        lost = [0]
+
+        def again() -> None:
+            with self._lock:  # not armed again once disarm has run
+                lost[0] += 1
+                if self._losing:
+                    self._fault = _Fault(marker, "after", again)
+
+        with self._lock:
+            self._losing = True
+        self.arm(marker, "after", again)
+        return lost
+
+    @contextlib.contextmanager
+    def losing_replies(self, marker: bytes) -> Iterator[list[int]]:
+        """`lose_replies` for the block."""
+        try:
+            yield self.lose_replies(marker)
+        finally:
+            self.disarm()
+
+    def disarm(self) -> None:
+        """No fault from now on: `losing_replies` stops arming itself again."""
+        with self._lock:
+            self._losing = False
+            self._fault = None
 
     def _take(self, data: bytes) -> _Fault | None:
         """The armed fault if this chunk trips it (once only)."""

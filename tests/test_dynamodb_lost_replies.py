@@ -17,11 +17,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ReadTimeoutError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from moto import mock_aws
 
 from chalicelib.clock import FakeClock
-from chalicelib.errors import StoreUnavailable
+from chalicelib.errors import StoreUnavailable, UncertainWrite
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.dynamodb import DynamoStore
 from chalicelib.storage.dynamodb_aws import DynamoConfig
@@ -120,3 +120,78 @@ def test_a_write_refused_outright_still_leaves_no_object(aws: Aws, clock: FakeCl
     stale = Completion(job_id, "not-the-lease", JobState.SUCCEEDED, big(store, "out"))
     assert store.finish([stale]) == [False]
     assert aws.objects() == []
+
+
+def answered(code: str, status: int, operation: str) -> Callable[..., Any]:
+    """A client call that fails as AWS answers `code` with `status` (after botocore's
+    retries: the last answer is what the caller sees)."""
+
+    def call(**_: Any) -> Any:
+        error: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        raise ClientError(error, operation)
+
+    return call
+
+
+# A server error leaves a write's outcome unknown; a throttle or a conflict is AWS
+# saying it did not apply it (the one exception: TransactionInProgressException, a
+# resend of the same ClientRequestToken that met the first still running).
+UNCERTAIN = [("InternalServerError", 500), ("ServiceUnavailable", 503)]
+UNCERTAIN += [("TransactionInProgressException", 400)]
+REFUSED = [("ThrottlingException", 400), ("ProvisionedThroughputExceededException", 400)]
+REFUSED += [("RequestLimitExceeded", 400), ("LimitExceededException", 400)]
+
+
+@pytest.mark.parametrize(("code", "status"), UNCERTAIN + REFUSED)
+def test_an_add_answered_with_an_error_may_have_been_applied_only_after_a_server_error(
+    aws: Aws, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, code: str, status: int
+) -> None:
+    store = aws.store(clock)
+    failing = answered(code, status, "TransactWriteItems")
+    monkeypatch.setattr(store.ddb, "transact_write_items", failing)
+    with pytest.raises(StoreUnavailable) as raised:
+        store.add([new_job(clock)])
+    if (code, status) in UNCERTAIN:
+        assert isinstance(raised.value, UncertainWrite), raised.value
+        assert str(raised.value).startswith(f"DynamoDB answered {code}, so this")
+        assert "may have been applied" in str(raised.value)
+    else:
+        assert not isinstance(raised.value, UncertainWrite), raised.value
+        assert str(raised.value) == f"DynamoDB is unavailable: {code}"
+
+
+@pytest.mark.parametrize("failure", ["server", "lost"])
+def test_a_read_that_fails_stays_a_plain_503(
+    aws: Aws, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    """Nothing a read sends changes the table: its 503 never says "may have been
+    applied", however it failed."""
+    store = aws.store(clock)
+    job_id = store.add([new_job(clock)])[0].job.id
+
+    def lost(**_: Any) -> Any:
+        raise ReadTimeoutError(endpoint_url="http://dynamodb")
+
+    reading = answered("InternalServerError", 500, "GetItem") if failure == "server" else lost
+    monkeypatch.setattr(store.ddb, "get_item", reading)
+    with pytest.raises(StoreUnavailable) as raised:
+        store.get(job_id)
+    assert not isinstance(raised.value, UncertainWrite), raised.value
+
+
+def test_each_aws_call_of_the_store_says_whether_it_writes() -> None:
+    """Every JobStore method DynamoStore maps AWS errors for is a read or a write: a
+    new one must say which (aws_errors(write=...)), and these are the writes."""
+    kinds = {
+        name: getattr(method, "aws_call", None)
+        for name, method in vars(DynamoStore).items()
+        if callable(method) and hasattr(method, "__wrapped__")
+    }
+    writes = {name for name, kind in kinds.items() if kind == "write"}
+    assert writes == {
+        "add", "claim", "reap_expired", "start", "finish", "extend_lease", "cancel",
+        "redrive", "purge", "discard", "release_due", "take_tokens", "beat",
+        "forget_worker", "claim_webhooks", "finish_webhook",
+    }  # fmt: skip
+    assert {kind for kind in kinds.values()} == {"read", "write"}
+    assert kinds["get"] == kinds["cache_epoch"] == "read"

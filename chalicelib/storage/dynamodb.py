@@ -123,6 +123,7 @@ from chalicelib.storage.dynamodb_aws import (
     create_resources,
     make_clients,
     pages,
+    watch_operations,
 )
 from chalicelib.storage.dynamodb_limits import claim_with_policy, take_tokens
 from chalicelib.storage.dynamodb_schema import (
@@ -419,6 +420,7 @@ class DynamoStore:
         if ddb is None:
             ddb, sqs, s3 = make_clients(config)
         self.ddb: DynamoDBClient = ddb
+        watch_operations(ddb, s3)  # which request a lost answer was for (aws_errors)
         if config.create:
             create_resources(config, ddb, sqs, s3)
         self.dispatch: SqsDispatch | None = (
@@ -859,7 +861,7 @@ class DynamoStore:
         return out
 
     # -- add --------------------------------------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=True)
     def add(self, jobs: Sequence[NewJob], cap: Backlog | None = None) -> list[AddResult]:
         now = self._now()
         first_of: dict[tuple[str, str], int] = {}
@@ -1185,12 +1187,12 @@ class DynamoStore:
         items = self.ddb.query(**request, **expr.placeholders()).get("Items", [])
         return items[0] if items else None
 
-    @aws_errors
+    @aws_errors(write=False)
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         item = self._owned_item(job_id, tenant)
         return None if item is None else self._load(item)
 
-    @aws_errors
+    @aws_errors(write=False)
     def timings(self, job_ids: Sequence[str]) -> dict[str, JobTiming]:
         """Each job's type, state and times (base.job_timings), a hundred to a consistent
         BatchGetItem with a projection (SHAPE_ATTRS): never the payload or result, so
@@ -1206,7 +1208,7 @@ class DynamoStore:
         return found
 
     # -- claim ------------------------------------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=True)
     def claim(
         self,
         limit: int,
@@ -1638,7 +1640,7 @@ class DynamoStore:
         return None
 
     # -- reaping ----------------------------------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=True)
     def reap_expired(self, now: int | None = None) -> int:
         """Expired leases back to retrying (or dead after the last attempt); returns how many."""
         now = self._now() if now is None else now
@@ -1773,7 +1775,7 @@ class DynamoStore:
         self._waiting_attrs(expr, st, now, now)
         return Unit([self._update(st.id, expr, condition)], [_key_str(job_key(st.id))])
 
-    @aws_errors
+    @aws_errors(write=True)
     def start(self, leases: Sequence[tuple[str, str]]) -> list[bool]:
         now = self._now()
         marked = []
@@ -1828,7 +1830,7 @@ class DynamoStore:
         }
 
     # -- finish -----------------------------------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=True)
     def finish(self, completions: Sequence[Completion]) -> list[bool]:
         if not completions:
             return []
@@ -1940,7 +1942,7 @@ class DynamoStore:
         )
         return applied
 
-    @aws_errors
+    @aws_errors(write=True)
     def extend_lease(self, job_id: str, lease_token: str, lease_seconds: float) -> bool:
         now = self._now()
         expires = now + micros_of(lease_seconds)
@@ -1960,7 +1962,7 @@ class DynamoStore:
         return [self.extend_lease(job_id, token, lease_seconds) for job_id, token in leases]
 
     # -- cancel and redrive -----------------------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=True)
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         for _ in range(TRANSACTION_ATTEMPTS):
             item = self._owned_item(job_id, tenant)
@@ -2016,7 +2018,7 @@ class DynamoStore:
                 )
         raise StoreUnavailable("the job kept changing while being cancelled; try again")
 
-    @aws_errors
+    @aws_errors(write=True)
     def redrive(
         self,
         job_ids: Sequence[str],
@@ -2085,7 +2087,7 @@ class DynamoStore:
         return moved
 
     # -- listing ----------------------------------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=False)
     def list_jobs(self, query: JobQuery) -> JobPage:
         limit = check_limit(query.limit)
         after = decode_cursor(query.cursor, query.newest_first) if query.cursor else None
@@ -2149,7 +2151,7 @@ class DynamoStore:
         return JobPage(jobs, cursor)
 
     # -- counts, counters, timing -----------------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=False)
     def counts(self) -> dict[tuple[str, JobState], int]:
         """One scan of the state index: every job once, reading only its state and queue."""
         out: dict[tuple[str, JobState], int] = {}
@@ -2167,7 +2169,7 @@ class DynamoStore:
                 out[bucket] = out.get(bucket, 0) + 1
         return out
 
-    @aws_errors
+    @aws_errors(write=False)
     def counters(self) -> dict[CounterKey, int]:
         expr = Expr()
         key = f"{expr.name('pk')} = {expr.value(s(COUNTER_PK))}"
@@ -2184,7 +2186,7 @@ class DynamoStore:
         summary item kept by every transaction that bumps a counter; not done."""
         return fold(self.counters(), self.counts(), keep, busiest)
 
-    @aws_errors
+    @aws_errors(write=False)
     def next_due_at(self, queues: Sequence[str] | None = None) -> datetime | None:
         if queues is not None and not queues:
             return None
@@ -2201,7 +2203,7 @@ class DynamoStore:
         return from_micros(min(times)) if times else None
 
     # -- purge ------------------------------------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=True)
     def purge(self, finished_before: datetime, limit: int = 1000) -> int:
         before = to_micros(finished_before)
 
@@ -2230,7 +2232,7 @@ class DynamoStore:
             )
         )
 
-    @aws_errors
+    @aws_errors(write=True)
     def discard(self, job_ids: Sequence[str], tenant: str | None = None) -> list[str]:
         wanted = list(dict.fromkeys(job_ids))
         # The two attributes compared, not the record: BatchGetItem filters on nothing,
@@ -2338,7 +2340,7 @@ class DynamoStore:
             self.blobs.delete(orphans)
 
     # -- delivery: the scheduled release ----------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=True)
     def release_due(self, limit: int = 10_000, time_left: Callable[[], float] | None = None) -> int:
         """Send ids for due-soon jobs that have no message on the way; returns how many.
 
@@ -2568,7 +2570,7 @@ class DynamoStore:
         return planned if self._update_if(job_id, expr, condition) else None
 
     # -- attempt history, due work, workers ------------------------------------------------------
-    @aws_errors
+    @aws_errors(write=False)
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
         item = self._owned_item(job_id, tenant, ("pk", "attempt_log"))
         if item is None:
@@ -2589,7 +2591,7 @@ class DynamoStore:
             key = f"{expr.name('tn_pk')} = {expr.value(s(tenant_partition(tenant, shard)))}"
             yield from self._query(GSI_TENANT, expr, key, page=1000)
 
-    @aws_errors
+    @aws_errors(write=False)
     def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
         if tenant is None:
             return self.counts()
@@ -2618,7 +2620,7 @@ class DynamoStore:
         if refused is not None:
             raise refused
 
-    @aws_errors
+    @aws_errors(write=False)
     def waiting_count(self, tenant: str) -> int:
         """The tenant's waiting index counted (Select=COUNT, a query per shard): its
         entries are the tenant's waiting jobs only, where state_counts reads an entry for
@@ -2637,7 +2639,7 @@ class DynamoStore:
                 return waiting_in(self.state_counts(tenant))
         return total
 
-    @aws_errors
+    @aws_errors(write=False)
     def throughput(self, since: datetime, tenant: str | None = None) -> list[MinuteTally]:
         """One query per minute partition of the tallies the finish and reap wrote."""
         first = to_micros(since) // MINUTE_MICROS * MINUTE_MICROS
@@ -2657,7 +2659,7 @@ class DynamoStore:
             if ok or bad
         ]
 
-    @aws_errors
+    @aws_errors(write=False)
     def get_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
         held = self.ddb.get_item(
             TableName=self.table, Key=idem_key(tenant, idempotency_key), ConsistentRead=True
@@ -2692,7 +2694,7 @@ class DynamoStore:
                 oldest[queue] = run_at
         return {queue: from_micros(at) for queue, at in oldest.items()}
 
-    @aws_errors
+    @aws_errors(write=False)
     def oldest_due(
         self, queues: Sequence[str] | None = None, tenant: str | None = None
     ) -> dict[str, datetime]:
@@ -2723,11 +2725,11 @@ class DynamoStore:
                     break
         return {queue: from_micros(at) for queue, at in oldest.items()}
 
-    @aws_errors
+    @aws_errors(write=True)
     def take_tokens(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
         return take_tokens(self, key, rate, burst, cost)  # one item per bucket: dynamodb_limits.py
 
-    @aws_errors
+    @aws_errors(write=True)
     def beat(self, worker: str, queues: Sequence[str] | None, started_at: datetime) -> None:
         now = self._now()
         item: Item = {
@@ -2756,7 +2758,7 @@ class DynamoStore:
             ExpressionAttributeValues=values,
         )
 
-    @aws_errors
+    @aws_errors(write=True)
     def forget_worker(self, worker: str) -> None:
         # Its last beat set to 0 rather than the item deleted: the worker function's
         # role may update the table but not delete from it (infra/generate.py). The
@@ -2774,7 +2776,7 @@ class DynamoStore:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
 
-    @aws_errors
+    @aws_errors(write=False)
     def live_workers(self, within: float) -> list[WorkerBeat]:
         since = self._now() - micros_of(within)
         expr = Expr()
@@ -2799,7 +2801,7 @@ class DynamoStore:
         pay a round trip for it."""
         self.cache_epoch("")  # any consistent read of the table does
 
-    @aws_errors
+    @aws_errors(write=False)
     def cache_epoch(self, tenant: str) -> int:
         """The tenant's epoch (`n` of its epoch item); negative once the item's birth
         mark is not the one this process first saw. A table deleted and made again
@@ -2833,11 +2835,11 @@ class DynamoStore:
         return epoch_after_emptyings(epoch, emptied)
 
     # -- the webhook outbox (see base.py; dynamodb_webhooks.py) ------------------------------------
-    @aws_errors
+    @aws_errors(write=True)
     def claim_webhooks(self, limit: int, lease_seconds: float) -> list[Delivery]:
         return self._outbox.claim(limit, lease_seconds, self._now())
 
-    @aws_errors
+    @aws_errors(write=True)
     def finish_webhook(
         self,
         delivery_id: str,
@@ -2851,7 +2853,7 @@ class DynamoStore:
         at = None if retry_at is None else to_micros(retry_at)
         return self._outbox.finish(delivery_id, lease_token, outcome, at, error, self._now())
 
-    @aws_errors
+    @aws_errors(write=False)
     def webhooks(self, job_id: str, tenant: str | None = None) -> list[Delivery]:
         item = self._owned_item(job_id, tenant, ("pk", "hooks"))
         if item is None:
@@ -2859,7 +2861,7 @@ class DynamoStore:
         ids = hook_ids(item)
         return self._outbox.for_ids(self._batch_get([hook_key(i) for i in ids])) if ids else []
 
-    @aws_errors
+    @aws_errors(write=False)
     def webhook_counts(self) -> dict[str, int]:
         return self._outbox.counts()
 

@@ -18,9 +18,9 @@ from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 
-from chalicelib.errors import StoreNotMigrated, StoreUnavailable
+from chalicelib.errors import StoreNotMigrated, StoreUnavailable, UncertainWrite
 from chalicelib.number_text import too_small, underflows
 from chalicelib.storage import config_error, url_options
 from chalicelib.storage.dynamodb_schema import table_definition
@@ -286,34 +286,138 @@ NO_CREDENTIALS = (
 )
 
 
-def aws_errors(method: Callable[P, R]) -> Callable[P, R]:
-    """Map AWS failures to the store's errors, so the edge answers 503, not 500."""
+# Refusals: AWS answered that it did not do it (a throttle, a conflict with another
+# transaction, S3's RequestTimeout for a body it never finished reading), whatever
+# the status. Any other 5xx (InternalServerError, ServiceUnavailable, S3's
+# InternalError) or TransactionInProgressException (a resend, same ClientRequestToken,
+# met the first send still running) leaves a write's outcome unknown.
+_REFUSALS = frozenset(
+    {
+        "SlowDown",
+        "RequestTimeout",
+        "ThrottlingException",
+        "ProvisionedThroughputExceededException",
+        "RequestLimitExceeded",
+        "TransactionConflictException",
+        "LimitExceededException",
+    }
+)
 
-    @functools.wraps(method)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return method(*args, **kwargs)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ResourceNotFoundException":
-                config = getattr(args[0], "config", None) if args else None
-                table = getattr(config, "table", None)
-                create = getattr(config, "create", False) is True
-                raise StoreNotMigrated(not_created(table, create), {"code": code}) from exc
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-            if code in _UNAVAILABLE or code.startswith("5") or status >= 500:
-                service = "S3" if "Object" in exc.operation_name else "DynamoDB"
-                raise StoreUnavailable(f"{service} is unavailable: {code}") from exc
-            raise
-        except NoCredentialsError as exc:  # a setting to fix, not AWS being away
-            raise StoreUnavailable(
-                f"the store (SPOOL_STORE_URL) cannot sign its AWS requests: {NO_CREDENTIALS}",
-                public="the job store cannot be reached; try again shortly",
-            ) from exc
-        except BotoCoreError as exc:
-            raise StoreUnavailable(f"AWS is unreachable: {type(exc).__name__}") from exc
 
-    return wrapper
+def _uncertain_code(code: str, status: int) -> bool:
+    """An error answer after which a write may have been applied (see _REFUSALS)."""
+    if code in _REFUSALS:
+        return False
+    return code == "TransactionInProgressException" or code.startswith("5") or status >= 500
+
+
+def _lost_reply(exc: BaseException) -> bool:
+    """Sent, then no whole answer: a read timeout, a connection closed or reset after
+    the request went out (botocore's HTTPClientError). Its ConnectionError kin
+    (EndpointConnectionError, ConnectTimeoutError, a proxy or TLS refusal) failed
+    before a byte of the request left: nothing was applied."""
+    return isinstance(exc, HTTPClientError)
+
+
+# The requests that change the table. S3's PutObject is not one of them: a payload or
+# result object is written before the record that names it, and one no record names
+# is deleted again (dynamodb.py's _drop_unreferenced), so its lost answer leaves the
+# job as it was.
+TABLE_WRITES = frozenset(
+    {"TransactWriteItems", "UpdateItem", "PutItem", "DeleteItem", "BatchWriteItem"}
+)
+
+
+class _Calls(threading.local):
+    """This thread's AWS calls: how many `aws_errors(write=True)` methods it is inside
+    (a read such a method makes fails as part of that write), and the operation of the
+    request it sent last (note_operation), which a lost answer's BotoCoreError does not
+    name."""
+
+    writing = 0
+    operation: str | None = None
+
+
+_calls = _Calls()
+
+
+def note_operation(model: Any = None, **_: Any) -> None:
+    """botocore's before-call hook: remember which request this thread sends now."""
+    _calls.operation = getattr(model, "name", None)
+
+
+def watch_operations(*clients: Any) -> None:
+    """Have these clients (the store's DynamoDB and S3) report each request they send
+    (note_operation), once per client however many stores share it."""
+    for client in clients:
+        if client is not None:
+            client.meta.events.register(
+                "before-call", note_operation, unique_id="spool-note-operation"
+            )
+
+
+def aws_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Map AWS failures to the store's errors, so the edge answers 503, not 500.
+
+    `write` says whether the call may change the table: then a failure of one of its
+    TABLE_WRITES whose request was sent but whose answer never came (_lost_reply,
+    after botocore's retries) or was a server error (_uncertain_code) is
+    UncertainWrite, as Postgres and Redis say a lost reply: the change may have been
+    applied, the API's 503 tells the client to check or retry an enqueue with its
+    key, the enqueue gate reads the jobs back to charge for those stored, and the
+    worker's loops say what becomes of their jobs (store_outage.lost_write). It was
+    a plain "AWS is unreachable: ConnectionClosedError", read as "nothing was
+    stored". A read's failure, and a write's that never left this process, stay
+    plain."""
+
+    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(method)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if write:
+                _calls.writing += 1
+            _calls.operation = None
+            try:
+                return method(*args, **kwargs)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code == "ResourceNotFoundException":
+                    config = getattr(args[0], "config", None) if args else None
+                    table = getattr(config, "table", None)
+                    create = getattr(config, "create", False) is True
+                    raise StoreNotMigrated(not_created(table, create), {"code": code}) from exc
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+                if code in _UNAVAILABLE or code.startswith("5") or status >= 500:
+                    if _unknown_outcome(exc.operation_name) and _uncertain_code(code, status):
+                        raise UncertainWrite(f"DynamoDB answered {code}") from exc
+                    service = "S3" if "Object" in exc.operation_name else "DynamoDB"
+                    raise StoreUnavailable(f"{service} is unavailable: {code}") from exc
+                raise
+            except NoCredentialsError as exc:  # a setting to fix, not AWS being away
+                raise StoreUnavailable(
+                    f"the store (SPOOL_STORE_URL) cannot sign its AWS requests: {NO_CREDENTIALS}",
+                    public="the job store cannot be reached; try again shortly",
+                ) from exc
+            except BotoCoreError as exc:
+                name = type(exc).__name__
+                if _unknown_outcome(_calls.operation) and _lost_reply(exc):
+                    raise UncertainWrite(
+                        f"the connection to AWS failed before it answered ({name})"
+                    ) from exc
+                raise StoreUnavailable(f"AWS is unreachable: {name}") from exc
+            finally:
+                if write:
+                    _calls.writing -= 1
+
+        wrapper.aws_call = "write" if write else "read"  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def _unknown_outcome(operation: str | None) -> bool:
+    """Whether a failed `operation` leaves the change of the write call it serves
+    unknown: one of TABLE_WRITES, sent by a method that writes."""
+    return bool(_calls.writing) and operation in TABLE_WRITES
 
 
 def pages(call: Callable[..., Any], request: dict[str, Any]) -> Iterator[Any]:
