@@ -109,7 +109,10 @@ class SqsDispatch:
                 }
                 for i, (job_id, delay, holds) in enumerate(chunk)
             ]
-            failed.extend(self._send_batch(entries))
+            # By id: a held job's body is {"id": ..., "holds": N}, and callers ask
+            # `job_id in unsent` (events.py), so a body named none of them.
+            unsent = self._send_batch(entries)
+            failed.extend(chunk[int(entry_id)][0] for entry_id in unsent)
         if not failed:
             self.failing = None
         return failed
@@ -157,20 +160,21 @@ class SqsDispatch:
             return None
 
     def _send_batch(self, entries: list[SendMessageBatchRequestEntryTypeDef]) -> list[str]:
+        """Send one batch; returns the entry Ids that were not sent."""
         for _ in range(2):  # one retry for the entries SQS refused
             try:
                 response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception as exc:  # the network or the service: leave it to release_due
                 log.warning("SQS send failed for %d job ids: %s", len(entries), exc)
                 self.failing = (time.monotonic(), f"{type(exc).__name__}: {exc}")
-                return [e["MessageBody"] for e in entries]
+                return [e["Id"] for e in entries]
             refused = {f["Id"] for f in response.get("Failed", [])}
             entries = [e for e in entries if e["Id"] in refused]
             if not entries:
                 return []
         log.warning("SQS refused %d job ids", len(entries))
         self.failing = (time.monotonic(), f"SQS refused {len(entries)} messages")
-        return [e["MessageBody"] for e in entries]
+        return [e["Id"] for e in entries]
 
     def change_visibility(self, receipts: Sequence[str], seconds: int) -> int:
         """Set the visibility timeout of received messages; returns how many were changed.
