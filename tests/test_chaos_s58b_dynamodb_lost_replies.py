@@ -259,3 +259,21 @@ def test_an_outcome_whose_reply_was_lost_says_it_is_written_again(
     assert "outcome" in said[0] and MAY_HAVE in said[0], said[0]
     assert "held and written again once the store answers" in said[0], said[0]
     assert_no_client_advice(worker_lines(caplog))
+
+
+def test_a_write_whose_first_try_landed_before_aws_went_away_may_have_been_applied(
+    aws: Aws,
+) -> None:
+    """The first try's answer is lost and the path to AWS then goes down: botocore's
+    later tries are refused before sending (EndpointConnectionError), and the error
+    the call ends with is theirs. It said "AWS is unreachable", as if nothing had
+    been sent, with the job stored."""
+    store = aws.proxied()
+    job = new_job(store.clock)
+    aws.proxy.arm(TRANSACT, "after", aws.proxy.close)  # then nothing listens there
+    with pytest.raises(UncertainWrite) as raised:
+        store.add([job])
+    assert "EndpointConnectionError" in str(raised.value), raised.value
+    assert MAY_HAVE in str(raised.value)
+    stored = aws.direct().get(job.id)
+    assert stored is not None and stored.id == job.id

@@ -123,7 +123,7 @@ from chalicelib.storage.dynamodb_aws import (
     create_resources,
     make_clients,
     pages,
-    watch_operations,
+    watch_unanswered,
 )
 from chalicelib.storage.dynamodb_limits import claim_with_policy, take_tokens
 from chalicelib.storage.dynamodb_schema import (
@@ -420,7 +420,7 @@ class DynamoStore:
         if ddb is None:
             ddb, sqs, s3 = make_clients(config)
         self.ddb: DynamoDBClient = ddb
-        watch_operations(ddb, s3)  # which request a lost answer was for (aws_errors)
+        watch_unanswered(ddb)  # which failed writes may have landed (aws_errors)
         if config.create:
             create_resources(config, ddb, sqs, s3)
         self.dispatch: SqsDispatch | None = (

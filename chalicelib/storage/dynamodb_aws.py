@@ -311,14 +311,6 @@ def _uncertain_code(code: str, status: int) -> bool:
     return code == "TransactionInProgressException" or code.startswith("5") or status >= 500
 
 
-def _lost_reply(exc: BaseException) -> bool:
-    """Sent, then no whole answer: a read timeout, a connection closed or reset after
-    the request went out (botocore's HTTPClientError). Its ConnectionError kin
-    (EndpointConnectionError, ConnectTimeoutError, a proxy or TLS refusal) failed
-    before a byte of the request left: nothing was applied."""
-    return isinstance(exc, HTTPClientError)
-
-
 # The requests that change the table. S3's PutObject is not one of them: a payload or
 # result object is written before the record that names it, and one no record names
 # is deleted again (dynamodb.py's _drop_unreferenced), so its lost answer leaves the
@@ -326,42 +318,80 @@ def _lost_reply(exc: BaseException) -> bool:
 TABLE_WRITES = frozenset(
     {"TransactWriteItems", "UpdateItem", "PutItem", "DeleteItem", "BatchWriteItem"}
 )
+# Set in a call's botocore context by a try of a table write that was sent and whose
+# answer was lost or a server error; carried to the error the call ends with.
+SENT_UNANSWERED = "spool_sent_unanswered"
+
+
+def _unanswered_try(
+    request_dict: dict[str, Any],
+    operation: Any,
+    response: tuple[Any, dict[str, Any]] | None = None,
+    caught_exception: BaseException | None = None,
+    **_: Any,
+) -> None:
+    """botocore's needs-retry hook, after each try of a request (the last one too):
+    marks a table write that reached AWS and got no answer it can trust. Botocore's
+    own tries make the error a call ends with the last try's, and a write whose first
+    try landed with its answer lost ended as EndpointConnectionError when the path to
+    AWS then went down: "nothing was sent", with the job stored."""
+    if getattr(operation, "name", None) not in TABLE_WRITES:
+        return
+    # Sent, then no whole answer: a read timeout, a connection closed or reset after
+    # the request went out (HTTPClientError). Its ConnectionError kin
+    # (EndpointConnectionError, ConnectTimeoutError, a proxy or TLS refusal) failed
+    # before a byte of the request left: nothing was applied.
+    unanswered = isinstance(caught_exception, HTTPClientError)
+    if response is not None:
+        http, parsed = response
+        code = parsed.get("Error", {}).get("Code", "")
+        unanswered = http.status_code >= 300 and _uncertain_code(code, http.status_code)
+    if unanswered:
+        request_dict.setdefault("context", {})[SENT_UNANSWERED] = True
+
+
+def _carry_to_exception(exception: BaseException, context: dict[str, Any], **_: Any) -> None:
+    """botocore's after-call-error hook: the call's BotoCoreError says whether one of
+    its tries was sent unanswered (later calls of the same store method, a clean-up
+    after the failure, do not overwrite it)."""
+    if context.get(SENT_UNANSWERED):
+        setattr(exception, SENT_UNANSWERED, True)
+
+
+def _carry_to_answer(
+    http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
+) -> None:
+    """botocore's after-call hook: an error answer (a ClientError to be) after a try
+    sent unanswered says so in its response."""
+    if http_response.status_code >= 300 and context.get(SENT_UNANSWERED):
+        parsed[SENT_UNANSWERED] = True
+
+
+def watch_unanswered(ddb: Any) -> None:
+    """Have the store's DynamoDB client mark what a write's tries left unanswered
+    (_unanswered_try), once per client however many stores share it."""
+    events = ddb.meta.events
+    events.register("needs-retry", _unanswered_try, unique_id="spool-unanswered-try")
+    events.register("after-call-error", _carry_to_exception, unique_id="spool-unanswered-error")
+    events.register("after-call", _carry_to_answer, unique_id="spool-unanswered-answer")
 
 
 class _Calls(threading.local):
-    """This thread's AWS calls: how many `aws_errors(write=True)` methods it is inside
-    (a read such a method makes fails as part of that write), and the operation of the
-    request it sent last (note_operation), which a lost answer's BotoCoreError does not
-    name."""
+    """How many `aws_errors(write=True)` methods this thread is inside: a request
+    such a method makes fails as part of that write."""
 
     writing = 0
-    operation: str | None = None
 
 
 _calls = _Calls()
-
-
-def note_operation(model: Any = None, **_: Any) -> None:
-    """botocore's before-call hook: remember which request this thread sends now."""
-    _calls.operation = getattr(model, "name", None)
-
-
-def watch_operations(*clients: Any) -> None:
-    """Have these clients (the store's DynamoDB and S3) report each request they send
-    (note_operation), once per client however many stores share it."""
-    for client in clients:
-        if client is not None:
-            client.meta.events.register(
-                "before-call", note_operation, unique_id="spool-note-operation"
-            )
 
 
 def aws_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Map AWS failures to the store's errors, so the edge answers 503, not 500.
 
     `write` says whether the call may change the table: then a failure of one of its
-    TABLE_WRITES whose request was sent but whose answer never came (_lost_reply,
-    after botocore's retries) or was a server error (_uncertain_code) is
+    TABLE_WRITES that some try sent without getting an answer (a lost one, or a
+    server error: _unanswered_try; any try, not only botocore's last) is
     UncertainWrite, as Postgres and Redis say a lost reply: the change may have been
     applied, the API's 503 tells the client to check or retry an enqueue with its
     key, the enqueue gate reads the jobs back to charge for those stored, and the
@@ -375,7 +405,6 @@ def aws_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             if write:
                 _calls.writing += 1
-            _calls.operation = None
             try:
                 return method(*args, **kwargs)
             except ClientError as exc:
@@ -387,7 +416,11 @@ def aws_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
                     raise StoreNotMigrated(not_created(table, create), {"code": code}) from exc
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
                 if code in _UNAVAILABLE or code.startswith("5") or status >= 500:
-                    if _unknown_outcome(exc.operation_name) and _uncertain_code(code, status):
+                    if (
+                        _calls.writing
+                        and exc.operation_name in TABLE_WRITES
+                        and (_uncertain_code(code, status) or exc.response.get(SENT_UNANSWERED))
+                    ):
                         raise UncertainWrite(f"DynamoDB answered {code}") from exc
                     service = "S3" if "Object" in exc.operation_name else "DynamoDB"
                     raise StoreUnavailable(f"{service} is unavailable: {code}") from exc
@@ -399,7 +432,7 @@ def aws_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
                 ) from exc
             except BotoCoreError as exc:
                 name = type(exc).__name__
-                if _unknown_outcome(_calls.operation) and _lost_reply(exc):
+                if _calls.writing and getattr(exc, SENT_UNANSWERED, False):
                     raise UncertainWrite(
                         f"the connection to AWS failed before it answered ({name})"
                     ) from exc
@@ -412,12 +445,6 @@ def aws_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
         return wrapper
 
     return decorate
-
-
-def _unknown_outcome(operation: str | None) -> bool:
-    """Whether a failed `operation` leaves the change of the write call it serves
-    unknown: one of TABLE_WRITES, sent by a method that writes."""
-    return bool(_calls.writing) and operation in TABLE_WRITES
 
 
 def pages(call: Callable[..., Any], request: dict[str, Any]) -> Iterator[Any]:
