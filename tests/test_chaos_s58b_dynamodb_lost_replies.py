@@ -277,3 +277,18 @@ def test_a_write_whose_first_try_landed_before_aws_went_away_may_have_been_appli
     assert MAY_HAVE in str(raised.value)
     stored = aws.direct().get(job.id)
     assert stored is not None and stored.id == job.id
+
+
+def test_a_keyless_enqueue_whose_first_answer_was_lost_is_answered_once(
+    aws: Aws, api: httpx.Client
+) -> None:
+    """One answer lost: botocore sends the transaction again and moto_server, which
+    does not match ClientRequestToken as DynamoDB does, refuses it, the job being
+    there. The enqueue answered 503 "idempotency keys kept changing under this add"
+    with its job stored; it is now answered as the job it stored."""
+    aws.proxy.arm(TRANSACT, "after")
+    answer = api.post("/enqueue", json=BODIES["single"])
+    assert aws.proxy.fired.is_set()
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["created"] is True
+    assert stored_payloads(aws.direct()) == [{"n": 1}]

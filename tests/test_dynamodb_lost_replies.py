@@ -22,7 +22,7 @@ from moto import mock_aws
 
 from chalicelib.clock import FakeClock
 from chalicelib.errors import StoreUnavailable, UncertainWrite
-from chalicelib.models import Completion, JobState
+from chalicelib.models import Completion, JobQuery, JobState
 from chalicelib.storage.dynamodb import DynamoStore
 from chalicelib.storage.dynamodb_aws import DynamoConfig
 from tests.factories import new_job, stored, token
@@ -195,3 +195,24 @@ def test_each_aws_call_of_the_store_says_whether_it_writes() -> None:
     }  # fmt: skip
     assert {kind for kind in kinds.values()} == {"read", "write"}
     assert kinds["get"] == kinds["cache_epoch"] == "read"
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_a_keyless_add_whose_resend_was_refused_is_the_add_that_landed(
+    aws: Aws, clock: FakeClock, jobs: int
+) -> None:
+    """Botocore sends a transaction again after its answer was lost; a stand-in that
+    does not match ClientRequestToken (moto_server, for one) refuses the resend, every
+    fresh job id being taken by the first try. A keyed add found its own key; a
+    keyless one wrote again five times and answered 503 "idempotency keys kept
+    changing under this add", the jobs stored, so a client that retried made them
+    twice. The add now sees its own records and answers them, created."""
+    store = aws.store(clock)
+    news = [new_job(clock, payload={"n": i}) for i in range(jobs)]
+    restore = lost_reply(store, replayed=True)
+    try:
+        results = store.add(news)
+    finally:
+        restore()
+    assert [(r.job.id, r.created) for r in results] == [(j.id, True) for j in news]
+    assert sorted(j.id for j in store.list_jobs(JobQuery()).jobs) == sorted(j.id for j in news)

@@ -1064,6 +1064,8 @@ class DynamoStore:
                             for i, reason in zip(chunk, cancelled.reasons, strict=True)
                             if reason.get("Code") == "ConditionalCheckFailed"
                         ]
+                        if taken and self._landed_before([jobs[pending[i]].id for i in chunk]):
+                            break  # an earlier try of this very transaction was applied
                         if taken:
                             self._roll_back(units, done, jobs, pending)
                             return taken
@@ -1076,6 +1078,20 @@ class DynamoStore:
                 self._roll_back(units, done, jobs, pending)
             raise
         return []
+
+    def _landed_before(self, job_ids: Sequence[str]) -> bool:
+        """Whether a transaction putting these new jobs' records, refused on their
+        conditions, had already been applied by an earlier try of the same call.
+
+        Botocore sends a transaction again when its answer is lost; DynamoDB answers
+        the resend as the first (same ClientRequestToken), but a stand-in that does
+        not match the token (moto_server) refuses it, every record being there. The
+        ids are this add's own and fresh, and a transaction is all or nothing: when
+        every record is there, the first try wrote the whole chunk. A keyless add
+        read that as taken keys, wrote again five times and answered 503 "idempotency
+        keys kept changing", its jobs stored; a retrying client made them twice."""
+        found = self._batch_get([job_key(j) for j in job_ids], ("id",))
+        return all(_key_str(job_key(j)) in found for j in job_ids)
 
     def _roll_back(
         self, units: list[Unit], done: list[list[int]], jobs: Sequence[NewJob], pending: list[int]
