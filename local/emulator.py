@@ -2,10 +2,11 @@
 
 On AWS, EventBridge invokes `drain_due` once a minute (and SQS invokes
 `run_jobs` per message). Locally the emulator invokes the same `drain_due`
-handler with the same CloudWatch "Scheduled Event" shape (built by chalice's
-test event generator) and a Lambda context whose deadline is the function's
-timeout; but instead of waiting for the next minute it invokes again as soon
-as work arrives (the store's notifier wakes it) or falls due (a retry's
+handler with the same CloudWatch "Scheduled Event" shape (chalice's test event
+generator's, built here: see scheduled_event) and a Lambda context whose
+deadline is the function's timeout; but instead of waiting for the next
+minute it invokes again as soon as work arrives (the store's notifier wakes
+it) or falls due (a retry's
 backoff or a delay ends, or a lease expires). So the code path run offline is
 exactly the deployed scheduled path: handler -> events.handle_schedule ->
 worker.drain(deadline).
@@ -23,7 +24,6 @@ from typing import Any
 
 from chalice.app import Chalice
 from chalice.local import LambdaContext
-from chalice.test import TestEventsClient
 
 from chalicelib import events
 from chalicelib.runtime import Runtime
@@ -41,20 +41,29 @@ IDLE_CHECK = 0.5  # seconds between looks at the store when no wake-up arrives
 
 
 def scheduled_event(app: Chalice, function_name: str = SCHEDULE_FUNCTION) -> dict[str, Any]:
-    """The event EventBridge sends a scheduled Lambda."""
-    event: dict[str, Any] = TestEventsClient(app).generate_cw_event(
-        source="aws.events",
-        detail_type="Scheduled Event",
-        detail={},
-        resources=[f"arn:aws:events:us-east-1:123456789012:rule/{app.app_name}-{function_name}"],
-        region="us-east-1",
-    )
-    event["time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return event
+    """The event EventBridge sends a scheduled Lambda: chalice's TestEventsClient's
+    generate_cw_event shape (tests/test_events.py compares the two), built here.
+    chalice.test imports chalice's command line (inquirer, blessed, yaml, its deployer):
+    about 0.2 s of every `spool serve` start went to loading it for this dict."""
+    return {
+        "version": 0,
+        "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "123456789012",
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [f"arn:aws:events:us-east-1:123456789012:rule/{app.app_name}-{function_name}"],
+        "detail": {},
+    }
 
 
 def sqs_event(app: Chalice, job_ids: list[str], queue: str = "spool-jobs") -> dict[str, Any]:
-    """The event SQS sends a Lambda, one record per job id; messageIds are made unique."""
+    """The event SQS sends a Lambda, one record per job id; messageIds are made unique.
+    Tests call it, never `spool serve`: chalice.test (heavy, see scheduled_event) is
+    loaded here, on the first call."""
+    from chalice.test import TestEventsClient
+
     bodies = [f'{{"id": "{job_id}"}}' for job_id in job_ids]
     event: dict[str, Any] = TestEventsClient(app).generate_sqs_event(bodies, queue_name=queue)
     for index, record in enumerate(event["Records"]):
@@ -157,6 +166,13 @@ class Emulator:
     def stop(self, timeout: float = 30.0) -> None:
         """Stop claiming; jobs already running finish (up to their handler timeouts)."""
         self._stop.set()
+        # The loop waits on the store's notifier when it has one, not on _stop: woken
+        # only by new work or IDLE_CHECK, every stop of `spool serve` waited out up to
+        # that much. interrupt wakes this process's waiter (a wake-up sent while the
+        # loop is busy is kept for its next wait, so none is lost).
+        interrupt = getattr(getattr(self.runtime.store, "notifier", None), "interrupt", None)
+        if interrupt is not None:
+            interrupt()
         events.shutdown()
         if self._thread is not None:
             self._thread.join(timeout)

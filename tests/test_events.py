@@ -274,3 +274,48 @@ def test_emulated_events_have_the_shapes_aws_sends() -> None:
     assert [r["eventSource"] for r in records] == ["aws:sqs", "aws:sqs"]
     assert len({r["messageId"] for r in records}) == 2
     assert [events.message_job_id(r["body"]) for r in records] == [J1, J2]
+
+
+def test_the_scheduled_event_is_the_shape_chalices_generator_makes() -> None:
+    """local/emulator.py builds the event itself (chalice.test loads chalice's whole
+    command line); it must stay what chalice's TestEventsClient makes, with the time
+    of the invocation instead of chalice's fixed one."""
+    from datetime import datetime
+
+    from chalice.test import TestEventsClient
+
+    ours = scheduled_event(spool_app.app)
+    chalices = TestEventsClient(spool_app.app).generate_cw_event(
+        source="aws.events",
+        detail_type="Scheduled Event",
+        detail={},
+        resources=[
+            f"arn:aws:events:us-east-1:123456789012:rule/{spool_app.app.app_name}-drain_due"
+        ],
+        region="us-east-1",
+    )
+    assert {**ours, "time": None} == {**chalices, "time": None}
+    assert datetime.strptime(ours["time"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_stopped_emulator_ends_at_once_not_at_its_next_look(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop waits on the store's notifier (new work, or IDLE_CHECK), not on the
+    stop: every stop of `spool serve` waited out up to IDLE_CHECK for it. With a look
+    an hour away, stop must still end the loop (Emulator.stop wakes the notifier)."""
+    import local.emulator as emulator_module
+
+    monkeypatch.setattr(emulator_module, "IDLE_CHECK", 3600.0)
+    emulator = Emulator(spool_app.app, rt)
+    emulator.start()
+    try:
+        job_id = add(rt)
+        deadline = time.monotonic() + 15
+        while state(rt, job_id) != JobState.SUCCEEDED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert state(rt, job_id) == JobState.SUCCEEDED  # it ran: the loop is idle now
+    finally:
+        emulator.stop(timeout=20)
+    thread = emulator._thread
+    assert thread is not None and not thread.is_alive()

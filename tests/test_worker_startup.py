@@ -89,3 +89,65 @@ def test_a_command_whose_output_pipe_is_closed_as_it_starts_still_runs_jobs(
     finally:
         stop(proc)
         store.close()
+
+
+# `spool serve` under runpy, saying at exit which of chalice's command-line modules it
+# loaded (atexit runs after serve's graceful stop, so the whole run counts).
+SERVE_SAYING_ITS_MODULES = """
+import atexit, runpy, sys
+heavy = ("chalice.cli", "chalice.test", "inquirer", "blessed")
+atexit.register(lambda: print("loaded:", sorted(m for m in heavy if m in sys.modules),
+                              file=sys.stderr, flush=True))
+sys.argv = ["spool", "serve", "--port", "0"]
+runpy.run_module("local.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_spool_serve_runs_a_job_without_loading_chalices_command_line(tmp_path) -> None:
+    """The built-in worker built its scheduled event with chalice.test's generator,
+    and chalice.test imports chalice's command line (chalice.cli: inquirer, blessed,
+    yaml, the deployer): about 0.2 s of every `spool serve` start, for one dict. The
+    run here serves a job through the built-in worker, end to end, and loads none
+    of it (local/emulator.py builds the event itself)."""
+    import json
+    import re
+    import urllib.request
+
+    from tests.procs import ROOT, guarded_env, read_banner, stop
+
+    env = guarded_env(
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
+        SPOOL_DEMO_HANDLERS="true",
+        SPOOL_API_KEYS="k-0123456789abcdef=t",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE_SAYING_ITS_MODULES],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        found = re.search(r"serving app\.py on (http://127\.0\.0\.1:\d+)", read_banner(proc))
+        assert found is not None, "spool serve did not start"
+        url, key = found.group(1), {"X-API-Key": "k-0123456789abcdef"}
+        enqueue = urllib.request.Request(
+            url + "/enqueue",
+            data=b'{"type": "echo", "payload": {"n": 1}}',
+            headers={**key, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(enqueue, timeout=30) as answer:
+            job_id = json.load(answer)["id"]
+        state = ""
+        for _ in range(12):  # each asks the server to hold the answer up to 5 s
+            status = urllib.request.Request(f"{url}/status/{job_id}?wait=5", headers=key)
+            with urllib.request.urlopen(status, timeout=30) as answer:
+                state = json.load(answer)["state"]
+            if state == "succeeded":
+                break
+        assert state == "succeeded"
+    finally:
+        stop(proc)
+    _, errors = proc.communicate(timeout=30)
+    assert "loaded: []" in errors, errors
