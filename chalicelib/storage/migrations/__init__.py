@@ -23,6 +23,14 @@ MIGRATIONS_DIR = Path(__file__).parent
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 # Any constant works; it only has to be the same for every process.
 _LOCK_SPACE = 0x5B001
+# The table that records which migrations a schema holds (tests/pg_support.py makes
+# its test schemas with the same statement).
+LEDGER = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version integer PRIMARY KEY,"
+    " name text NOT NULL,"
+    " applied_at timestamptz NOT NULL DEFAULT now())"
+)
 
 
 @dataclass(frozen=True)
@@ -109,12 +117,7 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str | None) ->
     try:
         if schema is not None:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY,"
-            " name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        conn.execute(LEDGER)
         done = applied(conn)
         ran: list[Migration] = []
         for migration in available():
