@@ -47,6 +47,7 @@ from chalicelib.storage.memory import MemoryStore
 from tests import isolation, moto_rollback
 from tests.backends import BACKENDS, open_backend
 from tests.netguard import spool_netguard as netguard
+from tests.procs import bytecode_kept
 
 # Property tests hold no deadline: a draw's time follows the machine's load, and speed
 # is measured in bench/, never asserted. Under CI (.ci/run sets SPOOL_HYPOTHESIS_PROFILE)
@@ -109,7 +110,21 @@ def _moto_reaches_every_session() -> None:
     import moto.core.models  # noqa: F401
 
 
+def _children_keep_their_bytecode() -> None:
+    """The processes tests start cache their compiled modules even when this shell
+    set PYTHONDONTWRITEBYTECODE: outside the checkout (tests/procs.py's
+    bytecode_kept says why and where). Set here, before any test, so every child
+    that inherits this environment (or a copy of it) gets it."""
+    kept = bytecode_kept(os.environ)
+    for name in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX"):
+        if name in kept:
+            os.environ[name] = kept[name]
+        else:
+            os.environ.pop(name, None)
+
+
 _install_network_guard()
+_children_keep_their_bytecode()
 _local_stage_by_default()
 _moto_reaches_every_session()
 
