@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chalicelib import settings_catalog as catalog
 from chalicelib.config import BOUNDS, Settings
@@ -465,3 +467,51 @@ def test_names_that_begin_no_setting_are_still_left_alone() -> None:
     """Other programs' and handlers' own names, and the suite's (TEST_ONLY)."""
     others = ["SPOOL_DIR", "SPOOL_PARTNER_TOKEN", "SPOOL_STORE_URL_BACKUP", "SPOOL_", *TEST_ONLY]
     assert catalog.misspelt(others) == []
+
+
+def _nearest_of_all(upper: str) -> str:
+    """What misspelt took for a name's setting before: the nearest of every setting
+    (then the first by name), if within MISSPELT_DISTANCE."""
+    best = min(CATALOG, key=lambda s: (catalog._distance(upper, s.name), s.name)).name
+    return best if catalog._distance(upper, best) <= catalog.MISSPELT_DISTANCE else ""
+
+
+# Settings' names with a few letters changed, dropped, added or swapped, and others.
+_SETTING_NAMES = st.sampled_from(sorted(BY_NAME))
+_EDITED = st.builds(
+    lambda name, cuts, text: name[: len(name) - cuts] + text,
+    _SETTING_NAMES,
+    st.integers(0, 4),
+    st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_", max_size=4),
+)
+_OTHER = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_", max_size=30).map("SPOOL_".__add__)
+
+
+@given(st.one_of(_EDITED, _OTHER))
+def test_a_near_setting_is_the_one_the_nearest_of_all_would_be(name: str) -> None:
+    """misspelt measures only the settings whose length could be near (_near): the
+    answer must be the one measuring every setting gave."""
+    assert catalog._near(name) == _nearest_of_all(name)
+
+
+def test_a_variable_that_is_no_setting_is_not_measured_against_every_setting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each SPOOL_* variable that is no setting was measured against all ~100 settings,
+    twice, at every start of `spool serve`, `spool worker` and the CLI: 0.13 s for the
+    suite's four, in every process a test starts. Only settings whose length is within
+    MISSPELT_DISTANCE of the name's can be that near; the others are not measured."""
+    measured: list[str] = []
+    real = catalog._distance
+
+    def counted(a: str, b: str) -> int:
+        measured.append(b)
+        return real(a, b)
+
+    monkeypatch.setattr(catalog, "_distance", counted)
+    name = "SPOOL_TEST_PG_URL"
+    assert catalog.misspelt([name]) == []
+    could_be_near = [
+        s.name for s in CATALOG if abs(len(s.name) - len(name)) <= catalog.MISSPELT_DISTANCE
+    ]
+    assert sorted(measured) == sorted(could_be_near)
