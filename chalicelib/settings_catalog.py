@@ -1036,7 +1036,9 @@ CATALOG: tuple[Setting, ...] = (
         meaning=(
             'Per tenant, its signing secrets and default endpoint: `{"TENANT": {"url": '
             '"https://...", "secrets": ["whsec_NEW", "whsec_OLD"]}}`. One or two secrets '
-            "(two while rotating: both sign). A tenant without one cannot ask for webhooks "
+            "(two while rotating: both sign), each the tenant's own: a secret given to two "
+            "tenants is refused at start (either could sign for the other). A tenant without "
+            "one cannot ask for webhooks "
             "(422). A name no tenant can have (SPOOL_API_KEYS' alphabet) is refused at "
             "start. Unset (and no SPOOL_WEBHOOKS_PARAMETER): no webhooks, and no delivery "
             "thread. On AWS prefer SPOOL_WEBHOOKS_PARAMETER; set, this one wins over it."

@@ -26,6 +26,7 @@ from chalicelib.webhooks import signing
 from tests.apikit import TENANT_A, Api, installed, settings_for
 
 SECRET = signing.new_secret()
+HOOKED_SECRET = signing.new_secret()  # a tenant's secret is its own (config refuses one shared)
 URL_A = "http://127.0.0.1:9/a"
 URL_B = "http://127.0.0.1:9/b"
 DEFAULT = "http://127.0.0.1:9/default"
@@ -46,7 +47,7 @@ def stored(store: JobStore) -> int:
 @pytest.fixture
 def svc(store: JobStore, handlers: Registry, clock: FakeClock) -> Service:
     """Tenant "plain" has webhooks but no default endpoint; "hooked" has one."""
-    hooks = {"plain": {"secrets": [SECRET]}, "hooked": {"url": DEFAULT, "secrets": [SECRET]}}
+    hooks = {"plain": {"secrets": [SECRET]}, "hooked": {"url": DEFAULT, "secrets": [HOOKED_SECRET]}}
     settings = Settings(
         extra={
             "SPOOL_WEBHOOKS": json.dumps(hooks),

@@ -163,6 +163,7 @@ def parse_tenants(raw: str, label: str = source.SETTING) -> Mapping[str, TenantH
     if not isinstance(data, dict):
         raise ConfigError(f"{label} must be a JSON object keyed by tenant")
     out: dict[str, TenantHooks] = {}
+    signs_for: dict[bytes, str] = {}  # each key, decoded, and the tenant it signs for
     for tenant, entry in data.items():
         if not QUEUE_NAME.fullmatch(tenant):  # "acme " was taken and matched no key's tenant
             raise ConfigError(f"{label}: {not_a_tenant(_shown(tenant))}")
@@ -178,9 +179,11 @@ def parse_tenants(raw: str, label: str = source.SETTING) -> Mapping[str, TenantH
             if not isinstance(secret, str):
                 raise ConfigError(f"{where}: secret {position + 1} must be a string")
             try:
-                keys.append(decode_secret(secret))
+                key = decode_secret(secret)
             except ValueError as exc:
                 raise ConfigError(f"{where}: secret {position + 1}: {exc}") from None
+            _refuse_shared(signs_for, key, tenant, label)
+            keys.append(key)
         url = entry.get("url")
         if url is not None and (not isinstance(url, str) or not url):
             raise ConfigError(f"{where}: url must be a non-empty string")
@@ -191,6 +194,24 @@ def parse_tenants(raw: str, label: str = source.SETTING) -> Mapping[str, TenantH
                 raise ConfigError(f"{where}: url: {exc}") from None
         out[tenant] = TenantHooks(url, tuple(keys))
     return out
+
+
+def _refuse_shared(signs_for: dict[bytes, str], key: bytes, tenant: str, label: str) -> None:
+    """Refuse a key that already signs for another tenant.
+
+    The signature is all that tells a receiver which tenant a delivery is for: the body
+    names no tenant, and a tenant picks any callback_url its jobs are delivered to.
+    Two tenants with one key could each have Spool send the other's receiver deliveries
+    it verifies as its own (a job.succeeded, with a result, for a job it never made).
+    Compared decoded: two spellings of one key in base64 ("AA==" and "AB==") are one
+    key. One tenant giving one key twice is only redundant, and is let be."""
+    other = signs_for.setdefault(key, tenant)
+    if other != tenant:
+        raise ConfigError(
+            f"{label}: {_shown(other)} and {_shown(tenant)} have the same webhook "
+            "secret, so either could send deliveries the other's receiver takes as its "
+            "own; give each tenant a secret of its own"
+        )
 
 
 class _Repeated(Exception):
