@@ -231,11 +231,12 @@ class AsyncClient:
         page_size: int = 100,
         cursor: str | None = None,
     ) -> AsyncIterator[Page]:
+        trail = calls.CursorTrail(cursor)
         while True:
             call = calls.list_jobs(state, queue, type, page_size, cursor)
             page = Page.from_json(await self._send(call))
             yield page
-            cursor = calls.next_cursor(page.next_cursor, cursor)
+            cursor = trail.next(page.next_cursor)
             if cursor is None:
                 return
 
@@ -259,10 +260,11 @@ class AsyncClient:
         page_size: int = 100,
         cursor: str | None = None,
     ) -> AsyncIterator[Page]:
+        trail = calls.CursorTrail(cursor)
         while True:
             page = Page.from_json(await self._send(calls.dead(queue, type, page_size, cursor)))
             yield page
-            cursor = calls.next_cursor(page.next_cursor, cursor)
+            cursor = trail.next(page.next_cursor)
             if cursor is None:
                 return
 

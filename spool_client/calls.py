@@ -425,6 +425,40 @@ def next_cursor(given: str | None, sent: str | None) -> str | None:
     return given
 
 
+class CursorTrail:
+    """The cursors one listing has asked with, to refuse a next_cursor met before.
+
+    A server's cursors name a place in the listing's order, (created_at, id), each
+    past the last, so no cursor comes twice in one listing. next_cursor alone caught
+    only the page that named itself: a server whose pages named each other (a, b, a,
+    ...) was followed forever, and `spool jobs --all`, which prints when the listing
+    ends, held a third of a gigabyte after twenty seconds, and growing, having
+    printed nothing. One string per page is kept, far less than the pages."""
+
+    __slots__ = ("last", "sent")
+
+    def __init__(self, first: str | None) -> None:
+        self.last = first
+        self.sent = {first} if first is not None else set()
+
+    def next(self, given: str | None) -> str | None:
+        """The cursor to ask for the next page with, or None after the last page."""
+        cursor = next_cursor(given, self.last)
+        if cursor is not None:
+            if cursor in self.sent:
+                raise UnexpectedResponse(
+                    None,
+                    "application/json",
+                    "the server",
+                    "answered a page whose next_cursor is one this listing was already "
+                    "asked with (its pages lead round in a circle), so the listing would "
+                    "never end",
+                )
+            self.sent.add(cursor)
+        self.last = cursor
+        return cursor
+
+
 def dead(queue: str | None, type: str | None, limit: int, cursor: str | None) -> Call:
     return Call("GET", "/dlq", query(queue=queue, type=type, limit=limit, cursor=cursor))
 

@@ -338,12 +338,13 @@ class Client:
         cursor: str | None = None,
     ) -> Iterator[Page]:
         """Pages of your jobs, oldest first, following next_cursor to the end."""
+        trail = calls.CursorTrail(cursor)
         while True:
             page = Page.from_json(
                 self._send(calls.list_jobs(state, queue, type, page_size, cursor))
             )
             yield page
-            cursor = calls.next_cursor(page.next_cursor, cursor)
+            cursor = trail.next(page.next_cursor)
             if cursor is None:
                 return
 
@@ -367,10 +368,11 @@ class Client:
         page_size: int = 100,
         cursor: str | None = None,
     ) -> Iterator[Page]:
+        trail = calls.CursorTrail(cursor)
         while True:
             page = Page.from_json(self._send(calls.dead(queue, type, page_size, cursor)))
             yield page
-            cursor = calls.next_cursor(page.next_cursor, cursor)
+            cursor = trail.next(page.next_cursor)
             if cursor is None:
                 return
 
