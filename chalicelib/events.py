@@ -7,11 +7,12 @@
   left for that job's own handler timeout) and could not be sent again, are
   reported in `batchItemFailures`, so SQS redelivers only those.
   With a store that delivers through SQS, a deferred job is sent again at once as a
-  new message (its old one acknowledged, so deferrals never count toward the
-  queue's maxReceiveCount) and the messages of jobs still running are kept hidden
-  (a visibility heartbeat). A job a limit held back (chalicelib/limits.py) is sent
-  again as a new message, delayed until a rate would admit it, or for a concurrency
-  limit longer each time it is held (`held_delay`). Without SQS delivery, or
+  new message, with the count of holds its old one carried (its old one
+  acknowledged, so deferrals never count toward the queue's maxReceiveCount) and
+  the messages of jobs still running are kept hidden (a visibility heartbeat). A job
+  a limit held back (chalicelib/limits.py) is sent again as a new message, delayed
+  until a rate would admit it, or for a concurrency limit longer each time it is
+  held (`held_delay`). Without SQS delivery, or
   when that send fails, the old message is reported failed instead (a deferred one
   handed back at once, a held one after the visibility timeout).
 - `handle_schedule`: a scheduled invocation first enqueues due periodic ticks
@@ -340,7 +341,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
         # counted one more receive, and a job deferred maxReceiveCount times went to the
         # SQS dead-letter queue (and raised its alarm) with nothing wrong with it.
         deferred_ids = [j for j in by_job if outcomes.get(j, "deferred") == "deferred"]
-        unsent |= _resend(dispatch, deferred_ids, 0)
+        unsent |= _resend(dispatch, deferred_ids, 0, holds)
         deferred: list[str] = []
         for job_id, message_ids in by_job.items():
             outcome = outcomes.get(job_id, "deferred")
@@ -563,13 +564,20 @@ def _places(rt: Runtime, held: list[tuple[str, Hold | None]]) -> dict[str, Place
     return places
 
 
-def _resend(dispatch: SqsDispatch | None, job_ids: list[str], delay: float) -> set[str]:
+def _resend(
+    dispatch: SqsDispatch | None, job_ids: list[str], delay: float, holds: Mapping[str, int]
+) -> set[str]:
     """Send jobs back to the queue as new messages `delay` seconds from now; the ids that
     could not be sent (all of them without a queue), whose old messages must then be
-    redelivered instead."""
+    redelivered instead.
+
+    Each new message carries the holds its old one counted (`holds`): a deferral is not
+    a hold, nor a reason to forget them. Sent as a bare id, a job a limit had held N
+    times came back, once deferred, as never held: its next hold waited 2 s again
+    instead of up to CONCURRENCY_HOLD_CAP (held_delay)."""
     if dispatch is None or not job_ids:
         return set(job_ids)
-    return set(dispatch.send([(j, delay) for j in job_ids]))
+    return set(dispatch.send_held([(j, delay, holds.get(j, 0)) for j in job_ids]))
 
 
 def _process_isolated(
