@@ -463,6 +463,18 @@ class LookupFailed(Exception):
     """DNS did not answer (may be temporary): the job is retried."""
 
 
+# The resolver's answers that a name has no address, for good: it does not exist
+# (EAI_NONAME), it exists with no address record (EAI_NODATA), or none of the family
+# asked for (EAI_ADDRFAMILY). All three are the one uniform refusal: EAI_NODATA went
+# out as a retried LookupFailed whose errno text reached the tenant, so under a
+# wildcard allowlist a callback told a name that exists from one that does not.
+NO_ADDRESS = frozenset(
+    getattr(socket, name)
+    for name in ("EAI_NONAME", "EAI_NODATA", "EAI_ADDRFAMILY")
+    if hasattr(socket, name)
+)
+
+
 def resolve(
     target: Target, policy: Policy, resolver: Resolver = system_resolver
 ) -> list[IPAddress]:
@@ -473,8 +485,9 @@ def resolve(
     try:
         answers = resolver(target.host, target.port)
     except socket.gaierror as exc:
-        if exc.errno == socket.EAI_NONAME:
-            detail = f"host {target.host!r} does not exist (DNS: {exc})"
+        if exc.errno in NO_ADDRESS:
+            known = "does not exist" if exc.errno == socket.EAI_NONAME else "has no address"
+            detail = f"host {target.host!r} {known} (DNS: {exc})"
             raise _unreachable_name(target.host, detail) from None
         raise LookupFailed(f"DNS lookup for {target.host!r} failed: {exc}") from exc
     addresses: list[IPAddress] = []

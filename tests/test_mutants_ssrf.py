@@ -376,3 +376,22 @@ def test_the_system_resolver_asks_for_tcp_stream_addresses_once_each(
 
     monkeypatch.setattr(socket, "getaddrinfo", numeric_only)
     assert ssrf.system_resolver("127.0.0.1", 80) == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(
+    "code", [getattr(socket, n) for n in ("EAI_NODATA", "EAI_ADDRFAMILY") if hasattr(socket, n)]
+)
+def test_a_name_with_no_address_is_refused_as_one_that_does_not_exist(code: int) -> None:
+    """A name that exists with no address record (or none of the family asked for) is
+    as final as one that does not exist, and the tenant is told the same: as a retried
+    DNS failure, its errno text reached the tenant and told the two apart."""
+
+    def empty(host: str, port: int) -> list[str]:
+        raise socket.gaierror(code, "No address associated with hostname")
+
+    error = refusal(ssrf.check_url, "http://x.allowed.test/", POLICY, empty)
+    assert str(error) == (
+        f"host 'x.allowed.test' has no address (DNS: [Errno {code}] "
+        "No address associated with hostname)"
+    )
+    assert error.public == GENERIC
