@@ -13,7 +13,8 @@ the job itself waits forever. That is a deployment mistake, refused twice:
   `python -m chalicelib.handler_check --stage dev` reads .chalice/config.json
   (the stage's environment and run_jobs' lambda_timeout) and loads the same
   handlers a deployed function would. It checks the stage's SPOOL_* names too
-  (check_names), since Lambda never does.
+  (check_names), since Lambda never does, and refuses a secret written there in
+  plain text (check_secrets), which `chalice package` would copy into the template.
 """
 
 from __future__ import annotations
@@ -157,6 +158,55 @@ def check_names(env: Mapping[str, str]) -> None:
     warn_unread(env)
 
 
+# Secret settings that have a form safe to deploy, and that form. `chalice package`
+# copies the stage's variables as they are into every function's Environment in
+# out/sam.json (the artifact uploaded to S3, and the functions' configuration anyone
+# allowed lambda:GetFunctionConfiguration reads); the plain setting also wins over the
+# SSM parameter the stack reads, so the SecureString was bypassed without a word.
+SAFE_FORMS = {
+    "SPOOL_API_KEYS": "keep the keys in the SSM SecureString the stack's ApiKeysParameter "
+    "names (SPOOL_API_KEYS_PARAMETER), or list only sha256:<hex digest>=tenant entries",
+    "SPOOL_METRICS_KEYS": "list only sha256:<hex digest> entries (chalicelib/api/auth.py)",
+    "SPOOL_SMTP_PASSWORD": "put it in an SSM SecureString and deploy with "
+    "SmtpPasswordParameter (SPOOL_SMTP_PASSWORD_PARAMETER)",
+    "SPOOL_WEBHOOKS": "put the JSON in an SSM SecureString and deploy with "
+    "WebhooksParameter (SPOOL_WEBHOOKS_PARAMETER)",
+}
+
+
+def check_secrets(env: Mapping[str, str]) -> None:
+    """Refuse (ConfigError) a secret the deployed variables hold in plain text where a
+    safe form exists (SAFE_FORMS), and print a warning naming any other secret they
+    hold (a URL's password, a SPOOL_*_TOKEN): those have no parameter to move to.
+    Names only: a value never reaches the message."""
+    from chalicelib.log_redact import key_entries, named_secrets, secrets_in, webhook_secrets
+
+    plain = {
+        "SPOOL_API_KEYS": key_entries(env.get("SPOOL_API_KEYS", "")),
+        "SPOOL_METRICS_KEYS": key_entries(env.get("SPOOL_METRICS_KEYS", "")),
+        "SPOOL_SMTP_PASSWORD": {env.get("SPOOL_SMTP_PASSWORD", "").strip()} - {""},
+        "SPOOL_WEBHOOKS": webhook_secrets(env.get("SPOOL_WEBHOOKS", "")),
+    }
+    refused = [f"{name} holds a secret in plain text: {SAFE_FORMS[name]}"
+               for name, found in plain.items() if found]  # fmt: skip
+    if refused:
+        raise ConfigError(
+            "; ".join(refused) + ". `chalice package` copies the stage's variables into "
+            "the template and the functions' configuration as they are (docs/aws.md)"
+        )
+    settings = Settings.from_env(env)
+    others = secrets_in(settings) | named_secrets(settings, env)
+    names = sorted(name for name, value in env.items() if any(s in value for s in others))
+    if names:
+        verb = "holds" if len(names) == 1 else "hold"
+        print(
+            f"handler_check: warning: {', '.join(names)} {verb} a secret in plain text, which "
+            "`chalice package` copies into the template and the functions' configuration",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from chalicelib.handlers import registry
     from chalicelib.runtime import load_handlers, offered
@@ -168,7 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = json.loads(args.config.read_text())
         env, timeout = stage_config(config, args.stage)
-        check_names(deployed_variables(config, args.stage))
+        deployed = deployed_variables(config, args.stage)
+        check_names(deployed)
+        check_secrets(deployed)
         declared = worker_timeout(Settings.from_env(env))
         if declared is not None and declared != timeout:
             raise ConfigError(
