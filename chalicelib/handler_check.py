@@ -179,7 +179,12 @@ def check_secrets(env: Mapping[str, str]) -> None:
     safe form exists (SAFE_FORMS), and print a warning naming any other secret they
     hold (a URL's password, a SPOOL_*_TOKEN): those have no parameter to move to.
     Names only: a value never reaches the message."""
-    from chalicelib.log_redact import key_entries, named_secrets, secrets_in, webhook_secrets
+    from chalicelib.log_redact import (
+        NAMES_OF_SECRETS,
+        key_entries,
+        secrets_in,
+        webhook_secrets,
+    )
 
     plain = {
         "SPOOL_API_KEYS": key_entries(env.get("SPOOL_API_KEYS", "")),
@@ -194,9 +199,16 @@ def check_secrets(env: Mapping[str, str]) -> None:
             "; ".join(refused) + ". `chalice package` copies the stage's variables into "
             "the template and the functions' configuration as they are (docs/aws.md)"
         )
-    settings = Settings.from_env(env)
-    others = secrets_in(settings) | named_secrets(settings, env)
-    names = sorted(name for name, value in env.items() if any(s in value for s in others))
+    # Each variable judged alone, so a short secret found inside another value never
+    # names that one; SPOOL_SECRET_VARIABLES names the handlers' own secrets.
+    listed = set(Settings.from_env(env).items(NAMES_OF_SECRETS))
+    names = sorted(
+        name
+        for name, value in env.items()
+        if value.strip()
+        and name != NAMES_OF_SECRETS
+        and (name in listed or secrets_in(Settings.from_env({name: value})))
+    )
     if names:
         verb = "holds" if len(names) == 1 else "hold"
         print(

@@ -105,7 +105,24 @@ def test_a_secret_with_no_safe_form_is_named_and_packaging_goes_on(
     assert "SPOOL_STORE_URL" in err and "pw-12345" not in err, err
 
 
-def test_the_repository_s_own_stages_hold_no_secret() -> None:
+def test_a_handler_s_listed_secret_is_named_and_nothing_else_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SPOOL_SECRET_VARIABLES names the handlers' own secrets; a variable whose value
+    merely contains a short secret's text is not named with them."""
+    env = {
+        "SPOOL_SECRET_VARIABLES": "PARTNER_API_KEY",
+        "PARTNER_API_KEY": "pk",
+        "SPOOL_SQS_QUEUE": "spool-prod-jobs-pk",
+        "SPOOL_API_KEYS": f"{DIGEST}=acme",
+    }
+    handler_check.check_secrets(env)
+    err = capsys.readouterr().err
+    assert err.startswith("handler_check: warning: PARTNER_API_KEY holds a secret"), err
+
+
+def test_the_repository_s_own_stages_hold_no_secret(capsys: pytest.CaptureFixture[str]) -> None:
     config = json.loads((ROOT / ".chalice" / "config.json").read_text())
     for stage in config["stages"]:
         handler_check.check_secrets(handler_check.deployed_variables(config, stage))
+    assert capsys.readouterr().err == ""
