@@ -715,6 +715,9 @@ class PgSettings:
     idle_session_off: bool = True
     # What the startup options set, for a connection through a pooler that dropped them.
     startup: tuple[tuple[str, str], ...] = ()
+    # The schema the tables were found in when the store opened (current_schema()):
+    # without schema= that is the search_path's first, which the URL does not name.
+    tables: str | None = None
 
     @property
     def call_deadline(self) -> float | None:
@@ -722,9 +725,24 @@ class PgSettings:
         return self.statement_timeout + CUT_GRACE if self.statement_timeout else None
 
     @property
+    def key_schema(self) -> str | None:
+        """The name every per-schema key is made from (the NOTIFY channel, the backlog
+        and limits locks): the schema the tables are in, None for `public`.
+
+        Taken from the URL's schema= alone, one set of tables had two names: a process
+        with `schema=public` and one without schema= (or `schema=X` and a role whose
+        search_path is X) took different locks and spoke on different channels, so
+        neither saw the other's turn: two `spool db migrate` at once both applied the
+        same migration and one failed, capped adds and limited claims were not one at
+        a time, and wake-ups were lost. `public` keeps the keys a URL without schema=
+        always had."""
+        name = self.schema or self.tables
+        return None if name in (None, "public") else name
+
+    @property
     def channel(self) -> str:
         """NOTIFY channel: one per schema, so deployments sharing a database stay apart."""
-        return f"spool_{self.schema}" if self.schema else "spool"
+        return f"spool_{self.key_schema}" if self.key_schema else "spool"
 
 
 # What Spool's code and psycopg's parsers expect the server to print, and the
@@ -1033,7 +1051,7 @@ class PostgresStore:
             open=False,
         )
         self._pool.open(wait=False)
-        self.notifier = PgNotifier(settings, self._notify)
+        self.notifier = PgNotifier(self.settings, self._notify)
         self._stats_checked = float("-inf")  # postgres_limits.refresh_statistics
         # The storage identities of the epoch's tables seen by cache_epoch (EPOCH_SQL).
         self._tables_seen: set[tuple[object, object]] = set()
@@ -1061,6 +1079,9 @@ class PostgresStore:
         with probe(self.settings) as conn:
             current = migrations.status(conn).current
             self._read_server_clock(conn)
+            tables = migrations.tables_schema(conn, self.settings.schema)
+        # Before the pool and the notifier: both take their keys from it.
+        self.settings = dataclasses.replace(self.settings, tables=tables)
         if current < migrations.latest_version():
             raise StoreNotMigrated(self._not_migrated(current), {"schema": self.settings.schema})
 
@@ -1445,7 +1466,9 @@ class PostgresStore:
         or redrive then counts and writes with no other one of the tenant's between.
         The count that follows is a statement of its own, so under READ COMMITTED it
         sees what the lock's previous holder committed."""
-        conn.execute(LOCK_SQL, (BACKLOG_LOCK_SPACE, f"{self.settings.schema or ''}:{_enc(tenant)}"))
+        conn.execute(
+            LOCK_SQL, (BACKLOG_LOCK_SPACE, f"{self.settings.key_schema or ''}:{_enc(tenant)}")
+        )
 
     @staticmethod
     def _waiting_in(conn: Conn, tenant: str) -> int:
@@ -1635,13 +1658,13 @@ class PostgresStore:
             None if ids is None else [_enc(i) for i in ids],
             _enc,
             _dec_str,
-            self.settings.schema,
+            self.settings.key_schema,
         )
         fast_claims = self.settings.durability != "full"
         lease = params["expires"] - params["now"]
 
         def claim(conn: Conn) -> tuple[list[Any], list[Any], list[Hold]]:
-            schema = self.settings.schema
+            schema = self.settings.key_schema
             gate = postgres_limits.gate_params(schema)
             with pipelined_transaction(conn):
                 # One round trip when no other claim holds the lock: it is taken without

@@ -93,6 +93,15 @@ def status(conn: psycopg.Connection[tuple[object, ...]]) -> Status:
     return Status(applied(conn), available())
 
 
+def tables_schema(conn: psycopg.Connection[tuple[object, ...]], schema: str | None) -> str | None:
+    """The schema Spool's tables are (or go) in: schema= when the URL names one, else
+    the first schema of the connection's search_path that exists (None: none does)."""
+    if schema is not None:
+        return schema
+    row = conn.execute("SELECT current_schema()").fetchone()
+    return None if row is None or row[0] is None else str(row[0])
+
+
 def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str | None) -> list[Migration]:
     """Apply every pending migration; returns those applied (none on a second run).
 
@@ -101,7 +110,10 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], schema: str | None) ->
     """
     if not conn.autocommit:
         raise ValueError("migrate needs an autocommit connection")
-    lock_key = schema or "public"
+    # The turn is named by the schema the tables go to, however the URL reaches it:
+    # one host with schema=X and another whose role's search_path is X (or none and
+    # `public`) took two turns at once, and one failed on what the other had made.
+    lock_key = tables_schema(conn, schema) or "public"
     # The store's statement_timeout bounds its own quick calls; waiting for another
     # migrator's lock, or building an index over millions of jobs, may take longer.
     conn.execute("SET statement_timeout = 0")
