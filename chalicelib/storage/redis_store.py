@@ -123,6 +123,14 @@ _WRITE_FIXES = {
 }
 
 
+# Write refusals that last until the server's role or its replicas change, as the
+# HTTP answer words them.
+_KEPT_REFUSALS = {
+    "READONLY": "takes no writes now (it is a read-only replica)",
+    "NOREPLICAS": "takes no writes now (fewer replicas are connected than it requires)",
+}
+
+
 def write_refusal(exc: redis.ResponseError) -> str:
     """/health's message for a write Redis refused: what to fix, no hosts or paths."""
     if isinstance(exc, redis.exceptions.ReadOnlyError):  # redis-py strips these words
@@ -524,8 +532,31 @@ class RedisStore:
                         "the job store cannot save to its disk; try again later",
                         retry_after=5,
                     ) from exc
-                refused = redis.exceptions.ReadOnlyError
-                if isinstance(exc, refused) or str(exc).split(" ", 1)[0] in _NOT_NOW:
+                word = (
+                    "READONLY"
+                    if isinstance(exc, redis.exceptions.ReadOnlyError)  # its word stripped
+                    else str(exc).split(" ", 1)[0]
+                )
+                if word in _KEPT_REFUSALS:
+                    # A replica (a failover demoted this server, or the URL names a
+                    # replica) or a primary short of its min-replicas-to-write refuses
+                    # every write until an operator or a failover changes that. Said as
+                    # "busy; try again shortly", which sent clients to retry at once and
+                    # told them nothing of what was applied, and the log named no fix.
+                    # Redis refuses a script's first write, before any other: nothing
+                    # of it was applied.
+                    log.log(
+                        self._quiet.level(),
+                        "redis refuses writes (%s): %s",
+                        exc,
+                        _WRITE_FIXES[word],
+                    )
+                    raise StoreUnavailable(
+                        f"the job store {_KEPT_REFUSALS[word]}; nothing was applied; "
+                        "try again later",
+                        retry_after=5,
+                    ) from exc
+                if word in _NOT_NOW:
                     log.log(self._quiet.level(), "redis is not ready: %s", exc)
                     raise StoreUnavailable(
                         "the job store is busy; try again shortly", retry_after=2
