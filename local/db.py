@@ -83,8 +83,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         if hint is not None:  # a pooler's refusal is no unreachable server
             raise CliFailure(f"cannot {verb} the schema at {redact_url(url)}: {hint}") from None
         raise CliFailure(
-            f"cannot {verb} the schema at {redact_url(url)}: {reason}",
-            "Check SPOOL_STORE_URL (or --url) and that Postgres is running and reachable",
+            f"cannot {verb} the schema at {redact_url(url)}: {reason}", _failure_hint(exc)
         ) from None
     for m in status.available:
         at = status.applied.get(m.version)
@@ -108,3 +107,31 @@ def cmd_db(args: argparse.Namespace) -> int:
         return 0
     print(f"{where} is up to date (version {status.current})", file=sys.stderr)
     return 0
+
+
+def _failure_hint(exc: BaseException) -> str:
+    """What to check after `spool db` failed with `exc`.
+
+    Every failure used to end "Check SPOOL_STORE_URL (or --url) and that Postgres is
+    running and reachable", also when the server had answered: a migration refused
+    by a read-only database (a standby, default_transaction_read_only) or cancelled
+    by the role's lock_timeout while another session held a lock on Spool's tables
+    sent the operator to the network instead of to the primary or to that session."""
+    from psycopg import errors as pg_errors
+
+    if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
+        return (
+            "The database takes no writes (a standby, or default_transaction_read_only "
+            "is on): point SPOOL_STORE_URL at the primary, or turn "
+            "default_transaction_read_only off"
+        )
+    if isinstance(exc, pg_errors.LockNotAvailable | pg_errors.QueryCanceled):
+        return (
+            "Another session held a lock on Spool's tables past the role's lock_timeout "
+            "or statement_timeout (a long transaction, a LOCK TABLE, a VACUUM FULL; see "
+            "pg_locks): run it again once that session has ended"
+        )
+    code = getattr(exc, "sqlstate", None)
+    if code:  # the server answered: it is reachable
+        return f"The server refused it (SQLSTATE {code}): its log names the statement"
+    return "Check SPOOL_STORE_URL (or --url) and that Postgres is running and reachable"
