@@ -30,7 +30,8 @@ from urllib.parse import quote
 import pytest
 
 from chalicelib.clock import SystemClock
-from chalicelib.storage import migrations
+from chalicelib.limits import ClaimPolicy, Limit
+from chalicelib.storage import migrations, postgres_limits
 from chalicelib.storage.base import Backlog
 from chalicelib.storage.postgres import PostgresStore, parse_url
 from tests.factories import new_job
@@ -156,6 +157,31 @@ def test_a_capped_add_waits_for_one_through_the_other_name(
     watcher.close()
     assert waited, "the capped add did not wait for the other's backlog lock"
     assert len(added) == 1 and added[0].created
+
+
+def test_a_limited_claim_waits_for_one_through_the_other_name(
+    two_names: tuple[PostgresStore, PostgresStore],
+) -> None:
+    """Claims under limits run one at a time across workers, so together they never
+    pass a limit (postgres_limits): also when the workers name the schema differently."""
+    named, reached = two_names
+    reached.add([new_job(SystemClock())])
+    policy = ClaimPolicy((Limit("queue", "default", concurrency=1),))
+    watcher = admin_connect()
+    claimed: list[Any] = []
+    with named._pool.connection() as conn, conn.transaction():
+        postgres_limits.lock(conn, named.settings.schema)  # a claim of `named` is choosing
+        thread = threading.Thread(
+            target=lambda: claimed.extend(reached.claim(1, 30, policy=policy)), daemon=True
+        )
+        thread.start()
+        waited = _wait_blocked_or_done(
+            watcher, conn.info.backend_pid, lambda: not thread.is_alive()
+        )
+    thread.join(30)
+    watcher.close()
+    assert waited, "the limited claim did not wait for the other's limits lock"
+    assert len(claimed) == 1
 
 
 def test_an_enqueue_wakes_workers_that_reach_the_schema_the_other_way(
