@@ -507,10 +507,11 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     else:
         job = job_commands.wait_local(rt, args.id, args.tenant, job_commands.wait_limit(args.wait))
     attempts = rt.store.attempts(job.id, args.tenant) or []
-    if args.json:
-        _print(status_view.as_json(job, attempts))
-    else:
-        print(status_view.render(job, attempts))
+    with tables.reader_may_leave():  # `| head` keeps the exit code (3, 4)
+        if args.json:
+            _print(status_view.as_json(job, attempts))
+        else:
+            print(status_view.render(job, attempts))
     return 0 if args.wait is None else job_commands.wait_exit(job.state.value, job.terminal)
 
 

@@ -15,6 +15,7 @@ import sys
 from chalicelib.config import Settings
 from chalicelib.redact import redact_url
 from chalicelib.storage import store_scheme
+from local import tables
 from local.cli_errors import CliFailure
 
 EXIT_PENDING = 3
@@ -85,13 +86,14 @@ def cmd_db(args: argparse.Namespace) -> int:
         raise CliFailure(
             f"cannot {verb} the schema at {redact_url(url)}: {reason}", _failure_hint(exc)
         ) from None
-    for m in status.available:
-        at = status.applied.get(m.version)
-        mark = f"applied {at:%Y-%m-%d %H:%M:%S}" if at else "pending"
-        print(f"{m.version:04d}_{m.name:<30} {mark}")
-    for version in status.newer:
-        at = status.applied[version]
-        print(f"{version:04d}_{'(unknown to this Spool)':<30} applied {at:%Y-%m-%d %H:%M:%S}")
+    with tables.reader_may_leave():  # `| head` keeps the exit code (3: pending)
+        for m in status.available:
+            at = status.applied.get(m.version)
+            mark = f"applied {at:%Y-%m-%d %H:%M:%S}" if at else "pending"
+            print(f"{m.version:04d}_{m.name:<30} {mark}")
+        for version in status.newer:
+            at = status.applied[version]
+            print(f"{version:04d}_{'(unknown to this Spool)':<30} applied {at:%Y-%m-%d %H:%M:%S}")
     if status.pending:
         print(f"{len(status.pending)} pending: run `spool db migrate`", file=sys.stderr)
         return EXIT_PENDING

@@ -275,12 +275,13 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
         except client_errors.WaitTimeout:
             finished = False
     job = client.get(args.id, attempts=True)
-    if args.json:
-        tables.print_json(job.raw)
-    else:
-        from local import status_view  # its API schemas only when a job is shown
+    with tables.reader_may_leave():  # `| head` keeps the exit code (3, 4)
+        if args.json:
+            tables.print_json(job.raw)
+        else:
+            from local import status_view  # its API schemas only when a job is shown
 
-        print(status_view.render(*_shown(job.raw), tenant="(your key's)"))
+            print(status_view.render(*_shown(job.raw), tenant="(your key's)"))
     # The job as read and shown decides: one that finished as the wait ran out, or whose
     # long-polls were lost on the way, exited 3 ("still waiting") beside its result.
     finished = finished or job.terminal

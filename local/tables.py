@@ -8,9 +8,11 @@ so local and remote results look alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 MESSAGE_WIDTH = 60
@@ -18,6 +20,25 @@ MESSAGE_WIDTH = 60
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def reader_may_leave() -> Iterator[None]:
+    """Print an answer whose command's exit code is already decided by what it found.
+
+    main() reads a BrokenPipeError as `spool jobs | head`: the reader had what it
+    wanted, exit 0. That wiped out the codes that report a finding: `spool status J
+    --wait 1m | head -3` exited 0 for a dead or cancelled job (4) and for a wait that
+    ran out (3), and `spool db status | head` for pending migrations (3), so a script
+    with `set -o pipefail` took them for success (s58). Inside this block a reader
+    gone away only ends the printing (stdout goes to /dev/null, so the exit's final
+    flush cannot fail again), and the command returns its own code. The block
+    flushes, so a write Python had buffered fails here, not at the exit."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 # Printable to Python, drawn as nothing: the Hangul fillers (letters), the braille
