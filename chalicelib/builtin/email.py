@@ -496,8 +496,20 @@ def deliver(
     except ssl.SSLCertVerificationError as exc:
         raise PermanentError(f"TLS certificate check failed for {config.host}: {exc}") from None
     except (smtplib.SMTPException, OSError) as exc:
-        raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from None
+        raise TemporaryFailure(f"{server_named(config)}: {type(exc).__name__}: {exc}") from None
     return {addr: (code, _text(reply)) for addr, (code, reply) in refused.items()}
+
+
+def server_named(config: SmtpSettings) -> str:
+    """The relay a failed conversation was with, and the settings that choose it.
+
+    A refused or dropped connection said only `ConnectionRefusedError: [Errno 111]
+    Connection refused` (s58): nothing told the operator which host and port the
+    worker had tried (the default port depends on STARTTLS and SSL) or where to
+    change them. The TLS failure already named the host; the tenant sees no more
+    than the operator's relay address, which a payload can never choose."""
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    return f"SMTP server {host}:{config.port} (SPOOL_SMTP_HOST, SPOOL_SMTP_PORT)"
 
 
 def _text(reply: bytes | str) -> str:
