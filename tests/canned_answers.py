@@ -14,10 +14,11 @@ from typing import Any
 class CannedServer:
     """Answers every GET and POST with `status`, `answer` as JSON and `headers`; a
     request's body is read first, so closing never resets the connection. `paths`:
-    the path of each request, in the order they came."""
+    the path of each request, in the order they came. `answer` may instead be a
+    function of the request's path (a server whose pages lead somewhere)."""
 
     def __init__(self, status: int, answer: Any, headers: Mapping[str, str] | None = None) -> None:
-        body = json.dumps(answer).encode()
+        answer_for: Callable[[str], Any] = answer if callable(answer) else lambda _path: answer
         extra = dict(headers or {})
         self.paths: list[str] = []
         paths = self.paths
@@ -26,6 +27,7 @@ class CannedServer:
             def _reply(self) -> None:
                 paths.append(self.path)
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.dumps(answer_for(self.path)).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 for name, value in extra.items():

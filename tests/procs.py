@@ -61,6 +61,24 @@ def guarded_env(**extra: str) -> dict[str, str]:
     return env
 
 
+SPOOL = Path(sys.executable).with_name("spool")
+
+
+def run_spool(folder: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`spool ARGV` run in `folder` as a user runs it, the demo handlers on, under the
+    guards; its output read in the encoding PYTHONIOENCODING gives it (UTF-8 unless
+    `env` says), what that cannot decode replaced."""
+    return subprocess.run(
+        [str(SPOOL), *argv],
+        cwd=folder,
+        env=guarded_env(SPOOL_DEMO_HANDLERS="true", **env),
+        capture_output=True,
+        encoding=env.get("PYTHONIOENCODING", "utf-8"),
+        errors="replace",
+        timeout=120,
+    )
+
+
 def stop(process: subprocess.Popen[Any], timeout: float = 15) -> None:
     """SIGTERM (a graceful stop is part of what is tested), SIGKILL if it hangs."""
     if process.poll() is None:

@@ -14,18 +14,16 @@ so none comes twice in a listing.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from spool_client import AsyncClient, Client, RetryPolicy, UnexpectedResponse
+from tests.canned_answers import CannedServer
 from tests.procs import guarded_env
 from tests.test_client_probe import JOB
 
@@ -33,35 +31,19 @@ SPOOL = Path(sys.executable).with_name("spool")
 KEY = "circle-key-0123456789"
 
 
-class Pages:
+class Pages(CannedServer):
     """A server answering GET /jobs and /dlq with one job and the next_cursor `leads`
     names for the cursor asked with (None: the first page). `asked`: each cursor asked."""
 
     def __init__(self, leads: dict[str | None, str | None]) -> None:
         self.asked: list[str | None] = []
-        asked = self.asked
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                given = parse_qs(urlsplit(self.path).query).get("cursor", [None])[0]
-                asked.append(given)
-                body = json.dumps({"jobs": [JOB], "next_cursor": leads[given]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+        def page(path: str) -> dict[str, object]:
+            given = parse_qs(urlsplit(path).query).get("cursor", [None])[0]
+            self.asked.append(given)
+            return {"jobs": [JOB], "next_cursor": leads[given]}
 
-            def log_message(self, *args: object) -> None:
-                return None
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+        super().__init__(200, page)
 
 
 @pytest.fixture

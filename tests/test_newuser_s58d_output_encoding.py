@@ -16,32 +16,16 @@ ASCII.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from local.server import Server
 from tests.apikit import KEY_A
-from tests.procs import guarded_env
+from tests.procs import run_spool as spool
 from tests.served import post
 
-SPOOL = Path(sys.executable).with_name("spool")
 TEXT = "échec ☃"  # past ASCII (é, also Latin-1) and past Latin-1 (☃)
-
-
-def spool(folder: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """The command run as a user does; its output read in the encoding it was given."""
-    return subprocess.run(
-        [str(SPOOL), *argv],
-        cwd=folder,
-        env=guarded_env(SPOOL_DEMO_HANDLERS="true", **env),
-        capture_output=True,
-        encoding=env.get("PYTHONIOENCODING", "utf-8"),
-        errors="replace",
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")

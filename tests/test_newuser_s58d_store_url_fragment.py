@@ -14,29 +14,15 @@ without one.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from chalicelib.config import ConfigError
 from chalicelib.storage import open_store, sqlite_path, store_scheme
-from tests.procs import guarded_env
+from tests.procs import run_spool as spool
 
-SPOOL = Path(sys.executable).with_name("spool")
 SECRET = "Zq9Xv"  # the rest of a password, after its '#'
-
-
-def spool(folder: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SPOOL), *argv],
-        cwd=folder,
-        env=guarded_env(SPOOL_DEMO_HANDLERS="true", **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.mark.parametrize("command", [["enqueue", "echo"], ["jobs"], ["worker", "--burst"]])
