@@ -32,6 +32,16 @@ def state(rt: Runtime, job_id: str) -> JobState:
     return job.state
 
 
+def wait_succeeded(rt: Runtime, *job_ids: str, seconds: float = 15) -> list[JobState]:
+    """The jobs' states once all have succeeded, or when `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all(state(rt, i) == JobState.SUCCEEDED for i in job_ids):
+            break
+        time.sleep(0.05)
+    return [state(rt, i) for i in job_ids]
+
+
 def run_jobs(event: dict[str, object], timeout_ms: int = 900_000) -> dict[str, object]:
     result: dict[str, object] = spool_app.app.handler_map["run_jobs"](
         event, context("run_jobs", timeout_ms)
@@ -204,11 +214,7 @@ def test_spool_serve_s_worker_pushes_on_its_interval_not_after_every_invocation(
             worker.start()
             try:
                 ids = [add(rt) for _ in range(3)]
-                deadline = time.monotonic() + 15
-                while time.monotonic() < deadline:
-                    if all(state(rt, i) == JobState.SUCCEEDED for i in ids):
-                        break
-                    time.sleep(0.05)
+                wait_succeeded(rt, *ids)
                 time.sleep(1.0)  # a second of idle drains
                 assert worker.invocations >= 2
                 assert _Gateway.received == []  # the interval is an hour
@@ -236,11 +242,7 @@ def test_emulator_runs_jobs_as_they_arrive_and_as_they_fall_due(rt: Runtime) -> 
     try:
         first = add(rt)
         retried = add(rt, type="fail", payload={"times": 1})  # fails once, backoff <= 1 s
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if state(rt, first) == state(rt, retried) == JobState.SUCCEEDED:
-                break
-            time.sleep(0.05)
+        wait_succeeded(rt, first, retried)
     finally:
         emulator.stop()
     assert state(rt, first) == JobState.SUCCEEDED
@@ -255,10 +257,7 @@ def test_a_stopped_emulator_is_no_longer_a_live_worker(rt: Runtime) -> None:
     emulator = Emulator(spool_app.app, rt)
     emulator.start()
     try:
-        job_id = add(rt)
-        deadline = time.monotonic() + 15
-        while state(rt, job_id) != JobState.SUCCEEDED and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_succeeded(rt, add(rt))
         assert rt.store.live_workers(600) != []  # the drains beat while it serves
     finally:
         emulator.stop()
@@ -310,11 +309,7 @@ def test_a_stopped_emulator_ends_at_once_not_at_its_next_look(
     emulator = Emulator(spool_app.app, rt)
     emulator.start()
     try:
-        job_id = add(rt)
-        deadline = time.monotonic() + 15
-        while state(rt, job_id) != JobState.SUCCEEDED and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert state(rt, job_id) == JobState.SUCCEEDED  # it ran: the loop is idle now
+        assert wait_succeeded(rt, add(rt)) == [JobState.SUCCEEDED]  # it ran: the loop is idle now
     finally:
         emulator.stop(timeout=20)
     thread = emulator._thread
