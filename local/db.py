@@ -118,9 +118,19 @@ def _failure_hint(exc: BaseException) -> str:
     running and reachable", also when the server had answered: a migration refused
     by a read-only database (a standby, default_transaction_read_only) or cancelled
     by the role's lock_timeout while another session held a lock on Spool's tables
-    sent the operator to the network instead of to the primary or to that session."""
+    sent the operator to the network instead of to the primary or to that session,
+    and so did a server with no connection slot free ("too many clients already")."""
     from psycopg import errors as pg_errors
 
+    from chalicelib.storage import pg_refusals
+
+    if pg_refusals.server_full(exc):  # it answered: the network is fine, its slots are not
+        return (
+            "The server has no connection slot free for this role (max_connections, or the "
+            "role's or database's CONNECTION LIMIT, taken by other sessions): end idle "
+            "sessions (see pg_stat_activity), lower pool_max on Spool's processes or raise "
+            "the limit, then run it again"
+        )
     if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
         return (
             "The database takes no writes (a standby, or default_transaction_read_only "

@@ -56,6 +56,23 @@ def refusal(exc: BaseException) -> str | None:
     return None
 
 
+# What a server with no connection slot left for this role says (max_connections
+# taken, or the role's or the database's CONNECTION LIMIT; the reserved-slots line
+# is PG 15's wording, then 16's). Not a refusal: a slot frees when a session ends.
+_FULL = (
+    "too many clients already",
+    "too many connections for role",
+    "too many connections for database",
+    "remaining connection slots are reserved",
+)
+
+
+def server_full(exc: BaseException) -> bool:
+    """True when `exc` is the server turning a connection away for want of a free slot."""
+    text = str(exc)
+    return "FATAL" in text and any(said in text for said in _FULL)
+
+
 class ConnectFailures:
     """The last reason a pool's new connection failed, until one succeeds."""
 
