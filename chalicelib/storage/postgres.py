@@ -1137,6 +1137,35 @@ class PostgresStore:
                 if deadline - time.monotonic() <= 0 or self._connects.refused() is not None:
                     raise
 
+    def _all_in_use(self) -> bool:
+        """True when the pool holds pool_max connections and none is free: a call that
+        timed out waiting had a server that answers, and calls that keep theirs."""
+        stats = self._pool.get_stats()
+        return stats.get("pool_size", 0) >= self.settings.pool_max and not stats.get(
+            "pool_available", 0
+        )
+
+    def _busy(self, exc: PoolTimeout) -> StoreUnavailable:
+        """The 503 for a call that found every connection of this process in use.
+
+        Said before as "the database cannot be reached" ("no database connection" in
+        the log) while the server answered: under an admin's LOCK TABLE, a VACUUM FULL
+        or a CLUSTER each call waits on the lock holding a connection, until
+        statement_timeout, and the calls behind them find none free."""
+        log.log(
+            self._quiet.level(),
+            "all %d of this process's connections are in use (pool_max), none freed "
+            "within pool_timeout (%s): calls are waiting on the server (a lock on Spool's "
+            "tables, see pg_locks; a slow query) or pool_max is small for the load",
+            self.settings.pool_max,
+            exc,
+        )
+        return StoreUnavailable(
+            "the database is busy: all of this process's connections are in use, so "
+            "nothing was applied; try again shortly",
+            retry_after=5,
+        )
+
     def _run(self, fn: Callable[[Conn], T], read: bool = False) -> T:
         """Run `fn` on a pooled connection, mapping outages to StoreUnavailable.
 
@@ -1231,6 +1260,8 @@ class PostgresStore:
                     ) from refused
                 # The reason (host, port, server message) goes to the log, not to clients.
                 reason = self._connects.reason()
+                if reason is None and self._all_in_use():
+                    raise self._busy(exc) from exc
                 log.log(
                     self._quiet.level(),
                     "no database connection: %s%s",
