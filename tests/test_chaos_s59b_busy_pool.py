@@ -51,6 +51,7 @@ def test_a_call_finding_every_connection_busy_says_so(caplog: pytest.LogCaptureF
     assert "in use" in busy.value.message, busy.value.message
     said = [r.getMessage() for r in caplog.records if r.name == "spool.postgres"]
     assert any("all 1 of this process's connections are in use" in s for s in said), said
+    assert any("within pool_timeout (1 s)" in s for s in said), said
 
 
 def _blocked_get(store: PostgresStore) -> None:

@@ -1145,20 +1145,21 @@ class PostgresStore:
             "pool_available", 0
         )
 
-    def _busy(self, exc: PoolTimeout) -> StoreUnavailable:
+    def _busy(self) -> StoreUnavailable:
         """The 503 for a call that found every connection of this process in use.
 
         Said before as "the database cannot be reached" ("no database connection" in
         the log) while the server answered: under an admin's LOCK TABLE, a VACUUM FULL
         or a CLUSTER each call waits on the lock holding a connection, until
-        statement_timeout, and the calls behind them find none free."""
+        statement_timeout, and the calls behind them find none free. The pool's own
+        words ("after 1.00 sec") name only the last of _getconn's windows."""
         log.log(
             self._quiet.level(),
             "all %d of this process's connections are in use (pool_max), none freed "
-            "within pool_timeout (%s): calls are waiting on the server (a lock on Spool's "
+            "within pool_timeout (%g s): calls are waiting on the server (a lock on Spool's "
             "tables, see pg_locks; a slow query) or pool_max is small for the load",
             self.settings.pool_max,
-            exc,
+            self.settings.pool_timeout,
         )
         return StoreUnavailable(
             "the database is busy: all of this process's connections are in use, so "
@@ -1261,7 +1262,7 @@ class PostgresStore:
                 # The reason (host, port, server message) goes to the log, not to clients.
                 reason = self._connects.reason()
                 if reason is None and self._all_in_use():
-                    raise self._busy(exc) from exc
+                    raise self._busy() from exc
                 log.log(
                     self._quiet.level(),
                     "no database connection: %s%s",
