@@ -125,12 +125,7 @@ def _failure_hint(exc: BaseException) -> str:
     from chalicelib.storage import pg_refusals
 
     if pg_refusals.server_full(exc):  # it answered: the network is fine, its slots are not
-        return (
-            "The server has no connection slot free for this role (max_connections, or the "
-            "role's or database's CONNECTION LIMIT, taken by other sessions): end idle "
-            "sessions (see pg_stat_activity), lower pool_max on Spool's processes or raise "
-            "the limit, then run it again"
-        )
+        return f"The server answered but {pg_refusals.FULL_HINT}"
     if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
         return (
             "The database takes no writes (a standby, or default_transaction_read_only "

@@ -67,6 +67,16 @@ _FULL = (
 )
 
 
+# What to do about it, said by every command that meets it (CLI start, `spool db`),
+# after "the server answered but".
+FULL_HINT = (
+    "has no connection slot free for this role (max_connections, or the "
+    "role's or database's CONNECTION LIMIT, taken by other sessions): end idle "
+    "sessions (see pg_stat_activity), lower pool_max on Spool's processes or raise "
+    "the limit, then run it again"
+)
+
+
 def server_full(exc: BaseException) -> bool:
     """True when `exc` is the server turning a connection away for want of a free slot."""
     text = str(exc)

@@ -1000,6 +1000,12 @@ def unreachable_message(settings: PgSettings, exc: BaseException) -> str:
     hint = pg_pooler.refused_parameter_hint(reason)
     if hint is not None:
         return f"cannot connect to the Postgres store at {where}: {hint}"
+    if pg_refusals.server_full(exc):  # it answered: neither the network nor the URL
+        full = pg_refusals.FULL_HINT
+        return (
+            f"cannot connect to the Postgres store at {where}: {reason}; "
+            f"the server in SPOOL_STORE_URL answered but {full}"
+        )
     return (
         f"cannot reach the Postgres store at {where}: "
         f"{reason}. Check that the server is running and accepts connections on that host "
