@@ -1198,6 +1198,9 @@ class PostgresStore:
                     else:
                         with pg_deadline.watch(conn, deadline) as cut:
                             answer = fn(conn)
+                except pg_errors.InvalidSqlStatementName:
+                    conn.close()  # its cache names statements the server lacks: replace it
+                    raise
                 finally:
                     self._pool.putconn(conn)
                 self._quiet.ok()
@@ -1278,6 +1281,10 @@ class PostgresStore:
                 raise StoreUnavailable(
                     "the database cannot be reached; try again shortly", retry_after=5
                 ) from exc
+            except pg_errors.InvalidSqlStatementName as exc:
+                if read and attempt == 1:
+                    continue  # on another connection: the pool replaces the closed one
+                raise self._lost_prepared(exc, read) from exc
             except _UNAVAILABLE as exc:
                 was_cut = cut is not None and cut.cut
                 # LockNotAvailable: the role's lock_timeout (55P03, not a QueryCanceled),
@@ -1309,6 +1316,25 @@ class PostgresStore:
         connection as well: its wake-ups would never come."""
         self._pool.drain()
         self.notifier.reconnect()
+
+    def _lost_prepared(self, exc: BaseException, read: bool) -> StoreUnavailable:
+        """A call that used a statement psycopg had prepared on the connection (after its
+        fifth use) and the server no longer had: pg_cancel_backend on the process's
+        sessions every 50 ms under load left connections whose cache and server
+        disagreed, and each then failed every call using such a statement, for good
+        (the error reached callers as it came: a 500; a worker said "store unavailable"
+        and "back" every few seconds). The connection is closed by then (_run), so the
+        next call gets a new one. A write may have applied a statement sent before."""
+        said = "a statement this call used was gone from its database session"
+        log.log(
+            self._quiet.level(),
+            "%s (%s): the connection is replaced",
+            said,
+            pg_noise.reason(exc),
+        )
+        if read:
+            return StoreUnavailable(f"{said}; try again", retry_after=1)
+        return UncertainWrite(said, retry_after=1)
 
     def _too_slow(self, exc: BaseException, read: bool, cut: bool) -> StoreUnavailable:
         """A call the server cancelled (its statement_timeout, a lock_timeout, an admin)
