@@ -710,7 +710,7 @@ class PgSettings:
     pool_timeout: float = 5.0
     url: str = ""  # as given, for messages (always shown through redact_url)
     durability: str = "normal"
-    statement_timeout: float = STATEMENT_TIMEOUT  # 0: no bound, on either side
+    statement_timeout: float = STATEMENT_TIMEOUT  # 0: none from Spool (a role's own applies)
     # False when the URL's options set idle_session_timeout: theirs wins (session_setup).
     idle_session_off: bool = True
     # What the startup options set, for a connection through a pooler that dropped them.
