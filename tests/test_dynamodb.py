@@ -30,7 +30,7 @@ from chalicelib.storage.dynamodb_aws import (
     make_clients,
 )
 from chalicelib.storage.dynamodb_schema import idem_key, job_key
-from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, delay_for
+from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, Unsent, delay_for
 from tests.factories import new_job, stored, token
 
 LEASE = 30.0
@@ -116,13 +116,13 @@ def record_sends(store: DynamoStore, really: bool = True) -> list[tuple[str, flo
     """What the store hands its dispatcher, (id, delay) pairs; sent on to SQS if really."""
     sent: list[tuple[str, float]] = []
     assert store.dispatch is not None
-    real = store.dispatch.send
+    real = store.dispatch.send_sorted
 
-    def send(items: Any) -> list[str]:
-        sent.extend(items)
-        return real(items) if really else []
+    def send(items: Any) -> Unsent:
+        sent.extend((job_id, delay) for job_id, delay, _ in items)
+        return real(items) if really else Unsent([], [])
 
-    store.dispatch.send = send  # type: ignore[method-assign]
+    store.dispatch.send_sorted = send  # type: ignore[method-assign]
     return sent
 
 

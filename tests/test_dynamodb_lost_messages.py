@@ -11,6 +11,7 @@ import pytest
 from chalicelib.clock import FakeClock
 from chalicelib.models import Completion, JobState
 from chalicelib.storage.dynamodb import DynamoStore
+from chalicelib.storage.sqs_dispatch import Unsent
 from tests import test_dynamodb
 from tests.factories import token
 from tests.test_dynamodb import Aws, add
@@ -82,15 +83,15 @@ def fail_sends(store: DynamoStore) -> Callable[[], None]:
     """SQS refuses every id until the returned function is called."""
     assert store.dispatch is not None
     dispatch = store.dispatch
-    real = dispatch.send
+    real = dispatch.send_sorted
 
-    def refuse(items: Sequence[tuple[str, float]]) -> list[str]:
-        return [job_id for job_id, _ in items]
+    def refuse(items: Sequence[tuple[str, float, int]]) -> Unsent:
+        return Unsent([job_id for job_id, _, _ in items], [])
 
-    dispatch.send = refuse  # type: ignore[method-assign]
+    dispatch.send_sorted = refuse  # type: ignore[method-assign]
 
     def restore() -> None:
-        dispatch.send = real  # type: ignore[method-assign]
+        dispatch.send_sorted = real  # type: ignore[method-assign]
 
     return restore
 

@@ -176,7 +176,7 @@ from chalicelib.storage.dynamodb_webhooks import (
 )
 from chalicelib.storage.queue_totals import QueueTotals, fold
 from chalicelib.storage.s3_blobs import ObjectTooLarge, S3Blobs
-from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, SqsDispatch, delay_for
+from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS, SqsDispatch, Unsent, delay_for
 from chalicelib.webhooks import outbox as webhook_outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -614,17 +614,18 @@ class DynamoStore:
             [*unit.actions, action], [*unit.keys, key], unit.counters, unit.size, optional=1
         )
 
-    def _send(self, items: list[tuple[str, int]], now: int) -> list[str]:
+    def _send(self, items: list[tuple[str, int]], now: int) -> Unsent:
         """Send ids of jobs due at the given times (delays over 15 minutes wait for
-        release); returns the ids SQS did not take."""
+        release); returns the ids SQS did not take, and those it may have taken (a
+        send whose answer was lost)."""
         if self.dispatch is None or not items:
-            return []
+            return Unsent([], [])
         batch = [
-            (job_id, (run_at - now) / MICRO)
+            (job_id, (run_at - now) / MICRO, 0)
             for job_id, run_at in items
             if (run_at - now) / MICRO <= MAX_DELAY_SECONDS
         ]
-        return self.dispatch.send(batch) if batch else []
+        return self.dispatch.send_sorted(batch) if batch else Unsent([], [])
 
     # -- reading ----------------------------------------------------------------------------------
     def _batch_get(
@@ -2512,11 +2513,15 @@ class DynamoStore:
 
         A send known to have failed takes that mark back, as `_release` does, so the
         next release_due (a minute) sends the job, instead of presuming its message
-        lost `lost_after` (ten minutes) later. The mark goes only if it is still the
+        lost `lost_after` (ten minutes) later. A send whose answer was lost keeps it:
+        its messages are most likely on the queue, and the lost-message sweep sends
+        the job again only when the queue holds fewer messages than jobs awaiting one
+        (sending it at the next release made a sixth copy of a job botocore had
+        already sent five times). The mark goes only if it is still the
         one written here (a claim or a release since keeps theirs). Best effort: the
         jobs are stored either way, so nothing here raises; once one mark cannot be
         taken back (DynamoDB unreachable too) the rest are left for lost_after."""
-        failed = set(self._send(list(items), now))
+        failed = set(self._send(list(items), now).refused)
         if not failed:
             return
         for job_id, run_at in items:
@@ -2536,12 +2541,14 @@ class DynamoStore:
 
     def _release(self, to_send: list[tuple[str, int, int | None, int]], now: int) -> int:
         """Send what release_due marked; a mark whose send failed is taken back, so the
-        next run tries again instead of waiting `lost_after`. Returns how many failed."""
-        failed = set(self._send([(job_id, at) for job_id, at, _, _ in to_send], now))
+        next run tries again instead of waiting `lost_after` (one whose answer was lost
+        stays, as in `_send_marked`). Returns how many are not known sent."""
+        unsent = self._send([(job_id, at) for job_id, at, _, _ in to_send], now)
+        failed = set(unsent.refused)
         for job_id, _, before, written in to_send:
             if job_id in failed:
                 self._unmark_sent(job_id, written, before)
-        return len(failed)
+        return len(failed) + len(set(unsent.uncertain))
 
     def _unmark_sent(self, job_id: str, planned: int, before: int | None) -> None:
         """Put msg_at back as it was, unless something else has changed it since."""

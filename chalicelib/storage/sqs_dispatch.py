@@ -15,7 +15,9 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from botocore.exceptions import ClientError, HTTPClientError
 
 from chalicelib import logs
 
@@ -31,6 +33,23 @@ log = logging.getLogger("spool.sqs")
 
 MAX_DELAY_SECONDS = 900  # SQS DelaySeconds ceiling: longer waits go to release_due
 BATCH = 10  # SendMessageBatch / ChangeMessageVisibilityBatch entry limit
+# Tries of one SendMessageBatch that may go out again after a try whose request was
+# sent and whose answer was lost (see _resend_once). Set in the call's botocore
+# context, and carried to the error it ends with, is how many answers were lost.
+BLIND_RESENDS = 1
+LOST_ANSWERS = "spool_sqs_lost_answers"
+
+
+class Unsent(NamedTuple):
+    """The ids of a send that did not go as asked: `refused` ones are known not to be
+    on the queue (SQS said so, or no request reached it); `uncertain` ones went out in
+    a request whose answer was lost, so they may well be there."""
+
+    refused: list[str]
+    uncertain: list[str]
+
+    def all(self) -> list[str]:
+        return [*self.refused, *self.uncertain]
 
 
 def delay_for(seconds: float) -> int:
@@ -61,11 +80,68 @@ class QueueDepth(NamedTuple):
         return self.visible + self.delayed + max(0, self.in_flight - running)
 
 
+def _resend_once(
+    request_dict: dict[str, Any], caught_exception: BaseException | None = None, **_: Any
+) -> bool | None:
+    """botocore's needs-retry hook for SendMessageBatch, run before its retry handler
+    (a handler of the named operation goes first, and the first answer not None is
+    taken): after BLIND_RESENDS tries whose requests went out and whose answers were
+    lost (a read timeout, a connection closed under the request: HTTPClientError), no
+    more tries. A standard queue has no deduplication, so each such try put the batch
+    on the queue once more: botocore's five tries made five messages for each job (six
+    with the store's own resend), each a receive and a Lambda invocation for the claim
+    to drop. One resend is kept: a pooled connection the server had closed loses the
+    first try's answer without SQS having read the request. Other failures (no
+    connection made, a throttle or a 5xx answer) go to botocore's own retries."""
+    if not isinstance(caught_exception, HTTPClientError):
+        return None
+    context = request_dict.setdefault("context", {})
+    lost = int(context.get(LOST_ANSWERS, 0)) + 1
+    context[LOST_ANSWERS] = lost
+    return False if lost > BLIND_RESENDS else None
+
+
+def _carry_lost(exception: BaseException, context: dict[str, Any], **_: Any) -> None:
+    """botocore's after-call-error hook: the error a send ends with says whether one of
+    its tries lost its answer (the last try may have failed otherwise)."""
+    if context.get(LOST_ANSWERS):
+        setattr(exception, LOST_ANSWERS, True)
+
+
+def _carry_lost_to_answer(
+    http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any
+) -> None:
+    """botocore's after-call hook: an error answer (a ClientError to be) after a try
+    that lost its answer says so in its response."""
+    if http_response.status_code >= 300 and context.get(LOST_ANSWERS):
+        parsed[LOST_ANSWERS] = True
+
+
+def _lost_answer(exc: BaseException) -> bool:
+    """Whether a failed send may have put its messages on the queue."""
+    if isinstance(exc, HTTPClientError) or getattr(exc, LOST_ANSWERS, False):
+        return True
+    return isinstance(exc, ClientError) and bool(exc.response.get(LOST_ANSWERS))
+
+
+def watch_sends(client: Any) -> None:
+    """Register _resend_once and its carriers on an SQS client, once per client
+    however many dispatches share it (a stand-in without botocore's events has none)."""
+    events = getattr(getattr(client, "meta", None), "events", None)
+    if events is None:
+        return
+    name = "sqs.SendMessageBatch"
+    events.register(f"needs-retry.{name}", _resend_once, unique_id="spool-sqs-resend-once")
+    events.register(f"after-call-error.{name}", _carry_lost, unique_id="spool-sqs-lost-error")
+    events.register(f"after-call.{name}", _carry_lost_to_answer, unique_id="spool-sqs-lost")
+
+
 class SqsDispatch:
     """Sends job ids to one queue, ten to a request."""
 
     def __init__(self, client: SQSClient, queue: str) -> None:
         self.client = client
+        watch_sends(client)
         self._queue = queue
         self._url: str | None = queue if "://" in queue else None
         self._lock = threading.Lock()
@@ -97,8 +173,18 @@ class SqsDispatch:
     def send_held(self, items: Sequence[tuple[str, float, int]]) -> list[str]:
         """Send (job id, delay seconds, holds) triples, as `send`. A job a limit held
         back (holds > 0) goes as {"id": ID, "holds": N}, N the times it was held, so
-        the worker waits longer each time it holds it again (events.held_delay)."""
-        failed: list[str] = []
+        the worker waits longer each time it holds it again (events.held_delay).
+        Returns the ids not known to be on the queue: refused, or sent in a request
+        whose answer was lost (`send_sorted` tells the two apart)."""
+        return self.send_sorted(items).all()
+
+    def send_sorted(self, items: Sequence[tuple[str, float, int]]) -> Unsent:
+        """`send_held`, the ids it could not send sorted into those known not sent and
+        those that may have been (a lost answer): a caller that would send a job again
+        soon leaves the second kind to the release's lost-message sweep, which counts
+        the queue's messages first."""
+        refused: list[str] = []
+        uncertain: list[str] = []
         for start in range(0, len(items), BATCH):
             chunk = items[start : start + BATCH]
             entries: list[SendMessageBatchRequestEntryTypeDef] = [
@@ -112,10 +198,11 @@ class SqsDispatch:
             # By id: a held job's body is {"id": ..., "holds": N}, and callers ask
             # `job_id in unsent` (events.py), so a body named none of them.
             unsent = self._send_batch(entries)
-            failed.extend(chunk[int(entry_id)][0] for entry_id in unsent)
-        if not failed:
+            refused.extend(chunk[int(entry_id)][0] for entry_id in unsent.refused)
+            uncertain.extend(chunk[int(entry_id)][0] for entry_id in unsent.uncertain)
+        if not refused and not uncertain:
             self.failing = None
-        return failed
+        return Unsent(refused, uncertain)
 
     def depth(self) -> QueueDepth | None:
         """Messages on the queue now, visible, in flight and delayed; None when SQS
@@ -159,22 +246,30 @@ class SqsDispatch:
             )
             return None
 
-    def _send_batch(self, entries: list[SendMessageBatchRequestEntryTypeDef]) -> list[str]:
-        """Send one batch; returns the entry Ids that were not sent."""
+    def _send_batch(self, entries: list[SendMessageBatchRequestEntryTypeDef]) -> Unsent:
+        """Send one batch; returns the entry Ids that were not sent, or may not have
+        been (a lost answer: all of them uncertain)."""
         for _ in range(2):  # one retry for the entries SQS refused
             try:
                 response = self.client.send_message_batch(QueueUrl=self.queue_url, Entries=entries)
             except Exception as exc:  # the network or the service: leave it to release_due
-                log.warning("SQS send failed for %d job ids: %s", len(entries), exc)
+                lost = _lost_answer(exc)
+                log.warning(
+                    "SQS send failed for %d job ids%s: %s",
+                    len(entries),
+                    " (its answer was lost: they may be on the queue)" if lost else "",
+                    exc,
+                )
                 self.failing = (time.monotonic(), f"{type(exc).__name__}: {exc}")
-                return [e["Id"] for e in entries]
+                ids = [e["Id"] for e in entries]
+                return Unsent([], ids) if lost else Unsent(ids, [])
             refused = {f["Id"] for f in response.get("Failed", [])}
             entries = [e for e in entries if e["Id"] in refused]
             if not entries:
-                return []
+                return Unsent([], [])
         log.warning("SQS refused %d job ids", len(entries))
         self.failing = (time.monotonic(), f"SQS refused {len(entries)} messages")
-        return [e["Id"] for e in entries]
+        return Unsent([e["Id"] for e in entries], [])
 
     def change_visibility(self, receipts: Sequence[str], seconds: int) -> int:
         """Set the visibility timeout of received messages; returns how many were changed.
