@@ -283,7 +283,7 @@ def test_a_queue_that_refuses_ids_is_counted_retried_and_shown_on_health(
     clock.advance(60)
     assert store.release_due() == 0  # nothing was sent: not counted as released
     assert "msg_at" not in aws.item(job_id)  # its mark taken back: tried again next run
-    with pytest.raises(StoreUnavailable, match="SQS queue refused job ids"):
+    with pytest.raises(StoreUnavailable, match="sending job ids to the SQS queue failed"):
         store.check_writable()
     aws.sqs.create_queue(QueueName="jobs")
     assert store.release_due() == 1  # the next run, not lost_after later

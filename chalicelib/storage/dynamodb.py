@@ -1163,14 +1163,26 @@ class DynamoStore:
     def check_writable(self) -> None:
         """The table answers for itself on each write; the queue does not (a job is
         stored even when its id cannot be sent), so a send that failed in the last
-        minute, with none succeeding since, makes /health answer 503 naming it."""
-        failing = self.dispatch.failing if self.dispatch is not None else None
-        if failing is not None and time.monotonic() - failing[0] < QUEUE_FAILURE_SHOWN:
-            raise StoreUnavailable(
-                f"the SQS queue refused job ids ({failing[1]}): jobs are stored and the "
-                "scheduled function sends them again once the queue answers",
-                retry_after=30,
-            )
+        minute, with none succeeding since, makes /health answer 503 naming it, how
+        long ago and why. A failure where SQS gave no answer, or said the queue was
+        missing, shows only while the queue still does not answer
+        (SqsDispatch.still_failing)."""
+        if self.dispatch is None:
+            return
+        failing = self.dispatch.failing
+        if failing is None or time.monotonic() - failing.at >= QUEUE_FAILURE_SHOWN:
+            return
+        failing = self.dispatch.still_failing()
+        if failing is None:
+            return
+        ago = max(0, round(time.monotonic() - failing.at))
+        still = "; the queue does not answer now" if failing.probe else ""
+        raise StoreUnavailable(
+            f"sending job ids to the SQS queue failed {ago} s ago ({failing.why}), and "
+            f"none has been sent since{still}: jobs are stored and the scheduled "
+            "function sends them again once the queue answers",
+            retry_after=30,
+        )
 
     # -- get --------------------------------------------------------------------------------------
     def _owned_item(

@@ -40,6 +40,31 @@ BLIND_RESENDS = 1
 LOST_ANSWERS = "spool_sqs_lost_answers"
 
 
+# SQS's codes for a queue that is not there (deleted, a wrong URL): a queue that
+# answers GetQueueAttributes again is back.
+MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+
+
+class SendFailure(NamedTuple):
+    """The last send that failed, kept until one succeeds (shown on /health)."""
+
+    at: float  # time.monotonic()
+    why: str
+    # Over once the queue answers: SQS gave no answer (the network) or said the queue
+    # was missing. A refusal by SQS itself (the entries refused, access denied) is
+    # over only when a send succeeds: the queue may answer while refusing sends.
+    probe: bool
+
+
+def failure_of(exc: BaseException) -> SendFailure:
+    """What a send's exception says on /health, and whether a probe may clear it."""
+    why = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        return SendFailure(time.monotonic(), why, code in MISSING_QUEUE)
+    return SendFailure(time.monotonic(), why, True)
+
+
 class Unsent(NamedTuple):
     """The ids of a send that did not go as asked: `refused` ones are known not to be
     on the queue (SQS said so, or no request reached it); `uncertain` ones went out in
@@ -145,10 +170,11 @@ class SqsDispatch:
         self._queue = queue
         self._url: str | None = queue if "://" in queue else None
         self._lock = threading.Lock()
-        # (time.monotonic(), why) of the last send that failed, until one succeeds:
-        # jobs are stored either way, but a queue that refuses every id (deleted, the
-        # wrong URL) must show somewhere other than a warning per enqueue (/health).
-        self.failing: tuple[float, str] | None = None
+        # The last send that failed, until one succeeds (or, for a failure a probe may
+        # clear, until the queue answers: `still_failing`): jobs are stored either way,
+        # but a queue that refuses every id (deleted, the wrong URL) must show
+        # somewhere other than a warning per enqueue (/health).
+        self.failing: SendFailure | None = None
         self._visibility: int | None = None
         self._visibility_read = False
         self._visibility_lock = threading.Lock()
@@ -203,6 +229,24 @@ class SqsDispatch:
         if not refused and not uncertain:
             self.failing = None
         return Unsent(refused, uncertain)
+
+    def still_failing(self) -> SendFailure | None:
+        """The last failed send, unless it is one a probe may clear (`SendFailure.probe`)
+        and the queue answers a GetQueueAttributes now: then it is forgotten.
+
+        /health showed a failure for a whole minute with SQS long back, unless an
+        enqueue happened to send something. Asked only while a failure is kept."""
+        failing = self.failing
+        if failing is None or not failing.probe:
+            return failing
+        try:
+            self.client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
+        except Exception:  # still away: the failure stands
+            return failing
+        with self._lock:
+            if self.failing is failing:  # not one that failed since
+                self.failing = None
+        return self.failing
 
     def depth(self) -> QueueDepth | None:
         """Messages on the queue now, visible, in flight and delayed; None when SQS
@@ -260,7 +304,7 @@ class SqsDispatch:
                     " (its answer was lost: they may be on the queue)" if lost else "",
                     exc,
                 )
-                self.failing = (time.monotonic(), f"{type(exc).__name__}: {exc}")
+                self.failing = failure_of(exc)
                 ids = [e["Id"] for e in entries]
                 return Unsent([], ids) if lost else Unsent(ids, [])
             refused = {f["Id"] for f in response.get("Failed", [])}
@@ -268,7 +312,7 @@ class SqsDispatch:
             if not entries:
                 return Unsent([], [])
         log.warning("SQS refused %d job ids", len(entries))
-        self.failing = (time.monotonic(), f"SQS refused {len(entries)} messages")
+        self.failing = SendFailure(time.monotonic(), f"SQS refused {len(entries)} messages", False)
         return Unsent([e["Id"] for e in entries], [])
 
     def change_visibility(self, receipts: Sequence[str], seconds: int) -> int:
