@@ -62,7 +62,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
@@ -252,6 +252,14 @@ MAX_OBJECT_BYTES = 2 * 1024 * 1024
 MAX_CLAIMED_OBJECT_BYTES = 10 * 1024 * 1024
 # Backoff for a claimed job whose payload object could not be read (not missing).
 UNREADABLE_RETRY = RetryPolicy(base=2.0, cap=300.0)
+
+
+class Reaped(NamedTuple):
+    """What a reap did: leases reaped, and ids of the reaped jobs sent to the queue
+    (release_due counts those as released)."""
+
+    leases: int
+    sent: int
 
 
 class NoBucket(LookupError):
@@ -1672,6 +1680,10 @@ class DynamoStore:
     @aws_errors(write=True)
     def reap_expired(self, now: int | None = None) -> int:
         """Expired leases back to retrying (or dead after the last attempt); returns how many."""
+        return self._reap_expired(now).leases
+
+    def _reap_expired(self, now: int | None = None) -> Reaped:
+        """`reap_expired`, saying also how many reaped jobs' ids went to the queue."""
         now = self._now() if now is None else now
         self._last_reap = now
         expired: list[Item] = []  # index entries: keys only
@@ -1683,11 +1695,17 @@ class DynamoStore:
             )
             expired.extend(self._query(GSI_TIMER, expr, key))
         if not expired:
-            return 0
+            return Reaped(0, 0)
         found = self._batch_get([job_key(job_id_of(e)) for e in expired])
-        return self._reap(list(found.values()), now)
+        return self._reap_sending(list(found.values()), now)
 
     def _reap(self, items: Sequence[Mapping[str, AttributeValueTypeDef]], now: int) -> int:
+        """Reap these records' expired leases; returns how many were reaped."""
+        return self._reap_sending(items, now).leases
+
+    def _reap_sending(
+        self, items: Sequence[Mapping[str, AttributeValueTypeDef]], now: int
+    ) -> Reaped:
         units: list[Unit] = []
         unit_ids: list[str] = []
         retried: set[str] = set()
@@ -1771,11 +1789,11 @@ class DynamoStore:
             units.append(self._dated_unit(unit, st, self._expires(now)) if dead else unit)
         applied = self._tx.apply(units)
         done = [job_id for job_id, ok in zip(unit_ids, applied, strict=True) if ok]
-        self._send_marked([(i, now) for i in done if i in retried], now)
+        sent = self._send_marked([(i, now) for i in done if i in retried], now)
         for job_id in done:
             if job_id in buried:
                 log_buried_by_reap(*buried[job_id])
-        return len(done)
+        return Reaped(len(done), sent)
 
     def _give_back(
         self, item: Mapping[str, AttributeValueTypeDef], st: _Static, token: str, now: int
@@ -2371,7 +2389,8 @@ class DynamoStore:
     # -- delivery: the scheduled release ----------------------------------------------------------
     @aws_errors(write=True)
     def release_due(self, limit: int = 10_000, time_left: Callable[[], float] | None = None) -> int:
-        """Send ids for due-soon jobs that have no message on the way; returns how many.
+        """Send ids for due-soon jobs that have no message on the way; returns how many
+        went, the jobs it reaped and sent again included.
 
         Run by the scheduled function. It first reaps expired leases (whose
         jobs are sent at once), then looks at waiting jobs due within SQS's
@@ -2394,7 +2413,7 @@ class DynamoStore:
             return time_left is not None and time_left() < RELEASE_MARGIN
 
         now = self._now()
-        self.reap_expired(now)
+        reaped = self._reap_expired(now)
         horizon = now + MAX_DELAY_SECONDS * MICRO
         lost_before = now - micros_of(self.config.lost_after)
         # (job id, when it is due, msg_at before, msg_at written): a chunk being sent
@@ -2454,7 +2473,9 @@ class DynamoStore:
                     break
         if chunk:
             unsent += self._release(chunk, now)
-        released = marked - unsent
+        # The reaped jobs sent again count as released: a run that moved only those
+        # reported 0 (the scheduled function's {"released": 0}, no poller log line).
+        released = marked - unsent + reaped.sent
         if unsent:
             log.error(
                 "%d of %d job ids could not be sent to SQS (see the warning before); "
@@ -2519,7 +2540,7 @@ class DynamoStore:
                 **expr.placeholders(),
             }
 
-    def _send_marked(self, items: Sequence[tuple[str, int]], now: int) -> None:
+    def _send_marked(self, items: Sequence[tuple[str, int]], now: int) -> int:
         """Send ids of jobs due at the given times whose write just now set their msg_at
         to `_planned_message(run_at, now)` (add, retry, reap, redrive).
 
@@ -2532,10 +2553,13 @@ class DynamoStore:
         already sent five times). The mark goes only if it is still the
         one written here (a claim or a release since keeps theirs). Best effort: the
         jobs are stored either way, so nothing here raises; once one mark cannot be
-        taken back (DynamoDB unreachable too) the rest are left for lost_after."""
-        failed = set(self._send(list(items), now).refused)
+        taken back (DynamoDB unreachable too) the rest are left for lost_after.
+        Returns how many ids went to the queue (a lost answer's not counted)."""
+        unsent = self._send(list(items), now)
+        sent = len({job_id for job_id, _ in items}) - len(set(unsent.all()))
+        failed = set(unsent.refused)
         if not failed:
-            return
+            return sent
         for job_id, run_at in items:
             planned = self._planned_message(run_at, now)
             if job_id not in failed or planned is None:
@@ -2549,7 +2573,8 @@ class DynamoStore:
                     len(failed),
                     type(exc).__name__,
                 )
-                return
+                return sent
+        return sent
 
     def _release(self, to_send: list[tuple[str, int, int | None, int]], now: int) -> int:
         """Send what release_due marked; a mark whose send failed is taken back, so the
