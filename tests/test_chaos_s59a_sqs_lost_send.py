@@ -19,6 +19,7 @@ Everything crosses real sockets: moto_server and the proxy (tests/fault_proxy.py
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from chalicelib.clock import FakeClock
 from chalicelib.storage.dynamodb import DynamoConfig, DynamoStore
+from chalicelib.storage.sqs_dispatch import MAX_DELAY_SECONDS
 from tests.factories import new_job
 from tests.fault_proxy import FaultProxy
 from tests.moto_proc import moto_server
@@ -107,3 +110,32 @@ def test_a_send_that_never_left_is_sent_again_by_the_next_release(aws: Aws) -> N
     assert messages_for(aws.direct, job.id) == 0
     assert aws.direct.release_due() >= 1
     assert messages_for(aws.direct, job.id) == 1
+
+
+def test_the_release_s_own_lost_send_is_neither_counted_nor_sent_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job due too far ahead for SQS's delay gets its message from a release; when
+    that send's answer is lost the release counts it as not released, says why, and
+    the next release, seeing the message on the queue, sends it no other."""
+    with moto_server(tmp_path / "moto.log") as moto:
+        proxy = FaultProxy(moto.port)
+        try:
+            clock = FakeClock()
+            direct, proxied = (
+                DynamoStore(
+                    DynamoConfig.from_url(f"dynamodb://jobs?{OPTIONS}&endpoint={endpoint}"),
+                    clock,
+                )
+                for endpoint in (moto.endpoint, proxy.url)
+            )
+            job = new_job(clock, delay=MAX_DELAY_SECONDS + 30)
+            direct.add([job])
+            clock.advance(60)  # due within SQS's delay now
+            with proxy.losing_replies(SEND), caplog.at_level(logging.WARNING):
+                assert proxied.release_due() == 0
+            assert "answers were lost" in caplog.text
+            assert direct.release_due() == 0
+            assert messages_for(direct, job.id) <= 2
+        finally:
+            proxy.close()

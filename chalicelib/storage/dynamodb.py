@@ -2423,12 +2423,12 @@ class DynamoStore:
         # new message is delayed, and so is a job's due within SQS's 15 minutes (the
         # depth counts delayed messages too, so like is compared with like).
         messaged = 0
-        marked = unsent = 0
+        marked = unsent = uncertain = 0
         cut_short = False
 
         def mark(job_id: str, before: int | None, run_at: int) -> bool:
             """Mark (and, a chunk at a time, send) one job; False once no more may be."""
-            nonlocal marked, unsent, cut_short
+            nonlocal marked, unsent, uncertain, cut_short
             if marked >= limit:
                 return False
             if not chunk and out_of_time():
@@ -2440,7 +2440,8 @@ class DynamoStore:
                 chunk.append((job_id, at, before, written))
                 marked += 1
             if len(chunk) >= RELEASE_CHUNK:
-                unsent += self._release(chunk, now)
+                refused, lost = self._release(chunk, now)
+                unsent, uncertain = unsent + refused, uncertain + lost
                 chunk.clear()
             return True
 
@@ -2472,15 +2473,24 @@ class DynamoStore:
                 if not mark(job_id, planned, run_at):
                     break
         if chunk:
-            unsent += self._release(chunk, now)
+            refused, lost = self._release(chunk, now)
+            unsent, uncertain = unsent + refused, uncertain + lost
         # The reaped jobs sent again count as released: a run that moved only those
         # reported 0 (the scheduled function's {"released": 0}, no poller log line).
-        released = marked - unsent + reaped.sent
+        released = marked - unsent - uncertain + reaped.sent
         if unsent:
             log.error(
                 "%d of %d job ids could not be sent to SQS (see the warning before); "
                 "the scheduled function tries again on its next run",
                 unsent,
+                marked,
+            )
+        if uncertain:
+            log.warning(
+                "%d of %d job ids went to SQS in requests whose answers were lost: they "
+                "are most likely on the queue (not counted as released); any that are "
+                "not are sent again once lost_after has passed",
+                uncertain,
                 marked,
             )
         if cut_short:
@@ -2576,16 +2586,19 @@ class DynamoStore:
                 return sent
         return sent
 
-    def _release(self, to_send: list[tuple[str, int, int | None, int]], now: int) -> int:
+    def _release(
+        self, to_send: list[tuple[str, int, int | None, int]], now: int
+    ) -> tuple[int, int]:
         """Send what release_due marked; a mark whose send failed is taken back, so the
         next run tries again instead of waiting `lost_after` (one whose answer was lost
-        stays, as in `_send_marked`). Returns how many are not known sent."""
+        stays, as in `_send_marked`). Returns how many failed, and how many went in a
+        request whose answer was lost."""
         unsent = self._send([(job_id, at) for job_id, at, _, _ in to_send], now)
         failed = set(unsent.refused)
         for job_id, _, before, written in to_send:
             if job_id in failed:
                 self._unmark_sent(job_id, written, before)
-        return len(failed) + len(set(unsent.uncertain))
+        return len(failed), len(set(unsent.uncertain))
 
     def _unmark_sent(self, job_id: str, planned: int, before: int | None) -> None:
         """Put msg_at back as it was, unless something else has changed it since."""
