@@ -139,3 +139,23 @@ def test_the_release_s_own_lost_send_is_neither_counted_nor_sent_again(
             assert messages_for(direct, job.id) <= 2
         finally:
             proxy.close()
+
+
+def test_a_lost_send_that_never_reached_sqs_is_sent_by_the_sweep(aws: Aws) -> None:
+    """The other side of keeping the mark: when the requests were dropped before SQS
+    read them, the queue is short of the job's message, and the lost-message sweep
+    (here with lost_after at a millisecond) sends it."""
+    dropped = [0]
+
+    def drop_again() -> None:
+        dropped[0] += 1
+        aws.proxy.arm(SEND, "before", drop_again)
+
+    aws.proxy.arm(SEND, "before", drop_again)
+    job = new_job(aws.direct.clock)
+    aws.proxied.add([job])
+    aws.proxy.disarm()
+    assert dropped[0] == 2  # the first try and botocore's one resend
+    assert messages_for(aws.direct, job.id) == 0
+    assert aws.direct.release_due() == 1
+    assert messages_for(aws.direct, job.id) == 1
