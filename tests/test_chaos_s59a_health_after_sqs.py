@@ -17,6 +17,7 @@ Everything crosses real sockets: moto_server, the proxy (tests/fault_proxy.py) a
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,14 +45,15 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Served]:
+    cache = getattr(request, "param", "0")  # SPOOL_HEALTH_CACHE_SECONDS
     with moto_server(tmp_path / "moto.log") as moto:
         proxy = FaultProxy(moto.port)
         env = guarded_env(
             SPOOL_STORE_URL=f"dynamodb://jobs?queue=jobs&create=1&endpoint={proxy.url}",
             SPOOL_API_KEYS=f"{KEY}=acme",
             SPOOL_HANDLERS="chalicelib.builtin.demo",
-            SPOOL_HEALTH_CACHE_SECONDS="0",
+            SPOOL_HEALTH_CACHE_SECONDS=cache,
         )
         server = spool_serve("--no-worker", env=env, stderr=subprocess.DEVNULL)
         try:
@@ -92,3 +94,20 @@ def test_health_names_when_and_why_while_the_queue_is_gone_and_recovers(
     sqs.create_queue(QueueName="jobs")
     answer = served.http.get("/health")
     assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("served", ["60"], indirect=True)  # the table's read kept a minute
+def test_a_hung_queue_is_named_within_the_health_deadline(served: Served) -> None:
+    """The probe asks once, with a short timeout: with the store's client (five tries,
+    20 s each) a queue that took the request and never answered held /health's check
+    past its 3 s, and /health blamed the job store ("gave no answer")."""
+    assert served.http.get("/health").status_code == 200  # the table's read, kept
+    with served.proxy.losing_replies(SEND):
+        enqueue(served.http)
+    with socket.create_server(("127.0.0.1", 0)) as hole:  # takes connections, never answers
+        served.proxy.upstream_port = hole.getsockname()[1]
+        answer = served.http.get("/health")
+    assert answer.status_code == 503, answer.text
+    message = answer.json()["error"]["message"]
+    assert "sending job ids to the SQS queue failed" in message, message
+    assert "does not answer now" in message, message

@@ -43,6 +43,9 @@ LOST_ANSWERS = "spool_sqs_lost_answers"
 # SQS's codes for a queue that is not there (deleted, a wrong URL): a queue that
 # answers GetQueueAttributes again is back.
 MISSING_QUEUE = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
+# Seconds /health's probe of a failing queue waits for a connection and for an answer,
+# one try: under /health's own deadline (api/routes.py HEALTH_DEADLINE, 3 s).
+PROBE_SECONDS = 1.0
 
 
 class SendFailure(NamedTuple):
@@ -178,6 +181,7 @@ class SqsDispatch:
         self._visibility: int | None = None
         self._visibility_read = False
         self._visibility_lock = threading.Lock()
+        self._prober: Any = None
 
     @property
     def queue_url(self) -> str:
@@ -240,13 +244,42 @@ class SqsDispatch:
         if failing is None or not failing.probe:
             return failing
         try:
-            self.client.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=["QueueArn"])
+            self._probe_client().get_queue_attributes(
+                QueueUrl=self.queue_url, AttributeNames=["QueueArn"]
+            )
         except Exception:  # still away: the failure stands
             return failing
         with self._lock:
             if self.failing is failing:  # not one that failed since
                 self.failing = None
         return self.failing
+
+    def _probe_client(self) -> Any:
+        """The client `still_failing` asks with: the dispatch's own, made again to try
+        once and wait PROBE_SECONDS (as local/sqs_poller.answering_promptly does for
+        receives). With the store's client (five tries, 20 s each) a queue that took
+        the request and never answered held /health's check for minutes, and /health
+        said the job store gave no answer. A stand-in without botocore's `meta` is
+        asked itself."""
+        if self._prober is None:
+            meta = getattr(self.client, "meta", None)
+            if meta is None:
+                return self.client
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            once = BotoConfig(
+                connect_timeout=PROBE_SECONDS,
+                read_timeout=PROBE_SECONDS,
+                retries={"mode": "standard", "max_attempts": 1},
+            )
+            self._prober = boto3.session.Session().client(
+                "sqs",
+                endpoint_url=meta.endpoint_url,
+                region_name=meta.region_name,
+                config=meta.config.merge(once),
+            )
+        return self._prober
 
     def depth(self) -> QueueDepth | None:
         """Messages on the queue now, visible, in flight and delayed; None when SQS
