@@ -413,6 +413,20 @@ def _json_escaped(line: str) -> str:
     return _UNSEEN_JSON.sub(lambda m: json.dumps(m.group())[1:-1], line)
 
 
+# The same characters in a traceback (what follows a text line's first line), bar the
+# newline and tab it is made of: an exception's text is often a client's (a payload's
+# words raised by an admit check), and the traceback wrote it raw while the message
+# beside it escaped it.
+_TAIL_BREAKING = re.compile(f"[\x00-\x08\x0b-\x1f{_UNSEEN}]")
+
+
+def _escaped_tail(tail: str) -> str:
+    """A traceback with one_line's escapes for all but its newlines and tabs."""
+    if _TAIL_BREAKING.search(tail) is None:
+        return tail
+    return _TAIL_BREAKING.sub(lambda m: json.dumps(m.group())[1:-1], tail)
+
+
 def one_line(message: str) -> str:
     """`message` with its line breaks and control characters written as escapes (\\n,
     \\u001b): a handler logging a payload's text must not forge a second line (`...
@@ -441,7 +455,10 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         pairs = " ".join(f"{k}={_text_value(v)}" for k, v in fields_of(record).items())
         head, newline, rest = line.partition("\n")
-        return redactor.text(f"{head} {pairs}{newline}{rest}" if pairs else line)
+        rest = _escaped_tail(rest)
+        return redactor.text(
+            f"{head} {pairs}{newline}{rest}" if pairs else f"{head}{newline}{rest}"
+        )
 
 
 def json_formatter() -> logging.Formatter:
