@@ -145,6 +145,12 @@ HandlerFunc = Callable[..., Any]
 AdmitFunc = Callable[[Any, str], None]
 
 
+# The 422's details mark a refusal by a handler's admit check ("refused_by"): the job
+# was well formed, and what changes the answer is the tenant or the operator's setting
+# the reason names, not the arguments (local/remote_cli.py words the fix from it).
+REFUSED_BY_ADMIT = "admit"
+
+
 @dataclass(frozen=True)
 class HandlerSpec:
     type: str
@@ -198,7 +204,7 @@ class HandlerSpec:
                 raise ValidationFailed(
                     f"payload refused for the {self.type!r} handler: "
                     f"{told(exception_text(exc), payload)}",
-                    {"type": self.type},
+                    {"type": self.type, "refused_by": REFUSED_BY_ADMIT},
                 ) from exc
             if answer is not None:
                 # `admit=lambda p, tenant: tenant == "acme"` read as a yes/no check, but

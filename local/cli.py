@@ -42,6 +42,7 @@ from local import (
 )
 from local.builtin_check import check_builtin_settings
 from local.cli_errors import (
+    ADMIT_ADVICE,
     NOT_UTF8,
     NOT_UTF8_FIX,
     CliFailure,
@@ -50,6 +51,7 @@ from local.cli_errors import (
     check_debugging,
     check_setting_names,
     debugging,
+    job_refusal_fix,
     payload_fix,
     report,
     validation_problem,
@@ -416,7 +418,9 @@ def _enqueue_request(rt: Runtime, args: argparse.Namespace) -> EnqueueRequest:
     except UnknownJobType:
         raise  # a ValidationFailed too; cli_errors names the known types and SPOOL_HANDLERS
     except ValidationFailed as exc:
-        raise UsageError(_job_problem(exc), "Fix the job and try again") from None
+        whose = f"tenant {args.tenant!r} (--tenant)"
+        fix = job_refusal_fix(exc.details, "Fix the job and try again", whose, ADMIT_ADVICE)
+        raise UsageError(_job_problem(exc), fix) from None
     setattr(args, CHECKED_JOB, request)
     return request
 

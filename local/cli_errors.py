@@ -367,6 +367,29 @@ def validation_problem(message: str, details: Any, where: str = "payload") -> st
     return worded(message, details, where)
 
 
+# What changes an admit check's answer on the local store, where the user runs the handlers.
+ADMIT_ADVICE = "change what its reason names"
+
+
+def job_refusal_fix(details: Any, fix: str, whose: str, advice: str) -> str:
+    """The fix for a refused job: `fix` ("Fix the job and try again"), or, when the
+    handler's admit check refused it (details' refused_by), that it refuses the job for
+    `whose` tenant, and `advice`. A per-tenant allowlist, a spent quota or
+    http_request's empty SPOOL_HTTP_ALLOWLIST ended "Fix the arguments and try again",
+    and no argument fixed them."""
+    from chalicelib.handlers import REFUSED_BY_ADMIT
+
+    if isinstance(details, list) and details:  # a batch's problems: each job's details
+        each = [p.get("details") if isinstance(p, dict) else None for p in details]
+        if all(job_refusal_fix(d, "", whose, advice) for d in each):
+            details = each[0]
+    if not isinstance(details, dict) or details.get("refused_by") != REFUSED_BY_ADMIT:
+        return fix
+    kind = details.get("type")
+    handler = f"the {kind!r} handler's" if isinstance(kind, str) else "the handler's"
+    return f"{handler[0].upper()}{handler[1:]} admit check refuses this job for {whose}: {advice}"
+
+
 def _validation_problem(exc: ValidationFailed) -> str:
     return validation_problem(exc.message, exc.details)
 
@@ -392,7 +415,8 @@ def explain(exc: BaseException) -> CliFailure:
             "printed them",
         )
     if isinstance(exc, ValidationFailed):
-        return UsageError(_validation_problem(exc), "Fix the job and try again")
+        fix = job_refusal_fix(exc.details, "Fix the job and try again", "this tenant", ADMIT_ADVICE)
+        return UsageError(_validation_problem(exc), fix)
     if isinstance(exc, ValidationError):
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "job"

@@ -29,6 +29,7 @@ from local.cli_errors import (
     NOT_UTF8_FIX,
     CliFailure,
     UsageError,
+    job_refusal_fix,
     payload_fix,
     validation_problem,
 )
@@ -428,6 +429,16 @@ _REFUSED_KEY_FIX = (
 )
 
 
+_TENANT_KEY_FIX = f"Pass a tenant's key with --key or {KEY_VARIABLE}"
+# What a server asks of an admit check's refusal: the reason may name the payload, or
+# what only the operator sets (a tenant's allowance, SPOOL_HTTP_ALLOWLIST).
+_ADMIT_ADVICE = "change what its reason names, or ask the server's operator"
+# A 429's code for the limits on a client or tenant (too_many_waits: a busy server).
+LIMITED = "rate_limited"
+RETRY_AFTER_WORDS = "; retry after the time in Retry-After"
+AUTH_FAILURES_WORDS = "too many failed authentications"
+
+
 def explain(exc: client_errors.SpoolClientError) -> CliFailure:
     """A server's refusal (or its silence) as one line with the fix and the exit code."""
     from spool_client import errors as client_errors
@@ -468,13 +479,18 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
             # said once, in the command line's (--key, SPOOL_API_KEY).
             problem = "invalid API key" if exc.message == INVALID_TENANT_KEY else exc.message
             return CliFailure(problem, _REFUSED_KEY_FIX, EXIT_USAGE)
+        if isinstance(exc, client_errors.Forbidden):  # a valid key of the wrong kind
+            return CliFailure(exc.message, _TENANT_KEY_FIX, EXIT_USAGE)
         return CliFailure(exc.message, _KEY_FIX, EXIT_USAGE)
     if isinstance(exc, client_errors.UnknownJobType):
         known = _known_types(exc.details)
         problem = exc.message.partition(UNKNOWN_TYPE_FIX_START)[0]  # its own fix below
         return UsageError(problem, f"The server's job types: {known}")
     if isinstance(exc, client_errors.ValidationFailed):  # a job, or a listing's filters
-        return UsageError(_first_problem(exc), "Fix the arguments and try again")
+        fix = job_refusal_fix(
+            exc.details, "Fix the arguments and try again", "your key's tenant", _ADMIT_ADVICE
+        )
+        return UsageError(_first_problem(exc), fix)
     if isinstance(exc, client_errors.BadRequest | client_errors.PayloadTooLarge):
         return UsageError(exc.message)
     if isinstance(exc, client_errors.NotFound):
@@ -492,9 +508,37 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
     if isinstance(exc, client_errors.Misconfigured):
         # Its message says the operator must fix a setting: no retry or wait helps.
         return CliFailure(exc.message)
+    if exc.code == LIMITED:
+        return _limited(exc)
     if isinstance(exc, client_errors.Unavailable | client_errors.TooManyRequests):
         return CliFailure(exc.message, "The server is busy or its store is down: try again later")
     return CliFailure(exc.message)
+
+
+def _limited(exc: client_errors.ApiError) -> CliFailure:
+    """A 429 rate_limited: a limit on this client or its key's tenant, not a busy or
+    broken server, which the 503's fix said. The server's "retry after the time in
+    Retry-After" names a header the command line's user never sees: the wait is said
+    in seconds instead."""
+    problem = exc.message.removesuffix(RETRY_AFTER_WORDS)
+    wait = f"try again in {exc.retry_after:g} s" if exc.retry_after else "try again later"
+    if problem.startswith(AUTH_FAILURES_WORDS):
+        return CliFailure(
+            problem,
+            f"Check --key / {KEY_VARIABLE}: the server refused keys from this address "
+            f"too often; {wait}",
+        )
+    if isinstance(exc.details, dict) and "backlog" in exc.details:
+        return CliFailure(
+            problem,
+            "A cap on your key's tenant's waiting jobs (the server's SPOOL_TENANT_LIMITS), "
+            "not a busy server: let jobs run, or ask the server's operator",
+        )
+    return CliFailure(
+        problem,
+        f"A limit on your key's tenant (the server's SPOOL_TENANT_LIMITS), not a busy "
+        f"server: {wait}",
+    )
 
 
 def _known_types(details: Any) -> str:

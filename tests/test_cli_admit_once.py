@@ -85,7 +85,9 @@ def test_a_refused_job_is_still_refused_in_one_line_and_stores_nothing(tmp_path:
     assert done.returncode == 2 and done.stdout == ""
     [line] = done.stderr.splitlines()
     assert line.startswith("spool: ") and "the tenant's quota is spent" in line, line
-    assert line.endswith("Fix the job and try again."), line
+    # The job is fine; the tenant's quota is what refuses it (stop 59: not "Fix the job").
+    assert line.endswith("admit check refuses this job for tenant 'acme' (--tenant): "
+                         "change what its reason names."), line  # fmt: skip
     assert _admitted(tmp_path) == ["acme"]
     assert not (tmp_path / "spool.db").exists()
 
