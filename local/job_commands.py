@@ -9,7 +9,7 @@ import argparse
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -185,7 +185,18 @@ def list_options(parser: argparse.ArgumentParser, page: int = 100) -> None:
     parser.add_argument(
         "--cursor", type=_cursor, help="start after this page (the next_cursor printed last)"
     )
-    parser.add_argument("--all", action="store_true", help="follow every page to the end")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="follow every page to the end, printing each as it comes",
+    )
+    parser.add_argument(
+        "--max-jobs",
+        type=_max_jobs,
+        default=tables.MAX_ALL_JOBS,
+        help="with --all: stop after the page that brings it to this many jobs, print the "
+        f"cursor to go on from and exit 1 (default {tables.MAX_ALL_JOBS:,})",
+    )
     parser.add_argument("--json", action="store_true", help="machine output")
 
 
@@ -199,6 +210,10 @@ def _cursor(text: str) -> str:
             "for the first page"
         )
     return text
+
+
+def _max_jobs(text: str) -> int:
+    return cli_ranges.whole(text, 1, None, "must be a whole number of at least {low}, not {text!r}")
 
 
 def _page_size(text: str) -> int:
@@ -217,18 +232,25 @@ def state_choices() -> list[str]:
 
 def list_local(rt: Runtime, args: argparse.Namespace, state: JobState | None, noun: str) -> int:
     """Pages of the local store's jobs (every tenant unless --tenant), as a table or JSON."""
-    cursor = args.cursor
-    jobs: list[dict[str, Any]] = []
-    while True:
-        page = rt.service.list_jobs(
-            JobQuery(args.tenant, state, args.queue, args.type, limit=args.limit, cursor=cursor)
-        )
-        jobs.extend(job_json(j) for j in page.jobs)
-        cursor = page.next_cursor
-        if not args.all or cursor is None:
-            break
-    tables.print_page(jobs, cursor, args.json, noun)
-    return 0
+
+    def page(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        query = JobQuery(args.tenant, state, args.queue, args.type, limit=args.limit, cursor=cursor)
+        listed = rt.service.list_jobs(query)
+        return [job_json(j) for j in listed.jobs], listed.next_cursor
+
+    if not args.all:
+        tables.print_page(*page(args.cursor), args.json, noun)
+        return 0
+
+    def pages() -> Iterator[tuple[list[dict[str, Any]], str | None]]:
+        cursor = args.cursor
+        while True:
+            jobs, cursor = page(cursor)
+            yield jobs, cursor
+            if cursor is None:
+                return
+
+    return 0 if tables.print_pages(pages(), args.json, noun, args.max_jobs) else 1
 
 
 def cmd_jobs(rt: Runtime, args: argparse.Namespace) -> int:

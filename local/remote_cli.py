@@ -297,8 +297,7 @@ def cmd_jobs(client: Client, args: argparse.Namespace) -> int:
         page_size=args.limit,
         cursor=args.cursor,
     )
-    _print_pages(pages, args, "job(s)")
-    return 0
+    return _print_pages(pages, args, "job(s)")
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
@@ -312,8 +311,7 @@ def cmd_dlq(client: Client, args: argparse.Namespace) -> int:
         pages = client.dead_pages(
             queue=args.queue, type=args.type, page_size=args.limit, cursor=args.cursor
         )
-        _print_pages(pages, args, "dead job(s)")
-        return 0
+        return _print_pages(pages, args, "dead job(s)")
     job_commands.check_redrive_args(args)
     if args.all:
         ids: list[str] = []
@@ -367,15 +365,15 @@ REMOTE: dict[str, Callable[[Client, argparse.Namespace], int]] = {
 }
 
 
-def _print_pages(pages: Iterator[Page], args: argparse.Namespace, noun: str) -> None:
-    jobs: list[dict[str, Any]] = []
-    cursor: str | None = None
-    for page in pages:
-        jobs.extend(j.raw for j in page.jobs)
-        cursor = page.next_cursor
-        if not args.all:
-            break
-    tables.print_page(jobs, cursor, args.json, noun)
+def _print_pages(pages: Iterator[Page], args: argparse.Namespace, noun: str) -> int:
+    """One page, or with --all each page as it comes (tables.print_pages: exit 1 when
+    it stopped at --max-jobs)."""
+    if not args.all:
+        page = next(pages)
+        tables.print_page([j.raw for j in page.jobs], page.next_cursor, args.json, noun)
+        return 0
+    listed = (([j.raw for j in page.jobs], page.next_cursor) for page in pages)
+    return 0 if tables.print_pages(listed, args.json, noun, args.max_jobs) else 1
 
 
 # -- the API's JSON as the models status_view renders ------------------------------------------

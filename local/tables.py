@@ -112,9 +112,16 @@ def _outcome(job: Mapping[str, Any]) -> str:
 def job_rows(jobs: Sequence[Mapping[str, Any]]) -> list[str]:
     """A table of jobs; a tenant column when the jobs carry one (the local store)."""
     with_tenant = any("tenant" in j for j in jobs)
-    headers = ["id", "type", "queue", *(["tenant"] if with_tenant else []), "state"]
-    headers += ["tries", "created (UTC)", "error / result"]
-    rows = [
+    return table(_job_headers(with_tenant), _job_cells(jobs, with_tenant))
+
+
+def _job_headers(with_tenant: bool) -> list[str]:
+    tenant = ["tenant"] if with_tenant else []
+    return ["id", "type", "queue", *tenant, "state", "tries", "created (UTC)", "error / result"]
+
+
+def _job_cells(jobs: Iterable[Mapping[str, Any]], with_tenant: bool) -> list[list[str]]:
+    return [
         [
             printable(str(j["id"])),
             printable(str(j["type"])),
@@ -127,7 +134,6 @@ def job_rows(jobs: Sequence[Mapping[str, Any]]) -> list[str]:
         ]
         for j in jobs
     ]
-    return table(headers, rows)
 
 
 def print_page(
@@ -148,6 +154,90 @@ def print_page(
         f"; more: --all, or the next page: --cursor {printable(next_cursor)}" if next_cursor else ""
     )
     print(f"{len(jobs)} {noun}{more}", file=sys.stderr)
+
+
+# `--all` stops after the page that brings it to this many jobs (--max-jobs): a server
+# whose cursors never repeat (stop 58 caught those that come round again) kept `spool
+# jobs --all` asking for ever.
+MAX_ALL_JOBS = 1_000_000
+
+
+def print_pages(
+    pages: Iterable[tuple[Sequence[Mapping[str, Any]], str | None]],
+    as_json: bool,
+    noun: str,
+    max_jobs: int = MAX_ALL_JOBS,
+) -> bool:
+    """Every page (`--all`) as it arrives, as one table or one JSON document the same
+    as print_page's for all of them; False when it stopped at `max_jobs` jobs before the
+    listing ended (the line on stderr gives the cursor to go on from).
+
+    The rows of each page are written when it comes: every job was kept and printed at
+    the end, so a long listing showed nothing for minutes and held every job in memory,
+    and one that never ended showed nothing at all. A column widens when a later page
+    has a longer value (the header is written once, with the first page)."""
+    printer = _JsonPages() if as_json else _TablePages()
+    count, cursor = 0, None
+    for jobs, cursor in pages:
+        printer.add(jobs)
+        count += len(jobs)
+        if cursor is None or count >= max_jobs:
+            break
+    printer.end(cursor)
+    if cursor is None:
+        print(f"{count} {noun}", file=sys.stderr)
+        return True
+    more = f"stopped at --max-jobs {max_jobs}; more: --cursor {printable(cursor)}"
+    print(f"{count} {noun}; {more}", file=sys.stderr)
+    return False
+
+
+class _TablePages:
+    """print_page's table, written a page at a time."""
+
+    def __init__(self) -> None:
+        self.widths: list[int] | None = None
+        self.with_tenant = False
+
+    def add(self, jobs: Sequence[Mapping[str, Any]]) -> None:
+        if self.widths is None:
+            if not jobs:
+                return
+            self.with_tenant = any("tenant" in j for j in jobs)
+            headers = _job_headers(self.with_tenant)
+            self.widths = [len(h) for h in headers]
+            rows = [headers, *_job_cells(jobs, self.with_tenant)]
+        else:
+            rows = _job_cells(jobs, self.with_tenant)
+        for row in rows:
+            self.widths = [max(w, len(cell)) for w, cell in zip(self.widths, row, strict=True)]
+        for row in rows:
+            cells = zip(row, self.widths, strict=True)
+            print("  ".join(cell.ljust(width) for cell, width in cells).rstrip())
+        sys.stdout.flush()
+
+    def end(self, cursor: str | None) -> None:
+        return None
+
+
+class _JsonPages:
+    """print_page's JSON document ({"jobs": [...], "next_cursor": ...}, as json.dumps
+    with indent=2 writes it), written a page of jobs at a time."""
+
+    def __init__(self) -> None:
+        self.any = False
+        sys.stdout.write('{\n  "jobs": [')
+
+    def add(self, jobs: Sequence[Mapping[str, Any]]) -> None:
+        for job in jobs:
+            text = json.dumps(job, indent=2, default=str).replace("\n", "\n    ")
+            sys.stdout.write(f"{',' if self.any else ''}\n    {text}")
+            self.any = True
+        sys.stdout.flush()
+
+    def end(self, cursor: str | None) -> None:
+        close = "\n  ]" if self.any else "]"
+        sys.stdout.write(f'{close},\n  "next_cursor": {json.dumps(cursor)}\n}}\n')
 
 
 def print_enqueued(answer: Mapping[str, Any], as_json: bool) -> None:

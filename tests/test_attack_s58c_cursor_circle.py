@@ -75,7 +75,8 @@ def test_spool_jobs_all_ends_on_a_circle_of_two(tmp_path: Path) -> None:
     finally:
         server.close()
     assert proc.returncode == 1, err
-    assert out == ""
+    # The pages before the circle was met, printed as they came (stop 59: streamed).
+    assert len(out.splitlines()) == 1 + 3
     [line] = err.splitlines()
     assert "already asked with" in line and "never end" in line, line
     assert server.asked == [None, "a", "b"]
