@@ -429,6 +429,43 @@ def _enqueue_request(rt: Runtime, args: argparse.Namespace) -> EnqueueRequest:
 CHECKED_JOB = "checked_job"
 
 
+def unserved_note(rt: Runtime, queue: str) -> str | None:
+    """Why nothing may run a job on `queue`: no worker's heartbeat within
+    SPOOL_WORKER_LIVE_SECONDS (what `spool top` and the dashboard count as live), or none
+    taking that queue; None when one does. The local enqueue printed `queued` and
+    nothing more, so a new user who had not started a worker waited for ever.
+
+    One read of the store's heartbeats, on the command line only (a server's enqueue
+    reads nothing more). Never fails the command: a store that cannot say stays silent."""
+    from chalicelib.attempt_record import live_seconds
+
+    within = live_seconds(rt.settings)
+    try:
+        workers = rt.store.live_workers(within)
+    except Exception:
+        return None
+    if any(w.queues is None or queue in w.queues for w in workers):
+        return None
+    if workers:
+        taken = sorted({q for w in workers for q in w.queues or ()})
+        return (
+            f"no live worker takes queue {queue!r} (those seen in the last {within:g} s "
+            f"take {', '.join(taken)}): start one for it with "
+            f"`SPOOL_QUEUES={queue} spool worker`"
+        )
+    return (
+        f"no worker has been seen on this store in the last {within:g} s, so nothing "
+        "runs its jobs yet: start one with `spool worker` (same SPOOL_STORE_URL), or "
+        "run `spool serve`, whose built-in worker runs it"
+    )
+
+
+def _note_unserved(rt: Runtime, queue: str) -> None:
+    note = unserved_note(rt, queue)
+    if note is not None:
+        print(f"spool: note: {note}", file=sys.stderr)
+
+
 def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
     """Store the job, or `--count` copies of it: one command, one admit check (the
     copies are the same job for the same tenant), made by _enqueue_request."""
@@ -445,6 +482,7 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
             },
             args.json,
         )
+        _note_unserved(rt, result.job.queue)
         return 0
     # Only --json keeps anything, and only the ids: a stored chunk's jobs are let go.
     added: list[dict[str, Any]] = []
@@ -454,6 +492,7 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
             for start in range(0, args.count, ENQUEUE_CHUNK):
                 n = min(ENQUEUE_CHUNK, args.count - start)
                 results = rt.service.enqueue([request] * n, args.tenant, admitted=True)
+                queue = results[0].job.queue
                 if args.json:  # the ids, as remotely (local/remote_cli.py)
                     added += (
                         {"id": r.job.id, "state": r.job.state.value, "created": r.created}
@@ -469,6 +508,7 @@ def cmd_enqueue(rt: Runtime, args: argparse.Namespace) -> int:
     if args.json:
         _print(added)
     print(f"enqueued {args.count} jobs (tenant {args.tenant})", file=sys.stderr)
+    _note_unserved(rt, queue)
     return 0
 
 
@@ -509,7 +549,13 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
     if args.wait is None:
         job = rt.service.status(args.id, args.tenant)
     else:
-        job = job_commands.wait_local(rt, args.id, args.tenant, job_commands.wait_limit(args.wait))
+        job = job_commands.wait_local(
+            rt,
+            args.id,
+            args.tenant,
+            job_commands.wait_limit(args.wait),
+            lambda waiting: unserved_note(rt, waiting.queue),
+        )
     attempts = rt.store.attempts(job.id, args.tenant) or []
     with tables.reader_may_leave():  # `| head` keeps the exit code (3, 4)
         if args.json:

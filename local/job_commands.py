@@ -146,15 +146,42 @@ def wait_limit(wait: float) -> float | None:
     return None if wait == NO_LIMIT else wait
 
 
-def wait_local(rt: Runtime, job_id: str, tenant: str | None, timeout: float | None) -> Job:
-    """Read the job until it is terminal or `timeout` seconds pass (None: no limit)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
+# Seconds `status --wait` watches a job still waiting before it says why (once).
+WAIT_NOTE_AFTER = 3.0
+
+
+def wait_local(
+    rt: Runtime,
+    job_id: str,
+    tenant: str | None,
+    timeout: float | None,
+    why: Callable[[Job], str | None] | None = None,
+) -> Job:
+    """Read the job until it is terminal or `timeout` seconds pass (None: no limit).
+
+    A job still queued or retrying after WAIT_NOTE_AFTER seconds gets `why(job)` said
+    once on stderr (no worker serves its queue): the wait was silent until it ran out,
+    or for ever without a limit."""
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
     job = rt.service.status(job_id, tenant)
+    told = why is None
     while not job.terminal and (deadline is None or time.monotonic() < deadline):
         left = LOCAL_POLL if deadline is None else max(0.0, deadline - time.monotonic())
         time.sleep(min(LOCAL_POLL, left))
         job = rt.service.status(job_id, tenant)
+        if not told and time.monotonic() - start >= WAIT_NOTE_AFTER:
+            told = True
+            _say_why(job, why)
     return job
+
+
+def _say_why(job: Job, why: Callable[[Job], str | None] | None) -> None:
+    if why is None or job.state not in (JobState.QUEUED, JobState.RETRYING):
+        return
+    reason = why(job)
+    if reason is not None:
+        print(f"spool: note: {job.id} is still {job.state.value}: {reason}", file=sys.stderr)
 
 
 def filter_name(kind: str) -> Callable[[str], str]:
