@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -272,7 +273,7 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     finished = True
     if args.wait is not None:
         try:
-            client.wait(args.id, timeout=wait_limit(args.wait))
+            _wait(client, args.id, wait_limit(args.wait))
         except client_errors.WaitTimeout:
             finished = False
     job = client.get(args.id, attempts=True)
@@ -287,6 +288,49 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
     # long-polls were lost on the way, exited 3 ("still waiting") beside its result.
     finished = finished or job.terminal
     return wait_exit(job.state, finished) if args.wait is not None else 0
+
+
+def _wait(client: Client, job_id: str, limit: float | None) -> None:
+    """client.wait for `limit` seconds (None: no limit), saying once, after
+    WAIT_NOTE_AFTER seconds of a job still waiting, that the server has seen no worker
+    (_unserved): against `spool serve --no-worker` the wait was silent until it ran out."""
+    from spool_client import errors as client_errors
+
+    after = job_commands.WAIT_NOTE_AFTER
+    if limit is not None and limit <= after:
+        client.wait(job_id, timeout=limit)
+        return
+    start = time.monotonic()
+    try:
+        client.wait(job_id, timeout=after)
+        return
+    except client_errors.WaitTimeout as exc:
+        if exc.job is not None and exc.job.state in ("queued", "retrying"):
+            reason = _unserved(client)
+            if reason is not None:
+                print(f"spool: note: {job_id} is still {exc.job.state}: {reason}", file=sys.stderr)
+    left = None if limit is None else max(0.0, limit - (time.monotonic() - start))
+    client.wait(job_id, timeout=left)
+
+
+def _unserved(client: Client) -> str | None:
+    """Why nothing runs the job, as the dashboard's overview (GET /ui/api/overview, the
+    key's own) counts live workers; None when it counts some, or cannot be read (a
+    server without the dashboard, a refusal): the wait goes on either way."""
+    from spool_client.calls import Call
+
+    try:
+        workers = client._send(Call("GET", "/ui/api/overview"))["workers"]
+        live, within = int(workers["live"]), float(workers["within_seconds"])
+    except Exception:
+        return None
+    if live:
+        return None
+    return (
+        f"the server has seen no worker in the last {within:g} s, so nothing runs it yet "
+        "(`spool serve --no-worker` runs none; a `spool worker` on the server's store "
+        "does): ask the server's operator"
+    )
 
 
 def cmd_jobs(client: Client, args: argparse.Namespace) -> int:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import ROOT, guarded_env, stop
+from tests.procs import ROOT, guarded_env, spool_serve, stop
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -106,3 +106,23 @@ def test_status_wait_says_why_it_is_still_waiting(tmp_path: Path) -> None:
     [line] = done.stderr.splitlines()
     assert line.startswith(f"spool: note: {job_id} is still queued"), line
     assert "no worker has been seen on this store" in line, line
+
+
+def test_status_wait_on_a_server_without_workers_says_why(tmp_path: Path) -> None:
+    """`spool serve --no-worker` (or a server whose workers are stopped): the wait asks
+    the dashboard's overview once, after a few seconds, for the live workers it counts
+    (the enqueue's fast path reads nothing more)."""
+    key = "s59d-no-worker-key-0123456789"
+    env = _env(tmp_path, SPOOL_API_KEYS=f"{key}=acme")
+    served = spool_serve("--no-worker", env=env)
+    try:
+        remote = {**env, "SPOOL_URL": served.url, "SPOOL_API_KEY": key}
+        made = _spool(remote, "enqueue", "echo")
+        assert made.returncode == 0 and made.stderr == "", made.stderr
+        done = _spool(remote, "status", made.stdout.split()[0], "--wait", "4s")
+    finally:
+        stop(served.proc)
+    assert done.returncode == 3, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"spool: note: {made.stdout.split()[0]} is still queued"), line
+    assert "the server has seen no worker in the last 60 s" in line, line
