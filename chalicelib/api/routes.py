@@ -409,7 +409,11 @@ class Edge:
         # store that took the connection and said nothing held the probe for its whole
         # call deadline (Postgres 35 s, DynamoDB's retries about two minutes).
         self._health_probe.run(HEALTH_DEADLINE)
-        return json_response(200, {"status": "ok", "store": "ok"})
+        body: dict[str, object] = {"status": "ok", "store": "ok"}
+        warnings = store_warnings(self.runtime.store)
+        if warnings:
+            body["warnings"] = warnings
+        return json_response(200, body)
 
     def _check_store(self) -> None:
         # One cheap read proves the store answers; a down store makes this a 503, and
@@ -441,6 +445,15 @@ class Edge:
         from chalicelib.api.openapi import document
 
         return json_response(200, document(self.settings, self.runtime.registry))
+
+
+def store_warnings(store: object) -> list[str]:
+    """What the store's server is set to do that can lose acknowledged jobs though
+    every call succeeds (Redis: an allkeys-* maxmemory-policy), as last read by
+    check_writable. Only the Redis store has such settings, so it is the only one
+    with `warnings`; /health stays 200 (the store works) and says it in its body."""
+    read = getattr(store, "warnings", None)
+    return list(read()) if callable(read) else []
 
 
 # Seconds /health waits for the store's check: under a load balancer's usual probe

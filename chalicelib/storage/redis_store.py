@@ -73,6 +73,7 @@ from chalicelib.storage.base import (
 )
 from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.redis_notify import RedisNotifier
+from chalicelib.storage.redis_policy import PolicyWatch, warn_if_not_persisted
 from chalicelib.storage.store_clock import ServerClock
 from chalicelib.store_outage import Quiet
 from chalicelib.webhooks import outbox
@@ -324,38 +325,6 @@ def connect(settings: RedisSettings) -> redis.Redis:
     return redis.Redis(connection_pool=pool)
 
 
-def eviction_warning(policy: str) -> str | None:
-    """The warning for a maxmemory-policy that lets Redis delete Spool's keys, or None.
-
-    allkeys-* deletes any key once Redis is full: jobs, leases, indexes, idempotency
-    keys, silently, so an acknowledged job can vanish or run twice. volatile-* only
-    deletes keys with a TTL, and Spool's keys carry none (but /health's own, gone in
-    a second anyway): to Spool it is noeviction, a full server refuses writes.
-    """
-    if not policy.startswith("allkeys-"):
-        return None
-    return (
-        f"redis maxmemory-policy is {policy}: once Redis is full it deletes any key "
-        "without a word, Spool's jobs, leases and idempotency keys among them. Set "
-        "maxmemory-policy noeviction (CONFIG SET and redis.conf): a full Redis then "
-        "refuses writes and Spool answers 503"
-    )
-
-
-def warn_if_evicting(client: Any) -> None:
-    """Log eviction_warning at start. A server that refuses CONFIG (managed Redis
-    often renames or disables it) is not asked again: the docs say what to set."""
-    try:
-        reply = client.config_get("maxmemory-policy")
-    except redis.RedisError:
-        return
-    value = reply.get(b"maxmemory-policy", reply.get("maxmemory-policy", b""))
-    policy = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
-    warning = eviction_warning(policy)
-    if warning is not None:
-        log.warning("%s", warning)
-
-
 # How redis-py words a failure to open a connection (utils.format_error_message, and
 # Connection.connect_check_health's timeout): raised before the command was sent.
 _CONNECT_FAILED = re.compile(r"(Error( \S+)? connecting to |Timeout connecting to server)")
@@ -428,7 +397,9 @@ class RedisStore:
         self.notifier = RedisNotifier(self.client, self._p + "wake")
         self._summaries = False  # QT_INSTALL ran (or found its work done) for this process
         self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
-        warn_if_evicting(self.client)
+        self._policy = PolicyWatch(self.client)  # maxmemory-policy, read again when due
+        self._policy.check()
+        warn_if_not_persisted(self.client)
         self._birth: bytes | None = None  # the store's birth mark, as this process saw it
         self._emptied = 0  # changes of that mark logged since (cache_epoch reads it)
         self._mark_birth()
@@ -681,6 +652,11 @@ class RedisStore:
                 raise StoreUnavailable(write_refusal(refused), retry_after=5) from refused
             raise
         self._check_birth()
+        self._policy.check()
+
+    def warnings(self) -> list[str]:
+        warning = self._policy.warning
+        return [] if warning is None else [warning]
 
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         if tenant is not None:
@@ -1180,6 +1156,7 @@ class RedisStore:
         )
         self._call("BEAT", [worker, record, now_s, cutoff])
         self._check_birth()
+        self._policy.check()
 
     def forget_worker(self, worker: str) -> None:
         def forget() -> None:
