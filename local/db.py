@@ -4,7 +4,8 @@ Only Postgres has migrations: SQLite and the memory store create their tables
 themselves, and DynamoDB tables come from infra/. Run `spool db migrate` once
 per deploy, before starting new API or worker processes; it is safe to run
 again (it applies only what is missing) and from several hosts at once (an
-advisory lock makes them take turns).
+advisory lock makes them take turns). On Redis, `spool db status` shows the
+server's eviction policy and persistence instead (redis_policy).
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     commands = (
         sub.add_parser("migrate", help="apply pending migrations"),
         sub.add_parser(
-            "status", help=f"show applied and pending migrations (exit {EXIT_PENDING} if any)"
+            "status",
+            help=f"show applied and pending migrations (exit {EXIT_PENDING} if any); on "
+            f"Redis, the settings that lose jobs (exit {EXIT_PENDING} if its "
+            "maxmemory-policy evicts)",
         ),
     )
     for command in commands:
@@ -50,6 +54,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     url = args.store_url or Settings.from_env().store_url
     source = "--url" if args.store_url else "SPOOL_STORE_URL"  # named as the user gave it
     scheme = store_scheme(url, source)  # an unknown one: ConfigError
+    if scheme in ("redis", "rediss") and args.db_command == "status":
+        return _redis_status(url)
     if scheme not in ("postgres", "postgresql"):
         print(
             f"nothing to migrate: only Postgres stores have migrations ({source} is {scheme}://...)",
@@ -108,6 +114,44 @@ def cmd_db(args: argparse.Namespace) -> int:
         )
         return 0
     print(f"{where} is up to date (version {status.current})", file=sys.stderr)
+    return 0
+
+
+def _redis_status(url: str) -> int:
+    """`spool db status` on Redis: no migrations, but the settings that lose
+    acknowledged jobs while every call succeeds (redis_policy). It said only "nothing
+    to migrate", exit 0, on a server with an allkeys-* maxmemory-policy (a chaos run,
+    s59). Exit EXIT_PENDING while the policy can evict Spool's keys: something to fix
+    before the store is used. No persistence is said but not counted: it is a choice
+    the durability table in docs/self-hosting.md describes."""
+    import redis
+
+    from chalicelib.storage import redis_policy
+    from chalicelib.storage.redis_store import connect, parse_url, unreachable_message
+
+    settings = parse_url(url)
+    client = connect(settings)
+    try:
+        client.ping()
+        names = ("maxmemory-policy", "maxmemory", "appendonly", "appendfsync", "save")
+        values = {name: redis_policy.config_value(client, name) for name in names}
+    except redis.RedisError as exc:
+        raise CliFailure(unreachable_message(settings, exc)) from None  # it names the fix
+    finally:
+        client.close()
+    with tables.reader_may_leave():
+        for name, value in values.items():
+            shown = "(refused: CONFIG GET is disabled here)" if value is None else repr(value)
+            print(f"{name:<17} {shown}")
+    policy = values["maxmemory-policy"]
+    evicting = redis_policy.eviction_warning(policy) if policy is not None else None
+    unsaved = redis_policy.persistence_warning(values["appendonly"], values["save"])
+    for warning in (evicting, unsaved):
+        if warning is not None:
+            print(warning, file=sys.stderr)
+    if evicting is not None:
+        return EXIT_PENDING
+    print("nothing to migrate: Redis stores have no migrations", file=sys.stderr)
     return 0
 
 

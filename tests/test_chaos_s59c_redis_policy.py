@@ -23,7 +23,8 @@ from chalicelib.clock import FakeClock
 from chalicelib.storage import redis_policy
 from chalicelib.storage.redis_store import from_url
 from tests.apikit import Api, installed, settings_for
-from tests.redis_support import admin, private_server, with_prefix
+from tests.procs import run_spool
+from tests.redis_support import admin, free_port, private_server, with_prefix
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,3 +121,34 @@ def test_a_server_with_snapshots_only_is_not_called_unpersisted(
         with caplog.at_level(logging.WARNING, logger="spool.redis"):
             from_url(with_prefix(server.url, "rdb")).close()
     assert _said(caplog, "no persistence") == []
+
+
+def test_db_status_on_redis_names_an_evicting_policy_and_missing_persistence(
+    tmp_path: Path,
+) -> None:
+    """`spool db status` on a Redis store said only "nothing to migrate", exit 0,
+    on a server that deletes jobs once full and keeps none across a restart."""
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        control = admin(server.url)
+        control.config_set("maxmemory-policy", "allkeys-lru")
+        control.close()
+        done = run_spool(tmp_path, "db", "status", "--url", with_prefix(server.url, "cli"))
+    assert done.returncode == 3, done.stderr
+    assert "maxmemory-policy" in done.stdout and "allkeys-lru" in done.stdout
+    assert "CONFIG SET maxmemory-policy noeviction" in done.stderr
+    assert "no persistence" in done.stderr
+
+
+def test_db_status_on_a_safe_redis_exits_0(tmp_path: Path) -> None:
+    with private_server(tmp_path / "redis", appendfsync="always") as server:
+        done = run_spool(tmp_path, "db", "status", "--url", with_prefix(server.url, "cli"))
+    assert done.returncode == 0, done.stderr
+    assert "noeviction" in done.stdout and "appendonly" in done.stdout
+    assert "no persistence" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_db_status_on_an_unreachable_redis_says_so(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    done = run_spool(tmp_path, "db", "status", "--url", url)
+    assert done.returncode != 0 and done.returncode != 3
+    assert "cannot reach the Redis store" in done.stderr and "Traceback" not in done.stderr
