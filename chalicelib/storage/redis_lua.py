@@ -403,7 +403,7 @@ end
 """
 
 _WRITE = "#!lua\n"
-_READ = "#!lua flags=no-writes\n"
+_READ = READ_SHEBANG = "#!lua flags=no-writes\n"  # run as EVALSHA_RO (redis_store.Script)
 # Scripts that only delete: a server out of memory still runs them, so an operator can
 # free room with `spool purge` / the dead letters' purge instead of by hand.
 _FREE = "#!lua flags=allow-oom\n"

@@ -18,6 +18,7 @@ ClaimPolicy (limits, fair turns) is one script too: see redis_limits.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -310,6 +311,32 @@ def _split_len(raw: bytes) -> tuple[bytes, bytes]:
     return rest[:n], rest[n:]
 
 
+class Script:
+    """One Lua script, run by EVALSHA, and by EVAL when the server lacks it (NOSCRIPT:
+    a restart, a failover, SCRIPT FLUSH); the server then caches it for the next
+    EVALSHA. A no-writes script (redis_lua._READ) goes as EVALSHA_RO / EVAL_RO.
+
+    redis-py's Script sent EVALSHA and then SCRIPT LOAD, both of which CLIENT PAUSE
+    WRITE holds (a sha the server does not know may be a writing script; a load may
+    replicate): during a write pause (FAILOVER, maintenance) the first status read
+    after a restart waited out its timeout and answered 503, though the server
+    served reads (found by a chaos run, s59). The _RO forms are read-only commands,
+    which a write pause lets through."""
+
+    def __init__(self, client: Any, text: str) -> None:
+        self.client = client
+        self.script = text
+        self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
+        self.read_only = text.startswith(redis_lua.READ_SHEBANG)
+
+    def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        ro = "_RO" if self.read_only else ""
+        try:
+            return self.client.execute_command(f"EVALSHA{ro}", self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            return self.client.execute_command(f"EVAL{ro}", self.script, len(keys), *keys, *args)
+
+
 def connect(settings: RedisSettings) -> redis.Redis:
     pool = redis.BlockingConnectionPool.from_url(
         settings.url,
@@ -383,7 +410,7 @@ class RedisStore:
         self._read_server_clock()
         self._p = settings.keys
         self._scripts = {
-            name: self.client.register_script(self._script(getattr(redis_lua, name)))
+            name: Script(self.client, self._script(getattr(redis_lua, name)))
             for name in (
                 "ADD", "CLAIM", "FINISH", "START", "EXTEND", "CANCEL", "REDRIVE", "PURGE",
                 "DISCARD", "LIST", "NEXT_DUE", "BEAT", "ATTEMPTS", "GET", "CLAIM_WEBHOOKS",
@@ -391,9 +418,7 @@ class RedisStore:
             )
         }  # fmt: skip
         for name in ("CLAIM_POLICY", "TAKE_TOKENS"):
-            self._scripts[name] = self.client.register_script(
-                self._script(getattr(redis_limits_lua, name))
-            )
+            self._scripts[name] = Script(self.client, self._script(getattr(redis_limits_lua, name)))
         self.notifier = RedisNotifier(self.client, self._p + "wake")
         self._summaries = False  # QT_INSTALL ran (or found its work done) for this process
         self._quiet = Quiet()  # one warning per run of failed calls (store_outage.Quiet)
