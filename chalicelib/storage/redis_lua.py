@@ -530,6 +530,10 @@ do
       'lease_expires_at', 'lease_worker', 'type', 'priority', 'created_at', 'tenant',
       'callback_url', 'queue', 'unstarted', 'lease_token')
     local q = j[11]
+    if not q then
+      -- its hash is gone (see the lease below): its lease entry goes, nothing else
+      redis.call('ZREM', P .. 'L', id)
+    else
     redis.call('ZREM', P .. 'l:' .. q, id)
     redis.call('ZREM', P .. 'L', id)
     unindex_running(j[6], id)
@@ -567,6 +571,7 @@ do
       bump(j[9], q, j[6], 'retried')
     end
     end
+    end
   end
 end
 
@@ -578,7 +583,9 @@ local due = redis.call('ZRANGEBYSCORE', P .. 'S', '-inf', now, 'LIMIT', 0, 10000
 for _, id in ipairs(due) do
   local j = redis.call('HMGET', jkey(id), 'priority', 'run_at', 'created_at', 'queue', 'tenant',
     'type')
-  ready(j[4], -tonumber(j[1]), rmember(j[2], j[3], id), j[5], j[6])
+  if j[4] then  -- else its hash is gone (see the lease below): only the entry goes
+    ready(j[4], -tonumber(j[1]), rmember(j[2], j[3], id), j[5], j[6])
+  end
   redis.call('ZREM', P .. 'S', id)
 end
 local picked = {}
@@ -635,6 +642,12 @@ for i = 1, math.min(limit, #picked) do
   local p = picked[i]
   local id = string.sub(p[2], 41)
   local r = row(id)  -- read once, written once, and returned as it now stands
+  if not r[7] then
+    -- its hash is gone (evicted by an allkeys-* policy, deleted by hand) while its
+    -- entries stayed: drop the due entries read here, or every claim meets it again
+    redis.call('ZREM', P .. 'R', p[2])
+    if p[3] then redis.call('ZREM', P .. 'r:' .. p[3], p[2]) end
+  else
   local tenant, was, q = r[2], r[7], r[4]
   local attempts = tostring(tonumber(r[8]) + 1)
   unready(q, p[2], tenant, r[3])
@@ -650,6 +663,7 @@ for i = 1, math.min(limit, #picked) do
   count(tenant, q, 'running', 1)
   r[7], r[8], r[11], r[12], r[17], r[18] = 'running', attempts, token, expires, now, now
   claimed[#claimed + 1] = r
+  end
 end
 """
 

@@ -1,0 +1,91 @@
+"""A job's hash gone while its index entries stay (s59 chaos run).
+
+An allkeys-* maxmemory-policy evicts single keys, not whole jobs (and an operator's
+DEL does the same): on a private redis-server with allkeys-lru at its limit, 261
+keys were evicted, job hashes among them. The claim script then met a due entry
+whose hash was gone and raised ("attempt to perform arithmetic on a nil value")
+after its reap and promotion had written: every later claim raised the same, so
+no job of the store ran again. The reap (a lease in L) and the promotion (a delayed
+job in S) did the same. Now each drops the orphaned entry and goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chalicelib.clock import FakeClock
+from chalicelib.storage.redis_store import RedisStore, from_url
+from tests.factories import new_job
+from tests.redis_support import admin, private_server, with_prefix
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RedisStore]:
+    with private_server(tmp_path / "redis", appendfsync="no") as server:
+        opened = from_url(with_prefix(server.url, "lost"))
+        try:
+            yield opened
+        finally:
+            opened.close()
+
+
+def _lose(store: RedisStore, job_id: str) -> None:
+    """Delete the job's hash only, as eviction does."""
+    store.client.delete(store._p + "j:" + job_id)
+
+
+def test_a_due_job_whose_hash_is_gone_does_not_stop_claims(store: RedisStore) -> None:
+    clock = FakeClock(store.clock.now())
+    jobs = [new_job(clock) for _ in range(3)]
+    store.add(jobs)
+    _lose(store, jobs[0].id)
+    claimed = store.claim(10, 30)
+    assert sorted(j.id for j in claimed) == sorted(j.id for j in jobs[1:])
+    assert store.claim(10, 30) == []
+    assert store.claim(10, 30, queues=[jobs[0].queue]) == []
+
+
+def test_a_due_job_lost_is_dropped_from_its_queues_list_too(store: RedisStore) -> None:
+    clock = FakeClock(store.clock.now())
+    lost, kept = new_job(clock), new_job(clock)
+    store.add([lost, kept])
+    _lose(store, lost.id)
+    claimed = store.claim(10, 30, queues=[kept.queue])
+    assert [j.id for j in claimed] == [kept.id]
+
+
+def test_a_delayed_job_whose_hash_is_gone_does_not_stop_claims(store: RedisStore) -> None:
+    clock = FakeClock(store.clock.now())
+    later = new_job(clock, delay=0.05)
+    now = new_job(clock)
+    store.add([later, now])
+    _lose(store, later.id)
+    due_at = store.clock.now().timestamp() + 1.0
+    claimed: list[str] = []
+    while store.clock.now().timestamp() < due_at:  # the delayed one falls due meanwhile
+        claimed += [j.id for j in store.claim(10, 30)]
+    assert claimed == [now.id]
+
+
+def test_a_running_job_whose_hash_is_gone_does_not_stop_the_reap(store: RedisStore) -> None:
+    clock = FakeClock(store.clock.now())
+    lost, other = new_job(clock), new_job(clock)
+    store.add([lost, other])
+    held = store.claim(10, 0.05)
+    assert len(held) == 2
+    _lose(store, lost.id)
+    end = store.clock.now().timestamp() + 5.0
+    again: list[str] = []
+    while not again and store.clock.now().timestamp() < end:  # until the lease lapses
+        again = [j.id for j in store.claim(10, 30)]
+    assert again == [other.id]
+    admin_ = admin(store.settings.url)
+    try:
+        assert admin_.zscore(store._p + "L", lost.id) is None
+    finally:
+        admin_.close()
