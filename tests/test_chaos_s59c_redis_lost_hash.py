@@ -89,3 +89,24 @@ def test_a_running_job_whose_hash_is_gone_does_not_stop_the_reap(store: RedisSto
         assert admin_.zscore(store._p + "L", lost.id) is None
     finally:
         admin_.close()
+
+
+def test_a_finished_job_whose_hash_is_gone_does_not_stop_purge(store: RedisStore) -> None:
+    """`spool purge` is what the docs say to run on a full Redis: it raised on a
+    finished job whose hash had been evicted, every time, and freed nothing."""
+    from datetime import timedelta
+
+    from chalicelib.models import Completion, JobState
+    from tests.factories import token
+
+    clock = FakeClock(store.clock.now())
+    jobs = [new_job(clock) for _ in range(3)]
+    store.add(jobs)
+    claimed = store.claim(10, 30)
+    done = [Completion(j.id, token(j), JobState.SUCCEEDED) for j in claimed]
+    assert store.finish(done) == [True] * 3
+    _lose(store, jobs[0].id)
+    later = store.clock.now() + timedelta(days=1)
+    store.purge(later)
+    assert all(store.get(j.id) is None for j in jobs)
+    assert store.purge(later) == 0  # nothing left behind to meet again

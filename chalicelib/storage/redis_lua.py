@@ -351,13 +351,6 @@ end
 local function delete_job(id)
   local jk = jkey(id)
   local j = redis.call('HMGET', jk, 'tenant', 'idempotency_key', 'queue', 'state', 'created_at')
-  if j[2] then
-    local field = #j[1] .. ':' .. j[1] .. j[2]
-    if redis.call('HGET', P .. 'idem', field) == id then redis.call('HDEL', P .. 'idem', field) end
-  end
-  local member = pad(j[5]) .. id
-  redis.call('ZREM', P .. 'c', member)
-  redis.call('ZREM', P .. 'ct:' .. j[1], member)
   redis.call('ZREM', P .. 'fin', id)
   for _, did in ipairs(redis.call('LRANGE', P .. 'dj:' .. id, 0, -1)) do
     local state = redis.call('HGET', P .. 'd:' .. did, 'state')
@@ -366,6 +359,16 @@ local function delete_job(id)
     redis.call('DEL', P .. 'd:' .. did)
   end
   redis.call('DEL', jk, P .. 'h:' .. id, P .. 'dj:' .. id)
+  -- Its hash gone (evicted by an allkeys-* policy, deleted by hand): what is keyed by
+  -- the id went above; its tenant, key and queue are unknown, so nothing more can.
+  if not j[4] then return nil end
+  if j[2] then
+    local field = #j[1] .. ':' .. j[1] .. j[2]
+    if redis.call('HGET', P .. 'idem', field) == id then redis.call('HDEL', P .. 'idem', field) end
+  end
+  local member = pad(j[5]) .. id
+  redis.call('ZREM', P .. 'c', member)
+  redis.call('ZREM', P .. 'ct:' .. j[1], member)
   count(j[1], j[3], j[4], -1)
   return j[1]
 end
