@@ -110,3 +110,24 @@ def test_a_finished_job_whose_hash_is_gone_does_not_stop_purge(store: RedisStore
     store.purge(later)
     assert all(store.get(j.id) is None for j in jobs)
     assert store.purge(later) == 0  # nothing left behind to meet again
+
+
+def test_a_webhook_delivery_whose_hash_is_gone_is_dropped(store: RedisStore) -> None:
+    """A pending delivery's hash evicted while dp still listed it: the webhook claim
+    made a new hash of three fields for it (HINCRBY, HSET) and handed that back."""
+    from chalicelib.models import Completion, JobState
+    from tests.factories import token
+
+    clock = FakeClock(store.clock.now())
+    jobs = [new_job(clock, callback_url="https://hooks.example.com/done") for _ in range(2)]
+    store.add(jobs)
+    claimed = store.claim(10, 30)
+    store.finish([Completion(j.id, token(j), JobState.SUCCEEDED) for j in claimed])
+    pending = store.client.zrange(store._p + "dp", 0, -1)
+    assert len(pending) == 2
+    store.client.delete(store._p + "d:" + pending[0].decode())
+    deliveries = store.claim_webhooks(10, 30)
+    assert [d.id for d in deliveries] == [pending[1].decode()]
+    assert not store.client.exists(store._p + "d:" + pending[0].decode())
+    assert store.client.zrange(store._p + "dp", 0, -1) == [pending[1]]
+    assert store.webhook_counts().get("pending") == 1

@@ -1086,7 +1086,14 @@ while #found < limit do
   local chunk = redis.call('ZRANGEBYSCORE', P .. 'dp', '-inf', now, 'LIMIT', offset, 200)
   for _, did in ipairs(chunk) do
     local d = redis.call('HMGET', P .. 'd:' .. did, 'lease_expires_at', 'next_at', 'created_at')
-    if not d[1] or tonumber(d[1]) <= nnow then
+    if not d[3] then
+      -- its hash is gone (evicted by an allkeys-* policy, deleted by hand): its
+      -- entry goes (and its count: dp holds the pending ones), or every claim would
+      -- sort a nil, raise, and deliver nothing
+      redis.call('ZREM', P .. 'dp', did)
+      redis.call('HINCRBY', P .. 'dc', 'pending', -1)
+      offset = offset - 1
+    elseif not d[1] or tonumber(d[1]) <= nnow then
       found[#found + 1] = {tonumber(d[2]), tonumber(d[3]), did}
     end
   end
