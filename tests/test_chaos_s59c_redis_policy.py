@@ -152,3 +152,10 @@ def test_db_status_on_an_unreachable_redis_says_so(tmp_path: Path) -> None:
     done = run_spool(tmp_path, "db", "status", "--url", url)
     assert done.returncode != 0 and done.returncode != 3
     assert "cannot reach the Redis store" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_openapi_document_names_healths_warnings() -> None:
+    from chalicelib.api.schemas import Health
+
+    properties = Health.model_json_schema()["properties"]
+    assert "warnings" in properties and "maxmemory-policy" in properties["warnings"]["description"]

@@ -330,6 +330,12 @@ class RedriveAllResult(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     store: Literal["ok"]
+    warnings: list[str] | None = Field(
+        default=None,
+        description="Present only when the store's server is set to lose acknowledged "
+        "jobs though every call works (Redis: an allkeys-* maxmemory-policy), each "
+        "naming the fix.",
+    )
 
 
 def job_view(job: Job) -> dict[str, Any]:
