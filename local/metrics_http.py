@@ -11,12 +11,19 @@ a client sending a byte at a time, each just inside it, held its thread for days
 its answer's write gives up after as long, and past `max_connections` open at once a
 new connection is closed unanswered, with no thread: a scrape is one short request,
 and Prometheus opens one connection per target.
+
+Bound to a loopback address (the default), the port answers only requests whose Host
+names an address or localhost (`serves_host`): a web page the developer opens can reach
+127.0.0.1 by DNS rebinding (its own name answered with 127.0.0.1), and its
+`fetch("/metrics")` was served as same-origin, every tenant's queue names with it. Such
+a request names the page's site in its Host header; a local scraper never does.
 """
 
 from __future__ import annotations
 
 import http.server
 import io
+import ipaddress
 import logging
 import socket
 import threading
@@ -32,6 +39,46 @@ log = logging.getLogger("spool.worker_metrics")
 METRICS_PATH = "/metrics"
 REQUEST_TIMEOUT = 10.0  # seconds a socket read or write may wait: a scrape takes milliseconds
 MAX_CONNECTIONS = 16  # open at once; Prometheus keeps one per target
+
+
+NOT_THIS_SITE = (
+    b"forbidden: this port serves metrics to this machine's scrapers, which name it by "
+    b"address or as localhost; the Host header named another site (a web page reaching "
+    b"127.0.0.1 by DNS rebinding). Bind --metrics-host beyond loopback to scrape it by "
+    b"another name.\n"
+)
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return None
+
+
+def local_host_only(bound: str) -> bool:
+    """Whether a server bound to `bound` is reachable from this machine only, so only
+    local names may reach it: a loopback address, or localhost."""
+    found = _address(bound)
+    return found.is_loopback if found is not None else bound.lower().rstrip(".") == "localhost"
+
+
+def serves_host(host: str | None, local_only: bool) -> bool:
+    """Whether a request with this Host header is answered. A port reachable from this
+    machine only answers an address (what a DNS-rebinding page can never name: its
+    origin is its own site's name), localhost, a name under .localhost (RFC 6761: a
+    browser resolves it to loopback itself) or no Host at all (HTTP/1.0)."""
+    if not local_only or not host:
+        return True
+    name = host.strip()
+    if name.startswith("["):  # [v6] or [v6]:port
+        name = name[: name.find("]") + 1] if "]" in name else name
+    elif name.count(":") == 1:  # name:port (a bare v6 address has several colons)
+        name = name.partition(":")[0]
+    if _address(name) is not None:
+        return True
+    name = name.lower().rstrip(".")
+    return name == "localhost" or name.endswith(".localhost")
 
 
 class _DeadlineReader(socket.SocketIO):
@@ -69,6 +116,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.rfile = io.BufferedReader(reader)
 
     def do_GET(self) -> None:
+        if not serves_host(self.headers.get("Host"), self.server.local_only):
+            self._reply(403, NOT_THIS_SITE)
+            return
         if self.path.split("?", 1)[0] != METRICS_PATH:
             self._reply(404, b"not found: metrics are at /metrics\n")
             return
@@ -126,6 +176,8 @@ class MetricsServer(http.server.ThreadingHTTPServer):
         self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
         self._thread: threading.Thread | None = None
+        # Loopback: only this machine connects, so only local names are answered.
+        self.local_only = local_host_only(host)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """A thread for the connection if one of `max_connections` slots is free; else

@@ -1,0 +1,100 @@
+"""The worker's scrape port (local/metrics_http.py) against a DNS-rebinding web page.
+
+The port has no key: on 127.0.0.1 (the default) only this machine can connect. A web
+page the developer opens can, though: evil.example's name, answered first with the
+attacker's address and then with 127.0.0.1, makes the browser send the page's
+`fetch("/metrics")` to the worker's port as same-origin, and hand the answer (every
+tenant's queue names and job types, the workers' host:pid) back to the page. Such a
+request names the attacker's site in its Host header, where a local scraper names an
+address or localhost. Before, every Host was served (200 with the exposition).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from local.metrics_http import MetricsServer, local_host_only, serves_host
+
+GUARD = 10.0  # seconds a read may wait before the test fails
+EXPOSITION = b'# HELP spool_x x\n# TYPE spool_x gauge\nspool_x{queue="secret-queue"} 1\n'
+
+
+@pytest.fixture(scope="module")
+def loopback() -> Iterator[MetricsServer]:
+    served = MetricsServer("127.0.0.1", 0, lambda: EXPOSITION, "text/plain")
+    served.start()
+    try:
+        yield served
+    finally:
+        served.stop()
+
+
+def ask(server: MetricsServer, host: str | None, method: str = "GET") -> tuple[int, bytes]:
+    """One request with exactly this Host line (None: none, as HTTP/1.0 may send)."""
+    address, port = server.server_address[:2]
+    head = f"{method} /metrics HTTP/1.0\r\n"
+    if host is not None:
+        head += f"Host: {host}\r\n"
+    with socket.create_connection((str(address), int(port)), timeout=GUARD) as sock:
+        sock.sendall((head + "\r\n").encode("latin-1"))
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "rebind.attacker.example",
+        "rebind.attacker.example:9100",
+        "127.0.0.1.attacker.example",
+        "localhost.attacker.example",
+        "xn--80ak6aa92e.com",
+        "192.168.1.1.nip.io:9100",
+    ],
+)
+def test_a_page_of_another_site_reads_no_metrics(loopback: MetricsServer, host: str) -> None:
+    for method in ("GET", "HEAD"):
+        status, body = ask(loopback, host, method)
+        assert status == 403, (host, method, status)
+        assert b"secret-queue" not in body
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        None,
+        "127.0.0.1",
+        "127.0.0.1:9100",
+        "127.1.2.3:9100",
+        "localhost",
+        "LOCALHOST:9100",
+        "localhost.",
+        "spool.localhost:9100",
+        "[::1]:9100",
+        "[::1]",
+    ],
+)
+def test_a_local_scraper_is_served_whatever_local_name_it_uses(
+    loopback: MetricsServer, host: str | None
+) -> None:
+    status, body = ask(loopback, host)
+    assert (status, body) == (200, EXPOSITION)
+
+
+@pytest.mark.parametrize("bound", ["0.0.0.0", "::", "10.1.2.3"])
+def test_a_port_bound_beyond_loopback_serves_any_host(bound: str) -> None:
+    """On --metrics-host 0.0.0.0 (the containers) a scraper may name the pod by any DNS
+    name (a Service, a headless record): the network policy is the fence there. (Tests
+    bind loopback only, so the rule is asked directly.)"""
+    assert local_host_only(bound) is False
+    assert local_host_only("127.0.0.1") is True
+    assert local_host_only("::1") is True
+    assert local_host_only("localhost") is True
+    assert serves_host("spool-worker.spool.svc.cluster.local:9100", local_only=False)
+    assert not serves_host("spool-worker.spool.svc.cluster.local:9100", local_only=True)
