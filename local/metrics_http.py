@@ -13,7 +13,7 @@ new connection is closed unanswered, with no thread: a scrape is one short reque
 and Prometheus opens one connection per target.
 
 Bound to a loopback address (the default), the port answers only requests whose Host
-names an address or localhost (`serves_host`): a web page the developer opens can reach
+names an address or localhost (local/local_hosts.py): a web page the developer opens can reach
 127.0.0.1 by DNS rebinding (its own name answered with 127.0.0.1), and its
 `fetch("/metrics")` was served as same-origin, every tenant's queue names with it. Such
 a request names the page's site in its Host header; a local scraper never does.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import http.server
 import io
-import ipaddress
 import logging
 import socket
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 
 from chalicelib import logs
 from chalicelib.redact import redact_text
+from local.local_hosts import local_host_only, serves_host
 
 log = logging.getLogger("spool.worker_metrics")
 
@@ -47,38 +47,6 @@ NOT_THIS_SITE = (
     b"127.0.0.1 by DNS rebinding). Bind --metrics-host beyond loopback to scrape it by "
     b"another name.\n"
 )
-
-
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return None
-
-
-def local_host_only(bound: str) -> bool:
-    """Whether a server bound to `bound` is reachable from this machine only, so only
-    local names may reach it: a loopback address, or localhost."""
-    found = _address(bound)
-    return found.is_loopback if found is not None else bound.lower().rstrip(".") == "localhost"
-
-
-def serves_host(host: str | None, local_only: bool) -> bool:
-    """Whether a request with this Host header is answered. A port reachable from this
-    machine only answers an address (what a DNS-rebinding page can never name: its
-    origin is its own site's name), localhost, a name under .localhost (RFC 6761: a
-    browser resolves it to loopback itself) or no Host at all (HTTP/1.0)."""
-    if not local_only or not host:
-        return True
-    name = host.strip()
-    if name.startswith("["):  # [v6] or [v6]:port
-        name = name[: name.find("]") + 1] if "]" in name else name
-    elif name.count(":") == 1:  # name:port (a bare v6 address has several colons)
-        name = name.partition(":")[0]
-    if _address(name) is not None:
-        return True
-    name = name.lower().rstrip(".")
-    return name == "localhost" or name.endswith(".localhost")
 
 
 class _DeadlineReader(socket.SocketIO):

@@ -666,6 +666,7 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
     from chalicelib.api import routes
     from local.fair_queue import key_tenants
     from local.http_limits import HttpLimits
+    from local.local_hosts import local_host_only, local_metrics_only
     from local.quick_routes import quick_requests
     from local.server import DEFAULT_THREADS, ChaliceWSGI, Server
 
@@ -687,9 +688,12 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
         from local.multiproc import inherited_socket
 
         sock = inherited_socket(args.listen_fd)
+    wsgi: Any = ChaliceWSGI(spool_app.app)
+    if rt.settings.metrics_public and local_host_only(args.host):
+        wsgi = local_metrics_only(wsgi)  # no key: a rebinding web page could read it
     try:
         server = Server(
-            ChaliceWSGI(spool_app.app),
+            wsgi,
             args.host,
             args.port,
             threads,

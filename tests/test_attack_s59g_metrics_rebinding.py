@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
-from local.metrics_http import MetricsServer, local_host_only, serves_host
+from local.local_hosts import local_host_only, serves_host
+from local.metrics_http import MetricsServer
+from tests.apikit import API_KEYS
+from tests.procs import guarded_env, spool_serve, stop
 
 GUARD = 10.0  # seconds a read may wait before the test fails
 EXPOSITION = b'# HELP spool_x x\n# TYPE spool_x gauge\nspool_x{queue="secret-queue"} 1\n'
@@ -98,3 +102,51 @@ def test_a_port_bound_beyond_loopback_serves_any_host(bound: str) -> None:
     assert local_host_only("localhost") is True
     assert serves_host("spool-worker.spool.svc.cluster.local:9100", local_only=False)
     assert not serves_host("spool-worker.spool.svc.cluster.local:9100", local_only=True)
+
+
+# -- `spool serve` with SPOOL_METRICS_PUBLIC: its /metrics takes no key either ----------
+
+
+@pytest.fixture(scope="module")
+def public_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    folder = tmp_path_factory.mktemp("public-metrics")
+    env = guarded_env(
+        SPOOL_STORE_URL=f"sqlite:///{folder}/spool.db",
+        SPOOL_API_KEYS=API_KEYS,
+        SPOOL_METRICS_PUBLIC="true",
+    )
+    child = spool_serve("--port", "0", "--no-worker", env=env)
+    try:
+        address = urlsplit(child.url)
+        yield str(address.hostname), int(address.port or 80)
+    finally:
+        stop(child.proc)
+
+
+def ask_serve(where: tuple[str, int], path: str, host: str, method: str = "GET") -> int:
+    with socket.create_connection(where, timeout=GUARD) as sock:
+        sock.sendall(
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("path", ["/metrics", "//metrics", "/metrics/", "/%6detrics"])
+def test_public_metrics_of_spool_serve_are_no_other_sites(
+    public_serve: tuple[str, int], path: str
+) -> None:
+    """Before: 200 with every tenant's queue names, to a page of rebind.attacker.example."""
+    for method in ("GET", "HEAD"):
+        assert ask_serve(public_serve, path, "rebind.attacker.example:8000", method) == 403
+    assert ask_serve(public_serve, path, f"127.0.0.1:{public_serve[1]}") == 200
+    assert ask_serve(public_serve, path, "localhost") == 200
+
+
+def test_keyed_routes_of_spool_serve_answer_any_host(public_serve: tuple[str, int]) -> None:
+    """A route that takes a key needs no Host check (the page has no key): an API
+    client behind a name of its own (an /etc/hosts alias, a tunnel) keeps working."""
+    assert ask_serve(public_serve, "/health", "spool.internal.example") == 200
+    assert ask_serve(public_serve, "/ui", "spool.internal.example") == 200
