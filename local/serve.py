@@ -689,7 +689,9 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
 
         sock = inherited_socket(args.listen_fd)
     wsgi: Any = ChaliceWSGI(spool_app.app)
-    if rt.settings.metrics_public and local_host_only(args.host):
+    # Where it listens: a server process of --processes N is given no --host, its socket.
+    bound = str(sock.getsockname()[0]) if sock is not None else args.host
+    if rt.settings.metrics_public and local_host_only(bound):
         wsgi = local_metrics_only(wsgi)  # no key: a rebinding web page could read it
     try:
         server = Server(

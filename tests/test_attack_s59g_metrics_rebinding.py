@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -150,3 +151,23 @@ def test_keyed_routes_of_spool_serve_answer_any_host(public_serve: tuple[str, in
     client behind a name of its own (an /etc/hosts alias, a tunnel) keeps working."""
     assert ask_serve(public_serve, "/health", "spool.internal.example") == 200
     assert ask_serve(public_serve, "/ui", "spool.internal.example") == 200
+
+
+def test_each_server_process_of_processes_n_keeps_the_rule(tmp_path: Path) -> None:
+    """`--processes 2`: the server processes get a socket, not --host; each reads where
+    it listens from the socket (a 0.0.0.0 parent's children took the default 127.0.0.1
+    for theirs, and would have refused the names a private network scrapes by)."""
+    env = guarded_env(
+        SPOOL_STORE_URL=f"sqlite:///{tmp_path}/spool.db",
+        SPOOL_API_KEYS=API_KEYS,
+        SPOOL_METRICS_PUBLIC="true",
+    )
+    child = spool_serve("--port", "0", "--no-worker", "--processes", "2", env=env)
+    try:
+        address = urlsplit(child.url)
+        where = (str(address.hostname), int(address.port or 80))
+        answers = {ask_serve(where, "/metrics", "rebind.attacker.example") for _ in range(6)}
+        assert answers == {403}
+        assert ask_serve(where, "/metrics", "localhost") == 200
+    finally:
+        stop(child.proc)
