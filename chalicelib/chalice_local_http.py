@@ -180,7 +180,10 @@ def install(environ: Mapping[str, str]) -> None:
 
     settings = Settings.from_env(environ)
     handler: Callable[..., Any] = _handler_class(
-        local.ChaliceRequestHandler, settings.max_body_bytes, max_header_bytes(settings)
+        local.ChaliceRequestHandler,
+        settings.max_body_bytes,
+        max_header_bytes(settings),
+        public_metrics=settings.metrics_public,
     )
     original = local.create_local_server
     if getattr(original, "spool_handler", False):
@@ -216,9 +219,13 @@ def _refuse_to_listen(host: str, port: int, exc: OSError) -> NoReturn:
     raise SystemExit(2)
 
 
-def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYTES) -> type[Any]:
+def _handler_class(
+    base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYTES, public_metrics: bool = False
+) -> type[Any]:
     """chalice's request handler with Spool's reading of the head (the module's
-    docstring): built here, so that chalice.local is imported by install only."""
+    docstring): built here, so that chalice.local is imported by install only.
+    `public_metrics` (SPOOL_METRICS_PUBLIC): /metrics takes no key, so on a loopback
+    address it answers local Host names only (rebinding_refusal)."""
     from chalice.local import LambdaEventConverter, LocalGateway, MatchResult, RouteMatcher
 
     class DecodingRouteMatcher(RouteMatcher):  # type: ignore[misc]
@@ -298,6 +305,13 @@ def _handler_class(base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYT
                     self.headers.get_all("content-length") or [],
                     self.headers.get_all("transfer-encoding") or [],
                     self.body_limit,
+                )
+                or (
+                    rebinding_refusal(
+                        self.path, self.headers.get("Host"), str(self.server.server_address[0])
+                    )
+                    if public_metrics
+                    else None
                 )
             )
             if refusal is None:
@@ -438,6 +452,20 @@ def line_refusal(raw: bytes) -> tuple[int, str, str, None] | None:
     if method != method.upper():
         return 400, "bad_request", method_not_upper(method.decode("latin-1")), None
     return None
+
+
+def rebinding_refusal(
+    target: str, host: str | None, bound: str
+) -> tuple[int, str, str, None] | None:
+    """403 for the public /metrics asked under another site's name on a loopback address
+    (chalicelib/local_hosts.py: a DNS-rebinding web page), as `spool serve` answers."""
+    from chalicelib.local_hosts import METRICS_ELSEWHERE, local_host_only, metrics_path, serves_host
+
+    if not metrics_path(unquote(urlsplit(target).path)) or not local_host_only(bound):
+        return None
+    return (
+        None if serves_host(host, local_only=True) else (403, "forbidden", METRICS_ELSEWHERE, None)
+    )
 
 
 def target_refusal(path: str) -> tuple[int, str, str, None] | None:

@@ -264,8 +264,9 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/api/auth.py",
         meaning=(
             "Serve `/metrics` to anyone, without a key. It shows every tenant's queue names: "
-            "only for a scraper on a private network. `spool serve` on a loopback address "
-            "then answers it only to a Host that is an address or localhost (403 to a "
+            "only for a scraper on a private network. `spool serve` and `chalice local` on a "
+            "loopback address "
+            "then answer it only to a Host that is an address or localhost (403 to a "
             "page of another site reaching 127.0.0.1 by DNS rebinding)."
         ),
         group=_API,

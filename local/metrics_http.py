@@ -13,10 +13,10 @@ new connection is closed unanswered, with no thread: a scrape is one short reque
 and Prometheus opens one connection per target.
 
 Bound to a loopback address (the default), the port answers only requests whose Host
-names an address or localhost (local/local_hosts.py): a web page the developer opens can reach
-127.0.0.1 by DNS rebinding (its own name answered with 127.0.0.1), and its
-`fetch("/metrics")` was served as same-origin, every tenant's queue names with it. Such
-a request names the page's site in its Host header; a local scraper never does.
+names an address or localhost (chalicelib/local_hosts.py): a web page the developer
+opens can reach 127.0.0.1 by DNS rebinding (its own name answered with 127.0.0.1), and
+its `fetch("/metrics")` was served as same-origin, every tenant's queue names with it.
+Such a request names the page's site in its Host header; a local scraper never does.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from collections.abc import Callable
 from typing import Any
 
 from chalicelib import logs
+from chalicelib.local_hosts import local_host_only, serves_host
 from chalicelib.redact import redact_text
-from local.local_hosts import local_host_only, serves_host
 
 log = logging.getLogger("spool.worker_metrics")
 

@@ -664,9 +664,9 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
 def _serve(rt: Runtime, args: argparse.Namespace) -> int:
     import app as spool_app
     from chalicelib.api import routes
+    from chalicelib.local_hosts import local_host_only, local_metrics_only
     from local.fair_queue import key_tenants
     from local.http_limits import HttpLimits
-    from local.local_hosts import local_host_only, local_metrics_only
     from local.quick_routes import quick_requests
     from local.server import DEFAULT_THREADS, ChaliceWSGI, Server
 

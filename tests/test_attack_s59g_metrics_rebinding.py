@@ -11,17 +11,23 @@ address or localhost. Before, every Host was served (200 with the exposition).
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from local.local_hosts import local_host_only, serves_host
+from chalicelib.local_hosts import local_host_only, serves_host
 from local.metrics_http import MetricsServer
 from tests.apikit import API_KEYS
 from tests.procs import guarded_env, spool_serve, stop
+from tests.test_chalice_local import ROOT, chalice_command, free_port
 
 GUARD = 10.0  # seconds a read may wait before the test fails
 EXPOSITION = b'# HELP spool_x x\n# TYPE spool_x gauge\nspool_x{queue="secret-queue"} 1\n'
@@ -171,3 +177,51 @@ def test_each_server_process_of_processes_n_keeps_the_rule(tmp_path: Path) -> No
         assert ask_serve(where, "/metrics", "localhost") == 200
     finally:
         stop(child.proc)
+
+
+# -- `chalice local` with SPOOL_METRICS_PUBLIC: the same rule ----------------------------
+
+
+@pytest.fixture(scope="module")
+def public_chalice_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int]]:
+    """`chalice local` whose stage says SPOOL_METRICS_PUBLIC=true: .chalice/config.json
+    sets it false for every stage, over the shell's value (README), so an operator who
+    wants it public edits the file, as this copy of it is edited."""
+    folder = tmp_path_factory.mktemp("public-metrics-chalice-local")
+    for name in ("app.py", "chalicelib"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, folder / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, folder / name)
+    config = json.loads((ROOT / ".chalice" / "config.json").read_text())
+    config["environment_variables"]["SPOOL_METRICS_PUBLIC"] = "true"
+    (folder / ".chalice").mkdir()
+    (folder / ".chalice" / "config.json").write_text(json.dumps(config))
+    port = free_port()
+    env = {**os.environ, "SPOOL_API_KEYS": API_KEYS}
+    argv = [*chalice_command(), "local", "--stage", "local", "--no-autoreload", "--port", str(port)]
+    proc = subprocess.Popen(argv, cwd=folder, env=env, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ask_serve(("127.0.0.1", port), "/health", "127.0.0.1")
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("chalice local did not answer /health")
+        yield "127.0.0.1", port
+    finally:
+        stop(proc)
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/metrics?x=1", "/%6detrics"])
+def test_public_metrics_of_chalice_local_are_no_other_sites(
+    public_chalice_local: tuple[str, int], path: str
+) -> None:
+    """Before: 200 with the exposition to Host rebind.attacker.example."""
+    assert ask_serve(public_chalice_local, path, "rebind.attacker.example") == 403
+    assert ask_serve(public_chalice_local, path, "localhost:8000") == 200
+    assert ask_serve(public_chalice_local, "/health", "rebind.attacker.example") == 200

@@ -6,7 +6,8 @@ answers first with the attacker's address and then with 127.0.0.1, sends its
 `fetch("/metrics")` to the local port as same-origin and reads the answer. Such a
 request names the page's site in its Host header; a local client names an address or
 localhost. So what answers without a key on a loopback-bound port (the worker's scrape
-port, `spool serve`'s /metrics under SPOOL_METRICS_PUBLIC) answers only local names.
+port, the /metrics of `spool serve` and `chalice local` under SPOOL_METRICS_PUBLIC)
+answers only local names.
 Routes that take a key need no such check: the page has no key to send.
 """
 
@@ -60,7 +61,7 @@ METRICS_ELSEWHERE = (
 WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 
-def _metrics_path(path: str) -> bool:
+def metrics_path(path: str) -> bool:
     """PATH_INFO as the routes read it: leading slashes are one, one trailing is none."""
     trimmed = "/" + path.lstrip("/")
     return trimmed in ("/metrics", "/metrics/")
@@ -79,7 +80,7 @@ def local_metrics_only(app: WsgiApp) -> WsgiApp:
     ]
 
     def guarded(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        if _metrics_path(environ.get("PATH_INFO") or "") and not serves_host(
+        if metrics_path(environ.get("PATH_INFO") or "") and not serves_host(
             environ.get("HTTP_HOST"), local_only=True
         ):
             start_response("403 Forbidden", headers)
