@@ -60,6 +60,7 @@ from chalicelib.api.http import (
     body_too_large,
     dumps,
     head_too_large,
+    under_ui,
 )
 from chalicelib.ui.page import SECURITY_HEADERS
 from local.http_limits import HttpLimits
@@ -245,7 +246,7 @@ class GuardedParser(HTTPRequestParser):
         if not target.startswith(b"/"):  # absolute-form: http://host/ui
             scheme, _, rest = target.partition(b"://")
             target = b"/" + rest.partition(b"/")[2] if scheme and rest else b""
-        return target.startswith(b"/ui")
+        return under_ui(target.decode("latin-1"))  # `//ui`, `/%75i`: as the router reads it
 
     def parse_header(self, header_plus: bytes) -> None:
         # waitress joins a folded line to the one before: `Transfer-Encoding:` folded

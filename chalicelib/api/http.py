@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 from chalicelib.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from chalicelib.json_encode import compact_encoder
@@ -173,12 +174,20 @@ def shown_path(path: str) -> str:
     return path.encode("unicode_escape").decode("ascii")
 
 
+def under_ui(target: str) -> bool:
+    """Whether a request target is the dashboard's as the routers read it: leading
+    slashes are one and escapes are decoded, so `//ui/api/dead/purge` and `/%75i/...`
+    are the dashboard's purge. Read as sent, their refusals (a 413) lacked its headers."""
+    path = unquote(target.partition("?")[0], errors="replace")
+    return ("/" + path.lstrip("/")).startswith("/ui")
+
+
 def with_ui_headers(path: str, headers: Mapping[str, Any]) -> dict[str, Any]:
     """Under /ui, what every other dashboard answer carries (its CSP and framing rules)
     besides `headers`: for the answers made before a dashboard route runs (refusals, no
     route), on every edge. Elsewhere `headers` as given. ui_routes is imported only
     for such a path."""
-    if not path.startswith("/ui"):
+    if not under_ui(path):
         return dict(headers)
     from chalicelib.api.ui_routes import ERROR_HEADERS
 
