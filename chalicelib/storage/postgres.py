@@ -1726,6 +1726,7 @@ class PostgresStore:
         )
         fast_claims = self.settings.durability != "full"
         lease = params["expires"] - params["now"]
+        wait = postgres_limits.lock_wait(lease.total_seconds())
 
         def claim(conn: Conn) -> tuple[list[Any], list[Any], list[Hold]]:
             schema = self.settings.key_schema
@@ -1748,7 +1749,7 @@ class PostgresStore:
                     # the windows counted from before it: a start stamped at when the
                     # claim began to wait fell out of a later claim's window, which then
                     # let the rate pass.
-                    postgres_limits.lock(conn, schema)
+                    postgres_limits.lock(conn, schema, wait)
                     now = self.clock.now()
                     reaps.append(conn.execute(REAP_SQL, {**reap_params, "now": now}))
                     state = postgres_limits.send_state(conn, dataclasses.replace(ask, now=now))
@@ -1762,6 +1763,14 @@ class PostgresStore:
 
         try:
             reaped, rows, holds = self._run(claim)
+        except postgres_limits.ClaimLockBusy:
+            # Nothing was applied (rolled back). Raised as an outage, so the worker
+            # renews its leases, then claims again after a short pause.
+            raise StoreUnavailable(
+                f"another claim held the claim lock over {wait:g}s (a process paused in"
+                " the middle of a claim?); this claim took nothing; try again",
+                retry_after=1,
+            ) from None
         except StoreUnavailable as lost:
             # The jobs are recovered exactly (the recorded starts committed with them);
             # the holds, what it passed over, only this process kept, and are lost.

@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any, overload
 
 import psycopg
+from psycopg import errors as pg_errors
 
 from chalicelib.clock import from_epoch, to_epoch
 from chalicelib.limits import (
@@ -65,6 +66,9 @@ LOCK_SPACE = 0x5B002
 WAITING = "state IN ('queued', 'retrying')"
 
 LOCK_SQL = "SELECT pg_advisory_xact_lock(%s::int, hashtext(%s::text))"
+# lock()'s bounded wait: lock_timeout for this transaction, then back to the session's.
+LOCK_WAIT_SQL = "SELECT set_config('lock_timeout', %s, true)"
+LOCK_WAIT_DONE_SQL = "SET LOCAL lock_timeout TO DEFAULT"
 TRY_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(%s::int, hashtext(%s::text))"
 # The same, in the statement that turns the commit's wait for the WAL flush off
 # (postgres.SYNC_OFF, as SET LOCAL does): one statement fewer to send and parse.
@@ -277,10 +281,35 @@ class Choice:
     holds: list[Hold]  # recorded once the claim commits (a retried claim records once)
 
 
-def lock(conn: Conn, schema: str | None) -> None:
+class ClaimLockBusy(Exception):
+    """Another claim held the lock longer than this claim may wait (`lock`'s `wait`)."""
+
+
+def lock_wait(lease_seconds: float) -> float:
+    """The longest a claim waits for the lock: a sixth of the lease it hands out.
+
+    The worker renews its leases on the thread that claims. A claim that stalled
+    holding the lock (its process paused: SIGSTOP, a frozen VM) keeps it until the
+    server ends its idle transaction (statement_timeout, 30 s by default); waited
+    out, every other worker's leases shorter than that lapsed meanwhile, and their
+    running jobs were reaped and run again beside themselves, past their limits."""
+    return lease_seconds / 6
+
+
+def lock(conn: Conn, schema: str | None, wait: float | None = None) -> None:
     """Serialize the claims with a policy of this schema until the transaction ends:
-    returns once the lock is held (in a pipeline too, so a clock read next is of then)."""
-    conn.execute(LOCK_SQL, (LOCK_SPACE, schema or "public")).fetchone()
+    returns once the lock is held (in a pipeline too, so a clock read next is of then).
+    `wait`: at most this many seconds, else ClaimLockBusy (the transaction is then
+    aborted: the caller rolls it back)."""
+    if wait is None:
+        conn.execute(LOCK_SQL, (LOCK_SPACE, schema or "public")).fetchone()
+        return
+    conn.execute(LOCK_WAIT_SQL, (f"{max(1, round(wait * 1000))}ms",))
+    try:
+        conn.execute(LOCK_SQL, (LOCK_SPACE, schema or "public")).fetchone()
+    except pg_errors.LockNotAvailable:
+        raise ClaimLockBusy(wait) from None
+    conn.execute(LOCK_WAIT_DONE_SQL)
 
 
 def try_lock(conn: Conn, schema: str | None, sync_off: bool = False) -> psycopg.Cursor[Any]:
