@@ -615,9 +615,10 @@ class Worker:
         return len(self._state.inbox) + len(self._state.running)
 
     def _claim_store(
-        self, want: int, ids: Sequence[str] | None = None
+        self, want: int, ids: Sequence[str] | None = None, started: bool = False
     ) -> tuple[list[Job], list[Hold]]:
-        """One claim, under the policy when there is one; tells the middleware what it held."""
+        """One claim, under the policy when there is one; tells the middleware what it held.
+        `started`: the jobs go to free threads at once, so claim them started (no marks)."""
         policy = self.config.policy
         queues = self.config.queues if ids is None else None
         if policy is None or not policy.active:
@@ -631,7 +632,7 @@ class Worker:
                 queues,
                 ids=ids,
                 policy=policy,
-                started=not self.config.start_marks,
+                started=started or not self.config.start_marks,
             )
         for mw in self.middleware:
             mw.after_claim(jobs, holds)
@@ -667,9 +668,14 @@ class Worker:
                 # Limits and fair turns are left to the policy's claim: one claim, unstarted.
                 self._held = False
                 return self._claim_for_free_threads(want)
-            jobs, holds = self._claim_store(want)
+            # Under a rate limit a claim takes no more than the free threads, so its jobs
+            # start at once: claimed started, with no start-mark write between the claim
+            # (where the store stamps the rate's start) and the handler. That write, one
+            # round trip on a busy Postgres (100-300 ms seen), put 4 handler starts in a
+            # second under "2/s" and 24 under "20/s".
+            jobs, holds = self._claim_store(want, started=self._no_prefetch)
         self._held = bool(holds) and not jobs
-        return self._accept(jobs)
+        return self._accept(jobs, started=len(jobs) if self._no_prefetch else 0)
 
     def _claiming(self) -> AbstractContextManager[None]:
         """Around a claim: a lost reply is said as what it means for the jobs (a claim
