@@ -83,6 +83,28 @@ def context(function_name: str, timeout_ms: int = FUNCTION_TIMEOUT_MS) -> Lambda
     return made
 
 
+class _StoppableContext(LambdaContext):
+    """An invocation's context with no time left once the emulator is stopping.
+
+    events.shutdown() stops the worker it keeps and drops it; an invocation past its
+    start but not yet at its drain (firing periodic ticks: after a start that is every
+    due tick) then built a new worker and drained the whole backlog, its deadline the
+    function's 15 minutes. SIGTERM as `spool serve` printed its banner ran 200 queued
+    jobs after "stopping" (s59); a backlog longer than stop's 30 s join left jobs
+    `running` as the process exited. With no time left, the drain claims nothing
+    (worker.drain claims only what fits before its deadline), as Lambda's own would."""
+
+    def __init__(self, function_name: str, timeout_ms: int, stopping: threading.Event) -> None:
+        super().__init__(function_name, memory_size=1024, max_runtime_ms=timeout_ms)
+        self.aws_request_id = ""  # see context()
+        self._stopping = stopping
+
+    def get_remaining_time_in_millis(self) -> float:
+        if self._stopping.is_set():
+            return 0.0
+        return super().get_remaining_time_in_millis()
+
+
 def _let_go(done: Any) -> bool:
     """Whether a drain that returned let results go unwritten: it rode a store outage
     to its bound and gave up, so the store is not back (its own writes said so when
@@ -110,7 +132,9 @@ class Emulator:
         """One scheduled invocation, exactly as Lambda would make it."""
         self.invocations += 1
         event = scheduled_event(self.app)
-        return self.handler(event, context(SCHEDULE_FUNCTION, self.timeout_ms))
+        return self.handler(
+            event, _StoppableContext(SCHEDULE_FUNCTION, self.timeout_ms, self._stop)
+        )
 
     def _wait_for_work(self, notifier: Any) -> None:
         """Wait, after a drain, until there may be work: a wake-up, or the next due time.
