@@ -8,7 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from chalicelib.number_text import too_small, underflows
-from chalicelib.storage import DEFAULT_STORE_URL
+
+# The store a command opens without SPOOL_STORE_URL. Kept here, not in chalicelib.storage
+# (which re-exports it): importing the stores loads pydantic and the job models, and the
+# settings are read by commands that open no store (`spool --help`, the remote commands).
+DEFAULT_STORE_URL = "sqlite:///.spool/spool.db"
 
 
 def _started_in() -> str:
@@ -87,6 +91,7 @@ def _list(value: str | None) -> tuple[str, ...]:
 # SPOOL_QUEUES is read by the rule enqueue applies (chalicelib/service.py re-exports it).
 NAME_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 MIN_PRIORITY, MAX_PRIORITY = -1000, 1000  # a job's priority, from a client or a handler
+MAX_KEY_LENGTH = 200  # an idempotency key's characters (chalicelib/service.py KeyText)
 QUEUE_NAME = re.compile(NAME_PATTERN)
 
 

@@ -5,35 +5,22 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from chalicelib.job_state import DEFAULT_TENANT as DEFAULT_TENANT
+from chalicelib.job_state import TERMINAL_STATES as TERMINAL_STATES
+from chalicelib.job_state import JobState as JobState
 from chalicelib.redact import redact_text
 
 DEFAULT_QUEUE = "default"
 # The label every queue that /metrics does not name is summed into (api/metric_labels.py).
 OTHER_QUEUE = "_other"
-DEFAULT_TENANT = "default"
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    DEAD = "dead"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATES
 
 
 # Stored state text -> JobState: a dict lookup, cheaper than JobState(text) on claim paths.
 STATE_BY_VALUE = {state.value: state for state in JobState}
-TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.DEAD, JobState.CANCELLED})
 WAITING_STATES = frozenset({JobState.QUEUED, JobState.RETRYING})
 # The most of a failure's message a job keeps (last_error, its attempt, its log line).
 # An exception can carry megabytes (a response body in its message): redacted, logged

@@ -30,6 +30,7 @@ from chalicelib import client_text
 from chalicelib.attempt_ceiling import DEFAULT_ATTEMPTS_CEILING as DEFAULT_ATTEMPTS_CEILING
 from chalicelib.attempt_ceiling import RedriveAttempts, attempts_for
 from chalicelib.attempt_ceiling import attempts_ceiling as read_ceiling
+from chalicelib.config import MAX_KEY_LENGTH as MAX_KEY_LENGTH  # the command line's options
 from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY, Settings
 from chalicelib.config import NAME_PATTERN as NAME_PATTERN  # its users import it from here
 from chalicelib.errors import (
@@ -88,7 +89,6 @@ def parse_rfc3339(value: str, name: str) -> datetime:
         raise ValueError(f"{name} is not a date-time that exists: {exc}") from None
 
 
-MAX_KEY_LENGTH = 200
 # An idempotency key: 1 to 200 characters, none of them a control character (the
 # document's pattern; the field's validator enforces it and names the character).
 KeyText = Annotated[

@@ -15,32 +15,26 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from chalicelib import client_text, limit_settings, logs, periodic
-from chalicelib.config import MAX_PRIORITY, MIN_PRIORITY
+from chalicelib import client_text, logs
+from chalicelib.config import MAX_KEY_LENGTH, MAX_PRIORITY, MIN_PRIORITY, NAME_PATTERN
 from chalicelib.durations import EXAMPLES, parse_seconds
 from chalicelib.edge_settings import FIX
 from chalicelib.errors import BadRequest, UnknownJobType, ValidationFailed
+from chalicelib.job_state import DEFAULT_TENANT, JobState
 from chalicelib.jsonstrict import is_utf8
-from chalicelib.models import DEFAULT_TENANT, JobState
 from chalicelib.redact import redact_url
 from chalicelib.retry import MAX_ATTEMPTS
-from chalicelib.runtime import Runtime, build_runtime
-from chalicelib.service import MAX_KEY_LENGTH, NAME_PATTERN, EnqueueRequest
 from chalicelib.timebounds import BOUND_TEXT, MAX_DELAY_SECONDS
-from chalicelib.webhooks import runner as webhooks
-from chalicelib.worker import Middleware, Worker, WorkerStats
 from local import (
     cli_help,
     cli_ranges,
     db,
-    fresh_store,
     job_commands,
     remote_cli,
     serve,
     tables,
     top,
 )
-from local.builtin_check import check_builtin_settings
 from local.cli_errors import (
     ADMIT_ADVICE,
     NOT_UTF8,
@@ -57,13 +51,20 @@ from local.cli_errors import (
     validation_problem,
     warn_unread_settings,
 )
-from local.schedule_check import checked_schedules
-from local.worker_metrics import WorkerMetrics
 
+# The engine (pydantic's models, the stores, the worker) is imported by the commands
+# that open the local store, once the arguments are parsed: `spool --help`,
+# `--version` and the remote commands (local/remote_cli.py) need none of it, and it
+# was most of their start-up time (docs/benchmarks.md, "The command line's start").
 if TYPE_CHECKING:
     from tqdm import tqdm
 
     from chalicelib.config import Settings
+    from chalicelib.runtime import Runtime
+    from chalicelib.service import EnqueueRequest
+    from chalicelib.worker import Middleware, Worker, WorkerStats
+    from local.fresh_store import FreshStore
+    from local.worker_metrics import WorkerMetrics
 
 WORKER_STOPPING = "stopping: finishing running jobs"
 
@@ -78,6 +79,13 @@ ENQUEUE_CHUNK = 500
 # `dlq redrive --all` asks the service for this many dead jobs a call (it holds their
 # ids; the whole jobs pass a service.REDRIVE_STEP at a time).
 REDRIVE_CHUNK = 500
+
+
+def build_runtime(settings: Settings | None = None) -> Runtime:
+    """chalicelib.runtime.build_runtime, imported as a command opens the local store."""
+    from chalicelib import runtime
+
+    return runtime.build_runtime(settings)
 
 
 def _print(data: Any) -> None:
@@ -193,14 +201,16 @@ def _waiting(rt: Runtime, states: tuple[JobState, ...], queues: Sequence[str] | 
     )
 
 
-class _Progress(Middleware):
-    """Ticks a progress bar as attempts finish."""
+def _progress(bar: tqdm) -> Middleware:  # type: ignore[type-arg]
+    """A middleware that ticks a progress bar as attempts finish (made here, with the
+    worker imported: `spool --help` loads no worker)."""
+    from chalicelib.worker import Middleware
 
-    def __init__(self, bar: tqdm) -> None:  # type: ignore[type-arg]
-        self.bar = bar
+    class Progress(Middleware):
+        def after_flush(self, completions: Sequence[Any], applied: Sequence[bool]) -> None:
+            bar.update(sum(1 for ok in applied if ok))
 
-    def after_flush(self, completions: Sequence[Any], applied: Sequence[bool]) -> None:
-        self.bar.update(sum(1 for ok in applied if ok))
+    return Progress()
 
 
 def _sync_finish(rt: Runtime, args: argparse.Namespace) -> bool:
@@ -224,6 +234,8 @@ def port_number(text: str) -> int:
 
 def _worker_metrics(rt: Runtime, args: argparse.Namespace) -> WorkerMetrics:
     """The worker's metrics port and Pushgateway push, checked before any job runs."""
+    from local.worker_metrics import WorkerMetrics
+
     try:
         reporting = WorkerMetrics(rt, args.metrics_host, args.metrics_port)
     except OSError as exc:
@@ -243,6 +255,9 @@ def _worker_metrics(rt: Runtime, args: argparse.Namespace) -> WorkerMetrics:
 
 
 def _worker_checks(rt: Runtime) -> None:
+    from local.builtin_check import check_builtin_settings
+    from local.schedule_check import checked_schedules
+
     checked_schedules(rt)  # it fires them: a bad one refuses the start, not every tick
     check_builtin_settings(rt)  # not every send_email job dead of a typo
 
@@ -257,6 +272,10 @@ def cmd_worker(rt: Runtime, args: argparse.Namespace) -> int:
 def _run_worker(
     rt: Runtime, args: argparse.Namespace, sync_finish: bool, metrics: bool = True
 ) -> int:
+    from chalicelib import periodic
+    from chalicelib.webhooks import runner as webhooks
+    from local import fresh_store
+
     if args.burst:
         # Built first: a malformed SPOOL_WEBHOOKS stops the command before any job
         # runs, as it stops `spool worker` without --burst, not after every one did.
@@ -264,7 +283,7 @@ def _run_worker(
         periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
         due = _waiting(rt, (JobState.QUEUED, JobState.RETRYING), rt.settings.queues)
         bar = _progress_bar()(total=due, unit="job", disable=args.quiet or not sys.stderr.isatty())
-        worker = rt.worker(args.concurrency, middleware=(_Progress(bar),), metrics=metrics)
+        worker = rt.worker(args.concurrency, middleware=(_progress(bar),), metrics=metrics)
         worker.config.sync_finish = sync_finish
         dead_before = _waiting(rt, (JobState.DEAD,), rt.settings.queues)
         # SIGTERM and Ctrl-C stop a burst as they stop `spool worker`: it claims
@@ -334,6 +353,10 @@ def _types_text(rt: Runtime) -> str:
 
 def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) -> WorkerStats:
     """`spool worker` without --burst: the pool, the scheduler and webhook delivery."""
+    from chalicelib import periodic
+    from chalicelib.webhooks import runner as webhooks
+    from local import fresh_store
+
     if not args.quiet:
         _status_line(
             f"spool worker: concurrency {worker.config.concurrency}, "
@@ -518,6 +541,9 @@ def cmd_schedules(rt: Runtime, args: argparse.Namespace) -> int:
     A schedule whose job could never be enqueued (unknown type, a payload its
     handler refuses) fails the command, as it would fail every tick.
     """
+    from chalicelib import periodic
+    from local.schedule_check import checked_schedules
+
     schedules = checked_schedules(rt)
     upcoming = periodic.next_runs(rt.store.clock, schedules=schedules)
     rows = [
@@ -1060,6 +1086,8 @@ def _run(args: argparse.Namespace) -> int:
         if note is not None:  # SPOOL_URL is set, but this command cannot follow it
             print(note, file=sys.stderr, flush=True)
         if args.command in ("serve", "worker"):
+            from chalicelib import limit_settings
+
             try:  # before the probe: a typo needs no connection to the store
                 limit_settings.validate(rt.settings)
             except ValueError as exc:
@@ -1076,10 +1104,12 @@ def _run(args: argparse.Namespace) -> int:
             fresh.remove()  # nothing once the command had started (fresh_store.started)
 
 
-def _fresh_store(command: str) -> fresh_store.FreshStore:
+def _fresh_store(command: str) -> FreshStore:
     """`serve` and `worker` open their store before their last start-up checks (a bind,
     the store's probe, the edge's settings): a start refused there removes the SQLite
     store it created (local/fresh_store.py). Other commands create none, or keep it."""
+    from local import fresh_store
+
     if command not in ("serve", "worker"):
         return fresh_store.guard(None)
     from chalicelib.config import Settings

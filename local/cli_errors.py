@@ -15,9 +15,7 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from chalicelib.config import ConfigError, parse_flag
 from chalicelib.errors import (
@@ -35,6 +33,9 @@ from chalicelib.errors import (
 from chalicelib.jsonstrict import is_utf8
 from chalicelib.redact import redact_text
 from local.tables import printable
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -394,6 +395,14 @@ def _validation_problem(exc: ValidationFailed) -> str:
     return validation_problem(exc.message, exc.details)
 
 
+def _pydantic_validation_error() -> type[ValidationError] | None:
+    """pydantic's ValidationError (pydantic_core's), if pydantic is loaded: when it is
+    not, nothing can have raised one. Not imported for the check: the remote commands,
+    --help and --version load no pydantic (a large part of the engine's import time)."""
+    module = sys.modules.get("pydantic_core")
+    return None if module is None else module.ValidationError  # type: ignore[no-any-return]
+
+
 def explain(exc: BaseException) -> CliFailure:
     """The one-line failure for an exception, or a generic one for the unexpected."""
     if isinstance(exc, CliFailure):
@@ -417,7 +426,8 @@ def explain(exc: BaseException) -> CliFailure:
     if isinstance(exc, ValidationFailed):
         fix = job_refusal_fix(exc.details, "Fix the job and try again", "this tenant", ADMIT_ADVICE)
         return UsageError(_validation_problem(exc), fix)
-    if isinstance(exc, ValidationError):
+    validation_error = _pydantic_validation_error()
+    if validation_error is not None and isinstance(exc, validation_error):
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "job"
         return UsageError(f"{where}: {first['msg']}", "Fix the option and try again")

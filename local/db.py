@@ -15,7 +15,6 @@ import sys
 
 from chalicelib.config import Settings
 from chalicelib.redact import redact_url
-from chalicelib.storage import store_scheme
 from local import tables
 from local.cli_errors import CliFailure
 
@@ -51,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    from chalicelib.storage import store_scheme  # here: `spool --help` loads no store
+
     url = args.store_url or Settings.from_env().store_url
     source = "--url" if args.store_url else "SPOOL_STORE_URL"  # named as the user gave it
     scheme = store_scheme(url, source)  # an unknown one: ConfigError

@@ -1,8 +1,9 @@
 """The `spool` command's entry point: the command line loaded under a Ctrl-C guard.
 
-Loading local.cli imports the engine (pydantic, the stores, the HTTP edge): about half
-a second in which a Ctrl-C (`spool serve`, then a second thought) landed before main()
-could catch it and printed a 20-line traceback of an import. This module imports
+Loading local.cli and then the engine (pydantic, the stores, the HTTP edge; loaded
+once the arguments are parsed, by the commands that open the local store) takes about
+half a second, in which a Ctrl-C (`spool serve`, then a second thought) landed before
+main() could catch it and printed a 20-line traceback of an import. This module imports
 nothing of Spool's before its guard, so the interrupt is said as main() says it.
 """
 

@@ -11,14 +11,17 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from chalicelib.config import NAME_PATTERN
+from chalicelib.job_state import JobState
 from chalicelib.jsonstrict import is_utf8
-from chalicelib.models import Job, JobQuery, JobState
-from chalicelib.runtime import Runtime
-from chalicelib.service import NAME_PATTERN
 from local import cli_ranges, tables
 from local.cli_errors import NOT_UTF8, UsageError
+
+if TYPE_CHECKING:  # the engine is loaded when a command opens the local store
+    from chalicelib.models import Job
+    from chalicelib.runtime import Runtime
 
 EXIT_WAIT_TIMEOUT = 3
 EXIT_JOB_FAILED = 4
@@ -259,6 +262,7 @@ def state_choices() -> list[str]:
 
 def list_local(rt: Runtime, args: argparse.Namespace, state: JobState | None, noun: str) -> int:
     """Pages of the local store's jobs (every tenant unless --tenant), as a table or JSON."""
+    from chalicelib.models import JobQuery
 
     def page(cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         query = JobQuery(args.tenant, state, args.queue, args.type, limit=args.limit, cursor=cursor)

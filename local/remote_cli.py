@@ -18,10 +18,9 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from chalicelib.api.auth import INVALID_TENANT_KEY
 from chalicelib.errors import UNKNOWN_TYPE_FIX_START
+from chalicelib.job_state import DEFAULT_TENANT
 from chalicelib.jsonstrict import loads_strict
-from chalicelib.models import DEFAULT_TENANT, Attempt, Job
 from chalicelib.redact import redact_url
 from local import job_commands, tables
 from local.cli_errors import (
@@ -36,7 +35,10 @@ from local.cli_errors import (
 )
 from local.job_commands import wait_exit, wait_limit
 
-if TYPE_CHECKING:  # spool_client (httpx) is imported when a command goes remote
+# spool_client (httpx) is imported when a command goes remote; the job models (pydantic)
+# only to show a job as a table. A remote command loads no store: no engine to load.
+if TYPE_CHECKING:
+    from chalicelib.models import Attempt, Job
     from spool_client import Client
     from spool_client import errors as client_errors
     from spool_client.models import Page
@@ -438,11 +440,15 @@ def _shown(raw: dict[str, Any]) -> tuple[Job, list[Attempt]]:
 
 
 def _as_job(raw: dict[str, Any]) -> Job:
+    from chalicelib.models import Job
+
     fields = {k: v for k, v in raw.items() if k in Job.model_fields}
     return Job.model_validate({**fields, "tenant": fields.get("tenant", "-")})
 
 
 def _attempts(raw: dict[str, Any]) -> list[Attempt]:
+    from chalicelib.models import Attempt
+
     return [
         Attempt(
             number=a["number"],
@@ -519,6 +525,8 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
         if exc.message.startswith("invalid API key"):
             # The server's own advice (for curl) is _REFUSED_KEY_FIX in HTTP's terms:
             # said once, in the command line's (--key, SPOOL_API_KEY).
+            from chalicelib.api.auth import INVALID_TENANT_KEY
+
             problem = "invalid API key" if exc.message == INVALID_TENANT_KEY else exc.message
             return CliFailure(problem, _REFUSED_KEY_FIX, EXIT_USAGE)
         if isinstance(exc, client_errors.Forbidden):  # a valid key of the wrong kind

@@ -34,18 +34,18 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from chalicelib import logs
-from chalicelib import runtime as runtime_module
 from chalicelib.edge_settings import FIX, has_keys, refuse_server_keys_in_the_client_variable
-from chalicelib.models import DEFAULT_TENANT
+from chalicelib.job_state import DEFAULT_TENANT
 from chalicelib.redact import redact_url
-from chalicelib.runtime import Runtime
-from chalicelib.storage import store_scheme
-from local import cli_ranges, fresh_store
+from local import cli_ranges
 from local.cli_errors import EXIT_INTERRUPTED, CliFailure, UsageError
 
+# The engine (the runtime, the stores) is imported where a server starts: `spool
+# --help` and the remote commands build this command's options without it.
 if TYPE_CHECKING:
     from chalicelib.api.routes import Edge
     from chalicelib.config import Settings
+    from chalicelib.runtime import Runtime
     from local.server import Server
 
 DEV_TENANT = DEFAULT_TENANT
@@ -351,6 +351,8 @@ def refuse_laptop_mode_on_a_shared_store(store_url: str) -> None:
     Local: docs/aws.md runs the AWS shape offline so) is still a laptop's. A URL of
     no known store is refused for that first: its host said nothing about sharing,
     and asking for keys sent the user to fix what was not wrong."""
+    from chalicelib.storage import store_scheme
+
     store_scheme(store_url)
     if _on_this_machine(store_url):
         return
@@ -663,8 +665,10 @@ def cmd_serve(rt: Runtime, args: argparse.Namespace) -> int:
 
 def _serve(rt: Runtime, args: argparse.Namespace) -> int:
     import app as spool_app
+    from chalicelib import runtime as runtime_module
     from chalicelib.api import routes
     from chalicelib.local_hosts import local_host_only, local_metrics_only
+    from local import fresh_store
     from local.fair_queue import key_tenants
     from local.http_limits import HttpLimits
     from local.quick_routes import quick_requests
@@ -789,6 +793,8 @@ def serve_processes(
 ) -> int:
     """`--processes N`: N server processes on one port, the emulated worker here, once."""
     import app as spool_app
+    from chalicelib import runtime as runtime_module
+    from local import fresh_store
     from local.http_limits import HttpLimits
     from local.multiproc import Supervisor, hang_seconds, listening_sockets
     from local.shared_metrics import SharedMetrics

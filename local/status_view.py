@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalicelib.api.schemas import AttemptView, attempt_view
-from chalicelib.models import Attempt, Job
 from local.tables import one_line, printable
+
+if TYPE_CHECKING:  # a remote command renders the server's answer without the API's schemas
+    from chalicelib.models import Attempt, Job
 
 ERROR_WIDTH = 70
 HEADERS = ("#", "started (UTC)", "took", "worker", "outcome", "error", "next try in")
@@ -22,6 +23,8 @@ HEADERS = ("#", "started (UTC)", "took", "worker", "outcome", "error", "next try
 
 def as_json(job: Job, attempts: list[Attempt]) -> dict[str, Any]:
     """The job as `spool status --json` always printed it, plus its attempt history."""
+    from chalicelib.api.schemas import AttemptView, attempt_view
+
     return {
         **job.model_dump(mode="json"),
         "attempt_history": [

@@ -18,10 +18,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
-from chalicelib.attempt_record import live_seconds
+from chalicelib.config import NAME_PATTERN
 from chalicelib.errors import StoreUnavailable
-from chalicelib.service import NAME_PATTERN
-from chalicelib.ui.views import STATES, overview
+from chalicelib.job_state import JobState
 from local import cli_ranges
 
 if TYPE_CHECKING:
@@ -31,6 +30,9 @@ if TYPE_CHECKING:
 SPARK = " ▁▂▃▄▅▆▇█"
 SPARK_MINUTES = 30
 CLEAR = "\x1b[H\x1b[2J"  # home, clear screen
+# chalicelib/ui/views.py's STATES, named without loading the store (`spool --help`
+# builds this command's options).
+STATES = [s.value for s in JobState]
 COLUMNS = ("queue", *STATES, "oldest due", "workers", "ok/h", "failed/h", "last 30 min")
 
 
@@ -153,6 +155,8 @@ def frames(
 
     A live run outlasts a store that goes away for a while (a restart, a failover):
     the frame says so and the next one tries again. A single frame fails instead."""
+    from chalicelib.ui.views import overview
+
     drawn = 0
     try:
         while iterations == 0 or drawn < iterations:
@@ -180,6 +184,8 @@ def frames(
 
 
 def cmd_top(rt: Runtime, args: argparse.Namespace) -> int:
+    from chalicelib.attempt_record import live_seconds
+
     live = live_seconds(rt.settings)
     iterations = 1 if args.once else args.iterations
     clear = sys.stdout.isatty() and not args.once

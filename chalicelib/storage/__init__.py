@@ -9,9 +9,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from chalicelib import shell_paths
 from chalicelib.clock import Clock
+from chalicelib.config import DEFAULT_STORE_URL as DEFAULT_STORE_URL
 from chalicelib.storage.base import JobStore
 
-DEFAULT_STORE_URL = "sqlite:///.spool/spool.db"
 SQLITE_OPTIONS = ("durability", "synchronous")  # read by storage/sqlite.py's from_url
 
 # scheme -> (module, factory function taking (url, clock))
@@ -31,7 +31,7 @@ _EXTRAS = {"psycopg": "postgres", "psycopg_pool": "postgres", "redis": "redis"}
 
 
 def open_store(url: str = DEFAULT_STORE_URL, clock: Clock | None = None) -> JobStore:
-    from chalicelib.config import ConfigError  # here: config imports this module
+    from chalicelib.config import ConfigError
     from chalicelib.redact import redact_url
 
     module_name, factory = _BACKENDS[store_scheme(url)]
@@ -176,6 +176,6 @@ def unknown_option(
 
 def config_error(message: str) -> ValueError:
     """A ConfigError (a ValueError: open_store adds the setting's name and the URL)."""
-    from chalicelib.config import ConfigError  # here: config imports this module
+    from chalicelib.config import ConfigError
 
     return ConfigError(message)

@@ -1,0 +1,106 @@
+"""`spool --help`, `--version` and the job commands against a server load no engine.
+
+`spool` imported the whole engine (pydantic's job models, the stores, the worker, the
+scheduler) before it parsed its arguments: about a third of a second of every command,
+the ones that only talk HTTP to a server (`spool status ID` with SPOOL_URL) included,
+which need none of it. These run the real `spool` with Python's import profile on
+(PYTHONPROFILEIMPORTTIME) and read the modules it loaded from its stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.apikit import KEY_A
+from tests.procs import SPOOL, guarded_env
+from tests.served import served
+
+# The engine: what the local store's commands load, and the remote ones must not.
+ENGINE = (
+    "pydantic",
+    "chalicelib.models",
+    "chalicelib.storage",
+    "chalicelib.service",
+    "chalicelib.runtime",
+    "chalicelib.worker",
+    "chalicelib.periodic",
+)
+
+Spool = Callable[..., tuple[subprocess.CompletedProcess[str], set[str]]]
+
+
+def loaded(stderr: str) -> set[str]:
+    """The modules an import profile (`import time: self | cumulative | name`) names."""
+    names = set()
+    for row in stderr.splitlines():
+        if row.startswith("import time:") and row.count("|") == 2:
+            names.add(row.rsplit("|", 1)[1].strip())
+    return names
+
+
+def spool_in(tmp_path: Path, **env: str) -> Spool:
+    """`spool ARGS...` with the import profile on: its answer and the modules it loaded."""
+
+    def spool(*args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+        ran = subprocess.run(
+            [str(SPOOL), *args],
+            cwd=tmp_path,
+            env=guarded_env(PYTHONPROFILEIMPORTTIME="1", **env),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        return ran, loaded(ran.stderr)
+
+    return spool
+
+
+def engine_in(modules: set[str]) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] == "pydantic" or m in ENGINE)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["status", "--help"]])
+def test_help_and_version_load_no_engine(tmp_path: Path, args: list[str]) -> None:
+    ran, modules = spool_in(tmp_path)(*args)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "local.cli" in modules  # the profile is read: the command line was loaded
+    assert engine_in(modules) == []
+
+
+def test_remote_job_commands_load_no_engine(tmp_path: Path) -> None:
+    """enqueue, status --json, jobs, cancel and dlq list against a real server."""
+    with served(tmp_path) as server:
+        spool = spool_in(tmp_path, SPOOL_URL=server.url, SPOOL_API_KEY=KEY_A)
+        ran, modules = spool("enqueue", "sleep", "--payload", '{"seconds": 60}', "--json")
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert engine_in(modules) == []
+        job_id = json.loads(ran.stdout)["id"]
+        for args in (
+            ["status", job_id, "--json"],
+            ["jobs"],
+            ["dlq", "list"],
+            ["cancel", job_id],
+        ):
+            ran, modules = spool(*args)
+            assert ran.returncode == 0, (args, ran.stderr[-2000:])
+            assert "httpx" in modules  # it went to the server
+            assert engine_in(modules) == [], args
+
+
+def test_remote_status_table_loads_no_store(tmp_path: Path) -> None:
+    """`spool status ID` as a table reads the server's answer through the job model
+    (pydantic: a malformed answer is named as such), but opens and loads no store."""
+    with served(tmp_path) as server:
+        spool = spool_in(tmp_path, SPOOL_URL=server.url, SPOOL_API_KEY=KEY_A)
+        ran, _ = spool("enqueue", "echo", "--json")
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        ran, modules = spool("status", json.loads(ran.stdout)["id"])
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        assert ran.stdout.startswith("job       j_")
+        heavy = {"chalicelib.storage", "chalicelib.service", "chalicelib.runtime"}
+        assert sorted(modules & heavy) == []
