@@ -1,7 +1,8 @@
 """What a redrive gives a dead job back (attempt_ceiling's rule, for the stores).
 
 Kept apart from attempt_ceiling, which reads settings: the stores import this, and
-the settings module imports the stores.
+the settings module imported the stores (until stop 59: chalicelib.config no longer
+imports them).
 """
 
 from __future__ import annotations

@@ -104,3 +104,14 @@ def test_remote_status_table_loads_no_store(tmp_path: Path) -> None:
         assert ran.stdout.startswith("job       j_")
         heavy = {"chalicelib.storage", "chalicelib.service", "chalicelib.runtime"}
         assert sorted(modules & heavy) == []
+
+
+def test_a_refused_key_loads_no_engine(tmp_path: Path) -> None:
+    """The most common remote failure (the key of an earlier `spool serve`): its words
+    came from chalicelib.api.auth, which imported the service and pydantic to say it."""
+    with served(tmp_path) as server:
+        spool = spool_in(tmp_path, SPOOL_URL=server.url, SPOOL_API_KEY="key-from-yesterday-00")
+        ran, modules = spool("jobs")
+        assert ran.returncode == 2, ran.stderr[-2000:]
+        assert "spool: invalid API key. Pass the server's key" in ran.stderr
+        assert engine_in(modules) == []

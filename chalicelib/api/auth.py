@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from chalicelib.config import NAME_PATTERN  # not the service's: `spool` words refusals with this
 from chalicelib.errors import SpoolError, Unauthorized
-from chalicelib.service import NAME_PATTERN
 
 if TYPE_CHECKING:
     from chalicelib.config import Settings

@@ -46,7 +46,7 @@ def kept_finished(env: Mapping[str, str] | None = None) -> int:
     Stores are opened from a URL alone, so they read the variable themselves (as
     SPOOL_ATTEMPT_HISTORY); a bad value is a ConfigError naming it as the store opens,
     so `spool serve`, `spool worker` and a Lambda refuse to start on it."""
-    from chalicelib.config import Settings  # here: config imports the stores, which import this
+    from chalicelib.config import Settings  # here since config imported the stores (no more)
 
     source = os.environ if env is None else env
     settings = Settings(extra={name: value for name, value in source.items() if name == _SETTING})
