@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from chalicelib.job_state import DEFAULT_TENANT as DEFAULT_TENANT
 from chalicelib.job_state import TERMINAL_STATES as TERMINAL_STATES
+from chalicelib.job_state import Attempt as Attempt
 from chalicelib.job_state import JobState as JobState
 from chalicelib.redact import redact_text
 
@@ -270,30 +271,6 @@ Outcome = Literal[JobState.SUCCEEDED, JobState.RETRYING, JobState.DEAD]
 # How one attempt ended, as its history records it: a completion's state, or
 # "lease_expired" when the worker vanished and a later claim reaped the job.
 ATTEMPT_OUTCOMES = ("succeeded", "retrying", "dead", "lease_expired")
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One recorded run of a job: when, where, and how it ended.
-
-    A store keeps the last few (SPOOL_ATTEMPT_HISTORY) per job, oldest first,
-    so a person can tell why a job died, on which attempt and where.
-    """
-
-    number: int  # the job's attempt count when it ran (1-based; restarts after a redrive)
-    started_at: datetime
-    finished_at: datetime
-    worker: str  # "host:pid:tag" or "lambda:<aws request id>"
-    outcome: str  # one of ATTEMPT_OUTCOMES
-    error_type: str | None = None
-    error: str | None = None
-    traceback: str | None = None  # trimmed to a few KiB, its end kept
-    next_delay: float | None = None  # seconds until the next try, when retrying
-    log_tail: tuple[str, ...] = ()  # the handler's last log lines (failing attempts)
-
-    @property
-    def seconds(self) -> float:
-        return (self.finished_at - self.started_at).total_seconds()
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.errors import UNKNOWN_TYPE_FIX_START
-from chalicelib.job_state import DEFAULT_TENANT
+from chalicelib.job_state import DEFAULT_TENANT, Attempt, JobState
 from chalicelib.jsonstrict import loads_strict
 from chalicelib.redact import redact_url
 from local import job_commands, tables
@@ -38,7 +40,7 @@ from local.job_commands import wait_exit, wait_limit
 # spool_client (httpx) is imported when a command goes remote; the job models (pydantic)
 # only to show a job as a table. A remote command loads no store: no engine to load.
 if TYPE_CHECKING:
-    from chalicelib.models import Attempt, Job
+    from chalicelib.models import Job
     from spool_client import Client
     from spool_client import errors as client_errors
     from spool_client.models import Page
@@ -425,17 +427,15 @@ def _print_pages(pages: Iterator[Page], args: argparse.Namespace, noun: str) -> 
 # -- the API's JSON as the models status_view renders ------------------------------------------
 
 
-def _shown(raw: dict[str, Any]) -> tuple[Job, list[Attempt]]:
+def _shown(raw: dict[str, Any]) -> tuple[PlainJob | Job, list[Attempt]]:
     """The job and attempts to show, or UnexpectedResponse as the client words JSON of
     another shape: a field missing or malformed ended in pydantic's dump (exit 2, as if
     the person had typed something wrong) or "unexpected error: KeyError"."""
-    from pydantic import ValidationError
-
     from spool_client.errors import UnexpectedResponse
 
     try:
-        return _as_job(raw), _attempts(raw)
-    except (ValidationError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        return _plain_job(raw) or _as_job(raw), _attempts(raw)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # pydantic's is a ValueError
         raise UnexpectedResponse.shape("a job", exc) from None
 
 
@@ -446,9 +446,96 @@ def _as_job(raw: dict[str, Any]) -> Job:
     return Job.model_validate({**fields, "tenant": fields.get("tenant", "-")})
 
 
-def _attempts(raw: dict[str, Any]) -> list[Attempt]:
-    from chalicelib.models import Attempt
+@dataclass(frozen=True)
+class PlainJob:
+    """What status_view.render shows of a job, read from a server's answer without
+    pydantic (_plain_job)."""
 
+    id: str
+    type: str
+    queue: str
+    priority: int
+    state: JobState
+    attempts: int
+    max_attempts: int
+    run_at: datetime
+    created_at: datetime
+    finished_at: datetime | None
+    last_error: str | None
+    result: Any
+    tenant: str = "-"
+
+
+# chalicelib.models.Job's fields and the JSON each takes in the shape a Spool server
+# sends it (a test holds the names to Job.model_fields): "str", "int", "state", "object"
+# (a JSON object), "json" (any JSON value), "time" (ISO 8601 with its offset); "?"
+# after one: or null.
+JOB_FIELDS = {
+    "id": "str",
+    "tenant": "str",
+    "type": "str",
+    "queue": "str",
+    "priority": "int",
+    "payload": "object",
+    "state": "state",
+    "attempts": "int",
+    "max_attempts": "int",
+    "run_at": "time",
+    "lease_token": "str?",
+    "lease_expires_at": "time?",
+    "result": "json",
+    "last_error": "str?",
+    "idempotency_key": "str?",
+    "created_at": "time",
+    "updated_at": "time",
+    "started_at": "time?",
+    "finished_at": "time?",
+}
+# Without one of these the answer is read by the model (its defaults, its refusal).
+_SHOWN_FIELDS = ("updated_at", *(f for f in PlainJob.__dataclass_fields__ if f != "tenant"))
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})")
+_STATES = frozenset(s.value for s in JobState)
+
+
+def _plain(kind: str, value: Any) -> tuple[bool, Any]:
+    """(whether `value` is JSON of this kind as a server sends it, the value read)."""
+    if kind.endswith("?"):
+        return (True, None) if value is None else _plain(kind[:-1], value)
+    if kind == "str":
+        return type(value) is str, value
+    if kind == "int":  # not bool, and no larger than a store keeps
+        return type(value) is int and -(2**63) <= value < 2**63, value
+    if kind == "state":
+        return type(value) is str and value in _STATES, value
+    if kind == "object":
+        return type(value) is dict, value
+    if kind == "time" and type(value) is str and _TIME.fullmatch(value):
+        try:
+            return True, datetime.fromisoformat(value)
+        except ValueError:  # 23:59:60, 30 February
+            return False, None
+    return kind == "json", value
+
+
+def _plain_job(raw: dict[str, Any]) -> PlainJob | None:
+    """The job as the model reads it, when the answer has the shape a Spool server
+    sends: every field shown present, each field of Job's given as the server gives it.
+    None otherwise: chalicelib.models.Job (pydantic) reads it instead, with its
+    defaults, coercions and refusals. pydantic and the models are a third of a remote
+    `spool status ID`'s start, and the answer a server sends needs neither."""
+    if any(name not in raw for name in _SHOWN_FIELDS):
+        return None
+    read: dict[str, Any] = {}
+    for name, kind in JOB_FIELDS.items():
+        if name in raw:
+            ok, read[name] = _plain(kind, raw[name])
+            if not ok:
+                return None
+    shown = {name: read[name] for name in _SHOWN_FIELDS if name != "updated_at"}
+    return PlainJob(**{**shown, "state": JobState(shown["state"])})
+
+
+def _attempts(raw: dict[str, Any]) -> list[Attempt]:
     return [
         Attempt(
             number=a["number"],

@@ -10,14 +10,49 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from chalicelib.job_state import Attempt, JobState
 from local.tables import one_line, printable
 
-if TYPE_CHECKING:  # a remote command renders the server's answer without the API's schemas
-    from chalicelib.models import Attempt, Job
+if TYPE_CHECKING:  # a remote command shows the server's answer without pydantic's models
+    from chalicelib.models import Job
 
 ERROR_WIDTH = 70
+
+
+class ShownJob(Protocol):
+    """What render shows of a job: chalicelib.models.Job, or a server's answer read
+    without pydantic (local/remote_cli.py PlainJob)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def queue(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def state(self) -> JobState: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def run_at(self) -> datetime: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def last_error(self) -> str | None: ...
+    @property
+    def result(self) -> Any: ...
+
+
 HEADERS = ("#", "started (UTC)", "took", "worker", "outcome", "error", "next try in")
 
 
@@ -79,7 +114,7 @@ def attempts_table(attempts: list[Attempt]) -> list[str]:
     ]
 
 
-def render(job: Job, attempts: list[Attempt], tenant: str | None = None) -> str:
+def render(job: ShownJob, attempts: list[Attempt], tenant: str | None = None) -> str:
     """tenant: what to show for it when the job's own is not known (a server's answer)."""
     lines = [
         f"job       {job.id}",

@@ -13,9 +13,12 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from chalicelib.models import Job
+from local import remote_cli, status_view
 from tests.apikit import KEY_A
 from tests.procs import SPOOL, guarded_env
 from tests.served import served
@@ -92,9 +95,9 @@ def test_remote_job_commands_load_no_engine(tmp_path: Path) -> None:
             assert engine_in(modules) == [], args
 
 
-def test_remote_status_table_loads_no_store(tmp_path: Path) -> None:
-    """`spool status ID` as a table reads the server's answer through the job model
-    (pydantic: a malformed answer is named as such), but opens and loads no store."""
+def test_remote_status_table_loads_no_engine(tmp_path: Path) -> None:
+    """`spool status ID` as a table read the server's answer through the pydantic job
+    model; an answer of the shape a server sends is now read without it."""
     with served(tmp_path) as server:
         spool = spool_in(tmp_path, SPOOL_URL=server.url, SPOOL_API_KEY=KEY_A)
         ran, _ = spool("enqueue", "echo", "--json")
@@ -102,8 +105,73 @@ def test_remote_status_table_loads_no_store(tmp_path: Path) -> None:
         ran, modules = spool("status", json.loads(ran.stdout)["id"])
         assert ran.returncode == 0, ran.stderr[-2000:]
         assert ran.stdout.startswith("job       j_")
-        heavy = {"chalicelib.storage", "chalicelib.service", "chalicelib.runtime"}
-        assert sorted(modules & heavy) == []
+        assert "type      echo (queue default, tenant (your key's), priority 0)" in ran.stdout
+        assert engine_in(modules) == []
+
+
+def test_the_plain_reading_names_every_field_of_the_job_model() -> None:
+    assert list(remote_cli.JOB_FIELDS) == list(Job.model_fields)
+
+
+ANSWER: dict[str, Any] = {
+    "id": "j_01a24d2898e82d9544176d5c90229d2e",
+    "type": "echo",
+    "queue": "mail",
+    "priority": -3,
+    "state": "retrying",
+    "attempts": 2,
+    "max_attempts": 7,
+    "payload": {"to": "a@example.com"},
+    "result": None,
+    "last_error": "ValueError: no \x1b[31mred\x1b[0m",
+    "idempotency_key": None,
+    "run_at": "2026-12-06T21:00:36.828+05:30",
+    "created_at": "2026-12-06T21:00:36Z",
+    "updated_at": "2026-12-06T21:00:37.000001+00:00",
+    "started_at": None,
+    "finished_at": "2026-12-06T21:00:38.5-01:00",
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"result": {"n": [1, 2.5, None, True]}, "state": "succeeded"},
+        {"tenant": "acme", "lease_token": None, "extra": "ignored"},
+    ],
+)
+def test_a_server_shaped_answer_shows_as_the_model_shows_it(change: dict[str, Any]) -> None:
+    raw = {**ANSWER, **change}
+    plain = remote_cli._plain_job(raw)
+    assert plain is not None
+    model = remote_cli._as_job(raw)
+    assert status_view.render(plain, [], tenant="t") == status_view.render(model, [], tenant="t")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"priority": "5"},  # the model coerces it
+        {"attempts": True},
+        {"queue": None},  # the model refuses it
+        {"state": "lost"},
+        {"payload": []},
+        {"run_at": "2026-12-06 21:00:36"},  # no offset
+        {"created_at": "2026-02-30T00:00:00Z"},
+        {"updated_at": 1765054836},
+        {"lease_token": 5},  # a field not shown is held to the model too
+        {"tenant": None},
+    ],
+)
+def test_any_other_answer_is_read_by_the_model(change: dict[str, Any]) -> None:
+    assert remote_cli._plain_job({**ANSWER, **change}) is None
+
+
+@pytest.mark.parametrize("missing", ["queue", "priority", "finished_at", "updated_at", "id"])
+def test_an_answer_missing_a_field_is_read_by_the_model(missing: str) -> None:
+    raw = {k: v for k, v in ANSWER.items() if k != missing}
+    assert remote_cli._plain_job(raw) is None
 
 
 def test_a_refused_key_loads_no_engine(tmp_path: Path) -> None:
