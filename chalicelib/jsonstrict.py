@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 from chalicelib.number_text import too_small, underflows
@@ -240,6 +241,33 @@ def _finite_walked(value: Any) -> bool:
             seen.add(id(item))
             stack.extend(item.values() if isinstance(item, dict) else item)
     return True
+
+
+# The most digits an integer may have for a reader to convert it: Python's default
+# limit (PYTHONINTMAXSTRDIGITS), not this process's own, which a handler may lift
+# (sys.set_int_max_str_digits(0)) while the API, the CLI and clients keep the default.
+READABLE_INT_DIGITS = sys.int_info.default_max_str_digits
+_LONG_DIGIT_RUN = re.compile(f"[0-9]{{{READABLE_INT_DIGITS + 1}}}")
+
+
+def holds_unreadable_int(value: Any, encoded: str) -> bool:
+    """True when an integer inside `value` (a decoded JSON document, `encoded` its
+    text) has more than READABLE_INT_DIGITS digits. A reader with Python's default
+    limit fails on the whole document ("Exceeds the limit ... for integer string
+    conversion"). The text is searched first (in C): only a document with so long a
+    run of digits, in a number or a string, is walked."""
+    if _LONG_DIGIT_RUN.search(encoded) is None:
+        return False
+    bound = 10**READABLE_INT_DIGITS
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if abs(item) >= bound:
+                return True
+        elif isinstance(item, dict | list):
+            stack.extend(item.values() if isinstance(item, dict) else item)
+    return False
 
 
 # The deepest nesting pydantic's JSON parser (jiter) reads: a document whose arrays and

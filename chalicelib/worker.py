@@ -83,6 +83,8 @@ from chalicelib.handlers import HandlerSpec, JobContext, Registry
 from chalicelib.jsonstrict import (
     CIRCULAR,
     NESTED_TOO_DEEP,
+    READABLE_INT_DIGITS,
+    holds_unreadable_int,
     is_circular,
     is_finite_json,
     loads_strict,
@@ -418,6 +420,10 @@ class Worker:
         except ValueError as exc:  # two keys the encoder wrote as one name: 1 and "1"
             error = f"result is not JSON: two keys of one object become one name in JSON ({exc})"
             return Completion(job.id, token, JobState.DEAD, error=error)
+        # Encoded because this process's limit was lifted (a handler's
+        # sys.set_int_max_str_digits(0)): every default reader would fail on it.
+        if holds_unreadable_int(snapshot, encoded):
+            return Completion(job.id, token, JobState.DEAD, error=_HUGE_INT_ERROR)
         # A lone surrogate is written as a `\udXXX` escape (ASCII JSON): no character,
         # refused in a payload (422), so a result holding one is not stored either. An
         # escape in `encoded` (a pair of one too) is rare enough to look closer at.
@@ -1767,6 +1773,12 @@ RESULT_TYPES_HINT = (
     "return a dict, list, str, number, bool or None, or a pydantic model as the whole "
     "result; convert anything else first: a datetime with .isoformat(), a set with "
     "list(), a model inside a list or dict with .model_dump(mode='json')"
+)
+
+
+_HUGE_INT_ERROR = (
+    f"result is not JSON: it holds an integer of more than {READABLE_INT_DIGITS} digits "
+    "(return it as a string)"
 )
 
 
