@@ -1790,6 +1790,9 @@ def _why_not_json(result: Any, exc: Exception) -> str:
         return f"its {NESTED_TOO_DEEP}"
     if not is_finite_json(result):
         return "it holds NaN or Infinity (return null or a string instead)"
+    if isinstance(exc, ValueError) and str(exc).startswith("Out of range float"):
+        # is_finite_json looks at values; the encoder refuses a non-finite key too.
+        return "a dict's key is NaN or Infinity (use a string key instead)"
     if isinstance(exc, ValueError) and "integer string conversion" in str(exc):
         # Python's advice (sys.set_int_max_str_digits) would not reach the API's readers.
         digits = sys.get_int_max_str_digits()
