@@ -247,8 +247,24 @@ class Schedule:
             tick: datetime = (walker.get_next if forward else walker.get_prev)(datetime)
             tick = tick.astimezone(UTC)
             if not (fixed_hours and tick.astimezone(zone).fold == 1):
-                return tick
+                return self._none_between(origin, tick) if forward else tick
         raise ValueError(f"schedule {self.name!r}: no tick found near {origin.isoformat()}")
+
+    def _none_between(self, origin: datetime, tick: datetime) -> datetime:
+        """The earliest tick after origin, given croniter's forward answer `tick`.
+
+        Its forward walk can step over a tick in a repeated wall-clock stretch that
+        is not a whole hour: when Lord Howe Island goes back 30 minutes, `*/20 * * * *`
+        went from the first 01:40 to 02:00, over the second 01:40, which its backward
+        walk (and so latest_tick) finds. A running scheduler waits for next_tick, so
+        that tick never fired. Walking back from the answer finds any it stepped over.
+        """
+        for _ in range(MAX_DST_SKIPS):
+            before = self._cron_walk(tick, forward=False)
+            if before <= origin.astimezone(UTC):
+                return tick
+            tick = before
+        return tick
 
     def key(self, tick: datetime) -> str:
         return f"{KEY_PREFIX}{self.name}:{_tick_text(tick)}"
