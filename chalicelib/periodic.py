@@ -345,6 +345,19 @@ class ScheduleBook:
             self._schedules[schedule.name] = schedule
         return schedule
 
+    def _check_unclaimed(self, name: str, job_type: str) -> None:
+        """One name for two job types is a mistake to report where it is written: the
+        schedule declared last replaced the other, so `@periodic("nightly")` above two
+        handlers listed and fired only the second. The same type again (its module
+        imported twice, or reloaded after an edit) replaces itself."""
+        with self._lock:
+            existing = self._schedules.get(name)
+        if existing is not None and existing.type != job_type:
+            raise ValueError(
+                f"schedule {name!r} is declared twice: for job type {existing.type!r} "
+                f"and for {job_type!r}; give one of them another name"
+            )
+
     def remove(self, name: str) -> None:
         with self._lock:
             self._schedules.pop(name, None)
@@ -376,6 +389,7 @@ class ScheduleBook:
 
         def declare(func: HandlerFunc) -> HandlerFunc:
             job_type = type or _type_of(func, registry)
+            self._check_unclaimed(name, job_type)
             self.add(
                 Schedule(
                     name=name,
