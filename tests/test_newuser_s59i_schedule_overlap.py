@@ -73,3 +73,11 @@ def test_docs_say_what_happens_when_ticks_overlap() -> None:
     text = " ".join(DOCS.read_text().split())
     assert "**Overlapping ticks.**" in text
     assert '{"type:<the schedule\'s type>": {"concurrency": 1}}' in text
+
+
+def test_docs_say_one_job_per_tick_runs_at_least_once() -> None:
+    """From outside: a `spool worker` SIGSTOPped past a 3 s lease while its tick's job ran
+    (`every: 1h`, a 4 s handler); a second worker retried the attempt, and the handler
+    logged two runs for the one tick. "Exactly once per tick" means one job, not one run."""
+    text = " ".join(DOCS.read_text().split())
+    assert "the handler can run twice for one tick" in text
