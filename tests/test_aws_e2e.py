@@ -106,10 +106,21 @@ def wait_for(base: str, job_id: str, states: set[str], seconds: float = 60) -> d
         reply = call("GET", f"{base}/status/{job_id}")
         assert reply.status_code == 200, reply.text
         view = reply.json()
-        if view["state"] in states:
+        if view["state"] in states and _whole(view):
             return view
         time.sleep(0.2)
     pytest.fail(f"job {job_id} never reached {states}; last seen {view}")
+
+
+def _whole(view: dict[str, Any]) -> bool:
+    """Whether a view is of a whole write. moto_server applies an UpdateItem's actions to
+    the stored item in place, one at a time, with no lock against a GetItem on another
+    thread: a read once saw a job `dead` whose finish had not yet set its finished_at
+    (CI, stop 59). DynamoDB itself writes an item at once; Spool sets finished_at after
+    the state and the error in every finishing write, so a terminal view that has it
+    is whole."""
+    terminal = view["state"] in ("succeeded", "dead", "cancelled")
+    return not terminal or view.get("finished_at") is not None
 
 
 def test_an_enqueued_job_runs_through_sqs_and_succeeds(system: str) -> None:
