@@ -247,7 +247,10 @@ def _finite_walked(value: Any) -> bool:
 # limit (PYTHONINTMAXSTRDIGITS), not this process's own, which a handler may lift
 # (sys.set_int_max_str_digits(0)) while the API, the CLI and clients keep the default.
 READABLE_INT_DIGITS = sys.int_info.default_max_str_digits
-_LONG_DIGIT_RUN = re.compile(f"[0-9]{{{READABLE_INT_DIGITS + 1}}}")
+# A run starts only after a non-digit: unanchored, the search tried again at every digit
+# of a shorter run, 4,300 steps at each of 4,300 places (a result of twenty 4,300-digit
+# strings, what the refusal advises returning, took 212 ms a finish; anchored, 1 ms).
+_LONG_DIGIT_RUN = re.compile(f"(?<![0-9])[0-9]{{{READABLE_INT_DIGITS + 1}}}")
 
 
 def holds_unreadable_int(value: Any, encoded: str) -> bool:
