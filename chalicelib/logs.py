@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO
 
+from chalicelib import log_traceback
 from chalicelib.config import ConfigError, Settings
 from chalicelib.jsonstrict import is_utf8, replaced_surrogates
 from chalicelib.log_redact import has_shape_word, redactor
@@ -451,7 +452,23 @@ class TextFormatter(logging.Formatter):
         record.message = one_line(record.message)
         return super().formatMessage(record)
 
+    def formatException(self, ei: Any) -> str:
+        """The traceback with the exceptions' own text (message, notes) on one line
+        each (chalicelib/log_traceback.py): a newline in a payload's words raised
+        by a handler forged a whole log line after `ValueError: `."""
+        if not isinstance(ei, tuple) or not isinstance(ei[1], BaseException):
+            return super().formatException(ei)
+        try:
+            text = log_traceback.told(ei, one_line)
+        except Exception:  # the traceback module's own failure: logging's way, as ever
+            return super().formatException(ei)
+        return text if is_utf8(text) else replaced_surrogates(text)
+
     def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info:
+            # Made here whoever cached it first (logging keeps one exc_text for every
+            # handler; ctx.log's filter makes one when it holds a lone surrogate).
+            record.exc_text = self.formatException(record.exc_info)
         line = super().format(record)
         pairs = " ".join(f"{k}={_text_value(v)}" for k, v in fields_of(record).items())
         head, newline, rest = line.partition("\n")

@@ -1,0 +1,140 @@
+"""An exception's own text cannot start a line of a text log (stop 60, helper a).
+
+Was (found with a real `spool worker --burst` and a handler module): a handler that
+logged `ctx.log.exception(...)` over `ValueError(payload["note"])` wrote the note's
+newline raw inside the traceback, so a payload of
+`bad\\n2026-12-06T23:00:00.000Z INFO spool.jobs: job succeeded ... job_id=j_forged`
+made the log show a `job succeeded` line no job wrote. Stop 59 escaped a traceback's
+control and hidden characters but kept its newlines, the message's among them.
+
+Now the exception's message, its notes and a SyntaxError's text are written with
+their line breaks escaped, through the whole chain (cause, context, the members of an
+exception group), as the message part of the line already was; the traceback's own
+lines are as Python writes them. JSON lines stay one object per line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chalicelib import logs
+from chalicelib.config import Settings
+from tests.procs import ROOT, run_spool
+
+pytestmark = pytest.mark.timeout(120)
+
+FORGED = "2026-12-06T23:00:00.000Z INFO spool.jobs: job succeeded event=succeeded job_id=j_forged"
+# Every line break a reader or a terminal obeys, each before a forged line.
+BREAKS = ("\n", "\r\n", "\r", "\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029")
+NOTE = "bad" + "".join(f"{brk}{FORGED}" for brk in BREAKS)
+# A line of a text log: its stamp, or one a traceback is made of.
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
+
+HANDLERS = (
+    "from chalicelib.handlers import JobContext, handler\n\n\n"
+    "@handler('boom', max_attempts=1)\n"
+    "def boom(payload: dict, ctx: JobContext) -> dict:\n"
+    "    try:\n"
+    "        raise ValueError(payload['note'])\n"
+    "    except ValueError as exc:\n"
+    "        exc.add_note(payload['note'])\n"
+    "        ctx.log.exception('caught')\n"
+    "    raise RuntimeError(payload['note'])\n"
+)
+
+
+def _forged(text: str) -> list[str]:
+    """Lines that start as FORGED does, wherever a reader splits lines."""
+    lines = re.split("[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]", text)
+    return [line for line in lines if line.startswith(FORGED[:24])]
+
+
+def test_a_worker_s_log_holds_no_line_a_payload_wrote(tmp_path: Path) -> None:
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "jobs.py").write_text(HANDLERS)
+    env = {"SPOOL_HANDLERS": "myapp.jobs", "PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    added = run_spool(tmp_path, "enqueue", "boom", "--payload", json.dumps({"note": NOTE}), **env)
+    assert added.returncode == 0, added.stderr
+    ran = run_spool(tmp_path, "worker", "--burst", "--quiet", **env)
+    assert ran.returncode == 0, ran.stderr
+    log = ran.stderr
+    assert "Traceback (most recent call last):" in log, log
+    assert "job dead" in log, log
+    assert _forged(log) == [], log
+    told = [line for line in log.split("\n") if line.startswith("ValueError: bad")]
+    assert told == [f"ValueError: {logs.one_line(NOTE)}"], log
+    assert f"\n{logs.one_line(NOTE)}\n" in log, log  # the note, on one line of its own
+
+
+@pytest.fixture
+def text_stream() -> Iterator[io.StringIO]:
+    buf = io.StringIO()
+    logs.configure(Settings(), stream=buf, force=True)
+    yield buf
+    logs.reset()
+
+
+@pytest.fixture
+def json_stream() -> Iterator[io.StringIO]:
+    buf = io.StringIO()
+    logs.configure(Settings(extra={"SPOOL_LOG_FORMAT": "json"}), stream=buf, force=True)
+    yield buf
+    logs.reset()
+
+
+def _log_chain() -> None:
+    try:
+        try:
+            raise KeyError("inner")
+        except KeyError as inner:
+            raise RuntimeError(NOTE) from inner
+    except RuntimeError as outer:
+        try:
+            raise ExceptionGroup("group", [ValueError(NOTE), outer])
+        except ExceptionGroup:
+            logging.getLogger("spool.test").exception("failed")
+
+
+def test_every_text_an_exception_chain_carries_stays_on_its_line(
+    text_stream: io.StringIO,
+) -> None:
+    _log_chain()
+    try:
+        compile(f"x = ({NOTE}", f"file{NOTE}", "exec")
+    except SyntaxError:
+        logging.getLogger("spool.test").exception("compiled")
+    out = text_stream.getvalue()
+    assert _forged(out) == [], out
+    lines = out.split("\n")
+    assert sum(1 for line in lines if STAMP.match(line)) == 2, out
+    assert "The above exception was the direct cause" in out  # the chain is all there
+    assert f"RuntimeError: {logs.one_line(NOTE)}" in out
+
+
+def test_a_traceback_s_own_lines_are_kept(text_stream: io.StringIO) -> None:
+    """A message with no line break is written as Python writes it."""
+    try:
+        raise ValueError("plain\ttext")
+    except ValueError:
+        logging.getLogger("spool.test").exception("failed")
+    first, *tail = text_stream.getvalue().rstrip("\n").split("\n")
+    assert first.endswith("ERROR spool.test: failed")
+    assert tail[0] == "Traceback (most recent call last):"
+    assert tail[-2] == '    raise ValueError("plain\\ttext")'
+    assert tail[-1] == "ValueError: plain\ttext"
+
+
+def test_json_lines_stay_one_object_each(json_stream: io.StringIO) -> None:
+    _log_chain()
+    lines = json_stream.getvalue().splitlines()
+    assert len(lines) == 1, lines
+    record = json.loads(lines[0])
+    assert NOTE in record["exc_info"]
