@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO
 
-from chalicelib import log_traceback
+from chalicelib import log_traceback, std_streams
 from chalicelib.config import ConfigError, Settings
 from chalicelib.jsonstrict import is_utf8, replaced_surrogates
 from chalicelib.log_redact import has_shape_word, redactor
@@ -141,6 +141,8 @@ def configure(
                 handler.setFormatter(formatter)
                 handler.addFilter(_filter)
         else:
+            if stream is None:
+                std_streams.keep()  # Spool's lines outlive a handler's close of stderr
             handler = _Stream(stream)
             handler.setFormatter(formatter)
             handler.addFilter(_filter)
@@ -161,6 +163,7 @@ def reset() -> None:
     global _configured, _tail_lines
     with _lock:
         _undo()
+        std_streams.forget()
         logging.getLogger("spool").setLevel(logging.NOTSET)
         _tail_lines = DEFAULT_TAIL_LINES
         _configured = False
@@ -324,14 +327,16 @@ _filter = _Redact()
 
 class _Stream(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to the given stream, or to whatever sys.stderr is at the time of the write
-    (a test harness swaps it; a handler bound to the old one would write to a closed file)."""
+    (a test harness swaps it; a handler bound to the old one would write to a closed file),
+    or to the copy of descriptor 2 chalicelib/std_streams.py keeps once configure found
+    the process's own stderr: a handler that closed stderr lost every later line."""
 
     def __init__(self, stream: TextIO | None) -> None:
         super().__init__(stream or sys.stderr)
         self._fixed = stream
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = self._fixed or sys.stderr
+        self.stream = self._fixed or std_streams.stderr_for_logs()
         super().emit(record)
 
     def handleError(self, record: logging.LogRecord) -> None:
@@ -344,7 +349,7 @@ class _Stream(logging.StreamHandler):  # type: ignore[type-arg]
 
     def write_lines(self, lines: list[str]) -> None:
         """What emit does with formatted lines; the caller holds the handler's lock."""
-        self.stream = stream = self._fixed or sys.stderr
+        self.stream = stream = self._fixed or std_streams.stderr_for_logs()
         end = self.terminator
         stream.write(end.join(lines) + end)
         stream.flush()

@@ -73,7 +73,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import attempt_record, forked_child, logs, worker_id
+from chalicelib import attempt_record, forked_child, logs, std_streams, worker_id
 from chalicelib.errors import (
     PermanentError,
     RetryAfter,
@@ -371,7 +371,10 @@ class Worker:
         for m in self.middleware:
             m.before_attempt(job)
         try:
-            result = _call_here(spec, payload, attempt.ctx)
+            try:
+                result = _call_here(spec, payload, attempt.ctx)
+            finally:
+                std_streams.mend(job.id, job.type)  # a handler that closed stderr: said once
         except PermanentError as exc:
             attempt.failure = exc
             return Completion(job.id, token, JobState.DEAD, error=_describe(exc))
