@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO
 
-from chalicelib import log_traceback, std_streams
+from chalicelib import log_traceback, std_streams, stray_output
 from chalicelib.config import ConfigError, Settings
 from chalicelib.jsonstrict import is_utf8, replaced_surrogates
 from chalicelib.log_redact import has_shape_word, redactor
@@ -141,8 +141,10 @@ def configure(
                 handler.setFormatter(formatter)
                 handler.addFilter(_filter)
         else:
-            if stream is None:
-                std_streams.keep()  # Spool's lines outlive a handler's close of stderr
+            # Spool's lines outlive a handler's close of stderr, and what Python
+            # writes there itself (a warning, a thread's traceback) is a log line too.
+            if stream is None and std_streams.keep():
+                stray_output.route()
             handler = _Stream(stream)
             handler.setFormatter(formatter)
             handler.addFilter(_filter)
@@ -164,6 +166,7 @@ def reset() -> None:
     with _lock:
         _undo()
         std_streams.forget()
+        stray_output.unroute()
         logging.getLogger("spool").setLevel(logging.NOTSET)
         _tail_lines = DEFAULT_TAIL_LINES
         _configured = False
@@ -400,6 +403,16 @@ def _text_value(value: Any) -> str:
     return one_line(json.dumps(text, ensure_ascii=False))
 
 
+def _text_key(key: object) -> str:
+    """A field's name as a text line writes it: quoted as a value is when it needs to
+    be (a handler's `extra=` may take its names from a payload: `k\nINJECT` started a
+    line)."""
+    text = str(key)
+    if text and _NEEDS_QUOTES.search(text) is None:
+        return text
+    return one_line(json.dumps(text, ensure_ascii=False))
+
+
 # What would end or rewrite a line in a message: line breaks (Unicode's too), CR, the
 # other C0/C1 controls a terminal obeys (ESC starts its colour codes), and the rest of
 # _UNSEEN (a bidi override, a zero-width space). Tab stays.
@@ -475,7 +488,7 @@ class TextFormatter(logging.Formatter):
             # handler; ctx.log's filter makes one when it holds a lone surrogate).
             record.exc_text = self.formatException(record.exc_info)
         line = super().format(record)
-        pairs = " ".join(f"{k}={_text_value(v)}" for k, v in fields_of(record).items())
+        pairs = " ".join(f"{_text_key(k)}={_text_value(v)}" for k, v in fields_of(record).items())
         head, newline, rest = line.partition("\n")
         rest = _escaped_tail(rest)
         return redactor.text(

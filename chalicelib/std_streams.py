@@ -46,9 +46,10 @@ _lock = threading.Lock()
 _kept: dict[str, _Kept] = {}
 
 
-def keep() -> None:
+def keep() -> bool:
     """Copy descriptors 1 and 2 while sys.stdout and sys.stderr are the process's own
-    (a harness's capture has none to copy: nothing is kept, nothing mended)."""
+    (a harness's capture has none to copy: nothing is kept, nothing mended). True
+    when descriptor 2 is kept: Spool's lines go to the process's own stderr."""
     with _lock:
         for name, fd, original in (("stdout", 1, sys.__stdout__), ("stderr", 2, sys.__stderr__)):
             if name in _kept:
@@ -62,6 +63,7 @@ def keep() -> None:
                 continue
             own = _text_on(copy, stream, closefd=True)
             _kept[name] = _Kept(name, fd, copy, stream, own)
+        return "stderr" in _kept
 
 
 def forget() -> None:

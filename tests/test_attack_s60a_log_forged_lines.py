@@ -138,3 +138,59 @@ def test_json_lines_stay_one_object_each(json_stream: io.StringIO) -> None:
     assert len(lines) == 1, lines
     record = json.loads(lines[0])
     assert NOTE in record["exc_info"]
+
+
+# What Python writes to stderr itself, from a handler's doing, and a field name a
+# handler took from its payload. Was: the warning, the thread's traceback and the
+# `k\nINJECT` name were written raw (no formatter saw the first two), each forging a
+# line; under SPOOL_LOG_FORMAT=json they were lines that are not JSON.
+STRAY = (
+    "import threading, warnings\n"
+    "from chalicelib.handlers import JobContext, handler\n\n\n"
+    "def _raise(note: str) -> None:\n"
+    "    raise ValueError(note)\n\n\n"
+    "@handler('stray', max_attempts=1)\n"
+    "def stray(payload: dict, ctx: JobContext) -> dict:\n"
+    "    warnings.warn(payload['note'])\n"
+    "    thread = threading.Thread(target=_raise, args=(payload['note'],), name='mine')\n"
+    "    thread.start()\n"
+    "    thread.join()\n"
+    "    ctx.log.info('fields', extra={payload['note']: 1})\n"
+    "    return {}\n"
+)
+
+
+def _run_stray(tmp_path: Path, log_format: str) -> str:
+    (tmp_path / "myapp").mkdir()
+    (tmp_path / "myapp" / "__init__.py").write_text("")
+    (tmp_path / "myapp" / "jobs.py").write_text(STRAY)
+    env = {
+        "SPOOL_HANDLERS": "myapp.jobs",
+        "PYTHONPATH": f"{tmp_path}:{ROOT}",
+        "SPOOL_LOG_FORMAT": log_format,
+    }
+    added = run_spool(tmp_path, "enqueue", "stray", "--payload", json.dumps({"note": NOTE}), **env)
+    assert added.returncode == 0, added.stderr
+    ran = run_spool(tmp_path, "worker", "--burst", "--quiet", **env)
+    assert ran.returncode == 0, ran.stderr
+    return ran.stderr
+
+
+def test_python_s_own_stderr_text_is_a_log_line_too(tmp_path: Path) -> None:
+    log = _run_stray(tmp_path, "text")
+    assert _forged(log) == [], log
+    assert "WARNING py.warnings: " in log and "UserWarning: bad\\n" in log, log
+    assert "ERROR spool.thread: exception in thread mine, which nothing caught" in log, log
+    assert f"ValueError: {logs.one_line(NOTE)}" in log, log
+    assert f" {json.dumps(NOTE, ensure_ascii=False)}=1" not in log  # escaped, not raw JSON
+    assert f" {logs.one_line(json.dumps(NOTE, ensure_ascii=False))}=1" in log, log
+    assert "job succeeded" in log, log
+
+
+def test_under_json_every_stderr_line_is_one_object(tmp_path: Path) -> None:
+    log = _run_stray(tmp_path, "json")
+    records = [json.loads(line) for line in log.splitlines() if line]  # each one JSON
+    loggers = [r["logger"] for r in records]
+    assert "py.warnings" in loggers and "spool.thread" in loggers, loggers
+    fields = next(r for r in records if r["message"] == "fields")
+    assert fields[NOTE] == 1
