@@ -140,6 +140,9 @@ def configure(
                 _touched.append((handler, False, handler.formatter))
                 handler.setFormatter(formatter)
                 handler.addFilter(_filter)
+            # Lambda makes each raw stderr line a log event of its own: a warning's
+            # newline forged one, a JSON object Logs Insights reads as Spool's.
+            stray_output.route()
         else:
             # Spool's lines outlive a handler's close of stderr, and what Python
             # writes there itself (a warning, a thread's traceback) is a log line too.

@@ -9,7 +9,9 @@ a whole `spool.jobs` line under `spool worker` and `spool serve`. `route()` send
 them to logging (`py.warnings`, `spool.thread`, `spool.unraisable`), whose text
 formatter writes their message on one line and escapes the exception's own text in a
 traceback (chalicelib/log_traceback.py). logs.configure calls it where Spool writes
-to the process's own stderr; `unroute()` puts Python's ways back (logs.reset).
+to the process's own stderr, and where it formats a host's handler (on Lambda each
+raw stderr line is a log event of its own: a JSON object in a warning read as
+Spool's); `unroute()` puts Python's ways back (logs.reset).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import re
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -194,3 +195,28 @@ def test_under_json_every_stderr_line_is_one_object(tmp_path: Path) -> None:
     assert "py.warnings" in loggers and "spool.thread" in loggers, loggers
     fields = next(r for r in records if r["message"] == "fields")
     assert fields[NOTE] == 1
+
+
+def test_on_lambda_a_warning_is_one_event_of_the_runtime_s_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Lambda each raw stderr line is an event of its own: a warning holding a
+    payload's newline and a JSON object forged an event Logs Insights read as Spool's.
+    It goes through the runtime's handler now, one JSON line."""
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "spool-worker")
+    forged = json.dumps({"level": "INFO", "logger": "spool.jobs", "message": "job succeeded"})
+    captured = io.StringIO()
+    root = logging.getLogger()
+    runtime = logging.StreamHandler(captured)  # stands for the Lambda runtime's handler
+    root.addHandler(runtime)
+    try:
+        logs.configure(Settings(), force=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn(f"bad\n{forged}", UserWarning, stacklevel=1)
+    finally:
+        logs.reset()
+        root.removeHandler(runtime)
+    [line] = captured.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["logger"] == "py.warnings" and forged in record["message"]
