@@ -76,6 +76,9 @@ _request_id: str | None = None
 # What configure changed, so reset() can put it back: (handler, whether we added it,
 # its formatter before).
 _touched: list[tuple[logging.Handler, bool, logging.Formatter | None]] = []
+# The formatter and the stream configure chose: what keep_on_root puts back.
+_chosen: tuple[logging.Formatter, TextIO | None] | None = None
+_replaced_said = False
 
 
 def on_lambda(env: Mapping[str, str] | None = None) -> bool:
@@ -123,7 +126,7 @@ def configure(
     `spool enqueue` prints no INFO line of its own). A bad SPOOL_LOG_* value is
     a ConfigError naming the variable.
     """
-    global _configured, _tail_lines
+    global _configured, _tail_lines, _chosen
     settings = settings or Settings.from_env(env)
     with _lock:
         redactor.add_settings(settings)
@@ -136,10 +139,7 @@ def configure(
         formatter = json_formatter() if chosen == "json" else TextFormatter()
         root = logging.getLogger()
         if stream is None and _host_logs(env) and root.handlers:
-            for handler in root.handlers:  # the host's: keep its framing and stream
-                _touched.append((handler, False, handler.formatter))
-                handler.setFormatter(formatter)
-                handler.addFilter(_filter)
+            _adopt(root, formatter)  # the host's: keep its framing and stream
             # Lambda makes each raw stderr line a log event of its own: a warning's
             # newline forged one, a JSON object Logs Insights reads as Spool's.
             stray_output.route()
@@ -148,14 +148,65 @@ def configure(
             # writes there itself (a warning, a thread's traceback) is a log line too.
             if stream is None and std_streams.keep():
                 stray_output.route()
-            handler = _Stream(stream)
-            handler.setFormatter(formatter)
-            handler.addFilter(_filter)
-            root.addHandler(handler)
-            _touched.append((handler, True, None))
+            _add(root, formatter, stream)
+        _chosen = (formatter, stream)
         logging.getLogger("spool").setLevel(level)
         _tail_lines = tail
         _configured = True
+
+
+def _adopt(root: logging.Logger, formatter: logging.Formatter) -> None:
+    """Format and mask through the root's handlers (a host's), keeping their streams."""
+    for handler in root.handlers:
+        _touched.append((handler, False, handler.formatter))
+        handler.setFormatter(formatter)
+        handler.addFilter(_filter)
+
+
+def _add(root: logging.Logger, formatter: logging.Formatter, stream: TextIO | None) -> None:
+    handler = _Stream(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(_filter)
+    root.addHandler(handler)
+    _touched.append((handler, True, None))
+
+
+def keep_on_root() -> None:
+    """Put Spool's formatting and masking back when every root handler configure set
+    up is gone: a handler module's `logging.basicConfig(force=True)` (a script's habit)
+    replaced them with a bare one, and every later line lost its fields (`job dead`
+    with no job id), its masking (an API key in a payload printed as sent) and its
+    escapes (a payload's newline started a line). The handlers found there now are
+    formatted and masked as a host's are, with a WARNING once. Cheap when nothing
+    changed: the worker calls it after each attempt."""
+    global _replaced_said
+    touched = _touched
+    if not touched or _chosen is None:
+        return
+    root = logging.getLogger()
+    present = root.handlers
+    for handler, _, _ in touched:
+        if handler in present:
+            return
+    with _lock:
+        if _chosen is None or any(h in root.handlers for h, _, _ in _touched):
+            return
+        formatter, stream = _chosen
+        _undo()
+        if root.handlers:
+            _adopt(root, formatter)
+        else:  # removed, none put in their place (handlers.clear())
+            _add(root, formatter, stream)
+        say = not _replaced_said
+        _replaced_said = True
+    if say:
+        logging.getLogger("spool.logs").warning(
+            "the root logger's handlers were replaced after Spool set them up (a "
+            "logging.basicConfig(force=True) or handlers.clear() in a handler module?): "
+            "Spool's lines now go through the handlers found there, in its format "
+            "(SPOOL_LOG_FORMAT) and masked. To keep a handler of your own, add it "
+            "(logging.getLogger().addHandler) instead of replacing Spool's"
+        )
 
 
 def remember(settings: Settings) -> None:
@@ -165,9 +216,10 @@ def remember(settings: Settings) -> None:
 
 def reset() -> None:
     """Undo configure (tests): handlers, filters and the spool level as they were."""
-    global _configured, _tail_lines
+    global _configured, _tail_lines, _chosen
     with _lock:
         _undo()
+        _chosen = None
         std_streams.forget()
         stray_output.unroute()
         logging.getLogger("spool").setLevel(logging.NOTSET)

@@ -314,6 +314,7 @@ def build_runtime(settings: Settings | None = None, clock: Clock | None = None) 
     settings = settings or Settings.from_env()
     logs.configure(settings)  # once per process; first, so start-up lines are formatted too
     load_handlers(registry, settings)  # before the store: a bad module opens nothing
+    logs.keep_on_root()  # a module's logging.basicConfig(force=True) took Spool's handler
     handlers = offered(settings)
     handler_check.check(handlers, settings)
     store = open_store(settings.store_url, clock)

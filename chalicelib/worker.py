@@ -375,6 +375,7 @@ class Worker:
                 result = _call_here(spec, payload, attempt.ctx)
             finally:
                 std_streams.mend(job.id, job.type)  # a handler that closed stderr: said once
+                logs.keep_on_root()  # one that replaced the root's handlers
         except PermanentError as exc:
             attempt.failure = exc
             return Completion(job.id, token, JobState.DEAD, error=_describe(exc))
