@@ -11,7 +11,8 @@ stderr) takes a copy of descriptors 1 and 2, and Spool's log lines go to the cop
 2 from then on, whatever sys.stderr becomes (a handler's redirect_stderr captures its
 own prints, not the operator's log). Under a harness's capture (pytest's), nothing is
 kept and the lines go to whatever sys.stderr is, as ever. After each attempt the worker calls
-`mend()`: a closed descriptor is given back its file, a closed or missing
+`mend()`: a closed descriptor is given back its file (looked at every FD_LOOK_EVERY
+seconds at most), a closed or missing
 sys.stdout/sys.stderr is opened again on its descriptor (the CLI's own notes and
 summary, a later handler's print), and a WARNING on `spool.worker` says once which
 was done and after which job.
@@ -24,6 +25,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
@@ -83,12 +85,25 @@ def stderr_for_logs() -> TextIO:
     return sys.stderr if kept is None else kept.own
 
 
+# Seconds between two looks at descriptors 1 and 2 (an fstat each, ~0.6 us: most of
+# what mend cost an attempt). Spool's lines never need the look (they go to the copy);
+# what was closed is given back to prints within this long of an attempt's end.
+FD_LOOK_EVERY = 0.05
+_next_fd_look = 0.0
+
+
 def mend(job_id: str, job_type: str) -> None:
     """After an attempt: give back what a handler closed, and say so once."""
+    global _next_fd_look
     if not _kept:
         return
+    now = time.monotonic()
+    look = now >= _next_fd_look
+    if look:
+        _next_fd_look = now + FD_LOOK_EVERY
     for kept in tuple(_kept.values()):
-        _mend_fd(kept, job_id, job_type)
+        if look:
+            _mend_fd(kept, job_id, job_type)
         _mend_stream(kept, job_id, job_type)
 
 
