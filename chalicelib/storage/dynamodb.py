@@ -2181,6 +2181,10 @@ class DynamoStore:
         # The page is filled from the index: an entry whose item is gone since (deleted)
         # or cannot be read (a record in a bad shape, logged and skipped) gives its
         # place to the next, so one damaged item fails neither this page nor the next.
+        # So does an item no longer in the state asked for: the indexes are eventually
+        # consistent, and for a moment after a cancel or a redrive their copy of the
+        # state is the old one; the item, read consistently, was listed as it is now
+        # (`cancelled` under state=queued, `queued` in GET /dlq).
         jobs: list[Job] = []
         while len(jobs) < limit:
             chunk = list(itertools.islice(ids, limit - len(jobs)))
@@ -2190,7 +2194,7 @@ class DynamoStore:
             for job_id in chunk:
                 item = found.get(_key_str(job_key(job_id)))
                 job = self._readable(item) if item is not None else None
-                if job is not None:
+                if job is not None and query.state in (None, job.state):
                     jobs.append(job)
         cursor = None
         if jobs and len(jobs) >= limit and next(ids, None) is not None:
