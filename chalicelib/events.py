@@ -104,6 +104,34 @@ def worker_for(rt: Runtime) -> Worker:
     return fresh
 
 
+_queues_said: weakref.ref[Runtime] | None = None  # the runtime whose SPOOL_QUEUES was said
+
+
+def say_queues_unheeded(rt: Runtime) -> None:
+    """Warn, once per runtime, that SPOOL_QUEUES does not restrict the SQS worker.
+
+    A polling worker (`spool worker`, `spool serve`'s emulator) claims only from the
+    queues it names; the SQS worker is handed jobs by id, and one SQS queue carries
+    the jobs of every Spool queue, so it runs each job a message names. Skipping one
+    would only drop its message: the job would wait for the lost-message sweep
+    (`lost_after`) to come back to the same function. With SPOOL_QUEUES=a on the
+    poller, a job of queue `b` ran, and nothing said the setting was not in force."""
+    global _queues_said
+    queues = rt.settings.queues
+    if not queues:
+        return
+    with _lock:
+        if _queues_said is not None and _queues_said() is rt:
+            return
+        _queues_said = weakref.ref(rt)
+    log.warning(
+        "SPOOL_QUEUES=%s is not honoured by the SQS worker: every job SQS delivers runs, "
+        "whatever its queue (one SQS queue carries them all); unset it for this function, "
+        "or give the queues that must run apart a stage of their own (docs/aws.md)",
+        ",".join(queues),
+    )
+
+
 def shutdown() -> None:
     """Stop the kept worker: a drain in progress claims nothing more and returns
     once what it holds has finished; the next invocation builds a new worker."""
@@ -293,6 +321,7 @@ def handle_sqs(event: Mapping[str, Any], context: LambdaContext | None) -> dict[
     still fail are reported (so they come back after the visibility timeout).
     """
     rt = runtime_module.current()
+    say_queues_unheeded(rt)
     by_job: dict[str, list[str]] = {}
     holds: dict[str, int] = {}  # job id -> the times its message says it was held
     receipts: dict[str, str] = {}  # message id -> receipt handle

@@ -572,7 +572,10 @@ CATALOG: tuple[Setting, ...] = (
         read_by="chalicelib/runtime.py",
         meaning="Comma-separated queues this worker claims from (names as enqueue takes them: "
         "1-64 letters, digits and . _ : -), at most 300 (DynamoDB's limits on one "
-        "expression; more is refused at start); unset: every queue.",
+        "expression; more is refused at start); unset: every queue. Not on the SQS path "
+        "(DynamoDB with `queue=`): one SQS queue carries every queue's jobs and the worker "
+        "function runs each job a message names, so it runs them all (a WARNING says so; "
+        "docs/aws.md).",
         group=_WORKER,
         field="queues",
     ),

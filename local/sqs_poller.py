@@ -471,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
 
         rt = runtime_module.current()
         check_timeouts(rt)
+        from chalicelib.events import say_queues_unheeded
+
+        say_queues_unheeded(rt)  # at start, not at the first batch
         probe = getattr(rt.store, "probe", None)
         if probe is not None:  # the endpoint and the table answer, or one line says why
             probe()
