@@ -30,6 +30,7 @@ from moto import mock_aws
 
 import app as spool_app
 from chalicelib import events
+from chalicelib.models import JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.storage.dynamodb import DynamoStore
 from chalicelib.storage.dynamodb_schema import GSI_STATE, GSI_TENANT
@@ -113,6 +114,23 @@ def test_a_listing_by_state_agrees_across_stores_while_the_index_lags(
     # and the SQLite answer is the right one: every job listed is in the state asked for
     asked = seen["sqlite"][0][0][1]
     assert all(state == asked for listing in seen["sqlite"] for _, state in listing)
+
+
+def test_a_listing_of_every_state_lists_a_job_once_while_the_index_lags(tmp_path: Path) -> None:
+    """`spool jobs` on the store itself (every tenant, every state: the state index, a
+    partition per state) listed a job cancelled a moment before twice, from its old
+    entry under `queued` and its new one under `cancelled`, until the index caught up
+    (reproduced with `spool jobs` through the same proxy)."""
+    seen = {}
+    for name in STORES:
+        with serving(name, tmp_path / name) as (api, rt, index):
+            job = api.enqueue({"type": "echo", "delay": 600})
+            rt.service.list_jobs(JobQuery(None, JobState.QUEUED))
+            lag(index)
+            assert api.post(f"/jobs/{job}/cancel").status == 200
+            listed = rt.service.list_jobs(JobQuery(None, None)).jobs
+            seen[name] = [(j.id == job, j.state.value) for j in listed]
+    assert seen["dynamodb"] == seen["sqlite"] == [(True, "cancelled")]
 
 
 def test_the_lag_is_made_for_real(tmp_path: Path) -> None:

@@ -2177,7 +2177,12 @@ class DynamoStore:
                 for st in states
                 for sh in self._shards()
             ]
-        ids = (job_id for _, job_id in heapq.merge(*sources, reverse=query.newest_first))
+        # Each id once: while the state index lags a change of state, a job's entry may
+        # stand under its old state and its new one (`spool jobs` on the store listed a
+        # job just cancelled twice). Its two entries share a sort key, so they meet here
+        # side by side, and a page's cursor (strictly past it) never splits them.
+        merged = heapq.merge(*sources, reverse=query.newest_first)
+        ids = (job_id for job_id, _ in itertools.groupby(job_id for _, job_id in merged))
         # The page is filled from the index: an entry whose item is gone since (deleted)
         # or cannot be read (a record in a bad shape, logged and skipped) gives its
         # place to the next, so one damaged item fails neither this page nor the next.
