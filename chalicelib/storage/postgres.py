@@ -94,6 +94,7 @@ from chalicelib.storage import (
     postgres_limits,
     postgres_webhooks,
     refuse_repeated,
+    stored_rows,
     unknown_option,
 )
 from chalicelib.storage.base import (
@@ -114,6 +115,7 @@ from chalicelib.storage.pg_lease import LEASE_END
 from chalicelib.storage.pg_pipeline import pipelined_transaction
 from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.store_clock import ServerClock
+from chalicelib.storage.stored_rows import stored_json
 from chalicelib.store_outage import Quiet
 from chalicelib.webhooks import outbox as webhook_outbox
 from chalicelib.webhooks.outbox import Delivery
@@ -671,23 +673,32 @@ def _dec_str(value: str) -> str:
     return value if "\ufffe" not in value else _UNESCAPE.sub(lambda m: chr(int(m[1], 16)), value)
 
 
+def _claimed(row: Sequence[Any]) -> stored_rows.Unrunnable:
+    """What a finish needs of a claimed row: fields the claim itself wrote."""
+    return stored_rows.Unrunnable(_dec_str(row[0]), row[10], row[7], row[17], "")
+
+
 def row_to_job(row: Sequence[Any]) -> Job:
-    """Rows come from our own writes, so skip validation: this is the claim hot path."""
+    """Rows come from our own writes, so skip validation: this is the claim hot path.
+    A payload or result that no longer reads (edited by hand, an integer of more than
+    4,300 digits stored before the worker refused one) reads as a marker in its place
+    (stored_rows); the typed columns and the state's CHECK keep the rest readable."""
+    job_id = _dec_str(row[0])
     return trusted_job(
         {
-            "id": _dec_str(row[0]),
+            "id": job_id,
             "tenant": _dec_str(row[1]),
             "type": _dec_str(row[2]),
             "queue": _dec_str(row[3]),
             "priority": row[4],
-            "payload": json.loads(row[5]),
+            "payload": stored_json(job_id, "payload", row[5]),
             "state": STATE_BY_VALUE[row[6]],
             "attempts": row[7],
             "max_attempts": row[8],
             "run_at": row[9],
             "lease_token": row[10],
             "lease_expires_at": row[11],
-            "result": None if row[12] is None else json.loads(row[12]),
+            "result": None if row[12] is None else stored_json(job_id, "result", row[12]),
             "last_error": _dec(row[13]),
             "idempotency_key": _dec(row[14]),
             "created_at": row[15],
@@ -1649,7 +1660,9 @@ class PostgresStore:
                 _dec_str(job_id), _dec_str(tenant), _dec_str(type_), _dec_str(queue),
                 attempts, max_attempts,
             )  # fmt: skip
-        jobs = [row_to_job(r) for r in rows]
+        jobs, bad = stored_rows.runnable(rows, row_to_job, _claimed)
+        if bad:  # a payload that is not JSON: no handler is given the marker
+            stored_rows.bury(self, bad, self.clock.now())
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
         return jobs
 
@@ -2146,7 +2159,10 @@ class PostgresStore:
         )
         if row is None or (tenant is not None and _dec_str(row[0]) != tenant):
             return None
-        return history.decode_all(row[1], self.history_limit, unescape=_dec_str)
+        try:
+            return history.decode_all(row[1], self.history_limit, unescape=_dec_str)
+        except (*stored_rows.BAD_SHAPE, RecursionError) as exc:  # a log edited by hand
+            raise stored_rows.damaged(job_id, exc) from exc
 
     def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:
         where = "WHERE tenant = %(tenant)s" if tenant is not None else ""

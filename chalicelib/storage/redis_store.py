@@ -55,7 +55,14 @@ from chalicelib.models import (
 )
 from chalicelib.redact import redact_text, redact_url
 from chalicelib.redrive_attempts import RedriveAttempts
-from chalicelib.storage import history, redis_limits, redis_limits_lua, redis_lua, refuse_repeated
+from chalicelib.storage import (
+    history,
+    redis_limits,
+    redis_limits_lua,
+    redis_lua,
+    refuse_repeated,
+    stored_rows,
+)
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     MINUTES_KEPT,
@@ -76,6 +83,7 @@ from chalicelib.storage.queue_totals import QueueTotals, kept
 from chalicelib.storage.redis_notify import RedisNotifier
 from chalicelib.storage.redis_policy import PolicyWatch, warn_if_not_persisted
 from chalicelib.storage.store_clock import ServerClock
+from chalicelib.storage.stored_rows import stored_json
 from chalicelib.store_outage import Quiet
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
@@ -248,7 +256,40 @@ def _opt(value: str | None) -> str:
 
 
 def row_to_job(row: Sequence[bytes | None]) -> Job:
-    """A job from the scripts' HMGET row (redis_lua FIELDS order); our own writes."""
+    """A job from the scripts' HMGET row (redis_lua FIELDS order); our own writes.
+    One that no longer reads (a field deleted or edited by hand, a result older than a
+    rule) is that job's problem only: a marker for its payload or result, JobUnreadable
+    naming the job for the rest (stored_rows)."""
+    try:
+        return _row_to_job(row)
+    except stored_rows.BAD_SHAPE as exc:
+        raise stored_rows.damaged(_row_id(row), exc) from exc
+
+
+def _row_id(row: Sequence[bytes | None]) -> str:
+    try:
+        return _text(row[0] or b"?")
+    except stored_rows.BAD_SHAPE:
+        return "?"
+
+
+def _claimed(row: Sequence[bytes | None]) -> stored_rows.Unrunnable:
+    """What a finish needs of a claimed row: fields the claim itself wrote."""
+    token, attempts, started = row[10], row[7], row[17]
+    assert token is not None and attempts is not None and started is not None
+    return stored_rows.Unrunnable(
+        _row_id(row), _text(token), int(attempts), from_micros(int(started)), ""
+    )
+
+
+def _row_key(row: Sequence[bytes | None]) -> tuple[datetime, str]:
+    """A row's place in a listing's order: (created_at, id)."""
+    created = row[15]
+    assert created is not None and row[0] is not None
+    return from_micros(int(created)), _text(row[0])
+
+
+def _row_to_job(row: Sequence[bytes | None]) -> Job:
     (id_, tenant, type_, queue, priority, payload, state, attempts, max_attempts, run_at,
      token, expires, result, error, key, created, updated, started, finished) = row  # fmt: skip
     assert id_ is not None and tenant is not None and type_ is not None and queue is not None
@@ -262,14 +303,14 @@ def row_to_job(row: Sequence[bytes | None]) -> Job:
             "type": _text(type_),
             "queue": _text(queue),
             "priority": int(priority),
-            "payload": json.loads(payload),
-            "state": STATE_BY_VALUE[state.decode()],
+            "payload": stored_json(_text(id_), "payload", payload),
+            "state": stored_rows.state_of(state.decode(), STATE_BY_VALUE),
             "attempts": int(attempts),
             "max_attempts": int(max_attempts),
             "run_at": from_micros(int(run_at)),
             "lease_token": _opt_text(token),
             "lease_expires_at": _opt_micros(expires),
-            "result": None if result is None else json.loads(result),
+            "result": None if result is None else stored_json(_text(id_), "result", result),
             "last_error": _opt_text(error),
             "idempotency_key": _opt_text(key),
             "created_at": from_micros(int(created)),
@@ -736,15 +777,19 @@ class RedisStore:
         args += ["*"] if ids is None else ["=", *ids]
         return now, args
 
-    @staticmethod
-    def claimed_jobs(claimed: Sequence[Any], buried: Sequence[Any]) -> list[Job]:
-        """The leased jobs of a claim's reply; logs the jobs its reap buried."""
+    def claimed_jobs(self, claimed: Sequence[Any], buried: Sequence[Any]) -> list[Job]:
+        """The leased jobs of a claim's reply; logs the jobs its reap buried. A claimed
+        job no handler may be given (a record in a bad shape, a payload that is not
+        JSON) is made dead here, without running (stored_rows), and the others run."""
         for job_id, tenant, type_, queue, attempts, max_attempts, worker in buried:
             log_buried_by_reap(
                 _text(job_id), _text(tenant), _text(type_), _text(queue), int(attempts),
                 int(max_attempts), None if worker is None else json.loads(worker),
             )  # fmt: skip
-        return [row_to_job(r) for r in claimed]
+        jobs, bad = stored_rows.runnable(claimed, row_to_job, _claimed)
+        if bad:
+            stored_rows.bury(self, bad, self.clock.now())
+        return jobs
 
     def take_tokens(self, key: str, rate: float, burst: int, cost: int = 1) -> float:
         return redis_limits.take_tokens(self, key, rate, burst, cost)
@@ -844,12 +889,9 @@ class RedisStore:
             start = "(" + _text(last)
         if not query.bodies:  # the script left the payload out: {} in its place
             rows = [_with_payload(r, b"{}") for r in rows]
-        jobs = [row_to_job(r) for r in rows[:limit]]
-        cursor = (
-            encode_cursor(jobs[-1].created_at, jobs[-1].id, query.newest_first)
-            if len(rows) > limit
-            else None
-        )
+        jobs = stored_rows.readable(row_to_job, rows[:limit])  # a damaged record is left out
+        end = stored_rows.page_end(rows, jobs, limit, _row_key)
+        cursor = None if end is None else encode_cursor(*end, query.newest_first)
         return JobPage(jobs, cursor)
 
     def redrive(
@@ -1007,7 +1049,10 @@ class RedisStore:
         owner, entries = self._call("ATTEMPTS", [job_id, _opt(tenant)], read=True)
         if owner is None:  # no such job, or another tenant's (compared in the script)
             return None
-        return history.decode_all([_text(e) for e in entries], self.history_limit)
+        try:
+            return history.decode_all([_text(e) for e in entries], self.history_limit)
+        except (*stored_rows.BAD_SHAPE, RecursionError) as exc:  # a log edited by hand
+            raise stored_rows.damaged(job_id, exc) from exc
 
     def oldest_due(
         self, queues: Sequence[str] | None = None, tenant: str | None = None

@@ -67,7 +67,14 @@ from chalicelib.models import (
     trusted_job,
 )
 from chalicelib.redrive_attempts import RedriveAttempts
-from chalicelib.storage import history, sqlite_limits, sqlite_lists, sqlite_refused, sqlite_webhooks
+from chalicelib.storage import (
+    history,
+    sqlite_limits,
+    sqlite_lists,
+    sqlite_refused,
+    sqlite_webhooks,
+    stored_rows,
+)
 from chalicelib.storage import sqlite_dashboard as dashboard
 from chalicelib.storage import sqlite_queue_totals as queue_totals
 from chalicelib.storage.base import (
@@ -95,6 +102,7 @@ from chalicelib.storage.sqlite_txn import (
     probe_turn,
     write_turn,
 )
+from chalicelib.storage.stored_rows import stored_json
 from chalicelib.webhooks import outbox
 from chalicelib.webhooks.outbox import Delivery
 
@@ -443,23 +451,39 @@ class _Times:
 
 
 def row_to_job(row: Sequence[Any], times: _Times | None = None) -> Job:
-    """Rows come from our own writes, so skip validation: this is the claim hot path."""
-    t = times or _Times()
+    """Rows come from our own writes, so skip validation: this is the claim hot path.
+    One that no longer reads (edited by hand, older than a rule) is that job's problem
+    only: a marker for its payload or result, JobUnreadable for the rest (stored_rows)."""
+    try:
+        return _row_to_job(row, times or _Times())
+    except stored_rows.BAD_SHAPE as exc:
+        raise stored_rows.damaged(str(row[0]), exc) from exc
+
+
+def _claimed(row: Sequence[Any]) -> stored_rows.Unrunnable:
+    """What a finish needs of a claimed row: fields the claim itself wrote."""
+    return stored_rows.Unrunnable(row[0], row[10], row[7], from_micros(row[17]), "")
+
+
+def _row_to_job(row: Sequence[Any], t: _Times) -> Job:
+    job_id = row[0]
+    if type(job_id) is not str or not (type(row[4]) is type(row[7]) is type(row[8]) is int):
+        raise TypeError("its id, priority, attempts or max_attempts is of the wrong type")
     return trusted_job(
         {
-            "id": row[0],
+            "id": job_id,
             "tenant": row[1],
             "type": row[2],
             "queue": row[3],
             "priority": row[4],
-            "payload": json.loads(row[5]),
-            "state": STATE_BY_VALUE[row[6]],
+            "payload": stored_json(job_id, "payload", row[5]),
+            "state": stored_rows.state_of(row[6], STATE_BY_VALUE),
             "attempts": row[7],
             "max_attempts": row[8],
             "run_at": t(row[9]),
             "lease_token": row[10],
             "lease_expires_at": t.maybe(row[11]),
-            "result": None if row[12] is None else json.loads(row[12]),
+            "result": None if row[12] is None else stored_json(job_id, "result", row[12]),
             "last_error": row[13],
             "idempotency_key": row[14],
             "created_at": t(row[15]),
@@ -843,9 +867,17 @@ class SQLiteStore:
             params = [new_lease_token(), expires, now, now, worker_id.current(), unstarted, now]
             self._reap(db, now)
             rows = db.execute(sql, [*params, *filters, limit]).fetchall()
-        times = _Times()
-        jobs = [row_to_job(r, times) for r in rows]
+        jobs = self._runnable(rows)
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
+        return jobs
+
+    def _runnable(self, rows: Sequence[Sequence[Any]]) -> list[Job]:
+        """The claimed rows' jobs, but for those no handler may be given (a row in a bad
+        shape, a payload that is not JSON): made dead here, without running (stored_rows)."""
+        times = _Times()
+        jobs, bad = stored_rows.runnable(rows, lambda r: row_to_job(r, times), _claimed)
+        if bad:
+            stored_rows.bury(self, bad, self.clock.now())
         return jobs
 
     def _claim_within(
@@ -879,8 +911,7 @@ class SQLiteStore:
             # COLUMNS puts type third and queue fourth.
             sqlite_limits.record_starts(db, admission, [(r[3], r[2]) for r in rows], now)
         # Built once the write lock is let go: ~10 us a job the other writers need not wait for.
-        times = _Times()
-        jobs = [row_to_job(r, times) for r in rows]
+        jobs = self._runnable(rows)
         jobs.sort(key=lambda j: (-j.priority, j.run_at, j.created_at, j.id))
         return jobs
 
@@ -1083,7 +1114,9 @@ class SQLiteStore:
         lease = db.execute(
             f"SELECT MIN(lease_expires_at) FROM jobs WHERE state = 'running'{queue_clause}", params
         ).fetchone()[0]
-        present = [t for t in (due, lease) if t is not None]
+        # A time edited by hand into text or a float is no time: a worker asking must
+        # not fail on it (it did, TypeError on every idle poll). Such a job is never due.
+        present = [t for t in (due, lease) if type(t) is int]
         return from_micros(min(present)) if present else None
 
     def purge(self, finished_before: datetime, limit: int = 1000) -> int:
@@ -1116,8 +1149,11 @@ class SQLiteStore:
         row = self._db().execute(*_owned("SELECT attempt_log FROM jobs", job_id, tenant)).fetchone()
         if row is None:
             return None
-        entries = json.loads(row[0]) if row[0] is not None else []
-        return history.decode_all(entries, self.history_limit)
+        try:
+            entries = json.loads(row[0]) if row[0] is not None else []
+            return history.decode_all(entries, self.history_limit)
+        except (*stored_rows.BAD_SHAPE, RecursionError) as exc:
+            raise stored_rows.damaged(job_id, exc) from exc
 
     @_reads
     def state_counts(self, tenant: str | None = None) -> dict[tuple[str, JobState], int]:

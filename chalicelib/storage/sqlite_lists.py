@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from chalicelib.models import Job, JobPage, JobQuery, JobState
+from chalicelib.storage import stored_rows
 from chalicelib.storage.base import check_limit, decode_cursor, encode_cursor, from_micros
 
 _T = TypeVar("_T")
@@ -70,9 +71,10 @@ def list_jobs(
         [rows], frontier = _in_one_snapshot(db, lambda: _walks(db, columns, query, [query.state]))
     else:
         rows = _rows(db, columns, query, query.state, limit)
-    jobs = [to_job(r) for r in rows[:limit]]
-    if len(rows) > limit:
-        cursor: str | None = encode_cursor(jobs[-1].created_at, jobs[-1].id, query.newest_first)
+    jobs = stored_rows.readable(to_job, rows[:limit])  # a damaged row is left out
+    end = stored_rows.page_end(rows, jobs, limit, lambda r: (from_micros(r[CREATED_AT]), r[ID]))
+    if end is not None:
+        cursor: str | None = encode_cursor(*end, query.newest_first)
     elif frontier is not None:  # a short page (even an empty one): the rest lies beyond
         cursor = encode_cursor(from_micros(frontier[0]), frontier[1], query.newest_first)
     else:

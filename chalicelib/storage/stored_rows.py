@@ -1,0 +1,246 @@
+"""Reading back a job row a SQL or Redis store wrote, when it no longer reads.
+
+A row is our own write, so the stores skip validation (the claim hot path). But a row
+may be older than a rule (a result holding an integer of more than 4,300 digits,
+stored before the worker refused one), edited by hand, cut short, or of a type its
+column does not hold. One such row must stay that job's problem only: before, SQLite,
+Postgres and Redis raised from their row decoder, so `GET /status` answered 500, every
+page of the tenant's `GET /jobs` holding it answered 500 too, and a worker whose
+claim batch held it lost the whole batch (claimed, running, never run) and logged
+"store unavailable" on every poll.
+
+The answer, the same as DynamoDB's (docs/aws.md, "A damaged record"):
+
+- a payload or result that is not JSON (or a payload that is JSON but not an object)
+  reads as a marker in its place, ``{"error": "payload_unreadable" |
+  "result_unreadable", "message": "..."}``, and the rest of the job as stored;
+- any other field that cannot be read (an unknown state, a time or a count of the
+  wrong type, a field missing) raises JobUnreadable naming the job and the field's
+  problem, never its payload: get and cancel answer with it, listings leave the row
+  out with a WARNING (readable_page), and a claim makes it dead without running it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from chalicelib import attempt_record
+from chalicelib.errors import JobUnreadable
+from chalicelib.models import Completion, Job, JobState
+
+log = logging.getLogger(__name__)
+
+# What a decoder raises on a row in a shape the store does not write (AssertionError:
+# the Redis decoder asserts a field is present).
+BAD_SHAPE = (KeyError, ValueError, TypeError, OverflowError, AttributeError, AssertionError)
+MAX_WHY_CHARS = 200
+DIGITS = sys.int_info.default_max_str_digits
+_INT_LIMIT = re.compile(r"Exceeds the limit \(\d+ digits\) for integer string conversion")
+
+_JSON_KINDS: dict[type, str] = {
+    list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+    type(None): "null",
+}  # fmt: skip
+
+
+class _Constant(ValueError):
+    """NaN, Infinity or -Infinity in stored JSON: no Spool writer stores one (JSON has
+    none, and the API would have to answer it as null, a value the job never had)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _Constant(f"it holds {name}, which is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _why_not_json(exc: BaseException) -> str:
+    if isinstance(exc, _Constant):
+        return f"is not valid JSON ({exc})"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"is not valid JSON ({exc.msg} at character {exc.pos})"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"is not valid UTF-8 (byte {exc.start})"
+    if isinstance(exc, ValueError) and _INT_LIMIT.search(str(exc)):
+        return (
+            f"holds an integer of more than {DIGITS} digits, which Python does not read "
+            "(stored before Spool refused such values; rewrite it as a string)"
+        )
+    if isinstance(exc, RecursionError):
+        return "is nested too deep to read"
+    return f"is not valid JSON ({type(exc).__name__})"
+
+
+def stored_json(job_id: str, kind: str, raw: str | bytes) -> Any:
+    """The JSON value of a stored payload or result, or the marker that takes its place
+    when it cannot be read (logged, with why, never the value)."""
+    try:
+        text = raw if isinstance(raw, str) else raw.decode()
+        value = _DECODER.decode(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        message = f"its {kind}, kept in the job's record, {_why_not_json(exc)}"
+    else:
+        if kind != "payload" or isinstance(value, dict):
+            return value
+        held = _JSON_KINDS.get(type(value), type(value).__name__)
+        message = (
+            f"its payload, kept in the job's record, is not a JSON object (it holds a JSON {held})"
+        )
+    log.warning("job %s: %s", job_id, message)
+    return {"error": f"{kind}_unreadable", "message": message}
+
+
+def unreadable(value: Any) -> str | None:
+    """The message of a payload marker stored_json made, else None. Only a claim asks,
+    of a job it is about to run: its handler must not be given the marker."""
+    if (
+        isinstance(value, dict)
+        and len(value) == 2
+        and value.get("error") == "payload_unreadable"
+        and isinstance(value.get("message"), str)
+        and value["message"].startswith("its payload, kept in the job's record, ")
+    ):
+        return str(value["message"])
+    return None
+
+
+def state_of(value: str, states: dict[str, Any]) -> Any:
+    """The JobState stored as `value`; ValueError naming it when Spool has none such."""
+    found = states.get(value)
+    if found is None:
+        raise ValueError(f"unknown state {value[:40]!r}")
+    return found
+
+
+def why(exc: BaseException) -> str:
+    """What is wrong, in a line: the exception's type and its message, cut short.
+    Never given a payload: the decoders' messages name fields and positions."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return f"{type(exc).__name__}: {text}"[:MAX_WHY_CHARS]
+
+
+def damaged(job_id: str, exc: BaseException) -> JobUnreadable:
+    """The JobUnreadable for a row in a bad shape, logged."""
+    reason = why(exc)
+    log.warning("job %s: its record cannot be read: %s", job_id, reason)
+    return JobUnreadable(
+        f"job {job_id}'s stored record cannot be read ({reason}); "
+        "its operator must repair or delete the row",
+        {"id": job_id},
+    )
+
+
+def readable(to_job: Callable[[Sequence[Any]], Job], rows: Sequence[Any]) -> list[Job]:
+    """The jobs of `rows` that can be read; a row that cannot is left out (logged by
+    `to_job`), so one damaged row cannot fail every page holding it."""
+    jobs: list[Job] = []
+    for row in rows:
+        try:
+            jobs.append(to_job(row))
+        except JobUnreadable:
+            continue
+    return jobs
+
+
+def page_end(
+    rows: Sequence[Any],
+    jobs: Sequence[Job],
+    limit: int,
+    key_of: Callable[[Any], tuple[datetime, str]],
+) -> tuple[datetime, str] | None:
+    """Where the next page starts, after the page's last row (not its last readable
+    job: a page whose rows were all left out still moves on): None on the last page.
+    A last row whose own place (created_at) is damaged ends the page at the last job
+    before it, so the next page begins with it and goes on past it; a page of one row,
+    that one, cannot go on and answers JobUnreadable naming it."""
+    if len(rows) <= limit:
+        return None
+    try:
+        return key_of(rows[limit - 1])
+    except BAD_SHAPE as exc:
+        if jobs:
+            return jobs[-1].created_at, jobs[-1].id
+        raise damaged(_first_text(rows[limit - 1]), exc) from exc
+
+
+def _first_text(row: Sequence[Any]) -> str:
+    first = row[0]
+    if isinstance(first, bytes):
+        return first.decode("utf-8", "replace")
+    return str(first)
+
+
+@dataclass(frozen=True)
+class Unrunnable:
+    """A job a claim took whose row cannot be run: what its finish needs, read from the
+    fields the claim itself wrote (lease token, attempt count, start), and why."""
+
+    job_id: str
+    lease_token: str
+    attempt: int
+    started_at: datetime
+    why: str
+
+
+def runnable(
+    rows: Sequence[Any],
+    to_job: Callable[[Sequence[Any]], Job],
+    claimed: Callable[[Sequence[Any]], Unrunnable],
+) -> tuple[list[Job], list[Unrunnable]]:
+    """The jobs a claim may run, and those it must not: a row in a bad shape, or one
+    whose payload is not JSON (its handler would be given the marker). The claim has
+    committed, so a raise here would strand every job claimed with this one (running,
+    an attempt spent, never run) and the next claim would take the bad row again."""
+    jobs: list[Job] = []
+    bad: list[Unrunnable] = []
+    for row in rows:
+        try:
+            job = to_job(row)
+        except JobUnreadable as exc:
+            reason = f"the job's stored record cannot be read ({why(exc.__cause__ or exc)})"
+            bad.append(replace(claimed(row), why=reason))
+            continue
+        problem = unreadable(job.payload)
+        if problem is None:
+            jobs.append(job)
+        else:
+            bad.append(replace(claimed(row), why=problem))
+    return jobs, bad
+
+
+def bury(store: Any, bad: Sequence[Unrunnable], now: datetime) -> None:
+    """Make dead, without running them, the claimed jobs `runnable` refused, through the
+    store's own finish (counters, attempt history and webhooks as for any dead job),
+    with a last_error that says what is wrong and what to do. Never raises: the jobs
+    claimed with them still run; a finish that fails leaves the lease to expire."""
+    for one in bad:
+        message = f"{one.why}, so it was not run; repair the row and redrive the job, or delete it"
+        completion = attempt_record.record(
+            Completion(one.job_id, one.lease_token, JobState.DEAD, None, message, None),
+            number=one.attempt,
+            started_at=one.started_at,
+            finished_at=now,
+            failure=None,
+            traceback_limit=0,
+            error_type="JobUnreadable",
+        )
+        try:
+            applied = store.finish([completion])[0]
+        except Exception:
+            log.exception(
+                "job %s was claimed but %s; it could not be made dead either, so its lease "
+                "will expire and the reaper will return it",
+                one.job_id,
+                one.why,
+            )
+            continue
+        if applied:
+            log.error("job %s: %s; dead without running it", one.job_id, message)
