@@ -266,3 +266,26 @@ def test_the_api_answers_a_huge_int_result_and_the_tenants_list(rt: Runtime, api
     listed = api.get("/jobs")
     assert listed.status == 200, listed.body
     assert [j["id"] for j in listed.json["jobs"]] == [job_id]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_a_state_set_by_hand_is_left_out_of_the_counts_and_the_scrape(
+    clock: FakeClock,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    backend: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SQLite's triggers count a row under the state it was set to: the scrape
+    (queue_totals) and the dashboard's overview (state_counts) raised on 'bogus'."""
+    with open_backend(backend, clock, tmp_path, request) as s:
+        jobs = [added(s, clock) for _ in range(3)]
+        write(backend, s, jobs[1].id, "state", "bogus")
+        # Redis counts what its scripts moved (a hand edit moves none): no raise is all.
+        expected = {("default", JobState.QUEUED): 2 if backend == "sqlite" else 3}
+        assert s.state_counts() == expected
+        assert s.state_counts("default") == expected
+        assert s.queue_totals([], 10).counts == expected
+        assert s.counts() == expected
+    if backend == "sqlite":
+        assert "in state 'bogus', which Spool does not know" in caplog.text

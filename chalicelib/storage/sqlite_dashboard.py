@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from chalicelib.models import JobState, MinuteTally
+from chalicelib.models import STATE_BY_VALUE, JobState, MinuteTally
+from chalicelib.storage import stored_rows
 from chalicelib.storage.base import MINUTES_KEPT, from_micros, minute_of, to_micros
 
 MINUTE = 60_000_000  # microseconds
@@ -126,7 +127,12 @@ def state_counts(db: sqlite3.Connection, tenant: str | None) -> dict[tuple[str, 
         "GROUP BY queue, state HAVING SUM(n) > 0",
         params,
     ).fetchall()
-    return {(q, JobState(s)): int(n) for q, s, n in rows}
+    counts: dict[tuple[str, JobState], int] = {}
+    for queue, value, n in rows:
+        state = stored_rows.counted_state(queue, value, n, STATE_BY_VALUE)
+        if state is not None:
+            counts[(queue, state)] = int(n)
+    return counts
 
 
 def throughput(db: sqlite3.Connection, since: datetime, tenant: str | None) -> list[MinuteTally]:

@@ -26,7 +26,8 @@ import json
 import sqlite3
 from collections.abc import Sequence
 
-from chalicelib.models import OTHER_QUEUE, CounterKey, JobState
+from chalicelib.models import OTHER_QUEUE, STATE_BY_VALUE, CounterKey, JobState
+from chalicelib.storage import stored_rows
 from chalicelib.storage.queue_totals import QueueTotals, kept
 
 DDL = (
@@ -131,7 +132,10 @@ def _read(db: sqlite3.Connection, keep: Sequence[str], busiest: int) -> QueueTot
             counters[CounterKey(OTHER_QUEUE, type_, event)] = n
             other = True
     counts: dict[tuple[str, JobState], int] = {}
-    for queue, state, n in db.execute(_COUNTS, (names,)):
+    for queue, value, n in db.execute(_COUNTS, (names,)):
+        state = stored_rows.counted_state(queue, value, n, STATE_BY_VALUE)
+        if state is None:  # a state set by hand: left out, with a WARNING
+            continue
         other = other or queue is None
-        counts[(OTHER_QUEUE if queue is None else queue, JobState(state))] = int(n)
+        counts[(OTHER_QUEUE if queue is None else queue, state)] = int(n)
     return QueueTotals(frozenset(named), counters, counts, other)
