@@ -96,7 +96,7 @@ from chalicelib.models import (
 )
 from chalicelib.redrive_attempts import RedriveAttempts
 from chalicelib.retry import RetryPolicy
-from chalicelib.storage import history
+from chalicelib.storage import history, stored_rows
 from chalicelib.storage.base import (
     LEASE_EXPIRED_ERROR,
     Backlog,
@@ -316,7 +316,9 @@ def _unreadable_why(exc: BaseException) -> str:
     that is JSON of another kind, "is not a JSON object (...)"."""
     if isinstance(exc, NotAnObject):
         return f"is not a JSON object ({exc})"
-    return f"is not valid JSON ({_not_json(exc)})"
+    if isinstance(exc, json.JSONDecodeError | UnicodeDecodeError):
+        return f"is not valid JSON ({_not_json(exc)})"
+    return stored_rows.why_not_json(exc)  # NaN, an integer past Python's default, ...
 
 
 def _payload_checked(kind: str, value: Any) -> Any:
@@ -776,7 +778,8 @@ class DynamoStore:
         if raw is None:
             return {} if kind == "payload" else None
         try:
-            return _payload_checked(kind, json.loads(raw or "{}" if kind == "payload" else raw))
+            text = raw or "{}" if kind == "payload" else raw
+            return _payload_checked(kind, stored_rows.decode(text))
         except (ValueError, RecursionError) as exc:
             message = f"its {kind}, kept in the job's record, {_unreadable_why(exc)}"
             if problems is not None:
@@ -839,7 +842,7 @@ class DynamoStore:
             suffix = "missing" if missing else "unreadable"
             return {"error": f"{kind}_{suffix}", "object": url, "message": message}
         try:
-            return _payload_checked(kind, json.loads(raw))
+            return _payload_checked(kind, stored_rows.decode(raw))
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             message = f"its {kind} object {url} {_unreadable_why(exc)}"
             if problems is not None:

@@ -62,7 +62,8 @@ def _refuse_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-def _why_not_json(exc: BaseException) -> str:
+def why_not_json(exc: BaseException) -> str:
+    """Why a stored value does not read: "is not valid JSON (...)", "holds an integer of..."."""
     if isinstance(exc, _Constant):
         return f"is not valid JSON ({exc})"
     if isinstance(exc, json.JSONDecodeError):
@@ -79,14 +80,19 @@ def _why_not_json(exc: BaseException) -> str:
     return f"is not valid JSON ({type(exc).__name__})"
 
 
+def decode(raw: str | bytes) -> Any:
+    """Stored JSON text as a value; ValueError for what no Spool writer stores (text
+    that is not JSON or not UTF-8, NaN or Infinity, an integer past Python's default)."""
+    return _DECODER.decode(raw if isinstance(raw, str) else raw.decode())
+
+
 def stored_json(job_id: str, kind: str, raw: str | bytes) -> Any:
     """The JSON value of a stored payload or result, or the marker that takes its place
     when it cannot be read (logged, with why, never the value)."""
     try:
-        text = raw if isinstance(raw, str) else raw.decode()
-        value = _DECODER.decode(text)
+        value = decode(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-        message = f"its {kind}, kept in the job's record, {_why_not_json(exc)}"
+        message = f"its {kind}, kept in the job's record, {why_not_json(exc)}"
     else:
         if kind != "payload" or isinstance(value, dict):
             return value
