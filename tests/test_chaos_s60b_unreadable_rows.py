@@ -160,7 +160,7 @@ DAMAGE: dict[str, list[tuple[str, str | None, str]]] = {
     ],
     "redis": [
         ("state", "bogus", "ValueError: unknown state 'bogus'"),
-        ("created_at", None, "AssertionError"),
+        ("created_at", None, "KeyError: no created_at field in its hash"),
         ("attempts", "two", "ValueError"),
     ],
 }

@@ -292,10 +292,13 @@ def _row_key(row: Sequence[bytes | None]) -> tuple[datetime, str]:
 def _row_to_job(row: Sequence[bytes | None]) -> Job:
     (id_, tenant, type_, queue, priority, payload, state, attempts, max_attempts, run_at,
      token, expires, result, error, key, created, updated, started, finished) = row  # fmt: skip
-    assert id_ is not None and tenant is not None and type_ is not None and queue is not None
-    assert priority is not None and payload is not None and state is not None
-    assert attempts is not None and max_attempts is not None and run_at is not None
-    assert created is not None and updated is not None
+    if (
+        id_ is None or tenant is None or type_ is None or queue is None or priority is None
+        or payload is None or state is None or attempts is None or max_attempts is None
+        or run_at is None or created is None or updated is None
+    ):  # fmt: skip
+        gone = [name for name, value in zip(_FIELDS, row, strict=True) if value is None]
+        raise KeyError(f"no {', '.join(n for n in gone if n in _REQUIRED)} field in its hash")
     return trusted_job(
         {
             "id": _text(id_),
@@ -1307,6 +1310,11 @@ _FIELDS = [
 
 
 _PAYLOAD = _FIELDS.index("payload")
+# The fields every job's hash holds (the rest are None until set).
+_REQUIRED = frozenset(
+    ["id", "tenant", "type", "queue", "priority", "payload", "state", "attempts",
+     "max_attempts", "run_at", "created_at", "updated_at"]
+)  # fmt: skip
 
 
 def _with_payload(row: Sequence[bytes | None], payload: bytes) -> list[bytes | None]:
