@@ -289,3 +289,53 @@ def test_a_state_set_by_hand_is_left_out_of_the_counts_and_the_scrape(
         assert s.counts() == expected
     if backend == "sqlite":
         assert "in state 'bogus', which Spool does not know" in caplog.text
+
+
+def not_utf8(store: Any, job_id: str, column: str, hex_bytes: str) -> None:
+    """Store TEXT bytes that are not UTF-8, as another program (or sqlite3 by hand) may."""
+    with store._write() as db:
+        db.execute(
+            f"UPDATE jobs SET {column} = CAST(x'{hex_bytes}' AS TEXT) WHERE id = ?", (job_id,)
+        )
+
+
+def test_sqlite_text_that_is_not_utf8_fails_no_read_and_no_claim(
+    clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest, reg: Registry
+) -> None:
+    """sqlite3 failed the whole fetch on one such value: 503 "try again shortly" for
+    good on the job, every page of the list holding it, and every claim of its batch."""
+    ran: list[Any] = []
+
+    @reg.handler("echo", max_attempts=3)
+    def echo(payload: dict[str, Any]) -> Any:
+        ran.append(payload)
+        return payload
+
+    with open_backend("sqlite", clock, tmp_path, request) as s:
+        jobs = [added(s, clock) for _ in range(4)]
+        not_utf8(s, jobs[0].id, "payload", "7b226e223a2022ff227d")  # {"n": "\xff"}
+        not_utf8(s, jobs[1].id, "last_error", "6f6b20ff")
+        not_utf8(s, jobs[2].id, "type", "6563686fff")
+        bad_payload = s.get(jobs[0].id)
+        assert bad_payload is not None and isinstance(bad_payload.payload, dict)
+        assert bad_payload.payload["message"] == (
+            "its payload, kept in the job's record, is not valid UTF-8 (byte 7)"
+        )
+        shown = s.get(jobs[1].id)
+        assert shown is not None and shown.last_error == "ok \ufffd"
+        with pytest.raises(JobUnreadable, match="its id, tenant, type or queue is not text"):
+            s.get(jobs[2].id)
+        listed = [j.id for j in s.list_jobs(JobQuery()).jobs]
+        assert listed == [jobs[0].id, jobs[1].id, jobs[3].id]
+        worker = Worker(s, reg, WorkerConfig(concurrency=1), rng=random.Random(1))
+        try:
+            worker.drain()
+        finally:
+            worker.close()
+        assert ran == [{"n": 1}, {"n": 1}]
+        states = [s.get(j.id) for j in (jobs[0], jobs[1], jobs[3])]
+        assert [j.state for j in states if j is not None] == [
+            JobState.DEAD,
+            JobState.SUCCEEDED,
+            JobState.SUCCEEDED,
+        ]

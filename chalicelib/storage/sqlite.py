@@ -465,10 +465,18 @@ def _claimed(row: Sequence[Any]) -> stored_rows.Unrunnable:
     return stored_rows.Unrunnable(row[0], row[10], row[7], from_micros(row[17]), "")
 
 
+def _shown(value: str | bytes | None) -> str | None:
+    """An optional text column as text: bytes that are not UTF-8 (read by _bad_text_read)
+    with U+FFFD in place of what does not decode, shown rather than failing the job."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 def _row_to_job(row: Sequence[Any], t: _Times) -> Job:
     job_id = row[0]
-    if type(job_id) is not str or not (type(row[4]) is type(row[7]) is type(row[8]) is int):
-        raise TypeError("its id, priority, attempts or max_attempts is of the wrong type")
+    if not (type(job_id) is type(row[1]) is type(row[2]) is type(row[3]) is str):
+        raise TypeError("its id, tenant, type or queue is not text (or not UTF-8)")
+    if not (type(row[4]) is type(row[7]) is type(row[8]) is int):
+        raise TypeError("its priority, attempts or max_attempts is not an integer")
     return trusted_job(
         {
             "id": job_id,
@@ -481,11 +489,11 @@ def _row_to_job(row: Sequence[Any], t: _Times) -> Job:
             "attempts": row[7],
             "max_attempts": row[8],
             "run_at": t(row[9]),
-            "lease_token": row[10],
+            "lease_token": _shown(row[10]),
             "lease_expires_at": t.maybe(row[11]),
             "result": None if row[12] is None else stored_json(job_id, "result", row[12]),
-            "last_error": row[13],
-            "idempotency_key": row[14],
+            "last_error": _shown(row[13]),
+            "idempotency_key": _shown(row[14]),
             "created_at": t(row[15]),
             "updated_at": t(row[16]),
             "started_at": t.maybe(row[17]),
@@ -542,6 +550,55 @@ def _reads(
             raise unavailable from exc
 
     return read
+
+
+def _not_utf8(exc: BaseException | None) -> bool:
+    """Did sqlite3 fail to decode a TEXT value (bytes written by hand or by another
+    program that are not UTF-8)? Its OperationalError, or a StoreUnavailable from it."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(
+            "Could not decode to UTF-8"
+        ):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _text_or_bytes(value: bytes) -> str | bytes:
+    """A TEXT value as str, or as its bytes when they are not UTF-8 (row_to_job then
+    names the column): the text_factory of a read retried by _bad_text_read."""
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value
+
+
+def _bad_text_read(
+    method: Callable[Concatenate[SQLiteStore, _P], _R],
+) -> Callable[Concatenate[SQLiteStore, _P], _R]:
+    """One TEXT value that is not UTF-8 made sqlite3 fail the whole fetch: that job's
+    GET /status, every page of GET /jobs holding it and every claim whose batch held it
+    answered 503 "try again shortly" for good (found by a chaos run, s60). The call is
+    made again, once, with a text_factory that hands such a value over as bytes, so
+    the row reads as any damaged row does (stored_rows). The first try rolled back (a
+    write's Transaction does on any error), so a write made again is made once. The
+    usual text_factory is kept for every other call: it is the fast one."""
+
+    @functools.wraps(method)
+    def call(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except (sqlite3.OperationalError, StoreUnavailable) as exc:
+            if not _not_utf8(exc):
+                raise
+        db = self._db()
+        db.text_factory = _text_or_bytes
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            db.text_factory = str
+
+    return call
 
 
 class SQLiteStore:
@@ -808,6 +865,7 @@ class SQLiteStore:
         check_room(self.file)
         probe_turn(self._db(), self._write_lock, self._gate)
 
+    @_bad_text_read
     @_reads
     def get(self, job_id: str, tenant: str | None = None) -> Job | None:
         row = self._db().execute(*_owned(f"SELECT {COLUMNS} FROM jobs", job_id, tenant)).fetchone()
@@ -827,6 +885,7 @@ class SQLiteStore:
             for queue, type_, _, job_id, tenant, attempts, max_attempts, _ in buried:
                 log_buried_by_reap(job_id, tenant, type_, queue, attempts, max_attempts)
 
+    @_bad_text_read
     def claim(
         self,
         limit: int,
@@ -1019,6 +1078,7 @@ class SQLiteStore:
                 )
         return [job_id in kept for job_id, _ in leases]
 
+    @_bad_text_read
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
         now = to_micros(self.clock.now())
         with self._write() as db:
@@ -1038,11 +1098,13 @@ class SQLiteStore:
             )
         return row_to_job(updated)
 
+    @_bad_text_read
     @_reads
     def list_jobs(self, query: JobQuery) -> JobPage:
         columns = COLUMNS if query.bodies else SUMMARY_COLUMNS
         return sqlite_lists.list_jobs(self._db(), columns, query, row_to_job)
 
+    @_bad_text_read
     def redrive(
         self,
         job_ids: Sequence[str],
@@ -1144,6 +1206,7 @@ class SQLiteStore:
         found = row.fetchone()
         return int(found[0]) if found is not None else 0
 
+    @_bad_text_read
     @_reads
     def attempts(self, job_id: str, tenant: str | None = None) -> list[Attempt] | None:
         row = self._db().execute(*_owned("SELECT attempt_log FROM jobs", job_id, tenant)).fetchone()
