@@ -339,3 +339,30 @@ def test_sqlite_text_that_is_not_utf8_fails_no_read_and_no_claim(
             JobState.SUCCEEDED,
             JobState.SUCCEEDED,
         ]
+
+
+def test_a_payload_sent_in_the_shape_of_a_marker_still_runs(
+    store: tuple[str, JobStore], clock: FakeClock, reg: Registry
+) -> None:
+    """Only a value the store could not read is refused a run, never a look-alike."""
+    _, s = store
+    ran: list[Any] = []
+
+    @reg.handler("echo", max_attempts=1)
+    def echo(payload: dict[str, Any]) -> Any:
+        ran.append(payload)
+        return "ok"
+
+    look_alike = {
+        "error": "payload_unreadable",
+        "message": "its payload, kept in the job's record, is not valid JSON (x)",
+    }
+    job = s.add([new_job(clock, payload=look_alike)])[0].job
+    worker = Worker(s, reg, WorkerConfig(concurrency=1), rng=random.Random(1))
+    try:
+        worker.drain()
+    finally:
+        worker.close()
+    assert ran == [look_alike]
+    done = s.get(job.id)
+    assert done is not None and done.state is JobState.SUCCEEDED

@@ -101,21 +101,19 @@ def stored_json(job_id: str, kind: str, raw: str | bytes) -> Any:
             f"its payload, kept in the job's record, is not a JSON object (it holds a JSON {held})"
         )
     log.warning("job %s: %s", job_id, message)
-    return {"error": f"{kind}_unreadable", "message": message}
+    return Marker(error=f"{kind}_unreadable", message=message)
+
+
+class Marker(dict[str, str]):
+    """What stored_json puts in place of a value it cannot read: a dict like any JSON
+    object to every reader, but of its own type, so a claim tells it from a payload a
+    client sent with the same keys (which runs as any other)."""
 
 
 def unreadable(value: Any) -> str | None:
     """The message of a payload marker stored_json made, else None. Only a claim asks,
     of a job it is about to run: its handler must not be given the marker."""
-    if (
-        isinstance(value, dict)
-        and len(value) == 2
-        and value.get("error") == "payload_unreadable"
-        and isinstance(value.get("message"), str)
-        and value["message"].startswith("its payload, kept in the job's record, ")
-    ):
-        return str(value["message"])
-    return None
+    return value["message"] if type(value) is Marker else None
 
 
 def state_of(value: str, states: dict[str, Any]) -> Any:
