@@ -366,3 +366,15 @@ def test_a_payload_sent_in_the_shape_of_a_marker_still_runs(
     assert ran == [look_alike]
     done = s.get(job.id)
     assert done is not None and done.state is JobState.SUCCEEDED
+
+
+def test_a_damaged_attempt_history_is_named(
+    clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`spool status`, GET /status?attempts=true and the dashboard's job page read it:
+    a bare JSONDecodeError was a 500 internal_error naming nothing."""
+    with open_backend("sqlite", clock, tmp_path, request) as s:
+        job_id = finished(s, clock)
+        write("sqlite", s, job_id, "attempt_log", '[{"n": 1')
+        with pytest.raises(JobUnreadable, match=f"job {job_id}'s stored record cannot be read"):
+            s.attempts(job_id)
