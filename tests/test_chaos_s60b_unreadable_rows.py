@@ -155,7 +155,7 @@ def test_a_payload_that_does_not_read_is_not_run_and_the_others_are(
 DAMAGE: dict[str, list[tuple[str, str | None, str]]] = {
     "sqlite": [
         ("state", "bogus", "ValueError: unknown state 'bogus'"),
-        ("created_at", "yesterday", "TypeError"),
+        ("created_at", "yesterday", "TypeError: not a time: created_at is str 'yesterday'"),
         ("attempts", "two", "TypeError"),
     ],
     "redis": [

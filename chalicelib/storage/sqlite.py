@@ -457,7 +457,25 @@ def row_to_job(row: Sequence[Any], times: _Times | None = None) -> Job:
     try:
         return _row_to_job(row, times or _Times())
     except stored_rows.BAD_SHAPE as exc:
-        raise stored_rows.damaged(str(row[0]), exc) from exc
+        raise stored_rows.damaged(str(row[0]), _times_named(row) or exc) from exc
+
+
+# Where COLUMNS puts the times, each an integer of microseconds since the epoch.
+_TIME_COLUMNS = (
+    (9, "run_at"), (11, "lease_expires_at"), (15, "created_at"), (16, "updated_at"),
+    (17, "started_at"), (18, "finished_at"),
+)  # fmt: skip
+
+
+def _times_named(row: Sequence[Any]) -> TypeError | None:
+    """What is wrong with a row's times, naming the columns (timedelta's own message,
+    "unsupported type for timedelta microseconds component: str", named none)."""
+    wrong = [
+        f"{name} is {type(row[i]).__name__} {str(row[i])[:20]!r}"
+        for i, name in _TIME_COLUMNS
+        if row[i] is not None and type(row[i]) not in (int, float)
+    ]
+    return TypeError(f"not a time: {', '.join(wrong)}") if wrong else None
 
 
 def _claimed(row: Sequence[Any]) -> stored_rows.Unrunnable:
