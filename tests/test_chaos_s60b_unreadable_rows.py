@@ -378,3 +378,33 @@ def test_a_damaged_attempt_history_is_named(
         write("sqlite", s, job_id, "attempt_log", '[{"n": 1')
         with pytest.raises(JobUnreadable, match=f"job {job_id}'s stored record cannot be read"):
             s.attempts(job_id)
+
+
+@pytest.mark.parametrize("field", ["tenant", "type", "queue", "attempts"])
+def test_a_redis_hash_without_an_index_field_does_not_stall_the_queue(
+    clock: FakeClock, tmp_path: Path, request: pytest.FixtureRequest, reg: Registry, field: str
+) -> None:
+    """The CLAIM script failed on such a hash (ResponseError: attempt to concatenate
+    'queue', a boolean value) for every claim: no job behind it ran, ever."""
+    ran: list[Any] = []
+
+    @reg.handler("echo", max_attempts=3)
+    def echo(payload: dict[str, Any]) -> Any:
+        ran.append(payload)
+        return payload
+
+    with open_backend("redis", clock, tmp_path, request) as s:
+        jobs = [added(s, clock) for _ in range(3)]
+        write("redis", s, jobs[0].id, field, None if field != "attempts" else "x")
+        worker = Worker(s, reg, WorkerConfig(concurrency=1), rng=random.Random(1))
+        try:
+            worker.drain()
+        finally:
+            worker.close()
+        assert ran == [{"n": 1}, {"n": 1}]
+        stored = s.client.hgetall(s._p + "j:" + jobs[0].id)  # type: ignore[attr-defined]
+        assert stored[b"state"] == b"dead"
+        assert stored[b"last_error"].startswith(b"the job's stored record cannot be read (")
+        with pytest.raises(JobUnreadable, match=jobs[0].id):
+            s.get(jobs[0].id)
+        assert s.claim(5, LEASE) == []

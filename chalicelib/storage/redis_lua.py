@@ -650,6 +650,18 @@ for i = 1, math.min(limit, #picked) do
     -- entries stayed: drop the due entries read here, or every claim meets it again
     redis.call('ZREM', P .. 'R', p[2])
     if p[3] then redis.call('ZREM', P .. 'r:' .. p[3], p[2]) end
+  elseif not (r[2] and r[3] and r[4] and tonumber(r[8])) then
+    -- a field the indexes are named by deleted or edited by hand (tenant, type, queue;
+    -- attempts no number): this script failed on it, for every claim, and the queue
+    -- behind it stalled. Dead in place, off the due entries read here, never run; its
+    -- per-tenant entries cannot be named, and reading it answers job_unreadable
+    redis.call('ZREM', P .. 'R', p[2])
+    if p[3] then redis.call('ZREM', P .. 'r:' .. p[3], p[2]) end
+    if r[4] then redis.call('ZREM', P .. 'r:' .. r[4], p[2]) end
+    redis.call('HSET', jkey(id), 'state', 'dead', 'updated_at', now, 'finished_at', now,
+      'last_error', "the job's stored record cannot be read (its hash lacks a tenant, "
+      .. "type or queue field, or its attempts is no number), so it was not run; "
+      .. "repair the hash and redrive the job, or delete it")
   else
   local tenant, was, q = r[2], r[7], r[4]
   local attempts = tostring(tonumber(r[8]) + 1)
