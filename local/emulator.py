@@ -78,13 +78,12 @@ def context(function_name: str, timeout_ms: int = FUNCTION_TIMEOUT_MS) -> Lambda
     named itself "lambda:<uuid>" in attempts and put aws_request_id on every line of
     the drain, for a Lambda that never ran (found by a chaos run, s48/s49). Without
     one the worker is host:pid:tag, as `spool worker` is."""
-    made = LambdaContext(function_name, memory_size=1024, max_runtime_ms=timeout_ms)
-    made.aws_request_id = ""
-    return made
+    return _StoppableContext(function_name, timeout_ms)
 
 
 class _StoppableContext(LambdaContext):
-    """An invocation's context with no time left once the emulator is stopping.
+    """An invocation's context with no time left once `stopping` is set (context()'s
+    have no such event: their time runs out only at the deadline).
 
     events.shutdown() stops the worker it keeps and drops it; an invocation past its
     start but not yet at its drain (firing periodic ticks: after a start that is every
@@ -94,13 +93,15 @@ class _StoppableContext(LambdaContext):
     `running` as the process exited. With no time left, the drain claims nothing
     (worker.drain claims only what fits before its deadline), as Lambda's own would."""
 
-    def __init__(self, function_name: str, timeout_ms: int, stopping: threading.Event) -> None:
+    def __init__(
+        self, function_name: str, timeout_ms: int, stopping: threading.Event | None = None
+    ) -> None:
         super().__init__(function_name, memory_size=1024, max_runtime_ms=timeout_ms)
-        self.aws_request_id = ""  # see context()
+        self.aws_request_id = ""  # no Lambda made this invocation: see context()
         self._stopping = stopping
 
     def get_remaining_time_in_millis(self) -> float:
-        if self._stopping.is_set():
+        if self._stopping is not None and self._stopping.is_set():
             return 0.0
         return super().get_remaining_time_in_millis()
 
