@@ -218,8 +218,12 @@ class Outage:
     def down(self) -> bool:
         return self._since is not None
 
-    def failed(self, exc: BaseException, holding: int = 0) -> float:
-        """Note a failed store call; the seconds to wait before the next try."""
+    def failed(self, exc: BaseException, holding: int = 0, stopping: str | None = None) -> float:
+        """Note a failed store call; the seconds to wait before the next try.
+
+        `stopping`: what the loop does instead of waiting the outage out, when it is
+        on its way out (a stop asked): "waits it out" was not true of a worker told
+        to stop, whose next lines were its exit."""
         reason = describe(exc)
         with self._lock:
             first = self._since is None
@@ -238,7 +242,17 @@ class Outage:
                 self.what,
                 exc_info=None if is_store_error(exc) else exc,
             )
-        if first:
+        if first and stopping is not None:
+            held = f" ({holding} finished results held)" if holding else ""
+            self.log.warning(
+                "store unavailable (%s) while %s stops: %s%s",
+                reason,
+                self.what,
+                stopping,
+                held,
+                exc_info=None if is_store_error(exc) else exc,
+            )
+        elif first:
             held = f"; {holding} finished results held until it is back" if holding else ""
             self.log.warning(
                 "store unavailable (%s): %s waits it out, retrying with backoff up to %gs%s",

@@ -1210,7 +1210,13 @@ class Worker:
         worker must not spin. A lease already run out is not waited for: its handler
         was told (LeaseCancel), and trying sooner would only race the claim that reaps
         it with this attempt's outcome."""
-        pause = self.outage.failed(exc, self._holding())
+        stopping = None
+        if self._stop.is_set():
+            stopping = (
+                "it waits for running handlers (each up to its timeout), tries held "
+                f"results for {self.config.stop_flush_seconds:g}s more, then exits"
+            )
+        pause = self.outage.failed(exc, self._holding(), stopping)
         renewal = self._next_renewal_in(lapsed=False)
         if math.isinf(renewal):
             return pause
@@ -1533,6 +1539,7 @@ class Worker:
         if burst:
             stats = self.drain(None)
             sign_off(self.store)
+            self._hurry(None)
             return stats
         notifier: Any = getattr(self.store, "notifier", None)
         self._notifier = notifier
@@ -1572,6 +1579,7 @@ class Worker:
             self._sleep(timeout, outage=self.outage.down)
         self._shutdown()
         sign_off(self.store, self.outage, said=fatal)
+        self._hurry(None)  # the store may serve on (spool serve, a test) after this worker
         if fatal is not None:
             raise fatal
         return self.stats
@@ -1736,6 +1744,20 @@ class Worker:
         interrupt = getattr(self._notifier, "interrupt", None)
         if interrupt is not None:
             interrupt()  # let the wake-up bridge see the stop now, not at its next poll
+        self._hurry(self.config.stop_flush_seconds)
+
+    def _hurry(self, seconds: float | None) -> None:
+        """Give each store call from now on, and those in flight, at most `seconds`
+        (None: the store's own deadline again), where the store can (Postgres).
+
+        A call waiting behind a lock (an admin's LOCK TABLE) held a stop for the
+        store's whole timeout, twice (a claim, then the read asking whether it had
+        committed): 57 s. Handlers still run to their own timeouts; only the store
+        calls are hurried, and a result one of them cannot write in time is let go
+        as any other at a stop (its job runs again once its lease lapses)."""
+        hurry = getattr(self.store, "hurry", None)
+        if hurry is not None:
+            hurry(seconds)
 
     def close(self) -> None:
         """Stop the pool threads, once the timeouts this worker still holds are written."""

@@ -295,10 +295,10 @@ def test_a_pool_thread_late_to_say_its_write_failed_starts_no_second_outage(
     runner = RunInThread(worker)
     said = worker.outage.failed
 
-    def late(exc: BaseException, holding: int = 0) -> float:
+    def late(exc: BaseException, holding: int = 0, stopping: str | None = None) -> float:
         if threading.current_thread() is not runner.thread:  # the pool thread
             wait_until(lambda: get(mem, job.id).state is JobState.SUCCEEDED, timeout=2)
-        return said(exc, holding)
+        return said(exc, holding, stopping)
 
     worker.outage.failed = late  # type: ignore[method-assign]
     with caplog.at_level(logging.INFO, logger="spool"), runner:

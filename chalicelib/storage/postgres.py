@@ -1073,6 +1073,7 @@ class PostgresStore:
         # The storage identities of the epoch's tables seen by cache_epoch (EPOCH_SQL).
         self._tables_seen: set[tuple[object, object]] = set()
         self._tables_lock = threading.Lock()
+        self._hurry: float | None = None  # set by hurry: a stopping process's short deadline
 
     # -- plumbing ------------------------------------------------------------
     def _check_connection(self, conn: Conn) -> None:
@@ -1184,15 +1185,20 @@ class PostgresStore:
             retry_after=5,
         )
 
-    def _run(self, fn: Callable[[Conn], T], read: bool = False) -> T:
+    def _run(self, fn: Callable[[Conn], T], read: bool = False, atomic: bool = False) -> T:
         """Run `fn` on a pooled connection, mapping outages to StoreUnavailable.
 
         Deadlocks and serialization failures roll back cleanly, so they are
         retried. A lost connection is retried only for reads: a write whose
         reply was lost may have committed, and redoing it is not ours to decide.
+        `atomic`: `fn` is one transaction, so a statement the server cancelled
+        rolled all of it back (not so a call of several autocommit statements).
         """
         attempt = 0
         deadline = self.settings.call_deadline
+        hurry = self._hurry
+        if hurry is not None:
+            deadline = hurry if deadline is None else min(deadline, hurry)
         while True:
             attempt += 1
             cut: pg_deadline.Watch | None = None
@@ -1207,7 +1213,7 @@ class PostgresStore:
                     if deadline is None:
                         answer = fn(conn)
                     else:
-                        with pg_deadline.watch(conn, deadline) as cut:
+                        with pg_deadline.watch(conn, deadline, self, hurry is not None) as cut:
                             answer = fn(conn)
                 except pg_errors.InvalidSqlStatementName:
                     conn.close()  # its cache names statements the server lacks: replace it
@@ -1298,12 +1304,15 @@ class PostgresStore:
                 raise self._lost_prepared(exc, read) from exc
             except _UNAVAILABLE as exc:
                 was_cut = cut is not None and cut.cut
+                if cut is not None and cut.cancelled:
+                    nothing = read or (atomic and not cut.cut)
+                    raise self._cancelled_stopping(exc, nothing, cut.cut) from exc
                 # LockNotAvailable: the role's lock_timeout (55P03, not a QueryCanceled),
                 # said before as a failed connection, which sent operators to the network.
                 if was_cut or isinstance(exc, _CANCELLED):
                     if was_cut:
                         self._forget_connections()
-                    raise self._too_slow(exc, read, was_cut) from exc
+                    raise self._too_slow(exc, read or (atomic and not was_cut), was_cut) from exc
                 if read and attempt == 1:
                     continue
                 log.log(self._quiet.level(), "database connection failed: %s", pg_noise.reason(exc))
@@ -1360,6 +1369,34 @@ class PostgresStore:
         log.log(self._quiet.level(), "%s: %s", said, pg_noise.reason(exc))
         if read:
             return StoreUnavailable(f"{said}; try again shortly", retry_after=5)
+        return UncertainWrite(said, retry_after=5)
+
+    def hurry(self, seconds: float | None) -> None:
+        """This process is stopping: no call, in flight or later, waits for the server
+        longer than `seconds` (None: the usual deadline again). At it the server is
+        asked to cancel the statement (its transaction rolls back), and the socket is
+        cut if it does not (pg_deadline.hurry). Calls here wait behind whatever holds
+        their rows or tables (an admin's LOCK TABLE, a VACUUM FULL) for up to
+        statement_timeout: a `spool worker` told to stop under such a lock took 57 s,
+        a claim's whole timeout and then the read asking whether it had committed."""
+        self._hurry = seconds
+        if seconds is not None:
+            pg_deadline.hurry(self, seconds)
+
+    def _cancelled_stopping(self, exc: BaseException, nothing: bool, cut: bool) -> StoreUnavailable:
+        """A call hurry cancelled (or cut, when the server did not take the cancel).
+        `nothing`: nothing of it can have been applied (a read, or one transaction
+        the server rolled back)."""
+        waited = f"{self._hurry:g} s" if self._hurry is not None else "its deadline"
+        said = f"the process is stopping and the database gave no answer within {waited}"
+        if cut:
+            self._forget_connections()
+            said += "; the connection was cut"
+        else:
+            said += "; the call was cancelled"
+        log.log(self._quiet.level(), "%s: %s", said, pg_noise.reason(exc))
+        if nothing:
+            return StoreUnavailable(f"{said}; nothing was applied", retry_after=5)
         return UncertainWrite(said, retry_after=5)
 
     def _notify(self) -> None:
@@ -1652,7 +1689,7 @@ class PostgresStore:
             rows = self._claim_within(policy, limit, queues, ids, params, reap_params, buried)
         else:
             try:
-                rows = self._run(claim)
+                rows = self._run(claim, atomic=True)
             except StoreUnavailable as lost:
                 rows = self._claimed_before(lost, params["token"])
         for job_id, tenant, type_, queue, attempts, max_attempts in buried:
@@ -1679,9 +1716,11 @@ class PostgresStore:
         about."""
         cause = lost.__cause__
         # (A refused connection is raised from its reason while the PoolTimeout is
-        # handled: never sent either.)
+        # handled: never sent either. A statement the server cancelled rolled the
+        # claim's one transaction back: _run says so with a plain StoreUnavailable.)
         if (
-            not isinstance(cause, _UNAVAILABLE)
+            not isinstance(lost, UncertainWrite)
+            or not isinstance(cause, _UNAVAILABLE)
             or isinstance(cause, _NOT_APPLIED)
             or isinstance(lost.__context__, PoolTimeout)
         ):
@@ -1775,7 +1814,7 @@ class PostgresStore:
             return reaped, [] if cur is None else cur.fetchall(), choice.holds
 
         try:
-            reaped, rows, holds = self._run(claim)
+            reaped, rows, holds = self._run(claim, atomic=True)
         except postgres_limits.ClaimLockBusy:
             # Nothing was applied (rolled back). Raised as an outage, so the worker
             # renews its leases, then claims again after a short pause.

@@ -1,0 +1,117 @@
+"""A real `spool worker` told to stop while an admin holds a lock on Spool's jobs table.
+
+`LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE` in another session (a migration by hand,
+a VACUUM FULL, a CLUSTER) makes every claim and every read of jobs wait. Told to stop
+then, the worker waited for its claim's whole statement_timeout, then for the read
+that asks whether the claim had committed for another: 57 s with the default 30 s
+(stop 60, helper C). A stop now gives each store call at most stop_flush_seconds
+(5 s), after which the server is asked to cancel it: the worker exits 0 within a
+bound set by its handlers, not by the lock, says why in its last lines, and a job
+whose result it could not write stays `running` under its lease (claimable once it
+lapses: not lost, not finished twice).
+
+The URLs here set statement_timeout=120, so the old wait (240 s) cannot pass for
+the new one within the generous bound. A second Ctrl-C still stops at once (130).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from chalicelib.models import JobState
+from tests.crash_harness import _enqueue, _executions
+from tests.pg_support import admin_connect, fresh_schema
+from tests.test_worker_real_outages import spool_worker, states, until
+
+pytestmark = pytest.mark.timeout(180)
+
+STOP_BOUND = 40.0  # generous: the old stop took 2 x statement_timeout (240 s here)
+
+
+@contextmanager
+def locked_jobs(url: str) -> Iterator[None]:
+    """An admin's session holding `LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE` on
+    the URL's schema until the block ends."""
+    schema = dict(p.split("=", 1) for p in url.split("?", 1)[1].split("&"))["schema"]
+    admin = admin_connect()
+    admin.autocommit = False
+    try:
+        admin.execute(f'LOCK TABLE "{schema}".jobs IN ACCESS EXCLUSIVE MODE')
+        yield
+    finally:
+        admin.rollback()
+        admin.close()
+
+
+def last_lines(log: Path, count: int = 6) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-count:])
+
+
+def wait_for_exit(proc: subprocess.Popen[bytes], log: Path) -> int:
+    try:
+        return proc.wait(STOP_BOUND)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker did not stop within {STOP_BOUND}s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    with fresh_schema(statement_timeout="120") as made:
+        yield made
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_an_idle_worker_stops_promptly_under_a_table_lock(
+    url: str, tmp_path: Path, signum: signal.Signals
+) -> None:
+    with spool_worker(url, tmp_path) as (proc, log):
+        until(lambda: "spool worker:" in log.read_text(), "the worker starts")
+        with locked_jobs(url):
+            # The worker's next claim (or its read of when work is due) waits on the lock.
+            threading.Event().wait(2.0)
+            proc.send_signal(signum)
+            code = wait_for_exit(proc, log)
+        text = log.read_text(errors="replace")
+    assert code == 0, text
+    assert "while the worker stops" in text, text
+    assert "waits it out" not in text.split("stopping:", 1)[1], text
+    assert "Traceback" not in text, text
+
+
+def test_a_result_the_lock_keeps_out_is_let_go_and_its_job_stays_claimable(
+    url: str, tmp_path: Path
+) -> None:
+    with spool_worker(url, tmp_path) as (proc, log):
+        until(lambda: "spool worker:" in log.read_text(), "the worker starts")
+        [job] = _enqueue(url, 1, 1.0)  # runs for a second
+        until(lambda: _executions(tmp_path / "records")[job] == 1, "the job starts")
+        with locked_jobs(url):
+            proc.send_signal(signal.SIGTERM)
+            code = wait_for_exit(proc, log)
+        text = log.read_text(errors="replace")
+    assert code == 0, text
+    assert "outcome_unwritten" in text and job in last_lines(log), text
+    # Left as the claim wrote it: running under this worker's lease, which lapses and
+    # lets another worker take it (as after a crash); not finished, not lost.
+    assert states(url, [job]) == {job: JobState.RUNNING}
+    assert _executions(tmp_path / "records")[job] == 1
+
+
+def test_a_second_ctrl_c_stops_at_once_under_a_table_lock(url: str, tmp_path: Path) -> None:
+    with spool_worker(url, tmp_path) as (proc, log):
+        until(lambda: "spool worker:" in log.read_text(), "the worker starts")
+        with locked_jobs(url):
+            threading.Event().wait(1.0)
+            proc.send_signal(signal.SIGINT)
+            until(lambda: "Ctrl-C again stops at once" in log.read_text(), "the stop is said")
+            proc.send_signal(signal.SIGINT)
+            code = wait_for_exit(proc, log)
+    assert code == 130, log.read_text()
+    assert "spool: interrupted." in log.read_text()
