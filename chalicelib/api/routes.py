@@ -60,6 +60,7 @@ from chalicelib.errors import (
     SpoolError,
     StoreUnavailable,
     Unauthorized,
+    UncertainWrite,
     UnknownJobType,
     ValidationFailed,
 )
@@ -903,7 +904,7 @@ def _answer(operation: str, request: ApiRequest, **params: str) -> ApiResponse:
         request = _read_query(edge, operation, request)
         response = OPERATIONS[operation](edge, request, **params)
     except Exception as exc:
-        response = _failure(exc)
+        response = _failure(exc, reading=ROUTES.get(operation, ("",))[0] == "GET")
     if operation.startswith("ui_"):
         # Its errors too (they may echo an id or a file name): the page's own headers,
         # and never cached. An answer that set its own keeps them.
@@ -936,7 +937,17 @@ def _read_query(edge: Edge, operation: str, request: ApiRequest) -> ApiRequest:
     return request.with_params(params)
 
 
-def _failure(exc: Exception) -> ApiResponse:
+def _failure(exc: Exception, reading: bool = False) -> ApiResponse:
+    """Spool's error shape for `exc`; `reading`: the request was a GET, which changes
+    nothing a client sees. A store write it made on the way (Redis's /metrics installs
+    its summaries once per process) that lost its reply was answered "so this change may
+    have been applied: check its state before retrying (an enqueue is safe to retry
+    ...)": untrue of a read, during a Redis `CLIENT PAUSE ... WRITE` (stop 60)."""
+    if reading and isinstance(exc, UncertainWrite):
+        exc = StoreUnavailable(
+            f"{exc.reason}; this request changes nothing: try again shortly",
+            retry_after=exc.retry_after,
+        )
     if isinstance(exc, StoreUnreachable):
         # Opening the store failed (a cold start): the operator's message names the
         # database URL, so it goes to the log and the client gets the generic one.

@@ -970,7 +970,11 @@ class RedisStore:
         per keyspace from the full hashes, for a keyspace an older Spool wrote; then one
         EXISTS per process, and every script keeps them."""
         if not self._summaries:
-            self._call("QT_INSTALL", [])
+            # Its own bookkeeping, done once and idempotent (a keyspace already built
+            # answers at once): failing, it is a read's failure, retried once as reads
+            # are. As a write, a /metrics scrape or `spool top` during a Redis `CLIENT
+            # PAUSE ... WRITE` was told "this change may have been applied" (stop 60).
+            self._call("QT_INSTALL", [], read=True)
             self._summaries = True
 
     def queue_totals(self, keep: Sequence[str], busiest: int) -> QueueTotals:
