@@ -875,7 +875,7 @@ class Worker:
             if is_fatal(exc):  # the claim that follows meets it too, and ends the worker
                 log.warning("could not record this worker's heartbeat: %s", exc)
             else:  # an outage like any other: said once, however many beats it spans
-                self.outage.failed(exc, self._holding())
+                self._outage_failed(exc)
 
     def _extend_leases(self) -> None:
         """Renew, in one store write, every held lease with RENEW_LEFT of it or less left.
@@ -916,7 +916,7 @@ class Worker:
                 raise
             if not self.outage.down:
                 log.warning("cannot renew leases now (%s); trying again shortly", exc)
-            self.outage.failed(exc, self._holding())
+            self._outage_failed(exc)
             return
         for attempt, ok in zip(due, kept, strict=True):
             if ok:
@@ -1068,7 +1068,7 @@ class Worker:
         said twice for one outage, now and then, on a loaded machine)."""
         with self._lock:
             if any(held is attempt for held, _, _ in self._state.held):
-                self.outage.failed(exc, self._holding())
+                self._outage_failed(exc)
                 return
         if not is_store_error(exc):  # not the write's: a middleware's after_attempt
             log.error("could not record %s", attempt.job.id, exc_info=exc)
@@ -1101,7 +1101,7 @@ class Worker:
                     log.error("the store refuses this worker: %s", exc)
                     refused = exc
                     break
-                delay = self.outage.failed(exc, self._holding())
+                delay = self._outage_failed(exc)
                 if give_up is None:
                     give_up = now + bound
                     if deadline is not None:
@@ -1210,17 +1210,24 @@ class Worker:
         worker must not spin. A lease already run out is not waited for: its handler
         was told (LeaseCancel), and trying sooner would only race the claim that reaps
         it with this attempt's outcome."""
+        pause = self._outage_failed(exc)
+        renewal = self._next_renewal_in(lapsed=False)
+        if math.isinf(renewal):
+            return pause
+        return min(pause, max(renewal, self.config.lease_seconds / 6))
+
+    def _outage_failed(self, exc: BaseException) -> float:
+        """Note a failed store call with the outage (said once); the pause before the
+        next try. Once stopping, the line says what the stop does rather than "waits it
+        out": a worker stopped while another process held the SQLite file's write lock
+        said that, then exited."""
         stopping = None
         if self._stop.is_set():
             stopping = (
                 "it waits for running handlers (each up to its timeout), tries held "
                 f"results for {self.config.stop_flush_seconds:g}s more, then exits"
             )
-        pause = self.outage.failed(exc, self._holding(), stopping)
-        renewal = self._next_renewal_in(lapsed=False)
-        if math.isinf(renewal):
-            return pause
-        return min(pause, max(renewal, self.config.lease_seconds / 6))
+        return self.outage.failed(exc, self._holding(), stopping)
 
     def _next_renewal_in(self, lapsed: bool = True) -> float:
         """Seconds until a held lease is due for renewal (RENEW_LEFT of it left, as

@@ -17,16 +17,22 @@ the new one within the generous bound. A second Ctrl-C still stops at once (130)
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from chalicelib.errors import StoreUnavailable
 from chalicelib.models import JobState
+from chalicelib.storage import sqlite_gate
+from chalicelib.storage.sqlite import from_url as sqlite_store
 from tests.crash_harness import _enqueue, _executions
+from tests.factories import new_job
 from tests.pg_support import admin_connect, fresh_schema
 from tests.test_worker_real_outages import spool_worker, states, until
 
@@ -115,3 +121,55 @@ def test_a_second_ctrl_c_stops_at_once_under_a_table_lock(url: str, tmp_path: Pa
             code = wait_for_exit(proc, log)
     assert code == 130, log.read_text()
     assert "spool: interrupted." in log.read_text()
+
+
+# -- SQLite: another program holds the file's write lock (`BEGIN EXCLUSIVE` in sqlite3) --
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_hurried_sqlite_write_gives_up_before_the_busy_timeout(tmp_path: Path) -> None:
+    """Each try at a result under such a lock waited the whole 10 s busy timeout, so a
+    stop with a one-second handler took 21 s; hurried, a write waits its hurry."""
+    store = sqlite_store(f"sqlite:///{tmp_path}/spool.db")
+    try:
+        job = new_job(store.clock)
+        store.hurry(1.0)
+        with exclusive(tmp_path / "spool.db"):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="stayed locked"):
+                store.add([job])
+            waited = time.monotonic() - started
+        # Generous: the busy timeout it waited before is 10 s.
+        assert waited < sqlite_gate.PATIENCE * 0.8, waited
+        store.hurry(None)
+        store.add([job])  # the usual patience again, and the lock gone
+    finally:
+        store.close()
+
+
+def test_a_worker_stopped_under_a_sqlite_write_lock_leaves_its_job_claimable(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/spool.db"
+    with spool_worker(url, tmp_path) as (proc, log):
+        until(lambda: "spool worker:" in log.read_text(), "the worker starts")
+        [job] = _enqueue(url, 1, 1.0)  # runs for a second
+        until(lambda: _executions(tmp_path / "records")[job] == 1, "the job starts")
+        with exclusive(tmp_path / "spool.db"):
+            proc.send_signal(signal.SIGTERM)
+            code = wait_for_exit(proc, log)
+        text = log.read_text(errors="replace")
+    assert code == 0, text
+    assert "while the worker stops" in text and job in last_lines(log), text
+    assert states(url, [job]) == {job: JobState.RUNNING}
+    assert _executions(tmp_path / "records")[job] == 1

@@ -660,6 +660,7 @@ class SQLiteStore:
         turn = functools.partial(write_turn, self._write_lock, self._gate)
         self._checkpointer = Checkpointer(self.file, self._connect, turn) if on_disk else None
         self._health = WriteHealth()
+        self._hurry: float | None = None  # set by hurry: a stopping process's short patience
         before = sqlite_refused.present(self.file) if on_disk else set()
         self.notifier = SocketDirNotifier(self.file + ".wake")
         try:
@@ -781,8 +782,23 @@ class SQLiteStore:
 
     def _write(self) -> Transaction:
         return Transaction(
-            self._db(), self._write_lock, self._gate, self._checkpointer, self._watch, self._health
+            self._db(),
+            self._write_lock,
+            self._gate,
+            self._checkpointer,
+            self._watch,
+            self._health,
+            self._hurry,
         )
+
+    def hurry(self, seconds: float | None) -> None:
+        """This process is stopping: a write begun from now on waits at most `seconds`
+        for its turn (None: the usual PATIENCE again). With another program holding the
+        file's write lock (`BEGIN EXCLUSIVE` in a sqlite3 shell) each try at a finished
+        job's result waited the whole 10 s busy timeout, and a `spool worker` told to stop
+        took 21 s with a one-second handler. A write already waiting keeps its patience:
+        SQLite's busy handler cannot be cut short from another thread."""
+        self._hurry = seconds
 
     # -- contract ----------------------------------------------------------
     def add(self, jobs: Sequence[NewJob], cap: Backlog | None = None) -> list[AddResult]:

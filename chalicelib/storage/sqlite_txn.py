@@ -278,6 +278,7 @@ class Transaction:
         checkpointer: Checkpointer | None,
         watch: FileWatch | None,
         health: WriteHealth,
+        hurry: float | None = None,
     ) -> None:
         self.db = db
         self.lock = lock
@@ -285,6 +286,7 @@ class Transaction:
         self.checkpointer = checkpointer
         self.watch = watch
         self.health = health
+        self.hurry = hurry  # a stopping process's patience (SQLiteStore.hurry)
 
     def __enter__(self) -> sqlite3.Connection:
         left = self._take_turn()
@@ -334,8 +336,12 @@ class Transaction:
 
     def _take_turn(self) -> float:
         """This process's lock, then the gate, within the gate's one PATIENCE (read at
-        call time: tests shorten it); the seconds of it left, for BEGIN's own wait."""
-        return take_turn(self.lock, self.gate, sqlite_gate.PATIENCE)
+        call time: tests shorten it), or the stopping process's shorter one; the
+        seconds of it left, for BEGIN's own wait."""
+        patience = sqlite_gate.PATIENCE
+        if self.hurry is not None:
+            patience = min(patience, self.hurry)
+        return take_turn(self.lock, self.gate, patience)
 
     def _begin(self, left: float) -> None:
         begin_immediate(self.db, left)
