@@ -34,6 +34,7 @@ from chalicelib.storage.sqlite import from_url as sqlite_store
 from tests.crash_harness import _enqueue, _executions
 from tests.factories import new_job
 from tests.pg_support import admin_connect, fresh_schema
+from tests.procs import guarded_env, spool_serve_logged, stop
 from tests.test_worker_real_outages import spool_worker, states, until
 
 pytestmark = pytest.mark.timeout(180)
@@ -173,3 +174,30 @@ def test_a_worker_stopped_under_a_sqlite_write_lock_leaves_its_job_claimable(
     assert "while the worker stops" in text and job in last_lines(log), text
     assert states(url, [job]) == {job: JobState.RUNNING}
     assert _executions(tmp_path / "records")[job] == 1
+
+
+def test_spool_serve_stops_promptly_under_a_table_lock(url: str, tmp_path: Path) -> None:
+    """`spool serve`'s built-in worker too: its drain's claim is cancelled at once, and
+    it no longer asks the store when work falls due once stopped (that read waited
+    a hurried call's 6 s more)."""
+    log = tmp_path / "serve.log"
+    env = guarded_env(
+        SPOOL_STORE_URL=url,
+        SPOOL_API_KEYS="key-s60c-0123456789abcdef=t1",
+        SPOOL_DEMO_HANDLERS="true",
+    )
+    served = spool_serve_logged(log, env=env)
+    try:
+        with locked_jobs(url):
+            threading.Event().wait(2.0)
+            served.proc.send_signal(signal.SIGTERM)
+            try:
+                code = served.proc.wait(STOP_BOUND)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"spool serve did not stop within {STOP_BOUND}s:\n{log.read_text()}")
+    finally:
+        stop(served.proc)
+    text = log.read_text(errors="replace")
+    assert code == 0, text
+    assert text.rstrip().endswith("spool: stopped"), text
+    assert "Traceback" not in text, text

@@ -42,14 +42,22 @@ class Watch:
     The context manager itself (a class, not a generator: about 1 us a call against
     3.5 for @contextmanager, on every Postgres call)."""
 
-    __slots__ = ("cancelled", "conn", "cut", "deadline", "hurried", "owner", "sent")
+    __slots__ = ("cancelled", "conn", "cut", "deadline", "expendable", "hurried", "owner", "sent")
 
     def __init__(
-        self, conn: object, deadline: float, owner: object = None, hurried: bool = False
+        self,
+        conn: object,
+        deadline: float,
+        owner: object = None,
+        hurried: bool = False,
+        expendable: bool = False,
     ) -> None:
         self.conn = conn
         self.deadline = deadline
         self.owner = owner  # the store whose call this is (hurry shortens its own only)
+        # A read or a claim: nothing a stopping process still needs, so hurry cancels
+        # it at once rather than after its seconds.
+        self.expendable = expendable
         # A call of a stopping process: at its deadline the server is asked to cancel
         # it before the socket is cut.
         self.hurried = hurried
@@ -85,13 +93,19 @@ _watches: dict[int, Watch] = {}
 _thread: threading.Thread | None = None
 
 
-def watch(conn: object, seconds: float, owner: object = None, hurried: bool = False) -> Watch:
+def watch(
+    conn: object,
+    seconds: float,
+    owner: object = None,
+    hurried: bool = False,
+    expendable: bool = False,
+) -> Watch:
     """Run the body with `conn`'s socket shut down if it is still inside after `seconds`
     (hurried: the server asked to cancel it first, see hurry).
 
     `watch.cut` tells the caller afterwards that the error it met was this cut, so it
     does not retry a call that already took the whole deadline."""
-    return Watch(conn, time.monotonic() + seconds, owner, hurried)
+    return Watch(conn, time.monotonic() + seconds, owner, hurried, expendable)
 
 
 # Seconds the server has to take a cancel request before the socket is cut as well.
@@ -99,16 +113,17 @@ CANCEL_GRACE = 2.0
 
 
 def hurry(owner: object, seconds: float) -> None:
-    """Give every call of `owner` in flight at most `seconds` more: at that deadline
-    the server is asked to cancel it, and CANCEL_GRACE later, if it is still inside,
-    its socket is cut. The caller gives its later calls the same short deadline
-    (PostgresStore.hurry), so a stop waits for no store call longer than that."""
-    limit = time.monotonic() + seconds
+    """Give every call of `owner` in flight at most `seconds` more (an expendable one,
+    a read or a claim, none): at that deadline the server is asked to cancel it, and
+    CANCEL_GRACE later, if it is still inside, its socket is cut. The caller gives its
+    later calls the same short deadline (PostgresStore.hurry), so a stop waits for no
+    store call longer than that."""
+    now = time.monotonic()
     with _lock:
         for entry in _watches.values():
             if entry.owner is owner and not entry.hurried:
                 entry.hurried = True
-                entry.deadline = min(entry.deadline, limit)
+                entry.deadline = min(entry.deadline, now if entry.expendable else now + seconds)
 
 
 # The watcher's pause: an Event's wait, not time.sleep, which a test may replace

@@ -1185,7 +1185,13 @@ class PostgresStore:
             retry_after=5,
         )
 
-    def _run(self, fn: Callable[[Conn], T], read: bool = False, atomic: bool = False) -> T:
+    def _run(
+        self,
+        fn: Callable[[Conn], T],
+        read: bool = False,
+        atomic: bool = False,
+        expendable: bool = False,
+    ) -> T:
         """Run `fn` on a pooled connection, mapping outages to StoreUnavailable.
 
         Deadlocks and serialization failures roll back cleanly, so they are
@@ -1193,6 +1199,8 @@ class PostgresStore:
         reply was lost may have committed, and redoing it is not ours to decide.
         `atomic`: `fn` is one transaction, so a statement the server cancelled
         rolled all of it back (not so a call of several autocommit statements).
+        `expendable` (and every read): nothing a stopping process still needs, so
+        hurry cancels it at once (a claim; a finish is given its seconds).
         """
         attempt = 0
         deadline = self.settings.call_deadline
@@ -1213,7 +1221,9 @@ class PostgresStore:
                     if deadline is None:
                         answer = fn(conn)
                     else:
-                        with pg_deadline.watch(conn, deadline, self, hurry is not None) as cut:
+                        with pg_deadline.watch(
+                            conn, deadline, self, hurry is not None, read or expendable
+                        ) as cut:
                             answer = fn(conn)
                 except pg_errors.InvalidSqlStatementName:
                     conn.close()  # its cache names statements the server lacks: replace it
@@ -1306,7 +1316,7 @@ class PostgresStore:
                 was_cut = cut is not None and cut.cut
                 if cut is not None and cut.cancelled:
                     nothing = read or (atomic and not cut.cut)
-                    raise self._cancelled_stopping(exc, nothing, cut.cut) from exc
+                    raise self._cancelled_stopping(exc, nothing, cut) from exc
                 # LockNotAvailable: the role's lock_timeout (55P03, not a QueryCanceled),
                 # said before as a failed connection, which sent operators to the network.
                 if was_cut or isinstance(exc, _CANCELLED):
@@ -1383,12 +1393,18 @@ class PostgresStore:
         if seconds is not None:
             pg_deadline.hurry(self, seconds)
 
-    def _cancelled_stopping(self, exc: BaseException, nothing: bool, cut: bool) -> StoreUnavailable:
+    def _cancelled_stopping(
+        self, exc: BaseException, nothing: bool, watch: pg_deadline.Watch
+    ) -> StoreUnavailable:
         """A call hurry cancelled (or cut, when the server did not take the cancel).
         `nothing`: nothing of it can have been applied (a read, or one transaction
         the server rolled back)."""
-        waited = f"{self._hurry:g} s" if self._hurry is not None else "its deadline"
-        said = f"the process is stopping and the database gave no answer within {waited}"
+        cut = watch.cut
+        if watch.expendable:
+            said = "the process is stopping and had no more use for this call's answer"
+        else:
+            waited = f"{self._hurry:g} s" if self._hurry is not None else "its deadline"
+            said = f"the process is stopping and the database gave no answer within {waited}"
         if cut:
             self._forget_connections()
             said += "; the connection was cut"
@@ -1689,7 +1705,7 @@ class PostgresStore:
             rows = self._claim_within(policy, limit, queues, ids, params, reap_params, buried)
         else:
             try:
-                rows = self._run(claim, atomic=True)
+                rows = self._run(claim, atomic=True, expendable=True)
             except StoreUnavailable as lost:
                 rows = self._claimed_before(lost, params["token"])
         for job_id, tenant, type_, queue, attempts, max_attempts in buried:
@@ -1814,7 +1830,7 @@ class PostgresStore:
             return reaped, [] if cur is None else cur.fetchall(), choice.holds
 
         try:
-            reaped, rows, holds = self._run(claim, atomic=True)
+            reaped, rows, holds = self._run(claim, atomic=True, expendable=True)
         except postgres_limits.ClaimLockBusy:
             # Nothing was applied (rolled back). Raised as an outage, so the worker
             # renews its leases, then claims again after a short pause.
