@@ -33,6 +33,7 @@ from chalicelib.storage import sqlite_gate
 from chalicelib.storage.sqlite import from_url as sqlite_store
 from tests.crash_harness import _enqueue, _executions
 from tests.factories import new_job
+from tests.moto_proc import moto_server
 from tests.pg_support import admin_connect, fresh_schema
 from tests.procs import guarded_env, spool_serve_logged, stop
 from tests.test_worker_real_outages import spool_worker, states, until
@@ -200,4 +201,31 @@ def test_spool_serve_stops_promptly_under_a_table_lock(url: str, tmp_path: Path)
     text = log.read_text(errors="replace")
     assert code == 0, text
     assert text.rstrip().endswith("spool: stopped"), text
+    assert "Traceback" not in text, text
+
+
+# -- DynamoDB: the endpoint stalls (moto_server stopped with SIGSTOP) --
+
+DYNAMO_BOUND = 70.0  # generous: the old stop took 120 s (5 tries of a 20 s read timeout)
+
+
+def test_a_worker_stopped_while_dynamodb_stalls_is_not_held_by_retries(tmp_path: Path) -> None:
+    with moto_server(tmp_path / "moto.log") as moto:
+        url = f"dynamodb://jobs?queue=jobs&bucket=jobs-bucket&endpoint={moto.endpoint}&create=1"
+        with spool_worker(url, tmp_path) as (proc, log):
+            until(lambda: "spool worker:" in log.read_text(), "the worker starts")
+            threading.Event().wait(2.0)  # its first claims and beat went through
+            moto.process.send_signal(signal.SIGSTOP)
+            try:
+                threading.Event().wait(1.0)
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    code = proc.wait(DYNAMO_BOUND)
+                except subprocess.TimeoutExpired:
+                    pytest.fail(f"no exit within {DYNAMO_BOUND}s:\n{log.read_text()}")
+            finally:
+                moto.process.send_signal(signal.SIGCONT)
+        text = log.read_text(errors="replace")
+    assert code == 0, text
+    assert "while the worker stops" in text, text
     assert "Traceback" not in text, text

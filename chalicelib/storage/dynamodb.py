@@ -118,6 +118,7 @@ from chalicelib.storage.dynamodb_aws import (
     NO_CREDENTIALS,
     RECORD_LIMIT,
     DynamoConfig,
+    Hurry,
     aws_errors,
     counted,
     create_resources,
@@ -431,6 +432,10 @@ class DynamoStore:
             ddb, sqs, s3 = make_clients(config)
         self.ddb: DynamoDBClient = ddb
         watch_unanswered(ddb)  # which failed writes may have landed (aws_errors)
+        self._hurry = Hurry()  # a stopping process's calls are not tried again
+        for client in (ddb, sqs, s3):
+            if client is not None:
+                self._hurry.watch(client)
         if config.create:
             create_resources(config, ddb, sqs, s3)
         self.dispatch: SqsDispatch | None = (
@@ -2949,6 +2954,12 @@ class DynamoStore:
     @aws_errors(write=False)
     def webhook_counts(self) -> dict[str, int]:
         return self._outbox.counts()
+
+    def hurry(self, seconds: float | None) -> None:
+        """This process is stopping (Worker.stop): no call is tried again after a try
+        that failed (None: as usual again). A try in flight keeps its read timeout
+        (20 s): botocore cannot cut it short. `seconds` is for stores that can."""
+        self._hurry.on = seconds is not None
 
     def close(self) -> None:
         if self._owns_clients:

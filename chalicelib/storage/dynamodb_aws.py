@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -376,6 +377,40 @@ def watch_unanswered(ddb: Any) -> None:
     events.register("after-call", _carry_to_answer, unique_id="spool-unanswered-answer")
 
 
+class NotTriedAgain(BotoCoreError):
+    """A try botocore would have made again, refused because the process is stopping
+    (Hurry). Not one of the errors botocore retries, so the call ends with it."""
+
+    fmt = "the process is stopping, so the call was not tried again"
+
+
+class Hurry:
+    """A stopping process's store calls are not tried again (DynamoStore.hurry).
+
+    boto3 makes each call up to 5 times (standard retries), each waiting up to
+    read_timeout (20 s) for an answer: a `spool worker` told to stop while moto_server
+    (or a network path) was frozen waited 120 s for its claim. Hurried, a call's first
+    try still goes out (a finished job's result deserves it), but no second one."""
+
+    def __init__(self) -> None:
+        self.on = False
+
+    def watch(self, client: Any) -> None:
+        client.meta.events.register(
+            "before-send", self._refuse_again, unique_id=f"spool-hurry-{id(self)}"
+        )
+
+    def _refuse_again(self, request: Any, **_: Any) -> None:
+        if not self.on:
+            return
+        # botocore numbers each try in this header: "attempt=2; max=5".
+        header = request.headers.get("amz-sdk-request", b"")
+        text = header.decode() if isinstance(header, bytes) else str(header)
+        found = re.search(r"attempt=(\d+)", text)
+        if found is not None and int(found.group(1)) > 1:
+            raise NotTriedAgain()
+
+
 class _Calls(threading.local):
     """How many `aws_errors(write=True)` methods this thread is inside: a request
     such a method makes fails as part of that write."""
@@ -430,6 +465,11 @@ def aws_errors(*, write: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
                     f"the store (SPOOL_STORE_URL) cannot sign its AWS requests: {NO_CREDENTIALS}",
                     public="the job store cannot be reached; try again shortly",
                 ) from exc
+            except NotTriedAgain as exc:
+                said = "the process is stopping, so AWS was not asked again after a try failed"
+                if _calls.writing and getattr(exc, SENT_UNANSWERED, False):
+                    raise UncertainWrite(said) from exc
+                raise StoreUnavailable(f"{said}; nothing was applied") from exc
             except BotoCoreError as exc:
                 name = type(exc).__name__
                 if _calls.writing and getattr(exc, SENT_UNANSWERED, False):
