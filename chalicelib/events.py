@@ -99,7 +99,7 @@ def worker_for(rt: Runtime) -> Worker:
         stale, _cached = _cached, (rt, rt.worker(start_marks=False))
         fresh = _cached[1]
     if stale is not None:
-        stale[1].stop()
+        stale[1].stop(hurry=False)  # its store may be the fresh one's (with_settings)
         stale[1].close()
     return fresh
 
@@ -139,9 +139,10 @@ def shutdown() -> None:
     with _lock:
         cached, _cached = _cached, None
     if cached is not None:
-        cached[1].stop()
+        cached[1].stop()  # hurries the store's calls for the drain in progress
         with _run_lock:
             cached[1].close()
+        cached[1].calm()  # the store may outlive it (a test, the next runtime)
 
 
 def deadline_from(context: LambdaContext | None) -> float | None:

@@ -1743,15 +1743,23 @@ class Worker:
             waited = 0.0 if tried_from is None else time.monotonic() - tried_from
             self._let_go_unwritten(waited, refused)
 
-    def stop(self) -> None:
-        """Stop claiming and finish what is held. Safe to call from a signal handler."""
+    def stop(self, hurry: bool = True) -> None:
+        """Stop claiming and finish what is held. Safe to call from a signal handler.
+        `hurry` False: leave the store's deadlines alone (a worker replaced, not the
+        process stopping: another worker may share the store)."""
         self._stop.set()
         with self._lock:
             self._events.notify_all()
         interrupt = getattr(self._notifier, "interrupt", None)
         if interrupt is not None:
             interrupt()  # let the wake-up bridge see the stop now, not at its next poll
-        self._hurry(self.config.stop_flush_seconds)
+        if hurry:
+            self._hurry(self.config.stop_flush_seconds)
+
+    def calm(self) -> None:
+        """The store's usual deadlines again, once this stopped worker is done with it
+        (run() does it itself; drain()'s callers, which outlive it, call this)."""
+        self._hurry(None)
 
     def _hurry(self, seconds: float | None) -> None:
         """Give each store call from now on, and those in flight, at most `seconds`

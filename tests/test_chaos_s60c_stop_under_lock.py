@@ -28,9 +28,11 @@ from pathlib import Path
 import pytest
 
 from chalicelib.errors import StoreUnavailable
+from chalicelib.handlers import Registry
 from chalicelib.models import JobState
 from chalicelib.storage import sqlite_gate
 from chalicelib.storage.sqlite import from_url as sqlite_store
+from chalicelib.worker import Worker, WorkerConfig
 from tests.crash_harness import _enqueue, _executions
 from tests.factories import new_job
 from tests.moto_proc import moto_server
@@ -229,3 +231,23 @@ def test_a_worker_stopped_while_dynamodb_stalls_is_not_held_by_retries(tmp_path:
     assert code == 0, text
     assert "while the worker stops" in text, text
     assert "Traceback" not in text, text
+
+
+def test_a_stopped_worker_leaves_the_store_as_it_found_it(tmp_path: Path) -> None:
+    """The hurry is the stop's alone: a store that outlives its worker (spool serve's,
+    shared by the next runtime; a test's) gets its usual deadlines back, and a worker
+    replaced rather than stopped (events.worker_for) does not hurry it at all."""
+    store = sqlite_store(f"sqlite:///{tmp_path}/spool.db")
+    try:
+        worker = Worker(store, Registry(), WorkerConfig(concurrency=1, idle_poll=0.05))
+        runner = threading.Thread(target=worker.run)
+        runner.start()
+        threading.Event().wait(0.3)
+        worker.stop()
+        runner.join(30)
+        assert not runner.is_alive()
+        assert store._hurry is None
+        Worker(store, Registry(), WorkerConfig(concurrency=1)).stop(hurry=False)
+        assert store._hurry is None
+    finally:
+        store.close()
