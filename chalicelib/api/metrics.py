@@ -63,13 +63,21 @@ log = logging.getLogger("spool.metrics")
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 PUSH_JOB = "spool_worker"
 
+# What each counter counts, as an alert reads it (docs/operations.md says the same): a
+# redrive is no enqueue, and a redriven job that ends again counts again, so enqueued
+# less the finished counts is not the jobs still to finish. "cancelled" said "before
+# they ran", but a `retrying` job, whose attempts ran and failed, can be cancelled too.
 _COUNTER_HELP = {
-    "enqueued": "Jobs accepted, system-wide.",
-    "succeeded": "Jobs that finished successfully, system-wide.",
-    "failed": "Failed attempts (each retry or final failure), system-wide.",
+    "enqueued": "Jobs stored by an enqueue, once each (a repeated idempotency key or a "
+    "redrive is not counted), system-wide.",
+    "succeeded": "Jobs that finished successfully (a redriven job again), system-wide.",
+    "failed": "Failed attempts (each retry or final failure; an attempt whose worker died "
+    "counts when its lease lapses), system-wide.",
     "retried": "Failed attempts that were scheduled to run again, system-wide.",
-    "dead": "Jobs moved to the dead-letter store, system-wide.",
-    "cancelled": "Jobs cancelled before they ran, system-wide.",
+    "dead": "Moves to the dead-letter store (a redriven job that dies again counts "
+    "again), system-wide.",
+    "cancelled": "Jobs cancelled while waiting (queued, or retrying after a failed "
+    "attempt), system-wide.",
 }
 _WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 # A handler's timeout may be 12 hours (handlers.MAX_TIMEOUT): with 900 s the last finite
