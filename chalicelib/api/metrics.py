@@ -84,7 +84,10 @@ _WEBHOOK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 # bound, every attempt past 15 minutes fell into +Inf alone and a quantile over them
 # read 900, however long they ran.
 _DURATION_BUCKETS = (*_WEBHOOK_BUCKETS, 3600, 4 * 3600, 43_200)
-_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600)
+# A backlog of hours (workers down overnight, a rate limit far behind) is what this
+# histogram is for: with 3600 s the last finite bound, a three-hour wait fell into +Inf
+# alone and a quantile over it read one hour, however long the jobs waited.
+_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 43_200, 86_400)
 # Enqueue to finish includes every retry's backoff: hours are normal.
 _END_TO_END_BUCKETS = (
     0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400,
