@@ -683,10 +683,11 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
         return serve_processes(rt, args, threads, key, generated)
     runtime_module.reset(rt)  # app.py's routes and handlers now use this runtime
     routes.install(edge)  # the edge the check built: not built again on the first request
+    cache_counts = None
     if args.shared_metrics is not None:  # one of --processes N's: metrics shared with them
         from local.shared_metrics import share_metrics
 
-        share_metrics(rt, args.shared_metrics, args.worker_metrics)
+        cache_counts = share_metrics(rt, args.shared_metrics, args.worker_metrics)
     sock = None
     if args.listen_fd is not None:  # one of `--processes N`'s server processes
         from local.multiproc import inherited_socket
@@ -742,6 +743,8 @@ def _serve(rt: Runtime, args: argparse.Namespace) -> int:
         finally:
             if emulator is not None:
                 emulator.stop()
+            if cache_counts is not None:  # every request answered: the last counts
+                cache_counts.finish()
             runtime_module.reset(None)
     if args.supervisor_pid is None:
         print("spool: stopped", file=sys.stderr, flush=True)
