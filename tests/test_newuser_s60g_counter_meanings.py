@@ -7,7 +7,9 @@ they ran"; and a dead job redriven that died again counted twice in
 `spool_jobs_dead_total` and not again in `spool_jobs_enqueued_total`, which
 neither the HELP texts nor docs/operations.md said, so `enqueued - succeeded -
 dead - cancelled` (jobs still to finish, as an operator would compute it) went
-negative. The counts were right; what they were said to count was not.
+negative. The counts were right; what they were said to count was not. The same
+holds for `spool_job_end_to_end_seconds`, documented as counting "a job once": a
+redriven job is observed at each final outcome, from its first enqueue.
 """
 
 from __future__ import annotations
@@ -75,3 +77,11 @@ def test_a_redriven_job_that_dies_again_counts_dead_twice_enqueued_once(fixed_ap
     assert sample(text, "spool_jobs", queue="default", state="dead") == 1
     assert "redrive" in help_of(text, "spool_jobs_enqueued_total")
     assert "redrive" in help_of(text, "spool_jobs_dead_total")
+    # End to end is observed at each final outcome, the one after the redrive too
+    # (docs/operations.md said "a job counts once").
+    assert (
+        sample(
+            text, "spool_job_end_to_end_seconds_count", queue="default", type="fail", outcome="dead"
+        )
+        == 2
+    )
