@@ -1121,6 +1121,9 @@ class SQLiteStore:
                 raise JobNotFound("job not found", {"id": job_id})
             if row[6] not in ("queued", "retrying"):
                 raise InvalidTransition(f"a {row[6]} job cannot be cancelled", {"state": row[6]})
+            # Read before the write: a damaged record raises JobUnreadable here, with
+            # nothing changed (it was read after the commit: 500, yet cancelled).
+            row_to_job(row)
             updated = db.execute(
                 "UPDATE jobs SET state = 'cancelled', updated_at = ?, finished_at = ? "
                 f"WHERE id = ? RETURNING {COLUMNS}, callback_url",
