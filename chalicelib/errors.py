@@ -96,6 +96,9 @@ class JobUnreadable(SpoolError):
 
     code = "job_unreadable"
     status = 500
+    # What is wrong, in a line (stored_rows.damaged sets it): a claim that buries the
+    # job names it in last_error, as get does (a time named by its column).
+    reason = ""
 
 
 # What a 503 says when a write's reply was lost: the store may have applied it, so a

@@ -523,6 +523,15 @@ if ARGV[pos] ~= '*' then
   for i = pos + 1, LAST do ids[#ids + 1] = ARGV[i] end
 end
 
+-- A job whose hash lacks a field this script reads, or holds text where it reads a
+-- number (edited by hand): the script failed on it, for every claim, so no job ran.
+-- Dead in place, never run; reading it answers job_unreadable naming the field.
+local function bury_damaged(id, what)
+  redis.call('HSET', jkey(id), 'state', 'dead', 'updated_at', now, 'finished_at', now,
+    'last_error', "the job's stored record cannot be read (" .. what .. "), so it was "
+    .. "not run; repair the hash and redrive the job, or delete it")
+end
+
 -- 1. reap: running jobs whose lease expired, in every queue (L: every queue's leases)
 local buried = {}
 do
@@ -536,6 +545,14 @@ do
     if not q then
       -- its hash is gone (see the lease below): its lease entry goes, nothing else
       redis.call('ZREM', P .. 'L', id)
+    elseif not (tonumber(j[1]) and tonumber(j[2]) and tonumber(j[7]) and j[6] and j[8] and j[9])
+    then
+      redis.call('ZREM', P .. 'l:' .. q, id)
+      redis.call('ZREM', P .. 'L', id)
+      if j[6] then unindex_running(j[6], id) end
+      redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
+      bury_damaged(id, 'its hash lacks a tenant, type or created_at field, or its attempts, '
+        .. 'max_attempts or priority is no number; its lease had expired')
     else
     redis.call('ZREM', P .. 'l:' .. q, id)
     redis.call('ZREM', P .. 'L', id)
@@ -554,7 +571,11 @@ do
       count(j[9], q, 'queued', 1)
     else
     local dead = tonumber(j[1]) >= tonumber(j[2])
-    local entry = '{"n":' .. j[1] .. ',"s":' .. (j[3] or j[4]) .. ',"f":' .. j[4] ..
+    -- a lease_expires_at (or started_at) edited into text ended the history's JSON
+    -- with it: the attempt's times are then the reap's own
+    local ended = tonumber(j[4]) and j[4] or now
+    local began = tonumber(j[3]) and j[3] or ended
+    local entry = '{"n":' .. j[1] .. ',"s":' .. began .. ',"f":' .. ended ..
       ',"w":' .. (j[5] or '"unknown"') .. ',"o":"lease_expired","e":' .. errjson
     if dead then entry = entry .. '}' else entry = entry .. ',"d":0.0}' end
     record(id, entry, keep)
@@ -586,7 +607,12 @@ local due = redis.call('ZRANGEBYSCORE', P .. 'S', '-inf', now, 'LIMIT', 0, 10000
 for _, id in ipairs(due) do
   local j = redis.call('HMGET', jkey(id), 'priority', 'run_at', 'created_at', 'queue', 'tenant',
     'type')
-  if j[4] then  -- else its hash is gone (see the lease below): only the entry goes
+  if not j[4] then  -- its hash is gone (see the lease below): only the entry goes
+  elseif not (tonumber(j[1]) and tonumber(j[2]) and j[3] and j[5] and j[6]) then
+    if j[5] then unwait(j[5], j[4], id) end
+    bury_damaged(id, 'its hash lacks a tenant, type or created_at field, or its priority '
+      .. 'or run_at is no number')
+  else
     ready(j[4], -tonumber(j[1]), rmember(j[2], j[3], id), j[5], j[6])
   end
   redis.call('ZREM', P .. 'S', id)

@@ -263,7 +263,25 @@ def row_to_job(row: Sequence[bytes | None]) -> Job:
     try:
         return _row_to_job(row)
     except stored_rows.BAD_SHAPE as exc:
-        raise stored_rows.damaged(_row_id(row), exc) from exc
+        raise stored_rows.damaged(_row_id(row), _numbers_named(row) or exc) from exc
+
+
+# The fields kept as integers (counts, and times in microseconds since the epoch).
+_NUMBERS = (
+    "priority", "attempts", "max_attempts", "run_at", "lease_expires_at", "created_at",
+    "updated_at", "started_at", "finished_at",
+)  # fmt: skip
+
+
+def _numbers_named(row: Sequence[bytes | None]) -> ValueError | None:
+    """What is wrong with a row's numbers, naming the fields (int()'s own message,
+    "invalid literal for int() with base 10: b'soon'", named none)."""
+    wrong = []
+    for name in _NUMBERS:
+        value = row[_FIELDS.index(name)]
+        if value is not None and not value.strip().lstrip(b"-").isdigit():
+            wrong.append(f"{name} is {value[:20].decode('utf-8', 'replace')!r}")
+    return ValueError(f"not a number: {', '.join(wrong)}") if wrong else None
 
 
 def _row_id(row: Sequence[bytes | None]) -> str:

@@ -406,13 +406,26 @@ def _extend_sql(n: int) -> str:
     )
 
 
-def _reap_sql(limit: int) -> str:
-    """Expired leases back to retrying (or dead), each recording a lease_expired attempt."""
+# A lease whose lease_expires_at is no time (text or a blob, set by hand): SQLite orders
+# it after every integer, so `<= now` never held and the job stayed running for good.
+# Reaped as expired, by its own statement (an OR would scan every lease on each claim).
+UNREADABLE_LEASE = "lease_expires_at >= ''"
+UNREADABLE_LEASE_ERROR = (
+    "its lease_expires_at is not a time (edited by hand?), so its lease was taken as "
+    "expired and the attempt ended; check the row for other edits"
+)
+
+
+def _reap_sql(limit: int, unreadable: bool = False) -> str:
+    """Expired leases back to retrying (or dead), each recording a lease_expired attempt;
+    with `unreadable`, the leases whose expiry is no time, ended now."""
+    ended = "?1" if unreadable else "lease_expires_at"
     entry = (
-        "json_object('n', attempts, 's', COALESCE(started_at, lease_expires_at), "
-        "'f', lease_expires_at, 'w', COALESCE(lease_worker, 'unknown'), 'o', 'lease_expired', "
+        f"json_object('n', attempts, 's', COALESCE(started_at, {ended}), "
+        f"'f', {ended}, 'w', COALESCE(lease_worker, 'unknown'), 'o', 'lease_expired', "
         "'e', ?2, 'd', CASE WHEN attempts >= max_attempts THEN NULL ELSE 0.0 END)"
     )
+    expired = UNREADABLE_LEASE if unreadable else "lease_expires_at <= ?1"
     return (
         "UPDATE jobs SET "
         "state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'retrying' END, "
@@ -420,7 +433,7 @@ def _reap_sql(limit: int) -> str:
         "finished_at = CASE WHEN attempts >= max_attempts THEN ?1 ELSE NULL END, "
         f"attempt_log = {append_attempt('attempt_log', entry, limit)}, lease_worker = NULL, "
         "lease_token = NULL, lease_expires_at = NULL, last_error = ?2, updated_at = ?1 "
-        "WHERE state = 'running' AND lease_expires_at <= ?1 "
+        f"WHERE state = 'running' AND {expired} "
         "RETURNING queue, type, state, id, tenant, attempts, max_attempts, callback_url"
     )
 
@@ -635,6 +648,7 @@ class SQLiteStore:
         self.webhook_history = webhook_history or outbox.kept_finished()
         self._finish_one = _finish_one_sql(self.history_limit)
         self._reap_sql = _reap_sql(self.history_limit)
+        self._reap_unreadable_sql = _reap_sql(self.history_limit, unreadable=True)
         self.path = path
         self.synchronous = synchronous.upper()
         if path != ":memory:":
@@ -908,6 +922,7 @@ class SQLiteStore:
     def _reap(self, db: sqlite3.Connection, now: int) -> None:
         db.execute(GIVE_BACK_SQL, (now,))
         expired = db.execute(self._reap_sql, (now, LEASE_EXPIRED_ERROR)).fetchall()
+        expired += db.execute(self._reap_unreadable_sql, (now, UNREADABLE_LEASE_ERROR)).fetchall()
         if expired:
             db.executemany(
                 BUMP, _tally(expired, lambda r: ("failed", "dead" if r[2] == "dead" else "retried"))
@@ -936,7 +951,7 @@ class SQLiteStore:
         unstarted = None if started else 1
         if policy is not None and policy.active:
             return self._claim_within(limit, lease_seconds, queues, ids, policy, unstarted)
-        where = ["state IN ('queued', 'retrying')", "run_at <= ?"]
+        where = ["state IN ('queued', 'retrying')", sqlite_limits.DUE]
         filters: list[Any] = []
         if queues is not None:
             where.append(f"queue IN ({','.join('?' * len(queues))})")

@@ -52,6 +52,11 @@ DUE_INDEX = (
 # The clock of the turns (the pass of the last turn taken) is the row under this name.
 CLOCK_ROW = "\x00clock"
 WAITING = "state IN ('queued', 'retrying')"
+# Due: run_at has come, or run_at is no time (text or a blob, set by hand), which SQLite
+# orders after every integer, so `run_at <= now` never held and the job waited for
+# good, counted but never listed. Taken, it fails to read and the claim makes it dead
+# without running it (stored_rows.runnable), its last_error naming the column.
+DUE = "(run_at <= ? OR run_at >= '')"
 ORDER = "ORDER BY priority DESC, run_at, created_at, id"
 _MICRO = 1_000_000
 
@@ -148,7 +153,7 @@ def _due(
     skip_full: bool,
     tenant: str | None = None,
 ) -> Iterator[tuple[str, str, str, str]]:
-    where = f"{WAITING} AND run_at <= ?"
+    where = f"{WAITING} AND {DUE}"
     params: list[Any] = [now]
     if tenant is not None:
         where = f"tenant = ? AND {where}"

@@ -153,11 +153,13 @@ def damaged(job_id: str, exc: BaseException) -> JobUnreadable:
     """The JobUnreadable for a row in a bad shape, logged."""
     reason = why(exc)
     log.warning("job %s: its record cannot be read: %s", job_id, reason)
-    return JobUnreadable(
+    unreadable = JobUnreadable(
         f"job {job_id}'s stored record cannot be read ({reason}); "
         "its operator must repair or delete the row",
         {"id": job_id},
     )
+    unreadable.reason = reason
+    return unreadable
 
 
 def readable(to_job: Callable[[Sequence[Any]], Job], rows: Sequence[Any]) -> list[Job]:
@@ -227,7 +229,8 @@ def runnable(
         try:
             job = to_job(row)
         except JobUnreadable as exc:
-            reason = f"the job's stored record cannot be read ({why(exc.__cause__ or exc)})"
+            found = exc.reason or why(exc.__cause__ or exc)
+            reason = f"the job's stored record cannot be read ({found})"
             bad.append(replace(claimed(row), why=reason))
             continue
         problem = unreadable(job.payload)
