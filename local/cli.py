@@ -582,12 +582,15 @@ def cmd_status(rt: Runtime, args: argparse.Namespace) -> int:
             job_commands.wait_limit(args.wait),
             lambda waiting: unserved_note(rt, waiting.queue),
         )
-    attempts = rt.store.attempts(job.id, args.tenant) or []
+    from chalicelib.storage.stored_rows import attempts_or_marker
+
+    attempts, marker = attempts_or_marker(rt.store, job.id, args.tenant) or ([], None)
     with tables.reader_may_leave():  # `| head` keeps the exit code (3, 4)
         if args.json:
-            _print(status_view.as_json(job, attempts))
+            _print(status_view.as_json(job, attempts, marker))
         else:
-            print(status_view.render(job, attempts))
+            why = None if marker is None else marker["message"]
+            print(status_view.render(job, attempts, history_error=why))
     return 0 if args.wait is None else job_commands.wait_exit(job.state.value, job.terminal)
 
 

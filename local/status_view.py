@@ -56,16 +56,22 @@ class ShownJob(Protocol):
 HEADERS = ("#", "started (UTC)", "took", "worker", "outcome", "error", "next try in")
 
 
-def as_json(job: Job, attempts: list[Attempt]) -> dict[str, Any]:
-    """The job as `spool status --json` always printed it, plus its attempt history."""
+def as_json(
+    job: Job, attempts: list[Attempt], history_error: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The job as `spool status --json` always printed it, plus its attempt history
+    (and, when that does not read, attempt_history_error as the API gives it)."""
     from chalicelib.api.schemas import AttemptView, attempt_view
 
-    return {
+    shown = {
         **job.model_dump(mode="json"),
         "attempt_history": [
             AttemptView.model_validate(attempt_view(a)).model_dump(mode="json") for a in attempts
         ],
     }
+    if history_error is not None:
+        shown["attempt_history_error"] = history_error
+    return shown
 
 
 def _when(value: datetime | None) -> str:
@@ -114,8 +120,14 @@ def attempts_table(attempts: list[Attempt]) -> list[str]:
     ]
 
 
-def render(job: ShownJob, attempts: list[Attempt], tenant: str | None = None) -> str:
-    """tenant: what to show for it when the job's own is not known (a server's answer)."""
+def render(
+    job: ShownJob,
+    attempts: list[Attempt],
+    tenant: str | None = None,
+    history_error: str | None = None,
+) -> str:
+    """tenant: what to show for it when the job's own is not known (a server's answer);
+    history_error: why its attempt history does not read, shown in the history's place."""
     lines = [
         f"job       {job.id}",
         f"type      {job.type} (queue {job.queue}, tenant {tenant or job.tenant}, "
@@ -131,6 +143,9 @@ def render(job: ShownJob, attempts: list[Attempt], tenant: str | None = None) ->
         shown = json.dumps(job.result, ensure_ascii=False)
         lines.append(f"result    {_one_line(shown, 200)}")
     lines.append("")
+    if history_error is not None:
+        lines.append(history_error)
+        return "\n".join(lines)
     if not attempts:
         lines.append("no attempts recorded yet")
         return "\n".join(lines)

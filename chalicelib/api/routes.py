@@ -77,6 +77,7 @@ from chalicelib.limit_settings import auth_failures, tenant_limits
 from chalicelib.models import AddResult, Job, JobQuery, JobState
 from chalicelib.runtime import Runtime
 from chalicelib.service import Charge, EnqueueRequest
+from chalicelib.storage import stored_rows
 from chalicelib.storage.base import Backlog, StoreUnreachable
 from chalicelib.webhooks import source as webhook_source
 
@@ -277,24 +278,29 @@ class Edge:
         view = job_view(job)
         view["webhooks"] = [webhook_view(d) for d in self.runtime.store.webhooks(job.id, tenant)]
         if attempts:
-            history = self.runtime.store.attempts(job.id, tenant)
-            if history is None:  # purged between the reads
-                raise JobNotFound("job not found", {"id": job.id})
-            view["attempt_history"] = [attempt_view(a) for a in history]
+            self._put_history(view, job, tenant)
         return ApiResponse(
             200, dumps(view), {"Content-Type": "application/json", "X-Cache": "miss"}
         )
 
     def _with_attempts(self, job: Job, tenant: str) -> ApiResponse:
         """The job and its recorded attempts (a second read: attempts() is kept off get)."""
-        attempts = self.runtime.store.attempts(job.id, tenant)
-        if attempts is None:  # purged between the two reads
-            raise JobNotFound("job not found", {"id": job.id})
         view = job_view(job)
-        view["attempt_history"] = [attempt_view(a) for a in attempts]
+        self._put_history(view, job, tenant)
         return ApiResponse(
             200, dumps(view), {"Content-Type": "application/json", "X-Cache": "miss"}
         )
+
+    def _put_history(self, view: dict[str, Any], job: Job, tenant: str) -> None:
+        """The job's attempts into its view; a history that does not read is [] with
+        attempt_history_error saying why (stored_rows.history_marker), not a 500."""
+        found = stored_rows.attempts_or_marker(self.runtime.store, job.id, tenant)
+        if found is None:  # purged between the two reads
+            raise JobNotFound("job not found", {"id": job.id})
+        attempts, marker = found
+        view["attempt_history"] = [attempt_view(a) for a in attempts]
+        if marker is not None:
+            view["attempt_history_error"] = marker
 
     def _wait_terminal(self, job: Job, tenant: str, deadline: float, slot: Slot) -> Job:
         """Poll the store until the job is terminal or the deadline passes.

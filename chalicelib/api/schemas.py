@@ -108,6 +108,11 @@ class JobWithAttempts(JobView):
     attempt_history: list[AttemptView] = Field(
         description="The last attempts (SPOOL_ATTEMPT_HISTORY, default 25), oldest first."
     )
+    attempt_history_error: dict[str, str] | None = Field(
+        default=None,
+        description="Only when the stored history cannot be read (attempt_history is then []): "
+        '{"error": "attempt_history_unreadable", "message": "..."} saying why.',
+    )
 
 
 class WebhookView(BaseModel):
@@ -139,6 +144,9 @@ class JobWithWebhooks(JobView):
     )
     attempt_history: list[AttemptView] | None = Field(
         default=None, description="With attempts=true as well: as in JobWithAttempts."
+    )
+    attempt_history_error: dict[str, str] | None = Field(
+        default=None, description="As in JobWithAttempts."
     )
 
 

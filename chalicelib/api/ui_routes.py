@@ -34,6 +34,7 @@ from chalicelib.ids import looks_like_job_id
 from chalicelib.logs import job_event
 from chalicelib.models import Job, JobQuery, JobState
 from chalicelib.service import NAME_PATTERN, REDRIVE_STEP
+from chalicelib.storage import stored_rows
 from chalicelib.storage.base import BacklogFull
 from chalicelib.ui import page, views
 
@@ -209,10 +210,11 @@ def _find(store: JobStore, tenant: str, given: str) -> list[Job]:
 
 def _detail(edge: Edge, tenant: str, job_id: str) -> ApiResponse:
     job = edge.service.status(job_id, tenant)
-    attempts = edge.runtime.store.attempts(job.id, tenant)
-    if attempts is None:  # purged between the two reads
+    found = stored_rows.attempts_or_marker(edge.runtime.store, job.id, tenant)
+    if found is None:  # purged between the two reads
         raise JobNotFound("job not found", {"id": job_id})
-    return _json(views.job_detail(job, attempts))
+    attempts, marker = found
+    return _json(views.job_detail(job, attempts, None if marker is None else marker["message"]))
 
 
 def ui_job(edge: Edge, request: ApiRequest, job_id: str) -> ApiResponse:

@@ -2665,10 +2665,13 @@ class DynamoStore:
         item = self._owned_item(job_id, tenant, ("pk", "attempt_log"))
         if item is None:
             return None
-        slots = item.get("attempt_log", {}).get("M", {})
-        entries = [json.loads(v["S"]) for v in slots.values() if "S" in v]
-        entries.sort(key=lambda e: int(e.get("q", 0)))
-        return history.decode_all(entries, self.history_limit)
+        try:
+            slots = item.get("attempt_log", {}).get("M", {})
+            entries = [json.loads(v["S"]) for v in slots.values() if "S" in v]
+            entries.sort(key=lambda e: int(e.get("q", 0)))
+            return history.decode_all(entries, self.history_limit)
+        except (*BAD_SHAPE, RecursionError) as exc:  # a log edited by hand: 500 internal_error
+            raise stored_rows.damaged(job_id, exc) from exc
 
     # -- the dashboard's reads ---------------------------------------------------------------------
     def _tenant_items(self, tenant: str) -> Iterator[Item]:

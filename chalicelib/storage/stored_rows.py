@@ -269,3 +269,28 @@ def bury(store: Any, bad: Sequence[Unrunnable], now: datetime) -> None:
             continue
         if applied:
             log.error("job %s: %s; dead without running it", one.job_id, message)
+
+
+def history_marker(exc: JobUnreadable) -> dict[str, str]:
+    """What a job's answer shows, beside an empty attempt_history, when its attempt
+    history does not read (edited by hand, cut short): the job itself reads, so it is
+    shown, as a payload that does not read is (a marker in its place). Before, the
+    whole answer was 500 job_unreadable, and the dashboard's cancel, which answers with
+    the job's history, said 500 after the cancel was made."""
+    reason = exc.reason or why(exc.__cause__ or exc)
+    return {
+        "error": "attempt_history_unreadable",
+        "message": f"its attempt history, kept in the job's record, cannot be read ({reason})",
+    }
+
+
+def attempts_or_marker(
+    store: Any, job_id: str, tenant: str | None
+) -> tuple[list[Any], dict[str, str] | None] | None:
+    """The job's attempts and None, or [] and history_marker when they do not read;
+    None when the job is gone (purged since it was read)."""
+    try:
+        found = store.attempts(job_id, tenant)
+    except JobUnreadable as exc:
+        return [], history_marker(exc)
+    return None if found is None else (found, None)

@@ -112,7 +112,10 @@ def job_row(job: Job) -> dict[str, Any]:
     }
 
 
-def job_detail(job: Job, attempts: Sequence[Attempt]) -> dict[str, Any]:
+def job_detail(
+    job: Job, attempts: Sequence[Attempt], history_error: str | None = None
+) -> dict[str, Any]:
+    """The job page's job; `history_error` says why its attempt history does not read."""
     return {
         **job_row(job),
         "error": redaction.text(job.last_error),
@@ -123,6 +126,7 @@ def job_detail(job: Job, attempts: Sequence[Attempt]) -> dict[str, Any]:
         "can_cancel": job.state in (JobState.QUEUED, JobState.RETRYING),
         "can_redrive": job.state is JobState.DEAD,
         "attempt_history": [_attempt(a) for a in attempts],
+        "attempt_history_error": history_error,
     }
 
 

@@ -621,7 +621,9 @@
       replace(result, job.result === null || job.result === undefined ? h("p", { class: "muted" }, "—") : pretty(job.result));
       replace(
         attempts,
-        job.attempt_history.length === 0
+        job.attempt_history_error
+          ? h("p", { class: "error-text" }, job.attempt_history_error)
+          : job.attempt_history.length === 0
           ? h("p", { class: "muted" }, "No attempt recorded yet.")
           : h(
             "table",
