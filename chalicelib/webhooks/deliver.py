@@ -47,6 +47,7 @@ from typing import Any
 
 from chalicelib import logs, ssrf
 from chalicelib.config import ConfigError, Settings
+from chalicelib.errors import JobUnreadable
 from chalicelib.storage.base import JobStore
 from chalicelib.store_outage import Outage, is_store_error, lost_write
 from chalicelib.webhooks import body, config, outbox, signing, source
@@ -307,7 +308,12 @@ class Deliverer:
         tenant = hooks.tenant(delivery.tenant)
         if tenant is None or not tenant.keys:
             return outbox.FAILED, 0, f"the tenant has no webhook secret ({hooks.source})"
-        job = self.store.get(delivery.job_id, delivery.tenant)
+        try:
+            job = self.store.get(delivery.job_id, delivery.tenant)
+        except JobUnreadable as exc:
+            # Not an outage: the same read fails the same way on every attempt, so
+            # failed now, saying why (it burned every attempt, then "gave up").
+            return outbox.FAILED, 0, unsent_why(exc)
         payload = body.build(delivery, job, hooks.max_result_bytes)
         now = int(self.store.clock.now().timestamp())
         headers = signing.headers(delivery.id, now, payload, tenant.keys)
@@ -372,6 +378,16 @@ class Deliverer:
             read_body=False,
             ca_setting="SPOOL_WEBHOOK_CA_FILE",
         )
+
+
+def unsent_why(exc: JobUnreadable) -> str:
+    """A failed delivery's error when its job's record does not read: what is wrong
+    (never the payload) and what to do."""
+    reason = exc.reason or _describe(exc)
+    return (
+        f"not sent: the job's stored record cannot be read ({reason}); repair or delete "
+        "the job's record; this webhook is not tried again"
+    )
 
 
 def _describe(exc: BaseException) -> str:
