@@ -87,3 +87,27 @@ def test_a_redrive_of_a_damaged_job_changes_nothing(
     assert stored_state(backend, s, bad) == "dead"
     assert stored_state(backend, s, good) == "dead"  # refused whole, as SQLite rolls back
     assert [j.id for j in s.redrive([good])] == [good]
+
+
+def test_dynamodb_a_redrive_of_a_damaged_job_changes_nothing(clock: FakeClock) -> None:
+    """DynamoDB's redrive wrote a dead item whose max_attempts was edited into text,
+    then left it out of its answer (it did not read back): the dashboard's redrive
+    answered done 0 while the job was queued and sent to SQS."""
+    from moto import mock_aws
+
+    from chalicelib.storage.dynamodb import DynamoConfig
+    from chalicelib.storage.dynamodb_schema import job_key
+    from tests.test_dynamodb import Aws
+
+    with mock_aws():
+        s = Aws(DynamoConfig(table="jobs", queue="jobs", bucket="jobs-bucket")).store(clock)
+        bad, good = dead_job(s, clock), dead_job(s, clock)
+        item = s.ddb.get_item(TableName="jobs", Key=job_key(bad), ConsistentRead=True)["Item"]
+        item["max_attempts"] = {"S": "x"}
+        s.ddb.put_item(TableName="jobs", Item=item)
+        with pytest.raises(JobUnreadable, match=f"job {bad}'s stored record cannot be read"):
+            s.redrive([good, bad])
+        for job_id in (bad, good):
+            stored = s.ddb.get_item(TableName="jobs", Key=job_key(job_id), ConsistentRead=True)
+            assert stored["Item"]["state"] == {"S": "dead"}
+        assert [j.id for j in s.redrive([good])] == [good]

@@ -59,7 +59,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -365,6 +365,30 @@ def _shape_problem(item: Mapping[str, AttributeValueTypeDef]) -> str | None:
     except BAD_SHAPE as exc:
         return _why(exc)
     return None
+
+
+def _refuse_damaged_dead(
+    items: Iterable[Mapping[str, AttributeValueTypeDef]], tenant: str | None
+) -> None:
+    """JobUnreadable, before any write, for a dead item (of `tenant`) a redrive would
+    move though its record does not read: the redrive wrote it (queued, sent to SQS),
+    then left it out of its answer, so the caller was told it had not moved."""
+    for item in items:
+        if get_s(item, "state") != JobState.DEAD.value:
+            continue
+        if tenant is not None and get_s(item, "tenant") != tenant:
+            continue
+        problem = _shape_problem(item)
+        if problem is not None:
+            job_id = _item_id(item)
+            log.warning("job %s: its record cannot be read: %s", job_id, problem)
+            unreadable = JobUnreadable(
+                f"job {job_id}'s stored record cannot be read ({problem}); "
+                "its operator must repair or delete the item",
+                {"id": job_id},
+            )
+            unreadable.reason = problem
+            raise unreadable
 
 
 # -- the pieces of a write ----------------------------------------------------------
@@ -2089,10 +2113,11 @@ class DynamoStore:
             return []
         now = self._now()
         wanted = list(dict.fromkeys(job_ids))
+        items = self._batch_get([job_key(j) for j in wanted], SHAPE_ATTRS).values()
+        _refuse_damaged_dead(items, tenant if cap is None else cap.tenant)
         if cap is not None:
             # The cap's tenant's dead jobs only, as every store counts them: another
             # tenant's id takes no room and cannot turn a redrive into a 429.
-            items = self._batch_get([job_key(j) for j in wanted], SHAPE_ATTRS).values()
             theirs = {
                 need_s(item, "id")
                 for item in items
@@ -2106,9 +2131,8 @@ class DynamoStore:
         # max_attempts changes only here, and only from dead: read now, it is the
         # job's own when the write's condition (still dead) holds.
         budgets: dict[str, int | None] = {}
-        if attempts is not None:
-            had_items = self._batch_get([job_key(j) for j in wanted], ("id", "max_attempts"))
-            budgets = {get_s(i, "id") or "": get_n(i, "max_attempts") for i in had_items.values()}
+        if attempts is not None:  # from the read above: one batch for both
+            budgets = {get_s(i, "id") or "": get_n(i, "max_attempts") for i in items}
         units: list[Unit] = []
         unit_ids: list[str] = []
         for job_id in wanted:
