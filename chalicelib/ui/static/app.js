@@ -327,12 +327,27 @@
       who,
       h("button", { type: "button", class: "link", id: "sign-out", onclick: () => {
         sessionStorage.removeItem(KEY);
+        if (signOuts) signOuts.postMessage("signed-out");
         signIn("Signed out.");
       } }, "Sign out"),
     );
   }
 
   // -- sign in -----------------------------------------------------------------------
+  // A browser copies a tab's sessionStorage into a tab made from it ("Duplicate tab",
+  // window.open), and that copy stayed signed in after Sign out in the first: on a
+  // shared machine, the next person had the tenant's jobs in the other tab. Sign out
+  // now tells every dashboard tab of this origin (the message holds no key), and each
+  // signed-in one drops its key and shows the sign-in form.
+  const signOuts = typeof BroadcastChannel === "function" ? new BroadcastChannel("spool.sign-out") : null;
+  if (signOuts) {
+    signOuts.onmessage = () => {
+      if (!sessionStorage.getItem(KEY)) return;
+      sessionStorage.removeItem(KEY);
+      signIn("Signed out in another tab.");
+    };
+  }
+
   function signIn(message) {
     page = null;
     sessions += 1;
