@@ -10,6 +10,7 @@ async with AsyncClient("http://127.0.0.1:8000", key) as spool:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -58,6 +59,7 @@ class AsyncClient:
         self.max_answer_bytes = options.max_answer_bytes
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout)
+        self._pid = os.getpid()
         self._headers = calls.headers(self.key)
 
     async def aclose(self) -> None:
@@ -71,6 +73,10 @@ class AsyncClient:
         await self.aclose()
 
     async def _send(self, call: Call) -> Any:
+        if self._own_http and self._pid != os.getpid() and not self._http.is_closed:
+            # A forked child: connections of its own, not the parent's (Client._forked).
+            self._http = httpx.AsyncClient(timeout=self.timeout)
+            self._pid = os.getpid()
         started = time.monotonic()
         tries = 0
         sent_before = False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import os
 import threading
 import time
 import warnings
@@ -75,6 +76,7 @@ class Client:
         self.max_answer_bytes = options.max_answer_bytes
         self._own_http = http is None
         self._http = http or httpx.Client(timeout=timeout)
+        self._pid = os.getpid()
         self._headers = calls.headers(self.key)
 
     # -- lifecycle ---------------------------------------------------------
@@ -89,8 +91,21 @@ class Client:
         self.close()
 
     # -- sending -----------------------------------------------------------
+    def _forked(self) -> None:
+        """After a fork (multiprocessing, gunicorn --preload, a prefork worker), give
+        this process connections of its own. The child inherits the parent's pooled
+        sockets: two processes writing requests into one connection and reading each
+        other's answers, `get(a)` answered with job b and an enqueue with another's
+        id. The inherited pool is dropped, not closed (closing would not end the
+        parent's connection, but nothing here should touch it). A closed client stays
+        closed; an `http=` client is the caller's to make per process."""
+        if self._own_http and self._pid != os.getpid() and not self._http.is_closed:
+            self._http = httpx.Client(timeout=self.timeout)
+            self._pid = os.getpid()
+
     def _send(self, call: Call) -> Any:
         """Send with retries; the JSON answer, or the typed error of the last try."""
+        self._forked()
         if calls.in_event_loop():
             # A sync call in an async def stalls every task of the loop, silently.
             warnings.warn(calls.IN_EVENT_LOOP, RuntimeWarning, stacklevel=calls.caller_stacklevel())

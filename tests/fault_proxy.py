@@ -38,6 +38,7 @@ class FaultProxy:
         self._fault: _Fault | None = None
         self._losing = False
         self.fired = threading.Event()
+        self.accepted = 0  # connections accepted so far (one client's pool reuses one)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept, daemon=True)
@@ -95,6 +96,7 @@ class FaultProxy:
                 continue
             except OSError:
                 return
+            self.accepted += 1
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
