@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -60,11 +61,33 @@ class AsyncClient:
         self._own_http = http is None
         self._http = http or httpx.AsyncClient(timeout=timeout)
         self._pid = os.getpid()
+        # The event loop whose connections self._http holds (None: not used yet).
+        self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._headers = calls.headers(self.key)
 
     async def aclose(self) -> None:
         if self._own_http:
-            await self._http.aclose()
+            await self._pool().aclose()
+
+    def _pool(self) -> httpx.AsyncClient:
+        """The connection pool for this process and this event loop.
+
+        httpx's pooled connections belong to the loop (and the process) that opened
+        them. A client used again from a new loop (a second `asyncio.run`, a test's
+        fresh loop per test) raised `RuntimeError: Event loop is closed` from its
+        first call; one used in a forked child wrote into the parent's sockets and
+        read its answers. Either way the pool is dropped (its connections cannot be
+        closed from here) and a new one made. A closed client stays closed; an
+        `http=` client is the caller's to keep to one loop."""
+        if not self._own_http or self._http.is_closed:
+            return self._http
+        loop = asyncio.get_running_loop()
+        mine = self._loop is not None and self._loop() is loop
+        if self._pid != os.getpid() or (self._loop is not None and not mine):
+            self._http = httpx.AsyncClient(timeout=self.timeout)
+            self._pid = os.getpid()
+        self._loop = weakref.ref(loop)
+        return self._http
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -73,10 +96,7 @@ class AsyncClient:
         await self.aclose()
 
     async def _send(self, call: Call) -> Any:
-        if self._own_http and self._pid != os.getpid() and not self._http.is_closed:
-            # A forked child: connections of its own, not the parent's (Client._forked).
-            self._http = httpx.AsyncClient(timeout=self.timeout)
-            self._pid = os.getpid()
+        http = self._pool()
         started = time.monotonic()
         tries = 0
         sent_before = False
@@ -85,10 +105,10 @@ class AsyncClient:
             tries += 1
             try:
                 request = calls.build_request(
-                    self._http, call, self.url + call.path, self._headers, timeout
+                    http, call, self.url + call.path, self._headers, timeout
                 )
                 response, content = await self._exchange(
-                    request, *call.budget(self.timeout, time.monotonic())
+                    http, request, *call.budget(self.timeout, time.monotonic())
                 )
             except httpx.InvalidURL as exc:  # an argument too long for any URL
                 raise ValueError(f"the request cannot be sent: {exc}") from None
@@ -123,7 +143,7 @@ class AsyncClient:
             return _answer(response, body, self.key, sent_before)
 
     async def _exchange(
-        self, request: httpx.Request, budget: float, cut: bool
+        self, http: httpx.AsyncClient, request: httpx.Request, budget: float, cut: bool
     ) -> tuple[httpx.Response, bytes]:
         """One try, the whole answer read, cancelled after `budget` seconds (httpx's
         timeouts bound each read, not the answer): httpx.ReadTimeout, retried as a
@@ -135,7 +155,7 @@ class AsyncClient:
         bound = asyncio.timeout(budget)
         try:
             async with bound:
-                response = await self._http.send(request, stream=True, follow_redirects=False)
+                response = await http.send(request, stream=True, follow_redirects=False)
                 try:
                     content = await calls.aread_answer(response, self.max_answer_bytes, self.url)
                 finally:
