@@ -14,7 +14,7 @@ import argparse
 import os
 import re
 import sys
-import time
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -297,24 +297,41 @@ def cmd_status(client: Client, args: argparse.Namespace) -> int:
 def _wait(client: Client, job_id: str, limit: float | None) -> None:
     """client.wait for `limit` seconds (None: no limit), saying once, after
     WAIT_NOTE_AFTER seconds of a job still waiting, that the server has seen no worker
-    (_unserved): against `spool serve --no-worker` the wait was silent until it ran out."""
-    from spool_client import errors as client_errors
+    (_unserved): against `spool serve --no-worker` the wait was silent until it ran out.
+
+    One wait, the note looked up beside it on a thread: a first wait of
+    WAIT_NOTE_AFTER seconds (then a second for the rest) ended its retries at that
+    first bound, so a server restarting across it (down from second 1 to 4, say) failed
+    `status --wait 60s` after 3 s with "cannot reach", where the same restart a few
+    seconds later was ridden out. The note is printed before the wait returns or not
+    at all (the lock), never after the job's status."""
+    from chalicelib import logs
 
     after = job_commands.WAIT_NOTE_AFTER
     if limit is not None and limit <= after:
         client.wait(job_id, timeout=limit)
         return
-    start = time.monotonic()
+    finished = threading.Event()
+    printing = threading.Lock()
+
+    def note() -> None:
+        if finished.wait(after):
+            return
+        try:  # any failure (the server away, the client closed) only skips the note
+            state = client.get(job_id).state
+            reason = _unserved(client) if state in ("queued", "retrying") else None
+        except Exception:
+            return
+        with printing:
+            if reason is not None and not finished.is_set():
+                print(f"spool: note: {job_id} is still {state}: {reason}", file=sys.stderr)
+
+    logs.outside_thread(note, name="spool-wait-note").start()
     try:
-        client.wait(job_id, timeout=after)
-        return
-    except client_errors.WaitTimeout as exc:
-        if exc.job is not None and exc.job.state in ("queued", "retrying"):
-            reason = _unserved(client)
-            if reason is not None:
-                print(f"spool: note: {job_id} is still {exc.job.state}: {reason}", file=sys.stderr)
-    left = None if limit is None else max(0.0, limit - (time.monotonic() - start))
-    client.wait(job_id, timeout=left)
+        client.wait(job_id, timeout=limit)
+    finally:
+        with printing:
+            finished.set()
 
 
 def _unserved(client: Client) -> str | None:
