@@ -25,6 +25,7 @@ from spool_client.client import _answer, _json, _smaller
 from spool_client.errors import (
     Conflict,
     PayloadTooLarge,
+    TooManyRequests,
     TransportError,
     WaitTimeout,
 )
@@ -132,7 +133,8 @@ class AsyncClient:
                 await asyncio.sleep(wait)
                 continue
             body = _json(content)
-            if retried_answer(response.status_code, body):  # not a 503 `misconfigured`
+            # Not a 503 `misconfigured`, nor a code the call handles (call.final_codes).
+            if retried_answer(response.status_code, body, call.final_codes):
                 wait = call.retry_within(
                     self.retry.delay(tries, started, retry_after(response)), time.monotonic()
                 )
@@ -233,8 +235,15 @@ class AsyncClient:
             left = calls.MAX_WAIT if deadline is None else deadline - time.monotonic()
             wait = max(0.0, min(calls.MAX_WAIT, left))
             asked = time.monotonic()
+            refused: TooManyRequests | None = None
             try:
-                answer = await self._send(calls.status(job_id, wait=wait, deadline=deadline))
+                try:
+                    answer = await self._send(calls.status(job_id, wait=wait, deadline=deadline))
+                except TooManyRequests as exc:
+                    if exc.code not in calls.WAITS_FULL_CODES:
+                        raise
+                    refused = exc  # the long-polls are all taken: look without ?wait
+                    answer = await self._send(calls.status(job_id, deadline=deadline))
             except calls.DeadlinePassed:
                 raise WaitTimeout(last, timeout or 0.0, job_id) from None
             job = last = Job.from_json(answer)
@@ -243,7 +252,11 @@ class AsyncClient:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise WaitTimeout(job, timeout or 0.0)
-            pause = calls.early_nap(wait, now - asked, nap)
+            pause = (
+                calls.throttled_nap(refused.retry_after, nap)
+                if refused is not None
+                else calls.early_nap(wait, now - asked, nap)
+            )
             if pause:
                 await asyncio.sleep(pause if deadline is None else min(pause, deadline - now))
                 nap = min(nap * 2, calls.EARLY_NAP_MAX)

@@ -51,6 +51,9 @@ class Call:
     # time.monotonic() past which no retry starts (a wait's own timeout): the retry
     # policy alone would keep a wait(timeout=2) retrying a 503 for a minute.
     deadline: float | None = None
+    # Error codes answered to the caller at once rather than retried: the caller has
+    # a better next step (a long-poll refused for too_many_waits: a plain look).
+    final_codes: frozenset[str] = frozenset()
 
     def retry_within(self, wait: float | None, now: float) -> float | None:
         """The retry policy's pause, or None when it would end past the deadline."""
@@ -396,7 +399,21 @@ def status(
         params or None,
         read_timeout=wait if wait else None,
         deadline=deadline,
+        final_codes=WAITS_FULL_CODES if wait > 0 else frozenset(),
     )
+
+
+# A long-poll refused because the key's (or the process's) long-polls are all taken
+# (429 too_many_waits, SPOOL_MAX_WAITS_PER_TENANT): wait() looks without ?wait, which
+# is not limited, and long-polls again after a pause, rather than retrying the
+# long-poll until its retries ran out (TooManyRequests long before the wait's timeout).
+WAITS_FULL_CODES = frozenset({"too_many_waits"})
+
+
+def throttled_nap(retry_after: float | None, nap: float) -> float:
+    """The pause after a plain look that stood in for a refused long-poll: the early
+    nap, or the server's Retry-After when longer (at most EARLY_NAP_MAX * 5)."""
+    return min(max(nap, retry_after or 0.0), EARLY_NAP_MAX * 5)
 
 
 def list_jobs(

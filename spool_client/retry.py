@@ -103,14 +103,15 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(attempts=1)
 
 
-def retried_answer(status: int, body: Any) -> bool:
+def retried_answer(status: int, body: Any, final: frozenset[str] = frozenset()) -> bool:
     """Is this answer worth another try: a status in RETRY_STATUSES whose error
-    code (Spool's `{"error": {"code"}}`, when the body has one) is not permanent."""
+    code (Spool's `{"error": {"code"}}`, when the body has one) is not permanent,
+    nor one the call handles itself (`final`: a wait's too_many_waits)."""
     if status not in RETRY_STATUSES:
         return False
     error = body.get("error") if isinstance(body, dict) else None
     code = error.get("code") if isinstance(error, dict) else None
-    return code not in PERMANENT_CODES
+    return code not in PERMANENT_CODES and code not in final
 
 
 # What fails a try as a lost connection does: the network's errors, and an answer

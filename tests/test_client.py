@@ -33,6 +33,7 @@ from spool_client import (
     UnknownJobType,
     ValidationFailed,
     WaitTimeout,
+    calls,
 )
 from tests.apikit import KEY_A, KEY_B
 from tests.client_servers import serve
@@ -236,15 +237,20 @@ def test_a_refused_long_poll_is_retried_after_retry_after(served: Served) -> Non
 
 
 def test_a_429_past_the_retry_budget_is_raised_typed(served: Served) -> None:
+    """A long-poll refused past the retry budget is TooManyRequests, with its Retry-After
+    (sent as wait() sends it). wait() itself looks without ?wait instead and ends with
+    the job (tests/test_chaos_s60h_wait_throttled.py)."""
     with Client(served.url, KEY_B, retry=RetryPolicy(attempts=1)) as spool:
         job = spool.enqueue("sleep", {"seconds": 1})
         errors: list[TooManyRequests] = []
+        waited: list[str] = []
 
         def second() -> None:
             try:
-                spool.wait(job.id, 20)
+                spool._send(calls.status(job.id, wait=20))
             except TooManyRequests as exc:
                 errors.append(exc)
+            waited.append(spool.wait(job.id, 20).state)
 
         holder = threading.Thread(target=lambda: spool.wait(job.id, 20))
         holder.start()
@@ -252,6 +258,7 @@ def test_a_429_past_the_retry_budget_is_raised_typed(served: Served) -> None:
         second()
         holder.join(30)
     assert errors and errors[0].retry_after == 1.0 and errors[0].code == "too_many_waits"
+    assert waited == ["succeeded"]
 
 
 def test_an_unreachable_server_is_a_transport_error_after_the_retries() -> None:
