@@ -12,7 +12,7 @@ from typing import Any, cast
 
 from chalicelib.clock import FakeClock
 from chalicelib.storage.base import JobStore
-from tests import moto_rollback
+from tests import moto_rollback, moto_sqs_counts
 
 
 @contextlib.contextmanager
@@ -48,6 +48,7 @@ def _dynamodb(clock: FakeClock, tmp_path: Path, request: Any) -> Iterator[JobSto
     )
 
     moto_rollback.install()
+    moto_sqs_counts.install()
     with mock_aws():
         config = DynamoConfig(table="spool", queue="spool", bucket="spool")
         ddb, sqs, s3 = make_clients(config)

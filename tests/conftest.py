@@ -44,7 +44,7 @@ from chalicelib.clock import FakeClock
 from chalicelib.handlers import Registry, registry
 from chalicelib.runtime import BUILTIN_HANDLER_MODULES, DEMO_HANDLER_MODULE
 from chalicelib.storage.memory import MemoryStore
-from tests import isolation, moto_rollback
+from tests import isolation, moto_rollback, moto_sqs_counts
 from tests.backends import BACKENDS, open_backend
 from tests.netguard import spool_netguard as netguard
 from tests.procs import bytecode_kept
@@ -153,9 +153,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """In-process moto undoes a cancelled transaction item by item once a test has
     loaded its DynamoDB (tests/moto_rollback.py): its own undo copied whole tables.
-    Checked before each test, so a run that never loads moto never pays for it."""
+    Checked before each test, so a run that never loads moto never pays for it.
+    Likewise moto's SQS counts its queue with one clock reading (tests/moto_sqs_counts.py):
+    its own read the clock twice per message on every send."""
     if "moto.dynamodb.models" in sys.modules:
         moto_rollback.install()
+    if "moto.sqs.models" in sys.modules:
+        moto_sqs_counts.install()
 
 
 @pytest.hookimpl(optionalhook=True)
