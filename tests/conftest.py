@@ -366,3 +366,11 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
     with served(tmp_path) as running:
         yield running
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Databases of a test's own are dropped on a thread (tests/pg_support.py's
+    drop_database_later); the session ends once they are gone."""
+    pg_support = sys.modules.get("tests.pg_support")
+    if pg_support is not None:
+        pg_support.drops_finished()

@@ -42,7 +42,7 @@ from chalicelib.storage.base import JobStore
 from chalicelib.storage.postgres import PostgresStore, connect, parse_url
 from chalicelib.storage.sqlite import SQLiteStore
 from tests.factories import new_job
-from tests.pg_support import BASE_URL, admin_connect, fresh_schema, url_for
+from tests.pg_support import BASE_URL, admin_connect, drop_database_later, fresh_schema, url_for
 from tests.test_cache_processes import bury, cached_dead, serving, spool, status
 
 pytestmark = pytest.mark.timeout(120)
@@ -102,8 +102,8 @@ def _own_database() -> Iterator[tuple[str, str]]:
         base = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, ""))
         yield name, url_for("spool", base)
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+        drop_database_later(name)
 
 
 def _migrate(url: str) -> None:

@@ -24,7 +24,13 @@ from chalice.test import Client
 
 import app as spool_app
 from tests.apikit import Api, installed, settings_for
-from tests.pg_support import BASE_URL, admin_connect, fresh_schema, new_schema_name
+from tests.pg_support import (
+    BASE_URL,
+    admin_connect,
+    drop_database_later,
+    fresh_schema,
+    new_schema_name,
+)
 from tests.redis_support import private_server
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,7 +67,7 @@ def read_only_database() -> Iterator[str]:
                 finally:  # fresh_schema's own clean-up writes
                     admin.execute(f"{read_only} = off")
         finally:
-            admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            drop_database_later(database)
     finally:
         admin.close()
 

@@ -84,7 +84,7 @@ def test_unmigrated_default_schema_says_so_and_how_to_name_another() -> None:
     """Without schema= the message used to read "schema None has no Spool tables"."""
     from urllib.parse import urlsplit, urlunsplit
 
-    from tests.pg_support import BASE_URL, new_schema_name
+    from tests.pg_support import BASE_URL, drop_database_later, new_schema_name
 
     database = new_schema_name()
     admin = admin_connect()
@@ -98,8 +98,8 @@ def test_unmigrated_default_schema_says_so_and_how_to_name_another() -> None:
         assert message.startswith(NOT_MIGRATED) and "None" not in message
         assert "the database's default schema" in message and "?schema=NAME" in message
     finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
         admin.close()
+        drop_database_later(database)
 
 
 def test_migrate_applies_each_version_once(url: str) -> None:

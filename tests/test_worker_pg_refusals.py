@@ -28,7 +28,7 @@ from chalicelib.storage import migrations
 from chalicelib.storage.postgres import connect, parse_url
 from chalicelib.store_outage import fatal_error, is_fatal
 from tests.crash_harness import _enqueue
-from tests.pg_support import BASE_URL, admin_connect, url_for
+from tests.pg_support import BASE_URL, admin_connect, drop_database_later, url_for
 from tests.test_worker_real_outages import BOUND, spool_worker, succeeded, until
 
 pytestmark = pytest.mark.timeout(240)
@@ -53,9 +53,8 @@ def own_database() -> Iterator[tuple[str, str, str]]:
             migrations.migrate(conn, "spool")
         yield name, name, url
     finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'DROP ROLE IF EXISTS "{name}"')
         admin.close()
+        drop_database_later(name, f'DROP ROLE IF EXISTS "{name}"')
 
 
 def _cut_sessions(admin: psycopg.Connection, role: str) -> None:
