@@ -151,14 +151,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """In-process moto undoes a cancelled transaction item by item once a test has
-    loaded its DynamoDB (tests/moto_rollback.py): its own undo copied whole tables.
-    Checked before each test, so a run that never loads moto never pays for it.
-    Likewise moto's SQS counts its queue with one clock reading (tests/moto_sqs_counts.py):
-    its own read the clock twice per message on every send."""
-    if "moto.dynamodb.models" in sys.modules:
+    """In-process moto undoes a cancelled transaction item by item
+    (tests/moto_rollback.py: its own undo copied whole tables) and counts an SQS queue
+    with one clock reading (tests/moto_sqs_counts.py: its own read the clock twice per
+    message on every send). Installed before each test once moto is imported (a test
+    module imports it, or a test before did), so a run that never loads moto never pays
+    for it. It waited for moto's DynamoDB models to be loaded, which the first moto test
+    on a worker does itself: that test ran unpatched
+    (test_a_large_limited_claim_fits_each_transaction_and_keeps_the_limit[limits]: 27-44 s
+    first, 11-15 s after another had loaded them)."""
+    if "moto" in sys.modules:
         moto_rollback.install()
-    if "moto.sqs.models" in sys.modules:
         moto_sqs_counts.install()
 
 

@@ -18,18 +18,9 @@ from collections.abc import Iterator
 import pytest
 
 from bench.held_backlog import busiest_window, measure
-from tests import moto_rollback, moto_sqs_counts
 from tests.threads import on_a_shallow_stack
 
 pytestmark = pytest.mark.aws  # DynamoDB and SQS in moto (docs/testing.md)
-
-
-@pytest.fixture(autouse=True)
-def _moto_patched() -> None:
-    """tests/conftest.py installs these once a test before has loaded moto's DynamoDB
-    and SQS; this one loads them itself, and makes a few hundred transactions and sends."""
-    moto_rollback.install()
-    moto_sqs_counts.install()
 
 
 @pytest.fixture(autouse=True)
