@@ -776,7 +776,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--count",
         type=job_count,
         default=1,
-        help=f"add this many copies (1 to {MAX_COUNT}, default 1)",
+        help=f"add this many copies (1 to {MAX_COUNT}, default 1; above 1, not with "
+        "--idempotency-key: a key names one job)",
     )
     enqueue.add_argument("--json", action="store_true", help="machine output")
     remote_cli.add_options(enqueue)
@@ -1055,7 +1056,22 @@ def _named_store(rt: Runtime) -> str:
     )
 
 
+def _refuse_copies_under_one_key(args: argparse.Namespace) -> None:
+    """`spool enqueue --count 5 --idempotency-key K` stored one job (a key names one
+    job: the copies after the first were answered by it), printed "enqueued 5 jobs"
+    and, with --json, the one id five times, on the local store and through a server
+    alike. Refused before any store is opened or request sent (exit 2)."""
+    if args.command != "enqueue" or args.count == 1 or args.idempotency_key is None:
+        return
+    raise UsageError(
+        f"--count {args.count} with --idempotency-key: a key names one job, so the "
+        f"{args.count} copies would be one job",
+        "Drop --idempotency-key to add that many jobs, or --count to add one job under the key",
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
+    _refuse_copies_under_one_key(args)  # locally and through a server alike
     url = remote_cli.target(args)  # first: `spool --url X db` names a server, not a store
     if args.command == "db":  # before build_runtime: an unmigrated store refuses to open
         return db.cmd_db(args)
