@@ -387,7 +387,10 @@ CATALOG: tuple[Setting, ...] = (
             "is already stored is a repeat: it spends no token (one sent while its first "
             "request was still being stored through another process gives back the token "
             "it took) and no backlog room, and is "
-            'answered even past the limits. `"*"` is every tenant without an entry of its own; '
+            "answered even past the limits, also when another process stored it after this "
+            "one first looked (a refusal looks again); one whose first request is still "
+            "being stored when the limit refuses it is answered 429, and its retry the job. "
+            '`"*"` is every tenant without an entry of its own; '
             "an entry for a name no tenant can have (SPOOL_API_KEYS' alphabet) is refused "
             "at start."
         ),

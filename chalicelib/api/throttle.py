@@ -95,14 +95,12 @@ class EnqueueGate:
         every token it took."""
         limit = self.limits.of(tenant)
         if limit.backlog is None:
-            fresh = self._fresh(tenant, keys)
-            taken = self._admit(limit, tenant, fresh) if fresh else 0
+            taken = self._admit_keys(limit, tenant, keys)
             with self._settling(tenant, limit, taken, stored, ids):
                 yield None
             return
         with self._backlog_lock(tenant):
-            fresh = self._fresh(tenant, keys)
-            taken = self._admit(limit, tenant, fresh) if fresh else 0
+            taken = self._admit_keys(limit, tenant, keys)
             try:
                 with self._settling(tenant, limit, taken, stored, ids):
                     yield self.cap(tenant)
@@ -261,6 +259,29 @@ class EnqueueGate:
         plain = sum(1 for k in keys if k is None)
         keyed = {k for k in keys if k is not None}
         return plain + sum(1 for k in keyed if self.store.get_by_key(tenant, k) is None)
+
+    def _admit_keys(self, limit: TenantLimit, tenant: str, keys: Sequence[str | None]) -> int:
+        """_admit for the jobs of these keys not yet stored, returning the tokens taken.
+
+        A key another process was storing as this one counted is a repeat once stored:
+        twenty requests with one key sent at once to `spool serve --processes 2` had a
+        few answered 429 (the bucket's one token, or the backlog's one place, taken by
+        the first of them, whose job was stored by then), not the job. So a refusal is
+        checked against the keys again: when some are stored by now, the request is
+        admitted for what is still new (nothing, for a lone repeat), else refused. One
+        refused while the first is still being stored stays refused (429; its retry gets
+        the job): whether that store lands is not known here, and a job let in on the
+        guess would pass the limit when it does not."""
+        fresh = self._fresh(tenant, keys)
+        while fresh:
+            try:
+                return self._admit(limit, tenant, fresh)
+            except RateLimited:
+                again = self._fresh(tenant, keys) if any(k is not None for k in keys) else fresh
+                if again >= fresh:
+                    raise
+                fresh = again
+        return 0
 
     def _give_back(self, tenant: str, limit: TenantLimit, jobs: int) -> None:
         """Return `jobs` tokens to the tenant's enqueue bucket (a take of -jobs, as a
