@@ -10,6 +10,12 @@ It binds a port it chooses (-p 0) and prints it: a port chosen by the test could
 taken by another process (a test on another xdist worker) before moto bound it, and
 a probe of that port would then find the other server answering. A restart binds the
 same port again, waiting for the old socket to let go of it.
+
+It is moto's server run through tests/moto_server_main.py, which takes the same
+arguments: there each DynamoDB request is applied whole before the next (plain
+moto_server let a read see half an UpdateItem) and a cancelled transaction undoes
+only its own items (plain moto_server put back a copy of the whole table, undoing
+other processes' writes). SQS and S3 are moto's as they are.
 """
 
 from __future__ import annotations
@@ -23,9 +29,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.procs import guarded_env, stop
+from tests.procs import ROOT, guarded_env, stop
 
-BIN = Path(sys.executable).parent
 RUNNING = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
 START_SECONDS = 60.0  # a loaded CI machine has taken tens of seconds to import moto
 REBIND_SECONDS = 30.0
@@ -46,8 +51,9 @@ class MotoServer:
     def _start(self) -> subprocess.Popen[str]:
         with self.log.open("w") as out:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(
-                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
-                env=guarded_env(), stdout=out, stderr=subprocess.STDOUT, text=True,
+                [sys.executable, "-m", "tests.moto_server_main", "-H", "127.0.0.1",
+                 "-p", str(self.port)],
+                cwd=ROOT, env=guarded_env(), stdout=out, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
         deadline = time.monotonic() + START_SECONDS
         while time.monotonic() < deadline:
