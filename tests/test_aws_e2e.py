@@ -100,27 +100,23 @@ def call(method: str, url: str, **kwargs: Any) -> requests.Response:
 
 
 def wait_for(base: str, job_id: str, states: set[str], seconds: float = 60) -> dict[str, Any]:
+    """The job's view once it is in one of `states`. Every view read on the way is
+    whole: a terminal one has its finished_at (Spool sets it in the same write as the
+    state). Plain moto_server once let a read see a job `dead` whose finish had not yet
+    set it (CI, stop 59), and this loop used to wait for it; the tests' moto_server
+    (tests/moto_server_main.py) applies each DynamoDB request whole, as DynamoDB does."""
     deadline = time.monotonic() + seconds
     view: dict[str, Any] = {}
     while time.monotonic() < deadline:
         reply = call("GET", f"{base}/status/{job_id}")
         assert reply.status_code == 200, reply.text
         view = reply.json()
-        if view["state"] in states and _whole(view):
+        if view["state"] in ("succeeded", "dead", "cancelled"):
+            assert view.get("finished_at") is not None, f"half a write read: {view}"
+        if view["state"] in states:
             return view
         time.sleep(0.2)
     pytest.fail(f"job {job_id} never reached {states}; last seen {view}")
-
-
-def _whole(view: dict[str, Any]) -> bool:
-    """Whether a view is of a whole write. moto_server applies an UpdateItem's actions to
-    the stored item in place, one at a time, with no lock against a GetItem on another
-    thread: a read once saw a job `dead` whose finish had not yet set its finished_at
-    (CI, stop 59). DynamoDB itself writes an item at once; Spool sets finished_at after
-    the state and the error in every finishing write, so a terminal view that has it
-    is whole."""
-    terminal = view["state"] in ("succeeded", "dead", "cancelled")
-    return not terminal or view.get("finished_at") is not None
 
 
 def test_an_enqueued_job_runs_through_sqs_and_succeeds(system: str) -> None:
