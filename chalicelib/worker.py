@@ -309,6 +309,10 @@ class Worker:
         # (chalicelib/start_marks.py), so a job lost from the prefetch keeps its attempt.
         self._marks = StartMarks(store.start, make_way=self._give_way_if_quick)
         self._stop = threading.Event()
+        # Whether run() has ended (and given the store its usual deadlines back): a stop
+        # after that hurries nothing. Held around each change of the store's deadline.
+        self._ran_out = False
+        self._hurry_lock = threading.Lock()
         self._woken = False
         self._held = False  # the last claim took nothing because limits held every due job
         # The store announced new work: with fair turns, the next step claims a few
@@ -1546,7 +1550,7 @@ class Worker:
         if burst:
             stats = self.drain(None)
             sign_off(self.store)
-            self._hurry(None)
+            self._ended()
             return stats
         notifier: Any = getattr(self.store, "notifier", None)
         self._notifier = notifier
@@ -1586,7 +1590,7 @@ class Worker:
             self._sleep(timeout, outage=self.outage.down)
         self._shutdown()
         sign_off(self.store, self.outage, said=fatal)
-        self._hurry(None)  # the store may serve on (spool serve, a test) after this worker
+        self._ended()  # the store may serve on (spool serve, a test) after this worker
         if fatal is not None:
             raise fatal
         return self.stats
@@ -1771,8 +1775,21 @@ class Worker:
         calls are hurried, and a result one of them cannot write in time is let go
         as any other at a stop (its job runs again once its lease lapses)."""
         hurry = getattr(self.store, "hurry", None)
-        if hurry is not None:
+        if hurry is None:
+            return
+        with self._hurry_lock:
+            if seconds is not None and self._ran_out:
+                return
             hurry(seconds)
+
+    def _ended(self) -> None:
+        """run() is over: the store's usual deadlines again, for good. A stop() racing
+        the end (its hurry after run()'s calm: the run saw the stop flag first) left a
+        store that outlives the worker hurried (tests/test_chaos_s60c_stop_under_lock.py
+        once found 5 s deadlines on it, under load)."""
+        with self._hurry_lock:
+            self._ran_out = True
+        self._hurry(None)
 
     def close(self) -> None:
         """Stop the pool threads, once the timeouts this worker still holds are written."""

@@ -247,6 +247,11 @@ def test_a_stopped_worker_leaves_the_store_as_it_found_it(tmp_path: Path) -> Non
         runner.join(30)
         assert not runner.is_alive()
         assert store._hurry is None
+        # A stop whose hurry lands after run() gave the deadlines back (a relay thread
+        # descheduled between setting the flag and hurrying, as a loaded run once was):
+        # the store stays as run() left it.
+        worker.stop()
+        assert store._hurry is None
         Worker(store, Registry(), WorkerConfig(concurrency=1)).stop(hurry=False)
         assert store._hurry is None
     finally:
