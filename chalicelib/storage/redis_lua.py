@@ -256,6 +256,13 @@ local function count(tenant, queue, state, n)
   delta(P .. 'qc', #queue .. ':' .. queue .. state, n)
   delta(P .. 'st', state, n)
 end
+-- count() for a job whose hash lost its tenant or queue (edited by hand): the names
+-- it has (st needs none, qc the queue); what is keyed by a missing name cannot be found
+local function count_known(tenant, queue, state, n)
+  if tenant and queue then return count(tenant, queue, state, n) end
+  if queue then delta(P .. 'qc', #queue .. ':' .. queue .. state, n) end
+  delta(P .. 'st', state, n)
+end
 local function bump(tenant, queue, type_, event)
   delta(P .. 'counters', #queue .. ':' .. queue .. #type_ .. ':' .. type_ .. event, 1)
   delta(P .. 'ctot', #type_ .. ':' .. type_ .. event, 1)
@@ -287,6 +294,12 @@ local function unwait(tenant, queue, id)
   redis.call('ZREM', P .. 'W', id)
   redis.call('ZREM', P .. 'wt:' .. tq(tenant, queue), id)
   waits(tenant, queue, false)
+end
+-- unwait() for a job whose hash lost its tenant or queue: the sets it can name
+local function unwait_known(tenant, queue, id)
+  if tenant and queue then return unwait(tenant, queue, id) end
+  if queue then redis.call('ZREM', P .. 'w:' .. queue, id) end
+  redis.call('ZREM', P .. 'W', id)
 end
 local function wait_at(id, tenant, queue, prio, run_at, created, now, type_)
   zadd(P .. 'w:' .. queue, run_at, id)
@@ -362,14 +375,18 @@ local function delete_job(id)
   -- Its hash gone (evicted by an allkeys-* policy, deleted by hand): what is keyed by
   -- the id went above; its tenant, key and queue are unknown, so nothing more can.
   if not j[4] then return nil end
-  if j[2] then
+  -- A hash that lost its tenant, queue or created_at (buried by a claim, then listed
+  -- in fin): what those name cannot be found; the rest goes (the script failed on it)
+  if j[2] and j[1] then
     local field = #j[1] .. ':' .. j[1] .. j[2]
     if redis.call('HGET', P .. 'idem', field) == id then redis.call('HDEL', P .. 'idem', field) end
   end
-  local member = pad(j[5]) .. id
-  redis.call('ZREM', P .. 'c', member)
-  redis.call('ZREM', P .. 'ct:' .. j[1], member)
-  count(j[1], j[3], j[4], -1)
+  if j[5] then
+    local member = pad(j[5]) .. id
+    redis.call('ZREM', P .. 'c', member)
+    if j[1] then redis.call('ZREM', P .. 'ct:' .. j[1], member) end
+  end
+  count_known(j[1], j[3], j[4], -1)
   return j[1]
 end
 
@@ -526,33 +543,42 @@ end
 -- A job whose hash lacks a field this script reads, or holds text where it reads a
 -- number (edited by hand): the script failed on it, for every claim, so no job ran.
 -- Dead in place, never run; reading it answers job_unreadable naming the field.
-local function bury_damaged(id, what)
+-- Off its `was` count onto dead, and in fin: `spool purge` deletes it when its time
+-- comes. A hash without its tenant or queue is counted where it can be (count_known);
+-- the counts under the missing name stay, and the reply's {id, 'nameless'} has the
+-- store log a WARNING naming the key (docs/operations.md).
+local buried = {}
+local function bury_damaged(id, what, tenant, queue, was)
   redis.call('HSET', jkey(id), 'state', 'dead', 'updated_at', now, 'finished_at', now,
     'last_error', "the job's stored record cannot be read (" .. what .. "), so it was "
     .. "not run; repair the hash and redrive the job, or delete it")
+  redis.call('ZADD', P .. 'fin', now, id)
+  count_known(tenant, queue, was, -1)
+  count_known(tenant, queue, 'dead', 1)
+  if not (tenant and queue) then buried[#buried + 1] = {id, 'nameless'} end
 end
 
 -- 1. reap: running jobs whose lease expired, in every queue (L: every queue's leases)
-local buried = {}
 do
   local expired = redis.call('ZRANGEBYSCORE', P .. 'L', '-inf', now, 'LIMIT', 0, 1000)
   for _, id in ipairs(expired) do
     local jk = jkey(id)
     local j = redis.call('HMGET', jk, 'attempts', 'max_attempts', 'started_at',
       'lease_expires_at', 'lease_worker', 'type', 'priority', 'created_at', 'tenant',
-      'callback_url', 'queue', 'unstarted', 'lease_token')
+      'callback_url', 'queue', 'unstarted', 'lease_token', 'state')
     local q = j[11]
-    if not q then
+    if not j[14] then
       -- its hash is gone (see the lease below): its lease entry goes, nothing else
       redis.call('ZREM', P .. 'L', id)
-    elseif not (tonumber(j[1]) and tonumber(j[2]) and tonumber(j[7]) and j[6] and j[8] and j[9])
-    then
-      redis.call('ZREM', P .. 'l:' .. q, id)
+    elseif not (q and tonumber(j[1]) and tonumber(j[2]) and tonumber(j[7]) and j[6] and j[8]
+      and j[9]) then
+      if q then redis.call('ZREM', P .. 'l:' .. q, id) end
       redis.call('ZREM', P .. 'L', id)
       if j[6] then unindex_running(j[6], id) end
       redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
-      bury_damaged(id, 'its hash lacks a tenant, type or created_at field, or its attempts, '
-        .. 'max_attempts or priority is no number; its lease had expired')
+      bury_damaged(id, 'its hash lacks a tenant, type, queue or created_at field, or its '
+        .. 'attempts, max_attempts or priority is no number; its lease had expired', j[9], q,
+        'running')
     else
     redis.call('ZREM', P .. 'l:' .. q, id)
     redis.call('ZREM', P .. 'L', id)
@@ -606,12 +632,13 @@ end
 local due = redis.call('ZRANGEBYSCORE', P .. 'S', '-inf', now, 'LIMIT', 0, 10000)
 for _, id in ipairs(due) do
   local j = redis.call('HMGET', jkey(id), 'priority', 'run_at', 'created_at', 'queue', 'tenant',
-    'type')
-  if not j[4] then  -- its hash is gone (see the lease below): only the entry goes
-  elseif not (tonumber(j[1]) and tonumber(j[2]) and j[3] and j[5] and j[6]) then
-    if j[5] then unwait(j[5], j[4], id) end
-    bury_damaged(id, 'its hash lacks a tenant, type or created_at field, or its priority '
-      .. 'or run_at is no number')
+    'type', 'state')
+  if not j[7] then  -- its hash is gone (see the lease below): only the entry goes
+  elseif not (tonumber(j[1]) and tonumber(j[2]) and j[3] and j[4] and j[5] and j[6]) then
+    unwait_known(j[5], j[4], id)
+    bury_damaged(id, 'its hash lacks a tenant, type, queue or created_at field, or its '
+      .. 'priority or run_at is no number', j[5], j[4],
+      j[7] == 'retrying' and 'retrying' or 'queued')
   else
     ready(j[4], -tonumber(j[1]), rmember(j[2], j[3], id), j[5], j[6])
   end
@@ -634,8 +661,12 @@ if ids then
       seen[id] = true
       local j = redis.call('HMGET', jkey(id), 'state', 'run_at', 'queue', 'priority', 'created_at',
         'type')
-      if (j[1] == 'queued' or j[1] == 'retrying') and tonumber(j[2]) <= nnow
-        and (not wanted or wanted[j[3]]) then
+      -- a run_at, priority or created_at edited into text failed the whole claim: such
+      -- a job is not picked here (its due entry is not known); a claim of its queue,
+      -- which reads the entry itself, buries it (promotion, lease or stored_rows)
+      local at = tonumber(j[2])
+      if (j[1] == 'queued' or j[1] == 'retrying') and at and at <= nnow
+        and tonumber(j[4]) and tonumber(j[5]) and (not wanted or wanted[j[3]]) then
         picked[#picked + 1] = {-tonumber(j[4]), rmember(j[2], j[5], id), j[3], j[6]}
       end
     end
@@ -684,10 +715,9 @@ for i = 1, math.min(limit, #picked) do
     redis.call('ZREM', P .. 'R', p[2])
     if p[3] then redis.call('ZREM', P .. 'r:' .. p[3], p[2]) end
     if r[4] then redis.call('ZREM', P .. 'r:' .. r[4], p[2]) end
-    redis.call('HSET', jkey(id), 'state', 'dead', 'updated_at', now, 'finished_at', now,
-      'last_error', "the job's stored record cannot be read (its hash lacks a tenant, "
-      .. "type or queue field, or its attempts is no number), so it was not run; "
-      .. "repair the hash and redrive the job, or delete it")
+    unwait_known(r[2], r[4], id)
+    bury_damaged(id, 'its hash lacks a tenant, type or queue field, or its attempts is no '
+      .. 'number', r[2], r[4], r[7])
   else
   local tenant, was, q = r[2], r[7], r[4]
   local attempts = tostring(tonumber(r[8]) + 1)

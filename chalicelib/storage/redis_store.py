@@ -802,7 +802,16 @@ class RedisStore:
         """The leased jobs of a claim's reply; logs the jobs its reap buried. A claimed
         job no handler may be given (a record in a bad shape, a payload that is not
         JSON) is made dead here, without running (stored_rows), and the others run."""
-        for job_id, tenant, type_, queue, attempts, max_attempts, worker in buried:
+        for entry in buried:
+            if len(entry) == 2:  # {id, 'nameless'}: redis_lua's bury_damaged
+                log.warning(
+                    "job %s was buried dead unrun: its hash %s lacks its tenant or queue "
+                    "field, so the counts kept under that name keep it in its old state "
+                    "(none can be named); let `spool purge` delete it, or delete the key",
+                    _text(entry[0]), self._p + "j:" + _text(entry[0]),
+                )  # fmt: skip
+                continue
+            job_id, tenant, type_, queue, attempts, max_attempts, worker = entry
             log_buried_by_reap(
                 _text(job_id), _text(tenant), _text(type_), _text(queue), int(attempts),
                 int(max_attempts), None if worker is None else json.loads(worker),
