@@ -1,5 +1,6 @@
 """Redis: a job the claim script makes dead in place (its hash damaged by hand) leaves
-its counts true and is purged in time.
+its counts true and is purged in time; CANCEL and REDRIVE refuse a hash damaged after
+the store's own read, before they write.
 
 Was (reproduced with redis-server, spool serve and spool worker): a queued job whose
 attempts was edited into "x" was buried dead by the next claim, yet /metrics, the
@@ -8,20 +9,23 @@ and `spool purge` never removed it (it was not in the finished index); the same 
 job buried by the promotion of what fell due (priority edited) and by the reap (its
 max_attempts edited, its lease expired: counted running for good). A job whose queue
 field was deleted was taken for a deleted hash by the promotion and the reap: it stayed
-queued (or running) and counted, never run, never buried.
+queued (or running) and counted, never run, never buried. And a hand edit landing
+between the store's read and the CANCEL or REDRIVE script let the script half-apply
+(the job cancelled or queued, then a 500 or a failed script).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chalicelib.clock import FakeClock
-from chalicelib.models import JobState
+from chalicelib.errors import JobUnreadable
+from chalicelib.models import Completion, JobState
 from chalicelib.storage.redis_store import RedisStore
 from tests.backends import open_backend
 from tests.factories import new_job
@@ -124,3 +128,57 @@ def test_a_job_without_its_tenant_is_buried_and_purged(
     assert store.purge(clock.now()) == 1
     assert not store.client.exists(key(store, job.id))
     assert store.queue_totals([], 10).counts == {}
+
+
+def edited_after_the_read(
+    store: Any, monkeypatch: pytest.MonkeyPatch, job_id: str, field: str, value: str | None
+) -> None:
+    """A hand edit landing between the store's own read and its script."""
+    read: Callable[..., None] = store._readable_before_write
+
+    def then_edit(ids: Sequence[str], tenant: str | None, states: Any) -> None:
+        read(ids, tenant, states)
+        write("redis", store, job_id, field, value)
+
+    monkeypatch.setattr(store, "_readable_before_write", then_edit)
+
+
+@pytest.mark.parametrize(("field", "value"), [("created_at", None), ("run_at", "soon")])
+def test_cancel_refuses_a_hash_damaged_after_its_read(
+    store: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, field: str, value: str | None
+) -> None:
+    job = store.add([new_job(clock)])[0].job
+    edited_after_the_read(store, monkeypatch, job.id, field, value)
+    with pytest.raises(JobUnreadable, match=f"job {job.id}'s stored record cannot be read"):
+        store.cancel(job.id)
+    assert stored_state(store, job.id) == "queued"
+    assert store.state_counts() == {("default", JobState.QUEUED): 1}
+    monkeypatch.undo()
+    write("redis", store, job.id, "created_at", str(int(job.created_at.timestamp() * 1e6)))
+    write("redis", store, job.id, "run_at", str(int(job.run_at.timestamp() * 1e6)))
+    assert [j.id for j in store.claim(5, LEASE)] == [job.id]  # still due: no half-write
+
+
+def dead_job(s: Any, clock: FakeClock) -> str:
+    job = s.add([new_job(clock)])[0].job
+    [claimed] = s.claim(1, LEASE, ids=[job.id])
+    [done] = s.finish([Completion(job.id, claimed.lease_token, JobState.DEAD, None, "boom")])
+    assert done
+    return str(job.id)
+
+
+@pytest.mark.parametrize(("field", "value"), [("created_at", None), ("priority", "high")])
+def test_redrive_refuses_a_hash_damaged_after_its_read(
+    store: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, field: str, value: str | None
+) -> None:
+    good, bad = dead_job(store, clock), dead_job(store, clock)
+    edited_after_the_read(store, monkeypatch, bad, field, value)
+    with pytest.raises(JobUnreadable, match=f"job {bad}'s stored record cannot be read"):
+        store.redrive([good, bad])
+    assert stored_state(store, good) == "dead"  # refused whole, before any write
+    assert stored_state(store, bad) == "dead"
+    assert store.state_counts() == {("default", JobState.DEAD): 2}
+    monkeypatch.undo()
+    assert [j.id for j in store.redrive([good])] == [good]
+    clock.advance(1)
+    assert [j.id for j in store.claim(5, LEASE)] == [good]

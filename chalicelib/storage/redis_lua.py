@@ -390,6 +390,31 @@ local function delete_job(id)
   return j[1]
 end
 
+-- What is wrong with the job's hash, or nil: CANCEL and REDRIVE refuse it before they
+-- write (a script is not rolled back, and the store's read before it can be outrun by a
+-- hand edit). The fields row_to_job needs: names present, numbers digits only.
+local SOUND_NAMES = {'tenant', 'type', 'queue'}
+local SOUND_NUMBERS = {'priority', 'attempts', 'max_attempts', 'run_at', 'created_at',
+  'updated_at'}
+local SOUND_OPTIONAL = {'lease_expires_at', 'started_at', 'finished_at'}
+local function digits(v) return string.find(v, '^%s*%-?%d+%s*$') ~= nil end
+local function unsound(id)
+  local jk = jkey(id)
+  local v = redis.call('HMGET', jk, unpack(SOUND_NAMES))
+  for i, name in ipairs(SOUND_NAMES) do
+    if not v[i] then return 'its hash lacks its ' .. name .. ' field' end
+  end
+  v = redis.call('HMGET', jk, unpack(SOUND_NUMBERS))
+  for i, name in ipairs(SOUND_NUMBERS) do
+    if not (v[i] and digits(v[i])) then return 'its ' .. name .. ' is missing or no number' end
+  end
+  v = redis.call('HMGET', jk, unpack(SOUND_OPTIONAL))
+  for i, name in ipairs(SOUND_OPTIONAL) do
+    if v[i] and not digits(v[i]) then return 'its ' .. name .. ' is no number' end
+  end
+  return nil
+end
+
 -- JobStore.cache_epoch(tenant): each tenant whose jobs a script changed, bumped once
 -- when it ends (a record without a tenant names none).
 local function bump_epochs(tenants)
@@ -871,7 +896,7 @@ return table.concat(flags)
 )
 
 # ARGV: P, now, idbase, id, tenant ('-' or '+tenant'). Returns {'ok', row},
-# {'missing'} or {'state', the job's state}.
+# {'missing'}, {'state', the job's state} or {'unreadable', what is wrong} (unsound).
 CANCEL = (
     _WRITE
     + _PRELUDE
@@ -883,6 +908,8 @@ local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'type', 'run_at', 
   'callback_url')
 if not j[1] or (tenant and j[2] ~= tenant) then return {'missing'} end
 if j[1] ~= 'queued' and j[1] ~= 'retrying' then return {'state', j[1]} end
+local bad = unsound(id)
+if bad then return {'unreadable', bad} end
 stop_waiting(id, j[2], j[3], j[5], j[6], j[4])
 redis.call('HSET', jk, 'state', 'cancelled', 'updated_at', now, 'finished_at', now)
 redis.call('ZADD', P .. 'fin', now, id)
@@ -899,7 +926,8 @@ return {'ok', row(id)}
 # the tenant's: base.Backlog), ids. Returns the rows of the jobs moved, payload and
 # result left out (nil: the caller reads the payloads after; a redrive drops the
 # result); with a cap, the dead ones that fit only, and {'!', {waiting, dead}} when
-# none does. Reading each moved job whole (payload and result, up to 256 KiB each)
+# none does; {'?', id, what is wrong}, nothing written, when one it would move is
+# damaged (unsound). Reading each moved job whole (payload and result, up to 256 KiB each)
 # held Redis, for every client: another client's PING waited 110 ms while 100 jobs of
 # 250 KB payloads and results were redriven, 640 ms for 1,000 (4 and 44 ms without
 # the copies, as for jobs of 100 bytes): the script's time no longer grows with them.
@@ -924,11 +952,23 @@ end
 -- it, as JSON (RedriveAttempts.cut).
 local ceiling = ARGV[5] ~= '*' and tonumber(ARGV[5]) or nil
 local above = ceiling and cjson.decode(ARGV[6]) or {}
+-- Every job it would move is read, and a damaged one refuses the whole call, before
+-- any write: {'?', id, what is wrong}
+local read = {}
+for i = 7, #ARGV do
+  local id = ARGV[i]
+  local j = redis.call('HMGET', jkey(id), 'state', 'tenant', 'queue', 'priority', 'created_at',
+    'type', 'max_attempts')
+  if j[1] == 'dead' and (not tenant or j[2] == tenant) then
+    local bad = unsound(id)
+    if bad then return {'?', id, bad} end
+  end
+  read[i] = j
+end
 for i = 7, #ARGV do
   local id = ARGV[i]
   local jk = jkey(id)
-  local j = redis.call('HMGET', jk, 'state', 'tenant', 'queue', 'priority', 'created_at', 'type',
-    'max_attempts')
+  local j = read[i]
   local fits = j[1] == 'dead' and (not tenant or j[2] == tenant)
   if fits and room then
     if room < 1 then

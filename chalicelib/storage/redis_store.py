@@ -882,6 +882,8 @@ class RedisStore:
             return row_to_job(reply[1])
         if reply[0] == b"missing":
             raise JobNotFound("job not found", {"id": job_id})
+        if reply[0] == b"unreadable":  # damaged since the read above: nothing written
+            raise stored_rows.damaged(job_id, ValueError(_text(reply[1])))
         state = reply[1].decode()
         raise InvalidTransition(f"a {state} job cannot be cancelled", {"state": state})
 
@@ -950,6 +952,8 @@ class RedisStore:
                 "REDRIVE",
                 [now_s, _opt(owner), most, ceiling, above, *wanted[start : start + REDRIVE_CHUNK]],
             )
+            if rows and rows[0] == b"?":  # damaged since the read above: nothing written
+                raise stored_rows.damaged(_text(rows[1]), ValueError(_text(rows[2])))
             if rows and rows[0] == b"!":
                 if moved or cap is None:  # a later chunk found the room gone: done
                     break
