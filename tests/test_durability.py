@@ -84,8 +84,8 @@ def recorded_pg_store(**options: Any) -> Iterator[tuple[Any, list[str]]]:
         store = from_url(url, FakeClock())
         original = PostgresStore._run
 
-        def run(self: Any, fn: Any, read: bool = False) -> Any:
-            return original(self, lambda conn: fn(_Recording(conn, sent)), read)
+        def run(self: Any, fn: Any, read: bool = False, **options: Any) -> Any:
+            return original(self, lambda conn: fn(_Recording(conn, sent)), read, **options)
 
         store._run = run.__get__(store)  # type: ignore[method-assign]
         try:

@@ -875,7 +875,8 @@ class RedisStore:
         return kept
 
     def cancel(self, job_id: str, tenant: str | None = None) -> Job:
-        self._readable_before_write([job_id], tenant, (b"queued", b"retrying"))
+        # No read before: the script refuses a damaged hash itself, before it writes
+        # (a read here fetched another tenant's record before the tenant was compared).
         _, now_s = self._now()
         reply = self._call("CANCEL", [now_s, self._idbase(), job_id, _opt(tenant)])
         if reply[0] == b"ok":
@@ -976,18 +977,29 @@ class RedisStore:
         for start in range(0, len(ids), REDRIVE_CHUNK):
             chunk = ids[start : start + REDRIVE_CHUNK]
 
-            def read(chunk: Sequence[str] = chunk) -> list[list[bytes | None]]:
-                with self.client.pipeline(transaction=False) as pipe:
-                    for job_id in chunk:
-                        pipe.hmget(self._p + "j:" + job_id, slim)
-                    return list(pipe.execute())
+            def read(
+                chunk: Sequence[str], fields: Sequence[str]
+            ) -> Callable[[], list[list[bytes | None]]]:
+                def run() -> list[list[bytes | None]]:
+                    with self.client.pipeline(transaction=False) as pipe:
+                        for job_id in chunk:
+                            pipe.hmget(self._p + "j:" + job_id, fields)
+                        return list(pipe.execute())
 
-            for row in self._run(read, read=True):
-                state, owner = row[_FIELDS.index("state")], row[1]
-                if state not in states:
-                    continue
-                if tenant is not None and owner != tenant.encode("utf-8", _ERRORS):
-                    continue
+                return run
+
+            # The owner and state first: another tenant's record is never fetched (its
+            # error and history made a 404's time tell its ids, s46), only then the rest.
+            mine = [
+                job_id
+                for job_id, (state, owner) in zip(
+                    chunk, self._run(read(chunk, ("state", "tenant")), read=True), strict=True
+                )
+                if state in states and (tenant is None or owner == tenant.encode("utf-8", _ERRORS))
+            ]
+            if not mine:
+                continue
+            for row in self._run(read(mine, slim), read=True):
                 row_to_job(_with_payload(row, b"{}"))  # JobUnreadable when damaged
 
     def _with_payloads(self, rows: Sequence[list[bytes | None]]) -> list[Job]:
