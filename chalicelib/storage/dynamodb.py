@@ -380,15 +380,7 @@ def _refuse_damaged_dead(
             continue
         problem = _shape_problem(item)
         if problem is not None:
-            job_id = _item_id(item)
-            log.warning("job %s: its record cannot be read: %s", job_id, problem)
-            unreadable = JobUnreadable(
-                f"job {job_id}'s stored record cannot be read ({problem}); "
-                "its operator must repair or delete the item",
-                {"id": job_id},
-            )
-            unreadable.reason = problem
-            raise unreadable
+            raise stored_rows.unreadable_record(_item_id(item), problem, "item")
 
 
 # -- the pieces of a write ----------------------------------------------------------
@@ -776,14 +768,7 @@ class DynamoStore:
             job = item_to_job(item, payload, result)
             static = _Static.of(item)
         except BAD_SHAPE as exc:
-            job_id = _item_id(item)
-            why = _why(exc)
-            log.warning("job %s: its record cannot be read: %s", job_id, why)
-            raise JobUnreadable(
-                f"job {job_id}'s stored record cannot be read ({why}); "
-                "its operator must repair or delete the item",
-                {"id": job_id},
-            ) from exc
+            raise stored_rows.unreadable_record(_item_id(item), _why(exc), "item") from exc
         self._remember(static)
         return job
 

@@ -143,11 +143,16 @@ def why(exc: BaseException) -> str:
 
 def damaged(job_id: str, exc: BaseException) -> JobUnreadable:
     """The JobUnreadable for a row in a bad shape, logged."""
-    reason = why(exc)
+    return unreadable_record(job_id, why(exc))
+
+
+def unreadable_record(job_id: str, reason: str, kept_as: str = "row") -> JobUnreadable:
+    """The JobUnreadable naming a job whose stored record (a `kept_as`: a row, a
+    DynamoDB item) cannot be read, and why, logged: one wording on every store."""
     log.warning("job %s: its record cannot be read: %s", job_id, reason)
     unreadable = JobUnreadable(
         f"job {job_id}'s stored record cannot be read ({reason}); "
-        "its operator must repair or delete the row",
+        f"its operator must repair or delete the {kept_as}",
         {"id": job_id},
     )
     unreadable.reason = reason
