@@ -20,13 +20,13 @@ import json
 import logging
 import re
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chalicelib import logs
 from chalicelib.config import Settings
+from tests import test_attack_s58c_log_hidden_text
 from tests.procs import ROOT, run_spool
 
 pytestmark = pytest.mark.timeout(120)
@@ -75,20 +75,9 @@ def test_a_worker_s_log_holds_no_line_a_payload_wrote(tmp_path: Path) -> None:
     assert f"\n{logs.one_line(NOTE)}\n" in log, log  # the note, on one line of its own
 
 
-@pytest.fixture
-def text_stream() -> Iterator[io.StringIO]:
-    buf = io.StringIO()
-    logs.configure(Settings(), stream=buf, force=True)
-    yield buf
-    logs.reset()
-
-
-@pytest.fixture
-def json_stream() -> Iterator[io.StringIO]:
-    buf = io.StringIO()
-    logs.configure(Settings(extra={"SPOOL_LOG_FORMAT": "json"}), stream=buf, force=True)
-    yield buf
-    logs.reset()
+# Spool's text and JSON handlers on a buffer: the fixtures of the hidden-text tests.
+text_stream = test_attack_s58c_log_hidden_text.text_stream
+json_stream = test_attack_s58c_log_hidden_text.json_stream
 
 
 def _log_chain() -> None:
