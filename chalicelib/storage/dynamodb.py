@@ -66,7 +66,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import ClientError
 
-from chalicelib import attempt_record, worker_id
+from chalicelib import worker_id
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.errors import (
     InvalidTransition,
@@ -1500,27 +1500,14 @@ class DynamoStore:
         else:
             state = JobState.RETRYING
             retry_at = now + timedelta(seconds=UNREADABLE_RETRY.ceiling(job.attempts))
-        completion = attempt_record.record(  # the attempt as the worker records one
+        stored_rows.settle_unrun(
+            self,
             Completion(job.id, job.lease_token or "", state, None, problem.message, retry_at),
-            number=job.attempts,
+            attempt=job.attempts,
             started_at=job.started_at or now,
-            finished_at=now,
-            failure=None,
-            traceback_limit=0,
+            now=now,
             error_type="PayloadMissing" if problem.missing else type(problem.cause).__name__,
         )
-        try:
-            applied = self.finish([completion])[0]
-        except Exception:
-            log.exception(
-                "job %s was claimed but %s; it could not be settled either, so its lease "
-                "will expire and the reaper will return it",
-                job.id,
-                problem.message,
-            )
-            return
-        if applied:
-            log.error("job %s: %s; %s without running it", job.id, problem.message, state.value)
 
     def _bury_damaged_ids(self, job_ids: Sequence[str]) -> dict[str, bool]:
         """Read these jobs whole (after a claim's write was refused as invalid) and bury

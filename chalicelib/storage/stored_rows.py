@@ -245,27 +245,56 @@ def bury(store: Any, bad: Sequence[Unrunnable], now: datetime) -> None:
     claimed with them still run; a finish that fails leaves the lease to expire."""
     for one in bad:
         message = f"{one.why}, so it was not run; repair the row and redrive the job, or delete it"
-        completion = attempt_record.record(
+        settle_unrun(
+            store,
             Completion(one.job_id, one.lease_token, JobState.DEAD, None, message, None),
-            number=one.attempt,
+            attempt=one.attempt,
             started_at=one.started_at,
-            finished_at=now,
-            failure=None,
-            traceback_limit=0,
+            now=now,
             error_type="JobUnreadable",
         )
-        try:
-            applied = store.finish([completion])[0]
-        except Exception:
-            log.exception(
-                "job %s was claimed but %s; it could not be made dead either, so its lease "
-                "will expire and the reaper will return it",
-                one.job_id,
-                one.why,
-            )
-            continue
-        if applied:
-            log.error("job %s: %s; dead without running it", one.job_id, message)
+
+
+def settle_unrun(
+    store: Any,
+    completion: Completion,
+    *,
+    attempt: int,
+    started_at: datetime,
+    now: datetime,
+    error_type: str,
+) -> bool:
+    """Finish a claimed job its handler was never given (its record or payload cannot
+    be read), recording the attempt as the worker records one. Never raises: the jobs
+    claimed with it still run, and a finish that fails leaves the lease to expire and
+    the reaper to return the job. True when the finish applied."""
+    record = attempt_record.record(
+        completion,
+        number=attempt,
+        started_at=started_at,
+        finished_at=now,
+        failure=None,
+        traceback_limit=0,
+        error_type=error_type,
+    )
+    try:
+        applied = bool(store.finish([record])[0])
+    except Exception:
+        log.exception(
+            "job %s was claimed but %s; it could not be settled either, so its lease "
+            "will expire and the reaper will return it",
+            completion.job_id,
+            completion.error,
+        )
+        return False
+    if applied:
+        log.error(
+            "job %s: %s; %s without running it",
+            completion.job_id,
+            completion.error,
+            completion.state.value,
+        )
+    return applied
 
 
 def history_marker(exc: JobUnreadable) -> dict[str, str]:
