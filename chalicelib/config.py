@@ -119,7 +119,7 @@ def _queues(value: str | None, setting: str = "SPOOL_QUEUES") -> tuple[str, ...]
             "list the queues (comma-separated)"
         )
     for name in names:
-        if not QUEUE_NAME.match(name):
+        if not QUEUE_NAME.fullmatch(name):
             raise ConfigError(
                 f"{setting} holds {name!r}, which no queue can be named: queue names are "
                 "1-64 letters, digits and . _ : - (comma-separated)"

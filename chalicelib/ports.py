@@ -40,7 +40,7 @@ class PortSet:
         if not any(entries):
             raise ValueError("give at least one port or range, such as 443 or 8000-8999")
         for entry in entries:
-            match = _ENTRY.match(entry)
+            match = _ENTRY.fullmatch(entry)
             if match is None:
                 raise ValueError(f"{entry!r} is not a port (1-65535) or a range such as 8000-8999")
             low = int(match.group(1))

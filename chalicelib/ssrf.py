@@ -301,7 +301,7 @@ def _split_netloc(netloc: str, scheme: str) -> tuple[str, int]:
         if netloc.endswith(":"):
             raise Refused("empty port in URL")
         return host, DEFAULT_PORTS[scheme]
-    if not _PORT.match(port_text) or not 1 <= int(port_text) <= 65535:
+    if not _PORT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
         raise Refused(f"invalid port {port_text!r}")
     return host, int(port_text)
 
@@ -328,7 +328,7 @@ def normalize_host(raw: str) -> str:
         host = host[:-1]
     if not host or len(host) > 253:
         raise Refused(f"invalid host {raw!r}")
-    if not all(_LABEL.match(label) for label in host.split(".")):
+    if not all(_LABEL.fullmatch(label) for label in host.split(".")):
         raise Refused(f"invalid host {raw!r}")
     return host
 
@@ -344,7 +344,7 @@ def _ip_literal(host: str) -> IPAddress | None:
 def _looks_numeric(host: str) -> bool:
     """A host whose last label is a number is meant as an address, not a DNS name
     (no top-level domain is numeric); resolvers would accept many such forms."""
-    return bool(_NUMERIC_LABEL.match(host.rsplit(".", 1)[-1]))
+    return bool(_NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]))
 
 
 # -- addresses -----------------------------------------------------------------

@@ -100,14 +100,14 @@ def normalize_address(value: str) -> str:
     name, addr = parsed[0]
     email_headers.check_value(name, f"the display name of {value!r}")  # quotes undone
     local, _, domain = addr.rpartition("@")
-    if not local or len(local) > 64 or not _LOCAL.match(local):
+    if not local or len(local) > 64 or not _LOCAL.fullmatch(local):
         raise ValueError(f"{value!r} has an invalid local part")
     if not domain.isascii():
         try:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError:
             raise ValueError(f"{value!r} has an invalid domain") from None
-    if len(domain) > 253 or not _DOMAIN.match(domain):
+    if len(domain) > 253 or not _DOMAIN.fullmatch(domain):
         raise ValueError(f"{value!r} has an invalid domain")
     try:
         mailbox = str(Address(display_name=name, addr_spec=f"{local}@{domain.lower()}"))
@@ -159,7 +159,7 @@ class EmailPayload(BaseModel):
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
             lowered = name.lower()
-            if not _HEADER_NAME.match(name):
+            if not _HEADER_NAME.fullmatch(name):
                 raise ValueError(f"invalid header name {name!r}")
             custom = lowered.startswith("x-") and not lowered.startswith("x-spool-")
             if lowered not in SAFE_HEADERS and not custom:
@@ -285,7 +285,7 @@ class SmtpSettings:
 
 def _hostname(value: str) -> str:
     """A name the handler writes into EHLO or the Message-ID: a plain domain."""
-    if value and (len(value) > 253 or not _DOMAIN.match(value)):
+    if value and (len(value) > 253 or not _DOMAIN.fullmatch(value)):
         raise ValueError(f"{value!r} is not a host name")
     return value
 

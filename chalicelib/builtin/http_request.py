@@ -141,7 +141,7 @@ class HttpRequestPayload(BaseModel):
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, text in value.items():
-            if not _TOKEN.match(name):
+            if not _TOKEN.fullmatch(name):
                 raise ValueError(f"invalid header name {name!r}")
             if name.lower() in FORBIDDEN_REQUEST_HEADERS:
                 raise ValueError(f"header {name!r} is set by the handler, not the payload")
@@ -158,7 +158,7 @@ class HttpRequestPayload(BaseModel):
     @field_validator("response_headers")
     @classmethod
     def _names(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and not all(_TOKEN.match(n) for n in value):
+        if value is not None and not all(_TOKEN.fullmatch(n) for n in value):
             raise ValueError("response_headers must be header names")
         return value
 

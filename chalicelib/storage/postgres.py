@@ -786,7 +786,7 @@ def parse_url(url: str) -> PgSettings:
         if k not in _SPOOL_OPTIONS and k not in ("options", "application_name")
     ]
     schema = ours.get("schema") or None
-    if schema is not None and not _SCHEMA_NAME.match(schema):
+    if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
         raise config_error(
             f"schema must be lowercase letters, digits and _ (at most 57), not {schema!r}"
         )

@@ -180,7 +180,7 @@ def parse_url(url: str) -> RedisSettings:
     ours = {k: v for k, v in query if k in _SPOOL_OPTIONS}
     rest = [(k, v) for k, v in query if k not in _SPOOL_OPTIONS]
     prefix = ours.get("prefix", "spool")
-    if not _PREFIX.match(prefix):
+    if not _PREFIX.fullmatch(prefix):
         raise ValueError(
             f"prefix must be 1-64 letters, digits, '_', '.', ':' or '-', not {prefix!r}"
         )

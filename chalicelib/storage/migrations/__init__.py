@@ -66,7 +66,7 @@ class Status:
 def available() -> list[Migration]:
     found = []
     for path in MIGRATIONS_DIR.iterdir():
-        match = _FILE.match(path.name)
+        match = _FILE.fullmatch(path.name)
         if match:
             found.append(Migration(int(match[1]), match[2], path))
     found.sort(key=lambda m: m.version)
