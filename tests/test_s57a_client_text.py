@@ -1,4 +1,6 @@
-"""chalicelib/client_text.py refuses exactly Unicode categories Cc and Cs (stop 57).
+"""chalicelib/client_text.py refuses exactly Unicode categories Cc and Cs (stop 57),
+and since stop 61 Zl, Zp and Cf but U+200C and U+200D (the joiners, which scripts and
+emoji need): tests/test_attack_s61E_key_invisible_text.py.
 
 The rule the API, the client and the command line hold an idempotency key to, and
 the pattern /openapi.json states for it, checked over every code point against
@@ -16,31 +18,38 @@ import pytest
 from chalicelib import client_text
 from chalicelib.service import EnqueueRequest
 
-REFUSED_CATEGORIES = ("Cc", "Cs")
+REFUSED_CATEGORIES = ("Cc", "Cs", "Zl", "Zp", "Cf")
+TEXT_ALL_THE_SAME = (0x200C, 0x200D)  # Cf, but text: zero-width non-joiner and joiner
 
 
-def test_the_rule_refuses_exactly_the_control_characters_and_the_surrogates() -> None:
+def refused_by_category(point: int) -> bool:
+    return point not in TEXT_ALL_THE_SAME and unicodedata.category(chr(point)) in REFUSED_CATEGORIES
+
+
+def test_the_rule_refuses_exactly_the_control_separator_format_and_surrogate_points() -> None:
     wrong = [
         hex(point)
         for point in range(sys.maxunicode + 1)
-        if (client_text.first_refused(chr(point)) is not None)
-        != (unicodedata.category(chr(point)) in REFUSED_CATEGORIES)
+        if (client_text.first_refused(chr(point)) is not None) != refused_by_category(point)
     ]
     assert wrong == []
 
 
 def test_the_documents_pattern_takes_what_the_rule_takes() -> None:
-    """Over every code point but the surrogates (no JSON body holding one is read),
-    in the middle of a key: the pattern is anchored, and a key is checked whole."""
+    """Over every code point of the Basic Multilingual Plane but the surrogates (no
+    JSON body holding one is read), in the middle of a key: the pattern is anchored,
+    and a key is checked whole. Beyond the BMP the pattern names nothing (without
+    ECMA-262's u flag it could not): it takes every such point, the rule a few."""
     pattern = re.compile(client_text.SCHEMA_PATTERN)
     wrong = [
         hex(point)
-        for point in range(sys.maxunicode + 1)
+        for point in range(0x10000)
         if not 0xD800 <= point <= 0xDFFF
         and (pattern.fullmatch(f"a{chr(point)}b") is None)
         != (client_text.first_refused(chr(point)) is not None)
     ]
     assert wrong == []
+    assert all(pattern.fullmatch(chr(p)) for p in range(0x10000, sys.maxunicode + 1))
 
 
 def test_a_refusal_names_the_field_the_code_point_and_the_place() -> None:

@@ -89,8 +89,9 @@ _ENQUEUE_ERRORS = {
     "answers 200 with created=false.",
     422: "Well-formed but invalid: unknown job type, bad payload, server-owned fields, a "
     f"run_at or delay more than {MAX_DELAY_SECONDS} s (366 days) ahead, or an idempotency_key "
-    f"holding a control character ({client_text.REFUSED_TEXT}; details[].type "
-    "control_character); a batch's details name each invalid job's index and nothing is "
+    f"holding a control character or invisible text ({client_text.REFUSED_TEXT}; "
+    "details[].type control_character, line_separator or format_character); a batch's "
+    "details name each invalid job's index and nothing is "
     "stored.",
     413: "Body over the size limit, a batch over its job limit, a batch larger than "
     "the tenant's enqueue burst (SPOOL_TENANT_LIMITS; details.burst): split it, or a "
