@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from spool_client import calls
+from spool_client import calls, pickling
 from spool_client.calls import DEFAULT_TIMEOUT, Call, JobSpec
 from spool_client.client import _answer, _json, _smaller
 from spool_client.errors import (
@@ -65,6 +65,10 @@ class AsyncClient:
         # The event loop whose connections self._http holds (None: not used yet).
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
         self._headers = calls.headers(self.key)
+
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        """Pickled: URL, key and options, no connection (spool_client/pickling.py)."""
+        return pickling.reduced(self)
 
     async def aclose(self) -> None:
         if self._own_http:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from spool_client import calls
+from spool_client import calls, pickling
 from spool_client.calls import DEFAULT_TIMEOUT, Call, JobSpec
 from spool_client.errors import (
     Conflict,
@@ -81,6 +81,11 @@ class Client:
         self._headers = calls.headers(self.key)
 
     # -- lifecycle ---------------------------------------------------------
+    def __reduce__(self) -> tuple[Any, tuple[()]]:
+        """Pickled (a multiprocessing pool's argument): URL, key and options, no
+        connection; the copy opens its own (spool_client/pickling.py)."""
+        return pickling.reduced(self)
+
     def close(self) -> None:
         if self._own_http:
             self._http.close()

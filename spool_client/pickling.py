@@ -1,0 +1,52 @@
+"""What a pickled Client or AsyncClient carries: its URL, key and options, no socket.
+
+multiprocessing hands a pool's workers their arguments pickled, and a client passed
+to one raised `TypeError: cannot pickle '_thread.RLock' object` from deep inside
+httpx's connection pool. Connections belong to the process (and, for AsyncClient,
+the event loop) that opened them, so none is carried: the copy is a new client made
+from the same URL, key, timeout, retry policy, batch size and answer bound, which
+opens its own connections when first used. A client given `http=` (the caller's
+httpx client: proxies, TLS, a transport) is refused with a TypeError saying what to
+do, since what made that client cannot be carried.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Protocol
+
+from spool_client.retry import RetryPolicy
+
+
+class _Options(Protocol):
+    url: str
+    key: str | None
+    timeout: float
+    retry: RetryPolicy
+    batch_size: int
+    max_answer_bytes: int
+    _own_http: bool
+
+
+def reduced(client: _Options) -> tuple[Any, tuple[()]]:
+    """`client.__reduce__`'s answer: a call that makes the same client again."""
+    made: Any = type(client)  # Client or AsyncClient, whose arguments these are
+    kind = made.__name__
+    if not client._own_http:
+        raise TypeError(
+            f"a {kind} made with http= cannot be pickled: the httpx client it was given "
+            "holds connections and settings that cannot be carried to another process; "
+            f"pass url and key instead and make the {kind} with http= in that process"
+        )
+    return (
+        partial(
+            made,
+            client.url,
+            client.key,
+            timeout=client.timeout,
+            retry=client.retry,
+            batch_size=client.batch_size,
+            max_answer_bytes=client.max_answer_bytes,
+        ),
+        (),
+    )
