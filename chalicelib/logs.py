@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any, TextIO
 
-from chalicelib import log_traceback, std_streams, stray_output
+from chalicelib import handler_output, log_traceback, std_streams, stray_output
 from chalicelib.config import ConfigError, Settings
 from chalicelib.jsonstrict import is_utf8, replaced_surrogates
 from chalicelib.log_redact import has_shape_word, redactor
@@ -143,11 +143,13 @@ def configure(
             # Lambda makes each raw stderr line a log event of its own: a warning's
             # newline forged one, a JSON object Logs Insights reads as Spool's.
             stray_output.route()
+            handler_output.install(settings)  # a handler's print, too
         else:
             # Spool's lines outlive a handler's close of stderr, and what Python
             # writes there itself (a warning, a thread's traceback) is a log line too.
             if stream is None and std_streams.keep():
                 stray_output.route()
+                handler_output.install(settings)  # a handler's prints: its job's lines
             _add(root, formatter, stream)
         _chosen = (formatter, stream)
         logging.getLogger("spool").setLevel(level)
@@ -222,6 +224,7 @@ def reset() -> None:
         _chosen = None
         std_streams.forget()
         stray_output.unroute()
+        handler_output.uninstall()
         logging.getLogger("spool").setLevel(logging.NOTSET)
         _tail_lines = DEFAULT_TAIL_LINES
         _configured = False

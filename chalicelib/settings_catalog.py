@@ -1023,6 +1023,20 @@ CATALOG: tuple[Setting, ...] = (
         group=_WORKER,
     ),
     Setting(
+        name="SPOOL_CAPTURE_OUTPUT",
+        type=FLAG,
+        default=True,
+        read_by="chalicelib/handler_output.py",
+        meaning=(
+            "What a handler prints (`print`, `sys.stdout`/`sys.stderr` writes) during an "
+            "attempt becomes its job's log lines, one per printed line, escaped (stdout at "
+            "INFO, stderr at WARNING, `stream=` says which) and kept in `log_tail` as "
+            "`ctx.log`'s are; `false` writes it to the worker's output as it is, where a "
+            "payload's newline can forge a line of Spool's."
+        ),
+        group=_WORKER,
+    ),
+    Setting(
         name="SPOOL_SECRET_VARIABLES",
         type=LIST,
         default="",

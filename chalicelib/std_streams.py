@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from chalicelib import handler_output
+
 log = logging.getLogger("spool.worker")
 
 
@@ -136,7 +138,7 @@ def _mend_stream(kept: _Kept, job_id: str, job_type: str) -> None:
             return
         opened = _text_on(kept.fd, kept.found, closefd=False)
         kept.found = opened
-        setattr(sys, kept.name, opened)
+        setattr(sys, kept.name, handler_output.wrapped(kept.name, opened))
     how = f"set sys.{kept.name} to None" if current is None else f"closed sys.{kept.name}"
     _say(kept, "stream", how, job_id, job_type)
 

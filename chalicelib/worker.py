@@ -73,7 +73,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from chalicelib import attempt_record, forked_child, logs, std_streams, worker_id
+from chalicelib import (
+    attempt_record,
+    forked_child,
+    handler_output,
+    logs,
+    std_streams,
+    worker_id,
+)
 from chalicelib.errors import (
     PermanentError,
     RetryAfter,
@@ -376,7 +383,8 @@ class Worker:
             m.before_attempt(job)
         try:
             try:
-                result = _call_here(spec, payload, attempt.ctx)
+                with handler_output.attempt(attempt.ctx):  # its prints: its log lines
+                    result = _call_here(spec, payload, attempt.ctx)
             finally:
                 std_streams.mend(job.id, job.type)  # a handler that closed stderr: said once
                 logs.keep_on_root()  # one that replaced the root's handlers
