@@ -263,6 +263,28 @@ local function count_known(tenant, queue, state, n)
   if queue then delta(P .. 'qc', #queue .. ':' .. queue .. state, n) end
   delta(P .. 'st', state, n)
 end
+-- The tenant of a job whose hash lost its tenant field (edited by hand): the one whose
+-- listing set (ct:<tenant>) holds it, found among the tenants tcounts names (it keeps
+-- zeros: every tenant that ever had a job). Only damaged hashes pay for the search;
+-- with the tenant found, its counts move as the claims and purges that meet it move
+-- the job (else `spool jobs`, the dashboard and the tenant's backlog cap counted it
+-- queued or running for good, after it was buried dead and purged).
+local function owner_of(id, tenant, created)
+  if tenant or not created then return tenant end
+  local member, seen = pad(created) .. id, {}
+  local fields = redis.call('HKEYS', P .. 'tcounts')
+  for _, field in ipairs(fields) do
+    local n, rest = string.match(field, '^(%d+):(.*)$')
+    if n then
+      local name = string.sub(rest, 1, tonumber(n))
+      if not seen[name] then
+        seen[name] = true
+        if redis.call('ZSCORE', P .. 'ct:' .. name, member) then return name end
+      end
+    end
+  end
+  return nil
+end
 local function bump(tenant, queue, type_, event)
   delta(P .. 'counters', #queue .. ':' .. queue .. #type_ .. ':' .. type_ .. event, 1)
   delta(P .. 'ctot', #type_ .. ':' .. type_ .. event, 1)
@@ -364,6 +386,7 @@ end
 local function delete_job(id)
   local jk = jkey(id)
   local j = redis.call('HMGET', jk, 'tenant', 'idempotency_key', 'queue', 'state', 'created_at')
+  j[1] = owner_of(id, j[1], j[5])
   redis.call('ZREM', P .. 'fin', id)
   for _, did in ipairs(redis.call('LRANGE', P .. 'dj:' .. id, 0, -1)) do
     local state = redis.call('HGET', P .. 'd:' .. did, 'state')
@@ -569,7 +592,8 @@ end
 -- number (edited by hand): the script failed on it, for every claim, so no job ran.
 -- Dead in place, never run; reading it answers job_unreadable naming the field.
 -- Off its `was` count onto dead, and in fin: `spool purge` deletes it when its time
--- comes. A hash without its tenant or queue is counted where it can be (count_known);
+-- comes. A hash without its tenant has it found by its callers (owner_of); one without
+-- its queue (or its tenant and created_at) is counted where it can be (count_known):
 -- the counts under the missing name stay, and the reply's {id, 'nameless'} has the
 -- store log a WARNING naming the key (docs/operations.md).
 local buried = {}
@@ -602,8 +626,8 @@ do
       if j[6] then unindex_running(j[6], id) end
       redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
       bury_damaged(id, 'its hash lacks a tenant, type, queue or created_at field, or its '
-        .. 'attempts, max_attempts or priority is no number; its lease had expired', j[9], q,
-        'running')
+        .. 'attempts, max_attempts or priority is no number; its lease had expired',
+        owner_of(id, j[9], j[8]), q, 'running')
     else
     redis.call('ZREM', P .. 'l:' .. q, id)
     redis.call('ZREM', P .. 'L', id)
@@ -660,9 +684,10 @@ for _, id in ipairs(due) do
     'type', 'state')
   if not j[7] then  -- its hash is gone (see the lease below): only the entry goes
   elseif not (tonumber(j[1]) and tonumber(j[2]) and j[3] and j[4] and j[5] and j[6]) then
-    unwait_known(j[5], j[4], id)
+    local owner = owner_of(id, j[5], j[3])
+    unwait_known(owner, j[4], id)
     bury_damaged(id, 'its hash lacks a tenant, type, queue or created_at field, or its '
-      .. 'priority or run_at is no number', j[5], j[4],
+      .. 'priority or run_at is no number', owner, j[4],
       j[7] == 'retrying' and 'retrying' or 'queued')
   else
     ready(j[4], -tonumber(j[1]), rmember(j[2], j[3], id), j[5], j[6])
@@ -736,13 +761,15 @@ for i = 1, math.min(limit, #picked) do
     -- a field the indexes are named by deleted or edited by hand (tenant, type, queue;
     -- attempts no number): this script failed on it, for every claim, and the queue
     -- behind it stalled. Dead in place, off the due entries read here, never run; its
-    -- per-tenant entries cannot be named, and reading it answers job_unreadable
+    -- tenant is found by its listing set (owner_of), and reading it answers
+    -- job_unreadable
     redis.call('ZREM', P .. 'R', p[2])
     if p[3] then redis.call('ZREM', P .. 'r:' .. p[3], p[2]) end
     if r[4] then redis.call('ZREM', P .. 'r:' .. r[4], p[2]) end
-    unwait_known(r[2], r[4], id)
+    local owner = owner_of(id, r[2], r[16])
+    unwait_known(owner, r[4], id)
     bury_damaged(id, 'its hash lacks a tenant, type or queue field, or its attempts is no '
-      .. 'number', r[2], r[4], r[7])
+      .. 'number', owner, r[4], r[7])
   else
   local tenant, was, q = r[2], r[7], r[4]
   local attempts = tostring(tonumber(r[8]) + 1)
