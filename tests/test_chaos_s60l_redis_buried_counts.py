@@ -93,9 +93,10 @@ def test_a_job_the_reap_buries_is_counted_dead_and_purged(store: Any, clock: Fak
 def test_a_job_without_its_queue_is_buried_and_purged(
     store: Any, clock: FakeClock, when: str
 ) -> None:
-    """The queue names its counts: those stay (nothing can name them), but the job is
-    buried (not taken for a deleted hash, left queued or running for good) and purged;
-    the totals over every queue (st) are true."""
+    """The job is buried (not taken for a deleted hash, left queued or running for
+    good) and purged; the totals over every queue (st) are true. Since stop 61 its
+    queue is found by its sets, so its queue's counts are true as well
+    (tests/test_chaos_s61E_redis_tenantless_counts.py)."""
     job = store.add([new_job(clock, delay=30 if when == "delayed" else 0)])[0].job
     if when == "running":
         assert [j.id for j in store.claim(1, LEASE)] == [job.id]

@@ -285,6 +285,25 @@ local function owner_of(id, tenant, created)
   end
   return nil
 end
+-- The queue of a job whose hash lost its queue field: the one of its tenant's queues
+-- (tc:<tenant>) whose waiting or running set holds it. Kept in the hash's own
+-- `counted_queue` (no reader's field: the record stays unreadable, as it is) so the
+-- purge that deletes the job later names the same counts. Damaged hashes only.
+local function queue_of(id, tenant, queue)
+  if queue or not tenant then return queue end
+  for _, field in ipairs(redis.call('HKEYS', P .. 'tc:' .. tenant)) do
+    local n, rest = string.match(field, '^(%d+):(.*)$')
+    if n then
+      local name = string.sub(rest, 1, tonumber(n))
+      if redis.call('ZSCORE', P .. 'w:' .. name, id) or redis.call('ZSCORE', P .. 'l:' .. name, id)
+      then
+        redis.call('HSET', jkey(id), 'counted_queue', name)
+        return name
+      end
+    end
+  end
+  return nil
+end
 local function bump(tenant, queue, type_, event)
   delta(P .. 'counters', #queue .. ':' .. queue .. #type_ .. ':' .. type_ .. event, 1)
   delta(P .. 'ctot', #type_ .. ':' .. type_ .. event, 1)
@@ -385,8 +404,10 @@ end
 -- Delete a finished job with everything kept beside it.
 local function delete_job(id)
   local jk = jkey(id)
-  local j = redis.call('HMGET', jk, 'tenant', 'idempotency_key', 'queue', 'state', 'created_at')
+  local j = redis.call('HMGET', jk, 'tenant', 'idempotency_key', 'queue', 'state', 'created_at',
+    'counted_queue')
   j[1] = owner_of(id, j[1], j[5])
+  j[3] = j[3] or j[6]  -- a queue a claim found for a hash that lost it (queue_of)
   redis.call('ZREM', P .. 'fin', id)
   for _, did in ipairs(redis.call('LRANGE', P .. 'dj:' .. id, 0, -1)) do
     local state = redis.call('HGET', P .. 'd:' .. did, 'state')
@@ -592,8 +613,8 @@ end
 -- number (edited by hand): the script failed on it, for every claim, so no job ran.
 -- Dead in place, never run; reading it answers job_unreadable naming the field.
 -- Off its `was` count onto dead, and in fin: `spool purge` deletes it when its time
--- comes. A hash without its tenant has it found by its callers (owner_of); one without
--- its queue (or its tenant and created_at) is counted where it can be (count_known):
+-- comes. A hash without its tenant or queue has it found by its callers (owner_of,
+-- queue_of); one whose name cannot be found is counted where it can be (count_known):
 -- the counts under the missing name stay, and the reply's {id, 'nameless'} has the
 -- store log a WARNING naming the key (docs/operations.md).
 local buried = {}
@@ -621,13 +642,15 @@ do
       redis.call('ZREM', P .. 'L', id)
     elseif not (q and tonumber(j[1]) and tonumber(j[2]) and tonumber(j[7]) and j[6] and j[8]
       and j[9]) then
+      local owner = owner_of(id, j[9], j[8])
+      q = queue_of(id, owner, q)
       if q then redis.call('ZREM', P .. 'l:' .. q, id) end
       redis.call('ZREM', P .. 'L', id)
       if j[6] then unindex_running(j[6], id) end
       redis.call('HDEL', jk, 'lease_token', 'lease_expires_at', 'lease_worker')
       bury_damaged(id, 'its hash lacks a tenant, type, queue or created_at field, or its '
         .. 'attempts, max_attempts or priority is no number; its lease had expired',
-        owner_of(id, j[9], j[8]), q, 'running')
+        owner, q, 'running')
     else
     redis.call('ZREM', P .. 'l:' .. q, id)
     redis.call('ZREM', P .. 'L', id)
@@ -685,9 +708,10 @@ for _, id in ipairs(due) do
   if not j[7] then  -- its hash is gone (see the lease below): only the entry goes
   elseif not (tonumber(j[1]) and tonumber(j[2]) and j[3] and j[4] and j[5] and j[6]) then
     local owner = owner_of(id, j[5], j[3])
-    unwait_known(owner, j[4], id)
+    local q = queue_of(id, owner, j[4])
+    unwait_known(owner, q, id)
     bury_damaged(id, 'its hash lacks a tenant, type, queue or created_at field, or its '
-      .. 'priority or run_at is no number', owner, j[4],
+      .. 'priority or run_at is no number', owner, q,
       j[7] == 'retrying' and 'retrying' or 'queued')
   else
     ready(j[4], -tonumber(j[1]), rmember(j[2], j[3], id), j[5], j[6])
@@ -767,9 +791,11 @@ for i = 1, math.min(limit, #picked) do
     if p[3] then redis.call('ZREM', P .. 'r:' .. p[3], p[2]) end
     if r[4] then redis.call('ZREM', P .. 'r:' .. r[4], p[2]) end
     local owner = owner_of(id, r[2], r[16])
-    unwait_known(owner, r[4], id)
+    local q = queue_of(id, owner, r[4])
+    if q and not r[4] then redis.call('ZREM', P .. 'r:' .. q, p[2]) end
+    unwait_known(owner, q, id)
     bury_damaged(id, 'its hash lacks a tenant, type or queue field, or its attempts is no '
-      .. 'number', owner, r[4], r[7])
+      .. 'number', owner, q, r[7])
   else
   local tenant, was, q = r[2], r[7], r[4]
   local attempts = tostring(tonumber(r[8]) + 1)
