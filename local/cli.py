@@ -30,6 +30,7 @@ from local import (
     cli_ranges,
     db,
     job_commands,
+    payload_source,
     remote_cli,
     serve,
     tables,
@@ -388,9 +389,10 @@ def _dead_since(rt: Runtime, before: int, counted: int) -> int:
     return max(counted, _waiting(rt, (JobState.DEAD,), rt.settings.queues) - before)
 
 
-def _payload(text: str) -> Any:
+def _payload(text: str, source: str | None = None) -> Any:
     """--payload read as the HTTP edge reads a body (api/http.py parse_json): UTF-8
-    only, strict JSON. Argument bytes that are not UTF-8 arrive as lone surrogates."""
+    only, strict JSON. Argument bytes that are not UTF-8 arrive as lone surrogates.
+    `source` names the file (or standard input) the text was read from, if any."""
     from chalicelib.api.http import parse_json
 
     try:
@@ -403,7 +405,7 @@ def _payload(text: str) -> Any:
     except BadRequest as exc:
         reason = exc.details.get("reason") if isinstance(exc.details, dict) else None
         problem = exc.message.split(":")[0].replace("request body", "--payload")
-        fix = payload_fix(text)
+        fix = payload_fix(text, source)
         raise UsageError(f"{problem}: {reason}" if reason else problem, fix) from None
 
 
@@ -429,7 +431,10 @@ def _enqueue_request(rt: Runtime, args: argparse.Namespace) -> EnqueueRequest:
     if checked is not None:
         return checked
 
-    fields: dict[str, Any] = {"type": args.type, "payload": _payload(args.payload)}
+    fields: dict[str, Any] = {
+        "type": args.type,
+        "payload": _payload(args.payload, getattr(args, "payload_source", None)),
+    }
     for name in ("queue", "priority", "delay", "idempotency_key", "max_attempts"):
         value = getattr(args, name)
         if value is not None:
@@ -735,7 +740,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the job type: a registered handler's name",
     )
     enqueue.add_argument(
-        "--payload", default="{}", help="the job's payload, a JSON object (default {})"
+        "--payload",
+        default="{}",
+        help="the job's payload, a JSON object (default {}); @FILE reads it from a file, "
+        "- from standard input",
     )
     enqueue.add_argument(
         "--queue",
@@ -1072,6 +1080,8 @@ def _refuse_copies_under_one_key(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     _refuse_copies_under_one_key(args)  # locally and through a server alike
+    if args.command == "enqueue":  # @FILE or -: read once, for either path
+        payload_source.resolve(args)
     url = remote_cli.target(args)  # first: `spool --url X db` names a server, not a store
     if args.command == "db":  # before build_runtime: an unmigrated store refuses to open
         return db.cmd_db(args)

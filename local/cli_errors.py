@@ -334,15 +334,12 @@ def line(problem: str, fix: str = "") -> str:
     return "spool: " + printable(redact_text(text)) + ("" if text.endswith(("?", "!")) else ".")
 
 
-def payload_fix(text: str) -> str:
-    """The fix for a --payload that is not JSON: curl's `-d @file` habit, or a file's
-    name, gets the shell's way of passing the file's JSON; `-` (standard input, as
-    for many commands) the shell's way of passing what is piped in; anything else,
-    quoting."""
-    import shlex
-
-    if text.strip() == "-":
-        return '--payload takes the JSON itself, not standard input: --payload "$(cat)"'
+def payload_fix(text: str, source: str | None = None) -> str:
+    """The fix for a --payload that is not JSON: JSON read from `source` (a file, or
+    standard input: local/payload_source.py) is fixed there; curl's `-d @file` habit
+    without the `@`, a file's name, gets the `@`; anything else, quoting."""
+    if source is not None:
+        return f"Fix the JSON in {source}"
     import json
 
     try:
@@ -352,10 +349,12 @@ def payload_fix(text: str) -> str:
     else:  # the strict reader refused a value, not the shell's quoting
         return "The JSON is well formed: change the value the message names"
     path = text.strip()
-    path = path[1:] if path.startswith("@") else path
-    if path and (text.strip().startswith("@") or os.path.isfile(path)):
+    if path and os.path.isfile(path):
+        import shlex
+
         return (
-            f'--payload takes the JSON itself, not a file: --payload "$(cat {shlex.quote(path)})"'
+            "To read the JSON from that file, put @ before its name: "
+            + f"--payload @{shlex.quote(path)}"
         )
     return """Quote it for the shell: --payload '{"a": 1}'"""
 

@@ -224,7 +224,10 @@ def cmd_enqueue(client: Client, args: argparse.Namespace) -> int:
     try:
         payload = loads_strict(args.payload)
     except ValueError as exc:
-        raise UsageError(f"--payload is not valid JSON: {exc}", payload_fix(args.payload)) from None
+        raise UsageError(
+            f"--payload is not valid JSON: {exc}",
+            payload_fix(args.payload, getattr(args, "payload_source", None)),
+        ) from None
     if not isinstance(payload, dict):
         raise UsageError("--payload must be a JSON object", """e.g. --payload '{"a": 1}'""")
     options: dict[str, Any] = {

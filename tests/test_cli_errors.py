@@ -252,24 +252,23 @@ def test_a_deleted_working_directory_is_named_not_a_traceback(tmp_path: Path) ->
     assert "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("given", ["@job.json", "job.json"])
 @pytest.mark.parametrize("remote", [False, True])
-def test_a_payload_named_by_its_file_says_to_give_the_json_itself(
+def test_a_payload_named_by_its_file_says_to_put_an_at_before_it(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    given: str,
     remote: bool,
 ) -> None:
-    """curl's `-d @file` habit: "Expecting value: line 1 column 1" and a fix about shell
-    quoting, for a file that held good JSON."""
+    """A file's name where its JSON goes: "Expecting value: line 1 column 1" and a fix
+    about shell quoting, for a file that held good JSON. `@job.json` reads it (curl's
+    `-d @file`; tests/test_newuser_s61C_payload_file.py)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SPOOL_STORE_URL", f"sqlite:///{tmp_path}/s.db")
     monkeypatch.setenv("SPOOL_DEMO_HANDLERS", "true")
     monkeypatch.delenv("SPOOL_URL", raising=False)
     (tmp_path / "job.json").write_text('{"a": 1}')
     server = ["--url", "http://127.0.0.1:9", "--key", "k"] if remote else []
-    assert cli.main([*server, "enqueue", "echo", "--payload", given]) == 2
+    assert cli.main([*server, "enqueue", "echo", "--payload", "job.json"]) == 2
     err = capsys.readouterr().err
-    assert """--payload takes the JSON itself, not a file: --payload "$(cat job.json)".""" in err
+    assert "put @ before its name: --payload @job.json." in err
     assert not (tmp_path / "s.db").exists()

@@ -9,6 +9,7 @@ says); commands that cannot follow SPOOL_URL say so; the help tells every exit c
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
@@ -219,19 +220,21 @@ def test_a_burst_that_leaves_jobs_a_limit_held_says_so(
 
 
 @pytest.mark.parametrize("remote", [False, True])
-def test_a_payload_of_a_dash_is_told_the_json_goes_in_the_argument(
+def test_a_payload_of_a_dash_reads_standard_input(
     db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, remote: bool
 ) -> None:
     """`echo '{...}' | spool enqueue echo --payload -` (stdin, as `-` is for many
-    commands) was told to quote its JSON for the shell, which it had not given."""
+    commands) was told to quote its JSON for the shell, which it had not given; then
+    to pass "$(cat)", which cannot carry more than one argument holds (128 KiB). It
+    reads standard input now (tests/test_newuser_s61C_payload_file.py); JSON that is
+    not valid there is named as standard input's."""
     if remote:  # refused before any request: nothing listens on port 9
         monkeypatch.setenv("SPOOL_URL", "http://127.0.0.1:9")
         monkeypatch.setenv("SPOOL_API_KEY", "dev-key-of-sixteen-chars")
+    monkeypatch.setattr(sys, "stdin", SimpleNamespace(buffer=io.BytesIO(b"{'a': 1}")))
     code, out, err = run(capsys, "enqueue", "echo", "--payload", "-")
     assert (code, out) == (2, "")
-    assert err.endswith(
-        '--payload takes the JSON itself, not standard input: --payload "$(cat)".\n'
-    ), err
+    assert err.endswith("Fix the JSON in standard input.\n"), err
     assert not db.exists()
 
 
