@@ -588,6 +588,11 @@ _TENANT_KEY_FIX = f"Pass a tenant's key with --key or {KEY_VARIABLE}"
 # What a server asks of an admit check's refusal: the reason may name the payload, or
 # what only the operator sets (a tenant's allowance, SPOOL_HTTP_ALLOWLIST).
 _ADMIT_ADVICE = "change what its reason names, or ask the server's operator"
+# A 413: the server's words give the sizes, not what to do about them.
+_TOO_LARGE_FIX = (
+    "Send a smaller payload: keep large data elsewhere (a blob, a bucket) and put its key "
+    "in the payload; the limit is the server's SPOOL_MAX_BODY_BYTES, its operator's to raise"
+)
 # A 429's code for the limits on a client or tenant (too_many_waits: a busy server).
 LIMITED = "rate_limited"
 RETRY_AFTER_WORDS = "; retry after the time in Retry-After"
@@ -648,7 +653,9 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
             exc.details, "Fix the arguments and try again", "your key's tenant", _ADMIT_ADVICE
         )
         return UsageError(_first_problem(exc), fix)
-    if isinstance(exc, client_errors.BadRequest | client_errors.PayloadTooLarge):
+    if isinstance(exc, client_errors.PayloadTooLarge):
+        return UsageError(exc.message, _TOO_LARGE_FIX)
+    if isinstance(exc, client_errors.BadRequest):
         return UsageError(exc.message)
     if isinstance(exc, client_errors.NotFound):
         if exc.no_route:  # --url has a path the server does not serve

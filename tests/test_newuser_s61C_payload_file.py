@@ -160,3 +160,19 @@ def test_a_stream_without_end_is_refused_at_the_bound(monkeypatch: pytest.Monkey
     with pytest.raises(UsageError) as refused:
         payload_source.resolve(args)
     assert refused.value.problem == "--payload: /dev/zero holds more than 1 MiB"
+
+
+def test_a_payload_over_the_servers_limit_says_what_to_do(
+    tmp_path: Path, local_store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server's 413 gave the sizes only ("request body is N bytes; the limit is
+    262144"): the command adds what to do and whose limit it is."""
+    (tmp_path / "job.json").write_text(json.dumps({"note": "x" * 300_000}))
+    with served(tmp_path / "server") as server:
+        remote = ["--url", f"http://127.0.0.1:{server.port}", "--key", KEY_A]
+        code, out, err = spool(capsys, *remote, "enqueue", "echo", "--payload", "@job.json")
+    assert (code, out) == (2, "")
+    assert err.startswith("spool: request body is 300"), err
+    assert "the limit is 262144. Send a smaller payload: keep large data elsewhere" in err
+    assert "the server's SPOOL_MAX_BODY_BYTES, its operator's to raise.\n" in err
+    assert err.count("\n") == 1, err
