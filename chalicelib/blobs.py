@@ -273,6 +273,25 @@ def _s3_client(endpoint: str | None, region: str | None) -> S3Client:
         return client  # type: ignore[no-any-return]
 
 
+def location(store: object) -> str | None:
+    """Where `store` keeps its blobs, in the settings' terms, for the operator's log
+    (never a tenant's error: it names the server's folder or bucket). A missing source
+    said only "not found in the blob store", and a worker started in another folder
+    looked in that folder's relative SPOOL_BLOB_DIR without a word. A wrapper (a
+    tenant's view) is described by what it wraps; a store of one's own, by nothing."""
+    inner = getattr(store, "inner", None)
+    if inner is not None and inner is not store:
+        return location(inner)
+    if isinstance(store, LocalBlobStore):
+        return (
+            f"the folder {os.path.abspath(store.root)} (SPOOL_BLOB_DIR, "
+            f"{DEFAULT_BLOB_DIR!r} unless set, from the folder the process started in)"
+        )
+    if isinstance(store, S3BlobStore):
+        return f"s3://{store.bucket}/{store.prefix} (SPOOL_BLOB_BUCKET, SPOOL_BLOB_PREFIX)"
+    return None
+
+
 def open_blob_store(settings: Settings | None = None) -> BlobStore:
     """The store the settings choose: S3 when SPOOL_BLOB_BUCKET is set, else a folder.
 

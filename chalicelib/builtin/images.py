@@ -26,11 +26,13 @@ SPOOL_IMAGE_MAX_OUTPUTS. Pillow is imported when a job runs, never at start-up.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chalicelib import blobs
 from chalicelib.blob_tenancy import TenantBlobStore, check_tenant_key, check_tenant_prefix
 from chalicelib.blobs import (
     MAX_KEY_BYTES,
@@ -58,6 +60,9 @@ if TYPE_CHECKING:
     from PIL.Image import Image
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_PIXELS", "Limits", "ResizePayload", "resize"]
+
+# The operator's lines (never a job's log_tail, which its tenant reads).
+log = logging.getLogger("spool.handlers.resize_image")
 
 MAX_SIDE = 10_000
 # Room kept after an output prefix for "<W>x<H>.<ext>"; sides are bounded by the pixel limits.
@@ -244,7 +249,18 @@ def resize(
     try:
         data = store.get(payload.key, max_bytes=limits.max_bytes)
     except BlobNotFound:
-        raise PermanentError(f"source image {payload.key!r} not found in the blob store") from None
+        where = blobs.location(store)
+        if where is not None:  # the operator's: the tenant's error names no server path
+            log.warning(
+                "resize_image job %s: no blob %r in %s",
+                ctx.job.id if ctx is not None else "-",
+                payload.key,
+                where,
+            )
+        said = " (the worker's log names where it looked)" if where is not None else ""
+        raise PermanentError(
+            f"source image {payload.key!r} not found in the blob store{said}"
+        ) from None
     except BlobTooLarge:
         raise PermanentError(
             f"source image {payload.key!r} is larger than {limits.max_bytes} bytes"
