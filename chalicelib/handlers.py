@@ -495,6 +495,9 @@ class Registry:
     def __init__(self) -> None:
         self._specs: dict[str, HandlerSpec] = {}
         self._loaded: set[str] = set()
+        # Every registration so far: a SPOOL_HANDLERS module whose import moved it
+        # not registered nothing (runtime.load_handlers warns of one that did not).
+        self.registrations = 0
         # type -> the module whose import registers it, imported on first use (defer()).
         self._deferred: dict[str, str] = {}
         self._deferred_lock = threading.RLock()
@@ -589,6 +592,7 @@ class Registry:
                 f"job type {spec.type!r} is registered twice: by {first} "
                 f"and by {second}; give one of them another type"
             )
+        self.registrations += 1
         self._specs[spec.type] = spec
         self._runs[spec.type] = _module_run(spec.func)
 

@@ -222,6 +222,8 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
     if demo_enabled(settings):
         target.defer(DEMO_HANDLERS)
     for name in settings.handlers:
+        fresh = name not in sys.modules  # one an earlier entry imported registered there
+        before = (target.registrations, registry.registrations)
         try:
             target.load((name,))
         except ModuleNotFoundError as exc:
@@ -246,7 +248,22 @@ def load_handlers(target: Registry, settings: Settings) -> Registry:
                 f"SPOOL_HANDLERS: importing {name!r} failed ({type(exc).__name__}: {exc})"
                 f"{_where_in_module(exc, name)}. Fix the module; see docs/handlers.md"
             ) from exc
+        if fresh and before == (target.registrations, registry.registrations):
+            _warn_registered_nothing(name)
     return target
+
+
+def _warn_registered_nothing(name: str) -> None:
+    """A SPOOL_HANDLERS module whose import registered no handler: its functions are no
+    job type (a `@handler` left out, or the handlers in a module it does not import),
+    and the start went on without a word; its jobs were then refused at enqueue, or
+    buried by a worker, as a type no handler has. A warning, not a refusal: a module may
+    be listed for what else its import does."""
+    log.warning(
+        "SPOOL_HANDLERS: importing %r registered no handler: decorate each job function "
+        "with @handler('TYPE') in it, or name the module that does; see docs/handlers.md",
+        name,
+    )
 
 
 def _shadowed(name: str) -> str:
