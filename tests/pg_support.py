@@ -1,4 +1,5 @@
-"""Postgres for tests: a fresh schema per test on the real server, dropped afterwards.
+"""Postgres for tests: a fresh schema per test on the real server, dropped afterwards
+(on the shared server made ahead of the test and dropped behind it: tests/pg_ahead.py).
 
 The server is 127.0.0.1:5432, database `test` (override with SPOOL_TEST_PG_URL).
 When it cannot be reached, or a test needs a tool that is missing (the restart
@@ -27,6 +28,8 @@ from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
+
+from tests import pg_ahead
 
 BASE_URL = os.environ.get("SPOOL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -70,24 +73,61 @@ def new_schema_name() -> str:
 @contextlib.contextmanager
 def fresh_schema(migrate: bool = True, *, base: str = BASE_URL, **options: str) -> Iterator[str]:
     """Yield the URL of a new, empty (optionally migrated) schema on the server of
-    `base` (the shared one unless a test has its own); drop it afterwards."""
+    `base` (the shared one unless a test has its own); drop it afterwards.
+
+    On the shared server the migrated schema is one made ahead and the drop happens
+    after the test (tests/pg_ahead.py): a schema no test used, with a random name, as
+    before. A private server (which its test may restart or stop) gets neither."""
     from chalicelib.storage.postgres import connect, parse_url
 
     admin_connect(base).close()  # skip or fail here, before anything is created
-    schema = new_schema_name()
+    shared = base == BASE_URL
+    schema = _AHEAD.take() if shared and migrate and ahead_enabled() else None
+    made_ahead = schema is not None
+    schema = schema or new_schema_name()
     url = url_for(schema, base, **options)
     try:
-        if migrate:
+        if migrate and not made_ahead:
             with connect(parse_url(url)) as conn:
-                migrate_at_once(conn, schema, durable=base != BASE_URL)
+                migrate_at_once(conn, schema, durable=not shared)
         yield url
     finally:
-        # A fresh connection: the test may have restarted the server meanwhile.
-        admin = admin_connect(base)
-        try:
-            drop_schema(admin, schema, durable=base != BASE_URL)
-        finally:
-            admin.close()
+        if shared and ahead_enabled():
+            _AHEAD.drop_later(schema)
+        else:
+            # A fresh connection: the test may have restarted the server meanwhile.
+            admin = admin_connect(base)
+            try:
+                drop_schema(admin, schema, durable=not shared)
+            finally:
+                admin.close()
+
+
+def ahead_enabled() -> bool:
+    """SPOOL_TEST_PG_AHEAD=0 makes and drops every schema in its test (to compare)."""
+    return os.environ.get("SPOOL_TEST_PG_AHEAD", "1") != "0"
+
+
+def _make_ahead() -> str:
+    """A migrated schema on the shared server, for a test still to come."""
+    from chalicelib.storage.postgres import connect, parse_url
+
+    schema = new_schema_name()
+    with connect(parse_url(url_for(schema))) as conn:
+        migrate_at_once(conn, schema, durable=False)
+    return schema
+
+
+def _drop_behind(schema: str) -> None:
+    """Drop a test's schema on the shared server, after the test (it raises, not skips:
+    tests/pg_ahead.py tries again at the end)."""
+    import psycopg
+
+    with psycopg.connect(BASE_URL, autocommit=True, connect_timeout=10) as admin:
+        drop_schema(admin, schema, durable=False)
+
+
+_AHEAD = pg_ahead.SchemaPool(_make_ahead, _drop_behind)
 
 
 def drop_schema(admin: Any, schema: str, *, durable: bool = True) -> None:
@@ -140,7 +180,9 @@ def drop_database_later(name: str, *then: str, base: str = BASE_URL) -> None:
 
 @atexit.register
 def drops_finished() -> None:
-    """Wait for the drops started (tests/conftest.py at the session's end, and at exit)."""
+    """Wait for the drops started (tests/conftest.py at the session's end, and at exit),
+    the schemas' (tests/pg_ahead.py) and the databases'."""
+    _AHEAD.close()
     while _DROPPING:
         _DROPPING.pop().join(120)
 

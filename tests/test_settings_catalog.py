@@ -36,6 +36,7 @@ TEST_ONLY = {
     "SPOOL_TEST_PG_URL": ("tests", "bench"),
     "SPOOL_REQUIRE_POSTGRES": ("tests", ".ci"),
     "SPOOL_REQUIRE_CHROMIUM": ("tests", ".ci"),
+    "SPOOL_TEST_PG_AHEAD": ("tests",),
     "SPOOL_TEST_REDIS_URL": ("tests",),
     "SPOOL_REQUIRE_REDIS": ("tests", ".ci"),
     "SPOOL_BENCH_PG_URL": ("bench",),
