@@ -163,6 +163,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if "moto" in sys.modules:
         moto_rollback.install()
         moto_sqs_counts.install()
+    settle_schemas_for(item)
+
+
+def settle_schemas_for(item: pytest.Item) -> None:
+    """A test not marked `postgres` starts once this worker's schema thread
+    (tests/pg_ahead.py) has dropped the schemas of the tests before it and made the
+    next: no test that counts this process's descriptors or allocations meets its
+    connections. A Postgres test does not wait: the thread works beside it."""
+    pg_support = sys.modules.get("tests.pg_support")
+    if pg_support is not None and item.get_closest_marker("postgres") is None:
+        pg_support.settle()
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -13,7 +13,10 @@ the test would have called. A test that arrives before the thread's schema is re
 waits for it a short while (it is nearly done), then makes its own as before. A drop
 that fails on the thread (a test left a lock behind that outlasted its sessions) is
 tried again when the pool closes, and reported if it fails then too; nothing here
-logs while a test runs, so no test's caplog sees the thread.
+logs while a test runs, so no test's caplog sees the thread. A test that uses no
+Postgres starts once the thread is idle (tests/conftest.py, `settle`): tests that
+count this process's open descriptors (test_sqlite_wal_watch) or trace its
+allocations (test_client_compressed_answers) never see the thread's connections.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from collections.abc import Callable
 WAIT_FOR_MADE = 10.0
 # Schemas kept made ahead: one per process is enough, tests on one worker run in turn.
 DEPTH = 1
+# How long a test that uses no Postgres waits for the thread to finish its work.
+SETTLE = 60.0
 
 
 class SchemaPool:
@@ -42,6 +47,7 @@ class SchemaPool:
         self._failed: list[str] = []
         self._wanted = 0
         self._making = False
+        self._dropping = False
         self._closing = False
         self._thread: threading.Thread | None = None
 
@@ -72,6 +78,16 @@ class SchemaPool:
                 self._cond.notify_all()
                 return
         self._drop_or_keep(name)
+
+    def settle(self, timeout: float = SETTLE) -> bool:
+        """Wait until the thread has nothing under way or queued (False: it still had
+        after `timeout` s). A test that counts this process's descriptors or memory
+        starts after it (tests/conftest.py), so the thread's connections are not counted."""
+        with self._cond:
+            return self._cond.wait_for(
+                lambda: not (self._drops or self._wanted or self._making or self._dropping),
+                timeout=timeout,
+            )
 
     def close(self) -> list[str]:
         """Stop making, drop what is ready or queued, wait for the thread; then try the
@@ -113,12 +129,16 @@ class SchemaPool:
                     name = None
                 elif self._drops:
                     name = self._drops.popleft()
+                    self._dropping = True
                 else:
                     return
             if name is None:
                 self._made(self._try_make())
             else:
                 self._drop_or_keep(name)
+                with self._cond:
+                    self._dropping = False
+                    self._cond.notify_all()
 
     def _try_make(self) -> str | None:
         try:

@@ -103,6 +103,11 @@ def fresh_schema(migrate: bool = True, *, base: str = BASE_URL, **options: str) 
                 admin.close()
 
 
+def settle() -> None:
+    """Return once this process's schema thread is idle (tests/pg_ahead.py)."""
+    _AHEAD.settle()
+
+
 def ahead_enabled() -> bool:
     """SPOOL_TEST_PG_AHEAD=0 makes and drops every schema in its test (to compare)."""
     return os.environ.get("SPOOL_TEST_PG_AHEAD", "1") != "0"

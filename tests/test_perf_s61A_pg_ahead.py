@@ -13,6 +13,7 @@ schema it is handed is new.
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -224,3 +225,50 @@ def test_a_schema_made_ahead_holds_what_a_schema_made_in_the_test_holds(
                     conn.execute("UPDATE fair_clock SET clock = clock + 1")
     finally:
         assert pool.close() == []
+
+
+def test_settle_waits_for_the_drops_under_way_and_queued(recorder: Recorder) -> None:
+    release = threading.Event()
+    real_drop = recorder.drop
+
+    def slow_drop(name: str) -> None:
+        assert release.wait(30)
+        real_drop(name)
+
+    pool = pg_ahead.SchemaPool(recorder.make, slow_drop)
+    try:
+        assert pool.settle(0)  # nothing started: idle
+        pool.drop_later("a")
+        pool.drop_later("b")
+        assert not pool.settle(0)
+        release.set()
+        assert pool.settle()
+        assert [name for name, _ in recorder.dropped] == ["a", "b"]
+    finally:
+        release.set()
+        pool.close()
+
+
+class _Item:
+    def __init__(self, *marks: str) -> None:
+        self.marks = marks
+
+    def get_closest_marker(self, name: str) -> object | None:
+        return name if name in self.marks else None
+
+
+def test_a_test_without_postgres_starts_once_the_schema_thread_is_idle(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """test_sqlite_wal_watch counts this process's descriptors before and after; the
+    thread's connection to drop the schema of the Postgres test just before must not
+    open or close between the two counts."""
+    assert "tests.conftest" in sys.modules  # pytest's own: imported, not loaded again
+    from tests import conftest
+
+    settled: list[bool] = []
+    monkeypatch.setattr(pg_support, "settle", lambda: settled.append(True))
+    conftest.settle_schemas_for(_Item("postgres"))  # type: ignore[arg-type]
+    assert settled == []
+    conftest.settle_schemas_for(_Item("aws"))  # type: ignore[arg-type]
+    assert settled == [True]
