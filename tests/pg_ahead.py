@@ -51,9 +51,9 @@ class SchemaPool:
         self._closing = False
         self._thread: threading.Thread | None = None
 
-    def take(self) -> str | None:
+    def take(self, depth: int = DEPTH) -> str | None:
         """A schema made ahead, or None: the caller makes its own. Either way the
-        thread starts making the next one."""
+        thread goes on making schemas until `depth` are ready or under way."""
         with self._cond:
             if self._closing:
                 return None
@@ -64,8 +64,7 @@ class SchemaPool:
                     timeout=WAIT_FOR_MADE,
                 )
             name = self._ready.popleft() if self._ready else None
-            if len(self._ready) + self._wanted + self._making < DEPTH:
-                self._wanted += 1
+            self._wanted += max(0, depth - len(self._ready) - self._wanted - self._making)
             self._cond.notify_all()
             return name
 

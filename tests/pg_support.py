@@ -82,7 +82,7 @@ def fresh_schema(migrate: bool = True, *, base: str = BASE_URL, **options: str) 
 
     admin_connect(base).close()  # skip or fail here, before anything is created
     shared = base == BASE_URL
-    schema = _AHEAD.take() if shared and migrate and ahead_enabled() else None
+    schema = _AHEAD.take(ahead_depth()) if shared and migrate and ahead_enabled() else None
     made_ahead = schema is not None
     schema = schema or new_schema_name()
     url = url_for(schema, base, **options)
@@ -110,7 +110,12 @@ def settle() -> None:
 
 def ahead_enabled() -> bool:
     """SPOOL_TEST_PG_AHEAD=0 makes and drops every schema in its test (to compare)."""
-    return os.environ.get("SPOOL_TEST_PG_AHEAD", "1") != "0"
+    return ahead_depth() > 0
+
+
+def ahead_depth() -> int:
+    """How many schemas the thread keeps made ahead: SPOOL_TEST_PG_AHEAD, 1 by default."""
+    return int(os.environ.get("SPOOL_TEST_PG_AHEAD", "1"))
 
 
 def _make_ahead() -> str:

@@ -272,3 +272,15 @@ def test_a_test_without_postgres_starts_once_the_schema_thread_is_idle(
     assert settled == []
     conftest.settle_schemas_for(_Item("aws"))  # type: ignore[arg-type]
     assert settled == [True]
+
+
+def test_the_thread_keeps_depth_schemas_made_ahead(
+    pool: pg_ahead.SchemaPool, recorder: Recorder
+) -> None:
+    assert pool.take(2) is None
+    assert pool.settle()
+    assert [name for name, _ in recorder.made] == ["s1", "s2"]
+    assert pool.take(2) == "s1"
+    assert pool.settle()
+    assert [name for name, _ in recorder.made] == ["s1", "s2", "s3"]  # s2, s3 ready
+    assert pool.take(2) == "s2"
