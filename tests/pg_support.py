@@ -114,7 +114,11 @@ def ahead_enabled() -> bool:
 
 
 def ahead_depth() -> int:
-    """How many schemas the thread keeps made ahead: SPOOL_TEST_PG_AHEAD, 1 by default."""
+    """How many schemas the thread keeps made ahead: SPOOL_TEST_PG_AHEAD, 1 by default;
+    none outside a test (PYTEST_CURRENT_TEST, pytest's own): a benchmark in bench/ that
+    takes a schema would otherwise be timed beside the thread making the next."""
+    if "PYTEST_CURRENT_TEST" not in os.environ:
+        return 0
     return int(os.environ.get("SPOOL_TEST_PG_AHEAD", "1"))
 
 

@@ -284,3 +284,12 @@ def test_the_thread_keeps_depth_schemas_made_ahead(
     assert pool.settle()
     assert [name for name, _ in recorder.made] == ["s1", "s2", "s3"]  # s2, s3 ready
     assert pool.take(2) == "s2"
+
+
+def test_outside_a_test_nothing_is_made_ahead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/ takes schemas through fresh_schema too: no thread beside a timed run."""
+    monkeypatch.delenv("SPOOL_TEST_PG_AHEAD", raising=False)
+    assert pg_support.ahead_depth() == 1
+    monkeypatch.delenv("PYTEST_CURRENT_TEST")
+    assert pg_support.ahead_depth() == 0
+    assert not pg_support.ahead_enabled()
