@@ -113,7 +113,7 @@ from chalicelib.storage.base import (
 )
 from chalicelib.storage.pg_lease import LEASE_END
 from chalicelib.storage.pg_pipeline import pipelined_transaction
-from chalicelib.storage.queue_totals import QueueTotals, kept
+from chalicelib.storage.queue_totals import QueueTotals, fold, kept
 from chalicelib.storage.store_clock import ServerClock
 from chalicelib.storage.stored_rows import stored_json
 from chalicelib.store_outage import Quiet
@@ -2101,7 +2101,12 @@ class PostgresStore:
         folded (under their row locks, so enqueues never wait on a per-queue row of
         their own), then the named set, the named queues' rows and the totals are read
         in one snapshot. The work is the named queues, the rows changed since the last
-        fold and the totals, whatever the number of names ever used."""
+        fold and the totals, whatever the number of names ever used.
+
+        A database that takes no writes (a standby, default_transaction_read_only)
+        refuses the fold: the scrape then reads every counter and count row as they
+        stand (exact, the work growing with the names ever used, for that outage only)
+        instead of answering 503, so /metrics still shows the queue while writes wait."""
         always = kept(keep)
         params: dict[str, Any] = {
             "keep": [_enc(q) for q in always],
@@ -2109,9 +2114,14 @@ class PostgresStore:
             "busiest": max(0, busiest),
         }
 
-        def read(conn: Conn) -> tuple[list[Any], list[Any], list[Any], list[Any], list[Any]]:
-            for fold_statement in FOLD_SQL:  # each its own transaction (autocommit)
-                conn.execute(fold_statement)
+        def read(
+            conn: Conn,
+        ) -> tuple[list[Any], list[Any], list[Any], list[Any], list[Any]] | None:
+            try:
+                for fold_statement in FOLD_SQL:  # each its own transaction (autocommit)
+                    conn.execute(fold_statement)
+            except pg_errors.ReadOnlySqlTransaction:
+                return None  # refused whole (autocommit): the connection stays usable
             with conn.transaction():
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 named = [q for (q,) in conn.execute(NAMED_SQL, params).fetchall()]
@@ -2124,7 +2134,10 @@ class PostgresStore:
                     conn.execute(STATE_TOTALS_SQL).fetchall(),
                 )
 
-        named, own, totals, own_counts, state_totals = self._run(read, read=True)
+        reading = self._run(read, read=True)
+        if reading is None:
+            return fold(self.counters(), self.counts(), keep, busiest)
+        named, own, totals, own_counts, state_totals = reading
         counters: dict[CounterKey, int] = {}
         rest: dict[tuple[str, str], int] = {(t, e): int(n) for t, e, n in totals}
         for queue, type_, event, n in own:
