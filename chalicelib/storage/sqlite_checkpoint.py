@@ -34,6 +34,14 @@ that holds its snapshot longer (a `sqlite3` shell left inside BEGIN) defeats it,
 defeats SQLite's own checkpoints; then the next try waits until the WAL has grown
 another RETRY_MARKS of a mark, rather than holding the writers after every commit.
 
+The marks assume a disk with room for them: CHECKPOINT_PAGES is 40 MB of WAL. On a
+smaller one (a 16 MB volume, a chaos run) the WAL filled the disk before its first
+checkpoint, holding 1,370 small jobs, and then no checkpoint could run either (copying
+back needs room in the database file), so every write was refused until an operator
+made room. So the mark is also at most a ROOM_SHARE-th of the room the WAL may use
+(the disk's free space plus the WAL file's own size, looked at every ROOM_EVERY
+commits): the WAL is copied back and started again long before it fills the disk.
+
 The checkpoint's thread must get the CPU first, though, and on a loaded machine it
 came late while the writers went on appending: a test's WAL passed three marks. So a
 writer whose commit leaves the WAL HOLD_MARKS past the restart mark waits (at most
@@ -63,8 +71,14 @@ RETRY_MARKS = 0.25  # after a restart a reader defeated: grow this much more fir
 RESTART_WAIT_MS = 200  # a restart's wait for readers, and so the writers' for it
 TURN_PATIENCE = 1.0  # seconds a restart waits for its turn among the writers
 HOLD_MARKS = 0.5  # past the restart mark by this much, a writer waits for the checkpoint
-# WalIndexHdr.mxFrame (frames in the WAL) and WalCkptInfo.nBackfill (frames copied
-# back), native byte order, in the first 100 bytes of the -shm file.
+ROOM_SHARE = 8  # the mark is at most this fraction of the room the WAL may use
+ROOM_EVERY = 16  # commits between looks at the disk's room
+MIN_MARK = 64  # frames: below this the disk is full anyway (check_room's 1 MiB)
+FRAME_HEAD = 24  # bytes of a WAL frame's own header, before its page
+# WalIndexHdr.szPage (the page size; 1 means 65536), WalIndexHdr.mxFrame (frames in
+# the WAL) and WalCkptInfo.nBackfill (frames copied back), native byte order, in the
+# first 100 bytes of the -shm file.
+SZ_PAGE_AT = 14
 MX_FRAME_AT = 16
 BACKFILL_AT = 96
 HEAD = 100
@@ -90,6 +104,10 @@ class Checkpointer:
         turn: Turn | None = None,
     ) -> None:
         self.shm_path = db_path + "-shm"
+        self.wal_path = db_path + "-wal"
+        self._folder = os.path.dirname(os.path.abspath(db_path))
+        self._room_mark = 1 << 62  # frames, a share of the room the WAL may use: unknown yet
+        self._commits = 0
         self._connect = connect
         self._turn = turn  # None: passive checkpoints only
         self._db: sqlite3.Connection | None = None
@@ -107,9 +125,12 @@ class Checkpointer:
         """Called by a writer once it has let go of the gate. Never raises: the write
         has committed, and its caller must hear so."""
         frames, copied = self._counters()
+        self._commits += 1
+        if self._commits % ROOM_EVERY == 1:
+            self._look_at_room()
         if (
             self._pressed
-            or frames - copied >= CHECKPOINT_PAGES
+            or frames - copied >= self._mark()
             or (self._turn is not None and frames >= self._restart_mark())
         ):
             self._start()
@@ -154,14 +175,42 @@ class Checkpointer:
         (copied,) = struct.unpack_from("=I", head, BACKFILL_AT)
         return int(frames), int(copied)
 
+    def _mark(self) -> int:
+        """The backlog that sets off a checkpoint: CHECKPOINT_PAGES (read at call time:
+        tests lower it), or less on a disk with less room."""
+        return min(CHECKPOINT_PAGES, self._room_mark)
+
+    def _look_at_room(self) -> None:
+        """The room mark: a ROOM_SHARE-th of the disk's free space plus the WAL file's
+        size (SQLite writes the WAL again from its start once it is started again), in
+        frames of this file's page size. Unknown room leaves the mark as it was."""
+        try:
+            disk = os.statvfs(self._folder)
+            wal = os.stat(self.wal_path).st_size
+        except OSError:
+            return
+        room = disk.f_bavail * disk.f_frsize + wal
+        self._room_mark = max(room // (self._page_size() + FRAME_HEAD) // ROOM_SHARE, MIN_MARK)
+
+    def _page_size(self) -> int:
+        """The database's page size, from the wal-index header (4096 when unknown)."""
+        fd = self._shm()
+        try:
+            head = os.pread(fd, HEAD, 0) if fd >= 0 else b""
+        except OSError:
+            head = b""
+        if len(head) < HEAD:
+            return 4096
+        (size,) = struct.unpack_from("=H", head, SZ_PAGE_AT)
+        return 65536 if size == 1 else int(size) or 4096
+
     def _restart_mark(self) -> int:
-        """WAL frames past which the WAL is started again (read at call time: tests
-        lower CHECKPOINT_PAGES)."""
-        return max(RESTART_MARKS * CHECKPOINT_PAGES, self._retry_at)
+        """WAL frames past which the WAL is started again."""
+        return max(RESTART_MARKS * self._mark(), self._retry_at)
 
     def _hold_mark(self) -> int:
         """WAL frames past which a writer waits for the checkpoint in progress."""
-        return self._restart_mark() + max(int(HOLD_MARKS * CHECKPOINT_PAGES), 1)
+        return self._restart_mark() + max(int(HOLD_MARKS * self._mark()), 1)
 
     def _wait_for_checkpoint(self) -> None:
         """Until the running checkpoint ends, or the restart's patience is spent: the
@@ -206,7 +255,7 @@ class Checkpointer:
             if self._db is None:
                 self._db = self._connect()  # closes what it opened if it fails
             busy, frames, copied = _result(self._db, "PASSIVE")
-            if frames < RESTART_MARKS * CHECKPOINT_PAGES:  # the WAL began again since
+            if frames < RESTART_MARKS * self._mark():  # the WAL began again since
                 self._retry_at = 0
             if self._turn is not None and (self._pressed or frames >= self._restart_mark()):
                 busy, frames, copied = self._restart(self._db)
@@ -234,7 +283,7 @@ class Checkpointer:
         if busy == 0:
             self._retry_at = 0
         else:
-            self._retry_at = max(frames, 0) + max(int(RETRY_MARKS * CHECKPOINT_PAGES), 1)
+            self._retry_at = max(frames, 0) + max(int(RETRY_MARKS * self._mark()), 1)
             # frames is -1 when the copy itself failed (a full disk): no reader to blame.
             size = f"{frames} frames" if frames >= 0 else "the copy back failed"
             self._warn(
