@@ -1528,8 +1528,14 @@ class PostgresStore:
 
         def write(conn: Conn) -> list[AddResult]:
             # Pipeline mode sends the statement at once: the server inserts the batch
-            # while this thread builds the answer's jobs.
-            with conn.pipeline():
+            # while this thread builds the answer's jobs. It is sent between BEGIN and
+            # COMMIT (one Sync): an error at commit, after the statement's rows (a
+            # lock_timeout on the lock NOTIFY takes to commit, a deferred trigger), is
+            # then COMMIT's own answer, raised as what it is. As the implicit
+            # transaction's commit at the Sync, psycopg met an error it had queued no
+            # command for: "cannot exit pipeline mode while busy" (said as a failed
+            # connection, and the pool dropped it) or an IndexError (a 500).
+            with pipelined_transaction(conn):
                 cursor = conn.execute(sql, params)
                 answer = [AddResult(_fresh_job(new, now), True) for new in jobs]
                 cursor.fetchall()
