@@ -1,0 +1,174 @@
+"""The client calls a loopback server directly, whatever proxy the environment names.
+
+With HTTP_PROXY (or ALL_PROXY) set, as on many company laptops, every call the
+client and `spool --url` made to http://127.0.0.1:8000 went to that proxy instead,
+X-API-Key and payload in clear, and failed there (502): a proxy elsewhere cannot
+reach this machine's loopback. A loopback URL may be a tunnel to a real server
+(`kubectl port-forward`), its key a production one. Against a real `spool serve`
+server and a loopback listener standing in for the proxy (spool_client/direct.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from local.server import Server
+from spool_client import NO_RETRY, AsyncClient, Client, ServerError
+from spool_client.direct import direct_mounts, loopback_host
+from tests.apikit import KEY_A
+from tests.served import served
+
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+class Proxy:
+    """A listener on loopback that records each request sent to it and answers 502."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.seen: list[bytes] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    self.seen.append(conn.recv(65536))
+                except OSError:
+                    continue
+                conn.sendall(
+                    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    """The proxy, named by every variable httpx reads (upper and lower case), no NO_PROXY."""
+    running = Proxy()
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    for name in PROXY_VARIABLES[:3]:
+        monkeypatch.setenv(name, running.url)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Server]:
+    with served(tmp_path) as running:
+        yield running
+
+
+def test_the_client_calls_a_loopback_server_past_the_proxy(proxy: Proxy, spool: Server) -> None:
+    with Client(f"http://127.0.0.1:{spool.port}", KEY_A, retry=NO_RETRY) as client:
+        job = client.enqueue("echo", {"hello": "world"})
+        assert client.get(job.id).id == job.id
+    assert proxy.seen == []
+
+
+def test_the_async_client_calls_a_loopback_server_past_the_proxy(
+    proxy: Proxy, spool: Server
+) -> None:
+    async def calls() -> str:
+        async with AsyncClient(f"http://127.0.0.1:{spool.port}", KEY_A, retry=NO_RETRY) as client:
+            job = await client.enqueue("echo", {"hello": "world"})
+            return (await client.get(job.id)).id
+
+    assert asyncio.run(asyncio.wait_for(calls(), 30))
+    assert proxy.seen == []
+
+
+def test_a_client_made_after_a_fork_still_goes_direct(proxy: Proxy, spool: Server) -> None:
+    """The pool a forked child makes for itself takes the same mounts."""
+    with Client(f"http://127.0.0.1:{spool.port}", KEY_A, retry=NO_RETRY) as client:
+        client._pid = -1  # as if this process were a fork of the one that made it
+        client.health()
+    assert proxy.seen == []
+
+
+def test_another_host_still_goes_through_the_proxy(proxy: Proxy) -> None:
+    """The environment's proxy is kept for every other host (docs/client.md, Proxies)."""
+    with (
+        Client("http://spool.example:8000", KEY_A, retry=NO_RETRY) as client,
+        pytest.raises(ServerError),
+    ):
+        client.health()
+    assert len(proxy.seen) == 1
+    assert proxy.seen[0].startswith(b"GET http://spool.example:8000/health HTTP/1.1\r\n")
+
+
+def test_a_client_of_the_callers_own_is_used_as_given(proxy: Proxy, spool: Server) -> None:
+    """http=httpx.Client(proxy=...) is how a debugging proxy is put in front of loopback."""
+    url = f"http://127.0.0.1:{spool.port}"
+    with (
+        httpx.Client(proxy=proxy.url) as http,
+        Client(url, KEY_A, retry=NO_RETRY, http=http) as client,
+        pytest.raises(ServerError),
+    ):
+        client.health()
+    assert len(proxy.seen) == 1
+
+
+@pytest.mark.parametrize(
+    ("url", "mounts"),
+    [
+        ("http://127.0.0.1:8000", {"all://127.0.0.1": None}),
+        ("http://127.5.6.7", {"all://127.5.6.7": None}),
+        ("https://[::1]:8443/base", {"all://[::1]": None}),
+        ("http://[::ffff:127.0.0.1]:8000", {"all://[::ffff:127.0.0.1]": None}),
+        ("http://LocalHost:8000", {"all://localhost": None}),
+        ("http://localhost.:8000", {"all://localhost.": None}),
+        ("http://spool.localhost:8000", {"all://spool.localhost": None}),
+        ("http://user:pw@127.0.0.1:8000", {"all://127.0.0.1": None}),
+        ("https://spool.example", {}),
+        ("http://10.0.0.5:8000", {}),
+        ("http://localhost.example:8000", {}),
+        ("http://127.0.0.1.example:8000", {}),
+    ],
+)
+def test_which_urls_go_direct(url: str, mounts: dict[str, None]) -> None:
+    assert direct_mounts(url) == mounts
+
+
+def test_loopback_host() -> None:
+    assert loopback_host("127.0.0.1") and loopback_host("::1") and loopback_host("LOCALHOST")
+    assert not loopback_host("") and not loopback_host("0.0.0.0") and not loopback_host("::")
+
+
+def test_an_async_client_used_from_a_new_loop_still_goes_direct(
+    proxy: Proxy, spool: Server
+) -> None:
+    """The pool the async client makes for a second event loop takes the same mounts."""
+    client = AsyncClient(f"http://127.0.0.1:{spool.port}", KEY_A, retry=NO_RETRY)
+
+    async def health() -> None:
+        await client.health()
+
+    asyncio.run(asyncio.wait_for(health(), 30))
+    asyncio.run(asyncio.wait_for(health(), 30))  # a new loop: a new pool
+    asyncio.run(asyncio.wait_for(client.aclose(), 30))
+    assert proxy.seen == []
