@@ -38,7 +38,7 @@ from pathlib import Path
 import httpx
 
 from spool_client import AsyncClient, Client, JobSpec
-from spool_client.direct import direct_mounts
+from spool_client.direct import own_transport
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
@@ -71,7 +71,9 @@ def start_server(folder: Path) -> tuple[subprocess.Popen[str], str]:
 
 
 def raw(url: str, n: int, keyed: bool) -> None:
-    with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, mounts=direct_mounts(url)) as http:
+    with httpx.Client(
+        base_url=url, headers={"X-API-Key": KEY}, transport=own_transport(url)
+    ) as http:
         for i in range(n):
             body: dict[str, object] = {"type": "echo", "payload": {"i": i}}
             if keyed:
@@ -80,7 +82,9 @@ def raw(url: str, n: int, keyed: bool) -> None:
 
 
 def raw_batches(url: str, n: int) -> None:
-    with httpx.Client(base_url=url, headers={"X-API-Key": KEY}, mounts=direct_mounts(url)) as http:
+    with httpx.Client(
+        base_url=url, headers={"X-API-Key": KEY}, transport=own_transport(url)
+    ) as http:
         for start in range(0, n, 100):
             jobs = [
                 {"type": "echo", "payload": {"i": i}, "idempotency_key": uuid.uuid4().hex}

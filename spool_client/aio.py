@@ -22,7 +22,7 @@ import httpx
 from spool_client import calls, pickling
 from spool_client.calls import DEFAULT_TIMEOUT, Call, JobSpec
 from spool_client.client import _answer, _json, _smaller
-from spool_client.direct import direct_mounts
+from spool_client.direct import own_async_transport
 from spool_client.errors import (
     Conflict,
     PayloadTooLarge,
@@ -61,7 +61,9 @@ class AsyncClient:
         self.retry, self.batch_size = options.retry, options.batch_size
         self.max_answer_bytes = options.max_answer_bytes
         self._own_http = http is None
-        self._http = http or httpx.AsyncClient(timeout=timeout, mounts=direct_mounts(self.url))
+        self._http = http or httpx.AsyncClient(
+            timeout=timeout, transport=own_async_transport(self.url)
+        )
         self._pid = os.getpid()
         # The event loop whose connections self._http holds (None: not used yet).
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
@@ -90,7 +92,9 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         mine = self._loop is not None and self._loop() is loop
         if self._pid != os.getpid() or (self._loop is not None and not mine):
-            self._http = httpx.AsyncClient(timeout=self.timeout, mounts=direct_mounts(self.url))
+            self._http = httpx.AsyncClient(
+                timeout=self.timeout, transport=own_async_transport(self.url)
+            )
             self._pid = os.getpid()
         self._loop = weakref.ref(loop)
         return self._http

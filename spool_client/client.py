@@ -23,7 +23,7 @@ import httpx
 
 from spool_client import calls, pickling
 from spool_client.calls import DEFAULT_TIMEOUT, Call, JobSpec
-from spool_client.direct import direct_mounts
+from spool_client.direct import own_transport
 from spool_client.errors import (
     Conflict,
     PayloadTooLarge,
@@ -77,7 +77,7 @@ class Client:
         self.retry, self.batch_size = options.retry, options.batch_size
         self.max_answer_bytes = options.max_answer_bytes
         self._own_http = http is None
-        self._http = http or httpx.Client(timeout=timeout, mounts=direct_mounts(self.url))
+        self._http = http or httpx.Client(timeout=timeout, transport=own_transport(self.url))
         self._pid = os.getpid()
         self._headers = calls.headers(self.key)
 
@@ -107,7 +107,7 @@ class Client:
         parent's connection, but nothing here should touch it). A closed client stays
         closed; an `http=` client is the caller's to make per process."""
         if self._own_http and self._pid != os.getpid() and not self._http.is_closed:
-            self._http = httpx.Client(timeout=self.timeout, mounts=direct_mounts(self.url))
+            self._http = httpx.Client(timeout=self.timeout, transport=own_transport(self.url))
             self._pid = os.getpid()
 
     def _send(self, call: Call) -> Any:

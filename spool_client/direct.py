@@ -15,6 +15,8 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
+import httpx
+
 
 def loopback_host(host: str) -> bool:
     """Whether `host` (a URL's, brackets removed) names this machine's loopback: an
@@ -30,14 +32,22 @@ def loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
-def direct_mounts(url: str) -> dict[str, None]:
-    """httpx mounts sending calls to `url`'s host past any proxy from the environment,
-    when that host is loopback; none otherwise (the environment's proxy applies).
+def goes_direct(url: str) -> bool:
+    """Whether calls to `url` skip the environment's proxy: its host is loopback."""
+    return loopback_host(urlsplit(url).hostname or "")
 
-    A mount of None is httpx's own way to say "no proxy here" (its reading of
-    NO_PROXY): a host pattern comes before the environment's `http://`, `all://`."""
-    host = urlsplit(url).hostname or ""
-    if not loopback_host(host):
-        return {}
-    shown = f"[{host}]" if ":" in host else host
-    return {f"all://{shown}": None}
+
+def own_transport(url: str) -> httpx.HTTPTransport | None:
+    """For a loopback `url`, a transport of the client's own: httpx reads no proxy
+    variable for a client given one (it still reads SSL_CERT_FILE for https). None
+    otherwise: httpx's default, the environment's proxy included.
+
+    A transport, not a mount saying "no proxy" for the host: httpx builds the
+    environment's proxies when the client is made, and ALL_PROXY=socks5://... without
+    the socksio package made Client() itself raise ImportError, for loopback too."""
+    return httpx.HTTPTransport() if goes_direct(url) else None
+
+
+def own_async_transport(url: str) -> httpx.AsyncHTTPTransport | None:
+    """own_transport, for the asyncio client."""
+    return httpx.AsyncHTTPTransport() if goes_direct(url) else None

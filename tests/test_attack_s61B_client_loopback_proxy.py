@@ -21,7 +21,7 @@ import pytest
 
 from local.server import Server
 from spool_client import NO_RETRY, AsyncClient, Client, ServerError
-from spool_client.direct import direct_mounts, loopback_host
+from spool_client.direct import goes_direct, loopback_host
 from tests.apikit import KEY_A
 from tests.served import served
 
@@ -134,24 +134,41 @@ def test_a_client_of_the_callers_own_is_used_as_given(proxy: Proxy, spool: Serve
 
 
 @pytest.mark.parametrize(
-    ("url", "mounts"),
+    ("url", "direct"),
     [
-        ("http://127.0.0.1:8000", {"all://127.0.0.1": None}),
-        ("http://127.5.6.7", {"all://127.5.6.7": None}),
-        ("https://[::1]:8443/base", {"all://[::1]": None}),
-        ("http://[::ffff:127.0.0.1]:8000", {"all://[::ffff:127.0.0.1]": None}),
-        ("http://LocalHost:8000", {"all://localhost": None}),
-        ("http://localhost.:8000", {"all://localhost.": None}),
-        ("http://spool.localhost:8000", {"all://spool.localhost": None}),
-        ("http://user:pw@127.0.0.1:8000", {"all://127.0.0.1": None}),
-        ("https://spool.example", {}),
-        ("http://10.0.0.5:8000", {}),
-        ("http://localhost.example:8000", {}),
-        ("http://127.0.0.1.example:8000", {}),
+        ("http://127.0.0.1:8000", True),
+        ("http://127.5.6.7", True),
+        ("https://[::1]:8443/base", True),
+        ("http://[::ffff:127.0.0.1]:8000", True),
+        ("http://LocalHost:8000", True),
+        ("http://localhost.:8000", True),
+        ("http://spool.localhost:8000", True),
+        ("http://user:pw@127.0.0.1:8000", True),
+        ("https://spool.example", False),
+        ("http://10.0.0.5:8000", False),
+        ("http://localhost.example:8000", False),
+        ("http://127.0.0.1.example:8000", False),
     ],
 )
-def test_which_urls_go_direct(url: str, mounts: dict[str, None]) -> None:
-    assert direct_mounts(url) == mounts
+def test_which_urls_go_direct(url: str, direct: bool) -> None:
+    assert goes_direct(url) is direct
+
+
+def test_a_socks_proxy_without_its_package_does_not_stop_loopback_calls(
+    proxy: Proxy, spool: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ALL_PROXY=socks5://... without socksio: httpx refused to make the client at all
+    (ImportError, `spool: unexpected error`), whatever the server's address."""
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1")
+    with Client(f"http://127.0.0.1:{spool.port}", KEY_A, retry=NO_RETRY) as client:
+        assert client.health()["status"] == "ok"
+
+    async def health() -> None:
+        async with AsyncClient(f"http://127.0.0.1:{spool.port}", KEY_A, retry=NO_RETRY) as aio:
+            await aio.health()
+
+    asyncio.run(asyncio.wait_for(health(), 30))
+    assert proxy.seen == []
 
 
 def test_loopback_host() -> None:
