@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from chalicelib import shell_paths
+from chalicelib.aws_proxies import endpoint_proxies
 from chalicelib.config import STARTED_IN, Settings
 from chalicelib.storage.s3_blobs import INTERNAL_PREFIX
 
@@ -265,7 +266,11 @@ def _s3_client(endpoint: str | None, region: str | None) -> S3Client:
             import boto3
             from botocore.config import Config
 
-            config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5)
+            config = Config(
+                retries={"mode": "standard", "max_attempts": 5},
+                connect_timeout=5,
+                proxies=endpoint_proxies(endpoint),  # a MinIO on loopback: direct
+            )
             client = boto3.session.Session().client(
                 "s3", endpoint_url=endpoint, region_name=region, config=config
             )

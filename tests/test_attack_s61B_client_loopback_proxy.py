@@ -11,8 +11,6 @@ server and a loopback listener standing in for the proxy (spool_client/direct.py
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,43 +21,10 @@ from local.server import Server
 from spool_client import NO_RETRY, AsyncClient, Client, ServerError
 from spool_client.direct import goes_direct, loopback_host
 from tests.apikit import KEY_A
+from tests.recording_proxy import Proxy
 from tests.served import served
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
-
-
-class Proxy:
-    """A listener on loopback that records each request sent to it and answers 502."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.seen: list[bytes] = []
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                try:
-                    self.seen.append(conn.recv(65536))
-                except OSError:
-                    continue
-                conn.sendall(
-                    b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                )
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=5)
-        self.sock.close()
 
 
 @pytest.fixture

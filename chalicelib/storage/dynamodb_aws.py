@@ -21,6 +21,7 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
 
+from chalicelib.aws_proxies import endpoint_proxies
 from chalicelib.errors import StoreNotMigrated, StoreUnavailable, UncertainWrite
 from chalicelib.number_text import too_small, underflows
 from chalicelib.storage import config_error, url_options
@@ -144,6 +145,7 @@ def make_clients(config: DynamoConfig) -> tuple[DynamoDBClient, SQSClient, S3Cli
         connect_timeout=5,
         read_timeout=20,
         max_pool_connections=32,
+        proxies=endpoint_proxies(config.endpoint),  # moto_server on loopback: direct
     )
     session = _boto_session()
     with _session_lock:
