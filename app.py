@@ -210,9 +210,9 @@ def _plain(headers: Any) -> Any:
 
 
 def _client_address(http: Any, context: dict[str, Any], headers: Any) -> str:
-    """Who is calling: API Gateway's sourceIp, or, under `spool serve` (whose
-    gateway always says 127.0.0.1), the socket's peer that server put in a header
-    of its own, replacing whatever a client sent under that name."""
+    """Who is calling: API Gateway's sourceIp, or, under `spool serve` and `chalice
+    local` (whose gateways always say 127.0.0.1), the socket's peer that server put
+    in a header of its own, replacing whatever a client sent under that name."""
     if http.PEER_HEADER_TRUSTED:
         peer = headers.get(http.PEER_HEADER)
         if peer:

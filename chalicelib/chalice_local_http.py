@@ -22,6 +22,10 @@ differently from `spool serve` (local/http_guard.py) mattered:
   stop 49);
 - a request line with two blanks together (`GET  /health`) was read, and a method
   not in upper case (`get`) was 405, where `spool serve` refuses both 400 (stop 49);
+- chalice's events say 127.0.0.1 for every client, so the failed-sign-in count
+  (SPOOL_AUTH_FAILURES) was one for all: a guesser anywhere got every key not yet
+  signed in refused 429, its owner's too (stop 61); the handler now passes the
+  socket's peer in `spool serve`'s X-Spool-Peer header, replacing any a client sent;
 - a header line that is not `Name: value` (`X-Note : y`) ended the head as Python's
   parser reads it: the headers after it were dropped unsaid, their Content-Length
   too, and the body left unread was served as the connection's next request.
@@ -55,6 +59,8 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler
 from typing import Any, NoReturn
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from chalicelib.api import http as api_http
 
 # `spool serve`'s words for each refusal, from their one source (stop 48: copies).
 from chalicelib.api.http import (
@@ -198,6 +204,9 @@ def install(environ: Mapping[str, str]) -> None:
         server.server.RequestHandlerClass = functools.partial(
             handler, app_object=app_obj, config=config
         )
+        # The handler puts the socket's peer in PEER_HEADER (_parse_payload): app.py
+        # counts failed sign-ins by it, where chalice's own sourceIp is always 127.0.0.1.
+        api_http.PEER_HEADER_TRUSTED = True
         return server
 
     create_local_server.spool_handler = True  # type: ignore[attr-defined]
@@ -294,6 +303,13 @@ def _handler_class(
                     for name in headers:
                         if name.lower() == joined:
                             headers[name] = ", ".join(lines)
+            # Who is calling is the socket's peer, as `spool serve` says it
+            # (local/server.py): chalice's events all say 127.0.0.1, so one guesser
+            # anywhere spent every client's failed-sign-in allowance. Any header of
+            # that name a client sent is dropped first: no one chooses their address.
+            for name in [name for name in headers if name.lower() == api_http.PEER_HEADER]:
+                del headers[name]
+            headers[api_http.PEER_HEADER] = str(self.client_address[0])
             return headers, body
 
         def _spool_handle(self) -> None:

@@ -415,10 +415,10 @@ CATALOG: tuple[Setting, ...] = (
             " make a browser send one). `off` disables it. Counted per API process, and so"
             " are the keys that signed in: under "
             "`--processes N` an owner behind the guesser's address may get 429 from a process "
-            "it has not signed in through, until Retry-After. `spool serve` counts the "
-            "connecting address and reads no forwarded header: behind a reverse proxy every "
-            "client is the proxy's address, so set `off` there and limit failed sign-ins at the"
-            " proxy."
+            "it has not signed in through, until Retry-After. `spool serve` and `chalice "
+            "local` count the connecting address and read no forwarded header: behind a "
+            "reverse proxy every client is the proxy's address, so set `off` there and limit "
+            "failed sign-ins at the proxy."
         ),
         group=_API,
     ),

@@ -194,8 +194,9 @@ def with_ui_headers(path: str, headers: Mapping[str, Any]) -> dict[str, Any]:
     return {**ERROR_HEADERS, **headers}
 
 
-# `spool serve` sets this header to the socket's peer address (overwriting any a
-# client sent) and PEER_HEADER_TRUSTED to True; anywhere else the header is ignored.
+# `spool serve` and `chalice local` set this header to the socket's peer address
+# (overwriting any a client sent) and PEER_HEADER_TRUSTED to True; anywhere else the
+# header is ignored.
 PEER_HEADER = "x-spool-peer"
 PEER_HEADER_TRUSTED = False
 
