@@ -62,6 +62,7 @@ from chalicelib.api.http import (
     head_too_large,
     under_ui,
 )
+from chalicelib.http_timeouts import request_timed_out
 from chalicelib.ui.page import SECURITY_HEADERS
 from local.http_limits import HttpLimits
 from local.http_messages import explain
@@ -652,7 +653,7 @@ class GuardedChannel(HTTPChannel):
         error = SpoolHttpError(
             408,
             "Request Timeout",
-            f"the request did not arrive within {seconds:g} seconds",
+            request_timed_out(seconds),
             {"timeout": seconds},
         )
         status, body = render_error(error)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from chalicelib.api.http import MAX_HEADER_BYTES, max_header_bytes
 from chalicelib.config import Settings
+from chalicelib.http_timeouts import HttpTimeouts
 from local.fair_queue import RESERVE_THREADS
 
 log = logging.getLogger("spool.http")
@@ -43,6 +44,8 @@ class HttpLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
         """Raises ValueError naming the variable when one is malformed."""
+        # The timeouts as `chalice local` reads them too (chalicelib/http_timeouts.py).
+        timeouts = HttpTimeouts.from_settings(settings)
         return cls(
             max_body_bytes=settings.max_body_bytes,
             max_header_bytes=max_header_bytes(settings),
@@ -52,15 +55,9 @@ class HttpLimits:
                 minimum=MIN_CONNECTIONS,
                 maximum=1_000_000,
             ),
-            idle_timeout=settings.number(
-                "SPOOL_HTTP_IDLE_TIMEOUT", cls.idle_timeout, minimum=0.05, maximum=86_400
-            ),
-            request_timeout=settings.number(
-                "SPOOL_HTTP_REQUEST_TIMEOUT", cls.request_timeout, minimum=0.05, maximum=3_600
-            ),
-            send_timeout=settings.number(
-                "SPOOL_HTTP_SEND_TIMEOUT", cls.send_timeout, minimum=0.05, maximum=86_400
-            ),
+            idle_timeout=timeouts.idle,
+            request_timeout=timeouts.request,
+            send_timeout=timeouts.send,
             reserve_threads=(
                 settings.integer(RESERVE_THREADS, 0, minimum=0, maximum=1024)
                 if (settings.extra.get(RESERVE_THREADS) or "").strip()
