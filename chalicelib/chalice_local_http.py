@@ -29,6 +29,11 @@ differently from `spool serve` (local/http_guard.py) mattered:
 - a header line that is not `Name: value` (`X-Note : y`) ended the head as Python's
   parser reads it: the headers after it were dropped unsaid, their Content-Length
   too, and the body left unread was served as the connection's next request.
+- it read with no timeout: a body shorter than its Content-Length, a head sent a
+  byte at a time or an idle keep-alive connection held a thread until the client
+  went (stop 61); requests are now read through chalice_local_deadline's reader,
+  within `spool serve`'s SPOOL_HTTP_IDLE_TIMEOUT and SPOOL_HTTP_REQUEST_TIMEOUT
+  (408 past the latter), and answers written within SPOOL_HTTP_SEND_TIMEOUT.
 
 `install` (called by app.py only under `chalice local`, never on Lambda, where this
 module is not imported) swaps the handler class of the server chalice builds for
@@ -49,6 +54,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import io
 import os
 import re
 import socket
@@ -76,6 +82,8 @@ from chalicelib.api.http import (
     head_too_large,
     method_not_upper,
 )
+from chalicelib.chalice_local_deadline import DeadlineReader
+from chalicelib.http_timeouts import HttpTimeouts, request_timed_out
 
 # A refused body the client already sent is read and dropped (up to this much, for
 # up to DRAIN_SECONDS) before the close, so it reads the answer rather than a reset.
@@ -190,6 +198,7 @@ def install(environ: Mapping[str, str]) -> None:
         settings.max_body_bytes,
         max_header_bytes(settings),
         public_metrics=settings.metrics_public,
+        timeouts=HttpTimeouts.from_settings(settings),
     )
     original = local.create_local_server
     if getattr(original, "spool_handler", False):
@@ -229,12 +238,17 @@ def _refuse_to_listen(host: str, port: int, exc: OSError) -> NoReturn:
 
 
 def _handler_class(
-    base: type[Any], limit: int, head_limit: int = MAX_HEADER_BYTES, public_metrics: bool = False
+    base: type[Any],
+    limit: int,
+    head_limit: int = MAX_HEADER_BYTES,
+    public_metrics: bool = False,
+    timeouts: HttpTimeouts = HttpTimeouts(),
 ) -> type[Any]:
     """chalice's request handler with Spool's reading of the head (the module's
     docstring): built here, so that chalice.local is imported by install only.
     `public_metrics` (SPOOL_METRICS_PUBLIC): /metrics takes no key, so on a loopback
-    address it answers local Host names only (rebinding_refusal)."""
+    address it answers local Host names only (rebinding_refusal). `timeouts`: how
+    long a client may take (SPOOL_HTTP_*_TIMEOUT), as under `spool serve`."""
     from chalice.local import LambdaEventConverter, LocalGateway, MatchResult, RouteMatcher
 
     class DecodingRouteMatcher(RouteMatcher):  # type: ignore[misc]
@@ -287,6 +301,8 @@ def _handler_class(
     class SpoolRequestHandler(base):  # type: ignore[misc, valid-type]
         body_limit = limit
         head_limit = head_limit_
+        rfile: Any
+        deadline: DeadlineReader
 
         def __init__(
             self, request: Any, client_address: Any, server: Any, app_object: Any, config: Any
@@ -294,6 +310,74 @@ def _handler_class(
             # chalice's __init__ makes its LocalGateway, then serves the connection.
             self.local_gateway = NoPreflightGateway(app_object, config)
             BaseHTTPRequestHandler.__init__(self, request, client_address, server)
+
+        def setup(self) -> None:
+            """http.server's files on the socket, reading through a DeadlineReader:
+            its own read with no timeout let a client that sends too little, or
+            nothing, hold this thread for as long as it stayed connected."""
+            super().setup()
+            self.rfile.close()  # the socket stays open: the writer and we still use it
+            self.deadline = DeadlineReader(self.connection, timeouts.send)
+            self.rfile = io.BufferedReader(self.deadline)
+
+        def handle(self) -> None:
+            """http.server's loop over the connection's requests, each waited for at
+            most SPOOL_HTTP_IDLE_TIMEOUT and then read whole, head and body, within
+            SPOOL_HTTP_REQUEST_TIMEOUT of its first byte (408 past it), as `spool
+            serve` bounds them; the connection then ends and frees this thread."""
+            self.close_connection = True
+            while self._next_request():
+                self.handle_one_request()
+                if self.deadline.expired:
+                    self._time_out()
+                    return
+                if self.close_connection:
+                    return
+
+        def _next_request(self) -> bool:
+            """Wait for a request's first byte (already here when the client sent
+            it with the last one), then start its clock. False when none comes: the
+            client closed, or stayed idle; the connection is then closed without an
+            answer, as `spool serve` closes an idle one."""
+            self.deadline.expect(timeouts.idle)
+            try:
+                waiting = self.rfile.peek(1)
+            except OSError:  # TimeoutError (idle) or the client gone
+                return False
+            if not waiting:
+                return False
+            self.deadline.expect(timeouts.request)
+            # What the last request left: a 408 to this one must not read it.
+            self.raw_requestline = b""
+            self.requestline = ""
+            self.request_version = "HTTP/1.1"
+            self.command = ""
+            return True
+
+        def _time_out(self) -> None:
+            """The 408 to a request whose head or body did not arrive in time, in
+            Spool's shape and `spool serve`'s words (nothing of an answer has been
+            written while the request was still being read), then the close."""
+            self.close_connection = True
+            seconds = timeouts.request
+            body = dumps(
+                error_body("request_timeout", request_timed_out(seconds), {"timeout": seconds})
+            ).encode()
+            if self.request_version == "HTTP/0.9":
+                self.request_version = "HTTP/1.0"
+            try:
+                self.send_response(408)
+                for name, value in {
+                    **self._refusal_headers(),
+                    "Content-Type": "application/json",
+                    "Connection": "close",
+                    "Content-Length": str(len(body)),
+                }.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+            except OSError:
+                pass  # the client went, or does not read: nothing more to do
 
         def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
             headers, body = super()._parse_payload()

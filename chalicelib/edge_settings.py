@@ -35,6 +35,7 @@ def value_refusal(environ: Mapping[str, str]) -> tuple[str, str] | None:
     try:
         settings = Settings.from_env(environ)
         check_store_url(settings.store_url)
+        check_local_server(settings)
         if not has_keys(settings):
             refuse_server_keys_in_the_client_variable(settings)
         rt = build_runtime(dataclasses.replace(settings, store_url="memory://"))
@@ -48,6 +49,17 @@ def value_refusal(environ: Mapping[str, str]) -> tuple[str, str] | None:
         # A module's refusal says its own fix ("Fix the module; see docs/handlers.md").
         return " ".join(str(exc).split()), "" if isinstance(exc, HandlerModuleError) else FIX
     return None
+
+
+def check_local_server(settings: Settings) -> None:
+    """The settings `chalice local`'s server reads (chalice_local_http.install): a
+    malformed SPOOL_HTTP_MAX_HEADER_BYTES or SPOOL_HTTP_*_TIMEOUT was a traceback
+    there, where `spool serve` refuses it in one line (local/http_limits.py)."""
+    from chalicelib.api.http import max_header_bytes
+    from chalicelib.http_timeouts import HttpTimeouts
+
+    max_header_bytes(settings)
+    HttpTimeouts.from_settings(settings)
 
 
 def has_keys(settings: Settings) -> bool:

@@ -489,9 +489,10 @@ CATALOG: tuple[Setting, ...] = (
         name="SPOOL_HTTP_IDLE_TIMEOUT",
         type=NUMBER,
         default=60.0,
-        read_by="local/http_limits.py",
+        read_by="chalicelib/http_timeouts.py",
         meaning=(
-            "Seconds a keep-alive connection may sit with no request under way (0.05 to 86400)."
+            "Seconds a keep-alive connection may sit with no request under way (0.05 to "
+            "86400), under `spool serve` and `chalice local`; then it is closed."
         ),
         group=_SERVER,
     ),
@@ -499,10 +500,11 @@ CATALOG: tuple[Setting, ...] = (
         name="SPOOL_HTTP_REQUEST_TIMEOUT",
         type=NUMBER,
         default=30.0,
-        read_by="local/http_limits.py",
+        read_by="chalicelib/http_timeouts.py",
         meaning=(
             "Seconds from a request's first byte until its head and body have arrived; "
-            "slower clients get 408 and are closed (0.05 to 3600)."
+            "slower clients get 408 and are closed (0.05 to 3600), under `spool serve` and "
+            "`chalice local`."
         ),
         group=_SERVER,
     ),
@@ -510,10 +512,10 @@ CATALOG: tuple[Setting, ...] = (
         name="SPOOL_HTTP_SEND_TIMEOUT",
         type=NUMBER,
         default=60.0,
-        read_by="local/http_limits.py",
+        read_by="chalicelib/http_timeouts.py",
         meaning=(
             "Seconds a client has to take a finished response before the connection is closed "
-            "(0.05 to 86400)."
+            "(0.05 to 86400), under `spool serve` and `chalice local`."
         ),
         group=_SERVER,
     ),
