@@ -73,7 +73,11 @@ def test_an_invisible_character_is_shown_as_its_escape(
     browser: Any, server: str, hidden: str
 ) -> None:
     sign_in(browser, server)
-    key = f"admin{hidden}-{ord(hidden):x}"
+    # Since stop 61 an idempotency key refuses invisible format characters but the two
+    # joiners (client_text; tests/test_attack_s61E_key_invisible_text.py): the others
+    # are shown here in a payload only, the joiners in the key too.
+    in_key = hidden in ("\u200c", "\u200d")
+    key = f"admin{hidden if in_key else ''}-{ord(hidden):x}"
     job_id = enqueue(
         server,
         {"type": "echo", "payload": {"to": f"admin{hidden}@x"}, "idempotency_key": key},
@@ -82,7 +86,7 @@ def test_an_invisible_character_is_shown_as_its_escape(
     escape = f"\\u{ord(hidden):04X}"
     until(browser, lambda d: f"admin{escape}@x" in payload_text(d))
     facts = browser.find_element("id", "job-facts").text
-    assert f"admin{escape}-{ord(hidden):x}" in facts
+    assert f"admin{escape if in_key else ''}-{ord(hidden):x}" in facts
 
 
 def test_tag_characters_are_shown_and_an_emoji_keeps_its_joiner(browser: Any, server: str) -> None:
