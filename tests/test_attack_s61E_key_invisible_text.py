@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +30,18 @@ import pytest
 from chalicelib import client_text, ssrf
 from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
-from local import cli
 from local.server import Server
-from spool_client import AsyncClient, Client, JobSpec, RetryPolicy
+from spool_client import AsyncClient, Client, JobSpec
+from tests import test_s57a_cli_sdk_key_text, test_s57a_key_control_characters
 from tests.apikit import KEY_A, Api
-from tests.served import exchange, post, served
+from tests.served import post
+
+# The control-character tests' served fixture and helpers, which this file extends.
+server = test_s57a_cli_sdk_key_text.server
+FAST = test_s57a_cli_sdk_key_text.FAST
+jobs_on = test_s57a_cli_sdk_key_text.jobs_on
+spool = test_s57a_cli_sdk_key_text.spool
+get = test_s57a_key_control_characters.get
 
 REFUSED = {
     "line-separator": ("\u2028", "line_separator"),
@@ -53,30 +59,12 @@ REFUSED = {
 }
 # Cf, and text all the same: a family emoji (ZWJ sequence), Persian with a ZWNJ.
 JOINED = ["\U0001f468\u200d\U0001f469\u200d\U0001f467", "\u0645\u06cc\u200c\u0631\u0648\u0645"]
-FAST = RetryPolicy(attempts=1, base=0.01, cap=0.02)
 
 
 def said(bad: str) -> str:
     """How a refusal names `bad`: its kind and its code point, never the character."""
     kind = "a line separator" if bad in "\u2028\u2029" else "an invisible format character"
     return f"{kind}, U+{ord(bad):04X}"
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    with served(tmp_path) as running:
-        yield running
-
-
-def get(server: Server, target: str) -> tuple[int, Any]:
-    head = f"GET {target} HTTP/1.1\r\nHost: x\r\nX-API-Key: {KEY_A}\r\nConnection: close\r\n\r\n"
-    return exchange(server, head.encode())
-
-
-def jobs_on(server: Server) -> list[Any]:
-    status, answer = get(server, "/jobs")
-    assert status == 200, answer
-    return list(answer["jobs"])
 
 
 def enqueue(server: Server, body: Any) -> tuple[int, dict[str, Any]]:
@@ -167,13 +155,6 @@ def test_the_async_client_refuses_it_too(server: Server) -> None:
     with pytest.raises(ValueError, match=r"idempotency_key holds a line separator, U\+2029"):
         asyncio.run(scenario())
     assert jobs_on(server) == []
-
-
-def spool(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("bad", ["\u2028", "\u202e", "\u200b"])
