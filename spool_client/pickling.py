@@ -12,24 +12,17 @@ do, since what made that client cannot be carried.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
-from spool_client.retry import RetryPolicy
-
-
-class _Options(Protocol):
-    url: str
-    key: str | None
-    timeout: float
-    retry: RetryPolicy
-    batch_size: int
-    max_answer_bytes: int
-    _own_http: bool
+from spool_client.calls import Options
 
 
-def reduced(client: _Options) -> tuple[Any, tuple[()]]:
-    """`client.__reduce__`'s answer: a call that makes the same client again."""
+def reduced(client: Any) -> tuple[Any, tuple[()]]:
+    """`client.__reduce__`'s answer: a call that makes the same client again, from
+    the fields of calls.Options (what both clients are built from, each an argument
+    of theirs by the same name) as the client holds them."""
     made: Any = type(client)  # Client or AsyncClient, whose arguments these are
     kind = made.__name__
     if not client._own_http:
@@ -39,14 +32,6 @@ def reduced(client: _Options) -> tuple[Any, tuple[()]]:
             f"pass url and key instead and make the {kind} with http= in that process"
         )
     return (
-        partial(
-            made,
-            client.url,
-            client.key,
-            timeout=client.timeout,
-            retry=client.retry,
-            batch_size=client.batch_size,
-            max_answer_bytes=client.max_answer_bytes,
-        ),
+        partial(made, **{field.name: getattr(client, field.name) for field in fields(Options)}),
         (),
     )
