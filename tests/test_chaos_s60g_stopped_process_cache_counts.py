@@ -16,18 +16,16 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.test_serve_multiproc import (
-    HEADERS,
     PROCESSES,
     SPREAD,
     cache_counts,
     children_of,
+    echo_done,
     servers,
     serving,
     statuses,
-    succeeded,
     wait_for,
 )
 
@@ -45,14 +43,7 @@ def sqlite_url(tmp_path: Path) -> str:
 @pytest.mark.timeout(120)
 def test_lookups_answered_just_before_a_sigterm_stay_counted(sqlite_url: str) -> None:
     with serving(sqlite_url) as served:
-        reply = requests.post(
-            f"{served.url}/enqueue",
-            json={"type": "echo", "payload": {}},
-            headers=HEADERS,
-            timeout=10,
-        )
-        job = reply.json()["id"]
-        assert wait_for(lambda: job in succeeded(served.url), timeout=30)
+        job = echo_done(served.url)
         kids = servers(served)
         answers = statuses(served.url, job)  # a miss in each process, then hits
         assert {status for status, _, _ in answers} == {200}

@@ -309,6 +309,16 @@ def _writers(shared: str) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def echo_done(url: str) -> str:
+    """Enqueue an echo job through the served processes; its id once it succeeded."""
+    reply = requests.post(
+        f"{url}/enqueue", json={"type": "echo", "payload": {}}, headers=HEADERS, timeout=10
+    )
+    job = str(reply.json()["id"])
+    assert wait_for(lambda: job in succeeded(url), timeout=30)
+    return job
+
+
 @pytest.mark.timeout(120)
 def test_a_replaced_process_s_cache_counts_are_kept_in_one_retired_file(
     sqlite_url: str,
@@ -317,14 +327,7 @@ def test_a_replaced_process_s_cache_counts_are_kept_in_one_retired_file(
     for as long as the supervisor ran. Its counts are folded into one retired total,
     the sum unchanged (a counter must never fall)."""
     with serving(sqlite_url) as served:
-        reply = requests.post(
-            f"{served.url}/enqueue",
-            json={"type": "echo", "payload": {}},
-            headers=HEADERS,
-            timeout=10,
-        )
-        job = reply.json()["id"]
-        assert wait_for(lambda: job in succeeded(served.url), timeout=30)
+        job = echo_done(served.url)
         statuses(served.url, job)  # a miss in each process, then hits
         counted = (float(SPREAD - PROCESSES), float(PROCESSES))
         assert wait_for(lambda: cache_counts(served.url) == counted)
