@@ -33,9 +33,10 @@ class HttpLimits:
     max_body_bytes: int = 256 * 1024
     max_header_bytes: int = MAX_HEADER_BYTES
     max_connections: int = 10_000
-    idle_timeout: float = 60.0
-    request_timeout: float = 30.0
-    send_timeout: float = 60.0
+    # The timeouts' defaults are chalice local's too: one source (http_timeouts).
+    idle_timeout: float = HttpTimeouts.idle
+    request_timeout: float = HttpTimeouts.request
+    send_timeout: float = HttpTimeouts.send
     linger_seconds: float = 5.0
     # Pool threads no one tenant may hold (SPOOL_HTTP_RESERVE_THREADS); None: the
     # pool's own choice (local/fair_queue.py, reserve_for).
@@ -44,7 +45,6 @@ class HttpLimits:
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
         """Raises ValueError naming the variable when one is malformed."""
-        # The timeouts as `chalice local` reads them too (chalicelib/http_timeouts.py).
         timeouts = HttpTimeouts.from_settings(settings)
         return cls(
             max_body_bytes=settings.max_body_bytes,
