@@ -263,6 +263,13 @@ local function count_known(tenant, queue, state, n)
   if queue then delta(P .. 'qc', #queue .. ':' .. queue .. state, n) end
   delta(P .. 'st', state, n)
 end
+-- The name a count field begins with, as tq and count write it (<length>:<name><rest>);
+-- nil for a field not in that shape.
+local function named_by(field)
+  local n, rest = string.match(field, '^(%d+):(.*)$')
+  if n then return string.sub(rest, 1, tonumber(n)) end
+  return nil
+end
 -- The tenant of a job whose hash lost its tenant field (edited by hand): the one whose
 -- listing set (ct:<tenant>) holds it, found among the tenants tcounts names (it keeps
 -- zeros: every tenant that ever had a job). Only damaged hashes pay for the search;
@@ -272,15 +279,11 @@ end
 local function owner_of(id, tenant, created)
   if tenant or not created then return tenant end
   local member, seen = pad(created) .. id, {}
-  local fields = redis.call('HKEYS', P .. 'tcounts')
-  for _, field in ipairs(fields) do
-    local n, rest = string.match(field, '^(%d+):(.*)$')
-    if n then
-      local name = string.sub(rest, 1, tonumber(n))
-      if not seen[name] then
-        seen[name] = true
-        if redis.call('ZSCORE', P .. 'ct:' .. name, member) then return name end
-      end
+  for _, field in ipairs(redis.call('HKEYS', P .. 'tcounts')) do
+    local name = named_by(field)
+    if name and not seen[name] then
+      seen[name] = true
+      if redis.call('ZSCORE', P .. 'ct:' .. name, member) then return name end
     end
   end
   return nil
@@ -292,14 +295,11 @@ end
 local function queue_of(id, tenant, queue)
   if queue or not tenant then return queue end
   for _, field in ipairs(redis.call('HKEYS', P .. 'tc:' .. tenant)) do
-    local n, rest = string.match(field, '^(%d+):(.*)$')
-    if n then
-      local name = string.sub(rest, 1, tonumber(n))
-      if redis.call('ZSCORE', P .. 'w:' .. name, id) or redis.call('ZSCORE', P .. 'l:' .. name, id)
-      then
-        redis.call('HSET', jkey(id), 'counted_queue', name)
-        return name
-      end
+    local name = named_by(field)
+    if name and (redis.call('ZSCORE', P .. 'w:' .. name, id)
+      or redis.call('ZSCORE', P .. 'l:' .. name, id)) then
+      redis.call('HSET', jkey(id), 'counted_queue', name)
+      return name
     end
   end
   return nil
