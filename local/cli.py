@@ -275,7 +275,6 @@ def _run_worker(
 ) -> int:
     from chalicelib import periodic
     from chalicelib.webhooks import runner as webhooks
-    from local import fresh_store
 
     if args.burst:
         # Built first: a malformed SPOOL_WEBHOOKS stops the command before any job
@@ -293,7 +292,7 @@ def _run_worker(
         # buried unrun) until their leases lapsed, and itself counted live.
         notice = None if args.quiet else WORKER_STOPPING
         with serve.StopSignals(stop=worker.stop, notice=notice) as signals:
-            fresh_store.started()
+            _started_here()
             stats = worker.run(burst=True)
             held_back = worker.held_back and not signals.requested
             worker.close()
@@ -346,6 +345,17 @@ def _status_line(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
+def _started_here() -> None:
+    """The worker runs: its store is kept (local/fresh_store.py), and one it made just
+    now is said, with --quiet too (it is no banner): it may not be the server's."""
+    from local import fresh_store
+
+    fresh_store.started()
+    note = fresh_store.made_note()
+    if note is not None:
+        _status_line(note)
+
+
 def _types_text(rt: Runtime) -> str:
     """The start line's job types: whether the SPOOL_HANDLERS module was picked up."""
     types = rt.registry.types()
@@ -356,7 +366,6 @@ def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) ->
     """`spool worker` without --burst: the pool, the scheduler and webhook delivery."""
     from chalicelib import periodic
     from chalicelib.webhooks import runner as webhooks
-    from local import fresh_store
 
     if not args.quiet:
         _status_line(
@@ -371,7 +380,7 @@ def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) ->
         name="spool-periodic",
     ).start()
     hooks = webhooks.start_thread(rt)  # webhook delivery on its own threads
-    fresh_store.started()
+    _started_here()
     try:
         return worker.run()
     finally:

@@ -61,6 +61,23 @@ class FreshStore:
             self.path = None
         self.kept = self.path is None
 
+    def made_note(self) -> str | None:
+        """For `spool worker`: the store it made, said once as it starts, or None.
+
+        A worker started in another folder than `spool serve --no-worker` or `chalice
+        local` (the README's second terminal) made that folder's `.spool/spool.db`,
+        printed the same relative URL as the server's banner, and waited there for
+        ever while the server's jobs stayed queued. The enqueuing side hears that no
+        worker is live; this is the worker's own terminal being told."""
+        if self.path is None:
+            return None
+        return (
+            f"spool: note: there was no store at {self.path}, so this worker made a new, "
+            "empty one and runs only the jobs stored there. To run the jobs of a `spool "
+            "serve` or `chalice local` started in another folder, start the worker in that "
+            "folder or give it the same SPOOL_STORE_URL."
+        )
+
     def started(self) -> None:
         """The command is under way: from here its store is kept, whatever follows."""
         self.kept = True
@@ -157,3 +174,8 @@ def started() -> None:
     """Mark the running command's store as kept (see FreshStore.started)."""
     if _current is not None:
         _current.started()
+
+
+def made_note() -> str | None:
+    """The running command's FreshStore.made_note."""
+    return _current.made_note() if _current is not None else None
