@@ -693,6 +693,9 @@ class Options:
     retry: RetryPolicy
     batch_size: int
     max_answer_bytes: int
+    # No URL given and SPOOL_URL unset: DEFAULT_URL was taken, which an unreachable
+    # server's message says (retry.transport_hint), as the user never wrote it.
+    default_url: bool = False
 
 
 def client_options(
@@ -714,4 +717,5 @@ def client_options(
         retry or RetryPolicy(),
         positive_batch(batch_size) or DEFAULT_BATCH,
         answer_bound(max_answer_bytes),
+        default_url=not url and not os.environ.get(URL_VARIABLE, "").strip(),
     )

@@ -73,6 +73,7 @@ class Client:
         http: httpx.Client | None = None,
     ) -> None:
         options = calls.client_options(url, key, timeout, retry, batch_size, max_answer_bytes)
+        self._default_for = "Client" if options.default_url else None
         self.url, self.key, self.timeout = options.url, options.key, options.timeout
         self.retry, self.batch_size = options.retry, options.batch_size
         self.max_answer_bytes = options.max_answer_bytes
@@ -144,7 +145,7 @@ class Client:
                         calls.scrub(
                             f"cannot reach {calls.shown_url(self.url)}: "
                             f"{type(exc).__name__}: {exc}"
-                            f"{transport_hint(exc, calls.shown_url(self.url))}",
+                            f"{transport_hint(exc, calls.shown_url(self.url), self._default_for)}",
                             self.key,
                         ),
                         tries,

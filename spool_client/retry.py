@@ -151,11 +151,22 @@ def plain_http_answer(exc: BaseException) -> bool:
     return False
 
 
-def transport_hint(exc: BaseException, url: str) -> str:
-    """What to add to a transport failure's message when its cause is the URL."""
+def transport_hint(exc: BaseException, url: str, default_for: str | None = None) -> str:
+    """What to add to a transport failure's message when its cause is the URL.
+
+    default_for names the client class when the URL was the default, taken because
+    none was given and SPOOL_URL is unset: "cannot reach http://127.0.0.1:8000" alone
+    named an address the user never wrote (a new terminal without the export, or a
+    server on another port), with nothing saying what sets another."""
     if url.startswith("https://") and plain_http_answer(exc):
         return (
             f" (the server there answers plain HTTP, not TLS: use http://{url[len('https://') :]})"
+        )
+    if default_for is not None:
+        return (
+            f" (no URL was given and SPOOL_URL is unset, so this is the default, the laptop "
+            f"server's: give the server's URL as {default_for}(url, key), or export SPOOL_URL "
+            f"and SPOOL_API_KEY as `spool serve` printed them)"
         )
     return ""
 
