@@ -68,14 +68,16 @@ class FreshStore:
         local` (the README's second terminal) made that folder's `.spool/spool.db`,
         printed the same relative URL as the server's banner, and waited there for
         ever while the server's jobs stayed queued. The enqueuing side hears that no
-        worker is live; this is the worker's own terminal being told."""
+        worker is live; this is the worker's own terminal being told. It is a note, not
+        a refusal: `chalice local` makes its store at its first request, so a worker
+        started first (the README's order) makes the right one."""
         if self.path is None:
             return None
         return (
             f"spool: note: there was no store at {self.path}, so this worker made a new, "
-            "empty one and runs only the jobs stored there. To run the jobs of a `spool "
-            "serve` or `chalice local` started in another folder, start the worker in that "
-            "folder or give it the same SPOOL_STORE_URL."
+            "empty one (a `spool serve --no-worker` or `chalice local` in this folder that "
+            "has stored nothing yet will use it too). One in another folder has its own "
+            "store: start the worker in that folder, or give it that store's SPOOL_STORE_URL."
         )
 
     def started(self) -> None:

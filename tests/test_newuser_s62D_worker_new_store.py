@@ -66,7 +66,7 @@ def test_a_worker_in_another_folder_than_the_server_says_it_made_a_new_store(
     assert len(notes) == 1, done.stderr
     assert f"there was no store at {made_here}" in notes[0]
     assert "made a new, empty one" in notes[0]
-    assert "SPOOL_STORE_URL" in notes[0] and "`spool serve`" in notes[0]
+    assert "`chalice local`" in notes[0] and "that store's SPOOL_STORE_URL" in notes[0]
     assert "done: 0 succeeded" in done.stderr  # the server's job is not this store's
 
 
