@@ -139,10 +139,13 @@ def test_a_malformed_value_is_503_and_never_logged(
 def test_a_malformed_rotation_keeps_the_previous_keys(
     ssm: Any, source: Any, clock: FakeClock
 ) -> None:
+    """Those it still lists: one it no longer lists stops within the TTL, malformed or
+    not (tests/test_attack_s62B_key_rotation.py)."""
     put(ssm, OLD_KEY)
     settings = ssm_settings()
     key_source.keyring(settings)
-    ssm.put_parameter(Name=PARAM, Type="SecureString", Value="no-tenant-here", Overwrite=True)
+    value = f"{hashed_entry(OLD_KEY, TENANT)},no-tenant-here"
+    ssm.put_parameter(Name=PARAM, Type="SecureString", Value=value, Overwrite=True)
     clock.advance(61)
     assert key_source.keyring(settings).tenant_for(OLD_KEY) == TENANT
 

@@ -15,8 +15,10 @@ Failure is a 503 (KeysUnavailable), never a 500 and never an open door: a
 request whose keys cannot be read is refused with "retry later". A refresh
 that fails after a good read keeps serving the last good keys for a while
 (an SSM blip must not take the API down), up to STALE_LIMIT seconds past
-their TTL. The parameter's value is never logged; a malformed value is
-reported by the rule it breaks, which Keyring.parse words without the key.
+their TTL. A value that is read but malformed is no blip: only the last good
+keys it still lists are kept (_still_listed), so a key taken out stops within
+the TTL. The parameter's value is never logged; a malformed value is reported
+by the rule it breaks, which Keyring.parse words without the key.
 
 boto3 is imported on the first read, so `import app` stays light.
 """
@@ -32,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from chalicelib.api.auth import API_KEYS, Keyring
+from chalicelib.api.auth import API_KEYS, HASH_PREFIX, Keyring
 from chalicelib.errors import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -158,9 +160,20 @@ class KeySource:
             lifetime = ttl(settings)
             try:
                 text = self._read(settings, name)
-                keys = _parse(text)
             except Exception as exc:
                 return self._keep(name, entry, now, exc)
+            try:
+                keys = _parse(text)
+            except Exception as exc:
+                # The read worked, so the value says which keys are still wanted: keep
+                # only those (a key the operator took out stops within the TTL, whatever
+                # the typo beside it), and none at all when it lists none of them.
+                entry = _still_listed(entry, text)
+                if entry is None:
+                    self._entries.pop(name, None)
+                else:
+                    self._entries[name] = entry
+                return self._keep(name, entry, now, exc, " it still lists")
             entry = _Entry(text, keys, now + lifetime, now + lifetime + STALE_LIMIT)
             self._entries[name] = entry
             return entry
@@ -177,12 +190,14 @@ class KeySource:
         redactor.add(key_entries(value))  # keys from SSM are masked in logs by value too
         return value
 
-    def _keep(self, name: str, entry: _Entry | None, now: float, exc: Exception) -> _Entry:
+    def _keep(
+        self, name: str, entry: _Entry | None, now: float, exc: Exception, which: str = ""
+    ) -> _Entry:
         """A read failed: keep the last good keys for a while, else refuse with a 503."""
         reason = _describe(exc)
         if entry is not None and now < entry.good_until:
-            log.warning("reading API keys from %s failed (%s); keeping the last good keys",
-                        name, reason)  # fmt: skip
+            log.warning("reading API keys from %s failed (%s); keeping the last good keys%s",
+                        name, reason, which)  # fmt: skip
             entry.fresh_until = now + RETRY_AFTER
             return entry
         log.error("reading API keys from %s failed (%s): refusing requests with 503", name, reason)
@@ -193,6 +208,31 @@ class KeySource:
         with self._lock:
             self._entries.clear()
             self._client = None
+
+
+def _still_listed(entry: _Entry | None, text: str) -> _Entry | None:
+    """Of the last good keys, those a malformed value still lists as a well-formed entry
+    (the same key, plain or as its digest, for the same tenant); None when it lists none.
+
+    A malformed value used to keep the last good keys whole for up to STALE_LIMIT, as an
+    SSM blip does: the leaked key an operator took out, beside a new key one character
+    short, went on working for 15 minutes in every warm container (a cold one answered
+    503). Read whole, the value is still the operator's word on which keys are wanted."""
+    if entry is None:
+        return None
+    listed: set[tuple[bytes, str]] = set()
+    for item in text.split(","):
+        try:
+            listed.update(Keyring.parse(item, API_KEYS).entries)
+        except ValueError:
+            continue  # the malformed entry itself: it names no key to keep
+    kept = tuple(pair for pair in entry.keys.entries if pair in listed)
+    if not kept:
+        return None
+    if len(kept) == len(entry.keys.entries):
+        return entry
+    text = ",".join(f"{HASH_PREFIX}{stored.hex()}={tenant}" for stored, tenant in kept)
+    return _Entry(text, Keyring(kept), entry.fresh_until, entry.good_until)
 
 
 @functools.lru_cache(maxsize=8)
