@@ -359,6 +359,18 @@ class Edge:
         no rate): EnqueueGate.redrive_charge."""
         return None if self.gate is None else self.gate.redrive_charge(tenant)
 
+    def nothing_dead(self, tenant: str, queue: str | None, type_: str | None) -> bool:
+        """Under tenant limits, whether a bulk redrive of this filter has no dead job of
+        the tenant's to move: then it answers none moved, not the full backlog's 429
+        (asked for room first, a tenant with no dead job was told to retry, forever).
+        Without limits no room is asked for, and the redrive's own listing finds none."""
+        if self.gate is None:
+            return False
+        found = self.service.list_jobs(
+            JobQuery(tenant, JobState.DEAD, queue, type_, limit=1, bodies=False)
+        )
+        return not found.jobs
+
     def redrive(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
         request.no_body(self.settings.max_body_bytes)
@@ -396,6 +408,8 @@ class Edge:
         # the server's own bound back and never reads its own clock.
         bound = filters.died_before or self.service.redrive_bound()
         moved: list[str] = []  # ids only: a whole job may carry a 256 KiB payload
+        if self.nothing_dead(tenant, filters.queue, filters.type):
+            return json_response(200, {"redriven": 0, "ids": moved, "died_before": bound})
         with self.redrive_room(tenant) as room:
             limit = filters.limit if room is None else min(filters.limit, room)
             for job in self.service.redriving(

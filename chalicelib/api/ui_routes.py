@@ -310,6 +310,8 @@ def ui_dead_redrive(edge: Edge, request: ApiRequest) -> ApiResponse:
     moved: list[str] = []
     if exact == 0:  # nothing of the tenant's is dead among them: nothing to make room for
         return _json({"done": 0, "ids": moved, "more": False})
+    if named is None and edge.nothing_dead(tenant, action.queue, action.type):
+        return _json({"done": 0, "ids": moved, "more": False})  # all: none to make room for
     with edge.redrive_room(tenant, exact) as room:  # the backlog quota holds redrives too
         if named is not None:
             ids, more = named, False
