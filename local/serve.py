@@ -594,6 +594,21 @@ def _show_banner(text: str) -> None:
         print(text, flush=True)
 
 
+def _key_source(rt: Runtime) -> str:
+    """Where the configured keys are read: SPOOL_API_KEYS, or the SSM parameter named by
+    SPOOL_API_KEYS_PARAMETER (the banner said SPOOL_API_KEYS for both, and an operator
+    rotating a key went to change a variable the server did not have)."""
+    from chalicelib.api import key_source
+
+    try:
+        name = key_source.parameter_name(rt.settings)
+    except ValueError:  # refused at start already (check_edge): said there
+        name = None
+    if name is None:
+        return "SPOOL_API_KEYS"
+    return f"the SSM parameter {name}, named by {key_source.PARAMETER}"
+
+
 def banner(
     url: str,
     rt: Runtime,
@@ -624,7 +639,7 @@ def banner(
     if generated:
         lines.append(f"  dev API key (tenant {DEV_TENANT}), made for this run: {key}")
     else:
-        lines.append("  API keys from SPOOL_API_KEYS (not shown): use yours for <your key>")
+        lines.append(f"  API keys from {_key_source(rt)} (not shown): use yours for <your key>")
     lines.append("try:")
     if demo:
         body = '{"type": "echo", "payload": {"hello": "world"}}'
