@@ -972,7 +972,9 @@ class RedisStore:
         script cannot be rolled back: CANCEL and REDRIVE, meeting a hash without its
         created_at, failed half-way (the job queued but off the due index, never run),
         and a record they left damaged was refused only once written (500, yet
-        changed). Payload and result are not read: they read as a marker, never raise."""
+        changed). Payload and result are not read: they read as a marker, never raise.
+        A job deleted between the two reads (a discard or purge racing the redrive) is
+        skipped: gone is not damaged, and REDRIVE passes over an id it does not find."""
         slim = [f if f not in ("payload", "result") else "-" for f in _FIELDS]
         for start in range(0, len(ids), REDRIVE_CHUNK):
             chunk = ids[start : start + REDRIVE_CHUNK]
@@ -1000,6 +1002,10 @@ class RedisStore:
             if not mine:
                 continue
             for row in self._run(read(mine, slim), read=True):
+                if all(value is None for value in row):
+                    # Deleted since the first read (discarded, purged): gone, not damaged.
+                    # REDRIVE skips it as an id it never found (s62: a 500 job_unreadable).
+                    continue
                 row_to_job(_with_payload(row, b"{}"))  # JobUnreadable when damaged
 
     def _with_payloads(self, rows: Sequence[list[bytes | None]]) -> list[Job]:
