@@ -76,3 +76,26 @@ def test_the_filter_decides_what_there_is_to_move(limited: tuple[Api, Runtime]) 
     assert reply.status == 200 and reply.json["redriven"] == 0, reply.body
     ui = api.post("/ui/api/dead/redrive", {"all": True, "queue": "elsewhere"})
     assert ui.status == 200 and ui.json["done"] == 0, ui.body
+
+
+@pytest.mark.parametrize("limited", [FULL_AT_ONE], indirect=True)
+def test_a_listing_stopped_at_its_scan_budget_is_not_nothing_dead(
+    limited: tuple[Api, Runtime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's filtered listing answers an empty page with a cursor when it has looked
+    through its budget of rows: a dead job of the filter may lie beyond, so that is no
+    "none to move", and a full backlog is still the 429."""
+    from chalicelib.service import EnqueueRequest
+    from chalicelib.storage import sqlite_lists
+    from tests.apikit import TENANT_A
+
+    api, rt = limited
+    monkeypatch.setattr(sqlite_lists, "SCAN_BOUND", 2)
+    dead_jobs(rt, 3)  # the default queue's, first in the listing
+    late = EnqueueRequest(type="fail", payload={"always": True}, max_attempts=1, queue="late")
+    [beyond] = [result.job.id for result in rt.service.enqueue([late], TENANT_A)]
+    assert rt.worker().drain().dead == 1
+    assert api.enqueue({"type": "echo", "delay": 600})  # full
+    assert api.post("/dlq/redrive", {"queue": "late"}).status == 429
+    assert api.post("/ui/api/dead/redrive", {"all": True, "queue": "late"}).status == 429
+    assert states(rt, [beyond]) == ["dead"]

@@ -363,13 +363,15 @@ class Edge:
         """Under tenant limits, whether a bulk redrive of this filter has no dead job of
         the tenant's to move: then it answers none moved, not the full backlog's 429
         (asked for room first, a tenant with no dead job was told to retry, forever).
-        Without limits no room is asked for, and the redrive's own listing finds none."""
+        Without limits no room is asked for, and the redrive's own listing finds none.
+        An empty page with a cursor (a filtered listing that stopped at its scan budget,
+        SQLite and Redis) has not looked everywhere: that is not "none"."""
         if self.gate is None:
             return False
         found = self.service.list_jobs(
             JobQuery(tenant, JobState.DEAD, queue, type_, limit=1, bodies=False)
         )
-        return not found.jobs
+        return not found.jobs and found.next_cursor is None
 
     def redrive(self, request: ApiRequest, job_id: str) -> ApiResponse:
         tenant = self.tenant(request)
