@@ -4,6 +4,7 @@
 // - every value from the server reaches the page as text (text nodes, textContent,
 //   setAttribute on plain attributes); no server value is ever parsed as HTML;
 // - the API key lives in sessionStorage and travels only in the X-API-Key header
+//   (localStorage holds only a random sign-out mark, never the key)
 //   of fetch() calls to this dashboard's own JSON routes; no cookie is set or sent;
 // - every URL is relative to this script's own address, so the page works at /ui,
 //   behind a proxy prefix and under an API Gateway stage (/api/ui).
@@ -13,6 +14,13 @@
   const SCRIPT_URL = document.currentScript ? document.currentScript.src : location.href;
   const API = new URL("../api/", SCRIPT_URL).href;
   const KEY = "spool.apiKey";
+  // Sign out in one tab must end every copy of the key, also one in a tab that was on
+  // another page then (no BroadcastChannel message reached it, and its sessionStorage,
+  // the tab's and not the page's, still held the key: Back showed the tenant's jobs).
+  // Sign out writes a new random mark to localStorage (a mark, never the key); a tab
+  // keeps its key only while the mark it signed in under is still the current one.
+  const SIGNED_OUT = "spool.signedOut"; // localStorage: the last sign out's mark
+  const SIGNED_IN_UNDER = "spool.signedInUnder"; // sessionStorage: the mark at sign-in
   const POLL_MS = 1000;
   const STATES = ["queued", "running", "retrying", "succeeded", "dead", "cancelled"];
   const SVG = "http://www.w3.org/2000/svg";
@@ -217,7 +225,7 @@
   // again as another tenant while it ran, its next steps went out with the new key.
   async function api(path, body, session) {
     if (session !== undefined && session !== sessions) throw new Superseded("");
-    const key = sessionStorage.getItem(KEY);
+    const key = storedKey();
     if (!key) throw new SignedOut("");
     const headers = { "X-API-Key": key, Accept: "application/json" };
     const init = { method: body === undefined ? "GET" : "POST", headers, credentials: "omit", cache: "no-store" };
@@ -234,7 +242,7 @@
     }
     const message = data && data.error ? data.error.message : response.statusText;
     if (response.status === 401) {
-      sessionStorage.removeItem(KEY);
+      forgetKey();
       throw new SignedOut(message);
     }
     if (!response.ok) throw new ApiError(response.status, message || "request failed");
@@ -252,7 +260,7 @@
     const [path, query] = hash.split("?");
     const params = new URLSearchParams(query || "");
     const parts = path.split("/").filter(Boolean);
-    if (!sessionStorage.getItem(KEY)) return signIn("");
+    if (!storedKey()) return signIn("");
     drawNav(parts[0] || "overview");
     generation += 1;
     app.dataset.view = hash; // which view the page shows now (tests wait on it)
@@ -326,7 +334,12 @@
     replace(
       who,
       h("button", { type: "button", class: "link", id: "sign-out", onclick: () => {
-        sessionStorage.removeItem(KEY);
+        forgetKey();
+        try {
+          localStorage.setItem(SIGNED_OUT, newMark());
+        } catch (_) {
+          // No localStorage (storage blocked): the message below still reaches open tabs.
+        }
         if (signOuts) signOuts.postMessage("signed-out");
         signIn("Signed out.");
       } }, "Sign out"),
@@ -343,10 +356,49 @@
   if (signOuts) {
     signOuts.onmessage = () => {
       if (!sessionStorage.getItem(KEY)) return;
-      sessionStorage.removeItem(KEY);
+      forgetKey();
       signIn("Signed out in another tab.");
     };
   }
+
+  function lastSignOut() {
+    try {
+      return localStorage.getItem(SIGNED_OUT) || "";
+    } catch (_) {
+      return "";
+    }
+  }
+
+  // A random mark: a counter could be stuck by a value it cannot add one to.
+  function newMark() {
+    const bytes = crypto.getRandomValues(new Uint8Array(16));
+    return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  // The tab's key, unless a sign out anywhere came after the sign-in that stored it.
+  function storedKey() {
+    const key = sessionStorage.getItem(KEY);
+    if (!key) return null;
+    if ((sessionStorage.getItem(SIGNED_IN_UNDER) || "") === lastSignOut()) return key;
+    forgetKey();
+    return null;
+  }
+
+  function keepKey(key) {
+    sessionStorage.setItem(KEY, key);
+    sessionStorage.setItem(SIGNED_IN_UNDER, lastSignOut());
+  }
+
+  function forgetKey() {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(SIGNED_IN_UNDER);
+  }
+
+  // Back to a page kept in the back/forward cache: it shows what it showed when left,
+  // and a sign out since then must take that away now, not at the next poll.
+  window.addEventListener("pageshow", (event) => {
+    if (event.persisted) route();
+  });
 
   function signIn(message) {
     page = null;
@@ -367,13 +419,13 @@
           note.hidden = false;
           return;
         }
-        sessionStorage.setItem(KEY, key);
+        keepKey(key);
         try {
           await api("overview");
           if (location.hash === "" || location.hash === "#/") route();
           else route();
         } catch (err) {
-          if (!(err instanceof SignedOut)) sessionStorage.removeItem(KEY);
+          if (!(err instanceof SignedOut)) forgetKey();
           note.textContent = err.message || "that key was not accepted";
           note.hidden = false;
         }
