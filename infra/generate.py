@@ -152,7 +152,12 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
             "sqs:ReceiveMessage",
             "sqs:SendMessage",
         ],
-        "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
+        # No DeleteObject: the worker reads payloads and writes results, and never
+        # deletes (only an enqueue's rollback and the dashboard's purge do: the API's
+        # and a periodic tick's). It runs tenants' handlers on tenants' input, so code
+        # run there through a flaw could have deleted every job's objects
+        # (tests/test_attack_s62D_unused_grants.py).
+        "objects": ["s3:GetObject", "s3:PutObject"],
     },
     "scheduler": {
         "table": [

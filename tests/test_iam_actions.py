@@ -137,9 +137,11 @@ def _role(function: str) -> str:
     return FUNCTIONS[function][2]
 
 
-def test_each_function_calls_only_what_its_role_allows(
-    rt: Runtime, api: Api, recorder: Recorder
-) -> None:
+def walk_every_function(rt: Runtime, api: Api, recorder: Recorder) -> None:
+    """Each function's work, recorded by the role that does it: the API's routes, the
+    SQS worker with retries, dead letters, webhooks and offloaded payloads, the
+    schedule with its webhook deliveries (tests/test_attack_s62D_unused_grants.py
+    walks it too)."""
     big = {"blob": "x" * 150_000}  # over DynamoDB's item size: offloaded to S3
     hook = "http://127.0.0.1:9/hook"  # nothing listens: the delivery fails and is retried
     with recorder.acting_as(_role("api_handler")):
@@ -182,6 +184,11 @@ def test_each_function_calls_only_what_its_role_allows(
         handler = spool_app.app.handler_map["drain_due"]
         handler(scheduled_event(spool_app.app), context("drain_due", 20_000))
 
+
+def test_each_function_calls_only_what_its_role_allows(
+    rt: Runtime, api: Api, recorder: Recorder
+) -> None:
+    walk_every_function(rt, api, recorder)
     assert set(recorder.calls) == {"api", "worker", "scheduler"}
     missing = {
         role: sorted(
