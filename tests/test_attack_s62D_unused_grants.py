@@ -14,12 +14,24 @@ with the path that calls it, or removed from infra/generate.py.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from moto import mock_aws
+
+import app as spool_app
+from chalicelib import periodic
+from chalicelib.models import JobQuery
 from chalicelib.runtime import Runtime
 from infra.generate import ACTIONS
-from tests.apikit import Api
-from tests.test_aws_events import poller
+from local.emulator import context, scheduled_event
+from tests.apikit import Api, installed, settings_for
+from tests.test_aws_events import QUEUE, poller
 from tests.test_iam_actions import (  # noqa: F401 (fixtures)
     Recorder,
+    _allowed,
     _role,
     recorder,
     rt,
@@ -84,3 +96,42 @@ def test_the_paths_named_are_granted() -> None:
     for role, named in UNWALKED.items():
         granted = {a for kind in ("queue", "objects") for a in ACTIONS[role].get(kind, [])}
         assert set(named) <= granted, role
+
+
+BIG_TICK = {
+    "name": "big-tick",
+    "type": "echo",
+    "cron": "* * * * *",
+    "payload": {"blob": "x" * 150_000},  # past offload_bytes: the tick's payload goes to S3
+}
+
+
+@pytest.fixture
+def scheduled(tmp_path: Path) -> Iterator[Runtime]:
+    """A store with a periodic schedule whose payload is offloaded (SPOOL_SCHEDULES)."""
+    settings = settings_for(
+        tmp_path,
+        store_url=f"dynamodb://jobs?queue={QUEUE}&bucket=jobs-bucket&create=1",
+        extra={"SPOOL_SQS_VISIBILITY_TIMEOUT": "30", "SPOOL_SCHEDULES": json.dumps([BIG_TICK])},
+    )
+    with mock_aws(), installed(settings) as runtime:
+        yield runtime
+
+
+def test_a_periodic_tick_fired_twice_by_the_schedule_is_within_its_role(
+    scheduled: Runtime,
+    recorder: Recorder,  # noqa: F811 (the fixture)
+) -> None:
+    """The walk above sets no schedule; the scheduled function's tick is an enqueue of
+    its own (payload offloaded, key `periodic:<name>:<tick>`), and a second container
+    that fires the same tick finds the key taken and drops the payload it put."""
+    handler = spool_app.app.handler_map["drain_due"]
+    with recorder.acting_as(_role("drain_due")):
+        handler(scheduled_event(spool_app.app), context("drain_due", 20_000))
+        periodic._confirmed_by_store.clear()  # a second container: nothing settled
+        handler(scheduled_event(spool_app.app), context("drain_due", 20_000))
+    ticks = scheduled.store.list_jobs(JobQuery(tenant=None, type="echo"))
+    assert len(ticks.jobs) == 1, ticks
+    calls = recorder.calls["scheduler"]
+    assert {("s3", "s3:PutObject"), ("s3", "s3:DeleteObject")} <= calls, calls
+    assert sorted(a for s, a in calls if a.split(":", 1)[1] not in _allowed("scheduler", s)) == []
