@@ -125,7 +125,11 @@ ACTIONS: dict[str, dict[str, list[str]]] = {
             "dynamodb:Scan",
             "dynamodb:UpdateItem",
         ],
-        "queue": ["sqs:GetQueueUrl", "sqs:SendMessage"],
+        # GetQueueAttributes: /health's probe of a queue that lost a send, which clears
+        # the failure once the queue answers (SqsDispatch.still_failing). Without it,
+        # every /health after a lost send was refused and answered 503 for a minute
+        # with SQS long back (tests/test_attack_s62D_health_probe.py).
+        "queue": ["sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:SendMessage"],
         "objects": ["s3:DeleteObject", "s3:GetObject", "s3:PutObject"],
     },
     "worker": {
