@@ -311,6 +311,50 @@ def deep_path(value: Any, limit: int) -> list[str | int] | None:
     return None
 
 
+# log10(2), rounded down: an integer of n bits has at least (n - 1) * this + 1 digits.
+_DIGITS_PER_BIT = 0.30102
+
+
+def json_text_over(value: Any, limit: int) -> bool:
+    """True when the JSON text of `value` is surely longer than `limit` characters,
+    told without writing it: a handler's `["x" * 1000] * 100_000` is one shared string
+    in memory and 100 MB once encoded, and encoding it to measure it ran a worker out
+    of memory.
+
+    Counts what the encoder writes at least: a string's characters and its quotes
+    (each character is one or more), an object's keys so and a colon, an integer's
+    digits, a byte for any other value and one for each bracket and comma. It stops
+    once past `limit`, so it walks at most `limit` values however shared or circular
+    `value` is, with its own stack (a container is counted before its items are
+    pushed: a list of ten million is refused, not copied). A value JSON has no form
+    for counts as nothing: the encoder says what is wrong with it."""
+    count = 0
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            count += len(item) + 2
+        elif isinstance(item, bool) or item is None:
+            count += 4
+        elif isinstance(item, int):
+            bits = abs(item).bit_length()
+            count += int((bits - 1) * _DIGITS_PER_BIT) + 1 if bits > 1 else 1
+        elif isinstance(item, float):
+            count += 1
+        elif isinstance(item, dict | list | tuple):
+            count += 1 + len(item)  # its brackets and commas: over already, nothing pushed
+            if count > limit:
+                return True
+            if isinstance(item, dict):
+                count += sum(len(key) + 3 if isinstance(key, str) else 3 for key in item)
+                stack.extend(item.values())
+            else:
+                stack.extend(item)
+        if count > limit:
+            return True
+    return False
+
+
 def is_circular(value: Any) -> bool:
     """True when a dict, list or tuple inside `value` contains itself, at any depth:
     what json.dumps refuses as "Circular reference detected".

@@ -94,6 +94,7 @@ from chalicelib.jsonstrict import (
     holds_unreadable_int,
     is_circular,
     is_finite_json,
+    json_text_over,
     loads_strict,
     nested_deeper_than,
     replaced_surrogates,
@@ -159,6 +160,10 @@ QUICK_HANDLER_SECONDS = 0.001
 # others of its wave still run, so a wave's completions are written in one request.
 WAVE_HOLD = 1.0
 MAX_RESULT_BYTES = 256 * 1024
+# A result whose JSON needs at least this much (jsonstrict.json_text_over) is refused
+# unencoded; one under it is encoded (at most a few MB: a character is at most 12
+# bytes of JSON) and its error gives its exact size.
+RESULT_COUNT_CAP = 4 * MAX_RESULT_BYTES
 # Levels of arrays and objects a result may nest, as a payload may (the API's parser
 # stops near 200). Deeper, it encodes on a pool thread's short stack but reading it
 # back on a deeper one (the API's, under its server) raises RecursionError: a 500.
@@ -414,6 +419,12 @@ class Worker:
         try:
             if isinstance(result, BaseModel):
                 result = result.model_dump(mode="json")
+            # Far over the limit (a shared string written 100,000 times): refused before
+            # it is encoded, which took its whole size again and ran the worker out of
+            # memory, retried as a MemoryError. A circular one is the encoder's to name.
+            if json_text_over(result, RESULT_COUNT_CAP) and not is_circular(result):
+                error = f"result is more than {RESULT_COUNT_CAP} bytes, over {MAX_RESULT_BYTES}"
+                return Completion(job.id, token, JobState.DEAD, error=error)
             encoded = _strict_json(result)
         except (TypeError, ValueError, RecursionError) as exc:
             error = f"result is not JSON: {_why_not_json(result, exc)}"
