@@ -160,6 +160,11 @@ QUICK_HANDLER_SECONDS = 0.001
 # others of its wave still run, so a wave's completions are written in one request.
 WAVE_HOLD = 1.0
 MAX_RESULT_BYTES = 256 * 1024
+# Why a thread would not start, and the way out, where a worker says it cannot.
+THREAD_REFUSED = (
+    "the process may start no more threads: it is at its limit of threads (ulimit -u) "
+    "or short of address space for another thread's stack (ulimit -v)"
+)
 # A result whose JSON needs at least this much (jsonstrict.json_text_over) is refused
 # unencoded; one under it is encoded (at most a few MB: a character is at most 12
 # bytes of JSON) and its error gives its exact size.
@@ -317,6 +322,8 @@ class Worker:
         self._work = threading.Condition(self._lock)  # pool threads wait here
         self._events = threading.Condition(self._lock)  # the dispatcher waits here
         self._state = _State()
+        # The pool thread count last said to be short of the concurrency (_ensure_threads).
+        self._short_of_threads = -1
         # Claims are unstarted: each job is marked started just before its handler runs
         # (chalicelib/start_marks.py), so a job lost from the prefetch keeps its attempt.
         self._marks = StartMarks(store.start, make_way=self._give_way_if_quick)
@@ -631,9 +638,32 @@ class Worker:
             self.stats.lost_lease += 1
 
     def _ensure_threads(self) -> None:
+        """Start pool threads up to the concurrency; once one will not start, run with
+        those started (said once per count) rather than not at all.
+
+        The process at its thread limit (ulimit -u) or short of address space for one
+        more thread's stack (ulimit -v) refused the start, and `spool worker
+        --concurrency 8` under a 300 MB limit, able to run two, stopped at its first
+        drain with "unexpected error: RuntimeError: can't start new thread". With no
+        thread at all the refusal is raised, in those words (THREAD_REFUSED)."""
         with self._lock:
             while self._state.threads < self.config.concurrency:
-                self._spawn()
+                try:
+                    self._spawn()
+                except RuntimeError as exc:
+                    if self._state.threads == 0:
+                        raise RuntimeError(f"{THREAD_REFUSED} ({exc})") from exc
+                    if self._short_of_threads != self._state.threads:
+                        self._short_of_threads = self._state.threads
+                        log.warning(
+                            "runs %d of its %d pool threads: %s (%s); it tries again "
+                            "at its next drain, or lower --concurrency",
+                            self._state.threads,
+                            self.config.concurrency,
+                            THREAD_REFUSED,
+                            exc,
+                        )
+                    return
 
     # -- dispatcher pieces ---------------------------------------------------
     @property

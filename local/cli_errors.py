@@ -460,11 +460,36 @@ def explain(exc: BaseException) -> CliFailure:
     if isinstance(exc, UnicodeEncodeError) and exc.reason == "surrogates not allowed":
         # argv bytes that were not UTF-8 arrive as lone surrogates; no store takes them
         return UsageError(NOT_UTF8, NOT_UTF8_FIX)
+    if isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
+    ):
+        return _short_of_resources(exc)
     detail = str(exc).strip()
     return CliFailure(
         f"unexpected error: {type(exc).__name__}" + (f": {detail}" if detail else ""),
         f"Rerun with {DEBUG_VARIABLE}=1 to see the traceback",
     )
+
+
+def _short_of_resources(exc: BaseException) -> CliFailure:
+    """The process out of memory, or refused a thread: what ran short and what to change.
+    `spool worker` under a memory limit said "unexpected error: MemoryError" (a claim
+    of large payloads) or "...: RuntimeError: can't start new thread", and to rerun with
+    SPOOL_DEBUG=1, whose traceback only shows where it ran short."""
+    fix = (
+        "Raise the process's limits (ulimit -v, ulimit -u, a container's memory) or "
+        "lower --concurrency (SPOOL_CONCURRENCY): each running job holds its payload "
+        "and a thread"
+    )
+    if isinstance(exc, MemoryError):
+        return CliFailure("out of memory (MemoryError): the process may allocate no more", fix)
+    said = str(exc).strip()
+    if "ulimit" not in said:  # Python's own words, from a thread other than the pool's
+        said = (
+            f"could not start a thread ({said}): the process is at its limit of threads "
+            "(ulimit -u) or short of address space for another thread's stack (ulimit -v)"
+        )
+    return CliFailure(said, fix)
 
 
 def check_debugging() -> None:
