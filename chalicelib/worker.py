@@ -324,6 +324,8 @@ class Worker:
         self._state = _State()
         # The pool thread count last said to be short of the concurrency (_ensure_threads).
         self._short_of_threads = -1
+        # The most jobs one claim asks for, halved by a claim that ran out of memory.
+        self._claim_cap = sys.maxsize
         # Claims are unstarted: each job is marked started just before its handler runs
         # (chalicelib/start_marks.py), so a job lost from the prefetch keeps its attempt.
         self._marks = StartMarks(store.start, make_way=self._give_way_if_quick)
@@ -723,6 +725,31 @@ class Worker:
         return taken
 
     def _claim(self, want: int) -> int:
+        """Claim up to `want` jobs; fewer at a time from the first claim that ran the
+        process out of memory (their payloads, decoded at once), halving down to one.
+
+        A `spool worker --concurrency 4` under a 300 MB limit, with jobs of 1.9 MB
+        payloads, failed every claim of 4 with MemoryError, said as "store unavailable
+        (MemoryError)", and retried the same claim forever, running nothing, though it
+        could run them one claim at a time. The smaller claim stays until the worker
+        restarts; a claim of one that fails so is an outage as before (said, retried)."""
+        want = min(want, self._claim_cap)
+        while True:
+            try:
+                return self._claim_some(want)
+            except MemoryError:
+                if want <= 1:
+                    raise
+                asked, want = want, want // 2
+                self._claim_cap = want
+                log.warning(
+                    "out of memory claiming %d jobs at once (their payloads): claims at "
+                    "most %d at a time from now on (until the worker restarts)",
+                    asked,
+                    want,
+                )
+
+    def _claim_some(self, want: int) -> int:
         if want <= 0:
             return 0
         policy = self.config.policy
@@ -1603,7 +1630,6 @@ class Worker:
             return stats
         notifier: Any = getattr(self.store, "notifier", None)
         self._notifier = notifier
-        self._ensure_threads()
         if notifier is not None:
             # The bridge subscribes before the first claim, so no wake-up is missed.
             subscribed = threading.Event()
@@ -1611,6 +1637,10 @@ class Worker:
                 self._bridge, args=(notifier, subscribed), name="spool-wake"
             ).start()
             subscribed.wait()
+        # The pool last: a process short of threads (or of address space for their
+        # stacks) runs with fewer pool threads (_ensure_threads), but not without its
+        # bridge, whose start, after a pool that took the last of the room, stopped it.
+        self._ensure_threads()
         fatal: BaseException | None = None
         self._beat(force=True)
         while not self._stop.is_set():

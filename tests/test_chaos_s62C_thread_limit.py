@@ -21,6 +21,7 @@ import logging
 import random
 import resource
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,96 @@ def test_a_real_worker_short_of_address_space_runs_with_the_threads_it_has(
     log = outcomes[0]
     assert "done: 6 succeeded" in log, log
     assert "WARNING spool.worker: runs " in log and " of its 4 pool threads" in log, log
+
+
+class _ShortOfMemory(MemoryStore):
+    """A store whose claims of more than `most` jobs run the process out of memory,
+    as decoding that many large payloads at once did under a 300 MB limit."""
+
+    most = 1
+    asked: list[int]
+
+    def claim(self, limit: int, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        self.asked.append(limit)
+        if limit > self.most:
+            raise MemoryError
+        return super().claim(limit, *args, **kwargs)
+
+
+def test_a_claim_that_runs_out_of_memory_is_made_again_smaller(
+    clock: FakeClock, reg: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Was: every claim of 4 failed, said as "store unavailable (MemoryError)" and tried
+    again as it was, forever; `--burst` ended with the MemoryError, nothing run."""
+    store = _ShortOfMemory(clock)
+    store.asked = []
+    reg.handler("fine", max_attempts=1)(lambda payload: "ok")
+    jobs = [add(store, clock, "fine", max_attempts=1) for _ in range(6)]
+    worker = Worker(store, reg, WorkerConfig(concurrency=4, lease_seconds=30), rng=random.Random(1))
+    with caplog.at_level(logging.WARNING, logger="spool.worker"):
+        try:
+            worker.drain()
+        finally:
+            worker.close()
+            store.close()
+    assert [get(store, job.id).state for job in jobs] == [JobState.SUCCEEDED] * 6
+    assert max(store.asked[store.asked.index(1) :]) == 1  # never more than one again
+    said = [r.getMessage() for r in caplog.records if "out of memory" in r.getMessage()]
+    assert said and said[-1].endswith(
+        "claims at most 1 at a time from now on (until the worker restarts)"
+    )
+
+
+def test_a_worker_with_room_for_two_threads_starts_its_wake_bridge_and_one_pool_thread(
+    mem: MemoryStore, clock: FakeClock, reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was (a real `spool worker --concurrency 4` under a 350 MB limit): the pool took
+    the room there was, and the store's wake-up bridge, started after it, could not
+    start: the worker stopped with "could not start a thread"."""
+    real = logs.inherited_thread
+    started: list[str] = []
+
+    def two_in_all(target: Any, name: str = "", **kwargs: Any) -> Any:
+        thread = real(target, name=name, **kwargs)
+        if name in ("spool-pool", "spool-wake"):
+            started.append(name)
+            if len(started) > 2:
+
+                def start() -> None:
+                    raise RuntimeError("can't start new thread")
+
+                thread.start = start  # type: ignore[method-assign]
+        return thread
+
+    monkeypatch.setattr("chalicelib.worker.logs.inherited_thread", two_in_all)
+    reg.handler("fine", max_attempts=1)(lambda payload: "ok")
+    jobs = [add(mem, clock, "fine", max_attempts=1) for _ in range(3)]
+    worker = Worker(mem, reg, WorkerConfig(concurrency=4, lease_seconds=30), rng=random.Random(1))
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:
+            failed.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        for job in jobs:
+            assert get(mem, job.id) is not None
+        deadline = 200
+        while (
+            deadline
+            and not failed
+            and any(get(mem, job.id).state is not JobState.SUCCEEDED for job in jobs)
+        ):
+            deadline -= 1
+            runner.join(0.05)
+    finally:
+        worker.stop()
+        runner.join(30)
+        worker.close()
+    assert failed == []
+    assert [get(mem, job.id).state for job in jobs] == [JobState.SUCCEEDED] * 3
+    assert started[:2] == ["spool-wake", "spool-pool"]
