@@ -215,7 +215,10 @@ CATALOG: tuple[Setting, ...] = (
             "limit); a bigger one gets 413 and nothing is stored. Whatever it is, one "
             "job's payload may take at most 2 MiB in the answers that return it "
             "(GET /status: escaped as JSON and again by Lambda, so under Lambda's 6 MB "
-            "answer), 413 past it."
+            "answer), 413 past it. Memory: a body is parsed whole before a job in it is "
+            "refused, and JSON of many small values takes up to about 30 times its size "
+            "in Python (a 10 MB body of `{}`s: 280 MB), per request thread at once: with "
+            "a limit near 10 MB, size `spool serve --threads` (16) to the memory there is."
         ),
         group=_API,
         field="max_body_bytes",
