@@ -213,6 +213,7 @@ def install(environ: Mapping[str, str]) -> None:
         server.server.RequestHandlerClass = functools.partial(
             handler, app_object=app_obj, config=config
         )
+        pace_accepts(server.server)
         # The handler puts the socket's peer in PEER_HEADER (_parse_payload): app.py
         # counts failed sign-ins by it, where chalice's own sourceIp is always 127.0.0.1.
         api_http.PEER_HEADER_TRUSTED = True
@@ -220,6 +221,52 @@ def install(environ: Mapping[str, str]) -> None:
 
     create_local_server.spool_handler = True  # type: ignore[attr-defined]
     local.create_local_server = create_local_server
+
+
+# accept() failing for want of descriptors or memory: said, then paused this long.
+_OUT_OF_ROOM = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+ACCEPT_PAUSE = 0.25
+
+
+def _say(text: str) -> None:
+    """A line on stderr, as chalice's server writes its own: Spool's loggers are set
+    up when the app first loads its engine, which may be after the server runs short."""
+    print(f"chalice local: {text}", file=sys.stderr, flush=True)
+
+
+def pace_accepts(http_server: Any) -> None:
+    """Say an accept() refused for want of file descriptors, and wait a moment before
+    the next, as `spool serve` does (local/http_guard.py).
+
+    Under `prlimit --nofile=60` with 61 keep-alive connections held, `chalice local`
+    answered no one and said nothing, and its accept loop spun at 70% of a core:
+    socketserver drops get_request's OSError and selects again on a listening socket
+    that stays readable. Said once (on stderr) until a connection is accepted again; the held
+    connections close after SPOOL_HTTP_IDLE_TIMEOUT, and the waiting ones are served."""
+    original = http_server.get_request
+    refused = threading.Event()
+
+    def get_request() -> Any:
+        try:
+            pair = original()
+        except OSError as exc:
+            if exc.errno in _OUT_OF_ROOM:
+                if not refused.is_set():
+                    refused.set()
+                    _say(
+                        f"accept() failed: {exc.strerror}: the process is at its file "
+                        "descriptor limit (ulimit -n) or out of memory; new connections "
+                        "wait until open ones close (idle ones after "
+                        "SPOOL_HTTP_IDLE_TIMEOUT)"
+                    )
+                time.sleep(ACCEPT_PAUSE)
+            raise
+        if refused.is_set():
+            refused.clear()
+            _say("accept() works again: new connections are served")
+        return pair
+
+    http_server.get_request = get_request
 
 
 def _refuse_to_listen(host: str, port: int, exc: OSError) -> NoReturn:
