@@ -7,7 +7,7 @@ drops the OSError (EMFILE) get_request raises and selects again on a listening s
 that stays readable. `spool serve` says "accept() failed" and pauses
 (local/http_guard.py).
 
-Now chalice local's server says it once on spool.http, with the limit to look at, and
+Now chalice local's server says it on stderr once a shortage, with the limit to look at, and
 waits a moment between tries; once the idle connections are closed (here after
 SPOOL_HTTP_IDLE_TIMEOUT) the waiting request is served and it says so.
 """
@@ -87,8 +87,9 @@ def test_chalice_local_at_its_descriptor_limit_says_so_and_serves_again(tmp_path
     assert proc.stderr is not None
     log = proc.stderr.read().decode("utf-8", "replace")
     refused = [line for line in log.splitlines() if "accept() failed" in line]
-    # Once a shortage (another may start as idle connections close and more connect),
-    # not once a refused accept; each one ends with the accept that works again.
-    assert 1 <= len(refused) <= 3, log
-    assert "Too many open files" in refused[0] and "ulimit -n" in refused[0], log
-    assert log.count("accept() works again") == len(refused), log
+    # Once a shortage, not once a refused accept (four a second while it lasts): the
+    # lines alternate, each shortage ended by the accept that works again. (Another
+    # may start as idle connections close and more connect: how many is the load's.)
+    said = [line for line in log.splitlines() if line.startswith("chalice local: accept()")]
+    assert refused and "Too many open files" in refused[0] and "ulimit -n" in refused[0], log
+    assert [("works again" in line) for line in said] == [False, True] * len(refused), log
