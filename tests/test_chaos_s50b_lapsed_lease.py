@@ -32,9 +32,11 @@ from chalicelib.storage.memory import MemoryStore
 from chalicelib.storage.sqlite import SQLiteStore
 from chalicelib.worker import Worker, WorkerConfig
 from tests.factories import new_job
-from tests.procs import ROOT, guarded_env, stop
+from tests.procs import ROOT, guarded_env
 
 LEASE = 1.0
+# The longest the third process holds the write lock: 2.5 of the workers' 2 s leases.
+LOCK_HELD = 5.0
 
 
 class Unreachable(MemoryStore):
@@ -179,7 +181,12 @@ def test_a_write_lock_held_past_the_lease_tells_the_handler_before_another_worke
         locker = sqlite3.connect(str(db), isolation_level=None, timeout=30)
         locker.execute("BEGIN IMMEDIATE")
         try:
-            time.sleep(5.0)  # 2.5 leases: the lease lapses while nobody can write
+            # Held until the handler says it was told (its lease lapses 2 s in), for at
+            # most 2.5 leases: a handler told only once the lock is let go (the bug)
+            # says nothing while it is held, and its "cancel" comes after `released`.
+            held = time.monotonic() + LOCK_HELD
+            while time.monotonic() < held and not any(e[2] == "cancel" for e in _events(log_dir)):
+                time.sleep(0.02)
         finally:
             released = time.time()
             locker.execute("COMMIT")
@@ -188,8 +195,12 @@ def test_a_write_lock_held_past_the_lease_tells_the_handler_before_another_worke
             assert time.monotonic() < deadline, "the job never ran again"
             time.sleep(0.02)
     finally:
+        # Killed, not stopped: nothing here checks a stop, and a SIGTERM'd worker
+        # finishes the job's second attempt (20 s): stop() waited its 15 s, then killed.
         for w in workers:
-            stop(w)
+            w.kill()
+        for w in workers:
+            w.wait(10)
     events = _events(log_dir)
     first_pid = events[0][1]
     told = [at for at, pid, what in events if pid == first_pid and what == "cancel"]
