@@ -214,7 +214,7 @@ def test_a_missing_key_is_told_where_the_key_goes(presented: str | None) -> None
 
 @pytest.mark.parametrize("presented", ["wrong", "\udc80", "\x00"])
 def test_a_wrong_key_is_invalid_never_a_crash(presented: str) -> None:
-    with pytest.raises(Unauthorized, match=r"^invalid API key: send one of the keys"):
+    with pytest.raises(Unauthorized, match=r"^invalid API key: send one of this server's API keys"):
         Keyring.parse(f"{K1}=t").tenant_for(presented)
 
 

@@ -27,7 +27,7 @@ def test_a_wrong_key_over_http_says_which_key_to_send(server: Server) -> None:
     assert status == 401
     message = answer["error"]["message"]
     assert message.startswith("invalid API key: ")
-    for hint in ("SPOOL_API_KEYS", "X-API-Key", "spool serve", "new at each start"):
+    for hint in ("API keys", "X-API-Key", "spool serve", "new at each start"):
         assert hint in message, message
     assert "dev-an-old-key" not in message  # never the key sent
 

@@ -85,10 +85,12 @@ INVALID_KEY = "invalid API key"
 # A tenant route's answer to a key no tenant has. Alone, "invalid API key" left a
 # newcomer whose `spool serve` had restarted (a new dev key at each start) guessing;
 # the command line said it (local/remote_cli.py), curl and the dashboard did not.
+# "this server's API keys", not SPOOL_API_KEYS: the keys may come from an SSM
+# parameter instead, whose path an unauthenticated caller is not told.
 INVALID_TENANT_KEY = (
-    f"{INVALID_KEY}: send one of the keys in the server's {API_KEYS}, in the X-API-Key "
-    "header (the dev key `spool serve` makes without it is new at each start: use the "
-    "one it printed last)"
+    f"{INVALID_KEY}: send one of this server's API keys in the X-API-Key header (the "
+    "dev key a `spool serve` given no keys makes is new at each start: use the one it "
+    "printed last)"
 )
 
 
