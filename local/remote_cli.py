@@ -623,6 +623,12 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
         )
     if isinstance(exc, client_errors.UnexpectedResponse):
         return CliFailure(str(exc), f"Check --url / {URL_VARIABLE}")
+    if isinstance(exc, client_errors.AnswerTooLarge):  # its own words name a Client argument
+        return CliFailure(
+            f"{exc.url} sent an answer of more than {exc.limit} bytes, "
+            "more than any Spool route answers",
+            f"Check that --url / {URL_VARIABLE} is a Spool server's address",
+        )
     if isinstance(exc, client_errors.WaitTimeout):
         return CliFailure(str(exc))
     if not isinstance(exc, client_errors.ApiError):

@@ -64,6 +64,7 @@ class AnswerTooLarge(SpoolClientError):
             f"{url} sent an answer of more than {limit} bytes, the client's max_answer_bytes: "
             "is it a Spool server's address? (pass a larger max_answer_bytes if it is)"
         )
+        self.url = url
         self.limit = limit
 
 
