@@ -492,6 +492,13 @@ def _answer(response: httpx.Response, body: Any, key: str | None, sent_before: b
     return body
 
 
+def _not_json(constant: str) -> Any:
+    """json.loads' parse_constant: NaN and Infinity are not JSON. Python reads them, but
+    Spool never answers them (allow_nan=False), and a caller (`spool status --json`, a
+    strict JSON reader after it) must not be handed them as numbers."""
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _json(content: bytes) -> Any:
     """The answer's JSON, or None for a body that is not (read by status instead).
 
@@ -500,8 +507,8 @@ def _json(content: bytes) -> Any:
     if not content:
         return None
     try:
-        return json.loads(content)
-    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
+        return json.loads(content, parse_constant=_not_json)
+    except (ValueError, RecursionError):  # not JSON (NaN too), not UTF-8, nested too deep
         return None
 
 
