@@ -1,10 +1,12 @@
 """The SQS worker (app.py's run_jobs, events.handle_sqs) under SQS's at-least-once
 delivery, against DynamoDB and SQS on moto_server (s62, helper E): messages are
 received from the real queue and handed over as Lambda hands them. Two invocations
-given the same message at once run the job once; an invocation killed mid-job at its
-"timeout" (a SIGKILLed process) leaves a job the next delivery after the lease runs,
-once; records naming a job that is gone, finished, cancelled or nothing at all are
-answered exactly (only the unreadable one is handed back)."""
+given the same message at once run the job (each attempt of a retried one) once; a
+redelivery while the job runs leaves the first run's result; an invocation killed
+mid-job at its "timeout" (a SIGKILLed process) leaves a job the next delivery after
+the lease runs, once; records naming a job that is gone, finished, cancelled, another
+tenant's or nothing at all are answered exactly (only the unreadable one is handed
+back); a store outage mid-batch hands back only the unfinished job."""
 
 from __future__ import annotations
 
@@ -260,6 +262,33 @@ def test_the_same_message_twice_at_once_runs_the_job_once(
     assert all(a == {"batchItemFailures": []} for a in answers), answers
     assert state(rt, job_id) is JobState.SUCCEEDED
     assert [a.outcome for a in rt.store.attempts(job_id) or []] == ["succeeded"]
+    assert succeeded_total(rt) == 1
+
+
+@pytest.mark.parametrize("rt", [LONG_LEASE], indirect=True)
+def test_a_retried_job_given_twice_at_each_attempt_runs_each_attempt_once(
+    rt: Runtime, moto: MotoServer, tmp_path: Path
+) -> None:
+    job_id = enqueue(rt, "fail", times=1)  # fails its first attempt, then succeeds
+    for _ in range(2):  # the first message, then the retry's own (delayed) message
+        records = receive(rt, 1)
+        assert [id_of(r) for r in records] == [job_id]
+        twins = [invoke_in_child(rt, tmp_path, moto, records) for _ in range(2)]
+        try:
+            answers = [json.loads(child.communicate(timeout=90)[0]) for child in twins]
+        finally:
+            for child in twins:
+                stop(child)
+        assert all(a == {"batchItemFailures": []} for a in answers), answers
+        dispatch = rt.store.dispatch  # type: ignore[attr-defined]
+        dispatch.client.delete_message(
+            QueueUrl=dispatch.queue_url, ReceiptHandle=records[0]["receiptHandle"]
+        )
+    assert state(rt, job_id) is JobState.SUCCEEDED
+    attempts = rt.store.attempts(job_id) or []
+    assert [(a.number, a.outcome) for a in attempts] == [(1, "retrying"), (2, "succeeded")]
+    counted = {k.event: n for k, n in rt.store.counters().items()}
+    assert counted == {"enqueued": 1, "failed": 1, "retried": 1, "succeeded": 1}
     assert succeeded_total(rt) == 1
 
 
