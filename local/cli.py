@@ -280,7 +280,8 @@ def _run_worker(
         # Built first: a malformed SPOOL_WEBHOOKS stops the command before any job
         # runs, as it stops `spool worker` without --burst, not after every one did.
         deliverer = webhooks.deliverer(rt) if webhooks.enabled(rt.settings) else None
-        periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
+        if args.schedule:
+            periodic.fire_due(rt.service, rt.registry, rt.store.clock, settings=rt.settings)
         due = _waiting(rt, (JobState.QUEUED, JobState.RETRYING), rt.settings.queues)
         bar = _progress_bar()(total=due, unit="job", disable=args.quiet or not sys.stderr.isatty())
         worker = rt.worker(args.concurrency, middleware=(_progress(bar),), metrics=metrics)
@@ -363,7 +364,9 @@ def _types_text(rt: Runtime) -> str:
 
 
 def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) -> WorkerStats:
-    """`spool worker` without --burst: the pool, the scheduler and webhook delivery."""
+    """`spool worker` without --burst: the pool, the scheduler (unless --no-schedule: a
+    worker draining an old store beside another store's workers would fire every tick
+    a second time, into the old one) and webhook delivery."""
     from chalicelib import periodic
     from chalicelib.webhooks import runner as webhooks
 
@@ -371,14 +374,16 @@ def _run_until_stopped(rt: Runtime, args: argparse.Namespace, worker: Worker) ->
         _status_line(
             f"spool worker: concurrency {worker.config.concurrency}, "
             f"store {redact_url(rt.settings.store_url)}, {_types_text(rt)}"
+            + ("" if args.schedule else ", schedules off (--no-schedule)")
         )
     stop_schedules = threading.Event()
-    logs.outside_thread(
-        periodic.run_scheduler,
-        args=(rt.service, stop_schedules, rt.registry),
-        kwargs={"settings": rt.settings},
-        name="spool-periodic",
-    ).start()
+    if args.schedule:
+        logs.outside_thread(
+            periodic.run_scheduler,
+            args=(rt.service, stop_schedules, rt.registry),
+            kwargs={"settings": rt.settings},
+            name="spool-periodic",
+        ).start()
     hooks = webhooks.start_thread(rt)  # webhook delivery on its own threads
     _started_here()
     try:
@@ -715,6 +720,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit when nothing is due: a job retrying later, even a moment later, or "
         "delayed, is left for the next run (spool jobs --state retrying lists them), "
         "and so are due jobs a concurrency or rate limit holds back (the summary says so)",
+    )
+    worker.add_argument(
+        "--no-schedule",
+        dest="schedule",
+        action="store_false",
+        help="fire no periodic schedules: for a worker draining an old store while "
+        "another store's workers fire them (docs/self-hosting.md, moving from SQLite)",
     )
     worker.add_argument(
         "--quiet",
