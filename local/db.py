@@ -170,7 +170,7 @@ def _failure_hint(exc: BaseException) -> str:
     from chalicelib.storage import pg_refusals
 
     if pg_refusals.server_full(exc):  # it answered: the network is fine, its slots are not
-        return f"The server answered but {pg_refusals.FULL_HINT}"
+        return f"The server answered but {pg_refusals.full_hint(exc)}"
     if isinstance(exc, pg_errors.ReadOnlySqlTransaction):
         return (
             "The database takes no writes (a standby, or default_transaction_read_only "

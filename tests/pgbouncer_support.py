@@ -44,7 +44,7 @@ def _runs_as() -> str | None:
     return "postgres"
 
 
-def _config(port: int, mode: str, ignore: str, root: Path) -> str:
+def _config(port: int, mode: str, ignore: str, root: Path, extra: str = "") -> str:
     server = urlsplit(BASE_URL)
     dbname = server.path.lstrip("/") or "postgres"
     return (
@@ -57,13 +57,15 @@ def _config(port: int, mode: str, ignore: str, root: Path) -> str:
         f"pool_mode = {mode}\n"
         f"logfile = {root / 'pgbouncer.log'}\npidfile = {root / 'pgbouncer.pid'}\n"
         + (f"ignore_startup_parameters = {ignore}\n" if ignore else "")
+        + extra
     )
 
 
 @contextlib.contextmanager
-def pgbouncer(mode: str = "session", ignore: str = "options") -> Iterator[str]:
+def pgbouncer(mode: str = "session", ignore: str = "options", extra: str = "") -> Iterator[str]:
     """Yield BASE_URL through a fresh PgBouncer in `mode` (session, transaction or
-    statement) that ignores the startup parameters `ignore` names; stop it after."""
+    statement) that ignores the startup parameters `ignore` names, with `extra` lines
+    of its [pgbouncer] section (`max_client_conn = 2\n`); stop it after."""
     if not os.path.exists(PGBOUNCER):
         unavailable(f"{PGBOUNCER} is missing (Debian package pgbouncer)")
     user = _runs_as()
@@ -73,7 +75,7 @@ def pgbouncer(mode: str = "session", ignore: str = "options") -> Iterator[str]:
         port = _free_port()
         role = urlsplit(BASE_URL).username or "postgres"
         (root / "users.txt").write_text(f'"{role}" ""\n')
-        (root / "pgbouncer.ini").write_text(_config(port, mode, ignore, root))
+        (root / "pgbouncer.ini").write_text(_config(port, mode, ignore, root, extra))
         if user is not None:
             for path in (root, *root.iterdir()):
                 shutil.chown(path, user, user)

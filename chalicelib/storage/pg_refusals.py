@@ -56,6 +56,10 @@ def refusal(exc: BaseException) -> str | None:
     return None
 
 
+# PgBouncer's words for a client past its max_client_conn (its default is 100, fewer
+# than the connections a deployment that needs a pooler opens).
+POOLER_FULL = "no more connections allowed (max_client_conn)"
+
 # What a server with no connection slot left for this role says (max_connections
 # taken, or the role's or the database's CONNECTION LIMIT; the reserved-slots line
 # is PG 15's wording, then 16's). Not a refusal: a slot frees when a session ends.
@@ -64,6 +68,7 @@ _FULL = (
     "too many connections for role",
     "too many connections for database",
     "remaining connection slots are reserved",
+    POOLER_FULL,
 )
 
 
@@ -75,6 +80,20 @@ FULL_HINT = (
     "sessions (see pg_stat_activity), lower pool_max on Spool's processes or raise "
     "the limit, then run it again"
 )
+
+
+# The same for PgBouncer's refusal: it was said as a wrong URL or a server down.
+POOLER_FULL_HINT = (
+    "has no client slot free (PgBouncer's max_client_conn, taken by other clients; "
+    "each of Spool's connections is one): raise max_client_conn in pgbouncer.ini to "
+    "at least the connections you budget (docs/self-hosting.md, PgBouncer) or lower "
+    "pool_max on Spool's processes, then run it again"
+)
+
+
+def full_hint(exc: BaseException) -> str:
+    """What to do about a full server (`server_full`): PgBouncer's or Postgres's."""
+    return POOLER_FULL_HINT if POOLER_FULL in str(exc) else FULL_HINT
 
 
 def server_full(exc: BaseException) -> bool:

@@ -1012,7 +1012,7 @@ def unreachable_message(settings: PgSettings, exc: BaseException) -> str:
     if hint is not None:
         return f"cannot connect to the Postgres store at {where}: {hint}"
     if pg_refusals.server_full(exc):  # it answered: neither the network nor the URL
-        full = pg_refusals.FULL_HINT
+        full = pg_refusals.full_hint(exc)
         return (
             f"cannot connect to the Postgres store at {where}: {reason}; "
             f"the server in SPOOL_STORE_URL answered but {full}"
