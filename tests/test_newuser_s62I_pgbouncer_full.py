@@ -45,9 +45,7 @@ def full_bouncer() -> Iterator[str]:
 )
 def test_a_full_pgbouncer_is_named_with_its_setting(full_bouncer: str, argv: list[str]) -> None:
     env = guarded_env(SPOOL_STORE_URL=full_bouncer, SPOOL_DEMO_HANDLERS="true")
-    done = subprocess.run(
-        [str(SPOOL), *argv], env=env, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([str(SPOOL), *argv], env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
     said = " ".join(done.stderr.split())
     assert "no more connections allowed (max_client_conn)" in said
