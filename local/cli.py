@@ -725,8 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-schedule",
         dest="schedule",
         action="store_false",
-        help="fire no periodic schedules: for a worker draining an old store while "
-        "another store's workers fire them (docs/self-hosting.md, moving from SQLite)",
+        help="fire no periodic schedules (by default a worker fires them): for a worker "
+        "draining an old store while another store's workers fire them "
+        "(docs/self-hosting.md, moving from SQLite)",
     )
     worker.add_argument(
         "--quiet",
