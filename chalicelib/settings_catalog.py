@@ -216,12 +216,28 @@ CATALOG: tuple[Setting, ...] = (
             "job's payload may take at most 2 MiB in the answers that return it "
             "(GET /status: escaped as JSON and again by Lambda, so under Lambda's 6 MB "
             "answer), 413 past it. Memory: a body is parsed whole before a job in it is "
-            "refused, and JSON of many small values takes up to about 30 times its size "
-            "in Python (a 10 MB body of `{}`s: 280 MB), per request thread at once: with "
-            "a limit near 10 MB, size `spool serve --threads` (16) to the memory there is."
+            "refused; as Python objects its values take up to about 90 bytes each, so a "
+            "body holds at most SPOOL_MAX_BODY_VALUES of them (about 12 MB), and "
+            "otherwise takes a few times its size, per request thread at once: with a "
+            "limit near 10 MB, size `spool serve --threads` (16) to the memory there is."
         ),
         group=_API,
         field="max_body_bytes",
+    ),
+    Setting(
+        name="SPOOL_MAX_BODY_VALUES",
+        type=INTEGER,
+        default=131_072,
+        read_by="chalicelib/json_values.py",
+        meaning=(
+            "Most JSON values one `POST /enqueue` body may hold (arrays, objects, and the "
+            "elements and members in them; 1024 to 5242880), counted from its bytes "
+            "before it is parsed: a bigger count gets 413 with no object built. Parsed, "
+            "a small value such as `{}` takes about 30 times its text (a 10 MB body of "
+            "them: 280 MB); the default, what the default 256 KiB body can hold at most, "
+            "bounds that to about 12 MB whatever SPOOL_MAX_BODY_BYTES allows."
+        ),
+        group=_API,
     ),
     Setting(
         name="SPOOL_MAX_BATCH",

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from chalicelib.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from chalicelib.json_encode import compact_encoder
+from chalicelib.json_values import DEFAULT_MAX_BODY_VALUES, too_many_values, values_over
 from chalicelib.jsonstrict import (
     NESTED_TOO_DEEP,
     StrictRefusal,
@@ -272,7 +273,13 @@ class ApiRequest:
         # "key " was refused there (401) and taken by `spool serve`.
         return value.strip(" \t")
 
-    def json(self, max_bytes: int, *, allow_empty: bool = False) -> Any:
+    def json(
+        self,
+        max_bytes: int,
+        *,
+        allow_empty: bool = False,
+        max_values: int = DEFAULT_MAX_BODY_VALUES,
+    ) -> Any:
         """The body as JSON (parse_json), its Content-Encoding checked."""
         if self.body_error is not None:
             raise BadRequest(self.body_error)
@@ -280,6 +287,7 @@ class ApiRequest:
             self.body,
             max_bytes,
             allow_empty=allow_empty,
+            max_values=max_values,
             encoding=self.header("content-encoding"),
             charset=other_charset(self.header("content-type")),
             media_type=self.header("content-type"),
@@ -358,8 +366,12 @@ def parse_json(
     encoding: str | None = None,
     charset: str | None = None,
     media_type: str | None = None,
+    max_values: int = DEFAULT_MAX_BODY_VALUES,
 ) -> Any:
     """Decode a request body: 413 past the limit, 400 when it is not JSON.
+
+    413 too for a body of more than `max_values` values, before it is parsed: as Python
+    objects, small values take up to 30 times their text (chalicelib/json_values.py).
 
     NaN, Infinity and numbers too large for a float (1e999) are not JSON: stored,
     they would hand every other client a body its parser rejects. `charset` is a
@@ -393,6 +405,8 @@ def parse_json(
             "send it encoded as UTF-8 (charset=utf-8, or no charset)",
             {"header": "Content-Type"},
         )
+    if values_over(body, max_values):
+        raise PayloadTooLarge(too_many_values(max_values), {"limit_values": max_values})
     try:
         # UTF-8, strictly (RFC 8259 8.1). Given bytes, json.loads guesses UTF-16 or -32
         # and lets UTF-8-encoded surrogates through, so a name spelled twice (once as

@@ -18,7 +18,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from chalicelib import logs
+from chalicelib import json_values, logs
 from chalicelib import runtime as runtime_module
 from chalicelib.api import auth, errors, key_source, query, ui_routes
 from chalicelib.api.auth import Keyring, authorize_metrics, metrics_key
@@ -106,6 +106,11 @@ class Edge:
         # /health needs no key: on DynamoDB every probe is a billed read, so a probe
         # that succeeded answers for this long (failures are never remembered).
         self._health_for = settings.number("SPOOL_HEALTH_CACHE_SECONDS", 5.0, 0, 60)
+        self._max_values = settings.integer(
+            json_values.SETTING,
+            json_values.DEFAULT_MAX_BODY_VALUES,
+            *json_values.MAX_BODY_VALUES_RANGE,
+        )
         self._healthy_until = float("-inf")
         self._health_probe = HealthProbe(self._check_store)
         self.cache = ResultCache(
@@ -168,7 +173,7 @@ class Edge:
     # -- routes --------------------------------------------------------------
     def enqueue(self, request: ApiRequest) -> ApiResponse:
         tenant = self.tenant(request)
-        data = request.json(self.settings.max_body_bytes)
+        data = request.json(self.settings.max_body_bytes, max_values=self._max_values)
         jobs, batch = self._enqueue_requests(data)
         if len(request.body) * ANSWER_GROWTH > PAYLOAD_ANSWER_BYTES:
             _check_answer_sizes(jobs, batch)
