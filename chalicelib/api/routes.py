@@ -514,9 +514,7 @@ class HealthProbe:
             if not self._busy:
                 self._busy = self._wanted = True
                 if self._thread is None:
-                    # Outside any one invocation: it runs the checks of later ones too.
-                    self._thread = logs.outside_thread(self._loop, name="spool-health")
-                    self._thread.start()
+                    self._start()
                 self._cond.notify_all()
             goal = self._runs + 1
             if not self._cond.wait_for(lambda: self._runs >= goal, deadline):
@@ -528,6 +526,23 @@ class HealthProbe:
             error = self._error
         if error is not None:
             raise error
+
+    def _start(self) -> None:
+        """Start the check's thread (the condition held), or StoreUnavailable (503) when
+        none can be started (address space or threads at their limit, for now): left
+        busy, every later probe waited for a run that never came, 503 until restarted."""
+        # Outside any one invocation: it runs the checks of later ones too.
+        thread = logs.outside_thread(self._loop, name="spool-health")
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread"
+            self._busy = self._wanted = False
+            raise StoreUnavailable(
+                f"the server could not start a thread to check the job store ({exc}): it is "
+                "short of memory or threads for now; try again shortly",
+                retry_after=5,
+            ) from exc
+        self._thread = thread
 
     def _loop(self) -> None:
         while True:
