@@ -7,16 +7,58 @@ warnings for a call that failed with a lost connection, "error ignored terminati
 <psycopg.Pipeline [BAD] at 0x...>: the connection is lost" (twice) and the pool's
 "discarding closed connection: <... [BAD] ...>", beside Spool's own line that says
 what happened and why; those only repeat it without the reason.
+
+A server that ends a session says why first, in a FATAL message ("terminating
+connection due to administrator command": pg_terminate_backend, `pg_ctl stop -m
+fast`; "... unexpected postmaster exit"; "... idle-session timeout"). Read while the
+connection was idle (the worker's LISTEN connection between wake-ups, a pipeline
+between its results), libpq hands that message to the notice handler and raises
+only its own "server closed the connection unexpectedly. This probably means the
+server terminated abnormally": every pg_terminate_backend or fast shutdown was
+logged as a server crash. `hear_last_words` keeps the FATAL, and `reason` says it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
+from typing import Any
+
+# What libpq says, of its own, when the socket closed under it.
+_CLOSED = "server closed the connection unexpectedly"
+_FINAL = frozenset({"FATAL", "PANIC"})
+_lock = threading.Lock()
+_last_words: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
-def reason(exc: BaseException) -> str:
-    """`exc`'s text on one line (its whitespace runs, line breaks included, as one space)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
+def hear_last_words(conn: Any) -> None:
+    """Keep the FATAL message the server sends `conn` before it ends the session, for
+    `reason` (a notice handler holding `conn` weakly: none keeps it alive)."""
+    ref = weakref.ref(conn)
+
+    def heard(diag: Any) -> None:
+        if diag.severity_nonlocalized in _FINAL and diag.message_primary:
+            owner = ref()
+            if owner is not None:
+                with _lock:
+                    _last_words[owner] = str(diag.message_primary)
+
+    conn.add_notice_handler(heard)
+
+
+def last_words(conn: Any) -> str | None:
+    """The FATAL message the server sent `conn` before it closed, if one came."""
+    with _lock:
+        return _last_words.get(conn)
+
+
+def reason(exc: BaseException, conn: Any = None) -> str:
+    """`exc`'s text on one line (its whitespace runs, line breaks included, as one
+    space); for a connection the server closed after saying why, the server's words."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    words = last_words(conn) if conn is not None and _CLOSED in text else None
+    return f"the server ended the session: {words}" if words else text
 
 
 class _AfterFailureNoise(logging.Filter):

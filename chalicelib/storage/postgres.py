@@ -952,7 +952,9 @@ IDLE_SESSION_SINCE = 140000
 
 
 def session_setup(settings: PgSettings, conn: Conn) -> None:
-    """The pool's configure callback: settle_session, its answer unused."""
+    """The pool's configure callback: settle_session, its answer unused; the server's
+    last words kept for the log (pg_noise.hear_last_words)."""
+    pg_noise.hear_last_words(conn)
     settle_session(settings, conn)
 
 
@@ -984,6 +986,7 @@ def connect(settings: PgSettings, timeout: float = 5.0) -> Conn:
     Through a pooler that shares server sessions (PgBouncer's transaction mode) a
     ConfigError naming the fix: LISTEN, the settings and migrate's lock need a session."""
     conn = psycopg.connect(settings.conninfo, autocommit=True, connect_timeout=max(1, int(timeout)))
+    pg_noise.hear_last_words(conn)
     try:
         if settle_session(settings, conn):
             pg_pooler.refuse_shared_sessions(settings.conninfo, conn, max(1, int(timeout)))
@@ -1210,6 +1213,7 @@ class PostgresStore:
         while True:
             attempt += 1
             cut: pg_deadline.Watch | None = None
+            conn: Conn | None = None  # for the server's last words, should it be lost
             try:
                 # getconn/putconn, not pool.connection(): its `with conn` commits or rolls
                 # back an autocommit connection, which has nothing to end (a transaction
@@ -1325,7 +1329,11 @@ class PostgresStore:
                     raise self._too_slow(exc, read or (atomic and not was_cut), was_cut) from exc
                 if read and attempt == 1:
                     continue
-                log.log(self._quiet.level(), "database connection failed: %s", pg_noise.reason(exc))
+                log.log(
+                    self._quiet.level(),
+                    "database connection failed: %s",
+                    pg_noise.reason(exc, conn),
+                )
                 if not read:
                     raise UncertainWrite(
                         "the database connection failed before it answered", retry_after=2
@@ -2537,7 +2545,7 @@ class PgNotifier:
                 log.log(
                     self._quiet.level(),
                     "LISTEN connection lost (%s); will reconnect",
-                    pg_noise.reason(exc),
+                    pg_noise.reason(exc, self._conn),
                 )
                 self._drop()
             # Could not listen: wait out the timeout (close still wakes us).
