@@ -1497,7 +1497,8 @@ class PostgresStore:
                         existing.update(self._by_keys(conn, lost))
                 return {i: built[i] for i in built if _enc(i) in inserted}, existing
 
-        stored, existing = self._run(write)
+        # One transaction: a statement the server cancelled stored nothing (atomic).
+        stored, existing = self._run(write, atomic=True)
         results: list[AddResult | None] = [None] * len(jobs)
         for i in candidates:
             new = jobs[i]
@@ -1521,7 +1522,8 @@ class PostgresStore:
         once the statement returns, and the answer is built from what was sent."""
         now = self.clock.now()
         params = self._one_params(new, now)
-        self._run(lambda conn: _kept_cursor(conn).execute(ADD_KEYLESS_ONE_SQL, params))
+        # One statement, its own transaction: cancelled, it stored nothing (atomic).
+        self._run(lambda conn: _kept_cursor(conn).execute(ADD_KEYLESS_ONE_SQL, params), atomic=True)
         return _fresh_job(new, now)
 
     def _add_keyless(self, jobs: Sequence[NewJob]) -> list[AddResult]:
@@ -1549,7 +1551,7 @@ class PostgresStore:
                 cursor.fetchall()
             return answer
 
-        return self._run(write)
+        return self._run(write, atomic=True)
 
     def _add_params(
         self, fresh: Sequence[NewJob], now: datetime
