@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from chalicelib.errors import StoreUnavailable
+from chalicelib.errors import StoreUnavailable, UncertainWrite
 from chalicelib.fdwait import readable
 from chalicelib.storage.pg_pipeline import pipelined_transaction
 from chalicelib.storage.postgres import from_url, parse_url
@@ -139,3 +139,37 @@ def test_a_pipelined_write_whose_session_is_terminated_says_why(
     assert len(said) == 1, caplog.text
     assert ADMIN in said[0], said[0]
     assert CRASH_WORDS not in said[0], said[0]
+
+
+def test_a_write_whose_session_ended_idle_in_its_transaction_applied_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The server ends a session idle in a transaction past its
+    idle_in_transaction_session_timeout (this process paused mid-transaction: SIGSTOP,
+    a frozen VM, a starved CPU) and rolls the transaction back: nothing applied. Said
+    as the next statement's error, that was known (IdleInTransactionSessionTimeout);
+    read by a pipeline that began inside the transaction (add's keyed or capped
+    batch: the key lookup, then the insert), it was only the session's last words,
+    and the call a lost reply: 503 "may have been applied" (4 of 400 enqueues under a
+    tenant's backlog cap with the database's timeout at 5 ms, on a loaded machine)."""
+    with fresh_schema(statement_timeout="0.2") as url:  # and idle_in_transaction_...
+        store = from_url(url)
+        try:
+
+            def write(conn: psycopg.Connection[Any]) -> None:
+                with conn.transaction():
+                    conn.execute("SELECT 1")
+                    assert readable([conn.fileno()], BOUND), "the server never ended it"
+                    with conn.pipeline():
+                        conn.execute("SELECT 2").fetchall()
+
+            caplog.set_level(logging.WARNING, logger="spool.postgres")
+            with pytest.raises(StoreUnavailable) as ended:
+                store._run(write)
+            assert not isinstance(ended.value, UncertainWrite), str(ended.value)
+            assert "nothing was applied" in str(ended.value)
+            assert store.get("j_0123456789abcdef0123456789abcdef") is None  # answers again
+        finally:
+            store.close()
+    said = [m for r in caplog.records if "idle" in (m := r.getMessage())]
+    assert said, caplog.text

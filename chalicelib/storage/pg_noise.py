@@ -15,7 +15,9 @@ connection was idle (the worker's LISTEN connection between wake-ups, a pipeline
 between its results), libpq hands that message to the notice handler and raises
 only its own "server closed the connection unexpectedly. This probably means the
 server terminated abnormally": every pg_terminate_backend or fast shutdown was
-logged as a server crash. `hear_last_words` keeps the FATAL, and `reason` says it.
+logged as a server crash. `hear_last_words` keeps the FATAL, and `reason` says it;
+`last_state` tells a session ended idle in its transaction (rolled back: nothing
+applied) from a reply lost.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from typing import Any
 _CLOSED = "server closed the connection unexpectedly"
 _FINAL = frozenset({"FATAL", "PANIC"})
 _lock = threading.Lock()
-_last_words: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# Per connection: the SQLSTATE and the message of the server's FATAL.
+_last_words: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()
 
 
 def hear_last_words(conn: Any) -> None:
@@ -42,7 +45,7 @@ def hear_last_words(conn: Any) -> None:
             owner = ref()
             if owner is not None:
                 with _lock:
-                    _last_words[owner] = str(diag.message_primary)
+                    _last_words[owner] = (str(diag.sqlstate or ""), str(diag.message_primary))
 
     conn.add_notice_handler(heard)
 
@@ -50,7 +53,16 @@ def hear_last_words(conn: Any) -> None:
 def last_words(conn: Any) -> str | None:
     """The FATAL message the server sent `conn` before it closed, if one came."""
     with _lock:
-        return _last_words.get(conn)
+        said = _last_words.get(conn)
+    return None if said is None else said[1]
+
+
+def last_state(conn: Any) -> str | None:
+    """The SQLSTATE of that message ("25P03": it ended the session idle in a
+    transaction, which it rolled back), if one came."""
+    with _lock:
+        said = _last_words.get(conn)
+    return None if said is None else said[0]
 
 
 def reason(exc: BaseException, conn: Any = None) -> str:

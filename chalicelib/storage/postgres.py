@@ -947,6 +947,9 @@ def _check_connection(conn: Conn) -> None:
         ConnectionPool.check_connection(conn)
 
 
+# The SQLSTATE of a session ended idle in a transaction (rolled back).
+IDLE_IN_TRANSACTION = "25P03"
+
 # idle_session_timeout came with Postgres 14; naming it to an older server is an error.
 IDLE_SESSION_SINCE = 140000
 
@@ -1255,20 +1258,7 @@ class PostgresStore:
             except pg_errors.UndefinedTable as exc:
                 raise StoreNotMigrated(NOT_MIGRATED, {"schema": self.settings.schema}) from exc
             except pg_errors.IdleInTransactionSessionTimeout as exc:
-                # This process sat inside a transaction past the server's
-                # idle_in_transaction_session_timeout (statement_timeout): paused (SIGSTOP,
-                # a frozen VM, swapping). The server ended the session and rolled the
-                # transaction back; raised as it came, it ended `spool worker`.
-                log.log(
-                    self._quiet.level(),
-                    "the database ended an idle transaction: %s",
-                    pg_noise.reason(exc),
-                )
-                raise StoreUnavailable(
-                    "the database ended this call's transaction after it sat idle (this "
-                    "process was paused); nothing was applied; try again",
-                    retry_after=1,
-                ) from exc
+                raise self._ended_idle(exc) from exc
             except pg_errors.ReadOnlySqlTransaction as exc:
                 # A standby (a failover not yet promoted, a URL pointing at a replica) or
                 # default_transaction_read_only: the statement was refused and its
@@ -1329,6 +1319,8 @@ class PostgresStore:
                     raise self._too_slow(exc, read or (atomic and not was_cut), was_cut) from exc
                 if read and attempt == 1:
                     continue
+                if pg_noise.last_state(conn) == IDLE_IN_TRANSACTION:
+                    raise self._ended_idle(exc, conn) from exc
                 log.log(
                     self._quiet.level(),
                     "database connection failed: %s",
@@ -1341,6 +1333,24 @@ class PostgresStore:
                 raise StoreUnavailable(
                     "the database connection failed; try again shortly", retry_after=2
                 ) from exc
+
+    def _ended_idle(self, exc: BaseException, conn: Conn | None = None) -> StoreUnavailable:
+        """This process sat inside a transaction past the server's
+        idle_in_transaction_session_timeout (statement_timeout): paused (SIGSTOP, a
+        frozen VM, swapping). The server ended the session and rolled the transaction
+        back; raised as it came, it ended `spool worker`. Said as the next statement's
+        error, or only as the session's last words (a pipeline begun inside the
+        transaction reads them between its results: pg_noise), nothing applied."""
+        log.log(
+            self._quiet.level(),
+            "the database ended an idle transaction: %s",
+            pg_noise.reason(exc, conn),
+        )
+        return StoreUnavailable(
+            "the database ended this call's transaction after it sat idle (this "
+            "process was paused); nothing was applied; try again",
+            retry_after=1,
+        )
 
     def _forget_connections(self) -> None:
         """After a call cut for getting no answer, replace every connection made before it.
