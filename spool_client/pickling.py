@@ -18,6 +18,11 @@ from typing import Any
 
 from spool_client.calls import Options
 
+# Options' fields that are no argument of the clients' but worked out from them:
+# default_url (no URL given, SPOOL_URL unset) is not carried, since the copy is made
+# with the URL the client holds.
+NOT_ARGUMENTS = frozenset({"default_url"})
+
 
 def reduced(client: Any) -> tuple[Any, tuple[()]]:
     """`client.__reduce__`'s answer: a call that makes the same client again, from
@@ -31,7 +36,9 @@ def reduced(client: Any) -> tuple[Any, tuple[()]]:
             "holds connections and settings that cannot be carried to another process; "
             f"pass url and key instead and make the {kind} with http= in that process"
         )
-    return (
-        partial(made, **{field.name: getattr(client, field.name) for field in fields(Options)}),
-        (),
-    )
+    arguments = {
+        field.name: getattr(client, field.name)
+        for field in fields(Options)
+        if field.name not in NOT_ARGUMENTS
+    }
+    return partial(made, **arguments), ()
