@@ -46,7 +46,7 @@ def test_moto_dying_mid_batch_hands_the_batch_back_and_a_restart_is_a_503(
     )
     with installed(settings) as rt:
         requests = [
-            EnqueueRequest.model_validate({"type": "sleep", "payload": {"seconds": 1.5}}),
+            EnqueueRequest.model_validate({"type": "sleep", "payload": {"seconds": 6}}),
             EnqueueRequest.model_validate({"type": "echo", "payload": {"n": 1}}),
         ]
         ids = [made.job.id for made in rt.service.enqueue(requests, TENANT_A)]
