@@ -42,21 +42,20 @@ pytestmark = pytest.mark.timeout(300)
 GIB = 1024 * 1024 * 1024
 
 
-def test_a_worker_refused_its_third_pool_thread_runs_its_jobs_on_two(
-    mem: MemoryStore,
-    clock: FakeClock,
-    reg: Registry,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def refuse_threads_past(
+    monkeypatch: pytest.MonkeyPatch, names: tuple[str, ...], allowed: int
+) -> list[str]:
+    """The worker's threads named `names` start until `allowed` of them have; each one
+    after raises "can't start new thread" from its start, as a process at its thread
+    or address-space limit does. Returns the names in the order they were made."""
     real = logs.inherited_thread
     started: list[str] = []
 
-    def two_at_most(target: Any, name: str = "", **kwargs: Any) -> Any:
+    def limited(target: Any, name: str = "", **kwargs: Any) -> Any:
         thread = real(target, name=name, **kwargs)
-        if name == "spool-pool":
+        if name in names:
             started.append(name)
-            if len(started) > 2:
+            if len(started) > allowed:
 
                 def start() -> None:
                     raise RuntimeError("can't start new thread")
@@ -64,7 +63,18 @@ def test_a_worker_refused_its_third_pool_thread_runs_its_jobs_on_two(
                 thread.start = start  # type: ignore[method-assign]
         return thread
 
-    monkeypatch.setattr("chalicelib.worker.logs.inherited_thread", two_at_most)
+    monkeypatch.setattr("chalicelib.worker.logs.inherited_thread", limited)
+    return started
+
+
+def test_a_worker_refused_its_third_pool_thread_runs_its_jobs_on_two(
+    mem: MemoryStore,
+    clock: FakeClock,
+    reg: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    refuse_threads_past(monkeypatch, ("spool-pool",), 2)
     reg.handler("fine", max_attempts=1)(lambda payload: "ok")
     jobs = [add(mem, clock, "fine", max_attempts=1) for _ in range(5)]
     worker = Worker(mem, reg, WorkerConfig(concurrency=4, lease_seconds=30), rng=random.Random(1))
@@ -186,22 +196,7 @@ def test_a_worker_with_room_for_two_threads_starts_its_wake_bridge_and_one_pool_
     """Was (a real `spool worker --concurrency 4` under a 350 MB limit): the pool took
     the room there was, and the store's wake-up bridge, started after it, could not
     start: the worker stopped with "could not start a thread"."""
-    real = logs.inherited_thread
-    started: list[str] = []
-
-    def two_in_all(target: Any, name: str = "", **kwargs: Any) -> Any:
-        thread = real(target, name=name, **kwargs)
-        if name in ("spool-pool", "spool-wake"):
-            started.append(name)
-            if len(started) > 2:
-
-                def start() -> None:
-                    raise RuntimeError("can't start new thread")
-
-                thread.start = start  # type: ignore[method-assign]
-        return thread
-
-    monkeypatch.setattr("chalicelib.worker.logs.inherited_thread", two_in_all)
+    started = refuse_threads_past(monkeypatch, ("spool-pool", "spool-wake"), 2)
     reg.handler("fine", max_attempts=1)(lambda payload: "ok")
     jobs = [add(mem, clock, "fine", max_attempts=1) for _ in range(3)]
     worker = Worker(mem, reg, WorkerConfig(concurrency=4, lease_seconds=30), rng=random.Random(1))
