@@ -2,7 +2,8 @@
 
 libpq's messages span lines ("server closed the connection unexpectedly\\n\\tThis
 probably means ..."), which the log formatter writes as literal \\n and \\t escapes
-(chalicelib.logs.one_line): a log line should read as one. And psycopg adds its own
+(chalicelib.logs.one_line): a log line should read as one, psycopg_pool's own
+warnings ("error connecting in 'spool': ...") included. And psycopg adds its own
 warnings for a call that failed with a lost connection, "error ignored terminating
 <psycopg.Pipeline [BAD] at 0x...>: the connection is lost" (twice) and the pool's
 "discarding closed connection: <... [BAD] ...>", beside Spool's own line that says
@@ -86,9 +87,27 @@ class _AfterFailureNoise(logging.Filter):
         return not str(record.msg).startswith(self.PREFIXES)
 
 
+class _OneLine(logging.Filter):
+    """Write a psycopg warning's message on one line, as `reason` writes Spool's own.
+
+    psycopg_pool logs libpq's text as it came: "error connecting in 'spool':
+    ... Connection refused\\n\\tIs the server running ...", which the log formatter
+    wrote as a literal \\n escape and a raw tab. Its whitespace runs become one space
+    (the record's arguments are folded into its message: they hold the text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if any(c in text for c in "\n\r\t\v\f"):
+            record.msg = " ".join(text.split())
+            record.args = None
+        return True
+
+
 def install() -> None:
     """Filter the loggers psycopg and psycopg_pool write those warnings to (once)."""
     for name in ("psycopg", "psycopg.pool"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _AfterFailureNoise) for f in logger.filters):
             logger.addFilter(_AfterFailureNoise())
+        if not any(isinstance(f, _OneLine) for f in logger.filters):
+            logger.addFilter(_OneLine())
