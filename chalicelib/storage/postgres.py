@@ -2473,8 +2473,9 @@ class PgNotifier:
     One dedicated connection LISTENs (a pooled connection could not: it
     belongs to whoever holds it). `wait` selects on that socket and on a
     self-pipe, so `close` wakes a waiter at once. If the listening connection
-    breaks, the next `wait` reconnects and reports a wake-up, because
-    notifications sent meanwhile are lost and work may be waiting. `wait`
+    breaks, the `wait` that sees it reconnects at once (`_relisten`; a failed try
+    waits out the timeout and the next `wait` tries again) and reports a wake-up,
+    because notifications sent meanwhile are lost and work may be waiting. `wait`
     never raises: delivery is an optimization, the worker's fallback poll
     keeps correctness.
     """
@@ -2538,8 +2539,10 @@ class PgNotifier:
             if self._stale:
                 self._stale = False
                 self._drop()
+            listening = False
             try:
                 conn = self._listen()
+                listening = True
                 self._quiet.ok()
                 if self._missed:
                     self._missed = False
@@ -2560,12 +2563,34 @@ class PgNotifier:
                     pg_noise.reason(exc, self._conn),
                 )
                 self._drop()
+                if listening and self._relisten():
+                    return True
             # Could not listen: wait out the timeout (close still wakes us).
             remaining = deadline - time.monotonic()
             if remaining > 0:
                 readable([self._rpipe], remaining)
                 self._clear_pipe()
             return False
+
+    def _relisten(self) -> bool:
+        """Subscribe again at once after a working connection was lost; True when that
+        worked (the caller reports a wake-up: notifications sent meanwhile are lost).
+
+        Waiting out the rest of the timeout first left the worker deaf for up to
+        idle_poll: a job enqueued then waited for the fallback poll. One try only: a
+        reconnect that fails too (the server going away) waits out the timeout, and the
+        next wait tries again, so a server that is down is not hammered."""
+        try:
+            self._listen()
+        except (psycopg.Error, OSError) as exc:
+            log.debug(
+                "LISTEN reconnect failed (%s); trying again after the poll", pg_noise.reason(exc)
+            )
+            self._drop()
+            return False
+        self._quiet.ok()
+        self._missed = False
+        return True
 
     def reconnect(self) -> None:
         """Replace the listening connection at the next wait (it may be dead without a
