@@ -617,6 +617,11 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
                 "Point SSL_CERT_FILE at the CA bundle that signed it, "
                 f"or check --url / {URL_VARIABLE}",
             )
+        if exc.reached:  # it is running: "check that it is running" sent people astray
+            return CliFailure(
+                f"{exc} (after {exc.attempts} tries)",
+                "The server is up but too slow to answer: check its load and logs, then try again",
+            )
         return CliFailure(
             f"{exc} (after {exc.attempts} tries)",
             f"Check --url / {URL_VARIABLE} and that the server is running",

@@ -34,7 +34,9 @@ from spool_client.models import Enqueued, Job, Page, Redriven
 from spool_client.retry import (
     TRY_FAILED,
     RetryPolicy,
+    failure_lead,
     maybe_sent,
+    reached_server,
     retried_answer,
     retry_after,
     retryable,
@@ -132,12 +134,13 @@ class AsyncClient:
                     cause = None if calls.holds_key(str(exc), self.key) else exc
                     raise TransportError(
                         calls.scrub(
-                            f"cannot reach {calls.shown_url(self.url)}: "
+                            f"{failure_lead(exc, calls.shown_url(self.url))}: "
                             f"{type(exc).__name__}: {exc}"
                             f"{transport_hint(exc, calls.shown_url(self.url), self._default_for)}",
                             self.key,
                         ),
                         tries,
+                        reached=reached_server(exc),
                     ) from cause
                 sent_before = sent_before or maybe_sent(exc)
                 await asyncio.sleep(wait)

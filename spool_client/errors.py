@@ -18,11 +18,16 @@ class SpoolClientError(Exception):
 
 
 class TransportError(SpoolClientError):
-    """The server could not be reached (or went away mid-request) on every try."""
+    """The server could not be reached (or went away mid-request) on every try.
 
-    def __init__(self, message: str, attempts: int) -> None:
+    reached: the last try connected but no whole answer came within the timeout (a
+    server too busy or stuck to answer, not one that is down): its message says
+    "reached ..., but", not "cannot reach"."""
+
+    def __init__(self, message: str, attempts: int, *, reached: bool = False) -> None:
         super().__init__(message)
         self.attempts = attempts
+        self.reached = reached
 
 
 class WrongType(TypeError):

@@ -171,6 +171,23 @@ def transport_hint(exc: BaseException, url: str, default_for: str | None = None)
     return ""
 
 
+def reached_server(exc: BaseException) -> bool:
+    """The try connected and sent its request, but no whole answer came in time.
+
+    httpx's per-read timeout, and the whole-try bound (which raises the same), fire
+    only once a connection is open (a connect that hangs is httpx.ConnectTimeout):
+    the server is up but too slow, so "cannot reach" sent people looking for a
+    server that was down, or a wrong URL, when it was neither."""
+    return isinstance(exc, httpx.ReadTimeout)
+
+
+def failure_lead(exc: BaseException, url: str) -> str:
+    """The first words of a TransportError's message: what became of the last try."""
+    if reached_server(exc):
+        return f"reached {url}, but it did not answer in time"
+    return f"cannot reach {url}"
+
+
 def untrusted_certificate(exc: BaseException) -> bool:
     """The server's TLS certificate failed verification: no retry changes that."""
     seen: BaseException | None = exc
