@@ -426,6 +426,16 @@ def _handler_class(
             except OSError:
                 pass  # the client went, or does not read: nothing more to do
 
+        def log_error(self, format: str, *args: Any) -> None:
+            """http.server's line for a read that timed out, unless the request's
+            deadline ran out: `_time_out` answers that one 408, and the 408's own
+            access line records it (`"POST /enqueue HTTP/1.1" 408 -`, or `"" 408 -`
+            for a request line that never came), so each such request was logged
+            twice. A write that timed out sends no 408 and keeps http.server's line."""
+            if format.startswith("Request timed out") and self.deadline.expired:
+                return
+            super().log_error(format, *args)
+
         def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
             headers, body = super()._parse_payload()
             for joined in _JOINED:
