@@ -515,8 +515,22 @@ def _handler_class(
         def parse_request(self) -> bool:
             """http.server's reading of the request line and head, then `spool serve`'s
             limit on them together (SPOOL_HTTP_MAX_HEADER_BYTES): http.server took a
-            line of up to 64 KiB and 100 header lines of as much each."""
-            if not super().parse_request():
+            line of up to 64 KiB and 100 header lines of as much each.
+
+            A head cut off by the client's close (its blank line never came) is no
+            request: http.server reads the end of the stream as the end of the head,
+            so `POST /jobs/ID/cancel` sent without its last line, then closed,
+            cancelled the job. `spool serve` dispatches nothing for it; neither does
+            this (the connection ends without an answer, as the client has gone)."""
+            reading = _LastLine(self.rfile)
+            self.rfile = reading
+            try:
+                if not super().parse_request():
+                    return False
+            finally:
+                self.rfile = reading.stream
+            if reading.last == b"":  # the stream ended before the head's blank line
+                self.close_connection = True
                 return False
             if head_size(self.raw_requestline, self.headers) >= self.head_limit:
                 # The answer's log line shows the start of the line, not all 16 KiB or more.
@@ -587,6 +601,24 @@ def _handler_class(
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _spool_handle
 
     return SpoolRequestHandler
+
+
+class _LastLine:
+    """The handler's rfile, remembering the last line read from it: http.client's
+    parse_headers stops at a blank line or at the end of the stream alike, and only
+    the line it stopped at tells the two apart."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.last: bytes | None = None
+
+    def readline(self, limit: int = -1) -> bytes:
+        line: bytes = self.stream.readline(limit)
+        self.last = line
+        return line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 # `spool serve`'s server's reading of a request line (waitress.parser.first_line_re):
