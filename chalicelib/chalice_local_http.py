@@ -438,6 +438,12 @@ def _handler_class(
 
         def _parse_payload(self) -> tuple[dict[str, Any], bytes | None]:
             headers, body = super()._parse_payload()
+            # A body cut off by the client's close: chalice read what came and ran it
+            # (`{"type": "echo"}` under a Content-Length of 100, then close, was a
+            # job enqueued). `spool serve` runs nothing of a request it did not get
+            # whole; _spool_handle ends the connection without an answer.
+            if len(body or b"") < int(self.headers.get("content-length", "0")):
+                raise _ClientGone
             for joined in _JOINED:
                 lines = self.headers.get_all(joined) or []
                 if len(lines) > 1:  # as `spool serve`'s server joins them: app.py reads each
@@ -472,7 +478,10 @@ def _handler_class(
                 )
             )
             if refusal is None:
-                self._generic_handle()
+                try:
+                    self._generic_handle()
+                except _ClientGone:  # the client closed before its body was whole
+                    self.close_connection = True
                 return
             status, code, message, details = refusal
             self.close_connection = True
@@ -601,6 +610,10 @@ def _handler_class(
         do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = do_PATCH = do_OPTIONS = _spool_handle
 
     return SpoolRequestHandler
+
+
+class _ClientGone(Exception):
+    """The client closed its side before the request it began was whole."""
 
 
 class _LastLine:

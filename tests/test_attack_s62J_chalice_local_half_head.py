@@ -7,6 +7,9 @@ the blank line that ends a head, then closed, had the job cancelled (200, the jo
 dispatched what it had. `spool serve` dispatches nothing for such a head and closes.
 Now neither does `chalice local`: the connection ends without an answer, the job
 untouched. A whole head followed by the client's close is served as before.
+
+The same for a body cut off by the client's close: `{"type": "echo"}` sent under a
+Content-Length of 100, then the close, enqueued a job (201). Now nothing is run.
 """
 
 from __future__ import annotations
@@ -87,3 +90,29 @@ def test_a_whole_head_then_the_clients_close_is_served(port: int) -> None:
     answer = _send_then_close(port, _cancel_head(job_id) + b"\r\n")
     assert answer.startswith(b"HTTP/1.1 200 "), answer
     assert _state(port, job_id) == "cancelled"
+
+
+def test_a_body_shorter_than_its_length_then_the_clients_close_is_not_run(port: int) -> None:
+    body = b'{"type": "echo", "idempotency_key": "s62J-half-body"}'
+    head = (
+        f"POST /enqueue HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY_A}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body) + 50}\r\n\r\n"
+    ).encode()
+    assert _send_then_close(port, head + body) == b""
+    # The same key sent whole now creates the job: the half request made none.
+    again = requests.post(
+        f"http://127.0.0.1:{port}/enqueue",
+        data=body,
+        headers={"X-API-Key": KEY_A, "Content-Type": "application/json"},
+        timeout=BOUND,
+    )
+    assert again.status_code == 201 and again.json()["created"] is True, again.text
+
+
+def test_a_whole_body_then_the_clients_close_is_served(port: int) -> None:
+    body = b'{"type": "echo"}'
+    head = (
+        f"POST /enqueue HTTP/1.1\r\nHost: 127.0.0.1\r\nX-API-Key: {KEY_A}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    assert _send_then_close(port, head + body).startswith(b"HTTP/1.1 201 ")
