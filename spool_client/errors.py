@@ -16,6 +16,22 @@ from typing import Any
 class SpoolClientError(Exception):
     """Base class of everything this package raises."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its class, message and attributes, rebuilt without `__init__`.
+
+        Exception's own pickling calls the class with the message alone, and most of
+        these take more (TransportError its tries, ApiError its status and code): a
+        multiprocessing pool handed one back from its worker failed to unpickle it in
+        its result thread, which died, and the caller waited for ever."""
+        return (_rebuilt, (type(self), self.args, dict(vars(self))))
+
+
+def _rebuilt(kind: type[SpoolClientError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """A SpoolClientError from what its __reduce__ kept."""
+    error = kind.__new__(kind, *args)  # BaseException.__new__ sets .args
+    vars(error).update(state)
+    return error
+
 
 class TransportError(SpoolClientError):
     """The server could not be reached (or went away mid-request) on every try.
