@@ -219,7 +219,10 @@ def test_a_worker_stopped_while_dynamodb_stalls_is_not_held_by_retries(tmp_path:
             threading.Event().wait(2.0)  # its first claims and beat went through
             moto.process.send_signal(signal.SIGSTOP)
             try:
-                threading.Event().wait(1.0)
+                # Three idle polls (1 s each): a claim is stalled in flight when the stop
+                # comes. After 1 s alone a loaded run stopped between two polls, and
+                # only the sign-off met the stall (CI at load 12).
+                threading.Event().wait(3.0)
                 proc.send_signal(signal.SIGTERM)
                 try:
                     code = proc.wait(DYNAMO_BOUND)
