@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 
@@ -29,6 +30,21 @@ def read_head(conn: socket.socket) -> bytes | None:
             return None
         data += chunk
     return data
+
+
+def serve_each(sock: socket.socket, handle: Callable[[socket.socket], None]) -> None:
+    """Accept connections on `sock` until it is closed, each handled by `handle` on a
+    thread of its own: a server that stalls one client must not hold up the next."""
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
 
 
 class CannedServer:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 import pytest
 
 from local import cli, remote_cli
-from tests.canned_http import CannedServer, json_answer, read_head
+from tests.canned_http import CannedServer, json_answer, read_head, serve_each
 
 JOB_ID = "j_" + "0" * 32
 JOB = {
@@ -53,15 +53,7 @@ class DripHead:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.closed = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+        serve_each(self.sock, self._answer)
 
     def _answer(self, conn: socket.socket) -> None:
         with conn:

@@ -20,7 +20,7 @@ import pytest
 
 from local import cli, remote_cli
 from spool_client import AsyncClient, Client, RetryPolicy, TransportError
-from tests.canned_http import read_head
+from tests.canned_http import read_head, serve_each
 
 JOB_ID = "j_" + "0" * 32
 KEY = "k" * 32
@@ -37,15 +37,7 @@ class Stalling:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.closed = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+        serve_each(self.sock, self._hold)
 
     def _hold(self, conn: socket.socket) -> None:
         with conn:

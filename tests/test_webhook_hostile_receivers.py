@@ -17,6 +17,7 @@ from chalicelib.models import Completion, JobState
 from chalicelib.storage.memory import MemoryStore
 from chalicelib.webhooks import signing
 from chalicelib.webhooks.deliver import Deliverer
+from tests.canned_http import serve_each
 from tests.factories import new_job, token
 
 SECRET = signing.new_secret()
@@ -48,15 +49,7 @@ class RawReceiver:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+        serve_each(self.sock, self._one)
 
     def _one(self, conn: socket.socket) -> None:
         with conn:
