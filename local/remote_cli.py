@@ -576,9 +576,6 @@ def _attempts(raw: dict[str, Any]) -> list[Attempt]:
 # -- failures ----------------------------------------------------------------------------------
 
 _KEY_FIX = f"Pass the key with --key or {KEY_VARIABLE}"
-# The stable start of every wrong-key 401 (chalicelib.api.auth.INVALID_KEY); the words
-# after it are the server's advice for curl, which may change from one server to another.
-_INVALID_KEY = "invalid API key"
 # A refused key is most often the one an earlier `make run` printed: without
 # SPOOL_API_KEYS each start makes a new one, and the exported key is refused.
 _REFUSED_KEY_FIX = (
@@ -648,11 +645,13 @@ def explain(exc: client_errors.SpoolClientError) -> CliFailure:
     if isinstance(exc, client_errors.Unauthorized | client_errors.Forbidden):
         if exc.message.startswith("missing API key"):  # "send it in the X-API-Key header"
             return CliFailure("no API key given: the server needs one", _KEY_FIX, EXIT_USAGE)
-        if exc.message.startswith(_INVALID_KEY):
+        from chalicelib.api.auth import INVALID_KEY
+
+        if exc.message.startswith(INVALID_KEY):
             # The server's own advice after the colon (for curl) is _REFUSED_KEY_FIX in
             # HTTP's terms: said once, in the command line's (--key, SPOOL_API_KEY).
             # Only the stable prefix is matched, so a server with other words still fits.
-            return CliFailure(_INVALID_KEY, _REFUSED_KEY_FIX, EXIT_USAGE)
+            return CliFailure(INVALID_KEY, _REFUSED_KEY_FIX, EXIT_USAGE)
         if isinstance(exc, client_errors.Forbidden):  # a valid key of the wrong kind
             return CliFailure(exc.message, _TENANT_KEY_FIX, EXIT_USAGE)
         return CliFailure(exc.message, _KEY_FIX, EXIT_USAGE)
